@@ -1,0 +1,73 @@
+// What every decoder in Stratus offers the trainer, the sampler and the serving engine.
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Models;
+
+public abstract class CausalLanguageModel : nn.Module
+{
+    protected CausalLanguageModel(string name, ModelConfig config) : base(name)
+    {
+        config.Validate();
+        Config = config;
+    }
+
+    public ModelConfig Config { get; }
+
+    /// <summary>Shared with every layer so one switch changes the precision of all matmuls.</summary>
+    protected readonly MatmulPrecision Precision = new();
+
+    /// <summary>The dtype of matrix multiplications. Parameters stay as they are (fp32 master
+    /// weights in training) and are cast per use, because TorchSharp has no autocast.</summary>
+    public ScalarType ComputeDtype
+    {
+        get => Precision.Dtype;
+        set => Precision.Dtype = value;
+    }
+
+    public Device Device => parameters().First().device;
+
+    /// <summary>Logits [B, T, vocab] in fp32 for token ids [B, T]; with a cache, the tokens
+    /// continue what the cache holds.</summary>
+    public abstract Tensor Forward(Tensor tokens, IKvCache? cache = null);
+
+    /// <summary>Key/value heads per layer (fewer than query heads with grouped-query attention).</summary>
+    public virtual int KvHeads => Config.NHead;
+
+    public KvCache CreateCache(int batch, int capacity, ScalarType? dtype = null) =>
+        new(Config.NLayer, batch, KvHeads, Config.HeadDim, Math.Min(capacity, Config.BlockSize), dtype ?? ComputeDtype, Device);
+
+    /// <summary>Number of parameters; without the position embedding when nonEmbedding
+    /// (nanoGPT's convention for FLOPs, since a lookup costs no multiply-adds).</summary>
+    public abstract long ParameterCount(bool nonEmbedding = true);
+
+    /// <summary>Training FLOPs per token (forward and backward), PaLM appendix B as nanoGPT:
+    /// 6N + 12 * n_layer * n_head * head_dim * T.</summary>
+    public double TrainingFlopsPerToken(int sequenceLength) =>
+        6.0 * ParameterCount() + 12.0 * Config.NLayer * Config.NHead * Config.HeadDim * sequenceLength;
+
+    public static CausalLanguageModel Create(ModelConfig config) => config.Architecture switch
+    {
+        "gpt2" => new Gpt(config),
+        _ => throw new StratusUserException($"unknown architecture '{config.Architecture}'; supported: gpt2"),
+    };
+}
+
+/// <summary>
+/// The compute dtype of a model's matmuls. A plain object, not a module, so that layers can hold
+/// it without it being registered as a submodule.
+/// </summary>
+public sealed class MatmulPrecision
+{
+    public ScalarType Dtype { get; set; } = ScalarType.Float32;
+
+    /// <summary>x @ weight^T + bias in <see cref="Dtype"/>: casts the input and the (fp32 master)
+    /// weight for the matmul; gradients flow back to the master weight through the cast.</summary>
+    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    {
+        if (Dtype == weight.dtype && Dtype == x.dtype) return nn.functional.linear(x, weight, bias);
+        return nn.functional.linear(x.to(Dtype), weight.to(Dtype), bias?.to(Dtype));
+    }
+
+    public Tensor Linear(Tensor x, TorchSharp.Modules.Linear layer) => Linear(x, layer.weight!, layer.bias);
+}

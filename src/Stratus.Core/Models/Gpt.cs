@@ -1,0 +1,156 @@
+// GPT-2: token and position embeddings, pre-LayerNorm blocks of causal self-attention and a
+// GELU MLP, a final LayerNorm and an LM head tied to the token embedding. Parameter names
+// follow nanoGPT / Hugging Face (transformer.h.0.attn.c_attn.weight ...) so checkpoints map by
+// name; Linear weights are [out, in] as in nn.Linear (HF's Conv1D stores them transposed).
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Stratus.Models;
+
+public sealed class Gpt : CausalLanguageModel
+{
+    readonly GptTransformer transformer;
+
+    public Gpt(ModelConfig config) : base("gpt", config)
+    {
+        transformer = new GptTransformer(config, Precision);
+        RegisterComponents();
+        InitializeWeights();
+    }
+
+    public override Tensor Forward(Tensor tokens, IKvCache? cache = null)
+    {
+        var length = (int)tokens.shape[1];
+        if (cache is null && length > Config.BlockSize)
+            throw new StratusUserException($"sequence of {length} tokens is longer than block_size {Config.BlockSize}");
+        using var scope = NewDisposeScope();
+        var positions = cache?.BeginStep(length) ?? arange(length, dtype: ScalarType.Int64, device: tokens.device);
+        var x = transformer.drop.call(transformer.wte.call(tokens) + transformer.wpe.call(positions));
+        for (var i = 0; i < transformer.h.Count; i++) x = transformer.h[i].Forward(x, i, cache);
+        cache?.EndStep();
+        x = transformer.ln_f.call(x);
+        // Tied LM head: the token embedding matrix projects back onto the vocabulary.
+        var logits = Precision.Linear(x, transformer.wte.weight!).to(ScalarType.Float32);
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    public override long ParameterCount(bool nonEmbedding = true)
+    {
+        var total = parameters().Sum(p => p.numel());
+        return nonEmbedding ? total - transformer.wpe.weight!.numel() : total;
+    }
+
+    void InitializeWeights()
+    {
+        using var noGrad = no_grad();
+        var residualStd = 0.02 / Math.Sqrt(2.0 * Config.NLayer);
+        foreach (var (name, parameter) in named_parameters())
+        {
+            if (name.EndsWith(".bias")) nn.init.zeros_(parameter);
+            else if (name.Contains(".ln_") || name.Contains("ln_f")) nn.init.ones_(parameter);
+            else if (name.EndsWith("c_proj.weight")) nn.init.normal_(parameter, 0, residualStd);
+            else nn.init.normal_(parameter, 0, 0.02);
+        }
+    }
+
+    sealed class GptTransformer : nn.Module
+    {
+        public readonly Embedding wte, wpe;
+        public readonly Dropout drop;
+        public readonly ModuleList<GptBlock> h;
+        public readonly LayerNorm ln_f;
+
+        public GptTransformer(ModelConfig c, MatmulPrecision precision) : base("transformer")
+        {
+            wte = nn.Embedding(c.VocabSize, c.NEmbd);
+            wpe = nn.Embedding(c.BlockSize, c.NEmbd);
+            drop = nn.Dropout(c.Dropout);
+            h = new ModuleList<GptBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new GptBlock(c, precision)).ToArray());
+            ln_f = nn.LayerNorm(c.NEmbd, elementwise_affine: true, bias: c.Bias);
+            RegisterComponents();
+        }
+    }
+
+    sealed class GptBlock : nn.Module
+    {
+        public readonly LayerNorm ln_1, ln_2;
+        public readonly GptAttention attn;
+        public readonly GptMlp mlp;
+
+        public GptBlock(ModelConfig c, MatmulPrecision precision) : base("block")
+        {
+            ln_1 = nn.LayerNorm(c.NEmbd, elementwise_affine: true, bias: c.Bias);
+            attn = new GptAttention(c, precision);
+            ln_2 = nn.LayerNorm(c.NEmbd, elementwise_affine: true, bias: c.Bias);
+            mlp = new GptMlp(c, precision);
+            RegisterComponents();
+        }
+
+        public Tensor Forward(Tensor x, int layer, IKvCache? cache)
+        {
+            x = x + attn.Forward(ln_1.call(x), layer, cache);
+            return x + mlp.Forward(ln_2.call(x));
+        }
+    }
+
+    sealed class GptAttention : nn.Module
+    {
+        public readonly Linear c_attn, c_proj;
+        readonly Dropout resid_dropout;
+        readonly MatmulPrecision precision;
+        readonly int heads;
+        readonly double dropout;
+
+        public GptAttention(ModelConfig c, MatmulPrecision precision) : base("attn")
+        {
+            c_attn = nn.Linear(c.NEmbd, 3 * c.NEmbd, hasBias: c.Bias);
+            c_proj = nn.Linear(c.NEmbd, c.NEmbd, hasBias: c.Bias);
+            resid_dropout = nn.Dropout(c.Dropout);
+            this.precision = precision;
+            heads = c.NHead;
+            dropout = c.Dropout;
+            RegisterComponents();
+        }
+
+        public Tensor Forward(Tensor x, int layer, IKvCache? cache)
+        {
+            var (b, t, c) = ((int)x.shape[0], (int)x.shape[1], (int)x.shape[2]);
+            var qkv = precision.Linear(x, c_attn).view(b, t, 3, heads, c / heads).permute(2, 0, 3, 1, 4);
+            Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+            Tensor y;
+            var p = training ? dropout : 0.0;
+            if (cache is null)
+            {
+                y = F.scaled_dot_product_attention(q, k, v, p: p, is_casual: true);
+            }
+            else
+            {
+                var (keys, values, mask) = cache.Append(layer, k, v);
+                y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask: mask, p: p, is_casual: mask is null);
+            }
+            y = y.transpose(1, 2).reshape(b, t, c);
+            return resid_dropout.call(precision.Linear(y, c_proj).to(x.dtype));
+        }
+    }
+
+    sealed class GptMlp : nn.Module
+    {
+        public readonly Linear c_fc, c_proj;
+        readonly Dropout dropout;
+        readonly MatmulPrecision precision;
+
+        public GptMlp(ModelConfig c, MatmulPrecision precision) : base("mlp")
+        {
+            c_fc = nn.Linear(c.NEmbd, 4 * c.NEmbd, hasBias: c.Bias);
+            c_proj = nn.Linear(4 * c.NEmbd, c.NEmbd, hasBias: c.Bias);
+            dropout = nn.Dropout(c.Dropout);
+            this.precision = precision;
+            RegisterComponents();
+        }
+
+        public Tensor Forward(Tensor x) =>
+            dropout.call(precision.Linear(F.gelu(precision.Linear(x, c_fc)), c_proj).to(x.dtype));
+    }
+}

@@ -1,0 +1,120 @@
+// `stratus bench <what>`: speed and memory measurements, printed as a table and written as JSON.
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Spectre.Console;
+using Stratus.Training;
+
+namespace Stratus.Cli;
+
+static class BenchCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("bench", "Measure training and inference speed.");
+        command.Subcommands.Add(Train());
+        return command;
+    }
+
+    static Command Train()
+    {
+        var config = new Option<string>("--config") { Description = "training config to measure", Required = true };
+        var data = new Option<string>("--data") { Description = "dataset folder made by `stratus prepare`", Required = true };
+        var steps = new Option<int>("--steps") { Description = "timed optimizer steps (after 3 warm-up steps)", DefaultValueFactory = _ => 50 };
+        var json = new Option<string>("--json") { Description = "also write the results to this JSON file" };
+        var command = new Command("train", "Time optimizer steps: tokens/s, ms/step, MFU and peak RSS.") { config, data, steps, json };
+        var overrides = new ConfigOptions(command);
+        command.SetAction(result =>
+        {
+            var count = result.GetValue(steps);
+            if (count < 1) throw new StratusUserException("--steps must be at least 1");
+            var trainConfig = TrainConfig.Load(result.GetValue(config), overrides.Overrides(result));
+            var report = Measure(trainConfig, result.GetValue(data)!, count, result.GetValue(config)!);
+            Print(report);
+            if (result.GetValue(json) is { } path)
+            {
+                AtomicFile.WriteAllText(path, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                Console.WriteLine($"wrote {path}");
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    static JsonObject Measure(TrainConfig config, string data, int steps, string configPath)
+    {
+        const int warmup = 3;
+        var run = Path.Combine(Path.GetTempPath(), $"stratus-bench-{Guid.NewGuid():N}");
+        try
+        {
+            using var trainer = Trainer.Start(config with { MaxIters = warmup + steps }, data, run);
+            var clock = Stopwatch.StartNew();
+            for (var i = 0; i < warmup; i++) trainer.TrainStep(clock);
+            var rssAfterWarmup = MachineMeasures.CurrentRssBytes();
+            var times = new List<double>();
+            var progress = Stopwatch.StartNew();
+            for (var i = 0; i < steps; i++)
+            {
+                times.Add(trainer.TrainStep(clock).StepSeconds);
+                if (!Console.IsOutputRedirected && progress.Elapsed.TotalSeconds > 1)
+                {
+                    var eta = TimeSpan.FromSeconds(times.Average() * (steps - i - 1));
+                    Console.Write($"\rstep {i + 1}/{steps}, {times.Average() * 1000:F1} ms/step, eta {eta:mm\\:ss}   ");
+                    progress.Restart();
+                }
+            }
+            if (!Console.IsOutputRedirected) Console.Write("\r\u001b[2K");
+            times.Sort();
+            var median = times[times.Count / 2];
+            var tokens = (double)config.BatchSize * config.BlockSize * config.GradientAccumulationSteps;
+            var achieved = trainer.FlopsPerStep / median;
+            var nominal = MachineMeasures.NominalCpuPeak(trainer.Model.ComputeDtype);
+            return new JsonObject
+            {
+                ["benchmark"] = "train",
+                ["config"] = configPath,
+                ["dtype"] = config.Dtype,
+                ["parameters"] = trainer.Model.ParameterCount(nonEmbedding: false),
+                ["batch_size"] = config.BatchSize,
+                ["block_size"] = config.BlockSize,
+                ["gradient_accumulation_steps"] = config.GradientAccumulationSteps,
+                ["steps"] = steps,
+                ["threads"] = TorchSharp.torch.get_num_threads(),
+                ["ms_per_step_median"] = median * 1000,
+                ["ms_per_step_min"] = times[0] * 1000,
+                ["ms_per_step_max"] = times[^1] * 1000,
+                ["tokens_per_sec"] = tokens / median,
+                ["achieved_gflops"] = achieved / 1e9,
+                ["measured_peak_gflops"] = trainer.PeakFlops / 1e9,
+                ["mfu_measured_peak"] = achieved / trainer.PeakFlops,
+                ["nominal_peak_gflops"] = nominal / 1e9,
+                ["mfu_nominal_peak"] = nominal is { } n ? achieved / n : null,
+                ["rss_after_warmup_mb"] = rssAfterWarmup / 1048576.0,
+                ["rss_end_mb"] = MachineMeasures.CurrentRssBytes() / 1048576.0,
+                ["peak_rss_mb"] = MachineMeasures.PeakRssBytes() / 1048576.0,
+            };
+        }
+        finally
+        {
+            if (Directory.Exists(run)) Directory.Delete(run, recursive: true);
+        }
+    }
+
+    static void Print(JsonObject report)
+    {
+        var table = new Table().AddColumn("metric").AddColumn(new TableColumn("value").RightAligned());
+        foreach (var (key, value) in report)
+        {
+            var text = value switch
+            {
+                null => "n/a",
+                JsonValue v when v.TryGetValue<double>(out var d) && d != Math.Floor(d) => d.ToString(d < 1 ? "0.0000" : "N1"),
+                JsonValue v when v.TryGetValue<long>(out var l) => l.ToString("N0"),
+                _ => value.ToString(),
+            };
+            table.AddRow(Markup.Escape(key), Markup.Escape(text));
+        }
+        AnsiConsole.Write(table);
+    }
+}

@@ -1,0 +1,99 @@
+// `stratus demo`: the README's main job. Finds tiny Shakespeare (--corpus, $STRATUS_DATA_DIR,
+// the user's cache, else one download checked against its sha256), prepares it char-level,
+// trains configs/shakespeare-char-cpu.json and prints samples.
+using System.CommandLine;
+using System.Security.Cryptography;
+using Stratus.Data;
+using Stratus.Inference;
+using Stratus.Training;
+
+namespace Stratus.Cli;
+
+static class DemoCommand
+{
+    const string CorpusName = "tinyshakespeare.txt";
+    const string CorpusUrl = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt";
+    const string CorpusSha256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed";
+
+    public static Command Create()
+    {
+        var corpus = new Option<string>("--corpus") { Description = $"path to {CorpusName} (else $STRATUS_DATA_DIR/{CorpusName}, else the cache, else downloaded once)" };
+        var output = new Option<string>("--out") { Description = "run folder", DefaultValueFactory = _ => Path.Combine("runs", "shakespeare-char") };
+        var command = new Command("demo", "Train a small GPT on tiny Shakespeare, then sample from it.") { corpus, output };
+        var overrides = new ConfigOptions(command);
+        command.SetAction(async (result, cancellation) =>
+        {
+            var text = await LocateCorpus(result.GetValue(corpus), cancellation);
+            var run = result.GetValue(output)!;
+            var data = Path.Combine(run, "data");
+            var dataset = DatasetPreparer.Prepare(text, data, "char");
+            Console.WriteLine($"data: {text} -> {data} ({dataset.TrainTokens:N0} train, {dataset.ValTokens:N0} val tokens, vocab {dataset.Tokenizer.VocabSize})");
+
+            var configPath = FindConfig("shakespeare-char-cpu.json");
+            var config = TrainConfig.Load(configPath, overrides.Overrides(result));
+            var checkpoints = Path.Combine(run, "checkpoints");
+            if (Directory.Exists(checkpoints)) Directory.Delete(checkpoints, recursive: true);
+            using (var trainer = Trainer.Start(config, data, run))
+            {
+                TrainCommand.Run(trainer, cancellation);
+            }
+
+            var checkpoint = Checkpoint.Open(Checkpoint.Resolve(run));
+            using var model = checkpoint.CreateModel();
+            Console.WriteLine($"\nsamples from {checkpoint.Directory}:\n");
+            SampleCommand.Stream(new TextGenerator(model, checkpoint.Tokenizer), "\n", 300, new SamplingOptions { Temperature = 0.8, TopK = 200, Seed = 1337 }, 2);
+            Console.WriteLine($"\nmore: stratus sample --model {run} --prompt \"ROMEO:\" --max-tokens 300 --seed 7");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>configs/ next to the repository root, or shipped next to the tool.</summary>
+    static string FindConfig(string name)
+    {
+        foreach (var start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                var candidate = Path.Combine(dir.FullName, "configs", name);
+                if (File.Exists(candidate)) return candidate;
+            }
+        }
+        throw new StratusUserException($"configs/{name} was not found; run the demo from the Stratus repository");
+    }
+
+    static async Task<string> LocateCorpus(string? given, CancellationToken cancellation)
+    {
+        if (given is not null)
+        {
+            if (!File.Exists(given)) throw new StratusUserException($"--corpus {given} does not exist");
+            return given;
+        }
+        if (Environment.GetEnvironmentVariable("STRATUS_DATA_DIR") is { Length: > 0 } dataDir && File.Exists(Path.Combine(dataDir, CorpusName)))
+            return Path.Combine(dataDir, CorpusName);
+        var cacheRoot = Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg ? xdg
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        var cached = Path.Combine(cacheRoot, "stratus", CorpusName);
+        if (File.Exists(cached) && Sha256(await File.ReadAllBytesAsync(cached, cancellation)) == CorpusSha256) return cached;
+
+        Console.WriteLine($"downloading {CorpusUrl} ...");
+        byte[] bytes;
+        try
+        {
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+            bytes = await http.GetByteArrayAsync(CorpusUrl, cancellation);
+        }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+        {
+            throw new StratusUserException($"could not download tiny Shakespeare ({e.Message}). Offline, supply a copy: " +
+                $"`stratus demo --corpus <path-to-{CorpusName}>`, or put it at $STRATUS_DATA_DIR/{CorpusName} or {cached} (sha256 {CorpusSha256})");
+        }
+        if (Sha256(bytes) != CorpusSha256)
+            throw new StratusUserException($"the downloaded corpus has sha256 {Sha256(bytes)}, expected {CorpusSha256}; supply a good copy with --corpus");
+        Directory.CreateDirectory(Path.GetDirectoryName(cached)!);
+        AtomicFile.Write(cached, s => s.Write(bytes));
+        return cached;
+    }
+
+    static string Sha256(byte[] bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
+}

@@ -1,0 +1,29 @@
+// `stratus <verb>`: parse, call a library type, print. User errors become one line on stderr
+// and exit code 2; bugs keep their stack trace.
+using System.CommandLine;
+using Stratus;
+using Stratus.Cli;
+
+var root = new RootCommand("Stratus: train, sample and serve transformer language models from .NET.");
+root.Subcommands.Add(PrepareCommand.Create());
+root.Subcommands.Add(TrainCommand.Create());
+root.Subcommands.Add(SampleCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(DemoCommand.Create());
+
+var parsed = root.Parse(args);
+if (parsed.Errors.Count > 0)
+{
+    foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {error.Message}");
+    Console.Error.WriteLine("Run `stratus --help` or `stratus <verb> --help` for usage.");
+    return 2;
+}
+try
+{
+    return await parsed.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+}
+catch (StratusUserException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 2;
+}

@@ -1,0 +1,48 @@
+// `stratus sample --model <run> --prompt <text> --max-tokens N --temperature T --top-k K --top-p P --seed S`
+using System.CommandLine;
+using Stratus.Inference;
+using Stratus.Training;
+
+namespace Stratus.Cli;
+
+static class SampleCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "run folder or checkpoint folder", Required = true };
+        var prompt = new Option<string>("--prompt") { Description = "text to continue", DefaultValueFactory = _ => "\n" };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "tokens to generate", DefaultValueFactory = _ => 500 };
+        var temperature = new Option<double>("--temperature") { Description = "0 is greedy; higher is more random", DefaultValueFactory = _ => 0.8 };
+        var topK = new Option<int>("--top-k") { Description = "sample from the k most likely tokens (0: all)", DefaultValueFactory = _ => 200 };
+        var topP = new Option<double>("--top-p") { Description = "nucleus sampling threshold (1: off)", DefaultValueFactory = _ => 1.0 };
+        var seed = new Option<long?>("--seed") { Description = "same seed, same text" };
+        var samples = new Option<int>("--num-samples") { Description = "how many samples", DefaultValueFactory = _ => 1 };
+        var command = new Command("sample", "Generate text from a trained model, streamed token by token.") { model, prompt, maxTokens, temperature, topK, topP, seed, samples };
+        command.SetAction(result =>
+        {
+            var options = new SamplingOptions { Temperature = result.GetValue(temperature), TopK = result.GetValue(topK), TopP = result.GetValue(topP), Seed = result.GetValue(seed) };
+            options.Validate();
+            var checkpoint = Checkpoint.Open(Checkpoint.Resolve(result.GetValue(model)!));
+            using var network = checkpoint.CreateModel();
+            Stream(new TextGenerator(network, checkpoint.Tokenizer), result.GetValue(prompt)!, result.GetValue(maxTokens), options, result.GetValue(samples));
+            return 0;
+        });
+        return command;
+    }
+
+    public static void Stream(TextGenerator generator, string prompt, int maxTokens, SamplingOptions options, int count)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            var sampleOptions = options.Seed is { } s ? options with { Seed = s + i } : options;
+            Console.Write(prompt);
+            foreach (var piece in generator.Generate(prompt, maxTokens, sampleOptions))
+            {
+                Console.Write(piece);
+                Console.Out.Flush();
+            }
+            Console.WriteLine();
+            if (i < count - 1) Console.WriteLine("---------------");
+        }
+    }
+}

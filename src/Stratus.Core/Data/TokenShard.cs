@@ -1,0 +1,124 @@
+// A token shard: a flat array of token ids behind a self-describing 64-byte header, in the
+// spirit of llm.c's .bin files, so a file can be recognised, versioned and size-checked on load.
+//
+//   offset  size  field
+//   0       8     magic "STRATOK\0"
+//   8       4     format version (1)
+//   12      4     bytes per token (2 = uint16, 4 = uint32)
+//   16      8     token count
+//   24      8     vocabulary size
+//   32      32    reserved (zero)
+//   64      ...   tokens, little-endian
+using System.Buffers.Binary;
+using System.IO.MemoryMappedFiles;
+
+namespace Stratus.Data;
+
+public sealed unsafe class TokenShard : IDisposable
+{
+    public const int HeaderSize = 64;
+    public const int Version = 1;
+    static ReadOnlySpan<byte> Magic => "STRATOK\0"u8;
+
+    readonly MemoryMappedFile? map;
+    readonly MemoryMappedViewAccessor? view;
+    readonly byte* tokens;
+
+    TokenShard(string path, MemoryMappedFile? map, MemoryMappedViewAccessor? view, byte* tokens, int tokenBytes, long count, long vocabSize)
+    {
+        Path = path;
+        this.map = map;
+        this.view = view;
+        this.tokens = tokens;
+        TokenBytes = tokenBytes;
+        Count = count;
+        VocabSize = vocabSize;
+    }
+
+    public string Path { get; }
+    public int TokenBytes { get; }
+    public long Count { get; }
+    public long VocabSize { get; }
+
+    public static int TokenBytesFor(long vocabSize) => vocabSize <= ushort.MaxValue + 1 ? 2 : 4;
+
+    public static void Write(string path, ReadOnlySpan<int> tokenIds, long vocabSize)
+    {
+        var width = TokenBytesFor(vocabSize);
+        var tokens = tokenIds.ToArray();
+        AtomicFile.Write(path, stream =>
+        {
+            Span<byte> header = stackalloc byte[HeaderSize];
+            header.Clear();
+            Magic.CopyTo(header);
+            BinaryPrimitives.WriteInt32LittleEndian(header[8..], Version);
+            BinaryPrimitives.WriteInt32LittleEndian(header[12..], width);
+            BinaryPrimitives.WriteInt64LittleEndian(header[16..], tokens.Length);
+            BinaryPrimitives.WriteInt64LittleEndian(header[24..], vocabSize);
+            stream.Write(header);
+            var buffer = new byte[1 << 16];
+            var filled = 0;
+            foreach (var token in tokens)
+            {
+                if ((ulong)token >= (ulong)vocabSize) throw new InvalidDataException($"token {token} is outside the vocabulary of {vocabSize}");
+                if (width == 2) BinaryPrimitives.WriteUInt16LittleEndian(buffer.AsSpan(filled), (ushort)token);
+                else BinaryPrimitives.WriteUInt32LittleEndian(buffer.AsSpan(filled), (uint)token);
+                filled += width;
+                if (filled == buffer.Length) { stream.Write(buffer); filled = 0; }
+            }
+            stream.Write(buffer, 0, filled);
+        });
+    }
+
+    /// <summary>Maps a shard read-only; the tokens stay on disk and in the page cache.</summary>
+    public static TokenShard Open(string path)
+    {
+        if (!File.Exists(path)) throw new StratusUserException($"token shard {path} does not exist; run `stratus prepare` first");
+        var length = new FileInfo(path).Length;
+        Span<byte> header = stackalloc byte[HeaderSize];
+        using (var stream = File.OpenRead(path))
+        {
+            if (length < HeaderSize || stream.ReadAtLeast(header, HeaderSize, throwOnEndOfStream: false) < HeaderSize || !header[..8].SequenceEqual(Magic))
+                throw new StratusUserException($"{path} is not a Stratus token shard (bad magic); prepare the data again with `stratus prepare`");
+        }
+        var version = BinaryPrimitives.ReadInt32LittleEndian(header[8..]);
+        if (version != Version) throw new StratusUserException($"{path} has shard format version {version}; this Stratus reads version {Version}");
+        var width = BinaryPrimitives.ReadInt32LittleEndian(header[12..]);
+        var count = BinaryPrimitives.ReadInt64LittleEndian(header[16..]);
+        var vocab = BinaryPrimitives.ReadInt64LittleEndian(header[24..]);
+        if (width is not (2 or 4) || length != HeaderSize + count * width)
+            throw new StratusUserException($"{path} is truncated or corrupt: header says {count} tokens of {width} bytes but the file has {length} bytes; prepare the data again");
+        if (count == 0) return new TokenShard(path, null, null, null, width, 0, vocab);
+        var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        var view = map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
+        byte* pointer = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+        return new TokenShard(path, map, view, pointer + view.PointerOffset + HeaderSize, width, count, vocab);
+    }
+
+    /// <summary>Copies tokens [start, start + destination.Length) into destination.</summary>
+    public void Read(long start, Span<long> destination)
+    {
+        if (start < 0 || start + destination.Length > Count) throw new ArgumentOutOfRangeException(nameof(start));
+        if (TokenBytes == 2)
+        {
+            var source = new ReadOnlySpan<ushort>(tokens + start * 2, destination.Length);
+            for (var i = 0; i < source.Length; i++) destination[i] = source[i];
+        }
+        else
+        {
+            var source = new ReadOnlySpan<uint>(tokens + start * 4, destination.Length);
+            for (var i = 0; i < source.Length; i++) destination[i] = source[i];
+        }
+    }
+
+    public void Dispose()
+    {
+        if (view is not null)
+        {
+            view.SafeMemoryMappedViewHandle.ReleasePointer();
+            view.Dispose();
+        }
+        map?.Dispose();
+    }
+}

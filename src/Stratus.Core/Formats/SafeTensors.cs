@@ -1,0 +1,141 @@
+// The safetensors format (Hugging Face): 8-byte little-endian header length, a JSON header
+// mapping names to {dtype, shape, data_offsets}, then raw little-endian tensor bytes.
+// Written by hand because it is a few dozen lines, and Stratus needs what general readers do
+// not give together: atomic writes, reading one tensor at a time from shards without loading
+// the file whole, and clear errors for truncated or foreign files.
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Formats;
+
+public static class SafeTensors
+{
+    static readonly Dictionary<ScalarType, (string Name, int Size)> Types = new()
+    {
+        [ScalarType.Float32] = ("F32", 4), [ScalarType.Float16] = ("F16", 2), [ScalarType.BFloat16] = ("BF16", 2),
+        [ScalarType.Float64] = ("F64", 8), [ScalarType.Int64] = ("I64", 8), [ScalarType.Int32] = ("I32", 4),
+        [ScalarType.Int16] = ("I16", 2), [ScalarType.Int8] = ("I8", 1), [ScalarType.Byte] = ("U8", 1), [ScalarType.Bool] = ("BOOL", 1),
+    };
+
+    static readonly Dictionary<string, ScalarType> TypesByName = Types.ToDictionary(kv => kv.Value.Name, kv => kv.Key);
+
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var list = tensors.Select(kv => (kv.Key, Tensor: kv.Value.detach().cpu().contiguous())).ToList();
+        try
+        {
+            var header = new JsonObject();
+            if (metadata is { Count: > 0 })
+            {
+                var meta = new JsonObject();
+                foreach (var (k, v) in metadata) meta[k] = v;
+                header["__metadata__"] = meta;
+            }
+            long offset = 0;
+            foreach (var (name, tensor) in list)
+            {
+                var (typeName, size) = Types.TryGetValue(tensor.dtype, out var t) ? t : throw new NotSupportedException($"safetensors cannot store {tensor.dtype}");
+                var bytes = tensor.numel() * size;
+                header[name] = new JsonObject
+                {
+                    ["dtype"] = typeName,
+                    ["shape"] = new JsonArray(tensor.shape.Select(d => (JsonNode)d).ToArray()),
+                    ["data_offsets"] = new JsonArray(offset, offset + bytes),
+                };
+                offset += bytes;
+            }
+            var json = Encoding.UTF8.GetBytes(header.ToJsonString());
+            var padded = (json.Length + 7) / 8 * 8; // the format aligns tensor data to 8 bytes
+            AtomicFile.Write(path, stream =>
+            {
+                Span<byte> length = stackalloc byte[8];
+                BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)padded);
+                stream.Write(length);
+                stream.Write(json);
+                for (var i = json.Length; i < padded; i++) stream.WriteByte((byte)' ');
+                foreach (var (_, tensor) in list) stream.Write(Bytes(tensor));
+            });
+        }
+        finally
+        {
+            foreach (var (_, tensor) in list) tensor.Dispose();
+        }
+    }
+
+    // For a contiguous CPU tensor, TorchSharp's `bytes` is a span over the tensor's own memory.
+    static ReadOnlySpan<byte> Bytes(Tensor tensor) => tensor.bytes;
+
+    /// <summary>Reads every tensor of a file (on the CPU).</summary>
+    public static Dictionary<string, Tensor> Load(string path)
+    {
+        using var reader = Open(path);
+        return reader.Names.ToDictionary(n => n, reader.Read);
+    }
+
+    public static Reader Open(string path) => new(path);
+
+    public sealed record Entry(string Name, ScalarType DType, long[] Shape, long Start, long End);
+
+    /// <summary>Reads tensors one at a time; checks the header against the file size.</summary>
+    public sealed class Reader : IDisposable
+    {
+        readonly FileStream stream;
+        readonly long dataStart;
+
+        internal Reader(string path)
+        {
+            if (!File.Exists(path)) throw new StratusUserException($"{path} does not exist");
+            Path = path;
+            stream = File.OpenRead(path);
+            Span<byte> lengthBytes = stackalloc byte[8];
+            if (stream.ReadAtLeast(lengthBytes, 8, throwOnEndOfStream: false) < 8) throw Corrupt("shorter than its 8-byte header length");
+            var headerLength = BinaryPrimitives.ReadUInt64LittleEndian(lengthBytes);
+            if (headerLength > 100_000_000 || 8 + (long)headerLength > stream.Length) throw Corrupt($"header length {headerLength} does not fit the file of {stream.Length} bytes");
+            var headerBytes = new byte[headerLength];
+            stream.ReadExactly(headerBytes);
+            dataStart = 8 + (long)headerLength;
+            JsonObject header;
+            try { header = JsonNode.Parse(headerBytes) as JsonObject ?? throw Corrupt("header is not a JSON object"); }
+            catch (JsonException e) { throw Corrupt($"header is not valid JSON ({e.Message})"); }
+            foreach (var (name, node) in header)
+            {
+                if (name == "__metadata__")
+                {
+                    Metadata = node!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value?.ToString() ?? "");
+                    continue;
+                }
+                var dtypeName = (string?)node?["dtype"] ?? throw Corrupt($"tensor {name} has no dtype");
+                if (!TypesByName.TryGetValue(dtypeName, out var dtype)) throw Corrupt($"tensor {name} has unsupported dtype {dtypeName}");
+                var shape = node!["shape"]!.AsArray().Select(d => (long)d!).ToArray();
+                var offsets = node["data_offsets"]!.AsArray().Select(d => (long)d!).ToArray();
+                var expected = shape.Aggregate(1L, (a, b) => a * b) * Types[dtype].Size;
+                if (offsets.Length != 2 || offsets[1] - offsets[0] != expected) throw Corrupt($"tensor {name} has data_offsets that do not match its shape");
+                if (dataStart + offsets[1] > stream.Length) throw Corrupt($"file is truncated: tensor {name} ends at byte {dataStart + offsets[1]} of {stream.Length}");
+                Entries[name] = new Entry(name, dtype, shape, offsets[0], offsets[1]);
+            }
+        }
+
+        public string Path { get; }
+        public Dictionary<string, Entry> Entries { get; } = new(StringComparer.Ordinal);
+        public IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>();
+        public IEnumerable<string> Names => Entries.Keys;
+
+        public Tensor Read(string name)
+        {
+            var entry = Entries.TryGetValue(name, out var e) ? e : throw new StratusUserException($"{Path} has no tensor '{name}'");
+            var tensor = empty(entry.Shape, entry.DType);
+            stream.Position = dataStart + entry.Start;
+            stream.ReadExactly(tensor.bytes);
+            return tensor;
+        }
+
+        StratusUserException Corrupt(string why) => new($"{Path} is not a valid safetensors file: {why}");
+
+        public void Dispose() => stream.Dispose();
+    }
+}

@@ -1,0 +1,57 @@
+// Generates text from a prompt with a KV cache: one prefill over the prompt, then one token at a
+// time, streaming each completed piece of text to the caller as it is produced.
+using Stratus.Models;
+using Stratus.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Inference;
+
+public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenizer)
+{
+    public CausalLanguageModel Model => model;
+    public ITokenizer Tokenizer => tokenizer;
+
+    /// <summary>Yields pieces of text as tokens are generated; stops after maxTokens or at the
+    /// end-of-text token.</summary>
+    public IEnumerable<string> Generate(string prompt, int maxTokens, SamplingOptions options, CancellationToken cancellation = default)
+    {
+        options.Validate();
+        if (maxTokens < 0) throw new StratusUserException($"max tokens must be 0 or more, got {maxTokens}");
+        var promptTokens = tokenizer.Encode(prompt);
+        if (promptTokens.Length == 0)
+        {
+            // A model needs at least one token to condition on: start from end-of-text, or a newline.
+            promptTokens = tokenizer.EndOfTextId is { } eot ? [eot] : tokenizer.Encode("\n");
+        }
+        var context = model.Config.BlockSize;
+        if (promptTokens.Length >= context)
+            throw new StratusUserException($"the prompt is {promptTokens.Length} tokens, which leaves no room in the model's context of {context}; shorten it");
+        maxTokens = Math.Min(maxTokens, context - promptTokens.Length);
+
+        model.eval();
+        using var noGrad = no_grad();
+        using var generator = new Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()));
+        using var cache = model.CreateCache(1, promptTokens.Length + maxTokens);
+        var decoder = new StreamingDecoder(tokenizer);
+        var input = torch.tensor(promptTokens.Select(t => (long)t).ToArray(), [1, promptTokens.Length], device: model.Device);
+        for (var produced = 0; produced < maxTokens && !cancellation.IsCancellationRequested; produced++)
+        {
+            int token;
+            using (var scope = NewDisposeScope())
+            {
+                var logits = model.Forward(input, cache);
+                var next = TokenChooser.Choose(logits[.., -1, ..], options, generator);
+                token = (int)next.item<long>();
+                input.Dispose();
+                input = next.view(1, 1).MoveToOuterDisposeScope();
+            }
+            if (token == tokenizer.EndOfTextId) break;
+            var text = decoder.Push(token);
+            if (text.Length > 0) yield return text;
+        }
+        input.Dispose();
+        var rest = decoder.Flush();
+        if (rest.Length > 0) yield return rest;
+    }
+}

@@ -1,0 +1,62 @@
+// One tokenizer interface for training, sampling and serving. A tokenizer is stored with the
+// dataset (meta.json) and with every checkpoint (tokenizer.json), so a model always carries the
+// exact vocabulary it was trained on.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Stratus.Tokenization;
+
+public interface ITokenizer
+{
+    /// <summary>"char" or "gpt2"; the key under which <see cref="TokenizerStore"/> saves it.</summary>
+    string Kind { get; }
+    int VocabSize { get; }
+
+    /// <summary>End-of-text token, when the vocabulary has one.</summary>
+    int? EndOfTextId { get; }
+
+    /// <summary>Token ids for text; throws <see cref="StratusUserException"/> naming any
+    /// characters the vocabulary cannot spell.</summary>
+    int[] Encode(string text);
+
+    /// <summary>Characters of text the vocabulary cannot spell (empty when all can be).</summary>
+    IReadOnlyList<char> Unencodable(string text);
+
+    string Decode(IEnumerable<int> ids);
+
+    /// <summary>Whether the vocabulary spells the text as one token (e.g. ChatML markers).</summary>
+    bool HasSpecialToken(string token);
+
+    /// <summary>The tokenizer's own description, stored as tokenizer.json.</summary>
+    JsonObject ToJson();
+}
+
+public static class TokenizerStore
+{
+    public const string FileName = "tokenizer.json";
+
+    public static ITokenizer FromJson(JsonObject json) => (string?)json["type"] switch
+    {
+        "char" => CharTokenizer.FromJson(json),
+        "gpt2" => Gpt2Tokenizer.Instance,
+        var other => throw new StratusUserException($"unknown tokenizer type '{other}' in tokenizer.json; expected 'char' or 'gpt2'"),
+    };
+
+    public static ITokenizer Create(string kind, string? corpusForVocabulary = null) => kind switch
+    {
+        "char" => CharTokenizer.FromCorpus(corpusForVocabulary ?? throw new ArgumentNullException(nameof(corpusForVocabulary))),
+        "gpt2" => Gpt2Tokenizer.Instance,
+        _ => throw new StratusUserException($"unknown tokenizer '{kind}'; use --tokenizer char or --tokenizer gpt2"),
+    };
+
+    public static void Save(ITokenizer tokenizer, string directory) =>
+        AtomicFile.WriteAllText(Path.Combine(directory, FileName), tokenizer.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+
+    public static ITokenizer Load(string directory)
+    {
+        var path = Path.Combine(directory, FileName);
+        if (!File.Exists(path)) throw new StratusUserException($"no {FileName} in {directory}; is this a Stratus model or dataset folder?");
+        return FromJson(JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+            ?? throw new StratusUserException($"{path} is not a JSON object"));
+    }
+}

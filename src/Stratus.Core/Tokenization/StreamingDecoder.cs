@@ -1,0 +1,27 @@
+// Turns generated token ids into text piece by piece. A byte-level BPE token can end in the
+// middle of a UTF-8 character; such pieces are held back until the character is complete,
+// so streamed text never contains a broken character.
+namespace Stratus.Tokenization;
+
+public sealed class StreamingDecoder(ITokenizer tokenizer)
+{
+    readonly List<int> pending = [];
+
+    /// <summary>Adds a token; returns the text it completes (possibly empty).</summary>
+    public string Push(int token)
+    {
+        pending.Add(token);
+        var text = tokenizer.Decode(pending);
+        if (text.Length > 0 && text[^1] == '\uFFFD' && pending.Count < 4) return "";
+        pending.Clear();
+        return text;
+    }
+
+    /// <summary>Whatever is still held back at the end of generation.</summary>
+    public string Flush()
+    {
+        var text = pending.Count == 0 ? "" : tokenizer.Decode(pending);
+        pending.Clear();
+        return text;
+    }
+}

@@ -1,0 +1,189 @@
+// A checkpoint is a folder: model weights (safetensors), optimizer state (safetensors), the
+// model and training configs, the tokenizer, the trainer state (step, best loss, RNG) and a
+// manifest holding the sha256 of every file. It is written into a temporary sibling folder
+// and renamed into place, so a crash mid-write leaves the previous checkpoint intact; loading
+// verifies every hash and refuses a corrupt or foreign folder with a clear message.
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Stratus.Formats;
+using Stratus.Models;
+using Stratus.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Training;
+
+public sealed record TrainerState(long Step, double BestValLoss, string? TorchRngState);
+
+public sealed class Checkpoint
+{
+    public const string Format = "stratus-checkpoint";
+    public const int FormatVersion = 1;
+    public const string ManifestFile = "manifest.json";
+    public const string ModelFile = "model.safetensors";
+    public const string OptimizerFile = "optimizer.safetensors";
+    public const string ModelConfigFile = "model.json";
+    public const string TrainConfigFile = "train_config.json";
+    public const string StateFile = "state.json";
+
+    static readonly JsonSerializerOptions JsonOptions = new(TrainConfig.Json)
+    {
+        UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Skip,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    Checkpoint(string directory, ModelConfig model, TrainConfig? train, ITokenizer tokenizer, TrainerState? state)
+    {
+        Directory = directory;
+        ModelConfig = model;
+        TrainConfig = train;
+        Tokenizer = tokenizer;
+        State = state;
+    }
+
+    public string Directory { get; }
+    public ModelConfig ModelConfig { get; }
+    public TrainConfig? TrainConfig { get; }
+    public ITokenizer Tokenizer { get; }
+    public TrainerState? State { get; }
+
+    /// <summary>Writes a checkpoint to <paramref name="directory"/> atomically, replacing any
+    /// checkpoint there. Extra files (e.g. a chat template) are written as given.</summary>
+    public static void Save(string directory, CausalLanguageModel model, ITokenizer tokenizer, TrainConfig? train = null,
+        AdamW? optimizer = null, TrainerState? state = null, IReadOnlyDictionary<string, string>? extraFiles = null)
+    {
+        var target = Path.GetFullPath(directory);
+        var parent = Path.GetDirectoryName(target)!;
+        System.IO.Directory.CreateDirectory(parent);
+        var temporary = Path.Combine(parent, $".tmp-{Path.GetFileName(target)}-{Guid.NewGuid():N}");
+        System.IO.Directory.CreateDirectory(temporary);
+        try
+        {
+            SafeTensors.Save(Path.Combine(temporary, ModelFile), model.state_dict(), new Dictionary<string, string> { ["format"] = "pt" });
+            if (optimizer is not null) SafeTensors.Save(Path.Combine(temporary, OptimizerFile), optimizer.StateDict());
+            WriteJson(temporary, ModelConfigFile, JsonSerializer.SerializeToNode(model.Config, JsonOptions)!);
+            if (train is not null) WriteJson(temporary, TrainConfigFile, JsonSerializer.SerializeToNode(train, TrainConfig.Json)!);
+            if (state is not null) WriteJson(temporary, StateFile, JsonSerializer.SerializeToNode(state, JsonOptions)!);
+            TokenizerStore.Save(tokenizer, temporary);
+            foreach (var (name, content) in extraFiles ?? new Dictionary<string, string>()) AtomicFile.WriteAllText(Path.Combine(temporary, name), content);
+
+            var files = new JsonObject();
+            foreach (var file in System.IO.Directory.EnumerateFiles(temporary).Select(Path.GetFileName).Order(StringComparer.Ordinal))
+                files[file!] = Sha256(Path.Combine(temporary, file!));
+            WriteJson(temporary, ManifestFile, new JsonObject { ["format"] = Format, ["version"] = FormatVersion, ["created_utc"] = DateTime.UtcNow.ToString("O"), ["files"] = files });
+
+            var previous = Path.Combine(parent, $".old-{Path.GetFileName(target)}-{Guid.NewGuid():N}");
+            if (System.IO.Directory.Exists(target)) System.IO.Directory.Move(target, previous);
+            System.IO.Directory.Move(temporary, target);
+            if (System.IO.Directory.Exists(previous)) System.IO.Directory.Delete(previous, recursive: true);
+        }
+        finally
+        {
+            if (System.IO.Directory.Exists(temporary)) System.IO.Directory.Delete(temporary, recursive: true);
+        }
+    }
+
+    /// <summary>Reads and verifies a checkpoint folder (weights are loaded separately).</summary>
+    public static Checkpoint Open(string directory)
+    {
+        directory = Recover(directory);
+        var manifestPath = Path.Combine(directory, ManifestFile);
+        if (!File.Exists(manifestPath))
+            throw new StratusUserException($"{directory} is not a Stratus checkpoint (no {ManifestFile}); pass a run folder or one of its checkpoints/last or checkpoints/best");
+        JsonObject manifest;
+        try { manifest = JsonNode.Parse(File.ReadAllText(manifestPath)) as JsonObject ?? throw new JsonException("not an object"); }
+        catch (JsonException) { throw new StratusUserException($"{manifestPath} is corrupt (not valid JSON); restore the checkpoint or train again"); }
+        if ((string?)manifest["format"] != Format)
+            throw new StratusUserException($"{directory} is not a Stratus checkpoint (manifest format '{manifest["format"]}')");
+        if ((int?)manifest["version"] != FormatVersion)
+            throw new StratusUserException($"{directory} has checkpoint format version {manifest["version"]}; this Stratus reads version {FormatVersion}");
+        foreach (var (file, hash) in manifest["files"]!.AsObject())
+        {
+            var path = Path.Combine(directory, file);
+            if (!File.Exists(path)) throw new StratusUserException($"checkpoint {directory} is incomplete: {file} is missing");
+            if (Sha256(path) != (string?)hash)
+                throw new StratusUserException($"checkpoint {directory} is corrupt: {file} does not match its sha256 in {ManifestFile}; use another checkpoint (e.g. checkpoints/best) or train again");
+        }
+        var model = ReadJson<ModelConfig>(directory, ModelConfigFile) ?? throw new StratusUserException($"checkpoint {directory} has no {ModelConfigFile}");
+        var train = File.Exists(Path.Combine(directory, TrainConfigFile))
+            ? TrainConfig.FromJson(JsonNode.Parse(File.ReadAllText(Path.Combine(directory, TrainConfigFile)))!.AsObject(), Path.Combine(directory, TrainConfigFile))
+            : null;
+        var state = ReadJson<TrainerState>(directory, StateFile);
+        return new Checkpoint(directory, model, train, TokenizerStore.Load(directory), state);
+    }
+
+    /// <summary>Finds the checkpoint a user means: a checkpoint folder, or a run folder's
+    /// checkpoints/best (preferred for use) or checkpoints/last.</summary>
+    public static string Resolve(string path, bool preferBest = true)
+    {
+        if (!System.IO.Directory.Exists(path)) throw new StratusUserException($"{path} does not exist; pass a run folder made by `stratus train` or a checkpoint folder");
+        if (File.Exists(Path.Combine(path, ManifestFile))) return path;
+        var names = preferBest ? new[] { "best", "last" } : ["last", "best"];
+        foreach (var name in names)
+        {
+            var candidate = Recover(Path.Combine(path, "checkpoints", name));
+            if (System.IO.Directory.Exists(candidate)) return candidate;
+        }
+        throw new StratusUserException($"{path} has no checkpoint (expected {Path.Combine(path, "checkpoints", "last")}); train first, or pass a checkpoint folder");
+    }
+
+    /// <summary>A crash between the two renames of <see cref="Save"/> leaves the previous
+    /// checkpoint as .old-NAME-*; use it when NAME itself is missing.</summary>
+    static string Recover(string directory)
+    {
+        if (System.IO.Directory.Exists(directory)) return directory;
+        var parent = Path.GetDirectoryName(Path.GetFullPath(directory));
+        if (parent is null || !System.IO.Directory.Exists(parent)) return directory;
+        var old = System.IO.Directory.EnumerateDirectories(parent, $".old-{Path.GetFileName(directory)}-*").FirstOrDefault();
+        return old ?? directory;
+    }
+
+    public CausalLanguageModel CreateModel(Device? device = null)
+    {
+        var model = CausalLanguageModel.Create(ModelConfig);
+        LoadWeights(model);
+        if (device is not null) model.to(device);
+        return model;
+    }
+
+    public void LoadWeights(CausalLanguageModel model)
+    {
+        using var reader = SafeTensors.Open(Path.Combine(Directory, ModelFile));
+        using var noGrad = no_grad();
+        foreach (var (name, parameter) in model.state_dict())
+        {
+            if (!reader.Entries.ContainsKey(name)) throw new StratusUserException($"checkpoint {Directory} has no weight '{name}'; it was made for another model");
+            using var saved = reader.Read(name);
+            if (!saved.shape.SequenceEqual(parameter.shape))
+                throw new StratusUserException($"weight '{name}' in {Directory} has shape [{string.Join(", ", saved.shape)}]; the model needs [{string.Join(", ", parameter.shape)}]");
+            parameter.copy_(saved);
+        }
+    }
+
+    public void LoadOptimizer(AdamW optimizer)
+    {
+        var path = Path.Combine(Directory, OptimizerFile);
+        if (!File.Exists(path)) throw new StratusUserException($"checkpoint {Directory} has no optimizer state; it cannot be resumed (use --init-from to start a new run from it)");
+        var state = SafeTensors.Load(path);
+        try { optimizer.LoadStateDict(state); }
+        finally { foreach (var t in state.Values) t.Dispose(); }
+    }
+
+    static void WriteJson(string directory, string name, JsonNode node) =>
+        AtomicFile.WriteAllText(Path.Combine(directory, name), node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+
+    static T? ReadJson<T>(string directory, string name) where T : class
+    {
+        var path = Path.Combine(directory, name);
+        if (!File.Exists(path)) return null;
+        try { return JsonSerializer.Deserialize<T>(File.ReadAllText(path), JsonOptions); }
+        catch (JsonException e) { throw new StratusUserException($"{path} is corrupt: {e.Message}"); }
+    }
+
+    static string Sha256(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+}

@@ -1,0 +1,79 @@
+// What the machine can do and what the process uses: the measured matmul peak that MFU is
+// reported against, a nominal peak from the CPU's clock and vector width, and peak RSS.
+using System.Diagnostics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Training;
+
+public static class MachineMeasures
+{
+    static readonly Dictionary<ScalarType, double> peaks = [];
+
+    /// <summary>Best FLOP/s of a 1024x1024 matmul in the given dtype on the device (measured once
+    /// per process): the practical peak, since no model step can beat its largest matmuls.</summary>
+    public static double MeasuredMatmulPeak(ScalarType dtype, Device device)
+    {
+        lock (peaks)
+        {
+            if (peaks.TryGetValue(dtype, out var known)) return known;
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var a = randn(1024, 1024, device: device).to(dtype);
+            var b = randn(1024, 1024, device: device).to(dtype);
+            matmul(a, b).Dispose(); // warm-up: thread pool and kernel selection
+            var best = double.MaxValue;
+            for (var i = 0; i < 8; i++)
+            {
+                var watch = Stopwatch.StartNew();
+                matmul(a, b).Dispose();
+                best = Math.Min(best, watch.Elapsed.TotalSeconds);
+            }
+            return peaks[dtype] = 2.0 * 1024 * 1024 * 1024 / best;
+        }
+    }
+
+    /// <summary>Nominal CPU peak: cores x clock x FLOPs per cycle (two 512-bit FMA units with
+    /// AVX-512, else two 256-bit; bf16 doubles it where the CPU has AVX512_BF16). Null when the
+    /// clock cannot be read (non-Linux).</summary>
+    public static double? NominalCpuPeak(ScalarType dtype)
+    {
+        if (!File.Exists("/proc/cpuinfo")) return null;
+        var info = File.ReadAllText("/proc/cpuinfo");
+        var mhzLine = info.Split('\n').FirstOrDefault(l => l.StartsWith("cpu MHz"));
+        if (mhzLine is null || !double.TryParse(mhzLine.Split(':')[1].Trim(), System.Globalization.CultureInfo.InvariantCulture, out var mhz)) return null;
+        var avx512 = info.Contains(" avx512f");
+        var lanes = avx512 ? 16 : 8;
+        var perCycle = 2 /* FMA units */ * 2 /* mul + add */ * lanes;
+        if (dtype == ScalarType.BFloat16 && info.Contains("avx512_bf16")) perCycle *= 2;
+        return torch.get_num_threads() * mhz * 1e6 * perCycle;
+    }
+
+    /// <summary>Peak resident set size of this process in bytes (VmHWM), or the current working
+    /// set where /proc is not available.</summary>
+    public static long PeakRssBytes()
+    {
+        const string status = "/proc/self/status";
+        if (File.Exists(status))
+        {
+            foreach (var line in File.ReadLines(status))
+            {
+                if (line.StartsWith("VmHWM:")) return long.Parse(line[6..].Trim().Split(' ')[0]) * 1024;
+            }
+        }
+        return Process.GetCurrentProcess().PeakWorkingSet64;
+    }
+
+    public static long CurrentRssBytes()
+    {
+        const string status = "/proc/self/status";
+        if (File.Exists(status))
+        {
+            foreach (var line in File.ReadLines(status))
+            {
+                if (line.StartsWith("VmRSS:")) return long.Parse(line[6..].Trim().Split(' ')[0]) * 1024;
+            }
+        }
+        return Environment.WorkingSet;
+    }
+}

@@ -1,0 +1,176 @@
+// One explicit training configuration with nanoGPT's names (snake_case in JSON, kebab-case on
+// the command line) and its defaults. Loaded from a JSON file, overridden key by key, validated
+// once, and stored with every checkpoint.
+using System.Globalization;
+using System.Reflection;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using Stratus.Models;
+
+namespace Stratus.Training;
+
+public sealed record TrainConfig
+{
+    public string Architecture { get; init; } = "gpt2";
+    public int NLayer { get; init; } = 12;
+    public int NHead { get; init; } = 12;
+    public int NEmbd { get; init; } = 768;
+    public int BlockSize { get; init; } = 1024;
+    public double Dropout { get; init; }
+    public bool Bias { get; init; } = true;
+
+    public int BatchSize { get; init; } = 12;
+    public int GradientAccumulationSteps { get; init; } = 1;
+    public double LearningRate { get; init; } = 6e-4;
+    public double MinLr { get; init; } = 6e-5;
+    public int MaxIters { get; init; } = 600000;
+    public int LrDecayIters { get; init; } = 600000;
+    public int WarmupIters { get; init; } = 2000;
+    public double WeightDecay { get; init; } = 0.1;
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.95;
+    public double GradClip { get; init; } = 1.0;
+    public bool DecayLr { get; init; } = true;
+
+    public int EvalInterval { get; init; } = 250;
+    public int EvalIters { get; init; } = 200;
+    public int LogInterval { get; init; } = 10;
+    /// <summary>Steps between `last` checkpoints (0: only at evaluations and at the end).</summary>
+    public int CheckpointInterval { get; init; } = 250;
+    public long Seed { get; init; } = 1337;
+    /// <summary>"float32" or "bfloat16" (bf16 matmuls, fp32 master weights and optimizer).</summary>
+    public string Dtype { get; init; } = "float32";
+    /// <summary>0: every rank keeps the full optimizer state; 1: ZeRO-1 sharding.</summary>
+    public int ZeroStage { get; init; }
+
+    /// <summary>The most context a freshly built GPT-2 may be given (learned positions cost
+    /// memory per position); a model loaded with --init-from caps it at its own block size.</summary>
+    public const int MaxBlockSize = 32768;
+
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        WriteIndented = true,
+        ReadCommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+    };
+
+    /// <summary>Config keys in snake_case, as in the JSON file.</summary>
+    public static IReadOnlyList<string> Keys { get; } = typeof(TrainConfig)
+        .GetProperties(BindingFlags.Public | BindingFlags.Instance)
+        .Where(p => p.CanWrite).Select(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name)).ToArray();
+
+    public ModelConfig ToModelConfig(int vocabSize) => new()
+    {
+        Architecture = Architecture, VocabSize = vocabSize, BlockSize = BlockSize, NLayer = NLayer, NHead = NHead,
+        NEmbd = NEmbd, Dropout = Dropout, Bias = Bias,
+    };
+
+    [JsonIgnore]
+    public TorchSharp.torch.ScalarType ComputeDtype => Dtype switch
+    {
+        "float32" or "fp32" => TorchSharp.torch.ScalarType.Float32,
+        "bfloat16" or "bf16" => TorchSharp.torch.ScalarType.BFloat16,
+        _ => throw new StratusUserException($"dtype must be float32 or bfloat16, got '{Dtype}'"),
+    };
+
+    /// <summary>Reads a config file and applies overrides given as (key, value) pairs, keys in
+    /// snake_case or kebab-case.</summary>
+    public static TrainConfig Load(string? path, IEnumerable<KeyValuePair<string, string>> overrides)
+    {
+        JsonObject json;
+        if (path is null) json = [];
+        else
+        {
+            if (!File.Exists(path)) throw new StratusUserException($"config file {path} does not exist; see configs/ for examples");
+            try { json = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object"); }
+            catch (JsonException e) { throw new StratusUserException($"{path} is not valid JSON: {e.Message}"); }
+        }
+        foreach (var (rawKey, value) in overrides)
+        {
+            var key = rawKey.TrimStart('-').Replace('-', '_');
+            CheckKey(key, "command line");
+            json[key] = ParseValue(value);
+        }
+        return FromJson(json, path ?? "command line");
+    }
+
+    public static TrainConfig FromJson(JsonObject json, string source)
+    {
+        foreach (var (key, _) in json) CheckKey(key, source);
+        TrainConfig config;
+        try { config = json.Deserialize<TrainConfig>(Json)!; }
+        catch (JsonException e) { throw new StratusUserException($"{source}: {e.Message.Split(" Path:")[0]} (at {e.Path})"); }
+        config.Validate();
+        return config;
+    }
+
+    static void CheckKey(string key, string source)
+    {
+        if (Keys.Contains(key)) return;
+        var suggestion = Keys.MinBy(k => Distance(k, key));
+        throw new StratusUserException($"unknown config key '{key}' in {source}; did you mean '{suggestion}'? Valid keys: {string.Join(", ", Keys)}");
+    }
+
+    static JsonNode? ParseValue(string value)
+    {
+        if (bool.TryParse(value, out var b)) return b;
+        if (long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var l)) return l;
+        if (double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var d)) return d;
+        return value;
+    }
+
+    public void Validate()
+    {
+        ToModelConfig(1).Validate(MaxBlockSize);
+        Require(BatchSize > 0, $"batch_size must be positive, got {BatchSize}");
+        Require(GradientAccumulationSteps > 0, $"gradient_accumulation_steps must be positive, got {GradientAccumulationSteps}");
+        Require(LearningRate > 0, $"learning_rate must be positive, got {LearningRate}");
+        Require(MinLr >= 0 && MinLr <= LearningRate, $"min_lr must be in [0, learning_rate={LearningRate}], got {MinLr}");
+        Require(MaxIters >= 0, $"max_iters must be non-negative, got {MaxIters}");
+        Require(WarmupIters >= 0, $"warmup_iters must be non-negative, got {WarmupIters}");
+        Require(LrDecayIters >= WarmupIters, $"lr_decay_iters ({LrDecayIters}) must be at least warmup_iters ({WarmupIters})");
+        Require(WeightDecay >= 0, $"weight_decay must be non-negative, got {WeightDecay}");
+        Require(Beta1 is >= 0 and < 1 && Beta2 is >= 0 and < 1, $"beta1 and beta2 must be in [0, 1), got {Beta1} and {Beta2}");
+        Require(GradClip >= 0, $"grad_clip must be non-negative (0 turns clipping off), got {GradClip}");
+        Require(EvalInterval > 0, $"eval_interval must be positive, got {EvalInterval}");
+        Require(EvalIters > 0, $"eval_iters must be positive, got {EvalIters}");
+        Require(LogInterval > 0, $"log_interval must be positive, got {LogInterval}");
+        Require(CheckpointInterval >= 0, $"checkpoint_interval must be non-negative, got {CheckpointInterval}");
+        Require(ZeroStage is 0 or 1, $"zero_stage must be 0 or 1, got {ZeroStage}");
+        _ = ComputeDtype;
+    }
+
+    static void Require(bool condition, string message)
+    {
+        if (!condition) throw new StratusUserException(message);
+    }
+
+    static int Distance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (var i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (var j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (var i = 1; i <= a.Length; i++)
+            for (var j = 1; j <= b.Length; j++)
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+        return d[a.Length, b.Length];
+    }
+}
+
+/// <summary>Linear warm-up to learning_rate, cosine decay to min_lr at lr_decay_iters, then
+/// min_lr (nanoGPT's get_lr).</summary>
+public static class LearningRateSchedule
+{
+    public static double At(TrainConfig c, long step)
+    {
+        if (!c.DecayLr) return c.LearningRate;
+        if (step < c.WarmupIters) return c.LearningRate * (step + 1) / (c.WarmupIters + 1);
+        if (step > c.LrDecayIters) return c.MinLr;
+        var ratio = c.LrDecayIters == c.WarmupIters ? 1.0 : (double)(step - c.WarmupIters) / (c.LrDecayIters - c.WarmupIters);
+        var coefficient = 0.5 * (1.0 + Math.Cos(Math.PI * ratio));
+        return c.MinLr + coefficient * (c.LearningRate - c.MinLr);
+    }
+}

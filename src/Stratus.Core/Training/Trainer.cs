@@ -1,0 +1,224 @@
+// The training loop, top to bottom as in nanoGPT's train.py: for each step, evaluate when due,
+// checkpoint when due, then run the step's micro-batches forward and backward, clip, and take
+// an AdamW step at the scheduled learning rate. Every input of a step is a function of
+// (seed, step, micro-batch), and the checkpoint holds everything else (weights, optimizer
+// moments, RNG), so a resumed run repeats the uninterrupted one exactly.
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Stratus.Data;
+using Stratus.Models;
+using Stratus.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Training;
+
+/// <summary>What one optimizer step did, for the console and the metrics log.</summary>
+public sealed record StepReport(long Step, long MaxSteps, double TrainLoss, double LearningRate, double GradNorm,
+    double StepSeconds, double TokensPerSecond, double Mfu, double ElapsedSeconds);
+
+public sealed record EvalReport(long Step, double TrainLoss, double ValLoss, bool IsBest);
+
+public sealed class Trainer : IDisposable
+{
+    public const string RunFile = "run.json";
+
+    readonly TrainConfig config;
+    readonly string runDirectory;
+    readonly BatchSampler sampler;
+    readonly CausalLanguageModel model;
+    readonly AdamW optimizer;
+    readonly Device device;
+    readonly double flopsPerStep, peakFlops;
+    long step;
+    double bestValLoss = double.PositiveInfinity;
+    Generator? generator;
+
+    Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, Device? device)
+    {
+        this.config = config;
+        this.runDirectory = runDirectory;
+        this.device = device ?? CPU;
+        sampler = new BatchSampler(dataDirectory, config.BatchSize, config.BlockSize, config.Seed);
+        var tokenizer = sampler.Tokenizer;
+        if (initFrom is not null && initFrom.Tokenizer.ToJson().ToJsonString() != tokenizer.ToJson().ToJsonString())
+            throw new StratusUserException($"the dataset's tokenizer differs from the model's in {initFrom.Directory}; prepare the data with the model's tokenizer");
+
+        generator = torch.random.manual_seed(config.Seed);
+        var modelConfig = initFrom is null ? config.ToModelConfig(tokenizer.VocabSize) : initFrom.ModelConfig with { Dropout = config.Dropout };
+        if (initFrom is not null && config.BlockSize > initFrom.ModelConfig.BlockSize)
+            throw new StratusUserException($"block_size {config.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
+        model = CausalLanguageModel.Create(modelConfig);
+        model.to(this.device);
+        model.ComputeDtype = config.ComputeDtype;
+        (resumeFrom ?? initFrom)?.LoadWeights(model);
+        optimizer = new AdamW(model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)), config.Beta1, config.Beta2, config.WeightDecay);
+        if (resumeFrom is not null)
+        {
+            resumeFrom.LoadOptimizer(optimizer);
+            var state = resumeFrom.State ?? throw new StratusUserException($"{resumeFrom.Directory} has no trainer state; it cannot be resumed");
+            step = state.Step;
+            bestValLoss = state.BestValLoss;
+            if (state.TorchRngState is { } rng)
+            {
+                using var rngTensor = torch.tensor(Convert.FromBase64String(rng), dtype: ScalarType.Byte);
+                generator.set_state(rngTensor);
+            }
+        }
+
+        var tokensPerStep = (double)config.BatchSize * config.BlockSize * config.GradientAccumulationSteps;
+        flopsPerStep = model.TrainingFlopsPerToken(config.BlockSize) * tokensPerStep;
+        peakFlops = MachineMeasures.MeasuredMatmulPeak(model.ComputeDtype, this.device);
+        Tokenizer = tokenizer;
+    }
+
+    public ITokenizer Tokenizer { get; }
+    public CausalLanguageModel Model => model;
+    public TrainConfig Config => config;
+    public long Step => step;
+    public double FlopsPerStep => flopsPerStep;
+    public double PeakFlops => peakFlops;
+
+    public event Action<StepReport>? StepCompleted;
+    public event Action<EvalReport>? Evaluated;
+    public event Action<string>? CheckpointSaved;
+
+    /// <summary>Starts a new run in <paramref name="runDirectory"/> (an existing run there is
+    /// replaced only if it has no checkpoint; otherwise use --resume).</summary>
+    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, string? initFrom = null, Device? device = null)
+    {
+        if (Directory.Exists(Path.Combine(runDirectory, "checkpoints", "last")))
+            throw new StratusUserException($"{runDirectory} already holds a run; continue it with `stratus train --resume {runDirectory}` or choose another --out");
+        Directory.CreateDirectory(runDirectory);
+        var init = initFrom is null ? null : Checkpoint.Open(Checkpoint.Resolve(initFrom));
+        var trainer = new Trainer(config, dataDirectory, runDirectory, null, init, device);
+        var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom), ["config"] = JsonSerializer.SerializeToNode(config, TrainConfig.Json) };
+        AtomicFile.WriteAllText(Path.Combine(runDirectory, RunFile), run.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        return trainer;
+    }
+
+    /// <summary>Continues a run from its last checkpoint; overrides may change only settings that
+    /// do not alter what has been learned so far (e.g. max_iters).</summary>
+    public static Trainer Resume(string runDirectory, IEnumerable<KeyValuePair<string, string>>? overrides = null, Device? device = null)
+    {
+        var runPath = Path.Combine(runDirectory, RunFile);
+        if (!File.Exists(runPath)) throw new StratusUserException($"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
+        var checkpoint = Checkpoint.Open(Checkpoint.Resolve(runDirectory, preferBest: false));
+        var run = JsonNode.Parse(File.ReadAllText(runPath))!.AsObject();
+        var config = checkpoint.TrainConfig ?? throw new StratusUserException($"{checkpoint.Directory} has no training config");
+        var overridden = overrides?.ToList() ?? [];
+        if (overridden.Count > 0)
+        {
+            var json = JsonSerializer.SerializeToNode(config, TrainConfig.Json)!.AsObject();
+            var path = Path.Combine(Path.GetTempPath(), $"stratus-resume-{Guid.NewGuid():N}.json");
+            try
+            {
+                File.WriteAllText(path, json.ToJsonString());
+                config = TrainConfig.Load(path, overridden);
+            }
+            finally { File.Delete(path); }
+        }
+        return new Trainer(config, (string)run["data"]!, runDirectory, checkpoint, null, device);
+    }
+
+    public void Run(CancellationToken cancellation = default)
+    {
+        using var metrics = new MetricsLog(runDirectory, step);
+        var clock = Stopwatch.StartNew();
+        var startStep = step;
+        var lastCheckpointStep = step;
+        for (; ; step++)
+        {
+            var evalDue = step % config.EvalInterval == 0 || step == config.MaxIters;
+            if (evalDue)
+            {
+                var (trainLoss, valLoss) = Evaluate();
+                var isBest = valLoss < bestValLoss;
+                if (isBest) bestValLoss = valLoss;
+                metrics.Write(new JsonObject { ["step"] = step, ["val_loss"] = valLoss, ["eval_train_loss"] = trainLoss, ["elapsed_s"] = clock.Elapsed.TotalSeconds });
+                Evaluated?.Invoke(new EvalReport(step, trainLoss, valLoss, isBest));
+                if (isBest && step > 0) SaveCheckpoint("best");
+            }
+            var checkpointDue = config.CheckpointInterval > 0 && step % config.CheckpointInterval == 0;
+            if (step > startStep && (checkpointDue || step == config.MaxIters || cancellation.IsCancellationRequested))
+            {
+                SaveCheckpoint("last");
+                lastCheckpointStep = step;
+            }
+            if (step >= config.MaxIters || cancellation.IsCancellationRequested) break;
+
+            var report = TrainStep(clock);
+            metrics.Write(new JsonObject
+            {
+                ["step"] = report.Step, ["train_loss"] = report.TrainLoss, ["lr"] = report.LearningRate, ["grad_norm"] = report.GradNorm,
+                ["tokens_per_sec"] = report.TokensPerSecond, ["mfu"] = report.Mfu, ["step_ms"] = report.StepSeconds * 1000, ["elapsed_s"] = report.ElapsedSeconds,
+            });
+            StepCompleted?.Invoke(report);
+        }
+    }
+
+    /// <summary>One optimizer step over gradient_accumulation_steps micro-batches.</summary>
+    public StepReport TrainStep(Stopwatch clock)
+    {
+        var watch = Stopwatch.StartNew();
+        var lr = LearningRateSchedule.At(config, step);
+        model.train();
+        double lossSum = 0;
+        var accumulation = config.GradientAccumulationSteps;
+        for (var micro = 0; micro < accumulation; micro++)
+        {
+            using var scope = NewDisposeScope();
+            var (inputs, targets) = sampler.Sample(Split.Train, step, micro, device);
+            var logits = model.Forward(inputs);
+            var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1));
+            (loss / accumulation).backward();
+            lossSum += loss.item<float>();
+        }
+        var gradNorm = optimizer.ClipGradientNorm(config.GradClip);
+        optimizer.Step(lr);
+        optimizer.ZeroGrad();
+        var seconds = watch.Elapsed.TotalSeconds;
+        var tokens = (double)config.BatchSize * config.BlockSize * accumulation;
+        return new StepReport(step, config.MaxIters, lossSum / accumulation, lr, gradNorm, seconds, tokens / seconds,
+            flopsPerStep / seconds / peakFlops, clock.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>Mean loss over eval_iters batches of train and of val, without dropout.</summary>
+    public (double Train, double Val) Evaluate()
+    {
+        model.eval();
+        using var noGrad = no_grad();
+        double Mean(Split split)
+        {
+            double sum = 0;
+            for (var i = 0; i < config.EvalIters; i++)
+            {
+                using var scope = NewDisposeScope();
+                var (inputs, targets) = sampler.Sample(split, step, i, device, evaluation: true);
+                var logits = model.Forward(inputs);
+                sum += nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1)).item<float>();
+            }
+            return sum / config.EvalIters;
+        }
+        var result = (Mean(Split.Train), Mean(Split.Val));
+        model.train();
+        return result;
+    }
+
+    void SaveCheckpoint(string name)
+    {
+        using var rng = generator!.get_state();
+        var state = new TrainerState(step, bestValLoss, Convert.ToBase64String(rng.bytes));
+        var directory = Path.Combine(runDirectory, "checkpoints", name);
+        Checkpoint.Save(directory, model, Tokenizer, config, optimizer, state);
+        CheckpointSaved?.Invoke(directory);
+    }
+
+    public void Dispose()
+    {
+        optimizer.Dispose();
+        model.Dispose();
+        sampler.Dispose();
+    }
+}

@@ -20,7 +20,7 @@ public static class DatasetPreparer
     {
         if (valFraction is < 0 or >= 1) throw new StratusUserException($"--val-fraction must be in [0, 1), got {valFraction}");
         var (documents, sha256) = ReadDocuments(input);
-        var tokenizer = TokenizerStore.Create(tokenizerKind, tokenizerKind == "char" ? string.Concat(documents) : null);
+        var tokenizer = TokenizerStore.Create(tokenizerKind, tokenizerKind == "char" ? string.Join("\n", documents) : null);
         var tokens = Tokenize(documents, tokenizer);
         if (tokens.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({tokens.Count} tokens)");
 

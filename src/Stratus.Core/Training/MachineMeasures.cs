@@ -19,8 +19,10 @@ public static class MachineMeasures
             if (peaks.TryGetValue(dtype, out var known)) return known;
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            var a = randn(1024, 1024, device: device).to(dtype);
-            var b = randn(1024, 1024, device: device).to(dtype);
+            // Its own generator: measuring must not advance the global RNG a training run depends on.
+            using var generator = new Generator(0);
+            var a = randn(1024, 1024, generator: generator).to(device).to(dtype);
+            var b = randn(1024, 1024, generator: generator).to(device).to(dtype);
             matmul(a, b).Dispose(); // warm-up: thread pool and kernel selection
             var best = double.MaxValue;
             for (var i = 0; i < 8; i++)

@@ -1,0 +1,113 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json.Nodes;
+
+namespace Stratus.Cli.Tests;
+
+public sealed class CliTests
+{
+    static string Corpus()
+    {
+        var text = new StringBuilder();
+        var random = new Random(1);
+        for (var i = 0; i < 3000; i++) text.Append("abcdefgh ij\n"[random.Next(12)]);
+        return text.ToString();
+    }
+
+    static (string Data, string Config) Prepare(TempDirectory temp)
+    {
+        File.WriteAllText(temp["corpus.txt"], Corpus());
+        var (code, _, stderr) = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["data"]);
+        Assert.True(code == 0, stderr);
+        File.WriteAllText(temp["tiny.json"], """
+            { "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8, "bias": false,
+              "learning_rate": 2e-3, "min_lr": 2e-4, "max_iters": 400, "lr_decay_iters": 400, "warmup_iters": 10,
+              "eval_interval": 100, "eval_iters": 2, "checkpoint_interval": 10, "log_interval": 50, "seed": 5, "dropout": 0.1 }
+            """);
+        return (temp["data"], temp["tiny.json"]);
+    }
+
+    static List<(long Step, double Loss)> Losses(string run) =>
+        File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!)
+            .Where(m => m["train_loss"] is not null).Select(m => ((long)m["step"]!, (double)m["train_loss"]!)).ToList();
+
+    [Fact]
+    public void Resume_after_SIGKILL_reproduces_the_uninterrupted_losses()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var full = Cli.Run("train", "--config", config, "--data", data, "--out", temp["full"]);
+        Assert.True(full.ExitCode == 0, full.Stderr);
+
+        using (var victim = Process.Start(Cli.StartInfo("train", "--config", config, "--data", data, "--out", temp["killed"]))!)
+        {
+            victim.StandardOutput.ReadLineAsync(); // keep the pipes drained
+            var metrics = Path.Combine(temp["killed"], "metrics.jsonl");
+            var deadline = DateTime.UtcNow.AddMinutes(2);
+            while (DateTime.UtcNow < deadline && !victim.HasExited)
+            {
+                if (File.Exists(metrics) && Losses(temp["killed"]).LastOrDefault().Step >= 25) break;
+                Thread.Sleep(5);
+            }
+            Assert.False(victim.HasExited, "the run finished before it could be killed");
+            victim.Kill(entireProcessTree: true); // SIGKILL: no chance to save anything
+            victim.WaitForExit();
+        }
+        var resumed = Cli.Run("train", "--resume", temp["killed"]);
+        Assert.True(resumed.ExitCode == 0, resumed.Stderr);
+
+        var expected = Losses(temp["full"]);
+        var actual = Losses(temp["killed"]);
+        Assert.Equal(expected.Select(e => e.Step), actual.Select(a => a.Step));
+        for (var i = 0; i < expected.Count; i++)
+            Assert.True(Math.Abs(expected[i].Loss - actual[i].Loss) <= 1e-6, $"step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss}");
+    }
+
+    [Fact]
+    public void Bad_input_gets_one_line_exit_code_2_and_no_stack_trace()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        File.WriteAllText(temp["empty.txt"], "");
+        var cases = new (string[] Args, string Expected)[]
+        {
+            (["prepare", "--input", temp["empty.txt"], "--out", temp["x"]], "is empty"),
+            (["prepare", "--input", temp["missing.txt"], "--out", temp["x"]], "does not exist"),
+            (["train", "--config", config, "--data", data, "--out", temp["r1"], "--n-embd", "33"], "divisible by n_head"),
+            (["train", "--config", config, "--data", data, "--out", temp["r2"], "--learning-rate", "-0.1"], "learning_rate must be positive"),
+            (["train", "--config", config, "--data", data, "--out", temp["r3"], "--block-size", "999999"], "maximum"),
+            (["train", "--config", temp["missing.json"], "--data", data, "--out", temp["r4"]], "does not exist"),
+            (["train", "--resume", temp["nothing"]], "not a Stratus run"),
+            (["sample", "--model", temp["nothing"]], "does not exist"),
+        };
+        foreach (var (args, expected) in cases)
+        {
+            var (code, _, stderr) = Cli.Run(args);
+            Assert.True(code == 2, $"{string.Join(' ', args)} exited {code}: {stderr}");
+            Assert.Contains(expected, stderr);
+            Assert.DoesNotContain("   at ", stderr);
+            Assert.Single(stderr.Trim().Split('\n'));
+        }
+
+        File.WriteAllText(temp["unknown.json"], """{"n_layer": 1, "learnin_rate": 1}""");
+        var unknown = Cli.Run("train", "--config", temp["unknown.json"], "--data", data, "--out", temp["r5"]);
+        Assert.Equal(2, unknown.ExitCode);
+        Assert.Contains("unknown config key 'learnin_rate'", unknown.Stderr);
+    }
+
+    [Fact]
+    public void Sampling_twice_with_one_seed_prints_the_same_text_and_long_prompts_are_refused()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "20").ExitCode);
+        var first = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "9", "--temperature", "1.0");
+        var second = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "9", "--temperature", "1.0");
+        Assert.Equal(0, first.ExitCode);
+        Assert.Equal(first.Stdout, second.Stdout);
+        Assert.StartsWith("abc", first.Stdout);
+        var tooLong = Cli.Run("sample", "--model", temp["run"], "--prompt", new string('a', 40));
+        Assert.Equal(2, tooLong.ExitCode);
+        Assert.Contains("context of 32", tooLong.Stderr);
+    }
+}

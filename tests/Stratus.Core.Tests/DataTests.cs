@@ -1,0 +1,95 @@
+using System.Text.Json.Nodes;
+using Stratus.Data;
+using TorchSharp;
+
+namespace Stratus.Tests;
+
+public sealed class DataTests
+{
+    [Fact]
+    public void Prepare_writes_self_describing_shards_split_90_10_and_meta()
+    {
+        using var temp = new TempDirectory();
+        var text = new string('a', 500) + new string('b', 500);
+        File.WriteAllText(temp["in.txt"], text);
+        var dataset = DatasetPreparer.Prepare(temp["in.txt"], temp["out"], "char");
+        Assert.Equal((900L, 100L), (dataset.TrainTokens, dataset.ValTokens));
+        using var train = TokenShard.Open(Path.Combine(temp["out"], "train.bin"));
+        Assert.Equal((2, 900L, 2L), (train.TokenBytes, train.Count, train.VocabSize));
+        Assert.Equal(TokenShard.HeaderSize + 900 * 2, new FileInfo(train.Path).Length);
+        var tokens = new long[3];
+        train.Read(0, tokens);
+        Assert.Equal(new long[] { 0, 0, 0 }, tokens);
+        var meta = JsonNode.Parse(File.ReadAllText(Path.Combine(temp["out"], "meta.json")))!;
+        Assert.Equal("char", (string?)meta["tokenizer"]!["type"]);
+        Assert.Equal("ab", (string?)meta["tokenizer"]!["vocab"]);
+        Assert.Equal(dataset.SourceSha256, (string?)meta["source"]!["sha256"]);
+        Assert.Equal(64, dataset.SourceSha256.Length);
+    }
+
+    [Fact]
+    public void Prepare_reads_folders_and_jsonl_and_uses_uint32_only_when_needed()
+    {
+        using var temp = new TempDirectory();
+        Directory.CreateDirectory(temp["docs"]);
+        File.WriteAllText(Path.Combine(temp["docs"], "a.md"), "hello world, hello tokens. ");
+        File.WriteAllText(Path.Combine(temp["docs"], "b.txt"), "second document with more text. ");
+        File.WriteAllText(Path.Combine(temp["docs"], "skip.bin"), "\u0001\u0002");
+        var folder = DatasetPreparer.Prepare(temp["docs"], temp["folder"], "gpt2");
+        Assert.Equal(50257, folder.Tokenizer.VocabSize);
+        using (var shard = TokenShard.Open(Path.Combine(temp["folder"], "train.bin"))) Assert.Equal(2, shard.TokenBytes); // 50,257 fits uint16
+        var all = ReadAll(temp["folder"]);
+        Assert.Contains(50256L, all); // documents separated by <|endoftext|>
+
+        File.WriteAllText(temp["d.jsonl"], "{\"text\": \"xyz\"}\n\n{\"text\": \"zyx\", \"other\": 1}\n");
+        var jsonl = DatasetPreparer.Prepare(temp["d.jsonl"], temp["j"], "char", valFraction: 0.25);
+        Assert.Equal(4, jsonl.Tokenizer.VocabSize); // x, y, z and the newline joining documents
+        Assert.Equal(7L, jsonl.TrainTokens + jsonl.ValTokens);
+    }
+
+    static List<long> ReadAll(string directory)
+    {
+        using var shard = TokenShard.Open(Path.Combine(directory, "train.bin"));
+        var tokens = new long[shard.Count];
+        shard.Read(0, tokens);
+        return [.. tokens];
+    }
+
+    [Fact]
+    public void Bad_corpora_and_shards_give_clear_errors()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["empty.txt"], "");
+        Assert.Contains("is empty", Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["empty.txt"], temp["o"], "char")).Message);
+        Assert.Contains("does not exist", Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["missing.txt"], temp["o"], "char")).Message);
+        File.WriteAllText(temp["bad.jsonl"], "{\"text\": 1}\n");
+        Assert.Contains("bad.jsonl:1", Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["bad.jsonl"], temp["o"], "char")).Message);
+
+        File.WriteAllText(temp["in.txt"], TestData.Corpus(20));
+        DatasetPreparer.Prepare(temp["in.txt"], temp["ok"], "char");
+        var shard = Path.Combine(temp["ok"], "train.bin");
+        var bytes = File.ReadAllBytes(shard);
+        File.WriteAllBytes(shard, bytes[..^5]);
+        Assert.Contains("truncated", Assert.Throws<StratusUserException>(() => TokenShard.Open(shard)).Message);
+        File.WriteAllText(shard, "not a shard at all, just text long enough to have a header of sixty-four bytes....");
+        Assert.Contains("bad magic", Assert.Throws<StratusUserException>(() => TokenShard.Open(shard)).Message);
+    }
+
+    [Fact]
+    public void Batches_are_a_pure_function_of_seed_step_and_micro_batch()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        using var a = new BatchSampler(data, 4, 16, seed: 1);
+        using var b = new BatchSampler(data, 4, 16, seed: 1);
+        var (x1, y1) = a.Sample(Split.Train, 5, 1, torch.CPU);
+        a.Sample(Split.Train, 9, 0, torch.CPU); // drawing other batches in between changes nothing
+        var (x2, _) = b.Sample(Split.Train, 5, 1, torch.CPU);
+        Assert.True(x1.eq(x2).all().item<bool>());
+        var (x3, _) = a.Sample(Split.Train, 5, 2, torch.CPU);
+        Assert.False(x1.eq(x3).all().item<bool>());
+        Assert.True(x1[.., 1..].eq(y1[.., ..^1]).all().item<bool>()); // targets are inputs shifted by one
+        var (xv, _) = a.Sample(Split.Train, 5, 1, torch.CPU, evaluation: true);
+        Assert.False(x1.eq(xv).all().item<bool>());
+    }
+}

@@ -1,0 +1,96 @@
+using System.Text.Json.Nodes;
+using Stratus.Training;
+
+namespace Stratus.Tests;
+
+public sealed class TrainingTests
+{
+    static List<(long Step, double Loss)> TrainLosses(string run) =>
+        MetricsLog.Read(run).Where(m => m["train_loss"] is not null)
+            .Select(m => ((long)m["step"]!, (double)m["train_loss"]!)).ToList();
+
+    [Fact]
+    public void Training_lowers_the_loss_and_writes_metrics_and_checkpoints()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var run = temp["run"];
+        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 40, LrDecayIters = 40 }, data, run)) trainer.Run();
+        var metrics = MetricsLog.Read(run).ToList();
+        var steps = metrics.Where(m => m["train_loss"] is not null).ToList();
+        Assert.Equal(40, steps.Count);
+        foreach (var key in new[] { "step", "train_loss", "lr", "tokens_per_sec", "mfu", "elapsed_s" }) Assert.NotNull(steps[0][key]);
+        var evals = metrics.Where(m => m["val_loss"] is not null).Select(m => (double)m["val_loss"]!).ToList();
+        Assert.Equal(5, evals.Count); // steps 0, 10, 20, 30, 40
+        Assert.True(evals[^1] < evals[0] - 0.3, $"val loss should fall: {string.Join(", ", evals)}");
+        Assert.True(Directory.Exists(Path.Combine(run, "checkpoints", "last")));
+        Assert.True(Directory.Exists(Path.Combine(run, "checkpoints", "best")));
+    }
+
+    [Fact]
+    public void Resume_reproduces_the_uninterrupted_losses_with_dropout()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var config = TestData.TinyConfig with { Dropout = 0.1, GradientAccumulationSteps = 2 };
+        var full = temp["full"];
+        using (var trainer = Trainer.Start(config, data, full)) trainer.Run();
+
+        var split = temp["split"];
+        using (var trainer = Trainer.Start(config with { MaxIters = 10 }, data, split)) trainer.Run();
+        using (var trainer = Trainer.Resume(split, [new("max_iters", "20")])) trainer.Run();
+
+        var expected = TrainLosses(full);
+        var actual = TrainLosses(split);
+        Assert.Equal(expected.Select(e => e.Step), actual.Select(a => a.Step));
+        for (var i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i].Loss - actual[i].Loss) <= 1e-6, $"step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss}");
+    }
+
+    [Fact]
+    public void A_corrupted_checkpoint_file_is_refused_with_a_clear_message()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var run = temp["run"];
+        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run)) trainer.Run();
+        var weights = Path.Combine(run, "checkpoints", "last", Checkpoint.ModelFile);
+        var bytes = File.ReadAllBytes(weights);
+        bytes[^3] ^= 0x40;
+        File.WriteAllBytes(weights, bytes);
+        var error = Assert.Throws<StratusUserException>(() => Checkpoint.Open(Checkpoint.Resolve(run, preferBest: false)));
+        Assert.Contains("corrupt", error.Message);
+        Assert.Contains("model.safetensors", error.Message);
+        Assert.Throws<StratusUserException>(() => Trainer.Resume(run));
+    }
+
+    [Fact]
+    public void A_foreign_folder_is_not_taken_for_a_checkpoint()
+    {
+        using var temp = new TempDirectory();
+        Directory.CreateDirectory(temp["other"]);
+        File.WriteAllText(Path.Combine(temp["other"], Checkpoint.ManifestFile), """{"format":"something-else","version":1,"files":{}}""");
+        var error = Assert.Throws<StratusUserException>(() => Checkpoint.Open(temp["other"]));
+        Assert.Contains("not a Stratus checkpoint", error.Message);
+    }
+
+    [Fact]
+    public void Starting_over_an_existing_run_asks_for_resume()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var run = temp["run"];
+        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run)) trainer.Run();
+        var error = Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig, data, run));
+        Assert.Contains("--resume", error.Message);
+    }
+
+    [Theory]
+    [InlineData(0, 3e-3 * 1 / 3)]
+    [InlineData(1, 3e-3 * 2 / 3)]
+    [InlineData(2, 3e-3)]
+    [InlineData(11, 3e-4 + 0.5 * (3e-3 - 3e-4))]
+    [InlineData(20, 3e-4)]
+    [InlineData(25, 3e-4)]
+    public void Learning_rate_warms_up_linearly_then_decays_by_cosine(int step, double expected) =>
+        Assert.Equal(expected, LearningRateSchedule.At(TestData.TinyConfig, step), 9);
+}

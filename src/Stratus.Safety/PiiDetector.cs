@@ -53,7 +53,7 @@ public sealed class PiiDetector : IContentSafetyProvider
         @"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){2,6}(?![\w-]|\.\d)",
         Options, Timeout);
 
-    static readonly Regex Card = new(@"(?<![\d-])\d(?:[ -]?\d){12,18}(?![ -]?\d)", Options, Timeout);
+    static readonly Regex Card = new(@"(?<![\w-])\d(?:[ -]?\d){12,18}(?![ -]?\d)", Options, Timeout);
 
     static readonly Regex Iban = new(
         @"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})(?![A-Za-z0-9])",
@@ -63,7 +63,7 @@ public sealed class PiiDetector : IContentSafetyProvider
         @"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\w|\.\w)",
         Options, Timeout);
 
-    static readonly Regex VersionWord = new(@"(?:version|ver\.?|release|build|firmware)\s*$", Options | RegexOptions.IgnoreCase, Timeout);
+    static readonly Regex VersionWord = new(@"\b(?:version|ver\.?|release|build|firmware)\s*$", Options | RegexOptions.IgnoreCase, Timeout);
 
     static readonly Regex IPv6 = new(
         @"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|\d{1,3}(?:\.\d{1,3}){3})?(?![\w:]|\.\d)",
@@ -191,8 +191,15 @@ public sealed class PiiDetector : IContentSafetyProvider
         return VersionWord.IsMatch(text.AsSpan(start, index - start).ToString());
     }
 
+    // How issuers print card numbers: 4-4-4-4 (and 4-4-4-4-3 for 19 digits), Amex 4-6-5,
+    // Diners 4-6-4. A digit run grouped any other way (the tail of an IBAN, a reference
+    // number) is not reported even if it happens to pass Luhn, as one in ten numbers does.
+    static readonly int[][] CardGroupings = [[4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4]];
+
     internal static bool IsPaymentCard(string value)
     {
+        var groups = value.Split([' ', '-']).Select(g => g.Length).ToArray();
+        if (groups.Length > 1 && !CardGroupings.Any(g => g.SequenceEqual(groups))) return false;
         Span<char> digits = stackalloc char[19];
         var n = 0;
         foreach (var c in value)

@@ -22,6 +22,8 @@ public sealed record GuardStep(string Released, SafetyVerdict? BlockedBy)
 
 public sealed class StreamingSafetyGuard
 {
+    const int MaxUnbrokenRun = 256;
+
     readonly SafetyPipeline pipeline;
     readonly StringBuilder text = new();
     readonly int holdBack;
@@ -86,8 +88,9 @@ public sealed class StreamingSafetyGuard
         for (var i = limit; i > released; i--)
             if (char.IsWhiteSpace(text[i - 1])) return i;
         // No word boundary in reach: holding back holdBack characters is what keeps the stream
-        // safe, the boundary is only cosmetic, so a long unbroken run is released anyway.
-        return limit;
+        // safe, the boundary is only cosmetic, so a long unbroken run (code, base64) is
+        // released anyway rather than buffered without end.
+        return limit - released >= MaxUnbrokenRun ? limit : released;
     }
 
     static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int length)

@@ -77,6 +77,8 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
     {
         if (string.IsNullOrWhiteSpace(presented)) return new(null, AuthenticationFailure.Missing);
         if (!ApiKeyFormat.TryGetId(presented, out var id)) return new(null, AuthenticationFailure.Malformed);
+        // An unknown id answers sooner than a wrong secret; that reveals only whether an id
+        // exists, and ids are not secret.
         var stored = await store.FindAsync(id, cancellationToken);
         if (stored is null || !ApiKeyFormat.Matches(stored, presented)) return new(null, AuthenticationFailure.Unknown);
         // Revocation is reported only to someone holding the real secret.

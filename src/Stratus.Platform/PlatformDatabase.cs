@@ -3,6 +3,7 @@
 // The schema is versioned with PRAGMA user_version and created on first open.
 using System.Globalization;
 using Microsoft.Data.Sqlite;
+using Stratus.Safety;
 
 namespace Stratus.Platform;
 
@@ -89,7 +90,7 @@ public sealed class PlatformDatabase
         using var transaction = connection.BeginTransaction();
         var version = Convert.ToInt32(Scalar(connection, transaction, "PRAGMA user_version;"));
         if (version > SchemaVersion)
-            throw new Safety.TrustUserException($"{database.FilePath} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
+            throw new TrustUserException($"{database.FilePath} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
         if (version < 1)
         {
             Execute(connection, Schema, transaction);

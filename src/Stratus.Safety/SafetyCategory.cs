@@ -1,8 +1,5 @@
 // The vocabulary of content safety: categories, severities, which side of a conversation text is
 // on, and the wire names used by Azure's content_filter_results and the policy store.
-using System.Text.Json;
-using System.Text.Json.Serialization;
-
 namespace Stratus.Safety;
 
 public enum SafetyCategory { Hate, Sexual, Violence, SelfHarm, Jailbreak, Pii }
@@ -51,13 +48,5 @@ public static class SafetyNames
         "medium" => Severity.Medium,
         "high" => Severity.High,
         _ => throw new TrustUserException($"Unknown severity '{name}'; expected safe, low, medium or high."),
-    };
-
-    /// <summary>JSON options for stored safety records: enums as snake_case strings
-    /// (self_harm, medium), so stored policies read the same as the API.</summary>
-    public static JsonSerializerOptions Json { get; } = new(JsonSerializerDefaults.Web)
-    {
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
     };
 }

@@ -52,6 +52,27 @@ public sealed class StreamingSafetyGuardTests
         Assert.True((await guard.CompleteAsync()).Verdict.Blocked);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task A_blocked_phrase_is_never_released_even_its_first_word(int seed)
+    {
+        var prefix = string.Concat(Enumerable.Repeat("Plain words about the weather and the sea. ", 5));
+        var text = prefix + "Then came the purple elephant dance, which must not be sent.";
+        var guard = Pipeline(PiiMode.Off, "purple elephant dance").GuardStream();
+        var released = "";
+        foreach (var chunk in Chunks(text, seed))
+        {
+            var step = await guard.AppendAsync(chunk);
+            released += step.Released;
+            if (step.Blocked) break;
+        }
+        Assert.NotNull(guard.BlockedBy);
+        Assert.DoesNotContain("purple", released);
+        Assert.StartsWith(released, text, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_word_that_only_starts_like_a_blocked_term_is_released()
     {

@@ -53,6 +53,7 @@ public sealed class SlidingWindowLimiter : RateLimiter
 
     readonly Lock gate = new();
     readonly Queue<Charge> charges = new();
+    Charge? newest;
     readonly TimeProvider clock;
     long limit;
     long charged;
@@ -101,7 +102,7 @@ public sealed class SlidingWindowLimiter : RateLimiter
         {
             var now = clock.GetUtcNow();
             Expire(now);
-            var reset = charges.Count == 0 ? TimeSpan.Zero : charges.Last().At + Window - now;
+            var reset = newest is null ? TimeSpan.Zero : newest.At + Window - now;
             return (limit == 0 ? long.MaxValue : Math.Max(0, limit - charged), reset);
         }
     }
@@ -142,6 +143,7 @@ public sealed class SlidingWindowLimiter : RateLimiter
                 // Kept even at amount 0 so that a correction can still charge it.
                 var charge = new Charge(now, amount);
                 charges.Enqueue(charge);
+                newest = charge;
                 charged += amount;
                 successes++;
                 return new Lease(this, charge, true, null);
@@ -181,5 +183,6 @@ public sealed class SlidingWindowLimiter : RateLimiter
             old.Expired = true;
             charged -= old.Amount;
         }
+        if (charges.Count == 0) newest = null;
     }
 }

@@ -1,0 +1,95 @@
+// API key lifecycle and authentication: create (the secret is returned once), list, revoke and
+// re-limit by name or id, each change audited; authenticate a presented key in constant time.
+using System.Text.Json.Nodes;
+using Stratus.Safety;
+
+namespace Stratus.Platform;
+
+public enum AuthenticationFailure { None, Missing, Malformed, Unknown, Revoked }
+
+/// <summary>Failure reasons are for logs; clients get one 401 whatever the reason, so they
+/// cannot tell a revoked key from a wrong one.</summary>
+public sealed record AuthenticationResult(ApiKeyRecord? Key, AuthenticationFailure Failure)
+{
+    public bool Succeeded => Key is not null;
+}
+
+public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvider? time = null)
+{
+    readonly TimeProvider clock = time ?? TimeProvider.System;
+
+    /// <exception cref="TrustUserException">Bad name, no scope, negative limits, or an active
+    /// key with this name exists.</exception>
+    public async ValueTask<CreatedApiKey> CreateAsync(string name, ApiKeyScopes scopes, RateLimits limits, string actor, CancellationToken cancellationToken = default)
+    {
+        ApiKeyFormat.ValidateName(name);
+        if (scopes == ApiKeyScopes.None) throw new TrustUserException("An API key needs at least one scope (inference, training, admin).");
+        limits.Validate();
+        var (id, secret) = ApiKeyFormat.Generate();
+        var salt = ApiKeyFormat.NewSalt();
+        var record = new ApiKeyRecord(id, name, scopes, limits, clock.GetUtcNow(), null);
+        await store.InsertAsync(new StoredApiKey(record, salt, ApiKeyFormat.Hash(salt, secret)), cancellationToken);
+        await audit.AppendAsync(actor, AuditActions.KeyCreated, new JsonObject
+        {
+            ["key_id"] = id,
+            ["name"] = name,
+            ["scopes"] = ApiKeyScopeNames.Format(scopes),
+            ["rpm"] = limits.RequestsPerMinute,
+            ["tpm"] = limits.TokensPerMinute,
+        }, cancellationToken);
+        return new CreatedApiKey(record, secret);
+    }
+
+    public ValueTask<IReadOnlyList<ApiKeyRecord>> ListAsync(bool includeRevoked = false, CancellationToken cancellationToken = default) =>
+        store.ListAsync(includeRevoked, cancellationToken);
+
+    /// <exception cref="TrustUserException">No active key has this name or id.</exception>
+    public async ValueTask<ApiKeyRecord> RevokeAsync(string nameOrId, string actor, CancellationToken cancellationToken = default)
+    {
+        var key = await ResolveActiveAsync(nameOrId, cancellationToken);
+        var at = clock.GetUtcNow();
+        if (!await store.RevokeAsync(key.Id, at, cancellationToken))
+            throw new TrustUserException($"API key '{nameOrId}' was revoked meanwhile.");
+        await audit.AppendAsync(actor, AuditActions.KeyRevoked, new JsonObject { ["key_id"] = key.Id, ["name"] = key.Name }, cancellationToken);
+        return key with { RevokedAt = at };
+    }
+
+    /// <summary>Changes a key's limits; the QuotaEnforcer applies them from the next request,
+    /// because authentication reads the key record each time.</summary>
+    /// <exception cref="TrustUserException">No active key, or negative limits.</exception>
+    public async ValueTask<ApiKeyRecord> SetLimitsAsync(string nameOrId, RateLimits limits, string actor, CancellationToken cancellationToken = default)
+    {
+        limits.Validate();
+        var key = await ResolveActiveAsync(nameOrId, cancellationToken);
+        await store.SetLimitsAsync(key.Id, limits, cancellationToken);
+        await audit.AppendAsync(actor, AuditActions.KeyLimitsChanged, new JsonObject
+        {
+            ["key_id"] = key.Id,
+            ["rpm"] = limits.RequestsPerMinute,
+            ["tpm"] = limits.TokensPerMinute,
+        }, cancellationToken);
+        return key with { Limits = limits };
+    }
+
+    /// <summary>Checks a presented key (the raw value of a bearer token or api-key header).
+    /// Never throws for bad input: malformed keys are an ordinary failure.</summary>
+    public async ValueTask<AuthenticationResult> AuthenticateAsync(string? presented, CancellationToken cancellationToken = default)
+    {
+        if (string.IsNullOrWhiteSpace(presented)) return new(null, AuthenticationFailure.Missing);
+        if (!ApiKeyFormat.TryGetId(presented, out var id)) return new(null, AuthenticationFailure.Malformed);
+        // An unknown id answers sooner than a wrong secret; that reveals only whether an id
+        // exists, and ids are not secret.
+        var stored = await store.FindAsync(id, cancellationToken);
+        if (stored is null || !ApiKeyFormat.Matches(stored, presented)) return new(null, AuthenticationFailure.Unknown);
+        // Revocation is reported only to someone holding the real secret.
+        return stored.Record.IsActive ? new(stored.Record, AuthenticationFailure.None) : new(null, AuthenticationFailure.Revoked);
+    }
+
+    async ValueTask<ApiKeyRecord> ResolveActiveAsync(string nameOrId, CancellationToken cancellationToken)
+    {
+        var active = await store.ListAsync(includeRevoked: false, cancellationToken);
+        return active.FirstOrDefault(k => k.Id == nameOrId)
+            ?? active.FirstOrDefault(k => k.Name == nameOrId)
+            ?? throw new TrustUserException($"No active API key with name or id '{nameOrId}'.");
+    }
+}

@@ -1,0 +1,119 @@
+// The audit log: an append-only, hash-chained record of who changed what. Each entry's hash is
+// SHA-256(previous entry's hash || this entry's canonical content), where the canonical
+// content is the JSON array [sequence, time, actor, action, details]. Changing, deleting or
+// reordering an entry breaks the chain at that entry, and the verifier names it. Truncating
+// the newest entries leaves a valid shorter chain: record HeadHash somewhere else (a ticket, a
+// second system) to catch that too.
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Stratus.Safety;
+
+namespace Stratus.Platform;
+
+public static class AuditActions
+{
+    public const string KeyCreated = "key.created";
+    public const string KeyRevoked = "key.revoked";
+    public const string KeyLimitsChanged = "key.limits_changed";
+    public const string PolicyChanged = "policy.changed";
+    public const string BlocklistChanged = "blocklist.changed";
+    public const string ModelDeployed = "model.deployed";
+    public const string JobSubmitted = "job.submitted";
+    public const string JobCancelled = "job.cancelled";
+    public const string RequestFiltered = "request.filtered";
+}
+
+/// <param name="Details">Compact JSON object, stored and hashed exactly as written.</param>
+public sealed record AuditEntry(long Sequence, DateTimeOffset Time, string Actor, string Action, string Details, string Hash);
+
+/// <param name="FirstBadSequence">The first entry that fails, or null when the chain holds.</param>
+/// <param name="HeadHash">The last entry's hash: keep it elsewhere to detect truncation.</param>
+public sealed record AuditVerification(bool Valid, long EntriesChecked, long? FirstBadSequence, string? Problem, string HeadHash);
+
+/// <param name="AfterSequence">Entries with a larger sequence number (paging).</param>
+public sealed record AuditQuery(long AfterSequence = 0, int Limit = 100, string? Action = null, string? Actor = null, DateTimeOffset? From = null, DateTimeOffset? To = null);
+
+public interface IAuditLog
+{
+    ValueTask<AuditEntry> AppendAsync(string actor, string action, JsonObject? details = null, CancellationToken cancellationToken = default);
+    ValueTask<IReadOnlyList<AuditEntry>> ReadAsync(AuditQuery query, CancellationToken cancellationToken = default);
+    ValueTask<AuditVerification> VerifyAsync(CancellationToken cancellationToken = default);
+}
+
+/// <summary>The chain arithmetic, shared by every IAuditLog so all stores verify alike.</summary>
+public static class AuditChain
+{
+    public static readonly string GenesisHash = new('0', 64);
+
+    public static string CanonicalContent(long sequence, DateTimeOffset time, string actor, string action, string details)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartArray();
+            writer.WriteNumberValue(sequence);
+            writer.WriteStringValue(PlatformDatabase.FormatTime(time));
+            writer.WriteStringValue(actor);
+            writer.WriteStringValue(action);
+            writer.WriteStringValue(details);
+            writer.WriteEndArray();
+        }
+        return Encoding.UTF8.GetString(buffer.ToArray());
+    }
+
+    public static string ComputeHash(string previousHash, long sequence, DateTimeOffset time, string actor, string action, string details) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(previousHash + CanonicalContent(sequence, time, actor, action, details))));
+
+    /// <summary>Checks entries in sequence order: numbering must run 1, 2, 3... without gaps
+    /// and each hash must follow from its predecessor and content.</summary>
+    public static AuditVerification Verify(IEnumerable<AuditEntry> entriesInOrder)
+    {
+        var previousHash = GenesisHash;
+        long expected = 1, checkedCount = 0;
+        foreach (var e in entriesInOrder)
+        {
+            if (e.Sequence != expected)
+                return new(false, checkedCount, e.Sequence, e.Sequence > expected
+                    ? $"Entry {e.Sequence} follows entry {expected - 1}: {(e.Sequence - expected == 1 ? $"entry {expected} is" : $"entries {expected}-{e.Sequence - 1} are")} missing (deleted)."
+                    : $"Entry {e.Sequence} appears after entry {expected - 1}: entries were reordered or duplicated.", previousHash);
+            if (ComputeHash(previousHash, e.Sequence, e.Time, e.Actor, e.Action, e.Details) != e.Hash)
+                return new(false, checkedCount, e.Sequence,
+                    $"Entry {e.Sequence} does not match its hash: it was modified, or entries were reordered.", previousHash);
+            previousHash = e.Hash;
+            expected++;
+            checkedCount++;
+        }
+        return new(true, checkedCount, null, null, previousHash);
+    }
+}
+
+/// <summary>Builds details objects that say what happened without recording user content,
+/// unless the operator opted in (recordContent) for investigations.</summary>
+public static class AuditDetails
+{
+    public static JsonObject FilteredRequest(string keyId, string deployment, SafetyVerdict verdict, string content, bool recordContent)
+    {
+        var details = new JsonObject
+        {
+            ["key_id"] = keyId,
+            ["deployment"] = deployment,
+            ["direction"] = verdict.Direction == ContentDirection.Prompt ? "prompt" : "completion",
+            ["filtered"] = new JsonArray([.. verdict.Filtered
+                .Select(r => (JsonNode)new JsonObject
+                {
+                    ["category"] = r.Category.WireName(),
+                    ["severity"] = r.Severity.WireName(),
+                    ["source"] = r.Source,
+                    ["blocklist"] = r.Blocklist,
+                })]),
+            // A digest lets an investigator match a complaint to the entry without the log
+            // holding the text.
+            ["content_sha256"] = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(content))),
+            ["content_length"] = content.Length,
+        };
+        if (recordContent) details["content"] = content;
+        return details;
+    }
+}

@@ -1,0 +1,153 @@
+// The SQLite database behind the default stores: one file, stratus.db, in the data directory,
+// in WAL mode so readers (verification, usage queries) never block the request path's writes.
+// The schema is versioned with PRAGMA user_version and created on first open.
+using System.Globalization;
+using Microsoft.Data.Sqlite;
+using Stratus.Safety;
+
+namespace Stratus.Platform;
+
+public sealed class PlatformDatabase
+{
+    public const string FileName = "stratus.db";
+    const int SchemaVersion = 1;
+
+    const string Schema = """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            salt BLOB NOT NULL,
+            hash BLOB NOT NULL,
+            scopes INTEGER NOT NULL,
+            rpm INTEGER NOT NULL,
+            tpm INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;
+
+        CREATE TABLE blocklists (
+            name TEXT PRIMARY KEY COLLATE NOCASE,
+            definition TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+
+        CREATE TABLE safety_policies (
+            deployment TEXT PRIMARY KEY,
+            policy TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+
+        CREATE TABLE audit_log (
+            seq INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            details TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        -- Append-only for anyone using the application; someone with the file can drop these,
+        -- which is what the hash chain is for.
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+
+        CREATE TABLE usage_daily (
+            key_id TEXT NOT NULL,
+            day TEXT NOT NULL,
+            model TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            PRIMARY KEY (key_id, day, model)
+        );
+        """;
+
+    readonly string connectionString;
+
+    PlatformDatabase(string path)
+    {
+        FilePath = path;
+        connectionString = new SqliteConnectionStringBuilder
+        {
+            DataSource = path,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Pooling = true,
+            DefaultTimeout = 30,
+        }.ToString();
+    }
+
+    public string FilePath { get; }
+
+    /// <summary>Opens (creating if needed) the database in a data directory.</summary>
+    public static PlatformDatabase Open(string dataDir)
+    {
+        Directory.CreateDirectory(dataDir);
+        var database = new PlatformDatabase(Path.Combine(dataDir, FileName));
+        using var connection = database.Connect();
+        Execute(connection, "PRAGMA journal_mode=WAL;");
+        using var transaction = connection.BeginTransaction();
+        var version = Convert.ToInt32(Scalar(connection, transaction, "PRAGMA user_version;"));
+        if (version > SchemaVersion)
+            throw new TrustUserException($"{database.FilePath} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
+        if (version < 1)
+        {
+            Execute(connection, Schema, transaction);
+            Execute(connection, $"PRAGMA user_version = {SchemaVersion};", transaction);
+        }
+        transaction.Commit();
+        return database;
+    }
+
+    internal SqliteConnection Connect()
+    {
+        var connection = new SqliteConnection(connectionString);
+        connection.Open();
+        // WAL with synchronous=NORMAL is durable across application crashes; only an OS crash
+        // can lose the last transactions, which is the usual trade for a request-path store.
+        Execute(connection, "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;");
+        return connection;
+    }
+
+    internal static void Execute(SqliteConnection connection, string sql, SqliteTransaction? transaction = null)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.Transaction = transaction;
+        command.ExecuteNonQuery();
+    }
+
+    static object? Scalar(SqliteConnection connection, SqliteTransaction transaction, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.Transaction = transaction;
+        return command.ExecuteScalar();
+    }
+
+    internal static SqliteCommand Command(SqliteConnection connection, string sql, params (string Name, object? Value)[] parameters)
+    {
+        var command = connection.CreateCommand();
+        command.CommandText = sql;
+        foreach (var (name, value) in parameters) command.Parameters.AddWithValue(name, value ?? DBNull.Value);
+        return command;
+    }
+
+    /// <summary>Timestamps are stored as fixed-width UTC text so they sort and compare as text
+    /// and round-trip to the tick (the audit hash covers them).</summary>
+    internal static string FormatTime(DateTimeOffset time) => time.UtcDateTime.ToString(TimeFormat, CultureInfo.InvariantCulture);
+
+    const string TimeFormat = "yyyy-MM-dd'T'HH:mm:ss.fffffff'Z'";
+    const DateTimeStyles TimeStyles = DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal;
+
+    internal static DateTimeOffset ParseTime(string text) =>
+        new(DateTime.ParseExact(text, TimeFormat, CultureInfo.InvariantCulture, TimeStyles), TimeSpan.Zero);
+
+    internal static bool TryParseTime(string text, out DateTimeOffset time)
+    {
+        var ok = DateTime.TryParseExact(text, TimeFormat, CultureInfo.InvariantCulture, TimeStyles, out var parsed);
+        time = ok ? new DateTimeOffset(parsed, TimeSpan.Zero) : default;
+        return ok;
+    }
+}

@@ -1,0 +1,27 @@
+// The platform's stores as one value, and the SQLite set used by default. A later backend
+// (PostgreSQL) provides the same interfaces; the services above them do not change.
+namespace Stratus.Platform;
+
+public sealed record PlatformStores(
+    IApiKeyStore ApiKeys,
+    IAuditLog Audit,
+    IBlocklistStore Blocklists,
+    ISafetyPolicyStore Policies,
+    IUsageStore Usage)
+{
+    /// <summary>Opens stratus.db in the data directory (see StratusHome.Resolve).</summary>
+    public static PlatformStores OpenSqlite(string dataDir, TimeProvider? time = null)
+    {
+        var database = PlatformDatabase.Open(dataDir);
+        return new PlatformStores(
+            new SqliteApiKeyStore(database),
+            new SqliteAuditLog(database, time),
+            new SqliteBlocklistStore(database, time),
+            new SqliteSafetyPolicyStore(database, time),
+            new SqliteUsageStore(database));
+    }
+
+    public ApiKeyService KeyService(TimeProvider? time = null) => new(ApiKeys, Audit, time);
+
+    public SafetyConfiguration SafetyConfiguration() => new(Blocklists, Policies, Audit);
+}

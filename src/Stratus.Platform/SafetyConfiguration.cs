@@ -1,0 +1,189 @@
+// Stored safety configuration: custom blocklists and per-deployment policies behind
+// interfaces, and SafetyConfiguration, which validates every change, records it in the audit
+// log and builds a deployment's SafetyPipeline from what is stored.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Stratus.Safety;
+using static Stratus.Platform.PlatformDatabase;
+
+namespace Stratus.Platform;
+
+public interface IBlocklistStore
+{
+    ValueTask<IReadOnlyList<Blocklist>> ListAsync(CancellationToken cancellationToken = default);
+    ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default);
+    ValueTask UpsertAsync(Blocklist blocklist, CancellationToken cancellationToken = default);
+    ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default);
+}
+
+public interface ISafetyPolicyStore
+{
+    ValueTask<SafetyPolicy?> GetAsync(string deployment, CancellationToken cancellationToken = default);
+    ValueTask<IReadOnlyList<SafetyPolicy>> ListAsync(CancellationToken cancellationToken = default);
+    ValueTask SetAsync(SafetyPolicy policy, CancellationToken cancellationToken = default);
+    ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default);
+}
+
+public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolicyStore policies, IAuditLog audit)
+{
+    long version;
+
+    /// <summary>Increases with every change made through this instance, so a server can cache
+    /// pipelines per deployment and rebuild them when it moves.</summary>
+    public long Version => Interlocked.Read(ref version);
+
+    public ValueTask<IReadOnlyList<Blocklist>> ListBlocklistsAsync(CancellationToken cancellationToken = default) => blocklists.ListAsync(cancellationToken);
+
+    public ValueTask<Blocklist?> GetBlocklistAsync(string name, CancellationToken cancellationToken = default) => blocklists.GetAsync(name, cancellationToken);
+
+    /// <exception cref="TrustUserException">The blocklist is invalid (bad regex, empty...).</exception>
+    public async ValueTask UpsertBlocklistAsync(Blocklist blocklist, string actor, CancellationToken cancellationToken = default)
+    {
+        CompiledBlocklist.Compile(blocklist);
+        var existed = await blocklists.GetAsync(blocklist.Name, cancellationToken) is not null;
+        await blocklists.UpsertAsync(blocklist, cancellationToken);
+        await audit.AppendAsync(actor, AuditActions.BlocklistChanged, new JsonObject
+        {
+            ["name"] = blocklist.Name,
+            ["operation"] = existed ? "updated" : "created",
+            ["category"] = blocklist.Category.WireName(),
+            // Counts, not the terms: a blocklist of slurs should not be copied into the log.
+            ["terms"] = blocklist.Terms.Count,
+            ["patterns"] = blocklist.Patterns.Count,
+        }, cancellationToken);
+        Interlocked.Increment(ref version);
+    }
+
+    /// <exception cref="TrustUserException">No such blocklist, or a policy still uses it.</exception>
+    public async ValueTask DeleteBlocklistAsync(string name, string actor, CancellationToken cancellationToken = default)
+    {
+        var users = (await policies.ListAsync(cancellationToken))
+            .Where(p => p.Blocklists.Contains(name, StringComparer.OrdinalIgnoreCase)).Select(p => p.Deployment).ToList();
+        if (users.Count > 0)
+            throw new TrustUserException($"Blocklist '{name}' is used by the safety policy of {string.Join(", ", users)}; remove it there first.");
+        if (!await blocklists.DeleteAsync(name, cancellationToken)) throw new TrustUserException($"No blocklist named '{name}'.");
+        await audit.AppendAsync(actor, AuditActions.BlocklistChanged, new JsonObject { ["name"] = name, ["operation"] = "deleted" }, cancellationToken);
+        Interlocked.Increment(ref version);
+    }
+
+    /// <summary>The stored policy, or the default policy for deployments without one.</summary>
+    public async ValueTask<SafetyPolicy> GetPolicyAsync(string deployment, CancellationToken cancellationToken = default) =>
+        await policies.GetAsync(deployment, cancellationToken) ?? SafetyPolicy.Default(deployment);
+
+    public ValueTask<IReadOnlyList<SafetyPolicy>> ListPoliciesAsync(CancellationToken cancellationToken = default) => policies.ListAsync(cancellationToken);
+
+    /// <exception cref="TrustUserException">The policy is invalid or names a missing blocklist.</exception>
+    public async ValueTask SetPolicyAsync(SafetyPolicy policy, string actor, CancellationToken cancellationToken = default)
+    {
+        policy.Validate();
+        var known = (await blocklists.ListAsync(cancellationToken)).Select(b => b.Name).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        foreach (var name in policy.Blocklists)
+            if (!known.Contains(name)) throw new TrustUserException($"Safety policy for '{policy.Deployment}' names blocklist '{name}', which does not exist.");
+        await policies.SetAsync(policy, cancellationToken);
+        await audit.AppendAsync(actor, AuditActions.PolicyChanged, new JsonObject
+        {
+            ["deployment"] = policy.Deployment,
+            ["policy"] = JsonSerializer.SerializeToNode(policy.ToDocument()),
+        }, cancellationToken);
+        Interlocked.Increment(ref version);
+    }
+
+    /// <summary>The deployment's pipeline: its policy (or the default), its blocklists, and
+    /// any extra providers the host configured (classifiers, external moderation).</summary>
+    public async ValueTask<SafetyPipeline> BuildPipelineAsync(string deployment, IEnumerable<IContentSafetyProvider>? extra = null, CancellationToken cancellationToken = default)
+    {
+        var policy = await GetPolicyAsync(deployment, cancellationToken);
+        return SafetyPipeline.Create(policy, await blocklists.ListAsync(cancellationToken), extra);
+    }
+}
+
+/// <summary>Blocklists on SQLite, one row per list with its definition as JSON.</summary>
+public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider? time = null) : IBlocklistStore
+{
+    readonly TimeProvider clock = time ?? TimeProvider.System;
+
+    sealed record Definition(string Name, string Category, List<string> Terms, List<string> Patterns);
+
+    public ValueTask<IReadOnlyList<Blocklist>> ListAsync(CancellationToken cancellationToken = default)
+    {
+        using var connection = database.Connect();
+        using var command = Command(connection, "SELECT definition FROM blocklists ORDER BY name");
+        using var reader = command.ExecuteReader();
+        var lists = new List<Blocklist>();
+        while (reader.Read()) lists.Add(Parse(reader.GetString(0)));
+        return ValueTask.FromResult<IReadOnlyList<Blocklist>>(lists);
+    }
+
+    public ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default)
+    {
+        using var connection = database.Connect();
+        using var command = Command(connection, "SELECT definition FROM blocklists WHERE name = $name", ("$name", name));
+        return ValueTask.FromResult(command.ExecuteScalar() is string json ? Parse(json) : null);
+    }
+
+    public ValueTask UpsertAsync(Blocklist blocklist, CancellationToken cancellationToken = default)
+    {
+        var json = JsonSerializer.Serialize(new Definition(blocklist.Name, blocklist.Category.WireName(), [.. blocklist.Terms], [.. blocklist.Patterns]));
+        using var connection = database.Connect();
+        using var command = Command(connection, """
+            INSERT INTO blocklists (name, definition, updated_at) VALUES ($name, $definition, $at)
+            ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at
+            """, ("$name", blocklist.Name), ("$definition", json), ("$at", FormatTime(clock.GetUtcNow())));
+        command.ExecuteNonQuery();
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default)
+    {
+        using var connection = database.Connect();
+        using var command = Command(connection, "DELETE FROM blocklists WHERE name = $name", ("$name", name));
+        return ValueTask.FromResult(command.ExecuteNonQuery() == 1);
+    }
+
+    static Blocklist Parse(string json)
+    {
+        var d = JsonSerializer.Deserialize<Definition>(json) ?? throw new InvalidDataException("Empty blocklist row.");
+        return new Blocklist(d.Name, d.Terms, d.Patterns, SafetyNames.ParseCategory(d.Category));
+    }
+}
+
+/// <summary>Safety policies on SQLite, one row per deployment, stored as SafetyPolicyDocument JSON.</summary>
+public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, TimeProvider? time = null) : ISafetyPolicyStore
+{
+    readonly TimeProvider clock = time ?? TimeProvider.System;
+
+    public ValueTask<SafetyPolicy?> GetAsync(string deployment, CancellationToken cancellationToken = default)
+    {
+        using var connection = database.Connect();
+        using var command = Command(connection, "SELECT policy FROM safety_policies WHERE deployment = $d", ("$d", deployment));
+        return ValueTask.FromResult(command.ExecuteScalar() is string json ? SafetyPolicy.FromJson(json) : null);
+    }
+
+    public ValueTask<IReadOnlyList<SafetyPolicy>> ListAsync(CancellationToken cancellationToken = default)
+    {
+        using var connection = database.Connect();
+        using var command = Command(connection, "SELECT policy FROM safety_policies ORDER BY deployment");
+        using var reader = command.ExecuteReader();
+        var policies = new List<SafetyPolicy>();
+        while (reader.Read()) policies.Add(SafetyPolicy.FromJson(reader.GetString(0)));
+        return ValueTask.FromResult<IReadOnlyList<SafetyPolicy>>(policies);
+    }
+
+    public ValueTask SetAsync(SafetyPolicy policy, CancellationToken cancellationToken = default)
+    {
+        using var connection = database.Connect();
+        using var command = Command(connection, """
+            INSERT INTO safety_policies (deployment, policy, updated_at) VALUES ($d, $policy, $at)
+            ON CONFLICT (deployment) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at
+            """, ("$d", policy.Deployment), ("$policy", policy.ToJson()), ("$at", FormatTime(clock.GetUtcNow())));
+        command.ExecuteNonQuery();
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default)
+    {
+        using var connection = database.Connect();
+        using var command = Command(connection, "DELETE FROM safety_policies WHERE deployment = $d", ("$d", deployment));
+        return ValueTask.FromResult(command.ExecuteNonQuery() == 1);
+    }
+}

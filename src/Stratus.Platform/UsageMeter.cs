@@ -1,0 +1,76 @@
+// Usage metering: requests and prompt/completion tokens per key, per UTC day, per model,
+// accumulated as requests complete, and queried by key and date range for billing, the
+// dashboard and `stratus usage`.
+using Stratus.Safety;
+using static Stratus.Platform.PlatformDatabase;
+
+namespace Stratus.Platform;
+
+public sealed record UsageRecord(string KeyId, DateOnly Day, string Model, long Requests, long PromptTokens, long CompletionTokens)
+{
+    public long TotalTokens => PromptTokens + CompletionTokens;
+}
+
+/// <param name="KeyId">One key, or null for all keys.</param>
+/// <param name="From">First UTC day, inclusive.</param>
+/// <param name="To">Last UTC day, inclusive.</param>
+public sealed record UsageQuery(string? KeyId, DateOnly From, DateOnly To, string? Model = null)
+{
+    /// <exception cref="TrustUserException">The range is reversed.</exception>
+    public UsageQuery Validate() => From > To ? throw new TrustUserException($"Usage range starts ({From:yyyy-MM-dd}) after it ends ({To:yyyy-MM-dd}).") : this;
+}
+
+public interface IUsageStore
+{
+    /// <summary>Adds one completed request at <paramref name="at"/> (its UTC day counts).</summary>
+    ValueTask RecordAsync(string keyId, string model, int promptTokens, int completionTokens, DateTimeOffset at, CancellationToken cancellationToken = default);
+
+    /// <summary>Rows ordered by day, key, model.</summary>
+    ValueTask<IReadOnlyList<UsageRecord>> QueryAsync(UsageQuery query, CancellationToken cancellationToken = default);
+}
+
+public sealed class SqliteUsageStore(PlatformDatabase database) : IUsageStore
+{
+    const string DayFormat = "yyyy-MM-dd";
+
+    public ValueTask RecordAsync(string keyId, string model, int promptTokens, int completionTokens, DateTimeOffset at, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(promptTokens);
+        ArgumentOutOfRangeException.ThrowIfNegative(completionTokens);
+        using var connection = database.Connect();
+        // One upsert, so concurrent completions add up instead of overwriting each other.
+        using var command = Command(connection, """
+            INSERT INTO usage_daily (key_id, day, model, requests, prompt_tokens, completion_tokens)
+            VALUES ($key, $day, $model, 1, $prompt, $completion)
+            ON CONFLICT (key_id, day, model) DO UPDATE SET
+                requests = requests + 1,
+                prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                completion_tokens = completion_tokens + excluded.completion_tokens
+            """,
+            ("$key", keyId), ("$day", Day(at)), ("$model", model), ("$prompt", promptTokens), ("$completion", completionTokens));
+        command.ExecuteNonQuery();
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask<IReadOnlyList<UsageRecord>> QueryAsync(UsageQuery query, CancellationToken cancellationToken = default)
+    {
+        query.Validate();
+        using var connection = database.Connect();
+        using var command = Command(connection, """
+            SELECT key_id, day, model, requests, prompt_tokens, completion_tokens FROM usage_daily
+            WHERE day >= $from AND day <= $to
+              AND ($key IS NULL OR key_id = $key)
+              AND ($model IS NULL OR model = $model)
+            ORDER BY day, key_id, model
+            """,
+            ("$from", query.From.ToString(DayFormat)), ("$to", query.To.ToString(DayFormat)), ("$key", query.KeyId), ("$model", query.Model));
+        using var reader = command.ExecuteReader();
+        var rows = new List<UsageRecord>();
+        while (reader.Read())
+            rows.Add(new UsageRecord(reader.GetString(0), DateOnly.ParseExact(reader.GetString(1), DayFormat), reader.GetString(2),
+                reader.GetInt64(3), reader.GetInt64(4), reader.GetInt64(5)));
+        return ValueTask.FromResult<IReadOnlyList<UsageRecord>>(rows);
+    }
+
+    static string Day(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).ToString(DayFormat);
+}

@@ -1,0 +1,172 @@
+// Custom blocklists, as in Azure AI Content Safety: named lists of terms (matched whole-word,
+// case-insensitively) and regular expressions (validated when created and run with a match
+// timeout so a pathological pattern cannot stall the server).
+using System.Text.RegularExpressions;
+
+namespace Stratus.Safety;
+
+/// <param name="Category">The category a hit is reported under. Blocklists are mostly used for
+/// slurs and profanity, hence the default.</param>
+public sealed record Blocklist(
+    string Name,
+    IReadOnlyList<string> Terms,
+    IReadOnlyList<string> Patterns,
+    SafetyCategory Category = SafetyCategory.Hate);
+
+/// <summary>A blocklist checked and compiled; building one is how a blocklist is validated.</summary>
+public sealed class CompiledBlocklist
+{
+    /// <summary>Bounds one regex evaluation; a pattern that backtracks longer than this is
+    /// treated as a match (fail closed) rather than allowed to stall a request.</summary>
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>How much text a streamed completion holds back for a regex pattern, whose
+    /// longest match cannot be known in general. Longer matches are still found in whole-text
+    /// checks (prompts, the final check of a stream).</summary>
+    public const int PatternWindow = 128;
+
+    public const int MaxTermLength = 200;
+    public const int MaxPatternLength = 1000;
+
+    const RegexOptions Options = RegexOptions.IgnoreCase | RegexOptions.CultureInvariant;
+
+    // A "word" character for boundaries: letters, digits, underscore in any script. \b is
+    // avoided because it only sees a boundary next to a word character, so terms that begin or
+    // end with punctuation ("c++") would never match.
+    const string WordChar = @"[\p{L}\p{N}_]";
+
+    readonly Regex? terms;
+    readonly Regex[] patterns;
+
+    CompiledBlocklist(Blocklist source, Regex? terms, Regex[] patterns, int streamingWindow)
+    {
+        Source = source;
+        this.terms = terms;
+        this.patterns = patterns;
+        StreamingWindow = streamingWindow;
+    }
+
+    public Blocklist Source { get; }
+    public int StreamingWindow { get; }
+
+    public static CompiledBlocklist Compile(Blocklist list)
+    {
+        ValidateName(list.Name);
+        var cleanTerms = new List<string>();
+        foreach (var raw in list.Terms)
+        {
+            var term = raw.Trim();
+            if (term.Length == 0) throw new TrustUserException($"Blocklist '{list.Name}' has an empty term.");
+            if (term.Length > MaxTermLength) throw new TrustUserException($"Blocklist '{list.Name}': term '{term[..20]}...' is longer than {MaxTermLength} characters.");
+            cleanTerms.Add(term);
+        }
+        Regex? termRegex = null;
+        var window = 0;
+        if (cleanTerms.Count > 0)
+        {
+            // Longest first so "bad word" wins over "bad" and the reported span is the whole term.
+            var alternatives = cleanTerms.OrderByDescending(t => t.Length).Select(TermPattern);
+            termRegex = new Regex($"(?<!{WordChar})(?:{string.Join("|", alternatives)})(?!{WordChar})", Options, MatchTimeout);
+            // Slack for runs of whitespace inside multi-word terms, which \s+ accepts.
+            window = cleanTerms.Max(t => t.Length) + 16;
+        }
+        var compiled = new Regex[list.Patterns.Count];
+        for (var i = 0; i < compiled.Length; i++)
+        {
+            compiled[i] = CompilePattern(list.Name, list.Patterns[i]);
+            window = Math.Max(window, PatternWindow);
+        }
+        if (termRegex is null && compiled.Length == 0)
+            throw new TrustUserException($"Blocklist '{list.Name}' has neither terms nor patterns.");
+        return new CompiledBlocklist(list, termRegex, compiled, window);
+    }
+
+    public static void ValidateName(string name)
+    {
+        if (!Regex.IsMatch(name, "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
+            throw new TrustUserException($"Blocklist name '{name}' is invalid: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit.");
+    }
+
+    static string TermPattern(string term) =>
+        string.Join(@"\s+", term.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Select(Regex.Escape));
+
+    static Regex CompilePattern(string listName, string pattern)
+    {
+        if (string.IsNullOrWhiteSpace(pattern)) throw new TrustUserException($"Blocklist '{listName}' has an empty pattern.");
+        if (pattern.Length > MaxPatternLength) throw new TrustUserException($"Blocklist '{listName}': a pattern is longer than {MaxPatternLength} characters.");
+        Regex regex;
+        try
+        {
+            regex = new Regex(pattern, Options, MatchTimeout);
+        }
+        catch (ArgumentException e)
+        {
+            throw new TrustUserException($"Blocklist '{listName}': pattern '{pattern}' is not a valid regular expression: {e.Message}", e);
+        }
+        bool matchesEmpty;
+        try
+        {
+            matchesEmpty = regex.IsMatch("");
+        }
+        catch (RegexMatchTimeoutException)
+        {
+            matchesEmpty = true;
+        }
+        // A pattern that matches empty text would block every request.
+        if (matchesEmpty) throw new TrustUserException($"Blocklist '{listName}': pattern '{pattern}' matches empty text.");
+        return regex;
+    }
+
+    /// <summary>All spans in the text that hit this list, in text order.</summary>
+    public IReadOnlyList<SafetyMatch> Find(string text)
+    {
+        var found = new List<SafetyMatch>();
+        if (terms is not null) Collect(terms, text, "term", found);
+        foreach (var pattern in patterns) Collect(pattern, text, "pattern", found);
+        found.Sort((a, b) => a.Start.CompareTo(b.Start));
+        return found;
+    }
+
+    static void Collect(Regex regex, string text, string kind, List<SafetyMatch> found)
+    {
+        try
+        {
+            for (var m = regex.Match(text); m.Success; m = m.NextMatch())
+                if (m.Length > 0) found.Add(new SafetyMatch(m.Index, m.Length, kind));
+        }
+        catch (RegexMatchTimeoutException)
+        {
+            // Fail closed: the whole text counts as the hit.
+            found.Add(new SafetyMatch(0, text.Length, kind + " (timed out)"));
+        }
+    }
+}
+
+/// <summary>Runs a set of blocklists; one result per list that hit, always High.</summary>
+public sealed class BlocklistProvider : IContentSafetyProvider
+{
+    readonly CompiledBlocklist[] lists;
+
+    /// <exception cref="TrustUserException">A list is invalid (bad regex, empty term...).</exception>
+    public BlocklistProvider(IEnumerable<Blocklist> lists)
+    {
+        this.lists = lists.Select(CompiledBlocklist.Compile).ToArray();
+        StreamingWindow = this.lists.Length == 0 ? 0 : this.lists.Max(l => l.StreamingWindow);
+    }
+
+    public string Name => "blocklist";
+    public int StreamingWindow { get; }
+
+    public ValueTask<IReadOnlyList<CategoryResult>> AnalyzeAsync(string text, ContentDirection direction, CancellationToken cancellationToken)
+    {
+        var results = new List<CategoryResult>();
+        foreach (var list in lists)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var matches = list.Find(text);
+            if (matches.Count > 0)
+                results.Add(new CategoryResult(list.Source.Category, Severity.High, 1.0, Name, matches, list.Source.Name));
+        }
+        return ValueTask.FromResult<IReadOnlyList<CategoryResult>>(results);
+    }
+}

@@ -1,0 +1,19 @@
+// The one interface every content-safety provider implements: rule sets (blocklists, PII,
+// prompt injection), learned classifiers and external moderation services alike.
+namespace Stratus.Safety;
+
+public interface IContentSafetyProvider
+{
+    /// <summary>Short stable name, recorded as CategoryResult.Source.</summary>
+    string Name { get; }
+
+    /// <summary>How many trailing characters a streamed completion must hold back so that this
+    /// provider sees any match whole before its first character is sent (its longest match).
+    /// 0 for providers that judge text as a whole.</summary>
+    int StreamingWindow { get; }
+
+    /// <summary>Returns one result per category found; an empty list means nothing found.
+    /// Throws TrustUserException only for input the user controls; transport failures of
+    /// external providers surface as HttpRequestException.</summary>
+    ValueTask<IReadOnlyList<CategoryResult>> AnalyzeAsync(string text, ContentDirection direction, CancellationToken cancellationToken);
+}

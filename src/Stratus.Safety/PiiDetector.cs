@@ -1,0 +1,261 @@
+// Finds personal data in text: e-mail addresses, phone numbers, payment card numbers (Luhn),
+// IBANs (ISO 13616 mod-97), IPv4/IPv6 addresses and US Social Security numbers (SSA rules).
+// Candidates come from regexes; every number format with a checksum or structural rule is then
+// verified in code, because ordinary prose is full of digits and a false positive blocks or
+// mangles a legitimate request.
+//
+// Decisions (tested in PiiDetectorTests):
+// - A dotted quad is an IPv4 address unless it reads as a version: directly after a letter
+//   ("v1.2.3.4") or after the words version, ver, release, build or firmware. A bare "1.2.3.4"
+//   is reported: it is a valid address and the text gives no way to tell.
+// - Octets with leading zeros ("01.02.03.04") are not addresses (ambiguous octal forms).
+// - Phone numbers need separators or a leading "+": North American 3-3-4 groups with a valid
+//   area code and exchange, or an international "+CC ..." number of 8 to 15 digits (E.164). A
+//   bare run of digits and 7-digit local numbers are not reported.
+// - SSNs are reported only in the dashed form (123-45-6789); a bare 9-digit run is too often
+//   something else.
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace Stratus.Safety;
+
+public enum PiiKind { Email, Phone, PaymentCard, Iban, IpAddress, Ssn }
+
+/// <summary>What a deployment does with PII it finds.</summary>
+public enum PiiMode
+{
+    /// <summary>Do not look for PII.</summary>
+    Off,
+    /// <summary>Report it in the filter results; pass the text unchanged.</summary>
+    Annotate,
+    /// <summary>Replace each occurrence with a label such as [EMAIL].</summary>
+    Redact,
+    /// <summary>Refuse the request or stop the completion.</summary>
+    Block,
+}
+
+public sealed class PiiDetector : IContentSafetyProvider
+{
+    const RegexOptions Options = RegexOptions.CultureInvariant | RegexOptions.ExplicitCapture;
+    static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(200);
+
+    static readonly Regex Email = new(
+        @"(?<![A-Za-z0-9._%+-])[A-Za-z0-9_%+-](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![A-Za-z0-9-])",
+        Options, Timeout);
+
+    static readonly Regex NorthAmericanPhone = new(
+        @"(?<![\w+])(?:\+?1[ .-]?)?(?:\([2-9]\d{2}\)[ .-]?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}(?![\w-]|\.\d)",
+        Options, Timeout);
+
+    static readonly Regex InternationalPhone = new(
+        @"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){2,6}(?![\w-]|\.\d)",
+        Options, Timeout);
+
+    static readonly Regex Card = new(@"(?<![\w-])\d(?:[ -]?\d){12,18}(?![ -]?\d)", Options, Timeout);
+
+    static readonly Regex Iban = new(
+        @"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})(?![A-Za-z0-9])",
+        Options, Timeout);
+
+    static readonly Regex IPv4 = new(
+        @"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\w|\.\w)",
+        Options, Timeout);
+
+    static readonly Regex VersionWord = new(@"\b(?:version|ver\.?|release|build|firmware)\s*$", Options | RegexOptions.IgnoreCase, Timeout);
+
+    static readonly Regex IPv6 = new(
+        @"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|\d{1,3}(?:\.\d{1,3}){3})?(?![\w:]|\.\d)",
+        Options, Timeout);
+
+    static readonly Regex Ssn = new(@"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])", Options, Timeout);
+
+    readonly HashSet<PiiKind> kinds;
+
+    public PiiDetector(IEnumerable<PiiKind>? kinds = null) => this.kinds = [.. kinds ?? Enum.GetValues<PiiKind>()];
+
+    public string Name => "pii";
+
+    /// <summary>Covers IBANs (34 characters plus spaces), IPv6 (45) and addresses of ordinary
+    /// length; a longer e-mail address in a stream may be partly sent before it is found.</summary>
+    public int StreamingWindow => 64;
+
+    public static string Label(PiiKind kind) => kind switch
+    {
+        PiiKind.Email => "EMAIL",
+        PiiKind.Phone => "PHONE",
+        PiiKind.PaymentCard => "CARD",
+        PiiKind.Iban => "IBAN",
+        PiiKind.IpAddress => "IP_ADDRESS",
+        PiiKind.Ssn => "SSN",
+        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+    };
+
+    public ValueTask<IReadOnlyList<CategoryResult>> AnalyzeAsync(string text, ContentDirection direction, CancellationToken cancellationToken)
+    {
+        var matches = Find(text);
+        if (matches.Count == 0) return ValueTask.FromResult<IReadOnlyList<CategoryResult>>([]);
+        var severity = matches.Max(m => SeverityOf(m.Label));
+        IReadOnlyList<CategoryResult> results = [new CategoryResult(SafetyCategory.Pii, severity, CategoryResult.ScoreFor(severity), Name, matches)];
+        return ValueTask.FromResult(results);
+    }
+
+    static Severity SeverityOf(string label) => label switch
+    {
+        "CARD" or "IBAN" or "SSN" => Severity.High,
+        "EMAIL" or "PHONE" => Severity.Medium,
+        _ => Severity.Low,
+    };
+
+    /// <summary>Verified PII spans in text order, without overlaps (the longest wins).</summary>
+    public IReadOnlyList<SafetyMatch> Find(string text)
+    {
+        var candidates = new List<SafetyMatch>();
+        try
+        {
+            if (kinds.Contains(PiiKind.Email)) AddAll(Email, text, PiiKind.Email, candidates, static _ => true);
+            if (kinds.Contains(PiiKind.Phone))
+            {
+                AddAll(NorthAmericanPhone, text, PiiKind.Phone, candidates, static _ => true);
+                AddAll(InternationalPhone, text, PiiKind.Phone, candidates, static m => DigitCount(m.Value) is >= 8 and <= 15);
+            }
+            if (kinds.Contains(PiiKind.PaymentCard)) AddAll(Card, text, PiiKind.PaymentCard, candidates, static m => IsPaymentCard(m.Value));
+            if (kinds.Contains(PiiKind.Iban)) AddIbans(text, candidates);
+            if (kinds.Contains(PiiKind.IpAddress))
+            {
+                AddAll(IPv4, text, PiiKind.IpAddress, candidates, m => !ReadsAsVersion(text, m.Index));
+                AddAll(IPv6, text, PiiKind.IpAddress, candidates, static m => IsIPv6(m.Value));
+            }
+            if (kinds.Contains(PiiKind.Ssn)) AddAll(Ssn, text, PiiKind.Ssn, candidates, static m => IsSsn(m.Value));
+        }
+        catch (RegexMatchTimeoutException)
+        {
+            // These patterns are linear in practice; a timeout means hostile input. Fail closed.
+            return [new SafetyMatch(0, text.Length, "PII_TIMEOUT")];
+        }
+        return RemoveOverlaps(candidates);
+    }
+
+    /// <summary>Replaces each span with [LABEL]. Spans must not overlap (Find guarantees it).</summary>
+    public static string Redact(string text, IEnumerable<SafetyMatch> matches)
+    {
+        var builder = new StringBuilder(text.Length);
+        var position = 0;
+        foreach (var m in matches.OrderBy(m => m.Start))
+        {
+            if (m.Start < position) continue;
+            builder.Append(text, position, m.Start - position).Append('[').Append(m.Label).Append(']');
+            position = m.End;
+        }
+        return builder.Append(text, position, text.Length - position).ToString();
+    }
+
+    static void AddAll(Regex regex, string text, PiiKind kind, List<SafetyMatch> into, Func<Match, bool> verify)
+    {
+        for (var m = regex.Match(text); m.Success; m = m.NextMatch())
+            if (verify(m)) into.Add(new SafetyMatch(m.Index, m.Length, Label(kind)));
+    }
+
+    static void AddIbans(string text, List<SafetyMatch> into)
+    {
+        for (var m = Iban.Match(text); m.Success; m = m.NextMatch())
+        {
+            // A grouped IBAN followed by a capitalised word ("... 0130 00 ABCD") swallows the
+            // word as a group; drop trailing groups until the checksum holds.
+            var candidate = m.Value;
+            while (!IsIban(candidate))
+            {
+                var lastSpace = candidate.LastIndexOf(' ');
+                if (lastSpace < 0) { candidate = ""; break; }
+                candidate = candidate[..lastSpace];
+            }
+            if (candidate.Length > 0) into.Add(new SafetyMatch(m.Index, candidate.Length, Label(PiiKind.Iban)));
+        }
+    }
+
+    static List<SafetyMatch> RemoveOverlaps(List<SafetyMatch> candidates)
+    {
+        var kept = new List<SafetyMatch>();
+        foreach (var c in candidates.OrderByDescending(c => c.Length).ThenBy(c => c.Start))
+            if (!kept.Any(k => c.Start < k.End && k.Start < c.End)) kept.Add(c);
+        kept.Sort((a, b) => a.Start.CompareTo(b.Start));
+        return kept;
+    }
+
+    static int DigitCount(string s) => s.Count(char.IsAsciiDigit);
+
+    static bool ReadsAsVersion(string text, int index)
+    {
+        var start = Math.Max(0, index - 16);
+        return VersionWord.IsMatch(text.AsSpan(start, index - start).ToString());
+    }
+
+    // How issuers print card numbers: 4-4-4-4 (and 4-4-4-4-3 for 19 digits), Amex 4-6-5,
+    // Diners 4-6-4. A digit run grouped any other way (the tail of an IBAN, a reference
+    // number) is not reported even if it happens to pass Luhn, as one in ten numbers does.
+    static readonly int[][] CardGroupings = [[4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4]];
+
+    internal static bool IsPaymentCard(string value)
+    {
+        var groups = value.Split([' ', '-']).Select(g => g.Length).ToArray();
+        if (groups.Length > 1 && !CardGroupings.Any(g => g.SequenceEqual(groups))) return false;
+        Span<char> digits = stackalloc char[19];
+        var n = 0;
+        foreach (var c in value)
+            if (char.IsAsciiDigit(c))
+            {
+                if (n == digits.Length) return false;
+                digits[n++] = c;
+            }
+        return n is >= 13 and <= 19 && LuhnValid(digits[..n]);
+    }
+
+    /// <summary>Luhn mod 10: double every second digit from the right.</summary>
+    internal static bool LuhnValid(ReadOnlySpan<char> digits)
+    {
+        var sum = 0;
+        for (var i = 0; i < digits.Length; i++)
+        {
+            var d = digits[digits.Length - 1 - i] - '0';
+            if (i % 2 == 1)
+            {
+                d *= 2;
+                if (d > 9) d -= 9;
+            }
+            sum += d;
+        }
+        return sum % 10 == 0;
+    }
+
+    /// <summary>ISO 13616: move the first four characters to the end, letters become 10..35,
+    /// and the number mod 97 must be 1. Computed digit by digit to avoid big integers.</summary>
+    internal static bool IsIban(string value)
+    {
+        var compact = value.Replace(" ", "");
+        if (compact.Length is < 15 or > 34) return false;
+        var rearranged = compact[4..] + compact[..4];
+        var remainder = 0;
+        foreach (var c in rearranged)
+        {
+            if (char.IsAsciiDigit(c)) remainder = (remainder * 10 + (c - '0')) % 97;
+            else if (char.IsAsciiLetterUpper(c)) remainder = (remainder * 100 + (c - 'A' + 10)) % 97;
+            else return false;
+        }
+        return remainder == 1;
+    }
+
+    static bool IsIPv6(string value) =>
+        value.Trim(':').Length > 0
+        && IPAddress.TryParse(value, out var address)
+        && address.AddressFamily == AddressFamily.InterNetworkV6;
+
+    /// <summary>SSA rules: area 000, 666 and 900-999, group 00 and serial 0000 are never issued.</summary>
+    internal static bool IsSsn(string value)
+    {
+        var area = int.Parse(value.AsSpan(0, 3));
+        var group = int.Parse(value.AsSpan(4, 2));
+        var serial = int.Parse(value.AsSpan(7, 4));
+        return area is not (0 or 666 or >= 900) && group != 0 && serial != 0;
+    }
+}

@@ -1,0 +1,78 @@
+// One deployment's content-safety check: runs its providers concurrently on a text and applies
+// its policy to what they found. Built once per deployment and rebuilt when the policy or a
+// blocklist changes; immutable, so one instance serves all requests.
+namespace Stratus.Safety;
+
+public sealed class SafetyPipeline
+{
+    readonly IContentSafetyProvider[] providers;
+
+    public SafetyPipeline(SafetyPolicy policy, IEnumerable<IContentSafetyProvider> providers)
+    {
+        Policy = policy.Validate();
+        this.providers = [.. providers];
+        StreamingWindow = this.providers.Length == 0 ? 0 : this.providers.Max(p => p.StreamingWindow);
+    }
+
+    /// <summary>The usual pipeline for a policy: the policy's blocklists (looked up by name in
+    /// <paramref name="blocklists"/>), the PII detector unless PII is off, the prompt-injection
+    /// detector, then any extra providers (learned classifiers, an external moderation service).</summary>
+    /// <exception cref="TrustUserException">The policy names a blocklist that does not exist,
+    /// or a blocklist is invalid.</exception>
+    public static SafetyPipeline Create(SafetyPolicy policy, IEnumerable<Blocklist> blocklists, IEnumerable<IContentSafetyProvider>? extra = null)
+    {
+        var byName = blocklists.ToDictionary(b => b.Name, StringComparer.OrdinalIgnoreCase);
+        var chosen = policy.Blocklists.Select(name => byName.TryGetValue(name, out var list)
+            ? list
+            : throw new TrustUserException($"Safety policy for '{policy.Deployment}' names blocklist '{name}', which does not exist.")).ToList();
+        var providers = new List<IContentSafetyProvider>();
+        if (chosen.Count > 0) providers.Add(new BlocklistProvider(chosen));
+        if (policy.Pii != PiiMode.Off) providers.Add(new PiiDetector());
+        providers.Add(new PromptInjectionDetector());
+        providers.AddRange(extra ?? []);
+        return new SafetyPipeline(policy, providers);
+    }
+
+    public SafetyPolicy Policy { get; }
+
+    /// <summary>Characters a streamed completion holds back: the longest window of any provider.</summary>
+    public int StreamingWindow { get; }
+
+    /// <summary>Checks a whole text (a prompt, a finished completion, a moderation input).</summary>
+    public async ValueTask<SafetyVerdict> AnalyzeAsync(string text, ContentDirection direction, CancellationToken cancellationToken = default)
+    {
+        if (!Policy.Checks(direction)) return Decide(text, direction, []);
+        return Decide(text, direction, await RunProvidersAsync(text, direction, cancellationToken));
+    }
+
+    /// <summary>A guard for one streamed completion.</summary>
+    public StreamingSafetyGuard GuardStream() => new(this);
+
+    internal async ValueTask<IReadOnlyList<CategoryResult>> RunProvidersAsync(string text, ContentDirection direction, CancellationToken cancellationToken)
+    {
+        if (providers.Length == 1) return await providers[0].AnalyzeAsync(text, direction, cancellationToken);
+        var all = await Task.WhenAll(providers.Select(p => p.AnalyzeAsync(text, direction, cancellationToken).AsTask()));
+        return [.. all.SelectMany(r => r)];
+    }
+
+    internal SafetyVerdict Decide(string text, ContentDirection direction, IReadOnlyList<CategoryResult> found)
+    {
+        var results = Policy.Pii == PiiMode.Off ? [.. found.Where(r => r.Category != SafetyCategory.Pii)] : found;
+        var filtered = results.Where(Policy.Filters).ToList();
+        var output = text;
+        var redacted = false;
+        if (filtered.Count == 0 && Policy.Pii == PiiMode.Redact)
+        {
+            var spans = PiiSpans(results);
+            if (spans.Count > 0)
+            {
+                output = PiiDetector.Redact(text, spans);
+                redacted = true;
+            }
+        }
+        return new SafetyVerdict(Policy, direction, results, filtered, output, redacted);
+    }
+
+    internal static List<SafetyMatch> PiiSpans(IEnumerable<CategoryResult> results) =>
+        [.. results.Where(r => r.Category == SafetyCategory.Pii).SelectMany(r => r.Matches)];
+}

@@ -1,0 +1,125 @@
+// Guards a completion streamed token by token: text reaches the client only after it has been
+// checked, so a blocked term is never sent, not even its first letters. The guard holds back
+// the last StreamingWindow characters (the longest match any provider can make); a match that
+// could still grow into released text would have to be longer than that. Released text ends at
+// a word boundary where one is available, so clients do not see words cut in half.
+//
+// A match touching the end of the text so far is inconclusive ("ass" may become "assist"), so
+// it neither blocks nor is released until more text or the end of the stream settles it.
+// Each check runs on the unreleased text plus StreamingWindow characters of context before it,
+// so the cost per token does not grow with the length of the completion.
+using System.Text;
+
+namespace Stratus.Safety;
+
+/// <param name="Released">Text to send to the client now (may be empty).</param>
+/// <param name="BlockedBy">Set once the stream is blocked: stop generating and finish with
+/// finish_reason "content_filter".</param>
+public sealed record GuardStep(string Released, SafetyVerdict? BlockedBy)
+{
+    public bool Blocked => BlockedBy is not null;
+}
+
+public sealed class StreamingSafetyGuard
+{
+    const int MaxUnbrokenRun = 256;
+
+    readonly SafetyPipeline pipeline;
+    readonly StringBuilder text = new();
+    readonly int holdBack;
+    int released;
+
+    internal StreamingSafetyGuard(SafetyPipeline pipeline)
+    {
+        this.pipeline = pipeline;
+        holdBack = pipeline.StreamingWindow;
+    }
+
+    public SafetyVerdict? BlockedBy { get; private set; }
+
+    /// <summary>Adds generated text; returns what may be sent now.</summary>
+    public async ValueTask<GuardStep> AppendAsync(string chunk, CancellationToken cancellationToken = default)
+    {
+        if (BlockedBy is not null) return new GuardStep("", BlockedBy);
+        text.Append(chunk);
+        if (!pipeline.Policy.CheckCompletions) return new GuardStep(Take(text.Length, []), null);
+        var releaseTo = ReleasePoint();
+        if (releaseTo <= released) return new GuardStep("", null);
+
+        var windowStart = Math.Max(0, released - holdBack);
+        var window = text.ToString(windowStart, text.Length - windowStart);
+        var found = await pipeline.RunProvidersAsync(window, ContentDirection.Completion, cancellationToken);
+        var conclusive = Conclusive(found, window.Length);
+        var verdict = pipeline.Decide(window, ContentDirection.Completion, conclusive);
+        if (verdict.Blocked)
+        {
+            BlockedBy = verdict;
+            return new GuardStep("", verdict);
+        }
+        // Never cut through a span (inconclusive ones included): release up to its start.
+        // Latest start first, so moving back past one span cannot land inside one already seen.
+        var spans = found.SelectMany(r => r.Matches).Select(m => m with { Start = m.Start + windowStart }).OrderByDescending(m => m.Start);
+        foreach (var span in spans)
+            if (span.Start < releaseTo && releaseTo < span.End) releaseTo = Math.Max(released, span.Start);
+        var pii = SafetyPipeline.PiiSpans(conclusive).Select(m => m with { Start = m.Start + windowStart }).ToList();
+        return new GuardStep(Take(releaseTo, pii), null);
+    }
+
+    /// <summary>Ends the stream: checks the whole completion once more (so providers that judge
+    /// text as a whole see all of it) and releases the held-back tail unless that check blocks.
+    /// The verdict is the completion's content_filter_results.</summary>
+    public async ValueTask<(GuardStep Step, SafetyVerdict Verdict)> CompleteAsync(CancellationToken cancellationToken = default)
+    {
+        var all = text.ToString();
+        if (BlockedBy is not null) return (new GuardStep("", BlockedBy), BlockedBy);
+        var verdict = await pipeline.AnalyzeAsync(all, ContentDirection.Completion, cancellationToken);
+        if (verdict.Blocked)
+        {
+            BlockedBy = verdict;
+            return (new GuardStep("", verdict), verdict);
+        }
+        return (new GuardStep(Take(all.Length, SafetyPipeline.PiiSpans(verdict.Results)), null), verdict);
+    }
+
+    int ReleasePoint()
+    {
+        var limit = text.Length - holdBack;
+        if (limit <= released) return released;
+        for (var i = limit; i > released; i--)
+            if (char.IsWhiteSpace(text[i - 1])) return i;
+        // No word boundary in reach: holding back holdBack characters is what keeps the stream
+        // safe, the boundary is only cosmetic, so a long unbroken run (code, base64) is
+        // released anyway rather than buffered without end.
+        return limit - released >= MaxUnbrokenRun ? limit : released;
+    }
+
+    static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int length)
+    {
+        var kept = new List<CategoryResult>();
+        foreach (var result in found)
+        {
+            if (result.Matches.Count == 0)
+            {
+                kept.Add(result);
+                continue;
+            }
+            var settled = result.Matches.Where(m => m.End < length).ToList();
+            if (settled.Count > 0) kept.Add(result with { Matches = settled });
+        }
+        return kept;
+    }
+
+    /// <summary>Releases text up to <paramref name="end"/>, redacting PII spans inside it when the
+    /// policy redacts.</summary>
+    string Take(int end, List<SafetyMatch> piiSpans)
+    {
+        var segment = text.ToString(released, end - released);
+        if (pipeline.Policy.Pii == PiiMode.Redact)
+        {
+            var inside = piiSpans.Where(m => m.Start >= released && m.End <= end).Select(m => m with { Start = m.Start - released });
+            segment = PiiDetector.Redact(segment, inside);
+        }
+        released = end;
+        return segment;
+    }
+}

@@ -1,0 +1,8 @@
+// The error for mistakes a user can make against the trust layer (an invalid blocklist regex, a
+// malformed policy, an unknown key name). It mirrors Stratus.StratusUserException but lives here
+// so that Stratus.Safety and Stratus.Platform do not reference Stratus.Core, which pulls
+// TorchSharp and libtorch into every consumer. The CLI and server treat both types alike: one
+// line for the CLI, a 4xx body for the server.
+namespace Stratus.Safety;
+
+public sealed class TrustUserException(string message, Exception? inner = null) : Exception(message, inner);

@@ -1,0 +1,137 @@
+// API keys: random, shown once, stored only as a salted hash, found by id, compared in
+// constant time, revocable by name or id, and every change audited without the secret.
+using System.Text;
+using Stratus.Platform;
+using Stratus.Safety;
+
+namespace Stratus.Platform.Tests;
+
+public sealed class ApiKeyServiceTests : IDisposable
+{
+    readonly TempPlatform platform = new();
+    readonly ApiKeyService keys;
+
+    public ApiKeyServiceTests() => keys = platform.Stores.KeyService();
+
+    public void Dispose() => platform.Dispose();
+
+    [Fact]
+    public async Task Created_key_authenticates_and_carries_scopes_and_limits()
+    {
+        var created = await keys.CreateAsync("ci-bot", ApiKeyScopes.Inference | ApiKeyScopes.Training, new RateLimits(60, 10_000), "admin");
+        Assert.StartsWith(ApiKeyFormat.Prefix, created.Secret);
+        Assert.Equal(ApiKeyFormat.Length, created.Secret.Length);
+        Assert.Contains(created.Key.Id, created.Secret);
+
+        var auth = await keys.AuthenticateAsync(created.Secret);
+        Assert.True(auth.Succeeded);
+        Assert.Equal("ci-bot", auth.Key!.Name);
+        Assert.True(auth.Key.Allows(ApiKeyScopes.Training));
+        Assert.False(auth.Key.Allows(ApiKeyScopes.Admin));
+        Assert.Equal(new RateLimits(60, 10_000), auth.Key.Limits);
+    }
+
+    [Fact]
+    public async Task Keys_are_unique_and_the_secret_is_never_stored()
+    {
+        var a = await keys.CreateAsync("a", ApiKeyScopes.Inference, RateLimits.Unlimited, "admin");
+        var b = await keys.CreateAsync("b", ApiKeyScopes.Inference, RateLimits.Unlimited, "admin");
+        Assert.NotEqual(a.Secret, b.Secret);
+        Assert.NotEqual(a.Key.Id, b.Key.Id);
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        var files = System.IO.Directory.GetFiles(platform.Directory).Select(File.ReadAllBytes).Select(Encoding.ASCII.GetString);
+        var everything = string.Concat(files);
+        Assert.Contains(a.Key.Id, everything);
+        Assert.DoesNotContain(a.Secret[ApiKeyFormat.Prefix.Length..][ApiKeyFormat.IdLength..], everything);
+        Assert.DoesNotContain(b.Secret, everything);
+    }
+
+    [Theory]
+    [InlineData(null, AuthenticationFailure.Missing)]
+    [InlineData("  ", AuthenticationFailure.Missing)]
+    [InlineData("sk-stratus-short", AuthenticationFailure.Malformed)]
+    [InlineData("Bearer sk-stratus-", AuthenticationFailure.Malformed)]
+    [InlineData("sk-other-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", AuthenticationFailure.Malformed)]
+    [InlineData("sk-stratus-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", AuthenticationFailure.Malformed)]
+    [InlineData("sk-stratus-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", AuthenticationFailure.Unknown)]
+    public async Task Bad_keys_are_rejected_without_throwing(string? presented, AuthenticationFailure failure)
+    {
+        var result = await keys.AuthenticateAsync(presented);
+        Assert.False(result.Succeeded);
+        Assert.Equal(failure, result.Failure);
+    }
+
+    [Fact]
+    public async Task A_right_id_with_a_wrong_secret_is_unknown()
+    {
+        var created = await keys.CreateAsync("a", ApiKeyScopes.Inference, RateLimits.Unlimited, "admin");
+        var last = created.Secret[^1];
+        var tampered = created.Secret[..^1] + (last == 'A' ? 'B' : 'A');
+        Assert.Equal(AuthenticationFailure.Unknown, (await keys.AuthenticateAsync(tampered)).Failure);
+    }
+
+    [Fact]
+    public async Task Revoke_by_name_or_id_stops_authentication_and_frees_the_name()
+    {
+        var first = await keys.CreateAsync("svc", ApiKeyScopes.Inference, RateLimits.Unlimited, "alice");
+        var other = await keys.CreateAsync("other", ApiKeyScopes.Admin, RateLimits.Unlimited, "alice");
+        await Assert.ThrowsAsync<TrustUserException>(async () => await keys.CreateAsync("svc", ApiKeyScopes.Inference, RateLimits.Unlimited, "alice"));
+
+        var revoked = await keys.RevokeAsync("svc", "bob");
+        Assert.NotNull(revoked.RevokedAt);
+        Assert.Equal(AuthenticationFailure.Revoked, (await keys.AuthenticateAsync(first.Secret)).Failure);
+        await keys.RevokeAsync(other.Key.Id, "bob");
+        Assert.Equal(AuthenticationFailure.Revoked, (await keys.AuthenticateAsync(other.Secret)).Failure);
+
+        var again = await keys.CreateAsync("svc", ApiKeyScopes.Inference, RateLimits.Unlimited, "alice");
+        Assert.True((await keys.AuthenticateAsync(again.Secret)).Succeeded);
+        Assert.Single(await keys.ListAsync());
+        Assert.Equal(3, (await keys.ListAsync(includeRevoked: true)).Count);
+        await Assert.ThrowsAsync<TrustUserException>(async () => await keys.RevokeAsync("nobody", "bob"));
+    }
+
+    [Fact]
+    public async Task Changes_are_audited_without_secrets()
+    {
+        var created = await keys.CreateAsync("svc", ApiKeyScopes.Inference, new RateLimits(5, 500), "alice");
+        await keys.SetLimitsAsync("svc", new RateLimits(10, 1000), "alice");
+        await keys.RevokeAsync(created.Key.Id, "bob");
+        var log = await platform.Stores.Audit.ReadAsync(new AuditQuery());
+        Assert.Equal([AuditActions.KeyCreated, AuditActions.KeyLimitsChanged, AuditActions.KeyRevoked], log.Select(e => e.Action));
+        Assert.Equal(["alice", "alice", "bob"], log.Select(e => e.Actor));
+        Assert.All(log, e => Assert.Contains(created.Key.Id, e.Details));
+        Assert.All(log, e => Assert.DoesNotContain(created.Secret[ApiKeyFormat.Prefix.Length..], e.Details));
+        Assert.Equal(new RateLimits(10, 1000), (await keys.ListAsync(true)).Single().Limits);
+    }
+
+    [Fact]
+    public async Task Invalid_requests_are_user_errors()
+    {
+        await Assert.ThrowsAsync<TrustUserException>(async () => await keys.CreateAsync("bad name", ApiKeyScopes.Inference, RateLimits.Unlimited, "a"));
+        await Assert.ThrowsAsync<TrustUserException>(async () => await keys.CreateAsync("ok", ApiKeyScopes.None, RateLimits.Unlimited, "a"));
+        await Assert.ThrowsAsync<TrustUserException>(async () => await keys.CreateAsync("ok", ApiKeyScopes.Inference, new RateLimits(-1, 0), "a"));
+        Assert.Equal(ApiKeyScopes.Inference | ApiKeyScopes.Admin, ApiKeyScopeNames.Parse("inference, admin"));
+        Assert.Equal("inference,admin", ApiKeyScopeNames.Format(ApiKeyScopes.Inference | ApiKeyScopes.Admin));
+        Assert.Throws<TrustUserException>(() => ApiKeyScopeNames.Parse("root"));
+        Assert.Equal("sk-x", ApiKeyFormat.FromHeader("Bearer  sk-x "));
+        Assert.Null(ApiKeyFormat.FromHeader(null));
+    }
+
+    [Fact]
+    public void Data_directory_prefers_the_flag_then_the_environment()
+    {
+        var saved = Environment.GetEnvironmentVariable(StratusHome.EnvironmentVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(StratusHome.EnvironmentVariable, "/tmp/from-env");
+            Assert.Equal(Path.GetFullPath("/tmp/from-flag"), StratusHome.Resolve("/tmp/from-flag"));
+            Assert.Equal(Path.GetFullPath("/tmp/from-env"), StratusHome.Resolve());
+            Environment.SetEnvironmentVariable(StratusHome.EnvironmentVariable, null);
+            Assert.EndsWith(Path.DirectorySeparatorChar + "stratus", StratusHome.Resolve());
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(StratusHome.EnvironmentVariable, saved);
+        }
+    }
+}

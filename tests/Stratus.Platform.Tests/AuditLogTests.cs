@@ -1,0 +1,155 @@
+// The audit log: entries chain by hash, and the verifier names the first entry that was
+// modified, deleted or reordered, even by someone who bypasses the append-only triggers.
+using System.Text.Json.Nodes;
+using Microsoft.Data.Sqlite;
+using Stratus.Platform;
+using Stratus.Safety;
+
+namespace Stratus.Platform.Tests;
+
+public sealed class AuditLogTests : IDisposable
+{
+    readonly TempPlatform platform = new(new TestClock(new DateTimeOffset(2026, 3, 1, 8, 0, 0, TimeSpan.Zero)));
+    IAuditLog Audit => platform.Stores.Audit;
+
+    public void Dispose() => platform.Dispose();
+
+    async Task AppendFive()
+    {
+        string[] actions = [AuditActions.KeyCreated, AuditActions.PolicyChanged, AuditActions.ModelDeployed, AuditActions.JobSubmitted, AuditActions.JobCancelled];
+        for (var i = 0; i < actions.Length; i++)
+        {
+            ((TestClock)platform.Clock!).Advance(TimeSpan.FromSeconds(1));
+            await Audit.AppendAsync($"user{i}", actions[i], new JsonObject { ["n"] = i });
+        }
+    }
+
+    /// <summary>What an attacker with the file does first.</summary>
+    void DropTriggers() => platform.Sql("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;");
+
+    [Fact]
+    public async Task An_untouched_log_verifies_and_numbers_entries_from_one()
+    {
+        await AppendFive();
+        var entries = await Audit.ReadAsync(new AuditQuery());
+        Assert.Equal([1L, 2, 3, 4, 5], entries.Select(e => e.Sequence));
+        Assert.Equal("""{"n":2}""", entries[2].Details);
+        var result = await Audit.VerifyAsync();
+        Assert.True(result.Valid);
+        Assert.Equal(5, result.EntriesChecked);
+        Assert.Equal(entries[^1].Hash, result.HeadHash);
+        Assert.Null(result.FirstBadSequence);
+    }
+
+    [Fact]
+    public async Task A_modified_entry_is_named()
+    {
+        await AppendFive();
+        DropTriggers();
+        platform.Sql("""UPDATE audit_log SET details = '{"n":99}' WHERE seq = 3""");
+        var result = await Audit.VerifyAsync();
+        Assert.False(result.Valid);
+        Assert.Equal(3, result.FirstBadSequence);
+        Assert.Contains("modified", result.Problem);
+        Assert.Equal(2, result.EntriesChecked);
+    }
+
+    [Fact]
+    public async Task A_modified_time_or_actor_is_named()
+    {
+        await AppendFive();
+        DropTriggers();
+        platform.Sql("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 4");
+        Assert.Equal(4, (await Audit.VerifyAsync()).FirstBadSequence);
+        platform.Sql("UPDATE audit_log SET time = 'yesterday' WHERE seq = 2");
+        Assert.Equal(2, (await Audit.VerifyAsync()).FirstBadSequence);
+    }
+
+    [Fact]
+    public async Task A_deleted_entry_is_named()
+    {
+        await AppendFive();
+        DropTriggers();
+        platform.Sql("DELETE FROM audit_log WHERE seq = 3");
+        var result = await Audit.VerifyAsync();
+        Assert.False(result.Valid);
+        Assert.Equal(4, result.FirstBadSequence);
+        Assert.Contains("entry 3 is missing", result.Problem);
+    }
+
+    [Fact]
+    public async Task A_deleted_first_entry_is_named()
+    {
+        await AppendFive();
+        DropTriggers();
+        platform.Sql("DELETE FROM audit_log WHERE seq = 1");
+        Assert.Equal(2, (await Audit.VerifyAsync()).FirstBadSequence);
+    }
+
+    [Fact]
+    public async Task Reordered_entries_are_named()
+    {
+        await AppendFive();
+        DropTriggers();
+        // Move entry 4 before entry 2 by swapping their sequence numbers.
+        platform.Sql("UPDATE audit_log SET seq = -1 WHERE seq = 2; UPDATE audit_log SET seq = 2 WHERE seq = 4; UPDATE audit_log SET seq = 4 WHERE seq = -1;");
+        var result = await Audit.VerifyAsync();
+        Assert.False(result.Valid);
+        Assert.Equal(2, result.FirstBadSequence);
+        Assert.Contains("reordered", result.Problem);
+    }
+
+    [Fact]
+    public async Task Renumbering_after_a_deletion_is_still_caught()
+    {
+        await AppendFive();
+        DropTriggers();
+        platform.Sql("DELETE FROM audit_log WHERE seq = 3; UPDATE audit_log SET seq = seq - 1 WHERE seq > 3;");
+        Assert.Equal(3, (await Audit.VerifyAsync()).FirstBadSequence);
+    }
+
+    [Fact]
+    public async Task The_table_refuses_updates_and_deletes()
+    {
+        await AppendFive();
+        var update = Assert.Throws<SqliteException>(() => platform.Sql("UPDATE audit_log SET actor = 'x' WHERE seq = 1"));
+        Assert.Contains("append-only", update.Message);
+        Assert.Throws<SqliteException>(() => platform.Sql("DELETE FROM audit_log"));
+        Assert.True((await Audit.VerifyAsync()).Valid);
+    }
+
+    [Fact]
+    public async Task Concurrent_appends_form_one_valid_chain()
+    {
+        await Task.WhenAll(Enumerable.Range(0, 40).Select(i => Task.Run(async () =>
+            await Audit.AppendAsync("worker", AuditActions.RequestFiltered, new JsonObject { ["i"] = i }))));
+        var result = await Audit.VerifyAsync();
+        Assert.True(result.Valid, result.Problem);
+        Assert.Equal(40, result.EntriesChecked);
+    }
+
+    [Fact]
+    public async Task Queries_filter_by_action_actor_and_page()
+    {
+        await AppendFive();
+        Assert.Equal(AuditActions.ModelDeployed, Assert.Single(await Audit.ReadAsync(new AuditQuery(Action: AuditActions.ModelDeployed))).Action);
+        Assert.Equal(4, Assert.Single(await Audit.ReadAsync(new AuditQuery(Actor: "user3"))).Sequence);
+        Assert.Equal([4L, 5], (await Audit.ReadAsync(new AuditQuery(AfterSequence: 3))).Select(e => e.Sequence));
+        Assert.Equal([1L, 2], (await Audit.ReadAsync(new AuditQuery(Limit: 2))).Select(e => e.Sequence));
+    }
+
+    [Fact]
+    public async Task Filtered_request_details_hold_no_content_unless_configured()
+    {
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Blocklists = ["w"] }, [new Blocklist("w", ["frobnicate"], [])]);
+        const string prompt = "please frobnicate the widget";
+        var verdict = await pipeline.AnalyzeAsync(prompt, ContentDirection.Prompt);
+        var withoutContent = AuditDetails.FilteredRequest("key1", "gpt2", verdict, prompt, recordContent: false);
+        var entry = await Audit.AppendAsync("key1", AuditActions.RequestFiltered, withoutContent);
+        Assert.DoesNotContain("frobnicate the widget", entry.Details);
+        Assert.Contains("\"blocklist\":\"w\"", entry.Details);
+        Assert.Contains("content_sha256", entry.Details);
+        var withContent = AuditDetails.FilteredRequest("key1", "gpt2", verdict, prompt, recordContent: true);
+        Assert.Equal(prompt, withContent["content"]!.GetValue<string>());
+    }
+}

@@ -1,0 +1,87 @@
+// Stored blocklists and policies: validated before they are stored, audited when changed, and
+// turned into the deployment's pipeline.
+using Stratus.Platform;
+using Stratus.Safety;
+
+namespace Stratus.Platform.Tests;
+
+public sealed class SafetyConfigurationTests : IDisposable
+{
+    readonly TempPlatform platform = new();
+    readonly SafetyConfiguration config;
+
+    public SafetyConfigurationTests() => config = platform.Stores.SafetyConfiguration();
+
+    public void Dispose() => platform.Dispose();
+
+    [Fact]
+    public async Task Blocklists_round_trip_and_update_in_place()
+    {
+        await config.UpsertBlocklistAsync(new Blocklist("codes", ["alpha"], [@"proj-\d+"], SafetyCategory.Violence), "admin");
+        var stored = await config.GetBlocklistAsync("CODES");
+        Assert.NotNull(stored);
+        Assert.Equal(["alpha"], stored.Terms);
+        Assert.Equal([@"proj-\d+"], stored.Patterns);
+        Assert.Equal(SafetyCategory.Violence, stored.Category);
+
+        await config.UpsertBlocklistAsync(new Blocklist("codes", ["alpha", "beta"], []), "admin");
+        var list = Assert.Single(await config.ListBlocklistsAsync());
+        Assert.Equal(["alpha", "beta"], list.Terms);
+        var log = await platform.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.BlocklistChanged));
+        Assert.Equal(2, log.Count);
+        Assert.Contains("\"operation\":\"created\"", log[0].Details);
+        Assert.Contains("\"operation\":\"updated\"", log[1].Details);
+        Assert.DoesNotContain("beta", log[1].Details);
+    }
+
+    [Fact]
+    public async Task An_invalid_blocklist_is_refused_and_nothing_is_stored()
+    {
+        var e = await Assert.ThrowsAsync<TrustUserException>(async () => await config.UpsertBlocklistAsync(new Blocklist("bad", [], ["(oops"]), "admin"));
+        Assert.Contains("not a valid regular expression", e.Message);
+        Assert.Empty(await config.ListBlocklistsAsync());
+        Assert.Empty(await platform.Stores.Audit.ReadAsync(new AuditQuery()));
+    }
+
+    [Fact]
+    public async Task Policies_are_stored_audited_and_build_the_pipeline()
+    {
+        Assert.Equal(SafetyPolicy.Default("gpt2").BlockAt.Count, (await config.GetPolicyAsync("gpt2")).BlockAt.Count);
+        await config.UpsertBlocklistAsync(new Blocklist("profanity", ["heck"], []), "admin");
+        await config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Redact, Blocklists = ["profanity"] }, "admin");
+
+        var policy = await config.GetPolicyAsync("gpt2");
+        Assert.Equal(PiiMode.Redact, policy.Pii);
+        var pipeline = await config.BuildPipelineAsync("gpt2");
+        Assert.True((await pipeline.AnalyzeAsync("oh heck", ContentDirection.Completion)).Blocked);
+        Assert.Equal("mail [EMAIL]", (await pipeline.AnalyzeAsync("mail a@b.io", ContentDirection.Completion)).Text);
+        // Another deployment still gets the defaults.
+        Assert.False((await (await config.BuildPipelineAsync("other")).AnalyzeAsync("oh heck", ContentDirection.Completion)).Blocked);
+
+        var entry = Assert.Single(await platform.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.PolicyChanged)));
+        Assert.Contains("\"pii\":\"redact\"", entry.Details);
+        Assert.Equal(2, config.Version);
+    }
+
+    [Fact]
+    public async Task A_policy_naming_a_missing_blocklist_is_refused()
+    {
+        var e = await Assert.ThrowsAsync<TrustUserException>(async () =>
+            await config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["nope"] }, "admin"));
+        Assert.Contains("nope", e.Message);
+        Assert.Empty(await config.ListPoliciesAsync());
+    }
+
+    [Fact]
+    public async Task A_blocklist_in_use_cannot_be_deleted()
+    {
+        await config.UpsertBlocklistAsync(new Blocklist("profanity", ["heck"], []), "admin");
+        await config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["profanity"] }, "admin");
+        var e = await Assert.ThrowsAsync<TrustUserException>(async () => await config.DeleteBlocklistAsync("profanity", "admin"));
+        Assert.Contains("gpt2", e.Message);
+        await config.SetPolicyAsync(SafetyPolicy.Default("gpt2"), "admin");
+        await config.DeleteBlocklistAsync("profanity", "admin");
+        Assert.Empty(await config.ListBlocklistsAsync());
+        await Assert.ThrowsAsync<TrustUserException>(async () => await config.DeleteBlocklistAsync("profanity", "admin"));
+    }
+}

@@ -1,0 +1,83 @@
+// Custom blocklists: whole-word, case-insensitive terms; regexes validated at creation and
+// bounded by a match timeout.
+using System.Diagnostics;
+using Stratus.Safety;
+
+namespace Stratus.Safety.Tests;
+
+public sealed class BlocklistTests
+{
+    static async Task<IReadOnlyList<CategoryResult>> Analyze(Blocklist list, string text) =>
+        await new BlocklistProvider([list]).AnalyzeAsync(text, ContentDirection.Prompt, default);
+
+    [Theory]
+    [InlineData("That is a FooBar idea", true)]
+    [InlineData("foobar.", true)]
+    [InlineData("(foobar)", true)]
+    [InlineData("foobars are fine", false)]
+    [InlineData("snafoobar", false)]
+    [InlineData("foo_bar", false)]
+    public async Task Terms_match_whole_words_case_insensitively(string text, bool hit)
+    {
+        var results = await Analyze(new Blocklist("words", ["foobar"], []), text);
+        Assert.Equal(hit, results.Count == 1);
+    }
+
+    [Fact]
+    public async Task Multi_word_terms_match_across_any_whitespace_and_report_the_span()
+    {
+        const string text = "they said Bad \n  Word twice";
+        var result = Assert.Single(await Analyze(new Blocklist("words", ["bad word"], [], SafetyCategory.Violence), text));
+        Assert.Equal(SafetyCategory.Violence, result.Category);
+        Assert.Equal(Severity.High, result.Severity);
+        Assert.Equal("words", result.Blocklist);
+        var span = Assert.Single(result.Matches);
+        Assert.Equal("Bad \n  Word", text.Substring(span.Start, span.Length));
+    }
+
+    [Fact]
+    public async Task Patterns_match_anywhere()
+    {
+        var list = new Blocklist("codes", [], [@"project-\d{4}"]);
+        Assert.Single(await Analyze(list, "leak PROJECT-1234 now"));
+        Assert.Empty(await Analyze(list, "project-12 is fine"));
+    }
+
+    [Theory]
+    [InlineData("(unclosed", "not a valid regular expression")]
+    [InlineData("a{2,1}", "not a valid regular expression")]
+    [InlineData("x*", "matches empty text")]
+    [InlineData("   ", "empty pattern")]
+    public void Invalid_patterns_are_user_errors_at_creation(string pattern, string message)
+    {
+        var e = Assert.Throws<TrustUserException>(() => new BlocklistProvider([new Blocklist("bad", [], [pattern])]));
+        Assert.Contains(message, e.Message);
+        Assert.Contains("'bad'", e.Message);
+    }
+
+    [Fact]
+    public void Empty_lists_terms_and_bad_names_are_user_errors()
+    {
+        Assert.Throws<TrustUserException>(() => CompiledBlocklist.Compile(new Blocklist("empty", [], [])));
+        Assert.Throws<TrustUserException>(() => CompiledBlocklist.Compile(new Blocklist("list", ["ok", " "], [])));
+        Assert.Throws<TrustUserException>(() => CompiledBlocklist.Compile(new Blocklist("no spaces allowed", ["x"], [])));
+    }
+
+    [Fact]
+    public async Task A_catastrophic_pattern_times_out_and_fails_closed()
+    {
+        var list = new Blocklist("redos", [], ["(a+)+$"]);
+        var text = new string('a', 5000) + "!";
+        var clock = Stopwatch.StartNew();
+        var result = Assert.Single(await Analyze(list, text));
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed}");
+        Assert.Contains("timed out", Assert.Single(result.Matches).Label);
+    }
+
+    [Fact]
+    public void Streaming_window_covers_the_longest_term_and_the_pattern_window()
+    {
+        Assert.True(new BlocklistProvider([new Blocklist("t", ["short", new string('x', 40)], [])]).StreamingWindow >= 40);
+        Assert.True(new BlocklistProvider([new Blocklist("p", [], ["abc"])]).StreamingWindow >= CompiledBlocklist.PatternWindow);
+    }
+}

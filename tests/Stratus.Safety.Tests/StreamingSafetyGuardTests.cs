@@ -1,0 +1,128 @@
+// The streaming guard releases only checked text: a blocked word is never sent, not even in
+// part, however it is split into chunks; clean text comes through whole.
+using Stratus.Safety;
+
+namespace Stratus.Safety.Tests;
+
+public sealed class StreamingSafetyGuardTests
+{
+    static SafetyPipeline Pipeline(PiiMode pii = PiiMode.Off, params string[] terms) =>
+        SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = pii, Blocklists = terms.Length > 0 ? ["words"] : [] },
+            terms.Length > 0 ? [new Blocklist("words", terms, [])] : []);
+
+    static IEnumerable<string> Chunks(string text, int seed)
+    {
+        var random = new Random(seed);
+        for (var i = 0; i < text.Length;)
+        {
+            var n = Math.Min(text.Length - i, random.Next(1, 4));
+            yield return text.Substring(i, n);
+            i += n;
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(5)]
+    public async Task A_blocked_word_split_over_many_chunks_is_never_released(int seed)
+    {
+        const string word = "Frobnicator";
+        var prefix = string.Concat(Enumerable.Repeat("This is a perfectly ordinary sentence about gardens. ", 6));
+        var text = prefix + "and then the " + word + " appeared, followed by more text that should never be seen.";
+        var guard = Pipeline(PiiMode.Off, "frobnicator").GuardStream();
+        var released = "";
+        GuardStep? blocked = null;
+        foreach (var chunk in Chunks(text, seed))
+        {
+            var step = await guard.AppendAsync(chunk);
+            released += step.Released;
+            Assert.StartsWith(released, text, StringComparison.Ordinal);
+            if (step.Blocked) { blocked = step; break; }
+        }
+        Assert.NotNull(blocked);
+        var wordStart = text.IndexOf(word, StringComparison.Ordinal);
+        Assert.True(released.Length <= wordStart, $"released {released.Length} chars, word starts at {wordStart}");
+        Assert.DoesNotContain("Frob", released);
+        // Most of the clean prefix did get through: the guard holds back a window, not everything.
+        Assert.True(released.Length > prefix.Length / 2);
+        Assert.Equal("", (await guard.AppendAsync(" more")).Released);
+        Assert.True((await guard.CompleteAsync()).Verdict.Blocked);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task A_blocked_phrase_is_never_released_even_its_first_word(int seed)
+    {
+        var prefix = string.Concat(Enumerable.Repeat("Plain words about the weather and the sea. ", 5));
+        var text = prefix + "Then came the purple elephant dance, which must not be sent.";
+        var guard = Pipeline(PiiMode.Off, "purple elephant dance").GuardStream();
+        var released = "";
+        foreach (var chunk in Chunks(text, seed))
+        {
+            var step = await guard.AppendAsync(chunk);
+            released += step.Released;
+            if (step.Blocked) break;
+        }
+        Assert.NotNull(guard.BlockedBy);
+        Assert.DoesNotContain("purple", released);
+        Assert.StartsWith(released, text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_word_that_only_starts_like_a_blocked_term_is_released()
+    {
+        var guard = Pipeline(PiiMode.Off, "ass").GuardStream();
+        const string text = "Please let me assist you with the class schedule today, it is no hassle at all.";
+        var released = "";
+        foreach (var chunk in Chunks(text, 7))
+        {
+            var step = await guard.AppendAsync(chunk);
+            Assert.False(step.Blocked);
+            released += step.Released;
+        }
+        var (last, verdict) = await guard.CompleteAsync();
+        Assert.False(verdict.Blocked);
+        Assert.Equal(text, released + last.Released);
+    }
+
+    [Fact]
+    public async Task Released_text_ends_on_word_boundaries_until_the_end()
+    {
+        var guard = Pipeline(PiiMode.Off, "frobnicator").GuardStream();
+        var text = string.Join(" ", Enumerable.Range(0, 60).Select(i => $"word{i}"));
+        foreach (var chunk in Chunks(text, 11))
+        {
+            var released = (await guard.AppendAsync(chunk)).Released;
+            if (released.Length > 0) Assert.EndsWith(" ", released);
+        }
+    }
+
+    [Fact]
+    public async Task Pii_is_redacted_in_the_stream_even_when_split()
+    {
+        var guard = Pipeline(PiiMode.Redact).GuardStream();
+        var text = "Contact me at jane.roe@example.com or 415-555-2671 for details about the order we discussed yesterday at length.";
+        var released = "";
+        foreach (var chunk in Chunks(text, 3)) released += (await guard.AppendAsync(chunk)).Released;
+        var (last, verdict) = await guard.CompleteAsync();
+        released += last.Released;
+        Assert.Equal("Contact me at [EMAIL] or [PHONE] for details about the order we discussed yesterday at length.", released);
+        Assert.Equal(Severity.Medium, verdict.SeverityOf(SafetyCategory.Pii));
+    }
+
+    [Fact]
+    public async Task A_blocked_term_in_the_held_back_tail_is_caught_at_completion()
+    {
+        var guard = Pipeline(PiiMode.Off, "frobnicator").GuardStream();
+        var released = (await guard.AppendAsync("short answer: frobnicator")).Released;
+        Assert.Equal("", released);
+        var (last, verdict) = await guard.CompleteAsync();
+        Assert.True(verdict.Blocked);
+        Assert.Equal("", last.Released);
+    }
+}

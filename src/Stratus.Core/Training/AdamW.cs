@@ -141,7 +141,8 @@ public sealed class AdamW : IDisposable
 
         Tensor[]? grads;
 
-        public Tensor[] Grads => grads ??= Params.Select(p => p.grad ?? throw new InvalidOperationException("gradients are read after the first backward pass")).ToArray();
+        // Kept for the optimizer's lifetime, so taken out of any dispose scope open at first use.
+        public Tensor[] Grads => grads ??= Params.Select(p => (p.grad ?? throw new InvalidOperationException("gradients are read after the first backward pass")).DetachFromDisposeScope()).ToArray();
 
         public void Dispose()
         {

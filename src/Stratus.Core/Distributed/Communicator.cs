@@ -1,0 +1,45 @@
+// Picks the communicator for this process: MPI when a launcher (mpirun, mpiexec, srun) started
+// it as one of several ranks, a world of one otherwise. The launcher's variables only say that
+// MPI is expected; MPI_Comm_rank/size are the authority on rank and size.
+namespace Stratus.Distributed;
+
+public static class Communicator
+{
+    /// <exception cref="StratusUserException">Launched as several ranks but no MPI library loads.</exception>
+    public static ICommunicator Create() => Create(Environment.GetEnvironmentVariable);
+
+    internal static ICommunicator Create(Func<string, string?> environment)
+    {
+        var launched = LauncherWorldSize(environment);
+        if (launched is null)
+            return new SingleProcessCommunicator();
+        var mpi = MpiCommunicator.TryCreate(out var failure);
+        if (mpi is not null)
+            return mpi;
+        // Running N independent copies that each believe they are the whole world would train N
+        // unsynchronised models and overwrite each other's checkpoints.
+        if (launched > 1)
+            throw new StratusUserException($"Started as one of {launched} ranks, but {failure}.");
+        return new SingleProcessCommunicator();
+    }
+
+    /// <summary>
+    /// The world size a launcher announced, or null when no launcher did. PMIx gives no size
+    /// variable, so its presence alone counts as "launched" (size 0 = unknown).
+    /// </summary>
+    internal static int? LauncherWorldSize(Func<string, string?> environment)
+    {
+        if (Size(environment("OMPI_COMM_WORLD_SIZE")) is { } openMpi)
+            return openMpi;
+        if (Size(environment("PMI_SIZE")) is { } pmi)
+            return pmi;
+        // srun sets both for every task it starts.
+        if (environment("SLURM_PROCID") is not null && Size(environment("SLURM_NTASKS")) is { } slurm)
+            return slurm;
+        if (environment("PMIX_RANK") is not null)
+            return 0;
+        return null;
+    }
+
+    private static int? Size(string? value) => int.TryParse(value, out var size) && size > 0 ? size : null;
+}

@@ -1,0 +1,175 @@
+// Collectives over the system MPI library (Open MPI or MPICH, see MpiAbi), on tensor memory in
+// place. Calls may come from any thread but not from two at once (MPI_THREAD_SERIALIZED), which
+// is how the trainer uses it: one thread drives the step.
+using static TorchSharp.torch;
+
+namespace Stratus.Distributed;
+
+public sealed class MpiCommunicator : ICommunicator
+{
+    private readonly MpiAbi _abi;
+    private readonly bool _finalizeOnDispose;
+    private bool _disposed;
+
+    private MpiCommunicator(MpiAbi abi)
+    {
+        _abi = abi;
+        Check(MpiAbi.MPI_Initialized(out var initialized), "MPI_Initialized");
+        if (initialized == 0)
+        {
+            // argc/argv may be NULL since MPI-2; the launcher passes what MPI needs in the environment.
+            Check(MpiAbi.MPI_Init_thread(0, 0, MpiAbi.ThreadSerialized, out var provided), "MPI_Init_thread");
+            if (provided < MpiAbi.ThreadSerialized)
+                throw new InvalidOperationException($"{abi.LibraryFile} provides thread level {provided}; Stratus needs MPI_THREAD_SERIALIZED ({MpiAbi.ThreadSerialized}).");
+            _finalizeOnDispose = true;
+        }
+        Check(MpiAbi.MPI_Comm_rank(abi.CommWorld, out var rank), "MPI_Comm_rank");
+        Check(MpiAbi.MPI_Comm_size(abi.CommWorld, out var size), "MPI_Comm_size");
+        Rank = rank;
+        WorldSize = size;
+    }
+
+    /// <summary>Initialises MPI (a process started without a launcher is a world of one).</summary>
+    /// <exception cref="StratusUserException">No MPI library is installed.</exception>
+    public static MpiCommunicator Create() =>
+        new(MpiAbi.TryLoad(out var failure) ?? throw new StratusUserException($"Cannot start MPI: {failure}."));
+
+    internal static MpiCommunicator? TryCreate(out string? failure)
+    {
+        var abi = MpiAbi.TryLoad(out failure);
+        return abi is null ? null : new MpiCommunicator(abi);
+    }
+
+    public int Rank { get; }
+
+    public int WorldSize { get; }
+
+    public bool IsMain => Rank == 0;
+
+    /// <summary>Which MPI was loaded, e.g. "libmpi.so.40 (OpenMpi)".</summary>
+    public string Library => $"{_abi.LibraryFile} ({_abi.Family})";
+
+    public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum)
+    {
+        var buffer = TensorBuffer.Of(tensor, op, nameof(AllReduce));
+        Check(MpiAbi.MPI_Allreduce(_abi.InPlace, buffer.Address, Count(buffer, nameof(AllReduce)), _abi.Datatype(buffer.DType), MpiOp(op), _abi.CommWorld), "MPI_Allreduce");
+        FinishAverage(tensor, op);
+    }
+
+    public IPendingCollective StartAllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum)
+    {
+        var buffer = TensorBuffer.Of(tensor, op, nameof(StartAllReduce));
+        nint request = 0;
+        Check(MpiAbi.MPI_Iallreduce(_abi.InPlace, buffer.Address, Count(buffer, nameof(StartAllReduce)), _abi.Datatype(buffer.DType), MpiOp(op), _abi.CommWorld, ref request), "MPI_Iallreduce");
+        return new PendingAllReduce(this, tensor, op, request);
+    }
+
+    public void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
+    {
+        var source = TensorBuffer.Of(input, op, nameof(ReduceScatter));
+        var target = TensorBuffer.Of(output, op, nameof(ReduceScatter));
+        TensorBuffer.RequireChunks(source, target, WorldSize, nameof(ReduceScatter));
+        RequireDisjoint(source, target, nameof(ReduceScatter));
+        Count(source, nameof(ReduceScatter));
+        Check(MpiAbi.MPI_Reduce_scatter_block(source.Address, target.Address, (int)target.Count, _abi.Datatype(target.DType), MpiOp(op), _abi.CommWorld), "MPI_Reduce_scatter_block");
+        FinishAverage(output, op);
+    }
+
+    public void AllGather(Tensor input, Tensor output)
+    {
+        var source = TensorBuffer.Of(input, nameof(AllGather));
+        var target = TensorBuffer.Of(output, nameof(AllGather));
+        TensorBuffer.RequireChunks(target, source, WorldSize, nameof(AllGather));
+        Count(target, nameof(AllGather));
+        var datatype = _abi.Datatype(source.DType);
+        // The ZeRO layout: this rank's chunk already sits at its place in the output.
+        if (source.Address == target.Address + Rank * source.Bytes)
+        {
+            Check(MpiAbi.MPI_Allgather(_abi.InPlace, 0, datatype, target.Address, (int)source.Count, datatype, _abi.CommWorld), "MPI_Allgather");
+            return;
+        }
+        RequireDisjoint(source, target, nameof(AllGather));
+        Check(MpiAbi.MPI_Allgather(source.Address, (int)source.Count, datatype, target.Address, (int)source.Count, datatype, _abi.CommWorld), "MPI_Allgather");
+    }
+
+    public void Broadcast(Tensor tensor, int root = 0)
+    {
+        var buffer = TensorBuffer.Of(tensor, nameof(Broadcast));
+        if (root < 0 || root >= WorldSize)
+            throw new StratusUserException($"Broadcast root {root} is outside a world of {WorldSize} ranks.");
+        Check(MpiAbi.MPI_Bcast(buffer.Address, Count(buffer, nameof(Broadcast)), _abi.Datatype(buffer.DType), root, _abi.CommWorld), "MPI_Bcast");
+    }
+
+    public void Barrier() => Check(MpiAbi.MPI_Barrier(_abi.CommWorld), "MPI_Barrier");
+
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        if (_finalizeOnDispose && MpiAbi.MPI_Finalized(out var finalized) == 0 && finalized == 0)
+            Check(MpiAbi.MPI_Finalize(), "MPI_Finalize");
+    }
+
+    private nint MpiOp(ReduceOp op) => op == ReduceOp.Max ? _abi.OpMax : _abi.OpSum;
+
+    // MPI sums; the division is a local step (as in PyTorch DDP, which divides by the world size).
+    private void FinishAverage(Tensor tensor, ReduceOp op)
+    {
+        if (op == ReduceOp.Average && WorldSize > 1)
+            tensor.div_(WorldSize);
+    }
+
+    // MPI counts are C ints; the trainer's buckets and shards stay far below that.
+    private static int Count(TensorBuffer buffer, string operation) => buffer.Count <= int.MaxValue
+        ? (int)buffer.Count
+        : throw new StratusUserException($"{operation}: {buffer.Count} elements exceed MPI's limit of {int.MaxValue} per call; split the tensor into buckets.");
+
+    private static void RequireDisjoint(TensorBuffer a, TensorBuffer b, string operation)
+    {
+        if (a.Address < b.Address + b.Bytes && b.Address < a.Address + a.Bytes)
+            throw new StratusUserException($"{operation}: input and output overlap; MPI needs separate buffers.");
+    }
+
+    private static unsafe void Check(int code, string function)
+    {
+        if (code == 0)
+            return;
+        // MPI_MAX_ERROR_STRING is 256 in Open MPI and 512 in MPICH.
+        var text = stackalloc byte[1024];
+        var message = MpiAbi.MPI_Error_string(code, text, out var length) == 0
+            ? System.Text.Encoding.UTF8.GetString(text, length)
+            : $"error code {code}";
+        throw new InvalidOperationException($"{function} failed: {message}");
+    }
+
+    private sealed class PendingAllReduce(MpiCommunicator owner, Tensor tensor, ReduceOp op, nint request) : IPendingCollective
+    {
+        private nint _request = request;
+        private bool _done;
+
+        public bool Test()
+        {
+            if (_done)
+                return true;
+            Check(MpiAbi.MPI_Test(ref _request, out var flag, owner._abi.StatusIgnore), "MPI_Test");
+            if (flag != 0)
+                Complete();
+            return _done;
+        }
+
+        public void Wait()
+        {
+            if (_done)
+                return;
+            Check(MpiAbi.MPI_Wait(ref _request, owner._abi.StatusIgnore), "MPI_Wait");
+            Complete();
+        }
+
+        private void Complete()
+        {
+            _done = true;
+            owner.FinishAverage(tensor, op);
+        }
+    }
+}

@@ -51,31 +51,21 @@ public static class MachineMeasures
         return torch.get_num_threads() * mhz * 1e6 * perCycle;
     }
 
-    /// <summary>Peak resident set size of this process in bytes (VmHWM), or the current working
-    /// set where /proc is not available.</summary>
-    public static long PeakRssBytes()
-    {
-        const string status = "/proc/self/status";
-        if (File.Exists(status))
-        {
-            foreach (var line in File.ReadLines(status))
-            {
-                if (line.StartsWith("VmHWM:")) return long.Parse(line[6..].Trim().Split(' ')[0]) * 1024;
-            }
-        }
-        return Process.GetCurrentProcess().PeakWorkingSet64;
-    }
+    /// <summary>Peak resident set size of this process in bytes (VmHWM).</summary>
+    public static long PeakRssBytes() => ProcStatusBytes("VmHWM:") ?? Process.GetCurrentProcess().PeakWorkingSet64;
 
-    public static long CurrentRssBytes()
+    /// <summary>Current resident set size of this process in bytes (VmRSS).</summary>
+    public static long CurrentRssBytes() => ProcStatusBytes("VmRSS:") ?? Environment.WorkingSet;
+
+    /// <summary>A "kB" field of /proc/self/status, in bytes; null where /proc is not available.</summary>
+    static long? ProcStatusBytes(string field)
     {
         const string status = "/proc/self/status";
-        if (File.Exists(status))
+        if (!File.Exists(status)) return null;
+        foreach (var line in File.ReadLines(status))
         {
-            foreach (var line in File.ReadLines(status))
-            {
-                if (line.StartsWith("VmRSS:")) return long.Parse(line[6..].Trim().Split(' ')[0]) * 1024;
-            }
+            if (line.StartsWith(field)) return long.Parse(line[field.Length..].Trim().Split(' ')[0]) * 1024;
         }
-        return Environment.WorkingSet;
+        return null;
     }
 }

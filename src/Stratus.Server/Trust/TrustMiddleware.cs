@@ -138,8 +138,17 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
         var raw = authorization.Count == 1 ? authorization[0] : apiKey.Count == 1 ? apiKey[0] : null;
         if (raw is { Length: > MaxCredentialLength })
             return (null, $"The API key header is {raw.Length} characters long; Stratus keys are {ApiKeyFormat.Length}.");
-        if (authorization.Count == 1 && raw is not null && raw.Trim().Contains(' ') && !raw.TrimStart().StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
-            return (null, "Unsupported authorization scheme: use 'Authorization: Bearer <key>'.");
+        // Proxies and clients join repeated headers with commas; keys never contain one.
+        if (raw is not null && raw.Contains(','))
+            return (null, "Send one API key, in a single 'Authorization' or 'api-key' header.");
+        if (authorization.Count == 1 && raw is not null)
+        {
+            var value = raw.Trim();
+            if (value.Equals("Bearer", StringComparison.OrdinalIgnoreCase))
+                return (null, "The Authorization header has no key after 'Bearer'.");
+            if (value.Contains(' ') && !value.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+                return (null, "Unsupported authorization scheme: use 'Authorization: Bearer <key>'.");
+        }
         return (ApiKeyFormat.FromHeader(raw), null);
     }
 }

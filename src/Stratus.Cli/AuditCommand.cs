@@ -56,7 +56,7 @@ static class AuditCommand
             var table = new Table().AddColumns("Seq", "Time (UTC)", "Actor", "Action", "Details");
             foreach (var e in entries)
                 table.AddRow(e.Sequence.ToString(), e.Time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss"), Markup.Escape(e.Actor), e.Action, Markup.Escape(e.Details));
-            AnsiConsole.Write(table);
+            TrustCommands.Write(table);
             return 0;
         });
         return command;

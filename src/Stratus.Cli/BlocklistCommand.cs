@@ -61,7 +61,7 @@ static class BlocklistCommand
             var table = new Table().AddColumns("Name", "Category", "Terms", "Patterns");
             foreach (var l in lists)
                 table.AddRow(Markup.Escape(l.Name), l.Category.WireName(), Markup.Escape(string.Join(", ", l.Terms)), Markup.Escape(string.Join("  ", l.Patterns)));
-            AnsiConsole.Write(table);
+            TrustCommands.Write(table);
             return 0;
         });
         return command;

@@ -57,8 +57,8 @@ static class KeysCommand
             var table = new Table().AddColumns("Name", "Id", "Scopes", "RPM", "TPM", "Created (UTC)", "Revoked (UTC)");
             foreach (var k in keys)
                 table.AddRow(Markup.Escape(k.Name), k.Id, ApiKeyScopeNames.Format(k.Scopes), Limit(k.Limits.RequestsPerMinute), Limit(k.Limits.TokensPerMinute),
-                    k.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss"), k.RevokedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss") ?? "");
-            AnsiConsole.Write(table);
+                    k.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm"), k.RevokedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm") ?? "");
+            TrustCommands.Write(table);
             return 0;
         });
         return command;

@@ -3,6 +3,7 @@
 // parsing of dates.
 using System.CommandLine;
 using System.Globalization;
+using Spectre.Console;
 using Stratus.Platform;
 using Stratus.Safety;
 
@@ -20,6 +21,14 @@ static class TrustCommands
 
     /// <summary>Who made a change from the CLI, as the audit log records it.</summary>
     public static string Actor => $"cli:{Environment.UserName}";
+
+    /// <summary>Writes a table; piped output has no width of its own, and a wide one keeps each
+    /// row on one line for grep and scripts instead of wrapping at 80 columns.</summary>
+    public static void Write(Table table)
+    {
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 240;
+        AnsiConsole.Write(table);
+    }
 
     /// <exception cref="TrustUserException">Not a yyyy-MM-dd date.</exception>
     public static DateOnly? ParseDay(string? text, string option) =>

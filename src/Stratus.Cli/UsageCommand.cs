@@ -42,7 +42,7 @@ static class UsageCommand
                     r.Requests.ToString("N0"), r.PromptTokens.ToString("N0"), r.CompletionTokens.ToString("N0"), r.TotalTokens.ToString("N0"));
             table.AddRow("total", "", "", rows.Sum(r => r.Requests).ToString("N0"), rows.Sum(r => r.PromptTokens).ToString("N0"),
                 rows.Sum(r => r.CompletionTokens).ToString("N0"), rows.Sum(r => r.TotalTokens).ToString("N0"));
-            AnsiConsole.Write(table);
+            TrustCommands.Write(table);
             return 0;
         });
         return command;

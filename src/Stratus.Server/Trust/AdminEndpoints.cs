@@ -44,8 +44,8 @@ public static class AdminEndpoints
         {
             var (trust, actor) = Caller(http);
             var body = await TrustJson.ReadBodyAsync<SetLimitsRequest>(http.Request, ct);
-            var current = (await trust.Keys.ListAsync(false, ct)).FirstOrDefault(k => k.Id == nameOrId)
-                ?? (await trust.Keys.ListAsync(false, ct)).FirstOrDefault(k => k.Name == nameOrId)
+            var active = await trust.Keys.ListAsync(includeRevoked: false, ct);
+            var current = active.FirstOrDefault(k => k.Id == nameOrId) ?? active.FirstOrDefault(k => k.Name == nameOrId)
                 ?? throw new TrustUserException($"No active API key with name or id '{nameOrId}'.");
             var limits = new RateLimits(body.Rpm ?? current.Limits.RequestsPerMinute, body.Tpm ?? current.Limits.TokensPerMinute);
             return Json(KeyView.From(await trust.Keys.SetLimitsAsync(current.Id, limits, actor, ct)));

@@ -29,6 +29,7 @@ public sealed class RequestTrust
     readonly StratusTrust trust;
     QuotaTicket? ticket;
     int promptTokensAdmitted;
+    bool admitted;
     bool completed;
 
     internal RequestTrust(StratusTrust trust, ApiKeyRecord? key)
@@ -55,7 +56,8 @@ public sealed class RequestTrust
     {
         ArgumentOutOfRangeException.ThrowIfNegative(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxTokens);
-        if (ticket is not null) throw new InvalidOperationException("Admit was already called for this request.");
+        if (admitted) throw new InvalidOperationException("Admit was already called for this request.");
+        admitted = true;
         promptTokensAdmitted = promptTokens;
         if (Key is null) return null;
         var decision = trust.Quotas.AdmitTokens(Key, promptTokens, maxTokens);

@@ -2,7 +2,6 @@
 // host sets for its endpoints cannot rename Azure and OpenAI fields (every DTO names its
 // properties explicitly), and request bodies read with errors a client can act on.
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http;
 using Stratus.Safety;
 
@@ -10,10 +9,7 @@ namespace Stratus.Server.Trust;
 
 public static class TrustJson
 {
-    public static JsonSerializerOptions Options { get; } = new(JsonSerializerDefaults.Web)
-    {
-        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
-    };
+    public static JsonSerializerOptions Options { get; } = new(JsonSerializerDefaults.Web);
 
     /// <summary>Reads a JSON body as <typeparamref name="T"/>.</summary>
     /// <exception cref="TrustUserException">Not JSON, not this shape, or empty.</exception>

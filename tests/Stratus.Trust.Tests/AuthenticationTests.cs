@@ -2,6 +2,11 @@
 // follow the route, revoked keys are refused on their next request, and malformed credentials
 // or oversized headers get a 4xx with a clear message, never a 500.
 using System.Net;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Server.Trust;
 
@@ -22,6 +27,27 @@ public sealed class AuthenticationTests
         // Paths that match no endpoint need a key too, so unmapped routes reveal nothing.
         using var unmapped = await host.SendAsync(HttpMethod.Get, "/no/such/path", null);
         Assert.Equal(HttpStatusCode.Unauthorized, unmapped.StatusCode);
+    }
+
+    [Fact]
+    public async Task The_probe_reports_endpoints_served_without_the_trust_layer()
+    {
+        // The same app without UseStratusTrust: the probe must name its open endpoints, or an
+        // empty result above would prove nothing.
+        var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Services.AddSingleton<FakeModel>();
+        await using var app = builder.Build();
+        app.MapFakeOpenAI();
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        using var client = new HttpClient { BaseAddress = new Uri(address) };
+        var (_, unprotected) = await EndpointAuthProbe.RunAsync(app.Services, client);
+        Assert.Contains(unprotected, p => p.Path == "/v1/models" && p.Credential == "none");
+        Assert.Contains(unprotected, p => p.Path == "/metrics");
+        Assert.DoesNotContain(unprotected, p => p.Path == "/health");
+        await app.StopAsync();
     }
 
     [Fact]

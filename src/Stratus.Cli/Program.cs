@@ -10,6 +10,10 @@ root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(KeysCommand.Create());
+root.Subcommands.Add(AuditCommand.Create());
+root.Subcommands.Add(UsageCommand.Create());
+root.Subcommands.Add(BlocklistCommand.Create());
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
@@ -22,7 +26,7 @@ try
 {
     return await parsed.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
-catch (StratusUserException e)
+catch (Exception e) when (e is StratusUserException or Stratus.Safety.TrustUserException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 2;

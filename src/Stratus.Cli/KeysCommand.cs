@@ -1,0 +1,104 @@
+// `stratus keys create|list|revoke|limits`: API keys for the server. `create` prints the new key
+// alone on its last line, so scripts can take it with `| tail -n 1`; it is never shown again.
+using System.CommandLine;
+using Spectre.Console;
+using Stratus.Platform;
+
+namespace Stratus.Cli;
+
+static class KeysCommand
+{
+    public static Command Create()
+    {
+        var keys = new Command("keys", "Create, list, revoke and limit API keys.");
+        keys.Subcommands.Add(CreateKey());
+        keys.Subcommands.Add(List());
+        keys.Subcommands.Add(Revoke());
+        keys.Subcommands.Add(Limits());
+        return keys;
+    }
+
+    static Command CreateKey()
+    {
+        var name = new Option<string>("--name") { Description = "unique name among active keys", Required = true };
+        var scopes = new Option<string>("--scopes") { Description = "comma-separated: inference, training, admin", DefaultValueFactory = _ => "inference" };
+        var rpm = new Option<int>("--rpm") { Description = "requests per minute (0: unlimited)" };
+        var tpm = new Option<int>("--tpm") { Description = "tokens per minute, prompt + completion (0: unlimited)" };
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("create", "Create an API key; the key is printed once, on the last line.") { name, scopes, rpm, tpm, dataDir };
+        command.SetAction(async (result, ct) =>
+        {
+            var stores = TrustCommands.Open(result, dataDir);
+            var created = await stores.KeyService().CreateAsync(result.GetValue(name)!, ApiKeyScopeNames.Parse(result.GetValue(scopes)!),
+                new RateLimits(result.GetValue(rpm), result.GetValue(tpm)), TrustCommands.Actor, ct);
+            var key = created.Key;
+            Console.WriteLine($"Created API key '{key.Name}' (id {key.Id}): scopes {ApiKeyScopeNames.Format(key.Scopes)}, " +
+                $"rpm {Limit(key.Limits.RequestsPerMinute)}, tpm {Limit(key.Limits.TokensPerMinute)}.");
+            Console.WriteLine("Store the key now; it is not shown again:");
+            Console.WriteLine(created.Secret);
+            return 0;
+        });
+        return command;
+    }
+
+    static Command List()
+    {
+        var all = new Option<bool>("--all") { Description = "include revoked keys" };
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("list", "List API keys (never their secrets).") { all, dataDir };
+        command.SetAction(async (result, ct) =>
+        {
+            var keys = await TrustCommands.Open(result, dataDir).KeyService().ListAsync(result.GetValue(all), ct);
+            if (keys.Count == 0)
+            {
+                Console.WriteLine("No API keys. Create one: stratus keys create --name <n> --scopes inference");
+                return 0;
+            }
+            var table = new Table().AddColumns("Name", "Id", "Scopes", "RPM", "TPM", "Created (UTC)", "Revoked (UTC)");
+            foreach (var k in keys)
+                table.AddRow(Markup.Escape(k.Name), k.Id, ApiKeyScopeNames.Format(k.Scopes), Limit(k.Limits.RequestsPerMinute), Limit(k.Limits.TokensPerMinute),
+                    k.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm"), k.RevokedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm") ?? "");
+            TrustCommands.Write(table);
+            return 0;
+        });
+        return command;
+    }
+
+    static Command Revoke()
+    {
+        var nameOrId = new Argument<string>("name-or-id") { Description = "the key's name or id" };
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("revoke", "Revoke an API key; a running server refuses it from its next request.") { nameOrId, dataDir };
+        command.SetAction(async (result, ct) =>
+        {
+            var key = await TrustCommands.Open(result, dataDir).KeyService().RevokeAsync(result.GetValue(nameOrId)!, TrustCommands.Actor, ct);
+            Console.WriteLine($"Revoked API key '{key.Name}' (id {key.Id}).");
+            return 0;
+        });
+        return command;
+    }
+
+    static Command Limits()
+    {
+        var nameOrId = new Argument<string>("name-or-id") { Description = "the key's name or id" };
+        var rpm = new Option<int?>("--rpm") { Description = "requests per minute (0: unlimited); unchanged if left out" };
+        var tpm = new Option<int?>("--tpm") { Description = "tokens per minute (0: unlimited); unchanged if left out" };
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("limits", "Change a key's rate limits; a running server applies them from the next request.") { nameOrId, rpm, tpm, dataDir };
+        command.SetAction(async (result, ct) =>
+        {
+            var service = TrustCommands.Open(result, dataDir).KeyService();
+            var target = result.GetValue(nameOrId)!;
+            var active = await service.ListAsync(includeRevoked: false, ct);
+            var current = active.FirstOrDefault(k => k.Id == target) ?? active.FirstOrDefault(k => k.Name == target)
+                ?? throw new Stratus.Safety.TrustUserException($"No active API key with name or id '{target}'.");
+            var limits = new RateLimits(result.GetValue(rpm) ?? current.Limits.RequestsPerMinute, result.GetValue(tpm) ?? current.Limits.TokensPerMinute);
+            var key = await service.SetLimitsAsync(current.Id, limits, TrustCommands.Actor, ct);
+            Console.WriteLine($"API key '{key.Name}' (id {key.Id}): rpm {Limit(key.Limits.RequestsPerMinute)}, tpm {Limit(key.Limits.TokensPerMinute)}.");
+            return 0;
+        });
+        return command;
+    }
+
+    static string Limit(int value) => value == 0 ? "unlimited" : value.ToString("N0");
+}

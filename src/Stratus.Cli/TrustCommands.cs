@@ -1,0 +1,38 @@
+// What the trust verbs (keys, audit, usage, blocklist) share: the --data-dir option, opening the
+// platform stores it names, the audit actor for changes made from the command line, and
+// parsing of dates.
+using System.CommandLine;
+using System.Globalization;
+using Spectre.Console;
+using Stratus.Platform;
+using Stratus.Safety;
+
+namespace Stratus.Cli;
+
+static class TrustCommands
+{
+    public static Option<string?> DataDirOption() => new("--data-dir")
+    {
+        Description = $"Stratus data directory (default: ${StratusHome.EnvironmentVariable}, else the user's data directory)",
+    };
+
+    public static PlatformStores Open(ParseResult result, Option<string?> dataDir) =>
+        PlatformStores.OpenSqlite(StratusHome.Resolve(result.GetValue(dataDir)));
+
+    /// <summary>Who made a change from the CLI, as the audit log records it.</summary>
+    public static string Actor => $"cli:{Environment.UserName}";
+
+    /// <summary>Writes a table; piped output has no width of its own, and a wide one keeps each
+    /// row on one line for grep and scripts instead of wrapping at 80 columns.</summary>
+    public static void Write(Table table)
+    {
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 240;
+        AnsiConsole.Write(table);
+    }
+
+    /// <exception cref="TrustUserException">Not a yyyy-MM-dd date.</exception>
+    public static DateOnly? ParseDay(string? text, string option) =>
+        text is null ? null
+        : DateOnly.TryParseExact(text, "yyyy-MM-dd", CultureInfo.InvariantCulture, DateTimeStyles.None, out var day) ? day
+        : throw new TrustUserException($"{option} must be a date as yyyy-MM-dd, not '{text}'.");
+}

@@ -1,0 +1,84 @@
+// Error responses in OpenAI's shape, {"error": {"message", "type", "param", "code"}}, which the
+// official SDKs parse into their exceptions, plus Azure OpenAI's content-filter variant with
+// innererror.content_filter_result. Each is an IResult so handlers can return it as is, and a
+// writer for middleware that answers before any endpoint runs.
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Metadata;
+using Stratus.Safety;
+
+namespace Stratus.Server.Trust;
+
+public sealed record OpenAIErrorDetail(
+    [property: JsonPropertyName("message")] string Message,
+    [property: JsonPropertyName("type")] string Type,
+    [property: JsonPropertyName("param")] string? Param,
+    [property: JsonPropertyName("code")] string? Code,
+    [property: JsonPropertyName("status"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] int? Status = null,
+    [property: JsonPropertyName("innererror"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] ContentFilterInnerError? InnerError = null);
+
+/// <summary>Azure's innererror for filtered prompts.</summary>
+public sealed record ContentFilterInnerError(
+    [property: JsonPropertyName("code")] string Code,
+    [property: JsonPropertyName("content_filter_result")] ContentFilterResults ContentFilterResult);
+
+/// <param name="PromptFilterResults">Azure clients also look for the prompt's annotations next
+/// to the error; set for content-filter errors only.</param>
+public sealed record OpenAIErrorBody(
+    [property: JsonPropertyName("error")] OpenAIErrorDetail Error,
+    [property: JsonPropertyName("prompt_filter_results"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<PromptFilterResult>? PromptFilterResults = null);
+
+/// <summary>An error response with optional extra headers (Retry-After, x-ratelimit-*).</summary>
+public sealed class OpenAIErrorResult(int statusCode, OpenAIErrorBody body, IReadOnlyList<KeyValuePair<string, string>>? headers = null)
+    : IResult, IStatusCodeHttpResult
+{
+    public int StatusCode => statusCode;
+    int? IStatusCodeHttpResult.StatusCode => statusCode;
+    public OpenAIErrorBody Body => body;
+    public IReadOnlyList<KeyValuePair<string, string>> Headers { get; } = headers ?? [];
+
+    public Task ExecuteAsync(HttpContext httpContext)
+    {
+        foreach (var (name, value) in Headers) httpContext.Response.Headers[name] = value;
+        httpContext.Response.StatusCode = statusCode;
+        return httpContext.Response.WriteAsJsonAsync(body, TrustJson.Options, httpContext.RequestAborted);
+    }
+}
+
+public static class OpenAIErrors
+{
+    public const string InvalidRequest = "invalid_request_error";
+
+    public static OpenAIErrorResult Create(int statusCode, string message, string type = InvalidRequest, string? code = null, string? param = null,
+        IReadOnlyList<KeyValuePair<string, string>>? headers = null) =>
+        new(statusCode, new OpenAIErrorBody(new OpenAIErrorDetail(message, type, param, code)), headers);
+
+    /// <summary>401: no key, a malformed key, or a key that is wrong or revoked.</summary>
+    public static OpenAIErrorResult InvalidApiKey(string message) =>
+        Create(StatusCodes.Status401Unauthorized, message, code: "invalid_api_key",
+            headers: [new("WWW-Authenticate", "Bearer realm=\"stratus\"")]);
+
+    /// <summary>403: a valid key without the scope the endpoint needs.</summary>
+    public static OpenAIErrorResult InsufficientScope(string message) =>
+        Create(StatusCodes.Status403Forbidden, message, code: "insufficient_permissions");
+
+    /// <summary>400 for anything the client can fix (TrustUserException and the like).</summary>
+    public static OpenAIErrorResult BadRequest(string message, string? param = null) =>
+        Create(StatusCodes.Status400BadRequest, message, param: param);
+
+    public static OpenAIErrorResult NotFound(string message) =>
+        Create(StatusCodes.Status404NotFound, message, code: "not_found");
+
+    /// <summary>429 with OpenAI's type naming the exhausted dimension ("requests" or "tokens").</summary>
+    public static OpenAIErrorResult RateLimited(string message, string dimension, IReadOnlyList<KeyValuePair<string, string>> headers) =>
+        Create(StatusCodes.Status429TooManyRequests, message, type: dimension, code: "rate_limit_exceeded", headers: headers);
+
+    /// <summary>Azure OpenAI's 400 for a filtered prompt.</summary>
+    public static OpenAIErrorResult ContentFiltered(SafetyVerdict verdict, int promptIndex, string param) =>
+        new(StatusCodes.Status400BadRequest, new OpenAIErrorBody(
+            new OpenAIErrorDetail(
+                $"The prompt was filtered by the deployment's content safety policy ({verdict.Reason}). Please modify your prompt and retry.",
+                InvalidRequest, param, "content_filter", StatusCodes.Status400BadRequest,
+                new ContentFilterInnerError("ResponsibleAIPolicyViolation", verdict.ToContentFilterResults())),
+            [verdict.ToPromptFilterResult(promptIndex)]));
+}

@@ -1,0 +1,68 @@
+// The trust layer's process-wide state: the platform stores in the data directory, the key
+// service, quotas, the safety configuration with its pipeline cache, and the audit entries the
+// server writes itself (model deployed, request filtered).
+using System.Text.Json.Nodes;
+using Stratus.Platform;
+using Stratus.Safety;
+
+namespace Stratus.Server.Trust;
+
+public sealed class StratusTrust
+{
+    /// <summary>The audit actor and usage key for requests served under --insecure-no-auth.</summary>
+    public const string AnonymousActor = "anonymous";
+
+    /// <summary>The audit actor for what the server does on its own behalf.</summary>
+    public const string ServerActor = "server";
+
+    /// <exception cref="TrustUserException">No data directory can be determined, or the
+    /// database has a newer schema.</exception>
+    public StratusTrust(TrustOptions options, TimeProvider? time = null)
+    {
+        Options = options;
+        DataDirectory = StratusHome.Resolve(options.DataDir);
+        Stores = PlatformStores.OpenSqlite(DataDirectory, time);
+        Keys = Stores.KeyService(time);
+        Quotas = new TrustQuotas(time);
+        Safety = Stores.SafetyConfiguration();
+        Pipelines = new SafetyPipelineCache(Safety, options.ExtraSafetyProviders, options.SafetyRefreshInterval, time);
+    }
+
+    public TrustOptions Options { get; }
+    public string DataDirectory { get; }
+    public PlatformStores Stores { get; }
+    public ApiKeyService Keys { get; }
+    public TrustQuotas Quotas { get; }
+    public SafetyConfiguration Safety { get; }
+    public SafetyPipelineCache Pipelines { get; }
+
+    /// <summary>Revokes a key and drops its quota windows; its next request is refused because
+    /// authentication reads the key row on every request.</summary>
+    /// <exception cref="TrustUserException">No active key with this name or id.</exception>
+    public async ValueTask<ApiKeyRecord> RevokeKeyAsync(string nameOrId, string actor, CancellationToken cancellationToken = default)
+    {
+        var key = await Keys.RevokeAsync(nameOrId, actor, cancellationToken);
+        Quotas.Forget(key.Id);
+        return key;
+    }
+
+    /// <summary>Records that the server serves <paramref name="model"/>; call once per model at
+    /// startup (and on every later load), so the audit log shows what was served and from where.</summary>
+    public async ValueTask<AuditEntry> RecordModelDeployedAsync(string model, string source, CancellationToken cancellationToken = default)
+    {
+        SafetyPolicy.ValidateDeploymentName(model);
+        var policy = await Safety.GetPolicyAsync(model, cancellationToken);
+        return await Stores.Audit.AppendAsync(ServerActor, AuditActions.ModelDeployed, new JsonObject
+        {
+            ["model"] = model,
+            ["source"] = source,
+            ["safety_policy"] = JsonNode.Parse(policy.ToJson()),
+        }, cancellationToken);
+    }
+
+    /// <summary>Records a filtered prompt or completion: categories and a digest of the text,
+    /// the text itself only when TrustOptions.RecordFilteredContent is set.</summary>
+    public ValueTask<AuditEntry> RecordFilteredAsync(string keyId, string deployment, SafetyVerdict verdict, string content, CancellationToken cancellationToken = default) =>
+        Stores.Audit.AppendAsync(keyId, AuditActions.RequestFiltered,
+            AuditDetails.FilteredRequest(keyId, deployment, verdict, content, Options.RecordFilteredContent), cancellationToken);
+}

@@ -1,0 +1,30 @@
+// JSON for everything the trust layer writes and reads: its own options, so a naming policy the
+// host sets for its endpoints cannot rename Azure and OpenAI fields (every DTO names its
+// properties explicitly), and request bodies read with errors a client can act on.
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using Stratus.Safety;
+
+namespace Stratus.Server.Trust;
+
+public static class TrustJson
+{
+    public static JsonSerializerOptions Options { get; } = new(JsonSerializerDefaults.Web);
+
+    /// <summary>Reads a JSON body as <typeparamref name="T"/>.</summary>
+    /// <exception cref="TrustUserException">Not JSON, not this shape, or empty.</exception>
+    public static async ValueTask<T> ReadBodyAsync<T>(HttpRequest request, CancellationToken cancellationToken) where T : class
+    {
+        if (!request.HasJsonContentType())
+            throw new TrustUserException("Send the request body as JSON with 'Content-Type: application/json'.");
+        try
+        {
+            return await request.ReadFromJsonAsync<T>(Options, cancellationToken)
+                ?? throw new TrustUserException("The request body is empty; send a JSON object.");
+        }
+        catch (JsonException e)
+        {
+            throw new TrustUserException($"The request body is not valid JSON for this endpoint: {e.Message}", e);
+        }
+    }
+}

@@ -1,0 +1,154 @@
+// The trust layer's place in the request pipeline. TrustErrorMiddleware turns errors the client
+// caused (TrustUserException, bad HTTP input) into OpenAI-shaped 4xx responses instead of 500s.
+// TrustAuthenticationMiddleware authenticates the key (Authorization: Bearer, or Azure's
+// api-key header), checks the scope the route needs, charges the request against the key's
+// requests per minute, puts the x-ratelimit-* headers on every response, and hands the handler
+// its RequestTrust.
+using System.Net;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Stratus.Platform;
+using Stratus.Safety;
+
+namespace Stratus.Server.Trust;
+
+public sealed class TrustErrorMiddleware(RequestDelegate next, ILogger<TrustErrorMiddleware> logger)
+{
+    public async Task InvokeAsync(HttpContext context)
+    {
+        try
+        {
+            await next(context);
+        }
+        catch (TrustUserException e) when (!context.Response.HasStarted)
+        {
+            await OpenAIErrors.BadRequest(e.Message).ExecuteAsync(context);
+        }
+        catch (BadHttpRequestException e) when (!context.Response.HasStarted)
+        {
+            // Kestrel and parameter binding report malformed input this way (body too large,
+            // unreadable JSON); its status code is already a 4xx.
+            logger.LogDebug(e, "Bad request");
+            await OpenAIErrors.Create(e.StatusCode, e.Message).ExecuteAsync(context);
+        }
+    }
+}
+
+public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusTrust trust, ILogger<TrustAuthenticationMiddleware> logger)
+{
+    /// <summary>Azure OpenAI's key header, accepted besides Authorization: Bearer.</summary>
+    public const string ApiKeyHeader = "api-key";
+
+    /// <summary>Longer header values are refused before any parsing; keys are 66 characters.</summary>
+    const int MaxCredentialLength = 1024;
+
+    public async Task InvokeAsync(HttpContext context)
+    {
+        if (TrustRoutes.IsAnonymous(context.Request.Path))
+        {
+            await next(context);
+            return;
+        }
+        if (trust.Options.InsecureNoAuth)
+        {
+            await ServeWithoutKeyAsync(context);
+            return;
+        }
+
+        var (presented, problem) = Credential(context.Request);
+        if (problem is not null)
+        {
+            await OpenAIErrors.InvalidApiKey(problem).ExecuteAsync(context);
+            return;
+        }
+        var result = await trust.Keys.AuthenticateAsync(presented, context.RequestAborted);
+        if (!result.Succeeded)
+        {
+            // Clients learn only what they can fix; wrong and revoked keys read alike.
+            logger.LogInformation("Refused {Method} {Path}: {Failure}", context.Request.Method, context.Request.Path, result.Failure);
+            await OpenAIErrors.InvalidApiKey(result.Failure switch
+            {
+                AuthenticationFailure.Missing => $"No API key provided. Send it as 'Authorization: Bearer <key>' or in the '{ApiKeyHeader}' header.",
+                AuthenticationFailure.Malformed => $"Malformed API key: Stratus keys start with '{ApiKeyFormat.Prefix}' and are {ApiKeyFormat.Length} characters long.",
+                _ => "Incorrect API key provided, or the key was revoked.",
+            }).ExecuteAsync(context);
+            return;
+        }
+        var key = result.Key!;
+        var scope = TrustRoutes.RequiredScope(context);
+        if (!key.Allows(scope))
+        {
+            await OpenAIErrors.InsufficientScope(
+                $"API key '{key.Name}' lacks the '{ApiKeyScopeNames.Format(scope)}' scope this endpoint needs (it has {ApiKeyScopeNames.Format(key.Scopes)}).")
+                .ExecuteAsync(context);
+            return;
+        }
+
+        var decision = trust.Quotas.AdmitRequest(key);
+        if (!decision.Admitted)
+        {
+            var status = trust.Quotas.StatusOf(key, decision.Status.RetryAfter);
+            await OpenAIErrors.RateLimited(
+                $"Rate limit reached for key '{key.Name}' on requests per minute: limit {key.Limits.RequestsPerMinute}. " +
+                $"Try again in {RateLimitStatus.FormatDuration(decision.Status.RetryAfter ?? status.ResetRequests)}.",
+                "requests", status.ToHeaders()).ExecuteAsync(context);
+            return;
+        }
+
+        // Headers are computed when the response starts, so they include the token charge a
+        // handler made in between.
+        context.Response.OnStarting(() =>
+        {
+            foreach (var (name, value) in trust.Quotas.StatusOf(key).ToHeaders()) context.Response.Headers[name] = value;
+            return Task.CompletedTask;
+        });
+        var requestTrust = new RequestTrust(trust, key);
+        context.Features.Set(requestTrust);
+        try
+        {
+            await next(context);
+        }
+        finally
+        {
+            requestTrust.Settle();
+        }
+    }
+
+    async Task ServeWithoutKeyAsync(HttpContext context)
+    {
+        // The startup guard allows this mode only on loopback addresses; refusing other peers
+        // here as well covers the moments between binding and that check.
+        if (context.Connection.RemoteIpAddress is { } remote && !IPAddress.IsLoopback(remote))
+        {
+            await OpenAIErrors.Create(StatusCodes.Status403Forbidden,
+                "This server runs with --insecure-no-auth and answers loopback clients only.", code: "insecure_no_auth").ExecuteAsync(context);
+            return;
+        }
+        context.Features.Set(new RequestTrust(trust, null));
+        await next(context);
+    }
+
+    /// <summary>The presented key, or why none can be read. Authorization wins over api-key.</summary>
+    static (string? Key, string? Problem) Credential(HttpRequest request)
+    {
+        var authorization = request.Headers.Authorization;
+        var apiKey = request.Headers[ApiKeyHeader];
+        if (authorization.Count > 1 || apiKey.Count > 1)
+            return (null, "Send one API key, in a single 'Authorization' or 'api-key' header.");
+        var raw = authorization.Count == 1 ? authorization[0] : apiKey.Count == 1 ? apiKey[0] : null;
+        if (raw is { Length: > MaxCredentialLength })
+            return (null, $"The API key header is {raw.Length} characters long; Stratus keys are {ApiKeyFormat.Length}.");
+        // Proxies and clients join repeated headers with commas; keys never contain one.
+        if (raw is not null && raw.Contains(','))
+            return (null, "Send one API key, in a single 'Authorization' or 'api-key' header.");
+        if (authorization.Count == 1 && raw is not null)
+        {
+            var value = raw.Trim();
+            if (value.Equals("Bearer", StringComparison.OrdinalIgnoreCase))
+                return (null, "The Authorization header has no key after 'Bearer'.");
+            if (value.Contains(' ') && !value.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+                return (null, "Unsupported authorization scheme: use 'Authorization: Bearer <key>'.");
+        }
+        return (ApiKeyFormat.FromHeader(raw), null);
+    }
+}

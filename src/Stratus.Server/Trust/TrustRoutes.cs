@@ -1,0 +1,67 @@
+// Which requests need which key scope. The only path served without a key is /health (load
+// balancers probe it without credentials); everything else, including /ready, /metrics and
+// paths that match no endpoint, needs a valid key. The scope comes from endpoint metadata when
+// an endpoint declares one (RequireStratusScope), else from the matched route pattern, else
+// from the request path; prefixes compare case-insensitively because routing does.
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Stratus.Platform;
+
+namespace Stratus.Server.Trust;
+
+/// <summary>Endpoint metadata naming the scope an endpoint needs.</summary>
+public sealed record StratusScopeMetadata(ApiKeyScopes Scope);
+
+public static class TrustRoutes
+{
+    /// <summary>Paths answered without a key. Keep this list minimal: each entry is public.</summary>
+    public static IReadOnlyList<string> AnonymousPaths { get; } = ["/health"];
+
+    static readonly (string Prefix, ApiKeyScopes Scope)[] Rules =
+    [
+        ("/v1/admin", ApiKeyScopes.Admin),
+        ("/v1/usage", ApiKeyScopes.Admin),
+        ("/api/jobs", ApiKeyScopes.Training),
+        // The rest of /api is the platform's management surface.
+        ("/api", ApiKeyScopes.Admin),
+    ];
+
+    public static bool IsAnonymous(PathString path)
+    {
+        foreach (var anonymous in AnonymousPaths)
+            if (string.Equals(path.Value, anonymous, StringComparison.OrdinalIgnoreCase)) return true;
+        return false;
+    }
+
+    /// <summary>The scope this request needs; Inference unless a rule says more.</summary>
+    public static ApiKeyScopes RequiredScope(HttpContext context)
+    {
+        var endpoint = context.GetEndpoint();
+        if (endpoint?.Metadata.GetMetadata<StratusScopeMetadata>() is { } declared) return declared.Scope;
+        var byPath = ScopeForPath(context.Request.Path.Value ?? "/");
+        if (endpoint is RouteEndpoint { RoutePattern.RawText: { } pattern })
+        {
+            // The stricter of the two, so neither an odd request path nor an odd pattern can
+            // lower what is required.
+            var byPattern = ScopeForPath(pattern.StartsWith('/') ? pattern : "/" + pattern);
+            return byPattern > byPath ? byPattern : byPath;
+        }
+        return byPath;
+    }
+
+    public static ApiKeyScopes ScopeForPath(string path)
+    {
+        foreach (var (prefix, scope) in Rules)
+            if (path.StartsWith(prefix, StringComparison.OrdinalIgnoreCase) && (path.Length == prefix.Length || path[prefix.Length] == '/'))
+                return scope;
+        return ApiKeyScopes.Inference;
+    }
+
+    /// <summary>Declares the scope an endpoint or group needs, overriding the path rules.</summary>
+    public static TBuilder RequireStratusScope<TBuilder>(this TBuilder builder, ApiKeyScopes scope) where TBuilder : IEndpointConventionBuilder
+    {
+        builder.WithMetadata(new StratusScopeMetadata(scope));
+        return builder;
+    }
+}

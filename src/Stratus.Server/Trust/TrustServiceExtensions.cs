@@ -1,0 +1,55 @@
+// The calls a host makes to wire the trust layer in:
+//   builder.Services.AddStratusTrust(new TrustOptions { DataDir = ..., InsecureNoAuth = ... });
+//   app.UseStratusTrust();           // before the endpoints run (WebApplication routes first)
+//   app.MapStratusTrustEndpoints();  // /v1/moderations, /v1/admin/*, /v1/usage
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace Stratus.Server.Trust;
+
+public static class TrustServiceExtensions
+{
+    /// <summary>Opens the platform database in the data directory and registers StratusTrust
+    /// and the startup guard.</summary>
+    /// <exception cref="Stratus.Safety.TrustUserException">No data directory can be determined,
+    /// or its database is from a newer Stratus.</exception>
+    public static IServiceCollection AddStratusTrust(this IServiceCollection services, TrustOptions options)
+    {
+        services.AddSingleton(options);
+        services.AddSingleton(new StratusTrust(options));
+        services.AddHostedService<TrustStartupGuard>();
+        return services;
+    }
+
+    /// <summary>Adds error translation and key authentication (scope, requests per minute,
+    /// rate-limit headers). With WebApplication the route is already matched here, so scopes
+    /// follow the matched endpoint; with a plain IApplicationBuilder call UseRouting first.</summary>
+    public static IApplicationBuilder UseStratusTrust(this IApplicationBuilder app)
+    {
+        app.UseMiddleware<TrustErrorMiddleware>();
+        app.UseMiddleware<TrustAuthenticationMiddleware>();
+        return app;
+    }
+
+    /// <summary>The request's trust context; null on paths served without a key.</summary>
+    public static RequestTrust? FindStratusTrust(this HttpContext context) => context.Features.Get<RequestTrust>();
+
+    /// <summary>The request's trust context.</summary>
+    /// <exception cref="InvalidOperationException">UseStratusTrust is missing from the pipeline,
+    /// or this path is served without a key.</exception>
+    public static RequestTrust GetStratusTrust(this HttpContext context) =>
+        context.FindStratusTrust() ?? throw new InvalidOperationException(
+            $"No trust context for {context.Request.Path}: call app.UseStratusTrust() before the endpoints, and do not ask for it on {string.Join(", ", TrustRoutes.AnonymousPaths)}.");
+
+    /// <summary>Maps /v1/moderations (inference scope), the admin API under /v1/admin and
+    /// GET /v1/usage (admin scope).</summary>
+    public static IEndpointRouteBuilder MapStratusTrustEndpoints(this IEndpointRouteBuilder endpoints)
+    {
+        endpoints.MapModerations();
+        endpoints.MapTrustAdmin();
+        return endpoints;
+    }
+}

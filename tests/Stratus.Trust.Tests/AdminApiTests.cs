@@ -1,0 +1,167 @@
+// The admin API end to end: keys, blocklists (invalid regexes refused with a clear 400),
+// policies, the audit log and its verification, usage filtered by key and model, and bad
+// input answered with 4xx bodies that say what to fix.
+using System.Net;
+using System.Text;
+using Stratus.Platform;
+
+namespace Stratus.Trust.Tests;
+
+public sealed class AdminApiTests
+{
+    [Fact]
+    public async Task Keys_are_created_listed_limited_and_revoked_and_each_change_is_audited()
+    {
+        await using var host = await TrustHost.StartAsync();
+        using var created = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "svc", scopes = new[] { "inference", "training" }, rpm = 10, tpm = 1000 });
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        var body = await TestJson.ReadAsync(created);
+        var secret = body.GetProperty("key").GetString()!;
+        Assert.StartsWith(ApiKeyFormat.Prefix, secret);
+        Assert.Equal(["inference", "training"], body.GetProperty("api_key").GetProperty("scopes").EnumerateArray().Select(s => s.GetString()));
+        using (var works = await host.SendAsync(HttpMethod.Get, "/v1/models", secret))
+            Assert.Equal(HttpStatusCode.OK, works.StatusCode);
+
+        using var list = await host.SendAsync(HttpMethod.Get, "/v1/admin/keys", host.AdminKey);
+        var listed = (await TestJson.ReadAsync(list)).GetProperty("data").EnumerateArray().ToList();
+        Assert.Contains(listed, k => k.GetProperty("name").GetString() == "svc" && k.GetProperty("rpm").GetInt32() == 10);
+        Assert.DoesNotContain(secret, await list.Content.ReadAsStringAsync());
+
+        using (var limits = await host.SendAsync(HttpMethod.Put, "/v1/admin/keys/svc/limits", host.AdminKey, new { tpm = 5 }))
+        {
+            var limited = await TestJson.ReadAsync(limits);
+            Assert.Equal((10, 5), (limited.GetProperty("rpm").GetInt32(), limited.GetProperty("tpm").GetInt32()));
+        }
+        using (var revoked = await host.SendAsync(HttpMethod.Delete, "/v1/admin/keys/svc", host.AdminKey))
+            Assert.Equal(HttpStatusCode.OK, revoked.StatusCode);
+        using (var again = await host.SendAsync(HttpMethod.Delete, "/v1/admin/keys/svc", host.AdminKey))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, again.StatusCode);
+            Assert.Contains("No active API key", (await TestJson.ErrorAsync(again)).GetProperty("message").GetString());
+        }
+
+        var adminId = (await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "test-admin").Id;
+        var actions = (await host.Stores.Audit.ReadAsync(new AuditQuery(Actor: adminId))).Select(e => e.Action).ToList();
+        Assert.Equal([AuditActions.KeyCreated, AuditActions.KeyLimitsChanged, AuditActions.KeyRevoked], actions);
+    }
+
+    [Fact]
+    public async Task Blocklists_and_policies_are_managed_and_invalid_regexes_refused_clearly()
+    {
+        await using var host = await TrustHost.StartAsync();
+        using (var bad = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/codes", host.AdminKey, new { patterns = new[] { "secret-(\\d+" } }))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+            var message = (await TestJson.ErrorAsync(bad)).GetProperty("message").GetString()!;
+            Assert.Contains("not a valid regular expression", message);
+            Assert.Contains("secret-(\\d+", message);
+        }
+        using (var empty = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/codes", host.AdminKey, new { patterns = new[] { "a*" } }))
+            Assert.Contains("matches empty text", (await TestJson.ErrorAsync(empty)).GetProperty("message").GetString());
+        using (var good = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/codes", host.AdminKey, new { terms = new[] { "project x" }, patterns = new[] { "secret-\\d+" }, category = "violence" }))
+            Assert.Equal(HttpStatusCode.OK, good.StatusCode);
+        using (var get = await host.SendAsync(HttpMethod.Get, "/v1/admin/blocklists/codes", host.AdminKey))
+            Assert.Equal("violence", (await TestJson.ReadAsync(get)).GetProperty("category").GetString());
+        using (var missing = await host.SendAsync(HttpMethod.Get, "/v1/admin/blocklists/nope", host.AdminKey))
+            Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+
+        using (var policy = await host.SendAsync(HttpMethod.Put, "/v1/admin/policies/fake", host.AdminKey, new { pii = "redact", blocklists = new[] { "codes" } }))
+            Assert.Equal(HttpStatusCode.OK, policy.StatusCode);
+        using (var unknownList = await host.SendAsync(HttpMethod.Put, "/v1/admin/policies/fake", host.AdminKey, new { blocklists = new[] { "nope" } }))
+            Assert.Contains("does not exist", (await TestJson.ErrorAsync(unknownList)).GetProperty("message").GetString());
+        using (var read = await host.SendAsync(HttpMethod.Get, "/v1/admin/policies/fake", host.AdminKey))
+            Assert.Equal("redact", (await TestJson.ReadAsync(read)).GetProperty("pii").GetString());
+        using (var inUse = await host.SendAsync(HttpMethod.Delete, "/v1/admin/blocklists/codes", host.AdminKey))
+            Assert.Contains("used by the safety policy", (await TestJson.ErrorAsync(inUse)).GetProperty("message").GetString());
+
+        // PII is redacted from the prompt the model sees and the completion the client gets.
+        host.Fake.Pieces = ["Write ", "to ", "jane.doe@example.com ", "today."];
+        using var chat = await host.SendAsync(HttpMethod.Post, "/v1/chat/completions", host.InferenceKey, TrustHost.Chat("hello"));
+        var content = (await TestJson.ReadAsync(chat)).GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+        Assert.DoesNotContain("jane.doe@example.com", content);
+        Assert.StartsWith("Write to ", content);
+
+        var changes = await host.Stores.Audit.ReadAsync(new AuditQuery());
+        Assert.Contains(changes, e => e.Action == AuditActions.BlocklistChanged);
+        Assert.Contains(changes, e => e.Action == AuditActions.PolicyChanged);
+        Assert.Contains(changes, e => e.Action == AuditActions.ModelDeployed && e.Details.Contains("\"model\":\"fake\""));
+    }
+
+    [Fact]
+    public async Task Audit_is_listed_and_verified_and_usage_filtered_by_key_model_and_dates()
+    {
+        await using var host = await TrustHost.StartAsync();
+        var a = await host.CreateKeyAsync("team-a", ApiKeyScopes.Inference, RateLimits.Unlimited);
+        var b = await host.CreateKeyAsync("team-b", ApiKeyScopes.Inference, RateLimits.Unlimited);
+        foreach (var (key, count) in new[] { (a, 2), (b, 1) })
+            for (var i = 0; i < count; i++)
+            {
+                using var r = await host.SendAsync(HttpMethod.Post, "/v1/chat/completions", key, TrustHost.Chat("one two three", maxTokens: 4));
+                Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            }
+        var today = DateTime.UtcNow.ToString("yyyy-MM-dd");
+        using (var usage = await host.SendAsync(HttpMethod.Get, $"/v1/usage?key=team-a&model=fake&from={today}&to={today}", host.AdminKey))
+        {
+            var row = Assert.Single((await TestJson.ReadAsync(usage)).GetProperty("data").EnumerateArray());
+            Assert.Equal((2, 6, 8), (row.GetProperty("requests").GetInt32(), row.GetProperty("prompt_tokens").GetInt32(), row.GetProperty("completion_tokens").GetInt32()));
+        }
+        using (var all = await host.SendAsync(HttpMethod.Get, "/v1/usage", host.AdminKey))
+            Assert.Equal(2, (await TestJson.ReadAsync(all)).GetProperty("data").GetArrayLength());
+        using (var otherModel = await host.SendAsync(HttpMethod.Get, "/v1/usage?model=other", host.AdminKey))
+            Assert.Equal(0, (await TestJson.ReadAsync(otherModel)).GetProperty("data").GetArrayLength());
+        using (var badDate = await host.SendAsync(HttpMethod.Get, "/v1/usage?from=yesterday", host.AdminKey))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, badDate.StatusCode);
+            Assert.Contains("yyyy-MM-dd", (await TestJson.ErrorAsync(badDate)).GetProperty("message").GetString());
+        }
+        using (var reversed = await host.SendAsync(HttpMethod.Get, "/v1/usage?from=2026-02-01&to=2026-01-01", host.AdminKey))
+            Assert.Equal(HttpStatusCode.BadRequest, reversed.StatusCode);
+
+        using (var audit = await host.SendAsync(HttpMethod.Get, "/v1/admin/audit?action=key.created&limit=2", host.AdminKey))
+        {
+            var entries = (await TestJson.ReadAsync(audit)).GetProperty("data").EnumerateArray().ToList();
+            Assert.Equal(2, entries.Count);
+            Assert.All(entries, e => Assert.Equal("key.created", e.GetProperty("action").GetString()));
+        }
+        using (var badLimit = await host.SendAsync(HttpMethod.Get, "/v1/admin/audit?limit=lots", host.AdminKey))
+            Assert.Equal(HttpStatusCode.BadRequest, badLimit.StatusCode);
+        using var verify = await host.SendAsync(HttpMethod.Get, "/v1/admin/audit/verify", host.AdminKey);
+        var verification = await TestJson.ReadAsync(verify);
+        Assert.True(verification.GetProperty("valid").GetBoolean());
+        Assert.True(verification.GetProperty("entries_checked").GetInt32() >= 5);
+        Assert.Equal(64, verification.GetProperty("head_hash").GetString()!.Length);
+    }
+
+    [Fact]
+    public async Task Bad_bodies_and_names_get_a_400_that_says_what_to_fix()
+    {
+        await using var host = await TrustHost.StartAsync();
+        using (var notJson = await host.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/admin/keys")
+               {
+                   Headers = { { "Authorization", "Bearer " + host.AdminKey } },
+                   Content = new StringContent("name=x", Encoding.UTF8, "text/plain"),
+               }))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, notJson.StatusCode);
+            Assert.Contains("application/json", (await TestJson.ErrorAsync(notJson)).GetProperty("message").GetString());
+        }
+        using (var broken = await host.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/admin/keys")
+               {
+                   Headers = { { "Authorization", "Bearer " + host.AdminKey } },
+                   Content = new StringContent("{\"name\": ", Encoding.UTF8, "application/json"),
+               }))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, broken.StatusCode);
+            Assert.Contains("not valid JSON", (await TestJson.ErrorAsync(broken)).GetProperty("message").GetString());
+        }
+        using (var badScope = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "x", scopes = "inference,root" }))
+            Assert.Contains("Unknown scope 'root'", (await TestJson.ErrorAsync(badScope)).GetProperty("message").GetString());
+        using (var badName = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "bad name!", scopes = "inference" }))
+            Assert.Contains("invalid", (await TestJson.ErrorAsync(badName)).GetProperty("message").GetString());
+        using (var badModel = await host.SendAsync(HttpMethod.Post, "/v1/chat/completions", host.InferenceKey, TrustHost.Chat("hi", model: "no such/model")))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, badModel.StatusCode);
+            Assert.Contains("Deployment name", (await TestJson.ErrorAsync(badModel)).GetProperty("message").GetString());
+        }
+    }
+}

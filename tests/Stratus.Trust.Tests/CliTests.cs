@@ -1,0 +1,163 @@
+// The trust verbs of the real `stratus` CLI (stratus.dll next to the tests, run as a child
+// process): keys, audit, usage and blocklists on a throwaway data directory, user errors as one
+// line with exit code 2, a tampered audit log named by its first bad entry, and keys made and
+// revoked from the CLI taking effect on a running server.
+using System.Diagnostics;
+using System.Net;
+using System.Text.RegularExpressions;
+using Microsoft.Data.Sqlite;
+using Stratus.Platform;
+
+namespace Stratus.Trust.Tests;
+
+public sealed class CliTests : IDisposable
+{
+    readonly string dataDir = TrustHost.NewDataDir();
+
+    public void Dispose() => TrustHost.Cleanup(dataDir);
+
+    static (int ExitCode, string Stdout, string Stderr) Stratus(IReadOnlyDictionary<string, string>? environment, params string[] args)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "stratus.dll"));
+        foreach (var arg in args) info.ArgumentList.Add(arg);
+        info.Environment["TERM"] = "dumb";
+        info.Environment["COLUMNS"] = "200";
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) info.Environment[name] = value;
+        using var process = Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"stratus {string.Join(' ', args)} did not finish");
+        }
+        return (process.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    (int ExitCode, string Stdout, string Stderr) Run(params string[] args) => Stratus(null, [.. args, "--data-dir", dataDir]);
+
+    static void AssertUserError((int ExitCode, string Stdout, string Stderr) result, string message)
+    {
+        Assert.Equal(2, result.ExitCode);
+        var line = Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("error: ", line);
+        Assert.Contains(message, line);
+    }
+
+    [Fact]
+    public async Task Keys_create_prints_the_key_alone_on_its_last_line_and_audit_verify_passes()
+    {
+        var created = Run("keys", "create", "--name", "ci", "--scopes", "inference,admin", "--rpm", "10", "--tpm", "5000");
+        Assert.Equal(0, created.ExitCode);
+        var key = created.Stdout.TrimEnd().Split('\n')[^1];
+        Assert.Matches(new Regex($"^{Regex.Escape(ApiKeyFormat.Prefix)}[A-Za-z0-9_-]{{55}}$"), key);
+        var authenticated = await PlatformStores.OpenSqlite(dataDir).KeyService().AuthenticateAsync(key);
+        Assert.Equal(("ci", ApiKeyScopes.Inference | ApiKeyScopes.Admin, 10, 5000),
+            (authenticated.Key!.Name, authenticated.Key.Scopes, authenticated.Key.Limits.RequestsPerMinute, authenticated.Key.Limits.TokensPerMinute));
+
+        // The default data directory comes from STRATUS_HOME.
+        var listed = Stratus(new Dictionary<string, string> { ["STRATUS_HOME"] = dataDir }, "keys", "list");
+        Assert.Equal(0, listed.ExitCode);
+        Assert.Contains("ci", listed.Stdout);
+        Assert.DoesNotContain(key, listed.Stdout);
+
+        var verified = Run("audit", "verify");
+        Assert.Equal(0, verified.ExitCode);
+        Assert.Contains("audit log intact: 1 entries", verified.Stdout);
+        var audit = Run("audit", "list");
+        Assert.Equal(0, audit.ExitCode);
+        Assert.Contains("key.created", audit.Stdout);
+    }
+
+    [Fact]
+    public void Audit_verify_fails_naming_the_first_tampered_entry()
+    {
+        Assert.Equal(0, Run("keys", "create", "--name", "one").ExitCode);
+        Assert.Equal(0, Run("keys", "create", "--name", "two").ExitCode);
+        Assert.Equal(0, Run("keys", "limits", "one", "--rpm", "7").ExitCode);
+        // Someone with the file drops the append-only trigger and rewrites entry 2.
+        using (var connection = new SqliteConnection($"Data Source={Path.Combine(dataDir, PlatformDatabase.FileName)};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "DROP TRIGGER audit_log_no_update; UPDATE audit_log SET details = replace(details, 'two', 'tw0') WHERE seq = 2;";
+            command.ExecuteNonQuery();
+        }
+        var verified = Run("audit", "verify");
+        Assert.Equal(1, verified.ExitCode);
+        Assert.Contains("broken at entry 2", verified.Stderr);
+        Assert.Contains("modified", verified.Stderr);
+    }
+
+    [Fact]
+    public void Keys_limits_and_revoke_change_the_store_and_refuse_unknown_keys_in_one_line()
+    {
+        Assert.Equal(0, Run("keys", "create", "--name", "svc", "--scopes", "inference").ExitCode);
+        var limited = Run("keys", "limits", "svc", "--tpm", "900");
+        Assert.Equal(0, limited.ExitCode);
+        Assert.Contains("rpm unlimited, tpm 900", limited.Stdout);
+        Assert.Equal(0, Run("keys", "revoke", "svc").ExitCode);
+        AssertUserError(Run("keys", "revoke", "svc"), "No active API key with name or id 'svc'");
+        AssertUserError(Run("keys", "create", "--name", "x", "--scopes", "root"), "Unknown scope 'root'");
+        AssertUserError(Run("keys", "create", "--name", "x", "--rpm", "-1"), "Rate limits must be 0 (unlimited) or positive");
+        var all = Run("keys", "list", "--all");
+        Assert.Contains("svc", all.Stdout);
+    }
+
+    [Fact]
+    public void Blocklist_add_list_remove_and_invalid_regexes_are_refused_clearly()
+    {
+        AssertUserError(Run("blocklist", "add", "codes", "--pattern", "secret-(\\d+"), "is not a valid regular expression");
+        AssertUserError(Run("blocklist", "add", "codes"), "at least one --term or --pattern");
+        Assert.Equal(0, Run("blocklist", "add", "codes", "--term", "zanzibar", "--pattern", "secret-\\d+", "--category", "violence").ExitCode);
+        Assert.Equal(0, Run("blocklist", "add", "codes", "--term", "mombasa").ExitCode);
+        var list = Run("blocklist", "list");
+        Assert.Contains("zanzibar, mombasa", list.Stdout);
+        Assert.Contains("violence", list.Stdout);
+        Assert.Equal(0, Run("blocklist", "remove", "codes", "--term", "zanzibar").ExitCode);
+        AssertUserError(Run("blocklist", "remove", "codes", "--term", "zanzibar"), "has no entry 'zanzibar'");
+        Assert.DoesNotContain("zanzibar", Run("blocklist", "list").Stdout);
+        Assert.Equal(0, Run("blocklist", "remove", "codes").ExitCode);
+        Assert.Contains("No blocklists.", Run("blocklist", "list").Stdout);
+        Assert.Equal(0, Run("audit", "verify").ExitCode);
+    }
+
+    [Fact]
+    public async Task Usage_shows_a_table_filtered_by_key_model_and_dates()
+    {
+        var stores = PlatformStores.OpenSqlite(dataDir);
+        var key = await stores.KeyService().CreateAsync("team-a", ApiKeyScopes.Inference, RateLimits.Unlimited, "test");
+        var now = DateTimeOffset.UtcNow;
+        await stores.Usage.RecordAsync(key.Key.Id, "gpt2-small", 120, 30, now);
+        await stores.Usage.RecordAsync(key.Key.Id, "gpt2-small", 80, 20, now);
+        await stores.Usage.RecordAsync("other", "llama-tiny", 5, 5, now);
+        var today = now.ToString("yyyy-MM-dd");
+
+        var usage = Run("usage", "--key", "team-a", "--from", today, "--to", today);
+        Assert.Equal(0, usage.ExitCode);
+        Assert.Contains("gpt2-small", usage.Stdout);
+        Assert.Contains("team-a", usage.Stdout);
+        Assert.Contains("250", usage.Stdout);
+        Assert.DoesNotContain("llama-tiny", usage.Stdout);
+        Assert.Contains("llama-tiny", Run("usage", "--model", "llama-tiny").Stdout);
+        Assert.Contains("No usage", Run("usage", "--from", "2020-01-01", "--to", "2020-01-31").Stdout);
+        AssertUserError(Run("usage", "--from", "last-week"), "--from must be a date as yyyy-MM-dd");
+        AssertUserError(Run("usage", "--key", "nobody"), "No API key with name or id 'nobody'");
+    }
+
+    [Fact]
+    public async Task Keys_created_and_revoked_from_the_cli_apply_to_a_running_server()
+    {
+        await using var host = await TrustHost.StartAsync();
+        var created = Stratus(null, "keys", "create", "--name", "from-cli", "--data-dir", host.DataDir);
+        Assert.Equal(0, created.ExitCode);
+        var key = created.Stdout.TrimEnd().Split('\n')[^1];
+        using (var works = await host.SendAsync(HttpMethod.Get, "/v1/models", key))
+            Assert.Equal(HttpStatusCode.OK, works.StatusCode);
+        Assert.Equal(0, Stratus(null, "keys", "revoke", "from-cli", "--data-dir", host.DataDir).ExitCode);
+        using var refused = await host.SendAsync(HttpMethod.Get, "/v1/models", key);
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+        Assert.Equal(0, Stratus(null, "audit", "verify", "--data-dir", host.DataDir).ExitCode);
+    }
+}

@@ -1,0 +1,155 @@
+// Per-key limits under concurrent load: requests per minute and tokens per minute admit exactly
+// what fits, refusals carry OpenAI's 429 body and headers, successful responses carry the
+// x-ratelimit-* headers too, new limits apply without a restart, and the official OpenAI .NET
+// SDK surfaces the 429.
+using System.ClientModel;
+using System.ClientModel.Primitives;
+using System.Net;
+using OpenAI;
+using OpenAI.Chat;
+using Stratus.Platform;
+
+namespace Stratus.Trust.Tests;
+
+public sealed class QuotaTests
+{
+    [Fact]
+    public async Task Requests_per_minute_hold_under_concurrent_load_with_headers()
+    {
+        await using var host = await TrustHost.StartAsync();
+        var key = await host.CreateKeyAsync("rpm5", ApiKeyScopes.Inference, new RateLimits(5, 0));
+        var responses = await Task.WhenAll(Enumerable.Range(0, 24).Select(_ => host.SendAsync(HttpMethod.Get, "/v1/models", key)));
+        try
+        {
+            Assert.Equal(5, responses.Count(r => r.StatusCode == HttpStatusCode.OK));
+            Assert.Equal(19, responses.Count(r => r.StatusCode == HttpStatusCode.TooManyRequests));
+            foreach (var ok in responses.Where(r => r.StatusCode == HttpStatusCode.OK))
+            {
+                Assert.Equal("5", TestJson.Header(ok, "x-ratelimit-limit-requests"));
+                Assert.InRange(int.Parse(TestJson.Header(ok, "x-ratelimit-remaining-requests")), 0, 4);
+                Assert.NotEmpty(TestJson.Header(ok, "x-ratelimit-reset-requests"));
+            }
+            foreach (var refused in responses.Where(r => r.StatusCode == HttpStatusCode.TooManyRequests))
+            {
+                Assert.InRange(int.Parse(TestJson.Header(refused, "Retry-After")), 1, 60);
+                Assert.Equal("0", TestJson.Header(refused, "x-ratelimit-remaining-requests"));
+                Assert.EndsWith("s", TestJson.Header(refused, "x-ratelimit-reset-requests"));
+                var error = await TestJson.ErrorAsync(refused);
+                Assert.Equal("rate_limit_exceeded", error.GetProperty("code").GetString());
+                Assert.Equal("requests", error.GetProperty("type").GetString());
+            }
+        }
+        finally
+        {
+            foreach (var r in responses) r.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task Tokens_per_minute_hold_under_concurrent_load_with_headers()
+    {
+        await using var host = await TrustHost.StartAsync();
+        var key = await host.CreateKeyAsync("tpm100", ApiKeyScopes.Inference, new RateLimits(0, 100));
+        // 5 prompt tokens + max_tokens 20 = 25 charged at admission; the fake model uses all 20,
+        // so corrections free nothing and exactly 4 requests fit in 100 tokens.
+        var body = TrustHost.Chat("one two three four five", maxTokens: 20);
+        var responses = await Task.WhenAll(Enumerable.Range(0, 12).Select(_ => host.SendAsync(HttpMethod.Post, "/v1/chat/completions", key, body)));
+        try
+        {
+            Assert.Equal(4, responses.Count(r => r.StatusCode == HttpStatusCode.OK));
+            Assert.Equal(8, responses.Count(r => r.StatusCode == HttpStatusCode.TooManyRequests));
+            foreach (var ok in responses.Where(r => r.StatusCode == HttpStatusCode.OK))
+            {
+                Assert.Equal("100", TestJson.Header(ok, "x-ratelimit-limit-tokens"));
+                Assert.InRange(int.Parse(TestJson.Header(ok, "x-ratelimit-remaining-tokens")), 0, 75);
+                Assert.NotEmpty(TestJson.Header(ok, "x-ratelimit-reset-tokens"));
+            }
+            foreach (var refused in responses.Where(r => r.StatusCode == HttpStatusCode.TooManyRequests))
+            {
+                Assert.InRange(int.Parse(TestJson.Header(refused, "Retry-After")), 1, 60);
+                Assert.Equal("0", TestJson.Header(refused, "x-ratelimit-remaining-tokens"));
+                Assert.NotEmpty(TestJson.Header(refused, "x-ratelimit-reset-tokens"));
+                var error = await TestJson.ErrorAsync(refused);
+                Assert.Equal("rate_limit_exceeded", error.GetProperty("code").GetString());
+                Assert.Equal("tokens", error.GetProperty("type").GetString());
+            }
+        }
+        finally
+        {
+            foreach (var r in responses) r.Dispose();
+        }
+        // The 4 admitted requests are recorded as usage with their real token counts.
+        var usage = await host.Stores.Usage.QueryAsync(new UsageQuery((await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "tpm100").Id,
+            DateOnly.FromDateTime(DateTime.UtcNow.AddDays(-1)), DateOnly.FromDateTime(DateTime.UtcNow.AddDays(1))));
+        var row = Assert.Single(usage);
+        Assert.Equal((4, 20, 80), (row.Requests, row.PromptTokens, row.CompletionTokens));
+    }
+
+    [Fact]
+    public async Task Token_charges_are_corrected_to_what_was_used()
+    {
+        await using var host = await TrustHost.StartAsync();
+        host.Fake.Pieces = ["short ", "answer "];
+        var key = await host.CreateKeyAsync("tpm60", ApiKeyScopes.Inference, new RateLimits(0, 60));
+        // Each request reserves 2 + 40 tokens but uses 2 + 2: one at a time, all five fit (the
+        // fifth needs 4 x 4 used + 42 reserved = 58). Without corrections the second would not.
+        for (var i = 0; i < 5; i++)
+        {
+            using var response = await host.SendAsync(HttpMethod.Post, "/v1/chat/completions", key, TrustHost.Chat("hi there", maxTokens: 40));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        // A request that can never fit is refused without Retry-After, saying why.
+        using var tooBig = await host.SendAsync(HttpMethod.Post, "/v1/chat/completions", key, TrustHost.Chat("hi", maxTokens: 500));
+        Assert.Equal(HttpStatusCode.TooManyRequests, tooBig.StatusCode);
+        Assert.Empty(TestJson.Header(tooBig, "Retry-After"));
+        Assert.Contains("lower max_tokens", (await TestJson.ErrorAsync(tooBig)).GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task New_limits_apply_to_the_next_request_without_a_restart()
+    {
+        await using var host = await TrustHost.StartAsync();
+        var key = await host.CreateKeyAsync("adjustable", ApiKeyScopes.Inference, RateLimits.Unlimited);
+        for (var i = 0; i < 3; i++)
+        {
+            using var r = await host.SendAsync(HttpMethod.Get, "/v1/models", key);
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Empty(TestJson.Header(r, "x-ratelimit-limit-requests"));
+        }
+        using (var set = await host.SendAsync(HttpMethod.Put, "/v1/admin/keys/adjustable/limits", host.AdminKey, new { rpm = 4 }))
+            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        // Three requests already in this minute: one more fits under 4.
+        using (var fourth = await host.SendAsync(HttpMethod.Get, "/v1/models", key))
+        {
+            Assert.Equal(HttpStatusCode.OK, fourth.StatusCode);
+            Assert.Equal("4", TestJson.Header(fourth, "x-ratelimit-limit-requests"));
+        }
+        using var fifth = await host.SendAsync(HttpMethod.Get, "/v1/models", key);
+        Assert.Equal(HttpStatusCode.TooManyRequests, fifth.StatusCode);
+    }
+
+    [Fact]
+    public async Task The_OpenAI_SDK_surfaces_the_429()
+    {
+        await using var host = await TrustHost.StartAsync();
+        var key = await host.CreateKeyAsync("sdk", ApiKeyScopes.Inference, new RateLimits(2, 0));
+        var client = new ChatClient(TrustHost.Model, new ApiKeyCredential(key), new OpenAIClientOptions
+        {
+            Endpoint = new Uri(host.BaseAddress, "/v1"),
+            // The SDK retries 429s by default, honouring Retry-After; this test wants the first one.
+            RetryPolicy = new ClientRetryPolicy(maxRetries: 0),
+        });
+        ChatCompletion completion = await client.CompleteChatAsync([new UserChatMessage("hello")]);
+        Assert.StartsWith("word0", completion.Content[0].Text);
+        await client.CompleteChatAsync([new UserChatMessage("hello again")]);
+        var e = await Assert.ThrowsAsync<ClientResultException>(() => client.CompleteChatAsync([new UserChatMessage("once more")]));
+        Assert.Equal(429, e.Status);
+        Assert.Contains("Rate limit reached", e.Message);
+        Assert.True(e.GetRawResponse()!.Headers.TryGetValue("Retry-After", out var retryAfter) && int.Parse(retryAfter!) >= 1);
+
+        // A wrong key is a 401 the SDK reports as such.
+        var wrong = new ChatClient(TrustHost.Model, new ApiKeyCredential("sk-wrong"), new OpenAIClientOptions { Endpoint = new Uri(host.BaseAddress, "/v1"), RetryPolicy = new ClientRetryPolicy(0) });
+        var unauthorized = await Assert.ThrowsAsync<ClientResultException>(() => wrong.CompleteChatAsync([new UserChatMessage("hi")]));
+        Assert.Equal(401, unauthorized.Status);
+    }
+}

@@ -1,0 +1,87 @@
+// Executes what the scheduler decided: a prefill forward per newly admitted prompt and one
+// batched decode forward over every running sequence, each reading and writing the paged KV
+// cache; then each row's next token is chosen on the CPU.
+using Stratus.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Inference;
+
+public sealed class ModelRunner
+{
+    readonly CausalLanguageModel model;
+    readonly PagedKvCache cache;
+    readonly LogitsSampler sampler;
+    readonly int vocab;
+    float[] logits = [];
+    int[] lengths = [];
+    IReadOnlyList<int>[] tables = [];
+
+    public ModelRunner(CausalLanguageModel model, KvBlockPool pool)
+    {
+        this.model = model;
+        cache = new PagedKvCache(pool);
+        vocab = model.Config.VocabSize;
+        sampler = new LogitsSampler(vocab);
+    }
+
+    /// <summary>Runs the prompt through the model and chooses the first generated token.</summary>
+    public GeneratedToken Prefill(Sequence sequence)
+    {
+        var length = sequence.PromptLength;
+        EnsureCapacity(1);
+        lengths[0] = 0;
+        tables[0] = sequence.Blocks;
+        cache.Prepare(1, length, lengths, tables);
+        var input = new long[length];
+        var prompt = sequence.Tokens;
+        for (var i = 0; i < length; i++) input[i] = prompt[i];
+        using (var scope = NewDisposeScope())
+        {
+            var output = model.Forward(tensor(input, [1, length], device: model.Device), cache);
+            CopyRows(output[.., -1, ..], 1);
+        }
+        sequence.CachedTokens = length;
+        return sampler.Choose(logits.AsSpan(0, vocab), sequence);
+    }
+
+    /// <summary>One decode step for all rows; writes each row's next token to <paramref name="chosen"/>.</summary>
+    public void Decode(List<Sequence> rows, Span<GeneratedToken> chosen)
+    {
+        var batch = rows.Count;
+        EnsureCapacity(batch);
+        var input = new long[batch];
+        for (var b = 0; b < batch; b++)
+        {
+            var sequence = rows[b];
+            lengths[b] = sequence.CachedTokens;
+            tables[b] = sequence.Blocks;
+            input[b] = sequence.LastToken;
+        }
+        cache.Prepare(batch, 1, lengths, tables);
+        using (var scope = NewDisposeScope())
+        {
+            var output = model.Forward(tensor(input, [batch, 1], device: model.Device), cache);
+            CopyRows(output.view(batch, vocab), batch);
+        }
+        for (var b = 0; b < batch; b++)
+        {
+            rows[b].CachedTokens++;
+            chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, vocab), rows[b]);
+        }
+    }
+
+    void CopyRows(Tensor rows, int batch)
+    {
+        using var cpu = rows.to(ScalarType.Float32).cpu().contiguous();
+        cpu.data<float>().CopyTo(logits.AsSpan(0, batch * vocab), 0, 0);
+    }
+
+    void EnsureCapacity(int batch)
+    {
+        if (lengths.Length >= batch) return;
+        lengths = new int[batch];
+        tables = new IReadOnlyList<int>[batch];
+        logits = new float[batch * vocab];
+    }
+}

@@ -1,0 +1,89 @@
+// IKvCache over the block pool for a batch of sequences that sit at different positions: each
+// step writes the new keys/values into the sequences' own blocks and gathers every row's blocks
+// into [B, H, S, D] with a mask that hides the padding past each row's length.
+using TorchSharp;
+using static TorchSharp.torch;
+using Stratus.Models;
+
+namespace Stratus.Inference;
+
+public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
+{
+    // Per-step inputs set by Prepare; the arrays grow to the largest batch seen and are reused.
+    IReadOnlyList<int>[] blockTables = [];
+    int[] lengths = [];
+    int batch, newTokens;
+    // Per-step tensors: created inside the model's forward dispose scope, so they are released
+    // with its other temporaries.
+    Tensor? writeSlots, readSlots, mask;
+    int span;
+
+    /// <summary>Sets up the next forward: row b continues after lengths[b] cached tokens and
+    /// owns blockTables[b], which must already cover lengths[b] + newTokens tokens.</summary>
+    public void Prepare(int rows, int tokensPerRow, ReadOnlySpan<int> cachedLengths, ReadOnlySpan<IReadOnlyList<int>> tables)
+    {
+        if (lengths.Length < rows)
+        {
+            lengths = new int[rows];
+            blockTables = new IReadOnlyList<int>[rows];
+        }
+        for (var b = 0; b < rows; b++)
+        {
+            lengths[b] = cachedLengths[b];
+            blockTables[b] = tables[b];
+            if (tables[b].Count * pool.BlockSize < cachedLengths[b] + tokensPerRow)
+                throw new InvalidOperationException($"row {b} has {tables[b].Count} blocks for {cachedLengths[b] + tokensPerRow} tokens");
+        }
+        batch = rows;
+        newTokens = tokensPerRow;
+    }
+
+    public Tensor BeginStep(int tokens)
+    {
+        if (tokens != newTokens) throw new InvalidOperationException($"prepared for {newTokens} new tokens per row, the model sent {tokens}");
+        var blockSize = pool.BlockSize;
+        span = 0;
+        for (var b = 0; b < batch; b++) span = Math.Max(span, lengths[b] + tokens);
+        var positions = new long[batch * tokens];
+        var writes = new long[batch * tokens];
+        var reads = new long[batch * span];
+        for (var b = 0; b < batch; b++)
+        {
+            var table = blockTables[b];
+            for (var t = 0; t < tokens; t++)
+            {
+                var p = lengths[b] + t;
+                positions[b * tokens + t] = p;
+                writes[b * tokens + t] = (long)table[p / blockSize] * blockSize + p % blockSize;
+            }
+            var filled = lengths[b] + tokens;
+            // Padding reads slot 0: any valid slot will do, the mask hides it.
+            for (var s = 0; s < filled; s++) reads[b * span + s] = (long)table[s / blockSize] * blockSize + s % blockSize;
+        }
+        var device = pool.Device;
+        var positionTensor = tensor(positions, [batch, tokens], device: device);
+        writeSlots = tensor(writes, device: device);
+        readSlots = tensor(reads, device: device);
+        var onlyCausal = batch == 1 && lengths[0] == 0;
+        // Key s is visible to the query at position p when s <= p: causality and padding in one.
+        mask = onlyCausal ? null : positionTensor.unsqueeze(-1).ge(arange(span, dtype: ScalarType.Int64, device: device).view(1, 1, span)).unsqueeze(1);
+        return positionTensor;
+    }
+
+    public (Tensor Keys, Tensor Values, Tensor? Mask) Append(int layer, Tensor k, Tensor v)
+    {
+        var (heads, dim) = (k.shape[1], k.shape[3]);
+        var poolKeys = pool.Keys(layer);
+        var poolValues = pool.Values(layer);
+        poolKeys.index_copy_(0, writeSlots!, k.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
+        poolValues.index_copy_(0, writeSlots!, v.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
+        var keys = poolKeys.index_select(0, readSlots!).view(batch, span, heads, dim).permute(0, 2, 1, 3);
+        var values = poolValues.index_select(0, readSlots!).view(batch, span, heads, dim).permute(0, 2, 1, 3);
+        return (keys, values, mask);
+    }
+
+    public void EndStep()
+    {
+        writeSlots = readSlots = mask = null;
+    }
+}

@@ -1,6 +1,7 @@
 // One set of JSON settings for the API: snake_case names as OpenAI spells them, strict types
 // (a string where a number belongs is a 400), unknown fields ignored as OpenAI does.
 using System.Text.Json;
+using System.Text.Unicode;
 using System.Text.Json.Serialization;
 
 namespace Stratus.Server.Api;
@@ -20,24 +21,23 @@ public static class OpenAiJson
     /// types become a 400 naming the field.</summary>
     public static async Task<T> ReadAsync<T>(HttpRequest request, CancellationToken cancellation) where T : class
     {
+        // Kestrel caps the body size while this reads it (413 past the limit).
+        using var buffer = new MemoryStream();
+        await request.Body.CopyToAsync(buffer, cancellation);
+        var bytes = buffer.GetBuffer().AsSpan(0, (int)buffer.Length);
+        // JSON is UTF-8 (RFC 8259); the parser would skip unchecked bytes inside ignored fields.
+        if (!Utf8.IsValid(bytes))
+            throw ApiException.Invalid("We could not parse the JSON body of your request: it is not valid UTF-8.");
         T? value;
         try
         {
-            value = await JsonSerializer.DeserializeAsync<T>(request.Body, Options, cancellation);
+            value = JsonSerializer.Deserialize<T>(bytes, Options);
         }
         catch (JsonException e)
         {
             var param = e.Path is { Length: > 2 } path ? path.TrimStart('$', '.') : null;
             var reason = param is null ? "the body is not valid JSON" : $"'{param}' has the wrong type or is malformed";
             throw ApiException.Invalid($"We could not parse the JSON body of your request: {reason}. ({Describe(e)})", param);
-        }
-        catch (InvalidOperationException e) when (e.InnerException is DecoderFallbackException or JsonException)
-        {
-            throw ApiException.Invalid("We could not parse the JSON body of your request: it is not valid UTF-8 JSON.");
-        }
-        catch (DecoderFallbackException)
-        {
-            throw ApiException.Invalid("We could not parse the JSON body of your request: it is not valid UTF-8.");
         }
         return value ?? throw ApiException.Invalid("The request body must be a JSON object.");
     }

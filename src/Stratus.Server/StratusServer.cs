@@ -28,6 +28,9 @@ public sealed record ServeOptions
     /// <summary>Adds middleware ahead of the endpoints (authentication, quotas).</summary>
     public Action<WebApplication>? ConfigurePipeline { get; init; }
     public LogLevel MinimumLogLevel { get; init; } = LogLevel.Warning;
+    /// <summary>libtorch intra-op threads for the whole process; null leaves libtorch's default.
+    /// On small machines one core is better left to Kestrel (see ServeCommand).</summary>
+    public int? TorchThreads { get; init; }
 }
 
 public sealed class StratusServer : IAsyncDisposable
@@ -51,6 +54,11 @@ public sealed class StratusServer : IAsyncDisposable
     public static async Task<StratusServer> StartAsync(ServeOptions options, CancellationToken cancellation = default)
     {
         if (options.Models.Count == 0) throw new StratusUserException("give at least one model to serve (--model <run-or-checkpoint-folder>)");
+        if (options.TorchThreads is { } threads)
+        {
+            if (threads < 1) throw new StratusUserException($"--threads must be at least 1, got {threads}");
+            TorchSharp.torch.set_num_threads(threads);
+        }
         var registry = new ModelRegistry();
         try
         {

@@ -3,6 +3,7 @@
 // read as one merged stream of pieces, with filters and metrics applied on the way out.
 // Both completion endpoints use it; the endpoints only translate to and from OpenAI's shapes.
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Stratus.Inference;
 using Stratus.Server.Api;
@@ -75,11 +76,9 @@ public sealed class GenerationRun : IAsyncDisposable
     public async IAsyncEnumerable<ChoicePiece> ReadAllAsync()
     {
         var token = cancel.Token;
-        var merged = Channel.CreateUnbounded<ChoicePiece>(new UnboundedChannelOptions { SingleReader = true });
-        var pumps = new Task[streams.Length];
-        for (var i = 0; i < streams.Length; i++) pumps[i] = Pump(i, merged.Writer, token);
-        _ = Task.WhenAll(pumps).ContinueWith(t => merged.Writer.TryComplete(t.Exception?.InnerException), TaskScheduler.Default);
-        await foreach (var piece in merged.Reader.ReadAllAsync(token))
+        // One choice (the common case) is read directly: merging would add a thread hop per token.
+        var pieces = streams.Length == 1 ? ReadChoiceAsync(0, token) : Merge(token);
+        await foreach (var piece in pieces.ConfigureAwait(false))
         {
             if (piece.Token is not null && firstToken is null) firstToken = Stopwatch.GetTimestamp();
             yield return piece;
@@ -95,16 +94,30 @@ public sealed class GenerationRun : IAsyncDisposable
         metrics.Generated(context.Model.Name, started, firstToken, PromptTokens, CompletionTokens);
     }
 
+    IAsyncEnumerable<ChoicePiece> Merge(CancellationToken cancellation)
+    {
+        var merged = Channel.CreateUnbounded<ChoicePiece>(new UnboundedChannelOptions { SingleReader = true });
+        var pumps = new Task[streams.Length];
+        for (var i = 0; i < streams.Length; i++) pumps[i] = Pump(i, merged.Writer, cancellation);
+        _ = Task.WhenAll(pumps).ContinueWith(t => merged.Writer.TryComplete(t.Exception?.InnerException), TaskScheduler.Default);
+        return merged.Reader.ReadAllAsync(cancellation);
+    }
+
     async Task Pump(int choice, ChannelWriter<ChoicePiece> writer, CancellationToken cancellation)
+    {
+        await foreach (var piece in ReadChoiceAsync(choice, cancellation).ConfigureAwait(false)) writer.TryWrite(piece);
+    }
+
+    async IAsyncEnumerable<ChoicePiece> ReadChoiceAsync(int choice, [EnumeratorCancellation] CancellationToken cancellation)
     {
         var stream = streams[choice];
         await foreach (var chunk in stream.ReadAllAsync(cancellation).ConfigureAwait(false))
         {
             var text = chunk.Text;
-            foreach (var filter in filters) text = filter.OnOutputText(context, choice, text);
-            writer.TryWrite(new ChoicePiece(choice, text, chunk.Token, null));
+            for (var f = 0; f < filters.Count; f++) text = filters[f].OnOutputText(context, choice, text);
+            yield return new ChoicePiece(choice, text, chunk.Token, null);
         }
-        writer.TryWrite(new ChoicePiece(choice, "", null, stream.FinishReason));
+        yield return new ChoicePiece(choice, "", null, stream.FinishReason);
     }
 
     public async ValueTask DisposeAsync()

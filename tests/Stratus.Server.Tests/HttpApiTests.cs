@@ -84,6 +84,26 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task Echo_with_logprobs_scores_the_prompt_as_generation_did()
+    {
+        var generated = await PostJson("/v1/completions", new { model = "tiny", prompt = "Good morrow", max_tokens = 5, temperature = 0, logprobs = 1 });
+        var choice = generated["choices"]![0]!;
+        var text = (string)choice["text"]!;
+        var expected = choice["logprobs"]!["token_logprobs"]!.AsArray().Select(v => (double)v!).ToArray();
+
+        var scored = await PostJson("/v1/completions", new { model = "tiny", prompt = "Good morrow" + text, max_tokens = 0, echo = true, logprobs = 1 });
+        var logprobs = scored["choices"]![0]!["logprobs"]!;
+        var values = logprobs["token_logprobs"]!.AsArray();
+        Assert.Equal(("Good morrow" + text).Length, values.Count);
+        Assert.Null(values[0]);
+        Assert.Equal("Good morrow" + text, (string)scored["choices"]![0]!["text"]!);
+        Assert.Equal("length", (string)scored["choices"]![0]!["finish_reason"]!);
+        var tail = values.Skip(values.Count - 5).Select(v => (double)v!).ToArray();
+        for (var i = 0; i < 5; i++) Assert.Equal(expected[i], tail[i], 3);
+        Assert.Single(logprobs["top_logprobs"]![1]!.AsObject());
+    }
+
+    [Fact]
     public async Task Tokenize_and_detokenize_round_trip()
     {
         var tokens = await PostJson("/tokenize", new { model = "tiny", prompt = "Hi!" });

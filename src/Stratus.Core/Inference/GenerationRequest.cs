@@ -22,6 +22,9 @@ public sealed record GenerationRequest
     public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
     /// <summary>Null: no log-probabilities; otherwise the chosen token's and this many alternatives.</summary>
     public int? Logprobs { get; init; }
+    /// <summary>Null: none; otherwise each prompt token's log-probability given the tokens
+    /// before it, with this many alternatives (scoring, e.g. echo with logprobs).</summary>
+    public int? PromptLogprobs { get; init; }
     /// <summary>Text that ends generation; it is not part of the output.</summary>
     public IReadOnlyList<string> Stop { get; init; } = [];
     /// <summary>Tokens that end generation besides end-of-text (e.g. a chat template's end marker).</summary>

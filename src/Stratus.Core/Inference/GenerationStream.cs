@@ -31,6 +31,10 @@ public sealed class GenerationStream
     public int PromptTokens => sequence.PromptLength;
     /// <summary>Tokens generated so far (up to a stop string: later ones are not counted).</summary>
     public int CompletionTokens { get; private set; }
+    /// <summary>Prompt tokens' log-probabilities (GenerationRequest.PromptLogprobs), available
+    /// once the first chunk or the end has been read.</summary>
+    public IReadOnlyList<GeneratedToken>? PromptLogprobs => sequence.PromptLogprobs;
+
     /// <summary>stop or length once the stream has ended.</summary>
     public string? FinishReason => finishReason;
 

@@ -132,12 +132,10 @@ public sealed class InferenceEngine : IDisposable
         foreach (var sequence in prefill)
         {
             if (sequence.CancelRequested) continue; // dropped by the next Schedule
-            if (sequence.Request.MaxTokens == 0)
-            {
-                scheduler.Release(sequence, FinishReason.Length);
-                continue;
-            }
-            Update(sequence, runner.Prefill(sequence));
+            // Prefill even for max_tokens 0: it scores the prompt when prompt logprobs are asked.
+            var first = runner.Prefill(sequence);
+            if (sequence.Request.MaxTokens == 0) scheduler.Release(sequence, FinishReason.Length);
+            else Update(sequence, first);
         }
     }
 

@@ -40,6 +40,8 @@ public sealed class ModelRunner
         {
             var output = model.Forward(tensor(input, [1, length], device: model.Device), cache);
             CopyRows(output[.., -1, ..], 1);
+            if (sequence.Request.PromptLogprobs is { } alternatives && length > 1)
+                sequence.PromptLogprobs = ScorePrompt(output[0].narrow(0, 0, length - 1), input, alternatives);
         }
         sequence.CachedTokens = length;
         return sampler.Choose(logits.AsSpan(0, vocab), sequence);
@@ -69,6 +71,37 @@ public sealed class ModelRunner
             rows[b].CachedTokens++;
             chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, vocab), rows[b]);
         }
+    }
+
+    /// <summary>Log-probability of each prompt token after the first, given the ones before it,
+    /// computed on the model's device so only [T-1] and [T-1, k] values are copied back.</summary>
+    static GeneratedToken[] ScorePrompt(Tensor logits, long[] prompt, int alternatives)
+    {
+        var count = prompt.Length - 1;
+        var logp = logits.log_softmax(-1);
+        var targets = tensor(prompt.AsSpan(1).ToArray(), [count, 1], device: logits.device);
+        var chosen = logp.gather(1, targets).cpu().data<float>().ToArray();
+        float[]? topValues = null;
+        long[]? topIds = null;
+        var k = Math.Min(alternatives, (int)logits.shape[^1]);
+        if (k > 0)
+        {
+            var (values, indices) = logp.topk(k, dim: -1);
+            topValues = values.cpu().data<float>().ToArray();
+            topIds = indices.cpu().data<long>().ToArray();
+        }
+        var result = new GeneratedToken[count];
+        for (var i = 0; i < count; i++)
+        {
+            TokenLogprob[]? top = null;
+            if (topValues is not null)
+            {
+                top = new TokenLogprob[k];
+                for (var j = 0; j < k; j++) top[j] = new TokenLogprob((int)topIds![i * k + j], topValues[i * k + j]);
+            }
+            result[i] = new GeneratedToken((int)prompt[i + 1], chosen[i], top);
+        }
+        return result;
     }
 
     void CopyRows(Tensor rows, int batch)

@@ -52,6 +52,10 @@ public sealed class Sequence
 
     public bool CancelRequested => cancelRequested;
 
+    /// <summary>Log-probabilities of prompt tokens 1..n-1 when asked; set by the prefill before
+    /// any token is written, so readers see it once a token or the end has arrived.</summary>
+    public IReadOnlyList<GeneratedToken>? PromptLogprobs { get; internal set; }
+
     public ChannelReader<GeneratedToken> Output => output.Reader;
 
     /// <summary>Asks the engine to drop the sequence; it does so before its next step.</summary>

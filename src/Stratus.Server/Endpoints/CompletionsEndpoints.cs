@@ -44,25 +44,31 @@ public static class CompletionsEndpoints
             longest = Math.Max(longest, ids.Length);
         }
         var maxTokens = RequestParser.MaxTokens(body.MaxTokens, "max_tokens", longest, model.ContextLength, minimum: 0, DefaultMaxTokens);
-        var request = sampling with { PromptTokens = promptTokens[0], MaxTokens = maxTokens, Logprobs = logprobs };
+        var echo = body.Echo == true;
+        var request = sampling with { PromptTokens = promptTokens[0], MaxTokens = maxTokens, Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };
         var context = new GenerationContext(http, "completions", model, promptTexts, null, request, choices, body.User);
         await using var run = await GenerationRun.StartAsync(context, promptTokens, [.. filters], metrics, cancellation);
         var id = $"cmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var echo = body.Echo == true;
         var total = promptTokens.Count * choices;
         if (body.Stream == true)
         {
             var events = new ServerSentEvents(http.Response);
             await events.StartAsync(cancellation);
-            if (echo)
-                for (var c = 0; c < total; c++)
-                    await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, promptTexts[c / choices], null, null)]), cancellation);
+            // A choice's echo goes out with its first piece: by then its prompt has been scored.
+            var echoed = new bool[total];
             await foreach (var piece in run.ReadAllAsync())
             {
+                var c = piece.Choice;
+                if (echo && !echoed[c])
+                {
+                    echoed[c] = true;
+                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], promptTokens[c / choices], run.Streams[c].PromptLogprobs);
+                    await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, promptTexts[c / choices], promptLogprobs, null)]), cancellation);
+                }
                 if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Token is null)) continue;
-                var lp = logprobs is not null && piece.Token is { } token ? Logprobs(tokenizer, [token], null, 0) : null;
-                await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(piece.Choice, piece.Text, lp, piece.FinishReason)]), cancellation);
+                var lp = logprobs is not null && piece.Token is { } token ? Logprobs(tokenizer, [token], null, null) : null;
+                await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason)]), cancellation);
             }
             if (body.StreamOptions?.IncludeUsage == true)
                 await events.WriteAsync(new Completion(id, created, model.Name, []) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens) }, cancellation);
@@ -87,40 +93,52 @@ public static class CompletionsEndpoints
         var result = new CompletionChoice[total];
         for (var c = 0; c < total; c++)
         {
-            var lp = logprobs is null ? null : Logprobs(tokenizer, tokens[c], echo ? promptTokens[c / choices] : null, 0);
+            var lp = logprobs is null ? null : Logprobs(tokenizer, tokens[c], echo ? promptTokens[c / choices] : null, run.Streams[c].PromptLogprobs);
             result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]);
         }
         await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens) }, OpenAiJson.Options, cancellation);
     }
 
-    /// <summary>The legacy logprobs object. Echoed prompt tokens are listed with a null
-    /// log-probability: the engine scores only the tokens it generates.</summary>
-    static CompletionLogprobs Logprobs(ITokenizer tokenizer, IReadOnlyList<GeneratedToken> generated, int[]? echoed, int offset)
+    /// <summary>The legacy logprobs object; echoed prompt tokens come first, the very first of
+    /// them without a log-probability (nothing precedes it), as OpenAI writes it.</summary>
+    static CompletionLogprobs Logprobs(ITokenizer tokenizer, IReadOnlyList<GeneratedToken> generated, int[]? echoed, IReadOnlyList<GeneratedToken>? promptLogprobs)
     {
         var tokens = new List<string>();
         var values = new List<float?>();
         var top = new List<Dictionary<string, float>?>();
         var offsets = new List<int>();
-        foreach (var id in echoed ?? [])
+        var offset = 0;
+        for (var i = 0; i < (echoed?.Length ?? 0); i++)
         {
-            var text = tokenizer.Decode([id]);
+            var text = tokenizer.Decode([echoed![i]]);
             tokens.Add(text);
-            values.Add(null);
-            top.Add(null);
             offsets.Add(offset);
             offset += text.Length;
+            if (i == 0 || promptLogprobs is null || i - 1 >= promptLogprobs.Count)
+            {
+                values.Add(null);
+                top.Add(null);
+                continue;
+            }
+            values.Add(promptLogprobs[i - 1].Logprob);
+            top.Add(Alternatives(tokenizer, promptLogprobs[i - 1]));
         }
         foreach (var token in generated)
         {
             var text = tokenizer.Decode([token.Token]);
             tokens.Add(text);
             values.Add(token.Logprob);
-            var alternatives = new Dictionary<string, float>();
-            foreach (var alternative in token.TopLogprobs ?? []) alternatives.TryAdd(tokenizer.Decode([alternative.Token]), alternative.Logprob);
-            top.Add(alternatives);
+            top.Add(Alternatives(tokenizer, token));
             offsets.Add(offset);
             offset += text.Length;
         }
         return new CompletionLogprobs(tokens, values, top, offsets);
+    }
+
+    static Dictionary<string, float> Alternatives(ITokenizer tokenizer, GeneratedToken token)
+    {
+        var alternatives = new Dictionary<string, float>();
+        foreach (var alternative in token.TopLogprobs ?? []) alternatives.TryAdd(tokenizer.Decode([alternative.Token]), alternative.Logprob);
+        return alternatives;
     }
 }

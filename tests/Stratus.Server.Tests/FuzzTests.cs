@@ -58,7 +58,7 @@ public sealed class FuzzTests(TinyModelServer fixture) : IClassFixture<TinyModel
         var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
         await Parallel.ForEachAsync(cases, new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (c, token) =>
         {
-            var (status, body) = await Send(c.Path, c.Body, token);
+            var (status, body) = await Send(c, token);
             if (status is < 400 or >= 500 || !IsOpenAiError(body))
                 failures.Add($"{c.Path} {Preview(c.Body)} -> {status} {body[..Math.Min(body.Length, 200)]}");
         });
@@ -71,7 +71,7 @@ public sealed class FuzzTests(TinyModelServer fixture) : IClassFixture<TinyModel
 
     const string FlipCharacters = "{}[]\":,0-9e\\";
 
-    sealed record Case(string Path, byte[] Body);
+    sealed record Case(string Path, byte[] Body, bool Chunked = false);
 
     static List<Case> BuildCases(Random random)
     {
@@ -131,6 +131,7 @@ public sealed class FuzzTests(TinyModelServer fixture) : IClassFixture<TinyModel
         {
             Add(path, "{\"model\":\"tiny\",\"prompt\":\"" + new string('a', 100_000) + "\"}");
             Add(path, "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"" + new string('b', 300_000) + "\"}]}");
+            cases.Add(new Case(path, Encoding.UTF8.GetBytes("{\"model\":\"tiny\",\"prompt\":\"" + new string('c', 80_000) + "\"}"), Chunked: true));
         }
         return cases;
     }
@@ -153,21 +154,45 @@ public sealed class FuzzTests(TinyModelServer fixture) : IClassFixture<TinyModel
         catch (JsonException) { return false; }
     }
 
-    async Task<(int Status, string Body)> Send(string path, byte[] body, CancellationToken token)
+    async Task<(int Status, string Body)> Send(Case c, CancellationToken token)
     {
-        using var content = new ByteArrayContent(body);
+        if (c.Chunked) return await SendChunked(c, token);
+        using var content = new ByteArrayContent(c.Body);
         content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        using var response = await fixture.Http.PostAsync(c.Path, content, token);
+        return ((int)response.StatusCode, await response.Content.ReadAsStringAsync(token));
+    }
+
+    /// <summary>Sends a body without Content-Length, in 4 KiB chunks, over a raw socket: the
+    /// server answers 413 once it has read past its limit and may close before the client has
+    /// sent everything, which HttpClient reports as a broken pipe instead of the answer.</summary>
+    async Task<(int Status, string Body)> SendChunked(Case c, CancellationToken token)
+    {
+        using var socket = new System.Net.Sockets.TcpClient();
+        await socket.ConnectAsync(fixture.Server.RootUrl.Host, fixture.Server.RootUrl.Port, token);
+        var stream = socket.GetStream();
+        var head = $"POST {c.Path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(head), token);
         try
         {
-            using var response = await fixture.Http.PostAsync(path, content, token);
-            return ((int)response.StatusCode, await response.Content.ReadAsStringAsync(token));
+            for (var at = 0; at < c.Body.Length; at += 4096)
+            {
+                var size = Math.Min(4096, c.Body.Length - at);
+                await stream.WriteAsync(Encoding.ASCII.GetBytes($"{size:X}\r\n"), token);
+                await stream.WriteAsync(c.Body.AsMemory(at, size), token);
+                await stream.WriteAsync("\r\n"u8.ToArray(), token);
+            }
+            await stream.WriteAsync("0\r\n\r\n"u8.ToArray(), token);
         }
-        catch (HttpRequestException e) when (body.Length > 64 * 1024)
+        catch (IOException)
         {
-            // Kestrel may answer 413 and close before the client has sent the whole body.
-            var error = new { error = new { message = e.Message, type = "invalid_request_error", param = (string?)null, code = "request_too_large" } };
-            return (413, JsonSerializer.Serialize(error));
+            // The server stopped reading: its answer is already on the way.
         }
+        var answer = await new StreamReader(stream).ReadToEndAsync(token);
+        var status = int.Parse(answer.Split(' ')[1]);
+        var body = answer[(answer.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
+        // Kestrel answers a chunked request with a Content-Length body; strip chunk framing if any.
+        return (status, body.StartsWith('{') ? body : body[(body.IndexOf('\n') + 1)..].TrimEnd('\r', '\n', '0'));
     }
 
     static bool IsOpenAiError(string body)

@@ -64,18 +64,28 @@ public sealed class InferenceEngine : IDisposable
         if (!IsHealthy) throw new EngineUnavailableException("the engine has stopped", failure);
         Validate(request);
         var sequence = new Sequence(Interlocked.Increment(ref nextId), request, model.Config.VocabSize);
-        if (!scheduler.TryEnqueue(sequence))
-            throw new EngineOverloadedException($"the server is busy: {Options.MaxWaiting} requests are already waiting; retry shortly", TimeSpan.FromSeconds(1));
+        // Registered before the sequence is queued, so the engine can always release it when the
+        // sequence ends, however it ends.
         if (cancellation.CanBeCanceled)
         {
-            var registration = cancellation.UnsafeRegister(static (state, _) =>
+            sequence.CancellationRegistration = cancellation.UnsafeRegister(static (state, _) =>
             {
                 var (s, engine) = ((Sequence, InferenceEngine))state!;
                 s.Cancel();
                 engine.wakeUp.Release();
             }, (sequence, this));
-            // The registration lives until the sequence's channel completes, however it ends.
-            _ = sequence.Output.Completion.ContinueWith(static (_, r) => ((CancellationTokenRegistration)r!).Dispose(), registration, TaskScheduler.Default);
+        }
+        bool queued;
+        try { queued = scheduler.TryEnqueue(sequence); }
+        catch
+        {
+            sequence.CancellationRegistration.Dispose();
+            throw;
+        }
+        if (!queued)
+        {
+            sequence.CancellationRegistration.Dispose();
+            throw new EngineOverloadedException($"the server is busy: {Options.MaxWaiting} requests are already waiting; retry shortly", TimeSpan.FromSeconds(1));
         }
         wakeUp.Release();
         return sequence;
@@ -163,7 +173,7 @@ public sealed class InferenceEngine : IDisposable
         stopping.Cancel();
         wakeUp.Release();
         thread.Join();
+        // wakeUp is left to the GC: a late cancellation callback may still Release it.
         pool.Dispose();
-        wakeUp.Dispose();
     }
 }

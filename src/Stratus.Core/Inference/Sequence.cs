@@ -39,6 +39,7 @@ public sealed class Sequence
     /// <summary>Tokens whose keys and values are in the cache.</summary>
     internal int CachedTokens { get; set; }
     internal List<int> Blocks { get; } = [];
+    internal CancellationTokenRegistration CancellationRegistration { get; set; }
     internal Random? Random { get; }
     internal int[]? OutputCounts { get; }
     internal bool[]? PromptTokenSet { get; }
@@ -72,11 +73,13 @@ public sealed class Sequence
     {
         FinishReason = reason;
         output.Writer.TryComplete();
+        CancellationRegistration.Dispose();
     }
 
     internal void Fail(Exception error)
     {
         FinishReason = Inference.FinishReason.Cancelled;
         output.Writer.TryComplete(error);
+        CancellationRegistration.Dispose();
     }
 }

@@ -63,7 +63,8 @@ public sealed class InferenceEngineTests
         }
         await sequences[0].Output.ReadAsync();
         foreach (var source in sources) source.Cancel();
-        foreach (var sequence in sequences) await sequence.Output.Completion;
+        // Drain: a channel's Completion waits for its unread tokens too.
+        foreach (var sequence in sequences) await foreach (var _ in sequence.Output.ReadAllAsync()) { }
         Assert.Equal(0, engine.KvBlocksUsed);
         Assert.Equal(0, engine.Running);
         Assert.Equal(0, engine.Waiting);

@@ -51,11 +51,12 @@ public sealed class BlockAllocator
 
 /// <summary>
 /// Key and value tensors for every layer, each [blocks * blockSize, kvHeads, headDim]: a token's
-/// slot is block * blockSize + offset, so writing and gathering are single index operations.
+/// slot is block * blockSize + offset, so a step writes its new tokens by slot, and reads whole
+/// blocks through a [blocks, blockSize * kvHeads * headDim] view of the same memory.
 /// </summary>
 public sealed class KvBlockPool : IDisposable
 {
-    readonly Tensor[] keys, values;
+    readonly Tensor[] keys, values, keyBlocks, valueBlocks;
 
     public KvBlockPool(int layers, int kvHeads, int headDim, int blockCount, int blockSize, ScalarType dtype, Device device)
     {
@@ -64,10 +65,14 @@ public sealed class KvBlockPool : IDisposable
         Dtype = dtype;
         keys = new Tensor[layers];
         values = new Tensor[layers];
+        keyBlocks = new Tensor[layers];
+        valueBlocks = new Tensor[layers];
         for (var l = 0; l < layers; l++)
         {
             keys[l] = zeros(blockCount * (long)blockSize, kvHeads, headDim, dtype, device);
             values[l] = zeros(blockCount * (long)blockSize, kvHeads, headDim, dtype, device);
+            keyBlocks[l] = keys[l].view(blockCount, -1);
+            valueBlocks[l] = values[l].view(blockCount, -1);
         }
     }
 
@@ -76,8 +81,12 @@ public sealed class KvBlockPool : IDisposable
     public ScalarType Dtype { get; }
     public int BlockSize => Allocator.BlockSize;
 
+    /// <summary>[slots, kvHeads, headDim]: one row per token slot.</summary>
     public Tensor Keys(int layer) => keys[layer];
     public Tensor Values(int layer) => values[layer];
+    /// <summary>[blocks, blockSize * kvHeads * headDim]: one row per block, the same memory.</summary>
+    public Tensor KeyBlocks(int layer) => keyBlocks[layer];
+    public Tensor ValueBlocks(int layer) => valueBlocks[layer];
 
     /// <summary>Bytes one block takes across all layers, keys and values.</summary>
     public static long BytesPerBlock(int layers, int kvHeads, int headDim, int blockSize, ScalarType dtype) =>
@@ -92,6 +101,8 @@ public sealed class KvBlockPool : IDisposable
 
     public void Dispose()
     {
+        foreach (var t in keyBlocks) t.Dispose();
+        foreach (var t in valueBlocks) t.Dispose();
         foreach (var t in keys) t.Dispose();
         foreach (var t in values) t.Dispose();
     }

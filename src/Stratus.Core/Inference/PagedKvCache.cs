@@ -15,8 +15,8 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
     int batch, newTokens;
     // Per-step tensors: created inside the model's forward dispose scope, so they are released
     // with its other temporaries.
-    Tensor? writeSlots, readSlots, mask;
-    int span;
+    Tensor? writeSlots, readBlocks, mask;
+    int span, gathered;
 
     /// <summary>Sets up the next forward: row b continues after lengths[b] cached tokens and
     /// owns blockTables[b], which must already cover lengths[b] + newTokens tokens.</summary>
@@ -42,11 +42,14 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
     {
         if (tokens != newTokens) throw new InvalidOperationException($"prepared for {newTokens} new tokens per row, the model sent {tokens}");
         var blockSize = pool.BlockSize;
-        span = 0;
-        for (var b = 0; b < batch; b++) span = Math.Max(span, lengths[b] + tokens);
+        var blocksPerRow = 0;
+        for (var b = 0; b < batch; b++) blocksPerRow = Math.Max(blocksPerRow, (lengths[b] + tokens + blockSize - 1) / blockSize);
+        // Whole blocks are gathered (a few long copies instead of many short ones), so the
+        // span is rounded up to a block; the mask hides what lies past each row's tokens.
+        span = gathered = blocksPerRow * blockSize;
         var positions = new long[batch * tokens];
         var writes = new long[batch * tokens];
-        var reads = new long[batch * span];
+        var reads = new long[batch * blocksPerRow];
         for (var b = 0; b < batch; b++)
         {
             var table = blockTables[b];
@@ -56,15 +59,18 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
                 positions[b * tokens + t] = p;
                 writes[b * tokens + t] = (long)table[p / blockSize] * blockSize + p % blockSize;
             }
-            var filled = lengths[b] + tokens;
-            // Padding reads slot 0: any valid slot will do, the mask hides it.
-            for (var s = 0; s < filled; s++) reads[b * span + s] = (long)table[s / blockSize] * blockSize + s % blockSize;
+            var used = (lengths[b] + tokens + blockSize - 1) / blockSize;
+            // Padding reads block table[0]: any valid block will do, the mask hides it.
+            for (var j = 0; j < blocksPerRow; j++) reads[b * blocksPerRow + j] = table[j < used ? j : 0];
         }
         var device = pool.Device;
         var positionTensor = tensor(positions, [batch, tokens], device: device);
         writeSlots = tensor(writes, device: device);
-        readSlots = tensor(reads, device: device);
+        readBlocks = tensor(reads, device: device);
+        // A prompt into an empty cache attends only over itself: plain causal attention over
+        // the first `tokens` keys, without a mask (the faster kernel).
         var onlyCausal = batch == 1 && lengths[0] == 0;
+        if (onlyCausal) span = tokens;
         // Key s is visible to the query at position p when s <= p: causality and padding in one.
         mask = onlyCausal ? null : positionTensor.unsqueeze(-1).ge(arange(span, dtype: ScalarType.Int64, device: device).view(1, 1, span)).unsqueeze(1);
         return positionTensor;
@@ -77,13 +83,13 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         var poolValues = pool.Values(layer);
         poolKeys.index_copy_(0, writeSlots!, k.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
         poolValues.index_copy_(0, writeSlots!, v.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
-        var keys = poolKeys.index_select(0, readSlots!).view(batch, span, heads, dim).permute(0, 2, 1, 3);
-        var values = poolValues.index_select(0, readSlots!).view(batch, span, heads, dim).permute(0, 2, 1, 3);
+        var keys = pool.KeyBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
+        var values = pool.ValueBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
         return (keys, values, mask);
     }
 
     public void EndStep()
     {
-        writeSlots = readSlots = mask = null;
+        writeSlots = readBlocks = mask = null;
     }
 }

@@ -1,5 +1,6 @@
 // A real Kestrel server on a free loopback port serving a tiny random-weight char-level GPT,
 // saved with Checkpoint.Save exactly as training would, shared by the tests of one class.
+using Microsoft.Extensions.DependencyInjection;
 using Stratus.Inference;
 using Stratus.Models;
 using Stratus.Server.Hosting;
@@ -23,6 +24,7 @@ public sealed class TinyModelServer : IAsyncLifetime
 
     /// <summary>Engine limits; a subclass can make them tight to test refusals.</summary>
     public EngineOptions Engine { get; init; } = new() { BlockSize = 8, MaxBatchSize = 32 };
+    public Action<IServiceCollection>? ConfigureServices { get; init; }
 
     public static string CreateCheckpoint(string directory)
     {
@@ -42,6 +44,7 @@ public sealed class TinyModelServer : IAsyncLifetime
             Port = 0,
             Engine = Engine,
             MaxRequestBodyBytes = 64 * 1024,
+            ConfigureServices = ConfigureServices,
         });
         Http = new HttpClient { BaseAddress = Server.RootUrl, Timeout = TimeSpan.FromSeconds(60) };
     }

@@ -11,12 +11,12 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
     readonly List<Sequence> running = [];
     readonly List<Sequence> prefill = [];
     readonly List<Sequence> decode = [];
-    int waitingCount;
+    // Counts are read by metrics from other threads.
+    int waitingCount, runningCount;
     long tokensInFlight;
 
     public int Running => Volatile.Read(ref runningCount);
     public int Waiting => Volatile.Read(ref waitingCount);
-    int runningCount;
 
     /// <summary>Queues a sequence; false when the waiting queue is full.</summary>
     public bool TryEnqueue(Sequence sequence)

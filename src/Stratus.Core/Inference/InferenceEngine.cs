@@ -19,6 +19,7 @@ public sealed class InferenceEngine : IDisposable
     readonly CancellationTokenSource stopping = new();
     readonly Thread thread;
     readonly HashSet<int> endTokens = [];
+    readonly List<Sequence> group = [];
     GeneratedToken[] chosen = new GeneratedToken[16];
     long nextId;
     volatile Exception? failure;
@@ -139,15 +140,28 @@ public sealed class InferenceEngine : IDisposable
             runner.Decode(decode, chosen);
             for (var i = 0; i < decode.Count; i++) Update(decode[i], chosen[i]);
         }
-        foreach (var sequence in prefill)
+        // Prompts of equal length are prefilled together, one length at a time. Cancelled
+        // ones are skipped here and released by the next Schedule.
+        prefill.Sort(ByPromptLength);
+        for (var start = 0; start < prefill.Count;)
         {
-            if (sequence.CancelRequested) continue; // dropped by the next Schedule
+            var length = prefill[start].PromptLength;
+            group.Clear();
+            for (; start < prefill.Count && prefill[start].PromptLength == length; start++)
+                if (!prefill[start].CancelRequested) group.Add(prefill[start]);
+            if (group.Count == 0) continue;
+            if (chosen.Length < group.Count) chosen = new GeneratedToken[Math.Max(group.Count, chosen.Length * 2)];
             // Prefill even for max_tokens 0: it scores the prompt when prompt logprobs are asked.
-            var first = runner.Prefill(sequence);
-            if (sequence.Request.MaxTokens == 0) scheduler.Release(sequence, FinishReason.Length);
-            else Update(sequence, first);
+            runner.Prefill(group, chosen);
+            for (var g = 0; g < group.Count; g++)
+            {
+                if (group[g].Request.MaxTokens == 0) scheduler.Release(group[g], FinishReason.Length);
+                else Update(group[g], chosen[g]);
+            }
         }
     }
+
+    static readonly Comparison<Sequence> ByPromptLength = (a, b) => a.PromptLength.CompareTo(b.PromptLength);
 
     /// <summary>Appends a chosen token and ends the sequence when it is done.</summary>
     void Update(Sequence sequence, GeneratedToken token)

@@ -25,26 +25,40 @@ public sealed class ModelRunner
         sampler = new LogitsSampler(vocab);
     }
 
-    /// <summary>Runs the prompt through the model and chooses the first generated token.</summary>
-    public GeneratedToken Prefill(Sequence sequence)
+    /// <summary>Runs prompts of equal length through the model in one forward and chooses each
+    /// one's first generated token (n choices of one prompt, or a burst of equal prompts, share
+    /// one prefill's fixed costs).</summary>
+    public void Prefill(List<Sequence> rows, Span<GeneratedToken> chosen)
     {
-        var length = sequence.PromptLength;
-        EnsureCapacity(1);
-        lengths[0] = 0;
-        tables[0] = sequence.Blocks;
-        cache.Prepare(1, length, lengths, tables);
-        var input = new long[length];
-        var prompt = sequence.Tokens;
-        for (var i = 0; i < length; i++) input[i] = prompt[i];
+        var batch = rows.Count;
+        var length = rows[0].PromptLength;
+        EnsureCapacity(batch);
+        var input = new long[batch * length];
+        for (var b = 0; b < batch; b++)
+        {
+            var sequence = rows[b];
+            if (sequence.PromptLength != length) throw new InvalidOperationException("a prefill batch needs prompts of one length");
+            lengths[b] = 0;
+            tables[b] = sequence.Blocks;
+            var prompt = sequence.Tokens;
+            for (var i = 0; i < length; i++) input[b * length + i] = prompt[i];
+        }
+        cache.Prepare(batch, length, lengths, tables);
         using (var scope = NewDisposeScope())
         {
-            var output = model.Forward(tensor(input, [1, length], device: model.Device), cache);
-            CopyRows(output[.., -1, ..], 1);
-            if (sequence.Request.PromptLogprobs is { } alternatives && length > 1)
-                sequence.PromptLogprobs = ScorePrompt(output[0].narrow(0, 0, length - 1), input, alternatives);
+            var output = model.Forward(tensor(input, [batch, length], device: model.Device), cache);
+            CopyRows(output[.., -1, ..], batch);
+            for (var b = 0; b < batch; b++)
+            {
+                if (rows[b].Request.PromptLogprobs is { } alternatives && length > 1)
+                    rows[b].PromptLogprobs = ScorePrompt(output[b].narrow(0, 0, length - 1), input.AsSpan(b * length, length), alternatives);
+            }
         }
-        sequence.CachedTokens = length;
-        return sampler.Choose(logits.AsSpan(0, vocab), sequence);
+        for (var b = 0; b < batch; b++)
+        {
+            rows[b].CachedTokens = length;
+            chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, vocab), rows[b]);
+        }
     }
 
     /// <summary>One decode step for all rows; writes each row's next token to <paramref name="chosen"/>.</summary>
@@ -75,11 +89,11 @@ public sealed class ModelRunner
 
     /// <summary>Log-probability of each prompt token after the first, given the ones before it,
     /// computed on the model's device so only [T-1] and [T-1, k] values are copied back.</summary>
-    static GeneratedToken[] ScorePrompt(Tensor logits, long[] prompt, int alternatives)
+    static GeneratedToken[] ScorePrompt(Tensor logits, ReadOnlySpan<long> prompt, int alternatives)
     {
         var count = prompt.Length - 1;
         var logp = logits.log_softmax(-1);
-        var targets = tensor(prompt.AsSpan(1).ToArray(), [count, 1], device: logits.device);
+        var targets = tensor(prompt[1..].ToArray(), [count, 1], device: logits.device);
         var chosen = logp.gather(1, targets).cpu().data<float>().ToArray();
         float[]? topValues = null;
         long[]? topIds = null;

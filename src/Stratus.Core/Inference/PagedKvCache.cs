@@ -67,9 +67,10 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         var positionTensor = tensor(positions, [batch, tokens], device: device);
         writeSlots = tensor(writes, device: device);
         readBlocks = tensor(reads, device: device);
-        // A prompt into an empty cache attends only over itself: plain causal attention over
+        // Prompts into empty caches attend only over themselves: plain causal attention over
         // the first `tokens` keys, without a mask (the faster kernel).
-        var onlyCausal = batch == 1 && lengths[0] == 0;
+        var onlyCausal = true;
+        for (var b = 0; b < batch; b++) onlyCausal &= lengths[b] == 0;
         if (onlyCausal) span = tokens;
         // Key s is visible to the query at position p when s <= p: causality and padding in one.
         mask = onlyCausal ? null : positionTensor.unsqueeze(-1).ge(arange(span, dtype: ScalarType.Int64, device: device).view(1, 1, span)).unsqueeze(1);

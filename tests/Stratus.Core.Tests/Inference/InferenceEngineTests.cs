@@ -4,6 +4,7 @@ using Stratus.Inference;
 using Stratus.Models;
 using Stratus.Tokenization;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace Stratus.Tests.Inference;
 
@@ -48,6 +49,40 @@ public sealed class InferenceEngineTests
         for (var i = 0; i < results.Length; i++) Assert.Equal(alone[i / 2], results[i]);
         Assert.All(alone, tokens => Assert.Equal(30, tokens.Length));
         Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
+    public void Model_runner_chooses_the_same_greedy_tokens_for_a_row_in_a_batch_as_alone()
+    {
+        var (model, tokenizer) = TinyModel();
+        model.eval();
+        using var noGrad = torch.no_grad();
+        using var pool = new KvBlockPool(2, 2, 16, blockCount: 64, blockSize: 8, ScalarType.Float32, torch.CPU);
+        var runner = new ModelRunner(model, pool);
+        Sequence Make(string prompt)
+        {
+            var sequence = new Sequence(0, Greedy(tokenizer, prompt, 20), tokenizer.VocabSize);
+            Assert.True(pool.Allocator.TryAllocate(pool.Allocator.BlocksFor(sequence.ReservedTokens), sequence.Blocks));
+            return sequence;
+        }
+        int[] Run(List<Sequence> rows, int row)
+        {
+            var chosen = new GeneratedToken[rows.Count];
+            var tokens = new List<int>();
+            runner.Prefill(rows, chosen);
+            for (var step = 0; step < 20; step++)
+            {
+                for (var b = 0; b < rows.Count; b++) rows[b].Append(chosen[b], emit: false);
+                tokens.Add(chosen[row].Token);
+                runner.Decode(rows, chosen);
+            }
+            return [.. tokens];
+        }
+        // Equal lengths share one prefill; the decode batch then mixes them.
+        var first = Run([Make("to be or not")], 0);
+        var second = Run([Make("hello world!")], 0);
+        Assert.Equal(first, Run([Make("to be or not"), Make("hello world!")], 0));
+        Assert.Equal(second, Run([Make("to be or not"), Make("hello world!")], 1));
     }
 
     [Fact]

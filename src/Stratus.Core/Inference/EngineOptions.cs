@@ -13,21 +13,19 @@ public sealed record EngineOptions
     public int? KvBlocks { get; init; }
     public long MaxKvCacheBytes { get; init; } = 1L << 30;
     /// <summary>Prompt plus max_tokens summed over running sequences; null: the pool's capacity.</summary>
-    public int? MaxTokensInFlightLimit { get; init; }
+    public int? MaxTokensInFlight { get; init; }
     /// <summary>Requests that may wait for a slot; one more is refused (HTTP 429).</summary>
     public int MaxWaiting { get; init; } = 256;
     /// <summary>Prompt tokens prefilled in one step (at least one prompt), so a burst of long
     /// prompts does not stall the running sequences' decoding for long.</summary>
     public int MaxPrefillTokensPerStep { get; init; } = 2048;
 
-    /// <summary>Resolved by the engine from the pool size when not given.</summary>
-    internal int MaxTokensInFlight { get; init; }
-
     public void Validate()
     {
         if (MaxBatchSize < 1) throw new StratusUserException($"max batch size must be at least 1, got {MaxBatchSize}");
         if (BlockSize < 1) throw new StratusUserException($"KV block size must be at least 1, got {BlockSize}");
         if (KvBlocks is < 1) throw new StratusUserException($"KV blocks must be at least 1, got {KvBlocks}");
+        if (MaxTokensInFlight is < 1) throw new StratusUserException($"max tokens in flight must be at least 1, got {MaxTokensInFlight}");
         if (MaxWaiting < 0) throw new StratusUserException($"max waiting must be 0 or more, got {MaxWaiting}");
         if (MaxPrefillTokensPerStep < 1) throw new StratusUserException($"max prefill tokens per step must be at least 1, got {MaxPrefillTokensPerStep}");
     }

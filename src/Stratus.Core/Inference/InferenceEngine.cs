@@ -35,7 +35,7 @@ public sealed class InferenceEngine : IDisposable
         var blocksPerContext = (config.BlockSize + options.BlockSize - 1) / options.BlockSize;
         var bytesPerBlock = KvBlockPool.BytesPerBlock(config.NLayer, model.KvHeads, config.HeadDim, options.BlockSize, model.ComputeDtype);
         var blocks = options.KvBlocks ?? (int)Math.Max(blocksPerContext, Math.Min((long)options.MaxBatchSize * blocksPerContext, options.MaxKvCacheBytes / bytesPerBlock));
-        Options = options with { MaxTokensInFlight = options.MaxTokensInFlightLimit ?? blocks * options.BlockSize };
+        Options = options;
         pool = new KvBlockPool(config.NLayer, model.KvHeads, config.HeadDim, blocks, options.BlockSize, model.ComputeDtype, model.Device);
         scheduler = new Scheduler(Options, pool.Allocator);
         runner = new ModelRunner(model, pool);

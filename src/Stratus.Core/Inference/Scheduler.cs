@@ -6,6 +6,7 @@ namespace Stratus.Inference;
 
 public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
 {
+    readonly long tokenLimit = Math.Min(options.MaxTokensInFlight ?? long.MaxValue, (long)blocks.BlockCount * blocks.BlockSize);
     readonly LinkedList<Sequence> waiting = new();
     readonly object waitingLock = new();
     readonly List<Sequence> running = [];
@@ -21,8 +22,8 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
     /// <summary>Queues a sequence; false when the waiting queue is full.</summary>
     public bool TryEnqueue(Sequence sequence)
     {
-        if (sequence.ReservedTokens > blocks.BlockCount * blocks.BlockSize || sequence.ReservedTokens > options.MaxTokensInFlight)
-            throw new StratusUserException($"the request needs {sequence.ReservedTokens} tokens of KV cache, more than the engine has ({Math.Min(blocks.BlockCount * blocks.BlockSize, options.MaxTokensInFlight)}); lower max_tokens");
+        if (sequence.ReservedTokens > tokenLimit)
+            throw new StratusUserException($"the request needs {sequence.ReservedTokens} tokens of KV cache, more than the engine holds ({tokenLimit}); lower max_tokens");
         lock (waitingLock)
         {
             if (waitingCount >= options.MaxWaiting) return false;
@@ -55,7 +56,7 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
             {
                 if (waiting.First is null) break;
                 next = waiting.First.Value;
-                if (tokensInFlight + next.ReservedTokens > options.MaxTokensInFlight) break;
+                if (tokensInFlight + next.ReservedTokens > tokenLimit) break;
                 if (prefill.Count > 0 && prefillTokens + next.PromptLength > options.MaxPrefillTokensPerStep) break;
                 if (!blocks.TryAllocate(blocks.BlocksFor(next.ReservedTokens), next.Blocks)) break;
                 waiting.RemoveFirst();

@@ -14,6 +14,7 @@ static class BenchCommand
     {
         var command = new Command("bench", "Measure training and inference speed.");
         command.Subcommands.Add(Train());
+        command.Subcommands.Add(ServeBenchCommand.Create());
         return command;
     }
 

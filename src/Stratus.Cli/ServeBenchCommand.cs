@@ -1,0 +1,76 @@
+// `stratus bench serve --url <u> --model <m> --concurrency 1,4,16,64 --requests N --prompt-tokens P
+// --max-tokens M [--api-key K] [--json file]`: vLLM-style serving benchmark against any
+// OpenAI-compatible server; prints a table and writes one JSON object per concurrency level.
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Spectre.Console;
+using Stratus.Server.Benchmarking;
+
+namespace Stratus.Cli;
+
+static class ServeBenchCommand
+{
+    public static Command Create()
+    {
+        var url = new Option<string>("--url") { Description = "server base URL, e.g. http://127.0.0.1:8000/v1", Required = true };
+        var model = new Option<string>("--model") { Description = "model name on the server", Required = true };
+        var concurrency = new Option<string>("--concurrency") { Description = "comma-separated concurrency levels", DefaultValueFactory = _ => "1,4,16,64" };
+        var requests = new Option<int>("--requests") { Description = "requests per concurrency level", DefaultValueFactory = _ => 64 };
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "prompt length in tokens", DefaultValueFactory = _ => 32 };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "tokens generated per request", DefaultValueFactory = _ => 32 };
+        var apiKey = new Option<string>("--api-key") { Description = "bearer key (default: $OPENAI_API_KEY)" };
+        var json = new Option<string>("--json") { Description = "also write the results to this JSON file" };
+        var command = new Command("serve", "Benchmark an OpenAI-compatible server: TTFT, TPOT, ITL, latency, throughput.") { url, model, concurrency, requests, promptTokens, maxTokens, apiKey, json };
+        command.SetAction(async (result, cancellation) =>
+        {
+            if (!Uri.TryCreate(result.GetValue(url), UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+                throw new StratusUserException($"--url {result.GetValue(url)} is not an http(s) URL");
+            var levels = new List<int>();
+            foreach (var part in result.GetValue(concurrency)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                levels.Add(int.TryParse(part, out var level) && level > 0 ? level : throw new StratusUserException($"--concurrency: '{part}' is not a positive integer"));
+            var options = new ServingBenchmarkOptions
+            {
+                Url = uri,
+                Model = result.GetValue(model)!,
+                Concurrency = levels,
+                Requests = result.GetValue(requests),
+                PromptTokens = result.GetValue(promptTokens),
+                MaxTokens = result.GetValue(maxTokens),
+                ApiKey = result.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("OPENAI_API_KEY"),
+            };
+            using var benchmark = new ServingBenchmark(options);
+            var results = await benchmark.RunAsync(new Progress<string>(Console.WriteLine), cancellation);
+            Print(results);
+            if (result.GetValue(json) is { } path)
+            {
+                var array = new JsonArray();
+                foreach (var level in results) array.Add(level.ToJson());
+                AtomicFile.WriteAllText(path, array.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                Console.WriteLine($"wrote {path}");
+            }
+            return results.Any(r => r.Errors > 0) ? 1 : 0;
+        });
+        return command;
+    }
+
+    static void Print(IReadOnlyList<ServingLevelResult> results)
+    {
+        // Redirected output would otherwise be squeezed into 80 columns.
+        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 160;
+        var table = new Table();
+        foreach (var column in new[] { "conc.", "requests", "errors", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "ITL p50", "ITL p99", "E2E p50", "E2E p99" })
+            table.AddColumn(new TableColumn(column).RightAligned());
+        foreach (var r in results)
+        {
+            table.AddRow(r.Concurrency.ToString(), r.Requests.ToString(), r.Errors.ToString(), r.RequestsPerSecond.ToString("F2"), r.OutputTokensPerSecond.ToString("F1"),
+                Ms(r.TtftMs.P50), Ms(r.TtftMs.P99), Ms(r.TpotMs.P50), Ms(r.TpotMs.P99), Ms(r.ItlMs.P50), Ms(r.ItlMs.P99), Ms(r.E2eMs.P50), Ms(r.E2eMs.P99));
+        }
+        table.Caption("latencies in ms; TPOT = (e2e - TTFT) / (tokens - 1)");
+        AnsiConsole.Write(table);
+        foreach (var r in results.Where(r => r.FirstError is not null))
+            Console.WriteLine($"concurrency {r.Concurrency}: {r.Errors} errors, first: {r.FirstError}");
+    }
+
+    static string Ms(double value) => double.IsNaN(value) ? "n/a" : value.ToString("F1");
+}

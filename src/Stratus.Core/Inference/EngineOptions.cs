@@ -1,0 +1,32 @@
+// Limits of one engine: how many sequences decode together, how much KV memory it holds and
+// how many requests may wait. Everything that bounds memory or latency under load is here.
+namespace Stratus.Inference;
+
+public sealed record EngineOptions
+{
+    /// <summary>Sequences decoded together in one step.</summary>
+    public int MaxBatchSize { get; init; } = 64;
+    /// <summary>Tokens per KV block.</summary>
+    public int BlockSize { get; init; } = 16;
+    /// <summary>KV blocks in the pool; null: enough for a full batch of full-context sequences,
+    /// capped by <see cref="MaxKvCacheBytes"/>.</summary>
+    public int? KvBlocks { get; init; }
+    public long MaxKvCacheBytes { get; init; } = 1L << 30;
+    /// <summary>Prompt plus max_tokens summed over running sequences; null: the pool's capacity.</summary>
+    public int? MaxTokensInFlight { get; init; }
+    /// <summary>Requests that may wait for a slot; one more is refused (HTTP 429).</summary>
+    public int MaxWaiting { get; init; } = 256;
+    /// <summary>Prompt tokens prefilled in one step (at least one prompt), so a burst of long
+    /// prompts does not stall the running sequences' decoding for long.</summary>
+    public int MaxPrefillTokensPerStep { get; init; } = 2048;
+
+    public void Validate()
+    {
+        if (MaxBatchSize < 1) throw new StratusUserException($"max batch size must be at least 1, got {MaxBatchSize}");
+        if (BlockSize < 1) throw new StratusUserException($"KV block size must be at least 1, got {BlockSize}");
+        if (KvBlocks is < 1) throw new StratusUserException($"KV blocks must be at least 1, got {KvBlocks}");
+        if (MaxTokensInFlight is < 1) throw new StratusUserException($"max tokens in flight must be at least 1, got {MaxTokensInFlight}");
+        if (MaxWaiting < 0) throw new StratusUserException($"max waiting must be 0 or more, got {MaxWaiting}");
+        if (MaxPrefillTokensPerStep < 1) throw new StratusUserException($"max prefill tokens per step must be at least 1, got {MaxPrefillTokensPerStep}");
+    }
+}

@@ -1,0 +1,57 @@
+// What a caller asks the engine for: prompt tokens and how to choose each next token. The HTTP
+// layer and the IChatClient both translate into this one record.
+namespace Stratus.Inference;
+
+public sealed record GenerationRequest
+{
+    public required IReadOnlyList<int> PromptTokens { get; init; }
+    public int MaxTokens { get; init; } = 16;
+    /// <summary>0 picks the most likely token (greedy).</summary>
+    public double Temperature { get; init; } = 1.0;
+    public double TopP { get; init; } = 1.0;
+    /// <summary>0: all tokens.</summary>
+    public int TopK { get; init; }
+    /// <summary>Drop tokens less likely than MinP times the most likely one (0: off).</summary>
+    public double MinP { get; init; }
+    public long? Seed { get; init; }
+    /// <summary>OpenAI's penalties over the generated tokens: presence once, frequency per occurrence.</summary>
+    public double PresencePenalty { get; init; }
+    public double FrequencyPenalty { get; init; }
+    /// <summary>CTRL's penalty over prompt and generated tokens (1: off).</summary>
+    public double RepetitionPenalty { get; init; } = 1.0;
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+    /// <summary>Null: no log-probabilities; otherwise the chosen token's and this many alternatives.</summary>
+    public int? Logprobs { get; init; }
+    /// <summary>Null: none; otherwise each prompt token's log-probability given the tokens
+    /// before it, with this many alternatives (scoring, e.g. echo with logprobs).</summary>
+    public int? PromptLogprobs { get; init; }
+    /// <summary>Text that ends generation; it is not part of the output.</summary>
+    public IReadOnlyList<string> Stop { get; init; } = [];
+    /// <summary>Tokens that end generation besides end-of-text (e.g. a chat template's end marker).</summary>
+    public IReadOnlyList<int> StopTokens { get; init; } = [];
+    /// <summary>Keep going past end-of-text (benchmarks need a fixed output length).</summary>
+    public bool IgnoreEos { get; init; }
+
+    public bool UsesPenalties => PresencePenalty != 0 || FrequencyPenalty != 0 || RepetitionPenalty != 1.0;
+}
+
+public static class FinishReason
+{
+    public const string Stop = "stop";
+    public const string Length = "length";
+    public const string Cancelled = "cancelled";
+}
+
+/// <summary>A token's log-probability, and the alternatives' when asked.</summary>
+public readonly record struct TokenLogprob(int Token, float Logprob);
+
+public readonly record struct GeneratedToken(int Token, float Logprob, TokenLogprob[]? TopLogprobs);
+
+/// <summary>The engine could not take the request now: its waiting queue is full.</summary>
+public sealed class EngineOverloadedException(string message, TimeSpan retryAfter) : Exception(message)
+{
+    public TimeSpan RetryAfter { get; } = retryAfter;
+}
+
+/// <summary>The engine has stopped (disposed or failed) and takes no more requests.</summary>
+public sealed class EngineUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

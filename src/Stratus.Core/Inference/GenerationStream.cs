@@ -1,0 +1,122 @@
+// Turns a sequence's tokens into text for a caller: decodes piece by piece (never splitting a
+// character), ends at a stop string (which is not shown) and holds back text that might be the
+// start of one. Both the HTTP API and the IChatClient read generations through this.
+using System.Runtime.CompilerServices;
+using System.Text;
+using Stratus.Tokenization;
+
+namespace Stratus.Inference;
+
+/// <summary>A piece of generated text and the token that completed it (text may be empty when
+/// the token only began a character or a possible stop string).</summary>
+public readonly record struct GenerationChunk(string Text, GeneratedToken? Token);
+
+public sealed class GenerationStream
+{
+    readonly Sequence sequence;
+    readonly ITokenizer tokenizer;
+    readonly IReadOnlyList<string> stops;
+    readonly StreamingDecoder decoder;
+    readonly StringBuilder held = new();
+    string? finishReason;
+
+    public GenerationStream(InferenceEngine engine, GenerationRequest request, CancellationToken cancellation = default)
+    {
+        tokenizer = engine.Tokenizer;
+        stops = request.Stop;
+        decoder = new StreamingDecoder(tokenizer);
+        sequence = engine.Submit(request, cancellation);
+    }
+
+    public int PromptTokens => sequence.PromptLength;
+    /// <summary>Tokens generated so far (up to a stop string: later ones are not counted).</summary>
+    public int CompletionTokens { get; private set; }
+    /// <summary>Prompt tokens' log-probabilities (GenerationRequest.PromptLogprobs), available
+    /// once the first chunk or the end has been read.</summary>
+    public IReadOnlyList<GeneratedToken>? PromptLogprobs => sequence.PromptLogprobs;
+
+    /// <summary>stop or length once the stream has ended.</summary>
+    public string? FinishReason => finishReason;
+
+    /// <summary>Yields text as it is generated. Breaking out early or cancelling drops the
+    /// sequence and frees its KV cache.</summary>
+    public async IAsyncEnumerable<GenerationChunk> ReadAllAsync([EnumeratorCancellation] CancellationToken cancellation = default)
+    {
+        var reader = sequence.Output;
+        var finished = false;
+        try
+        {
+            while (await reader.WaitToReadAsync(cancellation).ConfigureAwait(false))
+            {
+                while (reader.TryRead(out var token))
+                {
+                    CompletionTokens++;
+                    held.Append(decoder.Push(token.Token));
+                    var stopAt = FindStop(out var holdBack);
+                    if (stopAt >= 0)
+                    {
+                        finishReason = Inference.FinishReason.Stop;
+                        var text = held.ToString(0, stopAt);
+                        held.Clear();
+                        finished = true;
+                        sequence.Cancel();
+                        yield return new GenerationChunk(text, token);
+                        yield break;
+                    }
+                    var ready = held.Length - holdBack;
+                    var piece = ready > 0 ? held.ToString(0, ready) : "";
+                    held.Remove(0, ready);
+                    yield return new GenerationChunk(piece, token);
+                }
+            }
+            // Channel complete: the engine ended the sequence (an engine failure throws above).
+            finished = true;
+            held.Append(decoder.Flush());
+            finishReason = sequence.FinishReason == Inference.FinishReason.Stop ? Inference.FinishReason.Stop : Inference.FinishReason.Length;
+            var rest = held.ToString();
+            held.Clear();
+            // A stop string can only be completed by the flushed tail if it was held back.
+            var cut = IndexOfStop(rest);
+            if (cut >= 0)
+            {
+                rest = rest[..cut];
+                finishReason = Inference.FinishReason.Stop;
+            }
+            if (rest.Length > 0) yield return new GenerationChunk(rest, null);
+        }
+        finally
+        {
+            if (!finished) sequence.Cancel();
+        }
+    }
+
+    /// <summary>Index in the held text where a stop string starts, or -1; otherwise how many
+    /// trailing characters could still become one.</summary>
+    int FindStop(out int holdBack)
+    {
+        holdBack = 0;
+        if (stops.Count == 0) return -1;
+        var text = held.ToString();
+        var at = IndexOfStop(text);
+        if (at >= 0) return at;
+        foreach (var stop in stops)
+        {
+            for (var n = Math.Min(stop.Length - 1, text.Length); n > holdBack; n--)
+            {
+                if (text.AsSpan(text.Length - n).SequenceEqual(stop.AsSpan(0, n))) { holdBack = n; break; }
+            }
+        }
+        return -1;
+    }
+
+    int IndexOfStop(string text)
+    {
+        var best = -1;
+        foreach (var stop in stops)
+        {
+            var i = text.IndexOf(stop, StringComparison.Ordinal);
+            if (i >= 0 && (best < 0 || i < best)) best = i;
+        }
+        return best;
+    }
+}

@@ -1,0 +1,193 @@
+// The serving engine for one model: requests queue up, and a dedicated thread loops
+// schedule -> execute -> update. Between two decode steps newly admitted sequences are
+// prefilled and join the running batch (iteration-level, "continuous" batching); finished and
+// cancelled sequences leave it and free their KV blocks at once. Knows nothing about HTTP.
+using Stratus.Models;
+using Stratus.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Inference;
+
+public sealed class InferenceEngine : IDisposable
+{
+    readonly CausalLanguageModel model;
+    readonly KvBlockPool pool;
+    readonly Scheduler scheduler;
+    readonly ModelRunner runner;
+    readonly SemaphoreSlim wakeUp = new(0);
+    readonly CancellationTokenSource stopping = new();
+    readonly Thread thread;
+    readonly HashSet<int> endTokens = [];
+    readonly List<Sequence> group = [];
+    GeneratedToken[] chosen = new GeneratedToken[16];
+    long nextId;
+    volatile Exception? failure;
+
+    public InferenceEngine(CausalLanguageModel model, ITokenizer tokenizer, EngineOptions? options = null)
+    {
+        options ??= new EngineOptions();
+        options.Validate();
+        this.model = model;
+        Tokenizer = tokenizer;
+        model.eval();
+        var config = model.Config;
+        var blocksPerContext = (config.BlockSize + options.BlockSize - 1) / options.BlockSize;
+        var bytesPerBlock = KvBlockPool.BytesPerBlock(config.NLayer, model.KvHeads, config.HeadDim, options.BlockSize, model.ComputeDtype);
+        var blocks = options.KvBlocks ?? (int)Math.Max(blocksPerContext, Math.Min((long)options.MaxBatchSize * blocksPerContext, options.MaxKvCacheBytes / bytesPerBlock));
+        Options = options;
+        pool = new KvBlockPool(config.NLayer, model.KvHeads, config.HeadDim, blocks, options.BlockSize, model.ComputeDtype, model.Device);
+        scheduler = new Scheduler(Options, pool.Allocator);
+        runner = new ModelRunner(model, pool);
+        if (tokenizer.EndOfTextId is { } eot) endTokens.Add(eot);
+        thread = new Thread(Loop) { IsBackground = true, Name = "stratus-engine" };
+        thread.Start();
+    }
+
+    public EngineOptions Options { get; }
+    public ITokenizer Tokenizer { get; }
+    public ModelConfig ModelConfig => model.Config;
+    public int ContextLength => model.Config.BlockSize;
+
+    public int Running => scheduler.Running;
+    public int Waiting => scheduler.Waiting;
+    public int KvBlocksUsed => pool.Allocator.UsedBlocks;
+    public int KvBlocksTotal => pool.Allocator.BlockCount;
+    /// <summary>Fraction of KV blocks held by sequences (0 to 1).</summary>
+    public double KvCacheUsage => (double)KvBlocksUsed / KvBlocksTotal;
+    public bool IsHealthy => failure is null && !stopping.IsCancellationRequested;
+
+    /// <summary>Queues a request. Its tokens arrive on the sequence's channel; cancelling
+    /// <paramref name="cancellation"/> drops the sequence before the next decode step.</summary>
+    /// <exception cref="EngineOverloadedException">The waiting queue is full.</exception>
+    public Sequence Submit(GenerationRequest request, CancellationToken cancellation = default)
+    {
+        if (!IsHealthy) throw new EngineUnavailableException("the engine has stopped", failure);
+        Validate(request);
+        var sequence = new Sequence(Interlocked.Increment(ref nextId), request, model.Config.VocabSize);
+        // Registered before the sequence is queued, so the engine can always release it when the
+        // sequence ends, however it ends.
+        if (cancellation.CanBeCanceled)
+        {
+            sequence.CancellationRegistration = cancellation.UnsafeRegister(static (state, _) =>
+            {
+                var (s, engine) = ((Sequence, InferenceEngine))state!;
+                s.Cancel();
+                engine.wakeUp.Release();
+            }, (sequence, this));
+        }
+        bool queued;
+        try { queued = scheduler.TryEnqueue(sequence); }
+        catch
+        {
+            sequence.CancellationRegistration.Dispose();
+            throw;
+        }
+        if (!queued)
+        {
+            sequence.CancellationRegistration.Dispose();
+            throw new EngineOverloadedException($"the server is busy: {Options.MaxWaiting} requests are already waiting; retry shortly", TimeSpan.FromSeconds(1));
+        }
+        wakeUp.Release();
+        return sequence;
+    }
+
+    void Validate(GenerationRequest request)
+    {
+        var count = request.PromptTokens.Count;
+        if (count == 0) throw new StratusUserException("the prompt has no tokens");
+        if (request.MaxTokens < 0) throw new StratusUserException($"max_tokens must be 0 or more, got {request.MaxTokens}");
+        if (count + request.MaxTokens > ContextLength)
+            throw new StratusUserException($"the prompt ({count} tokens) plus max_tokens ({request.MaxTokens}) is over the model's context of {ContextLength} tokens");
+        var vocab = model.Config.VocabSize;
+        foreach (var t in request.PromptTokens)
+            if ((uint)t >= (uint)vocab) throw new StratusUserException($"token id {t} is outside the vocabulary of {vocab}");
+        if (request.LogitBias is { } bias)
+            foreach (var token in bias.Keys)
+                if ((uint)token >= (uint)vocab) throw new StratusUserException($"logit_bias names token {token}, outside the vocabulary of {vocab}");
+    }
+
+    void Loop()
+    {
+        using var noGrad = no_grad();
+        try
+        {
+            while (!stopping.IsCancellationRequested)
+            {
+                if (!scheduler.HasWork)
+                {
+                    wakeUp.Wait(TimeSpan.FromMilliseconds(200));
+                    continue;
+                }
+                Step();
+            }
+            scheduler.FailAll(new EngineUnavailableException("the engine stopped"));
+        }
+        catch (Exception e)
+        {
+            // A bug in the model or runner: fail every sequence rather than leave callers hanging.
+            failure = e;
+            scheduler.FailAll(new EngineUnavailableException($"the engine failed: {e.Message}", e));
+        }
+    }
+
+    void Step()
+    {
+        var (prefill, decode) = scheduler.Schedule();
+        if (decode.Count > 0)
+        {
+            if (chosen.Length < decode.Count) chosen = new GeneratedToken[Math.Max(decode.Count, chosen.Length * 2)];
+            runner.Decode(decode, chosen);
+            for (var i = 0; i < decode.Count; i++) Update(decode[i], chosen[i]);
+        }
+        // Prompts of equal length are prefilled together, one length at a time. Cancelled
+        // ones are skipped here and released by the next Schedule.
+        prefill.Sort(ByPromptLength);
+        for (var start = 0; start < prefill.Count;)
+        {
+            var length = prefill[start].PromptLength;
+            group.Clear();
+            for (; start < prefill.Count && prefill[start].PromptLength == length; start++)
+                if (!prefill[start].CancelRequested) group.Add(prefill[start]);
+            if (group.Count == 0) continue;
+            if (chosen.Length < group.Count) chosen = new GeneratedToken[Math.Max(group.Count, chosen.Length * 2)];
+            // Prefill even for max_tokens 0: it scores the prompt when prompt logprobs are asked.
+            runner.Prefill(group, chosen);
+            for (var g = 0; g < group.Count; g++)
+            {
+                if (group[g].Request.MaxTokens == 0) scheduler.Release(group[g], FinishReason.Length);
+                else Update(group[g], chosen[g]);
+            }
+        }
+    }
+
+    static readonly Comparison<Sequence> ByPromptLength = (a, b) => a.PromptLength.CompareTo(b.PromptLength);
+
+    /// <summary>Appends a chosen token and ends the sequence when it is done.</summary>
+    void Update(Sequence sequence, GeneratedToken token)
+    {
+        var request = sequence.Request;
+        var isEnd = (!request.IgnoreEos && endTokens.Contains(token.Token)) || Contains(request.StopTokens, token.Token);
+        // End markers are counted as generated (as vLLM does) but never shown as text.
+        sequence.Append(token, emit: !isEnd);
+        if (isEnd) scheduler.Release(sequence, FinishReason.Stop);
+        else if (sequence.Generated >= request.MaxTokens || sequence.Length >= ContextLength) scheduler.Release(sequence, FinishReason.Length);
+    }
+
+    static bool Contains(IReadOnlyList<int> tokens, int token)
+    {
+        for (var i = 0; i < tokens.Count; i++)
+            if (tokens[i] == token) return true;
+        return false;
+    }
+
+    public void Dispose()
+    {
+        if (stopping.IsCancellationRequested) return;
+        stopping.Cancel();
+        wakeUp.Release();
+        thread.Join();
+        // wakeUp is left to the GC: a late cancellation callback may still Release it.
+        pool.Dispose();
+    }
+}

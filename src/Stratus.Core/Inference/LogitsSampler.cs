@@ -1,0 +1,145 @@
+// Chooses each sequence's next token from its row of logits on the CPU, with that sequence's own
+// settings (bias, penalties, temperature, top-k, top-p, min-p) and random generator, so rows of
+// one batch never influence each other. Works on spans and reusable scratch arrays: no
+// allocation per token unless log-probability alternatives are asked for.
+namespace Stratus.Inference;
+
+public sealed class LogitsSampler(int vocabSize)
+{
+    readonly float[] probabilities = new float[vocabSize];
+    readonly int[] order = new int[vocabSize];
+    readonly float[] sortKeys = new float[vocabSize];
+
+    /// <summary>Picks a token for <paramref name="sequence"/> from <paramref name="logits"/>
+    /// (modified in place).</summary>
+    public GeneratedToken Choose(Span<float> logits, Sequence sequence)
+    {
+        var request = sequence.Request;
+        if (request.LogitBias is { } bias)
+            foreach (var (token, value) in bias) logits[token] += value;
+        if (request.UsesPenalties) ApplyPenalties(logits, sequence);
+
+        int chosen;
+        if (request.Temperature == 0) chosen = ArgMax(logits);
+        else chosen = SampleFiltered(logits, request, sequence.Random!);
+
+        if (request.Logprobs is not { } alternatives) return new GeneratedToken(chosen, 0, null);
+        // Log-probabilities of the distribution the model proposed after bias and penalties,
+        // before temperature and truncation (vLLM's default).
+        var logSum = LogSumExp(logits);
+        TokenLogprob[]? top = alternatives > 0 ? TopLogprobs(logits, alternatives, logSum) : null;
+        return new GeneratedToken(chosen, logits[chosen] - logSum, top);
+    }
+
+    static void ApplyPenalties(Span<float> logits, Sequence sequence)
+    {
+        var request = sequence.Request;
+        var counts = sequence.OutputCounts!;
+        var inPrompt = sequence.PromptTokenSet!;
+        var repetition = (float)request.RepetitionPenalty;
+        var presence = (float)request.PresencePenalty;
+        var frequency = (float)request.FrequencyPenalty;
+        for (var i = 0; i < logits.Length; i++)
+        {
+            var count = counts[i];
+            if (repetition != 1f && (count > 0 || inPrompt[i]))
+                logits[i] = logits[i] > 0 ? logits[i] / repetition : logits[i] * repetition;
+            if (count > 0) logits[i] -= frequency * count + presence;
+        }
+    }
+
+    int SampleFiltered(Span<float> logits, GenerationRequest request, Random random)
+    {
+        var n = logits.Length;
+        var inverse = (float)(1.0 / request.Temperature);
+        var max = float.NegativeInfinity;
+        for (var i = 0; i < n; i++)
+        {
+            logits[i] *= inverse;
+            if (logits[i] > max) max = logits[i];
+        }
+        var needsOrder = (request.TopK > 0 && request.TopK < n) || request.TopP < 1.0;
+        var count = n;
+        if (needsOrder)
+        {
+            // Sort token ids by descending logit; then the kept set is a prefix of `order`.
+            for (var i = 0; i < n; i++)
+            {
+                order[i] = i;
+                sortKeys[i] = -logits[i];
+            }
+            Array.Sort(sortKeys, order, 0, n);
+            if (request.TopK > 0) count = Math.Min(count, request.TopK);
+            var sum = 0.0;
+            for (var i = 0; i < count; i++) sum += probabilities[i] = MathF.Exp(logits[order[i]] - max);
+            if (request.TopP < 1.0)
+            {
+                // Keep the smallest prefix whose probability reaches top_p; the first always stays.
+                var cumulative = 0.0;
+                for (var i = 0; i < count; i++)
+                {
+                    cumulative += probabilities[i] / sum;
+                    if (cumulative >= request.TopP) { count = i + 1; break; }
+                }
+            }
+        }
+        else
+        {
+            for (var i = 0; i < n; i++)
+            {
+                order[i] = i;
+                probabilities[i] = MathF.Exp(logits[i] - max);
+            }
+        }
+        // min-p relative to the most likely token, whose unnormalised probability is exp(0) = 1.
+        var threshold = (float)request.MinP;
+        var total = 0.0;
+        for (var i = 0; i < count; i++)
+        {
+            if (probabilities[i] < threshold) probabilities[i] = 0;
+            total += probabilities[i];
+        }
+        var target = random.NextDouble() * total;
+        var last = order[0];
+        for (var i = 0; i < count; i++)
+        {
+            if (probabilities[i] <= 0) continue;
+            last = order[i];
+            target -= probabilities[i];
+            if (target < 0) return last;
+        }
+        return last;
+    }
+
+    public static int ArgMax(ReadOnlySpan<float> values)
+    {
+        var best = 0;
+        for (var i = 1; i < values.Length; i++)
+            if (values[i] > values[best]) best = i;
+        return best;
+    }
+
+    static float LogSumExp(ReadOnlySpan<float> logits)
+    {
+        var max = logits[ArgMax(logits)];
+        var sum = 0.0;
+        foreach (var x in logits) sum += Math.Exp(x - max);
+        return max + (float)Math.Log(sum);
+    }
+
+    static TokenLogprob[] TopLogprobs(ReadOnlySpan<float> logits, int k, float logSum)
+    {
+        k = Math.Min(k, logits.Length);
+        var top = new TokenLogprob[k];
+        var filled = 0;
+        for (var i = 0; i < logits.Length; i++)
+        {
+            var value = logits[i] - logSum;
+            if (filled == k && value <= top[k - 1].Logprob) continue;
+            var at = filled < k ? filled++ : k - 1;
+            while (at > 0 && top[at - 1].Logprob < value) { top[at] = top[at - 1]; at--; }
+            top[at] = new TokenLogprob(i, value);
+        }
+        return top;
+    }
+}

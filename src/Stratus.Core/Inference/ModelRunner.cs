@@ -1,0 +1,134 @@
+// Executes what the scheduler decided: a prefill forward per newly admitted prompt and one
+// batched decode forward over every running sequence, each reading and writing the paged KV
+// cache; then each row's next token is chosen on the CPU.
+using Stratus.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Inference;
+
+public sealed class ModelRunner
+{
+    readonly CausalLanguageModel model;
+    readonly PagedKvCache cache;
+    readonly LogitsSampler sampler;
+    readonly int vocab;
+    float[] logits = [];
+    int[] lengths = [];
+    IReadOnlyList<int>[] tables = [];
+
+    public ModelRunner(CausalLanguageModel model, KvBlockPool pool)
+    {
+        this.model = model;
+        cache = new PagedKvCache(pool);
+        vocab = model.Config.VocabSize;
+        sampler = new LogitsSampler(vocab);
+    }
+
+    /// <summary>Runs prompts of equal length through the model in one forward and chooses each
+    /// one's first generated token (n choices of one prompt, or a burst of equal prompts, share
+    /// one prefill's fixed costs).</summary>
+    public void Prefill(List<Sequence> rows, Span<GeneratedToken> chosen)
+    {
+        var batch = rows.Count;
+        var length = rows[0].PromptLength;
+        EnsureCapacity(batch);
+        var input = new long[batch * length];
+        for (var b = 0; b < batch; b++)
+        {
+            var sequence = rows[b];
+            if (sequence.PromptLength != length) throw new InvalidOperationException("a prefill batch needs prompts of one length");
+            lengths[b] = 0;
+            tables[b] = sequence.Blocks;
+            var prompt = sequence.Tokens;
+            for (var i = 0; i < length; i++) input[b * length + i] = prompt[i];
+        }
+        cache.Prepare(batch, length, lengths, tables);
+        using (var scope = NewDisposeScope())
+        {
+            var output = model.Forward(tensor(input, [batch, length], device: model.Device), cache);
+            CopyRows(output[.., -1, ..], batch);
+            for (var b = 0; b < batch; b++)
+            {
+                if (rows[b].Request.PromptLogprobs is { } alternatives && length > 1)
+                    rows[b].PromptLogprobs = ScorePrompt(output[b].narrow(0, 0, length - 1), input.AsSpan(b * length, length), alternatives);
+            }
+        }
+        for (var b = 0; b < batch; b++)
+        {
+            rows[b].CachedTokens = length;
+            chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, vocab), rows[b]);
+        }
+    }
+
+    /// <summary>One decode step for all rows; writes each row's next token to <paramref name="chosen"/>.</summary>
+    public void Decode(List<Sequence> rows, Span<GeneratedToken> chosen)
+    {
+        var batch = rows.Count;
+        EnsureCapacity(batch);
+        var input = new long[batch];
+        for (var b = 0; b < batch; b++)
+        {
+            var sequence = rows[b];
+            lengths[b] = sequence.CachedTokens;
+            tables[b] = sequence.Blocks;
+            input[b] = sequence.LastToken;
+        }
+        cache.Prepare(batch, 1, lengths, tables);
+        using (var scope = NewDisposeScope())
+        {
+            var output = model.Forward(tensor(input, [batch, 1], device: model.Device), cache);
+            CopyRows(output.view(batch, vocab), batch);
+        }
+        for (var b = 0; b < batch; b++)
+        {
+            rows[b].CachedTokens++;
+            chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, vocab), rows[b]);
+        }
+    }
+
+    /// <summary>Log-probability of each prompt token after the first, given the ones before it,
+    /// computed on the model's device so only [T-1] and [T-1, k] values are copied back.</summary>
+    static GeneratedToken[] ScorePrompt(Tensor logits, ReadOnlySpan<long> prompt, int alternatives)
+    {
+        var count = prompt.Length - 1;
+        var logp = logits.log_softmax(-1);
+        var targets = tensor(prompt[1..].ToArray(), [count, 1], device: logits.device);
+        var chosen = logp.gather(1, targets).cpu().data<float>().ToArray();
+        float[]? topValues = null;
+        long[]? topIds = null;
+        var k = Math.Min(alternatives, (int)logits.shape[^1]);
+        if (k > 0)
+        {
+            var (values, indices) = logp.topk(k, dim: -1);
+            topValues = values.cpu().data<float>().ToArray();
+            topIds = indices.cpu().data<long>().ToArray();
+        }
+        var result = new GeneratedToken[count];
+        for (var i = 0; i < count; i++)
+        {
+            TokenLogprob[]? top = null;
+            if (topValues is not null)
+            {
+                top = new TokenLogprob[k];
+                for (var j = 0; j < k; j++) top[j] = new TokenLogprob((int)topIds![i * k + j], topValues[i * k + j]);
+            }
+            result[i] = new GeneratedToken((int)prompt[i + 1], chosen[i], top);
+        }
+        return result;
+    }
+
+    void CopyRows(Tensor rows, int batch)
+    {
+        using var cpu = rows.to(ScalarType.Float32).cpu().contiguous();
+        cpu.data<float>().CopyTo(logits.AsSpan(0, batch * vocab), 0, 0);
+    }
+
+    void EnsureCapacity(int batch)
+    {
+        if (lengths.Length >= batch) return;
+        lengths = new int[batch];
+        tables = new IReadOnlyList<int>[batch];
+        logits = new float[batch * vocab];
+    }
+}

@@ -1,0 +1,96 @@
+// IKvCache over the block pool for a batch of sequences that sit at different positions: each
+// step writes the new keys/values into the sequences' own blocks and gathers every row's blocks
+// into [B, H, S, D] with a mask that hides the padding past each row's length.
+using TorchSharp;
+using static TorchSharp.torch;
+using Stratus.Models;
+
+namespace Stratus.Inference;
+
+public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
+{
+    // Per-step inputs set by Prepare; the arrays grow to the largest batch seen and are reused.
+    IReadOnlyList<int>[] blockTables = [];
+    int[] lengths = [];
+    int batch, newTokens;
+    // Per-step tensors: created inside the model's forward dispose scope, so they are released
+    // with its other temporaries.
+    Tensor? writeSlots, readBlocks, mask;
+    int span, gathered;
+
+    /// <summary>Sets up the next forward: row b continues after lengths[b] cached tokens and
+    /// owns blockTables[b], which must already cover lengths[b] + newTokens tokens.</summary>
+    public void Prepare(int rows, int tokensPerRow, ReadOnlySpan<int> cachedLengths, ReadOnlySpan<IReadOnlyList<int>> tables)
+    {
+        if (lengths.Length < rows)
+        {
+            lengths = new int[rows];
+            blockTables = new IReadOnlyList<int>[rows];
+        }
+        for (var b = 0; b < rows; b++)
+        {
+            lengths[b] = cachedLengths[b];
+            blockTables[b] = tables[b];
+            if (tables[b].Count * pool.BlockSize < cachedLengths[b] + tokensPerRow)
+                throw new InvalidOperationException($"row {b} has {tables[b].Count} blocks for {cachedLengths[b] + tokensPerRow} tokens");
+        }
+        batch = rows;
+        newTokens = tokensPerRow;
+    }
+
+    public Tensor BeginStep(int tokens)
+    {
+        if (tokens != newTokens) throw new InvalidOperationException($"prepared for {newTokens} new tokens per row, the model sent {tokens}");
+        var blockSize = pool.BlockSize;
+        var blocksPerRow = 0;
+        for (var b = 0; b < batch; b++) blocksPerRow = Math.Max(blocksPerRow, (lengths[b] + tokens + blockSize - 1) / blockSize);
+        // Whole blocks are gathered (a few long copies instead of many short ones), so the
+        // span is rounded up to a block; the mask hides what lies past each row's tokens.
+        span = gathered = blocksPerRow * blockSize;
+        var positions = new long[batch * tokens];
+        var writes = new long[batch * tokens];
+        var reads = new long[batch * blocksPerRow];
+        for (var b = 0; b < batch; b++)
+        {
+            var table = blockTables[b];
+            for (var t = 0; t < tokens; t++)
+            {
+                var p = lengths[b] + t;
+                positions[b * tokens + t] = p;
+                writes[b * tokens + t] = (long)table[p / blockSize] * blockSize + p % blockSize;
+            }
+            var used = (lengths[b] + tokens + blockSize - 1) / blockSize;
+            // Padding reads block table[0]: any valid block will do, the mask hides it.
+            for (var j = 0; j < blocksPerRow; j++) reads[b * blocksPerRow + j] = table[j < used ? j : 0];
+        }
+        var device = pool.Device;
+        var positionTensor = tensor(positions, [batch, tokens], device: device);
+        writeSlots = tensor(writes, device: device);
+        readBlocks = tensor(reads, device: device);
+        // Prompts into empty caches attend only over themselves: plain causal attention over
+        // the first `tokens` keys, without a mask (the faster kernel).
+        var onlyCausal = true;
+        for (var b = 0; b < batch; b++) onlyCausal &= lengths[b] == 0;
+        if (onlyCausal) span = tokens;
+        // Key s is visible to the query at position p when s <= p: causality and padding in one.
+        mask = onlyCausal ? null : positionTensor.unsqueeze(-1).ge(arange(span, dtype: ScalarType.Int64, device: device).view(1, 1, span)).unsqueeze(1);
+        return positionTensor;
+    }
+
+    public (Tensor Keys, Tensor Values, Tensor? Mask) Append(int layer, Tensor k, Tensor v)
+    {
+        var (heads, dim) = (k.shape[1], k.shape[3]);
+        var poolKeys = pool.Keys(layer);
+        var poolValues = pool.Values(layer);
+        poolKeys.index_copy_(0, writeSlots!, k.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
+        poolValues.index_copy_(0, writeSlots!, v.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
+        var keys = pool.KeyBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
+        var values = pool.ValueBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
+        return (keys, values, mask);
+    }
+
+    public void EndStep()
+    {
+        writeSlots = readBlocks = mask = null;
+    }
+}

@@ -1,0 +1,116 @@
+// Decides, before every engine step, which sequences run: it admits waiting sequences in
+// arrival order while the batch, the tokens in flight and the KV blocks allow, and drops
+// cancelled ones at once, returning their blocks. It knows nothing about tensors, so it can be
+// tested without a model (vLLM's scheduler / model runner split).
+namespace Stratus.Inference;
+
+public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
+{
+    readonly long tokenLimit = Math.Min(options.MaxTokensInFlight ?? long.MaxValue, (long)blocks.BlockCount * blocks.BlockSize);
+    readonly LinkedList<Sequence> waiting = new();
+    readonly object waitingLock = new();
+    readonly List<Sequence> running = [];
+    readonly List<Sequence> prefill = [];
+    readonly List<Sequence> decode = [];
+    // Counts are read by metrics from other threads.
+    int waitingCount, runningCount;
+    long tokensInFlight;
+
+    public int Running => Volatile.Read(ref runningCount);
+    public int Waiting => Volatile.Read(ref waitingCount);
+
+    /// <summary>Queues a sequence; false when the waiting queue is full.</summary>
+    public bool TryEnqueue(Sequence sequence)
+    {
+        if (sequence.ReservedTokens > tokenLimit)
+            throw new StratusUserException($"the request needs {sequence.ReservedTokens} tokens of KV cache, more than the engine holds ({tokenLimit}); lower max_tokens");
+        lock (waitingLock)
+        {
+            if (waitingCount >= options.MaxWaiting) return false;
+            waiting.AddLast(sequence);
+            waitingCount++;
+        }
+        return true;
+    }
+
+    public bool HasWork => Running > 0 || Waiting > 0;
+
+    /// <summary>Sequences to prefill (just admitted) and to decode (already running) this step.
+    /// The lists are reused: read them before the next call.</summary>
+    public (List<Sequence> Prefill, List<Sequence> Decode) Schedule()
+    {
+        prefill.Clear();
+        decode.Clear();
+        for (var i = running.Count - 1; i >= 0; i--)
+        {
+            if (running[i].CancelRequested) Release(running[i], FinishReason.Cancelled);
+        }
+        DropCancelledWaiting();
+
+        foreach (var sequence in running) decode.Add(sequence);
+        var prefillTokens = 0;
+        while (running.Count < options.MaxBatchSize)
+        {
+            Sequence next;
+            lock (waitingLock)
+            {
+                if (waiting.First is null) break;
+                next = waiting.First.Value;
+                if (tokensInFlight + next.ReservedTokens > tokenLimit) break;
+                if (prefill.Count > 0 && prefillTokens + next.PromptLength > options.MaxPrefillTokensPerStep) break;
+                if (!blocks.TryAllocate(blocks.BlocksFor(next.ReservedTokens), next.Blocks)) break;
+                waiting.RemoveFirst();
+                waitingCount--;
+            }
+            tokensInFlight += next.ReservedTokens;
+            prefillTokens += next.PromptLength;
+            running.Add(next);
+            prefill.Add(next);
+        }
+        Volatile.Write(ref runningCount, running.Count);
+        return (prefill, decode);
+    }
+
+    /// <summary>Ends a running sequence and returns its blocks to the pool.</summary>
+    public void Release(Sequence sequence, string reason, Exception? error = null)
+    {
+        if (running.Remove(sequence))
+        {
+            tokensInFlight -= sequence.ReservedTokens;
+            blocks.Free(sequence.Blocks);
+            Volatile.Write(ref runningCount, running.Count);
+        }
+        if (error is null) sequence.Finish(reason);
+        else sequence.Fail(error);
+    }
+
+    /// <summary>Ends every sequence with an error (the engine failed or is shutting down).</summary>
+    public void FailAll(Exception error)
+    {
+        foreach (var sequence in running.ToArray()) Release(sequence, FinishReason.Cancelled, error);
+        lock (waitingLock)
+        {
+            foreach (var sequence in waiting) sequence.Fail(error);
+            waiting.Clear();
+            waitingCount = 0;
+        }
+    }
+
+    void DropCancelledWaiting()
+    {
+        lock (waitingLock)
+        {
+            for (var node = waiting.First; node is not null;)
+            {
+                var next = node.Next;
+                if (node.Value.CancelRequested)
+                {
+                    waiting.Remove(node);
+                    waitingCount--;
+                    node.Value.Finish(FinishReason.Cancelled);
+                }
+                node = next;
+            }
+        }
+    }
+}

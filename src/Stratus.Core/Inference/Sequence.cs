@@ -1,0 +1,85 @@
+// One generation in flight: its tokens, its KV blocks, its random generator and the channel its
+// tokens flow out through. Owned by the engine thread; other threads only read the channel,
+// request cancellation and read the counters after completion.
+using System.Threading.Channels;
+
+namespace Stratus.Inference;
+
+public sealed class Sequence
+{
+    readonly int[] tokens;
+    readonly Channel<GeneratedToken> output = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    volatile bool cancelRequested;
+
+    internal Sequence(long id, GenerationRequest request, int vocabSize)
+    {
+        Id = id;
+        Request = request;
+        PromptLength = request.PromptTokens.Count;
+        tokens = new int[PromptLength + request.MaxTokens];
+        for (var i = 0; i < PromptLength; i++) tokens[i] = request.PromptTokens[i];
+        Length = PromptLength;
+        if (request.Temperature > 0) Random = request.Seed is { } seed ? new Random(unchecked((int)(seed ^ (seed >> 32)))) : new Random();
+        if (request.UsesPenalties)
+        {
+            OutputCounts = new int[vocabSize];
+            PromptTokenSet = new bool[vocabSize];
+            foreach (var t in request.PromptTokens) PromptTokenSet[t] = true;
+        }
+    }
+
+    public long Id { get; }
+    public GenerationRequest Request { get; }
+    public int PromptLength { get; }
+
+    /// <summary>Prompt plus generated tokens so far.</summary>
+    public int Length { get; private set; }
+    public int Generated => Length - PromptLength;
+
+    /// <summary>Tokens whose keys and values are in the cache.</summary>
+    internal int CachedTokens { get; set; }
+    internal List<int> Blocks { get; } = [];
+    internal CancellationTokenRegistration CancellationRegistration { get; set; }
+    internal Random? Random { get; }
+    internal int[]? OutputCounts { get; }
+    internal bool[]? PromptTokenSet { get; }
+    internal int ReservedTokens => tokens.Length;
+
+    public ReadOnlySpan<int> Tokens => tokens.AsSpan(0, Length);
+    public int LastToken => tokens[Length - 1];
+
+    /// <summary>stop, length or cancelled once the sequence is over; null before.</summary>
+    public string? FinishReason { get; private set; }
+
+    public bool CancelRequested => cancelRequested;
+
+    /// <summary>Log-probabilities of prompt tokens 1..n-1 when asked; set by the prefill before
+    /// any token is written, so readers see it once a token or the end has arrived.</summary>
+    public IReadOnlyList<GeneratedToken>? PromptLogprobs { get; internal set; }
+
+    public ChannelReader<GeneratedToken> Output => output.Reader;
+
+    /// <summary>Asks the engine to drop the sequence; it does so before its next step.</summary>
+    public void Cancel() => cancelRequested = true;
+
+    internal void Append(GeneratedToken token, bool emit)
+    {
+        tokens[Length++] = token.Token;
+        if (OutputCounts is not null) OutputCounts[token.Token]++;
+        if (emit) output.Writer.TryWrite(token);
+    }
+
+    internal void Finish(string reason)
+    {
+        FinishReason = reason;
+        output.Writer.TryComplete();
+        CancellationRegistration.Dispose();
+    }
+
+    internal void Fail(Exception error)
+    {
+        FinishReason = Inference.FinishReason.Cancelled;
+        output.Writer.TryComplete(error);
+        CancellationRegistration.Dispose();
+    }
+}

@@ -1,0 +1,34 @@
+// Errors in OpenAI's shape, {"error": {"message", "type", "param", "code"}}: every failure a
+// client can cause is thrown as an ApiException and written by ErrorMiddleware, so handlers
+// never build error bodies themselves.
+using System.Text.Json.Serialization;
+
+namespace Stratus.Server.Api;
+
+public sealed class ApiException(int status, string message, string? param = null, string? code = null, string? type = null) : Exception(message)
+{
+    public int Status { get; } = status;
+    public string? Param { get; } = param;
+    public string? Code { get; } = code;
+    public string Type { get; } = type ?? status switch
+    {
+        429 => "rate_limit_error",
+        >= 500 => "server_error",
+        _ => "invalid_request_error",
+    };
+    /// <summary>Seconds the client should wait before retrying (429 and 503).</summary>
+    public int? RetryAfterSeconds { get; init; }
+
+    public static ApiException Invalid(string message, string? param = null, string? code = null) => new(400, message, param, code);
+
+    public static ApiException ModelNotFound(string model) =>
+        new(404, $"The model `{model}` does not exist.", "model", "model_not_found");
+}
+
+public sealed record ErrorBody([property: JsonPropertyName("error")] ErrorDetail Error);
+
+public sealed record ErrorDetail(
+    [property: JsonPropertyName("message")] string Message,
+    [property: JsonPropertyName("type")] string Type,
+    [property: JsonPropertyName("param")] string? Param,
+    [property: JsonPropertyName("code")] string? Code);

@@ -1,0 +1,54 @@
+// One set of JSON settings for the API: snake_case names as OpenAI spells them, strict types
+// (a string where a number belongs is a 400), unknown fields ignored as OpenAI does.
+using System.Text.Json;
+using System.Text.Unicode;
+using System.Text.Json.Serialization;
+
+namespace Stratus.Server.Api;
+
+public static class OpenAiJson
+{
+    public static readonly JsonSerializerOptions Options = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        NumberHandling = JsonNumberHandling.Strict,
+        ReadCommentHandling = JsonCommentHandling.Disallow,
+        AllowTrailingCommas = false,
+        MaxDepth = 32,
+    };
+
+    /// <summary>Reads the request body as <typeparamref name="T"/>; malformed JSON and wrong
+    /// types become a 400 naming the field.</summary>
+    public static async Task<T> ReadAsync<T>(HttpRequest request, CancellationToken cancellation) where T : class
+    {
+        // Kestrel caps the body size while this reads it (413 past the limit).
+        using var buffer = new MemoryStream();
+        await request.Body.CopyToAsync(buffer, cancellation);
+        var bytes = buffer.GetBuffer().AsSpan(0, (int)buffer.Length);
+        // JSON is UTF-8 (RFC 8259); the parser would skip unchecked bytes inside ignored fields.
+        if (!Utf8.IsValid(bytes))
+            throw ApiException.Invalid("We could not parse the JSON body of your request: it is not valid UTF-8.");
+        T? value;
+        try
+        {
+            value = JsonSerializer.Deserialize<T>(bytes, Options);
+        }
+        catch (JsonException e)
+        {
+            var param = e.Path is { Length: > 2 } path ? path.TrimStart('$', '.') : null;
+            var reason = param is null ? "the body is not valid JSON" : $"'{param}' has the wrong type or is malformed";
+            throw ApiException.Invalid($"We could not parse the JSON body of your request: {reason}. ({Describe(e)})", param);
+        }
+        return value ?? throw ApiException.Invalid("The request body must be a JSON object.");
+    }
+
+    /// <summary>The parser's reason without .NET type names or stack details.</summary>
+    static string Describe(JsonException e)
+    {
+        var message = e.Message;
+        var cut = message.IndexOf(" Path:", StringComparison.Ordinal);
+        if (cut > 0) message = message[..cut];
+        message = message.Replace("System.", "", StringComparison.Ordinal);
+        return message.Length > 200 ? message[..200] : message;
+    }
+}

@@ -1,0 +1,70 @@
+// Request bodies of the OpenAI API as records. Fields that OpenAI lets take several shapes
+// (stop, prompt, message content) are JsonElement and are checked by RequestParser.
+using System.Text.Json;
+
+namespace Stratus.Server.Api;
+
+/// <summary>Sampling fields shared by chat and text completions (OpenAI's plus vLLM's extras).</summary>
+public abstract record SamplingFields
+{
+    public string? Model { get; init; }
+    public int? MaxTokens { get; init; }
+    public double? Temperature { get; init; }
+    public double? TopP { get; init; }
+    public int? TopK { get; init; }
+    public double? MinP { get; init; }
+    public int? N { get; init; }
+    public JsonElement? Stop { get; init; }
+    public long? Seed { get; init; }
+    public double? PresencePenalty { get; init; }
+    public double? FrequencyPenalty { get; init; }
+    public double? RepetitionPenalty { get; init; }
+    public Dictionary<string, double>? LogitBias { get; init; }
+    public string? User { get; init; }
+    public bool? Stream { get; init; }
+    public StreamOptions? StreamOptions { get; init; }
+    /// <summary>vLLM's extension: keep generating past end-of-text (benchmarks).</summary>
+    public bool? IgnoreEos { get; init; }
+}
+
+public sealed record StreamOptions
+{
+    public bool? IncludeUsage { get; init; }
+}
+
+public sealed record ChatCompletionRequest : SamplingFields
+{
+    public List<ChatMessageBody?>? Messages { get; init; }
+    public int? MaxCompletionTokens { get; init; }
+    public bool? Logprobs { get; init; }
+    public int? TopLogprobs { get; init; }
+}
+
+public sealed record ChatMessageBody
+{
+    public string? Role { get; init; }
+    /// <summary>A string, or an array of parts {"type": "text", "text": ...}.</summary>
+    public JsonElement? Content { get; init; }
+    public string? Name { get; init; }
+}
+
+public sealed record CompletionRequest : SamplingFields
+{
+    /// <summary>A string, an array of strings, an array of token ids, or an array of those.</summary>
+    public JsonElement? Prompt { get; init; }
+    public int? Logprobs { get; init; }
+    public bool? Echo { get; init; }
+}
+
+public sealed record TokenizeRequest
+{
+    public string? Model { get; init; }
+    public string? Prompt { get; init; }
+    public List<ChatMessageBody?>? Messages { get; init; }
+}
+
+public sealed record DetokenizeRequest
+{
+    public string? Model { get; init; }
+    public List<int>? Tokens { get; init; }
+}

@@ -1,0 +1,71 @@
+// Response bodies of the OpenAI API as records, field for field as OpenAI writes them
+// (including the nulls it writes, such as finish_reason in a streamed chunk).
+using System.Text.Json.Serialization;
+
+namespace Stratus.Server.Api;
+
+public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens)
+{
+    public static Usage Of(int prompt, int completion) => new(prompt, completion, prompt + completion);
+}
+
+public sealed record ModelList(IReadOnlyList<ModelCard> Data)
+{
+    public string Object => "list";
+}
+
+public sealed record ModelCard(string Id, long Created, int MaxModelLen)
+{
+    public string Object => "model";
+    public string OwnedBy => "stratus";
+}
+
+public sealed record ChatCompletion(string Id, long Created, string Model, IReadOnlyList<ChatChoice> Choices, Usage Usage)
+{
+    public string Object => "chat.completion";
+}
+
+public sealed record ChatChoice(int Index, ChatMessageOut Message, ChatLogprobs? Logprobs, string? FinishReason);
+
+public sealed record ChatMessageOut(string Content)
+{
+    public string Role => "assistant";
+}
+
+public sealed record ChatCompletionChunk(string Id, long Created, string Model, IReadOnlyList<ChatChunkChoice> Choices)
+{
+    public string Object => "chat.completion.chunk";
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public Usage? Usage { get; init; }
+}
+
+public sealed record ChatChunkChoice(int Index, ChatDelta Delta, ChatLogprobs? Logprobs, string? FinishReason);
+
+public sealed record ChatDelta
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Role { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Content { get; init; }
+}
+
+public sealed record ChatLogprobs(IReadOnlyList<ChatTokenLogprob> Content);
+
+public sealed record ChatTokenLogprob(string Token, float Logprob, IReadOnlyList<int> Bytes, IReadOnlyList<ChatTopLogprob> TopLogprobs);
+
+public sealed record ChatTopLogprob(string Token, float Logprob, IReadOnlyList<int> Bytes);
+
+public sealed record Completion(string Id, long Created, string Model, IReadOnlyList<CompletionChoice> Choices)
+{
+    public string Object => "text_completion";
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public Usage? Usage { get; init; }
+}
+
+public sealed record CompletionChoice(int Index, string Text, CompletionLogprobs? Logprobs, string? FinishReason);
+
+public sealed record CompletionLogprobs(
+    IReadOnlyList<string> Tokens,
+    IReadOnlyList<float?> TokenLogprobs,
+    IReadOnlyList<Dictionary<string, float>?> TopLogprobs,
+    IReadOnlyList<int> TextOffset);
+
+public sealed record TokenizeResponse(IReadOnlyList<int> Tokens, int Count, int MaxModelLen);
+
+public sealed record DetokenizeResponse(string Prompt);

@@ -1,0 +1,227 @@
+// Turns validated API fields into the engine's GenerationRequest. Every range OpenAI documents
+// is checked here, each failure a 400 naming the field, so nothing out of range reaches the
+// engine.
+using System.Text.Json;
+using Stratus.Inference;
+using Stratus.Tokenization;
+
+namespace Stratus.Server.Api;
+
+public static class RequestParser
+{
+    public const int MaxChoices = 16;
+    public const int MaxStops = 4;
+
+    /// <summary>Sampling settings common to both endpoints; PromptTokens and MaxTokens are set by the caller.</summary>
+    public static GenerationRequest Sampling(SamplingFields body, ITokenizer tokenizer)
+    {
+        var temperature = Range(body.Temperature, 1.0, 0, 2, "temperature");
+        var topP = Range(body.TopP, 1.0, 0, 1, "top_p");
+        if (topP <= 0) throw ApiException.Invalid($"top_p must be in (0, 1], got {topP}.", "top_p");
+        var topK = body.TopK ?? 0;
+        if (topK < -1) throw ApiException.Invalid($"top_k must be -1 or 0 (off) or positive, got {topK}.", "top_k");
+        var repetition = Range(body.RepetitionPenalty, 1.0, 0, 2, "repetition_penalty");
+        if (repetition <= 0) throw ApiException.Invalid($"repetition_penalty must be in (0, 2], got {repetition}.", "repetition_penalty");
+        return new GenerationRequest
+        {
+            PromptTokens = [],
+            Temperature = temperature,
+            TopP = topP,
+            TopK = Math.Max(topK, 0),
+            MinP = Range(body.MinP, 0, 0, 1, "min_p"),
+            Seed = body.Seed,
+            PresencePenalty = Range(body.PresencePenalty, 0, -2, 2, "presence_penalty"),
+            FrequencyPenalty = Range(body.FrequencyPenalty, 0, -2, 2, "frequency_penalty"),
+            RepetitionPenalty = repetition,
+            LogitBias = LogitBias(body.LogitBias, tokenizer.VocabSize),
+            Stop = Stops(body.Stop),
+            IgnoreEos = body.IgnoreEos ?? false,
+        };
+    }
+
+    public static int Choices(int? n)
+    {
+        var value = n ?? 1;
+        if (value is < 1 or > MaxChoices) throw ApiException.Invalid($"n must be between 1 and {MaxChoices}, got {value}.", "n");
+        return value;
+    }
+
+    /// <summary>max_tokens within the context left after the prompt; default: all of it.</summary>
+    public static int MaxTokens(int? requested, string param, int promptTokens, int context, int minimum, int? defaultTokens = null)
+    {
+        if (requested is { } value && value < minimum)
+            throw ApiException.Invalid($"{param} must be at least {minimum}, got {value}.", param);
+        var room = context - promptTokens;
+        if (room < 1 || (requested is { } r && r > room))
+            throw new ApiException(400,
+                $"This model's maximum context length is {context} tokens. However, you requested {promptTokens + (requested ?? 1)} tokens ({promptTokens} in the messages, {requested ?? 1} in the completion). Please reduce the length of the messages or completion.",
+                param == "max_tokens" && requested is null ? "messages" : param, "context_length_exceeded");
+        return requested ?? Math.Min(room, defaultTokens ?? room);
+    }
+
+    public static int[] Encode(ITokenizer tokenizer, string text, string param)
+    {
+        var unencodable = tokenizer.Unencodable(text);
+        if (unencodable.Count > 0)
+            throw ApiException.Invalid($"The text has characters outside this model's vocabulary: {CharTokenizer.Describe(unencodable)}.", param, "unencodable_characters");
+        try { return tokenizer.Encode(text); }
+        catch (Exception e) when (e is StratusUserException or ArgumentException)
+        {
+            throw ApiException.Invalid($"The text cannot be tokenized: {e.Message}", param);
+        }
+    }
+
+    /// <summary>Chat messages as (role, text); content may be a string or text parts.</summary>
+    public static List<ChatMessageText> Messages(List<ChatMessageBody?>? messages)
+    {
+        if (messages is null) throw ApiException.Invalid("Missing required parameter: 'messages'.", "messages", "missing_required_parameter");
+        if (messages.Count == 0) throw ApiException.Invalid("'messages' must contain at least one message.", "messages", "empty_array");
+        var result = new List<ChatMessageText>(messages.Count);
+        for (var i = 0; i < messages.Count; i++)
+        {
+            var param = $"messages[{i}]";
+            var message = messages[i] ?? throw ApiException.Invalid($"{param} must be an object.", param);
+            var role = message.Role ?? throw ApiException.Invalid($"Missing required parameter: '{param}.role'.", $"{param}.role", "missing_required_parameter");
+            if (role is not ("system" or "developer" or "user" or "assistant" or "tool"))
+                throw ApiException.Invalid($"Invalid value for '{param}.role': '{Truncate(role)}'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.", $"{param}.role", "invalid_value");
+            result.Add(new ChatMessageText(role, Content(message.Content, role, $"{param}.content")));
+        }
+        return result;
+    }
+
+    static string Content(JsonElement? content, string role, string param)
+    {
+        if (content is not { } element || element.ValueKind == JsonValueKind.Null)
+        {
+            if (role == "assistant") return "";
+            throw ApiException.Invalid($"Missing required parameter: '{param}'.", param, "missing_required_parameter");
+        }
+        if (element.ValueKind == JsonValueKind.String) return element.GetString()!;
+        if (element.ValueKind != JsonValueKind.Array)
+            throw ApiException.Invalid($"Invalid type for '{param}': expected a string or an array of content parts.", param, "invalid_type");
+        var text = new StringBuilder();
+        var index = 0;
+        foreach (var part in element.EnumerateArray())
+        {
+            if (part.ValueKind != JsonValueKind.Object || !part.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String)
+                throw ApiException.Invalid($"Invalid content part '{param}[{index}]': expected an object with a 'type'.", $"{param}[{index}]", "invalid_type");
+            if (type.GetString() != "text")
+                throw ApiException.Invalid($"Content part type '{Truncate(type.GetString()!)}' is not supported by this model; only 'text' is.", $"{param}[{index}].type", "invalid_value");
+            if (!part.TryGetProperty("text", out var value) || value.ValueKind != JsonValueKind.String)
+                throw ApiException.Invalid($"Missing or invalid '{param}[{index}].text': expected a string.", $"{param}[{index}].text", "invalid_type");
+            text.Append(value.GetString());
+            index++;
+        }
+        return text.ToString();
+    }
+
+    /// <summary>Prompts of /v1/completions: each either text or token ids.</summary>
+    public static List<(string? Text, int[]? Tokens)> Prompts(JsonElement? prompt)
+    {
+        const string param = "prompt";
+        if (prompt is not { } element || element.ValueKind == JsonValueKind.Null)
+            throw ApiException.Invalid("Missing required parameter: 'prompt'.", param, "missing_required_parameter");
+        var result = new List<(string?, int[]?)>();
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.String:
+                result.Add((element.GetString(), null));
+                break;
+            case JsonValueKind.Array when element.GetArrayLength() == 0:
+                throw ApiException.Invalid("'prompt' must not be empty.", param, "empty_array");
+            case JsonValueKind.Array when element[0].ValueKind == JsonValueKind.Number:
+                result.Add((null, TokenIds(element, param)));
+                break;
+            case JsonValueKind.Array:
+                var i = 0;
+                foreach (var item in element.EnumerateArray())
+                {
+                    if (item.ValueKind == JsonValueKind.String) result.Add((item.GetString(), null));
+                    else if (item.ValueKind == JsonValueKind.Array) result.Add((null, TokenIds(item, $"prompt[{i}]")));
+                    else throw ApiException.Invalid($"Invalid type for 'prompt[{i}]': expected a string or an array of token ids.", $"prompt[{i}]", "invalid_type");
+                    i++;
+                }
+                if (result.Count > MaxChoices) throw ApiException.Invalid($"At most {MaxChoices} prompts per request.", param);
+                break;
+            default:
+                throw ApiException.Invalid("Invalid type for 'prompt': expected a string, an array of strings or token ids.", param, "invalid_type");
+        }
+        return result;
+    }
+
+    static int[] TokenIds(JsonElement array, string param)
+    {
+        var ids = new int[array.GetArrayLength()];
+        var i = 0;
+        foreach (var item in array.EnumerateArray())
+        {
+            if (item.ValueKind != JsonValueKind.Number || !item.TryGetInt32(out ids[i]))
+                throw ApiException.Invalid($"Invalid token id in '{param}[{i}]': expected an integer.", $"{param}[{i}]", "invalid_type");
+            i++;
+        }
+        return ids;
+    }
+
+    public static void CheckTokenIds(IReadOnlyList<int> ids, int vocab, string param)
+    {
+        for (var i = 0; i < ids.Count; i++)
+            if ((uint)ids[i] >= (uint)vocab)
+                throw ApiException.Invalid($"Token id {ids[i]} in '{param}' is outside the vocabulary of {vocab}.", param, "invalid_value");
+    }
+
+    static IReadOnlyList<string> Stops(JsonElement? stop)
+    {
+        const string param = "stop";
+        if (stop is not { } element || element.ValueKind == JsonValueKind.Null) return [];
+        if (element.ValueKind == JsonValueKind.String)
+        {
+            var single = element.GetString()!;
+            return single.Length == 0 ? throw ApiException.Invalid("'stop' must not be an empty string.", param) : [single];
+        }
+        if (element.ValueKind != JsonValueKind.Array)
+            throw ApiException.Invalid("Invalid type for 'stop': expected a string or an array of strings.", param, "invalid_type");
+        if (element.GetArrayLength() > MaxStops)
+            throw ApiException.Invalid($"'stop' may hold at most {MaxStops} sequences, got {element.GetArrayLength()}.", param);
+        var result = new List<string>();
+        foreach (var item in element.EnumerateArray())
+        {
+            if (item.ValueKind != JsonValueKind.String || item.GetString()!.Length == 0)
+                throw ApiException.Invalid("Invalid 'stop': every stop sequence must be a non-empty string.", param, "invalid_type");
+            result.Add(item.GetString()!);
+        }
+        return result;
+    }
+
+    static Dictionary<int, float>? LogitBias(Dictionary<string, double>? bias, int vocab)
+    {
+        if (bias is null || bias.Count == 0) return null;
+        if (bias.Count > 300) throw ApiException.Invalid("'logit_bias' may name at most 300 tokens.", "logit_bias");
+        var result = new Dictionary<int, float>(bias.Count);
+        foreach (var (key, value) in bias)
+        {
+            if (!int.TryParse(key, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var token) || token >= vocab)
+                throw ApiException.Invalid($"Invalid key in 'logit_bias': '{Truncate(key)}' is not a token id of this model (0 to {vocab - 1}).", "logit_bias", "invalid_value");
+            if (value is < -100 or > 100 || double.IsNaN(value))
+                throw ApiException.Invalid($"Invalid value in 'logit_bias' for token {token}: {value} is outside [-100, 100].", "logit_bias", "invalid_value");
+            result[token] = (float)value;
+        }
+        return result;
+    }
+
+    public static double Range(double? value, double fallback, double min, double max, string param)
+    {
+        var v = value ?? fallback;
+        if (double.IsNaN(v) || v < min || v > max)
+            throw ApiException.Invalid($"Invalid '{param}': {v} is outside [{min}, {max}].", param, "invalid_value");
+        return v;
+    }
+
+    public static int IntRange(int? value, int fallback, int min, int max, string param)
+    {
+        var v = value ?? fallback;
+        if (v < min || v > max) throw ApiException.Invalid($"Invalid '{param}': {v} is outside [{min}, {max}].", param, "invalid_value");
+        return v;
+    }
+
+    static string Truncate(string text) => text.Length > 40 ? text[..40] + "..." : text;
+}

@@ -1,0 +1,243 @@
+// A serving benchmark modelled on vLLM's benchmark_serving: streams completions from any
+// OpenAI-compatible server at several concurrency levels and measures time to first token,
+// time per output token, inter-token latency, end-to-end latency and throughput.
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Stratus.Server.Benchmarking;
+
+public sealed record ServingBenchmarkOptions
+{
+    /// <summary>The server, with or without the /v1 suffix.</summary>
+    public required Uri Url { get; init; }
+    public required string Model { get; init; }
+    public IReadOnlyList<int> Concurrency { get; init; } = [1, 4, 16, 64];
+    public int Requests { get; init; } = 64;
+    public int PromptTokens { get; init; } = 32;
+    public int MaxTokens { get; init; } = 32;
+    public string? ApiKey { get; init; }
+
+    public void Validate()
+    {
+        if (Concurrency.Count == 0 || Concurrency.Any(c => c < 1)) throw new StratusUserException("--concurrency needs positive levels, e.g. 1,4,16,64");
+        if (Requests < 1) throw new StratusUserException("--requests must be at least 1");
+        if (PromptTokens < 1) throw new StratusUserException("--prompt-tokens must be at least 1");
+        if (MaxTokens < 1) throw new StratusUserException("--max-tokens must be at least 1");
+    }
+}
+
+/// <summary>Latency statistics in milliseconds.</summary>
+public sealed record LatencyStats(double Mean, double P50, double P90, double P99)
+{
+    public static LatencyStats Of(List<double> values)
+    {
+        if (values.Count == 0) return new LatencyStats(double.NaN, double.NaN, double.NaN, double.NaN);
+        values.Sort();
+        return new LatencyStats(values.Average(), Percentile(values, 50), Percentile(values, 90), Percentile(values, 99));
+    }
+
+    /// <summary>Linear interpolation between closest ranks (numpy's default, as vLLM reports).</summary>
+    static double Percentile(List<double> sorted, double p)
+    {
+        var rank = p / 100 * (sorted.Count - 1);
+        var low = (int)Math.Floor(rank);
+        var high = Math.Min(low + 1, sorted.Count - 1);
+        return sorted[low] + (sorted[high] - sorted[low]) * (rank - low);
+    }
+}
+
+public sealed record ServingLevelResult(
+    int Concurrency, int Requests, int Errors, double DurationSeconds, long OutputTokens,
+    double RequestsPerSecond, double OutputTokensPerSecond,
+    LatencyStats TtftMs, LatencyStats TpotMs, LatencyStats ItlMs, LatencyStats E2eMs, string? FirstError)
+{
+    public JsonObject ToJson()
+    {
+        var json = new JsonObject
+        {
+            ["concurrency"] = Concurrency,
+            ["requests"] = Requests,
+            ["errors"] = Errors,
+            ["duration_s"] = DurationSeconds,
+            ["output_tokens"] = OutputTokens,
+            ["request_throughput"] = RequestsPerSecond,
+            ["output_tokens_per_sec"] = OutputTokensPerSecond,
+        };
+        foreach (var (name, stats) in new[] { ("ttft", TtftMs), ("tpot", TpotMs), ("itl", ItlMs), ("e2e", E2eMs) })
+        {
+            json[$"{name}_ms_mean"] = Number(stats.Mean);
+            json[$"{name}_ms_p50"] = Number(stats.P50);
+            json[$"{name}_ms_p90"] = Number(stats.P90);
+            json[$"{name}_ms_p99"] = Number(stats.P99);
+        }
+        if (FirstError is not null) json["first_error"] = FirstError;
+        return json;
+    }
+
+    static JsonNode? Number(double value) => double.IsNaN(value) ? null : JsonValue.Create(value);
+}
+
+public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposable
+{
+    readonly HttpClient http = CreateClient(options);
+
+    static HttpClient CreateClient(ServingBenchmarkOptions options)
+    {
+        var root = options.Url.AbsoluteUri.TrimEnd('/');
+        if (root.EndsWith("/v1", StringComparison.Ordinal)) root = root[..^3];
+        var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1024, PooledConnectionLifetime = TimeSpan.FromMinutes(10) })
+        {
+            BaseAddress = new Uri(root + "/"),
+            Timeout = TimeSpan.FromMinutes(10),
+        };
+        if (options.ApiKey is { Length: > 0 } key) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        return client;
+    }
+
+    /// <summary>Runs every concurrency level in turn (after one warm-up request).</summary>
+    public async Task<IReadOnlyList<ServingLevelResult>> RunAsync(IProgress<string>? progress = null, CancellationToken cancellation = default)
+    {
+        options.Validate();
+        var prompt = await BuildPromptAsync(cancellation);
+        var warmup = await SendAsync(prompt, cancellation);
+        if (warmup.Error is { } error) throw new StratusUserException($"the server at {http.BaseAddress} did not answer a completion: {error}");
+        var results = new List<ServingLevelResult>();
+        foreach (var level in options.Concurrency)
+        {
+            progress?.Report($"concurrency {level}: {options.Requests} requests ...");
+            results.Add(await RunLevelAsync(level, prompt, cancellation));
+        }
+        return results;
+    }
+
+    async Task<ServingLevelResult> RunLevelAsync(int concurrency, string prompt, CancellationToken cancellation)
+    {
+        var outcomes = new RequestOutcome[options.Requests];
+        var next = -1;
+        var clock = Stopwatch.StartNew();
+        var workers = new Task[Math.Min(concurrency, options.Requests)];
+        for (var w = 0; w < workers.Length; w++)
+        {
+            workers[w] = Task.Run(async () =>
+            {
+                int i;
+                while ((i = Interlocked.Increment(ref next)) < options.Requests) outcomes[i] = await SendAsync(prompt, cancellation);
+            }, cancellation);
+        }
+        await Task.WhenAll(workers);
+        var seconds = clock.Elapsed.TotalSeconds;
+        List<double> ttft = [], tpot = [], itl = [], e2e = [];
+        long tokens = 0;
+        var errors = 0;
+        string? firstError = null;
+        foreach (var outcome in outcomes)
+        {
+            if (outcome.Error is not null)
+            {
+                errors++;
+                firstError ??= outcome.Error;
+                continue;
+            }
+            tokens += outcome.OutputTokens;
+            ttft.Add(outcome.TtftMs);
+            e2e.Add(outcome.E2eMs);
+            itl.AddRange(outcome.ItlMs);
+            if (outcome.OutputTokens > 1) tpot.Add((outcome.E2eMs - outcome.TtftMs) / (outcome.OutputTokens - 1));
+        }
+        var ok = options.Requests - errors;
+        return new ServingLevelResult(concurrency, options.Requests, errors, seconds, tokens, ok / seconds, tokens / seconds,
+            LatencyStats.Of(ttft), LatencyStats.Of(tpot), LatencyStats.Of(itl), LatencyStats.Of(e2e), firstError);
+    }
+
+    sealed record RequestOutcome(double TtftMs, double E2eMs, List<double> ItlMs, int OutputTokens, string? Error);
+
+    async Task<RequestOutcome> SendAsync(string prompt, CancellationToken cancellation)
+    {
+        var body = new JsonObject
+        {
+            ["model"] = options.Model,
+            ["prompt"] = prompt,
+            ["max_tokens"] = options.MaxTokens,
+            ["temperature"] = 0,
+            ["stream"] = true,
+            ["stream_options"] = new JsonObject { ["include_usage"] = true },
+            // vLLM's extension, honoured by Stratus: a fixed output length makes levels comparable.
+            ["ignore_eos"] = true,
+        };
+        var start = Stopwatch.GetTimestamp();
+        double ttft = 0;
+        long last = 0;
+        var itl = new List<double>();
+        var chunks = 0;
+        int? usageTokens = null;
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = JsonContent.Create(body) };
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellation);
+            if (!response.IsSuccessStatusCode)
+                return Failed($"HTTP {(int)response.StatusCode}: {Shorten(await response.Content.ReadAsStringAsync(cancellation))}");
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancellation));
+            while (await reader.ReadLineAsync(cancellation) is { } line)
+            {
+                if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+                var data = line.AsSpan(6);
+                if (data.SequenceEqual("[DONE]")) break;
+                using var json = JsonDocument.Parse(data.ToString());
+                var root = json.RootElement;
+                if (root.TryGetProperty("error", out var error)) return Failed(Shorten(error.ToString()));
+                if (root.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
+                    usageTokens = usage.GetProperty("completion_tokens").GetInt32();
+                if (!root.TryGetProperty("choices", out var choices) || choices.GetArrayLength() == 0) continue;
+                var text = choices[0].TryGetProperty("text", out var t) ? t.GetString() : null;
+                if (string.IsNullOrEmpty(text)) continue;
+                var now = Stopwatch.GetTimestamp();
+                if (chunks == 0) ttft = Stopwatch.GetElapsedTime(start, now).TotalMilliseconds;
+                else itl.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds);
+                last = now;
+                chunks++;
+            }
+            if (chunks == 0) return Failed("the stream held no text");
+            return new RequestOutcome(ttft, Stopwatch.GetElapsedTime(start).TotalMilliseconds, itl, usageTokens ?? chunks, null);
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException or JsonException or InvalidOperationException or TaskCanceledException && !cancellation.IsCancellationRequested)
+        {
+            return Failed(e.Message);
+        }
+
+        static RequestOutcome Failed(string error) => new(0, 0, [], 0, error);
+    }
+
+    /// <summary>A prompt of exactly the asked number of tokens when the server has /tokenize and
+    /// /detokenize (Stratus, vLLM), else about that many words.</summary>
+    async Task<string> BuildPromptAsync(CancellationToken cancellation)
+    {
+        const string text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n";
+        var source = string.Concat(Enumerable.Repeat(text, Math.Max(1, options.PromptTokens / 8 + 1)));
+        try
+        {
+            using var tokenized = await http.PostAsJsonAsync("tokenize", new { model = options.Model, prompt = source }, cancellation);
+            if (tokenized.IsSuccessStatusCode)
+            {
+                var tokens = (await tokenized.Content.ReadFromJsonAsync<JsonObject>(cancellation))!["tokens"]!.AsArray();
+                if (tokens.Count >= options.PromptTokens)
+                {
+                    var ids = tokens.Take(options.PromptTokens).Select(t => (int)t!).ToArray();
+                    using var detokenized = await http.PostAsJsonAsync("detokenize", new { model = options.Model, tokens = ids }, cancellation);
+                    if (detokenized.IsSuccessStatusCode) return (string)(await detokenized.Content.ReadFromJsonAsync<JsonObject>(cancellation))!["prompt"]!;
+                }
+            }
+        }
+        catch (Exception e) when (e is HttpRequestException or JsonException or InvalidOperationException)
+        {
+            // Not every server has these extras: fall back to words.
+        }
+        return string.Join(' ', source.Split(' ', '\n').Where(w => w.Length > 0).Take(options.PromptTokens));
+    }
+
+    static string Shorten(string text) => text.Length > 300 ? text[..300] : text;
+
+    public void Dispose() => http.Dispose();
+}

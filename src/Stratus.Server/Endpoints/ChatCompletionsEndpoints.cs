@@ -1,0 +1,106 @@
+// POST /v1/chat/completions: renders the messages with the model's chat template, generates
+// n choices, and answers with one chat.completion or a stream of chat.completion.chunk events.
+using Stratus.Inference;
+using Stratus.Server.Api;
+using Stratus.Server.Hosting;
+
+namespace Stratus.Server.Endpoints;
+
+public static class ChatCompletionsEndpoints
+{
+    public static RouteGroupBuilder MapChatCompletions(this RouteGroupBuilder group)
+    {
+        group.MapPost("/chat/completions", Handle);
+        return group;
+    }
+
+    static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, IEnumerable<IGenerationFilter> filters)
+    {
+        var cancellation = http.RequestAborted;
+        var body = await OpenAiJson.ReadAsync<ChatCompletionRequest>(http.Request, cancellation);
+        var model = registry.Get(body.Model);
+        http.Items[ErrorMiddleware.ModelItem] = model.Name;
+        var messages = RequestParser.Messages(body.Messages);
+        var sampling = RequestParser.Sampling(body, model.Tokenizer);
+        var choices = RequestParser.Choices(body.N);
+        var topLogprobs = RequestParser.IntRange(body.TopLogprobs, 0, 0, 20, "top_logprobs");
+        if (body.TopLogprobs is not null && body.Logprobs != true)
+            throw ApiException.Invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs");
+        var prompt = model.Template.Render(messages);
+        var tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages");
+        var maxParam = body.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
+        var maxTokens = RequestParser.MaxTokens(body.MaxCompletionTokens ?? body.MaxTokens, maxParam, tokens.Length, model.ContextLength, minimum: 1);
+        var request = sampling with
+        {
+            PromptTokens = tokens,
+            MaxTokens = maxTokens,
+            Logprobs = body.Logprobs == true ? topLogprobs : null,
+            StopTokens = model.Template.StopTokens(model.Tokenizer),
+        };
+        var context = new GenerationContext(http, "chat.completions", model, [prompt], messages, request, choices, body.User);
+        await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation);
+        var id = $"chatcmpl-{Guid.NewGuid():N}";
+        var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        if (body.Stream == true) await StreamAsync(http, run, model, id, created, choices, body.StreamOptions?.IncludeUsage == true, request.Logprobs is not null, cancellation);
+        else await http.Response.WriteAsJsonAsync(await CompleteAsync(run, model, id, created, choices, request.Logprobs is not null), OpenAiJson.Options, cancellation);
+    }
+
+    static async Task<ChatCompletion> CompleteAsync(GenerationRun run, ServedModel model, string id, long created, int choices, bool logprobs)
+    {
+        var texts = new StringBuilder[choices];
+        var tokenLogprobs = new List<ChatTokenLogprob>?[choices];
+        var finish = new string?[choices];
+        for (var i = 0; i < choices; i++)
+        {
+            texts[i] = new StringBuilder();
+            if (logprobs) tokenLogprobs[i] = [];
+        }
+        await foreach (var piece in run.ReadAllAsync())
+        {
+            if (piece.FinishReason is not null) finish[piece.Choice] = piece.FinishReason;
+            texts[piece.Choice].Append(piece.Text);
+            if (logprobs && piece.Token is { } token) tokenLogprobs[piece.Choice]!.Add(Logprob(model, token));
+        }
+        var result = new ChatChoice[choices];
+        for (var i = 0; i < choices; i++)
+            result[i] = new ChatChoice(i, new ChatMessageOut(texts[i].ToString()), logprobs ? new ChatLogprobs(tokenLogprobs[i]!) : null, finish[i]);
+        return new ChatCompletion(id, created, model.Name, result, Usage.Of(run.PromptTokens, run.CompletionTokens));
+    }
+
+    static async Task StreamAsync(HttpContext http, GenerationRun run, ServedModel model, string id, long created, int choices, bool includeUsage, bool logprobs, CancellationToken cancellation)
+    {
+        var events = new ServerSentEvents(http.Response);
+        await events.StartAsync(cancellation);
+        for (var i = 0; i < choices; i++)
+            await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(i, new ChatDelta { Role = "assistant", Content = "" }, null, null)), cancellation);
+        await foreach (var piece in run.ReadAllAsync())
+        {
+            if (piece.FinishReason is not null)
+                await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta(), null, piece.FinishReason)), cancellation);
+            else if (piece.Text.Length > 0 || (logprobs && piece.Token is not null))
+            {
+                var lp = logprobs && piece.Token is { } token ? new ChatLogprobs([Logprob(model, token)]) : null;
+                await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta { Content = piece.Text }, lp, null)), cancellation);
+            }
+        }
+        if (includeUsage)
+            await events.WriteAsync(new ChatCompletionChunk(id, created, model.Name, []) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens) }, cancellation);
+        await events.DoneAsync(cancellation);
+    }
+
+    static ChatCompletionChunk Chunk(string id, long created, ServedModel model, ChatChunkChoice choice) => new(id, created, model.Name, [choice]);
+
+    static ChatTokenLogprob Logprob(ServedModel model, GeneratedToken token)
+    {
+        var top = new List<ChatTopLogprob>();
+        foreach (var alternative in token.TopLogprobs ?? [])
+        {
+            var text = model.Tokenizer.Decode([alternative.Token]);
+            top.Add(new ChatTopLogprob(text, alternative.Logprob, Bytes(text)));
+        }
+        var chosen = model.Tokenizer.Decode([token.Token]);
+        return new ChatTokenLogprob(chosen, token.Logprob, Bytes(chosen), top);
+    }
+
+    internal static int[] Bytes(string text) => Array.ConvertAll(Encoding.UTF8.GetBytes(text), b => (int)b);
+}

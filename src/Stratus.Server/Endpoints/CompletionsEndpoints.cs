@@ -1,0 +1,144 @@
+// POST /v1/completions: the legacy text completion API: one or more prompts (text or token
+// ids), n choices each, optional echo of the prompt, streamed or not.
+using Stratus.Inference;
+using Stratus.Server.Api;
+using Stratus.Server.Hosting;
+using Stratus.Tokenization;
+
+namespace Stratus.Server.Endpoints;
+
+public static class CompletionsEndpoints
+{
+    /// <summary>OpenAI's default for the legacy endpoint.</summary>
+    const int DefaultMaxTokens = 16;
+
+    public static RouteGroupBuilder MapCompletions(this RouteGroupBuilder group)
+    {
+        group.MapPost("/completions", Handle);
+        return group;
+    }
+
+    static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, IEnumerable<IGenerationFilter> filters)
+    {
+        var cancellation = http.RequestAborted;
+        var body = await OpenAiJson.ReadAsync<CompletionRequest>(http.Request, cancellation);
+        var model = registry.Get(body.Model);
+        http.Items[ErrorMiddleware.ModelItem] = model.Name;
+        var prompts = RequestParser.Prompts(body.Prompt);
+        var sampling = RequestParser.Sampling(body, model.Tokenizer);
+        var choices = RequestParser.Choices(body.N);
+        int? logprobs = body.Logprobs is null ? null : RequestParser.IntRange(body.Logprobs, 0, 0, 20, "logprobs");
+        var tokenizer = model.Tokenizer;
+        var promptTokens = new List<int[]>(prompts.Count);
+        var promptTexts = new List<string>(prompts.Count);
+        var longest = 0;
+        for (var i = 0; i < prompts.Count; i++)
+        {
+            var (text, ids) = prompts[i];
+            if (ids is not null) RequestParser.CheckTokenIds(ids, tokenizer.VocabSize, prompts.Count == 1 ? "prompt" : $"prompt[{i}]");
+            ids ??= RequestParser.Encode(tokenizer, text!, prompts.Count == 1 ? "prompt" : $"prompt[{i}]");
+            // A model needs one token to condition on: start an empty prompt from end-of-text or a newline.
+            if (ids.Length == 0) ids = tokenizer.EndOfTextId is { } eot ? [eot] : RequestParser.Encode(tokenizer, "\n", "prompt");
+            promptTokens.Add(ids);
+            promptTexts.Add(text ?? tokenizer.Decode(ids));
+            longest = Math.Max(longest, ids.Length);
+        }
+        var maxTokens = RequestParser.MaxTokens(body.MaxTokens, "max_tokens", longest, model.ContextLength, minimum: 0, DefaultMaxTokens);
+        var echo = body.Echo == true;
+        var request = sampling with { PromptTokens = promptTokens[0], MaxTokens = maxTokens, Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };
+        var context = new GenerationContext(http, "completions", model, promptTexts, null, request, choices, body.User);
+        await using var run = await GenerationRun.StartAsync(context, promptTokens, [.. filters], metrics, cancellation);
+        var id = $"cmpl-{Guid.NewGuid():N}";
+        var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var total = promptTokens.Count * choices;
+        if (body.Stream == true)
+        {
+            var events = new ServerSentEvents(http.Response);
+            await events.StartAsync(cancellation);
+            // A choice's echo goes out with its first piece: by then its prompt has been scored.
+            var echoed = new bool[total];
+            await foreach (var piece in run.ReadAllAsync())
+            {
+                var c = piece.Choice;
+                if (echo && !echoed[c])
+                {
+                    echoed[c] = true;
+                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], promptTokens[c / choices], run.Streams[c].PromptLogprobs);
+                    await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, promptTexts[c / choices], promptLogprobs, null)]), cancellation);
+                }
+                if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Token is null)) continue;
+                var lp = logprobs is not null && piece.Token is { } token ? Logprobs(tokenizer, [token], null, null) : null;
+                await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason)]), cancellation);
+            }
+            if (body.StreamOptions?.IncludeUsage == true)
+                await events.WriteAsync(new Completion(id, created, model.Name, []) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens) }, cancellation);
+            await events.DoneAsync(cancellation);
+            return;
+        }
+
+        var texts = new StringBuilder[total];
+        var tokens = new List<GeneratedToken>[total];
+        var finish = new string?[total];
+        for (var c = 0; c < total; c++)
+        {
+            texts[c] = new StringBuilder(echo ? promptTexts[c / choices] : "");
+            tokens[c] = [];
+        }
+        await foreach (var piece in run.ReadAllAsync())
+        {
+            if (piece.FinishReason is not null) finish[piece.Choice] = piece.FinishReason;
+            texts[piece.Choice].Append(piece.Text);
+            if (logprobs is not null && piece.Token is { } token) tokens[piece.Choice].Add(token);
+        }
+        var result = new CompletionChoice[total];
+        for (var c = 0; c < total; c++)
+        {
+            var lp = logprobs is null ? null : Logprobs(tokenizer, tokens[c], echo ? promptTokens[c / choices] : null, run.Streams[c].PromptLogprobs);
+            result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]);
+        }
+        await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens) }, OpenAiJson.Options, cancellation);
+    }
+
+    /// <summary>The legacy logprobs object; echoed prompt tokens come first, the very first of
+    /// them without a log-probability (nothing precedes it), as OpenAI writes it.</summary>
+    static CompletionLogprobs Logprobs(ITokenizer tokenizer, IReadOnlyList<GeneratedToken> generated, int[]? echoed, IReadOnlyList<GeneratedToken>? promptLogprobs)
+    {
+        var tokens = new List<string>();
+        var values = new List<float?>();
+        var top = new List<Dictionary<string, float>?>();
+        var offsets = new List<int>();
+        var offset = 0;
+        for (var i = 0; i < (echoed?.Length ?? 0); i++)
+        {
+            var text = tokenizer.Decode([echoed![i]]);
+            tokens.Add(text);
+            offsets.Add(offset);
+            offset += text.Length;
+            if (i == 0 || promptLogprobs is null || i - 1 >= promptLogprobs.Count)
+            {
+                values.Add(null);
+                top.Add(null);
+                continue;
+            }
+            values.Add(promptLogprobs[i - 1].Logprob);
+            top.Add(Alternatives(tokenizer, promptLogprobs[i - 1]));
+        }
+        foreach (var token in generated)
+        {
+            var text = tokenizer.Decode([token.Token]);
+            tokens.Add(text);
+            values.Add(token.Logprob);
+            top.Add(Alternatives(tokenizer, token));
+            offsets.Add(offset);
+            offset += text.Length;
+        }
+        return new CompletionLogprobs(tokens, values, top, offsets);
+    }
+
+    static Dictionary<string, float> Alternatives(ITokenizer tokenizer, GeneratedToken token)
+    {
+        var alternatives = new Dictionary<string, float>();
+        foreach (var alternative in token.TopLogprobs ?? []) alternatives.TryAdd(tokenizer.Decode([alternative.Token]), alternative.Logprob);
+        return alternatives;
+    }
+}

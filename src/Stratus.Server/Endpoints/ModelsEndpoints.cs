@@ -1,0 +1,23 @@
+// GET /v1/models and GET /v1/models/{id}: the models this server serves.
+using Stratus.Server.Api;
+using Stratus.Server.Hosting;
+
+namespace Stratus.Server.Endpoints;
+
+public static class ModelsEndpoints
+{
+    public static RouteGroupBuilder MapModels(this RouteGroupBuilder group)
+    {
+        group.MapGet("/models", (HttpContext http, ModelRegistry registry) =>
+        {
+            var cards = new List<ModelCard>(registry.All.Count);
+            foreach (var model in registry.All) cards.Add(Card(model));
+            return http.Response.WriteAsJsonAsync(new ModelList(cards), OpenAiJson.Options, http.RequestAborted);
+        });
+        group.MapGet("/models/{id}", (HttpContext http, ModelRegistry registry, string id) =>
+            http.Response.WriteAsJsonAsync(Card(registry.Get(id)), OpenAiJson.Options, http.RequestAborted));
+        return group;
+    }
+
+    static ModelCard Card(ServedModel model) => new(model.Name, model.Created, model.ContextLength);
+}

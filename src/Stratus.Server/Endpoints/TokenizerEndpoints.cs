@@ -1,0 +1,32 @@
+// POST /tokenize and POST /detokenize (vLLM's extras): a model's tokens for text or chat
+// messages, and text for tokens, so clients can count and build prompts exactly.
+using Stratus.Server.Api;
+using Stratus.Server.Hosting;
+
+namespace Stratus.Server.Endpoints;
+
+public static class TokenizerEndpoints
+{
+    public static IEndpointRouteBuilder MapTokenizer(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/tokenize", async (HttpContext http, ModelRegistry registry) =>
+        {
+            var body = await OpenAiJson.ReadAsync<TokenizeRequest>(http.Request, http.RequestAborted);
+            var model = registry.Get(body.Model, allowDefault: true);
+            string text;
+            if (body.Messages is not null) text = model.Template.Render(RequestParser.Messages(body.Messages));
+            else text = body.Prompt ?? throw ApiException.Invalid("Give either 'prompt' or 'messages'.", "prompt", "missing_required_parameter");
+            var tokens = RequestParser.Encode(model.Tokenizer, text, body.Messages is not null ? "messages" : "prompt");
+            await http.Response.WriteAsJsonAsync(new TokenizeResponse(tokens, tokens.Length, model.ContextLength), OpenAiJson.Options, http.RequestAborted);
+        });
+        app.MapPost("/detokenize", async (HttpContext http, ModelRegistry registry) =>
+        {
+            var body = await OpenAiJson.ReadAsync<DetokenizeRequest>(http.Request, http.RequestAborted);
+            var model = registry.Get(body.Model, allowDefault: true);
+            var tokens = body.Tokens ?? throw ApiException.Invalid("Missing required parameter: 'tokens'.", "tokens", "missing_required_parameter");
+            RequestParser.CheckTokenIds(tokens, model.Tokenizer.VocabSize, "tokens");
+            await http.Response.WriteAsJsonAsync(new DetokenizeResponse(model.Tokenizer.Decode(tokens)), OpenAiJson.Options, http.RequestAborted);
+        });
+        return app;
+    }
+}

@@ -1,0 +1,88 @@
+// Every failure leaves the server as an OpenAI-shaped error: ApiExceptions with their status,
+// oversized bodies as 413, malformed requests as 400, and anything unexpected as a 500 without
+// internals (logged here, never sent). Also counts refused and invalid requests for /metrics.
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Stratus.Server.Api;
+
+namespace Stratus.Server.Hosting;
+
+public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics, ILogger<ErrorMiddleware> logger)
+{
+    /// <summary>HttpContext.Items key under which handlers note the model a request named.</summary>
+    public const string ModelItem = "stratus.model";
+
+    public async Task InvokeAsync(HttpContext context)
+    {
+        try
+        {
+            await next(context);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away; nobody is left to answer.
+        }
+        catch (Exception e)
+        {
+            var error = e switch
+            {
+                ApiException api => api,
+                BadHttpRequestException bad when bad.StatusCode == StatusCodes.Status413PayloadTooLarge =>
+                    new ApiException(413, "The request body is too large.", code: "request_too_large"),
+                BadHttpRequestException bad => new ApiException(bad.StatusCode is >= 400 and < 500 ? bad.StatusCode : 400, "The request could not be read: " + bad.Message),
+                StratusUserException user => ApiException.Invalid(user.Message),
+                Stratus.Inference.EngineUnavailableException down => new ApiException(503, $"The model is not available: {down.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
+                JsonException => ApiException.Invalid("We could not parse the JSON body of your request."),
+                _ => null,
+            };
+            if (error is null) logger.LogError(e, "unhandled error serving {Path}", context.Request.Path);
+            error ??= new ApiException(500, "The server had an error while processing your request.", code: "internal_error");
+            var model = context.Items[ModelItem] as string ?? "";
+            metrics.RequestEnded(model, error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });
+            if (context.Response.HasStarted)
+            {
+                // Mid-stream: the status line is gone, so end the event stream with the error.
+                await TryWriteStreamError(context, error);
+                return;
+            }
+            await WriteAsync(context, error);
+        }
+    }
+
+    public static async Task WriteAsync(HttpContext context, ApiException error)
+    {
+        context.Response.Clear();
+        context.Response.StatusCode = error.Status;
+        if (error.RetryAfterSeconds is { } seconds) context.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        context.Response.ContentType = "application/json";
+        await context.Response.WriteAsync(Serialize(error), CancellationToken.None);
+    }
+
+    public static string Serialize(ApiException error) =>
+        JsonSerializer.Serialize(new ErrorBody(new ErrorDetail(error.Message, error.Type, error.Param, error.Code)));
+
+    static async Task TryWriteStreamError(HttpContext context, ApiException error)
+    {
+        try
+        {
+            await context.Response.WriteAsync($"data: {Serialize(error)}\n\n", context.RequestAborted);
+            await context.Response.WriteAsync("data: [DONE]\n\n", context.RequestAborted);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException)
+        {
+            // The connection is gone as well.
+        }
+    }
+}
+
+/// <summary>Refuses a body over the limit from its Content-Length before anything reads it;
+/// a chunked body is cut off by Kestrel's own limit while being read.</summary>
+public sealed class BodySizeMiddleware(RequestDelegate next, long maxBytes)
+{
+    public Task InvokeAsync(HttpContext context)
+    {
+        if (context.Request.ContentLength > maxBytes)
+            throw new ApiException(413, $"The request body is {context.Request.ContentLength} bytes, over the limit of {maxBytes}.", code: "request_too_large");
+        return next(context);
+    }
+}

@@ -1,0 +1,105 @@
+// The models one server serves, by name: each a loaded checkpoint with its tokenizer, chat
+// template and engine. A model's name defaults to its run folder's name.
+using Stratus.Inference;
+using Stratus.Server.Api;
+using Stratus.Tokenization;
+using Stratus.Training;
+
+namespace Stratus.Server.Hosting;
+
+/// <summary>A model to serve: a run or checkpoint folder, and optionally the name to serve it under.</summary>
+public sealed record ModelSpec(string Path, string? Name = null)
+{
+    /// <summary>Parses the CLI's `--model dir` or `--model name=dir`.</summary>
+    public static ModelSpec Parse(string value)
+    {
+        var equals = value.IndexOf('=');
+        if (equals > 0 && !Directory.Exists(value)) return new ModelSpec(value[(equals + 1)..], value[..equals]);
+        return new ModelSpec(value);
+    }
+
+    /// <summary>The run folder's name: the folder itself for a run, or the run above
+    /// checkpoints/NAME for a checkpoint folder.</summary>
+    public string ResolveName()
+    {
+        if (Name is { Length: > 0 }) return Name;
+        var full = System.IO.Path.GetFullPath(Path).TrimEnd(System.IO.Path.DirectorySeparatorChar);
+        var parent = System.IO.Path.GetDirectoryName(full);
+        if (parent is not null && System.IO.Path.GetFileName(parent) == "checkpoints")
+            return System.IO.Path.GetFileName(System.IO.Path.GetDirectoryName(parent)) ?? System.IO.Path.GetFileName(full);
+        return System.IO.Path.GetFileName(full);
+    }
+}
+
+public sealed class ServedModel : IDisposable
+{
+    public ServedModel(string name, InferenceEngine engine, ChatTemplate template, string? checkpointDirectory = null)
+    {
+        Name = name;
+        Engine = engine;
+        Template = template;
+        CheckpointDirectory = checkpointDirectory;
+        ChatClient = new StratusChatClient(engine, template, name);
+    }
+
+    public string Name { get; }
+    public InferenceEngine Engine { get; }
+    public ChatTemplate Template { get; }
+    public string? CheckpointDirectory { get; }
+    public ITokenizer Tokenizer => Engine.Tokenizer;
+    public int ContextLength => Engine.ContextLength;
+    public long Created { get; } = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+    /// <summary>The same model in-process, without HTTP.</summary>
+    public StratusChatClient ChatClient { get; }
+
+    public static ServedModel Load(ModelSpec spec, EngineOptions engineOptions)
+    {
+        var checkpoint = Checkpoint.Open(Checkpoint.Resolve(spec.Path));
+        var model = checkpoint.CreateModel();
+        var engine = new InferenceEngine(model, checkpoint.Tokenizer, engineOptions);
+        return new ServedModel(spec.ResolveName(), engine, ChatTemplate.Load(checkpoint.Directory, checkpoint.Tokenizer), checkpoint.Directory);
+    }
+
+    public void Dispose() => Engine.Dispose();
+}
+
+public sealed class ModelRegistry : IDisposable
+{
+    readonly Dictionary<string, ServedModel> models = new(StringComparer.Ordinal);
+    readonly List<ServedModel> ordered = [];
+
+    public IReadOnlyList<ServedModel> All => ordered;
+
+    public void Add(ServedModel model)
+    {
+        if (!models.TryAdd(model.Name, model))
+            throw new StratusUserException($"two models are named '{model.Name}'; name them with --model NAME=DIR");
+        ordered.Add(model);
+    }
+
+    /// <summary>The model a request names; 404 model_not_found when none has that name.</summary>
+    public ServedModel Get(string? name, bool allowDefault = false)
+    {
+        if (name is null)
+        {
+            if (allowDefault && ordered.Count > 0) return ordered[0];
+            throw ApiException.Invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter");
+        }
+        return models.TryGetValue(name, out var model) ? model : throw ApiException.ModelNotFound(name.Length > 100 ? name[..100] + "..." : name);
+    }
+
+    public bool AllHealthy
+    {
+        get
+        {
+            if (ordered.Count == 0) return false;
+            foreach (var model in ordered) if (!model.Engine.IsHealthy) return false;
+            return true;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var model in ordered) model.Dispose();
+    }
+}

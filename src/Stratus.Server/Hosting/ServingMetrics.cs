@@ -1,0 +1,59 @@
+// Serving metrics, labelled with the model name and exported as Prometheus text at /metrics
+// through OpenTelemetry; vLLM's vllm:* set is the model (requests by outcome, TTFT, TPOT,
+// end-to-end latency, running and waiting sequences, KV-cache usage, token counters).
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace Stratus.Server.Hosting;
+
+public sealed class ServingMetrics : IDisposable
+{
+    public const string MeterName = "Stratus.Serving";
+
+    // Seconds, from a few milliseconds (TPOT of a small model) to minutes (long generations).
+    static readonly IReadOnlyList<double> LatencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160];
+
+    readonly Meter meter;
+    readonly Counter<long> requests, promptTokens, generationTokens;
+    readonly Histogram<double> timeToFirstToken, timePerOutputToken, e2eLatency;
+
+    public ServingMetrics(ModelRegistry registry)
+    {
+        meter = new Meter(MeterName);
+        requests = meter.CreateCounter<long>("stratus.requests", description: "Requests by outcome: stop, length, cancelled, rejected (429/503), invalid (4xx), error (5xx).");
+        promptTokens = meter.CreateCounter<long>("stratus.prompt_tokens", description: "Prompt tokens processed.");
+        generationTokens = meter.CreateCounter<long>("stratus.generation_tokens", description: "Tokens generated.");
+        var advice = new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets };
+        timeToFirstToken = meter.CreateHistogram("stratus.time_to_first_token", "s", "Time from request to the first generated token.", advice: advice);
+        timePerOutputToken = meter.CreateHistogram("stratus.time_per_output_token", "s", "Mean time between generated tokens of a request.", advice: advice);
+        e2eLatency = meter.CreateHistogram("stratus.e2e_request_latency", "s", "Time from request to its last token.", advice: advice);
+        meter.CreateObservableGauge("stratus.num_requests_running", () => PerModel(registry, m => m.Engine.Running), description: "Sequences in the running batch.");
+        meter.CreateObservableGauge("stratus.num_requests_waiting", () => PerModel(registry, m => m.Engine.Waiting), description: "Sequences waiting for a slot.");
+        meter.CreateObservableGauge("stratus.kv_cache_usage_ratio", () => PerModel(registry, m => m.Engine.KvCacheUsage), description: "Fraction of KV-cache blocks in use (0 to 1).");
+    }
+
+    static IEnumerable<Measurement<T>> PerModel<T>(ModelRegistry registry, Func<ServedModel, T> read) where T : struct
+    {
+        foreach (var model in registry.All) yield return new Measurement<T>(read(model), new KeyValuePair<string, object?>("model", model.Name));
+    }
+
+    public void RequestEnded(string model, string outcome) =>
+        requests.Add(1, new KeyValuePair<string, object?>("model", model), new KeyValuePair<string, object?>("outcome", outcome));
+
+    /// <summary>Records a finished generation's latencies and token counts.</summary>
+    public void Generated(string model, long startTimestamp, long? firstTokenTimestamp, int prompt, int completion)
+    {
+        var tag = new KeyValuePair<string, object?>("model", model);
+        var end = Stopwatch.GetTimestamp();
+        promptTokens.Add(prompt, tag);
+        generationTokens.Add(completion, tag);
+        e2eLatency.Record(Stopwatch.GetElapsedTime(startTimestamp, end).TotalSeconds, tag);
+        if (firstTokenTimestamp is { } first)
+        {
+            timeToFirstToken.Record(Stopwatch.GetElapsedTime(startTimestamp, first).TotalSeconds, tag);
+            if (completion > 1) timePerOutputToken.Record(Stopwatch.GetElapsedTime(first, end).TotalSeconds / (completion - 1), tag);
+        }
+    }
+
+    public void Dispose() => meter.Dispose();
+}

@@ -1,0 +1,139 @@
+// The OpenAI-compatible server: Kestrel, the /v1 endpoints, /tokenize, /health, /ready and
+// /metrics over one engine per served model. StartAsync is the one entry point, used by
+// `stratus serve`, by tests and by anything that wants a model behind HTTP.
+using System.Net;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
+using Stratus.Inference;
+using Stratus.Server.Api;
+using Stratus.Server.Endpoints;
+using Stratus.Server.Hosting;
+
+namespace Stratus.Server;
+
+public sealed record ServeOptions
+{
+    public IReadOnlyList<ModelSpec> Models { get; init; } = [];
+    public string Host { get; init; } = "127.0.0.1";
+    /// <summary>0 picks a free port (tests).</summary>
+    public int Port { get; init; } = 8000;
+    public EngineOptions Engine { get; init; } = new();
+    public long MaxRequestBodyBytes { get; init; } = 1 << 20;
+    /// <summary>Adds services, e.g. IGenerationFilter implementations.</summary>
+    public Action<IServiceCollection>? ConfigureServices { get; init; }
+    /// <summary>Adds middleware ahead of the endpoints (authentication, quotas).</summary>
+    public Action<WebApplication>? ConfigurePipeline { get; init; }
+    public LogLevel MinimumLogLevel { get; init; } = LogLevel.Warning;
+    /// <summary>libtorch intra-op threads for the whole process; null leaves libtorch's default.
+    /// On small machines one core is better left to Kestrel (see ServeCommand).</summary>
+    public int? TorchThreads { get; init; }
+}
+
+public sealed class StratusServer : IAsyncDisposable
+{
+    readonly WebApplication app;
+
+    StratusServer(WebApplication app, ModelRegistry models, Uri root)
+    {
+        this.app = app;
+        Models = models;
+        RootUrl = root;
+    }
+
+    public ModelRegistry Models { get; }
+    /// <summary>http://host:port/</summary>
+    public Uri RootUrl { get; }
+    /// <summary>What OpenAI clients take as their base URL: http://host:port/v1</summary>
+    public Uri BaseUrl => new(RootUrl, "v1");
+
+    /// <summary>Loads every model, starts Kestrel and returns once it accepts requests.</summary>
+    public static async Task<StratusServer> StartAsync(ServeOptions options, CancellationToken cancellation = default)
+    {
+        if (options.Models.Count == 0) throw new StratusUserException("give at least one model to serve (--model <run-or-checkpoint-folder>)");
+        if (options.TorchThreads is { } threads)
+        {
+            if (threads < 1) throw new StratusUserException($"--threads must be at least 1, got {threads}");
+            TorchSharp.torch.set_num_threads(threads);
+        }
+        var registry = new ModelRegistry();
+        try
+        {
+            foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine));
+            var app = Build(options, registry);
+            await app.StartAsync(cancellation);
+            var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            return new StratusServer(app, registry, new Uri(address.EndsWith('/') ? address : address + "/"));
+        }
+        catch
+        {
+            registry.Dispose();
+            throw;
+        }
+    }
+
+    static WebApplication Build(ServeOptions options, ModelRegistry registry)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.SetMinimumLevel(options.MinimumLogLevel);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
+            kestrel.AddServerHeader = false;
+            var address = options.Host is "localhost" ? IPAddress.Loopback
+                : IPAddress.TryParse(options.Host, out var ip) ? ip
+                : throw new StratusUserException($"--host {options.Host} is not an IP address; use e.g. 127.0.0.1 or 0.0.0.0");
+            kestrel.Listen(address, options.Port);
+        });
+        builder.Services.AddSingleton(registry);
+        builder.Services.AddSingleton<ServingMetrics>();
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+            .AddMeter(ServingMetrics.MeterName)
+            .AddPrometheusExporter());
+        options.ConfigureServices?.Invoke(builder.Services);
+
+        var app = builder.Build();
+        app.UseMiddleware<ErrorMiddleware>();
+        // Routing's empty 404/405 answers get OpenAI's error shape too.
+        app.UseStatusCodePages(async context =>
+        {
+            var status = context.HttpContext.Response.StatusCode;
+            var message = status switch
+            {
+                404 => $"Unknown request URL: {context.HttpContext.Request.Method} {context.HttpContext.Request.Path}.",
+                405 => $"Method {context.HttpContext.Request.Method} is not allowed for {context.HttpContext.Request.Path}.",
+                _ => $"The request failed with status {status}.",
+            };
+            await ErrorMiddleware.WriteAsync(context.HttpContext, new ApiException(status, message, code: status switch { 404 => "unknown_url", 405 => "method_not_allowed", _ => null }));
+        });
+        app.UseMiddleware<BodySizeMiddleware>(options.MaxRequestBodyBytes);
+        // Authentication, quotas and the like go here: after error shaping, before any endpoint.
+        options.ConfigurePipeline?.Invoke(app);
+
+        app.MapGroup("/v1").MapModels().MapCompletions().MapChatCompletions();
+        app.MapTokenizer().MapHealth();
+        app.MapPrometheusScrapingEndpoint("/metrics");
+        return app;
+    }
+
+    /// <summary>A curl command that chats with <paramref name="model"/> (default: the first).</summary>
+    public string CurlExample(string? model = null)
+    {
+        model ??= Models.All[0].Name;
+        return $"curl {BaseUrl}/chat/completions -H 'Content-Type: application/json' " +
+            $"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"ROMEO:\"}}], \"max_tokens\": 40}}'";
+    }
+
+    /// <summary>Waits until the host is stopped (Ctrl+C or the token).</summary>
+    public Task WaitForShutdownAsync(CancellationToken cancellation = default) => app.WaitForShutdownAsync(cancellation);
+
+    public async ValueTask DisposeAsync()
+    {
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5))) await app.StopAsync(timeout.Token);
+        await app.DisposeAsync();
+        Models.Dispose();
+    }
+}

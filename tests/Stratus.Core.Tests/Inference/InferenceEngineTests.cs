@@ -1,0 +1,157 @@
+// The engine's promises: continuous batching gives the same greedy tokens as decoding alone,
+// cancelled and finished sequences free their KV blocks, and a full queue refuses work.
+using Stratus.Inference;
+using Stratus.Models;
+using Stratus.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Tests.Inference;
+
+public sealed class InferenceEngineTests
+{
+    static (Gpt Model, CharTokenizer Tokenizer) TinyModel()
+    {
+        torch.manual_seed(7);
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrstuvwxyz .,!?\n");
+        return (new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false }), tokenizer);
+    }
+
+    static GenerationRequest Greedy(ITokenizer tokenizer, string prompt, int maxTokens) =>
+        new() { PromptTokens = tokenizer.Encode(prompt), MaxTokens = maxTokens, Temperature = 0 };
+
+    static async Task<int[]> Collect(Sequence sequence)
+    {
+        var tokens = new List<int>();
+        await foreach (var token in sequence.Output.ReadAllAsync()) tokens.Add(token.Token);
+        return [.. tokens];
+    }
+
+    [Fact]
+    public async Task Greedy_tokens_are_the_same_batched_as_alone()
+    {
+        var (model, tokenizer) = TinyModel();
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        string[] prompts = ["hello there", "a", "the quick brown fox jumps", "to be or not to be, that is", "xyz", "good night, sweet prince"];
+        var alone = new List<int[]>();
+        foreach (var prompt in prompts) alone.Add(await Collect(engine.Submit(Greedy(tokenizer, prompt, 30))));
+
+        // All at once, with staggered arrivals, so sequences join a running batch mid-way, and
+        // each prompt twice in a row, so equal prompts share a batched prefill.
+        var batched = new List<Task<int[]>>();
+        foreach (var prompt in prompts)
+        {
+            batched.Add(Collect(engine.Submit(Greedy(tokenizer, prompt, 30))));
+            batched.Add(Collect(engine.Submit(Greedy(tokenizer, prompt, 30))));
+            await Task.Delay(3);
+        }
+        var results = await Task.WhenAll(batched);
+        for (var i = 0; i < results.Length; i++) Assert.Equal(alone[i / 2], results[i]);
+        Assert.All(alone, tokens => Assert.Equal(30, tokens.Length));
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
+    public void Model_runner_chooses_the_same_greedy_tokens_for_a_row_in_a_batch_as_alone()
+    {
+        var (model, tokenizer) = TinyModel();
+        model.eval();
+        using var noGrad = torch.no_grad();
+        using var pool = new KvBlockPool(2, 2, 16, blockCount: 64, blockSize: 8, ScalarType.Float32, torch.CPU);
+        var runner = new ModelRunner(model, pool);
+        Sequence Make(string prompt)
+        {
+            var sequence = new Sequence(0, Greedy(tokenizer, prompt, 20), tokenizer.VocabSize);
+            Assert.True(pool.Allocator.TryAllocate(pool.Allocator.BlocksFor(sequence.ReservedTokens), sequence.Blocks));
+            return sequence;
+        }
+        int[] Run(List<Sequence> rows, int row)
+        {
+            var chosen = new GeneratedToken[rows.Count];
+            var tokens = new List<int>();
+            runner.Prefill(rows, chosen);
+            for (var step = 0; step < 20; step++)
+            {
+                for (var b = 0; b < rows.Count; b++) rows[b].Append(chosen[b], emit: false);
+                tokens.Add(chosen[row].Token);
+                runner.Decode(rows, chosen);
+            }
+            return [.. tokens];
+        }
+        // Equal lengths share one prefill; the decode batch then mixes them.
+        var first = Run([Make("to be or not")], 0);
+        var second = Run([Make("hello world!")], 0);
+        Assert.Equal(first, Run([Make("to be or not"), Make("hello world!")], 0));
+        Assert.Equal(second, Run([Make("to be or not"), Make("hello world!")], 1));
+    }
+
+    [Fact]
+    public async Task Cancelled_sequences_free_their_blocks()
+    {
+        var (model, tokenizer) = TinyModel();
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8, MaxBatchSize = 8 });
+        var sources = new List<CancellationTokenSource>();
+        var sequences = new List<Sequence>();
+        for (var i = 0; i < 20; i++)
+        {
+            var source = new CancellationTokenSource();
+            sources.Add(source);
+            sequences.Add(engine.Submit(Greedy(tokenizer, "once upon a time", 40), source.Token));
+        }
+        await sequences[0].Output.ReadAsync();
+        foreach (var source in sources) source.Cancel();
+        // Drain: a channel's Completion waits for its unread tokens too.
+        foreach (var sequence in sequences) await foreach (var _ in sequence.Output.ReadAllAsync()) { }
+        Assert.Equal(0, engine.KvBlocksUsed);
+        Assert.Equal(0, engine.Running);
+        Assert.Equal(0, engine.Waiting);
+    }
+
+    [Fact]
+    public void A_full_waiting_queue_refuses_requests()
+    {
+        var (model, tokenizer) = TinyModel();
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8, MaxBatchSize = 1, MaxWaiting = 2 });
+        using var cancel = new CancellationTokenSource();
+        var accepted = 0;
+        Assert.Throws<EngineOverloadedException>(() =>
+        {
+            for (var i = 0; i < 50; i++)
+            {
+                engine.Submit(Greedy(tokenizer, "abc", 60), cancel.Token);
+                accepted++;
+            }
+        });
+        Assert.InRange(accepted, 2, 4);
+        cancel.Cancel();
+    }
+
+    [Fact]
+    public void Scheduler_admits_in_order_within_the_block_pool_and_frees_blocks_on_release()
+    {
+        var allocator = new BlockAllocator(blockCount: 4, blockSize: 4);
+        var scheduler = new Scheduler(new EngineOptions { MaxBatchSize = 3, MaxTokensInFlight = 1000 }, allocator);
+        var sequences = new Sequence[3];
+        for (var i = 0; i < 3; i++)
+        {
+            // 2 prompt + 4 generated tokens: 2 blocks of 4 each.
+            sequences[i] = new Sequence(i, new GenerationRequest { PromptTokens = [0, 1], MaxTokens = 4, Temperature = 0 }, vocabSize: 2);
+            Assert.True(scheduler.TryEnqueue(sequences[i]));
+        }
+        var (prefill, decode) = scheduler.Schedule();
+        Assert.Equal([sequences[0], sequences[1]], prefill);
+        Assert.Empty(decode);
+        Assert.Equal(4, allocator.UsedBlocks);
+        Assert.Equal(1, scheduler.Waiting);
+
+        scheduler.Release(sequences[0], FinishReason.Length);
+        (prefill, decode) = scheduler.Schedule();
+        Assert.Equal([sequences[2]], prefill);
+        Assert.Equal([sequences[1]], decode);
+
+        sequences[1].Cancel();
+        scheduler.Schedule();
+        Assert.Equal(2, allocator.UsedBlocks);
+        Assert.Equal(FinishReason.Cancelled, sequences[1].FinishReason);
+    }
+}

@@ -1,0 +1,71 @@
+// Each sampling setting does what its name says, row by row, with the sequence's own generator.
+using Stratus.Inference;
+
+namespace Stratus.Tests.Inference;
+
+public sealed class LogitsSamplerTests
+{
+    static readonly float[] Logits = [1.0f, 3.0f, 2.5f, 0.5f, -1.0f];
+
+    static int[] Draw(GenerationRequest request, int times = 200)
+    {
+        var sampler = new LogitsSampler(Logits.Length);
+        var sequence = new Sequence(1, request with { PromptTokens = [0], MaxTokens = times }, Logits.Length);
+        var drawn = new int[times];
+        for (var i = 0; i < times; i++)
+        {
+            var row = (float[])Logits.Clone();
+            var token = sampler.Choose(row, sequence);
+            sequence.Append(token, emit: false);
+            drawn[i] = token.Token;
+        }
+        return drawn;
+    }
+
+    static GenerationRequest Sampled(double temperature = 1.0) => new() { PromptTokens = [0], Temperature = temperature, Seed = 3 };
+
+    [Fact]
+    public void Greedy_top_k_1_tiny_top_p_and_min_p_1_all_pick_the_most_likely_token()
+    {
+        Assert.All(Draw(Sampled(0)), t => Assert.Equal(1, t));
+        Assert.All(Draw(Sampled() with { TopK = 1 }), t => Assert.Equal(1, t));
+        Assert.All(Draw(Sampled() with { TopP = 0.01 }), t => Assert.Equal(1, t));
+        Assert.All(Draw(Sampled() with { MinP = 1.0 }), t => Assert.Equal(1, t));
+    }
+
+    [Fact]
+    public void Top_k_keeps_only_the_k_most_likely_tokens()
+    {
+        var drawn = Draw(Sampled(2.0) with { TopK = 2 }, 400);
+        Assert.All(drawn, t => Assert.Contains(t, new[] { 1, 2 }));
+        Assert.Contains(2, drawn);
+    }
+
+    [Fact]
+    public void Same_seed_draws_the_same_tokens()
+    {
+        Assert.Equal(Draw(Sampled()), Draw(Sampled()));
+        Assert.NotEqual(Draw(Sampled()), Draw(Sampled() with { Seed = 4 }));
+    }
+
+    [Fact]
+    public void Logit_bias_and_penalties_move_the_choice()
+    {
+        Assert.All(Draw(Sampled(0) with { LogitBias = new Dictionary<int, float> { [4] = 100 } }), t => Assert.Equal(4, t));
+        // Greedy with a strong frequency penalty cannot pick the same token twice in a row.
+        var drawn = Draw(Sampled(0) with { FrequencyPenalty = 2.0 }, 6);
+        for (var i = 1; i < drawn.Length; i++) Assert.NotEqual(drawn[i - 1], drawn[i]);
+    }
+
+    [Fact]
+    public void Logprobs_are_the_log_softmax_with_sorted_alternatives()
+    {
+        var sampler = new LogitsSampler(Logits.Length);
+        var sequence = new Sequence(1, Sampled(0) with { Logprobs = 3, MaxTokens = 1 }, Logits.Length);
+        var token = sampler.Choose((float[])Logits.Clone(), sequence);
+        var logSum = Math.Log(Logits.Sum(x => Math.Exp(x)));
+        Assert.Equal(3.0 - logSum, token.Logprob, 5);
+        Assert.Equal([1, 2, 0], token.TopLogprobs!.Select(t => t.Token).ToArray());
+        Assert.Equal(2.5 - logSum, token.TopLogprobs![1].Logprob, 5);
+    }
+}

@@ -1,0 +1,44 @@
+// The seam for policy (quotas, content safety): a filter can refuse a request before the
+// engine sees it and rewrite generated text on its way out, streamed or not.
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+using Stratus.Server.Api;
+using Stratus.Server.Hosting;
+
+namespace Stratus.Server.Tests;
+
+/// <summary>Refuses users named "blocked" and masks every 'e' in the output.</summary>
+public sealed class MaskingFilter : IGenerationFilter
+{
+    public ValueTask BeforeGenerationAsync(GenerationContext context, CancellationToken cancellation) =>
+        context.User == "blocked" ? throw new ApiException(403, "This user may not use the model.", "user", "forbidden") : ValueTask.CompletedTask;
+
+    public string OnOutputText(GenerationContext context, int choice, string text) => text.Replace('e', '*');
+}
+
+public sealed class FilteredModelServer : IAsyncLifetime
+{
+    public TinyModelServer Server { get; } = new() { ConfigureServices = services => services.AddSingleton<IGenerationFilter, MaskingFilter>() };
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
+public sealed class GenerationFilterTests(FilteredModelServer fixture) : IClassFixture<FilteredModelServer>
+{
+    [Fact]
+    public async Task Filters_refuse_requests_and_rewrite_output()
+    {
+        var http = fixture.Server.Http;
+        using var refused = await http.PostAsJsonAsync("/v1/chat/completions", new { model = "tiny", user = "blocked", messages = new[] { new { role = "user", content = "hi" } } });
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.Equal("forbidden", (string)JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"]!);
+
+        var body = new { model = "tiny", prompt = "eeee", max_tokens = 60, temperature = 1.5, seed = 3, logit_bias = new Dictionary<string, int> { ["70"] = 5 } };
+        using var plain = await http.PostAsJsonAsync("/v1/completions", body);
+        var text = (string)JsonNode.Parse(await plain.Content.ReadAsStringAsync())!["choices"]![0]!["text"]!;
+        Assert.DoesNotContain('e', text);
+        Assert.Contains('*', text);
+    }
+}

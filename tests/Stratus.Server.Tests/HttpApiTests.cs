@@ -1,0 +1,195 @@
+// The wire format where the .NET SDK has no say: n > 1, the exact event stream, /completions,
+// /tokenize, health, readiness, metrics, and greedy text that does not change under batching.
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Stratus.Server.Tests;
+
+public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyModelServer>
+{
+    HttpClient Http => fixture.Http;
+
+    async Task<JsonNode> PostJson(string path, object body, HttpStatusCode expected = HttpStatusCode.OK)
+    {
+        using var response = await Http.PostAsJsonAsync(path, body);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(expected == response.StatusCode, $"{(int)response.StatusCode}: {text}");
+        return JsonNode.Parse(text)!;
+    }
+
+    static object ChatBody(int maxTokens, double temperature = 0, int n = 1, bool stream = false, long? seed = null, string content = "To be, or not") => new Dictionary<string, object?>
+    {
+        ["model"] = TinyModelServer.ModelName,
+        ["messages"] = new[] { new { role = "system", content = "Be brief." }, new { role = "user", content } },
+        ["max_tokens"] = maxTokens,
+        ["temperature"] = temperature,
+        ["n"] = n,
+        ["stream"] = stream,
+        ["seed"] = seed,
+        ["stream_options"] = stream ? new { include_usage = true } : null,
+        ["some_future_field"] = new { ignored = true },
+    };
+
+    [Fact]
+    public async Task N_choices_differ_and_usage_counts_them_all()
+    {
+        var result = await PostJson("/v1/chat/completions", ChatBody(10, temperature: 1, n: 3, seed: 5));
+        var choices = result["choices"]!.AsArray();
+        Assert.Equal([0, 1, 2], choices.Select(c => (int)c!["index"]!).ToArray());
+        Assert.Equal(3, choices.Select(c => (string)c!["message"]!["content"]!).Distinct().Count());
+        Assert.Equal(30, (int)result["usage"]!["completion_tokens"]!);
+        Assert.Equal((int)result["usage"]!["prompt_tokens"]! + 30, (int)result["usage"]!["total_tokens"]!);
+    }
+
+    [Fact]
+    public async Task Stream_follows_openai_event_format()
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = JsonContent.Create(ChatBody(8, n: 2, stream: true)) };
+        using var response = await Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType!.MediaType);
+        var lines = (await response.Content.ReadAsStringAsync()).Split('\n');
+        var events = lines.Where(l => l.Length > 0).ToList();
+        Assert.All(events, e => Assert.StartsWith("data: ", e));
+        Assert.Equal("data: [DONE]", events[^1]);
+        var chunks = events.SkipLast(1).Select(e => JsonNode.Parse(e["data: ".Length..])!).ToList();
+        Assert.All(chunks, c => Assert.Equal("chat.completion.chunk", (string)c["object"]!));
+        var usage = chunks[^1];
+        Assert.Empty(usage["choices"]!.AsArray());
+        Assert.Equal(16, (int)usage["usage"]!["completion_tokens"]!);
+        foreach (var index in new[] { 0, 1 })
+        {
+            var mine = chunks.SkipLast(1).Select(c => c["choices"]![0]!).Where(c => (int)c["index"]! == index).ToList();
+            Assert.Equal("assistant", (string)mine[0]["delta"]!["role"]!);
+            Assert.Equal("length", (string)mine[^1]["finish_reason"]!);
+            Assert.All(mine.SkipLast(1), c => Assert.Null(c["finish_reason"]));
+            Assert.Equal(8, string.Concat(mine.Select(c => (string?)c["delta"]!["content"] ?? "")).Length);
+        }
+    }
+
+    [Fact]
+    public async Task Completions_echo_prompts_and_count_tokens()
+    {
+        var result = await PostJson("/v1/completions", new { model = "tiny", prompt = new[] { "abc", "xyz" }, max_tokens = 4, temperature = 0, echo = true, logprobs = 2 });
+        var choices = result["choices"]!.AsArray();
+        Assert.Equal(2, choices.Count);
+        Assert.StartsWith("abc", (string)choices[0]!["text"]!);
+        Assert.StartsWith("xyz", (string)choices[1]!["text"]!);
+        Assert.Equal(7, ((string)choices[0]!["text"]!).Length);
+        Assert.Equal(7, choices[0]!["logprobs"]!["tokens"]!.AsArray().Count);
+        Assert.Equal(8, (int)result["usage"]!["completion_tokens"]!);
+        Assert.Equal(6, (int)result["usage"]!["prompt_tokens"]!);
+        Assert.Equal("text_completion", (string)result["object"]!);
+    }
+
+    [Fact]
+    public async Task Echo_with_logprobs_scores_the_prompt_as_generation_did()
+    {
+        var generated = await PostJson("/v1/completions", new { model = "tiny", prompt = "Good morrow", max_tokens = 5, temperature = 0, logprobs = 1 });
+        var choice = generated["choices"]![0]!;
+        var text = (string)choice["text"]!;
+        var expected = choice["logprobs"]!["token_logprobs"]!.AsArray().Select(v => (double)v!).ToArray();
+
+        var scored = await PostJson("/v1/completions", new { model = "tiny", prompt = "Good morrow" + text, max_tokens = 0, echo = true, logprobs = 1 });
+        var logprobs = scored["choices"]![0]!["logprobs"]!;
+        var values = logprobs["token_logprobs"]!.AsArray();
+        Assert.Equal(("Good morrow" + text).Length, values.Count);
+        Assert.Null(values[0]);
+        Assert.Equal("Good morrow" + text, (string)scored["choices"]![0]!["text"]!);
+        Assert.Equal("length", (string)scored["choices"]![0]!["finish_reason"]!);
+        var tail = values.Skip(values.Count - 5).Select(v => (double)v!).ToArray();
+        for (var i = 0; i < 5; i++) Assert.Equal(expected[i], tail[i], 3);
+        Assert.Single(logprobs["top_logprobs"]![1]!.AsObject());
+    }
+
+    [Fact]
+    public async Task Tokenize_and_detokenize_round_trip()
+    {
+        var tokens = await PostJson("/tokenize", new { model = "tiny", prompt = "Hi!" });
+        Assert.Equal(3, (int)tokens["count"]!);
+        Assert.Equal(128, (int)tokens["max_model_len"]!);
+        var text = await PostJson("/detokenize", new { model = "tiny", tokens = tokens["tokens"]!.AsArray().Select(t => (int)t!).ToArray() });
+        Assert.Equal("Hi!", (string)text["prompt"]!);
+    }
+
+    [Fact]
+    public async Task Health_ready_and_metrics_answer()
+    {
+        Assert.Equal("ok", await Http.GetStringAsync("/health"));
+        Assert.Equal("ready", await Http.GetStringAsync("/ready"));
+        await PostJson("/v1/chat/completions", ChatBody(3));
+        var metrics = await Http.GetStringAsync("/metrics");
+        foreach (var name in new[] { "stratus_requests_total", "stratus_time_to_first_token_seconds_bucket", "stratus_time_per_output_token_seconds_bucket",
+                     "stratus_e2e_request_latency_seconds_bucket", "stratus_num_requests_running", "stratus_num_requests_waiting",
+                     "stratus_kv_cache_usage_ratio", "stratus_prompt_tokens_total", "stratus_generation_tokens_total" })
+            Assert.Contains(name, metrics);
+        Assert.Contains("model=\"tiny\"", metrics);
+    }
+
+    [Fact]
+    public async Task Greedy_text_is_the_same_under_concurrent_load()
+    {
+        string[] prompts = ["ROMEO:", "Once upon a time", "x", "The quick brown fox", "What light through yonder window breaks", "12345"];
+        var alone = new List<string>();
+        foreach (var prompt in prompts) alone.Add(Content(await PostJson("/v1/chat/completions", ChatBody(40, content: prompt))));
+        var together = await Task.WhenAll(prompts.Concat(prompts).Select(p => PostJson("/v1/chat/completions", ChatBody(40, content: p))));
+        for (var i = 0; i < together.Length; i++) Assert.Equal(alone[i % prompts.Length], Content(together[i]));
+    }
+
+    static string Content(JsonNode completion) => (string)completion["choices"]![0]!["message"]!["content"]!;
+
+    [Fact]
+    public async Task Unknown_routes_and_methods_answer_in_openai_error_shape()
+    {
+        using var missing = await Http.GetAsync("/v1/nothing-here");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        Assert.NotNull(JsonNode.Parse(await missing.Content.ReadAsStringAsync())!["error"]!["message"]);
+        using var method = await Http.GetAsync("/v1/chat/completions");
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, method.StatusCode);
+        Assert.NotNull(JsonNode.Parse(await method.Content.ReadAsStringAsync())!["error"]);
+    }
+
+    [Fact]
+    public async Task Cancelled_streams_return_kv_cache_usage_to_zero()
+    {
+        for (var wave = 0; wave < 10; wave++)
+        {
+            await Task.WhenAll(Enumerable.Range(0, 10).Select(async _ =>
+            {
+                using var cancel = new CancellationTokenSource();
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = JsonContent.Create(ChatBody(100, temperature: 1, stream: true)) };
+                using var response = await Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+                using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancel.Token));
+                // Read a few events, then hang up mid-stream.
+                for (var i = 0; i < 4; i++) await reader.ReadLineAsync(cancel.Token);
+                cancel.Cancel();
+            }));
+        }
+        var engine = fixture.Model.Engine;
+        for (var i = 0; i < 100 && engine.KvBlocksUsed > 0; i++) await Task.Delay(20);
+        Assert.Equal(0, engine.KvBlocksUsed);
+        Assert.Equal(0, engine.Running);
+        Assert.Matches("stratus_kv_cache_usage_ratio\\{[^}]*model=\"tiny\"[^}]*\\} 0", await Http.GetStringAsync("/metrics"));
+    }
+}
+
+public sealed class OverloadTests(BusyModelServer fixture) : IClassFixture<BusyModelServer>
+{
+    [Fact]
+    public async Task A_full_queue_answers_429_with_retry_after_and_recovers()
+    {
+        var http = fixture.Server.Http;
+        var body = new { model = "tiny", prompt = "abc", max_tokens = 100, temperature = 0 };
+        var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => http.PostAsJsonAsync("/v1/completions", body)));
+        var refused = responses.Where(r => r.StatusCode == HttpStatusCode.TooManyRequests).ToList();
+        Assert.NotEmpty(refused);
+        Assert.All(responses, r => Assert.True(r.StatusCode is HttpStatusCode.OK or HttpStatusCode.TooManyRequests));
+        Assert.NotNull(refused[0].Headers.RetryAfter);
+        var error = JsonNode.Parse(await refused[0].Content.ReadAsStringAsync())!["error"]!;
+        Assert.Equal("rate_limit_error", (string)error["type"]!);
+        using var after = await http.PostAsJsonAsync("/v1/completions", body with { });
+        Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+        foreach (var r in responses) r.Dispose();
+    }
+}

@@ -1,0 +1,67 @@
+// A real Kestrel server on a free loopback port serving a tiny random-weight char-level GPT,
+// saved with Checkpoint.Save exactly as training would, shared by the tests of one class.
+using Microsoft.Extensions.DependencyInjection;
+using Stratus.Inference;
+using Stratus.Models;
+using Stratus.Server.Hosting;
+using Stratus.Tokenization;
+using Stratus.Training;
+using TorchSharp;
+
+namespace Stratus.Server.Tests;
+
+public sealed class TinyModelServer : IAsyncLifetime
+{
+    public const string ModelName = "tiny";
+    public const string Corpus = " !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~\n";
+
+    readonly string folder = Path.Combine(Path.GetTempPath(), $"stratus-serve-test-{Guid.NewGuid():N}");
+
+    public StratusServer Server { get; private set; } = null!;
+    public HttpClient Http { get; private set; } = null!;
+    public string RunFolder => Path.Combine(folder, "tiny-run");
+    public ServedModel Model => Server.Models.Get(ModelName);
+
+    /// <summary>Engine limits; a subclass can make them tight to test refusals.</summary>
+    public EngineOptions Engine { get; init; } = new() { BlockSize = 8, MaxBatchSize = 32 };
+    public Action<IServiceCollection>? ConfigureServices { get; init; }
+
+    public static string CreateCheckpoint(string directory)
+    {
+        torch.manual_seed(11);
+        var tokenizer = CharTokenizer.FromCorpus(Corpus);
+        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 128, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false });
+        Checkpoint.Save(directory, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = ChatTemplate.For(tokenizer).ToJson() });
+        return directory;
+    }
+
+    public async Task InitializeAsync()
+    {
+        CreateCheckpoint(Path.Combine(RunFolder, "checkpoints", "best"));
+        Server = await StratusServer.StartAsync(new ServeOptions
+        {
+            Models = [new ModelSpec(RunFolder, ModelName), new ModelSpec(Path.Combine(RunFolder, "checkpoints", "best"))],
+            Port = 0,
+            Engine = Engine,
+            MaxRequestBodyBytes = 64 * 1024,
+            ConfigureServices = ConfigureServices,
+        });
+        Http = new HttpClient { BaseAddress = Server.RootUrl, Timeout = TimeSpan.FromSeconds(60) };
+    }
+
+    public async Task DisposeAsync()
+    {
+        Http.Dispose();
+        await Server.DisposeAsync();
+        if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+    }
+}
+
+/// <summary>A server whose engine takes one sequence at a time and lets one wait.</summary>
+public sealed class BusyModelServer : IAsyncLifetime
+{
+    readonly TinyModelServer inner = new() { Engine = new EngineOptions { BlockSize = 8, MaxBatchSize = 1, MaxWaiting = 1 } };
+    public TinyModelServer Server => inner;
+    public Task InitializeAsync() => inner.InitializeAsync();
+    public Task DisposeAsync() => inner.DisposeAsync();
+}

@@ -61,7 +61,7 @@ static class TrainCommand
         var view = new TrainingConsole(trainer);
         trainer.Run(token);
         view.Finish();
-        if (token.IsCancellationRequested) Console.WriteLine($"stopped at step {trainer.Step}; continue with `stratus train --resume <run>`");
+        if (trainer.StoppedEarly) Console.WriteLine($"stopped at step {trainer.Step}; continue with `stratus train --resume <run>`");
     }
 
     /// <summary>Ctrl+C asks the trainer to save a checkpoint and stop after the current step.</summary>

@@ -14,14 +14,15 @@ static class Cli
         .FirstOrDefault(File.Exists);
 
     /// <summary>`mpirun -np ranks dotnet stratus.dll args`. As root, with more ranks than cores
-    /// allowed; TERM=dumb because Open MPI gives each rank a pseudo-terminal.</summary>
+    /// allowed; TERM=dumb because Open MPI gives each rank a pseudo-terminal; ranks waiting in a
+    /// collective yield their core instead of spinning, since test machines are small and shared.</summary>
     public static ProcessStartInfo MpiStartInfo(int ranks, params string[] args)
     {
         var info = new ProcessStartInfo(MpiRun ?? throw new InvalidOperationException("mpirun is not installed"))
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
-        foreach (var arg in new[] { "--allow-run-as-root", "--oversubscribe", "-np", ranks.ToString(), "-x", "TERM=dumb", "dotnet", Dll }.Concat(args))
+        foreach (var arg in new[] { "--allow-run-as-root", "--oversubscribe", "-np", ranks.ToString(), "-x", "TERM=dumb", "--mca", "mpi_yield_when_idle", "1", "dotnet", Dll }.Concat(args))
             info.ArgumentList.Add(arg);
         info.Environment["TERM"] = "dumb";
         return info;

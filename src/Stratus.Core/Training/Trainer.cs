@@ -89,6 +89,8 @@ public sealed class Trainer : IDisposable
     public bool IsMain => communicator.IsMain;
     /// <summary>Bytes of optimizer moments on this rank (1/N of them under ZeRO-1).</summary>
     public long OptimizerStateBytes => optimizer.StateBytes;
+    /// <summary>Run ended before max_iters because this or another rank was asked to stop.</summary>
+    public bool StoppedEarly { get; private set; }
 
     public event Action<StepReport>? StepCompleted;
     public event Action<EvalReport>? Evaluated;
@@ -158,6 +160,7 @@ public sealed class Trainer : IDisposable
                 SaveCheckpoint("last");
                 lastCheckpointStep = step;
             }
+            StoppedEarly = stopping && step < config.MaxIters;
             if (step >= config.MaxIters || stopping) break;
 
             var report = TrainStep(clock);

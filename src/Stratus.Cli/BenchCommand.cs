@@ -101,7 +101,7 @@ static class BenchCommand
                 ["steps"] = steps,
                 ["ranks"] = ranks,
                 ["zero_stage"] = config.ZeroStage,
-                ["threads_per_rank"] = TorchSharp.torch.get_num_threads(),
+                ["threads"] = TorchSharp.torch.get_num_threads(), // per rank
                 ["ms_per_step_median"] = median * 1000,
                 ["ms_per_step_min"] = times[0] * 1000,
                 ["ms_per_step_max"] = times[^1] * 1000,

@@ -1,9 +1,13 @@
 // `stratus bench <what>`: speed and memory measurements, printed as a table and written as JSON.
+// `bench train` under mpirun measures data-parallel training: every rank trains, rank 0 reports
+// the job's tokens/s, the share of a step spent in communication and, given a one-rank result,
+// the scaling efficiency.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Spectre.Console;
+using Stratus.Distributed;
 using Stratus.Training;
 
 namespace Stratus.Cli;
@@ -24,53 +28,68 @@ static class BenchCommand
         var data = new Option<string>("--data") { Description = "dataset folder made by `stratus prepare`", Required = true };
         var steps = new Option<int>("--steps") { Description = "timed optimizer steps (after 3 warm-up steps)", DefaultValueFactory = _ => 50 };
         var json = new Option<string>("--json") { Description = "also write the results to this JSON file" };
-        var command = new Command("train", "Time optimizer steps: tokens/s, ms/step, MFU and peak RSS.") { config, data, steps, json };
+        var baseline = new Option<string>("--baseline-json") { Description = "the --json of a one-rank run of the same config: adds speed-up and scaling efficiency" };
+        var command = new Command("train", "Time optimizer steps: tokens/s, ms/step, MFU, communication share and peak RSS.") { config, data, steps, json, baseline };
         var overrides = new ConfigOptions(command);
         command.SetAction(result =>
         {
             var count = result.GetValue(steps);
             if (count < 1) throw new StratusUserException("--steps must be at least 1");
             var trainConfig = TrainConfig.Load(result.GetValue(config), overrides.Overrides(result));
-            var report = Measure(trainConfig, result.GetValue(data)!, count, result.GetValue(config)!);
-            Print(report);
-            if (result.GetValue(json) is { } path)
+            // Disposed only on success, as in `stratus train`.
+            var communicator = Communicator.Create();
+            var report = Measure(trainConfig, result.GetValue(data)!, count, result.GetValue(config)!, communicator);
+            if (communicator.IsMain)
             {
-                AtomicFile.WriteAllText(path, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-                Console.WriteLine($"wrote {path}");
+                if (result.GetValue(baseline) is { } baselinePath) AddScaling(report, baselinePath);
+                Print(report);
+                if (result.GetValue(json) is { } path)
+                {
+                    AtomicFile.WriteAllText(path, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                    Console.WriteLine($"wrote {path}");
+                }
             }
+            communicator.Dispose();
             return 0;
         });
         return command;
     }
 
-    static JsonObject Measure(TrainConfig config, string data, int steps, string configPath)
+    static JsonObject Measure(TrainConfig config, string data, int steps, string configPath, ICommunicator communicator)
     {
         const int warmup = 3;
         var run = Path.Combine(Path.GetTempPath(), $"stratus-bench-{Guid.NewGuid():N}");
         try
         {
-            using var trainer = Trainer.Start(config with { MaxIters = warmup + steps }, data, run);
+            using var trainer = Trainer.Start(config with { MaxIters = warmup + steps }, data, run, communicator: communicator);
             var clock = Stopwatch.StartNew();
             for (var i = 0; i < warmup; i++) trainer.TrainStep(clock);
             var rssAfterWarmup = MachineMeasures.CurrentRssBytes();
             var times = new List<double>();
+            double stepTotal = 0, communicationTotal = 0;
             var progress = Stopwatch.StartNew();
             for (var i = 0; i < steps; i++)
             {
-                times.Add(trainer.TrainStep(clock).StepSeconds);
-                if (!Console.IsOutputRedirected && progress.Elapsed.TotalSeconds > 1)
+                var step = trainer.TrainStep(clock);
+                times.Add(step.StepSeconds);
+                stepTotal += step.StepSeconds;
+                communicationTotal += step.CommunicationSeconds;
+                if (trainer.IsMain && !Console.IsOutputRedirected && progress.Elapsed.TotalSeconds > 1)
                 {
                     var eta = TimeSpan.FromSeconds(times.Average() * (steps - i - 1));
                     Console.Write($"\rstep {i + 1}/{steps}, {times.Average() * 1000:F1} ms/step, eta {eta:mm\\:ss}   ");
                     progress.Restart();
                 }
             }
-            if (!Console.IsOutputRedirected) Console.Write("\r\u001b[2K");
+            if (trainer.IsMain && !Console.IsOutputRedirected) Console.Write("\r\u001b[2K");
             times.Sort();
             var median = times[times.Count / 2];
             var tokens = (double)config.BatchSize * config.BlockSize * config.GradientAccumulationSteps;
             var achieved = trainer.FlopsPerStep / median;
-            var nominal = MachineMeasures.NominalCpuPeak(trainer.Model.ComputeDtype);
+            var ranks = trainer.WorldSize;
+            // Both peaks are one process's (its threads); the job has `ranks` of them.
+            var nominal = MachineMeasures.NominalCpuPeak(trainer.Model.ComputeDtype) * ranks;
+            var peak = trainer.PeakFlops * ranks;
             return new JsonObject
             {
                 ["benchmark"] = "train",
@@ -81,14 +100,19 @@ static class BenchCommand
                 ["block_size"] = config.BlockSize,
                 ["gradient_accumulation_steps"] = config.GradientAccumulationSteps,
                 ["steps"] = steps,
-                ["threads"] = TorchSharp.torch.get_num_threads(),
+                ["ranks"] = ranks,
+                ["zero_stage"] = config.ZeroStage,
+                ["threads"] = TorchSharp.torch.get_num_threads(), // per rank
                 ["ms_per_step_median"] = median * 1000,
                 ["ms_per_step_min"] = times[0] * 1000,
                 ["ms_per_step_max"] = times[^1] * 1000,
                 ["tokens_per_sec"] = tokens / median,
+                ["tokens_per_sec_per_rank"] = tokens / median / ranks,
+                ["comm_share"] = communicationTotal / stepTotal,
+                ["optimizer_state_mb_per_rank"] = trainer.OptimizerStateBytes / 1048576.0,
                 ["achieved_gflops"] = achieved / 1e9,
-                ["measured_peak_gflops"] = trainer.PeakFlops / 1e9,
-                ["mfu_measured_peak"] = achieved / trainer.PeakFlops,
+                ["measured_peak_gflops"] = peak / 1e9,
+                ["mfu_measured_peak"] = achieved / peak,
                 ["nominal_peak_gflops"] = nominal / 1e9,
                 ["mfu_nominal_peak"] = nominal is { } n ? achieved / n : null,
                 ["rss_after_warmup_mb"] = rssAfterWarmup / 1048576.0,
@@ -100,6 +124,19 @@ static class BenchCommand
         {
             if (Directory.Exists(run)) Directory.Delete(run, recursive: true);
         }
+    }
+
+    /// <summary>Speed-up over a one-rank run and its share of the ideal (ranks x one rank).</summary>
+    static void AddScaling(JsonObject report, string baselinePath)
+    {
+        if (!File.Exists(baselinePath)) throw new StratusUserException($"--baseline-json {baselinePath} does not exist; write it with `stratus bench train ... --json {baselinePath}` on one rank");
+        var baseline = JsonNode.Parse(File.ReadAllText(baselinePath)) as JsonObject;
+        if (baseline?["tokens_per_sec"] is not JsonValue value || !value.TryGetValue<double>(out var oneRank))
+            throw new StratusUserException($"{baselinePath} has no tokens_per_sec; pass the --json of a `stratus bench train` run");
+        var speedup = (double)report["tokens_per_sec"]! / oneRank;
+        report["baseline_tokens_per_sec"] = oneRank;
+        report["speedup"] = speedup;
+        report["scaling_efficiency"] = speedup / (int)report["ranks"]!;
     }
 
     static void Print(JsonObject report)

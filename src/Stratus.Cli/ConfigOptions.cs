@@ -1,5 +1,6 @@
 // Every training config key as a kebab-case option (--max-iters 100), generated from
-// TrainConfig so the command line and the JSON file can never disagree.
+// TrainConfig so the command line and the JSON file can never disagree. A few keys also get a
+// short alias (--zero 1 for --zero-stage 1).
 using System.CommandLine;
 using Stratus.Training;
 
@@ -8,10 +9,11 @@ namespace Stratus.Cli;
 sealed class ConfigOptions
 {
     readonly List<(string Key, Option<string> Option)> options;
+    static readonly Dictionary<string, string[]> Aliases = new() { ["zero_stage"] = ["--zero"] };
 
     public ConfigOptions(Command command)
     {
-        options = TrainConfig.Keys.Select(key => (key, new Option<string>("--" + key.Replace('_', '-')) { Description = $"override config key {key}", HelpName = "value" })).ToList();
+        options = TrainConfig.Keys.Select(key => (key, new Option<string>("--" + key.Replace('_', '-'), Aliases.GetValueOrDefault(key) ?? []) { Description = $"override config key {key}", HelpName = "value" })).ToList();
         foreach (var (_, option) in options) command.Options.Add(option);
     }
 

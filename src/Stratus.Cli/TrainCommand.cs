@@ -1,6 +1,9 @@
 // `stratus train --config <file.json> --data <dataset> --out <run> [--<key> <value>]...`
 // `stratus train --resume <run>`
+// Under `mpirun -np N` or `srun` every rank runs this command; they train one model together
+// (data parallel, see docs/distributed.md) and only rank 0 prints.
 using System.CommandLine;
+using Stratus.Distributed;
 using Stratus.Training;
 
 namespace Stratus.Cli;
@@ -18,15 +21,21 @@ static class TrainCommand
         var overrides = new ConfigOptions(command);
         command.SetAction((result, cancellation) =>
         {
-            using var stop = StopOnCtrlC(out var token);
-            using var trainer = result.GetValue(resume) is { } runDirectory
-                ? Trainer.Resume(runDirectory, overrides.Overrides(result))
+            // Not disposed on failure: MPI_Finalize would wait for ranks that wait for this one,
+            // while a rank that exits without it makes mpirun end the whole job.
+            var communicator = Communicator.Create();
+            using (var stop = StopOnCtrlC(out var token))
+            using (var trainer = result.GetValue(resume) is { } runDirectory
+                ? Trainer.Resume(runDirectory, overrides.Overrides(result), communicator: communicator)
                 : Trainer.Start(
                     TrainConfig.Load(result.GetValue(config), overrides.Overrides(result)),
                     result.GetValue(data) ?? throw new StratusUserException("--data is required: the dataset folder made by `stratus prepare`"),
                     result.GetValue(output) ?? throw new StratusUserException("--out is required: the run folder to write"),
-                    result.GetValue(initFrom));
-            Run(trainer, token);
+                    result.GetValue(initFrom), communicator: communicator))
+            {
+                Run(trainer, token);
+            }
+            communicator.Dispose();
             return Task.FromResult(0);
         });
         return command;
@@ -34,14 +43,25 @@ static class TrainCommand
 
     public static void Run(Trainer trainer, CancellationToken token)
     {
+        if (!trainer.IsMain)
+        {
+            trainer.Run(token);
+            return;
+        }
         var model = trainer.Model;
         Console.WriteLine($"model: {model.Config.Architecture}, {model.ParameterCount(nonEmbedding: false) / 1e6:F2} M parameters, " +
             $"{model.Config.NLayer} layers, {model.Config.NHead} heads, {model.Config.NEmbd} wide, context {model.Config.BlockSize}, {trainer.Config.Dtype}");
-        Console.WriteLine($"training from step {trainer.Step} to {trainer.Config.MaxIters}; matmul peak {trainer.PeakFlops / 1e9:F0} GFLOP/s");
+        if (trainer.WorldSize > 1)
+        {
+            var full = model.parameters().Sum(p => p.numel()) * 2 * sizeof(float);
+            Console.WriteLine($"data parallel: {trainer.WorldSize} ranks, {trainer.Config.GradientAccumulationSteps / trainer.WorldSize} micro-batches each per step, " +
+                $"{(trainer.Config.ZeroStage == 1 ? "ZeRO-1" : "replicated optimizer")}: AdamW moments {trainer.OptimizerStateBytes / 1048576.0:F2} MiB on rank 0 ({full / 1048576.0:F2} MiB unsharded)");
+        }
+        Console.WriteLine($"training from step {trainer.Step} to {trainer.Config.MaxIters}; matmul peak {trainer.PeakFlops / 1e9:F0} GFLOP/s per rank");
         var view = new TrainingConsole(trainer);
         trainer.Run(token);
         view.Finish();
-        if (token.IsCancellationRequested) Console.WriteLine($"stopped at step {trainer.Step}; continue with `stratus train --resume <run>`");
+        if (trainer.StoppedEarly) Console.WriteLine($"stopped at step {trainer.Step}; continue with `stratus train --resume <run>`");
     }
 
     /// <summary>Ctrl+C asks the trainer to save a checkpoint and stop after the current step.</summary>

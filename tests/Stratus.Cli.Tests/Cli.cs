@@ -1,4 +1,5 @@
-// Runs the real `stratus` CLI (the stratus.dll built next to the tests) as a child process.
+// Runs the real `stratus` CLI (the stratus.dll built next to the tests) as a child process, alone
+// or as the ranks of an Open MPI job.
 using System.Diagnostics;
 
 namespace Stratus.Cli.Tests;
@@ -6,6 +7,28 @@ namespace Stratus.Cli.Tests;
 static class Cli
 {
     public static string Dll => Path.Combine(AppContext.BaseDirectory, "stratus.dll");
+
+    public static readonly string? MpiRun = (Environment.GetEnvironmentVariable("PATH") ?? "")
+        .Split(':', StringSplitOptions.RemoveEmptyEntries)
+        .Select(folder => Path.Combine(folder, "mpirun"))
+        .FirstOrDefault(File.Exists);
+
+    /// <summary>`mpirun -np ranks dotnet stratus.dll args`. As root, with more ranks than cores
+    /// allowed; TERM=dumb because Open MPI gives each rank a pseudo-terminal; ranks waiting in a
+    /// collective yield their core instead of spinning, since test machines are small and shared.</summary>
+    public static ProcessStartInfo MpiStartInfo(int ranks, params string[] args)
+    {
+        var info = new ProcessStartInfo(MpiRun ?? throw new InvalidOperationException("mpirun is not installed"))
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        foreach (var arg in new[] { "--allow-run-as-root", "--oversubscribe", "-np", ranks.ToString(), "-x", "TERM=dumb", "--mca", "mpi_yield_when_idle", "1", "dotnet", Dll }.Concat(args))
+            info.ArgumentList.Add(arg);
+        info.Environment["TERM"] = "dumb";
+        return info;
+    }
+
+    public static (int ExitCode, string Stdout, string Stderr) RunMpi(int ranks, params string[] args) => Run(MpiStartInfo(ranks, args));
 
     public static ProcessStartInfo StartInfo(params string[] args)
     {
@@ -16,17 +39,30 @@ static class Cli
         return info;
     }
 
-    public static (int ExitCode, string Stdout, string Stderr) Run(params string[] args)
+    public static (int ExitCode, string Stdout, string Stderr) Run(params string[] args) => Run(StartInfo(args));
+
+    static (int ExitCode, string Stdout, string Stderr) Run(ProcessStartInfo info)
     {
-        using var process = Process.Start(StartInfo(args))!;
+        using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         if (!process.WaitForExit(TimeSpan.FromMinutes(3)))
         {
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"stratus {string.Join(' ', args)} did not finish");
+            throw new TimeoutException($"{info.FileName} {string.Join(' ', info.ArgumentList)} did not finish");
         }
         return (process.ExitCode, stdout.Result, stderr.Result);
+    }
+}
+
+/// <summary>A test that needs Open MPI; skipped, with the reason, where mpirun is missing
+/// (.ci/run installs openmpi-bin).</summary>
+sealed class MpiFactAttribute : FactAttribute
+{
+    public MpiFactAttribute()
+    {
+        if (Cli.MpiRun is null)
+            Skip = "mpirun is not installed (apt-get install openmpi-bin libopenmpi-dev)";
     }
 }
 

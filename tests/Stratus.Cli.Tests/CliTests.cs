@@ -14,7 +14,7 @@ public sealed class CliTests
         return text.ToString();
     }
 
-    static (string Data, string Config) Prepare(TempDirectory temp)
+    internal static (string Data, string Config) Prepare(TempDirectory temp)
     {
         File.WriteAllText(temp["corpus.txt"], Corpus());
         var (code, _, stderr) = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["data"]);
@@ -27,7 +27,7 @@ public sealed class CliTests
         return (temp["data"], temp["tiny.json"]);
     }
 
-    static List<(long Step, double Loss)> Losses(string run) =>
+    internal static List<(long Step, double Loss)> Losses(string run) =>
         File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!)
             .Where(m => m["train_loss"] is not null).Select(m => ((long)m["step"]!, (double)m["train_loss"]!)).ToList();
 

@@ -1,5 +1,5 @@
-// Samples training windows from memory-mapped shards. The windows of micro-batch m of step s
-// are a pure function of (seed, s, m): no sampler state to save, exact resume by
+// Samples training windows from memory-mapped shards. The windows (and the dropout seed) of
+// micro-batch m of step s are a pure function of (seed, s, m): no sampler state to save, exact resume by
 // construction, and ranks of a distributed job can each take some of a step's micro-batches
 // without changing what the whole job learns.
 using System.Text.Json.Nodes;
@@ -17,6 +17,8 @@ public sealed class BatchSampler : IDisposable
     readonly long[] buffer;
     readonly int batchSize, blockSize;
     readonly ulong seed;
+    // Streams 0-3 are the train and val windows of training and of evaluation.
+    const ulong DropoutStream = 4;
 
     public BatchSampler(string datasetDirectory, int batchSize, int blockSize, long seed)
     {
@@ -55,6 +57,15 @@ public sealed class BatchSampler : IDisposable
         }
         using var all = torch.tensor(buffer, [batchSize, blockSize + 1], device: device);
         return (all[.., ..^1].contiguous(), all[.., 1..].contiguous());
+    }
+
+    /// <summary>The dropout seed for micro-batch <paramref name="index"/> of training step
+    /// <paramref name="step"/>: like the windows, a pure function of (seed, step, micro-batch), so
+    /// whichever rank runs a micro-batch drops the same units and resume needs no RNG state.</summary>
+    public long DropoutSeed(long step, int index)
+    {
+        var random = new CounterRandom(seed, DropoutStream, (ulong)step, (ulong)index);
+        return (long)(random.NextBelow(ulong.MaxValue) >> 1);
     }
 
     public void Dispose()

@@ -55,14 +55,18 @@ public sealed class GradientBuckets : IDisposable
             bucket.Flat.zero_();
     }
 
-    /// <summary>Averages every parameter's gradient across ranks. Call after backward on every rank.</summary>
-    public void AllReduceGradients()
+    /// <summary>
+    /// Averages every parameter's gradient across ranks (or sums them: the trainer divides each
+    /// micro-batch loss by the job's micro-batch count, so the sum is the global mean). Call
+    /// after backward on every rank.
+    /// </summary>
+    public void AllReduceGradients(ReduceOp op = ReduceOp.Average)
     {
         var pending = new IPendingCollective[_buckets.Length];
         for (var i = 0; i < _buckets.Length; i++)
         {
             _buckets[i].Reattach();
-            pending[i] = _communicator.StartAllReduce(_buckets[i].Flat, ReduceOp.Average);
+            pending[i] = _communicator.StartAllReduce(_buckets[i].Flat, op);
         }
         foreach (var operation in pending)
             operation.Wait();

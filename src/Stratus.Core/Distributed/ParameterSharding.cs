@@ -75,11 +75,11 @@ public sealed class ParameterSharding : IDisposable
     /// <summary>Zeroes all gradients in place, keeping .grad pointing into <see cref="FlatGradients"/>.</summary>
     public void ZeroGradients() => FlatGradients.zero_();
 
-    /// <summary>Averages gradients across ranks into <see cref="GradientShard"/>. Call after backward on every rank.</summary>
-    public void ReduceScatterGradients()
+    /// <summary>Averages (or sums) gradients across ranks into <see cref="GradientShard"/>. Call after backward on every rank.</summary>
+    public void ReduceScatterGradients(ReduceOp op = ReduceOp.Average)
     {
         RequireGradientsInPlace();
-        _communicator.ReduceScatter(FlatGradients, GradientShard, ReduceOp.Average);
+        _communicator.ReduceScatter(FlatGradients, GradientShard, op);
     }
 
     /// <summary>Sends this rank's updated <see cref="ParameterShard"/> to all ranks, so every model is complete again.</summary>

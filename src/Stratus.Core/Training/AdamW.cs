@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 
 namespace Stratus.Training;
 
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizer
 {
     const string Script = """
         def adamw(params: List[Tensor], grads: List[Tensor], exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor], steps: List[Tensor], lr: float, beta1: float, beta2: float, weight_decay: float, eps: float) -> Tensor:
@@ -30,7 +30,7 @@ public sealed class AdamW : IDisposable
 
         """;
 
-    readonly jit.CompilationUnit compiled = jit.compile(Script);
+    readonly jit.CompilationUnit compiled = CompileKernels();
     readonly Group decay, noDecay;
     readonly Tensor step;
     Tensor[]? allGrads;
@@ -57,6 +57,17 @@ public sealed class AdamW : IDisposable
     public long Steps => (long)step.item<float>();
 
     IEnumerable<Group> Groups => [decay, noDecay];
+
+    /// <summary>The TorchScript functions above (adamw, clip_grad_norm, zero), for optimizers that
+    /// run the same kernels on other tensors (ZeRO-1 shards).</summary>
+    internal static jit.CompilationUnit CompileKernels() => jit.compile(Script);
+
+    public long StateBytes => Groups.Sum(g => g.ExpAvg.Concat(g.ExpAvgSq).Sum(t => t.numel() * t.element_size()));
+
+    /// <summary>A single process has every gradient already.</summary>
+    public void ReduceGradients()
+    {
+    }
 
     /// <summary>Gradient tensors of all parameters, in order. Gradients are zeroed in place and
     /// never set to None, so their storage (and these handles) stay valid across steps.</summary>

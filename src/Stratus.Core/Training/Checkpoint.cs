@@ -1,5 +1,5 @@
 // A checkpoint is a folder: model weights (safetensors), optimizer state (safetensors), the
-// model and training configs, the tokenizer, the trainer state (step, best loss, RNG) and a
+// model and training configs, the tokenizer, the trainer state (step, best loss) and a
 // manifest holding the sha256 of every file. It is written into a temporary sibling folder
 // and renamed into place, so a crash mid-write leaves the previous checkpoint intact; loading
 // verifies every hash and refuses a corrupt or foreign folder with a clear message.
@@ -14,7 +14,9 @@ using static TorchSharp.torch;
 
 namespace Stratus.Training;
 
-public sealed record TrainerState(long Step, double BestValLoss, string? TorchRngState);
+// Dropout is reseeded per micro-batch from (seed, step, micro-batch), so no RNG state is kept;
+// older checkpoints' torch_rng_state is skipped when read.
+public sealed record TrainerState(long Step, double BestValLoss);
 
 public sealed class Checkpoint
 {
@@ -51,7 +53,7 @@ public sealed class Checkpoint
     /// <summary>Writes a checkpoint to <paramref name="directory"/> atomically, replacing any
     /// checkpoint there. Extra files (e.g. a chat template) are written as given.</summary>
     public static void Save(string directory, CausalLanguageModel model, ITokenizer tokenizer, TrainConfig? train = null,
-        AdamW? optimizer = null, TrainerState? state = null, IReadOnlyDictionary<string, string>? extraFiles = null)
+        IReadOnlyDictionary<string, Tensor>? optimizerState = null, TrainerState? state = null, IReadOnlyDictionary<string, string>? extraFiles = null)
     {
         var target = Path.GetFullPath(directory);
         var parent = Path.GetDirectoryName(target)!;
@@ -61,7 +63,7 @@ public sealed class Checkpoint
         try
         {
             SafeTensors.Save(Path.Combine(temporary, ModelFile), model.state_dict(), new Dictionary<string, string> { ["format"] = "pt" });
-            if (optimizer is not null) SafeTensors.Save(Path.Combine(temporary, OptimizerFile), optimizer.StateDict());
+            if (optimizerState is not null) SafeTensors.Save(Path.Combine(temporary, OptimizerFile), optimizerState);
             WriteJson(temporary, ModelConfigFile, JsonSerializer.SerializeToNode(model.Config, JsonOptions)!);
             if (train is not null) WriteJson(temporary, TrainConfigFile, JsonSerializer.SerializeToNode(train, TrainConfig.Json)!);
             if (state is not null) WriteJson(temporary, StateFile, JsonSerializer.SerializeToNode(state, JsonOptions)!);
@@ -161,7 +163,7 @@ public sealed class Checkpoint
         }
     }
 
-    public void LoadOptimizer(AdamW optimizer)
+    public void LoadOptimizer(IOptimizer optimizer)
     {
         var path = Path.Combine(Directory, OptimizerFile);
         if (!File.Exists(path)) throw new StratusUserException($"checkpoint {Directory} has no optimizer state; it cannot be resumed (use --init-from to start a new run from it)");

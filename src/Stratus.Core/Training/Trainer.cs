@@ -1,12 +1,18 @@
 // The training loop, top to bottom as in nanoGPT's train.py: for each step, evaluate when due,
 // checkpoint when due, then run the step's micro-batches forward and backward, clip, and take
-// an AdamW step at the scheduled learning rate. Every input of a step is a function of
-// (seed, step, micro-batch), and the checkpoint holds everything else (weights, optimizer
-// moments, RNG), so a resumed run repeats the uninterrupted one exactly.
+// an AdamW step at the scheduled learning rate. Every input of a step, data and dropout alike,
+// is a function of (seed, step, micro-batch), and the checkpoint holds everything else (weights,
+// optimizer moments), so a resumed run repeats the uninterrupted one exactly.
+//
+// Data parallelism (mpirun / srun, see docs/distributed.md): with N ranks, rank r runs the
+// micro-batches m with m mod N = r of the job's gradient_accumulation_steps, and the optimizer
+// combines the gradients (DataParallel.CreateAdamW), so N ranks learn what one rank learns with
+// the same accumulation. Only rank 0 writes metrics and checkpoints.
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Stratus.Data;
+using Stratus.Distributed;
 using Stratus.Models;
 using Stratus.Tokenization;
 using TorchSharp;
@@ -14,9 +20,10 @@ using static TorchSharp.torch;
 
 namespace Stratus.Training;
 
-/// <summary>What one optimizer step did, for the console and the metrics log.</summary>
+/// <summary>What one optimizer step did, for the console and the metrics log. Tokens are the whole
+/// job's; CommunicationSeconds is the part of the step this rank spent in collectives.</summary>
 public sealed record StepReport(long Step, long MaxSteps, double TrainLoss, double LearningRate, double GradNorm,
-    double StepSeconds, double TokensPerSecond, double Mfu, double ElapsedSeconds);
+    double StepSeconds, double TokensPerSecond, double Mfu, double ElapsedSeconds, double CommunicationSeconds);
 
 public sealed record EvalReport(long Step, double TrainLoss, double ValLoss, bool IsBest);
 
@@ -28,18 +35,22 @@ public sealed class Trainer : IDisposable
     readonly string runDirectory;
     readonly BatchSampler sampler;
     readonly CausalLanguageModel model;
-    readonly AdamW optimizer;
+    readonly IOptimizer optimizer;
+    readonly TimedCommunicator communicator;
     readonly Device device;
     readonly double flopsPerStep, peakFlops;
     long step;
     double bestValLoss = double.PositiveInfinity;
-    Generator? generator;
+    readonly Generator generator;
 
-    Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, Device? device)
+    Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, Device? device, ICommunicator? communicator)
     {
         this.config = config;
         this.runDirectory = runDirectory;
         this.device = device ?? CPU;
+        this.communicator = new TimedCommunicator(communicator ?? new SingleProcessCommunicator());
+        if (config.GradientAccumulationSteps % this.communicator.WorldSize != 0)
+            throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({this.communicator.WorldSize}): it counts the micro-batches of the whole job per optimizer step, each rank runs an equal share");
         sampler = new BatchSampler(dataDirectory, config.BatchSize, config.BlockSize, config.Seed);
         var tokenizer = sampler.Tokenizer;
         if (initFrom is not null && initFrom.Tokenizer.ToJson().ToJsonString() != tokenizer.ToJson().ToJsonString())
@@ -53,18 +64,13 @@ public sealed class Trainer : IDisposable
         model.to(this.device);
         model.ComputeDtype = config.ComputeDtype;
         (resumeFrom ?? initFrom)?.LoadWeights(model);
-        optimizer = new AdamW(model.named_parameters().Select(p => (p.name, (Tensor)p.parameter)), config.Beta1, config.Beta2, config.WeightDecay);
+        optimizer = DataParallel.CreateAdamW(model.named_parameters(), this.communicator, config.ZeroStage, config.Beta1, config.Beta2, config.WeightDecay);
         if (resumeFrom is not null)
         {
             resumeFrom.LoadOptimizer(optimizer);
             var state = resumeFrom.State ?? throw new StratusUserException($"{resumeFrom.Directory} has no trainer state; it cannot be resumed");
             step = state.Step;
             bestValLoss = state.BestValLoss;
-            if (state.TorchRngState is { } rng)
-            {
-                using var rngTensor = torch.tensor(Convert.FromBase64String(rng), dtype: ScalarType.Byte);
-                generator.set_state(rngTensor);
-            }
         }
 
         var tokensPerStep = (double)config.BatchSize * config.BlockSize * config.GradientAccumulationSteps;
@@ -79,6 +85,12 @@ public sealed class Trainer : IDisposable
     public long Step => step;
     public double FlopsPerStep => flopsPerStep;
     public double PeakFlops => peakFlops;
+    public int WorldSize => communicator.WorldSize;
+    public bool IsMain => communicator.IsMain;
+    /// <summary>Bytes of optimizer moments on this rank (1/N of them under ZeRO-1).</summary>
+    public long OptimizerStateBytes => optimizer.StateBytes;
+    /// <summary>Run ended before max_iters because this or another rank was asked to stop.</summary>
+    public bool StoppedEarly { get; private set; }
 
     public event Action<StepReport>? StepCompleted;
     public event Action<EvalReport>? Evaluated;
@@ -86,13 +98,14 @@ public sealed class Trainer : IDisposable
 
     /// <summary>Starts a new run in <paramref name="runDirectory"/> (an existing run there is
     /// replaced only if it has no checkpoint; otherwise use --resume).</summary>
-    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, string? initFrom = null, Device? device = null)
+    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, string? initFrom = null, Device? device = null, ICommunicator? communicator = null)
     {
         if (Directory.Exists(Path.Combine(runDirectory, "checkpoints", "last")))
             throw new StratusUserException($"{runDirectory} already holds a run; continue it with `stratus train --resume {runDirectory}` or choose another --out");
         Directory.CreateDirectory(runDirectory);
         var init = initFrom is null ? null : Checkpoint.Open(Checkpoint.Resolve(initFrom));
-        var trainer = new Trainer(config, dataDirectory, runDirectory, null, init, device);
+        var trainer = new Trainer(config, dataDirectory, runDirectory, null, init, device, communicator);
+        if (!trainer.IsMain) return trainer;
         var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom), ["config"] = JsonSerializer.SerializeToNode(config, TrainConfig.Json) };
         AtomicFile.WriteAllText(Path.Combine(runDirectory, RunFile), run.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         return trainer;
@@ -100,7 +113,7 @@ public sealed class Trainer : IDisposable
 
     /// <summary>Continues a run from its last checkpoint; overrides may change only settings that
     /// do not alter what has been learned so far (e.g. max_iters).</summary>
-    public static Trainer Resume(string runDirectory, IEnumerable<KeyValuePair<string, string>>? overrides = null, Device? device = null)
+    public static Trainer Resume(string runDirectory, IEnumerable<KeyValuePair<string, string>>? overrides = null, Device? device = null, ICommunicator? communicator = null)
     {
         var runPath = Path.Combine(runDirectory, RunFile);
         if (!File.Exists(runPath)) throw new StratusUserException($"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
@@ -119,99 +132,114 @@ public sealed class Trainer : IDisposable
             }
             finally { File.Delete(path); }
         }
-        return new Trainer(config, (string)run["data"]!, runDirectory, checkpoint, null, device);
+        return new Trainer(config, (string)run["data"]!, runDirectory, checkpoint, null, device, communicator);
     }
 
     public void Run(CancellationToken cancellation = default)
     {
-        using var metrics = new MetricsLog(runDirectory, step);
+        using var metrics = communicator.IsMain ? new MetricsLog(runDirectory, step) : null;
         var clock = Stopwatch.StartNew();
         var startStep = step;
         var lastCheckpointStep = step;
         for (; ; step++)
         {
+            var stopping = communicator.AnyRank(cancellation.IsCancellationRequested);
             var evalDue = step % config.EvalInterval == 0 || step == config.MaxIters;
             if (evalDue)
             {
                 var (trainLoss, valLoss) = Evaluate();
                 var isBest = valLoss < bestValLoss;
                 if (isBest) bestValLoss = valLoss;
-                metrics.Write(new JsonObject { ["step"] = step, ["val_loss"] = valLoss, ["eval_train_loss"] = trainLoss, ["elapsed_s"] = clock.Elapsed.TotalSeconds });
+                metrics?.Write(new JsonObject { ["step"] = step, ["val_loss"] = valLoss, ["eval_train_loss"] = trainLoss, ["elapsed_s"] = clock.Elapsed.TotalSeconds });
                 Evaluated?.Invoke(new EvalReport(step, trainLoss, valLoss, isBest));
                 if (isBest && step > 0) SaveCheckpoint("best");
             }
             var checkpointDue = config.CheckpointInterval > 0 && step % config.CheckpointInterval == 0;
-            if (step > startStep && (checkpointDue || step == config.MaxIters || cancellation.IsCancellationRequested))
+            if (step > startStep && (checkpointDue || step == config.MaxIters || stopping))
             {
                 SaveCheckpoint("last");
                 lastCheckpointStep = step;
             }
-            if (step >= config.MaxIters || cancellation.IsCancellationRequested) break;
+            StoppedEarly = stopping && step < config.MaxIters;
+            if (step >= config.MaxIters || stopping) break;
 
             var report = TrainStep(clock);
-            metrics.Write(new JsonObject
+            var entry = new JsonObject
             {
                 ["step"] = report.Step, ["train_loss"] = report.TrainLoss, ["lr"] = report.LearningRate, ["grad_norm"] = report.GradNorm,
                 ["tokens_per_sec"] = report.TokensPerSecond, ["mfu"] = report.Mfu, ["step_ms"] = report.StepSeconds * 1000, ["elapsed_s"] = report.ElapsedSeconds,
-            });
+            };
+            if (communicator.WorldSize > 1) entry["comm_ms"] = report.CommunicationSeconds * 1000;
+            metrics?.Write(entry);
             StepCompleted?.Invoke(report);
         }
     }
 
-    /// <summary>One optimizer step over gradient_accumulation_steps micro-batches.</summary>
+    /// <summary>One optimizer step over gradient_accumulation_steps micro-batches (of the whole
+    /// job: this rank runs those with micro mod WorldSize = Rank). Every rank must call it.</summary>
     public StepReport TrainStep(Stopwatch clock)
     {
         var watch = Stopwatch.StartNew();
+        var communicationBefore = communicator.Elapsed;
         var lr = LearningRateSchedule.At(config, step);
         model.train();
         double lossSum = 0;
         var accumulation = config.GradientAccumulationSteps;
-        for (var micro = 0; micro < accumulation; micro++)
+        for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
         {
             using var scope = NewDisposeScope();
+            generator.manual_seed(sampler.DropoutSeed(step, micro));
             var (inputs, targets) = sampler.Sample(Split.Train, step, micro, device);
             var logits = model.Forward(inputs);
             var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1));
+            // Divided by the job's micro-batch count: the gradients summed over ranks are the mean.
             (loss / accumulation).backward();
             lossSum += loss.item<float>();
         }
+        lossSum = communicator.SumOverRanks(lossSum)[0];
+        optimizer.ReduceGradients();
         var gradNorm = optimizer.ClipGradientNorm(config.GradClip);
         optimizer.Step(lr);
         optimizer.ZeroGrad();
         var seconds = watch.Elapsed.TotalSeconds;
         var tokens = (double)config.BatchSize * config.BlockSize * accumulation;
         return new StepReport(step, config.MaxIters, lossSum / accumulation, lr, gradNorm, seconds, tokens / seconds,
-            flopsPerStep / seconds / peakFlops, clock.Elapsed.TotalSeconds);
+            flopsPerStep / seconds / (peakFlops * communicator.WorldSize), clock.Elapsed.TotalSeconds,
+            (communicator.Elapsed - communicationBefore).TotalSeconds);
     }
 
-    /// <summary>Mean loss over eval_iters batches of train and of val, without dropout.</summary>
+    /// <summary>Mean loss over eval_iters batches of train and of val, without dropout. Batch i
+    /// runs on rank i mod WorldSize; every rank must call it and gets the job's means.</summary>
     public (double Train, double Val) Evaluate()
     {
         model.eval();
         using var noGrad = no_grad();
-        double Mean(Split split)
+        double Sum(Split split)
         {
             double sum = 0;
-            for (var i = 0; i < config.EvalIters; i++)
+            for (var i = communicator.Rank; i < config.EvalIters; i += communicator.WorldSize)
             {
                 using var scope = NewDisposeScope();
                 var (inputs, targets) = sampler.Sample(split, step, i, device, evaluation: true);
                 var logits = model.Forward(inputs);
                 sum += nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1)).item<float>();
             }
-            return sum / config.EvalIters;
+            return sum;
         }
-        var result = (Mean(Split.Train), Mean(Split.Val));
+        var sums = communicator.SumOverRanks(Sum(Split.Train), Sum(Split.Val));
         model.train();
-        return result;
+        return (sums[0] / config.EvalIters, sums[1] / config.EvalIters);
     }
 
+    /// <summary>Rank 0 writes; every rank takes part, since under ZeRO-1 the full optimizer state
+    /// is gathered from all of them (the gathered copies end with this scope).</summary>
     void SaveCheckpoint(string name)
     {
-        using var rng = generator!.get_state();
-        var state = new TrainerState(step, bestValLoss, Convert.ToBase64String(rng.bytes));
+        using var scope = NewDisposeScope();
+        var optimizerState = optimizer.StateDict();
+        if (!communicator.IsMain) return;
         var directory = Path.Combine(runDirectory, "checkpoints", name);
-        Checkpoint.Save(directory, model, Tokenizer, config, optimizer, state);
+        Checkpoint.Save(directory, model, Tokenizer, config, optimizerState, new TrainerState(step, bestValLoss));
         CheckpointSaved?.Invoke(directory);
     }
 

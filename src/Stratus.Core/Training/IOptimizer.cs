@@ -1,0 +1,33 @@
+// What the trainer needs from an optimizer, whether it runs alone (AdamW), replicated over
+// data-parallel ranks (DataParallelAdamW) or sharded over them (ShardedAdamW, ZeRO-1). A step is
+// always: backward on every micro-batch, ReduceGradients, ClipGradientNorm, Step, ZeroGrad.
+using static TorchSharp.torch;
+
+namespace Stratus.Training;
+
+public interface IOptimizer : IDisposable
+{
+    /// <summary>Combines the gradients of all ranks after a step's last backward pass (nothing to
+    /// do in a world of one). Every rank must call it.</summary>
+    void ReduceGradients();
+
+    /// <summary>Scales the (reduced) gradients so their global L2 norm is at most maxNorm (0: only
+    /// measure); returns the norm before clipping, the same on every rank.</summary>
+    float ClipGradientNorm(double maxNorm);
+
+    void Step(double learningRate);
+
+    void ZeroGrad();
+
+    /// <summary>The full optimizer state (moments by parameter name and "step"), as a single
+    /// process would hold it, so checkpoints do not depend on the world size. Under ZeRO-1 this
+    /// is a collective that every rank must call; tensors it creates belong to the caller's
+    /// dispose scope.</summary>
+    Dictionary<string, Tensor> StateDict();
+
+    /// <summary>Loads a state written by <see cref="StateDict"/> with any world size.</summary>
+    void LoadStateDict(IReadOnlyDictionary<string, Tensor> state);
+
+    /// <summary>Bytes of optimizer moments this rank holds.</summary>
+    long StateBytes { get; }
+}

@@ -1,0 +1,147 @@
+// Data-parallel training through the real CLI under Open MPI: two ranks must learn exactly what
+// one rank learns with the same global batch (gradient accumulation), checkpoints must not depend
+// on the world size, and a dead rank must end the job. Skipped where mpirun is missing.
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+
+namespace Stratus.Cli.Tests;
+
+public sealed class DistributedCliTests
+{
+    // The tiny CLI config (dropout 0.1, so per-micro-batch dropout seeds are checked too) with
+    // four micro-batches per step: one rank runs all four, each of two ranks runs two.
+    static string[] Train(string config, string data, string run, int maxIters, params string[] more) => Train(config, data, run, maxIters, maxIters, more);
+
+    static string[] Train(string config, string data, string run, int maxIters, int lrDecayIters, params string[] more) =>
+        ["train", "--config", config, "--data", data, "--out", run, "--max-iters", maxIters.ToString(), "--lr-decay-iters", lrDecayIters.ToString(),
+         "--gradient-accumulation-steps", "4", "--eval-interval", "50", "--eval-iters", "3", "--checkpoint-interval", "10", .. more];
+
+    static void AssertSameLosses(List<(long Step, double Loss)> expected, List<(long Step, double Loss)> actual, string what)
+    {
+        Assert.Equal(expected.Select(e => e.Step), actual.Select(a => a.Step));
+        for (var i = 0; i < expected.Count; i++)
+        {
+            var relative = Math.Abs(expected[i].Loss - actual[i].Loss) / Math.Abs(expected[i].Loss);
+            Assert.True(relative <= 1e-5, $"{what}, step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss} (relative {relative:E2})");
+        }
+    }
+
+    static List<(long Step, double Loss)> ValLosses(string run) =>
+        File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!)
+            .Where(m => m["val_loss"] is not null).Select(m => ((long)m["step"]!, (double)m["val_loss"]!)).ToList();
+
+    [MpiFact]
+    public void Two_ranks_give_the_losses_of_one_rank_with_accumulation_with_and_without_ZeRO()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var single = Cli.Run(Train(config, data, temp["one"], 100));
+        Assert.True(single.ExitCode == 0, single.Stderr);
+        var expected = CliTests.Losses(temp["one"]);
+        Assert.Equal(100, expected.Count);
+
+        foreach (var zero in new[] { "0", "1" })
+        {
+            var run = temp[$"two-zero{zero}"];
+            var (code, stdout, stderr) = Cli.RunMpi(2, Train(config, data, run, 100, "--zero", zero));
+            Assert.True(code == 0, stdout + stderr);
+            Assert.Contains($"data parallel: 2 ranks, 2 micro-batches each per step, {(zero == "1" ? "ZeRO-1" : "replicated optimizer")}", stdout);
+            // Rank 0 alone writes: one line per step and per evaluation, one copy of the console.
+            AssertSameLosses(expected, CliTests.Losses(run), $"zero {zero}");
+            AssertSameLosses(ValLosses(temp["one"]), ValLosses(run), $"zero {zero}, evaluation");
+            Assert.Single(stdout.Split('\n'), line => line.StartsWith("step 100:"));
+        }
+    }
+
+    [MpiFact]
+    public void Accumulation_steps_that_do_not_divide_among_the_ranks_are_refused()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var (code, stdout, stderr) = Cli.RunMpi(2, "train", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "3");
+        Assert.NotEqual(0, code);
+        Assert.Contains("gradient_accumulation_steps (3) must be a multiple of the number of ranks (2)", stdout + stderr);
+    }
+
+    [MpiFact]
+    public void A_checkpoint_written_by_two_ZeRO_ranks_resumes_on_one_rank_and_on_two_with_the_uninterrupted_losses()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var full = Cli.Run(Train(config, data, temp["full"], 40));
+        Assert.True(full.ExitCode == 0, full.Stderr);
+
+        // Stop at step 20 (lr schedule of the 40-step run), then continue in two copies.
+        var first = Cli.RunMpi(2, Train(config, data, temp["split1"], 20, 40, "--zero", "1"));
+        Assert.True(first.ExitCode == 0, first.Stdout + first.Stderr);
+        CopyDirectory(temp["split1"], temp["split2"]);
+        var onOne = Cli.Run("train", "--resume", temp["split1"], "--max-iters", "40");
+        Assert.True(onOne.ExitCode == 0, onOne.Stderr);
+        var onTwo = Cli.RunMpi(2, "train", "--resume", temp["split2"], "--max-iters", "40");
+        Assert.True(onTwo.ExitCode == 0, onTwo.Stdout + onTwo.Stderr);
+
+        var expected = CliTests.Losses(temp["full"]);
+        Assert.Equal(40, expected.Count);
+        AssertSameLosses(expected, CliTests.Losses(temp["split1"]), "resumed on 1 rank");
+        AssertSameLosses(expected, CliTests.Losses(temp["split2"]), "resumed on 2 ranks");
+    }
+
+    [MpiFact]
+    public void Killing_one_rank_ends_the_training_job_with_an_error_within_ten_seconds()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        using var job = Process.Start(Cli.MpiStartInfo(2, Train(config, data, temp["run"], 100_000)))!;
+        var stdout = job.StandardOutput.ReadToEndAsync();
+        var stderr = job.StandardError.ReadToEndAsync();
+        try
+        {
+            var metrics = Path.Combine(temp["run"], "metrics.jsonl");
+            var deadline = DateTime.UtcNow.AddMinutes(2);
+            while (DateTime.UtcNow < deadline && !job.HasExited && !(File.Exists(metrics) && File.ReadLines(metrics).Count(l => l.Contains("\"train_loss\"")) >= 5))
+                Thread.Sleep(20);
+            if (job.HasExited) Assert.Fail("the job ended before a rank could be killed: " + stdout.Result + stderr.Result);
+            var victim = RankProcess(job.Id, rank: 1) ?? throw new InvalidOperationException("rank 1 not found among mpirun's children");
+
+            var killed = Stopwatch.StartNew();
+            victim.Kill(); // SIGKILL
+            var ended = job.WaitForExit(TimeSpan.FromSeconds(10));
+            Assert.True(ended, "mpirun was still running 10 s after rank 1 was killed");
+            Assert.NotEqual(0, job.ExitCode);
+            Assert.True(killed.Elapsed < TimeSpan.FromSeconds(10), $"took {killed.Elapsed}");
+            Assert.Contains("exited on signal 9", stdout.Result + stderr.Result);
+        }
+        finally
+        {
+            if (!job.HasExited) job.Kill(entireProcessTree: true);
+        }
+    }
+
+    // The child of mpirun whose environment says OMPI_COMM_WORLD_RANK=rank (Linux /proc).
+    static Process? RankProcess(int mpirun, int rank)
+    {
+        foreach (var folder in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(folder), out var pid)) continue;
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(folder, "stat"));
+                var parent = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1]);
+                if (parent != mpirun) continue;
+                if (File.ReadAllText(Path.Combine(folder, "environ")).Split('\0').Contains($"OMPI_COMM_WORLD_RANK={rank}"))
+                    return Process.GetProcessById(pid);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException) { } // a process that ended meanwhile
+        }
+        return null;
+    }
+
+    static void CopyDirectory(string from, string to)
+    {
+        foreach (var directory in Directory.EnumerateDirectories(from, "*", SearchOption.AllDirectories))
+            Directory.CreateDirectory(directory.Replace(from, to));
+        Directory.CreateDirectory(to);
+        foreach (var file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
+            File.Copy(file, file.Replace(from, to));
+    }
+}

@@ -32,7 +32,7 @@ public abstract class CausalLanguageModel : nn.Module
     public abstract Tensor Forward(Tensor tokens, IKvCache? cache = null);
 
     /// <summary>Key/value heads per layer (fewer than query heads with grouped-query attention).</summary>
-    public virtual int KvHeads => Config.NHead;
+    public int KvHeads => Config.KvHeads;
 
     public KvCache CreateCache(int batch, int capacity, ScalarType? dtype = null) =>
         new(Config.NLayer, batch, KvHeads, Config.HeadDim, Math.Min(capacity, Config.BlockSize), dtype ?? ComputeDtype, Device);
@@ -49,7 +49,8 @@ public abstract class CausalLanguageModel : nn.Module
     public static CausalLanguageModel Create(ModelConfig config) => config.Architecture switch
     {
         "gpt2" => new Gpt(config),
-        _ => throw new StratusUserException($"unknown architecture '{config.Architecture}'; supported: gpt2"),
+        "llama" => new Llama(config),
+        _ => throw new StratusUserException($"unknown architecture '{config.Architecture}'; supported: gpt2, llama"),
     };
 }
 

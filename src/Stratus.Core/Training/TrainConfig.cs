@@ -19,6 +19,14 @@ public sealed record TrainConfig
     public int BlockSize { get; init; } = 1024;
     public double Dropout { get; init; }
     public bool Bias { get; init; } = true;
+    // Llama-family model keys (ignored by gpt2); see ModelConfig for their meaning.
+    public int? NKvHead { get; init; }
+    public int? IntermediateSize { get; init; }
+    public double RopeTheta { get; init; } = 10000.0;
+    public RopeScaling? RopeScaling { get; init; }
+    public double RmsNormEps { get; init; } = 1e-5;
+    public bool TieWordEmbeddings { get; init; } = true;
+    public bool AttentionBias { get; init; }
 
     public int BatchSize { get; init; } = 12;
     public int GradientAccumulationSteps { get; init; } = 1;
@@ -65,7 +73,9 @@ public sealed record TrainConfig
     public ModelConfig ToModelConfig(int vocabSize) => new()
     {
         Architecture = Architecture, VocabSize = vocabSize, BlockSize = BlockSize, NLayer = NLayer, NHead = NHead,
-        NEmbd = NEmbd, Dropout = Dropout, Bias = Bias,
+        NEmbd = NEmbd, Dropout = Dropout, Bias = Bias, NKvHead = NKvHead, IntermediateSize = IntermediateSize,
+        RopeTheta = RopeTheta, RopeScaling = RopeScaling, RmsNormEps = RmsNormEps, TieWordEmbeddings = TieWordEmbeddings,
+        AttentionBias = AttentionBias,
     };
 
     [JsonIgnore]

@@ -563,7 +563,7 @@ public sealed class JinjaTemplate
             }
             if (token[0] is '\'' or '"') return new Literal(token[1..]);
             if (char.IsDigit(token[0]))
-                return new Literal(token.Contains('.') ? double.Parse(token, CultureInfo.InvariantCulture) : long.Parse(token, CultureInfo.InvariantCulture));
+                return new Literal(token.Contains('.') ? (object)double.Parse(token, CultureInfo.InvariantCulture) : long.Parse(token, CultureInfo.InvariantCulture));
             return token switch
             {
                 "true" or "True" => new Literal(true),

@@ -25,13 +25,14 @@ public sealed class ChatTemplate
     public string BosToken { get; }
     public string EosToken { get; }
 
-    /// <summary>The chat template of a model (a run or checkpoint folder); throws a clear error
-    /// when the model has none.</summary>
+    /// <summary>The chat template of a model (a run or checkpoint folder), with the bos/eos token
+    /// text of its tokenizer; throws a clear error when the model has none.</summary>
     public static ChatTemplate Load(string checkpointDirectory) =>
         TryLoad(checkpointDirectory) ?? throw new StratusUserException($"the model in {checkpointDirectory} has no chat template ({FileName}); import a chat model or add one");
 
     public static ChatTemplate? TryLoad(string checkpointDirectory)
     {
+        checkpointDirectory = Training.Checkpoint.Resolve(checkpointDirectory);
         if (Find(checkpointDirectory) is not { } source) return null;
         var tokenizer = TokenizerStore.Load(checkpointDirectory);
         var (bos, eos) = SpecialTokens(tokenizer);

@@ -53,6 +53,9 @@ public sealed class LlamaCppModel : IDisposable
 
     public int VocabSize { get; }
 
+    /// <summary>llama.cpp's own tokenization of text (no BOS), to check an exported vocabulary.</summary>
+    public int[] Tokenize(string text) => context.Tokenize(text, addBos: false, special: true).Select(t => (int)t).ToArray();
+
     /// <summary>Logits after the last prompt token, from an empty cache.</summary>
     public float[] LastLogits(IReadOnlyList<int> prompt)
     {

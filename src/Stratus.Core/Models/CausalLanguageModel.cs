@@ -25,6 +25,23 @@ public abstract class CausalLanguageModel : nn.Module
         set => Precision.Dtype = value;
     }
 
+    /// <summary>The weights inference matmuls of up to 16 rows read, through the decode kernels
+    /// in DecodeKernels.cs (single-stream and small-batch decoding); larger batches, training and
+    /// anything needing gradients keep libtorch. bf16 copies are made on first use, so set this
+    /// again after changing the weights.</summary>
+    public DecodeWeights DecodeWeights
+    {
+        get => Precision.Decode?.Weights ?? DecodeWeights.Torch;
+        set => Precision.Decode = value == DecodeWeights.Torch ? null : new DecodeKernel(value);
+    }
+
+    /// <summary>The decode kernel itself, to keep one (and its bf16 copies) across switches.</summary>
+    public DecodeKernel? DecodeKernel
+    {
+        get => Precision.Decode;
+        set => Precision.Decode = value;
+    }
+
     public Device Device => parameters().First().device;
 
     /// <summary>Logits [B, T, vocab] in fp32 for token ids [B, T]; with a cache, the tokens
@@ -62,10 +79,14 @@ public sealed class MatmulPrecision
 {
     public ScalarType Dtype { get; set; } = ScalarType.Float32;
 
+    /// <summary>The kernel for small-batch inference matmuls, or null for libtorch.</summary>
+    public DecodeKernel? Decode { get; set; }
+
     /// <summary>x @ weight^T + bias in <see cref="Dtype"/>: casts the input and the (fp32 master)
     /// weight for the matmul; gradients flow back to the master weight through the cast.</summary>
     public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
+        if (Decode is { } decode && DecodeKernel.Applies(x)) return decode.Apply(x, weight, bias);
         if (Dtype == weight.dtype && Dtype == x.dtype) return nn.functional.linear(x, weight, bias);
         return nn.functional.linear(x.to(Dtype), weight.to(Dtype), bias?.to(Dtype));
     }

@@ -41,6 +41,14 @@ public sealed class GgufWriter
         foreach (var v in values) WriteString(w, v);
     }));
 
+    public void Add(string key, IReadOnlyList<float> values) => metadata.Add((key, w =>
+    {
+        w.Write((uint)ValueType.Array);
+        w.Write((uint)ValueType.Float32);
+        w.Write((ulong)values.Count);
+        foreach (var v in values) w.Write(v);
+    }));
+
     public void Add(string key, IReadOnlyList<int> values) => metadata.Add((key, w =>
     {
         w.Write((uint)ValueType.Array);

@@ -1,5 +1,7 @@
 // Writes a Stratus model as a GGUF file that llama.cpp loads: the architecture's metadata
-// ("gpt2" or "llama"), the tokenizer as byte-level BPE (tokenizer.ggml.model "gpt2"), and the
+// ("gpt2" or "llama"), the tokenizer (byte-level BPE as tokenizer.ggml.model "gpt2", a
+// character vocabulary as byte-level tokens with merges only inside multi-byte characters,
+// SentencePiece-style BPE as "llama" with scores), and the
 // weights under llama.cpp's tensor names. Two conventions differ from Stratus/Hugging Face:
 // llama.cpp's llama graph rotates interleaved pairs (x0,x1),(x2,x3)... where HF rotates the
 // two halves of a head, so q/k rows are permuted per head (as convert_hf_to_gguf.py does); and
@@ -81,18 +83,35 @@ public static class GgufExport
         // The embedding may be padded past the tokenizer (e.g. 50304 for 50257): llama.cpp needs
         // one token per row, so the padding rows become unused tokens, as convert_hf_to_gguf.py does.
         var tokens = vocabulary.Tokens.Concat(Enumerable.Range(vocabulary.Tokens.Count, modelVocab - vocabulary.Tokens.Count).Select(i => $"[PAD{i}]")).ToList();
-        const int normal = 1, control = 3, unused = 5;
-        var types = tokens.Select((_, i) => i >= vocabulary.Tokens.Count ? unused : vocabulary.Special.Contains(i) ? control : normal).ToList();
-        writer.Add("tokenizer.ggml.model", "gpt2");
-        writer.Add("tokenizer.ggml.pre", vocabulary.PreTokenizer);
+        const int normal = 1, unknown = 2, control = 3, unused = 5, bytes = 6;
+        var types = tokens.Select((token, i) =>
+            i >= vocabulary.Tokens.Count ? unused
+            : i == vocabulary.UnknownId ? unknown
+            : vocabulary.Special.Contains(i) ? control
+            : vocabulary.SentencePiece && token.Length == 6 && token.StartsWith("<0x") && token.EndsWith('>') ? bytes
+            : normal).ToList();
         writer.Add("tokenizer.ggml.tokens", tokens);
         writer.Add("tokenizer.ggml.token_type", types);
-        writer.Add("tokenizer.ggml.merges", vocabulary.Merges);
+        if (vocabulary.SentencePiece)
+        {
+            // llama.cpp's SentencePiece tokenizer merges the pair whose result scores highest;
+            // SentencePiece BPE pieces are ranked by id (earlier merges first), so -id is that order.
+            writer.Add("tokenizer.ggml.model", "llama");
+            writer.Add("tokenizer.ggml.scores", tokens.Select((_, i) => -(float)i).ToList());
+            writer.Add("tokenizer.ggml.add_space_prefix", true);
+            if (vocabulary.UnknownId is { } unk) writer.Add("tokenizer.ggml.unknown_token_id", (uint)unk);
+        }
+        else
+        {
+            writer.Add("tokenizer.ggml.model", "gpt2");
+            writer.Add("tokenizer.ggml.pre", vocabulary.PreTokenizer);
+            writer.Add("tokenizer.ggml.merges", vocabulary.Merges);
+        }
         // A vocabulary without special tokens (characters) still needs ids here: llama.cpp
         // defaults BPE's bos/eos to 11, which may not exist; token 0 always does.
         writer.Add("tokenizer.ggml.bos_token_id", (uint)(vocabulary.BosId ?? vocabulary.EosId ?? 0));
         writer.Add("tokenizer.ggml.eos_token_id", (uint)(vocabulary.EosId ?? 0));
-        writer.Add("tokenizer.ggml.add_bos_token", false);
+        writer.Add("tokenizer.ggml.add_bos_token", vocabulary.SentencePiece);
         if (chatTemplate is not null) writer.Add("tokenizer.chat_template", chatTemplate);
     }
 

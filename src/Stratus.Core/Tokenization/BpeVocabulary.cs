@@ -1,4 +1,4 @@
-// A tokenizer spelled out as byte-level BPE data: tokens (in GPT-2's printable byte alphabet),
+// A tokenizer spelled out as BPE data (byte-level, or SentencePiece-style for Llama 2): tokens (in GPT-2's printable byte alphabet),
 // merges in priority order, special tokens. This is what GGUF (tokenizer.ggml.model "gpt2") and
 // Hugging Face tokenizer.json files store, so every Stratus tokenizer can be written to both:
 // GPT-2 from its tiktoken ranks (merges recovered by replaying BPE), a character vocabulary as
@@ -16,6 +16,12 @@ namespace Stratus.Tokenization;
 public sealed record BpeVocabulary(IReadOnlyList<string> Tokens, IReadOnlyList<string> Merges, IReadOnlySet<int> Special,
     int? BosId, int? EosId, string PreTokenizer)
 {
+    /// <summary>SentencePiece-style BPE (Llama 2, Mistral, TinyLlama): tokens spell spaces as
+    /// "▁", bytes outside the vocabulary fall back to &lt;0xXX&gt; tokens, and llama.cpp knows it
+    /// as tokenizer model "llama" rather than byte-level "gpt2".</summary>
+    public bool SentencePiece { get; init; }
+    public int? UnknownId { get; init; }
+
     /// <summary>GPT-2's split of text into words before BPE (as in its encoder.py).</summary>
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 

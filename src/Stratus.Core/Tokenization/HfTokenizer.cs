@@ -1,7 +1,9 @@
-// A Hugging Face byte-level BPE tokenizer (GPT-2, Llama 3, Qwen2, SmolLM) read from its own
-// tokenizer.json, with tokenizer_config.json for the chat template and special tokens. Encoding
-// runs through Microsoft.ML.Tokenizers' BpeTokenizer; both files are kept verbatim inside the
-// Stratus tokenizer.json, so export writes back exactly what was imported.
+// A Hugging Face BPE tokenizer read from its own tokenizer.json, with tokenizer_config.json for
+// the chat template and special tokens: byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM) or
+// SentencePiece-style BPE (Llama 2, Mistral, TinyLlama: spaces spelled "▁", a "▁" before the
+// text, unknown characters as <0xXX> byte tokens). Encoding runs through Microsoft.ML.Tokenizers'
+// BpeTokenizer; both files are kept verbatim inside the Stratus tokenizer.json, so export writes
+// back exactly what was imported.
 using System.Text;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
@@ -18,6 +20,7 @@ public sealed class HfTokenizer : ITokenizer
     readonly BpeTokenizer bpe;
     readonly string[] tokens;
     readonly Dictionary<string, int> added;
+    readonly Dictionary<string, int> vocabularyIds;
 
     HfTokenizer(JsonObject tokenizerJson, JsonObject? tokenizerConfig)
     {
@@ -25,8 +28,9 @@ public sealed class HfTokenizer : ITokenizer
         TokenizerConfig = tokenizerConfig;
         var model = tokenizerJson["model"] as JsonObject ?? throw Unsupported("it has no \"model\"");
         if ((string?)model["type"] != "BPE") throw Unsupported($"its model type is '{model["type"]}', not BPE");
-        if (!IsByteLevel(tokenizerJson))
-            throw Unsupported("it is not byte-level BPE (SentencePiece-style tokenizers such as Llama 2's, Mistral's and TinyLlama's are not supported)");
+        sentencePiece = !IsByteLevel(tokenizerJson);
+        if (sentencePiece && !((bool?)model["byte_fallback"] ?? false) && !Types(tokenizerJson["pre_tokenizer"]).Contains("Metaspace") && !ReplacesSpaces(tokenizerJson["normalizer"]))
+            throw Unsupported("it is neither byte-level BPE nor SentencePiece-style BPE");
         var vocab = (model["vocab"] as JsonObject ?? throw Unsupported("it has no vocabulary")).ToDictionary(kv => kv.Key, kv => (int)kv.Value!);
         var merges = (model["merges"] as JsonArray ?? []).Select(m => m is JsonArray pair ? $"{pair[0]} {pair[1]}" : (string)m!).ToList();
         added = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -41,24 +45,48 @@ public sealed class HfTokenizer : ITokenizer
         var size = Math.Max(vocab.Count == 0 ? 0 : vocab.Values.Max() + 1, added.Count == 0 ? 0 : added.Values.Max() + 1);
         tokens = new string[size];
         foreach (var (token, id) in vocab) tokens[id] = token;
+        vocabularyIds = vocab;
         foreach (var (token, id) in added) tokens[id] = token;
         for (var i = 0; i < size; i++) tokens[i] ??= $"[PAD{i}]";
 
-        var pattern = PreTokenizerPattern(tokenizerJson);
         var specialTokens = added.Count == 0 ? null : added;
-        bpe = BpeTokenizer.Create(new BpeOptions(vocab)
+        normalizeNfc = Types(tokenizerJson["normalizer"]).Contains("NFC");
+        string pattern;
+        if (sentencePiece)
         {
-            Merges = merges,
-            SpecialTokens = specialTokens,
-            ByteLevel = true,
-            PreTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled), specialTokens),
-        });
+            // Words start at a "▁"; a run of "▁" stays with the word that follows, so pieces
+            // such as "▁▁" remain reachable.
+            pattern = "▁*[^▁]+|▁+";
+            unknownId = (string?)model["unk_token"] is { } unk && vocab.TryGetValue(unk, out var u) ? u : null;
+            byteFallback = (bool?)model["byte_fallback"] ?? false;
+            bpe = BpeTokenizer.Create(new BpeOptions(vocab)
+            {
+                Merges = merges,
+                SpecialTokens = specialTokens,
+                UnknownToken = (string?)model["unk_token"],
+                PreTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled), specialTokens),
+            });
+        }
+        else
+        {
+            pattern = PreTokenizerPattern(tokenizerJson);
+            bpe = BpeTokenizer.Create(new BpeOptions(vocab)
+            {
+                Merges = merges,
+                SpecialTokens = specialTokens,
+                ByteLevel = true,
+                PreTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled), specialTokens),
+            });
+        }
 
         BosId = SpecialId("bos_token");
         EndOfTextId = SpecialId("eos_token");
         var preName = pattern == BpeVocabulary.Gpt2Pattern ? "gpt-2" : pattern == Llama3Pattern ? "llama-bpe" : pattern == Qwen2Pattern ? "qwen2" : "default";
-        Vocabulary = new BpeVocabulary(tokens, merges, special, BosId, EndOfTextId, preName);
+        Vocabulary = new BpeVocabulary(tokens, merges, special, BosId, EndOfTextId, preName) { SentencePiece = sentencePiece, UnknownId = unknownId };
     }
+
+    readonly bool sentencePiece, byteFallback, normalizeNfc;
+    readonly int? unknownId;
 
     public static HfTokenizer FromHuggingFace(JsonObject tokenizerJson, JsonObject? tokenizerConfig) => new(tokenizerJson, tokenizerConfig);
 
@@ -95,7 +123,23 @@ public sealed class HfTokenizer : ITokenizer
 
     int? SpecialId(string key) => SpecialText(key) is { } text && added.TryGetValue(text, out var id) ? id : null;
 
-    public int[] Encode(string text) => bpe.EncodeToIds(text).ToArray();
+    public int[] Encode(string text)
+    {
+        if (normalizeNfc) text = text.Normalize(NormalizationForm.FormC);
+        if (!sentencePiece) return bpe.EncodeToIds(text).ToArray();
+        // SentencePiece spells spaces "▁" and starts the text with one (Llama's "add dummy prefix").
+        var normalized = text.Length == 0 ? "" : "▁" + text.Replace(' ', '▁');
+        var result = new List<int>();
+        foreach (var token in bpe.EncodeToTokens(normalized, out _))
+        {
+            if (token.Id != unknownId || !byteFallback) { result.Add(token.Id); continue; }
+            // Byte fallback: a character outside the vocabulary becomes its UTF-8 bytes.
+            var (offset, length) = token.Offset.GetOffsetAndLength(normalized.Length);
+            foreach (var b in Encoding.UTF8.GetBytes(normalized.Substring(offset, length).Replace('▁', ' ')))
+                result.Add(added.TryGetValue($"<0x{b:X2}>", out var id) || vocabularyIds.TryGetValue($"<0x{b:X2}>", out id) ? id : token.Id);
+        }
+        return result.ToArray();
+    }
 
     public IReadOnlyList<char> Unencodable(string text) => [];
 
@@ -107,6 +151,14 @@ public sealed class HfTokenizer : ITokenizer
         {
             if ((uint)id >= (uint)tokens.Length) throw new StratusUserException($"token id {id} is outside the vocabulary of {tokens.Length}");
             var token = tokens[id];
+            if (sentencePiece && !added.ContainsKey(token))
+            {
+                // The "▁" before the first word is kept as a space, so decoded pieces of a
+                // stream join without losing the spaces between them.
+                if (token.Length == 6 && token.StartsWith("<0x") && token.EndsWith('>')) bytes.Add(Convert.ToByte(token[3..5], 16));
+                else bytes.AddRange(Encoding.UTF8.GetBytes(token.Replace('▁', ' ')));
+                continue;
+            }
             if (!added.ContainsKey(token) && ByteLevel.Decode(token) is { } raw)
             {
                 bytes.AddRange(raw);
@@ -126,10 +178,19 @@ public sealed class HfTokenizer : ITokenizer
     static bool IsByteLevel(JsonObject json) =>
         Types(json["pre_tokenizer"]).Contains("ByteLevel") || Types(json["decoder"]).Contains("ByteLevel");
 
+    /// <summary>Llama 2's legacy normalizer: Replace(" ", "▁") (with Prepend("▁")).</summary>
+    static bool ReplacesSpaces(JsonNode? normalizer) => normalizer switch
+    {
+        JsonObject o when o["normalizers"] is JsonArray list => list.Any(ReplacesSpaces),
+        JsonObject o => (string?)o["type"] == "Replace" && (string?)o["content"] == "▁",
+        _ => false,
+    };
+
     static IEnumerable<string> Types(JsonNode? node) => node switch
     {
         JsonObject o when o["pretokenizers"] is JsonArray list => list.SelectMany(Types),
         JsonObject o when o["decoders"] is JsonArray list => list.SelectMany(Types),
+        JsonObject o when o["normalizers"] is JsonArray list => list.SelectMany(Types),
         JsonObject o => [(string?)o["type"] ?? ""],
         _ => [],
     };

@@ -1,8 +1,10 @@
 // Supervised fine-tuning: chat JSONL rendered with the model's chat template, a loss mask over
-// assistant turns only, and `train --init-from` continuing an imported Llama on it.
+// assistant turns only, `train --init-from` continuing an imported Llama on it, and LoRA
+// adapters that train alone and are merged into the weights on export.
 using System.Text.Json.Nodes;
 using Stratus.Data;
 using Stratus.Formats;
+using Stratus.Models;
 using Stratus.Tokenization;
 using Stratus.Training;
 using TorchSharp;
@@ -11,6 +13,49 @@ namespace Stratus.Tests;
 
 public sealed class FineTuningTests
 {
+    [Fact]
+    public void LoRA_trains_only_the_adapters_and_export_merges_them()
+    {
+        using var temp = new TempDirectory();
+        HuggingFaceTests.WriteHfLlama(temp.File("hf"), shards: 1);
+        HuggingFace.Import(temp.File("hf"), temp.File("base"));
+        File.WriteAllLines(temp.File("chat.jsonl"), Enumerable.Range(0, 20).Select(i => new JsonObject
+        {
+            ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = $"n {i % 3}" }, new JsonObject { ["role"] = "assistant", ["content"] = $"m {i % 3}" }),
+        }.ToJsonString()));
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"));
+        var config = TrainConfig.Load(null,
+        [
+            new("block_size", "16"), new("batch_size", "4"), new("max_iters", "10"), new("eval_interval", "10"), new("eval_iters", "2"),
+            new("learning_rate", "0.01"), new("warmup_iters", "0"), new("lora_rank", "4"), new("lora_alpha", "8"), new("lora_targets", "q_proj,v_proj,down_proj"),
+        ]);
+        using (var trainer = Trainer.Start(config, temp.File("data"), temp.File("lora"), initFrom: temp.File("base")))
+        {
+            Assert.Equal(2 * 3 * 2, trainer.Model.parameters().Count(p => p.requires_grad)); // A and B per adapted layer
+            trainer.Run();
+        }
+
+        var baseCheckpoint = Checkpoint.Open(Checkpoint.Resolve(temp.File("base")));
+        var loraCheckpoint = Checkpoint.Open(Checkpoint.Resolve(temp.File("lora"), preferBest: false));
+        Assert.Equal(4, loraCheckpoint.ModelConfig.Lora!.Rank);
+        using var original = baseCheckpoint.CreateModel();
+        using var tuned = loraCheckpoint.CreateModel();
+        var tunedWeights = tuned.state_dict();
+        foreach (var (name, value) in original.state_dict()) Assert.True(HuggingFaceTests.Same(value, tunedWeights[name]), $"{name} should stay frozen");
+        Assert.True(tunedWeights["lora.model_layers_0_self_attn_q_proj.lora_B"].abs().sum().item<float>() > 0);
+
+        HuggingFace.Export(temp.File("lora"), temp.File("merged-hf"));
+        var merged = HuggingFace.Import(temp.File("merged-hf"), temp.File("merged"));
+        Assert.Null(merged.Config.Lora);
+        using var mergedModel = Checkpoint.Open(merged.CheckpointDirectory).CreateModel();
+        tuned.eval();
+        var tokens = new[] { 5, 17, 40, 3 };
+        var expected = ParityTests.StratusLastLogits(tuned, tokens);
+        var actual = ParityTests.StratusLastLogits(mergedModel, tokens);
+        Assert.True(expected.Zip(actual, (a, b) => Math.Abs(a - b)).Max() < 1e-3);
+        Assert.False(original.state_dict()["model.layers.0.self_attn.q_proj.weight"].allclose(mergedModel.state_dict()["model.layers.0.self_attn.q_proj.weight"]));
+    }
+
     [Fact]
     public void Chat_data_is_masked_to_assistant_turns_and_an_imported_llama_learns_them()
     {

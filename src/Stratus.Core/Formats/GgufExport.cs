@@ -29,6 +29,7 @@ public static class GgufExport
     {
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
         using var model = checkpoint.CreateModel();
+        model.MergeAdapters();
         Write(model, checkpoint.Tokenizer, ChatTemplate.Find(checkpoint.Directory), outputPath, type, Path.GetFileName(Path.GetFullPath(modelPath)));
     }
 

@@ -183,6 +183,7 @@ public static class HuggingFace
         var c = checkpoint.ModelConfig;
         Directory.CreateDirectory(outputDirectory);
         using var model = checkpoint.CreateModel();
+        model.MergeAdapters();
         var tokenizer = checkpoint.Tokenizer;
         var vocabulary = BpeVocabulary.From(tokenizer);
         var dtypeName = dtype switch { ScalarType.Float32 => "float32", ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => throw new StratusUserException($"unsupported dtype {dtype}") };
@@ -192,6 +193,7 @@ public static class HuggingFace
         {
             foreach (var (name, value) in model.state_dict())
             {
+                if (name.StartsWith("lora.", StringComparison.Ordinal)) continue; // merged above
                 var converted = c.Architecture == "gpt2" && IsConv1D(name) ? value.t().contiguous().to(dtype) : value.to(dtype);
                 tensors.Add(new(name, converted));
             }

@@ -63,6 +63,17 @@ public abstract class CausalLanguageModel : nn.Module
     public double TrainingFlopsPerToken(int sequenceLength) =>
         6.0 * ParameterCount() + 12.0 * Config.NLayer * Config.NHead * Config.HeadDim * sequenceLength;
 
+    /// <summary>Called by each architecture once its layers exist: adds LoRA adapters when the
+    /// config asks for them.</summary>
+    protected void AttachAdapters()
+    {
+        if (Config.Lora is { } lora) Lora.Attach(this, lora, Precision);
+    }
+
+    /// <summary>Folds LoRA updates into the base weights (see Lora.Merge); a no-op without LoRA.
+    /// The "lora." tensors that remain are zero and are left out of exports.</summary>
+    public void MergeAdapters() => Lora.Merge(Precision);
+
     public static CausalLanguageModel Create(ModelConfig config) => config.Architecture switch
     {
         "gpt2" => new Gpt(config),
@@ -91,5 +102,12 @@ public sealed class MatmulPrecision
         return nn.functional.linear(x.to(Dtype), weight.to(Dtype), bias?.to(Dtype));
     }
 
-    public Tensor Linear(Tensor x, TorchSharp.Modules.Linear layer) => Linear(x, layer.weight!, layer.bias);
+    /// <summary>LoRA adapters by the layer they adapt, with their scale (alpha / rank).</summary>
+    public Dictionary<TorchSharp.Modules.Linear, (LoraAdapter Adapter, double Scale)> Adapters { get; } = [];
+
+    public Tensor Linear(Tensor x, TorchSharp.Modules.Linear layer)
+    {
+        var y = Linear(x, layer.weight!, layer.bias);
+        return Adapters.TryGetValue(layer, out var lora) ? y + lora.Adapter.Forward(x, this, lora.Scale).to(y.dtype) : y;
+    }
 }

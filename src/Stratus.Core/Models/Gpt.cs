@@ -18,6 +18,7 @@ public sealed class Gpt : CausalLanguageModel
         transformer = new GptTransformer(config, Precision);
         RegisterComponents();
         InitializeWeights();
+        AttachAdapters();
     }
 
     public override Tensor Forward(Tensor tokens, IKvCache? cache = null)

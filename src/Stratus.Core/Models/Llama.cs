@@ -26,6 +26,7 @@ public sealed class Llama : CausalLanguageModel
         RegisterComponents();
         inverseFrequencies = InverseFrequencies(config);
         InitializeWeights();
+        AttachAdapters();
     }
 
     /// <summary>theta^(-2i/d) for i &lt; d/2, divided by Llama 3's scaling divisors when set.</summary>

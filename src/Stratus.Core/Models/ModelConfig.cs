@@ -35,6 +35,8 @@ public sealed record ModelConfig
     public string HiddenAct { get; init; } = "gelu";
     /// <summary>Epsilon of GPT-2's LayerNorms.</summary>
     public double LayerNormEps { get; init; } = 1e-5;
+    /// <summary>LoRA adapters on some linear layers (the rest frozen); null for none.</summary>
+    public LoraConfig? Lora { get; init; }
 
     [JsonIgnore] public int HeadDim => NEmbd / NHead;
     [JsonIgnore] public int KvHeads => NKvHead ?? NHead;
@@ -60,6 +62,7 @@ public sealed record ModelConfig
         Require(HiddenAct is "gelu" or "gelu_new", $"hidden_act must be gelu or gelu_new, got '{HiddenAct}'");
         if (Architecture == "llama") Require(HeadDim % 2 == 0, $"rotary embeddings need an even head size; n_embd / n_head is {HeadDim}");
         RopeScaling?.Validate();
+        Lora?.Validate();
     }
 
     static void Require(bool condition, string message)

@@ -56,7 +56,12 @@ static class BenchCommand
                 var c = network.Config;
                 Console.WriteLine($"{name}: {c.Architecture}, {network.ParameterCount(nonEmbedding: false) / 1e6:F1} M parameters, vocab {c.VocabSize:N0}; " +
                     $"prompt {options.PromptTokens} tokens, decode {options.DecodeTokens} tokens, {options.Threads} threads");
+                // Shared machines make speed depend on what else runs; the load average says how busy it was.
+                static double? Load() => File.Exists("/proc/loadavg") && double.TryParse(File.ReadAllText("/proc/loadavg").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture, out var l) ? l : null;
+                var loadBefore = Load();
                 var measurements = InferenceBenchmark.Run(network, tokenizer, options, stage => Console.Error.WriteLine($"{stage} ..."));
+                var loadAfter = Load();
+                if (loadBefore is not null) Console.WriteLine($"load average (1 min): {loadBefore:F1} before, {loadAfter:F1} after, on {Environment.ProcessorCount} cores");
                 var table = new Table().AddColumn("engine").AddColumn("weights").AddColumn(new TableColumn("prefill tok/s").RightAligned()).AddColumn(new TableColumn("decode tok/s").RightAligned());
                 foreach (var m in measurements) table.AddRow(Markup.Escape(m.Engine), m.Precision, m.PrefillTokensPerSecond.ToString("N1"), m.DecodeTokensPerSecond.ToString("N1"));
                 AnsiConsole.Write(table);
@@ -66,6 +71,7 @@ static class BenchCommand
                     {
                         ["benchmark"] = "infer", ["model"] = name, ["architecture"] = c.Architecture, ["parameters"] = network.ParameterCount(nonEmbedding: false),
                         ["prompt_tokens"] = options.PromptTokens, ["decode_tokens"] = options.DecodeTokens, ["threads"] = options.Threads, ["repeats"] = options.Repeats,
+                        ["cores"] = Environment.ProcessorCount, ["load_average_before"] = loadBefore, ["load_average_after"] = loadAfter,
                         ["results"] = new JsonArray(measurements.Select(m => (JsonNode)new JsonObject
                         {
                             ["engine"] = m.Engine, ["weights"] = m.Precision, ["prefill_tokens_per_sec"] = m.PrefillTokensPerSecond, ["decode_tokens_per_sec"] = m.DecodeTokensPerSecond,

@@ -5,6 +5,9 @@
 // lists, dicts, attribute/index/slice access, arithmetic, ~ concatenation, comparisons, in,
 // and/or/not, inline if, is-tests, common filters and string methods. Anything else fails at
 // parse time with the construct named, so a template is either rendered faithfully or refused.
+// One simplification: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
+// the iteration); chat templates set such variables before reading them in the same iteration,
+// and use namespace() when they mean to carry a value out, so they render the same.
 using System.Globalization;
 using System.Text;
 using System.Text.Json;

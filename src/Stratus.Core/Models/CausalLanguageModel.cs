@@ -105,6 +105,15 @@ public sealed class MatmulPrecision
     /// <summary>LoRA adapters by the layer they adapt, with their scale (alpha / rank).</summary>
     public Dictionary<TorchSharp.Modules.Linear, (LoraAdapter Adapter, double Scale)> Adapters { get; } = [];
 
+    /// <summary>Several layers applied to the same input: one fused pass of the decode kernel
+    /// when it applies (and no layer has a LoRA adapter), otherwise one product each.</summary>
+    public Tensor[] Linear(Tensor x, params TorchSharp.Modules.Linear[] layers)
+    {
+        if (Decode is { } decode && DecodeKernel.Applies(x) && !layers.Any(Adapters.ContainsKey))
+            return decode.Apply(x, layers.Select(l => ((Tensor)l.weight!, (Tensor?)l.bias)).ToArray());
+        return layers.Select(l => Linear(x, l)).ToArray();
+    }
+
     public Tensor Linear(Tensor x, TorchSharp.Modules.Linear layer)
     {
         var y = Linear(x, layer.weight!, layer.bias);

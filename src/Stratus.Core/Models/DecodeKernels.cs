@@ -44,31 +44,62 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
         !torch.is_grad_enabled() && x.device_type == DeviceType.CPU && x.numel() / x.shape[^1] <= MaxRows;
 
     /// <summary>x [..., in] times weight [out, in] transposed, plus bias: [..., out] fp32.</summary>
-    public Tensor Apply(Tensor x, Tensor weight, Tensor? bias)
+    public Tensor Apply(Tensor x, Tensor weight, Tensor? bias) => Apply(x, [(weight, bias)])[0];
+
+    /// <summary>Several products of the same input in one pass (q, k and v; gate and up): their
+    /// outputs are split over the threads together, so the threads meet once, not per matrix.</summary>
+    public Tensor[] Apply(Tensor x, IReadOnlyList<(Tensor Weight, Tensor? Bias)> layers)
     {
-        var outputs = (int)weight.shape[0];
-        var inputs = (int)weight.shape[1];
+        var inputs = (int)layers[0].Weight.shape[1];
         using var input = x.to(ScalarType.Float32).contiguous();
         var rows = (int)(input.numel() / inputs);
-        var shape = input.shape.ToArray();
-        shape[^1] = outputs;
-        var output = empty(shape, ScalarType.Float32);
         var xs = (float*)Address(input);
-        var ys = (float*)Address(output);
-        if (weights == DecodeWeights.BFloat16)
+        var outputs = new Tensor[layers.Count];
+        var parts = new (IntPtr Weight, IntPtr Output, int Outputs, int Start)[layers.Count];
+        var weightViews = new List<Tensor>();
+        var total = 0;
+        try
         {
-            var copy = Bf16Copy(weight);
-            var w = (ushort*)Unsafe.AsPointer(ref copy[0]); // pinned array: the address is stable
-            Split(outputs, threads, (from, to) => Bf16Rows(w, xs, ys, rows, inputs, outputs, from, to));
+            for (var l = 0; l < layers.Count; l++)
+            {
+                var weight = layers[l].Weight;
+                if (weight.shape[1] != inputs) throw new ArgumentException("fused products need weights with the same input size");
+                var count = (int)weight.shape[0];
+                var shape = input.shape.ToArray();
+                shape[^1] = count;
+                outputs[l] = empty(shape, ScalarType.Float32);
+                IntPtr w;
+                if (weights == DecodeWeights.BFloat16) w = (IntPtr)Unsafe.AsPointer(ref Bf16Copy(weight)[0]); // pinned: stable address
+                else
+                {
+                    var view = weight.detach().to(ScalarType.Float32).contiguous();
+                    weightViews.Add(view);
+                    w = Address(view);
+                }
+                parts[l] = (w, Address(outputs[l]), count, total);
+                total += count;
+            }
+            var bf16 = weights == DecodeWeights.BFloat16;
+            Split(total, threads, (from, to) =>
+            {
+                foreach (var (w, y, count, start) in parts)
+                {
+                    var (a, b) = (Math.Max(from, start) - start, Math.Min(to, start + count) - start);
+                    if (a >= b) continue;
+                    if (bf16) Bf16Rows((ushort*)w, xs, (float*)y, rows, inputs, count, a, b);
+                    else F32Rows((float*)w, xs, (float*)y, rows, inputs, count, a, b);
+                }
+            });
         }
-        else
+        finally
         {
-            using var contiguous = weight.detach().to(ScalarType.Float32).contiguous();
-            var w = (float*)Address(contiguous);
-            Split(outputs, threads, (from, to) => F32Rows(w, xs, ys, rows, inputs, outputs, from, to));
+            foreach (var view in weightViews) view.Dispose();
         }
-        if (bias is not null) output.add_(bias.to(ScalarType.Float32));
-        return output;
+        for (var l = 0; l < layers.Count; l++)
+        {
+            if (layers[l].Bias is { } bias) outputs[l].add_(bias.to(ScalarType.Float32));
+        }
+        return outputs;
     }
 
     ushort[] Bf16Copy(Tensor weight)

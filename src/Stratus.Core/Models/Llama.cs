@@ -149,9 +149,10 @@ public sealed class Llama : CausalLanguageModel
         public Tensor Forward(Tensor x, Tensor cos, Tensor sin, int layer, IKvCache? cache)
         {
             var (b, t) = ((int)x.shape[0], (int)x.shape[1]);
-            var q = Rotate(precision.Linear(x, q_proj).view(b, t, heads, headDim).transpose(1, 2), cos, sin);
-            var k = Rotate(precision.Linear(x, k_proj).view(b, t, kvHeads, headDim).transpose(1, 2), cos, sin);
-            var v = precision.Linear(x, v_proj).view(b, t, kvHeads, headDim).transpose(1, 2);
+            var qkv = precision.Linear(x, q_proj, k_proj, v_proj);
+            var q = Rotate(qkv[0].view(b, t, heads, headDim).transpose(1, 2), cos, sin);
+            var k = Rotate(qkv[1].view(b, t, kvHeads, headDim).transpose(1, 2), cos, sin);
+            var v = qkv[2].view(b, t, kvHeads, headDim).transpose(1, 2);
             var p = training ? dropout : 0.0;
             Tensor y;
             if (cache is null)
@@ -193,8 +194,11 @@ public sealed class Llama : CausalLanguageModel
             RegisterComponents();
         }
 
-        public Tensor Forward(Tensor x) =>
-            precision.Linear(F.silu(precision.Linear(x, gate_proj)) * precision.Linear(x, up_proj), down_proj).to(x.dtype);
+        public Tensor Forward(Tensor x)
+        {
+            var gateUp = precision.Linear(x, gate_proj, up_proj);
+            return precision.Linear(F.silu(gateUp[0]) * gateUp[1], down_proj).to(x.dtype);
+        }
     }
 }
 

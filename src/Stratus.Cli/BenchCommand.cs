@@ -8,6 +8,9 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Spectre.Console;
 using Stratus.Distributed;
+using Stratus.Inference;
+using Stratus.Models;
+using Stratus.Tokenization;
 using Stratus.Training;
 
 namespace Stratus.Cli;
@@ -19,6 +22,72 @@ static class BenchCommand
         var command = new Command("bench", "Measure training and inference speed.");
         command.Subcommands.Add(Train());
         command.Subcommands.Add(ServeBenchCommand.Create());
+        command.Subcommands.Add(Infer());
+        return command;
+    }
+
+    static Command Infer()
+    {
+        var model = new Option<string>("--model") { Description = "run or checkpoint folder; or a random-weight shape: gpt2-124m, llama-100m", Required = true };
+        var json = new Option<string>("--json") { Description = "also write the results to this JSON file" };
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "prompt length for prefill", DefaultValueFactory = _ => 128 };
+        var decodeTokens = new Option<int>("--decode-tokens") { Description = "greedy tokens decoded one at a time", DefaultValueFactory = _ => 64 };
+        var threads = new Option<int>("--threads") { Description = "threads for every engine", DefaultValueFactory = _ => Math.Min(Environment.ProcessorCount, 2) };
+        var repeats = new Option<int>("--repeats") { Description = "timed repetitions (best is reported) after one warm-up", DefaultValueFactory = _ => 3 };
+        var command = new Command("infer", "Prefill and single-stream decode tokens/s: Stratus vs llama.cpp on the same weights.") { model, json, promptTokens, decodeTokens, threads, repeats };
+        command.SetAction(result =>
+        {
+            var name = result.GetValue(model)!;
+            CausalLanguageModel network;
+            ITokenizer tokenizer;
+            if (name is "gpt2-124m" or "llama-100m" && !Directory.Exists(name))
+            {
+                TorchSharp.torch.random.manual_seed(1337);
+                network = CausalLanguageModel.Create(InferenceBenchmark.Shape(name));
+                tokenizer = Gpt2Tokenizer.Instance;
+            }
+            else
+            {
+                var checkpoint = Checkpoint.Open(Checkpoint.Resolve(name));
+                network = checkpoint.CreateModel();
+                tokenizer = checkpoint.Tokenizer;
+            }
+            using (network)
+            {
+                var options = new InferenceBenchmarkOptions
+                {
+                    PromptTokens = result.GetValue(promptTokens), DecodeTokens = result.GetValue(decodeTokens), Threads = result.GetValue(threads), Repeats = result.GetValue(repeats),
+                };
+                var c = network.Config;
+                Console.WriteLine($"{name}: {c.Architecture}, {network.ParameterCount(nonEmbedding: false) / 1e6:F1} M parameters, vocab {c.VocabSize:N0}; " +
+                    $"prompt {options.PromptTokens} tokens, decode {options.DecodeTokens} tokens, {options.Threads} threads");
+                // Shared machines make speed depend on what else runs; the load average says how busy it was.
+                static double? Load() => File.Exists("/proc/loadavg") && double.TryParse(File.ReadAllText("/proc/loadavg").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture, out var l) ? l : null;
+                var loadBefore = Load();
+                var measurements = InferenceBenchmark.Run(network, tokenizer, options, stage => Console.Error.WriteLine($"{stage} ..."));
+                var loadAfter = Load();
+                if (loadBefore is not null) Console.WriteLine($"load average (1 min): {loadBefore:F1} before, {loadAfter:F1} after, on {Environment.ProcessorCount} cores");
+                var table = new Table().AddColumn("engine").AddColumn("weights").AddColumn(new TableColumn("prefill tok/s").RightAligned()).AddColumn(new TableColumn("decode tok/s").RightAligned());
+                foreach (var m in measurements) table.AddRow(Markup.Escape(m.Engine), m.Precision, m.PrefillTokensPerSecond.ToString("N1"), m.DecodeTokensPerSecond.ToString("N1"));
+                AnsiConsole.Write(table);
+                if (result.GetValue(json) is { } path)
+                {
+                    var report = new JsonObject
+                    {
+                        ["benchmark"] = "infer", ["model"] = name, ["architecture"] = c.Architecture, ["parameters"] = network.ParameterCount(nonEmbedding: false),
+                        ["prompt_tokens"] = options.PromptTokens, ["decode_tokens"] = options.DecodeTokens, ["threads"] = options.Threads, ["repeats"] = options.Repeats,
+                        ["cores"] = Environment.ProcessorCount, ["load_average_before"] = loadBefore, ["load_average_after"] = loadAfter,
+                        ["results"] = new JsonArray(measurements.Select(m => (JsonNode)new JsonObject
+                        {
+                            ["engine"] = m.Engine, ["weights"] = m.Precision, ["prefill_tokens_per_sec"] = m.PrefillTokensPerSecond, ["decode_tokens_per_sec"] = m.DecodeTokensPerSecond,
+                        }).ToArray()),
+                    };
+                    AtomicFile.WriteAllText(path, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                    Console.WriteLine($"wrote {path}");
+                }
+            }
+            return 0;
+        });
         return command;
     }
 

@@ -1,6 +1,9 @@
 // `stratus prepare --input <file|dir|jsonl> --out <dataset-dir> --tokenizer char|gpt2`
+// `stratus prepare --input <text> --out <dataset-dir> --tokenizer-from <model>`
+// `stratus prepare --input chat.jsonl --format chat --tokenizer-from <model> --out <dataset-dir>`
 using System.CommandLine;
 using Stratus.Data;
+using Stratus.Training;
 
 namespace Stratus.Cli;
 
@@ -8,15 +11,29 @@ static class PrepareCommand
 {
     public static Command Create()
     {
-        var input = new Option<string>("--input") { Description = "a text file, a folder of .txt/.md files, or a JSONL file with a \"text\" field", Required = true };
+        var input = new Option<string>("--input") { Description = "a text file, a folder of .txt/.md files, or a JSONL file with a \"text\" field (with --format chat: {\"messages\": [...]} per line)", Required = true };
         var output = new Option<string>("--out") { Description = "dataset folder to write (train.bin, val.bin, meta.json, tokenizer.json)", Required = true };
         var tokenizer = new Option<string>("--tokenizer") { Description = "char or gpt2", DefaultValueFactory = _ => "char" };
         tokenizer.AcceptOnlyFromAmong("char", "gpt2");
-        var valFraction = new Option<double>("--val-fraction") { Description = "share of tokens held out for validation", DefaultValueFactory = _ => 0.1 };
-        var command = new Command("prepare", "Tokenize a corpus into train and val token shards.") { input, output, tokenizer, valFraction };
+        var tokenizerFrom = new Option<string>("--tokenizer-from") { Description = "use the tokenizer (and, for chat, the chat template) of this model (run or checkpoint folder)" };
+        var format = new Option<string>("--format") { Description = "text, or chat for supervised fine-tuning (loss only on assistant turns)", DefaultValueFactory = _ => "text" };
+        format.AcceptOnlyFromAmong("text", "chat");
+        var valFraction = new Option<double>("--val-fraction") { Description = "share of tokens (chat: of conversations) held out for validation", DefaultValueFactory = _ => 0.1 };
+        var command = new Command("prepare", "Tokenize a corpus into train and val token shards.") { input, output, tokenizer, tokenizerFrom, format, valFraction };
         command.SetAction(result =>
         {
-            var dataset = DatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, result.GetValue(tokenizer)!, result.GetValue(valFraction));
+            var model = result.GetValue(tokenizerFrom);
+            if (result.GetValue(format) == "chat")
+            {
+                var chat = ChatDatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!,
+                    model ?? throw new StratusUserException("--format chat needs --tokenizer-from <model>: the model whose chat template and tokenizer to use"),
+                    result.GetValue(valFraction));
+                Console.WriteLine($"prepared {chat.Directory}: {chat.TrainExamples:N0} train and {chat.ValExamples:N0} val conversations, " +
+                    $"{chat.TrainTokens:N0} train tokens of which {chat.SupervisedTokens:N0} are learned (assistant turns), {chat.ValTokens:N0} val tokens");
+                return 0;
+            }
+            var from = model is null ? null : Checkpoint.Open(Checkpoint.Resolve(model)).Tokenizer;
+            var dataset = DatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, result.GetValue(tokenizer)!, result.GetValue(valFraction), from);
             Console.WriteLine($"prepared {dataset.Directory}: tokenizer {dataset.Tokenizer.Kind} (vocab {dataset.Tokenizer.VocabSize:N0}), " +
                 $"{dataset.TrainTokens:N0} train and {dataset.ValTokens:N0} val tokens, source sha256 {dataset.SourceSha256}");
             return 0;

@@ -9,6 +9,8 @@ root.Subcommands.Add(PrepareCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(ImportCommand.Create());
+root.Subcommands.Add(ExportCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(KeysCommand.Create());
 root.Subcommands.Add(AuditCommand.Create());

@@ -44,7 +44,7 @@ public sealed class ConfigTests
     [Fact]
     public void Shipped_configs_load_and_match_nanoGPT()
     {
-        var root = FindRepositoryRoot();
+        var root = TempDirectory.RepositoryRoot;
         var cpu = TrainConfig.Load(Path.Combine(root, "configs", "shakespeare-char-cpu.json"), []);
         Assert.Equal((4, 4, 128, 64, 12), (cpu.NLayer, cpu.NHead, cpu.NEmbd, cpu.BlockSize, cpu.BatchSize));
         Assert.Equal((1e-3, 1e-4, 0.99, 100, 2000, 2000, 0.0), (cpu.LearningRate, cpu.MinLr, cpu.Beta2, cpu.WarmupIters, cpu.MaxIters, cpu.LrDecayIters, cpu.Dropout));
@@ -53,12 +53,5 @@ public sealed class ConfigTests
         Assert.Equal((6, 6, 384, 256, 64, 0.2, 5000), (gpu.NLayer, gpu.NHead, gpu.NEmbd, gpu.BlockSize, gpu.BatchSize, gpu.Dropout, gpu.MaxIters));
         var gpt2 = TrainConfig.Load(Path.Combine(root, "configs", "gpt2-124m.json"), []);
         Assert.Equal((12, 12, 768, 1024), (gpt2.NLayer, gpt2.NHead, gpt2.NEmbd, gpt2.BlockSize));
-    }
-
-    internal static string FindRepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (Directory.Exists(Path.Combine(dir.FullName, "configs")) && File.Exists(Path.Combine(dir.FullName, "Directory.Build.props"))) return dir.FullName;
-        throw new InvalidOperationException("repository root not found");
     }
 }

@@ -5,17 +5,6 @@ using Stratus.Training;
 
 namespace Stratus.Tests;
 
-sealed class TempDirectory : IDisposable
-{
-    public TempDirectory() => Directory.CreateDirectory(Path);
-    public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"stratus-test-{Guid.NewGuid():N}");
-    public string this[string name] => System.IO.Path.Combine(Path, name);
-    public void Dispose()
-    {
-        try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
-    }
-}
-
 static class TestData
 {
     public static string Corpus(int lines = 400)

@@ -31,7 +31,7 @@ public sealed class TinyModelServer : IAsyncLifetime
         torch.manual_seed(11);
         var tokenizer = CharTokenizer.FromCorpus(Corpus);
         using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 128, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false });
-        Checkpoint.Save(directory, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = ChatTemplate.For(tokenizer).ToJson() });
+        Checkpoint.Save(directory, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = ChatTemplate.For(tokenizer).Source });
         return directory;
     }
 

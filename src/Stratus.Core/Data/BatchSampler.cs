@@ -1,7 +1,9 @@
 // Samples training windows from memory-mapped shards. The windows (and the dropout seed) of
 // micro-batch m of step s are a pure function of (seed, s, m): no sampler state to save, exact resume by
 // construction, and ranks of a distributed job can each take some of a step's micro-batches
-// without changing what the whole job learns.
+// without changing what the whole job learns. A chat (SFT) dataset adds loss masks: targets
+// outside assistant turns become -100, cross_entropy's ignore index, and a window with nothing
+// to learn is redrawn from the same counter stream (so determinism is kept).
 using System.Text.Json.Nodes;
 using Stratus.Tokenization;
 using TorchSharp;
@@ -13,8 +15,12 @@ public enum Split { Train, Val }
 
 public sealed class BatchSampler : IDisposable
 {
+    /// <summary>Redraws of a window with no supervised target before it is kept anyway.</summary>
+    const int MaxRedraws = 64;
+
     readonly TokenShard train, val;
-    readonly long[] buffer;
+    readonly TokenShard? trainMask, valMask;
+    readonly long[] buffer, maskBuffer;
     readonly int batchSize, blockSize;
     readonly ulong seed;
     // Streams 0-3 are the train and val windows of training and of evaluation.
@@ -27,6 +33,13 @@ public sealed class BatchSampler : IDisposable
         train = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.TrainShard));
         val = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.ValShard));
         Tokenizer = TokenizerStore.Load(datasetDirectory);
+        if (File.Exists(Path.Combine(datasetDirectory, ChatDatasetPreparer.TrainMask)))
+        {
+            trainMask = TokenShard.Open(Path.Combine(datasetDirectory, ChatDatasetPreparer.TrainMask));
+            valMask = TokenShard.Open(Path.Combine(datasetDirectory, ChatDatasetPreparer.ValMask));
+            if (trainMask.Count != train.Count || valMask.Count != val.Count)
+                throw new StratusUserException($"the loss masks in {datasetDirectory} do not match its token shards; prepare the data again");
+        }
         foreach (var shard in new[] { train, val })
         {
             if (shard.Count <= blockSize)
@@ -36,7 +49,11 @@ public sealed class BatchSampler : IDisposable
         this.blockSize = blockSize;
         this.seed = (ulong)seed;
         buffer = new long[batchSize * (blockSize + 1)];
+        maskBuffer = new long[trainMask is null ? 0 : batchSize * blockSize];
     }
+
+    /// <summary>Whether targets are masked (a chat dataset for supervised fine-tuning).</summary>
+    public bool IsMasked => trainMask is not null;
 
     public ITokenizer Tokenizer { get; }
 
@@ -50,13 +67,32 @@ public sealed class BatchSampler : IDisposable
         var random = new CounterRandom(seed, stream, (ulong)step, (ulong)index);
         var windows = (ulong)(shard.Count - blockSize);
         var span = buffer.AsSpan();
+        var mask = split == Split.Train ? trainMask : valMask;
         for (var row = 0; row < batchSize; row++)
         {
             var start = (long)random.NextBelow(windows);
+            if (mask is not null)
+            {
+                // The targets of window [start, start + block] are tokens start+1 .. start+block.
+                var targetMask = maskBuffer.AsSpan(row * blockSize, blockSize);
+                mask.Read(start + 1, targetMask);
+                for (var redraw = 0; redraw < MaxRedraws && !targetMask.ContainsAnyExcept(0L); redraw++)
+                {
+                    start = (long)random.NextBelow(windows);
+                    mask.Read(start + 1, targetMask);
+                }
+            }
             shard.Read(start, span.Slice(row * (blockSize + 1), blockSize + 1));
         }
         using var all = torch.tensor(buffer, [batchSize, blockSize + 1], device: device);
-        return (all[.., ..^1].contiguous(), all[.., 1..].contiguous());
+        var targets = all[.., 1..].contiguous();
+        if (mask is not null)
+        {
+            using var learn = torch.tensor(maskBuffer, [batchSize, blockSize], device: device);
+            using var ignored = learn.eq(0);
+            targets.masked_fill_(ignored, -100); // cross_entropy's default ignore_index
+        }
+        return (all[.., ..^1].contiguous(), targets);
     }
 
     /// <summary>The dropout seed for micro-batch <paramref name="index"/> of training step
@@ -72,6 +108,8 @@ public sealed class BatchSampler : IDisposable
     {
         train.Dispose();
         val.Dispose();
+        trainMask?.Dispose();
+        valMask?.Dispose();
     }
 
     /// <summary>SplitMix64 over a key mixed from the counters: cheap, stateless between calls.</summary>

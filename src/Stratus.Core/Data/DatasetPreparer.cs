@@ -16,11 +16,13 @@ public static class DatasetPreparer
     public const string TrainShard = "train.bin";
     public const string ValShard = "val.bin";
 
-    public static PreparedDataset Prepare(string input, string outputDirectory, string tokenizerKind, double valFraction = 0.1)
+    /// <param name="tokenizerFrom">Use this tokenizer (e.g. an imported model's) instead of
+    /// creating one of <paramref name="tokenizerKind"/>.</param>
+    public static PreparedDataset Prepare(string input, string outputDirectory, string tokenizerKind, double valFraction = 0.1, ITokenizer? tokenizerFrom = null)
     {
         if (valFraction is < 0 or >= 1) throw new StratusUserException($"--val-fraction must be in [0, 1), got {valFraction}");
         var (documents, sha256) = ReadDocuments(input);
-        var tokenizer = TokenizerStore.Create(tokenizerKind, tokenizerKind == "char" ? string.Join("\n", documents) : null);
+        var tokenizer = tokenizerFrom ?? TokenizerStore.Create(tokenizerKind, tokenizerKind == "char" ? string.Join("\n", documents) : null);
         var tokens = Tokenize(documents, tokenizer);
         if (tokens.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({tokens.Count} tokens)");
 

@@ -25,6 +25,23 @@ public abstract class CausalLanguageModel : nn.Module
         set => Precision.Dtype = value;
     }
 
+    /// <summary>The weights inference matmuls of up to 16 rows read, through the decode kernels
+    /// in DecodeKernels.cs (single-stream and small-batch decoding); larger batches, training and
+    /// anything needing gradients keep libtorch. bf16 copies are made on first use, so set this
+    /// again after changing the weights.</summary>
+    public DecodeWeights DecodeWeights
+    {
+        get => Precision.Decode?.Weights ?? DecodeWeights.Torch;
+        set => Precision.Decode = value == DecodeWeights.Torch ? null : new DecodeKernel(value);
+    }
+
+    /// <summary>The decode kernel itself, to keep one (and its bf16 copies) across switches.</summary>
+    public DecodeKernel? DecodeKernel
+    {
+        get => Precision.Decode;
+        set => Precision.Decode = value;
+    }
+
     public Device Device => parameters().First().device;
 
     /// <summary>Logits [B, T, vocab] in fp32 for token ids [B, T]; with a cache, the tokens
@@ -32,7 +49,7 @@ public abstract class CausalLanguageModel : nn.Module
     public abstract Tensor Forward(Tensor tokens, IKvCache? cache = null);
 
     /// <summary>Key/value heads per layer (fewer than query heads with grouped-query attention).</summary>
-    public virtual int KvHeads => Config.NHead;
+    public int KvHeads => Config.KvHeads;
 
     public KvCache CreateCache(int batch, int capacity, ScalarType? dtype = null) =>
         new(Config.NLayer, batch, KvHeads, Config.HeadDim, Math.Min(capacity, Config.BlockSize), dtype ?? ComputeDtype, Device);
@@ -46,10 +63,22 @@ public abstract class CausalLanguageModel : nn.Module
     public double TrainingFlopsPerToken(int sequenceLength) =>
         6.0 * ParameterCount() + 12.0 * Config.NLayer * Config.NHead * Config.HeadDim * sequenceLength;
 
+    /// <summary>Called by each architecture once its layers exist: adds LoRA adapters when the
+    /// config asks for them.</summary>
+    protected void AttachAdapters()
+    {
+        if (Config.Lora is { } lora) Lora.Attach(this, lora, Precision);
+    }
+
+    /// <summary>Folds LoRA updates into the base weights (see Lora.Merge); a no-op without LoRA.
+    /// The "lora." tensors that remain are zero and are left out of exports.</summary>
+    public void MergeAdapters() => Lora.Merge(Precision);
+
     public static CausalLanguageModel Create(ModelConfig config) => config.Architecture switch
     {
         "gpt2" => new Gpt(config),
-        _ => throw new StratusUserException($"unknown architecture '{config.Architecture}'; supported: gpt2"),
+        "llama" => new Llama(config),
+        _ => throw new StratusUserException($"unknown architecture '{config.Architecture}'; supported: gpt2, llama"),
     };
 }
 
@@ -61,13 +90,33 @@ public sealed class MatmulPrecision
 {
     public ScalarType Dtype { get; set; } = ScalarType.Float32;
 
+    /// <summary>The kernel for small-batch inference matmuls, or null for libtorch.</summary>
+    public DecodeKernel? Decode { get; set; }
+
     /// <summary>x @ weight^T + bias in <see cref="Dtype"/>: casts the input and the (fp32 master)
     /// weight for the matmul; gradients flow back to the master weight through the cast.</summary>
     public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
+        if (Decode is { } decode && DecodeKernel.Applies(x)) return decode.Apply(x, weight, bias);
         if (Dtype == weight.dtype && Dtype == x.dtype) return nn.functional.linear(x, weight, bias);
         return nn.functional.linear(x.to(Dtype), weight.to(Dtype), bias?.to(Dtype));
     }
 
-    public Tensor Linear(Tensor x, TorchSharp.Modules.Linear layer) => Linear(x, layer.weight!, layer.bias);
+    /// <summary>LoRA adapters by the layer they adapt, with their scale (alpha / rank).</summary>
+    public Dictionary<TorchSharp.Modules.Linear, (LoraAdapter Adapter, double Scale)> Adapters { get; } = [];
+
+    /// <summary>Several layers applied to the same input: one fused pass of the decode kernel
+    /// when it applies (and no layer has a LoRA adapter), otherwise one product each.</summary>
+    public Tensor[] Linear(Tensor x, params TorchSharp.Modules.Linear[] layers)
+    {
+        if (Decode is { } decode && DecodeKernel.Applies(x) && !layers.Any(Adapters.ContainsKey))
+            return decode.Apply(x, layers.Select(l => ((Tensor)l.weight!, (Tensor?)l.bias)).ToArray());
+        return layers.Select(l => Linear(x, l)).ToArray();
+    }
+
+    public Tensor Linear(Tensor x, TorchSharp.Modules.Linear layer)
+    {
+        var y = Linear(x, layer.weight!, layer.bias);
+        return Adapters.TryGetValue(layer, out var lora) ? y + lora.Adapter.Forward(x, this, lora.Scale).to(y.dtype) : y;
+    }
 }

@@ -18,6 +18,7 @@ public sealed class Gpt : CausalLanguageModel
         transformer = new GptTransformer(config, Precision);
         RegisterComponents();
         InitializeWeights();
+        AttachAdapters();
     }
 
     public override Tensor Forward(Tensor tokens, IKvCache? cache = null)
@@ -68,7 +69,7 @@ public sealed class Gpt : CausalLanguageModel
             wpe = nn.Embedding(c.BlockSize, c.NEmbd);
             drop = nn.Dropout(c.Dropout);
             h = new ModuleList<GptBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new GptBlock(c, precision)).ToArray());
-            ln_f = nn.LayerNorm(c.NEmbd, elementwise_affine: true, bias: c.Bias);
+            ln_f = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias);
             RegisterComponents();
         }
     }
@@ -81,9 +82,9 @@ public sealed class Gpt : CausalLanguageModel
 
         public GptBlock(ModelConfig c, MatmulPrecision precision) : base("block")
         {
-            ln_1 = nn.LayerNorm(c.NEmbd, elementwise_affine: true, bias: c.Bias);
+            ln_1 = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias);
             attn = new GptAttention(c, precision);
-            ln_2 = nn.LayerNorm(c.NEmbd, elementwise_affine: true, bias: c.Bias);
+            ln_2 = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias);
             mlp = new GptMlp(c, precision);
             RegisterComponents();
         }
@@ -143,14 +144,17 @@ public sealed class Gpt : CausalLanguageModel
 
         public GptMlp(ModelConfig c, MatmulPrecision precision) : base("mlp")
         {
-            c_fc = nn.Linear(c.NEmbd, 4 * c.NEmbd, hasBias: c.Bias);
-            c_proj = nn.Linear(4 * c.NEmbd, c.NEmbd, hasBias: c.Bias);
+            c_fc = nn.Linear(c.NEmbd, c.MlpWidth, hasBias: c.Bias);
+            c_proj = nn.Linear(c.MlpWidth, c.NEmbd, hasBias: c.Bias);
             dropout = nn.Dropout(c.Dropout);
             this.precision = precision;
+            approximate = c.HiddenAct == "gelu_new" ? GELU.Approximate.tanh : GELU.Approximate.none;
             RegisterComponents();
         }
 
+        readonly GELU.Approximate approximate;
+
         public Tensor Forward(Tensor x) =>
-            dropout.call(precision.Linear(F.gelu(precision.Linear(x, c_fc)), c_proj).to(x.dtype));
+            dropout.call(precision.Linear(F.gelu(precision.Linear(x, c_fc), approximate), c_proj).to(x.dtype));
     }
 }

@@ -15,7 +15,34 @@ public sealed record ModelConfig
     public double Dropout { get; init; }
     public bool Bias { get; init; } = true;
 
+    // Llama-family fields. Their defaults leave a GPT-2 config exactly as it was.
+
+    /// <summary>Key/value heads (grouped-query attention); null means n_head (multi-head).</summary>
+    public int? NKvHead { get; init; }
+    /// <summary>Width of the MLP's hidden layer; null means 4 * n_embd (GPT-2) or Llama's
+    /// SwiGLU rule (2/3 of 4 * n_embd, rounded up to a multiple of 256).</summary>
+    public int? IntermediateSize { get; init; }
+    public double RopeTheta { get; init; } = 10000.0;
+    /// <summary>Llama 3's frequency scaling of rotary embeddings; null for plain RoPE.</summary>
+    public RopeScaling? RopeScaling { get; init; }
+    public double RmsNormEps { get; init; } = 1e-5;
+    /// <summary>Whether the LM head shares the token embedding matrix (always so for GPT-2).</summary>
+    public bool TieWordEmbeddings { get; init; } = true;
+    /// <summary>Biases on the q, k and v projections (Qwen2); Llama has none.</summary>
+    public bool AttentionBias { get; init; }
+    /// <summary>GPT-2's MLP activation: "gelu" (exact, as nanoGPT) or "gelu_new" (tanh
+    /// approximation, as Hugging Face GPT-2 and llama.cpp).</summary>
+    public string HiddenAct { get; init; } = "gelu";
+    /// <summary>Epsilon of GPT-2's LayerNorms.</summary>
+    public double LayerNormEps { get; init; } = 1e-5;
+    /// <summary>LoRA adapters on some linear layers (the rest frozen); null for none.</summary>
+    public LoraConfig? Lora { get; init; }
+
     [JsonIgnore] public int HeadDim => NEmbd / NHead;
+    [JsonIgnore] public int KvHeads => NKvHead ?? NHead;
+
+    [JsonIgnore]
+    public int MlpWidth => IntermediateSize ?? (Architecture == "llama" ? (8 * NEmbd / 3 + 255) / 256 * 256 : 4 * NEmbd);
 
     public void Validate(int? maxBlockSize = null)
     {
@@ -28,10 +55,58 @@ public sealed record ModelConfig
         if (maxBlockSize is { } max)
             Require(BlockSize <= max, $"block_size {BlockSize} is over the model's maximum context of {max}; lower --block-size");
         Require(Dropout is >= 0 and < 1, $"dropout must be in [0, 1), got {Dropout}");
+        Require(KvHeads > 0 && NHead % KvHeads == 0, $"n_head ({NHead}) must be a multiple of n_kv_head ({KvHeads})");
+        Require(MlpWidth > 0, "intermediate_size must be positive");
+        Require(RopeTheta > 0, $"rope_theta must be positive, got {RopeTheta}");
+        Require(RmsNormEps > 0 && LayerNormEps > 0, "norm epsilons must be positive");
+        Require(HiddenAct is "gelu" or "gelu_new", $"hidden_act must be gelu or gelu_new, got '{HiddenAct}'");
+        if (Architecture == "llama") Require(HeadDim % 2 == 0, $"rotary embeddings need an even head size; n_embd / n_head is {HeadDim}");
+        RopeScaling?.Validate();
+        Lora?.Validate();
     }
 
     static void Require(bool condition, string message)
     {
         if (!condition) throw new StratusUserException(message);
+    }
+}
+
+/// <summary>Llama 3's "rope_scaling" (rope_type "llama3"): low frequencies are divided by
+/// factor, high ones kept, and the band between interpolated smoothly.</summary>
+public sealed record RopeScaling
+{
+    public string RopeType { get; init; } = "llama3";
+    public double Factor { get; init; } = 8.0;
+    public double LowFreqFactor { get; init; } = 1.0;
+    public double HighFreqFactor { get; init; } = 4.0;
+    public int OriginalMaxPositionEmbeddings { get; init; } = 8192;
+
+    public void Validate()
+    {
+        if (RopeType != "llama3") throw new StratusUserException($"rope_scaling type '{RopeType}' is not supported; Stratus supports llama3");
+        if (Factor <= 0 || HighFreqFactor <= LowFreqFactor || OriginalMaxPositionEmbeddings <= 0)
+            throw new StratusUserException("rope_scaling needs factor > 0, high_freq_factor > low_freq_factor and original_max_position_embeddings > 0");
+    }
+
+    /// <summary>The divisor of each rotary frequency (as llama.cpp's rope_freqs tensor and
+    /// Hugging Face's _compute_llama3_parameters).</summary>
+    public double[] FrequencyDivisors(double theta, int headDim)
+    {
+        var lowWavelength = OriginalMaxPositionEmbeddings / LowFreqFactor;
+        var highWavelength = OriginalMaxPositionEmbeddings / HighFreqFactor;
+        var result = new double[headDim / 2];
+        for (var i = 0; i < result.Length; i++)
+        {
+            var frequency = 1.0 / Math.Pow(theta, 2.0 * i / headDim);
+            var wavelength = 2 * Math.PI / frequency;
+            if (wavelength < highWavelength) result[i] = 1;
+            else if (wavelength > lowWavelength) result[i] = Factor;
+            else
+            {
+                var smooth = (OriginalMaxPositionEmbeddings / wavelength - LowFreqFactor) / (HighFreqFactor - LowFreqFactor);
+                result[i] = 1 / ((1 - smooth) / Factor + smooth);
+            }
+        }
+        return result;
     }
 }

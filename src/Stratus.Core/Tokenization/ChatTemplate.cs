@@ -1,71 +1,112 @@
-// How chat messages become one prompt. Stored with a model as chat_template.json in its
-// checkpoint folder, or derived from the tokenizer: ChatML when the vocabulary has the
-// <|im_start|>/<|im_end|> markers as tokens, otherwise a plain template (message contents,
-// one per line) that a base model such as char-level Shakespeare can spell.
-using System.Text;
-using System.Text.Json;
-using System.Text.Json.Nodes;
-
+// How chat messages become one prompt. A model's own Jinja template (Hugging Face's
+// tokenizer_config.json "chat_template") is stored with it as chat_template.jinja and rendered
+// with the Jinja subset in Jinja.cs. A model without one gets a template derived from its
+// tokenizer: ChatML when the vocabulary has <|im_start|>/<|im_end|> as tokens, otherwise a plain
+// template (message contents, one per line) that a base model such as char-level Shakespeare
+// can spell. The serving engine, the IChatClient and SFT data preparation all render through
+// this one type.
 namespace Stratus.Tokenization;
 
 public sealed record ChatMessageText(string Role, string Content);
 
-public sealed record ChatTemplate
+public sealed class ChatTemplate
 {
-    public const string FileName = "chat_template.json";
+    public const string FileName = "chat_template.jinja";
     public const string ChatMl = "chatml";
     public const string Plain = "plain";
+    public const string Own = "model";
     const string ImStart = "<|im_start|>";
     const string ImEnd = "<|im_end|>";
 
-    ChatTemplate(string kind) => Kind = kind;
+    const string ChatMlSource =
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    const string PlainSource = "{% for message in messages %}{{ message['content'] + '\\n' }}{% endfor %}";
 
-    public string Kind { get; }
+    readonly JinjaTemplate template;
 
-    public static ChatTemplate ForKind(string kind) => kind switch
+    /// <summary>Parses a template; a construct outside the supported subset is refused here,
+    /// not at the first request.</summary>
+    public ChatTemplate(string source, string bosToken = "", string eosToken = "", string kind = Own)
     {
-        ChatMl or Plain => new ChatTemplate(kind),
-        _ => throw new StratusUserException($"unknown chat template '{kind}'; expected '{ChatMl}' or '{Plain}'"),
-    };
+        try { template = new JinjaTemplate(source); }
+        catch (JinjaException e) { throw new StratusUserException($"the chat template cannot be used: {e.Message}"); }
+        Source = source;
+        BosToken = bosToken;
+        EosToken = eosToken;
+        Kind = kind;
+    }
+
+    public string Source { get; }
+    public string BosToken { get; }
+    public string EosToken { get; }
+    /// <summary>"model" for the model's own template, else "chatml" or "plain".</summary>
+    public string Kind { get; }
 
     /// <summary>ChatML when the tokenizer spells its markers as tokens, else plain.</summary>
     public static ChatTemplate For(ITokenizer tokenizer) =>
-        new(tokenizer.HasSpecialToken(ImStart) && tokenizer.HasSpecialToken(ImEnd) ? ChatMl : Plain);
+        tokenizer.HasSpecialToken(ImStart) && tokenizer.HasSpecialToken(ImEnd)
+            ? new ChatTemplate(ChatMlSource, eosToken: ImEnd, kind: ChatMl)
+            : new ChatTemplate(PlainSource, kind: Plain);
 
-    /// <summary>The template stored in a checkpoint folder, or the one derived from its tokenizer.</summary>
-    public static ChatTemplate Load(string checkpointDirectory, ITokenizer tokenizer)
+    /// <summary>The model's own template, or the one derived from its tokenizer.</summary>
+    public static ChatTemplate Load(string checkpointDirectory, ITokenizer tokenizer) => TryLoad(checkpointDirectory) ?? For(tokenizer);
+
+    /// <summary>The chat template of a model (a run or checkpoint folder), with the bos/eos token
+    /// text of its tokenizer; throws a clear error when the model has none.</summary>
+    public static ChatTemplate Load(string checkpointDirectory) =>
+        TryLoad(checkpointDirectory) ?? throw new StratusUserException($"the model in {checkpointDirectory} has no chat template ({FileName}); import a chat model or add one");
+
+    public static ChatTemplate? TryLoad(string checkpointDirectory)
+    {
+        checkpointDirectory = Training.Checkpoint.Resolve(checkpointDirectory);
+        if (Find(checkpointDirectory) is not { } source) return null;
+        var tokenizer = TokenizerStore.Load(checkpointDirectory);
+        var (bos, eos) = SpecialTokens(tokenizer);
+        return new ChatTemplate(source, bos, eos);
+    }
+
+    /// <summary>The template source stored in a checkpoint folder, or null.</summary>
+    public static string? Find(string checkpointDirectory)
     {
         var path = Path.Combine(checkpointDirectory, FileName);
-        if (!File.Exists(path)) return For(tokenizer);
-        try
-        {
-            var kind = (string?)JsonNode.Parse(File.ReadAllText(path))?["type"];
-            return ForKind(kind ?? throw new StratusUserException($"{path} has no 'type'"));
-        }
-        catch (JsonException e) { throw new StratusUserException($"{path} is not valid JSON: {e.Message}"); }
+        return File.Exists(path) ? File.ReadAllText(path) : null;
     }
 
-    /// <summary>The file content to store with a checkpoint (Checkpoint.Save's extra files).</summary>
-    public string ToJson() => new JsonObject { ["type"] = Kind }.ToJsonString();
+    /// <summary>The text of the bos and eos tokens that templates refer to as bos_token / eos_token.</summary>
+    public static (string Bos, string Eos) SpecialTokens(ITokenizer tokenizer) => tokenizer switch
+    {
+        HfTokenizer hf => (hf.SpecialText("bos_token") ?? "", hf.SpecialText("eos_token") ?? ""),
+        Gpt2Tokenizer => (Gpt2Tokenizer.EndOfText, Gpt2Tokenizer.EndOfText),
+        _ => ("", ""),
+    };
 
     /// <summary>The prompt for a conversation, ending where the assistant's reply begins.</summary>
-    public string Render(IReadOnlyList<ChatMessageText> messages)
+    public string Render(IReadOnlyList<ChatMessageText> messages) =>
+        Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt: true);
+
+    public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
     {
-        var text = new StringBuilder();
-        foreach (var message in messages)
+        var list = messages.Select(m => (object?)new Dictionary<string, object?> { ["role"] = m.Role, ["content"] = m.Content }).ToList();
+        try
         {
-            if (Kind == ChatMl) text.Append(ImStart).Append(message.Role).Append('\n').Append(message.Content).Append(ImEnd).Append('\n');
-            else text.Append(message.Content).Append('\n');
+            return template.Render(new Dictionary<string, object?>
+            {
+                ["messages"] = list,
+                ["add_generation_prompt"] = addGenerationPrompt,
+                ["bos_token"] = BosToken,
+                ["eos_token"] = EosToken,
+            });
         }
-        if (Kind == ChatMl) text.Append(ImStart).Append("assistant\n");
-        return text.ToString();
+        catch (JinjaException e) { throw new StratusUserException($"the chat template could not render this conversation: {e.Message}"); }
     }
 
-    /// <summary>Tokens that end the assistant's reply (ChatML's end marker).</summary>
+    /// <summary>Tokens that end the assistant's reply: the template's end-of-turn token
+    /// (ChatML's <|im_end|>, a chat model's eos) when the vocabulary spells it as one token.</summary>
     public IReadOnlyList<int> StopTokens(ITokenizer tokenizer)
     {
-        if (Kind != ChatMl) return [];
-        var ids = tokenizer.Encode(ImEnd);
+        if (EosToken.Length == 0 || !tokenizer.HasSpecialToken(EosToken)) return [];
+        var ids = tokenizer.Encode(EosToken);
         return ids.Length == 1 ? ids : [];
     }
 }

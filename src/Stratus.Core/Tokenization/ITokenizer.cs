@@ -8,7 +8,7 @@ namespace Stratus.Tokenization;
 
 public interface ITokenizer
 {
-    /// <summary>"char" or "gpt2"; the key under which <see cref="TokenizerStore"/> saves it.</summary>
+    /// <summary>"char", "gpt2" or "hf" (a Hugging Face tokenizer.json); the key under which <see cref="TokenizerStore"/> saves it.</summary>
     string Kind { get; }
     int VocabSize { get; }
 
@@ -39,7 +39,8 @@ public static class TokenizerStore
     {
         "char" => CharTokenizer.FromJson(json),
         "gpt2" => Gpt2Tokenizer.Instance,
-        var other => throw new StratusUserException($"unknown tokenizer type '{other}' in tokenizer.json; expected 'char' or 'gpt2'"),
+        "hf" => HfTokenizer.FromJson(json),
+        var other => throw new StratusUserException($"unknown tokenizer type '{other}' in tokenizer.json; expected 'char', 'gpt2' or 'hf'"),
     };
 
     public static ITokenizer Create(string kind, string? corpusForVocabulary = null) => kind switch

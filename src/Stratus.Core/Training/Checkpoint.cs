@@ -155,6 +155,8 @@ public sealed class Checkpoint
         using var noGrad = no_grad();
         foreach (var (name, parameter) in model.state_dict())
         {
+            // A model without adapters starts LoRA fine-tuning: its new adapters keep their init.
+            if (ModelConfig.Lora is null && name.StartsWith("lora.", StringComparison.Ordinal)) continue;
             if (!reader.Entries.ContainsKey(name)) throw new StratusUserException($"checkpoint {Directory} has no weight '{name}'; it was made for another model");
             using var saved = reader.Read(name);
             if (!saved.shape.SequenceEqual(parameter.shape))

@@ -19,6 +19,19 @@ public sealed record TrainConfig
     public int BlockSize { get; init; } = 1024;
     public double Dropout { get; init; }
     public bool Bias { get; init; } = true;
+    // Llama-family model keys (ignored by gpt2); see ModelConfig for their meaning.
+    public int? NKvHead { get; init; }
+    public int? IntermediateSize { get; init; }
+    public double RopeTheta { get; init; } = 10000.0;
+    public RopeScaling? RopeScaling { get; init; }
+    public double RmsNormEps { get; init; } = 1e-5;
+    public bool TieWordEmbeddings { get; init; } = true;
+    public bool AttentionBias { get; init; }
+    /// <summary>LoRA fine-tuning: adapter rank (0: off, every weight trains), alpha, and the
+    /// linear layers to adapt, comma-separated.</summary>
+    public int LoraRank { get; init; }
+    public double LoraAlpha { get; init; } = 16;
+    public string LoraTargets { get; init; } = "q_proj,v_proj";
 
     public int BatchSize { get; init; } = 12;
     public int GradientAccumulationSteps { get; init; } = 1;
@@ -65,8 +78,14 @@ public sealed record TrainConfig
     public ModelConfig ToModelConfig(int vocabSize) => new()
     {
         Architecture = Architecture, VocabSize = vocabSize, BlockSize = BlockSize, NLayer = NLayer, NHead = NHead,
-        NEmbd = NEmbd, Dropout = Dropout, Bias = Bias,
+        NEmbd = NEmbd, Dropout = Dropout, Bias = Bias, NKvHead = NKvHead, IntermediateSize = IntermediateSize,
+        RopeTheta = RopeTheta, RopeScaling = RopeScaling, RmsNormEps = RmsNormEps, TieWordEmbeddings = TieWordEmbeddings,
+        AttentionBias = AttentionBias, Lora = LoraConfig,
     };
+
+    [JsonIgnore]
+    public LoraConfig? LoraConfig => LoraRank == 0 ? null
+        : new LoraConfig(LoraRank, LoraAlpha, LoraTargets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
 
     [JsonIgnore]
     public TorchSharp.torch.ScalarType ComputeDtype => Dtype switch
@@ -140,6 +159,7 @@ public sealed record TrainConfig
         Require(LogInterval > 0, $"log_interval must be positive, got {LogInterval}");
         Require(CheckpointInterval >= 0, $"checkpoint_interval must be non-negative, got {CheckpointInterval}");
         Require(ZeroStage is 0 or 1, $"zero_stage must be 0 or 1, got {ZeroStage}");
+        Require(LoraRank >= 0, $"lora_rank must be 0 (off) or positive, got {LoraRank}");
         _ = ComputeDtype;
     }
 

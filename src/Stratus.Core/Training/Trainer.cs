@@ -57,14 +57,16 @@ public sealed class Trainer : IDisposable
             throw new StratusUserException($"the dataset's tokenizer differs from the model's in {initFrom.Directory}; prepare the data with the model's tokenizer");
 
         generator = torch.random.manual_seed(config.Seed);
-        var modelConfig = initFrom is null ? config.ToModelConfig(tokenizer.VocabSize) : initFrom.ModelConfig with { Dropout = config.Dropout };
+        var modelConfig = initFrom is null ? config.ToModelConfig(tokenizer.VocabSize)
+            : initFrom.ModelConfig with { Dropout = config.Dropout, Lora = config.LoraConfig ?? initFrom.ModelConfig.Lora };
         if (initFrom is not null && config.BlockSize > initFrom.ModelConfig.BlockSize)
             throw new StratusUserException($"block_size {config.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
         model = CausalLanguageModel.Create(modelConfig);
         model.to(this.device);
         model.ComputeDtype = config.ComputeDtype;
         (resumeFrom ?? initFrom)?.LoadWeights(model);
-        optimizer = DataParallel.CreateAdamW(model.named_parameters(), this.communicator, config.ZeroStage, config.Beta1, config.Beta2, config.WeightDecay);
+        // Only what trains gets optimizer state (with LoRA: the adapters; the base is frozen).
+        optimizer = DataParallel.CreateAdamW(model.named_parameters().Where(p => p.parameter.requires_grad), this.communicator, config.ZeroStage, config.Beta1, config.Beta2, config.WeightDecay);
         if (resumeFrom is not null)
         {
             resumeFrom.LoadOptimizer(optimizer);

@@ -1,0 +1,29 @@
+// `stratus import hf <hf-dir> --out <run-dir>`: a Hugging Face model folder becomes a Stratus
+// model (run-dir/checkpoints/best) that sample, train --init-from, export and serve accept.
+using System.CommandLine;
+using Stratus.Formats;
+
+namespace Stratus.Cli;
+
+static class ImportCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("import", "Import a model from another format.");
+        var source = new Argument<string>("hf-dir") { Description = "Hugging Face model folder: config.json, model.safetensors (or shards and index), tokenizer.json, tokenizer_config.json" };
+        var output = new Option<string>("--out") { Description = "run folder to create (the model goes to <out>/checkpoints/best)", Required = true };
+        var hf = new Command("hf", "Import a Hugging Face GPT-2 or Llama-family model (Llama 2/3, SmolLM, TinyLlama, Mistral, Qwen2).") { source, output };
+        hf.SetAction(result =>
+        {
+            var imported = HuggingFace.Import(result.GetValue(source)!, result.GetValue(output)!);
+            var c = imported.Config;
+            Console.WriteLine($"imported {imported.SourceArchitecture} as {c.Architecture}: {c.NLayer} layers, {c.NHead} heads ({c.KvHeads} kv), {c.NEmbd} wide, " +
+                $"vocab {c.VocabSize:N0}, context {c.BlockSize:N0}; tokenizer {imported.Tokenizer.Kind} ({imported.Tokenizer.VocabSize:N0} tokens)" +
+                (imported.HasChatTemplate ? ", chat template" : ""));
+            Console.WriteLine($"model: {imported.CheckpointDirectory}");
+            return 0;
+        });
+        command.Subcommands.Add(hf);
+        return command;
+    }
+}

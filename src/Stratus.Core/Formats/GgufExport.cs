@@ -1,0 +1,205 @@
+// Writes a Stratus model as a GGUF file that llama.cpp loads: the architecture's metadata
+// ("gpt2" or "llama"), the tokenizer (byte-level BPE as tokenizer.ggml.model "gpt2", a
+// character vocabulary as byte-level tokens with merges only inside multi-byte characters,
+// SentencePiece-style BPE as "llama" with scores), and the
+// weights under llama.cpp's tensor names. Two conventions differ from Stratus/Hugging Face:
+// llama.cpp's llama graph rotates interleaved pairs (x0,x1),(x2,x3)... where HF rotates the
+// two halves of a head, so q/k rows are permuted per head (as convert_hf_to_gguf.py does); and
+// llama.cpp's gpt2 graph always has biases, so a bias-free model gets zero biases.
+using Stratus.Models;
+using Stratus.Tokenization;
+using Stratus.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Formats;
+
+public static class GgufExport
+{
+    public static GgmlType ParseType(string type) => type switch
+    {
+        "f32" => GgmlType.F32,
+        "f16" => GgmlType.F16,
+        "q8_0" => GgmlType.Q8_0,
+        _ => throw new StratusUserException($"unknown GGUF type '{type}'; use f32, f16 or q8_0"),
+    };
+
+    /// <summary>Exports the checkpoint a run or checkpoint folder resolves to.</summary>
+    public static void Write(string modelPath, string outputPath, GgmlType type)
+    {
+        var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
+        using var model = checkpoint.CreateModel();
+        model.MergeAdapters();
+        Write(model, checkpoint.Tokenizer, ChatTemplate.Find(checkpoint.Directory), outputPath, type, Path.GetFileName(Path.GetFullPath(modelPath)));
+    }
+
+    public static void Write(CausalLanguageModel model, ITokenizer tokenizer, string? chatTemplate, string outputPath, GgmlType type, string name = "stratus")
+    {
+        var c = model.Config;
+        var writer = new GgufWriter();
+        var arch = c.Architecture;
+        writer.Add("general.architecture", arch);
+        writer.Add("general.name", name);
+        writer.Add("general.alignment", (uint)GgufWriter.Alignment);
+        writer.Add("general.file_type", type switch { GgmlType.F32 => 0u, GgmlType.F16 => 1u, _ => 7u });
+        writer.Add($"{arch}.context_length", (uint)c.BlockSize);
+        writer.Add($"{arch}.embedding_length", (uint)c.NEmbd);
+        writer.Add($"{arch}.feed_forward_length", (uint)c.MlpWidth);
+        writer.Add($"{arch}.block_count", (uint)c.NLayer);
+        writer.Add($"{arch}.attention.head_count", (uint)c.NHead);
+        if (arch == "llama")
+        {
+            writer.Add("llama.attention.head_count_kv", (uint)c.KvHeads);
+            writer.Add("llama.attention.layer_norm_rms_epsilon", (float)c.RmsNormEps);
+            writer.Add("llama.rope.freq_base", (float)c.RopeTheta);
+            writer.Add("llama.rope.dimension_count", (uint)c.HeadDim);
+            writer.Add("llama.vocab_size", (uint)c.VocabSize);
+        }
+        else writer.Add("gpt2.attention.layer_norm_epsilon", (float)c.LayerNormEps);
+        AddTokenizer(writer, tokenizer, c.VocabSize, chatTemplate);
+
+        var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
+        var tensors = arch switch
+        {
+            "gpt2" => Gpt2Tensors(c, weights),
+            "llama" => LlamaTensors(c, weights),
+            _ => throw new StratusUserException($"GGUF export does not support architecture '{arch}'"),
+        };
+        foreach (var (tensorName, shape, data) in tensors)
+        {
+            // Vectors (norms, biases, rope factors) stay f32 as llama.cpp's converter keeps them;
+            // q8_0 needs rows that are whole blocks of 32, otherwise the matrix is stored in f16.
+            var tensorType = shape.Length == 1 ? GgmlType.F32
+                : type == GgmlType.Q8_0 && shape[^1] % GgufWriter.Q8Block != 0 ? GgmlType.F16 : type;
+            writer.Add(new GgufTensor(tensorName, shape, data, tensorType));
+        }
+        writer.Write(outputPath);
+    }
+
+    static void AddTokenizer(GgufWriter writer, ITokenizer tokenizer, int modelVocab, string? chatTemplate)
+    {
+        var vocabulary = BpeVocabulary.From(tokenizer);
+        if (vocabulary.Tokens.Count > modelVocab)
+            throw new StratusUserException($"the tokenizer has {vocabulary.Tokens.Count} tokens but the model only {modelVocab}");
+        // The embedding may be padded past the tokenizer (e.g. 50304 for 50257): llama.cpp needs
+        // one token per row, so the padding rows become unused tokens, as convert_hf_to_gguf.py does.
+        var tokens = vocabulary.Tokens.Concat(Enumerable.Range(vocabulary.Tokens.Count, modelVocab - vocabulary.Tokens.Count).Select(i => $"[PAD{i}]")).ToList();
+        const int normal = 1, unknown = 2, control = 3, unused = 5, bytes = 6;
+        var types = tokens.Select((token, i) =>
+            i >= vocabulary.Tokens.Count ? unused
+            : i == vocabulary.UnknownId ? unknown
+            : vocabulary.Special.Contains(i) ? control
+            : vocabulary.SentencePiece && token.Length == 6 && token.StartsWith("<0x") && token.EndsWith('>') ? bytes
+            : normal).ToList();
+        writer.Add("tokenizer.ggml.tokens", tokens);
+        writer.Add("tokenizer.ggml.token_type", types);
+        if (vocabulary.SentencePiece)
+        {
+            // llama.cpp's SentencePiece tokenizer merges the pair whose result scores highest;
+            // SentencePiece BPE pieces are ranked by id (earlier merges first), so -id is that order.
+            writer.Add("tokenizer.ggml.model", "llama");
+            writer.Add("tokenizer.ggml.scores", tokens.Select((_, i) => -(float)i).ToList());
+            writer.Add("tokenizer.ggml.add_space_prefix", true);
+            if (vocabulary.UnknownId is { } unk) writer.Add("tokenizer.ggml.unknown_token_id", (uint)unk);
+        }
+        else
+        {
+            writer.Add("tokenizer.ggml.model", "gpt2");
+            writer.Add("tokenizer.ggml.pre", vocabulary.PreTokenizer);
+            writer.Add("tokenizer.ggml.merges", vocabulary.Merges);
+        }
+        // A vocabulary without special tokens (characters) still needs ids here: llama.cpp
+        // defaults BPE's bos/eos to 11, which may not exist; token 0 always does.
+        writer.Add("tokenizer.ggml.bos_token_id", (uint)(vocabulary.BosId ?? vocabulary.EosId ?? 0));
+        writer.Add("tokenizer.ggml.eos_token_id", (uint)(vocabulary.EosId ?? 0));
+        writer.Add("tokenizer.ggml.add_bos_token", vocabulary.SentencePiece);
+        if (chatTemplate is not null) writer.Add("tokenizer.chat_template", chatTemplate);
+    }
+
+    static IEnumerable<(string, long[], Func<float[]>)> Gpt2Tensors(ModelConfig c, Dictionary<string, Tensor> w)
+    {
+        yield return Take(w, "token_embd.weight", "transformer.wte.weight");
+        yield return Take(w, "position_embd.weight", "transformer.wpe.weight");
+        yield return Take(w, "output_norm.weight", "transformer.ln_f.weight");
+        yield return TakeOrZeros(w, "output_norm.bias", "transformer.ln_f.bias", c.NEmbd);
+        for (var i = 0; i < c.NLayer; i++)
+        {
+            var p = $"transformer.h.{i}.";
+            var b = $"blk.{i}.";
+            yield return Take(w, b + "attn_norm.weight", p + "ln_1.weight");
+            yield return TakeOrZeros(w, b + "attn_norm.bias", p + "ln_1.bias", c.NEmbd);
+            yield return Take(w, b + "attn_qkv.weight", p + "attn.c_attn.weight");
+            yield return TakeOrZeros(w, b + "attn_qkv.bias", p + "attn.c_attn.bias", 3 * c.NEmbd);
+            yield return Take(w, b + "attn_output.weight", p + "attn.c_proj.weight");
+            yield return TakeOrZeros(w, b + "attn_output.bias", p + "attn.c_proj.bias", c.NEmbd);
+            yield return Take(w, b + "ffn_norm.weight", p + "ln_2.weight");
+            yield return TakeOrZeros(w, b + "ffn_norm.bias", p + "ln_2.bias", c.NEmbd);
+            yield return Take(w, b + "ffn_up.weight", p + "mlp.c_fc.weight");
+            yield return TakeOrZeros(w, b + "ffn_up.bias", p + "mlp.c_fc.bias", c.MlpWidth);
+            yield return Take(w, b + "ffn_down.weight", p + "mlp.c_proj.weight");
+            yield return TakeOrZeros(w, b + "ffn_down.bias", p + "mlp.c_proj.bias", c.NEmbd);
+        }
+    }
+
+    static IEnumerable<(string, long[], Func<float[]>)> LlamaTensors(ModelConfig c, Dictionary<string, Tensor> w)
+    {
+        yield return Take(w, "token_embd.weight", "model.embed_tokens.weight");
+        yield return Take(w, "output_norm.weight", "model.norm.weight");
+        if (!c.TieWordEmbeddings) yield return Take(w, "output.weight", "lm_head.weight");
+        if (c.RopeScaling is { } scaling)
+        {
+            var divisors = scaling.FrequencyDivisors(c.RopeTheta, c.HeadDim).Select(d => (float)d).ToArray();
+            yield return ("rope_freqs.weight", [divisors.Length], () => divisors);
+        }
+        for (var i = 0; i < c.NLayer; i++)
+        {
+            var p = $"model.layers.{i}.";
+            var b = $"blk.{i}.";
+            yield return Take(w, b + "attn_norm.weight", p + "input_layernorm.weight");
+            yield return Permuted(w, b + "attn_q.weight", p + "self_attn.q_proj.weight", c.NHead);
+            yield return Permuted(w, b + "attn_k.weight", p + "self_attn.k_proj.weight", c.KvHeads);
+            yield return Take(w, b + "attn_v.weight", p + "self_attn.v_proj.weight");
+            if (c.AttentionBias)
+            {
+                yield return Permuted(w, b + "attn_q.bias", p + "self_attn.q_proj.bias", c.NHead);
+                yield return Permuted(w, b + "attn_k.bias", p + "self_attn.k_proj.bias", c.KvHeads);
+                yield return Take(w, b + "attn_v.bias", p + "self_attn.v_proj.bias");
+            }
+            yield return Take(w, b + "attn_output.weight", p + "self_attn.o_proj.weight");
+            yield return Take(w, b + "ffn_norm.weight", p + "post_attention_layernorm.weight");
+            yield return Take(w, b + "ffn_gate.weight", p + "mlp.gate_proj.weight");
+            yield return Take(w, b + "ffn_up.weight", p + "mlp.up_proj.weight");
+            yield return Take(w, b + "ffn_down.weight", p + "mlp.down_proj.weight");
+        }
+    }
+
+    static (string, long[], Func<float[]>) Take(Dictionary<string, Tensor> w, string ggufName, string name)
+    {
+        var tensor = w[name];
+        return (ggufName, tensor.shape, () => Values(tensor));
+    }
+
+    static (string, long[], Func<float[]>) TakeOrZeros(Dictionary<string, Tensor> w, string ggufName, string name, long size) =>
+        w.ContainsKey(name) ? Take(w, ggufName, name) : (ggufName, [size], () => new float[size]);
+
+    /// <summary>Rows of each head reordered from [first half, second half] to interleaved pairs:
+    /// HF row h*D + s*D/2 + j becomes h*D + 2j + s.</summary>
+    static (string, long[], Func<float[]>) Permuted(Dictionary<string, Tensor> w, string ggufName, string name, int heads)
+    {
+        var tensor = w[name];
+        return (ggufName, tensor.shape, () =>
+        {
+            using var scope = NewDisposeScope();
+            var rows = tensor.shape[0];
+            var rest = tensor.shape.Skip(1).ToArray();
+            var permuted = tensor.reshape([heads, 2, rows / heads / 2, .. rest]).transpose(1, 2).reshape(tensor.shape);
+            return Values(permuted);
+        });
+    }
+
+    static float[] Values(Tensor tensor)
+    {
+        using var f32 = tensor.detach().to(ScalarType.Float32).cpu().contiguous();
+        return f32.data<float>().ToArray();
+    }
+}

@@ -1,0 +1,297 @@
+// Hugging Face model folders in and out: config.json, model.safetensors (or sharded
+// model-*.safetensors with model.safetensors.index.json), tokenizer.json and
+// tokenizer_config.json. Import builds a Stratus checkpoint (run-dir/checkpoints/best) for
+// GPT2LMHeadModel and Llama-compatible models (Llama 2/3, SmolLM, TinyLlama, Mistral, Qwen2);
+// export writes the same layout back. HF GPT-2 stores its projections as Conv1D ([in, out]),
+// the transpose of nn.Linear, so those weights are transposed both ways.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Stratus.Models;
+using Stratus.Tokenization;
+using Stratus.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Formats;
+
+public sealed record ImportedModel(string CheckpointDirectory, ModelConfig Config, ITokenizer Tokenizer, string SourceArchitecture, bool HasChatTemplate);
+
+public static class HuggingFace
+{
+    static readonly string[] Conv1DWeights = ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"];
+
+    // ---------------- import ----------------
+
+    public static ImportedModel Import(string hfDirectory, string runDirectory)
+    {
+        if (!Directory.Exists(hfDirectory)) throw new StratusUserException($"{hfDirectory} does not exist; pass a Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
+        var hfConfig = ReadObject(hfDirectory, "config.json", required: true)!;
+        var (config, architecture) = ToModelConfig(hfConfig, hfDirectory);
+        var tokenizerJson = ReadObject(hfDirectory, "tokenizer.json", required: true)!;
+        var tokenizer = HfTokenizer.FromHuggingFace(tokenizerJson, ReadObject(hfDirectory, "tokenizer_config.json", required: false));
+        if (tokenizer.VocabSize > config.VocabSize)
+            throw new StratusUserException($"{hfDirectory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
+
+        using var model = CausalLanguageModel.Create(config);
+        using (var reader = new ShardedReader(hfDirectory))
+        {
+            using var noGrad = no_grad();
+            foreach (var (name, parameter) in model.state_dict())
+            {
+                var hfName = config.Architecture == "gpt2" ? reader.Gpt2Name(name) : name;
+                using var saved = reader.Read(hfName);
+                using var value = config.Architecture == "gpt2" && IsConv1D(name) && saved.dim() == 2 ? saved.t() : saved.alias();
+                if (!value.shape.SequenceEqual(parameter.shape))
+                    throw new StratusUserException($"{hfDirectory}: weight '{hfName}' has shape [{string.Join(", ", saved.shape)}] but config.json implies [{string.Join(", ", parameter.shape)}]");
+                parameter.copy_(value);
+            }
+        }
+
+        var extra = new Dictionary<string, string>();
+        if (tokenizer.ChatTemplate is { } template) extra[ChatTemplate.FileName] = template;
+        var checkpoint = Path.Combine(runDirectory, "checkpoints", "best");
+        Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: extra);
+        return new ImportedModel(checkpoint, config, tokenizer, architecture, extra.Count > 0);
+    }
+
+    static bool IsConv1D(string name) => Conv1DWeights.Any(name.EndsWith);
+
+    static (ModelConfig Config, string Architecture) ToModelConfig(JsonObject c, string directory)
+    {
+        var modelType = (string?)c["model_type"] ?? "";
+        var architecture = (c["architectures"] as JsonArray)?.FirstOrDefault()?.GetValue<string>() ?? modelType;
+        int Int(string key, int? fallback = null) => (int?)c[key] ?? fallback ?? throw new StratusUserException($"{directory}/config.json has no '{key}'");
+        switch (modelType)
+        {
+            case "gpt2":
+                var activation = (string?)c["activation_function"] ?? "gelu_new";
+                if (activation is not ("gelu_new" or "gelu")) throw new StratusUserException($"{directory}: GPT-2 activation '{activation}' is not supported (gelu_new or gelu)");
+                return (new ModelConfig
+                {
+                    Architecture = "gpt2", VocabSize = Int("vocab_size"), BlockSize = Int("n_positions"), NLayer = Int("n_layer"), NHead = Int("n_head"),
+                    NEmbd = Int("n_embd"), Bias = true, IntermediateSize = (int?)c["n_inner"], HiddenAct = activation,
+                    LayerNormEps = (double?)c["layer_norm_epsilon"] ?? 1e-5,
+                }, architecture);
+            case "llama" or "mistral" or "qwen2":
+                var hidden = Int("hidden_size");
+                var heads = Int("num_attention_heads");
+                if ((int?)c["head_dim"] is { } headDim && headDim != hidden / heads)
+                    throw new StratusUserException($"{directory}: head_dim {headDim} differs from hidden_size / num_attention_heads; such models are not supported");
+                if (modelType != "qwen2" && ((bool?)c["attention_bias"] ?? false))
+                    throw new StratusUserException($"{directory}: attention_bias on a {modelType} model (biases on o_proj too) is not supported");
+                if ((bool?)c["mlp_bias"] ?? false) throw new StratusUserException($"{directory}: mlp_bias is not supported");
+                if ((string?)c["hidden_act"] is { } act && act != "silu") throw new StratusUserException($"{directory}: hidden_act '{act}' is not supported (silu)");
+                var context = Int("max_position_embeddings", 2048);
+                // Mistral's sliding window only matters beyond its width: cap the context there so
+                // full attention is exactly what the model computes.
+                if ((int?)c["sliding_window"] is { } window && window > 0 && (c["use_sliding_window"] is null || (bool?)c["use_sliding_window"] == true)) context = Math.Min(context, window);
+                return (new ModelConfig
+                {
+                    Architecture = "llama", VocabSize = Int("vocab_size"), BlockSize = context, NLayer = Int("num_hidden_layers"), NHead = heads,
+                    NKvHead = Int("num_key_value_heads", heads), NEmbd = hidden, IntermediateSize = Int("intermediate_size"), Bias = false,
+                    RopeTheta = (double?)c["rope_theta"] ?? 10000.0, RopeScaling = ParseRopeScaling(c["rope_scaling"], directory),
+                    RmsNormEps = (double?)c["rms_norm_eps"] ?? 1e-6, TieWordEmbeddings = (bool?)c["tie_word_embeddings"] ?? false,
+                    AttentionBias = modelType == "qwen2",
+                }, architecture);
+            default:
+                throw new StratusUserException($"{directory}: unsupported architecture '{architecture}' (model_type '{modelType}'); supported: GPT2LMHeadModel and Llama-compatible models (llama, mistral, qwen2)");
+        }
+    }
+
+    static RopeScaling? ParseRopeScaling(JsonNode? node, string directory)
+    {
+        if (node is not JsonObject s) return null;
+        var type = (string?)s["rope_type"] ?? (string?)s["type"];
+        if (type is "default" or null) return null;
+        if (type != "llama3") throw new StratusUserException($"{directory}: rope_scaling type '{type}' is not supported (llama3 only)");
+        return new RopeScaling
+        {
+            Factor = (double?)s["factor"] ?? 8, LowFreqFactor = (double?)s["low_freq_factor"] ?? 1, HighFreqFactor = (double?)s["high_freq_factor"] ?? 4,
+            OriginalMaxPositionEmbeddings = (int?)s["original_max_position_embeddings"] ?? 8192,
+        };
+    }
+
+    static JsonObject? ReadObject(string directory, string name, bool required)
+    {
+        var path = Path.Combine(directory, name);
+        if (!File.Exists(path))
+            return required ? throw new StratusUserException($"{directory} is missing {name}; a Hugging Face model folder needs config.json, model.safetensors (or shards with their index) and tokenizer.json") : null;
+        try { return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new StratusUserException($"{path} is not a JSON object"); }
+        catch (JsonException e) { throw new StratusUserException($"{path} is not valid JSON: {e.Message}"); }
+    }
+
+    /// <summary>Tensors by name across model.safetensors or the shards its index lists.</summary>
+    sealed class ShardedReader : IDisposable
+    {
+        readonly Dictionary<string, SafeTensors.Reader> byName = new(StringComparer.Ordinal);
+        readonly List<SafeTensors.Reader> readers = [];
+        readonly string directory;
+
+        public ShardedReader(string directory)
+        {
+            this.directory = directory;
+            IEnumerable<string> files;
+            var index = Path.Combine(directory, "model.safetensors.index.json");
+            if (File.Exists(Path.Combine(directory, "model.safetensors"))) files = [Path.Combine(directory, "model.safetensors")];
+            else if (File.Exists(index))
+            {
+                var map = ReadObject(directory, "model.safetensors.index.json", true)!["weight_map"] as JsonObject
+                    ?? throw new StratusUserException($"{index} has no weight_map");
+                files = map.Select(kv => Path.Combine(directory, (string)kv.Value!)).Distinct();
+                foreach (var file in files)
+                    if (!File.Exists(file)) throw new StratusUserException($"{directory} is missing {Path.GetFileName(file)}, listed in model.safetensors.index.json");
+            }
+            else throw new StratusUserException($"{directory} is missing model.safetensors (or model.safetensors.index.json with its shards)");
+            try
+            {
+                foreach (var file in files)
+                {
+                    var reader = SafeTensors.Open(file);
+                    readers.Add(reader);
+                    foreach (var name in reader.Names) byName[name] = reader;
+                }
+            }
+            catch
+            {
+                Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>HF GPT-2 files name weights with or without the "transformer." prefix.</summary>
+        public string Gpt2Name(string name) => byName.ContainsKey(name) ? name : name.StartsWith("transformer.") ? name["transformer.".Length..] : name;
+
+        public Tensor Read(string name)
+        {
+            if (!byName.TryGetValue(name, out var reader)) throw new StratusUserException($"{directory} has no weight '{name}', which the model needs");
+            using var raw = reader.Read(name);
+            return raw.to(ScalarType.Float32);
+        }
+
+        public void Dispose()
+        {
+            foreach (var reader in readers) reader.Dispose();
+        }
+    }
+
+    // ---------------- export ----------------
+
+    /// <summary>Writes a Stratus model as a Hugging Face folder with weights in the given dtype.</summary>
+    public static void Export(string modelPath, string outputDirectory, ScalarType dtype = ScalarType.Float32)
+    {
+        var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
+        var c = checkpoint.ModelConfig;
+        Directory.CreateDirectory(outputDirectory);
+        using var model = checkpoint.CreateModel();
+        model.MergeAdapters();
+        var tokenizer = checkpoint.Tokenizer;
+        var vocabulary = BpeVocabulary.From(tokenizer);
+        var dtypeName = dtype switch { ScalarType.Float32 => "float32", ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => throw new StratusUserException($"unsupported dtype {dtype}") };
+
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        try
+        {
+            foreach (var (name, value) in model.state_dict())
+            {
+                if (name.StartsWith("lora.", StringComparison.Ordinal)) continue; // merged above
+                var converted = c.Architecture == "gpt2" && IsConv1D(name) ? value.t().contiguous().to(dtype) : value.to(dtype);
+                tensors.Add(new(name, converted));
+            }
+            // HF GPT-2 always has biases: a bias-free Stratus GPT-2 exports zeros, which compute the same.
+            if (c.Architecture == "gpt2" && !c.Bias) tensors.AddRange(ZeroGpt2Biases(c, dtype));
+            SafeTensors.Save(Path.Combine(outputDirectory, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        }
+        finally
+        {
+            foreach (var (_, t) in tensors) t.Dispose();
+        }
+
+        var eos = vocabulary.EosId;
+        var bos = vocabulary.BosId ?? eos;
+        WriteJson(outputDirectory, "config.json", HfConfig(c, bos, eos, dtypeName));
+        var tokenizerJson = tokenizer is HfTokenizer hf ? (JsonObject)hf.TokenizerJson.DeepClone() : TokenizerJson(vocabulary);
+        WriteJson(outputDirectory, "tokenizer.json", tokenizerJson);
+        var tokenizerConfig = tokenizer is HfTokenizer { TokenizerConfig: { } original } ? (JsonObject)original.DeepClone() : new JsonObject
+        {
+            ["tokenizer_class"] = "PreTrainedTokenizerFast",
+            ["bos_token"] = bos is { } b ? vocabulary.Tokens[b] : null,
+            ["eos_token"] = eos is { } e ? vocabulary.Tokens[e] : null,
+            ["model_max_length"] = c.BlockSize,
+        };
+        if (ChatTemplate.Find(checkpoint.Directory) is { } template) tokenizerConfig["chat_template"] = template;
+        WriteJson(outputDirectory, "tokenizer_config.json", tokenizerConfig);
+    }
+
+    static IEnumerable<KeyValuePair<string, Tensor>> ZeroGpt2Biases(ModelConfig c, ScalarType dtype)
+    {
+        yield return new("transformer.ln_f.bias", zeros(c.NEmbd, dtype));
+        for (var i = 0; i < c.NLayer; i++)
+        {
+            var p = $"transformer.h.{i}.";
+            yield return new(p + "ln_1.bias", zeros(c.NEmbd, dtype));
+            yield return new(p + "ln_2.bias", zeros(c.NEmbd, dtype));
+            yield return new(p + "attn.c_attn.bias", zeros(3 * c.NEmbd, dtype));
+            yield return new(p + "attn.c_proj.bias", zeros(c.NEmbd, dtype));
+            yield return new(p + "mlp.c_fc.bias", zeros(c.MlpWidth, dtype));
+            yield return new(p + "mlp.c_proj.bias", zeros(c.NEmbd, dtype));
+        }
+    }
+
+    static JsonObject HfConfig(ModelConfig c, int? bos, int? eos, string dtype) => c.Architecture switch
+    {
+        "gpt2" => new JsonObject
+        {
+            ["architectures"] = new JsonArray("GPT2LMHeadModel"), ["model_type"] = "gpt2", ["vocab_size"] = c.VocabSize,
+            ["n_positions"] = c.BlockSize, ["n_ctx"] = c.BlockSize, ["n_embd"] = c.NEmbd, ["n_layer"] = c.NLayer, ["n_head"] = c.NHead,
+            ["n_inner"] = c.IntermediateSize, ["activation_function"] = c.HiddenAct, ["layer_norm_epsilon"] = c.LayerNormEps,
+            ["tie_word_embeddings"] = true, ["bos_token_id"] = bos, ["eos_token_id"] = eos, ["torch_dtype"] = dtype,
+        },
+        _ => new JsonObject
+        {
+            // q/k/v biases without an o_proj bias are Qwen2's layout; HF Llama's attention_bias
+            // would add an o_proj bias too.
+            ["architectures"] = new JsonArray(c.AttentionBias ? "Qwen2ForCausalLM" : "LlamaForCausalLM"),
+            ["model_type"] = c.AttentionBias ? "qwen2" : "llama", ["vocab_size"] = c.VocabSize, ["hidden_size"] = c.NEmbd,
+            ["intermediate_size"] = c.MlpWidth, ["num_hidden_layers"] = c.NLayer, ["num_attention_heads"] = c.NHead,
+            ["num_key_value_heads"] = c.KvHeads, ["max_position_embeddings"] = c.BlockSize, ["rms_norm_eps"] = c.RmsNormEps,
+            ["rope_theta"] = c.RopeTheta, ["hidden_act"] = "silu", ["tie_word_embeddings"] = c.TieWordEmbeddings,
+            ["rope_scaling"] = c.RopeScaling is { } s ? new JsonObject
+            {
+                ["rope_type"] = s.RopeType, ["factor"] = s.Factor, ["low_freq_factor"] = s.LowFreqFactor, ["high_freq_factor"] = s.HighFreqFactor,
+                ["original_max_position_embeddings"] = s.OriginalMaxPositionEmbeddings,
+            } : null,
+            ["bos_token_id"] = bos, ["eos_token_id"] = eos, ["torch_dtype"] = dtype,
+        },
+    };
+
+    /// <summary>A byte-level BPE tokenizer.json (as Hugging Face's GPT-2 tokenizer) for a vocabulary.</summary>
+    public static JsonObject TokenizerJson(BpeVocabulary vocabulary)
+    {
+        var vocab = new JsonObject();
+        var added = new JsonArray();
+        for (var i = 0; i < vocabulary.Tokens.Count; i++)
+        {
+            if (vocabulary.Special.Contains(i))
+                added.Add(new JsonObject { ["id"] = i, ["content"] = vocabulary.Tokens[i], ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false, ["normalized"] = false, ["special"] = true });
+            vocab[vocabulary.Tokens[i]] = i;
+        }
+        return new JsonObject
+        {
+            ["version"] = "1.0",
+            ["added_tokens"] = added,
+            ["normalizer"] = null,
+            ["pre_tokenizer"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = true },
+            ["post_processor"] = null,
+            ["decoder"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = true, ["use_regex"] = true },
+            ["model"] = new JsonObject
+            {
+                ["type"] = "BPE", ["dropout"] = null, ["unk_token"] = null, ["continuing_subword_prefix"] = "", ["end_of_word_suffix"] = "",
+                ["fuse_unk"] = false, ["byte_fallback"] = false, ["vocab"] = vocab,
+                ["merges"] = new JsonArray(vocabulary.Merges.Select(m => (JsonNode)m).ToArray()),
+            },
+        };
+    }
+
+    static void WriteJson(string directory, string name, JsonNode node) =>
+        AtomicFile.WriteAllText(Path.Combine(directory, name), node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+}

@@ -1,0 +1,222 @@
+// Matrix-vector products for decoding: y = x W^T + b for 1-16 rows of x. Single-stream decode
+// is bound by reading every weight once per token, and libtorch serves it poorly here: its
+// fp32 x @ W^T for one row runs at about half the memory bandwidth, and its bf16 GEMM is no
+// faster than fp32, so bf16's halved bytes never became speed. These kernels stream each
+// weight row once with wide vector loads and independent accumulators, split the outputs over
+// threads, and read W either in place (fp32) or from a bf16 copy widened to fp32 in registers
+// (bf16 is the top half of an fp32, so widening is a 16-bit shift). Sums are fp32 throughout.
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Models;
+
+/// <summary>Which weights small-batch inference matmuls read.</summary>
+public enum DecodeWeights
+{
+    /// <summary>libtorch's own matmul (the training path).</summary>
+    Torch,
+    /// <summary>The fp32 parameters, in place, through the decode kernel.</summary>
+    Float32,
+    /// <summary>bf16 copies of the parameters (made on first use) through the decode kernel.</summary>
+    BFloat16,
+}
+
+/// <param name="threads">Threads that split a product's outputs (default: libtorch's count
+/// when the kernel is made), so libtorch's own small ops can run on one thread meanwhile.</param>
+public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = null)
+{
+    readonly int threads = threads ?? torch.get_num_threads();
+
+    /// <summary>Most input rows taken per pass over the weights; larger batches use libtorch.</summary>
+    public const int MaxRows = 16;
+
+    // Keyed by the weight's storage address: TorchSharp hands out a new wrapper object for some
+    // parameters (Embedding.weight) on every access, so object identity would miss.
+    readonly Dictionary<IntPtr, ushort[]> bf16Copies = [];
+
+    public DecodeWeights Weights => weights;
+    public int Threads => threads;
+
+    public static bool Applies(Tensor x) =>
+        !torch.is_grad_enabled() && x.device_type == DeviceType.CPU && x.numel() / x.shape[^1] <= MaxRows;
+
+    /// <summary>x [..., in] times weight [out, in] transposed, plus bias: [..., out] fp32.</summary>
+    public Tensor Apply(Tensor x, Tensor weight, Tensor? bias) => Apply(x, [(weight, bias)])[0];
+
+    /// <summary>Several products of the same input in one pass (q, k and v; gate and up): their
+    /// outputs are split over the threads together, so the threads meet once, not per matrix.</summary>
+    public Tensor[] Apply(Tensor x, IReadOnlyList<(Tensor Weight, Tensor? Bias)> layers)
+    {
+        var inputs = (int)layers[0].Weight.shape[1];
+        using var input = x.to(ScalarType.Float32).contiguous();
+        var rows = (int)(input.numel() / inputs);
+        var xs = (float*)Address(input);
+        var outputs = new Tensor[layers.Count];
+        var parts = new (IntPtr Weight, IntPtr Output, int Outputs, int Start)[layers.Count];
+        var weightViews = new List<Tensor>();
+        var total = 0;
+        try
+        {
+            for (var l = 0; l < layers.Count; l++)
+            {
+                var weight = layers[l].Weight;
+                if (weight.shape[1] != inputs) throw new ArgumentException("fused products need weights with the same input size");
+                var count = (int)weight.shape[0];
+                var shape = input.shape.ToArray();
+                shape[^1] = count;
+                outputs[l] = empty(shape, ScalarType.Float32);
+                IntPtr w;
+                if (weights == DecodeWeights.BFloat16) w = (IntPtr)Unsafe.AsPointer(ref Bf16Copy(weight)[0]); // pinned: stable address
+                else
+                {
+                    var view = weight.detach().to(ScalarType.Float32).contiguous();
+                    weightViews.Add(view);
+                    w = Address(view);
+                }
+                parts[l] = (w, Address(outputs[l]), count, total);
+                total += count;
+            }
+            var bf16 = weights == DecodeWeights.BFloat16;
+            Split(total, threads, (from, to) =>
+            {
+                foreach (var (w, y, count, start) in parts)
+                {
+                    var (a, b) = (Math.Max(from, start) - start, Math.Min(to, start + count) - start);
+                    if (a >= b) continue;
+                    if (bf16) Bf16Rows((ushort*)w, xs, (float*)y, rows, inputs, count, a, b);
+                    else F32Rows((float*)w, xs, (float*)y, rows, inputs, count, a, b);
+                }
+            });
+        }
+        finally
+        {
+            foreach (var view in weightViews) view.Dispose();
+        }
+        for (var l = 0; l < layers.Count; l++)
+        {
+            if (layers[l].Bias is { } bias) outputs[l].add_(bias.to(ScalarType.Float32));
+        }
+        return outputs;
+    }
+
+    ushort[] Bf16Copy(Tensor weight)
+    {
+        var key = Address(weight);
+        lock (bf16Copies)
+        {
+            if (bf16Copies.TryGetValue(key, out var copy) && copy.Length == weight.numel()) return copy;
+            using var bf16 = weight.detach().to(ScalarType.BFloat16).cpu().contiguous();
+            copy = GC.AllocateUninitializedArray<ushort>((int)bf16.numel(), pinned: true);
+            bf16.bytes.CopyTo(MemoryMarshal.AsBytes(copy.AsSpan()));
+            return bf16Copies[key] = copy;
+        }
+    }
+
+    // For a contiguous CPU tensor, TorchSharp's `bytes` is a span over the tensor's own memory.
+    static IntPtr Address(Tensor t) => (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+
+    static void Split(int outputs, int threads, Action<int, int> work)
+    {
+        var workers = Math.Max(1, Math.Min(threads, outputs / 64));
+        if (workers == 1) { work(0, outputs); return; }
+        var chunk = (outputs + workers - 1) / workers;
+        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, i => work(i * chunk, Math.Min(outputs, (i + 1) * chunk)));
+    }
+
+    static void Bf16Rows(ushort* w, float* x, float* y, int rows, int n, int outputs, int from, int to)
+    {
+        if (rows == 1 && Vector512.IsHardwareAccelerated && n % 64 == 0)
+        {
+            for (var o = from; o < to; o++)
+            {
+                var row = w + (long)o * n;
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (var i = 0; i < n; i += 64)
+                {
+                    var (l0, h0) = Vector512.Widen(Vector512.Load(row + i));
+                    var (l1, h1) = Vector512.Widen(Vector512.Load(row + i + 32));
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(l0, 16).AsSingle(), Vector512.Load(x + i), a0);
+                    a1 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(h0, 16).AsSingle(), Vector512.Load(x + i + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(l1, 16).AsSingle(), Vector512.Load(x + i + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(h1, 16).AsSingle(), Vector512.Load(x + i + 48), a3);
+                }
+                y[o] = Vector512.Sum((a0 + a1) + (a2 + a3));
+            }
+            return;
+        }
+        var vectorEnd = n - n % 16;
+        var sums = stackalloc Vector256<float>[MaxRows];
+        for (var first = 0; first < rows; first += MaxRows)
+        {
+            var count = Math.Min(MaxRows, rows - first);
+            for (var o = from; o < to; o++)
+            {
+                var row = w + (long)o * n;
+                for (var r = 0; r < count; r++) sums[r] = default;
+                for (var i = 0; i < vectorEnd; i += 16)
+                {
+                    var (low, high) = Vector256.Widen(Vector256.Load(row + i));
+                    var w0 = Vector256.ShiftLeft(low, 16).AsSingle();
+                    var w1 = Vector256.ShiftLeft(high, 16).AsSingle();
+                    for (var r = 0; r < count; r++)
+                    {
+                        var xr = x + (long)(first + r) * n + i;
+                        sums[r] = Vector256.FusedMultiplyAdd(w0, Vector256.Load(xr), Vector256.FusedMultiplyAdd(w1, Vector256.Load(xr + 8), sums[r]));
+                    }
+                }
+                for (var r = 0; r < count; r++)
+                {
+                    var total = Vector256.Sum(sums[r]);
+                    for (var i = vectorEnd; i < n; i++) total += BitConverter.Int32BitsToSingle(row[i] << 16) * x[(long)(first + r) * n + i];
+                    y[(long)(first + r) * outputs + o] = total;
+                }
+            }
+        }
+    }
+
+    static void F32Rows(float* w, float* x, float* y, int rows, int n, int outputs, int from, int to)
+    {
+        if (rows == 1 && Vector512.IsHardwareAccelerated && n % 64 == 0)
+        {
+            for (var o = from; o < to; o++)
+            {
+                var row = w + (long)o * n;
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (var i = 0; i < n; i += 64)
+                {
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i), Vector512.Load(x + i), a0);
+                    a1 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i + 16), Vector512.Load(x + i + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i + 32), Vector512.Load(x + i + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i + 48), Vector512.Load(x + i + 48), a3);
+                }
+                y[o] = Vector512.Sum((a0 + a1) + (a2 + a3));
+            }
+            return;
+        }
+        var vectorEnd = n - n % 8;
+        var sums = stackalloc Vector256<float>[MaxRows];
+        for (var first = 0; first < rows; first += MaxRows)
+        {
+            var count = Math.Min(MaxRows, rows - first);
+            for (var o = from; o < to; o++)
+            {
+                var row = w + (long)o * n;
+                for (var r = 0; r < count; r++) sums[r] = default;
+                for (var i = 0; i < vectorEnd; i += 8)
+                {
+                    var wv = Vector256.Load(row + i);
+                    for (var r = 0; r < count; r++) sums[r] = Vector256.FusedMultiplyAdd(wv, Vector256.Load(x + (long)(first + r) * n + i), sums[r]);
+                }
+                for (var r = 0; r < count; r++)
+                {
+                    var total = Vector256.Sum(sums[r]);
+                    for (var i = vectorEnd; i < n; i++) total += row[i] * x[(long)(first + r) * n + i];
+                    y[(long)(first + r) * outputs + o] = total;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+// LoRA (Hu et al. 2021): a frozen linear layer W gains a trainable low-rank update
+// (alpha / rank) * B A, with A [rank, in] random and B [out, rank] zero so training starts from
+// the unchanged model. Adapters live under "lora.<layer path>" in the state dict, so a LoRA
+// checkpoint holds base and adapters together; export merges the update into W.
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Stratus.Models;
+
+/// <param name="Targets">Linear layers by their own name (Llama: q_proj, k_proj, v_proj, o_proj,
+/// gate_proj, up_proj, down_proj; GPT-2: c_attn, c_proj, c_fc).</param>
+public sealed record LoraConfig(int Rank, double Alpha, IReadOnlyList<string> Targets)
+{
+    [System.Text.Json.Serialization.JsonIgnore] public double Scale => Alpha / Rank;
+
+    public void Validate()
+    {
+        if (Rank <= 0) throw new StratusUserException($"lora_rank must be positive, got {Rank}");
+        if (Alpha <= 0) throw new StratusUserException($"lora_alpha must be positive, got {Alpha}");
+        if (Targets.Count == 0) throw new StratusUserException("lora_targets names no layers; e.g. q_proj,v_proj");
+    }
+}
+
+public sealed class LoraAdapter : nn.Module
+{
+    public readonly Parameter lora_A, lora_B;
+
+    public LoraAdapter(long inputs, long outputs, int rank) : base("lora")
+    {
+        lora_A = new Parameter(empty(rank, inputs));
+        lora_B = new Parameter(zeros(outputs, rank));
+        using (no_grad()) nn.init.kaiming_uniform_(lora_A, Math.Sqrt(5));
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x, MatmulPrecision precision, double scale) =>
+        precision.Linear(precision.Linear(x, lora_A), lora_B) * scale;
+}
+
+public static class Lora
+{
+    /// <summary>Adds adapters to the target layers, registers them as the model's "lora"
+    /// submodule and freezes every other parameter.</summary>
+    internal static void Attach(CausalLanguageModel model, LoraConfig config, MatmulPrecision precision)
+    {
+        config.Validate();
+        var adapters = new ModuleDict<LoraAdapter>();
+        foreach (var (name, module) in model.named_modules().ToList())
+        {
+            if (module is not Linear linear || !config.Targets.Contains(name.Split('.')[^1])) continue;
+            var adapter = new LoraAdapter(linear.weight!.shape[1], linear.weight.shape[0], config.Rank);
+            adapters.Add(name.Replace('.', '_'), adapter);
+            precision.Adapters[linear] = (adapter, config.Scale);
+        }
+        if (adapters.Count == 0)
+            throw new StratusUserException($"lora_targets {string.Join(",", config.Targets)} match no linear layer of this {model.Config.Architecture} model");
+        foreach (var (_, parameter) in model.named_parameters()) parameter.requires_grad_(false);
+        model.register_module("lora", adapters);
+    }
+
+    /// <summary>W += scale * B A for every adapter, then B = 0: the model computes the same and
+    /// its base weights alone now hold the fine-tuned model (for export).</summary>
+    internal static void Merge(MatmulPrecision precision)
+    {
+        using var noGrad = no_grad();
+        foreach (var (linear, (adapter, scale)) in precision.Adapters)
+        {
+            using var update = adapter.lora_B.mm(adapter.lora_A) * scale;
+            linear.weight!.add_(update);
+            adapter.lora_B.zero_();
+        }
+    }
+}

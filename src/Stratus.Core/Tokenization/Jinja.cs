@@ -1,0 +1,841 @@
+// The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3, Mistral, Zephyr,
+// Qwen2, SmolLM): text, {{ expressions }}, {% if/elif/else %}, {% for ... in ... %} with loop.*,
+// {% set %} (also namespace attributes), comments, whitespace control ({%- -%}) and the
+// trim_blocks / lstrip_blocks settings transformers renders with. Expressions cover literals,
+// lists, dicts, attribute/index/slice access, arithmetic, ~ concatenation, comparisons, in,
+// and/or/not, inline if, is-tests, common filters and string methods. Anything else fails at
+// parse time with the construct named, so a template is either rendered faithfully or refused.
+// One simplification: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
+// the iteration); chat templates set such variables before reading them in the same iteration,
+// and use namespace() when they mean to carry a value out, so they render the same.
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace Stratus.Tokenization;
+
+public sealed class JinjaException(string message) : Exception(message);
+
+public sealed class JinjaTemplate
+{
+    readonly List<Node> body;
+
+    public JinjaTemplate(string source)
+    {
+        var parser = new Parser(Lexer.Tokenize(source));
+        body = parser.ParseBlock();
+        if (!parser.AtEnd) throw new JinjaException($"unexpected {{% {parser.PeekTagName()} %}}");
+    }
+
+    public string Render(IReadOnlyDictionary<string, object?> variables)
+    {
+        var output = new StringBuilder();
+        var scope = new Dictionary<string, object?>(variables);
+        foreach (var node in body) node.Render(scope, output);
+        return output.ToString();
+    }
+
+    /// <summary>Jinja's "undefined": prints as nothing, is falsy, and any access yields itself.</summary>
+    internal sealed class Undefined
+    {
+        public static readonly Undefined Instance = new();
+    }
+
+    internal sealed class Namespace : Dictionary<string, object?>;
+
+    // ---- lexing: text and tags, with whitespace control applied ----
+
+    enum PieceKind { Text, Output, Statement }
+
+    sealed record Piece(PieceKind Kind, string Content);
+
+    static class Lexer
+    {
+        public static List<Piece> Tokenize(string source)
+        {
+            var pieces = new List<Piece>();
+            var i = 0;
+            var trimNext = false; // a "-%}"/"-}}" or a block tag's trim_blocks asks to trim the next text
+            var trimBlockNewline = false;
+            while (i < source.Length)
+            {
+                var open = FindOpen(source, i);
+                var text = source[i..(open < 0 ? source.Length : open)];
+                if (trimNext) text = text.TrimStart();
+                else if (trimBlockNewline && text.StartsWith('\n')) text = text[1..];
+                else if (trimBlockNewline && text.StartsWith("\r\n")) text = text[2..];
+                trimNext = trimBlockNewline = false;
+                if (open < 0)
+                {
+                    if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text));
+                    break;
+                }
+                var kind = source[open + 1];
+                var close = kind switch { '{' => "}}", '%' => "%}", _ => "#}" };
+                var end = source.IndexOf(close, open + 2, StringComparison.Ordinal);
+                if (end < 0) throw new JinjaException($"unclosed tag at offset {open}");
+                var inner = source[(open + 2)..end];
+                var trimBefore = inner.StartsWith('-');
+                var trimAfter = inner.EndsWith('-');
+                if (trimBefore) text = text.TrimEnd();
+                else if (kind != '{') text = LstripBlock(text);
+                if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text));
+                inner = inner[(trimBefore ? 1 : 0)..(inner.Length - (trimAfter && inner.Length > 0 ? 1 : 0))];
+                if (kind == '{') pieces.Add(new Piece(PieceKind.Output, inner));
+                else if (kind == '%') pieces.Add(new Piece(PieceKind.Statement, inner.Trim()));
+                trimNext = trimAfter;
+                trimBlockNewline = kind != '{';
+                i = end + 2;
+            }
+            return pieces;
+        }
+
+        static int FindOpen(string s, int from)
+        {
+            for (var i = s.IndexOf('{', from); i >= 0 && i + 1 < s.Length; i = s.IndexOf('{', i + 1))
+            {
+                if (s[i + 1] is '{' or '%' or '#') return i;
+            }
+            return -1;
+        }
+
+        /// <summary>lstrip_blocks: spaces and tabs between a line start and a block tag go.</summary>
+        static string LstripBlock(string text)
+        {
+            var j = text.Length;
+            while (j > 0 && text[j - 1] is ' ' or '\t') j--;
+            return j == 0 || text[j - 1] == '\n' ? text[..j] : text;
+        }
+    }
+
+    // ---- statements ----
+
+    abstract class Node
+    {
+        public abstract void Render(Dictionary<string, object?> scope, StringBuilder output);
+    }
+
+    sealed class TextNode(string text) : Node
+    {
+        public override void Render(Dictionary<string, object?> scope, StringBuilder output) => output.Append(text);
+    }
+
+    sealed class OutputNode(Expr expr) : Node
+    {
+        public override void Render(Dictionary<string, object?> scope, StringBuilder output) => output.Append(Values.ToText(expr.Eval(scope)));
+    }
+
+    sealed class IfNode(List<(Expr Condition, List<Node> Body)> branches, List<Node>? otherwise) : Node
+    {
+        public override void Render(Dictionary<string, object?> scope, StringBuilder output)
+        {
+            foreach (var (condition, branch) in branches)
+            {
+                if (!Values.Truthy(condition.Eval(scope))) continue;
+                foreach (var node in branch) node.Render(scope, output);
+                return;
+            }
+            if (otherwise is not null) foreach (var node in otherwise) node.Render(scope, output);
+        }
+    }
+
+    sealed class ForNode(List<string> targets, Expr iterable, Expr? filter, List<Node> body, List<Node>? otherwise) : Node
+    {
+        public override void Render(Dictionary<string, object?> scope, StringBuilder output)
+        {
+            var items = Values.Iterate(iterable.Eval(scope)).ToList();
+            if (filter is not null)
+            {
+                items = items.Where(item =>
+                {
+                    var probe = new Dictionary<string, object?>(scope);
+                    Bind(probe, item);
+                    return Values.Truthy(filter.Eval(probe));
+                }).ToList();
+            }
+            if (items.Count == 0)
+            {
+                if (otherwise is not null) foreach (var node in otherwise) node.Render(scope, output);
+                return;
+            }
+            // Jinja scopes loop variables to the loop, but assignments to namespaces persist.
+            var saved = targets.Append("loop").ToDictionary(t => t, t => scope.TryGetValue(t, out var v) ? v : Undefined.Instance);
+            for (var i = 0; i < items.Count; i++)
+            {
+                Bind(scope, items[i]);
+                scope["loop"] = new Dictionary<string, object?>
+                {
+                    ["index0"] = (long)i, ["index"] = (long)i + 1, ["first"] = i == 0, ["last"] = i == items.Count - 1,
+                    ["length"] = (long)items.Count, ["revindex"] = (long)(items.Count - i), ["revindex0"] = (long)(items.Count - i - 1),
+                    ["previtem"] = i > 0 ? items[i - 1] : Undefined.Instance, ["nextitem"] = i < items.Count - 1 ? items[i + 1] : Undefined.Instance,
+                };
+                foreach (var node in body) node.Render(scope, output);
+            }
+            foreach (var (key, value) in saved)
+            {
+                if (value is Undefined) scope.Remove(key);
+                else scope[key] = value;
+            }
+        }
+
+        void Bind(Dictionary<string, object?> scope, object? item)
+        {
+            if (targets.Count == 1) { scope[targets[0]] = item; return; }
+            var parts = Values.Iterate(item).ToList();
+            for (var t = 0; t < targets.Count; t++) scope[targets[t]] = t < parts.Count ? parts[t] : Undefined.Instance;
+        }
+    }
+
+    sealed class SetNode(string name, string? attribute, Expr value) : Node
+    {
+        public override void Render(Dictionary<string, object?> scope, StringBuilder output)
+        {
+            var v = value.Eval(scope);
+            if (attribute is null) scope[name] = v;
+            else if (scope.TryGetValue(name, out var target) && target is Namespace ns) ns[attribute] = v;
+            else throw new JinjaException($"cannot set {name}.{attribute}: {name} is not a namespace");
+        }
+    }
+
+    // ---- parsing ----
+
+    sealed class Parser(List<Piece> pieces)
+    {
+        int position;
+
+        public bool AtEnd => position >= pieces.Count;
+
+        public string PeekTagName() => pieces[position].Content.Split(' ', 2)[0];
+
+        /// <summary>Nodes up to (not including) a statement whose first word is in stopAt.</summary>
+        public List<Node> ParseBlock(params string[] stopAt)
+        {
+            var nodes = new List<Node>();
+            while (position < pieces.Count)
+            {
+                var piece = pieces[position];
+                if (piece.Kind == PieceKind.Text) { nodes.Add(new TextNode(piece.Content)); position++; continue; }
+                if (piece.Kind == PieceKind.Output) { nodes.Add(new OutputNode(ExpressionParser.Parse(piece.Content))); position++; continue; }
+                var word = PeekTagName();
+                if (stopAt.Contains(word)) return nodes;
+                position++;
+                nodes.Add(word switch
+                {
+                    "if" => ParseIf(piece.Content[2..]),
+                    "for" => ParseFor(piece.Content[3..]),
+                    "set" => ParseSet(piece.Content[3..]),
+                    _ => throw new JinjaException($"the tag {{% {word} %}} is not supported"),
+                });
+            }
+            if (stopAt.Length > 0) throw new JinjaException($"missing {{% {stopAt[^1]} %}}");
+            return nodes;
+        }
+
+        Node ParseIf(string condition)
+        {
+            var branches = new List<(Expr, List<Node>)> { (ExpressionParser.Parse(condition), ParseBlock("elif", "else", "endif")) };
+            List<Node>? otherwise = null;
+            while (true)
+            {
+                var tag = pieces[position++].Content;
+                if (tag.StartsWith("elif")) branches.Add((ExpressionParser.Parse(tag[4..]), ParseBlock("elif", "else", "endif")));
+                else if (tag == "else") otherwise = ParseBlock("endif");
+                else return new IfNode(branches, otherwise);
+            }
+        }
+
+        Node ParseFor(string header)
+        {
+            var inAt = FindKeyword(header, "in");
+            var targets = header[..inAt].Split(',').Select(t => t.Trim()).ToList();
+            var rest = header[(inAt + 2)..];
+            var ifAt = FindKeyword(rest, "if");
+            var iterable = ExpressionParser.Parse(ifAt < 0 ? rest : rest[..ifAt]);
+            var filter = ifAt < 0 ? null : ExpressionParser.Parse(rest[(ifAt + 2)..]);
+            var body = ParseBlock("else", "endfor");
+            List<Node>? otherwise = null;
+            if (pieces[position++].Content == "else")
+            {
+                otherwise = ParseBlock("endfor");
+                position++;
+            }
+            return new ForNode(targets, iterable, filter, body, otherwise);
+        }
+
+        static Node ParseSet(string statement)
+        {
+            var eq = statement.IndexOf('=');
+            if (eq < 0) throw new JinjaException("block {% set %} ... {% endset %} is not supported");
+            var target = statement[..eq].Trim();
+            var dot = target.IndexOf('.');
+            return new SetNode(dot < 0 ? target : target[..dot], dot < 0 ? null : target[(dot + 1)..], ExpressionParser.Parse(statement[(eq + 1)..]));
+        }
+
+        /// <summary>Position of a keyword surrounded by spaces, outside string literals.</summary>
+        static int FindKeyword(string s, string keyword)
+        {
+            char? quote = null;
+            for (var i = 0; i < s.Length; i++)
+            {
+                if (quote is { } q) { if (s[i] == q) quote = null; continue; }
+                if (s[i] is '\'' or '"') { quote = s[i]; continue; }
+                if (i > 0 && s[i - 1] == ' ' && string.CompareOrdinal(s, i, keyword, 0, keyword.Length) == 0 && i + keyword.Length < s.Length && s[i + keyword.Length] == ' ')
+                    return i;
+            }
+            return keyword == "in" ? throw new JinjaException($"{{% for {s} %}} has no 'in'") : -1;
+        }
+    }
+
+    // ---- expressions ----
+
+    abstract class Expr
+    {
+        public abstract object? Eval(Dictionary<string, object?> scope);
+    }
+
+    sealed class Literal(object? value) : Expr
+    {
+        public object? Value => value;
+        public override object? Eval(Dictionary<string, object?> scope) => value;
+    }
+
+    sealed class Name(string name) : Expr
+    {
+        public string Identifier => name;
+        public override object? Eval(Dictionary<string, object?> scope) => scope.TryGetValue(name, out var v) ? v : Undefined.Instance;
+    }
+
+    sealed class ListExpr(List<Expr> items) : Expr
+    {
+        public override object? Eval(Dictionary<string, object?> scope) => items.Select(i => i.Eval(scope)).ToList();
+    }
+
+    sealed class DictExpr(List<(Expr Key, Expr Value)> items) : Expr
+    {
+        public override object? Eval(Dictionary<string, object?> scope) => items.ToDictionary(i => Values.ToText(i.Key.Eval(scope)), i => i.Value.Eval(scope));
+    }
+
+    sealed class Lambda(Func<Dictionary<string, object?>, object?> eval) : Expr
+    {
+        public override object? Eval(Dictionary<string, object?> scope) => eval(scope);
+    }
+
+    sealed class ExpressionParser
+    {
+        readonly List<string> tokens;
+        int position;
+
+        ExpressionParser(string source) => tokens = Split(source);
+
+        public static Expr Parse(string source)
+        {
+            var parser = new ExpressionParser(source);
+            var expr = parser.Conditional();
+            if (parser.position < parser.tokens.Count) throw new JinjaException($"unexpected '{parser.tokens[parser.position]}' in expression '{source.Trim()}'");
+            return expr;
+        }
+
+        string? Peek => position < tokens.Count ? tokens[position] : null;
+
+        bool Accept(string token)
+        {
+            if (Peek != token) return false;
+            position++;
+            return true;
+        }
+
+        void Expect(string token)
+        {
+            if (!Accept(token)) throw new JinjaException($"expected '{token}' but found '{Peek ?? "end of expression"}'");
+        }
+
+        Expr Conditional()
+        {
+            var value = Or();
+            if (!Accept("if")) return value;
+            var condition = Or();
+            var otherwise = Accept("else") ? Conditional() : new Literal(Undefined.Instance);
+            return new Lambda(s => Values.Truthy(condition.Eval(s)) ? value.Eval(s) : otherwise.Eval(s));
+        }
+
+        Expr Or()
+        {
+            var left = And();
+            while (Accept("or"))
+            {
+                var (l, r) = (left, And());
+                left = new Lambda(s => l.Eval(s) is var a && Values.Truthy(a) ? a : r.Eval(s));
+            }
+            return left;
+        }
+
+        Expr And()
+        {
+            var left = Not();
+            while (Accept("and"))
+            {
+                var (l, r) = (left, Not());
+                left = new Lambda(s => l.Eval(s) is var a && !Values.Truthy(a) ? a : r.Eval(s));
+            }
+            return left;
+        }
+
+        Expr Not()
+        {
+            if (!Accept("not")) return Comparison();
+            var operand = Not();
+            return new Lambda(s => !Values.Truthy(operand.Eval(s)));
+        }
+
+        Expr Comparison()
+        {
+            var left = Concat();
+            while (true)
+            {
+                var l = left;
+                if (Peek is "==" or "!=" or "<" or ">" or "<=" or ">=")
+                {
+                    var op = tokens[position++];
+                    var r = Concat();
+                    left = new Lambda(s => Values.Compare(op, l.Eval(s), r.Eval(s)));
+                }
+                else if (Peek == "in" || (Peek == "not" && position + 1 < tokens.Count && tokens[position + 1] == "in"))
+                {
+                    var negate = Accept("not");
+                    Expect("in");
+                    var r = Concat();
+                    left = new Lambda(s => Values.Contains(r.Eval(s), l.Eval(s)) != negate);
+                }
+                else if (Accept("is"))
+                {
+                    var negate = Accept("not");
+                    var test = tokens[position++];
+                    Expr? argument = null;
+                    if (Accept("(")) { argument = Conditional(); Expect(")"); }
+                    else if (test is "equalto" or "sameas" && Peek is not null && Peek is not ("and" or "or" or "else" or ")")) argument = Concat();
+                    var check = Values.Test(test);
+                    var arg = argument;
+                    left = new Lambda(s => check(l.Eval(s), arg?.Eval(s)) != negate);
+                }
+                else return left;
+            }
+        }
+
+        Expr Concat()
+        {
+            var left = Additive();
+            while (Accept("~"))
+            {
+                var (l, r) = (left, Additive());
+                left = new Lambda(s => Values.ToText(l.Eval(s)) + Values.ToText(r.Eval(s)));
+            }
+            return left;
+        }
+
+        Expr Additive()
+        {
+            var left = Multiplicative();
+            while (Peek is "+" or "-")
+            {
+                var op = tokens[position++];
+                var (l, r) = (left, Multiplicative());
+                left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)));
+            }
+            return left;
+        }
+
+        Expr Multiplicative()
+        {
+            var left = Unary();
+            while (Peek is "*" or "/" or "%" or "//")
+            {
+                var op = tokens[position++];
+                var (l, r) = (left, Unary());
+                left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)));
+            }
+            return left;
+        }
+
+        Expr Unary()
+        {
+            if (!Accept("-")) return Filtered();
+            var operand = Unary();
+            return new Lambda(s => Values.Arithmetic("-", 0L, operand.Eval(s)));
+        }
+
+        Expr Filtered()
+        {
+            var value = Postfix();
+            while (Accept("|"))
+            {
+                var name = tokens[position++];
+                var arguments = new List<Expr>();
+                if (Accept("(")) arguments = Arguments(")");
+                var filter = Values.Filter(name);
+                var (v, args) = (value, arguments);
+                value = new Lambda(s => filter(v.Eval(s), args.Select(a => a.Eval(s)).ToList()));
+            }
+            return value;
+        }
+
+        Expr Postfix()
+        {
+            var value = Primary();
+            while (true)
+            {
+                var target = value;
+                if (Accept("."))
+                {
+                    var member = tokens[position++];
+                    if (Accept("("))
+                    {
+                        var arguments = Arguments(")");
+                        value = new Lambda(s => Values.CallMethod(target.Eval(s), member, arguments.Select(a => a.Eval(s)).ToList()));
+                    }
+                    else value = new Lambda(s => Values.Member(target.Eval(s), member));
+                }
+                else if (Accept("["))
+                {
+                    Expr? start = null, stop = null;
+                    if (Peek != ":") start = Conditional();
+                    if (Accept(":"))
+                    {
+                        if (Peek != "]") stop = Conditional();
+                        Expect("]");
+                        var (a, b) = (start, stop);
+                        value = new Lambda(s => Values.Slice(target.Eval(s), a?.Eval(s), b?.Eval(s)));
+                    }
+                    else
+                    {
+                        Expect("]");
+                        var index = start!;
+                        value = new Lambda(s => Values.Index(target.Eval(s), index.Eval(s)));
+                    }
+                }
+                else if (Peek == "(" && value is Name function)
+                {
+                    position++;
+                    var arguments = Arguments(")");
+                    value = Values.Function(function.Identifier, arguments);
+                }
+                else return value;
+            }
+        }
+
+        List<Expr> Arguments(string close)
+        {
+            var list = new List<Expr>();
+            while (!Accept(close))
+            {
+                // Keyword arguments (namespace(found=false)) become (name, value) pairs.
+                if (position + 1 < tokens.Count && tokens[position + 1] == "=" && IsIdentifier(tokens[position]))
+                {
+                    var key = tokens[position];
+                    position += 2;
+                    var value = Conditional();
+                    list.Add(new Lambda(s => new KeyValuePair<string, object?>(key, value.Eval(s))));
+                }
+                else list.Add(Conditional());
+                if (!Accept(",") && Peek != close) throw new JinjaException($"expected ',' or '{close}' but found '{Peek ?? "end"}'");
+            }
+            return list;
+        }
+
+        Expr Primary()
+        {
+            var token = Peek ?? throw new JinjaException("expression ends too early");
+            position++;
+            if (token == "(")
+            {
+                var inner = Conditional();
+                Expect(")");
+                return inner;
+            }
+            if (token == "[") return new ListExpr(Arguments("]"));
+            if (token == "{")
+            {
+                var items = new List<(Expr, Expr)>();
+                while (!Accept("}"))
+                {
+                    var key = Conditional();
+                    Expect(":");
+                    items.Add((key, Conditional()));
+                    Accept(",");
+                }
+                return new DictExpr(items);
+            }
+            if (token[0] is '\'' or '"') return new Literal(token[1..]);
+            if (char.IsDigit(token[0]))
+                return new Literal(token.Contains('.') ? (object)double.Parse(token, CultureInfo.InvariantCulture) : long.Parse(token, CultureInfo.InvariantCulture));
+            return token switch
+            {
+                "true" or "True" => new Literal(true),
+                "false" or "False" => new Literal(false),
+                "none" or "None" => new Literal(null),
+                _ when IsIdentifier(token) => new Name(token),
+                _ => throw new JinjaException($"unexpected '{token}' in expression"),
+            };
+        }
+
+        static bool IsIdentifier(string token) => token.Length > 0 && (char.IsLetter(token[0]) || token[0] == '_');
+
+        /// <summary>Tokens of an expression; a string literal becomes its quote char followed by
+        /// its unescaped content.</summary>
+        static List<string> Split(string source)
+        {
+            var tokens = new List<string>();
+            var i = 0;
+            while (i < source.Length)
+            {
+                var c = source[i];
+                if (char.IsWhiteSpace(c)) { i++; continue; }
+                if (c is '\'' or '"')
+                {
+                    var text = new StringBuilder().Append(c);
+                    i++;
+                    while (i < source.Length && source[i] != c)
+                    {
+                        if (source[i] == '\\' && i + 1 < source.Length)
+                        {
+                            i++;
+                            text.Append(source[i] switch { 'n' => '\n', 't' => '\t', 'r' => '\r', var other => other });
+                        }
+                        else text.Append(source[i]);
+                        i++;
+                    }
+                    if (i >= source.Length) throw new JinjaException("unterminated string literal");
+                    i++;
+                    tokens.Add(text.ToString());
+                    continue;
+                }
+                if (char.IsLetterOrDigit(c) || c == '_')
+                {
+                    var start = i;
+                    while (i < source.Length && (char.IsLetterOrDigit(source[i]) || source[i] == '_' || (source[i] == '.' && char.IsDigit(source[start]) && i + 1 < source.Length && char.IsDigit(source[i + 1])))) i++;
+                    tokens.Add(source[start..i]);
+                    continue;
+                }
+                var two = i + 1 < source.Length ? source.Substring(i, 2) : "";
+                if (two is "==" or "!=" or "<=" or ">=" or "//") { tokens.Add(two); i += 2; continue; }
+                if ("+-*/%~|.,:()[]{}<>=".Contains(c)) { tokens.Add(c.ToString()); i++; continue; }
+                throw new JinjaException($"unexpected character '{c}' in expression '{source.Trim()}'");
+            }
+            return tokens;
+        }
+    }
+
+    // ---- values: Python/Jinja semantics over C# objects ----
+
+    static class Values
+    {
+        public static bool Truthy(object? v) => v switch
+        {
+            null or Undefined => false,
+            bool b => b,
+            long l => l != 0,
+            double d => d != 0,
+            string s => s.Length > 0,
+            System.Collections.ICollection c => c.Count > 0,
+            _ => true,
+        };
+
+        public static string ToText(object? v) => v switch
+        {
+            null => "None",
+            Undefined => "",
+            bool b => b ? "True" : "False",
+            double d => d.ToString(CultureInfo.InvariantCulture),
+            long l => l.ToString(CultureInfo.InvariantCulture),
+            string s => s,
+            _ => ToJson(v),
+        };
+
+        public static string ToJson(object? v) => v switch
+        {
+            null or Undefined => "null",
+            bool b => b ? "true" : "false",
+            long or double => ToText(v),
+            string s => JsonSerializer.Serialize(s),
+            IDictionary<string, object?> d => "{" + string.Join(", ", d.Select(kv => JsonSerializer.Serialize(kv.Key) + ": " + ToJson(kv.Value))) + "}",
+            IEnumerable<object?> list => "[" + string.Join(", ", list.Select(ToJson)) + "]",
+            _ => JsonSerializer.Serialize(v.ToString()),
+        };
+
+        public static IEnumerable<object?> Iterate(object? v) => v switch
+        {
+            null or Undefined => [],
+            string s => s.Select(c => (object?)c.ToString()),
+            IDictionary<string, object?> d => d.Keys,
+            IEnumerable<object?> list => list,
+            _ => throw new JinjaException($"cannot iterate over {Describe(v)}"),
+        };
+
+        public static object? Member(object? target, string name) => target switch
+        {
+            IDictionary<string, object?> d => d.TryGetValue(name, out var v) ? v : Undefined.Instance,
+            _ => Undefined.Instance,
+        };
+
+        public static object? Index(object? target, object? index) => (target, index) switch
+        {
+            (IDictionary<string, object?> d, string key) => d.TryGetValue(key, out var v) ? v : Undefined.Instance,
+            (IList<object?> list, long i) => i < 0 ? (list.Count + i >= 0 ? list[(int)(list.Count + i)] : Undefined.Instance) : i < list.Count ? list[(int)i] : Undefined.Instance,
+            (string s, long i) => i < 0 ? s[(int)(s.Length + i)].ToString() : s[(int)i].ToString(),
+            _ => Undefined.Instance,
+        };
+
+        public static object? Slice(object? target, object? start, object? stop)
+        {
+            int Bound(object? b, int length, int fallback) => b is long l ? (int)Math.Clamp(l < 0 ? length + l : l, 0, length) : fallback;
+            return target switch
+            {
+                IList<object?> list => list.Skip(Bound(start, list.Count, 0)).Take(Math.Max(0, Bound(stop, list.Count, list.Count) - Bound(start, list.Count, 0))).ToList(),
+                string s => s[Bound(start, s.Length, 0)..Math.Max(Bound(start, s.Length, 0), Bound(stop, s.Length, s.Length))],
+                _ => throw new JinjaException($"cannot slice {Describe(target)}"),
+            };
+        }
+
+        public static bool Contains(object? container, object? item) => container switch
+        {
+            string s => item is string sub && s.Contains(sub, StringComparison.Ordinal),
+            IDictionary<string, object?> d => item is string key && d.ContainsKey(key),
+            IEnumerable<object?> list => list.Any(x => Equal(x, item)),
+            _ => false,
+        };
+
+        public static bool Equal(object? a, object? b) => (a, b) switch
+        {
+            (Undefined, Undefined) or (null, null) => true,
+            (long x, double y) => x == y,
+            (double x, long y) => x == y,
+            _ => Equals(a, b),
+        };
+
+        public static object Compare(string op, object? a, object? b)
+        {
+            if (op == "==") return Equal(a, b);
+            if (op == "!=") return !Equal(a, b);
+            int order = (a, b) switch
+            {
+                (string x, string y) => string.CompareOrdinal(x, y),
+                (long or double, long or double) => Convert.ToDouble(a).CompareTo(Convert.ToDouble(b)),
+                _ => throw new JinjaException($"cannot compare {Describe(a)} and {Describe(b)}"),
+            };
+            return op switch { "<" => order < 0, ">" => order > 0, "<=" => order <= 0, _ => order >= 0 };
+        }
+
+        public static object? Arithmetic(string op, object? a, object? b)
+        {
+            if (op == "+" && a is string sa && b is string sb) return sa + sb;
+            if (op == "+" && a is List<object?> la && b is List<object?> lb) return la.Concat(lb).ToList();
+            if (op == "*" && a is string repeated && b is long times) return string.Concat(Enumerable.Repeat(repeated, (int)times));
+            if (a is long x && b is long y && op != "/")
+            {
+                return op switch
+                {
+                    "+" => x + y, "-" => x - y, "*" => x * y,
+                    "%" => y == 0 ? throw new JinjaException("modulo by zero") : ((x % y) + y) % y,
+                    _ => y == 0 ? throw new JinjaException("division by zero") : (long)Math.Floor((double)x / y),
+                };
+            }
+            if (a is long or double && b is long or double)
+            {
+                var (p, q) = (Convert.ToDouble(a), Convert.ToDouble(b));
+                return op switch { "+" => p + q, "-" => p - q, "*" => p * q, "/" => p / q, "%" => p % q, _ => Math.Floor(p / q) };
+            }
+            throw new JinjaException($"cannot apply '{op}' to {Describe(a)} and {Describe(b)}");
+        }
+
+        public static Func<object?, object?, bool> Test(string name) => name switch
+        {
+            "defined" => (v, _) => v is not Undefined,
+            "undefined" => (v, _) => v is Undefined,
+            "none" => (v, _) => v is null,
+            "string" => (v, _) => v is string,
+            "number" => (v, _) => v is long or double,
+            "integer" => (v, _) => v is long,
+            "boolean" => (v, _) => v is bool,
+            "true" => (v, _) => v is true,
+            "false" => (v, _) => v is false,
+            "mapping" => (v, _) => v is IDictionary<string, object?>,
+            "sequence" or "iterable" => (v, _) => v is string or IEnumerable<object?>,
+            "even" => (v, _) => v is long l && l % 2 == 0,
+            "odd" => (v, _) => v is long l && l % 2 != 0,
+            "equalto" or "sameas" or "eq" => (v, arg) => Equal(v, arg),
+            _ => throw new JinjaException($"the test 'is {name}' is not supported"),
+        };
+
+        public static Func<object?, List<object?>, object?> Filter(string name) => name switch
+        {
+            "trim" => (v, _) => ToText(v).Trim(),
+            "upper" => (v, _) => ToText(v).ToUpperInvariant(),
+            "lower" => (v, _) => ToText(v).ToLowerInvariant(),
+            "capitalize" => (v, _) => ToText(v) is { Length: > 0 } s ? char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant() : "",
+            "length" or "count" => (v, _) => v switch { string s => (long)s.Length, System.Collections.ICollection c => (long)c.Count, _ => 0L },
+            "string" => (v, _) => ToText(v),
+            "int" => (v, _) => v switch { long l => l, double d => (long)d, string s when long.TryParse(s, out var l) => l, _ => 0L },
+            "tojson" => (v, _) => ToJson(v),
+            "first" => (v, _) => Iterate(v).FirstOrDefault(),
+            "last" => (v, _) => Iterate(v).LastOrDefault(),
+            "list" => (v, _) => Iterate(v).ToList(),
+            "join" => (v, args) => string.Join(args.Count > 0 ? ToText(args[0]) : "", Iterate(v).Select(ToText)),
+            "default" or "d" => (v, args) => v is Undefined || (args.Count > 1 && Truthy(args[1]) && !Truthy(v)) ? (args.Count > 0 ? args[0] : "") : v,
+            "items" => (v, _) => v is IDictionary<string, object?> d ? d.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList() : [],
+            _ => throw new JinjaException($"the filter '|{name}' is not supported"),
+        };
+
+        public static object? CallMethod(object? target, string name, List<object?> args) => (target, name) switch
+        {
+            (string s, "strip") => args.Count > 0 ? s.Trim(ToText(args[0]).ToCharArray()) : s.Trim(),
+            (string s, "lstrip") => args.Count > 0 ? s.TrimStart(ToText(args[0]).ToCharArray()) : s.TrimStart(),
+            (string s, "rstrip") => args.Count > 0 ? s.TrimEnd(ToText(args[0]).ToCharArray()) : s.TrimEnd(),
+            (string s, "upper") => s.ToUpperInvariant(),
+            (string s, "lower") => s.ToLowerInvariant(),
+            (string s, "title") => CultureInfo.InvariantCulture.TextInfo.ToTitleCase(s.ToLowerInvariant()),
+            (string s, "startswith") => s.StartsWith(ToText(args[0]), StringComparison.Ordinal),
+            (string s, "endswith") => s.EndsWith(ToText(args[0]), StringComparison.Ordinal),
+            (string s, "replace") => s.Replace(ToText(args[0]), ToText(args[1]), StringComparison.Ordinal),
+            (string s, "split") => (args.Count > 0 ? s.Split(ToText(args[0])) : s.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)).Select(p => (object?)p).ToList(),
+            (IDictionary<string, object?> d, "items") => d.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList(),
+            (IDictionary<string, object?> d, "keys") => d.Keys.Select(k => (object?)k).ToList(),
+            (IDictionary<string, object?> d, "values") => d.Values.ToList(),
+            (IDictionary<string, object?> d, "get") => d.TryGetValue(ToText(args[0]), out var v) ? v : args.Count > 1 ? args[1] : null,
+            _ => throw new JinjaException($"the method .{name}() on {Describe(target)} is not supported"),
+        };
+
+        public static Expr Function(string name, List<Expr> arguments) => name switch
+        {
+            "raise_exception" => new Lambda(s => throw new JinjaException(ToText(arguments.FirstOrDefault()?.Eval(s)))),
+            "namespace" => new Lambda(s =>
+            {
+                var ns = new Namespace();
+                foreach (var a in arguments)
+                {
+                    if (a.Eval(s) is KeyValuePair<string, object?> kv) ns[kv.Key] = kv.Value;
+                }
+                return ns;
+            }),
+            "range" => new Lambda(s =>
+            {
+                var values = arguments.Select(a => a.Eval(s) is long l ? l : throw new JinjaException("range() takes integers")).ToList();
+                var (start, stop) = values.Count == 1 ? (0L, values[0]) : (values[0], values[1]);
+                var step = values.Count > 2 ? values[2] : 1L;
+                var list = new List<object?>();
+                for (var i = start; step > 0 ? i < stop : i > stop; i += step) list.Add(i);
+                return list;
+            }),
+            _ => throw new JinjaException($"the function {name}() is not supported"),
+        };
+
+        static string Describe(object? v) => v switch
+        {
+            null => "none",
+            Undefined => "an undefined value",
+            string => "a string",
+            long or double => "a number",
+            bool => "a boolean",
+            IDictionary<string, object?> => "a mapping",
+            _ => "a list",
+        };
+    }
+}

@@ -1,0 +1,103 @@
+// Supervised fine-tuning: chat JSONL rendered with the model's chat template, a loss mask over
+// assistant turns only, `train --init-from` continuing an imported Llama on it, and LoRA
+// adapters that train alone and are merged into the weights on export.
+using System.Text.Json.Nodes;
+using Stratus.Data;
+using Stratus.Formats;
+using Stratus.Models;
+using Stratus.Tokenization;
+using Stratus.Training;
+using TorchSharp;
+
+namespace Stratus.Tests;
+
+public sealed class FineTuningTests
+{
+    [Fact]
+    public void LoRA_trains_only_the_adapters_and_export_merges_them()
+    {
+        using var temp = new TempDirectory();
+        HuggingFaceTests.WriteHfLlama(temp.File("hf"), shards: 1);
+        HuggingFace.Import(temp.File("hf"), temp.File("base"));
+        File.WriteAllLines(temp.File("chat.jsonl"), Enumerable.Range(0, 20).Select(i => new JsonObject
+        {
+            ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = $"n {i % 3}" }, new JsonObject { ["role"] = "assistant", ["content"] = $"m {i % 3}" }),
+        }.ToJsonString()));
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"));
+        var config = TrainConfig.Load(null,
+        [
+            new("block_size", "16"), new("batch_size", "4"), new("max_iters", "10"), new("eval_interval", "10"), new("eval_iters", "2"),
+            new("learning_rate", "0.01"), new("warmup_iters", "0"), new("lora_rank", "4"), new("lora_alpha", "8"), new("lora_targets", "q_proj,v_proj,down_proj"),
+        ]);
+        using (var trainer = Trainer.Start(config, temp.File("data"), temp.File("lora"), initFrom: temp.File("base")))
+        {
+            Assert.Equal(2 * 3 * 2, trainer.Model.parameters().Count(p => p.requires_grad)); // A and B per adapted layer
+            trainer.Run();
+        }
+
+        var baseCheckpoint = Checkpoint.Open(Checkpoint.Resolve(temp.File("base")));
+        var loraCheckpoint = Checkpoint.Open(Checkpoint.Resolve(temp.File("lora"), preferBest: false));
+        Assert.Equal(4, loraCheckpoint.ModelConfig.Lora!.Rank);
+        using var original = baseCheckpoint.CreateModel();
+        using var tuned = loraCheckpoint.CreateModel();
+        var tunedWeights = tuned.state_dict();
+        foreach (var (name, value) in original.state_dict()) Assert.True(HuggingFaceTests.Same(value, tunedWeights[name]), $"{name} should stay frozen");
+        Assert.True(tunedWeights["lora.model_layers_0_self_attn_q_proj.lora_B"].abs().sum().item<float>() > 0);
+
+        HuggingFace.Export(temp.File("lora"), temp.File("merged-hf"));
+        var merged = HuggingFace.Import(temp.File("merged-hf"), temp.File("merged"));
+        Assert.Null(merged.Config.Lora);
+        using var mergedModel = Checkpoint.Open(merged.CheckpointDirectory).CreateModel();
+        tuned.eval();
+        var tokens = new[] { 5, 17, 40, 3 };
+        var expected = ParityTests.StratusLastLogits(tuned, tokens);
+        var actual = ParityTests.StratusLastLogits(mergedModel, tokens);
+        Assert.True(expected.Zip(actual, (a, b) => Math.Abs(a - b)).Max() < 1e-3);
+        Assert.False(original.state_dict()["model.layers.0.self_attn.q_proj.weight"].allclose(mergedModel.state_dict()["model.layers.0.self_attn.q_proj.weight"]));
+    }
+
+    [Fact]
+    public void Chat_data_is_masked_to_assistant_turns_and_an_imported_llama_learns_them()
+    {
+        using var temp = new TempDirectory();
+        HuggingFaceTests.WriteHfLlama(temp.File("hf"), shards: 1);
+        var imported = HuggingFace.Import(temp.File("hf"), temp.File("base"));
+
+        var lines = Enumerable.Range(0, 40).Select(i => new JsonObject
+        {
+            ["messages"] = new JsonArray(
+                new JsonObject { ["role"] = "user", ["content"] = $"say {i % 4}" },
+                new JsonObject { ["role"] = "assistant", ["content"] = $"ok {i % 4}!" }),
+        }.ToJsonString());
+        File.WriteAllLines(temp.File("chat.jsonl"), lines);
+        var dataset = ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), valFraction: 0.1);
+        Assert.Equal(36, dataset.TrainExamples);
+
+        // The learned tokens of one conversation are exactly the assistant's reply and end of turn.
+        var template = ChatTemplate.Load(imported.CheckpointDirectory);
+        var (tokens, mask) = ChatDatasetPreparer.Encode(template, imported.Tokenizer, [("user", "say 1"), ("assistant", "ok 1!")]);
+        Assert.Equal(template.Render([("user", "say 1"), ("assistant", "ok 1!")], false), imported.Tokenizer.Decode(tokens));
+        Assert.Equal("ok 1!<|im_end|>\n", imported.Tokenizer.Decode(tokens.Where((_, i) => mask[i] == 1)));
+
+        using (var sampler = new BatchSampler(temp.File("data"), 4, 16, 1))
+        {
+            Assert.True(sampler.IsMasked);
+            var (_, targets) = sampler.Sample(Split.Train, 0, 0, torch.CPU);
+            var values = targets.data<long>().ToArray();
+            Assert.Contains(-100L, values);
+            Assert.Contains(values, v => v >= 0);
+        }
+
+        var config = TrainConfig.Load(null,
+        [
+            new("block_size", "24"), new("batch_size", "8"), new("max_iters", "40"), new("eval_interval", "40"), new("eval_iters", "4"),
+            new("learning_rate", "0.003"), new("warmup_iters", "0"), new("weight_decay", "0"),
+        ]);
+        using var trainer = Trainer.Start(config, temp.File("data"), temp.File("sft"), initFrom: temp.File("base"));
+        var (_, before) = trainer.Evaluate();
+        trainer.Run();
+        var (_, after) = trainer.Evaluate();
+        Assert.True(after < before * 0.5, $"val loss on assistant tokens {before} -> {after}");
+        Assert.Equal("llama", Checkpoint.Open(Checkpoint.Resolve(temp.File("sft"))).ModelConfig.Architecture);
+    }
+}

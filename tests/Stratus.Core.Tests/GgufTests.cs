@@ -1,0 +1,84 @@
+// GGUF files as llama.cpp reads them: the header Stratus writes reads back, f16 and q8_0 exports
+// load and stay close to f32, llama.cpp tokenizes text exactly as Stratus does from the exported
+// vocabulary (GPT-2 BPE and a character vocabulary), and a truncated file is refused clearly.
+using Stratus.Formats;
+using Stratus.Inference;
+using Stratus.Models;
+using Stratus.Tokenization;
+using Stratus.Training;
+
+namespace Stratus.Tests;
+
+public sealed class GgufTests
+{
+    [Fact]
+    public void Exported_header_has_llama_cpp_metadata_and_tensor_layout()
+    {
+        using var temp = new TempDirectory();
+        using var model = ParityTests.RandomModel(ParityTests.Config("llama-gqa-tied"));
+        GgufExport.Write(model, Gpt2Tokenizer.Instance, ChatTemplateTests.ChatMl, temp.File("m.gguf"), GgmlType.Q8_0);
+        var file = GgufFile.Read(temp.File("m.gguf"));
+        Assert.Equal("llama", file.Metadata["general.architecture"]);
+        Assert.Equal(2u, file.Metadata["llama.attention.head_count_kv"]);
+        Assert.Equal(ChatTemplateTests.ChatMl, file.Metadata["tokenizer.chat_template"]);
+        var q = file.Tensors.Single(t => t.Name == "blk.0.attn_q.weight");
+        Assert.Equal(new long[] { 64, 64 }, q.Dims);
+        Assert.Equal(GgmlType.Q8_0, q.Type);
+        Assert.Equal(GgmlType.F32, file.Tensors.Single(t => t.Name == "blk.0.attn_norm.weight").Type);
+        Assert.DoesNotContain(file.Tensors, t => t.Name == "output.weight"); // tied: llama.cpp reuses token_embd
+    }
+
+    [Theory]
+    [InlineData(GgmlType.F16, 0.02)]
+    [InlineData(GgmlType.Q8_0, 0.1)]
+    public void Reduced_precision_exports_load_and_stay_close(GgmlType type, double relativeTolerance)
+    {
+        using var temp = new TempDirectory();
+        using var model = ParityTests.RandomModel(ParityTests.Config("llama-gqa-tied"));
+        GgufExport.Write(model, Gpt2Tokenizer.Instance, null, temp.File("m.gguf"), type);
+        using var reference = new LlamaCppModel(temp.File("m.gguf"), 64, 2);
+        var tokens = Gpt2Tokenizer.Instance.Encode("The quick brown fox");
+        var expected = ParityTests.StratusLastLogits(model, tokens);
+        var actual = reference.LastLogits(tokens);
+        var scale = expected.Max(Math.Abs);
+        var difference = expected.Zip(actual, (a, b) => Math.Abs(a - b)).Max();
+        Assert.True(difference < relativeTolerance * scale, $"{type}: max difference {difference} vs max |logit| {scale}");
+    }
+
+    [Fact]
+    public void Llama_cpp_tokenizes_like_Stratus_with_the_exported_vocabularies()
+    {
+        using var temp = new TempDirectory();
+        using (var gpt2 = ParityTests.RandomModel(ParityTests.Config("gpt2") with { NLayer = 1 }))
+        {
+            GgufExport.Write(gpt2, Gpt2Tokenizer.Instance, null, temp.File("gpt2.gguf"), GgmlType.F32);
+            using var reference = new LlamaCppModel(temp.File("gpt2.gguf"), 64, 2);
+            foreach (var text in new[] { "Hello world, it's 2024!", "naïve café 東京", "  spaces\n\nnewlines" })
+                Assert.Equal(Gpt2Tokenizer.Instance.Encode(text), reference.Tokenize(text));
+        }
+
+        // A character vocabulary: one token per character, multi-byte characters joined by merges.
+        var chars = TokenizerStore.Create("char", "abc déf\n!");
+        var config = new ModelConfig { Architecture = "llama", VocabSize = chars.VocabSize, BlockSize = 32, NLayer = 1, NHead = 2, NEmbd = 32, IntermediateSize = 64, Bias = false };
+        using var model = CausalLanguageModel.Create(config);
+        Checkpoint.Save(temp.File("char-model"), model, chars);
+        GgufExport.Write(temp.File("char-model"), temp.File("char.gguf"), GgmlType.F32);
+        using var charReference = new LlamaCppModel(temp.File("char.gguf"), 32, 2);
+        const string sample = "bad féé!\nfab";
+        Assert.Equal(chars.Encode(sample), charReference.Tokenize(sample));
+    }
+
+    [Fact]
+    public void A_truncated_file_is_refused_clearly()
+    {
+        using var temp = new TempDirectory();
+        using var model = ParityTests.RandomModel(ParityTests.Config("llama-gqa-tied") with { NLayer = 1 });
+        GgufExport.Write(model, Gpt2Tokenizer.Instance, null, temp.File("m.gguf"), GgmlType.F32);
+        var bytes = File.ReadAllBytes(temp.File("m.gguf"));
+        File.WriteAllBytes(temp.File("cut.gguf"), bytes[..(bytes.Length / 2)]);
+        Assert.Contains("is not a valid GGUF file: file is truncated", Assert.Throws<StratusUserException>(() => GgufFile.Read(temp.File("cut.gguf"))).Message);
+        File.WriteAllBytes(temp.File("header.gguf"), bytes[..100]);
+        Assert.Contains("truncated inside its header", Assert.Throws<StratusUserException>(() => GgufFile.Read(temp.File("header.gguf"))).Message);
+        Assert.Throws<StratusUserException>(() => new LlamaCppModel(temp.File("cut.gguf"), 64, 2));
+    }
+}

@@ -1,0 +1,163 @@
+// Hugging Face folders in and out: the tokenizer.json Stratus writes encodes like GPT-2's
+// tiktoken, export then import gives bit-identical weights, sharded bf16 checkpoints with a
+// chat template import, and each kind of bad folder is refused with one clear message.
+using System.Text.Json.Nodes;
+using Stratus.Formats;
+using Stratus.Models;
+using Stratus.Tokenization;
+using Stratus.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Tests;
+
+public sealed class HuggingFaceTests
+{
+    [Fact]
+    public void A_GPT2_tokenizer_json_encodes_and_decodes_like_tiktoken()
+    {
+        var hf = HfTokenizer.FromHuggingFace(HuggingFace.TokenizerJson(BpeVocabulary.From(Gpt2Tokenizer.Instance)), null);
+        Assert.Equal(50257, hf.VocabSize);
+        foreach (var text in new[] { "Hello world, it's 2024!", "  multiple   spaces\nand\ttabs", "naïve café 東京 🙂", "x<|endoftext|>y", "don't stop-believing 12345" })
+        {
+            Assert.Equal(Gpt2Tokenizer.Instance.Encode(text), hf.Encode(text));
+            Assert.Equal(text, hf.Decode(hf.Encode(text)));
+        }
+    }
+
+    [Fact]
+    public void Exporting_and_reimporting_GPT2_gives_bit_identical_weights()
+    {
+        using var temp = new TempDirectory();
+        var config = ParityTests.Config("gpt2") with { NLayer = 1 };
+        using var model = ParityTests.RandomModel(config);
+        Checkpoint.Save(temp.File("model"), model, Gpt2Tokenizer.Instance);
+        HuggingFace.Export(temp.File("model"), temp.File("hf"));
+
+        using (var reader = SafeTensors.Open(temp.File("hf/model.safetensors")))
+        {
+            // Conv1D layout: [in, out].
+            Assert.Equal(new long[] { 64, 192 }, reader.Entries["transformer.h.0.attn.c_attn.weight"].Shape);
+        }
+        var hfConfig = JsonNode.Parse(File.ReadAllText(temp.File("hf/config.json")))!;
+        Assert.Equal("GPT2LMHeadModel", (string?)hfConfig["architectures"]![0]);
+
+        var imported = HuggingFace.Import(temp.File("hf"), temp.File("run"));
+        Assert.Equal(Checkpoint.Resolve(temp.File("run")), imported.CheckpointDirectory);
+        using var reloaded = Checkpoint.Open(imported.CheckpointDirectory).CreateModel();
+        AssertSameWeights(model, reloaded);
+        Assert.Equal(Gpt2Tokenizer.Instance.Encode("Round trip"), Checkpoint.Open(imported.CheckpointDirectory).Tokenizer.Encode("Round trip"));
+    }
+
+    [Fact]
+    public void A_sharded_bf16_Llama_folder_imports_with_its_chat_template_and_round_trips()
+    {
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        var (original, vocabulary) = WriteHfLlama(hf, shards: 2);
+        var imported = HuggingFace.Import(hf, temp.File("run"));
+        Assert.True(imported.HasChatTemplate);
+        var checkpoint = Checkpoint.Open(imported.CheckpointDirectory);
+        Assert.Equal(2, checkpoint.ModelConfig.KvHeads);
+        Assert.False(checkpoint.ModelConfig.TieWordEmbeddings);
+        using (var model = checkpoint.CreateModel())
+        {
+            foreach (var (name, value) in model.state_dict())
+                Assert.True(Same(value, original[name].to(ScalarType.Float32)), name);
+        }
+        var template = ChatTemplate.Load(temp.File("run"));
+        Assert.Equal("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", template.Render([("user", "hi")], addGenerationPrompt: true));
+        Assert.Equal(vocabulary.Tokens.Count - 1, checkpoint.Tokenizer.EndOfTextId);
+
+        // Back out in bf16: the very bytes that came in.
+        HuggingFace.Export(temp.File("run"), temp.File("out"), ScalarType.BFloat16);
+        using (var reader = SafeTensors.Open(temp.File("out/model.safetensors")))
+        {
+            foreach (var (name, value) in original)
+            {
+                using var exported = reader.Read(name);
+                Assert.True(Same(exported, value), name);
+            }
+        }
+        var config = JsonNode.Parse(File.ReadAllText(temp.File("out/tokenizer_config.json")))!;
+        Assert.Equal(ChatTemplateTests.ChatMl, (string?)config["chat_template"]);
+        foreach (var t in original.Values) t.Dispose();
+    }
+
+    [Fact]
+    public void Bad_folders_are_refused_with_one_clear_message()
+    {
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        WriteHfLlama(hf, shards: 1);
+        string Error(Action act) => Assert.Throws<StratusUserException>(act).Message;
+
+        File.Move(Path.Combine(hf, "tokenizer.json"), temp.File("tokenizer.json"));
+        Assert.Contains("missing tokenizer.json", Error(() => HuggingFace.Import(hf, temp.File("run1"))));
+        File.Move(temp.File("tokenizer.json"), Path.Combine(hf, "tokenizer.json"));
+
+        var configPath = Path.Combine(hf, "config.json");
+        var good = File.ReadAllText(configPath);
+        File.WriteAllText(configPath, good.Replace("\"llama\"", "\"bert\""));
+        Assert.Contains("unsupported architecture", Error(() => HuggingFace.Import(hf, temp.File("run2"))));
+        File.WriteAllText(configPath, good.Replace("\"intermediate_size\": 96", "\"intermediate_size\": 80"));
+        Assert.Contains("has shape [96, 64] but config.json implies [80, 64]", Error(() => HuggingFace.Import(hf, temp.File("run3"))));
+        File.WriteAllText(configPath, good);
+
+        var weights = Path.Combine(hf, "model.safetensors");
+        var bytes = File.ReadAllBytes(weights);
+        File.WriteAllBytes(weights, bytes[..(bytes.Length - 100)]);
+        Assert.Contains("is not a valid safetensors file: file is truncated", Error(() => HuggingFace.Import(hf, temp.File("run4"))));
+    }
+
+    /// <summary>A tiny Llama in Hugging Face layout: bf16 weights (optionally in shards with an
+    /// index), a byte-level BPE tokenizer.json with ChatML special tokens, and tokenizer_config.json.</summary>
+    internal static (Dictionary<string, Tensor> Weights, BpeVocabulary Vocabulary) WriteHfLlama(string directory, int shards)
+    {
+        Directory.CreateDirectory(directory);
+        var characters = BpeVocabulary.FromCharacters(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
+        var tokens = characters.Tokens.Concat(["<|im_start|>", "<|im_end|>"]).ToList();
+        var vocabulary = characters with { Tokens = tokens, Special = new HashSet<int> { tokens.Count - 2, tokens.Count - 1 } };
+        File.WriteAllText(Path.Combine(directory, "tokenizer.json"), HuggingFace.TokenizerJson(vocabulary).ToJsonString());
+        File.WriteAllText(Path.Combine(directory, "tokenizer_config.json"), new JsonObject
+        {
+            ["eos_token"] = "<|im_end|>", ["chat_template"] = ChatTemplateTests.ChatMl,
+        }.ToJsonString());
+        File.WriteAllText(Path.Combine(directory, "config.json"), $$"""
+            {
+              "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": {{tokens.Count}}, "hidden_size": 64,
+              "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 128, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": false,
+              "hidden_act": "silu", "torch_dtype": "bfloat16"
+            }
+            """);
+        torch.random.manual_seed(7);
+        var config = new ModelConfig { Architecture = "llama", VocabSize = tokens.Count, NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 64, IntermediateSize = 96, BlockSize = 128, TieWordEmbeddings = false };
+        using var model = CausalLanguageModel.Create(config);
+        var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => (kv.Value * 10).to(ScalarType.BFloat16));
+        if (shards == 1) SafeTensors.Save(Path.Combine(directory, "model.safetensors"), weights);
+        else
+        {
+            var names = weights.Keys.Order().ToList();
+            var map = new JsonObject();
+            for (var s = 0; s < shards; s++)
+            {
+                var file = $"model-{s + 1:D5}-of-{shards:D5}.safetensors";
+                var part = names.Where((_, i) => i % shards == s).ToList();
+                SafeTensors.Save(Path.Combine(directory, file), part.Select(n => new KeyValuePair<string, Tensor>(n, weights[n])));
+                foreach (var n in part) map[n] = file;
+            }
+            File.WriteAllText(Path.Combine(directory, "model.safetensors.index.json"), new JsonObject { ["metadata"] = new JsonObject(), ["weight_map"] = map }.ToJsonString());
+        }
+        return (weights, vocabulary);
+    }
+
+    /// <summary>Same dtype, shape and bits.</summary>
+    internal static bool Same(Tensor a, Tensor b) => a.dtype == b.dtype && a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
+
+    static void AssertSameWeights(nn.Module expected, nn.Module actual)
+    {
+        var actualWeights = actual.state_dict();
+        foreach (var (name, value) in expected.state_dict()) Assert.True(Same(value, actualWeights[name]), name);
+    }
+}

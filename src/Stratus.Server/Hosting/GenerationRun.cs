@@ -1,22 +1,24 @@
 // Runs one API request's generations on the engine: one sequence per prompt and choice,
 // submitted together (so a full queue refuses the whole request before anything is sent),
-// read as one merged stream of pieces, with filters and metrics applied on the way out.
+// read as one merged stream of pieces, with filter scopes and metrics applied on the way out.
 // Both completion endpoints use it; the endpoints only translate to and from OpenAI's shapes.
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Stratus.Inference;
+using Stratus.Safety;
 using Stratus.Server.Api;
 
 namespace Stratus.Server.Hosting;
 
-/// <summary>A piece of one choice's output, or that choice's end (FinishReason set).</summary>
-public readonly record struct ChoicePiece(int Choice, string Text, GeneratedToken? Token, string? FinishReason);
+/// <summary>A piece of one choice's output, or that choice's end (FinishReason set, with the
+/// choice's content_filter_results when a filter gives them).</summary>
+public readonly record struct ChoicePiece(int Choice, string Text, GeneratedToken? Token, string? FinishReason, ContentFilterResults? FilterResults = null);
 
 public sealed class GenerationRun : IAsyncDisposable
 {
     readonly GenerationContext context;
-    readonly IReadOnlyList<IGenerationFilter> filters;
+    readonly IReadOnlyList<IGenerationScope> scopes;
     readonly ServingMetrics metrics;
     readonly GenerationStream[] streams;
     readonly CancellationTokenSource cancel;
@@ -24,24 +26,39 @@ public sealed class GenerationRun : IAsyncDisposable
     long? firstToken;
     string outcome = FinishReason.Cancelled;
 
-    GenerationRun(GenerationContext context, IReadOnlyList<IGenerationFilter> filters, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel)
+    GenerationRun(GenerationContext context, IReadOnlyList<IGenerationScope> scopes, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel)
     {
         this.context = context;
-        this.filters = filters;
+        this.scopes = scopes;
         this.metrics = metrics;
         this.streams = streams;
         this.cancel = cancel;
+        PromptFilterResults = scopes.SelectMany(s => s.PromptFilterResults ?? []).ToArray() is { Length: > 0 } results ? results : null;
     }
 
     public IReadOnlyList<GenerationStream> Streams => streams;
     public int PromptTokens { get; private set; }
     public int CompletionTokens { get; private set; }
+    /// <summary>The filters' prompt annotations; null when none gave any.</summary>
+    public IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; }
 
-    /// <summary>Runs the filters and submits every sequence; 429 when the engine's queue is full.</summary>
+    /// <summary>Begins the filters' scopes and submits every sequence; 429 when the engine's
+    /// queue is full.</summary>
     public static async Task<GenerationRun> StartAsync(GenerationContext context, IReadOnlyList<int[]> promptTokens, IReadOnlyList<IGenerationFilter> filters,
         ServingMetrics metrics, CancellationToken cancellation)
     {
-        foreach (var filter in filters) await filter.BeforeGenerationAsync(context, cancellation);
+        var scopes = new List<IGenerationScope>(filters.Count);
+        try
+        {
+            foreach (var filter in filters)
+                if (await filter.BeginAsync(context, cancellation) is { } scope) scopes.Add(scope);
+        }
+        catch
+        {
+            // A later filter refused: nothing was generated for the earlier ones' charges.
+            await CompleteAllAsync(scopes, 0, 0);
+            throw;
+        }
         var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
         var streams = new GenerationStream[promptTokens.Count * context.Choices];
         try
@@ -60,6 +77,7 @@ public sealed class GenerationRun : IAsyncDisposable
         {
             cancel.Cancel();
             cancel.Dispose();
+            await CompleteAllAsync(scopes, 0, 0);
             throw e switch
             {
                 EngineOverloadedException o => new ApiException(429, o.Message, code: "rate_limit_exceeded") { RetryAfterSeconds = (int)Math.Ceiling(o.RetryAfter.TotalSeconds) },
@@ -68,7 +86,7 @@ public sealed class GenerationRun : IAsyncDisposable
                 _ => e,
             };
         }
-        return new GenerationRun(context, filters, metrics, streams, cancel);
+        return new GenerationRun(context, scopes, metrics, streams, cancel);
     }
 
     /// <summary>Pieces of all choices as they are generated, each choice ending with a piece
@@ -83,15 +101,22 @@ public sealed class GenerationRun : IAsyncDisposable
             if (piece.Token is not null && firstToken is null) firstToken = Stopwatch.GetTimestamp();
             yield return piece;
         }
-        foreach (var stream in streams)
-        {
-            PromptTokens += stream.PromptTokens;
-            CompletionTokens += stream.CompletionTokens;
-        }
-        // Prompt tokens are counted once per prompt, not per choice (OpenAI's usage).
-        PromptTokens /= context.Choices;
+        (PromptTokens, CompletionTokens) = Counts();
         outcome = streams.Length > 0 && Array.TrueForAll(streams, s => s.FinishReason == FinishReason.Stop) ? FinishReason.Stop : FinishReason.Length;
         metrics.Generated(context.Model.Name, started, firstToken, PromptTokens, CompletionTokens);
+    }
+
+    /// <summary>Tokens used so far; prompt tokens are counted once per prompt, not per choice
+    /// (OpenAI's usage).</summary>
+    (int Prompt, int Completion) Counts()
+    {
+        int prompt = 0, completion = 0;
+        foreach (var stream in streams)
+        {
+            prompt += stream.PromptTokens;
+            completion += stream.CompletionTokens;
+        }
+        return (prompt / context.Choices, completion);
     }
 
     IAsyncEnumerable<ChoicePiece> Merge(CancellationToken cancellation)
@@ -111,20 +136,53 @@ public sealed class GenerationRun : IAsyncDisposable
     async IAsyncEnumerable<ChoicePiece> ReadChoiceAsync(int choice, [EnumeratorCancellation] CancellationToken cancellation)
     {
         var stream = streams[choice];
+        string? stoppedWith = null;
         await foreach (var chunk in stream.ReadAllAsync(cancellation).ConfigureAwait(false))
         {
             var text = chunk.Text;
-            for (var f = 0; f < filters.Count; f++) text = filters[f].OnOutputText(context, choice, text);
+            foreach (var scope in scopes)
+            {
+                var step = await scope.OnOutputAsync(choice, text, cancellation);
+                text = step.Text;
+                stoppedWith ??= step.FinishReason;
+            }
             yield return new ChoicePiece(choice, text, chunk.Token, null);
+            // Leaving the loop drops the sequence from the engine (GenerationStream.ReadAllAsync).
+            if (stoppedWith is not null) break;
         }
-        yield return new ChoicePiece(choice, "", null, stream.FinishReason);
+        // Each scope's held-back tail still passes through the scopes after it.
+        var tail = "";
+        ContentFilterResults? filterResults = null;
+        foreach (var scope in scopes)
+        {
+            if (tail.Length > 0)
+            {
+                var step = await scope.OnOutputAsync(choice, tail, cancellation);
+                tail = step.Text;
+                stoppedWith ??= step.FinishReason;
+            }
+            var end = await scope.OnChoiceEndAsync(choice, cancellation);
+            tail += end.Text;
+            stoppedWith ??= end.FinishReason;
+            filterResults ??= end.FilterResults;
+        }
+        if (tail.Length > 0) yield return new ChoicePiece(choice, tail, null, null);
+        yield return new ChoicePiece(choice, "", null, stoppedWith ?? stream.FinishReason ?? FinishReason.Length, filterResults);
+    }
+
+    static async ValueTask CompleteAllAsync(IReadOnlyList<IGenerationScope> scopes, int promptTokens, int completionTokens)
+    {
+        foreach (var scope in scopes) await scope.CompleteAsync(promptTokens, completionTokens);
     }
 
     public async ValueTask DisposeAsync()
     {
-        // Whatever happened (client gone, error), the sequences leave the engine now.
+        // Whatever happened (client gone, error), the sequences leave the engine now, and the
+        // filters learn what was used.
         await cancel.CancelAsync();
         cancel.Dispose();
+        var (prompt, completion) = Counts();
+        await CompleteAllAsync(scopes, prompt, completion);
         metrics.RequestEnded(context.Model.Name, outcome);
     }
 }

@@ -50,6 +50,8 @@ public sealed class StratusServer : IAsyncDisposable
     }
 
     public ModelRegistry Models { get; }
+    /// <summary>The host's services (StratusTrust, the endpoint data source for probes).</summary>
+    public IServiceProvider Services => app.Services;
     /// <summary>http://host:port/</summary>
     public Uri RootUrl { get; }
     /// <summary>What OpenAI clients take as their base URL: http://host:port/v1</summary>

@@ -74,11 +74,6 @@ static class ServeCommand
         {
             server = await StratusServer.StartAsync(new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), TorchThreads = threads, Trust = trust }, cancellation);
         }
-        catch (AggregateException e) when (e.InnerExceptions is [Stratus.Safety.TrustUserException refused])
-        {
-            // The host wraps a hosted service's refusal after binding (--insecure-no-auth off loopback).
-            throw new StratusUserException(refused.Message);
-        }
         catch (IOException e)
         {
             throw new StratusUserException($"cannot listen on {host}:{port}: {e.Message}; pick another --port");

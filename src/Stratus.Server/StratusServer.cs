@@ -72,9 +72,11 @@ public sealed class StratusServer : IAsyncDisposable
         {
             foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine));
             app = Build(options, registry);
-            // The trust startup guard refuses here: no active key, or no auth off loopback.
-            await app.StartAsync(cancellation);
             var trust = app.Services.GetRequiredService<StratusTrust>();
+            // No active key: refused here as one clear error rather than as the host's failure
+            // report (its startup guard would refuse the same).
+            await TrustStartupGuard.EnsureCallableAsync(trust, cancellation);
+            await app.StartAsync(cancellation);
             foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             return new StratusServer(app, registry, new Uri(address.EndsWith('/') ? address : address + "/"));
@@ -98,6 +100,10 @@ public sealed class StratusServer : IAsyncDisposable
             var address = options.Host is "localhost" ? IPAddress.Loopback
                 : IPAddress.TryParse(options.Host, out var ip) ? ip
                 : throw new StratusUserException($"--host {options.Host} is not an IP address; use e.g. 127.0.0.1 or 0.0.0.0");
+            // Refused before binding; TrustStartupGuard checks the bound addresses again.
+            if (options.Trust.InsecureNoAuth && !IPAddress.IsLoopback(address))
+                throw new StratusUserException($"--insecure-no-auth serves without API keys, so it listens on loopback only (127.0.0.1, ::1), not {options.Host}. " +
+                    "Drop --host, or drop --insecure-no-auth and create a key: stratus keys create --name <n> --scopes inference");
             kestrel.Listen(address, options.Port);
         });
         builder.Services.AddSingleton(registry);

@@ -28,7 +28,7 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         return client;
     }
 
-    static object ChatBody(int maxTokens, int n = 1, bool stream = false, double temperature = 0, long? seed = null) => new
+    static object ChatBody(int maxTokens, int n = 1, bool stream = false, double temperature = 0, long? seed = null, bool logprobs = false) => new
     {
         model = TinyModelServer.ModelName,
         messages = new[] { new { role = "user", content = Prompt } },
@@ -38,6 +38,7 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         n,
         stream,
         stream_options = stream ? new { include_usage = true } : null,
+        logprobs,
     };
 
     [Fact]
@@ -117,8 +118,8 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         long seed;
         for (seed = 1; seed <= 20 && word is null; seed++)
         {
-            request = ChatBody(100, n: 2, stream: true, temperature: 1, seed: seed);
-            (plain, var plainFinish, _, plainUsage) = await StreamChatAsync(request);
+            request = ChatBody(100, n: 2, stream: true, temperature: 1, seed: seed, logprobs: true);
+            (plain, var plainFinish, _, plainUsage, _) = await StreamChatAsync(request);
             Assert.All(plainFinish, f => Assert.Equal("length", f));
             word = PickWord(plain[0]);
         }
@@ -135,12 +136,15 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
         try
         {
-            var (received, finish, filterResults, usage) = await StreamChatAsync(request);
+            var (received, finish, filterResults, usage, logprobTokens) = await StreamChatAsync(request);
             Assert.StartsWith(received[0], plain[0], StringComparison.Ordinal);
             Assert.True(received[0].Length <= at, $"sent '{received[0]}', past the start of '{word}' at {at}");
             Assert.True(received[0].Length > 0, $"nothing was released before '{word}' at {at} in {System.Text.Json.JsonSerializer.Serialize(plain[0])}");
             Assert.Equal("content_filter", finish[0]);
             Assert.True((bool)filterResults[0]!["custom_blocklists"]!["filtered"]!);
+            // Logprobs come only with released text (char-level: a token per character), so
+            // their tokens do not spell out the word either.
+            Assert.Equal(received[0], logprobTokens[0]);
             // The blocked choice stopped generating.
             Assert.True(usage < plainUsage, $"completion tokens {usage}, unfiltered {plainUsage}");
             // The other choice has its own guard: cut only if it says the word too.
@@ -218,7 +222,7 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
 
     /// <summary>Streams a chat and returns per choice the text received, the finish reason and
     /// the content_filter_results of the last chunk, and the completion tokens of all.</summary>
-    async Task<(string[] Text, string?[] Finish, JsonNode?[] FilterResults, int CompletionTokens)> StreamChatAsync(object body)
+    async Task<(string[] Text, string?[] Finish, JsonNode?[] FilterResults, int CompletionTokens, string[] LogprobTokens)> StreamChatAsync(object body)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = JsonContent.Create(body) };
         using var response = await fixture.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
@@ -227,6 +231,7 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         var texts = new Dictionary<int, StringBuilder>();
         var finish = new Dictionary<int, string?>();
         var results = new Dictionary<int, JsonNode?>();
+        var logprobTokens = new Dictionary<int, StringBuilder>();
         var completionTokens = -1;
         foreach (var line in events.Split('\n'))
         {
@@ -238,6 +243,8 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
                 var index = (int)choice!["index"]!;
                 if (!texts.TryGetValue(index, out var builder)) texts[index] = builder = new StringBuilder();
                 builder.Append((string?)choice["delta"]!["content"] ?? "");
+                if (!logprobTokens.TryGetValue(index, out var tokens)) logprobTokens[index] = tokens = new StringBuilder();
+                foreach (var token in choice["logprobs"]?["content"]?.AsArray() ?? []) tokens.Append((string)token!["token"]!);
                 if ((string?)choice["finish_reason"] is { } reason)
                 {
                     finish[index] = reason;
@@ -247,6 +254,7 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         }
         var n = texts.Count;
         return ([.. Enumerable.Range(0, n).Select(i => texts[i].ToString())], [.. Enumerable.Range(0, n).Select(i => finish.GetValueOrDefault(i))],
-            [.. Enumerable.Range(0, n).Select(i => results.GetValueOrDefault(i))], completionTokens);
+            [.. Enumerable.Range(0, n).Select(i => results.GetValueOrDefault(i))], completionTokens,
+            [.. Enumerable.Range(0, n).Select(i => logprobTokens[i].ToString())]);
     }
 }

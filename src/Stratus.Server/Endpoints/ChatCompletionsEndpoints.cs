@@ -63,7 +63,7 @@ public static class ChatCompletionsEndpoints
         {
             if (piece.FinishReason is not null) (finish[piece.Choice], filterResults[piece.Choice]) = (piece.FinishReason, piece.FilterResults);
             texts[piece.Choice].Append(piece.Text);
-            if (logprobs && piece.Token is { } token) tokenLogprobs[piece.Choice]!.Add(Logprob(model, token));
+            if (logprobs) foreach (var token in piece.Tokens) tokenLogprobs[piece.Choice]!.Add(Logprob(model, token));
         }
         var result = new ChatChoice[choices];
         for (var i = 0; i < choices; i++)
@@ -88,9 +88,9 @@ public static class ChatCompletionsEndpoints
         {
             if (piece.FinishReason is not null)
                 await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta(), null, piece.FinishReason) { ContentFilterResults = piece.FilterResults }), cancellation);
-            else if (piece.Text.Length > 0 || (logprobs && piece.Token is not null))
+            else if (piece.Text.Length > 0 || (logprobs && piece.Tokens.Count > 0))
             {
-                var lp = logprobs && piece.Token is { } token ? new ChatLogprobs([Logprob(model, token)]) : null;
+                var lp = logprobs && piece.Tokens.Count > 0 ? new ChatLogprobs([.. piece.Tokens.Select(t => Logprob(model, t))]) : null;
                 await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta { Content = piece.Text }, lp, null)), cancellation);
             }
         }

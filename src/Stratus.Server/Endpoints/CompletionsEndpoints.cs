@@ -72,8 +72,8 @@ public static class CompletionsEndpoints
                     var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], promptTokens[c / choices], run.Streams[c].PromptLogprobs);
                     await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, promptTexts[c / choices], promptLogprobs, null)]), cancellation);
                 }
-                if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Token is null)) continue;
-                var lp = logprobs is not null && piece.Token is { } token ? Logprobs(tokenizer, [token], null, null) : null;
+                if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Tokens.Count == 0)) continue;
+                var lp = logprobs is not null && piece.Tokens.Count > 0 ? Logprobs(tokenizer, piece.Tokens, null, null) : null;
                 await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason) { ContentFilterResults = piece.FilterResults }]), cancellation);
             }
             if (body.StreamOptions?.IncludeUsage == true)
@@ -95,7 +95,7 @@ public static class CompletionsEndpoints
         {
             if (piece.FinishReason is not null) (finish[piece.Choice], filterResults[piece.Choice]) = (piece.FinishReason, piece.FilterResults);
             texts[piece.Choice].Append(piece.Text);
-            if (logprobs is not null && piece.Token is { } token) tokens[piece.Choice].Add(token);
+            if (logprobs is not null) tokens[piece.Choice].AddRange(piece.Tokens);
         }
         var result = new CompletionChoice[total];
         for (var c = 0; c < total; c++)

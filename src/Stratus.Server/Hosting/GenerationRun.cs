@@ -13,7 +13,10 @@ namespace Stratus.Server.Hosting;
 
 /// <summary>A piece of one choice's output, or that choice's end (FinishReason set, with the
 /// choice's content_filter_results when a filter gives them).</summary>
-public readonly record struct ChoicePiece(int Choice, string Text, GeneratedToken? Token, string? FinishReason, ContentFilterResults? FilterResults = null);
+/// <param name="Tokens">The generated tokens whose text has been passed on by now (their
+/// logprobs may be sent): a token whose text a filter holds back waits with it, and is dropped
+/// with it when a filter stops the choice, so logprobs never spell out filtered text.</param>
+public readonly record struct ChoicePiece(int Choice, string Text, IReadOnlyList<GeneratedToken> Tokens, string? FinishReason, ContentFilterResults? FilterResults = null);
 
 public sealed class GenerationRun : IAsyncDisposable
 {
@@ -23,7 +26,8 @@ public sealed class GenerationRun : IAsyncDisposable
     readonly GenerationStream[] streams;
     readonly CancellationTokenSource cancel;
     readonly long started = Stopwatch.GetTimestamp();
-    long? firstToken;
+    /// <summary>When the engine produced the first token of any choice; 0 until then.</summary>
+    long firstToken;
     string outcome = FinishReason.Cancelled;
 
     GenerationRun(GenerationContext context, IReadOnlyList<IGenerationScope> scopes, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel)
@@ -96,14 +100,11 @@ public sealed class GenerationRun : IAsyncDisposable
         var token = cancel.Token;
         // One choice (the common case) is read directly: merging would add a thread hop per token.
         var pieces = streams.Length == 1 ? ReadChoiceAsync(0, token) : Merge(token);
-        await foreach (var piece in pieces.ConfigureAwait(false))
-        {
-            if (piece.Token is not null && firstToken is null) firstToken = Stopwatch.GetTimestamp();
-            yield return piece;
-        }
+        await foreach (var piece in pieces.ConfigureAwait(false)) yield return piece;
         (PromptTokens, CompletionTokens) = Counts();
         outcome = streams.Length > 0 && Array.TrueForAll(streams, s => s.FinishReason == FinishReason.Stop) ? FinishReason.Stop : FinishReason.Length;
-        metrics.Generated(context.Model.Name, started, firstToken, PromptTokens, CompletionTokens);
+        var first = Interlocked.Read(ref firstToken);
+        metrics.Generated(context.Model.Name, started, first == 0 ? null : first, PromptTokens, CompletionTokens);
     }
 
     /// <summary>Tokens used so far; prompt tokens are counted once per prompt, not per choice
@@ -137,8 +138,18 @@ public sealed class GenerationRun : IAsyncDisposable
     {
         var stream = streams[choice];
         string? stoppedWith = null;
+        // Tokens with the offset where their text ends, counted in generated characters, until
+        // as many characters have been passed on. Without filters both counts move together.
+        var pending = new Queue<(GeneratedToken Token, long End)>();
+        long generated = 0, passed = 0;
         await foreach (var chunk in stream.ReadAllAsync(cancellation).ConfigureAwait(false))
         {
+            generated += chunk.Text.Length;
+            if (chunk.Token is { } token)
+            {
+                pending.Enqueue((token, generated));
+                Interlocked.CompareExchange(ref firstToken, Stopwatch.GetTimestamp(), 0);
+            }
             var text = chunk.Text;
             foreach (var scope in scopes)
             {
@@ -146,7 +157,8 @@ public sealed class GenerationRun : IAsyncDisposable
                 text = step.Text;
                 stoppedWith ??= step.FinishReason;
             }
-            yield return new ChoicePiece(choice, text, chunk.Token, null);
+            passed += text.Length;
+            yield return new ChoicePiece(choice, text, Release(pending, passed), null);
             // Leaving the loop drops the sequence from the engine (GenerationStream.ReadAllAsync).
             if (stoppedWith is not null) break;
         }
@@ -166,8 +178,18 @@ public sealed class GenerationRun : IAsyncDisposable
             stoppedWith ??= end.FinishReason;
             filterResults ??= end.FilterResults;
         }
-        if (tail.Length > 0) yield return new ChoicePiece(choice, tail, null, null);
-        yield return new ChoicePiece(choice, "", null, stoppedWith ?? stream.FinishReason ?? FinishReason.Length, filterResults);
+        // A choice a filter stopped keeps its held-back tokens to itself, like its text.
+        IReadOnlyList<GeneratedToken> rest = stoppedWith is null ? [.. pending.Select(p => p.Token)] : [];
+        if (tail.Length > 0 || rest.Count > 0) yield return new ChoicePiece(choice, tail, rest, null);
+        yield return new ChoicePiece(choice, "", [], stoppedWith ?? stream.FinishReason ?? FinishReason.Length, filterResults);
+    }
+
+    static IReadOnlyList<GeneratedToken> Release(Queue<(GeneratedToken Token, long End)> pending, long passed)
+    {
+        if (pending.Count == 0 || pending.Peek().End > passed) return [];
+        var released = new List<GeneratedToken>();
+        while (pending.Count > 0 && pending.Peek().End <= passed) released.Add(pending.Dequeue().Token);
+        return released;
     }
 
     static async ValueTask CompleteAllAsync(IReadOnlyList<IGenerationScope> scopes, int promptTokens, int completionTokens)

@@ -76,6 +76,18 @@ public sealed class StratusServer : IAsyncDisposable
             // No active key: refused here as one clear error rather than as the host's failure
             // report (its startup guard would refuse the same).
             await TrustStartupGuard.EnsureCallableAsync(trust, cancellation);
+            // A model's name is its deployment name for safety policies and usage.
+            foreach (var model in registry.All)
+            {
+                try
+                {
+                    Stratus.Safety.SafetyPolicy.ValidateDeploymentName(model.Name);
+                }
+                catch (Stratus.Safety.TrustUserException e)
+                {
+                    throw new StratusUserException($"{e.Message} Name the model with --model NAME=DIR.");
+                }
+            }
             await app.StartAsync(cancellation);
             foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();

@@ -44,6 +44,14 @@ public sealed class ServerStartupTests : IDisposable
     }
 
     [Fact]
+    public async Task A_model_name_that_is_no_deployment_name_is_refused_before_serving()
+    {
+        var options = Options(insecure: true);
+        var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(options with { Models = [options.Models[0] with { Name = "two words" }] }));
+        Assert.Contains("--model NAME=DIR", error.Message);
+    }
+
+    [Fact]
     public async Task Insecure_no_auth_on_loopback_serves_without_a_key()
     {
         await using var server = await StratusServer.StartAsync(Options(insecure: true));

@@ -20,6 +20,7 @@ public sealed class MaskingFilter : IGenerationFilter
     sealed class Scope : IGenerationScope
     {
         public IReadOnlyList<Safety.PromptFilterResult>? PromptFilterResults => null;
+        public IReadOnlyList<string>? Prompts => null;
         public ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation) => ValueTask.FromResult(new FilteredText(text.Replace('e', '*')));
         public ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation) => ValueTask.FromResult(ChoiceEnd.None);
         public ValueTask CompleteAsync(int promptTokens, int completionTokens) => ValueTask.CompletedTask;

@@ -185,6 +185,36 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
     }
 
     [Fact]
+    public async Task With_pii_redaction_the_model_gets_the_redacted_prompt()
+    {
+        using var policy = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+            new { block_at = new { hate = "medium" }, pii = "redact", blocklists = Array.Empty<string>() });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            // Char-level: the prompt's token count is its length as the model got it.
+            using var completion = await fixture.Http.PostAsJsonAsync("/v1/completions",
+                new { model = TinyModelServer.ModelName, prompt = "mail me at john.doe@example.com please", max_tokens = 1 });
+            var body = JsonNode.Parse(await completion.Content.ReadAsStringAsync())!;
+            Assert.Equal("mail me at [EMAIL] please".Length, (int)body["usage"]!["prompt_tokens"]!);
+            Assert.True((bool)body["prompt_filter_results"]![0]!["content_filter_results"]!["pii"]!["redacted"]!);
+
+            // A chat's messages are redacted one by one and the chat rendered again.
+            var chat = new { model = TinyModelServer.ModelName, messages = new[] { new { role = "user", content = "john.doe@example.com" } }, max_tokens = 1 };
+            using var redacted = await fixture.Http.PostAsJsonAsync("/v1/chat/completions", chat);
+            var redactedTokens = (int)JsonNode.Parse(await redacted.Content.ReadAsStringAsync())!["usage"]!["prompt_tokens"]!;
+            using var plain = await fixture.Http.PostAsJsonAsync("/v1/chat/completions", chat with { messages = [new { role = "user", content = "[EMAIL]" }] });
+            Assert.Equal((int)JsonNode.Parse(await plain.Content.ReadAsStringAsync())!["usage"]!["prompt_tokens"]!, redactedTokens);
+        }
+        finally
+        {
+            using var reset = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+            Assert.True(reset.IsSuccessStatusCode);
+        }
+    }
+
+    [Fact]
     public async Task Usage_is_recorded_with_the_real_token_counts()
     {
         var secret = (await fixture.Keys.CreateAsync("usage-check", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests")).Secret;

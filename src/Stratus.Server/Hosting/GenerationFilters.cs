@@ -60,6 +60,10 @@ public interface IGenerationScope
     /// <summary>Annotations of the prompts (prompt_filter_results); null leaves them out.</summary>
     IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; }
 
+    /// <summary>Prompts to generate from instead of GenerationContext.Prompts (same count and
+    /// order; for a chat, its one rendered prompt), e.g. with PII redacted; null keeps them.</summary>
+    IReadOnlyList<string>? Prompts { get; }
+
     /// <summary>Sees each generated piece of a choice in order.</summary>
     ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation);
 

@@ -1,6 +1,7 @@
 // Runs one API request's generations on the engine: one sequence per prompt and choice,
 // submitted together (so a full queue refuses the whole request before anything is sent),
-// read as one merged stream of pieces, with filter scopes and metrics applied on the way out.
+// read as one merged stream of pieces, with filter scopes (which may also rewrite the prompts,
+// e.g. redact PII) and metrics applied on the way out.
 // Both completion endpoints use it; the endpoints only translate to and from OpenAI's shapes.
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
@@ -67,6 +68,9 @@ public sealed class GenerationRun : IAsyncDisposable
         var streams = new GenerationStream[promptTokens.Count * context.Choices];
         try
         {
+            foreach (var scope in scopes)
+                if (scope.Prompts is { } rewritten)
+                    promptTokens = [.. rewritten.Select((text, i) => RequestParser.Encode(context.Model.Tokenizer, text, rewritten.Count == 1 ? "prompt" : $"prompt[{i}]"))];
             for (var p = 0; p < promptTokens.Count; p++)
             {
                 for (var i = 0; i < context.Choices; i++)

@@ -104,6 +104,16 @@ public sealed class RequestTrust
         return new PromptCheck(true, verdict.Text, annotations, null, verdict);
     }
 
+    /// <summary>The text as the deployment's policy passes it on to the model (PII redacted when
+    /// the policy redacts), without auditing or annotating: for redacting the parts of a prompt
+    /// that CheckPromptAsync checked as a whole (a chat's messages).</summary>
+    public async ValueTask<string> RedactAsync(string model, string text, CancellationToken cancellationToken = default)
+    {
+        var pipeline = await trust.Pipelines.GetAsync(model, cancellationToken);
+        var verdict = await pipeline.AnalyzeAsync(text, ContentDirection.Prompt, cancellationToken);
+        return verdict.Blocked ? text : verdict.Text;
+    }
+
     /// <summary>Checks a finished completion before it is sent.</summary>
     public async ValueTask<CompletionCheck> CheckCompletionAsync(string model, string text, CancellationToken cancellationToken = default)
     {

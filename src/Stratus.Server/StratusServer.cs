@@ -27,7 +27,7 @@ public sealed record ServeOptions
     public long MaxRequestBodyBytes { get; init; } = 1 << 20;
     /// <summary>Adds services, e.g. IGenerationFilter implementations.</summary>
     public Action<IServiceCollection>? ConfigureServices { get; init; }
-    /// <summary>Adds middleware ahead of the endpoints (authentication, quotas).</summary>
+    /// <summary>Adds middleware ahead of the endpoints, after the trust layer's authentication.</summary>
     public Action<WebApplication>? ConfigurePipeline { get; init; }
     public LogLevel MinimumLogLevel { get; init; } = LogLevel.Warning;
     /// <summary>libtorch intra-op threads for the whole process; null leaves libtorch's default.

@@ -208,7 +208,13 @@ public sealed class GenerationRun : IAsyncDisposable
         await cancel.CancelAsync();
         cancel.Dispose();
         var (prompt, completion) = Counts();
-        await CompleteAllAsync(scopes, prompt, completion);
-        metrics.RequestEnded(context.Model.Name, outcome);
+        try
+        {
+            await CompleteAllAsync(scopes, prompt, completion);
+        }
+        finally
+        {
+            metrics.RequestEnded(context.Model.Name, outcome);
+        }
     }
 }

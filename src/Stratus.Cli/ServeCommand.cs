@@ -1,10 +1,13 @@
-// `stratus serve --model <run-or-checkpoint> [--model name=dir ...] [--host 127.0.0.1] [--port 8000]`:
-// an OpenAI-compatible server for trained models. ServeAsync is the reusable entry point
-// (e.g. for `stratus demo` to end by serving its model).
+// `stratus serve --model <run-or-checkpoint> [--model name=dir ...] [--host 127.0.0.1] [--port 8000]
+// [--data-dir <dir>] [--insecure-no-auth]`: an OpenAI-compatible server for trained models,
+// behind API keys. ServeAsync is the reusable entry point and EnsureDemoKeyAsync gives a fresh
+// key to call it with (for `stratus demo` to end by serving its model).
 using System.CommandLine;
 using Stratus.Inference;
+using Stratus.Platform;
 using Stratus.Server;
 using Stratus.Server.Hosting;
+using Stratus.Server.Trust;
 
 namespace Stratus.Cli;
 
@@ -21,7 +24,9 @@ static class ServeCommand
         // Measured on 2 cores: one libtorch thread and one core left for Kestrel and its clients
         // gave higher and steadier batched throughput than two libtorch threads.
         var threads = new Option<int>("--threads") { Description = "libtorch threads (default: cores - 1, at least 1)", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount - 1) };
-        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads };
+        var dataDir = TrustCommands.DataDirOption();
+        var insecure = new Option<bool>("--insecure-no-auth") { Description = "serve without API keys (loopback addresses only)" };
+        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure };
         command.SetAction(async (result, cancellation) =>
         {
             var specs = result.GetValue(models)!.Select(ModelSpec.Parse).ToArray();
@@ -31,22 +36,43 @@ static class ServeCommand
                 MaxWaiting = result.GetValue(waiting),
                 MaxKvCacheBytes = result.GetValue(kvMb) * 1024L * 1024L,
             };
-            await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, result.GetValue(threads), cancellation);
+            var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure) };
+            await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, result.GetValue(threads), trust, apiKey: null, cancellation);
             return 0;
         });
         return command;
     }
 
+    /// <summary>The name of the key `stratus demo` creates for itself.</summary>
+    public const string DemoKeyName = "demo";
+
+    /// <summary>Creates a fresh inference key named "demo" in the data directory (null: the
+    /// default one) and returns its secret. A key's secret cannot be read back, so each demo run
+    /// makes a new one, and revokes the previous demo key so they do not pile up.</summary>
+    public static async Task<string> EnsureDemoKeyAsync(string? dataDir, CancellationToken cancellation)
+    {
+        var keys = PlatformStores.OpenSqlite(StratusHome.Resolve(dataDir)).KeyService();
+        foreach (var key in await keys.ListAsync(includeRevoked: false, cancellation))
+            if (key.Name == DemoKeyName) await keys.RevokeAsync(key.Id, TrustCommands.Actor, cancellation);
+        var created = await keys.CreateAsync(DemoKeyName, ApiKeyScopes.Inference, RateLimits.Unlimited, TrustCommands.Actor, cancellation);
+        return created.Secret;
+    }
+
     /// <summary>Loads the models, serves them until Ctrl+C or <paramref name="cancellation"/>,
-    /// and prints the base URL and a working curl line first.</summary>
-    public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, int? threads, CancellationToken cancellation)
+    /// and prints the base URL and a working curl line first (with <paramref name="apiKey"/>
+    /// when given, else a placeholder for the caller's key).</summary>
+    /// <exception cref="StratusUserException">Bad arguments, the port is taken, or the trust
+    /// layer refuses to start (no active key without --insecure-no-auth; --insecure-no-auth off
+    /// loopback): the CLI prints the one-line reason and exits with 2.</exception>
+    public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, int? threads, TrustOptions trust,
+        string? apiKey, CancellationToken cancellation)
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
         Console.WriteLine($"loading {models.Count} model(s) ...");
         StratusServer server;
         try
         {
-            server = await StratusServer.StartAsync(new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), TorchThreads = threads }, cancellation);
+            server = await StratusServer.StartAsync(new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), TorchThreads = threads, Trust = trust }, cancellation);
         }
         catch (IOException e)
         {
@@ -57,7 +83,9 @@ static class ServeCommand
             foreach (var model in server.Models.All)
                 Console.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, {model.Template.Kind} chat template)");
             Console.WriteLine($"OpenAI base URL: {server.BaseUrl}   (metrics: {server.RootUrl}metrics)");
-            Console.WriteLine($"try: {server.CurlExample()}");
+            if (trust.InsecureNoAuth) Console.WriteLine("WARNING: --insecure-no-auth: serving loopback clients without API keys.");
+            else if (apiKey is null) Console.WriteLine("Clients need an API key with the inference scope (stratus keys create --name <n> --scopes inference).");
+            Console.WriteLine($"try: {server.CurlExample(apiKey)}");
             Console.WriteLine("Ctrl+C stops the server.");
             await server.WaitForShutdownAsync(cancellation);
         }

@@ -1,6 +1,7 @@
 // The OpenAI-compatible server: Kestrel, the /v1 endpoints, /tokenize, /health, /ready and
-// /metrics over one engine per served model. StartAsync is the one entry point, used by
-// `stratus serve`, by tests and by anything that wants a model behind HTTP.
+// /metrics over one engine per served model, behind the trust layer (API keys on everything but
+// /health, quotas, content safety, usage, the admin API). StartAsync is the one entry point,
+// used by `stratus serve`, by tests and by anything that wants a model behind HTTP.
 using System.Net;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -12,6 +13,7 @@ using Stratus.Inference;
 using Stratus.Server.Api;
 using Stratus.Server.Endpoints;
 using Stratus.Server.Hosting;
+using Stratus.Server.Trust;
 
 namespace Stratus.Server;
 
@@ -25,12 +27,15 @@ public sealed record ServeOptions
     public long MaxRequestBodyBytes { get; init; } = 1 << 20;
     /// <summary>Adds services, e.g. IGenerationFilter implementations.</summary>
     public Action<IServiceCollection>? ConfigureServices { get; init; }
-    /// <summary>Adds middleware ahead of the endpoints (authentication, quotas).</summary>
+    /// <summary>Adds middleware ahead of the endpoints, after the trust layer's authentication.</summary>
     public Action<WebApplication>? ConfigurePipeline { get; init; }
     public LogLevel MinimumLogLevel { get; init; } = LogLevel.Warning;
     /// <summary>libtorch intra-op threads for the whole process; null leaves libtorch's default.
     /// On small machines one core is better left to Kestrel (see ServeCommand).</summary>
     public int? TorchThreads { get; init; }
+    /// <summary>Where keys, usage and the audit log live, and whether keys may be skipped
+    /// (--insecure-no-auth, loopback only).</summary>
+    public TrustOptions Trust { get; init; } = new();
 }
 
 public sealed class StratusServer : IAsyncDisposable
@@ -45,6 +50,8 @@ public sealed class StratusServer : IAsyncDisposable
     }
 
     public ModelRegistry Models { get; }
+    /// <summary>The host's services (StratusTrust, the endpoint data source for probes).</summary>
+    public IServiceProvider Services => app.Services;
     /// <summary>http://host:port/</summary>
     public Uri RootUrl { get; }
     /// <summary>What OpenAI clients take as their base URL: http://host:port/v1</summary>
@@ -60,16 +67,35 @@ public sealed class StratusServer : IAsyncDisposable
             TorchSharp.torch.set_num_threads(threads);
         }
         var registry = new ModelRegistry();
+        WebApplication? app = null;
         try
         {
             foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine));
-            var app = Build(options, registry);
+            app = Build(options, registry);
+            var trust = app.Services.GetRequiredService<StratusTrust>();
+            // No active key: refused here as one clear error rather than as the host's failure
+            // report (its startup guard would refuse the same).
+            await TrustStartupGuard.EnsureCallableAsync(trust, cancellation);
+            // A model's name is its deployment name for safety policies and usage.
+            foreach (var model in registry.All)
+            {
+                try
+                {
+                    Stratus.Safety.SafetyPolicy.ValidateDeploymentName(model.Name);
+                }
+                catch (Stratus.Safety.TrustUserException e)
+                {
+                    throw new StratusUserException($"{e.Message} Name the model with --model NAME=DIR.");
+                }
+            }
             await app.StartAsync(cancellation);
+            foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             return new StratusServer(app, registry, new Uri(address.EndsWith('/') ? address : address + "/"));
         }
         catch
         {
+            if (app is not null) await app.DisposeAsync();
             registry.Dispose();
             throw;
         }
@@ -86,10 +112,16 @@ public sealed class StratusServer : IAsyncDisposable
             var address = options.Host is "localhost" ? IPAddress.Loopback
                 : IPAddress.TryParse(options.Host, out var ip) ? ip
                 : throw new StratusUserException($"--host {options.Host} is not an IP address; use e.g. 127.0.0.1 or 0.0.0.0");
+            // Refused before binding; TrustStartupGuard checks the bound addresses again.
+            if (options.Trust.InsecureNoAuth && !IPAddress.IsLoopback(address))
+                throw new StratusUserException($"--insecure-no-auth serves without API keys, so it listens on loopback only (127.0.0.1, ::1), not {options.Host}. " +
+                    "Drop --host, or drop --insecure-no-auth and create a key: stratus keys create --name <n> --scopes inference");
             kestrel.Listen(address, options.Port);
         });
         builder.Services.AddSingleton(registry);
         builder.Services.AddSingleton<ServingMetrics>();
+        // Before the host's own services, so the trust filter runs first on every generation.
+        builder.Services.AddStratusTrust(options.Trust);
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
             .AddMeter(ServingMetrics.MeterName)
             .AddPrometheusExporter());
@@ -110,20 +142,27 @@ public sealed class StratusServer : IAsyncDisposable
             await ErrorMiddleware.WriteAsync(context.HttpContext, new ApiException(status, message, code: status switch { 404 => "unknown_url", 405 => "method_not_allowed", _ => null }));
         });
         app.UseMiddleware<BodySizeMiddleware>(options.MaxRequestBodyBytes);
-        // Authentication, quotas and the like go here: after error shaping, before any endpoint.
+        // Keys, scopes and requests per minute: after error shaping (ErrorMiddleware shapes the
+        // trust layer's errors too), before any endpoint; everything but /health needs a key.
+        app.UseStratusTrust(shapeErrors: false);
         options.ConfigurePipeline?.Invoke(app);
 
         app.MapGroup("/v1").MapModels().MapCompletions().MapChatCompletions();
         app.MapTokenizer().MapHealth();
         app.MapPrometheusScrapingEndpoint("/metrics");
+        app.MapStratusTrustEndpoints();
         return app;
     }
 
-    /// <summary>A curl command that chats with <paramref name="model"/> (default: the first).</summary>
-    public string CurlExample(string? model = null)
+    /// <summary>A curl command that chats with <paramref name="model"/> (default: the first),
+    /// sending <paramref name="apiKey"/> (without one it shows a placeholder to replace, unless
+    /// the server runs with --insecure-no-auth).</summary>
+    public string CurlExample(string? apiKey = null, string? model = null)
     {
         model ??= Models.All[0].Name;
-        return $"curl {BaseUrl}/chat/completions -H 'Content-Type: application/json' " +
+        var insecure = app.Services.GetRequiredService<StratusTrust>().Options.InsecureNoAuth;
+        var authorization = apiKey is null && insecure ? "" : $"-H 'Authorization: Bearer {apiKey ?? "<your key>"}' ";
+        return $"curl {BaseUrl}/chat/completions {authorization}-H 'Content-Type: application/json' " +
             $"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"ROMEO:\"}}], \"max_tokens\": 40}}'";
     }
 

@@ -1,5 +1,6 @@
 // The seam for policy (quotas, content safety): a filter can refuse a request before the
-// engine sees it and rewrite generated text on its way out, streamed or not.
+// engine sees it and rewrite generated text on its way out, streamed or not; it runs after the
+// trust layer's own filter.
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
@@ -12,10 +13,18 @@ namespace Stratus.Server.Tests;
 /// <summary>Refuses users named "blocked" and masks every 'e' in the output.</summary>
 public sealed class MaskingFilter : IGenerationFilter
 {
-    public ValueTask BeforeGenerationAsync(GenerationContext context, CancellationToken cancellation) =>
-        context.User == "blocked" ? throw new ApiException(403, "This user may not use the model.", "user", "forbidden") : ValueTask.CompletedTask;
+    public ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation) =>
+        context.User == "blocked" ? throw new ApiException(403, "This user may not use the model.", "user", "forbidden")
+            : ValueTask.FromResult<IGenerationScope?>(new Scope());
 
-    public string OnOutputText(GenerationContext context, int choice, string text) => text.Replace('e', '*');
+    sealed class Scope : IGenerationScope
+    {
+        public IReadOnlyList<Safety.PromptFilterResult>? PromptFilterResults => null;
+        public IReadOnlyList<string>? Prompts => null;
+        public ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation) => ValueTask.FromResult(new FilteredText(text.Replace('e', '*')));
+        public ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation) => ValueTask.FromResult(ChoiceEnd.None);
+        public ValueTask CompleteAsync(int promptTokens, int completionTokens) => ValueTask.CompletedTask;
+    }
 }
 
 public sealed class FilteredModelServer : IAsyncLifetime

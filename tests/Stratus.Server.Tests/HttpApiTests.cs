@@ -55,6 +55,10 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         Assert.Equal("data: [DONE]", events[^1]);
         var chunks = events.SkipLast(1).Select(e => JsonNode.Parse(e["data: ".Length..])!).ToList();
         Assert.All(chunks, c => Assert.Equal("chat.completion.chunk", (string)c["object"]!));
+        // Azure's order: the prompt's annotations first, in a chunk without choices.
+        Assert.Empty(chunks[0]["choices"]!.AsArray());
+        Assert.Equal(0, (int)chunks[0]["prompt_filter_results"]![0]!["prompt_index"]!);
+        chunks.RemoveAt(0);
         var usage = chunks[^1];
         Assert.Empty(usage["choices"]!.AsArray());
         Assert.Equal(16, (int)usage["usage"]!["completion_tokens"]!);
@@ -63,6 +67,7 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
             var mine = chunks.SkipLast(1).Select(c => c["choices"]![0]!).Where(c => (int)c["index"]! == index).ToList();
             Assert.Equal("assistant", (string)mine[0]["delta"]!["role"]!);
             Assert.Equal("length", (string)mine[^1]["finish_reason"]!);
+            Assert.NotNull(mine[^1]["content_filter_results"]);
             Assert.All(mine.SkipLast(1), c => Assert.Null(c["finish_reason"]));
             Assert.Equal(8, string.Concat(mine.Select(c => (string?)c["delta"]!["content"] ?? "")).Length);
         }

@@ -1,6 +1,7 @@
 // The official OpenAI .NET SDK against the server with only its endpoint changed: models,
 // chat, streaming, stop sequences, seeds, usage and errors as the SDK's exceptions.
 using System.ClientModel;
+using System.Net.Http.Json;
 using OpenAI;
 using OpenAI.Chat;
 using OpenAI.Models;
@@ -9,7 +10,7 @@ namespace Stratus.Server.Tests;
 
 public sealed class OpenAiSdkTests(TinyModelServer fixture) : IClassFixture<TinyModelServer>
 {
-    OpenAIClient Client => new(new ApiKeyCredential("not-needed"), new OpenAIClientOptions { Endpoint = fixture.Server.BaseUrl });
+    OpenAIClient Client => new(new ApiKeyCredential(fixture.ApiKey), new OpenAIClientOptions { Endpoint = fixture.Server.BaseUrl });
     ChatClient Chat(string model = TinyModelServer.ModelName) => Client.GetChatClient(model);
     static readonly ChatMessage[] Hello = [new UserChatMessage("Hello there")];
 
@@ -37,13 +38,17 @@ public sealed class OpenAiSdkTests(TinyModelServer fixture) : IClassFixture<Tiny
     [Fact]
     public async Task Streaming_gives_the_same_text_as_a_plain_greedy_call()
     {
+        // A chunk per token needs a deployment that does not check completions: a checked stream
+        // is released in checked pieces, ending at word boundaries (see TrustIntegrationTests).
+        using (var policy = await fixture.Http.PutAsJsonAsync("/v1/admin/policies/tiny-run", new { pii = "annotate", blocklists = Array.Empty<string>(), check_completions = false }))
+            Assert.True(policy.IsSuccessStatusCode);
         var options = new ChatCompletionOptions { MaxOutputTokenCount = 20, Temperature = 0 };
-        ChatCompletion whole = await Chat().CompleteChatAsync(Hello, options);
+        ChatCompletion whole = await Chat("tiny-run").CompleteChatAsync(Hello, options);
         var text = new System.Text.StringBuilder();
         ChatFinishReason? finish = null;
         ChatTokenUsage? usage = null;
         var updates = 0;
-        await foreach (var update in Chat().CompleteChatStreamingAsync(Hello, options))
+        await foreach (var update in Chat("tiny-run").CompleteChatStreamingAsync(Hello, options))
         {
             updates++;
             foreach (var part in update.ContentUpdate) text.Append(part.Text);

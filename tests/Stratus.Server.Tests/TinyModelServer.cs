@@ -1,9 +1,14 @@
 // A real Kestrel server on a free loopback port serving a tiny random-weight char-level GPT,
-// saved with Checkpoint.Save exactly as training would, shared by the tests of one class.
+// saved with Checkpoint.Save exactly as training would, shared by the tests of one class. It
+// runs with authentication on: the fixture creates a key (inference and admin scopes) in a
+// temporary data directory, and its HttpClient sends it.
+using System.Net.Http.Headers;
 using Microsoft.Extensions.DependencyInjection;
 using Stratus.Inference;
 using Stratus.Models;
+using Stratus.Platform;
 using Stratus.Server.Hosting;
+using Stratus.Server.Trust;
 using Stratus.Tokenization;
 using Stratus.Training;
 using TorchSharp;
@@ -18,7 +23,11 @@ public sealed class TinyModelServer : IAsyncLifetime
     readonly string folder = Path.Combine(Path.GetTempPath(), $"stratus-serve-test-{Guid.NewGuid():N}");
 
     public StratusServer Server { get; private set; } = null!;
+    /// <summary>A client that sends <see cref="ApiKey"/>.</summary>
     public HttpClient Http { get; private set; } = null!;
+    /// <summary>The fixture's key: inference and admin scopes, no limits.</summary>
+    public string ApiKey { get; private set; } = null!;
+    public string DataDir => Path.Combine(folder, "data");
     public string RunFolder => Path.Combine(folder, "tiny-run");
     public ServedModel Model => Server.Models.Get(ModelName);
 
@@ -35,9 +44,16 @@ public sealed class TinyModelServer : IAsyncLifetime
         return directory;
     }
 
+    /// <summary>The data directory's key service, as the CLI would open it.</summary>
+    public ApiKeyService Keys => PlatformStores.OpenSqlite(DataDir).KeyService();
+
+    /// <summary>A client for the server without any key.</summary>
+    public HttpClient AnonymousClient() => new() { BaseAddress = Server.RootUrl, Timeout = TimeSpan.FromSeconds(60) };
+
     public async Task InitializeAsync()
     {
         CreateCheckpoint(Path.Combine(RunFolder, "checkpoints", "best"));
+        ApiKey = (await Keys.CreateAsync("tests", ApiKeyScopes.Inference | ApiKeyScopes.Admin, RateLimits.Unlimited, "tests")).Secret;
         Server = await StratusServer.StartAsync(new ServeOptions
         {
             Models = [new ModelSpec(RunFolder, ModelName), new ModelSpec(Path.Combine(RunFolder, "checkpoints", "best"))],
@@ -45,8 +61,10 @@ public sealed class TinyModelServer : IAsyncLifetime
             Engine = Engine,
             MaxRequestBodyBytes = 64 * 1024,
             ConfigureServices = ConfigureServices,
+            Trust = new TrustOptions { DataDir = DataDir },
         });
-        Http = new HttpClient { BaseAddress = Server.RootUrl, Timeout = TimeSpan.FromSeconds(60) };
+        Http = AnonymousClient();
+        Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);
     }
 
     public async Task DisposeAsync()

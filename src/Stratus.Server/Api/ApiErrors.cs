@@ -1,7 +1,9 @@
 // Errors in OpenAI's shape, {"error": {"message", "type", "param", "code"}}: every failure a
 // client can cause is thrown as an ApiException and written by ErrorMiddleware, so handlers
-// never build error bodies themselves.
+// never build error bodies themselves. Azure OpenAI's content-filter refusal adds the status,
+// an innererror and prompt_filter_results to that shape; quota refusals add headers.
 using System.Text.Json.Serialization;
+using Stratus.Safety;
 
 namespace Stratus.Server.Api;
 
@@ -18,6 +20,12 @@ public sealed class ApiException(int status, string message, string? param = nul
     };
     /// <summary>Seconds the client should wait before retrying (429 and 503).</summary>
     public int? RetryAfterSeconds { get; init; }
+    /// <summary>Extra response headers (x-ratelimit-*).</summary>
+    public IReadOnlyList<KeyValuePair<string, string>> Headers { get; init; } = [];
+    /// <summary>Azure's error.innererror (content_filter_result of a filtered prompt).</summary>
+    public object? InnerError { get; init; }
+    /// <summary>Azure's prompt_filter_results next to the error of a filtered prompt.</summary>
+    public IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; init; }
 
     public static ApiException Invalid(string message, string? param = null, string? code = null) => new(400, message, param, code);
 
@@ -25,10 +33,14 @@ public sealed class ApiException(int status, string message, string? param = nul
         new(404, $"The model `{model}` does not exist.", "model", "model_not_found");
 }
 
-public sealed record ErrorBody([property: JsonPropertyName("error")] ErrorDetail Error);
+public sealed record ErrorBody(
+    [property: JsonPropertyName("error")] ErrorDetail Error,
+    [property: JsonPropertyName("prompt_filter_results"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<PromptFilterResult>? PromptFilterResults = null);
 
 public sealed record ErrorDetail(
     [property: JsonPropertyName("message")] string Message,
     [property: JsonPropertyName("type")] string Type,
     [property: JsonPropertyName("param")] string? Param,
-    [property: JsonPropertyName("code")] string? Code);
+    [property: JsonPropertyName("code")] string? Code,
+    [property: JsonPropertyName("status"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] int? Status = null,
+    [property: JsonPropertyName("innererror"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] object? InnerError = null);

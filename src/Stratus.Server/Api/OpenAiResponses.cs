@@ -1,6 +1,8 @@
 // Response bodies of the OpenAI API as records, field for field as OpenAI writes them
-// (including the nulls it writes, such as finish_reason in a streamed chunk).
+// (including the nulls it writes, such as finish_reason in a streamed chunk), plus Azure
+// OpenAI's prompt_filter_results and content_filter_results when a filter gives them.
 using System.Text.Json.Serialization;
+using Stratus.Safety;
 
 namespace Stratus.Server.Api;
 
@@ -23,9 +25,13 @@ public sealed record ModelCard(string Id, long Created, int MaxModelLen)
 public sealed record ChatCompletion(string Id, long Created, string Model, IReadOnlyList<ChatChoice> Choices, Usage Usage)
 {
     public string Object => "chat.completion";
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; init; }
 }
 
-public sealed record ChatChoice(int Index, ChatMessageOut Message, ChatLogprobs? Logprobs, string? FinishReason);
+public sealed record ChatChoice(int Index, ChatMessageOut Message, ChatLogprobs? Logprobs, string? FinishReason)
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public ContentFilterResults? ContentFilterResults { get; init; }
+}
 
 public sealed record ChatMessageOut(string Content)
 {
@@ -36,9 +42,13 @@ public sealed record ChatCompletionChunk(string Id, long Created, string Model, 
 {
     public string Object => "chat.completion.chunk";
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public Usage? Usage { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; init; }
 }
 
-public sealed record ChatChunkChoice(int Index, ChatDelta Delta, ChatLogprobs? Logprobs, string? FinishReason);
+public sealed record ChatChunkChoice(int Index, ChatDelta Delta, ChatLogprobs? Logprobs, string? FinishReason)
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public ContentFilterResults? ContentFilterResults { get; init; }
+}
 
 public sealed record ChatDelta
 {
@@ -56,9 +66,13 @@ public sealed record Completion(string Id, long Created, string Model, IReadOnly
 {
     public string Object => "text_completion";
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public Usage? Usage { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; init; }
 }
 
-public sealed record CompletionChoice(int Index, string Text, CompletionLogprobs? Logprobs, string? FinishReason);
+public sealed record CompletionChoice(int Index, string Text, CompletionLogprobs? Logprobs, string? FinishReason)
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public ContentFilterResults? ContentFilterResults { get; init; }
+}
 
 public sealed record CompletionLogprobs(
     IReadOnlyList<string> Tokens,

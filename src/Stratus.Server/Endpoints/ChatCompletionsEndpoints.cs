@@ -1,6 +1,7 @@
 // POST /v1/chat/completions: renders the messages with the model's chat template, generates
 // n choices, and answers with one chat.completion or a stream of chat.completion.chunk events.
 using Stratus.Inference;
+using Stratus.Safety;
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 
@@ -8,6 +9,8 @@ namespace Stratus.Server.Endpoints;
 
 public static class ChatCompletionsEndpoints
 {
+    const string ContentFilterFinishReason = "content_filter";
+
     public static RouteGroupBuilder MapChatCompletions(this RouteGroupBuilder group)
     {
         group.MapPost("/chat/completions", Handle);
@@ -37,7 +40,7 @@ public static class ChatCompletionsEndpoints
             Logprobs = body.Logprobs == true ? topLogprobs : null,
             StopTokens = model.Template.StopTokens(model.Tokenizer),
         };
-        var context = new GenerationContext(http, "chat.completions", model, [prompt], messages, request, choices, body.User);
+        var context = new GenerationContext(http, "chat.completions", model, [prompt], messages, request, choices, body.User, tokens.Length, body.Stream == true);
         await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation);
         var id = $"chatcmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -50,6 +53,7 @@ public static class ChatCompletionsEndpoints
         var texts = new StringBuilder[choices];
         var tokenLogprobs = new List<ChatTokenLogprob>?[choices];
         var finish = new string?[choices];
+        var filterResults = new ContentFilterResults?[choices];
         for (var i = 0; i < choices; i++)
         {
             texts[i] = new StringBuilder();
@@ -57,29 +61,36 @@ public static class ChatCompletionsEndpoints
         }
         await foreach (var piece in run.ReadAllAsync())
         {
-            if (piece.FinishReason is not null) finish[piece.Choice] = piece.FinishReason;
+            if (piece.FinishReason is not null) (finish[piece.Choice], filterResults[piece.Choice]) = (piece.FinishReason, piece.FilterResults);
             texts[piece.Choice].Append(piece.Text);
-            if (logprobs && piece.Token is { } token) tokenLogprobs[piece.Choice]!.Add(Logprob(model, token));
+            if (logprobs) foreach (var token in piece.Tokens) tokenLogprobs[piece.Choice]!.Add(Logprob(model, token));
         }
         var result = new ChatChoice[choices];
         for (var i = 0; i < choices; i++)
-            result[i] = new ChatChoice(i, new ChatMessageOut(texts[i].ToString()), logprobs ? new ChatLogprobs(tokenLogprobs[i]!) : null, finish[i]);
-        return new ChatCompletion(id, created, model.Name, result, Usage.Of(run.PromptTokens, run.CompletionTokens));
+        {
+            // A filtered choice's tokens would spell out what was filtered.
+            var lp = logprobs && finish[i] != ContentFilterFinishReason ? new ChatLogprobs(tokenLogprobs[i]!) : null;
+            result[i] = new ChatChoice(i, new ChatMessageOut(texts[i].ToString()), lp, finish[i]) { ContentFilterResults = filterResults[i] };
+        }
+        return new ChatCompletion(id, created, model.Name, result, Usage.Of(run.PromptTokens, run.CompletionTokens)) { PromptFilterResults = run.PromptFilterResults };
     }
 
     static async Task StreamAsync(HttpContext http, GenerationRun run, ServedModel model, string id, long created, int choices, bool includeUsage, bool logprobs, CancellationToken cancellation)
     {
         var events = new ServerSentEvents(http.Response);
         await events.StartAsync(cancellation);
+        // Azure sends the prompt's annotations first, in a chunk without choices.
+        if (run.PromptFilterResults is { } promptFilterResults)
+            await events.WriteAsync(new ChatCompletionChunk(id, created, model.Name, []) { PromptFilterResults = promptFilterResults }, cancellation);
         for (var i = 0; i < choices; i++)
             await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(i, new ChatDelta { Role = "assistant", Content = "" }, null, null)), cancellation);
         await foreach (var piece in run.ReadAllAsync())
         {
             if (piece.FinishReason is not null)
-                await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta(), null, piece.FinishReason)), cancellation);
-            else if (piece.Text.Length > 0 || (logprobs && piece.Token is not null))
+                await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta(), null, piece.FinishReason) { ContentFilterResults = piece.FilterResults }), cancellation);
+            else if (piece.Text.Length > 0 || (logprobs && piece.Tokens.Count > 0))
             {
-                var lp = logprobs && piece.Token is { } token ? new ChatLogprobs([Logprob(model, token)]) : null;
+                var lp = logprobs && piece.Tokens.Count > 0 ? new ChatLogprobs([.. piece.Tokens.Select(t => Logprob(model, t))]) : null;
                 await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta { Content = piece.Text }, lp, null)), cancellation);
             }
         }

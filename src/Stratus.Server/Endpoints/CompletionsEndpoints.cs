@@ -1,6 +1,7 @@
 // POST /v1/completions: the legacy text completion API: one or more prompts (text or token
 // ids), n choices each, optional echo of the prompt, streamed or not.
 using Stratus.Inference;
+using Stratus.Safety;
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 using Stratus.Tokenization;
@@ -11,6 +12,7 @@ public static class CompletionsEndpoints
 {
     /// <summary>OpenAI's default for the legacy endpoint.</summary>
     const int DefaultMaxTokens = 16;
+    const string ContentFilterFinishReason = "content_filter";
 
     public static RouteGroupBuilder MapCompletions(this RouteGroupBuilder group)
     {
@@ -46,15 +48,19 @@ public static class CompletionsEndpoints
         var maxTokens = RequestParser.MaxTokens(body.MaxTokens, "max_tokens", longest, model.ContextLength, minimum: 0, DefaultMaxTokens);
         var echo = body.Echo == true;
         var request = sampling with { PromptTokens = promptTokens[0], MaxTokens = maxTokens, Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };
-        var context = new GenerationContext(http, "completions", model, promptTexts, null, request, choices, body.User);
+        var stream = body.Stream == true;
+        var context = new GenerationContext(http, "completions", model, promptTexts, null, request, choices, body.User, promptTokens.Sum(p => p.Length), stream);
         await using var run = await GenerationRun.StartAsync(context, promptTokens, [.. filters], metrics, cancellation);
         var id = $"cmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var total = promptTokens.Count * choices;
-        if (body.Stream == true)
+        if (stream)
         {
             var events = new ServerSentEvents(http.Response);
             await events.StartAsync(cancellation);
+            // Azure sends the prompts' annotations first, in a chunk without choices.
+            if (run.PromptFilterResults is { } promptFilterResults)
+                await events.WriteAsync(new Completion(id, created, model.Name, []) { PromptFilterResults = promptFilterResults }, cancellation);
             // A choice's echo goes out with its first piece: by then its prompt has been scored.
             var echoed = new bool[total];
             await foreach (var piece in run.ReadAllAsync())
@@ -66,9 +72,9 @@ public static class CompletionsEndpoints
                     var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], promptTokens[c / choices], run.Streams[c].PromptLogprobs);
                     await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, promptTexts[c / choices], promptLogprobs, null)]), cancellation);
                 }
-                if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Token is null)) continue;
-                var lp = logprobs is not null && piece.Token is { } token ? Logprobs(tokenizer, [token], null, null) : null;
-                await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason)]), cancellation);
+                if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Tokens.Count == 0)) continue;
+                var lp = logprobs is not null && piece.Tokens.Count > 0 ? Logprobs(tokenizer, piece.Tokens, null, null) : null;
+                await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason) { ContentFilterResults = piece.FilterResults }]), cancellation);
             }
             if (body.StreamOptions?.IncludeUsage == true)
                 await events.WriteAsync(new Completion(id, created, model.Name, []) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens) }, cancellation);
@@ -79,6 +85,7 @@ public static class CompletionsEndpoints
         var texts = new StringBuilder[total];
         var tokens = new List<GeneratedToken>[total];
         var finish = new string?[total];
+        var filterResults = new ContentFilterResults?[total];
         for (var c = 0; c < total; c++)
         {
             texts[c] = new StringBuilder(echo ? promptTexts[c / choices] : "");
@@ -86,17 +93,22 @@ public static class CompletionsEndpoints
         }
         await foreach (var piece in run.ReadAllAsync())
         {
-            if (piece.FinishReason is not null) finish[piece.Choice] = piece.FinishReason;
+            if (piece.FinishReason is not null) (finish[piece.Choice], filterResults[piece.Choice]) = (piece.FinishReason, piece.FilterResults);
             texts[piece.Choice].Append(piece.Text);
-            if (logprobs is not null && piece.Token is { } token) tokens[piece.Choice].Add(token);
+            if (logprobs is not null) tokens[piece.Choice].AddRange(piece.Tokens);
         }
         var result = new CompletionChoice[total];
         for (var c = 0; c < total; c++)
         {
-            var lp = logprobs is null ? null : Logprobs(tokenizer, tokens[c], echo ? promptTokens[c / choices] : null, run.Streams[c].PromptLogprobs);
-            result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]);
+            // A filtered choice's tokens would spell out what was filtered.
+            var lp = logprobs is null || finish[c] == ContentFilterFinishReason ? null : Logprobs(tokenizer, tokens[c], echo ? promptTokens[c / choices] : null, run.Streams[c].PromptLogprobs);
+            result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]) { ContentFilterResults = filterResults[c] };
         }
-        await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens) }, OpenAiJson.Options, cancellation);
+        await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result)
+        {
+            Usage = Usage.Of(run.PromptTokens, run.CompletionTokens),
+            PromptFilterResults = run.PromptFilterResults,
+        }, OpenAiJson.Options, cancellation);
     }
 
     /// <summary>The legacy logprobs object; echoed prompt tokens come first, the very first of

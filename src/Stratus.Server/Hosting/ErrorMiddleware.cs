@@ -1,6 +1,9 @@
 // Every failure leaves the server as an OpenAI-shaped error: ApiExceptions with their status,
-// oversized bodies as 413, malformed requests as 400, and anything unexpected as a 500 without
-// internals (logged here, never sent). Also counts refused and invalid requests for /metrics.
+// oversized bodies as 413, malformed requests and user errors (StratusUserException, the trust
+// layer's TrustUserException) as 400, and anything unexpected as a 500 without internals
+// (logged here, never sent). The one error middleware of the server: the trust layer's own is
+// left out (UseStratusTrust(shapeErrors: false)). Also counts refused and invalid requests for
+// /metrics.
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Stratus.Server.Api;
@@ -31,6 +34,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                     new ApiException(413, "The request body is too large.", code: "request_too_large"),
                 BadHttpRequestException bad => new ApiException(bad.StatusCode is >= 400 and < 500 ? bad.StatusCode : 400, "The request could not be read: " + bad.Message),
                 StratusUserException user => ApiException.Invalid(user.Message),
+                Stratus.Safety.TrustUserException user => ApiException.Invalid(user.Message),
                 Stratus.Inference.EngineUnavailableException down => new ApiException(503, $"The model is not available: {down.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
                 JsonException => ApiException.Invalid("We could not parse the JSON body of your request."),
                 _ => null,
@@ -54,12 +58,15 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
         context.Response.Clear();
         context.Response.StatusCode = error.Status;
         if (error.RetryAfterSeconds is { } seconds) context.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        foreach (var (name, value) in error.Headers) context.Response.Headers[name] = value;
         context.Response.ContentType = "application/json";
         await context.Response.WriteAsync(Serialize(error), CancellationToken.None);
     }
 
     public static string Serialize(ApiException error) =>
-        JsonSerializer.Serialize(new ErrorBody(new ErrorDetail(error.Message, error.Type, error.Param, error.Code)));
+        JsonSerializer.Serialize(new ErrorBody(
+            new ErrorDetail(error.Message, error.Type, error.Param, error.Code, error.InnerError is null ? null : error.Status, error.InnerError),
+            error.PromptFilterResults));
 
     static async Task TryWriteStreamError(HttpContext context, ApiException error)
     {

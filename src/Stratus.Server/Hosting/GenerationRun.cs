@@ -1,51 +1,76 @@
 // Runs one API request's generations on the engine: one sequence per prompt and choice,
 // submitted together (so a full queue refuses the whole request before anything is sent),
-// read as one merged stream of pieces, with filters and metrics applied on the way out.
+// read as one merged stream of pieces, with filter scopes (which may also rewrite the prompts,
+// e.g. redact PII) and metrics applied on the way out.
 // Both completion endpoints use it; the endpoints only translate to and from OpenAI's shapes.
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Stratus.Inference;
+using Stratus.Safety;
 using Stratus.Server.Api;
 
 namespace Stratus.Server.Hosting;
 
-/// <summary>A piece of one choice's output, or that choice's end (FinishReason set).</summary>
-public readonly record struct ChoicePiece(int Choice, string Text, GeneratedToken? Token, string? FinishReason);
+/// <summary>A piece of one choice's output, or that choice's end (FinishReason set, with the
+/// choice's content_filter_results when a filter gives them).</summary>
+/// <param name="Tokens">The generated tokens whose text has been passed on by now (their
+/// logprobs may be sent): a token whose text a filter holds back waits with it, and is dropped
+/// with it when a filter stops the choice, so logprobs never spell out filtered text.</param>
+public readonly record struct ChoicePiece(int Choice, string Text, IReadOnlyList<GeneratedToken> Tokens, string? FinishReason, ContentFilterResults? FilterResults = null);
 
 public sealed class GenerationRun : IAsyncDisposable
 {
     readonly GenerationContext context;
-    readonly IReadOnlyList<IGenerationFilter> filters;
+    readonly IReadOnlyList<IGenerationScope> scopes;
     readonly ServingMetrics metrics;
     readonly GenerationStream[] streams;
     readonly CancellationTokenSource cancel;
     readonly long started = Stopwatch.GetTimestamp();
-    long? firstToken;
+    /// <summary>When the engine produced the first token of any choice; 0 until then.</summary>
+    long firstToken;
     string outcome = FinishReason.Cancelled;
 
-    GenerationRun(GenerationContext context, IReadOnlyList<IGenerationFilter> filters, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel)
+    GenerationRun(GenerationContext context, IReadOnlyList<IGenerationScope> scopes, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel)
     {
         this.context = context;
-        this.filters = filters;
+        this.scopes = scopes;
         this.metrics = metrics;
         this.streams = streams;
         this.cancel = cancel;
+        PromptFilterResults = scopes.SelectMany(s => s.PromptFilterResults ?? []).ToArray() is { Length: > 0 } results ? results : null;
     }
 
     public IReadOnlyList<GenerationStream> Streams => streams;
     public int PromptTokens { get; private set; }
     public int CompletionTokens { get; private set; }
+    /// <summary>The filters' prompt annotations; null when none gave any.</summary>
+    public IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; }
 
-    /// <summary>Runs the filters and submits every sequence; 429 when the engine's queue is full.</summary>
+    /// <summary>Begins the filters' scopes and submits every sequence; 429 when the engine's
+    /// queue is full.</summary>
     public static async Task<GenerationRun> StartAsync(GenerationContext context, IReadOnlyList<int[]> promptTokens, IReadOnlyList<IGenerationFilter> filters,
         ServingMetrics metrics, CancellationToken cancellation)
     {
-        foreach (var filter in filters) await filter.BeforeGenerationAsync(context, cancellation);
+        var scopes = new List<IGenerationScope>(filters.Count);
+        try
+        {
+            foreach (var filter in filters)
+                if (await filter.BeginAsync(context, cancellation) is { } scope) scopes.Add(scope);
+        }
+        catch
+        {
+            // A later filter refused: nothing was generated for the earlier ones' charges.
+            await CompleteAllAsync(scopes, 0, 0);
+            throw;
+        }
         var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
         var streams = new GenerationStream[promptTokens.Count * context.Choices];
         try
         {
+            foreach (var scope in scopes)
+                if (scope.Prompts is { } rewritten)
+                    promptTokens = [.. rewritten.Select((text, i) => RequestParser.Encode(context.Model.Tokenizer, text, rewritten.Count == 1 ? "prompt" : $"prompt[{i}]"))];
             for (var p = 0; p < promptTokens.Count; p++)
             {
                 for (var i = 0; i < context.Choices; i++)
@@ -60,6 +85,7 @@ public sealed class GenerationRun : IAsyncDisposable
         {
             cancel.Cancel();
             cancel.Dispose();
+            await CompleteAllAsync(scopes, 0, 0);
             throw e switch
             {
                 EngineOverloadedException o => new ApiException(429, o.Message, code: "rate_limit_exceeded") { RetryAfterSeconds = (int)Math.Ceiling(o.RetryAfter.TotalSeconds) },
@@ -68,7 +94,7 @@ public sealed class GenerationRun : IAsyncDisposable
                 _ => e,
             };
         }
-        return new GenerationRun(context, filters, metrics, streams, cancel);
+        return new GenerationRun(context, scopes, metrics, streams, cancel);
     }
 
     /// <summary>Pieces of all choices as they are generated, each choice ending with a piece
@@ -78,20 +104,24 @@ public sealed class GenerationRun : IAsyncDisposable
         var token = cancel.Token;
         // One choice (the common case) is read directly: merging would add a thread hop per token.
         var pieces = streams.Length == 1 ? ReadChoiceAsync(0, token) : Merge(token);
-        await foreach (var piece in pieces.ConfigureAwait(false))
-        {
-            if (piece.Token is not null && firstToken is null) firstToken = Stopwatch.GetTimestamp();
-            yield return piece;
-        }
+        await foreach (var piece in pieces.ConfigureAwait(false)) yield return piece;
+        (PromptTokens, CompletionTokens) = Counts();
+        outcome = streams.Length > 0 && Array.TrueForAll(streams, s => s.FinishReason == FinishReason.Stop) ? FinishReason.Stop : FinishReason.Length;
+        var first = Interlocked.Read(ref firstToken);
+        metrics.Generated(context.Model.Name, started, first == 0 ? null : first, PromptTokens, CompletionTokens);
+    }
+
+    /// <summary>Tokens used so far; prompt tokens are counted once per prompt, not per choice
+    /// (OpenAI's usage).</summary>
+    (int Prompt, int Completion) Counts()
+    {
+        int prompt = 0, completion = 0;
         foreach (var stream in streams)
         {
-            PromptTokens += stream.PromptTokens;
-            CompletionTokens += stream.CompletionTokens;
+            prompt += stream.PromptTokens;
+            completion += stream.CompletionTokens;
         }
-        // Prompt tokens are counted once per prompt, not per choice (OpenAI's usage).
-        PromptTokens /= context.Choices;
-        outcome = streams.Length > 0 && Array.TrueForAll(streams, s => s.FinishReason == FinishReason.Stop) ? FinishReason.Stop : FinishReason.Length;
-        metrics.Generated(context.Model.Name, started, firstToken, PromptTokens, CompletionTokens);
+        return (prompt / context.Choices, completion);
     }
 
     IAsyncEnumerable<ChoicePiece> Merge(CancellationToken cancellation)
@@ -111,20 +141,80 @@ public sealed class GenerationRun : IAsyncDisposable
     async IAsyncEnumerable<ChoicePiece> ReadChoiceAsync(int choice, [EnumeratorCancellation] CancellationToken cancellation)
     {
         var stream = streams[choice];
+        string? stoppedWith = null;
+        // Tokens with the offset where their text ends, counted in generated characters, until
+        // as many characters have been passed on. Without filters both counts move together.
+        var pending = new Queue<(GeneratedToken Token, long End)>();
+        long generated = 0, passed = 0;
         await foreach (var chunk in stream.ReadAllAsync(cancellation).ConfigureAwait(false))
         {
+            generated += chunk.Text.Length;
+            if (chunk.Token is { } token)
+            {
+                pending.Enqueue((token, generated));
+                Interlocked.CompareExchange(ref firstToken, Stopwatch.GetTimestamp(), 0);
+            }
             var text = chunk.Text;
-            for (var f = 0; f < filters.Count; f++) text = filters[f].OnOutputText(context, choice, text);
-            yield return new ChoicePiece(choice, text, chunk.Token, null);
+            foreach (var scope in scopes)
+            {
+                var step = await scope.OnOutputAsync(choice, text, cancellation);
+                text = step.Text;
+                stoppedWith ??= step.FinishReason;
+            }
+            passed += text.Length;
+            yield return new ChoicePiece(choice, text, Release(pending, passed), null);
+            // Leaving the loop drops the sequence from the engine (GenerationStream.ReadAllAsync).
+            if (stoppedWith is not null) break;
         }
-        yield return new ChoicePiece(choice, "", null, stream.FinishReason);
+        // Each scope's held-back tail still passes through the scopes after it.
+        var tail = "";
+        ContentFilterResults? filterResults = null;
+        foreach (var scope in scopes)
+        {
+            if (tail.Length > 0)
+            {
+                var step = await scope.OnOutputAsync(choice, tail, cancellation);
+                tail = step.Text;
+                stoppedWith ??= step.FinishReason;
+            }
+            var end = await scope.OnChoiceEndAsync(choice, cancellation);
+            tail += end.Text;
+            stoppedWith ??= end.FinishReason;
+            filterResults ??= end.FilterResults;
+        }
+        // A choice a filter stopped keeps its held-back tokens to itself, like its text.
+        IReadOnlyList<GeneratedToken> rest = stoppedWith is null ? [.. pending.Select(p => p.Token)] : [];
+        if (tail.Length > 0 || rest.Count > 0) yield return new ChoicePiece(choice, tail, rest, null);
+        yield return new ChoicePiece(choice, "", [], stoppedWith ?? stream.FinishReason ?? FinishReason.Length, filterResults);
+    }
+
+    static IReadOnlyList<GeneratedToken> Release(Queue<(GeneratedToken Token, long End)> pending, long passed)
+    {
+        if (pending.Count == 0 || pending.Peek().End > passed) return [];
+        var released = new List<GeneratedToken>();
+        while (pending.Count > 0 && pending.Peek().End <= passed) released.Add(pending.Dequeue().Token);
+        return released;
+    }
+
+    static async ValueTask CompleteAllAsync(IReadOnlyList<IGenerationScope> scopes, int promptTokens, int completionTokens)
+    {
+        foreach (var scope in scopes) await scope.CompleteAsync(promptTokens, completionTokens);
     }
 
     public async ValueTask DisposeAsync()
     {
-        // Whatever happened (client gone, error), the sequences leave the engine now.
+        // Whatever happened (client gone, error), the sequences leave the engine now, and the
+        // filters learn what was used.
         await cancel.CancelAsync();
         cancel.Dispose();
-        metrics.RequestEnded(context.Model.Name, outcome);
+        var (prompt, completion) = Counts();
+        try
+        {
+            await CompleteAllAsync(scopes, prompt, completion);
+        }
+        finally
+        {
+            metrics.RequestEnded(context.Model.Name, outcome);
+        }
     }
 }

@@ -1,11 +1,13 @@
 // Error responses in OpenAI's shape, {"error": {"message", "type", "param", "code"}}, which the
 // official SDKs parse into their exceptions, plus Azure OpenAI's content-filter variant with
 // innererror.content_filter_result. Each is an IResult so handlers can return it as is, and a
-// writer for middleware that answers before any endpoint runs.
+// writer for middleware that answers before any endpoint runs; ToApiException carries one
+// through the server's ErrorMiddleware when it is refused from inside a handler.
 using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Metadata;
 using Stratus.Safety;
+using Stratus.Server.Api;
 
 namespace Stratus.Server.Trust;
 
@@ -47,6 +49,19 @@ public sealed class OpenAIErrorResult(int statusCode, OpenAIErrorBody body, IRea
 
 public static class OpenAIErrors
 {
+    /// <summary>The same error as an exception for the server's ErrorMiddleware, which writes
+    /// it with its status, headers and Azure's content-filter details.</summary>
+    public static ApiException ToApiException(this OpenAIErrorResult result)
+    {
+        var error = result.Body.Error;
+        return new ApiException(result.StatusCode, error.Message, error.Param, error.Code, error.Type)
+        {
+            Headers = result.Headers,
+            InnerError = error.InnerError,
+            PromptFilterResults = result.Body.PromptFilterResults,
+        };
+    }
+
     public const string InvalidRequest = "invalid_request_error";
 
     public static OpenAIErrorResult Create(int statusCode, string message, string type = InvalidRequest, string? code = null, string? param = null,

@@ -14,7 +14,7 @@ namespace Stratus.Server.Trust;
 /// <param name="FilterResult">The prompt_filter_results entry to return, when the deployment's
 /// policy checks prompts; null means leave prompt_filter_results out.</param>
 /// <param name="Refusal">The 400 content_filter response to return when blocked.</param>
-public sealed record PromptCheck(bool Allowed, string Text, PromptFilterResult? FilterResult, IResult? Refusal, SafetyVerdict Verdict);
+public sealed record PromptCheck(bool Allowed, string Text, PromptFilterResult? FilterResult, OpenAIErrorResult? Refusal, SafetyVerdict Verdict);
 
 /// <summary>The outcome of checking a finished (non-streamed) completion.</summary>
 /// <param name="Text">What to send: the completion (PII redacted when the policy says so), or
@@ -52,7 +52,7 @@ public sealed class RequestTrust
     /// <summary>Charges prompt + max_tokens against the key's tokens per minute. Returns null when
     /// admitted, else the 429 to return (Retry-After and x-ratelimit-* headers, OpenAI error body).
     /// Call once per request, after counting the prompt's tokens.</summary>
-    public IResult? Admit(int promptTokens, int maxTokens)
+    public OpenAIErrorResult? Admit(int promptTokens, int maxTokens)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxTokens);
@@ -102,6 +102,16 @@ public sealed class RequestTrust
         }
         var annotations = pipeline.Policy.CheckPrompts ? verdict.ToPromptFilterResult(promptIndex) : null;
         return new PromptCheck(true, verdict.Text, annotations, null, verdict);
+    }
+
+    /// <summary>The text as the deployment's policy passes it on to the model (PII redacted when
+    /// the policy redacts), without auditing or annotating: for redacting the parts of a prompt
+    /// that CheckPromptAsync checked as a whole (a chat's messages).</summary>
+    public async ValueTask<string> RedactAsync(string model, string text, CancellationToken cancellationToken = default)
+    {
+        var pipeline = await trust.Pipelines.GetAsync(model, cancellationToken);
+        var verdict = await pipeline.AnalyzeAsync(text, ContentDirection.Prompt, cancellationToken);
+        return verdict.Blocked ? text : verdict.Text;
     }
 
     /// <summary>Checks a finished completion before it is sent.</summary>

@@ -1,5 +1,7 @@
 // The trust layer's place in the request pipeline. TrustErrorMiddleware turns errors the client
-// caused (TrustUserException, bad HTTP input) into OpenAI-shaped 4xx responses instead of 500s.
+// caused (TrustUserException, StratusUserException, bad HTTP input) into OpenAI-shaped 4xx
+// responses instead of 500s, for hosts without an error middleware of their own (StratusServer
+// has one and leaves this out).
 // TrustAuthenticationMiddleware authenticates the key (Authorization: Bearer, or Azure's
 // api-key header), checks the scope the route needs, charges the request against the key's
 // requests per minute, puts the x-ratelimit-* headers on every response, and hands the handler
@@ -20,7 +22,7 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, ILogger<TrustErro
         {
             await next(context);
         }
-        catch (TrustUserException e) when (!context.Response.HasStarted)
+        catch (Exception e) when (e is TrustUserException or StratusUserException && !context.Response.HasStarted)
         {
             await OpenAIErrors.BadRequest(e.Message).ExecuteAsync(context);
         }

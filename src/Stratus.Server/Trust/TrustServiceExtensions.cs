@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;
 
@@ -21,15 +22,19 @@ public static class TrustServiceExtensions
         services.AddSingleton(options);
         services.AddSingleton(new StratusTrust(options));
         services.AddHostedService<TrustStartupGuard>();
+        // Prompt checks, token admission, output guards and usage in every generation request.
+        services.AddSingleton<IGenerationFilter, TrustGenerationFilter>();
         return services;
     }
 
     /// <summary>Adds error translation and key authentication (scope, requests per minute,
     /// rate-limit headers). With WebApplication the route is already matched here, so scopes
-    /// follow the matched endpoint; with a plain IApplicationBuilder call UseRouting first.</summary>
-    public static IApplicationBuilder UseStratusTrust(this IApplicationBuilder app)
+    /// follow the matched endpoint; with a plain IApplicationBuilder call UseRouting first.
+    /// A host whose own error middleware maps TrustUserException (StratusServer) passes
+    /// <paramref name="shapeErrors"/> false, so one middleware shapes every error.</summary>
+    public static IApplicationBuilder UseStratusTrust(this IApplicationBuilder app, bool shapeErrors = true)
     {
-        app.UseMiddleware<TrustErrorMiddleware>();
+        if (shapeErrors) app.UseMiddleware<TrustErrorMiddleware>();
         app.UseMiddleware<TrustAuthenticationMiddleware>();
         return app;
     }

@@ -12,7 +12,12 @@ namespace Stratus.Server.Trust;
 
 public sealed class TrustStartupGuard(StratusTrust trust, IServer server, IHostApplicationLifetime lifetime) : IHostedLifecycleService
 {
-    public async Task StartingAsync(CancellationToken cancellationToken)
+    public Task StartingAsync(CancellationToken cancellationToken) => EnsureCallableAsync(trust, cancellationToken);
+
+    /// <summary>The key check on its own, for hosts that want to refuse before starting (the
+    /// host would otherwise log its own failure report around the message).</summary>
+    /// <exception cref="TrustUserException">No active key, and keys are required.</exception>
+    public static async Task EnsureCallableAsync(StratusTrust trust, CancellationToken cancellationToken)
     {
         if (trust.Options.InsecureNoAuth) return;
         var keys = await trust.Keys.ListAsync(includeRevoked: false, cancellationToken);

@@ -1,0 +1,104 @@
+// The trust layer on the server's generation seam: every completions and chat request has its
+// prompts checked under the deployment's safety policy (a blocked prompt is Azure's 400
+// content_filter) and goes to the model with PII redacted when the policy redacts, is admitted
+// against the key's tokens per minute with its prompt tokens and
+// max_tokens for every sequence (429 with the rate-limit headers), has each choice's output
+// guarded (streamed: only checked text leaves, and a blocked choice stops generating;
+// not streamed: the whole completion is checked before it is sent), and settles the token charge
+// and records usage with the real counts when the request ends, however it ends.
+using System.Text;
+using Stratus.Safety;
+using Stratus.Server.Hosting;
+using Stratus.Tokenization;
+
+namespace Stratus.Server.Trust;
+
+public sealed class TrustGenerationFilter : IGenerationFilter
+{
+    public async ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation)
+    {
+        var trust = context.Http.GetStratusTrust();
+        var model = context.Model.Name;
+        // A chat is checked as its messages, not as the template's rendering around them.
+        IReadOnlyList<string> prompts = context.Messages is { } messages ? [string.Join("\n", messages.Select(m => m.Content))] : context.Prompts;
+        var annotations = new List<PromptFilterResult>();
+        var passed = new string[prompts.Count];
+        for (var i = 0; i < prompts.Count; i++)
+        {
+            var check = await trust.CheckPromptAsync(model, prompts[i], i, cancellation);
+            if (!check.Allowed) throw check.Refusal!.ToApiException();
+            if (check.FilterResult is { } result) annotations.Add(result);
+            passed[i] = check.Text;
+        }
+        var rewritten = await RewrittenAsync(context, trust, prompts, passed, cancellation);
+        // Every sequence may use max_tokens, so that is what is charged up front; CompleteAsync
+        // corrects the charge to what was used.
+        if (trust.Admit(context.PromptTokens, (int)Math.Min(int.MaxValue, (long)context.Request.MaxTokens * context.Sequences)) is { } refusal) throw refusal.ToApiException();
+        try
+        {
+            var guards = new CompletionStreamGuard[context.Sequences];
+            var texts = new StringBuilder[context.Sequences];
+            for (var c = 0; c < context.Sequences; c++)
+            {
+                if (context.Stream) guards[c] = await trust.GuardStreamAsync(model, cancellation);
+                else texts[c] = new StringBuilder();
+            }
+            return new TrustGenerationScope(trust, model, annotations.Count > 0 ? annotations : null, rewritten, context.Stream ? guards : null, texts);
+        }
+        catch
+        {
+            await trust.CompleteAsync(0, 0, model, CancellationToken.None);
+            throw;
+        }
+    }
+
+    /// <summary>The prompts the model gets when the policy changed what was checked (PII
+    /// redaction); null when it gets them as sent. A chat was checked as its messages joined, so
+    /// each message is redacted on its own and the chat rendered again.</summary>
+    static async ValueTask<IReadOnlyList<string>?> RewrittenAsync(GenerationContext context, RequestTrust trust, IReadOnlyList<string> checkedTexts,
+        string[] passed, CancellationToken cancellation)
+    {
+        var changed = false;
+        for (var i = 0; i < passed.Length; i++) changed |= !string.Equals(passed[i], checkedTexts[i], StringComparison.Ordinal);
+        if (!changed) return null;
+        if (context.Messages is not { } messages) return passed;
+        var redacted = new List<ChatMessageText>(messages.Count);
+        foreach (var message in messages) redacted.Add(message with { Content = await trust.RedactAsync(context.Model.Name, message.Content, cancellation) });
+        return [context.Model.Template.Render(redacted)];
+    }
+}
+
+/// <param name="guards">Per choice, when streamed; null when the whole completion is checked
+/// at the end from <paramref name="texts"/>.</param>
+sealed class TrustGenerationScope(RequestTrust trust, string model, IReadOnlyList<PromptFilterResult>? annotations, IReadOnlyList<string>? prompts,
+    CompletionStreamGuard[]? guards, StringBuilder[] texts) : IGenerationScope
+{
+    public IReadOnlyList<PromptFilterResult>? PromptFilterResults => annotations;
+    public IReadOnlyList<string>? Prompts => prompts;
+
+    public async ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation)
+    {
+        if (guards is not null)
+        {
+            var step = await guards[choice].PushAsync(text, cancellation);
+            return new FilteredText(step.Text, step.FinishReason);
+        }
+        // Nothing of a non-streamed completion leaves before it has been checked whole.
+        texts[choice].Append(text);
+        return new FilteredText("");
+    }
+
+    public async ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation)
+    {
+        if (guards is not null)
+        {
+            var last = await guards[choice].FlushAsync(cancellation);
+            return new ChoiceEnd(last.Text, last.FinishReason, last.FilterResults);
+        }
+        var check = await trust.CheckCompletionAsync(model, texts[choice].ToString(), cancellation);
+        return new ChoiceEnd(check.Text, check.FinishReason, check.FilterResults);
+    }
+
+    public ValueTask CompleteAsync(int promptTokens, int completionTokens) =>
+        trust.CompleteAsync(promptTokens, completionTokens, model, CancellationToken.None);
+}

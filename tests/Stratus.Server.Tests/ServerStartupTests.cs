@@ -1,0 +1,69 @@
+// What the server refuses at startup: serving with no active key (nobody could call it), and
+// --insecure-no-auth on a non-loopback address; and what it serves with --insecure-no-auth on
+// loopback: everything, without a key, to local clients.
+using System.Net;
+using Stratus.Inference;
+using Stratus.Safety;
+using Stratus.Server.Hosting;
+using Stratus.Server.Trust;
+
+namespace Stratus.Server.Tests;
+
+public sealed class ServerStartupTests : IDisposable
+{
+    readonly string folder = Path.Combine(Path.GetTempPath(), $"stratus-startup-test-{Guid.NewGuid():N}");
+
+    ServeOptions Options(bool insecure, string host = "127.0.0.1")
+    {
+        var checkpoint = Path.Combine(folder, "tiny");
+        if (!Directory.Exists(checkpoint)) TinyModelServer.CreateCheckpoint(checkpoint);
+        return new ServeOptions
+        {
+            Models = [new ModelSpec(checkpoint, TinyModelServer.ModelName)],
+            Host = host,
+            Port = 0,
+            Engine = new EngineOptions { BlockSize = 8, MaxBatchSize = 4 },
+            Trust = new TrustOptions { DataDir = Path.Combine(folder, "data"), InsecureNoAuth = insecure },
+        };
+    }
+
+    [Fact]
+    public async Task Without_an_active_key_the_server_refuses_to_start()
+    {
+        var error = await Assert.ThrowsAsync<TrustUserException>(() => StratusServer.StartAsync(Options(insecure: false)));
+        Assert.Contains("stratus keys create", error.Message);
+        Assert.Contains("--insecure-no-auth", error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Fact]
+    public async Task Insecure_no_auth_refuses_a_non_loopback_address()
+    {
+        var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(Options(insecure: true, host: "0.0.0.0")));
+        Assert.Contains("loopback", error.Message);
+    }
+
+    [Fact]
+    public async Task A_model_name_that_is_no_deployment_name_is_refused_before_serving()
+    {
+        var options = Options(insecure: true);
+        var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(options with { Models = [options.Models[0] with { Name = "two words" }] }));
+        Assert.Contains("--model NAME=DIR", error.Message);
+    }
+
+    [Fact]
+    public async Task Insecure_no_auth_on_loopback_serves_without_a_key()
+    {
+        await using var server = await StratusServer.StartAsync(Options(insecure: true));
+        using var http = new HttpClient { BaseAddress = server.RootUrl };
+        using var models = await http.GetAsync("/v1/models");
+        Assert.Equal(HttpStatusCode.OK, models.StatusCode);
+        Assert.DoesNotContain("Authorization", server.CurlExample());
+        Assert.Contains("-H 'Authorization: Bearer sk-example'", server.CurlExample("sk-example"));
+    }
+
+    public void Dispose()
+    {
+        if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+    }
+}

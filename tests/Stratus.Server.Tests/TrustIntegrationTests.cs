@@ -1,0 +1,290 @@
+// The trust layer in the real server: keys on every endpoint but /health, revocation taking
+// effect on the next request, rate limits surfacing through the official SDK, and content
+// safety on the real engine's output, streamed (a blocklisted word never reaches the client)
+// and not, and on prompts.
+using System.ClientModel;
+using System.ClientModel.Primitives;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using OpenAI;
+using OpenAI.Chat;
+using Stratus.Platform;
+using Stratus.Trust.Tests;
+
+namespace Stratus.Server.Tests;
+
+public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixture<TinyModelServer>
+{
+    const string Prompt = "Hello there";
+
+    HttpClient ClientWith(string key)
+    {
+        var client = fixture.AnonymousClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        return client;
+    }
+
+    static object ChatBody(int maxTokens, int n = 1, bool stream = false, double temperature = 0, long? seed = null, bool logprobs = false) => new
+    {
+        model = TinyModelServer.ModelName,
+        messages = new[] { new { role = "user", content = Prompt } },
+        max_tokens = maxTokens,
+        temperature,
+        seed,
+        n,
+        stream,
+        stream_options = stream ? new { include_usage = true } : null,
+        logprobs,
+    };
+
+    [Fact]
+    public async Task Every_endpoint_but_health_refuses_without_a_valid_key()
+    {
+        using var anonymous = fixture.AnonymousClient();
+        var (all, unprotected) = await EndpointAuthProbe.RunAsync(fixture.Server.Services, anonymous);
+        Assert.True(unprotected.Count == 0, "answered without a valid key: " + string.Join(", ", unprotected.Select(p => $"{p.Method} {p.Path} ({p.Credential}) -> {(int)p.Status}")));
+        var probed = all.Select(p => p.Path).ToHashSet();
+        foreach (var path in new[] { "/metrics", "/ready", "/tokenize", "/detokenize", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/moderations", "/v1/usage" })
+            Assert.Contains(path, probed);
+        Assert.Equal("ok", await anonymous.GetStringAsync("/health"));
+    }
+
+    [Fact]
+    public async Task A_revoked_key_is_refused_on_its_next_request()
+    {
+        var secret = (await fixture.Keys.CreateAsync("revoke-me", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests")).Secret;
+        using var client = ClientWith(secret);
+        using (var allowed = await client.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+        // Revoked as the CLI does it: another handle on the same data directory.
+        await fixture.Keys.RevokeAsync("revoke-me", "tests");
+        using var refused = await client.GetAsync("/v1/models");
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+        Assert.Equal("invalid_api_key", (string)JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"]!);
+    }
+
+    [Fact]
+    public async Task The_sdk_surfaces_429_from_a_requests_per_minute_limit()
+    {
+        var secret = (await fixture.Keys.CreateAsync("one-rpm", ApiKeyScopes.Inference, new RateLimits(1, 0), "tests")).Secret;
+        // The SDK retries 429s by default; the test wants to see the first one.
+        var chat = new OpenAIClient(new ApiKeyCredential(secret), new OpenAIClientOptions { Endpoint = fixture.Server.BaseUrl, RetryPolicy = new ClientRetryPolicy(maxRetries: 0) })
+            .GetChatClient(TinyModelServer.ModelName);
+        var options = new ChatCompletionOptions { MaxOutputTokenCount = 2, Temperature = 0 };
+        ChatCompletion first = await chat.CompleteChatAsync([new UserChatMessage(Prompt)], options);
+        Assert.Equal(2, first.Usage.OutputTokenCount);
+        var error = await Assert.ThrowsAsync<ClientResultException>(() => chat.CompleteChatAsync([new UserChatMessage(Prompt)], options));
+        Assert.Equal(429, error.Status);
+        Assert.Contains("rate_limit_exceeded", error.Message);
+        var headers = error.GetRawResponse()!.Headers;
+        Assert.True(headers.TryGetValue("Retry-After", out _));
+        Assert.True(headers.TryGetValue("x-ratelimit-limit-requests", out var limit));
+        Assert.Equal("1", limit);
+    }
+
+    [Fact]
+    public async Task Prompt_tokens_and_max_tokens_over_the_tokens_per_minute_are_a_429_with_headers()
+    {
+        var secret = (await fixture.Keys.CreateAsync("small-tpm", ApiKeyScopes.Inference, new RateLimits(0, 100), "tests")).Secret;
+        using var client = ClientWith(secret);
+        // 12 prompt tokens ("Hello there\n") + 40 generated stay charged for the minute.
+        using (var fits = await client.PostAsJsonAsync("/v1/chat/completions", ChatBody(40)))
+            Assert.Equal(HttpStatusCode.OK, fits.StatusCode);
+        // 12 + 2 choices x 30 would fit an empty minute, not this one.
+        using var refused = await client.PostAsJsonAsync("/v1/chat/completions", ChatBody(30, n: 2));
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal("100", refused.Headers.GetValues("x-ratelimit-limit-tokens").Single());
+        Assert.NotNull(refused.Headers.RetryAfter);
+        var error = JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!;
+        Assert.Equal("rate_limit_exceeded", (string)error["code"]!);
+        Assert.Equal("tokens", (string)error["type"]!);
+    }
+
+    [Fact]
+    public async Task A_blocklisted_word_generated_mid_stream_never_reaches_the_client()
+    {
+        // Seeded sampling is deterministic (each choice has its own seed) and, unlike greedy
+        // decoding of this random-weight model, which repeats one character, it writes words
+        // between punctuation. See what the model says, then block a word from the middle.
+        // The guard releases text up to whitespace, so the first seed whose text has a word well
+        // after a space is used.
+        object request = null!;
+        string[] plain = [];
+        var plainUsage = 0;
+        string? word = null;
+        long seed;
+        for (seed = 1; seed <= 20 && word is null; seed++)
+        {
+            request = ChatBody(100, n: 2, stream: true, temperature: 1, seed: seed, logprobs: true);
+            (plain, var plainFinish, _, plainUsage, _) = await StreamChatAsync(request);
+            Assert.All(plainFinish, f => Assert.Equal("length", f));
+            word = PickWord(plain[0]);
+        }
+        Assert.True(word is not null, "no seed gave a word to block");
+        seed--;
+        var at = WholeWord(word).Match(plain[0]).Index;
+
+        using var list = await fixture.Http.PutAsJsonAsync("/v1/admin/blocklists/stream-test", new { terms = new[] { word }, category = "hate" });
+        Assert.True(list.IsSuccessStatusCode, await list.Content.ReadAsStringAsync());
+        // PII checks off: the guard then holds back only the term's length (+16), so text before
+        // the word is released while the model still generates.
+        using var policy = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+            new { block_at = new { hate = "medium", violence = "medium" }, pii = "off", blocklists = new[] { "stream-test" } });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            var (received, finish, filterResults, usage, logprobTokens) = await StreamChatAsync(request);
+            Assert.StartsWith(received[0], plain[0], StringComparison.Ordinal);
+            Assert.True(received[0].Length <= at, $"sent '{received[0]}', past the start of '{word}' at {at}");
+            Assert.True(received[0].Length > 0, $"nothing was released before '{word}' at {at} in {System.Text.Json.JsonSerializer.Serialize(plain[0])}");
+            Assert.Equal("content_filter", finish[0]);
+            Assert.True((bool)filterResults[0]!["custom_blocklists"]!["filtered"]!);
+            // Logprobs come only with released text (char-level: a token per character), so
+            // their tokens do not spell out the word either.
+            Assert.Equal(received[0], logprobTokens[0]);
+            // The blocked choice stopped generating.
+            Assert.True(usage < plainUsage, $"completion tokens {usage}, unfiltered {plainUsage}");
+            // The other choice has its own guard: cut only if it says the word too.
+            var other = WholeWord(word).Match(plain[1]);
+            if (other.Success)
+            {
+                Assert.StartsWith(received[1], plain[1], StringComparison.Ordinal);
+                Assert.True(received[1].Length <= other.Index);
+                Assert.Equal("content_filter", finish[1]);
+            }
+            else
+            {
+                Assert.Equal(plain[1], received[1]);
+                Assert.Equal("length", finish[1]);
+            }
+
+            // Not streamed: the whole completion is checked before anything is sent.
+            using var whole = await fixture.Http.PostAsJsonAsync("/v1/chat/completions", ChatBody(100, temperature: 1, seed: seed));
+            var choice = JsonNode.Parse(await whole.Content.ReadAsStringAsync())!["choices"]![0]!;
+            Assert.Equal("content_filter", (string)choice["finish_reason"]!);
+            Assert.Equal("", (string)choice["message"]!["content"]!);
+            Assert.True((bool)choice["content_filter_results"]!["custom_blocklists"]!["filtered"]!);
+
+            // A prompt with the word: Azure's 400 with the filter results.
+            using var prompt = await fixture.Http.PostAsJsonAsync("/v1/completions", new { model = TinyModelServer.ModelName, prompt = $"say {word} now", max_tokens = 4 });
+            Assert.Equal(HttpStatusCode.BadRequest, prompt.StatusCode);
+            var body = JsonNode.Parse(await prompt.Content.ReadAsStringAsync())!;
+            Assert.Equal("content_filter", (string)body["error"]!["code"]!);
+            Assert.True((bool)body["error"]!["innererror"]!["content_filter_result"]!["custom_blocklists"]!["filtered"]!);
+            Assert.True((bool)body["prompt_filter_results"]![0]!["content_filter_results"]!["custom_blocklists"]!["filtered"]!);
+        }
+        finally
+        {
+            using var reset = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+            Assert.True(reset.IsSuccessStatusCode);
+        }
+    }
+
+    [Fact]
+    public async Task With_pii_redaction_the_model_gets_the_redacted_prompt()
+    {
+        using var policy = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+            new { block_at = new { hate = "medium" }, pii = "redact", blocklists = Array.Empty<string>() });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            // Char-level: the prompt's token count is its length as the model got it.
+            using var completion = await fixture.Http.PostAsJsonAsync("/v1/completions",
+                new { model = TinyModelServer.ModelName, prompt = "mail me at john.doe@example.com please", max_tokens = 1 });
+            var body = JsonNode.Parse(await completion.Content.ReadAsStringAsync())!;
+            Assert.Equal("mail me at [EMAIL] please".Length, (int)body["usage"]!["prompt_tokens"]!);
+            Assert.True((bool)body["prompt_filter_results"]![0]!["content_filter_results"]!["pii"]!["redacted"]!);
+
+            // A chat's messages are redacted one by one and the chat rendered again.
+            var chat = new { model = TinyModelServer.ModelName, messages = new[] { new { role = "user", content = "john.doe@example.com" } }, max_tokens = 1 };
+            using var redacted = await fixture.Http.PostAsJsonAsync("/v1/chat/completions", chat);
+            var redactedTokens = (int)JsonNode.Parse(await redacted.Content.ReadAsStringAsync())!["usage"]!["prompt_tokens"]!;
+            using var plain = await fixture.Http.PostAsJsonAsync("/v1/chat/completions", chat with { messages = [new { role = "user", content = "[EMAIL]" }] });
+            Assert.Equal((int)JsonNode.Parse(await plain.Content.ReadAsStringAsync())!["usage"]!["prompt_tokens"]!, redactedTokens);
+        }
+        finally
+        {
+            using var reset = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+            Assert.True(reset.IsSuccessStatusCode);
+        }
+    }
+
+    [Fact]
+    public async Task Usage_is_recorded_with_the_real_token_counts()
+    {
+        var secret = (await fixture.Keys.CreateAsync("usage-check", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests")).Secret;
+        using var client = ClientWith(secret);
+        using var response = await client.PostAsJsonAsync("/v1/chat/completions", ChatBody(7, n: 2));
+        var usage = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["usage"]!;
+        using var report = await fixture.Http.GetAsync("/v1/usage?key=usage-check");
+        var text = await report.Content.ReadAsStringAsync();
+        Assert.True(report.IsSuccessStatusCode, text);
+        Assert.Contains($"\"completion_tokens\":{(int)usage["completion_tokens"]!}", text);
+        Assert.Contains($"\"prompt_tokens\":{(int)usage["prompt_tokens"]!}", text);
+    }
+
+    /// <summary>A word of the output (a run of letters and digits), not in the prompt, with
+    /// whitespace both more than the guard's hold-back (the word's length + 16) before it and
+    /// soon after it: the guard checks when it can release up to whitespace, so text before the
+    /// word is sent, and the word is caught while the model still generates. Null when the text
+    /// has none.</summary>
+    static string? PickWord(string text)
+    {
+        foreach (Match m in Regex.Matches(text, @"[\p{L}\p{N}_]+"))
+        {
+            if (m.Length is < 3 or > 12 || WholeWord(m.Value).IsMatch(Prompt)) continue;
+            var at = WholeWord(m.Value).Match(text).Index;
+            var end = at + m.Length;
+            var before = text.LastIndexOfAny([' ', '\n'], Math.Max(0, at - 1));
+            var after = text.IndexOfAny([' ', '\n'], end);
+            if (before >= 0 && before + m.Length + 17 < at && after >= 0 && after + m.Length + 20 < text.Length) return m.Value;
+        }
+        return null;
+    }
+
+    /// <summary>The blocklist's own matching: whole word, case-insensitive.</summary>
+    static Regex WholeWord(string word) => new($@"(?<![\p{{L}}\p{{N}}_]){Regex.Escape(word)}(?![\p{{L}}\p{{N}}_])", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant);
+
+    /// <summary>Streams a chat and returns per choice the text received, the finish reason and
+    /// the content_filter_results of the last chunk, and the completion tokens of all.</summary>
+    async Task<(string[] Text, string?[] Finish, JsonNode?[] FilterResults, int CompletionTokens, string[] LogprobTokens)> StreamChatAsync(object body)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = JsonContent.Create(body) };
+        using var response = await fixture.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var events = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, events);
+        var texts = new Dictionary<int, StringBuilder>();
+        var finish = new Dictionary<int, string?>();
+        var results = new Dictionary<int, JsonNode?>();
+        var logprobTokens = new Dictionary<int, StringBuilder>();
+        var completionTokens = -1;
+        foreach (var line in events.Split('\n'))
+        {
+            if (!line.StartsWith("data: {", StringComparison.Ordinal)) continue;
+            var chunk = JsonNode.Parse(line["data: ".Length..])!;
+            if (chunk["usage"] is { } usage) completionTokens = (int)usage["completion_tokens"]!;
+            foreach (var choice in chunk["choices"]!.AsArray())
+            {
+                var index = (int)choice!["index"]!;
+                if (!texts.TryGetValue(index, out var builder)) texts[index] = builder = new StringBuilder();
+                builder.Append((string?)choice["delta"]!["content"] ?? "");
+                if (!logprobTokens.TryGetValue(index, out var tokens)) logprobTokens[index] = tokens = new StringBuilder();
+                foreach (var token in choice["logprobs"]?["content"]?.AsArray() ?? []) tokens.Append((string)token!["token"]!);
+                if ((string?)choice["finish_reason"] is { } reason)
+                {
+                    finish[index] = reason;
+                    results[index] = choice["content_filter_results"]?.DeepClone();
+                }
+            }
+        }
+        var n = texts.Count;
+        return ([.. Enumerable.Range(0, n).Select(i => texts[i].ToString())], [.. Enumerable.Range(0, n).Select(i => finish.GetValueOrDefault(i))],
+            [.. Enumerable.Range(0, n).Select(i => results.GetValueOrDefault(i))], completionTokens,
+            [.. Enumerable.Range(0, n).Select(i => logprobTokens[i].ToString())]);
+    }
+}

@@ -1,10 +1,13 @@
 // `stratus demo`: the README's main job. Finds tiny Shakespeare (--corpus, $STRATUS_DATA_DIR,
 // the user's cache, else one download checked against its sha256), prepares it char-level,
-// trains configs/shakespeare-char-cpu.json and prints samples.
+// trains configs/shakespeare-char-cpu.json, prints samples, then serves the model over the
+// OpenAI-compatible API with a fresh API key and prints a working curl line.
 using System.CommandLine;
 using System.Security.Cryptography;
 using Stratus.Data;
 using Stratus.Inference;
+using Stratus.Server.Hosting;
+using Stratus.Server.Trust;
 using Stratus.Training;
 
 namespace Stratus.Cli;
@@ -19,7 +22,10 @@ static class DemoCommand
     {
         var corpus = new Option<string>("--corpus") { Description = $"path to {CorpusName} (else $STRATUS_DATA_DIR/{CorpusName}, else the cache, else downloaded once)" };
         var output = new Option<string>("--out") { Description = "run folder", DefaultValueFactory = _ => Path.Combine("runs", "shakespeare-char") };
-        var command = new Command("demo", "Train a small GPT on tiny Shakespeare, then sample from it.") { corpus, output };
+        var port = new Option<int>("--port") { Description = "port to serve the trained model on", DefaultValueFactory = _ => 8000 };
+        var noServe = new Option<bool>("--no-serve") { Description = "stop after the samples instead of serving the model" };
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("demo", "Train a small GPT on tiny Shakespeare, sample from it, then serve it.") { corpus, output, port, noServe, dataDir };
         var overrides = new ConfigOptions(command);
         command.SetAction(async (result, cancellation) =>
         {
@@ -39,10 +45,19 @@ static class DemoCommand
             }
 
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(run));
-            using var model = checkpoint.CreateModel();
-            Console.WriteLine($"\nsamples from {checkpoint.Directory}:\n");
-            SampleCommand.Stream(new TextGenerator(model, checkpoint.Tokenizer), "\n", 300, new SamplingOptions { Temperature = 0.8, TopK = 200, Seed = 1337 }, 2);
-            Console.WriteLine($"\nmore: stratus sample --model {run} --prompt \"ROMEO:\" --max-tokens 300 --seed 7");
+            using (var model = checkpoint.CreateModel())
+            {
+                Console.WriteLine($"\nsamples from {checkpoint.Directory}:\n");
+                SampleCommand.Stream(new TextGenerator(model, checkpoint.Tokenizer), "\n", 300, new SamplingOptions { Temperature = 0.8, TopK = 200, Seed = 1337 }, 2);
+                Console.WriteLine($"\nmore: stratus sample --model {run} --prompt \"ROMEO:\" --max-tokens 300 --seed 7");
+            }
+            if (result.GetValue(noServe)) return 0;
+
+            var key = await ServeCommand.EnsureDemoKeyAsync(result.GetValue(dataDir), cancellation);
+            Console.WriteLine("\nAPI key for this demo (inference scope; `stratus keys list` shows it, `stratus keys revoke demo` ends it):");
+            Console.WriteLine(key);
+            await ServeCommand.ServeAsync([new ModelSpec(run)], "127.0.0.1", result.GetValue(port), engine: null, threads: null,
+                new TrustOptions { DataDir = result.GetValue(dataDir) }, key, cancellation);
             return 0;
         });
         return command;

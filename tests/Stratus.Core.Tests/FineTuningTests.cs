@@ -2,8 +2,10 @@
 // assistant turns only, `train --init-from` continuing an imported Llama on it, and LoRA
 // adapters that train alone and are merged into the weights on export.
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.AI;
 using Stratus.Data;
 using Stratus.Formats;
+using Stratus.Inference;
 using Stratus.Models;
 using Stratus.Tokenization;
 using Stratus.Training;
@@ -57,7 +59,7 @@ public sealed class FineTuningTests
     }
 
     [Fact]
-    public void Chat_data_is_masked_to_assistant_turns_and_an_imported_llama_learns_them()
+    public async Task Chat_data_is_masked_to_assistant_turns_and_an_imported_llama_learns_them()
     {
         using var temp = new TempDirectory();
         HuggingFaceTests.WriteHfLlama(temp.File("hf"), shards: 1);
@@ -98,6 +100,16 @@ public sealed class FineTuningTests
         trainer.Run();
         var (_, after) = trainer.Evaluate();
         Assert.True(after < before * 0.5, $"val loss on assistant tokens {before} -> {after}");
+
+        // The fine-tuned model carries its chat template and chats through it (as the server does).
+        var carried = ChatTemplate.Load(temp.File("sft"), imported.Tokenizer);
+        Assert.Equal(ChatTemplate.Own, carried.Kind);
+        Assert.Equal(template.Source, carried.Source);
+        var tuned = Checkpoint.Open(Checkpoint.Resolve(temp.File("sft")));
+        using var engine = new InferenceEngine(tuned.CreateModel(), tuned.Tokenizer, new EngineOptions());
+        var client = new StratusChatClient(engine, carried, "sft");
+        var reply = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "say 1")], new ChatOptions { Temperature = 0, MaxOutputTokens = 6 });
+        Assert.StartsWith("ok 1", reply.Text);
         Assert.Equal("llama", Checkpoint.Open(Checkpoint.Resolve(temp.File("sft"))).ModelConfig.Architecture);
     }
 }

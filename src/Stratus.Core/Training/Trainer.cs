@@ -40,6 +40,7 @@ public sealed class Trainer : IDisposable
     readonly Device device;
     readonly double flopsPerStep, peakFlops;
     long step;
+    readonly Dictionary<string, string> carriedFiles = [];
     double bestValLoss = double.PositiveInfinity;
     readonly Generator generator;
 
@@ -65,6 +66,9 @@ public sealed class Trainer : IDisposable
         model.to(this.device);
         model.ComputeDtype = config.ComputeDtype;
         (resumeFrom ?? initFrom)?.LoadWeights(model);
+        // A fine-tuned chat model keeps serving with its base model's chat template.
+        if ((resumeFrom ?? initFrom) is { } origin && ChatTemplate.Find(origin.Directory) is { } template)
+            carriedFiles[ChatTemplate.FileName] = template;
         // Only what trains gets optimizer state (with LoRA: the adapters; the base is frozen).
         optimizer = DataParallel.CreateAdamW(model.named_parameters().Where(p => p.parameter.requires_grad), this.communicator, config.ZeroStage, config.Beta1, config.Beta2, config.WeightDecay);
         if (resumeFrom is not null)
@@ -241,7 +245,7 @@ public sealed class Trainer : IDisposable
         var optimizerState = optimizer.StateDict();
         if (!communicator.IsMain) return;
         var directory = Path.Combine(runDirectory, "checkpoints", name);
-        Checkpoint.Save(directory, model, Tokenizer, config, optimizerState, new TrainerState(step, bestValLoss));
+        Checkpoint.Save(directory, model, Tokenizer, config, optimizerState, new TrainerState(step, bestValLoss), carriedFiles);
         CheckpointSaved?.Invoke(directory);
     }
 

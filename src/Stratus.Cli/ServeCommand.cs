@@ -60,7 +60,7 @@ static class ServeCommand
 
     /// <summary>Loads the models, serves them until Ctrl+C or <paramref name="cancellation"/>,
     /// and prints the base URL and a working curl line first (with <paramref name="apiKey"/>
-    /// when given, else "`<your key>`lt;your key`<your key>`gt;" for the caller to fill in).</summary>
+    /// when given, else "&lt;your key&gt;" for the caller to fill in).</summary>
     /// <exception cref="StratusUserException">Bad arguments, the port is taken, or the trust
     /// layer refuses to start (no active key without --insecure-no-auth; --insecure-no-auth off
     /// loopback): the CLI prints the one-line reason and exits with 2.</exception>

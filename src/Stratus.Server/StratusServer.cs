@@ -155,7 +155,7 @@ public sealed class StratusServer : IAsyncDisposable
     }
 
     /// <summary>A curl command that chats with <paramref name="model"/> (default: the first),
-    /// sending <paramref name="apiKey"/> (without one it shows "`<your key>`lt;your key`<your key>`gt;" to fill in, unless
+    /// sending <paramref name="apiKey"/> (without one it shows "&lt;your key&gt;" to fill in, unless
     /// the server runs with --insecure-no-auth).</summary>
     public string CurlExample(string? apiKey = null, string? model = null)
     {

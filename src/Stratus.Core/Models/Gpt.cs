@@ -124,7 +124,7 @@ public sealed class Gpt : CausalLanguageModel
             var p = training ? dropout : 0.0;
             if (cache is null)
             {
-                y = F.scaled_dot_product_attention(q, k, v, p: p, is_casual: true);
+                y = precision.CausalAttention(q, k, v, p);
             }
             else
             {

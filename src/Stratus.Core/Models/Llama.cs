@@ -157,7 +157,7 @@ public sealed class Llama : CausalLanguageModel
             Tensor y;
             if (cache is null)
             {
-                y = F.scaled_dot_product_attention(q, RepeatKv(k), RepeatKv(v), p: p, is_casual: true);
+                y = precision.CausalAttention(q, RepeatKv(k), RepeatKv(v), p);
             }
             else
             {

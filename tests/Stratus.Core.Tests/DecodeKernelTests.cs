@@ -43,4 +43,22 @@ public sealed class DecodeKernelTests
         var bf16 = ParityTests.StratusLastLogits(model, tokens);
         Assert.True(torchLogits.Zip(bf16, (a, b) => Math.Abs(a - b)).Max() < 0.05 * torchLogits.Max(Math.Abs));
     }
+
+    [Fact]
+    public void A_decode_step_gives_libtorch_its_threads_back()
+    {
+        using var model = ParityTests.RandomModel(ParityTests.Config("gpt2"));
+        model.DecodeWeights = DecodeWeights.Float32;
+        var threads = torch.get_num_threads();
+        try
+        {
+            torch.set_num_threads(2);
+            using var noGrad = no_grad();
+            using var cache = model.CreateCache(1, 8);
+            using var tokens = torch.tensor(new long[] { 10, 200 }, [1, 2]);
+            using (model.Forward(tokens, cache)) { }
+            Assert.Equal(2, torch.get_num_threads());
+        }
+        finally { torch.set_num_threads(threads); }
+    }
 }

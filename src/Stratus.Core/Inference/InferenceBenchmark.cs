@@ -106,7 +106,7 @@ public static class InferenceBenchmark
 
     /// <summary>Prefill with libtorch on all threads; then greedy decode, where a decode kernel
     /// (if any) splits the matmuls over the threads and libtorch's remaining small ops run on
-    /// one thread, since an OpenMP barrier per tiny op costs more than it saves.</summary>
+    /// one thread (MatmulPrecision.DecodeThreads), as in sampling and serving.</summary>
     static (double Prefill, double Decode) MeasureStratus(CausalLanguageModel model, DecodeKernel? kernel, int[] prompt, InferenceBenchmarkOptions options)
     {
         using var noGrad = no_grad();
@@ -117,20 +117,15 @@ public static class InferenceBenchmark
         Tensor next;
         using (var logits = model.Forward(promptTensor, cache)) next = logits[.., -1].argmax(-1, keepdim: true);
         var prefill = prompt.Length / clock.Elapsed.TotalSeconds;
-        if (kernel is not null) torch.set_num_threads(1);
-        try
+        clock.Restart();
+        for (var i = 0; i < options.DecodeTokens; i++)
         {
-            clock.Restart();
-            for (var i = 0; i < options.DecodeTokens; i++)
-            {
-                using var logits = model.Forward(next, cache);
-                next.Dispose();
-                next = logits[.., -1].argmax(-1, keepdim: true);
-            }
-            _ = next.item<long>(); // the last token is really computed before the clock stops
+            using var logits = model.Forward(next, cache);
             next.Dispose();
-            return (prefill, options.DecodeTokens / clock.Elapsed.TotalSeconds);
+            next = logits[.., -1].argmax(-1, keepdim: true);
         }
-        finally { torch.set_num_threads(options.Threads); }
+        _ = next.item<long>(); // the last token is really computed before the clock stops
+        next.Dispose();
+        return (prefill, options.DecodeTokens / clock.Elapsed.TotalSeconds);
     }
 }

@@ -26,6 +26,7 @@ public sealed class Gpt : CausalLanguageModel
         var length = (int)tokens.shape[1];
         if (cache is null && length > Config.BlockSize)
             throw new StratusUserException($"sequence of {length} tokens is longer than block_size {Config.BlockSize}");
+        using var threads = Precision.DecodeThreads(tokens);
         using var scope = NewDisposeScope();
         var positions = cache?.BeginStep(length) ?? arange(length, dtype: ScalarType.Int64, device: tokens.device);
         var x = transformer.drop.call(transformer.wte.call(tokens) + transformer.wpe.call(positions));

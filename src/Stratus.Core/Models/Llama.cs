@@ -45,6 +45,7 @@ public sealed class Llama : CausalLanguageModel
         var length = (int)tokens.shape[1];
         if (cache is null && length > Config.BlockSize)
             throw new StratusUserException($"sequence of {length} tokens is longer than block_size {Config.BlockSize}");
+        using var threads = Precision.DecodeThreads(tokens);
         using var scope = NewDisposeScope();
         var positions = cache is null ? arange(length, dtype: ScalarType.Int64, device: tokens.device) : cache.BeginStep(length)[0];
         var (cos, sin) = Rotary(positions);

@@ -29,6 +29,27 @@ public sealed class DecodeKernelTests
     }
 
     [Theory]
+    [InlineData(DecodeWeights.Float32, 128)]
+    [InlineData(DecodeWeights.Float32, 70)]
+    [InlineData(DecodeWeights.BFloat16, 128)]
+    [InlineData(DecodeWeights.BFloat16, 70)]
+    public void A_row_comes_out_the_same_alone_and_in_a_batch(DecodeWeights weights, int inputs)
+    {
+        torch.random.manual_seed(4);
+        using var noGrad = no_grad();
+        using var weight = randn(200, inputs);
+        using var x = randn(5, inputs);
+        var kernel = new DecodeKernel(weights);
+        using var batched = kernel.Apply(x, weight, null);
+        for (var r = 0; r < 5; r++)
+        {
+            using var alone = kernel.Apply(x[r..(r + 1)], weight, null);
+            using var row = batched[r..(r + 1)];
+            Assert.True(alone.eq(row).all().item<bool>(), $"row {r} differs by {(alone - row).abs().max().item<float>()}");
+        }
+    }
+
+    [Theory]
     [InlineData("gpt2")]
     [InlineData("llama-untied-bias-rope-scaling")]
     public void A_model_decoding_through_the_kernels_agrees_with_libtorch(string architecture)

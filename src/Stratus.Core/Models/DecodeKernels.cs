@@ -118,6 +118,20 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
     // For a contiguous CPU tensor, TorchSharp's `bytes` is a span over the tensor's own memory.
     static IntPtr Address(Tensor t) => (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
+    // Several rows share each weight load, but every row sums in exactly the order of the
+    // one-row loops (four accumulators, then (a0 + a1) + (a2 + a3)): a row's result never depends
+    // on which other rows share its batch, so batched and single-stream decoding agree bit for bit.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Accumulate(Vector512<float>* a, Vector512<float> w0, Vector512<float> w1, Vector512<float> w2, Vector512<float> w3, float* x)
+    {
+        a[0] = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x), a[0]);
+        a[1] = Vector512.FusedMultiplyAdd(w1, Vector512.Load(x + 16), a[1]);
+        a[2] = Vector512.FusedMultiplyAdd(w2, Vector512.Load(x + 32), a[2]);
+        a[3] = Vector512.FusedMultiplyAdd(w3, Vector512.Load(x + 48), a[3]);
+    }
+
+    static float Total(Vector512<float>* a) => Vector512.Sum((a[0] + a[1]) + (a[2] + a[3]));
+
     static void Split(int outputs, int threads, Action<int, int> work)
     {
         var workers = Math.Max(1, Math.Min(threads, outputs / 64));
@@ -128,8 +142,31 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
 
     static void Bf16Rows(ushort* w, float* x, float* y, int rows, int n, int outputs, int from, int to)
     {
-        if (rows == 1 && Vector512.IsHardwareAccelerated && n % 64 == 0)
+        if (Vector512.IsHardwareAccelerated && n % 64 == 0)
         {
+            if (rows > 1)
+            {
+                var acc = stackalloc Vector512<float>[4 * MaxRows];
+                for (var first = 0; first < rows; first += MaxRows)
+                {
+                    var count = Math.Min(MaxRows, rows - first);
+                    for (var o = from; o < to; o++)
+                    {
+                        var row = w + (long)o * n;
+                        for (var k = 0; k < 4 * count; k++) acc[k] = default;
+                        for (var i = 0; i < n; i += 64)
+                        {
+                            var (l0, h0) = Vector512.Widen(Vector512.Load(row + i));
+                            var (l1, h1) = Vector512.Widen(Vector512.Load(row + i + 32));
+                            var (w0, w1) = (Vector512.ShiftLeft(l0, 16).AsSingle(), Vector512.ShiftLeft(h0, 16).AsSingle());
+                            var (w2, w3) = (Vector512.ShiftLeft(l1, 16).AsSingle(), Vector512.ShiftLeft(h1, 16).AsSingle());
+                            for (var r = 0; r < count; r++) Accumulate(acc + 4 * r, w0, w1, w2, w3, x + (long)(first + r) * n + i);
+                        }
+                        for (var r = 0; r < count; r++) y[(long)(first + r) * outputs + o] = Total(acc + 4 * r);
+                    }
+                }
+                return;
+            }
             for (var o = from; o < to; o++)
             {
                 var row = w + (long)o * n;
@@ -179,8 +216,28 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
 
     static void F32Rows(float* w, float* x, float* y, int rows, int n, int outputs, int from, int to)
     {
-        if (rows == 1 && Vector512.IsHardwareAccelerated && n % 64 == 0)
+        if (Vector512.IsHardwareAccelerated && n % 64 == 0)
         {
+            if (rows > 1)
+            {
+                var acc = stackalloc Vector512<float>[4 * MaxRows];
+                for (var first = 0; first < rows; first += MaxRows)
+                {
+                    var count = Math.Min(MaxRows, rows - first);
+                    for (var o = from; o < to; o++)
+                    {
+                        var row = w + (long)o * n;
+                        for (var k = 0; k < 4 * count; k++) acc[k] = default;
+                        for (var i = 0; i < n; i += 64)
+                        {
+                            var (w0, w1, w2, w3) = (Vector512.Load(row + i), Vector512.Load(row + i + 16), Vector512.Load(row + i + 32), Vector512.Load(row + i + 48));
+                            for (var r = 0; r < count; r++) Accumulate(acc + 4 * r, w0, w1, w2, w3, x + (long)(first + r) * n + i);
+                        }
+                        for (var r = 0; r < count; r++) y[(long)(first + r) * outputs + o] = Total(acc + 4 * r);
+                    }
+                }
+                return;
+            }
             for (var o = from; o < to; o++)
             {
                 var row = w + (long)o * n;

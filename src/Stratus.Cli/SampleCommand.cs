@@ -27,12 +27,16 @@ static class SampleCommand
             options.Validate();
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(result.GetValue(model)!));
             using var network = checkpoint.CreateModel();
-            network.DecodeWeights = result.GetValue(decodeWeights) switch { "fp32" => DecodeWeights.Float32, "bf16" => DecodeWeights.BFloat16, _ => DecodeWeights.Torch };
+            network.DecodeWeights = ParseDecodeWeights(result.GetValue(decodeWeights)!);
             Stream(new TextGenerator(network, checkpoint.Tokenizer), result.GetValue(prompt)!, result.GetValue(maxTokens), options, result.GetValue(samples));
             return 0;
         });
         return command;
     }
+
+    /// <summary>The --decode-weights values of sample and serve.</summary>
+    public static DecodeWeights ParseDecodeWeights(string value) =>
+        value switch { "fp32" => DecodeWeights.Float32, "bf16" => DecodeWeights.BFloat16, _ => DecodeWeights.Torch };
 
     public static void Stream(TextGenerator generator, string prompt, int maxTokens, SamplingOptions options, int count)
     {

@@ -1,5 +1,7 @@
 // Limits of one engine: how many sequences decode together, how much KV memory it holds and
 // how many requests may wait. Everything that bounds memory or latency under load is here.
+using Stratus.Models;
+
 namespace Stratus.Inference;
 
 public sealed record EngineOptions
@@ -19,6 +21,13 @@ public sealed record EngineOptions
     /// <summary>Prompt tokens prefilled in one step (at least one prompt), so a burst of long
     /// prompts does not stall the running sequences' decoding for long.</summary>
     public int MaxPrefillTokensPerStep { get; init; } = 2048;
+    /// <summary>What steps of up to 16 rows (decoding, short prefills) multiply with: libtorch's
+    /// matmul (default), the fp32 weights in place through Stratus's decode kernel, or bf16 copies
+    /// of them. The kernel pays off for models of ~100 M parameters and more at low concurrency
+    /// (GPT-2-small shape here: +31% output tokens/s at 1 stream, +34% at 4, -13% at 16) and
+    /// costs on small models, whose weights stay in cache (char-level Shakespeare: about half the
+    /// throughput): bench/serving.md.</summary>
+    public DecodeWeights DecodeWeights { get; init; } = DecodeWeights.Torch;
 
     public void Validate()
     {

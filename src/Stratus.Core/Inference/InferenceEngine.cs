@@ -31,6 +31,7 @@ public sealed class InferenceEngine : IDisposable
         this.model = model;
         Tokenizer = tokenizer;
         model.eval();
+        model.DecodeWeights = options.DecodeWeights;
         var config = model.Config;
         var blocksPerContext = (config.BlockSize + options.BlockSize - 1) / options.BlockSize;
         var bytesPerBlock = KvBlockPool.BytesPerBlock(config.NLayer, model.KvHeads, config.HeadDim, options.BlockSize, model.ComputeDtype);

@@ -118,20 +118,6 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
     // For a contiguous CPU tensor, TorchSharp's `bytes` is a span over the tensor's own memory.
     static IntPtr Address(Tensor t) => (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
-    // Several rows share each weight load, but every row sums in exactly the order of the
-    // one-row loops (four accumulators, then (a0 + a1) + (a2 + a3)): a row's result never depends
-    // on which other rows share its batch, so batched and single-stream decoding agree bit for bit.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Accumulate(Vector512<float>* a, Vector512<float> w0, Vector512<float> w1, Vector512<float> w2, Vector512<float> w3, float* x)
-    {
-        a[0] = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x), a[0]);
-        a[1] = Vector512.FusedMultiplyAdd(w1, Vector512.Load(x + 16), a[1]);
-        a[2] = Vector512.FusedMultiplyAdd(w2, Vector512.Load(x + 32), a[2]);
-        a[3] = Vector512.FusedMultiplyAdd(w3, Vector512.Load(x + 48), a[3]);
-    }
-
-    static float Total(Vector512<float>* a) => Vector512.Sum((a[0] + a[1]) + (a[2] + a[3]));
-
     static void Split(int outputs, int threads, Action<int, int> work)
     {
         var workers = Math.Max(1, Math.Min(threads, outputs / 64));
@@ -140,48 +126,104 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
         Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, i => work(i * chunk, Math.Min(outputs, (i + 1) * chunk)));
     }
 
+    /// <summary>64 weights of a row, widened to fp32, as four vectors.</summary>
+    interface IWeightFormat
+    {
+        static abstract int Bytes { get; }
+        static abstract (Vector512<float>, Vector512<float>, Vector512<float>, Vector512<float>) Load64(byte* row, int i);
+    }
+
+    readonly struct F32Weights : IWeightFormat
+    {
+        public static int Bytes => sizeof(float);
+
+        public static (Vector512<float>, Vector512<float>, Vector512<float>, Vector512<float>) Load64(byte* row, int i)
+        {
+            var w = (float*)row + i;
+            return (Vector512.Load(w), Vector512.Load(w + 16), Vector512.Load(w + 32), Vector512.Load(w + 48));
+        }
+    }
+
+    readonly struct Bf16Weights : IWeightFormat
+    {
+        public static int Bytes => sizeof(ushort);
+
+        public static (Vector512<float>, Vector512<float>, Vector512<float>, Vector512<float>) Load64(byte* row, int i)
+        {
+            var w = (ushort*)row + i;
+            var (l0, h0) = Vector512.Widen(Vector512.Load(w));
+            var (l1, h1) = Vector512.Widen(Vector512.Load(w + 32));
+            return (Vector512.ShiftLeft(l0, 16).AsSingle(), Vector512.ShiftLeft(h0, 16).AsSingle(), Vector512.ShiftLeft(l1, 16).AsSingle(), Vector512.ShiftLeft(h1, 16).AsSingle());
+        }
+    }
+
+    // AVX-512, rows of a multiple of 64. Each weight row is read from memory once per call and
+    // stays in L1 while groups of four input rows use it with sixteen register accumulators. Every
+    // input row sums in the same order (four accumulators, then (a0 + a1) + (a2 + a3)) whether it
+    // goes in a group or alone, so a row's result never depends on the other rows of its batch:
+    // batched and single-stream decoding agree bit for bit.
+    static void Rows512<TWeights>(byte* w, float* x, float* y, int rows, int n, int outputs, int from, int to) where TWeights : IWeightFormat
+    {
+        var rowBytes = (long)n * TWeights.Bytes;
+        for (var o = from; o < to; o++)
+        {
+            var row = w + o * rowBytes;
+            var r = 0;
+            for (; r + 4 <= rows; r += 4) Dot4<TWeights>(row, x + (long)r * n, n, y + (long)r * outputs + o, outputs);
+            for (; r < rows; r++) y[(long)r * outputs + o] = Dot1<TWeights>(row, x + (long)r * n, n);
+        }
+    }
+
+    static float Dot1<TWeights>(byte* row, float* x, int n) where TWeights : IWeightFormat
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (var i = 0; i < n; i += 64)
+        {
+            var (w0, w1, w2, w3) = TWeights.Load64(row, i);
+            a0 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x + i), a0);
+            a1 = Vector512.FusedMultiplyAdd(w1, Vector512.Load(x + i + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(w2, Vector512.Load(x + i + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(w3, Vector512.Load(x + i + 48), a3);
+        }
+        return Vector512.Sum((a0 + a1) + (a2 + a3));
+    }
+
+    static void Dot4<TWeights>(byte* row, float* x, int n, float* y, int stride) where TWeights : IWeightFormat
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
+        float* xa = x, xb = x + n, xc = x + 2L * n, xd = x + 3L * n;
+        for (var i = 0; i < n; i += 64)
+        {
+            var (w0, w1, w2, w3) = TWeights.Load64(row, i);
+            a0 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(xa + i), a0);
+            a1 = Vector512.FusedMultiplyAdd(w1, Vector512.Load(xa + i + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(w2, Vector512.Load(xa + i + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(w3, Vector512.Load(xa + i + 48), a3);
+            b0 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(xb + i), b0);
+            b1 = Vector512.FusedMultiplyAdd(w1, Vector512.Load(xb + i + 16), b1);
+            b2 = Vector512.FusedMultiplyAdd(w2, Vector512.Load(xb + i + 32), b2);
+            b3 = Vector512.FusedMultiplyAdd(w3, Vector512.Load(xb + i + 48), b3);
+            c0 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(xc + i), c0);
+            c1 = Vector512.FusedMultiplyAdd(w1, Vector512.Load(xc + i + 16), c1);
+            c2 = Vector512.FusedMultiplyAdd(w2, Vector512.Load(xc + i + 32), c2);
+            c3 = Vector512.FusedMultiplyAdd(w3, Vector512.Load(xc + i + 48), c3);
+            d0 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(xd + i), d0);
+            d1 = Vector512.FusedMultiplyAdd(w1, Vector512.Load(xd + i + 16), d1);
+            d2 = Vector512.FusedMultiplyAdd(w2, Vector512.Load(xd + i + 32), d2);
+            d3 = Vector512.FusedMultiplyAdd(w3, Vector512.Load(xd + i + 48), d3);
+        }
+        y[0] = Vector512.Sum((a0 + a1) + (a2 + a3));
+        y[stride] = Vector512.Sum((b0 + b1) + (b2 + b3));
+        y[2L * stride] = Vector512.Sum((c0 + c1) + (c2 + c3));
+        y[3L * stride] = Vector512.Sum((d0 + d1) + (d2 + d3));
+    }
+
     static void Bf16Rows(ushort* w, float* x, float* y, int rows, int n, int outputs, int from, int to)
     {
         if (Vector512.IsHardwareAccelerated && n % 64 == 0)
         {
-            if (rows > 1)
-            {
-                var acc = stackalloc Vector512<float>[4 * MaxRows];
-                for (var first = 0; first < rows; first += MaxRows)
-                {
-                    var count = Math.Min(MaxRows, rows - first);
-                    for (var o = from; o < to; o++)
-                    {
-                        var row = w + (long)o * n;
-                        for (var k = 0; k < 4 * count; k++) acc[k] = default;
-                        for (var i = 0; i < n; i += 64)
-                        {
-                            var (l0, h0) = Vector512.Widen(Vector512.Load(row + i));
-                            var (l1, h1) = Vector512.Widen(Vector512.Load(row + i + 32));
-                            var (w0, w1) = (Vector512.ShiftLeft(l0, 16).AsSingle(), Vector512.ShiftLeft(h0, 16).AsSingle());
-                            var (w2, w3) = (Vector512.ShiftLeft(l1, 16).AsSingle(), Vector512.ShiftLeft(h1, 16).AsSingle());
-                            for (var r = 0; r < count; r++) Accumulate(acc + 4 * r, w0, w1, w2, w3, x + (long)(first + r) * n + i);
-                        }
-                        for (var r = 0; r < count; r++) y[(long)(first + r) * outputs + o] = Total(acc + 4 * r);
-                    }
-                }
-                return;
-            }
-            for (var o = from; o < to; o++)
-            {
-                var row = w + (long)o * n;
-                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                for (var i = 0; i < n; i += 64)
-                {
-                    var (l0, h0) = Vector512.Widen(Vector512.Load(row + i));
-                    var (l1, h1) = Vector512.Widen(Vector512.Load(row + i + 32));
-                    a0 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(l0, 16).AsSingle(), Vector512.Load(x + i), a0);
-                    a1 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(h0, 16).AsSingle(), Vector512.Load(x + i + 16), a1);
-                    a2 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(l1, 16).AsSingle(), Vector512.Load(x + i + 32), a2);
-                    a3 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(h1, 16).AsSingle(), Vector512.Load(x + i + 48), a3);
-                }
-                y[o] = Vector512.Sum((a0 + a1) + (a2 + a3));
-            }
+            Rows512<Bf16Weights>((byte*)w, x, y, rows, n, outputs, from, to);
             return;
         }
         var vectorEnd = n - n % 16;
@@ -218,39 +260,7 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
     {
         if (Vector512.IsHardwareAccelerated && n % 64 == 0)
         {
-            if (rows > 1)
-            {
-                var acc = stackalloc Vector512<float>[4 * MaxRows];
-                for (var first = 0; first < rows; first += MaxRows)
-                {
-                    var count = Math.Min(MaxRows, rows - first);
-                    for (var o = from; o < to; o++)
-                    {
-                        var row = w + (long)o * n;
-                        for (var k = 0; k < 4 * count; k++) acc[k] = default;
-                        for (var i = 0; i < n; i += 64)
-                        {
-                            var (w0, w1, w2, w3) = (Vector512.Load(row + i), Vector512.Load(row + i + 16), Vector512.Load(row + i + 32), Vector512.Load(row + i + 48));
-                            for (var r = 0; r < count; r++) Accumulate(acc + 4 * r, w0, w1, w2, w3, x + (long)(first + r) * n + i);
-                        }
-                        for (var r = 0; r < count; r++) y[(long)(first + r) * outputs + o] = Total(acc + 4 * r);
-                    }
-                }
-                return;
-            }
-            for (var o = from; o < to; o++)
-            {
-                var row = w + (long)o * n;
-                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                for (var i = 0; i < n; i += 64)
-                {
-                    a0 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i), Vector512.Load(x + i), a0);
-                    a1 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i + 16), Vector512.Load(x + i + 16), a1);
-                    a2 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i + 32), Vector512.Load(x + i + 32), a2);
-                    a3 = Vector512.FusedMultiplyAdd(Vector512.Load(row + i + 48), Vector512.Load(x + i + 48), a3);
-                }
-                y[o] = Vector512.Sum((a0 + a1) + (a2 + a3));
-            }
+            Rows512<F32Weights>((byte*)w, x, y, rows, n, outputs, from, to);
             return;
         }
         var vectorEnd = n - n % 8;

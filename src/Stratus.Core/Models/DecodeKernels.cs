@@ -86,8 +86,8 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
                 {
                     var (a, b) = (Math.Max(from, start) - start, Math.Min(to, start + count) - start);
                     if (a >= b) continue;
-                    if (bf16) Bf16Rows((ushort*)w, xs, (float*)y, rows, inputs, count, a, b);
-                    else F32Rows((float*)w, xs, (float*)y, rows, inputs, count, a, b);
+                    if (bf16) Rows<Bf16Weights>((byte*)w, xs, (float*)y, rows, inputs, count, a, b);
+                    else Rows<F32Weights>((byte*)w, xs, (float*)y, rows, inputs, count, a, b);
                 }
             });
         }
@@ -131,6 +131,8 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
     {
         static abstract int Bytes { get; }
         static abstract (Vector512<float>, Vector512<float>, Vector512<float>, Vector512<float>) Load64(byte* row, int i);
+        static abstract (Vector256<float>, Vector256<float>) Load16(byte* row, int i);
+        static abstract float At(byte* row, int i);
     }
 
     readonly struct F32Weights : IWeightFormat
@@ -142,6 +144,10 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
             var w = (float*)row + i;
             return (Vector512.Load(w), Vector512.Load(w + 16), Vector512.Load(w + 32), Vector512.Load(w + 48));
         }
+
+        public static (Vector256<float>, Vector256<float>) Load16(byte* row, int i) => (Vector256.Load((float*)row + i), Vector256.Load((float*)row + i + 8));
+
+        public static float At(byte* row, int i) => ((float*)row)[i];
     }
 
     readonly struct Bf16Weights : IWeightFormat
@@ -155,6 +161,15 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
             var (l1, h1) = Vector512.Widen(Vector512.Load(w + 32));
             return (Vector512.ShiftLeft(l0, 16).AsSingle(), Vector512.ShiftLeft(h0, 16).AsSingle(), Vector512.ShiftLeft(l1, 16).AsSingle(), Vector512.ShiftLeft(h1, 16).AsSingle());
         }
+
+        public static (Vector256<float>, Vector256<float>) Load16(byte* row, int i)
+        {
+            var (low, high) = Vector256.Widen(Vector256.Load((ushort*)row + i));
+            return (Vector256.ShiftLeft(low, 16).AsSingle(), Vector256.ShiftLeft(high, 16).AsSingle());
+        }
+
+        // bf16 is the top half of an fp32.
+        public static float At(byte* row, int i) => BitConverter.Int32BitsToSingle(((ushort*)row)[i] << 16);
     }
 
     // AVX-512, rows of a multiple of 64. Each weight row is read from memory once per call and
@@ -188,6 +203,8 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
         return Vector512.Sum((a0 + a1) + (a2 + a3));
     }
 
+    // Unrolled by hand: sixteen named accumulators stay in registers, where a helper taking
+    // them by reference would make the JIT keep them in memory.
     static void Dot4<TWeights>(byte* row, float* x, int n, float* y, int stride) where TWeights : IWeightFormat
     {
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
@@ -219,27 +236,29 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
         y[3L * stride] = Vector512.Sum((d0 + d1) + (d2 + d3));
     }
 
-    static void Bf16Rows(ushort* w, float* x, float* y, int rows, int n, int outputs, int from, int to)
+    /// <summary>y[r, o] = x[r] . w[o] for the outputs o in [from, to) of every input row r.</summary>
+    static void Rows<TWeights>(byte* w, float* x, float* y, int rows, int n, int outputs, int from, int to) where TWeights : IWeightFormat
     {
         if (Vector512.IsHardwareAccelerated && n % 64 == 0)
         {
-            Rows512<Bf16Weights>((byte*)w, x, y, rows, n, outputs, from, to);
+            Rows512<TWeights>(w, x, y, rows, n, outputs, from, to);
             return;
         }
+        // Any other width or CPU: 256-bit vectors (128-bit where that is all there is, as .NET
+        // lowers them), one accumulator per row, the rest of a row in scalar steps.
         var vectorEnd = n - n % 16;
+        var rowBytes = (long)n * TWeights.Bytes;
         var sums = stackalloc Vector256<float>[MaxRows];
         for (var first = 0; first < rows; first += MaxRows)
         {
             var count = Math.Min(MaxRows, rows - first);
             for (var o = from; o < to; o++)
             {
-                var row = w + (long)o * n;
+                var row = w + o * rowBytes;
                 for (var r = 0; r < count; r++) sums[r] = default;
                 for (var i = 0; i < vectorEnd; i += 16)
                 {
-                    var (low, high) = Vector256.Widen(Vector256.Load(row + i));
-                    var w0 = Vector256.ShiftLeft(low, 16).AsSingle();
-                    var w1 = Vector256.ShiftLeft(high, 16).AsSingle();
+                    var (w0, w1) = TWeights.Load16(row, i);
                     for (var r = 0; r < count; r++)
                     {
                         var xr = x + (long)(first + r) * n + i;
@@ -249,38 +268,7 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
                 for (var r = 0; r < count; r++)
                 {
                     var total = Vector256.Sum(sums[r]);
-                    for (var i = vectorEnd; i < n; i++) total += BitConverter.Int32BitsToSingle(row[i] << 16) * x[(long)(first + r) * n + i];
-                    y[(long)(first + r) * outputs + o] = total;
-                }
-            }
-        }
-    }
-
-    static void F32Rows(float* w, float* x, float* y, int rows, int n, int outputs, int from, int to)
-    {
-        if (Vector512.IsHardwareAccelerated && n % 64 == 0)
-        {
-            Rows512<F32Weights>((byte*)w, x, y, rows, n, outputs, from, to);
-            return;
-        }
-        var vectorEnd = n - n % 8;
-        var sums = stackalloc Vector256<float>[MaxRows];
-        for (var first = 0; first < rows; first += MaxRows)
-        {
-            var count = Math.Min(MaxRows, rows - first);
-            for (var o = from; o < to; o++)
-            {
-                var row = w + (long)o * n;
-                for (var r = 0; r < count; r++) sums[r] = default;
-                for (var i = 0; i < vectorEnd; i += 8)
-                {
-                    var wv = Vector256.Load(row + i);
-                    for (var r = 0; r < count; r++) sums[r] = Vector256.FusedMultiplyAdd(wv, Vector256.Load(x + (long)(first + r) * n + i), sums[r]);
-                }
-                for (var r = 0; r < count; r++)
-                {
-                    var total = Vector256.Sum(sums[r]);
-                    for (var i = vectorEnd; i < n; i++) total += row[i] * x[(long)(first + r) * n + i];
+                    for (var i = vectorEnd; i < n; i++) total += TWeights.At(row, i) * x[(long)(first + r) * n + i];
                     y[(long)(first + r) * outputs + o] = total;
                 }
             }

@@ -18,7 +18,7 @@ static class SampleCommand
         var topP = new Option<double>("--top-p") { Description = "nucleus sampling threshold (1: off)", DefaultValueFactory = _ => 1.0 };
         var seed = new Option<long?>("--seed") { Description = "same seed, same text" };
         var samples = new Option<int>("--num-samples") { Description = "how many samples", DefaultValueFactory = _ => 1 };
-        var decodeWeights = new Option<string>("--decode-weights") { Description = "weights the one-token decode steps read: torch (libtorch matmuls), fp32 or bf16 (Stratus decode kernels; bf16 is about twice as fast)", DefaultValueFactory = _ => "torch" };
+        var decodeWeights = new Option<string>("--decode-weights") { Description = "weights the one-token decode steps read: fp32 (Stratus decode kernel, weights in place), bf16 (the kernel over bf16 copies: about twice as fast, bf16 rounding) or torch (libtorch matmuls)", DefaultValueFactory = _ => "fp32" };
         decodeWeights.AcceptOnlyFromAmong("torch", "fp32", "bf16");
         var command = new Command("sample", "Generate text from a trained model, streamed token by token.") { model, prompt, maxTokens, temperature, topK, topP, seed, samples, decodeWeights };
         command.SetAction(result =>

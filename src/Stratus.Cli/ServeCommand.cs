@@ -26,7 +26,7 @@ static class ServeCommand
         var threads = new Option<int>("--threads") { Description = "libtorch threads (default: cores - 1, at least 1)", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount - 1) };
         var dataDir = TrustCommands.DataDirOption();
         var insecure = new Option<bool>("--insecure-no-auth") { Description = "serve without API keys (loopback addresses only)" };
-        var decodeWeights = new Option<string>("--decode-weights") { Description = "what decode steps of up to 16 rows multiply with: torch (libtorch matmuls), fp32 (Stratus decode kernel, weights in place: faster for ~100M+ parameter models at low concurrency) or bf16 (the kernel over bf16 copies)", DefaultValueFactory = _ => "torch" };
+        var decodeWeights = new Option<string>("--decode-weights") { Description = "what decode steps of up to 8 sequences multiply with: fp32 (Stratus decode kernel, weights in place), bf16 (the kernel over bf16 copies: faster, bf16 rounding) or torch (libtorch matmuls)", DefaultValueFactory = _ => "fp32" };
         decodeWeights.AcceptOnlyFromAmong("torch", "fp32", "bf16");
         var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights };
         command.SetAction(async (result, cancellation) =>

@@ -21,13 +21,12 @@ public sealed record EngineOptions
     /// <summary>Prompt tokens prefilled in one step (at least one prompt), so a burst of long
     /// prompts does not stall the running sequences' decoding for long.</summary>
     public int MaxPrefillTokensPerStep { get; init; } = 2048;
-    /// <summary>What steps of up to 16 rows (decoding, short prefills) multiply with: libtorch's
-    /// matmul (default), the fp32 weights in place through Stratus's decode kernel, or bf16 copies
-    /// of them. The kernel pays off for models of ~100 M parameters and more at low concurrency
-    /// (GPT-2-small shape here: +31% output tokens/s at 1 stream, +34% at 4, -13% at 16) and
-    /// costs on small models, whose weights stay in cache (char-level Shakespeare: about half the
-    /// throughput): bench/serving.md.</summary>
-    public DecodeWeights DecodeWeights { get; init; } = DecodeWeights.Torch;
+    /// <summary>What steps of up to <see cref="DecodeKernel.MaxRows"/> rows (decoding, short
+    /// prefills) multiply with: the fp32 weights in place through Stratus's decode kernel
+    /// (default; served GPT-2-small shape here: +31% output tokens/s at 1 stream, +38% at 4, +10%
+    /// at 8, and on par with libtorch for a 0.8 M-parameter model), bf16 copies of them (faster
+    /// again, bf16 rounding), or libtorch's matmul.</summary>
+    public DecodeWeights DecodeWeights { get; init; } = DecodeWeights.Float32;
 
     public void Validate()
     {

@@ -25,7 +25,7 @@ public abstract class CausalLanguageModel : nn.Module
         set => Precision.Dtype = value;
     }
 
-    /// <summary>The weights inference matmuls of up to 16 rows read, through the decode kernels
+    /// <summary>The weights inference matmuls of up to DecodeKernel.MaxRows (8) rows read, through the decode kernels
     /// in DecodeKernels.cs (single-stream and small-batch decoding); larger batches, training and
     /// anything needing gradients keep libtorch. bf16 copies are made on first use, so set this
     /// again after changing the weights.</summary>

@@ -14,8 +14,9 @@ public interface IKvCache
 
     /// <summary>Stores the new keys and values of one layer ([B, H, T, D]) and returns what the
     /// new queries attend over: keys, values ([B, H, S, D]) and a boolean mask broadcastable to
-    /// [B, H, T, S] (true = may attend), or null when plain causal attention over the new
-    /// tokens alone is right (S == T).</summary>
+    /// [B, H, T, S] (true = may attend), or null when no mask is needed: plain causal attention
+    /// over the new tokens alone (S == T), or one new token per row that sees every position
+    /// (T == 1).</summary>
     (Tensor Keys, Tensor Values, Tensor? Mask) Append(int layer, Tensor keys, Tensor values);
 
     /// <summary>Called after the last layer: the new tokens become part of the context.</summary>
@@ -70,8 +71,7 @@ public sealed class KvCache : IKvCache, IDisposable
         vSlot.copy_(v);
         var allKeys = keys[layer].narrow(2, 0, end);
         var allValues = values[layer].narrow(2, 0, end);
-        if (Length == 0) return (allKeys, allValues, null); // prefill from empty: causal
-        if (pending == 1) return (allKeys, allValues, ones(1, 1, 1, end, ScalarType.Bool, device));
+        if (Length == 0 || pending == 1) return (allKeys, allValues, null); // causal from empty; one token sees all
         // Several new tokens after a context: token i sees the context and new tokens <= i.
         var query = arange(Length, end, device: device).unsqueeze(1);
         var key = arange(0, end, device: device).unsqueeze(0);

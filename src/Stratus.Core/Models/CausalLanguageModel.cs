@@ -46,7 +46,22 @@ public abstract class CausalLanguageModel : nn.Module
 
     /// <summary>Logits [B, T, vocab] in fp32 for token ids [B, T]; with a cache, the tokens
     /// continue what the cache holds.</summary>
-    public abstract Tensor Forward(Tensor tokens, IKvCache? cache = null);
+    public Tensor Forward(Tensor tokens, IKvCache? cache = null)
+    {
+        var length = (int)tokens.shape[1];
+        if (cache is null && length > Config.BlockSize)
+            throw new StratusUserException($"sequence of {length} tokens is longer than block_size {Config.BlockSize}");
+        using var threads = Precision.DecodeThreads(tokens);
+        using var scope = NewDisposeScope();
+        var hidden = FinalHiddenStates(tokens, length, cache);
+        return Precision.Linear(hidden, LmHeadWeight).to(ScalarType.Float32).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The architecture's body: hidden states [B, T, n_embd] after the final norm.</summary>
+    protected abstract Tensor FinalHiddenStates(Tensor tokens, int length, IKvCache? cache);
+
+    /// <summary>The LM head's [vocab, n_embd] weight (the token embedding when tied).</summary>
+    protected abstract Tensor LmHeadWeight { get; }
 
     /// <summary>Key/value heads per layer (fewer than query heads with grouped-query attention).</summary>
     public int KvHeads => Config.KvHeads;

@@ -21,22 +21,17 @@ public sealed class Gpt : CausalLanguageModel
         AttachAdapters();
     }
 
-    public override Tensor Forward(Tensor tokens, IKvCache? cache = null)
+    protected override Tensor FinalHiddenStates(Tensor tokens, int length, IKvCache? cache)
     {
-        var length = (int)tokens.shape[1];
-        if (cache is null && length > Config.BlockSize)
-            throw new StratusUserException($"sequence of {length} tokens is longer than block_size {Config.BlockSize}");
-        using var threads = Precision.DecodeThreads(tokens);
-        using var scope = NewDisposeScope();
         var positions = cache?.BeginStep(length) ?? arange(length, dtype: ScalarType.Int64, device: tokens.device);
         var x = transformer.drop.call(transformer.wte.call(tokens) + transformer.wpe.call(positions));
         for (var i = 0; i < transformer.h.Count; i++) x = transformer.h[i].Forward(x, i, cache);
         cache?.EndStep();
-        x = transformer.ln_f.call(x);
-        // Tied LM head: the token embedding matrix projects back onto the vocabulary.
-        var logits = Precision.Linear(x, transformer.wte.weight!).to(ScalarType.Float32);
-        return logits.MoveToOuterDisposeScope();
+        return transformer.ln_f.call(x);
     }
+
+    // Tied LM head: the token embedding matrix projects back onto the vocabulary.
+    protected override Tensor LmHeadWeight => transformer.wte.weight!;
 
     public override long ParameterCount(bool nonEmbedding = true)
     {

@@ -40,23 +40,17 @@ public sealed class Llama : CausalLanguageModel
         return result;
     }
 
-    public override Tensor Forward(Tensor tokens, IKvCache? cache = null)
+    protected override Tensor FinalHiddenStates(Tensor tokens, int length, IKvCache? cache)
     {
-        var length = (int)tokens.shape[1];
-        if (cache is null && length > Config.BlockSize)
-            throw new StratusUserException($"sequence of {length} tokens is longer than block_size {Config.BlockSize}");
-        using var threads = Precision.DecodeThreads(tokens);
-        using var scope = NewDisposeScope();
         var positions = cache is null ? arange(length, dtype: ScalarType.Int64, device: tokens.device) : cache.BeginStep(length)[0];
         var (cos, sin) = Rotary(positions);
         var x = model.embed_tokens.call(tokens);
         for (var i = 0; i < model.layers.Count; i++) x = model.layers[i].Forward(x, cos, sin, i, cache);
         cache?.EndStep();
-        x = model.norm.call(x);
-        var head = lm_head?.weight ?? model.embed_tokens.weight!;
-        var logits = Precision.Linear(x, head).to(ScalarType.Float32);
-        return logits.MoveToOuterDisposeScope();
+        return model.norm.call(x);
     }
+
+    protected override Tensor LmHeadWeight => lm_head?.weight ?? model.embed_tokens.weight!;
 
     /// <summary>cos and sin of position * frequency, [T, head_dim], each half repeated (HF layout).</summary>
     (Tensor Cos, Tensor Sin) Rotary(Tensor positions)

@@ -100,45 +100,23 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
 /// <summary>Blocklists on SQLite, one row per list with its definition as JSON.</summary>
 public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider? time = null) : IBlocklistStore
 {
-    readonly TimeProvider clock = time ?? TimeProvider.System;
+    readonly JsonDocumentTable table = new(database, "blocklists", "name", "definition", time ?? TimeProvider.System);
 
     sealed record Definition(string Name, string Category, List<string> Terms, List<string> Patterns);
 
-    public ValueTask<IReadOnlyList<Blocklist>> ListAsync(CancellationToken cancellationToken = default)
-    {
-        using var connection = database.Connect();
-        using var command = Command(connection, "SELECT definition FROM blocklists ORDER BY name");
-        using var reader = command.ExecuteReader();
-        var lists = new List<Blocklist>();
-        while (reader.Read()) lists.Add(Parse(reader.GetString(0)));
-        return ValueTask.FromResult<IReadOnlyList<Blocklist>>(lists);
-    }
+    public ValueTask<IReadOnlyList<Blocklist>> ListAsync(CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult<IReadOnlyList<Blocklist>>(table.List().Select(Parse).ToList());
 
-    public ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default)
-    {
-        using var connection = database.Connect();
-        using var command = Command(connection, "SELECT definition FROM blocklists WHERE name = $name", ("$name", name));
-        return ValueTask.FromResult(command.ExecuteScalar() is string json ? Parse(json) : null);
-    }
+    public ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(table.Get(name) is { } json ? Parse(json) : null);
 
     public ValueTask UpsertAsync(Blocklist blocklist, CancellationToken cancellationToken = default)
     {
-        var json = JsonSerializer.Serialize(new Definition(blocklist.Name, blocklist.Category.WireName(), [.. blocklist.Terms], [.. blocklist.Patterns]));
-        using var connection = database.Connect();
-        using var command = Command(connection, """
-            INSERT INTO blocklists (name, definition, updated_at) VALUES ($name, $definition, $at)
-            ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at
-            """, ("$name", blocklist.Name), ("$definition", json), ("$at", FormatTime(clock.GetUtcNow())));
-        command.ExecuteNonQuery();
+        table.Upsert(blocklist.Name, JsonSerializer.Serialize(new Definition(blocklist.Name, blocklist.Category.WireName(), [.. blocklist.Terms], [.. blocklist.Patterns])));
         return ValueTask.CompletedTask;
     }
 
-    public ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default)
-    {
-        using var connection = database.Connect();
-        using var command = Command(connection, "DELETE FROM blocklists WHERE name = $name", ("$name", name));
-        return ValueTask.FromResult(command.ExecuteNonQuery() == 1);
-    }
+    public ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default) => ValueTask.FromResult(table.Delete(name));
 
     static Blocklist Parse(string json)
     {
@@ -150,40 +128,61 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider
 /// <summary>Safety policies on SQLite, one row per deployment, stored as SafetyPolicyDocument JSON.</summary>
 public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, TimeProvider? time = null) : ISafetyPolicyStore
 {
-    readonly TimeProvider clock = time ?? TimeProvider.System;
+    readonly JsonDocumentTable table = new(database, "safety_policies", "deployment", "policy", time ?? TimeProvider.System);
 
-    public ValueTask<SafetyPolicy?> GetAsync(string deployment, CancellationToken cancellationToken = default)
-    {
-        using var connection = database.Connect();
-        using var command = Command(connection, "SELECT policy FROM safety_policies WHERE deployment = $d", ("$d", deployment));
-        return ValueTask.FromResult(command.ExecuteScalar() is string json ? SafetyPolicy.FromJson(json) : null);
-    }
+    public ValueTask<SafetyPolicy?> GetAsync(string deployment, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(table.Get(deployment) is { } json ? SafetyPolicy.FromJson(json) : null);
 
-    public ValueTask<IReadOnlyList<SafetyPolicy>> ListAsync(CancellationToken cancellationToken = default)
-    {
-        using var connection = database.Connect();
-        using var command = Command(connection, "SELECT policy FROM safety_policies ORDER BY deployment");
-        using var reader = command.ExecuteReader();
-        var policies = new List<SafetyPolicy>();
-        while (reader.Read()) policies.Add(SafetyPolicy.FromJson(reader.GetString(0)));
-        return ValueTask.FromResult<IReadOnlyList<SafetyPolicy>>(policies);
-    }
+    public ValueTask<IReadOnlyList<SafetyPolicy>> ListAsync(CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult<IReadOnlyList<SafetyPolicy>>(table.List().Select(SafetyPolicy.FromJson).ToList());
 
     public ValueTask SetAsync(SafetyPolicy policy, CancellationToken cancellationToken = default)
     {
-        using var connection = database.Connect();
-        using var command = Command(connection, """
-            INSERT INTO safety_policies (deployment, policy, updated_at) VALUES ($d, $policy, $at)
-            ON CONFLICT (deployment) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at
-            """, ("$d", policy.Deployment), ("$policy", policy.ToJson()), ("$at", FormatTime(clock.GetUtcNow())));
-        command.ExecuteNonQuery();
+        table.Upsert(policy.Deployment, policy.ToJson());
         return ValueTask.CompletedTask;
     }
 
-    public ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default)
+    public ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default) => ValueTask.FromResult(table.Delete(deployment));
+}
+
+/// <summary>A table of JSON documents keyed by name, with the time of the last write: the shape
+/// the blocklist and safety-policy stores share. Table and column names come from code, never
+/// from input.</summary>
+sealed class JsonDocumentTable(PlatformDatabase database, string table, string key, string document, TimeProvider clock)
+{
+    public string? Get(string name)
     {
         using var connection = database.Connect();
-        using var command = Command(connection, "DELETE FROM safety_policies WHERE deployment = $d", ("$d", deployment));
-        return ValueTask.FromResult(command.ExecuteNonQuery() == 1);
+        using var command = Command(connection, $"SELECT {document} FROM {table} WHERE {key} = $key", ("$key", name));
+        return command.ExecuteScalar() as string;
+    }
+
+    /// <summary>Every document, in key order.</summary>
+    public List<string> List()
+    {
+        using var connection = database.Connect();
+        using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {key}");
+        using var reader = command.ExecuteReader();
+        var documents = new List<string>();
+        while (reader.Read()) documents.Add(reader.GetString(0));
+        return documents;
+    }
+
+    public void Upsert(string name, string json)
+    {
+        using var connection = database.Connect();
+        using var command = Command(connection, $"""
+            INSERT INTO {table} ({key}, {document}, updated_at) VALUES ($key, $document, $at)
+            ON CONFLICT ({key}) DO UPDATE SET {document} = excluded.{document}, updated_at = excluded.updated_at
+            """, ("$key", name), ("$document", json), ("$at", FormatTime(clock.GetUtcNow())));
+        command.ExecuteNonQuery();
+    }
+
+    /// <summary>Whether a row was there to delete.</summary>
+    public bool Delete(string name)
+    {
+        using var connection = database.Connect();
+        using var command = Command(connection, $"DELETE FROM {table} WHERE {key} = $key", ("$key", name));
+        return command.ExecuteNonQuery() == 1;
     }
 }

@@ -3,6 +3,7 @@
 // engine.
 using System.Text.Json;
 using Stratus.Inference;
+using Stratus.Server.Hosting;
 using Stratus.Tokenization;
 
 namespace Stratus.Server.Api;
@@ -11,6 +12,17 @@ public static class RequestParser
 {
     public const int MaxChoices = 16;
     public const int MaxStops = 4;
+
+    /// <summary>What both generation endpoints read first: the body, the model it names (404
+    /// when none; tagged on the request for logs and metrics), its sampling settings and n.</summary>
+    public static async Task<(T Body, ServedModel Model, GenerationRequest Sampling, int Choices)> ReadGenerationAsync<T>(HttpContext http, ModelRegistry registry)
+        where T : SamplingFields
+    {
+        var body = await OpenAiJson.ReadAsync<T>(http.Request, http.RequestAborted);
+        var model = registry.Get(body.Model);
+        http.Items[ErrorMiddleware.ModelItem] = model.Name;
+        return (body, model, Sampling(body, model.Tokenizer), Choices(body.N));
+    }
 
     /// <summary>Sampling settings common to both endpoints; PromptTokens and MaxTokens are set by the caller.</summary>
     public static GenerationRequest Sampling(SamplingFields body, ITokenizer tokenizer)

@@ -20,12 +20,8 @@ public static class ChatCompletionsEndpoints
     static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, IEnumerable<IGenerationFilter> filters)
     {
         var cancellation = http.RequestAborted;
-        var body = await OpenAiJson.ReadAsync<ChatCompletionRequest>(http.Request, cancellation);
-        var model = registry.Get(body.Model);
-        http.Items[ErrorMiddleware.ModelItem] = model.Name;
+        var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<ChatCompletionRequest>(http, registry);
         var messages = RequestParser.Messages(body.Messages);
-        var sampling = RequestParser.Sampling(body, model.Tokenizer);
-        var choices = RequestParser.Choices(body.N);
         var topLogprobs = RequestParser.IntRange(body.TopLogprobs, 0, 0, 20, "top_logprobs");
         if (body.TopLogprobs is not null && body.Logprobs != true)
             throw ApiException.Invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs");

@@ -23,12 +23,8 @@ public static class CompletionsEndpoints
     static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, IEnumerable<IGenerationFilter> filters)
     {
         var cancellation = http.RequestAborted;
-        var body = await OpenAiJson.ReadAsync<CompletionRequest>(http.Request, cancellation);
-        var model = registry.Get(body.Model);
-        http.Items[ErrorMiddleware.ModelItem] = model.Name;
+        var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<CompletionRequest>(http, registry);
         var prompts = RequestParser.Prompts(body.Prompt);
-        var sampling = RequestParser.Sampling(body, model.Tokenizer);
-        var choices = RequestParser.Choices(body.N);
         int? logprobs = body.Logprobs is null ? null : RequestParser.IntRange(body.Logprobs, 0, 0, 20, "logprobs");
         var tokenizer = model.Tokenizer;
         var promptTokens = new List<int[]>(prompts.Count);

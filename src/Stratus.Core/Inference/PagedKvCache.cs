@@ -77,7 +77,7 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         return positionTensor;
     }
 
-    public (Tensor Keys, Tensor Values, Tensor? Mask) Append(int layer, Tensor k, Tensor v)
+    public Tensor Attend(int layer, Tensor q, Tensor k, Tensor v)
     {
         var (heads, dim) = (k.shape[1], k.shape[3]);
         var poolKeys = pool.Keys(layer);
@@ -86,7 +86,7 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         poolValues.index_copy_(0, writeSlots!, v.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
         var keys = pool.KeyBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
         var values = pool.ValueBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
-        return (keys, values, mask);
+        return CachedAttention.Compute(q, keys, values, mask);
     }
 
     public void EndStep()

@@ -124,8 +124,7 @@ public sealed class Gpt : CausalLanguageModel
             }
             else
             {
-                var (keys, values, mask) = cache.Append(layer, k, v);
-                y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask: mask, p: p, is_casual: mask is null && t > 1);
+                y = cache.Attend(layer, q, k, v);
             }
             y = y.transpose(1, 2).reshape(b, t, c);
             return resid_dropout.call(precision.Linear(y, c_proj).to(x.dtype));

@@ -1,6 +1,9 @@
 // Key/value caches for incremental decoding. The model talks to a cache only through
 // IKvCache, so the sampler's simple contiguous cache and the serving engine's block pool
 // plug into the same attention code.
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,12 +15,11 @@ public interface IKvCache
     /// absolute positions of those tokens, shape [B, T] (int64, on the model's device).</summary>
     Tensor BeginStep(int newTokens);
 
-    /// <summary>Stores the new keys and values of one layer ([B, H, T, D]) and returns what the
-    /// new queries attend over: keys, values ([B, H, S, D]) and a boolean mask broadcastable to
-    /// [B, H, T, S] (true = may attend), or null when no mask is needed: plain causal attention
-    /// over the new tokens alone (S == T), or one new token per row that sees every position
-    /// (T == 1).</summary>
-    (Tensor Keys, Tensor Values, Tensor? Mask) Append(int layer, Tensor keys, Tensor values);
+    /// <summary>Stores the new keys and values of one layer ([B, KV, T, D]) and returns the
+    /// attention of the new queries ([B, H, T, D], H a multiple of KV: grouped-query attention)
+    /// over everything the cache holds for their rows, [B, H, T, D] in the queries' dtype.
+    /// Inference only: no dropout.</summary>
+    Tensor Attend(int layer, Tensor queries, Tensor keys, Tensor values);
 
     /// <summary>Called after the last layer: the new tokens become part of the context.</summary>
     void EndStep();
@@ -62,21 +64,80 @@ public sealed class KvCache : IKvCache, IDisposable
         return arange(Length, Length + newTokens, dtype: ScalarType.Int64, device: device).unsqueeze(0);
     }
 
-    public (Tensor Keys, Tensor Values, Tensor? Mask) Append(int layer, Tensor k, Tensor v)
+    public Tensor Attend(int layer, Tensor q, Tensor k, Tensor v)
     {
         var end = Length + pending;
-        var kSlot = keys[layer].narrow(2, Length, pending);
-        var vSlot = values[layer].narrow(2, Length, pending);
-        kSlot.copy_(k);
-        vSlot.copy_(v);
+        keys[layer].narrow(2, Length, pending).copy_(k);
+        values[layer].narrow(2, Length, pending).copy_(v);
+        if (pending == 1 && q.dtype == ScalarType.Float32 && keys[layer].dtype == ScalarType.Float32 && device.type == DeviceType.CPU)
+            return AttendOne(layer, q, end);
         var allKeys = keys[layer].narrow(2, 0, end);
         var allValues = values[layer].narrow(2, 0, end);
-        if (Length == 0 || pending == 1) return (allKeys, allValues, null); // causal from empty; one token sees all
+        if (Length == 0 || pending == 1) return CachedAttention.Compute(q, allKeys, allValues, null); // causal from empty; one token sees all
         // Several new tokens after a context: token i sees the context and new tokens <= i.
         var query = arange(Length, end, device: device).unsqueeze(1);
         var key = arange(0, end, device: device).unsqueeze(0);
-        return (allKeys, allValues, key.le(query).unsqueeze(0).unsqueeze(0));
+        return CachedAttention.Compute(q, allKeys, allValues, key.le(query).unsqueeze(0).unsqueeze(0));
     }
+
+    // One new token per row in fp32 on the CPU (sampling's decode step), in managed code over the
+    // cache's own buffers: softmax(q . k_s / sqrt(D)) weighting v_s for s < end. Through libtorch
+    // this step is a dozen small ops per layer (slots, views, a mask, attention, transposes).
+    unsafe Tensor AttendOne(int layer, Tensor q, int end)
+    {
+        var (batch, heads, dim) = ((int)q.shape[0], (int)q.shape[1], (int)q.shape[3]);
+        var kvHeads = (int)keys[layer].shape[1];
+        var group = heads / kvHeads;
+        using var queries = q.contiguous();
+        var output = empty(batch, heads, 1, dim);
+        var qs = (float*)Address(queries);
+        var ys = (float*)Address(output);
+        var ks = (float*)Address(keys[layer]);
+        var vs = (float*)Address(values[layer]);
+        var scale = 1f / MathF.Sqrt(dim);
+        var scores = new float[end];
+        for (var b = 0; b < batch; b++)
+        {
+            for (var h = 0; h < heads; h++)
+            {
+                var row = (long)(b * kvHeads + h / group) * Capacity * dim;
+                var qh = qs + (long)(b * heads + h) * dim;
+                var yh = ys + (long)(b * heads + h) * dim;
+                var max = float.NegativeInfinity;
+                for (var s = 0; s < end; s++)
+                {
+                    scores[s] = Dot(qh, ks + row + (long)s * dim, dim) * scale;
+                    max = MathF.Max(max, scores[s]);
+                }
+                var sum = 0f;
+                for (var s = 0; s < end; s++) sum += scores[s] = MathF.Exp(scores[s] - max);
+                new Span<float>(yh, dim).Clear();
+                for (var s = 0; s < end; s++) AddScaled(yh, vs + row + (long)s * dim, scores[s] / sum, dim);
+            }
+        }
+        return output;
+    }
+
+    static unsafe float Dot(float* a, float* b, int n)
+    {
+        var i = 0;
+        var sum = Vector256<float>.Zero;
+        for (; i + 8 <= n; i += 8) sum = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), sum);
+        var total = Vector256.Sum(sum);
+        for (; i < n; i++) total += a[i] * b[i];
+        return total;
+    }
+
+    static unsafe void AddScaled(float* y, float* x, float weight, int n)
+    {
+        var i = 0;
+        var w = Vector256.Create(weight);
+        for (; i + 8 <= n; i += 8) Vector256.FusedMultiplyAdd(Vector256.Load(x + i), w, Vector256.Load(y + i)).Store(y + i);
+        for (; i < n; i++) y[i] += x[i] * weight;
+    }
+
+    // For a contiguous CPU tensor, TorchSharp's `bytes` is a span over the tensor's own memory.
+    static unsafe IntPtr Address(Tensor t) => (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
     public void EndStep()
     {
@@ -88,5 +149,29 @@ public sealed class KvCache : IKvCache, IDisposable
     {
         foreach (var t in keys) t.Dispose();
         foreach (var t in values) t.Dispose();
+    }
+}
+
+/// <summary>Attention of new queries over cached keys and values through libtorch, with the
+/// caches' mask rules: a null mask is causal over the new tokens when S == T and sees every
+/// position for a single new token.</summary>
+public static class CachedAttention
+{
+    public static Tensor Compute(Tensor q, Tensor keys, Tensor values, Tensor? mask)
+    {
+        var (b, heads, t, dim) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+        var kvHeads = keys.shape[1];
+        keys = keys.to(q.dtype);
+        values = values.to(q.dtype);
+        var causal = mask is null && t > 1;
+        if (kvHeads == heads) return nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask: mask, is_casual: causal);
+        var group = heads / kvHeads;
+        if (causal)
+            return nn.functional.scaled_dot_product_attention(q, keys.repeat_interleave(group, dim: 1), values.repeat_interleave(group, dim: 1), is_casual: true);
+        // Grouped-query attention without copying the cache per query head: the query heads that
+        // share a key/value head become extra rows of one attention (rows g * t + i), and the
+        // mask is repeated to match.
+        var grouped = q.reshape(b, kvHeads, group * t, dim);
+        return nn.functional.scaled_dot_product_attention(grouped, keys, values, attn_mask: mask?.repeat(1, 1, group, 1)).view(b, heads, t, dim);
     }
 }

@@ -156,21 +156,7 @@ public sealed class Llama : CausalLanguageModel
             }
             else
             {
-                var (keys, values, mask) = cache.Append(layer, k, v);
-                if (kvHeads != heads && (mask is not null || t == 1))
-                {
-                    // Grouped-query attention over the cache without copying it per query head:
-                    // the query heads that share a key/value head become extra rows of one
-                    // attention (rows g * t + i), and the mask is repeated to match.
-                    var group = heads / kvHeads;
-                    var grouped = q.reshape(b, kvHeads, group * t, headDim);
-                    y = F.scaled_dot_product_attention(grouped, keys.to(q.dtype), values.to(q.dtype), attn_mask: mask?.repeat(1, 1, group, 1), p: p)
-                        .view(b, heads, t, headDim);
-                }
-                else
-                {
-                    y = F.scaled_dot_product_attention(q, RepeatKv(keys.to(q.dtype)), RepeatKv(values.to(q.dtype)), attn_mask: mask, p: p, is_casual: mask is null && t > 1);
-                }
+                y = cache.Attend(layer, q, k, v);
             }
             y = y.transpose(1, 2).reshape(b, t, heads * headDim);
             return precision.Linear(y, o_proj).to(x.dtype);

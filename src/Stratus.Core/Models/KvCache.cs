@@ -83,6 +83,8 @@ public sealed class KvCache : IKvCache, IDisposable
     // One new token per row in fp32 on the CPU (sampling's decode step), in managed code over the
     // cache's own buffers: softmax(q . k_s / sqrt(D)) weighting v_s for s < end. Through libtorch
     // this step is a dozen small ops per layer (slots, views, a mask, attention, transposes).
+    float[]? scores;
+
     unsafe Tensor AttendOne(int layer, Tensor q, int end)
     {
         var (batch, heads, dim) = ((int)q.shape[0], (int)q.shape[1], (int)q.shape[3]);
@@ -95,7 +97,7 @@ public sealed class KvCache : IKvCache, IDisposable
         var ks = (float*)Address(keys[layer]);
         var vs = (float*)Address(values[layer]);
         var scale = 1f / MathF.Sqrt(dim);
-        var scores = new float[end];
+        var scores = this.scores ??= new float[Capacity];
         for (var b = 0; b < batch; b++)
         {
             for (var h = 0; h < heads; h++)

@@ -1,6 +1,7 @@
 // IKvCache over the block pool for a batch of sequences that sit at different positions: each
-// step writes the new keys/values into the sequences' own blocks and gathers every row's blocks
-// into [B, H, S, D] with a mask that hides the padding past each row's length.
+// step writes the new keys/values into the sequences' own blocks; a decode step on the CPU then
+// attends over the blocks in place (OneTokenAttention), any other step gathers every row's
+// blocks into [B, H, S, D] with a mask that hides the padding past each row's length.
 using TorchSharp;
 using static TorchSharp.torch;
 using Stratus.Models;
@@ -17,6 +18,10 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
     // with its other temporaries.
     Tensor? writeSlots, readBlocks, mask;
     int span, gathered;
+    // Decode steps (one new token per row, fp32 pool on the CPU) attend through this instead of
+    // gathering: oneTokenPositions > 0 marks such a step.
+    readonly OneTokenAttention oneToken = new();
+    int oneTokenPositions;
 
     /// <summary>Sets up the next forward: row b continues after lengths[b] cached tokens and
     /// owns blockTables[b], which must already cover lengths[b] + newTokens tokens.</summary>
@@ -66,6 +71,24 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         var device = pool.Device;
         var positionTensor = tensor(positions, [batch, tokens], device: device);
         writeSlots = tensor(writes, device: device);
+        if (tokens == 1 && device.type == DeviceType.CPU && pool.Dtype == ScalarType.Float32)
+        {
+            // Decode: attend in place over the rows' own blocks (OneTokenAttention), no gather.
+            var (kvHeads, dim) = (pool.Keys(0).shape[1], pool.Keys(0).shape[2]);
+            var longest = 0;
+            for (var b = 0; b < batch; b++) longest = Math.Max(longest, lengths[b] + 1);
+            oneToken.EnsureRows(batch, longest);
+            for (var b = 0; b < batch; b++)
+            {
+                var table = blockTables[b];
+                oneToken.Lengths[b] = lengths[b] + 1;
+                for (var p = 0; p <= lengths[b]; p++)
+                    oneToken.Offsets[b * longest + p] = ((long)table[p / blockSize] * blockSize + p % blockSize) * kvHeads * dim;
+            }
+            oneTokenPositions = longest;
+            return positionTensor;
+        }
+        oneTokenPositions = 0;
         readBlocks = tensor(reads, device: device);
         // Prompts into empty caches attend only over themselves: plain causal attention over
         // the first `tokens` keys, without a mask (the faster kernel).
@@ -84,6 +107,9 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         var poolValues = pool.Values(layer);
         poolKeys.index_copy_(0, writeSlots!, k.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
         poolValues.index_copy_(0, writeSlots!, v.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
+        if (oneTokenPositions > 0 && q.dtype == ScalarType.Float32)
+            return oneToken.Compute(q, poolKeys, poolValues, (int)heads, headStride: dim, positionsPerRow: oneTokenPositions);
+        if (oneTokenPositions > 0) throw new InvalidOperationException("one-token steps over an fp32 pool need fp32 queries");
         var keys = pool.KeyBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
         var values = pool.ValueBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
         return CachedAttention.Compute(q, keys, values, mask);

@@ -80,41 +80,94 @@ public sealed class KvCache : IKvCache, IDisposable
         return CachedAttention.Compute(q, allKeys, allValues, key.le(query).unsqueeze(0).unsqueeze(0));
     }
 
-    // One new token per row in fp32 on the CPU (sampling's decode step), in managed code over the
-    // cache's own buffers: softmax(q . k_s / sqrt(D)) weighting v_s for s < end. Through libtorch
-    // this step is a dozen small ops per layer (slots, views, a mask, attention, transposes).
-    float[]? scores;
+    // One new token per row in fp32 on the CPU (sampling's decode step): OneTokenAttention
+    // over the cache's own [B, KV, capacity, D] buffers.
+    OneTokenAttention? oneToken;
 
-    unsafe Tensor AttendOne(int layer, Tensor q, int end)
+    Tensor AttendOne(int layer, Tensor q, int end)
+    {
+        var (batch, kvHeads, dim) = ((int)keys[layer].shape[0], (int)keys[layer].shape[1], (int)keys[layer].shape[3]);
+        oneToken ??= new OneTokenAttention();
+        oneToken.EnsureRows(batch, Capacity);
+        for (var b = 0; b < batch; b++)
+        {
+            oneToken.Lengths[b] = end;
+            for (var s = 0; s < end; s++) oneToken.Offsets[b * Capacity + s] = ((long)b * kvHeads * Capacity + s) * dim;
+        }
+        return oneToken.Compute(q, keys[layer], values[layer], kvHeads, headStride: (long)Capacity * dim, positionsPerRow: Capacity);
+    }
+
+    public void EndStep()
+    {
+        Length += pending;
+        pending = 0;
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in keys) t.Dispose();
+        foreach (var t in values) t.Dispose();
+    }
+}
+
+/// <summary>
+/// Attention of one new token per row over cached fp32 keys and values on the CPU, in managed
+/// code that reads the cache in place: softmax(q . k_s / sqrt(D)) weighting v_s over a row's
+/// positions. Through libtorch this decode step is a gather of the cache (the paged pool), a
+/// mask and a dozen small ops per layer, and the paged gather grows with every running
+/// sequence's length. The caller sizes it with <see cref="EnsureRows"/> and fills
+/// <see cref="Lengths"/> and <see cref="Offsets"/> (the element offset of each position's key
+/// for key/value head 0; heads lie <c>headStride</c> apart).
+/// </summary>
+public sealed class OneTokenAttention
+{
+    int[] lengths = [];
+    long[] offsets = [];
+    float[] scores = [];
+
+    /// <summary>Positions each row attends over.</summary>
+    public int[] Lengths => lengths;
+    /// <summary>[row * positionsPerRow + position].</summary>
+    public long[] Offsets => offsets;
+
+    public void EnsureRows(int rows, int positionsPerRow)
+    {
+        if (lengths.Length < rows) lengths = new int[rows];
+        if (offsets.Length < (long)rows * positionsPerRow) offsets = new long[rows * positionsPerRow];
+        if (scores.Length < positionsPerRow) scores = new float[positionsPerRow];
+    }
+
+    /// <summary>q [B, H, 1, D] fp32 attending over the fp32 buffers <paramref name="keys"/> and
+    /// <paramref name="values"/> (laid out as the offsets say); returns [B, H, 1, D].</summary>
+    public unsafe Tensor Compute(Tensor q, Tensor keys, Tensor values, int kvHeads, long headStride, int positionsPerRow)
     {
         var (batch, heads, dim) = ((int)q.shape[0], (int)q.shape[1], (int)q.shape[3]);
-        var kvHeads = (int)keys[layer].shape[1];
         var group = heads / kvHeads;
         using var queries = q.contiguous();
         var output = empty(batch, heads, 1, dim);
         var qs = (float*)Address(queries);
         var ys = (float*)Address(output);
-        var ks = (float*)Address(keys[layer]);
-        var vs = (float*)Address(values[layer]);
+        var ks = (float*)Address(keys);
+        var vs = (float*)Address(values);
         var scale = 1f / MathF.Sqrt(dim);
-        var scores = this.scores ??= new float[Capacity];
         for (var b = 0; b < batch; b++)
         {
+            var rowOffsets = offsets.AsSpan(b * positionsPerRow, lengths[b]);
             for (var h = 0; h < heads; h++)
             {
-                var row = (long)(b * kvHeads + h / group) * Capacity * dim;
+                var head = h / group * headStride;
                 var qh = qs + (long)(b * heads + h) * dim;
                 var yh = ys + (long)(b * heads + h) * dim;
                 var max = float.NegativeInfinity;
-                for (var s = 0; s < end; s++)
+                for (var s = 0; s < rowOffsets.Length; s++)
                 {
-                    scores[s] = Dot(qh, ks + row + (long)s * dim, dim) * scale;
+                    scores[s] = Dot(qh, ks + rowOffsets[s] + head, dim) * scale;
                     max = MathF.Max(max, scores[s]);
                 }
                 var sum = 0f;
-                for (var s = 0; s < end; s++) sum += scores[s] = MathF.Exp(scores[s] - max);
+                for (var s = 0; s < rowOffsets.Length; s++) sum += scores[s] = MathF.Exp(scores[s] - max);
                 new Span<float>(yh, dim).Clear();
-                for (var s = 0; s < end; s++) AddScaled(yh, vs + row + (long)s * dim, scores[s] / sum, dim);
+                for (var s = 0; s < rowOffsets.Length; s++) AddScaled(yh, vs + rowOffsets[s] + head, scores[s] / sum, dim);
             }
         }
         return output;
@@ -140,18 +193,6 @@ public sealed class KvCache : IKvCache, IDisposable
 
     // For a contiguous CPU tensor, TorchSharp's `bytes` is a span over the tensor's own memory.
     static unsafe IntPtr Address(Tensor t) => (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
-
-    public void EndStep()
-    {
-        Length += pending;
-        pending = 0;
-    }
-
-    public void Dispose()
-    {
-        foreach (var t in keys) t.Dispose();
-        foreach (var t in values) t.Dispose();
-    }
 }
 
 /// <summary>Attention of new queries over cached keys and values through libtorch, with the

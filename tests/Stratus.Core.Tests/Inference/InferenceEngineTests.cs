@@ -86,6 +86,55 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public void Paged_decoding_predicts_what_a_full_forward_predicts()
+    {
+        var (model, tokenizer) = TinyModel();
+        model.eval();
+        using var noGrad = torch.no_grad();
+        using var pool = new KvBlockPool(2, 2, 16, blockCount: 64, blockSize: 8, ScalarType.Float32, torch.CPU);
+        var runner = new ModelRunner(model, pool);
+        // Two rows of different lengths, so the rows' blocks and lengths differ in every step.
+        string[] prompts = ["to be or not", "hello, world"];
+        var rows = prompts.Select(prompt =>
+        {
+            var sequence = new Sequence(0, Greedy(tokenizer, prompt, 24) with { Logprobs = 0 }, tokenizer.VocabSize);
+            Assert.True(pool.Allocator.TryAllocate(pool.Allocator.BlocksFor(sequence.ReservedTokens), sequence.Blocks));
+            return sequence;
+        }).ToList();
+        var chosen = new GeneratedToken[1];
+        var generated = new List<GeneratedToken>[] { [], [] };
+        for (var b = 0; b < 2; b++)
+        {
+            runner.Prefill([rows[b]], chosen);
+            rows[b].Append(chosen[0], emit: false);
+            generated[b].Add(chosen[0]);
+        }
+        var both = new GeneratedToken[2];
+        for (var step = 0; step < 20; step++)
+        {
+            runner.Decode(rows, both);
+            for (var b = 0; b < 2; b++)
+            {
+                rows[b].Append(both[b], emit: false);
+                generated[b].Add(both[b]);
+            }
+        }
+        for (var b = 0; b < 2; b++)
+        {
+            // The reference: the whole sequence through the model without a cache, every step.
+            var context = tokenizer.Encode(prompts[b]).Select(t => (long)t).ToList();
+            foreach (var token in generated[b])
+            {
+                using var logits = model.Forward(torch.tensor(context.ToArray(), [1, context.Count]));
+                using var logSoftmax = logits[0, -1].log_softmax(-1);
+                Assert.Equal((int)logSoftmax.argmax().item<long>(), token.Token);
+                Assert.Equal(logSoftmax[token.Token].item<float>(), token.Logprob, 1e-4f);
+                context.Add(token.Token);
+            }
+        }
+    }
+
+    [Fact]
     public async Task Cancelled_sequences_free_their_blocks()
     {
         var (model, tokenizer) = TinyModel();

@@ -128,8 +128,9 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
         }
     }
 
-    // For a contiguous CPU tensor, TorchSharp's `bytes` is a span over the tensor's own memory.
-    static IntPtr Address(Tensor t) => (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+    /// <summary>The data of a contiguous CPU tensor, read in place: TorchSharp's `bytes` is a span
+    /// over the tensor's own memory.</summary>
+    internal static IntPtr Address(Tensor t) => (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
     static void Split(int outputs, int threads, Action<int, int> work)
     {

@@ -2,7 +2,6 @@
 // IKvCache, so the sampler's simple contiguous cache and the serving engine's block pool
 // plug into the same attention code.
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -54,7 +53,7 @@ public sealed class KvCache : IKvCache, IDisposable
     /// <summary>Tokens already in the cache (the position of the next token).</summary>
     public int Length { get; private set; }
 
-    public void Reset() => Length = 0;
+    public void Reset() => Length = oneTokenEnd = 0;
 
     public Tensor BeginStep(int newTokens)
     {
@@ -81,18 +80,22 @@ public sealed class KvCache : IKvCache, IDisposable
     }
 
     // One new token per row in fp32 on the CPU (sampling's decode step): OneTokenAttention
-    // over the cache's own [B, KV, capacity, D] buffers.
-    OneTokenAttention? oneToken;
+    // over the cache's own [B, KV, capacity, D] buffers, its offsets filled once per step.
+    readonly OneTokenAttention oneToken = new();
+    int oneTokenEnd;
 
     Tensor AttendOne(int layer, Tensor q, int end)
     {
         var (batch, kvHeads, dim) = ((int)keys[layer].shape[0], (int)keys[layer].shape[1], (int)keys[layer].shape[3]);
-        oneToken ??= new OneTokenAttention();
-        oneToken.EnsureRows(batch, Capacity);
-        for (var b = 0; b < batch; b++)
+        if (oneTokenEnd != end)
         {
-            oneToken.Lengths[b] = end;
-            for (var s = 0; s < end; s++) oneToken.Offsets[b * Capacity + s] = ((long)b * kvHeads * Capacity + s) * dim;
+            oneToken.EnsureRows(batch, Capacity);
+            for (var b = 0; b < batch; b++)
+            {
+                oneToken.Lengths[b] = end;
+                for (var s = 0; s < end; s++) oneToken.Offsets[b * Capacity + s] = ((long)b * kvHeads * Capacity + s) * dim;
+            }
+            oneTokenEnd = end;
         }
         return oneToken.Compute(q, keys[layer], values[layer], kvHeads, headStride: (long)Capacity * dim, positionsPerRow: Capacity);
     }
@@ -138,17 +141,19 @@ public sealed class OneTokenAttention
     }
 
     /// <summary>q [B, H, 1, D] fp32 attending over the fp32 buffers <paramref name="keys"/> and
-    /// <paramref name="values"/> (laid out as the offsets say); returns [B, H, 1, D].</summary>
+    /// <paramref name="values"/> (laid out as the offsets say); returns [B, H, 1, D]. Compiled
+    /// fully optimized from the start, as the decode kernel's loops.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public unsafe Tensor Compute(Tensor q, Tensor keys, Tensor values, int kvHeads, long headStride, int positionsPerRow)
     {
         var (batch, heads, dim) = ((int)q.shape[0], (int)q.shape[1], (int)q.shape[3]);
         var group = heads / kvHeads;
         using var queries = q.contiguous();
         var output = empty(batch, heads, 1, dim);
-        var qs = (float*)Address(queries);
-        var ys = (float*)Address(output);
-        var ks = (float*)Address(keys);
-        var vs = (float*)Address(values);
+        var qs = (float*)DecodeKernel.Address(queries);
+        var ys = (float*)DecodeKernel.Address(output);
+        var ks = (float*)DecodeKernel.Address(keys);
+        var vs = (float*)DecodeKernel.Address(values);
         var scale = 1f / MathF.Sqrt(dim);
         for (var b = 0; b < batch; b++)
         {
@@ -190,9 +195,6 @@ public sealed class OneTokenAttention
         for (; i + 8 <= n; i += 8) Vector256.FusedMultiplyAdd(Vector256.Load(x + i), w, Vector256.Load(y + i)).Store(y + i);
         for (; i < n; i++) y[i] += x[i] * weight;
     }
-
-    // For a contiguous CPU tensor, TorchSharp's `bytes` is a span over the tensor's own memory.
-    static unsafe IntPtr Address(Tensor t) => (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 }
 
 /// <summary>Attention of new queries over cached keys and values through libtorch, with the

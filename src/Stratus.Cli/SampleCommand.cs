@@ -18,25 +18,20 @@ static class SampleCommand
         var topP = new Option<double>("--top-p") { Description = "nucleus sampling threshold (1: off)", DefaultValueFactory = _ => 1.0 };
         var seed = new Option<long?>("--seed") { Description = "same seed, same text" };
         var samples = new Option<int>("--num-samples") { Description = "how many samples", DefaultValueFactory = _ => 1 };
-        var decodeWeights = new Option<string>("--decode-weights") { Description = "weights the one-token decode steps read: fp32 (Stratus decode kernel, weights in place), bf16 (the kernel over bf16 copies: about twice as fast, bf16 rounding) or torch (libtorch matmuls)", DefaultValueFactory = _ => "fp32" };
-        decodeWeights.AcceptOnlyFromAmong("torch", "fp32", "bf16");
-        var command = new Command("sample", "Generate text from a trained model, streamed token by token.") { model, prompt, maxTokens, temperature, topK, topP, seed, samples, decodeWeights };
+        var decodeWeights = new DecodeWeightsOption();
+        var command = new Command("sample", "Generate text from a trained model, streamed token by token.") { model, prompt, maxTokens, temperature, topK, topP, seed, samples, decodeWeights.Option };
         command.SetAction(result =>
         {
             var options = new SamplingOptions { Temperature = result.GetValue(temperature), TopK = result.GetValue(topK), TopP = result.GetValue(topP), Seed = result.GetValue(seed) };
             options.Validate();
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(result.GetValue(model)!));
             using var network = checkpoint.CreateModel();
-            network.DecodeWeights = ParseDecodeWeights(result.GetValue(decodeWeights)!);
+            network.DecodeWeights = decodeWeights.Value(result);
             Stream(new TextGenerator(network, checkpoint.Tokenizer), result.GetValue(prompt)!, result.GetValue(maxTokens), options, result.GetValue(samples));
             return 0;
         });
         return command;
     }
-
-    /// <summary>The --decode-weights values of sample and serve.</summary>
-    public static DecodeWeights ParseDecodeWeights(string value) =>
-        value switch { "fp32" => DecodeWeights.Float32, "bf16" => DecodeWeights.BFloat16, _ => DecodeWeights.Torch };
 
     public static void Stream(TextGenerator generator, string prompt, int maxTokens, SamplingOptions options, int count)
     {

@@ -26,9 +26,8 @@ static class ServeCommand
         var threads = new Option<int>("--threads") { Description = "libtorch threads (default: cores - 1, at least 1)", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount - 1) };
         var dataDir = TrustCommands.DataDirOption();
         var insecure = new Option<bool>("--insecure-no-auth") { Description = "serve without API keys (loopback addresses only)" };
-        var decodeWeights = new Option<string>("--decode-weights") { Description = "what decode steps of up to 8 sequences multiply with: fp32 (Stratus decode kernel, weights in place), bf16 (the kernel over bf16 copies: faster, bf16 rounding) or torch (libtorch matmuls)", DefaultValueFactory = _ => "fp32" };
-        decodeWeights.AcceptOnlyFromAmong("torch", "fp32", "bf16");
-        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights };
+        var decodeWeights = new DecodeWeightsOption();
+        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option };
         command.SetAction(async (result, cancellation) =>
         {
             var specs = result.GetValue(models)!.Select(ModelSpec.Parse).ToArray();
@@ -37,7 +36,7 @@ static class ServeCommand
                 MaxBatchSize = result.GetValue(batch),
                 MaxWaiting = result.GetValue(waiting),
                 MaxKvCacheBytes = result.GetValue(kvMb) * 1024L * 1024L,
-                DecodeWeights = SampleCommand.ParseDecodeWeights(result.GetValue(decodeWeights)!),
+                DecodeWeights = decodeWeights.Value(result),
             };
             var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure) };
             await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, result.GetValue(threads), trust, apiKey: null, cancellation);

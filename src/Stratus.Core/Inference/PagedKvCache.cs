@@ -47,48 +47,48 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
     {
         if (tokens != newTokens) throw new InvalidOperationException($"prepared for {newTokens} new tokens per row, the model sent {tokens}");
         var blockSize = pool.BlockSize;
-        var blocksPerRow = 0;
-        for (var b = 0; b < batch; b++) blocksPerRow = Math.Max(blocksPerRow, (lengths[b] + tokens + blockSize - 1) / blockSize);
-        // Whole blocks are gathered (a few long copies instead of many short ones), so the
-        // span is rounded up to a block; the mask hides what lies past each row's tokens.
-        span = gathered = blocksPerRow * blockSize;
         var positions = new long[batch * tokens];
         var writes = new long[batch * tokens];
-        var reads = new long[batch * blocksPerRow];
         for (var b = 0; b < batch; b++)
         {
-            var table = blockTables[b];
             for (var t = 0; t < tokens; t++)
             {
                 var p = lengths[b] + t;
                 positions[b * tokens + t] = p;
-                writes[b * tokens + t] = (long)table[p / blockSize] * blockSize + p % blockSize;
+                writes[b * tokens + t] = Slot(b, p);
             }
-            var used = (lengths[b] + tokens + blockSize - 1) / blockSize;
-            // Padding reads block table[0]: any valid block will do, the mask hides it.
-            for (var j = 0; j < blocksPerRow; j++) reads[b * blocksPerRow + j] = table[j < used ? j : 0];
         }
         var device = pool.Device;
         var positionTensor = tensor(positions, [batch, tokens], device: device);
         writeSlots = tensor(writes, device: device);
-        if (tokens == 1 && device.type == DeviceType.CPU && pool.Dtype == ScalarType.Float32)
+        if (OneTokenAttention.Applies(tokens, device, pool.Dtype))
         {
-            // Decode: attend in place over the rows' own blocks (OneTokenAttention), no gather.
+            // Decode: attend in place over the rows' own blocks, no gather.
             var (kvHeads, dim) = (pool.Keys(0).shape[1], pool.Keys(0).shape[2]);
             var longest = 0;
             for (var b = 0; b < batch; b++) longest = Math.Max(longest, lengths[b] + 1);
             oneToken.EnsureRows(batch, longest);
             for (var b = 0; b < batch; b++)
             {
-                var table = blockTables[b];
                 oneToken.Lengths[b] = lengths[b] + 1;
-                for (var p = 0; p <= lengths[b]; p++)
-                    oneToken.Offsets[b * longest + p] = ((long)table[p / blockSize] * blockSize + p % blockSize) * kvHeads * dim;
+                for (var p = 0; p <= lengths[b]; p++) oneToken.Offsets[b * longest + p] = Slot(b, p) * kvHeads * dim;
             }
             oneTokenPositions = longest;
             return positionTensor;
         }
         oneTokenPositions = 0;
+        var blocksPerRow = 0;
+        for (var b = 0; b < batch; b++) blocksPerRow = Math.Max(blocksPerRow, (lengths[b] + tokens + blockSize - 1) / blockSize);
+        // Whole blocks are gathered (a few long copies instead of many short ones), so the
+        // span is rounded up to a block; the mask hides what lies past each row's tokens.
+        span = gathered = blocksPerRow * blockSize;
+        var reads = new long[batch * blocksPerRow];
+        for (var b = 0; b < batch; b++)
+        {
+            var used = (lengths[b] + tokens + blockSize - 1) / blockSize;
+            // Padding reads block table[0]: any valid block will do, the mask hides it.
+            for (var j = 0; j < blocksPerRow; j++) reads[b * blocksPerRow + j] = blockTables[b][j < used ? j : 0];
+        }
         readBlocks = tensor(reads, device: device);
         // Prompts into empty caches attend only over themselves: plain causal attention over
         // the first `tokens` keys, without a mask (the faster kernel).
@@ -100,6 +100,9 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         return positionTensor;
     }
 
+    /// <summary>The pool slot holding position <paramref name="position"/> of row <paramref name="row"/>.</summary>
+    long Slot(int row, int position) => (long)blockTables[row][position / pool.BlockSize] * pool.BlockSize + position % pool.BlockSize;
+
     public Tensor Attend(int layer, Tensor q, Tensor k, Tensor v)
     {
         var (heads, dim) = (k.shape[1], k.shape[3]);
@@ -107,9 +110,8 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         var poolValues = pool.Values(layer);
         poolKeys.index_copy_(0, writeSlots!, k.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
         poolValues.index_copy_(0, writeSlots!, v.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
-        if (oneTokenPositions > 0 && q.dtype == ScalarType.Float32)
+        if (oneTokenPositions > 0)
             return oneToken.Compute(q, poolKeys, poolValues, (int)heads, headStride: dim, positionsPerRow: oneTokenPositions);
-        if (oneTokenPositions > 0) throw new InvalidOperationException("one-token steps over an fp32 pool need fp32 queries");
         var keys = pool.KeyBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
         var values = pool.ValueBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
         return CachedAttention.Compute(q, keys, values, mask);

@@ -140,7 +140,8 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
         Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, i => work(i * chunk, Math.Min(outputs, (i + 1) * chunk)));
     }
 
-    /// <summary>64 weights of a row, widened to fp32, as four vectors.</summary>
+    /// <summary>How the row loops read a weight format, widened to fp32: 64 weights as four
+    /// 512-bit vectors, 16 as two 256-bit ones, or one.</summary>
     interface IWeightFormat
     {
         static abstract int Bytes { get; }

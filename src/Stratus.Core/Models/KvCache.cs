@@ -14,11 +14,11 @@ public interface IKvCache
     /// absolute positions of those tokens, shape [B, T] (int64, on the model's device).</summary>
     Tensor BeginStep(int newTokens);
 
-    /// <summary>Stores the new keys and values of one layer ([B, KV, T, D]) and returns the
-    /// attention of the new queries ([B, H, T, D], H a multiple of KV: grouped-query attention)
+    /// <summary>Stores the new keys k and values v of one layer ([B, KV, T, D]) and returns the
+    /// attention of the new queries q ([B, H, T, D], H a multiple of KV: grouped-query attention)
     /// over everything the cache holds for their rows, [B, H, T, D] in the queries' dtype.
     /// Inference only: no dropout.</summary>
-    Tensor Attend(int layer, Tensor queries, Tensor keys, Tensor values);
+    Tensor Attend(int layer, Tensor q, Tensor k, Tensor v);
 
     /// <summary>Called after the last layer: the new tokens become part of the context.</summary>
     void EndStep();
@@ -68,8 +68,7 @@ public sealed class KvCache : IKvCache, IDisposable
         var end = Length + pending;
         keys[layer].narrow(2, Length, pending).copy_(k);
         values[layer].narrow(2, Length, pending).copy_(v);
-        if (pending == 1 && q.dtype == ScalarType.Float32 && keys[layer].dtype == ScalarType.Float32 && device.type == DeviceType.CPU)
-            return AttendOne(layer, q, end);
+        if (OneTokenAttention.Applies(pending, device, keys[layer].dtype)) return AttendOne(layer, q, end);
         var allKeys = keys[layer].narrow(2, 0, end);
         var allValues = values[layer].narrow(2, 0, end);
         if (Length == 0 || pending == 1) return CachedAttention.Compute(q, allKeys, allValues, null); // causal from empty; one token sees all
@@ -133,6 +132,10 @@ public sealed class OneTokenAttention
     /// <summary>[row * positionsPerRow + position].</summary>
     public long[] Offsets => offsets;
 
+    /// <summary>Steps of one new token per row over a float32 cache on the CPU.</summary>
+    public static bool Applies(int newTokens, Device device, ScalarType cacheDtype) =>
+        newTokens == 1 && device.type == DeviceType.CPU && cacheDtype == ScalarType.Float32;
+
     public void EnsureRows(int rows, int positionsPerRow)
     {
         if (lengths.Length < rows) lengths = new int[rows];
@@ -140,15 +143,15 @@ public sealed class OneTokenAttention
         if (scores.Length < positionsPerRow) scores = new float[positionsPerRow];
     }
 
-    /// <summary>q [B, H, 1, D] fp32 attending over the fp32 buffers <paramref name="keys"/> and
-    /// <paramref name="values"/> (laid out as the offsets say); returns [B, H, 1, D]. Compiled
-    /// fully optimized from the start, as the decode kernel's loops.</summary>
+    /// <summary>q [B, H, 1, D] attending over the fp32 buffers <paramref name="keys"/> and
+    /// <paramref name="values"/> (laid out as the offsets say); returns [B, H, 1, D] in q's dtype.
+    /// Compiled fully optimized from the start, as the decode kernel's loops.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public unsafe Tensor Compute(Tensor q, Tensor keys, Tensor values, int kvHeads, long headStride, int positionsPerRow)
     {
         var (batch, heads, dim) = ((int)q.shape[0], (int)q.shape[1], (int)q.shape[3]);
         var group = heads / kvHeads;
-        using var queries = q.contiguous();
+        using var queries = q.to(ScalarType.Float32).contiguous();
         var output = empty(batch, heads, 1, dim);
         var qs = (float*)DecodeKernel.Address(queries);
         var ys = (float*)DecodeKernel.Address(output);
@@ -175,7 +178,7 @@ public sealed class OneTokenAttention
                 for (var s = 0; s < rowOffsets.Length; s++) AddScaled(yh, vs + rowOffsets[s] + head, scores[s] / sum, dim);
             }
         }
-        return output;
+        return q.dtype == ScalarType.Float32 ? output : output.to(q.dtype);
     }
 
     static unsafe float Dot(float* a, float* b, int n)

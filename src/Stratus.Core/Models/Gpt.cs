@@ -114,8 +114,11 @@ public sealed class Gpt : CausalLanguageModel
         public Tensor Forward(Tensor x, int layer, IKvCache? cache)
         {
             var (b, t, c) = ((int)x.shape[0], (int)x.shape[1], (int)x.shape[2]);
-            var qkv = precision.Linear(x, c_attn).view(b, t, 3, heads, c / heads).permute(2, 0, 3, 1, 4);
-            Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+            // unbind rather than indexing: its backward stacks the three gradients in one copy,
+            // where each index's backward fills a zeroed tensor the size of all three and the three
+            // are then summed (CPU config, interleaved steps: 34.1-34.7 vs 34.7-35.5 ms/step).
+            var qkv = precision.Linear(x, c_attn).view(b, t, 3, heads, c / heads).unbind(2);
+            Tensor q = qkv[0].transpose(1, 2), k = qkv[1].transpose(1, 2), v = qkv[2].transpose(1, 2);
             Tensor y;
             var p = training ? dropout : 0.0;
             if (cache is null)

@@ -153,7 +153,7 @@ static class BenchCommand
             if (trainer.IsMain && !Console.IsOutputRedirected) Console.Write("\r\u001b[2K");
             times.Sort();
             var median = times[times.Count / 2];
-            var tokens = (double)config.BatchSize * config.BlockSize * config.GradientAccumulationSteps;
+            var tokens = (double)config.BatchSize * config.Model.BlockSize * config.GradientAccumulationSteps;
             var achieved = trainer.FlopsPerStep / median;
             var ranks = trainer.WorldSize;
             // Both peaks are one process's (its threads); the job has `ranks` of them.
@@ -166,7 +166,7 @@ static class BenchCommand
                 ["dtype"] = config.Dtype,
                 ["parameters"] = trainer.Model.ParameterCount(nonEmbedding: false),
                 ["batch_size"] = config.BatchSize,
-                ["block_size"] = config.BlockSize,
+                ["block_size"] = config.Model.BlockSize,
                 ["gradient_accumulation_steps"] = config.GradientAccumulationSteps,
                 ["steps"] = steps,
                 ["ranks"] = ranks,

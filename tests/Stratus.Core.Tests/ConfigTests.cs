@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Stratus.Training;
 
 namespace Stratus.Tests;
@@ -36,9 +37,24 @@ public sealed class ConfigTests
         File.WriteAllText(temp["c.json"], """{"max_iters": 100, "dtype": "float32", "bias": true}""");
         var config = TrainConfig.Load(temp["c.json"], [new("max-iters", "7"), new("bias", "false"), new("dtype", "bfloat16"), new("min_lr", "1e-5")]);
         Assert.Equal(7, config.MaxIters);
-        Assert.False(config.Bias);
+        Assert.False(config.Model.Bias);
         Assert.Equal("bfloat16", config.Dtype);
         Assert.Equal(1e-5, config.MinLr);
+    }
+
+    [Fact]
+    public void Configs_are_stored_as_one_flat_object_and_read_back_equal()
+    {
+        var config = TrainConfig.Load(null, [new("n-layer", "3"), new("n_kv_head", "4"), new("hidden-act", "gelu_new"), new("max_iters", "9"), new("lora_rank", "2")]);
+        var json = JsonSerializer.SerializeToNode(config, TrainConfig.Json)!.AsObject();
+        Assert.Equal(3, (int)json["n_layer"]!);
+        Assert.Equal("gelu_new", (string)json["hidden_act"]!);
+        Assert.Equal(9, (int)json["max_iters"]!);
+        Assert.Equal(2, (int)json["lora_rank"]!);
+        Assert.False(json.ContainsKey("model") || json.ContainsKey("vocab_size") || json.ContainsKey("lora"));
+        Assert.Equal(TrainConfig.Keys.Order(), json.Select(p => p.Key).Order());
+        Assert.Equal(config, TrainConfig.FromJson(json, "test"));
+        Assert.Equal(4, config.With([new("max-iters", "20")]).Model.NKvHead);
     }
 
     [Fact]
@@ -46,12 +62,12 @@ public sealed class ConfigTests
     {
         var root = TempDirectory.RepositoryRoot;
         var cpu = TrainConfig.Load(Path.Combine(root, "configs", "shakespeare-char-cpu.json"), []);
-        Assert.Equal((4, 4, 128, 64, 12), (cpu.NLayer, cpu.NHead, cpu.NEmbd, cpu.BlockSize, cpu.BatchSize));
-        Assert.Equal((1e-3, 1e-4, 0.99, 100, 2000, 2000, 0.0), (cpu.LearningRate, cpu.MinLr, cpu.Beta2, cpu.WarmupIters, cpu.MaxIters, cpu.LrDecayIters, cpu.Dropout));
+        Assert.Equal((4, 4, 128, 64, 12), (cpu.Model.NLayer, cpu.Model.NHead, cpu.Model.NEmbd, cpu.Model.BlockSize, cpu.BatchSize));
+        Assert.Equal((1e-3, 1e-4, 0.99, 100, 2000, 2000, 0.0), (cpu.LearningRate, cpu.MinLr, cpu.Beta2, cpu.WarmupIters, cpu.MaxIters, cpu.LrDecayIters, cpu.Model.Dropout));
         Assert.Equal((250, 20), (cpu.EvalInterval, cpu.EvalIters));
         var gpu = TrainConfig.Load(Path.Combine(root, "configs", "shakespeare-char.json"), []);
-        Assert.Equal((6, 6, 384, 256, 64, 0.2, 5000), (gpu.NLayer, gpu.NHead, gpu.NEmbd, gpu.BlockSize, gpu.BatchSize, gpu.Dropout, gpu.MaxIters));
+        Assert.Equal((6, 6, 384, 256, 64, 0.2, 5000), (gpu.Model.NLayer, gpu.Model.NHead, gpu.Model.NEmbd, gpu.Model.BlockSize, gpu.BatchSize, gpu.Model.Dropout, gpu.MaxIters));
         var gpt2 = TrainConfig.Load(Path.Combine(root, "configs", "gpt2-124m.json"), []);
-        Assert.Equal((12, 12, 768, 1024), (gpt2.NLayer, gpt2.NHead, gpt2.NEmbd, gpt2.BlockSize));
+        Assert.Equal((12, 12, 768, 1024), (gpt2.Model.NLayer, gpt2.Model.NHead, gpt2.Model.NEmbd, gpt2.Model.BlockSize));
     }
 }

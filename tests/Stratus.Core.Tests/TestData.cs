@@ -31,7 +31,8 @@ static class TestData
 
     public static TrainConfig TinyConfig => new()
     {
-        NLayer = 1, NHead = 2, NEmbd = 16, BlockSize = 16, BatchSize = 4, Bias = false,
+        Model = new() { NLayer = 1, NHead = 2, NEmbd = 16, BlockSize = 16, Bias = false },
+        BatchSize = 4,
         LearningRate = 3e-3, MinLr = 3e-4, MaxIters = 20, LrDecayIters = 20, WarmupIters = 2,
         EvalInterval = 10, EvalIters = 2, LogInterval = 1, CheckpointInterval = 5, Seed = 42, Beta2 = 0.99,
     };

@@ -32,7 +32,7 @@ public sealed class TrainingTests
     {
         using var temp = new TempDirectory();
         var data = TestData.PrepareCharDataset(temp);
-        var config = TestData.TinyConfig with { Dropout = 0.1, GradientAccumulationSteps = 2 };
+        var config = TestData.TinyConfig with { Model = TestData.TinyConfig.Model with { Dropout = 0.1 }, GradientAccumulationSteps = 2 };
         var full = temp["full"];
         using (var trainer = Trainer.Start(config, data, full)) trainer.Run();
 

@@ -12,21 +12,12 @@ namespace Stratus.Training;
 
 public sealed record TrainConfig
 {
-    public string Architecture { get; init; } = "gpt2";
-    public int NLayer { get; init; } = 12;
-    public int NHead { get; init; } = 12;
-    public int NEmbd { get; init; } = 768;
-    public int BlockSize { get; init; } = 1024;
-    public double Dropout { get; init; }
-    public bool Bias { get; init; } = true;
-    // Llama-family model keys (ignored by gpt2); see ModelConfig for their meaning.
-    public int? NKvHead { get; init; }
-    public int? IntermediateSize { get; init; }
-    public double RopeTheta { get; init; } = 10000.0;
-    public RopeScaling? RopeScaling { get; init; }
-    public double RmsNormEps { get; init; } = 1e-5;
-    public bool TieWordEmbeddings { get; init; } = true;
-    public bool AttentionBias { get; init; }
+    /// <summary>The model's shape. In JSON and on the command line its keys sit at the top level
+    /// next to the training keys, as in nanoGPT: all of <see cref="ModelConfig"/>'s but vocab_size
+    /// (the dataset's) and lora (the lora_* keys below).</summary>
+    [JsonIgnore]
+    public ModelConfig Model { get; init; } = new();
+
     /// <summary>LoRA fine-tuning: adapter rank (0: off, every weight trains), alpha, and the
     /// linear layers to adapt, comma-separated.</summary>
     public int LoraRank { get; init; }
@@ -61,7 +52,8 @@ public sealed record TrainConfig
     /// memory per position); a model loaded with --init-from caps it at its own block size.</summary>
     public const int MaxBlockSize = 32768;
 
-    public static readonly JsonSerializerOptions Json = new()
+    /// <summary>Field by field, without <see cref="FlatJson"/>.</summary>
+    static readonly JsonSerializerOptions Fields = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
@@ -70,18 +62,45 @@ public sealed record TrainConfig
         AllowTrailingCommas = true,
     };
 
-    /// <summary>Config keys in snake_case, as in the JSON file.</summary>
-    public static IReadOnlyList<string> Keys { get; } = typeof(TrainConfig)
-        .GetProperties(BindingFlags.Public | BindingFlags.Instance)
-        .Where(p => p.CanWrite).Select(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name)).ToArray();
+    /// <summary>How configs are read and written: one flat object with model and training keys.</summary>
+    public static readonly JsonSerializerOptions Json = new(Fields) { Converters = { new FlatJson() } };
 
-    public ModelConfig ToModelConfig(int vocabSize) => new()
+    static string[] KeysOf(Type type) => type
+        .GetProperties(BindingFlags.Public | BindingFlags.Instance)
+        .Where(p => p.CanWrite && p.GetCustomAttribute<JsonIgnoreAttribute>() is null)
+        .Select(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name)).ToArray();
+
+    static readonly string[] ModelKeys = KeysOf(typeof(ModelConfig)).Except(["vocab_size", "lora"]).ToArray();
+
+    /// <summary>Config keys in snake_case, as in the JSON file: the model's, then training's.</summary>
+    public static IReadOnlyList<string> Keys { get; } = [.. ModelKeys, .. KeysOf(typeof(TrainConfig))];
+
+    public ModelConfig ToModelConfig(int vocabSize) => Model with { VocabSize = vocabSize, Lora = LoraConfig };
+
+    /// <summary>Splits the flat object into the model's keys and training's on reading, and joins
+    /// them on writing. (System.Text.Json cannot flatten a nested object by itself.)</summary>
+    sealed class FlatJson : JsonConverter<TrainConfig>
     {
-        Architecture = Architecture, VocabSize = vocabSize, BlockSize = BlockSize, NLayer = NLayer, NHead = NHead,
-        NEmbd = NEmbd, Dropout = Dropout, Bias = Bias, NKvHead = NKvHead, IntermediateSize = IntermediateSize,
-        RopeTheta = RopeTheta, RopeScaling = RopeScaling, RmsNormEps = RmsNormEps, TieWordEmbeddings = TieWordEmbeddings,
-        AttentionBias = AttentionBias, Lora = LoraConfig,
-    };
+        public override TrainConfig Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+        {
+            var training = JsonNode.Parse(ref reader) as JsonObject ?? throw new JsonException("a training config must be a JSON object");
+            var model = new JsonObject();
+            foreach (var key in ModelKeys)
+                if (training.Remove(key, out var value)) model[key] = value;
+            return training.Deserialize<TrainConfig>(Fields)! with { Model = model.Deserialize<ModelConfig>(Fields)! };
+        }
+
+        public override void Write(Utf8JsonWriter writer, TrainConfig value, JsonSerializerOptions options)
+        {
+            var model = JsonSerializer.SerializeToNode(value.Model, Fields)!.AsObject();
+            var json = new JsonObject();
+            foreach (var key in ModelKeys)
+                if (model.Remove(key, out var node)) json[key] = node;
+            foreach (var (key, node) in JsonSerializer.SerializeToNode(value, Fields)!.AsObject().ToList())
+                json[key] = node?.DeepClone();
+            json.WriteTo(writer, options);
+        }
+    }
 
     [JsonIgnore]
     public LoraConfig? LoraConfig => LoraRank == 0 ? null
@@ -107,13 +126,22 @@ public sealed record TrainConfig
             try { json = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object"); }
             catch (JsonException e) { throw new StratusUserException($"{path} is not valid JSON: {e.Message}"); }
         }
+        return FromJson(WithOverrides(json, overrides), path ?? "command line");
+    }
+
+    /// <summary>This config with overrides given as (key, value) pairs applied, checked again.</summary>
+    public TrainConfig With(IEnumerable<KeyValuePair<string, string>> overrides) =>
+        FromJson(WithOverrides(JsonSerializer.SerializeToNode(this, Json)!.AsObject(), overrides), "command line");
+
+    static JsonObject WithOverrides(JsonObject json, IEnumerable<KeyValuePair<string, string>> overrides)
+    {
         foreach (var (rawKey, value) in overrides)
         {
             var key = rawKey.TrimStart('-').Replace('-', '_');
             CheckKey(key, "command line");
             json[key] = ParseValue(value);
         }
-        return FromJson(json, path ?? "command line");
+        return json;
     }
 
     public static TrainConfig FromJson(JsonObject json, string source)

@@ -52,16 +52,16 @@ public sealed class Trainer : IDisposable
         this.communicator = new TimedCommunicator(communicator ?? new SingleProcessCommunicator());
         if (config.GradientAccumulationSteps % this.communicator.WorldSize != 0)
             throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({this.communicator.WorldSize}): it counts the micro-batches of the whole job per optimizer step, each rank runs an equal share");
-        sampler = new BatchSampler(dataDirectory, config.BatchSize, config.BlockSize, config.Seed);
+        sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed);
         var tokenizer = sampler.Tokenizer;
         if (initFrom is not null && initFrom.Tokenizer.ToJson().ToJsonString() != tokenizer.ToJson().ToJsonString())
             throw new StratusUserException($"the dataset's tokenizer differs from the model's in {initFrom.Directory}; prepare the data with the model's tokenizer");
 
         generator = torch.random.manual_seed(config.Seed);
         var modelConfig = initFrom is null ? config.ToModelConfig(tokenizer.VocabSize)
-            : initFrom.ModelConfig with { Dropout = config.Dropout, Lora = config.LoraConfig ?? initFrom.ModelConfig.Lora };
-        if (initFrom is not null && config.BlockSize > initFrom.ModelConfig.BlockSize)
-            throw new StratusUserException($"block_size {config.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
+            : initFrom.ModelConfig with { Dropout = config.Model.Dropout, Lora = config.LoraConfig ?? initFrom.ModelConfig.Lora };
+        if (initFrom is not null && config.Model.BlockSize > initFrom.ModelConfig.BlockSize)
+            throw new StratusUserException($"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
         model = CausalLanguageModel.Create(modelConfig);
         model.to(this.device);
         model.ComputeDtype = config.ComputeDtype;
@@ -79,8 +79,8 @@ public sealed class Trainer : IDisposable
             bestValLoss = state.BestValLoss;
         }
 
-        var tokensPerStep = (double)config.BatchSize * config.BlockSize * config.GradientAccumulationSteps;
-        flopsPerStep = model.TrainingFlopsPerToken(config.BlockSize) * tokensPerStep;
+        var tokensPerStep = (double)config.BatchSize * config.Model.BlockSize * config.GradientAccumulationSteps;
+        flopsPerStep = model.TrainingFlopsPerToken(config.Model.BlockSize) * tokensPerStep;
         peakFlops = MachineMeasures.MeasuredMatmulPeak(model.ComputeDtype, this.device);
         Tokenizer = tokenizer;
     }
@@ -127,17 +127,7 @@ public sealed class Trainer : IDisposable
         var run = JsonNode.Parse(File.ReadAllText(runPath))!.AsObject();
         var config = checkpoint.TrainConfig ?? throw new StratusUserException($"{checkpoint.Directory} has no training config");
         var overridden = overrides?.ToList() ?? [];
-        if (overridden.Count > 0)
-        {
-            var json = JsonSerializer.SerializeToNode(config, TrainConfig.Json)!.AsObject();
-            var path = Path.Combine(Path.GetTempPath(), $"stratus-resume-{Guid.NewGuid():N}.json");
-            try
-            {
-                File.WriteAllText(path, json.ToJsonString());
-                config = TrainConfig.Load(path, overridden);
-            }
-            finally { File.Delete(path); }
-        }
+        if (overridden.Count > 0) config = config.With(overridden);
         return new Trainer(config, (string)run["data"]!, runDirectory, checkpoint, null, device, communicator);
     }
 
@@ -208,7 +198,7 @@ public sealed class Trainer : IDisposable
         optimizer.Step(lr);
         optimizer.ZeroGrad();
         var seconds = watch.Elapsed.TotalSeconds;
-        var tokens = (double)config.BatchSize * config.BlockSize * accumulation;
+        var tokens = (double)config.BatchSize * config.Model.BlockSize * accumulation;
         return new StepReport(step, config.MaxIters, lossSum / accumulation, lr, gradNorm, seconds, tokens / seconds,
             flopsPerStep / seconds / (peakFlops * communicator.WorldSize), clock.Elapsed.TotalSeconds,
             (communicator.Elapsed - communicationBefore).TotalSeconds);

@@ -18,31 +18,7 @@ public sealed class QuotaTests
     {
         await using var host = await TrustHost.StartAsync();
         var key = await host.CreateKeyAsync("rpm5", ApiKeyScopes.Inference, new RateLimits(5, 0));
-        var responses = await Task.WhenAll(Enumerable.Range(0, 24).Select(_ => host.SendAsync(HttpMethod.Get, "/v1/models", key)));
-        try
-        {
-            Assert.Equal(5, responses.Count(r => r.StatusCode == HttpStatusCode.OK));
-            Assert.Equal(19, responses.Count(r => r.StatusCode == HttpStatusCode.TooManyRequests));
-            foreach (var ok in responses.Where(r => r.StatusCode == HttpStatusCode.OK))
-            {
-                Assert.Equal("5", TestJson.Header(ok, "x-ratelimit-limit-requests"));
-                Assert.InRange(int.Parse(TestJson.Header(ok, "x-ratelimit-remaining-requests")), 0, 4);
-                Assert.NotEmpty(TestJson.Header(ok, "x-ratelimit-reset-requests"));
-            }
-            foreach (var refused in responses.Where(r => r.StatusCode == HttpStatusCode.TooManyRequests))
-            {
-                Assert.InRange(int.Parse(TestJson.Header(refused, "Retry-After")), 1, 60);
-                Assert.Equal("0", TestJson.Header(refused, "x-ratelimit-remaining-requests"));
-                Assert.EndsWith("s", TestJson.Header(refused, "x-ratelimit-reset-requests"));
-                var error = await TestJson.ErrorAsync(refused);
-                Assert.Equal("rate_limit_exceeded", error.GetProperty("code").GetString());
-                Assert.Equal("requests", error.GetProperty("type").GetString());
-            }
-        }
-        finally
-        {
-            foreach (var r in responses) r.Dispose();
-        }
+        await AssertAdmitsExactlyAsync(host, key, HttpMethod.Get, "/v1/models", null, sent: 24, admitted: 5, "requests", limit: 5, maxRemaining: 4);
     }
 
     [Fact]
@@ -53,31 +29,7 @@ public sealed class QuotaTests
         // 5 prompt tokens + max_tokens 20 = 25 charged at admission; the fake model uses all 20,
         // so corrections free nothing and exactly 4 requests fit in 100 tokens.
         var body = TrustHost.Chat("one two three four five", maxTokens: 20);
-        var responses = await Task.WhenAll(Enumerable.Range(0, 12).Select(_ => host.SendAsync(HttpMethod.Post, "/v1/chat/completions", key, body)));
-        try
-        {
-            Assert.Equal(4, responses.Count(r => r.StatusCode == HttpStatusCode.OK));
-            Assert.Equal(8, responses.Count(r => r.StatusCode == HttpStatusCode.TooManyRequests));
-            foreach (var ok in responses.Where(r => r.StatusCode == HttpStatusCode.OK))
-            {
-                Assert.Equal("100", TestJson.Header(ok, "x-ratelimit-limit-tokens"));
-                Assert.InRange(int.Parse(TestJson.Header(ok, "x-ratelimit-remaining-tokens")), 0, 75);
-                Assert.NotEmpty(TestJson.Header(ok, "x-ratelimit-reset-tokens"));
-            }
-            foreach (var refused in responses.Where(r => r.StatusCode == HttpStatusCode.TooManyRequests))
-            {
-                Assert.InRange(int.Parse(TestJson.Header(refused, "Retry-After")), 1, 60);
-                Assert.Equal("0", TestJson.Header(refused, "x-ratelimit-remaining-tokens"));
-                Assert.NotEmpty(TestJson.Header(refused, "x-ratelimit-reset-tokens"));
-                var error = await TestJson.ErrorAsync(refused);
-                Assert.Equal("rate_limit_exceeded", error.GetProperty("code").GetString());
-                Assert.Equal("tokens", error.GetProperty("type").GetString());
-            }
-        }
-        finally
-        {
-            foreach (var r in responses) r.Dispose();
-        }
+        await AssertAdmitsExactlyAsync(host, key, HttpMethod.Post, "/v1/chat/completions", body, sent: 12, admitted: 4, "tokens", limit: 100, maxRemaining: 75);
         // The 4 admitted requests are recorded as usage with their real token counts.
         var usage = await host.Stores.Usage.QueryAsync(new UsageQuery((await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "tpm100").Id,
             DateOnly.FromDateTime(DateTime.UtcNow.AddDays(-1)), DateOnly.FromDateTime(DateTime.UtcNow.AddDays(1))));
@@ -151,5 +103,38 @@ public sealed class QuotaTests
         var wrong = new ChatClient(TrustHost.Model, new ApiKeyCredential("sk-wrong"), new OpenAIClientOptions { Endpoint = new Uri(host.BaseAddress, "/v1"), RetryPolicy = new ClientRetryPolicy(0) });
         var unauthorized = await Assert.ThrowsAsync<ClientResultException>(() => wrong.CompleteChatAsync([new UserChatMessage("hi")]));
         Assert.Equal(401, unauthorized.Status);
+    }
+
+    /// <summary>Sends <paramref name="sent"/> requests at once and checks that exactly
+    /// <paramref name="admitted"/> pass, each with the x-ratelimit-*-<paramref name="unit"/>
+    /// headers, and that the rest get OpenAI's 429 (Retry-After, remaining 0, error type unit).</summary>
+    static async Task AssertAdmitsExactlyAsync(TrustHost host, string key, HttpMethod method, string path, object? body,
+        int sent, int admitted, string unit, int limit, int maxRemaining)
+    {
+        var responses = await Task.WhenAll(Enumerable.Range(0, sent).Select(_ => host.SendAsync(method, path, key, body)));
+        try
+        {
+            Assert.Equal(admitted, responses.Count(r => r.StatusCode == HttpStatusCode.OK));
+            Assert.Equal(sent - admitted, responses.Count(r => r.StatusCode == HttpStatusCode.TooManyRequests));
+            foreach (var ok in responses.Where(r => r.StatusCode == HttpStatusCode.OK))
+            {
+                Assert.Equal(limit.ToString(), TestJson.Header(ok, $"x-ratelimit-limit-{unit}"));
+                Assert.InRange(int.Parse(TestJson.Header(ok, $"x-ratelimit-remaining-{unit}")), 0, maxRemaining);
+                Assert.NotEmpty(TestJson.Header(ok, $"x-ratelimit-reset-{unit}"));
+            }
+            foreach (var refused in responses.Where(r => r.StatusCode == HttpStatusCode.TooManyRequests))
+            {
+                Assert.InRange(int.Parse(TestJson.Header(refused, "Retry-After")), 1, 60);
+                Assert.Equal("0", TestJson.Header(refused, $"x-ratelimit-remaining-{unit}"));
+                Assert.EndsWith("s", TestJson.Header(refused, $"x-ratelimit-reset-{unit}"));
+                var error = await TestJson.ErrorAsync(refused);
+                Assert.Equal("rate_limit_exceeded", error.GetProperty("code").GetString());
+                Assert.Equal(unit, error.GetProperty("type").GetString());
+            }
+        }
+        finally
+        {
+            foreach (var r in responses) r.Dispose();
+        }
     }
 }

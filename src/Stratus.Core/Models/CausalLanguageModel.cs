@@ -141,9 +141,11 @@ public sealed class MatmulPrecision
     /// CPU, libtorch's flash-attention backward in bf16 runs its 32-query blocks as small bf16
     /// GEMMs with a fixed cost each, so below 256 positions fp32 is faster and more precise
     /// (measured here, forward + backward of 12 heads of 64 at batch 4: 5.7 ms bf16 vs 2.5 ms
-    /// fp32 at 64 positions, 13.2 vs 7.7 ms at 128; about equal at 256; from 512 on bf16 wins).</summary>
+    /// fp32 at 64 positions, 13.2 vs 7.7 ms at 128; about equal at 256; from 512 on bf16 wins).
+    /// k and v may have fewer heads than q (grouped-query attention).</summary>
     public Tensor CausalAttention(Tensor q, Tensor k, Tensor v, double dropout)
     {
+        (k, v) = (RepeatKvHeads(k, q.shape[1]), RepeatKvHeads(v, q.shape[1]));
         if (q.dtype == ScalarType.Float32 || q.device_type != DeviceType.CPU || q.shape[^2] >= ReducedPrecisionAttentionFrom)
             return nn.functional.scaled_dot_product_attention(q, k, v, p: dropout, is_casual: true);
         var y = nn.functional.scaled_dot_product_attention(q.to(ScalarType.Float32), k.to(ScalarType.Float32), v.to(ScalarType.Float32), p: dropout, is_casual: true);
@@ -151,6 +153,11 @@ public sealed class MatmulPrecision
     }
 
     const int ReducedPrecisionAttentionFrom = 256;
+
+    /// <summary>Grouped-query attention for libtorch's attention: each key/value head of
+    /// <paramref name="x"/> [B, kv_heads, T, D] repeated for the query heads it serves.</summary>
+    internal static Tensor RepeatKvHeads(Tensor x, long heads) =>
+        x.shape[1] == heads ? x : x.repeat_interleave(heads / x.shape[1], dim: 1);
 
     /// <summary>LoRA adapters by the layer they adapt, with their scale (alpha / rank).</summary>
     public Dictionary<TorchSharp.Modules.Linear, (LoraAdapter Adapter, double Scale)> Adapters { get; } = [];

@@ -215,7 +215,7 @@ public static class CachedAttention
         if (kvHeads == heads) return nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask: mask, is_casual: causal);
         var group = heads / kvHeads;
         if (causal)
-            return nn.functional.scaled_dot_product_attention(q, keys.repeat_interleave(group, dim: 1), values.repeat_interleave(group, dim: 1), is_casual: true);
+            return nn.functional.scaled_dot_product_attention(q, MatmulPrecision.RepeatKvHeads(keys, heads), MatmulPrecision.RepeatKvHeads(values, heads), is_casual: true);
         // Grouped-query attention without copying the cache per query head: the query heads that
         // share a key/value head become extra rows of one attention (rows g * t + i), and the
         // mask is repeated to match.

@@ -153,7 +153,7 @@ public sealed class Llama : CausalLanguageModel
             Tensor y;
             if (cache is null)
             {
-                y = precision.CausalAttention(q, RepeatKv(k), RepeatKv(v), p);
+                y = precision.CausalAttention(q, k, v, p);
             }
             else
             {
@@ -168,9 +168,6 @@ public sealed class Llama : CausalLanguageModel
         /// calls (each costs microseconds when decoding one token).</summary>
         static Tensor Rotate(Tensor x, Tensor cos, Tensor signedSin) =>
             x * cos.to(x.dtype) + x.roll(x.shape[^1] / 2, -1) * signedSin.to(x.dtype);
-
-        /// <summary>Grouped-query attention: each key/value head serves heads / kv_heads query heads.</summary>
-        Tensor RepeatKv(Tensor x) => kvHeads == heads ? x : x.repeat_interleave(heads / kvHeads, dim: 1);
     }
 
     sealed class LlamaMlp : nn.Module

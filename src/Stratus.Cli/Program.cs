@@ -4,6 +4,7 @@ using System.CommandLine;
 using Stratus;
 using Stratus.Cli;
 
+NativeAllocator.KeepFreedMemory();
 var root = new RootCommand("Stratus: train, sample and serve transformer language models from .NET.");
 root.Subcommands.Add(PrepareCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());

@@ -64,6 +64,20 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void Resuming_refuses_overrides_that_reshape_the_model_and_takes_the_rest()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var run = temp["run"];
+        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run)) trainer.Run();
+        var error = Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("n-layer", "2"), new("n_embd", "32"), new("max_iters", "9")]));
+        Assert.StartsWith("n_layer, n_embd cannot change when resuming", error.Message);
+        Assert.Contains("--init-from", error.Message);
+        using var resumed = Trainer.Resume(run, [new("max_iters", "9"), new("dropout", "0.1")]);
+        Assert.Equal((9, 0.1), (resumed.Config.MaxIters, resumed.Config.Model.Dropout));
+    }
+
+    [Fact]
     public void A_foreign_folder_is_not_taken_for_a_checkpoint()
     {
         using var temp = new TempDirectory();

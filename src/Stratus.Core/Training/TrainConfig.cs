@@ -133,6 +133,15 @@ public sealed record TrainConfig
     public TrainConfig With(IEnumerable<KeyValuePair<string, string>> overrides) =>
         FromJson(WithOverrides(JsonSerializer.SerializeToNode(this, Json)!.AsObject(), overrides), "command line");
 
+    /// <summary>Keys that shape the model's parameters (all model keys but dropout, and the LoRA
+    /// rank and targets) whose values differ between this config and <paramref name="other"/>.</summary>
+    public IReadOnlyList<string> ParameterShapingKeysChangedFrom(TrainConfig other)
+    {
+        JsonObject mine = JsonSerializer.SerializeToNode(this, Json)!.AsObject(), theirs = JsonSerializer.SerializeToNode(other, Json)!.AsObject();
+        return ModelKeys.Where(k => k != "dropout").Concat(["lora_rank", "lora_targets"])
+            .Where(k => !JsonNode.DeepEquals(mine[k], theirs[k])).ToList();
+    }
+
     static JsonObject WithOverrides(JsonObject json, IEnumerable<KeyValuePair<string, string>> overrides)
     {
         foreach (var (rawKey, value) in overrides)

@@ -127,7 +127,15 @@ public sealed class Trainer : IDisposable
         var run = JsonNode.Parse(File.ReadAllText(runPath))!.AsObject();
         var config = checkpoint.TrainConfig ?? throw new StratusUserException($"{checkpoint.Directory} has no training config");
         var overridden = overrides?.ToList() ?? [];
-        if (overridden.Count > 0) config = config.With(overridden);
+        if (overridden.Count > 0)
+        {
+            var resumed = config.With(overridden);
+            var reshaped = resumed.ParameterShapingKeysChangedFrom(config);
+            if (reshaped.Count > 0)
+                throw new StratusUserException($"{string.Join(", ", reshaped)} cannot change when resuming: the checkpoint holds the model as it was built; " +
+                    $"start a new run with --out, or fine-tune this one from it with --init-from {runDirectory}");
+            config = resumed;
+        }
         return new Trainer(config, (string)run["data"]!, runDirectory, checkpoint, null, device, communicator);
     }
 

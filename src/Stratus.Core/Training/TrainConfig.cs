@@ -133,9 +133,10 @@ public sealed record TrainConfig
     public TrainConfig With(IEnumerable<KeyValuePair<string, string>> overrides) =>
         FromJson(WithOverrides(JsonSerializer.SerializeToNode(this, Json)!.AsObject(), overrides), "command line");
 
-    /// <summary>Keys that shape the model's parameters (all model keys but dropout, and the LoRA
-    /// rank and targets) whose values differ between this config and <paramref name="other"/>.</summary>
-    public IReadOnlyList<string> ParameterShapingKeysChangedFrom(TrainConfig other)
+    /// <summary>Keys that define the trained model (every model key but dropout, which only acts
+    /// while training, and the LoRA rank and targets) whose values differ between this config and
+    /// <paramref name="other"/>.</summary>
+    public IReadOnlyList<string> ModelDefiningKeysChangedFrom(TrainConfig other)
     {
         JsonObject mine = JsonSerializer.SerializeToNode(this, Json)!.AsObject(), theirs = JsonSerializer.SerializeToNode(other, Json)!.AsObject();
         return ModelKeys.Where(k => k != "dropout").Concat(["lora_rank", "lora_targets"])

@@ -130,7 +130,7 @@ public sealed class Trainer : IDisposable
         if (overridden.Count > 0)
         {
             var resumed = config.With(overridden);
-            var reshaped = resumed.ParameterShapingKeysChangedFrom(config);
+            var reshaped = resumed.ModelDefiningKeysChangedFrom(config);
             if (reshaped.Count > 0)
                 throw new StratusUserException($"{string.Join(", ", reshaped)} cannot change when resuming: the checkpoint holds the model as it was built; " +
                     $"start a new run with --out, or fine-tune this one from it with --init-from {runDirectory}");

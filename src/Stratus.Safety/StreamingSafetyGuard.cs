@@ -2,7 +2,8 @@
 // checked, so a blocked term is never sent, not even its first letters. The guard holds back
 // the last StreamingWindow characters (the longest match any provider can make); a match that
 // could still grow into released text would have to be longer than that. Released text ends at
-// a word boundary where one is available, so clients do not see words cut in half.
+// a word boundary where one is available (whitespace, or any character of a script written
+// without spaces), so clients do not see words cut in half.
 //
 // A match touching the end of the text so far is inconclusive ("ass" may become "assist"), so
 // it neither blocks nor is released until more text or the end of the stream settles it.
@@ -86,12 +87,18 @@ public sealed class StreamingSafetyGuard
         var limit = text.Length - holdBack;
         if (limit <= released) return released;
         for (var i = limit; i > released; i--)
-            if (char.IsWhiteSpace(text[i - 1])) return i;
+            if (EndsWord(text[i - 1])) return i;
         // No word boundary in reach: holding back holdBack characters is what keeps the stream
         // safe, the boundary is only cosmetic, so a long unbroken run (code, base64) is
         // released anyway rather than buffered without end.
         return limit - released >= MaxUnbrokenRun ? limit : released;
     }
+
+    /// <summary>Whether a word can end after <paramref name="c"/>: whitespace, or a character of
+    /// a script written without spaces between words (CJK ideographs, kana, CJK and full-width
+    /// punctuation), where every character is a place to stop.</summary>
+    static bool EndsWord(char c) =>
+        char.IsWhiteSpace(c) || c is (>= '\u3000' and <= '\u30FF') or (>= '\u3400' and <= '\u4DBF') or (>= '\u4E00' and <= '\u9FFF') or (>= '\uFF00' and <= '\uFFEF');
 
     static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int length)
     {

@@ -5,6 +5,15 @@ namespace Stratus.Tests;
 
 public sealed class TrainingTests
 {
+    /// <summary>A char dataset in <paramref name="temp"/> and a 5-step run on it (temp["run"]).</summary>
+    static (string Data, string Run) FiveStepRun(TempDirectory temp)
+    {
+        var data = TestData.PrepareCharDataset(temp);
+        var run = temp["run"];
+        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run)) trainer.Run();
+        return (data, run);
+    }
+
     static List<(long Step, double Loss)> TrainLosses(string run) =>
         MetricsLog.Read(run).Where(m => m["train_loss"] is not null)
             .Select(m => ((long)m["step"]!, (double)m["train_loss"]!)).ToList();
@@ -50,9 +59,7 @@ public sealed class TrainingTests
     public void A_corrupted_checkpoint_file_is_refused_with_a_clear_message()
     {
         using var temp = new TempDirectory();
-        var data = TestData.PrepareCharDataset(temp);
-        var run = temp["run"];
-        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run)) trainer.Run();
+        var (_, run) = FiveStepRun(temp);
         var weights = Path.Combine(run, "checkpoints", "last", Checkpoint.ModelFile);
         var bytes = File.ReadAllBytes(weights);
         bytes[^3] ^= 0x40;
@@ -67,9 +74,7 @@ public sealed class TrainingTests
     public void Resuming_refuses_overrides_that_reshape_the_model_and_takes_the_rest()
     {
         using var temp = new TempDirectory();
-        var data = TestData.PrepareCharDataset(temp);
-        var run = temp["run"];
-        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run)) trainer.Run();
+        var (_, run) = FiveStepRun(temp);
         var error = Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("n-layer", "2"), new("n_embd", "32"), new("max_iters", "9")]));
         Assert.StartsWith("n_layer, n_embd cannot change when resuming", error.Message);
         Assert.Contains("--init-from", error.Message);
@@ -91,9 +96,7 @@ public sealed class TrainingTests
     public void Starting_over_an_existing_run_asks_for_resume()
     {
         using var temp = new TempDirectory();
-        var data = TestData.PrepareCharDataset(temp);
-        var run = temp["run"];
-        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run)) trainer.Run();
+        var (data, run) = FiveStepRun(temp);
         var error = Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig, data, run));
         Assert.Contains("--resume", error.Message);
     }

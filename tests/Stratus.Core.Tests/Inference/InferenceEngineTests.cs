@@ -17,6 +17,24 @@ public sealed class InferenceEngineTests
         return (new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false }), tokenizer);
     }
 
+    /// <summary>The tiny model in eval mode with a model runner over a small block pool (the
+    /// caller disposes the pool and opens no_grad).</summary>
+    static (Gpt Model, CharTokenizer Tokenizer, KvBlockPool Pool, ModelRunner Runner) TinyRunner()
+    {
+        var (model, tokenizer) = TinyModel();
+        model.eval();
+        var pool = new KvBlockPool(2, 2, 16, blockCount: 64, blockSize: 8, ScalarType.Float32, torch.CPU);
+        return (model, tokenizer, pool, new ModelRunner(model, pool));
+    }
+
+    /// <summary>A sequence for the request with the pool blocks its tokens need.</summary>
+    static Sequence Admit(KvBlockPool pool, GenerationRequest request, int vocabSize)
+    {
+        var sequence = new Sequence(0, request, vocabSize);
+        Assert.True(pool.Allocator.TryAllocate(pool.Allocator.BlocksFor(sequence.ReservedTokens), sequence.Blocks));
+        return sequence;
+    }
+
     static GenerationRequest Greedy(ITokenizer tokenizer, string prompt, int maxTokens) =>
         new() { PromptTokens = tokenizer.Encode(prompt), MaxTokens = maxTokens, Temperature = 0 };
 
@@ -54,17 +72,10 @@ public sealed class InferenceEngineTests
     [Fact]
     public void Model_runner_chooses_the_same_greedy_tokens_for_a_row_in_a_batch_as_alone()
     {
-        var (model, tokenizer) = TinyModel();
-        model.eval();
+        var (_, tokenizer, pool, runner) = TinyRunner();
+        using var _ = pool;
         using var noGrad = torch.no_grad();
-        using var pool = new KvBlockPool(2, 2, 16, blockCount: 64, blockSize: 8, ScalarType.Float32, torch.CPU);
-        var runner = new ModelRunner(model, pool);
-        Sequence Make(string prompt)
-        {
-            var sequence = new Sequence(0, Greedy(tokenizer, prompt, 20), tokenizer.VocabSize);
-            Assert.True(pool.Allocator.TryAllocate(pool.Allocator.BlocksFor(sequence.ReservedTokens), sequence.Blocks));
-            return sequence;
-        }
+        Sequence Make(string prompt) => Admit(pool, Greedy(tokenizer, prompt, 20), tokenizer.VocabSize);
         int[] Run(List<Sequence> rows, int row)
         {
             var chosen = new GeneratedToken[rows.Count];
@@ -88,19 +99,12 @@ public sealed class InferenceEngineTests
     [Fact]
     public void Paged_decoding_predicts_what_a_full_forward_predicts()
     {
-        var (model, tokenizer) = TinyModel();
-        model.eval();
+        var (model, tokenizer, pool, runner) = TinyRunner();
+        using var _ = pool;
         using var noGrad = torch.no_grad();
-        using var pool = new KvBlockPool(2, 2, 16, blockCount: 64, blockSize: 8, ScalarType.Float32, torch.CPU);
-        var runner = new ModelRunner(model, pool);
         // Two rows of different lengths, so the rows' blocks and lengths differ in every step.
         string[] prompts = ["to be or not", "hello, world"];
-        var rows = prompts.Select(prompt =>
-        {
-            var sequence = new Sequence(0, Greedy(tokenizer, prompt, 24) with { Logprobs = 0 }, tokenizer.VocabSize);
-            Assert.True(pool.Allocator.TryAllocate(pool.Allocator.BlocksFor(sequence.ReservedTokens), sequence.Blocks));
-            return sequence;
-        }).ToList();
+        var rows = prompts.Select(prompt => Admit(pool, Greedy(tokenizer, prompt, 24) with { Logprobs = 0 }, tokenizer.VocabSize)).ToList();
         var chosen = new GeneratedToken[1];
         var generated = new List<GeneratedToken>[] { [], [] };
         for (var b = 0; b < 2; b++)

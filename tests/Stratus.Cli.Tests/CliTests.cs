@@ -79,6 +79,7 @@ public sealed class CliTests
             (["train", "--config", temp["missing.json"], "--data", data, "--out", temp["r4"]], "does not exist"),
             (["train", "--resume", temp["nothing"]], "not a Stratus run"),
             (["sample", "--model", temp["nothing"]], "does not exist"),
+            (["plot", data], "has no metrics.jsonl"),
         };
         foreach (var (args, expected) in cases)
         {
@@ -100,7 +101,12 @@ public sealed class CliTests
     {
         using var temp = new TempDirectory();
         var (data, config) = Prepare(temp);
-        Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "20").ExitCode);
+        var training = Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "20");
+        Assert.Equal(0, training.ExitCode);
+        Assert.Contains($"image: {Path.Combine(temp["run"], "loss.svg")}", training.Stdout); // after the loss curves
+        var plot = Cli.Run("plot", temp["run"]);
+        Assert.Contains("val loss", plot.Stdout);
+        Assert.Matches(@"0 +step +20\n", plot.Stdout); // the step axis
         var first = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "9", "--temperature", "1.0");
         var second = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "9", "--temperature", "1.0");
         Assert.Equal(0, first.ExitCode);

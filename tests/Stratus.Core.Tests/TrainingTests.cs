@@ -18,6 +18,11 @@ public sealed class TrainingTests
         MetricsLog.Read(run).Where(m => m["train_loss"] is not null)
             .Select(m => ((long)m["step"]!, (double)m["train_loss"]!)).ToList();
 
+    /// <summary>Points of the training-loss curve in the run's loss.svg.</summary>
+    static int StepsDrawn(string run) =>
+        System.Xml.Linq.XDocument.Load(Path.Combine(run, LossCurves.SvgFile)).Descendants()
+            .Single(e => (string?)e.Attribute("id") == "train").Attribute("points")!.Value.Split(' ').Length;
+
     [Fact]
     public void Training_lowers_the_loss_and_writes_metrics_and_checkpoints()
     {
@@ -34,6 +39,7 @@ public sealed class TrainingTests
         Assert.True(evals[^1] < evals[0] - 0.3, $"val loss should fall: {string.Join(", ", evals)}");
         Assert.True(Directory.Exists(Path.Combine(run, "checkpoints", "last")));
         Assert.True(Directory.Exists(Path.Combine(run, "checkpoints", "best")));
+        Assert.Equal(40, StepsDrawn(run));
     }
 
     [Fact]
@@ -52,6 +58,7 @@ public sealed class TrainingTests
         var expected = TrainLosses(full);
         var actual = TrainLosses(split);
         Assert.Equal(expected.Select(e => e.Step), actual.Select(a => a.Step));
+        Assert.Equal(expected.Count, StepsDrawn(split)); // the image keeps the steps from before the resume
         for (var i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i].Loss - actual[i].Loss) <= 1e-6, $"step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss}");
     }
 

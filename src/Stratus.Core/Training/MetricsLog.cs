@@ -17,6 +17,7 @@ public sealed class MetricsLog : IDisposable
         if (resumeStep > 0 && File.Exists(path))
         {
             var kept = File.ReadLines(path).Where(line => KeepLine(line, resumeStep)).ToList();
+            foreach (var line in kept) Curves.Add(JsonNode.Parse(line)!.AsObject());
             AtomicFile.WriteAllText(path, kept.Count == 0 ? "" : string.Join('\n', kept) + "\n");
         }
         else if (File.Exists(path)) File.Delete(path);
@@ -29,7 +30,14 @@ public sealed class MetricsLog : IDisposable
         catch (JsonException) { return false; } // a line torn by a crash
     }
 
-    public void Write(JsonObject entry) => writer.WriteLine(entry.ToJsonString());
+    /// <summary>The losses written so far, those of the run before a resume included.</summary>
+    public LossCurves Curves { get; } = new();
+
+    public void Write(JsonObject entry)
+    {
+        writer.WriteLine(entry.ToJsonString());
+        Curves.Add(entry);
+    }
 
     public static IEnumerable<JsonObject> Read(string runDirectory) =>
         File.ReadLines(Path.Combine(runDirectory, FileName)).Where(l => l.Length > 0).Select(l => JsonNode.Parse(l)!.AsObject());

@@ -100,6 +100,8 @@ public sealed class Trainer : IDisposable
 
     public event Action<StepReport>? StepCompleted;
     public event Action<EvalReport>? Evaluated;
+
+    public string RunDirectory => runDirectory;
     public event Action<string>? CheckpointSaved;
 
     /// <summary>Starts a new run in <paramref name="runDirectory"/> (an existing run there is
@@ -156,6 +158,7 @@ public sealed class Trainer : IDisposable
                 if (isBest) bestValLoss = valLoss;
                 metrics?.Write(new JsonObject { ["step"] = step, ["val_loss"] = valLoss, ["eval_train_loss"] = trainLoss, ["elapsed_s"] = clock.Elapsed.TotalSeconds });
                 Evaluated?.Invoke(new EvalReport(step, trainLoss, valLoss, isBest));
+                if (step > startStep) DrawLossCurves(metrics);
                 if (isBest && step > 0) SaveCheckpoint("best");
             }
             var checkpointDue = config.CheckpointInterval > 0 && step % config.CheckpointInterval == 0;
@@ -165,7 +168,11 @@ public sealed class Trainer : IDisposable
                 lastCheckpointStep = step;
             }
             StoppedEarly = stopping && step < config.MaxIters;
-            if (step >= config.MaxIters || stopping) break;
+            if (step >= config.MaxIters || stopping)
+            {
+                if (!evalDue) DrawLossCurves(metrics);
+                break;
+            }
 
             var report = TrainStep(clock);
             var entry = new JsonObject
@@ -177,6 +184,13 @@ public sealed class Trainer : IDisposable
             metrics?.Write(entry);
             StepCompleted?.Invoke(report);
         }
+    }
+
+    /// <summary>Rewrites <run>/loss.svg (rank 0): an image of the run so far, to look at while it trains.</summary>
+    void DrawLossCurves(MetricsLog? metrics)
+    {
+        if (metrics is { Curves.IsEmpty: false })
+            metrics.Curves.WriteSvg(Path.Combine(runDirectory, LossCurves.SvgFile), runDirectory);
     }
 
     /// <summary>One optimizer step over gradient_accumulation_steps micro-batches (of the whole

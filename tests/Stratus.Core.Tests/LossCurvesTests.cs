@@ -1,0 +1,76 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using System.Xml.Linq;
+using Stratus.Training;
+
+namespace Stratus.Core.Tests;
+
+public sealed class LossCurvesTests
+{
+    /// <summary>Training loss falling from 4 to 2 over 100 steps, val loss at every 25th step a bit above it.</summary>
+    static LossCurves Falling()
+    {
+        var curves = new LossCurves();
+        for (var step = 0; step <= 100; step++)
+        {
+            if (step % 25 == 0) curves.Add(new JsonObject { ["step"] = step, ["val_loss"] = 4.2 - 0.02 * step, ["eval_train_loss"] = 4.1 - 0.02 * step });
+            if (step < 100) curves.Add(new JsonObject { ["step"] = step, ["train_loss"] = 4.0 - 0.02 * step, ["lr"] = 1e-3 });
+        }
+        return curves;
+    }
+
+    static List<(double X, double Y)> Polyline(XDocument svg, string id) =>
+        svg.Descendants().Single(e => e.Name.LocalName == "polyline" && (string?)e.Attribute("id") == id)
+            .Attribute("points")!.Value.Split(' ').Select(p => p.Split(','))
+            .Select(p => (double.Parse(p[0], CultureInfo.InvariantCulture), double.Parse(p[1], CultureInfo.InvariantCulture))).ToList();
+
+    [Fact]
+    public void The_svg_draws_every_step_left_to_right_and_lower_loss_lower_on_the_page()
+    {
+        var svg = XDocument.Parse(Falling().ToSvg("run: loss"));
+        var train = Polyline(svg, "train");
+        Assert.Equal(100, train.Count);
+        Assert.All(train.Zip(train.Skip(1)), pair => Assert.True(pair.Second.X > pair.First.X && pair.Second.Y > pair.First.Y));
+        var val = Polyline(svg, "val");
+        Assert.Equal(5, val.Count);
+        Assert.True(val[^1].Y > val[1].Y);
+        // val at step 100 (2.2) sits above train at step 99 (2.02): a smaller page y
+        Assert.True(val[^1].Y < train[^1].Y);
+        Assert.Contains(svg.Descendants(), e => e.Name.LocalName == "text" && e.Value == "run: loss");
+    }
+
+    [Fact]
+    public void The_terminal_plot_puts_high_losses_in_upper_rows_and_colours_each_curve()
+    {
+        // Mark each drawn cell with its curve instead of colouring it.
+        string Paint(string text, int series) => series == LossCurves.Axis ? text
+            : new string(text.Select(c => c == '\u2800' ? ' ' : series == LossCurves.TrainSeries ? 'T' : 'V').ToArray());
+        var rows = Falling().ToTextPlot(40, 10, Paint).Split('\n');
+        var plot = rows.Take(10).Select(row => row[(row.IndexOfAny(['┤', '│']) + 1)..]).ToList();
+        Assert.All(plot, row => Assert.Equal(40, row.Length));
+        int TopRow(int column, char curve) => plot.FindIndex(row => row[column] == curve);
+        int BottomRow(int column, char curve) => plot.FindLastIndex(row => row[column] == curve);
+        Assert.True(BottomRow(39, 'T') > TopRow(1, 'T'), string.Join('\n', plot));
+        Assert.Contains(plot, row => row.Contains('V'));
+        Assert.Matches(@"0 +step +100$", rows[11]);
+    }
+
+    [Fact]
+    public void Downsampling_averages_equal_stretches_of_steps()
+    {
+        var points = Enumerable.Range(0, 10).Select(i => new CurvePoint(i, i)).ToList();
+        Assert.Equal([0.5, 2.5, 4.5, 6.5, 8.5], LossCurves.Downsample(points, 5).Select(p => p.Loss));
+        Assert.Equal(10, LossCurves.Downsample(points, 20).Count);
+    }
+
+    [Theory]
+    [InlineData(1.72, 2.74, 0.25)]
+    [InlineData(0, 2000, 500)]
+    [InlineData(3.1, 3.1004, 0.0001)]
+    public void Ticks_are_round_and_cover_the_range(double low, double high, double spacing)
+    {
+        var ticks = LossCurves.Ticks(low, high, 6);
+        Assert.True(ticks[0] <= low && ticks[^1] >= high, string.Join(", ", ticks));
+        Assert.All(ticks.Zip(ticks.Skip(1)), pair => Assert.Equal(spacing, pair.Second - pair.First, 9));
+    }
+}

@@ -1,7 +1,7 @@
 // A program that runs as every rank of an MPI job and checks the distributed building blocks
 // against results each rank can compute on its own. Exit code 0 means every check passed on
 // this rank. Modes:
-//   collectives   all-reduce (sync and async), reduce-scatter, all-gather, broadcast, barrier
+//   collectives   all-reduce (sync and async), reduce-scatter, all-gather, gather, broadcast, barrier
 //   training      GradientBuckets and ParameterSharding on a small model versus a local reference
 //   hang <dir>    write rank<r>.pid into <dir> and block in MPI, for the rank-death test
 //   bench [MB]    all-reduce bandwidth (default 40 MB of float32)
@@ -99,6 +99,23 @@ internal static class Checks
             mpi.AllGather(mine, flat);
         }
         Expect(flat, (arange(size, dtype: ScalarType.Float32) + 7).repeat_interleave(3), "AllGather in place");
+
+        // Gather: only the root receives; the others pass no output.
+        using (var gatheredAtRoot = rank == 1 ? zeros(2 * size, dtype: ScalarType.Float64) : null)
+        {
+            mpi.Gather(gatherIn, gatheredAtRoot, root: 1);
+            if (gatheredAtRoot is not null)
+                Expect(gatheredAtRoot, (arange(size, dtype: ScalarType.Float64) * 10).repeat_interleave(2), "Gather to rank 1");
+        }
+        using (var shard = full(3, rank + 20f))
+        using (var zeroLayout = rank == 0 ? zeros(3 * size) : null)
+        using (var rootChunk = zeroLayout?.narrow(0, 0, 3))
+        {
+            rootChunk?.copy_(shard);
+            mpi.Gather(rootChunk ?? shard, zeroLayout, root: 0);
+            if (zeroLayout is not null)
+                Expect(zeroLayout, (arange(size, dtype: ScalarType.Float32) + 20).repeat_interleave(3), "Gather in place to rank 0");
+        }
 
         using var broadcast = rank == 1 ? arange(4, dtype: ScalarType.Float32) : zeros(4);
         mpi.Broadcast(broadcast, root: 1);

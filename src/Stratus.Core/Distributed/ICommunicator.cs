@@ -50,6 +50,14 @@ public interface ICommunicator : IDisposable
     /// </summary>
     void AllGather(Tensor input, Tensor output);
 
+    /// <summary>
+    /// Concatenates every rank's <paramref name="input"/> into <paramref name="output"/> on rank
+    /// <paramref name="root"/> only, in rank order; the other ranks pass no output and receive
+    /// nothing. As with <see cref="AllGather"/>, the input may be the root's own chunk of the
+    /// output. Saving ZeRO state uses it so that only the rank that writes holds a full copy.
+    /// </summary>
+    void Gather(Tensor input, Tensor? output, int root = 0);
+
     /// <summary>Copies <paramref name="tensor"/> from rank <paramref name="root"/> to all ranks, in place.</summary>
     void Broadcast(Tensor tensor, int root = 0);
 

@@ -179,6 +179,9 @@ internal sealed partial class MpiAbi
     public static partial int MPI_Allgather(nint sendbuf, int sendcount, nint sendtype, nint recvbuf, int recvcount, nint recvtype, nint comm);
 
     [LibraryImport(ResolvedName)]
+    public static partial int MPI_Gather(nint sendbuf, int sendcount, nint sendtype, nint recvbuf, int recvcount, nint recvtype, int root, nint comm);
+
+    [LibraryImport(ResolvedName)]
     public static partial int MPI_Bcast(nint buffer, int count, nint datatype, int root, nint comm);
 
     [LibraryImport(ResolvedName)]

@@ -77,26 +77,45 @@ public sealed class MpiCommunicator : ICommunicator
 
     public void AllGather(Tensor input, Tensor output)
     {
-        var source = TensorBuffer.Of(input, nameof(AllGather));
-        var target = TensorBuffer.Of(output, nameof(AllGather));
-        TensorBuffer.RequireChunks(target, source, WorldSize, nameof(AllGather));
-        Count(target, nameof(AllGather));
+        var (source, send, receive) = GatherBuffers(input, output, nameof(AllGather));
         var datatype = _abi.Datatype(source.DType);
-        // The ZeRO layout: this rank's chunk already sits at its place in the output.
-        if (source.Address == target.Address + Rank * source.Bytes)
+        Check(MpiAbi.MPI_Allgather(send, (int)source.Count, datatype, receive, (int)source.Count, datatype, _abi.CommWorld), "MPI_Allgather");
+    }
+
+    public void Gather(Tensor input, Tensor? output, int root = 0)
+    {
+        RequireRoot(root, nameof(Gather));
+        if (Rank != root)
         {
-            Check(MpiAbi.MPI_Allgather(_abi.InPlace, 0, datatype, target.Address, (int)source.Count, datatype, _abi.CommWorld), "MPI_Allgather");
+            var chunk = TensorBuffer.Of(input, nameof(Gather));
+            var type = _abi.Datatype(chunk.DType);
+            Check(MpiAbi.MPI_Gather(chunk.Address, Count(chunk, nameof(Gather)), type, 0, 0, type, root, _abi.CommWorld), "MPI_Gather");
             return;
         }
-        RequireDisjoint(source, target, nameof(AllGather));
-        Check(MpiAbi.MPI_Allgather(source.Address, (int)source.Count, datatype, target.Address, (int)source.Count, datatype, _abi.CommWorld), "MPI_Allgather");
+        var (source, send, receive) = GatherBuffers(input, output ?? throw new ArgumentNullException(nameof(output), "the root of a Gather needs an output tensor"), nameof(Gather));
+        var datatype = _abi.Datatype(source.DType);
+        Check(MpiAbi.MPI_Gather(send, (int)source.Count, datatype, receive, (int)source.Count, datatype, root, _abi.CommWorld), "MPI_Gather");
+    }
+
+    /// <summary>Checks a gather of <paramref name="input"/> chunks into <paramref name="output"/> and
+    /// returns the addresses to pass: MPI_IN_PLACE as the send buffer when this rank's chunk already
+    /// sits at its place in the output (the ZeRO layout).</summary>
+    private (TensorBuffer Source, nint Send, nint Receive) GatherBuffers(Tensor input, Tensor output, string operation)
+    {
+        var source = TensorBuffer.Of(input, operation);
+        var target = TensorBuffer.Of(output, operation);
+        TensorBuffer.RequireChunks(target, source, WorldSize, operation);
+        Count(target, operation);
+        if (source.Address == target.Address + Rank * source.Bytes)
+            return (source, _abi.InPlace, target.Address);
+        RequireDisjoint(source, target, operation);
+        return (source, source.Address, target.Address);
     }
 
     public void Broadcast(Tensor tensor, int root = 0)
     {
         var buffer = TensorBuffer.Of(tensor, nameof(Broadcast));
-        if (root < 0 || root >= WorldSize)
-            throw new StratusUserException($"Broadcast root {root} is outside a world of {WorldSize} ranks.");
+        RequireRoot(root, nameof(Broadcast));
         Check(MpiAbi.MPI_Bcast(buffer.Address, Count(buffer, nameof(Broadcast)), _abi.Datatype(buffer.DType), root, _abi.CommWorld), "MPI_Bcast");
     }
 
@@ -124,6 +143,12 @@ public sealed class MpiCommunicator : ICommunicator
     private static int Count(TensorBuffer buffer, string operation) => buffer.Count <= int.MaxValue
         ? (int)buffer.Count
         : throw new StratusUserException($"{operation}: {buffer.Count} elements exceed MPI's limit of {int.MaxValue} per call; split the tensor into buckets.");
+
+    private void RequireRoot(int root, string operation)
+    {
+        if (root < 0 || root >= WorldSize)
+            throw new StratusUserException($"{operation} root {root} is outside a world of {WorldSize} ranks.");
+    }
 
     private static void RequireDisjoint(TensorBuffer a, TensorBuffer b, string operation)
     {

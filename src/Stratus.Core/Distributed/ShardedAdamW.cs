@@ -99,8 +99,10 @@ public sealed class ShardedAdamW : IOptimizer
         var state = new Dictionary<string, Tensor> { ["step"] = _step };
         foreach (var (prefix, shard) in new[] { ("exp_avg", _expAvg), ("exp_avg_sq", _expAvgSq) })
         {
-            var full = zeros(Layout.PaddedElements, dtype: ScalarType.Float32);
-            _communicator.AllGather(shard, full);
+            // Only the main rank, which writes checkpoints, holds the full moments.
+            var full = _communicator.IsMain ? zeros(Layout.PaddedElements, dtype: ScalarType.Float32) : null;
+            _communicator.Gather(shard, full);
+            if (full is null) continue;
             for (var i = 0; i < _names.Length; i++)
                 state[$"{prefix}.{_names[i]}"] = full.narrow(0, Layout.ParameterOffsets[i], ShapeElements(_shapes[i])).view(_shapes[i]);
         }

@@ -39,11 +39,22 @@ public sealed class SingleProcessCommunicator : ICommunicator
             output.copy_(input);
     }
 
+    public void Gather(Tensor input, Tensor? output, int root = 0)
+    {
+        RequireRoot(root, nameof(Gather));
+        AllGather(input, output ?? throw new ArgumentNullException(nameof(output), "the root of a Gather needs an output tensor"));
+    }
+
     public void Broadcast(Tensor tensor, int root = 0)
     {
         TensorBuffer.Of(tensor, nameof(Broadcast));
+        RequireRoot(root, nameof(Broadcast));
+    }
+
+    private static void RequireRoot(int root, string operation)
+    {
         if (root != 0)
-            throw new StratusUserException($"Broadcast root {root} is outside a world of 1 rank.");
+            throw new StratusUserException($"{operation} root {root} is outside a world of 1 rank.");
     }
 
     public void Barrier()

@@ -46,6 +46,13 @@ public sealed class TimedCommunicator(ICommunicator inner) : ICommunicator
         Elapsed += Stopwatch.GetElapsedTime(start);
     }
 
+    public void Gather(Tensor input, Tensor? output, int root = 0)
+    {
+        var start = Stopwatch.GetTimestamp();
+        inner.Gather(input, output, root);
+        Elapsed += Stopwatch.GetElapsedTime(start);
+    }
+
     public void Broadcast(Tensor tensor, int root = 0)
     {
         var start = Stopwatch.GetTimestamp();

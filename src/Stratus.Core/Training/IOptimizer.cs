@@ -21,8 +21,8 @@ public interface IOptimizer : IDisposable
 
     /// <summary>The full optimizer state (moments by parameter name and "step"), as a single
     /// process would hold it, so checkpoints do not depend on the world size. Under ZeRO-1 this
-    /// is a collective that every rank must call; tensors it creates belong to the caller's
-    /// dispose scope.</summary>
+    /// is a collective that every rank must call, and only the main rank gets the moments (the
+    /// others get "step" alone); tensors it creates belong to the caller's dispose scope.</summary>
     Dictionary<string, Tensor> StateDict();
 
     /// <summary>Loads a state written by <see cref="StateDict"/> with any world size.</summary>

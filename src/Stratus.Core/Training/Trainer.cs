@@ -249,8 +249,8 @@ public sealed class Trainer : IDisposable
         return (sums[0] / config.EvalIters, sums[1] / config.EvalIters);
     }
 
-    /// <summary>Rank 0 writes; every rank takes part, since under ZeRO-1 the full optimizer state
-    /// is gathered from all of them (the gathered copies end with this scope).</summary>
+    /// <summary>Rank 0 writes; every rank takes part, since under ZeRO-1 rank 0 gathers the full
+    /// optimizer state from all of them (the gathered copy ends with this scope).</summary>
     void SaveCheckpoint(string name)
     {
         using var scope = NewDisposeScope();

@@ -31,6 +31,10 @@ public sealed class SingleProcessCommunicatorTests
         using var scattered = zeros(6);
         _communicator.ReduceScatter(gathered, scattered);
         Assert.Equal(values.data<float>().ToArray(), scattered.data<float>().ToArray());
+        using var atRoot = zeros(6);
+        _communicator.Gather(values, atRoot);
+        Assert.Equal(values.data<float>().ToArray(), atRoot.data<float>().ToArray());
+        Assert.Throws<StratusUserException>(() => _communicator.Gather(values, atRoot, root: 1));
     }
 
     [Fact]

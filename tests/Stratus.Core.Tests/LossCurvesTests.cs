@@ -3,7 +3,7 @@ using System.Text.Json.Nodes;
 using System.Xml.Linq;
 using Stratus.Training;
 
-namespace Stratus.Core.Tests;
+namespace Stratus.Tests;
 
 public sealed class LossCurvesTests
 {
@@ -53,6 +53,19 @@ public sealed class LossCurvesTests
         Assert.True(BottomRow(39, 'T') > TopRow(1, 'T'), string.Join('\n', plot));
         Assert.Contains(plot, row => row.Contains('V'));
         Assert.Matches(@"0 +step +100$", rows[11]);
+    }
+
+    [Fact]
+    public void A_run_torn_by_a_crash_reads_up_to_its_last_whole_line_and_a_damaged_one_is_refused()
+    {
+        using var temp = new TempDirectory();
+        var run = temp["run"];
+        Directory.CreateDirectory(run);
+        var metrics = Path.Combine(run, MetricsLog.FileName);
+        File.WriteAllText(metrics, "{\"step\":0,\"train_loss\":4.1}\n{\"step\":1,\"train_loss\":3.9}\n{\"step\":2,\"train_lo");
+        Assert.Equal([4.1, 3.9], LossCurves.Read(run).Train.Select(p => p.Loss));
+        File.WriteAllText(metrics, "{\"step\":0,\"train_loss\":4.1}\n{\"step\":1,\"tra\n{\"step\":2,\"train_loss\":3.7}\n");
+        Assert.Contains("line 2 of", Assert.Throws<StratusUserException>(() => { LossCurves.Read(run); }).Message);
     }
 
     [Fact]

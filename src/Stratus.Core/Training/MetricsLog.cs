@@ -16,18 +16,18 @@ public sealed class MetricsLog : IDisposable
         var path = Path.Combine(runDirectory, FileName);
         if (resumeStep > 0 && File.Exists(path))
         {
-            var kept = File.ReadLines(path).Where(line => KeepLine(line, resumeStep)).ToList();
-            foreach (var line in kept) Curves.Add(JsonNode.Parse(line)!.AsObject());
+            var kept = new List<string>();
+            foreach (var line in File.ReadLines(path))
+            {
+                // A line torn by a crash does not parse and goes too.
+                if (Parse(line) is not { } entry || entry["step"]?.Deserialize<long>() >= resumeStep) continue;
+                kept.Add(line);
+                Curves.Add(entry);
+            }
             AtomicFile.WriteAllText(path, kept.Count == 0 ? "" : string.Join('\n', kept) + "\n");
         }
         else if (File.Exists(path)) File.Delete(path);
         writer = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read)) { AutoFlush = true };
-    }
-
-    static bool KeepLine(string line, long resumeStep)
-    {
-        try { return JsonNode.Parse(line)?["step"]?.GetValue<long>() < resumeStep; }
-        catch (JsonException) { return false; } // a line torn by a crash
     }
 
     /// <summary>The losses written so far, those of the run before a resume included.</summary>
@@ -39,8 +39,25 @@ public sealed class MetricsLog : IDisposable
         Curves.Add(entry);
     }
 
-    public static IEnumerable<JsonObject> Read(string runDirectory) =>
-        File.ReadLines(Path.Combine(runDirectory, FileName)).Where(l => l.Length > 0).Select(l => JsonNode.Parse(l)!.AsObject());
+    /// <summary>The entries of a run's metrics.jsonl, of a run in progress too. A last line cut short
+    /// (being written, or torn by a crash) is left out; a broken line before it is an error.</summary>
+    public static IEnumerable<JsonObject> Read(string runDirectory)
+    {
+        var path = Path.Combine(runDirectory, FileName);
+        var lines = File.ReadLines(path).Where(l => l.Length > 0).ToList();
+        for (var i = 0; i < lines.Count; i++)
+        {
+            if (Parse(lines[i]) is { } entry) yield return entry;
+            else if (i < lines.Count - 1)
+                throw new StratusUserException($"line {i + 1} of {path} is not a JSON object; the file was edited or damaged (a crash can only cut its last line)");
+        }
+    }
+
+    static JsonObject? Parse(string line)
+    {
+        try { return JsonNode.Parse(line) as JsonObject; }
+        catch (JsonException) { return null; }
+    }
 
     public void Dispose() => writer.Dispose();
 }

@@ -24,6 +24,7 @@ static class SampleCommand
         {
             var options = new SamplingOptions { Temperature = result.GetValue(temperature), TopK = result.GetValue(topK), TopP = result.GetValue(topP), Seed = result.GetValue(seed) };
             options.Validate();
+            if (result.GetValue(samples) < 1) throw new StratusUserException($"--num-samples must be at least 1, got {result.GetValue(samples)}");
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(result.GetValue(model)!));
             using var network = checkpoint.CreateModel();
             network.DecodeWeights = decodeWeights.Value(result);

@@ -31,6 +31,14 @@ public sealed class ConfigTests
     }
 
     [Fact]
+    public void A_value_of_the_wrong_kind_names_its_key_where_it_came_from_and_what_to_write()
+    {
+        Assert.Equal("--batch-size: batch_size must be a whole number, got \"abc\"", Fails("{}", ("batch-size", "abc")).Message);
+        Assert.EndsWith("c.json: bias must be true or false, got 1", Fails("""{"bias": 1}""").Message);
+        Assert.Equal("--n-layer: n_layer must be a whole number, got 2.5", Fails("""{"n_layer": "four"}""", ("n_layer", "2.5")).Message);
+    }
+
+    [Fact]
     public void Command_line_overrides_win_over_the_file()
     {
         using var temp = new TempDirectory();

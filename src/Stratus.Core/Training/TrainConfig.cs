@@ -126,12 +126,12 @@ public sealed record TrainConfig
             try { json = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object"); }
             catch (JsonException e) { throw new StratusUserException($"{path} is not valid JSON: {e.Message}"); }
         }
-        return FromJson(WithOverrides(json, overrides), path ?? "command line");
+        return FromJson(json, path ?? "command line", overrides);
     }
 
     /// <summary>This config with overrides given as (key, value) pairs applied, checked again.</summary>
     public TrainConfig With(IEnumerable<KeyValuePair<string, string>> overrides) =>
-        FromJson(WithOverrides(JsonSerializer.SerializeToNode(this, Json)!.AsObject(), overrides), "command line");
+        FromJson(JsonSerializer.SerializeToNode(this, Json)!.AsObject(), "command line", overrides);
 
     /// <summary>Keys that define the trained model (every model key but dropout, which only acts
     /// while training, and the LoRA rank and targets) whose values differ between this config and
@@ -143,23 +143,38 @@ public sealed record TrainConfig
             .Where(k => !JsonNode.DeepEquals(mine[k], theirs[k])).ToList();
     }
 
-    static JsonObject WithOverrides(JsonObject json, IEnumerable<KeyValuePair<string, string>> overrides)
+    /// <summary>The config in <paramref name="json"/> (read from <paramref name="source"/>) with
+    /// command-line <paramref name="overrides"/> (kebab- or snake-case keys) applied, checked.</summary>
+    public static TrainConfig FromJson(JsonObject json, string source, IEnumerable<KeyValuePair<string, string>>? overrides = null)
     {
-        foreach (var (rawKey, value) in overrides)
+        foreach (var (key, _) in json) CheckKey(key, source);
+        var overridden = new HashSet<string>();
+        foreach (var (rawKey, value) in overrides ?? [])
         {
             var key = rawKey.TrimStart('-').Replace('-', '_');
             CheckKey(key, "command line");
             json[key] = ParseValue(value);
+            overridden.Add(key);
         }
-        return json;
-    }
-
-    public static TrainConfig FromJson(JsonObject json, string source)
-    {
-        foreach (var (key, _) in json) CheckKey(key, source);
         TrainConfig config;
         try { config = json.Deserialize<TrainConfig>(Json)!; }
-        catch (JsonException e) { throw new StratusUserException($"{source}: {e.Message.Split(" Path:")[0]} (at {e.Path})"); }
+        catch (JsonException e)
+        {
+            var key = e.Path?.TrimStart('$', '.') ?? "";
+            var origin = overridden.Contains(key) ? $"--{key.Replace('_', '-')}" : source;
+            // The serializer names .NET types ("could not be converted to System.Int32"); say what to write instead.
+            var wanted = System.Text.RegularExpressions.Regex.Match(e.Message, @"converted to System\.(\w+)").Groups[1].Value switch
+            {
+                "Int32" or "Int64" => "a whole number",
+                "Double" or "Single" => "a number",
+                "Boolean" => "true or false",
+                "String" => "text",
+                _ => null,
+            };
+            throw new StratusUserException(wanted is not null && json[key] is { } value
+                ? $"{origin}: {key} must be {wanted}, got {value.ToJsonString()}"
+                : $"{origin}: {e.Message.Split(" Path:")[0]} (at {e.Path})");
+        }
         config.Validate();
         return config;
     }

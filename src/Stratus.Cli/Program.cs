@@ -23,7 +23,7 @@ root.Subcommands.Add(ServeCommand.Create());
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
 {
-    foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {error.Message}");
+    foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {StratusUserException.InUsersWords(error.Message)}");
     Console.Error.WriteLine("Run `stratus --help` or `stratus <verb> --help` for usage.");
     return 2;
 }

@@ -94,6 +94,10 @@ public sealed class CliTests
         var unknown = Cli.Run("train", "--config", temp["unknown.json"], "--data", data, "--out", temp["r5"]);
         Assert.Equal(2, unknown.ExitCode);
         Assert.Contains("unknown config key 'learnin_rate'", unknown.Stderr);
+
+        var parse = Cli.Run("sample", "--model", temp["nothing"], "--max-tokens", "many");
+        Assert.Equal(2, parse.ExitCode);
+        Assert.Contains("'many' for option '--max-tokens' as a whole number", parse.Stderr); // not "System.Int32"
     }
 
     [Fact]
@@ -107,6 +111,7 @@ public sealed class CliTests
         var plot = Cli.Run("plot", temp["run"]);
         Assert.Contains("val loss", plot.Stdout);
         Assert.Matches(@"0 +step +20\n", plot.Stdout); // the step axis
+        Assert.Contains("nothing to train", Cli.Run("train", "--resume", temp["run"]).Stdout);
         var first = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "9", "--temperature", "1.0");
         var second = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "9", "--temperature", "1.0");
         Assert.Equal(0, first.ExitCode);

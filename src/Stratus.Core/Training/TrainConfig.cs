@@ -162,17 +162,10 @@ public sealed record TrainConfig
         {
             var key = e.Path?.TrimStart('$', '.') ?? "";
             var origin = overridden.Contains(key) ? $"--{key.Replace('_', '-')}" : source;
-            // The serializer names .NET types ("could not be converted to System.Int32"); say what to write instead.
-            var wanted = System.Text.RegularExpressions.Regex.Match(e.Message, @"converted to System\.(\w+)").Groups[1].Value switch
-            {
-                "Int32" or "Int64" => "a whole number",
-                "Double" or "Single" => "a number",
-                "Boolean" => "true or false",
-                "String" => "text",
-                _ => null,
-            };
-            throw new StratusUserException(wanted is not null && json[key] is { } value
-                ? $"{origin}: {key} must be {wanted}, got {value.ToJsonString()}"
+            // "The JSON value could not be converted to System.Int32." -> "n_layer must be a whole number, got ..."
+            var wanted = StratusUserException.InUsersWords(e.Message.Split(" Path:")[0]).Split("converted to ");
+            throw new StratusUserException(wanted.Length == 2 && json[key] is { } value
+                ? $"{origin}: {key} must be {wanted[1].TrimEnd('.')}, got {value.ToJsonString()}"
                 : $"{origin}: {e.Message.Split(" Path:")[0]} (at {e.Path})");
         }
         config.Validate();

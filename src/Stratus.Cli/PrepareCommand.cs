@@ -2,6 +2,7 @@
 // `stratus prepare --input <text> --out <dataset-dir> --tokenizer-from <model>`
 // `stratus prepare --input chat.jsonl --format chat --tokenizer-from <model> --out <dataset-dir>`
 using System.CommandLine;
+using Spectre.Console;
 using Stratus.Data;
 using Stratus.Training;
 
@@ -33,11 +34,37 @@ static class PrepareCommand
                 return 0;
             }
             var from = model is null ? null : Checkpoint.Open(Checkpoint.Resolve(model)).Tokenizer;
-            var dataset = DatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, result.GetValue(tokenizer)!, result.GetValue(valFraction), from);
+            var dataset = WithProgress(progress => DatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, result.GetValue(tokenizer)!, result.GetValue(valFraction), from, progress));
             Console.WriteLine($"prepared {dataset.Directory}: tokenizer {dataset.Tokenizer.Kind} (vocab {dataset.Tokenizer.VocabSize:N0}), " +
                 $"{dataset.TrainTokens:N0} train and {dataset.ValTokens:N0} val tokens, source sha256 {dataset.SourceSha256}");
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Runs <paramref name="prepare"/> under a progress bar per phase with rate and time
+    /// left (on a terminal; a log gets the closing summary line only).</summary>
+    static T WithProgress<T>(Func<IProgress<PrepareProgress>, T> prepare) =>
+        AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
+            .Start(context =>
+            {
+                var tasks = new Dictionary<string, ProgressTask>();
+                return prepare(new Reporter(p =>
+                {
+                    if (!tasks.TryGetValue(p.Phase, out var task))
+                    {
+                        foreach (var earlier in tasks.Values) earlier.StopTask();
+                        tasks[p.Phase] = task = context.AddTask(p.Phase, maxValue: p.BytesTotal);
+                    }
+                    task.Value = p.BytesDone;
+                    if (p.Tokens > 0) task.Description = $"{p.Phase} ({p.Tokens:N0} tokens)";
+                }));
+            });
+
+    /// <summary>Reports on the preparing thread, in order (Progress&lt;T&gt; would post them to the thread pool).</summary>
+    sealed class Reporter(Action<PrepareProgress> report) : IProgress<PrepareProgress>
+    {
+        public void Report(PrepareProgress value) => report(value);
     }
 }

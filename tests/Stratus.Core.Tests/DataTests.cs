@@ -55,6 +55,43 @@ public sealed class DataTests
         return [.. tokens];
     }
 
+    [Theory]
+    [InlineData("char")]
+    [InlineData("gpt2")]
+    public void A_corpus_read_in_small_pieces_gives_the_tokens_of_the_whole_text(string tokenizer)
+    {
+        using var temp = new TempDirectory();
+        // Indentation, blank lines, a CRLF, trailing spaces, a long line, text in other scripts, a contraction after a newline.
+        var text = string.Concat(Enumerable.Range(0, 40).Select(i =>
+            $"Line {i}: the quick brown fox\n    indented {i}\n\n\n  \nünïcødé 文字 {i}\r\nwindows  \n's {new string('x', i * 3)}\nend\n"));
+        File.WriteAllText(temp["in.txt"], text);
+        var progress = new List<PrepareProgress>();
+        DatasetPreparer.Prepare(temp["in.txt"], temp["pieces"], tokenizer, progress: new Recorder(progress), pieceChars: 7);
+        DatasetPreparer.Prepare(temp["in.txt"], temp["whole"], tokenizer, pieceChars: text.Length + 1);
+
+        foreach (var shard in new[] { DatasetPreparer.TrainShard, DatasetPreparer.ValShard })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(temp["whole"], shard)), File.ReadAllBytes(Path.Combine(temp["pieces"], shard)));
+        using (var train = TokenShard.Open(Path.Combine(temp["whole"], DatasetPreparer.TrainShard)))
+        using (var val = TokenShard.Open(Path.Combine(temp["whole"], DatasetPreparer.ValShard)))
+        {
+            var all = new long[train.Count + val.Count];
+            train.Read(0, all.AsSpan(0, (int)train.Count));
+            val.Read(0, all.AsSpan((int)train.Count));
+            var expected = Stratus.Tokenization.TokenizerStore.Load(temp["whole"]).Encode(text);
+            Assert.Equal(expected.Select(t => (long)t), all);
+        }
+        var tokenizing = progress.Where(p => p.Phase == "tokenizing").ToList();
+        Assert.True(tokenizing.Count > 10, $"{tokenizing.Count} reports");
+        Assert.Equal(new FileInfo(temp["in.txt"]).Length, tokenizing[^1].BytesDone);
+        Assert.Equal(tokenizing[^1].BytesTotal, tokenizing[^1].BytesDone);
+        Assert.True(tokenizing.Zip(tokenizing.Skip(1)).All(pair => pair.Second.BytesDone >= pair.First.BytesDone));
+    }
+
+    sealed class Recorder(List<PrepareProgress> reports) : IProgress<PrepareProgress>
+    {
+        public void Report(PrepareProgress value) => reports.Add(value);
+    }
+
     [Fact]
     public void Bad_corpora_and_shards_give_clear_errors()
     {

@@ -1,5 +1,11 @@
 // `stratus prepare`: a text file, a folder of .txt/.md files or a JSONL file (field "text")
 // becomes train.bin and val.bin token shards, the tokenizer, and meta.json describing both.
+//
+// The corpus is streamed, never held whole: documents are read in pieces of about a million
+// characters, cut where the tokenizer gives the same tokens piece by piece as for the whole text
+// (ITokenizer.Cuts), encoded, and appended to one shard whose last val_fraction of tokens then
+// moves to val.bin. Memory stays at a few pieces whatever the corpus size, and a text over .NET's
+// 1G-character string limit is no obstacle.
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -10,27 +16,46 @@ namespace Stratus.Data;
 
 public sealed record PreparedDataset(string Directory, ITokenizer Tokenizer, long TrainTokens, long ValTokens, string SourceSha256);
 
+/// <summary>How far preparation is: <paramref name="Phase"/> is "hashing", "reading characters"
+/// (a char vocabulary) or "tokenizing"; bytes are of the source files.</summary>
+public readonly record struct PrepareProgress(string Phase, long BytesDone, long BytesTotal, long Tokens);
+
 public static class DatasetPreparer
 {
     public const string MetaFile = "meta.json";
     public const string TrainShard = "train.bin";
     public const string ValShard = "val.bin";
+    /// <summary>The longest text handed to the tokenizer at once, where the tokenizer allows a cut.</summary>
+    public const int DefaultPieceChars = 1 << 20;
 
     /// <param name="tokenizerFrom">Use this tokenizer (e.g. an imported model's) instead of
     /// creating one of <paramref name="tokenizerKind"/>.</param>
-    public static PreparedDataset Prepare(string input, string outputDirectory, string tokenizerKind, double valFraction = 0.1, ITokenizer? tokenizerFrom = null)
+    public static PreparedDataset Prepare(string input, string outputDirectory, string tokenizerKind, double valFraction = 0.1,
+        ITokenizer? tokenizerFrom = null, IProgress<PrepareProgress>? progress = null, int pieceChars = DefaultPieceChars)
     {
         if (valFraction is < 0 or >= 1) throw new StratusUserException($"--val-fraction must be in [0, 1), got {valFraction}");
-        var (documents, sha256) = ReadDocuments(input);
-        var tokenizer = tokenizerFrom ?? TokenizerStore.Create(tokenizerKind, tokenizerKind == "char" ? string.Join("\n", documents) : null);
-        var tokens = Tokenize(documents, tokenizer);
-        if (tokens.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({tokens.Count} tokens)");
+        var corpus = new Corpus(input, progress);
+        var sha256 = corpus.Hash();
+        var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));
 
-        var trainCount = (int)(tokens.Count * (1 - valFraction));
-        var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(tokens);
         Directory.CreateDirectory(outputDirectory);
-        TokenShard.Write(Path.Combine(outputDirectory, TrainShard), span[..trainCount], tokenizer.VocabSize);
-        TokenShard.Write(Path.Combine(outputDirectory, ValShard), span[trainCount..], tokenizer.VocabSize);
+        long trainCount = 0, valCount = 0;
+        var documents = 0;
+        AtomicFile.Write(Path.Combine(outputDirectory, TrainShard), trainStream =>
+        {
+            var train = new TokenShard.Writer(trainStream, tokenizer.VocabSize);
+            documents = corpus.Tokenize(tokenizer, train, pieceChars);
+            if (train.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({train.Count} tokens)");
+            trainCount = (long)(train.Count * (1 - valFraction));
+            AtomicFile.Write(Path.Combine(outputDirectory, ValShard), valStream =>
+            {
+                var val = new TokenShard.Writer(valStream, tokenizer.VocabSize);
+                train.MoveTailTo(val, trainCount);
+                val.Finish();
+                valCount = val.Count;
+            });
+            train.Finish();
+        });
         TokenizerStore.Save(tokenizer, outputDirectory);
         var meta = new JsonObject
         {
@@ -40,79 +65,207 @@ public static class DatasetPreparer
             ["vocab_size"] = tokenizer.VocabSize,
             ["token_bytes"] = TokenShard.TokenBytesFor(tokenizer.VocabSize),
             ["train_tokens"] = trainCount,
-            ["val_tokens"] = tokens.Count - trainCount,
+            ["val_tokens"] = valCount,
             ["val_fraction"] = valFraction,
-            ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["documents"] = documents.Count, ["sha256"] = sha256 },
+            ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["documents"] = documents, ["sha256"] = sha256 },
             ["created_utc"] = DateTime.UtcNow.ToString("O"),
         };
         AtomicFile.WriteAllText(Path.Combine(outputDirectory, MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        return new PreparedDataset(outputDirectory, tokenizer, trainCount, tokens.Count - trainCount, sha256);
+        return new PreparedDataset(outputDirectory, tokenizer, trainCount, valCount, sha256);
     }
 
-    static List<int> Tokenize(List<string> documents, ITokenizer tokenizer)
+    /// <summary>A stretch of one document's text, and whether the document ends with it.</summary>
+    readonly record struct Piece(string Text, bool EndsDocument);
+
+    /// <summary>The source files of a corpus, read as a stream of document pieces.</summary>
+    sealed class Corpus
     {
-        var tokens = new List<int>();
-        for (var i = 0; i < documents.Count; i++)
+        readonly string input;
+        readonly List<string> files;
+        readonly bool jsonl;
+        readonly IProgress<PrepareProgress>? progress;
+        readonly long totalBytes;
+        long finishedBytes, currentLength;
+        FileStream? current;
+
+        public Corpus(string input, IProgress<PrepareProgress>? progress)
         {
-            tokens.AddRange(tokenizer.Encode(documents[i]));
-            // Byte-level BPE separates documents with <|endoftext|> (as GPT-2 was trained);
-            // a char vocabulary has no such token, so documents are joined by a newline.
-            if (i < documents.Count - 1)
+            if (string.IsNullOrWhiteSpace(input)) throw new StratusUserException("no input given; pass --input <file|folder|file.jsonl>");
+            this.input = input;
+            this.progress = progress;
+            if (Directory.Exists(input))
             {
-                if (tokenizer.EndOfTextId is { } eot) tokens.Add(eot);
-                else tokens.AddRange(tokenizer.Encode("\n"));
+                files = Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
+                    .Where(f => f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
+                    .Order(StringComparer.Ordinal).ToList();
+                if (files.Count == 0) throw new StratusUserException($"folder {input} has no .txt or .md files; point --input at a text file, a folder of .txt/.md files or a JSONL file");
             }
+            else if (File.Exists(input)) files = [input];
+            else throw new StratusUserException($"input {input} does not exist; pass a text file, a folder of .txt/.md files or a JSONL file");
+            jsonl = files.Count == 1 && input.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase);
+            totalBytes = files.Sum(f => new FileInfo(f).Length);
+            if (totalBytes == 0) throw new StratusUserException($"{input} is empty; give it some text to train on");
         }
-        return tokens;
-    }
 
-    static (List<string> Documents, string Sha256) ReadDocuments(string input)
-    {
-        if (string.IsNullOrWhiteSpace(input)) throw new StratusUserException("no input given; pass --input <file|folder|file.jsonl>");
-        if (Directory.Exists(input))
+        /// <summary>The sha256 of the file, or of a folder's relative paths and file hashes.</summary>
+        public string Hash()
         {
-            var files = Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
-                .Where(f => f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
-                .Order(StringComparer.Ordinal).ToList();
-            if (files.Count == 0) throw new StratusUserException($"folder {input} has no .txt or .md files; point --input at a text file, a folder of .txt/.md files or a JSONL file");
+            if (!Directory.Exists(input)) return Convert.ToHexStringLower(HashFile(input, "hashing"));
             using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-            var documents = new List<string>();
             foreach (var file in files)
             {
-                var bytes = File.ReadAllBytes(file);
                 hash.AppendData(Encoding.UTF8.GetBytes(Path.GetRelativePath(input, file) + "\n"));
-                hash.AppendData(SHA256.HashData(bytes));
-                var text = Encoding.UTF8.GetString(bytes);
-                if (text.Length > 0) documents.Add(text);
+                hash.AppendData(HashFile(file, "hashing"));
             }
-            return NonEmpty(documents, input, Convert.ToHexStringLower(hash.GetHashAndReset()));
+            return Convert.ToHexStringLower(hash.GetHashAndReset());
         }
-        if (!File.Exists(input)) throw new StratusUserException($"input {input} does not exist; pass a text file, a folder of .txt/.md files or a JSONL file");
-        var content = File.ReadAllBytes(input);
-        var sha = Convert.ToHexStringLower(SHA256.HashData(content));
-        var all = Encoding.UTF8.GetString(content);
-        if (input.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase)) return NonEmpty(ReadJsonl(input, all), input, sha);
-        return NonEmpty(all.Length == 0 ? [] : [all], input, sha);
-    }
 
-    static List<string> ReadJsonl(string path, string content)
-    {
-        var documents = new List<string>();
-        var lineNumber = 0;
-        foreach (var line in content.Split('\n'))
+        byte[] HashFile(string file, string phase)
         {
-            lineNumber++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
+            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            using (var stream = Open(file))
+            {
+                var buffer = new byte[1 << 20];
+                for (int read, blocks = 0; (read = stream.Read(buffer)) > 0; blocks++)
+                {
+                    hash.AppendData(buffer, 0, read);
+                    if (blocks % 64 == 0) Report(phase, 0);
+                }
+            }
+            Close(phase, 0);
+            return hash.GetHashAndReset();
+        }
+
+        /// <summary>The sorted set of characters in the corpus, plus the newline that joins documents.</summary>
+        public CharTokenizer CharVocabulary(int pieceChars)
+        {
+            var seen = new bool[char.MaxValue + 1];
+            var documents = 0;
+            var documentHasText = false;
+            foreach (var piece in Pieces(TextCuts.Anywhere, pieceChars, "reading characters", () => 0))
+            {
+                foreach (var c in piece.Text) seen[c] = true;
+                documentHasText |= piece.Text.Length > 0;
+                if (!piece.EndsDocument) continue;
+                if (documentHasText) documents++;
+                documentHasText = false;
+            }
+            if (documents > 1) seen['\n'] = true;
+            var vocabulary = new StringBuilder();
+            for (var c = 0; c <= char.MaxValue; c++) if (seen[c]) vocabulary.Append((char)c);
+            return CharTokenizer.FromCorpus(vocabulary.ToString());
+        }
+
+        /// <summary>Encodes the corpus into <paramref name="shard"/>, documents joined by
+        /// &lt;|endoftext|&gt; (as GPT-2 was trained) or, for a vocabulary without it, a newline.
+        /// Returns the number of documents.</summary>
+        public int Tokenize(ITokenizer tokenizer, TokenShard.Writer shard, int pieceChars)
+        {
+            int[]? separator = null; // encoded when a second document comes: a one-document char vocabulary may lack "\n"
+            var documents = 0;
+            var inDocument = false;
+            // One piece at a time: encoding pieces on several threads was no faster here (two
+            // threads on one TiktokenTokenizer ran slower than one; an instance per thread gained
+            // nothing on a repetitive corpus and 10% on a random one), so reading stays simple.
+            foreach (var piece in Pieces(tokenizer.Cuts, pieceChars, "tokenizing", () => shard.Count))
+            {
+                if (piece.Text.Length > 0)
+                {
+                    if (!inDocument && documents > 0) shard.Append(separator ??= tokenizer.EndOfTextId is { } eot ? [eot] : tokenizer.Encode("\n"));
+                    if (!inDocument) documents++;
+                    inDocument = true;
+                    shard.Append(tokenizer.Encode(piece.Text));
+                }
+                if (piece.EndsDocument) inDocument = false;
+            }
+            return documents;
+        }
+
+        /// <summary>Every document of the corpus in pieces of about <paramref name="pieceChars"/>
+        /// characters, cut only where <paramref name="cuts"/> allows.</summary>
+        IEnumerable<Piece> Pieces(TextCuts cuts, int pieceChars, string phase, Func<long> tokens)
+        {
+            foreach (var file in files)
+            {
+                using (var reader = new StreamReader(Open(file), Encoding.UTF8))
+                {
+                    if (!jsonl)
+                    {
+                        foreach (var piece in Cut(reader, cuts, pieceChars, phase, tokens)) yield return piece;
+                    }
+                    else
+                    {
+                        var lineNumber = 0;
+                        while (reader.ReadLine() is { } line)
+                        {
+                            lineNumber++;
+                            if (string.IsNullOrWhiteSpace(line)) continue;
+                            foreach (var piece in Cut(new StringReader(JsonlText(line, lineNumber)), cuts, pieceChars, phase, tokens)) yield return piece;
+                        }
+                    }
+                }
+                Close(phase, tokens());
+            }
+        }
+
+        IEnumerable<Piece> Cut(TextReader reader, TextCuts cuts, int pieceChars, string phase, Func<long> tokens)
+        {
+            var text = new StringBuilder();
+            var block = new char[pieceChars];
+            int read;
+            while ((read = reader.ReadBlock(block, 0, block.Length)) > 0)
+            {
+                text.Append(block, 0, read);
+                Report(phase, tokens());
+                var cut = LastCut(text, text.Length - read, cuts);
+                if (cut <= 0) continue;
+                yield return new Piece(text.ToString(0, cut), false);
+                text.Remove(0, cut);
+            }
+            yield return new Piece(text.ToString(), true);
+        }
+
+        /// <summary>The last place the text may be cut (0: nowhere yet). Only places that the
+        /// characters from <paramref name="appendedAt"/> on make possible are looked at: the text
+        /// before them was searched already, and the last cut found taken.</summary>
+        static int LastCut(StringBuilder text, int appendedAt, TextCuts cuts)
+        {
+            if (cuts == TextCuts.Anywhere) return text.Length;
+            if (cuts == TextCuts.Nowhere) return 0;
+            for (var p = text.Length - 1; p >= Math.Max(2, appendedAt); p--)
+            {
+                if (text[p - 1] == '\n' && !char.IsWhiteSpace(text[p - 2]) && !char.IsWhiteSpace(text[p])) return p;
+            }
+            return 0;
+        }
+
+        string JsonlText(string line, int lineNumber)
+        {
             JsonNode? node;
             try { node = JsonNode.Parse(line); }
-            catch (JsonException e) { throw new StratusUserException($"{path}:{lineNumber}: not valid JSON ({e.Message}); each line must be an object with a \"text\" field"); }
+            catch (JsonException e) { throw new StratusUserException($"{input}:{lineNumber}: not valid JSON ({e.Message}); each line must be an object with a \"text\" field"); }
             if (node is not JsonObject obj || obj["text"] is not JsonValue value || !value.TryGetValue<string>(out var text))
-                throw new StratusUserException($"{path}:{lineNumber}: expected an object with a string field \"text\"");
-            if (text.Length > 0) documents.Add(text);
+                throw new StratusUserException($"{input}:{lineNumber}: expected an object with a string field \"text\"");
+            return text;
         }
-        return documents;
-    }
 
-    static (List<string>, string) NonEmpty(List<string> documents, string input, string sha) =>
-        documents.Count == 0 ? throw new StratusUserException($"{input} is empty; give it some text to train on") : (documents, sha);
+        FileStream Open(string file)
+        {
+            current = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+            currentLength = current.Length;
+            return current;
+        }
+
+        void Report(string phase, long tokens) =>
+            progress?.Report(new PrepareProgress(phase, finishedBytes + (current?.CanRead == true ? current.Position : 0), totalBytes, tokens));
+
+        /// <summary>Counts the current file as read; after the last one the phase starts over.</summary>
+        void Close(string phase, long tokens)
+        {
+            finishedBytes += currentLength;
+            current = null;
+            Report(phase, tokens);
+            if (finishedBytes == totalBytes) finishedBytes = 0;
+        }
+    }
 }

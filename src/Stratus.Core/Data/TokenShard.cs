@@ -44,30 +44,78 @@ public sealed unsafe class TokenShard : IDisposable
 
     public static void Write(string path, ReadOnlySpan<int> tokenIds, long vocabSize)
     {
-        var width = TokenBytesFor(vocabSize);
         var tokens = tokenIds.ToArray();
         AtomicFile.Write(path, stream =>
+        {
+            var writer = new Writer(stream, vocabSize);
+            writer.Append(tokens);
+            writer.Finish();
+        });
+    }
+
+    /// <summary>Writes a shard to a stream as tokens arrive, for corpora too large to hold: the
+    /// header's count is filled in by <see cref="Finish"/>. Give it the stream of
+    /// <see cref="AtomicFile.Write"/> so that a failure leaves no partial shard behind.</summary>
+    public sealed class Writer
+    {
+        readonly Stream stream;
+        readonly long vocabSize;
+        readonly byte[] buffer = new byte[1 << 16];
+
+        public Writer(Stream stream, long vocabSize)
+        {
+            this.stream = stream;
+            this.vocabSize = vocabSize;
+            TokenBytes = TokenBytesFor(vocabSize);
+            stream.Write(new byte[HeaderSize]);
+        }
+
+        public int TokenBytes { get; }
+        public long Count { get; private set; }
+
+        public void Append(ReadOnlySpan<int> tokens)
+        {
+            var filled = 0;
+            foreach (var token in tokens)
+            {
+                if ((ulong)token >= (ulong)vocabSize) throw new InvalidDataException($"token {token} is outside the vocabulary of {vocabSize}");
+                if (TokenBytes == 2) BinaryPrimitives.WriteUInt16LittleEndian(buffer.AsSpan(filled), (ushort)token);
+                else BinaryPrimitives.WriteUInt32LittleEndian(buffer.AsSpan(filled), (uint)token);
+                filled += TokenBytes;
+                if (filled == buffer.Length) { stream.Write(buffer); filled = 0; }
+            }
+            stream.Write(buffer, 0, filled);
+            Count += tokens.Length;
+        }
+
+        /// <summary>Moves the tokens after the first <paramref name="keep"/> to the end of
+        /// <paramref name="other"/> (same vocabulary) and cuts them from this shard: a corpus written
+        /// whole becomes its train and val split.</summary>
+        public void MoveTailTo(Writer other, long keep)
+        {
+            if (other.TokenBytes != TokenBytes || keep < 0 || keep > Count) throw new ArgumentOutOfRangeException(nameof(keep));
+            var tailStart = HeaderSize + keep * TokenBytes;
+            stream.Position = tailStart;
+            stream.CopyTo(other.stream);
+            other.Count += Count - keep;
+            stream.SetLength(tailStart);
+            Count = keep;
+        }
+
+        /// <summary>Writes the header and leaves the stream at its end.</summary>
+        public void Finish()
         {
             Span<byte> header = stackalloc byte[HeaderSize];
             header.Clear();
             Magic.CopyTo(header);
             BinaryPrimitives.WriteInt32LittleEndian(header[8..], Version);
-            BinaryPrimitives.WriteInt32LittleEndian(header[12..], width);
-            BinaryPrimitives.WriteInt64LittleEndian(header[16..], tokens.Length);
+            BinaryPrimitives.WriteInt32LittleEndian(header[12..], TokenBytes);
+            BinaryPrimitives.WriteInt64LittleEndian(header[16..], Count);
             BinaryPrimitives.WriteInt64LittleEndian(header[24..], vocabSize);
+            stream.Position = 0;
             stream.Write(header);
-            var buffer = new byte[1 << 16];
-            var filled = 0;
-            foreach (var token in tokens)
-            {
-                if ((ulong)token >= (ulong)vocabSize) throw new InvalidDataException($"token {token} is outside the vocabulary of {vocabSize}");
-                if (width == 2) BinaryPrimitives.WriteUInt16LittleEndian(buffer.AsSpan(filled), (ushort)token);
-                else BinaryPrimitives.WriteUInt32LittleEndian(buffer.AsSpan(filled), (uint)token);
-                filled += width;
-                if (filled == buffer.Length) { stream.Write(buffer); filled = 0; }
-            }
-            stream.Write(buffer, 0, filled);
-        });
+            stream.Seek(0, SeekOrigin.End);
+        }
     }
 
     /// <summary>Maps a shard read-only; the tokens stay on disk and in the page cache.</summary>

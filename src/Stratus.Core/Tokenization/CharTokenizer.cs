@@ -25,6 +25,7 @@ public sealed class CharTokenizer : ITokenizer
         new((string?)json["vocab"] ?? throw new StratusUserException("char tokenizer.json has no 'vocab'"));
 
     public string Kind => "char";
+    public TextCuts Cuts => TextCuts.Anywhere;
     public int VocabSize => vocabulary.Length;
     public int? EndOfTextId => null;
     public string Vocabulary => vocabulary;

@@ -18,6 +18,7 @@ public sealed class Gpt2Tokenizer : ITokenizer
     }
 
     public string Kind => "gpt2";
+    public TextCuts Cuts => TextCuts.BetweenLines;
     public int VocabSize => 50257;
     public int? EndOfTextId { get; }
 

@@ -100,6 +100,8 @@ public sealed class HfTokenizer : ITokenizer
     public BpeVocabulary Vocabulary { get; }
 
     public string Kind => "hf";
+    // Byte-level BPEs other than GPT-2's split text with their own expressions; only GPT-2's is known to be safe to cut.
+    public TextCuts Cuts => TextCuts.Nowhere;
     public int VocabSize => tokens.Length;
     public int? EndOfTextId { get; }
     public int? BosId { get; }

@@ -29,6 +29,21 @@ public interface ITokenizer
 
     /// <summary>The tokenizer's own description, stored as tokenizer.json.</summary>
     JsonObject ToJson();
+
+    /// <summary>Where a long text may be cut into pieces that, encoded one after the other, give
+    /// the tokens of the whole text (so a large corpus can be encoded piece by piece, in parallel).</summary>
+    TextCuts Cuts { get; }
+}
+
+public enum TextCuts
+{
+    /// <summary>Encode a document whole (SentencePiece puts a prefix before every text it encodes).</summary>
+    Nowhere,
+    /// <summary>After a newline between two characters that are not white space: GPT-2's
+    /// pre-tokenizer never joins across such a newline, and BPE merges only within pre-tokens.</summary>
+    BetweenLines,
+    /// <summary>Anywhere (one token per character).</summary>
+    Anywhere,
 }
 
 public static class TokenizerStore

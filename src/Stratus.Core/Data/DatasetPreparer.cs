@@ -110,17 +110,17 @@ public static class DatasetPreparer
         /// <summary>The sha256 of the file, or of a folder's relative paths and file hashes.</summary>
         public string Hash()
         {
-            if (!Directory.Exists(input)) return Convert.ToHexStringLower(HashFile(input, "hashing"));
+            if (!Directory.Exists(input)) return Convert.ToHexStringLower(HashFile(input));
             using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             foreach (var file in files)
             {
                 hash.AppendData(Encoding.UTF8.GetBytes(Path.GetRelativePath(input, file) + "\n"));
-                hash.AppendData(HashFile(file, "hashing"));
+                hash.AppendData(HashFile(file));
             }
             return Convert.ToHexStringLower(hash.GetHashAndReset());
         }
 
-        byte[] HashFile(string file, string phase)
+        byte[] HashFile(string file)
         {
             using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             using (var stream = Open(file))
@@ -129,10 +129,10 @@ public static class DatasetPreparer
                 for (int read, blocks = 0; (read = stream.Read(buffer)) > 0; blocks++)
                 {
                     hash.AppendData(buffer, 0, read);
-                    if (blocks % 64 == 0) Report(phase, 0);
+                    if (blocks % 64 == 0) Report("hashing", 0);
                 }
             }
-            Close(phase, 0);
+            Close("hashing", 0);
             return hash.GetHashAndReset();
         }
 

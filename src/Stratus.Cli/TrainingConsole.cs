@@ -22,7 +22,7 @@ sealed class TrainingConsole
         live = !Console.IsOutputRedirected && !distributed;
         trainer.StepCompleted += OnStep;
         trainer.Evaluated += e =>
-            WriteLine($"step {e.Step}: train loss {e.TrainLoss:F4}, val loss {e.ValLoss:F4}{(e.IsBest ? " (best)" : "")}");
+            WriteLine($"step {e.Step}: train loss {e.TrainLoss:F4}, val loss {e.ValLoss:F4}{(double.IsNaN(e.ValStandardError) ? "" : $" ± {e.ValStandardError:F4}")}{(e.IsBest ? " (best)" : "")}");
         trainer.CheckpointSaved += path => { if (!live) WriteLine($"checkpoint saved: {path}"); };
     }
 

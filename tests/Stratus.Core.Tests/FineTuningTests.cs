@@ -96,9 +96,9 @@ public sealed class FineTuningTests
             new("learning_rate", "0.003"), new("warmup_iters", "0"), new("weight_decay", "0"),
         ]);
         using var trainer = Trainer.Start(config, temp.File("data"), temp.File("sft"), initFrom: temp.File("base"));
-        var (_, before) = trainer.Evaluate();
+        var (_, before, _) = trainer.Evaluate();
         trainer.Run();
-        var (_, after) = trainer.Evaluate();
+        var (_, after, _) = trainer.Evaluate();
         Assert.True(after < before * 0.5, $"val loss on assistant tokens {before} -> {after}");
 
         // The fine-tuned model carries its chat template and chats through it (as the server does).

@@ -81,9 +81,9 @@ public sealed class LlamaTests
         using (var trainer = Trainer.Start(config, temp.File("data"), temp.File("run")))
         {
             Assert.IsType<Llama>(trainer.Model);
-            var (before, _) = trainer.Evaluate();
+            var (before, _, _) = trainer.Evaluate();
             trainer.Run();
-            var (after, _) = trainer.Evaluate();
+            var (after, _, _) = trainer.Evaluate();
             Assert.True(after < before - 0.5, $"loss {before} -> {after}");
         }
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(temp.File("run")));

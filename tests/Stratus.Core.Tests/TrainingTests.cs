@@ -43,6 +43,22 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void Evaluation_reports_the_standard_error_of_its_val_batches()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        // Eval batch i is a function of (seed, step, i): one batch is the first of two.
+        using var one = Trainer.Start(TestData.TinyConfig with { EvalIters = 1 }, data, temp["one"]);
+        using var two = Trainer.Start(TestData.TinyConfig with { EvalIters = 2 }, data, temp["two"]);
+        var (_, first, none) = one.Evaluate();
+        var (_, mean, standardError) = two.Evaluate();
+        Assert.True(double.IsNaN(none));
+        // Two values: the sample sd is |a - b| / sqrt(2), so the standard error is |a - b| / 2 = |mean - a|.
+        Assert.Equal(Math.Abs(mean - first), standardError, 1e-6);
+        Assert.True(standardError > 0);
+    }
+
+    [Fact]
     public void Resume_reproduces_the_uninterrupted_losses_with_dropout()
     {
         using var temp = new TempDirectory();

@@ -25,7 +25,9 @@ namespace Stratus.Training;
 public sealed record StepReport(long Step, long MaxSteps, double TrainLoss, double LearningRate, double GradNorm,
     double StepSeconds, double TokensPerSecond, double Mfu, double ElapsedSeconds, double CommunicationSeconds);
 
-public sealed record EvalReport(long Step, double TrainLoss, double ValLoss, bool IsBest);
+/// <summary>An evaluation's mean losses; ValStandardError is how far another draw of eval batches
+/// would typically move ValLoss (NaN with a single batch).</summary>
+public sealed record EvalReport(long Step, double TrainLoss, double ValLoss, double ValStandardError, bool IsBest);
 
 public sealed class Trainer : IDisposable
 {
@@ -153,11 +155,13 @@ public sealed class Trainer : IDisposable
             var evalDue = step % config.EvalInterval == 0 || step == config.MaxIters;
             if (evalDue)
             {
-                var (trainLoss, valLoss) = Evaluate();
+                var (trainLoss, valLoss, valStandardError) = Evaluate();
                 var isBest = valLoss < bestValLoss;
                 if (isBest) bestValLoss = valLoss;
-                metrics?.Write(new JsonObject { ["step"] = step, ["val_loss"] = valLoss, ["eval_train_loss"] = trainLoss, ["elapsed_s"] = clock.Elapsed.TotalSeconds });
-                Evaluated?.Invoke(new EvalReport(step, trainLoss, valLoss, isBest));
+                var evaluation = new JsonObject { ["step"] = step, ["val_loss"] = valLoss, ["eval_train_loss"] = trainLoss, ["elapsed_s"] = clock.Elapsed.TotalSeconds };
+                if (!double.IsNaN(valStandardError)) evaluation["val_loss_stderr"] = valStandardError;
+                metrics?.Write(evaluation);
+                Evaluated?.Invoke(new EvalReport(step, trainLoss, valLoss, valStandardError, isBest));
                 if (step > startStep) DrawLossCurves(metrics);
                 if (isBest && step > 0) SaveCheckpoint("best");
             }
@@ -226,27 +230,36 @@ public sealed class Trainer : IDisposable
             (communicator.Elapsed - communicationBefore).TotalSeconds);
     }
 
-    /// <summary>Mean loss over eval_iters batches of train and of val, without dropout. Batch i
-    /// runs on rank i mod WorldSize; every rank must call it and gets the job's means.</summary>
-    public (double Train, double Val) Evaluate()
+    /// <summary>Mean loss over eval_iters batches of train and of val, without dropout, and the
+    /// standard error of the val mean over its batches (NaN for one batch): the eval batches are a
+    /// random draw, and with nanoGPT's 20 batches of 12 the mean moves by about 0.015 between
+    /// draws. Batch i runs on rank i mod WorldSize; every rank must call it and gets the job's values.</summary>
+    public (double Train, double Val, double ValStandardError) Evaluate()
     {
         model.eval();
         using var noGrad = no_grad();
-        double Sum(Split split)
+        (double Sum, double Squares) Sums(Split split)
         {
-            double sum = 0;
+            double sum = 0, squares = 0;
             for (var i = communicator.Rank; i < config.EvalIters; i += communicator.WorldSize)
             {
                 using var scope = NewDisposeScope();
                 var (inputs, targets) = sampler.Sample(split, step, i, device, evaluation: true);
                 var logits = model.Forward(inputs);
-                sum += nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1)).item<float>();
+                double loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1)).item<float>();
+                sum += loss;
+                squares += loss * loss;
             }
-            return sum;
+            return (sum, squares);
         }
-        var sums = communicator.SumOverRanks(Sum(Split.Train), Sum(Split.Val));
+        var train = Sums(Split.Train);
+        var val = Sums(Split.Val);
+        var sums = communicator.SumOverRanks(train.Sum, val.Sum, val.Squares);
         model.train();
-        return (sums[0] / config.EvalIters, sums[1] / config.EvalIters);
+        var n = config.EvalIters;
+        var valMean = sums[1] / n;
+        var variance = n > 1 ? Math.Max(0, (sums[2] - n * valMean * valMean) / (n - 1)) : double.NaN;
+        return (sums[0] / n, valMean, Math.Sqrt(variance / n));
     }
 
     /// <summary>Rank 0 writes; every rank takes part, since under ZeRO-1 rank 0 gathers the full

@@ -7,14 +7,19 @@ namespace Stratus;
 /// </summary>
 public sealed class StratusUserException(string message, Exception? inner = null) : Exception(message, inner)
 {
-    /// <summary>Rewrites the .NET type names that parsers put in their messages ("System.Int32")
-    /// as what the user should write ("a whole number").</summary>
+    /// <summary>Rewrites the .NET type a parser names at the end of its message ("could not be
+    /// converted to System.Nullable`1[System.Int32].", "as expected type 'System.Int32'.") as what
+    /// the user should write ("a whole number").</summary>
     public static string InUsersWords(string message) => System.Text.RegularExpressions.Regex.Replace(message,
-        @"(?:(?:expected )?type )?'?System\.(Int32|Int64|Double|Single|Boolean|String)'?", match => match.Groups[1].Value switch
-        {
-            "Int32" or "Int64" => "a whole number",
-            "Double" or "Single" => "a number",
-            "Boolean" => "true or false",
-            _ => "text",
-        });
+        @"(?<lead>as expected type '|converted to )(?<type>[^'\s]+?)'?(?<end>\.?)$",
+        match => $"{(match.Groups["lead"].Value.StartsWith("as", StringComparison.Ordinal) ? "as " : "converted to ")}{KindOf(match.Groups["type"].Value)}{match.Groups["end"].Value}");
+
+    static string KindOf(string type) =>
+        type.Contains("[]", StringComparison.Ordinal) || type.Contains("List`", StringComparison.Ordinal)
+            || type.Contains("Collection`", StringComparison.Ordinal) || type.Contains("Enumerable`", StringComparison.Ordinal) ? "a list"
+        : type.Contains("Int", StringComparison.Ordinal) ? "a whole number"
+        : type.Contains("Double", StringComparison.Ordinal) || type.Contains("Single", StringComparison.Ordinal) || type.Contains("Decimal", StringComparison.Ordinal) ? "a number"
+        : type.Contains("Boolean", StringComparison.Ordinal) ? "true or false"
+        : type.EndsWith("String", StringComparison.Ordinal) ? "text"
+        : "an object";
 }

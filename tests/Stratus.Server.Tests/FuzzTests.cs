@@ -1,6 +1,6 @@
 // Over a thousand malformed requests (broken JSON, wrong types, huge and negative numbers,
 // empty messages, invalid UTF-8, oversized bodies): each must be a 4xx in OpenAI's error
-// shape, and the server must still serve afterwards.
+// shape that names no .NET type, and the server must still serve afterwards.
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -59,7 +59,7 @@ public sealed class FuzzTests(TinyModelServer fixture) : IClassFixture<TinyModel
         await Parallel.ForEachAsync(cases, new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (c, token) =>
         {
             var (status, body) = await Send(c, token);
-            if (status is < 400 or >= 500 || !IsOpenAiError(body))
+            if (status is < 400 or >= 500 || !IsOpenAiError(body) || NamesDotNetTypes(body))
                 failures.Add($"{c.Path} {Preview(c.Body)} -> {status} {body[..Math.Min(body.Length, 200)]}");
         });
         Assert.True(failures.IsEmpty, $"{failures.Count} bad answers, e.g.:\n{string.Join("\n", failures.Take(10))}");
@@ -68,6 +68,9 @@ public sealed class FuzzTests(TinyModelServer fixture) : IClassFixture<TinyModel
         Assert.Equal(HttpStatusCode.OK, healthy.StatusCode);
         Assert.Equal(0, fixture.Model.Engine.KvBlocksUsed);
     }
+
+    /// <summary>Messages say what to send ("a whole number"), not the server's types ("Nullable`1[System.Int32]").</summary>
+    static bool NamesDotNetTypes(string body) => body.Contains("System.") || body.Contains("`1") || body.Contains("Stratus.");
 
     const string FlipCharacters = "{}[]\":,0-9e\\";
 

@@ -36,6 +36,7 @@ public static class OpenAiJson
         catch (JsonException e)
         {
             var param = e.Path is { Length: > 2 } path ? path.TrimStart('$', '.') : null;
+            if (param is null && IsJson(bytes)) throw ApiException.Invalid("The request body must be a JSON object.");
             var reason = param is null ? "the body is not valid JSON" : $"'{param}' has the wrong type or is malformed";
             throw ApiException.Invalid($"We could not parse the JSON body of your request: {reason}. ({Describe(e)})", param);
         }
@@ -48,7 +49,14 @@ public static class OpenAiJson
         var message = e.Message;
         var cut = message.IndexOf(" Path:", StringComparison.Ordinal);
         if (cut > 0) message = message[..cut];
-        message = message.Replace("System.", "", StringComparison.Ordinal);
+        message = StratusUserException.InUsersWords(message);
         return message.Length > 200 ? message[..200] : message;
+    }
+
+    static bool IsJson(ReadOnlySpan<byte> bytes)
+    {
+        var reader = new Utf8JsonReader(bytes);
+        try { return reader.Read() && reader.TrySkip() && !reader.Read(); }
+        catch (JsonException) { return false; }
     }
 }

@@ -154,6 +154,13 @@ public sealed class AdminApiTests
             Assert.Equal(HttpStatusCode.BadRequest, broken.StatusCode);
             Assert.Contains("not valid JSON", (await TestJson.ErrorAsync(broken)).GetProperty("message").GetString());
         }
+        using (var wrongType = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "x", scopes = "inference", rpm = "lots" }))
+        {
+            var message = (await TestJson.ErrorAsync(wrongType)).GetProperty("message").GetString()!;
+            Assert.Contains("at 'rpm'", message);
+            Assert.DoesNotContain("Stratus.", message); // the field, not the server's type
+            Assert.DoesNotContain("Path:", message);
+        }
         using (var badScope = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "x", scopes = "inference,root" }))
             Assert.Contains("Unknown scope 'root'", (await TestJson.ErrorAsync(badScope)).GetProperty("message").GetString());
         using (var badName = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "bad name!", scopes = "inference" }))

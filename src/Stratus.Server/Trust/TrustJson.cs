@@ -24,7 +24,9 @@ public static class TrustJson
         }
         catch (JsonException e)
         {
-            throw new TrustUserException($"The request body is not valid JSON for this endpoint: {e.Message}", e);
+            var field = e.Path is { Length: > 2 } path ? $" at '{path.TrimStart('$', '.')}'" : "";
+            var reason = StratusUserException.InUsersWords(e.Message.Split(" Path:")[0]);
+            throw new TrustUserException($"The request body is not valid JSON for this endpoint{field}: {reason}", e);
         }
     }
 }

@@ -102,9 +102,9 @@ public sealed class Trainer : IDisposable
 
     public event Action<StepReport>? StepCompleted;
     public event Action<EvalReport>? Evaluated;
+    public event Action<string>? CheckpointSaved;
 
     public string RunDirectory => runDirectory;
-    public event Action<string>? CheckpointSaved;
 
     /// <summary>Starts a new run in <paramref name="runDirectory"/> (an existing run there is
     /// replaced only if it has no checkpoint; otherwise use --resume).</summary>

@@ -1,6 +1,7 @@
-// `stratus plot <run>`: a run's training and val loss curves drawn in the terminal (a run in
-// progress included: it reads metrics.jsonl as it stands); `--svg <file>` also writes the image
-// that training keeps in <run>/loss.svg.
+// `stratus plot <run>...`: a run's training and val loss curves drawn in the terminal (a run in
+// progress included: it reads metrics.jsonl as it stands), or the val curves of several runs laid
+// over each other to compare them; `--svg <file>` also writes the chart as an image (training
+// keeps one run's in <run>/loss.svg).
 using System.CommandLine;
 using Spectre.Console;
 using Stratus.Training;
@@ -9,38 +10,40 @@ namespace Stratus.Cli;
 
 static class PlotCommand
 {
+    /// <summary>Terminal colours in the order of LossChart's SVG colours.</summary>
+    static readonly string[] Colours = ["steelblue1", "darkorange", "green3", "red1", "darkcyan", "gold1", "orchid", "lightpink1", "tan", "grey"];
+
     public static Command Create()
     {
-        var run = new Argument<string>("run") { Description = "run folder (holds metrics.jsonl)" };
-        var svg = new Option<string>("--svg") { Description = "also write the curves as an SVG image to this file" };
-        var command = new Command("plot", "Draw a run's loss curves.") { run, svg };
+        var runs = new Argument<string[]>("runs") { Description = "run folders (they hold metrics.jsonl); several are compared by val loss", Arity = ArgumentArity.OneOrMore };
+        var svg = new Option<string>("--svg") { Description = "also write the chart as an SVG image to this file" };
+        var command = new Command("plot", "Draw a run's loss curves, or compare runs.") { runs, svg };
         command.SetAction(result =>
         {
-            var directory = result.GetValue(run)!;
-            var curves = LossCurves.Read(directory);
-            if (curves.IsEmpty) throw new StratusUserException($"{directory} has no losses logged yet; plot it once training has run a step");
-            if (result.GetValue(svg) is { } path) curves.WriteSvg(path, directory);
-            Print(curves, result.GetValue(svg) ?? Path.Combine(directory, LossCurves.SvgFile));
+            var directories = result.GetValue(runs)!;
+            var curves = directories.Select(directory => (directory, LossCurves.Read(directory))).ToList();
+            foreach (var (directory, run) in curves)
+                if (run.IsEmpty) throw new StratusUserException($"{directory} has no losses logged yet; plot it once training has run a step");
+            var series = curves.Count == 1 ? curves[0].Item2.Series() : LossCurves.Compare(curves);
+            var title = curves.Count == 1 ? $"{LossCurves.RunName(directories[0])}: loss" : "val loss";
+            if (result.GetValue(svg) is { } path) LossChart.WriteSvg(path, series, title);
+            Print(series, result.GetValue(svg) ?? (curves.Count == 1 ? Path.Combine(directories[0], LossCurves.SvgFile) : null));
             return 0;
         });
         return command;
     }
 
-    /// <summary>Prints the curves, the last and best val loss, and where the image is.</summary>
-    public static void Print(LossCurves curves, string svgPath)
+    /// <summary>Prints the chart, the last and best value of each evaluated series, and where the image is.</summary>
+    public static void Print(IReadOnlyList<ChartSeries> series, string? svgPath)
     {
         var width = Math.Clamp(AnsiConsole.Profile.Width - 12, 30, 100);
-        AnsiConsole.Markup(curves.ToTextPlot(width, 12, (text, series) => series switch
+        AnsiConsole.Markup(LossChart.ToTextPlot(series, width, 12, (text, id) =>
+            id == LossChart.Axis ? Markup.Escape(text) : $"[{Colours[(id - 1) % Colours.Length]}]{text}[/]"));
+        foreach (var evaluated in series.Where(s => s.Markers && s.Points.Count > 0))
         {
-            LossCurves.TrainSeries => $"[steelblue1]{text}[/]",
-            LossCurves.ValSeries => $"[darkorange]{text}[/]",
-            _ => Markup.Escape(text),
-        }));
-        if (curves.Val.Count > 0)
-        {
-            var best = curves.Val.MinBy(p => p.Loss);
-            Console.WriteLine($"val loss {curves.Val[^1].Loss:F4} at step {curves.Val[^1].Step} (best {best.Loss:F4} at step {best.Step})");
+            var best = evaluated.Points.MinBy(p => p.Loss);
+            Console.WriteLine($"{evaluated.Name} {evaluated.Points[^1].Loss:F4} at step {evaluated.Points[^1].Step} (best {best.Loss:F4} at step {best.Step})");
         }
-        if (File.Exists(svgPath)) Console.WriteLine($"image: {svgPath}");
+        if (svgPath is not null && File.Exists(svgPath)) Console.WriteLine($"image: {svgPath}");
     }
 }

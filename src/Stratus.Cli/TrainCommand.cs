@@ -66,7 +66,7 @@ static class TrainCommand
         var view = new TrainingConsole(trainer);
         trainer.Run(token);
         view.Finish();
-        if (trainer.Step > 0) PlotCommand.Print(LossCurves.Read(trainer.RunDirectory), Path.Combine(trainer.RunDirectory, LossCurves.SvgFile));
+        if (trainer.Step > 0) PlotCommand.Print(LossCurves.Read(trainer.RunDirectory).Series(), Path.Combine(trainer.RunDirectory, LossCurves.SvgFile));
         if (trainer.StoppedEarly) Console.WriteLine($"stopped at step {trainer.Step}; continue with `stratus train --resume <run>`");
     }
 

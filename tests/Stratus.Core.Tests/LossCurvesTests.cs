@@ -19,19 +19,19 @@ public sealed class LossCurvesTests
         return curves;
     }
 
-    static List<(double X, double Y)> Polyline(XDocument svg, string id) =>
-        svg.Descendants().Single(e => e.Name.LocalName == "polyline" && (string?)e.Attribute("id") == id)
+    static List<(double X, double Y)> Polyline(XDocument svg, string series) =>
+        svg.Descendants().Single(e => e.Name.LocalName == "polyline" && (string?)e.Attribute("data-series") == series)
             .Attribute("points")!.Value.Split(' ').Select(p => p.Split(','))
             .Select(p => (double.Parse(p[0], CultureInfo.InvariantCulture), double.Parse(p[1], CultureInfo.InvariantCulture))).ToList();
 
     [Fact]
     public void The_svg_draws_every_step_left_to_right_and_lower_loss_lower_on_the_page()
     {
-        var svg = XDocument.Parse(Falling().ToSvg("run: loss"));
-        var train = Polyline(svg, "train");
+        var svg = XDocument.Parse(LossChart.ToSvg(Falling().Series(), "run: loss"));
+        var train = Polyline(svg, "train loss");
         Assert.Equal(100, train.Count);
         Assert.All(train.Zip(train.Skip(1)), pair => Assert.True(pair.Second.X > pair.First.X && pair.Second.Y > pair.First.Y));
-        var val = Polyline(svg, "val");
+        var val = Polyline(svg, "val loss");
         Assert.Equal(5, val.Count);
         Assert.True(val[^1].Y > val[1].Y);
         // val at step 100 (2.2) sits above train at step 99 (2.02): a smaller page y
@@ -43,9 +43,9 @@ public sealed class LossCurvesTests
     public void The_terminal_plot_puts_high_losses_in_upper_rows_and_colours_each_curve()
     {
         // Mark each drawn cell with its curve instead of colouring it.
-        string Paint(string text, int series) => series == LossCurves.Axis ? text
-            : new string(text.Select(c => c == '\u2800' ? ' ' : series == LossCurves.TrainSeries ? 'T' : 'V').ToArray());
-        var rows = Falling().ToTextPlot(40, 10, Paint).Split('\n');
+        string Paint(string text, int series) => series == LossChart.Axis ? text
+            : new string(text.Select(c => c == '\u2800' ? ' ' : series == 1 ? 'T' : 'V').ToArray());
+        var rows = LossChart.ToTextPlot(Falling().Series(), 40, 10, Paint).Split('\n');
         var plot = rows.Take(10).Select(row => row[(row.IndexOfAny(['┤', '│']) + 1)..]).ToList();
         Assert.All(plot, row => Assert.Equal(40, row.Length));
         int TopRow(int column, char curve) => plot.FindIndex(row => row[column] == curve);
@@ -53,6 +53,20 @@ public sealed class LossCurvesTests
         Assert.True(BottomRow(39, 'T') > TopRow(1, 'T'), string.Join('\n', plot));
         Assert.Contains(plot, row => row.Contains('V'));
         Assert.Matches(@"0 +step +100$", rows[11]);
+    }
+
+    [Fact]
+    public void Runs_compared_get_one_val_curve_each_named_after_its_folder()
+    {
+        var better = new LossCurves();
+        foreach (var step in new[] { 0, 25, 50, 75, 100 }) better.Add(new JsonObject { ["step"] = step, ["val_loss"] = 4.0 - 0.025 * step });
+        var series = LossCurves.Compare([("runs/a/", Falling()), ("runs/b", better)]);
+        Assert.Equal(["a", "b"], series.Select(s => s.Name));
+        var svg = XDocument.Parse(LossChart.ToSvg(series, "val loss"));
+        var (a, b) = (Polyline(svg, "a"), Polyline(svg, "b"));
+        Assert.Equal(a.Select(p => p.X), b.Select(p => p.X)); // the same steps, one scale
+        Assert.True(b[^1].Y > a[^1].Y); // b ends lower (1.5 against 2.2): further down the page
+        Assert.DoesNotContain(svg.Descendants(), e => (string?)e.Attribute("data-series") == "train loss");
     }
 
     [Fact]
@@ -72,8 +86,8 @@ public sealed class LossCurvesTests
     public void Downsampling_averages_equal_stretches_of_steps()
     {
         var points = Enumerable.Range(0, 10).Select(i => new CurvePoint(i, i)).ToList();
-        Assert.Equal([0.5, 2.5, 4.5, 6.5, 8.5], LossCurves.Downsample(points, 5).Select(p => p.Loss));
-        Assert.Equal(10, LossCurves.Downsample(points, 20).Count);
+        Assert.Equal([0.5, 2.5, 4.5, 6.5, 8.5], LossChart.Downsample(points, 5).Select(p => p.Loss));
+        Assert.Equal(10, LossChart.Downsample(points, 20).Count);
     }
 
     [Theory]
@@ -82,7 +96,7 @@ public sealed class LossCurvesTests
     [InlineData(3.1, 3.1004, 0.0001)]
     public void Ticks_are_round_and_cover_the_range(double low, double high, double spacing)
     {
-        var ticks = LossCurves.Ticks(low, high, 6);
+        var ticks = LossChart.Ticks(low, high, 6);
         Assert.True(ticks[0] <= low && ticks[^1] >= high, string.Join(", ", ticks));
         Assert.All(ticks.Zip(ticks.Skip(1)), pair => Assert.Equal(spacing, pair.Second - pair.First, 9));
     }

@@ -21,7 +21,7 @@ public sealed class TrainingTests
     /// <summary>Points of the training-loss curve in the run's loss.svg.</summary>
     static int StepsDrawn(string run) =>
         System.Xml.Linq.XDocument.Load(Path.Combine(run, LossCurves.SvgFile)).Descendants()
-            .Single(e => (string?)e.Attribute("id") == "train").Attribute("points")!.Value.Split(' ').Length;
+            .Single(e => (string?)e.Attribute("data-series") == "train loss").Attribute("points")!.Value.Split(' ').Length;
 
     [Fact]
     public void Training_lowers_the_loss_and_writes_metrics_and_checkpoints()

@@ -1,7 +1,8 @@
-// The loss curves of a run: training loss at every step and val loss at every evaluation, as
-// metrics.jsonl records them. Two drawings share one scale: an SVG image (the trainer rewrites
-// <run>/loss.svg after every evaluation, so a run in progress can be looked at in a browser) and
-// a braille plot for the terminal (printed when training ends, and by `stratus plot`).
+// The loss curves of a run (training loss at every step, val loss at every evaluation, as
+// metrics.jsonl records them) and their two drawings, which share one scale: an SVG image (the
+// trainer rewrites <run>/loss.svg after every evaluation, so a run in progress can be looked at in
+// a browser) and a braille plot for the terminal (printed when training ends, and by `stratus
+// plot`, which also lays several runs' val curves over each other).
 // Both are drawn by hand: they are a few polylines and tick labels, Spectre.Console has bar
 // charts but no line chart, and the .NET charting libraries need a UI stack to make an image.
 using System.Globalization;
@@ -14,11 +15,12 @@ namespace Stratus.Training;
 
 public readonly record struct CurvePoint(long Step, double Loss);
 
+/// <summary>One line of a chart; evaluations get a marker at each point.</summary>
+public sealed record ChartSeries(string Name, IReadOnlyList<CurvePoint> Points, bool Markers);
+
 public sealed class LossCurves
 {
     public const string SvgFile = "loss.svg";
-    /// <summary>Series numbers passed to the terminal plot's painter.</summary>
-    public const int Axis = 0, TrainSeries = 1, ValSeries = 2;
 
     readonly List<CurvePoint> train = [], val = [];
 
@@ -43,6 +45,24 @@ public sealed class LossCurves
         foreach (var entry in MetricsLog.Read(runDirectory)) curves.Add(entry);
         return curves;
     }
+
+    /// <summary>This run's chart: training loss and val loss.</summary>
+    public IReadOnlyList<ChartSeries> Series() => [new("train loss", train, false), new("val loss", val, true)];
+
+    /// <summary>Several runs on one chart: the val loss of each, named after its folder.</summary>
+    public static IReadOnlyList<ChartSeries> Compare(IEnumerable<(string RunDirectory, LossCurves Curves)> runs) =>
+        runs.Select(run => new ChartSeries(RunName(run.RunDirectory), run.Curves.Val, true)).ToList();
+
+    public static string RunName(string runDirectory) => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(runDirectory)));
+}
+
+public static class LossChart
+{
+    /// <summary>What the terminal plot's painter gets for axes and labels; series are numbered from 1.</summary>
+    public const int Axis = 0;
+
+    /// <summary>Series colours (Tableau 10), the n-th series in the n-th.</summary>
+    static readonly string[] Colours = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"];
 
     /// <summary>At most <paramref name="buckets"/> points: the mean step and loss of the points in
     /// each equal stretch of steps. Per-step training loss is noisy; one point per pixel column is
@@ -82,33 +102,35 @@ public sealed class LossCurves
         return [.. ticks];
     }
 
-    /// <summary>The drawn ranges: steps from 0 to the last logged step; losses from the lowest drawn
-    /// point to the highest one after the first 5% of the steps, widened to round ticks. The first
-    /// steps fall from ln(vocabulary size) and would squeeze the part worth reading into a few rows;
-    /// they leave the plot through its top edge instead.</summary>
-    (double[] StepTicks, double[] LossTicks) Scale(IReadOnlyList<CurvePoint> drawnTrain)
+    /// <summary>Each series with at most <paramref name="columns"/> points, and the drawn ranges:
+    /// steps from 0 to the last one; losses from the lowest point to the highest after the first 5%
+    /// of the steps, widened to round ticks. The first steps fall from ln(vocabulary size) and would
+    /// squeeze the part worth reading into a few rows; they leave through the top edge instead.</summary>
+    static (List<CurvePoint>[] Drawn, double[] StepTicks, double[] LossTicks) Scale(IReadOnlyList<ChartSeries> series, int columns)
     {
-        var lastStep = Math.Max(train.Count > 0 ? train[^1].Step + 1 : 0, val.Count > 0 ? val[^1].Step : 0);
-        var settled = drawnTrain.Concat(val).Where(p => p.Step >= lastStep / 20).Select(p => p.Loss).DefaultIfEmpty(val.Count > 0 ? val[^1].Loss : drawnTrain[^1].Loss);
-        var lowest = drawnTrain.Concat(val).Min(p => p.Loss);
-        return (Ticks(0, Math.Max(1, lastStep), 6), Ticks(lowest, settled.Max(), 6));
+        var drawn = series.Select(s => Downsample(s.Points, columns)).ToArray();
+        var all = drawn.SelectMany(points => points).ToList();
+        if (all.Count == 0) throw new InvalidOperationException("no losses to draw yet");
+        var lastStep = all.Max(p => p.Step);
+        var settled = all.Where(p => p.Step >= lastStep / 20).Max(p => p.Loss);
+        return (drawn, Ticks(0, Math.Max(1, lastStep), 6), Ticks(all.Min(p => p.Loss), settled, 6));
     }
 
-    public string ToSvg(string title)
+    public static string ToSvg(IReadOnlyList<ChartSeries> series, string title)
     {
-        if (IsEmpty) throw new InvalidOperationException("no losses to draw yet");
         const int width = 720, height = 360, left = 56, right = 16, top = 36, bottom = 40;
         const int plotWidth = width - left - right, plotHeight = height - top - bottom;
-        var drawnTrain = Downsample(train, plotWidth);
-        var (stepTicks, lossTicks) = Scale(drawnTrain);
+        var (drawn, stepTicks, lossTicks) = Scale(series, plotWidth);
         double X(double step) => left + (step - stepTicks[0]) / (stepTicks[^1] - stepTicks[0]) * plotWidth;
         double Y(double loss) => top + (lossTicks[^1] - loss) / (lossTicks[^1] - lossTicks[0]) * plotHeight;
         static string F(double v) => v.ToString("0.#", CultureInfo.InvariantCulture);
-        string Points(IEnumerable<CurvePoint> points) => string.Join(' ', points.Select(p => $"{F(X(p.Step))},{F(Y(p.Loss))}"));
 
         var svg = new StringBuilder();
-        svg.Append($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n");
-        svg.Append($"<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n");
+        // The legend: up to two entries right of the title, more in rows of four below the plot.
+        var legendBelow = series.Count > 2;
+        var legendRows = legendBelow ? (series.Count + 3) / 4 : 0;
+        svg.Append($"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height + 20 * legendRows}\" font-family=\"sans-serif\" font-size=\"12\">\n");
+        svg.Append("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
         svg.Append($"<text x=\"{left}\" y=\"20\" font-size=\"14\">{SecurityElement.Escape(title)}</text>\n");
         foreach (var tick in lossTicks)
         {
@@ -120,42 +142,46 @@ public sealed class LossCurves
         svg.Append($"<text x=\"{left + plotWidth / 2}\" y=\"{height - 6}\" text-anchor=\"middle\">step</text>\n");
         svg.Append($"<rect x=\"{left}\" y=\"{top}\" width=\"{plotWidth}\" height=\"{plotHeight}\" fill=\"none\" stroke=\"#999\"/>\n");
         svg.Append($"<clipPath id=\"plot\"><rect x=\"{left}\" y=\"{top}\" width=\"{plotWidth}\" height=\"{plotHeight}\"/></clipPath><g clip-path=\"url(#plot)\">\n");
-        if (drawnTrain.Count > 0)
-            svg.Append($"<polyline id=\"train\" fill=\"none\" stroke=\"#4c78a8\" stroke-width=\"1.5\" points=\"{Points(drawnTrain)}\"/>\n");
-        if (val.Count > 0)
+        for (var i = 0; i < series.Count; i++)
         {
-            svg.Append($"<polyline id=\"val\" fill=\"none\" stroke=\"#f58518\" stroke-width=\"2\" points=\"{Points(val)}\"/>\n");
-            foreach (var p in val.Where(p => p.Loss <= lossTicks[^1])) svg.Append($"<circle cx=\"{F(X(p.Step))}\" cy=\"{F(Y(p.Loss))}\" r=\"3\" fill=\"#f58518\"><title>step {p.Step}: val loss {p.Loss:F4}</title></circle>\n");
+            if (drawn[i].Count == 0) continue;
+            var colour = Colours[i % Colours.Length];
+            var points = string.Join(' ', drawn[i].Select(p => $"{F(X(p.Step))},{F(Y(p.Loss))}"));
+            svg.Append($"<polyline data-series=\"{SecurityElement.Escape(series[i].Name)}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"{(series[i].Markers ? 2 : 1.5)}\" points=\"{points}\"/>\n");
+            if (!series[i].Markers) continue;
+            foreach (var p in drawn[i].Where(p => p.Loss <= lossTicks[^1]))
+                svg.Append($"<circle cx=\"{F(X(p.Step))}\" cy=\"{F(Y(p.Loss))}\" r=\"3\" fill=\"{colour}\"><title>{SecurityElement.Escape(series[i].Name)}, step {p.Step}: {p.Loss:F4}</title></circle>\n");
         }
         svg.Append("</g>\n");
-        svg.Append($"<g transform=\"translate({width - right - 230},20)\"><line x1=\"0\" x2=\"18\" y1=\"-4\" y2=\"-4\" stroke=\"#4c78a8\" stroke-width=\"2\"/><text x=\"22\" y=\"0\">train loss</text>");
-        svg.Append($"<line x1=\"110\" x2=\"128\" y1=\"-4\" y2=\"-4\" stroke=\"#f58518\" stroke-width=\"2\"/><text x=\"132\" y=\"0\">val loss</text></g>\n");
+        for (var i = 0; i < series.Count; i++)
+        {
+            var (x, y) = legendBelow ? (left + 160 * (i % 4), height + 20 * (i / 4) + 12) : (width - right - 120 * (series.Count - i), 20);
+            svg.Append($"<line x1=\"{x}\" x2=\"{x + 18}\" y1=\"{y - 4}\" y2=\"{y - 4}\" stroke=\"{Colours[i % Colours.Length]}\" stroke-width=\"2\"/><text x=\"{x + 22}\" y=\"{y}\">{SecurityElement.Escape(series[i].Name)}</text>\n");
+        }
         svg.Append("</svg>\n");
         return svg.ToString();
     }
 
-    /// <summary>Writes the image of the run in <paramref name="runDirectory"/> (titled with its folder name) to <paramref name="path"/>.</summary>
-    public void WriteSvg(string path, string runDirectory) =>
-        AtomicFile.WriteAllText(path, ToSvg($"{Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(runDirectory)))}: loss"));
+    public static void WriteSvg(string path, IReadOnlyList<ChartSeries> series, string title) => AtomicFile.WriteAllText(path, ToSvg(series, title));
 
-    /// <summary>The curves in braille dots (each character cell holds 2x4 of them) with a loss axis
-    /// on the left and a step axis below: <paramref name="width"/> x <paramref name="height"/> cells
-    /// of plot. <paramref name="paint"/> gets each run of characters and the series that drew it
-    /// (<see cref="TrainSeries"/>, <see cref="ValSeries"/> or <see cref="Axis"/>), e.g. to colour it.</summary>
-    public string ToTextPlot(int width, int height, Func<string, int, string>? paint = null)
+    /// <summary>The series in braille dots (each character cell holds 2x4 of them) with a loss axis
+    /// on the left, a step axis below and a legend: <paramref name="width"/> x <paramref name="height"/>
+    /// cells of plot. <paramref name="paint"/> gets each run of characters and the number of the
+    /// series that drew it (from 1; <see cref="Axis"/> for the rest), e.g. to colour it.</summary>
+    public static string ToTextPlot(IReadOnlyList<ChartSeries> series, int width, int height, Func<string, int, string>? paint = null)
     {
-        if (IsEmpty) throw new InvalidOperationException("no losses to draw yet");
         paint ??= (text, _) => text;
         int dotsWide = width * 2, dotsHigh = height * 4;
-        var drawnTrain = Downsample(train, dotsWide);
-        var (stepTicks, lossTicks) = Scale(drawnTrain);
+        var (drawn, stepTicks, lossTicks) = Scale(series, dotsWide);
         var dots = new byte[height, width];
-        var series = new int[height, width];
+        var owner = new int[height, width];
         (int X, int Y) Dot(CurvePoint p) => (
             (int)Math.Round((p.Step - stepTicks[0]) / (stepTicks[^1] - stepTicks[0]) * (dotsWide - 1)),
             (int)Math.Round((lossTicks[^1] - p.Loss) / (lossTicks[^1] - lossTicks[0]) * (dotsHigh - 1)));
-        void Plot(IReadOnlyList<CurvePoint> points, int id)
+        // Later series are drawn over earlier ones: where two share a cell, it takes the later one's colour.
+        for (var s = 0; s < drawn.Length; s++)
         {
+            var points = drawn[s];
             for (var i = 0; i < points.Count; i++)
             {
                 var (x1, y1) = Dot(points[i]);
@@ -167,12 +193,10 @@ public sealed class LossCurves
                     var y = n == 0 ? y1 : y0 + (int)Math.Round((y1 - y0) * (double)k / n);
                     if (y < 0) continue; // above the drawn range (see Scale)
                     dots[y / 4, x / 2] |= BrailleBit(x % 2, y % 4);
-                    series[y / 4, x / 2] = id;
+                    owner[y / 4, x / 2] = s + 1;
                 }
             }
         }
-        Plot(drawnTrain, TrainSeries);
-        Plot(val, ValSeries); // drawn last: where the curves share a cell, it takes val's colour
 
         var labels = new string[height];
         foreach (var tick in lossTicks)
@@ -181,16 +205,17 @@ public sealed class LossCurves
             labels[row] ??= Label(tick, lossTicks);
         }
         var labelWidth = lossTicks.Max(t => Label(t, lossTicks).Length);
+        var margin = new string(' ', labelWidth + 2);
         var text = new StringBuilder();
         for (var row = 0; row < height; row++)
         {
             text.Append(paint((labels[row] ?? "").PadLeft(labelWidth) + (labels[row] is null ? " │" : " ┤"), Axis));
             for (var column = 0; column < width;)
             {
-                var id = series[row, column];
-                var run = new StringBuilder();
-                for (; column < width && series[row, column] == id; column++) run.Append((char)(0x2800 + dots[row, column]));
-                text.Append(paint(run.ToString(), id));
+                var id = owner[row, column];
+                var cells = new StringBuilder();
+                for (; column < width && owner[row, column] == id; column++) cells.Append((char)(0x2800 + dots[row, column]));
+                text.Append(paint(cells.ToString(), id));
             }
             text.Append('\n');
         }
@@ -198,10 +223,11 @@ public sealed class LossCurves
         var last = Label(stepTicks[^1], stepTicks);
         text.Append(paint(new string(' ', labelWidth) + " └" + new string('─', width), Axis)).Append('\n');
         var middle = Math.Max(1, width - first.Length - last.Length);
-        text.Append(paint(new string(' ', labelWidth + 2) + first + "step".PadLeft((middle + 4) / 2).PadRight(middle) + last, Axis)).Append('\n');
-        text.Append(paint(new string(' ', labelWidth + 2), Axis)).Append(paint("⣀⣀", TrainSeries)).Append(paint(" train loss   ", Axis))
-            .Append(paint("⣀⣀", ValSeries)).Append(paint(" val loss", Axis)).Append('\n');
-        return text.ToString();
+        text.Append(paint(margin + first + "step".PadLeft((middle + 4) / 2).PadRight(middle) + last, Axis)).Append('\n');
+        text.Append(paint(margin, Axis));
+        for (var s = 0; s < series.Count; s++)
+            text.Append(paint("⣀⣀", s + 1)).Append(paint($" {series[s].Name}" + (s < series.Count - 1 ? "   " : ""), Axis));
+        return text.Append('\n').ToString();
     }
 
     /// <summary>Braille cells number their dots 1-2-3-7 down the left column and 4-5-6-8 down the right.</summary>

@@ -194,7 +194,7 @@ public sealed class Trainer : IDisposable
     void DrawLossCurves(MetricsLog? metrics)
     {
         if (metrics is { Curves.IsEmpty: false })
-            metrics.Curves.WriteSvg(Path.Combine(runDirectory, LossCurves.SvgFile), runDirectory);
+            LossChart.WriteSvg(Path.Combine(runDirectory, LossCurves.SvgFile), metrics.Curves.Series(), $"{LossCurves.RunName(runDirectory)}: loss");
     }
 
     /// <summary>One optimizer step over gradient_accumulation_steps micro-batches (of the whole

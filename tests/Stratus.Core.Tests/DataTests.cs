@@ -104,6 +104,10 @@ public sealed class DataTests
 
         File.WriteAllText(temp["in.txt"], TestData.Corpus(20));
         DatasetPreparer.Prepare(temp["in.txt"], temp["ok"], "char");
+        // A val shard from another preparation (as a prepare stopped half way would leave it).
+        DatasetPreparer.Prepare(temp["in.txt"], temp["other"], "char", valFraction: 0.2);
+        File.Copy(Path.Combine(temp["other"], DatasetPreparer.ValShard), Path.Combine(temp["ok"], DatasetPreparer.ValShard), overwrite: true);
+        Assert.Contains("run `stratus prepare` for this folder again", Assert.Throws<StratusUserException>(() => new BatchSampler(temp["ok"], 4, 16, seed: 1)).Message);
         var shard = Path.Combine(temp["ok"], "train.bin");
         var bytes = File.ReadAllBytes(shard);
         File.WriteAllBytes(shard, bytes[..^5]);

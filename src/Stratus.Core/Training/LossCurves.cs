@@ -31,11 +31,15 @@ public sealed class LossCurves
     /// <summary>Takes the losses of one metrics.jsonl entry (a training step or an evaluation).</summary>
     public void Add(JsonObject entry)
     {
-        // Deserialize rather than a cast: an entry built in memory may hold an int where a parsed one holds a number.
-        if (entry["step"]?.Deserialize<long>() is not { } step) return;
-        if (entry["train_loss"] is { } trainLoss) train.Add(new(step, trainLoss.Deserialize<double>()));
-        if (entry["val_loss"] is { } valLoss) val.Add(new(step, valLoss.Deserialize<double>()));
+        if (entry["step"] is not { } stepNode) return;
+        var step = Number<long>(stepNode);
+        if (entry["train_loss"] is { } trainLoss) train.Add(new(step, Number<double>(trainLoss)));
+        if (entry["val_loss"] is { } valLoss) val.Add(new(step, Number<double>(valLoss)));
     }
+
+    /// <summary>The node's number as <typeparamref name="T"/>: read in place when it already is
+    /// one (the trainer's entries, every step), converted when it holds another type (an int).</summary>
+    static T Number<T>(JsonNode node) => node is JsonValue value && value.TryGetValue<T>(out var number) ? number : node.Deserialize<T>()!;
 
     public static LossCurves Read(string runDirectory)
     {

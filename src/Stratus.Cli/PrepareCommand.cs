@@ -26,9 +26,8 @@ static class PrepareCommand
             var model = result.GetValue(tokenizerFrom);
             if (result.GetValue(format) == "chat")
             {
-                var chat = ChatDatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!,
-                    model ?? throw new StratusUserException("--format chat needs --tokenizer-from <model>: the model whose chat template and tokenizer to use"),
-                    result.GetValue(valFraction));
+                var chatModel = model ?? throw new StratusUserException("--format chat needs --tokenizer-from <model>: the model whose chat template and tokenizer to use");
+                var chat = WithProgress(progress => ChatDatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, chatModel, result.GetValue(valFraction), progress));
                 Console.WriteLine($"prepared {chat.Directory}: {chat.TrainExamples:N0} train and {chat.ValExamples:N0} val conversations, " +
                     $"{chat.TrainTokens:N0} train tokens of which {chat.SupervisedTokens:N0} are learned (assistant turns), {chat.ValTokens:N0} val tokens");
                 return 0;

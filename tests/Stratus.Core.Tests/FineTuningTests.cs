@@ -75,8 +75,26 @@ public sealed class FineTuningTests
         var dataset = ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), valFraction: 0.1);
         Assert.Equal(36, dataset.TrainExamples);
 
-        // The learned tokens of one conversation are exactly the assistant's reply and end of turn.
+        // The shards are the conversations' tokens and masks in order: the first 36 train, the last 4 val.
         var template = ChatTemplate.Load(imported.CheckpointDirectory);
+        var encoded = Enumerable.Range(0, 40).Select(i => ChatDatasetPreparer.Encode(template, imported.Tokenizer, [("user", $"say {i % 4}"), ("assistant", $"ok {i % 4}!")])).ToList();
+        long[] Shard(string name)
+        {
+            using var shard = TokenShard.Open(Path.Combine(temp.File("data"), name));
+            var values = new long[shard.Count];
+            shard.Read(0, values);
+            return values;
+        }
+        Assert.Equal(encoded[..36].SelectMany(e => e.Tokens).Select(t => (long)t), Shard(DatasetPreparer.TrainShard));
+        Assert.Equal(encoded[36..].SelectMany(e => e.Tokens).Select(t => (long)t), Shard(DatasetPreparer.ValShard));
+        Assert.Equal(encoded[..36].SelectMany(e => e.Mask).Select(m => (long)m), Shard(ChatDatasetPreparer.TrainMask));
+        Assert.Equal(encoded[36..].SelectMany(e => e.Mask).Select(m => (long)m), Shard(ChatDatasetPreparer.ValMask));
+        // val_fraction 0: every conversation trains, and val holds a copy of the last.
+        var noVal = ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("all"), temp.File("base"), valFraction: 0);
+        Assert.Equal((40, 1), (noVal.TrainExamples, noVal.ValExamples));
+        Assert.Equal((encoded.Sum(e => (long)e.Tokens.Length), (long)encoded[39].Tokens.Length), (noVal.TrainTokens, noVal.ValTokens));
+
+        // The learned tokens of one conversation are exactly the assistant's reply and end of turn.
         var (tokens, mask) = ChatDatasetPreparer.Encode(template, imported.Tokenizer, [("user", "say 1"), ("assistant", "ok 1!")]);
         Assert.Equal(template.Render([("user", "say 1"), ("assistant", "ok 1!")], false), imported.Tokenizer.Decode(tokens));
         Assert.Equal("ok 1!<|im_end|>\n", imported.Tokenizer.Decode(tokens.Where((_, i) => mask[i] == 1)));

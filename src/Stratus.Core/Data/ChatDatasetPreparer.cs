@@ -2,7 +2,8 @@
 // {"messages": [{"role": ..., "content": ...}, ...]}; it is rendered with the model's own chat
 // template and tokenized with the model's tokenizer, and a loss mask marks the tokens the model
 // should learn to produce (assistant turns, including the template's end-of-turn marker).
-// Tokens go to train.bin/val.bin as for plain text, masks to train.mask.bin/val.mask.bin.
+// Tokens go to train.bin/val.bin as for plain text, masks to train.mask.bin/val.mask.bin; the
+// conversations stream through, so the file's size is bounded by disk, not memory.
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -19,7 +20,7 @@ public static class ChatDatasetPreparer
     public const string TrainMask = "train.mask.bin";
     public const string ValMask = "val.mask.bin";
 
-    public static PreparedChatDataset Prepare(string input, string outputDirectory, string modelPath, double valFraction = 0.1)
+    public static PreparedChatDataset Prepare(string input, string outputDirectory, string modelPath, double valFraction = 0.1, IProgress<PrepareProgress>? progress = null)
     {
         if (valFraction is < 0 or >= 1) throw new StratusUserException($"--val-fraction must be in [0, 1), got {valFraction}");
         if (!File.Exists(input)) throw new StratusUserException($"input {input} does not exist; pass a JSONL file with one {{\"messages\": [...]}} per line");
@@ -27,27 +28,64 @@ public static class ChatDatasetPreparer
         var tokenizer = checkpoint.Tokenizer;
         var template = ChatTemplate.Load(checkpoint.Directory);
 
-        var examples = new List<(int[] Tokens, byte[] Mask)>();
-        var lineNumber = 0;
-        foreach (var line in File.ReadLines(input))
-        {
-            lineNumber++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            var messages = ParseMessages(input, lineNumber, line);
-            try { examples.Add(Encode(template, tokenizer, messages)); }
-            catch (StratusUserException e) { throw new StratusUserException($"{input}:{lineNumber}: {e.Message}"); }
-        }
-        if (examples.Count < 2) throw new StratusUserException($"{input} has {examples.Count} conversation(s); fine-tuning needs at least 2 (train and val)");
-
-        // Whole conversations go to one split: the last val_fraction of them (at least one) to val.
-        var valCount = valFraction == 0 ? 0 : Math.Max(1, (int)Math.Round(examples.Count * valFraction));
-        var train = examples[..^valCount];
-        var val = valCount == 0 ? examples[^1..] : examples[^valCount..];
+        // Whole conversations go to one split: the last val_fraction of them (at least one) to val
+        // (with val_fraction 0, a copy of the last). Counting them first lets them stream through
+        // once, into one pair of shards whose tail then moves to val.
+        var conversations = File.ReadLines(input).Count(line => !string.IsNullOrWhiteSpace(line));
+        if (conversations < 2) throw new StratusUserException($"{input} has {conversations} conversation(s); fine-tuning needs at least 2 (train and val)");
+        var valCount = valFraction == 0 ? 0 : Math.Max(1, (int)Math.Round(conversations * valFraction));
+        var trainCount = conversations - valCount;
+        long trainTokens = 0, valTokens = 0, supervised = 0;
         Directory.CreateDirectory(outputDirectory);
-        var (trainTokens, trainSupervised) = Write(outputDirectory, DatasetPreparer.TrainShard, TrainMask, train, tokenizer.VocabSize);
-        var (valTokens, _) = Write(outputDirectory, DatasetPreparer.ValShard, ValMask, val, tokenizer.VocabSize);
-        if (trainSupervised == 0) throw new StratusUserException($"{input} has no assistant messages to learn from");
+        AtomicFile.Write(Path.Combine(outputDirectory, DatasetPreparer.TrainShard), tokenStream =>
+            AtomicFile.Write(Path.Combine(outputDirectory, TrainMask), maskStream =>
+            {
+                var tokens = new TokenShard.Writer(tokenStream, tokenizer.VocabSize);
+                var mask = new TokenShard.Writer(maskStream, 2);
+                var valStart = 0L;
+                (int[] Tokens, int[] Mask) last = ([], []);
+                using var file = new FileStream(input, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+                using var reader = new StreamReader(file);
+                for (int lineNumber = 1, index = 0; reader.ReadLine() is { } line; lineNumber++)
+                {
+                    if (string.IsNullOrWhiteSpace(line)) continue;
+                    var messages = ParseMessages(input, lineNumber, line);
+                    (int[] Tokens, byte[] Mask) example;
+                    try { example = Encode(template, tokenizer, messages); }
+                    catch (StratusUserException e) { throw new StratusUserException($"{input}:{lineNumber}: {e.Message}"); }
+                    if (index == trainCount) valStart = tokens.Count;
+                    last = (example.Tokens, Array.ConvertAll(example.Mask, m => (int)m));
+                    tokens.Append(last.Tokens);
+                    mask.Append(last.Mask);
+                    if (index++ < trainCount) supervised += last.Mask.Sum();
+                    progress?.Report(new PrepareProgress("tokenizing", file.Position, file.Length, tokens.Count));
+                }
+                if (supervised == 0) throw new StratusUserException($"{input} has no assistant messages to learn from");
+                if (valCount == 0)
+                {
+                    valStart = tokens.Count;
+                    tokens.Append(last.Tokens);
+                    mask.Append(last.Mask);
+                }
+                AtomicFile.Write(Path.Combine(outputDirectory, DatasetPreparer.ValShard), valTokenStream =>
+                    AtomicFile.Write(Path.Combine(outputDirectory, ValMask), valMaskStream =>
+                    {
+                        var valTokenShard = new TokenShard.Writer(valTokenStream, tokenizer.VocabSize);
+                        var valMaskShard = new TokenShard.Writer(valMaskStream, 2);
+                        tokens.MoveTailTo(valTokenShard, valStart);
+                        mask.MoveTailTo(valMaskShard, valStart);
+                        valTokenShard.Finish();
+                        valMaskShard.Finish();
+                        valTokens = valTokenShard.Count;
+                    }));
+                tokens.Finish();
+                mask.Finish();
+                trainTokens = tokens.Count;
+            }));
         TokenizerStore.Save(tokenizer, outputDirectory);
+        string sha256;
+        using (var source = File.OpenRead(input)) sha256 = Convert.ToHexStringLower(SHA256.HashData(source));
+        var valExamples = Math.Max(1, valCount);
         var meta = new JsonObject
         {
             ["format"] = "stratus-dataset",
@@ -57,14 +95,14 @@ public static class ChatDatasetPreparer
             ["vocab_size"] = tokenizer.VocabSize,
             ["train_tokens"] = trainTokens,
             ["val_tokens"] = valTokens,
-            ["train_examples"] = train.Count,
-            ["val_examples"] = val.Count,
-            ["supervised_train_tokens"] = trainSupervised,
-            ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["sha256"] = Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(input))), ["model"] = Path.GetFullPath(checkpoint.Directory) },
+            ["train_examples"] = trainCount,
+            ["val_examples"] = valExamples,
+            ["supervised_train_tokens"] = supervised,
+            ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["sha256"] = sha256, ["model"] = Path.GetFullPath(checkpoint.Directory) },
             ["created_utc"] = DateTime.UtcNow.ToString("O"),
         };
         AtomicFile.WriteAllText(Path.Combine(outputDirectory, DatasetPreparer.MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        return new PreparedChatDataset(outputDirectory, tokenizer, train.Count, val.Count, trainTokens, valTokens, trainSupervised);
+        return new PreparedChatDataset(outputDirectory, tokenizer, trainCount, valExamples, trainTokens, valTokens, supervised);
     }
 
     /// <summary>Tokens and loss mask of one conversation. The template is rendered for growing
@@ -111,14 +149,5 @@ public static class ChatDatasetPreparer
                 ? ((string)role!, (string)content!)
                 : throw new StratusUserException($"{path}:{lineNumber}: every message needs string fields \"role\" and \"content\""))
             .ToList();
-    }
-
-    static (long Tokens, long Supervised) Write(string directory, string shard, string maskShard, List<(int[] Tokens, byte[] Mask)> examples, int vocabSize)
-    {
-        var tokens = examples.SelectMany(e => e.Tokens).ToArray();
-        var mask = examples.SelectMany(e => e.Mask.Select(m => (int)m)).ToArray();
-        TokenShard.Write(Path.Combine(directory, shard), tokens, vocabSize);
-        TokenShard.Write(Path.Combine(directory, maskShard), mask, 2);
-        return (tokens.Length, mask.Sum(m => (long)m));
     }
 }

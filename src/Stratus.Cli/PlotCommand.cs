@@ -42,7 +42,9 @@ static class PlotCommand
         foreach (var evaluated in series.Where(s => s.Markers && s.Points.Count > 0))
         {
             var best = evaluated.Points.MinBy(p => p.Loss);
-            Console.WriteLine($"{evaluated.Name} {evaluated.Points[^1].Loss:F4} at step {evaluated.Points[^1].Step} (best {best.Loss:F4} at step {best.Step})");
+            var latest = evaluated.Points[^1];
+            var error = latest.StandardError > 0 ? $" ± {latest.StandardError:F4}" : "";
+            Console.WriteLine($"{evaluated.Name} {latest.Loss:F4}{error} at step {latest.Step} (best {best.Loss:F4} at step {best.Step})");
         }
         if (svgPath is not null && File.Exists(svgPath)) Console.WriteLine($"image: {svgPath}");
     }

@@ -13,7 +13,7 @@ public sealed class LossCurvesTests
         var curves = new LossCurves();
         for (var step = 0; step <= 100; step++)
         {
-            if (step % 25 == 0) curves.Add(new JsonObject { ["step"] = step, ["val_loss"] = 4.2 - 0.02 * step, ["eval_train_loss"] = 4.1 - 0.02 * step });
+            if (step % 25 == 0) curves.Add(new JsonObject { ["step"] = step, ["val_loss"] = 4.2 - 0.02 * step, ["val_loss_stderr"] = 0.05, ["eval_train_loss"] = 4.1 - 0.02 * step });
             if (step < 100) curves.Add(new JsonObject { ["step"] = step, ["train_loss"] = 4.0 - 0.02 * step, ["lr"] = 1e-3 });
         }
         return curves;
@@ -37,6 +37,16 @@ public sealed class LossCurvesTests
         // val at step 100 (2.2) sits above train at step 99 (2.02): a smaller page y
         Assert.True(val[^1].Y < train[^1].Y);
         Assert.Contains(svg.Descendants(), e => e.Name.LocalName == "text" && e.Value == "run: loss");
+        // Each val point in range has an error bar of one standard error each way, centred on it.
+        var circles = svg.Descendants().Where(e => e.Name.LocalName == "circle").ToList();
+        var bars = svg.Descendants().Where(e => (string?)e.Attribute("class") == "error").ToList();
+        Assert.Equal(4, bars.Count); // step 0 (4.2) is above the drawn range
+        double At(XElement e, string name) => double.Parse(e.Attribute(name)!.Value, CultureInfo.InvariantCulture);
+        foreach (var (bar, circle) in bars.Zip(circles))
+        {
+            Assert.Equal(At(circle, "cy"), (At(bar, "y1") + At(bar, "y2")) / 2, 0.2);
+            Assert.True(At(bar, "y1") - At(bar, "y2") > 5, "the bar spans the standard error");
+        }
     }
 
     [Fact]

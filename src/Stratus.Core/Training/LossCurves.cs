@@ -13,7 +13,8 @@ using System.Text.Json.Nodes;
 
 namespace Stratus.Training;
 
-public readonly record struct CurvePoint(long Step, double Loss);
+/// <summary>A loss at a step; StandardError is an evaluation's (0 when unknown, as for a training step).</summary>
+public readonly record struct CurvePoint(long Step, double Loss, double StandardError = 0);
 
 /// <summary>One line of a chart; evaluations get a marker at each point.</summary>
 public sealed record ChartSeries(string Name, IReadOnlyList<CurvePoint> Points, bool Markers);
@@ -34,7 +35,7 @@ public sealed class LossCurves
         if (entry["step"] is not { } stepNode) return;
         var step = Number<long>(stepNode);
         if (entry["train_loss"] is { } trainLoss) train.Add(new(step, Number<double>(trainLoss)));
-        if (entry["val_loss"] is { } valLoss) val.Add(new(step, Number<double>(valLoss)));
+        if (entry["val_loss"] is { } valLoss) val.Add(new(step, Number<double>(valLoss), entry["val_loss_stderr"] is { } error ? Number<double>(error) : 0));
     }
 
     /// <summary>The node's number as <typeparamref name="T"/>: read in place when it already is
@@ -154,7 +155,13 @@ public static class LossChart
             svg.Append($"<polyline data-series=\"{SecurityElement.Escape(series[i].Name)}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"{(series[i].Markers ? 2 : 1.5)}\" points=\"{points}\"/>\n");
             if (!series[i].Markers) continue;
             foreach (var p in drawn[i].Where(p => p.Loss <= lossTicks[^1]))
-                svg.Append($"<circle cx=\"{F(X(p.Step))}\" cy=\"{F(Y(p.Loss))}\" r=\"3\" fill=\"{colour}\"><title>{SecurityElement.Escape(series[i].Name)}, step {p.Step}: {p.Loss:F4}</title></circle>\n");
+            {
+                // An error bar of one standard error each way: how far another draw of eval batches could move the point.
+                if (p.StandardError > 0)
+                    svg.Append($"<line class=\"error\" x1=\"{F(X(p.Step))}\" x2=\"{F(X(p.Step))}\" y1=\"{F(Y(p.Loss - p.StandardError))}\" y2=\"{F(Y(p.Loss + p.StandardError))}\" stroke=\"{colour}\" stroke-width=\"1.5\"/>");
+                var error = p.StandardError > 0 ? $" ± {p.StandardError:F4}" : "";
+                svg.Append($"<circle cx=\"{F(X(p.Step))}\" cy=\"{F(Y(p.Loss))}\" r=\"3\" fill=\"{colour}\"><title>{SecurityElement.Escape(series[i].Name)}, step {p.Step}: {p.Loss:F4}{error}</title></circle>\n");
+            }
         }
         svg.Append("</g>\n");
         for (var i = 0; i < series.Count; i++)

@@ -113,7 +113,7 @@ public sealed class CliTests
         Assert.Matches(@"0 +step +20\n", plot.Stdout); // the step axis
         Assert.Contains("nothing to train", Cli.Run("train", "--resume", temp["run"]).Stdout);
         var compared = Cli.Run("plot", temp["run"], temp["run"]); // several runs: each one's val loss, by folder name
-        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(compared.Stdout, @"^run \d\.\d{4} at step 20 ", System.Text.RegularExpressions.RegexOptions.Multiline).Count);
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(compared.Stdout, @"^run \d\.\d{4} ± \d\.\d{4} at step 20 ", System.Text.RegularExpressions.RegexOptions.Multiline).Count);
         var first = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "9", "--temperature", "1.0");
         var second = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "9", "--temperature", "1.0");
         Assert.Equal(0, first.ExitCode);

@@ -42,7 +42,7 @@ static class PrepareCommand
     }
 
     /// <summary>Runs <paramref name="prepare"/> under a progress bar per phase with rate and time
-    /// left (on a terminal; a log gets the closing summary line only).</summary>
+    /// left; in a log, Spectre prints the phase's percentage every few seconds instead.</summary>
     static T WithProgress<T>(Func<IProgress<PrepareProgress>, T> prepare) =>
         AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())

@@ -14,6 +14,10 @@ public sealed class StratusUserException(string message, Exception? inner = null
         @"(?<lead>as expected type '|converted to )(?<type>[^'\s]+?)'?(?<end>\.?)$",
         match => $"{(match.Groups["lead"].Value.StartsWith("as", StringComparison.Ordinal) ? "as " : "converted to ")}{KindOf(match.Groups["type"].Value)}{match.Groups["end"].Value}");
 
+    /// <summary>A System.Text.Json error's reason without its "Path: ... | LineNumber" tail, in
+    /// the user's words.</summary>
+    public static string InUsersWords(System.Text.Json.JsonException e) => InUsersWords(e.Message.Split(" Path:")[0]);
+
     static string KindOf(string type) =>
         type.Contains("[]", StringComparison.Ordinal) || type.Contains("List`", StringComparison.Ordinal)
             || type.Contains("Collection`", StringComparison.Ordinal) || type.Contains("Enumerable`", StringComparison.Ordinal) ? "a list"

@@ -42,8 +42,8 @@ public sealed class BatchSampler : IDisposable
         }
         // meta.json is written last: shard sizes that disagree with it mean a prepare stopped
         // half way through, or files from two preparations were mixed.
-        if (File.Exists(Path.Combine(datasetDirectory, DatasetPreparer.MetaFile))
-            && JsonNode.Parse(File.ReadAllText(Path.Combine(datasetDirectory, DatasetPreparer.MetaFile))) is JsonObject meta
+        var metaPath = Path.Combine(datasetDirectory, DatasetPreparer.MetaFile);
+        if (File.Exists(metaPath) && JsonNode.Parse(File.ReadAllText(metaPath)) is JsonObject meta
             && (meta["train_tokens"]?.GetValue<long>() != train.Count || meta["val_tokens"]?.GetValue<long>() != val.Count))
             throw new StratusUserException($"{datasetDirectory}: meta.json lists {meta["train_tokens"]} train and {meta["val_tokens"]} val tokens but the shards hold {train.Count} and {val.Count} " +
                 "(a prepare stopped half way, or files of two preparations were mixed); run `stratus prepare` for this folder again");

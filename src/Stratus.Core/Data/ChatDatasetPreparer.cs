@@ -35,14 +35,14 @@ public static class ChatDatasetPreparer
         if (conversations < 2) throw new StratusUserException($"{input} has {conversations} conversation(s); fine-tuning needs at least 2 (train and val)");
         var valCount = valFraction == 0 ? 0 : Math.Max(1, (int)Math.Round(conversations * valFraction));
         var trainCount = conversations - valCount;
-        long trainTokens = 0, valTokens = 0, supervised = 0;
+        long supervised = 0;
         Directory.CreateDirectory(outputDirectory);
-        AtomicFile.Write(Path.Combine(outputDirectory, DatasetPreparer.TrainShard), tokenStream =>
-            AtomicFile.Write(Path.Combine(outputDirectory, TrainMask), maskStream =>
+        // Tokens and masks split at the same place: the mask pair is written inside the token pair.
+        var (trainTokens, valTokens) = TokenShard.WriteSplit(Path.Combine(outputDirectory, DatasetPreparer.TrainShard), Path.Combine(outputDirectory, DatasetPreparer.ValShard), tokenizer.VocabSize, tokens =>
+        {
+            var valStart = 0L;
+            TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainMask), Path.Combine(outputDirectory, ValMask), 2, mask =>
             {
-                var tokens = new TokenShard.Writer(tokenStream, tokenizer.VocabSize);
-                var mask = new TokenShard.Writer(maskStream, 2);
-                var valStart = 0L;
                 (int[] Tokens, int[] Mask) last = ([], []);
                 using var file = new FileStream(input, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
                 using var reader = new StreamReader(file);
@@ -67,21 +67,10 @@ public static class ChatDatasetPreparer
                     tokens.Append(last.Tokens);
                     mask.Append(last.Mask);
                 }
-                AtomicFile.Write(Path.Combine(outputDirectory, DatasetPreparer.ValShard), valTokenStream =>
-                    AtomicFile.Write(Path.Combine(outputDirectory, ValMask), valMaskStream =>
-                    {
-                        var valTokenShard = new TokenShard.Writer(valTokenStream, tokenizer.VocabSize);
-                        var valMaskShard = new TokenShard.Writer(valMaskStream, 2);
-                        tokens.MoveTailTo(valTokenShard, valStart);
-                        mask.MoveTailTo(valMaskShard, valStart);
-                        valTokenShard.Finish();
-                        valMaskShard.Finish();
-                        valTokens = valTokenShard.Count;
-                    }));
-                tokens.Finish();
-                mask.Finish();
-                trainTokens = tokens.Count;
-            }));
+                return valStart;
+            });
+            return valStart;
+        });
         TokenizerStore.Save(tokenizer, outputDirectory);
         string sha256;
         using (var source = File.OpenRead(input)) sha256 = Convert.ToHexStringLower(SHA256.HashData(source));

@@ -39,22 +39,12 @@ public static class DatasetPreparer
         var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));
 
         Directory.CreateDirectory(outputDirectory);
-        long trainCount = 0, valCount = 0;
         var documents = 0;
-        AtomicFile.Write(Path.Combine(outputDirectory, TrainShard), trainStream =>
+        var (trainCount, valCount) = TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainShard), Path.Combine(outputDirectory, ValShard), tokenizer.VocabSize, all =>
         {
-            var train = new TokenShard.Writer(trainStream, tokenizer.VocabSize);
-            documents = corpus.Tokenize(tokenizer, train, pieceChars);
-            if (train.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({train.Count} tokens)");
-            trainCount = (long)(train.Count * (1 - valFraction));
-            AtomicFile.Write(Path.Combine(outputDirectory, ValShard), valStream =>
-            {
-                var val = new TokenShard.Writer(valStream, tokenizer.VocabSize);
-                train.MoveTailTo(val, trainCount);
-                val.Finish();
-                valCount = val.Count;
-            });
-            train.Finish();
+            documents = corpus.Tokenize(tokenizer, all, pieceChars);
+            if (all.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({all.Count} tokens)");
+            return (long)(all.Count * (1 - valFraction));
         });
         TokenizerStore.Save(tokenizer, outputDirectory);
         var meta = new JsonObject
@@ -110,6 +100,7 @@ public static class DatasetPreparer
         /// <summary>The sha256 of the file, or of a folder's relative paths and file hashes.</summary>
         public string Hash()
         {
+            finishedBytes = 0;
             if (!Directory.Exists(input)) return Convert.ToHexStringLower(HashFile(input));
             using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             foreach (var file in files)
@@ -185,6 +176,7 @@ public static class DatasetPreparer
         /// characters, cut only where <paramref name="cuts"/> allows.</summary>
         IEnumerable<Piece> Pieces(TextCuts cuts, int pieceChars, string phase, Func<long> tokens)
         {
+            finishedBytes = 0; // each phase reads the corpus from its start
             foreach (var file in files)
             {
                 using (var reader = new StreamReader(Open(file), Encoding.UTF8))
@@ -259,13 +251,12 @@ public static class DatasetPreparer
         void Report(string phase, long tokens) =>
             progress?.Report(new PrepareProgress(phase, finishedBytes + (current?.CanRead == true ? current.Position : 0), totalBytes, tokens));
 
-        /// <summary>Counts the current file as read; after the last one the phase starts over.</summary>
+        /// <summary>Counts the current file as read.</summary>
         void Close(string phase, long tokens)
         {
             finishedBytes += currentLength;
             current = null;
             Report(phase, tokens);
-            if (finishedBytes == totalBytes) finishedBytes = 0;
         }
     }
 }

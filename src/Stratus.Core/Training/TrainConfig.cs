@@ -162,11 +162,12 @@ public sealed record TrainConfig
         {
             var key = e.Path?.TrimStart('$', '.') ?? "";
             var origin = overridden.Contains(key) ? $"--{key.Replace('_', '-')}" : source;
-            // "The JSON value could not be converted to System.Int32." -> "n_layer must be a whole number, got ..."
-            var wanted = StratusUserException.InUsersWords(e.Message.Split(" Path:")[0]).Split("converted to ");
+            // "The JSON value could not be converted to a whole number." -> "n_layer must be a whole number, got ..."
+            var reason = StratusUserException.InUsersWords(e);
+            var wanted = reason.Split("converted to ");
             throw new StratusUserException(wanted.Length == 2 && json[key] is { } value
                 ? $"{origin}: {key} must be {wanted[1].TrimEnd('.')}, got {value.ToJsonString()}"
-                : $"{origin}: {e.Message.Split(" Path:")[0]} (at {e.Path})");
+                : $"{origin}: {reason} (at {e.Path})");
         }
         config.Validate();
         return config;

@@ -46,10 +46,7 @@ public static class OpenAiJson
     /// <summary>The parser's reason without .NET type names or stack details.</summary>
     static string Describe(JsonException e)
     {
-        var message = e.Message;
-        var cut = message.IndexOf(" Path:", StringComparison.Ordinal);
-        if (cut > 0) message = message[..cut];
-        message = StratusUserException.InUsersWords(message);
+        var message = StratusUserException.InUsersWords(e);
         return message.Length > 200 ? message[..200] : message;
     }
 

@@ -25,7 +25,7 @@ public static class TrustJson
         catch (JsonException e)
         {
             var field = e.Path is { Length: > 2 } path ? $" at '{path.TrimStart('$', '.')}'" : "";
-            var reason = StratusUserException.InUsersWords(e.Message.Split(" Path:")[0]);
+            var reason = StratusUserException.InUsersWords(e);
             throw new TrustUserException($"The request body is not valid JSON for this endpoint{field}: {reason}", e);
         }
     }

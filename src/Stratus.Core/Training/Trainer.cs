@@ -223,6 +223,14 @@ public sealed class Trainer : IDisposable
         var gradNorm = optimizer.ClipGradientNorm(config.GradClip);
         optimizer.Step(lr);
         optimizer.ZeroGrad();
+        // TorchSharp hands each number it passes to libtorch over as a native Scalar (a + b passes
+        // alpha = 1, the optimizer its hyperparameters: about 40 a step for the GPT-2-small shape)
+        // and frees it only in a finalizer. At the GC's own pace (one collection in ~180 steps
+        // here) they lie between the blocks glibc hands out again next step and fragment its heap:
+        // that shape's resident memory grew 50-80 MB over 200 steps. Collecting each step's garbage
+        // keeps it flat (+7 MB after warm-up) at no measurable cost (CPU config 32.1-32.7 ms/step
+        // either way, interleaved).
+        GC.Collect(0);
         var seconds = watch.Elapsed.TotalSeconds;
         var tokens = (double)config.BatchSize * config.Model.BlockSize * accumulation;
         return new StepReport(step, config.MaxIters, lossSum / accumulation, lr, gradNorm, seconds, tokens / seconds,

@@ -1,5 +1,7 @@
 using System.Text.Json.Nodes;
 using Stratus.Data;
+using Stratus.Formats;
+using Stratus.Tokenization;
 using TorchSharp;
 
 namespace Stratus.Tests;
@@ -58,16 +60,27 @@ public sealed class DataTests
     [Theory]
     [InlineData("char")]
     [InlineData("gpt2")]
+    [InlineData("llama3")]
+    [InlineData("qwen2")]
     public void A_corpus_read_in_small_pieces_gives_the_tokens_of_the_whole_text(string tokenizer)
     {
+        // Hugging Face byte-level BPE with GPT-2's merges under Llama 3's or Qwen2's pre-tokenizer expression.
+        ITokenizer? hf = tokenizer switch
+        {
+            "llama3" => HfWithPreTokenizer(HfTokenizer.Llama3Pattern),
+            "qwen2" => HfWithPreTokenizer(HfTokenizer.Qwen2Pattern),
+            _ => null,
+        };
+        if (hf is not null) Assert.Equal(TextCuts.BetweenLines, hf.Cuts);
         using var temp = new TempDirectory();
-        // Indentation, blank lines, a CRLF, trailing spaces, a long line, text in other scripts, a contraction after a newline.
+        // Indentation, blank lines, a CRLF, trailing spaces, a long line, text in other scripts, a
+        // contraction after a newline, punctuation and digits before one.
         var text = string.Concat(Enumerable.Range(0, 40).Select(i =>
-            $"Line {i}: the quick brown fox\n    indented {i}\n\n\n  \nünïcødé 文字 {i}\r\nwindows  \n's {new string('x', i * 3)}\nend\n"));
+            $"Line {i}: the quick brown fox\n    indented {i}\n\n\n  \nünïcødé 文字 {i}\r\nwindows  \n's {new string('x', i * 3)}\nend.\n-- {i}\n!{i}\n"));
         File.WriteAllText(temp["in.txt"], text);
         var progress = new List<PrepareProgress>();
-        DatasetPreparer.Prepare(temp["in.txt"], temp["pieces"], tokenizer, progress: new Recorder(progress), pieceChars: 7);
-        DatasetPreparer.Prepare(temp["in.txt"], temp["whole"], tokenizer, pieceChars: text.Length + 1);
+        DatasetPreparer.Prepare(temp["in.txt"], temp["pieces"], tokenizer, tokenizerFrom: hf, progress: new Recorder(progress), pieceChars: 7);
+        DatasetPreparer.Prepare(temp["in.txt"], temp["whole"], tokenizer, tokenizerFrom: hf, pieceChars: text.Length + 1);
 
         foreach (var shard in new[] { DatasetPreparer.TrainShard, DatasetPreparer.ValShard })
             Assert.Equal(File.ReadAllBytes(Path.Combine(temp["whole"], shard)), File.ReadAllBytes(Path.Combine(temp["pieces"], shard)));
@@ -85,6 +98,19 @@ public sealed class DataTests
         Assert.Equal(new FileInfo(temp["in.txt"]).Length, tokenizing[^1].BytesDone);
         Assert.Equal(tokenizing[^1].BytesTotal, tokenizing[^1].BytesDone);
         Assert.True(tokenizing.Zip(tokenizing.Skip(1)).All(pair => pair.Second.BytesDone >= pair.First.BytesDone));
+    }
+
+    static HfTokenizer HfWithPreTokenizer(string pattern)
+    {
+        var json = HuggingFace.TokenizerJson(BpeVocabulary.From(Gpt2Tokenizer.Instance));
+        json["pre_tokenizer"] = new JsonObject
+        {
+            ["type"] = "Sequence",
+            ["pretokenizers"] = new JsonArray(
+                new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = pattern }, ["behavior"] = "Isolated", ["invert"] = false },
+                new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false }),
+        };
+        return HfTokenizer.FromHuggingFace(json, null);
     }
 
     sealed class Recorder(List<PrepareProgress> reports) : IProgress<PrepareProgress>

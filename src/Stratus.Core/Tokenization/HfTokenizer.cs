@@ -14,8 +14,8 @@ namespace Stratus.Tokenization;
 public sealed class HfTokenizer : ITokenizer
 {
     // Pre-tokenizer regexes llama.cpp knows by name (tokenizer.ggml.pre).
-    const string Llama3Pattern = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const string Qwen2Pattern = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    internal const string Llama3Pattern = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    internal const string Qwen2Pattern = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
     readonly BpeTokenizer bpe;
     readonly string[] tokens;
@@ -83,6 +83,12 @@ public sealed class HfTokenizer : ITokenizer
         EndOfTextId = SpecialId("eos_token");
         var preName = pattern == BpeVocabulary.Gpt2Pattern ? "gpt-2" : pattern == Llama3Pattern ? "llama-bpe" : pattern == Qwen2Pattern ? "qwen2" : "default";
         Vocabulary = new BpeVocabulary(tokens, merges, special, BosId, EndOfTextId, preName) { SentencePiece = sentencePiece, UnknownId = unknownId };
+        // GPT-2's, Llama 3's and Qwen2's expressions never put a newline that is followed by a
+        // non-space character in the same word as that character (no alternative lets a newline
+        // lead a word, and none looks behind), so a corpus may be cut there as for GPT-2. Others
+        // are unproven, SentencePiece starts every text it encodes with a "▁", and a special token
+        // spanning lines could be cut in two: those documents are encoded whole.
+        Cuts = !sentencePiece && preName != "default" && !added.Keys.Any(t => t.Contains('\n')) ? TextCuts.BetweenLines : TextCuts.Nowhere;
     }
 
     readonly bool sentencePiece, byteFallback, normalizeNfc;
@@ -100,8 +106,7 @@ public sealed class HfTokenizer : ITokenizer
     public BpeVocabulary Vocabulary { get; }
 
     public string Kind => "hf";
-    // Byte-level BPEs other than GPT-2's split text with their own expressions; only GPT-2's is known to be safe to cut.
-    public TextCuts Cuts => TextCuts.Nowhere;
+    public TextCuts Cuts { get; }
     public int VocabSize => tokens.Length;
     public int? EndOfTextId { get; }
     public int? BosId { get; }

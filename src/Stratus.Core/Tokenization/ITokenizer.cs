@@ -37,10 +37,12 @@ public interface ITokenizer
 
 public enum TextCuts
 {
-    /// <summary>Encode a document whole (SentencePiece puts a prefix before every text it encodes).</summary>
+    /// <summary>Encode a document whole (SentencePiece puts a prefix before every text it
+    /// encodes; other pre-tokenizer expressions are unproven).</summary>
     Nowhere,
     /// <summary>After a newline between two characters that are not white space: GPT-2's
-    /// pre-tokenizer never joins across such a newline, and BPE merges only within pre-tokens.</summary>
+    /// pre-tokenizer (and Llama 3's, Qwen2's) never joins across such a newline, and BPE merges
+    /// only within pre-tokens.</summary>
     BetweenLines,
     /// <summary>Anywhere (one token per character).</summary>
     Anywhere,

@@ -39,8 +39,9 @@ static class SampleCommand
         for (var i = 0; i < count; i++)
         {
             var sampleOptions = options.Seed is { } s ? options with { Seed = s + i } : options;
+            var pieces = generator.Generate(prompt, maxTokens, sampleOptions);
             Console.Write(prompt);
-            foreach (var piece in generator.Generate(prompt, maxTokens, sampleOptions))
+            foreach (var piece in pieces)
             {
                 Console.Write(piece);
                 Console.Out.Flush();

@@ -14,9 +14,16 @@ public sealed class StratusUserException(string message, Exception? inner = null
         @"(?<lead>as expected type '|converted to )(?<type>[^'\s]+?)'?(?<end>\.?)$",
         match => $"{(match.Groups["lead"].Value.StartsWith("as", StringComparison.Ordinal) ? "as " : "converted to ")}{KindOf(match.Groups["type"].Value)}{match.Groups["end"].Value}");
 
-    /// <summary>A System.Text.Json error's reason without its "Path: ... | LineNumber" tail, in
-    /// the user's words.</summary>
-    public static string InUsersWords(System.Text.Json.JsonException e) => InUsersWords(e.Message.Split(" Path:")[0]);
+    /// <summary>A System.Text.Json error's reason without its "Path: ... | LineNumber: ..." tail,
+    /// in the user's words.</summary>
+    public static string InUsersWords(System.Text.Json.JsonException e) =>
+        InUsersWords(System.Text.RegularExpressions.Regex.Replace(e.Message, @" (Path|LineNumber): .*$", ""));
+
+    /// <summary>Where a System.Text.Json parser stopped, counted from 1 as editors count ("line 3,
+    /// column 14"; the parser counts from 0). A JSONL reader, which parses each line alone, passes
+    /// the line of the file.</summary>
+    public static string Position(System.Text.Json.JsonException e, long? fileLine = null) =>
+        $"line {fileLine ?? (e.LineNumber ?? 0) + 1}, column {(e.BytePositionInLine ?? 0) + 1}";
 
     static string KindOf(string type) =>
         type.Contains("[]", StringComparison.Ordinal) || type.Contains("List`", StringComparison.Ordinal)

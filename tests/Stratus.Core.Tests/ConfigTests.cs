@@ -39,6 +39,13 @@ public sealed class ConfigTests
     }
 
     [Fact]
+    public void Malformed_json_is_placed_by_line_and_column_counted_from_one()
+    {
+        Assert.EndsWith("c.json is not valid JSON at line 3, column 3: 'o' is an invalid start of a property name. Expected a '\"'.",
+            Fails("{\n  \"n_layer\": 4,\n  oops\n}").Message);
+    }
+
+    [Fact]
     public void Command_line_overrides_win_over_the_file()
     {
         using var temp = new TempDirectory();

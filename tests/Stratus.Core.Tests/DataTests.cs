@@ -127,6 +127,10 @@ public sealed class DataTests
         Assert.Contains("does not exist", Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["missing.txt"], temp["o"], "char")).Message);
         File.WriteAllText(temp["bad.jsonl"], "{\"text\": 1}\n");
         Assert.Contains("bad.jsonl:1", Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["bad.jsonl"], temp["o"], "char")).Message);
+        File.WriteAllText(temp["broken.jsonl"], "{\"text\": \"a\"}\n{\"text\": \"b\"\n");
+        var broken = Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["broken.jsonl"], temp["o"], "char")).Message;
+        Assert.Contains("broken.jsonl is not valid JSON at line 2, column 13:", broken);
+        Assert.DoesNotContain("LineNumber", broken);
 
         File.WriteAllText(temp["in.txt"], TestData.Corpus(20));
         DatasetPreparer.Prepare(temp["in.txt"], temp["ok"], "char");

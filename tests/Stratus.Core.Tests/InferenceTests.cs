@@ -54,8 +54,9 @@ public sealed class InferenceTests
         var tokenizer = CharTokenizer.FromCorpus("ab");
         using var model = TinyModel(tokenizer.VocabSize);
         var generator = new TextGenerator(model, tokenizer);
-        Assert.Contains("context of 32", Assert.Throws<StratusUserException>(() => generator.Generate(new string('a', 40), 5, new SamplingOptions()).ToList()).Message);
-        Assert.Contains("'z'", Assert.Throws<StratusUserException>(() => generator.Generate("abz", 5, new SamplingOptions()).ToList()).Message);
+        // Refused when called, before any text streams (the CLI prints the prompt only after the call).
+        Assert.Contains("context of 32", Assert.Throws<StratusUserException>(() => generator.Generate(new string('a', 40), 5, new SamplingOptions())).Message);
+        Assert.Contains("'z'", Assert.Throws<StratusUserException>(() => generator.Generate("abz", 5, new SamplingOptions())).Message);
     }
 
     [Fact]

@@ -101,7 +101,7 @@ public static class SafeTensors
             dataStart = 8 + (long)headerLength;
             JsonObject header;
             try { header = JsonNode.Parse(headerBytes) as JsonObject ?? throw Corrupt("header is not a JSON object"); }
-            catch (JsonException e) { throw Corrupt($"header is not valid JSON ({e.Message})"); }
+            catch (JsonException e) { throw Corrupt($"header is not valid JSON ({StratusUserException.InUsersWords(e)})"); }
             foreach (var (name, node) in header)
             {
                 if (name == "__metadata__")

@@ -13,7 +13,7 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
     public ITokenizer Tokenizer => tokenizer;
 
     /// <summary>Yields pieces of text as tokens are generated; stops after maxTokens or at the
-    /// end-of-text token.</summary>
+    /// end-of-text token. A bad prompt or option throws here, before any text is produced.</summary>
     public IEnumerable<string> Generate(string prompt, int maxTokens, SamplingOptions options, CancellationToken cancellation = default)
     {
         options.Validate();
@@ -27,8 +27,11 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         var context = model.Config.BlockSize;
         if (promptTokens.Length >= context)
             throw new StratusUserException($"the prompt is {promptTokens.Length} tokens, which leaves no room in the model's context of {context}; shorten it");
-        maxTokens = Math.Min(maxTokens, context - promptTokens.Length);
+        return Continue(promptTokens, Math.Min(maxTokens, context - promptTokens.Length), options, cancellation);
+    }
 
+    IEnumerable<string> Continue(int[] promptTokens, int maxTokens, SamplingOptions options, CancellationToken cancellation)
+    {
         model.eval();
         using var noGrad = no_grad();
         using var generator = new Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()));

@@ -50,6 +50,7 @@ static class DemoCommand
                 Console.WriteLine($"\nsamples from {checkpoint.Directory}:\n");
                 SampleCommand.Stream(new TextGenerator(model, checkpoint.Tokenizer), "\n", 300, new SamplingOptions { Temperature = 0.8, TopK = 200, Seed = 1337 }, 2);
                 Console.WriteLine($"\nmore: stratus sample --model {run} --prompt \"ROMEO:\" --max-tokens 300 --seed 7");
+                Console.WriteLine($"      stratus eval --model {run} --data {data}   (the loss over the whole val split)");
             }
             if (result.GetValue(noServe)) return 0;
 

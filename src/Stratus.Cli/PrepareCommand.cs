@@ -49,7 +49,7 @@ static class PrepareCommand
             .Start(context =>
             {
                 var tasks = new Dictionary<string, ProgressTask>();
-                return prepare(new Reporter(p =>
+                return prepare(new InlineProgress<PrepareProgress>(p =>
                 {
                     if (!tasks.TryGetValue(p.Phase, out var task))
                     {
@@ -60,10 +60,4 @@ static class PrepareCommand
                     if (p.Tokens > 0) task.Description = $"{p.Phase} ({p.Tokens:N0} tokens)";
                 }));
             });
-
-    /// <summary>Reports on the preparing thread, in order (Progress&lt;T&gt; would post them to the thread pool).</summary>
-    sealed class Reporter(Action<PrepareProgress> report) : IProgress<PrepareProgress>
-    {
-        public void Report(PrepareProgress value) => report(value);
-    }
 }

@@ -9,6 +9,7 @@ var root = new RootCommand("Stratus: train, sample and serve transformer languag
 root.Subcommands.Add(PrepareCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
+root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(PlotCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(ImportCommand.Create());

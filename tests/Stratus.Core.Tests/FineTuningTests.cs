@@ -106,6 +106,16 @@ public sealed class FineTuningTests
             var values = targets.data<long>().ToArray();
             Assert.Contains(-100L, values);
             Assert.Contains(values, v => v >= 0);
+            using var one = new BatchSampler(temp.File("data"), 1, 16, 1);
+            for (var step = 0; step < 8; step++)
+            {
+                var (inputs, _) = one.Sample(Split.Train, step, 0, torch.CPU);
+                Assert.True(inputs.min().item<long>() >= 0, "a masked target leaked into the inputs of a one-window batch");
+            }
+            // Measured over the whole split, only the learned targets count: those of tokens 1 .. windows x block.
+            using var model = Checkpoint.Open(Checkpoint.Resolve(temp.File("base"))).CreateModel();
+            var measured = SplitLoss.Measure(model, sampler, Split.Train);
+            Assert.Equal(Shard(ChatDatasetPreparer.TrainMask).Skip(1).Take((int)measured.Windows * 16).Sum(), measured.Tokens);
         }
 
         var config = TrainConfig.Load(null,

@@ -1,5 +1,8 @@
 using System.Text.Json.Nodes;
+using Stratus.Data;
+using Stratus.Models;
 using Stratus.Training;
+using TorchSharp;
 
 namespace Stratus.Tests;
 
@@ -22,6 +25,37 @@ public sealed class TrainingTests
     static int StepsDrawn(string run) =>
         System.Xml.Linq.XDocument.Load(Path.Combine(run, LossCurves.SvgFile)).Descendants()
             .Single(e => (string?)e.Attribute("data-series") == "train loss").Attribute("points")!.Value.Split(' ').Length;
+
+    [Fact]
+    public void The_whole_split_loss_is_the_mean_over_every_tiled_window_once()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        using var sampler = new BatchSampler(data, batchSize: 5, blockSize: 16, seed: 0);
+        torch.random.manual_seed(3);
+        using var model = CausalLanguageModel.Create(TestData.TinyConfig.ToModelConfig(sampler.Tokenizer.VocabSize));
+        var measured = SplitLoss.Measure(model, sampler, Split.Val);
+
+        // Each window [16 w, 16 w + 16] of the val shard on its own, its loss a mean over 16 targets.
+        using var shard = TokenShard.Open(Path.Combine(data, DatasetPreparer.ValShard));
+        var windows = (shard.Count - 1) / 16;
+        Assert.NotEqual(0, windows % 5); // the last batch is a short one
+        var window = new long[17];
+        double sum = 0;
+        using (torch.no_grad())
+        {
+            for (var w = 0L; w < windows; w++)
+            {
+                shard.Read(w * 16, window);
+                using var scope = torch.NewDisposeScope();
+                var tokens = torch.tensor(window, [1, 17]);
+                var logits = model.Forward(tokens[.., ..^1]);
+                sum += torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), tokens[.., 1..].reshape(-1)).item<float>();
+            }
+        }
+        Assert.Equal((windows, windows * 16), (measured.Windows, measured.Tokens));
+        Assert.Equal(sum / windows, measured.Loss, 1e-5);
+    }
 
     [Fact]
     public void Training_lowers_the_loss_and_writes_metrics_and_checkpoints()

@@ -64,6 +64,9 @@ public sealed class BatchSampler : IDisposable
 
     public ITokenizer Tokenizer { get; }
 
+    /// <summary>Windows per batch.</summary>
+    public int BatchSize => batchSize;
+
     /// <summary>Inputs and next-token targets, each [batch, block] int64 on the device, for
     /// micro-batch <paramref name="index"/> of training step <paramref name="step"/> (or of the
     /// evaluation at that step: evaluation draws from its own stream).</summary>
@@ -73,7 +76,6 @@ public sealed class BatchSampler : IDisposable
         var stream = (ulong)split + (evaluation ? 2UL : 0UL);
         var random = new CounterRandom(seed, stream, (ulong)step, (ulong)index);
         var windows = (ulong)(shard.Count - blockSize);
-        var span = buffer.AsSpan();
         var mask = split == Split.Train ? trainMask : valMask;
         for (var row = 0; row < batchSize; row++)
         {
@@ -89,14 +91,48 @@ public sealed class BatchSampler : IDisposable
                     mask.Read(start + 1, targetMask);
                 }
             }
-            shard.Read(start, span.Slice(row * (blockSize + 1), blockSize + 1));
+            shard.Read(start, buffer.AsSpan(row * (blockSize + 1), blockSize + 1));
         }
-        using var all = torch.tensor(buffer, [batchSize, blockSize + 1], device: device);
-        var targets = all[.., 1..].contiguous();
-        if (mask is not null)
+        return Batch(batchSize, mask is not null, device);
+    }
+
+    /// <summary>How many windows of block_size + 1 tokens tile the split end to end, each
+    /// starting on the last token of the one before: every token but the first (and a tail
+    /// shorter than a window) is a target exactly once.</summary>
+    public long TiledWindows(Split split) => ((split == Split.Train ? train : val).Count - 1) / blockSize;
+
+    /// <summary>Batch <paramref name="index"/> of the tiled windows (the last one may be
+    /// shorter), to measure a whole split; masked targets are -100 as in <see cref="Sample"/>,
+    /// but no window is skipped.</summary>
+    public (Tensor Inputs, Tensor Targets) Tiled(Split split, long index, Device device)
+    {
+        var shard = split == Split.Train ? train : val;
+        var mask = split == Split.Train ? trainMask : valMask;
+        var first = index * batchSize;
+        var rows = (int)Math.Min(batchSize, TiledWindows(split) - first);
+        if (rows <= 0) throw new ArgumentOutOfRangeException(nameof(index), $"batch {index} is past the {TiledWindows(split)} tiled windows");
+        for (var row = 0; row < rows; row++)
+        {
+            var start = (first + row) * blockSize;
+            shard.Read(start, buffer.AsSpan(row * (blockSize + 1), blockSize + 1));
+            mask?.Read(start + 1, maskBuffer.AsSpan(row * blockSize, blockSize));
+        }
+        return Batch(rows, mask is not null, device);
+    }
+
+    /// <summary>The first <paramref name="rows"/> windows in the buffers as inputs and targets
+    /// (rows past them hold an earlier batch and are cut off).</summary>
+    (Tensor Inputs, Tensor Targets) Batch(int rows, bool masked, Device device)
+    {
+        using var buffered = torch.tensor(buffer, [batchSize, blockSize + 1], device: device);
+        using var all = buffered[..rows];
+        // A copy, never a view: with one row the slice is already contiguous, and masking it in
+        // place would write -100 into the inputs too.
+        var targets = all[.., 1..].clone();
+        if (masked)
         {
             using var learn = torch.tensor(maskBuffer, [batchSize, blockSize], device: device);
-            using var ignored = learn.eq(0);
+            using var ignored = learn[..rows].eq(0);
             targets.masked_fill_(ignored, -100); // cross_entropy's default ignore_index
         }
         return (all[.., ..^1].contiguous(), targets);

@@ -141,6 +141,14 @@ public sealed class Checkpoint
         return old ?? directory;
     }
 
+    /// <summary>Refuses a dataset prepared with another tokenizer than this model's: its token
+    /// ids would mean other text.</summary>
+    public void RequireTokenizerOf(string dataDirectory, ITokenizer datasetTokenizer)
+    {
+        if (Tokenizer.ToJson().ToJsonString() != datasetTokenizer.ToJson().ToJsonString())
+            throw new StratusUserException($"the tokenizer of {dataDirectory} differs from the model's in {Directory}; prepare the data with `stratus prepare --tokenizer-from {Directory}`");
+    }
+
     public CausalLanguageModel CreateModel(Device? device = null)
     {
         var model = CausalLanguageModel.Create(ModelConfig);

@@ -56,8 +56,7 @@ public sealed class Trainer : IDisposable
             throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({this.communicator.WorldSize}): it counts the micro-batches of the whole job per optimizer step, each rank runs an equal share");
         sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed);
         var tokenizer = sampler.Tokenizer;
-        if (initFrom is not null && initFrom.Tokenizer.ToJson().ToJsonString() != tokenizer.ToJson().ToJsonString())
-            throw new StratusUserException($"the dataset's tokenizer differs from the model's in {initFrom.Directory}; prepare the data with the model's tokenizer");
+        initFrom?.RequireTokenizerOf(dataDirectory, tokenizer);
 
         generator = torch.random.manual_seed(config.Seed);
         var modelConfig = initFrom is null ? config.ToModelConfig(tokenizer.VocabSize)

@@ -15,6 +15,23 @@ namespace Stratus.Tests;
 
 public sealed class FineTuningTests
 {
+    [Theory]
+    [InlineData("gpt2", "", "attn_c_attn")]
+    [InlineData("llama", "", "self_attn_q_proj,self_attn_v_proj")]
+    [InlineData("gpt2", "c_fc, c_proj", "attn_c_proj,mlp_c_fc,mlp_c_proj")]
+    public void LoRA_adapts_the_attention_input_projections_unless_told_which_layers(string architecture, string targets, string adapted)
+    {
+        var config = TestData.TinyConfig with { Model = TestData.TinyConfig.Model with { Architecture = architecture }, LoraRank = 2, LoraTargets = targets };
+        using var model = CausalLanguageModel.Create(config.ToModelConfig(vocabSize: 11));
+        // Adapters are named after the layer's path: lora.transformer_h_0_attn_c_attn.lora_A ...
+        var adapters = model.named_parameters().Select(p => p.name)
+            .Where(n => n.StartsWith("lora.", StringComparison.Ordinal) && n.EndsWith(".lora_A", StringComparison.Ordinal))
+            .Select(n => n["lora.".Length..^".lora_A".Length]).ToList();
+        var firstLayer = architecture == "gpt2" ? "transformer_h_0_" : "model_layers_0_";
+        Assert.Equal(adapted.Split(','), adapters.Where(a => a.StartsWith(firstLayer, StringComparison.Ordinal)).Select(a => a[firstLayer.Length..]).Order());
+        Assert.Equal(config.Model.NLayer * adapted.Split(',').Length, adapters.Count);
+    }
+
     [Fact]
     public void LoRA_trains_only_the_adapters_and_export_merges_them()
     {

@@ -40,6 +40,11 @@ public sealed class LoraAdapter : nn.Module
 
 public static class Lora
 {
+    /// <summary>The layers adapted when lora_targets names none: the attention input projections,
+    /// as Hugging Face PEFT does (GPT-2's fused c_attn; Llama's q_proj and v_proj).</summary>
+    public static IReadOnlyList<string> DefaultTargets(string architecture) =>
+        architecture == "gpt2" ? ["c_attn"] : ["q_proj", "v_proj"];
+
     /// <summary>Adds adapters to the target layers, registers them as the model's "lora"
     /// submodule and freezes every other parameter.</summary>
     internal static void Attach(CausalLanguageModel model, LoraConfig config, MatmulPrecision precision)

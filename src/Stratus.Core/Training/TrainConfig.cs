@@ -19,10 +19,11 @@ public sealed record TrainConfig
     public ModelConfig Model { get; init; } = new();
 
     /// <summary>LoRA fine-tuning: adapter rank (0: off, every weight trains), alpha, and the
-    /// linear layers to adapt, comma-separated.</summary>
+    /// linear layers to adapt, comma-separated (empty: the architecture's default, see
+    /// <see cref="Lora.DefaultTargets"/>).</summary>
     public int LoraRank { get; init; }
     public double LoraAlpha { get; init; } = 16;
-    public string LoraTargets { get; init; } = "q_proj,v_proj";
+    public string LoraTargets { get; init; } = "";
 
     public int BatchSize { get; init; } = 12;
     public int GradientAccumulationSteps { get; init; } = 1;
@@ -75,7 +76,7 @@ public sealed record TrainConfig
     /// <summary>Config keys in snake_case, as in the JSON file: the model's, then training's.</summary>
     public static IReadOnlyList<string> Keys { get; } = [.. ModelKeys, .. KeysOf(typeof(TrainConfig))];
 
-    public ModelConfig ToModelConfig(int vocabSize) => Model with { VocabSize = vocabSize, Lora = LoraConfig };
+    public ModelConfig ToModelConfig(int vocabSize) => Model with { VocabSize = vocabSize, Lora = LoraConfigFor(Model.Architecture) };
 
     /// <summary>Splits the flat object into the model's keys and training's on reading, and joins
     /// them on writing. (System.Text.Json cannot flatten a nested object by itself.)</summary>
@@ -102,9 +103,13 @@ public sealed record TrainConfig
         }
     }
 
-    [JsonIgnore]
-    public LoraConfig? LoraConfig => LoraRank == 0 ? null
-        : new LoraConfig(LoraRank, LoraAlpha, LoraTargets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+    /// <summary>The LoRA adapters to put on a model of <paramref name="architecture"/>, or null.</summary>
+    public LoraConfig? LoraConfigFor(string architecture)
+    {
+        if (LoraRank == 0) return null;
+        var targets = LoraTargets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return new LoraConfig(LoraRank, LoraAlpha, targets.Length > 0 ? targets : Lora.DefaultTargets(architecture));
+    }
 
     [JsonIgnore]
     public TorchSharp.torch.ScalarType ComputeDtype => Dtype switch

@@ -60,7 +60,7 @@ public sealed class Trainer : IDisposable
 
         generator = torch.random.manual_seed(config.Seed);
         var modelConfig = initFrom is null ? config.ToModelConfig(tokenizer.VocabSize)
-            : initFrom.ModelConfig with { Dropout = config.Model.Dropout, Lora = config.LoraConfig ?? initFrom.ModelConfig.Lora };
+            : initFrom.ModelConfig with { Dropout = config.Model.Dropout, Lora = config.LoraConfigFor(initFrom.ModelConfig.Architecture) ?? initFrom.ModelConfig.Lora };
         if (initFrom is not null && config.Model.BlockSize > initFrom.ModelConfig.BlockSize)
             throw new StratusUserException($"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
         model = CausalLanguageModel.Create(modelConfig);

@@ -133,6 +133,8 @@ public sealed class DataTests
         Assert.DoesNotContain("LineNumber", broken);
 
         File.WriteAllText(temp["in.txt"], TestData.Corpus(20));
+        DatasetPreparer.Prepare(temp["in.txt"], temp["noval"], "char", valFraction: 0);
+        Assert.Contains("--val-fraction above 0", Assert.Throws<StratusUserException>(() => new BatchSampler(temp["noval"], 2, 8, 1)).Message);
         DatasetPreparer.Prepare(temp["in.txt"], temp["ok"], "char");
         // A val shard from another preparation (as a prepare stopped half way would leave it).
         DatasetPreparer.Prepare(temp["in.txt"], temp["other"], "char", valFraction: 0.2);

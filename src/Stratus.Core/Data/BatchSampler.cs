@@ -49,6 +49,8 @@ public sealed class BatchSampler : IDisposable
                 "(a prepare stopped half way, or files of two preparations were mixed); run `stratus prepare` for this folder again");
         foreach (var shard in new[] { train, val })
         {
+            if (shard.Count == 0)
+                throw new StratusUserException($"{shard.Path} is empty (training evaluates on both splits); prepare the data again with a --val-fraction above 0, e.g. 0.1");
             if (shard.Count <= blockSize)
                 throw new StratusUserException($"{shard.Path} has {shard.Count} tokens, not more than block_size {blockSize}; use more text or a smaller --block-size");
         }

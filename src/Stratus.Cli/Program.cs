@@ -22,6 +22,9 @@ root.Subcommands.Add(BlocklistCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
 
 var parsed = root.Parse(args);
+// `stratus` or `stratus keys` alone: list what can follow instead of an error.
+if (parsed.CommandResult.Command is { Action: null, Subcommands.Count: > 0 } && parsed.UnmatchedTokens.Count == 0)
+    parsed = root.Parse([.. args, "--help"]);
 if (parsed.Errors.Count > 0)
 {
     foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {StratusUserException.InUsersWords(error.Message)}");

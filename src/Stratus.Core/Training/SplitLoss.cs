@@ -31,7 +31,7 @@ public sealed record SplitLoss(double Loss, long Tokens, long Windows)
             using var scope = NewDisposeScope();
             var (inputs, targets) = sampler.Tiled(split, batch, model.Device);
             var logits = model.Forward(inputs);
-            sum += nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1), reduction: nn.Reduction.Sum).to(ScalarType.Float64).item<double>();
+            sum += nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1), reduction: nn.Reduction.Sum).item<float>();
             tokens += targets.ne(-100).sum().item<long>();
             progress?.Report((batch + 1, batches));
         }

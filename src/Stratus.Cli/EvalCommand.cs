@@ -34,13 +34,14 @@ static class EvalCommand
             using var sampler = new BatchSampler(dataDirectory, result.GetValue(batchSize), block, seed: 0);
             checkpoint.RequireTokenizerOf(dataDirectory, sampler.Tokenizer);
             using var network = checkpoint.CreateModel();
-            var which = result.GetValue(split) == "train" ? Split.Train : Split.Val;
+            var splitName = result.GetValue(split)!;
+            var which = splitName == "train" ? Split.Train : Split.Val;
             var clock = Stopwatch.StartNew();
             var measured = AnsiConsole.Progress()
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
                 .Start(context =>
                 {
-                    var task = context.AddTask($"{result.GetValue(split)} windows of {block} tokens");
+                    var task = context.AddTask($"{splitName} windows of {block} tokens");
                     return SplitLoss.Measure(network, sampler, which, new InlineProgress<(long Done, long Total)>(p =>
                     {
                         task.MaxValue = p.Total;
@@ -48,13 +49,13 @@ static class EvalCommand
                     }));
                 });
             var seconds = clock.Elapsed.TotalSeconds;
-            Console.WriteLine($"{result.GetValue(split)} loss {measured.Loss:F4} (perplexity {measured.Perplexity:F2}) over all {measured.Windows:N0} windows of {block} tokens " +
+            Console.WriteLine($"{splitName} loss {measured.Loss:F4} (perplexity {measured.Perplexity:F2}) over all {measured.Windows:N0} windows of {block} tokens " +
                 $"({measured.Tokens:N0} predicted tokens) in {seconds:F1} s, {measured.Tokens / seconds:N0} tokens/s");
             if (result.GetValue(json) is { } path)
             {
                 var report = new JsonObject
                 {
-                    ["model"] = checkpoint.Directory, ["data"] = dataDirectory, ["split"] = result.GetValue(split), ["block_size"] = block,
+                    ["model"] = checkpoint.Directory, ["data"] = dataDirectory, ["split"] = splitName, ["block_size"] = block,
                     ["loss"] = measured.Loss, ["perplexity"] = measured.Perplexity, ["tokens"] = measured.Tokens, ["windows"] = measured.Windows, ["seconds"] = seconds,
                 };
                 AtomicFile.WriteAllText(path, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));

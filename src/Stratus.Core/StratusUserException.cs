@@ -19,11 +19,11 @@ public sealed class StratusUserException(string message, Exception? inner = null
     public static string InUsersWords(System.Text.Json.JsonException e) =>
         InUsersWords(System.Text.RegularExpressions.Regex.Replace(e.Message, @" (Path|LineNumber): .*$", ""));
 
-    /// <summary>Where a System.Text.Json parser stopped, counted from 1 as editors count ("line 3,
-    /// column 14"; the parser counts from 0). A JSONL reader, which parses each line alone, passes
-    /// the line of the file.</summary>
-    public static string Position(System.Text.Json.JsonException e, long? fileLine = null) =>
-        $"line {fileLine ?? (e.LineNumber ?? 0) + 1}, column {(e.BytePositionInLine ?? 0) + 1}";
+    /// <summary>"&lt;path&gt; is not valid JSON at line 3, column 14: &lt;reason&gt;", counted from 1 as
+    /// editors count (the parser counts from 0). A JSONL reader, which parses each line alone,
+    /// passes the line of the file.</summary>
+    public static StratusUserException NotValidJson(string path, System.Text.Json.JsonException e, long? fileLine = null, string? hint = null) =>
+        new($"{path} is not valid JSON at line {fileLine ?? (e.LineNumber ?? 0) + 1}, column {(e.BytePositionInLine ?? 0) + 1}: {InUsersWords(e)}{(hint is null ? "" : " " + hint)}", e);
 
     static string KindOf(string type) =>
         type.Contains("[]", StringComparison.Ordinal) || type.Contains("List`", StringComparison.Ordinal)

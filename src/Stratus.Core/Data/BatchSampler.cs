@@ -111,8 +111,9 @@ public sealed class BatchSampler : IDisposable
         var shard = split == Split.Train ? train : val;
         var mask = split == Split.Train ? trainMask : valMask;
         var first = index * batchSize;
-        var rows = (int)Math.Min(batchSize, TiledWindows(split) - first);
-        if (rows <= 0) throw new ArgumentOutOfRangeException(nameof(index), $"batch {index} is past the {TiledWindows(split)} tiled windows");
+        var windows = TiledWindows(split);
+        var rows = (int)Math.Min(batchSize, windows - first);
+        if (rows <= 0) throw new ArgumentOutOfRangeException(nameof(index), $"batch {index} is past the {windows} tiled windows");
         for (var row = 0; row < rows; row++)
         {
             var start = (first + row) * blockSize;

@@ -131,7 +131,7 @@ public static class ChatDatasetPreparer
     {
         JsonNode? node;
         try { node = JsonNode.Parse(line); }
-        catch (JsonException e) { throw new StratusUserException($"{path} is not valid JSON at {StratusUserException.Position(e, lineNumber)}: {StratusUserException.InUsersWords(e)}"); }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, lineNumber); }
         if (node?["messages"] is not JsonArray list || list.Count == 0)
             throw new StratusUserException($"{path}:{lineNumber}: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}");
         return list.Select(m => m is JsonObject o && o["role"] is JsonValue role && o["content"] is JsonValue content

@@ -235,7 +235,7 @@ public static class DatasetPreparer
         {
             JsonNode? node;
             try { node = JsonNode.Parse(line); }
-            catch (JsonException e) { throw new StratusUserException($"{input} is not valid JSON at {StratusUserException.Position(e, lineNumber)}: {StratusUserException.InUsersWords(e)} Each line must be an object with a \"text\" field."); }
+            catch (JsonException e) { throw StratusUserException.NotValidJson(input, e, lineNumber, "Each line must be an object with a \"text\" field."); }
             if (node is not JsonObject obj || obj["text"] is not JsonValue value || !value.TryGetValue<string>(out var text))
                 throw new StratusUserException($"{input}:{lineNumber}: expected an object with a string field \"text\"");
             return text;

@@ -117,7 +117,7 @@ public static class HuggingFace
         if (!File.Exists(path))
             return required ? throw new StratusUserException($"{directory} is missing {name}; a Hugging Face model folder needs config.json, model.safetensors (or shards with their index) and tokenizer.json") : null;
         try { return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new StratusUserException($"{path} is not a JSON object"); }
-        catch (JsonException e) { throw new StratusUserException($"{path} is not valid JSON at {StratusUserException.Position(e)}: {StratusUserException.InUsersWords(e)}"); }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e); }
     }
 
     /// <summary>Tensors by name across model.safetensors or the shards its index lists.</summary>

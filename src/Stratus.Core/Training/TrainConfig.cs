@@ -129,7 +129,7 @@ public sealed record TrainConfig
         {
             if (!File.Exists(path)) throw new StratusUserException($"config file {path} does not exist; see configs/ for examples");
             try { json = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object"); }
-            catch (JsonException e) { throw new StratusUserException($"{path} is not valid JSON at {StratusUserException.Position(e)}: {StratusUserException.InUsersWords(e)}"); }
+            catch (JsonException e) { throw StratusUserException.NotValidJson(path, e); }
         }
         return FromJson(json, path ?? "command line", overrides);
     }

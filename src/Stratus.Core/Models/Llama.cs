@@ -42,7 +42,8 @@ public sealed class Llama : CausalLanguageModel
 
     protected override Tensor FinalHiddenStates(Tensor tokens, int length, IKvCache? cache)
     {
-        var positions = cache is null ? arange(length, dtype: ScalarType.Int64, device: tokens.device) : cache.BeginStep(length)[0];
+        // Each row's own positions: in a serving batch the rows continue different contexts.
+        var positions = cache?.BeginStep(length) ?? arange(length, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0);
         var (cos, signedSin) = Rotary(positions);
         var x = model.embed_tokens.call(tokens);
         for (var i = 0; i < model.layers.Count; i++) x = model.layers[i].Forward(x, cos, signedSin, i, cache);
@@ -52,14 +53,15 @@ public sealed class Llama : CausalLanguageModel
 
     protected override Tensor LmHeadWeight => lm_head?.weight ?? model.embed_tokens.weight!;
 
-    /// <summary>cos of position * frequency, [T, head_dim], each half repeated (HF layout), and the
-    /// sin likewise with its first half negated (see <see cref="LlamaAttention.Rotate"/>).</summary>
+    /// <summary>cos of position * frequency for positions [B, T], as [B, 1, T, head_dim] (one per
+    /// row, the same for every head), each half repeated (HF layout), and the sin likewise with its
+    /// first half negated (see <see cref="LlamaAttention.Rotate"/>).</summary>
     (Tensor Cos, Tensor SignedSin) Rotary(Tensor positions)
     {
         var frequencies = tensor(inverseFrequencies, device: positions.device);
-        var angles = positions.to(ScalarType.Float32).unsqueeze(1) * frequencies.unsqueeze(0);
+        var angles = (positions.to(ScalarType.Float32).unsqueeze(-1) * frequencies).unsqueeze(1);
         var sin = angles.sin();
-        return (cat([angles, angles], 1).cos(), cat([-sin, sin], 1));
+        return (cat([angles, angles], -1).cos(), cat([-sin, sin], -1));
     }
 
     public override long ParameterCount(bool nonEmbedding = true)

@@ -10,20 +10,30 @@ namespace Stratus.Tests.Inference;
 
 public sealed class InferenceEngineTests
 {
-    static (Gpt Model, CharTokenizer Tokenizer) TinyModel()
+    static (CausalLanguageModel Model, CharTokenizer Tokenizer) TinyModel(string architecture = "gpt2")
     {
         torch.manual_seed(7);
         var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrstuvwxyz .,!?\n");
-        return (new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false }), tokenizer);
+        // The Llama shape has grouped-query attention (4 query heads over 2 key/value heads).
+        var config = architecture == "gpt2"
+            ? new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false }
+            : new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 32, IntermediateSize = 64, Bias = false };
+        var model = CausalLanguageModel.Create(config);
+        // Weights at 10x their initial scale, so attention is sharp and a key at the wrong position
+        // (or rotated for another one) changes the prediction: at the initial scale every score is
+        // near zero and attention averages whatever it is given.
+        using (torch.no_grad())
+            foreach (var parameter in model.parameters()) parameter.mul_(10);
+        return (model, tokenizer);
     }
 
     /// <summary>The tiny model in eval mode with a model runner over a small block pool (the
     /// caller disposes the pool and opens no_grad).</summary>
-    static (Gpt Model, CharTokenizer Tokenizer, KvBlockPool Pool, ModelRunner Runner) TinyRunner()
+    static (CausalLanguageModel Model, CharTokenizer Tokenizer, KvBlockPool Pool, ModelRunner Runner) TinyRunner(string architecture = "gpt2")
     {
-        var (model, tokenizer) = TinyModel();
+        var (model, tokenizer) = TinyModel(architecture);
         model.eval();
-        var pool = new KvBlockPool(2, 2, 16, blockCount: 64, blockSize: 8, ScalarType.Float32, torch.CPU);
+        var pool = new KvBlockPool(model.Config.NLayer, model.KvHeads, model.Config.HeadDim, blockCount: 64, blockSize: 8, ScalarType.Float32, torch.CPU);
         return (model, tokenizer, pool, new ModelRunner(model, pool));
     }
 
@@ -45,10 +55,12 @@ public sealed class InferenceEngineTests
         return [.. tokens];
     }
 
-    [Fact]
-    public async Task Greedy_tokens_are_the_same_batched_as_alone()
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public async Task Greedy_tokens_are_the_same_batched_as_alone(string architecture)
     {
-        var (model, tokenizer) = TinyModel();
+        var (model, tokenizer) = TinyModel(architecture);
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
         string[] prompts = ["hello there", "a", "the quick brown fox jumps", "to be or not to be, that is", "xyz", "good night, sweet prince"];
         var alone = new List<int[]>();
@@ -69,10 +81,12 @@ public sealed class InferenceEngineTests
         Assert.Equal(0, engine.KvBlocksUsed);
     }
 
-    [Fact]
-    public void Model_runner_chooses_the_same_greedy_tokens_for_a_row_in_a_batch_as_alone()
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void Model_runner_chooses_the_same_greedy_tokens_for_a_row_in_a_batch_as_alone(string architecture)
     {
-        var (_, tokenizer, pool, runner) = TinyRunner();
+        var (_, tokenizer, pool, runner) = TinyRunner(architecture);
         using var _ = pool;
         using var noGrad = torch.no_grad();
         Sequence Make(string prompt) => Admit(pool, Greedy(tokenizer, prompt, 20), tokenizer.VocabSize);
@@ -96,14 +110,16 @@ public sealed class InferenceEngineTests
         Assert.Equal(second, Run([Make("to be or not"), Make("hello world!")], 1));
     }
 
-    [Fact]
-    public void Paged_decoding_predicts_what_a_full_forward_predicts()
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void Paged_decoding_predicts_what_a_full_forward_predicts(string architecture)
     {
-        var (model, tokenizer, pool, runner) = TinyRunner();
+        var (model, tokenizer, pool, runner) = TinyRunner(architecture);
         using var _ = pool;
         using var noGrad = torch.no_grad();
-        // Two rows of different lengths, so the rows' blocks and lengths differ in every step.
-        string[] prompts = ["to be or not", "hello, world"];
+        // Two rows of different lengths, so the rows' blocks and positions differ in every step.
+        string[] prompts = ["to be or not", "hello, world. good night"];
         var rows = prompts.Select(prompt => Admit(pool, Greedy(tokenizer, prompt, 24) with { Logprobs = 0 }, tokenizer.VocabSize)).ToList();
         var chosen = new GeneratedToken[1];
         var generated = new List<GeneratedToken>[] { [], [] };

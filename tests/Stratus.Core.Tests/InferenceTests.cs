@@ -21,6 +21,8 @@ public sealed class InferenceTests
     {
         using var model = TinyModel();
         using var noGrad = no_grad();
+        // Sharp attention (weights at 10x their initial scale): a wrong position or mask shows.
+        foreach (var parameter in model.parameters()) parameter.mul_(10);
         using var tokens = torch.randint(0, 20, [1, 12], dtype: ScalarType.Int64);
         using var full = model.Forward(tokens);
         using var cache = model.CreateCache(1, 32);

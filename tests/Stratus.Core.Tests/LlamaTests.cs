@@ -45,6 +45,8 @@ public sealed class LlamaTests
         using var model = CausalLanguageModel.Create(Tiny(tied: false, bias: true, scaling: llama3Scaling ? new RopeScaling { Factor = 8, OriginalMaxPositionEmbeddings = 16 } : null));
         model.eval();
         using var noGrad = no_grad();
+        // Sharp attention (weights at 10x their initial scale): a wrong position or mask shows.
+        foreach (var parameter in model.parameters()) parameter.mul_(10);
         using var tokens = randint(0, 97, [2, 12], dtype: ScalarType.Int64);
         using var full = model.Forward(tokens);
         using var cache = model.CreateCache(2, 12);
@@ -53,7 +55,9 @@ public sealed class LlamaTests
         var steps = new List<Tensor> { prefill, chunk };
         for (var i = 8; i < 12; i++) steps.Add(model.Forward(tokens[.., i..(i + 1)], cache));
         using var cached = cat(steps, 1);
-        Assert.True(full.allclose(cached, rtol: 1e-4, atol: 1e-5), $"max difference {(full - cached).abs().max().item<float>()}");
+        // Relative to the largest logit: sharp weights make logits of a few hundred.
+        var (difference, largest) = ((full - cached).abs().max().item<float>(), full.abs().max().item<float>());
+        Assert.True(difference <= 1e-5f * largest, $"max difference {difference}, largest logit {largest}");
         foreach (var t in steps.Skip(2)) t.Dispose();
     }
 

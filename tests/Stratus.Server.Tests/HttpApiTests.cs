@@ -156,6 +156,39 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task Tools_json_mode_suffix_and_best_of_are_refused_not_ignored()
+    {
+        var tool = new[] { new { type = "function", function = new { name = "lookup", parameters = new { type = "object" } } } };
+        async Task Refused(string path, Dictionary<string, object?> body, string param)
+        {
+            var error = (await PostJson(path, body, HttpStatusCode.BadRequest))["error"]!;
+            Assert.Equal(param, (string?)error["param"]);
+            Assert.Equal("unsupported_parameter", (string?)error["code"]);
+        }
+        Dictionary<string, object?> Chat(string field, object value, string? extraField = null, object? extraValue = null)
+        {
+            var body = (Dictionary<string, object?>)ChatBody(2);
+            body[field] = value;
+            if (extraField is not null) body[extraField] = extraValue;
+            return body;
+        }
+        await Refused("/v1/chat/completions", Chat("tools", tool), "tools");
+        await Refused("/v1/chat/completions", Chat("tools", tool, "tool_choice", "auto"), "tools");
+        await Refused("/v1/chat/completions", Chat("functions", new[] { new { name = "lookup" } }), "functions");
+        await Refused("/v1/chat/completions", Chat("response_format", new { type = "json_object" }), "response_format");
+        await Refused("/v1/chat/completions", Chat("response_format", new { type = "json_schema", json_schema = new { name = "x" } }), "response_format");
+        var completion = new Dictionary<string, object?> { ["model"] = TinyModelServer.ModelName, ["prompt"] = "abc", ["max_tokens"] = 2 };
+        await Refused("/v1/completions", new(completion) { ["suffix"] = "xyz" }, "suffix");
+        await Refused("/v1/completions", new(completion) { ["best_of"] = 3 }, "best_of");
+
+        // What asks for nothing beyond plain text is served: no tools to call, text format, best_of = n.
+        await PostJson("/v1/chat/completions", Chat("tools", tool, "tool_choice", "none"));
+        await PostJson("/v1/chat/completions", Chat("tools", Array.Empty<object>()));
+        await PostJson("/v1/chat/completions", Chat("response_format", new { type = "text" }));
+        await PostJson("/v1/completions", new Dictionary<string, object?>(completion) { ["best_of"] = 1, ["suffix"] = "" });
+    }
+
+    [Fact]
     public async Task Cancelled_streams_return_kv_cache_usage_to_zero()
     {
         for (var wave = 0; wave < 10; wave++)

@@ -38,6 +38,13 @@ public sealed record ChatCompletionRequest : SamplingFields
     public int? MaxCompletionTokens { get; init; }
     public bool? Logprobs { get; init; }
     public int? TopLogprobs { get; init; }
+    // Read only to refuse them (RequestParser.RefuseUnimplemented): Stratus has no tool calling
+    // and no constrained (JSON) decoding, and ignoring them would answer something else.
+    public JsonElement? Tools { get; init; }
+    public JsonElement? ToolChoice { get; init; }
+    public JsonElement? Functions { get; init; }
+    public JsonElement? FunctionCall { get; init; }
+    public JsonElement? ResponseFormat { get; init; }
 }
 
 public sealed record ChatMessageBody
@@ -54,6 +61,9 @@ public sealed record CompletionRequest : SamplingFields
     public JsonElement? Prompt { get; init; }
     public int? Logprobs { get; init; }
     public bool? Echo { get; init; }
+    // Read only to refuse them (RequestParser.RefuseUnimplemented): no insertion, no best-of.
+    public string? Suffix { get; init; }
+    public int? BestOf { get; init; }
 }
 
 public sealed record TokenizeRequest

@@ -19,6 +19,7 @@ public static class RequestParser
         where T : SamplingFields
     {
         var body = await OpenAiJson.ReadAsync<T>(http.Request, http.RequestAborted);
+        RefuseUnimplemented(body);
         var model = registry.Get(body.Model);
         http.Items[ErrorMiddleware.ModelItem] = model.Name;
         return (body, model, Sampling(body, model.Tokenizer), Choices(body.N));
@@ -50,6 +51,42 @@ public static class RequestParser
             IgnoreEos = body.IgnoreEos ?? false,
         };
     }
+
+    /// <summary>OpenAI features that change what an answer must be and that Stratus does not
+    /// implement are refused (400, code unsupported_parameter) rather than ignored: a client that
+    /// asks for JSON or a tool call would otherwise get free text it cannot tell apart. Unknown
+    /// fields are still ignored, as vLLM does.</summary>
+    static void RefuseUnimplemented(SamplingFields body)
+    {
+        switch (body)
+        {
+            case ChatCompletionRequest chat:
+                if (Present(chat.Tools) && !IsString(chat.ToolChoice, "none"))
+                    throw Unsupported("tools", "Tool calling is not supported by this server; leave out 'tools' or set 'tool_choice' to \"none\".");
+                if (Present(chat.Functions) && !IsString(chat.FunctionCall, "none"))
+                    throw Unsupported("functions", "Function calling is not supported by this server; leave out 'functions' or set 'function_call' to \"none\".");
+                if (chat.ResponseFormat is { ValueKind: JsonValueKind.Object } format
+                    && format.TryGetProperty("type", out var type) && !(type.ValueKind == JsonValueKind.String && type.GetString() == "text"))
+                    throw Unsupported("response_format", $"'response_format' of type {Truncate(type.ToString())} is not supported by this server: it cannot constrain output to JSON. Leave it out or use {{\"type\": \"text\"}}.");
+                break;
+            case CompletionRequest completion:
+                if (!string.IsNullOrEmpty(completion.Suffix))
+                    throw Unsupported("suffix", "'suffix' (insertion) is not supported by this server; leave it out.");
+                if (completion.BestOf is { } bestOf && bestOf != (completion.N ?? 1))
+                    throw Unsupported("best_of", "'best_of' is not supported by this server; leave it out, or ask for n choices with 'n'.");
+                break;
+        }
+    }
+
+    /// <summary>A field that is there and not empty (null and [] count as absent, as clients send them).</summary>
+    static bool Present(JsonElement? field) =>
+        field is { } value && value.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
+        && !(value.ValueKind == JsonValueKind.Array && value.GetArrayLength() == 0);
+
+    static bool IsString(JsonElement? field, string text) =>
+        field is { ValueKind: JsonValueKind.String } value && value.GetString() == text;
+
+    static ApiException Unsupported(string param, string message) => ApiException.Invalid(message, param, "unsupported_parameter");
 
     public static int Choices(int? n)
     {

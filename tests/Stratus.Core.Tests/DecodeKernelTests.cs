@@ -65,6 +65,42 @@ public sealed class DecodeKernelTests
         Assert.True(torchLogits.Zip(bf16, (a, b) => Math.Abs(a - b)).Max() < 0.05 * torchLogits.Max(Math.Abs));
     }
 
+    [Theory]
+    [InlineData("gpt2", DecodeWeights.Float32)]
+    [InlineData("gpt2-exact-gelu-no-bias", DecodeWeights.Float32)]
+    [InlineData("llama-untied-bias-rope-scaling", DecodeWeights.Float32)]
+    [InlineData("llama-gqa-tied", DecodeWeights.BFloat16)]
+    public void A_whole_decode_step_in_managed_code_matches_libtorch_layers(string architecture, DecodeWeights weights)
+    {
+        var config = architecture == "gpt2-exact-gelu-no-bias" ? ParityTests.Config("gpt2") with { HiddenAct = "gelu", Bias = false } : ParityTests.Config(architecture);
+        using var model = ParityTests.RandomModel(config);
+        model.DecodeWeights = weights;
+        using var noGrad = no_grad();
+        using var tokens = randint(0, config.VocabSize, [3, 12], dtype: ScalarType.Int64);
+        // Three rows prefilled with 6 tokens, then 6 decode steps: the logits of every decode step.
+        Tensor Decode()
+        {
+            using var cache = model.CreateCache(3, 16);
+            model.Forward(tokens[.., ..6], cache).Dispose();
+            var steps = new List<Tensor>();
+            for (var t = 6; t < 12; t++) steps.Add(model.Forward(tokens[.., t..(t + 1)], cache));
+            using var _ = NewDisposeScope();
+            return cat(steps, 1).MoveToOuterDisposeScope();
+        }
+        using var managed = Decode();
+        // The reference: libtorch's layers around the same kernel's matmuls.
+        model.ManagedDecodeStep = false;
+        using var reference = Decode();
+        var (difference, largest) = ((managed - reference).abs().max().item<float>(), reference.abs().max().item<float>());
+        Assert.True(difference <= 1e-5f * largest, $"max difference {difference}, largest logit {largest}");
+
+        // And the managed step is what ran: a decode step over this cache qualifies.
+        using var cache = model.CreateCache(3, 16);
+        model.Forward(tokens[.., ..6], cache).Dispose();
+        cache.BeginStep(1);
+        Assert.True(DecodeStep.Applies(tokens[.., 6..7], cache, model.DecodeKernel, dropoutActive: false, model.parameters().First()));
+    }
+
     [Fact]
     public void A_decode_step_gives_libtorch_its_threads_back()
     {

@@ -19,9 +19,12 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
     Tensor? writeSlots, readBlocks, mask;
     int span, gathered;
     // Decode steps (one new token per row, fp32 pool on the CPU) attend through this instead of
-    // gathering: oneTokenPositions > 0 marks such a step.
+    // gathering.
     readonly OneTokenAttention oneToken = new();
-    int oneTokenPositions;
+
+    public OneTokenAttention? InPlace { get; private set; }
+
+    public (Tensor Keys, Tensor Values) Buffers(int layer) => (pool.Keys(layer), pool.Values(layer));
 
     /// <summary>Sets up the next forward: row b continues after lengths[b] cached tokens and
     /// owns blockTables[b], which must already cover lengths[b] + newTokens tokens.</summary>
@@ -64,19 +67,19 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         if (OneTokenAttention.Applies(tokens, device, pool.Dtype))
         {
             // Decode: attend in place over the rows' own blocks, no gather.
-            var (kvHeads, dim) = (pool.Keys(0).shape[1], pool.Keys(0).shape[2]);
+            var (kvHeads, dim) = ((int)pool.Keys(0).shape[1], (int)pool.Keys(0).shape[2]);
             var longest = 0;
             for (var b = 0; b < batch; b++) longest = Math.Max(longest, lengths[b] + 1);
-            oneToken.EnsureRows(batch, longest);
+            oneToken.Begin(batch, longest, kvHeads, headStride: dim);
             for (var b = 0; b < batch; b++)
             {
                 oneToken.Lengths[b] = lengths[b] + 1;
                 for (var p = 0; p <= lengths[b]; p++) oneToken.Offsets[b * longest + p] = Slot(b, p) * kvHeads * dim;
             }
-            oneTokenPositions = longest;
+            InPlace = oneToken;
             return positionTensor;
         }
-        oneTokenPositions = 0;
+        InPlace = null;
         var blocksPerRow = 0;
         for (var b = 0; b < batch; b++) blocksPerRow = Math.Max(blocksPerRow, (lengths[b] + tokens + blockSize - 1) / blockSize);
         // Whole blocks are gathered (a few long copies instead of many short ones), so the
@@ -110,8 +113,7 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         var poolValues = pool.Values(layer);
         poolKeys.index_copy_(0, writeSlots!, k.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
         poolValues.index_copy_(0, writeSlots!, v.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
-        if (oneTokenPositions > 0)
-            return oneToken.Compute(q, poolKeys, poolValues, (int)heads, headStride: dim, positionsPerRow: oneTokenPositions);
+        if (InPlace is { } step) return step.Compute(q, poolKeys, poolValues);
         var keys = pool.KeyBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
         var values = pool.ValueBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
         return CachedAttention.Compute(q, keys, values, mask);
@@ -120,5 +122,6 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
     public void EndStep()
     {
         writeSlots = readBlocks = mask = null;
+        InPlace = null;
     }
 }

@@ -45,7 +45,8 @@ public abstract class CausalLanguageModel : nn.Module
     public Device Device => parameters().First().device;
 
     /// <summary>Logits [B, T, vocab] in fp32 for token ids [B, T]; with a cache, the tokens
-    /// continue what the cache holds.</summary>
+    /// continue what the cache holds. A decode step (one token per row, up to the decode kernel's
+    /// rows, its cache stored in place) runs whole in managed code (<see cref="Models.DecodeStep"/>).</summary>
     public Tensor Forward(Tensor tokens, IKvCache? cache = null)
     {
         var length = (int)tokens.shape[1];
@@ -53,12 +54,29 @@ public abstract class CausalLanguageModel : nn.Module
             throw new StratusUserException($"sequence of {length} tokens is longer than block_size {Config.BlockSize}");
         using var threads = Precision.DecodeThreads(tokens);
         using var scope = NewDisposeScope();
-        var hidden = FinalHiddenStates(tokens, length, cache);
-        return Precision.Linear(hidden, LmHeadWeight).to(ScalarType.Float32).MoveToOuterDisposeScope();
+        var positions = cache?.BeginStep(length) ?? arange(length, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0);
+        Tensor logits;
+        if (cache is not null && ManagedDecodeStep && DecodeStep.Applies(tokens, cache, Precision.Decode, training && Config.Dropout > 0, LmHeadWeight, Precision.Adapters.Count > 0))
+            logits = (decodeStep ??= NewDecodeStep()).Run(tokens, cache, Precision.Decode!);
+        else
+            logits = Precision.Linear(FinalHiddenStates(tokens, positions, cache), LmHeadWeight).to(ScalarType.Float32);
+        cache?.EndStep();
+        return logits.MoveToOuterDisposeScope();
     }
 
-    /// <summary>The architecture's body: hidden states [B, T, n_embd] after the final norm.</summary>
-    protected abstract Tensor FinalHiddenStates(Tensor tokens, int length, IKvCache? cache);
+    DecodeStep? decodeStep;
+
+    /// <summary>Whether decode steps that qualify run whole in managed code (the default); when
+    /// off, only their matmuls go through the decode kernel and libtorch runs the rest (what
+    /// benchmarks and tests compare it with).</summary>
+    public bool ManagedDecodeStep { get; set; } = true;
+
+    /// <summary>The architecture's body: hidden states [B, T, n_embd] after the final norm, for
+    /// tokens at positions [B or 1, T] (in a cache's step between its BeginStep and EndStep).</summary>
+    protected abstract Tensor FinalHiddenStates(Tensor tokens, Tensor positions, IKvCache? cache);
+
+    /// <summary>The architecture's whole-step decode in managed code.</summary>
+    protected abstract DecodeStep NewDecodeStep();
 
     /// <summary>The LM head's [vocab, n_embd] weight (the token embedding when tied).</summary>
     protected abstract Tensor LmHeadWeight { get; }

@@ -2,6 +2,7 @@
 // GELU MLP, a final LayerNorm and an LM head tied to the token embedding. Parameter names
 // follow nanoGPT / Hugging Face (transformer.h.0.attn.c_attn.weight ...) so checkpoints map by
 // name; Linear weights are [out, in] as in nn.Linear (HF's Conv1D stores them transposed).
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -21,13 +22,49 @@ public sealed class Gpt : CausalLanguageModel
         AttachAdapters();
     }
 
-    protected override Tensor FinalHiddenStates(Tensor tokens, int length, IKvCache? cache)
+    protected override Tensor FinalHiddenStates(Tensor tokens, Tensor positions, IKvCache? cache)
     {
-        var positions = cache?.BeginStep(length) ?? arange(length, dtype: ScalarType.Int64, device: tokens.device);
         var x = transformer.drop.call(transformer.wte.call(tokens) + transformer.wpe.call(positions));
         for (var i = 0; i < transformer.h.Count; i++) x = transformer.h[i].Forward(x, i, cache);
-        cache?.EndStep();
         return transformer.ln_f.call(x);
+    }
+
+    protected override DecodeStep NewDecodeStep() => new GptDecodeStep(this);
+
+    /// <summary>The layers above for one new token per row, in managed code (see DecodeStep).</summary>
+    sealed unsafe class GptDecodeStep(Gpt model) : DecodeStep(model.Config, 5 * model.Config.NEmbd + model.Config.MlpWidth)
+    {
+        protected override void Layers(Rows rows, ReadOnlySpan<int> ids, ReadOnlySpan<int> positions, IKvCache cache, OneTokenAttention step,
+            DecodeKernel kernel, List<Tensor> temporaries, float* logits)
+        {
+            var (config, t) = (model.Config, model.transformer);
+            var (n, c, mlpWidth, eps) = (rows.Count, rows.Width, config.MlpWidth, config.LayerNormEps);
+            // Scratch per row: normed input or a layer's output (c), q|k|v (3c), attention (c), MLP (mlpWidth).
+            var h = rows.Free;
+            var qkv = h + n * c;
+            var attention = qkv + n * 3 * c;
+            var mlp = attention + n * c;
+            var wte = Data(t.wte.weight!);
+            var wpe = Data(t.wpe.weight!);
+            for (var r = 0; r < n; r++)
+                TensorPrimitives.Add(new ReadOnlySpan<float>(wte + (long)ids[r] * c, c), new ReadOnlySpan<float>(wpe + (long)positions[r] * c, c), rows.Row(rows.X, r, c));
+            for (var i = 0; i < t.h.Count; i++)
+            {
+                var block = t.h[i];
+                LayerNorm(rows, rows.X, h, block.ln_1.weight!, block.ln_1.bias, eps);
+                kernel.Multiply(h, n, c, [new(block.attn.c_attn.weight!, block.attn.c_attn.bias, qkv)], temporaries);
+                Attention(cache, step, i, qkv, 3 * c, qkv + c, qkv + 2 * c, 3 * c, attention, config.NHead, config.HeadDim);
+                kernel.Multiply(attention, n, c, [new(block.attn.c_proj.weight!, block.attn.c_proj.bias, h)], temporaries);
+                AddResidual(rows, h);
+                LayerNorm(rows, rows.X, h, block.ln_2.weight!, block.ln_2.bias, eps);
+                kernel.Multiply(h, n, c, [new(block.mlp.c_fc.weight!, block.mlp.c_fc.bias, mlp)], temporaries);
+                Gelu(mlp, n * mlpWidth, tanhApproximation: block.mlp.approximate == GELU.Approximate.tanh);
+                kernel.Multiply(mlp, n, mlpWidth, [new(block.mlp.c_proj.weight!, block.mlp.c_proj.bias, h)], temporaries);
+                AddResidual(rows, h);
+            }
+            LayerNorm(rows, rows.X, h, t.ln_f.weight!, t.ln_f.bias, eps);
+            kernel.Multiply(h, n, c, [new(t.wte.weight!, null, logits)], temporaries);
+        }
     }
 
     // Tied LM head: the token embedding matrix projects back onto the vocabulary.
@@ -150,7 +187,7 @@ public sealed class Gpt : CausalLanguageModel
             RegisterComponents();
         }
 
-        readonly GELU.Approximate approximate;
+        public readonly GELU.Approximate approximate;
 
         public Tensor Forward(Tensor x) =>
             dropout.call(precision.Linear(F.gelu(precision.Linear(x, c_fc), approximate), c_proj).to(x.dtype));

@@ -22,6 +22,15 @@ public interface IKvCache
 
     /// <summary>Called after the last layer: the new tokens become part of the context.</summary>
     void EndStep();
+
+    /// <summary>Between BeginStep and EndStep of a step of one new token per row over fp32 buffers
+    /// on the CPU: where each row's keys and values lie (the new token's slot is each row's last
+    /// position), so that a whole decode step can store and attend in place (DecodeStep); null
+    /// for any other step.</summary>
+    OneTokenAttention? InPlace { get; }
+
+    /// <summary>The key and value buffers of a layer, as <see cref="InPlace"/>'s offsets index them.</summary>
+    (Tensor Keys, Tensor Values) Buffers(int layer);
 }
 
 /// <summary>
@@ -53,22 +62,27 @@ public sealed class KvCache : IKvCache, IDisposable
     /// <summary>Tokens already in the cache (the position of the next token).</summary>
     public int Length { get; private set; }
 
-    public void Reset() => Length = oneTokenEnd = 0;
+    public void Reset() => Length = 0;
 
     public Tensor BeginStep(int newTokens)
     {
         if (Length + newTokens > Capacity)
             throw new StratusUserException($"the context would grow to {Length + newTokens} tokens, over the model's maximum of {Capacity}; shorten the prompt or --max-tokens");
         pending = newTokens;
+        InPlace = OneTokenAttention.Applies(newTokens, device, keys[0].dtype) ? PlaceOneToken() : null;
         return arange(Length, Length + newTokens, dtype: ScalarType.Int64, device: device).unsqueeze(0);
     }
+
+    public OneTokenAttention? InPlace { get; private set; }
+
+    public (Tensor Keys, Tensor Values) Buffers(int layer) => (keys[layer], values[layer]);
 
     public Tensor Attend(int layer, Tensor q, Tensor k, Tensor v)
     {
         var end = Length + pending;
         keys[layer].narrow(2, Length, pending).copy_(k);
         values[layer].narrow(2, Length, pending).copy_(v);
-        if (OneTokenAttention.Applies(pending, device, keys[layer].dtype)) return AttendOne(layer, q, end);
+        if (InPlace is { } step) return step.Compute(q, keys[layer], values[layer]);
         var allKeys = keys[layer].narrow(2, 0, end);
         var allValues = values[layer].narrow(2, 0, end);
         if (Length == 0 || pending == 1) return CachedAttention.Compute(q, allKeys, allValues, null); // causal from empty; one token sees all
@@ -78,31 +92,27 @@ public sealed class KvCache : IKvCache, IDisposable
         return CachedAttention.Compute(q, allKeys, allValues, key.le(query).unsqueeze(0).unsqueeze(0));
     }
 
-    // One new token per row in fp32 on the CPU (sampling's decode step): OneTokenAttention
-    // over the cache's own [B, KV, capacity, D] buffers, its offsets filled once per step.
+    // One new token per row in fp32 on the CPU (sampling's decode step): the cache's own
+    // [B, KV, capacity, D] buffers, read in place; each step adds one position to every row.
     readonly OneTokenAttention oneToken = new();
-    int oneTokenEnd;
 
-    Tensor AttendOne(int layer, Tensor q, int end)
+    OneTokenAttention PlaceOneToken()
     {
-        var (batch, kvHeads, dim) = ((int)keys[layer].shape[0], (int)keys[layer].shape[1], (int)keys[layer].shape[3]);
-        if (oneTokenEnd != end)
+        var (batch, kvHeads, dim) = ((int)keys[0].shape[0], (int)keys[0].shape[1], (int)keys[0].shape[3]);
+        oneToken.Begin(batch, Capacity, kvHeads, headStride: (long)Capacity * dim);
+        for (var b = 0; b < batch; b++)
         {
-            oneToken.EnsureRows(batch, Capacity);
-            for (var b = 0; b < batch; b++)
-            {
-                oneToken.Lengths[b] = end;
-                for (var s = 0; s < end; s++) oneToken.Offsets[b * Capacity + s] = ((long)b * kvHeads * Capacity + s) * dim;
-            }
-            oneTokenEnd = end;
+            oneToken.Lengths[b] = Length + 1;
+            for (var s = 0; s <= Length; s++) oneToken.Offsets[b * Capacity + s] = ((long)b * kvHeads * Capacity + s) * dim;
         }
-        return oneToken.Compute(q, keys[layer], values[layer], kvHeads, headStride: (long)Capacity * dim, positionsPerRow: Capacity);
+        return oneToken;
     }
 
     public void EndStep()
     {
         Length += pending;
         pending = 0;
+        InPlace = null;
     }
 
     public void Dispose()
@@ -117,55 +127,83 @@ public sealed class KvCache : IKvCache, IDisposable
 /// code that reads the cache in place: softmax(q . k_s / sqrt(D)) weighting v_s over a row's
 /// positions. Through libtorch this decode step is a gather of the cache (the paged pool), a
 /// mask and a dozen small ops per layer, and the paged gather grows with every running
-/// sequence's length. The caller sizes it with <see cref="EnsureRows"/> and fills
+/// sequence's length. A cache sets it up with <see cref="Begin"/> and fills
 /// <see cref="Lengths"/> and <see cref="Offsets"/> (the element offset of each position's key
-/// for key/value head 0; heads lie <c>headStride</c> apart).
+/// for key/value head 0; heads lie <see cref="HeadStride"/> apart); a row's last position is
+/// its new token's slot.
 /// </summary>
-public sealed class OneTokenAttention
+public sealed unsafe class OneTokenAttention
 {
     int[] lengths = [];
     long[] offsets = [];
     float[] scores = [];
 
-    /// <summary>Positions each row attends over.</summary>
+    /// <summary>Positions each row attends over, its new token included.</summary>
     public int[] Lengths => lengths;
-    /// <summary>[row * positionsPerRow + position].</summary>
+    /// <summary>[row * PositionsPerRow + position].</summary>
     public long[] Offsets => offsets;
+    public int Rows { get; private set; }
+    public int PositionsPerRow { get; private set; }
+    public int KvHeads { get; private set; }
+    public long HeadStride { get; private set; }
 
     /// <summary>Steps of one new token per row over a float32 cache on the CPU.</summary>
     public static bool Applies(int newTokens, Device device, ScalarType cacheDtype) =>
         newTokens == 1 && device.type == DeviceType.CPU && cacheDtype == ScalarType.Float32;
 
-    public void EnsureRows(int rows, int positionsPerRow)
+    public void Begin(int rows, int positionsPerRow, int kvHeads, long headStride)
     {
         if (lengths.Length < rows) lengths = new int[rows];
         if (offsets.Length < (long)rows * positionsPerRow) offsets = new long[rows * positionsPerRow];
         if (scores.Length < positionsPerRow) scores = new float[positionsPerRow];
+        (Rows, PositionsPerRow, KvHeads, HeadStride) = (rows, positionsPerRow, kvHeads, headStride);
     }
 
     /// <summary>q [B, H, 1, D] attending over the fp32 buffers <paramref name="keys"/> and
-    /// <paramref name="values"/> (laid out as the offsets say); returns [B, H, 1, D] in q's dtype.
-    /// Compiled fully optimized from the start, as the decode kernel's loops.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public unsafe Tensor Compute(Tensor q, Tensor keys, Tensor values, int kvHeads, long headStride, int positionsPerRow)
+    /// <paramref name="values"/>, whose new token's keys and values are already stored; returns
+    /// [B, H, 1, D] in q's dtype.</summary>
+    public Tensor Compute(Tensor q, Tensor keys, Tensor values)
     {
-        var (batch, heads, dim) = ((int)q.shape[0], (int)q.shape[1], (int)q.shape[3]);
-        var group = heads / kvHeads;
+        var (heads, dim) = ((int)q.shape[1], (int)q.shape[3]);
         using var queries = q.to(ScalarType.Float32).contiguous();
-        var output = empty(batch, heads, 1, dim);
-        var qs = (float*)DecodeKernel.Address(queries);
-        var ys = (float*)DecodeKernel.Address(output);
-        var ks = (float*)DecodeKernel.Address(keys);
-        var vs = (float*)DecodeKernel.Address(values);
-        var scale = 1f / MathF.Sqrt(dim);
-        for (var b = 0; b < batch; b++)
+        var output = empty(Rows, heads, 1, dim);
+        Attend((float*)DecodeKernel.Address(queries), heads * dim, (float*)DecodeKernel.Address(keys), (float*)DecodeKernel.Address(values),
+            (float*)DecodeKernel.Address(output), heads * dim, heads, dim);
+        return q.dtype == ScalarType.Float32 ? output : output.to(q.dtype);
+    }
+
+    /// <summary>Writes each row's new keys and values (k and v: KvHeads heads of D per row, rows
+    /// <paramref name="rowStride"/> floats apart) into its slot of the buffers.</summary>
+    public void Store(float* k, float* v, int rowStride, float* keys, float* values, int dim)
+    {
+        for (var b = 0; b < Rows; b++)
         {
-            var rowOffsets = offsets.AsSpan(b * positionsPerRow, lengths[b]);
+            var slot = offsets[b * PositionsPerRow + lengths[b] - 1];
+            for (var h = 0; h < KvHeads; h++)
+            {
+                var target = slot + h * HeadStride;
+                new Span<float>(k + (long)b * rowStride + h * dim, dim).CopyTo(new Span<float>(keys + target, dim));
+                new Span<float>(v + (long)b * rowStride + h * dim, dim).CopyTo(new Span<float>(values + target, dim));
+            }
+        }
+    }
+
+    /// <summary>The attention of each row's queries (H heads of D, rows <paramref name="qRowStride"/>
+    /// floats apart) over its positions, written to y (H heads of D per row, <paramref name="yRowStride"/>
+    /// apart). Compiled fully optimized from the start, as the decode kernel's loops.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Attend(float* qs, int qRowStride, float* ks, float* vs, float* ys, int yRowStride, int heads, int dim)
+    {
+        var group = heads / KvHeads;
+        var scale = 1f / MathF.Sqrt(dim);
+        for (var b = 0; b < Rows; b++)
+        {
+            var rowOffsets = offsets.AsSpan(b * PositionsPerRow, lengths[b]);
             for (var h = 0; h < heads; h++)
             {
-                var head = h / group * headStride;
-                var qh = qs + (long)(b * heads + h) * dim;
-                var yh = ys + (long)(b * heads + h) * dim;
+                var head = h / group * HeadStride;
+                var qh = qs + (long)b * qRowStride + h * dim;
+                var yh = ys + (long)b * yRowStride + h * dim;
                 var max = float.NegativeInfinity;
                 for (var s = 0; s < rowOffsets.Length; s++)
                 {
@@ -178,10 +216,9 @@ public sealed class OneTokenAttention
                 for (var s = 0; s < rowOffsets.Length; s++) AddScaled(yh, vs + rowOffsets[s] + head, scores[s] / sum, dim);
             }
         }
-        return q.dtype == ScalarType.Float32 ? output : output.to(q.dtype);
     }
 
-    static unsafe float Dot(float* a, float* b, int n)
+    static float Dot(float* a, float* b, int n)
     {
         var i = 0;
         var sum = Vector256<float>.Zero;
@@ -191,7 +228,7 @@ public sealed class OneTokenAttention
         return total;
     }
 
-    static unsafe void AddScaled(float* y, float* x, float weight, int n)
+    static void AddScaled(float* y, float* x, float weight, int n)
     {
         var i = 0;
         var w = Vector256.Create(weight);

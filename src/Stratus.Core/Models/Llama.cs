@@ -40,15 +40,88 @@ public sealed class Llama : CausalLanguageModel
         return result;
     }
 
-    protected override Tensor FinalHiddenStates(Tensor tokens, int length, IKvCache? cache)
+    protected override Tensor FinalHiddenStates(Tensor tokens, Tensor positions, IKvCache? cache)
     {
         // Each row's own positions: in a serving batch the rows continue different contexts.
-        var positions = cache?.BeginStep(length) ?? arange(length, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0);
         var (cos, signedSin) = Rotary(positions);
         var x = model.embed_tokens.call(tokens);
         for (var i = 0; i < model.layers.Count; i++) x = model.layers[i].Forward(x, cos, signedSin, i, cache);
-        cache?.EndStep();
         return model.norm.call(x);
+    }
+
+    protected override DecodeStep NewDecodeStep() => new LlamaDecodeStep(this);
+
+    /// <summary>The layers above for one new token per row, in managed code (see DecodeStep).</summary>
+    sealed unsafe class LlamaDecodeStep(Llama llama) : DecodeStep(llama.Config,
+        3 * llama.Config.NEmbd + 2 * llama.Config.KvHeads * llama.Config.HeadDim + 2 * llama.Config.MlpWidth + llama.Config.HeadDim)
+    {
+        protected override void Layers(Rows rows, ReadOnlySpan<int> ids, ReadOnlySpan<int> positions, IKvCache cache, OneTokenAttention step,
+            DecodeKernel kernel, List<Tensor> temporaries, float* logits)
+        {
+            var (config, model) = (llama.Config, llama.model);
+            var (n, c, heads, kvHeads, dim, mlpWidth, eps) = (rows.Count, rows.Width, config.NHead, config.KvHeads, config.HeadDim, config.MlpWidth, config.RmsNormEps);
+            var kvWidth = kvHeads * dim;
+            // Scratch per row: normed input or a layer's output (c), q (c), k and v (kvWidth each),
+            // attention (c), gate and up (mlpWidth each), the rotation's cos and sin (dim / 2 each).
+            var h = rows.Free;
+            var q = h + n * c;
+            var k = q + n * c;
+            var v = k + n * kvWidth;
+            var attention = v + n * kvWidth;
+            var gate = attention + n * c;
+            var up = gate + n * mlpWidth;
+            var rotation = up + n * mlpWidth;
+            var embedding = Data(model.embed_tokens.weight!);
+            for (var r = 0; r < n; r++)
+            {
+                new ReadOnlySpan<float>(embedding + (long)ids[r] * c, c).CopyTo(rows.Row(rows.X, r, c));
+                // As Rotary: the angle position * frequency in fp32, then its cos and sin.
+                var cos = rotation + r * dim;
+                var sin = cos + dim / 2;
+                for (var i = 0; i < dim / 2; i++)
+                {
+                    var angle = positions[r] * llama.inverseFrequencies[i];
+                    (cos[i], sin[i]) = (MathF.Cos(angle), MathF.Sin(angle));
+                }
+            }
+            for (var i = 0; i < model.layers.Count; i++)
+            {
+                var layer = model.layers[i];
+                var (attn, mlp) = (layer.self_attn, layer.mlp);
+                RmsNorm(rows, rows.X, h, layer.input_layernorm.weight, eps);
+                kernel.Multiply(h, n, c, [new(attn.q_proj.weight!, attn.q_proj.bias, q), new(attn.k_proj.weight!, attn.k_proj.bias, k), new(attn.v_proj.weight!, attn.v_proj.bias, v)], temporaries);
+                for (var r = 0; r < n; r++)
+                {
+                    var cos = rotation + r * dim;
+                    var sin = cos + dim / 2;
+                    for (var head = 0; head < heads; head++) Rotate(q + r * c + head * dim, cos, sin, dim);
+                    for (var head = 0; head < kvHeads; head++) Rotate(k + r * kvWidth + head * dim, cos, sin, dim);
+                }
+                Attention(cache, step, i, q, c, k, v, kvWidth, attention, heads, dim);
+                kernel.Multiply(attention, n, c, [new(attn.o_proj.weight!, null, h)], temporaries);
+                AddResidual(rows, h);
+                RmsNorm(rows, rows.X, h, layer.post_attention_layernorm.weight, eps);
+                kernel.Multiply(h, n, c, [new(mlp.gate_proj.weight!, null, gate), new(mlp.up_proj.weight!, null, up)], temporaries);
+                SwiGlu(gate, up, n * mlpWidth);
+                kernel.Multiply(gate, n, mlpWidth, [new(mlp.down_proj.weight!, null, h)], temporaries);
+                AddResidual(rows, h);
+            }
+            RmsNorm(rows, rows.X, h, model.norm.weight, eps);
+            kernel.Multiply(h, n, c, [new(llama.LmHeadWeight, null, logits)], temporaries);
+        }
+
+        /// <summary>One head rotated in place, Hugging Face's layout: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)
+        /// over its two halves.</summary>
+        static void Rotate(float* x, float* cos, float* sin, int dim)
+        {
+            var half = dim / 2;
+            for (var i = 0; i < half; i++)
+            {
+                var (x1, x2) = (x[i], x[i + half]);
+                x[i] = x1 * cos[i] - x2 * sin[i];
+                x[i + half] = x2 * cos[i] + x1 * sin[i];
+            }
+        }
     }
 
     protected override Tensor LmHeadWeight => lm_head?.weight ?? model.embed_tokens.weight!;

@@ -111,11 +111,14 @@ public sealed class InferenceEngineTests
     }
 
     [Theory]
-    [InlineData("gpt2")]
-    [InlineData("llama")]
-    public void Paged_decoding_predicts_what_a_full_forward_predicts(string architecture)
+    [InlineData("gpt2", DecodeWeights.Torch)]
+    [InlineData("llama", DecodeWeights.Torch)]
+    [InlineData("gpt2", DecodeWeights.Float32)] // decode steps run whole in managed code
+    [InlineData("llama", DecodeWeights.Float32)]
+    public void Paged_decoding_predicts_what_a_full_forward_predicts(string architecture, DecodeWeights weights)
     {
         var (model, tokenizer, pool, runner) = TinyRunner(architecture);
+        model.DecodeWeights = weights;
         using var _ = pool;
         using var noGrad = torch.no_grad();
         // Two rows of different lengths, so the rows' blocks and positions differ in every step.

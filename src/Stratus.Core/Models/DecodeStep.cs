@@ -1,0 +1,182 @@
+// A whole decode step in managed code: one new token for each of up to DecodeKernel.MaxRows
+// rows, every layer from the embedding lookup to the logits, over fp32 activations that never
+// become tensors. Through libtorch the same step is a dozen small ops per layer (norms, views,
+// residual adds, activations, cache writes), each costing microseconds of TorchSharp and
+// dispatch overhead; for a small model that overhead was most of a token's time, and for GPT-2
+// 124M it was about a fifth. The matmuls go through the decode kernel (fp32 or bf16 weights),
+// attention through OneTokenAttention over the KV cache in place; the ops between them are
+// vector loops here (TensorPrimitives where it has the operation), each row on its own, so a
+// row's logits do not depend on the other rows of its batch.
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Stratus.Models;
+
+public abstract unsafe class DecodeStep
+{
+    readonly int width, vocab;
+    // Activation buffers, one set per concurrent step: a step takes the spare set or makes one.
+    Scratch? spare;
+
+    protected DecodeStep(ModelConfig config, int scratchFloatsPerRow)
+    {
+        (width, vocab) = (config.NEmbd, config.VocabSize);
+        ScratchFloatsPerRow = scratchFloatsPerRow;
+    }
+
+    /// <summary>The floats a subclass's layers need per row besides the residual stream.</summary>
+    int ScratchFloatsPerRow { get; }
+
+    /// <summary>Whether the step can run here: a decode kernel, one new token per row for at most
+    /// MaxRows rows, a cache that stores and attends in place, no gradients, no LoRA adapters
+    /// (their extra products go through libtorch), no dropout to apply, fp32 parameters (one
+    /// stands for all).</summary>
+    public static bool Applies(Tensor tokens, IKvCache cache, DecodeKernel? kernel, bool dropoutActive, Tensor parameter, bool adapters = false) =>
+        kernel is not null && cache.InPlace is not null && tokens.shape[1] == 1 && tokens.shape[0] <= DecodeKernel.MaxRows
+        && !is_grad_enabled() && !adapters && !dropoutActive
+        && parameter.dtype == ScalarType.Float32 && parameter.device_type == DeviceType.CPU;
+
+    /// <summary>Logits [B, 1, vocab] for token ids [B, 1] continuing the cache's rows; the cache
+    /// must be between BeginStep and EndStep with <see cref="IKvCache.InPlace"/> set.</summary>
+    public Tensor Run(Tensor tokens, IKvCache cache, DecodeKernel kernel)
+    {
+        var step = cache.InPlace!;
+        var rows = step.Rows;
+        var scratch = Interlocked.Exchange(ref spare, null) ?? new Scratch(width + ScratchFloatsPerRow);
+        var temporaries = new List<Tensor>();
+        try
+        {
+            Span<int> ids = stackalloc int[rows];
+            Span<int> positions = stackalloc int[rows];
+            using (var cpu = tokens.to(ScalarType.Int64).contiguous())
+            {
+                var data = cpu.data<long>();
+                for (var b = 0; b < rows; b++) (ids[b], positions[b]) = ((int)data[b], step.Lengths[b] - 1);
+            }
+            var x = scratch.Floats;
+            var logits = empty(rows, 1, vocab);
+            Layers(new Rows(rows, width, x, x + rows * width), ids, positions, cache, step, kernel, temporaries, (float*)DecodeKernel.Address(logits));
+            return logits;
+        }
+        finally
+        {
+            foreach (var t in temporaries) t.Dispose();
+            spare = scratch;
+        }
+    }
+
+    /// <summary>The residual stream <see cref="X"/> [rows, width] and <c>rows * scratchFloatsPerRow</c>
+    /// floats of scratch at <see cref="Free"/>.</summary>
+    protected readonly struct Rows(int count, int width, float* x, float* free)
+    {
+        public int Count { get; } = count;
+        public int Width { get; } = width;
+        public float* X { get; } = x;
+        public float* Free { get; } = free;
+
+        public Span<float> Row(float* buffer, int row, int size) => new(buffer + (long)row * size, size);
+    }
+
+    /// <summary>The architecture's layers: from the token ids at their positions to the logits
+    /// [rows, vocab].</summary>
+    protected abstract void Layers(Rows rows, ReadOnlySpan<int> ids, ReadOnlySpan<int> positions, IKvCache cache, OneTokenAttention step,
+        DecodeKernel kernel, List<Tensor> temporaries, float* logits);
+
+    /// <summary>A contiguous fp32 CPU parameter, read in place.</summary>
+    protected static float* Data(Tensor parameter) => (float*)DecodeKernel.Address(parameter);
+
+    /// <summary>Stores the rows' new keys and values (rows <paramref name="kvRowStride"/> floats
+    /// apart) in layer <paramref name="layer"/>'s buffers and writes the attention of the queries
+    /// (rows <paramref name="qRowStride"/> apart) to <paramref name="y"/> (rows of heads * headDim).</summary>
+    protected static void Attention(IKvCache cache, OneTokenAttention step, int layer, float* q, int qRowStride, float* k, float* v, int kvRowStride,
+        float* y, int heads, int headDim)
+    {
+        var (keys, values) = cache.Buffers(layer);
+        var keyData = (float*)DecodeKernel.Address(keys);
+        var valueData = (float*)DecodeKernel.Address(values);
+        step.Store(k, v, kvRowStride, keyData, valueData, headDim);
+        step.Attend(q, qRowStride, keyData, valueData, y, heads * headDim, heads, headDim);
+    }
+
+    /// <summary>y = (x - mean) / sqrt(var + eps) * weight + bias for each row (biased variance, as libtorch).</summary>
+    protected static void LayerNorm(Rows rows, float* x, float* y, Tensor weight, Tensor? bias, double eps)
+    {
+        var w = new ReadOnlySpan<float>(Data(weight), rows.Width);
+        var b = bias is null ? default : new ReadOnlySpan<float>(Data(bias), rows.Width);
+        for (var r = 0; r < rows.Count; r++)
+        {
+            var input = rows.Row(x, r, rows.Width);
+            var output = rows.Row(y, r, rows.Width);
+            var mean = TensorPrimitives.Sum<float>(input) / rows.Width;
+            TensorPrimitives.Subtract(input, mean, output);
+            var variance = TensorPrimitives.SumOfSquares<float>(output) / rows.Width;
+            TensorPrimitives.Multiply(output, (float)(1.0 / Math.Sqrt(variance + eps)), output);
+            TensorPrimitives.Multiply(output, w, output);
+            if (bias is not null) TensorPrimitives.Add(output, b, output);
+        }
+    }
+
+    /// <summary>y = x / sqrt(mean(x^2) + eps) * weight for each row (Llama's RMSNorm).</summary>
+    protected static void RmsNorm(Rows rows, float* x, float* y, Tensor weight, double eps)
+    {
+        var w = new ReadOnlySpan<float>(Data(weight), rows.Width);
+        for (var r = 0; r < rows.Count; r++)
+        {
+            var input = rows.Row(x, r, rows.Width);
+            var output = rows.Row(y, r, rows.Width);
+            var meanSquare = TensorPrimitives.SumOfSquares<float>(input) / rows.Width;
+            TensorPrimitives.Multiply(input, (float)(1.0 / Math.Sqrt(meanSquare + eps)), output);
+            TensorPrimitives.Multiply(output, w, output);
+        }
+    }
+
+    /// <summary>x += y over the residual stream.</summary>
+    protected static void AddResidual(Rows rows, float* y)
+    {
+        var size = rows.Count * rows.Width;
+        TensorPrimitives.Add(new ReadOnlySpan<float>(rows.X, size), new ReadOnlySpan<float>(y, size), new Span<float>(rows.X, size));
+    }
+
+    /// <summary>GELU in place: exact (erf) or the tanh approximation (GPT-2's "gelu_new").</summary>
+    protected static void Gelu(float* x, int count, bool tanhApproximation)
+    {
+        if (tanhApproximation)
+        {
+            const float c = 0.7978845608f; // sqrt(2 / pi)
+            for (var i = 0; i < count; i++) x[i] = 0.5f * x[i] * (1f + MathF.Tanh(c * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+            return;
+        }
+        for (var i = 0; i < count; i++) x[i] = 0.5f * x[i] * (1f + Erf(x[i] * 0.70710678f));
+    }
+
+    /// <summary>erf(z) by Abramowitz and Stegun 7.1.26 (absolute error under 1.5e-7, below fp32's
+    /// resolution of erf near 1): .NET has no erf, and TensorPrimitives none either.</summary>
+    static float Erf(float z)
+    {
+        var a = MathF.Abs(z);
+        var t = 1f / (1f + 0.3275911f * a);
+        var poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+        var result = 1f - poly * MathF.Exp(-a * a);
+        return z < 0 ? -result : result;
+    }
+
+    /// <summary>gate = silu(gate) * up, element by element (Llama's SwiGLU).</summary>
+    protected static void SwiGlu(float* gate, float* up, int count)
+    {
+        // silu(g) = g * sigmoid(g)
+        for (var i = 0; i < count; i++) gate[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
+    }
+
+    sealed class Scratch
+    {
+        readonly float[] floats;
+
+        public Scratch(int floatsPerRow) => floats = GC.AllocateUninitializedArray<float>(floatsPerRow * DecodeKernel.MaxRows, pinned: true);
+
+        // Pinned at allocation: the address never moves.
+        public float* Floats => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(floats));
+    }
+}

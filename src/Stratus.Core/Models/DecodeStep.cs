@@ -10,6 +10,7 @@
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -102,6 +103,7 @@ public abstract unsafe class DecodeStep
     }
 
     /// <summary>y = (x - mean) / sqrt(var + eps) * weight + bias for each row (biased variance, as libtorch).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected static void LayerNorm(Rows rows, float* x, float* y, Tensor weight, Tensor? bias, double eps)
     {
         var w = new ReadOnlySpan<float>(Data(weight), rows.Width);
@@ -120,6 +122,7 @@ public abstract unsafe class DecodeStep
     }
 
     /// <summary>y = x / sqrt(mean(x^2) + eps) * weight for each row (Llama's RMSNorm).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected static void RmsNorm(Rows rows, float* x, float* y, Tensor weight, double eps)
     {
         var w = new ReadOnlySpan<float>(Data(weight), rows.Width);
@@ -134,40 +137,71 @@ public abstract unsafe class DecodeStep
     }
 
     /// <summary>x += y over the residual stream.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected static void AddResidual(Rows rows, float* y)
     {
         var size = rows.Count * rows.Width;
         TensorPrimitives.Add(new ReadOnlySpan<float>(rows.X, size), new ReadOnlySpan<float>(y, size), new Span<float>(rows.X, size));
     }
 
+    // The activations below take 8 floats at a time (Vector256.Exp, since .NET 9), then the rest
+    // one by one through the same formulas: a scalar MathF loop over GPT-2 124M's 3,072 MLP
+    // outputs per layer cost 21 us (erf) to 47 us (tanh) per token per layer, these 3.2-3.7 us.
+    // These loops, like the decode kernel's, are compiled fully optimized from the start, their
+    // helpers inlined: tiered compilation's first code runs vector operations as calls (20 us
+    // for those 3,072), and a short generation never leaves it.
+
     /// <summary>GELU in place: exact (erf) or the tanh approximation (GPT-2's "gelu_new").</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected static void Gelu(float* x, int count, bool tanhApproximation)
     {
-        if (tanhApproximation)
+        var i = 0;
+        for (; i + 8 <= count; i += 8)
         {
-            const float c = 0.7978845608f; // sqrt(2 / pi)
-            for (var i = 0; i < count; i++) x[i] = 0.5f * x[i] * (1f + MathF.Tanh(c * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
-            return;
+            var v = Vector256.Load(x + i);
+            var inner = tanhApproximation ? Tanh(Vector256.Create(SqrtTwoOverPi) * (v + Vector256.Create(0.044715f) * v * v * v)) : Erf(v * Vector256.Create(OneOverSqrtTwo));
+            (Vector256.Create(0.5f) * v * (Vector256<float>.One + inner)).Store(x + i);
         }
-        for (var i = 0; i < count; i++) x[i] = 0.5f * x[i] * (1f + Erf(x[i] * 0.70710678f));
+        for (; i < count; i++)
+        {
+            var v = Vector256.Create(x[i]);
+            var inner = tanhApproximation ? Tanh(Vector256.Create(SqrtTwoOverPi) * (v + Vector256.Create(0.044715f) * v * v * v)) : Erf(v * Vector256.Create(OneOverSqrtTwo));
+            x[i] = (Vector256.Create(0.5f) * v * (Vector256<float>.One + inner)).ToScalar();
+        }
     }
 
-    /// <summary>erf(z) by Abramowitz and Stegun 7.1.26 (absolute error under 1.5e-7, below fp32's
-    /// resolution of erf near 1): .NET has no erf, and TensorPrimitives none either.</summary>
-    static float Erf(float z)
+    const float SqrtTwoOverPi = 0.7978845608f, OneOverSqrtTwo = 0.70710678f;
+
+    /// <summary>tanh(u) = 1 - 2 / (exp(2u) + 1): exact at the limits (exp overflowing to infinity
+    /// gives 1), absolute error near fp32's resolution elsewhere.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Tanh(Vector256<float> u) =>
+        Vector256<float>.One - Vector256.Create(2f) / (Vector256.Exp(u + u) + Vector256<float>.One);
+
+    /// <summary>erf(z) by Abramowitz and Stegun 7.1.26 (absolute error under 1.5e-7, about fp32's
+    /// resolution of erf near 1): .NET has no erf, nor does TensorPrimitives.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> Erf(Vector256<float> z)
     {
-        var a = MathF.Abs(z);
-        var t = 1f / (1f + 0.3275911f * a);
-        var poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-        var result = 1f - poly * MathF.Exp(-a * a);
-        return z < 0 ? -result : result;
+        var a = Vector256.Abs(z);
+        var t = Vector256<float>.One / (Vector256<float>.One + Vector256.Create(0.3275911f) * a);
+        var poly = t * (Vector256.Create(0.254829592f) + t * (Vector256.Create(-0.284496736f) + t * (Vector256.Create(1.421413741f)
+            + t * (Vector256.Create(-1.453152027f) + t * Vector256.Create(1.061405429f)))));
+        var magnitude = Vector256<float>.One - poly * Vector256.Exp(-(a * a));
+        return Vector256.CopySign(magnitude, z);
     }
 
-    /// <summary>gate = silu(gate) * up, element by element (Llama's SwiGLU).</summary>
+    /// <summary>gate = silu(gate) * up = gate / (1 + exp(-gate)) * up, element by element (Llama's SwiGLU).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     protected static void SwiGlu(float* gate, float* up, int count)
     {
-        // silu(g) = g * sigmoid(g)
-        for (var i = 0; i < count; i++) gate[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
+        var i = 0;
+        for (; i + 8 <= count; i += 8)
+        {
+            var g = Vector256.Load(gate + i);
+            (g / (Vector256<float>.One + Vector256.Exp(-g)) * Vector256.Load(up + i)).Store(gate + i);
+        }
+        for (; i < count; i++) gate[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
     }
 
     sealed class Scratch

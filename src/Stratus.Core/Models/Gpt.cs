@@ -3,6 +3,7 @@
 // follow nanoGPT / Hugging Face (transformer.h.0.attn.c_attn.weight ...) so checkpoints map by
 // name; Linear weights are [out, in] as in nn.Linear (HF's Conv1D stores them transposed).
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
+using System.Runtime.CompilerServices;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -34,6 +35,7 @@ public sealed class Gpt : CausalLanguageModel
     /// <summary>The layers above for one new token per row, in managed code (see DecodeStep).</summary>
     sealed unsafe class GptDecodeStep(Gpt model) : DecodeStep(model.Config, 5 * model.Config.NEmbd + model.Config.MlpWidth)
     {
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         protected override void Layers(Rows rows, ReadOnlySpan<int> ids, ReadOnlySpan<int> positions, IKvCache cache, OneTokenAttention step,
             DecodeKernel kernel, List<Tensor> temporaries, float* logits)
         {

@@ -4,6 +4,7 @@
 // Face's (model.layers.0.self_attn.q_proj.weight ...) so HF checkpoints map by name, and the
 // rotary embedding uses HF's "rotate half" layout (llama.cpp's interleaved layout is reached by
 // permuting q/k rows on GGUF export).
+using System.Runtime.CompilerServices;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -55,6 +56,7 @@ public sealed class Llama : CausalLanguageModel
     sealed unsafe class LlamaDecodeStep(Llama llama) : DecodeStep(llama.Config,
         3 * llama.Config.NEmbd + 2 * llama.Config.KvHeads * llama.Config.HeadDim + 2 * llama.Config.MlpWidth + llama.Config.HeadDim)
     {
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         protected override void Layers(Rows rows, ReadOnlySpan<int> ids, ReadOnlySpan<int> positions, IKvCache cache, OneTokenAttention step,
             DecodeKernel kernel, List<Tensor> temporaries, float* logits)
         {
@@ -112,6 +114,7 @@ public sealed class Llama : CausalLanguageModel
 
         /// <summary>One head rotated in place, Hugging Face's layout: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)
         /// over its two halves.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         static void Rotate(float* x, float* cos, float* sin, int dim)
         {
             var half = dim / 2;

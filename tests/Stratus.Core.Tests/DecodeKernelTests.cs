@@ -95,10 +95,16 @@ public sealed class DecodeKernelTests
         Assert.True(difference <= 1e-5f * largest, $"max difference {difference}, largest logit {largest}");
 
         // And the managed step is what ran: a decode step over this cache qualifies.
+        model.ManagedDecodeStep = true;
         using var cache = model.CreateCache(3, 16);
         model.Forward(tokens[.., ..6], cache).Dispose();
         cache.BeginStep(1);
         Assert.True(DecodeStep.Applies(tokens[.., 6..7], cache, model.DecodeKernel, dropoutActive: false, model.parameters().First()));
+        cache.EndStep();
+        // A token id past the vocabulary is refused, as libtorch's embedding lookup does, not read
+        // from past the table's end.
+        using var outside = tensor(new long[] { 1, config.VocabSize, 2 }, [3, 1]);
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward(outside, cache));
     }
 
     [Fact]

@@ -18,13 +18,13 @@ namespace Stratus.Models;
 
 public abstract unsafe class DecodeStep
 {
-    readonly int width, vocab;
+    readonly int width, vocab, blockSize;
     // Activation buffers, one set per concurrent step: a step takes the spare set or makes one.
     Scratch? spare;
 
     protected DecodeStep(ModelConfig config, int scratchFloatsPerRow)
     {
-        (width, vocab) = (config.NEmbd, config.VocabSize);
+        (width, vocab, blockSize) = (config.NEmbd, config.VocabSize, config.BlockSize);
         ScratchFloatsPerRow = scratchFloatsPerRow;
     }
 
@@ -54,8 +54,15 @@ public abstract unsafe class DecodeStep
             Span<int> positions = stackalloc int[rows];
             using (var cpu = tokens.to(ScalarType.Int64).contiguous())
             {
+                // The layers index tables with these: out of range they would read past them,
+                // where libtorch's lookup throws.
                 var data = cpu.data<long>();
-                for (var b = 0; b < rows; b++) (ids[b], positions[b]) = ((int)data[b], step.Lengths[b] - 1);
+                for (var b = 0; b < rows; b++)
+                {
+                    if ((ulong)data[b] >= (ulong)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {data[b]} is outside the vocabulary of {vocab}");
+                    if ((uint)(step.Lengths[b] - 1) >= (uint)blockSize) throw new ArgumentOutOfRangeException(nameof(cache), $"position {step.Lengths[b] - 1} is past the model's block_size {blockSize}");
+                    (ids[b], positions[b]) = ((int)data[b], step.Lengths[b] - 1);
+                }
             }
             var x = scratch.Floats;
             var logits = empty(rows, 1, vocab);

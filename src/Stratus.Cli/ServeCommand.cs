@@ -27,7 +27,8 @@ static class ServeCommand
         var dataDir = TrustCommands.DataDirOption();
         var insecure = new Option<bool>("--insecure-no-auth") { Description = "serve without API keys (loopback addresses only)" };
         var decodeWeights = new DecodeWeightsOption();
-        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option };
+        var noPrefixCaching = new Option<bool>("--no-prefix-caching") { Description = "compute every prompt in full instead of reusing the KV blocks of prompt prefixes seen before" };
+        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, noPrefixCaching };
         command.SetAction(async (result, cancellation) =>
         {
             var specs = result.GetValue(models)!.Select(ModelSpec.Parse).ToArray();
@@ -37,6 +38,7 @@ static class ServeCommand
                 MaxWaiting = result.GetValue(waiting),
                 MaxKvCacheBytes = result.GetValue(kvMb) * 1024L * 1024L,
                 DecodeWeights = decodeWeights.Value(result),
+                PrefixCaching = !result.GetValue(noPrefixCaching),
             };
             var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure) };
             await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, result.GetValue(threads), trust, apiKey: null, cancellation);

@@ -156,6 +156,20 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task Usage_counts_the_prompt_tokens_the_prefix_cache_supplied()
+    {
+        // A prompt no other test sends (the fixture's server is shared), 40 characters: five
+        // whole KV blocks of 8, four of which a second prompt with the same start may take.
+        var random = new Random();
+        var start = new string(Enumerable.Range(0, 36).Select(_ => "abcdefghijklmnopqrstuvwxyz "[random.Next(27)]).ToArray());
+        var first = await PostJson("/v1/completions", new { model = "tiny", prompt = start + "abcd", max_tokens = 2 });
+        Assert.Equal(0, (int)first["usage"]!["prompt_tokens_details"]!["cached_tokens"]!);
+        var second = await PostJson("/v1/completions", new { model = "tiny", prompt = start + "wxyz", max_tokens = 2 });
+        Assert.Equal(40, (int)second["usage"]!["prompt_tokens"]!);
+        Assert.Equal(32, (int)second["usage"]!["prompt_tokens_details"]!["cached_tokens"]!);
+    }
+
+    [Fact]
     public async Task Tools_json_mode_suffix_and_best_of_are_refused_not_ignored()
     {
         var tool = new[] { new { type = "function", function = new { name = "lookup", parameters = new { type = "object" } } } };

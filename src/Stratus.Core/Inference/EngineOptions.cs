@@ -27,6 +27,11 @@ public sealed record EngineOptions
     /// at 8, and on par with libtorch for a 0.8 M-parameter model), bf16 copies of them (faster
     /// again, bf16 rounding), or libtorch's matmul.</summary>
     public DecodeWeights DecodeWeights { get; init; } = DecodeWeights.Float32;
+    /// <summary>Reuse the keys and values of whole KV blocks that an earlier prompt began with
+    /// (a shared system prompt, a conversation's earlier turns) instead of computing them again,
+    /// as vLLM's automatic prefix caching. Requests that ask for prompt log-probabilities are
+    /// computed in full.</summary>
+    public bool PrefixCaching { get; init; } = true;
 
     public void Validate()
     {

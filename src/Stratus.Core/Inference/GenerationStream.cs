@@ -29,6 +29,7 @@ public sealed class GenerationStream
     }
 
     public int PromptTokens => sequence.PromptLength;
+    public int CachedPromptTokens => sequence.CachedPromptTokens;
     /// <summary>Tokens generated so far (up to a stop string: later ones are not counted).</summary>
     public int CompletionTokens { get; private set; }
     /// <summary>Prompt tokens' log-probabilities (GenerationRequest.PromptLogprobs), available

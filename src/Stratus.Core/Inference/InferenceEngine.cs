@@ -37,7 +37,7 @@ public sealed class InferenceEngine : IDisposable
         var bytesPerBlock = KvBlockPool.BytesPerBlock(config.NLayer, model.KvHeads, config.HeadDim, options.BlockSize, model.ComputeDtype);
         var blocks = options.KvBlocks ?? (int)Math.Max(blocksPerContext, Math.Min((long)options.MaxBatchSize * blocksPerContext, options.MaxKvCacheBytes / bytesPerBlock));
         Options = options;
-        pool = new KvBlockPool(config.NLayer, model.KvHeads, config.HeadDim, blocks, options.BlockSize, model.ComputeDtype, model.Device);
+        pool = new KvBlockPool(config.NLayer, model.KvHeads, config.HeadDim, blocks, options.BlockSize, model.ComputeDtype, model.Device, options.PrefixCaching);
         scheduler = new Scheduler(Options, pool.Allocator);
         runner = new ModelRunner(model, pool);
         if (tokenizer.EndOfTextId is { } eot) endTokens.Add(eot);
@@ -141,14 +141,15 @@ public sealed class InferenceEngine : IDisposable
             runner.Decode(decode, chosen);
             for (var i = 0; i < decode.Count; i++) Update(decode[i], chosen[i]);
         }
-        // Prompts of equal length are prefilled together, one length at a time. Cancelled
-        // ones are skipped here and released by the next Schedule.
-        prefill.Sort(ByPromptLength);
+        // Prompts with as many tokens left to compute (past their cached prefix) are prefilled
+        // together, one length at a time. Cancelled ones are skipped here and released by the
+        // next Schedule.
+        prefill.Sort(ByUncachedLength);
         for (var start = 0; start < prefill.Count;)
         {
-            var length = prefill[start].PromptLength;
+            var length = prefill[start].UncachedPromptTokens;
             group.Clear();
-            for (; start < prefill.Count && prefill[start].PromptLength == length; start++)
+            for (; start < prefill.Count && prefill[start].UncachedPromptTokens == length; start++)
                 if (!prefill[start].CancelRequested) group.Add(prefill[start]);
             if (group.Count == 0) continue;
             if (chosen.Length < group.Count) chosen = new GeneratedToken[Math.Max(group.Count, chosen.Length * 2)];
@@ -156,13 +157,14 @@ public sealed class InferenceEngine : IDisposable
             runner.Prefill(group, chosen);
             for (var g = 0; g < group.Count; g++)
             {
+                scheduler.Prefilled(group[g]);
                 if (group[g].Request.MaxTokens == 0) scheduler.Release(group[g], FinishReason.Length);
                 else Update(group[g], chosen[g]);
             }
         }
     }
 
-    static readonly Comparison<Sequence> ByPromptLength = (a, b) => a.PromptLength.CompareTo(b.PromptLength);
+    static readonly Comparison<Sequence> ByUncachedLength = (a, b) => a.UncachedPromptTokens.CompareTo(b.UncachedPromptTokens);
 
     /// <summary>Appends a chosen token and ends the sequence when it is done.</summary>
     void Update(Sequence sequence, GeneratedToken token)

@@ -6,28 +6,47 @@ using static TorchSharp.torch;
 
 namespace Stratus.Inference;
 
-/// <summary>Block bookkeeping without tensors, so the scheduler can be tested without a model.</summary>
+/// <summary>
+/// Block bookkeeping without tensors, so the scheduler can be tested without a model; with
+/// prefix caching (vLLM's automatic prefix caching), also which blocks hold the keys and values
+/// of which prompt prefix. A full prompt block is known by a digest of every token up to its
+/// end, so a later prompt that starts the same way takes those blocks instead of computing them
+/// again. A block no sequence holds any more keeps its contents until it is needed: free blocks
+/// are handed out first, then cached ones, least recently used first.
+/// </summary>
 public sealed class BlockAllocator
 {
     readonly Stack<int> free;
+    readonly int[] holders;
+    readonly UInt128?[] prefixOf;
+    readonly Dictionary<UInt128, int> cached = [];
+    readonly LinkedList<int> evictable = new();
+    readonly LinkedListNode<int>?[] evictableNode;
     int used;
 
-    public BlockAllocator(int blockCount, int blockSize)
+    public BlockAllocator(int blockCount, int blockSize, bool prefixCaching = false)
     {
         if (blockCount < 1) throw new StratusUserException($"the KV cache needs at least one block, got {blockCount}");
         if (blockSize < 1) throw new StratusUserException($"the KV block size must be positive, got {blockSize}");
         BlockCount = blockCount;
         BlockSize = blockSize;
+        PrefixCaching = prefixCaching;
         free = new Stack<int>(blockCount);
         // Pushed in reverse so block 0 is handed out first (easier to read in a debugger).
         for (var i = blockCount - 1; i >= 0; i--) free.Push(i);
+        holders = new int[blockCount];
+        prefixOf = new UInt128?[blockCount];
+        evictableNode = new LinkedListNode<int>?[blockCount];
     }
 
     public int BlockCount { get; }
     public int BlockSize { get; }
+    public bool PrefixCaching { get; }
 
-    /// <summary>Read by metrics from other threads; written only by the engine thread.</summary>
+    /// <summary>Blocks held by sequences. Read by metrics from other threads; written only by
+    /// the engine thread.</summary>
     public int UsedBlocks => Volatile.Read(ref used);
+    /// <summary>Blocks that can be handed out: free ones and cached ones no sequence holds.</summary>
     public int FreeBlocks => BlockCount - UsedBlocks;
 
     public int BlocksFor(int tokens) => (tokens + BlockSize - 1) / BlockSize;
@@ -35,17 +54,98 @@ public sealed class BlockAllocator
     /// <summary>Appends <paramref name="count"/> blocks to <paramref name="into"/>, or none at all.</summary>
     public bool TryAllocate(int count, List<int> into)
     {
-        if (count > free.Count) return false;
-        for (var i = 0; i < count; i++) into.Add(free.Pop());
+        if (count > free.Count + evictable.Count) return false;
+        for (var i = 0; i < count; i++)
+        {
+            int block;
+            if (free.Count > 0) block = free.Pop();
+            else
+            {
+                block = evictable.First!.Value;
+                Forget(block);
+            }
+            holders[block] = 1;
+            into.Add(block);
+        }
         Volatile.Write(ref used, used + count);
         return true;
     }
 
+    /// <summary>Lets go of the blocks; those no sequence holds any more become free, or stay
+    /// cached until needed when they hold a prompt prefix.</summary>
     public void Free(List<int> blocks)
     {
-        foreach (var block in blocks) free.Push(block);
-        Volatile.Write(ref used, used - blocks.Count);
+        var released = 0;
+        foreach (var block in blocks)
+        {
+            if (--holders[block] > 0) continue;
+            released++;
+            if (prefixOf[block] is null) free.Push(block);
+            else evictableNode[block] = evictable.AddLast(block);
+        }
+        Volatile.Write(ref used, used - released);
         blocks.Clear();
+    }
+
+    /// <summary>Takes the cached blocks that hold the longest run of whole blocks at the start of
+    /// <paramref name="prompt"/>, appending them to <paramref name="into"/>; at least one prompt
+    /// token is always left to compute (its logits choose the first new token). Returns the
+    /// tokens they cover.</summary>
+    public int AcquirePrefix(ReadOnlySpan<int> prompt, List<int> into)
+    {
+        if (!PrefixCaching) return 0;
+        var key = default(UInt128);
+        var blocks = (prompt.Length - 1) / BlockSize;
+        for (var i = 0; i < blocks; i++)
+        {
+            key = PrefixKey(key, prompt.Slice(i * BlockSize, BlockSize));
+            if (!cached.TryGetValue(key, out var block)) return i * BlockSize;
+            if (holders[block]++ == 0)
+            {
+                evictable.Remove(evictableNode[block]!);
+                evictableNode[block] = null;
+                Volatile.Write(ref used, used + 1);
+            }
+            into.Add(block);
+        }
+        return blocks * BlockSize;
+    }
+
+    /// <summary>Records that <paramref name="blocks"/> now hold the keys and values of
+    /// <paramref name="prompt"/> (after its prefill), so later prompts can take its whole blocks.</summary>
+    public void Register(ReadOnlySpan<int> prompt, IReadOnlyList<int> blocks)
+    {
+        if (!PrefixCaching) return;
+        var key = default(UInt128);
+        for (var i = 0; i < prompt.Length / BlockSize; i++)
+        {
+            key = PrefixKey(key, prompt.Slice(i * BlockSize, BlockSize));
+            var block = blocks[i];
+            if (prefixOf[block] is not null || !cached.TryAdd(key, block)) continue; // taken from the cache, or cached twice
+            prefixOf[block] = key;
+        }
+    }
+
+    void Forget(int block)
+    {
+        evictable.Remove(evictableNode[block]!);
+        evictableNode[block] = null;
+        cached.Remove(prefixOf[block]!.Value);
+        prefixOf[block] = null;
+    }
+
+    /// <summary>The key of a block: a 128-bit digest (SHA-256, truncated) of the previous block's
+    /// key and this block's tokens, so it names the whole prefix. A collision would hand a prompt
+    /// another's keys and values, so the digest is cryptographic, as vLLM's sha256 option.</summary>
+    static UInt128 PrefixKey(UInt128 previous, ReadOnlySpan<int> tokens)
+    {
+        var size = 16 + tokens.Length * sizeof(int);
+        Span<byte> input = size <= 1024 ? stackalloc byte[size] : new byte[size];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt128LittleEndian(input, previous);
+        System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens).CopyTo(input[16..]);
+        Span<byte> digest = stackalloc byte[32];
+        System.Security.Cryptography.SHA256.HashData(input, digest);
+        return System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(digest);
     }
 }
 
@@ -58,9 +158,9 @@ public sealed class KvBlockPool : IDisposable
 {
     readonly Tensor[] keys, values, keyBlocks, valueBlocks;
 
-    public KvBlockPool(int layers, int kvHeads, int headDim, int blockCount, int blockSize, ScalarType dtype, Device device)
+    public KvBlockPool(int layers, int kvHeads, int headDim, int blockCount, int blockSize, ScalarType dtype, Device device, bool prefixCaching = false)
     {
-        Allocator = new BlockAllocator(blockCount, blockSize);
+        Allocator = new BlockAllocator(blockCount, blockSize, prefixCaching);
         Device = device;
         Dtype = dtype;
         keys = new Tensor[layers];

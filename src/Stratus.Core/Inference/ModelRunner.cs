@@ -25,22 +25,22 @@ public sealed class ModelRunner
         sampler = new LogitsSampler(vocab);
     }
 
-    /// <summary>Runs prompts of equal length through the model in one forward and chooses each
-    /// one's first generated token (n choices of one prompt, or a burst of equal prompts, share
-    /// one prefill's fixed costs).</summary>
+    /// <summary>Runs the prompts past their cached prefixes (as many tokens each) through the
+    /// model in one forward and chooses each one's first generated token (n choices of one
+    /// prompt, or a burst of equal prompts, share one prefill's fixed costs).</summary>
     public void Prefill(List<Sequence> rows, Span<GeneratedToken> chosen)
     {
         var batch = rows.Count;
-        var length = rows[0].PromptLength;
+        var length = rows[0].UncachedPromptTokens;
         EnsureCapacity(batch);
         var input = new long[batch * length];
         for (var b = 0; b < batch; b++)
         {
             var sequence = rows[b];
-            if (sequence.PromptLength != length) throw new InvalidOperationException("a prefill batch needs prompts of one length");
-            lengths[b] = 0;
+            if (sequence.UncachedPromptTokens != length) throw new InvalidOperationException("a prefill batch needs as many uncached prompt tokens in every row");
+            lengths[b] = sequence.CachedPromptTokens;
             tables[b] = sequence.Blocks;
-            var prompt = sequence.Tokens;
+            var prompt = sequence.Tokens[sequence.CachedPromptTokens..sequence.PromptLength];
             for (var i = 0; i < length; i++) input[b * length + i] = prompt[i];
         }
         cache.Prepare(batch, length, lengths, tables);
@@ -50,13 +50,14 @@ public sealed class ModelRunner
             CopyRows(output[.., -1, ..], batch);
             for (var b = 0; b < batch; b++)
             {
+                // Such requests never take cached blocks: the whole prompt is in this forward.
                 if (rows[b].Request.PromptLogprobs is { } alternatives && length > 1)
                     rows[b].PromptLogprobs = ScorePrompt(output[b].narrow(0, 0, length - 1), input.AsSpan(b * length, length), alternatives);
             }
         }
         for (var b = 0; b < batch; b++)
         {
-            rows[b].CachedTokens = length;
+            rows[b].CachedTokens = rows[b].PromptLength;
             chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, vocab), rows[b]);
         }
     }

@@ -57,19 +57,29 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
                 if (waiting.First is null) break;
                 next = waiting.First.Value;
                 if (tokensInFlight + next.ReservedTokens > tokenLimit) break;
-                if (prefill.Count > 0 && prefillTokens + next.PromptLength > options.MaxPrefillTokensPerStep) break;
-                if (!blocks.TryAllocate(blocks.BlocksFor(next.ReservedTokens), next.Blocks)) break;
+                if (prefill.Count > 0 && prefillTokens + next.PromptLength > options.MaxPrefillTokensPerStep) break; // before the cache is consulted: an upper bound
+                // Prompt log-probabilities need every prompt position computed.
+                var cachedTokens = next.Request.PromptLogprobs is null ? blocks.AcquirePrefix(next.Tokens[..next.PromptLength], next.Blocks) : 0;
+                if (!blocks.TryAllocate(blocks.BlocksFor(next.ReservedTokens) - next.Blocks.Count, next.Blocks))
+                {
+                    blocks.Free(next.Blocks);
+                    break;
+                }
+                next.CachedTokens = next.CachedPromptTokens = cachedTokens;
                 waiting.RemoveFirst();
                 waitingCount--;
             }
             tokensInFlight += next.ReservedTokens;
-            prefillTokens += next.PromptLength;
+            prefillTokens += next.UncachedPromptTokens;
             running.Add(next);
             prefill.Add(next);
         }
         Volatile.Write(ref runningCount, running.Count);
         return (prefill, decode);
     }
+
+    /// <summary>After a sequence's prefill: its whole prompt blocks join the prefix cache.</summary>
+    public void Prefilled(Sequence sequence) => blocks.Register(sequence.Tokens[..sequence.PromptLength], sequence.Blocks);
 
     /// <summary>Ends a running sequence and returns its blocks to the pool.</summary>
     public void Release(Sequence sequence, string reason, Exception? error = null)

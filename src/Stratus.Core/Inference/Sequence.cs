@@ -38,6 +38,11 @@ public sealed class Sequence
 
     /// <summary>Tokens whose keys and values are in the cache.</summary>
     internal int CachedTokens { get; set; }
+
+    /// <summary>Prompt tokens whose keys and values came from the prefix cache (set on admission).</summary>
+    public int CachedPromptTokens { get; internal set; }
+
+    internal int UncachedPromptTokens => PromptLength - CachedPromptTokens;
     internal List<int> Blocks { get; } = [];
     internal CancellationTokenRegistration CancellationRegistration { get; set; }
     internal Random? Random { get; }

@@ -6,10 +6,13 @@ using Stratus.Safety;
 
 namespace Stratus.Server.Api;
 
-public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens)
+public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens, PromptTokensDetails PromptTokensDetails)
 {
-    public static Usage Of(int prompt, int completion) => new(prompt, completion, prompt + completion);
+    public static Usage Of(int prompt, int completion, int cachedPrompt) => new(prompt, completion, prompt + completion, new PromptTokensDetails(cachedPrompt));
 }
+
+/// <summary>cached_tokens: prompt tokens whose keys and values came from the prefix cache.</summary>
+public sealed record PromptTokensDetails(int CachedTokens);
 
 public sealed record ModelList(IReadOnlyList<ModelCard> Data)
 {

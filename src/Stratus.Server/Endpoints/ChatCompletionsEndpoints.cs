@@ -68,7 +68,7 @@ public static class ChatCompletionsEndpoints
             var lp = logprobs && finish[i] != ContentFilterFinishReason ? new ChatLogprobs(tokenLogprobs[i]!) : null;
             result[i] = new ChatChoice(i, new ChatMessageOut(texts[i].ToString()), lp, finish[i]) { ContentFilterResults = filterResults[i] };
         }
-        return new ChatCompletion(id, created, model.Name, result, Usage.Of(run.PromptTokens, run.CompletionTokens)) { PromptFilterResults = run.PromptFilterResults };
+        return new ChatCompletion(id, created, model.Name, result, Usage.Of(run.PromptTokens, run.CompletionTokens, run.CachedPromptTokens)) { PromptFilterResults = run.PromptFilterResults };
     }
 
     static async Task StreamAsync(HttpContext http, GenerationRun run, ServedModel model, string id, long created, int choices, bool includeUsage, bool logprobs, CancellationToken cancellation)
@@ -91,7 +91,7 @@ public static class ChatCompletionsEndpoints
             }
         }
         if (includeUsage)
-            await events.WriteAsync(new ChatCompletionChunk(id, created, model.Name, []) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens) }, cancellation);
+            await events.WriteAsync(new ChatCompletionChunk(id, created, model.Name, []) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens, run.CachedPromptTokens) }, cancellation);
         await events.DoneAsync(cancellation);
     }
 

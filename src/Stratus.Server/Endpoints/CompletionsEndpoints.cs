@@ -73,7 +73,7 @@ public static class CompletionsEndpoints
                 await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason) { ContentFilterResults = piece.FilterResults }]), cancellation);
             }
             if (body.StreamOptions?.IncludeUsage == true)
-                await events.WriteAsync(new Completion(id, created, model.Name, []) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens) }, cancellation);
+                await events.WriteAsync(new Completion(id, created, model.Name, []) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens, run.CachedPromptTokens) }, cancellation);
             await events.DoneAsync(cancellation);
             return;
         }
@@ -102,7 +102,7 @@ public static class CompletionsEndpoints
         }
         await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result)
         {
-            Usage = Usage.Of(run.PromptTokens, run.CompletionTokens),
+            Usage = Usage.Of(run.PromptTokens, run.CompletionTokens, run.CachedPromptTokens),
             PromptFilterResults = run.PromptFilterResults,
         }, OpenAiJson.Options, cancellation);
     }

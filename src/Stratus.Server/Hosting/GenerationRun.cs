@@ -44,6 +44,8 @@ public sealed class GenerationRun : IAsyncDisposable
     public IReadOnlyList<GenerationStream> Streams => streams;
     public int PromptTokens { get; private set; }
     public int CompletionTokens { get; private set; }
+    /// <summary>Prompt tokens the prefix cache supplied, counted as PromptTokens is.</summary>
+    public int CachedPromptTokens { get; private set; }
     /// <summary>The filters' prompt annotations; null when none gave any.</summary>
     public IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; }
 
@@ -105,23 +107,24 @@ public sealed class GenerationRun : IAsyncDisposable
         // One choice (the common case) is read directly: merging would add a thread hop per token.
         var pieces = streams.Length == 1 ? ReadChoiceAsync(0, token) : Merge(token);
         await foreach (var piece in pieces.ConfigureAwait(false)) yield return piece;
-        (PromptTokens, CompletionTokens) = Counts();
+        (PromptTokens, CompletionTokens, CachedPromptTokens) = Counts();
         outcome = streams.Length > 0 && Array.TrueForAll(streams, s => s.FinishReason == FinishReason.Stop) ? FinishReason.Stop : FinishReason.Length;
         var first = Interlocked.Read(ref firstToken);
-        metrics.Generated(context.Model.Name, started, first == 0 ? null : first, PromptTokens, CompletionTokens);
+        metrics.Generated(context.Model.Name, started, first == 0 ? null : first, PromptTokens, CachedPromptTokens, CompletionTokens);
     }
 
     /// <summary>Tokens used so far; prompt tokens are counted once per prompt, not per choice
     /// (OpenAI's usage).</summary>
-    (int Prompt, int Completion) Counts()
+    (int Prompt, int Completion, int CachedPrompt) Counts()
     {
-        int prompt = 0, completion = 0;
+        int prompt = 0, completion = 0, cached = 0;
         foreach (var stream in streams)
         {
             prompt += stream.PromptTokens;
             completion += stream.CompletionTokens;
+            cached += stream.CachedPromptTokens;
         }
-        return (prompt / context.Choices, completion);
+        return (prompt / context.Choices, completion, cached / context.Choices);
     }
 
     IAsyncEnumerable<ChoicePiece> Merge(CancellationToken cancellation)
@@ -207,7 +210,7 @@ public sealed class GenerationRun : IAsyncDisposable
         // filters learn what was used.
         await cancel.CancelAsync();
         cancel.Dispose();
-        var (prompt, completion) = Counts();
+        var (prompt, completion, _) = Counts();
         try
         {
             await CompleteAllAsync(scopes, prompt, completion);

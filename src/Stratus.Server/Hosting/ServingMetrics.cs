@@ -14,7 +14,7 @@ public sealed class ServingMetrics : IDisposable
     static readonly IReadOnlyList<double> LatencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160];
 
     readonly Meter meter;
-    readonly Counter<long> requests, promptTokens, generationTokens;
+    readonly Counter<long> requests, promptTokens, cachedPromptTokens, generationTokens;
     readonly Histogram<double> timeToFirstToken, timePerOutputToken, e2eLatency;
 
     public ServingMetrics(ModelRegistry registry)
@@ -22,6 +22,7 @@ public sealed class ServingMetrics : IDisposable
         meter = new Meter(MeterName);
         requests = meter.CreateCounter<long>("stratus.requests", description: "Requests by outcome: stop, length, cancelled, rejected (429/503), invalid (4xx), error (5xx).");
         promptTokens = meter.CreateCounter<long>("stratus.prompt_tokens", description: "Prompt tokens processed.");
+        cachedPromptTokens = meter.CreateCounter<long>("stratus.prefix_cache_hit_tokens", description: "Prompt tokens whose keys and values came from the prefix cache (part of stratus.prompt_tokens).");
         generationTokens = meter.CreateCounter<long>("stratus.generation_tokens", description: "Tokens generated.");
         var advice = new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets };
         timeToFirstToken = meter.CreateHistogram("stratus.time_to_first_token", "s", "Time from request to the first generated token.", advice: advice);
@@ -41,11 +42,12 @@ public sealed class ServingMetrics : IDisposable
         requests.Add(1, new KeyValuePair<string, object?>("model", model), new KeyValuePair<string, object?>("outcome", outcome));
 
     /// <summary>Records a finished generation's latencies and token counts.</summary>
-    public void Generated(string model, long startTimestamp, long? firstTokenTimestamp, int prompt, int completion)
+    public void Generated(string model, long startTimestamp, long? firstTokenTimestamp, int prompt, int cachedPrompt, int completion)
     {
         var tag = new KeyValuePair<string, object?>("model", model);
         var end = Stopwatch.GetTimestamp();
         promptTokens.Add(prompt, tag);
+        cachedPromptTokens.Add(cachedPrompt, tag);
         generationTokens.Add(completion, tag);
         e2eLatency.Record(Stopwatch.GetElapsedTime(startTimestamp, end).TotalSeconds, tag);
         if (firstTokenTimestamp is { } first)

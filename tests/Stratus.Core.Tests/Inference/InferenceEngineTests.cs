@@ -199,6 +199,100 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public void The_prefix_cache_hands_a_prompt_the_whole_blocks_an_earlier_prompt_began_with()
+    {
+        var allocator = new BlockAllocator(blockCount: 8, blockSize: 4, prefixCaching: true);
+        int[] first = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        var firstBlocks = new List<int>();
+        Assert.Equal(0, allocator.AcquirePrefix(first, firstBlocks));
+        Assert.True(allocator.TryAllocate(3, firstBlocks));
+        allocator.Register(first, firstBlocks);
+        var (block0, block1) = (firstBlocks[0], firstBlocks[1]);
+        allocator.Free(firstBlocks);
+        Assert.Equal(0, allocator.UsedBlocks);
+        Assert.Equal(8, allocator.FreeBlocks); // cached blocks nobody holds still count as free
+
+        var same = new List<int>();
+        Assert.Equal(8, allocator.AcquirePrefix([1, 2, 3, 4, 5, 6, 7, 8, 42, 43], same)); // two whole blocks
+        Assert.Equal([block0, block1], same);
+        Assert.Equal(2, allocator.UsedBlocks);
+        var sharedFirst = new List<int>();
+        Assert.Equal(4, allocator.AcquirePrefix([1, 2, 3, 4, 0, 6, 7, 8, 9], sharedFirst)); // the second block differs
+        Assert.Equal(2, allocator.UsedBlocks); // block 0 is held twice, counted once
+        // A prompt that is exactly two cached blocks takes one: its last token must be computed.
+        var exact = new List<int>();
+        Assert.Equal(4, allocator.AcquirePrefix([1, 2, 3, 4, 5, 6, 7, 8], exact));
+        // A block is known by everything before it too: the same tokens after another first block miss.
+        var other = new List<int>();
+        Assert.Equal(0, allocator.AcquirePrefix([9, 9, 9, 9, 5, 6, 7, 8, 9], other));
+        foreach (var held in new[] { same, sharedFirst, exact, other }) allocator.Free(held);
+        Assert.Equal(0, allocator.UsedBlocks);
+
+        // Cached blocks are handed out only when no free block is left, least recently used first.
+        var lru = new BlockAllocator(blockCount: 4, blockSize: 4, prefixCaching: true);
+        foreach (var prompt in new[] { new[] { 1, 2, 3, 4, 5 }, [6, 7, 8, 9, 10] })
+        {
+            var promptBlocks = new List<int>();
+            Assert.True(lru.TryAllocate(2, promptBlocks));
+            lru.Register(prompt, promptBlocks);
+            lru.Free(promptBlocks); // its first block stays cached, its second is free again
+        }
+        var taken = new List<int>();
+        Assert.True(lru.TryAllocate(3, taken)); // two free blocks, then the older cached one
+        Assert.Equal(0, lru.AcquirePrefix([1, 2, 3, 4, 5], []));
+        var kept = new List<int>();
+        Assert.Equal(4, lru.AcquirePrefix([6, 7, 8, 9, 10], kept));
+        Assert.False(lru.TryAllocate(1, taken));
+
+        // Without prefix caching nothing is matched.
+        var plain = new BlockAllocator(blockCount: 8, blockSize: 4);
+        var blocks = new List<int>();
+        Assert.True(plain.TryAllocate(3, blocks));
+        plain.Register(first, blocks);
+        plain.Free(blocks);
+        Assert.Equal(0, plain.AcquirePrefix(first, []));
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public async Task Prefix_caching_gives_the_same_tokens_as_computing_every_prompt(string architecture)
+    {
+        var (model, tokenizer) = TinyModel(architecture);
+        const string system = "you are terse. answer shortly.\n";
+        string[] questions = ["what is the time?", "where is the sun?", "who are you, friend?", "why?"];
+        async Task<(int[] Tokens, int Cached)[]> Run(bool prefixCaching)
+        {
+            using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8, PrefixCaching = prefixCaching });
+            // The first prompt alone fills the cache; the others then arrive together.
+            var first = engine.Submit(Greedy(tokenizer, system + questions[0], 12));
+            var results = new List<(int[], int)> { (await Collect(first), first.CachedPromptTokens) };
+            var rest = questions.Skip(1).Select(q => engine.Submit(Greedy(tokenizer, system + q, 12))).ToList();
+            foreach (var sequence in rest) results.Add((await Collect(sequence), sequence.CachedPromptTokens));
+            // Prompt log-probabilities need the whole prompt computed: such a request takes no cached block.
+            var scored = engine.Submit(Greedy(tokenizer, system + questions[0], 2) with { PromptLogprobs = 0 });
+            await Collect(scored);
+            Assert.Equal(0, scored.CachedPromptTokens);
+            Assert.Equal(0, engine.KvBlocksUsed);
+            return [.. results];
+        }
+        var computed = await Run(prefixCaching: false);
+        var cached = await Run(prefixCaching: true);
+        Assert.All(computed, r => Assert.Equal(0, r.Cached));
+        Assert.Equal(0, cached[0].Cached);
+        // Each later prompt takes the whole blocks it shares with the first (one character, one token).
+        for (var i = 1; i < questions.Length; i++)
+        {
+            var (firstPrompt, prompt) = (system + questions[0], system + questions[i]);
+            var shared = 0;
+            while (firstPrompt[shared] == prompt[shared]) shared++;
+            Assert.Equal(shared / 8 * 8, cached[i].Cached);
+        }
+        Assert.True(cached[1].Cached >= 24);
+        Assert.Equal(computed.Select(r => r.Tokens), cached.Select(r => r.Tokens));
+    }
+
+    [Fact]
     public void Scheduler_admits_in_order_within_the_block_pool_and_frees_blocks_on_release()
     {
         var allocator = new BlockAllocator(blockCount: 4, blockSize: 4);

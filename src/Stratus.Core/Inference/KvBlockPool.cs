@@ -111,15 +111,16 @@ public sealed class BlockAllocator
         return blocks * BlockSize;
     }
 
-    /// <summary>Records that <paramref name="blocks"/> now hold the keys and values of
-    /// <paramref name="prompt"/> (after its prefill), so later prompts can take its whole blocks.</summary>
-    public void Register(ReadOnlySpan<int> prompt, IReadOnlyList<int> blocks)
+    /// <summary>Records that <paramref name="blocks"/> hold the keys and values of
+    /// <paramref name="tokens"/> (a prompt after its prefill, or all a sequence has computed
+    /// when it ends), so later prompts can take their whole blocks.</summary>
+    public void Register(ReadOnlySpan<int> tokens, IReadOnlyList<int> blocks)
     {
         if (!PrefixCaching) return;
         var key = default(UInt128);
-        for (var i = 0; i < prompt.Length / BlockSize; i++)
+        for (var i = 0; i < tokens.Length / BlockSize; i++)
         {
-            key = PrefixKey(key, prompt.Slice(i * BlockSize, BlockSize));
+            key = PrefixKey(key, tokens.Slice(i * BlockSize, BlockSize));
             var block = blocks[i];
             if (prefixOf[block] is not null || !cached.TryAdd(key, block)) continue; // taken from the cache, or cached twice
             prefixOf[block] = key;

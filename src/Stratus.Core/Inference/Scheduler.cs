@@ -87,6 +87,9 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
         if (running.Remove(sequence))
         {
             tokensInFlight -= sequence.ReservedTokens;
+            // Generated tokens' blocks join the prefix cache too: a conversation's next turn
+            // begins with this one's prompt and reply.
+            blocks.Register(sequence.Tokens[..sequence.CachedTokens], sequence.Blocks);
             blocks.Free(sequence.Blocks);
             Volatile.Write(ref runningCount, running.Count);
         }

@@ -265,10 +265,15 @@ public sealed class InferenceEngineTests
         {
             using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8, PrefixCaching = prefixCaching });
             // The first prompt alone fills the cache; the others then arrive together.
+            // 48 prompt tokens and 12 generated: its last whole block (tokens 48-55) holds reply tokens.
             var first = engine.Submit(Greedy(tokenizer, system + questions[0], 12));
             var results = new List<(int[], int)> { (await Collect(first), first.CachedPromptTokens) };
-            var rest = questions.Skip(1).Select(q => engine.Submit(Greedy(tokenizer, system + q, 12))).ToList();
+            var rest = questions.Skip(1).Select(q => engine.Submit(Greedy(tokenizer, system + q, 8))).ToList();
             foreach (var sequence in rest) results.Add((await Collect(sequence), sequence.CachedPromptTokens));
+            // A next turn: the first prompt, its reply and more; the reply's blocks were cached when it ended.
+            int[] nextTurn = [.. tokenizer.Encode(system + questions[0]), .. results[0].Item1, .. tokenizer.Encode("\n?")];
+            var followUp = engine.Submit(new GenerationRequest { PromptTokens = nextTurn, MaxTokens = 2, Temperature = 0 });
+            results.Add((await Collect(followUp), followUp.CachedPromptTokens));
             // Prompt log-probabilities need the whole prompt computed: such a request takes no cached block.
             var scored = engine.Submit(Greedy(tokenizer, system + questions[0], 2) with { PromptLogprobs = 0 });
             await Collect(scored);
@@ -281,6 +286,10 @@ public sealed class InferenceEngineTests
         Assert.All(computed, r => Assert.Equal(0, r.Cached));
         Assert.Equal(0, cached[0].Cached);
         // Each later prompt takes the whole blocks it shares with the first (one character, one token).
+        // The next turn takes every whole block the first request computed: its prompt and all its
+        // reply but the last token (sampled, never fed back).
+        var firstComputed = tokenizer.Encode(system + questions[0]).Length + cached[0].Tokens.Length - 1;
+        Assert.Equal(firstComputed / 8 * 8, cached[^1].Cached);
         for (var i = 1; i < questions.Length; i++)
         {
             var (firstPrompt, prompt) = (system + questions[0], system + questions[i]);

@@ -156,6 +156,16 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task Context_overflow_names_the_prompt_on_completions_and_the_messages_on_chat()
+    {
+        var completion = (await PostJson("/v1/completions", new { model = "tiny", prompt = "abc", max_tokens = 500 }, HttpStatusCode.BadRequest))["error"]!;
+        Assert.Contains("(3 in the prompt, 500 in the completion)", (string)completion["message"]!);
+        Assert.Equal("context_length_exceeded", (string?)completion["code"]);
+        var chat = (await PostJson("/v1/chat/completions", ChatBody(500), HttpStatusCode.BadRequest))["error"]!;
+        Assert.Contains("in the messages, 500 in the completion", (string)chat["message"]!);
+    }
+
+    [Fact]
     public async Task Usage_counts_the_prompt_tokens_the_prefix_cache_supplied()
     {
         // A prompt no other test sends (the fixture's server is shared), 40 characters: five

@@ -95,16 +95,17 @@ public static class RequestParser
         return value;
     }
 
-    /// <summary>max_tokens within the context left after the prompt; default: all of it.</summary>
-    public static int MaxTokens(int? requested, string param, int promptTokens, int context, int minimum, int? defaultTokens = null)
+    /// <summary>max_tokens within the context left after the prompt (<paramref name="promptParam"/>:
+    /// messages or prompt); default: all of it.</summary>
+    public static int MaxTokens(int? requested, string param, string promptParam, int promptTokens, int context, int minimum, int? defaultTokens = null)
     {
         if (requested is { } value && value < minimum)
             throw ApiException.Invalid($"{param} must be at least {minimum}, got {value}.", param);
         var room = context - promptTokens;
         if (room < 1 || (requested is { } r && r > room))
             throw new ApiException(400,
-                $"This model's maximum context length is {context} tokens. However, you requested {promptTokens + (requested ?? 1)} tokens ({promptTokens} in the messages, {requested ?? 1} in the completion). Please reduce the length of the messages or completion.",
-                param == "max_tokens" && requested is null ? "messages" : param, "context_length_exceeded");
+                $"This model's maximum context length is {context} tokens. However, you requested {promptTokens + (requested ?? 1)} tokens ({promptTokens} in the {promptParam}, {requested ?? 1} in the completion). Please reduce the length of the {promptParam} or completion.",
+                requested is null ? promptParam : param, "context_length_exceeded");
         return requested ?? Math.Min(room, defaultTokens ?? room);
     }
 

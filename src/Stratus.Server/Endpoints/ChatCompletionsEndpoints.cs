@@ -28,7 +28,7 @@ public static class ChatCompletionsEndpoints
         var prompt = model.Template.Render(messages);
         var tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages");
         var maxParam = body.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
-        var maxTokens = RequestParser.MaxTokens(body.MaxCompletionTokens ?? body.MaxTokens, maxParam, tokens.Length, model.ContextLength, minimum: 1);
+        var maxTokens = RequestParser.MaxTokens(body.MaxCompletionTokens ?? body.MaxTokens, maxParam, "messages", tokens.Length, model.ContextLength, minimum: 1);
         var request = sampling with
         {
             PromptTokens = tokens,

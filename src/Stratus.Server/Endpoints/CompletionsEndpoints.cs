@@ -41,7 +41,7 @@ public static class CompletionsEndpoints
             promptTexts.Add(text ?? tokenizer.Decode(ids));
             longest = Math.Max(longest, ids.Length);
         }
-        var maxTokens = RequestParser.MaxTokens(body.MaxTokens, "max_tokens", longest, model.ContextLength, minimum: 0, DefaultMaxTokens);
+        var maxTokens = RequestParser.MaxTokens(body.MaxTokens, "max_tokens", "prompt", longest, model.ContextLength, minimum: 0, DefaultMaxTokens);
         var echo = body.Echo == true;
         var request = sampling with { PromptTokens = promptTokens[0], MaxTokens = maxTokens, Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };
         var stream = body.Stream == true;

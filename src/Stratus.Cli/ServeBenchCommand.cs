@@ -1,5 +1,5 @@
 // `stratus bench serve --url <u> --model <m> --concurrency 1,4,16,64 --requests N --prompt-tokens P
-// --max-tokens M [--api-key K] [--json file]`: vLLM-style serving benchmark against any
+// [--shared-prefix-tokens S] --max-tokens M [--api-key K] [--json file]`: vLLM-style serving benchmark against any
 // OpenAI-compatible server; prints a table and writes one JSON object per concurrency level.
 using System.CommandLine;
 using System.Text.Json;
@@ -18,10 +18,11 @@ static class ServeBenchCommand
         var concurrency = new Option<string>("--concurrency") { Description = "comma-separated concurrency levels", DefaultValueFactory = _ => "1,4,16,64" };
         var requests = new Option<int>("--requests") { Description = "requests per concurrency level", DefaultValueFactory = _ => 64 };
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "prompt length in tokens", DefaultValueFactory = _ => 32 };
+        var sharedPrefix = new Option<int>("--shared-prefix-tokens") { Description = "leading prompt tokens every request shares (a system prompt); the rest of each prompt is its own", DefaultValueFactory = _ => 0 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "tokens generated per request", DefaultValueFactory = _ => 32 };
         var apiKey = new Option<string>("--api-key") { Description = "bearer key (default: $OPENAI_API_KEY)" };
         var json = new Option<string>("--json") { Description = "also write the results to this JSON file" };
-        var command = new Command("serve", "Benchmark an OpenAI-compatible server: TTFT, TPOT, ITL, latency, throughput.") { url, model, concurrency, requests, promptTokens, maxTokens, apiKey, json };
+        var command = new Command("serve", "Benchmark an OpenAI-compatible server: TTFT, TPOT, ITL, latency, throughput.") { url, model, concurrency, requests, promptTokens, sharedPrefix, maxTokens, apiKey, json };
         command.SetAction(async (result, cancellation) =>
         {
             if (!Uri.TryCreate(result.GetValue(url), UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
@@ -36,6 +37,7 @@ static class ServeBenchCommand
                 Concurrency = levels,
                 Requests = result.GetValue(requests),
                 PromptTokens = result.GetValue(promptTokens),
+                SharedPrefixTokens = result.GetValue(sharedPrefix),
                 MaxTokens = result.GetValue(maxTokens),
                 ApiKey = result.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("OPENAI_API_KEY"),
             };

@@ -156,6 +156,29 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task The_serving_benchmark_sends_distinct_prompts_that_share_only_the_asked_prefix()
+    {
+        async Task<long> CacheHits()
+        {
+            await Task.Delay(400); // past the exporter's 300 ms scrape cache
+            var line = (await Http.GetStringAsync("/metrics")).Split('\n')
+                .FirstOrDefault(l => l.StartsWith("stratus_prefix_cache_hit_tokens_total") && l.Contains("model=\"tiny\""));
+            return line is null ? 0 : long.Parse(line[(line.LastIndexOf(' ') + 1)..]);
+        }
+        var before = await CacheHits();
+        using var benchmark = new Stratus.Server.Benchmarking.ServingBenchmark(new()
+        {
+            Url = fixture.Server.RootUrl, Model = TinyModelServer.ModelName, Concurrency = [1, 2], Requests = 3,
+            PromptTokens = 30, SharedPrefixTokens = 17, MaxTokens = 3, ApiKey = fixture.ApiKey,
+        });
+        var levels = await benchmark.RunAsync();
+        Assert.All(levels, level => Assert.Equal((0, 9L), (level.Errors, level.OutputTokens)));
+        // The warm-up computes the shared 17 tokens; each of the 6 timed requests then takes their
+        // two whole blocks of 8 from the cache, and nothing of its own part.
+        Assert.Equal(6 * 16, await CacheHits() - before);
+    }
+
+    [Fact]
     public async Task Context_overflow_names_the_prompt_on_completions_and_the_messages_on_chat()
     {
         var completion = (await PostJson("/v1/completions", new { model = "tiny", prompt = "abc", max_tokens = 500 }, HttpStatusCode.BadRequest))["error"]!;

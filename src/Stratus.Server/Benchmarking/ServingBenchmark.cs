@@ -17,6 +17,10 @@ public sealed record ServingBenchmarkOptions
     public IReadOnlyList<int> Concurrency { get; init; } = [1, 4, 16, 64];
     public int Requests { get; init; } = 64;
     public int PromptTokens { get; init; } = 32;
+    /// <summary>Leading prompt tokens every request shares (a system prompt; vLLM's
+    /// --random-prefix-len); the rest of each prompt is its own, so a prefix cache can serve
+    /// exactly these.</summary>
+    public int SharedPrefixTokens { get; init; }
     public int MaxTokens { get; init; } = 32;
     public string? ApiKey { get; init; }
 
@@ -25,6 +29,8 @@ public sealed record ServingBenchmarkOptions
         if (Concurrency.Count == 0 || Concurrency.Any(c => c < 1)) throw new StratusUserException("--concurrency needs positive levels, e.g. 1,4,16,64");
         if (Requests < 1) throw new StratusUserException("--requests must be at least 1");
         if (PromptTokens < 1) throw new StratusUserException("--prompt-tokens must be at least 1");
+        if (SharedPrefixTokens < 0 || SharedPrefixTokens >= PromptTokens)
+            throw new StratusUserException($"--shared-prefix-tokens must be at least 0 and less than --prompt-tokens ({PromptTokens}), got {SharedPrefixTokens}");
         if (MaxTokens < 1) throw new StratusUserException("--max-tokens must be at least 1");
     }
 }
@@ -101,19 +107,22 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
     public async Task<IReadOnlyList<ServingLevelResult>> RunAsync(IProgress<string>? progress = null, CancellationToken cancellation = default)
     {
         options.Validate();
-        var prompt = await BuildPromptAsync(cancellation);
-        var warmup = await SendAsync(prompt, cancellation);
+        // One prompt per request of every level, plus the warm-up's: a server's prefix cache may
+        // only ever serve the shared prefix.
+        var prompts = await BuildPromptsAsync(1 + options.Requests * options.Concurrency.Count, cancellation);
+        var warmup = await SendAsync(prompts[0], cancellation);
         if (warmup.Error is { } error) throw new StratusUserException($"the server at {http.BaseAddress} did not answer a completion: {error}");
         var results = new List<ServingLevelResult>();
-        foreach (var level in options.Concurrency)
+        for (var l = 0; l < options.Concurrency.Count; l++)
         {
+            var level = options.Concurrency[l];
             progress?.Report($"concurrency {level}: {options.Requests} requests ...");
-            results.Add(await RunLevelAsync(level, prompt, cancellation));
+            results.Add(await RunLevelAsync(level, prompts.AsMemory(1 + l * options.Requests, options.Requests), cancellation));
         }
         return results;
     }
 
-    async Task<ServingLevelResult> RunLevelAsync(int concurrency, string prompt, CancellationToken cancellation)
+    async Task<ServingLevelResult> RunLevelAsync(int concurrency, ReadOnlyMemory<JsonNode> prompts, CancellationToken cancellation)
     {
         var outcomes = new RequestOutcome[options.Requests];
         var next = -1;
@@ -124,7 +133,7 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
             workers[w] = Task.Run(async () =>
             {
                 int i;
-                while ((i = Interlocked.Increment(ref next)) < options.Requests) outcomes[i] = await SendAsync(prompt, cancellation);
+                while ((i = Interlocked.Increment(ref next)) < options.Requests) outcomes[i] = await SendAsync(prompts.Span[i], cancellation);
             }, cancellation);
         }
         await Task.WhenAll(workers);
@@ -154,12 +163,12 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
 
     sealed record RequestOutcome(double TtftMs, double E2eMs, List<double> ItlMs, int OutputTokens, string? Error);
 
-    async Task<RequestOutcome> SendAsync(string prompt, CancellationToken cancellation)
+    async Task<RequestOutcome> SendAsync(JsonNode prompt, CancellationToken cancellation)
     {
         var body = new JsonObject
         {
             ["model"] = options.Model,
-            ["prompt"] = prompt,
+            ["prompt"] = prompt.DeepClone(),
             ["max_tokens"] = options.MaxTokens,
             ["temperature"] = 0,
             ["stream"] = true,
@@ -210,31 +219,43 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         static RequestOutcome Failed(string error) => new(0, 0, [], 0, error);
     }
 
-    /// <summary>A prompt of exactly the asked number of tokens when the server has /tokenize and
-    /// /detokenize (Stratus, vLLM), else about that many words.</summary>
-    async Task<string> BuildPromptAsync(CancellationToken cancellation)
+    /// <summary>Distinct prompts, each the shared prefix and then text of its own (its number,
+    /// then a scene): token ids, exactly the asked number, when the server has /tokenize
+    /// (Stratus, vLLM), else about that many words.</summary>
+    async Task<JsonNode[]> BuildPromptsAsync(int count, CancellationToken cancellation)
     {
         const string text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n";
         var source = string.Concat(Enumerable.Repeat(text, Math.Max(1, options.PromptTokens / 8 + 1)));
+        var (shared, own) = (options.SharedPrefixTokens, options.PromptTokens - options.SharedPrefixTokens);
+        var prompts = new JsonNode[count];
         try
         {
-            using var tokenized = await http.PostAsJsonAsync("tokenize", new { model = options.Model, prompt = source }, cancellation);
-            if (tokenized.IsSuccessStatusCode)
+            var prefix = shared == 0 ? [] : (await TokenizeAsync("All:\n" + source, cancellation))?[..shared];
+            for (var i = 0; prefix is not null && i < count; i++)
             {
-                var tokens = (await tokenized.Content.ReadFromJsonAsync<JsonObject>(cancellation))!["tokens"]!.AsArray();
-                if (tokens.Count >= options.PromptTokens)
-                {
-                    var ids = tokens.Take(options.PromptTokens).Select(t => (int)t!).ToArray();
-                    using var detokenized = await http.PostAsJsonAsync("detokenize", new { model = options.Model, tokens = ids }, cancellation);
-                    if (detokenized.IsSuccessStatusCode) return (string)(await detokenized.Content.ReadFromJsonAsync<JsonObject>(cancellation))!["prompt"]!;
-                }
+                if (await TokenizeAsync($"{i + 1}. {source}", cancellation) is not { } tokens) break;
+                prompts[i] = new JsonArray([.. prefix.Concat(tokens[..own]).Select(t => JsonValue.Create(t))]);
             }
+            if (prompts[^1] is not null) return prompts;
         }
         catch (Exception e) when (e is HttpRequestException or JsonException or InvalidOperationException)
         {
-            // Not every server has these extras: fall back to words.
+            // Not every server has /tokenize: fall back to words.
         }
-        return string.Join(' ', source.Split(' ', '\n').Where(w => w.Length > 0).Take(options.PromptTokens));
+        var words = source.Split(' ', '\n').Where(w => w.Length > 0).ToArray();
+        for (var i = 0; i < count; i++)
+            prompts[i] = JsonValue.Create(string.Join(' ', words.Take(shared).Append($"{i + 1}.").Concat(words.Take(own - 1))))!;
+        return prompts;
+    }
+
+    /// <summary>The server's token ids for the text (at least --prompt-tokens of them), or null
+    /// when it cannot say.</summary>
+    async Task<int[]?> TokenizeAsync(string text, CancellationToken cancellation)
+    {
+        using var response = await http.PostAsJsonAsync("tokenize", new { model = options.Model, prompt = text }, cancellation);
+        if (!response.IsSuccessStatusCode) return null;
+        var tokens = (await response.Content.ReadFromJsonAsync<JsonObject>(cancellation))!["tokens"]!.AsArray().Select(t => (int)t!).ToArray();
+        return tokens.Length >= options.PromptTokens ? tokens : null;
     }
 
     static string Shorten(string text) => text.Length > 300 ? text[..300] : text;

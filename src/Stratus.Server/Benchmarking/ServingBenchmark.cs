@@ -219,7 +219,7 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         static RequestOutcome Failed(string error) => new(0, 0, [], 0, error);
     }
 
-    /// <summary>Distinct prompts, each the shared prefix and then text of its own (its number,
+    /// <summary>Distinct prompts, each the shared prefix and then text of its own (its marker,
     /// then a scene): token ids, exactly the asked number, when the server has /tokenize
     /// (Stratus, vLLM), else about that many words.</summary>
     async Task<JsonNode[]> BuildPromptsAsync(int count, CancellationToken cancellation)
@@ -233,7 +233,7 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
             var prefix = shared == 0 ? [] : (await TokenizeAsync("All:\n" + source, cancellation))?[..shared];
             for (var i = 0; prefix is not null && i < count; i++)
             {
-                if (await TokenizeAsync($"{i + 1}. {source}", cancellation) is not { } tokens) break;
+                if (await TokenizeAsync($"{Marker(i)}: {source}", cancellation) is not { } tokens) break;
                 prompts[i] = new JsonArray([.. prefix.Concat(tokens[..own]).Select(t => JsonValue.Create(t))]);
             }
             if (prompts[^1] is not null) return prompts;
@@ -244,8 +244,17 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         }
         var words = source.Split(' ', '\n').Where(w => w.Length > 0).ToArray();
         for (var i = 0; i < count; i++)
-            prompts[i] = JsonValue.Create(string.Join(' ', words.Take(shared).Append($"{i + 1}.").Concat(words.Take(own - 1))))!;
+            prompts[i] = JsonValue.Create(string.Join(' ', words.Take(shared).Append($"{Marker(i)}:").Concat(words.Take(own - 1))))!;
         return prompts;
+    }
+
+    /// <summary>A prompt's own start: i in base 26 as lowercase letters (a, b, ..., ba, bb, ...),
+    /// which any vocabulary spells (a character-level one may have no digits).</summary>
+    static string Marker(int i)
+    {
+        var letters = new Stack<char>();
+        do letters.Push((char)('a' + i % 26)); while ((i /= 26) > 0);
+        return new string([.. letters]);
     }
 
     /// <summary>The server's token ids for the text (at least --prompt-tokens of them), or null

@@ -141,22 +141,22 @@ public sealed class InferenceEngine : IDisposable
             runner.Decode(decode, chosen);
             for (var i = 0; i < decode.Count; i++) Update(decode[i], chosen[i]);
         }
-        // Prompts with as many tokens left to compute (past their cached prefix) are prefilled
-        // together, one length at a time. Cancelled ones are skipped here and released by the
-        // next Schedule.
-        prefill.Sort(ByUncachedLength);
+        // Prompt chunks of equal length are prefilled together, one length at a time. Cancelled
+        // sequences are skipped here and released by the next Schedule.
+        prefill.Sort(ByChunk);
         for (var start = 0; start < prefill.Count;)
         {
-            var length = prefill[start].UncachedPromptTokens;
+            var length = prefill[start].PrefillChunk;
             group.Clear();
-            for (; start < prefill.Count && prefill[start].UncachedPromptTokens == length; start++)
+            for (; start < prefill.Count && prefill[start].PrefillChunk == length; start++)
                 if (!prefill[start].CancelRequested) group.Add(prefill[start]);
             if (group.Count == 0) continue;
             if (chosen.Length < group.Count) chosen = new GeneratedToken[Math.Max(group.Count, chosen.Length * 2)];
             // Prefill even for max_tokens 0: it scores the prompt when prompt logprobs are asked.
-            runner.Prefill(group, chosen);
+            if (!runner.Prefill(group, chosen)) continue;
             for (var g = 0; g < group.Count; g++)
             {
+                if (group[g].CachedTokens < group[g].PromptLength) continue; // more chunks to come
                 scheduler.Prefilled(group[g]);
                 if (group[g].Request.MaxTokens == 0) scheduler.Release(group[g], FinishReason.Length);
                 else Update(group[g], chosen[g]);
@@ -164,7 +164,7 @@ public sealed class InferenceEngine : IDisposable
         }
     }
 
-    static readonly Comparison<Sequence> ByUncachedLength = (a, b) => a.UncachedPromptTokens.CompareTo(b.UncachedPromptTokens);
+    static readonly Comparison<Sequence> ByChunk = (a, b) => a.PrefillChunk.CompareTo(b.PrefillChunk);
 
     /// <summary>Appends a chosen token and ends the sequence when it is done.</summary>
     void Update(Sequence sequence, GeneratedToken token)

@@ -25,23 +25,25 @@ public sealed class ModelRunner
         sampler = new LogitsSampler(vocab);
     }
 
-    /// <summary>Runs the prompts past their cached prefixes (as many tokens each) through the
-    /// model in one forward and chooses each one's first generated token (n choices of one
-    /// prompt, or a burst of equal prompts, share one prefill's fixed costs).</summary>
-    public void Prefill(List<Sequence> rows, Span<GeneratedToken> chosen)
+    /// <summary>Runs each row's next <see cref="Sequence.PrefillChunk"/> prompt tokens (as many
+    /// in every row) through the model in one forward, after what its cache holds (a cached
+    /// prefix, earlier chunks); a row whose prompt this completes gets its first generated token
+    /// in <paramref name="chosen"/> (n choices of one prompt, or a burst of equal prompts, share
+    /// one prefill's fixed costs). Returns whether any row completed.</summary>
+    public bool Prefill(List<Sequence> rows, Span<GeneratedToken> chosen)
     {
         var batch = rows.Count;
-        var length = rows[0].UncachedPromptTokens;
+        var length = rows[0].PrefillChunk;
         EnsureCapacity(batch);
         var input = new long[batch * length];
         for (var b = 0; b < batch; b++)
         {
             var sequence = rows[b];
-            if (sequence.UncachedPromptTokens != length) throw new InvalidOperationException("a prefill batch needs as many uncached prompt tokens in every row");
-            lengths[b] = sequence.CachedPromptTokens;
+            if (sequence.PrefillChunk != length) throw new InvalidOperationException("a prefill batch needs chunks of one length");
+            lengths[b] = sequence.CachedTokens;
             tables[b] = sequence.Blocks;
-            var prompt = sequence.Tokens[sequence.CachedPromptTokens..sequence.PromptLength];
-            for (var i = 0; i < length; i++) input[b * length + i] = prompt[i];
+            var chunk = sequence.Tokens.Slice(sequence.CachedTokens, length);
+            for (var i = 0; i < length; i++) input[b * length + i] = chunk[i];
         }
         cache.Prepare(batch, length, lengths, tables);
         using (var scope = NewDisposeScope())
@@ -50,16 +52,20 @@ public sealed class ModelRunner
             CopyRows(output[.., -1, ..], batch);
             for (var b = 0; b < batch; b++)
             {
-                // Such requests never take cached blocks: the whole prompt is in this forward.
+                // Such requests are neither cached nor chunked: the whole prompt is in this forward.
                 if (rows[b].Request.PromptLogprobs is { } alternatives && length > 1)
                     rows[b].PromptLogprobs = ScorePrompt(output[b].narrow(0, 0, length - 1), input.AsSpan(b * length, length), alternatives);
             }
         }
+        var completed = false;
         for (var b = 0; b < batch; b++)
         {
-            rows[b].CachedTokens = rows[b].PromptLength;
+            rows[b].CachedTokens += length;
+            if (rows[b].CachedTokens < rows[b].PromptLength) continue;
             chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, vocab), rows[b]);
+            completed = true;
         }
+        return completed;
     }
 
     /// <summary>One decode step for all rows; writes each row's next token to <paramref name="chosen"/>.</summary>

@@ -35,8 +35,12 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
 
     public bool HasWork => Running > 0 || Waiting > 0;
 
-    /// <summary>Sequences to prefill (just admitted) and to decode (already running) this step.
-    /// The lists are reused: read them before the next call.</summary>
+    /// <summary>Sequences to prefill this step (each with its <see cref="Sequence.PrefillChunk"/>:
+    /// prompts left unfinished by earlier steps first, then newly admitted ones) and to decode
+    /// (running, prompt done). Prompt tokens computed per step stay within
+    /// MaxPrefillTokensPerStep: a longer prompt is prefilled over several steps (chunked prefill,
+    /// as vLLM), so a long prompt never stalls the running sequences for long. The lists are
+    /// reused: read them before the next call.</summary>
     public (List<Sequence> Prefill, List<Sequence> Decode) Schedule()
     {
         prefill.Clear();
@@ -47,9 +51,13 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
         }
         DropCancelledWaiting();
 
-        foreach (var sequence in running) decode.Add(sequence);
-        var prefillTokens = 0;
-        while (running.Count < options.MaxBatchSize)
+        var budget = options.MaxPrefillTokensPerStep;
+        foreach (var sequence in running)
+        {
+            if (sequence.CachedTokens >= sequence.PromptLength) decode.Add(sequence);
+            else if (budget > 0) budget -= PlanChunk(sequence, budget);
+        }
+        while (running.Count < options.MaxBatchSize && budget > 0)
         {
             Sequence next;
             lock (waitingLock)
@@ -57,9 +65,12 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
                 if (waiting.First is null) break;
                 next = waiting.First.Value;
                 if (tokensInFlight + next.ReservedTokens > tokenLimit) break;
-                if (prefill.Count > 0 && prefillTokens + next.PromptLength > options.MaxPrefillTokensPerStep) break; // before the cache is consulted: an upper bound
-                // Prompt log-probabilities need every prompt position computed.
-                var cachedTokens = next.Request.PromptLogprobs is null ? blocks.AcquirePrefix(next.Tokens[..next.PromptLength], next.Blocks) : 0;
+                // Prompt log-probabilities are scored in one forward over the whole prompt: such a
+                // prompt is not chunked, so it waits for a step with room for it (or the first).
+                var whole = next.Request.PromptLogprobs is not null;
+                if (whole && prefill.Count > 0 && next.PromptLength > budget) break;
+                // They also need every prompt position computed: no cached prefix.
+                var cachedTokens = whole ? 0 : blocks.AcquirePrefix(next.Tokens[..next.PromptLength], next.Blocks);
                 if (!blocks.TryAllocate(blocks.BlocksFor(next.ReservedTokens) - next.Blocks.Count, next.Blocks))
                 {
                     blocks.Free(next.Blocks);
@@ -70,15 +81,24 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
                 waitingCount--;
             }
             tokensInFlight += next.ReservedTokens;
-            prefillTokens += next.UncachedPromptTokens;
             running.Add(next);
-            prefill.Add(next);
+            budget -= PlanChunk(next, budget);
         }
         Volatile.Write(ref runningCount, running.Count);
         return (prefill, decode);
     }
 
-    /// <summary>After a sequence's prefill: its whole prompt blocks join the prefix cache.</summary>
+    /// <summary>Adds a sequence whose prompt is unfinished to this step's prefill with as many of
+    /// its remaining prompt tokens as the budget allows (all of them when it must be whole).</summary>
+    int PlanChunk(Sequence sequence, int budget)
+    {
+        var remaining = sequence.PromptLength - sequence.CachedTokens;
+        sequence.PrefillChunk = sequence.Request.PromptLogprobs is not null ? remaining : Math.Min(remaining, budget);
+        prefill.Add(sequence);
+        return sequence.PrefillChunk;
+    }
+
+    /// <summary>After a sequence's last prefill chunk: its whole prompt blocks join the prefix cache.</summary>
     public void Prefilled(Sequence sequence) => blocks.Register(sequence.Tokens[..sequence.PromptLength], sequence.Blocks);
 
     /// <summary>Ends a running sequence and returns its blocks to the pool.</summary>

@@ -42,7 +42,8 @@ public sealed class Sequence
     /// <summary>Prompt tokens whose keys and values came from the prefix cache (set on admission).</summary>
     public int CachedPromptTokens { get; internal set; }
 
-    internal int UncachedPromptTokens => PromptLength - CachedPromptTokens;
+    /// <summary>Prompt tokens the scheduler gave this step's prefill (chunked prefill).</summary>
+    internal int PrefillChunk { get; set; }
     internal List<int> Blocks { get; } = [];
     internal CancellationTokenRegistration CancellationRegistration { get; set; }
     internal Random? Random { get; }

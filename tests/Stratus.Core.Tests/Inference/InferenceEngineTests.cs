@@ -40,7 +40,7 @@ public sealed class InferenceEngineTests
     /// <summary>A sequence for the request with the pool blocks its tokens need.</summary>
     static Sequence Admit(KvBlockPool pool, GenerationRequest request, int vocabSize)
     {
-        var sequence = new Sequence(0, request, vocabSize);
+        var sequence = new Sequence(0, request, vocabSize) { PrefillChunk = request.PromptTokens.Count };
         Assert.True(pool.Allocator.TryAllocate(pool.Allocator.BlocksFor(sequence.ReservedTokens), sequence.Blocks));
         return sequence;
     }
@@ -155,6 +155,36 @@ public sealed class InferenceEngineTests
                 context.Add(token.Token);
             }
         }
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public async Task Chunked_prefill_gives_the_same_tokens_as_whole_prompts(string architecture)
+    {
+        var (model, tokenizer) = TinyModel(architecture);
+        string[] prompts = ["to be or not to be, that is the question", "a", "good night, sweet prince, and flights", "hello there"];
+        async Task<List<int[]>> Run(int maxPrefillTokensPerStep)
+        {
+            using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8, MaxPrefillTokensPerStep = maxPrefillTokensPerStep, PrefixCaching = false });
+            // Staggered, so long prompts are prefilled in chunks while others decode.
+            var running = new List<Task<int[]>>();
+            foreach (var prompt in prompts)
+            {
+                running.Add(Collect(engine.Submit(Greedy(tokenizer, prompt, 16))));
+                await Task.Delay(2);
+            }
+            var results = (await Task.WhenAll(running)).ToList();
+            // Prompt log-probabilities come from one forward over the whole prompt: never chunked.
+            var scored = engine.Submit(Greedy(tokenizer, prompts[0], 1) with { PromptLogprobs = 0 });
+            results.Add(await Collect(scored));
+            Assert.Equal(tokenizer.Encode(prompts[0]).Length - 1, scored.PromptLogprobs!.Count);
+            Assert.Equal(0, engine.KvBlocksUsed);
+            return results;
+        }
+        var whole = await Run(maxPrefillTokensPerStep: 512);
+        var chunked = await Run(maxPrefillTokensPerStep: 5);
+        Assert.Equal(whole, chunked);
     }
 
     [Fact]
@@ -302,6 +332,42 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public void Long_prompts_are_prefilled_in_chunks_while_running_sequences_decode()
+    {
+        var allocator = new BlockAllocator(blockCount: 16, blockSize: 4);
+        var scheduler = new Scheduler(new EngineOptions { MaxBatchSize = 4, MaxPrefillTokensPerStep = 5 }, allocator);
+        Sequence Queue(int promptLength)
+        {
+            var sequence = new Sequence(promptLength, new GenerationRequest { PromptTokens = [.. Enumerable.Range(0, promptLength)], MaxTokens = 4, Temperature = 0 }, vocabSize: 16);
+            Assert.True(scheduler.TryEnqueue(sequence));
+            return sequence;
+        }
+        var decoding = new List<Sequence>();
+        List<(Sequence, int)> Step()
+        {
+            var (prefill, decode) = scheduler.Schedule();
+            decoding = [.. decode];
+            var planned = prefill.Select(s => (s, s.PrefillChunk)).ToList();
+            foreach (var sequence in prefill) sequence.CachedTokens += sequence.PrefillChunk; // as the runner does
+            return planned;
+        }
+        var shortPrompt = Queue(3);
+        Assert.Equal([(shortPrompt, 3)], Step());
+        var longPrompt = Queue(12);
+        var later = Queue(2);
+        // 5 prompt tokens a step: the long prompt in 5 + 5 + 2, the next prompt once there is room.
+        // The short prompt's sequence decodes in every one of these steps.
+        Assert.Equal([(longPrompt, 5)], Step());
+        Assert.Equal([shortPrompt], decoding);
+        Assert.Equal([(longPrompt, 5)], Step());
+        Assert.Equal([shortPrompt], decoding);
+        Assert.Equal([(longPrompt, 2), (later, 2)], Step());
+        Assert.Equal([shortPrompt], decoding);
+        var (_, decode) = scheduler.Schedule();
+        Assert.Equal([shortPrompt, longPrompt, later], decode);
+    }
+
+    [Fact]
     public void Scheduler_admits_in_order_within_the_block_pool_and_frees_blocks_on_release()
     {
         var allocator = new BlockAllocator(blockCount: 4, blockSize: 4);
@@ -318,6 +384,7 @@ public sealed class InferenceEngineTests
         Assert.Empty(decode);
         Assert.Equal(4, allocator.UsedBlocks);
         Assert.Equal(1, scheduler.Waiting);
+        foreach (var sequence in prefill) sequence.CachedTokens = sequence.PromptLength; // as the model runner's prefill does
 
         scheduler.Release(sequences[0], FinishReason.Length);
         (prefill, decode) = scheduler.Schedule();

@@ -69,6 +69,9 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
                 // prompt is not chunked, so it waits for a step with room for it (or the first).
                 var whole = next.Request.PromptLogprobs is not null;
                 if (whole && prefill.Count > 0 && next.PromptLength > budget) break;
+                // The same prompt already being prefilled (n choices, repeated requests): wait a
+                // step and take its blocks from the prefix cache instead of computing them again.
+                if (!whole && blocks.PrefixCaching && IsBeingPrefilled(next)) break;
                 // They also need every prompt position computed: no cached prefix.
                 var cachedTokens = whole ? 0 : blocks.AcquirePrefix(next.Tokens[..next.PromptLength], next.Blocks);
                 if (!blocks.TryAllocate(blocks.BlocksFor(next.ReservedTokens) - next.Blocks.Count, next.Blocks))
@@ -86,6 +89,15 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
         }
         Volatile.Write(ref runningCount, running.Count);
         return (prefill, decode);
+    }
+
+    bool IsBeingPrefilled(Sequence next)
+    {
+        if ((next.PromptLength - 1) / blocks.BlockSize == 0) return false; // no whole block to share
+        var prompt = next.Tokens[..next.PromptLength];
+        foreach (var sequence in prefill)
+            if (sequence.Request.PromptLogprobs is null && sequence.Tokens[..sequence.PromptLength].SequenceEqual(prompt)) return true;
+        return false;
     }
 
     /// <summary>Adds a sequence whose prompt is unfinished to this step's prefill with as many of

@@ -82,7 +82,7 @@ public sealed class InferenceEngineTests
         foreach (var prompt in prompts) alone.Add(await Generate(engine.Submit(Greedy(tokenizer, prompt, 30))));
 
         // All at once, with staggered arrivals, so sequences join a running batch mid-way, and
-        // each prompt twice in a row, so equal prompts share a batched prefill.
+        // each prompt twice in a row, so the second takes the first's blocks from the prefix cache.
         var batched = new List<Task<int[]>>();
         foreach (var prompt in prompts)
         {
@@ -170,6 +170,19 @@ public sealed class InferenceEngineTests
                 context.Add(token.Token);
             }
         }
+    }
+
+    [Fact]
+    public async Task Equal_prompts_submitted_together_are_prefilled_once()
+    {
+        // n choices of one prompt: the first computes it, the others wait a step and take its
+        // whole blocks (20 tokens: two blocks of 8) from the prefix cache.
+        var (model, tokenizer) = TinyModel();
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        var choices = Enumerable.Range(0, 3).Select(_ => engine.Submit(Greedy(tokenizer, "to be or not to be, ", 6))).ToList();
+        var runs = await Task.WhenAll(choices.Select(Generate));
+        Assert.Equal([0, 16, 16], choices.Select(c => c.CachedPromptTokens));
+        foreach (var run in runs.Skip(1)) AssertSameGreedy(runs[0], run.Tokens);
     }
 
     [Theory]

@@ -28,7 +28,8 @@ static class ServeCommand
         var insecure = new Option<bool>("--insecure-no-auth") { Description = "serve without API keys (loopback addresses only)" };
         var decodeWeights = new DecodeWeightsOption();
         var noPrefixCaching = new Option<bool>("--no-prefix-caching") { Description = "compute every prompt in full instead of reusing the KV blocks of prompt prefixes seen before" };
-        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, noPrefixCaching };
+        var maxPrefill = new Option<int>("--max-prefill-tokens") { Description = "prompt tokens computed per engine step; longer prompts are prefilled in chunks while other sequences decode (lower: shorter pauses, higher: faster prompts)", DefaultValueFactory = _ => new EngineOptions().MaxPrefillTokensPerStep };
+        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, noPrefixCaching, maxPrefill };
         command.SetAction(async (result, cancellation) =>
         {
             var specs = result.GetValue(models)!.Select(ModelSpec.Parse).ToArray();
@@ -39,6 +40,7 @@ static class ServeCommand
                 MaxKvCacheBytes = result.GetValue(kvMb) * 1024L * 1024L,
                 DecodeWeights = decodeWeights.Value(result),
                 PrefixCaching = !result.GetValue(noPrefixCaching),
+                MaxPrefillTokensPerStep = result.GetValue(maxPrefill),
             };
             var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure) };
             await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, result.GetValue(threads), trust, apiKey: null, cancellation);

@@ -61,14 +61,15 @@ static class ServeBenchCommand
         // Redirected output would otherwise be squeezed into 80 columns.
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 160;
         var table = new Table();
-        foreach (var column in new[] { "conc.", "requests", "errors", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "ITL p50", "ITL p99", "E2E p50", "E2E p99" })
+        foreach (var column in new[] { "conc.", "requests", "errors", "req/s", "out tok/s", "cached", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "ITL p50", "ITL p99", "E2E p50", "E2E p99" })
             table.AddColumn(new TableColumn(column).RightAligned());
         foreach (var r in results)
         {
             table.AddRow(r.Concurrency.ToString(), r.Requests.ToString(), r.Errors.ToString(), r.RequestsPerSecond.ToString("F2"), r.OutputTokensPerSecond.ToString("F1"),
+                r.PrefixCacheHitRate is { } rate ? rate.ToString("P0") : "n/a",
                 Ms(r.TtftMs.P50), Ms(r.TtftMs.P99), Ms(r.TpotMs.P50), Ms(r.TpotMs.P99), Ms(r.ItlMs.P50), Ms(r.ItlMs.P99), Ms(r.E2eMs.P50), Ms(r.E2eMs.P99));
         }
-        table.Caption("latencies in ms; TPOT = (e2e - TTFT) / (tokens - 1)");
+        table.Caption("latencies in ms; TPOT = (e2e - TTFT) / (tokens - 1); cached = prompt tokens the server's prefix cache supplied");
         AnsiConsole.Write(table);
         foreach (var r in results.Where(r => r.FirstError is not null))
             Console.WriteLine($"concurrency {r.Concurrency}: {r.Errors} errors, first: {r.FirstError}");

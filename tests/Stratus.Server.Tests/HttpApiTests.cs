@@ -173,6 +173,7 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         });
         var levels = await benchmark.RunAsync();
         Assert.All(levels, level => Assert.Equal((0, 9L), (level.Errors, level.OutputTokens)));
+        Assert.All(levels, level => Assert.Equal(16.0 / 30, level.PrefixCacheHitRate)); // from the responses' usage
         // The warm-up computes the shared 17 tokens; each of the 6 timed requests then takes their
         // two whole blocks of 8 from the cache, and nothing of its own part.
         Assert.Equal(6 * 16, await CacheHits() - before);

@@ -57,7 +57,7 @@ public sealed record LatencyStats(double Mean, double P50, double P90, double P9
 
 public sealed record ServingLevelResult(
     int Concurrency, int Requests, int Errors, double DurationSeconds, long OutputTokens,
-    double RequestsPerSecond, double OutputTokensPerSecond,
+    double RequestsPerSecond, double OutputTokensPerSecond, double? PrefixCacheHitRate,
     LatencyStats TtftMs, LatencyStats TpotMs, LatencyStats ItlMs, LatencyStats E2eMs, string? FirstError)
 {
     public JsonObject ToJson()
@@ -71,6 +71,7 @@ public sealed record ServingLevelResult(
             ["output_tokens"] = OutputTokens,
             ["request_throughput"] = RequestsPerSecond,
             ["output_tokens_per_sec"] = OutputTokensPerSecond,
+            ["prefix_cache_hit_rate"] = PrefixCacheHitRate,
         };
         foreach (var (name, stats) in new[] { ("ttft", TtftMs), ("tpot", TpotMs), ("itl", ItlMs), ("e2e", E2eMs) })
         {
@@ -139,8 +140,9 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         await Task.WhenAll(workers);
         var seconds = clock.Elapsed.TotalSeconds;
         List<double> ttft = [], tpot = [], itl = [], e2e = [];
-        long tokens = 0;
+        long tokens = 0, promptTokens = 0, cachedTokens = 0;
         var errors = 0;
+        var reportsCache = false;
         string? firstError = null;
         foreach (var outcome in outcomes)
         {
@@ -151,6 +153,10 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
                 continue;
             }
             tokens += outcome.OutputTokens;
+            if (outcome is { PromptTokens: { } prompt, CachedTokens: { } cached })
+            {
+                (promptTokens, cachedTokens, reportsCache) = (promptTokens + prompt, cachedTokens + cached, true);
+            }
             ttft.Add(outcome.TtftMs);
             e2e.Add(outcome.E2eMs);
             itl.AddRange(outcome.ItlMs);
@@ -158,10 +164,11 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         }
         var ok = options.Requests - errors;
         return new ServingLevelResult(concurrency, options.Requests, errors, seconds, tokens, ok / seconds, tokens / seconds,
-            LatencyStats.Of(ttft), LatencyStats.Of(tpot), LatencyStats.Of(itl), LatencyStats.Of(e2e), firstError);
+            reportsCache && promptTokens > 0 ? (double)cachedTokens / promptTokens : null, LatencyStats.Of(ttft), LatencyStats.Of(tpot), LatencyStats.Of(itl), LatencyStats.Of(e2e), firstError);
     }
 
-    sealed record RequestOutcome(double TtftMs, double E2eMs, List<double> ItlMs, int OutputTokens, string? Error);
+    /// <summary>PromptTokens and CachedTokens as the server's usage reports them (null when it does not).</summary>
+    sealed record RequestOutcome(double TtftMs, double E2eMs, List<double> ItlMs, int OutputTokens, string? Error, int? PromptTokens = null, int? CachedTokens = null);
 
     async Task<RequestOutcome> SendAsync(JsonNode prompt, CancellationToken cancellation)
     {
@@ -181,7 +188,7 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         long last = 0;
         var itl = new List<double>();
         var chunks = 0;
-        int? usageTokens = null;
+        int? usageTokens = null, promptTokens = null, cachedTokens = null;
         try
         {
             using var request = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = JsonContent.Create(body) };
@@ -198,7 +205,13 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
                 var root = json.RootElement;
                 if (root.TryGetProperty("error", out var error)) return Failed(Shorten(error.ToString()));
                 if (root.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
+                {
                     usageTokens = usage.GetProperty("completion_tokens").GetInt32();
+                    promptTokens = usage.GetProperty("prompt_tokens").GetInt32();
+                    if (usage.TryGetProperty("prompt_tokens_details", out var details) && details.ValueKind == JsonValueKind.Object
+                        && details.TryGetProperty("cached_tokens", out var cached) && cached.ValueKind == JsonValueKind.Number)
+                        cachedTokens = cached.GetInt32();
+                }
                 if (!root.TryGetProperty("choices", out var choices) || choices.GetArrayLength() == 0) continue;
                 var text = choices[0].TryGetProperty("text", out var t) ? t.GetString() : null;
                 if (string.IsNullOrEmpty(text)) continue;
@@ -209,7 +222,7 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
                 chunks++;
             }
             if (chunks == 0) return Failed("the stream held no text");
-            return new RequestOutcome(ttft, Stopwatch.GetElapsedTime(start).TotalMilliseconds, itl, usageTokens ?? chunks, null);
+            return new RequestOutcome(ttft, Stopwatch.GetElapsedTime(start).TotalMilliseconds, itl, usageTokens ?? chunks, null, promptTokens, cachedTokens);
         }
         catch (Exception e) when (e is HttpRequestException or IOException or JsonException or InvalidOperationException or TaskCanceledException && !cancellation.IsCancellationRequested)
         {

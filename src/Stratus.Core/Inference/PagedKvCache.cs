@@ -17,6 +17,7 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
     // Per-step tensors: created inside the model's forward dispose scope, so they are released
     // with its other temporaries.
     Tensor? writeSlots, readBlocks, mask;
+    long[] slots = [];
     int span, gathered;
     // Decode steps (one new token per row, fp32 pool on the CPU) attend through this instead of
     // gathering.
@@ -63,7 +64,9 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         }
         var device = pool.Device;
         var positionTensor = tensor(positions, [batch, tokens], device: device);
-        writeSlots = tensor(writes, device: device);
+        // Made on the first Attend: a decode step that runs whole in managed code (DecodeStep)
+        // stores through InPlace's offsets and never needs the tensor.
+        (slots, writeSlots) = (writes, null);
         if (OneTokenAttention.Applies(tokens, device, pool.Dtype))
         {
             // Decode: attend in place over the rows' own blocks, no gather.
@@ -111,8 +114,9 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         var (heads, dim) = (k.shape[1], k.shape[3]);
         var poolKeys = pool.Keys(layer);
         var poolValues = pool.Values(layer);
-        poolKeys.index_copy_(0, writeSlots!, k.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
-        poolValues.index_copy_(0, writeSlots!, v.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
+        writeSlots ??= tensor(slots, device: pool.Device);
+        poolKeys.index_copy_(0, writeSlots, k.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
+        poolValues.index_copy_(0, writeSlots, v.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
         if (InPlace is { } step) return step.Compute(q, poolKeys, poolValues);
         var keys = pool.KeyBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);
         var values = pool.ValueBlocks(layer).index_select(0, readBlocks!).view(batch, gathered, heads, dim).narrow(1, 0, span).permute(0, 2, 1, 3);

@@ -18,18 +18,13 @@ namespace Stratus.Models;
 
 public abstract unsafe class DecodeStep
 {
-    readonly int width, vocab, blockSize;
+    // scratchFloatsPerRow: what a subclass's layers need per row besides the residual stream.
+    readonly int width, vocab, blockSize, scratchFloatsPerRow;
     // Activation buffers, one set per concurrent step: a step takes the spare set or makes one.
     Scratch? spare;
 
-    protected DecodeStep(ModelConfig config, int scratchFloatsPerRow)
-    {
-        (width, vocab, blockSize) = (config.NEmbd, config.VocabSize, config.BlockSize);
-        ScratchFloatsPerRow = scratchFloatsPerRow;
-    }
-
-    /// <summary>The floats a subclass's layers need per row besides the residual stream.</summary>
-    int ScratchFloatsPerRow { get; }
+    protected DecodeStep(ModelConfig config, int scratchFloatsPerRow) =>
+        (width, vocab, blockSize, this.scratchFloatsPerRow) = (config.NEmbd, config.VocabSize, config.BlockSize, scratchFloatsPerRow);
 
     /// <summary>Whether the step can run here: a decode kernel, one new token per row for at most
     /// MaxRows rows, a cache that stores and attends in place, no gradients, no LoRA adapters
@@ -46,7 +41,7 @@ public abstract unsafe class DecodeStep
     {
         var step = cache.InPlace!;
         var rows = step.Rows;
-        var scratch = Interlocked.Exchange(ref spare, null) ?? new Scratch(width + ScratchFloatsPerRow);
+        var scratch = Interlocked.Exchange(ref spare, null) ?? new Scratch(width + scratchFloatsPerRow);
         var temporaries = new List<Tensor>();
         try
         {

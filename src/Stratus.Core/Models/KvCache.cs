@@ -93,8 +93,10 @@ public sealed class KvCache : IKvCache, IDisposable
     }
 
     // One new token per row in fp32 on the CPU (sampling's decode step): the cache's own
-    // [B, KV, capacity, D] buffers, read in place; each step adds one position to every row.
+    // [B, KV, capacity, D] buffers, read in place. A position's offset depends only on its row
+    // and index, so each is written once, when a step first reaches it.
     readonly OneTokenAttention oneToken = new();
+    int offsetsWritten;
 
     OneTokenAttention PlaceOneToken()
     {
@@ -103,8 +105,9 @@ public sealed class KvCache : IKvCache, IDisposable
         for (var b = 0; b < batch; b++)
         {
             oneToken.Lengths[b] = Length + 1;
-            for (var s = 0; s <= Length; s++) oneToken.Offsets[b * Capacity + s] = ((long)b * kvHeads * Capacity + s) * dim;
+            for (var s = offsetsWritten; s <= Length; s++) oneToken.Offsets[b * Capacity + s] = ((long)b * kvHeads * Capacity + s) * dim;
         }
+        offsetsWritten = Math.Max(offsetsWritten, Length + 1);
         return oneToken;
     }
 

@@ -76,8 +76,12 @@ public sealed class BlockAllocator
     public void Free(List<int> blocks)
     {
         var released = 0;
-        foreach (var block in blocks)
+        // Last block first, as vLLM does: a cached block is found only through the blocks before
+        // it, so the later blocks of a prefix must be evicted before the ones they follow, or
+        // they would stay cached where no lookup can reach them.
+        for (var i = blocks.Count - 1; i >= 0; i--)
         {
+            var block = blocks[i];
             if (--holders[block] > 0) continue;
             released++;
             if (prefixOf[block] is null) free.Push(block);

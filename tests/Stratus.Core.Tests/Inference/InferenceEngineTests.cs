@@ -342,6 +342,16 @@ public sealed class InferenceEngineTests
         Assert.Equal(4, lru.AcquirePrefix([6, 7, 8, 9, 10], kept));
         Assert.False(lru.TryAllocate(1, taken));
 
+        // A prefix is evicted from its end: the blocks that remain are still reachable.
+        var chain = new BlockAllocator(blockCount: 3, blockSize: 4, prefixCaching: true);
+        int[] threeBlocks = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+        var chainBlocks = new List<int>();
+        Assert.True(chain.TryAllocate(3, chainBlocks));
+        chain.Register(threeBlocks, chainBlocks);
+        chain.Free(chainBlocks);
+        Assert.True(chain.TryAllocate(1, []));
+        Assert.Equal(8, chain.AcquirePrefix(threeBlocks, []));
+
         // Without prefix caching nothing is matched.
         var plain = new BlockAllocator(blockCount: 8, blockSize: 4);
         var blocks = new List<int>();

@@ -20,22 +20,16 @@ static class UsageCommand
         command.SetAction(async (result, ct) =>
         {
             var stores = TrustCommands.Open(result, dataDir);
-            var keys = await stores.KeyService().ListAsync(includeRevoked: true, ct);
-            string? keyId = null;
-            if (result.GetValue(key) is { } wanted)
-                // A name may belong to revoked keys too; the active one wins.
-                keyId = (keys.FirstOrDefault(k => k.Id == wanted)
-                    ?? keys.Where(k => k.Name == wanted).OrderBy(k => k.IsActive ? 0 : 1).ThenByDescending(k => k.CreatedAt).FirstOrDefault())?.Id
-                    ?? throw new TrustUserException($"No API key with name or id '{wanted}'.");
-            var last = TrustCommands.ParseDay(result.GetValue(to), "--to") ?? DateOnly.FromDateTime(DateTime.UtcNow);
-            var first = TrustCommands.ParseDay(result.GetValue(from), "--from") ?? last.AddDays(-30);
-            var rows = await stores.Usage.QueryAsync(new UsageQuery(keyId, first, last, result.GetValue(model)), ct);
+            var service = stores.KeyService();
+            var keyId = result.GetValue(key) is { } wanted ? (await service.FindAsync(wanted, ct)).Id : null;
+            var query = UsageQuery.Days(keyId, TrustCommands.ParseDay(result.GetValue(from), "--from"), TrustCommands.ParseDay(result.GetValue(to), "--to"), result.GetValue(model));
+            var rows = await stores.Usage.QueryAsync(query, ct);
             if (rows.Count == 0)
             {
-                Console.WriteLine($"No usage from {first:yyyy-MM-dd} to {last:yyyy-MM-dd}.");
+                Console.WriteLine($"No usage from {query.From:yyyy-MM-dd} to {query.To:yyyy-MM-dd}.");
                 return 0;
             }
-            var names = keys.ToDictionary(k => k.Id, k => k.Name);
+            var names = (await service.ListAsync(includeRevoked: true, ct)).ToDictionary(k => k.Id, k => k.Name);
             var table = new Table().AddColumns("Day", "Key", "Model", "Requests", "Prompt tokens", "Completion tokens", "Total tokens");
             foreach (var r in rows)
                 table.AddRow(r.Day.ToString("yyyy-MM-dd"), Markup.Escape(names.TryGetValue(r.KeyId, out var n) ? $"{n} ({r.KeyId})" : r.KeyId), Markup.Escape(r.Model),

@@ -85,6 +85,17 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
         return stored.Record.IsActive ? new(stored.Record, AuthenticationFailure.None) : new(null, AuthenticationFailure.Revoked);
     }
 
+    /// <summary>The key with this id, else with this name, revoked keys included (their usage
+    /// outlives them); of several keys with one name the active one, else the newest.</summary>
+    /// <exception cref="TrustUserException">No key has this name or id.</exception>
+    public async ValueTask<ApiKeyRecord> FindAsync(string nameOrId, CancellationToken cancellationToken = default)
+    {
+        var keys = await store.ListAsync(includeRevoked: true, cancellationToken);
+        return keys.FirstOrDefault(k => k.Id == nameOrId)
+            ?? keys.Where(k => k.Name == nameOrId).OrderBy(k => k.IsActive ? 0 : 1).ThenByDescending(k => k.CreatedAt).FirstOrDefault()
+            ?? throw new TrustUserException($"No API key with name or id '{nameOrId}'.");
+    }
+
     async ValueTask<ApiKeyRecord> ResolveActiveAsync(string nameOrId, CancellationToken cancellationToken)
     {
         var active = await store.ListAsync(includeRevoked: false, cancellationToken);

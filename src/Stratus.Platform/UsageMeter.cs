@@ -16,6 +16,13 @@ public sealed record UsageRecord(string KeyId, DateOnly Day, string Model, long 
 /// <param name="To">Last UTC day, inclusive.</param>
 public sealed record UsageQuery(string? KeyId, DateOnly From, DateOnly To, string? Model = null)
 {
+    /// <summary>The days asked for, by default the 30 days up to today (UTC).</summary>
+    public static UsageQuery Days(string? keyId, DateOnly? from, DateOnly? to, string? model)
+    {
+        var last = to ?? DateOnly.FromDateTime(DateTime.UtcNow);
+        return new UsageQuery(keyId, from ?? (last.DayNumber >= 30 ? last.AddDays(-30) : DateOnly.MinValue), last, model);
+    }
+
     /// <exception cref="TrustUserException">The range is reversed.</exception>
     public UsageQuery Validate() => From > To ? throw new TrustUserException($"Usage range starts ({From:yyyy-MM-dd}) after it ends ({To:yyyy-MM-dd}).") : this;
 }

@@ -55,7 +55,8 @@ public sealed class CompiledBlocklist
         var cleanTerms = new List<string>();
         foreach (var raw in list.Terms)
         {
-            var term = raw.Trim();
+            // Null only from a JSON body's [null]: the element type's annotation is not enforced there.
+            var term = raw?.Trim() ?? "";
             if (term.Length == 0) throw new TrustUserException($"Blocklist '{list.Name}' has an empty term.");
             if (term.Length > MaxTermLength) throw new TrustUserException($"Blocklist '{list.Name}': term '{term[..20]}...' is longer than {MaxTermLength} characters.");
             cleanTerms.Add(term);
@@ -81,9 +82,9 @@ public sealed class CompiledBlocklist
         return new CompiledBlocklist(list, termRegex, compiled, window);
     }
 
-    public static void ValidateName(string name)
+    public static void ValidateName(string? name)
     {
-        if (!Regex.IsMatch(name, "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
+        if (name is null || !Regex.IsMatch(name, "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
             throw new TrustUserException($"Blocklist name '{name}' is invalid: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit.");
     }
 

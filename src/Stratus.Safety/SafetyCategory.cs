@@ -41,7 +41,7 @@ public static class SafetyNames
         throw new TrustUserException($"Unknown safety category '{name}'; expected one of {string.Join(", ", AllCategories.Select(c => c.WireName()))}.");
     }
 
-    public static Severity ParseSeverity(string name) => name.Trim().ToLowerInvariant() switch
+    public static Severity ParseSeverity(string? name) => name?.Trim().ToLowerInvariant() switch
     {
         "safe" => Severity.Safe,
         "low" => Severity.Low,

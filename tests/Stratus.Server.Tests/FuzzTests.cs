@@ -91,6 +91,18 @@ public sealed class FuzzTests(TinyModelServer fixture) : IClassFixture<TinyModel
         foreach (var (field, values) in CompletionFields)
             foreach (var value in values) Add("/v1/completions", Replace(ValidCompletion, field, value));
 
+        // Escaped lone surrogates: valid JSON, but not text (written out whole: JsonNode cannot hold them).
+        foreach (var (path, body) in new[]
+        {
+            ("/v1/chat/completions", """{"model":"tiny","messages":[{"role":"user","content":"a\ud800"}]}"""),
+            ("/v1/chat/completions", """{"model":"tiny","messages":[{"role":"user","content":[{"type":"text","text":"\udc00"}]}]}"""),
+            ("/v1/chat/completions", """{"model":"tiny","messages":[{"role":"user","content":"a"}],"stop":["x\udfff"]}"""),
+            ("/v1/completions", """{"model":"tiny","prompt":"a\ud800"}"""),
+            ("/v1/completions", """{"model":"tiny","prompt":["\udc00b"]}"""),
+            ("/tokenize", """{"model":"tiny","prompt":"\ud800"}"""),
+        })
+            Add(path, body);
+
         // Not an object at all, and empty bodies.
         foreach (var path in Paths)
             foreach (var body in new[] { "", " ", "null", "[]", "\"text\"", "42", "true", "{", "}", "{]", "{\"model\":}", "{\"model\":\"tiny\",}", "{'model':'tiny'}", "{\"model\":\"tiny\"}", "{}" })

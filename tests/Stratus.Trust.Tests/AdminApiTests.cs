@@ -170,5 +170,34 @@ public sealed class AdminApiTests
             Assert.Equal(HttpStatusCode.BadRequest, badModel.StatusCode);
             Assert.Contains("Deployment name", (await TestJson.ErrorAsync(badModel)).GetProperty("message").GetString());
         }
+
+        // JSON nulls where names and severities belong, and strings that are not text.
+        async Task<string> Refused(HttpMethod method, string path, string key, string json)
+        {
+            using var response = await host.Client.SendAsync(new HttpRequestMessage(method, path)
+            {
+                Headers = { { "Authorization", "Bearer " + key } },
+                Content = new StringContent(json, Encoding.UTF8, "application/json"),
+            });
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            return (await TestJson.ErrorAsync(response)).GetProperty("message").GetString()!;
+        }
+        Assert.Contains("empty term", await Refused(HttpMethod.Put, "/v1/admin/blocklists/b", host.AdminKey, """{"terms":[null]}"""));
+        Assert.Contains("Unknown severity", await Refused(HttpMethod.Put, "/v1/admin/policies/fake", host.AdminKey, """{"block_at":{"hate":null}}"""));
+        Assert.Contains("Blocklist name", await Refused(HttpMethod.Put, "/v1/admin/policies/fake", host.AdminKey, """{"blocklists":[null]}"""));
+        Assert.Contains("surrogate", await Refused(HttpMethod.Post, "/v1/moderations", host.InferenceKey, """{"input":"a\ud800"}"""));
+        Assert.Contains("surrogate", await Refused(HttpMethod.Put, "/v1/admin/blocklists/b", host.AdminKey, """{"terms":["\udc00"]}"""));
+        using (var invalidUtf8 = await host.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/moderations")
+               {
+                   Headers = { { "Authorization", "Bearer " + host.InferenceKey } },
+                   Content = new ByteArrayContent([.. "{\"input\":\"a"u8, 0xFF, .. "\"}"u8]) { Headers = { { "Content-Type", "application/json" } } },
+               }))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, invalidUtf8.StatusCode);
+            Assert.Contains("UTF-8", (await TestJson.ErrorAsync(invalidUtf8)).GetProperty("message").GetString());
+        }
+        // The default range ends at the first day there is, not before it.
+        using (var earliest = await host.SendAsync(HttpMethod.Get, "/v1/usage?to=0001-01-15", host.AdminKey))
+            Assert.Equal(HttpStatusCode.OK, earliest.StatusCode);
     }
 }

@@ -122,18 +122,9 @@ public static class AdminEndpoints
         endpoints.MapGet("/v1/usage", async (HttpContext http, CancellationToken ct) =>
         {
             var (trust, _) = Caller(http);
-            string? keyId = null;
-            if (Text(http, "key") is { } key)
-            {
-                var keys = await trust.Keys.ListAsync(includeRevoked: true, ct);
-                // An id is unique; a name may belong to revoked keys too, so prefer the active one.
-                keyId = (keys.FirstOrDefault(k => k.Id == key)
-                    ?? keys.Where(k => k.Name == key).OrderBy(k => k.IsActive ? 0 : 1).ThenByDescending(k => k.CreatedAt).FirstOrDefault())?.Id
-                    ?? throw new TrustUserException($"No API key with name or id '{key}'.");
-            }
-            var to = Day(http, "to") ?? DateOnly.FromDateTime(DateTime.UtcNow);
-            var from = Day(http, "from") ?? to.AddDays(-30);
-            var rows = await trust.Stores.Usage.QueryAsync(new UsageQuery(keyId, from, to, Text(http, "model")), ct);
+            var keyId = Text(http, "key") is { } key ? (await trust.Keys.FindAsync(key, ct)).Id : null;
+            var query = UsageQuery.Days(keyId, Day(http, "from"), Day(http, "to"), Text(http, "model"));
+            var rows = await trust.Stores.Usage.QueryAsync(query, ct);
             return Json(new ListResponse<UsageView>([.. rows.Select(UsageView.From)]));
         }).RequireStratusScope(ApiKeyScopes.Admin);
 

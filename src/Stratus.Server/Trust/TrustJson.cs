@@ -17,9 +17,16 @@ public static class TrustJson
     {
         if (!request.HasJsonContentType())
             throw new TrustUserException("Send the request body as JSON with 'Content-Type: application/json'.");
+        // Kestrel caps the body size while this reads it (413 past the limit).
+        using var buffer = new MemoryStream();
+        await request.Body.CopyToAsync(buffer, cancellationToken);
+        var bytes = buffer.GetBuffer().AsSpan(0, (int)buffer.Length);
+        if (bytes.IsEmpty) throw new TrustUserException("The request body is empty; send a JSON object.");
+        if (Api.OpenAiJson.TextProblem(bytes) is { } problem)
+            throw new TrustUserException($"The request body is not valid JSON for this endpoint: {problem}.");
         try
         {
-            return await request.ReadFromJsonAsync<T>(Options, cancellationToken)
+            return JsonSerializer.Deserialize<T>(bytes, Options)
                 ?? throw new TrustUserException("The request body is empty; send a JSON object.");
         }
         catch (JsonException e)

@@ -51,3 +51,14 @@ public sealed class GenerationFilterTests(FilteredModelServer fixture) : IClassF
         Assert.Contains('*', text);
     }
 }
+
+public sealed class RewrittenPromptTests
+{
+    [Fact]
+    public void A_model_without_a_redaction_marker_s_brackets_gets_the_label_without_them()
+    {
+        var tokenizer = Tokenization.CharTokenizer.FromCorpus("call me now PHONE");
+        var tokens = GenerationRun.EncodeRewritten(tokenizer, "call [PHONE] now");
+        Assert.Equal("call PHONE now", tokenizer.Decode(tokens));
+    }
+}

@@ -109,6 +109,22 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task Streamed_logprobs_count_text_offsets_from_the_start_of_the_echoed_text_as_a_whole_answer_does()
+    {
+        var body = new Dictionary<string, object?> { ["model"] = "tiny", ["prompt"] = "Good morrow", ["max_tokens"] = 5, ["temperature"] = 0, ["logprobs"] = 0, ["echo"] = true };
+        var whole = (await PostJson("/v1/completions", body))["choices"]![0]!["logprobs"]!["text_offset"]!.AsArray().Select(o => (int)o!);
+        body["stream"] = true;
+        using var response = await Http.PostAsJsonAsync("/v1/completions", body);
+        var streamed = (await response.Content.ReadAsStringAsync()).Split('\n')
+            .Where(l => l.StartsWith("data: {", StringComparison.Ordinal))
+            .Select(l => JsonNode.Parse(l["data: ".Length..])!["choices"]!.AsArray())
+            .Where(choices => choices.Count > 0 && choices[0]!["logprobs"] is JsonObject)
+            .SelectMany(choices => choices[0]!["logprobs"]!["text_offset"]!.AsArray().Select(o => (int)o!));
+        Assert.Equal(whole, streamed);
+        Assert.Equal("Good morrow".Length + 5, streamed.Count());
+    }
+
+    [Fact]
     public async Task Tokenize_and_detokenize_round_trip()
     {
         var tokens = await PostJson("/tokenize", new { model = "tiny", prompt = "Hi!" });
@@ -277,5 +293,14 @@ public sealed class OverloadTests(BusyModelServer fixture) : IClassFixture<BusyM
         using var after = await http.PostAsJsonAsync("/v1/completions", body with { });
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
         foreach (var r in responses) r.Dispose();
+    }
+
+    [Fact]
+    public async Task A_request_with_more_choices_than_the_queue_holds_is_a_400_not_a_429_to_retry()
+    {
+        using var response = await fixture.Server.Http.PostAsJsonAsync("/v1/completions", new { model = "tiny", prompt = "abc", max_tokens = 2, n = 2 });
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("2 sequences", (string)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["message"]!);
+        Assert.Equal(0, fixture.Server.Model.Engine.Waiting);
     }
 }

@@ -16,7 +16,8 @@ public sealed record EngineOptions
     public long MaxKvCacheBytes { get; init; } = 1L << 30;
     /// <summary>Prompt plus max_tokens summed over running sequences; null: the pool's capacity.</summary>
     public int? MaxTokensInFlight { get; init; }
-    /// <summary>Requests that may wait for a slot; one more is refused (HTTP 429).</summary>
+    /// <summary>Sequences that may wait for a slot (an API request queues one per prompt and
+    /// choice, all at once); a request that does not fit is refused (HTTP 429).</summary>
     public int MaxWaiting { get; init; } = 256;
     /// <summary>Prompt tokens computed in one step: a longer prompt is prefilled over several
     /// steps (chunked prefill) while the running sequences keep decoding, so a long prompt never

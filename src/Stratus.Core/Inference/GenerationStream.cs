@@ -21,11 +21,17 @@ public sealed class GenerationStream
     string? finishReason;
 
     public GenerationStream(InferenceEngine engine, GenerationRequest request, CancellationToken cancellation = default)
+        : this(engine.Tokenizer, engine.Submit(request, cancellation))
     {
-        tokenizer = engine.Tokenizer;
-        stops = request.Stop;
+    }
+
+    /// <summary>Reads a sequence already submitted (<see cref="InferenceEngine.SubmitAll"/>).</summary>
+    public GenerationStream(ITokenizer tokenizer, Sequence sequence)
+    {
+        this.tokenizer = tokenizer;
+        stops = sequence.Request.Stop;
         decoder = new StreamingDecoder(tokenizer);
-        sequence = engine.Submit(request, cancellation);
+        this.sequence = sequence;
     }
 
     public int PromptTokens => sequence.PromptLength;

@@ -61,36 +61,51 @@ public sealed class InferenceEngine : IDisposable
     /// <summary>Queues a request. Its tokens arrive on the sequence's channel; cancelling
     /// <paramref name="cancellation"/> drops the sequence before the next decode step.</summary>
     /// <exception cref="EngineOverloadedException">The waiting queue is full.</exception>
-    public Sequence Submit(GenerationRequest request, CancellationToken cancellation = default)
+    public Sequence Submit(GenerationRequest request, CancellationToken cancellation = default) => SubmitAll([request], cancellation)[0];
+
+    /// <summary>Queues the sequences of one API request (its prompts and choices) all together
+    /// or none of them, so that concurrent many-choice requests cannot each take part of the
+    /// waiting queue and all be refused.</summary>
+    /// <exception cref="EngineOverloadedException">The waiting queue has no room for all of them.</exception>
+    public Sequence[] SubmitAll(IReadOnlyList<GenerationRequest> requests, CancellationToken cancellation = default)
     {
         if (!IsHealthy) throw new EngineUnavailableException("the engine has stopped", failure);
-        Validate(request);
-        var sequence = new Sequence(Interlocked.Increment(ref nextId), request, model.Config.VocabSize);
-        // Registered before the sequence is queued, so the engine can always release it when the
-        // sequence ends, however it ends.
-        if (cancellation.CanBeCanceled)
+        foreach (var request in requests) Validate(request);
+        var sequences = new Sequence[requests.Count];
+        for (var i = 0; i < sequences.Length; i++)
         {
-            sequence.CancellationRegistration = cancellation.UnsafeRegister(static (state, _) =>
+            var sequence = sequences[i] = new Sequence(Interlocked.Increment(ref nextId), requests[i], model.Config.VocabSize);
+            // Registered before the sequence is queued, so the engine can always release it when
+            // the sequence ends, however it ends.
+            if (cancellation.CanBeCanceled)
             {
-                var (s, engine) = ((Sequence, InferenceEngine))state!;
-                s.Cancel();
-                engine.wakeUp.Release();
-            }, (sequence, this));
+                sequence.CancellationRegistration = cancellation.UnsafeRegister(static (state, _) =>
+                {
+                    var (s, engine) = ((Sequence, InferenceEngine))state!;
+                    s.Cancel();
+                    engine.wakeUp.Release();
+                }, (sequence, this));
+            }
         }
         bool queued;
-        try { queued = scheduler.TryEnqueue(sequence); }
+        try
+        {
+            if (sequences.Length > Options.MaxWaiting)
+                throw new StratusUserException($"the request needs {sequences.Length} sequences (prompts times n) and the server queues at most {Options.MaxWaiting}; send fewer prompts or choices per request");
+            queued = scheduler.TryEnqueue(sequences);
+        }
         catch
         {
-            sequence.CancellationRegistration.Dispose();
+            foreach (var sequence in sequences) sequence.CancellationRegistration.Dispose();
             throw;
         }
         if (!queued)
         {
-            sequence.CancellationRegistration.Dispose();
-            throw new EngineOverloadedException($"the server is busy: {Options.MaxWaiting} requests are already waiting; retry shortly", TimeSpan.FromSeconds(1));
+            foreach (var sequence in sequences) sequence.CancellationRegistration.Dispose();
+            throw new EngineOverloadedException($"the server is busy: {scheduler.Waiting} sequences are already waiting (at most {Options.MaxWaiting}); retry shortly", TimeSpan.FromSeconds(1));
         }
         wakeUp.Release();
-        return sequence;
+        return sequences;
     }
 
     void Validate(GenerationRequest request)

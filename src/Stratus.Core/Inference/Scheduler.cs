@@ -19,16 +19,17 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
     public int Running => Volatile.Read(ref runningCount);
     public int Waiting => Volatile.Read(ref waitingCount);
 
-    /// <summary>Queues a sequence; false when the waiting queue is full.</summary>
-    public bool TryEnqueue(Sequence sequence)
+    /// <summary>Queues all the sequences, or none when the waiting queue has no room for all.</summary>
+    public bool TryEnqueue(IReadOnlyList<Sequence> sequences)
     {
-        if (sequence.ReservedTokens > tokenLimit)
-            throw new StratusUserException($"the request needs {sequence.ReservedTokens} tokens of KV cache, more than the engine holds ({tokenLimit}); lower max_tokens");
+        foreach (var sequence in sequences)
+            if (sequence.ReservedTokens > tokenLimit)
+                throw new StratusUserException($"the request needs {sequence.ReservedTokens} tokens of KV cache, more than the engine holds ({tokenLimit}); lower max_tokens");
         lock (waitingLock)
         {
-            if (waitingCount >= options.MaxWaiting) return false;
-            waiting.AddLast(sequence);
-            waitingCount++;
+            if (waitingCount + sequences.Count > options.MaxWaiting) return false;
+            foreach (var sequence in sequences) waiting.AddLast(sequence);
+            waitingCount += sequences.Count;
         }
         return true;
     }

@@ -59,17 +59,19 @@ public static class CompletionsEndpoints
                 await events.WriteAsync(new Completion(id, created, model.Name, []) { PromptFilterResults = promptFilterResults }, cancellation);
             // A choice's echo goes out with its first piece: by then its prompt has been scored.
             var echoed = new bool[total];
+            // text_offset counts from the start of the choice's whole text, echo included.
+            var textOffsets = new int[total];
             await foreach (var piece in run.ReadAllAsync())
             {
                 var c = piece.Choice;
                 if (echo && !echoed[c])
                 {
                     echoed[c] = true;
-                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], promptTokens[c / choices], run.Streams[c].PromptLogprobs);
+                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], promptTokens[c / choices], run.Streams[c].PromptLogprobs, ref textOffsets[c]);
                     await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, promptTexts[c / choices], promptLogprobs, null)]), cancellation);
                 }
                 if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Tokens.Count == 0)) continue;
-                var lp = logprobs is not null && piece.Tokens.Count > 0 ? Logprobs(tokenizer, piece.Tokens, null, null) : null;
+                var lp = logprobs is not null && piece.Tokens.Count > 0 ? Logprobs(tokenizer, piece.Tokens, null, null, ref textOffsets[c]) : null;
                 await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason) { ContentFilterResults = piece.FilterResults }]), cancellation);
             }
             if (body.StreamOptions?.IncludeUsage == true)
@@ -97,7 +99,8 @@ public static class CompletionsEndpoints
         for (var c = 0; c < total; c++)
         {
             // A filtered choice's tokens would spell out what was filtered.
-            var lp = logprobs is null || finish[c] == ContentFilterFinishReason ? null : Logprobs(tokenizer, tokens[c], echo ? promptTokens[c / choices] : null, run.Streams[c].PromptLogprobs);
+            var offset = 0;
+            var lp = logprobs is null || finish[c] == ContentFilterFinishReason ? null : Logprobs(tokenizer, tokens[c], echo ? promptTokens[c / choices] : null, run.Streams[c].PromptLogprobs, ref offset);
             result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]) { ContentFilterResults = filterResults[c] };
         }
         await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result)
@@ -108,14 +111,14 @@ public static class CompletionsEndpoints
     }
 
     /// <summary>The legacy logprobs object; echoed prompt tokens come first, the very first of
-    /// them without a log-probability (nothing precedes it), as OpenAI writes it.</summary>
-    static CompletionLogprobs Logprobs(ITokenizer tokenizer, IReadOnlyList<GeneratedToken> generated, int[]? echoed, IReadOnlyList<GeneratedToken>? promptLogprobs)
+    /// them without a log-probability (nothing precedes it), as OpenAI writes it. Text offsets
+    /// start at <paramref name="offset"/>, which is moved past the tokens' text.</summary>
+    static CompletionLogprobs Logprobs(ITokenizer tokenizer, IReadOnlyList<GeneratedToken> generated, int[]? echoed, IReadOnlyList<GeneratedToken>? promptLogprobs, ref int offset)
     {
         var tokens = new List<string>();
         var values = new List<float?>();
         var top = new List<Dictionary<string, float>?>();
         var offsets = new List<int>();
-        var offset = 0;
         for (var i = 0; i < (echoed?.Length ?? 0); i++)
         {
             var text = tokenizer.Decode([echoed![i]]);

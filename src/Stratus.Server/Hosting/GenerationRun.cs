@@ -9,6 +9,7 @@ using System.Threading.Channels;
 using Stratus.Inference;
 using Stratus.Safety;
 using Stratus.Server.Api;
+using Stratus.Tokenization;
 
 namespace Stratus.Server.Hosting;
 
@@ -67,21 +68,27 @@ public sealed class GenerationRun : IAsyncDisposable
             throw;
         }
         var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-        var streams = new GenerationStream[promptTokens.Count * context.Choices];
+        GenerationStream[] streams;
         try
         {
             foreach (var scope in scopes)
                 if (scope.Prompts is { } rewritten)
-                    promptTokens = [.. rewritten.Select((text, i) => RequestParser.Encode(context.Model.Tokenizer, text, rewritten.Count == 1 ? "prompt" : $"prompt[{i}]"))];
+                    promptTokens = [.. rewritten.Select(text => EncodeRewritten(context.Model.Tokenizer, text))];
+            var requests = new GenerationRequest[promptTokens.Count * context.Choices];
             for (var p = 0; p < promptTokens.Count; p++)
             {
+                // A rewritten prompt may be longer than the one max_tokens was checked against: the
+                // completion gets the room that is left (max_tokens is an upper bound).
+                var room = context.Model.ContextLength - promptTokens[p].Length;
+                var maxTokens = room >= 1 ? Math.Min(context.Request.MaxTokens, room) : context.Request.MaxTokens;
                 for (var i = 0; i < context.Choices; i++)
                 {
                     // Choices of one request differ, yet a seed still reproduces all of them.
-                    var request = context.Request with { PromptTokens = promptTokens[p], Seed = context.Request.Seed + i };
-                    streams[p * context.Choices + i] = new GenerationStream(context.Model.Engine, request, cancel.Token);
+                    requests[p * context.Choices + i] = context.Request with { PromptTokens = promptTokens[p], MaxTokens = maxTokens, Seed = context.Request.Seed + i };
                 }
             }
+            var engine = context.Model.Engine;
+            streams = [.. engine.SubmitAll(requests, cancel.Token).Select(sequence => new GenerationStream(engine.Tokenizer, sequence))];
         }
         catch (Exception e)
         {
@@ -97,6 +104,16 @@ public sealed class GenerationRun : IAsyncDisposable
             };
         }
         return new GenerationRun(context, scopes, metrics, streams, cancel);
+    }
+
+    /// <summary>A prompt a filter rewrote (PII replaced by "[LABEL]"). The client's text was
+    /// encodable, so any character that is not came with the filter's markers: a model whose
+    /// vocabulary lacks it (a character-level model without brackets) gets the marker without
+    /// it, and the PII stays out either way.</summary>
+    internal static int[] EncodeRewritten(ITokenizer tokenizer, string text)
+    {
+        var unencodable = tokenizer.Unencodable(text);
+        return tokenizer.Encode(unencodable.Count == 0 ? text : string.Concat(text.Where(c => !unencodable.Contains(c))));
     }
 
     /// <summary>Pieces of all choices as they are generated, each choice ending with a piece

@@ -425,7 +425,7 @@ public sealed class InferenceEngineTests
         Sequence Queue(int promptLength)
         {
             var sequence = new Sequence(promptLength, new GenerationRequest { PromptTokens = [.. Enumerable.Range(0, promptLength)], MaxTokens = 4, Temperature = 0 }, vocabSize: 16);
-            Assert.True(scheduler.TryEnqueue(sequence));
+            Assert.True(scheduler.TryEnqueue([sequence]));
             return sequence;
         }
         var decoding = new List<Sequence>();
@@ -454,6 +454,18 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public void A_request_s_sequences_are_queued_all_together_or_not_at_all()
+    {
+        var scheduler = new Scheduler(new EngineOptions { MaxWaiting = 3 }, new BlockAllocator(blockCount: 16, blockSize: 4));
+        static Sequence New(int id) => new(id, new GenerationRequest { PromptTokens = [0, 1], MaxTokens = 2, Temperature = 0 }, vocabSize: 2);
+        Assert.True(scheduler.TryEnqueue([New(0), New(1)]));
+        Assert.False(scheduler.TryEnqueue([New(2), New(3)])); // one place left: neither is queued
+        Assert.Equal(2, scheduler.Waiting);
+        Assert.True(scheduler.TryEnqueue([New(4)]));
+        Assert.Equal(3, scheduler.Waiting);
+    }
+
+    [Fact]
     public void Scheduler_admits_in_order_within_the_block_pool_and_frees_blocks_on_release()
     {
         var allocator = new BlockAllocator(blockCount: 4, blockSize: 4);
@@ -463,7 +475,7 @@ public sealed class InferenceEngineTests
         {
             // 2 prompt + 4 generated tokens: 2 blocks of 4 each.
             sequences[i] = new Sequence(i, new GenerationRequest { PromptTokens = [0, 1], MaxTokens = 4, Temperature = 0 }, vocabSize: 2);
-            Assert.True(scheduler.TryEnqueue(sequences[i]));
+            Assert.True(scheduler.TryEnqueue([sequences[i]]));
         }
         var (prefill, decode) = scheduler.Schedule();
         Assert.Equal([sequences[0], sequences[1]], prefill);

@@ -203,6 +203,10 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         Assert.Equal("context_length_exceeded", (string?)completion["code"]);
         var chat = (await PostJson("/v1/chat/completions", ChatBody(500), HttpStatusCode.BadRequest))["error"]!;
         Assert.Contains("in the messages, 500 in the completion", (string)chat["message"]!);
+        Assert.Equal("max_tokens", (string?)chat["param"]);
+        // A prompt that fills the context alone is the prompt's fault, whatever max_tokens says.
+        var full = (await PostJson("/v1/completions", new { model = "tiny", prompt = new string('a', 128), max_tokens = 1 }, HttpStatusCode.BadRequest))["error"]!;
+        Assert.Equal("prompt", (string?)full["param"]);
     }
 
     [Fact]
@@ -241,6 +245,8 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         await Refused("/v1/chat/completions", Chat("functions", new[] { new { name = "lookup" } }), "functions");
         await Refused("/v1/chat/completions", Chat("response_format", new { type = "json_object" }), "response_format");
         await Refused("/v1/chat/completions", Chat("response_format", new { type = "json_schema", json_schema = new { name = "x" } }), "response_format");
+        var notAnObject = (await PostJson("/v1/chat/completions", Chat("response_format", "json"), HttpStatusCode.BadRequest))["error"]!;
+        Assert.Equal(("response_format", "invalid_type"), ((string?)notAnObject["param"], (string?)notAnObject["code"]));
         var completion = new Dictionary<string, object?> { ["model"] = TinyModelServer.ModelName, ["prompt"] = "abc", ["max_tokens"] = 2 };
         await Refused("/v1/completions", new(completion) { ["suffix"] = "xyz" }, "suffix");
         await Refused("/v1/completions", new(completion) { ["best_of"] = 3 }, "best_of");

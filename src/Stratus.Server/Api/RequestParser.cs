@@ -65,6 +65,8 @@ public static class RequestParser
                     throw Unsupported("tools", "Tool calling is not supported by this server; leave out 'tools' or set 'tool_choice' to \"none\".");
                 if (Present(chat.Functions) && !IsString(chat.FunctionCall, "none"))
                     throw Unsupported("functions", "Function calling is not supported by this server; leave out 'functions' or set 'function_call' to \"none\".");
+                if (Present(chat.ResponseFormat) && chat.ResponseFormat!.Value.ValueKind != JsonValueKind.Object)
+                    throw ApiException.Invalid("Invalid type for 'response_format': expected an object such as {\"type\": \"text\"}.", "response_format", "invalid_type");
                 if (chat.ResponseFormat is { ValueKind: JsonValueKind.Object } format
                     && format.TryGetProperty("type", out var type) && !(type.ValueKind == JsonValueKind.String && type.GetString() == "text"))
                     throw Unsupported("response_format", $"'response_format' of type {Truncate(type.ToString())} is not supported by this server: it cannot constrain output to JSON. Leave it out or use {{\"type\": \"text\"}}.");
@@ -105,7 +107,7 @@ public static class RequestParser
         if (room < 1 || (requested is { } r && r > room))
             throw new ApiException(400,
                 $"This model's maximum context length is {context} tokens. However, you requested {promptTokens + (requested ?? 1)} tokens ({promptTokens} in the {promptParam}, {requested ?? 1} in the completion). Please reduce the length of the {promptParam} or completion.",
-                requested is null ? promptParam : param, "context_length_exceeded");
+                requested is null || room < 1 ? promptParam : param, "context_length_exceeded");
         return requested ?? Math.Min(room, defaultTokens ?? room);
     }
 

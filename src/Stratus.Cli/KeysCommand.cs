@@ -88,12 +88,7 @@ static class KeysCommand
         command.SetAction(async (result, ct) =>
         {
             var service = TrustCommands.Open(result, dataDir).KeyService();
-            var target = result.GetValue(nameOrId)!;
-            var active = await service.ListAsync(includeRevoked: false, ct);
-            var current = active.FirstOrDefault(k => k.Id == target) ?? active.FirstOrDefault(k => k.Name == target)
-                ?? throw new Stratus.Safety.TrustUserException($"No active API key with name or id '{target}'.");
-            var limits = new RateLimits(result.GetValue(rpm) ?? current.Limits.RequestsPerMinute, result.GetValue(tpm) ?? current.Limits.TokensPerMinute);
-            var key = await service.SetLimitsAsync(current.Id, limits, TrustCommands.Actor, ct);
+            var key = await service.SetLimitsAsync(result.GetValue(nameOrId)!, result.GetValue(rpm), result.GetValue(tpm), TrustCommands.Actor, ct);
             Console.WriteLine($"API key '{key.Name}' (id {key.Id}): rpm {Limit(key.Limits.RequestsPerMinute)}, tpm {Limit(key.Limits.TokensPerMinute)}.");
             return 0;
         });

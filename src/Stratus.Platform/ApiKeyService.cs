@@ -54,13 +54,14 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
         return key with { RevokedAt = at };
     }
 
-    /// <summary>Changes a key's limits; the QuotaEnforcer applies them from the next request,
-    /// because authentication reads the key record each time.</summary>
+    /// <summary>Changes a key's limits, each left as it is when null; the QuotaEnforcer applies
+    /// them from the next request, because authentication reads the key record each time.</summary>
     /// <exception cref="TrustUserException">No active key, or negative limits.</exception>
-    public async ValueTask<ApiKeyRecord> SetLimitsAsync(string nameOrId, RateLimits limits, string actor, CancellationToken cancellationToken = default)
+    public async ValueTask<ApiKeyRecord> SetLimitsAsync(string nameOrId, int? requestsPerMinute, int? tokensPerMinute, string actor, CancellationToken cancellationToken = default)
     {
-        limits.Validate();
         var key = await ResolveActiveAsync(nameOrId, cancellationToken);
+        var limits = new RateLimits(requestsPerMinute ?? key.Limits.RequestsPerMinute, tokensPerMinute ?? key.Limits.TokensPerMinute);
+        limits.Validate();
         await store.SetLimitsAsync(key.Id, limits, cancellationToken);
         await audit.AppendAsync(actor, AuditActions.KeyLimitsChanged, new JsonObject
         {

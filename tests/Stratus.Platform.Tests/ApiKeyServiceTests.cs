@@ -94,11 +94,13 @@ public sealed class ApiKeyServiceTests : IDisposable
     public async Task Changes_are_audited_without_secrets()
     {
         var created = await keys.CreateAsync("svc", ApiKeyScopes.Inference, new RateLimits(5, 500), "alice");
-        await keys.SetLimitsAsync("svc", new RateLimits(10, 1000), "alice");
+        await keys.SetLimitsAsync("svc", 10, 1000, "alice");
+        Assert.Equal(new RateLimits(10, 7), (await keys.SetLimitsAsync("svc", null, 7, "alice")).Limits); // a null limit stays as it was
+        await keys.SetLimitsAsync("svc", null, 1000, "alice");
         await keys.RevokeAsync(created.Key.Id, "bob");
         var log = await platform.Stores.Audit.ReadAsync(new AuditQuery());
-        Assert.Equal([AuditActions.KeyCreated, AuditActions.KeyLimitsChanged, AuditActions.KeyRevoked], log.Select(e => e.Action));
-        Assert.Equal(["alice", "alice", "bob"], log.Select(e => e.Actor));
+        Assert.Equal([AuditActions.KeyCreated, AuditActions.KeyLimitsChanged, AuditActions.KeyLimitsChanged, AuditActions.KeyLimitsChanged, AuditActions.KeyRevoked], log.Select(e => e.Action));
+        Assert.Equal(["alice", "alice", "alice", "alice", "bob"], log.Select(e => e.Actor));
         Assert.All(log, e => Assert.Contains(created.Key.Id, e.Details));
         Assert.All(log, e => Assert.DoesNotContain(created.Secret[ApiKeyFormat.Prefix.Length..], e.Details));
         Assert.Equal(new RateLimits(10, 1000), (await keys.ListAsync(true)).Single().Limits);

@@ -44,11 +44,7 @@ public static class AdminEndpoints
         {
             var (trust, actor) = Caller(http);
             var body = await TrustJson.ReadBodyAsync<SetLimitsRequest>(http.Request, ct);
-            var active = await trust.Keys.ListAsync(includeRevoked: false, ct);
-            var current = active.FirstOrDefault(k => k.Id == nameOrId) ?? active.FirstOrDefault(k => k.Name == nameOrId)
-                ?? throw new TrustUserException($"No active API key with name or id '{nameOrId}'.");
-            var limits = new RateLimits(body.Rpm ?? current.Limits.RequestsPerMinute, body.Tpm ?? current.Limits.TokensPerMinute);
-            return Json(KeyView.From(await trust.Keys.SetLimitsAsync(current.Id, limits, actor, ct)));
+            return Json(KeyView.From(await trust.Keys.SetLimitsAsync(nameOrId, body.Rpm, body.Tpm, actor, ct)));
         });
 
         admin.MapGet("/blocklists", async (HttpContext http, CancellationToken ct) =>

@@ -13,8 +13,8 @@ static class TrainCommand
     public static Command Create()
     {
         var config = new Option<string>("--config") { Description = "training config (JSON, nanoGPT key names); see configs/" };
-        var data = new Option<string>("--data") { Description = "dataset folder made by `stratus prepare`" };
-        var output = new Option<string>("--out") { Description = "run folder: metrics.jsonl and checkpoints/" };
+        var data = new Option<string>("--data") { Description = "dataset folder made by `stratus prepare` (with --resume: the run's dataset, when it moved)" };
+        var output = OutputPaths.Folder("--out", "run folder: metrics.jsonl and checkpoints/");
         var resume = new Option<string>("--resume") { Description = "continue the run in this folder from its last checkpoint" };
         var initFrom = new Option<string>("--init-from") { Description = "start from the weights of a trained or imported model (run or checkpoint folder)" };
         var command = new Command("train", "Train a model, or resume a run exactly where it stopped.") { config, data, output, resume, initFrom };
@@ -23,10 +23,14 @@ static class TrainCommand
         {
             // Not disposed on failure: MPI_Finalize would wait for ranks that wait for this one,
             // while a rank that exits without it makes mpirun end the whole job.
+            if (result.GetValue(resume) is not null)
+                foreach (var option in new[] { config, output, initFrom })
+                    if (result.GetResult(option) is not null)
+                        throw new StratusUserException($"{option.Name} cannot be used with --resume: a run continues with its own config and folder (change settings such as max_iters with --max-iters ...)");
             var communicator = Communicator.Create();
             using (var stop = StopOnCtrlC(out var token))
             using (var trainer = result.GetValue(resume) is { } runDirectory
-                ? Trainer.Resume(runDirectory, overrides.Overrides(result), communicator: communicator)
+                ? Trainer.Resume(runDirectory, overrides.Overrides(result), communicator: communicator, dataDirectory: result.GetValue(data))
                 : Trainer.Start(
                     TrainConfig.Load(result.GetValue(config), overrides.Overrides(result)),
                     result.GetValue(data) ?? throw new StratusUserException("--data is required: the dataset folder made by `stratus prepare`"),

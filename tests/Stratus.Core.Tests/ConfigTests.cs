@@ -39,6 +39,16 @@ public sealed class ConfigTests
     }
 
     [Fact]
+    public void Nulls_duplicate_keys_and_numbers_json_cannot_hold_are_refused()
+    {
+        Assert.EndsWith("c.json: lora_targets must not be null; leave it out for its default", Fails("""{"lora_rank": 2, "lora_targets": null}""").Message);
+        Assert.Contains("Duplicate property 'n_layer'", Fails("""{"n_layer": 1, "n_layer": 2}""").Message);
+        Assert.Equal("--learning-rate: learning_rate must be a number, got \"Infinity\"", Fails("{}", ("learning-rate", "Infinity")).Message);
+        Assert.Equal("--dropout: dropout must be a number, got \"NaN\"", Fails("{}", ("dropout", "NaN")).Message);
+        Assert.Contains("n_embd 2000000000 is over", Fails("{}", ("n_embd", "2000000000"), ("n_head", "1")).Message);
+    }
+
+    [Fact]
     public void Malformed_json_is_placed_by_line_and_column_counted_from_one()
     {
         Assert.EndsWith("c.json is not valid JSON at line 3, column 3: 'o' is an invalid start of a property name. Expected a '\"'.",

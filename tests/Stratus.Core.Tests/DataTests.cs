@@ -149,6 +149,29 @@ public sealed class DataTests
     }
 
     [Fact]
+    public void A_dataset_with_a_damaged_meta_or_tokenizer_or_one_from_another_preparation_is_refused()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["in.txt"], TestData.Corpus(20));
+        StratusUserException Refused(Action<string> damage)
+        {
+            var data = temp[$"d{Guid.NewGuid():N}"];
+            DatasetPreparer.Prepare(temp["in.txt"], data, "char");
+            damage(data);
+            return Assert.Throws<StratusUserException>(() => new BatchSampler(data, 2, 8, seed: 1));
+        }
+        Assert.Contains("meta.json is not valid JSON", Refused(d => File.WriteAllText(Path.Combine(d, DatasetPreparer.MetaFile), "{bad")).Message);
+        Assert.Contains("tokenizer.json is not valid JSON", Refused(d => File.WriteAllText(Path.Combine(d, "tokenizer.json"), "{bad")).Message);
+        Assert.Contains("tokenizer.json is damaged", Refused(d => File.WriteAllText(Path.Combine(d, "tokenizer.json"), """{"type": 5}""")).Message);
+        Assert.Contains("has 3", Refused(d => File.WriteAllText(Path.Combine(d, "tokenizer.json"), """{"type":"char","vocab":"abc"}""")).Message);
+        Assert.Contains("tokens per micro-batch", Assert.Throws<StratusUserException>(() =>
+        {
+            DatasetPreparer.Prepare(temp["in.txt"], temp["big"], "char");
+            return new BatchSampler(temp["big"], 2_000_000_000, 8, seed: 1);
+        }).Message);
+    }
+
+    [Fact]
     public void Batches_are_a_pure_function_of_seed_step_and_micro_batch()
     {
         using var temp = new TempDirectory();

@@ -156,6 +156,42 @@ public sealed class TrainingTests
         var (data, run) = FiveStepRun(temp);
         var error = Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig, data, run));
         Assert.Contains("--resume", error.Message);
+        // A folder with only a best checkpoint (as `import` makes) holds a model too.
+        Directory.Delete(Path.Combine(run, "checkpoints", "last"), recursive: true);
+        Assert.Contains("already holds a model", Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig, data, run)).Message);
+    }
+
+    [Fact]
+    public void Resuming_refuses_a_dataset_prepared_again_with_another_vocabulary_and_follows_a_moved_one()
+    {
+        using var temp = new TempDirectory();
+        var (data, run) = FiveStepRun(temp);
+        // The same text with upper and lower case swapped: as many characters, other ids.
+        var swapped = new string(TestData.Corpus(20).Select(c => char.IsUpper(c) ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c)).ToArray());
+        File.WriteAllText(temp["swapped.txt"], swapped);
+        DatasetPreparer.Prepare(temp["swapped.txt"], temp["swapped"], "char");
+        Assert.Contains("differs from the model's", Assert.Throws<StratusUserException>(() => Trainer.Resume(run, dataDirectory: temp["swapped"])).Message);
+
+        Directory.Move(data, temp["moved"]);
+        Assert.Contains("pass its folder with --data", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "6")], dataDirectory: temp["moved"])) resumed.Run();
+        using var again = Trainer.Resume(run, [new("max_iters", "7")]); // the run now names the new folder
+        Assert.Equal(6, again.Step);
+    }
+
+    [Fact]
+    public void A_damaged_run_file_or_manifest_is_refused_with_a_clear_message()
+    {
+        using var temp = new TempDirectory();
+        var (_, run) = FiveStepRun(temp);
+        var runFile = Path.Combine(run, Trainer.RunFile);
+        var saved = File.ReadAllText(runFile);
+        File.WriteAllText(runFile, "{bad");
+        Assert.Contains("run.json is not valid JSON", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+        File.WriteAllText(runFile, saved);
+        var manifest = Path.Combine(run, "checkpoints", "last", Checkpoint.ManifestFile);
+        File.WriteAllText(manifest, """{"format":"stratus-checkpoint","version":1}""");
+        Assert.Contains("lists no model.safetensors", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
     }
 
     [Theory]

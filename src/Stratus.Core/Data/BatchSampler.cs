@@ -4,6 +4,7 @@
 // without changing what the whole job learns. A chat (SFT) dataset adds loss masks: targets
 // outside assistant turns become -100, cross_entropy's ignore index, and a window with nothing
 // to learn is redrawn from the same counter stream (so determinism is kept).
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Stratus.Tokenization;
 using TorchSharp;
@@ -26,6 +27,12 @@ public sealed class BatchSampler : IDisposable
     // Streams 0-3 are the train and val windows of training and of evaluation.
     const ulong DropoutStream = 4;
 
+    /// <summary>Far above what fits in memory with any model's activations; keeps the window
+    /// buffers' sizes within an int.</summary>
+    const long MaxTokensPerBatch = 1 << 28;
+
+    static long? Count(JsonNode? node) => node is JsonValue value && value.TryGetValue<long>(out var count) ? count : null;
+
     public BatchSampler(string datasetDirectory, int batchSize, int blockSize, long seed)
     {
         if (!Directory.Exists(datasetDirectory))
@@ -43,10 +50,14 @@ public sealed class BatchSampler : IDisposable
         // meta.json is written last: shard sizes that disagree with it mean a prepare stopped
         // half way through, or files from two preparations were mixed.
         var metaPath = Path.Combine(datasetDirectory, DatasetPreparer.MetaFile);
-        if (File.Exists(metaPath) && JsonNode.Parse(File.ReadAllText(metaPath)) is JsonObject meta
-            && (meta["train_tokens"]?.GetValue<long>() != train.Count || meta["val_tokens"]?.GetValue<long>() != val.Count))
-            throw new StratusUserException($"{datasetDirectory}: meta.json lists {meta["train_tokens"]} train and {meta["val_tokens"]} val tokens but the shards hold {train.Count} and {val.Count} " +
-                "(a prepare stopped half way, or files of two preparations were mixed); run `stratus prepare` for this folder again");
+        const string Mixed = "(a prepare stopped half way, or files of two preparations were mixed); run `stratus prepare` for this folder again";
+        JsonNode? metaJson;
+        try { metaJson = File.Exists(metaPath) ? JsonNode.Parse(File.ReadAllText(metaPath)) : null; }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(metaPath, e, hint: "Run `stratus prepare` for this folder again."); }
+        if (metaJson is JsonObject meta && (Count(meta["train_tokens"]) != train.Count || Count(meta["val_tokens"]) != val.Count))
+            throw new StratusUserException($"{datasetDirectory}: meta.json lists {meta["train_tokens"]} train and {meta["val_tokens"]} val tokens but the shards hold {train.Count} and {val.Count} {Mixed}");
+        if (train.VocabSize != Tokenizer.VocabSize || val.VocabSize != Tokenizer.VocabSize)
+            throw new StratusUserException($"{datasetDirectory}: the shards were tokenized for a vocabulary of {train.VocabSize} and {val.VocabSize} tokens but its tokenizer.json has {Tokenizer.VocabSize} {Mixed}");
         foreach (var shard in new[] { train, val })
         {
             if (shard.Count == 0)
@@ -57,6 +68,8 @@ public sealed class BatchSampler : IDisposable
         this.batchSize = batchSize;
         this.blockSize = blockSize;
         this.seed = (ulong)seed;
+        if ((long)batchSize * (blockSize + 1) > MaxTokensPerBatch)
+            throw new StratusUserException($"batch_size {batchSize} x block_size {blockSize} is over {MaxTokensPerBatch:N0} tokens per micro-batch; lower --batch-size (gradient_accumulation_steps adds micro-batches per step)");
         buffer = new long[batchSize * (blockSize + 1)];
         maskBuffer = new long[trainMask is null ? 0 : batchSize * blockSize];
     }

@@ -50,6 +50,10 @@ public sealed record ModelConfig
         Require(NLayer > 0, "n_layer must be positive");
         Require(NHead > 0, "n_head must be positive");
         Require(NEmbd > 0, "n_embd must be positive");
+        // Far above any released model (Llama 3.1 405B: 126 layers, 16,384 wide); beyond them
+        // sizes such as the MLP's width would overflow.
+        Require(NLayer <= 1024, $"n_layer {NLayer} is over 1,024; lower --n-layer");
+        Require(NEmbd <= 65536, $"n_embd {NEmbd} is over 65,536; lower --n-embd");
         Require(NEmbd % NHead == 0, $"n_embd ({NEmbd}) must be divisible by n_head ({NHead}); pick n_embd as a multiple of n_head");
         Require(BlockSize > 0, "block_size must be positive");
         if (maxBlockSize is { } max)

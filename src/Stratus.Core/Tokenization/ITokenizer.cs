@@ -74,7 +74,14 @@ public static class TokenizerStore
     {
         var path = Path.Combine(directory, FileName);
         if (!File.Exists(path)) throw new StratusUserException($"no {FileName} in {directory}; is this a Stratus model or dataset folder?");
-        return FromJson(JsonNode.Parse(File.ReadAllText(path)) as JsonObject
-            ?? throw new StratusUserException($"{path} is not a JSON object"));
+        const string Fix = "prepare the dataset again, or restore the model's files";
+        try
+        {
+            return FromJson(JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+                ?? throw new StratusUserException($"{path} is not a JSON object; {Fix}"));
+        }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, hint: $"To fix it, {Fix}."); }
+        // A field of the wrong kind (JsonNode's typed reads throw this).
+        catch (InvalidOperationException e) { throw new StratusUserException($"{path} is damaged (a field holds the wrong kind of value); {Fix}", e); }
     }
 }

@@ -96,15 +96,18 @@ public sealed class Checkpoint
         JsonObject manifest;
         try { manifest = JsonNode.Parse(File.ReadAllText(manifestPath)) as JsonObject ?? throw new JsonException("not an object"); }
         catch (JsonException) { throw new StratusUserException($"{manifestPath} is corrupt (not valid JSON); restore the checkpoint or train again"); }
-        if ((string?)manifest["format"] != Format)
+        if (!(manifest["format"] is JsonValue format && format.TryGetValue<string>(out var name) && name == Format))
             throw new StratusUserException($"{directory} is not a Stratus checkpoint (manifest format '{manifest["format"]}')");
-        if ((int?)manifest["version"] != FormatVersion)
+        if (!(manifest["version"] is JsonValue version && version.TryGetValue<int>(out var number) && number == FormatVersion))
             throw new StratusUserException($"{directory} has checkpoint format version {manifest["version"]}; this Stratus reads version {FormatVersion}");
-        foreach (var (file, hash) in manifest["files"]!.AsObject())
+        // Every file read below must be one the manifest vouches for.
+        if (manifest["files"] is not JsonObject files || !files.ContainsKey(ModelFile))
+            throw new StratusUserException($"{manifestPath} is corrupt (it lists no {ModelFile}); restore the checkpoint or train again");
+        foreach (var (file, hash) in files)
         {
             var path = Path.Combine(directory, file);
             if (!File.Exists(path)) throw new StratusUserException($"checkpoint {directory} is incomplete: {file} is missing");
-            if (Sha256(path) != (string?)hash)
+            if (!(hash is JsonValue value && value.TryGetValue<string>(out var expected)) || Sha256(path) != expected)
                 throw new StratusUserException($"checkpoint {directory} is corrupt: {file} does not match its sha256 in {ManifestFile}; use another checkpoint (e.g. checkpoints/best) or train again");
         }
         var model = ReadJson<ModelConfig>(directory, ModelConfigFile) ?? throw new StratusUserException($"checkpoint {directory} has no {ModelConfigFile}");
@@ -129,6 +132,11 @@ public sealed class Checkpoint
         }
         throw new StratusUserException($"{path} has no checkpoint (expected {Path.Combine(path, "checkpoints", "last")}); train first, or pass a checkpoint folder");
     }
+
+    /// <summary>Whether a run folder holds a checkpoint (best or last, or what a crash while
+    /// saving one left).</summary>
+    public static bool Exists(string runDirectory) =>
+        new[] { "best", "last" }.Any(name => System.IO.Directory.Exists(Recover(Path.Combine(runDirectory, "checkpoints", name))));
 
     /// <summary>A crash between the two renames of <see cref="Save"/> leaves the previous
     /// checkpoint as .old-NAME-*; use it when NAME itself is missing.</summary>

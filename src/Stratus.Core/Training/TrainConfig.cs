@@ -61,6 +61,8 @@ public sealed record TrainConfig
         WriteIndented = true,
         ReadCommentHandling = JsonCommentHandling.Skip,
         AllowTrailingCommas = true,
+        // "lora_targets": null is an error to report, not a null to crash on later.
+        RespectNullableAnnotations = true,
     };
 
     /// <summary>How configs are read and written: one flat object with model and training keys.</summary>
@@ -128,7 +130,8 @@ public sealed record TrainConfig
         else
         {
             if (!File.Exists(path)) throw new StratusUserException($"config file {path} does not exist; see configs/ for examples");
-            try { json = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object"); }
+            var options = new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, AllowDuplicateProperties = false };
+            try { json = JsonNode.Parse(File.ReadAllText(path), documentOptions: options) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object"); }
             catch (JsonException e) { throw StratusUserException.NotValidJson(path, e); }
         }
         return FromJson(json, path ?? "command line", overrides);
@@ -170,8 +173,8 @@ public sealed record TrainConfig
             // "The JSON value could not be converted to a whole number." -> "n_layer must be a whole number, got ..."
             var reason = StratusUserException.InUsersWords(e);
             var wanted = reason.Split("converted to ");
-            throw new StratusUserException(wanted.Length == 2 && json[key] is { } value
-                ? $"{origin}: {key} must be {wanted[1].TrimEnd('.')}, got {value.ToJsonString()}"
+            throw new StratusUserException(json.TryGetPropertyValue(key, out var given) && given is null ? $"{origin}: {key} must not be null; leave it out for its default"
+                : wanted.Length == 2 && given is not null ? $"{origin}: {key} must be {wanted[1].TrimEnd('.')}, got {given.ToJsonString()}"
                 : $"{origin}: {reason} (at {e.Path})");
         }
         config.Validate();
@@ -189,7 +192,8 @@ public sealed record TrainConfig
     {
         if (bool.TryParse(value, out var b)) return b;
         if (long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var l)) return l;
-        if (double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var d)) return d;
+        // NaN and Infinity stay text: JSON has no such numbers, and no key accepts them.
+        if (double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) && double.IsFinite(d)) return d;
         return value;
     }
 

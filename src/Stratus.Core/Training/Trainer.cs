@@ -32,6 +32,7 @@ public sealed record EvalReport(long Step, double TrainLoss, double ValLoss, dou
 public sealed class Trainer : IDisposable
 {
     public const string RunFile = "run.json";
+    static readonly JsonSerializerOptions RunJson = new() { WriteIndented = true };
 
     readonly TrainConfig config;
     readonly string runDirectory;
@@ -56,7 +57,8 @@ public sealed class Trainer : IDisposable
             throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({this.communicator.WorldSize}): it counts the micro-batches of the whole job per optimizer step, each rank runs an equal share");
         sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed);
         var tokenizer = sampler.Tokenizer;
-        initFrom?.RequireTokenizerOf(dataDirectory, tokenizer);
+        // Resuming too: a dataset prepared again since the run began may number the text otherwise.
+        (resumeFrom ?? initFrom)?.RequireTokenizerOf(dataDirectory, tokenizer);
 
         generator = torch.random.manual_seed(config.Seed);
         var modelConfig = initFrom is null ? config.ToModelConfig(tokenizer.VocabSize)
@@ -109,25 +111,34 @@ public sealed class Trainer : IDisposable
     /// replaced only if it has no checkpoint; otherwise use --resume).</summary>
     public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, string? initFrom = null, Device? device = null, ICommunicator? communicator = null)
     {
-        if (Directory.Exists(Path.Combine(runDirectory, "checkpoints", "last")))
-            throw new StratusUserException($"{runDirectory} already holds a run; continue it with `stratus train --resume {runDirectory}` or choose another --out");
-        Directory.CreateDirectory(runDirectory);
+        // Any checkpoint, not only a run's last: an imported model has only best.
+        if (Checkpoint.Exists(runDirectory))
+            throw new StratusUserException($"{runDirectory} already holds a model; continue a run there with `stratus train --resume {runDirectory}`, fine-tune from it with --init-from, or choose another --out");
         var init = initFrom is null ? null : Checkpoint.Open(Checkpoint.Resolve(initFrom));
+        Directory.CreateDirectory(runDirectory);
         var trainer = new Trainer(config, dataDirectory, runDirectory, null, init, device, communicator);
         if (!trainer.IsMain) return trainer;
         var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom), ["config"] = JsonSerializer.SerializeToNode(config, TrainConfig.Json) };
-        AtomicFile.WriteAllText(Path.Combine(runDirectory, RunFile), run.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(runDirectory, RunFile), run.ToJsonString(RunJson));
         return trainer;
     }
 
     /// <summary>Continues a run from its last checkpoint; overrides may change only settings that
-    /// do not alter what has been learned so far (e.g. max_iters).</summary>
-    public static Trainer Resume(string runDirectory, IEnumerable<KeyValuePair<string, string>>? overrides = null, Device? device = null, ICommunicator? communicator = null)
+    /// do not alter what has been learned so far (e.g. max_iters). <paramref name="dataDirectory"/>
+    /// replaces the run's dataset folder (when it moved); it must hold the same tokenizer.</summary>
+    public static Trainer Resume(string runDirectory, IEnumerable<KeyValuePair<string, string>>? overrides = null, Device? device = null, ICommunicator? communicator = null,
+        string? dataDirectory = null)
     {
         var runPath = Path.Combine(runDirectory, RunFile);
         if (!File.Exists(runPath)) throw new StratusUserException($"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(runDirectory, preferBest: false));
-        var run = JsonNode.Parse(File.ReadAllText(runPath))!.AsObject();
+        JsonObject run;
+        try { run = JsonNode.Parse(File.ReadAllText(runPath)) as JsonObject ?? throw new StratusUserException($"{runPath} is not a JSON object; restore it"); }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(runPath, e, hint: "Restore it from a copy."); }
+        var recorded = run["data"] is JsonValue data && data.TryGetValue<string>(out var path) ? path : null;
+        dataDirectory ??= recorded ?? throw new StratusUserException($"{runPath} names no dataset; pass the run's dataset folder with --data");
+        if (!Directory.Exists(dataDirectory))
+            throw new StratusUserException($"the run's dataset {dataDirectory} does not exist; if it moved, pass its folder with --data");
         var config = checkpoint.TrainConfig ?? throw new StratusUserException($"{checkpoint.Directory} has no training config");
         var overridden = overrides?.ToList() ?? [];
         if (overridden.Count > 0)
@@ -139,7 +150,13 @@ public sealed class Trainer : IDisposable
                     $"start a new run with --out, or fine-tune this one from it with --init-from {runDirectory}");
             config = resumed;
         }
-        return new Trainer(config, (string)run["data"]!, runDirectory, checkpoint, null, device, communicator);
+        var trainer = new Trainer(config, dataDirectory, runDirectory, checkpoint, null, device, communicator);
+        if (trainer.IsMain && Path.GetFullPath(dataDirectory) != recorded)
+        {
+            run["data"] = Path.GetFullPath(dataDirectory);
+            AtomicFile.WriteAllText(runPath, run.ToJsonString(RunJson));
+        }
+        return trainer;
     }
 
     public void Run(CancellationToken cancellation = default)

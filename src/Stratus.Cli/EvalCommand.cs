@@ -21,7 +21,7 @@ static class EvalCommand
         split.AcceptOnlyFromAmong("val", "train");
         var batchSize = new Option<int>("--batch-size") { Description = "windows per forward pass (memory, not the result)", DefaultValueFactory = _ => 32 };
         var blockSize = new Option<int?>("--block-size") { Description = "tokens per window (default: the block size the model was trained with)" };
-        var json = new Option<string>("--json") { Description = "also write the result to this JSON file" };
+        var json = OutputPaths.File("--json", "also write the result to this JSON file");
         var command = new Command("eval", "Measure a model's loss over a whole dataset split.") { model, data, split, batchSize, blockSize, json };
         command.SetAction(result =>
         {

@@ -19,7 +19,7 @@ static class ExportCommand
     static Command Hf()
     {
         var model = new Option<string>("--model") { Description = "run folder or checkpoint folder", Required = true };
-        var output = new Option<string>("--out") { Description = "folder to write config.json, model.safetensors, tokenizer.json, tokenizer_config.json into", Required = true };
+        var output = OutputPaths.Folder("--out", "folder to write config.json, model.safetensors, tokenizer.json, tokenizer_config.json into", required: true);
         var dtype = new Option<string>("--dtype") { Description = "weight dtype", DefaultValueFactory = _ => "f32" };
         dtype.AcceptOnlyFromAmong("f32", "f16", "bf16");
         var command = new Command("hf", "Write a Hugging Face model folder.") { model, output, dtype };
@@ -36,7 +36,7 @@ static class ExportCommand
     static Command Gguf()
     {
         var model = new Option<string>("--model") { Description = "run folder or checkpoint folder", Required = true };
-        var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
+        var output = OutputPaths.File("--out", "GGUF file to write", required: true);
         var type = new Option<string>("--type") { Description = "tensor type of the weight matrices", DefaultValueFactory = _ => "f16" };
         type.AcceptOnlyFromAmong("f32", "f16", "q8_0");
         var command = new Command("gguf", "Write a GGUF file that llama.cpp loads.") { model, output, type };

@@ -13,7 +13,7 @@ static class PrepareCommand
     public static Command Create()
     {
         var input = new Option<string>("--input") { Description = "a text file, a folder of .txt/.md files, or a JSONL file with a \"text\" field (with --format chat: {\"messages\": [...]} per line)", Required = true };
-        var output = new Option<string>("--out") { Description = "dataset folder to write (train.bin, val.bin, meta.json, tokenizer.json)", Required = true };
+        var output = OutputPaths.Folder("--out", "dataset folder to write (train.bin, val.bin, meta.json, tokenizer.json)", required: true);
         var tokenizer = new Option<string>("--tokenizer") { Description = "char or gpt2", DefaultValueFactory = _ => "char" };
         tokenizer.AcceptOnlyFromAmong("char", "gpt2");
         var tokenizerFrom = new Option<string>("--tokenizer-from") { Description = "use the tokenizer (and, for chat, the chat template) of this model (run or checkpoint folder)" };

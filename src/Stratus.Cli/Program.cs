@@ -1,5 +1,5 @@
-// `stratus <verb>`: parse, call a library type, print. User errors become one line on stderr
-// and exit code 2; bugs keep their stack trace.
+// `stratus <verb>`: parse, call a library type, print. User errors (and files the system
+// refuses) become one line on stderr and exit code 2; bugs keep their stack trace.
 using System.CommandLine;
 using Stratus;
 using Stratus.Cli;
@@ -36,6 +36,13 @@ try
     return await parsed.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
 catch (Exception e) when (e is StratusUserException or Stratus.Safety.TrustUserException)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 2;
+}
+// A path the system refuses (a file where a folder must be, no permission, a full disk): the
+// user's to fix, and .NET's message names the path.
+catch (Exception e) when (e is IOException or UnauthorizedAccessException)
 {
     Console.Error.WriteLine($"error: {e.Message}");
     return 2;

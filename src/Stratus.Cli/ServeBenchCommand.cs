@@ -21,7 +21,7 @@ static class ServeBenchCommand
         var sharedPrefix = new Option<int>("--shared-prefix-tokens") { Description = "leading prompt tokens every request shares (a system prompt); the rest of each prompt is its own", DefaultValueFactory = _ => 0 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "tokens generated per request", DefaultValueFactory = _ => 32 };
         var apiKey = new Option<string>("--api-key") { Description = "bearer key (default: $OPENAI_API_KEY)" };
-        var json = new Option<string>("--json") { Description = "also write the results to this JSON file" };
+        var json = OutputPaths.File("--json", "also write the results to this JSON file");
         var command = new Command("serve", "Benchmark an OpenAI-compatible server: TTFT, TPOT, ITL, latency, throughput.") { url, model, concurrency, requests, promptTokens, sharedPrefix, maxTokens, apiKey, json };
         command.SetAction(async (result, cancellation) =>
         {

@@ -80,6 +80,7 @@ public sealed class CliTests
             (["train", "--resume", temp["nothing"]], "not a Stratus run"),
             (["sample", "--model", temp["nothing"]], "does not exist"),
             (["plot", data], "has no metrics.jsonl"),
+            (["train", "--resume", temp["nothing"], "--config", config], "--config cannot be used with --resume"),
         };
         foreach (var (args, expected) in cases)
         {
@@ -98,6 +99,15 @@ public sealed class CliTests
         var parse = Cli.Run("sample", "--model", temp["nothing"], "--max-tokens", "many");
         Assert.Equal(2, parse.ExitCode);
         Assert.Contains("'many' for option '--max-tokens' as a whole number", parse.Stderr); // not "System.Int32"
+
+        // Where a verb would write is checked before it works (eval would otherwise lose its result).
+        File.WriteAllText(temp["afile"], "");
+        var folderForFile = Cli.Run("eval", "--model", temp["nothing"], "--data", data, "--json", temp.Path);
+        Assert.Equal(2, folderForFile.ExitCode);
+        Assert.Contains($"--json {temp.Path} is a folder", folderForFile.Stderr);
+        var belowFile = Cli.Run("train", "--config", config, "--data", data, "--out", Path.Combine(temp["afile"], "run"));
+        Assert.Equal(2, belowFile.ExitCode);
+        Assert.Contains($"{temp["afile"]} is a file", belowFile.Stderr);
     }
 
     [Fact]

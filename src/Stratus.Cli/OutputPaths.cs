@@ -1,0 +1,39 @@
+// Options that name where a verb writes, checked when the command line is parsed: a verb whose
+// work takes minutes (eval, bench) must not fail at the end, unable to write its result.
+using System.CommandLine;
+
+namespace Stratus.Cli;
+
+static class OutputPaths
+{
+    /// <summary>An option naming a file to write.</summary>
+    public static Option<string> File(string name, string description, bool required = false) =>
+        Checked(name, description, required, static path => Directory.Exists(path) ? "is a folder; give the path of a file to write" : null);
+
+    /// <summary>An option naming a folder to write into.</summary>
+    public static Option<string> Folder(string name, string description, bool required = false) =>
+        Checked(name, description, required, static path => System.IO.File.Exists(path) ? "is a file; give the path of a folder to write into" : null);
+
+    static Option<string> Checked(string name, string description, bool required, Func<string, string?> problemWith)
+    {
+        var option = new Option<string>(name) { Description = description, Required = required };
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<string>() is not { Length: > 0 } path) return;
+            var problem = problemWith(path) ?? (FileAbove(path) is { } file ? $"{file} is a file, so nothing can be written below it" : null);
+            if (problem is not null) result.AddError($"{name} {path} {problem}");
+        });
+        return option;
+    }
+
+    /// <summary>The nearest existing path above <paramref name="path"/> when it is a file.</summary>
+    static string? FileAbove(string path)
+    {
+        for (var parent = Path.GetDirectoryName(Path.GetFullPath(path)); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))
+        {
+            if (System.IO.File.Exists(parent)) return parent;
+            if (Directory.Exists(parent)) return null;
+        }
+        return null;
+    }
+}

@@ -19,7 +19,7 @@ static class ServeCommand
         var host = new Option<string>("--host") { Description = "address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "port to listen on", DefaultValueFactory = _ => 8000 };
         var batch = new Option<int>("--max-batch-size") { Description = "sequences decoded together", DefaultValueFactory = _ => 64 };
-        var waiting = new Option<int>("--max-waiting") { Description = "requests that may queue before the server answers 429", DefaultValueFactory = _ => 256 };
+        var waiting = new Option<int>("--max-waiting") { Description = "sequences (prompts times n of each request) that may queue before the server answers 429", DefaultValueFactory = _ => 256 };
         var kvMb = new Option<int>("--kv-cache-mb") { Description = "most memory for the KV cache per model, in MiB", DefaultValueFactory = _ => 1024 };
         // Measured on 2 cores: one libtorch thread and one core left for Kestrel and its clients
         // gave higher and steadier batched throughput than two libtorch threads.

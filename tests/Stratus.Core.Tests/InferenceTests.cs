@@ -51,6 +51,29 @@ public sealed class InferenceTests
     }
 
     [Fact]
+    public void Sampling_past_the_context_continues_from_the_last_block_size_tokens_as_nanoGPT_does()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        using var model = TinyModel(tokenizer.VocabSize);
+        Assert.Equal(32, model.Config.BlockSize);
+        var sampled = string.Concat(new TextGenerator(model, tokenizer).Generate("abc", 60, new SamplingOptions { Temperature = 0 }));
+        Assert.Equal(60, sampled.Length);
+
+        // nanoGPT's loop: no cache, each token from the last block_size tokens at most.
+        var tokens = tokenizer.Encode("abc").Select(t => (long)t).ToList();
+        using (torch.no_grad())
+        {
+            while (tokens.Count < 63)
+            {
+                using var scope = torch.NewDisposeScope();
+                var window = tokens.Skip(Math.Max(0, tokens.Count - 32)).ToArray();
+                tokens.Add(model.Forward(torch.tensor(window, [1, window.Length]))[0, -1].argmax().item<long>());
+            }
+        }
+        Assert.Equal(tokenizer.Decode([.. tokens.Skip(3).Select(t => (int)t)]), sampled);
+    }
+
+    [Fact]
     public void Prompts_that_fill_the_context_or_cannot_be_spelled_are_refused()
     {
         var tokenizer = CharTokenizer.FromCorpus("ab");

@@ -1,5 +1,7 @@
 // Generates text from a prompt with a KV cache: one prefill over the prompt, then one token at a
-// time, streaming each completed piece of text to the caller as it is produced.
+// time, streaming each completed piece of text to the caller as it is produced. Past the model's
+// context it goes on as nanoGPT's sample.py does: each next token from the last block_size
+// tokens, computed afresh (positions move, so cached keys no longer apply).
 using Stratus.Models;
 using Stratus.Tokenization;
 using TorchSharp;
@@ -12,8 +14,9 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
     public CausalLanguageModel Model => model;
     public ITokenizer Tokenizer => tokenizer;
 
-    /// <summary>Yields pieces of text as tokens are generated; stops after maxTokens or at the
-    /// end-of-text token. A bad prompt or option throws here, before any text is produced.</summary>
+    /// <summary>Yields pieces of text as tokens are generated; stops after maxTokens (which may
+    /// run past the context) or at the end-of-text token. A bad prompt or option throws here,
+    /// before any text is produced.</summary>
     public IEnumerable<string> Generate(string prompt, int maxTokens, SamplingOptions options, CancellationToken cancellation = default)
     {
         options.Validate();
@@ -25,9 +28,9 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
             promptTokens = tokenizer.EndOfTextId is { } eot ? [eot] : tokenizer.Encode("\n");
         }
         var context = model.Config.BlockSize;
-        if (promptTokens.Length >= context)
-            throw new StratusUserException($"the prompt is {promptTokens.Length} tokens, which leaves no room in the model's context of {context}; shorten it");
-        return Continue(promptTokens, Math.Min(maxTokens, context - promptTokens.Length), options, cancellation);
+        if (promptTokens.Length > context)
+            throw new StratusUserException($"the prompt is {promptTokens.Length} tokens, more than the model's context of {context}; shorten it");
+        return Continue(promptTokens, maxTokens, options, cancellation);
     }
 
     IEnumerable<string> Continue(int[] promptTokens, int maxTokens, SamplingOptions options, CancellationToken cancellation)
@@ -35,21 +38,25 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         model.eval();
         using var noGrad = no_grad();
         using var generator = new Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()));
-        using var cache = model.CreateCache(1, promptTokens.Length + maxTokens);
+        var context = model.Config.BlockSize;
+        using var cache = model.CreateCache(1, Math.Min(promptTokens.Length + maxTokens, context));
         var decoder = new StreamingDecoder(tokenizer);
-        var input = torch.tensor(promptTokens.Select(t => (long)t).ToArray(), [1, promptTokens.Length], device: model.Device);
+        var tokens = promptTokens.Select(t => (long)t).ToList();
+        var input = torch.tensor(tokens.ToArray(), [1, tokens.Count], device: model.Device);
         for (var produced = 0; produced < maxTokens && !cancellation.IsCancellationRequested; produced++)
         {
             int token;
             using (var scope = NewDisposeScope())
             {
-                var logits = model.Forward(input, cache);
+                var logits = tokens.Count <= context ? model.Forward(input, cache)
+                    : model.Forward(torch.tensor(tokens.GetRange(tokens.Count - context, context).ToArray(), [1, context], device: model.Device));
                 var next = TokenChooser.Choose(logits[.., -1, ..], options, generator);
                 token = (int)next.item<long>();
                 input.Dispose();
                 input = next.view(1, 1).MoveToOuterDisposeScope();
             }
             if (token == tokenizer.EndOfTextId) break;
+            tokens.Add(token);
             var text = decoder.Push(token);
             if (text.Length > 0) yield return text;
         }

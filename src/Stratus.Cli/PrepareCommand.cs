@@ -24,6 +24,8 @@ static class PrepareCommand
         command.SetAction(result =>
         {
             var model = result.GetValue(tokenizerFrom);
+            if (model is not null && result.GetResult(tokenizer) is { Implicit: false })
+                throw new StratusUserException("--tokenizer and --tokenizer-from cannot be used together: --tokenizer-from takes the model's own tokenizer");
             if (result.GetValue(format) == "chat")
             {
                 var chatModel = model ?? throw new StratusUserException("--format chat needs --tokenizer-from <model>: the model whose chat template and tokenizer to use");

@@ -81,6 +81,7 @@ public sealed class CliTests
             (["sample", "--model", temp["nothing"]], "does not exist"),
             (["plot", data], "has no metrics.jsonl"),
             (["train", "--resume", temp["nothing"], "--config", config], "--config cannot be used with --resume"),
+            (["prepare", "--input", temp["empty.txt"], "--out", temp["x"], "--tokenizer", "gpt2", "--tokenizer-from", temp["nothing"]], "cannot be used together"),
         };
         foreach (var (args, expected) in cases)
         {

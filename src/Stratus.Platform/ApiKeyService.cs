@@ -94,7 +94,7 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
         var keys = await store.ListAsync(includeRevoked: true, cancellationToken);
         return keys.FirstOrDefault(k => k.Id == nameOrId)
             ?? keys.Where(k => k.Name == nameOrId).OrderBy(k => k.IsActive ? 0 : 1).ThenByDescending(k => k.CreatedAt).FirstOrDefault()
-            ?? throw new TrustUserException($"No API key with name or id '{nameOrId}'.");
+            ?? throw new TrustUserException($"No API key with name or id '{nameOrId}'.") { NotFound = true };
     }
 
     async ValueTask<ApiKeyRecord> ResolveActiveAsync(string nameOrId, CancellationToken cancellationToken)
@@ -102,6 +102,6 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
         var active = await store.ListAsync(includeRevoked: false, cancellationToken);
         return active.FirstOrDefault(k => k.Id == nameOrId)
             ?? active.FirstOrDefault(k => k.Name == nameOrId)
-            ?? throw new TrustUserException($"No active API key with name or id '{nameOrId}'.");
+            ?? throw new TrustUserException($"No active API key with name or id '{nameOrId}'.") { NotFound = true };
     }
 }

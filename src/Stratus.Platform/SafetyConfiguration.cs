@@ -61,7 +61,7 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
             .Where(p => p.Blocklists.Contains(name, StringComparer.OrdinalIgnoreCase)).Select(p => p.Deployment).ToList();
         if (users.Count > 0)
             throw new TrustUserException($"Blocklist '{name}' is used by the safety policy of {string.Join(", ", users)}; remove it there first.");
-        if (!await blocklists.DeleteAsync(name, cancellationToken)) throw new TrustUserException($"No blocklist named '{name}'.");
+        if (!await blocklists.DeleteAsync(name, cancellationToken)) throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
         await audit.AppendAsync(actor, AuditActions.BlocklistChanged, new JsonObject { ["name"] = name, ["operation"] = "deleted" }, cancellationToken);
         Interlocked.Increment(ref version);
     }

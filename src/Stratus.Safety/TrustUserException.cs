@@ -5,4 +5,9 @@
 // line for the CLI, a 4xx body for the server.
 namespace Stratus.Safety;
 
-public sealed class TrustUserException(string message, Exception? inner = null) : Exception(message, inner);
+public sealed class TrustUserException(string message, Exception? inner = null) : Exception(message, inner)
+{
+    /// <summary>What the request names does not exist (a key, a blocklist): the server answers
+    /// 404 rather than 400.</summary>
+    public bool NotFound { get; init; }
+}

@@ -36,7 +36,7 @@ public sealed class AdminApiTests
             Assert.Equal(HttpStatusCode.OK, revoked.StatusCode);
         using (var again = await host.SendAsync(HttpMethod.Delete, "/v1/admin/keys/svc", host.AdminKey))
         {
-            Assert.Equal(HttpStatusCode.BadRequest, again.StatusCode);
+            Assert.Equal(HttpStatusCode.NotFound, again.StatusCode);
             Assert.Contains("No active API key", (await TestJson.ErrorAsync(again)).GetProperty("message").GetString());
         }
 
@@ -64,6 +64,8 @@ public sealed class AdminApiTests
             Assert.Equal("violence", (await TestJson.ReadAsync(get)).GetProperty("category").GetString());
         using (var missing = await host.SendAsync(HttpMethod.Get, "/v1/admin/blocklists/nope", host.AdminKey))
             Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        using (var deleteMissing = await host.SendAsync(HttpMethod.Delete, "/v1/admin/blocklists/nope", host.AdminKey))
+            Assert.Equal(HttpStatusCode.NotFound, deleteMissing.StatusCode);
 
         using (var policy = await host.SendAsync(HttpMethod.Put, "/v1/admin/policies/fake", host.AdminKey, new { pii = "redact", blocklists = new[] { "codes" } }))
             Assert.Equal(HttpStatusCode.OK, policy.StatusCode);

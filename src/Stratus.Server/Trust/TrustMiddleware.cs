@@ -24,7 +24,7 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, ILogger<TrustErro
         }
         catch (Exception e) when (e is TrustUserException or StratusUserException && !context.Response.HasStarted)
         {
-            await OpenAIErrors.BadRequest(e.Message).ExecuteAsync(context);
+            await (e is TrustUserException { NotFound: true } ? OpenAIErrors.NotFound(e.Message) : OpenAIErrors.BadRequest(e.Message)).ExecuteAsync(context);
         }
         catch (BadHttpRequestException e) when (!context.Response.HasStarted)
         {

@@ -105,12 +105,14 @@ static class BenchCommand
             var count = result.GetValue(steps);
             if (count < 1) throw new StratusUserException("--steps must be at least 1");
             var trainConfig = TrainConfig.Load(result.GetValue(config), overrides.Overrides(result));
+            // Read before measuring, so that a bad file is refused at once rather than after the run.
+            var oneRank = result.GetValue(baseline) is { } baselinePath ? BaselineTokensPerSecond(baselinePath) : (double?)null;
             // Disposed only on success, as in `stratus train`.
             var communicator = Communicator.Create();
             var report = Measure(trainConfig, result.GetValue(data)!, count, result.GetValue(config)!, communicator);
             if (communicator.IsMain)
             {
-                if (result.GetValue(baseline) is { } baselinePath) AddScaling(report, baselinePath);
+                if (oneRank is { } baselineTokensPerSecond) AddScaling(report, baselineTokensPerSecond);
                 Print(report);
                 if (result.GetValue(json) is { } path)
                 {
@@ -195,13 +197,22 @@ static class BenchCommand
         }
     }
 
-    /// <summary>Speed-up over a one-rank run and its share of the ideal (ranks x one rank).</summary>
-    static void AddScaling(JsonObject report, string baselinePath)
+    /// <summary>The tokens/s of the one-rank run whose --json is at <paramref name="path"/>.</summary>
+    static double BaselineTokensPerSecond(string path)
     {
-        if (!File.Exists(baselinePath)) throw new StratusUserException($"--baseline-json {baselinePath} does not exist; write it with `stratus bench train ... --json {baselinePath}` on one rank");
-        var baseline = JsonNode.Parse(File.ReadAllText(baselinePath)) as JsonObject;
-        if (baseline?["tokens_per_sec"] is not JsonValue value || !value.TryGetValue<double>(out var oneRank))
-            throw new StratusUserException($"{baselinePath} has no tokens_per_sec; pass the --json of a `stratus bench train` run");
+        if (!File.Exists(path)) throw new StratusUserException($"--baseline-json {path} does not exist; write it with `stratus bench train ... --json {path}` on one rank");
+        JsonNode? baseline;
+        try { baseline = JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, hint: "Pass the --json of a one-rank `stratus bench train` run."); }
+        // Not 0 either: the speed-up would be infinite, which the --json report cannot hold.
+        if ((baseline as JsonObject)?["tokens_per_sec"] is not JsonValue value || !value.TryGetValue<double>(out var oneRank) || !(oneRank > 0))
+            throw new StratusUserException($"{path} has no positive tokens_per_sec; pass the --json of a one-rank `stratus bench train` run");
+        return oneRank;
+    }
+
+    /// <summary>Speed-up over a one-rank run and its share of the ideal (ranks x one rank).</summary>
+    static void AddScaling(JsonObject report, double oneRank)
+    {
         var speedup = (double)report["tokens_per_sec"]! / oneRank;
         report["baseline_tokens_per_sec"] = oneRank;
         report["speedup"] = speedup;

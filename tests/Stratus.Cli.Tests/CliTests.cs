@@ -69,10 +69,13 @@ public sealed class CliTests
         using var temp = new TempDirectory();
         var (data, config) = Prepare(temp);
         File.WriteAllText(temp["empty.txt"], "");
+        File.WriteAllText(temp["baseline.json"], """{"tokens_per_sec": """);
         var cases = new (string[] Args, string Expected)[]
         {
             (["prepare", "--input", temp["empty.txt"], "--out", temp["x"]], "is empty"),
             (["prepare", "--input", temp["missing.txt"], "--out", temp["x"]], "does not exist"),
+            (["prepare", "--input", temp["corpus.txt"], "--out", temp["x"], "--val-fraction", "NaN"], "--val-fraction must be in [0, 1), got NaN"),
+            (["bench", "train", "--config", config, "--data", data, "--steps", "1", "--baseline-json", temp["baseline.json"]], $"{temp["baseline.json"]} is not valid JSON at line 1"),
             (["train", "--config", config, "--data", data, "--out", temp["r1"], "--n-embd", "33"], "divisible by n_head"),
             (["train", "--config", config, "--data", data, "--out", temp["r2"], "--learning-rate", "-0.1"], "learning_rate must be positive"),
             (["train", "--config", config, "--data", data, "--out", temp["r3"], "--block-size", "999999"], "maximum"),

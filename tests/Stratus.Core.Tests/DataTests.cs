@@ -148,6 +148,49 @@ public sealed class DataTests
         Assert.Contains("bad magic", Assert.Throws<StratusUserException>(() => TokenShard.Open(shard)).Message);
     }
 
+    [Theory]
+    [InlineData(double.NaN)]
+    [InlineData(-0.1)]
+    [InlineData(1.0)]
+    [InlineData(double.PositiveInfinity)]
+    public void A_val_fraction_outside_0_to_1_is_refused_before_the_dataset_is_touched(double valFraction)
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var before = Directory.GetFiles(data).Order().Select(File.ReadAllBytes).ToList();
+        var error = Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["corpus.txt"], data, "char", valFraction)).Message;
+        Assert.Equal($"--val-fraction must be in [0, 1), got {valFraction}", error);
+        Assert.Equal(before, Directory.GetFiles(data).Order().Select(File.ReadAllBytes).ToList());
+    }
+
+    [Fact]
+    public void A_corpus_that_is_not_UTF8_is_refused_naming_the_file_and_the_byte()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllBytes(temp["latin1.txt"], [.. "caf"u8, 0xE9, .. " au lait\n"u8]);
+        Directory.CreateDirectory(temp["docs"]);
+        File.WriteAllText(Path.Combine(temp["docs"], "a.txt"), "fine text\n");
+        File.WriteAllBytes(Path.Combine(temp["docs"], "b.md"), [.. "x"u8, 0xFF, 0xFE, .. "y"u8]);
+        File.WriteAllBytes(temp["d.jsonl"], [.. "{\"text\": \"ok\"}\n{\"text\": \"na"u8, 0xEF, .. "ve\"}\n"u8]);
+        File.WriteAllBytes(temp["cut.txt"], [.. "euro \u20AC, cut: "u8, 0xE2, 0x82]); // a character cut short at the end
+        var cases = new (string Input, string File, long Offset)[]
+        {
+            (temp["latin1.txt"], temp["latin1.txt"], 3),
+            (temp["docs"], Path.Combine(temp["docs"], "b.md"), 1), // a folder's error names the file in it
+            (temp["d.jsonl"], temp["d.jsonl"], 27),
+            (temp["cut.txt"], temp["cut.txt"], 15),
+        };
+        foreach (var (input, file, offset) in cases)
+        {
+            foreach (var tokenizer in new[] { "char", "gpt2" })
+            {
+                var error = Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(input, temp["out"], tokenizer)).Message;
+                Assert.StartsWith($"{file} is not UTF-8 text (byte offset {offset}); convert it to UTF-8", error);
+            }
+        }
+        Assert.False(File.Exists(Path.Combine(temp["out"], DatasetPreparer.TrainShard)));
+    }
+
     [Fact]
     public void A_dataset_with_a_damaged_meta_or_tokenizer_or_one_from_another_preparation_is_refused()
     {

@@ -157,4 +157,31 @@ public sealed class FineTuningTests
         Assert.StartsWith("ok 1", reply.Text);
         Assert.Equal("llama", Checkpoint.Open(Checkpoint.Resolve(temp.File("sft"))).ModelConfig.Architecture);
     }
+
+    [Fact]
+    public void Bad_chat_records_and_settings_are_refused_with_one_clear_message()
+    {
+        using var temp = new TempDirectory();
+        HuggingFaceTests.WriteHfLlama(temp.File("hf"), shards: 1);
+        HuggingFace.Import(temp.File("hf"), temp.File("base"));
+        const string Good = """{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}""";
+        var chat = temp.File("chat.jsonl");
+        string Error(string line, double valFraction = 0.1)
+        {
+            File.WriteAllText(chat, $"{Good}\n{line}\n");
+            return Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("data"), temp.File("base"), valFraction)).Message;
+        }
+        Assert.Equal($"{chat}:2: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}", Error("[1, 2]"));
+        Assert.StartsWith($"{chat}:2: expected", Error("\"str\""));
+        Assert.StartsWith($"{chat}:2: expected", Error("null"));
+        Assert.Equal($"{chat}:2: message 1 needs string fields \"role\" and \"content\"", Error("""{"messages": [{"role": 1, "content": "hi"}]}"""));
+        Assert.Equal($"{chat}:2: message 2 needs string fields \"role\" and \"content\"", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ["x"]}]}"""));
+        Assert.Equal($"{chat}:2: message 1 needs string fields \"role\" and \"content\"", Error("""{"messages": ["hi"]}"""));
+        Assert.StartsWith("--val-fraction must be in [0, 1), got NaN", Error(Good, double.NaN));
+
+        File.WriteAllBytes(chat, [.. System.Text.Encoding.UTF8.GetBytes(Good + "\n"), .. "{\"messages\": [{\"role\": \"user\", \"content\": \"caf"u8, 0xE9, .. "\"}]}\n"u8]);
+        Assert.StartsWith($"{chat} is not UTF-8 text (byte offset {Good.Length + 1 + 46}); convert it to UTF-8",
+            Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("data"), temp.File("base"))).Message);
+        Assert.False(File.Exists(Path.Combine(temp.File("data"), DatasetPreparer.TrainShard)));
+    }
 }

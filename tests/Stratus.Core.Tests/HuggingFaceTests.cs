@@ -102,12 +102,45 @@ public sealed class HuggingFaceTests
         Assert.Contains("unsupported architecture", Error(() => HuggingFace.Import(hf, temp.File("run2"))));
         File.WriteAllText(configPath, good.Replace("\"intermediate_size\": 96", "\"intermediate_size\": 80"));
         Assert.Contains("has shape [96, 64] but config.json implies [80, 64]", Error(() => HuggingFace.Import(hf, temp.File("run3"))));
+        foreach (var (from, to, expected) in new[]
+        {
+            ("\"num_hidden_layers\": 2", "\"num_hidden_layers\": \"x\"", "num_hidden_layers must be a whole number, got \"x\""),
+            ("\"hidden_size\": 64", "\"hidden_size\": 1.5", "hidden_size must be a whole number, got 1.5"),
+            ("\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": \"tiny\"", "rms_norm_eps must be a number, got \"tiny\""),
+            ("\"tie_word_embeddings\": false", "\"tie_word_embeddings\": 0", "tie_word_embeddings must be true or false, got 0"),
+            ("\"hidden_act\": \"silu\"", "\"hidden_act\": [\"silu\"]", "hidden_act must be text, got [\"silu\"]"),
+            ("\"rope_theta\"", "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": \"8\"}, \"rope_theta\"", "rope_scaling.factor must be a number, got \"8\""),
+        })
+        {
+            File.WriteAllText(configPath, good.Replace(from, to));
+            Assert.Equal($"{configPath}: {expected}", Error(() => HuggingFace.Import(hf, temp.File("run5"))));
+        }
         File.WriteAllText(configPath, good);
 
         var weights = Path.Combine(hf, "model.safetensors");
         var bytes = File.ReadAllBytes(weights);
         File.WriteAllBytes(weights, bytes[..(bytes.Length - 100)]);
         Assert.Contains("is not a valid safetensors file: file is truncated", Error(() => HuggingFace.Import(hf, temp.File("run4"))));
+    }
+
+    [Fact]
+    public void Importing_into_a_folder_that_holds_a_model_is_refused_and_leaves_it_as_it_was()
+    {
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        WriteHfLlama(hf, shards: 1);
+        var run = temp.File("run");
+        HuggingFace.Import(hf, run);
+        var checkpoints = Path.Combine(run, "checkpoints");
+        var refusal = $"{run} already holds a model in {checkpoints}; choose another --out or remove {run} first";
+        Assert.Equal(refusal, Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, run)).Message);
+
+        // A trained run: an import would put a best of another model beside its last.
+        Directory.Move(Path.Combine(checkpoints, "best"), Path.Combine(checkpoints, "last"));
+        var manifest = File.ReadAllText(Path.Combine(checkpoints, "last", Checkpoint.ManifestFile));
+        Assert.Equal(refusal, Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, run)).Message);
+        Assert.Equal(["last"], Directory.GetDirectories(checkpoints).Select(Path.GetFileName));
+        Assert.Equal(manifest, File.ReadAllText(Path.Combine(checkpoints, "last", Checkpoint.ManifestFile)));
     }
 
     /// <summary>A tiny Llama in Hugging Face layout: bf16 weights (optionally in shards with an

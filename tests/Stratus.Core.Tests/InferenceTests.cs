@@ -84,6 +84,18 @@ public sealed class InferenceTests
         Assert.Contains("'z'", Assert.Throws<StratusUserException>(() => generator.Generate("abz", 5, new SamplingOptions())).Message);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-2)]
+    public void The_inference_benchmark_refuses_fewer_than_one_thread(int threads)
+    {
+        var tokenizer = CharTokenizer.FromCorpus("ab");
+        using var model = TinyModel(tokenizer.VocabSize);
+        // Unchecked, libtorch's set_num_threads aborts the whole process.
+        var options = new InferenceBenchmarkOptions { PromptTokens = 4, DecodeTokens = 2, Threads = threads, Repeats = 1, IncludeLlamaCpp = false };
+        Assert.Contains("threads and repeats must be at least 1", Assert.Throws<StratusUserException>(() => InferenceBenchmark.Run(model, tokenizer, options)).Message);
+    }
+
     [Fact]
     public void Top_k_one_and_temperature_zero_are_greedy()
     {

@@ -92,6 +92,23 @@ public sealed class LossCurvesTests
         Assert.Contains("line 2 of", Assert.Throws<StratusUserException>(() => { LossCurves.Read(run); }).Message);
     }
 
+    [Theory]
+    [InlineData("{\"step\":1,\"train_loss\":\"x\"}", "has \"train_loss\": \"x\", not a number")]
+    [InlineData("{\"step\":1.5,\"train_loss\":3.9}", "has \"step\": 1.5, not a whole number")]
+    [InlineData("{\"step\":1,\"val_loss\":3.9,\"val_loss_stderr\":[0.1]}", "has \"val_loss_stderr\": [0.1], not a number")]
+    public void A_loss_that_is_not_a_number_is_a_damaged_line_when_plotting_and_resuming(string line, string what)
+    {
+        using var temp = new TempDirectory();
+        var run = temp["run"];
+        Directory.CreateDirectory(run);
+        var metrics = Path.Combine(run, MetricsLog.FileName);
+        var text = "{\"step\":0,\"train_loss\":4.1}\n" + line + "\n{\"step\":2,\"train_loss\":3.7}\n";
+        File.WriteAllText(metrics, text);
+        foreach (var read in new Action[] { () => LossCurves.Read(run), () => new MetricsLog(run, resumeStep: 2).Dispose() })
+            Assert.Contains($"line 2 of {metrics} {what}; the file was edited or damaged", Assert.Throws<StratusUserException>(read).Message);
+        Assert.Equal(text, File.ReadAllText(metrics)); // resuming refused before rewriting the file
+    }
+
     [Fact]
     public void Downsampling_averages_equal_stretches_of_steps()
     {

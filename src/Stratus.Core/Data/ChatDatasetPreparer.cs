@@ -22,7 +22,7 @@ public static class ChatDatasetPreparer
 
     public static PreparedChatDataset Prepare(string input, string outputDirectory, string modelPath, double valFraction = 0.1, IProgress<PrepareProgress>? progress = null)
     {
-        if (valFraction is < 0 or >= 1) throw new StratusUserException($"--val-fraction must be in [0, 1), got {valFraction}");
+        DatasetPreparer.RequireValFraction(valFraction);
         if (!File.Exists(input)) throw new StratusUserException($"input {input} does not exist; pass a JSONL file with one {{\"messages\": [...]}} per line");
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
         var tokenizer = checkpoint.Tokenizer;
@@ -31,7 +31,9 @@ public static class ChatDatasetPreparer
         // Whole conversations go to one split: the last val_fraction of them (at least one) to val
         // (with val_fraction 0, a copy of the last). Counting them first lets them stream through
         // once, into one pair of shards whose tail then moves to val.
-        var conversations = File.ReadLines(input).Count(line => !string.IsNullOrWhiteSpace(line));
+        var conversations = 0;
+        using (var lines = DatasetPreparer.ReadUtf8(input, File.OpenRead(input)))
+            while (lines.ReadLine() is { } line) if (!string.IsNullOrWhiteSpace(line)) conversations++;
         if (conversations < 2) throw new StratusUserException($"{input} has {conversations} conversation(s); fine-tuning needs at least 2 (train and val)");
         var valCount = valFraction == 0 ? 0 : Math.Max(1, (int)Math.Round(conversations * valFraction));
         var trainCount = conversations - valCount;
@@ -45,7 +47,7 @@ public static class ChatDatasetPreparer
             {
                 (int[] Tokens, int[] Mask) last = ([], []);
                 using var file = new FileStream(input, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
-                using var reader = new StreamReader(file);
+                using var reader = DatasetPreparer.ReadUtf8(input, file);
                 for (int lineNumber = 1, index = 0; reader.ReadLine() is { } line; lineNumber++)
                 {
                     if (string.IsNullOrWhiteSpace(line)) continue;
@@ -132,11 +134,13 @@ public static class ChatDatasetPreparer
         JsonNode? node;
         try { node = JsonNode.Parse(line); }
         catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, lineNumber); }
-        if (node?["messages"] is not JsonArray list || list.Count == 0)
+        if (node is not JsonObject conversation || conversation["messages"] is not JsonArray list || list.Count == 0)
             throw new StratusUserException($"{path}:{lineNumber}: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}");
-        return list.Select(m => m is JsonObject o && o["role"] is JsonValue role && o["content"] is JsonValue content
-                ? ((string)role!, (string)content!)
-                : throw new StratusUserException($"{path}:{lineNumber}: every message needs string fields \"role\" and \"content\""))
+        return list.Select((m, k) => m is JsonObject o && Text(o["role"]) is { } role && Text(o["content"]) is { } content
+                ? (role, content)
+                : throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} needs string fields \"role\" and \"content\""))
             .ToList();
     }
+
+    static string? Text(JsonNode? node) => node is JsonValue value && value.TryGetValue<string>(out var text) ? text : null;
 }

@@ -6,10 +6,12 @@
 // (ITokenizer.Cuts), encoded, and appended to one shard whose last val_fraction of tokens then
 // moves to val.bin. Memory stays at a few pieces whatever the corpus size, and a text over .NET's
 // 1G-character string limit is no obstacle.
+using System.Buffers;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Unicode;
 using Stratus.Tokenization;
 
 namespace Stratus.Data;
@@ -33,7 +35,7 @@ public static class DatasetPreparer
     public static PreparedDataset Prepare(string input, string outputDirectory, string tokenizerKind, double valFraction = 0.1,
         ITokenizer? tokenizerFrom = null, IProgress<PrepareProgress>? progress = null, int pieceChars = DefaultPieceChars)
     {
-        if (valFraction is < 0 or >= 1) throw new StratusUserException($"--val-fraction must be in [0, 1), got {valFraction}");
+        RequireValFraction(valFraction);
         var corpus = new Corpus(input, progress);
         var sha256 = corpus.Hash();
         var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));
@@ -62,6 +64,58 @@ public static class DatasetPreparer
         };
         AtomicFile.WriteAllText(Path.Combine(outputDirectory, MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         return new PreparedDataset(outputDirectory, tokenizer, trainCount, valCount, sha256);
+    }
+
+    /// <summary>Refuses a val fraction outside [0, 1) before anything is read or written. NaN fails
+    /// every comparison, so the test is written to let only the range through: a NaN let in only
+    /// failed when meta.json was written, after the new shards had replaced the old.</summary>
+    internal static void RequireValFraction(double valFraction)
+    {
+        if (!(valFraction >= 0 && valFraction < 1)) throw new StratusUserException($"--val-fraction must be in [0, 1), got {valFraction}");
+    }
+
+    /// <summary>Reads a corpus file as UTF-8. A byte that is not UTF-8 (a Latin-1 or UTF-16 file
+    /// without a byte order mark, a binary file) is an error naming the file and the byte, not a
+    /// U+FFFD in the vocabulary and the tokens. Only such bytes reach the fallback, so valid text
+    /// decodes at full speed.</summary>
+    internal static StreamReader ReadUtf8(string file, FileStream stream) =>
+        new(stream, Encoding.GetEncoding("utf-8", EncoderFallback.ReplacementFallback, new NotUtf8Fallback(file)));
+
+    sealed class NotUtf8Fallback(string file) : DecoderFallback
+    {
+        public override int MaxCharCount => 0;
+        public override DecoderFallbackBuffer CreateFallbackBuffer() => new Refusal(file);
+
+        sealed class Refusal(string file) : DecoderFallbackBuffer
+        {
+            public override bool Fallback(byte[] bytesUnknown, int index) =>
+                throw new StratusUserException($"{file} is not UTF-8 text (byte offset {FirstInvalidUtf8Byte(file)}); convert it to UTF-8, e.g. with `iconv -f latin1 -t utf-8`, and prepare again");
+            public override char GetNextChar() => '\0';
+            public override bool MovePrevious() => false;
+            public override int Remaining => 0;
+        }
+    }
+
+    /// <summary>The offset of the first byte of the file that is not part of a UTF-8 character.
+    /// The decoder only knows where it is in its own buffer, so the file is read again from its start.</summary>
+    static long FirstInvalidUtf8Byte(string file)
+    {
+        using var stream = File.OpenRead(file);
+        var bytes = new byte[1 << 20];
+        var chars = new char[bytes.Length];
+        long start = 0; // the file offset of bytes[0]
+        var filled = 0;
+        while (true)
+        {
+            var read = stream.Read(bytes, filled, bytes.Length - filled);
+            filled += read;
+            var status = Utf8.ToUtf16(bytes.AsSpan(0, filled), chars, out var valid, out _, replaceInvalidSequences: false, isFinalBlock: read == 0);
+            if (status == OperationStatus.InvalidData || read == 0) return start + valid;
+            // A character cut by the end of the buffer is decoded with the next read.
+            bytes.AsSpan(valid, filled - valid).CopyTo(bytes);
+            start += valid;
+            filled -= valid;
+        }
     }
 
     /// <summary>A stretch of one document's text, and whether the document ends with it.</summary>
@@ -179,7 +233,7 @@ public static class DatasetPreparer
             finishedBytes = 0; // each phase reads the corpus from its start
             foreach (var file in files)
             {
-                using (var reader = new StreamReader(Open(file), Encoding.UTF8))
+                using (var reader = ReadUtf8(file, Open(file)))
                 {
                     if (!jsonl)
                     {

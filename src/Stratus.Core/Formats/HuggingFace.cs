@@ -4,6 +4,7 @@
 // GPT2LMHeadModel and Llama-compatible models (Llama 2/3, SmolLM, TinyLlama, Mistral, Qwen2);
 // export writes the same layout back. HF GPT-2 stores its projections as Conv1D ([in, out]),
 // the transpose of nn.Linear, so those weights are transposed both ways.
+using System.Diagnostics.CodeAnalysis;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Stratus.Models;
@@ -25,6 +26,11 @@ public static class HuggingFace
     public static ImportedModel Import(string hfDirectory, string runDirectory)
     {
         if (!Directory.Exists(hfDirectory)) throw new StratusUserException($"{hfDirectory} does not exist; pass a Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
+        // The import would replace checkpoints/best and leave the rest (a trained run's checkpoints/last):
+        // a folder holding two models that resume, sample and serve would each pick one of.
+        var checkpoints = Path.Combine(runDirectory, "checkpoints");
+        if (Directory.Exists(checkpoints) && Directory.EnumerateDirectories(checkpoints).Any(d => File.Exists(Path.Combine(d, Checkpoint.ManifestFile))))
+            throw new StratusUserException($"{runDirectory} already holds a model in {checkpoints}; choose another --out or remove {runDirectory} first");
         var hfConfig = ReadObject(hfDirectory, "config.json", required: true)!;
         var (config, architecture) = ToModelConfig(hfConfig, hfDirectory);
         var tokenizerJson = ReadObject(hfDirectory, "tokenizer.json", required: true)!;
@@ -49,48 +55,50 @@ public static class HuggingFace
 
         var extra = new Dictionary<string, string>();
         if (tokenizer.ChatTemplate is { } template) extra[ChatTemplate.FileName] = template;
-        var checkpoint = Path.Combine(runDirectory, "checkpoints", "best");
+        var checkpoint = Path.Combine(checkpoints, "best");
         Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: extra);
         return new ImportedModel(checkpoint, config, tokenizer, architecture, extra.Count > 0);
     }
 
     static bool IsConv1D(string name) => Conv1DWeights.Any(name.EndsWith);
 
-    static (ModelConfig Config, string Architecture) ToModelConfig(JsonObject c, string directory)
+    static (ModelConfig Config, string Architecture) ToModelConfig(JsonObject json, string directory)
     {
-        var modelType = (string?)c["model_type"] ?? "";
-        var architecture = (c["architectures"] as JsonArray)?.FirstOrDefault()?.GetValue<string>() ?? modelType;
-        int Int(string key, int? fallback = null) => (int?)c[key] ?? fallback ?? throw new StratusUserException($"{directory}/config.json has no '{key}'");
+        var c = new ConfigValues(json, Path.Combine(directory, "config.json"));
+        var modelType = c.Text("model_type") ?? "";
+        // A label only (messages and the import summary): a list that does not start with a name falls back to model_type.
+        var architecture = (json["architectures"] as JsonArray)?.FirstOrDefault() is JsonValue first && first.TryGetValue<string>(out var name) ? name : modelType;
+        int Int(string key, int? fallback = null) => c.Int(key) ?? fallback ?? throw new StratusUserException($"{directory}/config.json has no '{key}'");
         switch (modelType)
         {
             case "gpt2":
-                var activation = (string?)c["activation_function"] ?? "gelu_new";
+                var activation = c.Text("activation_function") ?? "gelu_new";
                 if (activation is not ("gelu_new" or "gelu")) throw new StratusUserException($"{directory}: GPT-2 activation '{activation}' is not supported (gelu_new or gelu)");
                 return (new ModelConfig
                 {
                     Architecture = "gpt2", VocabSize = Int("vocab_size"), BlockSize = Int("n_positions"), NLayer = Int("n_layer"), NHead = Int("n_head"),
-                    NEmbd = Int("n_embd"), Bias = true, IntermediateSize = (int?)c["n_inner"], HiddenAct = activation,
-                    LayerNormEps = (double?)c["layer_norm_epsilon"] ?? 1e-5,
+                    NEmbd = Int("n_embd"), Bias = true, IntermediateSize = c.Int("n_inner"), HiddenAct = activation,
+                    LayerNormEps = c.Number("layer_norm_epsilon") ?? 1e-5,
                 }, architecture);
             case "llama" or "mistral" or "qwen2":
                 var hidden = Int("hidden_size");
                 var heads = Int("num_attention_heads");
-                if ((int?)c["head_dim"] is { } headDim && headDim != hidden / heads)
+                if (c.Int("head_dim") is { } headDim && headDim != hidden / heads)
                     throw new StratusUserException($"{directory}: head_dim {headDim} differs from hidden_size / num_attention_heads; such models are not supported");
-                if (modelType != "qwen2" && ((bool?)c["attention_bias"] ?? false))
+                if (modelType != "qwen2" && (c.Flag("attention_bias") ?? false))
                     throw new StratusUserException($"{directory}: attention_bias on a {modelType} model (biases on o_proj too) is not supported");
-                if ((bool?)c["mlp_bias"] ?? false) throw new StratusUserException($"{directory}: mlp_bias is not supported");
-                if ((string?)c["hidden_act"] is { } act && act != "silu") throw new StratusUserException($"{directory}: hidden_act '{act}' is not supported (silu)");
+                if (c.Flag("mlp_bias") ?? false) throw new StratusUserException($"{directory}: mlp_bias is not supported");
+                if (c.Text("hidden_act") is { } act && act != "silu") throw new StratusUserException($"{directory}: hidden_act '{act}' is not supported (silu)");
                 var context = Int("max_position_embeddings", 2048);
                 // Mistral's sliding window only matters beyond its width: cap the context there so
                 // full attention is exactly what the model computes.
-                if ((int?)c["sliding_window"] is { } window && window > 0 && (c["use_sliding_window"] is null || (bool?)c["use_sliding_window"] == true)) context = Math.Min(context, window);
+                if (c.Int("sliding_window") is { } window && window > 0 && (c.Flag("use_sliding_window") ?? true)) context = Math.Min(context, window);
                 return (new ModelConfig
                 {
                     Architecture = "llama", VocabSize = Int("vocab_size"), BlockSize = context, NLayer = Int("num_hidden_layers"), NHead = heads,
                     NKvHead = Int("num_key_value_heads", heads), NEmbd = hidden, IntermediateSize = Int("intermediate_size"), Bias = false,
-                    RopeTheta = (double?)c["rope_theta"] ?? 10000.0, RopeScaling = ParseRopeScaling(c["rope_scaling"], directory),
-                    RmsNormEps = (double?)c["rms_norm_eps"] ?? 1e-6, TieWordEmbeddings = (bool?)c["tie_word_embeddings"] ?? false,
+                    RopeTheta = c.Number("rope_theta") ?? 10000.0, RopeScaling = ParseRopeScaling(c.Object("rope_scaling"), directory),
+                    RmsNormEps = c.Number("rms_norm_eps") ?? 1e-6, TieWordEmbeddings = c.Flag("tie_word_embeddings") ?? false,
                     AttentionBias = modelType == "qwen2",
                 }, architecture);
             default:
@@ -98,17 +106,43 @@ public static class HuggingFace
         }
     }
 
-    static RopeScaling? ParseRopeScaling(JsonNode? node, string directory)
+    static RopeScaling? ParseRopeScaling(ConfigValues? s, string directory)
     {
-        if (node is not JsonObject s) return null;
-        var type = (string?)s["rope_type"] ?? (string?)s["type"];
+        if (s is null) return null;
+        var type = s.Text("rope_type") ?? s.Text("type");
         if (type is "default" or null) return null;
         if (type != "llama3") throw new StratusUserException($"{directory}: rope_scaling type '{type}' is not supported (llama3 only)");
         return new RopeScaling
         {
-            Factor = (double?)s["factor"] ?? 8, LowFreqFactor = (double?)s["low_freq_factor"] ?? 1, HighFreqFactor = (double?)s["high_freq_factor"] ?? 4,
-            OriginalMaxPositionEmbeddings = (int?)s["original_max_position_embeddings"] ?? 8192,
+            Factor = s.Number("factor") ?? 8, LowFreqFactor = s.Number("low_freq_factor") ?? 1, HighFreqFactor = s.Number("high_freq_factor") ?? 4,
+            OriginalMaxPositionEmbeddings = s.Int("original_max_position_embeddings") ?? 8192,
         };
+    }
+
+    /// <summary>The values of a config.json object, each read as the type its key needs: absent or
+    /// null is null, another type an error naming the file and the key (a cast would throw an
+    /// InvalidOperationException that says neither).</summary>
+    sealed class ConfigValues(JsonObject json, string path, string keyPrefix = "")
+    {
+        public int? Int(string key) => Read<int>(key, "a whole number", out var value) ? value : null;
+        public double? Number(string key) => Read<double>(key, "a number", out var value) ? value : null;
+        public bool? Flag(string key) => Read<bool>(key, "true or false", out var value) ? value : null;
+        public string? Text(string key) => Read<string>(key, "text", out var value) ? value : null;
+
+        /// <summary>A nested object's values (rope_scaling), null where the key holds no object.</summary>
+        public ConfigValues? Object(string key) => json[key] is JsonObject inner ? new(inner, path, $"{keyPrefix}{key}.") : null;
+
+        bool Read<T>(string key, string kind, [MaybeNullWhen(false)] out T value)
+        {
+            value = default;
+            if (json[key] is not { } node) return false;
+            if (node is JsonValue scalar && scalar.TryGetValue<T>(out var read))
+            {
+                value = read;
+                return true;
+            }
+            throw new StratusUserException($"{path}: {keyPrefix}{key} must be {kind}, got {node.ToJsonString()}");
+        }
     }
 
     static JsonObject? ReadObject(string directory, string name, bool required)

@@ -44,7 +44,9 @@ public static class InferenceBenchmark
 
     public static List<InferenceMeasurement> Run(CausalLanguageModel model, ITokenizer tokenizer, InferenceBenchmarkOptions options, Action<string>? progress = null)
     {
-        if (options.PromptTokens < 1 || options.DecodeTokens < 1 || options.Repeats < 1) throw new StratusUserException("prompt tokens, decode tokens and repeats must be at least 1");
+        // Threads too: libtorch aborts the process on fewer than one, with no message the user can act on.
+        if (options.PromptTokens < 1 || options.DecodeTokens < 1 || options.Threads < 1 || options.Repeats < 1)
+            throw new StratusUserException($"prompt tokens, decode tokens, threads and repeats must be at least 1 (got {options.PromptTokens}, {options.DecodeTokens}, {options.Threads}, {options.Repeats})");
         if (options.PromptTokens + options.DecodeTokens + 1 > model.Config.BlockSize)
             throw new StratusUserException($"{options.PromptTokens} prompt + {options.DecodeTokens} decode tokens exceed the model's context of {model.Config.BlockSize}");
         var previousThreads = torch.get_num_threads();

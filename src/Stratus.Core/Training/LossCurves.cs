@@ -29,25 +29,39 @@ public sealed class LossCurves
     public IReadOnlyList<CurvePoint> Val => val;
     public bool IsEmpty => train.Count == 0 && val.Count == 0;
 
-    /// <summary>Takes the losses of one metrics.jsonl entry (a training step or an evaluation).</summary>
+    /// <summary>Takes the losses of one metrics.jsonl entry (a training step or an evaluation).
+    /// A step or loss that is not a number is a <see cref="FormatException"/> naming it.</summary>
     public void Add(JsonObject entry)
     {
-        if (entry["step"] is not { } stepNode) return;
-        var step = Number<long>(stepNode);
-        if (entry["train_loss"] is { } trainLoss) train.Add(new(step, Number<double>(trainLoss)));
-        if (entry["val_loss"] is { } valLoss) val.Add(new(step, Number<double>(valLoss), entry["val_loss_stderr"] is { } error ? Number<double>(error) : 0));
+        if (Step(entry) is not { } step) return;
+        if (entry["train_loss"] is { } trainLoss) train.Add(new(step, Number<double>(trainLoss, "train_loss")));
+        if (entry["val_loss"] is { } valLoss)
+            val.Add(new(step, Number<double>(valLoss, "val_loss"), entry["val_loss_stderr"] is { } error ? Number<double>(error, "val_loss_stderr") : 0));
     }
+
+    /// <summary>The step of a metrics.jsonl entry, null where it has none; one that is not a whole
+    /// number is a <see cref="FormatException"/>.</summary>
+    public static long? Step(JsonObject entry) => entry["step"] is { } step ? Number<long>(step, "step") : null;
 
     /// <summary>The node's number as <typeparamref name="T"/>: read in place when it already is
     /// one (the trainer's entries, every step), converted when it holds another type (an int).</summary>
-    static T Number<T>(JsonNode node) => node is JsonValue value && value.TryGetValue<T>(out var number) ? number : node.Deserialize<T>()!;
+    static T Number<T>(JsonNode node, string field)
+    {
+        if (node is JsonValue value && value.TryGetValue<T>(out var number)) return number;
+        try { return node.Deserialize<T>()!; }
+        catch (JsonException) { throw new FormatException($"has \"{field}\": {node.ToJsonString()}, not {(typeof(T) == typeof(long) ? "a whole number" : "a number")}"); }
+    }
 
     public static LossCurves Read(string runDirectory)
     {
         if (!File.Exists(Path.Combine(runDirectory, MetricsLog.FileName)))
             throw new StratusUserException($"{runDirectory} has no {MetricsLog.FileName}; give the folder of a run made by `stratus train --out <run>`");
         var curves = new LossCurves();
-        foreach (var entry in MetricsLog.Read(runDirectory)) curves.Add(entry);
+        foreach (var (line, entry) in MetricsLog.Entries(runDirectory))
+        {
+            try { curves.Add(entry); }
+            catch (FormatException e) { throw MetricsLog.Damaged(runDirectory, line, e.Message); }
+        }
         return curves;
     }
 

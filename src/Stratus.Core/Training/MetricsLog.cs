@@ -17,12 +17,21 @@ public sealed class MetricsLog : IDisposable
         if (resumeStep > 0 && File.Exists(path))
         {
             var kept = new List<string>();
+            var lineNumber = 0;
             foreach (var line in File.ReadLines(path))
             {
+                lineNumber++;
                 // A line torn by a crash does not parse and goes too.
-                if (Parse(line) is not { } entry || entry["step"]?.Deserialize<long>() >= resumeStep) continue;
+                if (Parse(line) is not { } entry) continue;
+                // One that parses but holds a loss that is not a number was edited: refused before
+                // the file is rewritten, so that nothing in it is lost.
+                try
+                {
+                    if (LossCurves.Step(entry) >= resumeStep) continue;
+                    Curves.Add(entry);
+                }
+                catch (FormatException e) { throw Damaged(runDirectory, lineNumber, e.Message); }
                 kept.Add(line);
-                Curves.Add(entry);
             }
             AtomicFile.WriteAllText(path, kept.Count == 0 ? "" : string.Join('\n', kept) + "\n");
         }
@@ -41,17 +50,23 @@ public sealed class MetricsLog : IDisposable
 
     /// <summary>The entries of a run's metrics.jsonl, of a run in progress too. A last line cut short
     /// (being written, or torn by a crash) is left out; a broken line before it is an error.</summary>
-    public static IEnumerable<JsonObject> Read(string runDirectory)
+    public static IEnumerable<JsonObject> Read(string runDirectory) => Entries(runDirectory).Select(e => e.Entry);
+
+    /// <summary>The entries of <see cref="Read"/> with the number of their line, for errors that name it.</summary>
+    internal static IEnumerable<(int Line, JsonObject Entry)> Entries(string runDirectory)
     {
         var path = Path.Combine(runDirectory, FileName);
         var lines = File.ReadLines(path).Where(l => l.Length > 0).ToList();
         for (var i = 0; i < lines.Count; i++)
         {
-            if (Parse(lines[i]) is { } entry) yield return entry;
-            else if (i < lines.Count - 1)
-                throw new StratusUserException($"line {i + 1} of {path} is not a JSON object; the file was edited or damaged (a crash can only cut its last line)");
+            if (Parse(lines[i]) is { } entry) yield return (i + 1, entry);
+            else if (i < lines.Count - 1) throw Damaged(runDirectory, i + 1, "is not a JSON object");
         }
     }
+
+    /// <summary>The error for a line that no trainer wrote: <paramref name="what"/> says what is wrong with it.</summary>
+    internal static StratusUserException Damaged(string runDirectory, int line, string what) =>
+        new($"line {line} of {Path.Combine(runDirectory, FileName)} {what}; the file was edited or damaged (a crash can only cut its last line)");
 
     static JsonObject? Parse(string line)
     {

@@ -29,7 +29,7 @@ public static class HuggingFace
         // The import would replace checkpoints/best and leave the rest (a trained run's checkpoints/last):
         // a folder holding two models that resume, sample and serve would each pick one of.
         var checkpoints = Path.Combine(runDirectory, "checkpoints");
-        if (Directory.Exists(checkpoints) && Directory.EnumerateDirectories(checkpoints).Any(d => File.Exists(Path.Combine(d, Checkpoint.ManifestFile))))
+        if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model in {checkpoints}; choose another --out or remove {runDirectory} first");
         var hfConfig = ReadObject(hfDirectory, "config.json", required: true)!;
         var (config, architecture) = ToModelConfig(hfConfig, hfDirectory);

@@ -11,7 +11,8 @@ public sealed class LogitsSampler(int vocabSize)
     readonly float[] sortKeys = new float[vocabSize];
 
     /// <summary>Picks a token for <paramref name="sequence"/> from <paramref name="logits"/>
-    /// (modified in place).</summary>
+    /// (bias and penalties are applied in place; temperature is not, so log-probabilities are
+    /// read from the logits after the choice).</summary>
     public GeneratedToken Choose(Span<float> logits, Sequence sequence)
     {
         var request = sequence.Request;
@@ -48,21 +49,17 @@ public sealed class LogitsSampler(int vocabSize)
         }
     }
 
-    int SampleFiltered(Span<float> logits, GenerationRequest request, Random random)
+    int SampleFiltered(ReadOnlySpan<float> logits, GenerationRequest request, Random random)
     {
         var n = logits.Length;
         var inverse = (float)(1.0 / request.Temperature);
-        var max = float.NegativeInfinity;
-        for (var i = 0; i < n; i++)
-        {
-            logits[i] *= inverse;
-            if (logits[i] > max) max = logits[i];
-        }
+        var max = logits[ArgMax(logits)];
         var needsOrder = (request.TopK > 0 && request.TopK < n) || request.TopP < 1.0;
         var count = n;
         if (needsOrder)
         {
-            // Sort token ids by descending logit; then the kept set is a prefix of `order`.
+            // Sort token ids by descending logit (a positive temperature keeps the order); then the
+            // kept set is a prefix of `order`.
             for (var i = 0; i < n; i++)
             {
                 order[i] = i;
@@ -71,7 +68,7 @@ public sealed class LogitsSampler(int vocabSize)
             Array.Sort(sortKeys, order, 0, n);
             if (request.TopK > 0) count = Math.Min(count, request.TopK);
             var sum = 0.0;
-            for (var i = 0; i < count; i++) sum += probabilities[i] = MathF.Exp(logits[order[i]] - max);
+            for (var i = 0; i < count; i++) sum += probabilities[i] = MathF.Exp((logits[order[i]] - max) * inverse);
             if (request.TopP < 1.0)
             {
                 // Keep the smallest prefix whose probability reaches top_p; the first always stays.
@@ -88,7 +85,7 @@ public sealed class LogitsSampler(int vocabSize)
             for (var i = 0; i < n; i++)
             {
                 order[i] = i;
-                probabilities[i] = MathF.Exp(logits[i] - max);
+                probabilities[i] = MathF.Exp((logits[i] - max) * inverse);
             }
         }
         // min-p relative to the most likely token, whose unnormalised probability is exp(0) = 1.

@@ -42,10 +42,22 @@ public sealed class LogitsSamplerTests
     }
 
     [Fact]
-    public void Same_seed_draws_the_same_tokens()
+    public void Same_seed_draws_the_same_tokens_and_other_seeds_other_tokens()
     {
         Assert.Equal(Draw(Sampled()), Draw(Sampled()));
         Assert.NotEqual(Draw(Sampled()), Draw(Sampled() with { Seed = 4 }));
+        // Negative seeds, and seeds that differ only above bit 31, are seeds of their own.
+        foreach (var (a, b) in new (long, long)[] { (-1, 0), (1, -2), (5, 4294967291), (7, 7 + (1L << 32)) })
+            Assert.NotEqual(Draw(Sampled() with { Seed = a }), Draw(Sampled() with { Seed = b }));
+    }
+
+    [Fact]
+    public void Temperature_draws_from_the_softmax_of_the_scaled_logits()
+    {
+        var drawn = Draw(Sampled(2.0), 4000);
+        var scaled = Logits.Select(x => Math.Exp(x / 2.0)).ToArray();
+        for (var token = 0; token < Logits.Length; token++)
+            Assert.Equal(scaled[token] / scaled.Sum(), drawn.Count(t => t == token) / 4000.0, 0.04);
     }
 
     [Fact]
@@ -57,15 +69,19 @@ public sealed class LogitsSamplerTests
         for (var i = 1; i < drawn.Length; i++) Assert.NotEqual(drawn[i - 1], drawn[i]);
     }
 
-    [Fact]
-    public void Logprobs_are_the_log_softmax_with_sorted_alternatives()
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(2.0)]
+    [InlineData(0.5)]
+    public void Logprobs_are_the_log_softmax_before_temperature_with_sorted_alternatives(double temperature)
     {
         var sampler = new LogitsSampler(Logits.Length);
-        var sequence = new Sequence(1, Sampled(0) with { Logprobs = 3, MaxTokens = 1 }, Logits.Length);
+        var sequence = new Sequence(1, Sampled(temperature) with { Logprobs = 3, MaxTokens = 1, TopK = 3 }, Logits.Length);
         var token = sampler.Choose((float[])Logits.Clone(), sequence);
         var logSum = Math.Log(Logits.Sum(x => Math.Exp(x)));
-        Assert.Equal(3.0 - logSum, token.Logprob, 5);
+        Assert.Equal(Logits[token.Token] - logSum, token.Logprob, 5);
         Assert.Equal([1, 2, 0], token.TopLogprobs!.Select(t => t.Token).ToArray());
+        Assert.Equal(3.0 - logSum, token.TopLogprobs![0].Logprob, 5);
         Assert.Equal(2.5 - logSum, token.TopLogprobs![1].Logprob, 5);
     }
 }

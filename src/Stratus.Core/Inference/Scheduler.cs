@@ -15,11 +15,14 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
     // Counts are read by metrics from other threads.
     int waitingCount, runningCount;
     long tokensInFlight;
+    // Set by FailAll under waitingLock: a sequence queued after it would wait forever.
+    Exception? closedBy;
 
     public int Running => Volatile.Read(ref runningCount);
     public int Waiting => Volatile.Read(ref waitingCount);
 
     /// <summary>Queues all the sequences, or none when the waiting queue has no room for all.</summary>
+    /// <exception cref="EngineUnavailableException">The engine has stopped or failed.</exception>
     public bool TryEnqueue(IReadOnlyList<Sequence> sequences)
     {
         foreach (var sequence in sequences)
@@ -27,6 +30,7 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
                 throw new StratusUserException($"the request needs {sequence.ReservedTokens} tokens of KV cache, more than the engine holds ({tokenLimit}); lower max_tokens");
         lock (waitingLock)
         {
+            if (closedBy is not null) throw new EngineUnavailableException("the engine has stopped", closedBy);
             if (waitingCount + sequences.Count > options.MaxWaiting) return false;
             foreach (var sequence in sequences) waiting.AddLast(sequence);
             waitingCount += sequences.Count;
@@ -136,6 +140,7 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
         foreach (var sequence in running.ToArray()) Release(sequence, FinishReason.Cancelled, error);
         lock (waitingLock)
         {
+            closedBy = error;
             foreach (var sequence in waiting) sequence.Fail(error);
             waiting.Clear();
             waitingCount = 0;

@@ -463,6 +463,11 @@ public sealed class InferenceEngineTests
         Assert.Equal(2, scheduler.Waiting);
         Assert.True(scheduler.TryEnqueue([New(4)]));
         Assert.Equal(3, scheduler.Waiting);
+
+        // Once the engine has stopped, nothing more is queued to wait for it forever.
+        scheduler.FailAll(new EngineUnavailableException("the engine stopped"));
+        Assert.Throws<EngineUnavailableException>(() => scheduler.TryEnqueue([New(5)]));
+        Assert.Equal(0, scheduler.Waiting);
     }
 
     [Fact]

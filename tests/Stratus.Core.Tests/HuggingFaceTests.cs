@@ -55,6 +55,12 @@ public sealed class HuggingFaceTests
         using var temp = new TempDirectory();
         var hf = temp.File("hf");
         var (original, vocabulary) = WriteHfLlama(hf, shards: 2);
+        // A shard index whose entry is not a file name is refused, naming it.
+        var index = Path.Combine(hf, "model.safetensors.index.json");
+        var indexJson = File.ReadAllText(index);
+        File.WriteAllText(index, indexJson.Replace("\"model-00001-of-00002.safetensors\"", "1"));
+        Assert.Contains("weight_map.", Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, temp.File("bad-index"))).Message);
+        File.WriteAllText(index, indexJson);
         var imported = HuggingFace.Import(hf, temp.File("run"));
         Assert.True(imported.HasChatTemplate);
         var checkpoint = Checkpoint.Open(imported.CheckpointDirectory);

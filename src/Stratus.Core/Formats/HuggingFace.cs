@@ -171,7 +171,8 @@ public static class HuggingFace
             {
                 var map = ReadObject(directory, "model.safetensors.index.json", true)!["weight_map"] as JsonObject
                     ?? throw new StratusUserException($"{index} has no weight_map");
-                files = map.Select(kv => Path.Combine(directory, (string)kv.Value!)).Distinct();
+                var shards = new ConfigValues(map, index, "weight_map.");
+                files = map.Select(kv => Path.Combine(directory, shards.Text(kv.Key) ?? throw new StratusUserException($"{index}: weight_map.{kv.Key} names no file"))).Distinct();
                 foreach (var file in files)
                     if (!File.Exists(file)) throw new StratusUserException($"{directory} is missing {Path.GetFileName(file)}, listed in model.safetensors.index.json");
             }

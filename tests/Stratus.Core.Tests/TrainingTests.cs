@@ -189,7 +189,34 @@ public sealed class TrainingTests
         File.WriteAllText(runFile, "{bad");
         Assert.Contains("run.json is not valid JSON", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
         File.WriteAllText(runFile, saved);
-        var manifest = Path.Combine(run, "checkpoints", "last", Checkpoint.ManifestFile);
+        var last = Path.Combine(run, "checkpoints", "last");
+        var manifest = Path.Combine(last, Checkpoint.ManifestFile);
+        var savedManifest = File.ReadAllText(manifest);
+
+        // Edited files whose manifest was edited to match are still refused when they make no sense.
+        void Vouch(string file, string content)
+        {
+            File.WriteAllText(Path.Combine(last, file), content);
+            var json = JsonNode.Parse(File.ReadAllText(manifest))!;
+            json["files"]![file] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(Path.Combine(last, file))));
+            File.WriteAllText(manifest, json.ToJsonString());
+        }
+        var trainConfig = File.ReadAllText(Path.Combine(last, Checkpoint.TrainConfigFile));
+        Vouch(Checkpoint.TrainConfigFile, "[1, 2]");
+        Assert.Contains("train_config.json is corrupt", Assert.Throws<StratusUserException>(() => Checkpoint.Open(last)).Message);
+        Vouch(Checkpoint.TrainConfigFile, trainConfig);
+        var tokenizer = File.ReadAllText(Path.Combine(last, "tokenizer.json"));
+        Vouch("tokenizer.json", """{"type":"char","vocab":"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?"}""");
+        Assert.Contains("its tokenizer has 69 tokens but the model embeds", Assert.Throws<StratusUserException>(() => Checkpoint.Open(last)).Message);
+        Vouch("tokenizer.json", tokenizer);
+        Checkpoint.Open(last);
+
+        // A manifest names files of its folder only: a path would be hashed (and read) from anywhere.
+        var traversal = JsonNode.Parse(savedManifest)!;
+        traversal["files"]!["../../run.json"] = "00";
+        File.WriteAllText(manifest, traversal.ToJsonString());
+        Assert.Contains("not a file name of the checkpoint", Assert.Throws<StratusUserException>(() => Checkpoint.Open(last)).Message);
+
         File.WriteAllText(manifest, """{"format":"stratus-checkpoint","version":1}""");
         Assert.Contains("lists no model.safetensors", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
     }

@@ -158,8 +158,12 @@ public sealed unsafe class TokenShard : IDisposable
         var width = BinaryPrimitives.ReadInt32LittleEndian(header[12..]);
         var count = BinaryPrimitives.ReadInt64LittleEndian(header[16..]);
         var vocab = BinaryPrimitives.ReadInt64LittleEndian(header[24..]);
-        if (width is not (2 or 4) || length != HeaderSize + count * width)
+        // The count is compared by division first: a huge one would overflow count * width into a
+        // product that matches the file, and reads would then run past the mapping.
+        if (width is not (2 or 4) || count < 0 || count > (length - HeaderSize) / width || length != HeaderSize + count * width)
             throw new StratusUserException($"{path} is truncated or corrupt: header says {count} tokens of {width} bytes but the file has {length} bytes; prepare the data again");
+        if (vocab < 1 || TokenBytesFor(vocab) > width)
+            throw new StratusUserException($"{path} is corrupt: its header gives a vocabulary of {vocab} tokens for {width}-byte tokens; prepare the data again");
         if (count == 0) return new TokenShard(path, null, null, null, width, 0, vocab);
         var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         var view = map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
@@ -169,19 +173,24 @@ public sealed unsafe class TokenShard : IDisposable
     }
 
     /// <summary>Copies tokens [start, start + destination.Length) into destination.</summary>
+    /// <exception cref="StratusUserException">A token id is outside the shard's vocabulary (a
+    /// damaged or hand-made shard): libtorch would abort on it as an embedding index.</exception>
     public void Read(long start, Span<long> destination)
     {
         if (start < 0 || start + destination.Length > Count) throw new ArgumentOutOfRangeException(nameof(start));
+        long largest = 0;
         if (TokenBytes == 2)
         {
             var source = new ReadOnlySpan<ushort>(tokens + start * 2, destination.Length);
-            for (var i = 0; i < source.Length; i++) destination[i] = source[i];
+            for (var i = 0; i < source.Length; i++) largest = Math.Max(largest, destination[i] = source[i]);
         }
         else
         {
             var source = new ReadOnlySpan<uint>(tokens + start * 4, destination.Length);
-            for (var i = 0; i < source.Length; i++) destination[i] = source[i];
+            for (var i = 0; i < source.Length; i++) largest = Math.Max(largest, destination[i] = source[i]);
         }
+        if (largest >= VocabSize)
+            throw new StratusUserException($"{Path} holds token id {largest} near token {start}, outside its vocabulary of {VocabSize}; prepare the data again");
     }
 
     public void Dispose()

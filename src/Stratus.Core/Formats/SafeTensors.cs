@@ -99,25 +99,56 @@ public static class SafeTensors
             var headerBytes = new byte[headerLength];
             stream.ReadExactly(headerBytes);
             dataStart = 8 + (long)headerLength;
-            JsonObject header;
-            try { header = JsonNode.Parse(headerBytes) as JsonObject ?? throw Corrupt("header is not a JSON object"); }
-            catch (JsonException e) { throw Corrupt($"header is not valid JSON ({StratusUserException.InUsersWords(e)})"); }
-            foreach (var (name, node) in header)
+            try
             {
-                if (name == "__metadata__")
+                var header = JsonNode.Parse(headerBytes, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
+                    ?? throw Corrupt("header is not a JSON object");
+                foreach (var (name, node) in header)
                 {
-                    Metadata = node!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value?.ToString() ?? "");
-                    continue;
+                    if (name == "__metadata__")
+                    {
+                        Metadata = node is JsonObject metadata ? metadata.ToDictionary(kv => kv.Key, kv => kv.Value?.ToString() ?? "") : throw Corrupt("__metadata__ is not an object");
+                        continue;
+                    }
+                    Entries[name] = ReadEntry(name, node);
                 }
-                var dtypeName = (string?)node?["dtype"] ?? throw Corrupt($"tensor {name} has no dtype");
-                if (!TypesByName.TryGetValue(dtypeName, out var dtype)) throw Corrupt($"tensor {name} has unsupported dtype {dtypeName}");
-                var shape = node!["shape"]!.AsArray().Select(d => (long)d!).ToArray();
-                var offsets = node["data_offsets"]!.AsArray().Select(d => (long)d!).ToArray();
-                var expected = shape.Aggregate(1L, (a, b) => a * b) * Types[dtype].Size;
-                if (offsets.Length != 2 || offsets[1] - offsets[0] != expected) throw Corrupt($"tensor {name} has data_offsets that do not match its shape");
-                if (dataStart + offsets[1] > stream.Length) throw Corrupt($"file is truncated: tensor {name} ends at byte {dataStart + offsets[1]} of {stream.Length}");
-                Entries[name] = new Entry(name, dtype, shape, offsets[0], offsets[1]);
             }
+            catch (JsonException e) { throw Corrupt($"header is not valid JSON ({StratusUserException.InUsersWords(e)})"); }
+            // As the reference implementation: the tensors tile the data exactly, with no overlap
+            // and no hole, so no byte is read as two tensors or left for something else.
+            var end = 0L;
+            foreach (var entry in Entries.Values.OrderBy(e => e.Start))
+            {
+                if (entry.Start != end) throw Corrupt($"tensor {entry.Name} starts at data byte {entry.Start}, not {end} where the one before it ends");
+                end = entry.End;
+            }
+            if (dataStart + end != stream.Length) throw Corrupt($"its tensors end at byte {dataStart + end} but the file has {stream.Length}");
+        }
+
+        /// <summary>One tensor's header entry, every field checked: a hand-made or damaged header
+        /// must not become a negative seek, an overflowing size or a read outside the file.</summary>
+        Entry ReadEntry(string name, JsonNode? node)
+        {
+            if (node is not JsonObject tensor) throw Corrupt($"tensor {name} is not an object");
+            var dtypeName = tensor["dtype"] is JsonValue text && text.TryGetValue<string>(out var dtypeText) ? dtypeText : throw Corrupt($"tensor {name} has no dtype");
+            if (!TypesByName.TryGetValue(dtypeName, out var dtype)) throw Corrupt($"tensor {name} has unsupported dtype {dtypeName}");
+            var shape = WholeNumbers(tensor["shape"]) ?? throw Corrupt($"tensor {name} has no shape (a list of whole numbers)");
+            if (WholeNumbers(tensor["data_offsets"]) is not [var start, var end]) throw Corrupt($"tensor {name} has no data_offsets [start, end]");
+            long bytes;
+            try { bytes = checked(shape.Aggregate(1L, (a, d) => d < 0 ? throw Corrupt($"tensor {name} has a negative dimension") : a * d) * Types[dtype].Size); }
+            catch (OverflowException) { throw Corrupt($"tensor {name} has a shape too large to exist"); }
+            if (start < 0 || end - start != bytes) throw Corrupt($"tensor {name} has data_offsets that do not match its shape");
+            if (dataStart + end > stream.Length) throw Corrupt($"file is truncated: tensor {name} ends at byte {dataStart + end} of {stream.Length}");
+            return new Entry(name, dtype, shape, start, end);
+        }
+
+        static long[]? WholeNumbers(JsonNode? node)
+        {
+            if (node is not JsonArray array) return null;
+            var values = new long[array.Count];
+            for (var i = 0; i < values.Length; i++)
+                if (array[i] is not JsonValue value || !value.TryGetValue(out values[i])) return null;
+            return values;
         }
 
         public string Path { get; }

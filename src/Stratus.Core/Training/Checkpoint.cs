@@ -105,17 +105,29 @@ public sealed class Checkpoint
             throw new StratusUserException($"{manifestPath} is corrupt (it lists no {ModelFile}); restore the checkpoint or train again");
         foreach (var (file, hash) in files)
         {
+            // A file of this folder, by name: a path ("../x", "/dev/zero") would be hashed and read
+            // from anywhere.
+            if (Path.GetFileName(file) != file || file is "." or "..")
+                throw new StratusUserException($"{manifestPath} is corrupt: it lists '{file}', which is not a file name of the checkpoint; restore the checkpoint or train again");
             var path = Path.Combine(directory, file);
             if (!File.Exists(path)) throw new StratusUserException($"checkpoint {directory} is incomplete: {file} is missing");
             if (!(hash is JsonValue value && value.TryGetValue<string>(out var expected)) || Sha256(path) != expected)
                 throw new StratusUserException($"checkpoint {directory} is corrupt: {file} does not match its sha256 in {ManifestFile}; use another checkpoint (e.g. checkpoints/best) or train again");
         }
         var model = ReadJson<ModelConfig>(directory, ModelConfigFile) ?? throw new StratusUserException($"checkpoint {directory} has no {ModelConfigFile}");
-        var train = File.Exists(Path.Combine(directory, TrainConfigFile))
-            ? TrainConfig.FromJson(JsonNode.Parse(File.ReadAllText(Path.Combine(directory, TrainConfigFile)))!.AsObject(), Path.Combine(directory, TrainConfigFile))
-            : null;
+        var trainPath = Path.Combine(directory, TrainConfigFile);
+        TrainConfig? train = null;
+        if (File.Exists(trainPath))
+        {
+            try { train = TrainConfig.FromJson(JsonNode.Parse(File.ReadAllText(trainPath)) as JsonObject ?? throw new StratusUserException($"{trainPath} is corrupt: not a JSON object"), trainPath); }
+            catch (JsonException e) { throw new StratusUserException($"{trainPath} is corrupt: {e.Message}"); }
+        }
         var state = ReadJson<TrainerState>(directory, StateFile);
-        return new Checkpoint(directory, model, train, TokenizerStore.Load(directory), state);
+        var tokenizer = TokenizerStore.Load(directory);
+        // Token ids past the model's embedding table would abort libtorch when indexed.
+        if (tokenizer.VocabSize > model.VocabSize)
+            throw new StratusUserException($"checkpoint {directory} is inconsistent: its tokenizer has {tokenizer.VocabSize} tokens but the model embeds {model.VocabSize}; restore the checkpoint or train again");
+        return new Checkpoint(directory, model, train, tokenizer, state);
     }
 
     /// <summary>Finds the checkpoint a user means: a checkpoint folder, or a run folder's

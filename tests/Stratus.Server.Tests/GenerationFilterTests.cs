@@ -50,6 +50,28 @@ public sealed class GenerationFilterTests(FilteredModelServer fixture) : IClassF
         Assert.DoesNotContain('e', text);
         Assert.Contains('*', text);
     }
+
+    [Fact]
+    public async Task Logprobs_never_spell_text_a_filter_rewrote()
+    {
+        var http = fixture.Server.Http;
+        var tokenizer = fixture.Server.Model.Tokenizer;
+        object Body(char forced, bool stream) => new
+        {
+            model = "tiny", prompt = "ab", max_tokens = 4, logprobs = 1, stream,
+            logit_bias = new Dictionary<string, int> { [tokenizer.Encode(forced.ToString())[0].ToString()] = 100 },
+        };
+        // Text a filter passes as it was keeps its logprobs; 'eeee' reaches the client as '****'.
+        var untouched = JsonNode.Parse(await (await http.PostAsJsonAsync("/v1/completions", Body('a', stream: false))).Content.ReadAsStringAsync())!["choices"]![0]!;
+        Assert.Equal("aaaa", (string)untouched["text"]!);
+        Assert.Equal(4, untouched["logprobs"]!["tokens"]!.AsArray().Count);
+        var masked = JsonNode.Parse(await (await http.PostAsJsonAsync("/v1/completions", Body('e', stream: false))).Content.ReadAsStringAsync())!["choices"]![0]!;
+        Assert.Equal("****", (string)masked["text"]!);
+        Assert.Null(masked["logprobs"]);
+        var streamed = await (await http.PostAsJsonAsync("/v1/completions", Body('e', stream: true))).Content.ReadAsStringAsync();
+        Assert.Contains("\"text\":\"*", streamed);
+        Assert.DoesNotContain("\"tokens\"", streamed);
+    }
 }
 
 public sealed class RewrittenPromptTests

@@ -9,8 +9,6 @@ namespace Stratus.Server.Endpoints;
 
 public static class ChatCompletionsEndpoints
 {
-    const string ContentFilterFinishReason = "content_filter";
-
     public static RouteGroupBuilder MapChatCompletions(this RouteGroupBuilder group)
     {
         group.MapPost("/chat/completions", Handle);
@@ -50,6 +48,7 @@ public static class ChatCompletionsEndpoints
         var tokenLogprobs = new List<ChatTokenLogprob>?[choices];
         var finish = new string?[choices];
         var filterResults = new ContentFilterResults?[choices];
+        var withheld = new bool[choices];
         for (var i = 0; i < choices; i++)
         {
             texts[i] = new StringBuilder();
@@ -57,15 +56,14 @@ public static class ChatCompletionsEndpoints
         }
         await foreach (var piece in run.ReadAllAsync())
         {
-            if (piece.FinishReason is not null) (finish[piece.Choice], filterResults[piece.Choice]) = (piece.FinishReason, piece.FilterResults);
+            if (piece.FinishReason is not null) (finish[piece.Choice], filterResults[piece.Choice], withheld[piece.Choice]) = (piece.FinishReason, piece.FilterResults, piece.TokensWithheld);
             texts[piece.Choice].Append(piece.Text);
             if (logprobs) foreach (var token in piece.Tokens) tokenLogprobs[piece.Choice]!.Add(Logprob(model, token));
         }
         var result = new ChatChoice[choices];
         for (var i = 0; i < choices; i++)
         {
-            // A filtered choice's tokens would spell out what was filtered.
-            var lp = logprobs && finish[i] != ContentFilterFinishReason ? new ChatLogprobs(tokenLogprobs[i]!) : null;
+            var lp = logprobs && !withheld[i] ? new ChatLogprobs(tokenLogprobs[i]!) : null;
             result[i] = new ChatChoice(i, new ChatMessageOut(texts[i].ToString()), lp, finish[i]) { ContentFilterResults = filterResults[i] };
         }
         return new ChatCompletion(id, created, model.Name, result, Usage.Of(run.PromptTokens, run.CompletionTokens, run.CachedPromptTokens)) { PromptFilterResults = run.PromptFilterResults };

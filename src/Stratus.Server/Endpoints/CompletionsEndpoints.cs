@@ -12,7 +12,6 @@ public static class CompletionsEndpoints
 {
     /// <summary>OpenAI's default for the legacy endpoint.</summary>
     const int DefaultMaxTokens = 16;
-    const string ContentFilterFinishReason = "content_filter";
 
     public static RouteGroupBuilder MapCompletions(this RouteGroupBuilder group)
     {
@@ -84,6 +83,7 @@ public static class CompletionsEndpoints
         var tokens = new List<GeneratedToken>[total];
         var finish = new string?[total];
         var filterResults = new ContentFilterResults?[total];
+        var withheld = new bool[total];
         for (var c = 0; c < total; c++)
         {
             texts[c] = new StringBuilder(echo ? promptTexts[c / choices] : "");
@@ -91,16 +91,15 @@ public static class CompletionsEndpoints
         }
         await foreach (var piece in run.ReadAllAsync())
         {
-            if (piece.FinishReason is not null) (finish[piece.Choice], filterResults[piece.Choice]) = (piece.FinishReason, piece.FilterResults);
+            if (piece.FinishReason is not null) (finish[piece.Choice], filterResults[piece.Choice], withheld[piece.Choice]) = (piece.FinishReason, piece.FilterResults, piece.TokensWithheld);
             texts[piece.Choice].Append(piece.Text);
             if (logprobs is not null) tokens[piece.Choice].AddRange(piece.Tokens);
         }
         var result = new CompletionChoice[total];
         for (var c = 0; c < total; c++)
         {
-            // A filtered choice's tokens would spell out what was filtered.
             var offset = 0;
-            var lp = logprobs is null || finish[c] == ContentFilterFinishReason ? null : Logprobs(tokenizer, tokens[c], echo ? promptTokens[c / choices] : null, run.Streams[c].PromptLogprobs, ref offset);
+            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, tokens[c], echo ? promptTokens[c / choices] : null, run.Streams[c].PromptLogprobs, ref offset);
             result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]) { ContentFilterResults = filterResults[c] };
         }
         await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result)

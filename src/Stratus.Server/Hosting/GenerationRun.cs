@@ -5,6 +5,7 @@
 // Both completion endpoints use it; the endpoints only translate to and from OpenAI's shapes.
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Text;
 using System.Threading.Channels;
 using Stratus.Inference;
 using Stratus.Safety;
@@ -17,8 +18,12 @@ namespace Stratus.Server.Hosting;
 /// choice's content_filter_results when a filter gives them).</summary>
 /// <param name="Tokens">The generated tokens whose text has been passed on by now (their
 /// logprobs may be sent): a token whose text a filter holds back waits with it, and is dropped
-/// with it when a filter stops the choice, so logprobs never spell out filtered text.</param>
-public readonly record struct ChoicePiece(int Choice, string Text, IReadOnlyList<GeneratedToken> Tokens, string? FinishReason, ContentFilterResults? FilterResults = null);
+/// with it when a filter stops the choice or rewrites its text (PII redaction), so logprobs
+/// never spell out filtered text.</param>
+/// <param name="TokensWithheld">On a choice's end: a filter stopped or rewrote it, so the tokens
+/// passed on do not spell its text; a whole (not streamed) answer leaves its logprobs out.</param>
+public readonly record struct ChoicePiece(int Choice, string Text, IReadOnlyList<GeneratedToken> Tokens, string? FinishReason, ContentFilterResults? FilterResults = null,
+    bool TokensWithheld = false);
 
 public sealed class GenerationRun : IAsyncDisposable
 {
@@ -166,6 +171,10 @@ public sealed class GenerationRun : IAsyncDisposable
         // as many characters have been passed on. Without filters both counts move together.
         var pending = new Queue<(GeneratedToken Token, long End)>();
         long generated = 0, passed = 0;
+        // Generated text not passed on yet. Filters hold text back and let it go unchanged, unless
+        // they rewrite it: from then on no token spells what the client gets, and none is sent.
+        var unpassed = new StringBuilder();
+        var rewritten = false;
         await foreach (var chunk in stream.ReadAllAsync(cancellation).ConfigureAwait(false))
         {
             generated += chunk.Text.Length;
@@ -182,6 +191,8 @@ public sealed class GenerationRun : IAsyncDisposable
                 stoppedWith ??= step.FinishReason;
             }
             passed += text.Length;
+            rewritten = rewritten || !PassesOn(unpassed.Append(chunk.Text), text);
+            if (rewritten) pending.Clear();
             yield return new ChoicePiece(choice, text, Release(pending, passed), null);
             // Leaving the loop drops the sequence from the engine (GenerationStream.ReadAllAsync).
             if (stoppedWith is not null) break;
@@ -202,10 +213,23 @@ public sealed class GenerationRun : IAsyncDisposable
             stoppedWith ??= end.FinishReason;
             filterResults ??= end.FilterResults;
         }
-        // A choice a filter stopped keeps its held-back tokens to itself, like its text.
-        IReadOnlyList<GeneratedToken> rest = stoppedWith is null ? [.. pending.Select(p => p.Token)] : [];
+        rewritten = rewritten || !PassesOn(unpassed, tail);
+        // A choice a filter stopped or rewrote keeps its held-back tokens to itself, like its text.
+        var withheld = stoppedWith is not null || rewritten;
+        IReadOnlyList<GeneratedToken> rest = withheld ? [] : [.. pending.Select(p => p.Token)];
         if (tail.Length > 0 || rest.Count > 0) yield return new ChoicePiece(choice, tail, rest, null);
-        yield return new ChoicePiece(choice, "", [], stoppedWith ?? stream.FinishReason ?? FinishReason.Length, filterResults);
+        yield return new ChoicePiece(choice, "", [], stoppedWith ?? stream.FinishReason ?? FinishReason.Length, filterResults, withheld);
+    }
+
+    /// <summary>Whether <paramref name="text"/> is the start of the generated text not passed on
+    /// yet (then it is taken off), or a filter changed it.</summary>
+    static bool PassesOn(StringBuilder unpassed, string text)
+    {
+        if (text.Length > unpassed.Length) return false;
+        for (var i = 0; i < text.Length; i++)
+            if (unpassed[i] != text[i]) return false;
+        unpassed.Remove(0, text.Length);
+        return true;
     }
 
     static IReadOnlyList<GeneratedToken> Release(Queue<(GeneratedToken Token, long End)> pending, long passed)

@@ -97,8 +97,7 @@ public sealed class StreamingSafetyGuard
     /// <summary>Whether a word can end after <paramref name="c"/>: whitespace, or a character of
     /// a script written without spaces between words (CJK ideographs, kana, CJK and full-width
     /// punctuation), where every character is a place to stop.</summary>
-    static bool EndsWord(char c) =>
-        char.IsWhiteSpace(c) || c is (>= '\u3000' and <= '\u30FF') or (>= '\u3400' and <= '\u4DBF') or (>= '\u4E00' and <= '\u9FFF') or (>= '\uFF00' and <= '\uFFEF');
+    static bool EndsWord(char c) => char.IsWhiteSpace(c) || UnspacedScripts.Contains(c);
 
     static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int length)
     {

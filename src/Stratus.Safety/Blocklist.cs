@@ -69,7 +69,8 @@ public sealed class CompiledBlocklist
             // Longest first so "bad word" wins over "bad" and the reported span is the whole term.
             var alternatives = cleanTerms.OrderByDescending(t => t.Length).Select(TermPattern);
             termRegex = new Regex(string.Join("|", alternatives), Options, MatchTimeout);
-            // Slack for runs of whitespace inside multi-word terms, which \s+ accepts.
+            // The guard measures this with each run of whitespace as one character, so the \s+
+            // between a multi-word term's words fits however long the run; 16 is margin.
             window = cleanTerms.Max(t => t.Length) + 16;
         }
         var compiled = new Regex[list.Patterns.Count];

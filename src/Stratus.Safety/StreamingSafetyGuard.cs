@@ -1,9 +1,10 @@
 // Guards a completion streamed token by token: text reaches the client only after it has been
 // checked, so a blocked term is never sent, not even its first letters. The guard holds back
-// the last StreamingWindow characters (the longest match any provider can make); a match that
-// could still grow into released text would have to be longer than that. Released text ends at
-// a word boundary where one is available (whitespace, or any character of a script written
-// without spaces), so clients do not see words cut in half.
+// the last StreamingWindow characters (the longest match any provider can make), counting a run
+// of whitespace as one character because a multi-word term matches across a run of any length;
+// a match that could still grow into released text would have to be longer than that. Released
+// text ends at a word boundary where one is available (whitespace, or any character of a script
+// written without spaces), so clients do not see words cut in half.
 //
 // A match touching the end of the text so far is inconclusive ("ass" may become "assist"), so
 // it neither blocks nor is released until more text or the end of the stream settles it.
@@ -84,7 +85,7 @@ public sealed class StreamingSafetyGuard
 
     int ReleasePoint()
     {
-        var limit = text.Length - holdBack;
+        var limit = HeldBackFrom();
         if (limit <= released) return released;
         for (var i = limit; i > released; i--)
             if (EndsWord(text[i - 1])) return i;
@@ -92,6 +93,22 @@ public sealed class StreamingSafetyGuard
         // safe, the boundary is only cosmetic, so a long unbroken run (code, base64) is
         // released anyway rather than buffered without end.
         return limit - released >= MaxUnbrokenRun ? limit : released;
+    }
+
+    /// <summary>Where the held-back tail of holdBack characters starts, a run of whitespace
+    /// counting as one: a multi-word term's \s+ matches a run of any length, so measured in raw
+    /// characters a long run would push the term's first word out of the tail. Returns
+    /// <see cref="released"/> when the unreleased text is not that long.</summary>
+    int HeldBackFrom()
+    {
+        var start = text.Length;
+        for (var counted = 0; counted < holdBack; counted++)
+        {
+            if (start == released) return released;
+            var whitespace = char.IsWhiteSpace(text[--start]);
+            while (whitespace && start > released && char.IsWhiteSpace(text[start - 1])) start--;
+        }
+        return start;
     }
 
     /// <summary>Whether a word can end after <paramref name="c"/>: whitespace, or a character of

@@ -74,6 +74,18 @@ public sealed class StreamingSafetyGuardTests
     }
 
     [Fact]
+    public async Task Multi_word_term_with_long_whitespace_run_never_releases_its_first_word()
+    {
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Off, Blocklists = ["words"] }, [new Blocklist("words", ["purple elephant"], [])]);
+        var guard = pipeline.GuardStream();
+        var text = "Some ordinary text here, then purple" + new string(' ', 40) + "elephant and more text after it.";
+        var released = "";
+        foreach (var c in text) { var step = await guard.AppendAsync(c.ToString()); released += step.Released; if (step.Blocked) break; }
+        Assert.NotNull(guard.BlockedBy);
+        Assert.DoesNotContain("purple", released);
+    }
+
+    [Fact]
     public async Task A_word_that_only_starts_like_a_blocked_term_is_released()
     {
         var guard = Pipeline(PiiMode.Off, "ass").GuardStream();

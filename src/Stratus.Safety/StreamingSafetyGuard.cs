@@ -4,7 +4,8 @@
 // of whitespace as one character because a multi-word term matches across a run of any length;
 // a match that could still grow into released text would have to be longer than that. Released
 // text ends at a word boundary where one is available (whitespace, or any character of a script
-// written without spaces), so clients do not see words cut in half.
+// written without spaces), so clients do not see words cut in half, and never between the two
+// halves of a surrogate pair, which a client would decode as two U+FFFD.
 //
 // A match touching the end of the text so far is inconclusive ("ass" may become "assist"), so
 // it neither blocks nor is released until more text or the end of the stream settles it.
@@ -63,6 +64,10 @@ public sealed class StreamingSafetyGuard
         var spans = found.SelectMany(r => r.Matches).Select(m => m with { Start = m.Start + windowStart }).OrderByDescending(m => m.Start);
         foreach (var span in spans)
             if (span.Start < releaseTo && releaseTo < span.End) releaseTo = Math.Max(released, span.Start);
+        // A forced release through an unbroken run (emoji) can end between the halves of a
+        // surrogate pair, and a regex pattern's span can start between them ("." and "[😀]"
+        // match either half).
+        releaseTo = WholeCharacters(releaseTo);
         var pii = SafetyPipeline.PiiSpans(conclusive).Select(m => m with { Start = m.Start + windowStart }).ToList();
         return new GuardStep(Take(releaseTo, pii), null);
     }
@@ -110,6 +115,9 @@ public sealed class StreamingSafetyGuard
         }
         return start;
     }
+
+    /// <summary>Moves a release point off the middle of a surrogate pair.</summary>
+    int WholeCharacters(int end) => end > released && char.IsHighSurrogate(text[end - 1]) ? end - 1 : end;
 
     /// <summary>Whether a word can end after <paramref name="c"/>: whitespace, or a character of
     /// a script written without spaces between words (CJK ideographs, kana, CJK and full-width

@@ -58,17 +58,17 @@ public sealed class QuotaTicket
     readonly SlidingWindowLimiter.Lease tokens;
     int completed;
 
-    internal QuotaTicket(SlidingWindowLimiter.Lease tokens, int estimatedTokens)
+    internal QuotaTicket(SlidingWindowLimiter.Lease tokens, long estimatedTokens)
     {
         this.tokens = tokens;
         EstimatedTokens = estimatedTokens;
     }
 
-    public int EstimatedTokens { get; }
+    public long EstimatedTokens { get; }
 
     /// <summary>Corrects the token charge to what the request really used (prompt +
     /// completion tokens). Only the first call counts.</summary>
-    public void Complete(int actualTokens)
+    public void Complete(long actualTokens)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(actualTokens);
         if (Interlocked.Exchange(ref completed, 1) == 0) tokens.Correct(actualTokens);
@@ -96,12 +96,14 @@ public sealed class QuotaEnforcer(TimeProvider? time = null)
     readonly ConcurrentDictionary<string, KeyLimiters> byKey = new();
 
     /// <summary>Admits a request of <paramref name="promptTokens"/> + <paramref name="maxTokens"/>
-    /// tokens at most, or refuses it with the time to wait.</summary>
-    public QuotaDecision TryAdmit(ApiKeyRecord key, int promptTokens, int maxTokens)
+    /// tokens at most, or refuses it with the time to wait. The counts are long so that callers
+    /// can pass sums and products of client-chosen numbers (max_tokens × n) without overflow.</summary>
+    public QuotaDecision TryAdmit(ApiKeyRecord key, long promptTokens, long maxTokens)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxTokens);
-        var estimate = promptTokens + maxTokens;
+        // Saturates: a wrapped (negative) sum would throw after the request slot was charged.
+        var estimate = maxTokens > long.MaxValue - promptTokens ? long.MaxValue : promptTokens + maxTokens;
         var limiters = LimitersFor(key);
         // Both windows are charged under one lock so concurrent requests of one key cannot
         // each pass one check and together overshoot the other.

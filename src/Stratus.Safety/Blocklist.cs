@@ -1,5 +1,6 @@
 // Custom blocklists, as in Azure AI Content Safety: named lists of terms (matched whole-word,
-// case-insensitively) and regular expressions (validated when created and run with a match
+// case-insensitively; a term's edge in a script written without spaces, such as CJK, matches
+// inside running text) and regular expressions (validated when created and run with a match
 // timeout so a pathological pattern cannot stall the server).
 using System.Text.RegularExpressions;
 
@@ -67,8 +68,9 @@ public sealed class CompiledBlocklist
         {
             // Longest first so "bad word" wins over "bad" and the reported span is the whole term.
             var alternatives = cleanTerms.OrderByDescending(t => t.Length).Select(TermPattern);
-            termRegex = new Regex($"(?<!{WordChar})(?:{string.Join("|", alternatives)})(?!{WordChar})", Options, MatchTimeout);
-            // Slack for runs of whitespace inside multi-word terms, which \s+ accepts.
+            termRegex = new Regex(string.Join("|", alternatives), Options, MatchTimeout);
+            // The guard measures this with each run of whitespace as one character, so the \s+
+            // between a multi-word term's words fits however long the run; 16 is margin.
             window = cleanTerms.Max(t => t.Length) + 16;
         }
         var compiled = new Regex[list.Patterns.Count];
@@ -88,8 +90,16 @@ public sealed class CompiledBlocklist
             throw new TrustUserException($"Blocklist name '{name}' is invalid: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit.");
     }
 
-    static string TermPattern(string term) =>
-        string.Join(@"\s+", term.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Select(Regex.Escape));
+    /// <summary>The term's words joined by any whitespace, with a word boundary at each edge
+    /// except one whose character belongs to a script written without spaces: there words run
+    /// together, and "炸弹" has to match inside "如何制造炸弹的方法".</summary>
+    static string TermPattern(string term)
+    {
+        var words = string.Join(@"\s+", term.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Select(Regex.Escape));
+        var before = UnspacedScripts.Contains(term[0]) ? "" : $"(?<!{WordChar})";
+        var after = UnspacedScripts.Contains(term[^1]) ? "" : $"(?!{WordChar})";
+        return before + words + after;
+    }
 
     static Regex CompilePattern(string listName, string pattern)
     {

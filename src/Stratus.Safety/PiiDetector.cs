@@ -14,6 +14,13 @@
 //   bare run of digits and 7-digit local numbers are not reported.
 // - SSNs are reported only in the dashed form (123-45-6789); a bare 9-digit run is too often
 //   something else.
+// - Decimal digits of every script ("١٢٣", "１２３") are read as ASCII digits, and full-width
+//   forms ("＠", "－", the ideographic space) as their ASCII counterparts: a number typed in a
+//   Japanese IME's full-width mode is as personal as an ASCII one. The folding is character for
+//   character, so spans found in the folded text are spans of the original and redaction
+//   replaces what was written. The patterns match ASCII digits only ([0-9], not \d), so every
+//   candidate the verifiers parse is ASCII by construction.
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -46,30 +53,30 @@ public sealed class PiiDetector : IContentSafetyProvider
         Options, Timeout);
 
     static readonly Regex NorthAmericanPhone = new(
-        @"(?<![\w+])(?:\+?1[ .-]?)?(?:\([2-9]\d{2}\)[ .-]?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}(?![\w-]|\.\d)",
+        @"(?<![\w+])(?:\+?1[ .-]?)?(?:\([2-9][0-9]{2}\)[ .-]?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}(?![\w-]|\.[0-9])",
         Options, Timeout);
 
     static readonly Regex InternationalPhone = new(
-        @"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){2,6}(?![\w-]|\.\d)",
+        @"(?<![\w+])\+[1-9][0-9]{0,2}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){2,6}(?![\w-]|\.[0-9])",
         Options, Timeout);
 
-    static readonly Regex Card = new(@"(?<![\w-])\d(?:[ -]?\d){12,18}(?![ -]?\d)", Options, Timeout);
+    static readonly Regex Card = new(@"(?<![\w-])[0-9](?:[ -]?[0-9]){12,18}(?![ -]?[0-9])", Options, Timeout);
 
     static readonly Regex Iban = new(
-        @"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})(?![A-Za-z0-9])",
+        @"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})(?![A-Za-z0-9])",
         Options, Timeout);
 
     static readonly Regex IPv4 = new(
-        @"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\w|\.\w)",
+        @"(?<![\w.])(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?!\w|\.\w)",
         Options, Timeout);
 
     static readonly Regex VersionWord = new(@"\b(?:version|ver\.?|release|build|firmware)\s*$", Options | RegexOptions.IgnoreCase, Timeout);
 
     static readonly Regex IPv6 = new(
-        @"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|\d{1,3}(?:\.\d{1,3}){3})?(?![\w:]|\.\d)",
+        @"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?(?![\w:]|\.[0-9])",
         Options, Timeout);
 
-    static readonly Regex Ssn = new(@"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])", Options, Timeout);
+    static readonly Regex Ssn = new(@"(?<![0-9-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9-])", Options, Timeout);
 
     readonly HashSet<PiiKind> kinds;
 
@@ -112,22 +119,23 @@ public sealed class PiiDetector : IContentSafetyProvider
     public IReadOnlyList<SafetyMatch> Find(string text)
     {
         var candidates = new List<SafetyMatch>();
+        var folded = Fold(text);
         try
         {
-            if (kinds.Contains(PiiKind.Email)) AddAll(Email, text, PiiKind.Email, candidates, static _ => true);
+            if (kinds.Contains(PiiKind.Email)) AddAll(Email, folded, PiiKind.Email, candidates, static _ => true);
             if (kinds.Contains(PiiKind.Phone))
             {
-                AddAll(NorthAmericanPhone, text, PiiKind.Phone, candidates, static _ => true);
-                AddAll(InternationalPhone, text, PiiKind.Phone, candidates, static m => DigitCount(m.Value) is >= 8 and <= 15);
+                AddAll(NorthAmericanPhone, folded, PiiKind.Phone, candidates, static _ => true);
+                AddAll(InternationalPhone, folded, PiiKind.Phone, candidates, static m => DigitCount(m.Value) is >= 8 and <= 15);
             }
-            if (kinds.Contains(PiiKind.PaymentCard)) AddAll(Card, text, PiiKind.PaymentCard, candidates, static m => IsPaymentCard(m.Value));
-            if (kinds.Contains(PiiKind.Iban)) AddIbans(text, candidates);
+            if (kinds.Contains(PiiKind.PaymentCard)) AddAll(Card, folded, PiiKind.PaymentCard, candidates, static m => IsPaymentCard(m.Value));
+            if (kinds.Contains(PiiKind.Iban)) AddIbans(folded, candidates);
             if (kinds.Contains(PiiKind.IpAddress))
             {
-                AddAll(IPv4, text, PiiKind.IpAddress, candidates, m => !ReadsAsVersion(text, m.Index));
-                AddAll(IPv6, text, PiiKind.IpAddress, candidates, static m => IsIPv6(m.Value));
+                AddAll(IPv4, folded, PiiKind.IpAddress, candidates, m => !ReadsAsVersion(folded, m.Index));
+                AddAll(IPv6, folded, PiiKind.IpAddress, candidates, static m => IsIPv6(m.Value));
             }
-            if (kinds.Contains(PiiKind.Ssn)) AddAll(Ssn, text, PiiKind.Ssn, candidates, static m => IsSsn(m.Value));
+            if (kinds.Contains(PiiKind.Ssn)) AddAll(Ssn, folded, PiiKind.Ssn, candidates, static m => IsSsn(m.Value));
         }
         catch (RegexMatchTimeoutException)
         {
@@ -150,6 +158,23 @@ public sealed class PiiDetector : IContentSafetyProvider
         }
         return builder.Append(text, position, text.Length - position).ToString();
     }
+
+    /// <summary>The text with digits of any script and full-width forms replaced by ASCII, one
+    /// character for one so that indices still point into the original.</summary>
+    static string Fold(string text) =>
+        Ascii.IsValid(text) ? text : string.Create(text.Length, text, static (folded, source) =>
+        {
+            for (var i = 0; i < source.Length; i++) folded[i] = Fold(source[i]);
+        });
+
+    static char Fold(char c) => c switch
+    {
+        // Full-width ASCII (U+FF01-FF5E, digits included) sits at a fixed offset from ASCII.
+        >= '\uFF01' and <= '\uFF5E' => (char)(c - 0xFEE0),
+        '\u3000' => ' ',
+        _ when char.IsDigit(c) => (char)('0' + CharUnicodeInfo.GetDecimalDigitValue(c)),
+        _ => c,
+    };
 
     static void AddAll(Regex regex, string text, PiiKind kind, List<SafetyMatch> into, Func<Match, bool> verify)
     {

@@ -1,9 +1,11 @@
 // Guards a completion streamed token by token: text reaches the client only after it has been
 // checked, so a blocked term is never sent, not even its first letters. The guard holds back
-// the last StreamingWindow characters (the longest match any provider can make); a match that
-// could still grow into released text would have to be longer than that. Released text ends at
-// a word boundary where one is available (whitespace, or any character of a script written
-// without spaces), so clients do not see words cut in half.
+// the last StreamingWindow characters (the longest match any provider can make), counting a run
+// of whitespace as one character because a multi-word term matches across a run of any length;
+// a match that could still grow into released text would have to be longer than that. Released
+// text ends at a word boundary where one is available (whitespace, or any character of a script
+// written without spaces), so clients do not see words cut in half, and never between the two
+// halves of a surrogate pair, which a client would decode as two U+FFFD.
 //
 // A match touching the end of the text so far is inconclusive ("ass" may become "assist"), so
 // it neither blocks nor is released until more text or the end of the stream settles it.
@@ -62,6 +64,10 @@ public sealed class StreamingSafetyGuard
         var spans = found.SelectMany(r => r.Matches).Select(m => m with { Start = m.Start + windowStart }).OrderByDescending(m => m.Start);
         foreach (var span in spans)
             if (span.Start < releaseTo && releaseTo < span.End) releaseTo = Math.Max(released, span.Start);
+        // A forced release through an unbroken run (emoji) can end between the halves of a
+        // surrogate pair, and a regex pattern's span can start between them ("." and "[😀]"
+        // match either half).
+        releaseTo = WholeCharacters(releaseTo);
         var pii = SafetyPipeline.PiiSpans(conclusive).Select(m => m with { Start = m.Start + windowStart }).ToList();
         return new GuardStep(Take(releaseTo, pii), null);
     }
@@ -84,7 +90,7 @@ public sealed class StreamingSafetyGuard
 
     int ReleasePoint()
     {
-        var limit = text.Length - holdBack;
+        var limit = HeldBackFrom();
         if (limit <= released) return released;
         for (var i = limit; i > released; i--)
             if (EndsWord(text[i - 1])) return i;
@@ -94,11 +100,29 @@ public sealed class StreamingSafetyGuard
         return limit - released >= MaxUnbrokenRun ? limit : released;
     }
 
+    /// <summary>Where the held-back tail of holdBack characters starts, a run of whitespace
+    /// counting as one: a multi-word term's \s+ matches a run of any length, so measured in raw
+    /// characters a long run would push the term's first word out of the tail. Returns
+    /// <see cref="released"/> when the unreleased text is not that long.</summary>
+    int HeldBackFrom()
+    {
+        var start = text.Length;
+        for (var counted = 0; counted < holdBack; counted++)
+        {
+            if (start == released) return released;
+            var whitespace = char.IsWhiteSpace(text[--start]);
+            while (whitespace && start > released && char.IsWhiteSpace(text[start - 1])) start--;
+        }
+        return start;
+    }
+
+    /// <summary>Moves a release point off the middle of a surrogate pair.</summary>
+    int WholeCharacters(int end) => end > released && char.IsHighSurrogate(text[end - 1]) ? end - 1 : end;
+
     /// <summary>Whether a word can end after <paramref name="c"/>: whitespace, or a character of
     /// a script written without spaces between words (CJK ideographs, kana, CJK and full-width
     /// punctuation), where every character is a place to stop.</summary>
-    static bool EndsWord(char c) =>
-        char.IsWhiteSpace(c) || c is (>= '\u3000' and <= '\u30FF') or (>= '\u3400' and <= '\u4DBF') or (>= '\u4E00' and <= '\u9FFF') or (>= '\uFF00' and <= '\uFFEF');
+    static bool EndsWord(char c) => char.IsWhiteSpace(c) || UnspacedScripts.Contains(c);
 
     static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int length)
     {

@@ -71,6 +71,19 @@ public sealed class QuotaEnforcerTests
     }
 
     [Fact]
+    public void A_huge_token_estimate_is_refused_not_thrown()
+    {
+        var enforcer = new QuotaEnforcer();
+        var key = new ApiKeyRecord("review-key-1", "review", ApiKeyScopes.Inference, new RateLimits(10, 1000), DateTimeOffset.UtcNow, null);
+        Assert.False(enforcer.TryAdmit(key, 100, int.MaxValue).Admitted);
+        Assert.Equal(10, enforcer.StatusOf(key).RemainingRequests);
+        var refused = enforcer.TryAdmit(key, long.MaxValue, long.MaxValue);
+        Assert.False(refused.Admitted);
+        Assert.Contains("max_tokens", refused.Reason);
+        Assert.Equal(10, enforcer.StatusOf(key).RemainingRequests);
+    }
+
+    [Fact]
     public void Changed_limits_apply_to_the_next_request_and_keep_the_window()
     {
         var quotas = new QuotaEnforcer(new TestClock(Start));

@@ -23,6 +23,26 @@ public sealed class BlocklistTests
         Assert.Equal(hit, results.Count == 1);
     }
 
+    [Theory]
+    [InlineData("炸弹", "如何制造炸弹的方法")]
+    [InlineData("爆弾", "爆弾を作る方法")]
+    public async Task Cjk_blocklist_term_in_running_cjk_text_is_blocked(string term, string text)
+    {
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, [new Blocklist("words", [term], [])]);
+        Assert.True((await pipeline.AnalyzeAsync(text, ContentDirection.Prompt)).Blocked);
+        Assert.True((await pipeline.AnalyzeAsync(term, ContentDirection.Prompt)).Blocked);
+    }
+
+    [Theory]
+    [InlineData("sarin毒气", "how to make sarin毒气 at home", true)]
+    [InlineData("sarin毒气", "how to make xsarin毒气 at home", false)]
+    [InlineData("毒气sarin", "毒气sarins are not this term", false)]
+    public async Task A_term_keeps_the_word_boundary_at_an_edge_in_a_spaced_script(string term, string text, bool hit)
+    {
+        var results = await Analyze(new Blocklist("words", [term], []), text);
+        Assert.Equal(hit, results.Count == 1);
+    }
+
     [Fact]
     public async Task Multi_word_terms_match_across_any_whitespace_and_report_the_span()
     {

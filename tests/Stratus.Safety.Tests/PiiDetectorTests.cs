@@ -46,6 +46,13 @@ public sealed class PiiDetectorTests
     [InlineData("Mapped ::ffff:192.0.2.1 here", "IP_ADDRESS", "::ffff:192.0.2.1")]
     [InlineData("Full 2001:0db8:85a3:0000:0000:8a2e:0370:7334.", "IP_ADDRESS", "2001:0db8:85a3:0000:0000:8a2e:0370:7334")]
     [InlineData("SSN 536-22-8726 on file", "SSN", "536-22-8726")]
+    // Digits of other scripts and full-width forms are read as ASCII; the span is the original text.
+    [InlineData("SSN ５３６-２２-８７２６ on file", "SSN", "５３６-２２-８７２６")]
+    [InlineData("SSN ٥٣٦-٢٢-٨٧٢٦ on file", "SSN", "٥٣٦-٢٢-٨٧٢٦")]
+    [InlineData("ref 536-22-872٦", "SSN", "536-22-872٦")]
+    [InlineData("カード ４１１１　１１１１　１１１１　１１１１ です", "CARD", "４１１１　１１１１　１１１１　１１１１")]
+    [InlineData("電話 ４１５－５５５－２６７１ まで", "PHONE", "４１５－５５５－２６７１")]
+    [InlineData("メール ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ へ", "EMAIL", "ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ")]
     public void Finds_each_supported_format(string text, string label, string expected)
     {
         var match = Assert.Single(Detector.Find(text));
@@ -84,6 +91,23 @@ public sealed class PiiDetectorTests
         var text = "Mail bob@example.org or call 415-555-2671; card 4111111111111111, ssn 536-22-8726, ip 10.0.0.1.";
         var redacted = PiiDetector.Redact(text, Detector.Find(text));
         Assert.Equal("Mail [EMAIL] or call [PHONE]; card [CARD], ssn [SSN], ip [IP_ADDRESS].", redacted);
+    }
+
+    [Theory]
+    [InlineData("my number is ١٢٣-٤٥-٦٧٨٩ ok")]
+    [InlineData("my number is １２３-４５-６７８٩ ok")]
+    [InlineData("ref 123-45-678٩")]
+    public async Task Ssn_shaped_non_ascii_digits_do_not_throw(string text)
+    {
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2"), []);
+        Assert.False((await pipeline.AnalyzeAsync(text, ContentDirection.Prompt)).Blocked);
+    }
+
+    [Fact]
+    public void Redaction_replaces_the_original_characters_of_a_full_width_number()
+    {
+        const string text = "ssn ５３６－２２－８７２６, card ４１１１-１１１１-１１１１-１１１１.";
+        Assert.Equal("ssn [SSN], card [CARD].", PiiDetector.Redact(text, Detector.Find(text)));
     }
 
     [Fact]

@@ -74,6 +74,36 @@ public sealed class StreamingSafetyGuardTests
     }
 
     [Fact]
+    public async Task Multi_word_term_with_long_whitespace_run_never_releases_its_first_word()
+    {
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Off, Blocklists = ["words"] }, [new Blocklist("words", ["purple elephant"], [])]);
+        var guard = pipeline.GuardStream();
+        var text = "Some ordinary text here, then purple" + new string(' ', 40) + "elephant and more text after it.";
+        var released = "";
+        foreach (var c in text) { var step = await guard.AppendAsync(c.ToString()); released += step.Released; if (step.Blocked) break; }
+        Assert.NotNull(guard.BlockedBy);
+        Assert.DoesNotContain("purple", released);
+    }
+
+    [Fact]
+    public async Task A_forced_release_never_splits_a_surrogate_pair()
+    {
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Off, Blocklists = ["words"] }, [new Blocklist("words", ["abc"], [])]);
+        var guard = pipeline.GuardStream();
+        var pieces = new List<string>();
+        var text = "a" + string.Concat(Enumerable.Repeat("😀", 400));
+        foreach (var c in new[] { "a" }.Concat(Enumerable.Repeat("😀", 400)))
+        { var step = await guard.AppendAsync(c); if (step.Released.Length > 0) pieces.Add(step.Released); }
+        pieces.Add((await guard.CompleteAsync()).Step.Released);
+        Assert.Equal(text, string.Concat(pieces));
+        foreach (var piece in pieces.Where(p => p.Length > 0))
+        {
+            Assert.False(char.IsHighSurrogate(piece[^1]));
+            Assert.False(char.IsLowSurrogate(piece[0]));
+        }
+    }
+
+    [Fact]
     public async Task A_word_that_only_starts_like_a_blocked_term_is_released()
     {
         var guard = Pipeline(PiiMode.Off, "ass").GuardStream();

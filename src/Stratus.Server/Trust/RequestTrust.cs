@@ -68,7 +68,7 @@ public sealed class RequestTrust
         }
         var status = trust.Quotas.StatusOf(Key, decision.Status.RetryAfter);
         var message = decision.Status.RetryAfter is { } wait
-            ? $"Rate limit reached for key '{Key.Name}' on tokens per minute: limit {Key.Limits.TokensPerMinute}, requested {promptTokens + maxTokens} " +
+            ? $"Rate limit reached for key '{Key.Name}' on tokens per minute: limit {Key.Limits.TokensPerMinute}, requested {(long)promptTokens + maxTokens} " +
               $"(prompt + max_tokens), remaining {status.RemainingTokens}. Try again in {RateLimitStatus.FormatDuration(wait)}."
             : decision.Reason ?? "Tokens per minute limit reached.";
         return OpenAIErrors.RateLimited(message, "tokens", status.ToHeaders());
@@ -84,7 +84,7 @@ public sealed class RequestTrust
         ArgumentOutOfRangeException.ThrowIfNegative(completionTokens);
         if (completed) return;
         completed = true;
-        ticket?.Complete(promptTokens + completionTokens);
+        ticket?.Complete((long)promptTokens + completionTokens);
         await trust.Stores.Usage.RecordAsync(KeyId, model, promptTokens, completionTokens, DateTimeOffset.UtcNow, cancellationToken);
     }
 

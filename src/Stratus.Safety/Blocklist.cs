@@ -34,7 +34,9 @@ public sealed class CompiledBlocklist
     // A "word" character for boundaries: letters, digits, underscore in any script. \b is
     // avoided because it only sees a boundary next to a word character, so terms that begin or
     // end with punctuation ("c++") would never match.
-    const string WordChar = @"[\p{L}\p{N}_]";
+    // Not a character of a script written without spaces either: a Latin term written against
+    // Chinese or Japanese text ("如何制造bomb的方法") has no word around it to be part of.
+    static readonly string WordChar = $@"[\p{{L}}\p{{N}}_-[{UnspacedScripts.CharacterClass}]]";
 
     readonly Regex? terms;
     readonly Regex[] patterns;

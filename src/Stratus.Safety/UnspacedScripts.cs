@@ -6,6 +6,15 @@ namespace Stratus.Safety;
 
 static class UnspacedScripts
 {
-    public static bool Contains(char c) =>
-        c is (>= '\u3000' and <= '\u30FF') or (>= '\u3400' and <= '\u4DBF') or (>= '\u4E00' and <= '\u9FFF') or (>= '\uFF00' and <= '\uFFEF');
+    static readonly (char First, char Last)[] Ranges = [('\u3000', '\u30FF'), ('\u3400', '\u4DBF'), ('\u4E00', '\u9FFF'), ('\uFF00', '\uFFEF')];
+
+    public static bool Contains(char c)
+    {
+        foreach (var (first, last) in Ranges)
+            if (c >= first && c <= last) return true;
+        return false;
+    }
+
+    /// <summary>The ranges as the inside of a regular expression's character class.</summary>
+    public static string CharacterClass { get; } = string.Concat(Ranges.Select(r => $@"\u{(int)r.First:X4}-\u{(int)r.Last:X4}"));
 }

@@ -37,6 +37,8 @@ public sealed class BlocklistTests
     [InlineData("sarin毒气", "how to make sarin毒气 at home", true)]
     [InlineData("sarin毒气", "how to make xsarin毒气 at home", false)]
     [InlineData("毒气sarin", "毒气sarins are not this term", false)]
+    [InlineData("sarin", "如何制造sarin的方法", true)]
+    [InlineData("sarin", "爆弾をsarinで", true)]
     public async Task A_term_keeps_the_word_boundary_at_an_edge_in_a_spaced_script(string term, string text, bool hit)
     {
         var results = await Analyze(new Blocklist("words", [term], []), text);

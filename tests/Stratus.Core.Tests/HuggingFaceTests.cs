@@ -73,6 +73,20 @@ public sealed class HuggingFaceTests
     }
 
     [Fact]
+    public void A_pre_tokenizer_regex_that_backtracks_catastrophically_times_out_with_a_clear_error()
+    {
+        var json = (JsonObject)JsonNode.Parse(SmallTokenizer)!;
+        json["pre_tokenizer"] = JsonNode.Parse("""{"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(a|aa)+b|."}}, {"type": "ByteLevel", "use_regex": false}]}""");
+        var tokenizer = HfTokenizer.FromHuggingFace(json, null);
+        Assert.Equal([2, 0], tokenizer.Encode("aba"));
+        // Each "a" matches (a|aa)+ in Fibonacci-many ways before the missing "b" fails it: minutes.
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var error = Assert.Throws<StratusUserException>(() => tokenizer.Encode(new string('a', 46)));
+        Assert.StartsWith("the tokenizer's pre-tokenizer pattern took more than 1 s to split this text into words", error.Message);
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(30), $"took {started.Elapsed}");
+    }
+
+    [Fact]
     public void Exporting_and_reimporting_GPT2_gives_bit_identical_weights()
     {
         using var temp = new TempDirectory();

@@ -153,6 +153,16 @@ public sealed class HfTokenizer : ITokenizer
 
     public int[] Encode(string text)
     {
+        try { return EncodeWords(text); }
+        catch (RegexMatchTimeoutException e)
+        {
+            throw new StratusUserException($"the tokenizer's pre-tokenizer pattern took more than {e.MatchTimeout.TotalSeconds:0.#} s to split this text into words " +
+                "(a pattern that backtracks catastrophically); fix the Split regex in the model's tokenizer.json", e);
+        }
+    }
+
+    int[] EncodeWords(string text)
+    {
         if (normalizeNfc) text = text.Normalize(NormalizationForm.FormC);
         if (!sentencePiece) return bpe.EncodeToIds(text).ToArray();
         // SentencePiece spells spaces "▁" and starts the text with one (Llama's "add dummy prefix").
@@ -260,11 +270,15 @@ public sealed class HfTokenizer : ITokenizer
         return individualDigits ? @"\p{N}|" + pattern.Replace(@" ?\p{N}+|", "") : pattern;
     }
 
-    /// <summary>The regex that splits text into words, which may come from the file: refused
-    /// clearly when it is not a regex.</summary>
+    /// <summary>A word of catastrophic backtracking (a Split regex such as "(a|aa)+b") would
+    /// take minutes; words of the expressions tokenizers use match in microseconds.</summary>
+    static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(1);
+
+    /// <summary>The regex that splits text into words, which may come from the file: limited
+    /// in time per word (see <see cref="Encode"/>), refused clearly when it is not a regex.</summary>
     static Regex PreTokenizerRegex(string pattern)
     {
-        try { return new Regex(pattern, RegexOptions.Compiled); }
+        try { return new Regex(pattern, RegexOptions.Compiled, MatchTimeout); }
         catch (ArgumentException e) { throw new StratusUserException($"tokenizer.json: the pre-tokenizer's pattern is not a regular expression .NET can use: {e.Message}", e); }
     }
 

@@ -4,6 +4,7 @@
 // text, unknown characters as <0xXX> byte tokens). Encoding runs through Microsoft.ML.Tokenizers'
 // BpeTokenizer; both files are kept verbatim inside the Stratus tokenizer.json, so export writes
 // back exactly what was imported.
+using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -193,7 +194,10 @@ public sealed class HfTokenizer : ITokenizer
             {
                 // The "▁" before the first word is kept as a space, so decoded pieces of a
                 // stream join without losing the spaces between them.
-                if (token.Length == 6 && token.StartsWith("<0x") && token.EndsWith('>')) bytes.Add(Convert.ToByte(token[3..5], 16));
+                // A vocabulary token merely shaped like a byte token ("<0xZZ>") is text, as
+                // Hugging Face's ByteFallback decoder reads it.
+                if (token.Length == 6 && token.StartsWith("<0x") && token.EndsWith('>')
+                    && byte.TryParse(token.AsSpan(3, 2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var value)) bytes.Add(value);
                 else bytes.AddRange(Encoding.UTF8.GetBytes(token.Replace('▁', ' ')));
                 continue;
             }

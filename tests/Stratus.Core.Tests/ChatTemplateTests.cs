@@ -89,6 +89,7 @@ public sealed class ChatTemplateTests
     [InlineData("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "the template does too much work")]
     [InlineData("{% set s = 'x' * 8000000 %}{% for i in range(100000) %}{% set t = s.upper() %}{% endfor %}", "the template does too much work")]
     [InlineData("{% set s = 'a' * 4000000 %}{{ (s ~ 'b' ~ s) in (s ~ s) }}", "the template does too much work")]
+    [InlineData("{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ ns | tojson }}", "the template nests deeper than 200 levels")]
     public void A_template_that_would_crash_or_run_away_fails_with_a_clear_error(string source, string expected)
     {
         var started = System.Diagnostics.Stopwatch.StartNew();
@@ -99,6 +100,12 @@ public sealed class ChatTemplateTests
 
     public static TheoryData<string, string> Unparseable => new()
     {
+        { "{{ " + new string('(', 10_000) + "1" + new string(')', 10_000) + " }}", "the template nests deeper than 200 levels" },
+        { "{{ " + string.Join(" + ", Enumerable.Repeat("1", 100_000)) + " }}", "the template nests deeper than 200 levels" },
+        { "{{ " + string.Concat(Enumerable.Repeat("not ", 10_000)) + "1 }}", "the template nests deeper than 200 levels" },
+        { "{{ " + string.Concat(Enumerable.Repeat("- ", 10_000)) + "1 }}", "the template nests deeper than 200 levels" },
+        { "{{ " + string.Concat(Enumerable.Repeat("[", 10_000)) + string.Concat(Enumerable.Repeat("]", 10_000)) + " }}", "the template nests deeper than 200 levels" },
+        { string.Concat(Enumerable.Repeat("{% if true %}", 10_000)) + string.Concat(Enumerable.Repeat("{% endif %}", 10_000)), "the template nests deeper than 200 levels" },
         { "{{ messages | }}", "expression ends too early" },
         { "{{ messages. }}", "expression ends too early" },
         { "{{ messages is }}", "expression ends too early" },
@@ -123,6 +130,13 @@ public sealed class ChatTemplateTests
         // assistant's, and 22 for the generation prompt.
         var turns = Enumerable.Range(0, 4000).Select(i => (i % 2 == 0 ? "user" : "assistant", new string((char)('a' + i % 26), 1000))).ToList();
         Assert.Equal(2000 * 1028 + 2000 * 1033 + 22, new ChatTemplate(ChatMl).Render(turns, addGenerationPrompt: true).Length);
+    }
+
+    [Fact]
+    public void Nesting_deeper_than_templates_go_renders()
+    {
+        var nested = "{{ " + new string('(', 150) + "1" + new string(')', 150) + " }}" + string.Concat(Enumerable.Repeat("{% if true %}", 150)) + "!" + string.Concat(Enumerable.Repeat("{% endif %}", 150));
+        Assert.Equal("1!", new ChatTemplate(nested).Render(Conversation, addGenerationPrompt: false));
     }
 
     [Theory]

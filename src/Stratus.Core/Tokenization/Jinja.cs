@@ -8,8 +8,8 @@
 // One simplification: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
 // the iteration); chat templates set such variables before reading them in the same iteration,
 // and use namespace() when they mean to carry a value out, so they render the same.
-// A template comes with a downloaded model, so a render is bounded: text and list sizes,
-// range() and the work done are capped, each breach a JinjaException (see the limits below).
+// A template comes with a downloaded model, so a render is bounded: nesting, text and list
+// sizes, range() and the work done are capped, each breach a JinjaException (see the limits below).
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -28,6 +28,11 @@ public sealed class JinjaTemplate
     /// <summary>The most items range() gives and list concatenation builds, as Jinja's sandbox
     /// (which transformers renders chat templates in) caps range().</summary>
     internal const int MaxItems = 100_000;
+
+    /// <summary>How deep blocks, expressions and values may nest: parsing, rendering and printing
+    /// recurse once per level, and a template nested thousands deep would overflow the stack,
+    /// which kills the process.</summary>
+    internal const int MaxDepth = 200;
 
     /// <summary>The work one render may do, in units of about one character copied; a step of
     /// evaluation costs <see cref="Step"/> and a loop iteration (which binds its loop variables)
@@ -81,6 +86,8 @@ public sealed class JinjaTemplate
             if (left < 0) throw new JinjaException($"the template does too much work (more than {MaxWork:N0} steps); does it loop over large ranges or build large strings over and over?");
         }
     }
+
+    static JinjaException TooDeep() => new($"the template nests deeper than {MaxDepth} levels");
 
     // ---- lexing: text and tags, with whitespace control applied ----
 
@@ -249,6 +256,7 @@ public sealed class JinjaTemplate
     sealed class Parser(List<Piece> pieces)
     {
         int position;
+        int depth; // blocks open around the one being parsed
 
         public bool AtEnd => position >= pieces.Count;
 
@@ -257,6 +265,7 @@ public sealed class JinjaTemplate
         /// <summary>Nodes up to (not including) a statement whose first word is in stopAt.</summary>
         public List<Node> ParseBlock(params string[] stopAt)
         {
+            if (++depth > MaxDepth) throw TooDeep();
             var nodes = new List<Node>();
             while (position < pieces.Count)
             {
@@ -264,7 +273,11 @@ public sealed class JinjaTemplate
                 if (piece.Kind == PieceKind.Text) { nodes.Add(new TextNode(piece.Content)); position++; continue; }
                 if (piece.Kind == PieceKind.Output) { nodes.Add(new OutputNode(ExpressionParser.Parse(piece.Content))); position++; continue; }
                 var word = PeekTagName();
-                if (stopAt.Contains(word)) return nodes;
+                if (stopAt.Contains(word))
+                {
+                    depth--;
+                    return nodes;
+                }
                 position++;
                 nodes.Add(word switch
                 {
@@ -275,6 +288,7 @@ public sealed class JinjaTemplate
                 });
             }
             if (stopAt.Length > 0) throw new JinjaException($"missing {{% {stopAt[^1]} %}}");
+            depth--;
             return nodes;
         }
 
@@ -336,8 +350,19 @@ public sealed class JinjaTemplate
 
     // ---- expressions ----
 
+    /// <summary>An expression over the parts it evaluates: evaluation recurses once per level, so
+    /// one nested deeper than <see cref="MaxDepth"/> is refused here ("1 + 1 + ... + 1" nests as
+    /// deep as it is long).</summary>
     abstract class Expr
     {
+        protected Expr(IEnumerable<Expr> parts)
+        {
+            Depth = 1 + parts.Select(p => p.Depth).DefaultIfEmpty().Max();
+            if (Depth > MaxDepth) throw TooDeep();
+        }
+
+        int Depth { get; }
+
         /// <summary>The value, its evaluation and size spent from the render's budget.</summary>
         public object? Eval(Scope scope)
         {
@@ -349,24 +374,24 @@ public sealed class JinjaTemplate
         protected abstract object? Evaluate(Scope scope);
     }
 
-    sealed class Literal(object? value) : Expr
+    sealed class Literal(object? value) : Expr([])
     {
         public object? Value => value;
         protected override object? Evaluate(Scope scope) => value;
     }
 
-    sealed class Name(string name) : Expr
+    sealed class Name(string name) : Expr([])
     {
         public string Identifier => name;
         protected override object? Evaluate(Scope scope) => scope.TryGetValue(name, out var v) ? v : Undefined.Instance;
     }
 
-    sealed class ListExpr(List<Expr> items) : Expr
+    sealed class ListExpr(List<Expr> items) : Expr(items)
     {
         protected override object? Evaluate(Scope scope) => items.Select(i => i.Eval(scope)).ToList();
     }
 
-    sealed class DictExpr(List<(Expr Key, Expr Value)> items) : Expr
+    sealed class DictExpr(List<(Expr Key, Expr Value)> items) : Expr(items.SelectMany(i => new[] { i.Key, i.Value }))
     {
         protected override object? Evaluate(Scope scope)
         {
@@ -377,7 +402,7 @@ public sealed class JinjaTemplate
         }
     }
 
-    sealed class Lambda(Func<Scope, object?> eval) : Expr
+    sealed class Lambda(Func<Scope, object?> eval, params IEnumerable<Expr> parts) : Expr(parts)
     {
         protected override object? Evaluate(Scope scope) => eval(scope);
     }
@@ -386,6 +411,7 @@ public sealed class JinjaTemplate
     {
         readonly List<string> tokens;
         int position;
+        int depth; // parses under way that recurse per nesting level: "((x))", "not not x", "- -x"
 
         ExpressionParser(string source) => tokens = Split(source);
 
@@ -413,13 +439,23 @@ public sealed class JinjaTemplate
 
         string Next() => position < tokens.Count ? tokens[position++] : throw new JinjaException("expression ends too early");
 
+        void Enter()
+        {
+            if (++depth > MaxDepth) throw TooDeep();
+        }
+
         Expr Conditional()
         {
+            Enter();
             var value = Or();
-            if (!Accept("if")) return value;
-            var condition = Or();
-            var otherwise = Accept("else") ? Conditional() : new Literal(Undefined.Instance);
-            return new Lambda(s => Values.Truthy(condition.Eval(s)) ? value.Eval(s) : otherwise.Eval(s));
+            if (Accept("if"))
+            {
+                var (then, condition) = (value, Or());
+                var otherwise = Accept("else") ? Conditional() : new Literal(Undefined.Instance);
+                value = new Lambda(s => Values.Truthy(condition.Eval(s)) ? then.Eval(s) : otherwise.Eval(s), then, condition, otherwise);
+            }
+            depth--;
+            return value;
         }
 
         Expr Or()
@@ -428,7 +464,7 @@ public sealed class JinjaTemplate
             while (Accept("or"))
             {
                 var (l, r) = (left, And());
-                left = new Lambda(s => l.Eval(s) is var a && Values.Truthy(a) ? a : r.Eval(s));
+                left = new Lambda(s => l.Eval(s) is var a && Values.Truthy(a) ? a : r.Eval(s), l, r);
             }
             return left;
         }
@@ -439,7 +475,7 @@ public sealed class JinjaTemplate
             while (Accept("and"))
             {
                 var (l, r) = (left, Not());
-                left = new Lambda(s => l.Eval(s) is var a && !Values.Truthy(a) ? a : r.Eval(s));
+                left = new Lambda(s => l.Eval(s) is var a && !Values.Truthy(a) ? a : r.Eval(s), l, r);
             }
             return left;
         }
@@ -447,8 +483,10 @@ public sealed class JinjaTemplate
         Expr Not()
         {
             if (!Accept("not")) return Comparison();
+            Enter();
             var operand = Not();
-            return new Lambda(s => !Values.Truthy(operand.Eval(s)));
+            depth--;
+            return new Lambda(s => !Values.Truthy(operand.Eval(s)), operand);
         }
 
         Expr Comparison()
@@ -461,14 +499,14 @@ public sealed class JinjaTemplate
                 {
                     var op = tokens[position++];
                     var r = Concat();
-                    left = new Lambda(s => Values.Compare(op, l.Eval(s), r.Eval(s)));
+                    left = new Lambda(s => Values.Compare(op, l.Eval(s), r.Eval(s)), l, r);
                 }
                 else if (Peek == "in" || (Peek == "not" && position + 1 < tokens.Count && tokens[position + 1] == "in"))
                 {
                     var negate = Accept("not");
                     Expect("in");
                     var r = Concat();
-                    left = new Lambda(s => Values.Contains(r.Eval(s), l.Eval(s), s.Budget) != negate);
+                    left = new Lambda(s => Values.Contains(r.Eval(s), l.Eval(s), s.Budget) != negate, l, r);
                 }
                 else if (Accept("is"))
                 {
@@ -479,7 +517,7 @@ public sealed class JinjaTemplate
                     else if (test is "equalto" or "sameas" && Peek is not null && Peek is not ("and" or "or" or "else" or ")")) argument = Concat();
                     var check = Values.Test(test);
                     var arg = argument;
-                    left = new Lambda(s => check(l.Eval(s), arg?.Eval(s)) != negate);
+                    left = new Lambda(s => check(l.Eval(s), arg?.Eval(s)) != negate, arg is null ? [l] : [l, arg]);
                 }
                 else return left;
             }
@@ -491,7 +529,7 @@ public sealed class JinjaTemplate
             while (Accept("~"))
             {
                 var (l, r) = (left, Additive());
-                left = new Lambda(s => Values.Concatenate(Values.ToText(l.Eval(s)), Values.ToText(r.Eval(s))));
+                left = new Lambda(s => Values.Concatenate(Values.ToText(l.Eval(s)), Values.ToText(r.Eval(s))), l, r);
             }
             return left;
         }
@@ -503,7 +541,7 @@ public sealed class JinjaTemplate
             {
                 var op = tokens[position++];
                 var (l, r) = (left, Multiplicative());
-                left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)));
+                left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)), l, r);
             }
             return left;
         }
@@ -515,7 +553,7 @@ public sealed class JinjaTemplate
             {
                 var op = tokens[position++];
                 var (l, r) = (left, Unary());
-                left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)));
+                left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)), l, r);
             }
             return left;
         }
@@ -523,8 +561,10 @@ public sealed class JinjaTemplate
         Expr Unary()
         {
             if (!Accept("-")) return Filtered();
+            Enter();
             var operand = Unary();
-            return new Lambda(s => Values.Arithmetic("-", 0L, operand.Eval(s)));
+            depth--;
+            return new Lambda(s => Values.Arithmetic("-", 0L, operand.Eval(s)), operand);
         }
 
         Expr Filtered()
@@ -537,7 +577,7 @@ public sealed class JinjaTemplate
                 if (Accept("(")) arguments = Arguments(")");
                 var filter = Values.Filter(name);
                 var (v, args) = (value, arguments);
-                value = new Lambda(s => filter(v.Eval(s), args.Select(a => a.Eval(s)).ToList()));
+                value = new Lambda(s => filter(v.Eval(s), args.Select(a => a.Eval(s)).ToList()), [v, .. args]);
             }
             return value;
         }
@@ -554,9 +594,9 @@ public sealed class JinjaTemplate
                     if (Accept("("))
                     {
                         var arguments = Arguments(")");
-                        value = new Lambda(s => Values.CallMethod(target.Eval(s), member, arguments.Select(a => a.Eval(s)).ToList(), s.Budget));
+                        value = new Lambda(s => Values.CallMethod(target.Eval(s), member, arguments.Select(a => a.Eval(s)).ToList(), s.Budget), [target, .. arguments]);
                     }
-                    else value = new Lambda(s => Values.Member(target.Eval(s), member));
+                    else value = new Lambda(s => Values.Member(target.Eval(s), member), target);
                 }
                 else if (Accept("["))
                 {
@@ -567,13 +607,13 @@ public sealed class JinjaTemplate
                         if (Peek != "]") stop = Conditional();
                         Expect("]");
                         var (a, b) = (start, stop);
-                        value = new Lambda(s => Values.Slice(target.Eval(s), a?.Eval(s), b?.Eval(s)));
+                        value = new Lambda(s => Values.Slice(target.Eval(s), a?.Eval(s), b?.Eval(s)), [target, .. new[] { a, b }.OfType<Expr>()]);
                     }
                     else
                     {
                         Expect("]");
                         var index = start!;
-                        value = new Lambda(s => Values.Index(target.Eval(s), index.Eval(s)));
+                        value = new Lambda(s => Values.Index(target.Eval(s), index.Eval(s)), target, index);
                     }
                 }
                 else if (Peek == "(" && value is Name function)
@@ -597,7 +637,7 @@ public sealed class JinjaTemplate
                     var key = tokens[position];
                     position += 2;
                     var value = Conditional();
-                    list.Add(new Lambda(s => new KeyValuePair<string, object?>(key, value.Eval(s))));
+                    list.Add(new Lambda(s => new KeyValuePair<string, object?>(key, value.Eval(s)), value));
                 }
                 else list.Add(Conditional());
                 if (!Accept(",") && Peek != close) throw new JinjaException($"expected ',' or '{close}' but found '{Peek ?? "end"}'");
@@ -722,13 +762,15 @@ public sealed class JinjaTemplate
         public static string ToJson(object? v)
         {
             var json = new StringBuilder();
-            WriteJson(json, v);
+            WriteJson(json, v, 0);
             return json.ToString();
         }
 
-        /// <summary>Checked for length as it goes: a value may hold the same large list at every level.</summary>
-        static void WriteJson(StringBuilder json, object? v)
+        /// <summary>Checked for depth and length as it goes: a value may hold itself (a namespace
+        /// set into itself), or the same large list at every level.</summary>
+        static void WriteJson(StringBuilder json, object? v, int depth)
         {
+            if (depth > MaxDepth) throw TooDeep();
             switch (v)
             {
                 case null or Undefined: json.Append("null"); break;
@@ -742,7 +784,7 @@ public sealed class JinjaTemplate
                     {
                         json.Append(comma).Append(JsonSerializer.Serialize(key)).Append(": ");
                         comma = ", ";
-                        WriteJson(json, value);
+                        WriteJson(json, value, depth + 1);
                     }
                     json.Append('}');
                     break;
@@ -753,7 +795,7 @@ public sealed class JinjaTemplate
                     {
                         json.Append(comma);
                         comma = ", ";
-                        WriteJson(json, item);
+                        WriteJson(json, item, depth + 1);
                     }
                     json.Append(']');
                     break;
@@ -1020,7 +1062,7 @@ public sealed class JinjaTemplate
 
         public static Expr Function(string name, List<Expr> arguments) => name switch
         {
-            "raise_exception" => new Lambda(s => throw new JinjaException(ToText(arguments.FirstOrDefault()?.Eval(s)))),
+            "raise_exception" => new Lambda(s => throw new JinjaException(ToText(arguments.FirstOrDefault()?.Eval(s))), arguments),
             "namespace" => new Lambda(s =>
             {
                 var ns = new Namespace();
@@ -1029,7 +1071,7 @@ public sealed class JinjaTemplate
                     if (a.Eval(s) is KeyValuePair<string, object?> kv) ns[kv.Key] = kv.Value;
                 }
                 return ns;
-            }),
+            }, arguments),
             "range" => new Lambda(s =>
             {
                 if (arguments.Count is 0 or > 3) throw new JinjaException($"range() takes 1 to 3 integers, not {arguments.Count}");
@@ -1044,7 +1086,7 @@ public sealed class JinjaTemplate
                 var list = new List<object?>((int)count);
                 for (var i = 0L; i < count; i++) list.Add(start + i * step);
                 return list;
-            }),
+            }, arguments),
             _ => throw new JinjaException($"the function {name}() is not supported"),
         };
 

@@ -63,6 +63,82 @@ public sealed class ChatTemplateTests
         Assert.Equal("[1/3:HI!][2/3:HELLO.][3/3:NAME A COLOR.]True 4 Nam 3 x a-b", text);
     }
 
+    [Fact]
+    public void Indexes_out_of_range_are_undefined_and_modulo_follows_Python()
+    {
+        // Jinja's getitem turns Python's IndexError into an undefined value, for strings as for lists.
+        const string source = "[{{ 'abc'[5] }}|{{ 'abc'[-4] }}|{{ 'abc'[-1] }}|{{ [1][3] }}|{{ 'abc'[9223372036854775807] }}|{{ 'a' * -2 }}|{{ 7 % -3 }}|{{ (-9223372036854775807 - 1) % -1 }}|{{ {'k': 1, 'k': 2}['k'] }}]";
+        Assert.Equal("[||c||||-2|0|2]", new ChatTemplate(source).Render(Conversation, addGenerationPrompt: false));
+    }
+
+    [Theory]
+    [InlineData("{{ 'abc'.startswith() }}", ".startswith() takes 1 argument, not 0")]
+    [InlineData("{{ 'abc'.replace('a') }}", ".replace() takes 2 arguments, not 1")]
+    [InlineData("{{ messages[0].get() }}", ".get() takes 1 or 2 arguments, not 0")]
+    [InlineData("{{ 'abc'.replace('', 'x') }}", ".replace() of the empty string is not supported")]
+    [InlineData("{{ 'abc'.split('') }}", ".split() with an empty separator")]
+    [InlineData("{{ 'a' * 3000000000 }}", "the template builds a text of more than 8,388,608 characters")]
+    [InlineData("{{ 'a' * 1000000000 }}", "the template builds a text of more than 8,388,608 characters")]
+    [InlineData("{% set s = 'ab' %}{% for i in range(40) %}{% set s = s ~ s %}{% endfor %}", "the template builds a text of more than 8,388,608 characters")]
+    [InlineData("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}", "the template builds a text of more than 8,388,608 characters")]
+    [InlineData("{{ range(100000) | join('x' * 1000) }}", "the template builds a text of more than 8,388,608 characters")]
+    [InlineData("{% set l = [1] %}{% for i in range(40) %}{% set l = l + l %}{% endfor %}", "the template builds a list of more than 100,000 items")]
+    [InlineData("{% for i in range(10, 0, 0) %}{% endfor %}", "range() step must not be zero")]
+    [InlineData("{{ range(-9223372036854775807 - 1, 9223372036854775807) | length }}", "range() of 18,446,744,073,709,551,615 numbers is too large (at most 100,000")]
+    [InlineData("{{ range() }}", "range() takes 1 to 3 integers, not 0")]
+    [InlineData("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "the template does too much work")]
+    [InlineData("{% set s = 'x' * 8000000 %}{% for i in range(100000) %}{% set t = s.upper() %}{% endfor %}", "the template does too much work")]
+    [InlineData("{% set s = 'a' * 4000000 %}{{ (s ~ 'b' ~ s) in (s ~ s) }}", "the template does too much work")]
+    [InlineData("{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ ns | tojson }}", "the template nests deeper than 200 levels")]
+    public void A_template_that_would_crash_or_run_away_fails_with_a_clear_error(string source, string expected)
+    {
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var error = Assert.Throws<StratusUserException>(() => new ChatTemplate(source).Render(Conversation, addGenerationPrompt: false));
+        Assert.StartsWith($"the chat template could not render this conversation: {expected}", error.Message);
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(20), $"took {started.Elapsed}");
+    }
+
+    public static TheoryData<string, string> Unparseable => new()
+    {
+        { "{{ " + new string('(', 10_000) + "1" + new string(')', 10_000) + " }}", "the template nests deeper than 200 levels" },
+        { "{{ " + string.Join(" + ", Enumerable.Repeat("1", 100_000)) + " }}", "the template nests deeper than 200 levels" },
+        { "{{ " + string.Concat(Enumerable.Repeat("not ", 10_000)) + "1 }}", "the template nests deeper than 200 levels" },
+        { "{{ " + string.Concat(Enumerable.Repeat("- ", 10_000)) + "1 }}", "the template nests deeper than 200 levels" },
+        { "{{ " + string.Concat(Enumerable.Repeat("[", 10_000)) + string.Concat(Enumerable.Repeat("]", 10_000)) + " }}", "the template nests deeper than 200 levels" },
+        { string.Concat(Enumerable.Repeat("{% if true %}", 10_000)) + string.Concat(Enumerable.Repeat("{% endif %}", 10_000)), "the template nests deeper than 200 levels" },
+        { "{{ messages | }}", "expression ends too early" },
+        { "{{ messages. }}", "expression ends too early" },
+        { "{{ messages is }}", "expression ends too early" },
+        { "{{-}}", "expression ends too early" },
+        { "{{ 1abc }}", "'1abc' is not a number" },
+        { "{{ 99999999999999999999 }}", "'99999999999999999999' is not a number" },
+        { "{% for loop in messages %}{% endfor %}", "{% for %} cannot assign to the special variable 'loop'" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Unparseable))]
+    public void A_template_that_would_crash_the_parser_is_refused_clearly(string source, string expected)
+    {
+        var error = Assert.Throws<StratusUserException>(() => new ChatTemplate(source));
+        Assert.StartsWith($"the chat template cannot be used: {expected}", error.Message);
+    }
+
+    [Fact]
+    public void A_conversation_of_a_million_tokens_renders_within_the_limits()
+    {
+        // 4,000 turns of 1,000 characters: ChatML adds 28 characters to a user turn, 33 to an
+        // assistant's, and 22 for the generation prompt.
+        var turns = Enumerable.Range(0, 4000).Select(i => (i % 2 == 0 ? "user" : "assistant", new string((char)('a' + i % 26), 1000))).ToList();
+        Assert.Equal(2000 * 1028 + 2000 * 1033 + 22, new ChatTemplate(ChatMl).Render(turns, addGenerationPrompt: true).Length);
+    }
+
+    [Fact]
+    public void Nesting_deeper_than_templates_go_renders()
+    {
+        var nested = "{{ " + new string('(', 150) + "1" + new string(')', 150) + " }}" + string.Concat(Enumerable.Repeat("{% if true %}", 150)) + "!" + string.Concat(Enumerable.Repeat("{% endif %}", 150));
+        Assert.Equal("1!", new ChatTemplate(nested).Render(Conversation, addGenerationPrompt: false));
+    }
+
     [Theory]
     [InlineData("{% macro greet(name) %}hi{% endmacro %}", "macro")]
     [InlineData("{{ messages | map(attribute='content') }}", "map")]

@@ -25,6 +25,67 @@ public sealed class HuggingFaceTests
         }
     }
 
+    /// <summary>A byte-level tokenizer.json small enough to break one field at a time.</summary>
+    const string SmallTokenizer = """
+        {"added_tokens": [{"id": 4, "content": "<|end|>", "special": true}],
+         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}, "decoder": {"type": "ByteLevel"},
+         "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "Ġ": 3}, "merges": ["a b"]}}
+        """;
+
+    [Theory]
+    [InlineData("\"b\": 1", "\"b\": \"1\"", "tokenizer.json: model.vocab[\"b\"] must be a whole number, got \"1\"")]
+    [InlineData("\"b\": 1", "\"b\": -5", "tokenizer.json: token \"b\" has id -5, but the file lists 5 tokens, so ids run from 0 to 4")]
+    [InlineData("\"b\": 1", "\"b\": 2147483647", "tokenizer.json: token \"b\" has id 2147483647, but the file lists 5 tokens")]
+    [InlineData("\"b\": 1", "\"b\": 50000000", "tokenizer.json: token \"b\" has id 50000000, but the file lists 5 tokens")]
+    [InlineData("\"ab\": 2", "\"ab\": 1", "tokenizer.json: model.vocab gives id 1 to both \"b\" and \"ab\"")]
+    [InlineData("\"content\": \"<|end|>\"", "\"content\": null", "tokenizer.json: added_tokens[0].content must be non-empty text, got null")]
+    [InlineData("\"content\": \"<|end|>\"", "\"content\": \"\"", "tokenizer.json: added_tokens[0].content must be non-empty text, got \"\"")]
+    [InlineData("\"id\": 4, ", "", "tokenizer.json: added_tokens[0].id must be a whole number, got null")]
+    [InlineData("\"special\": true", "\"special\": \"yes\"", "tokenizer.json: added_tokens[0].special must be true or false, got \"yes\"")]
+    [InlineData("[{\"id\"", "[7, {\"id\"", "tokenizer.json: added_tokens[0] must be an object, got 7")]
+    [InlineData("\"type\": \"BPE\"", "\"type\": 5", "tokenizer.json: model.type must be text, got 5")]
+    [InlineData("[\"a b\"]", "[5]", "tokenizer.json: model.merges[0] must be two tokens (\"left right\" or [\"left\", \"right\"]), got 5")]
+    [InlineData("[\"a b\"]", "[[\"a\", 5]]", "tokenizer.json: model.merges[0] must be two tokens")]
+    [InlineData("[\"a b\"]", "[\"a c\"]", "tokenizer.json: its BPE model is inconsistent: ")]
+    [InlineData("\"use_regex\": true}", "\"use_regex\": 1}", "tokenizer.json: pre_tokenizer.use_regex must be true or false, got 1")]
+    [InlineData("{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true}",
+        "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(unclosed\"}}, {\"type\": \"ByteLevel\", \"use_regex\": false}]}",
+        "tokenizer.json: the pre-tokenizer's pattern is not a regular expression .NET can use: Invalid pattern '(unclosed'")]
+    public void A_malformed_tokenizer_json_is_refused_naming_the_field(string from, string to, string expected)
+    {
+        Assert.Equal([2, 3, 0, 4], HfTokenizer.FromHuggingFace((JsonObject)JsonNode.Parse(SmallTokenizer)!, null).Encode("ab a<|end|>"));
+        Assert.Contains(from, SmallTokenizer);
+        var json = (JsonObject)JsonNode.Parse(SmallTokenizer.Replace(from, to))!;
+        Assert.StartsWith(expected, Assert.Throws<StratusUserException>(() => HfTokenizer.FromHuggingFace(json, null)).Message);
+        // The same file kept inside a Stratus checkpoint's tokenizer.json.
+        var stored = new JsonObject { ["type"] = "hf", ["tokenizer"] = json.DeepClone() };
+        Assert.StartsWith(expected, Assert.Throws<StratusUserException>(() => TokenizerStore.FromJson(stored)).Message);
+    }
+
+    [Fact]
+    public void A_malformed_tokenizer_config_json_is_refused_naming_the_field()
+    {
+        var json = (JsonObject)JsonNode.Parse(SmallTokenizer)!;
+        Assert.Equal("tokenizer_config.json: eos_token.content must be text, got 5",
+            Assert.Throws<StratusUserException>(() => HfTokenizer.FromHuggingFace(json, new JsonObject { ["eos_token"] = new JsonObject { ["content"] = 5 } })).Message);
+        var tokenizer = HfTokenizer.FromHuggingFace(json, new JsonObject { ["chat_template"] = new JsonArray(new JsonObject { ["name"] = "default", ["template"] = true }) });
+        Assert.Equal("tokenizer_config.json: chat_template[].template must be text, got true", Assert.Throws<StratusUserException>(() => tokenizer.ChatTemplate).Message);
+    }
+
+    [Fact]
+    public void A_pre_tokenizer_regex_that_backtracks_catastrophically_times_out_with_a_clear_error()
+    {
+        var json = (JsonObject)JsonNode.Parse(SmallTokenizer)!;
+        json["pre_tokenizer"] = JsonNode.Parse("""{"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(a|aa)+b|."}}, {"type": "ByteLevel", "use_regex": false}]}""");
+        var tokenizer = HfTokenizer.FromHuggingFace(json, null);
+        Assert.Equal([2, 0], tokenizer.Encode("aba"));
+        // Each "a" matches (a|aa)+ in Fibonacci-many ways before the missing "b" fails it: minutes.
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var error = Assert.Throws<StratusUserException>(() => tokenizer.Encode(new string('a', 46)));
+        Assert.StartsWith("the tokenizer's pre-tokenizer pattern took more than 1 s to split this text into words", error.Message);
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(30), $"took {started.Elapsed}");
+    }
+
     [Fact]
     public void Exporting_and_reimporting_GPT2_gives_bit_identical_weights()
     {

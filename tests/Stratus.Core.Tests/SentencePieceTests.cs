@@ -59,6 +59,17 @@ public sealed class SentencePieceTests
     }
 
     [Fact]
+    public void A_token_shaped_like_a_byte_token_without_hex_digits_decodes_as_text()
+    {
+        var json = Llama2StyleTokenizerJson();
+        var vocab = json["model"]!["vocab"]!.AsObject();
+        var id = vocab.Count;
+        vocab["<0xZZ>"] = id;
+        var tokenizer = HfTokenizer.FromHuggingFace(json, null);
+        Assert.Equal("<0xZZ> é", tokenizer.Decode([id, .. tokenizer.Encode("é")]));
+    }
+
+    [Fact]
     public void Llama_cpp_tokenizes_the_exported_vocabulary_identically()
     {
         using var temp = new TempDirectory();

@@ -4,7 +4,9 @@
 // text, unknown characters as <0xXX> byte tokens). Encoding runs through Microsoft.ML.Tokenizers'
 // BpeTokenizer; both files are kept verbatim inside the Stratus tokenizer.json, so export writes
 // back exactly what was imported.
+using System.Globalization;
 using System.Text;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
@@ -27,56 +29,76 @@ public sealed class HfTokenizer : ITokenizer
         TokenizerJson = tokenizerJson;
         TokenizerConfig = tokenizerConfig;
         var model = tokenizerJson["model"] as JsonObject ?? throw Unsupported("it has no \"model\"");
-        if ((string?)model["type"] != "BPE") throw Unsupported($"its model type is '{model["type"]}', not BPE");
+        if (Text(model["type"], "model.type") != "BPE") throw Unsupported($"its model type is '{model["type"]}', not BPE");
         sentencePiece = !IsByteLevel(tokenizerJson);
-        if (sentencePiece && !((bool?)model["byte_fallback"] ?? false) && !Types(tokenizerJson["pre_tokenizer"]).Contains("Metaspace") && !ReplacesSpaces(tokenizerJson["normalizer"]))
+        byteFallback = Flag(model["byte_fallback"], "model.byte_fallback") ?? false;
+        if (sentencePiece && !byteFallback && !Types(tokenizerJson["pre_tokenizer"], "pre_tokenizer").Contains("Metaspace") && !ReplacesSpaces(tokenizerJson["normalizer"], "normalizer"))
             throw Unsupported("it is neither byte-level BPE nor SentencePiece-style BPE");
-        var vocab = (model["vocab"] as JsonObject ?? throw Unsupported("it has no vocabulary")).ToDictionary(kv => kv.Key, kv => (int)kv.Value!);
-        var merges = (model["merges"] as JsonArray ?? []).Select(m => m is JsonArray pair ? $"{pair[0]} {pair[1]}" : (string)m!).ToList();
+        var vocab = (model["vocab"] as JsonObject ?? throw Unsupported("it has no vocabulary"))
+            .ToDictionary(kv => kv.Key, kv => Id(kv.Value, $"model.vocab[{JsonSerializer.Serialize(kv.Key)}]"));
+        var merges = Merges(model["merges"]);
         added = new Dictionary<string, int>(StringComparer.Ordinal);
         var special = new HashSet<int>();
-        foreach (var token in tokenizerJson["added_tokens"] as JsonArray ?? [])
+        var addedTokens = tokenizerJson["added_tokens"] switch
         {
-            var content = (string)token!["content"]!;
-            var id = (int)token["id"]!;
+            null => [],
+            JsonArray list => list,
+            var other => throw Malformed("added_tokens", "a list", other),
+        };
+        for (var i = 0; i < addedTokens.Count; i++)
+        {
+            var where = $"added_tokens[{i}]";
+            var token = addedTokens[i] as JsonObject ?? throw Malformed(where, "an object", addedTokens[i]);
+            // An empty token would match everywhere: Microsoft.ML.Tokenizers splits text at its
+            // every occurrence, and never gets past the first.
+            var content = Text(token["content"], $"{where}.content") is { Length: > 0 } text ? text : throw Malformed($"{where}.content", "non-empty text", token["content"]);
+            var id = Id(token["id"], $"{where}.id");
             added[content] = id;
-            if ((bool?)token["special"] ?? false) special.Add(id);
+            if (Flag(token["special"], $"{where}.special") ?? false) special.Add(id);
+        }
+        // Ids number the tokens the file lists (a few may be missing, padded below); a larger id
+        // would have this table grow to it, a few bytes in the file asking for gigabytes.
+        var listed = vocab.Count + addedTokens.Count;
+        foreach (var (token, id) in vocab.Concat(added))
+        {
+            if (id < 0 || id >= listed)
+                throw new StratusUserException($"tokenizer.json: token {JsonSerializer.Serialize(token)} has id {id}, but the file lists {listed} tokens, so ids run from 0 to {listed - 1}");
         }
         var size = Math.Max(vocab.Count == 0 ? 0 : vocab.Values.Max() + 1, added.Count == 0 ? 0 : added.Values.Max() + 1);
         tokens = new string[size];
-        foreach (var (token, id) in vocab) tokens[id] = token;
+        foreach (var (token, id) in vocab)
+        {
+            if (tokens[id] is { } other) throw new StratusUserException($"tokenizer.json: model.vocab gives id {id} to both {JsonSerializer.Serialize(other)} and {JsonSerializer.Serialize(token)}");
+            tokens[id] = token;
+        }
         vocabularyIds = vocab;
         foreach (var (token, id) in added) tokens[id] = token;
         for (var i = 0; i < size; i++) tokens[i] ??= $"[PAD{i}]";
 
         var specialTokens = added.Count == 0 ? null : added;
-        normalizeNfc = Types(tokenizerJson["normalizer"]).Contains("NFC");
+        normalizeNfc = Types(tokenizerJson["normalizer"], "normalizer").Contains("NFC");
         string pattern;
+        var options = new BpeOptions(vocab) { Merges = merges, SpecialTokens = specialTokens };
         if (sentencePiece)
         {
             // Words start at a "▁"; a run of "▁" stays with the word that follows, so pieces
             // such as "▁▁" remain reachable.
             pattern = "▁*[^▁]+|▁+";
-            unknownId = (string?)model["unk_token"] is { } unk && vocab.TryGetValue(unk, out var u) ? u : null;
-            byteFallback = (bool?)model["byte_fallback"] ?? false;
-            bpe = BpeTokenizer.Create(new BpeOptions(vocab)
-            {
-                Merges = merges,
-                SpecialTokens = specialTokens,
-                UnknownToken = (string?)model["unk_token"],
-                PreTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled), specialTokens),
-            });
+            var unknown = Text(model["unk_token"], "model.unk_token");
+            unknownId = unknown is not null && vocab.TryGetValue(unknown, out var u) ? u : null;
+            options.UnknownToken = unknown;
         }
         else
         {
             pattern = PreTokenizerPattern(tokenizerJson);
-            bpe = BpeTokenizer.Create(new BpeOptions(vocab)
-            {
-                Merges = merges,
-                SpecialTokens = specialTokens,
-                ByteLevel = true,
-                PreTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled), specialTokens),
-            });
+            options.ByteLevel = true;
+        }
+        options.PreTokenizer = new RegexPreTokenizer(PreTokenizerRegex(pattern), specialTokens);
+        // Microsoft.ML.Tokenizers checks the merges and the unknown token against the vocabulary.
+        try { bpe = BpeTokenizer.Create(options); }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+        {
+            throw new StratusUserException($"tokenizer.json: its BPE model is inconsistent: {e.Message}", e);
         }
 
         BosId = SpecialId("bos_token");
@@ -115,22 +137,32 @@ public sealed class HfTokenizer : ITokenizer
     /// lists several), or null.</summary>
     public string? ChatTemplate => TokenizerConfig?["chat_template"] switch
     {
-        JsonValue value => (string?)value,
-        JsonArray list => list.OfType<JsonObject>().FirstOrDefault(t => (string?)t["name"] == "default")?["template"]?.GetValue<string>(),
-        _ => null,
+        JsonArray list => list.OfType<JsonObject>().FirstOrDefault(t => Text(t["name"], "chat_template[].name", ConfigFile) == "default") is { } named
+            ? Text(named["template"], "chat_template[].template", ConfigFile)
+            : null,
+        var value => Text(value, "chat_template", ConfigFile),
     };
 
     /// <summary>bos_token / eos_token as text (tokenizer_config.json stores a string or an AddedToken object).</summary>
     public string? SpecialText(string key) => TokenizerConfig?[key] switch
     {
-        JsonValue value => (string?)value,
-        JsonObject token => (string?)token["content"],
-        _ => null,
+        JsonObject token => Text(token["content"], $"{key}.content", ConfigFile),
+        var value => Text(value, key, ConfigFile),
     };
 
     int? SpecialId(string key) => SpecialText(key) is { } text && added.TryGetValue(text, out var id) ? id : null;
 
     public int[] Encode(string text)
+    {
+        try { return EncodeWords(text); }
+        catch (RegexMatchTimeoutException e)
+        {
+            throw new StratusUserException($"the tokenizer's pre-tokenizer pattern took more than {e.MatchTimeout.TotalSeconds:0.#} s to split this text into words " +
+                "(a pattern that backtracks catastrophically); fix the Split regex in the model's tokenizer.json", e);
+        }
+    }
+
+    int[] EncodeWords(string text)
     {
         if (normalizeNfc) text = text.Normalize(NormalizationForm.FormC);
         if (!sentencePiece) return bpe.EncodeToIds(text).ToArray();
@@ -162,7 +194,10 @@ public sealed class HfTokenizer : ITokenizer
             {
                 // The "▁" before the first word is kept as a space, so decoded pieces of a
                 // stream join without losing the spaces between them.
-                if (token.Length == 6 && token.StartsWith("<0x") && token.EndsWith('>')) bytes.Add(Convert.ToByte(token[3..5], 16));
+                // A vocabulary token merely shaped like a byte token ("<0xZZ>") is text, as
+                // Hugging Face's ByteFallback decoder reads it.
+                if (token.Length == 6 && token.StartsWith("<0x") && token.EndsWith('>')
+                    && byte.TryParse(token.AsSpan(3, 2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var value)) bytes.Add(value);
                 else bytes.AddRange(Encoding.UTF8.GetBytes(token.Replace('▁', ' ')));
                 continue;
             }
@@ -183,22 +218,22 @@ public sealed class HfTokenizer : ITokenizer
     public JsonObject ToJson() => new() { ["type"] = Kind, ["tokenizer"] = TokenizerJson.DeepClone(), ["config"] = TokenizerConfig?.DeepClone() };
 
     static bool IsByteLevel(JsonObject json) =>
-        Types(json["pre_tokenizer"]).Contains("ByteLevel") || Types(json["decoder"]).Contains("ByteLevel");
+        Types(json["pre_tokenizer"], "pre_tokenizer").Contains("ByteLevel") || Types(json["decoder"], "decoder").Contains("ByteLevel");
 
     /// <summary>Llama 2's legacy normalizer: Replace(" ", "▁") (with Prepend("▁")).</summary>
-    static bool ReplacesSpaces(JsonNode? normalizer) => normalizer switch
+    static bool ReplacesSpaces(JsonNode? normalizer, string field) => normalizer switch
     {
-        JsonObject o when o["normalizers"] is JsonArray list => list.Any(ReplacesSpaces),
-        JsonObject o => (string?)o["type"] == "Replace" && (string?)o["content"] == "▁",
+        JsonObject o when o["normalizers"] is JsonArray list => list.Select((n, i) => ReplacesSpaces(n, $"{field}.normalizers[{i}]")).Any(replaces => replaces),
+        JsonObject o => Text(o["type"], $"{field}.type") == "Replace" && Text(o["content"], $"{field}.content") == "▁",
         _ => false,
     };
 
-    static IEnumerable<string> Types(JsonNode? node) => node switch
+    static IEnumerable<string> Types(JsonNode? node, string field) => node switch
     {
-        JsonObject o when o["pretokenizers"] is JsonArray list => list.SelectMany(Types),
-        JsonObject o when o["decoders"] is JsonArray list => list.SelectMany(Types),
-        JsonObject o when o["normalizers"] is JsonArray list => list.SelectMany(Types),
-        JsonObject o => [(string?)o["type"] ?? ""],
+        JsonObject o when o["pretokenizers"] is JsonArray list => list.SelectMany((n, i) => Types(n, $"{field}.pretokenizers[{i}]")),
+        JsonObject o when o["decoders"] is JsonArray list => list.SelectMany((n, i) => Types(n, $"{field}.decoders[{i}]")),
+        JsonObject o when o["normalizers"] is JsonArray list => list.SelectMany((n, i) => Types(n, $"{field}.normalizers[{i}]")),
+        JsonObject o => [Text(o["type"], $"{field}.type") ?? ""],
         _ => [],
     };
 
@@ -217,19 +252,19 @@ public sealed class HfTokenizer : ITokenizer
         var individualDigits = false;
         foreach (var step in steps)
         {
-            switch ((string?)step["type"])
+            switch (Text(step["type"], "pre_tokenizer.type"))
             {
                 case "ByteLevel":
-                    if ((bool?)step["add_prefix_space"] ?? false) throw Unsupported("its ByteLevel pre-tokenizer adds a prefix space");
-                    if ((bool?)step["use_regex"] ?? true) pattern ??= BpeVocabulary.Gpt2Pattern;
+                    if (Flag(step["add_prefix_space"], "pre_tokenizer.add_prefix_space") ?? false) throw Unsupported("its ByteLevel pre-tokenizer adds a prefix space");
+                    if (Flag(step["use_regex"], "pre_tokenizer.use_regex") ?? true) pattern ??= BpeVocabulary.Gpt2Pattern;
                     break;
                 case "Split":
                     pattern = pattern is null
-                        ? (string?)step["pattern"]?["Regex"] ?? throw Unsupported("its Split pre-tokenizer has no regex")
+                        ? (step["pattern"] is JsonObject split ? Text(split["Regex"], "pre_tokenizer.pattern.Regex") : null) ?? throw Unsupported("its Split pre-tokenizer has no regex")
                         : throw Unsupported("it has several Split pre-tokenizers");
                     break;
                 case "Digits":
-                    individualDigits = (bool?)step["individual_digits"] ?? false;
+                    individualDigits = Flag(step["individual_digits"], "pre_tokenizer.individual_digits") ?? false;
                     break;
                 default:
                     throw Unsupported($"its pre-tokenizer '{step["type"]}' is not supported");
@@ -237,6 +272,55 @@ public sealed class HfTokenizer : ITokenizer
         }
         pattern ??= BpeVocabulary.Gpt2Pattern;
         return individualDigits ? @"\p{N}|" + pattern.Replace(@" ?\p{N}+|", "") : pattern;
+    }
+
+    /// <summary>A word of catastrophic backtracking (a Split regex such as "(a|aa)+b") would
+    /// take minutes; words of the expressions tokenizers use match in microseconds.</summary>
+    static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(1);
+
+    /// <summary>The regex that splits text into words, which may come from the file: limited
+    /// in time per word (see <see cref="Encode"/>), refused clearly when it is not a regex.</summary>
+    static Regex PreTokenizerRegex(string pattern)
+    {
+        try { return new Regex(pattern, RegexOptions.Compiled, MatchTimeout); }
+        catch (ArgumentException e) { throw new StratusUserException($"tokenizer.json: the pre-tokenizer's pattern is not a regular expression .NET can use: {e.Message}", e); }
+    }
+
+    /// <summary>"left right" strings, or [left, right] pairs as newer files write them.</summary>
+    static List<string> Merges(JsonNode? node)
+    {
+        if (node is null) return [];
+        var list = node as JsonArray ?? throw Malformed("model.merges", "a list", node);
+        var merges = new List<string>(list.Count);
+        for (var i = 0; i < list.Count; i++)
+        {
+            merges.Add(list[i] switch
+            {
+                JsonValue merge when merge.TryGetValue<string>(out var text) && text.Contains(' ') => text,
+                JsonArray { Count: 2 } pair when pair[0] is JsonValue left && left.TryGetValue<string>(out var l) && pair[1] is JsonValue right && right.TryGetValue<string>(out var r) => $"{l} {r}",
+                var other => throw Malformed($"model.merges[{i}]", "two tokens (\"left right\" or [\"left\", \"right\"])", other),
+            });
+        }
+        return merges;
+    }
+
+    const string ConfigFile = "tokenizer_config.json";
+
+    // Fields read as the kind they must hold, absent or null reading as null: a cast would throw
+    // an InvalidOperationException naming neither the file nor the field.
+    static string? Text(JsonNode? node, string field, string file = "tokenizer.json") =>
+        node is null ? null : node is JsonValue value && value.TryGetValue<string>(out var text) ? text : throw Malformed(field, "text", node, file);
+
+    static bool? Flag(JsonNode? node, string field) =>
+        node is null ? null : node is JsonValue value && value.TryGetValue<bool>(out var flag) ? flag : throw Malformed(field, "true or false", node);
+
+    static int Id(JsonNode? node, string field) =>
+        node is JsonValue value && value.TryGetValue<int>(out var id) ? id : throw Malformed(field, "a whole number", node);
+
+    static StratusUserException Malformed(string field, string kind, JsonNode? node, string file = "tokenizer.json")
+    {
+        var shown = node?.ToJsonString() ?? "null";
+        return new($"{file}: {field} must be {kind}, got {(shown.Length > 60 ? shown[..60] + "..." : shown)}");
     }
 
     static StratusUserException Unsupported(string why) => new($"the Hugging Face tokenizer cannot be used: {why}");

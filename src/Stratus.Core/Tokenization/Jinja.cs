@@ -8,6 +8,8 @@
 // One simplification: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
 // the iteration); chat templates set such variables before reading them in the same iteration,
 // and use namespace() when they mean to carry a value out, so they render the same.
+// A template comes with a downloaded model, so a render is bounded: nesting, text and list
+// sizes, range() and the work done are capped, each breach a JinjaException (see the limits below).
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -18,6 +20,29 @@ public sealed class JinjaException(string message) : Exception(message);
 
 public sealed class JinjaTemplate
 {
+    /// <summary>The most characters a render builds, in any one text or in the whole prompt: 8 Mi,
+    /// far beyond any model's context (a million tokens is about 4 M characters), so a template
+    /// cannot exhaust memory ('a' * 1000000000, a string doubled in a loop).</summary>
+    internal const int MaxLength = 1 << 23;
+
+    /// <summary>The most items range() gives and list concatenation builds, as Jinja's sandbox
+    /// (which transformers renders chat templates in) caps range().</summary>
+    internal const int MaxItems = 100_000;
+
+    /// <summary>How deep blocks, expressions and values may nest: parsing, rendering and printing
+    /// recurse once per level, and a template nested thousands deep would overflow the stack,
+    /// which kills the process.</summary>
+    internal const int MaxDepth = 200;
+
+    /// <summary>The work one render may do, in units of about one character copied; a step of
+    /// evaluation costs <see cref="Step"/> and a loop iteration (which binds its loop variables)
+    /// <see cref="Iteration"/>, about the time each takes. ChatML spends some 20 million on a
+    /// conversation of 4 million characters; nested loops over large ranges, or large strings
+    /// built over and over, stop after about a second instead of running for hours.</summary>
+    internal const long MaxWork = 1_000_000_000;
+    const int Step = 100;
+    const int Iteration = 1_000;
+
     readonly List<Node> body;
 
     public JinjaTemplate(string source)
@@ -30,7 +55,7 @@ public sealed class JinjaTemplate
     public string Render(IReadOnlyDictionary<string, object?> variables)
     {
         var output = new StringBuilder();
-        var scope = new Dictionary<string, object?>(variables);
+        var scope = new Scope(variables, new Budget());
         foreach (var node in body) node.Render(scope, output);
         return output.ToString();
     }
@@ -42,6 +67,27 @@ public sealed class JinjaTemplate
     }
 
     internal sealed class Namespace : Dictionary<string, object?>;
+
+    /// <summary>A render's variables, with the work it has left (shared with the scopes a loop's
+    /// filter makes).</summary>
+    sealed class Scope(IEnumerable<KeyValuePair<string, object?>> variables, Budget budget) : Dictionary<string, object?>(variables)
+    {
+        public Budget Budget => budget;
+    }
+
+    /// <summary>The work a render may still do (<see cref="MaxWork"/>).</summary>
+    sealed class Budget
+    {
+        long left = MaxWork;
+
+        public void Spend(long units)
+        {
+            left -= units;
+            if (left < 0) throw new JinjaException($"the template does too much work (more than {MaxWork:N0} steps); does it loop over large ranges or build large strings over and over?");
+        }
+    }
+
+    static JinjaException TooDeep() => new($"the template nests deeper than {MaxDepth} levels");
 
     // ---- lexing: text and tags, with whitespace control applied ----
 
@@ -76,11 +122,12 @@ public sealed class JinjaTemplate
                 if (end < 0) throw new JinjaException($"unclosed tag at offset {open}");
                 var inner = source[(open + 2)..end];
                 var trimBefore = inner.StartsWith('-');
-                var trimAfter = inner.EndsWith('-');
+                // "{{-}}": one dash trims before, and is not also the one that trims after.
+                var trimAfter = inner.Length > (trimBefore ? 1 : 0) && inner.EndsWith('-');
                 if (trimBefore) text = text.TrimEnd();
                 else if (kind != '{') text = LstripBlock(text);
                 if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text));
-                inner = inner[(trimBefore ? 1 : 0)..(inner.Length - (trimAfter && inner.Length > 0 ? 1 : 0))];
+                inner = inner[(trimBefore ? 1 : 0)..(inner.Length - (trimAfter ? 1 : 0))];
                 if (kind == '{') pieces.Add(new Piece(PieceKind.Output, inner));
                 else if (kind == '%') pieces.Add(new Piece(PieceKind.Statement, inner.Trim()));
                 trimNext = trimAfter;
@@ -112,22 +159,28 @@ public sealed class JinjaTemplate
 
     abstract class Node
     {
-        public abstract void Render(Dictionary<string, object?> scope, StringBuilder output);
+        public abstract void Render(Scope scope, StringBuilder output);
+
+        protected static void Write(StringBuilder output, string text)
+        {
+            Values.CheckLength((long)output.Length + text.Length);
+            output.Append(text);
+        }
     }
 
     sealed class TextNode(string text) : Node
     {
-        public override void Render(Dictionary<string, object?> scope, StringBuilder output) => output.Append(text);
+        public override void Render(Scope scope, StringBuilder output) => Write(output, text);
     }
 
     sealed class OutputNode(Expr expr) : Node
     {
-        public override void Render(Dictionary<string, object?> scope, StringBuilder output) => output.Append(Values.ToText(expr.Eval(scope)));
+        public override void Render(Scope scope, StringBuilder output) => Write(output, Values.ToText(expr.Eval(scope)));
     }
 
     sealed class IfNode(List<(Expr Condition, List<Node> Body)> branches, List<Node>? otherwise) : Node
     {
-        public override void Render(Dictionary<string, object?> scope, StringBuilder output)
+        public override void Render(Scope scope, StringBuilder output)
         {
             foreach (var (condition, branch) in branches)
             {
@@ -141,14 +194,14 @@ public sealed class JinjaTemplate
 
     sealed class ForNode(List<string> targets, Expr iterable, Expr? filter, List<Node> body, List<Node>? otherwise) : Node
     {
-        public override void Render(Dictionary<string, object?> scope, StringBuilder output)
+        public override void Render(Scope scope, StringBuilder output)
         {
             var items = Values.Iterate(iterable.Eval(scope)).ToList();
             if (filter is not null)
             {
                 items = items.Where(item =>
                 {
-                    var probe = new Dictionary<string, object?>(scope);
+                    var probe = new Scope(scope, scope.Budget);
                     Bind(probe, item);
                     return Values.Truthy(filter.Eval(probe));
                 }).ToList();
@@ -159,9 +212,10 @@ public sealed class JinjaTemplate
                 return;
             }
             // Jinja scopes loop variables to the loop, but assignments to namespaces persist.
-            var saved = targets.Append("loop").ToDictionary(t => t, t => scope.TryGetValue(t, out var v) ? v : Undefined.Instance);
+            var saved = targets.Append("loop").Distinct().ToDictionary(t => t, t => scope.TryGetValue(t, out var v) ? v : Undefined.Instance);
             for (var i = 0; i < items.Count; i++)
             {
+                scope.Budget.Spend(Iteration);
                 Bind(scope, items[i]);
                 scope["loop"] = new Dictionary<string, object?>
                 {
@@ -178,7 +232,7 @@ public sealed class JinjaTemplate
             }
         }
 
-        void Bind(Dictionary<string, object?> scope, object? item)
+        void Bind(Scope scope, object? item)
         {
             if (targets.Count == 1) { scope[targets[0]] = item; return; }
             var parts = Values.Iterate(item).ToList();
@@ -188,7 +242,7 @@ public sealed class JinjaTemplate
 
     sealed class SetNode(string name, string? attribute, Expr value) : Node
     {
-        public override void Render(Dictionary<string, object?> scope, StringBuilder output)
+        public override void Render(Scope scope, StringBuilder output)
         {
             var v = value.Eval(scope);
             if (attribute is null) scope[name] = v;
@@ -202,6 +256,7 @@ public sealed class JinjaTemplate
     sealed class Parser(List<Piece> pieces)
     {
         int position;
+        int depth; // blocks open around the one being parsed
 
         public bool AtEnd => position >= pieces.Count;
 
@@ -210,6 +265,7 @@ public sealed class JinjaTemplate
         /// <summary>Nodes up to (not including) a statement whose first word is in stopAt.</summary>
         public List<Node> ParseBlock(params string[] stopAt)
         {
+            if (++depth > MaxDepth) throw TooDeep();
             var nodes = new List<Node>();
             while (position < pieces.Count)
             {
@@ -217,7 +273,11 @@ public sealed class JinjaTemplate
                 if (piece.Kind == PieceKind.Text) { nodes.Add(new TextNode(piece.Content)); position++; continue; }
                 if (piece.Kind == PieceKind.Output) { nodes.Add(new OutputNode(ExpressionParser.Parse(piece.Content))); position++; continue; }
                 var word = PeekTagName();
-                if (stopAt.Contains(word)) return nodes;
+                if (stopAt.Contains(word))
+                {
+                    depth--;
+                    return nodes;
+                }
                 position++;
                 nodes.Add(word switch
                 {
@@ -228,6 +288,7 @@ public sealed class JinjaTemplate
                 });
             }
             if (stopAt.Length > 0) throw new JinjaException($"missing {{% {stopAt[^1]} %}}");
+            depth--;
             return nodes;
         }
 
@@ -248,6 +309,7 @@ public sealed class JinjaTemplate
         {
             var inAt = FindKeyword(header, "in");
             var targets = header[..inAt].Split(',').Select(t => t.Trim()).ToList();
+            if (targets.Contains("loop")) throw new JinjaException("{% for %} cannot assign to the special variable 'loop'");
             var rest = header[(inAt + 2)..];
             var ifAt = FindKeyword(rest, "if");
             var iterable = ExpressionParser.Parse(ifAt < 0 ? rest : rest[..ifAt]);
@@ -288,42 +350,68 @@ public sealed class JinjaTemplate
 
     // ---- expressions ----
 
+    /// <summary>An expression over the parts it evaluates: evaluation recurses once per level, so
+    /// one nested deeper than <see cref="MaxDepth"/> is refused here ("1 + 1 + ... + 1" nests as
+    /// deep as it is long).</summary>
     abstract class Expr
     {
-        public abstract object? Eval(Dictionary<string, object?> scope);
+        protected Expr(IEnumerable<Expr> parts)
+        {
+            Depth = 1 + parts.Select(p => p.Depth).DefaultIfEmpty().Max();
+            if (Depth > MaxDepth) throw TooDeep();
+        }
+
+        int Depth { get; }
+
+        /// <summary>The value, its evaluation and size spent from the render's budget.</summary>
+        public object? Eval(Scope scope)
+        {
+            var value = Evaluate(scope);
+            scope.Budget.Spend(Step + Values.Size(value));
+            return value;
+        }
+
+        protected abstract object? Evaluate(Scope scope);
     }
 
-    sealed class Literal(object? value) : Expr
+    sealed class Literal(object? value) : Expr([])
     {
         public object? Value => value;
-        public override object? Eval(Dictionary<string, object?> scope) => value;
+        protected override object? Evaluate(Scope scope) => value;
     }
 
-    sealed class Name(string name) : Expr
+    sealed class Name(string name) : Expr([])
     {
         public string Identifier => name;
-        public override object? Eval(Dictionary<string, object?> scope) => scope.TryGetValue(name, out var v) ? v : Undefined.Instance;
+        protected override object? Evaluate(Scope scope) => scope.TryGetValue(name, out var v) ? v : Undefined.Instance;
     }
 
-    sealed class ListExpr(List<Expr> items) : Expr
+    sealed class ListExpr(List<Expr> items) : Expr(items)
     {
-        public override object? Eval(Dictionary<string, object?> scope) => items.Select(i => i.Eval(scope)).ToList();
+        protected override object? Evaluate(Scope scope) => items.Select(i => i.Eval(scope)).ToList();
     }
 
-    sealed class DictExpr(List<(Expr Key, Expr Value)> items) : Expr
+    sealed class DictExpr(List<(Expr Key, Expr Value)> items) : Expr(items.SelectMany(i => new[] { i.Key, i.Value }))
     {
-        public override object? Eval(Dictionary<string, object?> scope) => items.ToDictionary(i => Values.ToText(i.Key.Eval(scope)), i => i.Value.Eval(scope));
+        protected override object? Evaluate(Scope scope)
+        {
+            // A repeated key takes the later value, as in Python.
+            var dict = new Dictionary<string, object?>();
+            foreach (var (key, value) in items) dict[Values.ToText(key.Eval(scope))] = value.Eval(scope);
+            return dict;
+        }
     }
 
-    sealed class Lambda(Func<Dictionary<string, object?>, object?> eval) : Expr
+    sealed class Lambda(Func<Scope, object?> eval, params IEnumerable<Expr> parts) : Expr(parts)
     {
-        public override object? Eval(Dictionary<string, object?> scope) => eval(scope);
+        protected override object? Evaluate(Scope scope) => eval(scope);
     }
 
     sealed class ExpressionParser
     {
         readonly List<string> tokens;
         int position;
+        int depth; // parses under way that recurse per nesting level: "((x))", "not not x", "- -x"
 
         ExpressionParser(string source) => tokens = Split(source);
 
@@ -349,13 +437,25 @@ public sealed class JinjaTemplate
             if (!Accept(token)) throw new JinjaException($"expected '{token}' but found '{Peek ?? "end of expression"}'");
         }
 
+        string Next() => position < tokens.Count ? tokens[position++] : throw new JinjaException("expression ends too early");
+
+        void Enter()
+        {
+            if (++depth > MaxDepth) throw TooDeep();
+        }
+
         Expr Conditional()
         {
+            Enter();
             var value = Or();
-            if (!Accept("if")) return value;
-            var condition = Or();
-            var otherwise = Accept("else") ? Conditional() : new Literal(Undefined.Instance);
-            return new Lambda(s => Values.Truthy(condition.Eval(s)) ? value.Eval(s) : otherwise.Eval(s));
+            if (Accept("if"))
+            {
+                var (then, condition) = (value, Or());
+                var otherwise = Accept("else") ? Conditional() : new Literal(Undefined.Instance);
+                value = new Lambda(s => Values.Truthy(condition.Eval(s)) ? then.Eval(s) : otherwise.Eval(s), then, condition, otherwise);
+            }
+            depth--;
+            return value;
         }
 
         Expr Or()
@@ -364,7 +464,7 @@ public sealed class JinjaTemplate
             while (Accept("or"))
             {
                 var (l, r) = (left, And());
-                left = new Lambda(s => l.Eval(s) is var a && Values.Truthy(a) ? a : r.Eval(s));
+                left = new Lambda(s => l.Eval(s) is var a && Values.Truthy(a) ? a : r.Eval(s), l, r);
             }
             return left;
         }
@@ -375,7 +475,7 @@ public sealed class JinjaTemplate
             while (Accept("and"))
             {
                 var (l, r) = (left, Not());
-                left = new Lambda(s => l.Eval(s) is var a && !Values.Truthy(a) ? a : r.Eval(s));
+                left = new Lambda(s => l.Eval(s) is var a && !Values.Truthy(a) ? a : r.Eval(s), l, r);
             }
             return left;
         }
@@ -383,8 +483,10 @@ public sealed class JinjaTemplate
         Expr Not()
         {
             if (!Accept("not")) return Comparison();
+            Enter();
             var operand = Not();
-            return new Lambda(s => !Values.Truthy(operand.Eval(s)));
+            depth--;
+            return new Lambda(s => !Values.Truthy(operand.Eval(s)), operand);
         }
 
         Expr Comparison()
@@ -397,25 +499,25 @@ public sealed class JinjaTemplate
                 {
                     var op = tokens[position++];
                     var r = Concat();
-                    left = new Lambda(s => Values.Compare(op, l.Eval(s), r.Eval(s)));
+                    left = new Lambda(s => Values.Compare(op, l.Eval(s), r.Eval(s)), l, r);
                 }
                 else if (Peek == "in" || (Peek == "not" && position + 1 < tokens.Count && tokens[position + 1] == "in"))
                 {
                     var negate = Accept("not");
                     Expect("in");
                     var r = Concat();
-                    left = new Lambda(s => Values.Contains(r.Eval(s), l.Eval(s)) != negate);
+                    left = new Lambda(s => Values.Contains(r.Eval(s), l.Eval(s), s.Budget) != negate, l, r);
                 }
                 else if (Accept("is"))
                 {
                     var negate = Accept("not");
-                    var test = tokens[position++];
+                    var test = Next();
                     Expr? argument = null;
                     if (Accept("(")) { argument = Conditional(); Expect(")"); }
                     else if (test is "equalto" or "sameas" && Peek is not null && Peek is not ("and" or "or" or "else" or ")")) argument = Concat();
                     var check = Values.Test(test);
                     var arg = argument;
-                    left = new Lambda(s => check(l.Eval(s), arg?.Eval(s)) != negate);
+                    left = new Lambda(s => check(l.Eval(s), arg?.Eval(s)) != negate, arg is null ? [l] : [l, arg]);
                 }
                 else return left;
             }
@@ -427,7 +529,7 @@ public sealed class JinjaTemplate
             while (Accept("~"))
             {
                 var (l, r) = (left, Additive());
-                left = new Lambda(s => Values.ToText(l.Eval(s)) + Values.ToText(r.Eval(s)));
+                left = new Lambda(s => Values.Concatenate(Values.ToText(l.Eval(s)), Values.ToText(r.Eval(s))), l, r);
             }
             return left;
         }
@@ -439,7 +541,7 @@ public sealed class JinjaTemplate
             {
                 var op = tokens[position++];
                 var (l, r) = (left, Multiplicative());
-                left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)));
+                left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)), l, r);
             }
             return left;
         }
@@ -451,7 +553,7 @@ public sealed class JinjaTemplate
             {
                 var op = tokens[position++];
                 var (l, r) = (left, Unary());
-                left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)));
+                left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)), l, r);
             }
             return left;
         }
@@ -459,8 +561,10 @@ public sealed class JinjaTemplate
         Expr Unary()
         {
             if (!Accept("-")) return Filtered();
+            Enter();
             var operand = Unary();
-            return new Lambda(s => Values.Arithmetic("-", 0L, operand.Eval(s)));
+            depth--;
+            return new Lambda(s => Values.Arithmetic("-", 0L, operand.Eval(s)), operand);
         }
 
         Expr Filtered()
@@ -468,12 +572,12 @@ public sealed class JinjaTemplate
             var value = Postfix();
             while (Accept("|"))
             {
-                var name = tokens[position++];
+                var name = Next();
                 var arguments = new List<Expr>();
                 if (Accept("(")) arguments = Arguments(")");
                 var filter = Values.Filter(name);
                 var (v, args) = (value, arguments);
-                value = new Lambda(s => filter(v.Eval(s), args.Select(a => a.Eval(s)).ToList()));
+                value = new Lambda(s => filter(v.Eval(s), args.Select(a => a.Eval(s)).ToList()), [v, .. args]);
             }
             return value;
         }
@@ -486,13 +590,13 @@ public sealed class JinjaTemplate
                 var target = value;
                 if (Accept("."))
                 {
-                    var member = tokens[position++];
+                    var member = Next();
                     if (Accept("("))
                     {
                         var arguments = Arguments(")");
-                        value = new Lambda(s => Values.CallMethod(target.Eval(s), member, arguments.Select(a => a.Eval(s)).ToList()));
+                        value = new Lambda(s => Values.CallMethod(target.Eval(s), member, arguments.Select(a => a.Eval(s)).ToList(), s.Budget), [target, .. arguments]);
                     }
-                    else value = new Lambda(s => Values.Member(target.Eval(s), member));
+                    else value = new Lambda(s => Values.Member(target.Eval(s), member), target);
                 }
                 else if (Accept("["))
                 {
@@ -503,13 +607,13 @@ public sealed class JinjaTemplate
                         if (Peek != "]") stop = Conditional();
                         Expect("]");
                         var (a, b) = (start, stop);
-                        value = new Lambda(s => Values.Slice(target.Eval(s), a?.Eval(s), b?.Eval(s)));
+                        value = new Lambda(s => Values.Slice(target.Eval(s), a?.Eval(s), b?.Eval(s)), [target, .. new[] { a, b }.OfType<Expr>()]);
                     }
                     else
                     {
                         Expect("]");
                         var index = start!;
-                        value = new Lambda(s => Values.Index(target.Eval(s), index.Eval(s)));
+                        value = new Lambda(s => Values.Index(target.Eval(s), index.Eval(s)), target, index);
                     }
                 }
                 else if (Peek == "(" && value is Name function)
@@ -533,7 +637,7 @@ public sealed class JinjaTemplate
                     var key = tokens[position];
                     position += 2;
                     var value = Conditional();
-                    list.Add(new Lambda(s => new KeyValuePair<string, object?>(key, value.Eval(s))));
+                    list.Add(new Lambda(s => new KeyValuePair<string, object?>(key, value.Eval(s)), value));
                 }
                 else list.Add(Conditional());
                 if (!Accept(",") && Peek != close) throw new JinjaException($"expected ',' or '{close}' but found '{Peek ?? "end"}'");
@@ -566,7 +670,12 @@ public sealed class JinjaTemplate
             }
             if (token[0] is '\'' or '"') return new Literal(token[1..]);
             if (char.IsDigit(token[0]))
-                return new Literal(token.Contains('.') ? (object)double.Parse(token, CultureInfo.InvariantCulture) : long.Parse(token, CultureInfo.InvariantCulture));
+            {
+                // The lexer keeps letters and digits together ("1abc"), and any script's digits count.
+                if (token.Contains('.') && double.TryParse(token, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var real)) return new Literal(real);
+                if (long.TryParse(token, NumberStyles.None, CultureInfo.InvariantCulture, out var whole)) return new Literal(whole);
+                throw new JinjaException($"'{token}' is not a number this template engine reads");
+            }
             return token switch
             {
                 "true" or "True" => new Literal(true),
@@ -650,16 +759,75 @@ public sealed class JinjaTemplate
             _ => ToJson(v),
         };
 
-        public static string ToJson(object? v) => v switch
+        public static string ToJson(object? v)
         {
-            null or Undefined => "null",
-            bool b => b ? "true" : "false",
-            long or double => ToText(v),
-            string s => JsonSerializer.Serialize(s),
-            IDictionary<string, object?> d => "{" + string.Join(", ", d.Select(kv => JsonSerializer.Serialize(kv.Key) + ": " + ToJson(kv.Value))) + "}",
-            IEnumerable<object?> list => "[" + string.Join(", ", list.Select(ToJson)) + "]",
-            _ => JsonSerializer.Serialize(v.ToString()),
+            var json = new StringBuilder();
+            WriteJson(json, v, 0);
+            return json.ToString();
+        }
+
+        /// <summary>Checked for depth and length as it goes: a value may hold itself (a namespace
+        /// set into itself), or the same large list at every level.</summary>
+        static void WriteJson(StringBuilder json, object? v, int depth)
+        {
+            if (depth > MaxDepth) throw TooDeep();
+            switch (v)
+            {
+                case null or Undefined: json.Append("null"); break;
+                case bool b: json.Append(b ? "true" : "false"); break;
+                case long or double: json.Append(ToText(v)); break;
+                case string s: json.Append(JsonSerializer.Serialize(s)); break;
+                case IDictionary<string, object?> d:
+                    json.Append('{');
+                    var comma = "";
+                    foreach (var (key, value) in d)
+                    {
+                        json.Append(comma).Append(JsonSerializer.Serialize(key)).Append(": ");
+                        comma = ", ";
+                        WriteJson(json, value, depth + 1);
+                    }
+                    json.Append('}');
+                    break;
+                case IEnumerable<object?> list:
+                    json.Append('[');
+                    comma = "";
+                    foreach (var item in list)
+                    {
+                        json.Append(comma);
+                        comma = ", ";
+                        WriteJson(json, item, depth + 1);
+                    }
+                    json.Append(']');
+                    break;
+                default: json.Append(JsonSerializer.Serialize(v.ToString())); break;
+            }
+            CheckLength(json.Length);
+        }
+
+        /// <summary>Refuses a text longer than <see cref="MaxLength"/>, before it is built where
+        /// its length is known.</summary>
+        public static void CheckLength(long length)
+        {
+            if (length > MaxLength) throw new JinjaException($"the template builds a text of more than {MaxLength:N0} characters");
+        }
+
+        public static string Concatenate(string a, string b)
+        {
+            CheckLength((long)a.Length + b.Length);
+            return a + b;
+        }
+
+        /// <summary>What a value costs to make or to read through (<see cref="Budget"/>).</summary>
+        public static long Size(object? v) => v switch
+        {
+            string s => s.Length,
+            System.Collections.ICollection c => c.Count,
+            _ => 0,
         };
+
+        /// <summary>Ordinal search compares up to the length of what it looks for at every
+        /// position: spent up front, so a search of a long text for a long pattern stops.</summary>
+        static void SpendOnSearch(Budget budget, string within, string what) => budget.Spend((long)within.Length * Math.Max(1, what.Length));
 
         public static IEnumerable<object?> Iterate(object? v) => v switch
         {
@@ -676,13 +844,17 @@ public sealed class JinjaTemplate
             _ => Undefined.Instance,
         };
 
+        /// <summary>Python's indexing, negative counting from the end; out of range is undefined,
+        /// as Jinja's getitem turns Python's IndexError into an undefined value.</summary>
         public static object? Index(object? target, object? index) => (target, index) switch
         {
             (IDictionary<string, object?> d, string key) => d.TryGetValue(key, out var v) ? v : Undefined.Instance,
-            (IList<object?> list, long i) => i < 0 ? (list.Count + i >= 0 ? list[(int)(list.Count + i)] : Undefined.Instance) : i < list.Count ? list[(int)i] : Undefined.Instance,
-            (string s, long i) => i < 0 ? s[(int)(s.Length + i)].ToString() : s[(int)i].ToString(),
+            (IList<object?> list, long i) => Position(i, list.Count) is { } at ? list[at] : Undefined.Instance,
+            (string s, long i) => Position(i, s.Length) is { } at ? s[at].ToString() : Undefined.Instance,
             _ => Undefined.Instance,
         };
+
+        static int? Position(long index, int count) => (index < 0 ? count + index : index) is var at && at >= 0 && at < count ? (int)at : null;
 
         public static object? Slice(object? target, object? start, object? stop)
         {
@@ -695,13 +867,27 @@ public sealed class JinjaTemplate
             };
         }
 
-        public static bool Contains(object? container, object? item) => container switch
+        public static bool Contains(object? container, object? item, Budget budget)
         {
-            string s => item is string sub && s.Contains(sub, StringComparison.Ordinal),
-            IDictionary<string, object?> d => item is string key && d.ContainsKey(key),
-            IEnumerable<object?> list => list.Any(x => Equal(x, item)),
-            _ => false,
-        };
+            switch (container)
+            {
+                case string s when item is string sub:
+                    SpendOnSearch(budget, s, sub);
+                    return s.Contains(sub, StringComparison.Ordinal);
+                case IDictionary<string, object?> d:
+                    return item is string key && d.ContainsKey(key);
+                case IEnumerable<object?> list:
+                    foreach (var x in list)
+                    {
+                        // Comparing strings of equal length reads them through.
+                        budget.Spend(1 + Size(x));
+                        if (Equal(x, item)) return true;
+                    }
+                    return false;
+                default:
+                    return false;
+            }
+        }
 
         public static bool Equal(object? a, object? b) => (a, b) switch
         {
@@ -726,15 +912,26 @@ public sealed class JinjaTemplate
 
         public static object? Arithmetic(string op, object? a, object? b)
         {
-            if (op == "+" && a is string sa && b is string sb) return sa + sb;
-            if (op == "+" && a is List<object?> la && b is List<object?> lb) return la.Concat(lb).ToList();
-            if (op == "*" && a is string repeated && b is long times) return string.Concat(Enumerable.Repeat(repeated, (int)times));
+            if (op == "+" && a is string sa && b is string sb) return Concatenate(sa, sb);
+            if (op == "+" && a is List<object?> la && b is List<object?> lb)
+            {
+                if (la.Count + lb.Count > MaxItems) throw new JinjaException($"the template builds a list of more than {MaxItems:N0} items");
+                return la.Concat(lb).ToList();
+            }
+            if (op == "*" && a is string repeated && b is long times)
+            {
+                // As in Python, zero or fewer times is the empty string.
+                if (times <= 0) return "";
+                CheckLength(Math.Min(times, int.MaxValue) * repeated.Length);
+                return string.Concat(Enumerable.Repeat(repeated, (int)times));
+            }
             if (a is long x && b is long y && op != "/")
             {
                 return op switch
                 {
                     "+" => x + y, "-" => x - y, "*" => x * y,
-                    "%" => y == 0 ? throw new JinjaException("modulo by zero") : ((x % y) + y) % y,
+                    // Python's modulo takes the divisor's sign; x % -1 is 0 (C#'s long.MinValue % -1 overflows).
+                    "%" => y == 0 ? throw new JinjaException("modulo by zero") : y == -1 ? 0L : x % y is var r && r != 0 && (r < 0) != (y < 0) ? r + y : r,
                     _ => y == 0 ? throw new JinjaException("division by zero") : (long)Math.Floor((double)x / y),
                 };
             }
@@ -778,34 +975,94 @@ public sealed class JinjaTemplate
             "first" => (v, _) => Iterate(v).FirstOrDefault(),
             "last" => (v, _) => Iterate(v).LastOrDefault(),
             "list" => (v, _) => Iterate(v).ToList(),
-            "join" => (v, args) => string.Join(args.Count > 0 ? ToText(args[0]) : "", Iterate(v).Select(ToText)),
+            "join" => (v, args) => Join(Iterate(v), args.Count > 0 ? ToText(args[0]) : ""),
             "default" or "d" => (v, args) => v is Undefined || (args.Count > 1 && Truthy(args[1]) && !Truthy(v)) ? (args.Count > 0 ? args[0] : "") : v,
             "items" => (v, _) => v is IDictionary<string, object?> d ? d.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList() : [],
             _ => throw new JinjaException($"the filter '|{name}' is not supported"),
         };
 
-        public static object? CallMethod(object? target, string name, List<object?> args) => (target, name) switch
+        static string Join(IEnumerable<object?> items, string separator)
         {
-            (string s, "strip") => args.Count > 0 ? s.Trim(ToText(args[0]).ToCharArray()) : s.Trim(),
-            (string s, "lstrip") => args.Count > 0 ? s.TrimStart(ToText(args[0]).ToCharArray()) : s.TrimStart(),
-            (string s, "rstrip") => args.Count > 0 ? s.TrimEnd(ToText(args[0]).ToCharArray()) : s.TrimEnd(),
-            (string s, "upper") => s.ToUpperInvariant(),
-            (string s, "lower") => s.ToLowerInvariant(),
-            (string s, "title") => CultureInfo.InvariantCulture.TextInfo.ToTitleCase(s.ToLowerInvariant()),
-            (string s, "startswith") => s.StartsWith(ToText(args[0]), StringComparison.Ordinal),
-            (string s, "endswith") => s.EndsWith(ToText(args[0]), StringComparison.Ordinal),
-            (string s, "replace") => s.Replace(ToText(args[0]), ToText(args[1]), StringComparison.Ordinal),
-            (string s, "split") => (args.Count > 0 ? s.Split(ToText(args[0])) : s.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)).Select(p => (object?)p).ToList(),
-            (IDictionary<string, object?> d, "items") => d.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList(),
-            (IDictionary<string, object?> d, "keys") => d.Keys.Select(k => (object?)k).ToList(),
-            (IDictionary<string, object?> d, "values") => d.Values.ToList(),
-            (IDictionary<string, object?> d, "get") => d.TryGetValue(ToText(args[0]), out var v) ? v : args.Count > 1 ? args[1] : null,
-            _ => throw new JinjaException($"the method .{name}() on {Describe(target)} is not supported"),
+            var text = new StringBuilder();
+            var between = "";
+            foreach (var item in items)
+            {
+                text.Append(between).Append(ToText(item));
+                between = separator;
+                CheckLength(text.Length);
+            }
+            return text.ToString();
+        }
+
+        /// <summary>How many arguments each method takes. Python's optional ones that this
+        /// subset does not implement (startswith's start, replace's count, split's maxsplit)
+        /// are refused rather than ignored.</summary>
+        static readonly Dictionary<string, (int Min, int Max)> Arity = new()
+        {
+            ["strip"] = (0, 1), ["lstrip"] = (0, 1), ["rstrip"] = (0, 1), ["upper"] = (0, 0), ["lower"] = (0, 0), ["title"] = (0, 0),
+            ["startswith"] = (1, 1), ["endswith"] = (1, 1), ["replace"] = (2, 2), ["split"] = (0, 1),
+            ["items"] = (0, 0), ["keys"] = (0, 0), ["values"] = (0, 0), ["get"] = (1, 2),
         };
+
+        public static object? CallMethod(object? target, string name, List<object?> args, Budget budget)
+        {
+            if (Arity.TryGetValue(name, out var arity) && (args.Count < arity.Min || args.Count > arity.Max))
+            {
+                var count = arity.Min == arity.Max ? $"{arity.Min}" : $"{arity.Min} or {arity.Max}";
+                throw new JinjaException($".{name}() takes {count} argument{(arity.Max == 1 ? "" : "s")}, not {args.Count}");
+            }
+            // strip(none) and split(none) mean white space, as in Python.
+            return (target, name) switch
+            {
+                (string s, "strip") => args is [{ } chars] ? s.Trim(Characters(s, chars, budget)) : s.Trim(),
+                (string s, "lstrip") => args is [{ } chars] ? s.TrimStart(Characters(s, chars, budget)) : s.TrimStart(),
+                (string s, "rstrip") => args is [{ } chars] ? s.TrimEnd(Characters(s, chars, budget)) : s.TrimEnd(),
+                (string s, "upper") => s.ToUpperInvariant(),
+                (string s, "lower") => s.ToLowerInvariant(),
+                (string s, "title") => CultureInfo.InvariantCulture.TextInfo.ToTitleCase(s.ToLowerInvariant()),
+                (string s, "startswith") => s.StartsWith(ToText(args[0]), StringComparison.Ordinal),
+                (string s, "endswith") => s.EndsWith(ToText(args[0]), StringComparison.Ordinal),
+                (string s, "replace") => Replace(s, ToText(args[0]), ToText(args[1]), budget),
+                (string s, "split") => (args is [{ } separator] ? Split(s, ToText(separator), budget) : s.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)).Select(p => (object?)p).ToList(),
+                (IDictionary<string, object?> d, "items") => d.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList(),
+                (IDictionary<string, object?> d, "keys") => d.Keys.Select(k => (object?)k).ToList(),
+                (IDictionary<string, object?> d, "values") => d.Values.ToList(),
+                (IDictionary<string, object?> d, "get") => d.TryGetValue(ToText(args[0]), out var v) ? v : args.Count > 1 ? args[1] : null,
+                _ => throw new JinjaException($"the method .{name}() on {Describe(target)} is not supported"),
+            };
+        }
+
+        /// <summary>The characters strip() removes; each character of the text is looked up among them.</summary>
+        static char[] Characters(string s, object? chars, Budget budget)
+        {
+            var set = ToText(chars);
+            SpendOnSearch(budget, s, set);
+            return set.ToCharArray();
+        }
+
+        static string Replace(string s, string old, string replacement, Budget budget)
+        {
+            if (old.Length == 0) throw new JinjaException(".replace() of the empty string is not supported");
+            SpendOnSearch(budget, s, old);
+            if (replacement.Length > old.Length)
+            {
+                long count = 0;
+                for (var at = s.IndexOf(old, StringComparison.Ordinal); at >= 0; at = s.IndexOf(old, at + old.Length, StringComparison.Ordinal)) count++;
+                CheckLength(s.Length + count * (replacement.Length - old.Length));
+            }
+            return s.Replace(old, replacement, StringComparison.Ordinal);
+        }
+
+        static string[] Split(string s, string separator, Budget budget)
+        {
+            if (separator.Length == 0) throw new JinjaException(".split() with an empty separator");
+            SpendOnSearch(budget, s, separator);
+            return s.Split(separator);
+        }
 
         public static Expr Function(string name, List<Expr> arguments) => name switch
         {
-            "raise_exception" => new Lambda(s => throw new JinjaException(ToText(arguments.FirstOrDefault()?.Eval(s)))),
+            "raise_exception" => new Lambda(s => throw new JinjaException(ToText(arguments.FirstOrDefault()?.Eval(s))), arguments),
             "namespace" => new Lambda(s =>
             {
                 var ns = new Namespace();
@@ -814,16 +1071,22 @@ public sealed class JinjaTemplate
                     if (a.Eval(s) is KeyValuePair<string, object?> kv) ns[kv.Key] = kv.Value;
                 }
                 return ns;
-            }),
+            }, arguments),
             "range" => new Lambda(s =>
             {
+                if (arguments.Count is 0 or > 3) throw new JinjaException($"range() takes 1 to 3 integers, not {arguments.Count}");
                 var values = arguments.Select(a => a.Eval(s) is long l ? l : throw new JinjaException("range() takes integers")).ToList();
                 var (start, stop) = values.Count == 1 ? (0L, values[0]) : (values[0], values[1]);
                 var step = values.Count > 2 ? values[2] : 1L;
-                var list = new List<object?>();
-                for (var i = start; step > 0 ? i < stop : i > stop; i += step) list.Add(i);
+                if (step == 0) throw new JinjaException("range() step must not be zero");
+                // Counted before it is built, in 128 bits: the bounds may be any two longs.
+                var span = step > 0 ? (Int128)stop - start : (Int128)start - stop;
+                var count = span <= 0 ? 0 : (span + Int128.Abs(step) - 1) / Int128.Abs(step);
+                if (count > MaxItems) throw new JinjaException($"range() of {count:N0} numbers is too large (at most {MaxItems:N0}, as in Jinja's sandbox)");
+                var list = new List<object?>((int)count);
+                for (var i = 0L; i < count; i++) list.Add(start + i * step);
                 return list;
-            }),
+            }, arguments),
             _ => throw new JinjaException($"the function {name}() is not supported"),
         };
 

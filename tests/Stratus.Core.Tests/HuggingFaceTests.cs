@@ -80,10 +80,8 @@ public sealed class HuggingFaceTests
         var tokenizer = HfTokenizer.FromHuggingFace(json, null);
         Assert.Equal([2, 0], tokenizer.Encode("aba"));
         // Each "a" matches (a|aa)+ in Fibonacci-many ways before the missing "b" fails it: minutes.
-        var started = System.Diagnostics.Stopwatch.StartNew();
         var error = Assert.Throws<StratusUserException>(() => tokenizer.Encode(new string('a', 46)));
         Assert.StartsWith("the tokenizer's pre-tokenizer pattern took more than 1 s to split this text into words", error.Message);
-        Assert.True(started.Elapsed < TimeSpan.FromSeconds(30), $"took {started.Elapsed}");
     }
 
     [Fact]
@@ -182,6 +180,8 @@ public sealed class HuggingFaceTests
             File.WriteAllText(configPath, good.Replace(from, to));
             Assert.Equal($"{configPath}: {expected}", Error(() => HuggingFace.Import(hf, temp.File("run5"))));
         }
+        File.WriteAllText(configPath, good.Replace("\"hidden_size\": 64", "\"hidden_size\": 64, \"hidden_size\": 64"));
+        Assert.Contains("Duplicate property 'hidden_size'", Error(() => HuggingFace.Import(hf, temp.File("run6"))));
         File.WriteAllText(configPath, good);
 
         var weights = Path.Combine(hf, "model.safetensors");

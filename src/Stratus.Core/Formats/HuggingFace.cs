@@ -150,7 +150,8 @@ public static class HuggingFace
         var path = Path.Combine(directory, name);
         if (!File.Exists(path))
             return required ? throw new StratusUserException($"{directory} is missing {name}; a Hugging Face model folder needs config.json, model.safetensors (or shards with their index) and tokenizer.json") : null;
-        try { return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new StratusUserException($"{path} is not a JSON object"); }
+        // Duplicate keys refused while parsing: JsonObject would throw on them later, outside this catch.
+        try { return JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject ?? throw new StratusUserException($"{path} is not a JSON object"); }
         catch (JsonException e) { throw StratusUserException.NotValidJson(path, e); }
     }
 

@@ -77,7 +77,7 @@ public static class TokenizerStore
         const string Fix = "prepare the dataset again, or restore the model's files";
         try
         {
-            return FromJson(JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+            return FromJson(JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
                 ?? throw new StratusUserException($"{path} is not a JSON object; {Fix}"));
         }
         catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, hint: $"To fix it, {Fix}."); }

@@ -92,10 +92,8 @@ public sealed class ChatTemplateTests
     [InlineData("{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ ns | tojson }}", "the template nests deeper than 200 levels")]
     public void A_template_that_would_crash_or_run_away_fails_with_a_clear_error(string source, string expected)
     {
-        var started = System.Diagnostics.Stopwatch.StartNew();
         var error = Assert.Throws<StratusUserException>(() => new ChatTemplate(source).Render(Conversation, addGenerationPrompt: false));
         Assert.StartsWith($"the chat template could not render this conversation: {expected}", error.Message);
-        Assert.True(started.Elapsed < TimeSpan.FromSeconds(20), $"took {started.Elapsed}");
     }
 
     public static TheoryData<string, string> Unparseable => new()

@@ -154,7 +154,8 @@ static class BenchCommand
             }
             if (trainer.IsMain && !Console.IsOutputRedirected) Console.Write("\r\u001b[2K");
             times.Sort();
-            var median = times[times.Count / 2];
+            // Of an even count, the mean of the two middle steps (the upper one alone biased tokens/s and MFU low).
+            var median = Stratus.Server.Benchmarking.LatencyStats.Percentile(times, 50);
             var tokens = (double)config.BatchSize * config.Model.BlockSize * config.GradientAccumulationSteps;
             var achieved = trainer.FlopsPerStep / median;
             var ranks = trainer.WorldSize;

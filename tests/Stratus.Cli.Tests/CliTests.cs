@@ -64,6 +64,20 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Bench_train_reports_the_median_step_and_the_rates_from_it()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var (code, _, stderr) = Cli.Run("bench", "train", "--config", config, "--data", data, "--steps", "2", "--json", temp["bench.json"]);
+        Assert.True(code == 0, stderr);
+        var report = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(temp["bench.json"]))!;
+        double Field(string name) => (double)report[name]!;
+        // Of two steps, the median is their mean; tokens/s follows from it.
+        Assert.Equal((Field("ms_per_step_min") + Field("ms_per_step_max")) / 2, Field("ms_per_step_median"), 6);
+        Assert.Equal(8 * 32 / (Field("ms_per_step_median") / 1000), Field("tokens_per_sec"), 0);
+    }
+
+    [Fact]
     public void Bad_input_gets_one_line_exit_code_2_and_no_stack_trace()
     {
         using var temp = new TempDirectory();

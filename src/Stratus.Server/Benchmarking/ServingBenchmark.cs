@@ -45,8 +45,9 @@ public sealed record LatencyStats(double Mean, double P50, double P90, double P9
         return new LatencyStats(values.Average(), Percentile(values, 50), Percentile(values, 90), Percentile(values, 99));
     }
 
-    /// <summary>Linear interpolation between closest ranks (numpy's default, as vLLM reports).</summary>
-    static double Percentile(List<double> sorted, double p)
+    /// <summary>The p-th percentile of sorted values: linear interpolation between closest ranks
+    /// (numpy's default, as vLLM reports).</summary>
+    public static double Percentile(List<double> sorted, double p)
     {
         var rank = p / 100 * (sorted.Count - 1);
         var low = (int)Math.Floor(rank);

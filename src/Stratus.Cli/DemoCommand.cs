@@ -39,9 +39,10 @@ static class DemoCommand
             var config = TrainConfig.Load(configPath, overrides.Overrides(result));
             var checkpoints = Path.Combine(run, "checkpoints");
             if (Directory.Exists(checkpoints)) Directory.Delete(checkpoints, recursive: true);
+            using (var stop = TrainCommand.StopOnSignals(out var stopTraining))
             using (var trainer = Trainer.Start(config, data, run))
             {
-                TrainCommand.Run(trainer, cancellation);
+                TrainCommand.Run(trainer, stopTraining);
             }
 
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(run));

@@ -3,6 +3,7 @@
 // Under `mpirun -np N` or `srun` every rank runs this command; they train one model together
 // (data parallel, see docs/distributed.md) and only rank 0 prints.
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using Stratus.Distributed;
 using Stratus.Training;
 
@@ -28,7 +29,7 @@ static class TrainCommand
                     if (result.GetResult(option) is not null)
                         throw new StratusUserException($"{option.Name} cannot be used with --resume: a run continues with its own config and folder (change settings such as max_iters with --max-iters ...)");
             var communicator = Communicator.Create();
-            using (var stop = StopOnCtrlC(out var token))
+            using (var stop = StopOnSignals(out var token))
             using (var trainer = result.GetValue(resume) is { } runDirectory
                 ? Trainer.Resume(runDirectory, overrides.Overrides(result), communicator: communicator, dataDirectory: result.GetValue(data))
                 : Trainer.Start(
@@ -74,19 +75,30 @@ static class TrainCommand
         if (trainer.StoppedEarly) Console.WriteLine($"stopped at step {trainer.Step}; continue with `stratus train --resume <run>`");
     }
 
-    /// <summary>Ctrl+C asks the trainer to save a checkpoint and stop after the current step.</summary>
-    static IDisposable StopOnCtrlC(out CancellationToken token)
+    /// <summary>Ctrl+C (SIGINT), SIGTERM and, on Linux, SIGUSR1 ask the trainer to save a
+    /// checkpoint and stop after the current step; a second one ends the process at once. SIGTERM
+    /// is what mpirun passes to the ranks on Ctrl+C (each rank has its own process group, so the
+    /// terminal's SIGINT reaches only mpirun) and what Slurm and container runtimes send before a
+    /// kill; SIGUSR1 is what mpirun forwards to every rank without ending the job, and what Slurm's
+    /// --signal sends ahead of a time limit.</summary>
+    public static IDisposable StopOnSignals(out CancellationToken token)
     {
         var source = new CancellationTokenSource();
         token = source.Token;
-        ConsoleCancelEventHandler handler = (_, e) =>
+        void Stop(PosixSignalContext context)
         {
-            if (source.IsCancellationRequested) return; // a second Ctrl+C ends the process at once
-            e.Cancel = true;
+            if (source.IsCancellationRequested) return;
+            context.Cancel = true;
             source.Cancel();
-        };
-        Console.CancelKeyPress += handler;
-        return new Registration(() => { Console.CancelKeyPress -= handler; source.Dispose(); });
+        }
+        const PosixSignal SigUsr1 = (PosixSignal)10; // Linux's number; PosixSignal names only the portable signals
+        PosixSignal[] signals = OperatingSystem.IsLinux() ? [PosixSignal.SIGINT, PosixSignal.SIGTERM, SigUsr1] : [PosixSignal.SIGINT, PosixSignal.SIGTERM];
+        var registrations = signals.Select(signal => PosixSignalRegistration.Create(signal, Stop)).ToArray();
+        return new Registration(() =>
+        {
+            foreach (var registration in registrations) registration.Dispose();
+            source.Dispose();
+        });
     }
 
     sealed class Registration(Action dispose) : IDisposable

@@ -63,6 +63,45 @@ public sealed class CliTests
             Assert.True(Math.Abs(expected[i].Loss - actual[i].Loss) <= 1e-6, $"step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss}");
     }
 
+    /// <summary>Waits until a run has logged <paramref name="steps"/> training steps (or its process ended).</summary>
+    internal static void WaitForSteps(Process process, string run, int steps)
+    {
+        var metrics = Path.Combine(run, "metrics.jsonl");
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        while (DateTime.UtcNow < deadline && !process.HasExited && !(File.Exists(metrics) && File.ReadLines(metrics).Count(l => l.Contains("\"train_loss\"")) >= steps))
+            Thread.Sleep(20);
+        Assert.False(process.HasExited, "the run ended before it could be signalled");
+    }
+
+    internal static void Signal(int pid, string signal)
+    {
+        using var kill = Process.Start("kill", ["-" + signal, pid.ToString()])!;
+        kill.WaitForExit();
+    }
+
+    [Fact]
+    public async Task SIGTERM_stops_training_after_a_last_checkpoint()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        using var run = Process.Start(Cli.StartInfo("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "100000", "--checkpoint-interval", "0"))!;
+        var stdout = run.StandardOutput.ReadToEndAsync();
+        var stderr = run.StandardError.ReadToEndAsync();
+        try
+        {
+            WaitForSteps(run, temp["run"], 5);
+            Signal(run.Id, "TERM");
+            Assert.True(run.WaitForExit(TimeSpan.FromMinutes(2)), "training did not stop");
+            Assert.True(run.ExitCode == 0, await stdout + await stderr);
+            Assert.Matches(@"stopped at step \d+", await stdout);
+            Assert.True(Directory.Exists(Path.Combine(temp["run"], "checkpoints", "last")));
+        }
+        finally
+        {
+            if (!run.HasExited) run.Kill(entireProcessTree: true);
+        }
+    }
+
     [Fact]
     public void Bench_train_reports_the_median_step_and_the_rates_from_it()
     {

@@ -117,6 +117,30 @@ public sealed class DistributedCliTests
         }
     }
 
+    [MpiFact]
+    public async Task SIGUSR1_to_mpirun_stops_every_rank_after_a_last_checkpoint()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        using var job = Process.Start(Cli.MpiStartInfo(2, Train(config, data, temp["run"], 100_000)))!;
+        var stdout = job.StandardOutput.ReadToEndAsync();
+        var stderr = job.StandardError.ReadToEndAsync();
+        try
+        {
+            CliTests.WaitForSteps(job, temp["run"], 5);
+            CliTests.Signal(job.Id, "USR1"); // mpirun forwards it to every rank
+            Assert.True(job.WaitForExit(TimeSpan.FromMinutes(2)), "the job did not stop");
+            Assert.True(job.ExitCode == 0, await stdout + await stderr);
+            var stopped = long.Parse(System.Text.RegularExpressions.Regex.Match(await stdout, @"stopped at step (\d+)").Groups[1].Value);
+            var state = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(temp["run"], "checkpoints", "last", "state.json")))!;
+            Assert.Equal(stopped, (long)state["step"]!); // saved at the stop, not only at the last multiple of 10
+        }
+        finally
+        {
+            if (!job.HasExited) job.Kill(entireProcessTree: true);
+        }
+    }
+
     // The child of mpirun whose environment says OMPI_COMM_WORLD_RANK=rank (Linux /proc).
     static Process? RankProcess(int mpirun, int rank)
     {

@@ -27,6 +27,23 @@ public sealed class ChatClientTests
             await foreach (var update in client.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, "Hello")], options)) streamed.Append(update.Text);
             Assert.Equal(response.Text, streamed.ToString());
             Assert.Equal(Path.GetFileName(folder), client.GetService<ChatClientMetadata>()!.DefaultModelId);
+            Assert.NotNull(response.ResponseId);
+
+            // Instructions reach the model as a system message.
+            var withInstructions = options.Clone();
+            withInstructions.Instructions = "Be brief.";
+            var instructed = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], withInstructions);
+            var asSystem = await client.GetResponseAsync([new ChatMessage(ChatRole.System, "Be brief."), new ChatMessage(ChatRole.User, "Hello")], options);
+            Assert.Equal(asSystem.Usage!.InputTokenCount, instructed.Usage!.InputTokenCount);
+            Assert.NotEqual(response.Usage.InputTokenCount, instructed.Usage.InputTokenCount);
+
+            // What the sampler cannot use, or Stratus cannot honour, is refused, and the engine lives on.
+            foreach (var bad in new[] { new ChatOptions { Temperature = -0.5f }, new ChatOptions { Temperature = float.NaN }, new ChatOptions { TopP = 0 }, new ChatOptions { StopSequences = [""] } })
+                await Assert.ThrowsAsync<StratusUserException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], bad));
+            await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { ResponseFormat = ChatResponseFormat.Json }));
+            await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")] }));
+            Assert.True(served.Engine.IsHealthy);
+            Assert.Equal(response.Text, (await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], options)).Text);
         }
         finally
         {

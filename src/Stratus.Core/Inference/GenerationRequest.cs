@@ -33,6 +33,26 @@ public sealed record GenerationRequest
     public bool IgnoreEos { get; init; }
 
     public bool UsesPenalties => PresencePenalty != 0 || FrequencyPenalty != 0 || RepetitionPenalty != 1.0;
+
+    /// <summary>Refuses sampling settings the sampler cannot use. The engine checks every request
+    /// with it, whoever built it (the HTTP API first checks with its own messages): a NaN or a
+    /// negative temperature would otherwise fail the engine for all its callers.</summary>
+    /// <exception cref="StratusUserException">A setting is out of range.</exception>
+    public void ValidateSampling()
+    {
+        static void Require(bool condition, string message)
+        {
+            if (!condition) throw new StratusUserException(message);
+        }
+        Require(Temperature >= 0 && double.IsFinite(Temperature), $"temperature must be 0 (greedy) or more, got {Temperature}");
+        Require(TopP is > 0 and <= 1, $"top_p must be in (0, 1], got {TopP}");
+        Require(TopK >= 0, $"top_k must be 0 (all tokens) or more, got {TopK}");
+        Require(MinP is >= 0 and <= 1, $"min_p must be in [0, 1], got {MinP}");
+        Require(double.IsFinite(PresencePenalty) && double.IsFinite(FrequencyPenalty), $"presence and frequency penalties must be numbers, got {PresencePenalty} and {FrequencyPenalty}");
+        Require(RepetitionPenalty > 0 && double.IsFinite(RepetitionPenalty), $"repetition_penalty must be above 0, got {RepetitionPenalty}");
+        Require(Stop.All(stop => stop.Length > 0), "a stop sequence must not be empty");
+        if (LogitBias is { } bias) Require(bias.Values.All(float.IsFinite), "logit_bias values must be numbers");
+    }
 }
 
 public static class FinishReason

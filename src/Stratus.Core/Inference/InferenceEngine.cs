@@ -110,6 +110,7 @@ public sealed class InferenceEngine : IDisposable
 
     void Validate(GenerationRequest request)
     {
+        request.ValidateSampling();
         var count = request.PromptTokens.Count;
         if (count == 0) throw new StratusUserException("the prompt has no tokens");
         if (request.MaxTokens < 0) throw new StratusUserException($"max_tokens must be 0 or more, got {request.MaxTokens}");

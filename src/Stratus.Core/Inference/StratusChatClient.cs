@@ -18,6 +18,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         await foreach (var chunk in stream.ReadAllAsync(cancellationToken).ConfigureAwait(false)) text.Append(chunk.Text);
         return new ChatResponse(new ChatMessage(ChatRole.Assistant, text.ToString()))
         {
+            ResponseId = $"chatcmpl-{Guid.NewGuid():N}",
             ModelId = modelName,
             CreatedAt = DateTimeOffset.UtcNow,
             FinishReason = ToFinishReason(stream.FinishReason),
@@ -45,9 +46,15 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
 
     GenerationRequest BuildRequest(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
+        // Refused rather than ignored, as the HTTP API refuses them: an answer in free text would
+        // pass for one that honoured them.
+        if (options?.Tools is { Count: > 0 }) throw new NotSupportedException("Stratus has no tool calling; leave ChatOptions.Tools empty");
+        if (options?.ResponseFormat is { } format and not ChatResponseFormatText)
+            throw new NotSupportedException("Stratus cannot constrain output to JSON; leave ChatOptions.ResponseFormat unset or use ChatResponseFormat.Text");
         var list = new List<ChatMessageText>();
+        if (options?.Instructions is { Length: > 0 } instructions) list.Add(new ChatMessageText("system", instructions));
         foreach (var message in messages) list.Add(new ChatMessageText(message.Role.Value, message.Text));
-        if (list.Count == 0) throw new StratusUserException("a chat needs at least one message");
+        if (list.Count == 0 || list.Count == 1 && options?.Instructions is { Length: > 0 }) throw new StratusUserException("a chat needs at least one message");
         var prompt = template.Render(list);
         var tokenizer = engine.Tokenizer;
         var unencodable = tokenizer.Unencodable(prompt);

@@ -146,6 +146,18 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
                      "stratus_kv_cache_usage_ratio", "stratus_prompt_tokens_total", "stratus_generation_tokens_total" })
             Assert.Contains(name, metrics);
         Assert.Contains("model=\"tiny\"", metrics);
+
+        // Time per output token is each choice's: n choices are n observations.
+        async Task<long> Observations()
+        {
+            await Task.Delay(400); // past the exporter's 300 ms scrape cache
+            var line = (await Http.GetStringAsync("/metrics")).Split('\n')
+                .First(l => l.StartsWith("stratus_time_per_output_token_seconds_count") && l.Contains("model=\"tiny\""));
+            return long.Parse(line[(line.LastIndexOf(' ') + 1)..]);
+        }
+        var before = await Observations();
+        await PostJson("/v1/chat/completions", ChatBody(5, temperature: 1, n: 3, seed: 1));
+        Assert.Equal(3, await Observations() - before);
     }
 
     [Fact]

@@ -35,6 +35,9 @@ public sealed class GenerationRun : IAsyncDisposable
     readonly long started = Stopwatch.GetTimestamp();
     /// <summary>When the engine produced the first token of any choice; 0 until then.</summary>
     long firstToken;
+    /// <summary>Per choice: when its first and latest token came, and how many (written only by
+    /// that choice's reader).</summary>
+    readonly (long First, long Last, int Count)[] choiceTokens;
     string outcome = FinishReason.Cancelled;
 
     GenerationRun(GenerationContext context, IReadOnlyList<IGenerationScope> scopes, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel)
@@ -44,6 +47,7 @@ public sealed class GenerationRun : IAsyncDisposable
         this.metrics = metrics;
         this.streams = streams;
         this.cancel = cancel;
+        choiceTokens = new (long, long, int)[streams.Length];
         PromptFilterResults = scopes.SelectMany(s => s.PromptFilterResults ?? []).ToArray() is { Length: > 0 } results ? results : null;
     }
 
@@ -132,8 +136,14 @@ public sealed class GenerationRun : IAsyncDisposable
         (PromptTokens, CompletionTokens, CachedPromptTokens) = Counts();
         outcome = streams.Length > 0 && Array.TrueForAll(streams, s => s.FinishReason == FinishReason.Stop) ? FinishReason.Stop : FinishReason.Length;
         var first = Interlocked.Read(ref firstToken);
-        metrics.Generated(context.Model.Name, started, first == 0 ? null : first, PromptTokens, CachedPromptTokens, CompletionTokens);
+        metrics.Generated(context.Model.Name, started, first == 0 ? null : first, PromptTokens, CachedPromptTokens, CompletionTokens, SecondsPerOutputToken());
     }
+
+    /// <summary>Each choice's time per output token after its first (vLLM's TPOT): choices are
+    /// generated side by side, so dividing the request's time by all their tokens would read n
+    /// times too fast.</summary>
+    IEnumerable<double> SecondsPerOutputToken() =>
+        from c in choiceTokens where c.Count > 1 select Stopwatch.GetElapsedTime(c.First, c.Last).TotalSeconds / (c.Count - 1);
 
     /// <summary>Tokens used so far; prompt tokens are counted once per prompt, not per choice
     /// (OpenAI's usage).</summary>
@@ -181,7 +191,10 @@ public sealed class GenerationRun : IAsyncDisposable
             if (chunk.Token is { } token)
             {
                 pending.Enqueue((token, generated));
-                Interlocked.CompareExchange(ref firstToken, Stopwatch.GetTimestamp(), 0);
+                var now = Stopwatch.GetTimestamp();
+                Interlocked.CompareExchange(ref firstToken, now, 0);
+                var (firstOfChoice, _, count) = choiceTokens[choice];
+                choiceTokens[choice] = (firstOfChoice == 0 ? now : firstOfChoice, now, count + 1);
             }
             var text = chunk.Text;
             foreach (var scope in scopes)

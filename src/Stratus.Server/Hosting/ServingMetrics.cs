@@ -26,7 +26,7 @@ public sealed class ServingMetrics : IDisposable
         generationTokens = meter.CreateCounter<long>("stratus.generation_tokens", description: "Tokens generated.");
         var advice = new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets };
         timeToFirstToken = meter.CreateHistogram("stratus.time_to_first_token", "s", "Time from request to the first generated token.", advice: advice);
-        timePerOutputToken = meter.CreateHistogram("stratus.time_per_output_token", "s", "Mean time between generated tokens of a request.", advice: advice);
+        timePerOutputToken = meter.CreateHistogram("stratus.time_per_output_token", "s", "Mean time between generated tokens of each choice of a request.", advice: advice);
         e2eLatency = meter.CreateHistogram("stratus.e2e_request_latency", "s", "Time from request to its last token.", advice: advice);
         meter.CreateObservableGauge("stratus.num_requests_running", () => PerModel(registry, m => m.Engine.Running), description: "Sequences in the running batch.");
         meter.CreateObservableGauge("stratus.num_requests_waiting", () => PerModel(registry, m => m.Engine.Waiting), description: "Sequences waiting for a slot.");
@@ -41,8 +41,9 @@ public sealed class ServingMetrics : IDisposable
     public void RequestEnded(string model, string outcome) =>
         requests.Add(1, new KeyValuePair<string, object?>("model", model), new KeyValuePair<string, object?>("outcome", outcome));
 
-    /// <summary>Records a finished generation's latencies and token counts.</summary>
-    public void Generated(string model, long startTimestamp, long? firstTokenTimestamp, int prompt, int cachedPrompt, int completion)
+    /// <summary>Records a finished generation's latencies and token counts, and each of its
+    /// choices' time per output token.</summary>
+    public void Generated(string model, long startTimestamp, long? firstTokenTimestamp, int prompt, int cachedPrompt, int completion, IEnumerable<double> secondsPerOutputToken)
     {
         var tag = new KeyValuePair<string, object?>("model", model);
         var end = Stopwatch.GetTimestamp();
@@ -50,11 +51,8 @@ public sealed class ServingMetrics : IDisposable
         cachedPromptTokens.Add(cachedPrompt, tag);
         generationTokens.Add(completion, tag);
         e2eLatency.Record(Stopwatch.GetElapsedTime(startTimestamp, end).TotalSeconds, tag);
-        if (firstTokenTimestamp is { } first)
-        {
-            timeToFirstToken.Record(Stopwatch.GetElapsedTime(startTimestamp, first).TotalSeconds, tag);
-            if (completion > 1) timePerOutputToken.Record(Stopwatch.GetElapsedTime(first, end).TotalSeconds / (completion - 1), tag);
-        }
+        if (firstTokenTimestamp is { } first) timeToFirstToken.Record(Stopwatch.GetElapsedTime(startTimestamp, first).TotalSeconds, tag);
+        foreach (var seconds in secondsPerOutputToken) timePerOutputToken.Record(seconds, tag);
     }
 
     public void Dispose() => meter.Dispose();

@@ -36,7 +36,8 @@ public sealed class GenerationStream
 
     public int PromptTokens => sequence.PromptLength;
     public int CachedPromptTokens => sequence.CachedPromptTokens;
-    /// <summary>Tokens generated so far (up to a stop string: later ones are not counted).</summary>
+    /// <summary>Tokens generated so far, with the end marker that ended the sequence (up to a stop
+    /// string: later ones are not counted).</summary>
     public int CompletionTokens { get; private set; }
     /// <summary>Prompt tokens' log-probabilities (GenerationRequest.PromptLogprobs), available
     /// once the first chunk or the end has been read.</summary>
@@ -76,8 +77,10 @@ public sealed class GenerationStream
                     yield return new GenerationChunk(piece, token);
                 }
             }
-            // Channel complete: the engine ended the sequence (an engine failure throws above).
+            // Channel complete: the engine ended the sequence (an engine failure throws above). An
+            // end marker that ended it was generated but never sent: it counts, as in vLLM's usage.
             finished = true;
+            CompletionTokens = sequence.Generated;
             held.Append(decoder.Flush());
             finishReason = sequence.FinishReason == Inference.FinishReason.Stop ? Inference.FinishReason.Stop : Inference.FinishReason.Length;
             var rest = held.ToString();

@@ -173,6 +173,19 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public async Task An_end_marker_that_ends_a_choice_counts_as_generated_but_is_not_shown()
+    {
+        var (model, tokenizer) = TinyModel();
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        var end = tokenizer.Encode("z")[0];
+        // The marker is forced first: nothing is shown, and it is the one token generated.
+        var stream = new GenerationStream(engine, Greedy(tokenizer, "to be", 6) with { StopTokens = [end], LogitBias = new Dictionary<int, float> { [end] = 100 } });
+        var text = new System.Text.StringBuilder();
+        await foreach (var chunk in stream.ReadAllAsync()) text.Append(chunk.Text);
+        Assert.Equal(("", FinishReason.Stop, 1), (text.ToString(), stream.FinishReason, stream.CompletionTokens));
+    }
+
+    [Fact]
     public async Task Equal_prompts_submitted_together_are_prefilled_once()
     {
         // n choices of one prompt: the first computes it, the others wait a step and take its

@@ -198,6 +198,12 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
             var body = JsonNode.Parse(await completion.Content.ReadAsStringAsync())!;
             Assert.Equal("mail me at [EMAIL] please".Length, (int)body["usage"]!["prompt_tokens"]!);
             Assert.True((bool)body["prompt_filter_results"]![0]!["content_filter_results"]!["pii"]!["redacted"]!);
+            // An echo is the prompt the model got, its tokens with their own log-probabilities.
+            using var echoed = await fixture.Http.PostAsJsonAsync("/v1/completions",
+                new { model = TinyModelServer.ModelName, prompt = "mail me at john.doe@example.com please", max_tokens = 0, echo = true, logprobs = 0 });
+            var echo = JsonNode.Parse(await echoed.Content.ReadAsStringAsync())!["choices"]![0]!;
+            Assert.Equal("mail me at [EMAIL] please", (string)echo["text"]!);
+            Assert.Equal("mail me at [EMAIL] please", string.Concat(echo["logprobs"]!["tokens"]!.AsArray().Select(t => (string)t!)));
 
             // A chat's messages are redacted one by one and the chat rendered again.
             var chat = new { model = TinyModelServer.ModelName, messages = new[] { new { role = "user", content = "john.doe@example.com" } }, max_tokens = 1 };

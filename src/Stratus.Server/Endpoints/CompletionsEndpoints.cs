@@ -46,6 +46,10 @@ public static class CompletionsEndpoints
         var stream = body.Stream == true;
         var context = new GenerationContext(http, "completions", model, promptTexts, null, request, choices, body.User, promptTokens.Sum(p => p.Length), stream);
         await using var run = await GenerationRun.StartAsync(context, promptTokens, [.. filters], metrics, cancellation);
+        // An echo is the prompt as the model got it (a filter may have rewritten it), so that its
+        // tokens, their log-probabilities and usage.prompt_tokens agree.
+        IReadOnlyList<int[]> echoedTokens = run.Prompts;
+        IReadOnlyList<string> echoedTexts = run.PromptsRewritten ? [.. run.Prompts.Select(p => tokenizer.Decode(p))] : promptTexts;
         var id = $"cmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var total = promptTokens.Count * choices;
@@ -66,8 +70,8 @@ public static class CompletionsEndpoints
                 if (echo && !echoed[c])
                 {
                     echoed[c] = true;
-                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], promptTokens[c / choices], run.Streams[c].PromptLogprobs, ref textOffsets[c]);
-                    await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, promptTexts[c / choices], promptLogprobs, null)]), cancellation);
+                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], echoedTokens[c / choices], run.Streams[c].PromptLogprobs, ref textOffsets[c]);
+                    await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, echoedTexts[c / choices], promptLogprobs, null)]), cancellation);
                 }
                 if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Tokens.Count == 0)) continue;
                 var lp = logprobs is not null && piece.Tokens.Count > 0 ? Logprobs(tokenizer, piece.Tokens, null, null, ref textOffsets[c]) : null;
@@ -86,7 +90,7 @@ public static class CompletionsEndpoints
         var withheld = new bool[total];
         for (var c = 0; c < total; c++)
         {
-            texts[c] = new StringBuilder(echo ? promptTexts[c / choices] : "");
+            texts[c] = new StringBuilder(echo ? echoedTexts[c / choices] : "");
             tokens[c] = [];
         }
         await foreach (var piece in run.ReadAllAsync())
@@ -99,7 +103,7 @@ public static class CompletionsEndpoints
         for (var c = 0; c < total; c++)
         {
             var offset = 0;
-            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, tokens[c], echo ? promptTokens[c / choices] : null, run.Streams[c].PromptLogprobs, ref offset);
+            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, tokens[c], echo ? echoedTokens[c / choices] : null, run.Streams[c].PromptLogprobs, ref offset);
             result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]) { ContentFilterResults = filterResults[c] };
         }
         await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result)

@@ -56,6 +56,10 @@ public sealed class GenerationRun : IAsyncDisposable
     public int CompletionTokens { get; private set; }
     /// <summary>Prompt tokens the prefix cache supplied, counted as PromptTokens is.</summary>
     public int CachedPromptTokens { get; private set; }
+    /// <summary>Each prompt's tokens as the model got them: a filter may have rewritten them.</summary>
+    public required IReadOnlyList<int[]> Prompts { get; init; }
+    /// <summary>Whether a filter rewrote the prompts (PII redaction).</summary>
+    public bool PromptsRewritten { get; init; }
     /// <summary>The filters' prompt annotations; null when none gave any.</summary>
     public IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; }
 
@@ -112,7 +116,7 @@ public sealed class GenerationRun : IAsyncDisposable
                 _ => e,
             };
         }
-        return new GenerationRun(context, scopes, metrics, streams, cancel);
+        return new GenerationRun(context, scopes, metrics, streams, cancel) { Prompts = promptTokens, PromptsRewritten = scopes.Any(s => s.Prompts is not null) };
     }
 
     /// <summary>A prompt a filter rewrote (PII replaced by "[LABEL]"). The client's text was

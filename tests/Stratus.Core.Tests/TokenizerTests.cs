@@ -38,6 +38,32 @@ public sealed class TokenizerTests
         Assert.Equal("✓ ok 😀", string.Concat(pieces));
     }
 
+    /// <summary>A Hugging Face byte-level BPE with one token per byte and an added end marker.</summary>
+    static HfTokenizer EveryByteTokenizer()
+    {
+        var vocab = new System.Text.Json.Nodes.JsonObject();
+        for (var b = 0; b < 256; b++) vocab[ByteLevel.Encode([(byte)b])] = b;
+        var json = System.Text.Json.Nodes.JsonNode.Parse("""
+            {"added_tokens": [{"id": 256, "content": "<|endoftext|>", "special": true}],
+             "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}, "decoder": {"type": "ByteLevel"},
+             "model": {"type": "BPE", "merges": []}}
+            """)!.AsObject();
+        json["model"]!["vocab"] = vocab;
+        return HfTokenizer.FromHuggingFace(json, null);
+    }
+
+    [Fact]
+    public void Token_bytes_spell_the_text_even_where_a_token_holds_part_of_a_character()
+    {
+        // A character tokenizer's tokens are UTF-16 code units: text outside the BMP has no bytes per token.
+        foreach (var (tokenizer, text) in new (ITokenizer, string)[] { (Gpt2Tokenizer.Instance, "✓ ok 😀<|endoftext|>"), (EveryByteTokenizer(), "✓ ok 😀<|endoftext|>"), (CharTokenizer.FromCorpus("✓ ok é"), "✓ ok é") })
+            Assert.Equal(System.Text.Encoding.UTF8.GetBytes(text), tokenizer.Encode(text).SelectMany(tokenizer.TokenBytes).ToArray());
+        // GPT-2 spells the emoji in two tokens, neither of them a whole character.
+        var emoji = Gpt2Tokenizer.Instance.Encode("😀");
+        Assert.Equal(2, emoji.Length);
+        Assert.All(emoji, id => Assert.False(System.Text.Unicode.Utf8.IsValid(Gpt2Tokenizer.Instance.TokenBytes(id))));
+    }
+
     [Fact]
     public void Safetensors_round_trip_and_truncation_is_reported()
     {

@@ -322,3 +322,17 @@ public sealed class OverloadTests(BusyModelServer fixture) : IClassFixture<BusyM
         Assert.Equal(0, fixture.Server.Model.Engine.Waiting);
     }
 }
+
+public sealed class TokenSpellingTests
+{
+    [Fact]
+    public void A_token_that_holds_part_of_a_character_is_named_by_its_bytes()
+    {
+        var gpt2 = Tokenization.Gpt2Tokenizer.Instance;
+        var emoji = gpt2.Encode("😀");
+        Assert.All(emoji, id => Assert.StartsWith("bytes:\\x", Api.TokenSpelling.Text(gpt2, id)));
+        Assert.NotEqual(Api.TokenSpelling.Text(gpt2, emoji[0]), Api.TokenSpelling.Text(gpt2, emoji[1]));
+        Assert.Equal(System.Text.Encoding.UTF8.GetBytes("😀").Select(b => (int)b), emoji.SelectMany(id => Api.TokenSpelling.Bytes(gpt2, id)));
+        Assert.Equal(" ok", Api.TokenSpelling.Text(gpt2, gpt2.Encode(" ok")[0]));
+    }
+}

@@ -54,6 +54,10 @@ public sealed class CharTokenizer : ITokenizer
         return builder.ToString();
     }
 
+    // A character outside the Basic Multilingual Plane is two tokens (its UTF-16 halves), and a
+    // half has no UTF-8 of its own: it comes out as U+FFFD's bytes.
+    public byte[] TokenBytes(int id) => Encoding.UTF8.GetBytes(Decode([id]));
+
     public bool HasSpecialToken(string token) => false;
 
     public JsonObject ToJson() => new() { ["type"] = Kind, ["vocab"] = vocabulary };

@@ -182,35 +182,30 @@ public sealed class HfTokenizer : ITokenizer
 
     public IReadOnlyList<char> Unencodable(string text) => [];
 
+    // The tokens' bytes joined, then read as UTF-8: a character split across byte-level or
+    // byte-fallback tokens comes out whole.
     public string Decode(IEnumerable<int> ids)
     {
         var bytes = new List<byte>();
-        var text = new StringBuilder();
-        foreach (var id in ids)
+        foreach (var id in ids) bytes.AddRange(TokenBytes(id));
+        return Encoding.UTF8.GetString(bytes.ToArray());
+    }
+
+    public byte[] TokenBytes(int id)
+    {
+        if ((uint)id >= (uint)tokens.Length) throw new StratusUserException($"token id {id} is outside the vocabulary of {tokens.Length}");
+        var token = tokens[id];
+        if (added.ContainsKey(token)) return Encoding.UTF8.GetBytes(token);
+        if (sentencePiece)
         {
-            if ((uint)id >= (uint)tokens.Length) throw new StratusUserException($"token id {id} is outside the vocabulary of {tokens.Length}");
-            var token = tokens[id];
-            if (sentencePiece && !added.ContainsKey(token))
-            {
-                // The "▁" before the first word is kept as a space, so decoded pieces of a
-                // stream join without losing the spaces between them.
-                // A vocabulary token merely shaped like a byte token ("<0xZZ>") is text, as
-                // Hugging Face's ByteFallback decoder reads it.
-                if (token.Length == 6 && token.StartsWith("<0x") && token.EndsWith('>')
-                    && byte.TryParse(token.AsSpan(3, 2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var value)) bytes.Add(value);
-                else bytes.AddRange(Encoding.UTF8.GetBytes(token.Replace('▁', ' ')));
-                continue;
-            }
-            if (!added.ContainsKey(token) && ByteLevel.Decode(token) is { } raw)
-            {
-                bytes.AddRange(raw);
-                continue;
-            }
-            text.Append(Encoding.UTF8.GetString(bytes.ToArray()));
-            bytes.Clear();
-            text.Append(token);
+            // The "▁" before the first word is kept as a space, so decoded pieces of a stream
+            // join without losing the spaces between them. A vocabulary token merely shaped like
+            // a byte token ("<0xZZ>") is text, as Hugging Face's ByteFallback decoder reads it.
+            return token.Length == 6 && token.StartsWith("<0x") && token.EndsWith('>')
+                && byte.TryParse(token.AsSpan(3, 2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var value)
+                ? [value] : Encoding.UTF8.GetBytes(token.Replace('▁', ' '));
         }
-        return text.Append(Encoding.UTF8.GetString(bytes.ToArray())).ToString();
+        return ByteLevel.Decode(token) ?? Encoding.UTF8.GetBytes(token);
     }
 
     public bool HasSpecialToken(string token) => added.ContainsKey(token);

@@ -24,6 +24,10 @@ public interface ITokenizer
 
     string Decode(IEnumerable<int> ids);
 
+    /// <summary>The bytes of one token's text. A byte-level token can hold part of a character,
+    /// which decoding it alone turns into U+FFFD; its bytes say exactly what it is.</summary>
+    byte[] TokenBytes(int id);
+
     /// <summary>Whether the vocabulary spells the text as one token (e.g. ChatML markers).</summary>
     bool HasSpecialToken(string token);
 

@@ -97,15 +97,10 @@ public static class ChatCompletionsEndpoints
 
     static ChatTokenLogprob Logprob(ServedModel model, GeneratedToken token)
     {
+        var tokenizer = model.Tokenizer;
         var top = new List<ChatTopLogprob>();
         foreach (var alternative in token.TopLogprobs ?? [])
-        {
-            var text = model.Tokenizer.Decode([alternative.Token]);
-            top.Add(new ChatTopLogprob(text, alternative.Logprob, Bytes(text)));
-        }
-        var chosen = model.Tokenizer.Decode([token.Token]);
-        return new ChatTokenLogprob(chosen, token.Logprob, Bytes(chosen), top);
+            top.Add(new ChatTopLogprob(TokenSpelling.Text(tokenizer, alternative.Token), alternative.Logprob, TokenSpelling.Bytes(tokenizer, alternative.Token)));
+        return new ChatTokenLogprob(TokenSpelling.Text(tokenizer, token.Token), token.Logprob, TokenSpelling.Bytes(tokenizer, token.Token), top);
     }
-
-    internal static int[] Bytes(string text) => Array.ConvertAll(Encoding.UTF8.GetBytes(text), b => (int)b);
 }

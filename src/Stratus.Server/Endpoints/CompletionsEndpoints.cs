@@ -122,12 +122,12 @@ public static class CompletionsEndpoints
         var values = new List<float?>();
         var top = new List<Dictionary<string, float>?>();
         var offsets = new List<int>();
+        // Offsets count the text's characters; tokens are named as TokenSpelling names them.
         for (var i = 0; i < (echoed?.Length ?? 0); i++)
         {
-            var text = tokenizer.Decode([echoed![i]]);
-            tokens.Add(text);
+            tokens.Add(TokenSpelling.Text(tokenizer, echoed![i]));
             offsets.Add(offset);
-            offset += text.Length;
+            offset += tokenizer.Decode([echoed[i]]).Length;
             if (i == 0 || promptLogprobs is null || i - 1 >= promptLogprobs.Count)
             {
                 values.Add(null);
@@ -139,12 +139,11 @@ public static class CompletionsEndpoints
         }
         foreach (var token in generated)
         {
-            var text = tokenizer.Decode([token.Token]);
-            tokens.Add(text);
+            tokens.Add(TokenSpelling.Text(tokenizer, token.Token));
             values.Add(token.Logprob);
             top.Add(Alternatives(tokenizer, token));
             offsets.Add(offset);
-            offset += text.Length;
+            offset += tokenizer.Decode([token.Token]).Length;
         }
         return new CompletionLogprobs(tokens, values, top, offsets);
     }
@@ -152,7 +151,7 @@ public static class CompletionsEndpoints
     static Dictionary<string, float> Alternatives(ITokenizer tokenizer, GeneratedToken token)
     {
         var alternatives = new Dictionary<string, float>();
-        foreach (var alternative in token.TopLogprobs ?? []) alternatives.TryAdd(tokenizer.Decode([alternative.Token]), alternative.Logprob);
+        foreach (var alternative in token.TopLogprobs ?? []) alternatives.TryAdd(TokenSpelling.Text(tokenizer, alternative.Token), alternative.Logprob);
         return alternatives;
     }
 }

@@ -43,9 +43,10 @@ static class ExportCommand
         command.SetAction(result =>
         {
             var path = result.GetValue(output)!;
-            GgufExport.Write(result.GetValue(model)!, path, GgufExport.ParseType(result.GetValue(type)!));
+            var config = GgufExport.Write(result.GetValue(model)!, path, GgufExport.ParseType(result.GetValue(type)!));
             var file = GgufFile.Read(path);
             Console.WriteLine($"wrote {path}: {file.Metadata["general.architecture"]}, {file.Tensors.Count} tensors, {new FileInfo(path).Length / 1048576.0:F1} MiB");
+            if (GgufExport.Difference(config) is { } difference) Console.WriteLine($"note: {difference}");
             return 0;
         });
         return command;

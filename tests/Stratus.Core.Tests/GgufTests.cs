@@ -12,6 +12,14 @@ namespace Stratus.Tests;
 public sealed class GgufTests
 {
     [Fact]
+    public void Export_says_when_llama_cpp_computes_the_model_differently()
+    {
+        Assert.Contains("exact GELU", GgufExport.Difference(new Models.ModelConfig { Architecture = "gpt2", HiddenAct = "gelu" }));
+        Assert.Null(GgufExport.Difference(new Models.ModelConfig { Architecture = "gpt2", HiddenAct = "gelu_new" }));
+        Assert.Null(GgufExport.Difference(new Models.ModelConfig { Architecture = "llama" }));
+    }
+
+    [Fact]
     public void Exported_header_has_llama_cpp_metadata_and_tensor_layout()
     {
         using var temp = new TempDirectory();

@@ -24,14 +24,23 @@ public static class GgufExport
         _ => throw new StratusUserException($"unknown GGUF type '{type}'; use f32, f16 or q8_0"),
     };
 
-    /// <summary>Exports the checkpoint a run or checkpoint folder resolves to.</summary>
-    public static void Write(string modelPath, string outputPath, GgmlType type)
+    /// <summary>Exports the checkpoint a run or checkpoint folder resolves to; returns its model's config.</summary>
+    public static ModelConfig Write(string modelPath, string outputPath, GgmlType type)
     {
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
         using var model = checkpoint.CreateModel();
         model.MergeAdapters();
         Write(model, checkpoint.Tokenizer, ChatTemplate.Find(checkpoint.Directory), outputPath, type, Path.GetFileName(Path.GetFullPath(modelPath)));
+        return checkpoint.ModelConfig;
     }
+
+    /// <summary>What llama.cpp computes differently from Stratus for this model, or null. GGUF
+    /// has no key for GPT-2's activation and llama.cpp's gpt2 graph always takes GELU's tanh
+    /// approximation (GPT-2's own), while nanoGPT's models use the exact GELU.</summary>
+    public static string? Difference(ModelConfig config) =>
+        config.Architecture == "gpt2" && config.HiddenAct == "gelu"
+            ? "this model uses the exact GELU (nanoGPT's); llama.cpp computes GPT-2's tanh approximation of it, so its logits differ slightly (within 6e-4 on a test model)"
+            : null;
 
     public static void Write(CausalLanguageModel model, ITokenizer tokenizer, string? chatTemplate, string outputPath, GgmlType type, string name = "stratus")
     {

@@ -180,6 +180,9 @@ public sealed class HuggingFaceTests
             File.WriteAllText(configPath, good.Replace(from, to));
             Assert.Equal($"{configPath}: {expected}", Error(() => HuggingFace.Import(hf, temp.File("run5"))));
         }
+        // Sizes no model has are refused before anything is allocated for them.
+        File.WriteAllText(configPath, good.Replace("\"max_position_embeddings\": 128", "\"max_position_embeddings\": 2000000000"));
+        Assert.Contains("block_size 2000000000 is over 1,048,576 positions", Error(() => HuggingFace.Import(hf, temp.File("run7"))));
         File.WriteAllText(configPath, good.Replace("\"hidden_size\": 64", "\"hidden_size\": 64, \"hidden_size\": 64"));
         Assert.Contains("Duplicate property 'hidden_size'", Error(() => HuggingFace.Import(hf, temp.File("run6"))));
         File.WriteAllText(configPath, good);

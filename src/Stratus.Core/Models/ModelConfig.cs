@@ -54,6 +54,10 @@ public sealed record ModelConfig
         // sizes such as the MLP's width would overflow.
         Require(NLayer <= 1024, $"n_layer {NLayer} is over 1,024; lower --n-layer");
         Require(NEmbd <= 65536, $"n_embd {NEmbd} is over 65,536; lower --n-embd");
+        // Checked before anything is built: a config from a file names these sizes, and tables
+        // sized by them (embeddings, rotary angles) would be allocated before any weight is read.
+        Require(VocabSize <= 1 << 22, $"vocab_size {VocabSize} is over 4,194,304");
+        Require(BlockSize <= 1 << 20, $"block_size {BlockSize} is over 1,048,576 positions");
         Require(NEmbd % NHead == 0, $"n_embd ({NEmbd}) must be divisible by n_head ({NHead}); pick n_embd as a multiple of n_head");
         Require(BlockSize > 0, "block_size must be positive");
         if (maxBlockSize is { } max)

@@ -184,4 +184,77 @@ public sealed class FineTuningTests
             Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("data"), temp.File("base"))).Message);
         Assert.False(File.Exists(Path.Combine(temp.File("data"), DatasetPreparer.TrainShard)));
     }
+
+    static void WriteChat(string path, int conversations, bool lastWithoutAssistant = false) =>
+        File.WriteAllLines(path, Enumerable.Range(0, conversations).Select(i => new JsonObject
+        {
+            ["messages"] = lastWithoutAssistant && i == conversations - 1
+                ? new JsonArray(new JsonObject { ["role"] = "user", ["content"] = $"n {i % 3} and a long question here" })
+                : new JsonArray(new JsonObject { ["role"] = "user", ["content"] = $"n {i % 3}" }, new JsonObject { ["role"] = "assistant", ["content"] = $"m {i % 3}" }),
+        }.ToJsonString()));
+
+    static TrainConfig ChatConfig(params (string Key, string Value)[] extra) => TrainConfig.Load(null,
+        [.. new (string, string)[] { ("block_size", "16"), ("batch_size", "4"), ("max_iters", "4"), ("eval_interval", "2"), ("eval_iters", "2"),
+            ("learning_rate", "0.01"), ("warmup_iters", "0"), ("checkpoint_interval", "2") }.Concat(extra).Select(kv => new KeyValuePair<string, string>(kv.Item1, kv.Item2))]);
+
+    /// <summary>An imported Llama (temp["base"]) and a chat dataset prepared for it (temp["data"]).</summary>
+    static void ImportedLlamaAndChat(TempDirectory temp, string chatJsonl)
+    {
+        HuggingFaceTests.WriteHfLlama(temp.File("hf"), shards: 1);
+        HuggingFace.Import(temp.File("hf"), temp.File("base"));
+        ChatDatasetPreparer.Prepare(chatJsonl, temp.File("data"), temp.File("base"), valFraction: 0.05);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(4)]
+    public void A_run_begun_from_an_imported_model_resumes_as_that_model(int loraRank)
+    {
+        using var temp = new TempDirectory();
+        WriteChat(temp.File("chat.jsonl"), 20);
+        ImportedLlamaAndChat(temp, temp.File("chat.jsonl"));
+        using (var trainer = Trainer.Start(ChatConfig(("lora_rank", loraRank.ToString())), temp.File("data"), temp.File("ft"), initFrom: temp.File("base"))) trainer.Run();
+        using var resumed = Trainer.Resume(temp.File("ft"), [new("max_iters", "6")]);
+        Assert.Equal(("llama", loraRank), (resumed.Model.Config.Architecture, resumed.Model.Config.Lora?.Rank ?? 0));
+        resumed.Run();
+        Assert.Equal(6, resumed.Step);
+        // The adapters' scale is part of what they learned.
+        if (loraRank > 0)
+            Assert.Contains("lora_alpha cannot change", Assert.Throws<StratusUserException>(() => Trainer.Resume(temp.File("ft"), [new("lora_alpha", "64")])).Message);
+    }
+
+    [Fact]
+    public void Batches_without_assistant_tokens_leave_the_loss_a_number()
+    {
+        using var temp = new TempDirectory();
+        // Long questions with one-token answers: many windows of 16 tokens hold no answer, and the
+        // last conversation has none at all (a val split of it alone is refused).
+        var question = string.Concat(Enumerable.Repeat("why is the sky so blue today? ", 14));
+        File.WriteAllLines(temp.File("chat.jsonl"), Enumerable.Range(0, 20).Select(i => new JsonObject
+        {
+            ["messages"] = i == 19
+                ? new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question })
+                : new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question + i }, new JsonObject { ["role"] = "assistant", ["content"] = "k" }),
+        }.ToJsonString()));
+        HuggingFaceTests.WriteHfLlama(temp.File("hf"), shards: 1);
+        HuggingFace.Import(temp.File("hf"), temp.File("base"));
+        Assert.Contains("held out for validation, have no assistant message", Assert.Throws<StratusUserException>(() =>
+            ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), valFraction: 0.05)).Message);
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), valFraction: 0.15);
+        // Training: 40 steps of one window each, every loss a number (a window without an
+        // answer adds nothing; before, its 0/0 mean was NaN and metrics.jsonl could not hold it).
+        using var train = Trainer.Start(ChatConfig(("batch_size", "1"), ("max_iters", "40"), ("eval_interval", "1000"), ("checkpoint_interval", "0")), temp.File("data"), temp.File("ft2"), initFrom: temp.File("base"));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (var i = 0; i < 40; i++) Assert.True(double.IsFinite(train.TrainStep(clock).TrainLoss));
+    }
+
+    [Fact]
+    public void A_sentencepiece_chat_is_encoded_turn_by_turn_as_it_is_whole()
+    {
+        var tokenizer = HfTokenizer.FromHuggingFace(SentencePieceTests.Llama2StyleTokenizerJson(), new JsonObject { ["bos_token"] = "<s>", ["eos_token"] = "</s>" });
+        var template = new ChatTemplate("{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token + m['content'] }}{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}{% endfor %}", "<s>", "</s>");
+        List<(string, string)> messages = [("user", "the cat"), ("assistant", "sat on")];
+        var (tokens, _) = ChatDatasetPreparer.Encode(template, tokenizer, messages);
+        Assert.Equal(tokenizer.Encode(template.Render(messages, false)), tokens);
+    }
 }

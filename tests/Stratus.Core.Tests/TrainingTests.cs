@@ -180,6 +180,24 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_run_whose_loss_stops_being_a_number_ends_with_a_clear_error_and_its_checkpoints_intact()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var diverging = TestData.TinyConfig with { LearningRate = 1e30, MinLr = 0, GradClip = 0, MaxIters = 50, CheckpointInterval = 1 };
+        using var trainer = Trainer.Start(diverging, data, temp["run"]);
+        var error = Assert.Throws<StratusUserException>(() => trainer.Run());
+        Assert.Contains("training diverged; lower --learning-rate", error.Message);
+        // metrics.jsonl stays readable, and no checkpoint holds the diverged weights.
+        Assert.NotEmpty(MetricsLog.Read(temp["run"]));
+        foreach (var name in new[] { "best", "last" }.Where(n => Directory.Exists(Path.Combine(temp["run"], "checkpoints", n))))
+        {
+            using var model = Checkpoint.Open(Path.Combine(temp["run"], "checkpoints", name)).CreateModel();
+            Assert.True(model.parameters().All(p => p.isfinite().all().item<bool>()), name);
+        }
+    }
+
+    [Fact]
     public void A_damaged_run_file_or_manifest_is_refused_with_a_clear_message()
     {
         using var temp = new TempDirectory();

@@ -37,7 +37,7 @@ public static class ChatDatasetPreparer
         if (conversations < 2) throw new StratusUserException($"{input} has {conversations} conversation(s); fine-tuning needs at least 2 (train and val)");
         var valCount = valFraction == 0 ? 0 : Math.Max(1, (int)Math.Round(conversations * valFraction));
         var trainCount = conversations - valCount;
-        long supervised = 0;
+        long supervised = 0, valSupervised = 0;
         Directory.CreateDirectory(outputDirectory);
         // Tokens and masks split at the same place: the mask pair is written inside the token pair.
         var (trainTokens, valTokens) = TokenShard.WriteSplit(Path.Combine(outputDirectory, DatasetPreparer.TrainShard), Path.Combine(outputDirectory, DatasetPreparer.ValShard), tokenizer.VocabSize, tokens =>
@@ -60,9 +60,13 @@ public static class ChatDatasetPreparer
                     tokens.Append(last.Tokens);
                     mask.Append(last.Mask);
                     if (index++ < trainCount) supervised += last.Mask.Sum();
+                    else valSupervised += last.Mask.Sum();
                     progress?.Report(new PrepareProgress("tokenizing", file.Position, file.Length, tokens.Count));
                 }
                 if (supervised == 0) throw new StratusUserException($"{input} has no assistant messages to learn from");
+                // Validation measures the loss on assistant tokens only: the held-out conversations need some.
+                if (valCount > 0 && valSupervised == 0)
+                    throw new StratusUserException($"the last {valCount} conversation(s) of {input}, held out for validation, have no assistant message; end the file with conversations that do, or change --val-fraction");
                 if (valCount == 0)
                 {
                     valStart = tokens.Count;
@@ -109,7 +113,7 @@ public static class ChatDatasetPreparer
         {
             if (!text.StartsWith(rendered, StringComparison.Ordinal))
                 throw new StratusUserException("the chat template renders a conversation differently from its beginning, so assistant turns cannot be located; it cannot be used for fine-tuning");
-            var piece = tokenizer.Encode(text[rendered.Length..]);
+            var piece = rendered.Length == 0 ? tokenizer.Encode(text) : tokenizer.EncodeContinuation(text[rendered.Length..]);
             tokens.AddRange(piece);
             mask.AddRange(Enumerable.Repeat(learn, piece.Length));
             rendered = whole;

@@ -152,9 +152,13 @@ public sealed class HfTokenizer : ITokenizer
 
     int? SpecialId(string key) => SpecialText(key) is { } text && added.TryGetValue(text, out var id) ? id : null;
 
-    public int[] Encode(string text)
+    public int[] Encode(string text) => Encode(text, start: true);
+
+    public int[] EncodeContinuation(string text) => Encode(text, start: false);
+
+    int[] Encode(string text, bool start)
     {
-        try { return EncodeWords(text); }
+        try { return EncodeWords(text, start); }
         catch (RegexMatchTimeoutException e)
         {
             throw new StratusUserException($"the tokenizer's pre-tokenizer pattern took more than {e.MatchTimeout.TotalSeconds:0.#} s to split this text into words " +
@@ -162,12 +166,12 @@ public sealed class HfTokenizer : ITokenizer
         }
     }
 
-    int[] EncodeWords(string text)
+    int[] EncodeWords(string text, bool start)
     {
         if (normalizeNfc) text = text.Normalize(NormalizationForm.FormC);
         if (!sentencePiece) return bpe.EncodeToIds(text).ToArray();
         // SentencePiece spells spaces "▁" and starts the text with one (Llama's "add dummy prefix").
-        var normalized = text.Length == 0 ? "" : "▁" + text.Replace(' ', '▁');
+        var normalized = text.Length == 0 ? "" : (start ? "▁" : "") + text.Replace(' ', '▁');
         var result = new List<int>();
         foreach (var token in bpe.EncodeToTokens(normalized, out _))
         {

@@ -19,6 +19,11 @@ public interface ITokenizer
     /// characters the vocabulary cannot spell.</summary>
     int[] Encode(string text);
 
+    /// <summary>Tokens of text that continues other text, for a text encoded in pieces (a chat's
+    /// turns): as <see cref="Encode"/>, without what a tokenizer puts only at a text's start
+    /// (SentencePiece's "▁"), so the pieces give the tokens the whole text gets.</summary>
+    int[] EncodeContinuation(string text) => Encode(text);
+
     /// <summary>Characters of text the vocabulary cannot spell (empty when all can be).</summary>
     IReadOnlyList<char> Unencodable(string text);
 

@@ -142,12 +142,12 @@ public sealed record TrainConfig
         FromJson(JsonSerializer.SerializeToNode(this, Json)!.AsObject(), "command line", overrides);
 
     /// <summary>Keys that define the trained model (every model key but dropout, which only acts
-    /// while training, and the LoRA rank and targets) whose values differ between this config and
+    /// while training, and the LoRA rank, alpha and targets) whose values differ between this config and
     /// <paramref name="other"/>.</summary>
     public IReadOnlyList<string> ModelDefiningKeysChangedFrom(TrainConfig other)
     {
         JsonObject mine = JsonSerializer.SerializeToNode(this, Json)!.AsObject(), theirs = JsonSerializer.SerializeToNode(other, Json)!.AsObject();
-        return ModelKeys.Where(k => k != "dropout").Concat(["lora_rank", "lora_targets"])
+        return ModelKeys.Where(k => k != "dropout").Concat(["lora_rank", "lora_alpha", "lora_targets"])
             .Where(k => !JsonNode.DeepEquals(mine[k], theirs[k])).ToList();
     }
 

@@ -61,7 +61,10 @@ public sealed class Trainer : IDisposable
         (resumeFrom ?? initFrom)?.RequireTokenizerOf(dataDirectory, tokenizer);
 
         generator = torch.random.manual_seed(config.Seed);
-        var modelConfig = initFrom is null ? config.ToModelConfig(tokenizer.VocabSize)
+        // A resumed run is rebuilt as its checkpoint holds it: a run begun --init-from an imported
+        // model has that model's shape, not its training config's model keys.
+        var modelConfig = resumeFrom is not null ? resumeFrom.ModelConfig with { Dropout = config.Model.Dropout }
+            : initFrom is null ? config.ToModelConfig(tokenizer.VocabSize)
             : initFrom.ModelConfig with { Dropout = config.Model.Dropout, Lora = config.LoraConfigFor(initFrom.ModelConfig.Architecture) ?? initFrom.ModelConfig.Lora };
         if (initFrom is not null && config.Model.BlockSize > initFrom.ModelConfig.BlockSize)
             throw new StratusUserException($"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
@@ -172,6 +175,7 @@ public sealed class Trainer : IDisposable
             if (evalDue)
             {
                 var (trainLoss, valLoss, valStandardError) = Evaluate();
+                RequireFinite(valLoss, "val");
                 var isBest = valLoss < bestValLoss;
                 if (isBest) bestValLoss = valLoss;
                 var evaluation = new JsonObject { ["step"] = step, ["val_loss"] = valLoss, ["eval_train_loss"] = trainLoss, ["elapsed_s"] = clock.Elapsed.TotalSeconds };
@@ -195,6 +199,7 @@ public sealed class Trainer : IDisposable
             }
 
             var report = TrainStep(clock);
+            RequireFinite(report.TrainLoss, "training");
             var entry = new JsonObject
             {
                 ["step"] = report.Step, ["train_loss"] = report.TrainLoss, ["lr"] = report.LearningRate, ["grad_norm"] = report.GradNorm,
@@ -223,16 +228,33 @@ public sealed class Trainer : IDisposable
         model.train();
         double lossSum = 0;
         var accumulation = config.GradientAccumulationSteps;
+        // A chat dataset's loss mask leaves each micro-batch its own number of targets, none at
+        // all in a window of only user text: the step's loss is then the mean over the targets of
+        // all its micro-batches (as Hugging Face Transformers weighs them since 4.46), which a
+        // micro-batch without targets adds nothing to. Unmasked micro-batches all have B x T
+        // targets, where that is the mean of their means, computed as before.
+        var supervised = sampler.IsMasked ? SupervisedTargets(step) : (double?)null;
+        if (supervised == 0)
+            throw new StratusUserException($"step {step}'s batches hold no assistant tokens to learn from: the chat data is too sparse in assistant text for block_size {config.Model.BlockSize}; raise --block-size or prepare with more assistant turns");
         for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
         {
             using var scope = NewDisposeScope();
             generator.manual_seed(sampler.DropoutSeed(step, micro));
             var (inputs, targets) = sampler.Sample(Split.Train, step, micro, device);
             var logits = model.Forward(inputs);
-            var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1));
-            // Divided by the job's micro-batch count: the gradients summed over ranks are the mean.
-            (loss / accumulation).backward();
-            lossSum += loss.item<float>();
+            if (supervised is { } count)
+            {
+                var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1), reduction: nn.Reduction.Sum) / count;
+                loss.backward();
+                lossSum += loss.item<float>() * accumulation;
+            }
+            else
+            {
+                var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1));
+                // Divided by the job's micro-batch count: the gradients summed over ranks are the mean.
+                (loss / accumulation).backward();
+                lossSum += loss.item<float>();
+            }
         }
         lossSum = communicator.SumOverRanks(lossSum)[0];
         optimizer.ReduceGradients();
@@ -254,6 +276,27 @@ public sealed class Trainer : IDisposable
             (communicator.Elapsed - communicationBefore).TotalSeconds);
     }
 
+    /// <summary>Stops a run whose loss is no longer a number before anything is written from its
+    /// weights: the checkpoints on disk are from before.</summary>
+    void RequireFinite(double loss, string which)
+    {
+        if (!double.IsFinite(loss))
+            throw new StratusUserException($"the {which} loss is {loss} at step {step}: training diverged; lower --learning-rate or set --grad-clip, " +
+                $"then resume from the last checkpoint (`stratus train --resume {runDirectory} --learning-rate ...`) or start again");
+    }
+
+    /// <summary>Targets the loss mask keeps in this step's micro-batches, of the whole job.</summary>
+    double SupervisedTargets(long step)
+    {
+        double count = 0;
+        for (var micro = communicator.Rank; micro < config.GradientAccumulationSteps; micro += communicator.WorldSize)
+        {
+            using var scope = NewDisposeScope();
+            count += sampler.Sample(Split.Train, step, micro, device).Targets.ne(-100).sum().item<long>();
+        }
+        return communicator.SumOverRanks(count)[0];
+    }
+
     /// <summary>Mean loss over eval_iters batches of train and of val, without dropout, and the
     /// standard error of the val mean over its batches (NaN for one batch): the eval batches are a
     /// random draw, and with nanoGPT's 20 batches of 12 the mean moves by about 0.015 between
@@ -262,28 +305,33 @@ public sealed class Trainer : IDisposable
     {
         model.eval();
         using var noGrad = no_grad();
-        (double Sum, double Squares) Sums(Split split)
+        // A masked batch without targets (only user text) has no loss: it is left out.
+        (double Sum, double Squares, double Batches) Sums(Split split)
         {
-            double sum = 0, squares = 0;
+            double sum = 0, squares = 0, batches = 0;
             for (var i = communicator.Rank; i < config.EvalIters; i += communicator.WorldSize)
             {
                 using var scope = NewDisposeScope();
                 var (inputs, targets) = sampler.Sample(split, step, i, device, evaluation: true);
+                if (sampler.IsMasked && !targets.ne(-100).any().item<bool>()) continue;
                 var logits = model.Forward(inputs);
                 double loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1)).item<float>();
                 sum += loss;
                 squares += loss * loss;
+                batches++;
             }
-            return (sum, squares);
+            return (sum, squares, batches);
         }
         var train = Sums(Split.Train);
         var val = Sums(Split.Val);
-        var sums = communicator.SumOverRanks(train.Sum, val.Sum, val.Squares);
+        var sums = communicator.SumOverRanks(train.Sum, val.Sum, val.Squares, train.Batches, val.Batches);
         model.train();
-        var n = config.EvalIters;
+        var (trainBatches, n) = (sums[3], sums[4]);
+        if (trainBatches == 0 || n == 0)
+            throw new StratusUserException($"none of the {config.EvalIters} evaluation batches of the {(n == 0 ? "val" : "train")} split holds an assistant token: prepare the chat data with assistant turns in both splits, or raise --eval-iters");
         var valMean = sums[1] / n;
         var variance = n > 1 ? Math.Max(0, (sums[2] - n * valMean * valMean) / (n - 1)) : double.NaN;
-        return (sums[0] / n, valMean, Math.Sqrt(variance / n));
+        return (sums[0] / trainBatches, valMean, Math.Sqrt(variance / n));
     }
 
     /// <summary>Rank 0 writes; every rank takes part, since under ZeRO-1 rank 0 gathers the full

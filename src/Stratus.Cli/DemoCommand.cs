@@ -29,8 +29,11 @@ static class DemoCommand
         var overrides = new ConfigOptions(command);
         command.SetAction(async (result, cancellation) =>
         {
-            var text = await LocateCorpus(result.GetValue(corpus), cancellation);
             var run = result.GetValue(output)!;
+            var serve = !result.GetValue(noServe);
+            // What would stop the serving at the end is checked before minutes of training.
+            if (serve) RequireServable(run, result.GetValue(port));
+            var text = await LocateCorpus(result.GetValue(corpus), cancellation);
             var data = Path.Combine(run, "data");
             var dataset = DatasetPreparer.Prepare(text, data, "char");
             Console.WriteLine($"data: {text} -> {data} ({dataset.TrainTokens:N0} train, {dataset.ValTokens:N0} val tokens, vocab {dataset.Tokenizer.VocabSize})");
@@ -43,6 +46,8 @@ static class DemoCommand
             using (var trainer = Trainer.Start(config, data, run))
             {
                 TrainCommand.Run(trainer, stopTraining);
+                // Stopped by the user: the demo ends with the training (exit code of a Ctrl+C).
+                if (trainer.StoppedEarly) return 130;
             }
 
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(run));
@@ -53,16 +58,39 @@ static class DemoCommand
                 Console.WriteLine($"\nmore: stratus sample --model {run} --prompt \"ROMEO:\" --max-tokens 300 --seed 7");
                 Console.WriteLine($"      stratus eval --model {run} --data {data}   (the loss over the whole val split)");
             }
-            if (result.GetValue(noServe)) return 0;
+            if (!serve) return 0;
 
             var key = await ServeCommand.EnsureDemoKeyAsync(result.GetValue(dataDir), cancellation);
-            Console.WriteLine("\nAPI key for this demo (inference scope; `stratus keys list` shows it, `stratus keys revoke demo` ends it):");
+            var store = result.GetValue(dataDir) is { } dir ? $" --data-dir {dir}" : "";
+            Console.WriteLine($"\nAPI key for this demo (inference scope; `stratus keys list{store}` shows it, `stratus keys revoke demo{store}` ends it):");
             Console.WriteLine(key);
             await ServeCommand.ServeAsync([new ModelSpec(run)], "127.0.0.1", result.GetValue(port), engine: null, threads: null,
                 new TrustOptions { DataDir = result.GetValue(dataDir) }, key, cancellation);
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The run folder's name becomes the served model's, and the port must be free.</summary>
+    static void RequireServable(string run, int port)
+    {
+        var name = Path.GetFileName(Path.GetFullPath(run).TrimEnd(Path.DirectorySeparatorChar));
+        try { Stratus.Safety.SafetyPolicy.ValidateDeploymentName(name); }
+        catch (Stratus.Safety.TrustUserException)
+        {
+            throw new StratusUserException($"--out {run}: its folder name '{name}' names the served model and must be 1-128 letters, digits, '_', '.', ':' or '-'; choose another --out, or pass --no-serve");
+        }
+        if (port == 0) return;
+        try
+        {
+            var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, port);
+            probe.Start();
+            probe.Stop();
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            throw new StratusUserException($"port {port} is not free ({e.Message}); pick another --port, or pass --no-serve");
+        }
     }
 
     /// <summary>configs/ next to the repository root, or shipped next to the tool.</summary>

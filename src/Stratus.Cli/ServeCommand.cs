@@ -82,7 +82,7 @@ static class ServeCommand
         }
         catch (IOException e)
         {
-            throw new StratusUserException($"cannot listen on {host}:{port}: {e.Message}; pick another --port");
+            throw new StratusUserException($"cannot listen on {host}:{port}: {e.Message.TrimEnd('.')}; pick another --port");
         }
         await using (server)
         {

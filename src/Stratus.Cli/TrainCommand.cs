@@ -72,7 +72,7 @@ static class TrainCommand
         trainer.Run(token);
         view.Finish();
         if (trainer.Step > 0) PlotCommand.Print(LossCurves.Read(trainer.RunDirectory).Series(), Path.Combine(trainer.RunDirectory, LossCurves.SvgFile));
-        if (trainer.StoppedEarly) Console.WriteLine($"stopped at step {trainer.Step}; continue with `stratus train --resume <run>`");
+        if (trainer.StoppedEarly) Console.WriteLine($"stopped at step {trainer.Step}; continue with `stratus train --resume {trainer.RunDirectory}`");
     }
 
     /// <summary>Ctrl+C (SIGINT), SIGTERM and, on Linux, SIGUSR1 ask the trainer to save a

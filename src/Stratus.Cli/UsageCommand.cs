@@ -21,7 +21,7 @@ static class UsageCommand
         {
             var stores = TrustCommands.Open(result, dataDir);
             var service = stores.KeyService();
-            var keyId = result.GetValue(key) is { } wanted ? (await service.FindAsync(wanted, ct)).Id : null;
+            var keyId = await UsageQuery.KeyIdAsync(service, result.GetValue(key), ct);
             var query = UsageQuery.Days(keyId, TrustCommands.ParseDay(result.GetValue(from), "--from"), TrustCommands.ParseDay(result.GetValue(to), "--to"), result.GetValue(model));
             var rows = await stores.Usage.QueryAsync(query, ct);
             if (rows.Count == 0)

@@ -15,7 +15,9 @@ public static class StratusHome
         if (!string.IsNullOrWhiteSpace(dataDir)) return Path.GetFullPath(dataDir);
         var fromEnvironment = Environment.GetEnvironmentVariable(EnvironmentVariable);
         if (!string.IsNullOrWhiteSpace(fromEnvironment)) return Path.GetFullPath(fromEnvironment);
-        var appData = Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData);
+        // DoNotVerify: on a fresh account ~/.local/share does not exist yet, and .NET would
+        // answer "" for it; the database's folder is created when it is opened.
+        var appData = Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData, Environment.SpecialFolderOption.DoNotVerify);
         if (string.IsNullOrEmpty(appData))
             throw new TrustUserException($"Cannot find a user data directory; pass --data-dir or set {EnvironmentVariable}.");
         return Path.Combine(appData, "stratus");

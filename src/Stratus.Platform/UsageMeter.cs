@@ -16,6 +16,14 @@ public sealed record UsageRecord(string KeyId, DateOnly Day, string Model, long 
 /// <param name="To">Last UTC day, inclusive.</param>
 public sealed record UsageQuery(string? KeyId, DateOnly From, DateOnly To, string? Model = null)
 {
+    /// <summary>The key under which requests served without keys (--insecure-no-auth) are recorded.</summary>
+    public const string AnonymousKeyId = "anonymous";
+
+    /// <summary>The key id a usage filter names: a key's name or id, or <see cref="AnonymousKeyId"/>.</summary>
+    /// <exception cref="TrustUserException">No such key.</exception>
+    public static async ValueTask<string?> KeyIdAsync(ApiKeyService keys, string? nameOrId, CancellationToken cancellationToken = default) =>
+        nameOrId is null ? null : nameOrId == AnonymousKeyId ? nameOrId : (await keys.FindAsync(nameOrId, cancellationToken)).Id;
+
     /// <summary>The days asked for, by default the 30 days up to today (UTC).</summary>
     public static UsageQuery Days(string? keyId, DateOnly? from, DateOnly? to, string? model)
     {

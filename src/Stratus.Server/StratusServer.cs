@@ -105,6 +105,9 @@ public sealed class StratusServer : IAsyncDisposable
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.SetMinimumLevel(options.MinimumLogLevel);
+        // A failed start (a port in use) is thrown to the caller, which says it in one line; the
+        // host would log it first with its stack trace.
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;

@@ -123,8 +123,14 @@ public sealed class CliTests
         var (data, config) = Prepare(temp);
         File.WriteAllText(temp["empty.txt"], "");
         File.WriteAllText(temp["baseline.json"], """{"tokens_per_sec": """);
+        using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        taken.Start();
+        var takenPort = ((System.Net.IPEndPoint)taken.LocalEndpoint).Port.ToString();
         var cases = new (string[] Args, string Expected)[]
         {
+            // What would stop the demo's serving is found before it trains.
+            (["demo", "--corpus", temp["corpus.txt"], "--out", temp["demo"], "--port", takenPort], $"port {takenPort} is not free"),
+            (["demo", "--corpus", temp["corpus.txt"], "--out", temp["my demo"]], "names the served model"),
             (["prepare", "--input", temp["empty.txt"], "--out", temp["x"]], "is empty"),
             (["prepare", "--input", temp["missing.txt"], "--out", temp["x"]], "does not exist"),
             (["prepare", "--input", temp["corpus.txt"], "--out", temp["x"], "--val-fraction", "NaN"], "--val-fraction must be in [0, 1), got NaN"),

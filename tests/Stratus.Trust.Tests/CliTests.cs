@@ -61,6 +61,11 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, listed.ExitCode);
         Assert.Contains("ci", listed.Stdout);
         Assert.DoesNotContain(key, listed.Stdout);
+        // Without either, a fresh account's ~/.local/share/stratus, made on first use.
+        var home = Directory.CreateDirectory(Path.Combine(dataDir, "home")).FullName;
+        var fresh = Stratus(new Dictionary<string, string> { ["HOME"] = home, ["STRATUS_HOME"] = "", ["XDG_DATA_HOME"] = "" }, "keys", "create", "--name", "first", "--scopes", "inference");
+        Assert.True(fresh.ExitCode == 0, fresh.Stderr);
+        Assert.True(File.Exists(Path.Combine(home, ".local", "share", "stratus", "stratus.db")));
 
         var verified = Run("audit", "verify");
         Assert.Equal(0, verified.ExitCode);
@@ -142,6 +147,8 @@ public sealed class CliTests : IDisposable
         Assert.DoesNotContain("llama-tiny", usage.Stdout);
         Assert.Contains("llama-tiny", Run("usage", "--model", "llama-tiny").Stdout);
         Assert.Contains("No usage", Run("usage", "--from", "2020-01-01", "--to", "2020-01-31").Stdout);
+        // Requests served without keys are recorded, and filtered, as "anonymous".
+        Assert.Contains("No usage", Run("usage", "--key", "anonymous").Stdout);
         AssertUserError(Run("usage", "--from", "last-week"), "--from must be a date as yyyy-MM-dd");
         AssertUserError(Run("usage", "--key", "nobody"), "No API key with name or id 'nobody'");
     }

@@ -118,7 +118,7 @@ public static class AdminEndpoints
         endpoints.MapGet("/v1/usage", async (HttpContext http, CancellationToken ct) =>
         {
             var (trust, _) = Caller(http);
-            var keyId = Text(http, "key") is { } key ? (await trust.Keys.FindAsync(key, ct)).Id : null;
+            var keyId = await UsageQuery.KeyIdAsync(trust.Keys, Text(http, "key"), ct);
             var query = UsageQuery.Days(keyId, Day(http, "from"), Day(http, "to"), Text(http, "model"));
             var rows = await trust.Stores.Usage.QueryAsync(query, ct);
             return Json(new ListResponse<UsageView>([.. rows.Select(UsageView.From)]));

@@ -10,7 +10,7 @@ namespace Stratus.Server.Trust;
 public sealed class StratusTrust
 {
     /// <summary>The audit actor and usage key for requests served under --insecure-no-auth.</summary>
-    public const string AnonymousActor = "anonymous";
+    public const string AnonymousActor = UsageQuery.AnonymousKeyId;
 
     /// <summary>The audit actor for what the server does on its own behalf.</summary>
     public const string ServerActor = "server";

@@ -30,6 +30,7 @@ static class DemoCommand
         command.SetAction(async (result, cancellation) =>
         {
             var run = result.GetValue(output)!;
+            RequireDemoRun(run);
             var serve = !result.GetValue(noServe);
             // What would stop the serving at the end is checked before minutes of training.
             if (serve) RequireServable(run, result.GetValue(port));
@@ -69,6 +70,19 @@ static class DemoCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The demo trains its run again from scratch, so --out must be a new folder or an
+    /// earlier demo's (its run.json names the demo's own dataset), never another model.</summary>
+    static void RequireDemoRun(string run)
+    {
+        if (!Checkpoint.Exists(run)) return;
+        var runFile = Path.Combine(run, Trainer.RunFile);
+        string? data = null;
+        try { data = File.Exists(runFile) ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(runFile))?["data"]?.GetValue<string>() : null; }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException) { }
+        if (data != Path.GetFullPath(Path.Combine(run, "data")))
+            throw new StratusUserException($"--out {run} holds a model the demo did not train, and the demo would replace it; choose another --out");
     }
 
     /// <summary>The run folder's name becomes the served model's, and the port must be free.</summary>

@@ -131,6 +131,7 @@ public sealed class CliTests
             // What would stop the demo's serving is found before it trains.
             (["demo", "--corpus", temp["corpus.txt"], "--out", temp["demo"], "--port", takenPort], $"port {takenPort} is not free"),
             (["demo", "--corpus", temp["corpus.txt"], "--out", temp["my demo"]], "names the served model"),
+            (["demo", "--corpus", temp["corpus.txt"], "--out", Directory.CreateDirectory(temp["imported/checkpoints/best"]).Parent!.Parent!.FullName], "holds a model the demo did not train"),
             (["prepare", "--input", temp["empty.txt"], "--out", temp["x"]], "is empty"),
             (["prepare", "--input", temp["missing.txt"], "--out", temp["x"]], "does not exist"),
             (["prepare", "--input", temp["corpus.txt"], "--out", temp["x"], "--val-fraction", "NaN"], "--val-fraction must be in [0, 1), got NaN"),

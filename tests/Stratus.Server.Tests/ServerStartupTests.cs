@@ -34,6 +34,9 @@ public sealed class ServerStartupTests : IDisposable
         Assert.Contains("stratus keys create", error.Message);
         Assert.Contains("--insecure-no-auth", error.Message);
         Assert.DoesNotContain('\n', error.Message);
+        // A key that cannot call the models does not count.
+        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("trainer", Platform.ApiKeyScopes.Training, Platform.RateLimits.Unlimited, "tests");
+        Assert.Contains("inference scope", (await Assert.ThrowsAsync<TrustUserException>(() => StratusServer.StartAsync(Options(insecure: false)))).Message);
     }
 
     [Fact]

@@ -6,6 +6,7 @@ using System.Net;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Hosting;
+using Stratus.Platform;
 using Stratus.Safety;
 
 namespace Stratus.Server.Trust;
@@ -20,8 +21,9 @@ public sealed class TrustStartupGuard(StratusTrust trust, IServer server, IHostA
     public static async Task EnsureCallableAsync(StratusTrust trust, CancellationToken cancellationToken)
     {
         if (trust.Options.InsecureNoAuth) return;
+        // A key that may call the models: one with only training or admin scope cannot.
         var keys = await trust.Keys.ListAsync(includeRevoked: false, cancellationToken);
-        if (keys.Count == 0) throw new TrustUserException(NoKeyMessage(trust.DataDirectory));
+        if (!keys.Any(k => k.Scopes.HasFlag(ApiKeyScopes.Inference))) throw new TrustUserException(NoKeyMessage(trust.DataDirectory));
     }
 
     public Task StartedAsync(CancellationToken cancellationToken)
@@ -37,7 +39,7 @@ public sealed class TrustStartupGuard(StratusTrust trust, IServer server, IHostA
     }
 
     public static string NoKeyMessage(string dataDirectory) =>
-        $"No active API key in {dataDirectory}, so no client could call this server. Create one with " +
+        $"No active API key with the inference scope in {dataDirectory}, so no client could call this server. Create one with " +
         $"`stratus keys create --name <n> --scopes inference --data-dir {dataDirectory}`, or pass --insecure-no-auth to serve loopback clients without keys.";
 
     /// <summary>Whether a server address ("http://127.0.0.1:8000", "http://[::1]:80",

@@ -86,21 +86,29 @@ public sealed class DistributedCliTests
         AssertSameLosses(expected, CliTests.Losses(temp["split2"]), "resumed on 2 ranks");
     }
 
+    /// <summary>A two-rank training job far from its end, once it has logged 5 steps in temp["run"].</summary>
+    static (Process Job, Task<string> Stdout, Task<string> Stderr) RunningJob(TempDirectory temp)
+    {
+        var (data, config) = CliTests.Prepare(temp);
+        var job = Process.Start(Cli.MpiStartInfo(2, Train(config, data, temp["run"], 100_000)))!;
+        var output = (job, job.StandardOutput.ReadToEndAsync(), job.StandardError.ReadToEndAsync());
+        try { CliTests.WaitForSteps(job, temp["run"], 5); }
+        catch
+        {
+            job.Kill(entireProcessTree: true);
+            throw;
+        }
+        return output;
+    }
+
     [MpiFact]
     public void Killing_one_rank_ends_the_training_job_with_an_error_within_ten_seconds()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
-        using var job = Process.Start(Cli.MpiStartInfo(2, Train(config, data, temp["run"], 100_000)))!;
-        var stdout = job.StandardOutput.ReadToEndAsync();
-        var stderr = job.StandardError.ReadToEndAsync();
+        var (job, stdout, stderr) = RunningJob(temp);
+        using var _ = job;
         try
         {
-            var metrics = Path.Combine(temp["run"], "metrics.jsonl");
-            var deadline = DateTime.UtcNow.AddMinutes(2);
-            while (DateTime.UtcNow < deadline && !job.HasExited && !(File.Exists(metrics) && File.ReadLines(metrics).Count(l => l.Contains("\"train_loss\"")) >= 5))
-                Thread.Sleep(20);
-            if (job.HasExited) Assert.Fail("the job ended before a rank could be killed: " + stdout.Result + stderr.Result);
             var victim = RankProcess(job.Id, rank: 1) ?? throw new InvalidOperationException("rank 1 not found among mpirun's children");
 
             var killed = Stopwatch.StartNew();
@@ -121,13 +129,10 @@ public sealed class DistributedCliTests
     public async Task SIGUSR1_to_mpirun_stops_every_rank_after_a_last_checkpoint()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
-        using var job = Process.Start(Cli.MpiStartInfo(2, Train(config, data, temp["run"], 100_000)))!;
-        var stdout = job.StandardOutput.ReadToEndAsync();
-        var stderr = job.StandardError.ReadToEndAsync();
+        var (job, stdout, stderr) = RunningJob(temp);
+        using var _ = job;
         try
         {
-            CliTests.WaitForSteps(job, temp["run"], 5);
             CliTests.Signal(job.Id, "USR1"); // mpirun forwards it to every rank
             Assert.True(job.WaitForExit(TimeSpan.FromMinutes(2)), "the job did not stop");
             Assert.True(job.ExitCode == 0, await stdout + await stderr);

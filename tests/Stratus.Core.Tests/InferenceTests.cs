@@ -97,6 +97,29 @@ public sealed class InferenceTests
     }
 
     [Fact]
+    public void The_inference_benchmark_measures_up_to_the_whole_context()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("ab");
+        using var model = TinyModel(tokenizer.VocabSize);
+        var options = new InferenceBenchmarkOptions { PromptTokens = 16, DecodeTokens = model.Config.BlockSize - 16, Threads = 1, Repeats = 1, IncludeLlamaCpp = false };
+        Assert.NotEmpty(InferenceBenchmark.Run(model, tokenizer, options));
+        Assert.Contains("exceed the model's context", Assert.Throws<StratusUserException>(() => InferenceBenchmark.Run(model, tokenizer, options with { DecodeTokens = options.DecodeTokens + 1 })).Message);
+    }
+
+    [Fact]
+    public void Edge_values_of_max_tokens_and_temperature_sample_without_overflow()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        using var model = TinyModel(tokenizer.VocabSize);
+        var generator = new TextGenerator(model, tokenizer);
+        // As many tokens as one asks for: the cache is sized by the context, not prompt + max_tokens.
+        Assert.Equal(5, generator.Generate("abc", int.MaxValue, new SamplingOptions { Temperature = 0 }).Take(5).Count());
+        // A temperature too small for float32 divides to the greedy choice, not to a NaN softmax.
+        var greedy = string.Concat(generator.Generate("abc", 20, new SamplingOptions { Temperature = 0 }));
+        Assert.Equal(greedy, string.Concat(generator.Generate("abc", 20, new SamplingOptions { Temperature = 1e-40, Seed = 1 })));
+    }
+
+    [Fact]
     public void Top_k_one_and_temperature_zero_are_greedy()
     {
         using var logits = torch.tensor(new float[] { 0.1f, 2f, 0.3f, 1.9f }, [1, 4]);

@@ -47,7 +47,8 @@ public static class InferenceBenchmark
         // Threads too: libtorch aborts the process on fewer than one, with no message the user can act on.
         if (options.PromptTokens < 1 || options.DecodeTokens < 1 || options.Threads < 1 || options.Repeats < 1)
             throw new StratusUserException($"prompt tokens, decode tokens, threads and repeats must be at least 1 (got {options.PromptTokens}, {options.DecodeTokens}, {options.Threads}, {options.Repeats})");
-        if (options.PromptTokens + options.DecodeTokens + 1 > model.Config.BlockSize)
+        // The last decode step's token sits at position prompt + decode - 1.
+        if (options.PromptTokens + options.DecodeTokens > model.Config.BlockSize)
             throw new StratusUserException($"{options.PromptTokens} prompt + {options.DecodeTokens} decode tokens exceed the model's context of {model.Config.BlockSize}");
         var previousThreads = torch.get_num_threads();
         torch.set_num_threads(options.Threads);
@@ -74,7 +75,7 @@ public static class InferenceBenchmark
                     files.Add(gguf);
                     GgufExport.Write(model, tokenizer, null, gguf, type);
                     // llama.cpp as it runs by default (f16 KV cache, its own attention choice).
-                    var reference = new LlamaCppModel(gguf, prompt.Length + options.DecodeTokens + 1, options.Threads, kvF32: false);
+                    var reference = new LlamaCppModel(gguf, prompt.Length + options.DecodeTokens, options.Threads, kvF32: false);
                     references.Add(reference);
                     engines.Add(new("llama.cpp (LLamaSharp)", name, () => reference.Measure(prompt, options.DecodeTokens)));
                 }
@@ -113,7 +114,7 @@ public static class InferenceBenchmark
     {
         using var noGrad = no_grad();
         model.DecodeKernel = kernel;
-        using var cache = model.CreateCache(1, prompt.Length + options.DecodeTokens + 1);
+        using var cache = model.CreateCache(1, prompt.Length + options.DecodeTokens);
         using var promptTensor = torch.tensor(prompt.Select(t => (long)t).ToArray(), [1, prompt.Length], device: model.Device);
         var clock = Stopwatch.StartNew();
         Tensor next;

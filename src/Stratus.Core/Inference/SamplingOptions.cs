@@ -30,7 +30,9 @@ public static class TokenChooser
     {
         using var scope = NewDisposeScope();
         if (options.Temperature == 0) return logits.argmax(-1, keepdim: true).MoveToOuterDisposeScope();
-        var scaled = logits / options.Temperature;
+        // Shifted so the largest is 0 first: a tiny temperature would otherwise scale logits to
+        // +-inf, whose softmax is NaN (the limit is greedy, which this gives).
+        var scaled = (logits - logits.amax([-1], keepdim: true)) / options.Temperature;
         if (options.TopK > 0 && options.TopK < scaled.shape[^1])
         {
             var kth = scaled.topk(options.TopK, dim: -1).values[.., ^1..];

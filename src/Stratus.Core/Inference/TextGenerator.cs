@@ -39,7 +39,7 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         using var noGrad = no_grad();
         using var generator = new Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()));
         var context = model.Config.BlockSize;
-        using var cache = model.CreateCache(1, Math.Min(promptTokens.Length + maxTokens, context));
+        using var cache = model.CreateCache(1, (int)Math.Min((long)promptTokens.Length + maxTokens, context));
         var decoder = new StreamingDecoder(tokenizer);
         var tokens = promptTokens.Select(t => (long)t).ToList();
         var input = torch.tensor(tokens.ToArray(), [1, tokens.Count], device: model.Device);

@@ -37,6 +37,9 @@ public sealed class ServerStartupTests : IDisposable
         // A key that cannot call the models does not count.
         await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("trainer", Platform.ApiKeyScopes.Training, Platform.RateLimits.Unlimited, "tests");
         Assert.Contains("inference scope", (await Assert.ThrowsAsync<TrustUserException>(() => StratusServer.StartAsync(Options(insecure: false)))).Message);
+        // An admin key may call everything.
+        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("operator", Platform.ApiKeyScopes.Admin, Platform.RateLimits.Unlimited, "tests");
+        await using var server = await StratusServer.StartAsync(Options(insecure: false));
     }
 
     [Fact]

@@ -21,9 +21,9 @@ public sealed class TrustStartupGuard(StratusTrust trust, IServer server, IHostA
     public static async Task EnsureCallableAsync(StratusTrust trust, CancellationToken cancellationToken)
     {
         if (trust.Options.InsecureNoAuth) return;
-        // A key that may call the models: one with only training or admin scope cannot.
+        // A key that may call the models (admin implies it): one with only the training scope cannot.
         var keys = await trust.Keys.ListAsync(includeRevoked: false, cancellationToken);
-        if (!keys.Any(k => k.Scopes.HasFlag(ApiKeyScopes.Inference))) throw new TrustUserException(NoKeyMessage(trust.DataDirectory));
+        if (!keys.Any(k => k.Allows(ApiKeyScopes.Inference))) throw new TrustUserException(NoKeyMessage(trust.DataDirectory));
     }
 
     public Task StartedAsync(CancellationToken cancellationToken)

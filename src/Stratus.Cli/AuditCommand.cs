@@ -23,7 +23,7 @@ static class AuditCommand
         var command = new Command("verify", "Check the audit log's hash chain; exit 1 naming the first bad entry.") { dataDir };
         command.SetAction(async (result, ct) =>
         {
-            var v = await TrustCommands.Open(result, dataDir).Audit.VerifyAsync(ct);
+            var v = await TrustCommands.OpenExisting(result, dataDir).Audit.VerifyAsync(ct);
             if (!v.Valid)
             {
                 Console.Error.WriteLine($"audit log broken at entry {v.FirstBadSequence}: {v.Problem} ({v.EntriesChecked} entries before it check out)");
@@ -46,7 +46,7 @@ static class AuditCommand
         command.SetAction(async (result, ct) =>
         {
             if (result.GetValue(limit) < 1) throw new TrustUserException("--limit must be at least 1.");
-            var entries = await TrustCommands.Open(result, dataDir).Audit.ReadAsync(
+            var entries = await TrustCommands.OpenExisting(result, dataDir).Audit.ReadAsync(
                 new AuditQuery(result.GetValue(after), result.GetValue(limit), result.GetValue(action)), ct);
             if (entries.Count == 0)
             {

@@ -52,7 +52,7 @@ static class BlocklistCommand
         var command = new Command("list", "List blocklists with their terms and patterns.") { dataDir };
         command.SetAction(async (result, ct) =>
         {
-            var lists = await TrustCommands.Open(result, dataDir).SafetyConfiguration().ListBlocklistsAsync(ct);
+            var lists = await TrustCommands.OpenExisting(result, dataDir).SafetyConfiguration().ListBlocklistsAsync(ct);
             if (lists.Count == 0)
             {
                 Console.WriteLine("No blocklists.");

@@ -48,7 +48,7 @@ static class KeysCommand
         var command = new Command("list", "List API keys (never their secrets).") { all, dataDir };
         command.SetAction(async (result, ct) =>
         {
-            var keys = await TrustCommands.Open(result, dataDir).KeyService().ListAsync(result.GetValue(all), ct);
+            var keys = await TrustCommands.OpenExisting(result, dataDir).KeyService().ListAsync(result.GetValue(all), ct);
             if (keys.Count == 0)
             {
                 Console.WriteLine("No API keys. Create one: stratus keys create --name <n> --scopes inference");

@@ -19,6 +19,16 @@ static class TrustCommands
     public static PlatformStores Open(ParseResult result, Option<string?> dataDir) =>
         PlatformStores.OpenSqlite(StratusHome.Resolve(result.GetValue(dataDir)));
 
+    /// <summary>The stores for a verb that only reads them: a data directory without a database
+    /// (a mistyped --data-dir) is an error, not a new empty database reported as intact.</summary>
+    public static PlatformStores OpenExisting(ParseResult result, Option<string?> dataDir)
+    {
+        var directory = StratusHome.Resolve(result.GetValue(dataDir));
+        if (!File.Exists(Path.Combine(directory, PlatformDatabase.FileName)))
+            throw new TrustUserException($"no Stratus data in {directory} (no {PlatformDatabase.FileName}); check --data-dir or ${StratusHome.EnvironmentVariable} (keys and servers create it)");
+        return PlatformStores.OpenSqlite(directory);
+    }
+
     /// <summary>Who made a change from the CLI, as the audit log records it.</summary>
     public static string Actor => $"cli:{Environment.UserName}";
 

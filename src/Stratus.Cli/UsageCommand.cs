@@ -19,7 +19,7 @@ static class UsageCommand
         var command = new Command("usage", "Show requests and tokens per day, key and model.") { key, model, from, to, dataDir };
         command.SetAction(async (result, ct) =>
         {
-            var stores = TrustCommands.Open(result, dataDir);
+            var stores = TrustCommands.OpenExisting(result, dataDir);
             var service = stores.KeyService();
             var keyId = await UsageQuery.KeyIdAsync(service, result.GetValue(key), ct);
             var query = UsageQuery.Days(keyId, TrustCommands.ParseDay(result.GetValue(from), "--from"), TrustCommands.ParseDay(result.GetValue(to), "--to"), result.GetValue(model));

@@ -149,6 +149,10 @@ public sealed class CliTests : IDisposable
         Assert.Contains("No usage", Run("usage", "--from", "2020-01-01", "--to", "2020-01-31").Stdout);
         // Requests served without keys are recorded, and filtered, as "anonymous".
         Assert.Contains("No usage", Run("usage", "--key", "anonymous").Stdout);
+        // Reading a data directory that has no database (a typo) says so instead of making one.
+        var typo = Path.Combine(dataDir, "typo");
+        AssertUserError(Stratus(null, "audit", "verify", "--data-dir", typo), "no Stratus data in");
+        Assert.False(Directory.Exists(typo));
         AssertUserError(Run("usage", "--from", "last-week"), "--from must be a date as yyyy-MM-dd");
         AssertUserError(Run("usage", "--key", "nobody"), "No API key with name or id 'nobody'");
     }

@@ -80,7 +80,10 @@ public sealed class SentencePieceTests
         GgufExport.Write(temp.File("model"), temp.File("spm.gguf"), GgmlType.F32);
         Assert.Equal("llama", GgufFile.Read(temp.File("spm.gguf")).Metadata["tokenizer.ggml.model"]);
         using var reference = new LlamaCppModel(temp.File("spm.gguf"), 32, 2);
-        foreach (var text in new[] { "the cat sat on a cat", "a  cat, é!", "hello there" })
+        // Special tokens are taken out first and the text after one starts a word again, as a
+        // chat template's "<s>" before each turn needs.
+        foreach (var text in new[] { "the cat sat on a cat", "a  cat, é!", "hello there", "<s>the cat</s><s> sat on</s>" })
             Assert.Equal(tokenizer.Encode(text), reference.Tokenize(text));
+        Assert.Equal(["<s>", "▁the", "▁cat", "</s>"], tokenizer.Encode("<s>the cat</s>").Select(id => tokenizer.Vocabulary.Tokens[id]));
     }
 }

@@ -101,6 +101,8 @@ public sealed class HfTokenizer : ITokenizer
             throw new StratusUserException($"tokenizer.json: its BPE model is inconsistent: {e.Message}", e);
         }
 
+        addedTokenPattern = added.Count == 0 ? null
+            : new Regex(string.Join("|", added.Keys.OrderByDescending(t => t.Length).Select(Regex.Escape)), RegexOptions.CultureInvariant);
         BosId = SpecialId("bos_token");
         EndOfTextId = SpecialId("eos_token");
         var preName = pattern == BpeVocabulary.Gpt2Pattern ? "gpt-2" : pattern == Llama3Pattern ? "llama-bpe" : pattern == Qwen2Pattern ? "qwen2" : "default";
@@ -114,6 +116,8 @@ public sealed class HfTokenizer : ITokenizer
     }
 
     readonly bool sentencePiece, byteFallback, normalizeNfc;
+    /// <summary>The added tokens as one alternation, longest first; null when there are none.</summary>
+    readonly Regex? addedTokenPattern;
     readonly int? unknownId;
 
     public static HfTokenizer FromHuggingFace(JsonObject tokenizerJson, JsonObject? tokenizerConfig) => new(tokenizerJson, tokenizerConfig);
@@ -170,9 +174,30 @@ public sealed class HfTokenizer : ITokenizer
     {
         if (normalizeNfc) text = text.Normalize(NormalizationForm.FormC);
         if (!sentencePiece) return bpe.EncodeToIds(text).ToArray();
-        // SentencePiece spells spaces "▁" and starts the text with one (Llama's "add dummy prefix").
-        var normalized = text.Length == 0 ? "" : (start ? "▁" : "") + text.Replace(' ', '▁');
+        // SentencePiece spells spaces "▁" and starts text with one (Llama's "add dummy prefix").
+        // Added tokens (<s>, </s>) are taken out first and the prefix goes before each stretch of
+        // text that starts the input or follows one, as Hugging Face's Prepend normalizer and
+        // llama.cpp put it: "<s>the" is <s> ▁the, not ▁ <s> t he.
         var result = new List<int>();
+        var prefix = start;
+        var at = 0;
+        if (addedTokenPattern is not null)
+        {
+            foreach (var match in addedTokenPattern.EnumerateMatches(text))
+            {
+                if (match.Index > at) EncodeSentencePiece(text[at..match.Index], prefix, result);
+                result.Add(added[text.Substring(match.Index, match.Length)]);
+                prefix = true;
+                at = match.Index + match.Length;
+            }
+        }
+        if (at < text.Length) EncodeSentencePiece(text[at..], prefix, result);
+        return result.ToArray();
+    }
+
+    void EncodeSentencePiece(string text, bool prefix, List<int> result)
+    {
+        var normalized = (prefix ? "▁" : "") + text.Replace(' ', '▁');
         foreach (var token in bpe.EncodeToTokens(normalized, out _))
         {
             if (token.Id != unknownId || !byteFallback) { result.Add(token.Id); continue; }
@@ -181,7 +206,6 @@ public sealed class HfTokenizer : ITokenizer
             foreach (var b in Encoding.UTF8.GetBytes(normalized.Substring(offset, length).Replace('▁', ' ')))
                 result.Add(added.TryGetValue($"<0x{b:X2}>", out var id) || vocabularyIds.TryGetValue($"<0x{b:X2}>", out id) ? id : token.Id);
         }
-        return result.ToArray();
     }
 
     public IReadOnlyList<char> Unencodable(string text) => [];

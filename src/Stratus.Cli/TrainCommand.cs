@@ -94,10 +94,11 @@ static class TrainCommand
         const PosixSignal SigUsr1 = (PosixSignal)10; // Linux's number; PosixSignal names only the portable signals
         PosixSignal[] signals = OperatingSystem.IsLinux() ? [PosixSignal.SIGINT, PosixSignal.SIGTERM, SigUsr1] : [PosixSignal.SIGINT, PosixSignal.SIGTERM];
         var registrations = signals.Select(signal => PosixSignalRegistration.Create(signal, Stop)).ToArray();
+        // The source is not disposed: a signal already taken (mpirun forwards one to every rank,
+        // some after the job agreed to stop) runs its handler after the registrations are gone.
         return new Registration(() =>
         {
             foreach (var registration in registrations) registration.Dispose();
-            source.Dispose();
         });
     }
 

@@ -77,10 +77,9 @@ static class DemoCommand
     static void RequireDemoRun(string run)
     {
         if (!Checkpoint.Exists(run)) return;
-        var runFile = Path.Combine(run, Trainer.RunFile);
-        string? data = null;
-        try { data = File.Exists(runFile) ? System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(runFile))?["data"]?.GetValue<string>() : null; }
-        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException) { }
+        string? data;
+        try { data = Trainer.ReadRunFile(run).Dataset; }
+        catch (StratusUserException) { data = null; } // no run.json (an imported model), or a damaged one
         if (data != Path.GetFullPath(Path.Combine(run, "data")))
             throw new StratusUserException($"--out {run} holds a model the demo did not train, and the demo would replace it; choose another --out");
     }

@@ -126,19 +126,27 @@ public sealed class Trainer : IDisposable
         return trainer;
     }
 
+    /// <summary>A run's run.json and the dataset folder it records (null where it names none).</summary>
+    /// <exception cref="StratusUserException">The folder has no run.json, or it is not a JSON object.</exception>
+    public static (JsonObject Run, string? Dataset) ReadRunFile(string runDirectory)
+    {
+        var runPath = Path.Combine(runDirectory, RunFile);
+        if (!File.Exists(runPath)) throw new StratusUserException($"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
+        JsonObject run;
+        try { run = JsonNode.Parse(File.ReadAllText(runPath)) as JsonObject ?? throw new StratusUserException($"{runPath} is not a JSON object; restore it"); }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(runPath, e, hint: "Restore it from a copy."); }
+        return (run, run["data"] is JsonValue data && data.TryGetValue<string>(out var path) ? path : null);
+    }
+
     /// <summary>Continues a run from its last checkpoint; overrides may change only settings that
     /// do not alter what has been learned so far (e.g. max_iters). <paramref name="dataDirectory"/>
     /// replaces the run's dataset folder (when it moved); it must hold the same tokenizer.</summary>
     public static Trainer Resume(string runDirectory, IEnumerable<KeyValuePair<string, string>>? overrides = null, Device? device = null, ICommunicator? communicator = null,
         string? dataDirectory = null)
     {
+        var (run, recorded) = ReadRunFile(runDirectory);
         var runPath = Path.Combine(runDirectory, RunFile);
-        if (!File.Exists(runPath)) throw new StratusUserException($"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(runDirectory, preferBest: false));
-        JsonObject run;
-        try { run = JsonNode.Parse(File.ReadAllText(runPath)) as JsonObject ?? throw new StratusUserException($"{runPath} is not a JSON object; restore it"); }
-        catch (JsonException e) { throw StratusUserException.NotValidJson(runPath, e, hint: "Restore it from a copy."); }
-        var recorded = run["data"] is JsonValue data && data.TryGetValue<string>(out var path) ? path : null;
         dataDirectory ??= recorded ?? throw new StratusUserException($"{runPath} names no dataset; pass the run's dataset folder with --data");
         if (!Directory.Exists(dataDirectory))
             throw new StratusUserException($"the run's dataset {dataDirectory} does not exist; if it moved, pass its folder with --data");
@@ -233,14 +241,20 @@ public sealed class Trainer : IDisposable
         // all its micro-batches (as Hugging Face Transformers weighs them since 4.46), which a
         // micro-batch without targets adds nothing to. Unmasked micro-batches all have B x T
         // targets, where that is the mean of their means, computed as before.
-        var supervised = sampler.IsMasked ? SupervisedTargets(step) : (double?)null;
+        using var stepScope = NewDisposeScope();
+        var batches = new List<(int Micro, Tensor Inputs, Tensor Targets)>();
+        for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
+        {
+            var (inputs, targets) = sampler.Sample(Split.Train, step, micro, device);
+            batches.Add((micro, inputs, targets));
+        }
+        var supervised = sampler.IsMasked ? communicator.SumOverRanks(batches.Sum(b => (double)b.Targets.ne(-100).sum().item<long>()))[0] : (double?)null;
         if (supervised == 0)
             throw new StratusUserException($"step {step}'s batches hold no assistant tokens to learn from: the chat data is too sparse in assistant text for block_size {config.Model.BlockSize}; raise --block-size or prepare with more assistant turns");
-        for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
+        foreach (var (micro, inputs, targets) in batches)
         {
             using var scope = NewDisposeScope();
             generator.manual_seed(sampler.DropoutSeed(step, micro));
-            var (inputs, targets) = sampler.Sample(Split.Train, step, micro, device);
             var logits = model.Forward(inputs);
             if (supervised is { } count)
             {
@@ -283,18 +297,6 @@ public sealed class Trainer : IDisposable
         if (!double.IsFinite(loss))
             throw new StratusUserException($"the {which} loss is {loss} at step {step}: training diverged; lower --learning-rate or set --grad-clip, " +
                 $"then resume from the last checkpoint (`stratus train --resume {runDirectory} --learning-rate ...`) or start again");
-    }
-
-    /// <summary>Targets the loss mask keeps in this step's micro-batches, of the whole job.</summary>
-    double SupervisedTargets(long step)
-    {
-        double count = 0;
-        for (var micro = communicator.Rank; micro < config.GradientAccumulationSteps; micro += communicator.WorldSize)
-        {
-            using var scope = NewDisposeScope();
-            count += sampler.Sample(Split.Train, step, micro, device).Targets.ne(-100).sum().item<long>();
-        }
-        return communicator.SumOverRanks(count)[0];
     }
 
     /// <summary>Mean loss over eval_iters batches of train and of val, without dropout, and the

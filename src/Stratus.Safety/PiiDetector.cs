@@ -20,6 +20,7 @@
 //   character, so spans found in the folded text are spans of the original and redaction
 //   replaces what was written. The patterns match ASCII digits only ([0-9], not \d), so every
 //   candidate the verifiers parse is ASCII by construction.
+using System.Buffers;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
@@ -78,6 +79,8 @@ public sealed class PiiDetector : IContentSafetyProvider
 
     static readonly Regex Ssn = new(@"(?<![0-9-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9-])", Options, Timeout);
 
+    static readonly SearchValues<char> Required = SearchValues.Create("0123456789@:");
+
     readonly HashSet<PiiKind> kinds;
 
     public PiiDetector(IEnumerable<PiiKind>? kinds = null) => this.kinds = [.. kinds ?? Enum.GetValues<PiiKind>()];
@@ -118,8 +121,11 @@ public sealed class PiiDetector : IContentSafetyProvider
     /// <summary>Verified PII spans in text order, without overlaps (the longest wins).</summary>
     public IReadOnlyList<SafetyMatch> Find(string text)
     {
-        var candidates = new List<SafetyMatch>();
         var folded = Fold(text);
+        // Every kind needs a digit, an '@' (e-mail) or a ':' (IPv6): prose without any, the most
+        // of what a model writes, skips the patterns.
+        if (!folded.AsSpan().ContainsAny(Required)) return [];
+        var candidates = new List<SafetyMatch>();
         try
         {
             if (kinds.Contains(PiiKind.Email)) AddAll(Email, folded, PiiKind.Email, candidates, static _ => true);

@@ -27,6 +27,12 @@ public sealed record ContentFilterBlocklistResults(
     [property: JsonPropertyName("filtered")] bool Filtered,
     [property: JsonPropertyName("details")] IReadOnlyList<ContentFilterBlocklistDetail> Details);
 
+/// <summary>A Stratus extension: the alternatives of a choice's tokens (top_logprobs) that were
+/// left out because the policy would have blocked or rewritten them as text.</summary>
+public sealed record ContentFilterAlternativesResult(
+    [property: JsonPropertyName("filtered")] bool Filtered,
+    [property: JsonPropertyName("removed")] int Removed);
+
 public sealed record ContentFilterResults(
     [property: JsonPropertyName("hate")] ContentFilterSeverityResult Hate,
     [property: JsonPropertyName("self_harm")] ContentFilterSeverityResult SelfHarm,
@@ -34,7 +40,12 @@ public sealed record ContentFilterResults(
     [property: JsonPropertyName("violence")] ContentFilterSeverityResult Violence,
     [property: JsonPropertyName("jailbreak"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] ContentFilterDetectedResult? Jailbreak,
     [property: JsonPropertyName("pii"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] ContentFilterPiiResult? Pii,
-    [property: JsonPropertyName("custom_blocklists"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] ContentFilterBlocklistResults? CustomBlocklists);
+    [property: JsonPropertyName("custom_blocklists"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] ContentFilterBlocklistResults? CustomBlocklists)
+{
+    /// <summary>Set on a choice whose alternatives were screened (top_logprobs was asked for).</summary>
+    [JsonPropertyName("top_logprobs"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ContentFilterAlternativesResult? TopLogprobs { get; init; }
+}
 
 public sealed record PromptFilterResult(
     [property: JsonPropertyName("prompt_index")] int PromptIndex,

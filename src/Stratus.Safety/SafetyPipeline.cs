@@ -6,12 +6,20 @@ namespace Stratus.Safety;
 public sealed class SafetyPipeline
 {
     readonly IContentSafetyProvider[] providers;
+    /// <summary>The providers that judge alternatives: those that find spans (a streaming
+    /// window), less the PII detector when the policy only annotates what it finds.</summary>
+    readonly IContentSafetyProvider[] alternativeProviders;
+    readonly int alternativeWindow;
 
     public SafetyPipeline(SafetyPolicy policy, IEnumerable<IContentSafetyProvider> providers)
     {
         Policy = policy.Validate();
         this.providers = [.. providers];
         StreamingWindow = this.providers.Length == 0 ? 0 : this.providers.Max(p => p.StreamingWindow);
+        alternativeProviders = Policy.CheckCompletions
+            ? [.. this.providers.Where(p => p.StreamingWindow > 0 && !(p is PiiDetector && Policy.Pii is PiiMode.Off or PiiMode.Annotate))]
+            : [];
+        alternativeWindow = alternativeProviders.Length == 0 ? 0 : alternativeProviders.Max(p => p.StreamingWindow);
     }
 
     /// <summary>The usual pipeline for a policy: the policy's blocklists (looked up by name in
@@ -44,6 +52,28 @@ public sealed class SafetyPipeline
         if (!Policy.Checks(direction)) return Decide(text, direction, []);
         return Decide(text, direction, await RunProvidersAsync(text, direction, cancellationToken));
     }
+
+    /// <summary>Whether the policy would block or rewrite <paramref name="alternative"/>, a token
+    /// the model could have written after <paramref name="before"/> (an entry of top_logprobs):
+    /// whether a match it acts on in that text overlaps the alternative. Only providers that find
+    /// spans judge it (blocklists, PII), in the last StreamingWindow characters before it, as the
+    /// streaming guard judges text; whole-text providers (classifiers, external moderation) judge
+    /// the completion, and one token of it is not a text they can judge. The text after the
+    /// alternative is unknown, so a match that touches its end counts ("ass" may or may not
+    /// become "assist"); one that ends before it does not, since that text was passed already.</summary>
+    public async ValueTask<bool> FlagsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellationToken = default)
+    {
+        if (alternativeProviders.Length == 0 || alternative.Length == 0) return false;
+        var contextLength = Math.Min(before.Length, alternativeWindow);
+        var text = string.Concat(before.Span[^contextLength..], alternative);
+        foreach (var provider in alternativeProviders)
+            foreach (var result in await provider.AnalyzeAsync(text, ContentDirection.Completion, cancellationToken))
+                if (ActsOn(result) && result.Matches.Any(m => m.End > contextLength)) return true;
+        return false;
+    }
+
+    /// <summary>Whether the policy blocks or rewrites text for this result.</summary>
+    bool ActsOn(CategoryResult result) => Policy.Filters(result) || (result.Category == SafetyCategory.Pii && Policy.Pii == PiiMode.Redact);
 
     /// <summary>A guard for one streamed completion.</summary>
     public StreamingSafetyGuard GuardStream() => new(this);

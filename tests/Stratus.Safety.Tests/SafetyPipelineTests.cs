@@ -116,6 +116,51 @@ public sealed class SafetyPipelineTests
         Assert.Equal(6, result["categories"]!.AsObject().Count);
     }
 
+    [Theory]
+    // A term the alternative completes is flagged; the first word of a phrase alone is not the phrase.
+    [InlineData("what a bad ", "word", true)]
+    [InlineData("what a ", "bad", false)]
+    [InlineData("", "word", false)]
+    // The text after an alternative is unknown: a match that touches its end counts.
+    [InlineData("you ", "ass", true)]
+    [InlineData("you as", "s", true)]
+    [InlineData("you ", "assist", false)]
+    [InlineData("you as", "sist", false)]
+    // A match in the text before (passed already) is not the alternative's.
+    [InlineData("the ass ", "was", false)]
+    public async Task An_alternative_is_judged_in_the_text_it_would_continue(string before, string alternative, bool flagged)
+    {
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Off, Blocklists = ["list"] },
+            [new Blocklist("list", ["bad word", "ass"], [])]);
+        Assert.Equal(flagged, await pipeline.FlagsAlternativeAsync(before.AsMemory(), alternative));
+    }
+
+    [Theory]
+    [InlineData(PiiMode.Off, false)]
+    [InlineData(PiiMode.Annotate, false)]
+    [InlineData(PiiMode.Redact, true)]
+    [InlineData(PiiMode.Block, true)]
+    public async Task An_alternative_that_completes_pii_is_flagged_where_the_policy_redacts_or_blocks_it(PiiMode mode, bool flagged)
+    {
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = mode }, []);
+        // 4111 1111 1111 1111 passes Luhn; one digit short it is no card number.
+        Assert.Equal(flagged, await pipeline.FlagsAlternativeAsync("card 4111 1111 1111 111".AsMemory(), "1"));
+        Assert.False(await pipeline.FlagsAlternativeAsync("card 4111 1111 1111 11".AsMemory(), "1"));
+    }
+
+    [Fact]
+    public async Task Alternatives_are_judged_by_span_providers_where_the_policy_checks_completions()
+    {
+        var lists = new[] { new Blocklist("list", ["heck"], []) };
+        var policy = SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Off, Blocklists = ["list"] };
+        Assert.False(await SafetyPipeline.Create(policy with { CheckCompletions = false }, lists).FlagsAlternativeAsync("oh ".AsMemory(), "heck"));
+        // Only the last StreamingWindow characters before the alternative are its context.
+        var pipeline = SafetyPipeline.Create(policy, lists);
+        Assert.True(await pipeline.FlagsAlternativeAsync((new string('x', 1000) + " oh ").AsMemory(), "heck"));
+        // A whole-text classifier judges completions, not one token of one.
+        Assert.False(await new SafetyPipeline(SafetyPolicy.Default("gpt2"), [new Fixed(Violence(Severity.High))]).FlagsAlternativeAsync("oh ".AsMemory(), "no"));
+    }
+
     [Fact]
     public void Moderation_request_accepts_a_string_or_an_array_of_strings()
     {

@@ -10,7 +10,8 @@ using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Tests;
 
-/// <summary>Refuses users named "blocked" and masks every 'e' in the output.</summary>
+/// <summary>Refuses users named "blocked", masks every 'e' in the output and lists no
+/// alternative with an 'e'.</summary>
 public sealed class MaskingFilter : IGenerationFilter
 {
     public ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation) =>
@@ -22,6 +23,8 @@ public sealed class MaskingFilter : IGenerationFilter
         public IReadOnlyList<Safety.PromptFilterResult>? PromptFilterResults => null;
         public IReadOnlyList<string>? Prompts => null;
         public ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation) => ValueTask.FromResult(new FilteredText(text.Replace('e', '*')));
+        public ValueTask<bool> AllowsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellation) =>
+            ValueTask.FromResult(!alternative.Contains('e'));
         public ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation) => ValueTask.FromResult(ChoiceEnd.None);
         public ValueTask CompleteAsync(int promptTokens, int completionTokens) => ValueTask.CompletedTask;
     }
@@ -71,6 +74,23 @@ public sealed class GenerationFilterTests(FilteredModelServer fixture) : IClassF
         var streamed = await (await http.PostAsJsonAsync("/v1/completions", Body('e', stream: true))).Content.ReadAsStringAsync();
         Assert.Contains("\"text\":\"*", streamed);
         Assert.DoesNotContain("\"tokens\"", streamed);
+    }
+
+    [Fact]
+    public async Task Filters_judge_the_alternatives_logprobs_list()
+    {
+        var tokenizer = fixture.Server.Model.Tokenizer;
+        // 'a' is written, 'e' is the runner-up at every position: a filter that keeps 'e' out of
+        // the text keeps it out of the alternatives.
+        var body = new
+        {
+            model = "tiny", prompt = "ab", max_tokens = 3, logprobs = 2,
+            logit_bias = new Dictionary<string, int> { [tokenizer.Encode("a")[0].ToString()] = 100, [tokenizer.Encode("e")[0].ToString()] = 50 },
+        };
+        var choice = JsonNode.Parse(await (await fixture.Server.Http.PostAsJsonAsync("/v1/completions", body)).Content.ReadAsStringAsync())!["choices"]![0]!;
+        Assert.Equal("aaa", (string)choice["text"]!);
+        Assert.All(choice["logprobs"]!["top_logprobs"]!.AsArray(), top => Assert.Equal(["a"], top!.AsObject().Select(a => a.Key)));
+        Assert.Equal(3, (int)choice["content_filter_results"]!["top_logprobs"]!["removed"]!);
     }
 }
 

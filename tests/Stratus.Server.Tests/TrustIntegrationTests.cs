@@ -220,6 +220,131 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         }
     }
 
+    /// <summary>Logit biases that make the model write spaces with <paramref name="alternative"/>
+    /// as the runner-up at every position: the text stays clean while the alternative is
+    /// among the top log-probabilities.</summary>
+    Dictionary<string, int> SpacesWithRunnerUp(char alternative)
+    {
+        var tokenizer = fixture.Model.Tokenizer;
+        return new() { [tokenizer.Encode(" ")[0].ToString()] = 100, [tokenizer.Encode(alternative.ToString())[0].ToString()] = 50 };
+    }
+
+    async Task WithBlocklistPolicyAsync(string term, Func<Task> body)
+    {
+        using var list = await fixture.Http.PutAsJsonAsync("/v1/admin/blocklists/alternatives-test", new { terms = new[] { term }, category = "hate" });
+        Assert.True(list.IsSuccessStatusCode, await list.Content.ReadAsStringAsync());
+        using var policy = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+            new { block_at = new { hate = "medium" }, pii = "off", blocklists = new[] { "alternatives-test" } });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            await body();
+        }
+        finally
+        {
+            using var reset = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+            Assert.True(reset.IsSuccessStatusCode);
+        }
+    }
+
+    [Fact]
+    public async Task A_blocklisted_alternative_is_left_out_of_top_logprobs_and_the_choice_says_so()
+    {
+        // Char-level: the one-character term "q" is a whole word after a space, and 'q' is the
+        // runner-up after every space the model writes.
+        var completion = new { model = TinyModelServer.ModelName, prompt = "Hello", max_tokens = 4, logprobs = 2, logit_bias = SpacesWithRunnerUp('q') };
+        // Under the default policy (PII annotated) it is listed, and the choice says nothing was left out.
+        var unfiltered = JsonNode.Parse(await (await fixture.Http.PostAsJsonAsync("/v1/completions", completion)).Content.ReadAsStringAsync())!["choices"]![0]!;
+        Assert.All(unfiltered["logprobs"]!["top_logprobs"]!.AsArray(), alternatives => Assert.Equal([" ", "q"], alternatives!.AsObject().Select(a => a.Key)));
+        Assert.False((bool)unfiltered["content_filter_results"]!["top_logprobs"]!["filtered"]!);
+        await WithBlocklistPolicyAsync("q", async () =>
+        {
+            using var response = await fixture.Http.PostAsJsonAsync("/v1/completions", completion);
+            var choice = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["choices"]![0]!;
+            Assert.Equal("    ", (string)choice["text"]!);
+            var top = choice["logprobs"]!["top_logprobs"]!.AsArray();
+            Assert.Equal(4, top.Count);
+            Assert.All(top, alternatives => Assert.Equal([" "], alternatives!.AsObject().Select(a => a.Key)));
+            var reported = choice["content_filter_results"]!["top_logprobs"]!;
+            Assert.True((bool)reported["filtered"]!);
+            Assert.Equal(4, (int)reported["removed"]!);
+            // The text itself was not filtered.
+            Assert.False((bool)choice["content_filter_results"]!["custom_blocklists"]!["filtered"]!);
+            Assert.Equal("length", (string)choice["finish_reason"]!);
+
+            // Streamed chat: no chunk lists it either, and the last one says alternatives were left out.
+            var chat = new
+            {
+                model = TinyModelServer.ModelName, messages = new[] { new { role = "user", content = Prompt } }, max_tokens = 4, stream = true,
+                logprobs = true, top_logprobs = 2, logit_bias = SpacesWithRunnerUp('q'),
+            };
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = JsonContent.Create(chat) };
+            using var streamed = await fixture.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            var chunks = (await streamed.Content.ReadAsStringAsync()).Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal))
+                .Select(l => JsonNode.Parse(l["data: ".Length..])!["choices"]!.AsArray()).SelectMany(c => c).ToList();
+            var alternatives = chunks.SelectMany(c => c!["logprobs"]?["content"]?.AsArray() ?? []).SelectMany(t => t!["top_logprobs"]!.AsArray()).Select(a => (string)a!["token"]!).ToList();
+            Assert.Equal(4, alternatives.Count);
+            Assert.All(alternatives, a => Assert.Equal(" ", a));
+            Assert.True((bool)chunks.Single(c => c!["finish_reason"] is not null)!["content_filter_results"]!["top_logprobs"]!["filtered"]!);
+        });
+    }
+
+    [Fact]
+    public async Task Alternatives_are_judged_in_the_text_they_would_continue()
+    {
+        // After a letter 'q' is no word of its own: "aq" does not contain the term, and the
+        // runner-up stays listed (the filter would pass that text too).
+        await WithBlocklistPolicyAsync("q", async () =>
+        {
+            var tokenizer = fixture.Model.Tokenizer;
+            var bias = new Dictionary<string, int> { [tokenizer.Encode("a")[0].ToString()] = 100, [tokenizer.Encode("q")[0].ToString()] = 50 };
+            using var response = await fixture.Http.PostAsJsonAsync("/v1/completions",
+                new { model = TinyModelServer.ModelName, prompt = "Hello", max_tokens = 3, logprobs = 2, logit_bias = bias });
+            var choice = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["choices"]![0]!;
+            Assert.Equal("aaa", (string)choice["text"]!);
+            var top = choice["logprobs"]!["top_logprobs"]!.AsArray();
+            // The first 'q' would start the text, a word of its own; the later ones follow an 'a'.
+            Assert.Equal(["a"], top[0]!.AsObject().Select(a => a.Key));
+            Assert.Equal(["a", "q"], top[1]!.AsObject().Select(a => a.Key));
+            Assert.Equal(["a", "q"], top[2]!.AsObject().Select(a => a.Key));
+            Assert.Equal(1, (int)choice["content_filter_results"]!["top_logprobs"]!["removed"]!);
+        });
+    }
+
+    [Fact]
+    public async Task An_echoed_prompt_s_alternatives_are_judged_as_model_output()
+    {
+        // The model's guesses at each prompt position are its output, in the prompt's context.
+        // See which it makes after a space, then block one of them that the prompt does not use.
+        const string prompt = "a b c d e f g h i j";
+        var request = new { model = TinyModelServer.ModelName, prompt, max_tokens = 0, echo = true, logprobs = 20 };
+        var plain = JsonNode.Parse(await (await fixture.Http.PostAsJsonAsync("/v1/completions", request)).Content.ReadAsStringAsync())!["choices"]![0]!;
+        var plainTop = plain["logprobs"]!["top_logprobs"]!.AsArray();
+        // top_logprobs[i] are the guesses for prompt character i, after prompt[..i].
+        var position = Enumerable.Range(1, prompt.Length - 1).First(i => prompt[i - 1] == ' ' &&
+            plainTop[i]!.AsObject().Any(a => a.Key.Length == 1 && char.IsAsciiLetterLower(a.Key[0]) && !prompt.Contains(a.Key[0])));
+        var term = plainTop[position]!.AsObject().First(a => a.Key.Length == 1 && char.IsAsciiLetterLower(a.Key[0]) && !prompt.Contains(a.Key[0])).Key;
+        await WithBlocklistPolicyAsync(term, async () =>
+        {
+            var choice = JsonNode.Parse(await (await fixture.Http.PostAsJsonAsync("/v1/completions", request)).Content.ReadAsStringAsync())!["choices"]![0]!;
+            Assert.Equal(prompt, (string)choice["text"]!);
+            var top = choice["logprobs"]!["top_logprobs"]!.AsArray();
+            Assert.DoesNotContain(term, top[position]!.AsObject().Select(a => a.Key));
+            // Where it follows a space it would be a word of its own; after a letter it is not.
+            for (var i = 1; i < prompt.Length; i++)
+                if (prompt[i - 1] == ' ') Assert.DoesNotContain(term, top[i]!.AsObject().Select(a => a.Key));
+                else Assert.Equal(plainTop[i]!.AsObject().Select(a => a.Key), top[i]!.AsObject().Select(a => a.Key));
+            Assert.True((bool)choice["content_filter_results"]!["top_logprobs"]!["filtered"]!);
+
+            // Streamed, the echo goes out with the choice's first piece, screened alike.
+            using var streamed = await fixture.Http.PostAsJsonAsync("/v1/completions", new { request.model, prompt, max_tokens = 0, echo = true, logprobs = 20, stream = true });
+            var echo = (await streamed.Content.ReadAsStringAsync()).Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal))
+                .Select(l => JsonNode.Parse(l["data: ".Length..])!["choices"]!.AsArray()).SelectMany(c => c).First(c => c!["logprobs"] is JsonObject)!;
+            Assert.DoesNotContain(term, echo["logprobs"]!["top_logprobs"]![position]!.AsObject().Select(a => a.Key));
+        });
+    }
+
     [Fact]
     public async Task Usage_is_recorded_with_the_real_token_counts()
     {

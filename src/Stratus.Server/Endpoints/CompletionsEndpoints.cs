@@ -70,7 +70,7 @@ public static class CompletionsEndpoints
                 if (echo && !echoed[c])
                 {
                     echoed[c] = true;
-                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], echoedTokens[c / choices], run.Streams[c].PromptLogprobs, ref textOffsets[c]);
+                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], echoedTokens[c / choices], run.PromptLogprobs(c), ref textOffsets[c]);
                     await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, echoedTexts[c / choices], promptLogprobs, null)]), cancellation);
                 }
                 if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Tokens.Count == 0)) continue;
@@ -103,7 +103,7 @@ public static class CompletionsEndpoints
         for (var c = 0; c < total; c++)
         {
             var offset = 0;
-            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, tokens[c], echo ? echoedTokens[c / choices] : null, run.Streams[c].PromptLogprobs, ref offset);
+            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, tokens[c], echo ? echoedTokens[c / choices] : null, run.PromptLogprobs(c), ref offset);
             result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]) { ContentFilterResults = filterResults[c] };
         }
         await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result)

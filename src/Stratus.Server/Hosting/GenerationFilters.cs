@@ -1,7 +1,7 @@
 // The seam for policy around generation (quotas, content safety, usage accounting): filters
 // registered in DI begin a scope for every generation request just before it reaches the engine
 // (and may refuse it there), see every piece of each choice's text on its way out, streamed or
-// not, may stop a choice, and are told the real token counts when the request ends, however it
+// not, may stop a choice, judge the alternatives that logprobs would list, and are told the real token counts when the request ends, however it
 // ends. Authentication and anything else that needs no request body belongs in ASP.NET
 // middleware ahead of the endpoints instead (see StratusServer.Build).
 using Stratus.Inference;
@@ -66,6 +66,12 @@ public interface IGenerationScope
 
     /// <summary>Sees each generated piece of a choice in order.</summary>
     ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation);
+
+    /// <summary>Whether an alternative (an entry of top_logprobs) may be shown: the text
+    /// <paramref name="alternative"/> that the model could have written after
+    /// <paramref name="before"/> instead of the token it wrote. <paramref name="before"/> is the
+    /// choice's text before that token, or, for an echoed prompt, the prompt before it.</summary>
+    ValueTask<bool> AllowsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellation);
 
     /// <summary>The choice ended (the model finished, or a filter stopped it).</summary>
     ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation);

@@ -1,8 +1,12 @@
 // Runs one API request's generations on the engine: one sequence per prompt and choice,
 // submitted together (so a full queue refuses the whole request before anything is sent),
 // read as one merged stream of pieces, with filter scopes (which may also rewrite the prompts,
-// e.g. redact PII) and metrics applied on the way out.
+// e.g. redact PII) and metrics applied on the way out. The alternatives that logprobs list
+// (top_logprobs, the generated tokens' and an echoed prompt's) are screened by the same scopes:
+// an alternative is text the model could have written, and a filter that keeps a word out of
+// the text keeps it out of the alternatives too.
 // Both completion endpoints use it; the endpoints only translate to and from OpenAI's shapes.
+using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Text;
@@ -22,6 +26,8 @@ namespace Stratus.Server.Hosting;
 /// never spell out filtered text.</param>
 /// <param name="TokensWithheld">On a choice's end: a filter stopped or rewrote it, so the tokens
 /// passed on do not spell its text; a whole (not streamed) answer leaves its logprobs out.</param>
+/// <remarks>The tokens' alternatives are those the filters let through (GenerationRun screens
+/// them); FilterResults.TopLogprobs counts those left out.</remarks>
 public readonly record struct ChoicePiece(int Choice, string Text, IReadOnlyList<GeneratedToken> Tokens, string? FinishReason, ContentFilterResults? FilterResults = null,
     bool TokensWithheld = false);
 
@@ -38,6 +44,9 @@ public sealed class GenerationRun : IAsyncDisposable
     /// <summary>Per choice: when its first and latest token came, and how many (written only by
     /// that choice's reader).</summary>
     readonly (long First, long Last, int Count)[] choiceTokens;
+    /// <summary>Per choice: its prompt's log-probabilities with screened alternatives, set before
+    /// the choice's first piece.</summary>
+    readonly IReadOnlyList<GeneratedToken>?[] promptLogprobs;
     string outcome = FinishReason.Cancelled;
 
     GenerationRun(GenerationContext context, IReadOnlyList<IGenerationScope> scopes, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel)
@@ -48,6 +57,7 @@ public sealed class GenerationRun : IAsyncDisposable
         this.streams = streams;
         this.cancel = cancel;
         choiceTokens = new (long, long, int)[streams.Length];
+        promptLogprobs = new IReadOnlyList<GeneratedToken>?[streams.Length];
         PromptFilterResults = scopes.SelectMany(s => s.PromptFilterResults ?? []).ToArray() is { Length: > 0 } results ? results : null;
     }
 
@@ -62,6 +72,11 @@ public sealed class GenerationRun : IAsyncDisposable
     public bool PromptsRewritten { get; init; }
     /// <summary>The filters' prompt annotations; null when none gave any.</summary>
     public IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; }
+
+    /// <summary>A choice's prompt tokens' log-probabilities (GenerationRequest.PromptLogprobs),
+    /// with the alternatives the filters let through; available once the choice's first piece
+    /// has been read.</summary>
+    public IReadOnlyList<GeneratedToken>? PromptLogprobs(int choice) => promptLogprobs[choice];
 
     /// <summary>Begins the filters' scopes and submits every sequence; 429 when the engine's
     /// queue is full.</summary>
@@ -189,31 +204,51 @@ public sealed class GenerationRun : IAsyncDisposable
         // they rewrite it: from then on no token spells what the client gets, and none is sent.
         var unpassed = new StringBuilder();
         var rewritten = false;
+        // The choice's text so far, in which its tokens' alternatives are judged; kept only when
+        // there are alternatives for filters to judge.
+        var text = scopes.Count > 0 && context.Request.Logprobs > 0 ? new ArrayBufferWriter<char>() : null;
+        var alternativesRemoved = 0;
+        var promptScreened = false;
         await foreach (var chunk in stream.ReadAllAsync(cancellation).ConfigureAwait(false))
         {
-            generated += chunk.Text.Length;
-            if (chunk.Token is { } token)
+            if (!promptScreened)
             {
-                pending.Enqueue((token, generated));
+                // The prompt's log-probabilities are there once the first chunk is.
+                alternativesRemoved += await ScreenPromptAsync(choice, cancellation);
+                promptScreened = true;
+            }
+            if (chunk.Token is { } generatedToken)
+            {
                 var now = Stopwatch.GetTimestamp();
                 Interlocked.CompareExchange(ref firstToken, now, 0);
                 var (firstOfChoice, _, count) = choiceTokens[choice];
                 choiceTokens[choice] = (firstOfChoice == 0 ? now : firstOfChoice, now, count + 1);
+                var token = generatedToken;
+                // Once rewritten, no token of the choice is sent, nor are its alternatives.
+                if (text is not null && !rewritten)
+                {
+                    (token, var removed) = await ScreenAsync(generatedToken, text.WrittenMemory, cancellation);
+                    alternativesRemoved += removed;
+                }
+                pending.Enqueue((token, generated + chunk.Text.Length));
             }
-            var text = chunk.Text;
+            text?.Write(chunk.Text);
+            generated += chunk.Text.Length;
+            var output = chunk.Text;
             foreach (var scope in scopes)
             {
-                var step = await scope.OnOutputAsync(choice, text, cancellation);
-                text = step.Text;
+                var step = await scope.OnOutputAsync(choice, output, cancellation);
+                output = step.Text;
                 stoppedWith ??= step.FinishReason;
             }
-            passed += text.Length;
-            rewritten = rewritten || !PassesOn(unpassed.Append(chunk.Text), text);
+            passed += output.Length;
+            rewritten = rewritten || !PassesOn(unpassed.Append(chunk.Text), output);
             if (rewritten) pending.Clear();
-            yield return new ChoicePiece(choice, text, Release(pending, passed), null);
+            yield return new ChoicePiece(choice, output, Release(pending, passed), null);
             // Leaving the loop drops the sequence from the engine (GenerationStream.ReadAllAsync).
             if (stoppedWith is not null) break;
         }
+        if (!promptScreened) alternativesRemoved += await ScreenPromptAsync(choice, cancellation);
         // Each scope's held-back tail still passes through the scopes after it.
         var tail = "";
         ContentFilterResults? filterResults = null;
@@ -231,11 +266,64 @@ public sealed class GenerationRun : IAsyncDisposable
             filterResults ??= end.FilterResults;
         }
         rewritten = rewritten || !PassesOn(unpassed, tail);
+        // The choice's filter results say that its alternatives were screened, and how many were
+        // left out, rather than let the lists just be shorter.
+        if (filterResults is not null && (context.Request.Logprobs > 0 || context.Request.PromptLogprobs > 0))
+            filterResults = filterResults with { TopLogprobs = new ContentFilterAlternativesResult(alternativesRemoved > 0, alternativesRemoved) };
         // A choice a filter stopped or rewrote keeps its held-back tokens to itself, like its text.
         var withheld = stoppedWith is not null || rewritten;
         IReadOnlyList<GeneratedToken> rest = withheld ? [] : [.. pending.Select(p => p.Token)];
         if (tail.Length > 0 || rest.Count > 0) yield return new ChoicePiece(choice, tail, rest, null);
         yield return new ChoicePiece(choice, "", [], stoppedWith ?? stream.FinishReason ?? FinishReason.Length, filterResults, withheld);
+    }
+
+    /// <summary>Sets the choice's prompt log-probabilities (an echo's), each token's alternatives
+    /// screened in the prompt before it as the model got it; returns how many were left out.</summary>
+    async ValueTask<int> ScreenPromptAsync(int choice, CancellationToken cancellation)
+    {
+        var scored = streams[choice].PromptLogprobs;
+        promptLogprobs[choice] = scored;
+        if (scopes.Count == 0 || scored is null || context.Request.PromptLogprobs is not > 0) return 0;
+        // The prompt's text as the echo's text offsets count it: each token decoded alone.
+        var prompt = Prompts[choice / context.Choices];
+        var tokenizer = context.Model.Tokenizer;
+        var text = new StringBuilder();
+        var ends = new int[prompt.Length];
+        for (var i = 0; i < prompt.Length; i++) ends[i] = text.Append(tokenizer.Decode([prompt[i]])).Length;
+        var before = text.ToString().AsMemory();
+        var screened = new GeneratedToken[scored.Count];
+        var removed = 0;
+        for (var i = 0; i < scored.Count; i++)
+        {
+            // Entry i scores prompt token i + 1, which follows tokens 0..i.
+            (screened[i], var n) = await ScreenAsync(scored[i], before[..ends[i]], cancellation);
+            removed += n;
+        }
+        promptLogprobs[choice] = screened;
+        return removed;
+    }
+
+    /// <summary>The token with the alternatives every filter lets through after
+    /// <paramref name="before"/>, and how many it left out. The token itself stays among them
+    /// when it is one: it is listed anyway, and its text is the choice's (or the prompt's).</summary>
+    async ValueTask<(GeneratedToken Token, int Removed)> ScreenAsync(GeneratedToken token, ReadOnlyMemory<char> before, CancellationToken cancellation)
+    {
+        if (token.TopLogprobs is not { } alternatives) return (token, 0);
+        List<TokenLogprob>? kept = null;
+        for (var i = 0; i < alternatives.Length; i++)
+        {
+            if (alternatives[i].Token == token.Token || await AllowsAsync(before, alternatives[i].Token, cancellation)) kept?.Add(alternatives[i]);
+            else kept ??= [.. alternatives[..i]];
+        }
+        return kept is null ? (token, 0) : (token with { TopLogprobs = [.. kept] }, alternatives.Length - kept.Count);
+    }
+
+    async ValueTask<bool> AllowsAsync(ReadOnlyMemory<char> before, int alternative, CancellationToken cancellation)
+    {
+        var text = context.Model.Tokenizer.Decode([alternative]);
+        foreach (var scope in scopes)
+            if (!await scope.AllowsAlternativeAsync(before, text, cancellation)) return false;
+        return true;
     }
 
     /// <summary>Whether <paramref name="text"/> is the start of the generated text not passed on

@@ -125,6 +125,16 @@ public sealed class RequestTrust
         return new CompletionCheck(true, "", CompletionStreamGuard.ContentFilterFinishReason, annotations, verdict);
     }
 
+    /// <summary>Whether an alternative token (an entry of top_logprobs) that the model could have
+    /// written after <paramref name="before"/> may be shown: not when the policy would block or
+    /// rewrite it as text (SafetyPipeline.FlagsAlternativeAsync). Not audited: it was not
+    /// generated, and the choice's content_filter_results count what was left out.</summary>
+    public async ValueTask<bool> AllowsAlternativeAsync(string model, ReadOnlyMemory<char> before, string alternative, CancellationToken cancellationToken = default)
+    {
+        var pipeline = await trust.Pipelines.GetAsync(model, cancellationToken);
+        return !await pipeline.FlagsAlternativeAsync(before, alternative, cancellationToken);
+    }
+
     /// <summary>A guard for one streamed choice: push each generated piece, send what it
     /// releases, and flush at the end. Use one guard per choice.</summary>
     public async ValueTask<CompletionStreamGuard> GuardStreamAsync(string model, CancellationToken cancellationToken = default)

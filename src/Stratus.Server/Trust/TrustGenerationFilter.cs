@@ -4,7 +4,8 @@
 // against the key's tokens per minute with its prompt tokens and
 // max_tokens for every sequence (429 with the rate-limit headers), has each choice's output
 // guarded (streamed: only checked text leaves, and a blocked choice stops generating;
-// not streamed: the whole completion is checked before it is sent), and settles the token charge
+// not streamed: the whole completion is checked before it is sent) and the alternatives its
+// logprobs list screened, and settles the token charge
 // and records usage with the real counts when the request ends, however it ends.
 using System.Text;
 using Stratus.Safety;
@@ -87,6 +88,9 @@ sealed class TrustGenerationScope(RequestTrust trust, string model, IReadOnlyLis
         texts[choice].Append(text);
         return new FilteredText("");
     }
+
+    public ValueTask<bool> AllowsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellation) =>
+        trust.AllowsAlternativeAsync(model, before, alternative, cancellation);
 
     public async ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation)
     {

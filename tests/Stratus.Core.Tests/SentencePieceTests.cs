@@ -13,7 +13,15 @@ namespace Stratus.Tests;
 public sealed class SentencePieceTests
 {
     /// <summary>A Llama 2-shaped tokenizer.json: &lt;unk&gt;, &lt;s&gt;, &lt;/s&gt;, 256 byte tokens,
-    /// single characters, then merged pieces in merge order (as SentencePiece numbers them).</summary>
+    /// single characters, then merged pieces in merge order (as SentencePiece numbers them), and
+    /// Llama 2's post-processor, which puts &lt;s&gt; before an input.</summary>
+    internal const string Llama2PostProcessor = """
+        {"type": "TemplateProcessing",
+         "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+         "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+         "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}
+        """;
+
     internal static JsonObject Llama2StyleTokenizerJson()
     {
         var vocab = new JsonObject { ["<unk>"] = 0, ["<s>"] = 1, ["</s>"] = 2 };
@@ -34,6 +42,7 @@ public sealed class SentencePieceTests
                     new JsonObject { ["type"] = "Replace", ["pattern"] = new JsonObject { ["String"] = " " }, ["content"] = "▁" }),
             },
             ["pre_tokenizer"] = null,
+            ["post_processor"] = JsonNode.Parse(Llama2PostProcessor),
             ["decoder"] = new JsonObject { ["type"] = "Sequence", ["decoders"] = new JsonArray(new JsonObject { ["type"] = "ByteFallback" }, new JsonObject { ["type"] = "Fuse" }) },
             ["model"] = new JsonObject
             {

@@ -34,6 +34,8 @@ public sealed class TinyModelServer : IAsyncLifetime
     /// <summary>Engine limits; a subclass can make them tight to test refusals.</summary>
     public EngineOptions Engine { get; init; } = new() { BlockSize = 8, MaxBatchSize = 32 };
     public Action<IServiceCollection>? ConfigureServices { get; init; }
+    /// <summary>Writes the served checkpoint into the folder given; a fixture may serve another model.</summary>
+    public Func<string, string> CreateModel { get; init; } = CreateCheckpoint;
 
     public static string CreateCheckpoint(string directory)
     {
@@ -52,7 +54,7 @@ public sealed class TinyModelServer : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        CreateCheckpoint(Path.Combine(RunFolder, "checkpoints", "best"));
+        CreateModel(Path.Combine(RunFolder, "checkpoints", "best"));
         ApiKey = (await Keys.CreateAsync("tests", ApiKeyScopes.Inference | ApiKeyScopes.Admin, RateLimits.Unlimited, "tests")).Secret;
         Server = await StratusServer.StartAsync(new ServeOptions
         {

@@ -1,8 +1,8 @@
 // Writes a Stratus model as a GGUF file that llama.cpp loads: the architecture's metadata
 // ("gpt2" or "llama"), the tokenizer (byte-level BPE as tokenizer.ggml.model "gpt2", a
 // character vocabulary as byte-level tokens with merges only inside multi-byte characters,
-// SentencePiece-style BPE as "llama" with scores), and the
-// weights under llama.cpp's tensor names. Two conventions differ from Stratus/Hugging Face:
+// SentencePiece-style BPE as "llama" with scores; whether a prompt gets BOS/EOS as the
+// tokenizer adds them), and the weights under llama.cpp's tensor names. Two conventions differ from Stratus/Hugging Face:
 // llama.cpp's llama graph rotates interleaved pairs (x0,x1),(x2,x3)... where HF rotates the
 // two halves of a head, so q/k rows are permuted per head (as convert_hf_to_gguf.py does); and
 // llama.cpp's gpt2 graph always has biases, so a bias-free model gets zero biases.
@@ -121,9 +121,20 @@ public static class GgufExport
         // defaults BPE's bos/eos to 11, which may not exist; token 0 always does.
         writer.Add("tokenizer.ggml.bos_token_id", (uint)(vocabulary.BosId ?? vocabulary.EosId ?? 0));
         writer.Add("tokenizer.ggml.eos_token_id", (uint)(vocabulary.EosId ?? 0));
-        writer.Add("tokenizer.ggml.add_bos_token", vocabulary.SentencePiece);
+        // Whether llama.cpp puts BOS before a prompt and EOS after it, as the tokenizer does
+        // when it adds special tokens (an imported Llama's post-processor).
+        writer.Add("tokenizer.ggml.add_bos_token", Adds(vocabulary.AddedBefore, vocabulary.BosId, "bos_token", "before"));
+        writer.Add("tokenizer.ggml.add_eos_token", Adds(vocabulary.AddedAfter, vocabulary.EosId, "eos_token", "after"));
         if (chatTemplate is not null) writer.Add("tokenizer.chat_template", chatTemplate);
     }
+
+    /// <summary>GGUF can say only that a prompt starts with bos_token or ends with eos_token.</summary>
+    static bool Adds(IReadOnlyList<int> added, int? id, string token, string where) => added switch
+    {
+        [] => false,
+        [var only] when only == id => true,
+        _ => throw new StratusUserException($"GGUF cannot say that a prompt gets the tokens [{string.Join(", ", added)}] {where} it (only that it gets its {token}, {(id is { } i ? $"id {i}" : "which this tokenizer lacks")})"),
+    };
 
     static IEnumerable<(string, long[], Func<float[]>)> Gpt2Tensors(ModelConfig c, Dictionary<string, Tensor> w)
     {

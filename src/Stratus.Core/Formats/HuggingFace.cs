@@ -317,6 +317,8 @@ public static class HuggingFace
             ["added_tokens"] = added,
             ["normalizer"] = null,
             ["pre_tokenizer"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = true },
+            // The vocabularies written so (characters, GPT-2) put no special tokens around a
+            // prompt; an imported tokenizer is written back as it came, post_processor included.
             ["post_processor"] = null,
             ["decoder"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = true, ["use_regex"] = true },
             ["model"] = new JsonObject

@@ -53,8 +53,10 @@ public sealed class LlamaCppModel : IDisposable
 
     public int VocabSize { get; }
 
-    /// <summary>llama.cpp's own tokenization of text (no BOS), to check an exported vocabulary.</summary>
-    public int[] Tokenize(string text) => context.Tokenize(text, addBos: false, special: true).Select(t => (int)t).ToArray();
+    /// <summary>llama.cpp's own tokenization of text, to check an exported vocabulary; with
+    /// <paramref name="addSpecialTokens"/> (llama.cpp's add_special) a prompt's BOS/EOS as the
+    /// file's add_bos_token / add_eos_token say.</summary>
+    public int[] Tokenize(string text, bool addSpecialTokens = false) => context.Tokenize(text, addBos: addSpecialTokens, special: true).Select(t => (int)t).ToArray();
 
     /// <summary>Logits after the last prompt token, from an empty cache.</summary>
     public float[] LastLogits(IReadOnlyList<int> prompt)

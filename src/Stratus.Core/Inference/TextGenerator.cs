@@ -15,13 +15,14 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
     public ITokenizer Tokenizer => tokenizer;
 
     /// <summary>Yields pieces of text as tokens are generated; stops after maxTokens (which may
-    /// run past the context) or at the end-of-text token. A bad prompt or option throws here,
-    /// before any text is produced.</summary>
+    /// run past the context) or at the end-of-text token. The prompt is encoded as the model
+    /// expects one, with its tokenizer's special tokens (a Llama's BOS). A bad prompt or option
+    /// throws here, before any text is produced.</summary>
     public IEnumerable<string> Generate(string prompt, int maxTokens, SamplingOptions options, CancellationToken cancellation = default)
     {
         options.Validate();
         if (maxTokens < 0) throw new StratusUserException($"max tokens must be 0 or more, got {maxTokens}");
-        var promptTokens = tokenizer.Encode(prompt);
+        var promptTokens = tokenizer.Encode(prompt, addSpecialTokens: true);
         if (promptTokens.Length == 0)
         {
             // A model needs at least one token to condition on: start from end-of-text, or a newline.

@@ -21,6 +21,11 @@ public sealed record BpeVocabulary(IReadOnlyList<string> Tokens, IReadOnlyList<s
     /// as tokenizer model "llama" rather than byte-level "gpt2".</summary>
     public bool SentencePiece { get; init; }
     public int? UnknownId { get; init; }
+    /// <summary>Tokens put before and after a whole input when special tokens are added
+    /// (<see cref="ITokenizer.Encode(string, bool)"/>; Hugging Face's post-processor template,
+    /// GGUF's add_bos_token / add_eos_token): Llama's BOS before it; none for GPT-2 and characters.</summary>
+    public IReadOnlyList<int> AddedBefore { get; init; } = [];
+    public IReadOnlyList<int> AddedAfter { get; init; } = [];
 
     /// <summary>GPT-2's split of text into words before BPE (as in its encoder.py).</summary>
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";

@@ -2,8 +2,10 @@
 // the chat template and special tokens: byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM) or
 // SentencePiece-style BPE (Llama 2, Mistral, TinyLlama: spaces spelled "▁", a "▁" before the
 // text, unknown characters as <0xXX> byte tokens). Encoding runs through Microsoft.ML.Tokenizers'
-// BpeTokenizer; both files are kept verbatim inside the Stratus tokenizer.json, so export writes
-// back exactly what was imported.
+// BpeTokenizer. A prompt gets the special tokens the files say go around an input (the
+// post_processor's template, or tokenizer_config.json's add_bos_token / add_eos_token: Llama's
+// BOS). Both files are kept verbatim inside the Stratus tokenizer.json, so export writes back
+// exactly what was imported.
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -105,8 +107,12 @@ public sealed class HfTokenizer : ITokenizer
             : new Regex(string.Join("|", added.Keys.OrderByDescending(t => t.Length).Select(Regex.Escape)), RegexOptions.CultureInvariant);
         BosId = SpecialId("bos_token");
         EndOfTextId = SpecialId("eos_token");
+        (addedBefore, addedAfter) = SpecialTokensAround(tokenizerJson["post_processor"]);
         var preName = pattern == BpeVocabulary.Gpt2Pattern ? "gpt-2" : pattern == Llama3Pattern ? "llama-bpe" : pattern == Qwen2Pattern ? "qwen2" : "default";
-        Vocabulary = new BpeVocabulary(tokens, merges, special, BosId, EndOfTextId, preName) { SentencePiece = sentencePiece, UnknownId = unknownId };
+        Vocabulary = new BpeVocabulary(tokens, merges, special, BosId, EndOfTextId, preName)
+        {
+            SentencePiece = sentencePiece, UnknownId = unknownId, AddedBefore = addedBefore, AddedAfter = addedAfter,
+        };
         // GPT-2's, Llama 3's and Qwen2's expressions never put a newline that is followed by a
         // non-space character in the same word as that character (no alternative lets a newline
         // lead a word, and none looks behind), so a corpus may be cut there as for GPT-2. Others
@@ -119,6 +125,8 @@ public sealed class HfTokenizer : ITokenizer
     /// <summary>The added tokens as one alternation, longest first; null when there are none.</summary>
     readonly Regex? addedTokenPattern;
     readonly int? unknownId;
+    /// <summary>The special tokens a whole input gets before and after it (add_special_tokens).</summary>
+    readonly int[] addedBefore, addedAfter;
 
     public static HfTokenizer FromHuggingFace(JsonObject tokenizerJson, JsonObject? tokenizerConfig) => new(tokenizerJson, tokenizerConfig);
 
@@ -156,11 +164,14 @@ public sealed class HfTokenizer : ITokenizer
 
     int? SpecialId(string key) => SpecialText(key) is { } text && added.TryGetValue(text, out var id) ? id : null;
 
-    public int[] Encode(string text) => Encode(text, start: true);
+    public int[] Encode(string text) => EncodeText(text, start: true);
 
-    public int[] EncodeContinuation(string text) => Encode(text, start: false);
+    public int[] Encode(string text, bool addSpecialTokens) =>
+        addSpecialTokens && addedBefore.Length + addedAfter.Length > 0 ? [.. addedBefore, .. Encode(text), .. addedAfter] : Encode(text);
 
-    int[] Encode(string text, bool start)
+    public int[] EncodeContinuation(string text) => EncodeText(text, start: false);
+
+    int[] EncodeText(string text, bool start)
     {
         try { return EncodeWords(text, start); }
         catch (RegexMatchTimeoutException e)
@@ -239,6 +250,94 @@ public sealed class HfTokenizer : ITokenizer
     public bool HasSpecialToken(string token) => added.ContainsKey(token);
 
     public JsonObject ToJson() => new() { ["type"] = Kind, ["tokenizer"] = TokenizerJson.DeepClone(), ["config"] = TokenizerConfig?.DeepClone() };
+
+    /// <summary>What add_special_tokens puts before and after a text, as transformers decides it:
+    /// tokenizer_config.json's add_bos_token / add_eos_token where it gives them (transformers
+    /// then rebuilds the template from them, bos_token before, eos_token after), else the
+    /// post_processor's template (Llama 2's [&lt;s&gt;, $A], Llama 3's [&lt;|begin_of_text|&gt;, $A];
+    /// GPT-2's ByteLevel post-processor and none add nothing).</summary>
+    (int[] Before, int[] After) SpecialTokensAround(JsonNode? postProcessor)
+    {
+        var (before, after) = Template(postProcessor, "post_processor");
+        if (Flag(TokenizerConfig?["add_bos_token"], "add_bos_token", ConfigFile) is { } addBos) before = addBos ? [ConfiguredSpecial("bos_token", "add_bos_token")] : [];
+        if (Flag(TokenizerConfig?["add_eos_token"], "add_eos_token", ConfigFile) is { } addEos) after = addEos ? [ConfiguredSpecial("eos_token", "add_eos_token")] : [];
+        return (before, after);
+    }
+
+    int ConfiguredSpecial(string key, string flag) => SpecialId(key)
+        ?? throw new StratusUserException($"{ConfigFile}: {flag} is true, but {key} ({(SpecialText(key) is { } text ? $"\"{text}\"" : "none")}) is not one of tokenizer.json's added tokens");
+
+    /// <summary>The special tokens a post-processor puts around a single text ("$A"). A
+    /// Sequence applies its processors in turn, each template around what the last gave.</summary>
+    (int[] Before, int[] After) Template(JsonNode? node, string field)
+    {
+        if (node is null) return ([], []);
+        var processor = node as JsonObject ?? throw Malformed(field, "an object", node);
+        switch (Text(processor["type"], $"{field}.type"))
+        {
+            case "ByteLevel":
+                // Only trims offsets: no tokens.
+                return ([], []);
+            case "Sequence":
+                var steps = processor["processors"] as JsonArray ?? throw Malformed($"{field}.processors", "a list", processor["processors"]);
+                (int[] Before, int[] After) around = ([], []);
+                for (var i = 0; i < steps.Count; i++)
+                {
+                    var (before, after) = Template(steps[i], $"{field}.processors[{i}]");
+                    around = ([.. before, .. around.Before], [.. around.After, .. after]);
+                }
+                return around;
+            case "TemplateProcessing":
+                return SingleTemplate(processor, field);
+            case var other:
+                throw Unsupported($"its post_processor '{other}' is not supported (TemplateProcessing, ByteLevel and a Sequence of them are)");
+        }
+    }
+
+    /// <summary>TemplateProcessing's "single" template: special tokens (each standing for the ids
+    /// "special_tokens" lists under its name) around the text, the Sequence "A".</summary>
+    (int[] Before, int[] After) SingleTemplate(JsonObject processor, string field)
+    {
+        var single = processor["single"] as JsonArray ?? throw Malformed($"{field}.single", "a list", processor["single"]);
+        var specials = processor["special_tokens"] switch
+        {
+            null => new JsonObject(),
+            JsonObject o => o,
+            var other => throw Malformed($"{field}.special_tokens", "an object", other),
+        };
+        List<int> before = [], after = [];
+        var text = false;
+        for (var i = 0; i < single.Count; i++)
+        {
+            var where = $"{field}.single[{i}]";
+            switch (single[i])
+            {
+                case JsonObject piece when piece["Sequence"] is JsonObject sequence:
+                    if (Text(sequence["id"], $"{where}.Sequence.id") != "A" || text)
+                        throw Unsupported($"its post_processor's single template must hold the text (Sequence \"A\") once; {where} is {Shown(piece)}");
+                    text = true;
+                    break;
+                case JsonObject piece when piece["SpecialToken"] is JsonObject token:
+                    var name = Text(token["id"], $"{where}.SpecialToken.id") ?? throw Malformed($"{where}.SpecialToken.id", "text", null);
+                    // Quoted as written: JsonSerializer would escape the "<" of "<s>".
+                    var entry = specials[name] as JsonObject
+                        ?? throw new StratusUserException($"tokenizer.json: {where} names the special token \"{name}\", which {field}.special_tokens does not list");
+                    var ids = entry["ids"] as JsonArray ?? throw Malformed($"{field}.special_tokens[\"{name}\"].ids", "a list", entry["ids"]);
+                    for (var j = 0; j < ids.Count; j++)
+                    {
+                        var id = Id(ids[j], $"{field}.special_tokens[\"{name}\"].ids[{j}]");
+                        if ((uint)id >= (uint)tokens.Length)
+                            throw new StratusUserException($"tokenizer.json: {field} adds token id {id}, outside the vocabulary of {tokens.Length}");
+                        (text ? after : before).Add(id);
+                    }
+                    break;
+                default:
+                    throw Malformed(where, "a SpecialToken or a Sequence", single[i]);
+            }
+        }
+        if (!text) throw Unsupported("its post_processor's single template has no place for the text (Sequence \"A\")");
+        return ([.. before], [.. after]);
+    }
 
     static bool IsByteLevel(JsonObject json) =>
         Types(json["pre_tokenizer"], "pre_tokenizer").Contains("ByteLevel") || Types(json["decoder"], "decoder").Contains("ByteLevel");
@@ -334,16 +433,19 @@ public sealed class HfTokenizer : ITokenizer
     static string? Text(JsonNode? node, string field, string file = "tokenizer.json") =>
         node is null ? null : node is JsonValue value && value.TryGetValue<string>(out var text) ? text : throw Malformed(field, "text", node, file);
 
-    static bool? Flag(JsonNode? node, string field) =>
-        node is null ? null : node is JsonValue value && value.TryGetValue<bool>(out var flag) ? flag : throw Malformed(field, "true or false", node);
+    static bool? Flag(JsonNode? node, string field, string file = "tokenizer.json") =>
+        node is null ? null : node is JsonValue value && value.TryGetValue<bool>(out var flag) ? flag : throw Malformed(field, "true or false", node, file);
 
     static int Id(JsonNode? node, string field) =>
         node is JsonValue value && value.TryGetValue<int>(out var id) ? id : throw Malformed(field, "a whole number", node);
 
-    static StratusUserException Malformed(string field, string kind, JsonNode? node, string file = "tokenizer.json")
+    static StratusUserException Malformed(string field, string kind, JsonNode? node, string file = "tokenizer.json") =>
+        new($"{file}: {field} must be {kind}, got {Shown(node)}");
+
+    static string Shown(JsonNode? node)
     {
         var shown = node?.ToJsonString() ?? "null";
-        return new($"{file}: {field} must be {kind}, got {(shown.Length > 60 ? shown[..60] + "..." : shown)}");
+        return shown.Length > 60 ? shown[..60] + "..." : shown;
     }
 
     static StratusUserException Unsupported(string why) => new($"the Hugging Face tokenizer cannot be used: {why}");

@@ -15,9 +15,19 @@ public interface ITokenizer
     /// <summary>End-of-text token, when the vocabulary has one.</summary>
     int? EndOfTextId { get; }
 
-    /// <summary>Token ids for text; throws <see cref="StratusUserException"/> naming any
-    /// characters the vocabulary cannot spell.</summary>
+    /// <summary>Token ids for text as plain text, nothing added around it (Hugging Face's
+    /// add_special_tokens=False): training data, and a chat template's rendering, which writes
+    /// bos_token itself. Throws <see cref="StratusUserException"/> naming any characters the
+    /// vocabulary cannot spell.</summary>
     int[] Encode(string text);
+
+    /// <summary>Token ids for text; with <paramref name="addSpecialTokens"/> the text is a whole
+    /// input, a raw prompt as the model expects it, and gets the special tokens the model's
+    /// tokenizer puts around one (Hugging Face's add_special_tokens=True, the default of its
+    /// tokenizer(text), as vLLM's completions and llama.cpp encode a prompt: Llama's BOS before
+    /// it). A tokenizer that puts none there (character-level as nanoGPT, GPT-2) encodes the text
+    /// alone.</summary>
+    int[] Encode(string text, bool addSpecialTokens) => Encode(text);
 
     /// <summary>Tokens of text that continues other text, for a text encoded in pieces (a chat's
     /// turns): as <see cref="Encode"/>, without what a tokenizer puts only at a text's start

@@ -71,6 +71,9 @@ public sealed record TokenizeRequest
     public string? Model { get; init; }
     public string? Prompt { get; init; }
     public List<ChatMessageBody?>? Messages { get; init; }
+    /// <summary>vLLM's: add the tokenizer's special tokens (a Llama's BOS) as a completions
+    /// prompt gets them; default true for a prompt, false for messages (their template writes them).</summary>
+    public bool? AddSpecialTokens { get; init; }
 }
 
 public sealed record DetokenizeRequest

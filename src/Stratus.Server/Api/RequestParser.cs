@@ -111,12 +111,15 @@ public static class RequestParser
         return requested ?? Math.Min(room, defaultTokens ?? room);
     }
 
-    public static int[] Encode(ITokenizer tokenizer, string text, string param)
+    /// <param name="addSpecialTokens">Whether the text is a raw prompt that gets the special
+    /// tokens the model's tokenizer puts around an input (a Llama's BOS), as vLLM encodes a
+    /// completions prompt; a chat template's rendering writes them itself.</param>
+    public static int[] Encode(ITokenizer tokenizer, string text, string param, bool addSpecialTokens)
     {
         var unencodable = tokenizer.Unencodable(text);
         if (unencodable.Count > 0)
             throw ApiException.Invalid($"The text has characters outside this model's vocabulary: {CharTokenizer.Describe(unencodable)}.", param, "unencodable_characters");
-        try { return tokenizer.Encode(text); }
+        try { return tokenizer.Encode(text, addSpecialTokens); }
         catch (Exception e) when (e is StratusUserException or ArgumentException)
         {
             throw ApiException.Invalid($"The text cannot be tokenized: {e.Message}", param);

@@ -244,10 +244,12 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         var prompts = new JsonNode[count];
         try
         {
-            var prefix = shared == 0 ? [] : (await TokenizeAsync("All:\n" + source, cancellation))?[..shared];
+            // The prompt starts as a text prompt does, with the special tokens the tokenizer adds
+            // (a Llama's BOS); its own part is plain text that follows.
+            var prefix = shared == 0 ? [] : (await TokenizeAsync("All:\n" + source, addSpecialTokens: true, cancellation))?[..shared];
             for (var i = 0; prefix is not null && i < count; i++)
             {
-                if (await TokenizeAsync($"{Marker(i)}: {source}", cancellation) is not { } tokens) break;
+                if (await TokenizeAsync($"{Marker(i)}: {source}", addSpecialTokens: shared == 0, cancellation) is not { } tokens) break;
                 prompts[i] = new JsonArray([.. prefix.Concat(tokens[..own]).Select(t => JsonValue.Create(t))]);
             }
             if (prompts[^1] is not null) return prompts;
@@ -273,9 +275,9 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
 
     /// <summary>The server's token ids for the text (at least --prompt-tokens of them), or null
     /// when it cannot say.</summary>
-    async Task<int[]?> TokenizeAsync(string text, CancellationToken cancellation)
+    async Task<int[]?> TokenizeAsync(string text, bool addSpecialTokens, CancellationToken cancellation)
     {
-        using var response = await http.PostAsJsonAsync("tokenize", new { model = options.Model, prompt = text }, cancellation);
+        using var response = await http.PostAsJsonAsync("tokenize", new { model = options.Model, prompt = text, add_special_tokens = addSpecialTokens }, cancellation);
         if (!response.IsSuccessStatusCode) return null;
         var tokens = (await response.Content.ReadFromJsonAsync<JsonObject>(cancellation))!["tokens"]!.AsArray().Select(t => (int)t!).ToArray();
         return tokens.Length >= options.PromptTokens ? tokens : null;

@@ -28,23 +28,27 @@ public static class CompletionsEndpoints
         var tokenizer = model.Tokenizer;
         var promptTokens = new List<int[]>(prompts.Count);
         var promptTexts = new List<string>(prompts.Count);
+        // A text prompt gets the tokenizer's special tokens (a Llama's BOS), token ids are taken
+        // as given, as vLLM does.
+        var specialTokensAdded = new List<bool>(prompts.Count);
         var longest = 0;
         for (var i = 0; i < prompts.Count; i++)
         {
             var (text, ids) = prompts[i];
             if (ids is not null) RequestParser.CheckTokenIds(ids, tokenizer.VocabSize, prompts.Count == 1 ? "prompt" : $"prompt[{i}]");
-            ids ??= RequestParser.Encode(tokenizer, text!, prompts.Count == 1 ? "prompt" : $"prompt[{i}]");
+            ids ??= RequestParser.Encode(tokenizer, text!, prompts.Count == 1 ? "prompt" : $"prompt[{i}]", addSpecialTokens: true);
             // A model needs one token to condition on: start an empty prompt from end-of-text or a newline.
-            if (ids.Length == 0) ids = tokenizer.EndOfTextId is { } eot ? [eot] : RequestParser.Encode(tokenizer, "\n", "prompt");
+            if (ids.Length == 0) ids = tokenizer.EndOfTextId is { } eot ? [eot] : RequestParser.Encode(tokenizer, "\n", "prompt", addSpecialTokens: false);
             promptTokens.Add(ids);
             promptTexts.Add(text ?? tokenizer.Decode(ids));
+            specialTokensAdded.Add(text is not null);
             longest = Math.Max(longest, ids.Length);
         }
         var maxTokens = RequestParser.MaxTokens(body.MaxTokens, "max_tokens", "prompt", longest, model.ContextLength, minimum: 0, DefaultMaxTokens);
         var echo = body.Echo == true;
         var request = sampling with { PromptTokens = promptTokens[0], MaxTokens = maxTokens, Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };
         var stream = body.Stream == true;
-        var context = new GenerationContext(http, "completions", model, promptTexts, null, request, choices, body.User, promptTokens.Sum(p => p.Length), stream);
+        var context = new GenerationContext(http, "completions", model, promptTexts, specialTokensAdded, null, request, choices, body.User, promptTokens.Sum(p => p.Length), stream);
         await using var run = await GenerationRun.StartAsync(context, promptTokens, [.. filters], metrics, cancellation);
         // An echo is the prompt as the model got it (a filter may have rewritten it), so that its
         // tokens, their log-probabilities and usage.prompt_tokens agree.

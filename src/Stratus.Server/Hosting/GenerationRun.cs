@@ -101,7 +101,7 @@ public sealed class GenerationRun : IAsyncDisposable
         {
             foreach (var scope in scopes)
                 if (scope.Prompts is { } rewritten)
-                    promptTokens = [.. rewritten.Select(text => EncodeRewritten(context.Model.Tokenizer, text))];
+                    promptTokens = [.. rewritten.Select((text, p) => EncodeRewritten(context.Model.Tokenizer, text, context.SpecialTokensAdded[p]))];
             var requests = new GenerationRequest[promptTokens.Count * context.Choices];
             for (var p = 0; p < promptTokens.Count; p++)
             {
@@ -134,14 +134,15 @@ public sealed class GenerationRun : IAsyncDisposable
         return new GenerationRun(context, scopes, metrics, streams, cancel) { Prompts = promptTokens, PromptsRewritten = scopes.Any(s => s.Prompts is not null) };
     }
 
-    /// <summary>A prompt a filter rewrote (PII replaced by "[LABEL]"). The client's text was
+    /// <summary>A prompt a filter rewrote (PII replaced by "[LABEL]"), encoded as the prompt it
+    /// replaces was (with or without the tokenizer's special tokens). The client's text was
     /// encodable, so any character that is not came with the filter's markers: a model whose
     /// vocabulary lacks it (a character-level model without brackets) gets the marker without
     /// it, and the PII stays out either way.</summary>
-    internal static int[] EncodeRewritten(ITokenizer tokenizer, string text)
+    internal static int[] EncodeRewritten(ITokenizer tokenizer, string text, bool addSpecialTokens)
     {
         var unencodable = tokenizer.Unencodable(text);
-        return tokenizer.Encode(unencodable.Count == 0 ? text : string.Concat(text.Where(c => !unencodable.Contains(c))));
+        return tokenizer.Encode(unencodable.Count == 0 ? text : string.Concat(text.Where(c => !unencodable.Contains(c))), addSpecialTokens);
     }
 
     /// <summary>Pieces of all choices as they are generated, each choice ending with a piece

@@ -25,6 +25,7 @@ public sealed class CatToDotFilter : IGenerationFilter
         public IReadOnlyList<Safety.PromptFilterResult>? PromptFilterResults => null;
         public IReadOnlyList<string>? Prompts => prompts;
         public ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation) => ValueTask.FromResult(new FilteredText(text));
+        public ValueTask<bool> AllowsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellation) => ValueTask.FromResult(true);
         public ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation) => ValueTask.FromResult(ChoiceEnd.None);
         public ValueTask CompleteAsync(int promptTokens, int completionTokens) => ValueTask.CompletedTask;
     }

@@ -225,6 +225,44 @@ public sealed class FineTuningTests
             Assert.Contains("lora_alpha cannot change", Assert.Throws<StratusUserException>(() => Trainer.Resume(temp.File("ft"), [new("lora_alpha", "64")])).Message);
     }
 
+    [Theory]
+    [InlineData("0", "")] // a full fine-tune
+    [InlineData("2", "gate_proj")] // new adapters of another shape
+    public void A_run_begun_from_a_LoRA_run_with_other_adapters_starts_from_its_merged_model(string loraRank, string loraTargets)
+    {
+        using var temp = new TempDirectory();
+        WriteChat(temp.File("chat.jsonl"), 20);
+        ImportedLlamaAndChat(temp, temp.File("chat.jsonl"));
+        using (var trainer = Trainer.Start(ChatConfig(("lora_rank", "4"), ("lora_alpha", "8")), temp.File("data"), temp.File("lora"), initFrom: temp.File("base"))) trainer.Run();
+        var tokens = new[] { 5, 17, 40, 3 };
+        float[] expected;
+        using (var tuned = Checkpoint.Open(Checkpoint.Resolve(temp.File("lora"))).CreateModel())
+        {
+            Assert.True(tuned.state_dict()["lora.model_layers_0_self_attn_q_proj.lora_B"].abs().sum().item<float>() > 0);
+            tuned.eval();
+            expected = ParityTests.StratusLastLogits(tuned, tokens);
+        }
+
+        using var next = Trainer.Start(ChatConfig(("lora_rank", loraRank), ("lora_targets", loraTargets)), temp.File("data"), temp.File("next"), initFrom: temp.File("lora"));
+        var names = next.Model.named_parameters().ToList();
+        if (loraRank == "0")
+        {
+            Assert.Null(next.Model.Config.Lora);
+            Assert.DoesNotContain(names, p => p.name.StartsWith("lora.", StringComparison.Ordinal));
+            Assert.All(names, p => Assert.True(p.parameter.requires_grad, $"{p.name} should train"));
+        }
+        else
+        {
+            Assert.Equal(new LoraConfig(2, 16, ["gate_proj"]), next.Model.Config.Lora);
+            Assert.Equal(["lora.model_layers_0_mlp_gate_proj.lora_A", "lora.model_layers_0_mlp_gate_proj.lora_B"],
+                names.Where(p => p.parameter.requires_grad && p.name.Contains("layers_0", StringComparison.Ordinal)).Select(p => p.name).Order());
+        }
+        // It starts as the LoRA run's model computed, its adapters merged into the base weights.
+        next.Model.eval();
+        var actual = ParityTests.StratusLastLogits(next.Model, tokens);
+        Assert.True(expected.Zip(actual, (a, b) => Math.Abs(a - b)).Max() < 1e-4, $"max |logit difference| {expected.Zip(actual, (a, b) => Math.Abs(a - b)).Max()}");
+    }
+
     [Fact]
     public void Batches_without_assistant_tokens_leave_the_loss_a_number()
     {

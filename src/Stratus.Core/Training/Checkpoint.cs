@@ -177,18 +177,30 @@ public sealed class Checkpoint
         return model;
     }
 
+    /// <summary>Copies the checkpoint's weights into <paramref name="model"/>. Its LoRA adapters
+    /// carry over only into a model with the same adapters (resuming, sampling, a run that goes
+    /// on training them); any other model (a full fine-tune with lora_rank 0, or adapters of
+    /// another rank, alpha or targets) gets them merged into its base weights, as PEFT's
+    /// merge_and_unload, and its own adapters keep their init.</summary>
     public void LoadWeights(CausalLanguageModel model)
     {
         using var reader = SafeTensors.Open(Path.Combine(Directory, ModelFile));
         using var noGrad = no_grad();
+        var carried = ModelConfig.Lora?.Equals(model.Config.Lora) ?? false;
         foreach (var (name, parameter) in model.state_dict())
         {
-            // A model without adapters starts LoRA fine-tuning: its new adapters keep their init.
-            if (ModelConfig.Lora is null && name.StartsWith("lora.", StringComparison.Ordinal)) continue;
+            if (!carried && name.StartsWith("lora.", StringComparison.Ordinal)) continue;
             if (!reader.Entries.ContainsKey(name)) throw new StratusUserException($"checkpoint {Directory} has no weight '{name}'; it was made for another model");
             using var saved = reader.Read(name);
             if (!saved.shape.SequenceEqual(parameter.shape))
                 throw new StratusUserException($"weight '{name}' in {Directory} has shape [{string.Join(", ", saved.shape)}]; the model needs [{string.Join(", ", parameter.shape)}]");
+            if (!carried && ModelConfig.Lora is { } lora && Lora.AdapterWeights(name) is var (a, b) && reader.Entries.ContainsKey(a))
+            {
+                using var adapterA = reader.Read(a);
+                using var adapterB = reader.Read(b);
+                using var update = Lora.Update(adapterA, adapterB, lora.Scale);
+                saved.add_(update);
+            }
             parameter.copy_(saved);
         }
     }

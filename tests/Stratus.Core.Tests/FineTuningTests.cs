@@ -264,6 +264,39 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void The_chat_template_is_under_the_manifest_and_a_file_added_to_a_checkpoint_is_refused()
+    {
+        using var temp = new TempDirectory();
+        WriteChat(temp.File("chat.jsonl"), 20);
+        ImportedLlamaAndChat(temp, temp.File("chat.jsonl"));
+        using (var trainer = Trainer.Start(ChatConfig(), temp.File("data"), temp.File("ft"), initFrom: temp.File("base"))) trainer.Run();
+        var imported = Checkpoint.Resolve(temp.File("base"));
+        var tuned = Checkpoint.Resolve(temp.File("ft"), preferBest: false);
+        static IEnumerable<string> Listed(string checkpoint) =>
+            JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, Checkpoint.ManifestFile)))!["files"]!.AsObject().Select(f => f.Key);
+        foreach (var checkpoint in new[] { imported, tuned })
+        {
+            Assert.Contains(ChatTemplate.FileName, Listed(checkpoint));
+            Assert.Equal(Directory.GetFiles(checkpoint).Select(Path.GetFileName).Where(f => f != Checkpoint.ManifestFile).Order(), Listed(checkpoint).Order());
+        }
+
+        var template = Path.Combine(tuned, ChatTemplate.FileName);
+        var source = File.ReadAllText(template);
+        File.WriteAllText(template, source.Replace("assistant", "bot"));
+        Assert.Contains($"{ChatTemplate.FileName} does not match its sha256", Assert.Throws<StratusUserException>(() => Checkpoint.Open(tuned)).Message);
+
+        // A template put into a checkpoint saved without one is not vouched for.
+        var plain = temp.File("plain");
+        using (var model = Checkpoint.Open(imported).CreateModel()) Checkpoint.Save(plain, model, Checkpoint.Open(imported).Tokenizer);
+        File.WriteAllText(Path.Combine(plain, ChatTemplate.FileName), source);
+        var refusal = $"checkpoint {plain} holds {ChatTemplate.FileName}, which its {Checkpoint.ManifestFile} does not list: it was added after the checkpoint was saved; remove it, or use another checkpoint";
+        Assert.Equal(refusal, Assert.Throws<StratusUserException>(() => Checkpoint.Open(plain)).Message);
+        Assert.Equal(refusal, Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data2"), plain)).Message);
+        File.Delete(Path.Combine(plain, ChatTemplate.FileName));
+        Assert.Null(ChatTemplate.Find(Checkpoint.Open(plain).Directory));
+    }
+
+    [Fact]
     public void Batches_without_assistant_tokens_leave_the_loss_a_number()
     {
         using var temp = new TempDirectory();

@@ -1,8 +1,9 @@
 // A checkpoint is a folder: model weights (safetensors), optimizer state (safetensors), the
 // model and training configs, the tokenizer, the trainer state (step, best loss) and a
-// manifest holding the sha256 of every file. It is written into a temporary sibling folder
-// and renamed into place, so a crash mid-write leaves the previous checkpoint intact; loading
-// verifies every hash and refuses a corrupt or foreign folder with a clear message.
+// manifest holding the sha256 of every file (the chat template too, where the model has one).
+// It is written into a temporary sibling folder and renamed into place, so a crash mid-write
+// leaves the previous checkpoint intact; loading verifies every hash, refuses a file the
+// manifest does not list, and refuses a corrupt or foreign folder with a clear message.
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -113,6 +114,14 @@ public sealed class Checkpoint
             if (!File.Exists(path)) throw new StratusUserException($"checkpoint {directory} is incomplete: {file} is missing");
             if (!(hash is JsonValue value && value.TryGetValue<string>(out var expected)) || Sha256(path) != expected)
                 throw new StratusUserException($"checkpoint {directory} is corrupt: {file} does not match its sha256 in {ManifestFile}; use another checkpoint (e.g. checkpoints/best) or train again");
+        }
+        // And the folder holds nothing else: Save lists every file it writes, so another one was
+        // put there since (a chat template or a state.json copied in), and would be read unverified.
+        foreach (var path in System.IO.Directory.EnumerateFiles(directory).Order(StringComparer.Ordinal))
+        {
+            var file = Path.GetFileName(path);
+            if (file != ManifestFile && !files.ContainsKey(file))
+                throw new StratusUserException($"checkpoint {directory} holds {file}, which its {ManifestFile} does not list: it was added after the checkpoint was saved; remove it, or use another checkpoint");
         }
         var model = ReadJson<ModelConfig>(directory, ModelConfigFile) ?? throw new StratusUserException($"checkpoint {directory} has no {ModelConfigFile}");
         var trainPath = Path.Combine(directory, TrainConfigFile);

@@ -33,10 +33,10 @@ public sealed class LoraAdapter : nn.Module
 {
     public readonly Parameter lora_A, lora_B;
 
-    public LoraAdapter(long inputs, long outputs, int rank) : base("lora")
+    public LoraAdapter(long inputs, long outputs, int rank, Device? device) : base("lora")
     {
-        lora_A = new Parameter(empty(rank, inputs));
-        lora_B = new Parameter(zeros(outputs, rank));
+        lora_A = new Parameter(empty(rank, inputs, device: device));
+        lora_B = new Parameter(zeros(outputs, rank, device: device));
         using (no_grad()) nn.init.kaiming_uniform_(lora_A, Math.Sqrt(5));
         RegisterComponents();
     }
@@ -54,14 +54,14 @@ public static class Lora
 
     /// <summary>Adds adapters to the target layers, registers them as the model's "lora"
     /// submodule and freezes every other parameter.</summary>
-    internal static void Attach(CausalLanguageModel model, LoraConfig config, MatmulPrecision precision)
+    internal static void Attach(CausalLanguageModel model, LoraConfig config, MatmulPrecision precision, Device? device)
     {
         config.Validate();
         var adapters = new ModuleDict<LoraAdapter>();
         foreach (var (name, module) in model.named_modules().ToList())
         {
             if (module is not Linear linear || !config.Targets.Contains(name.Split('.')[^1])) continue;
-            var adapter = new LoraAdapter(linear.weight!.shape[1], linear.weight.shape[0], config.Rank);
+            var adapter = new LoraAdapter(linear.weight!.shape[1], linear.weight.shape[0], config.Rank, device);
             adapters.Add(AdapterKey(name), adapter);
             precision.Adapters[linear] = (adapter, config.Scale);
         }

@@ -203,7 +203,7 @@ public sealed class Checkpoint
             using var saved = reader.Read(name);
             if (!saved.shape.SequenceEqual(parameter.shape))
                 throw new StratusUserException($"weight '{name}' in {Directory} has shape [{string.Join(", ", saved.shape)}]; the model needs [{string.Join(", ", parameter.shape)}]");
-            if (!carried && ModelConfig.Lora is { } lora && Lora.AdapterWeights(name) is var (a, b) && reader.Entries.ContainsKey(a))
+            if (!carried && ModelConfig.Lora is { } lora && Lora.AdapterWeights(name) is (var a, var b) && reader.Entries.ContainsKey(a))
             {
                 using var adapterA = reader.Read(a);
                 using var adapterB = reader.Read(b);

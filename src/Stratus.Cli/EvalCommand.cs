@@ -1,5 +1,5 @@
 // `stratus eval --model <run> --data <dataset> [--split val|train] [--batch-size N] [--json file]`:
-// a model's loss and perplexity over every window of a whole split (nanoGPT's eval_only, without
+// a model's loss and perplexity over every token of a whole split (nanoGPT's eval_only, without
 // the noise of a few random batches), with a progress bar for large splits.
 using System.CommandLine;
 using System.Diagnostics;
@@ -49,8 +49,8 @@ static class EvalCommand
                     }));
                 });
             var seconds = clock.Elapsed.TotalSeconds;
-            Console.WriteLine($"{splitName} loss {measured.Loss:F4} (perplexity {measured.Perplexity:F2}) over all {measured.Windows:N0} windows of {block} tokens " +
-                $"({measured.Tokens:N0} predicted tokens) in {seconds:F1} s, {measured.Tokens / seconds:N0} tokens/s");
+            Console.WriteLine($"{splitName} loss {measured.Loss:F4} (perplexity {measured.Perplexity:F2}) over all {measured.Tokens:N0} predicted tokens " +
+                $"({measured.Windows:N0} windows of {block} tokens) in {seconds:F1} s, {measured.Tokens / seconds:N0} tokens/s");
             if (result.GetValue(json) is { } path)
             {
                 var report = new JsonObject

@@ -175,6 +175,22 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Eval_scores_every_token_of_the_val_split_once_and_says_how_many()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "2").ExitCode);
+        var valTokens = (long)JsonNode.Parse(File.ReadAllText(Path.Combine(data, "meta.json")))!["val_tokens"]!;
+        Assert.NotEqual(0, (valTokens - 1) % 32); // a tail shorter than a window of 32
+        var eval = Cli.Run("eval", "--model", temp["run"], "--data", data, "--json", temp["eval.json"]);
+        Assert.True(eval.ExitCode == 0, eval.Stderr);
+        var (targets, windows) = (valTokens - 1, (valTokens - 1 + 31) / 32);
+        Assert.Contains($"over all {targets:N0} predicted tokens ({windows:N0} windows of 32 tokens)", eval.Stdout);
+        var report = JsonNode.Parse(File.ReadAllText(temp["eval.json"]))!;
+        Assert.Equal((targets, windows), ((long)report["tokens"]!, (long)report["windows"]!));
+    }
+
+    [Fact]
     public void Sampling_twice_with_one_seed_prints_the_same_text_and_long_prompts_are_refused()
     {
         using var temp = new TempDirectory();

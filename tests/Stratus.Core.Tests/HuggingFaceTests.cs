@@ -166,7 +166,7 @@ public sealed class HuggingFaceTests
         File.WriteAllText(configPath, good.Replace("\"llama\"", "\"bert\""));
         Assert.Contains("unsupported architecture", Error(() => HuggingFace.Import(hf, temp.File("run2"))));
         File.WriteAllText(configPath, good.Replace("\"intermediate_size\": 96", "\"intermediate_size\": 80"));
-        Assert.Contains("has shape [96, 64] but config.json implies [80, 64]", Error(() => HuggingFace.Import(hf, temp.File("run3"))));
+        Assert.Contains("in model.safetensors has shape [96, 64] but config.json implies [80, 64]", Error(() => HuggingFace.Import(hf, temp.File("run3"))));
         foreach (var (from, to, expected) in new[]
         {
             ("\"num_hidden_layers\": 2", "\"num_hidden_layers\": \"x\"", "num_hidden_layers must be a whole number, got \"x\""),
@@ -191,6 +191,40 @@ public sealed class HuggingFaceTests
         var bytes = File.ReadAllBytes(weights);
         File.WriteAllBytes(weights, bytes[..(bytes.Length - 100)]);
         Assert.Contains("is not a valid safetensors file: file is truncated", Error(() => HuggingFace.Import(hf, temp.File("run4"))));
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    [InlineData("llama-gqa-tied")]
+    public void A_model_made_on_the_meta_device_has_its_configs_weights_without_storage(string name)
+    {
+        // What import checks a folder's headers against: every parameter, LoRA adapters too, on meta.
+        var config = ParityTests.Config(name) with { Lora = new LoraConfig(2, 4, name == "gpt2" ? ["c_attn", "c_fc"] : ["q_proj", "down_proj"]) };
+        using var real = CausalLanguageModel.Create(config);
+        using var implied = CausalLanguageModel.Create(config, META);
+        Assert.All(implied.state_dict().Values, weight => Assert.Equal(DeviceType.META, weight.device_type));
+        Assert.Equal(real.state_dict().Select(w => (w.Key, string.Join(",", w.Value.shape))), implied.state_dict().Select(w => (w.Key, string.Join(",", w.Value.shape))));
+    }
+
+    [Theory]
+    [InlineData("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1000",
+        "has no weight 'model.layers.2.input_layernorm.weight', which config.json implies (shape [64]); config.json does not describe these weights")]
+    [InlineData("\"hidden_size\": 64", "\"hidden_size\": 4096",
+        "weight 'model.embed_tokens.weight' in model.safetensors has shape [98, 64] but config.json implies [98, 4096]")]
+    [InlineData("\"intermediate_size\": 96", "\"intermediate_size\": 100000",
+        "weight 'model.layers.0.mlp.gate_proj.weight' in model.safetensors has shape [96, 64] but config.json implies [100000, 64]")]
+    public void A_config_larger_than_its_weights_is_refused_before_the_model_is_allocated(string from, string to, string expected)
+    {
+        // Within the caps, but far larger than the weights: the model is not built to find out
+        // (the message names the first weight that differs, found in the files' headers).
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        WriteHfLlama(hf, shards: 1);
+        var configPath = Path.Combine(hf, "config.json");
+        File.WriteAllText(configPath, File.ReadAllText(configPath).Replace(from, to));
+        Assert.Equal($"{hf}{(expected.StartsWith("has") ? " " : ": ")}{expected}", Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, temp.File("run"))).Message);
+        Assert.False(Checkpoint.Exists(temp.File("run")));
     }
 
     [Fact]

@@ -27,34 +27,50 @@ public sealed class TrainingTests
             .Single(e => (string?)e.Attribute("data-series") == "train loss").Attribute("points")!.Value.Split(' ').Length;
 
     [Fact]
-    public void The_whole_split_loss_is_the_mean_over_every_tiled_window_once()
+    public void The_whole_split_loss_scores_every_target_token_once_with_a_full_window_of_context()
     {
         using var temp = new TempDirectory();
-        var data = TestData.PrepareCharDataset(temp);
+        var input = temp["corpus.txt"];
+        File.WriteAllText(input, TestData.Corpus(lines: 40));
+        var data = temp["data"];
+        DatasetPreparer.Prepare(input, data, "char");
         using var sampler = new BatchSampler(data, batchSize: 5, blockSize: 16, seed: 0);
         torch.random.manual_seed(3);
         using var model = CausalLanguageModel.Create(TestData.TinyConfig.ToModelConfig(sampler.Tokenizer.VocabSize));
         var measured = SplitLoss.Measure(model, sampler, Split.Val);
 
-        // Each window [16 w, 16 w + 16] of the val shard on its own, its loss a mean over 16 targets.
+        // Directly: target t (tokens 1 .. n-1) is predicted from the 16-token window that starts at
+        // 16 floor((t - 1) / 16), or from the last 16 tokens before the split's end where that
+        // window would run past it.
         using var shard = TokenShard.Open(Path.Combine(data, DatasetPreparer.ValShard));
-        var windows = (shard.Count - 1) / 16;
+        var tokens = new long[shard.Count];
+        shard.Read(0, tokens);
+        var targets = shard.Count - 1;
+        Assert.NotEqual(0, targets % 16); // the split's tail is shorter than a window
+        var windows = (targets + 15) / 16;
         Assert.NotEqual(0, windows % 5); // the last batch is a short one
-        var window = new long[17];
         double sum = 0;
         using (torch.no_grad())
         {
             for (var w = 0L; w < windows; w++)
             {
-                shard.Read(w * 16, window);
                 using var scope = torch.NewDisposeScope();
-                var tokens = torch.tensor(window, [1, 17]);
-                var logits = model.Forward(tokens[.., ..^1]);
-                sum += torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), tokens[.., 1..].reshape(-1)).item<float>();
+                var start = Math.Min(16 * w, shard.Count - 17);
+                var logProbabilities = torch.nn.functional.log_softmax(model.Forward(torch.tensor(tokens[(int)start..(int)(start + 16)], [1, 16])), -1);
+                for (var t = start + 1; t <= start + 16; t++)
+                    if (Math.Min(16 * ((t - 1) / 16), shard.Count - 17) == start) sum -= logProbabilities[0, t - start - 1, tokens[t]].item<float>();
             }
         }
-        Assert.Equal((windows, windows * 16), (measured.Windows, measured.Tokens));
-        Assert.Equal(sum / windows, measured.Loss, 1e-5);
+        // The targets the batches score, in order, are the split's tokens after the first, each once.
+        var batched = new List<long>();
+        for (var batch = 0L; batch < (windows + 4) / 5; batch++)
+        {
+            var (_, scored) = sampler.Tiled(Split.Val, batch, torch.CPU);
+            batched.AddRange(scored.data<long>().ToArray().Where(t => t != -100));
+        }
+        Assert.Equal(tokens[1..], batched);
+        Assert.Equal((windows, targets), (measured.Windows, measured.Tokens));
+        Assert.Equal(sum / targets, measured.Loss, 1e-5);
     }
 
     [Fact]

@@ -19,6 +19,9 @@ public sealed class BatchSampler : IDisposable
     /// <summary>Redraws of a window with no supervised target before it is kept anyway.</summary>
     const int MaxRedraws = 64;
 
+    /// <summary>The target of a token that is not scored: cross_entropy's default ignore_index.</summary>
+    const long IgnoreIndex = -100;
+
     readonly TokenShard train, val;
     readonly TokenShard? trainMask, valMask;
     readonly long[] buffer, maskBuffer;
@@ -111,14 +114,16 @@ public sealed class BatchSampler : IDisposable
         return Batch(batchSize, mask is not null, device);
     }
 
-    /// <summary>How many windows of block_size + 1 tokens tile the split end to end, each
-    /// starting on the last token of the one before: every token but the first (and a tail
-    /// shorter than a window) is a target exactly once.</summary>
-    public long TiledWindows(Split split) => ((split == Split.Train ? train : val).Count - 1) / blockSize;
+    /// <summary>How many windows of block_size + 1 tokens cover the split, each starting on the
+    /// last token of the one before and the last one ending at the split's end: every token but
+    /// the first is a target once.</summary>
+    public long TiledWindows(Split split) => ((split == Split.Train ? train : val).Count - 1 + blockSize - 1) / blockSize;
 
-    /// <summary>Batch <paramref name="index"/> of the tiled windows (the last one may be
+    /// <summary>Batch <paramref name="index"/> of the tiled windows (the last batch may be
     /// shorter), to measure a whole split; masked targets are -100 as in <see cref="Sample"/>,
-    /// but no window is skipped.</summary>
+    /// but no window is skipped. Where the targets do not fill a last window, it ends at the
+    /// split's end and keeps a full window of context, as Hugging Face's strided perplexity does:
+    /// its targets that the window before scored are -100 too.</summary>
     public (Tensor Inputs, Tensor Targets) Tiled(Split split, long index, Device device)
     {
         var shard = split == Split.Train ? train : val;
@@ -127,13 +132,21 @@ public sealed class BatchSampler : IDisposable
         var windows = TiledWindows(split);
         var rows = (int)Math.Min(batchSize, windows - first);
         if (rows <= 0) throw new ArgumentOutOfRangeException(nameof(index), $"batch {index} is past the {windows} tiled windows");
+        var lastStart = shard.Count - 1 - blockSize;
         for (var row = 0; row < rows; row++)
         {
-            var start = (first + row) * blockSize;
+            var start = Math.Min((first + row) * blockSize, lastStart);
             shard.Read(start, buffer.AsSpan(row * (blockSize + 1), blockSize + 1));
             mask?.Read(start + 1, maskBuffer.AsSpan(row * blockSize, blockSize));
         }
-        return Batch(rows, mask is not null, device);
+        var (inputs, targets) = Batch(rows, mask is not null, device);
+        var scoredBefore = (first + rows - 1) * blockSize - lastStart;
+        if (scoredBefore > 0)
+        {
+            using var scored = targets[rows - 1, ..(int)scoredBefore];
+            scored.fill_(IgnoreIndex);
+        }
+        return (inputs, targets);
     }
 
     /// <summary>The first <paramref name="rows"/> windows in the buffers as inputs and targets
@@ -149,7 +162,7 @@ public sealed class BatchSampler : IDisposable
         {
             using var learn = torch.tensor(maskBuffer, [batchSize, blockSize], device: device);
             using var ignored = learn[..rows].eq(0);
-            targets.masked_fill_(ignored, -100); // cross_entropy's default ignore_index
+            targets.masked_fill_(ignored, IgnoreIndex);
         }
         return (all[.., ..^1].contiguous(), targets);
     }

@@ -38,20 +38,7 @@ public static class HuggingFace
         if (tokenizer.VocabSize > config.VocabSize)
             throw new StratusUserException($"{hfDirectory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
 
-        using var model = CausalLanguageModel.Create(config);
-        using (var reader = new ShardedReader(hfDirectory))
-        {
-            using var noGrad = no_grad();
-            foreach (var (name, parameter) in model.state_dict())
-            {
-                var hfName = config.Architecture == "gpt2" ? reader.Gpt2Name(name) : name;
-                using var saved = reader.Read(hfName);
-                using var value = config.Architecture == "gpt2" && IsConv1D(name) && saved.dim() == 2 ? saved.t() : saved.alias();
-                if (!value.shape.SequenceEqual(parameter.shape))
-                    throw new StratusUserException($"{hfDirectory}: weight '{hfName}' has shape [{string.Join(", ", saved.shape)}] but config.json implies [{string.Join(", ", parameter.shape)}]");
-                parameter.copy_(value);
-            }
-        }
+        using var model = ReadModel(hfDirectory, config);
 
         var extra = new Dictionary<string, string>();
         if (tokenizer.ChatTemplate is { } template) extra[ChatTemplate.FileName] = template;
@@ -61,6 +48,46 @@ public static class HuggingFace
     }
 
     static bool IsConv1D(string name) => Conv1DWeights.Any(name.EndsWith);
+
+    /// <summary>The model of <paramref name="config"/> with the folder's weights. Every weight the
+    /// config implies is checked by name and shape against the safetensors headers before the
+    /// model is allocated: a config.json that claims more layers or a wider model than its
+    /// weights would otherwise have that model allocated (and initialised) first.</summary>
+    static CausalLanguageModel ReadModel(string hfDirectory, ModelConfig config)
+    {
+        using var reader = new ShardedReader(hfDirectory);
+        bool Transposed(string name) => config.Architecture == "gpt2" && IsConv1D(name);
+        string FileName(string name) => config.Architecture == "gpt2" ? reader.Gpt2Name(name) : name;
+        using (var implied = CausalLanguageModel.Create(config, META))
+        {
+            foreach (var (name, parameter) in implied.state_dict())
+            {
+                var hfName = FileName(name);
+                var shape = Transposed(name) ? parameter.shape.Reverse().ToArray() : parameter.shape;
+                if (reader.Entry(hfName) is not (var file, var entry))
+                    throw new StratusUserException($"{hfDirectory} has no weight '{hfName}', which config.json implies (shape [{string.Join(", ", shape)}]); config.json does not describe these weights");
+                if (!entry.Shape.SequenceEqual(shape))
+                    throw new StratusUserException($"{hfDirectory}: weight '{hfName}' in {file} has shape [{string.Join(", ", entry.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
+            }
+        }
+        var model = CausalLanguageModel.Create(config);
+        try
+        {
+            using var noGrad = no_grad();
+            foreach (var (name, parameter) in model.state_dict())
+            {
+                using var saved = reader.Read(FileName(name));
+                using var value = Transposed(name) ? saved.t() : saved.alias();
+                parameter.copy_(value);
+            }
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
 
     static (ModelConfig Config, string Architecture) ToModelConfig(JsonObject json, string directory)
     {
@@ -160,11 +187,9 @@ public static class HuggingFace
     {
         readonly Dictionary<string, SafeTensors.Reader> byName = new(StringComparer.Ordinal);
         readonly List<SafeTensors.Reader> readers = [];
-        readonly string directory;
 
         public ShardedReader(string directory)
         {
-            this.directory = directory;
             IEnumerable<string> files;
             var index = Path.Combine(directory, "model.safetensors.index.json");
             if (File.Exists(Path.Combine(directory, "model.safetensors"))) files = [Path.Combine(directory, "model.safetensors")];
@@ -197,10 +222,14 @@ public static class HuggingFace
         /// <summary>HF GPT-2 files name weights with or without the "transformer." prefix.</summary>
         public string Gpt2Name(string name) => byName.ContainsKey(name) ? name : name.StartsWith("transformer.") ? name["transformer.".Length..] : name;
 
+        /// <summary>The file holding tensor <paramref name="name"/> and its header entry, or null.</summary>
+        public (string File, SafeTensors.Entry Entry)? Entry(string name) =>
+            byName.TryGetValue(name, out var reader) ? (Path.GetFileName(reader.Path), reader.Entries[name]) : null;
+
+        /// <summary>Tensor <paramref name="name"/> in fp32 (checked present by <see cref="Entry"/>).</summary>
         public Tensor Read(string name)
         {
-            if (!byName.TryGetValue(name, out var reader)) throw new StratusUserException($"{directory} has no weight '{name}', which the model needs");
-            using var raw = reader.Read(name);
+            using var raw = byName[name].Read(name);
             return raw.to(ScalarType.Float32);
         }
 

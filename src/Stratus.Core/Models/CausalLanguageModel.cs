@@ -98,19 +98,22 @@ public abstract class CausalLanguageModel : nn.Module
 
     /// <summary>Called by each architecture once its layers exist: adds LoRA adapters when the
     /// config asks for them.</summary>
-    protected void AttachAdapters()
+    protected void AttachAdapters(Device? device)
     {
-        if (Config.Lora is { } lora) Lora.Attach(this, lora, Precision);
+        if (Config.Lora is { } lora) Lora.Attach(this, lora, Precision, device);
     }
 
     /// <summary>Folds LoRA updates into the base weights (see Lora.Merge); a no-op without LoRA.
     /// The "lora." tensors that remain are zero and are left out of exports.</summary>
     public void MergeAdapters() => Lora.Merge(Precision);
 
-    public static CausalLanguageModel Create(ModelConfig config) => config.Architecture switch
+    /// <summary>A model of <paramref name="config"/> with its parameters made on
+    /// <paramref name="device"/> (the CPU by default); on torch.META they have shapes and no
+    /// storage: the weights a config implies, by name and shape, for nothing.</summary>
+    public static CausalLanguageModel Create(ModelConfig config, Device? device = null) => config.Architecture switch
     {
-        "gpt2" => new Gpt(config),
-        "llama" => new Llama(config),
+        "gpt2" => new Gpt(config, device),
+        "llama" => new Llama(config, device),
         _ => throw new StratusUserException($"unknown architecture '{config.Architecture}'; supported: gpt2, llama"),
     };
 }

@@ -15,12 +15,12 @@ public sealed class Gpt : CausalLanguageModel
 {
     readonly GptTransformer transformer;
 
-    public Gpt(ModelConfig config) : base("gpt", config)
+    public Gpt(ModelConfig config, Device? device = null) : base("gpt", config)
     {
-        transformer = new GptTransformer(config, Precision);
+        transformer = new GptTransformer(config, Precision, device);
         RegisterComponents();
         InitializeWeights();
-        AttachAdapters();
+        AttachAdapters(device);
     }
 
     protected override Tensor FinalHiddenStates(Tensor tokens, Tensor positions, IKvCache? cache)
@@ -98,13 +98,13 @@ public sealed class Gpt : CausalLanguageModel
         public readonly ModuleList<GptBlock> h;
         public readonly LayerNorm ln_f;
 
-        public GptTransformer(ModelConfig c, MatmulPrecision precision) : base("transformer")
+        public GptTransformer(ModelConfig c, MatmulPrecision precision, Device? device) : base("transformer")
         {
-            wte = nn.Embedding(c.VocabSize, c.NEmbd);
-            wpe = nn.Embedding(c.BlockSize, c.NEmbd);
+            wte = nn.Embedding(c.VocabSize, c.NEmbd, device: device);
+            wpe = nn.Embedding(c.BlockSize, c.NEmbd, device: device);
             drop = nn.Dropout(c.Dropout);
-            h = new ModuleList<GptBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new GptBlock(c, precision)).ToArray());
-            ln_f = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias);
+            h = new ModuleList<GptBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new GptBlock(c, precision, device)).ToArray());
+            ln_f = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias, device: device);
             RegisterComponents();
         }
     }
@@ -115,12 +115,12 @@ public sealed class Gpt : CausalLanguageModel
         public readonly GptAttention attn;
         public readonly GptMlp mlp;
 
-        public GptBlock(ModelConfig c, MatmulPrecision precision) : base("block")
+        public GptBlock(ModelConfig c, MatmulPrecision precision, Device? device) : base("block")
         {
-            ln_1 = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias);
-            attn = new GptAttention(c, precision);
-            ln_2 = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias);
-            mlp = new GptMlp(c, precision);
+            ln_1 = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias, device: device);
+            attn = new GptAttention(c, precision, device);
+            ln_2 = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias, device: device);
+            mlp = new GptMlp(c, precision, device);
             RegisterComponents();
         }
 
@@ -139,10 +139,10 @@ public sealed class Gpt : CausalLanguageModel
         readonly int heads;
         readonly double dropout;
 
-        public GptAttention(ModelConfig c, MatmulPrecision precision) : base("attn")
+        public GptAttention(ModelConfig c, MatmulPrecision precision, Device? device) : base("attn")
         {
-            c_attn = nn.Linear(c.NEmbd, 3 * c.NEmbd, hasBias: c.Bias);
-            c_proj = nn.Linear(c.NEmbd, c.NEmbd, hasBias: c.Bias);
+            c_attn = nn.Linear(c.NEmbd, 3 * c.NEmbd, hasBias: c.Bias, device: device);
+            c_proj = nn.Linear(c.NEmbd, c.NEmbd, hasBias: c.Bias, device: device);
             resid_dropout = nn.Dropout(c.Dropout);
             this.precision = precision;
             heads = c.NHead;
@@ -179,10 +179,10 @@ public sealed class Gpt : CausalLanguageModel
         readonly Dropout dropout;
         readonly MatmulPrecision precision;
 
-        public GptMlp(ModelConfig c, MatmulPrecision precision) : base("mlp")
+        public GptMlp(ModelConfig c, MatmulPrecision precision, Device? device) : base("mlp")
         {
-            c_fc = nn.Linear(c.NEmbd, c.MlpWidth, hasBias: c.Bias);
-            c_proj = nn.Linear(c.MlpWidth, c.NEmbd, hasBias: c.Bias);
+            c_fc = nn.Linear(c.NEmbd, c.MlpWidth, hasBias: c.Bias, device: device);
+            c_proj = nn.Linear(c.MlpWidth, c.NEmbd, hasBias: c.Bias, device: device);
             dropout = nn.Dropout(c.Dropout);
             this.precision = precision;
             approximate = c.HiddenAct == "gelu_new" ? GELU.Approximate.tanh : GELU.Approximate.none;

@@ -20,14 +20,14 @@ public sealed class Llama : CausalLanguageModel
     // they stay out of the state dict and follow the input's device.
     readonly float[] inverseFrequencies;
 
-    public Llama(ModelConfig config) : base("llama", config)
+    public Llama(ModelConfig config, Device? device = null) : base("llama", config)
     {
-        model = new LlamaBackbone(config, Precision);
-        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.NEmbd, config.VocabSize, hasBias: false);
+        model = new LlamaBackbone(config, Precision, device);
+        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.NEmbd, config.VocabSize, hasBias: false, device: device);
         RegisterComponents();
         inverseFrequencies = InverseFrequencies(config);
         InitializeWeights();
-        AttachAdapters();
+        AttachAdapters(device);
     }
 
     /// <summary>theta^(-2i/d) for i &lt; d/2, divided by Llama 3's scaling divisors when set.</summary>
@@ -166,11 +166,11 @@ public sealed class Llama : CausalLanguageModel
         public readonly ModuleList<LlamaLayer> layers;
         public readonly RmsNorm norm;
 
-        public LlamaBackbone(ModelConfig c, MatmulPrecision precision) : base("model")
+        public LlamaBackbone(ModelConfig c, MatmulPrecision precision, Device? device) : base("model")
         {
-            embed_tokens = nn.Embedding(c.VocabSize, c.NEmbd);
-            layers = new ModuleList<LlamaLayer>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaLayer(c, precision)).ToArray());
-            norm = new RmsNorm(c.NEmbd, c.RmsNormEps);
+            embed_tokens = nn.Embedding(c.VocabSize, c.NEmbd, device: device);
+            layers = new ModuleList<LlamaLayer>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaLayer(c, precision, device)).ToArray());
+            norm = new RmsNorm(c.NEmbd, c.RmsNormEps, device);
             RegisterComponents();
         }
     }
@@ -182,12 +182,12 @@ public sealed class Llama : CausalLanguageModel
         public readonly LlamaMlp mlp;
         readonly Dropout residualDropout;
 
-        public LlamaLayer(ModelConfig c, MatmulPrecision precision) : base("layer")
+        public LlamaLayer(ModelConfig c, MatmulPrecision precision, Device? device) : base("layer")
         {
-            input_layernorm = new RmsNorm(c.NEmbd, c.RmsNormEps);
-            self_attn = new LlamaAttention(c, precision);
-            post_attention_layernorm = new RmsNorm(c.NEmbd, c.RmsNormEps);
-            mlp = new LlamaMlp(c, precision);
+            input_layernorm = new RmsNorm(c.NEmbd, c.RmsNormEps, device);
+            self_attn = new LlamaAttention(c, precision, device);
+            post_attention_layernorm = new RmsNorm(c.NEmbd, c.RmsNormEps, device);
+            mlp = new LlamaMlp(c, precision, device);
             residualDropout = nn.Dropout(c.Dropout);
             RegisterComponents();
         }
@@ -206,15 +206,15 @@ public sealed class Llama : CausalLanguageModel
         readonly int heads, kvHeads, headDim;
         readonly double dropout;
 
-        public LlamaAttention(ModelConfig c, MatmulPrecision precision) : base("self_attn")
+        public LlamaAttention(ModelConfig c, MatmulPrecision precision, Device? device) : base("self_attn")
         {
             heads = c.NHead;
             kvHeads = c.KvHeads;
             headDim = c.HeadDim;
-            q_proj = nn.Linear(c.NEmbd, heads * headDim, hasBias: c.AttentionBias);
-            k_proj = nn.Linear(c.NEmbd, kvHeads * headDim, hasBias: c.AttentionBias);
-            v_proj = nn.Linear(c.NEmbd, kvHeads * headDim, hasBias: c.AttentionBias);
-            o_proj = nn.Linear(heads * headDim, c.NEmbd, hasBias: false);
+            q_proj = nn.Linear(c.NEmbd, heads * headDim, hasBias: c.AttentionBias, device: device);
+            k_proj = nn.Linear(c.NEmbd, kvHeads * headDim, hasBias: c.AttentionBias, device: device);
+            v_proj = nn.Linear(c.NEmbd, kvHeads * headDim, hasBias: c.AttentionBias, device: device);
+            o_proj = nn.Linear(heads * headDim, c.NEmbd, hasBias: false, device: device);
             this.precision = precision;
             dropout = c.Dropout;
             RegisterComponents();
@@ -253,11 +253,11 @@ public sealed class Llama : CausalLanguageModel
         public readonly Linear gate_proj, up_proj, down_proj;
         readonly MatmulPrecision precision;
 
-        public LlamaMlp(ModelConfig c, MatmulPrecision precision) : base("mlp")
+        public LlamaMlp(ModelConfig c, MatmulPrecision precision, Device? device) : base("mlp")
         {
-            gate_proj = nn.Linear(c.NEmbd, c.MlpWidth, hasBias: false);
-            up_proj = nn.Linear(c.NEmbd, c.MlpWidth, hasBias: false);
-            down_proj = nn.Linear(c.MlpWidth, c.NEmbd, hasBias: false);
+            gate_proj = nn.Linear(c.NEmbd, c.MlpWidth, hasBias: false, device: device);
+            up_proj = nn.Linear(c.NEmbd, c.MlpWidth, hasBias: false, device: device);
+            down_proj = nn.Linear(c.MlpWidth, c.NEmbd, hasBias: false, device: device);
             this.precision = precision;
             RegisterComponents();
         }
@@ -277,9 +277,9 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     public readonly Parameter weight;
     readonly double eps;
 
-    public RmsNorm(long size, double eps) : base("rms_norm")
+    public RmsNorm(long size, double eps, Device? device) : base("rms_norm")
     {
-        weight = new Parameter(ones(size));
+        weight = new Parameter(ones(size, device: device));
         this.eps = eps;
         RegisterComponents();
     }

@@ -14,6 +14,13 @@ public sealed record LoraConfig(int Rank, double Alpha, IReadOnlyList<string> Ta
 {
     [System.Text.Json.Serialization.JsonIgnore] public double Scale => Alpha / Rank;
 
+    /// <summary>The same adapters: rank, alpha and the set of target layers (a record would
+    /// compare the target lists by reference).</summary>
+    public bool Equals(LoraConfig? other) =>
+        other is not null && Rank == other.Rank && Alpha == other.Alpha && Targets.ToHashSet(StringComparer.Ordinal).SetEquals(other.Targets);
+
+    public override int GetHashCode() => HashCode.Combine(Rank, Alpha);
+
     public void Validate()
     {
         if (Rank <= 0) throw new StratusUserException($"lora_rank must be positive, got {Rank}");
@@ -26,10 +33,10 @@ public sealed class LoraAdapter : nn.Module
 {
     public readonly Parameter lora_A, lora_B;
 
-    public LoraAdapter(long inputs, long outputs, int rank) : base("lora")
+    public LoraAdapter(long inputs, long outputs, int rank, Device? device) : base("lora")
     {
-        lora_A = new Parameter(empty(rank, inputs));
-        lora_B = new Parameter(zeros(outputs, rank));
+        lora_A = new Parameter(empty(rank, inputs, device: device));
+        lora_B = new Parameter(zeros(outputs, rank, device: device));
         using (no_grad()) nn.init.kaiming_uniform_(lora_A, Math.Sqrt(5));
         RegisterComponents();
     }
@@ -47,15 +54,15 @@ public static class Lora
 
     /// <summary>Adds adapters to the target layers, registers them as the model's "lora"
     /// submodule and freezes every other parameter.</summary>
-    internal static void Attach(CausalLanguageModel model, LoraConfig config, MatmulPrecision precision)
+    internal static void Attach(CausalLanguageModel model, LoraConfig config, MatmulPrecision precision, Device? device)
     {
         config.Validate();
         var adapters = new ModuleDict<LoraAdapter>();
         foreach (var (name, module) in model.named_modules().ToList())
         {
             if (module is not Linear linear || !config.Targets.Contains(name.Split('.')[^1])) continue;
-            var adapter = new LoraAdapter(linear.weight!.shape[1], linear.weight.shape[0], config.Rank);
-            adapters.Add(name.Replace('.', '_'), adapter);
+            var adapter = new LoraAdapter(linear.weight!.shape[1], linear.weight.shape[0], config.Rank, device);
+            adapters.Add(AdapterKey(name), adapter);
             precision.Adapters[linear] = (adapter, config.Scale);
         }
         if (adapters.Count == 0)
@@ -64,6 +71,23 @@ public static class Lora
         model.register_module("lora", adapters);
     }
 
+    /// <summary>The adapter of the linear layer at <paramref name="layerPath"/> is the model's
+    /// "lora.&lt;key&gt;" submodule, its weights "lora.&lt;key&gt;.lora_A" and ".lora_B".</summary>
+    static string AdapterKey(string layerPath) => layerPath.Replace('.', '_');
+
+    /// <summary>The state-dict names of the A and B matrices of the adapter on the linear layer
+    /// whose weight is <paramref name="weightName"/> ("….q_proj.weight"), or null for a name that
+    /// is no layer's weight.</summary>
+    public static (string A, string B)? AdapterWeights(string weightName)
+    {
+        if (!weightName.EndsWith(".weight", StringComparison.Ordinal)) return null;
+        var prefix = $"lora.{AdapterKey(weightName[..^".weight".Length])}.";
+        return (prefix + "lora_A", prefix + "lora_B");
+    }
+
+    /// <summary>What an adapter adds to its layer's weight: scale * B A.</summary>
+    public static Tensor Update(Tensor a, Tensor b, double scale) => b.mm(a).mul_(scale);
+
     /// <summary>W += scale * B A for every adapter, then B = 0: the model computes the same and
     /// its base weights alone now hold the fine-tuned model (for export).</summary>
     internal static void Merge(MatmulPrecision precision)
@@ -71,7 +95,7 @@ public static class Lora
         using var noGrad = no_grad();
         foreach (var (linear, (adapter, scale)) in precision.Adapters)
         {
-            using var update = adapter.lora_B.mm(adapter.lora_A) * scale;
+            using var update = Update(adapter.lora_A, adapter.lora_B, scale);
             linear.weight!.add_(update);
             adapter.lora_B.zero_();
         }

@@ -1,8 +1,9 @@
 // A checkpoint is a folder: model weights (safetensors), optimizer state (safetensors), the
 // model and training configs, the tokenizer, the trainer state (step, best loss) and a
-// manifest holding the sha256 of every file. It is written into a temporary sibling folder
-// and renamed into place, so a crash mid-write leaves the previous checkpoint intact; loading
-// verifies every hash and refuses a corrupt or foreign folder with a clear message.
+// manifest holding the sha256 of every file (the chat template too, where the model has one).
+// It is written into a temporary sibling folder and renamed into place, so a crash mid-write
+// leaves the previous checkpoint intact; loading verifies every hash, refuses a file the
+// manifest does not list, and refuses a corrupt or foreign folder with a clear message.
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -114,6 +115,14 @@ public sealed class Checkpoint
             if (!(hash is JsonValue value && value.TryGetValue<string>(out var expected)) || Sha256(path) != expected)
                 throw new StratusUserException($"checkpoint {directory} is corrupt: {file} does not match its sha256 in {ManifestFile}; use another checkpoint (e.g. checkpoints/best) or train again");
         }
+        // And the folder holds nothing else: Save lists every file it writes, so another one was
+        // put there since (a chat template or a state.json copied in), and would be read unverified.
+        foreach (var path in System.IO.Directory.EnumerateFiles(directory).Order(StringComparer.Ordinal))
+        {
+            var file = Path.GetFileName(path);
+            if (file != ManifestFile && !files.ContainsKey(file))
+                throw new StratusUserException($"checkpoint {directory} holds {file}, which its {ManifestFile} does not list: it was added after the checkpoint was saved; remove it, or use another checkpoint");
+        }
         var model = ReadJson<ModelConfig>(directory, ModelConfigFile) ?? throw new StratusUserException($"checkpoint {directory} has no {ModelConfigFile}");
         var trainPath = Path.Combine(directory, TrainConfigFile);
         TrainConfig? train = null;
@@ -177,18 +186,30 @@ public sealed class Checkpoint
         return model;
     }
 
+    /// <summary>Copies the checkpoint's weights into <paramref name="model"/>. Its LoRA adapters
+    /// carry over only into a model with the same adapters (resuming, sampling, a run that goes
+    /// on training them); any other model (a full fine-tune with lora_rank 0, or adapters of
+    /// another rank, alpha or targets) gets them merged into its base weights, as PEFT's
+    /// merge_and_unload, and its own adapters keep their init.</summary>
     public void LoadWeights(CausalLanguageModel model)
     {
         using var reader = SafeTensors.Open(Path.Combine(Directory, ModelFile));
         using var noGrad = no_grad();
+        var carried = ModelConfig.Lora?.Equals(model.Config.Lora) ?? false;
         foreach (var (name, parameter) in model.state_dict())
         {
-            // A model without adapters starts LoRA fine-tuning: its new adapters keep their init.
-            if (ModelConfig.Lora is null && name.StartsWith("lora.", StringComparison.Ordinal)) continue;
+            if (!carried && name.StartsWith("lora.", StringComparison.Ordinal)) continue;
             if (!reader.Entries.ContainsKey(name)) throw new StratusUserException($"checkpoint {Directory} has no weight '{name}'; it was made for another model");
             using var saved = reader.Read(name);
             if (!saved.shape.SequenceEqual(parameter.shape))
                 throw new StratusUserException($"weight '{name}' in {Directory} has shape [{string.Join(", ", saved.shape)}]; the model needs [{string.Join(", ", parameter.shape)}]");
+            if (!carried && ModelConfig.Lora is { } lora && Lora.AdapterWeights(name) is (var a, var b) && reader.Entries.ContainsKey(a))
+            {
+                using var adapterA = reader.Read(a);
+                using var adapterB = reader.Read(b);
+                using var update = Lora.Update(adapterA, adapterB, lora.Scale);
+                saved.add_(update);
+            }
             parameter.copy_(saved);
         }
     }

@@ -1,4 +1,5 @@
-// The loss of a model over a whole split: every window that tiles it, once. Training's
+// The loss of a model over a whole split: every target token scored once, in windows that tile
+// it (the last one ending at the split's end). Training's
 // evaluation estimates the same number from eval_iters random batches (nanoGPT's way), which
 // moves by about ±0.015 from draw to draw for the CPU config; this is the figure without that
 // noise, at the cost of reading the whole split.
@@ -11,13 +12,14 @@ namespace Stratus.Training;
 
 /// <param name="Loss">Mean cross-entropy (nats) over the predicted tokens.</param>
 /// <param name="Tokens">Tokens predicted (masked chat targets excluded).</param>
-/// <param name="Windows">Windows of block_size tokens read.</param>
+/// <param name="Windows">Windows of block_size tokens read (the last may score fewer).</param>
 public sealed record SplitLoss(double Loss, long Tokens, long Windows)
 {
     public double Perplexity => Math.Exp(Loss);
 
-    /// <summary>Measures <paramref name="model"/> on every tiled window of <paramref name="split"/>,
-    /// a batch at a time; reports (batches done, batches in all) after each.</summary>
+    /// <summary>Measures <paramref name="model"/> on every token of <paramref name="split"/> but the
+    /// first (which nothing precedes), a batch of tiled windows at a time; reports (batches done,
+    /// batches in all) after each.</summary>
     public static SplitLoss Measure(CausalLanguageModel model, BatchSampler sampler, Split split, IProgress<(long Done, long Total)>? progress = null)
     {
         model.eval();

@@ -62,10 +62,12 @@ public sealed class Trainer : IDisposable
 
         generator = torch.random.manual_seed(config.Seed);
         // A resumed run is rebuilt as its checkpoint holds it: a run begun --init-from an imported
-        // model has that model's shape, not its training config's model keys.
+        // model has that model's shape, not its training config's model keys. Its adapters are the
+        // new run's: with lora_rank 0 it is a full fine-tune (of the merged model, when it comes
+        // from a LoRA run; see Checkpoint.LoadWeights).
         var modelConfig = resumeFrom is not null ? resumeFrom.ModelConfig with { Dropout = config.Model.Dropout }
             : initFrom is null ? config.ToModelConfig(tokenizer.VocabSize)
-            : initFrom.ModelConfig with { Dropout = config.Model.Dropout, Lora = config.LoraConfigFor(initFrom.ModelConfig.Architecture) ?? initFrom.ModelConfig.Lora };
+            : initFrom.ModelConfig with { Dropout = config.Model.Dropout, Lora = config.LoraConfigFor(initFrom.ModelConfig.Architecture) };
         if (initFrom is not null && config.Model.BlockSize > initFrom.ModelConfig.BlockSize)
             throw new StratusUserException($"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
         model = CausalLanguageModel.Create(modelConfig);

@@ -93,7 +93,7 @@ public sealed class FineTuningTests
         Assert.Equal(36, dataset.TrainExamples);
 
         // The shards are the conversations' tokens and masks in order: the first 36 train, the last 4 val.
-        var template = ChatTemplate.Load(imported.CheckpointDirectory);
+        var template = ChatTemplate.TryLoad(imported.CheckpointDirectory)!;
         var encoded = Enumerable.Range(0, 40).Select(i => ChatDatasetPreparer.Encode(template, imported.Tokenizer, [("user", $"say {i % 4}"), ("assistant", $"ok {i % 4}!")])).ToList();
         long[] Shard(string name)
         {
@@ -294,6 +294,18 @@ public sealed class FineTuningTests
         Assert.Equal(refusal, Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data2"), plain)).Message);
         File.Delete(Path.Combine(plain, ChatTemplate.FileName));
         Assert.Null(ChatTemplate.Find(Checkpoint.Open(plain).Directory));
+
+        // A model without a template of its own learns chats in the one it will be served with:
+        // the template derived from its tokenizer (ChatML here), as ServedModel loads it.
+        var served = ChatTemplate.Load(plain, Checkpoint.Open(plain).Tokenizer);
+        Assert.Equal(ChatTemplate.ChatMl, served.Kind);
+        var derived = ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data3"), plain, valFraction: 0.05);
+        var tokenizer = derived.Tokenizer;
+        var expected = Enumerable.Range(0, 19).Select(i => ChatDatasetPreparer.Encode(served, tokenizer, [("user", $"n {i % 3}"), ("assistant", $"m {i % 3}")]));
+        using var shard = TokenShard.Open(Path.Combine(temp.File("data3"), DatasetPreparer.TrainShard));
+        var values = new long[shard.Count];
+        shard.Read(0, values);
+        Assert.Equal(expected.SelectMany(e => e.Tokens).Select(t => (long)t), values);
     }
 
     [Fact]

@@ -26,7 +26,9 @@ public static class ChatDatasetPreparer
         if (!File.Exists(input)) throw new StratusUserException($"input {input} does not exist; pass a JSONL file with one {{\"messages\": [...]}} per line");
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
         var tokenizer = checkpoint.Tokenizer;
-        var template = ChatTemplate.Load(checkpoint.Directory);
+        // The template the model will be served with (ServedModel): its own, or the one derived
+        // from its tokenizer, so that what it learns is what a chat request will show it.
+        var template = ChatTemplate.Load(checkpoint.Directory, tokenizer);
 
         // Whole conversations go to one split: the last val_fraction of them (at least one) to val
         // (with val_fraction 0, a copy of the last). Counting them first lets them stream through

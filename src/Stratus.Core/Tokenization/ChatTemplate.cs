@@ -52,11 +52,8 @@ public sealed class ChatTemplate
     /// <summary>The model's own template, or the one derived from its tokenizer.</summary>
     public static ChatTemplate Load(string checkpointDirectory, ITokenizer tokenizer) => TryLoad(checkpointDirectory) ?? For(tokenizer);
 
-    /// <summary>The chat template of a model (a run or checkpoint folder), with the bos/eos token
-    /// text of its tokenizer; throws a clear error when the model has none.</summary>
-    public static ChatTemplate Load(string checkpointDirectory) =>
-        TryLoad(checkpointDirectory) ?? throw new StratusUserException($"the model in {checkpointDirectory} has no chat template ({FileName}); import a chat model or add one");
-
+    /// <summary>The model's own chat template (a run or checkpoint folder), with the bos/eos token
+    /// text of its tokenizer, or null when it has none.</summary>
     public static ChatTemplate? TryLoad(string checkpointDirectory)
     {
         checkpointDirectory = Training.Checkpoint.Resolve(checkpointDirectory);

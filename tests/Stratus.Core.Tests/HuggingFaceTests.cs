@@ -214,7 +214,9 @@ public sealed class HuggingFaceTests
         "weight 'model.embed_tokens.weight' in model.safetensors has shape [98, 64] but config.json implies [98, 4096]")]
     [InlineData("\"intermediate_size\": 96", "\"intermediate_size\": 100000",
         "weight 'model.layers.0.mlp.gate_proj.weight' in model.safetensors has shape [96, 64] but config.json implies [100000, 64]")]
-    public void A_config_larger_than_its_weights_is_refused_before_the_model_is_allocated(string from, string to, string expected)
+    [InlineData("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1",
+        "9 weight(s) in the safetensors files are not part of the model config.json describes, such as 'model.layers.1.input_layernorm.weight' in model.safetensors; config.json does not describe these weights")]
+    public void A_config_other_than_its_weights_is_refused_before_the_model_is_allocated(string from, string to, string expected)
     {
         // Within the caps, but far larger than the weights: the model is not built to find out
         // (the message names the first weight that differs, found in the files' headers).
@@ -225,6 +227,20 @@ public sealed class HuggingFaceTests
         File.WriteAllText(configPath, File.ReadAllText(configPath).Replace(from, to));
         Assert.Equal($"{hf}{(expected.StartsWith("has") ? " " : ": ")}{expected}", Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, temp.File("run"))).Message);
         Assert.False(Checkpoint.Exists(temp.File("run")));
+    }
+
+    [Fact]
+    public void Buffers_that_files_hold_besides_the_weights_are_not_taken_for_a_larger_model()
+    {
+        // Older Llama files carry each layer's rotary frequencies, GPT-2 files its causal masks.
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        var (weights, _) = WriteHfLlama(hf, shards: 1);
+        using var frequencies = torch.ones(16);
+        using var mask = torch.ones(1, 1, 4, 4);
+        SafeTensors.Save(Path.Combine(hf, "model.safetensors"), weights.Append(new("model.layers.0.self_attn.rotary_emb.inv_freq", frequencies)).Append(new("model.layers.0.attn.masked_bias", mask)));
+        var imported = HuggingFace.Import(hf, temp.File("run"));
+        Assert.Equal(2, imported.Config.NLayer);
     }
 
     [Fact]

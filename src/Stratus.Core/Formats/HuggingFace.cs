@@ -49,6 +49,14 @@ public static class HuggingFace
 
     static bool IsConv1D(string name) => Conv1DWeights.Any(name.EndsWith);
 
+    /// <summary>Tensors Hugging Face files may hold besides the weights: buffers that the model
+    /// computes (GPT-2's causal masks, Llama's rotary frequencies) and the output projection of a
+    /// model that ties it to the token embeddings.</summary>
+    static bool IsNonParameter(string name, ModelConfig config) =>
+        name.EndsWith(".attn.bias", StringComparison.Ordinal) || name.EndsWith(".attn.masked_bias", StringComparison.Ordinal)
+        || name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)
+        || (name == "lm_head.weight" && (config.Architecture == "gpt2" || config.TieWordEmbeddings));
+
     /// <summary>The model of <paramref name="config"/> with the folder's weights. Every weight the
     /// config implies is checked by name and shape against the safetensors headers before the
     /// model is allocated: a config.json that claims more layers or a wider model than its
@@ -60,15 +68,22 @@ public static class HuggingFace
         string FileName(string name) => config.Architecture == "gpt2" ? reader.Gpt2Name(name) : name;
         using (var implied = CausalLanguageModel.Create(config, META))
         {
+            var used = new HashSet<string>(StringComparer.Ordinal);
             foreach (var (name, parameter) in implied.state_dict())
             {
                 var hfName = FileName(name);
+                used.Add(hfName);
                 var shape = Transposed(name) ? parameter.shape.Reverse().ToArray() : parameter.shape;
                 if (reader.Entry(hfName) is not (var file, var entry))
                     throw new StratusUserException($"{hfDirectory} has no weight '{hfName}', which config.json implies (shape [{string.Join(", ", shape)}]); config.json does not describe these weights");
                 if (!entry.Shape.SequenceEqual(shape))
                     throw new StratusUserException($"{hfDirectory}: weight '{hfName}' in {file} has shape [{string.Join(", ", entry.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
             }
+            // The other way round: weights the model would not read mean config.json describes a
+            // smaller model than the files hold (fewer layers), which would import cut down.
+            var unused = reader.Names.Where(n => !used.Contains(n) && !IsNonParameter(n, config)).Order(StringComparer.Ordinal).ToList();
+            if (unused.Count > 0)
+                throw new StratusUserException($"{hfDirectory}: {unused.Count} weight(s) in the safetensors files are not part of the model config.json describes, such as '{unused[0]}' in {reader.Entry(unused[0])!.Value.File}; config.json does not describe these weights");
         }
         var model = CausalLanguageModel.Create(config);
         try
@@ -218,6 +233,9 @@ public static class HuggingFace
                 throw;
             }
         }
+
+        /// <summary>Every tensor name in the files.</summary>
+        public IEnumerable<string> Names => byName.Keys;
 
         /// <summary>HF GPT-2 files name weights with or without the "transformer." prefix.</summary>
         public string Gpt2Name(string name) => byName.ContainsKey(name) ? name : name.StartsWith("transformer.") ? name["transformer.".Length..] : name;

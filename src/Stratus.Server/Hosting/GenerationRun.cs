@@ -321,6 +321,9 @@ public sealed class GenerationRun : IAsyncDisposable
 
     async ValueTask<bool> AllowsAsync(ReadOnlyMemory<char> before, int alternative, CancellationToken cancellation)
     {
+        // The filters judging text (blocklists, PII) run to the end without looking at the token:
+        // an echoed prompt's thousands of alternatives would still be judged after the client left.
+        cancellation.ThrowIfCancellationRequested();
         var text = context.Model.Tokenizer.Decode([alternative]);
         foreach (var scope in scopes)
             if (!await scope.AllowsAlternativeAsync(before, text, cancellation)) return false;

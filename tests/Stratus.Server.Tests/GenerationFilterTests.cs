@@ -100,8 +100,9 @@ public sealed class RewrittenPromptTests
     public void A_model_without_a_redaction_marker_s_brackets_gets_the_label_without_them()
     {
         var tokenizer = Tokenization.CharTokenizer.FromCorpus("call me now PHONE");
-        var tokens = GenerationRun.EncodeRewritten(tokenizer, "call [PHONE] now", addSpecialTokens: true);
-        Assert.Equal("call PHONE now", tokenizer.Decode(tokens));
+        var (text, tokens) = GenerationRun.EncodeRewritten(tokenizer, "call [PHONE] now", addSpecialTokens: true);
+        Assert.Equal("call PHONE now", text);
+        Assert.Equal(text, tokenizer.Decode(tokens));
     }
 }
 

@@ -144,6 +144,27 @@ public sealed class PromptSpecialTokensTests(LlamaModelServer fixture) : IClassF
     }
 
     [Fact]
+    public async Task An_echo_is_the_prompt_as_written_or_rewritten_and_the_BOS_added_to_it_takes_no_place_in_its_text()
+    {
+        async Task<JsonNode> Echo(object prompt) =>
+            (await Post("/v1/completions", new { model = "tiny", prompt, max_tokens = 3, echo = true, logprobs = 1, temperature = 0 }))["choices"]![0]!;
+        static int[] Offsets(JsonNode choice) => [.. choice["logprobs"]!["text_offset"]!.AsArray().Select(o => (int)o!)];
+        var text = await Echo("the hat");
+        Assert.StartsWith("the hat", (string)text["text"]!);
+        Assert.Equal("<s>", (string)text["logprobs"]!["tokens"]![0]!);
+        // A prompt the filter rewrote is echoed as the model got it, without spelling out the BOS.
+        var rewritten = await Echo("the cat");
+        Assert.StartsWith("the dot", (string)rewritten["text"]!);
+        Assert.Equal(Bos, (int)(await Tokenize(new { model = "tiny", prompt = "the dot" }))[0]);
+        // The same tokens given as ids, BOS included, echo it as text ("<s>"): the text prompt's
+        // offsets are those less its three characters, the generated tokens' included.
+        var plain = await Tokenize(new { model = "tiny", prompt = "the hat", add_special_tokens = false });
+        var ids = await Echo(new[] { Bos }.Concat(plain));
+        Assert.StartsWith("<s>", (string)ids["text"]!);
+        Assert.Equal([0, .. Offsets(ids).Skip(1).Select(o => o - "<s>".Length)], Offsets(text));
+    }
+
+    [Fact]
     public async Task A_text_prompt_a_filter_rewrote_keeps_its_BOS()
     {
         var rewritten = await Tokenize(new { model = "tiny", prompt = "the dot" });

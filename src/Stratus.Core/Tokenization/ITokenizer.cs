@@ -29,6 +29,10 @@ public interface ITokenizer
     /// alone.</summary>
     int[] Encode(string text, bool addSpecialTokens) => Encode(text);
 
+    /// <summary>How many tokens <see cref="Encode(string, bool)"/> puts before and after the text
+    /// when it adds special tokens (a Llama's BOS: one before). They are no part of the text.</summary>
+    (int Before, int After) SpecialTokensAround => (0, 0);
+
     /// <summary>Tokens of text that continues other text, for a text encoded in pieces (a chat's
     /// turns): as <see cref="Encode"/>, without what a tokenizer puts only at a text's start
     /// (SentencePiece's "▁"), so the pieces give the tokens the whole text gets.</summary>

@@ -16,8 +16,8 @@ public interface ITokenizer
     int? EndOfTextId { get; }
 
     /// <summary>Token ids for text as plain text, nothing added around it (Hugging Face's
-    /// add_special_tokens=False): training data, and a chat template's rendering, which writes
-    /// bos_token itself. Throws <see cref="StratusUserException"/> naming any characters the
+    /// add_special_tokens=False): training data, and a model's own chat template's rendering,
+    /// which writes bos_token itself. Throws <see cref="StratusUserException"/> naming any characters the
     /// vocabulary cannot spell.</summary>
     int[] Encode(string text);
 

@@ -65,7 +65,7 @@ public sealed class SafetyPipeline
     public async ValueTask<bool> FlagsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellationToken = default)
     {
         if (alternativeProviders.Length == 0 || alternative.Length == 0) return false;
-        var contextLength = before.Length - StreamingSafetyGuard.WindowStart(before, static (b, i) => b.Span[i], 0, before.Length, alternativeWindow);
+        var contextLength = before.Length - StreamingSafetyGuard.WindowStart(before.Span, static (b, i) => b[i], 0, before.Length, alternativeWindow);
         var text = string.Concat(before.Span[^contextLength..], alternative);
         foreach (var provider in alternativeProviders)
             foreach (var result in await provider.AnalyzeAsync(text, ContentDirection.Completion, cancellationToken))

@@ -110,6 +110,7 @@ public sealed class StreamingSafetyGuard
     /// Returns <paramref name="floor"/> when that text is not that long. The guard's held-back
     /// tail and an alternative's context (SafetyPipeline.FlagsAlternativeAsync) are measured so.</summary>
     internal static int WindowStart<TText>(TText text, Func<TText, int, char> charAt, int floor, int end, int window)
+        where TText : allows ref struct
     {
         var start = end;
         for (var counted = 0; counted < window; counted++)

@@ -56,15 +56,16 @@ public sealed class SafetyPipeline
     /// <summary>Whether the policy would block or rewrite <paramref name="alternative"/>, a token
     /// the model could have written after <paramref name="before"/> (an entry of top_logprobs):
     /// whether a match it acts on in that text overlaps the alternative. Only providers that find
-    /// spans judge it (blocklists, PII), in the last StreamingWindow characters before it, as the
-    /// streaming guard judges text; whole-text providers (classifiers, external moderation) judge
-    /// the completion, and one token of it is not a text they can judge. The text after the
+    /// spans judge it (blocklists, PII), in the last StreamingWindow characters before it (a run
+    /// of whitespace counting as one), as the streaming guard judges text; whole-text providers
+    /// (classifiers, external moderation) judge the completion, and one token of it is not a
+    /// text they can judge. The text after the
     /// alternative is unknown, so a match that touches its end counts ("ass" may or may not
     /// become "assist"); one that ends before it does not, since that text was passed already.</summary>
     public async ValueTask<bool> FlagsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellationToken = default)
     {
         if (alternativeProviders.Length == 0 || alternative.Length == 0) return false;
-        var contextLength = Math.Min(before.Length, alternativeWindow);
+        var contextLength = before.Length - StreamingSafetyGuard.WindowStart(before.Span, static (b, i) => b[i], 0, before.Length, alternativeWindow);
         var text = string.Concat(before.Span[^contextLength..], alternative);
         foreach (var provider in alternativeProviders)
             foreach (var result in await provider.AnalyzeAsync(text, ContentDirection.Completion, cancellationToken))

@@ -100,18 +100,24 @@ public sealed class StreamingSafetyGuard
         return limit - released >= MaxUnbrokenRun ? limit : released;
     }
 
-    /// <summary>Where the held-back tail of holdBack characters starts, a run of whitespace
-    /// counting as one: a multi-word term's \s+ matches a run of any length, so measured in raw
-    /// characters a long run would push the term's first word out of the tail. Returns
-    /// <see cref="released"/> when the unreleased text is not that long.</summary>
-    int HeldBackFrom()
+    /// <summary>Where the held-back tail of holdBack characters starts (see
+    /// <see cref="WindowStart"/>); <see cref="released"/> when the unreleased text is not that long.</summary>
+    int HeldBackFrom() => WindowStart(text, static (t, i) => t[i], released, text.Length, holdBack);
+
+    /// <summary>Where the last <paramref name="window"/> characters of text[floor..end] start,
+    /// a run of whitespace counting as one: a multi-word term's \s+ matches a run of any length,
+    /// so measured in raw characters a long run would push the term's first word out of them.
+    /// Returns <paramref name="floor"/> when that text is not that long. The guard's held-back
+    /// tail and an alternative's context (SafetyPipeline.FlagsAlternativeAsync) are measured so.</summary>
+    internal static int WindowStart<TText>(TText text, Func<TText, int, char> charAt, int floor, int end, int window)
+        where TText : allows ref struct
     {
-        var start = text.Length;
-        for (var counted = 0; counted < holdBack; counted++)
+        var start = end;
+        for (var counted = 0; counted < window; counted++)
         {
-            if (start == released) return released;
-            var whitespace = char.IsWhiteSpace(text[--start]);
-            while (whitespace && start > released && char.IsWhiteSpace(text[start - 1])) start--;
+            if (start == floor) return floor;
+            var whitespace = char.IsWhiteSpace(charAt(text, --start));
+            while (whitespace && start > floor && char.IsWhiteSpace(charAt(text, start - 1))) start--;
         }
         return start;
     }

@@ -83,7 +83,11 @@ public sealed class SpecialTokensTests
         var text = Llama2().Encode("the cat");
         // They override the template (transformers rebuilds it from them)...
         Assert.Equal(text, Llama2(new JsonObject { ["bos_token"] = "<s>", ["add_bos_token"] = false }).Encode("the cat", addSpecialTokens: true));
-        Assert.Equal([Bos, .. text, Eos], Llama2(Llama2Config().With("add_eos_token", true)).Encode("the cat", addSpecialTokens: true));
+        var withEos = Llama2(Llama2Config().With("add_eos_token", true));
+        Assert.Equal([Bos, .. text, Eos], withEos.Encode("the cat", addSpecialTokens: true));
+        // An echo leaves them out of the prompt's text.
+        Assert.Equal((1, 1), withEos.SpecialTokensAround);
+        Assert.Equal((0, 0), ((ITokenizer)CharTokenizer.FromCorpus("the cat")).SpecialTokensAround);
         // ...and stand in for a missing one; without either, nothing is added.
         Assert.Equal([Bos, .. text], Llama2(Llama2Config().With("add_bos_token", true), postProcessor: false).Encode("the cat", addSpecialTokens: true));
         Assert.Equal(text, Llama2(postProcessor: false).Encode("the cat", addSpecialTokens: true));

@@ -149,6 +149,18 @@ public sealed class SafetyPipelineTests
     }
 
     [Fact]
+    public async Task An_alternative_completes_a_phrase_across_a_whitespace_run_longer_than_the_window_as_the_streaming_guard_finds_it()
+    {
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Off, Blocklists = ["list"] },
+            [new Blocklist("list", ["bad word"], [])]);
+        // The term's \s+ spans a run of any length, so the window counts a run as one character.
+        var before = "what a bad" + new string(' ', 4 * pipeline.StreamingWindow);
+        Assert.True(await pipeline.FlagsAlternativeAsync(before.AsMemory(), "word"));
+        // The text filter blocks that text too.
+        Assert.True((await pipeline.AnalyzeAsync(before + "word", ContentDirection.Completion)).Blocked);
+    }
+
+    [Fact]
     public async Task Alternatives_are_judged_by_span_providers_where_the_policy_checks_completions()
     {
         var lists = new[] { new Blocklist("list", ["heck"], []) };

@@ -100,7 +100,70 @@ public sealed class RewrittenPromptTests
     public void A_model_without_a_redaction_marker_s_brackets_gets_the_label_without_them()
     {
         var tokenizer = Tokenization.CharTokenizer.FromCorpus("call me now PHONE");
-        var tokens = GenerationRun.EncodeRewritten(tokenizer, "call [PHONE] now", addSpecialTokens: true);
-        Assert.Equal("call PHONE now", tokenizer.Decode(tokens));
+        var (text, tokens) = GenerationRun.EncodeRewritten(tokenizer, "call [PHONE] now", addSpecialTokens: true);
+        Assert.Equal("call PHONE now", text);
+        Assert.Equal(text, tokenizer.Decode(tokens));
+    }
+}
+
+/// <summary>Judges alternatives as a CPU-bound filter does, without looking at the cancellation
+/// token (the safety pipeline's blocklists and PII detector do not); its first call waits until
+/// the request has been cancelled.</summary>
+public sealed class AbandonedAlternativesFilter : IGenerationFilter
+{
+    public TaskCompletionSource FirstCall { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    public TaskCompletionSource Completed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    public int Calls;
+
+    public ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation) => ValueTask.FromResult<IGenerationScope?>(new Scope(this));
+
+    sealed class Scope(AbandonedAlternativesFilter filter) : IGenerationScope
+    {
+        public IReadOnlyList<Safety.PromptFilterResult>? PromptFilterResults => null;
+        public IReadOnlyList<string>? Prompts => null;
+        public ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation) => ValueTask.FromResult(new FilteredText(text));
+
+        public async ValueTask<bool> AllowsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellation)
+        {
+            if (Interlocked.Increment(ref filter.Calls) > 1) return true;
+            filter.FirstCall.TrySetResult();
+            await Task.Delay(Timeout.Infinite, cancellation).ContinueWith(_ => { }, TaskScheduler.Default);
+            return true;
+        }
+
+        public ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation) => ValueTask.FromResult(ChoiceEnd.None);
+
+        public ValueTask CompleteAsync(int promptTokens, int completionTokens)
+        {
+            filter.Completed.TrySetResult();
+            return ValueTask.CompletedTask;
+        }
+    }
+}
+
+public sealed class AbandonedAlternativesServer : IAsyncLifetime
+{
+    public AbandonedAlternativesFilter Filter { get; } = new();
+    public TinyModelServer Server { get; }
+    public AbandonedAlternativesServer() => Server = new() { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(Filter) };
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
+public sealed class AbandonedAlternativesTests(AbandonedAlternativesServer fixture) : IClassFixture<AbandonedAlternativesServer>
+{
+    [Fact]
+    public async Task A_cancelled_request_stops_screening_its_echoed_prompt_s_alternatives()
+    {
+        // 99 prompt positions with 5 alternatives each: screening them all after the client left
+        // would be ~500 calls of work nobody reads.
+        using var abandon = new CancellationTokenSource();
+        var request = fixture.Server.Http.PostAsJsonAsync("/v1/completions",
+            new { model = "tiny", prompt = new string('a', 100), max_tokens = 0, echo = true, logprobs = 5 }, abandon.Token);
+        await fixture.Filter.FirstCall.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        abandon.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => request);
+        await fixture.Filter.Completed.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, fixture.Filter.Calls);
     }
 }

@@ -37,9 +37,11 @@ public sealed class LlamaModelServer : IAsyncLifetime
 {
     public const int Bos = 1;
 
-    public TinyModelServer Server { get; } = new() { CreateModel = CreateCheckpoint, ConfigureServices = services => services.AddSingleton<IGenerationFilter, CatToDotFilter>() };
+    public TinyModelServer Server { get; } = new() { CreateModel = d => CreateCheckpoint(d, chatTemplate: true), ConfigureServices = services => services.AddSingleton<IGenerationFilter, CatToDotFilter>() };
 
-    static string CreateCheckpoint(string directory)
+    /// <param name="chatTemplate">Whether the model has its own chat template; a base model
+    /// without one is served with the plain template derived from its tokenizer.</param>
+    public static string CreateCheckpoint(string directory, bool chatTemplate)
     {
         var vocab = new JsonObject { ["<unk>"] = 0, ["<s>"] = 1, ["</s>"] = 2 };
         foreach (var c in "▁abcdefghijklmnopqrstuvwxyz") vocab[c.ToString()] = vocab.Count;
@@ -62,10 +64,10 @@ public sealed class LlamaModelServer : IAsyncLifetime
         {
             Architecture = "llama", VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 32, IntermediateSize = 64, Bias = false,
         });
-        Checkpoint.Save(directory, model, tokenizer, extraFiles: new Dictionary<string, string>
+        Checkpoint.Save(directory, model, tokenizer, extraFiles: chatTemplate ? new Dictionary<string, string>
         {
             [ChatTemplate.FileName] = "{{ bos_token }}{% for message in messages %}{{ message['content'] + ' ' }}{% endfor %}",
-        });
+        } : null);
         return directory;
     }
 
@@ -144,6 +146,27 @@ public sealed class PromptSpecialTokensTests(LlamaModelServer fixture) : IClassF
     }
 
     [Fact]
+    public async Task An_echo_is_the_prompt_as_written_or_rewritten_and_the_BOS_added_to_it_takes_no_place_in_its_text()
+    {
+        async Task<JsonNode> Echo(object prompt) =>
+            (await Post("/v1/completions", new { model = "tiny", prompt, max_tokens = 3, echo = true, logprobs = 1, temperature = 0 }))["choices"]![0]!;
+        static int[] Offsets(JsonNode choice) => [.. choice["logprobs"]!["text_offset"]!.AsArray().Select(o => (int)o!)];
+        var text = await Echo("the hat");
+        Assert.StartsWith("the hat", (string)text["text"]!);
+        Assert.Equal("<s>", (string)text["logprobs"]!["tokens"]![0]!);
+        // A prompt the filter rewrote is echoed as the model got it, without spelling out the BOS.
+        var rewritten = await Echo("the cat");
+        Assert.StartsWith("the dot", (string)rewritten["text"]!);
+        Assert.Equal(Bos, (int)(await Tokenize(new { model = "tiny", prompt = "the dot" }))[0]);
+        // The same tokens given as ids, BOS included, echo it as text ("<s>"): the text prompt's
+        // offsets are those less its three characters, the generated tokens' included.
+        var plain = await Tokenize(new { model = "tiny", prompt = "the hat", add_special_tokens = false });
+        var ids = await Echo(new[] { Bos }.Concat(plain));
+        Assert.StartsWith("<s>", (string)ids["text"]!);
+        Assert.Equal([0, .. Offsets(ids).Skip(1).Select(o => o - "<s>".Length)], Offsets(text));
+    }
+
+    [Fact]
     public async Task A_text_prompt_a_filter_rewrote_keeps_its_BOS()
     {
         var rewritten = await Tokenize(new { model = "tiny", prompt = "the dot" });
@@ -151,5 +174,34 @@ public sealed class PromptSpecialTokensTests(LlamaModelServer fixture) : IClassF
         Assert.NotEqual(rewritten.Length, (await Tokenize(new { model = "tiny", prompt = "the cat" })).Length); // the rewrite shows
         var completion = await Post("/v1/completions", new { model = "tiny", prompt = "the cat", max_tokens = 1 });
         Assert.Equal(rewritten.Length, (int)completion["usage"]!["prompt_tokens"]!);
+    }
+}
+
+/// <summary>The same Llama without a chat template of its own (a base model).</summary>
+public sealed class BaseLlamaModelServer : IAsyncLifetime
+{
+    public TinyModelServer Server { get; } = new() { CreateModel = d => LlamaModelServer.CreateCheckpoint(d, chatTemplate: false) };
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
+public sealed class DerivedChatTemplateSpecialTokensTests(BaseLlamaModelServer fixture) : IClassFixture<BaseLlamaModelServer>
+{
+    [Fact]
+    public async Task A_chat_rendered_by_the_derived_template_gets_the_BOS_a_text_prompt_gets()
+    {
+        // The plain template knows no bos_token, so its rendering is a raw prompt, encoded as one.
+        Assert.Equal(ChatTemplate.Plain, fixture.Server.Model.Template.Kind);
+        var http = fixture.Server.Http;
+        var messages = new[] { new { role = "user", content = "the hat" } };
+        using var tokenized = await http.PostAsJsonAsync("/tokenize", new { model = "tiny", messages });
+        var tokens = JsonNode.Parse(await tokenized.Content.ReadAsStringAsync())!["tokens"]!.AsArray().Select(t => (int)t!).ToArray();
+        Assert.Equal(LlamaModelServer.Bos, tokens[0]);
+        Assert.Single(tokens, t => t == LlamaModelServer.Bos);
+        using var chat = await http.PostAsJsonAsync("/v1/chat/completions", new { model = "tiny", messages, max_tokens = 1 });
+        var body = JsonNode.Parse(await chat.Content.ReadAsStringAsync())!;
+        Assert.Equal(tokens.Length, (int)body["usage"]!["prompt_tokens"]!);
+        var response = await fixture.Server.Model.ChatClient.GetResponseAsync([new ChatMessage(ChatRole.User, "the hat")], new ChatOptions { MaxOutputTokens = 1 });
+        Assert.Equal(tokens.Length, response.Usage!.InputTokenCount);
     }
 }

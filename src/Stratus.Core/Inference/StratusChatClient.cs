@@ -60,9 +60,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         var unencodable = tokenizer.Unencodable(prompt);
         if (unencodable.Count > 0)
             throw new StratusUserException($"the messages have characters outside this model's vocabulary: {CharTokenizer.Describe(unencodable)}");
-        // The template writes bos_token itself: no special tokens added, as Hugging Face's
-        // apply_chat_template and vLLM's chat encode it (a Llama would get its BOS twice).
-        var tokens = tokenizer.Encode(prompt, addSpecialTokens: false);
+        var tokens = tokenizer.Encode(prompt, template.AddSpecialTokens);
         if (tokens.Length >= engine.ContextLength)
             throw new StratusUserException($"the conversation is {tokens.Length} tokens, which leaves no room in the model's context of {engine.ContextLength}");
         var room = engine.ContextLength - tokens.Length;

@@ -43,6 +43,13 @@ public sealed class ChatTemplate
     /// <summary>"model" for the model's own template, else "chatml" or "plain".</summary>
     public string Kind { get; }
 
+    /// <summary>Whether a rendering is encoded with add_special_tokens, the special tokens the
+    /// tokenizer puts around a raw prompt (a Llama's BOS). A model's own template writes them
+    /// itself (bos_token), and Hugging Face's apply_chat_template and vLLM's chat add none; a
+    /// template derived from the tokenizer writes none, so its rendering is a raw prompt and
+    /// gets them as one does.</summary>
+    public bool AddSpecialTokens => Kind != Own;
+
     /// <summary>ChatML when the tokenizer spells its markers as tokens, else plain.</summary>
     public static ChatTemplate For(ITokenizer tokenizer) =>
         tokenizer.HasSpecialToken(ImStart) && tokenizer.HasSpecialToken(ImEnd)

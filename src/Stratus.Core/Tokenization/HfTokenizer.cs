@@ -107,7 +107,7 @@ public sealed class HfTokenizer : ITokenizer
             : new Regex(string.Join("|", added.Keys.OrderByDescending(t => t.Length).Select(Regex.Escape)), RegexOptions.CultureInvariant);
         BosId = SpecialId("bos_token");
         EndOfTextId = SpecialId("eos_token");
-        (addedBefore, addedAfter) = SpecialTokensAround(tokenizerJson["post_processor"]);
+        (addedBefore, addedAfter) = ReadSpecialTokensAround(tokenizerJson["post_processor"]);
         var preName = pattern == BpeVocabulary.Gpt2Pattern ? "gpt-2" : pattern == Llama3Pattern ? "llama-bpe" : pattern == Qwen2Pattern ? "qwen2" : "default";
         Vocabulary = new BpeVocabulary(tokens, merges, special, BosId, EndOfTextId, preName)
         {
@@ -168,6 +168,8 @@ public sealed class HfTokenizer : ITokenizer
 
     public int[] Encode(string text, bool addSpecialTokens) =>
         addSpecialTokens && addedBefore.Length + addedAfter.Length > 0 ? [.. addedBefore, .. Encode(text), .. addedAfter] : Encode(text);
+
+    public (int Before, int After) SpecialTokensAround => (addedBefore.Length, addedAfter.Length);
 
     public int[] EncodeContinuation(string text) => EncodeText(text, start: false);
 
@@ -256,7 +258,7 @@ public sealed class HfTokenizer : ITokenizer
     /// then rebuilds the template from them, bos_token before, eos_token after), else the
     /// post_processor's template (Llama 2's [&lt;s&gt;, $A], Llama 3's [&lt;|begin_of_text|&gt;, $A];
     /// GPT-2's ByteLevel post-processor and none add nothing).</summary>
-    (int[] Before, int[] After) SpecialTokensAround(JsonNode? postProcessor)
+    (int[] Before, int[] After) ReadSpecialTokensAround(JsonNode? postProcessor)
     {
         var (before, after) = Template(postProcessor, "post_processor");
         if (Flag(TokenizerConfig?["add_bos_token"], "add_bos_token", ConfigFile) is { } addBos) before = addBos ? [ConfiguredSpecial("bos_token", "add_bos_token")] : [];

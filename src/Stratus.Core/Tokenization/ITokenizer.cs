@@ -16,8 +16,8 @@ public interface ITokenizer
     int? EndOfTextId { get; }
 
     /// <summary>Token ids for text as plain text, nothing added around it (Hugging Face's
-    /// add_special_tokens=False): training data, and a chat template's rendering, which writes
-    /// bos_token itself. Throws <see cref="StratusUserException"/> naming any characters the
+    /// add_special_tokens=False): training data, and a model's own chat template's rendering,
+    /// which writes bos_token itself. Throws <see cref="StratusUserException"/> naming any characters the
     /// vocabulary cannot spell.</summary>
     int[] Encode(string text);
 
@@ -28,6 +28,10 @@ public interface ITokenizer
     /// it). A tokenizer that puts none there (character-level as nanoGPT, GPT-2) encodes the text
     /// alone.</summary>
     int[] Encode(string text, bool addSpecialTokens) => Encode(text);
+
+    /// <summary>How many tokens <see cref="Encode(string, bool)"/> puts before and after the text
+    /// when it adds special tokens (a Llama's BOS: one before). They are no part of the text.</summary>
+    (int Before, int After) SpecialTokensAround => (0, 0);
 
     /// <summary>Tokens of text that continues other text, for a text encoded in pieces (a chat's
     /// turns): as <see cref="Encode"/>, without what a tokenizer puts only at a text's start

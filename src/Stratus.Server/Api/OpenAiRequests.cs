@@ -72,7 +72,8 @@ public sealed record TokenizeRequest
     public string? Prompt { get; init; }
     public List<ChatMessageBody?>? Messages { get; init; }
     /// <summary>vLLM's: add the tokenizer's special tokens (a Llama's BOS) as a completions
-    /// prompt gets them; default true for a prompt, false for messages (their template writes them).</summary>
+    /// prompt gets them; default true for a prompt, and for messages as a chat gets them (none
+    /// when the model's own template writes them).</summary>
     public bool? AddSpecialTokens { get; init; }
 }
 

@@ -24,8 +24,7 @@ public static class ChatCompletionsEndpoints
         if (body.TopLogprobs is not null && body.Logprobs != true)
             throw ApiException.Invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs");
         var prompt = model.Template.Render(messages);
-        // The template writes bos_token itself (vLLM's chat adds no special tokens either).
-        var tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", addSpecialTokens: false);
+        var tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", model.Template.AddSpecialTokens);
         var maxParam = body.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
         var maxTokens = RequestParser.MaxTokens(body.MaxCompletionTokens ?? body.MaxTokens, maxParam, "messages", tokens.Length, model.ContextLength, minimum: 1);
         var request = sampling with
@@ -35,7 +34,7 @@ public static class ChatCompletionsEndpoints
             Logprobs = body.Logprobs == true ? topLogprobs : null,
             StopTokens = model.Template.StopTokens(model.Tokenizer),
         };
-        var context = new GenerationContext(http, "chat.completions", model, [prompt], [false], messages, request, choices, body.User, tokens.Length, body.Stream == true);
+        var context = new GenerationContext(http, "chat.completions", model, [prompt], [model.Template.AddSpecialTokens], messages, request, choices, body.User, tokens.Length, body.Stream == true);
         await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation);
         var id = $"chatcmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();

@@ -52,8 +52,7 @@ public static class CompletionsEndpoints
         await using var run = await GenerationRun.StartAsync(context, promptTokens, [.. filters], metrics, cancellation);
         // An echo is the prompt as the model got it (a filter may have rewritten it), so that its
         // tokens, their log-probabilities and usage.prompt_tokens agree.
-        IReadOnlyList<int[]> echoedTokens = run.Prompts;
-        IReadOnlyList<string> echoedTexts = run.PromptsRewritten ? [.. run.Prompts.Select(p => tokenizer.Decode(p))] : promptTexts;
+        var echoedTexts = run.PromptTexts;
         var id = $"cmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var total = promptTokens.Count * choices;
@@ -74,7 +73,7 @@ public static class CompletionsEndpoints
                 if (echo && !echoed[c])
                 {
                     echoed[c] = true;
-                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], echoedTokens[c / choices], run.PromptLogprobs(c), ref textOffsets[c]);
+                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], (run, c / choices), run.PromptLogprobs(c), ref textOffsets[c]);
                     await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, echoedTexts[c / choices], promptLogprobs, null)]), cancellation);
                 }
                 if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Tokens.Count == 0)) continue;
@@ -107,7 +106,7 @@ public static class CompletionsEndpoints
         for (var c = 0; c < total; c++)
         {
             var offset = 0;
-            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, tokens[c], echo ? echoedTokens[c / choices] : null, run.PromptLogprobs(c), ref offset);
+            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, tokens[c], echo ? (run, c / choices) : null, run.PromptLogprobs(c), ref offset);
             result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]) { ContentFilterResults = filterResults[c] };
         }
         await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result)
@@ -117,21 +116,24 @@ public static class CompletionsEndpoints
         }, OpenAiJson.Options, cancellation);
     }
 
-    /// <summary>The legacy logprobs object; echoed prompt tokens come first, the very first of
-    /// them without a log-probability (nothing precedes it), as OpenAI writes it. Text offsets
-    /// start at <paramref name="offset"/>, which is moved past the tokens' text.</summary>
-    static CompletionLogprobs Logprobs(ITokenizer tokenizer, IReadOnlyList<GeneratedToken> generated, int[]? echoed, IReadOnlyList<GeneratedToken>? promptLogprobs, ref int offset)
+    /// <summary>The legacy logprobs object; echoed prompt tokens (of <paramref name="echo"/>'s
+    /// prompt) come first, the very first of them without a log-probability (nothing precedes
+    /// it), as OpenAI writes it. Text offsets start at <paramref name="offset"/>, which is moved
+    /// past the tokens' text.</summary>
+    static CompletionLogprobs Logprobs(ITokenizer tokenizer, IReadOnlyList<GeneratedToken> generated, (GenerationRun Run, int Prompt)? echo,
+        IReadOnlyList<GeneratedToken>? promptLogprobs, ref int offset)
     {
         var tokens = new List<string>();
         var values = new List<float?>();
         var top = new List<Dictionary<string, float>?>();
         var offsets = new List<int>();
         // Offsets count the text's characters; tokens are named as TokenSpelling names them.
-        for (var i = 0; i < (echoed?.Length ?? 0); i++)
+        var (run, prompt) = echo ?? default;
+        for (var i = 0; i < (run?.Prompts[prompt].Length ?? 0); i++)
         {
-            tokens.Add(TokenSpelling.Text(tokenizer, echoed![i]));
+            tokens.Add(TokenSpelling.Text(tokenizer, run!.Prompts[prompt][i]));
             offsets.Add(offset);
-            offset += tokenizer.Decode([echoed[i]]).Length;
+            offset += run.EchoedText(prompt, i).Length;
             if (i == 0 || promptLogprobs is null || i - 1 >= promptLogprobs.Count)
             {
                 values.Add(null);

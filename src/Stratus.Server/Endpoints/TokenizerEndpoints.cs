@@ -17,8 +17,9 @@ public static class TokenizerEndpoints
             if (body.Messages is not null) text = model.Template.Render(RequestParser.Messages(body.Messages));
             else text = body.Prompt ?? throw ApiException.Invalid("Give either 'prompt' or 'messages'.", "prompt", "missing_required_parameter");
             // As vLLM: a prompt gets the special tokens a completions prompt gets, messages the
-            // tokens a chat gets (none beyond what the template writes), unless the body says.
-            var tokens = RequestParser.Encode(model.Tokenizer, text, body.Messages is not null ? "messages" : "prompt", body.AddSpecialTokens ?? (body.Messages is null));
+            // tokens a chat gets, unless the body says.
+            var tokens = RequestParser.Encode(model.Tokenizer, text, body.Messages is not null ? "messages" : "prompt",
+                body.AddSpecialTokens ?? (body.Messages is null || model.Template.AddSpecialTokens));
             await http.Response.WriteAsJsonAsync(new TokenizeResponse(tokens, tokens.Length, model.ContextLength), OpenAiJson.Options, http.RequestAborted);
         });
         app.MapPost("/detokenize", async (HttpContext http, ModelRegistry registry) =>

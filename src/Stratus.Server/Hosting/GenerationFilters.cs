@@ -14,8 +14,8 @@ namespace Stratus.Server.Hosting;
 /// <param name="Prompts">The prompts as text (a chat's rendered prompt).</param>
 /// <param name="SpecialTokensAdded">Per prompt, whether its text was encoded with the
 /// tokenizer's special tokens (a completions text prompt: a Llama's BOS); a prompt a filter
-/// rewrites is encoded the same way. A chat's template writes them itself, and token ids are
-/// taken as given.</param>
+/// rewrites is encoded the same way. A chat's own template writes them itself (a derived one
+/// gets them, ChatTemplate.AddSpecialTokens), and token ids are taken as given.</param>
 /// <param name="Messages">A chat's messages; null for /v1/completions.</param>
 /// <param name="PromptTokens">Tokens of all prompts together, each prompt counted once.</param>
 /// <param name="Stream">The response is streamed: text leaves as it is released.</param>

@@ -68,8 +68,10 @@ public sealed class GenerationRun : IAsyncDisposable
     public int CachedPromptTokens { get; private set; }
     /// <summary>Each prompt's tokens as the model got them: a filter may have rewritten them.</summary>
     public required IReadOnlyList<int[]> Prompts { get; init; }
-    /// <summary>Whether a filter rewrote the prompts (PII redaction).</summary>
-    public bool PromptsRewritten { get; init; }
+    /// <summary>Each prompt's text as the model got it, which an echo returns: the client's, or a
+    /// filter's rewrite (PII redaction). The special tokens the tokenizer put around a text
+    /// prompt (a Llama's BOS) are in <see cref="Prompts"/>, not in this text.</summary>
+    public required IReadOnlyList<string> PromptTexts { get; init; }
     /// <summary>The filters' prompt annotations; null when none gave any.</summary>
     public IReadOnlyList<PromptFilterResult>? PromptFilterResults { get; }
 
@@ -77,6 +79,17 @@ public sealed class GenerationRun : IAsyncDisposable
     /// with the alternatives the filters let through; available once the choice's first piece
     /// has been read.</summary>
     public IReadOnlyList<GeneratedToken>? PromptLogprobs(int choice) => promptLogprobs[choice];
+
+    /// <summary>The text of a prompt's token in its echo (text_offset counts it): the token
+    /// decoded alone, or nothing for a special token the tokenizer put around a text prompt (a
+    /// Llama's BOS), which the client did not write and <see cref="PromptTexts"/> does not hold.</summary>
+    public string EchoedText(int prompt, int index)
+    {
+        var tokens = Prompts[prompt];
+        var tokenizer = context.Model.Tokenizer;
+        var (before, after) = context.SpecialTokensAdded[prompt] ? tokenizer.SpecialTokensAround : (0, 0);
+        return index < before || index >= tokens.Length - after ? "" : tokenizer.Decode([tokens[index]]);
+    }
 
     /// <summary>Begins the filters' scopes and submits every sequence; 429 when the engine's
     /// queue is full.</summary>
@@ -97,11 +110,15 @@ public sealed class GenerationRun : IAsyncDisposable
         }
         var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
         GenerationStream[] streams;
+        var promptTexts = context.Prompts;
         try
         {
             foreach (var scope in scopes)
-                if (scope.Prompts is { } rewritten)
-                    promptTokens = [.. rewritten.Select((text, p) => EncodeRewritten(context.Model.Tokenizer, text, context.SpecialTokensAdded[p]))];
+            {
+                if (scope.Prompts is not { } rewritten) continue;
+                var encoded = rewritten.Select((text, p) => EncodeRewritten(context.Model.Tokenizer, text, context.SpecialTokensAdded[p])).ToArray();
+                (promptTexts, promptTokens) = ([.. encoded.Select(e => e.Text)], [.. encoded.Select(e => e.Tokens)]);
+            }
             var requests = new GenerationRequest[promptTokens.Count * context.Choices];
             for (var p = 0; p < promptTokens.Count; p++)
             {
@@ -131,18 +148,19 @@ public sealed class GenerationRun : IAsyncDisposable
                 _ => e,
             };
         }
-        return new GenerationRun(context, scopes, metrics, streams, cancel) { Prompts = promptTokens, PromptsRewritten = scopes.Any(s => s.Prompts is not null) };
+        return new GenerationRun(context, scopes, metrics, streams, cancel) { Prompts = promptTokens, PromptTexts = promptTexts };
     }
 
     /// <summary>A prompt a filter rewrote (PII replaced by "[LABEL]"), encoded as the prompt it
-    /// replaces was (with or without the tokenizer's special tokens). The client's text was
-    /// encodable, so any character that is not came with the filter's markers: a model whose
-    /// vocabulary lacks it (a character-level model without brackets) gets the marker without
-    /// it, and the PII stays out either way.</summary>
-    internal static int[] EncodeRewritten(ITokenizer tokenizer, string text, bool addSpecialTokens)
+    /// replaces was (with or without the tokenizer's special tokens), and the text encoded. The
+    /// client's text was encodable, so any character that is not came with the filter's
+    /// markers: a model whose vocabulary lacks it (a character-level model without brackets)
+    /// gets the marker without it, and the PII stays out either way.</summary>
+    internal static (string Text, int[] Tokens) EncodeRewritten(ITokenizer tokenizer, string text, bool addSpecialTokens)
     {
         var unencodable = tokenizer.Unencodable(text);
-        return tokenizer.Encode(unencodable.Count == 0 ? text : string.Concat(text.Where(c => !unencodable.Contains(c))), addSpecialTokens);
+        var encodable = unencodable.Count == 0 ? text : string.Concat(text.Where(c => !unencodable.Contains(c)));
+        return (encodable, tokenizer.Encode(encodable, addSpecialTokens));
     }
 
     /// <summary>Pieces of all choices as they are generated, each choice ending with a piece
@@ -285,12 +303,11 @@ public sealed class GenerationRun : IAsyncDisposable
         var scored = streams[choice].PromptLogprobs;
         promptLogprobs[choice] = scored;
         if (scopes.Count == 0 || scored is null || context.Request.PromptLogprobs is not > 0) return 0;
-        // The prompt's text as the echo's text offsets count it: each token decoded alone.
-        var prompt = Prompts[choice / context.Choices];
-        var tokenizer = context.Model.Tokenizer;
+        // The prompt's text as the echo's text offsets count it.
+        var prompt = choice / context.Choices;
         var text = new StringBuilder();
-        var ends = new int[prompt.Length];
-        for (var i = 0; i < prompt.Length; i++) ends[i] = text.Append(tokenizer.Decode([prompt[i]])).Length;
+        var ends = new int[Prompts[prompt].Length];
+        for (var i = 0; i < ends.Length; i++) ends[i] = text.Append(EchoedText(prompt, i)).Length;
         var before = text.ToString().AsMemory();
         var screened = new GeneratedToken[scored.Count];
         var removed = 0;
@@ -321,6 +338,9 @@ public sealed class GenerationRun : IAsyncDisposable
 
     async ValueTask<bool> AllowsAsync(ReadOnlyMemory<char> before, int alternative, CancellationToken cancellation)
     {
+        // The filters judging text (blocklists, PII) run to the end without looking at the token:
+        // an echoed prompt's thousands of alternatives would still be judged after the client left.
+        cancellation.ThrowIfCancellationRequested();
         var text = context.Model.Tokenizer.Decode([alternative]);
         foreach (var scope in scopes)
             if (!await scope.AllowsAlternativeAsync(before, text, cancellation)) return false;

@@ -4,6 +4,7 @@
 // they are given, a chat template that writes bos_token gets it once, sampling puts it before
 // the prompt, and GGUF and Hugging Face exports keep it (llama.cpp adds what Stratus adds).
 using System.Text.Json.Nodes;
+using Stratus.Data;
 using Stratus.Formats;
 using Stratus.Inference;
 using Stratus.Models;
@@ -129,6 +130,20 @@ public sealed class SpecialTokensTests
         var tokens = tokenizer.Encode(prompt, addSpecialTokens: false);
         Assert.Equal(Bos, tokens[0]);
         Assert.Single(tokens, t => t == Bos);
+    }
+
+    [Fact]
+    public void Fine_tuning_data_rendered_by_a_derived_template_starts_with_the_BOS_a_served_chat_gets()
+    {
+        var tokenizer = Llama2();
+        var template = ChatTemplate.For(tokenizer);
+        Assert.True(template.AddSpecialTokens);
+        var (tokens, mask) = ChatDatasetPreparer.Encode(template, tokenizer, [("user", "the cat"), ("assistant", "sat")]);
+        Assert.Equal((Bos, (byte)0), (tokens[0], mask[0]));
+        Assert.Single(tokens, t => t == Bos);
+        // The unlearned part is the prompt a chat request for the reply gives the model.
+        var served = tokenizer.Encode(template.Render([("user", "the cat")], addGenerationPrompt: true), template.AddSpecialTokens);
+        Assert.Equal(served, tokens.TakeWhile((_, i) => mask[i] == 0));
     }
 
     [Fact]

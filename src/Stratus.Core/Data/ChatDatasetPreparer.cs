@@ -111,11 +111,19 @@ public static class ChatDatasetPreparer
         var tokens = new List<int>();
         var mask = new List<byte>();
         var rendered = "";
+        // The conversation starts as a served chat prompt does (ChatTemplate.AddSpecialTokens: a
+        // derived template's rendering gets a Llama's BOS). What a tokenizer puts after a prompt
+        // (add_eos_token) would end it, not open the conversation's first turn, so it is left out.
+        int[] Start(string text)
+        {
+            var encoded = tokenizer.Encode(text, template.AddSpecialTokens);
+            return template.AddSpecialTokens ? encoded[..^tokenizer.SpecialTokensAround.After] : encoded;
+        }
         void Add(string text, byte learn, string whole)
         {
             if (!text.StartsWith(rendered, StringComparison.Ordinal))
                 throw new StratusUserException("the chat template renders a conversation differently from its beginning, so assistant turns cannot be located; it cannot be used for fine-tuning");
-            var piece = rendered.Length == 0 ? tokenizer.Encode(text) : tokenizer.EncodeContinuation(text[rendered.Length..]);
+            var piece = rendered.Length == 0 ? Start(text) : tokenizer.EncodeContinuation(text[rendered.Length..]);
             tokens.AddRange(piece);
             mask.AddRange(Enumerable.Repeat(learn, piece.Length));
             rendered = whole;

@@ -255,6 +255,27 @@ public sealed class TrainingTests
         Assert.Contains("lists no model.safetensors", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
     }
 
+    [Fact]
+    public void Files_a_checkpoint_never_reads_do_not_stop_it_loading_but_an_unlisted_one_it_reads_does()
+    {
+        using var temp = new TempDirectory();
+        var (_, run) = FiveStepRun(temp);
+        var last = Path.Combine(run, "checkpoints", "last");
+        // What Finder, Windows Explorer, a copy from a Mac to a shared drive and an editor left there.
+        foreach (var file in new[] { ".DS_Store", "Thumbs.db", "._model.safetensors", ".model.json.swp", "model.json~" })
+            File.WriteAllText(Path.Combine(last, file), "x");
+        Checkpoint.Open(last);
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "6")])) resumed.Run();
+
+        // A file Stratus reads that the manifest does not vouch for is still refused.
+        var manifest = Path.Combine(last, Checkpoint.ManifestFile);
+        var json = JsonNode.Parse(File.ReadAllText(manifest))!;
+        json["files"]!.AsObject().Remove(Checkpoint.StateFile);
+        File.WriteAllText(manifest, json.ToJsonString());
+        Assert.Equal($"checkpoint {last} holds {Checkpoint.StateFile}, which its {Checkpoint.ManifestFile} does not list: it was added after the checkpoint was saved; remove it, or use another checkpoint",
+            Assert.Throws<StratusUserException>(() => Checkpoint.Open(last)).Message);
+    }
+
     [Theory]
     [InlineData(0, 3e-3 * 1 / 3)]
     [InlineData(1, 3e-3 * 2 / 3)]

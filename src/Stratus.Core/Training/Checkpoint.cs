@@ -2,8 +2,8 @@
 // model and training configs, the tokenizer, the trainer state (step, best loss) and a
 // manifest holding the sha256 of every file (the chat template too, where the model has one).
 // It is written into a temporary sibling folder and renamed into place, so a crash mid-write
-// leaves the previous checkpoint intact; loading verifies every hash, refuses a file the
-// manifest does not list, and refuses a corrupt or foreign folder with a clear message.
+// leaves the previous checkpoint intact; loading verifies every hash, refuses a checkpoint file
+// the manifest does not list, and refuses a corrupt or foreign folder with a clear message.
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -29,6 +29,11 @@ public sealed class Checkpoint
     public const string ModelConfigFile = "model.json";
     public const string TrainConfigFile = "train_config.json";
     public const string StateFile = "state.json";
+
+    /// <summary>The files a checkpoint is made of: all that Save writes and that Stratus reads
+    /// from a checkpoint folder. Anything else there (a .DS_Store, an editor's swap file) is
+    /// never read, so it is neither listed nor refused.</summary>
+    static readonly string[] Files = [ModelFile, OptimizerFile, ModelConfigFile, TrainConfigFile, StateFile, TokenizerStore.FileName, ChatTemplate.FileName];
 
     static readonly JsonSerializerOptions JsonOptions = new(TrainConfig.Json)
     {
@@ -73,7 +78,11 @@ public sealed class Checkpoint
 
             var files = new JsonObject();
             foreach (var file in System.IO.Directory.EnumerateFiles(temporary).Select(Path.GetFileName).Order(StringComparer.Ordinal))
+            {
+                // Open refuses only these when unlisted: a file read that is not among them could be put there unverified.
+                if (!Files.Contains(file)) throw new InvalidOperationException($"a checkpoint file {file} is not one of Checkpoint.Files");
                 files[file!] = Sha256(Path.Combine(temporary, file!));
+            }
             WriteJson(temporary, ManifestFile, new JsonObject { ["format"] = Format, ["version"] = FormatVersion, ["created_utc"] = DateTime.UtcNow.ToString("O"), ["files"] = files });
 
             var previous = Path.Combine(parent, $".old-{Path.GetFileName(target)}-{Guid.NewGuid():N}");
@@ -115,14 +124,11 @@ public sealed class Checkpoint
             if (!(hash is JsonValue value && value.TryGetValue<string>(out var expected)) || Sha256(path) != expected)
                 throw new StratusUserException($"checkpoint {directory} is corrupt: {file} does not match its sha256 in {ManifestFile}; use another checkpoint (e.g. checkpoints/best) or train again");
         }
-        // And the folder holds nothing else: Save lists every file it writes, so another one was
-        // put there since (a chat template or a state.json copied in), and would be read unverified.
-        foreach (var path in System.IO.Directory.EnumerateFiles(directory).Order(StringComparer.Ordinal))
-        {
-            var file = Path.GetFileName(path);
-            if (file != ManifestFile && !files.ContainsKey(file))
+        // And no checkpoint file is there unlisted: Save lists every one it writes, so one put
+        // there since (a chat template or a state.json copied in) would be read unverified.
+        foreach (var file in Files)
+            if (!files.ContainsKey(file) && File.Exists(Path.Combine(directory, file)))
                 throw new StratusUserException($"checkpoint {directory} holds {file}, which its {ManifestFile} does not list: it was added after the checkpoint was saved; remove it, or use another checkpoint");
-        }
         var model = ReadJson<ModelConfig>(directory, ModelConfigFile) ?? throw new StratusUserException($"checkpoint {directory} has no {ModelConfigFile}");
         var trainPath = Path.Combine(directory, TrainConfigFile);
         TrainConfig? train = null;

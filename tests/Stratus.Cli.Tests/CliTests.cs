@@ -142,6 +142,7 @@ public sealed class CliTests
             (["train", "--config", temp["missing.json"], "--data", data, "--out", temp["r4"]], "does not exist"),
             (["train", "--resume", temp["nothing"]], "not a Stratus run"),
             (["sample", "--model", temp["nothing"]], "does not exist"),
+            (["sample", "--model", temp["nothing"], "--temperature", "Infinity"], "temperature must be a finite number, 0 (greedy) or more, got Infinity"),
             (["plot", data], "has no metrics.jsonl"),
             (["train", "--resume", temp["nothing"], "--config", config], "--config cannot be used with --resume"),
             (["prepare", "--input", temp["empty.txt"], "--out", temp["x"], "--tokenizer", "gpt2", "--tokenizer-from", temp["nothing"]], "cannot be used together"),
@@ -191,7 +192,7 @@ public sealed class CliTests
     }
 
     [Fact]
-    public void Sampling_twice_with_one_seed_prints_the_same_text_and_long_prompts_are_refused()
+    public void Sampling_with_one_seed_prints_the_same_text_another_seed_other_text_and_long_prompts_are_refused()
     {
         using var temp = new TempDirectory();
         var (data, config) = Prepare(temp);
@@ -209,6 +210,8 @@ public sealed class CliTests
         Assert.Equal(0, first.ExitCode);
         Assert.Equal(first.Stdout, second.Stdout);
         Assert.StartsWith("abc", first.Stdout);
+        var otherSeed = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "10", "--temperature", "1.0");
+        Assert.NotEqual(first.Stdout, otherSeed.Stdout);
         var tooLong = Cli.Run("sample", "--model", temp["run"], "--prompt", new string('a', 40));
         Assert.Equal(2, tooLong.ExitCode);
         Assert.Contains("context of 32", tooLong.Stderr);

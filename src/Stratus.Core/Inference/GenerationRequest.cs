@@ -6,14 +6,8 @@ public sealed record GenerationRequest
 {
     public required IReadOnlyList<int> PromptTokens { get; init; }
     public int MaxTokens { get; init; } = 16;
-    /// <summary>0 picks the most likely token (greedy).</summary>
-    public double Temperature { get; init; } = 1.0;
-    public double TopP { get; init; } = 1.0;
-    /// <summary>0: all tokens.</summary>
-    public int TopK { get; init; }
-    /// <summary>Drop tokens less likely than MinP times the most likely one (0: off).</summary>
-    public double MinP { get; init; }
-    public long? Seed { get; init; }
+    /// <summary>Temperature, top-k, top-p, min-p and seed: how each next token is drawn.</summary>
+    public SamplingOptions Sampling { get; init; } = new();
     /// <summary>OpenAI's penalties over the generated tokens: presence once, frequency per occurrence.</summary>
     public double PresencePenalty { get; init; }
     public double FrequencyPenalty { get; init; }
@@ -33,26 +27,6 @@ public sealed record GenerationRequest
     public bool IgnoreEos { get; init; }
 
     public bool UsesPenalties => PresencePenalty != 0 || FrequencyPenalty != 0 || RepetitionPenalty != 1.0;
-
-    /// <summary>Refuses sampling settings the sampler cannot use. The engine checks every request
-    /// with it, whoever built it (the HTTP API first checks with its own messages): a NaN or a
-    /// negative temperature would otherwise fail the engine for all its callers.</summary>
-    /// <exception cref="StratusUserException">A setting is out of range.</exception>
-    public void ValidateSampling()
-    {
-        static void Require(bool condition, string message)
-        {
-            if (!condition) throw new StratusUserException(message);
-        }
-        Require(Temperature >= 0 && double.IsFinite(Temperature), $"temperature must be 0 (greedy) or more, got {Temperature}");
-        Require(TopP is > 0 and <= 1, $"top_p must be in (0, 1], got {TopP}");
-        Require(TopK >= 0, $"top_k must be 0 (all tokens) or more, got {TopK}");
-        Require(MinP is >= 0 and <= 1, $"min_p must be in [0, 1], got {MinP}");
-        Require(double.IsFinite(PresencePenalty) && double.IsFinite(FrequencyPenalty), $"presence and frequency penalties must be numbers, got {PresencePenalty} and {FrequencyPenalty}");
-        Require(RepetitionPenalty > 0 && double.IsFinite(RepetitionPenalty), $"repetition_penalty must be above 0, got {RepetitionPenalty}");
-        Require(Stop.All(stop => stop.Length > 0), "a stop sequence must not be empty");
-        if (LogitBias is { } bias) Require(bias.Values.All(float.IsFinite), "logit_bias values must be numbers");
-    }
 }
 
 public static class FinishReason

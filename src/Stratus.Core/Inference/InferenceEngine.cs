@@ -108,9 +108,17 @@ public sealed class InferenceEngine : IDisposable
         return sequences;
     }
 
+    /// <summary>Refuses a request the engine cannot run, whoever built it (the HTTP API first
+    /// checks with its own messages): a bad setting would otherwise fail the engine for all its
+    /// callers.</summary>
     void Validate(GenerationRequest request)
     {
-        request.ValidateSampling();
+        request.Sampling.Validate();
+        if (!double.IsFinite(request.PresencePenalty) || !double.IsFinite(request.FrequencyPenalty))
+            throw new StratusUserException($"presence and frequency penalties must be numbers, got {request.PresencePenalty} and {request.FrequencyPenalty}");
+        if (!(request.RepetitionPenalty > 0 && double.IsFinite(request.RepetitionPenalty)))
+            throw new StratusUserException($"repetition_penalty must be above 0, got {request.RepetitionPenalty}");
+        if (request.Stop.Any(stop => stop.Length == 0)) throw new StratusUserException("a stop sequence must not be empty");
         var count = request.PromptTokens.Count;
         if (count == 0) throw new StratusUserException("the prompt has no tokens");
         if (request.MaxTokens < 0) throw new StratusUserException($"max_tokens must be 0 or more, got {request.MaxTokens}");
@@ -120,8 +128,11 @@ public sealed class InferenceEngine : IDisposable
         foreach (var t in request.PromptTokens)
             if ((uint)t >= (uint)vocab) throw new StratusUserException($"token id {t} is outside the vocabulary of {vocab}");
         if (request.LogitBias is { } bias)
-            foreach (var token in bias.Keys)
+            foreach (var (token, value) in bias)
+            {
                 if ((uint)token >= (uint)vocab) throw new StratusUserException($"logit_bias names token {token}, outside the vocabulary of {vocab}");
+                if (!float.IsFinite(value)) throw new StratusUserException("logit_bias values must be numbers");
+            }
     }
 
     void Loop()

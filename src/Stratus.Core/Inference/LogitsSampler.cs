@@ -1,7 +1,8 @@
-// Chooses each sequence's next token from its row of logits on the CPU, with that sequence's own
-// settings (bias, penalties, temperature, top-k, top-p, min-p) and random generator, so rows of
-// one batch never influence each other. Works on spans and reusable scratch arrays: no
-// allocation per token unless log-probability alternatives are asked for.
+// Chooses the next token from a row of logits on the CPU: the one place where greedy, temperature,
+// top-k, top-p and min-p are applied. The serving engine calls Choose for each sequence of a batch
+// with its own settings (bias, penalties, logprobs besides) and random generator, so rows never
+// influence each other; TextGenerator calls Sample. Works on spans and reusable scratch arrays:
+// no allocation per token unless log-probability alternatives are asked for.
 namespace Stratus.Inference;
 
 public sealed class LogitsSampler(int vocabSize)
@@ -20,9 +21,7 @@ public sealed class LogitsSampler(int vocabSize)
             foreach (var (token, value) in bias) logits[token] += value;
         if (request.UsesPenalties) ApplyPenalties(logits, sequence);
 
-        int chosen;
-        if (request.Temperature == 0) chosen = ArgMax(logits);
-        else chosen = SampleFiltered(logits, request, sequence.Random!);
+        var chosen = Sample(logits, request.Sampling, sequence.Random);
 
         if (request.Logprobs is not { } alternatives) return new GeneratedToken(chosen, 0, null);
         // Log-probabilities of the distribution the model proposed after bias and penalties,
@@ -49,12 +48,17 @@ public sealed class LogitsSampler(int vocabSize)
         }
     }
 
-    int SampleFiltered(ReadOnlySpan<float> logits, GenerationRequest request, Random random)
+    /// <summary>Draws a token from <paramref name="logits"/> with the options' temperature,
+    /// top-k, top-p and min-p, or takes the most likely one at temperature 0.</summary>
+    public int Sample(ReadOnlySpan<float> logits, SamplingOptions options, Random random)
     {
+        if (options.Temperature == 0) return ArgMax(logits);
         var n = logits.Length;
-        var inverse = (float)(1.0 / request.Temperature);
+        // Capped so a temperature too small for float32 (1e-40) still scales the largest logit's
+        // difference of 0 to 0 rather than 0 * inf = NaN: the limit is greedy, and so is this.
+        var inverse = (float)Math.Min(1.0 / options.Temperature, float.MaxValue);
         var max = logits[ArgMax(logits)];
-        var needsOrder = (request.TopK > 0 && request.TopK < n) || request.TopP < 1.0;
+        var needsOrder = (options.TopK > 0 && options.TopK < n) || options.TopP < 1.0;
         var count = n;
         if (needsOrder)
         {
@@ -66,17 +70,17 @@ public sealed class LogitsSampler(int vocabSize)
                 sortKeys[i] = -logits[i];
             }
             Array.Sort(sortKeys, order, 0, n);
-            if (request.TopK > 0) count = Math.Min(count, request.TopK);
+            if (options.TopK > 0) count = Math.Min(count, options.TopK);
             var sum = 0.0;
             for (var i = 0; i < count; i++) sum += probabilities[i] = MathF.Exp((logits[order[i]] - max) * inverse);
-            if (request.TopP < 1.0)
+            if (options.TopP < 1.0)
             {
                 // Keep the smallest prefix whose probability reaches top_p; the first always stays.
                 var cumulative = 0.0;
                 for (var i = 0; i < count; i++)
                 {
                     cumulative += probabilities[i] / sum;
-                    if (cumulative >= request.TopP) { count = i + 1; break; }
+                    if (cumulative >= options.TopP) { count = i + 1; break; }
                 }
             }
         }
@@ -89,7 +93,7 @@ public sealed class LogitsSampler(int vocabSize)
             }
         }
         // min-p relative to the most likely token, whose unnormalised probability is exp(0) = 1.
-        var threshold = (float)request.MinP;
+        var threshold = (float)options.MinP;
         var total = 0.0;
         for (var i = 0; i < count; i++)
         {

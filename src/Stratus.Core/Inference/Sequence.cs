@@ -19,7 +19,7 @@ public sealed class Sequence
         tokens = new int[PromptLength + request.MaxTokens];
         for (var i = 0; i < PromptLength; i++) tokens[i] = request.PromptTokens[i];
         Length = PromptLength;
-        if (request.Temperature > 0) Random = request.Seed is { } seed ? new Random(SeedOf(seed)) : new Random();
+        Random = request.Sampling.NewRandom();
         if (request.UsesPenalties)
         {
             OutputCounts = new int[vocabSize];
@@ -31,17 +31,6 @@ public sealed class Sequence
     public long Id { get; }
     public GenerationRequest Request { get; }
 
-    /// <summary>A request's 64-bit seed as System.Random's seed: every bit mixed in (SplitMix64's
-    /// finaliser) and 31 of them kept, so that nearby seeds (n choices take seed, seed + 1, ...),
-    /// negative ones and ones that differ only above bit 31 give unrelated draws (Random takes the
-    /// absolute value of its seed, so a plain fold made -1 and 0, or 5 and 2^32 - 5, draw alike).</summary>
-    static int SeedOf(long seed)
-    {
-        var z = unchecked((ulong)seed + 0x9E3779B97F4A7C15UL);
-        z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
-        z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
-        return (int)((z ^ (z >> 31)) >> 33);
-    }
     public int PromptLength { get; }
 
     /// <summary>Prompt plus generated tokens so far.</summary>
@@ -58,7 +47,7 @@ public sealed class Sequence
     internal int PrefillChunk { get; set; }
     internal List<int> Blocks { get; } = [];
     internal CancellationTokenRegistration CancellationRegistration { get; set; }
-    internal Random? Random { get; }
+    internal Random Random { get; }
     internal int[]? OutputCounts { get; }
     internal bool[]? PromptTokenSet { get; }
     internal int ReservedTokens => tokens.Length;

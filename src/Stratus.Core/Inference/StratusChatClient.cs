@@ -71,10 +71,13 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         {
             PromptTokens = tokens,
             MaxTokens = maxTokens,
-            Temperature = options?.Temperature ?? 1.0,
-            TopP = options?.TopP ?? 1.0,
-            TopK = options?.TopK ?? 0,
-            Seed = options?.Seed,
+            Sampling = new SamplingOptions
+            {
+                Temperature = options?.Temperature ?? 1.0,
+                TopP = options?.TopP ?? 1.0,
+                TopK = options?.TopK ?? 0,
+                Seed = options?.Seed,
+            },
             PresencePenalty = options?.PresencePenalty ?? 0,
             FrequencyPenalty = options?.FrequencyPenalty ?? 0,
             Stop = options?.StopSequences is { } stops ? [.. stops] : [],

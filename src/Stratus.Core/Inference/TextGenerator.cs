@@ -38,8 +38,12 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
     {
         model.eval();
         using var noGrad = no_grad();
-        using var generator = new Generator((ulong)(options.Seed ?? Random.Shared.NextInt64()));
         var context = model.Config.BlockSize;
+        var vocab = model.Config.VocabSize;
+        // The engine's sampler and seeding, so a seed gives the tokens the server would give.
+        var sampler = new LogitsSampler(vocab);
+        var random = options.NewRandom();
+        var row = new float[vocab];
         using var cache = model.CreateCache(1, (int)Math.Min((long)promptTokens.Length + maxTokens, context));
         var decoder = new StreamingDecoder(tokenizer);
         var tokens = promptTokens.Select(t => (long)t).ToList();
@@ -51,10 +55,11 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
             {
                 var logits = tokens.Count <= context ? model.Forward(input, cache)
                     : model.Forward(torch.tensor(tokens.GetRange(tokens.Count - context, context).ToArray(), [1, context], device: model.Device));
-                var next = TokenChooser.Choose(logits[.., -1, ..], options, generator);
-                token = (int)next.item<long>();
+                // The last position's logits come to the CPU (the model may be on a GPU).
+                logits[0, -1].to(ScalarType.Float32).cpu().contiguous().data<float>().CopyTo(row, 0, 0);
+                token = sampler.Sample(row, options, random);
                 input.Dispose();
-                input = next.view(1, 1).MoveToOuterDisposeScope();
+                input = torch.tensor((long)token, device: model.Device).view(1, 1).MoveToOuterDisposeScope();
             }
             if (token == tokenizer.EndOfTextId) break;
             tokens.Add(token);

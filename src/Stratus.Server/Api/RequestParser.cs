@@ -38,11 +38,14 @@ public static class RequestParser
         return new GenerationRequest
         {
             PromptTokens = [],
-            Temperature = temperature,
-            TopP = topP,
-            TopK = Math.Max(topK, 0),
-            MinP = Range(body.MinP, 0, 0, 1, "min_p"),
-            Seed = body.Seed,
+            Sampling = new SamplingOptions
+            {
+                Temperature = temperature,
+                TopP = topP,
+                TopK = Math.Max(topK, 0),
+                MinP = Range(body.MinP, 0, 0, 1, "min_p"),
+                Seed = body.Seed,
+            },
             PresencePenalty = Range(body.PresencePenalty, 0, -2, 2, "presence_penalty"),
             FrequencyPenalty = Range(body.FrequencyPenalty, 0, -2, 2, "frequency_penalty"),
             RepetitionPenalty = repetition,

@@ -129,7 +129,8 @@ public sealed class GenerationRun : IAsyncDisposable
                 for (var i = 0; i < context.Choices; i++)
                 {
                     // Choices of one request differ, yet a seed still reproduces all of them.
-                    requests[p * context.Choices + i] = context.Request with { PromptTokens = promptTokens[p], MaxTokens = maxTokens, Seed = context.Request.Seed + i };
+                    var sampling = context.Request.Sampling;
+                    requests[p * context.Choices + i] = context.Request with { PromptTokens = promptTokens[p], MaxTokens = maxTokens, Sampling = sampling with { Seed = sampling.Seed + i } };
                 }
             }
             var engine = context.Model.Engine;

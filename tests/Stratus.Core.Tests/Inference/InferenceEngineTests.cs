@@ -47,7 +47,7 @@ public sealed class InferenceEngineTests
 
     /// <summary>A greedy request that also reports its two best tokens at each step (see AssertSameGreedy).</summary>
     static GenerationRequest Greedy(ITokenizer tokenizer, string prompt, int maxTokens) =>
-        new() { PromptTokens = tokenizer.Encode(prompt), MaxTokens = maxTokens, Temperature = 0, Logprobs = 2 };
+        new() { PromptTokens = tokenizer.Encode(prompt), MaxTokens = maxTokens, Sampling = new() { Temperature = 0 }, Logprobs = 2 };
 
     static async Task<int[]> Collect(Sequence sequence) => (await Generate(sequence)).Tokens;
 
@@ -398,7 +398,7 @@ public sealed class InferenceEngineTests
             }
             // A next turn: the first prompt, its reply and more; the reply's blocks were cached when it ended.
             int[] nextTurn = [.. tokenizer.Encode(system + questions[0]), .. results[0].Item1, .. tokenizer.Encode("\n?")];
-            var followUp = engine.Submit(new GenerationRequest { PromptTokens = nextTurn, MaxTokens = 2, Temperature = 0, Logprobs = 2 });
+            var followUp = engine.Submit(new GenerationRequest { PromptTokens = nextTurn, MaxTokens = 2, Sampling = new() { Temperature = 0 }, Logprobs = 2 });
             var followUpRun = await Generate(followUp);
             results.Add((followUpRun.Tokens, followUpRun.Margins, followUp.CachedPromptTokens));
             // Prompt log-probabilities need the whole prompt computed: such a request takes no cached block.
@@ -437,7 +437,7 @@ public sealed class InferenceEngineTests
         var scheduler = new Scheduler(new EngineOptions { MaxBatchSize = 4, MaxPrefillTokensPerStep = 5 }, allocator);
         Sequence Queue(int promptLength)
         {
-            var sequence = new Sequence(promptLength, new GenerationRequest { PromptTokens = [.. Enumerable.Range(0, promptLength)], MaxTokens = 4, Temperature = 0 }, vocabSize: 16);
+            var sequence = new Sequence(promptLength, new GenerationRequest { PromptTokens = [.. Enumerable.Range(0, promptLength)], MaxTokens = 4, Sampling = new() { Temperature = 0 } }, vocabSize: 16);
             Assert.True(scheduler.TryEnqueue([sequence]));
             return sequence;
         }
@@ -470,7 +470,7 @@ public sealed class InferenceEngineTests
     public void A_request_s_sequences_are_queued_all_together_or_not_at_all()
     {
         var scheduler = new Scheduler(new EngineOptions { MaxWaiting = 3 }, new BlockAllocator(blockCount: 16, blockSize: 4));
-        static Sequence New(int id) => new(id, new GenerationRequest { PromptTokens = [0, 1], MaxTokens = 2, Temperature = 0 }, vocabSize: 2);
+        static Sequence New(int id) => new(id, new GenerationRequest { PromptTokens = [0, 1], MaxTokens = 2, Sampling = new() { Temperature = 0 } }, vocabSize: 2);
         Assert.True(scheduler.TryEnqueue([New(0), New(1)]));
         Assert.False(scheduler.TryEnqueue([New(2), New(3)])); // one place left: neither is queued
         Assert.Equal(2, scheduler.Waiting);
@@ -492,7 +492,7 @@ public sealed class InferenceEngineTests
         for (var i = 0; i < 3; i++)
         {
             // 2 prompt + 4 generated tokens: 2 blocks of 4 each.
-            sequences[i] = new Sequence(i, new GenerationRequest { PromptTokens = [0, 1], MaxTokens = 4, Temperature = 0 }, vocabSize: 2);
+            sequences[i] = new Sequence(i, new GenerationRequest { PromptTokens = [0, 1], MaxTokens = 4, Sampling = new() { Temperature = 0 } }, vocabSize: 2);
             Assert.True(scheduler.TryEnqueue([sequences[i]]));
         }
         var (prefill, decode) = scheduler.Schedule();

@@ -1,4 +1,4 @@
-// `stratus sample --model <run> --prompt <text> --max-tokens N --temperature T --top-k K --top-p P --seed S`
+// `stratus sample --model <run> --prompt <text> --max-tokens N --temperature T --top-k K --top-p P --min-p M --seed S`
 using System.CommandLine;
 using Stratus.Inference;
 using Stratus.Models;
@@ -16,13 +16,14 @@ static class SampleCommand
         var temperature = new Option<double>("--temperature") { Description = "0 is greedy; higher is more random", DefaultValueFactory = _ => 0.8 };
         var topK = new Option<int>("--top-k") { Description = "sample from the k most likely tokens (0: all)", DefaultValueFactory = _ => 200 };
         var topP = new Option<double>("--top-p") { Description = "nucleus sampling threshold (1: off)", DefaultValueFactory = _ => 1.0 };
+        var minP = new Option<double>("--min-p") { Description = "drop tokens less likely than this fraction of the most likely one (0: off)", DefaultValueFactory = _ => 0.0 };
         var seed = new Option<long?>("--seed") { Description = "same seed, same text" };
         var samples = new Option<int>("--num-samples") { Description = "how many samples", DefaultValueFactory = _ => 1 };
         var decodeWeights = new DecodeWeightsOption();
-        var command = new Command("sample", "Generate text from a trained model, streamed token by token.") { model, prompt, maxTokens, temperature, topK, topP, seed, samples, decodeWeights.Option };
+        var command = new Command("sample", "Generate text from a trained model, streamed token by token.") { model, prompt, maxTokens, temperature, topK, topP, minP, seed, samples, decodeWeights.Option };
         command.SetAction(result =>
         {
-            var options = new SamplingOptions { Temperature = result.GetValue(temperature), TopK = result.GetValue(topK), TopP = result.GetValue(topP), Seed = result.GetValue(seed) };
+            var options = new SamplingOptions { Temperature = result.GetValue(temperature), TopK = result.GetValue(topK), TopP = result.GetValue(topP), MinP = result.GetValue(minP), Seed = result.GetValue(seed) };
             options.Validate();
             if (result.GetValue(samples) < 1) throw new StratusUserException($"--num-samples must be at least 1, got {result.GetValue(samples)}");
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(result.GetValue(model)!));

@@ -143,6 +143,7 @@ public sealed class CliTests
             (["train", "--resume", temp["nothing"]], "not a Stratus run"),
             (["sample", "--model", temp["nothing"]], "does not exist"),
             (["sample", "--model", temp["nothing"], "--temperature", "Infinity"], "temperature must be a finite number, 0 (greedy) or more, got Infinity"),
+            (["sample", "--model", temp["nothing"], "--min-p", "1.5"], "min-p must be in [0, 1], got 1.5"),
             (["plot", data], "has no metrics.jsonl"),
             (["train", "--resume", temp["nothing"], "--config", config], "--config cannot be used with --resume"),
             (["prepare", "--input", temp["empty.txt"], "--out", temp["x"], "--tokenizer", "gpt2", "--tokenizer-from", temp["nothing"]], "cannot be used together"),
@@ -212,6 +213,9 @@ public sealed class CliTests
         Assert.StartsWith("abc", first.Stdout);
         var otherSeed = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "10", "--temperature", "1.0");
         Assert.NotEqual(first.Stdout, otherSeed.Stdout);
+        // min-p 1 keeps only the most likely token: greedy, whatever the seed and temperature.
+        var greedy = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--temperature", "0");
+        Assert.Equal(greedy.Stdout, Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "9", "--temperature", "1.0", "--min-p", "1").Stdout);
         var tooLong = Cli.Run("sample", "--model", temp["run"], "--prompt", new string('a', 40));
         Assert.Equal(2, tooLong.ExitCode);
         Assert.Contains("context of 32", tooLong.Stderr);

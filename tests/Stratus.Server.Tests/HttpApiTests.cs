@@ -219,6 +219,12 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         // A prompt that fills the context alone is the prompt's fault, whatever max_tokens says.
         var full = (await PostJson("/v1/completions", new { model = "tiny", prompt = new string('a', 128), max_tokens = 1 }, HttpStatusCode.BadRequest))["error"]!;
         Assert.Equal("prompt", (string?)full["param"]);
+        Assert.Equal("prompt", (string?)(await PostJson("/v1/completions", new { model = "tiny", prompt = new string('a', 128) }, HttpStatusCode.BadRequest))["error"]!["param"]);
+        // Unless nothing is to be generated: echo with max_tokens 0 scores a prompt that fills it.
+        var scored = await PostJson("/v1/completions", new { model = "tiny", prompt = new string('a', 128), max_tokens = 0, echo = true, logprobs = 1 });
+        Assert.Equal(new string('a', 128), (string)scored["choices"]![0]!["text"]!);
+        Assert.Equal(128, scored["choices"]![0]!["logprobs"]!["token_logprobs"]!.AsArray().Count);
+        Assert.Equal(0, (int)scored["usage"]!["completion_tokens"]!);
     }
 
     [Fact]

@@ -107,7 +107,9 @@ public static class RequestParser
         if (requested is { } value && value < minimum)
             throw ApiException.Invalid($"{param} must be at least {minimum}, got {value}.", param);
         var room = context - promptTokens;
-        if (room < 1 || (requested is { } r && r > room))
+        // A prompt may fill the context when nothing is to be generated (echo with max_tokens 0
+        // scores it); without max_tokens at least one token must fit.
+        if ((requested ?? 1) > room)
             throw new ApiException(400,
                 $"This model's maximum context length is {context} tokens. However, you requested {promptTokens + (requested ?? 1)} tokens ({promptTokens} in the {promptParam}, {requested ?? 1} in the completion). Please reduce the length of the {promptParam} or completion.",
                 requested is null || room < 1 ? promptParam : param, "context_length_exceeded");

@@ -76,6 +76,49 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void LoRA_on_an_untied_llama_head_changes_its_logits_and_merges_on_export_and_init_from()
+    {
+        using var temp = new TempDirectory();
+        WriteChat(temp.File("chat.jsonl"), 20);
+        ImportedLlamaAndChat(temp, temp.File("chat.jsonl"));
+        using (var trainer = Trainer.Start(ChatConfig(("lora_rank", "4"), ("lora_alpha", "8"), ("lora_targets", "lm_head")), temp.File("data"), temp.File("lora"), initFrom: temp.File("base")))
+        {
+            Assert.Equal(["lora.lm_head.lora_A", "lora.lm_head.lora_B"], trainer.Model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => p.name).Order());
+            trainer.Run();
+        }
+        var tokens = new[] { 5, 17, 40, 3 };
+        float[] before, after;
+        using (var original = Checkpoint.Open(Checkpoint.Resolve(temp.File("base"))).CreateModel()) before = ParityTests.StratusLastLogits(original, tokens);
+        // The run's best checkpoint, which export and --init-from take.
+        using (var tuned = Checkpoint.Open(Checkpoint.Resolve(temp.File("lora"))).CreateModel())
+        {
+            Assert.True(tuned.state_dict()["lora.lm_head.lora_B"].abs().sum().item<float>() > 0, "the head's adapter learned nothing");
+            tuned.eval();
+            after = ParityTests.StratusLastLogits(tuned, tokens);
+        }
+        static float MaxDifference(float[] a, float[] b) => a.Zip(b, (x, y) => Math.Abs(x - y)).Max();
+        Assert.True(MaxDifference(before, after) > 1e-3, "the head's adapter does not change the logits");
+
+        // Export merges it into lm_head.weight, and so does a full fine-tune begun from the run.
+        HuggingFace.Export(temp.File("lora"), temp.File("merged-hf"));
+        using (var merged = Checkpoint.Open(HuggingFace.Import(temp.File("merged-hf"), temp.File("merged")).CheckpointDirectory).CreateModel())
+            Assert.True(MaxDifference(after, ParityTests.StratusLastLogits(merged, tokens)) < 1e-3);
+        using var full = Trainer.Start(ChatConfig(), temp.File("data"), temp.File("full"), initFrom: temp.File("lora"));
+        full.Model.eval();
+        Assert.True(MaxDifference(after, ParityTests.StratusLastLogits(full.Model, tokens)) < 1e-4);
+    }
+
+    [Theory]
+    [InlineData("llama", "q_proj,qproj", "lora_targets qproj match no linear layer of this llama model; its layers: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    [InlineData("gpt2", "c_attn,lm_head", "lora_targets lm_head match no linear layer of this gpt2 model (its lm_head is tied to the token embedding, which LoRA does not adapt); its layers: c_attn,c_proj,c_fc")]
+    public void LoRA_targets_that_name_no_layer_are_refused_with_the_layers_there_are(string architecture, string targets, string message)
+    {
+        // TinyConfig ties a Llama's head to its embedding, as GPT-2's always is.
+        var config = TestData.TinyConfig with { Model = TestData.TinyConfig.Model with { Architecture = architecture }, LoraRank = 2, LoraTargets = targets };
+        Assert.Equal(message, Assert.Throws<StratusUserException>(() => CausalLanguageModel.Create(config.ToModelConfig(vocabSize: 11))).Message);
+    }
+
+    [Fact]
     public async Task Chat_data_is_masked_to_assistant_turns_and_an_imported_llama_learns_them()
     {
         using var temp = new TempDirectory();

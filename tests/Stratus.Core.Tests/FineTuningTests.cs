@@ -352,6 +352,100 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public async Task A_chat_template_given_to_prepare_is_learned_carried_into_the_run_and_served()
+    {
+        using var temp = new TempDirectory();
+        // A base model without a template of its own, whose tokenizer has no ChatML markers: it
+        // would chat in the plain template.
+        var tokenizer = CharTokenizer.FromCorpus(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
+        using (var model = CausalLanguageModel.Create(new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 64, IntermediateSize = 96, BlockSize = 128 }))
+            Checkpoint.Save(temp.File("base"), model, tokenizer);
+        Assert.Equal(ChatTemplate.Plain, ChatTemplate.Load(temp.File("base"), tokenizer).Kind);
+        File.WriteAllText(temp.File("chatml.jinja"), ChatTemplateTests.ChatMl);
+        File.WriteAllLines(temp.File("chat.jsonl"), Enumerable.Range(0, 40).Select(i => new JsonObject
+        {
+            ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = $"say {i % 4}" }, new JsonObject { ["role"] = "assistant", ["content"] = $"ok {i % 4}!" }),
+        }.ToJsonString()));
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), chatTemplate: temp.File("chatml.jinja"));
+
+        // The data is the conversations in ChatML, and the template is kept with it under its sha256.
+        using (var shard = TokenShard.Open(Path.Combine(temp.File("data"), DatasetPreparer.TrainShard)))
+        {
+            var values = new long[shard.Count];
+            shard.Read(0, values);
+            Assert.StartsWith("<|im_start|>user\nsay 0<|im_end|>\n<|im_start|>assistant\nok 0!<|im_end|>\n<|im_start|>user\nsay 1", tokenizer.Decode(values.Select(v => (int)v).ToArray()));
+        }
+        var stored = Path.Combine(temp.File("data"), ChatTemplate.FileName);
+        var meta = JsonNode.Parse(File.ReadAllText(Path.Combine(temp.File("data"), DatasetPreparer.MetaFile)))!;
+        Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(stored))), (string)meta["chat_template"]!["sha256"]!);
+
+        var config = TrainConfig.Load(null,
+        [
+            new("block_size", "64"), new("batch_size", "8"), new("max_iters", "60"), new("eval_interval", "60"), new("eval_iters", "2"),
+            new("learning_rate", "0.003"), new("warmup_iters", "0"), new("weight_decay", "0"),
+        ]);
+        using (var trainer = Trainer.Start(config, temp.File("data"), temp.File("sft"), initFrom: temp.File("base"))) trainer.Run();
+
+        // The run's checkpoints hold the template under their manifest, and a resumed run keeps it.
+        var last = Checkpoint.Resolve(temp.File("sft"), preferBest: false);
+        Assert.Equal(ChatTemplateTests.ChatMl, File.ReadAllText(Path.Combine(last, ChatTemplate.FileName)));
+        Assert.NotNull(JsonNode.Parse(File.ReadAllText(Path.Combine(last, Checkpoint.ManifestFile)))!["files"]![ChatTemplate.FileName]);
+        using (var resumed = Trainer.Resume(temp.File("sft"), [new("max_iters", "62")])) resumed.Run();
+        Assert.Equal(ChatTemplateTests.ChatMl, ChatTemplate.Find(Checkpoint.Open(Checkpoint.Resolve(temp.File("sft"), preferBest: false)).Directory));
+
+        // Served as ServedModel loads it, the model chats in ChatML and answers in the form it learned.
+        var served = ChatTemplate.Load(temp.File("sft"), tokenizer);
+        Assert.Equal((ChatTemplate.Own, ChatTemplateTests.ChatMl), (served.Kind, served.Source));
+        var tuned = Checkpoint.Open(Checkpoint.Resolve(temp.File("sft")));
+        using var engine = new InferenceEngine(tuned.CreateModel(), tuned.Tokenizer, new EngineOptions());
+        var reply = await new StratusChatClient(engine, served, "sft").GetResponseAsync([new ChatMessage(ChatRole.User, "say 1")], new ChatOptions { Temperature = 0, MaxOutputTokens = 4 });
+        Assert.Equal(tokenizer.Encode("<|im_start|>user\nsay 1<|im_end|>\n<|im_start|>assistant\n").Length, reply.Usage!.InputTokenCount);
+        Assert.StartsWith("ok ", reply.Text);
+    }
+
+    [Fact]
+    public void A_stored_chat_template_that_no_longer_matches_its_data_is_refused()
+    {
+        using var temp = new TempDirectory();
+        WriteChat(temp.File("chat.jsonl"), 20);
+        ImportedLlamaAndChat(temp, temp.File("chat.jsonl"));
+        const string Brackets = "{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}{% endfor %}";
+        File.WriteAllText(temp.File("inst.jinja"), Brackets);
+        var data = temp.File("inst");
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), data, temp.File("base"), valFraction: 0.05, chatTemplate: temp.File("inst.jinja"));
+        var stored = Path.Combine(data, ChatTemplate.FileName);
+        File.WriteAllText(stored, Brackets.Replace("[INST]", "[USER]"));
+        Assert.Equal($"{stored} does not match its sha256 in meta.json: it was changed after the data was rendered with it; restore it, or prepare the data again with --chat-template <the new template>",
+            Assert.Throws<StratusUserException>(() => Trainer.Start(ChatConfig(), data, temp.File("ft"), initFrom: temp.File("base"))).Message);
+        File.Delete(stored);
+        Assert.Contains($"{ChatTemplate.FileName}, the chat template its data was rendered with, is missing",
+            Assert.Throws<StratusUserException>(() => Trainer.Start(ChatConfig(), data, temp.File("ft"), initFrom: temp.File("base"))).Message);
+
+        // Prepared again without one, the folder's data is in the model's own format again: its
+        // template is the one the run keeps, and a template put there by hand is refused.
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), data, temp.File("base"), valFraction: 0.05);
+        Assert.False(File.Exists(stored));
+        File.WriteAllText(stored, Brackets);
+        Assert.Equal($"{data} holds {ChatTemplate.FileName}, which its meta.json does not list: the data was not rendered with it; remove it, or prepare the data again with --chat-template",
+            Assert.Throws<StratusUserException>(() => Trainer.Start(ChatConfig(), data, temp.File("ft2"), initFrom: temp.File("base"))).Message);
+        File.Delete(stored);
+        using (var trainer = Trainer.Start(ChatConfig(("max_iters", "1")), data, temp.File("ft3"), initFrom: temp.File("base"))) trainer.Run();
+        Assert.Equal(ChatTemplateTests.ChatMl, ChatTemplate.Find(Checkpoint.Resolve(temp.File("ft3"), preferBest: false)));
+
+        // A template that is missing or cannot be parsed is refused before anything is written,
+        // one that renders a conversation otherwise than its beginning before any data is.
+        string Refusal(string template) =>
+            Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("bad"), temp.File("base"), chatTemplate: template)).Message;
+        Assert.Equal($"--chat-template {temp.File("none.jinja")} does not exist; pass a Jinja chat template file (e.g. the chat_template of a Hugging Face tokenizer_config.json)", Refusal(temp.File("none.jinja")));
+        File.WriteAllText(temp.File("bad.jinja"), "{% for m in messages %}{{ m['content'] }}");
+        Assert.StartsWith($"{temp.File("bad.jinja")}: the chat template cannot be used: ", Refusal(temp.File("bad.jinja")));
+        Assert.False(Directory.Exists(temp.File("bad")));
+        File.WriteAllText(temp.File("last.jinja"), "{% for m in messages %}{% if loop.last %}{{ 'last: ' }}{% endif %}{{ m['content'] + '\\n' }}{% endfor %}");
+        Assert.Equal($"{temp.File("chat.jsonl")}:1: the chat template renders a conversation differently from its beginning, so assistant turns cannot be located; it cannot be used for fine-tuning", Refusal(temp.File("last.jinja")));
+        Assert.False(File.Exists(Path.Combine(temp.File("bad"), DatasetPreparer.TrainShard)));
+    }
+
+    [Fact]
     public void Batches_without_assistant_tokens_leave_the_loss_a_number()
     {
         using var temp = new TempDirectory();

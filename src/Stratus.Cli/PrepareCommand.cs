@@ -1,6 +1,6 @@
 // `stratus prepare --input <file|dir|jsonl> --out <dataset-dir> --tokenizer char|gpt2`
 // `stratus prepare --input <text> --out <dataset-dir> --tokenizer-from <model>`
-// `stratus prepare --input chat.jsonl --format chat --tokenizer-from <model> --out <dataset-dir>`
+// `stratus prepare --input chat.jsonl --format chat --tokenizer-from <model> --out <dataset-dir> [--chat-template <file.jinja>]`
 using System.CommandLine;
 using Spectre.Console;
 using Stratus.Data;
@@ -20,7 +20,8 @@ static class PrepareCommand
         var format = new Option<string>("--format") { Description = "text, or chat for supervised fine-tuning (loss only on assistant turns)", DefaultValueFactory = _ => "text" };
         format.AcceptOnlyFromAmong("text", "chat");
         var valFraction = new Option<double>("--val-fraction") { Description = "share of tokens (chat: of conversations) held out for validation", DefaultValueFactory = _ => 0.1 };
-        var command = new Command("prepare", "Tokenize a corpus into train and val token shards.") { input, output, tokenizer, tokenizerFrom, format, valFraction };
+        var chatTemplate = new Option<string>("--chat-template") { Description = "with --format chat: render the conversations with this Jinja chat template file instead of the model's; a model fine-tuned on the data is served with it" };
+        var command = new Command("prepare", "Tokenize a corpus into train and val token shards.") { input, output, tokenizer, tokenizerFrom, format, valFraction, chatTemplate };
         command.SetAction(result =>
         {
             var model = result.GetValue(tokenizerFrom);
@@ -29,11 +30,13 @@ static class PrepareCommand
             if (result.GetValue(format) == "chat")
             {
                 var chatModel = model ?? throw new StratusUserException("--format chat needs --tokenizer-from <model>: the model whose chat template and tokenizer to use");
-                var chat = WithProgress(progress => ChatDatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, chatModel, result.GetValue(valFraction), progress));
+                var chat = WithProgress(progress => ChatDatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, chatModel, result.GetValue(valFraction), progress, result.GetValue(chatTemplate)));
                 Console.WriteLine($"prepared {chat.Directory}: {chat.TrainExamples:N0} train and {chat.ValExamples:N0} val conversations, " +
                     $"{chat.TrainTokens:N0} train tokens of which {chat.SupervisedTokens:N0} are learned (assistant turns), {chat.ValTokens:N0} val tokens");
                 return 0;
             }
+            if (result.GetValue(chatTemplate) is not null)
+                throw new StratusUserException("--chat-template applies to --format chat: it renders conversations for fine-tuning");
             var from = model is null ? null : Checkpoint.Open(Checkpoint.Resolve(model)).Tokenizer;
             var dataset = WithProgress(progress => DatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, result.GetValue(tokenizer)!, result.GetValue(valFraction), from, progress));
             Console.WriteLine($"prepared {dataset.Directory}: tokenizer {dataset.Tokenizer.Kind} (vocab {dataset.Tokenizer.VocabSize:N0}), " +

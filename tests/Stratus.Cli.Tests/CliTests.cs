@@ -177,6 +177,45 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void A_chat_template_given_to_prepare_goes_into_the_fine_tuned_run_and_bad_ones_get_one_line()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2").ExitCode);
+        // A format the char model can spell: "ij <user>" and "a <assistant>" lines.
+        const string Template = "{% for m in messages %}{% if m['role'] == 'user' %}{{ 'ij ' + m['content'] + '\\n' }}{% else %}{{ 'a ' + m['content'] + '\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'a ' }}{% endif %}";
+        File.WriteAllText(temp["format.jinja"], Template);
+        File.WriteAllLines(temp["chat.jsonl"], Enumerable.Range(0, 20).Select(i => new JsonObject
+        {
+            ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "abc"[..(1 + i % 3)] }, new JsonObject { ["role"] = "assistant", ["content"] = "hgf"[..(1 + i % 3)] }),
+        }.ToJsonString()));
+        string[] PrepareChat(string template, string output) =>
+            ["prepare", "--input", temp["chat.jsonl"], "--format", "chat", "--tokenizer-from", temp["base"], "--chat-template", template, "--out", output, "--val-fraction", "0.25"];
+        var prepared = Cli.Run(PrepareChat(temp["format.jinja"], temp["sft"]));
+        Assert.True(prepared.ExitCode == 0, prepared.Stderr);
+        string[] FineTune(string output) => ["train", "--config", config, "--data", temp["sft"], "--out", output, "--init-from", temp["base"], "--max-iters", "2", "--block-size", "8"];
+        var tuned = Cli.Run(FineTune(temp["ft"]));
+        Assert.True(tuned.ExitCode == 0, tuned.Stderr);
+        var checkpoint = Path.Combine(temp["ft"], "checkpoints", "last");
+        Assert.Equal(Template, File.ReadAllText(Path.Combine(checkpoint, "chat_template.jinja")));
+        Assert.NotNull(JsonNode.Parse(File.ReadAllText(Path.Combine(checkpoint, "manifest.json")))!["files"]!["chat_template.jinja"]);
+
+        void Refused(string[] args, string expected)
+        {
+            var (code, _, stderr) = Cli.Run(args);
+            Assert.True(code == 2, $"{string.Join(' ', args)} exited {code}: {stderr}");
+            Assert.Contains(expected, stderr);
+            Assert.Single(stderr.Trim().Split('\n'));
+        }
+        Refused(PrepareChat(temp["missing.jinja"], temp["x"]), $"--chat-template {temp["missing.jinja"]} does not exist");
+        File.WriteAllText(temp["unclosed.jinja"], "{% for m in messages %}{{ m['content'] }}");
+        Refused(PrepareChat(temp["unclosed.jinja"], temp["x"]), $"{temp["unclosed.jinja"]}: the chat template cannot be used: ");
+        Refused(["prepare", "--input", temp["corpus.txt"], "--out", temp["x"], "--chat-template", temp["format.jinja"]], "--chat-template applies to --format chat");
+        File.AppendAllText(Path.Combine(temp["sft"], "chat_template.jinja"), "{{ eos_token }}");
+        Refused(FineTune(temp["ft2"]), "chat_template.jinja does not match its sha256 in meta.json");
+    }
+
+    [Fact]
     public void Eval_scores_every_token_of_the_val_split_once_and_says_how_many()
     {
         using var temp = new TempDirectory();

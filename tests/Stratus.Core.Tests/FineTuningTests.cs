@@ -76,6 +76,49 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void LoRA_on_an_untied_llama_head_changes_its_logits_and_merges_on_export_and_init_from()
+    {
+        using var temp = new TempDirectory();
+        WriteChat(temp.File("chat.jsonl"), 20);
+        ImportedLlamaAndChat(temp, temp.File("chat.jsonl"));
+        using (var trainer = Trainer.Start(ChatConfig(("lora_rank", "4"), ("lora_alpha", "8"), ("lora_targets", "lm_head")), temp.File("data"), temp.File("lora"), initFrom: temp.File("base")))
+        {
+            Assert.Equal(["lora.lm_head.lora_A", "lora.lm_head.lora_B"], trainer.Model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => p.name).Order());
+            trainer.Run();
+        }
+        var tokens = new[] { 5, 17, 40, 3 };
+        float[] before, after;
+        using (var original = Checkpoint.Open(Checkpoint.Resolve(temp.File("base"))).CreateModel()) before = ParityTests.StratusLastLogits(original, tokens);
+        // The run's best checkpoint, which export and --init-from take.
+        using (var tuned = Checkpoint.Open(Checkpoint.Resolve(temp.File("lora"))).CreateModel())
+        {
+            Assert.True(tuned.state_dict()["lora.lm_head.lora_B"].abs().sum().item<float>() > 0, "the head's adapter learned nothing");
+            tuned.eval();
+            after = ParityTests.StratusLastLogits(tuned, tokens);
+        }
+        static float MaxDifference(float[] a, float[] b) => a.Zip(b, (x, y) => Math.Abs(x - y)).Max();
+        Assert.True(MaxDifference(before, after) > 1e-3, "the head's adapter does not change the logits");
+
+        // Export merges it into lm_head.weight, and so does a full fine-tune begun from the run.
+        HuggingFace.Export(temp.File("lora"), temp.File("merged-hf"));
+        using (var merged = Checkpoint.Open(HuggingFace.Import(temp.File("merged-hf"), temp.File("merged")).CheckpointDirectory).CreateModel())
+            Assert.True(MaxDifference(after, ParityTests.StratusLastLogits(merged, tokens)) < 1e-3);
+        using var full = Trainer.Start(ChatConfig(), temp.File("data"), temp.File("full"), initFrom: temp.File("lora"));
+        full.Model.eval();
+        Assert.True(MaxDifference(after, ParityTests.StratusLastLogits(full.Model, tokens)) < 1e-4);
+    }
+
+    [Theory]
+    [InlineData("llama", "q_proj,qproj", "lora_targets qproj match no linear layer of this llama model; its layers: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    [InlineData("gpt2", "c_attn,lm_head", "lora_targets lm_head match no linear layer of this gpt2 model (its lm_head is tied to the token embedding, which LoRA does not adapt); its layers: c_attn,c_proj,c_fc")]
+    public void LoRA_targets_that_name_no_layer_are_refused_with_the_layers_there_are(string architecture, string targets, string message)
+    {
+        // TinyConfig ties a Llama's head to its embedding, as GPT-2's always is.
+        var config = TestData.TinyConfig with { Model = TestData.TinyConfig.Model with { Architecture = architecture }, LoraRank = 2, LoraTargets = targets };
+        Assert.Equal(message, Assert.Throws<StratusUserException>(() => CausalLanguageModel.Create(config.ToModelConfig(vocabSize: 11))).Message);
+    }
+
+    [Fact]
     public async Task Chat_data_is_masked_to_assistant_turns_and_an_imported_llama_learns_them()
     {
         using var temp = new TempDirectory();
@@ -306,6 +349,100 @@ public sealed class FineTuningTests
         var values = new long[shard.Count];
         shard.Read(0, values);
         Assert.Equal(expected.SelectMany(e => e.Tokens).Select(t => (long)t), values);
+    }
+
+    [Fact]
+    public async Task A_chat_template_given_to_prepare_is_learned_carried_into_the_run_and_served()
+    {
+        using var temp = new TempDirectory();
+        // A base model without a template of its own, whose tokenizer has no ChatML markers: it
+        // would chat in the plain template.
+        var tokenizer = CharTokenizer.FromCorpus(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
+        using (var model = CausalLanguageModel.Create(new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 64, IntermediateSize = 96, BlockSize = 128 }))
+            Checkpoint.Save(temp.File("base"), model, tokenizer);
+        Assert.Equal(ChatTemplate.Plain, ChatTemplate.Load(temp.File("base"), tokenizer).Kind);
+        File.WriteAllText(temp.File("chatml.jinja"), ChatTemplateTests.ChatMl);
+        File.WriteAllLines(temp.File("chat.jsonl"), Enumerable.Range(0, 40).Select(i => new JsonObject
+        {
+            ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = $"say {i % 4}" }, new JsonObject { ["role"] = "assistant", ["content"] = $"ok {i % 4}!" }),
+        }.ToJsonString()));
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), chatTemplate: temp.File("chatml.jinja"));
+
+        // The data is the conversations in ChatML, and the template is kept with it under its sha256.
+        using (var shard = TokenShard.Open(Path.Combine(temp.File("data"), DatasetPreparer.TrainShard)))
+        {
+            var values = new long[shard.Count];
+            shard.Read(0, values);
+            Assert.StartsWith("<|im_start|>user\nsay 0<|im_end|>\n<|im_start|>assistant\nok 0!<|im_end|>\n<|im_start|>user\nsay 1", tokenizer.Decode(values.Select(v => (int)v).ToArray()));
+        }
+        var stored = Path.Combine(temp.File("data"), ChatTemplate.FileName);
+        var meta = JsonNode.Parse(File.ReadAllText(Path.Combine(temp.File("data"), DatasetPreparer.MetaFile)))!;
+        Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(stored))), (string)meta["chat_template"]!["sha256"]!);
+
+        var config = TrainConfig.Load(null,
+        [
+            new("block_size", "64"), new("batch_size", "8"), new("max_iters", "60"), new("eval_interval", "60"), new("eval_iters", "2"),
+            new("learning_rate", "0.003"), new("warmup_iters", "0"), new("weight_decay", "0"),
+        ]);
+        using (var trainer = Trainer.Start(config, temp.File("data"), temp.File("sft"), initFrom: temp.File("base"))) trainer.Run();
+
+        // The run's checkpoints hold the template under their manifest, and a resumed run keeps it.
+        var last = Checkpoint.Resolve(temp.File("sft"), preferBest: false);
+        Assert.Equal(ChatTemplateTests.ChatMl, File.ReadAllText(Path.Combine(last, ChatTemplate.FileName)));
+        Assert.NotNull(JsonNode.Parse(File.ReadAllText(Path.Combine(last, Checkpoint.ManifestFile)))!["files"]![ChatTemplate.FileName]);
+        using (var resumed = Trainer.Resume(temp.File("sft"), [new("max_iters", "62")])) resumed.Run();
+        Assert.Equal(ChatTemplateTests.ChatMl, ChatTemplate.Find(Checkpoint.Open(Checkpoint.Resolve(temp.File("sft"), preferBest: false)).Directory));
+
+        // Served as ServedModel loads it, the model chats in ChatML and answers in the form it learned.
+        var served = ChatTemplate.Load(temp.File("sft"), tokenizer);
+        Assert.Equal((ChatTemplate.Own, ChatTemplateTests.ChatMl), (served.Kind, served.Source));
+        var tuned = Checkpoint.Open(Checkpoint.Resolve(temp.File("sft")));
+        using var engine = new InferenceEngine(tuned.CreateModel(), tuned.Tokenizer, new EngineOptions());
+        var reply = await new StratusChatClient(engine, served, "sft").GetResponseAsync([new ChatMessage(ChatRole.User, "say 1")], new ChatOptions { Temperature = 0, MaxOutputTokens = 4 });
+        Assert.Equal(tokenizer.Encode("<|im_start|>user\nsay 1<|im_end|>\n<|im_start|>assistant\n").Length, reply.Usage!.InputTokenCount);
+        Assert.StartsWith("ok ", reply.Text);
+    }
+
+    [Fact]
+    public void A_stored_chat_template_that_no_longer_matches_its_data_is_refused()
+    {
+        using var temp = new TempDirectory();
+        WriteChat(temp.File("chat.jsonl"), 20);
+        ImportedLlamaAndChat(temp, temp.File("chat.jsonl"));
+        const string Brackets = "{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}{% endfor %}";
+        File.WriteAllText(temp.File("inst.jinja"), Brackets);
+        var data = temp.File("inst");
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), data, temp.File("base"), valFraction: 0.05, chatTemplate: temp.File("inst.jinja"));
+        var stored = Path.Combine(data, ChatTemplate.FileName);
+        File.WriteAllText(stored, Brackets.Replace("[INST]", "[USER]"));
+        Assert.Equal($"{stored} does not match its sha256 in meta.json: it was changed after the data was rendered with it; restore it, or prepare the data again with --chat-template <the new template>",
+            Assert.Throws<StratusUserException>(() => Trainer.Start(ChatConfig(), data, temp.File("ft"), initFrom: temp.File("base"))).Message);
+        File.Delete(stored);
+        Assert.Contains($"{ChatTemplate.FileName}, the chat template its data was rendered with, is missing",
+            Assert.Throws<StratusUserException>(() => Trainer.Start(ChatConfig(), data, temp.File("ft"), initFrom: temp.File("base"))).Message);
+
+        // Prepared again without one, the folder's data is in the model's own format again: its
+        // template is the one the run keeps, and a template put there by hand is refused.
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), data, temp.File("base"), valFraction: 0.05);
+        Assert.False(File.Exists(stored));
+        File.WriteAllText(stored, Brackets);
+        Assert.Equal($"{data} holds {ChatTemplate.FileName}, which its meta.json does not list: the data was not rendered with it; remove it, or prepare the data again with --chat-template",
+            Assert.Throws<StratusUserException>(() => Trainer.Start(ChatConfig(), data, temp.File("ft2"), initFrom: temp.File("base"))).Message);
+        File.Delete(stored);
+        using (var trainer = Trainer.Start(ChatConfig(("max_iters", "1")), data, temp.File("ft3"), initFrom: temp.File("base"))) trainer.Run();
+        Assert.Equal(ChatTemplateTests.ChatMl, ChatTemplate.Find(Checkpoint.Resolve(temp.File("ft3"), preferBest: false)));
+
+        // A template that is missing or cannot be parsed is refused before anything is written,
+        // one that renders a conversation otherwise than its beginning before any data is.
+        string Refusal(string template) =>
+            Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("bad"), temp.File("base"), chatTemplate: template)).Message;
+        Assert.Equal($"--chat-template {temp.File("none.jinja")} does not exist; pass a Jinja chat template file (e.g. the chat_template of a Hugging Face tokenizer_config.json)", Refusal(temp.File("none.jinja")));
+        File.WriteAllText(temp.File("bad.jinja"), "{% for m in messages %}{{ m['content'] }}");
+        Assert.StartsWith($"{temp.File("bad.jinja")}: the chat template cannot be used: ", Refusal(temp.File("bad.jinja")));
+        Assert.False(Directory.Exists(temp.File("bad")));
+        File.WriteAllText(temp.File("last.jinja"), "{% for m in messages %}{% if loop.last %}{{ 'last: ' }}{% endif %}{{ m['content'] + '\\n' }}{% endfor %}");
+        Assert.Equal($"{temp.File("chat.jsonl")}:1: the chat template renders a conversation differently from its beginning, so assistant turns cannot be located; it cannot be used for fine-tuning", Refusal(temp.File("last.jinja")));
+        Assert.False(File.Exists(Path.Combine(temp.File("bad"), DatasetPreparer.TrainShard)));
     }
 
     [Fact]

@@ -52,12 +52,8 @@ public sealed class BatchSampler : IDisposable
         }
         // meta.json is written last: shard sizes that disagree with it mean a prepare stopped
         // half way through, or files from two preparations were mixed.
-        var metaPath = Path.Combine(datasetDirectory, DatasetPreparer.MetaFile);
         const string Mixed = "(a prepare stopped half way, or files of two preparations were mixed); run `stratus prepare` for this folder again";
-        JsonNode? metaJson;
-        try { metaJson = File.Exists(metaPath) ? JsonNode.Parse(File.ReadAllText(metaPath)) : null; }
-        catch (JsonException e) { throw StratusUserException.NotValidJson(metaPath, e, hint: "Run `stratus prepare` for this folder again."); }
-        if (metaJson is JsonObject meta && (Count(meta["train_tokens"]) != train.Count || Count(meta["val_tokens"]) != val.Count))
+        if (DatasetPreparer.ReadMeta(datasetDirectory) is { } meta && (Count(meta["train_tokens"]) != train.Count || Count(meta["val_tokens"]) != val.Count))
             throw new StratusUserException($"{datasetDirectory}: meta.json lists {meta["train_tokens"]} train and {meta["val_tokens"]} val tokens but the shards hold {train.Count} and {val.Count} {Mixed}");
         if (train.VocabSize != Tokenizer.VocabSize || val.VocabSize != Tokenizer.VocabSize)
             throw new StratusUserException($"{datasetDirectory}: the shards were tokenized for a vocabulary of {train.VocabSize} and {val.VocabSize} tokens but its tokenizer.json has {Tokenizer.VocabSize} {Mixed}");

@@ -1,9 +1,12 @@
 // `stratus prepare --format chat`: supervised fine-tuning data. Each JSONL line holds
 // {"messages": [{"role": ..., "content": ...}, ...]}; it is rendered with the model's own chat
-// template and tokenized with the model's tokenizer, and a loss mask marks the tokens the model
-// should learn to produce (assistant turns, including the template's end-of-turn marker).
-// Tokens go to train.bin/val.bin as for plain text, masks to train.mask.bin/val.mask.bin; the
-// conversations stream through, so the file's size is bounded by disk, not memory.
+// template, or one the user gives (--chat-template, to teach a base model a chat format of their
+// choice as setting a Hugging Face tokenizer's chat_template before training does), and tokenized
+// with the model's tokenizer, and a loss mask marks the tokens the model should learn to produce
+// (assistant turns, including the template's end-of-turn marker). Tokens go to train.bin/val.bin
+// as for plain text, masks to train.mask.bin/val.mask.bin; the conversations stream through, so
+// the file's size is bounded by disk, not memory. A given template is stored with the data, its
+// sha256 in meta.json, and `train` carries it into the run's checkpoints (StoredTemplate).
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -20,15 +23,24 @@ public static class ChatDatasetPreparer
     public const string TrainMask = "train.mask.bin";
     public const string ValMask = "val.mask.bin";
 
-    public static PreparedChatDataset Prepare(string input, string outputDirectory, string modelPath, double valFraction = 0.1, IProgress<PrepareProgress>? progress = null)
+    /// <param name="chatTemplate">A Jinja chat template file to render the conversations with
+    /// instead of the model's own (or derived) template.</param>
+    public static PreparedChatDataset Prepare(string input, string outputDirectory, string modelPath, double valFraction = 0.1, IProgress<PrepareProgress>? progress = null,
+        string? chatTemplate = null)
     {
         DatasetPreparer.RequireValFraction(valFraction);
         if (!File.Exists(input)) throw new StratusUserException($"input {input} does not exist; pass a JSONL file with one {{\"messages\": [...]}} per line");
+        if (chatTemplate is not null && !File.Exists(chatTemplate))
+            throw new StratusUserException($"--chat-template {chatTemplate} does not exist; pass a Jinja chat template file (e.g. the chat_template of a Hugging Face tokenizer_config.json)");
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
         var tokenizer = checkpoint.Tokenizer;
-        // The template the model will be served with (ServedModel): its own, or the one derived
-        // from its tokenizer, so that what it learns is what a chat request will show it.
-        var template = ChatTemplate.Load(checkpoint.Directory, tokenizer);
+        // The template the model will be served with (ServedModel): the given one, which its
+        // checkpoints will hold, else its own or the one derived from its tokenizer, so that what
+        // it learns is what a chat request will show it.
+        var templateSource = chatTemplate is null ? null : File.ReadAllText(chatTemplate);
+        ChatTemplate template;
+        try { template = templateSource is null ? ChatTemplate.Load(checkpoint.Directory, tokenizer) : ChatTemplate.Of(templateSource, tokenizer); }
+        catch (StratusUserException e) when (chatTemplate is not null) { throw new StratusUserException($"{chatTemplate}: {e.Message}"); }
 
         // Whole conversations go to one split: the last val_fraction of them (at least one) to val
         // (with val_fraction 0, a copy of the last). Counting them first lets them stream through
@@ -80,6 +92,11 @@ public static class ChatDatasetPreparer
             return valStart;
         });
         TokenizerStore.Save(tokenizer, outputDirectory);
+        // Without a given template the data is the model's own format: one left by an earlier
+        // preparation of this folder must not be carried into a run.
+        var storedTemplate = Path.Combine(outputDirectory, ChatTemplate.FileName);
+        if (templateSource is null) File.Delete(storedTemplate);
+        else AtomicFile.WriteAllText(storedTemplate, templateSource);
         string sha256;
         using (var source = File.OpenRead(input)) sha256 = Convert.ToHexStringLower(SHA256.HashData(source));
         var valExamples = Math.Max(1, valCount);
@@ -98,9 +115,33 @@ public static class ChatDatasetPreparer
             ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["sha256"] = sha256, ["model"] = Path.GetFullPath(checkpoint.Directory) },
             ["created_utc"] = DateTime.UtcNow.ToString("O"),
         };
+        if (templateSource is not null) meta[TemplateKey] = new JsonObject { ["path"] = Path.GetFullPath(chatTemplate!), ["sha256"] = Sha256(storedTemplate) };
         AtomicFile.WriteAllText(Path.Combine(outputDirectory, DatasetPreparer.MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         return new PreparedChatDataset(outputDirectory, tokenizer, trainCount, valExamples, trainTokens, valTokens, supervised);
     }
+
+    /// <summary>The chat template a dataset was rendered with when it was given to prepare
+    /// (--chat-template), checked against its sha256 in meta.json, or null when the data is in the
+    /// model's own format. A template edited, added or removed since would teach the model one
+    /// format and serve it with another.</summary>
+    public static string? StoredTemplate(string datasetDirectory)
+    {
+        var path = Path.Combine(datasetDirectory, ChatTemplate.FileName);
+        var listed = DatasetPreparer.ReadMeta(datasetDirectory)?[TemplateKey]?["sha256"] is JsonValue value && value.TryGetValue<string>(out var hash) ? hash : null;
+        if (listed is null)
+            return File.Exists(path)
+                ? throw new StratusUserException($"{datasetDirectory} holds {ChatTemplate.FileName}, which its {DatasetPreparer.MetaFile} does not list: the data was not rendered with it; remove it, or prepare the data again with --chat-template")
+                : null;
+        if (!File.Exists(path))
+            throw new StratusUserException($"{datasetDirectory} is incomplete: {ChatTemplate.FileName}, the chat template its data was rendered with, is missing; prepare the data again");
+        if (Sha256(path) != listed)
+            throw new StratusUserException($"{path} does not match its sha256 in {DatasetPreparer.MetaFile}: it was changed after the data was rendered with it; restore it, or prepare the data again with --chat-template <the new template>");
+        return File.ReadAllText(path);
+    }
+
+    const string TemplateKey = "chat_template";
+
+    static string Sha256(string path) => Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path)));
 
     /// <summary>Tokens and loss mask of one conversation. The template is rendered for growing
     /// prefixes of the conversation, so each message's text is the difference between two

@@ -66,6 +66,14 @@ public static class DatasetPreparer
         return new PreparedDataset(outputDirectory, tokenizer, trainCount, valCount, sha256);
     }
 
+    /// <summary>A dataset's meta.json, or null where it has none (or it is not a JSON object).</summary>
+    internal static JsonObject? ReadMeta(string datasetDirectory)
+    {
+        var path = Path.Combine(datasetDirectory, MetaFile);
+        try { return File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) as JsonObject : null; }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, hint: "Run `stratus prepare` for this folder again."); }
+    }
+
     /// <summary>Refuses a val fraction outside [0, 1) before anything is read or written. NaN fails
     /// every comparison, so the test is written to let only the range through: a NaN let in only
     /// failed when meta.json was written, after the new shards had replaced the old.</summary>

@@ -59,7 +59,11 @@ public abstract class CausalLanguageModel : nn.Module
         if (cache is not null && ManagedDecodeStep && DecodeStep.Applies(tokens, cache, Precision.Decode, training && Config.Dropout > 0, LmHeadWeight, Precision.Adapters.Count > 0))
             logits = (decodeStep ??= NewDecodeStep()).Run(tokens, cache, Precision.Decode!);
         else
-            logits = Precision.Linear(FinalHiddenStates(tokens, positions, cache), LmHeadWeight).to(ScalarType.Float32);
+        {
+            var hidden = FinalHiddenStates(tokens, positions, cache);
+            // An untied head is a layer, which a LoRA adapter on lm_head adds to.
+            logits = (LmHead is { } head ? Precision.Linear(hidden, head) : Precision.Linear(hidden, LmHeadWeight)).to(ScalarType.Float32);
+        }
         cache?.EndStep();
         return logits.MoveToOuterDisposeScope();
     }
@@ -80,6 +84,9 @@ public abstract class CausalLanguageModel : nn.Module
 
     /// <summary>The LM head's [vocab, n_embd] weight (the token embedding when tied).</summary>
     protected abstract Tensor LmHeadWeight { get; }
+
+    /// <summary>The LM head as a layer of its own, or null where it is tied to the token embedding.</summary>
+    protected abstract TorchSharp.Modules.Linear? LmHead { get; }
 
     /// <summary>Key/value heads per layer (fewer than query heads with grouped-query attention).</summary>
     public int KvHeads => Config.KvHeads;

@@ -72,6 +72,8 @@ public sealed class Gpt : CausalLanguageModel
     // Tied LM head: the token embedding matrix projects back onto the vocabulary.
     protected override Tensor LmHeadWeight => transformer.wte.weight!;
 
+    protected override Linear? LmHead => null;
+
     public override long ParameterCount(bool nonEmbedding = true)
     {
         var total = parameters().Sum(p => p.numel());

@@ -129,6 +129,8 @@ public sealed class Llama : CausalLanguageModel
 
     protected override Tensor LmHeadWeight => lm_head?.weight ?? model.embed_tokens.weight!;
 
+    protected override Linear? LmHead => lm_head;
+
     /// <summary>cos of position * frequency for positions [B, T], as [B, 1, T, head_dim] (one per
     /// row, the same for every head), each half repeated (HF layout), and the sin likewise with its
     /// first half negated (see <see cref="LlamaAttention.Rotate"/>).</summary>

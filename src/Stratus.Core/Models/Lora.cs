@@ -9,7 +9,8 @@ using static TorchSharp.torch;
 namespace Stratus.Models;
 
 /// <param name="Targets">Linear layers by their own name (Llama: q_proj, k_proj, v_proj, o_proj,
-/// gate_proj, up_proj, down_proj; GPT-2: c_attn, c_proj, c_fc).</param>
+/// gate_proj, up_proj, down_proj, and lm_head where it is not tied to the token embedding;
+/// GPT-2: c_attn, c_proj, c_fc).</param>
 public sealed record LoraConfig(int Rank, double Alpha, IReadOnlyList<string> Targets)
 {
     [System.Text.Json.Serialization.JsonIgnore] public double Scale => Alpha / Rank;
@@ -57,19 +58,30 @@ public static class Lora
     internal static void Attach(CausalLanguageModel model, LoraConfig config, MatmulPrecision precision, Device? device)
     {
         config.Validate();
-        var adapters = new ModuleDict<LoraAdapter>();
-        foreach (var (name, module) in model.named_modules().ToList())
+        var linears = model.named_modules().Where(m => m.module is Linear).Select(m => (Path: m.name, Layer: (Linear)m.module)).ToList();
+        // A target that names no layer would train nothing there, silently.
+        var layerNames = linears.Select(l => LayerName(l.Path)).Distinct().ToList();
+        var unknown = config.Targets.Except(layerNames).ToList();
+        if (unknown.Count > 0)
         {
-            if (module is not Linear linear || !config.Targets.Contains(name.Split('.')[^1])) continue;
+            // A tied head is the token embedding: an adapter there could not be merged into it
+            // (export) without changing the embedding too.
+            var tied = unknown.Contains("lm_head") ? " (its lm_head is tied to the token embedding, which LoRA does not adapt)" : "";
+            throw new StratusUserException($"lora_targets {string.Join(",", unknown)} match no linear layer of this {model.Config.Architecture} model{tied}; its layers: {string.Join(",", layerNames)}");
+        }
+        var adapters = new ModuleDict<LoraAdapter>();
+        foreach (var (path, linear) in linears.Where(l => config.Targets.Contains(LayerName(l.Path))))
+        {
             var adapter = new LoraAdapter(linear.weight!.shape[1], linear.weight.shape[0], config.Rank, device);
-            adapters.Add(AdapterKey(name), adapter);
+            adapters.Add(AdapterKey(path), adapter);
             precision.Adapters[linear] = (adapter, config.Scale);
         }
-        if (adapters.Count == 0)
-            throw new StratusUserException($"lora_targets {string.Join(",", config.Targets)} match no linear layer of this {model.Config.Architecture} model");
         foreach (var (_, parameter) in model.named_parameters()) parameter.requires_grad_(false);
         model.register_module("lora", adapters);
     }
+
+    /// <summary>A linear layer's own name, which lora_targets uses: the last part of its path.</summary>
+    static string LayerName(string layerPath) => layerPath.Split('.')[^1];
 
     /// <summary>The adapter of the linear layer at <paramref name="layerPath"/> is the model's
     /// "lora.&lt;key&gt;" submodule, its weights "lora.&lt;key&gt;.lora_A" and ".lora_B".</summary>

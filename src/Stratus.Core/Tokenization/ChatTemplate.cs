@@ -1,6 +1,7 @@
 // How chat messages become one prompt. A model's own Jinja template (Hugging Face's
-// tokenizer_config.json "chat_template") is stored with it as chat_template.jinja and rendered
-// with the Jinja subset in Jinja.cs. A model without one gets a template derived from its
+// tokenizer_config.json "chat_template", or the one its fine-tuning data was rendered with:
+// `prepare --chat-template`) is stored with it as chat_template.jinja and rendered with the
+// Jinja subset in Jinja.cs. A model without one gets a template derived from its
 // tokenizer: ChatML when the vocabulary has <|im_start|>/<|im_end|> as tokens, otherwise a plain
 // template (message contents, one per line) that a base model such as char-level Shakespeare
 // can spell. The serving engine, the IChatClient and SFT data preparation all render through
@@ -64,8 +65,13 @@ public sealed class ChatTemplate
     public static ChatTemplate? TryLoad(string checkpointDirectory)
     {
         checkpointDirectory = Training.Checkpoint.Resolve(checkpointDirectory);
-        if (Find(checkpointDirectory) is not { } source) return null;
-        var tokenizer = TokenizerStore.Load(checkpointDirectory);
+        return Find(checkpointDirectory) is { } source ? Of(source, TokenizerStore.Load(checkpointDirectory)) : null;
+    }
+
+    /// <summary>A model's own template (its checkpoint's, or one it is fine-tuned into), with the
+    /// bos/eos token text of its tokenizer.</summary>
+    public static ChatTemplate Of(string source, ITokenizer tokenizer)
+    {
         var (bos, eos) = SpecialTokens(tokenizer);
         return new ChatTemplate(source, bos, eos);
     }

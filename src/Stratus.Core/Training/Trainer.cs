@@ -59,6 +59,12 @@ public sealed class Trainer : IDisposable
         var tokenizer = sampler.Tokenizer;
         // Resuming too: a dataset prepared again since the run began may number the text otherwise.
         (resumeFrom ?? initFrom)?.RequireTokenizerOf(dataDirectory, tokenizer);
+        // The model is served in the chat format it learned: a resumed run keeps its template; a
+        // new one takes the template its chat data was rendered with when prepare was given one,
+        // else its base model's (none: the one derived from the tokenizer).
+        var template = resumeFrom is not null ? ChatTemplate.Find(resumeFrom.Directory)
+            : ChatDatasetPreparer.StoredTemplate(dataDirectory) ?? (initFrom is null ? null : ChatTemplate.Find(initFrom.Directory));
+        if (template is not null) carriedFiles[ChatTemplate.FileName] = template;
 
         generator = torch.random.manual_seed(config.Seed);
         // A resumed run is rebuilt as its checkpoint holds it: a run begun --init-from an imported
@@ -74,9 +80,6 @@ public sealed class Trainer : IDisposable
         model.to(this.device);
         model.ComputeDtype = config.ComputeDtype;
         (resumeFrom ?? initFrom)?.LoadWeights(model);
-        // A fine-tuned chat model keeps serving with its base model's chat template.
-        if ((resumeFrom ?? initFrom) is { } origin && ChatTemplate.Find(origin.Directory) is { } template)
-            carriedFiles[ChatTemplate.FileName] = template;
         // Only what trains gets optimizer state (with LoRA: the adapters; the base is frozen).
         optimizer = DataParallel.CreateAdamW(model.named_parameters().Where(p => p.parameter.requires_grad), this.communicator, config.ZeroStage, config.Beta1, config.Beta2, config.WeightDecay);
         if (resumeFrom is not null)

@@ -30,6 +30,25 @@ public sealed class DataTests
     }
 
     [Fact]
+    public void Text_prepared_into_a_folder_of_chat_data_leaves_no_loss_mask_behind()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["in.txt"], new string('a', 500) + new string('b', 500));
+        // A chat preparation's masks of the same lengths, as if the folder held chat data before.
+        Directory.CreateDirectory(temp["out"]);
+        TokenShard.WriteSplit(Path.Combine(temp["out"], ChatDatasetPreparer.TrainMask), Path.Combine(temp["out"], ChatDatasetPreparer.ValMask), 2, mask =>
+        {
+            mask.Append(new int[1000]);
+            return 900;
+        });
+        File.WriteAllText(Path.Combine(temp["out"], ChatTemplate.FileName), "{{ messages }}");
+        DatasetPreparer.Prepare(temp["in.txt"], temp["out"], "char");
+        using var sampler = new BatchSampler(temp["out"], 2, 8, 1);
+        Assert.False(sampler.IsMasked);
+        Assert.False(File.Exists(Path.Combine(temp["out"], ChatTemplate.FileName)));
+    }
+
+    [Fact]
     public void Prepare_reads_folders_and_jsonl_and_uses_uint32_only_when_needed()
     {
         using var temp = new TempDirectory();

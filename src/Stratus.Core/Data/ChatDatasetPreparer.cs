@@ -23,6 +23,10 @@ public static class ChatDatasetPreparer
     public const string TrainMask = "train.mask.bin";
     public const string ValMask = "val.mask.bin";
 
+    /// <summary>The files a chat preparation writes besides a text one's: loss masks and the
+    /// chat template the data was rendered with.</summary>
+    internal static readonly string[] ChatOnlyFiles = [TrainMask, ValMask, ChatTemplate.FileName];
+
     /// <param name="chatTemplate">A Jinja chat template file to render the conversations with
     /// instead of the model's own (or derived) template.</param>
     public static PreparedChatDataset Prepare(string input, string outputDirectory, string modelPath, double valFraction = 0.1, IProgress<PrepareProgress>? progress = null,

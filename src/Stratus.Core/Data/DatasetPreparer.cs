@@ -41,6 +41,9 @@ public static class DatasetPreparer
         var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));
 
         Directory.CreateDirectory(outputDirectory);
+        // A chat preparation's masks and template left in the folder would be read with these
+        // shards (masks of the same length would silently drop tokens from the loss).
+        foreach (var file in ChatDatasetPreparer.ChatOnlyFiles) File.Delete(Path.Combine(outputDirectory, file));
         var documents = 0;
         var (trainCount, valCount) = TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainShard), Path.Combine(outputDirectory, ValShard), tokenizer.VocabSize, all =>
         {

@@ -428,6 +428,7 @@ public sealed class FineTuningTests
         File.WriteAllText(stored, Brackets);
         Assert.Equal($"{data} holds {ChatTemplate.FileName}, which its meta.json does not list: the data was not rendered with it; remove it, or prepare the data again with --chat-template",
             Assert.Throws<StratusUserException>(() => Trainer.Start(ChatConfig(), data, temp.File("ft2"), initFrom: temp.File("base"))).Message);
+        Assert.False(Directory.Exists(temp.File("ft2")), "a refused run left its folder behind");
         File.Delete(stored);
         using (var trainer = Trainer.Start(ChatConfig(("max_iters", "1")), data, temp.File("ft3"), initFrom: temp.File("base"))) trainer.Run();
         Assert.Equal(ChatTemplateTests.ChatMl, ChatTemplate.Find(Checkpoint.Resolve(temp.File("ft3"), preferBest: false)));

@@ -123,8 +123,9 @@ public sealed class Trainer : IDisposable
         if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model; continue a run there with `stratus train --resume {runDirectory}`, fine-tune from it with --init-from, or choose another --out");
         var init = initFrom is null ? null : Checkpoint.Open(Checkpoint.Resolve(initFrom));
-        Directory.CreateDirectory(runDirectory);
         var trainer = new Trainer(config, dataDirectory, runDirectory, null, init, device, communicator);
+        // Made once the data, model and settings were accepted: a refused start leaves nothing.
+        Directory.CreateDirectory(runDirectory);
         if (!trainer.IsMain) return trainer;
         var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom), ["config"] = JsonSerializer.SerializeToNode(config, TrainConfig.Json) };
         AtomicFile.WriteAllText(Path.Combine(runDirectory, RunFile), run.ToJsonString(RunJson));

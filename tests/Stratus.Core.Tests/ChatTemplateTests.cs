@@ -1,5 +1,7 @@
 // Chat templates as the model families ship them, rendered by Stratus's Jinja subset, compared
 // with what transformers' apply_chat_template produces for the same conversation.
+using System.Text.Json.Nodes;
+using Stratus.Formats;
 using Stratus.Tokenization;
 
 namespace Stratus.Tests;
@@ -146,5 +148,89 @@ public sealed class ChatTemplateTests
         var error = Assert.Throws<StratusUserException>(() => new ChatTemplate(source));
         Assert.StartsWith("the chat template cannot be used", error.Message);
         Assert.Contains(named, error.Message);
+    }
+
+    /// <summary>A byte-level tokenizer of lowercase letters and the special tokens given, the
+    /// bos and eos named by tokenizer_config.json.</summary>
+    static HfTokenizer WithSpecialTokens(string bos, string eos, params string[] special)
+    {
+        var characters = BpeVocabulary.FromCharacters("abcdefghijklmnopqrstuvwxyz ");
+        var vocabulary = characters with { Tokens = [.. characters.Tokens, .. special], Special = Enumerable.Range(characters.Tokens.Count, special.Length).ToHashSet() };
+        return HfTokenizer.FromHuggingFace(HuggingFace.TokenizerJson(vocabulary), new JsonObject { ["bos_token"] = bos, ["eos_token"] = eos });
+    }
+
+    [Fact]
+    public void ChatML_s_end_of_turn_is_a_stop_token_where_the_vocabulary_has_it()
+    {
+        var tokenizer = WithSpecialTokens("<|endoftext|>", "<|endoftext|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>");
+        int eos = tokenizer.Encode("<|endoftext|>").Single(), imEnd = tokenizer.Encode("<|im_end|>").Single();
+        var own = ChatTemplate.Of(ChatMl, tokenizer);
+        Assert.Equal("<|im_end|>", own.EndOfTurn);
+        var (tokens, texts) = own.Stops(tokenizer);
+        Assert.Equal([eos, imEnd], tokens);
+        Assert.Empty(texts);
+        // The ChatML derived from such a vocabulary ends at the same marker.
+        Assert.Equal(ChatTemplate.ChatMl, ChatTemplate.For(tokenizer).Kind);
+        Assert.Equal([imEnd], ChatTemplate.For(tokenizer).Stops(tokenizer).Tokens);
+    }
+
+    [Fact]
+    public void ChatML_s_end_of_turn_is_a_stop_string_where_the_model_learned_it_as_text()
+    {
+        // GPT-2 or a character-level model fine-tuned with prepare --chat-template chatml.jinja.
+        var gpt2 = Gpt2Tokenizer.Instance;
+        var (tokens, texts) = ChatTemplate.Of(ChatMl, gpt2).Stops(gpt2);
+        Assert.Equal([gpt2.EndOfTextId!.Value], tokens);
+        Assert.Equal(["<|im_end|>"], texts);
+        var chars = CharTokenizer.FromCorpus("<|>abcdefghijklmnopqrstuvwxyz_\n");
+        (tokens, texts) = ChatTemplate.Of(ChatMl, chars).Stops(chars);
+        Assert.Empty(tokens);
+        Assert.Equal(["<|im_end|>"], texts);
+    }
+
+    [Fact]
+    public void Llama3_ends_a_turn_at_eot_id_as_well_as_at_its_eos()
+    {
+        var tokenizer = WithSpecialTokens("<|begin_of_text|>", "<|end_of_text|>", "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>");
+        var template = ChatTemplate.Of(Llama3, tokenizer);
+        Assert.Equal("<|eot_id|>", template.EndOfTurn);
+        var (tokens, texts) = template.Stops(tokenizer);
+        Assert.Equal([tokenizer.Encode("<|end_of_text|>").Single(), tokenizer.Encode("<|eot_id|>").Single()], tokens);
+        Assert.Empty(texts);
+    }
+
+    [Fact]
+    public void Llama2_ends_a_turn_at_the_eos_it_writes()
+    {
+        var tokenizer = HfTokenizer.FromHuggingFace(SentencePieceTests.Llama2StyleTokenizerJson(), new JsonObject { ["bos_token"] = "<s>", ["eos_token"] = "</s>" });
+        var template = ChatTemplate.Of(Llama2, tokenizer);
+        Assert.Equal("</s>", template.EndOfTurn);
+        var (tokens, texts) = template.Stops(tokenizer);
+        Assert.Equal([tokenizer.EndOfTextId!.Value], tokens);
+        Assert.Empty(texts);
+    }
+
+    [Fact]
+    public void The_plain_template_has_no_end_of_turn()
+    {
+        var chars = CharTokenizer.FromCorpus("abc\n");
+        var template = ChatTemplate.For(chars);
+        Assert.Equal(ChatTemplate.Plain, template.Kind);
+        Assert.Equal("", template.EndOfTurn);
+        var (tokens, texts) = template.Stops(chars);
+        Assert.Empty(tokens);
+        Assert.Empty(texts);
+    }
+
+    [Fact]
+    public void A_template_that_cannot_render_a_user_message_and_a_reply_derives_no_end_of_turn()
+    {
+        const string source = "{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system message comes first') }}{% endif %}{% for message in messages %}{{ message['content'] + '<|end|>' }}{% endfor %}";
+        var tokenizer = WithSpecialTokens("<s>", "</s>", "<s>", "</s>", "<|end|>");
+        var template = ChatTemplate.Of(source, tokenizer);
+        Assert.Equal("", template.EndOfTurn);
+        var (tokens, texts) = template.Stops(tokenizer);
+        Assert.Equal([tokenizer.EndOfTextId!.Value], tokens);
+        Assert.Empty(texts);
     }
 }

@@ -67,6 +67,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         var maxTokens = options?.MaxOutputTokens ?? room;
         if (maxTokens < 1 || maxTokens > room)
             throw new StratusUserException($"MaxOutputTokens must be between 1 and {room} for this conversation, got {maxTokens}");
+        var (stopTokens, stopTexts) = template.Stops(tokenizer);
         return new GenerationRequest
         {
             PromptTokens = tokens,
@@ -80,8 +81,8 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
             },
             PresencePenalty = options?.PresencePenalty ?? 0,
             FrequencyPenalty = options?.FrequencyPenalty ?? 0,
-            Stop = options?.StopSequences is { } stops ? [.. stops] : [],
-            StopTokens = template.StopTokens(tokenizer),
+            Stop = [.. options?.StopSequences ?? [], .. stopTexts],
+            StopTokens = stopTokens,
         };
     }
 

@@ -5,7 +5,8 @@
 // tokenizer: ChatML when the vocabulary has <|im_start|>/<|im_end|> as tokens, otherwise a plain
 // template (message contents, one per line) that a base model such as char-level Shakespeare
 // can spell. The serving engine, the IChatClient and SFT data preparation all render through
-// this one type.
+// this one type, and it says what ends a reply: the text the template writes to close an
+// assistant's turn, and the eos token.
 namespace Stratus.Tokenization;
 
 public sealed record ChatMessageText(string Role, string Content);
@@ -23,6 +24,9 @@ public sealed class ChatTemplate
         "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
     const string PlainSource = "{% for message in messages %}{{ message['content'] + '\\n' }}{% endfor %}";
+    // An assistant reply that no template rewrites (no whitespace to strip or trim), to find
+    // what the template writes after one.
+    const string ReplySentinel = "Stratus-reply-sentinel";
 
     readonly JinjaTemplate template;
 
@@ -36,6 +40,7 @@ public sealed class ChatTemplate
         BosToken = bosToken;
         EosToken = eosToken;
         Kind = kind;
+        EndOfTurn = DeriveEndOfTurn();
     }
 
     public string Source { get; }
@@ -43,6 +48,10 @@ public sealed class ChatTemplate
     public string EosToken { get; }
     /// <summary>"model" for the model's own template, else "chatml" or "plain".</summary>
     public string Kind { get; }
+    /// <summary>What the template writes after an assistant's message, whitespace trimmed:
+    /// ChatML's &lt;|im_end|&gt;, Llama 3's &lt;|eot_id|&gt;, Llama 2's eos_token; empty for the plain
+    /// template, or one that cannot render a user message and a reply.</summary>
+    public string EndOfTurn { get; }
 
     /// <summary>Whether a rendering is encoded with add_special_tokens, the special tokens the
     /// tokenizer puts around a raw prompt (a Llama's BOS). A model's own template writes them
@@ -54,7 +63,7 @@ public sealed class ChatTemplate
     /// <summary>ChatML when the tokenizer spells its markers as tokens, else plain.</summary>
     public static ChatTemplate For(ITokenizer tokenizer) =>
         tokenizer.HasSpecialToken(ImStart) && tokenizer.HasSpecialToken(ImEnd)
-            ? new ChatTemplate(ChatMlSource, eosToken: ImEnd, kind: ChatMl)
+            ? new ChatTemplate(ChatMlSource, kind: ChatMl)
             : new ChatTemplate(PlainSource, kind: Plain);
 
     /// <summary>The model's own template, or the one derived from its tokenizer.</summary>
@@ -111,12 +120,35 @@ public sealed class ChatTemplate
         catch (JinjaException e) { throw new StratusUserException($"the chat template could not render this conversation: {e.Message}"); }
     }
 
-    /// <summary>Tokens that end the assistant's reply: the template's end-of-turn token
-    /// (ChatML's <|im_end|>, a chat model's eos) when the vocabulary spells it as one token.</summary>
-    public IReadOnlyList<int> StopTokens(ITokenizer tokenizer)
+    /// <summary>What ends the assistant's reply: the eos token and the end-of-turn marker where
+    /// the vocabulary spells them as one special token (stop tokens), else the end-of-turn text
+    /// as a stop string, for a model that learned to write it as text (GPT-2 or a character-level
+    /// model fine-tuned into ChatML), which is not part of the reply either.</summary>
+    public (IReadOnlyList<int> Tokens, IReadOnlyList<string> Texts) Stops(ITokenizer tokenizer)
     {
-        if (EosToken.Length == 0 || !tokenizer.HasSpecialToken(EosToken)) return [];
-        var ids = tokenizer.Encode(EosToken);
-        return ids.Length == 1 ? ids : [];
+        var tokens = new List<int>(2);
+        if (SpecialTokenId(tokenizer, EosToken) is { } eos) tokens.Add(eos);
+        if (EndOfTurn.Length == 0) return (tokens, []);
+        if (SpecialTokenId(tokenizer, EndOfTurn) is not { } end) return (tokens, [EndOfTurn]);
+        if (!tokens.Contains(end)) tokens.Add(end);
+        return (tokens, []);
+    }
+
+    static int? SpecialTokenId(ITokenizer tokenizer, string text)
+    {
+        if (text.Length == 0 || !tokenizer.HasSpecialToken(text)) return null;
+        var ids = tokenizer.Encode(text);
+        return ids.Length == 1 ? ids[0] : null;
+    }
+
+    /// <summary>What the template writes after a reply that ends the conversation, as
+    /// transformers' apply_chat_template renders a training example.</summary>
+    string DeriveEndOfTurn()
+    {
+        string text;
+        try { text = Render([("user", "Hi"), ("assistant", ReplySentinel)], addGenerationPrompt: false); }
+        catch (StratusUserException) { return ""; }
+        var at = text.LastIndexOf(ReplySentinel, StringComparison.Ordinal);
+        return at < 0 ? "" : text[(at + ReplySentinel.Length)..].Trim();
     }
 }

@@ -27,12 +27,16 @@ public static class ChatCompletionsEndpoints
         var tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", model.Template.AddSpecialTokens);
         var maxParam = body.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
         var maxTokens = RequestParser.MaxTokens(body.MaxCompletionTokens ?? body.MaxTokens, maxParam, "messages", tokens.Length, model.ContextLength, minimum: 1);
+        // The template's end of turn joins the client's stop sequences: their limit is on what a
+        // client asks for, not on this.
+        var (stopTokens, stopTexts) = model.Template.Stops(model.Tokenizer);
         var request = sampling with
         {
             PromptTokens = tokens,
             MaxTokens = maxTokens,
             Logprobs = body.Logprobs == true ? topLogprobs : null,
-            StopTokens = model.Template.StopTokens(model.Tokenizer),
+            Stop = [.. sampling.Stop, .. stopTexts],
+            StopTokens = stopTokens,
         };
         var context = new GenerationContext(http, "chat.completions", model, [prompt], [model.Template.AddSpecialTokens], messages, request, choices, body.User, tokens.Length, body.Stream == true);
         await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation);

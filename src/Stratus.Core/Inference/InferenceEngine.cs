@@ -39,7 +39,7 @@ public sealed class InferenceEngine : IDisposable
         Options = options;
         pool = new KvBlockPool(config.NLayer, model.KvHeads, config.HeadDim, blocks, options.BlockSize, model.ComputeDtype, model.Device, options.PrefixCaching);
         scheduler = new Scheduler(Options, pool.Allocator);
-        runner = new ModelRunner(model, pool);
+        runner = new ModelRunner(model, pool, LogitsSampler.DrawableTokens(model, tokenizer));
         if (tokenizer.EndOfTextId is { } eot) endTokens.Add(eot);
         thread = new Thread(Loop) { IsBackground = true, Name = "stratus-engine" };
         thread.Start();
@@ -127,10 +127,11 @@ public sealed class InferenceEngine : IDisposable
         var vocab = model.Config.VocabSize;
         foreach (var t in request.PromptTokens)
             if ((uint)t >= (uint)vocab) throw new StratusUserException($"token id {t} is outside the vocabulary of {vocab}");
+        var drawable = LogitsSampler.DrawableTokens(model, Tokenizer);
         if (request.LogitBias is { } bias)
             foreach (var (token, value) in bias)
             {
-                if ((uint)token >= (uint)vocab) throw new StratusUserException($"logit_bias names token {token}, outside the vocabulary of {vocab}");
+                if ((uint)token >= (uint)drawable) throw new StratusUserException($"logit_bias names token {token}, outside the vocabulary of {drawable}");
                 if (!float.IsFinite(value)) throw new StratusUserException("logit_bias values must be numbers");
             }
     }

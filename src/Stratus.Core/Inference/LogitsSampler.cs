@@ -3,10 +3,19 @@
 // with its own settings (bias, penalties, logprobs besides) and random generator, so rows never
 // influence each other; TextGenerator calls Sample. Works on spans and reusable scratch arrays:
 // no allocation per token unless log-probability alternatives are asked for.
+using Stratus.Models;
+using Stratus.Tokenization;
+
 namespace Stratus.Inference;
 
 public sealed class LogitsSampler(int vocabSize)
 {
+    /// <summary>How many of a model's logits a token is drawn from: the ids its tokenizer can
+    /// spell. An imported model may pad vocab_size past its tokenizer (Qwen2.5 has 151,936 rows
+    /// for 151,665 tokens); a padding id has no text, and drawing one failed the generation.</summary>
+    public static int DrawableTokens(CausalLanguageModel model, ITokenizer tokenizer) =>
+        Math.Min(model.Config.VocabSize, tokenizer.VocabSize);
+
     readonly float[] probabilities = new float[vocabSize];
     readonly int[] order = new int[vocabSize];
     readonly float[] sortKeys = new float[vocabSize];

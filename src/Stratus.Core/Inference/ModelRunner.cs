@@ -13,16 +13,19 @@ public sealed class ModelRunner
     readonly PagedKvCache cache;
     readonly LogitsSampler sampler;
     readonly int vocab;
+    // The leading logits of each row that tokens are drawn from (LogitsSampler.DrawableTokens).
+    readonly int drawable;
     float[] logits = [];
     int[] lengths = [];
     IReadOnlyList<int>[] tables = [];
 
-    public ModelRunner(CausalLanguageModel model, KvBlockPool pool)
+    public ModelRunner(CausalLanguageModel model, KvBlockPool pool, int drawable)
     {
         this.model = model;
         cache = new PagedKvCache(pool);
         vocab = model.Config.VocabSize;
-        sampler = new LogitsSampler(vocab);
+        this.drawable = drawable;
+        sampler = new LogitsSampler(drawable);
     }
 
     /// <summary>Runs each row's next <see cref="Sequence.PrefillChunk"/> prompt tokens (as many
@@ -54,7 +57,7 @@ public sealed class ModelRunner
             {
                 // Such requests are neither cached nor chunked: the whole prompt is in this forward.
                 if (rows[b].Request.PromptLogprobs is { } alternatives && length > 1)
-                    rows[b].PromptLogprobs = ScorePrompt(output[b].narrow(0, 0, length - 1), input.AsSpan(b * length, length), alternatives);
+                    rows[b].PromptLogprobs = ScorePrompt(output[b].narrow(0, 0, length - 1).narrow(-1, 0, drawable), input.AsSpan(b * length, length), alternatives);
             }
         }
         var completed = false;
@@ -62,7 +65,7 @@ public sealed class ModelRunner
         {
             rows[b].CachedTokens += length;
             if (rows[b].CachedTokens < rows[b].PromptLength) continue;
-            chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, vocab), rows[b]);
+            chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, drawable), rows[b]);
             completed = true;
         }
         return completed;
@@ -90,7 +93,7 @@ public sealed class ModelRunner
         for (var b = 0; b < batch; b++)
         {
             rows[b].CachedTokens++;
-            chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, vocab), rows[b]);
+            chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, drawable), rows[b]);
         }
     }
 

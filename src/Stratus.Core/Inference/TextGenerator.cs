@@ -39,11 +39,12 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         model.eval();
         using var noGrad = no_grad();
         var context = model.Config.BlockSize;
-        var vocab = model.Config.VocabSize;
-        // The engine's sampler and seeding, so a seed gives the tokens the server would give.
-        var sampler = new LogitsSampler(vocab);
+        // The engine's sampler, drawable tokens and seeding, so a seed gives the tokens the
+        // server would give.
+        var drawable = LogitsSampler.DrawableTokens(model, tokenizer);
+        var sampler = new LogitsSampler(drawable);
         var random = options.NewRandom();
-        var row = new float[vocab];
+        var row = new float[drawable];
         using var cache = model.CreateCache(1, (int)Math.Min((long)promptTokens.Length + maxTokens, context));
         var decoder = new StreamingDecoder(tokenizer);
         var tokens = promptTokens.Select(t => (long)t).ToList();
@@ -56,7 +57,7 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
                 var logits = tokens.Count <= context ? model.Forward(input, cache)
                     : model.Forward(torch.tensor(tokens.GetRange(tokens.Count - context, context).ToArray(), [1, context], device: model.Device));
                 // The last position's logits come to the CPU (the model may be on a GPU).
-                logits[0, -1].to(ScalarType.Float32).cpu().contiguous().data<float>().CopyTo(row, 0, 0);
+                logits[0, -1, ..drawable].to(ScalarType.Float32).cpu().contiguous().data<float>().CopyTo(row, 0, 0);
                 token = sampler.Sample(row, options, random);
                 input.Dispose();
                 input = torch.tensor((long)token, device: model.Device).view(1, 1).MoveToOuterDisposeScope();

@@ -34,7 +34,7 @@ public sealed class InferenceEngineTests
         var (model, tokenizer) = TinyModel(architecture);
         model.eval();
         var pool = new KvBlockPool(model.Config.NLayer, model.KvHeads, model.Config.HeadDim, blockCount: 64, blockSize: 8, ScalarType.Float32, torch.CPU);
-        return (model, tokenizer, pool, new ModelRunner(model, pool));
+        return (model, tokenizer, pool, new ModelRunner(model, pool, tokenizer.VocabSize));
     }
 
     /// <summary>A sequence for the request with the pool blocks its tokens need.</summary>
@@ -511,5 +511,33 @@ public sealed class InferenceEngineTests
         scheduler.Schedule();
         Assert.Equal(2, allocator.UsedBlocks);
         Assert.Equal(FinishReason.Cancelled, sequences[1].FinishReason);
+    }
+
+    [Fact]
+    public async Task A_vocabulary_padded_past_the_tokenizer_is_never_sampled_nor_offered_as_an_alternative()
+    {
+        // Imported models pad vocab_size past their tokenizer (Qwen2.5: 151,936 rows for 151,665
+        // tokens); those ids have no text. Here most of the vocabulary is padding.
+        torch.manual_seed(7);
+        var tokenizer = CharTokenizer.FromCorpus("ab");
+        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = 64, BlockSize = 32, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        var request = new GenerationRequest
+        {
+            PromptTokens = tokenizer.Encode("ab"), MaxTokens = 20, Logprobs = 5, IgnoreEos = true,
+            Sampling = new() { Temperature = 1, Seed = 3 },
+        };
+        var stream = new GenerationStream(engine, request);
+        var text = new System.Text.StringBuilder();
+        await foreach (var chunk in stream.ReadAllAsync())
+        {
+            text.Append(chunk.Text);
+            Assert.True(chunk.Token!.Value.Token < tokenizer.VocabSize);
+            Assert.All(chunk.Token.Value.TopLogprobs!, alternative => Assert.True(alternative.Token < tokenizer.VocabSize));
+        }
+        Assert.Equal(20, text.Length);
+
+        var generated = string.Concat(new TextGenerator(model, tokenizer).Generate("ab", 20, new SamplingOptions { Seed = 3 }));
+        Assert.Equal(20, generated.Length);
     }
 }

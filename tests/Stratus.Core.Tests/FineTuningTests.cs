@@ -392,6 +392,11 @@ public sealed class FineTuningTests
         Assert.NotNull(JsonNode.Parse(File.ReadAllText(Path.Combine(last, Checkpoint.ManifestFile)))!["files"]![ChatTemplate.FileName]);
         using (var resumed = Trainer.Resume(temp.File("sft"), [new("max_iters", "62")])) resumed.Run();
         Assert.Equal(ChatTemplateTests.ChatMl, ChatTemplate.Find(Checkpoint.Open(Checkpoint.Resolve(temp.File("sft"), preferBest: false)).Directory));
+        // Data prepared again in another format does not continue the run: it would learn one format and chat in another.
+        File.WriteAllText(temp.File("roles.jinja"), "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}");
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("roles"), temp.File("base"), chatTemplate: temp.File("roles.jinja"));
+        Assert.Equal($"{temp.File("roles")} was rendered with a chat template other than the one run {temp.File("sft")} learned and chats in; resume with the data the run was trained on, or start a new run from it with --init-from",
+            Assert.Throws<StratusUserException>(() => Trainer.Resume(temp.File("sft"), [new("max_iters", "64")], dataDirectory: temp.File("roles"))).Message);
 
         // Served as ServedModel loads it, the model chats in ChatML and answers in the form it learned.
         var served = ChatTemplate.Load(temp.File("sft"), tokenizer);

@@ -62,8 +62,10 @@ public sealed class Trainer : IDisposable
         // The model is served in the chat format it learned: a resumed run keeps its template; a
         // new one takes the template its chat data was rendered with when prepare was given one,
         // else its base model's (none: the one derived from the tokenizer).
-        var template = resumeFrom is not null ? ChatTemplate.Find(resumeFrom.Directory)
-            : ChatDatasetPreparer.StoredTemplate(dataDirectory) ?? (initFrom is null ? null : ChatTemplate.Find(initFrom.Directory));
+        var stored = ChatDatasetPreparer.StoredTemplate(dataDirectory);
+        var template = resumeFrom is not null ? ChatTemplate.Find(resumeFrom.Directory) : stored ?? (initFrom is null ? null : ChatTemplate.Find(initFrom.Directory));
+        if (resumeFrom is not null && stored is not null && stored != template)
+            throw new StratusUserException($"{dataDirectory} was rendered with a chat template other than the one run {runDirectory} learned and chats in; resume with the data the run was trained on, or start a new run from it with --init-from");
         if (template is not null) carriedFiles[ChatTemplate.FileName] = template;
 
         generator = torch.random.manual_seed(config.Seed);

@@ -117,6 +117,9 @@ public sealed class PromptSpecialTokensTests(LlamaModelServer fixture) : IClassF
         Assert.Equal(plain.Length, (int)ids["usage"]!["prompt_tokens"]!);
         var withBos = await Post("/v1/completions", new { model = "tiny", prompt = new[] { Bos }.Concat(plain), max_tokens = 1, temperature = 0 });
         Assert.Equal((string)text["choices"]![0]!["text"]!, (string)withBos["choices"]![0]!["text"]!);
+        // vLLM's add_special_tokens: false takes a text prompt as it is (one a client rendered with its BOS).
+        var asIs = await Post("/v1/completions", new { model = "tiny", prompt = "the hat", max_tokens = 1, temperature = 0, add_special_tokens = false });
+        Assert.Equal(plain.Length, (int)asIs["usage"]!["prompt_tokens"]!);
     }
 
     [Fact]
@@ -125,6 +128,9 @@ public sealed class PromptSpecialTokensTests(LlamaModelServer fixture) : IClassF
         var tokens = await Tokenize(new { model = "tiny", messages = Messages });
         var chat = await Post("/v1/chat/completions", new { model = "tiny", messages = Messages, max_tokens = 1 });
         Assert.Equal(tokens.Length, (int)chat["usage"]!["prompt_tokens"]!);
+        // Unless the request asks for the tokenizer's too (vLLM's add_special_tokens).
+        var asked = await Post("/v1/chat/completions", new { model = "tiny", messages = Messages, max_tokens = 1, add_special_tokens = true });
+        Assert.Equal(tokens.Length + 1, (int)asked["usage"]!["prompt_tokens"]!);
         // In process, through IChatClient, the same.
         var response = await fixture.Server.Model.ChatClient.GetResponseAsync([new ChatMessage(ChatRole.User, "the hat")], new ChatOptions { MaxOutputTokens = 1 });
         Assert.Equal(tokens.Length, response.Usage!.InputTokenCount);

@@ -25,6 +25,10 @@ public abstract record SamplingFields
     public StreamOptions? StreamOptions { get; init; }
     /// <summary>vLLM's extension: keep generating past end-of-text (benchmarks).</summary>
     public bool? IgnoreEos { get; init; }
+    /// <summary>vLLM's extension: whether the prompt's text gets the tokenizer's special tokens (a
+    /// Llama's BOS). By default a text prompt does, and a chat as its template decides; false
+    /// suits a prompt rendered by the client that already starts with them.</summary>
+    public bool? AddSpecialTokens { get; init; }
 }
 
 public sealed record StreamOptions

@@ -24,7 +24,8 @@ public static class ChatCompletionsEndpoints
         if (body.TopLogprobs is not null && body.Logprobs != true)
             throw ApiException.Invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs");
         var prompt = model.Template.Render(messages);
-        var tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", model.Template.AddSpecialTokens);
+        var addSpecialTokens = body.AddSpecialTokens ?? model.Template.AddSpecialTokens;
+        var tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", addSpecialTokens);
         var maxParam = body.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
         var maxTokens = RequestParser.MaxTokens(body.MaxCompletionTokens ?? body.MaxTokens, maxParam, "messages", tokens.Length, model.ContextLength, minimum: 1);
         // The template's end of turn joins the client's stop sequences: their limit is on what a
@@ -38,7 +39,7 @@ public static class ChatCompletionsEndpoints
             Stop = [.. sampling.Stop, .. stopTexts],
             StopTokens = stopTokens,
         };
-        var context = new GenerationContext(http, "chat.completions", model, [prompt], [model.Template.AddSpecialTokens], messages, request, choices, body.User, tokens.Length, body.Stream == true);
+        var context = new GenerationContext(http, "chat.completions", model, [prompt], [addSpecialTokens], messages, request, choices, body.User, tokens.Length, body.Stream == true);
         await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation);
         var id = $"chatcmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();

@@ -28,20 +28,21 @@ public static class CompletionsEndpoints
         var tokenizer = model.Tokenizer;
         var promptTokens = new List<int[]>(prompts.Count);
         var promptTexts = new List<string>(prompts.Count);
-        // A text prompt gets the tokenizer's special tokens (a Llama's BOS), token ids are taken
-        // as given, as vLLM does.
+        // A text prompt gets the tokenizer's special tokens (a Llama's BOS) unless the request says
+        // otherwise; token ids are taken as given, as vLLM does.
+        var addSpecialTokens = body.AddSpecialTokens ?? true;
         var specialTokensAdded = new List<bool>(prompts.Count);
         var longest = 0;
         for (var i = 0; i < prompts.Count; i++)
         {
             var (text, ids) = prompts[i];
             if (ids is not null) RequestParser.CheckTokenIds(ids, tokenizer.VocabSize, prompts.Count == 1 ? "prompt" : $"prompt[{i}]");
-            ids ??= RequestParser.Encode(tokenizer, text!, prompts.Count == 1 ? "prompt" : $"prompt[{i}]", addSpecialTokens: true);
+            ids ??= RequestParser.Encode(tokenizer, text!, prompts.Count == 1 ? "prompt" : $"prompt[{i}]", addSpecialTokens);
             // A model needs one token to condition on: start an empty prompt from end-of-text or a newline.
             if (ids.Length == 0) ids = tokenizer.EndOfTextId is { } eot ? [eot] : RequestParser.Encode(tokenizer, "\n", "prompt", addSpecialTokens: false);
             promptTokens.Add(ids);
             promptTexts.Add(text ?? tokenizer.Decode(ids));
-            specialTokensAdded.Add(text is not null);
+            specialTokensAdded.Add(text is not null && addSpecialTokens);
             longest = Math.Max(longest, ids.Length);
         }
         var maxTokens = RequestParser.MaxTokens(body.MaxTokens, "max_tokens", "prompt", longest, model.ContextLength, minimum: 0, DefaultMaxTokens);

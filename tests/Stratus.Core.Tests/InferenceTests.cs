@@ -159,4 +159,30 @@ public sealed class InferenceTests
         Assert.Equal(greedy, string.Concat(generator.Generate("abc", 20, new SamplingOptions { Temperature = 1e-30, Seed = 1 })));
         Assert.Equal(greedy, string.Concat(generator.Generate("abc", 20, new SamplingOptions { Temperature = 1e-40, Seed = 1 })));
     }
+
+    /// <summary>A chat carries its template's end-of-turn text as a stop string, so watching for
+    /// one is on every chat's per-token path: it must allocate nothing more than the text itself.</summary>
+    [Fact]
+    public void Watching_for_stop_strings_allocates_nothing_per_token()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs <|>_");
+        // Bytes the reader allocates for the tokens of a finished sequence, all read on this thread.
+        long Read(int count, IReadOnlyList<string> stop)
+        {
+            var sequence = new Sequence(1, new GenerationRequest { PromptTokens = [0], MaxTokens = count, Stop = stop }, tokenizer.VocabSize);
+            var random = new Random(1);
+            for (var i = 0; i < count; i++) sequence.Append(new GeneratedToken(random.Next(19), 0, null), emit: true);
+            sequence.Finish(FinishReason.Length);
+            var chunks = new GenerationStream(tokenizer, sequence).ReadAllAsync().GetAsyncEnumerator();
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            while (chunks.MoveNextAsync().AsTask().GetAwaiter().GetResult()) { }
+            return GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        double PerToken(IReadOnlyList<string> stop)
+        {
+            Read(50, stop);
+            return (Read(500, stop) - Read(100, stop)) / 400.0;
+        }
+        Assert.Equal(PerToken([]), PerToken(["<|im_end|>", "w", "x", "y", "z"]), tolerance: 1);
+    }
 }

@@ -18,6 +18,9 @@ public sealed class GenerationStream
     readonly IReadOnlyList<string> stops;
     readonly StreamingDecoder decoder;
     readonly StringBuilder held = new();
+    // The held text copied out for the stop search, reused so that watching for a stop string
+    // (every chat has its template's end-of-turn text as one) allocates nothing per token.
+    char[] search = [];
     string? finishReason;
 
     public GenerationStream(InferenceEngine engine, GenerationRequest request, CancellationToken cancellation = default)
@@ -106,25 +109,30 @@ public sealed class GenerationStream
     {
         holdBack = 0;
         if (stops.Count == 0) return -1;
-        var text = held.ToString();
+        if (search.Length < held.Length) search = new char[Math.Max(held.Length, 2 * search.Length)];
+        held.CopyTo(0, search, held.Length);
+        var text = search.AsSpan(0, held.Length);
         var at = IndexOfStop(text);
         if (at >= 0) return at;
-        foreach (var stop in stops)
+        // Indexed: a foreach over the list interface would allocate an enumerator per token.
+        for (var s = 0; s < stops.Count; s++)
         {
+            var stop = stops[s];
             for (var n = Math.Min(stop.Length - 1, text.Length); n > holdBack; n--)
             {
-                if (text.AsSpan(text.Length - n).SequenceEqual(stop.AsSpan(0, n))) { holdBack = n; break; }
+                if (text[^n..].SequenceEqual(stop.AsSpan(0, n))) { holdBack = n; break; }
             }
         }
         return -1;
     }
 
-    int IndexOfStop(string text)
+    int IndexOfStop(ReadOnlySpan<char> text)
     {
         var best = -1;
-        foreach (var stop in stops)
+        for (var s = 0; s < stops.Count; s++)
         {
-            var i = text.IndexOf(stop, StringComparison.Ordinal);
+            var stop = stops[s];
+            var i = text.IndexOf(stop.AsSpan());
             if (i >= 0 && (best < 0 || i < best)) best = i;
         }
         return best;

@@ -59,9 +59,9 @@ public sealed class SafetyPipeline
     /// spans judge it (blocklists, PII), in the last StreamingWindow characters before it (a run
     /// of whitespace counting as one), as the streaming guard judges text; whole-text providers
     /// (classifiers, external moderation) judge the completion, and one token of it is not a
-    /// text they can judge. The text after the
-    /// alternative is unknown, so a match that touches its end counts ("ass" may or may not
-    /// become "assist"); one that ends before it does not, since that text was passed already.</summary>
+    /// text they can judge. The text after the alternative is unknown, so a match that touches
+    /// its end counts ("ass" may or may not become "assist"); one that ends before it does not,
+    /// since that text was passed already.</summary>
     public async ValueTask<bool> FlagsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellationToken = default)
     {
         if (alternativeProviders.Length == 0 || alternative.Length == 0) return false;

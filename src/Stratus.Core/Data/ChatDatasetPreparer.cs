@@ -7,7 +7,6 @@
 // as for plain text, masks to train.mask.bin/val.mask.bin; the conversations stream through, so
 // the file's size is bounded by disk, not memory. A given template is stored with the data, its
 // sha256 in meta.json, and `train` carries it into the run's checkpoints (StoredTemplate).
-using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Stratus.Tokenization;
@@ -101,8 +100,7 @@ public static class ChatDatasetPreparer
         var storedTemplate = Path.Combine(outputDirectory, ChatTemplate.FileName);
         if (templateSource is null) File.Delete(storedTemplate);
         else AtomicFile.WriteAllText(storedTemplate, templateSource);
-        string sha256;
-        using (var source = File.OpenRead(input)) sha256 = Convert.ToHexStringLower(SHA256.HashData(source));
+        var sha256 = FileHash.Sha256(input);
         var valExamples = Math.Max(1, valCount);
         var meta = new JsonObject
         {
@@ -119,7 +117,7 @@ public static class ChatDatasetPreparer
             ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["sha256"] = sha256, ["model"] = Path.GetFullPath(checkpoint.Directory) },
             ["created_utc"] = DateTime.UtcNow.ToString("O"),
         };
-        if (templateSource is not null) meta[TemplateKey] = new JsonObject { ["path"] = Path.GetFullPath(chatTemplate!), ["sha256"] = Sha256(storedTemplate) };
+        if (templateSource is not null) meta[TemplateKey] = new JsonObject { ["path"] = Path.GetFullPath(chatTemplate!), ["sha256"] = FileHash.Sha256(storedTemplate) };
         AtomicFile.WriteAllText(Path.Combine(outputDirectory, DatasetPreparer.MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         return new PreparedChatDataset(outputDirectory, tokenizer, trainCount, valExamples, trainTokens, valTokens, supervised);
     }
@@ -138,14 +136,12 @@ public static class ChatDatasetPreparer
                 : null;
         if (!File.Exists(path))
             throw new StratusUserException($"{datasetDirectory} is incomplete: {ChatTemplate.FileName}, the chat template its data was rendered with, is missing; prepare the data again");
-        if (Sha256(path) != listed)
+        if (FileHash.Sha256(path) != listed)
             throw new StratusUserException($"{path} does not match its sha256 in {DatasetPreparer.MetaFile}: it was changed after the data was rendered with it; restore it, or prepare the data again with --chat-template <the new template>");
         return File.ReadAllText(path);
     }
 
     const string TemplateKey = "chat_template";
-
-    static string Sha256(string path) => Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path)));
 
     /// <summary>Tokens and loss mask of one conversation. The template is rendered for growing
     /// prefixes of the conversation, so each message's text is the difference between two

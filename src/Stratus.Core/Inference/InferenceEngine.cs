@@ -19,6 +19,8 @@ public sealed class InferenceEngine : IDisposable
     readonly CancellationTokenSource stopping = new();
     readonly Thread thread;
     readonly HashSet<int> endTokens = [];
+    /// <summary>The ids tokens are drawn from, which logit_bias may name (LogitsSampler.DrawableTokens).</summary>
+    readonly int drawableTokens;
     readonly List<Sequence> group = [];
     GeneratedToken[] chosen = new GeneratedToken[16];
     long nextId;
@@ -39,7 +41,8 @@ public sealed class InferenceEngine : IDisposable
         Options = options;
         pool = new KvBlockPool(config.NLayer, model.KvHeads, config.HeadDim, blocks, options.BlockSize, model.ComputeDtype, model.Device, options.PrefixCaching);
         scheduler = new Scheduler(Options, pool.Allocator);
-        runner = new ModelRunner(model, pool, LogitsSampler.DrawableTokens(model, tokenizer));
+        drawableTokens = LogitsSampler.DrawableTokens(model, tokenizer);
+        runner = new ModelRunner(model, pool, drawableTokens);
         if (tokenizer.EndOfTextId is { } eot) endTokens.Add(eot);
         thread = new Thread(Loop) { IsBackground = true, Name = "stratus-engine" };
         thread.Start();
@@ -127,11 +130,10 @@ public sealed class InferenceEngine : IDisposable
         var vocab = model.Config.VocabSize;
         foreach (var t in request.PromptTokens)
             if ((uint)t >= (uint)vocab) throw new StratusUserException($"token id {t} is outside the vocabulary of {vocab}");
-        var drawable = LogitsSampler.DrawableTokens(model, Tokenizer);
         if (request.LogitBias is { } bias)
             foreach (var (token, value) in bias)
             {
-                if ((uint)token >= (uint)drawable) throw new StratusUserException($"logit_bias names token {token}, outside the vocabulary of {drawable}");
+                if ((uint)token >= (uint)drawableTokens) throw new StratusUserException($"logit_bias names token {token}, outside the vocabulary of {drawableTokens}");
                 if (!float.IsFinite(value)) throw new StratusUserException("logit_bias values must be numbers");
             }
     }

@@ -4,7 +4,6 @@
 // It is written into a temporary sibling folder and renamed into place, so a crash mid-write
 // leaves the previous checkpoint intact; loading verifies every hash, refuses a checkpoint file
 // the manifest does not list, and refuses a corrupt or foreign folder with a clear message.
-using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Stratus.Formats;
@@ -81,7 +80,7 @@ public sealed class Checkpoint
             {
                 // Open refuses only these when unlisted: a file read that is not among them could be put there unverified.
                 if (!Files.Contains(file)) throw new InvalidOperationException($"a checkpoint file {file} is not one of Checkpoint.Files");
-                files[file!] = Sha256(Path.Combine(temporary, file!));
+                files[file!] = FileHash.Sha256(Path.Combine(temporary, file!));
             }
             WriteJson(temporary, ManifestFile, new JsonObject { ["format"] = Format, ["version"] = FormatVersion, ["created_utc"] = DateTime.UtcNow.ToString("O"), ["files"] = files });
 
@@ -121,7 +120,7 @@ public sealed class Checkpoint
                 throw new StratusUserException($"{manifestPath} is corrupt: it lists '{file}', which is not a file name of the checkpoint; restore the checkpoint or train again");
             var path = Path.Combine(directory, file);
             if (!File.Exists(path)) throw new StratusUserException($"checkpoint {directory} is incomplete: {file} is missing");
-            if (!(hash is JsonValue value && value.TryGetValue<string>(out var expected)) || Sha256(path) != expected)
+            if (!(hash is JsonValue value && value.TryGetValue<string>(out var expected)) || FileHash.Sha256(path) != expected)
                 throw new StratusUserException($"checkpoint {directory} is corrupt: {file} does not match its sha256 in {ManifestFile}; use another checkpoint (e.g. checkpoints/best) or train again");
         }
         // And no checkpoint file is there unlisted: Save lists every one it writes, so one put
@@ -238,11 +237,5 @@ public sealed class Checkpoint
         if (!File.Exists(path)) return null;
         try { return JsonSerializer.Deserialize<T>(File.ReadAllText(path), JsonOptions); }
         catch (JsonException e) { throw new StratusUserException($"{path} is corrupt: {e.Message}"); }
-    }
-
-    static string Sha256(string path)
-    {
-        using var stream = File.OpenRead(path);
-        return Convert.ToHexStringLower(SHA256.HashData(stream));
     }
 }

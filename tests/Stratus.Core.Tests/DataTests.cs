@@ -103,20 +103,45 @@ public sealed class DataTests
 
         foreach (var shard in new[] { DatasetPreparer.TrainShard, DatasetPreparer.ValShard })
             Assert.Equal(File.ReadAllBytes(Path.Combine(temp["whole"], shard)), File.ReadAllBytes(Path.Combine(temp["pieces"], shard)));
-        using (var train = TokenShard.Open(Path.Combine(temp["whole"], DatasetPreparer.TrainShard)))
-        using (var val = TokenShard.Open(Path.Combine(temp["whole"], DatasetPreparer.ValShard)))
-        {
-            var all = new long[train.Count + val.Count];
-            train.Read(0, all.AsSpan(0, (int)train.Count));
-            val.Read(0, all.AsSpan((int)train.Count));
-            var expected = Stratus.Tokenization.TokenizerStore.Load(temp["whole"]).Encode(text);
-            Assert.Equal(expected.Select(t => (long)t), all);
-        }
+        Assert.Equal(TokenizerStore.Load(temp["whole"]).Encode(text), PreparedTokens(temp["whole"]));
         var tokenizing = progress.Where(p => p.Phase == "tokenizing").ToList();
         Assert.True(tokenizing.Count > 10, $"{tokenizing.Count} reports");
         Assert.Equal(new FileInfo(temp["in.txt"]).Length, tokenizing[^1].BytesDone);
         Assert.Equal(tokenizing[^1].BytesTotal, tokenizing[^1].BytesDone);
         Assert.True(tokenizing.Zip(tokenizing.Skip(1)).All(pair => pair.Second.BytesDone >= pair.First.BytesDone));
+    }
+
+    /// <summary>A prepared dataset's tokens, train then val: the corpus as encoded.</summary>
+    internal static int[] PreparedTokens(string directory)
+    {
+        using var train = TokenShard.Open(Path.Combine(directory, DatasetPreparer.TrainShard));
+        using var val = TokenShard.Open(Path.Combine(directory, DatasetPreparer.ValShard));
+        var all = new long[train.Count + val.Count];
+        train.Read(0, all.AsSpan(0, (int)train.Count));
+        val.Read(0, all.AsSpan((int)train.Count));
+        return Array.ConvertAll(all, t => (int)t);
+    }
+
+    [Theory]
+    [InlineData("char")]
+    [InlineData("gpt2")]
+    [InlineData("hf-gpt2")]
+    public void Documents_of_a_tokenizer_that_adds_no_special_tokens_are_joined_as_before(string kind)
+    {
+        // GPT-2 as Hugging Face ships it: a ByteLevel post-processor, which adds nothing.
+        var json = HuggingFace.TokenizerJson(BpeVocabulary.From(Gpt2Tokenizer.Instance));
+        json["post_processor"] = JsonNode.Parse("""{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}""");
+        ITokenizer? hf = kind == "hf-gpt2" ? HfTokenizer.FromHuggingFace(json, new JsonObject { ["bos_token"] = "<|endoftext|>", ["eos_token"] = "<|endoftext|>" }) : null;
+        using var temp = new TempDirectory();
+        string[] documents = ["the cat sat\non the mat", "", "a dog\nran"];
+        File.WriteAllLines(temp["docs.jsonl"], documents.Select(d => new JsonObject { ["text"] = d }.ToJsonString()));
+        DatasetPreparer.Prepare(temp["docs.jsonl"], temp["data"], kind == "char" ? "char" : "gpt2", tokenizerFrom: hf, pieceChars: 4);
+        // The layout before documents got special tokens, byte for byte: the documents with text,
+        // joined by <|endoftext|> or, for characters, a newline.
+        var tokenizer = TokenizerStore.Load(temp["data"]);
+        int[] separator = tokenizer.EndOfTextId is { } eot ? [eot] : tokenizer.Encode("\n");
+        Assert.Equal([.. tokenizer.Encode(documents[0]), .. separator, .. tokenizer.Encode(documents[2])], PreparedTokens(temp["data"]));
+        Assert.Null(JsonNode.Parse(File.ReadAllText(temp["data/meta.json"]))!["document_special_tokens"]);
     }
 
     static HfTokenizer HfWithPreTokenizer(string pattern)

@@ -2,7 +2,7 @@
 // Llama 2's and Llama 3's post-processors put their BOS before it, GPT-2's and character-level
 // tokenizers put nothing, tokenizer_config.json's add_bos_token / add_eos_token decide where
 // they are given, a chat template that writes bos_token gets it once, sampling puts it before
-// the prompt, and GGUF and Hugging Face exports keep it (llama.cpp adds what Stratus adds).
+// the prompt, prepared training text has them around each document, and GGUF and Hugging Face exports keep it (llama.cpp adds what Stratus adds).
 using System.Text.Json.Nodes;
 using Stratus.Data;
 using Stratus.Formats;
@@ -28,11 +28,15 @@ public sealed class SpecialTokensTests
     }
 
     /// <summary>A Llama 3-shaped byte-level tokenizer: characters, then &lt;|begin_of_text|&gt; and
-    /// &lt;|end_of_text|&gt;, with Llama 3's post-processor (ByteLevel, then a template).</summary>
-    static HfTokenizer Llama3()
+    /// &lt;|end_of_text|&gt;, then <paramref name="moreCharacters"/> (ASCII), with Llama 3's
+    /// post-processor (ByteLevel, then a template).</summary>
+    static HfTokenizer Llama3(string moreCharacters = "")
     {
         var characters = BpeVocabulary.FromCharacters("abcdefghijklmnopqrstuvwxyz ");
-        var vocabulary = characters with { Tokens = [.. characters.Tokens, "<|begin_of_text|>", "<|end_of_text|>"], Special = new HashSet<int> { 27, 28 } };
+        var vocabulary = characters with
+        {
+            Tokens = [.. characters.Tokens, "<|begin_of_text|>", "<|end_of_text|>", .. BpeVocabulary.FromCharacters(moreCharacters).Tokens], Special = new HashSet<int> { 27, 28 },
+        };
         var json = HuggingFace.TokenizerJson(vocabulary);
         json["post_processor"] = JsonNode.Parse("""
             {"type": "Sequence", "processors": [
@@ -87,8 +91,10 @@ public sealed class SpecialTokensTests
         var withEos = Llama2(Llama2Config().With("add_eos_token", true));
         Assert.Equal([Bos, .. text, Eos], withEos.Encode("the cat", addSpecialTokens: true));
         // An echo leaves them out of the prompt's text.
-        Assert.Equal((1, 1), withEos.SpecialTokensAround);
-        Assert.Equal((0, 0), ((ITokenizer)CharTokenizer.FromCorpus("the cat")).SpecialTokensAround);
+        Assert.Equal([Bos], withEos.SpecialTokensAround.Before);
+        Assert.Equal([Eos], withEos.SpecialTokensAround.After);
+        var none = ((ITokenizer)CharTokenizer.FromCorpus("the cat")).SpecialTokensAround;
+        Assert.Equal(0, none.Before.Count + none.After.Count);
         // ...and stand in for a missing one; without either, nothing is added.
         Assert.Equal([Bos, .. text], Llama2(Llama2Config().With("add_bos_token", true), postProcessor: false).Encode("the cat", addSpecialTokens: true));
         Assert.Equal(text, Llama2(postProcessor: false).Encode("the cat", addSpecialTokens: true));
@@ -144,6 +150,40 @@ public sealed class SpecialTokensTests
         // The unlearned part is the prompt a chat request for the reply gives the model.
         var served = tokenizer.Encode(template.Render([("user", "the cat")], addGenerationPrompt: true), template.AddSpecialTokens);
         Assert.Equal(served, tokens.TakeWhile((_, i) => mask[i] == 0));
+    }
+
+    [Fact]
+    public void Prepared_text_gives_each_document_the_BOS_a_prompt_gets_once_however_many_pieces_it_is_read_in()
+    {
+        using var temp = new TempDirectory();
+        const int BeginOfText = 27, EndOfText = 28;
+        var tokenizer = Llama3("\n.");
+        // Cut after every line: in pieces of 16 characters the first document is read in dozens.
+        Assert.Equal(TextCuts.BetweenLines, tokenizer.Cuts);
+        var first = string.Concat(Enumerable.Repeat("the cat sat.\nthe dog ran.\n", 20));
+        File.WriteAllLines(temp.File("docs.jsonl"), [new JsonObject { ["text"] = first }.ToJsonString(), """{"text": "a fox"}"""]);
+        DatasetPreparer.Prepare(temp.File("docs.jsonl"), temp.File("data"), "char", tokenizerFrom: tokenizer, pieceChars: 16);
+        // As Hugging Face's run_clm.py encodes each document, joined by the end of text as before.
+        Assert.Equal([BeginOfText, .. tokenizer.Encode(first), EndOfText, BeginOfText, .. tokenizer.Encode("a fox")], DataTests.PreparedTokens(temp.File("data")));
+        var meta = JsonNode.Parse(File.ReadAllText(temp.File("data/meta.json")))!;
+        Assert.Equal("""{"before":[27],"after":[]}""", meta["document_special_tokens"]!.ToJsonString());
+
+        // A model with this tokenizer fine-tunes on the data.
+        SaveLlama(temp.File("model"), tokenizer);
+        var config = TrainConfig.Load(null, [new("block_size", "16"), new("batch_size", "2"), new("max_iters", "2"), new("eval_interval", "2"), new("eval_iters", "1")]);
+        using (var trainer = Trainer.Start(config, temp.File("data"), temp.File("run"), initFrom: temp.File("model"))) trainer.Run();
+        Assert.True(Checkpoint.Exists(temp.File("run")));
+    }
+
+    [Fact]
+    public void Prepared_text_of_a_tokenizer_that_ends_a_text_itself_gets_no_separator_besides()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = Llama2(Llama2Config().With("add_eos_token", true));
+        File.WriteAllLines(temp.File("docs.jsonl"), ["""{"text": "the cat sat"}""", """{"text": ""}""", """{"text": "a  cat, é!"}"""]);
+        DatasetPreparer.Prepare(temp.File("docs.jsonl"), temp.File("data"), "char", tokenizerFrom: tokenizer);
+        // The empty document is skipped, as before: it adds no BOS-EOS pair.
+        Assert.Equal([Bos, .. tokenizer.Encode("the cat sat"), Eos, Bos, .. tokenizer.Encode("a  cat, é!"), Eos], DataTests.PreparedTokens(temp.File("data")));
     }
 
     [Fact]

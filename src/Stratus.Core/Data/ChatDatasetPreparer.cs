@@ -155,11 +155,7 @@ public static class ChatDatasetPreparer
         // The conversation starts as a served chat prompt does (ChatTemplate.AddSpecialTokens: a
         // derived template's rendering gets a Llama's BOS). What a tokenizer puts after a prompt
         // (add_eos_token) would end it, not open the conversation's first turn, so it is left out.
-        int[] Start(string text)
-        {
-            var encoded = tokenizer.Encode(text, template.AddSpecialTokens);
-            return template.AddSpecialTokens ? encoded[..^tokenizer.SpecialTokensAround.After] : encoded;
-        }
+        int[] Start(string text) => template.AddSpecialTokens ? [.. tokenizer.SpecialTokensAround.Before, .. tokenizer.Encode(text)] : tokenizer.Encode(text);
         void Add(string text, byte learn, string whole)
         {
             if (!text.StartsWith(rendered, StringComparison.Ordinal))

@@ -65,6 +65,11 @@ public static class DatasetPreparer
             ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["documents"] = documents, ["sha256"] = sha256 },
             ["created_utc"] = DateTime.UtcNow.ToString("O"),
         };
+        // Said where there are some (a Llama's BOS), so a reader sees how documents start and
+        // end; a dataset prepared before documents got them has no such key.
+        var (before, after) = tokenizer.SpecialTokensAround;
+        if (before.Count + after.Count > 0)
+            meta["document_special_tokens"] = new JsonObject { ["before"] = JsonSerializer.SerializeToNode(before), ["after"] = JsonSerializer.SerializeToNode(after) };
         AtomicFile.WriteAllText(Path.Combine(outputDirectory, MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         return new PreparedDataset(outputDirectory, tokenizer, trainCount, valCount, sha256);
     }
@@ -212,27 +217,38 @@ public static class DatasetPreparer
             return CharTokenizer.FromCorpus(vocabulary.ToString());
         }
 
-        /// <summary>Encodes the corpus into <paramref name="shard"/>, documents joined by
-        /// &lt;|endoftext|&gt; (as GPT-2 was trained) or, for a vocabulary without it, a newline.
-        /// Returns the number of documents.</summary>
+        /// <summary>Encodes the corpus into <paramref name="shard"/> as Hugging Face's run_clm.py
+        /// does: each document with the special tokens the tokenizer puts around a text (a Llama's
+        /// BOS before it), as every prompt the model is later given has them. Where the tokenizer
+        /// puts nothing after a text, documents are joined by &lt;|endoftext|&gt; (as GPT-2 was
+        /// trained) or, for a vocabulary without it, a newline: a Llama's shard
+        /// reads BOS d1 EOS BOS d2, GPT-2's d1 &lt;|endoftext|&gt; d2. Returns the number of documents.</summary>
         public int Tokenize(ITokenizer tokenizer, TokenShard.Writer shard, int pieceChars)
         {
+            int[] before = [.. tokenizer.SpecialTokensAround.Before], after = [.. tokenizer.SpecialTokensAround.After];
             int[]? separator = null; // encoded when a second document comes: a one-document char vocabulary may lack "\n"
             var documents = 0;
             var inDocument = false;
             // One piece at a time: encoding pieces on several threads was no faster here (two
             // threads on one TiktokenTokenizer ran slower than one; an instance per thread gained
             // nothing on a repetitive corpus and 10% on a random one), so reading stays simple.
+            // A piece is encoded as plain text: the special tokens go around its whole document.
             foreach (var piece in Pieces(tokenizer.Cuts, pieceChars, "tokenizing", () => shard.Count))
             {
                 if (piece.Text.Length > 0)
                 {
-                    if (!inDocument && documents > 0) shard.Append(separator ??= tokenizer.EndOfTextId is { } eot ? [eot] : tokenizer.Encode("\n"));
-                    if (!inDocument) documents++;
-                    inDocument = true;
+                    if (!inDocument)
+                    {
+                        if (documents > 0 && after.Length == 0) shard.Append(separator ??= tokenizer.EndOfTextId is { } eot ? [eot] : tokenizer.Encode("\n"));
+                        shard.Append(before);
+                        documents++;
+                        inDocument = true;
+                    }
                     shard.Append(tokenizer.Encode(piece.Text));
                 }
-                if (piece.EndsDocument) inDocument = false;
+                if (!piece.EndsDocument || !inDocument) continue;
+                shard.Append(after);
+                inDocument = false;
             }
             return documents;
         }

@@ -169,7 +169,7 @@ public sealed class HfTokenizer : ITokenizer
     public int[] Encode(string text, bool addSpecialTokens) =>
         addSpecialTokens && addedBefore.Length + addedAfter.Length > 0 ? [.. addedBefore, .. Encode(text), .. addedAfter] : Encode(text);
 
-    public (int Before, int After) SpecialTokensAround => (addedBefore.Length, addedAfter.Length);
+    public (IReadOnlyList<int> Before, IReadOnlyList<int> After) SpecialTokensAround => (addedBefore, addedAfter);
 
     public int[] EncodeContinuation(string text) => EncodeText(text, start: false);
 

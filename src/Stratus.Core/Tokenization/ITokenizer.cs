@@ -29,9 +29,10 @@ public interface ITokenizer
     /// alone.</summary>
     int[] Encode(string text, bool addSpecialTokens) => Encode(text);
 
-    /// <summary>How many tokens <see cref="Encode(string, bool)"/> puts before and after the text
-    /// when it adds special tokens (a Llama's BOS: one before). They are no part of the text.</summary>
-    (int Before, int After) SpecialTokensAround => (0, 0);
+    /// <summary>The tokens <see cref="Encode(string, bool)"/> puts before and after the text when
+    /// it adds special tokens (a Llama's BOS before it). They are no part of the text; a prepared
+    /// training document gets them as a prompt does, a conversation those before it.</summary>
+    (IReadOnlyList<int> Before, IReadOnlyList<int> After) SpecialTokensAround => ([], []);
 
     /// <summary>Tokens of text that continues other text, for a text encoded in pieces (a chat's
     /// turns): as <see cref="Encode"/>, without what a tokenizer puts only at a text's start

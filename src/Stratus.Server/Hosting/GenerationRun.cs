@@ -87,7 +87,8 @@ public sealed class GenerationRun : IAsyncDisposable
     {
         var tokens = Prompts[prompt];
         var tokenizer = context.Model.Tokenizer;
-        var (before, after) = context.SpecialTokensAdded[prompt] ? tokenizer.SpecialTokensAround : (0, 0);
+        var around = tokenizer.SpecialTokensAround;
+        var (before, after) = context.SpecialTokensAdded[prompt] ? (around.Before.Count, around.After.Count) : (0, 0);
         return index < before || index >= tokens.Length - after ? "" : tokenizer.Decode([tokens[index]]);
     }
 

@@ -119,6 +119,23 @@ public sealed class DataTests
         Assert.True(tokenizing.Zip(tokenizing.Skip(1)).All(pair => pair.Second.BytesDone >= pair.First.BytesDone));
     }
 
+    [Fact]
+    public void No_piece_of_a_char_corpus_ends_between_the_halves_of_a_character()
+    {
+        using var temp = new TempDirectory();
+        // Characters outside the BMP at every offset, so pieces of 1 to 4 units meet each half of one.
+        const string text = "a😀b𠀀cc😀\n😀😀d𝔸";
+        File.WriteAllText(temp["in.txt"], text);
+        for (var pieceChars = 1; pieceChars <= 5; pieceChars++)
+        {
+            var dataset = DatasetPreparer.Prepare(temp["in.txt"], temp[$"p{pieceChars}"], "char", valFraction: 0, pieceChars: pieceChars);
+            Assert.Equal("\nabcd𝔸😀𠀀", ((CharTokenizer)dataset.Tokenizer).Vocabulary);
+            var all = ReadAll(temp[$"p{pieceChars}"]);
+            Assert.Equal(dataset.Tokenizer.Encode(text).Select(t => (long)t), all);
+            Assert.Equal(text, dataset.Tokenizer.Decode(all.Select(t => (int)t)));
+        }
+    }
+
     static HfTokenizer HfWithPreTokenizer(string pattern)
     {
         var json = HuggingFace.TokenizerJson(BpeVocabulary.From(Gpt2Tokenizer.Instance));

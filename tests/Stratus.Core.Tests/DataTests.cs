@@ -59,21 +59,12 @@ public sealed class DataTests
         var folder = DatasetPreparer.Prepare(temp["docs"], temp["folder"], "gpt2");
         Assert.Equal(50257, folder.Tokenizer.VocabSize);
         using (var shard = TokenShard.Open(Path.Combine(temp["folder"], "train.bin"))) Assert.Equal(2, shard.TokenBytes); // 50,257 fits uint16
-        var all = ReadAll(temp["folder"]);
-        Assert.Contains(50256L, all); // documents separated by <|endoftext|>
+        Assert.Contains(50256, PreparedTokens(temp["folder"])); // documents separated by <|endoftext|>
 
         File.WriteAllText(temp["d.jsonl"], "{\"text\": \"xyz\"}\n\n{\"text\": \"zyx\", \"other\": 1}\n");
         var jsonl = DatasetPreparer.Prepare(temp["d.jsonl"], temp["j"], "char", valFraction: 0.25);
         Assert.Equal(4, jsonl.Tokenizer.VocabSize); // x, y, z and the newline joining documents
         Assert.Equal(7L, jsonl.TrainTokens + jsonl.ValTokens);
-    }
-
-    static List<long> ReadAll(string directory)
-    {
-        using var shard = TokenShard.Open(Path.Combine(directory, "train.bin"));
-        var tokens = new long[shard.Count];
-        shard.Read(0, tokens);
-        return [.. tokens];
     }
 
     [Theory]
@@ -142,6 +133,23 @@ public sealed class DataTests
         int[] separator = tokenizer.EndOfTextId is { } eot ? [eot] : tokenizer.Encode("\n");
         Assert.Equal([.. tokenizer.Encode(documents[0]), .. separator, .. tokenizer.Encode(documents[2])], PreparedTokens(temp["data"]));
         Assert.Null(JsonNode.Parse(File.ReadAllText(temp["data/meta.json"]))!["document_special_tokens"]);
+    }
+
+    [Fact]
+    public void No_piece_of_a_char_corpus_ends_between_the_halves_of_a_character()
+    {
+        using var temp = new TempDirectory();
+        // Characters outside the BMP at every offset, so pieces of 1 to 4 units meet each half of one.
+        const string text = "a😀b𠀀cc😀\n😀😀d𝔸";
+        File.WriteAllText(temp["in.txt"], text);
+        for (var pieceChars = 1; pieceChars <= 5; pieceChars++)
+        {
+            var dataset = DatasetPreparer.Prepare(temp["in.txt"], temp[$"p{pieceChars}"], "char", valFraction: 0, pieceChars: pieceChars);
+            Assert.Equal("\nabcd𝔸😀𠀀", ((CharTokenizer)dataset.Tokenizer).Vocabulary);
+            var all = PreparedTokens(temp[$"p{pieceChars}"]);
+            Assert.Equal(dataset.Tokenizer.Encode(text), all);
+            Assert.Equal(text, dataset.Tokenizer.Decode(all));
+        }
     }
 
     static HfTokenizer HfWithPreTokenizer(string pattern)

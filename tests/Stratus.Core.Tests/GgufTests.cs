@@ -66,13 +66,13 @@ public sealed class GgufTests
         }
 
         // A character vocabulary: one token per character, multi-byte characters joined by merges.
-        var chars = TokenizerStore.Create("char", "abc déf\n!");
+        var chars = TokenizerStore.Create("char", "abc déf\n!😀");
         var config = new ModelConfig { Architecture = "llama", VocabSize = chars.VocabSize, BlockSize = 32, NLayer = 1, NHead = 2, NEmbd = 32, IntermediateSize = 64, Bias = false };
         using var model = CausalLanguageModel.Create(config);
         Checkpoint.Save(temp.File("char-model"), model, chars);
         GgufExport.Write(temp.File("char-model"), temp.File("char.gguf"), GgmlType.F32);
         using var charReference = new LlamaCppModel(temp.File("char.gguf"), 32, 2);
-        const string sample = "bad féé!\nfab";
+        const string sample = "bad féé!\nfab😀";
         Assert.Equal(chars.Encode(sample), charReference.Tokenize(sample));
     }
 

@@ -18,6 +18,76 @@ public sealed class TokenizerTests
     }
 
     [Fact]
+    public void A_character_outside_the_BMP_is_one_char_token_with_its_own_bytes()
+    {
+        // An emoji, a CJK extension B ideograph and a mathematical letter: two UTF-16 units each.
+        const string text = "a😀b𠀀 𝔸a";
+        var tokenizer = CharTokenizer.FromCorpus(text);
+        Assert.Equal(6, tokenizer.VocabSize);
+        Assert.Equal(" ab𝔸😀𠀀", tokenizer.Vocabulary); // by scalar value: U+1D538, U+1F600 and U+20000 after every BMP character
+        var ids = tokenizer.Encode(text);
+        Assert.Equal([1, 4, 2, 5, 0, 3, 1], ids);
+        Assert.Equal(text, tokenizer.Decode(ids));
+        Assert.Equal([0xF0, 0x9F, 0x98, 0x80], tokenizer.TokenBytes(tokenizer.Encode("😀").Single()));
+
+        // Streamed, every token is a whole character.
+        var decoder = new StreamingDecoder(tokenizer);
+        Assert.Equal(["a", "😀", "b", "𠀀", " ", "𝔸", "a"], ids.Select(decoder.Push));
+
+        // Stored and read back with the same ids.
+        var json = tokenizer.ToJson();
+        Assert.Equal("unicode_scalars", (string?)json["vocab_units"]);
+        Assert.Equal(ids, TokenizerStore.FromJson(json).Encode(text));
+    }
+
+    [Fact]
+    public void A_lone_surrogate_or_a_missing_character_is_named_in_one_line()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("ab😀");
+        // A .NET string from a client can hold half of a character.
+        Assert.Equal([0xD83D, 0x1F601, 'z'], tokenizer.Unencodable("a\uD83Da😁z😀"));
+        var error = Assert.Throws<StratusUserException>(() => tokenizer.Encode("a\uD83Da😁"));
+        Assert.Equal("the text has characters outside this model's vocabulary: a lone UTF-16 surrogate U+D83D, '😁' (U+1F601)", error.Message);
+        Assert.Throws<StratusUserException>(() => tokenizer.Encode("😀\uDE00"));
+        Assert.Contains("lone UTF-16 surrogate U+DE00", Assert.Throws<StratusUserException>(() => CharTokenizer.FromCorpus("ab\uDE00")).Message);
+    }
+
+    [Fact]
+    public void A_vocabulary_within_the_BMP_keeps_its_ids_and_its_stored_form()
+    {
+        // Characters on both sides of the surrogate range (private use, fullwidth, U+FFFD), whose
+        // order by scalar value is their order by UTF-16 code unit.
+        const string text = "zé\uE000ｱ\uFFFD東 a\n";
+        var tokenizer = CharTokenizer.FromCorpus(text);
+        var oldVocabulary = new string(text.Distinct().Order().ToArray());
+        Assert.Equal(oldVocabulary, tokenizer.Vocabulary);
+        Assert.Equal(text.Select(c => oldVocabulary.IndexOf(c)), tokenizer.Encode(text));
+        Assert.Equal(new System.Text.Json.Nodes.JsonObject { ["type"] = "char", ["vocab"] = oldVocabulary }.ToJsonString(), tokenizer.ToJson().ToJsonString());
+    }
+
+    [Theory]
+    [InlineData("ab\uD83D\uDE00\uDE01")] // "a😀b😁" by an older Stratus: one high half, the low halves sorted after it
+    [InlineData("ab\uD83D\uDE00")] // "a😀b": well-formed, but its two halves were two ids
+    public void A_vocabulary_an_older_Stratus_split_into_surrogate_halves_is_refused(string vocab)
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["tokenizer.json"], new System.Text.Json.Nodes.JsonObject { ["type"] = "char", ["vocab"] = vocab }.ToJsonString());
+        var error = Assert.Throws<StratusUserException>(() => TokenizerStore.Load(temp.Path));
+        Assert.Contains("older Stratus", error.Message);
+        Assert.Contains("prepare the dataset again", error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Fact]
+    public void A_stored_scalar_vocabulary_with_half_a_character_or_an_unknown_unit_is_refused()
+    {
+        var halves = new System.Text.Json.Nodes.JsonObject { ["type"] = "char", ["vocab"] = "ab\uD83D", ["vocab_units"] = "unicode_scalars" };
+        Assert.Contains("lone UTF-16 surrogate U+D83D", Assert.Throws<StratusUserException>(() => TokenizerStore.FromJson(halves)).Message);
+        var unknown = new System.Text.Json.Nodes.JsonObject { ["type"] = "char", ["vocab"] = "ab", ["vocab_units"] = "graphemes" };
+        Assert.Contains("'graphemes'", Assert.Throws<StratusUserException>(() => TokenizerStore.FromJson(unknown)).Message);
+    }
+
+    [Fact]
     public void Gpt2_tokenizer_matches_known_ids_and_end_of_text()
     {
         var tokenizer = Gpt2Tokenizer.Instance;
@@ -55,8 +125,7 @@ public sealed class TokenizerTests
     [Fact]
     public void Token_bytes_spell_the_text_even_where_a_token_holds_part_of_a_character()
     {
-        // A character tokenizer's tokens are UTF-16 code units: text outside the BMP has no bytes per token.
-        foreach (var (tokenizer, text) in new (ITokenizer, string)[] { (Gpt2Tokenizer.Instance, "✓ ok 😀<|endoftext|>"), (EveryByteTokenizer(), "✓ ok 😀<|endoftext|>"), (CharTokenizer.FromCorpus("✓ ok é"), "✓ ok é") })
+        foreach (var (tokenizer, text) in new (ITokenizer, string)[] { (Gpt2Tokenizer.Instance, "✓ ok 😀<|endoftext|>"), (EveryByteTokenizer(), "✓ ok 😀<|endoftext|>"), (CharTokenizer.FromCorpus("✓ ok é😀"), "✓ ok é😀") })
             Assert.Equal(System.Text.Encoding.UTF8.GetBytes(text), tokenizer.Encode(text).SelectMany(tokenizer.TokenBytes).ToArray());
         // GPT-2 spells the emoji in two tokens, neither of them a whole character.
         var emoji = Gpt2Tokenizer.Instance.Encode("😀");

@@ -104,6 +104,15 @@ public sealed class RewrittenPromptTests
         Assert.Equal("call PHONE now", text);
         Assert.Equal(text, tokenizer.Decode(tokens));
     }
+
+    [Fact]
+    public void A_marker_character_outside_the_BMP_is_dropped_whole_and_the_client_s_kept_whole()
+    {
+        var tokenizer = Tokenization.CharTokenizer.FromCorpus("call me now PHONE😀");
+        var (text, tokens) = GenerationRun.EncodeRewritten(tokenizer, "call 🔒[PHONE] 😀 now", addSpecialTokens: true);
+        Assert.Equal("call PHONE 😀 now", text);
+        Assert.Equal(text, tokenizer.Decode(tokens));
+    }
 }
 
 /// <summary>Judges alternatives as a CPU-bound filter does, without looking at the cancellation

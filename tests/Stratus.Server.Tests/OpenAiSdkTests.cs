@@ -127,10 +127,11 @@ public sealed class OpenAiSdkTests(TinyModelServer fixture) : IClassFixture<Tiny
     public async Task Characters_outside_the_vocabulary_are_a_400_naming_them()
     {
         var error = await Assert.ThrowsAsync<ClientResultException>(() =>
-            Chat().CompleteChatAsync([new UserChatMessage("café ☃")], new ChatCompletionOptions { MaxOutputTokenCount = 4 }));
+            Chat().CompleteChatAsync([new UserChatMessage("café ☃ 😀")], new ChatCompletionOptions { MaxOutputTokenCount = 4 }));
         Assert.Equal(400, error.Status);
         Assert.Contains("U+00E9", error.Message);
         Assert.Contains("U+2603", error.Message);
+        Assert.Contains("'😀' (U+1F600)", error.Message); // the character, not its two UTF-16 halves
     }
 
     [Fact]

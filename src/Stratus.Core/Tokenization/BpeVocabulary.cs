@@ -54,9 +54,9 @@ public sealed record BpeVocabulary(IReadOnlyList<string> Tokens, IReadOnlyList<s
     {
         var tokens = new List<string>();
         var merges = new List<string>();
-        foreach (var c in characters)
+        foreach (var character in characters.EnumerateRunes())
         {
-            var encoded = ByteLevel.Encode(Encoding.UTF8.GetBytes(c.ToString()));
+            var encoded = ByteLevel.Encode(Encoding.UTF8.GetBytes(character.ToString()));
             tokens.Add(encoded);
             for (var i = 1; i < encoded.Length; i++) merges.Add($"{encoded[..i]} {encoded[i]}");
         }

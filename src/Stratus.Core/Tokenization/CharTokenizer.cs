@@ -1,5 +1,6 @@
 // Character-level tokenizer (nanoGPT's shakespeare_char): the vocabulary is the sorted set of
-// characters in the corpus, so a token is exactly one UTF-16 code unit.
+// characters in the corpus, a character being one Unicode scalar value as in a Python str, so
+// an emoji or a CJK extension character is one token, not its two UTF-16 halves.
 using System.Text;
 using System.Text.Json.Nodes;
 
@@ -7,61 +8,139 @@ namespace Stratus.Tokenization;
 
 public sealed class CharTokenizer : ITokenizer
 {
+    // Stratus once made a token of each UTF-16 code unit, so a tokenizer.json of a corpus with
+    // characters outside the Basic Multilingual Plane holds their halves as tokens, sorted apart.
+    // This field marks a vocabulary of scalars. It is written only where the vocabulary has a
+    // character outside the BMP, the one case where the two readings differ, so every other
+    // tokenizer.json (and Checkpoint's comparison of a run's tokenizer with its dataset's) stays
+    // as it was.
+    const string UnitsField = "vocab_units";
+    const string Scalars = "unicode_scalars";
+
     readonly string vocabulary;
-    readonly Dictionary<char, int> ids;
+    readonly string[] characters; // by id
+    readonly Dictionary<int, int> ids;
 
     CharTokenizer(string vocabulary)
     {
         if (vocabulary.Length == 0) throw new StratusUserException("a character vocabulary cannot be empty: the corpus has no text");
         this.vocabulary = vocabulary;
-        ids = new Dictionary<char, int>(vocabulary.Length);
-        for (var i = 0; i < vocabulary.Length; i++) ids[vocabulary[i]] = i;
+        var texts = new List<string>(vocabulary.Length);
+        ids = new Dictionary<int, int>(vocabulary.Length);
+        for (int i = 0, length; i < vocabulary.Length; i += length)
+        {
+            var codePoint = CodePointAt(vocabulary, i, out length);
+            if (!Rune.IsValid(codePoint)) throw new StratusUserException($"a character vocabulary cannot hold {Describe(codePoint)}: it is half of a character, not text");
+            ids[codePoint] = texts.Count;
+            texts.Add(vocabulary.Substring(i, length));
+        }
+        characters = [.. texts];
     }
 
-    public static CharTokenizer FromCorpus(string corpus) =>
-        new(new string(corpus.Distinct().Order().ToArray()));
+    public static CharTokenizer FromCorpus(string corpus)
+    {
+        var characters = new HashSet<int>();
+        for (int i = 0, length; i < corpus.Length; i += length) characters.Add(CodePointAt(corpus, i, out length));
+        return FromCharacters(characters);
+    }
 
-    public static CharTokenizer FromJson(JsonObject json) =>
-        new((string?)json["vocab"] ?? throw new StratusUserException("char tokenizer.json has no 'vocab'"));
+    /// <summary>The vocabulary of these characters (code points), in ascending order: for text
+    /// within the BMP the order of the UTF-16 code units, so those vocabularies keep their ids.</summary>
+    public static CharTokenizer FromCharacters(IEnumerable<int> codePoints)
+    {
+        var vocabulary = new StringBuilder();
+        // A lone surrogate is appended as itself, for the constructor to refuse.
+        foreach (var codePoint in codePoints.Order())
+            vocabulary.Append(Rune.IsValid(codePoint) ? new Rune(codePoint).ToString() : ((char)codePoint).ToString());
+        return new(vocabulary.ToString());
+    }
+
+    public static CharTokenizer FromJson(JsonObject json)
+    {
+        var vocabulary = (string?)json["vocab"] ?? throw new StratusUserException("char tokenizer.json has no 'vocab'");
+        var units = (string?)json[UnitsField];
+        if (units is not null && units != Scalars)
+            throw new StratusUserException($"char tokenizer.json has {UnitsField} '{units}', which this Stratus does not know (it reads '{Scalars}')");
+        if (units is null && vocabulary.Any(char.IsSurrogate))
+            throw new StratusUserException("this character vocabulary was written by an older Stratus, which made two tokens of each character outside the Basic Multilingual Plane (an emoji, say); prepare the dataset again with `stratus prepare` and train the model again on it");
+        return new(vocabulary);
+    }
 
     public string Kind => "char";
     public TextCuts Cuts => TextCuts.Anywhere;
-    public int VocabSize => vocabulary.Length;
+    public int VocabSize => characters.Length;
     public int? EndOfTextId => null;
+    /// <summary>The vocabulary's characters in id order, as one string.</summary>
     public string Vocabulary => vocabulary;
 
     public int[] Encode(string text)
     {
+        // A character outside the BMP is one token for two code units: the tokens never outnumber the units.
         var result = new int[text.Length];
-        for (var i = 0; i < text.Length; i++)
+        var count = 0;
+        for (int i = 0, length; i < text.Length; i += length)
         {
-            if (!ids.TryGetValue(text[i], out result[i]))
+            if (!ids.TryGetValue(CodePointAt(text, i, out length), out result[count++]))
                 throw new StratusUserException($"the text has characters outside this model's vocabulary: {Describe(Unencodable(text))}");
         }
-        return result;
+        return count == result.Length ? result : result[..count];
     }
 
-    public IReadOnlyList<char> Unencodable(string text) => text.Where(c => !ids.ContainsKey(c)).Distinct().ToArray();
+    public IReadOnlyList<int> Unencodable(string text)
+    {
+        var missing = new List<int>();
+        for (int i = 0, length; i < text.Length; i += length)
+        {
+            var codePoint = CodePointAt(text, i, out length);
+            if (!ids.ContainsKey(codePoint) && !missing.Contains(codePoint)) missing.Add(codePoint);
+        }
+        return missing;
+    }
 
     public string Decode(IEnumerable<int> tokens)
     {
         var builder = new StringBuilder();
         foreach (var id in tokens)
         {
-            if ((uint)id >= (uint)vocabulary.Length) throw new StratusUserException($"token id {id} is outside the vocabulary of {vocabulary.Length}");
-            builder.Append(vocabulary[id]);
+            if ((uint)id >= (uint)characters.Length) throw new StratusUserException($"token id {id} is outside the vocabulary of {characters.Length}");
+            builder.Append(characters[id]);
         }
         return builder.ToString();
     }
 
-    // A character outside the Basic Multilingual Plane is two tokens (its UTF-16 halves), and a
-    // half has no UTF-8 of its own: it comes out as U+FFFD's bytes.
+    // Every token is a whole character, so its text has UTF-8 bytes of its own.
     public byte[] TokenBytes(int id) => Encoding.UTF8.GetBytes(Decode([id]));
 
     public bool HasSpecialToken(string token) => false;
 
-    public JsonObject ToJson() => new() { ["type"] = Kind, ["vocab"] = vocabulary };
+    public JsonObject ToJson()
+    {
+        var json = new JsonObject { ["type"] = Kind, ["vocab"] = vocabulary };
+        if (characters.Length != vocabulary.Length) json[UnitsField] = Scalars;
+        return json;
+    }
 
-    public static string Describe(IEnumerable<char> characters) =>
-        string.Join(", ", characters.Select(c => char.IsControl(c) || char.IsWhiteSpace(c) ? $"U+{(int)c:X4}" : $"'{c}' (U+{(int)c:X4})"));
+    /// <summary>The character at <paramref name="index"/> as a code point, and how many UTF-16
+    /// code units spell it: a Unicode scalar value, or the value of a lone surrogate (which a
+    /// .NET string can hold, and no vocabulary does).</summary>
+    public static int CodePointAt(string text, int index, out int length)
+    {
+        var c = text[index];
+        if (char.IsHighSurrogate(c) && index + 1 < text.Length && char.IsLowSurrogate(text[index + 1]))
+        {
+            length = 2;
+            return char.ConvertToUtf32(c, text[index + 1]);
+        }
+        length = 1;
+        return c;
+    }
+
+    public static string Describe(IEnumerable<int> codePoints) => string.Join(", ", codePoints.Select(Describe));
+
+    static string Describe(int codePoint)
+    {
+        if (!Rune.IsValid(codePoint)) return $"a lone UTF-16 surrogate U+{codePoint:X4}";
+        var rune = new Rune(codePoint);
+        return Rune.IsControl(rune) || Rune.IsWhiteSpace(rune) ? $"U+{codePoint:X4}" : $"'{rune}' (U+{codePoint:X4})";
+    }
 }

@@ -29,7 +29,7 @@ public sealed class Gpt2Tokenizer : ITokenizer
     public int[] Encode(string text) => tokenizer.EncodeToIds(text).ToArray();
 
     // Byte-level BPE spells every string.
-    public IReadOnlyList<char> Unencodable(string text) => [];
+    public IReadOnlyList<int> Unencodable(string text) => [];
 
     public string Decode(IEnumerable<int> ids) => tokenizer.Decode(ids);
 

@@ -221,7 +221,7 @@ public sealed class HfTokenizer : ITokenizer
         }
     }
 
-    public IReadOnlyList<char> Unencodable(string text) => [];
+    public IReadOnlyList<int> Unencodable(string text) => [];
 
     // The tokens' bytes joined, then read as UTF-8: a character split across byte-level or
     // byte-fallback tokens comes out whole.

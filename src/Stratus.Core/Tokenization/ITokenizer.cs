@@ -39,8 +39,10 @@ public interface ITokenizer
     /// (SentencePiece's "▁"), so the pieces give the tokens the whole text gets.</summary>
     int[] EncodeContinuation(string text) => Encode(text);
 
-    /// <summary>Characters of text the vocabulary cannot spell (empty when all can be).</summary>
-    IReadOnlyList<char> Unencodable(string text);
+    /// <summary>Characters of text the vocabulary cannot spell, as code points (a lone UTF-16
+    /// surrogate as its own value; <see cref="CharTokenizer.CodePointAt"/>), each once, in the
+    /// order they first occur (empty when all can be).</summary>
+    IReadOnlyList<int> Unencodable(string text);
 
     string Decode(IEnumerable<int> ids);
 
@@ -68,7 +70,8 @@ public enum TextCuts
     /// pre-tokenizer (and Llama 3's, Qwen2's) never joins across such a newline, and BPE merges
     /// only within pre-tokens.</summary>
     BetweenLines,
-    /// <summary>Anywhere (one token per character).</summary>
+    /// <summary>Between any two characters (one token per character), never between the two
+    /// halves of a surrogate pair.</summary>
     Anywhere,
 }
 

@@ -161,7 +161,13 @@ public sealed class GenerationRun : IAsyncDisposable
     internal static (string Text, int[] Tokens) EncodeRewritten(ITokenizer tokenizer, string text, bool addSpecialTokens)
     {
         var unencodable = tokenizer.Unencodable(text);
-        var encodable = unencodable.Count == 0 ? text : string.Concat(text.Where(c => !unencodable.Contains(c)));
+        if (unencodable.Count == 0) return (text, tokenizer.Encode(text, addSpecialTokens));
+        var kept = new StringBuilder(text.Length);
+        for (int i = 0, length; i < text.Length; i += length)
+        {
+            if (!unencodable.Contains(CharTokenizer.CodePointAt(text, i, out length))) kept.Append(text, i, length);
+        }
+        var encodable = kept.ToString();
         return (encodable, tokenizer.Encode(encodable, addSpecialTokens));
     }
 

@@ -9,8 +9,10 @@ public sealed class StratusUserException(string message, Exception? inner = null
 {
     /// <summary>Rewrites the .NET type a parser names at the end of its message ("could not be
     /// converted to System.Nullable`1[System.Int32].", "as expected type 'System.Int32'.") as what
-    /// the user should write ("a whole number").</summary>
-    public static string InUsersWords(string message) => System.Text.RegularExpressions.Regex.Replace(message,
+    /// the user should write ("a whole number"), and puts the allowed values System.CommandLine
+    /// lists one per line ("Must be one of:\n\t'char'\n\t'gpt2'") on the message's one line.</summary>
+    public static string InUsersWords(string message) => System.Text.RegularExpressions.Regex.Replace(
+        System.Text.RegularExpressions.Regex.Replace(message, @"(?<colon>:?)\r?\n\t", match => match.Groups["colon"].Length > 0 ? ": " : ", "),
         @"(?<lead>as expected type '|converted to )(?<type>[^'\s]+?)'?(?<end>\.?)$",
         match => $"{(match.Groups["lead"].Value.StartsWith("as", StringComparison.Ordinal) ? "as " : "converted to ")}{KindOf(match.Groups["type"].Value)}{match.Groups["end"].Value}");
 

@@ -71,10 +71,14 @@ public sealed record SafetyPolicy(
         CheckPrompts,
         CheckCompletions);
 
+    /// <summary>The policy a document describes; a field it leaves out takes its default, as in
+    /// <see cref="Default"/> (so a PUT that only names blocklists keeps the thresholds), while an
+    /// empty <c>block_at</c> annotates every category.</summary>
     /// <exception cref="TrustUserException">Unknown names or an invalid policy.</exception>
     public static SafetyPolicy FromDocument(SafetyPolicyDocument document)
     {
-        var blockAt = new Dictionary<SafetyCategory, Severity>();
+        var deployment = document.Deployment ?? "";
+        var blockAt = document.BlockAt is null ? new Dictionary<SafetyCategory, Severity>(Default(deployment).BlockAt) : [];
         foreach (var (category, severity) in document.BlockAt ?? [])
             blockAt[SafetyNames.ParseCategory(category)] = SafetyNames.ParseSeverity(severity);
         var pii = (document.Pii ?? "annotate").Trim().ToLowerInvariant() switch
@@ -85,7 +89,7 @@ public sealed record SafetyPolicy(
             "block" => PiiMode.Block,
             var other => throw new TrustUserException($"Unknown pii mode '{other}'; expected off, annotate, redact or block."),
         };
-        return new SafetyPolicy(document.Deployment ?? "", blockAt, pii, [.. document.Blocklists ?? []], document.CheckPrompts, document.CheckCompletions).Validate();
+        return new SafetyPolicy(deployment, blockAt, pii, [.. document.Blocklists ?? []], document.CheckPrompts, document.CheckCompletions).Validate();
     }
 
     public string ToJson() => JsonSerializer.Serialize(ToDocument());

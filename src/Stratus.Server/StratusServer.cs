@@ -14,6 +14,7 @@ using Stratus.Server.Api;
 using Stratus.Server.Endpoints;
 using Stratus.Server.Hosting;
 using Stratus.Server.Trust;
+using Stratus.Tokenization;
 
 namespace Stratus.Server;
 
@@ -159,14 +160,25 @@ public sealed class StratusServer : IAsyncDisposable
 
     /// <summary>A curl command that chats with <paramref name="model"/> (default: the first),
     /// sending <paramref name="apiKey"/> (without one it shows "&lt;your key&gt;" to fill in, unless
-    /// the server runs with --insecure-no-auth).</summary>
+    /// the server runs with --insecure-no-auth). It asks for 40 tokens, or what the model's
+    /// context leaves after the prompt when that is less, so that it works as printed.</summary>
     public string CurlExample(string? apiKey = null, string? model = null)
     {
-        model ??= Models.All[0].Name;
+        const string content = "ROMEO:";
+        var served = Models.Get(model ?? Models.All[0].Name);
+        int maxTokens;
+        try
+        {
+            var prompt = RequestParser.Encode(served.Tokenizer, served.Template.Render([new ChatMessageText("user", content)]), "messages", served.Template.AddSpecialTokens);
+            maxTokens = Math.Clamp(served.ContextLength - prompt.Length, 1, 40);
+        }
+        // A prompt this model cannot take: the line still shows the request, which the server
+        // answers with the reason; it must not keep the server from starting.
+        catch (Exception e) when (e is StratusUserException or ApiException) { maxTokens = 40; }
         var insecure = app.Services.GetRequiredService<StratusTrust>().Options.InsecureNoAuth;
         var authorization = apiKey is null && insecure ? "" : $"-H 'Authorization: Bearer {apiKey ?? "<your key>"}' ";
         return $"curl {BaseUrl}/chat/completions {authorization}-H 'Content-Type: application/json' " +
-            $"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"ROMEO:\"}}], \"max_tokens\": 40}}'";
+            $"-d '{{\"model\": \"{served.Name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"{content}\"}}], \"max_tokens\": {maxTokens}}}'";
     }
 
     /// <summary>Waits until the host is stopped (Ctrl+C or the token).</summary>

@@ -165,6 +165,10 @@ public sealed class CliTests
         var parse = Cli.Run("sample", "--model", temp["nothing"], "--max-tokens", "many");
         Assert.Equal(2, parse.ExitCode);
         Assert.Contains("'many' for option '--max-tokens' as a whole number", parse.Stderr); // not "System.Int32"
+        // A choice outside the allowed ones names them on the error's one line (the parser lists them one per line).
+        var choice = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["x"], "--tokenizer", "bpe");
+        Assert.Equal(2, choice.ExitCode);
+        Assert.Equal("error: Argument 'bpe' not recognized. Must be one of: 'char', 'gpt2'", choice.Stderr.Split('\n')[0]);
 
         // Where a verb would write is checked before it works (eval would otherwise lose its result).
         File.WriteAllText(temp["afile"], "");

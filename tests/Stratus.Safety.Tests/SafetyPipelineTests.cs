@@ -195,6 +195,13 @@ public sealed class SafetyPipelineTests
         Assert.Equal(["profanity"], back.Blocklists);
         Assert.False(back.CheckCompletions);
 
+        // A field left out takes its default, block_at too (adding a blocklist must not turn off
+        // the harm and jailbreak thresholds); an empty block_at annotates only.
+        var partial = SafetyPolicy.FromJson("""{"deployment":"d","blocklists":["profanity"]}""");
+        Assert.Equal(SafetyPolicy.Default("d").BlockAt.OrderBy(kv => kv.Key), partial.BlockAt.OrderBy(kv => kv.Key));
+        Assert.Equal((PiiMode.Annotate, true, true), (partial.Pii, partial.CheckPrompts, partial.CheckCompletions));
+        Assert.Empty(SafetyPolicy.FromJson("""{"deployment":"d","block_at":{}}""").BlockAt);
+
         Assert.Contains("unknown", Assert.Throws<TrustUserException>(() => SafetyPolicy.FromJson("""{"deployment":"d","block_at":{"gore":"high"}}""")).Message, StringComparison.OrdinalIgnoreCase);
         Assert.Throws<TrustUserException>(() => SafetyPolicy.FromJson("""{"deployment":"d","block_at":{"hate":"extreme"}}"""));
         Assert.Throws<TrustUserException>(() => SafetyPolicy.FromJson("""{"deployment":"d","block_at":{"hate":"safe"}}"""));

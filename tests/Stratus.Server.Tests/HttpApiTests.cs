@@ -216,6 +216,9 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         var chat = (await PostJson("/v1/chat/completions", ChatBody(500), HttpStatusCode.BadRequest))["error"]!;
         Assert.Contains("in the messages, 500 in the completion", (string)chat["message"]!);
         Assert.Equal("max_tokens", (string?)chat["param"]);
+        // The largest max_tokens a client can send: the sum it is told it asked for must not wrap around.
+        var largest = (await PostJson("/v1/completions", new { model = "tiny", prompt = "abc", max_tokens = int.MaxValue }, HttpStatusCode.BadRequest))["error"]!;
+        Assert.Contains("you requested 2147483650 tokens (3 in the prompt, 2147483647 in the completion)", (string)largest["message"]!);
         // A prompt that fills the context alone is the prompt's fault, whatever max_tokens says.
         var full = (await PostJson("/v1/completions", new { model = "tiny", prompt = new string('a', 128), max_tokens = 1 }, HttpStatusCode.BadRequest))["error"]!;
         Assert.Equal("prompt", (string?)full["param"]);

@@ -68,6 +68,20 @@ public sealed class ServerStartupTests : IDisposable
         Assert.Contains("-H 'Authorization: Bearer sk-example'", server.CurlExample("sk-example"));
     }
 
+    [Fact]
+    public async Task The_example_curl_line_works_for_a_model_with_a_short_context()
+    {
+        // 32 positions: the example's prompt and its 40 tokens would not fit.
+        var options = Options(insecure: true);
+        var model = TinyModelServer.CreateCheckpoint(Path.Combine(folder, "short"), context: 32);
+        await using var server = await StratusServer.StartAsync(options with { Models = [new ModelSpec(model, "short")] });
+        var example = server.CurlExample();
+        var body = example[(example.IndexOf("-d '") + 4)..^1];
+        using var http = new HttpClient { BaseAddress = server.RootUrl };
+        using var reply = await http.PostAsync("/v1/chat/completions", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+        Assert.True(reply.IsSuccessStatusCode, await reply.Content.ReadAsStringAsync());
+    }
+
     public void Dispose()
     {
         if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);

@@ -37,11 +37,13 @@ public sealed class TinyModelServer : IAsyncLifetime
     /// <summary>Writes the served checkpoint into the folder given; a fixture may serve another model.</summary>
     public Func<string, string> CreateModel { get; init; } = CreateCheckpoint;
 
-    public static string CreateCheckpoint(string directory)
+    public static string CreateCheckpoint(string directory) => CreateCheckpoint(directory, context: 128);
+
+    public static string CreateCheckpoint(string directory, int context)
     {
         torch.manual_seed(11);
         var tokenizer = CharTokenizer.FromCorpus(Corpus);
-        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 128, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false });
+        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = context, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false });
         Checkpoint.Save(directory, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = ChatTemplate.For(tokenizer).Source });
         return directory;
     }

@@ -72,7 +72,12 @@ public sealed class AdminApiTests
         using (var unknownList = await host.SendAsync(HttpMethod.Put, "/v1/admin/policies/fake", host.AdminKey, new { blocklists = new[] { "nope" } }))
             Assert.Contains("does not exist", (await TestJson.ErrorAsync(unknownList)).GetProperty("message").GetString());
         using (var read = await host.SendAsync(HttpMethod.Get, "/v1/admin/policies/fake", host.AdminKey))
-            Assert.Equal("redact", (await TestJson.ReadAsync(read)).GetProperty("pii").GetString());
+        {
+            var stored = await TestJson.ReadAsync(read);
+            Assert.Equal("redact", stored.GetProperty("pii").GetString());
+            // block_at was left out of the PUT: the default thresholds stay.
+            Assert.Equal("medium", stored.GetProperty("block_at").GetProperty("jailbreak").GetString());
+        }
         using (var inUse = await host.SendAsync(HttpMethod.Delete, "/v1/admin/blocklists/codes", host.AdminKey))
             Assert.Contains("used by the safety policy", (await TestJson.ErrorAsync(inUse)).GetProperty("message").GetString());
 

@@ -40,6 +40,7 @@ public sealed record EngineOptions
         if (MaxBatchSize < 1) throw new StratusUserException($"max batch size must be at least 1, got {MaxBatchSize}");
         if (BlockSize < 1) throw new StratusUserException($"KV block size must be at least 1, got {BlockSize}");
         if (KvBlocks is < 1) throw new StratusUserException($"KV blocks must be at least 1, got {KvBlocks}");
+        if (MaxKvCacheBytes < 1) throw new StratusUserException($"KV cache memory must be positive, got {MaxKvCacheBytes / 1048576.0:0.##} MiB");
         if (MaxTokensInFlight is < 1) throw new StratusUserException($"max tokens in flight must be at least 1, got {MaxTokensInFlight}");
         if (MaxWaiting < 1) throw new StratusUserException($"max waiting must be at least 1 (every request waits for its first step), got {MaxWaiting}");
         if (MaxPrefillTokensPerStep < 1) throw new StratusUserException($"max prefill tokens per step must be at least 1, got {MaxPrefillTokensPerStep}");

@@ -109,9 +109,10 @@ public static class RequestParser
         var room = context - promptTokens;
         // A prompt may fill the context when nothing is to be generated (echo with max_tokens 0
         // scores it); without max_tokens at least one token must fit.
+        // The sum is told in long: max_tokens may be as large as int.MaxValue.
         if ((requested ?? 1) > room)
             throw new ApiException(400,
-                $"This model's maximum context length is {context} tokens. However, you requested {promptTokens + (requested ?? 1)} tokens ({promptTokens} in the {promptParam}, {requested ?? 1} in the completion). Please reduce the length of the {promptParam} or completion.",
+                $"This model's maximum context length is {context} tokens. However, you requested {promptTokens + (long)(requested ?? 1)} tokens ({promptTokens} in the {promptParam}, {requested ?? 1} in the completion). Please reduce the length of the {promptParam} or completion.",
                 requested is null || room < 1 ? promptParam : param, "context_length_exceeded");
         return requested ?? Math.Min(room, defaultTokens ?? room);
     }

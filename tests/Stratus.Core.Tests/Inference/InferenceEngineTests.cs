@@ -291,6 +291,16 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public void A_KV_cache_memory_limit_of_zero_or_less_is_refused()
+    {
+        // serve --kv-cache-mb 0 or -5 was taken silently (as one context's worth of blocks).
+        var (model, tokenizer) = TinyModel();
+        foreach (var megabytes in new[] { 0L, -5L })
+            Assert.Equal($"KV cache memory must be positive, got {megabytes} MiB",
+                Assert.Throws<StratusUserException>(() => new InferenceEngine(model, tokenizer, new EngineOptions { MaxKvCacheBytes = megabytes << 20 })).Message);
+    }
+
+    [Fact]
     public void A_full_waiting_queue_refuses_requests()
     {
         var (model, tokenizer) = TinyModel();

@@ -180,6 +180,7 @@ public sealed class CliTests
     public void A_misspelt_verb_or_option_or_a_stray_word_gets_one_line_naming_it_and_the_nearest_name()
     {
         using var temp = new TempDirectory();
+        File.WriteAllText(temp["weights.safetensors"], "");
         var cases = new (string[] Args, string Expected)[]
         {
             // The parser listed "5" as unrecognized too, and "Required command was not provided"
@@ -190,6 +191,8 @@ public sealed class CliTests
             (["bench", "trian"], "error: unknown verb 'trian' for `stratus bench` (did you mean train?); the verbs are train, serve, infer: see `stratus bench --help`"),
             (["sample", "--model", temp.Path, "--prompt", "To", "be"], "error: unexpected argument 'be' for `stratus sample` (put quotes around a value that has spaces)"),
             (["prepare"], "error: Option '--input' is required. Option '--out' is required."),
+            // A file where a model folder belongs was said not to exist.
+            (["sample", "--model", temp["weights.safetensors"]], $"error: {temp["weights.safetensors"]} is a file; pass its folder"),
         };
         foreach (var (args, expected) in cases)
         {

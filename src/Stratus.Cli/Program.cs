@@ -27,8 +27,7 @@ if (parsed.CommandResult.Command is { Action: null, Subcommands.Count: > 0 } && 
     parsed = root.Parse([.. args, "--help"]);
 if (parsed.Errors.Count > 0)
 {
-    foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {StratusUserException.InUsersWords(error.Message)}");
-    Console.Error.WriteLine("Run `stratus --help` or `stratus <verb> --help` for usage.");
+    Console.Error.WriteLine($"error: {ParseErrors.Describe(parsed)}");
     return 2;
 }
 try

@@ -181,6 +181,33 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void A_misspelt_verb_or_option_or_a_stray_word_gets_one_line_naming_it_and_the_nearest_name()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["weights.safetensors"], "");
+        var cases = new (string[] Args, string Expected)[]
+        {
+            // The parser listed "5" as unrecognized too, and "Required command was not provided"
+            // for a verb it did not know, each on its own line, then a line of advice.
+            (["train", "--config", "c.json", "--max-iter", "5"], "error: unknown option '--max-iter' for `stratus train` (did you mean --max-iters?); see `stratus train --help`"),
+            (["trian", "--config", "c.json"], "error: unknown verb 'trian' (did you mean train?); the verbs are prepare, train, sample, "),
+            (["frobnicate"], "error: unknown verb 'frobnicate'; the verbs are "),
+            (["bench", "trian"], "error: unknown verb 'trian' for `stratus bench` (did you mean train?); the verbs are train, serve, infer: see `stratus bench --help`"),
+            (["sample", "--model", temp.Path, "--prompt", "To", "be"], "error: unexpected argument 'be' for `stratus sample` (put quotes around a value that has spaces)"),
+            (["prepare"], "error: Option '--input' is required. Option '--out' is required."),
+            // A file where a model folder belongs was said not to exist.
+            (["sample", "--model", temp["weights.safetensors"]], $"error: {temp["weights.safetensors"]} is a file; pass its folder"),
+        };
+        foreach (var (args, expected) in cases)
+        {
+            var (code, _, stderr) = Cli.Run(args);
+            Assert.True(code == 2, $"{string.Join(' ', args)} exited {code}: {stderr}");
+            Assert.StartsWith(expected, stderr);
+            Assert.Single(stderr.Trim().Split('\n'));
+        }
+    }
+
+    [Fact]
     public void A_chat_template_given_to_prepare_goes_into_the_fine_tuned_run_and_bad_ones_get_one_line()
     {
         using var temp = new TempDirectory();

@@ -18,6 +18,10 @@ public sealed class ConfigTests
         var message = Fails("""{"learning_rat": 1}""").Message;
         Assert.Contains("unknown config key 'learning_rat'", message);
         Assert.Contains("did you mean 'learning_rate'", message);
+        // A key like none of them gets the list, not the least unlike key as a guess.
+        Assert.Contains("unknown config key 'colour' in ", message = Fails("""{"colour": 1}""").Message);
+        Assert.DoesNotContain("did you mean", message);
+        Assert.Contains("Valid keys: ", message);
     }
 
     [Fact]

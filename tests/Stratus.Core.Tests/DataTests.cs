@@ -177,6 +177,13 @@ public sealed class DataTests
         File.WriteAllText(temp["empty.txt"], "");
         Assert.Contains("is empty", Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["empty.txt"], temp["o"], "char")).Message);
         Assert.Contains("does not exist", Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["missing.txt"], temp["o"], "char")).Message);
+        // Whitespace alone is refused as an empty corpus is, by either tokenizer and in JSONL too
+        // (it was prepared into a few tokens that training then refused as too short for any block).
+        File.WriteAllText(temp["blank.txt"], "  \n\t \n");
+        File.WriteAllText(temp["blank.jsonl"], "{\"text\": \" \"}\n{\"text\": \"\\n\\n\"}\n");
+        foreach (var (input, tokenizer) in new[] { ("blank.txt", "char"), ("blank.txt", "gpt2"), ("blank.jsonl", "char") })
+            Assert.Equal($"{temp[input]} holds nothing but whitespace; give it some text to train on",
+                Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp[input], temp["o"], tokenizer)).Message);
         File.WriteAllText(temp["bad.jsonl"], "{\"text\": 1}\n");
         Assert.Contains("bad.jsonl:1", Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["bad.jsonl"], temp["o"], "char")).Message);
         File.WriteAllText(temp["broken.jsonl"], "{\"text\": \"a\"}\n{\"text\": \"b\"\n");

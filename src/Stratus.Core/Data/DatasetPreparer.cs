@@ -230,6 +230,7 @@ public static class DatasetPreparer
             int[]? separator = null; // encoded when a second document comes: a one-document char vocabulary may lack "\n"
             var documents = 0;
             var inDocument = false;
+            var hasText = false;
             // One piece at a time: encoding pieces on several threads was no faster here (two
             // threads on one TiktokenTokenizer ran slower than one; an instance per thread gained
             // nothing on a repetitive corpus and 10% on a random one), so reading stays simple.
@@ -238,6 +239,7 @@ public static class DatasetPreparer
             {
                 if (piece.Text.Length > 0)
                 {
+                    hasText = hasText || !string.IsNullOrWhiteSpace(piece.Text);
                     if (!inDocument)
                     {
                         if (documents > 0 && after.Length == 0) shard.Append(separator ??= tokenizer.EndOfTextId is { } eot ? [eot] : tokenizer.Encode("\n"));
@@ -251,6 +253,8 @@ public static class DatasetPreparer
                 shard.Append(after);
                 inDocument = false;
             }
+            // Whitespace alone teaches nothing: such a corpus is as empty as one of no bytes.
+            if (!hasText) throw new StratusUserException($"{input} holds nothing but whitespace; give it some text to train on");
             return documents;
         }
 

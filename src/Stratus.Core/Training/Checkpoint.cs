@@ -148,6 +148,7 @@ public sealed class Checkpoint
     /// checkpoints/best (preferred for use) or checkpoints/last.</summary>
     public static string Resolve(string path, bool preferBest = true)
     {
+        if (File.Exists(path)) throw new StratusUserException($"{path} is a file; pass its folder: a run folder made by `stratus train` or a checkpoint folder");
         if (!System.IO.Directory.Exists(path)) throw new StratusUserException($"{path} does not exist; pass a run folder made by `stratus train` or a checkpoint folder");
         if (File.Exists(Path.Combine(path, ManifestFile))) return path;
         var names = preferBest ? new[] { "best", "last" } : ["last", "best"];

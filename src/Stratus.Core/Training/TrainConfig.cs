@@ -184,8 +184,8 @@ public sealed record TrainConfig
     static void CheckKey(string key, string source)
     {
         if (Keys.Contains(key)) return;
-        var suggestion = Keys.MinBy(k => Distance(k, key));
-        throw new StratusUserException($"unknown config key '{key}' in {source}; did you mean '{suggestion}'? Valid keys: {string.Join(", ", Keys)}");
+        var suggestion = Spelling.Nearest(key, Keys) is { } nearest ? $"; did you mean '{nearest}'?" : ";";
+        throw new StratusUserException($"unknown config key '{key}' in {source}{suggestion} Valid keys: {string.Join(", ", Keys)}");
     }
 
     static JsonNode? ParseValue(string value)
@@ -222,17 +222,6 @@ public sealed record TrainConfig
     static void Require(bool condition, string message)
     {
         if (!condition) throw new StratusUserException(message);
-    }
-
-    static int Distance(string a, string b)
-    {
-        var d = new int[a.Length + 1, b.Length + 1];
-        for (var i = 0; i <= a.Length; i++) d[i, 0] = i;
-        for (var j = 0; j <= b.Length; j++) d[0, j] = j;
-        for (var i = 1; i <= a.Length; i++)
-            for (var j = 1; j <= b.Length; j++)
-                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
-        return d[a.Length, b.Length];
     }
 }
 

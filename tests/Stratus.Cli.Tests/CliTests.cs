@@ -123,6 +123,7 @@ public sealed class CliTests
         var (data, config) = Prepare(temp);
         File.WriteAllText(temp["empty.txt"], "");
         File.WriteAllText(temp["baseline.json"], """{"tokens_per_sec": """);
+        File.WriteAllText(temp["lone.jsonl"], """{"text": "a\ud800b"}""");
         using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         taken.Start();
         var takenPort = ((System.Net.IPEndPoint)taken.LocalEndpoint).Port.ToString();
@@ -135,6 +136,7 @@ public sealed class CliTests
             (["prepare", "--input", temp["empty.txt"], "--out", temp["x"]], "is empty"),
             (["prepare", "--input", temp["missing.txt"], "--out", temp["x"]], "does not exist"),
             (["prepare", "--input", temp["corpus.txt"], "--out", temp["x"], "--val-fraction", "NaN"], "--val-fraction must be in [0, 1), got NaN"),
+            (["prepare", "--input", temp["lone.jsonl"], "--out", temp["x"]], $"{temp["lone.jsonl"]}:1: a string holds a \\u escape of an unpaired UTF-16 surrogate"),
             (["bench", "train", "--config", config, "--data", data, "--steps", "1", "--baseline-json", temp["baseline.json"]], $"{temp["baseline.json"]} is not valid JSON at line 1"),
             (["train", "--config", config, "--data", data, "--out", temp["r1"], "--n-embd", "33"], "divisible by n_head"),
             (["train", "--config", config, "--data", data, "--out", temp["r2"], "--learning-rate", "-0.1"], "learning_rate must be positive"),

@@ -190,6 +190,13 @@ public sealed class DataTests
         var broken = Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["broken.jsonl"], temp["o"], "char")).Message;
         Assert.Contains("broken.jsonl is not valid JSON at line 2, column 13:", broken);
         Assert.DoesNotContain("LineNumber", broken);
+        // An escaped lone surrogate: valid JSON, but no text, in the text or another field's name.
+        foreach (var line in new[] { """{"text": "a\ud800b"}""", """{"text": "a", "\udfffx": 1}""" })
+        {
+            File.WriteAllText(temp["lone.jsonl"], $"{{\"text\": \"ok\"}}\n{line}\n");
+            Assert.Equal($"{temp["lone.jsonl"]}:2: a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text; escape characters outside the Basic Multilingual Plane as a surrogate pair",
+                Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["lone.jsonl"], temp["o"], "char")).Message);
+        }
 
         File.WriteAllText(temp["in.txt"], TestData.Corpus(20));
         DatasetPreparer.Prepare(temp["in.txt"], temp["noval"], "char", valFraction: 0);

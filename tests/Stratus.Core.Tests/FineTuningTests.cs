@@ -223,6 +223,10 @@ public sealed class FineTuningTests
         Assert.Equal($"{chat}:2: message 2 needs string fields \"role\" and \"content\"", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ["x"]}]}"""));
         Assert.Equal($"{chat}:2: message 1 needs string fields \"role\" and \"content\"", Error("""{"messages": ["hi"]}"""));
         Assert.StartsWith("--val-fraction must be in [0, 1), got NaN", Error(Good, double.NaN));
+        // An escaped lone surrogate: valid JSON, but no text, in a value or a name.
+        const string Surrogate = ": a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text";
+        Assert.StartsWith($"{chat}:2{Surrogate}", Error("""{"messages": [{"role": "user", "content": "a\ud800b"}]}"""));
+        Assert.StartsWith($"{chat}:2{Surrogate}", Error("""{"messages": [{"role": "user", "content": "hi", "x\udc00": 1}]}"""));
 
         File.WriteAllBytes(chat, [.. System.Text.Encoding.UTF8.GetBytes(Good + "\n"), .. "{\"messages\": [{\"role\": \"user\", \"content\": \"caf"u8, 0xE9, .. "\"}]}\n"u8]);
         Assert.StartsWith($"{chat} is not UTF-8 text (byte offset {Good.Length + 1 + 46}); convert it to UTF-8",

@@ -1,6 +1,7 @@
 // GGUF files as llama.cpp reads them: the header Stratus writes reads back, f16 and q8_0 exports
 // load and stay close to f32, llama.cpp tokenizes text exactly as Stratus does from the exported
-// vocabulary (GPT-2 BPE and a character vocabulary), and a truncated file is refused clearly.
+// vocabulary (GPT-2 BPE and a character vocabulary, also through a Hugging Face folder), and a
+// truncated file is refused clearly.
 using Stratus.Formats;
 using Stratus.Inference;
 using Stratus.Models;
@@ -74,6 +75,15 @@ public sealed class GgufTests
         using var charReference = new LlamaCppModel(temp.File("char.gguf"), 32, 2);
         const string sample = "bad féé!\nfab😀";
         Assert.Equal(chars.Encode(sample), charReference.Tokenize(sample));
+
+        // The same model through a Hugging Face folder, whose tokenizer.json lists the pieces of
+        // the multi-byte characters past the model's tokens: the GGUF has the model's tokens only.
+        HuggingFace.Export(temp.File("char-model"), temp.File("char-hf"));
+        HuggingFace.Import(temp.File("char-hf"), temp.File("char-imported"));
+        GgufExport.Write(temp.File("char-imported"), temp.File("char-imported.gguf"), GgmlType.F32);
+        Assert.Equal(chars.VocabSize, ((object[])GgufFile.Read(temp.File("char-imported.gguf")).Metadata["tokenizer.ggml.tokens"]).Length);
+        using var importedReference = new LlamaCppModel(temp.File("char-imported.gguf"), 32, 2);
+        Assert.Equal(chars.Encode(sample), importedReference.Tokenize(sample));
     }
 
     [Fact]

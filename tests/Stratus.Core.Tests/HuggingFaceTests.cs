@@ -109,6 +109,57 @@ public sealed class HuggingFaceTests
     }
 
     [Fact]
+    public void A_character_model_with_multi_byte_characters_exports_a_tokenizer_that_loads_back_and_encodes_alike()
+    {
+        using var temp = new TempDirectory();
+        // Two-, three- and four-byte characters, some sharing their first bytes (é ê, 😀 😁).
+        var chars = CharTokenizer.FromCorpus("abc déêf\n!東😀😁");
+        var config = new ModelConfig { Architecture = "llama", VocabSize = chars.VocabSize, BlockSize = 32, NLayer = 1, NHead = 2, NEmbd = 32, IntermediateSize = 64, Bias = false };
+        using (var model = CausalLanguageModel.Create(config)) Checkpoint.Save(temp.File("chars"), model, chars);
+        HuggingFace.Export(temp.File("chars"), temp.File("hf"));
+
+        // Every part and result of a merge is in the vocabulary (Microsoft.ML.Tokenizers refused
+        // the file otherwise, as Hugging Face's does): the pieces follow the model's tokens, past
+        // config.json's vocab_size.
+        var exported = JsonNode.Parse(File.ReadAllText(temp.File("hf/tokenizer.json")))!;
+        var vocab = exported["model"]!["vocab"]!.AsObject().ToDictionary(kv => kv.Key, kv => (int)kv.Value!);
+        foreach (var merge in exported["model"]!["merges"]!.AsArray().Select(m => (string)m!))
+            Assert.All(merge.Split(' ').Append(merge.Replace(" ", "")), part => Assert.True(vocab.ContainsKey(part), $"{merge}: {part}"));
+        Assert.Equal(chars.VocabSize, (int)JsonNode.Parse(File.ReadAllText(temp.File("hf/config.json")))!["vocab_size"]!);
+        Assert.True(vocab.Count > chars.VocabSize);
+
+        var imported = HuggingFace.Import(temp.File("hf"), temp.File("run"));
+        var tokenizer = Checkpoint.Open(imported.CheckpointDirectory).Tokenizer;
+        Assert.Equal(chars.VocabSize, tokenizer.VocabSize);
+        // No piece is left for text of the vocabulary: each character alone, all of them together,
+        // and random strings of them encode to the character tokenizer's ids.
+        var characters = chars.Decode(Enumerable.Range(0, chars.VocabSize));
+        var random = new Random(3);
+        var texts = characters.EnumerateRunes().Select(r => r.ToString())
+            .Append(characters).Append("bad féé!\nfab😀 東ê😁")
+            .Concat(Enumerable.Range(0, 50).Select(_ => chars.Decode(Enumerable.Range(0, 12).Select(_ => random.Next(chars.VocabSize)))));
+        foreach (var text in texts)
+        {
+            Assert.Equal(chars.Encode(text), tokenizer.Encode(text));
+            Assert.Equal(text, tokenizer.Decode(tokenizer.Encode(text)));
+        }
+        // A character outside the vocabulary that starts with a character's bytes leaves a piece: refused, named.
+        Assert.Equal([0xEB, 0x1F602], tokenizer.Unencodable("aëb😂"));
+        Assert.Equal("the text has characters outside this model's vocabulary: 'ë' (U+00EB), '😂' (U+1F602)",
+            Assert.Throws<StratusUserException>(() => tokenizer.Encode("aëb😂")).Message);
+
+        // Exported again, the same tokenizer.json.
+        HuggingFace.Export(temp.File("run"), temp.File("again"));
+        Assert.Equal(exported.ToJsonString(), JsonNode.Parse(File.ReadAllText(temp.File("again/tokenizer.json")))!.ToJsonString());
+
+        // Past vocab_size only pieces: a whole character there has no row in the model.
+        var configPath = temp.File("again/config.json");
+        File.WriteAllText(configPath, File.ReadAllText(configPath).Replace($"\"vocab_size\": {chars.VocabSize}", $"\"vocab_size\": {chars.VocabSize - 1}"));
+        Assert.StartsWith($"{temp.File("again")}: tokenizer.json has {vocab.Count} tokens but config.json's vocab_size is {chars.VocabSize - 1} (only pieces of characters",
+            Assert.Throws<StratusUserException>(() => HuggingFace.Import(temp.File("again"), temp.File("run2"))).Message);
+    }
+
+    [Fact]
     public void A_sharded_bf16_Llama_folder_imports_with_its_chat_template_and_round_trips()
     {
         using var temp = new TempDirectory();

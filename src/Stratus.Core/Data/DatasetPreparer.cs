@@ -94,6 +94,17 @@ public static class DatasetPreparer
     /// without a byte order mark, a binary file) is an error naming the file and the byte, not a
     /// U+FFFD in the vocabulary and the tokens. Only such bytes reach the fallback, so valid text
     /// decodes at full speed.</summary>
+    /// <summary>Line <paramref name="lineNumber"/> of a JSONL file as JSON. Malformed JSON, or a
+    /// string that is no text (an escaped lone surrogate, which the parser accepts and reading
+    /// the string throws on), is refused naming the file and line.</summary>
+    internal static JsonNode? ParseJsonLine(string path, int lineNumber, string line, string? hint = null)
+    {
+        var utf8 = Encoding.UTF8.GetBytes(line);
+        if (JsonText.Problem(utf8) is { } problem) throw new StratusUserException($"{path}:{lineNumber}: {problem}");
+        try { return JsonNode.Parse(utf8); }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, lineNumber, hint); }
+    }
+
     internal static StreamReader ReadUtf8(string file, FileStream stream) =>
         new(stream, Encoding.GetEncoding("utf-8", EncoderFallback.ReplacementFallback, new NotUtf8Fallback(file)));
 
@@ -321,9 +332,7 @@ public static class DatasetPreparer
 
         string JsonlText(string line, int lineNumber)
         {
-            JsonNode? node;
-            try { node = JsonNode.Parse(line); }
-            catch (JsonException e) { throw StratusUserException.NotValidJson(input, e, lineNumber, "Each line must be an object with a \"text\" field."); }
+            var node = ParseJsonLine(input, lineNumber, line, "Each line must be an object with a \"text\" field.");
             if (node is not JsonObject obj || obj["text"] is not JsonValue value || !value.TryGetValue<string>(out var text))
                 throw new StratusUserException($"{input}:{lineNumber}: expected an object with a string field \"text\"");
             return text;

@@ -34,9 +34,10 @@ public static class HuggingFace
         var hfConfig = ReadObject(hfDirectory, "config.json", required: true)!;
         var (config, architecture) = ToModelConfig(hfConfig, hfDirectory);
         var tokenizerJson = ReadObject(hfDirectory, "tokenizer.json", required: true)!;
-        var tokenizer = HfTokenizer.FromHuggingFace(tokenizerJson, ReadObject(hfDirectory, "tokenizer_config.json", required: false));
+        var tokenizer = HfTokenizer.FromHuggingFace(tokenizerJson, ReadObject(hfDirectory, "tokenizer_config.json", required: false), config.VocabSize);
         if (tokenizer.VocabSize > config.VocabSize)
-            throw new StratusUserException($"{hfDirectory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
+            throw new StratusUserException($"{hfDirectory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize} " +
+                "(only pieces of characters, byte-level tokens that are not whole UTF-8 text, may be listed past it)");
 
         using var model = ReadModel(hfDirectory, config);
 
@@ -347,7 +348,9 @@ public static class HuggingFace
         },
     };
 
-    /// <summary>A byte-level BPE tokenizer.json (as Hugging Face's GPT-2 tokenizer) for a vocabulary.</summary>
+    /// <summary>A byte-level BPE tokenizer.json (as Hugging Face's GPT-2 tokenizer) for a
+    /// vocabulary, its pieces after its tokens: past config.json's vocab_size, as Hugging Face
+    /// allows a tokenizer to list more tokens than the model has rows.</summary>
     public static JsonObject TokenizerJson(BpeVocabulary vocabulary)
     {
         var vocab = new JsonObject();
@@ -358,6 +361,7 @@ public static class HuggingFace
                 added.Add(new JsonObject { ["id"] = i, ["content"] = vocabulary.Tokens[i], ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false, ["normalized"] = false, ["special"] = true });
             vocab[vocabulary.Tokens[i]] = i;
         }
+        for (var i = 0; i < vocabulary.Pieces.Count; i++) vocab[vocabulary.Pieces[i]] = vocabulary.Tokens.Count + i;
         return new JsonObject
         {
             ["version"] = "1.0",

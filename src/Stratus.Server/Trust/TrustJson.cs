@@ -22,7 +22,7 @@ public static class TrustJson
         await request.Body.CopyToAsync(buffer, cancellationToken);
         var bytes = buffer.GetBuffer().AsSpan(0, (int)buffer.Length);
         if (bytes.IsEmpty) throw new TrustUserException("The request body is empty; send a JSON object.");
-        if (Api.OpenAiJson.TextProblem(bytes) is { } problem)
+        if (JsonText.Problem(bytes) is { } problem)
             throw new TrustUserException($"The request body is not valid JSON for this endpoint: {problem}.");
         try
         {

@@ -1,0 +1,33 @@
+// JSON whose strings the parser accepts but cannot read as text: it checks neither UTF-8 inside
+// strings nor \u escapes of half a surrogate pair until a string is read, and then throws an
+// InvalidOperationException (not a JsonException) wherever that read happens.
+using System.Text.Json;
+using System.Text.Unicode;
+
+namespace Stratus;
+
+public static class JsonText
+{
+    /// <summary>Why the strings of a JSON document cannot be read as text, or null when they can:
+    /// invalid UTF-8, or a \u escape that leaves a UTF-16 surrogate unpaired ("\ud800"). Every
+    /// escaped string is decoded once here, before the document is parsed for its values.
+    /// Malformed JSON gives null: the parser says where.</summary>
+    public static string? Problem(ReadOnlySpan<byte> json)
+    {
+        // JSON is UTF-8 (RFC 8259); the parser would skip unchecked bytes inside ignored fields.
+        if (!Utf8.IsValid(json)) return "it is not valid UTF-8";
+        var reader = new Utf8JsonReader(json);
+        try
+        {
+            while (reader.Read())
+                if (reader.TokenType is JsonTokenType.String or JsonTokenType.PropertyName && reader.ValueIsEscaped)
+                    reader.GetString();
+        }
+        catch (JsonException) { return null; }
+        catch (InvalidOperationException)
+        {
+            return "a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text; escape characters outside the Basic Multilingual Plane as a surrogate pair";
+        }
+        return null;
+    }
+}

@@ -2,6 +2,7 @@
 // strings nor \u escapes of half a surrogate pair until a string is read, and then throws an
 // InvalidOperationException (not a JsonException) wherever that read happens.
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Unicode;
 
 namespace Stratus;
@@ -29,5 +30,18 @@ public static class JsonText
             return "a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text; escape characters outside the Basic Multilingual Plane as a surrogate pair";
         }
         return null;
+    }
+
+    /// <summary>The JSON document in the file at <paramref name="path"/> (a UTF-8 byte order mark
+    /// is skipped, as editors on Windows write one), or a one-line <see cref="StratusUserException"/>
+    /// naming the file when it is not valid JSON or holds strings that are not text.
+    /// <paramref name="hint"/> says how to fix it.</summary>
+    public static JsonNode? ParseFile(string path, JsonDocumentOptions options = default, string? hint = null)
+    {
+        ReadOnlySpan<byte> json = File.ReadAllBytes(path);
+        if (json.StartsWith("\uFEFF"u8)) json = json[3..];
+        if (Problem(json) is { } problem) throw new StratusUserException($"{path}: {problem}.{(hint is null ? "" : " " + hint)}");
+        try { return JsonNode.Parse(json, documentOptions: options); }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, hint: hint); }
     }
 }

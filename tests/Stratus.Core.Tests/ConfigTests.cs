@@ -60,6 +60,17 @@ public sealed class ConfigTests
     }
 
     [Fact]
+    public void A_file_with_a_byte_order_mark_loads_and_a_string_that_is_no_text_is_refused_in_one_line()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["bom.json"], """{"n_layer": 3}""", new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: true));
+        Assert.Equal(3, TrainConfig.Load(temp["bom.json"], []).Model.NLayer);
+        // The parser takes the escape of half a surrogate pair; reading the string threw InvalidOperationException.
+        Assert.EndsWith("c.json: a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text; escape characters outside the Basic Multilingual Plane as a surrogate pair.",
+            Fails("""{"dtype": "\ud800"}""").Message);
+    }
+
+    [Fact]
     public void Command_line_overrides_win_over_the_file()
     {
         using var temp = new TempDirectory();

@@ -236,6 +236,9 @@ public sealed class HuggingFaceTests
         Assert.Contains("block_size 2000000000 is over 1,048,576 positions", Error(() => HuggingFace.Import(hf, temp.File("run7"))));
         File.WriteAllText(configPath, good.Replace("\"hidden_size\": 64", "\"hidden_size\": 64, \"hidden_size\": 64"));
         Assert.Contains("Duplicate property 'hidden_size'", Error(() => HuggingFace.Import(hf, temp.File("run6"))));
+        // Half a surrogate pair, which the parser takes and reading the string threw on (InvalidOperationException).
+        File.WriteAllText(configPath, good.Replace("\"silu\"", "\"\\udc00\""));
+        Assert.StartsWith($"{configPath}: a string holds a \\u escape of an unpaired UTF-16 surrogate", Error(() => HuggingFace.Import(hf, temp.File("run8"))));
         File.WriteAllText(configPath, good);
 
         var weights = Path.Combine(hf, "model.safetensors");

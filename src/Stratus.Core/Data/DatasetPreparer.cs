@@ -78,8 +78,7 @@ public static class DatasetPreparer
     internal static JsonObject? ReadMeta(string datasetDirectory)
     {
         var path = Path.Combine(datasetDirectory, MetaFile);
-        try { return File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) as JsonObject : null; }
-        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, hint: "Run `stratus prepare` for this folder again."); }
+        return File.Exists(path) ? JsonText.ParseFile(path, hint: "Run `stratus prepare` for this folder again.") as JsonObject : null;
     }
 
     /// <summary>Refuses a val fraction outside [0, 1) before anything is read or written. NaN fails

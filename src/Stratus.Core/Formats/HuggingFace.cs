@@ -194,8 +194,7 @@ public static class HuggingFace
         if (!File.Exists(path))
             return required ? throw new StratusUserException($"{directory} is missing {name}; a Hugging Face model folder needs config.json, model.safetensors (or shards with their index) and tokenizer.json") : null;
         // Duplicate keys refused while parsing: JsonObject would throw on them later, outside this catch.
-        try { return JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject ?? throw new StratusUserException($"{path} is not a JSON object"); }
-        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e); }
+        return JsonText.ParseFile(path, new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject ?? throw new StratusUserException($"{path} is not a JSON object");
     }
 
     /// <summary>Tensors by name across model.safetensors or the shards its index lists.</summary>

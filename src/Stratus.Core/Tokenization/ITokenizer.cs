@@ -104,10 +104,9 @@ public static class TokenizerStore
         const string Fix = "prepare the dataset again, or restore the model's files";
         try
         {
-            return FromJson(JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
+            return FromJson(JsonText.ParseFile(path, new JsonDocumentOptions { AllowDuplicateProperties = false }, hint: $"To fix it, {Fix}.") as JsonObject
                 ?? throw new StratusUserException($"{path} is not a JSON object; {Fix}"));
         }
-        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, hint: $"To fix it, {Fix}."); }
         // A field of the wrong kind (JsonNode's typed reads throw this).
         catch (InvalidOperationException e) { throw new StratusUserException($"{path} is damaged (a field holds the wrong kind of value); {Fix}", e); }
     }

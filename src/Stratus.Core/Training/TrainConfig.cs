@@ -131,8 +131,7 @@ public sealed record TrainConfig
         {
             if (!File.Exists(path)) throw new StratusUserException($"config file {path} does not exist; see configs/ for examples");
             var options = new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, AllowDuplicateProperties = false };
-            try { json = JsonNode.Parse(File.ReadAllText(path), documentOptions: options) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object"); }
-            catch (JsonException e) { throw StratusUserException.NotValidJson(path, e); }
+            json = JsonText.ParseFile(path, options) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object");
         }
         return FromJson(json, path ?? "command line", overrides);
     }

@@ -40,4 +40,12 @@ public sealed class DeviceTests
             batch.Dispose();
         }
     }
+
+    [Fact]
+    public void The_matmul_peak_is_measured_for_each_device()
+    {
+        var cpu = MachineMeasures.MeasuredMatmulPeak(ScalarType.Float32, CPU);
+        // A matmul on META computes nothing: its "peak" is far above any CPU's.
+        Assert.True(MachineMeasures.MeasuredMatmulPeak(ScalarType.Float32, META) > 10 * cpu);
+    }
 }

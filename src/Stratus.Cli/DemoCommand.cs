@@ -51,8 +51,10 @@ static class DemoCommand
                 if (trainer.StoppedEarly) return 130;
             }
 
+            // Sampled and served where it trained.
+            var device = ComputeDevice.Open(config.Device);
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(run));
-            using (var model = checkpoint.CreateModel())
+            using (var model = checkpoint.CreateModel(device))
             {
                 Console.WriteLine($"\nsamples from {checkpoint.Directory}:\n");
                 SampleCommand.Stream(new TextGenerator(model, checkpoint.Tokenizer), "\n", 300, new SamplingOptions { Temperature = 0.8, TopK = 200, Seed = 1337 }, 2);
@@ -65,7 +67,7 @@ static class DemoCommand
             var store = result.GetValue(dataDir) is { } dir ? $" --data-dir {dir}" : "";
             Console.WriteLine($"\nAPI key for this demo (inference scope; `stratus keys list{store}` shows it, `stratus keys revoke demo{store}` ends it):");
             Console.WriteLine(key);
-            await ServeCommand.ServeAsync([new ModelSpec(run)], "127.0.0.1", result.GetValue(port), engine: null, threads: null,
+            await ServeCommand.ServeAsync([new ModelSpec(run)], "127.0.0.1", result.GetValue(port), engine: null, device, threads: null,
                 new TrustOptions { DataDir = result.GetValue(dataDir) }, key, cancellation);
             return 0;
         });

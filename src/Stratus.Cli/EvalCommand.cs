@@ -22,7 +22,8 @@ static class EvalCommand
         var batchSize = new Option<int>("--batch-size") { Description = "windows per forward pass (memory, not the result)", DefaultValueFactory = _ => 32 };
         var blockSize = new Option<int?>("--block-size") { Description = "tokens per window (default: the block size the model was trained with)" };
         var json = OutputPaths.File("--json", "also write the result to this JSON file");
-        var command = new Command("eval", "Measure a model's loss over a whole dataset split.") { model, data, split, batchSize, blockSize, json };
+        var device = new DeviceOption();
+        var command = new Command("eval", "Measure a model's loss over a whole dataset split.") { model, data, split, batchSize, blockSize, json, device.Option };
         command.SetAction(result =>
         {
             if (result.GetValue(batchSize) < 1) throw new StratusUserException($"--batch-size must be at least 1, got {result.GetValue(batchSize)}");
@@ -33,7 +34,7 @@ static class EvalCommand
             var dataDirectory = result.GetValue(data)!;
             using var sampler = new BatchSampler(dataDirectory, result.GetValue(batchSize), block, seed: 0);
             checkpoint.RequireTokenizerOf(dataDirectory, sampler.Tokenizer);
-            using var network = checkpoint.CreateModel();
+            using var network = checkpoint.CreateModel(device.Open(result));
             var splitName = result.GetValue(split)!;
             var which = splitName == "train" ? Split.Train : Split.Val;
             var clock = Stopwatch.StartNew();

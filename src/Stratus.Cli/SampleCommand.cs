@@ -20,15 +20,17 @@ static class SampleCommand
         var seed = new Option<long?>("--seed") { Description = "same seed, same text" };
         var samples = new Option<int>("--num-samples") { Description = "how many samples", DefaultValueFactory = _ => 1 };
         var decodeWeights = new DecodeWeightsOption();
-        var command = new Command("sample", "Generate text from a trained model, streamed token by token.") { model, prompt, maxTokens, temperature, topK, topP, minP, seed, samples, decodeWeights.Option };
+        var device = new DeviceOption();
+        var command = new Command("sample", "Generate text from a trained model, streamed token by token.") { model, prompt, maxTokens, temperature, topK, topP, minP, seed, samples, decodeWeights.Option, device.Option };
         command.SetAction(result =>
         {
             var options = new SamplingOptions { Temperature = result.GetValue(temperature), TopK = result.GetValue(topK), TopP = result.GetValue(topP), MinP = result.GetValue(minP), Seed = result.GetValue(seed) };
             options.Validate();
             if (result.GetValue(samples) < 1) throw new StratusUserException($"--num-samples must be at least 1, got {result.GetValue(samples)}");
+            var weights = decodeWeights.Value(result, device.Name(result));
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(result.GetValue(model)!));
-            using var network = checkpoint.CreateModel();
-            network.DecodeWeights = decodeWeights.Value(result);
+            using var network = checkpoint.CreateModel(device.Open(result));
+            network.DecodeWeights = weights;
             Stream(new TextGenerator(network, checkpoint.Tokenizer), result.GetValue(prompt)!, result.GetValue(maxTokens), options, result.GetValue(samples));
             return 0;
         });

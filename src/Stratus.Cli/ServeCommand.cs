@@ -27,9 +27,10 @@ static class ServeCommand
         var dataDir = TrustCommands.DataDirOption();
         var insecure = new Option<bool>("--insecure-no-auth") { Description = "serve without API keys (loopback addresses only)" };
         var decodeWeights = new DecodeWeightsOption();
+        var device = new DeviceOption();
         var noPrefixCaching = new Option<bool>("--no-prefix-caching") { Description = "compute every prompt in full instead of reusing the KV blocks of prompt prefixes seen before" };
         var maxPrefill = new Option<int>("--max-prefill-tokens") { Description = "prompt tokens computed per engine step; longer prompts are prefilled in chunks while other sequences decode (lower: shorter pauses, higher: faster prompts)", DefaultValueFactory = _ => new EngineOptions().MaxPrefillTokensPerStep };
-        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, noPrefixCaching, maxPrefill };
+        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill };
         command.SetAction(async (result, cancellation) =>
         {
             var specs = result.GetValue(models)!.Select(ModelSpec.Parse).ToArray();
@@ -38,12 +39,12 @@ static class ServeCommand
                 MaxBatchSize = result.GetValue(batch),
                 MaxWaiting = result.GetValue(waiting),
                 MaxKvCacheBytes = result.GetValue(kvMb) * 1024L * 1024L,
-                DecodeWeights = decodeWeights.Value(result),
+                DecodeWeights = decodeWeights.Value(result, device.Name(result)),
                 PrefixCaching = !result.GetValue(noPrefixCaching),
                 MaxPrefillTokensPerStep = result.GetValue(maxPrefill),
             };
             var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure) };
-            await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, result.GetValue(threads), trust, apiKey: null, cancellation);
+            await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, device.Open(result), result.GetValue(threads), trust, apiKey: null, cancellation);
             return 0;
         });
         return command;
@@ -64,13 +65,13 @@ static class ServeCommand
         return created.Secret;
     }
 
-    /// <summary>Loads the models, serves them until Ctrl+C or <paramref name="cancellation"/>,
+    /// <summary>Loads the models onto <paramref name="device"/>, serves them until Ctrl+C or <paramref name="cancellation"/>,
     /// and prints the base URL and a working curl line first (with <paramref name="apiKey"/>
     /// when given, else "&lt;your key&gt;" for the caller to fill in).</summary>
     /// <exception cref="StratusUserException">Bad arguments, the port is taken, or the trust
     /// layer refuses to start (no active key without --insecure-no-auth; --insecure-no-auth off
     /// loopback): the CLI prints the one-line reason and exits with 2.</exception>
-    public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, int? threads, TrustOptions trust,
+    public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, TorchSharp.torch.Device device, int? threads, TrustOptions trust,
         string? apiKey, CancellationToken cancellation)
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
@@ -78,7 +79,7 @@ static class ServeCommand
         StratusServer server;
         try
         {
-            server = await StratusServer.StartAsync(new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), TorchThreads = threads, Trust = trust }, cancellation);
+            server = await StratusServer.StartAsync(new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust }, cancellation);
         }
         catch (IOException e)
         {

@@ -60,7 +60,7 @@ static class TrainCommand
         }
         var model = trainer.Model;
         Console.WriteLine($"model: {model.Config.Architecture}, {model.ParameterCount(nonEmbedding: false) / 1e6:F2} M parameters, " +
-            $"{model.Config.NLayer} layers, {model.Config.NHead} heads, {model.Config.NEmbd} wide, context {model.Config.BlockSize}, {trainer.Config.Dtype}");
+            $"{model.Config.NLayer} layers, {model.Config.NHead} heads, {model.Config.NEmbd} wide, context {model.Config.BlockSize}, {trainer.Config.Dtype} on {trainer.Config.Device}");
         if (trainer.WorldSize > 1)
         {
             var full = model.parameters().Sum(p => p.numel()) * 2 * sizeof(float);

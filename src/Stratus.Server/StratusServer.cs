@@ -25,6 +25,9 @@ public sealed record ServeOptions
     /// <summary>0 picks a free port (tests).</summary>
     public int Port { get; init; } = 8000;
     public EngineOptions Engine { get; init; } = new();
+    /// <summary>Where every model is loaded (a GPU: each step runs through libtorch; the decode
+    /// kernels are the CPU's).</summary>
+    public TorchSharp.torch.Device Device { get; init; } = TorchSharp.torch.CPU;
     public long MaxRequestBodyBytes { get; init; } = 1 << 20;
     /// <summary>Adds services, e.g. IGenerationFilter implementations.</summary>
     public Action<IServiceCollection>? ConfigureServices { get; init; }
@@ -71,7 +74,7 @@ public sealed class StratusServer : IAsyncDisposable
         WebApplication? app = null;
         try
         {
-            foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine));
+            foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device));
             app = Build(options, registry);
             var trust = app.Services.GetRequiredService<StratusTrust>();
             // No active key: refused here as one clear error rather than as the host's failure

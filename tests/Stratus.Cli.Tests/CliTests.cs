@@ -292,4 +292,42 @@ public sealed class CliTests
         Assert.Equal(2, tooLong.ExitCode);
         Assert.Contains("context of 32", tooLong.Stderr);
     }
+
+    [Fact]
+    public void Device_cpu_changes_nothing_and_a_gpu_asked_of_this_cpu_build_gets_one_line_saying_how_to_build_for_one()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var trained = Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "2");
+        Assert.True(trained.ExitCode == 0, trained.Stderr);
+        Assert.Contains(", float32 on cpu\n", trained.Stdout);
+        string[] sample = ["sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "30", "--seed", "3"];
+        string[] eval = ["eval", "--model", temp["run"], "--data", data];
+        var sampled = Cli.Run(sample);
+        Assert.True(sampled.ExitCode == 0, sampled.Stderr);
+        Assert.Equal(sampled.Stdout, Cli.Run([.. sample, "--device", "cpu"]).Stdout);
+        Assert.Equal(0, Cli.Run([.. eval, "--json", temp["eval.json"]]).ExitCode);
+        Assert.Equal(0, Cli.Run([.. eval, "--json", temp["eval-cpu.json"], "--device", "cpu"]).ExitCode);
+        Assert.Equal((double)JsonNode.Parse(File.ReadAllText(temp["eval.json"]))!["loss"]!, (double)JsonNode.Parse(File.ReadAllText(temp["eval-cpu.json"]))!["loss"]!);
+
+        void Refused(string[] args, string expected)
+        {
+            var (code, _, stderr) = Cli.Run(args);
+            Assert.True(code == 2, $"{string.Join(' ', args)} exited {code}: {stderr}");
+            Assert.StartsWith(expected, stderr);
+            Assert.Single(stderr.Trim().Split('\n'));
+        }
+        const string NoCuda = "this Stratus is built with the CPU-only libtorch; build it with -p:StratusTorchBackend=cuda for NVIDIA GPUs (README, Building), or use --device cpu";
+        Refused([.. sample, "--device", "cuda"], $"error: device cuda: {NoCuda}");
+        Refused([.. eval, "--device", "cuda:0"], $"error: device cuda:0: {NoCuda}");
+        Refused(["serve", "--model", temp["run"], "--port", "0", "--device", "cuda"], $"error: device cuda: {NoCuda}");
+        Refused(["train", "--config", config, "--data", data, "--out", temp["gpu"], "--device", "cuda"], $"error: device cuda: {NoCuda}");
+        Assert.False(Directory.Exists(temp["gpu"]));
+        // Where a run trains is no part of what resuming keeps: refused for the build, not as a change.
+        Refused(["train", "--resume", temp["run"], "--max-iters", "4", "--device", "cuda:1"], $"error: device cuda:1: {NoCuda}");
+        Refused([.. sample, "--device", "gpu"], "error: device must be cpu, cuda or cuda:N (an NVIDIA GPU by its index), got 'gpu'");
+        Refused(["train", "--config", config, "--data", data, "--out", temp["gpu"], "--device", "mps"], "error: device must be cpu, cuda or cuda:N (an NVIDIA GPU by its index), got 'mps'");
+        Refused([.. sample, "--device", "cuda", "--decode-weights", "bf16"],
+            "error: --decode-weights bf16 picks Stratus's CPU decode kernel; on --device cuda every step runs through libtorch: leave --decode-weights out");
+    }
 }

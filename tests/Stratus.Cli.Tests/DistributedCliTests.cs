@@ -64,6 +64,17 @@ public sealed class DistributedCliTests
     }
 
     [MpiFact]
+    public void Data_parallel_training_on_a_gpu_is_refused_before_anything_is_written()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var (code, stdout, stderr) = Cli.RunMpi(2, "train", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "2", "--device", "cuda");
+        Assert.NotEqual(0, code);
+        Assert.Contains("device cuda: data-parallel training runs on the CPU, its collectives go through host MPI", stdout + stderr);
+        Assert.False(Directory.Exists(temp["run"]));
+    }
+
+    [MpiFact]
     public void A_checkpoint_written_by_two_ZeRO_ranks_resumes_on_one_rank_and_on_two_with_the_uninterrupted_losses()
     {
         using var temp = new TempDirectory();

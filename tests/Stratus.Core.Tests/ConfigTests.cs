@@ -71,6 +71,19 @@ public sealed class ConfigTests
     }
 
     [Fact]
+    public void Device_is_the_cpu_unless_cuda_or_cuda_n_is_named_and_any_other_name_is_refused()
+    {
+        Assert.Equal("cpu", TrainConfig.Load(null, []).Device);
+        foreach (var name in new[] { "cpu", "cuda", "cuda:0", "cuda:12" })
+            Assert.Equal(name, TrainConfig.Load(null, [new("device", name)]).Device);
+        // Only the form is checked here: a config or checkpoint naming a GPU stays readable on a
+        // machine without one (ComputeDevice.Open refuses it when a model is put there).
+        foreach (var name in new[] { "gpu", "CUDA", "cuda:", "cuda:-1", "cuda:01", "cuda:0:1", "mps", "cuda0", " cpu" })
+            Assert.Equal($"device must be cpu, cuda or cuda:N (an NVIDIA GPU by its index), got '{name}'", Fails($$"""{"device": "{{name}}"}""").Message);
+        Assert.Equal("--device: device must be text, got 0", Fails("{}", ("device", "0")).Message);
+    }
+
+    [Fact]
     public void Command_line_overrides_win_over_the_file()
     {
         using var temp = new TempDirectory();

@@ -156,6 +156,35 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_checkpoint_from_before_the_device_key_resumes_on_the_cpu_and_the_device_is_no_part_of_what_resume_keeps()
+    {
+        using var temp = new TempDirectory();
+        var (_, run) = FiveStepRun(temp);
+        // train_config.json as Stratus wrote it before the key existed, and the manifest's hash of it.
+        var last = Path.Combine(run, "checkpoints", "last");
+        var configPath = Path.Combine(last, Checkpoint.TrainConfigFile);
+        var stored = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        Assert.Equal("cpu", (string)stored["device"]!);
+        stored.Remove("device");
+        File.WriteAllText(configPath, stored.ToJsonString());
+        var manifestPath = Path.Combine(last, Checkpoint.ManifestFile);
+        var manifest = JsonNode.Parse(File.ReadAllText(manifestPath))!;
+        manifest["files"]![Checkpoint.TrainConfigFile] = FileHash.Sha256(configPath);
+        File.WriteAllText(manifestPath, manifest.ToJsonString());
+
+        // A GPU is refused for being absent from this build, not as a change to the model.
+        if (!torch.cuda.is_available())
+            Assert.StartsWith("device cuda: this Stratus is built with the CPU-only libtorch",
+                Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6"), new("device", "cuda")])).Message);
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "6")]))
+        {
+            Assert.Equal("cpu", resumed.Config.Device);
+            resumed.Run();
+        }
+        Assert.Equal(6, TrainLosses(run).Count);
+    }
+
+    [Fact]
     public void A_foreign_folder_is_not_taken_for_a_checkpoint()
     {
         using var temp = new TempDirectory();

@@ -8,15 +8,16 @@ namespace Stratus.Training;
 
 public static class MachineMeasures
 {
-    static readonly Dictionary<ScalarType, double> peaks = [];
+    static readonly Dictionary<(ScalarType, string), double> peaks = [];
 
     /// <summary>Best FLOP/s of a 1024x1024 matmul in the given dtype on the device (measured once
-    /// per process): the practical peak, since no model step can beat its largest matmuls.</summary>
+    /// per process and device): the practical peak, since no model step can beat its largest matmuls.</summary>
     public static double MeasuredMatmulPeak(ScalarType dtype, Device device)
     {
         lock (peaks)
         {
-            if (peaks.TryGetValue(dtype, out var known)) return known;
+            var key = (dtype, device.ToString());
+            if (peaks.TryGetValue(key, out var known)) return known;
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             // Its own generator: measuring must not advance the global RNG a training run depends on.
@@ -24,6 +25,7 @@ public static class MachineMeasures
             var a = randn(1024, 1024, generator: generator).to(device).to(dtype);
             var b = randn(1024, 1024, generator: generator).to(device).to(dtype);
             matmul(a, b).Dispose(); // warm-up: thread pool and kernel selection
+            Finish(device);
             // The best over a quarter of a second, not over a few runs: a burst of other work
             // (a build starting) during a short measurement read the peak at a fraction of itself,
             // and the demo then printed an MFU of 378%.
@@ -33,10 +35,18 @@ public static class MachineMeasures
             {
                 var watch = Stopwatch.StartNew();
                 matmul(a, b).Dispose();
+                Finish(device);
                 best = Math.Min(best, watch.Elapsed.TotalSeconds);
             }
-            return peaks[dtype] = 2.0 * 1024 * 1024 * 1024 / best;
+            return peaks[key] = 2.0 * 1024 * 1024 * 1024 / best;
         }
+    }
+
+    /// <summary>Waits for what was queued on a GPU: its kernels run after the call that queues
+    /// them returns, and timing only the call measured the launch.</summary>
+    static void Finish(Device device)
+    {
+        if (device.type == DeviceType.CUDA) torch.cuda.synchronize(device);
     }
 
     /// <summary>Nominal CPU peak: cores x clock x FLOPs per cycle (two 512-bit FMA units with

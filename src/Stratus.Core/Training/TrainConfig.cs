@@ -48,6 +48,10 @@ public sealed record TrainConfig
     public string Dtype { get; init; } = "float32";
     /// <summary>0: every rank keeps the full optimizer state; 1: ZeRO-1 sharding.</summary>
     public int ZeroStage { get; init; }
+    /// <summary>Where the model trains: "cpu", "cuda" or "cuda:N" (nanoGPT's device). Not part of
+    /// what a resumed run keeps: a run begun on the CPU may go on on a GPU and back (the same
+    /// losses step for step are promised only on the same device).</summary>
+    public string Device { get; init; } = ComputeDevice.Cpu;
 
     /// <summary>The most context a freshly built GPT-2 may be given (learned positions cost
     /// memory per position); a model loaded with --init-from caps it at its own block size.</summary>
@@ -216,6 +220,8 @@ public sealed record TrainConfig
         Require(ZeroStage is 0 or 1, $"zero_stage must be 0 or 1, got {ZeroStage}");
         Require(LoraRank >= 0, $"lora_rank must be 0 (off) or positive, got {LoraRank}");
         _ = ComputeDtype;
+        // Its form only: a config naming a GPU stays readable on a machine without one.
+        ComputeDevice.Validate(Device);
     }
 
     static void Require(bool condition, string message)

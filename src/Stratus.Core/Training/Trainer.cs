@@ -47,14 +47,16 @@ public sealed class Trainer : IDisposable
     double bestValLoss = double.PositiveInfinity;
     readonly Generator generator;
 
-    Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, Device? device, ICommunicator? communicator)
+    Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, ICommunicator? communicator)
     {
         this.config = config;
         this.runDirectory = runDirectory;
-        this.device = device ?? CPU;
         this.communicator = new TimedCommunicator(communicator ?? new SingleProcessCommunicator());
         if (config.GradientAccumulationSteps % this.communicator.WorldSize != 0)
             throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({this.communicator.WorldSize}): it counts the micro-batches of the whole job per optimizer step, each rank runs an equal share");
+        if (this.communicator.WorldSize > 1 && config.Device != ComputeDevice.Cpu)
+            throw new StratusUserException($"device {config.Device}: data-parallel training runs on the CPU, its collectives go through host MPI (docs/distributed.md); train on one GPU without mpirun, or on the ranks' CPUs with --device cpu");
+        device = ComputeDevice.Open(config.Device);
         sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed);
         var tokenizer = sampler.Tokenizer;
         // Resuming too: a dataset prepared again since the run began may number the text otherwise.
@@ -78,8 +80,10 @@ public sealed class Trainer : IDisposable
             : initFrom.ModelConfig with { Dropout = config.Model.Dropout, Lora = config.LoraConfigFor(initFrom.ModelConfig.Architecture) };
         if (initFrom is not null && config.Model.BlockSize > initFrom.ModelConfig.BlockSize)
             throw new StratusUserException($"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
+        // Built on the CPU, then moved: the initial weights come from the CPU's generator, the
+        // same whatever the device.
         model = CausalLanguageModel.Create(modelConfig);
-        model.to(this.device);
+        model.to(device);
         model.ComputeDtype = config.ComputeDtype;
         (resumeFrom ?? initFrom)?.LoadWeights(model);
         // Only what trains gets optimizer state (with LoRA: the adapters; the base is frozen).
@@ -94,7 +98,7 @@ public sealed class Trainer : IDisposable
 
         var tokensPerStep = (double)config.BatchSize * config.Model.BlockSize * config.GradientAccumulationSteps;
         flopsPerStep = model.TrainingFlopsPerToken(config.Model.BlockSize) * tokensPerStep;
-        peakFlops = MachineMeasures.MeasuredMatmulPeak(model.ComputeDtype, this.device);
+        peakFlops = MachineMeasures.MeasuredMatmulPeak(model.ComputeDtype, device);
         Tokenizer = tokenizer;
     }
 
@@ -119,13 +123,13 @@ public sealed class Trainer : IDisposable
 
     /// <summary>Starts a new run in <paramref name="runDirectory"/> (an existing run there is
     /// replaced only if it has no checkpoint; otherwise use --resume).</summary>
-    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, string? initFrom = null, Device? device = null, ICommunicator? communicator = null)
+    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, string? initFrom = null, ICommunicator? communicator = null)
     {
         // Any checkpoint, not only a run's last: an imported model has only best.
         if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model; continue a run there with `stratus train --resume {runDirectory}`, fine-tune from it with --init-from, or choose another --out");
         var init = initFrom is null ? null : Checkpoint.Open(Checkpoint.Resolve(initFrom));
-        var trainer = new Trainer(config, dataDirectory, runDirectory, null, init, device, communicator);
+        var trainer = new Trainer(config, dataDirectory, runDirectory, null, init, communicator);
         // Made once the data, model and settings were accepted: a refused start leaves nothing.
         Directory.CreateDirectory(runDirectory);
         if (!trainer.IsMain) return trainer;
@@ -149,7 +153,7 @@ public sealed class Trainer : IDisposable
     /// <summary>Continues a run from its last checkpoint; overrides may change only settings that
     /// do not alter what has been learned so far (e.g. max_iters). <paramref name="dataDirectory"/>
     /// replaces the run's dataset folder (when it moved); it must hold the same tokenizer.</summary>
-    public static Trainer Resume(string runDirectory, IEnumerable<KeyValuePair<string, string>>? overrides = null, Device? device = null, ICommunicator? communicator = null,
+    public static Trainer Resume(string runDirectory, IEnumerable<KeyValuePair<string, string>>? overrides = null, ICommunicator? communicator = null,
         string? dataDirectory = null)
     {
         var (run, recorded) = ReadRunFile(runDirectory);
@@ -169,7 +173,7 @@ public sealed class Trainer : IDisposable
                     $"start a new run with --out, or fine-tune this one from it with --init-from {runDirectory}");
             config = resumed;
         }
-        var trainer = new Trainer(config, dataDirectory, runDirectory, checkpoint, null, device, communicator);
+        var trainer = new Trainer(config, dataDirectory, runDirectory, checkpoint, null, communicator);
         if (trainer.IsMain && Path.GetFullPath(dataDirectory) != recorded)
         {
             run["data"] = Path.GetFullPath(dataDirectory);
@@ -262,7 +266,7 @@ public sealed class Trainer : IDisposable
         foreach (var (micro, inputs, targets) in batches)
         {
             using var scope = NewDisposeScope();
-            generator.manual_seed(sampler.DropoutSeed(step, micro));
+            SeedDropout(sampler.DropoutSeed(step, micro));
             var logits = model.Forward(inputs);
             if (supervised is { } count)
             {
@@ -296,6 +300,14 @@ public sealed class Trainer : IDisposable
         return new StepReport(step, config.MaxIters, lossSum / accumulation, lr, gradNorm, seconds, tokens / seconds,
             flopsPerStep / seconds / (peakFlops * communicator.WorldSize), clock.Elapsed.TotalSeconds,
             (communicator.Elapsed - communicationBefore).TotalSeconds);
+    }
+
+    /// <summary>Dropout draws from the generator of the device it runs on: the CPU's, or the
+    /// GPU's, which seeding the CPU's leaves as it was.</summary>
+    void SeedDropout(long seed)
+    {
+        generator.manual_seed(seed);
+        if (device.type == DeviceType.CUDA) torch.cuda.manual_seed_all(seed);
     }
 
     /// <summary>Stops a run whose loss is no longer a number before anything is written from its

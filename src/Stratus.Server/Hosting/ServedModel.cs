@@ -52,10 +52,11 @@ public sealed class ServedModel : IDisposable
     /// <summary>The same model in-process, without HTTP.</summary>
     public StratusChatClient ChatClient { get; }
 
-    public static ServedModel Load(ModelSpec spec, EngineOptions engineOptions)
+    /// <param name="device">Where the model is loaded (null: the CPU).</param>
+    public static ServedModel Load(ModelSpec spec, EngineOptions engineOptions, TorchSharp.torch.Device? device = null)
     {
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(spec.Path));
-        var model = checkpoint.CreateModel();
+        var model = checkpoint.CreateModel(device);
         var engine = new InferenceEngine(model, checkpoint.Tokenizer, engineOptions);
         return new ServedModel(spec.ResolveName(), engine, ChatTemplate.Load(checkpoint.Directory, checkpoint.Tokenizer), checkpoint.Directory);
     }

@@ -10,6 +10,8 @@ namespace Stratus.Inference;
 public sealed class ModelRunner
 {
     readonly CausalLanguageModel model;
+    // CausalLanguageModel.Device walks the parameters: looked up once, not per step.
+    readonly Device device;
     readonly PagedKvCache cache;
     readonly LogitsSampler sampler;
     readonly int vocab;
@@ -22,6 +24,7 @@ public sealed class ModelRunner
     public ModelRunner(CausalLanguageModel model, KvBlockPool pool, int drawable)
     {
         this.model = model;
+        device = model.Device;
         cache = new PagedKvCache(pool);
         vocab = model.Config.VocabSize;
         this.drawable = drawable;
@@ -51,7 +54,7 @@ public sealed class ModelRunner
         cache.Prepare(batch, length, lengths, tables);
         using (var scope = NewDisposeScope())
         {
-            var output = model.Forward(tensor(input, [batch, length], device: model.Device), cache);
+            var output = model.Forward(tensor(input, [batch, length], device: device), cache);
             CopyRows(output[.., -1, ..], batch);
             for (var b = 0; b < batch; b++)
             {
@@ -87,7 +90,7 @@ public sealed class ModelRunner
         cache.Prepare(batch, 1, lengths, tables);
         using (var scope = NewDisposeScope())
         {
-            var output = model.Forward(tensor(input, [batch, 1], device: model.Device), cache);
+            var output = model.Forward(tensor(input, [batch, 1], device: device), cache);
             CopyRows(output.view(batch, vocab), batch);
         }
         for (var b = 0; b < batch; b++)

@@ -48,19 +48,20 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         using var cache = model.CreateCache(1, (int)Math.Min((long)promptTokens.Length + maxTokens, context));
         var decoder = new StreamingDecoder(tokenizer);
         var tokens = promptTokens.Select(t => (long)t).ToList();
-        var input = torch.tensor(tokens.ToArray(), [1, tokens.Count], device: model.Device);
+        var device = model.Device; // found by walking the model's parameters: once, not per token
+        var input = torch.tensor(tokens.ToArray(), [1, tokens.Count], device: device);
         for (var produced = 0; produced < maxTokens && !cancellation.IsCancellationRequested; produced++)
         {
             int token;
             using (var scope = NewDisposeScope())
             {
                 var logits = tokens.Count <= context ? model.Forward(input, cache)
-                    : model.Forward(torch.tensor(tokens.GetRange(tokens.Count - context, context).ToArray(), [1, context], device: model.Device));
+                    : model.Forward(torch.tensor(tokens.GetRange(tokens.Count - context, context).ToArray(), [1, context], device: device));
                 // The last position's logits come to the CPU (the model may be on a GPU).
                 logits[0, -1, ..drawable].to(ScalarType.Float32).cpu().contiguous().data<float>().CopyTo(row, 0, 0);
                 token = sampler.Sample(row, options, random);
                 input.Dispose();
-                input = torch.tensor((long)token, device: model.Device).view(1, 1).MoveToOuterDisposeScope();
+                input = torch.tensor((long)token, device: device).view(1, 1).MoveToOuterDisposeScope();
             }
             if (token == tokenizer.EndOfTextId) break;
             tokens.Add(token);

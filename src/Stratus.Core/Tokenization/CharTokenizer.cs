@@ -113,6 +113,8 @@ public sealed class CharTokenizer : ITokenizer
 
     public bool HasSpecialToken(string token) => false;
 
+    public bool IsSpecial(int id) => false;
+
     public JsonObject ToJson()
     {
         var json = new JsonObject { ["type"] = Kind, ["vocab"] = vocabulary };

@@ -34,6 +34,8 @@ public sealed class HfTokenizer : ITokenizer
     readonly BpeTokenizer bpe;
     readonly string[] tokens;
     readonly Dictionary<string, int> added;
+    /// <summary>The ids of the added tokens marked special (control tokens, not text).</summary>
+    readonly HashSet<int> special;
 
     HfTokenizer(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize)
     {
@@ -49,7 +51,7 @@ public sealed class HfTokenizer : ITokenizer
             .ToDictionary(kv => kv.Key, kv => Id(kv.Value, $"model.vocab[{JsonSerializer.Serialize(kv.Key)}]"));
         var merges = Merges(model["merges"]);
         added = new Dictionary<string, int>(StringComparer.Ordinal);
-        var special = new HashSet<int>();
+        special = [];
         var addedTokens = tokenizerJson["added_tokens"] switch
         {
             null => [],
@@ -363,6 +365,9 @@ public sealed class HfTokenizer : ITokenizer
     }
 
     public bool HasSpecialToken(string token) => added.ContainsKey(token);
+
+    // As Hugging Face's decode(skip_special_tokens=True): added tokens not marked special are text.
+    public bool IsSpecial(int id) => special.Contains(id);
 
     public JsonObject ToJson()
     {

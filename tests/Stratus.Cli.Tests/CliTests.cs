@@ -330,4 +330,17 @@ public sealed class CliTests
         Refused([.. sample, "--device", "cuda", "--decode-weights", "bf16"],
             "error: --decode-weights bf16 picks Stratus's CPU decode kernel; on --device cuda every step runs through libtorch: leave --decode-weights out");
     }
+
+    [Fact]
+    public void Sampling_a_Hugging_Face_model_with_a_prompt_its_vocabulary_cannot_spell_is_one_error_line()
+    {
+        using var temp = new TempDirectory();
+        // A byte-level tokenizer of a few characters and no unk_token: "é" has no spelling.
+        var tokenizer = Tokenization.HfTokenizer.FromHuggingFace(Formats.HuggingFace.TokenizerJson(Tokenization.BpeVocabulary.FromCharacters(" abc")), null);
+        using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 16, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false }))
+            Training.Checkpoint.Save(temp["model"], model, tokenizer);
+        var (code, _, stderr) = Cli.Run("sample", "--model", temp["model"], "--prompt", "a café");
+        Assert.Equal(2, code);
+        Assert.Equal("error: the text has characters outside this model's vocabulary: 'f' (U+0066), 'é' (U+00E9)", stderr.TrimEnd());
+    }
 }

@@ -25,6 +25,9 @@ public sealed record GenerationRequest
     public IReadOnlyList<int> StopTokens { get; init; } = [];
     /// <summary>Keep going past end-of-text (benchmarks need a fixed output length).</summary>
     public bool IgnoreEos { get; init; }
+    /// <summary>Leave generated special tokens (<see cref="Tokenization.ITokenizer.IsSpecial"/>)
+    /// out of the text, as vLLM does by default; the token lists of logprobs still name them.</summary>
+    public bool SkipSpecialTokens { get; init; } = true;
 
     public bool UsesPenalties => PresencePenalty != 0 || FrequencyPenalty != 0 || RepetitionPenalty != 1.0;
 }

@@ -33,7 +33,7 @@ public sealed class GenerationStream
     {
         this.tokenizer = tokenizer;
         stops = sequence.Request.Stop;
-        decoder = new StreamingDecoder(tokenizer);
+        decoder = new StreamingDecoder(tokenizer, sequence.Request.SkipSpecialTokens);
         this.sequence = sequence;
     }
 

@@ -14,10 +14,10 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
     public CausalLanguageModel Model => model;
     public ITokenizer Tokenizer => tokenizer;
 
-    /// <summary>Yields pieces of text as tokens are generated; stops after maxTokens (which may
-    /// run past the context) or at the end-of-text token. The prompt is encoded as the model
-    /// expects one, with its tokenizer's special tokens (a Llama's BOS). A bad prompt or option
-    /// throws here, before any text is produced.</summary>
+    /// <summary>Yields pieces of text as tokens are generated, special tokens left out; stops
+    /// after maxTokens (which may run past the context) or at the end-of-text token. The prompt
+    /// is encoded as the model expects one, with its tokenizer's special tokens (a Llama's BOS).
+    /// A bad prompt or option throws here, before any text is produced.</summary>
     public IEnumerable<string> Generate(string prompt, int maxTokens, SamplingOptions options, CancellationToken cancellation = default)
     {
         options.Validate();
@@ -46,7 +46,8 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         var random = options.NewRandom();
         var row = new float[drawable];
         using var cache = model.CreateCache(1, (int)Math.Min((long)promptTokens.Length + maxTokens, context));
-        var decoder = new StreamingDecoder(tokenizer);
+        // As the server by default (vLLM's skip_special_tokens): special tokens are not text.
+        var decoder = new StreamingDecoder(tokenizer, skipSpecialTokens: true);
         var tokens = promptTokens.Select(t => (long)t).ToList();
         var device = model.Device; // found by walking the model's parameters: once, not per token
         var input = torch.tensor(tokens.ToArray(), [1, tokens.Count], device: device);

@@ -81,7 +81,7 @@ public sealed class CharTokenizer : ITokenizer
         for (int i = 0, length; i < text.Length; i += length)
         {
             if (!ids.TryGetValue(CodePointAt(text, i, out length), out result[count++]))
-                throw new StratusUserException($"the text has characters outside this model's vocabulary: {Describe(Unencodable(text))}");
+                throw OutsideVocabulary(Unencodable(text));
         }
         return count == result.Length ? result : result[..count];
     }
@@ -113,6 +113,8 @@ public sealed class CharTokenizer : ITokenizer
 
     public bool HasSpecialToken(string token) => false;
 
+    public bool IsSpecial(int id) => false;
+
     public JsonObject ToJson()
     {
         var json = new JsonObject { ["type"] = Kind, ["vocab"] = vocabulary };
@@ -134,6 +136,10 @@ public sealed class CharTokenizer : ITokenizer
         length = 1;
         return c;
     }
+
+    /// <summary>The error for a text with these characters (code points) that a vocabulary cannot spell.</summary>
+    public static StratusUserException OutsideVocabulary(IEnumerable<int> codePoints) =>
+        new($"the text has characters outside this model's vocabulary: {Describe(codePoints)}");
 
     public static string Describe(IEnumerable<int> codePoints) => string.Join(", ", codePoints.Select(Describe));
 

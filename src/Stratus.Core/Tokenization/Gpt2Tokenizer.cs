@@ -60,5 +60,8 @@ public sealed class Gpt2Tokenizer : ITokenizer
 
     public bool HasSpecialToken(string token) => tokenizer.SpecialTokens!.ContainsKey(token);
 
+    // <|endoftext|> is GPT-2's one special token.
+    public bool IsSpecial(int id) => id == EndOfTextId;
+
     public JsonObject ToJson() => new() { ["type"] = Kind };
 }

@@ -2,7 +2,9 @@
 // the chat template and special tokens: byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM) or
 // SentencePiece-style BPE (Llama 2, Mistral, TinyLlama: spaces spelled "▁", a "▁" before the
 // text, unknown characters as <0xXX> byte tokens). Encoding runs through Microsoft.ML.Tokenizers'
-// BpeTokenizer. A prompt gets the special tokens the files say go around an input (the
+// BpeTokenizer. A character the vocabulary cannot spell is spelled as Hugging Face's BPE spells
+// it (byte-fallback tokens, else the unk_token) or, where it has neither, refused by name: never
+// dropped. A prompt gets the special tokens the files say go around an input (the
 // post_processor's template, or tokenizer_config.json's add_bos_token / add_eos_token: Llama's
 // BOS). Both files are kept verbatim inside the Stratus tokenizer.json, so export writes back
 // exactly what was imported.
@@ -22,10 +24,18 @@ public sealed class HfTokenizer : ITokenizer
     internal const string Llama3Pattern = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     internal const string Qwen2Pattern = @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+    // Microsoft.ML.Tokenizers drops a character its vocabulary lacks unless it has an unknown
+    // token to put there. It is given this one, which no text can produce (no merge makes it, and
+    // no pre-tokenizer word holds a "▁" after other characters or, byte-level, either character),
+    // so that each such place comes back marked and is spelled as Hugging Face spells it.
+    const string NotInVocabulary = "\uFFFF▁";
+    const int NotInVocabularyId = -1;
+
     readonly BpeTokenizer bpe;
     readonly string[] tokens;
     readonly Dictionary<string, int> added;
-    readonly Dictionary<string, int> vocabularyIds;
+    /// <summary>The ids of the added tokens marked special (control tokens, not text).</summary>
+    readonly HashSet<int> special;
 
     HfTokenizer(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize)
     {
@@ -41,7 +51,7 @@ public sealed class HfTokenizer : ITokenizer
             .ToDictionary(kv => kv.Key, kv => Id(kv.Value, $"model.vocab[{JsonSerializer.Serialize(kv.Key)}]"));
         var merges = Merges(model["merges"]);
         added = new Dictionary<string, int>(StringComparer.Ordinal);
-        var special = new HashSet<int>();
+        special = [];
         var addedTokens = tokenizerJson["added_tokens"] switch
         {
             null => [],
@@ -74,7 +84,6 @@ public sealed class HfTokenizer : ITokenizer
             if (tokens[id] is { } other) throw new StratusUserException($"tokenizer.json: model.vocab gives id {id} to both {JsonSerializer.Serialize(other)} and {JsonSerializer.Serialize(token)}");
             tokens[id] = token;
         }
-        vocabularyIds = vocab;
         foreach (var (token, id) in added) tokens[id] = token;
         for (var i = 0; i < size; i++) tokens[i] ??= $"[PAD{i}]";
         // Tokens past the model's rows are taken for pieces of characters (BpeVocabulary.Pieces,
@@ -87,16 +96,31 @@ public sealed class HfTokenizer : ITokenizer
 
         var specialTokens = added.Count == 0 ? null : added;
         normalizeNfc = Types(tokenizerJson["normalizer"], "normalizer").Contains("NFC");
+        // Hugging Face's BPE looks the unk_token up in the model's vocabulary only when a character
+        // needs it, and fails then: one missing here leaves such characters unspellable, refused
+        // when they come.
+        unknownId = Text(model["unk_token"], "model.unk_token") is { } unknown && vocab.TryGetValue(unknown, out var u) ? u : null;
+        fuseUnknown = Flag(model["fuse_unk"], "model.fuse_unk") ?? false;
+        if (byteFallback)
+        {
+            byteTokens = new int?[256];
+            for (var b = 0; b < 256; b++) byteTokens[b] = added.TryGetValue($"<0x{b:X2}>", out var id) || vocab.TryGetValue($"<0x{b:X2}>", out id) ? id : null;
+        }
+        var everyByte = sentencePiece
+            ? byteTokens is not null && Array.TrueForAll(byteTokens, id => id is not null)
+            : Enumerable.Range(0, 256).All(b => vocab.ContainsKey(ByteLevel.Encode([(byte)b])));
+        // A piece past the model's rows is no token of the model's (see VocabSize).
+        spellsEveryCharacter = unknownId is not null || (everyByte && VocabSize == size);
         string pattern;
-        var options = new BpeOptions(vocab) { Merges = merges, SpecialTokens = specialTokens };
+        var options = new BpeOptions(new Dictionary<string, int>(vocab) { [NotInVocabulary] = NotInVocabularyId })
+        {
+            Merges = merges, SpecialTokens = specialTokens, UnknownToken = NotInVocabulary, FuseUnknownTokens = fuseUnknown,
+        };
         if (sentencePiece)
         {
             // Words start at a "▁"; a run of "▁" stays with the word that follows, so pieces
             // such as "▁▁" remain reachable.
             pattern = "▁*[^▁]+|▁+";
-            var unknown = Text(model["unk_token"], "model.unk_token");
-            unknownId = unknown is not null && vocab.TryGetValue(unknown, out var u) ? u : null;
-            options.UnknownToken = unknown;
         }
         else
         {
@@ -104,7 +128,7 @@ public sealed class HfTokenizer : ITokenizer
             options.ByteLevel = true;
         }
         options.PreTokenizer = new RegexPreTokenizer(PreTokenizerRegex(pattern), specialTokens);
-        // Microsoft.ML.Tokenizers checks the merges and the unknown token against the vocabulary.
+        // Microsoft.ML.Tokenizers checks the merges against the vocabulary.
         try { bpe = BpeTokenizer.Create(options); }
         catch (Exception e) when (e is InvalidOperationException or ArgumentException)
         {
@@ -129,9 +153,16 @@ public sealed class HfTokenizer : ITokenizer
         Cuts = !sentencePiece && preName != "default" && !added.Keys.Any(t => t.Contains('\n')) ? TextCuts.BetweenLines : TextCuts.Nowhere;
     }
 
-    readonly bool sentencePiece, byteFallback, normalizeNfc;
+    readonly bool sentencePiece, byteFallback, normalizeNfc, fuseUnknown;
+    /// <summary>Whether every character has a spelling (the unk_token, byte fallback with every
+    /// byte, or a byte-level vocabulary with every byte among the model's tokens), so none needs
+    /// looking for.</summary>
+    readonly bool spellsEveryCharacter;
+    /// <summary>With byte_fallback, the &lt;0xNN&gt; token of each byte the vocabulary has.</summary>
+    readonly int?[]? byteTokens;
     /// <summary>The added tokens as one alternation, longest first; null when there are none.</summary>
     readonly Regex? addedTokenPattern;
+    /// <summary>The unk_token's id, where the vocabulary has it.</summary>
     readonly int? unknownId;
     /// <summary>The special tokens a whole input gets before and after it (add_special_tokens).</summary>
     readonly int[] addedBefore, addedAfter;
@@ -191,12 +222,16 @@ public sealed class HfTokenizer : ITokenizer
 
     int[] EncodeText(string text, bool start)
     {
-        try
-        {
-            var ids = EncodeWords(text, start);
-            // A piece is left unmerged only where the text has a character the vocabulary lacks.
-            return HasPiece(ids) ? throw new StratusUserException($"the text has characters outside this model's vocabulary: {CharTokenizer.Describe(Unencodable(text))}") : ids;
-        }
+        var unspellable = new List<int>();
+        var ids = EncodeText(text, start, unspellable);
+        return unspellable.Count == 0 ? ids : throw CharTokenizer.OutsideVocabulary(unspellable);
+    }
+
+    /// <summary>The text's tokens; the characters nothing spells are added to
+    /// <paramref name="unspellable"/> (each once) and left out.</summary>
+    int[] EncodeText(string text, bool start, List<int> unspellable)
+    {
+        try { return EncodeWords(text, start, unspellable); }
         catch (RegexMatchTimeoutException e)
         {
             throw new StratusUserException($"the tokenizer's pre-tokenizer pattern took more than {e.MatchTimeout.TotalSeconds:0.#} s to split this text into words " +
@@ -204,59 +239,103 @@ public sealed class HfTokenizer : ITokenizer
         }
     }
 
-    int[] EncodeWords(string text, bool start)
+    int[] EncodeWords(string text, bool start, List<int> unspellable)
     {
         if (normalizeNfc) text = text.Normalize(NormalizationForm.FormC);
-        if (!sentencePiece) return bpe.EncodeToIds(text).ToArray();
+        var result = new List<int>();
+        if (!sentencePiece)
+        {
+            int[] ids = [.. bpe.EncodeToIds(text)];
+            if (ids.AsSpan().IndexOfAnyExceptInRange(0, VocabSize - 1) < 0) return ids;
+            // Rarely, something has no token of the model's: the tokens' offsets say what.
+            EncodePiece(text, result, unspellable);
+            return [.. result];
+        }
         // SentencePiece spells spaces "▁" and starts text with one (Llama's "add dummy prefix").
         // Added tokens (<s>, </s>) are taken out first and the prefix goes before each stretch of
         // text that starts the input or follows one, as Hugging Face's Prepend normalizer and
         // llama.cpp put it: "<s>the" is <s> ▁the, not ▁ <s> t he.
-        var result = new List<int>();
         var prefix = start;
         var at = 0;
         if (addedTokenPattern is not null)
         {
             foreach (var match in addedTokenPattern.EnumerateMatches(text))
             {
-                if (match.Index > at) EncodeSentencePiece(text[at..match.Index], prefix, result);
+                if (match.Index > at) EncodePiece(Metaspace(text[at..match.Index], prefix), result, unspellable);
                 result.Add(added[text.Substring(match.Index, match.Length)]);
                 prefix = true;
                 at = match.Index + match.Length;
             }
         }
-        if (at < text.Length) EncodeSentencePiece(text[at..], prefix, result);
-        return result.ToArray();
+        if (at < text.Length) EncodePiece(Metaspace(text[at..], prefix), result, unspellable);
+        return [.. result];
     }
 
-    void EncodeSentencePiece(string text, bool prefix, List<int> result)
+    static string Metaspace(string text, bool prefix) => (prefix ? "▁" : "") + text.Replace(' ', '▁');
+
+    /// <summary>Text (SentencePiece's spelled with "▁" already) through the BPE model; what the
+    /// model has no token for is spelled as Hugging Face's BPE spells it, or else noted in
+    /// <paramref name="unspellable"/>.</summary>
+    void EncodePiece(string text, List<int> result, List<int> unspellable)
     {
-        var normalized = (prefix ? "▁" : "") + text.Replace(' ', '▁');
-        foreach (var token in bpe.EncodeToTokens(normalized, out _))
+        foreach (var token in bpe.EncodeToTokens(text, out _))
         {
-            if (token.Id != unknownId || !byteFallback) { result.Add(token.Id); continue; }
-            // Byte fallback: a character outside the vocabulary becomes its UTF-8 bytes.
-            var (offset, length) = token.Offset.GetOffsetAndLength(normalized.Length);
-            foreach (var b in Encoding.UTF8.GetBytes(normalized.Substring(offset, length).Replace('▁', ' ')))
-                result.Add(added.TryGetValue($"<0x{b:X2}>", out var id) || vocabularyIds.TryGetValue($"<0x{b:X2}>", out id) ? id : token.Id);
+            if ((uint)token.Id < (uint)VocabSize) { result.Add(token.Id); continue; }
+            var (offset, length) = token.Offset.GetOffsetAndLength(text.Length);
+            var end = offset + Math.Max(length, 1);
+            if (!sentencePiece)
+            {
+                // Byte-level BPE marks each byte it has no token for (with fuse_unk, a run of
+                // them) at the character holding it, and a piece of a character past the model's
+                // rows is no token of the model either: only the unk_token can stand there.
+                if (unknownId is { } unknown) result.Add(unknown);
+                else
+                {
+                    for (int i = offset, characterLength; i < end; i += characterLength)
+                        Note(unspellable, CharTokenizer.CodePointAt(text, i, out characterLength));
+                }
+                continue;
+            }
+            // SentencePiece marks each character it has no token for (with fuse_unk, a run of
+            // them): byte_fallback spells a character whose bytes all have tokens with those,
+            // the unk_token any other (one for a run of them with fuse_unk).
+            var afterUnknown = false;
+            for (int i = offset, characterLength; i < end; i += characterLength)
+            {
+                var codePoint = CharTokenizer.CodePointAt(text, i, out characterLength);
+                if (AddBytes(text.Substring(i, characterLength), result)) afterUnknown = false;
+                else if (unknownId is { } unknown)
+                {
+                    if (!(afterUnknown && fuseUnknown)) result.Add(unknown);
+                    afterUnknown = true;
+                }
+                else Note(unspellable, codePoint);
+            }
         }
     }
 
-    bool HasPiece(int[] ids) => VocabSize < tokens.Length && ids.AsSpan().IndexOfAnyInRange(VocabSize, tokens.Length - 1) >= 0;
+    /// <summary>With byte_fallback, adds the byte tokens of a character when there is one for
+    /// each of its bytes ("▁" is a space).</summary>
+    bool AddBytes(string character, List<int> result)
+    {
+        if (byteTokens is null) return false;
+        var bytes = Encoding.UTF8.GetBytes(character.Replace('▁', ' '));
+        if (!Array.TrueForAll(bytes, b => byteTokens[b] is not null)) return false;
+        foreach (var b in bytes) result.Add(byteTokens[b]!.Value);
+        return true;
+    }
 
-    /// <summary>The characters that encode to a piece of a character (outside the model's
-    /// tokens) where the tokenizer lists pieces; none otherwise, as a byte-level vocabulary
-    /// spells every byte and SentencePiece's falls back to bytes or its unknown token.</summary>
+    static void Note(List<int> unspellable, int codePoint)
+    {
+        if (!unspellable.Contains(codePoint)) unspellable.Add(codePoint);
+    }
+
     public IReadOnlyList<int> Unencodable(string text)
     {
-        if (VocabSize == tokens.Length || !HasPiece(EncodeWords(text, start: true))) return [];
-        var missing = new List<int>();
-        for (int i = 0, length; i < text.Length; i += length)
-        {
-            var codePoint = CharTokenizer.CodePointAt(text, i, out length);
-            if (!missing.Contains(codePoint) && HasPiece(EncodeWords(text.Substring(i, length), start: true))) missing.Add(codePoint);
-        }
-        return missing;
+        if (spellsEveryCharacter) return [];
+        var unspellable = new List<int>();
+        EncodeText(text, start: true, unspellable);
+        return unspellable;
     }
 
     // The tokens' bytes joined, then read as UTF-8: a character split across byte-level or
@@ -286,6 +365,9 @@ public sealed class HfTokenizer : ITokenizer
     }
 
     public bool HasSpecialToken(string token) => added.ContainsKey(token);
+
+    // As Hugging Face's decode(skip_special_tokens=True): added tokens not marked special are text.
+    public bool IsSpecial(int id) => special.Contains(id);
 
     public JsonObject ToJson()
     {

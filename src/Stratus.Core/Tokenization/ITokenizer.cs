@@ -53,6 +53,11 @@ public interface ITokenizer
     /// <summary>Whether the vocabulary spells the text as one token (e.g. ChatML markers).</summary>
     bool HasSpecialToken(string token);
 
+    /// <summary>Whether the token is a control token rather than text: a Hugging Face added token
+    /// marked special (&lt;s&gt;, &lt;|im_start|&gt;, &lt;|eot_id|&gt;), GPT-2's &lt;|endoftext|&gt;.
+    /// Generated text leaves them out unless asked to keep them (vLLM's skip_special_tokens).</summary>
+    bool IsSpecial(int id);
+
     /// <summary>The tokenizer's own description, stored as tokenizer.json.</summary>
     JsonObject ToJson();
 

@@ -29,6 +29,9 @@ public abstract record SamplingFields
     /// Llama's BOS). By default a text prompt does, and a chat as its template decides; false
     /// suits a prompt rendered by the client that already starts with them.</summary>
     public bool? AddSpecialTokens { get; init; }
+    /// <summary>vLLM's extension: whether generated special tokens (&lt;|im_start|&gt;, a Llama's
+    /// &lt;/s&gt; past ignore_eos) are left out of the text; true by default.</summary>
+    public bool? SkipSpecialTokens { get; init; }
 }
 
 public sealed record StreamOptions

@@ -52,6 +52,7 @@ public static class RequestParser
             LogitBias = LogitBias(body.LogitBias, tokenizer.VocabSize),
             Stop = Stops(body.Stop),
             IgnoreEos = body.IgnoreEos ?? false,
+            SkipSpecialTokens = body.SkipSpecialTokens ?? true,
         };
     }
 

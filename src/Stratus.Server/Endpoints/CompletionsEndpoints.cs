@@ -74,11 +74,11 @@ public static class CompletionsEndpoints
                 if (echo && !echoed[c])
                 {
                     echoed[c] = true;
-                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, [], (run, c / choices), run.PromptLogprobs(c), ref textOffsets[c]);
+                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, run, [], c / choices, run.PromptLogprobs(c), ref textOffsets[c]);
                     await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, echoedTexts[c / choices], promptLogprobs, null)]), cancellation);
                 }
                 if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Tokens.Count == 0)) continue;
-                var lp = logprobs is not null && piece.Tokens.Count > 0 ? Logprobs(tokenizer, piece.Tokens, null, null, ref textOffsets[c]) : null;
+                var lp = logprobs is not null && piece.Tokens.Count > 0 ? Logprobs(tokenizer, run, piece.Tokens, null, null, ref textOffsets[c]) : null;
                 await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason) { ContentFilterResults = piece.FilterResults }]), cancellation);
             }
             if (body.StreamOptions?.IncludeUsage == true)
@@ -107,7 +107,7 @@ public static class CompletionsEndpoints
         for (var c = 0; c < total; c++)
         {
             var offset = 0;
-            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, tokens[c], echo ? (run, c / choices) : null, run.PromptLogprobs(c), ref offset);
+            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, run, tokens[c], echo ? c / choices : null, run.PromptLogprobs(c), ref offset);
             result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]) { ContentFilterResults = filterResults[c] };
         }
         await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result)
@@ -117,22 +117,24 @@ public static class CompletionsEndpoints
         }, OpenAiJson.Options, cancellation);
     }
 
-    /// <summary>The legacy logprobs object; echoed prompt tokens (of <paramref name="echo"/>'s
-    /// prompt) come first, the very first of them without a log-probability (nothing precedes
-    /// it), as OpenAI writes it. Text offsets start at <paramref name="offset"/>, which is moved
-    /// past the tokens' text.</summary>
-    static CompletionLogprobs Logprobs(ITokenizer tokenizer, IReadOnlyList<GeneratedToken> generated, (GenerationRun Run, int Prompt)? echo,
+    /// <summary>The legacy logprobs object; echoed prompt tokens (of prompt <paramref name="echo"/>)
+    /// come first, the very first of them without a log-probability (nothing precedes it), as
+    /// OpenAI writes it. Text offsets start at <paramref name="offset"/>, which is moved past the
+    /// tokens' text.</summary>
+    static CompletionLogprobs Logprobs(ITokenizer tokenizer, GenerationRun run, IReadOnlyList<GeneratedToken> generated, int? echo,
         IReadOnlyList<GeneratedToken>? promptLogprobs, ref int offset)
     {
         var tokens = new List<string>();
         var values = new List<float?>();
         var top = new List<Dictionary<string, float>?>();
         var offsets = new List<int>();
-        // Offsets count the text's characters; tokens are named as TokenSpelling names them.
-        var (run, prompt) = echo ?? default;
-        for (var i = 0; i < (run?.Prompts[prompt].Length ?? 0); i++)
+        // Offsets count the text's characters; tokens are named as TokenSpelling names them, a
+        // special token left out of the text too (as vLLM names it).
+        var prompt = echo ?? 0;
+        int[] echoed = echo is null ? [] : run.Prompts[prompt];
+        for (var i = 0; i < echoed.Length; i++)
         {
-            tokens.Add(TokenSpelling.Text(tokenizer, run!.Prompts[prompt][i]));
+            tokens.Add(TokenSpelling.Text(tokenizer, echoed[i]));
             offsets.Add(offset);
             offset += run.EchoedText(prompt, i).Length;
             if (i == 0 || promptLogprobs is null || i - 1 >= promptLogprobs.Count)
@@ -150,7 +152,7 @@ public static class CompletionsEndpoints
             values.Add(token.Logprob);
             top.Add(Alternatives(tokenizer, token));
             offsets.Add(offset);
-            offset += tokenizer.Decode([token.Token]).Length;
+            offset += run.GeneratedText(token.Token).Length;
         }
         return new CompletionLogprobs(tokens, values, top, offsets);
     }

@@ -92,6 +92,14 @@ public sealed class GenerationRun : IAsyncDisposable
         return index < before || index >= tokens.Length - after ? "" : tokenizer.Decode([tokens[index]]);
     }
 
+    /// <summary>The text of a generated token in its choice's text (text_offset counts it): the
+    /// token decoded alone, or nothing for a special token the request leaves out of the text.</summary>
+    public string GeneratedText(int token)
+    {
+        var tokenizer = context.Model.Tokenizer;
+        return context.Request.SkipSpecialTokens && tokenizer.IsSpecial(token) ? "" : tokenizer.Decode([token]);
+    }
+
     /// <summary>Begins the filters' scopes and submits every sequence; 429 when the engine's
     /// queue is full.</summary>
     public static async Task<GenerationRun> StartAsync(GenerationContext context, IReadOnlyList<int[]> promptTokens, IReadOnlyList<IGenerationFilter> filters,

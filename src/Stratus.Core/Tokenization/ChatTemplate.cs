@@ -100,9 +100,10 @@ public sealed class ChatTemplate
         _ => ("", ""),
     };
 
-    /// <summary>The prompt for a conversation, ending where the assistant's reply begins.</summary>
-    public string Render(IReadOnlyList<ChatMessageText> messages) =>
-        Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt: true);
+    /// <summary>The prompt for a conversation, ending where the assistant's reply begins (or,
+    /// without the generation prompt, where the last message ends).</summary>
+    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true) =>
+        Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt);
 
     public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
     {

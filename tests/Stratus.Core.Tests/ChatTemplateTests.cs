@@ -2,7 +2,9 @@
 // with what transformers' apply_chat_template produces for the same conversation.
 using System.Text.Json.Nodes;
 using Stratus.Formats;
+using Stratus.Models;
 using Stratus.Tokenization;
+using Stratus.Training;
 
 namespace Stratus.Tests;
 
@@ -266,6 +268,19 @@ public sealed class ChatTemplateTests
     {
         var nested = "{{ " + new string('(', 150) + "1" + new string(')', 150) + " }}" + string.Concat(Enumerable.Repeat("{% if true %}", 150)) + "!" + string.Concat(Enumerable.Repeat("{% endif %}", 150));
         Assert.Equal("1!", new ChatTemplate(nested).Render(Conversation, addGenerationPrompt: false));
+    }
+
+    [Fact]
+    public void A_stored_template_that_cannot_be_used_is_refused_naming_its_file()
+    {
+        // serve --model a --model b, or prepare --tokenizer-from, would otherwise not say whose template it is.
+        using var temp = new TempDirectory();
+        var tokenizer = CharTokenizer.FromCorpus("hello");
+        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false });
+        var checkpoint = temp.File("run/checkpoints/best");
+        Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = "{% macro m() %}{% endmacro %}" });
+        var error = Assert.Throws<StratusUserException>(() => ChatTemplate.Load(temp.File("run"), tokenizer));
+        Assert.Equal($"{Path.Combine(checkpoint, ChatTemplate.FileName)}: the chat template cannot be used: the tag {{% macro %}} is not supported", error.Message);
     }
 
     [Theory]

@@ -2,7 +2,9 @@
 // with what transformers' apply_chat_template produces for the same conversation.
 using System.Text.Json.Nodes;
 using Stratus.Formats;
+using Stratus.Models;
 using Stratus.Tokenization;
+using Stratus.Training;
 
 namespace Stratus.Tests;
 
@@ -17,6 +19,104 @@ public sealed class ChatTemplateTests
     const string Mistral = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
 
     const string Zephyr = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+
+    // Llama 3.1-3.3 Instruct's, as Meta ships it: it asks strftime_now() for "Today Date".
+    internal const string Llama31 = """
+        {{- bos_token }}
+        {%- if custom_tools is defined %}
+            {%- set tools = custom_tools %}
+        {%- endif %}
+        {%- if not tools_in_user_message is defined %}
+            {%- set tools_in_user_message = true %}
+        {%- endif %}
+        {%- if not date_string is defined %}
+            {%- if strftime_now is defined %}
+                {%- set date_string = strftime_now("%d %b %Y") %}
+            {%- else %}
+                {%- set date_string = "26 Jul 2024" %}
+            {%- endif %}
+        {%- endif %}
+        {%- if not tools is defined %}
+            {%- set tools = none %}
+        {%- endif %}
+
+        {#- This block extracts the system message, so we can slot it into the right place. #}
+        {%- if messages[0]['role'] == 'system' %}
+            {%- set system_message = messages[0]['content']|trim %}
+            {%- set messages = messages[1:] %}
+        {%- else %}
+            {%- set system_message = "" %}
+        {%- endif %}
+
+        {#- System message #}
+        {{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+        {%- if tools is not none %}
+            {{- "Environment: ipython\n" }}
+        {%- endif %}
+        {{- "Cutting Knowledge Date: December 2023\n" }}
+        {{- "Today Date: " + date_string + "\n\n" }}
+        {%- if tools is not none and not tools_in_user_message %}
+            {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+            {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+            {{- "Do not use variables.\n\n" }}
+            {%- for t in tools %}
+                {{- t | tojson(indent=4) }}
+                {{- "\n\n" }}
+            {%- endfor %}
+        {%- endif %}
+        {{- system_message }}
+        {{- "<|eot_id|>" }}
+
+        {#- Custom tools are passed in a user message with some extra guidance #}
+        {%- if tools_in_user_message and not tools is none %}
+            {#- Extract the first user message so we can plug it in here #}
+            {%- if messages | length != 0 %}
+                {%- set first_user_message = messages[0]['content']|trim %}
+                {%- set messages = messages[1:] %}
+            {%- else %}
+                {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
+        {%- endif %}
+            {{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
+            {{- "Given the following functions, please respond with a JSON for a function call " }}
+            {{- "with its proper arguments that best answers the given prompt.\n\n" }}
+            {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+            {{- "Do not use variables.\n\n" }}
+            {%- for t in tools %}
+                {{- t | tojson(indent=4) }}
+                {{- "\n\n" }}
+            {%- endfor %}
+            {{- first_user_message + "<|eot_id|>"}}
+        {%- endif %}
+
+        {%- for message in messages %}
+            {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+                {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+            {%- elif 'tool_calls' in message %}
+                {%- if not message.tool_calls|length == 1 %}
+                    {{- raise_exception("This model only supports single tool-calls at once!") }}
+                {%- endif %}
+                {%- set tool_call = message.tool_calls[0].function %}
+                {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+                {{- '{"name": "' + tool_call.name + '", ' }}
+                {{- '"parameters": ' }}
+                {{- tool_call.arguments | tojson }}
+                {{- "}" }}
+                {{- "<|eot_id|>" }}
+            {%- elif message.role == "tool" or message.role == "ipython" %}
+                {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
+                {%- if message.content is mapping or message.content is iterable %}
+                    {{- message.content | tojson }}
+                {%- else %}
+                    {{- message.content }}
+                {%- endif %}
+                {{- "<|eot_id|>" }}
+            {%- endif %}
+        {%- endfor %}
+        {%- if add_generation_prompt %}
+            {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+        {%- endif %}
+
+        """;
 
     static readonly (string, string)[] Conversation = [("system", "Be brief."), ("user", "Hi!"), ("assistant", "Hello."), ("user", "Name a color.")];
 
@@ -55,6 +155,37 @@ public sealed class ChatTemplateTests
     {
         var text = new ChatTemplate(Zephyr, "<s>", "</s>").Render(Conversation[..2], addGenerationPrompt: true);
         Assert.Equal("<|system|>\nBe brief.</s>\n<|user|>\nHi!</s>\n<|assistant|>\n", text);
+    }
+
+    [Fact]
+    public void Llama_3_1_s_template_writes_today_s_date_as_transformers_strftime_now_does()
+    {
+        static string Today() => DateTime.Now.ToString("dd MMM yyyy", System.Globalization.CultureInfo.InvariantCulture);
+        var template = new ChatTemplate(Llama31, "<|begin_of_text|>", "<|eot_id|>");
+        var before = Today();
+        var text = template.Render(Conversation[..2], addGenerationPrompt: true);
+        string Expected(string date) => "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n" +
+            $"Today Date: {date}\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+        Assert.Contains(text, new[] { Expected(before), Expected(Today()) });
+        Assert.Equal("<|eot_id|>", template.EndOfTurn);
+    }
+
+    sealed class FixedClock(DateTimeOffset now) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => now.ToUniversalTime();
+        public override TimeZoneInfo LocalTimeZone { get; } = TimeZoneInfo.CreateCustomTimeZone("fixed", now.Offset, "fixed", "fixed");
+    }
+
+    [Fact]
+    public void Strftime_now_formats_local_time_as_Python_does_in_the_C_locale()
+    {
+        // What Python's datetime(2026, 3, 5, 15, 4, 5).strftime gives for each format.
+        var clock = new FixedClock(new DateTimeOffset(2026, 3, 5, 15, 4, 5, TimeSpan.FromHours(-7)));
+        const string source = "{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%-d %B %y') }}|" +
+            "{{ strftime_now('%A %a %I:%M:%S %p %j %%') }}|{{ strftime_now is defined }}|{{ 'x' if strftime_now is not defined else 'y' }}";
+        Assert.Equal("05 Mar 2026|2026-03-05|5 March 26|Thursday Thu 03:04:05 PM 064 %|True|y", new JinjaTemplate(source).Render(new Dictionary<string, object?>(), clock));
+        var error = Assert.Throws<JinjaException>(() => new JinjaTemplate("{{ strftime_now('%d %Q') }}").Render(new Dictionary<string, object?>(), clock));
+        Assert.Equal("strftime_now(\"%d %Q\"): the directive %Q is not supported", error.Message);
     }
 
     [Fact]
@@ -137,6 +268,19 @@ public sealed class ChatTemplateTests
     {
         var nested = "{{ " + new string('(', 150) + "1" + new string(')', 150) + " }}" + string.Concat(Enumerable.Repeat("{% if true %}", 150)) + "!" + string.Concat(Enumerable.Repeat("{% endif %}", 150));
         Assert.Equal("1!", new ChatTemplate(nested).Render(Conversation, addGenerationPrompt: false));
+    }
+
+    [Fact]
+    public void A_stored_template_that_cannot_be_used_is_refused_naming_its_file()
+    {
+        // serve --model a --model b, or prepare --tokenizer-from, would otherwise not say whose template it is.
+        using var temp = new TempDirectory();
+        var tokenizer = CharTokenizer.FromCorpus("hello");
+        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false });
+        var checkpoint = temp.File("run/checkpoints/best");
+        Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = "{% macro m() %}{% endmacro %}" });
+        var error = Assert.Throws<StratusUserException>(() => ChatTemplate.Load(temp.File("run"), tokenizer));
+        Assert.Equal($"{Path.Combine(checkpoint, ChatTemplate.FileName)}: the chat template cannot be used: the tag {{% macro %}} is not supported", error.Message);
     }
 
     [Theory]

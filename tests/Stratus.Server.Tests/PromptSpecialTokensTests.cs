@@ -66,7 +66,7 @@ public sealed class LlamaModelServer : IAsyncLifetime
         });
         Checkpoint.Save(directory, model, tokenizer, extraFiles: chatTemplate ? new Dictionary<string, string>
         {
-            [ChatTemplate.FileName] = "{{ bos_token }}{% for message in messages %}{{ message['content'] + ' ' }}{% endfor %}",
+            [ChatTemplate.FileName] = "{{ bos_token }}{% for message in messages %}{{ message['content'] + ' ' }}{% endfor %}{% if add_generation_prompt %}{{ 'answer' }}{% endif %}",
         } : null);
         return directory;
     }
@@ -105,6 +105,18 @@ public sealed class PromptSpecialTokensTests(LlamaModelServer fixture) : IClassF
         // Asked for, they come on top of the template's, as vLLM gives them.
         var chatWithSpecialTokens = await Tokenize(new { model = "tiny", messages = Messages, add_special_tokens = true });
         Assert.Equal([Bos, .. chat], chatWithSpecialTokens);
+    }
+
+    [Fact]
+    public async Task Tokenize_renders_messages_with_the_generation_prompt_unless_told_not_to()
+    {
+        // vLLM's add_generation_prompt, true by default: the prompt a chat sends, or the conversation alone.
+        var chat = await Tokenize(new { model = "tiny", messages = Messages });
+        Assert.Equal(chat, await Tokenize(new { model = "tiny", messages = Messages, add_generation_prompt = true }));
+        Assert.Equal(chat.Length, (int)(await Post("/v1/chat/completions", new { model = "tiny", messages = Messages, max_tokens = 1 }))["usage"]!["prompt_tokens"]!);
+        var conversation = await Tokenize(new { model = "tiny", messages = Messages, add_generation_prompt = false });
+        async Task<string> Detokenize(int[] tokens) => (string)(await Post("/detokenize", new { model = "tiny", tokens }))["prompt"]!;
+        Assert.Equal(await Detokenize(conversation) + "answer", await Detokenize(chat));
     }
 
     [Fact]

@@ -74,7 +74,11 @@ public sealed class ChatTemplate
     public static ChatTemplate? TryLoad(string checkpointDirectory)
     {
         checkpointDirectory = Training.Checkpoint.Resolve(checkpointDirectory);
-        return Find(checkpointDirectory) is { } source ? Of(source, TokenizerStore.Load(checkpointDirectory)) : null;
+        if (Find(checkpointDirectory) is not { } source) return null;
+        var tokenizer = TokenizerStore.Load(checkpointDirectory);
+        // Named by its file: a server loading several models, or prepare, would not say whose it is.
+        try { return Of(source, tokenizer); }
+        catch (StratusUserException e) { throw new StratusUserException($"{Path.Combine(checkpointDirectory, FileName)}: {e.Message}", e); }
     }
 
     /// <summary>A model's own template (its checkpoint's, or one it is fine-tuned into), with the
@@ -100,9 +104,10 @@ public sealed class ChatTemplate
         _ => ("", ""),
     };
 
-    /// <summary>The prompt for a conversation, ending where the assistant's reply begins.</summary>
-    public string Render(IReadOnlyList<ChatMessageText> messages) =>
-        Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt: true);
+    /// <summary>The prompt for a conversation, ending where the assistant's reply begins (or,
+    /// without the generation prompt, where the last message ends).</summary>
+    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true) =>
+        Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt);
 
     public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
     {

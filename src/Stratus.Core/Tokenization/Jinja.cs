@@ -3,8 +3,11 @@
 // {% set %} (also namespace attributes), comments, whitespace control ({%- -%}) and the
 // trim_blocks / lstrip_blocks settings transformers renders with. Expressions cover literals,
 // lists, dicts, attribute/index/slice access, arithmetic, ~ concatenation, comparisons, in,
-// and/or/not, inline if, is-tests, common filters and string methods. Anything else fails at
-// parse time with the construct named, so a template is either rendered faithfully or refused.
+// and/or/not, inline if, is-tests, common filters and string methods, and the functions
+// transformers gives templates besides Jinja's range() and namespace(): raise_exception() and
+// strftime_now() (the local date and time, which Llama 3.1-3.3's templates write as "Today Date").
+// Anything else fails at parse time with the construct named, so a template is either rendered
+// faithfully or refused.
 // One simplification: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
 // the iteration); chat templates set such variables before reading them in the same iteration,
 // and use namespace() when they mean to carry a value out, so they render the same.
@@ -52,10 +55,11 @@ public sealed class JinjaTemplate
         if (!parser.AtEnd) throw new JinjaException($"unexpected {{% {parser.PeekTagName()} %}}");
     }
 
-    public string Render(IReadOnlyDictionary<string, object?> variables)
+    /// <param name="clock">What strftime_now() reads: the system's local time unless a test fixes it.</param>
+    public string Render(IReadOnlyDictionary<string, object?> variables, TimeProvider? clock = null)
     {
         var output = new StringBuilder();
-        var scope = new Scope(variables, new Budget());
+        var scope = new Scope(variables, new Budget(), clock ?? TimeProvider.System);
         foreach (var node in body) node.Render(scope, output);
         return output.ToString();
     }
@@ -68,11 +72,19 @@ public sealed class JinjaTemplate
 
     internal sealed class Namespace : Dictionary<string, object?>;
 
-    /// <summary>A render's variables, with the work it has left (shared with the scopes a loop's
-    /// filter makes).</summary>
-    sealed class Scope(IEnumerable<KeyValuePair<string, object?>> variables, Budget budget) : Dictionary<string, object?>(variables)
+    /// <summary>A global function read as a value, not called: defined (templates test
+    /// "strftime_now is defined" before calling it).</summary>
+    sealed record GlobalFunction(string Name)
+    {
+        public override string ToString() => $"<function {Name}>";
+    }
+
+    /// <summary>A render's variables, with the work it has left and its clock (shared with the
+    /// scopes a loop's filter makes).</summary>
+    sealed class Scope(IEnumerable<KeyValuePair<string, object?>> variables, Budget budget, TimeProvider clock) : Dictionary<string, object?>(variables)
     {
         public Budget Budget => budget;
+        public TimeProvider Clock => clock;
     }
 
     /// <summary>The work a render may still do (<see cref="MaxWork"/>).</summary>
@@ -201,7 +213,7 @@ public sealed class JinjaTemplate
             {
                 items = items.Where(item =>
                 {
-                    var probe = new Scope(scope, scope.Budget);
+                    var probe = new Scope(scope, scope.Budget, scope.Clock);
                     Bind(probe, item);
                     return Values.Truthy(filter.Eval(probe));
                 }).ToList();
@@ -383,7 +395,8 @@ public sealed class JinjaTemplate
     sealed class Name(string name) : Expr([])
     {
         public string Identifier => name;
-        protected override object? Evaluate(Scope scope) => scope.TryGetValue(name, out var v) ? v : Undefined.Instance;
+        protected override object? Evaluate(Scope scope) =>
+            scope.TryGetValue(name, out var v) ? v : Values.Functions.Contains(name) ? new GlobalFunction(name) : Undefined.Instance;
     }
 
     sealed class ListExpr(List<Expr> items) : Expr(items)
@@ -1060,6 +1073,9 @@ public sealed class JinjaTemplate
             return s.Split(separator);
         }
 
+        /// <summary>The functions <see cref="Function"/> calls.</summary>
+        public static readonly HashSet<string> Functions = ["raise_exception", "namespace", "range", "strftime_now"];
+
         public static Expr Function(string name, List<Expr> arguments) => name switch
         {
             "raise_exception" => new Lambda(s => throw new JinjaException(ToText(arguments.FirstOrDefault()?.Eval(s))), arguments),
@@ -1087,8 +1103,51 @@ public sealed class JinjaTemplate
                 for (var i = 0L; i < count; i++) list.Add(start + i * step);
                 return list;
             }, arguments),
+            // transformers' datetime.now().strftime(format), so a rendering holds today's date as it does.
+            "strftime_now" => new Lambda(s => arguments is [var format] && format.Eval(s) is string text
+                ? Strftime(s.Clock.GetLocalNow(), text)
+                : throw new JinjaException("strftime_now() takes one format string"), arguments),
             _ => throw new JinjaException($"the function {name}() is not supported"),
         };
+
+        /// <summary>Python's strftime in the C locale for the directives templates use ("%d %b %Y",
+        /// "%Y-%m-%d"), with glibc's "-" for no padding ("%-d"); any other is refused by name.</summary>
+        static string Strftime(DateTimeOffset now, string format)
+        {
+            var text = new StringBuilder();
+            for (var i = 0; i < format.Length; i++)
+            {
+                if (format[i] != '%')
+                {
+                    text.Append(format[i]);
+                    continue;
+                }
+                var pad = !(i + 1 < format.Length && format[i + 1] == '-');
+                i += pad ? 1 : 2;
+                if (i >= format.Length) throw new JinjaException($"strftime_now(\"{format}\"): the format ends inside a directive");
+                string Number(int value, int width) => value.ToString(pad ? new string('0', width) : "0", CultureInfo.InvariantCulture);
+                text.Append(format[i] switch
+                {
+                    'a' => now.ToString("ddd", CultureInfo.InvariantCulture),
+                    'A' => now.ToString("dddd", CultureInfo.InvariantCulture),
+                    'b' => now.ToString("MMM", CultureInfo.InvariantCulture),
+                    'B' => now.ToString("MMMM", CultureInfo.InvariantCulture),
+                    'd' => Number(now.Day, 2),
+                    'm' => Number(now.Month, 2),
+                    'y' => Number(now.Year % 100, 2),
+                    'Y' => Number(now.Year, 4),
+                    'H' => Number(now.Hour, 2),
+                    'I' => Number((now.Hour + 11) % 12 + 1, 2),
+                    'p' => now.Hour < 12 ? "AM" : "PM",
+                    'M' => Number(now.Minute, 2),
+                    'S' => Number(now.Second, 2),
+                    'j' => Number(now.DayOfYear, 3),
+                    '%' => "%",
+                    var other => throw new JinjaException($"strftime_now(\"{format}\"): the directive %{other} is not supported"),
+                });
+            }
+            return text.ToString();
+        }
 
         static string Describe(object? v) => v switch
         {

@@ -82,6 +82,9 @@ public sealed record TokenizeRequest
     /// prompt gets them; default true for a prompt, and for messages as a chat gets them (none
     /// when the model's own template writes them).</summary>
     public bool? AddSpecialTokens { get; init; }
+    /// <summary>vLLM's: render messages with the template's generation prompt (the assistant's
+    /// header), as a chat sends them; default true.</summary>
+    public bool? AddGenerationPrompt { get; init; }
 }
 
 public sealed record DetokenizeRequest

@@ -56,9 +56,11 @@ public sealed class ServedModel : IDisposable
     public static ServedModel Load(ModelSpec spec, EngineOptions engineOptions, TorchSharp.torch.Device? device = null)
     {
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(spec.Path));
+        // Before the engine starts, so a template that cannot be used leaves no engine running.
+        var template = ChatTemplate.Load(checkpoint.Directory, checkpoint.Tokenizer);
         var model = checkpoint.CreateModel(device);
         var engine = new InferenceEngine(model, checkpoint.Tokenizer, engineOptions);
-        return new ServedModel(spec.ResolveName(), engine, ChatTemplate.Load(checkpoint.Directory, checkpoint.Tokenizer), checkpoint.Directory);
+        return new ServedModel(spec.ResolveName(), engine, template, checkpoint.Directory);
     }
 
     public void Dispose() => Engine.Dispose();

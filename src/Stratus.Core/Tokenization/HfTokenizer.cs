@@ -84,6 +84,10 @@ public sealed class HfTokenizer : ITokenizer
         VocabSize = modelVocabSize is { } rows && rows < size && !sentencePiece
             && tokens.Skip(rows).All(t => vocab.ContainsKey(t) && !added.ContainsKey(t) && ByteLevel.Decode(t) is { } bytes && !Utf8.IsValid(bytes))
             ? rows : size;
+        // Microsoft.ML's BPE, as Hugging Face's, drops a byte that is no token: a byte-level
+        // vocabulary without all 256 (a character vocabulary exported: BpeVocabulary.FromCharacters)
+        // lost a character it lacks from the tokens without a word.
+        spellsEveryByte = sentencePiece || Enumerable.Range(0, 256).All(b => vocab.ContainsKey(ByteLevel.Encode([(byte)b])));
 
         var specialTokens = added.Count == 0 ? null : added;
         normalizeNfc = Types(tokenizerJson["normalizer"], "normalizer").Contains("NFC");
@@ -129,7 +133,7 @@ public sealed class HfTokenizer : ITokenizer
         Cuts = !sentencePiece && preName != "default" && !added.Keys.Any(t => t.Contains('\n')) ? TextCuts.BetweenLines : TextCuts.Nowhere;
     }
 
-    readonly bool sentencePiece, byteFallback, normalizeNfc;
+    readonly bool sentencePiece, byteFallback, normalizeNfc, spellsEveryByte;
     /// <summary>The added tokens as one alternation, longest first; null when there are none.</summary>
     readonly Regex? addedTokenPattern;
     readonly int? unknownId;
@@ -194,8 +198,7 @@ public sealed class HfTokenizer : ITokenizer
         try
         {
             var ids = EncodeWords(text, start);
-            // A piece is left unmerged only where the text has a character the vocabulary lacks.
-            return HasPiece(ids) ? throw new StratusUserException($"the text has characters outside this model's vocabulary: {CharTokenizer.Describe(Unencodable(text))}") : ids;
+            return Misspells(text, ids) ? throw new StratusUserException($"the text has characters outside this model's vocabulary: {CharTokenizer.Describe(Unencodable(text))}") : ids;
         }
         catch (RegexMatchTimeoutException e)
         {
@@ -242,19 +245,32 @@ public sealed class HfTokenizer : ITokenizer
         }
     }
 
-    bool HasPiece(int[] ids) => VocabSize < tokens.Length && ids.AsSpan().IndexOfAnyInRange(VocabSize, tokens.Length - 1) >= 0;
+    /// <summary>Whether <paramref name="ids"/>, the tokens of <paramref name="text"/>, leave
+    /// some of it unspelt, which happens only where the text has a character the vocabulary
+    /// lacks: a piece of a character was left unmerged (outside the model's tokens), or bytes
+    /// no token spells were dropped. Never for a vocabulary of every byte and no pieces (GPT-2's,
+    /// Llama 3's) nor SentencePiece's, which falls back to bytes or its unknown token.</summary>
+    bool Misspells(string text, int[] ids)
+    {
+        if (VocabSize < tokens.Length && ids.AsSpan().IndexOfAnyInRange(VocabSize, tokens.Length - 1) >= 0) return true;
+        if (spellsEveryByte) return false;
+        // A byte-level token has a character per byte; an added token is its own text.
+        var spelt = 0L;
+        foreach (var id in ids) spelt += added.ContainsKey(tokens[id]) ? Encoding.UTF8.GetByteCount(tokens[id]) : tokens[id].Length;
+        return spelt != Encoding.UTF8.GetByteCount(normalizeNfc ? text.Normalize(NormalizationForm.FormC) : text);
+    }
 
-    /// <summary>The characters that encode to a piece of a character (outside the model's
-    /// tokens) where the tokenizer lists pieces; none otherwise, as a byte-level vocabulary
-    /// spells every byte and SentencePiece's falls back to bytes or its unknown token.</summary>
+    /// <summary>The characters the tokens leave unspelt (<see cref="Misspells"/>); none for a
+    /// vocabulary that spells every text.</summary>
     public IReadOnlyList<int> Unencodable(string text)
     {
-        if (VocabSize == tokens.Length || !HasPiece(EncodeWords(text, start: true))) return [];
+        if (VocabSize == tokens.Length && spellsEveryByte || !Misspells(text, EncodeWords(text, start: true))) return [];
         var missing = new List<int>();
         for (int i = 0, length; i < text.Length; i += length)
         {
             var codePoint = CharTokenizer.CodePointAt(text, i, out length);
-            if (!missing.Contains(codePoint) && HasPiece(EncodeWords(text.Substring(i, length), start: true))) missing.Add(codePoint);
+            var character = text.Substring(i, length);
+            if (!missing.Contains(codePoint) && Misspells(character, EncodeWords(character, start: true))) missing.Add(codePoint);
         }
         return missing;
     }

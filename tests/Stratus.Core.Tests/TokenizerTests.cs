@@ -53,6 +53,20 @@ public sealed class TokenizerTests
     }
 
     [Fact]
+    public void A_megabyte_prompt_of_distinct_characters_outside_the_vocabulary_is_named_in_linear_time()
+    {
+        // A 1 MB request body holds a quarter of a million characters, none alike; here twice as
+        // many. Each was searched for in the list of those found so far: for a quarter of a
+        // million, 2.4 s of CPU a request in Release, against 14 ms before characters were scalars.
+        var text = string.Concat(Enumerable.Range(0x20000, 500_000).Select(char.ConvertFromUtf32));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var missing = CharTokenizer.FromCorpus("ab").Unencodable(text);
+        Assert.Equal(500_000, missing.Count);
+        Assert.Equal(0x20000 + 499_999, missing[^1]);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1), $"{clock.Elapsed.TotalSeconds:0.0} s");
+    }
+
+    [Fact]
     public void A_vocabulary_within_the_BMP_keeps_its_ids_and_its_stored_form()
     {
         // Characters on both sides of the surrogate range (private use, fullwidth, U+FFFD), whose

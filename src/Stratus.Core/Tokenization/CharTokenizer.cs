@@ -101,10 +101,11 @@ public sealed class CharTokenizer : ITokenizer
     public IReadOnlyList<int> Unencodable(string text)
     {
         var missing = new List<int>();
+        var seen = new HashSet<int>(); // a text may have a quarter of a million distinct characters: no list search per character
         for (int i = 0, length; i < text.Length; i += length)
         {
             var codePoint = CodePointAt(text, i, out length);
-            if (!TryGetId(codePoint, out _) && !missing.Contains(codePoint)) missing.Add(codePoint);
+            if (!TryGetId(codePoint, out _) && seen.Add(codePoint)) missing.Add(codePoint);
         }
         return missing;
     }

@@ -266,11 +266,13 @@ public sealed class HfTokenizer : ITokenizer
     {
         if (VocabSize == tokens.Length && spellsEveryByte || !Misspells(text, EncodeWords(text, start: true))) return [];
         var missing = new List<int>();
+        var seen = new HashSet<int>(); // each character encoded once, and no list search per character
         for (int i = 0, length; i < text.Length; i += length)
         {
             var codePoint = CharTokenizer.CodePointAt(text, i, out length);
+            if (!seen.Add(codePoint)) continue;
             var character = text.Substring(i, length);
-            if (!missing.Contains(codePoint) && Misspells(character, EncodeWords(character, start: true))) missing.Add(codePoint);
+            if (Misspells(character, EncodeWords(character, start: true))) missing.Add(codePoint);
         }
         return missing;
     }

@@ -12,12 +12,13 @@ public static class JsonText
     /// <summary>Why the strings of a JSON document cannot be read as text, or null when they can:
     /// invalid UTF-8, or a \u escape that leaves a UTF-16 surrogate unpaired ("\ud800"). Every
     /// escaped string is decoded once here, before the document is parsed for its values.
-    /// Malformed JSON gives null: the parser says where.</summary>
-    public static string? Problem(ReadOnlySpan<byte> json)
+    /// Malformed JSON gives null: the parser says where. <paramref name="options"/> are the
+    /// parser's (comments, trailing commas), so that the check reads as far as it does.</summary>
+    public static string? Problem(ReadOnlySpan<byte> json, JsonReaderOptions options = default)
     {
         // JSON is UTF-8 (RFC 8259); the parser would skip unchecked bytes inside ignored fields.
         if (!Utf8.IsValid(json)) return "it is not valid UTF-8";
-        var reader = new Utf8JsonReader(json);
+        var reader = new Utf8JsonReader(json, options);
         try
         {
             while (reader.Read())
@@ -40,7 +41,8 @@ public static class JsonText
     {
         ReadOnlySpan<byte> json = File.ReadAllBytes(path);
         if (json.StartsWith("\uFEFF"u8)) json = json[3..];
-        if (Problem(json) is { } problem) throw new StratusUserException($"{path}: {problem}.{(hint is null ? "" : " " + hint)}");
+        var readerOptions = new JsonReaderOptions { CommentHandling = options.CommentHandling, AllowTrailingCommas = options.AllowTrailingCommas, MaxDepth = options.MaxDepth };
+        if (Problem(json, readerOptions) is { } problem) throw new StratusUserException($"{path}: {problem}.{(hint is null ? "" : " " + hint)}");
         try { return JsonNode.Parse(json, documentOptions: options); }
         catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, hint: hint); }
     }

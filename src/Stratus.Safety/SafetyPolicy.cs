@@ -77,11 +77,11 @@ public sealed record SafetyPolicy(
     /// <exception cref="TrustUserException">Unknown names or an invalid policy.</exception>
     public static SafetyPolicy FromDocument(SafetyPolicyDocument document)
     {
-        var deployment = document.Deployment ?? "";
-        var blockAt = document.BlockAt is null ? new Dictionary<SafetyCategory, Severity>(Default(deployment).BlockAt) : [];
+        var defaults = Default(document.Deployment ?? "");
+        var blockAt = document.BlockAt is null ? new Dictionary<SafetyCategory, Severity>(defaults.BlockAt) : [];
         foreach (var (category, severity) in document.BlockAt ?? [])
             blockAt[SafetyNames.ParseCategory(category)] = SafetyNames.ParseSeverity(severity);
-        var pii = (document.Pii ?? "annotate").Trim().ToLowerInvariant() switch
+        var pii = document.Pii is null ? defaults.Pii : document.Pii.Trim().ToLowerInvariant() switch
         {
             "off" => PiiMode.Off,
             "annotate" => PiiMode.Annotate,
@@ -89,7 +89,7 @@ public sealed record SafetyPolicy(
             "block" => PiiMode.Block,
             var other => throw new TrustUserException($"Unknown pii mode '{other}'; expected off, annotate, redact or block."),
         };
-        return new SafetyPolicy(deployment, blockAt, pii, [.. document.Blocklists ?? []], document.CheckPrompts, document.CheckCompletions).Validate();
+        return new SafetyPolicy(defaults.Deployment, blockAt, pii, [.. document.Blocklists ?? []], document.CheckPrompts, document.CheckCompletions).Validate();
     }
 
     public string ToJson() => JsonSerializer.Serialize(ToDocument());

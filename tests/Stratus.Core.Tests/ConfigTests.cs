@@ -68,6 +68,9 @@ public sealed class ConfigTests
         // The parser takes the escape of half a surrogate pair; reading the string threw InvalidOperationException.
         Assert.EndsWith("c.json: a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text; escape characters outside the Basic Multilingual Plane as a surrogate pair.",
             Fails("""{"dtype": "\ud800"}""").Message);
+        // A config may have comments and trailing commas: the check read past neither, so a
+        // string after a comment went unchecked and reading it threw again.
+        Assert.Contains("a string holds a \\u escape of an unpaired UTF-16 surrogate", Fails("{\n  // bf16 on GPUs\n  \"dtype\": \"\\ud800\",\n}").Message);
     }
 
     [Fact]

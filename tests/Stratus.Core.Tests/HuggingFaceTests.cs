@@ -147,6 +147,11 @@ public sealed class HuggingFaceTests
         Assert.Equal([0xEB, 0x1F602], tokenizer.Unencodable("aëb😂"));
         Assert.Equal("the text has characters outside this model's vocabulary: 'ë' (U+00EB), '😂' (U+1F602)",
             Assert.Throws<StratusUserException>(() => tokenizer.Encode("aëb😂")).Message);
+        // One whose bytes are no token or piece at all (an ASCII letter, a character whose lead
+        // byte starts none of the vocabulary's) was dropped from the tokens without a word.
+        Assert.Equal(['x', 0x20AC], tokenizer.Unencodable("axb€"));
+        Assert.Equal("the text has characters outside this model's vocabulary: 'x' (U+0078), '€' (U+20AC)",
+            Assert.Throws<StratusUserException>(() => tokenizer.Encode("axb€")).Message);
 
         // Exported again, the same tokenizer.json.
         HuggingFace.Export(temp.File("run"), temp.File("again"));

@@ -89,10 +89,6 @@ public static class DatasetPreparer
         if (!(valFraction >= 0 && valFraction < 1)) throw new StratusUserException($"--val-fraction must be in [0, 1), got {valFraction}");
     }
 
-    /// <summary>Reads a corpus file as UTF-8. A byte that is not UTF-8 (a Latin-1 or UTF-16 file
-    /// without a byte order mark, a binary file) is an error naming the file and the byte, not a
-    /// U+FFFD in the vocabulary and the tokens. Only such bytes reach the fallback, so valid text
-    /// decodes at full speed.</summary>
     /// <summary>Line <paramref name="lineNumber"/> of a JSONL file as JSON. Malformed JSON, or a
     /// string that is no text (an escaped lone surrogate, which the parser accepts and reading
     /// the string throws on), is refused naming the file and line.</summary>
@@ -104,6 +100,10 @@ public static class DatasetPreparer
         catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, lineNumber, hint); }
     }
 
+    /// <summary>Reads a corpus file as UTF-8. A byte that is not UTF-8 (a Latin-1 or UTF-16 file
+    /// without a byte order mark, a binary file) is an error naming the file and the byte, not a
+    /// U+FFFD in the vocabulary and the tokens. Only such bytes reach the fallback, so valid text
+    /// decodes at full speed.</summary>
     internal static StreamReader ReadUtf8(string file, FileStream stream) =>
         new(stream, Encoding.GetEncoding("utf-8", EncoderFallback.ReplacementFallback, new NotUtf8Fallback(file)));
 

@@ -224,11 +224,11 @@ public sealed class HfTokenizer : ITokenizer
     {
         var unspellable = new List<int>();
         var ids = EncodeText(text, start, unspellable);
-        return unspellable.Count == 0 ? ids : throw CharTokenizer.OutsideVocabulary(unspellable);
+        return unspellable.Count == 0 ? ids : throw CharTokenizer.OutsideVocabulary(unspellable.Distinct());
     }
 
     /// <summary>The text's tokens; the characters nothing spells are added to
-    /// <paramref name="unspellable"/> (each once) and left out.</summary>
+    /// <paramref name="unspellable"/> (as often as they occur) and left out.</summary>
     int[] EncodeText(string text, bool start, List<int> unspellable)
     {
         try { return EncodeWords(text, start, unspellable); }
@@ -292,7 +292,7 @@ public sealed class HfTokenizer : ITokenizer
                 else
                 {
                     for (int i = offset, characterLength; i < end; i += characterLength)
-                        Note(unspellable, CharTokenizer.CodePointAt(text, i, out characterLength));
+                        unspellable.Add(CharTokenizer.CodePointAt(text, i, out characterLength));
                 }
                 continue;
             }
@@ -309,7 +309,7 @@ public sealed class HfTokenizer : ITokenizer
                     if (!(afterUnknown && fuseUnknown)) result.Add(unknown);
                     afterUnknown = true;
                 }
-                else Note(unspellable, codePoint);
+                else unspellable.Add(codePoint);
             }
         }
     }
@@ -325,17 +325,13 @@ public sealed class HfTokenizer : ITokenizer
         return true;
     }
 
-    static void Note(List<int> unspellable, int codePoint)
-    {
-        if (!unspellable.Contains(codePoint)) unspellable.Add(codePoint);
-    }
-
     public IReadOnlyList<int> Unencodable(string text)
     {
         if (spellsEveryCharacter) return [];
         var unspellable = new List<int>();
         EncodeText(text, start: true, unspellable);
-        return unspellable;
+        // Distinct, in order of first occurrence, by a set: a text may hold a quarter of a million characters, none alike.
+        return [.. unspellable.Distinct()];
     }
 
     // The tokens' bytes joined, then read as UTF-8: a character split across byte-level or

@@ -170,10 +170,11 @@ public sealed class GenerationRun : IAsyncDisposable
     {
         var unencodable = tokenizer.Unencodable(text);
         if (unencodable.Count == 0) return (text, tokenizer.Encode(text, addSpecialTokens));
+        var dropped = unencodable.ToHashSet();
         var kept = new StringBuilder(text.Length);
         for (int i = 0, length; i < text.Length; i += length)
         {
-            if (!unencodable.Contains(CharTokenizer.CodePointAt(text, i, out length))) kept.Append(text, i, length);
+            if (!dropped.Contains(CharTokenizer.CodePointAt(text, i, out length))) kept.Append(text, i, length);
         }
         var encodable = kept.ToString();
         return (encodable, tokenizer.Encode(encodable, addSpecialTokens));

@@ -1,9 +1,10 @@
 // Hugging Face model folders in and out: config.json, model.safetensors (or sharded
-// model-*.safetensors with model.safetensors.index.json), tokenizer.json and
-// tokenizer_config.json. Import builds a Stratus checkpoint (run-dir/checkpoints/best) for
-// GPT2LMHeadModel and Llama-compatible models (Llama 2/3, SmolLM, TinyLlama, Mistral, Qwen2);
-// export writes the same layout back. HF GPT-2 stores its projections as Conv1D ([in, out]),
-// the transpose of nn.Linear, so those weights are transposed both ways.
+// model-*.safetensors with model.safetensors.index.json), tokenizer.json, tokenizer_config.json
+// and generation_config.json (its eos_token_id). Import builds a Stratus checkpoint
+// (run-dir/checkpoints/best) for GPT2LMHeadModel and Llama-compatible models (Llama 2/3, SmolLM,
+// TinyLlama, Mistral, Qwen2); export writes the same layout back. HF GPT-2 stores its
+// projections as Conv1D ([in, out]), the transpose of nn.Linear, so those weights are transposed
+// both ways.
 using System.Diagnostics.CodeAnalysis;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -34,7 +35,8 @@ public static class HuggingFace
         var hfConfig = ReadObject(hfDirectory, "config.json", required: true)!;
         var (config, architecture) = ToModelConfig(hfConfig, hfDirectory);
         var tokenizerJson = ReadObject(hfDirectory, "tokenizer.json", required: true)!;
-        var tokenizer = HfTokenizer.FromHuggingFace(tokenizerJson, ReadObject(hfDirectory, "tokenizer_config.json", required: false), config.VocabSize);
+        var tokenizer = HfTokenizer.FromHuggingFace(tokenizerJson, ReadObject(hfDirectory, "tokenizer_config.json", required: false), config.VocabSize,
+            EndOfGenerationIds(hfDirectory, hfConfig, config.VocabSize));
         if (tokenizer.VocabSize > config.VocabSize)
             throw new StratusUserException($"{hfDirectory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize} " +
                 "(only pieces of characters, byte-level tokens that are not whole UTF-8 text, may be listed past it)");
@@ -46,6 +48,22 @@ public static class HuggingFace
         var checkpoint = Path.Combine(checkpoints, "best");
         Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: extra);
         return new ImportedModel(checkpoint, config, tokenizer, architecture, extra.Count > 0);
+    }
+
+    /// <summary>The ids that end a generation as vLLM reads them: generation_config.json's
+    /// eos_token_id, then config.json's (each a token id or a list of them; Llama 3.1 Instruct
+    /// lists &lt;|end_of_text|&gt;, &lt;|eom_id|&gt; and &lt;|eot_id|&gt;, while its tokenizer's
+    /// eos_token is &lt;|eot_id|&gt; alone).</summary>
+    static List<int> EndOfGenerationIds(string hfDirectory, JsonObject hfConfig, int vocabSize)
+    {
+        var ids = new List<int>();
+        foreach (var (name, json) in new[] { ("generation_config.json", ReadObject(hfDirectory, "generation_config.json", required: false)), ("config.json", hfConfig) })
+        {
+            if (json is null) continue;
+            foreach (var id in new ConfigValues(json, Path.Combine(hfDirectory, name)).TokenIds("eos_token_id", vocabSize))
+                if (!ids.Contains(id)) ids.Add(id);
+        }
+        return ids;
     }
 
     static bool IsConv1D(string name) => Conv1DWeights.Any(name.EndsWith);
@@ -172,6 +190,20 @@ public static class HuggingFace
         public bool? Flag(string key) => Read<bool>(key, "true or false", out var value) ? value : null;
         public string? Text(string key) => Read<string>(key, "text", out var value) ? value : null;
 
+        /// <summary>A token id or a list of them (eos_token_id), each below <paramref name="vocabSize"/>; empty where absent.</summary>
+        public int[] TokenIds(string key, int vocabSize)
+        {
+            if (json[key] is not { } node) return [];
+            JsonNode?[] items = node is JsonArray list ? [.. list] : [node];
+            var ids = new int[items.Length];
+            for (var i = 0; i < ids.Length; i++)
+            {
+                ids[i] = items[i] is JsonValue value && value.TryGetValue<int>(out var id) && id >= 0 && id < vocabSize ? id
+                    : throw new StratusUserException($"{path}: {keyPrefix}{key} must be a token id (0 to {vocabSize - 1}) or a list of them, got {node.ToJsonString()}");
+            }
+            return ids;
+        }
+
         /// <summary>A nested object's values (rope_scaling), null where the key holds no object.</summary>
         public ConfigValues? Object(string key) => json[key] is JsonObject inner ? new(inner, path, $"{keyPrefix}{key}.") : null;
 
@@ -291,7 +323,10 @@ public static class HuggingFace
 
         var eos = vocabulary.EosId;
         var bos = vocabulary.BosId ?? eos;
-        WriteJson(outputDirectory, "config.json", HfConfig(c, bos, eos, dtypeName));
+        var endOfGeneration = tokenizer.EndOfGenerationIds;
+        WriteJson(outputDirectory, "config.json", HfConfig(c, bos, EosTokenId(endOfGeneration), dtypeName));
+        // What vLLM and transformers' generate() read the eos ids from first.
+        WriteJson(outputDirectory, "generation_config.json", new JsonObject { ["bos_token_id"] = bos, ["eos_token_id"] = EosTokenId(endOfGeneration) });
         var tokenizerJson = tokenizer is HfTokenizer hf ? (JsonObject)hf.TokenizerJson.DeepClone() : TokenizerJson(vocabulary);
         WriteJson(outputDirectory, "tokenizer.json", tokenizerJson);
         var tokenizerConfig = tokenizer is HfTokenizer { TokenizerConfig: { } original } ? (JsonObject)original.DeepClone() : new JsonObject
@@ -320,7 +355,15 @@ public static class HuggingFace
         }
     }
 
-    static JsonObject HfConfig(ModelConfig c, int? bos, int? eos, string dtype) => c.Architecture switch
+    /// <summary>eos_token_id as Hugging Face writes it: one id as a number, several as a list.</summary>
+    static JsonNode? EosTokenId(IReadOnlyList<int> ids) => ids.Count switch
+    {
+        0 => null,
+        1 => ids[0],
+        _ => new JsonArray([.. ids.Select(id => (JsonNode)id)]),
+    };
+
+    static JsonObject HfConfig(ModelConfig c, int? bos, JsonNode? eos, string dtype) => c.Architecture switch
     {
         "gpt2" => new JsonObject
         {

@@ -21,9 +21,11 @@ public sealed record GenerationRequest
     public int? PromptLogprobs { get; init; }
     /// <summary>Text that ends generation; it is not part of the output.</summary>
     public IReadOnlyList<string> Stop { get; init; } = [];
-    /// <summary>Tokens that end generation besides end-of-text (e.g. a chat template's end marker).</summary>
+    /// <summary>Tokens that end generation besides the model's own (<see cref="Tokenization.ITokenizer.EndOfGenerationIds"/>;
+    /// e.g. a chat template's end marker); <see cref="IgnoreEos"/> does not skip them.</summary>
     public IReadOnlyList<int> StopTokens { get; init; } = [];
-    /// <summary>Keep going past end-of-text (benchmarks need a fixed output length).</summary>
+    /// <summary>Keep going past the model's end-of-generation tokens, all of them, as vLLM's
+    /// ignore_eos (benchmarks need a fixed output length).</summary>
     public bool IgnoreEos { get; init; }
     /// <summary>Leave generated special tokens (<see cref="Tokenization.ITokenizer.IsSpecial"/>)
     /// out of the text, as vLLM does by default; the token lists of logprobs still name them.</summary>

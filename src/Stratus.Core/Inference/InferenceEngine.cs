@@ -43,7 +43,7 @@ public sealed class InferenceEngine : IDisposable
         scheduler = new Scheduler(Options, pool.Allocator);
         drawableTokens = LogitsSampler.DrawableTokens(model, tokenizer);
         runner = new ModelRunner(model, pool, drawableTokens);
-        if (tokenizer.EndOfTextId is { } eot) endTokens.Add(eot);
+        endTokens.UnionWith(tokenizer.EndOfGenerationIds);
         thread = new Thread(Loop) { IsBackground = true, Name = "stratus-engine" };
         thread.Start();
     }

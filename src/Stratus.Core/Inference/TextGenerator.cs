@@ -15,7 +15,8 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
     public ITokenizer Tokenizer => tokenizer;
 
     /// <summary>Yields pieces of text as tokens are generated, special tokens left out; stops
-    /// after maxTokens (which may run past the context) or at the end-of-text token. The prompt
+    /// after maxTokens (which may run past the context) or at a token that ends generation
+    /// (<see cref="ITokenizer.EndOfGenerationIds"/>). The prompt
     /// is encoded as the model expects one, with its tokenizer's special tokens (a Llama's BOS).
     /// A bad prompt or option throws here, before any text is produced.</summary>
     public IEnumerable<string> Generate(string prompt, int maxTokens, SamplingOptions options, CancellationToken cancellation = default)
@@ -48,6 +49,7 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         using var cache = model.CreateCache(1, (int)Math.Min((long)promptTokens.Length + maxTokens, context));
         // As the server by default (vLLM's skip_special_tokens): special tokens are not text.
         var decoder = new StreamingDecoder(tokenizer, skipSpecialTokens: true);
+        var endOfGeneration = tokenizer.EndOfGenerationIds.ToHashSet();
         var tokens = promptTokens.Select(t => (long)t).ToList();
         var device = model.Device; // found by walking the model's parameters: once, not per token
         var input = torch.tensor(tokens.ToArray(), [1, tokens.Count], device: device);
@@ -64,7 +66,7 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
                 input.Dispose();
                 input = torch.tensor((long)token, device: device).view(1, 1).MoveToOuterDisposeScope();
             }
-            if (token == tokenizer.EndOfTextId) break;
+            if (endOfGeneration.Contains(token)) break;
             tokens.Add(token);
             var text = decoder.Push(token);
             if (text.Length > 0) yield return text;

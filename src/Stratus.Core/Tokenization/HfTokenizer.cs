@@ -7,7 +7,8 @@
 // dropped. A prompt gets the special tokens the files say go around an input (the
 // post_processor's template, or tokenizer_config.json's add_bos_token / add_eos_token: Llama's
 // BOS). Both files are kept verbatim inside the Stratus tokenizer.json, so export writes back
-// exactly what was imported.
+// exactly what was imported, beside the ids the model's configs list as eos_token_id (which
+// travel with the tokenizer wherever it goes: datasets, checkpoints, fine-tuned runs).
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -37,7 +38,7 @@ public sealed class HfTokenizer : ITokenizer
     /// <summary>The ids of the added tokens marked special (control tokens, not text).</summary>
     readonly HashSet<int> special;
 
-    HfTokenizer(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize)
+    HfTokenizer(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize, IReadOnlyList<int>? endOfGenerationIds)
     {
         TokenizerJson = tokenizerJson;
         TokenizerConfig = tokenizerConfig;
@@ -139,6 +140,7 @@ public sealed class HfTokenizer : ITokenizer
             : new Regex(string.Join("|", added.Keys.OrderByDescending(t => t.Length).Select(Regex.Escape)), RegexOptions.CultureInvariant);
         BosId = SpecialId("bos_token");
         EndOfTextId = SpecialId("eos_token");
+        EndOfGenerationIds = (EndOfTextId is { } eot ? [eot] : Array.Empty<int>()).Concat(endOfGenerationIds ?? []).Distinct().ToArray();
         (addedBefore, addedAfter) = ReadSpecialTokensAround(tokenizerJson["post_processor"]);
         var preName = pattern == BpeVocabulary.Gpt2Pattern ? "gpt-2" : pattern == Llama3Pattern ? "llama-bpe" : pattern == Qwen2Pattern ? "qwen2" : "default";
         Vocabulary = new BpeVocabulary(tokens[..VocabSize], merges, special, BosId, EndOfTextId, preName)
@@ -169,15 +171,26 @@ public sealed class HfTokenizer : ITokenizer
 
     /// <param name="modelVocabSize">config.json's vocab_size, the rows of the model the
     /// tokenizer is for: the tokens the file lists past them may be pieces of characters.</param>
-    public static HfTokenizer FromHuggingFace(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize = null) =>
-        new(tokenizerJson, tokenizerConfig, modelVocabSize);
+    /// <param name="endOfGenerationIds">The ids the model's configs list as eos_token_id, which
+    /// end a generation besides the tokenizer's eos_token.</param>
+    public static HfTokenizer FromHuggingFace(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize = null, IReadOnlyList<int>? endOfGenerationIds = null) =>
+        new(tokenizerJson, tokenizerConfig, modelVocabSize, endOfGenerationIds);
 
     // Kept beside the two files only where the tokenizer lists pieces past the model's tokens.
     const string ModelVocabSizeField = "vocab_size";
+    // Kept only where the model lists end-of-generation ids besides the tokenizer's eos_token, so
+    // that a tokenizer without them is stored as before.
+    const string EndOfGenerationField = "eos_token_ids";
 
     public static HfTokenizer FromJson(JsonObject json) =>
         new(json["tokenizer"] as JsonObject ?? throw new StratusUserException("hf tokenizer.json has no 'tokenizer'"), json["config"] as JsonObject,
-            json[ModelVocabSizeField] is { } rows ? Id(rows, ModelVocabSizeField) : null);
+            json[ModelVocabSizeField] is { } rows ? Id(rows, ModelVocabSizeField) : null,
+            json[EndOfGenerationField] switch
+            {
+                null => null,
+                JsonArray ids => ids.Select((id, i) => Id(id, $"{EndOfGenerationField}[{i}]")).ToArray(),
+                var other => throw Malformed(EndOfGenerationField, "a list of token ids", other),
+            });
 
     /// <summary>Hugging Face's tokenizer.json, as imported.</summary>
     public JsonObject TokenizerJson { get; }
@@ -190,6 +203,7 @@ public sealed class HfTokenizer : ITokenizer
     /// <summary>The tokens text may encode to: those the file lists, less any pieces of characters past the model's rows.</summary>
     public int VocabSize { get; }
     public int? EndOfTextId { get; }
+    public IReadOnlyList<int> EndOfGenerationIds { get; }
     public int? BosId { get; }
 
     /// <summary>The model's chat template from tokenizer_config.json (the "default" one when it
@@ -369,6 +383,7 @@ public sealed class HfTokenizer : ITokenizer
     {
         var json = new JsonObject { ["type"] = Kind, ["tokenizer"] = TokenizerJson.DeepClone(), ["config"] = TokenizerConfig?.DeepClone() };
         if (VocabSize < tokens.Length) json[ModelVocabSizeField] = VocabSize;
+        if (EndOfGenerationIds.Count > (EndOfTextId is null ? 0 : 1)) json[EndOfGenerationField] = new JsonArray([.. EndOfGenerationIds.Select(id => (JsonNode)id)]);
         return json;
     }
 

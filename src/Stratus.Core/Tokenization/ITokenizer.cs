@@ -15,6 +15,12 @@ public interface ITokenizer
     /// <summary>End-of-text token, when the vocabulary has one.</summary>
     int? EndOfTextId { get; }
 
+    /// <summary>The tokens that end a generation, as vLLM stops at them: the end-of-text token and
+    /// any others the model lists as eos_token_id (an imported model's generation_config.json and
+    /// config.json: Llama 3.1 Instruct's &lt;|end_of_text|&gt;, &lt;|eom_id|&gt;, &lt;|eot_id|&gt;).
+    /// Built anew on each read: callers keep it for the generation.</summary>
+    IReadOnlyList<int> EndOfGenerationIds => EndOfTextId is { } eot ? [eot] : [];
+
     /// <summary>Token ids for text as plain text, nothing added around it (Hugging Face's
     /// add_special_tokens=False): training data, and a model's own chat template's rendering,
     /// which writes bos_token itself. Throws <see cref="StratusUserException"/> naming any characters the

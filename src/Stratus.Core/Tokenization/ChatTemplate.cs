@@ -104,17 +104,25 @@ public sealed class ChatTemplate
         _ => ("", ""),
     };
 
-    /// <summary>The prompt for a conversation, ending where the assistant's reply begins (or,
-    /// without the generation prompt, where the last message ends).</summary>
-    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true) =>
-        Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt);
+    /// <summary>The prompt for a conversation, ending where the assistant's reply begins, or,
+    /// without the generation prompt, where the last message ends; with
+    /// <paramref name="continueFinalMessage"/>, right after the last message's content, its end of
+    /// turn left out, so that the model continues that message (a prefilled reply), as
+    /// transformers' apply_chat_template(continue_final_message=True) and vLLM render it.</summary>
+    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false) =>
+        Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt, continueFinalMessage);
 
-    public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
+    public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt, bool continueFinalMessage = false)
     {
+        // transformers and vLLM refuse the pair: a header for a new reply and an open last message contradict.
+        if (continueFinalMessage && addGenerationPrompt)
+            throw new StratusUserException("continue_final_message and add_generation_prompt cannot both be true: set add_generation_prompt to false to continue the final message");
+        if (continueFinalMessage && messages.Count == 0) throw new StratusUserException("continue_final_message needs a final message to continue");
         var list = messages.Select(m => (object?)new Dictionary<string, object?> { ["role"] = m.Role, ["content"] = m.Content }).ToList();
+        string text;
         try
         {
-            return template.Render(new Dictionary<string, object?>
+            text = template.Render(new Dictionary<string, object?>
             {
                 ["messages"] = list,
                 ["add_generation_prompt"] = addGenerationPrompt,
@@ -123,6 +131,21 @@ public sealed class ChatTemplate
             });
         }
         catch (JinjaException e) { throw new StratusUserException($"the chat template could not render this conversation: {e.Message}"); }
+        return continueFinalMessage ? CutAfter(text, messages[^1].Content) : text;
+    }
+
+    /// <summary>The rendering up to the end of the final message's content, as transformers cuts
+    /// it: at the last place the content (whitespace trimmed, as templates often trim it) appears,
+    /// keeping the content's trailing whitespace where the template kept it.</summary>
+    static string CutAfter(string text, string content)
+    {
+        var trimmed = content.Trim();
+        var at = text.LastIndexOf(trimmed, StringComparison.Ordinal);
+        if (at < 0)
+            throw new StratusUserException("continue_final_message is set but the final message does not appear in the chat as the template renders it (the template changes its content), so it cannot be continued");
+        var kept = content.TrimStart();
+        var end = string.CompareOrdinal(text, at, kept, 0, kept.Length) == 0 ? at + kept.Length : at + trimmed.Length;
+        return text[..end];
     }
 
     /// <summary>What ends the assistant's reply: the eos token and the end-of-turn marker where

@@ -283,6 +283,20 @@ public sealed class ChatTemplateTests
         Assert.Equal($"{Path.Combine(checkpoint, ChatTemplate.FileName)}: the chat template cannot be used: the tag {{% macro %}} is not supported", error.Message);
     }
 
+    [Fact]
+    public void A_stored_template_that_cannot_be_used_comes_back_as_unsupported_for_import_and_serve()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = CharTokenizer.FromCorpus("hello");
+        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false });
+        var checkpoint = temp.File("run/checkpoints/best");
+        Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = "{{ messages | map(attribute='content') }}" });
+        Assert.Null(ChatTemplate.TryLoad(temp.File("run"), out var unsupported));
+        Assert.Equal(new UnsupportedChatTemplate(Path.Combine(checkpoint, ChatTemplate.FileName), "the chat template cannot be used: the filter '|map' is not supported"), unsupported);
+        // prepare --tokenizer-from still refuses it with the one line naming the file.
+        Assert.Equal(unsupported!.Message, Assert.Throws<StratusUserException>(() => ChatTemplate.Load(temp.File("run"), tokenizer)).Message);
+    }
+
     static readonly (string, string)[] Prefilled = [("user", "Hi!"), ("assistant", "The sky is ")];
 
     [Fact]

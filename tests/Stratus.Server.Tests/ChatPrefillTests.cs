@@ -1,10 +1,14 @@
 // vLLM's chat rendering fields: add_generation_prompt (false: no assistant header) and
 // continue_final_message (the final message left open, so the model continues a prefilled reply),
-// on /v1/chat/completions and /tokenize alike.
+// on /v1/chat/completions and /tokenize alike; and a model whose stored chat template Stratus
+// cannot render, which is served for completions with its chats refused.
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
+using Stratus.Inference;
 using Stratus.Models;
+using Stratus.Server.Hosting;
+using Stratus.Server.Trust;
 using Stratus.Tokenization;
 using Stratus.Training;
 using TorchSharp;
@@ -93,5 +97,66 @@ public sealed class ChatPrefillTests(HeaderTemplateModelServer fixture) : IClass
         Assert.Equal(expected, await Refused("/v1/chat/completions", new { model = "tiny", messages = Prefilled, continue_final_message = true, max_tokens = 1 }));
         Assert.Equal(expected, await Refused("/v1/chat/completions", new { model = "tiny", messages = Prefilled, continue_final_message = true, add_generation_prompt = true, max_tokens = 1 }));
         Assert.Equal(expected, await Refused("/tokenize", new { model = "tiny", messages = Prefilled, continue_final_message = true }));
+    }
+}
+
+/// <summary>Two models, one whose stored chat template uses a macro, which Stratus cannot render.</summary>
+public sealed class UnsupportedChatTemplateTests : IAsyncLifetime
+{
+    readonly string folder = Path.Combine(Path.GetTempPath(), $"stratus-unsupported-template-test-{Guid.NewGuid():N}");
+    StratusServer server = null!;
+    HttpClient http = null!;
+
+    public async Task InitializeAsync()
+    {
+        var macro = HeaderTemplateModelServer.CreateCheckpoint(Path.Combine(folder, "macro"), "{% macro turn(m) %}{{ m['content'] }}{% endmacro %}{% for m in messages %}{{ turn(m) }}{% endfor %}");
+        var fine = TinyModelServer.CreateCheckpoint(Path.Combine(folder, "fine"));
+        server = await StratusServer.StartAsync(new ServeOptions
+        {
+            Models = [new ModelSpec(macro, "macro"), new ModelSpec(fine, "fine")],
+            Port = 0,
+            Engine = new EngineOptions { BlockSize = 8, MaxBatchSize = 4 },
+            Trust = new TrustOptions { DataDir = Path.Combine(folder, "data"), InsecureNoAuth = true },
+        });
+        http = new HttpClient { BaseAddress = server.RootUrl, Timeout = TimeSpan.FromSeconds(60) };
+    }
+
+    public async Task DisposeAsync()
+    {
+        http.Dispose();
+        await server.DisposeAsync();
+        Directory.Delete(folder, recursive: true);
+    }
+
+    [Fact]
+    public async Task The_server_starts_serves_completions_and_refuses_that_model_s_chats_saying_how_to_fix_it()
+    {
+        object[] messages = [new { role = "user", content = "Hi" }];
+        foreach (var (path, body) in new (string, object)[]
+        {
+            ("/v1/chat/completions", new { model = "macro", messages, max_tokens = 1 }),
+            ("/v1/chat/completions", new { model = "macro", messages, max_tokens = 1, stream = true }),
+            ("/tokenize", new { model = "macro", messages }),
+        })
+        {
+            using var refused = await http.PostAsJsonAsync(path, body);
+            var text = await refused.Content.ReadAsStringAsync();
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            var error = JsonNode.Parse(text)!["error"]!;
+            Assert.Equal(("invalid_request_error", "unsupported_chat_template", "messages"), ((string)error["type"]!, (string)error["code"]!, (string)error["param"]!));
+            var message = (string)error["message"]!;
+            Assert.StartsWith("The chat template of model 'macro' uses something Stratus does not support (the chat template cannot be used: the tag {% macro %} is not supported)", message);
+            Assert.Contains("--chat-template <file>", message);
+            Assert.DoesNotContain(folder, message);
+            Assert.DoesNotContain('\n', message);
+        }
+        using var completion = await http.PostAsJsonAsync("/v1/completions", new { model = "macro", prompt = "Hi", max_tokens = 1 });
+        Assert.True(completion.IsSuccessStatusCode, await completion.Content.ReadAsStringAsync());
+        using var tokenized = await http.PostAsJsonAsync("/tokenize", new { model = "macro", prompt = "Hi" });
+        Assert.True(tokenized.IsSuccessStatusCode, await tokenized.Content.ReadAsStringAsync());
+        // The model served beside it chats as ever.
+        using var chat = await http.PostAsJsonAsync("/v1/chat/completions", new { model = "fine", messages, max_tokens = 1 });
+        Assert.True(chat.IsSuccessStatusCode, await chat.Content.ReadAsStringAsync());
+        Assert.Equal("macro", server.Models.Get("macro").UnsupportedTemplate!.Path.Split(Path.DirectorySeparatorChar)[^2]);
     }
 }

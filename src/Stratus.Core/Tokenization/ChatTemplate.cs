@@ -70,15 +70,27 @@ public sealed class ChatTemplate
     public static ChatTemplate Load(string checkpointDirectory, ITokenizer tokenizer) => TryLoad(checkpointDirectory) ?? For(tokenizer);
 
     /// <summary>The model's own chat template (a run or checkpoint folder), with the bos/eos token
-    /// text of its tokenizer, or null when it has none.</summary>
-    public static ChatTemplate? TryLoad(string checkpointDirectory)
+    /// text of its tokenizer, or null when it has none; one Stratus cannot render is refused
+    /// naming its file.</summary>
+    public static ChatTemplate? TryLoad(string checkpointDirectory) =>
+        TryLoad(checkpointDirectory, out var unsupported) ?? (unsupported is null ? null : throw new StratusUserException(unsupported.Message));
+
+    /// <summary>As <see cref="TryLoad(string)"/>, but a stored template that uses what Stratus
+    /// cannot render comes back as <paramref name="unsupported"/> (and null), for import and serve,
+    /// which keep such a model for its completions.</summary>
+    public static ChatTemplate? TryLoad(string checkpointDirectory, out UnsupportedChatTemplate? unsupported)
     {
+        unsupported = null;
         checkpointDirectory = Training.Checkpoint.Resolve(checkpointDirectory);
         if (Find(checkpointDirectory) is not { } source) return null;
         var tokenizer = TokenizerStore.Load(checkpointDirectory);
-        // Named by its file: a server loading several models, or prepare, would not say whose it is.
         try { return Of(source, tokenizer); }
-        catch (StratusUserException e) { throw new StratusUserException($"{Path.Combine(checkpointDirectory, FileName)}: {e.Message}", e); }
+        catch (StratusUserException e)
+        {
+            // Named by its file: a server loading several models, or prepare, would not say whose it is.
+            unsupported = new UnsupportedChatTemplate(Path.Combine(checkpointDirectory, FileName), e.Message);
+            return null;
+        }
     }
 
     /// <summary>A model's own template (its checkpoint's, or one it is fine-tuned into), with the
@@ -179,4 +191,18 @@ public sealed class ChatTemplate
         var at = text.LastIndexOf(ReplySentinel, StringComparison.Ordinal);
         return at < 0 ? "" : text[(at + ReplySentinel.Length)..].Trim();
     }
+}
+
+/// <summary>A model's stored chat template that uses a construct outside the Jinja subset
+/// Stratus renders (a macro, an unsupported filter). The model is fine otherwise: import keeps it
+/// and serve answers its completions, refusing only its chats.</summary>
+/// <param name="Reason">What the template uses that Stratus cannot render, without the file.</param>
+public sealed record UnsupportedChatTemplate(string Path, string Reason)
+{
+    /// <summary>How to give such a model a template Stratus renders: the stored one is under the
+    /// checkpoint's manifest, so it cannot be edited in place.</summary>
+    public const string Fix = "import it again with a chat_template Stratus supports in the Hugging Face folder's tokenizer_config.json, " +
+        "or fine-tune it in one with `stratus prepare --format chat --chat-template <file>`";
+
+    public string Message => $"{Path}: {Reason}";
 }

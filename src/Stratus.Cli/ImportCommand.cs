@@ -2,6 +2,7 @@
 // model (run-dir/checkpoints/best) that sample, train --init-from, export and serve accept.
 using System.CommandLine;
 using Stratus.Formats;
+using Stratus.Tokenization;
 
 namespace Stratus.Cli;
 
@@ -21,6 +22,10 @@ static class ImportCommand
                 $"vocab {c.VocabSize:N0}, context {c.BlockSize:N0}; tokenizer {imported.Tokenizer.Kind} ({imported.Tokenizer.VocabSize:N0} tokens)" +
                 (imported.HasChatTemplate ? ", chat template" : ""));
             Console.WriteLine($"model: {imported.CheckpointDirectory}");
+            // The weights are fine: the model is kept, and serve answers its completions.
+            ChatTemplate.TryLoad(imported.CheckpointDirectory, out var unsupported);
+            if (unsupported is not null)
+                Console.Error.WriteLine($"warning: {unsupported.Message}; serve will refuse this model's chats (completions work) until you {UnsupportedChatTemplate.Fix}");
             return 0;
         });
         command.Subcommands.Add(hf);

@@ -8,6 +8,7 @@ using Stratus.Platform;
 using Stratus.Server;
 using Stratus.Server.Hosting;
 using Stratus.Server.Trust;
+using Stratus.Tokenization;
 
 namespace Stratus.Cli;
 
@@ -88,7 +89,14 @@ static class ServeCommand
         await using (server)
         {
             foreach (var model in server.Models.All)
-                Console.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, {model.Template.Kind} chat template)");
+            {
+                if (model.UnsupportedTemplate is { } unsupported)
+                {
+                    Console.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, completions only)");
+                    Console.Error.WriteLine($"warning: {unsupported.Message}; {model.Name}'s chats are refused until you {UnsupportedChatTemplate.Fix}");
+                }
+                else Console.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, {model.Template.Kind} chat template)");
+            }
             Console.WriteLine($"OpenAI base URL: {server.BaseUrl}   (metrics: {server.RootUrl}metrics)");
             if (trust.InsecureNoAuth) Console.WriteLine("WARNING: --insecure-no-auth: serving loopback clients without API keys.");
             else if (apiKey is null) Console.WriteLine("Clients need an API key with the inference scope (stratus keys create --name <n> --scopes inference).");

@@ -249,6 +249,29 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Import_warns_in_one_line_of_a_chat_template_Stratus_cannot_render_and_keeps_the_model()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2").ExitCode);
+        Assert.Equal(0, Cli.Run("export", "hf", "--model", temp["base"], "--out", temp["hf"]).ExitCode);
+        var tokenizerConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(temp["hf"], "tokenizer_config.json")))!;
+        tokenizerConfig["chat_template"] = "{% macro turn(m) %}{{ m['content'] }}{% endmacro %}{% for m in messages %}{{ turn(m) }}{% endfor %}";
+        File.WriteAllText(Path.Combine(temp["hf"], "tokenizer_config.json"), tokenizerConfig.ToJsonString());
+        var imported = Cli.Run("import", "hf", temp["hf"], "--out", temp["m"]);
+        Assert.True(imported.ExitCode == 0, imported.Stderr);
+        var template = Path.Combine(temp["m"], "checkpoints", "best", "chat_template.jinja");
+        Assert.StartsWith($"warning: {template}: the chat template cannot be used: the tag {{% macro %}} is not supported; serve will refuse this model's chats (completions work)", imported.Stderr);
+        Assert.Single(imported.Stderr.Trim().Split('\n'));
+        // Fine-tuning on chats in it is refused in one line naming the file.
+        File.WriteAllText(temp["chat.jsonl"], """{"messages": [{"role": "user", "content": "ab"}, {"role": "assistant", "content": "cd"}]}""" + "\n");
+        var prepared = Cli.Run("prepare", "--input", temp["chat.jsonl"], "--format", "chat", "--tokenizer-from", temp["m"], "--out", temp["sft"]);
+        Assert.Equal(2, prepared.ExitCode);
+        Assert.Contains($"{template}: the chat template cannot be used: the tag {{% macro %}} is not supported", prepared.Stderr);
+        Assert.Single(prepared.Stderr.Trim().Split('\n'));
+    }
+
+    [Fact]
     public void Eval_scores_every_token_of_the_val_split_once_and_says_how_many()
     {
         using var temp = new TempDirectory();

@@ -283,6 +283,46 @@ public sealed class ChatTemplateTests
         Assert.Equal($"{Path.Combine(checkpoint, ChatTemplate.FileName)}: the chat template cannot be used: the tag {{% macro %}} is not supported", error.Message);
     }
 
+    [Fact]
+    public void A_stored_template_that_cannot_be_used_comes_back_as_unsupported_for_import_and_serve()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = CharTokenizer.FromCorpus("hello");
+        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false });
+        var checkpoint = temp.File("run/checkpoints/best");
+        Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = "{{ messages | map(attribute='content') }}" });
+        Assert.Null(ChatTemplate.TryLoad(temp.File("run"), out var unsupported));
+        Assert.Equal(new UnsupportedChatTemplate(Path.Combine(checkpoint, ChatTemplate.FileName), "the chat template cannot be used: the filter '|map' is not supported"), unsupported);
+        // prepare --tokenizer-from still refuses it with the one line naming the file.
+        Assert.Equal(unsupported!.Message, Assert.Throws<StratusUserException>(() => ChatTemplate.Load(temp.File("run"), tokenizer)).Message);
+    }
+
+    static readonly (string, string)[] Prefilled = [("user", "Hi!"), ("assistant", "The sky is ")];
+
+    [Fact]
+    public void Continuing_the_final_message_cuts_the_rendering_right_after_its_content_as_transformers_does()
+    {
+        // The template keeps the content's trailing space: so does the cut (transformers' "preserves spacing" case).
+        Assert.Equal("<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nThe sky is ",
+            new ChatTemplate(ChatMl).Render(Prefilled, addGenerationPrompt: false, continueFinalMessage: true));
+        // Llama 3's template trims the content: the cut ends at the trimmed content, its <|eot_id|> left out.
+        Assert.Equal("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nThe sky is",
+            new ChatTemplate(Llama3, "<|begin_of_text|>", "<|eot_id|>").Render(Prefilled, addGenerationPrompt: false, continueFinalMessage: true));
+        // The last place the content appears is the final message's, not an earlier message that reads the same.
+        Assert.Equal("<|im_start|>user\nok<|im_end|>\n<|im_start|>assistant\nok",
+            new ChatTemplate(ChatMl).Render([("user", "ok"), ("assistant", "ok")], addGenerationPrompt: false, continueFinalMessage: true));
+    }
+
+    [Fact]
+    public void Continuing_is_refused_with_a_generation_prompt_or_when_the_template_does_not_write_the_content()
+    {
+        var both = Assert.Throws<StratusUserException>(() => new ChatTemplate(ChatMl).Render(Prefilled, addGenerationPrompt: true, continueFinalMessage: true));
+        Assert.Equal("continue_final_message and add_generation_prompt cannot both be true: set add_generation_prompt to false to continue the final message", both.Message);
+        var rolesOnly = new ChatTemplate("{% for m in messages %}{{ m['role'] }}:{% endfor %}");
+        var missing = Assert.Throws<StratusUserException>(() => rolesOnly.Render(Prefilled, addGenerationPrompt: false, continueFinalMessage: true));
+        Assert.StartsWith("continue_final_message is set but the final message does not appear in the chat", missing.Message);
+    }
+
     [Theory]
     [InlineData("{% macro greet(name) %}hi{% endmacro %}", "macro")]
     [InlineData("{{ messages | map(attribute='content') }}", "map")]

@@ -18,7 +18,7 @@ namespace Stratus.Server.Tests;
 public sealed class CatToDotFilter : IGenerationFilter
 {
     public ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation) =>
-        ValueTask.FromResult<IGenerationScope?>(context.Messages is null && context.Prompts.Any(p => p.Contains("cat")) ? new Scope([.. context.Prompts.Select(p => p.Replace("cat", "dot"))]) : null);
+        ValueTask.FromResult<IGenerationScope?>(context.Chat is null && context.Prompts.Any(p => p.Contains("cat")) ? new Scope([.. context.Prompts.Select(p => p.Replace("cat", "dot"))]) : null);
 
     sealed class Scope(IReadOnlyList<string> prompts) : IGenerationScope
     {

@@ -70,15 +70,27 @@ public sealed class ChatTemplate
     public static ChatTemplate Load(string checkpointDirectory, ITokenizer tokenizer) => TryLoad(checkpointDirectory) ?? For(tokenizer);
 
     /// <summary>The model's own chat template (a run or checkpoint folder), with the bos/eos token
-    /// text of its tokenizer, or null when it has none.</summary>
-    public static ChatTemplate? TryLoad(string checkpointDirectory)
+    /// text of its tokenizer, or null when it has none; one Stratus cannot render is refused
+    /// naming its file.</summary>
+    public static ChatTemplate? TryLoad(string checkpointDirectory) =>
+        TryLoad(checkpointDirectory, out var unsupported) ?? (unsupported is null ? null : throw new StratusUserException(unsupported.Message));
+
+    /// <summary>As <see cref="TryLoad(string)"/>, but a stored template that uses what Stratus
+    /// cannot render comes back as <paramref name="unsupported"/> (and null), for import and serve,
+    /// which keep such a model for its completions.</summary>
+    public static ChatTemplate? TryLoad(string checkpointDirectory, out UnsupportedChatTemplate? unsupported)
     {
+        unsupported = null;
         checkpointDirectory = Training.Checkpoint.Resolve(checkpointDirectory);
         if (Find(checkpointDirectory) is not { } source) return null;
         var tokenizer = TokenizerStore.Load(checkpointDirectory);
-        // Named by its file: a server loading several models, or prepare, would not say whose it is.
         try { return Of(source, tokenizer); }
-        catch (StratusUserException e) { throw new StratusUserException($"{Path.Combine(checkpointDirectory, FileName)}: {e.Message}", e); }
+        catch (StratusUserException e)
+        {
+            // Named by its file: a server loading several models, or prepare, would not say whose it is.
+            unsupported = new UnsupportedChatTemplate(Path.Combine(checkpointDirectory, FileName), e.Message);
+            return null;
+        }
     }
 
     /// <summary>A model's own template (its checkpoint's, or one it is fine-tuned into), with the
@@ -104,17 +116,25 @@ public sealed class ChatTemplate
         _ => ("", ""),
     };
 
-    /// <summary>The prompt for a conversation, ending where the assistant's reply begins (or,
-    /// without the generation prompt, where the last message ends).</summary>
-    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true) =>
-        Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt);
+    /// <summary>The prompt for a conversation, ending where the assistant's reply begins, or,
+    /// without the generation prompt, where the last message ends; with
+    /// <paramref name="continueFinalMessage"/>, right after the last message's content, its end of
+    /// turn left out, so that the model continues that message (a prefilled reply), as
+    /// transformers' apply_chat_template(continue_final_message=True) and vLLM render it.</summary>
+    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false) =>
+        Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt, continueFinalMessage);
 
-    public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
+    public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt, bool continueFinalMessage = false)
     {
+        // transformers and vLLM refuse the pair: a header for a new reply and an open last message contradict.
+        if (continueFinalMessage && addGenerationPrompt)
+            throw new StratusUserException("continue_final_message and add_generation_prompt cannot both be true: set add_generation_prompt to false to continue the final message");
+        if (continueFinalMessage && messages.Count == 0) throw new StratusUserException("continue_final_message needs a final message to continue");
         var list = messages.Select(m => (object?)new Dictionary<string, object?> { ["role"] = m.Role, ["content"] = m.Content }).ToList();
+        string text;
         try
         {
-            return template.Render(new Dictionary<string, object?>
+            text = template.Render(new Dictionary<string, object?>
             {
                 ["messages"] = list,
                 ["add_generation_prompt"] = addGenerationPrompt,
@@ -123,6 +143,21 @@ public sealed class ChatTemplate
             });
         }
         catch (JinjaException e) { throw new StratusUserException($"the chat template could not render this conversation: {e.Message}"); }
+        return continueFinalMessage ? CutAfter(text, messages[^1].Content) : text;
+    }
+
+    /// <summary>The rendering up to the end of the final message's content, as transformers cuts
+    /// it: at the last place the content (whitespace trimmed, as templates often trim it) appears,
+    /// keeping the content's trailing whitespace where the template kept it.</summary>
+    static string CutAfter(string text, string content)
+    {
+        var trimmed = content.Trim();
+        var at = text.LastIndexOf(trimmed, StringComparison.Ordinal);
+        if (at < 0)
+            throw new StratusUserException("continue_final_message is set but the final message does not appear in the chat as the template renders it (the template changes its content), so it cannot be continued");
+        var kept = content.TrimStart();
+        var end = string.CompareOrdinal(text, at, kept, 0, kept.Length) == 0 ? at + kept.Length : at + trimmed.Length;
+        return text[..end];
     }
 
     /// <summary>What ends the assistant's reply: the eos token and the end-of-turn marker where
@@ -156,4 +191,18 @@ public sealed class ChatTemplate
         var at = text.LastIndexOf(ReplySentinel, StringComparison.Ordinal);
         return at < 0 ? "" : text[(at + ReplySentinel.Length)..].Trim();
     }
+}
+
+/// <summary>A model's stored chat template that uses a construct outside the Jinja subset
+/// Stratus renders (a macro, an unsupported filter). The model is fine otherwise: import keeps it
+/// and serve answers its completions, refusing only its chats.</summary>
+/// <param name="Reason">What the template uses that Stratus cannot render, without the file.</param>
+public sealed record UnsupportedChatTemplate(string Path, string Reason)
+{
+    /// <summary>How to give such a model a template Stratus renders: the stored one is under the
+    /// checkpoint's manifest, so it cannot be edited in place.</summary>
+    public const string Fix = "import it again with a chat_template Stratus supports in the Hugging Face folder's tokenizer_config.json, " +
+        "or fine-tune it in one with `stratus prepare --format chat --chat-template <file>`";
+
+    public string Message => $"{Path}: {Reason}";
 }

@@ -42,6 +42,12 @@ public sealed record StreamOptions
 public sealed record ChatCompletionRequest : SamplingFields
 {
     public List<ChatMessageBody?>? Messages { get; init; }
+    /// <summary>vLLM's: render the messages with the template's generation prompt (the
+    /// assistant's header); default true.</summary>
+    public bool? AddGenerationPrompt { get; init; }
+    /// <summary>vLLM's: leave the final message open for the model to continue (a prefilled
+    /// reply; needs add_generation_prompt false); default false.</summary>
+    public bool? ContinueFinalMessage { get; init; }
     public int? MaxCompletionTokens { get; init; }
     public bool? Logprobs { get; init; }
     public int? TopLogprobs { get; init; }
@@ -85,6 +91,8 @@ public sealed record TokenizeRequest
     /// <summary>vLLM's: render messages with the template's generation prompt (the assistant's
     /// header), as a chat sends them; default true.</summary>
     public bool? AddGenerationPrompt { get; init; }
+    /// <summary>vLLM's: render messages with the final one left open, as a chat that continues it does.</summary>
+    public bool? ContinueFinalMessage { get; init; }
 }
 
 public sealed record DetokenizeRequest

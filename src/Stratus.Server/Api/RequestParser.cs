@@ -133,6 +133,11 @@ public static class RequestParser
         }
     }
 
+    /// <summary>A chat's messages and where their rendering ends, as chat completions and
+    /// /tokenize take them (vLLM's defaults: the generation prompt, no open final message).</summary>
+    public static ChatPrompt Chat(List<ChatMessageBody?>? messages, bool? addGenerationPrompt, bool? continueFinalMessage) =>
+        new(Messages(messages), addGenerationPrompt ?? true, continueFinalMessage ?? false);
+
     /// <summary>Chat messages as (role, text); content may be a string or text parts.</summary>
     public static List<ChatMessageText> Messages(List<ChatMessageBody?>? messages)
     {
@@ -286,4 +291,12 @@ public static class RequestParser
     }
 
     static string Truncate(string text) => text.Length > 40 ? text[..40] + "..." : text;
+}
+
+/// <summary>A chat request's messages and where their rendering ends (vLLM's add_generation_prompt
+/// and continue_final_message), kept together so that every rendering of the request (the
+/// prompt, a redacted prompt) ends alike.</summary>
+public sealed record ChatPrompt(IReadOnlyList<ChatMessageText> Messages, bool AddGenerationPrompt, bool ContinueFinalMessage)
+{
+    public string Render(ChatTemplate template) => template.Render(Messages, AddGenerationPrompt, ContinueFinalMessage);
 }

@@ -19,11 +19,12 @@ public static class ChatCompletionsEndpoints
     {
         var cancellation = http.RequestAborted;
         var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<ChatCompletionRequest>(http, registry);
-        var messages = RequestParser.Messages(body.Messages);
+        var chat = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage);
         var topLogprobs = RequestParser.IntRange(body.TopLogprobs, 0, 0, 20, "top_logprobs");
         if (body.TopLogprobs is not null && body.Logprobs != true)
             throw ApiException.Invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs");
-        var prompt = model.Template.Render(messages);
+        // Continuing the final message, the reply (and its logprobs) is the continuation only.
+        var prompt = chat.Render(model.Template);
         var addSpecialTokens = body.AddSpecialTokens ?? model.Template.AddSpecialTokens;
         var tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", addSpecialTokens);
         var maxParam = body.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
@@ -39,7 +40,7 @@ public static class ChatCompletionsEndpoints
             Stop = [.. sampling.Stop, .. stopTexts],
             StopTokens = stopTokens,
         };
-        var context = new GenerationContext(http, "chat.completions", model, [prompt], [addSpecialTokens], messages, request, choices, body.User, tokens.Length, body.Stream == true);
+        var context = new GenerationContext(http, "chat.completions", model, [prompt], [addSpecialTokens], chat, request, choices, body.User, tokens.Length, body.Stream == true);
         await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation);
         var id = $"chatcmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();

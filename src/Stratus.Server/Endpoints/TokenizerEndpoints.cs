@@ -14,7 +14,7 @@ public static class TokenizerEndpoints
             var body = await OpenAiJson.ReadAsync<TokenizeRequest>(http.Request, http.RequestAborted);
             var model = registry.Get(body.Model, allowDefault: true);
             string text;
-            if (body.Messages is not null) text = model.Template.Render(RequestParser.Messages(body.Messages), body.AddGenerationPrompt ?? true);
+            if (body.Messages is not null) text = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage).Render(model.Template);
             else text = body.Prompt ?? throw ApiException.Invalid("Give either 'prompt' or 'messages'.", "prompt", "missing_required_parameter");
             // As vLLM: a prompt gets the special tokens a completions prompt gets, messages the
             // tokens a chat gets, unless the body says.

@@ -5,6 +5,7 @@
 // ends. Authentication and anything else that needs no request body belongs in ASP.NET
 // middleware ahead of the endpoints instead (see StratusServer.Build).
 using Stratus.Inference;
+using Stratus.Server.Api;
 using Stratus.Safety;
 using Stratus.Tokenization;
 
@@ -16,7 +17,7 @@ namespace Stratus.Server.Hosting;
 /// tokenizer's special tokens (a completions text prompt: a Llama's BOS); a prompt a filter
 /// rewrites is encoded the same way. A chat's own template writes them itself (a derived one
 /// gets them, ChatTemplate.AddSpecialTokens), and token ids are taken as given.</param>
-/// <param name="Messages">A chat's messages; null for /v1/completions.</param>
+/// <param name="Chat">A chat's messages and how they were rendered; null for /v1/completions.</param>
 /// <param name="PromptTokens">Tokens of all prompts together, each prompt counted once.</param>
 /// <param name="Stream">The response is streamed: text leaves as it is released.</param>
 public sealed record GenerationContext(
@@ -25,7 +26,7 @@ public sealed record GenerationContext(
     ServedModel Model,
     IReadOnlyList<string> Prompts,
     IReadOnlyList<bool> SpecialTokensAdded,
-    IReadOnlyList<ChatMessageText>? Messages,
+    ChatPrompt? Chat,
     GenerationRequest Request,
     int Choices,
     string? User,

@@ -33,34 +33,51 @@ public sealed record ModelSpec(string Path, string? Name = null)
 
 public sealed class ServedModel : IDisposable
 {
+    readonly ChatTemplate? template;
+    readonly StratusChatClient? chatClient;
+
     public ServedModel(string name, InferenceEngine engine, ChatTemplate template, string? checkpointDirectory = null)
+        : this(name, engine, template, null, checkpointDirectory) { }
+
+    ServedModel(string name, InferenceEngine engine, ChatTemplate? template, UnsupportedChatTemplate? unsupported, string? checkpointDirectory)
     {
         Name = name;
         Engine = engine;
-        Template = template;
+        this.template = template;
+        UnsupportedTemplate = unsupported;
         CheckpointDirectory = checkpointDirectory;
-        ChatClient = new StratusChatClient(engine, template, name);
+        if (template is not null) chatClient = new StratusChatClient(engine, template, name);
     }
 
     public string Name { get; }
     public InferenceEngine Engine { get; }
-    public ChatTemplate Template { get; }
+    /// <summary>The model's stored chat template when it uses what Stratus cannot render: the
+    /// model is served for completions, and its chats are refused.</summary>
+    public UnsupportedChatTemplate? UnsupportedTemplate { get; }
+    /// <summary>The chat template; a 400 saying why and how to fix it when the model has one
+    /// Stratus cannot render (every chat path asks for it here).</summary>
+    public ChatTemplate Template => template ?? throw CannotChat();
     public string? CheckpointDirectory { get; }
     public ITokenizer Tokenizer => Engine.Tokenizer;
     public int ContextLength => Engine.ContextLength;
     public long Created { get; } = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     /// <summary>The same model in-process, without HTTP.</summary>
-    public StratusChatClient ChatClient { get; }
+    public StratusChatClient ChatClient => chatClient ?? throw CannotChat();
+
+    // The file's path stays on the server: a client learns what is unsupported and that completions work.
+    ApiException CannotChat() => ApiException.Invalid(
+        $"The chat template of model '{Name}' uses something Stratus does not support ({UnsupportedTemplate!.Reason}), so it cannot chat; " +
+        $"/v1/completions works. To fix it, the server's operator can {UnsupportedChatTemplate.Fix}.", "messages", "unsupported_chat_template");
 
     /// <param name="device">Where the model is loaded (null: the CPU).</param>
     public static ServedModel Load(ModelSpec spec, EngineOptions engineOptions, TorchSharp.torch.Device? device = null)
     {
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(spec.Path));
-        // Before the engine starts, so a template that cannot be used leaves no engine running.
-        var template = ChatTemplate.Load(checkpoint.Directory, checkpoint.Tokenizer);
+        // A template Stratus cannot render costs the model its chats only: completions need none.
+        var template = ChatTemplate.TryLoad(checkpoint.Directory, out var unsupported) ?? (unsupported is null ? ChatTemplate.For(checkpoint.Tokenizer) : null);
         var model = checkpoint.CreateModel(device);
         var engine = new InferenceEngine(model, checkpoint.Tokenizer, engineOptions);
-        return new ServedModel(spec.ResolveName(), engine, template, checkpoint.Directory);
+        return new ServedModel(spec.ResolveName(), engine, template, unsupported, checkpoint.Directory);
     }
 
     public void Dispose() => Engine.Dispose();

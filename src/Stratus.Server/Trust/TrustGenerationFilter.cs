@@ -21,7 +21,7 @@ public sealed class TrustGenerationFilter : IGenerationFilter
         var trust = context.Http.GetStratusTrust();
         var model = context.Model.Name;
         // A chat is checked as its messages, not as the template's rendering around them.
-        IReadOnlyList<string> prompts = context.Messages is { } messages ? [string.Join("\n", messages.Select(m => m.Content))] : context.Prompts;
+        IReadOnlyList<string> prompts = context.Chat is { } chat ? [string.Join("\n", chat.Messages.Select(m => m.Content))] : context.Prompts;
         var annotations = new List<PromptFilterResult>();
         var passed = new string[prompts.Count];
         for (var i = 0; i < prompts.Count; i++)
@@ -62,10 +62,10 @@ public sealed class TrustGenerationFilter : IGenerationFilter
         var changed = false;
         for (var i = 0; i < passed.Length; i++) changed |= !string.Equals(passed[i], checkedTexts[i], StringComparison.Ordinal);
         if (!changed) return null;
-        if (context.Messages is not { } messages) return passed;
-        var redacted = new List<ChatMessageText>(messages.Count);
-        foreach (var message in messages) redacted.Add(message with { Content = await trust.RedactAsync(context.Model.Name, message.Content, cancellation) });
-        return [context.Model.Template.Render(redacted)];
+        if (context.Chat is not { } chat) return passed;
+        var redacted = new List<ChatMessageText>(chat.Messages.Count);
+        foreach (var message in chat.Messages) redacted.Add(message with { Content = await trust.RedactAsync(context.Model.Name, message.Content, cancellation) });
+        return [(chat with { Messages = redacted }).Render(context.Model.Template)];
     }
 }
 

@@ -4,45 +4,17 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
-using Stratus.Models;
-using Stratus.Tokenization;
-using Stratus.Training;
-using TorchSharp;
 
 namespace Stratus.Server.Tests;
 
-/// <summary>A tiny GPT whose byte-level tokenizer's eos_token is &lt;|eot_id|&gt; and whose model
-/// also lists &lt;|end_of_text|&gt; as an end of generation (Llama 3.1 Instruct's arrangement).</summary>
-public sealed class EndOfGenerationModelServer : IAsyncLifetime
-{
-    public const int EndOfText = 28, EndOfTurn = 29;
-
-    public TinyModelServer Server { get; } = new() { CreateModel = CreateCheckpoint };
-
-    static string CreateCheckpoint(string directory)
-    {
-        var characters = BpeVocabulary.FromCharacters("\n abcdefghijklmnopqrstuvwxyz");
-        var vocabulary = characters with { Tokens = [.. characters.Tokens, "<|end_of_text|>", "<|eot_id|>"], Special = new HashSet<int> { EndOfText, EndOfTurn } };
-        var tokenizer = HfTokenizer.FromHuggingFace(Formats.HuggingFace.TokenizerJson(vocabulary), new JsonObject { ["eos_token"] = "<|eot_id|>" },
-            endOfGenerationIds: [EndOfText, EndOfTurn]);
-        torch.manual_seed(11);
-        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 32, Bias = false });
-        Checkpoint.Save(directory, model, tokenizer);
-        return directory;
-    }
-
-    public Task InitializeAsync() => Server.InitializeAsync();
-    public Task DisposeAsync() => Server.DisposeAsync();
-}
-
-public sealed class EndOfGenerationTests(EndOfGenerationModelServer fixture) : IClassFixture<EndOfGenerationModelServer>
+public sealed class EndOfGenerationTests(ByteLevelModelServer fixture) : IClassFixture<ByteLevelModelServer>
 {
     async Task<JsonNode> Complete(bool ignoreEos)
     {
         var body = new Dictionary<string, object?>
         {
             ["model"] = "tiny", ["prompt"] = "ab", ["max_tokens"] = 5, ["ignore_eos"] = ignoreEos, ["logprobs"] = 0,
-            ["logit_bias"] = new Dictionary<string, int> { [EndOfGenerationModelServer.EndOfText.ToString()] = 100 },
+            ["logit_bias"] = new Dictionary<string, int> { [ByteLevelModelServer.ListedEnd.ToString()] = 100 },
         };
         using var response = await fixture.Server.Http.PostAsJsonAsync("/v1/completions", body);
         var text = await response.Content.ReadAsStringAsync();

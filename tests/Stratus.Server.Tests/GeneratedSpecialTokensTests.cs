@@ -13,18 +13,21 @@ using TorchSharp;
 namespace Stratus.Server.Tests;
 
 /// <summary>A tiny GPT with a byte-level Hugging Face tokenizer of newline, space and a-z (no other byte, no
-/// unk_token), &lt;|endoftext|&gt; (its eos_token) and &lt;|extra|&gt;, both special.</summary>
+/// unk_token), &lt;|endoftext|&gt; (its eos_token), &lt;|extra|&gt; and &lt;|end_of_text|&gt;, all
+/// special, the last listed by the model as an end of generation besides its eos (as Llama 3.1
+/// Instruct's generation_config.json lists &lt;|end_of_text|&gt; besides its eos &lt;|eot_id|&gt;).</summary>
 public sealed class ByteLevelModelServer : IAsyncLifetime
 {
-    public const int A = 2, EndOfText = 28, Extra = 29;
+    public const int A = 2, EndOfText = 28, Extra = 29, ListedEnd = 30;
 
     public TinyModelServer Server { get; } = new() { CreateModel = CreateCheckpoint };
 
     static string CreateCheckpoint(string directory)
     {
         var characters = BpeVocabulary.FromCharacters("\n abcdefghijklmnopqrstuvwxyz");
-        var vocabulary = characters with { Tokens = [.. characters.Tokens, "<|endoftext|>", "<|extra|>"], Special = new HashSet<int> { EndOfText, Extra } };
-        var tokenizer = HfTokenizer.FromHuggingFace(Formats.HuggingFace.TokenizerJson(vocabulary), new JsonObject { ["eos_token"] = "<|endoftext|>" });
+        var vocabulary = characters with { Tokens = [.. characters.Tokens, "<|endoftext|>", "<|extra|>", "<|end_of_text|>"], Special = new HashSet<int> { EndOfText, Extra, ListedEnd } };
+        var tokenizer = HfTokenizer.FromHuggingFace(Formats.HuggingFace.TokenizerJson(vocabulary), new JsonObject { ["eos_token"] = "<|endoftext|>" },
+            endOfGenerationIds: [EndOfText, ListedEnd]);
         torch.manual_seed(11);
         using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 32, Bias = false });
         Checkpoint.Save(directory, model, tokenizer);

@@ -270,15 +270,22 @@ public sealed class ChatTemplateTests
         Assert.Equal("1!", new ChatTemplate(nested).Render(Conversation, addGenerationPrompt: false));
     }
 
+    /// <summary>A tiny run in temp/run whose best checkpoint stores this chat template.</summary>
+    static (string Checkpoint, CharTokenizer Tokenizer) SaveRunWithTemplate(TempDirectory temp, string template)
+    {
+        var tokenizer = CharTokenizer.FromCorpus("hello");
+        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false });
+        var checkpoint = temp.File("run/checkpoints/best");
+        Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = template });
+        return (checkpoint, tokenizer);
+    }
+
     [Fact]
     public void A_stored_template_that_cannot_be_used_is_refused_naming_its_file()
     {
         // serve --model a --model b, or prepare --tokenizer-from, would otherwise not say whose template it is.
         using var temp = new TempDirectory();
-        var tokenizer = CharTokenizer.FromCorpus("hello");
-        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false });
-        var checkpoint = temp.File("run/checkpoints/best");
-        Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = "{% macro m() %}{% endmacro %}" });
+        var (checkpoint, tokenizer) = SaveRunWithTemplate(temp, "{% macro m() %}{% endmacro %}");
         var error = Assert.Throws<StratusUserException>(() => ChatTemplate.Load(temp.File("run"), tokenizer));
         Assert.Equal($"{Path.Combine(checkpoint, ChatTemplate.FileName)}: the chat template cannot be used: the tag {{% macro %}} is not supported", error.Message);
     }
@@ -287,10 +294,7 @@ public sealed class ChatTemplateTests
     public void A_stored_template_that_cannot_be_used_comes_back_as_unsupported_for_import_and_serve()
     {
         using var temp = new TempDirectory();
-        var tokenizer = CharTokenizer.FromCorpus("hello");
-        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false });
-        var checkpoint = temp.File("run/checkpoints/best");
-        Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = "{{ messages | map(attribute='content') }}" });
+        var (checkpoint, tokenizer) = SaveRunWithTemplate(temp, "{{ messages | map(attribute='content') }}");
         Assert.Null(ChatTemplate.TryLoad(temp.File("run"), out var unsupported));
         Assert.Equal(new UnsupportedChatTemplate(Path.Combine(checkpoint, ChatTemplate.FileName), "the chat template cannot be used: the filter '|map' is not supported"), unsupported);
         // prepare --tokenizer-from still refuses it with the one line naming the file.

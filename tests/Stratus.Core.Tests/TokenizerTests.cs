@@ -60,6 +60,9 @@ public sealed class TokenizerTests
         var distinct = string.Concat(Enumerable.Range(0x20000, 300_000).Select(char.ConvertFromUtf32));
         var missing = CharTokenizer.FromCorpus("ab").Unencodable("a" + distinct + "b" + distinct);
         Assert.Equal(Enumerable.Range(0x20000, 300_000), missing);
+        // The error names the first twenty and counts the rest (it named every one: megabytes in one line).
+        var error = Assert.Throws<StratusUserException>(() => CharTokenizer.FromCorpus("ab").Encode(distinct)).Message;
+        Assert.EndsWith($"'{char.ConvertFromUtf32(0x20000 + 19)}' (U+{0x20000 + 19:X4}) and 299,980 more", error);
     }
 
     [Fact]

@@ -154,7 +154,16 @@ public sealed class CharTokenizer : ITokenizer
     public static StratusUserException OutsideVocabulary(IEnumerable<int> codePoints) =>
         new($"the text has characters outside this model's vocabulary: {Describe(codePoints)}");
 
-    public static string Describe(IEnumerable<int> codePoints) => string.Join(", ", codePoints.Select(Describe));
+    /// <summary>The characters by name, the first <see cref="NamedCharacters"/> of them: a 1 MB
+    /// prompt may have a quarter of a million unknown ones, and the error must stay one line.</summary>
+    public static string Describe(IEnumerable<int> codePoints)
+    {
+        var all = codePoints as IReadOnlyCollection<int> ?? [.. codePoints];
+        var named = string.Join(", ", all.Take(NamedCharacters).Select(Describe));
+        return all.Count <= NamedCharacters ? named : $"{named} and {all.Count - NamedCharacters:N0} more";
+    }
+
+    public const int NamedCharacters = 20;
 
     static string Describe(int codePoint)
     {

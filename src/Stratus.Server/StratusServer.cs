@@ -169,10 +169,14 @@ public sealed class StratusServer : IAsyncDisposable
     {
         const string content = "ROMEO:";
         var served = Models.Get(model ?? Models.All[0].Name);
+        // A model whose stored chat template Stratus cannot render serves completions only.
+        var chat = served.UnsupportedTemplate is null;
         int maxTokens;
         try
         {
-            var prompt = RequestParser.Encode(served.Tokenizer, served.Template.Render([new ChatMessageText("user", content)]), "messages", served.Template.AddSpecialTokens);
+            var prompt = chat
+                ? RequestParser.Encode(served.Tokenizer, served.Template.Render([new ChatMessageText("user", content)]), "messages", served.Template.AddSpecialTokens)
+                : RequestParser.Encode(served.Tokenizer, content, "prompt", addSpecialTokens: true);
             maxTokens = Math.Clamp(served.ContextLength - prompt.Length, 1, 40);
         }
         // A prompt this model cannot take: the line still shows the request, which the server
@@ -180,8 +184,11 @@ public sealed class StratusServer : IAsyncDisposable
         catch (Exception e) when (e is StratusUserException or ApiException) { maxTokens = 40; }
         var insecure = app.Services.GetRequiredService<StratusTrust>().Options.InsecureNoAuth;
         var authorization = apiKey is null && insecure ? "" : $"-H 'Authorization: Bearer {apiKey ?? "<your key>"}' ";
-        return $"curl {BaseUrl}/chat/completions {authorization}-H 'Content-Type: application/json' " +
-            $"-d '{{\"model\": \"{served.Name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"{content}\"}}], \"max_tokens\": {maxTokens}}}'";
+        var (path, input) = chat
+            ? ("chat/completions", $"\"messages\": [{{\"role\": \"user\", \"content\": \"{content}\"}}]")
+            : ("completions", $"\"prompt\": \"{content}\"");
+        return $"curl {BaseUrl}/{path} {authorization}-H 'Content-Type: application/json' " +
+            $"-d '{{\"model\": \"{served.Name}\", {input}, \"max_tokens\": {maxTokens}}}'";
     }
 
     /// <summary>Waits until the host is stopped (Ctrl+C or the token).</summary>

@@ -159,4 +159,15 @@ public sealed class UnsupportedChatTemplateTests : IAsyncLifetime
         Assert.True(chat.IsSuccessStatusCode, await chat.Content.ReadAsStringAsync());
         Assert.Equal("macro", server.Models.Get("macro").UnsupportedTemplate!.Path.Split(Path.DirectorySeparatorChar)[^2]);
     }
+
+    [Fact]
+    public async Task The_example_curl_line_for_a_model_that_cannot_chat_asks_for_a_completion()
+    {
+        // serve prints it for the first model: a chat request it would refuse.
+        var example = server.CurlExample();
+        Assert.Contains("/v1/completions ", example);
+        using var reply = await http.PostAsync("/v1/completions", new StringContent(example[(example.IndexOf("-d '") + 4)..^1], System.Text.Encoding.UTF8, "application/json"));
+        Assert.True(reply.IsSuccessStatusCode, await reply.Content.ReadAsStringAsync());
+        Assert.Contains("/v1/chat/completions ", server.CurlExample(model: "fine"));
+    }
 }

@@ -20,7 +20,8 @@ static class ImportCommand
             var c = imported.Config;
             Console.WriteLine($"imported {imported.SourceArchitecture} as {c.Architecture}: {c.NLayer} layers, {c.NHead} heads ({c.KvHeads} kv), {c.NEmbd} wide, " +
                 $"vocab {c.VocabSize:N0}, context {c.BlockSize:N0}; tokenizer {imported.Tokenizer.Kind} ({imported.Tokenizer.VocabSize:N0} tokens)" +
-                (imported.HasChatTemplate ? ", chat template" : ""));
+                (imported.HasChatTemplate ? ", chat template" : "") +
+                (imported.Tokenizer.EndOfGenerationIds.Count > 0 ? $"; generation ends at token {string.Join(", ", imported.Tokenizer.EndOfGenerationIds)}" : ""));
             Console.WriteLine($"model: {imported.CheckpointDirectory}");
             // The weights are fine: the model is kept, and serve answers its completions.
             ChatTemplate.TryLoad(imported.CheckpointDirectory, out var unsupported);

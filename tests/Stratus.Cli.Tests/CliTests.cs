@@ -258,8 +258,12 @@ public sealed class CliTests
         var tokenizerConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(temp["hf"], "tokenizer_config.json")))!;
         tokenizerConfig["chat_template"] = "{% macro turn(m) %}{{ m['content'] }}{% endmacro %}{% for m in messages %}{{ turn(m) }}{% endfor %}";
         File.WriteAllText(Path.Combine(temp["hf"], "tokenizer_config.json"), tokenizerConfig.ToJsonString());
+        var hfConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(temp["hf"], "config.json")))!;
+        hfConfig["eos_token_id"] = new JsonArray(3, 5);
+        File.WriteAllText(Path.Combine(temp["hf"], "config.json"), hfConfig.ToJsonString());
         var imported = Cli.Run("import", "hf", temp["hf"], "--out", temp["m"]);
         Assert.True(imported.ExitCode == 0, imported.Stderr);
+        Assert.Contains("; generation ends at token 3, 5", imported.Stdout); // the summary says where replies end
         var template = Path.Combine(temp["m"], "checkpoints", "best", "chat_template.jinja");
         Assert.StartsWith($"warning: {template}: the chat template cannot be used: the tag {{% macro %}} is not supported; serve will refuse this model's chats (completions work)", imported.Stderr);
         Assert.Single(imported.Stderr.Trim().Split('\n'));

@@ -315,6 +315,11 @@ public sealed class ChatTemplateTests
         // The last place the content appears is the final message's, not an earlier message that reads the same.
         Assert.Equal("<|im_start|>user\nok<|im_end|>\n<|im_start|>assistant\nok",
             new ChatTemplate(ChatMl).Render([("user", "ok"), ("assistant", "ok")], addGenerationPrompt: false, continueFinalMessage: true));
+        // Content with whitespace at both ends: transformers compares the kept span with the whole
+        // content, which never matches it, so the cut ends at the trimmed content even where the
+        // template kept the trailing space (vLLM renders it so: the prompt tokens must be the same).
+        Assert.Equal("<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n The sky is",
+            new ChatTemplate(ChatMl).Render([("user", "Hi!"), ("assistant", " The sky is ")], addGenerationPrompt: false, continueFinalMessage: true));
     }
 
     [Fact]

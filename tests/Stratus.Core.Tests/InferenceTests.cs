@@ -185,4 +185,28 @@ public sealed class InferenceTests
         }
         Assert.Equal(PerToken([]), PerToken(["<|im_end|>", "w", "x", "y", "z"]), tolerance: 1);
     }
+
+    /// <summary>A generated special token is left out of the text (skip_special_tokens) on the
+    /// per-token path: doing so must allocate nothing, stop strings watched or not.</summary>
+    [Fact]
+    public void Leaving_out_generated_special_tokens_allocates_nothing_per_token()
+    {
+        var tokenizer = GeneratedSpecialTokensTests.EveryByteTokenizer();
+        var special = Enumerable.Range(0, tokenizer.VocabSize).Where(tokenizer.IsSpecial).ToArray();
+        long Read(int count, IReadOnlyList<string> stop)
+        {
+            var sequence = new Sequence(1, new GenerationRequest { PromptTokens = [0], MaxTokens = count, Stop = stop, IgnoreEos = true }, tokenizer.VocabSize);
+            for (var i = 0; i < count; i++) sequence.Append(new GeneratedToken(special[i % special.Length], 0, null), emit: true);
+            sequence.Finish(FinishReason.Length);
+            var chunks = new GenerationStream(tokenizer, sequence).ReadAllAsync().GetAsyncEnumerator();
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            while (chunks.MoveNextAsync().AsTask().GetAwaiter().GetResult()) { }
+            return GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        foreach (IReadOnlyList<string> stop in new[] { [], new[] { "<|im_end|>" } })
+        {
+            Read(50, stop);
+            Assert.Equal(0, (Read(500, stop) - Read(100, stop)) / 400.0, tolerance: 1);
+        }
+    }
 }

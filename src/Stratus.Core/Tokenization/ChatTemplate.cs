@@ -148,15 +148,17 @@ public sealed class ChatTemplate
 
     /// <summary>The rendering up to the end of the final message's content, as transformers cuts
     /// it: at the last place the content (whitespace trimmed, as templates often trim it) appears,
-    /// keeping the content's trailing whitespace where the template kept it.</summary>
+    /// keeping the content's trailing whitespace where the template kept it and the content has
+    /// none in front (transformers compares the kept span with the whole content, so content
+    /// with whitespace at both ends loses the trailing one: vLLM's prompt tokens are those).</summary>
     static string CutAfter(string text, string content)
     {
         var trimmed = content.Trim();
         var at = text.LastIndexOf(trimmed, StringComparison.Ordinal);
         if (at < 0)
             throw new StratusUserException("continue_final_message is set but the final message does not appear in the chat as the template renders it (the template changes its content), so it cannot be continued");
-        var kept = content.TrimStart();
-        var end = string.CompareOrdinal(text, at, kept, 0, kept.Length) == 0 ? at + kept.Length : at + trimmed.Length;
+        var keepsTrailing = (content.Length == 0 || !char.IsWhiteSpace(content[0])) && string.CompareOrdinal(text, at, content, 0, content.Length) == 0;
+        var end = at + (keepsTrailing ? content.Length : trimmed.Length);
         return text[..end];
     }
 

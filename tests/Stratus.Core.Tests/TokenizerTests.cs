@@ -49,6 +49,8 @@ public sealed class TokenizerTests
         var error = Assert.Throws<StratusUserException>(() => tokenizer.Encode("a\uD83Da😁"));
         Assert.Equal("the text has characters outside this model's vocabulary: a lone UTF-16 surrogate U+D83D, '😁' (U+1F601)", error.Message);
         Assert.Throws<StratusUserException>(() => tokenizer.Encode("😀\uDE00"));
+        // An invisible format character by number only: U+202E would turn the rest of the line around.
+        Assert.EndsWith("vocabulary: U+202E, '\u00e9' (U+00E9)", Assert.Throws<StratusUserException>(() => tokenizer.Encode("a\u202E\u00e9")).Message);
         Assert.Contains("lone UTF-16 surrogate U+DE00", Assert.Throws<StratusUserException>(() => CharTokenizer.FromCorpus("ab\uDE00")).Message);
     }
 

@@ -169,6 +169,8 @@ public sealed class CharTokenizer : ITokenizer
     {
         if (!Rune.IsValid(codePoint)) return $"a lone UTF-16 surrogate U+{codePoint:X4}";
         var rune = new Rune(codePoint);
-        return Rune.IsControl(rune) || Rune.IsWhiteSpace(rune) ? $"U+{codePoint:X4}" : $"'{rune}' (U+{codePoint:X4})";
+        // Invisible ones by number only: a format character (U+202E) would reverse the rest of the line.
+        return Rune.IsControl(rune) || Rune.IsWhiteSpace(rune) || Rune.GetUnicodeCategory(rune) == System.Globalization.UnicodeCategory.Format
+            ? $"U+{codePoint:X4}" : $"'{rune}' (U+{codePoint:X4})";
     }
 }

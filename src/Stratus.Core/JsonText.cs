@@ -1,4 +1,5 @@
-// JSON whose strings the parser accepts but cannot read as text: it checks neither UTF-8 inside
+// JSON that users give (request bodies, config and model files, JSONL corpora) read with one-line
+// errors. The parser accepts strings it cannot read as text: it checks neither UTF-8 inside
 // strings nor \u escapes of half a surrogate pair until a string is read, and then throws an
 // InvalidOperationException (not a JsonException) wherever that read happens.
 using System.Text.Json;
@@ -45,5 +46,16 @@ public static class JsonText
         if (Problem(json, readerOptions) is { } problem) throw new StratusUserException($"{path}: {problem}.{(hint is null ? "" : " " + hint)}");
         try { return JsonNode.Parse(json, documentOptions: options); }
         catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, hint: hint); }
+    }
+
+    /// <summary>Line <paramref name="lineNumber"/> of a JSONL file as JSON. Malformed JSON, or a
+    /// string that is no text (an escaped lone surrogate, which the parser accepts and reading
+    /// the string throws on), is refused naming the file and line.</summary>
+    public static JsonNode? ParseLine(string path, int lineNumber, string line, string? hint = null)
+    {
+        var utf8 = System.Text.Encoding.UTF8.GetBytes(line);
+        if (Problem(utf8) is { } problem) throw new StratusUserException($"{path}:{lineNumber}: {problem}");
+        try { return JsonNode.Parse(utf8); }
+        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, lineNumber, hint); }
     }
 }

@@ -182,7 +182,7 @@ public static class ChatDatasetPreparer
 
     static List<(string, string)> ParseMessages(string path, int lineNumber, string line)
     {
-        var node = DatasetPreparer.ParseJsonLine(path, lineNumber, line);
+        var node = JsonText.ParseLine(path, lineNumber, line);
         if (node is not JsonObject conversation || conversation["messages"] is not JsonArray list || list.Count == 0)
             throw new StratusUserException($"{path}:{lineNumber}: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}");
         return list.Select((m, k) => m is JsonObject o && Text(o["role"]) is { } role && Text(o["content"]) is { } content

@@ -89,17 +89,6 @@ public static class DatasetPreparer
         if (!(valFraction >= 0 && valFraction < 1)) throw new StratusUserException($"--val-fraction must be in [0, 1), got {valFraction}");
     }
 
-    /// <summary>Line <paramref name="lineNumber"/> of a JSONL file as JSON. Malformed JSON, or a
-    /// string that is no text (an escaped lone surrogate, which the parser accepts and reading
-    /// the string throws on), is refused naming the file and line.</summary>
-    internal static JsonNode? ParseJsonLine(string path, int lineNumber, string line, string? hint = null)
-    {
-        var utf8 = Encoding.UTF8.GetBytes(line);
-        if (JsonText.Problem(utf8) is { } problem) throw new StratusUserException($"{path}:{lineNumber}: {problem}");
-        try { return JsonNode.Parse(utf8); }
-        catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, lineNumber, hint); }
-    }
-
     /// <summary>Reads a corpus file as UTF-8. A byte that is not UTF-8 (a Latin-1 or UTF-16 file
     /// without a byte order mark, a binary file) is an error naming the file and the byte, not a
     /// U+FFFD in the vocabulary and the tokens. Only such bytes reach the fallback, so valid text
@@ -218,7 +207,7 @@ public static class DatasetPreparer
             foreach (var piece in Pieces(TextCuts.Anywhere, pieceChars, "reading characters", () => 0))
             {
                 var text = piece.Text;
-                for (int i = 0, length; i < text.Length; i += length) seen[CharTokenizer.CodePointAt(text, i, out length)] = true;
+                for (int i = 0, length; i < text.Length; i += length) seen[CodePoints.At(text, i, out length)] = true;
                 documentHasText |= piece.Text.Length > 0;
                 if (!piece.EndsDocument) continue;
                 if (documentHasText) documents++;
@@ -331,7 +320,7 @@ public static class DatasetPreparer
 
         string JsonlText(string line, int lineNumber)
         {
-            var node = ParseJsonLine(input, lineNumber, line, "Each line must be an object with a \"text\" field.");
+            var node = JsonText.ParseLine(input, lineNumber, line, "Each line must be an object with a \"text\" field.");
             if (node is not JsonObject obj || obj["text"] is not JsonValue value || !value.TryGetValue<string>(out var text))
                 throw new StratusUserException($"{input}:{lineNumber}: expected an object with a string field \"text\"");
             return text;

@@ -59,7 +59,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         var tokenizer = engine.Tokenizer;
         var unencodable = tokenizer.Unencodable(prompt);
         if (unencodable.Count > 0)
-            throw new StratusUserException($"the messages have characters outside this model's vocabulary: {CharTokenizer.Describe(unencodable)}");
+            throw new StratusUserException($"the messages have characters outside this model's vocabulary: {CodePoints.Describe(unencodable)}");
         var tokens = tokenizer.Encode(prompt, template.AddSpecialTokens);
         if (tokens.Length >= engine.ContextLength)
             throw new StratusUserException($"the conversation is {tokens.Length} tokens, which leaves no room in the model's context of {engine.ContextLength}");

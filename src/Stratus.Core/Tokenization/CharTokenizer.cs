@@ -34,8 +34,8 @@ public sealed class CharTokenizer : ITokenizer
         Array.Fill(bmpIds, -1);
         for (int i = 0, length; i < vocabulary.Length; i += length)
         {
-            var codePoint = CodePointAt(vocabulary, i, out length);
-            if (!Rune.IsValid(codePoint)) throw new StratusUserException($"a character vocabulary cannot hold {Describe(codePoint)}: it is half of a character, not text");
+            var codePoint = CodePoints.At(vocabulary, i, out length);
+            if (!Rune.IsValid(codePoint)) throw new StratusUserException($"a character vocabulary cannot hold {CodePoints.Describe([codePoint])}: it is half of a character, not text");
             if (length == 1) bmpIds[codePoint] = texts.Count;
             else supplementaryIds[codePoint] = texts.Count;
             texts.Add(vocabulary.Substring(i, length));
@@ -46,7 +46,7 @@ public sealed class CharTokenizer : ITokenizer
     public static CharTokenizer FromCorpus(string corpus)
     {
         var characters = new HashSet<int>();
-        for (int i = 0, length; i < corpus.Length; i += length) characters.Add(CodePointAt(corpus, i, out length));
+        for (int i = 0, length; i < corpus.Length; i += length) characters.Add(CodePoints.At(corpus, i, out length));
         return FromCharacters(characters);
     }
 
@@ -86,8 +86,8 @@ public sealed class CharTokenizer : ITokenizer
         var count = 0;
         for (int i = 0, length; i < text.Length; i += length)
         {
-            if (!TryGetId(CodePointAt(text, i, out length), out result[count++]))
-                throw OutsideVocabulary(Unencodable(text));
+            if (!TryGetId(CodePoints.At(text, i, out length), out result[count++]))
+                throw CodePoints.OutsideVocabulary(Unencodable(text));
         }
         return count == result.Length ? result : result[..count];
     }
@@ -104,7 +104,7 @@ public sealed class CharTokenizer : ITokenizer
         var seen = new HashSet<int>(); // a text may have a quarter of a million distinct characters: no list search per character
         for (int i = 0, length; i < text.Length; i += length)
         {
-            var codePoint = CodePointAt(text, i, out length);
+            var codePoint = CodePoints.At(text, i, out length);
             if (!TryGetId(codePoint, out _) && seen.Add(codePoint)) missing.Add(codePoint);
         }
         return missing;
@@ -133,44 +133,5 @@ public sealed class CharTokenizer : ITokenizer
         var json = new JsonObject { ["type"] = Kind, ["vocab"] = vocabulary };
         if (characters.Length != vocabulary.Length) json[UnitsField] = Scalars;
         return json;
-    }
-
-    /// <summary>The character at <paramref name="index"/> as a code point, and how many UTF-16
-    /// code units spell it: a Unicode scalar value, or the value of a lone surrogate (which a
-    /// .NET string can hold, and no vocabulary does).</summary>
-    public static int CodePointAt(string text, int index, out int length)
-    {
-        var c = text[index];
-        if (char.IsHighSurrogate(c) && index + 1 < text.Length && char.IsLowSurrogate(text[index + 1]))
-        {
-            length = 2;
-            return char.ConvertToUtf32(c, text[index + 1]);
-        }
-        length = 1;
-        return c;
-    }
-
-    /// <summary>The error for a text with these characters (code points) that a vocabulary cannot spell.</summary>
-    public static StratusUserException OutsideVocabulary(IEnumerable<int> codePoints) =>
-        new($"the text has characters outside this model's vocabulary: {Describe(codePoints)}");
-
-    /// <summary>The characters by name, the first <see cref="NamedCharacters"/> of them: a 1 MB
-    /// prompt may have a quarter of a million unknown ones, and the error must stay one line.</summary>
-    public static string Describe(IEnumerable<int> codePoints)
-    {
-        var all = codePoints as IReadOnlyCollection<int> ?? [.. codePoints];
-        var named = string.Join(", ", all.Take(NamedCharacters).Select(Describe));
-        return all.Count <= NamedCharacters ? named : $"{named} and {all.Count - NamedCharacters:N0} more";
-    }
-
-    public const int NamedCharacters = 20;
-
-    static string Describe(int codePoint)
-    {
-        if (!Rune.IsValid(codePoint)) return $"a lone UTF-16 surrogate U+{codePoint:X4}";
-        var rune = new Rune(codePoint);
-        // Invisible ones by number only: a format character (U+202E) would reverse the rest of the line.
-        return Rune.IsControl(rune) || Rune.IsWhiteSpace(rune) || Rune.GetUnicodeCategory(rune) == System.Globalization.UnicodeCategory.Format
-            ? $"U+{codePoint:X4}" : $"'{rune}' (U+{codePoint:X4})";
     }
 }

@@ -238,7 +238,7 @@ public sealed class HfTokenizer : ITokenizer
     {
         var unspellable = new List<int>();
         var ids = EncodeText(text, start, unspellable);
-        return unspellable.Count == 0 ? ids : throw CharTokenizer.OutsideVocabulary(unspellable.Distinct());
+        return unspellable.Count == 0 ? ids : throw CodePoints.OutsideVocabulary(unspellable.Distinct());
     }
 
     /// <summary>The text's tokens; the characters nothing spells are added to
@@ -306,7 +306,7 @@ public sealed class HfTokenizer : ITokenizer
                 else
                 {
                     for (int i = offset, characterLength; i < end; i += characterLength)
-                        unspellable.Add(CharTokenizer.CodePointAt(text, i, out characterLength));
+                        unspellable.Add(CodePoints.At(text, i, out characterLength));
                 }
                 continue;
             }
@@ -316,7 +316,7 @@ public sealed class HfTokenizer : ITokenizer
             var afterUnknown = false;
             for (int i = offset, characterLength; i < end; i += characterLength)
             {
-                var codePoint = CharTokenizer.CodePointAt(text, i, out characterLength);
+                var codePoint = CodePoints.At(text, i, out characterLength);
                 if (AddBytes(text.Substring(i, characterLength), result)) afterUnknown = false;
                 else if (unknownId is { } unknown)
                 {

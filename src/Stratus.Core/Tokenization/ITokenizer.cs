@@ -46,7 +46,7 @@ public interface ITokenizer
     int[] EncodeContinuation(string text) => Encode(text);
 
     /// <summary>Characters of text the vocabulary cannot spell, as code points (a lone UTF-16
-    /// surrogate as its own value; <see cref="CharTokenizer.CodePointAt"/>), each once, in the
+    /// surrogate as its own value; <see cref="CodePoints.At"/>), each once, in the
     /// order they first occur (empty when all can be).</summary>
     IReadOnlyList<int> Unencodable(string text);
 

@@ -125,7 +125,7 @@ public static class RequestParser
     {
         var unencodable = tokenizer.Unencodable(text);
         if (unencodable.Count > 0)
-            throw ApiException.Invalid($"The text has characters outside this model's vocabulary: {CharTokenizer.Describe(unencodable)}.", param, "unencodable_characters");
+            throw ApiException.Invalid($"The text has characters outside this model's vocabulary: {CodePoints.Describe(unencodable)}.", param, "unencodable_characters");
         try { return tokenizer.Encode(text, addSpecialTokens); }
         catch (Exception e) when (e is StratusUserException or ArgumentException)
         {

@@ -174,7 +174,7 @@ public sealed class GenerationRun : IAsyncDisposable
         var kept = new StringBuilder(text.Length);
         for (int i = 0, length; i < text.Length; i += length)
         {
-            if (!dropped.Contains(CharTokenizer.CodePointAt(text, i, out length))) kept.Append(text, i, length);
+            if (!dropped.Contains(CodePoints.At(text, i, out length))) kept.Append(text, i, length);
         }
         var encodable = kept.ToString();
         return (encodable, tokenizer.Encode(encodable, addSpecialTokens));

@@ -260,6 +260,6 @@ public static class CachedAttention
         // share a key/value head become extra rows of one attention (rows g * t + i), and the
         // mask is repeated to match.
         var grouped = q.reshape(b, kvHeads, group * t, dim);
-        return nn.functional.scaled_dot_product_attention(grouped, keys, values, attn_mask: mask?.repeat(1, 1, group, 1)).view(b, heads, t, dim);
+        return nn.functional.scaled_dot_product_attention(grouped, keys, values, attn_mask: mask?.repeat(1, 1, group, 1)).reshape(b, heads, t, dim);
     }
 }

@@ -160,7 +160,7 @@ static class BenchCommand
             var achieved = trainer.FlopsPerStep / median;
             var ranks = trainer.WorldSize;
             // Both peaks are one process's (its threads); the job has `ranks` of them.
-            var nominal = MachineMeasures.NominalCpuPeak(trainer.Model.ComputeDtype) * ranks;
+            var nominal = MachineMeasures.NominalPeak(trainer.Model.ComputeDtype, trainer.Model.Device) * ranks;
             var peak = trainer.PeakFlops * ranks;
             return new JsonObject
             {

@@ -19,6 +19,7 @@ public sealed class DeviceTests
         if (torch.cuda.is_available())
         {
             Assert.Equal(DeviceType.CUDA, ComputeDevice.Open("cuda").type);
+            Assert.True(backends.cuda.matmul.allow_tf32); // TF32, as nanoGPT
             return;
         }
         foreach (var name in new[] { "cuda", "cuda:1" })
@@ -47,5 +48,13 @@ public sealed class DeviceTests
         var cpu = MachineMeasures.MeasuredMatmulPeak(ScalarType.Float32, CPU);
         // A matmul on META computes nothing: its "peak" is far above any CPU's.
         Assert.True(MachineMeasures.MeasuredMatmulPeak(ScalarType.Float32, META) > 10 * cpu);
+    }
+
+    [Fact]
+    public void A_nominal_peak_is_the_cpus_alone()
+    {
+        // From the host's cores and clock: a GPU run reported MFU against it (1,540% on an H100).
+        Assert.NotNull(MachineMeasures.NominalPeak(ScalarType.Float32, CPU));
+        Assert.Null(MachineMeasures.NominalPeak(ScalarType.Float32, META));
     }
 }

@@ -3,6 +3,7 @@
 // (tensors with shapes and no storage). A whole model step cannot run on META: this libtorch has
 // no META kernel for index_select (embedding lookups) or where (attention masks).
 using Stratus.Data;
+using Stratus.Models;
 using Stratus.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -48,6 +49,20 @@ public sealed class DeviceTests
         var cpu = MachineMeasures.MeasuredMatmulPeak(ScalarType.Float32, CPU);
         // A matmul on META computes nothing: its "peak" is far above any CPU's.
         Assert.True(MachineMeasures.MeasuredMatmulPeak(ScalarType.Float32, META) > 10 * cpu);
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void A_model_with_lora_adapters_moves_to_another_device(string name)
+    {
+        // Models are built on the CPU and moved (Trainer, Checkpoint): fine-tuning with LoRA on a
+        // GPU threw ArgumentException from TorchSharp's Module.to ("same key ... Item") there.
+        var config = ParityTests.Config(name) with { Lora = new LoraConfig(2, 4, Lora.DefaultTargets(name)) };
+        using var model = CausalLanguageModel.Create(config);
+        model.to(META);
+        Assert.All(model.state_dict().Values, weight => Assert.Equal(DeviceType.META, weight.device_type));
+        Assert.Contains(model.state_dict().Keys, key => key.StartsWith("lora.") && key.EndsWith(".lora_A"));
     }
 
     [Fact]

@@ -46,6 +46,16 @@ public sealed class LoraAdapter : nn.Module
         precision.Linear(precision.Linear(x, lora_A), lora_B) * scale;
 }
 
+/// <summary>The model's "lora" submodule: the adapters by the path of the layer each adapts. Not
+/// TorchSharp's ModuleDict, whose two indexers (both "Item" to reflection) made Module.to throw
+/// when a model moved to another device, e.g. a GPU to fine-tune on.</summary>
+sealed class LoraAdapters : nn.Module
+{
+    public LoraAdapters() : base("lora") { }
+
+    public void Add(string key, LoraAdapter adapter) => register_module(key, adapter);
+}
+
 public static class Lora
 {
     /// <summary>The layers adapted when lora_targets names none: the attention input projections,
@@ -69,7 +79,7 @@ public static class Lora
             var tied = unknown.Contains("lm_head") ? " (its lm_head is tied to the token embedding, which LoRA does not adapt)" : "";
             throw new StratusUserException($"lora_targets {string.Join(",", unknown)} match no linear layer of this {model.Config.Architecture} model{tied}; its layers: {string.Join(",", layerNames)}");
         }
-        var adapters = new ModuleDict<LoraAdapter>();
+        var adapters = new LoraAdapters();
         foreach (var (path, linear) in linears.Where(l => config.Targets.Contains(LayerName(l.Path))))
         {
             var adapter = new LoraAdapter(linear.weight!.shape[1], linear.weight.shape[0], config.Rank, device);

@@ -229,6 +229,11 @@ public sealed class DataTests
         Assert.Equal(before, Directory.GetFiles(data).Order().Select(File.ReadAllBytes).ToList());
     }
 
+    /// <summary>Every file under <paramref name="directory"/>: its relative path and sha256.</summary>
+    internal static List<string> Snapshot(string directory) =>
+        [.. Directory.EnumerateFiles(directory, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal)
+            .Select(file => $"{Path.GetRelativePath(directory, file)} {FileHash.Sha256(file)}")];
+
     [Fact]
     public void A_corpus_that_is_not_UTF8_is_refused_naming_the_file_and_the_byte()
     {

@@ -234,6 +234,30 @@ public sealed class FineTuningTests
         Assert.False(File.Exists(Path.Combine(temp.File("data"), DatasetPreparer.TrainShard)));
     }
 
+    [Fact]
+    public void A_refused_prepare_leaves_the_chat_dataset_in_its_folder_whole()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = CharTokenizer.FromCorpus(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
+        using (var model = CausalLanguageModel.Create(new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, NLayer = 1, NHead = 2, NKvHead = 1, NEmbd = 16, IntermediateSize = 32, BlockSize = 64 }))
+            Checkpoint.Save(temp.File("base"), model, tokenizer);
+        File.WriteAllText(temp.File("chatml.jinja"), ChatTemplateTests.ChatMl);
+        WriteChat(temp.File("chat.jsonl"), 10);
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), chatTemplate: temp.File("chatml.jinja"));
+        var dataset = DataTests.Snapshot(temp.File("data"));
+        Assert.Contains(dataset, file => file.StartsWith(ChatDatasetPreparer.TrainMask + " ", StringComparison.Ordinal));
+
+        // Text that is only whitespace, and conversations none of which has an assistant turn.
+        File.WriteAllText(temp.File("blank.txt"), " \n\n ");
+        Assert.Contains("nothing but whitespace", Assert.Throws<StratusUserException>(() =>
+            DatasetPreparer.Prepare(temp.File("blank.txt"), temp.File("data"), "char", tokenizerFrom: tokenizer)).Message);
+        Assert.Equal(dataset, DataTests.Snapshot(temp.File("data")));
+        File.WriteAllLines(temp.File("questions.jsonl"), ["""{"messages": [{"role": "user", "content": "a"}]}""", """{"messages": [{"role": "user", "content": "b"}]}"""]);
+        Assert.Contains("no assistant messages", Assert.Throws<StratusUserException>(() =>
+            ChatDatasetPreparer.Prepare(temp.File("questions.jsonl"), temp.File("data"), temp.File("base"))).Message);
+        Assert.Equal(dataset, DataTests.Snapshot(temp.File("data")));
+    }
+
     static void WriteChat(string path, int conversations, bool lastWithoutAssistant = false) =>
         File.WriteAllLines(path, Enumerable.Range(0, conversations).Select(i => new JsonObject
         {

@@ -41,9 +41,6 @@ public static class DatasetPreparer
         var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));
 
         Directory.CreateDirectory(outputDirectory);
-        // A chat preparation's masks and template left in the folder would be read with these
-        // shards (masks of the same length would silently drop tokens from the loss).
-        foreach (var file in ChatDatasetPreparer.ChatOnlyFiles) File.Delete(Path.Combine(outputDirectory, file));
         var documents = 0;
         var (trainCount, valCount) = TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainShard), Path.Combine(outputDirectory, ValShard), tokenizer.VocabSize, all =>
         {
@@ -51,6 +48,10 @@ public static class DatasetPreparer
             if (all.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({all.Count} tokens)");
             return (long)(all.Count * (1 - valFraction));
         });
+        // A chat preparation's masks and template left in the folder would be read with these
+        // shards (masks of the same length would silently drop tokens from the loss). They go
+        // once the shards are in place: a corpus refused on the way leaves that chat data whole.
+        foreach (var file in ChatDatasetPreparer.ChatOnlyFiles) File.Delete(Path.Combine(outputDirectory, file));
         TokenizerStore.Save(tokenizer, outputDirectory);
         var meta = new JsonObject
         {

@@ -231,7 +231,11 @@ public sealed class FineTuningTests
         File.WriteAllBytes(chat, [.. System.Text.Encoding.UTF8.GetBytes(Good + "\n"), .. "{\"messages\": [{\"role\": \"user\", \"content\": \"caf"u8, 0xE9, .. "\"}]}\n"u8]);
         Assert.StartsWith($"{chat} is not UTF-8 text (byte offset {Good.Length + 1 + 46}); convert it to UTF-8",
             Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("data"), temp.File("base"))).Message);
-        Assert.False(File.Exists(Path.Combine(temp.File("data"), DatasetPreparer.TrainShard)));
+        // Refused after the dataset folder was made, and that folder went with the refusal.
+        Assert.False(Directory.Exists(temp.File("data")));
+        File.WriteAllText(chat, $"{Good}\n{Good}\n");
+        Assert.StartsWith($"{temp.File("base")} holds a training run (",
+            Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("base"), temp.File("base"))).Message);
     }
 
     [Fact]

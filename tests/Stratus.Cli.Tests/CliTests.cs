@@ -124,6 +124,8 @@ public sealed class CliTests
         File.WriteAllText(temp["empty.txt"], "");
         File.WriteAllText(temp["baseline.json"], """{"tokens_per_sec": """);
         File.WriteAllText(temp["lone.jsonl"], """{"text": "a\ud800b"}""");
+        File.WriteAllText(temp["blank.txt"], " \n\t\n");
+        Directory.CreateDirectory(temp["run/checkpoints"]);
         using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         taken.Start();
         var takenPort = ((System.Net.IPEndPoint)taken.LocalEndpoint).Port.ToString();
@@ -137,6 +139,9 @@ public sealed class CliTests
             (["prepare", "--input", temp["missing.txt"], "--out", temp["x"]], "does not exist"),
             (["prepare", "--input", temp["corpus.txt"], "--out", temp["x"], "--val-fraction", "NaN"], "--val-fraction must be in [0, 1), got NaN"),
             (["prepare", "--input", temp["lone.jsonl"], "--out", temp["x"]], $"{temp["lone.jsonl"]}:1: a string holds a \\u escape of an unpaired UTF-16 surrogate"),
+            (["prepare", "--input", temp["corpus.txt"], "--out", temp["run"]], $"{temp["run"]} holds a training run (checkpoints/), and the dataset's files would be written among its own; pass a new folder for the dataset"),
+            (["prepare", "--input", temp["blank.txt"], "--out", temp["new/data"]], "holds nothing but whitespace"),
+            (["prepare", "--input", temp["corpus.txt"], "--out", ""], "no output folder given; pass --out <folder> for the dataset"),
             (["bench", "train", "--config", config, "--data", data, "--steps", "1", "--baseline-json", temp["baseline.json"]], $"{temp["baseline.json"]} is not valid JSON at line 1"),
             (["train", "--config", config, "--data", data, "--out", temp["r1"], "--n-embd", "33"], "divisible by n_head"),
             (["train", "--config", config, "--data", data, "--out", temp["r2"], "--learning-rate", "-0.1"], "learning_rate must be positive"),
@@ -158,6 +163,9 @@ public sealed class CliTests
             Assert.DoesNotContain("   at ", stderr);
             Assert.Single(stderr.Trim().Split('\n'));
         }
+        // A refused prepare takes away the folders it made, and writes nothing into a run.
+        Assert.False(Directory.Exists(temp["new"]));
+        Assert.Equal(["checkpoints"], Directory.EnumerateFileSystemEntries(temp["run"]).Select(Path.GetFileName));
 
         File.WriteAllText(temp["unknown.json"], """{"n_layer": 1, "learnin_rate": 1}""");
         var unknown = Cli.Run("train", "--config", temp["unknown.json"], "--data", data, "--out", temp["r5"]);

@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Stratus.Data;
 using Stratus.Formats;
 using Stratus.Tokenization;
+using Stratus.Training;
 using TorchSharp;
 
 namespace Stratus.Tests;
@@ -227,6 +228,97 @@ public sealed class DataTests
         var error = Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["corpus.txt"], data, "char", valFraction)).Message;
         Assert.Equal($"--val-fraction must be in [0, 1), got {valFraction}", error);
         Assert.Equal(before, Directory.GetFiles(data).Order().Select(File.ReadAllBytes).ToList());
+    }
+
+    [Fact]
+    public void A_training_run_or_its_checkpoint_is_refused_as_the_dataset_folder_before_anything_is_written()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var run = temp["run"];
+        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run)) trainer.Run();
+        // Another corpus, so that its tokenizer.json would differ from the checkpoint's.
+        File.WriteAllText(temp["other.txt"], "a different corpus: XYZ 0123456789\n");
+        var checkpoint = Path.Combine(run, "checkpoints", "last");
+        var before = Snapshot(run);
+        Assert.Equal($"{run} holds a training run (run.json, metrics.jsonl, checkpoints/), and the dataset's files would be written among its own; pass a new folder for the dataset",
+            Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["other.txt"], run, "char")).Message);
+        Assert.Equal($"{checkpoint} holds a checkpoint (manifest.json), and the dataset's files would be written among its own; pass a new folder for the dataset",
+            Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["other.txt"], checkpoint, "char")).Message);
+        Assert.Equal(before, Snapshot(run));
+        Checkpoint.Open(checkpoint);
+        Assert.Equal("no output folder given; pass --out <folder> for the dataset",
+            Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["other.txt"], "", "char")).Message);
+    }
+
+    [Theory]
+    [InlineData("run.json")]
+    [InlineData("metrics.jsonl")]
+    [InlineData("checkpoints/")]
+    public void A_run_that_has_saved_no_checkpoint_yet_is_refused_too(string held)
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["in.txt"], TestData.Corpus(20));
+        var run = temp["run"];
+        if (held.EndsWith('/')) Directory.CreateDirectory(Path.Combine(run, held));
+        else
+        {
+            Directory.CreateDirectory(run);
+            File.WriteAllText(Path.Combine(run, held), "{}\n");
+        }
+        Assert.StartsWith($"{run} holds a training run ({held}),", Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["in.txt"], run, "char")).Message);
+        Assert.Equal([held.TrimEnd('/')], Directory.EnumerateFileSystemEntries(run).Select(Path.GetFileName));
+    }
+
+    /// <summary>Every file under <paramref name="directory"/>: its relative path and sha256.</summary>
+    internal static List<string> Snapshot(string directory) =>
+        [.. Directory.EnumerateFiles(directory, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal)
+            .Select(file => $"{Path.GetRelativePath(directory, file)} {FileHash.Sha256(file)}")];
+
+    [Fact]
+    public void A_refused_prepare_removes_the_folders_it_made_and_nothing_else()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["blank.txt"], "  \n\t \n");
+        File.WriteAllText(temp["one.txt"], "a");
+        File.WriteAllText(temp["abc.txt"], "ab abc");
+        File.WriteAllText(temp["bad.jsonl"], "{\"text\": \"fine\"}\n{\"text\": 1}\n");
+        var noC = CharTokenizer.FromCharacters("ab ".Select(c => (int)c));
+        // Each refused after the dataset folder was made: whitespace alone, too few tokens, a
+        // character the tokenizer cannot spell, a bad JSONL line found while tokenizing.
+        var refusals = new (string Input, string Kind, ITokenizer? From, string Error)[]
+        {
+            ("blank.txt", "char", null, "holds nothing but whitespace"),
+            ("blank.txt", "gpt2", null, "holds nothing but whitespace"),
+            ("one.txt", "char", null, "has too little text to train on"),
+            ("abc.txt", "char", noC, "characters outside this model's vocabulary: 'c'"),
+            ("bad.jsonl", "gpt2", null, "bad.jsonl:2: expected an object with a string field \"text\""),
+        };
+        Directory.CreateDirectory(temp["mine"]);
+        Directory.CreateDirectory(temp["mine with notes"]);
+        File.WriteAllText(temp["mine with notes/notes.txt"], "keep me");
+        var data = TestData.PrepareCharDataset(temp);
+        var dataset = Snapshot(data);
+        foreach (var (input, kind, from, error) in refusals)
+        {
+            void Refused(string output) =>
+                Assert.Contains(error, Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp[input], output, kind, tokenizerFrom: from)).Message);
+            Refused(temp["new/nested/data"]);
+            Assert.False(Directory.Exists(temp["new"]), $"{input} ({kind}) left the folders it made");
+            // A folder that was there stays, with what it held: an earlier dataset whole.
+            Refused(temp["mine"]);
+            Assert.Empty(Directory.EnumerateFileSystemEntries(temp["mine"]));
+            Refused(temp["mine with notes"]);
+            Assert.Equal(["notes.txt"], Directory.EnumerateFileSystemEntries(temp["mine with notes"]).Select(Path.GetFileName));
+            Refused(data);
+            Assert.Equal(dataset, Snapshot(data));
+        }
+        // Made below a folder that was there: only the new folder goes.
+        Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["blank.txt"], temp["mine with notes/data/"], "char"));
+        Assert.Equal(["notes.txt"], Directory.EnumerateFileSystemEntries(temp["mine with notes"]).Select(Path.GetFileName));
+        // And a dataset folder is prepared over, as before.
+        DatasetPreparer.Prepare(temp["abc.txt"], data, "char");
+        Assert.Equal(4, TokenizerStore.Load(data).VocabSize);
     }
 
     [Fact]

@@ -231,7 +231,35 @@ public sealed class FineTuningTests
         File.WriteAllBytes(chat, [.. System.Text.Encoding.UTF8.GetBytes(Good + "\n"), .. "{\"messages\": [{\"role\": \"user\", \"content\": \"caf"u8, 0xE9, .. "\"}]}\n"u8]);
         Assert.StartsWith($"{chat} is not UTF-8 text (byte offset {Good.Length + 1 + 46}); convert it to UTF-8",
             Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("data"), temp.File("base"))).Message);
-        Assert.False(File.Exists(Path.Combine(temp.File("data"), DatasetPreparer.TrainShard)));
+        // Refused after the dataset folder was made, and that folder went with the refusal.
+        Assert.False(Directory.Exists(temp.File("data")));
+        File.WriteAllText(chat, $"{Good}\n{Good}\n");
+        Assert.StartsWith($"{temp.File("base")} holds a training run (",
+            Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("base"), temp.File("base"))).Message);
+    }
+
+    [Fact]
+    public void A_refused_prepare_leaves_the_chat_dataset_in_its_folder_whole()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = CharTokenizer.FromCorpus(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
+        using (var model = CausalLanguageModel.Create(new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, NLayer = 1, NHead = 2, NKvHead = 1, NEmbd = 16, IntermediateSize = 32, BlockSize = 64 }))
+            Checkpoint.Save(temp.File("base"), model, tokenizer);
+        File.WriteAllText(temp.File("chatml.jinja"), ChatTemplateTests.ChatMl);
+        WriteChat(temp.File("chat.jsonl"), 10);
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), chatTemplate: temp.File("chatml.jinja"));
+        var dataset = DataTests.Snapshot(temp.File("data"));
+        Assert.Contains(dataset, file => file.StartsWith(ChatDatasetPreparer.TrainMask + " ", StringComparison.Ordinal));
+
+        // Text that is only whitespace, and conversations none of which has an assistant turn.
+        File.WriteAllText(temp.File("blank.txt"), " \n\n ");
+        Assert.Contains("nothing but whitespace", Assert.Throws<StratusUserException>(() =>
+            DatasetPreparer.Prepare(temp.File("blank.txt"), temp.File("data"), "char", tokenizerFrom: tokenizer)).Message);
+        Assert.Equal(dataset, DataTests.Snapshot(temp.File("data")));
+        File.WriteAllLines(temp.File("questions.jsonl"), ["""{"messages": [{"role": "user", "content": "a"}]}""", """{"messages": [{"role": "user", "content": "b"}]}"""]);
+        Assert.Contains("no assistant messages", Assert.Throws<StratusUserException>(() =>
+            ChatDatasetPreparer.Prepare(temp.File("questions.jsonl"), temp.File("data"), temp.File("base"))).Message);
+        Assert.Equal(dataset, DataTests.Snapshot(temp.File("data")));
     }
 
     static void WriteChat(string path, int conversations, bool lastWithoutAssistant = false) =>

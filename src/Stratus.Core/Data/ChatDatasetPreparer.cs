@@ -32,94 +32,96 @@ public static class ChatDatasetPreparer
         string? chatTemplate = null)
     {
         DatasetPreparer.RequireValFraction(valFraction);
-        if (!File.Exists(input)) throw new StratusUserException($"input {input} does not exist; pass a JSONL file with one {{\"messages\": [...]}} per line");
-        if (chatTemplate is not null && !File.Exists(chatTemplate))
-            throw new StratusUserException($"--chat-template {chatTemplate} does not exist; pass a Jinja chat template file (e.g. the chat_template of a Hugging Face tokenizer_config.json)");
-        var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
-        var tokenizer = checkpoint.Tokenizer;
-        // The template the model will be served with (ServedModel): the given one, which its
-        // checkpoints will hold, else its own or the one derived from its tokenizer, so that what
-        // it learns is what a chat request will show it.
-        var templateSource = chatTemplate is null ? null : File.ReadAllText(chatTemplate);
-        ChatTemplate template;
-        try { template = templateSource is null ? ChatTemplate.Load(checkpoint.Directory, tokenizer) : ChatTemplate.Of(templateSource, tokenizer); }
-        catch (StratusUserException e) when (chatTemplate is not null) { throw new StratusUserException($"{chatTemplate}: {e.Message}"); }
-
-        // Whole conversations go to one split: the last val_fraction of them (at least one) to val
-        // (with val_fraction 0, a copy of the last). Counting them first lets them stream through
-        // once, into one pair of shards whose tail then moves to val.
-        var conversations = 0;
-        using (var lines = DatasetPreparer.ReadUtf8(input, File.OpenRead(input)))
-            while (lines.ReadLine() is { } line) if (!string.IsNullOrWhiteSpace(line)) conversations++;
-        if (conversations < 2) throw new StratusUserException($"{input} has {conversations} conversation(s); fine-tuning needs at least 2 (train and val)");
-        var valCount = valFraction == 0 ? 0 : Math.Max(1, (int)Math.Round(conversations * valFraction));
-        var trainCount = conversations - valCount;
-        long supervised = 0, valSupervised = 0;
-        Directory.CreateDirectory(outputDirectory);
-        // Tokens and masks split at the same place: the mask pair is written inside the token pair.
-        var (trainTokens, valTokens) = TokenShard.WriteSplit(Path.Combine(outputDirectory, DatasetPreparer.TrainShard), Path.Combine(outputDirectory, DatasetPreparer.ValShard), tokenizer.VocabSize, tokens =>
+        return DatasetFolder.Write(outputDirectory, () =>
         {
-            var valStart = 0L;
-            TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainMask), Path.Combine(outputDirectory, ValMask), 2, mask =>
+            if (!File.Exists(input)) throw new StratusUserException($"input {input} does not exist; pass a JSONL file with one {{\"messages\": [...]}} per line");
+            if (chatTemplate is not null && !File.Exists(chatTemplate))
+                throw new StratusUserException($"--chat-template {chatTemplate} does not exist; pass a Jinja chat template file (e.g. the chat_template of a Hugging Face tokenizer_config.json)");
+            var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
+            var tokenizer = checkpoint.Tokenizer;
+            // The template the model will be served with (ServedModel): the given one, which its
+            // checkpoints will hold, else its own or the one derived from its tokenizer, so that what
+            // it learns is what a chat request will show it.
+            var templateSource = chatTemplate is null ? null : File.ReadAllText(chatTemplate);
+            ChatTemplate template;
+            try { template = templateSource is null ? ChatTemplate.Load(checkpoint.Directory, tokenizer) : ChatTemplate.Of(templateSource, tokenizer); }
+            catch (StratusUserException e) when (chatTemplate is not null) { throw new StratusUserException($"{chatTemplate}: {e.Message}"); }
+
+            // Whole conversations go to one split: the last val_fraction of them (at least one) to val
+            // (with val_fraction 0, a copy of the last). Counting them first lets them stream through
+            // once, into one pair of shards whose tail then moves to val.
+            var conversations = 0;
+            using (var lines = DatasetPreparer.ReadUtf8(input, File.OpenRead(input)))
+                while (lines.ReadLine() is { } line) if (!string.IsNullOrWhiteSpace(line)) conversations++;
+            if (conversations < 2) throw new StratusUserException($"{input} has {conversations} conversation(s); fine-tuning needs at least 2 (train and val)");
+            var valCount = valFraction == 0 ? 0 : Math.Max(1, (int)Math.Round(conversations * valFraction));
+            var trainCount = conversations - valCount;
+            long supervised = 0, valSupervised = 0;
+            // Tokens and masks split at the same place: the mask pair is written inside the token pair.
+            var (trainTokens, valTokens) = TokenShard.WriteSplit(Path.Combine(outputDirectory, DatasetPreparer.TrainShard), Path.Combine(outputDirectory, DatasetPreparer.ValShard), tokenizer.VocabSize, tokens =>
             {
-                (int[] Tokens, int[] Mask) last = ([], []);
-                using var file = new FileStream(input, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
-                using var reader = DatasetPreparer.ReadUtf8(input, file);
-                for (int lineNumber = 1, index = 0; reader.ReadLine() is { } line; lineNumber++)
+                var valStart = 0L;
+                TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainMask), Path.Combine(outputDirectory, ValMask), 2, mask =>
                 {
-                    if (string.IsNullOrWhiteSpace(line)) continue;
-                    var messages = ParseMessages(input, lineNumber, line);
-                    (int[] Tokens, byte[] Mask) example;
-                    try { example = Encode(template, tokenizer, messages); }
-                    catch (StratusUserException e) { throw new StratusUserException($"{input}:{lineNumber}: {e.Message}"); }
-                    if (index == trainCount) valStart = tokens.Count;
-                    last = (example.Tokens, Array.ConvertAll(example.Mask, m => (int)m));
-                    tokens.Append(last.Tokens);
-                    mask.Append(last.Mask);
-                    if (index++ < trainCount) supervised += last.Mask.Sum();
-                    else valSupervised += last.Mask.Sum();
-                    progress?.Report(new PrepareProgress("tokenizing", file.Position, file.Length, tokens.Count));
-                }
-                if (supervised == 0) throw new StratusUserException($"{input} has no assistant messages to learn from");
-                // Validation measures the loss on assistant tokens only: the held-out conversations need some.
-                if (valCount > 0 && valSupervised == 0)
-                    throw new StratusUserException($"the last {valCount} conversation(s) of {input}, held out for validation, have no assistant message; end the file with conversations that do, or change --val-fraction");
-                if (valCount == 0)
-                {
-                    valStart = tokens.Count;
-                    tokens.Append(last.Tokens);
-                    mask.Append(last.Mask);
-                }
+                    (int[] Tokens, int[] Mask) last = ([], []);
+                    using var file = new FileStream(input, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+                    using var reader = DatasetPreparer.ReadUtf8(input, file);
+                    for (int lineNumber = 1, index = 0; reader.ReadLine() is { } line; lineNumber++)
+                    {
+                        if (string.IsNullOrWhiteSpace(line)) continue;
+                        var messages = ParseMessages(input, lineNumber, line);
+                        (int[] Tokens, byte[] Mask) example;
+                        try { example = Encode(template, tokenizer, messages); }
+                        catch (StratusUserException e) { throw new StratusUserException($"{input}:{lineNumber}: {e.Message}"); }
+                        if (index == trainCount) valStart = tokens.Count;
+                        last = (example.Tokens, Array.ConvertAll(example.Mask, m => (int)m));
+                        tokens.Append(last.Tokens);
+                        mask.Append(last.Mask);
+                        if (index++ < trainCount) supervised += last.Mask.Sum();
+                        else valSupervised += last.Mask.Sum();
+                        progress?.Report(new PrepareProgress("tokenizing", file.Position, file.Length, tokens.Count));
+                    }
+                    if (supervised == 0) throw new StratusUserException($"{input} has no assistant messages to learn from");
+                    // Validation measures the loss on assistant tokens only: the held-out conversations need some.
+                    if (valCount > 0 && valSupervised == 0)
+                        throw new StratusUserException($"the last {valCount} conversation(s) of {input}, held out for validation, have no assistant message; end the file with conversations that do, or change --val-fraction");
+                    if (valCount == 0)
+                    {
+                        valStart = tokens.Count;
+                        tokens.Append(last.Tokens);
+                        mask.Append(last.Mask);
+                    }
+                    return valStart;
+                });
                 return valStart;
             });
-            return valStart;
+            TokenizerStore.Save(tokenizer, outputDirectory);
+            // Without a given template the data is the model's own format: one left by an earlier
+            // preparation of this folder must not be carried into a run.
+            var storedTemplate = Path.Combine(outputDirectory, ChatTemplate.FileName);
+            if (templateSource is null) File.Delete(storedTemplate);
+            else AtomicFile.WriteAllText(storedTemplate, templateSource);
+            var sha256 = FileHash.Sha256(input);
+            var valExamples = Math.Max(1, valCount);
+            var meta = new JsonObject
+            {
+                ["format"] = "stratus-dataset",
+                ["version"] = 1,
+                ["kind"] = "chat",
+                ["tokenizer"] = tokenizer.Kind,
+                ["vocab_size"] = tokenizer.VocabSize,
+                ["train_tokens"] = trainTokens,
+                ["val_tokens"] = valTokens,
+                ["train_examples"] = trainCount,
+                ["val_examples"] = valExamples,
+                ["supervised_train_tokens"] = supervised,
+                ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["sha256"] = sha256, ["model"] = Path.GetFullPath(checkpoint.Directory) },
+                ["created_utc"] = DateTime.UtcNow.ToString("O"),
+            };
+            if (templateSource is not null) meta[TemplateKey] = new JsonObject { ["path"] = Path.GetFullPath(chatTemplate!), ["sha256"] = FileHash.Sha256(storedTemplate) };
+            AtomicFile.WriteAllText(Path.Combine(outputDirectory, DatasetPreparer.MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            return new PreparedChatDataset(outputDirectory, tokenizer, trainCount, valExamples, trainTokens, valTokens, supervised);
         });
-        TokenizerStore.Save(tokenizer, outputDirectory);
-        // Without a given template the data is the model's own format: one left by an earlier
-        // preparation of this folder must not be carried into a run.
-        var storedTemplate = Path.Combine(outputDirectory, ChatTemplate.FileName);
-        if (templateSource is null) File.Delete(storedTemplate);
-        else AtomicFile.WriteAllText(storedTemplate, templateSource);
-        var sha256 = FileHash.Sha256(input);
-        var valExamples = Math.Max(1, valCount);
-        var meta = new JsonObject
-        {
-            ["format"] = "stratus-dataset",
-            ["version"] = 1,
-            ["kind"] = "chat",
-            ["tokenizer"] = tokenizer.Kind,
-            ["vocab_size"] = tokenizer.VocabSize,
-            ["train_tokens"] = trainTokens,
-            ["val_tokens"] = valTokens,
-            ["train_examples"] = trainCount,
-            ["val_examples"] = valExamples,
-            ["supervised_train_tokens"] = supervised,
-            ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["sha256"] = sha256, ["model"] = Path.GetFullPath(checkpoint.Directory) },
-            ["created_utc"] = DateTime.UtcNow.ToString("O"),
-        };
-        if (templateSource is not null) meta[TemplateKey] = new JsonObject { ["path"] = Path.GetFullPath(chatTemplate!), ["sha256"] = FileHash.Sha256(storedTemplate) };
-        AtomicFile.WriteAllText(Path.Combine(outputDirectory, DatasetPreparer.MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        return new PreparedChatDataset(outputDirectory, tokenizer, trainCount, valExamples, trainTokens, valTokens, supervised);
     }
 
     /// <summary>The chat template a dataset was rendered with when it was given to prepare

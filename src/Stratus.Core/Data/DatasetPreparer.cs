@@ -36,42 +36,45 @@ public static class DatasetPreparer
         ITokenizer? tokenizerFrom = null, IProgress<PrepareProgress>? progress = null, int pieceChars = DefaultPieceChars)
     {
         RequireValFraction(valFraction);
-        var corpus = new Corpus(input, progress);
-        var sha256 = corpus.Hash();
-        var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));
+        return DatasetFolder.Write(outputDirectory, () =>
+        {
+            var corpus = new Corpus(input, progress);
+            var sha256 = corpus.Hash();
+            var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));
 
-        Directory.CreateDirectory(outputDirectory);
-        // A chat preparation's masks and template left in the folder would be read with these
-        // shards (masks of the same length would silently drop tokens from the loss).
-        foreach (var file in ChatDatasetPreparer.ChatOnlyFiles) File.Delete(Path.Combine(outputDirectory, file));
-        var documents = 0;
-        var (trainCount, valCount) = TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainShard), Path.Combine(outputDirectory, ValShard), tokenizer.VocabSize, all =>
-        {
-            documents = corpus.Tokenize(tokenizer, all, pieceChars);
-            if (all.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({all.Count} tokens)");
-            return (long)(all.Count * (1 - valFraction));
+            var documents = 0;
+            var (trainCount, valCount) = TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainShard), Path.Combine(outputDirectory, ValShard), tokenizer.VocabSize, all =>
+            {
+                documents = corpus.Tokenize(tokenizer, all, pieceChars);
+                if (all.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({all.Count} tokens)");
+                return (long)(all.Count * (1 - valFraction));
+            });
+            // A chat preparation's masks and template left in the folder would be read with these
+            // shards (masks of the same length would silently drop tokens from the loss). They go
+            // once the shards are in place: a corpus refused on the way leaves that chat data whole.
+            foreach (var file in ChatDatasetPreparer.ChatOnlyFiles) File.Delete(Path.Combine(outputDirectory, file));
+            TokenizerStore.Save(tokenizer, outputDirectory);
+            var meta = new JsonObject
+            {
+                ["format"] = "stratus-dataset",
+                ["version"] = 1,
+                ["tokenizer"] = tokenizer.ToJson(),
+                ["vocab_size"] = tokenizer.VocabSize,
+                ["token_bytes"] = TokenShard.TokenBytesFor(tokenizer.VocabSize),
+                ["train_tokens"] = trainCount,
+                ["val_tokens"] = valCount,
+                ["val_fraction"] = valFraction,
+                ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["documents"] = documents, ["sha256"] = sha256 },
+                ["created_utc"] = DateTime.UtcNow.ToString("O"),
+            };
+            // Said where there are some (a Llama's BOS), so a reader sees how documents start and
+            // end; a dataset prepared before documents got them has no such key.
+            var (before, after) = tokenizer.SpecialTokensAround;
+            if (before.Count + after.Count > 0)
+                meta["document_special_tokens"] = new JsonObject { ["before"] = JsonSerializer.SerializeToNode(before), ["after"] = JsonSerializer.SerializeToNode(after) };
+            AtomicFile.WriteAllText(Path.Combine(outputDirectory, MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            return new PreparedDataset(outputDirectory, tokenizer, trainCount, valCount, sha256);
         });
-        TokenizerStore.Save(tokenizer, outputDirectory);
-        var meta = new JsonObject
-        {
-            ["format"] = "stratus-dataset",
-            ["version"] = 1,
-            ["tokenizer"] = tokenizer.ToJson(),
-            ["vocab_size"] = tokenizer.VocabSize,
-            ["token_bytes"] = TokenShard.TokenBytesFor(tokenizer.VocabSize),
-            ["train_tokens"] = trainCount,
-            ["val_tokens"] = valCount,
-            ["val_fraction"] = valFraction,
-            ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["documents"] = documents, ["sha256"] = sha256 },
-            ["created_utc"] = DateTime.UtcNow.ToString("O"),
-        };
-        // Said where there are some (a Llama's BOS), so a reader sees how documents start and
-        // end; a dataset prepared before documents got them has no such key.
-        var (before, after) = tokenizer.SpecialTokensAround;
-        if (before.Count + after.Count > 0)
-            meta["document_special_tokens"] = new JsonObject { ["before"] = JsonSerializer.SerializeToNode(before), ["after"] = JsonSerializer.SerializeToNode(after) };
-        AtomicFile.WriteAllText(Path.Combine(outputDirectory, MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        return new PreparedDataset(outputDirectory, tokenizer, trainCount, valCount, sha256);
     }
 
     /// <summary>A dataset's meta.json, or null where it has none (or it is not a JSON object).</summary>

@@ -1,0 +1,75 @@
+// The folder `stratus prepare` writes a dataset into, owned in one place for both preparers: it
+// must not be a model's folder, it is made when missing, and a preparation that fails takes away
+// what it made. A folder that was there keeps what it held, an earlier dataset whole: a refusal
+// comes while the new shards are still temporary files (TokenShard.WriteSplit), before any
+// file of the dataset is replaced.
+using Stratus.Training;
+
+namespace Stratus.Data;
+
+static class DatasetFolder
+{
+    /// <summary>Makes <paramref name="directory"/> (and any missing folder above it) and runs
+    /// <paramref name="prepare"/>, which writes the dataset there. A training run or checkpoint
+    /// there is refused before anything is read or written. If <paramref name="prepare"/> throws,
+    /// the folders made here are removed before the error goes on.</summary>
+    public static T Write<T>(string directory, Func<T> prepare)
+    {
+        if (string.IsNullOrWhiteSpace(directory)) throw new StratusUserException("no output folder given; pass --out <folder> for the dataset");
+        RequireNoModelIn(directory);
+        var made = Missing(directory);
+        try
+        {
+            Directory.CreateDirectory(directory);
+            return prepare();
+        }
+        catch
+        {
+            Remove(made);
+            throw;
+        }
+    }
+
+    /// <summary>Refuses a folder that `stratus train` or `import` wrote (run.json, metrics.jsonl,
+    /// checkpoints/) or a checkpoint folder (manifest.json): the dataset's files would land among
+    /// the model's, a tokenizer.json over a checkpoint's own.</summary>
+    static void RequireNoModelIn(string directory)
+    {
+        var checkpoint = File.Exists(Path.Combine(directory, Checkpoint.ManifestFile));
+        var held = checkpoint
+            ? [Checkpoint.ManifestFile]
+            : new[] { Trainer.RunFile, MetricsLog.FileName, "checkpoints/" }.Where(name => Path.Exists(Path.Combine(directory, name))).ToList();
+        if (held.Count > 0)
+            throw new StratusUserException($"{directory} holds a {(checkpoint ? "checkpoint" : "training run")} ({string.Join(", ", held)}), " +
+                "and the dataset's files would be written among its own; pass a new folder for the dataset");
+    }
+
+    /// <summary>The folders that making <paramref name="directory"/> will create, deepest first.</summary>
+    static List<string> Missing(string directory)
+    {
+        var missing = new List<string>();
+        for (var path = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)); !string.IsNullOrEmpty(path) && !Path.Exists(path); path = Path.GetDirectoryName(path))
+            missing.Add(path);
+        return missing;
+    }
+
+    /// <summary>Removes the dataset folder made for a failed preparation, with what it wrote there,
+    /// then each folder made above it that nothing else has come into meanwhile.</summary>
+    static void Remove(List<string> made)
+    {
+        try
+        {
+            for (var i = 0; i < made.Count; i++)
+            {
+                if (!Directory.Exists(made[i])) continue;
+                if (i == 0) Directory.Delete(made[i], recursive: true);
+                else if (!Directory.EnumerateFileSystemEntries(made[i]).Any()) Directory.Delete(made[i]);
+                else break;
+            }
+        }
+        // The error that failed the preparation is the one to report, not a folder left behind.
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+}

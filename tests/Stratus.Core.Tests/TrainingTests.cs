@@ -207,6 +207,18 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_dataset_folder_is_refused_as_the_run_folder()
+    {
+        // The run's files (run.json, metrics.jsonl, checkpoints/) would land among the dataset's.
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var before = Directory.GetFileSystemEntries(data).Order().ToList();
+        Assert.Equal($"{data} holds a dataset ({DatasetPreparer.MetaFile}, {DatasetPreparer.TrainShard}), and the run's files would be written among its own; pass a new folder for the run",
+            Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig, data, data)).Message);
+        Assert.Equal(before, Directory.GetFileSystemEntries(data).Order().ToList());
+    }
+
+    [Fact]
     public void Resuming_refuses_a_dataset_prepared_again_with_another_vocabulary_and_follows_a_moved_one()
     {
         using var temp = new TempDirectory();

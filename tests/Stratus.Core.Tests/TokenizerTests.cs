@@ -55,6 +55,17 @@ public sealed class TokenizerTests
     }
 
     [Fact]
+    public void A_text_counts_its_characters_as_a_python_str_does()
+    {
+        Assert.Equal(0, CodePoints.Count(""));
+        Assert.Equal(3, CodePoints.Count("a😀b"));
+        Assert.Equal(2, CodePoints.Count("😀😀"));
+        // A lone half counts once, as CodePoints.At reads it: the low half of a pair out of order too.
+        Assert.Equal(2, CodePoints.Count("a\uD83D"));
+        Assert.Equal(3, CodePoints.Count("\uDE00\uD83Dx"));
+    }
+
+    [Fact]
     public void The_characters_outside_the_vocabulary_are_named_once_each_in_order_of_first_occurrence()
     {
         // A 1 MB request body holds a quarter of a million characters, none alike (they were

@@ -22,12 +22,17 @@ public sealed class ByteLevelModelServer : IAsyncLifetime
 
     public TinyModelServer Server { get; } = new() { CreateModel = CreateCheckpoint };
 
-    static string CreateCheckpoint(string directory)
+    public static HfTokenizer CreateTokenizer()
     {
         var characters = BpeVocabulary.FromCharacters("\n abcdefghijklmnopqrstuvwxyz");
         var vocabulary = characters with { Tokens = [.. characters.Tokens, "<|endoftext|>", "<|extra|>", "<|end_of_text|>"], Special = new HashSet<int> { EndOfText, Extra, ListedEnd } };
-        var tokenizer = HfTokenizer.FromHuggingFace(Formats.HuggingFace.TokenizerJson(vocabulary), new JsonObject { ["eos_token"] = "<|endoftext|>" },
+        return HfTokenizer.FromHuggingFace(Formats.HuggingFace.TokenizerJson(vocabulary), new JsonObject { ["eos_token"] = "<|endoftext|>" },
             endOfGenerationIds: [EndOfText, ListedEnd]);
+    }
+
+    static string CreateCheckpoint(string directory)
+    {
+        var tokenizer = CreateTokenizer();
         torch.manual_seed(11);
         using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 32, Bias = false });
         Checkpoint.Save(directory, model, tokenizer);

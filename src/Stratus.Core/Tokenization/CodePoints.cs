@@ -22,6 +22,23 @@ public static class CodePoints
         return c;
     }
 
+    /// <summary>How many characters (code points) the text holds, as Python's len counts a str
+    /// and so vLLM's text offsets do: a surrogate pair is one character, as <see cref="At"/>
+    /// reads it.</summary>
+    public static int Count(ReadOnlySpan<char> text)
+    {
+        var count = text.Length;
+        for (var i = 0; i + 1 < text.Length; i++)
+        {
+            if (char.IsHighSurrogate(text[i]) && char.IsLowSurrogate(text[i + 1]))
+            {
+                count--;
+                i++;
+            }
+        }
+        return count;
+    }
+
     /// <summary>The error for a text with these characters (code points) that a vocabulary cannot spell.</summary>
     public static StratusUserException OutsideVocabulary(IEnumerable<int> codePoints) =>
         new($"the text has characters outside this model's vocabulary: {Describe(codePoints)}");

@@ -128,7 +128,8 @@ public static class CompletionsEndpoints
         var values = new List<float?>();
         var top = new List<Dictionary<string, float>?>();
         var offsets = new List<int>();
-        // Offsets count the text's characters; tokens are named as TokenSpelling names them, a
+        // Offsets count the text's characters (code points, as vLLM's count a Python str, so
+        // that a client slices the text with them); tokens are named as TokenSpelling names them, a
         // special token left out of the text too (as vLLM names it).
         var prompt = echo ?? 0;
         int[] echoed = echo is null ? [] : run.Prompts[prompt];
@@ -136,7 +137,7 @@ public static class CompletionsEndpoints
         {
             tokens.Add(TokenSpelling.Text(tokenizer, echoed[i]));
             offsets.Add(offset);
-            offset += run.EchoedText(prompt, i).Length;
+            offset += CodePoints.Count(run.EchoedText(prompt, i));
             if (i == 0 || promptLogprobs is null || i - 1 >= promptLogprobs.Count)
             {
                 values.Add(null);
@@ -152,7 +153,7 @@ public static class CompletionsEndpoints
             values.Add(token.Logprob);
             top.Add(Alternatives(tokenizer, token));
             offsets.Add(offset);
-            offset += run.GeneratedText(token.Token).Length;
+            offset += CodePoints.Count(run.GeneratedText(token.Token));
         }
         return new CompletionLogprobs(tokens, values, top, offsets);
     }

@@ -23,7 +23,8 @@ namespace Stratus.Server.Hosting;
 /// <param name="Tokens">The generated tokens whose text has been passed on by now (their
 /// logprobs may be sent): a token whose text a filter holds back waits with it, and is dropped
 /// with it when a filter stops the choice or rewrites its text (PII redaction), so logprobs
-/// never spell out filtered text.</param>
+/// never spell out filtered text. The list is the choice's reader's own, refilled for its next
+/// piece so that no token costs one: a caller that keeps the tokens copies them.</param>
 /// <param name="TokensWithheld">On a choice's end: a filter stopped or rewrote it, so the tokens
 /// passed on do not spell its text; a whole (not streamed) answer leaves its logprobs out.</param>
 /// <remarks>The tokens' alternatives are those the filters let through (GenerationRun screens
@@ -34,7 +35,8 @@ public readonly record struct ChoicePiece(int Choice, string Text, IReadOnlyList
 public sealed class GenerationRun : IAsyncDisposable
 {
     readonly GenerationContext context;
-    readonly IReadOnlyList<IGenerationScope> scopes;
+    // An array: a foreach over a list interface would allocate an enumerator per token.
+    readonly IGenerationScope[] scopes;
     readonly ServingMetrics metrics;
     readonly GenerationStream[] streams;
     readonly CancellationTokenSource cancel;
@@ -49,7 +51,7 @@ public sealed class GenerationRun : IAsyncDisposable
     readonly IReadOnlyList<GeneratedToken>?[] promptLogprobs;
     string outcome = FinishReason.Cancelled;
 
-    GenerationRun(GenerationContext context, IReadOnlyList<IGenerationScope> scopes, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel)
+    GenerationRun(GenerationContext context, IGenerationScope[] scopes, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel)
     {
         this.context = context;
         this.scopes = scopes;
@@ -158,7 +160,7 @@ public sealed class GenerationRun : IAsyncDisposable
                 _ => e,
             };
         }
-        return new GenerationRun(context, scopes, metrics, streams, cancel) { Prompts = promptTokens, PromptTexts = promptTexts };
+        return new GenerationRun(context, [.. scopes], metrics, streams, cancel) { Prompts = promptTokens, PromptTexts = promptTexts };
     }
 
     /// <summary>A prompt a filter rewrote (PII replaced by "[LABEL]"), encoded as the prompt it
@@ -225,7 +227,10 @@ public sealed class GenerationRun : IAsyncDisposable
 
     async Task Pump(int choice, ChannelWriter<ChoicePiece> writer, CancellationToken cancellation)
     {
-        await foreach (var piece in ReadChoiceAsync(choice, cancellation).ConfigureAwait(false)) writer.TryWrite(piece);
+        // The choice's reader refills its piece's token list (empty or not) for the next piece
+        // while this one waits in the channel: the piece takes a copy with it.
+        await foreach (var piece in ReadChoiceAsync(choice, cancellation).ConfigureAwait(false))
+            writer.TryWrite(piece with { Tokens = [.. piece.Tokens] });
     }
 
     async IAsyncEnumerable<ChoicePiece> ReadChoiceAsync(int choice, [EnumeratorCancellation] CancellationToken cancellation)
@@ -236,13 +241,15 @@ public sealed class GenerationRun : IAsyncDisposable
         // as many characters have been passed on. Without filters both counts move together.
         var pending = new Queue<(GeneratedToken Token, long End)>();
         long generated = 0, passed = 0;
+        // The tokens each piece passes on, refilled for the next.
+        var released = new List<GeneratedToken>();
         // Generated text not passed on yet. Filters hold text back and let it go unchanged, unless
         // they rewrite it: from then on no token spells what the client gets, and none is sent.
         var unpassed = new StringBuilder();
         var rewritten = false;
         // The choice's text so far, in which its tokens' alternatives are judged; kept only when
         // there are alternatives for filters to judge.
-        var text = scopes.Count > 0 && context.Request.Logprobs > 0 ? new ArrayBufferWriter<char>() : null;
+        var text = scopes.Length > 0 && context.Request.Logprobs > 0 ? new ArrayBufferWriter<char>() : null;
         var alternativesRemoved = 0;
         var promptScreened = false;
         await foreach (var chunk in stream.ReadAllAsync(cancellation).ConfigureAwait(false))
@@ -280,7 +287,7 @@ public sealed class GenerationRun : IAsyncDisposable
             passed += output.Length;
             rewritten = rewritten || !PassesOn(unpassed.Append(chunk.Text), output);
             if (rewritten) pending.Clear();
-            yield return new ChoicePiece(choice, output, Release(pending, passed), null);
+            yield return new ChoicePiece(choice, output, Release(pending, passed, released), null);
             // Leaving the loop drops the sequence from the engine (GenerationStream.ReadAllAsync).
             if (stoppedWith is not null) break;
         }
@@ -308,7 +315,7 @@ public sealed class GenerationRun : IAsyncDisposable
             filterResults = filterResults with { TopLogprobs = new ContentFilterAlternativesResult(alternativesRemoved > 0, alternativesRemoved) };
         // A choice a filter stopped or rewrote keeps its held-back tokens to itself, like its text.
         var withheld = stoppedWith is not null || rewritten;
-        IReadOnlyList<GeneratedToken> rest = withheld ? [] : [.. pending.Select(p => p.Token)];
+        IReadOnlyList<GeneratedToken> rest = withheld ? [] : Release(pending, long.MaxValue, released);
         if (tail.Length > 0 || rest.Count > 0) yield return new ChoicePiece(choice, tail, rest, null);
         yield return new ChoicePiece(choice, "", [], stoppedWith ?? stream.FinishReason ?? FinishReason.Length, filterResults, withheld);
     }
@@ -319,7 +326,7 @@ public sealed class GenerationRun : IAsyncDisposable
     {
         var scored = streams[choice].PromptLogprobs;
         promptLogprobs[choice] = scored;
-        if (scopes.Count == 0 || scored is null || context.Request.PromptLogprobs is not > 0) return 0;
+        if (scopes.Length == 0 || scored is null || context.Request.PromptLogprobs is not > 0) return 0;
         // The prompt's text as the echo's text offsets count it.
         var prompt = choice / context.Choices;
         var text = new StringBuilder();
@@ -375,10 +382,12 @@ public sealed class GenerationRun : IAsyncDisposable
         return true;
     }
 
-    static IReadOnlyList<GeneratedToken> Release(Queue<(GeneratedToken Token, long End)> pending, long passed)
+    /// <summary>Moves the pending tokens whose text ends within the first <paramref name="passed"/>
+    /// characters into <paramref name="released"/>, which is refilled: the piece before it has
+    /// been read.</summary>
+    static List<GeneratedToken> Release(Queue<(GeneratedToken Token, long End)> pending, long passed, List<GeneratedToken> released)
     {
-        if (pending.Count == 0 || pending.Peek().End > passed) return [];
-        var released = new List<GeneratedToken>();
+        released.Clear();
         while (pending.Count > 0 && pending.Peek().End <= passed) released.Add(pending.Dequeue().Token);
         return released;
     }

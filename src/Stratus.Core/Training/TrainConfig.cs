@@ -145,7 +145,7 @@ public sealed record TrainConfig
     /// <summary>The block_size a run from <paramref name="initFrom"/> trains with when none is
     /// given: the model's context, capped at the default 1024, as Hugging Face's run_clm.py sets
     /// it (a small model's context is often under 1024, a large one's far over what fits).</summary>
-    public static int InitBlockSize(ModelConfig initFrom) => Math.Min(new ModelConfig().BlockSize, initFrom.BlockSize);
+    static int InitBlockSize(ModelConfig initFrom) => Math.Min(new ModelConfig().BlockSize, initFrom.BlockSize);
 
     /// <summary>This config with overrides given as (key, value) pairs applied, checked again.</summary>
     public TrainConfig With(IEnumerable<KeyValuePair<string, string>> overrides) =>

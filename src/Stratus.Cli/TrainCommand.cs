@@ -1,4 +1,5 @@
 // `stratus train --config <file.json> --data <dataset> --out <run> [--<key> <value>]...`
+// `stratus train --init-from <model> --data <dataset> --out <run> [--config <file.json>] [--<key> <value>]...`
 // `stratus train --resume <run>`
 // Under `mpirun -np N` or `srun` every rank runs this command; they train one model together
 // (data parallel, see docs/distributed.md) and only rank 0 prints.
@@ -29,14 +30,16 @@ static class TrainCommand
                     if (result.GetResult(option) is not null)
                         throw new StratusUserException($"{option.Name} cannot be used with --resume: a run continues with its own config and folder (change settings such as max_iters with --max-iters ...)");
             var communicator = Communicator.Create();
+            // Opened before the config is read: its context is the default block_size's bound.
+            var init = result.GetValue(initFrom) is { } model ? Checkpoint.Open(Checkpoint.Resolve(model)) : null;
             using (var stop = StopOnSignals(out var token))
             using (var trainer = result.GetValue(resume) is { } runDirectory
                 ? Trainer.Resume(runDirectory, overrides.Overrides(result), communicator: communicator, dataDirectory: result.GetValue(data))
                 : Trainer.Start(
-                    TrainConfig.Load(result.GetValue(config), overrides.Overrides(result)),
+                    TrainConfig.Load(result.GetValue(config), overrides.Overrides(result), init?.ModelConfig),
                     result.GetValue(data) ?? throw new StratusUserException("--data is required: the dataset folder made by `stratus prepare`"),
                     result.GetValue(output) ?? throw new StratusUserException("--out is required: the run folder to write"),
-                    result.GetValue(initFrom), communicator: communicator))
+                    init, communicator: communicator))
             {
                 Run(trainer, token);
             }
@@ -67,7 +70,7 @@ static class TrainCommand
             Console.WriteLine($"data parallel: {trainer.WorldSize} ranks, {trainer.Config.GradientAccumulationSteps / trainer.WorldSize} micro-batches each per step, " +
                 $"{(trainer.Config.ZeroStage == 1 ? "ZeRO-1" : "replicated optimizer")}: AdamW moments {trainer.OptimizerStateBytes / 1048576.0:F2} MiB on rank 0 ({full / 1048576.0:F2} MiB unsharded)");
         }
-        Console.WriteLine($"training from step {trainer.Step} to {trainer.Config.MaxIters}; matmul peak {trainer.PeakFlops / 1e9:F0} GFLOP/s per rank");
+        Console.WriteLine($"training from step {trainer.Step} to {trainer.Config.MaxIters} on windows of block_size {trainer.Config.Model.BlockSize} tokens; matmul peak {trainer.PeakFlops / 1e9:F0} GFLOP/s per rank");
         var view = new TrainingConsole(trainer);
         trainer.Run(token);
         view.Finish();

@@ -257,6 +257,35 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Fine_tuning_without_a_block_size_trains_on_the_models_context_and_a_given_one_is_kept_or_refused()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2").ExitCode);
+        int StoredBlockSize(string run) => (int)JsonNode.Parse(File.ReadAllText(Path.Combine(run, "checkpoints", "last", "train_config.json")))!["block_size"]!;
+        string[] FineTune(string output, params string[] extra) =>
+            ["train", "--init-from", temp["base"], "--data", data, "--out", output, "--max-iters", "2", "--batch-size", "2", "--eval-iters", "1", .. extra];
+
+        // As the README's tour has it: no config file, no --block-size; the base's context is 32,
+        // under the default 1024, which was refused.
+        var tuned = Cli.Run(FineTune(temp["ft"]));
+        Assert.True(tuned.ExitCode == 0, tuned.Stderr);
+        Assert.Contains("block_size 32 tokens", tuned.Stdout);
+        Assert.Equal(32, StoredBlockSize(temp["ft"]));
+        var resumed = Cli.Run("train", "--resume", temp["ft"], "--max-iters", "3");
+        Assert.True(resumed.ExitCode == 0, resumed.Stderr);
+        Assert.Contains("training from step 2 to 3 on windows of block_size 32 tokens", resumed.Stdout);
+        Assert.Equal(32, StoredBlockSize(temp["ft"]));
+
+        var shorter = Cli.Run(FineTune(temp["short"], "--block-size", "8"));
+        Assert.True(shorter.ExitCode == 0, shorter.Stderr);
+        Assert.Equal(8, StoredBlockSize(temp["short"]));
+        var (code, _, stderr) = Cli.Run(FineTune(temp["long"], "--block-size", "64"));
+        Assert.Equal(2, code);
+        Assert.Equal("error: block_size 64 is over the model's maximum context of 32; lower --block-size", stderr.Trim());
+    }
+
+    [Fact]
     public void Import_warns_in_one_line_of_a_chat_template_Stratus_cannot_render_and_keeps_the_model()
     {
         using var temp = new TempDirectory();

@@ -33,6 +33,20 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void A_run_init_from_a_model_defaults_block_size_to_its_context_capped_at_1024_and_keeps_a_given_one()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["c.json"], """{ "block_size": 48 }""");
+        ModelConfig shortContext = new() { BlockSize = 64 }, longContext = new() { BlockSize = 131072 };
+        Assert.Equal(64, TrainConfig.Load(null, [], shortContext).Model.BlockSize);
+        Assert.Equal(1024, TrainConfig.Load(null, [], longContext).Model.BlockSize);
+        Assert.Equal(1024, TrainConfig.Load(null, []).Model.BlockSize);
+        Assert.Equal(16, TrainConfig.Load(null, [new("block-size", "16")], shortContext).Model.BlockSize);
+        Assert.Equal(48, TrainConfig.Load(temp["c.json"], [], shortContext).Model.BlockSize);
+        Assert.Equal(2048, TrainConfig.Load(temp["c.json"], [new("block_size", "2048")], longContext).Model.BlockSize);
+    }
+
+    [Fact]
     public void LoRA_trains_only_the_adapters_and_export_merges_them()
     {
         using var temp = new TempDirectory();

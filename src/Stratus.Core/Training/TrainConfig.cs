@@ -126,8 +126,10 @@ public sealed record TrainConfig
     };
 
     /// <summary>Reads a config file and applies overrides given as (key, value) pairs, keys in
-    /// snake_case or kebab-case.</summary>
-    public static TrainConfig Load(string? path, IEnumerable<KeyValuePair<string, string>> overrides)
+    /// snake_case or kebab-case. <paramref name="initFrom"/> is the model `--init-from` starts
+    /// from: block_size, where neither the file nor an override gives it, is then
+    /// <see cref="InitBlockSize"/> of it rather than the fixed default.</summary>
+    public static TrainConfig Load(string? path, IEnumerable<KeyValuePair<string, string>> overrides, ModelConfig? initFrom = null)
     {
         JsonObject json;
         if (path is null) json = [];
@@ -137,8 +139,13 @@ public sealed record TrainConfig
             var options = new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, AllowDuplicateProperties = false };
             json = JsonText.ParseFile(path, options) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object");
         }
-        return FromJson(json, path ?? "command line", overrides);
+        return FromJson(json, path ?? "command line", overrides, initFrom);
     }
+
+    /// <summary>The block_size a run from <paramref name="initFrom"/> trains with when none is
+    /// given: the model's context, capped at the default 1024, as Hugging Face's run_clm.py sets
+    /// it (a small model's context is often under 1024, a large one's far over what fits).</summary>
+    static int InitBlockSize(ModelConfig initFrom) => Math.Min(new ModelConfig().BlockSize, initFrom.BlockSize);
 
     /// <summary>This config with overrides given as (key, value) pairs applied, checked again.</summary>
     public TrainConfig With(IEnumerable<KeyValuePair<string, string>> overrides) =>
@@ -155,8 +162,9 @@ public sealed record TrainConfig
     }
 
     /// <summary>The config in <paramref name="json"/> (read from <paramref name="source"/>) with
-    /// command-line <paramref name="overrides"/> (kebab- or snake-case keys) applied, checked.</summary>
-    public static TrainConfig FromJson(JsonObject json, string source, IEnumerable<KeyValuePair<string, string>>? overrides = null)
+    /// command-line <paramref name="overrides"/> (kebab- or snake-case keys) applied, checked;
+    /// block_size given by neither defaults to <see cref="InitBlockSize"/> of <paramref name="initFrom"/> where there is one.</summary>
+    public static TrainConfig FromJson(JsonObject json, string source, IEnumerable<KeyValuePair<string, string>>? overrides = null, ModelConfig? initFrom = null)
     {
         foreach (var (key, _) in json) CheckKey(key, source);
         var overridden = new HashSet<string>();
@@ -167,6 +175,7 @@ public sealed record TrainConfig
             json[key] = ParseValue(value);
             overridden.Add(key);
         }
+        if (initFrom is not null && !json.ContainsKey("block_size")) json["block_size"] = InitBlockSize(initFrom);
         TrainConfig config;
         try { config = json.Deserialize<TrainConfig>(Json)!; }
         catch (JsonException e)

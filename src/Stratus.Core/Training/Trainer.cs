@@ -122,8 +122,14 @@ public sealed class Trainer : IDisposable
     public string RunDirectory => runDirectory;
 
     /// <summary>Starts a new run in <paramref name="runDirectory"/> (an existing run there is
-    /// replaced only if it has no checkpoint; otherwise use --resume).</summary>
-    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, string? initFrom = null, ICommunicator? communicator = null)
+    /// replaced only if it has no checkpoint; otherwise use --resume), from the model in the run or
+    /// checkpoint folder <paramref name="initFrom"/> where given.</summary>
+    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, string? initFrom = null, ICommunicator? communicator = null) =>
+        Start(config, dataDirectory, runDirectory, initFrom is null ? null : Checkpoint.Open(Checkpoint.Resolve(initFrom)), communicator);
+
+    /// <summary>Starts a new run from the opened checkpoint <paramref name="initFrom"/> (whose model
+    /// config <see cref="TrainConfig.Load"/> takes for the run's default block_size).</summary>
+    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? initFrom, ICommunicator? communicator = null)
     {
         // The run's files (run.json, metrics.jsonl, checkpoints/) would land among a dataset's.
         var dataset = new[] { DatasetPreparer.MetaFile, DatasetPreparer.TrainShard }.Where(name => File.Exists(Path.Combine(runDirectory, name))).ToList();
@@ -132,12 +138,11 @@ public sealed class Trainer : IDisposable
         // Any checkpoint, not only a run's last: an imported model has only best.
         if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model; continue a run there with `stratus train --resume {runDirectory}`, fine-tune from it with --init-from, or choose another --out");
-        var init = initFrom is null ? null : Checkpoint.Open(Checkpoint.Resolve(initFrom));
-        var trainer = new Trainer(config, dataDirectory, runDirectory, null, init, communicator);
+        var trainer = new Trainer(config, dataDirectory, runDirectory, null, initFrom, communicator);
         // Made once the data, model and settings were accepted: a refused start leaves nothing.
         Directory.CreateDirectory(runDirectory);
         if (!trainer.IsMain) return trainer;
-        var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom), ["config"] = JsonSerializer.SerializeToNode(config, TrainConfig.Json) };
+        var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(config, TrainConfig.Json) };
         AtomicFile.WriteAllText(Path.Combine(runDirectory, RunFile), run.ToJsonString(RunJson));
         return trainer;
     }

@@ -2,6 +2,7 @@
 // tiktoken, export then import gives bit-identical weights, sharded bf16 checkpoints with a
 // chat template import, and each kind of bad folder is refused with one clear message.
 using System.Text.Json.Nodes;
+using Stratus.Data;
 using Stratus.Formats;
 using Stratus.Models;
 using Stratus.Tokenization;
@@ -320,6 +321,20 @@ public sealed class HuggingFaceTests
         Assert.Equal(refusal, Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, run)).Message);
         Assert.Equal(["last"], Directory.GetDirectories(checkpoints).Select(Path.GetFileName));
         Assert.Equal(manifest, File.ReadAllText(Path.Combine(checkpoints, "last", Checkpoint.ManifestFile)));
+    }
+
+    [Fact]
+    public void Importing_into_a_dataset_folder_is_refused_and_leaves_it_as_it_was()
+    {
+        // The model's checkpoints/ would land among the dataset's files, as a run's would
+        // (Trainer.Start refuses that folder too), and prepare would then refuse the folder.
+        using var temp = new TempDirectory();
+        WriteHfLlama(temp.File("hf"), shards: 1);
+        var data = TestData.PrepareCharDataset(temp);
+        var before = Directory.GetFileSystemEntries(data).Order().ToList();
+        Assert.Equal($"{data} holds a dataset ({DatasetPreparer.MetaFile}, {DatasetPreparer.TrainShard}), and the run's files would be written among its own; pass a new folder for the run",
+            Assert.Throws<StratusUserException>(() => HuggingFace.Import(temp.File("hf"), data)).Message);
+        Assert.Equal(before, Directory.GetFileSystemEntries(data).Order().ToList());
     }
 
     /// <summary>A tiny Llama in Hugging Face layout: bf16 weights (optionally in shards with an

@@ -2,7 +2,8 @@
 // must not be a model's folder, it is made when missing, and a preparation that fails takes away
 // what it made. A folder that was there keeps what it held, an earlier dataset whole: a refusal
 // comes while the new shards are still temporary files (TokenShard.WriteSplit), before any
-// file of the dataset is replaced.
+// file of the dataset is replaced. The mirror rule is here too: a run's or an imported model's
+// folder must not be a dataset's.
 using Stratus.Training;
 
 namespace Stratus.Data;
@@ -42,6 +43,16 @@ static class DatasetFolder
         if (held.Count > 0)
             throw new StratusUserException($"{directory} holds a {(checkpoint ? "checkpoint" : "training run")} ({string.Join(", ", held)}), " +
                 "and the dataset's files would be written among its own; pass a new folder for the dataset");
+    }
+
+    /// <summary>Refuses a dataset folder (meta.json, train.bin) as the folder of a run or an
+    /// imported model: the run's files (run.json, metrics.jsonl, checkpoints/) would land among the
+    /// dataset's. The mirror of <see cref="RequireNoModelIn"/>.</summary>
+    public static void RequireNoDatasetIn(string runDirectory)
+    {
+        var held = new[] { DatasetPreparer.MetaFile, DatasetPreparer.TrainShard }.Where(name => File.Exists(Path.Combine(runDirectory, name))).ToList();
+        if (held.Count > 0)
+            throw new StratusUserException($"{runDirectory} holds a dataset ({string.Join(", ", held)}), and the run's files would be written among its own; pass a new folder for the run");
     }
 
     /// <summary>The folders that making <paramref name="directory"/> will create, deepest first.</summary>

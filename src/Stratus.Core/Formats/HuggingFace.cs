@@ -8,6 +8,7 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Stratus.Data;
 using Stratus.Models;
 using Stratus.Tokenization;
 using Stratus.Training;
@@ -30,6 +31,7 @@ public static class HuggingFace
         // The import would replace checkpoints/best and leave the rest (a trained run's checkpoints/last):
         // a folder holding two models that resume, sample and serve would each pick one of.
         var checkpoints = Path.Combine(runDirectory, "checkpoints");
+        DatasetFolder.RequireNoDatasetIn(runDirectory);
         if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model in {checkpoints}; choose another --out or remove {runDirectory} first");
         var hfConfig = ReadObject(hfDirectory, "config.json", required: true)!;

@@ -131,10 +131,7 @@ public sealed class Trainer : IDisposable
     /// config <see cref="TrainConfig.Load"/> takes for the run's default block_size).</summary>
     public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? initFrom, ICommunicator? communicator = null)
     {
-        // The run's files (run.json, metrics.jsonl, checkpoints/) would land among a dataset's.
-        var dataset = new[] { DatasetPreparer.MetaFile, DatasetPreparer.TrainShard }.Where(name => File.Exists(Path.Combine(runDirectory, name))).ToList();
-        if (dataset.Count > 0)
-            throw new StratusUserException($"{runDirectory} holds a dataset ({string.Join(", ", dataset)}), and the run's files would be written among its own; pass a new folder for the run");
+        DatasetFolder.RequireNoDatasetIn(runDirectory);
         // Any checkpoint, not only a run's last: an imported model has only best.
         if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model; continue a run there with `stratus train --resume {runDirectory}`, fine-tune from it with --init-from, or choose another --out");

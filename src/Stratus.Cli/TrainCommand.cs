@@ -30,21 +30,28 @@ static class TrainCommand
                     if (result.GetResult(option) is not null)
                         throw new StratusUserException($"{option.Name} cannot be used with --resume: a run continues with its own config and folder (change settings such as max_iters with --max-iters ...)");
             var communicator = Communicator.Create();
-            // Opened before the config is read: its context is the default block_size's bound.
-            var init = result.GetValue(initFrom) is { } model ? Checkpoint.Open(Checkpoint.Resolve(model)) : null;
             using (var stop = StopOnSignals(out var token))
             using (var trainer = result.GetValue(resume) is { } runDirectory
                 ? Trainer.Resume(runDirectory, overrides.Overrides(result), communicator: communicator, dataDirectory: result.GetValue(data))
-                : Trainer.Start(
-                    TrainConfig.Load(result.GetValue(config), overrides.Overrides(result), init?.ModelConfig),
-                    result.GetValue(data) ?? throw new StratusUserException("--data is required: the dataset folder made by `stratus prepare`"),
-                    result.GetValue(output) ?? throw new StratusUserException("--out is required: the run folder to write"),
-                    init, communicator: communicator))
+                : StartRun())
             {
                 Run(trainer, token);
             }
             communicator.Dispose();
             return Task.FromResult(0);
+
+            Trainer StartRun()
+            {
+                var dataDirectory = result.GetValue(data) ?? throw new StratusUserException("--data is required: the dataset folder made by `stratus prepare`");
+                var runDirectory = result.GetValue(output) ?? throw new StratusUserException("--out is required: the run folder to write");
+                // The config is checked before the base model is opened (every file of it is
+                // hashed: seconds for a large one), then read again with the model's context as
+                // the bound of block_size's default.
+                var trainConfig = TrainConfig.Load(result.GetValue(config), overrides.Overrides(result));
+                if (result.GetValue(initFrom) is not { } model) return Trainer.Start(trainConfig, dataDirectory, runDirectory, communicator: communicator);
+                var init = Checkpoint.Open(Checkpoint.Resolve(model));
+                return Trainer.Start(TrainConfig.Load(result.GetValue(config), overrides.Overrides(result), init.ModelConfig), dataDirectory, runDirectory, init, communicator);
+            }
         });
         return command;
     }

@@ -147,6 +147,9 @@ public sealed class CliTests
             (["train", "--config", config, "--data", data, "--out", temp["r2"], "--learning-rate", "-0.1"], "learning_rate must be positive"),
             (["train", "--config", config, "--data", data, "--out", temp["r3"], "--block-size", "999999"], "maximum"),
             (["train", "--config", temp["missing.json"], "--data", data, "--out", temp["r4"]], "does not exist"),
+            // Settings and arguments are checked before the base model is opened (its files hashed).
+            (["train", "--init-from", temp["nothing"], "--data", data, "--out", temp["r5"], "--n-embd", "33"], "divisible by n_head"),
+            (["train", "--init-from", temp["nothing"], "--out", temp["r5"]], "--data is required"),
             (["train", "--resume", temp["nothing"]], "not a Stratus run"),
             (["sample", "--model", temp["nothing"]], "does not exist"),
             (["sample", "--model", temp["nothing"], "--temperature", "Infinity"], "temperature must be a finite number, 0 (greedy) or more, got Infinity"),

@@ -98,9 +98,7 @@ public sealed class DecodeKernelTests
         model.ManagedDecodeStep = true;
         using var cache = model.CreateCache(3, 16);
         model.Forward(tokens[.., ..6], cache).Dispose();
-        cache.BeginStep(1);
-        Assert.True(DecodeStep.Applies(tokens[.., 6..7], cache, model.DecodeKernel, dropoutActive: false, model.parameters().First()));
-        cache.EndStep();
+        Assert.True(DecodeStep.Applies(rows: 3, newTokens: 1, cache, model.DecodeKernel, dropoutActive: false, model.parameters().First()));
         // A token id past the vocabulary is refused, as libtorch's embedding lookup does, not read
         // from past the table's end.
         using var outside = tensor(new long[] { 1, config.VocabSize, 2 }, [3, 1]);

@@ -17,8 +17,9 @@ public sealed class ModelRunner
     readonly int vocab;
     // The leading logits of each row that tokens are drawn from (LogitsSampler.DrawableTokens).
     readonly int drawable;
+    // Per-row buffers, grown to the largest batch seen and reused.
     float[] logits = [];
-    int[] lengths = [];
+    int[] lengths = [], lastTokens = [];
     IReadOnlyList<int>[] tables = [];
 
     public ModelRunner(CausalLanguageModel model, KvBlockPool pool, int drawable)
@@ -74,22 +75,26 @@ public sealed class ModelRunner
         return completed;
     }
 
-    /// <summary>One decode step for all rows; writes each row's next token to <paramref name="chosen"/>.</summary>
+    /// <summary>One decode step for all rows; writes each row's next token to <paramref name="chosen"/>.
+    /// Up to the decode kernel's rows on the CPU it allocates nothing: the step runs in managed
+    /// code from and into the runner's own buffers.</summary>
     public void Decode(List<Sequence> rows, Span<GeneratedToken> chosen)
     {
         var batch = rows.Count;
         EnsureCapacity(batch);
-        var input = new long[batch];
         for (var b = 0; b < batch; b++)
         {
             var sequence = rows[b];
             lengths[b] = sequence.CachedTokens;
             tables[b] = sequence.Blocks;
-            input[b] = sequence.LastToken;
+            lastTokens[b] = sequence.LastToken;
         }
         cache.Prepare(batch, 1, lengths, tables);
-        using (var scope = NewDisposeScope())
+        if (!model.TryDecode(lastTokens.AsSpan(0, batch), cache, logits.AsSpan(0, batch * vocab)))
         {
+            using var scope = NewDisposeScope();
+            var input = new long[batch];
+            for (var b = 0; b < batch; b++) input[b] = lastTokens[b];
             var output = model.Forward(tensor(input, [batch, 1], device: device), cache);
             CopyRows(output.view(batch, vocab), batch);
         }
@@ -141,6 +146,7 @@ public sealed class ModelRunner
     {
         if (lengths.Length >= batch) return;
         lengths = new int[batch];
+        lastTokens = new int[batch];
         tables = new IReadOnlyList<int>[batch];
         logits = new float[batch * vocab];
     }

@@ -16,8 +16,9 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
     int batch, newTokens;
     // Per-step tensors: created inside the model's forward dispose scope, so they are released
     // with its other temporaries.
-    Tensor? writeSlots, readBlocks, mask;
-    long[] slots = [];
+    Tensor? writeSlots, readBlocks, mask, positionTensor;
+    // Each new token's position and pool slot, [batch * newTokens] in front; grown, never shrunk.
+    long[] positions = [], slots = [];
     int span, gathered;
     // Decode steps (one new token per row, fp32 pool on the CPU) attend through this instead of
     // gathering.
@@ -47,30 +48,30 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         newTokens = tokensPerRow;
     }
 
-    public Tensor BeginStep(int tokens)
+    public bool AttendsInPlace => OneTokenAttention.Applies(pool.Device, pool.Dtype);
+
+    public void BeginStep(int tokens)
     {
         if (tokens != newTokens) throw new InvalidOperationException($"prepared for {newTokens} new tokens per row, the model sent {tokens}");
         var blockSize = pool.BlockSize;
-        var positions = new long[batch * tokens];
-        var writes = new long[batch * tokens];
+        if (positions.Length < batch * tokens) (positions, slots) = (new long[batch * tokens], new long[batch * tokens]);
         for (var b = 0; b < batch; b++)
         {
             for (var t = 0; t < tokens; t++)
             {
                 var p = lengths[b] + t;
                 positions[b * tokens + t] = p;
-                writes[b * tokens + t] = Slot(b, p);
+                slots[b * tokens + t] = Slot(b, p);
             }
         }
         var device = pool.Device;
-        var positionTensor = tensor(positions, [batch, tokens], device: device);
-        // Made on the first Attend: a decode step that runs whole in managed code (DecodeStep)
-        // stores through InPlace's offsets and never needs the tensor.
-        (slots, writeSlots) = (writes, null);
-        if (OneTokenAttention.Applies(tokens, device, pool.Dtype))
+        // The tensors of positions and slots are made on first use: a decode step that runs whole
+        // in managed code (DecodeStep) stores through InPlace's offsets and needs neither.
+        (positionTensor, writeSlots) = (null, null);
+        if (tokens == 1 && AttendsInPlace)
         {
             // Decode: attend in place over the rows' own blocks, no gather.
-            var (kvHeads, dim) = ((int)pool.Keys(0).shape[1], (int)pool.Keys(0).shape[2]);
+            var (kvHeads, dim) = ((int)pool.Keys(0).size(1), (int)pool.Keys(0).size(2));
             var longest = 0;
             for (var b = 0; b < batch; b++) longest = Math.Max(longest, lengths[b] + 1);
             oneToken.Begin(batch, longest, kvHeads, headStride: dim);
@@ -80,7 +81,7 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
                 for (var p = 0; p <= lengths[b]; p++) oneToken.Offsets[b * longest + p] = Slot(b, p) * kvHeads * dim;
             }
             InPlace = oneToken;
-            return positionTensor;
+            return;
         }
         InPlace = null;
         var blocksPerRow = 0;
@@ -102,9 +103,10 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         for (var b = 0; b < batch; b++) onlyCausal &= lengths[b] == 0;
         if (onlyCausal) span = tokens;
         // Key s is visible to the query at position p when s <= p: causality and padding in one.
-        mask = onlyCausal ? null : positionTensor.unsqueeze(-1).ge(arange(span, dtype: ScalarType.Int64, device: device).view(1, 1, span)).unsqueeze(1);
-        return positionTensor;
+        mask = onlyCausal ? null : Positions.unsqueeze(-1).ge(arange(span, dtype: ScalarType.Int64, device: device).view(1, 1, span)).unsqueeze(1);
     }
+
+    public Tensor Positions => positionTensor ??= tensor(positions.AsSpan(0, batch * newTokens).ToArray(), [batch, newTokens], device: pool.Device);
 
     /// <summary>The pool slot holding position <paramref name="position"/> of row <paramref name="row"/>.</summary>
     long Slot(int row, int position) => (long)blockTables[row][position / pool.BlockSize] * pool.BlockSize + position % pool.BlockSize;
@@ -114,7 +116,7 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
         var (heads, dim) = (k.shape[1], k.shape[3]);
         var poolKeys = pool.Keys(layer);
         var poolValues = pool.Values(layer);
-        writeSlots ??= tensor(slots, device: pool.Device);
+        writeSlots ??= tensor(slots.AsSpan(0, batch * newTokens).ToArray(), device: pool.Device);
         poolKeys.index_copy_(0, writeSlots, k.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
         poolValues.index_copy_(0, writeSlots, v.permute(0, 2, 1, 3).reshape(batch * newTokens, heads, dim).to(pool.Dtype));
         if (InPlace is { } step) return step.Compute(q, poolKeys, poolValues);
@@ -125,7 +127,7 @@ public sealed class PagedKvCache(KvBlockPool pool) : IKvCache
 
     public void EndStep()
     {
-        writeSlots = readBlocks = mask = null;
+        writeSlots = readBlocks = mask = positionTensor = null;
         InPlace = null;
     }
 }

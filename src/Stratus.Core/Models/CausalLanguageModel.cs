@@ -1,4 +1,5 @@
 // What every decoder in Stratus offers the trainer, the sampler and the serving engine.
+using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -49,23 +50,56 @@ public abstract class CausalLanguageModel : nn.Module
     /// rows, its cache stored in place) runs whole in managed code (<see cref="Models.DecodeStep"/>).</summary>
     public Tensor Forward(Tensor tokens, IKvCache? cache = null)
     {
-        var length = (int)tokens.shape[1];
+        var (rows, length) = ((int)tokens.size(0), (int)tokens.size(1));
         if (cache is null && length > Config.BlockSize)
             throw new StratusUserException($"sequence of {length} tokens is longer than block_size {Config.BlockSize}");
         using var threads = Precision.DecodeThreads(tokens);
         using var scope = NewDisposeScope();
-        var positions = cache?.BeginStep(length) ?? arange(length, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0);
         Tensor logits;
-        if (cache is not null && ManagedDecodeStep && DecodeStep.Applies(tokens, cache, Precision.Decode, training && Config.Dropout > 0, LmHeadWeight, Precision.Adapters.Count > 0))
-            logits = (decodeStep ??= NewDecodeStep()).Run(tokens, cache, Precision.Decode!);
+        if (cache is not null && DecodesInManagedCode(rows, length, cache))
+        {
+            Span<int> ids = stackalloc int[rows];
+            using (var cpu = tokens.to(ScalarType.Int64).contiguous())
+            {
+                // An id beyond int is beyond any vocabulary: clamped, the step refuses it as such.
+                var data = cpu.data<long>();
+                for (var b = 0; b < rows; b++) ids[b] = (int)Math.Clamp(data[b], int.MinValue, int.MaxValue);
+            }
+            logits = empty(rows, 1, Config.VocabSize);
+            Decode(ids, cache, MemoryMarshal.Cast<byte, float>(logits.bytes));
+        }
         else
         {
+            cache?.BeginStep(length);
+            var positions = cache?.Positions ?? arange(length, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0);
             var hidden = FinalHiddenStates(tokens, positions, cache);
             // An untied head is a layer, which a LoRA adapter on lm_head adds to.
             logits = (LmHead is { } head ? Precision.Linear(hidden, head) : Precision.Linear(hidden, LmHeadWeight)).to(ScalarType.Float32);
+            cache?.EndStep();
         }
-        cache?.EndStep();
         return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>A decode step run whole in managed code where it qualifies (see Forward): the
+    /// logits [rows, vocab] of one token id per row continuing the cache's rows, written to
+    /// <paramref name="logits"/> without making a tensor (the serving engine's per-token path).
+    /// Returns false, the cache untouched, where the step needs libtorch: then call Forward.</summary>
+    public bool TryDecode(ReadOnlySpan<int> tokens, IKvCache cache, Span<float> logits)
+    {
+        if (!DecodesInManagedCode(tokens.Length, 1, cache)) return false;
+        // No libtorch op runs in the step, so libtorch's threads are left as they are (DecodeThreads).
+        Decode(tokens, cache, logits);
+        return true;
+    }
+
+    bool DecodesInManagedCode(int rows, int newTokens, IKvCache cache) =>
+        ManagedDecodeStep && DecodeStep.Applies(rows, newTokens, cache, Precision.Decode, training && Config.Dropout > 0, LmHeadWeight, Precision.Adapters.Count > 0);
+
+    void Decode(ReadOnlySpan<int> tokens, IKvCache cache, Span<float> logits)
+    {
+        cache.BeginStep(1);
+        (decodeStep ??= NewDecodeStep()).Run(tokens, cache, Precision.Decode!, logits);
+        cache.EndStep();
     }
 
     DecodeStep? decodeStep;

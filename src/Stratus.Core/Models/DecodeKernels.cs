@@ -93,38 +93,66 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
     /// <paramref name="temporaries"/>, which the caller disposes.</summary>
     public void Multiply(float* xs, int rows, int inputs, ReadOnlySpan<Product> products, List<Tensor> temporaries)
     {
-        var parts = new (IntPtr Weight, IntPtr Bias, IntPtr Output, int Outputs, int Start)[products.Length];
+        // On the stack: a decode step multiplies a few times per layer, for every token.
+        Span<Part> parts = stackalloc Part[products.Length];
         var total = 0;
         for (var l = 0; l < products.Length; l++)
         {
-            var (weight, bias, output) = (products[l].Weight, products[l].Bias, (IntPtr)products[l].Output);
-            if (weight.shape[1] != inputs) throw new ArgumentException("fused products need weights with the same input size");
-            var count = (int)weight.shape[0];
+            var (weight, bias) = (products[l].Weight, products[l].Bias);
+            if (weight.size(1) != inputs) throw new ArgumentException("fused products need weights with the same input size");
+            var count = (int)weight.size(0);
             var w = weights == DecodeWeights.BFloat16
-                ? (IntPtr)Unsafe.AsPointer(ref Bf16Copy(weight)[0]) // pinned: stable address
-                : Address(Float32Contiguous(weight, temporaries));
-            var b = bias is null ? IntPtr.Zero : Address(Float32Contiguous(bias, temporaries));
-            parts[l] = (w, b, output, count, total);
+                ? (byte*)Unsafe.AsPointer(ref Bf16Copy(weight)[0]) // pinned: stable address
+                : (byte*)Address(Float32Contiguous(weight, temporaries));
+            var b = bias is null ? null : (float*)Address(Float32Contiguous(bias, temporaries));
+            parts[l] = new Part(w, b, products[l].Output, count, total);
             total += count;
         }
         var bf16 = weights == DecodeWeights.BFloat16;
-        var x = (IntPtr)xs;
-        Split(total, (long)total * inputs, threads, (from, to) =>
+        var workers = (long)total * inputs < MinWeightsPerSplit ? 1 : Math.Max(1, Math.Min(threads, total / 64));
+        if (workers == 1) Compute(parts, xs, rows, inputs, bf16, 0, total);
+        else ComputeInParallel(parts.ToArray(), (IntPtr)xs, rows, inputs, bf16, total, workers);
+    }
+
+    /// <summary>The outputs split over <paramref name="workers"/> threads. A method of its own:
+    /// the variables its lambda captures live in an object made when the method is entered, which
+    /// Multiply's single-threaded path must not pay for. The parts are on the heap for the other
+    /// threads (Parallel.For allocates in any case).</summary>
+    static void ComputeInParallel(Part[] parts, IntPtr x, int rows, int inputs, bool bf16, int total, int workers)
+    {
+        var chunk = (total + workers - 1) / workers;
+        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers },
+            i => Compute(parts, (float*)x, rows, inputs, bf16, i * chunk, Math.Min(total, (i + 1) * chunk)));
+    }
+
+    /// <summary>One product's pointers and its outputs' place among all the products' outputs.</summary>
+    readonly struct Part(byte* weight, float* bias, float* output, int outputs, int start)
+    {
+        public byte* Weight { get; } = weight;
+        public float* Bias { get; } = bias;
+        public float* Output { get; } = output;
+        public int Outputs { get; } = outputs;
+        public int Start { get; } = start;
+    }
+
+    /// <summary>The outputs [from, to) of the products, counted across all of them.</summary>
+    static void Compute(ReadOnlySpan<Part> parts, float* x, int rows, int inputs, bool bf16, int from, int to)
+    {
+        foreach (var part in parts)
         {
-            foreach (var (w, bias, y, count, start) in parts)
+            float* y = part.Output, bias = part.Bias;
+            var (count, start) = (part.Outputs, part.Start);
+            var (a, b) = (Math.Max(from, start) - start, Math.Min(to, start + count) - start);
+            if (a >= b) continue;
+            if (bf16) Rows<Bf16Weights>(part.Weight, x, y, rows, inputs, count, a, b);
+            else Rows<F32Weights>(part.Weight, x, y, rows, inputs, count, a, b);
+            if (bias is null) continue;
+            for (var r = 0; r < rows; r++)
             {
-                var (a, b) = (Math.Max(from, start) - start, Math.Min(to, start + count) - start);
-                if (a >= b) continue;
-                if (bf16) Rows<Bf16Weights>((byte*)w, (float*)x, (float*)y, rows, inputs, count, a, b);
-                else Rows<F32Weights>((byte*)w, (float*)x, (float*)y, rows, inputs, count, a, b);
-                if (bias == IntPtr.Zero) continue;
-                for (var r = 0; r < rows; r++)
-                {
-                    var yr = (float*)y + (long)r * count;
-                    for (var o = a; o < b; o++) yr[o] += ((float*)bias)[o];
-                }
+                var yr = y + (long)r * count;
+                for (var o = a; o < b; o++) yr[o] += bias[o];
             }
-        });
+        }
     }
 
     /// <summary>t itself when it is fp32 and contiguous, else an fp32 contiguous copy (kept in
@@ -153,14 +181,6 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
     /// <summary>The data of a contiguous CPU tensor, read in place: TorchSharp's `bytes` is a span
     /// over the tensor's own memory.</summary>
     internal static IntPtr Address(Tensor t) => (IntPtr)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
-
-    static void Split(int outputs, long weights, int threads, Action<int, int> work)
-    {
-        var workers = weights < MinWeightsPerSplit ? 1 : Math.Max(1, Math.Min(threads, outputs / 64));
-        if (workers == 1) { work(0, outputs); return; }
-        var chunk = (outputs + workers - 1) / workers;
-        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, i => work(i * chunk, Math.Min(outputs, (i + 1) * chunk)));
-    }
 
     // Below this many weights (1 MB in fp32) a product runs on the calling thread: handing part of
     // it to another thread costs more than it saves. Measured here with the demo's 0.8M-parameter

@@ -30,43 +30,41 @@ public abstract unsafe class DecodeStep
     /// MaxRows rows, a cache that stores and attends in place, no gradients, no LoRA adapters
     /// (their extra products go through libtorch), no dropout to apply, fp32 parameters (one
     /// stands for all).</summary>
-    public static bool Applies(Tensor tokens, IKvCache cache, DecodeKernel? kernel, bool dropoutActive, Tensor parameter, bool adapters = false) =>
-        kernel is not null && cache.InPlace is not null && tokens.shape[1] == 1 && tokens.shape[0] <= DecodeKernel.MaxRows
+    public static bool Applies(int rows, int newTokens, IKvCache cache, DecodeKernel? kernel, bool dropoutActive, Tensor parameter, bool adapters = false) =>
+        kernel is not null && newTokens == 1 && rows <= DecodeKernel.MaxRows && cache.AttendsInPlace
         && !is_grad_enabled() && !adapters && !dropoutActive
         && parameter.dtype == ScalarType.Float32 && parameter.device_type == DeviceType.CPU;
 
-    /// <summary>Logits [B, 1, vocab] for token ids [B, 1] continuing the cache's rows; the cache
-    /// must be between BeginStep and EndStep with <see cref="IKvCache.InPlace"/> set.</summary>
-    public Tensor Run(Tensor tokens, IKvCache cache, DecodeKernel kernel)
+    /// <summary>Writes the logits [rows, vocab] of the token ids <paramref name="ids"/> (one per
+    /// row) continuing the cache's rows to <paramref name="logits"/>; the cache must be between
+    /// BeginStep and EndStep with <see cref="IKvCache.InPlace"/> set. Allocates nothing: a serving
+    /// engine runs it for every token.</summary>
+    public void Run(ReadOnlySpan<int> ids, IKvCache cache, DecodeKernel kernel, Span<float> logits)
     {
         var step = cache.InPlace!;
         var rows = step.Rows;
+        if (ids.Length != rows || logits.Length != rows * vocab)
+            throw new ArgumentException($"{rows} rows need {rows} token ids and {rows * vocab} logits, got {ids.Length} and {logits.Length}");
         var scratch = Interlocked.Exchange(ref spare, null) ?? new Scratch(width + scratchFloatsPerRow);
-        var temporaries = new List<Tensor>();
         try
         {
-            Span<int> ids = stackalloc int[rows];
             Span<int> positions = stackalloc int[rows];
-            using (var cpu = tokens.to(ScalarType.Int64).contiguous())
+            for (var b = 0; b < rows; b++)
             {
                 // The layers index tables with these: out of range they would read past them,
                 // where libtorch's lookup throws.
-                var data = cpu.data<long>();
-                for (var b = 0; b < rows; b++)
-                {
-                    if ((ulong)data[b] >= (ulong)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {data[b]} is outside the vocabulary of {vocab}");
-                    if ((uint)(step.Lengths[b] - 1) >= (uint)blockSize) throw new ArgumentOutOfRangeException(nameof(cache), $"position {step.Lengths[b] - 1} is past the model's block_size {blockSize}");
-                    (ids[b], positions[b]) = ((int)data[b], step.Lengths[b] - 1);
-                }
+                if ((uint)ids[b] >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(ids), $"token id {ids[b]} is outside the vocabulary of {vocab}");
+                if ((uint)(step.Lengths[b] - 1) >= (uint)blockSize) throw new ArgumentOutOfRangeException(nameof(cache), $"position {step.Lengths[b] - 1} is past the model's block_size {blockSize}");
+                positions[b] = step.Lengths[b] - 1;
             }
             var x = scratch.Floats;
-            var logits = empty(rows, 1, vocab);
-            Layers(new Rows(rows, width, x, x + rows * width), ids, positions, cache, step, kernel, temporaries, (float*)DecodeKernel.Address(logits));
-            return logits;
+            fixed (float* output = logits)
+                Layers(new Rows(rows, width, x, x + rows * width), ids, positions, cache, step, kernel, scratch.Temporaries, output);
         }
         finally
         {
-            foreach (var t in temporaries) t.Dispose();
+            foreach (var t in scratch.Temporaries) t.Dispose();
+            scratch.Temporaries.Clear();
             spare = scratch;
         }
     }
@@ -214,5 +212,9 @@ public abstract unsafe class DecodeStep
 
         // Pinned at allocation: the address never moves.
         public float* Floats => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(floats));
+
+        /// <summary>Copies of weights that are not fp32 and contiguous, made during a step and
+        /// disposed at its end (usually none).</summary>
+        public List<Tensor> Temporaries { get; } = [];
     }
 }

@@ -10,9 +10,13 @@ namespace Stratus.Models;
 
 public interface IKvCache
 {
-    /// <summary>Called once per forward with the number of new tokens per row; returns the
-    /// absolute positions of those tokens, shape [B, T] (int64, on the model's device).</summary>
-    Tensor BeginStep(int newTokens);
+    /// <summary>Called once per forward with the number of new tokens per row.</summary>
+    void BeginStep(int newTokens);
+
+    /// <summary>Between BeginStep and EndStep: the absolute positions of the new tokens, shape
+    /// [B, T] (int64, on the model's device). Made on first use, so that a decode step run whole
+    /// in managed code (which reads them from <see cref="InPlace"/>) makes no tensor.</summary>
+    Tensor Positions { get; }
 
     /// <summary>Stores the new keys k and values v of one layer ([B, KV, T, D]) and returns the
     /// attention of the new queries q ([B, H, T, D], H a multiple of KV: grouped-query attention)
@@ -28,6 +32,10 @@ public interface IKvCache
     /// position), so that a whole decode step can store and attend in place (DecodeStep); null
     /// for any other step.</summary>
     OneTokenAttention? InPlace { get; }
+
+    /// <summary>Whether steps of one new token per row get <see cref="InPlace"/> (fp32 buffers on
+    /// the CPU): known before BeginStep, which a step that then cannot run must not have begun.</summary>
+    bool AttendsInPlace { get; }
 
     /// <summary>The key and value buffers of a layer, as <see cref="InPlace"/>'s offsets index them.</summary>
     (Tensor Keys, Tensor Values) Buffers(int layer);
@@ -64,16 +72,22 @@ public sealed class KvCache : IKvCache, IDisposable
 
     public void Reset() => Length = 0;
 
-    public Tensor BeginStep(int newTokens)
+    public void BeginStep(int newTokens)
     {
         if (Length + newTokens > Capacity)
             throw new StratusUserException($"the context would grow to {Length + newTokens} tokens, over the model's maximum of {Capacity}; shorten the prompt or --max-tokens");
         pending = newTokens;
-        InPlace = OneTokenAttention.Applies(newTokens, device, keys[0].dtype) ? PlaceOneToken() : null;
-        return arange(Length, Length + newTokens, dtype: ScalarType.Int64, device: device).unsqueeze(0);
+        InPlace = newTokens == 1 && AttendsInPlace ? PlaceOneToken() : null;
     }
 
+    // Made in the forward's dispose scope, which releases it.
+    Tensor? positions;
+
+    public Tensor Positions => positions ??= arange(Length, Length + pending, dtype: ScalarType.Int64, device: device).unsqueeze(0);
+
     public OneTokenAttention? InPlace { get; private set; }
+
+    public bool AttendsInPlace => OneTokenAttention.Applies(device, keys[0].dtype);
 
     public (Tensor Keys, Tensor Values) Buffers(int layer) => (keys[layer], values[layer]);
 
@@ -115,6 +129,7 @@ public sealed class KvCache : IKvCache, IDisposable
     {
         Length += pending;
         pending = 0;
+        positions = null;
         InPlace = null;
     }
 
@@ -150,15 +165,16 @@ public sealed unsafe class OneTokenAttention
     public int KvHeads { get; private set; }
     public long HeadStride { get; private set; }
 
-    /// <summary>Steps of one new token per row over a float32 cache on the CPU.</summary>
-    public static bool Applies(int newTokens, Device device, ScalarType cacheDtype) =>
-        newTokens == 1 && device.type == DeviceType.CPU && cacheDtype == ScalarType.Float32;
+    /// <summary>Whether a cache's one-token steps can attend through it: a float32 cache on the CPU.</summary>
+    public static bool Applies(Device device, ScalarType cacheDtype) =>
+        device.type == DeviceType.CPU && cacheDtype == ScalarType.Float32;
 
     public void Begin(int rows, int positionsPerRow, int kvHeads, long headStride)
     {
+        // Grown by doubling: a serving batch's longest row grows by a position every step.
         if (lengths.Length < rows) lengths = new int[rows];
-        if (offsets.Length < (long)rows * positionsPerRow) offsets = new long[rows * positionsPerRow];
-        if (scores.Length < positionsPerRow) scores = new float[positionsPerRow];
+        if (offsets.Length < (long)rows * positionsPerRow) offsets = new long[Math.Max(rows * positionsPerRow, 2 * offsets.Length)];
+        if (scores.Length < positionsPerRow) scores = new float[Math.Max(positionsPerRow, 2 * scores.Length)];
         (Rows, PositionsPerRow, KvHeads, HeadStride) = (rows, positionsPerRow, kvHeads, headStride);
     }
 

@@ -28,6 +28,28 @@ public sealed class DecodeKernelTests
         Assert.True(expected.allclose(actual, rtol: 1e-4, atol: 1e-4), $"max difference {(expected - actual).abs().max().item<float>()}");
     }
 
+    /// <summary>Products over a megabyte of weights split their outputs over the kernel's
+    /// threads, fused products together (a split's range crosses from one product into the next).</summary>
+    [Theory]
+    [InlineData(DecodeWeights.Float32)]
+    [InlineData(DecodeWeights.BFloat16)]
+    public void Fused_products_split_over_threads_match_matmuls(DecodeWeights weights)
+    {
+        torch.random.manual_seed(5);
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var x = randn(3, 256);
+        var layers = new[] { (randn(700, 256), (Tensor?)randn(700)), (randn(300, 256), (Tensor?)null), (randn(500, 256), (Tensor?)randn(500)) };
+        var outputs = new DecodeKernel(weights, threads: 3).Apply(x, layers);
+        for (var l = 0; l < layers.Length; l++)
+        {
+            var (weight, bias) = layers[l];
+            var reference = weights == DecodeWeights.BFloat16 ? weight.to(ScalarType.BFloat16).to(ScalarType.Float32) : weight;
+            var expected = nn.functional.linear(x, reference, bias);
+            Assert.True(expected.allclose(outputs[l], rtol: 1e-4, atol: 1e-4), $"product {l}: max difference {(expected - outputs[l]).abs().max().item<float>()}");
+        }
+    }
+
     [Theory]
     [InlineData(DecodeWeights.Float32, 128)]
     [InlineData(DecodeWeights.Float32, 70)]

@@ -38,6 +38,24 @@ public sealed class InferenceTests
         Assert.Equal(12, cache.Length);
     }
 
+    /// <summary>A forward that fails after the cache made its positions (here libtorch's
+    /// embedding lookup refusing a token id) leaves the cache as it was: the next step gets
+    /// positions of its own, not the failed step's, which its dispose scope released.</summary>
+    [Fact]
+    public void A_step_after_a_failed_one_gets_its_own_positions()
+    {
+        using var model = TinyModel();
+        using var noGrad = no_grad();
+        using var tokens = torch.tensor(new long[] { 1, 5, 9, 3 }, [1, 4]);
+        using var expected = model.Forward(tokens);
+        using var cache = model.CreateCache(1, 32);
+        using var outside = torch.tensor(new long[] { 1, 20, 9 }, [1, 3]);
+        Assert.ThrowsAny<Exception>(() => model.Forward(outside, cache));
+        Assert.Equal(0, cache.Length);
+        using var logits = model.Forward(tokens, cache);
+        Assert.True(logits.allclose(expected, rtol: 1e-4, atol: 1e-5));
+    }
+
     [Fact]
     public void The_same_seed_gives_the_same_sample_and_another_seed_another()
     {

@@ -77,6 +77,9 @@ public sealed class KvCache : IKvCache, IDisposable
         if (Length + newTokens > Capacity)
             throw new StratusUserException($"the context would grow to {Length + newTokens} tokens, over the model's maximum of {Capacity}; shorten the prompt or --max-tokens");
         pending = newTokens;
+        // Reset here too, not only at EndStep: a forward that failed after making its positions
+        // never reached EndStep, and its dispose scope has released them.
+        positions = null;
         InPlace = newTokens == 1 && AttendsInPlace ? PlaceOneToken() : null;
     }
 

@@ -2,8 +2,8 @@
 // must not be a model's folder, it is made when missing, and a preparation that fails takes away
 // what it made. A folder that was there keeps what it held, an earlier dataset whole: a refusal
 // comes while the new shards are still temporary files (TokenShard.WriteSplit), before any
-// file of the dataset is replaced. The mirror rule is here too: a run's or an imported model's
-// folder must not be a dataset's.
+// file of the dataset is replaced. The mirror rule is here too: a run's, an imported model's or an
+// exported model's folder must not be a dataset's, and an exported model's not a model's either.
 using Stratus.Training;
 
 namespace Stratus.Data;
@@ -17,7 +17,7 @@ static class DatasetFolder
     public static T Write<T>(string directory, Func<T> prepare)
     {
         if (string.IsNullOrWhiteSpace(directory)) throw new StratusUserException("no output folder given; pass --out <folder> for the dataset");
-        RequireNoModelIn(directory);
+        RequireNoModelIn(directory, "dataset");
         var made = Missing(directory);
         try
         {
@@ -32,9 +32,10 @@ static class DatasetFolder
     }
 
     /// <summary>Refuses a folder that `stratus train` or `import` wrote (run.json, metrics.jsonl,
-    /// checkpoints/) or a checkpoint folder (manifest.json): the dataset's files would land among
-    /// the model's, a tokenizer.json over a checkpoint's own.</summary>
-    static void RequireNoModelIn(string directory)
+    /// checkpoints/) or a checkpoint folder (manifest.json) as the folder to write
+    /// <paramref name="whose"/> files into: they would land among the model's, a tokenizer.json
+    /// over a checkpoint's own.</summary>
+    public static void RequireNoModelIn(string directory, string whose)
     {
         var checkpoint = File.Exists(Path.Combine(directory, Checkpoint.ManifestFile));
         var held = checkpoint
@@ -42,17 +43,18 @@ static class DatasetFolder
             : new[] { Trainer.RunFile, MetricsLog.FileName, "checkpoints/" }.Where(name => Path.Exists(Path.Combine(directory, name))).ToList();
         if (held.Count > 0)
             throw new StratusUserException($"{directory} holds a {(checkpoint ? "checkpoint" : "training run")} ({string.Join(", ", held)}), " +
-                "and the dataset's files would be written among its own; pass a new folder for the dataset");
+                $"and the {whose}'s files would be written among its own; pass a new folder for the {whose}");
     }
 
-    /// <summary>Refuses a dataset folder (meta.json, train.bin) as the folder of a run or an
-    /// imported model: the run's files (run.json, metrics.jsonl, checkpoints/) would land among the
-    /// dataset's. The mirror of <see cref="RequireNoModelIn"/>.</summary>
-    public static void RequireNoDatasetIn(string runDirectory)
+    /// <summary>Refuses a dataset folder (meta.json, train.bin) as the folder to write
+    /// <paramref name="whose"/> files into (a run's, an imported or exported model's): they would
+    /// land among the dataset's, an exported tokenizer.json over its own. The mirror of
+    /// <see cref="RequireNoModelIn"/>.</summary>
+    public static void RequireNoDatasetIn(string directory, string whose)
     {
-        var held = new[] { DatasetPreparer.MetaFile, DatasetPreparer.TrainShard }.Where(name => File.Exists(Path.Combine(runDirectory, name))).ToList();
+        var held = new[] { DatasetPreparer.MetaFile, DatasetPreparer.TrainShard }.Where(name => File.Exists(Path.Combine(directory, name))).ToList();
         if (held.Count > 0)
-            throw new StratusUserException($"{runDirectory} holds a dataset ({string.Join(", ", held)}), and the run's files would be written among its own; pass a new folder for the run");
+            throw new StratusUserException($"{directory} holds a dataset ({string.Join(", ", held)}), and the {whose}'s files would be written among its own; pass a new folder for the {whose}");
     }
 
     /// <summary>The folders that making <paramref name="directory"/> will create, deepest first.</summary>

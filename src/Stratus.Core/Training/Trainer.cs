@@ -131,7 +131,7 @@ public sealed class Trainer : IDisposable
     /// config <see cref="TrainConfig.Load"/> takes for the run's default block_size).</summary>
     public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? initFrom, ICommunicator? communicator = null)
     {
-        DatasetFolder.RequireNoDatasetIn(runDirectory);
+        DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
         // Any checkpoint, not only a run's last: an imported model has only best.
         if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model; continue a run there with `stratus train --resume {runDirectory}`, fine-tune from it with --init-from, or choose another --out");

@@ -149,7 +149,10 @@ public sealed class Trainer : IDisposable
     public static (JsonObject Run, string? Dataset) ReadRunFile(string runDirectory)
     {
         var runPath = Path.Combine(runDirectory, RunFile);
-        if (!File.Exists(runPath)) throw new StratusUserException($"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
+        if (!File.Exists(runPath))
+            throw new StratusUserException(DatasetFolder.DatasetIn(runDirectory) is { } dataset
+                ? $"{runDirectory} holds {dataset}, not a run; resume the folder that `stratus train --out` wrote"
+                : $"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
         JsonObject run;
         try { run = JsonNode.Parse(File.ReadAllText(runPath)) as JsonObject ?? throw new StratusUserException($"{runPath} is not a JSON object; restore it"); }
         catch (JsonException e) { throw StratusUserException.NotValidJson(runPath, e, hint: "Restore it from a copy."); }

@@ -52,9 +52,11 @@ public sealed class Trainer : IDisposable
         this.config = config;
         this.runDirectory = runDirectory;
         this.communicator = new TimedCommunicator(communicator ?? new SingleProcessCommunicator());
-        if (config.GradientAccumulationSteps % this.communicator.WorldSize != 0)
-            throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({this.communicator.WorldSize}): it counts the micro-batches of the whole job per optimizer step, each rank runs an equal share");
-        if (this.communicator.WorldSize > 1 && config.Device != ComputeDevice.Cpu)
+        var ranks = this.communicator.WorldSize;
+        if (config.GradientAccumulationSteps % ranks != 0)
+            throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({ranks}): it counts the micro-batches of the whole job per optimizer step, " +
+                $"each rank runs an equal share; pass --gradient-accumulation-steps {(config.GradientAccumulationSteps / ranks + 1) * ranks}, or run on a number of ranks that divides {config.GradientAccumulationSteps}");
+        if (ranks > 1 && config.Device != ComputeDevice.Cpu)
             throw new StratusUserException($"device {config.Device}: data-parallel training runs on the CPU, its collectives go through host MPI (docs/distributed.md); train on one GPU without mpirun, or on the ranks' CPUs with --device cpu");
         device = ComputeDevice.Open(config.Device);
         sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed);

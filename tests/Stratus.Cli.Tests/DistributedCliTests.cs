@@ -60,7 +60,9 @@ public sealed class DistributedCliTests
         var (data, config) = CliTests.Prepare(temp);
         var (code, stdout, stderr) = Cli.RunMpi(2, "train", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "3");
         Assert.NotEqual(0, code);
-        Assert.Contains("gradient_accumulation_steps (3) must be a multiple of the number of ranks (2)", stdout + stderr);
+        // The line names the fix: the nearest multiple above, or a world size that divides it.
+        Assert.Contains("gradient_accumulation_steps (3) must be a multiple of the number of ranks (2): it counts the micro-batches of the whole job per optimizer step, " +
+            "each rank runs an equal share; pass --gradient-accumulation-steps 4, or run on a number of ranks that divides 3", stdout + stderr);
     }
 
     [MpiFact]

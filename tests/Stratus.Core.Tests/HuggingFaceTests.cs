@@ -337,6 +337,29 @@ public sealed class HuggingFaceTests
         Assert.Equal(before, Directory.GetFileSystemEntries(data).Order().ToList());
     }
 
+    [Fact]
+    public void Exporting_into_a_dataset_a_run_or_a_checkpoint_folder_is_refused_and_leaves_it_as_it_was()
+    {
+        // The export's tokenizer.json replaced the dataset's (which then no longer loaded) and its
+        // model.safetensors a checkpoint's (which then failed its manifest).
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var run = temp.File("run");
+        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 2 }, data, run)) trainer.Run();
+        var checkpoint = Path.Combine(run, "checkpoints", "last");
+        var dataset = DataTests.Snapshot(data);
+        var model = DataTests.Snapshot(run);
+        Assert.Equal($"{data} holds a dataset ({DatasetPreparer.MetaFile}, {DatasetPreparer.TrainShard}), and the exported model's files would be written among its own; pass a new folder for the exported model",
+            Assert.Throws<StratusUserException>(() => HuggingFace.Export(run, data)).Message);
+        Assert.Equal($"{run} holds a training run (run.json, metrics.jsonl, checkpoints/), and the exported model's files would be written among its own; pass a new folder for the exported model",
+            Assert.Throws<StratusUserException>(() => HuggingFace.Export(run, run)).Message);
+        Assert.Equal($"{checkpoint} holds a checkpoint (manifest.json), and the exported model's files would be written among its own; pass a new folder for the exported model",
+            Assert.Throws<StratusUserException>(() => HuggingFace.Export(run, checkpoint)).Message);
+        Assert.Equal(dataset, DataTests.Snapshot(data));
+        Assert.Equal(model, DataTests.Snapshot(run));
+        Checkpoint.Open(checkpoint);
+    }
+
     /// <summary>A tiny Llama in Hugging Face layout: bf16 weights (optionally in shards with an
     /// index), a byte-level BPE tokenizer.json with ChatML special tokens, and tokenizer_config.json.</summary>
     internal static (Dictionary<string, Tensor> Weights, BpeVocabulary Vocabulary) WriteHfLlama(string directory, int shards)

@@ -219,6 +219,27 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_dataset_and_a_run_taken_for_each_other_are_named_for_what_they_are()
+    {
+        // --resume of a dataset folder suggested `train --out` of that folder, which is refused;
+        // --data of a run folder said only that its train.bin was missing, --init-from of a
+        // dataset that it had no checkpoints/last.
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var run = temp["run"];
+        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 2 }, data, run)) trainer.Run();
+        Assert.Equal($"{data} holds a dataset ({DatasetPreparer.MetaFile}, {DatasetPreparer.TrainShard}), not a run; resume the folder that `stratus train --out` wrote",
+            Assert.Throws<StratusUserException>(() => Trainer.Resume(data)).Message);
+        Assert.Equal($"{run} holds a training run (run.json, metrics.jsonl, checkpoints/), not a dataset; pass the folder that `stratus prepare --out` wrote",
+            Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig, run, temp["other"])).Message);
+        Assert.Equal($"{run} holds a training run (run.json, metrics.jsonl, checkpoints/), not a dataset; pass the folder that `stratus prepare --out` wrote",
+            Assert.Throws<StratusUserException>(() => Trainer.Resume(run, dataDirectory: run)).Message);
+        // A dataset as the model of --init-from (and of sample, eval, serve, export).
+        Assert.Equal($"{data} holds a dataset ({DatasetPreparer.MetaFile}, {DatasetPreparer.TrainShard}), not a model; pass a run folder made by `stratus train` or a checkpoint folder",
+            Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig, data, temp["other"], initFrom: data)).Message);
+    }
+
+    [Fact]
     public void Resuming_refuses_a_dataset_prepared_again_with_another_vocabulary_and_follows_a_moved_one()
     {
         using var temp = new TempDirectory();

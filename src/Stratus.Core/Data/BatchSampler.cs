@@ -40,6 +40,8 @@ public sealed class BatchSampler : IDisposable
     {
         if (!Directory.Exists(datasetDirectory))
             throw new StratusUserException($"dataset folder {datasetDirectory} does not exist; create it with `stratus prepare --input <text> --out {datasetDirectory}`");
+        if (DatasetFolder.ModelIn(datasetDirectory) is { } model)
+            throw new StratusUserException($"{datasetDirectory} holds {model}, not a dataset; pass the folder that `stratus prepare --out` wrote");
         train = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.TrainShard));
         val = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.ValShard));
         Tokenizer = TokenizerStore.Load(datasetDirectory);

@@ -2,8 +2,9 @@
 // must not be a model's folder, it is made when missing, and a preparation that fails takes away
 // what it made. A folder that was there keeps what it held, an earlier dataset whole: a refusal
 // comes while the new shards are still temporary files (TokenShard.WriteSplit), before any
-// file of the dataset is replaced. The mirror rule is here too: a run's or an imported model's
-// folder must not be a dataset's.
+// file of the dataset is replaced. The mirror rule is here too: a run's, an imported model's or an
+// exported model's folder must not be a dataset's, and an exported model's not a model's either;
+// and a folder given as a run's or a dataset's that is the other is named for what it is.
 using Stratus.Training;
 
 namespace Stratus.Data;
@@ -17,7 +18,7 @@ static class DatasetFolder
     public static T Write<T>(string directory, Func<T> prepare)
     {
         if (string.IsNullOrWhiteSpace(directory)) throw new StratusUserException("no output folder given; pass --out <folder> for the dataset");
-        RequireNoModelIn(directory);
+        RequireNoModelIn(directory, "dataset");
         var made = Missing(directory);
         try
         {
@@ -31,28 +32,43 @@ static class DatasetFolder
         }
     }
 
-    /// <summary>Refuses a folder that `stratus train` or `import` wrote (run.json, metrics.jsonl,
-    /// checkpoints/) or a checkpoint folder (manifest.json): the dataset's files would land among
-    /// the model's, a tokenizer.json over a checkpoint's own.</summary>
-    static void RequireNoModelIn(string directory)
+    /// <summary>Refuses a folder that holds a model (<see cref="ModelIn"/>) as the folder to write
+    /// <paramref name="whose"/> files into: they would land among the model's, a tokenizer.json
+    /// over a checkpoint's own.</summary>
+    public static void RequireNoModelIn(string directory, string whose)
+    {
+        if (ModelIn(directory) is { } model)
+            throw new StratusUserException($"{directory} holds {model}, and the {whose}'s files would be written among its own; pass a new folder for the {whose}");
+    }
+
+    /// <summary>Refuses a dataset folder (<see cref="DatasetIn"/>) as the folder to write
+    /// <paramref name="whose"/> files into (a run's, an imported or exported model's): they would
+    /// land among the dataset's, an exported tokenizer.json over its own. The mirror of
+    /// <see cref="RequireNoModelIn"/>.</summary>
+    public static void RequireNoDatasetIn(string directory, string whose)
+    {
+        if (DatasetIn(directory) is { } dataset)
+            throw new StratusUserException($"{directory} holds {dataset}, and the {whose}'s files would be written among its own; pass a new folder for the {whose}");
+    }
+
+    /// <summary>"a training run (...)" when `stratus train` or `import` wrote
+    /// <paramref name="directory"/> (run.json, metrics.jsonl, checkpoints/), "a checkpoint
+    /// (manifest.json)" when it is one, with the files that show it; otherwise null.</summary>
+    public static string? ModelIn(string directory)
     {
         var checkpoint = File.Exists(Path.Combine(directory, Checkpoint.ManifestFile));
         var held = checkpoint
             ? [Checkpoint.ManifestFile]
             : new[] { Trainer.RunFile, MetricsLog.FileName, "checkpoints/" }.Where(name => Path.Exists(Path.Combine(directory, name))).ToList();
-        if (held.Count > 0)
-            throw new StratusUserException($"{directory} holds a {(checkpoint ? "checkpoint" : "training run")} ({string.Join(", ", held)}), " +
-                "and the dataset's files would be written among its own; pass a new folder for the dataset");
+        return held.Count > 0 ? $"a {(checkpoint ? "checkpoint" : "training run")} ({string.Join(", ", held)})" : null;
     }
 
-    /// <summary>Refuses a dataset folder (meta.json, train.bin) as the folder of a run or an
-    /// imported model: the run's files (run.json, metrics.jsonl, checkpoints/) would land among the
-    /// dataset's. The mirror of <see cref="RequireNoModelIn"/>.</summary>
-    public static void RequireNoDatasetIn(string runDirectory)
+    /// <summary>"a dataset (...)" when `stratus prepare` wrote <paramref name="directory"/>
+    /// (meta.json, train.bin), with the files that show it; otherwise null.</summary>
+    public static string? DatasetIn(string directory)
     {
-        var held = new[] { DatasetPreparer.MetaFile, DatasetPreparer.TrainShard }.Where(name => File.Exists(Path.Combine(runDirectory, name))).ToList();
-        if (held.Count > 0)
-            throw new StratusUserException($"{runDirectory} holds a dataset ({string.Join(", ", held)}), and the run's files would be written among its own; pass a new folder for the run");
+        var held = new[] { DatasetPreparer.MetaFile, DatasetPreparer.TrainShard }.Where(name => File.Exists(Path.Combine(directory, name))).ToList();
+        return held.Count > 0 ? $"a dataset ({string.Join(", ", held)})" : null;
     }
 
     /// <summary>The folders that making <paramref name="directory"/> will create, deepest first.</summary>

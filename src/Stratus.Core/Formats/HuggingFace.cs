@@ -31,7 +31,7 @@ public static class HuggingFace
         // The import would replace checkpoints/best and leave the rest (a trained run's checkpoints/last):
         // a folder holding two models that resume, sample and serve would each pick one of.
         var checkpoints = Path.Combine(runDirectory, "checkpoints");
-        DatasetFolder.RequireNoDatasetIn(runDirectory);
+        DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
         if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model in {checkpoints}; choose another --out or remove {runDirectory} first");
         var hfConfig = ReadObject(hfDirectory, "config.json", required: true)!;
@@ -293,9 +293,13 @@ public static class HuggingFace
 
     // ---------------- export ----------------
 
-    /// <summary>Writes a Stratus model as a Hugging Face folder with weights in the given dtype.</summary>
+    /// <summary>Writes a Stratus model as a Hugging Face folder with weights in the given dtype. A
+    /// dataset's, run's or checkpoint's folder is refused: its tokenizer.json or model.safetensors
+    /// would be replaced.</summary>
     public static void Export(string modelPath, string outputDirectory, ScalarType dtype = ScalarType.Float32)
     {
+        DatasetFolder.RequireNoDatasetIn(outputDirectory, "exported model");
+        DatasetFolder.RequireNoModelIn(outputDirectory, "exported model");
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
         var c = checkpoint.ModelConfig;
         Directory.CreateDirectory(outputDirectory);

@@ -6,6 +6,7 @@
 // the manifest does not list, and refuses a corrupt or foreign folder with a clear message.
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Stratus.Data;
 using Stratus.Formats;
 using Stratus.Models;
 using Stratus.Tokenization;
@@ -157,7 +158,9 @@ public sealed class Checkpoint
             var candidate = Recover(Path.Combine(path, "checkpoints", name));
             if (System.IO.Directory.Exists(candidate)) return candidate;
         }
-        throw new StratusUserException($"{path} has no checkpoint (expected {Path.Combine(path, "checkpoints", "last")}); train first, or pass a checkpoint folder");
+        throw new StratusUserException(DatasetFolder.DatasetIn(path) is { } dataset
+            ? $"{path} holds {dataset}, not a model; pass a run folder made by `stratus train` or a checkpoint folder"
+            : $"{path} has no checkpoint (expected {Path.Combine(path, "checkpoints", "last")}); train first, or pass a checkpoint folder");
     }
 
     /// <summary>Whether a run folder holds a checkpoint (best or last, or what a crash while

@@ -52,9 +52,11 @@ public sealed class Trainer : IDisposable
         this.config = config;
         this.runDirectory = runDirectory;
         this.communicator = new TimedCommunicator(communicator ?? new SingleProcessCommunicator());
-        if (config.GradientAccumulationSteps % this.communicator.WorldSize != 0)
-            throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({this.communicator.WorldSize}): it counts the micro-batches of the whole job per optimizer step, each rank runs an equal share");
-        if (this.communicator.WorldSize > 1 && config.Device != ComputeDevice.Cpu)
+        var ranks = this.communicator.WorldSize;
+        if (config.GradientAccumulationSteps % ranks != 0)
+            throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({ranks}): it counts the micro-batches of the whole job per optimizer step, " +
+                $"each rank runs an equal share; pass --gradient-accumulation-steps {(config.GradientAccumulationSteps / ranks + 1) * ranks}, or run on a number of ranks that divides {config.GradientAccumulationSteps}");
+        if (ranks > 1 && config.Device != ComputeDevice.Cpu)
             throw new StratusUserException($"device {config.Device}: data-parallel training runs on the CPU, its collectives go through host MPI (docs/distributed.md); train on one GPU without mpirun, or on the ranks' CPUs with --device cpu");
         device = ComputeDevice.Open(config.Device);
         sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed);
@@ -131,7 +133,7 @@ public sealed class Trainer : IDisposable
     /// config <see cref="TrainConfig.Load"/> takes for the run's default block_size).</summary>
     public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? initFrom, ICommunicator? communicator = null)
     {
-        DatasetFolder.RequireNoDatasetIn(runDirectory);
+        DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
         // Any checkpoint, not only a run's last: an imported model has only best.
         if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model; continue a run there with `stratus train --resume {runDirectory}`, fine-tune from it with --init-from, or choose another --out");
@@ -149,7 +151,10 @@ public sealed class Trainer : IDisposable
     public static (JsonObject Run, string? Dataset) ReadRunFile(string runDirectory)
     {
         var runPath = Path.Combine(runDirectory, RunFile);
-        if (!File.Exists(runPath)) throw new StratusUserException($"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
+        if (!File.Exists(runPath))
+            throw new StratusUserException(DatasetFolder.DatasetIn(runDirectory) is { } dataset
+                ? $"{runDirectory} holds {dataset}, not a run; resume the folder that `stratus train --out` wrote"
+                : $"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
         JsonObject run;
         try { run = JsonNode.Parse(File.ReadAllText(runPath)) as JsonObject ?? throw new StratusUserException($"{runPath} is not a JSON object; restore it"); }
         catch (JsonException e) { throw StratusUserException.NotValidJson(runPath, e, hint: "Restore it from a copy."); }

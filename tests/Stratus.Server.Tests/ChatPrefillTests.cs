@@ -6,12 +6,9 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using Stratus.Inference;
-using Stratus.Models;
 using Stratus.Server.Hosting;
 using Stratus.Server.Trust;
 using Stratus.Tokenization;
-using Stratus.Training;
-using TorchSharp;
 
 namespace Stratus.Server.Tests;
 
@@ -23,14 +20,8 @@ public sealed class HeaderTemplateModelServer : IAsyncLifetime
 
     const string Template = "{% for m in messages %}{{ '[' + m['role'] + ']' + m['content'] + '#\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '[assistant]' }}{% endif %}";
 
-    public static string CreateCheckpoint(string directory, string template)
-    {
-        torch.manual_seed(11);
-        var tokenizer = CharTokenizer.FromCorpus(TinyModelServer.Corpus);
-        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 128, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false });
-        Checkpoint.Save(directory, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = template });
-        return directory;
-    }
+    public static string CreateCheckpoint(string directory, string template) =>
+        TinyModelServer.SaveGpt(directory, CharTokenizer.FromCorpus(TinyModelServer.Corpus), context: 128, chatTemplate: template);
 
     public Task InitializeAsync() => Server.InitializeAsync();
     public Task DisposeAsync() => Server.DisposeAsync();

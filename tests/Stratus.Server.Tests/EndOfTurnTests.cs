@@ -3,10 +3,7 @@
 // there, without the marker, as at a client's stop sequence, rather than running on to max_tokens.
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
-using Stratus.Models;
 using Stratus.Tokenization;
-using Stratus.Training;
-using TorchSharp;
 
 namespace Stratus.Server.Tests;
 
@@ -17,17 +14,9 @@ public sealed class EndOfTurnModelServer : IAsyncLifetime
 
     public TinyModelServer Server { get; } = new() { CreateModel = CreateCheckpoint };
 
-    static string CreateCheckpoint(string directory)
-    {
-        torch.manual_seed(11);
-        var tokenizer = CharTokenizer.FromCorpus(TinyModelServer.Corpus);
-        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 128, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false });
-        Checkpoint.Save(directory, model, tokenizer, extraFiles: new Dictionary<string, string>
-        {
-            [ChatTemplate.FileName] = "{% for message in messages %}{{ message['content'] + '" + Marker + "\\n' }}{% endfor %}",
-        });
-        return directory;
-    }
+    static string CreateCheckpoint(string directory) =>
+        TinyModelServer.SaveGpt(directory, CharTokenizer.FromCorpus(TinyModelServer.Corpus), context: 128,
+            chatTemplate: "{% for message in messages %}{{ message['content'] + '" + Marker + "\\n' }}{% endfor %}");
 
     public Task InitializeAsync() => Server.InitializeAsync();
     public Task DisposeAsync() => Server.DisposeAsync();

@@ -5,10 +5,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
-using Stratus.Models;
 using Stratus.Tokenization;
-using Stratus.Training;
-using TorchSharp;
 
 namespace Stratus.Server.Tests;
 
@@ -30,14 +27,7 @@ public sealed class ByteLevelModelServer : IAsyncLifetime
             endOfGenerationIds: [EndOfText, ListedEnd]);
     }
 
-    static string CreateCheckpoint(string directory)
-    {
-        var tokenizer = CreateTokenizer();
-        torch.manual_seed(11);
-        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 32, Bias = false });
-        Checkpoint.Save(directory, model, tokenizer);
-        return directory;
-    }
+    static string CreateCheckpoint(string directory) => TinyModelServer.SaveGpt(directory, CreateTokenizer(), context: 64, layers: 1);
 
     public Task InitializeAsync() => Server.InitializeAsync();
     public Task DisposeAsync() => Server.DisposeAsync();

@@ -4,10 +4,7 @@
 // echo, whole answers, streams and n > 1 all count the same way.
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
-using Stratus.Models;
 using Stratus.Tokenization;
-using Stratus.Training;
-using TorchSharp;
 
 namespace Stratus.Server.Tests;
 
@@ -19,14 +16,7 @@ public sealed class EmojiModelServer : IAsyncLifetime
 
     public TinyModelServer Server { get; } = new() { CreateModel = CreateCheckpoint };
 
-    static string CreateCheckpoint(string directory)
-    {
-        torch.manual_seed(11);
-        var tokenizer = CharTokenizer.FromCorpus("ab \n" + Emoji);
-        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 32, Bias = false });
-        Checkpoint.Save(directory, model, tokenizer);
-        return directory;
-    }
+    static string CreateCheckpoint(string directory) => TinyModelServer.SaveGpt(directory, CharTokenizer.FromCorpus("ab \n" + Emoji), context: 64, layers: 1);
 
     public Task InitializeAsync() => Server.InitializeAsync();
     public Task DisposeAsync() => Server.DisposeAsync();

@@ -41,10 +41,17 @@ public sealed class TinyModelServer : IAsyncLifetime
 
     public static string CreateCheckpoint(string directory, int context)
     {
-        torch.manual_seed(11);
         var tokenizer = CharTokenizer.FromCorpus(Corpus);
-        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = context, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false });
-        Checkpoint.Save(directory, model, tokenizer, extraFiles: new Dictionary<string, string> { [ChatTemplate.FileName] = ChatTemplate.For(tokenizer).Source });
+        return SaveGpt(directory, tokenizer, context, chatTemplate: ChatTemplate.For(tokenizer).Source);
+    }
+
+    /// <summary>Saves a tiny random-weight GPT for <paramref name="tokenizer"/> (the same weights for
+    /// the same shape: seed 11) as training would, with a chat template where one is given.</summary>
+    public static string SaveGpt(string directory, ITokenizer tokenizer, int context, int layers = 2, string? chatTemplate = null)
+    {
+        torch.manual_seed(11);
+        using var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = context, NLayer = layers, NHead = 2, NEmbd = 32, Bias = false });
+        Checkpoint.Save(directory, model, tokenizer, extraFiles: chatTemplate is null ? null : new Dictionary<string, string> { [ChatTemplate.FileName] = chatTemplate });
         return directory;
     }
 

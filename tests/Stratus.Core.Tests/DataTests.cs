@@ -234,9 +234,7 @@ public sealed class DataTests
     public void A_training_run_or_its_checkpoint_is_refused_as_the_dataset_folder_before_anything_is_written()
     {
         using var temp = new TempDirectory();
-        var data = TestData.PrepareCharDataset(temp);
-        var run = temp["run"];
-        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run)) trainer.Run();
+        var (data, run) = TestData.TrainedRun(temp);
         // Another corpus, so that its tokenizer.json would differ from the checkpoint's.
         File.WriteAllText(temp["other.txt"], "a different corpus: XYZ 0123456789\n");
         var checkpoint = Path.Combine(run, "checkpoints", "last");

@@ -343,9 +343,7 @@ public sealed class HuggingFaceTests
         // The export's tokenizer.json replaced the dataset's (which then no longer loaded) and its
         // model.safetensors a checkpoint's (which then failed its manifest).
         using var temp = new TempDirectory();
-        var data = TestData.PrepareCharDataset(temp);
-        var run = temp.File("run");
-        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 2 }, data, run)) trainer.Run();
+        var (data, run) = TestData.TrainedRun(temp, steps: 2);
         var checkpoint = Path.Combine(run, "checkpoints", "last");
         var dataset = DataTests.Snapshot(data);
         var model = DataTests.Snapshot(run);

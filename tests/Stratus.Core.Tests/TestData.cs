@@ -29,6 +29,16 @@ static class TestData
         return data;
     }
 
+    /// <summary>A char dataset and a run of <see cref="TinyConfig"/> trained <paramref name="steps"/>
+    /// steps on it (checkpoints/last and best saved), in <paramref name="temp"/>'s "data" and "run".</summary>
+    public static (string Data, string Run) TrainedRun(TempDirectory temp, int steps = 5)
+    {
+        var data = PrepareCharDataset(temp);
+        var run = temp["run"];
+        using (var trainer = Trainer.Start(TinyConfig with { MaxIters = steps }, data, run)) trainer.Run();
+        return (data, run);
+    }
+
     public static TrainConfig TinyConfig => new()
     {
         Model = new() { NLayer = 1, NHead = 2, NEmbd = 16, BlockSize = 16, Bias = false },

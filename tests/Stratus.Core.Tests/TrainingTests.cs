@@ -9,14 +9,6 @@ namespace Stratus.Tests;
 public sealed class TrainingTests
 {
     /// <summary>A char dataset in <paramref name="temp"/> and a 5-step run on it (temp["run"]).</summary>
-    static (string Data, string Run) FiveStepRun(TempDirectory temp)
-    {
-        var data = TestData.PrepareCharDataset(temp);
-        var run = temp["run"];
-        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run)) trainer.Run();
-        return (data, run);
-    }
-
     static List<(long Step, double Loss)> TrainLosses(string run) =>
         MetricsLog.Read(run).Where(m => m["train_loss"] is not null)
             .Select(m => ((long)m["step"]!, (double)m["train_loss"]!)).ToList();
@@ -132,7 +124,7 @@ public sealed class TrainingTests
     public void A_corrupted_checkpoint_file_is_refused_with_a_clear_message()
     {
         using var temp = new TempDirectory();
-        var (_, run) = FiveStepRun(temp);
+        var (_, run) = TestData.TrainedRun(temp);
         var weights = Path.Combine(run, "checkpoints", "last", Checkpoint.ModelFile);
         var bytes = File.ReadAllBytes(weights);
         bytes[^3] ^= 0x40;
@@ -147,7 +139,7 @@ public sealed class TrainingTests
     public void Resuming_refuses_overrides_that_reshape_the_model_and_takes_the_rest()
     {
         using var temp = new TempDirectory();
-        var (_, run) = FiveStepRun(temp);
+        var (_, run) = TestData.TrainedRun(temp);
         var error = Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("n-layer", "2"), new("n_embd", "32"), new("max_iters", "9")]));
         Assert.StartsWith("n_layer, n_embd cannot change when resuming", error.Message);
         Assert.Contains("--init-from", error.Message);
@@ -159,7 +151,7 @@ public sealed class TrainingTests
     public void A_checkpoint_from_before_the_device_key_resumes_on_the_cpu_and_the_device_is_no_part_of_what_resume_keeps()
     {
         using var temp = new TempDirectory();
-        var (_, run) = FiveStepRun(temp);
+        var (_, run) = TestData.TrainedRun(temp);
         // train_config.json as Stratus wrote it before the key existed, and the manifest's hash of it.
         var last = Path.Combine(run, "checkpoints", "last");
         var configPath = Path.Combine(last, Checkpoint.TrainConfigFile);
@@ -198,7 +190,7 @@ public sealed class TrainingTests
     public void Starting_over_an_existing_run_asks_for_resume()
     {
         using var temp = new TempDirectory();
-        var (data, run) = FiveStepRun(temp);
+        var (data, run) = TestData.TrainedRun(temp);
         var error = Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig, data, run));
         Assert.Contains("--resume", error.Message);
         // A folder with only a best checkpoint (as `import` makes) holds a model too.
@@ -225,9 +217,7 @@ public sealed class TrainingTests
         // --data of a run folder said only that its train.bin was missing, --init-from of a
         // dataset that it had no checkpoints/last.
         using var temp = new TempDirectory();
-        var data = TestData.PrepareCharDataset(temp);
-        var run = temp["run"];
-        using (var trainer = Trainer.Start(TestData.TinyConfig with { MaxIters = 2 }, data, run)) trainer.Run();
+        var (data, run) = TestData.TrainedRun(temp, steps: 2);
         Assert.Equal($"{data} holds a dataset ({DatasetPreparer.MetaFile}, {DatasetPreparer.TrainShard}), not a run; resume the folder that `stratus train --out` wrote",
             Assert.Throws<StratusUserException>(() => Trainer.Resume(data)).Message);
         Assert.Equal($"{run} holds a training run (run.json, metrics.jsonl, checkpoints/), not a dataset; pass the folder that `stratus prepare --out` wrote",
@@ -243,7 +233,7 @@ public sealed class TrainingTests
     public void Resuming_refuses_a_dataset_prepared_again_with_another_vocabulary_and_follows_a_moved_one()
     {
         using var temp = new TempDirectory();
-        var (data, run) = FiveStepRun(temp);
+        var (data, run) = TestData.TrainedRun(temp);
         // The same text with upper and lower case swapped: as many characters, other ids.
         var swapped = new string(TestData.Corpus(20).Select(c => char.IsUpper(c) ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c)).ToArray());
         File.WriteAllText(temp["swapped.txt"], swapped);
@@ -279,7 +269,7 @@ public sealed class TrainingTests
     public void A_damaged_run_file_or_manifest_is_refused_with_a_clear_message()
     {
         using var temp = new TempDirectory();
-        var (_, run) = FiveStepRun(temp);
+        var (_, run) = TestData.TrainedRun(temp);
         var runFile = Path.Combine(run, Trainer.RunFile);
         var saved = File.ReadAllText(runFile);
         File.WriteAllText(runFile, "{bad");
@@ -321,7 +311,7 @@ public sealed class TrainingTests
     public void Files_a_checkpoint_never_reads_do_not_stop_it_loading_but_an_unlisted_one_it_reads_does()
     {
         using var temp = new TempDirectory();
-        var (_, run) = FiveStepRun(temp);
+        var (_, run) = TestData.TrainedRun(temp);
         var last = Path.Combine(run, "checkpoints", "last");
         // What Finder, Windows Explorer, a copy from a Mac to a shared drive and an editor left there.
         foreach (var file in new[] { ".DS_Store", "Thumbs.db", "._model.safetensors", ".model.json.swp", "model.json~" })

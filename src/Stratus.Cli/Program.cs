@@ -42,6 +42,12 @@ catch (Exception e) when (e is StratusUserException or Stratus.Safety.TrustUserE
     Console.Error.WriteLine($"error: {e.Message}");
     return 2;
 }
+// A batch, context or model too large for the device: the user's to fix, with smaller settings.
+catch (Exception e) when (OutOfMemory.Is(e))
+{
+    Console.Error.WriteLine($"error: {OutOfMemory.Describe(e)}; {OutOfMemoryFix(parsed.CommandResult.Command)}");
+    return 2;
+}
 // A path the system refuses (a file where a folder must be, no permission, a full disk): the
 // user's to fix, and .NET's message names the path.
 catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -49,3 +55,12 @@ catch (Exception e) when (e is IOException or UnauthorizedAccessException)
     Console.Error.WriteLine($"error: {e.Message}");
     return 2;
 }
+
+// What needs less memory, in the words of the command that ran out.
+static string OutOfMemoryFix(System.CommandLine.Command command) => command.Name switch
+{
+    "train" or "demo" => "a smaller --batch-size (more --gradient-accumulation-steps keeps the tokens per step), --block-size or model needs less, and so does --dtype bfloat16",
+    "eval" => "a smaller --batch-size or --block-size needs less",
+    "serve" => "a smaller --kv-cache-mb, --max-batch-size or --max-prefill-tokens needs less",
+    _ => "the model and its settings need more memory than the device has free",
+};

@@ -41,6 +41,19 @@ static class Cli
 
     public static (int ExitCode, string Stdout, string Stderr) Run(params string[] args) => Run(StartInfo(args));
 
+    /// <summary>The CLI with its address space capped at <paramref name="kibibytes"/> (bash's
+    /// `ulimit -v`): an allocation over the cap then fails at once, whether or not the machine
+    /// overcommits memory (libtorch and .NET map about 4 GiB before they allocate anything).</summary>
+    public static (int ExitCode, string Stdout, string Stderr) RunWithMemoryCap(long kibibytes, params string[] args)
+    {
+        var info = StartInfo(args);
+        info.FileName = "bash";
+        info.ArgumentList.Insert(0, "-c");
+        info.ArgumentList.Insert(1, $"ulimit -v {kibibytes} && exec dotnet \"$@\"");
+        info.ArgumentList.Insert(2, "bash");
+        return Run(info);
+    }
+
     static (int ExitCode, string Stdout, string Stderr) Run(ProcessStartInfo info)
     {
         using var process = Process.Start(info)!;

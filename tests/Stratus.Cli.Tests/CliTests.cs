@@ -194,6 +194,17 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void A_batch_too_large_for_memory_gets_one_line_naming_the_allocation_and_the_fix()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        // 400,000 windows of 32 tokens embed into 26 GB, over the 12 GB the process may map.
+        var (code, _, stderr) = Cli.RunWithMemoryCap(12_000_000, "train", "--config", config, "--data", data, "--out", temp["run"], "--batch-size", "400000", "--n-embd", "512");
+        Assert.True(code == 2, $"exited {code}: {stderr}");
+        Assert.Matches(@"^error: out of memory: could not allocate [\d.]+ [GM]iB; a smaller --batch-size \(more --gradient-accumulation-steps keeps the tokens per step\), --block-size or model needs less, and so does --dtype bfloat16$", stderr.Trim());
+    }
+
+    [Fact]
     public void A_misspelt_verb_or_option_or_a_stray_word_gets_one_line_naming_it_and_the_nearest_name()
     {
         using var temp = new TempDirectory();

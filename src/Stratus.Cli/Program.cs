@@ -1,5 +1,6 @@
-// `stratus <verb>`: parse, call a library type, print. User errors (and files the system
-// refuses) become one line on stderr and exit code 2; bugs keep their stack trace.
+// `stratus <verb>`: parse, call a library type, print. User errors (files the system refuses,
+// settings too large for the device's memory) become one line on stderr and exit code 2; bugs
+// keep their stack trace.
 using System.CommandLine;
 using Stratus;
 using Stratus.Cli;

@@ -87,6 +87,20 @@ public sealed class ConfigTests
     }
 
     [Fact]
+    public void Deterministic_is_off_unless_asked_for_stored_with_the_config_and_only_true_or_false()
+    {
+        static bool Stored(TrainConfig config) => (bool)JsonSerializer.SerializeToNode(config, TrainConfig.Json)!["deterministic"]!;
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["c.json"], """{"deterministic": true}""");
+        Assert.False(Stored(TrainConfig.Load(null, [])));
+        Assert.True(Stored(TrainConfig.Load(temp["c.json"], [])));
+        Assert.True(Stored(TrainConfig.Load(null, [new("deterministic", "true")])));
+        Assert.False(Stored(TrainConfig.Load(temp["c.json"], [new("deterministic", "false")])));
+        Assert.Equal("--deterministic: deterministic must be true or false, got \"yes\"", Fails("{}", ("deterministic", "yes")).Message);
+        Assert.EndsWith("c.json: deterministic must be true or false, got 1", Fails("""{"deterministic": 1}""").Message);
+    }
+
+    [Fact]
     public void Command_line_overrides_win_over_the_file()
     {
         using var temp = new TempDirectory();

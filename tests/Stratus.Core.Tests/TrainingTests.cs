@@ -120,6 +120,42 @@ public sealed class TrainingTests
         for (var i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i].Loss - actual[i].Loss) <= 1e-6, $"step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss}");
     }
 
+    [Theory]
+    [InlineData("gpt2", "float32")]
+    [InlineData("llama", "bfloat16")]
+    public void Deterministic_mode_is_each_runs_own_and_changes_no_loss_on_the_cpu(string architecture, string dtype)
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        // Dropout, accumulation, clipping, fused AdamW, evaluations and checkpoints all run under
+        // it: libtorch throws on an op that has no deterministic kernel.
+        var config = TestData.TinyConfig with
+        {
+            Model = TestData.TinyConfig.Model with { Architecture = architecture, NKvHead = 1, IntermediateSize = 32, Dropout = 0.1 },
+            GradientAccumulationSteps = 2, Dtype = dtype, LoraRank = architecture == "llama" ? 2 : 0,
+        };
+        using (var trainer = Trainer.Start(config.With([new("deterministic", "true")]), data, temp["on"]))
+        {
+            Assert.True(Determinism.Enabled);
+            // The libtorch TorchSharp calls acts on it: it fills fresh memory with NaN then, as
+            // PyTorch's fill_uninitialized_memory.
+            using (var fresh = torch.empty(64)) Assert.True(fresh.isnan().all().item<bool>());
+            trainer.Run();
+        }
+        // The flag is the process's: a run in the same process sets it to its own value.
+        using (var trainer = Trainer.Start(config, data, temp["off"]))
+        {
+            Assert.False(Determinism.Enabled);
+            trainer.Run();
+        }
+        Assert.Equal(MetricsLog.Read(temp["off"]).Select(Losses), MetricsLog.Read(temp["on"]).Select(Losses));
+        // Stored with the run, so its resumption is deterministic too.
+        using (Trainer.Resume(temp["on"], [new("max_iters", "25")])) Assert.True(Determinism.Enabled);
+        using (Trainer.Resume(temp["off"], [new("max_iters", "25")])) Assert.False(Determinism.Enabled);
+
+        static (double?, double?) Losses(JsonObject metrics) => ((double?)metrics["train_loss"], (double?)metrics["val_loss"]);
+    }
+
     [Fact]
     public void A_corrupted_checkpoint_file_is_refused_with_a_clear_message()
     {

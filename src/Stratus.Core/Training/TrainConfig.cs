@@ -44,6 +44,10 @@ public sealed record TrainConfig
     /// <summary>Steps between `last` checkpoints (0: only at evaluations and at the end).</summary>
     public int CheckpointInterval { get; init; } = 250;
     public long Seed { get; init; } = 1337;
+    /// <summary>libtorch's deterministic algorithms (<see cref="Determinism"/>): a run on a GPU
+    /// then repeats itself bit for bit, resumed or not, at some cost in speed. Runs on the CPU
+    /// repeat themselves either way.</summary>
+    public bool Deterministic { get; init; }
     /// <summary>"float32" or "bfloat16" (bf16 matmuls, fp32 master weights and optimizer).</summary>
     public string Dtype { get; init; } = "float32";
     /// <summary>0: every rank keeps the full optimizer state; 1: ZeRO-1 sharding.</summary>

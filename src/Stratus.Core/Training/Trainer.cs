@@ -58,6 +58,9 @@ public sealed class Trainer : IDisposable
                 $"each rank runs an equal share; pass --gradient-accumulation-steps {(config.GradientAccumulationSteps / ranks + 1) * ranks}, or run on a number of ranks that divides {config.GradientAccumulationSteps}");
         if (ranks > 1 && config.Device != ComputeDevice.Cpu)
             throw new StratusUserException($"device {config.Device}: data-parallel training runs on the CPU, its collectives go through host MPI (docs/distributed.md); train on one GPU without mpirun, or on the ranks' CPUs with --device cpu");
+        // Set by every run, to its own value (the flag is the process's), before the model meets
+        // its device and cuBLAS its first matmul.
+        Determinism.Apply(config.Deterministic);
         device = ComputeDevice.Open(config.Device);
         sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed);
         var tokenizer = sampler.Tokenizer;

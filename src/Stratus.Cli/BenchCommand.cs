@@ -167,6 +167,8 @@ static class BenchCommand
                 ["benchmark"] = "train",
                 ["config"] = configPath,
                 ["dtype"] = config.Dtype,
+                ["device"] = config.Device,
+                ["deterministic"] = config.Deterministic,
                 ["parameters"] = trainer.Model.ParameterCount(nonEmbedding: false),
                 ["batch_size"] = config.BatchSize,
                 ["block_size"] = config.Model.BlockSize,

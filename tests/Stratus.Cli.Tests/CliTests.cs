@@ -107,9 +107,12 @@ public sealed class CliTests
     {
         using var temp = new TempDirectory();
         var (data, config) = Prepare(temp);
-        var (code, _, stderr) = Cli.Run("bench", "train", "--config", config, "--data", data, "--steps", "2", "--json", temp["bench.json"]);
+        var (code, _, stderr) = Cli.Run("bench", "train", "--config", config, "--data", data, "--steps", "2", "--json", temp["bench.json"], "--deterministic", "true");
         Assert.True(code == 0, stderr);
         var report = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(temp["bench.json"]))!;
+        // What was measured says where and how.
+        Assert.Equal("cpu", (string)report["device"]!);
+        Assert.True((bool)report["deterministic"]!);
         double Field(string name) => (double)report[name]!;
         // Of two steps, the median is their mean; tokens/s follows from it.
         Assert.Equal((Field("ms_per_step_min") + Field("ms_per_step_max")) / 2, Field("ms_per_step_median"), 6);

@@ -19,12 +19,13 @@ public sealed class OutOfMemoryTests
     [Fact]
     public void A_cuda_allocators_refusal_keeps_the_size_and_what_the_gpu_has_free()
     {
-        // The words of libtorch's CUDA caching allocator (c10/cuda/CUDACachingAllocator.cpp).
-        var e = new ExternalException("CUDA out of memory. Tried to allocate 1.95 GiB. GPU 0 has a total capacity of 14.57 GiB of which 1.58 GiB is free. "
-            + "Including non-PyTorch memory, this process has 12.98 GiB memory in use. Of the allocated memory 12.51 GiB is allocated by PyTorch, and 2.28 MiB is reserved "
-            + "by PyTorch but unallocated. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.");
+        // What PyTorch 2.11's libtorch said on an H100 asked for 4 TiB (bench/README.md, third check).
+        var e = new ExternalException("CUDA out of memory. Tried to allocate 4096.00 GiB. GPU 0 has a total capacity of 79.18 GiB of which 78.66 GiB is free. "
+            + "Including non-PyTorch memory, this process has 518.00 MiB memory in use. Of the allocated memory 0 bytes is allocated by PyTorch, and 0 bytes is reserved "
+            + "by PyTorch but unallocated. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  "
+            + "See documentation for Memory Management  (https://docs.pytorch.org/docs/stable/notes/cuda.html#optimizing-memory-usage-with-pytorch-cuda-alloc-conf)");
         Assert.True(OutOfMemory.Is(e));
-        Assert.Equal("out of GPU memory: could not allocate 1.95 GiB (GPU 0 has a total capacity of 14.57 GiB of which 1.58 GiB is free)", OutOfMemory.Describe(e));
+        Assert.Equal("out of GPU memory: could not allocate 4096.00 GiB (GPU 0 has a total capacity of 79.18 GiB of which 78.66 GiB is free)", OutOfMemory.Describe(e));
     }
 
     [Fact]

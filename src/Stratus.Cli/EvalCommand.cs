@@ -5,7 +5,6 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Spectre.Console;
 using Stratus.Data;
 using Stratus.Training;
 
@@ -38,17 +37,9 @@ static class EvalCommand
             var splitName = result.GetValue(split)!;
             var which = splitName == "train" ? Split.Train : Split.Val;
             var clock = Stopwatch.StartNew();
-            var measured = AnsiConsole.Progress()
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                .Start(context =>
-                {
-                    var task = context.AddTask($"{splitName} windows of {block} tokens");
-                    return SplitLoss.Measure(network, sampler, which, new InlineProgress<(long Done, long Total)>(p =>
-                    {
-                        task.MaxValue = p.Total;
-                        task.Value = p.Done;
-                    }));
-                });
+            var measured = PhaseProgress.Show(bytes: false, progress =>
+                SplitLoss.Measure(network, sampler, which, new InlineProgress<(long Done, long Total)>(p =>
+                    progress.Report($"{splitName}: batches of {result.GetValue(batchSize)} windows of {block} tokens", p.Done, p.Total))));
             var seconds = clock.Elapsed.TotalSeconds;
             Console.WriteLine($"{splitName} loss {measured.Loss:F4} (perplexity {measured.Perplexity:F2}) over all {measured.Tokens:N0} predicted tokens " +
                 $"({measured.Windows:N0} windows of {block} tokens) in {seconds:F1} s, {measured.Tokens / seconds:N0} tokens/s");

@@ -2,7 +2,6 @@
 // `stratus prepare --input <text> --out <dataset-dir> --tokenizer-from <model>`
 // `stratus prepare --input chat.jsonl --format chat --tokenizer-from <model> --out <dataset-dir> [--chat-template <file.jinja>]`
 using System.CommandLine;
-using Spectre.Console;
 using Stratus.Data;
 using Stratus.Training;
 
@@ -46,23 +45,9 @@ static class PrepareCommand
         return command;
     }
 
-    /// <summary>Runs <paramref name="prepare"/> under a progress bar per phase with rate and time
-    /// left; in a log, Spectre prints the phase's percentage every few seconds instead.</summary>
+    /// <summary>Runs <paramref name="prepare"/>, showing each phase's progress in bytes of the
+    /// corpus read, with the tokens made so far.</summary>
     static T WithProgress<T>(Func<IProgress<PrepareProgress>, T> prepare) =>
-        AnsiConsole.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
-            .Start(context =>
-            {
-                var tasks = new Dictionary<string, ProgressTask>();
-                return prepare(new InlineProgress<PrepareProgress>(p =>
-                {
-                    if (!tasks.TryGetValue(p.Phase, out var task))
-                    {
-                        foreach (var earlier in tasks.Values) earlier.StopTask();
-                        tasks[p.Phase] = task = context.AddTask(p.Phase, maxValue: p.BytesTotal);
-                    }
-                    task.Value = p.BytesDone;
-                    if (p.Tokens > 0) task.Description = $"{p.Phase} ({p.Tokens:N0} tokens)";
-                }));
-            });
+        PhaseProgress.Show(bytes: true, progress => prepare(new InlineProgress<PrepareProgress>(p =>
+            progress.Report(p.Phase, p.BytesDone, p.BytesTotal, p.Tokens > 0 ? $"{p.Tokens:N0} tokens" : null))));
 }

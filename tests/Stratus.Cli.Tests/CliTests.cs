@@ -337,12 +337,36 @@ public sealed class CliTests
         Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "2").ExitCode);
         var valTokens = (long)JsonNode.Parse(File.ReadAllText(Path.Combine(data, "meta.json")))!["val_tokens"]!;
         Assert.NotEqual(0, (valTokens - 1) % 32); // a tail shorter than a window of 32
-        var eval = Cli.Run("eval", "--model", temp["run"], "--data", data, "--json", temp["eval.json"]);
+        var eval = Cli.Run("eval", "--model", temp["run"], "--data", data, "--json", temp["eval.json"], "--batch-size", "1");
         Assert.True(eval.ExitCode == 0, eval.Stderr);
         var (targets, windows) = (valTokens - 1, (valTokens - 1 + 31) / 32);
+        // In a log (output redirected), a line at each tenth of the batches and one at the end.
+        var progress = eval.Stdout.Split('\n').Where(l => l.StartsWith("val: batches of 1 windows of 32 tokens: ", StringComparison.Ordinal)).ToList();
+        Assert.Equal(10, progress.Count);
+        Assert.Matches($@": 100% \({windows:N0} of {windows:N0}, [\d.,]+/s, [\d.]+ s\)$", progress[^1]);
+        Assert.All(progress.SkipLast(1), l => Assert.EndsWith(" left)", l));
         Assert.Contains($"over all {targets:N0} predicted tokens ({windows:N0} windows of 32 tokens)", eval.Stdout);
         var report = JsonNode.Parse(File.ReadAllText(temp["eval.json"]))!;
         Assert.Equal((targets, windows), ((long)report["tokens"]!, (long)report["windows"]!));
+    }
+
+    [Fact]
+    public void In_a_log_prepare_shows_every_phase_by_tenths_with_rate_and_time_left()
+    {
+        using var temp = new TempDirectory();
+        // Over 3 MiB: the corpus is read in 1 MiB pieces, so each pass reports several times.
+        File.WriteAllText(temp["corpus.txt"], string.Concat(Enumerable.Repeat(Corpus(), 1200)));
+        var (code, stdout, stderr) = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["data"]);
+        Assert.True(code == 0, stderr);
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        // Each pass over the corpus ends with its line at 100% and its time; Spectre's own
+        // fallback printed the first phase's 25% and nothing more.
+        foreach (var phase in new[] { "hashing", "reading characters", "tokenizing" })
+            Assert.Single(lines, l => l.StartsWith(phase, StringComparison.Ordinal) && System.Text.RegularExpressions.Regex.IsMatch(l, @": 100% \(3\.6 of 3\.6 MB, [\d.,]+ MB/s, [\d.]+ s\)$"));
+        var tokenizing = lines.Where(l => l.StartsWith("tokenizing (", StringComparison.Ordinal)).ToList();
+        Assert.InRange(tokenizing.Count, 3, 10);
+        Assert.All(tokenizing.SkipLast(1), l => Assert.Matches(@"tokens\): [1-9]\d% \([\d.]+ of 3\.6 MB, [\d.,]+ MB/s, \d\d:\d\d:\d\d left\)$", l));
+        Assert.StartsWith("prepared ", lines[^1]);
     }
 
     [Fact]

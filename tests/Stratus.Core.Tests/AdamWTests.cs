@@ -34,7 +34,7 @@ public sealed class AdamWTests
         using var p = torch.zeros(2).requires_grad_();
         using (var loss = (p * torch.tensor(new float[] { 3f, 4f })).sum()) loss.backward();
         using var optimizer = new AdamW([("p", p)], 0.9, 0.99, 0.0);
-        Assert.Equal(5f, optimizer.ClipGradientNorm(1.0), 4);
+        using (var norm = optimizer.ClipGradientNorm(1.0)) Assert.Equal(5f, norm.item<float>(), 4);
         using var grad = p.grad!;
         Assert.Equal(new[] { 0.6f, 0.8f }, grad.data<float>().ToArray().Select(x => MathF.Round(x, 4)));
         optimizer.ZeroGrad();

@@ -151,18 +151,30 @@ public sealed class BatchSampler : IDisposable
     /// (rows past them hold an earlier batch and are cut off).</summary>
     (Tensor Inputs, Tensor Targets) Batch(int rows, bool masked, Device device)
     {
-        using var buffered = torch.tensor(buffer, [batchSize, blockSize + 1], device: device);
+        using var buffered = OnDevice(buffer, [batchSize, blockSize + 1], device);
         using var all = buffered[..rows];
         // A copy, never a view: with one row the slice is already contiguous, and masking it in
         // place would write -100 into the inputs too.
         var targets = all[.., 1..].clone();
         if (masked)
         {
-            using var learn = torch.tensor(maskBuffer, [batchSize, blockSize], device: device);
+            using var learn = OnDevice(maskBuffer, [batchSize, blockSize], device);
             using var ignored = learn[..rows].eq(0);
             targets.masked_fill_(ignored, IgnoreIndex);
         }
         return (all[.., ..^1].contiguous(), targets);
+    }
+
+    /// <summary>The buffer's tokens as a tensor on <paramref name="device"/>. To a GPU they go
+    /// through page-locked memory without waiting: a copy from ordinary memory makes the CPU wait
+    /// until the GPU has run every kernel queued before it (nanoGPT pins its batches for this).
+    /// libtorch keeps the pinned block from reuse until its copy is done.</summary>
+    static Tensor OnDevice(long[] values, long[] shape, Device device)
+    {
+        if (device.type != DeviceType.CUDA) return torch.tensor(values, shape, device: device);
+        using var host = torch.tensor(values, shape);
+        using var pinned = host.pin_memory();
+        return pinned.to(device, non_blocking: true);
     }
 
     /// <summary>The dropout seed for micro-batch <paramref name="index"/> of training step

@@ -29,7 +29,7 @@ public sealed class DataParallelAdamW : IOptimizer
     /// count of the whole job, so the sum over ranks is the mean over the global batch.</summary>
     public void ReduceGradients() => _buckets.AllReduceGradients(ReduceOp.Sum);
 
-    public float ClipGradientNorm(double maxNorm) => _adamW.ClipGradientNorm(maxNorm);
+    public Tensor ClipGradientNorm(double maxNorm) => _adamW.ClipGradientNorm(maxNorm);
 
     public void Step(double learningRate) => _adamW.Step(learningRate);
 

@@ -65,7 +65,7 @@ public sealed class ShardedAdamW : IOptimizer
     /// <summary>Sums, not averages, as in <see cref="DataParallelAdamW.ReduceGradients"/>.</summary>
     public void ReduceGradients() => _sharding.ReduceScatterGradients(ReduceOp.Sum);
 
-    public float ClipGradientNorm(double maxNorm)
+    public Tensor ClipGradientNorm(double maxNorm)
     {
         // Padding in the last shard is zero and adds nothing to the norm.
         double squared;
@@ -75,7 +75,7 @@ public sealed class ShardedAdamW : IOptimizer
         var coefficient = maxNorm / (total + 1e-6);
         if (maxNorm > 0 && coefficient < 1)
             _sharding.GradientShard.mul_(coefficient);
-        return (float)total;
+        return tensor((float)total);
     }
 
     public void Step(double learningRate)

@@ -75,11 +75,7 @@ public sealed class AdamW : IOptimizer
 
     /// <summary>Scales gradients so their global L2 norm is at most maxNorm (0: only measure);
     /// returns the norm before clipping.</summary>
-    public float ClipGradientNorm(double maxNorm)
-    {
-        using var total = compiled.invoke<Tensor>("clip_grad_norm", Gradients, maxNorm);
-        return total.item<float>();
-    }
+    public Tensor ClipGradientNorm(double maxNorm) => compiled.invoke<Tensor>("clip_grad_norm", Gradients, maxNorm);
 
     public void Step(double learningRate)
     {

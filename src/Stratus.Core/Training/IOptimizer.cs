@@ -12,8 +12,10 @@ public interface IOptimizer : IDisposable
     void ReduceGradients();
 
     /// <summary>Scales the (reduced) gradients so their global L2 norm is at most maxNorm (0: only
-    /// measure); returns the norm before clipping, the same on every rank.</summary>
-    float ClipGradientNorm(double maxNorm);
+    /// measure); returns the norm before clipping, the same on every rank, as a float32 scalar on
+    /// the model's device (reading it waits for the GPU) that belongs to the caller's dispose
+    /// scope.</summary>
+    Tensor ClipGradientNorm(double maxNorm);
 
     void Step(double learningRate);
 

@@ -277,6 +277,11 @@ public sealed class Trainer : IDisposable
         var supervised = sampler.IsMasked ? communicator.SumOverRanks(batches.Sum(b => (double)b.Targets.ne(-100).sum().item<long>()))[0] : (double?)null;
         if (supervised == 0)
             throw new StratusUserException($"step {step}'s batches hold no assistant tokens to learn from: the chat data is too sparse in assistant text for block_size {config.Model.BlockSize}; raise --block-size or prepare with more assistant turns");
+        // The losses and the gradient norm stay on the device until the step is queued, then
+        // come back in one read: on a GPU each read waits for every kernel before it, and the GPU
+        // idles while the next ones are queued, so one read a step instead of one per micro-batch
+        // and one for the norm (the batches' copies no longer wait either: BatchSampler.Batch).
+        var losses = new List<Tensor>(batches.Count + 1);
         foreach (var (micro, inputs, targets) in batches)
         {
             using var scope = NewDisposeScope();
@@ -286,21 +291,26 @@ public sealed class Trainer : IDisposable
             {
                 var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1), reduction: nn.Reduction.Sum) / count;
                 loss.backward();
-                lossSum += loss.item<float>() * accumulation;
+                losses.Add(loss.detach().MoveToOuterDisposeScope());
             }
             else
             {
                 var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1));
                 // Divided by the job's micro-batch count: the gradients summed over ranks are the mean.
                 (loss / accumulation).backward();
-                lossSum += loss.item<float>();
+                losses.Add(loss.detach().MoveToOuterDisposeScope());
             }
         }
-        lossSum = communicator.SumOverRanks(lossSum)[0];
         optimizer.ReduceGradients();
-        var gradNorm = optimizer.ClipGradientNorm(config.GradClip);
+        losses.Add(optimizer.ClipGradientNorm(config.GradClip));
         optimizer.Step(lr);
         optimizer.ZeroGrad();
+        using var read = torch.stack(losses).cpu();
+        var values = read.data<float>();
+        for (var i = 0; i < batches.Count; i++)
+            lossSum += supervised is null ? values[i] : values[i] * accumulation;
+        var gradNorm = values[batches.Count];
+        lossSum = communicator.SumOverRanks(lossSum)[0];
         // TorchSharp hands each number it passes to libtorch over as a native Scalar (a + b passes
         // alpha = 1, the optimizer its hyperparameters: about 40 a step for the GPT-2-small shape)
         // and frees it only in a finalizer. At the GC's own pace (one collection in ~180 steps

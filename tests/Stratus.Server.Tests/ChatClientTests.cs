@@ -40,10 +40,40 @@ public sealed class ChatClientTests
             // What the sampler cannot use, or Stratus cannot honour, is refused, and the engine lives on.
             foreach (var bad in new[] { new ChatOptions { Temperature = -0.5f }, new ChatOptions { Temperature = float.NaN }, new ChatOptions { TopP = 0 }, new ChatOptions { StopSequences = [""] } })
                 await Assert.ThrowsAsync<StratusUserException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], bad));
-            await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { ResponseFormat = ChatResponseFormat.Json }));
+            var schema = ChatResponseFormat.ForJsonSchema(System.Text.Json.JsonDocument.Parse("{\"type\": \"object\"}").RootElement);
+            await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { ResponseFormat = schema }));
             await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")] }));
             Assert.True(served.Engine.IsHealthy);
             Assert.Equal(response.Text, (await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], options)).Text);
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Chat_client_json_format_answers_the_beginning_of_a_json_object_and_a_whole_one_when_it_stops()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), $"stratus-chatclient-{Guid.NewGuid():N}");
+        try
+        {
+            TinyModelServer.CreateCheckpoint(folder);
+            using var served = ServedModel.Load(new ModelSpec(folder), new EngineOptions { BlockSize = 8 });
+            IChatClient client = served.ChatClient;
+            // The random model may or may not close its object in 12 tokens, seed by seed: either
+            // way the text begins one, and is a whole one exactly when it stopped.
+            for (var seed = 0; seed < 6; seed++)
+            {
+                var options = new ChatOptions { MaxOutputTokens = 12, Temperature = 1, Seed = seed, ResponseFormat = ChatResponseFormat.Json };
+                var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Answer in JSON.")], options);
+                var json = new JsonGrammar();
+                Assert.True(json.Accept(System.Text.Encoding.UTF8.GetBytes(response.Text)), response.Text);
+                Assert.Equal(json.IsComplete, response.FinishReason == ChatFinishReason.Stop);
+                var streamed = new System.Text.StringBuilder();
+                await foreach (var update in client.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, "Answer in JSON.")], options)) streamed.Append(update.Text);
+                Assert.Equal(response.Text, streamed.ToString());
+            }
         }
         finally
         {

@@ -18,7 +18,9 @@ public sealed class InferenceEngine : IDisposable
     readonly SemaphoreSlim wakeUp = new(0);
     readonly CancellationTokenSource stopping = new();
     readonly Thread thread;
-    readonly HashSet<int> endTokens = [];
+    readonly IReadOnlyList<int> endOfGeneration;
+    /// <summary>Read at the first request in JSON mode: most engines never need it.</summary>
+    readonly Lazy<JsonVocabulary> jsonVocabulary;
     /// <summary>The ids tokens are drawn from, which logit_bias may name (LogitsSampler.DrawableTokens).</summary>
     readonly int drawableTokens;
     readonly List<Sequence> group = [];
@@ -43,7 +45,8 @@ public sealed class InferenceEngine : IDisposable
         scheduler = new Scheduler(Options, pool.Allocator);
         drawableTokens = LogitsSampler.DrawableTokens(model, tokenizer);
         runner = new ModelRunner(model, pool, drawableTokens);
-        endTokens.UnionWith(tokenizer.EndOfGenerationIds);
+        endOfGeneration = tokenizer.EndOfGenerationIds;
+        jsonVocabulary = new(() => new JsonVocabulary(tokenizer, drawableTokens));
         thread = new Thread(Loop) { IsBackground = true, Name = "stratus-engine" };
         thread.Start();
     }
@@ -77,7 +80,7 @@ public sealed class InferenceEngine : IDisposable
         var sequences = new Sequence[requests.Count];
         for (var i = 0; i < sequences.Length; i++)
         {
-            var sequence = sequences[i] = new Sequence(Interlocked.Increment(ref nextId), requests[i], model.Config.VocabSize);
+            var sequence = sequences[i] = new Sequence(Interlocked.Increment(ref nextId), requests[i], model.Config.VocabSize, endOfGeneration, requests[i].JsonObject ? jsonVocabulary.Value : null);
             // Registered before the sequence is queued, so the engine can always release it when
             // the sequence ends, however it ends.
             if (cancellation.CanBeCanceled)
@@ -136,6 +139,8 @@ public sealed class InferenceEngine : IDisposable
                 if ((uint)token >= (uint)drawableTokens) throw new StratusUserException($"logit_bias names token {token}, outside the vocabulary of {drawableTokens}");
                 if (!float.IsFinite(value)) throw new StratusUserException("logit_bias values must be numbers");
             }
+        if (request.JsonObject && jsonVocabulary.Value.Missing is { Length: > 0 } missing)
+            throw new StratusUserException($"JSON mode needs this model's vocabulary to have a token for each of {JsonVocabulary.Closers}, to close whatever an object opens, and it has none for {missing}");
     }
 
     void Loop()
@@ -200,18 +205,13 @@ public sealed class InferenceEngine : IDisposable
     void Update(Sequence sequence, GeneratedToken token)
     {
         var request = sequence.Request;
-        var isEnd = (!request.IgnoreEos && endTokens.Contains(token.Token)) || Contains(request.StopTokens, token.Token);
+        var isEnd = Array.IndexOf(sequence.EndTokens, token.Token) >= 0;
         // End markers are counted as generated (as vLLM does) but never shown as text.
         sequence.Append(token, emit: !isEnd);
         if (isEnd) scheduler.Release(sequence, FinishReason.Stop);
+        // JSON mode with no token to end on: the object's closing brace ends the generation.
+        else if (sequence.Json.IsComplete && sequence.EndTokens.Length == 0) scheduler.Release(sequence, FinishReason.Stop);
         else if (sequence.Generated >= request.MaxTokens || sequence.Length >= ContextLength) scheduler.Release(sequence, FinishReason.Length);
-    }
-
-    static bool Contains(IReadOnlyList<int> tokens, int token)
-    {
-        for (var i = 0; i < tokens.Count; i++)
-            if (tokens[i] == token) return true;
-        return false;
     }
 
     public void Dispose()

@@ -1,8 +1,9 @@
 // Chooses the next token from a row of logits on the CPU: the one place where greedy, temperature,
-// top-k, top-p and min-p are applied. The serving engine calls Choose for each sequence of a batch
-// with its own settings (bias, penalties, logprobs besides) and random generator, so rows never
-// influence each other; TextGenerator calls Sample. Works on spans and reusable scratch arrays:
-// no allocation per token unless log-probability alternatives are asked for.
+// top-k, top-p, min-p and JSON mode's mask are applied. The serving engine calls Choose for each
+// sequence of a batch with its own settings (bias, penalties, JSON mode, logprobs besides) and
+// random generator, so rows never influence each other; TextGenerator calls Sample. Works on
+// spans and reusable scratch arrays: no allocation per token unless log-probability alternatives
+// are asked for.
 using Stratus.Models;
 using Stratus.Tokenization;
 
@@ -21,20 +22,22 @@ public sealed class LogitsSampler(int vocabSize)
     readonly float[] sortKeys = new float[vocabSize];
 
     /// <summary>Picks a token for <paramref name="sequence"/> from <paramref name="logits"/>
-    /// (bias and penalties are applied in place; temperature is not, so log-probabilities are
-    /// read from the logits after the choice).</summary>
+    /// (bias, penalties and JSON mode's mask are applied in place; temperature is not, so
+    /// log-probabilities are read from the logits after the choice).</summary>
     public GeneratedToken Choose(Span<float> logits, Sequence sequence)
     {
         var request = sequence.Request;
         if (request.LogitBias is { } bias)
             foreach (var (token, value) in bias) logits[token] += value;
         if (request.UsesPenalties) ApplyPenalties(logits, sequence);
+        if (sequence.JsonVocabulary is { } vocabulary) MaskNonJson(logits, sequence, vocabulary);
 
         var chosen = Sample(logits, request.Sampling, sequence.Random);
 
         if (request.Logprobs is not { } alternatives) return new GeneratedToken(chosen, 0, null);
-        // Log-probabilities of the distribution the model proposed after bias and penalties,
-        // before temperature and truncation (vLLM's default).
+        // Log-probabilities of the distribution the model proposed after bias, penalties and
+        // JSON mode's mask (the tokens it leaves, renormalised; the masked ones are no
+        // alternatives), before temperature and truncation (vLLM's default).
         var logSum = LogSumExp(logits);
         TokenLogprob[]? top = alternatives > 0 ? TopLogprobs(logits, alternatives, logSum) : null;
         return new GeneratedToken(chosen, logits[chosen] - logSum, top);
@@ -55,6 +58,29 @@ public sealed class LogitsSampler(int vocabSize)
                 logits[i] = logits[i] > 0 ? logits[i] / repetition : logits[i] * repetition;
             if (count > 0) logits[i] -= frequency * count + presence;
         }
+    }
+
+    /// <summary>JSON mode: -inf for every token whose bytes would leave the text no longer the
+    /// beginning of one JSON object, for special and empty tokens, and for the tokens that end
+    /// the sequence until the object is whole; once it is, for every token but those.</summary>
+    static void MaskNonJson(Span<float> logits, Sequence sequence, JsonVocabulary vocabulary)
+    {
+        var json = sequence.Json;
+        var ends = sequence.EndTokens;
+        if (json.IsComplete)
+        {
+            for (var i = 0; i < logits.Length; i++)
+                if (Array.IndexOf(ends, i) < 0) logits[i] = float.NegativeInfinity;
+            return;
+        }
+        for (var i = 0; i < logits.Length; i++)
+        {
+            var bytes = vocabulary[i];
+            var next = json;
+            if (bytes.IsEmpty || !next.Accept(bytes)) logits[i] = float.NegativeInfinity;
+        }
+        foreach (var end in ends)
+            if ((uint)end < (uint)logits.Length) logits[end] = float.NegativeInfinity;
     }
 
     /// <summary>Draws a token from <paramref name="logits"/> with the options' temperature,
@@ -137,6 +163,7 @@ public sealed class LogitsSampler(int vocabSize)
         return max + (float)Math.Log(sum);
     }
 
+    /// <summary>The k most likely tokens, fewer where a mask left fewer.</summary>
     static TokenLogprob[] TopLogprobs(ReadOnlySpan<float> logits, int k, float logSum)
     {
         k = Math.Min(k, logits.Length);
@@ -145,11 +172,11 @@ public sealed class LogitsSampler(int vocabSize)
         for (var i = 0; i < logits.Length; i++)
         {
             var value = logits[i] - logSum;
-            if (filled == k && value <= top[k - 1].Logprob) continue;
+            if (float.IsNegativeInfinity(value) || (filled == k && value <= top[k - 1].Logprob)) continue;
             var at = filled < k ? filled++ : k - 1;
             while (at > 0 && top[at - 1].Logprob < value) { top[at] = top[at - 1]; at--; }
             top[at] = new TokenLogprob(i, value);
         }
-        return top;
+        return filled == k ? top : top[..filled];
     }
 }

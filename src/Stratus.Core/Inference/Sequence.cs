@@ -10,8 +10,11 @@ public sealed class Sequence
     readonly int[] tokens;
     readonly Channel<GeneratedToken> output = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     volatile bool cancelRequested;
+    JsonGrammar json;
 
-    internal Sequence(long id, GenerationRequest request, int vocabSize)
+    /// <param name="endOfGeneration">The model's end-of-generation tokens (<see cref="Tokenization.ITokenizer.EndOfGenerationIds"/>).</param>
+    /// <param name="jsonVocabulary">The vocabulary's bytes, which a request in JSON mode needs.</param>
+    internal Sequence(long id, GenerationRequest request, int vocabSize, IReadOnlyList<int>? endOfGeneration = null, JsonVocabulary? jsonVocabulary = null)
     {
         Id = id;
         Request = request;
@@ -26,6 +29,8 @@ public sealed class Sequence
             PromptTokenSet = new bool[vocabSize];
             foreach (var t in request.PromptTokens) PromptTokenSet[t] = true;
         }
+        EndTokens = [.. (request.IgnoreEos ? [] : endOfGeneration ?? []).Union(request.StopTokens)];
+        if (request.JsonObject) JsonVocabulary = jsonVocabulary ?? throw new ArgumentNullException(nameof(jsonVocabulary), "a request in JSON mode needs the vocabulary's bytes");
     }
 
     public long Id { get; }
@@ -52,6 +57,16 @@ public sealed class Sequence
     internal bool[]? PromptTokenSet { get; }
     internal int ReservedTokens => tokens.Length;
 
+    /// <summary>The tokens that end this sequence: the model's end-of-generation tokens (unless
+    /// ignore_eos) and the request's stop tokens.</summary>
+    internal int[] EndTokens { get; }
+
+    /// <summary>The vocabulary's bytes when the request is in JSON mode (<see cref="GenerationRequest.JsonObject"/>), else null.</summary>
+    internal JsonVocabulary? JsonVocabulary { get; }
+
+    /// <summary>JSON mode's recognizer over the text generated so far (a copy).</summary>
+    internal JsonGrammar Json => json;
+
     public ReadOnlySpan<int> Tokens => tokens.AsSpan(0, Length);
     public int LastToken => tokens[Length - 1];
 
@@ -73,6 +88,9 @@ public sealed class Sequence
     {
         tokens[Length++] = token.Token;
         if (OutputCounts is not null) OutputCounts[token.Token]++;
+        // What is emitted is the text, which JSON mode constrains; an end marker is not part of it.
+        if (emit && JsonVocabulary is { } vocabulary && !json.Accept(vocabulary[token.Token]))
+            throw new InvalidOperationException($"token {token.Token} was drawn in JSON mode though the mask ruled it out");
         if (emit) output.Writer.TryWrite(token);
     }
 

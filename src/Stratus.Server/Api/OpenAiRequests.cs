@@ -32,6 +32,8 @@ public abstract record SamplingFields
     /// <summary>vLLM's extension: whether generated special tokens (&lt;|im_start|&gt;, a Llama's
     /// &lt;/s&gt; past ignore_eos) are left out of the text; true by default.</summary>
     public bool? SkipSpecialTokens { get; init; }
+    /// <summary>{"type": "text"} or {"type": "json_object"} (JSON mode); on completions too, as vLLM takes it.</summary>
+    public JsonElement? ResponseFormat { get; init; }
 }
 
 public sealed record StreamOptions
@@ -51,13 +53,12 @@ public sealed record ChatCompletionRequest : SamplingFields
     public int? MaxCompletionTokens { get; init; }
     public bool? Logprobs { get; init; }
     public int? TopLogprobs { get; init; }
-    // Read only to refuse them (RequestParser.RefuseUnimplemented): Stratus has no tool calling
-    // and no constrained (JSON) decoding, and ignoring them would answer something else.
+    // Read only to refuse them (RequestParser.RefuseUnimplemented): Stratus has no tool calling,
+    // and ignoring them would answer something else.
     public JsonElement? Tools { get; init; }
     public JsonElement? ToolChoice { get; init; }
     public JsonElement? Functions { get; init; }
     public JsonElement? FunctionCall { get; init; }
-    public JsonElement? ResponseFormat { get; init; }
 }
 
 public sealed record ChatMessageBody

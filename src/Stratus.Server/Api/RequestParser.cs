@@ -53,13 +53,34 @@ public static class RequestParser
             Stop = Stops(body.Stop),
             IgnoreEos = body.IgnoreEos ?? false,
             SkipSpecialTokens = body.SkipSpecialTokens ?? true,
+            JsonObject = JsonObject(body.ResponseFormat),
+        };
+    }
+
+    /// <summary>Whether response_format asks for JSON mode: {"type": "json_object"}, one JSON
+    /// object that is guaranteed to parse. A schema (json_schema) is refused rather than answered
+    /// with JSON that may not follow it, as any other type is.</summary>
+    static bool JsonObject(JsonElement? responseFormat)
+    {
+        const string param = "response_format";
+        if (!Present(responseFormat)) return false;
+        var format = responseFormat!.Value;
+        if (format.ValueKind != JsonValueKind.Object)
+            throw ApiException.Invalid("Invalid type for 'response_format': expected an object such as {\"type\": \"json_object\"}.", param, "invalid_type");
+        if (!format.TryGetProperty("type", out var type)) return false;
+        return (type.ValueKind == JsonValueKind.String ? type.GetString() : null) switch
+        {
+            "text" => false,
+            "json_object" => true,
+            "json_schema" => throw Unsupported(param, "'response_format' of type json_schema is not supported by this server: it does not enforce a schema. Use {\"type\": \"json_object\"} for output that is guaranteed to be one JSON object, and describe the schema in the prompt."),
+            _ => throw Unsupported(param, $"'response_format' of type {Truncate(type.ToString())} is not supported by this server; use {{\"type\": \"text\"}} or {{\"type\": \"json_object\"}}."),
         };
     }
 
     /// <summary>OpenAI features that change what an answer must be and that Stratus does not
     /// implement are refused (400, code unsupported_parameter) rather than ignored: a client that
-    /// asks for JSON or a tool call would otherwise get free text it cannot tell apart. Unknown
-    /// fields are still ignored, as vLLM does.</summary>
+    /// asks for a tool call (or a JSON schema: see <see cref="JsonObject"/>) would otherwise get
+    /// free text it cannot tell apart. Unknown fields are still ignored, as vLLM does.</summary>
     static void RefuseUnimplemented(SamplingFields body)
     {
         switch (body)
@@ -69,11 +90,6 @@ public static class RequestParser
                     throw Unsupported("tools", "Tool calling is not supported by this server; leave out 'tools' or set 'tool_choice' to \"none\".");
                 if (Present(chat.Functions) && !IsString(chat.FunctionCall, "none"))
                     throw Unsupported("functions", "Function calling is not supported by this server; leave out 'functions' or set 'function_call' to \"none\".");
-                if (Present(chat.ResponseFormat) && chat.ResponseFormat!.Value.ValueKind != JsonValueKind.Object)
-                    throw ApiException.Invalid("Invalid type for 'response_format': expected an object such as {\"type\": \"text\"}.", "response_format", "invalid_type");
-                if (chat.ResponseFormat is { ValueKind: JsonValueKind.Object } format
-                    && format.TryGetProperty("type", out var type) && !(type.ValueKind == JsonValueKind.String && type.GetString() == "text"))
-                    throw Unsupported("response_format", $"'response_format' of type {Truncate(type.ToString())} is not supported by this server: it cannot constrain output to JSON. Leave it out or use {{\"type\": \"text\"}}.");
                 break;
             case CompletionRequest completion:
                 if (!string.IsNullOrEmpty(completion.Suffix))

@@ -236,6 +236,39 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public async Task Json_mode_ends_at_an_end_token_once_the_object_is_whole_or_at_its_closing_brace_where_none_ends_it()
+    {
+        torch.manual_seed(7);
+        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
+        // Initial weights: their logits are small beside the bias, which then decides.
+        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        int Id(char c) => tokenizer.Encode(c.ToString()).Single();
+        var end = Id('~');
+        var bias = new Dictionary<int, float> { [Id('"')] = 50, [Id('{')] = 45, [Id(':')] = 40, [Id('}')] = 30 };
+        var request = new GenerationRequest { PromptTokens = tokenizer.Encode("a"), MaxTokens = 40, Sampling = new() { Temperature = 0 }, JsonObject = true, LogitBias = bias };
+        // The end marker is favoured most, and is text a string could hold: it must wait for the
+        // object, then come (counted, not shown). Without one, the closing brace ends the text.
+        foreach (var (ending, generated) in new[] { (request with { StopTokens = [end], LogitBias = new Dictionary<int, float>(bias) { [end] = 100 } }, 8), (request, 7) })
+        {
+            var stream = new GenerationStream(engine, ending);
+            var text = new System.Text.StringBuilder();
+            await foreach (var chunk in stream.ReadAllAsync()) text.Append(chunk.Text);
+            Assert.Equal(("{\"\":\"\"}", FinishReason.Stop, generated), (text.ToString(), stream.FinishReason, stream.CompletionTokens));
+        }
+    }
+
+    [Fact]
+    public void Json_mode_is_refused_for_a_vocabulary_that_cannot_close_an_object()
+    {
+        var (model, tokenizer) = TinyModel();
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        var error = Assert.Throws<StratusUserException>(() => engine.Submit(Greedy(tokenizer, "a", 4) with { JsonObject = true }));
+        Assert.EndsWith("it has none for {}]\":0", error.Message);
+        Assert.True(engine.IsHealthy);
+    }
+
+    [Fact]
     public async Task Equal_prompts_submitted_together_are_prefilled_once()
     {
         // n choices of one prompt: the first computes it, the others wait a step and take its

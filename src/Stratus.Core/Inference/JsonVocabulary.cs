@@ -1,0 +1,51 @@
+// The vocabulary as JSON mode reads it: every drawable token's bytes in one array, read from the
+// tokenizer once per engine (at its first JSON request), so that the mask walks spans at each step
+// instead of asking the tokenizer, which allocates, for each of 50,257 tokens.
+using System.Text;
+using Stratus.Tokenization;
+
+namespace Stratus.Inference;
+
+public sealed class JsonVocabulary
+{
+    /// <summary>The bytes that close whatever a viable prefix has opened, plus the '{' that opens
+    /// it: '}' ']' '"' ':', '0' (ends a number, fills a \u escape or a value) and the letters that
+    /// finish true, false and null. With a token for each, no prefix the mask lets through is a
+    /// dead end.</summary>
+    public const string Closers = "{}]\":0aelrsu";
+
+    readonly byte[] bytes;
+    readonly int[] starts;
+
+    /// <param name="drawable">The ids tokens are drawn from (<see cref="LogitsSampler.DrawableTokens"/>).</param>
+    public JsonVocabulary(ITokenizer tokenizer, int drawable)
+    {
+        starts = new int[drawable + 1];
+        var all = new List<byte>();
+        var single = new bool[256];
+        var ends = tokenizer.EndOfGenerationIds;
+        for (var token = 0; token < drawable; token++)
+        {
+            // A special token is a control token, never text (an empty token is no step forward).
+            if (!tokenizer.IsSpecial(token))
+            {
+                var text = tokenizer.TokenBytes(token);
+                all.AddRange(text);
+                if (text.Length == 1 && !ends.Contains(token)) single[text[0]] = true;
+            }
+            starts[token + 1] = all.Count;
+        }
+        bytes = [.. all];
+        var missing = new StringBuilder();
+        foreach (var c in Closers)
+            if (!single[c]) missing.Append(c);
+        Missing = missing.ToString();
+    }
+
+    /// <summary>The token's bytes; empty for a special token.</summary>
+    public ReadOnlySpan<byte> this[int token] => bytes.AsSpan(starts[token], starts[token + 1] - starts[token]);
+
+    /// <summary>The characters of <see cref="Closers"/> this vocabulary has no one-byte token for
+    /// (a character-level model whose corpus had no braces); empty when it has them all.</summary>
+    public string Missing { get; }
+}

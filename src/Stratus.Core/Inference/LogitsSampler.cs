@@ -27,8 +27,7 @@ public sealed class LogitsSampler(int vocabSize)
     public GeneratedToken Choose(Span<float> logits, Sequence sequence)
     {
         var request = sequence.Request;
-        if (request.LogitBias is { } bias)
-            foreach (var (token, value) in bias) logits[token] += value;
+        foreach (var (token, value) in sequence.LogitBias) logits[token] += value;
         if (request.UsesPenalties) ApplyPenalties(logits, sequence);
         if (sequence.JsonVocabulary is { } vocabulary) MaskNonJson(logits, sequence, vocabulary);
 

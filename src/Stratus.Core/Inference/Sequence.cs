@@ -30,6 +30,7 @@ public sealed class Sequence
             foreach (var t in request.PromptTokens) PromptTokenSet[t] = true;
         }
         EndTokens = [.. (request.IgnoreEos ? [] : endOfGeneration ?? []).Union(request.StopTokens)];
+        LogitBias = request.LogitBias is { } bias ? [.. bias.Select(b => (b.Key, b.Value))] : [];
         if (request.JsonObject) JsonVocabulary = jsonVocabulary ?? throw new ArgumentNullException(nameof(jsonVocabulary), "a request in JSON mode needs the vocabulary's bytes");
     }
 
@@ -60,6 +61,10 @@ public sealed class Sequence
     /// <summary>The tokens that end this sequence: the model's end-of-generation tokens (unless
     /// ignore_eos) and the request's stop tokens.</summary>
     internal int[] EndTokens { get; }
+
+    /// <summary>The request's logit_bias as an array: the sampler adds it at every token, and
+    /// enumerating the dictionary would box its enumerator each time.</summary>
+    internal (int Token, float Value)[] LogitBias { get; }
 
     /// <summary>The vocabulary's bytes when the request is in JSON mode (<see cref="GenerationRequest.JsonObject"/>), else null.</summary>
     internal JsonVocabulary? JsonVocabulary { get; }

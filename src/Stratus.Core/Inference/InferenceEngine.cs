@@ -139,8 +139,8 @@ public sealed class InferenceEngine : IDisposable
                 if ((uint)token >= (uint)drawableTokens) throw new StratusUserException($"logit_bias names token {token}, outside the vocabulary of {drawableTokens}");
                 if (!float.IsFinite(value)) throw new StratusUserException("logit_bias values must be numbers");
             }
-        if (request.JsonObject && jsonVocabulary.Value.Missing is { Length: > 0 } missing)
-            throw new StratusUserException($"JSON mode needs this model's vocabulary to have a token for each of {JsonVocabulary.Closers}, to close whatever an object opens, and it has none for {missing}");
+        if (request.JsonObject && jsonVocabulary.Value.MissingFor(Sequence.EndTokensOf(request, endOfGeneration)) is { Length: > 0 } missing)
+            throw new StratusUserException($"JSON mode needs a token for each of {JsonVocabulary.Closers} that does not end the generation, to close whatever an object opens, and this model's vocabulary has none for {missing}");
     }
 
     void Loop()

@@ -22,8 +22,7 @@ public sealed class JsonVocabulary
     {
         starts = new int[drawable + 1];
         var all = new List<byte>();
-        var single = new bool[256];
-        var ends = tokenizer.EndOfGenerationIds;
+        var spellers = Closers.Select(_ => new List<int>()).ToArray();
         for (var token = 0; token < drawable; token++)
         {
             // A special token is a control token, never text (an empty token is no step forward).
@@ -31,21 +30,29 @@ public sealed class JsonVocabulary
             {
                 var text = tokenizer.TokenBytes(token);
                 all.AddRange(text);
-                if (text.Length == 1 && !ends.Contains(token)) single[text[0]] = true;
+                if (text.Length == 1 && Closers.IndexOf((char)text[0]) is var closer and >= 0) spellers[closer].Add(token);
             }
             starts[token + 1] = all.Count;
         }
         bytes = [.. all];
-        var missing = new StringBuilder();
-        foreach (var c in Closers)
-            if (!single[c]) missing.Append(c);
-        Missing = missing.ToString();
+        closerTokens = [.. spellers.Select(list => list.ToArray())];
     }
+
+    /// <summary>For each of <see cref="Closers"/>, the tokens that are that one byte.</summary>
+    readonly int[][] closerTokens;
 
     /// <summary>The token's bytes; empty for a special token.</summary>
     public ReadOnlySpan<byte> this[int token] => bytes.AsSpan(starts[token], starts[token + 1] - starts[token]);
 
-    /// <summary>The characters of <see cref="Closers"/> this vocabulary has no one-byte token for
-    /// (a character-level model whose corpus had no braces); empty when it has them all.</summary>
-    public string Missing { get; }
+    /// <summary>The characters of <see cref="Closers"/> that no one-byte token spells but those
+    /// in <paramref name="endTokens"/>, which the mask keeps for the end (a character-level
+    /// model whose corpus had no braces; a chat template that ends a turn with '}'); empty when
+    /// JSON mode can close whatever it opens.</summary>
+    public string MissingFor(int[] endTokens)
+    {
+        var missing = new StringBuilder();
+        for (var i = 0; i < Closers.Length; i++)
+            if (closerTokens[i].All(token => Array.IndexOf(endTokens, token) >= 0)) missing.Append(Closers[i]);
+        return missing.ToString();
+    }
 }

@@ -29,7 +29,7 @@ public sealed class Sequence
             PromptTokenSet = new bool[vocabSize];
             foreach (var t in request.PromptTokens) PromptTokenSet[t] = true;
         }
-        EndTokens = [.. (request.IgnoreEos ? [] : endOfGeneration ?? []).Union(request.StopTokens)];
+        EndTokens = EndTokensOf(request, endOfGeneration ?? []);
         LogitBias = request.LogitBias is { } bias ? [.. bias.Select(b => (b.Key, b.Value))] : [];
         if (request.JsonObject) JsonVocabulary = jsonVocabulary ?? throw new ArgumentNullException(nameof(jsonVocabulary), "a request in JSON mode needs the vocabulary's bytes");
     }
@@ -61,6 +61,10 @@ public sealed class Sequence
     /// <summary>The tokens that end this sequence: the model's end-of-generation tokens (unless
     /// ignore_eos) and the request's stop tokens.</summary>
     internal int[] EndTokens { get; }
+
+    /// <inheritdoc cref="EndTokens"/>
+    internal static int[] EndTokensOf(GenerationRequest request, IReadOnlyList<int> endOfGeneration) =>
+        [.. (request.IgnoreEos ? [] : endOfGeneration).Union(request.StopTokens)];
 
     /// <summary>The request's logit_bias as an array: the sampler adds it at every token, and
     /// enumerating the dictionary would box its enumerator each time.</summary>

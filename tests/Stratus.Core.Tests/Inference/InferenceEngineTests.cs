@@ -264,7 +264,22 @@ public sealed class InferenceEngineTests
         var (model, tokenizer) = TinyModel();
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
         var error = Assert.Throws<StratusUserException>(() => engine.Submit(Greedy(tokenizer, "a", 4) with { JsonObject = true }));
-        Assert.EndsWith("it has none for {}]\":0", error.Message);
+        Assert.EndsWith("vocabulary has none for {}]\":0", error.Message);
+        Assert.True(engine.IsHealthy);
+    }
+
+    [Fact]
+    public void Json_mode_is_refused_when_the_tokens_that_close_an_object_would_end_the_generation()
+    {
+        torch.manual_seed(7);
+        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
+        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        // A template whose turns end at '}' and '"': after '{' only whitespace would be left, then
+        // no token at all (the sampler would draw a ruled-out one, which Sequence.Append rejects).
+        var stops = new[] { tokenizer.Encode("}")[0], tokenizer.Encode("\"")[0] };
+        var error = Assert.Throws<StratusUserException>(() => engine.Submit(Greedy(tokenizer, "a", 40) with { JsonObject = true, StopTokens = stops }));
+        Assert.EndsWith("vocabulary has none for }\"", error.Message);
         Assert.True(engine.IsHealthy);
     }
 

@@ -147,7 +147,9 @@ public sealed class JsonModeSamplingTests
     [Fact]
     public void A_vocabulary_without_the_characters_that_close_an_object_is_named()
     {
-        Assert.Equal("", Vocabulary.Missing);
-        Assert.Equal("{}]\":0", new JsonVocabulary(Prose, Prose.VocabSize).Missing);
+        Assert.Equal("", Vocabulary.MissingFor([]));
+        Assert.Equal("{}]\":0", new JsonVocabulary(Prose, Prose.VocabSize).MissingFor([]));
+        // A token that ends the generation is kept for the end: it closes nothing before it.
+        Assert.Equal("}\"", Vocabulary.MissingFor([Tokenizer.Encode("}")[0], Tokenizer.Encode("\"")[0], Tokenizer.Encode("~")[0]]));
     }
 }

@@ -31,6 +31,7 @@ public sealed class JsonVocabulary
                 var text = tokenizer.TokenBytes(token);
                 all.AddRange(text);
                 if (text.Length == 1 && Closers.IndexOf((char)text[0]) is var closer and >= 0) spellers[closer].Add(token);
+                opensArrays |= text.AsSpan().Contains((byte)'[');
             }
             starts[token + 1] = all.Count;
         }
@@ -40,6 +41,10 @@ public sealed class JsonVocabulary
 
     /// <summary>For each of <see cref="Closers"/>, the tokens that are that one byte.</summary>
     readonly int[][] closerTokens;
+
+    /// <summary>Whether a token can open an array. Where none can (a character-level model
+    /// trained on JSON without arrays), no ']' is needed to close one.</summary>
+    readonly bool opensArrays;
 
     /// <summary>The token's bytes; empty for a special token.</summary>
     public ReadOnlySpan<byte> this[int token] => bytes.AsSpan(starts[token], starts[token + 1] - starts[token]);
@@ -52,7 +57,7 @@ public sealed class JsonVocabulary
     {
         var missing = new StringBuilder();
         for (var i = 0; i < Closers.Length; i++)
-            if (closerTokens[i].All(token => Array.IndexOf(endTokens, token) >= 0)) missing.Append(Closers[i]);
+            if ((Closers[i] != ']' || opensArrays) && closerTokens[i].All(token => Array.IndexOf(endTokens, token) >= 0)) missing.Append(Closers[i]);
         return missing.ToString();
     }
 }

@@ -140,6 +140,9 @@ public sealed class InferenceEngine : IDisposable
                 if ((uint)token >= (uint)drawableTokens) throw new StratusUserException($"logit_bias names token {token}, outside the vocabulary of {drawableTokens}");
                 if (!float.IsFinite(value)) throw new StratusUserException("logit_bias values must be numbers");
             }
+        // One that no row holds ends nothing: in JSON mode a whole object would be left no token.
+        foreach (var token in request.StopTokens)
+            if ((uint)token >= (uint)drawableTokens) throw new StratusUserException($"stop token {token} is outside the vocabulary of {drawableTokens}");
         if (request.JsonObject && jsonVocabulary.Value.MissingFor(Sequence.EndTokensOf(request, endOfGeneration)) is { Length: > 0 } missing)
             throw new StratusUserException($"JSON mode needs a token for each of {JsonVocabulary.Closers} that does not end the generation, to close whatever an object opens, and this model's vocabulary has none for {missing}");
     }

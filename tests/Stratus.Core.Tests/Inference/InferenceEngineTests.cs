@@ -311,6 +311,24 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public void Stop_tokens_outside_the_vocabulary_are_refused()
+    {
+        torch.manual_seed(7);
+        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
+        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        // A stop token no row holds can never end a sequence: in JSON mode, once the object was
+        // whole every token but it was ruled out, the sampler drew one anyway, and the engine
+        // failed for all its callers.
+        foreach (var stop in new[] { tokenizer.VocabSize, -1 })
+        {
+            var request = new GenerationRequest { PromptTokens = tokenizer.Encode("a"), MaxTokens = 40, JsonObject = true, StopTokens = [stop] };
+            Assert.Contains($"stop token {stop}", Assert.Throws<StratusUserException>(() => engine.Submit(request)).Message);
+        }
+        Assert.True(engine.IsHealthy);
+    }
+
+    [Fact]
     public void Penalties_past_float32_s_range_are_refused()
     {
         var (model, tokenizer) = TinyModel();

@@ -109,6 +109,26 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task A_repetition_penalty_near_zero_gives_log_probabilities_not_a_500()
+    {
+        // 1e-300 is in (0, 2] but 0 as a float32: a prompt token's positive logit divided by it
+        // was +inf, its log-probability NaN, which JSON cannot write (a 500, or an error event
+        // in the middle of a stream). In JSON mode too, where the mask leaves the tokens after it.
+        foreach (var format in new object?[] { null, new { type = "json_object" } })
+        {
+            var body = new Dictionary<string, object?>
+            {
+                ["model"] = TinyModelServer.ModelName, ["prompt"] = "Good morrow", ["max_tokens"] = 4, ["temperature"] = 1, ["seed"] = 1,
+                ["repetition_penalty"] = 1e-300, ["logprobs"] = 3, ["response_format"] = format,
+            };
+            var logprobs = (await PostJson("/v1/completions", body))["choices"]![0]!["logprobs"]!;
+            Assert.All(logprobs["token_logprobs"]!.AsArray(), value => Assert.InRange((double)value!, double.MinValue, 0));
+            Assert.All(logprobs["top_logprobs"]!.AsArray(), top => Assert.All(top!.AsObject(), pair => Assert.InRange((double)pair.Value!, double.MinValue, 0)));
+        }
+        Assert.True(fixture.Model.Engine.IsHealthy);
+    }
+
+    [Fact]
     public async Task Streamed_logprobs_count_text_offsets_from_the_start_of_the_echoed_text_as_a_whole_answer_does()
     {
         var body = new Dictionary<string, object?> { ["model"] = "tiny", ["prompt"] = "Good morrow", ["max_tokens"] = 5, ["temperature"] = 0, ["logprobs"] = 0, ["echo"] = true };

@@ -144,4 +144,32 @@ public sealed class JsonModeTests(TinyModelServer fixture) : IClassFixture<TinyM
         Assert.Equal(("response_format", "unsupported_parameter"), ((string?)yaml["param"], (string?)yaml["code"]));
         Assert.Contains("json_object", (string)yaml["message"]!);
     }
+
+    [Fact]
+    public async Task A_response_format_that_is_not_an_object_with_a_type_is_a_400_and_the_engine_runs_on()
+    {
+        // OpenAI answers {} with "Missing required parameter: 'response_format.type'": read as
+        // text it gave free text to a client that meant to ask for a format.
+        var formats = new (string Json, string Param)[]
+        {
+            ("{}", "response_format.type"), ("{\"json_object\":true}", "response_format.type"), ("\"json_object\"", "response_format"),
+            ("[{\"type\":\"json_object\"}]", "response_format"), ("5", "response_format"), ("{\"type\":5}", "response_format"),
+            ("{\"type\":null}", "response_format"), ("{\"type\":[\"json_object\"]}", "response_format"),
+        };
+        foreach (var (format, param) in formats)
+            foreach (var path in new[] { "/v1/chat/completions", "/v1/completions" })
+                foreach (var stream in new[] { false, true })
+                {
+                    var prompt = path.EndsWith("chat/completions") ? "\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]" : "\"prompt\":\"a\"";
+                    var body = $"{{\"model\":\"{TinyModelServer.ModelName}\",{prompt},\"max_tokens\":2,\"stream\":{(stream ? "true" : "false")},\"response_format\":{format}}}";
+                    using var response = await fixture.Http.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"));
+                    var text = await response.Content.ReadAsStringAsync();
+                    Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{path} {format}: {(int)response.StatusCode} {text}");
+                    var error = JsonNode.Parse(text)!["error"]!;
+                    Assert.Equal(("invalid_request_error", param), ((string?)error["type"], (string?)error["param"]));
+                    Assert.False(string.IsNullOrEmpty((string?)error["message"]));
+                }
+        Assert.True(fixture.Model.Engine.IsHealthy);
+        Assert.Equal(0, fixture.Model.Engine.KvBlocksUsed);
+    }
 }

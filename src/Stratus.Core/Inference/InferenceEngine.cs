@@ -120,10 +120,11 @@ public sealed class InferenceEngine : IDisposable
     void Validate(GenerationRequest request)
     {
         request.Sampling.Validate();
-        if (!double.IsFinite(request.PresencePenalty) || !double.IsFinite(request.FrequencyPenalty))
-            throw new StratusUserException($"presence and frequency penalties must be numbers, got {request.PresencePenalty} and {request.FrequencyPenalty}");
-        if (!(request.RepetitionPenalty > 0 && double.IsFinite(request.RepetitionPenalty)))
-            throw new StratusUserException($"repetition_penalty must be above 0, got {request.RepetitionPenalty}");
+        // In float32, as the sampler applies them: 1e39 is infinite there, and -inf + inf NaN.
+        if (!float.IsFinite((float)request.PresencePenalty) || !float.IsFinite((float)request.FrequencyPenalty))
+            throw new StratusUserException($"presence and frequency penalties must be numbers within float32's range, got {request.PresencePenalty} and {request.FrequencyPenalty}");
+        if (!(request.RepetitionPenalty > 0 && float.IsFinite((float)request.RepetitionPenalty)))
+            throw new StratusUserException($"repetition_penalty must be above 0 and within float32's range, got {request.RepetitionPenalty}");
         if (request.Stop.Any(stop => stop.Length == 0)) throw new StratusUserException("a stop sequence must not be empty");
         var count = request.PromptTokens.Count;
         if (count == 0) throw new StratusUserException("the prompt has no tokens");
@@ -139,6 +140,9 @@ public sealed class InferenceEngine : IDisposable
                 if ((uint)token >= (uint)drawableTokens) throw new StratusUserException($"logit_bias names token {token}, outside the vocabulary of {drawableTokens}");
                 if (!float.IsFinite(value)) throw new StratusUserException("logit_bias values must be numbers");
             }
+        // One that no row holds ends nothing: in JSON mode a whole object would be left no token.
+        foreach (var token in request.StopTokens)
+            if ((uint)token >= (uint)drawableTokens) throw new StratusUserException($"stop token {token} is outside the vocabulary of {drawableTokens}");
         if (request.JsonObject && jsonVocabulary.Value.MissingFor(Sequence.EndTokensOf(request, endOfGeneration)) is { Length: > 0 } missing)
             throw new StratusUserException($"JSON mode needs a token for each of {JsonVocabulary.Closers} that does not end the generation, to close whatever an object opens, and this model's vocabulary has none for {missing}");
     }

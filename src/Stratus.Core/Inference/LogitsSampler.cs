@@ -54,10 +54,16 @@ public sealed class LogitsSampler(int vocabSize)
         {
             var count = counts[i];
             if (repetition != 1f && (count > 0 || inPrompt[i]))
-                logits[i] = logits[i] > 0 ? logits[i] / repetition : logits[i] * repetition;
-            if (count > 0) logits[i] -= frequency * count + presence;
+                logits[i] = Saturated(logits[i] > 0 ? logits[i] / repetition : logits[i] * repetition);
+            if (count > 0) logits[i] = Saturated(logits[i] - (frequency * count + presence));
         }
     }
+
+    /// <summary>A penalised logit within float32's finite range. A penalty makes a token less or
+    /// more likely, never impossible or certain: -inf is JSON mode's mark of a ruled-out token
+    /// (a penalty's -inf left JSON mode no token to draw), and +inf makes the probabilities NaN
+    /// (repetition_penalty 1e-300 is 0 as a float32 and divided logits into it).</summary>
+    static float Saturated(float logit) => Math.Clamp(logit, float.MinValue, float.MaxValue);
 
     /// <summary>JSON mode: -inf for every token whose bytes would leave the text no longer the
     /// beginning of one JSON object, for special and empty tokens, and for the tokens that end

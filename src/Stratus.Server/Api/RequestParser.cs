@@ -67,7 +67,8 @@ public static class RequestParser
         var format = responseFormat!.Value;
         if (format.ValueKind != JsonValueKind.Object)
             throw ApiException.Invalid("Invalid type for 'response_format': expected an object such as {\"type\": \"json_object\"}.", param, "invalid_type");
-        if (!format.TryGetProperty("type", out var type)) return false;
+        if (!format.TryGetProperty("type", out var type))
+            throw ApiException.Invalid("Missing required parameter: 'response_format.type'.", "response_format.type", "missing_required_parameter");
         return (type.ValueKind == JsonValueKind.String ? type.GetString() : null) switch
         {
             "text" => false,

@@ -284,6 +284,66 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public async Task Json_mode_runs_on_under_penalties_that_overflow_float32()
+    {
+        torch.manual_seed(7);
+        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
+        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        int Id(char c) => tokenizer.Encode(c.ToString()).Single();
+        // Penalties as large as a float32 holds (an IChatClient passes ChatOptions' as given): a
+        // token used once was lowered by their sum, +inf, to -inf. The key's quote was used to
+        // open it, so the key could not close; once it had used every character, every token was
+        // ruled out, the sampler drew one anyway, and the engine failed for all its callers.
+        var request = new GenerationRequest
+        {
+            PromptTokens = tokenizer.Encode("a"), MaxTokens = 60, Sampling = new() { Temperature = 0 }, JsonObject = true,
+            PresencePenalty = float.MaxValue, FrequencyPenalty = float.MaxValue,
+            LogitBias = new Dictionary<int, float> { [Id('"')] = 50, [Id('{')] = 45 },
+        };
+        var stream = new GenerationStream(engine, request);
+        var text = new System.Text.StringBuilder();
+        await foreach (var chunk in stream.ReadAllAsync()) text.Append(chunk.Text);
+        Assert.True(engine.IsHealthy);
+        Assert.Equal((FinishReason.Length, 60), (stream.FinishReason, stream.CompletionTokens));
+        var json = new JsonGrammar();
+        Assert.True(json.Accept(System.Text.Encoding.UTF8.GetBytes(text.ToString())), text.ToString());
+    }
+
+    [Fact]
+    public void Stop_tokens_outside_the_vocabulary_are_refused()
+    {
+        torch.manual_seed(7);
+        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
+        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        // A stop token no row holds can never end a sequence: in JSON mode, once the object was
+        // whole every token but it was ruled out, the sampler drew one anyway, and the engine
+        // failed for all its callers.
+        foreach (var stop in new[] { tokenizer.VocabSize, -1 })
+        {
+            var request = new GenerationRequest { PromptTokens = tokenizer.Encode("a"), MaxTokens = 40, JsonObject = true, StopTokens = [stop] };
+            Assert.Contains($"stop token {stop}", Assert.Throws<StratusUserException>(() => engine.Submit(request)).Message);
+        }
+        Assert.True(engine.IsHealthy);
+    }
+
+    [Fact]
+    public void Penalties_past_float32_s_range_are_refused()
+    {
+        var (model, tokenizer) = TinyModel();
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        // Finite as doubles, infinite as the float32 the sampler computes in: -inf + inf is NaN.
+        foreach (var request in new[]
+        {
+            Greedy(tokenizer, "a", 4) with { PresencePenalty = -1e39, FrequencyPenalty = 1e39 },
+            Greedy(tokenizer, "a", 4) with { RepetitionPenalty = 1e39 },
+        })
+            Assert.Throws<StratusUserException>(() => engine.Submit(request));
+        Assert.True(engine.IsHealthy);
+    }
+
+    [Fact]
     public async Task Equal_prompts_submitted_together_are_prefilled_once()
     {
         // n choices of one prompt: the first computes it, the others wait a step and take its

@@ -211,8 +211,10 @@ public sealed class InferenceEngine : IDisposable
         var request = sequence.Request;
         var isEnd = Array.IndexOf(sequence.EndTokens, token.Token) >= 0;
         // End markers are counted as generated (as vLLM does) but never shown as text.
-        sequence.Append(token, emit: !isEnd);
-        if (isEnd) scheduler.Release(sequence, FinishReason.Stop);
+        if (!sequence.Append(token, emit: !isEnd))
+            // That request fails, not the engine with every other caller's.
+            scheduler.Release(sequence, FinishReason.Stop, new InvalidOperationException($"token {token.Token} was drawn in JSON mode though the mask ruled it out: the model's logits are not all numbers"));
+        else if (isEnd) scheduler.Release(sequence, FinishReason.Stop);
         // JSON mode with no token to end on: the object's closing brace ends the generation.
         else if (sequence.Json.IsComplete && sequence.EndTokens.Length == 0) scheduler.Release(sequence, FinishReason.Stop);
         else if (sequence.Generated >= request.MaxTokens || sequence.Length >= ContextLength) scheduler.Release(sequence, FinishReason.Length);

@@ -93,14 +93,17 @@ public sealed class Sequence
     /// <summary>Asks the engine to drop the sequence; it does so before its next step.</summary>
     public void Cancel() => cancelRequested = true;
 
-    internal void Append(GeneratedToken token, bool emit)
+    /// <returns>False when JSON mode's recognizer refuses the token, which is then not emitted and
+    /// ends the sequence: the mask leaves the sampler such a token only where the model's logits
+    /// are not numbers.</returns>
+    internal bool Append(GeneratedToken token, bool emit)
     {
         tokens[Length++] = token.Token;
         if (OutputCounts is not null) OutputCounts[token.Token]++;
         // What is emitted is the text, which JSON mode constrains; an end marker is not part of it.
-        if (emit && JsonVocabulary is { } vocabulary && !json.Accept(vocabulary[token.Token]))
-            throw new InvalidOperationException($"token {token.Token} was drawn in JSON mode though the mask ruled it out");
+        if (emit && JsonVocabulary is { } vocabulary && !json.Accept(vocabulary[token.Token])) return false;
         if (emit) output.Writer.TryWrite(token);
+        return true;
     }
 
     internal void Finish(string reason)

@@ -311,6 +311,27 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public async Task A_model_whose_logits_are_not_numbers_fails_its_json_request_not_the_engine()
+    {
+        torch.manual_seed(7);
+        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
+        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        // NaN logits (weights broken outside Stratus, an overflow): the mask's -inf leaves NaN
+        // rows the sampler draws a ruled-out token from, once the whitespace bound has run out.
+        using (torch.no_grad())
+            foreach (var parameter in model.parameters()) parameter.fill_(float.NaN);
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        var stream = new GenerationStream(engine, Greedy(tokenizer, "a", 60) with { JsonObject = true });
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(async () => { await foreach (var _ in stream.ReadAllAsync()) { } });
+        Assert.Contains("the model's logits are not all numbers", error.Message);
+        Assert.True(engine.IsHealthy);
+        // The engine goes on serving: a request without JSON mode still runs to its end.
+        var next = new GenerationStream(engine, Greedy(tokenizer, "a", 5));
+        await foreach (var _ in next.ReadAllAsync()) { }
+        Assert.Equal((FinishReason.Length, 5), (next.FinishReason, next.CompletionTokens));
+    }
+
+    [Fact]
     public void Stop_tokens_outside_the_vocabulary_are_refused()
     {
         torch.manual_seed(7);

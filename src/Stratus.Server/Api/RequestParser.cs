@@ -69,7 +69,9 @@ public static class RequestParser
             throw ApiException.Invalid("Invalid type for 'response_format': expected an object such as {\"type\": \"json_object\"}.", param, "invalid_type");
         if (!format.TryGetProperty("type", out var type))
             throw ApiException.Invalid("Missing required parameter: 'response_format.type'.", "response_format.type", "missing_required_parameter");
-        return (type.ValueKind == JsonValueKind.String ? type.GetString() : null) switch
+        if (type.ValueKind != JsonValueKind.String)
+            throw ApiException.Invalid($"Invalid type for 'response_format.type': expected one of 'text', 'json_object' or 'json_schema', but got {Truncate(type.GetRawText())} instead.", "response_format.type", "invalid_type");
+        return type.GetString() switch
         {
             "text" => false,
             "json_object" => true,

@@ -51,7 +51,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         if (options?.Tools is { Count: > 0 }) throw new NotSupportedException("Stratus has no tool calling; leave ChatOptions.Tools empty");
         // JSON mode guarantees one JSON object, not one that follows a schema.
         if (options?.ResponseFormat is ChatResponseFormatJson { Schema: not null })
-            throw new NotSupportedException("Stratus does not enforce a JSON schema; use ChatResponseFormat.Json (no schema) for output that is guaranteed to be one JSON object, and describe the schema in the messages");
+            throw new NotSupportedException("Stratus does not enforce a JSON schema; use ChatResponseFormat.Json (no schema) for output that is guaranteed to be one JSON object, and describe the schema in the messages (Microsoft.Extensions.AI's GetResponseAsync<T> does both with useJsonSchemaResponseFormat: false)");
         var list = new List<ChatMessageText>();
         if (options?.Instructions is { Length: > 0 } instructions) list.Add(new ChatMessageText("system", instructions));
         foreach (var message in messages) list.Add(new ChatMessageText(message.Role.Value, message.Text));

@@ -2,6 +2,7 @@
 // Stratus model in-process, no HTTP involved.
 using Microsoft.Extensions.AI;
 using Stratus.Inference;
+using Stratus.Tokenization;
 using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Tests;
@@ -74,6 +75,40 @@ public sealed class ChatClientTests
                 await foreach (var update in client.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, "Answer in JSON.")], options)) streamed.Append(update.Text);
                 Assert.Equal(response.Text, streamed.ToString());
             }
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    public sealed record Person(string Name, int Age);
+
+    [Fact]
+    public async Task A_typed_answer_asked_without_a_schema_format_comes_in_json_mode()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), $"stratus-chatclient-{Guid.NewGuid():N}");
+        try
+        {
+            // Room for the schema that GetResponseAsync<T> adds to the messages, and its "\r\n".
+            var tokenizer = CharTokenizer.FromCorpus(TinyModelServer.Corpus + "\r");
+            TinyModelServer.SaveGpt(folder, tokenizer, context: 512, chatTemplate: ChatTemplate.For(tokenizer).Source);
+            using var served = ServedModel.Load(new ModelSpec(folder), new EngineOptions { BlockSize = 8 });
+            IChatClient client = served.ChatClient;
+            // useJsonSchemaResponseFormat: false asks for ChatResponseFormat.Json with T's schema in
+            // a message: the random model's answer begins an object, and is one when it stops.
+            for (var seed = 0; seed < 4; seed++)
+            {
+                var options = new ChatOptions { MaxOutputTokens = 30, Temperature = 1, Seed = seed };
+                var response = await client.GetResponseAsync<Person>("Who is Romeo?", options, useJsonSchemaResponseFormat: false);
+                var json = new JsonGrammar();
+                Assert.True(json.Accept(System.Text.Encoding.UTF8.GetBytes(response.Text)), response.Text);
+                Assert.Equal(json.IsComplete, response.FinishReason == ChatFinishReason.Stop);
+            }
+            // The schema itself as the format is refused: Stratus does not enforce one.
+            var refused = await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync<Person>("Who is Romeo?", useJsonSchemaResponseFormat: true));
+            Assert.Contains("useJsonSchemaResponseFormat: false", refused.Message);
+            Assert.True(served.Engine.IsHealthy);
         }
         finally
         {

@@ -8,7 +8,7 @@
 // whether one more byte keeps the text a viable prefix.
 namespace Stratus.Inference;
 
-public struct JsonGrammar
+public struct JsonGrammar : IEquatable<JsonGrammar>
 {
     /// <summary>Containers open at once. The stack is a bit a level (object or array) in one
     /// uint, which keeps the state a few bytes to copy for each of a vocabulary's tokens at each
@@ -232,4 +232,14 @@ public struct JsonGrammar
     }
 
     static bool IsDigit(byte b) => (uint)(b - '0') <= 9;
+
+    /// <summary>Two states are equal when every byte string takes them to the same answers: the
+    /// key under which <see cref="JsonVocabulary"/> keeps each state's allowed tokens.</summary>
+    public readonly bool Equals(JsonGrammar other) =>
+        containers == other.containers && depth == other.depth && expect == other.expect
+        && pending == other.pending && whitespace == other.whitespace && inKey == other.inKey;
+
+    public override readonly bool Equals(object? obj) => obj is JsonGrammar other && Equals(other);
+
+    public override readonly int GetHashCode() => HashCode.Combine(containers, depth, expect, pending, whitespace, inKey);
 }

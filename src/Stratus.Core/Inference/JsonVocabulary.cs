@@ -49,6 +49,34 @@ public sealed class JsonVocabulary
     /// <summary>The token's bytes; empty for a special token.</summary>
     public ReadOnlySpan<byte> this[int token] => bytes.AsSpan(starts[token], starts[token + 1] - starts[token]);
 
+    /// <summary>States whose allowed tokens are kept at once (each costs a bit per token: 6 KB
+    /// for GPT-2's vocabulary); emptied when full.</summary>
+    const int MaxKeptStates = 256;
+
+    /// <summary>The tokens each recognizer state met so far allows, a bit per token. A text passes
+    /// through few states, and again and again (inside a string it is one state at every token,
+    /// whatever the string says), so one walk of every token's bytes serves each state's later
+    /// visits, by any sequence. Used by the engine's thread alone.</summary>
+    readonly Dictionary<JsonGrammar, ulong[]> allowedByState = [];
+
+    /// <summary>Bit t of the result is set when token t's bytes keep <paramref name="state"/>'s
+    /// text the beginning of one JSON object (never for a special or empty token).</summary>
+    public ReadOnlySpan<ulong> Allowed(JsonGrammar state)
+    {
+        if (allowedByState.TryGetValue(state, out var bits)) return bits;
+        if (allowedByState.Count == MaxKeptStates) allowedByState.Clear();
+        var tokens = starts.Length - 1;
+        bits = new ulong[(tokens + 63) / 64];
+        for (var token = 0; token < tokens; token++)
+        {
+            var text = this[token];
+            var next = state;
+            if (!text.IsEmpty && next.Accept(text)) bits[token >> 6] |= 1UL << token;
+        }
+        allowedByState[state] = bits;
+        return bits;
+    }
+
     /// <summary>The characters of <see cref="Closers"/> that no one-byte token spells but those
     /// in <paramref name="endTokens"/>, which the mask keeps for the end (a character-level
     /// model whose corpus had no braces; a chat template that ends a turn with '}'); empty when

@@ -78,11 +78,20 @@ public sealed class LogitsSampler(int vocabSize)
                 if (Array.IndexOf(ends, i) < 0) logits[i] = float.NegativeInfinity;
             return;
         }
-        for (var i = 0; i < logits.Length; i++)
+        var allowed = vocabulary.Allowed(json);
+        for (var word = 0; word < allowed.Length; word++)
         {
-            var bytes = vocabulary[i];
-            var next = json;
-            if (bytes.IsEmpty || !next.Accept(bytes)) logits[i] = float.NegativeInfinity;
+            var bits = allowed[word];
+            var start = word << 6;
+            var count = Math.Min(64, logits.Length - start);
+            if (bits == ulong.MaxValue) continue;
+            if (bits == 0)
+            {
+                logits.Slice(start, count).Fill(float.NegativeInfinity);
+                continue;
+            }
+            for (var i = 0; i < count; i++)
+                if ((bits >> i & 1) == 0) logits[start + i] = float.NegativeInfinity;
         }
         foreach (var end in ends)
             if ((uint)end < (uint)logits.Length) logits[end] = float.NegativeInfinity;

@@ -142,6 +142,37 @@ public sealed class JsonModeSamplingTests
         Assert.Equal(0, allocated);
     }
 
+    [Fact]
+    public void The_tokens_kept_for_a_state_are_those_a_walk_of_the_vocabulary_allows_there()
+    {
+        // One vocabulary across many texts, so that states met before answer later visits: states
+        // that differ only in their containers, depth, whitespace run or place in a key, a
+        // string, a literal or a number must each get their own tokens.
+        var vocabulary = new JsonVocabulary(Tokenizer, Vocab);
+        var texts = new[]
+        {
+            "{\"a\": [1, {\"b\": [true, null]}, \"x\\u00e9\"], \"c\": {\"d\": {\"e\": -0.5e+3}}}",
+            "{\"a\":{\"b\":[[[]]],\"c\":false},  \"d\" :  \"  \\n \" }",
+            "{\n  \"nested\": [\n    {\"k\": 10},\n    [20, 30]\n  ]\n}",
+            "{" + new string(' ', JsonGrammar.MaxWhitespace) + "\"a\":1}", // the whitespace bound reached
+        };
+        foreach (var text in texts)
+        {
+            var state = new JsonGrammar();
+            foreach (var b in Encoding.UTF8.GetBytes(text))
+            {
+                var kept = vocabulary.Allowed(state);
+                for (var token = 0; token < Vocab; token++)
+                {
+                    var next = state;
+                    var walked = !vocabulary[token].IsEmpty && next.Accept(vocabulary[token]);
+                    Assert.True(walked == ((kept[token >> 6] >> token & 1) == 1), $"token {token} after {text[..Math.Min(text.Length, 40)]}...");
+                }
+                Assert.True(state.Accept(b));
+            }
+        }
+    }
+
     static readonly CharTokenizer Prose = CharTokenizer.FromCorpus("abcdefghijklmnopqrstuvwxyz .,!?\n");
     static readonly CharTokenizer ProseWithBracket = CharTokenizer.FromCorpus("abcdefghijklmnopqrstuvwxyz .,!?[\n");
 

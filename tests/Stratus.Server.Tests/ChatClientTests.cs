@@ -9,14 +9,28 @@ namespace Stratus.Server.Tests;
 
 public sealed class ChatClientTests
 {
-    [Fact]
-    public async Task Chat_client_answers_and_streams_in_process()
+    /// <summary>Runs <paramref name="test"/> on a tiny model served in-process from a folder of its
+    /// own (written by <paramref name="save"/>, else TinyModelServer's checkpoint), removed after.</summary>
+    static async Task WithChatClient(Func<ServedModel, string, Task> test, Action<string>? save = null)
     {
         var folder = Path.Combine(Path.GetTempPath(), $"stratus-chatclient-{Guid.NewGuid():N}");
         try
         {
-            TinyModelServer.CreateCheckpoint(folder);
+            (save ?? (f => TinyModelServer.CreateCheckpoint(f)))(folder);
             using var served = ServedModel.Load(new ModelSpec(folder), new EngineOptions { BlockSize = 8 });
+            await test(served, folder);
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Chat_client_answers_and_streams_in_process()
+    {
+        await WithChatClient(async (served, folder) =>
+        {
             IChatClient client = served.ChatClient;
             var options = new ChatOptions { MaxOutputTokens = 10, Temperature = 0 };
             var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], options);
@@ -46,21 +60,14 @@ public sealed class ChatClientTests
             await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")] }));
             Assert.True(served.Engine.IsHealthy);
             Assert.Equal(response.Text, (await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], options)).Text);
-        }
-        finally
-        {
-            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-        }
+        });
     }
 
     [Fact]
     public async Task Chat_client_json_format_answers_the_beginning_of_a_json_object_and_a_whole_one_when_it_stops()
     {
-        var folder = Path.Combine(Path.GetTempPath(), $"stratus-chatclient-{Guid.NewGuid():N}");
-        try
+        await WithChatClient(async (served, _) =>
         {
-            TinyModelServer.CreateCheckpoint(folder);
-            using var served = ServedModel.Load(new ModelSpec(folder), new EngineOptions { BlockSize = 8 });
             IChatClient client = served.ChatClient;
             // The random model may or may not close its object in 12 tokens, seed by seed: either
             // way the text begins one, and is a whole one exactly when it stopped.
@@ -75,11 +82,7 @@ public sealed class ChatClientTests
                 await foreach (var update in client.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, "Answer in JSON.")], options)) streamed.Append(update.Text);
                 Assert.Equal(response.Text, streamed.ToString());
             }
-        }
-        finally
-        {
-            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-        }
+        });
     }
 
     public sealed record Person(string Name, int Age);
@@ -87,13 +90,10 @@ public sealed class ChatClientTests
     [Fact]
     public async Task A_typed_answer_asked_without_a_schema_format_comes_in_json_mode()
     {
-        var folder = Path.Combine(Path.GetTempPath(), $"stratus-chatclient-{Guid.NewGuid():N}");
-        try
+        // Room for the schema that GetResponseAsync<T> adds to the messages, and its "\r\n".
+        var tokenizer = CharTokenizer.FromCorpus(TinyModelServer.Corpus + "\r");
+        await WithChatClient(save: folder => TinyModelServer.SaveGpt(folder, tokenizer, context: 512, chatTemplate: ChatTemplate.For(tokenizer).Source), test: async (served, _) =>
         {
-            // Room for the schema that GetResponseAsync<T> adds to the messages, and its "\r\n".
-            var tokenizer = CharTokenizer.FromCorpus(TinyModelServer.Corpus + "\r");
-            TinyModelServer.SaveGpt(folder, tokenizer, context: 512, chatTemplate: ChatTemplate.For(tokenizer).Source);
-            using var served = ServedModel.Load(new ModelSpec(folder), new EngineOptions { BlockSize = 8 });
             IChatClient client = served.ChatClient;
             // useJsonSchemaResponseFormat: false asks for ChatResponseFormat.Json with T's schema in
             // a message: the random model's answer begins an object, and is one when it stops.
@@ -109,10 +109,6 @@ public sealed class ChatClientTests
             var refused = await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync<Person>("Who is Romeo?", useJsonSchemaResponseFormat: true));
             Assert.Contains("useJsonSchemaResponseFormat: false", refused.Message);
             Assert.True(served.Engine.IsHealthy);
-        }
-        finally
-        {
-            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-        }
+        });
     }
 }

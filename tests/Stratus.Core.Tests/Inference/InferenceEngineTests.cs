@@ -10,6 +10,15 @@ namespace Stratus.Tests.Inference;
 
 public sealed class InferenceEngineTests
 {
+    /// <summary>A tiny random-weight GPT (seed 7) over a vocabulary that can spell JSON, with '~'
+    /// free to serve as an end marker.</summary>
+    static (CausalLanguageModel Model, CharTokenizer Tokenizer) JsonModel()
+    {
+        torch.manual_seed(7);
+        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
+        return (CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false }), tokenizer);
+    }
+
     static (CausalLanguageModel Model, CharTokenizer Tokenizer) TinyModel(string architecture = "gpt2")
     {
         torch.manual_seed(7);
@@ -238,10 +247,8 @@ public sealed class InferenceEngineTests
     [Fact]
     public async Task Json_mode_ends_at_an_end_token_once_the_object_is_whole_or_at_its_closing_brace_where_none_ends_it()
     {
-        torch.manual_seed(7);
-        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
         // Initial weights: their logits are small beside the bias, which then decides.
-        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        var (model, tokenizer) = JsonModel();
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
         int Id(char c) => tokenizer.Encode(c.ToString()).Single();
         var end = Id('~');
@@ -271,9 +278,7 @@ public sealed class InferenceEngineTests
     [Fact]
     public void Json_mode_is_refused_when_the_tokens_that_close_an_object_would_end_the_generation()
     {
-        torch.manual_seed(7);
-        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
-        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        var (model, tokenizer) = JsonModel();
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
         // A template whose turns end at '}' and '"': after '{' only whitespace would be left, then
         // no token at all (the sampler would draw a ruled-out one, which Sequence.Append rejects).
@@ -286,9 +291,7 @@ public sealed class InferenceEngineTests
     [Fact]
     public async Task Json_mode_runs_on_under_penalties_that_overflow_float32()
     {
-        torch.manual_seed(7);
-        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
-        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        var (model, tokenizer) = JsonModel();
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
         int Id(char c) => tokenizer.Encode(c.ToString()).Single();
         // Penalties as large as a float32 holds (an IChatClient passes ChatOptions' as given): a
@@ -313,9 +316,7 @@ public sealed class InferenceEngineTests
     [Fact]
     public async Task A_model_whose_logits_are_not_numbers_fails_its_json_request_not_the_engine()
     {
-        torch.manual_seed(7);
-        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
-        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        var (model, tokenizer) = JsonModel();
         // NaN logits (weights broken outside Stratus, an overflow): the mask's -inf leaves NaN
         // rows the sampler draws a ruled-out token from, once the whitespace bound has run out.
         using (torch.no_grad())
@@ -334,9 +335,7 @@ public sealed class InferenceEngineTests
     [Fact]
     public void Stop_tokens_outside_the_vocabulary_are_refused()
     {
-        torch.manual_seed(7);
-        var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");
-        var model = CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false });
+        var (model, tokenizer) = JsonModel();
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
         // A stop token no row holds can never end a sequence: in JSON mode, once the object was
         // whole every token but it was ruled out, the sampler drew one anyway, and the engine

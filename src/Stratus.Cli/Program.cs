@@ -2,10 +2,15 @@
 // settings too large for the device's memory) become one line on stderr and exit code 2; bugs
 // keep their stack trace.
 using System.CommandLine;
+using Spectre.Console;
 using Stratus;
 using Stratus.Cli;
 
 NativeAllocator.KeepFreedMemory();
+// A rank's console is its launcher's pipe to a terminal or a file that the rank cannot tell apart:
+// plain text, as with output redirected, rather than colour codes in a job's log.
+if (Stratus.Distributed.Communicator.LaunchedAsRank)
+    AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Ansi = AnsiSupport.Yes, ColorSystem = ColorSystemSupport.NoColors, Interactive = InteractionSupport.No });
 var root = new RootCommand("Stratus: train, sample and serve transformer language models from .NET.");
 root.Subcommands.Add(PrepareCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());

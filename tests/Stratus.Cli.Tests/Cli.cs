@@ -30,6 +30,15 @@ static class Cli
 
     public static (int ExitCode, string Stdout, string Stderr) RunMpi(int ranks, params string[] args) => Run(MpiStartInfo(ranks, args));
 
+    /// <summary><see cref="RunMpi"/> with the TERM of a colour terminal, as a user's shell has it.</summary>
+    public static (int ExitCode, string Stdout, string Stderr) RunMpiInColourTerminal(int ranks, params string[] args)
+    {
+        var info = MpiStartInfo(ranks, args);
+        info.ArgumentList[info.ArgumentList.IndexOf("TERM=dumb")] = "TERM=xterm-256color";
+        info.Environment["TERM"] = "xterm-256color";
+        return Run(info);
+    }
+
     public static ProcessStartInfo StartInfo(params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };

@@ -54,6 +54,19 @@ public sealed class DistributedCliTests
     }
 
     [MpiFact]
+    public void A_ranks_console_is_plain_text_whatever_terminal_it_is_given()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // mpirun gives each rank a pseudo-terminal, and its output often ends in a log file: the
+        // loss plot that ends training was written in colour codes there.
+        var (code, stdout, stderr) = Cli.RunMpiInColourTerminal(2, Train(config, data, temp["run"], 10));
+        Assert.True(code == 0, stdout + stderr);
+        Assert.Contains("train loss", stdout);
+        Assert.DoesNotMatch(@"\u001b\[[0-9;]*m", stdout);
+    }
+
+    [MpiFact]
     public void Accumulation_steps_that_do_not_divide_among_the_ranks_are_refused()
     {
         using var temp = new TempDirectory();

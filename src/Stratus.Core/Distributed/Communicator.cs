@@ -23,6 +23,11 @@ public static class Communicator
         return new SingleProcessCommunicator();
     }
 
+    /// <summary>Whether a launcher (mpirun, mpiexec, srun) started this process as a rank. Its
+    /// output then goes through the launcher to wherever the launcher's goes, often a log file,
+    /// whatever terminal the rank itself is given (mpirun gives each a pseudo-terminal).</summary>
+    public static bool LaunchedAsRank => LauncherWorldSize(Environment.GetEnvironmentVariable) is not null;
+
     /// <summary>
     /// The world size a launcher announced, or null when no launcher did. PMIx gives no size
     /// variable, so its presence alone counts as "launched" (size 0 = unknown).

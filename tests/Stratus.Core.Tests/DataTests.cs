@@ -377,14 +377,15 @@ public sealed class DataTests
         var data = TestData.PrepareCharDataset(temp);
         using var a = new BatchSampler(data, 4, 16, seed: 1);
         using var b = new BatchSampler(data, 4, 16, seed: 1);
-        var (x1, y1) = a.Sample(Split.Train, 5, 1, torch.CPU);
+        var (x1, y1, scored) = a.Sample(Split.Train, 5, 1, torch.CPU);
+        Assert.Equal(4 * 16, scored); // unmasked data scores every target
         a.Sample(Split.Train, 9, 0, torch.CPU); // drawing other batches in between changes nothing
-        var (x2, _) = b.Sample(Split.Train, 5, 1, torch.CPU);
+        var (x2, _, _) = b.Sample(Split.Train, 5, 1, torch.CPU);
         Assert.True(x1.eq(x2).all().item<bool>());
-        var (x3, _) = a.Sample(Split.Train, 5, 2, torch.CPU);
+        var (x3, _, _) = a.Sample(Split.Train, 5, 2, torch.CPU);
         Assert.False(x1.eq(x3).all().item<bool>());
         Assert.True(x1[.., 1..].eq(y1[.., ..^1]).all().item<bool>()); // targets are inputs shifted by one
-        var (xv, _) = a.Sample(Split.Train, 5, 1, torch.CPU, evaluation: true);
+        var (xv, _, _) = a.Sample(Split.Train, 5, 1, torch.CPU, evaluation: true);
         Assert.False(x1.eq(xv).all().item<bool>());
     }
 }

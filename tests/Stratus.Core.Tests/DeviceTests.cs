@@ -34,7 +34,7 @@ public sealed class DeviceTests
     {
         using var temp = new TempDirectory();
         using var sampler = new BatchSampler(TestData.PrepareCharDataset(temp), batchSize: 2, blockSize: 8, seed: 1);
-        var (inputs, targets) = sampler.Sample(Split.Train, 0, 0, META);
+        var (inputs, targets, _) = sampler.Sample(Split.Train, 0, 0, META);
         var (tiledInputs, tiledTargets) = sampler.Tiled(Split.Val, 0, META);
         foreach (var batch in new[] { inputs, targets, tiledInputs, tiledTargets })
         {

@@ -176,14 +176,21 @@ public sealed class FineTuningTests
         using (var sampler = new BatchSampler(temp.File("data"), 4, 16, 1))
         {
             Assert.True(sampler.IsMasked);
-            var (_, targets) = sampler.Sample(Split.Train, 0, 0, torch.CPU);
+            var (_, targets, scored) = sampler.Sample(Split.Train, 0, 0, torch.CPU);
             var values = targets.data<long>().ToArray();
             Assert.Contains(-100L, values);
             Assert.Contains(values, v => v >= 0);
+            // The count training divides by, taken on the host, is the targets' own.
+            Assert.Equal(values.Count(v => v != -100), scored);
+            for (var step = 1; step < 6; step++)
+            {
+                var (_, more, count) = sampler.Sample(Split.Train, step, 0, torch.CPU, evaluation: step % 2 == 0);
+                Assert.Equal(more.ne(-100).sum().item<long>(), count);
+            }
             using var one = new BatchSampler(temp.File("data"), 1, 16, 1);
             for (var step = 0; step < 8; step++)
             {
-                var (inputs, _) = one.Sample(Split.Train, step, 0, torch.CPU);
+                var (inputs, _, _) = one.Sample(Split.Train, step, 0, torch.CPU);
                 Assert.True(inputs.min().item<long>() >= 0, "a masked target leaked into the inputs of a one-window batch");
             }
             // Measured over the whole split, only the learned targets count: those of tokens 1 .. n - 1.

@@ -85,8 +85,10 @@ public sealed class BatchSampler : IDisposable
 
     /// <summary>Inputs and next-token targets, each [batch, block] int64 on the device, for
     /// micro-batch <paramref name="index"/> of training step <paramref name="step"/> (or of the
-    /// evaluation at that step: evaluation draws from its own stream).</summary>
-    public (Tensor Inputs, Tensor Targets) Sample(Split split, long step, int index, Device device, bool evaluation = false)
+    /// evaluation at that step: evaluation draws from its own stream), and how many targets are
+    /// scored (not -100), counted on the host: reading it from a GPU would wait for every kernel
+    /// queued before.</summary>
+    public (Tensor Inputs, Tensor Targets, long ScoredTargets) Sample(Split split, long step, int index, Device device, bool evaluation = false)
     {
         var shard = split == Split.Train ? train : val;
         var stream = (ulong)split + (evaluation ? 2UL : 0UL);
@@ -109,7 +111,10 @@ public sealed class BatchSampler : IDisposable
             }
             shard.Read(start, buffer.AsSpan(row * (blockSize + 1), blockSize + 1));
         }
-        return Batch(batchSize, mask is not null, device);
+        var (inputs, targets) = Batch(batchSize, mask is not null, device);
+        var scored = (long)batchSize * blockSize;
+        if (mask is not null) scored -= maskBuffer.AsSpan(0, batchSize * blockSize).Count(0L);
+        return (inputs, targets, scored);
     }
 
     /// <summary>How many windows of block_size + 1 tokens cover the split, each starting on the

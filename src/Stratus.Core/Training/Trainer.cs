@@ -268,13 +268,13 @@ public sealed class Trainer : IDisposable
         // micro-batch without targets adds nothing to. Unmasked micro-batches all have B x T
         // targets, where that is the mean of their means, computed as before.
         using var stepScope = NewDisposeScope();
-        var batches = new List<(int Micro, Tensor Inputs, Tensor Targets)>();
+        var batches = new List<(int Micro, Tensor Inputs, Tensor Targets, long Scored)>();
         for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
         {
-            var (inputs, targets) = sampler.Sample(Split.Train, step, micro, device);
-            batches.Add((micro, inputs, targets));
+            var (inputs, targets, scored) = sampler.Sample(Split.Train, step, micro, device);
+            batches.Add((micro, inputs, targets, scored));
         }
-        var supervised = sampler.IsMasked ? communicator.SumOverRanks(batches.Sum(b => (double)b.Targets.ne(-100).sum().item<long>()))[0] : (double?)null;
+        var supervised = sampler.IsMasked ? communicator.SumOverRanks(batches.Sum(b => (double)b.Scored))[0] : (double?)null;
         if (supervised == 0)
             throw new StratusUserException($"step {step}'s batches hold no assistant tokens to learn from: the chat data is too sparse in assistant text for block_size {config.Model.BlockSize}; raise --block-size or prepare with more assistant turns");
         // The losses and the gradient norm stay on the device until the step is queued, then
@@ -282,7 +282,7 @@ public sealed class Trainer : IDisposable
         // idles while the next ones are queued, so one read a step instead of one per micro-batch
         // and one for the norm (the batches' copies no longer wait either: BatchSampler.Batch).
         var losses = new List<Tensor>(batches.Count + 1);
-        foreach (var (micro, inputs, targets) in batches)
+        foreach (var (micro, inputs, targets, _) in batches)
         {
             using var scope = NewDisposeScope();
             SeedDropout(sampler.DropoutSeed(step, micro));
@@ -358,8 +358,8 @@ public sealed class Trainer : IDisposable
             for (var i = communicator.Rank; i < config.EvalIters; i += communicator.WorldSize)
             {
                 using var scope = NewDisposeScope();
-                var (inputs, targets) = sampler.Sample(split, step, i, device, evaluation: true);
-                if (sampler.IsMasked && !targets.ne(-100).any().item<bool>()) continue;
+                var (inputs, targets, scored) = sampler.Sample(split, step, i, device, evaluation: true);
+                if (scored == 0) continue;
                 var logits = model.Forward(inputs);
                 double loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1)).item<float>();
                 sum += loss;

@@ -184,15 +184,17 @@ public sealed class InferenceEngine : IDisposable
             // A model that fails every call, or a bug in the engine: fail every sequence rather
             // than leave callers hanging.
             failure = e;
-            var cause = failedCalls >= MaxFailedCallsInARow ? $"{failedCalls} model steps in a row failed, the last with: {FirstLine(e)}" : FirstLine(e);
+            var cause = failedCalls >= MaxFailedCallsInARow ? $"{failedCalls} model steps in a row failed, the last with: {Reason(e)}" : Reason(e);
             scheduler.FailAll(new EngineUnavailableException($"the engine failed: {cause}", e));
         }
     }
 
-    /// <summary>An exception's message up to its first line break: libtorch's go on with a C++
-    /// stack trace, which is no part of an error a client is told.</summary>
-    static string FirstLine(Exception e)
+    /// <summary>What went wrong, in one line: an allocation that failed as OutOfMemory describes
+    /// it, anything else by its message up to the first line break (libtorch's go on with a C++
+    /// stack trace, no part of an error a client is told).</summary>
+    static string Reason(Exception e)
     {
+        if (OutOfMemory.Is(e)) return OutOfMemory.Describe(e);
         var message = e.Message.Trim();
         var end = message.AsSpan().IndexOfAny('\r', '\n');
         return end < 0 ? message : message[..end].TrimEnd();
@@ -258,7 +260,7 @@ public sealed class InferenceEngine : IDisposable
     /// so the engine stops at <see cref="MaxFailedCallsInARow"/>.</summary>
     void FailCall(List<Sequence> rows, Exception cause)
     {
-        var error = new EngineStepFailedException($"the model step failed: {FirstLine(cause)}; a retry may succeed", cause);
+        var error = new EngineStepFailedException($"the model step failed: {Reason(cause)}; a retry may succeed", cause);
         foreach (var sequence in rows)
         {
             // The request's other prompts and choices end before the next step, wherever they

@@ -14,7 +14,10 @@ namespace Stratus.Tests.Inference;
 
 public sealed class FailingForward
 {
-    public const string Message = "CUDA out of memory. Tried to allocate 20.00 MiB";
+    /// <summary>The first line of libtorch's error for a CUDA allocation that failed (the
+    /// default), and how the engine describes it (Stratus.OutOfMemory).</summary>
+    public const string OutOfMemory = "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.19 GiB of which 1.25 GiB is free. Including non-PyTorch memory, this process has 77.93 GiB memory in use.";
+    public const string OutOfMemoryDescribed = "out of GPU memory: could not allocate 20.00 MiB (GPU 0 has a total capacity of 79.19 GiB of which 1.25 GiB is free)";
 
     long[] tokens = [];
     bool failing;
@@ -22,7 +25,8 @@ public sealed class FailingForward
 
     /// <param name="fails">Whether a call fails, given its token ids and their positions (both
     /// row by row).</param>
-    public FailingForward(CausalLanguageModel model, Func<long[], long[], bool> fails)
+    /// <param name="error">The first line of the error it fails with.</param>
+    public FailingForward(CausalLanguageModel model, Func<long[], long[], bool> fails, string error = OutOfMemory)
     {
         var layers = model.named_modules().ToDictionary(m => m.name, m => m.module);
         // Forward reads the token embedding, then the position embedding: each call sees both.
@@ -40,7 +44,7 @@ public sealed class FailingForward
         {
             if (!failing) return input;
             Interlocked.Increment(ref failures);
-            throw new ExternalException($"{Message}\nException raised from malloc at c10/cuda/CUDACachingAllocator.cpp:1113 (most recent call first):\nframe #0: c10::Error::Error");
+            throw new ExternalException($"{error}\nException raised from forward at model.cpp:42 (most recent call first):\nframe #0: c10::Error::Error");
         });
     }
 
@@ -48,7 +52,7 @@ public sealed class FailingForward
     public int Failures => Volatile.Read(ref failures);
 
     /// <summary>Every call whose tokens include <paramref name="token"/> fails.</summary>
-    public static FailingForward OnToken(CausalLanguageModel model, int token) => new(model, (tokens, _) => tokens.Contains(token));
+    public static FailingForward OnToken(CausalLanguageModel model, int token, string error = OutOfMemory) => new(model, (tokens, _) => tokens.Contains(token), error);
 
     /// <summary>The ids or positions of a call (the engine's are contiguous, on the CPU in tests).</summary>
     static long[] Values(Tensor input) => input.data<long>().ToArray();

@@ -58,3 +58,8 @@ public sealed class EngineOverloadedException(string message, TimeSpan retryAfte
 
 /// <summary>The engine has stopped (disposed or failed) and takes no more requests.</summary>
 public sealed class EngineUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>A model step (a decode batch or a prefill group) failed while running the request's
+/// sequences, e.g. the device ran out of memory: the request has failed, the engine goes on,
+/// and a retry may succeed.</summary>
+public sealed class EngineStepFailedException(string message, Exception inner) : Exception(message, inner);

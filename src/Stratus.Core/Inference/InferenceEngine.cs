@@ -1,7 +1,8 @@
 // The serving engine for one model: requests queue up, and a dedicated thread loops
 // schedule -> execute -> update. Between two decode steps newly admitted sequences are
 // prefilled and join the running batch (iteration-level, "continuous" batching); finished and
-// cancelled sequences leave it and free their KV blocks at once. Knows nothing about HTTP.
+// cancelled sequences leave it and free their KV blocks at once. A model call that fails fails
+// the requests it was running, not the engine. Knows nothing about HTTP.
 using Stratus.Models;
 using Stratus.Tokenization;
 using TorchSharp;
@@ -27,6 +28,19 @@ public sealed class InferenceEngine : IDisposable
     GeneratedToken[] chosen = new GeneratedToken[16];
     long nextId;
     volatile Exception? failure;
+    /// <summary>Model calls (decode batches, prefill groups) that failed since the last one that
+    /// succeeded.</summary>
+    int failedCalls;
+
+    /// <summary>Failed model calls in a row that stop the engine. A bad input or a transient
+    /// out-of-memory fails one call, and under any other traffic the next call succeeds and
+    /// starts the count again; on an idle server the request's own retries are the next calls,
+    /// and OpenAI's SDKs retry a 503 two (Python, Node) or three (.NET) times, so a request that
+    /// fails every time fails up to 4 calls in a row: 5 lets it fail alone. A broken model or
+    /// device fails every call, and then the engine stops after 5 of them (a few steps' time), as
+    /// it always did after one, rather than answer every request with an error while /ready
+    /// says it is ready.</summary>
+    const int MaxFailedCallsInARow = 5;
 
     public InferenceEngine(CausalLanguageModel model, ITokenizer tokenizer, EngineOptions? options = null)
     {
@@ -71,7 +85,8 @@ public sealed class InferenceEngine : IDisposable
 
     /// <summary>Queues the sequences of one API request (its prompts and choices) all together
     /// or none of them, so that concurrent many-choice requests cannot each take part of the
-    /// waiting queue and all be refused.</summary>
+    /// waiting queue and all be refused. When a model call fails one of them, they all end with
+    /// its <see cref="EngineStepFailedException"/>: the request has failed.</summary>
     /// <exception cref="EngineOverloadedException">The waiting queue has no room for all of them.</exception>
     public Sequence[] SubmitAll(IReadOnlyList<GenerationRequest> requests, CancellationToken cancellation = default)
     {
@@ -93,6 +108,7 @@ public sealed class InferenceEngine : IDisposable
                 }, (sequence, this));
             }
         }
+        foreach (var sequence in sequences) sequence.SubmittedWith = sequences;
         bool queued;
         try
         {
@@ -165,21 +181,30 @@ public sealed class InferenceEngine : IDisposable
         }
         catch (Exception e)
         {
-            // A bug in the model or runner: fail every sequence rather than leave callers hanging.
+            // A model that fails every call, or a bug in the engine: fail every sequence rather
+            // than leave callers hanging.
             failure = e;
-            scheduler.FailAll(new EngineUnavailableException($"the engine failed: {e.Message}", e));
+            var cause = failedCalls >= MaxFailedCallsInARow ? $"{failedCalls} model steps in a row failed, the last with: {Reason(e)}" : Reason(e);
+            scheduler.FailAll(new EngineUnavailableException($"the engine failed: {cause}", e));
         }
+    }
+
+    /// <summary>What went wrong, in one line: an allocation that failed as OutOfMemory describes
+    /// it, anything else by its message up to the first line break (libtorch's go on with a C++
+    /// stack trace, no part of an error a client is told).</summary>
+    static string Reason(Exception e)
+    {
+        if (OutOfMemory.Is(e)) return OutOfMemory.Describe(e);
+        var message = e.Message.Trim();
+        var end = message.AsSpan().IndexOfAny('\r', '\n');
+        return end < 0 ? message : message[..end].TrimEnd();
     }
 
     void Step()
     {
         var (prefill, decode) = scheduler.Schedule();
-        if (decode.Count > 0)
-        {
-            if (chosen.Length < decode.Count) chosen = new GeneratedToken[Math.Max(decode.Count, chosen.Length * 2)];
-            runner.Decode(decode, chosen);
+        if (decode.Count > 0 && Call(decode, prefill: false))
             for (var i = 0; i < decode.Count; i++) Update(decode[i], chosen[i]);
-        }
         // Prompt chunks of equal length are prefilled together, one length at a time. Cancelled
         // sequences are skipped here and released by the next Schedule.
         prefill.Sort(ByChunk);
@@ -190,9 +215,8 @@ public sealed class InferenceEngine : IDisposable
             for (; start < prefill.Count && prefill[start].PrefillChunk == length; start++)
                 if (!prefill[start].CancelRequested) group.Add(prefill[start]);
             if (group.Count == 0) continue;
-            if (chosen.Length < group.Count) chosen = new GeneratedToken[Math.Max(group.Count, chosen.Length * 2)];
             // Prefill even for max_tokens 0: it scores the prompt when prompt logprobs are asked.
-            if (!runner.Prefill(group, chosen)) continue;
+            if (!Call(group, prefill: true)) continue;
             for (var g = 0; g < group.Count; g++)
             {
                 if (group[g].CachedTokens < group[g].PromptLength) continue; // more chunks to come
@@ -200,6 +224,51 @@ public sealed class InferenceEngine : IDisposable
                 if (group[g].Request.MaxTokens == 0) scheduler.Release(group[g], FinishReason.Length);
                 else Update(group[g], chosen[g]);
             }
+        }
+    }
+
+    /// <summary>One model call: the decode step of <paramref name="rows"/> or the prefill of
+    /// their next chunks. Returns whether tokens were chosen for them in <see cref="chosen"/>
+    /// (a prefill chooses only for prompts it completes); false when the call threw, which ends
+    /// their requests (FailCall). Past MaxFailedCallsInARow the exception goes on to Loop, which
+    /// stops the engine.</summary>
+    bool Call(List<Sequence> rows, bool prefill)
+    {
+        if (chosen.Length < rows.Count) chosen = new GeneratedToken[Math.Max(rows.Count, chosen.Length * 2)];
+        try
+        {
+            var completed = true;
+            if (prefill) completed = runner.Prefill(rows, chosen);
+            else runner.Decode(rows, chosen);
+            failedCalls = 0;
+            return completed;
+        }
+        catch (Exception e) when (++failedCalls < MaxFailedCallsInARow)
+        {
+            FailCall(rows, e);
+            return false;
+        }
+    }
+
+    /// <summary>Ends the sequences of a model call that threw, and the other sequences of their
+    /// requests, and frees their blocks; the engine goes on with the rest. Nothing the call half
+    /// wrote stays reachable: a sequence's CachedTokens, all that Release registers in the prefix
+    /// cache, moves only once the model call for those tokens has returned (ModelRunner), so
+    /// the blocks the call was writing return to the pool unregistered; and the runner, its
+    /// cache and the decode step set up each call's buffers afresh. On a GPU, an error that
+    /// leaves the CUDA context unusable (an illegal memory access) fails every later call too,
+    /// so the engine stops at <see cref="MaxFailedCallsInARow"/>.</summary>
+    void FailCall(List<Sequence> rows, Exception cause)
+    {
+        var error = new EngineStepFailedException($"the model step failed: {Reason(cause)}; a retry may succeed", cause);
+        foreach (var sequence in rows)
+        {
+            // The request's other prompts and choices end before the next step, wherever they
+            // are: left running for nobody, the same bad input would fail their own calls too,
+            // each counting towards stopping the engine.
+            foreach (var other in sequence.SubmittedWith)
+                if (other != sequence) other.Cancel(error);
+            scheduler.Release(sequence, FinishReason.Cancelled, error);
         }
     }
 

@@ -65,6 +65,8 @@ public sealed class ModelRunner
             }
         }
         var completed = false;
+        // Only once the forward has returned: a call that throws leaves CachedTokens as it was,
+        // so the blocks it was writing never join the prefix cache (InferenceEngine.FailCall).
         for (var b = 0; b < batch; b++)
         {
             rows[b].CachedTokens += length;
@@ -98,6 +100,7 @@ public sealed class ModelRunner
             var output = model.Forward(tensor(input, [batch, 1], device: device), cache);
             CopyRows(output.view(batch, vocab), batch);
         }
+        // As in Prefill, only once the step has returned.
         for (var b = 0; b < batch; b++)
         {
             rows[b].CachedTokens++;

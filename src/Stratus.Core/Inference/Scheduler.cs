@@ -52,7 +52,7 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
         decode.Clear();
         for (var i = running.Count - 1; i >= 0; i--)
         {
-            if (running[i].CancelRequested) Release(running[i], FinishReason.Cancelled);
+            if (running[i].CancelRequested) Release(running[i], FinishReason.Cancelled, running[i].CancelledWith);
         }
         DropCancelledWaiting();
 
@@ -158,7 +158,8 @@ public sealed class Scheduler(EngineOptions options, BlockAllocator blocks)
                 {
                     waiting.Remove(node);
                     waitingCount--;
-                    node.Value.Finish(FinishReason.Cancelled);
+                    if (node.Value.CancelledWith is { } error) node.Value.Fail(error);
+                    else node.Value.Finish(FinishReason.Cancelled);
                 }
                 node = next;
             }

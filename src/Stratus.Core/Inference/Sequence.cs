@@ -52,6 +52,9 @@ public sealed class Sequence
     /// <summary>Prompt tokens the scheduler gave this step's prefill (chunked prefill).</summary>
     internal int PrefillChunk { get; set; }
     internal List<int> Blocks { get; } = [];
+    /// <summary>The sequences queued in one <see cref="InferenceEngine.SubmitAll"/> with this one
+    /// (one API request's prompts and choices), itself included.</summary>
+    internal IReadOnlyList<Sequence> SubmittedWith { get; set; } = [];
     internal CancellationTokenRegistration CancellationRegistration { get; set; }
     internal Random Random { get; }
     internal int[]? OutputCounts { get; }
@@ -92,6 +95,18 @@ public sealed class Sequence
 
     /// <summary>Asks the engine to drop the sequence; it does so before its next step.</summary>
     public void Cancel() => cancelRequested = true;
+
+    /// <summary>Drops the sequence before the next step with <paramref name="error"/> instead of
+    /// as cancelled (another sequence of its request failed). Engine thread only.</summary>
+    internal void Cancel(Exception error)
+    {
+        CancelledWith = error;
+        cancelRequested = true;
+    }
+
+    /// <summary>The error a sequence dropped by <see cref="Cancel(Exception)"/> ends with; null
+    /// when its caller cancelled it.</summary>
+    internal Exception? CancelledWith { get; private set; }
 
     /// <returns>False when JSON mode's recognizer refuses the token, which is then not emitted and
     /// ends the sequence: the mask leaves the sampler such a token only where the model's logits

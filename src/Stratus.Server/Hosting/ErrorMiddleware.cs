@@ -1,9 +1,9 @@
 // Every failure leaves the server as an OpenAI-shaped error: ApiExceptions with their status,
 // oversized bodies as 413, malformed requests and user errors (StratusUserException, the trust
-// layer's TrustUserException) as 400, and anything unexpected as a 500 without internals
-// (logged here, never sent). The one error middleware of the server: the trust layer's own is
-// left out (UseStratusTrust(shapeErrors: false)). Also counts refused and invalid requests for
-// /metrics.
+// layer's TrustUserException) as 400, a stopped engine or a failed model step as 503, and
+// anything unexpected as a 500 without internals (logged here, never sent). The one error
+// middleware of the server: the trust layer's own is left out (UseStratusTrust(shapeErrors:
+// false)). Also counts refused and invalid requests for /metrics.
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Stratus.Server.Api;
@@ -37,10 +37,14 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 Stratus.Safety.TrustUserException { NotFound: true } missing => new ApiException(404, missing.Message, code: "not_found"),
                 Stratus.Safety.TrustUserException user => ApiException.Invalid(user.Message),
                 Stratus.Inference.EngineUnavailableException down => new ApiException(503, $"The model is not available: {down.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
+                // The engine goes on without the request's sequences, so a retry may succeed.
+                Stratus.Inference.EngineStepFailedException failed => new ApiException(503, failed.Message, code: "model_step_failed") { RetryAfterSeconds = 1 },
                 JsonException => ApiException.Invalid("We could not parse the JSON body of your request."),
                 _ => null,
             };
             if (error is null) logger.LogError(e, "unhandled error serving {Path}", context.Request.Path);
+            // The client is told the cause's first line; the operator gets all of it.
+            else if (e is Stratus.Inference.EngineStepFailedException) logger.LogWarning(e, "a model step failed serving {Path}; the engine goes on", context.Request.Path);
             error ??= new ApiException(500, "The server had an error while processing your request.", code: "internal_error");
             var model = context.Items[ModelItem] as string ?? "";
             metrics.RequestEnded(model, error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });

@@ -221,16 +221,25 @@ public sealed class GenerationRun : IAsyncDisposable
         var merged = Channel.CreateUnbounded<ChoicePiece>(new UnboundedChannelOptions { SingleReader = true });
         var pumps = new Task[streams.Length];
         for (var i = 0; i < streams.Length; i++) pumps[i] = Pump(i, merged.Writer, cancellation);
-        _ = Task.WhenAll(pumps).ContinueWith(t => merged.Writer.TryComplete(t.Exception?.InnerException), TaskScheduler.Default);
+        _ = Task.WhenAll(pumps).ContinueWith(_ => merged.Writer.TryComplete(), TaskScheduler.Default);
         return merged.Reader.ReadAllAsync(cancellation);
     }
 
     async Task Pump(int choice, ChannelWriter<ChoicePiece> writer, CancellationToken cancellation)
     {
-        // The choice's reader refills its piece's token list (empty or not) for the next piece
-        // while this one waits in the channel: the piece takes a copy with it.
-        await foreach (var piece in ReadChoiceAsync(choice, cancellation).ConfigureAwait(false))
-            writer.TryWrite(piece with { Tokens = [.. piece.Tokens] });
+        try
+        {
+            // The choice's reader refills its piece's token list (empty or not) for the next piece
+            // while this one waits in the channel: the piece takes a copy with it.
+            await foreach (var piece in ReadChoiceAsync(choice, cancellation).ConfigureAwait(false))
+                writer.TryWrite(piece with { Tokens = [.. piece.Tokens] });
+        }
+        catch (Exception e)
+        {
+            // A choice that fails fails the request at once: its reader throws, and disposing the
+            // run cancels the other choices rather than leave them running for nobody.
+            writer.TryComplete(e);
+        }
     }
 
     async IAsyncEnumerable<ChoicePiece> ReadChoiceAsync(int choice, [EnumeratorCancellation] CancellationToken cancellation)

@@ -19,7 +19,7 @@ public sealed class InferenceEngineTests
         return (CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false }), tokenizer);
     }
 
-    static (CausalLanguageModel Model, CharTokenizer Tokenizer) TinyModel(string architecture = "gpt2")
+    internal static (CausalLanguageModel Model, CharTokenizer Tokenizer) TinyModel(string architecture = "gpt2")
     {
         torch.manual_seed(7);
         var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrstuvwxyz .,!?\n");
@@ -55,7 +55,7 @@ public sealed class InferenceEngineTests
     }
 
     /// <summary>A greedy request that also reports its two best tokens at each step (see AssertSameGreedy).</summary>
-    static GenerationRequest Greedy(ITokenizer tokenizer, string prompt, int maxTokens) =>
+    internal static GenerationRequest Greedy(ITokenizer tokenizer, string prompt, int maxTokens) =>
         new() { PromptTokens = tokenizer.Encode(prompt), MaxTokens = maxTokens, Sampling = new() { Temperature = 0 }, Logprobs = 2 };
 
     static async Task<int[]> Collect(Sequence sequence) => (await Generate(sequence)).Tokens;

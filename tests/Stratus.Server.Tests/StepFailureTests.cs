@@ -1,0 +1,150 @@
+// A request whose model step fails gets OpenAI's error shape with a 503 (a retry may succeed),
+// streamed or not, and fails whole however many sequences it has; the server stays ready.
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+using Stratus.Inference;
+using Stratus.Models;
+using Stratus.Server.Hosting;
+using Stratus.Tests.Inference;
+using Stratus.Tokenization;
+using TorchSharp;
+
+namespace Stratus.Server.Tests;
+
+/// <summary>The tiny server with one more model, "failing": its prefills of a prompt holding '#'
+/// fail, and so do its single-row decode steps at position <see cref="DecodeFailsAt"/>.</summary>
+public sealed class FailingModelServer : IAsyncLifetime
+{
+    public const string ModelName = "failing";
+    public const int DecodeFailsAt = 20;
+
+    public TinyModelServer Server { get; } = new() { ConfigureServices = services => services.AddSingleton<IGenerationFilter, StuckChoiceFilter>() };
+    public InferenceEngine Engine { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        await Server.InitializeAsync();
+        var tokenizer = CharTokenizer.FromCorpus(TinyModelServer.Corpus);
+        // Seeded as TinyModelServer.SaveGpt: the same weights, so the same tokens, every run.
+        torch.manual_seed(11);
+        var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 128, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false });
+        var hash = tokenizer.Encode("#")[0];
+        // A prefill starts at position 0 (these prompts are too short to take cached blocks); decode steps never do.
+        _ = new FailingForward(model, (tokens, positions) => positions.Contains(0) && tokens.Contains(hash) || positions is [DecodeFailsAt]);
+        // Decode steps through libtorch's layers, which FailingForward hooks.
+        Engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch });
+        // Before any request: the registry is only read while serving.
+        Server.Server.Models.Add(new ServedModel(ModelName, Engine, ChatTemplate.For(tokenizer)));
+    }
+
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
+/// <summary>For requests from user "stuck-choice": choice 1 fails at its first piece while
+/// choice 0 waits until the request is cancelled.</summary>
+public sealed class StuckChoiceFilter : IGenerationFilter
+{
+    public ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation) =>
+        ValueTask.FromResult<IGenerationScope?>(context.User == "stuck-choice" ? new Scope() : null);
+
+    sealed class Scope : IGenerationScope
+    {
+        public IReadOnlyList<Safety.PromptFilterResult>? PromptFilterResults => null;
+        public IReadOnlyList<string>? Prompts => null;
+
+        public async ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation)
+        {
+            if (choice == 1) throw new InvalidOperationException("the filter failed");
+            await Task.Delay(Timeout.Infinite, cancellation);
+            return new FilteredText(text);
+        }
+
+        public ValueTask<bool> AllowsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellation) => ValueTask.FromResult(true);
+        public ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation) => ValueTask.FromResult(ChoiceEnd.None);
+        public ValueTask CompleteAsync(int promptTokens, int completionTokens) => ValueTask.CompletedTask;
+    }
+}
+
+public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture<FailingModelServer>
+{
+    HttpClient Http => fixture.Server.Http;
+
+    static object Completion(object prompt, int maxTokens, int n = 1) =>
+        new { model = FailingModelServer.ModelName, prompt, max_tokens = maxTokens, temperature = 0, n, ignore_eos = true };
+
+    static void AssertStepFailed(JsonNode? error)
+    {
+        Assert.Equal("server_error", (string?)error!["type"]);
+        Assert.Equal("model_step_failed", (string?)error["code"]);
+        Assert.Equal($"the model step failed: {FailingForward.OutOfMemoryDescribed}; a retry may succeed", (string?)error["message"]);
+    }
+
+    /// <summary>The engine drops a failed request's other sequences at its next step, which may
+    /// come just after the client has its answer.</summary>
+    async Task AssertBlocksFreed()
+    {
+        for (var wait = 0; fixture.Engine.KvBlocksUsed > 0 && wait < 100; wait++) await Task.Delay(50);
+        Assert.Equal(0, fixture.Engine.KvBlocksUsed);
+    }
+
+    [Fact]
+    public async Task A_request_whose_model_step_fails_gets_a_503_to_retry_and_the_server_stays_ready()
+    {
+        var response = await Http.PostAsJsonAsync("/v1/completions", Completion("ab#cd", 5));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("1", response.Headers.GetValues("Retry-After").Single());
+        AssertStepFailed(JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]);
+
+        Assert.Equal(HttpStatusCode.OK, (await Http.GetAsync("/ready")).StatusCode);
+        var next = await Http.PostAsJsonAsync("/v1/completions", Completion("abcd", 5));
+        Assert.Equal(HttpStatusCode.OK, next.StatusCode);
+        Assert.Equal(5, (int)JsonNode.Parse(await next.Content.ReadAsStringAsync())!["usage"]!["completion_tokens"]!);
+        await AssertBlocksFreed();
+    }
+
+    [Fact]
+    public async Task A_streamed_request_whose_decode_step_fails_after_its_first_chunks_ends_with_an_error_event()
+    {
+        // The prefill chooses a token, which sends the echo (the content filter holds the
+        // generated text back); decode steps at positions 16-19 go on, and the one at 20 fails.
+        const string prompt = "Once upon a time";
+        var response = await Http.PostAsJsonAsync("/v1/completions", new
+        {
+            model = FailingModelServer.ModelName, prompt, max_tokens = 10, temperature = 0, stream = true, echo = true, ignore_eos = true,
+        });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var events = (await response.Content.ReadAsStringAsync()).Split('\n').Where(l => l.StartsWith("data: ", StringComparison.Ordinal)).ToList();
+        Assert.Equal("data: [DONE]", events[^1]);
+        var bodies = events.SkipLast(1).Select(e => JsonNode.Parse(e["data: ".Length..])!).ToList();
+        Assert.Contains(bodies, b => b["choices"] is JsonArray { Count: 1 } choices && (string?)choices[0]!["text"] == prompt);
+        Assert.All(bodies.SkipLast(1), b => Assert.Null(b["error"]));
+        AssertStepFailed(bodies[^1]["error"]);
+        Assert.Equal(HttpStatusCode.OK, (await Http.GetAsync("/ready")).StatusCode);
+        await AssertBlocksFreed();
+    }
+
+    [Fact]
+    public async Task When_one_prompt_of_a_request_fails_its_step_the_whole_request_fails()
+    {
+        var response = await Http.PostAsJsonAsync("/v1/completions", Completion(new[] { "ab#cd", "hello world" }, 5, n: 2));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        AssertStepFailed(JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]);
+        await AssertBlocksFreed();
+        Assert.True(fixture.Engine.IsHealthy);
+    }
+
+    [Fact]
+    public async Task A_choice_that_fails_fails_its_request_at_once_and_cancels_the_others()
+    {
+        // Choice 0 would wait for ever: the request ends when choice 1 fails, or not at all.
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var response = await Http.PostAsJsonAsync("/v1/completions",
+            new { model = TinyModelServer.ModelName, prompt = "hello", max_tokens = 5, n = 2, user = "stuck-choice" }, timeout.Token);
+        Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
+        var model = fixture.Server.Model.Engine;
+        for (var wait = 0; model.KvBlocksUsed > 0 && wait < 100; wait++) await Task.Delay(50);
+        Assert.Equal(0, model.KvBlocksUsed);
+    }
+}

@@ -75,9 +75,12 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
 
     static AuditEntry Read(SqliteDataReader r)
     {
-        // A time that no longer parses was tampered with; MinValue makes its hash fail so the
-        // verifier names the entry instead of crashing.
-        var time = TryParseTime(r.GetString(1), out var parsed) ? parsed : DateTimeOffset.MinValue;
-        return new(r.GetInt64(0), time, r.GetString(2), r.GetString(3), r.GetString(4), r.GetString(5));
+        // A row that was tampered with may hold anything: a time that no longer parses (MinValue
+        // makes its hash fail), or NULL where the schema, rewritten too, said NOT NULL (read as
+        // empty text, which no entry is written with). The verifier then names the entry
+        // instead of crashing, and a listing shows it.
+        string Text(int column) => r.IsDBNull(column) ? "" : r.GetString(column);
+        var time = TryParseTime(Text(1), out var parsed) ? parsed : DateTimeOffset.MinValue;
+        return new(r.GetInt64(0), time, Text(2), Text(3), Text(4), Text(5));
     }
 }

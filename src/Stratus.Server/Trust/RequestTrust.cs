@@ -80,7 +80,8 @@ public sealed class RequestTrust
     /// <summary>Corrects the token charge to what was used and records usage. Call once when the
     /// request ends, in a finally block so cancelled and failed generations are settled too.
     /// Without a call the middleware settles the charge at the admitted prompt tokens and records
-    /// no usage. Never throws for a usage store that fails (locked, full):
+    /// no usage. A request that used no tokens (refused before the model saw it: the engine's
+    /// queue was full) is no usage. Never throws for a usage store that fails (locked, full):
     /// the client has its answer by now, whole or in part, and an error would only break it;
     /// the lost counts are logged.</summary>
     public async ValueTask CompleteAsync(int promptTokens, int completionTokens, string model, CancellationToken cancellationToken = default)
@@ -90,6 +91,7 @@ public sealed class RequestTrust
         if (completed) return;
         completed = true;
         ticket?.Complete((long)promptTokens + completionTokens);
+        if (promptTokens == 0 && completionTokens == 0) return;
         try
         {
             await trust.Stores.Usage.RecordAsync(KeyId, model, promptTokens, completionTokens, DateTimeOffset.UtcNow, cancellationToken);

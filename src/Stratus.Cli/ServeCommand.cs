@@ -72,20 +72,14 @@ static class ServeCommand
     /// <exception cref="StratusUserException">Bad arguments, the port is taken, or the trust
     /// layer refuses to start (no active key without --insecure-no-auth; --insecure-no-auth off
     /// loopback): the CLI prints the one-line reason and exits with 2.</exception>
+    /// <exception cref="IOException">The data directory or its database cannot be used (it names
+    /// the path); the CLI prints it in one line too.</exception>
     public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, TorchSharp.torch.Device device, int? threads, TrustOptions trust,
         string? apiKey, CancellationToken cancellation)
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
         Console.WriteLine($"loading {models.Count} model(s) ...");
-        StratusServer server;
-        try
-        {
-            server = await StratusServer.StartAsync(new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust }, cancellation);
-        }
-        catch (IOException e)
-        {
-            throw new StratusUserException($"cannot listen on {host}:{port}: {e.Message.TrimEnd('.')}; pick another --port");
-        }
+        var server = await StratusServer.StartAsync(new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust }, cancellation);
         await using (server)
         {
             foreach (var model in server.Models.All)

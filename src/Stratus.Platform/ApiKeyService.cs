@@ -56,9 +56,12 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
 
     /// <summary>Changes a key's limits, each left as it is when null; the QuotaEnforcer applies
     /// them from the next request, because authentication reads the key record each time.</summary>
-    /// <exception cref="TrustUserException">No active key, or negative limits.</exception>
+    /// <exception cref="TrustUserException">No limit given, no active key, or negative limits.</exception>
     public async ValueTask<ApiKeyRecord> SetLimitsAsync(string nameOrId, int? requestsPerMinute, int? tokensPerMinute, string actor, CancellationToken cancellationToken = default)
     {
+        // Refused rather than audited as a change that changed nothing.
+        if (requestsPerMinute is null && tokensPerMinute is null)
+            throw new TrustUserException("No limit to change: give rpm, tpm or both (0 is unlimited).");
         var key = await ResolveActiveAsync(nameOrId, cancellationToken);
         var limits = new RateLimits(requestsPerMinute ?? key.Limits.RequestsPerMinute, tokensPerMinute ?? key.Limits.TokensPerMinute);
         limits.Validate();

@@ -81,33 +81,63 @@ public sealed class PlatformDatabase
     public string FilePath { get; }
 
     /// <summary>Opens (creating if needed) the database in a data directory.</summary>
+    /// <exception cref="PlatformStorageException">The file cannot be used (read-only, locked,
+    /// not a database).</exception>
     public static PlatformDatabase Open(string dataDir)
     {
         Directory.CreateDirectory(dataDir);
         var database = new PlatformDatabase(Path.Combine(dataDir, FileName));
-        using var connection = database.Connect();
-        Execute(connection, "PRAGMA journal_mode=WAL;");
-        using var transaction = connection.BeginTransaction();
-        var version = Convert.ToInt32(Scalar(connection, transaction, "PRAGMA user_version;"));
-        if (version > SchemaVersion)
-            throw new TrustUserException($"{database.FilePath} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
-        if (version < 1)
+        database.Use(connection =>
         {
-            Execute(connection, Schema, transaction);
-            Execute(connection, $"PRAGMA user_version = {SchemaVersion};", transaction);
-        }
-        transaction.Commit();
+            Execute(connection, "PRAGMA journal_mode=WAL;");
+            using var transaction = connection.BeginTransaction();
+            var version = Convert.ToInt32(Scalar(connection, transaction, "PRAGMA user_version;"));
+            if (version > SchemaVersion)
+                throw new TrustUserException($"{database.FilePath} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
+            if (version < 1)
+            {
+                Execute(connection, Schema, transaction);
+                Execute(connection, $"PRAGMA user_version = {SchemaVersion};", transaction);
+            }
+            transaction.Commit();
+            return true;
+        });
         return database;
     }
 
-    internal SqliteConnection Connect()
+    /// <summary>Runs <paramref name="work"/> on a connection of its own. Every store reaches the
+    /// file through here, so a failure the machine causes (the file or its folder read-only for
+    /// this user, locked by another process, not a database, a full disk) becomes one
+    /// PlatformStorageException naming the file; any other SQLite error is a bug and stays as it is.</summary>
+    internal T Use<T>(Func<SqliteConnection, T> work)
+    {
+        try
+        {
+            using var connection = Connect();
+            return work(connection);
+        }
+        catch (SqliteException e) when (PlatformStorageException.Describe(FilePath, e) is { } problem)
+        {
+            throw new PlatformStorageException(problem, e);
+        }
+    }
+
+    SqliteConnection Connect()
     {
         var connection = new SqliteConnection(connectionString);
-        connection.Open();
-        // WAL with synchronous=NORMAL is durable across application crashes; only an OS crash
-        // can lose the last transactions, which is the usual trade for a request-path store.
-        Execute(connection, "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;");
-        return connection;
+        try
+        {
+            connection.Open();
+            // WAL with synchronous=NORMAL is durable across application crashes; only an OS crash
+            // can lose the last transactions, which is the usual trade for a request-path store.
+            Execute(connection, "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;");
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
     }
 
     internal static void Execute(SqliteConnection connection, string sql, SqliteTransaction? transaction = null)
@@ -149,5 +179,34 @@ public sealed class PlatformDatabase
         var ok = DateTime.TryParseExact(text, TimeFormat, CultureInfo.InvariantCulture, TimeStyles, out var parsed);
         time = ok ? new DateTimeOffset(parsed, TimeSpan.Zero) : default;
         return ok;
+    }
+}
+
+/// <summary>The platform database cannot be used for a reason of the machine's: the file or its
+/// folder read-only for this user, a lock another process holds, a file that is not a database, a
+/// full disk. The operator's to fix, not a bug: an IOException, as any path the system refuses
+/// is, so the CLI prints its one line and exits with 2.</summary>
+public sealed class PlatformStorageException(string message, Exception inner) : IOException(message, inner)
+{
+    /// <summary>What went wrong with <paramref name="file"/>, in the operator's terms; null for an
+    /// error that is not the machine's (a bug).</summary>
+    internal static string? Describe(string file, SqliteException e)
+    {
+        var sqlite = e.Message.TrimEnd('.');
+        return (e.SqliteErrorCode & 0xFF) switch
+        {
+            // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN
+            3 or 8 or 14 => $"cannot open or write {file} ({sqlite}): SQLite writes it, and {Path.GetFileName(file)}-wal and -shm beside it, " +
+                "even to read it; run as the user who owns the data directory, or give this one write access to it",
+            // SQLITE_BUSY, SQLITE_LOCKED
+            5 or 6 => $"{file} is locked by another process ({sqlite}); try again once that process is done",
+            // SQLITE_CORRUPT, SQLITE_NOTADB
+            11 or 26 => $"{file} is not a Stratus database or is damaged ({sqlite}); check --data-dir, or restore the file from a backup",
+            // SQLITE_FULL
+            13 => $"the disk holding {file} is full ({sqlite})",
+            // SQLITE_IOERR
+            10 => $"reading or writing {file} failed ({sqlite})",
+            _ => null,
+        };
     }
 }

@@ -150,39 +150,35 @@ public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, TimeProvi
 /// from input.</summary>
 sealed class JsonDocumentTable(PlatformDatabase database, string table, string key, string document, TimeProvider clock)
 {
-    public string? Get(string name)
+    public string? Get(string name) => database.Use(connection =>
     {
-        using var connection = database.Connect();
         using var command = Command(connection, $"SELECT {document} FROM {table} WHERE {key} = $key", ("$key", name));
         return command.ExecuteScalar() as string;
-    }
+    });
 
     /// <summary>Every document, in key order.</summary>
-    public List<string> List()
+    public List<string> List() => database.Use(connection =>
     {
-        using var connection = database.Connect();
         using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {key}");
         using var reader = command.ExecuteReader();
         var documents = new List<string>();
         while (reader.Read()) documents.Add(reader.GetString(0));
         return documents;
-    }
+    });
 
-    public void Upsert(string name, string json)
+    public void Upsert(string name, string json) => database.Use(connection =>
     {
-        using var connection = database.Connect();
         using var command = Command(connection, $"""
             INSERT INTO {table} ({key}, {document}, updated_at) VALUES ($key, $document, $at)
             ON CONFLICT ({key}) DO UPDATE SET {document} = excluded.{document}, updated_at = excluded.updated_at
             """, ("$key", name), ("$document", json), ("$at", FormatTime(clock.GetUtcNow())));
-        command.ExecuteNonQuery();
-    }
+        return command.ExecuteNonQuery();
+    });
 
     /// <summary>Whether a row was there to delete.</summary>
-    public bool Delete(string name)
+    public bool Delete(string name) => database.Use(connection =>
     {
-        using var connection = database.Connect();
         using var command = Command(connection, $"DELETE FROM {table} WHERE {key} = $key", ("$key", name));
         return command.ExecuteNonQuery() == 1;
-    }
+    });
 }

@@ -14,56 +14,55 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database) : IApiKeyStore
     public ValueTask InsertAsync(StoredApiKey key, CancellationToken cancellationToken = default)
     {
         var r = key.Record;
-        using var connection = database.Connect();
-        using var command = Command(connection,
-            "INSERT INTO api_keys (id, name, salt, hash, scopes, rpm, tpm, created_at, revoked_at) VALUES ($id, $name, $salt, $hash, $scopes, $rpm, $tpm, $created, $revoked)",
-            ("$id", r.Id), ("$name", r.Name), ("$salt", key.Salt), ("$hash", key.Hash), ("$scopes", (int)r.Scopes),
-            ("$rpm", r.Limits.RequestsPerMinute), ("$tpm", r.Limits.TokensPerMinute), ("$created", FormatTime(r.CreatedAt)),
-            ("$revoked", r.RevokedAt is { } at ? FormatTime(at) : null));
-        try
+        database.Use(connection =>
         {
-            command.ExecuteNonQuery();
-        }
-        catch (SqliteException e) when (e.SqliteErrorCode == SqliteConstraint)
-        {
-            throw new TrustUserException($"An active API key named '{r.Name}' already exists.", e);
-        }
+            using var command = Command(connection,
+                "INSERT INTO api_keys (id, name, salt, hash, scopes, rpm, tpm, created_at, revoked_at) VALUES ($id, $name, $salt, $hash, $scopes, $rpm, $tpm, $created, $revoked)",
+                ("$id", r.Id), ("$name", r.Name), ("$salt", key.Salt), ("$hash", key.Hash), ("$scopes", (int)r.Scopes),
+                ("$rpm", r.Limits.RequestsPerMinute), ("$tpm", r.Limits.TokensPerMinute), ("$created", FormatTime(r.CreatedAt)),
+                ("$revoked", r.RevokedAt is { } at ? FormatTime(at) : null));
+            try
+            {
+                return command.ExecuteNonQuery();
+            }
+            catch (SqliteException e) when (e.SqliteErrorCode == SqliteConstraint)
+            {
+                throw new TrustUserException($"An active API key named '{r.Name}' already exists.", e);
+            }
+        });
         return ValueTask.CompletedTask;
     }
 
-    public ValueTask<StoredApiKey?> FindAsync(string id, CancellationToken cancellationToken = default)
+    public ValueTask<StoredApiKey?> FindAsync(string id, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Use(connection =>
     {
-        using var connection = database.Connect();
         using var command = Command(connection, $"SELECT {Columns} FROM api_keys WHERE id = $id", ("$id", id));
         using var reader = command.ExecuteReader();
-        return ValueTask.FromResult(reader.Read() ? new StoredApiKey(ReadRecord(reader), (byte[])reader["salt"], (byte[])reader["hash"]) : null);
-    }
+        return reader.Read() ? new StoredApiKey(ReadRecord(reader), (byte[])reader["salt"], (byte[])reader["hash"]) : null;
+    }));
 
-    public ValueTask<IReadOnlyList<ApiKeyRecord>> ListAsync(bool includeRevoked, CancellationToken cancellationToken = default)
-    {
-        using var connection = database.Connect();
-        using var command = Command(connection,
-            $"SELECT {Columns} FROM api_keys {(includeRevoked ? "" : "WHERE revoked_at IS NULL")} ORDER BY created_at, id");
-        using var reader = command.ExecuteReader();
-        var keys = new List<ApiKeyRecord>();
-        while (reader.Read()) keys.Add(ReadRecord(reader));
-        return ValueTask.FromResult<IReadOnlyList<ApiKeyRecord>>(keys);
-    }
+    public ValueTask<IReadOnlyList<ApiKeyRecord>> ListAsync(bool includeRevoked, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult<IReadOnlyList<ApiKeyRecord>>(database.Use(connection =>
+        {
+            using var command = Command(connection,
+                $"SELECT {Columns} FROM api_keys {(includeRevoked ? "" : "WHERE revoked_at IS NULL")} ORDER BY created_at, id");
+            using var reader = command.ExecuteReader();
+            var keys = new List<ApiKeyRecord>();
+            while (reader.Read()) keys.Add(ReadRecord(reader));
+            return keys;
+        }));
 
-    public ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, CancellationToken cancellationToken = default)
+    public ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Use(connection =>
     {
-        using var connection = database.Connect();
         using var command = Command(connection, "UPDATE api_keys SET revoked_at = $at WHERE id = $id AND revoked_at IS NULL", ("$id", id), ("$at", FormatTime(at)));
-        return ValueTask.FromResult(command.ExecuteNonQuery() == 1);
-    }
+        return command.ExecuteNonQuery() == 1;
+    }));
 
-    public ValueTask<bool> SetLimitsAsync(string id, RateLimits limits, CancellationToken cancellationToken = default)
+    public ValueTask<bool> SetLimitsAsync(string id, RateLimits limits, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Use(connection =>
     {
-        using var connection = database.Connect();
         using var command = Command(connection, "UPDATE api_keys SET rpm = $rpm, tpm = $tpm WHERE id = $id",
             ("$id", id), ("$rpm", limits.RequestsPerMinute), ("$tpm", limits.TokensPerMinute));
-        return ValueTask.FromResult(command.ExecuteNonQuery() == 1);
-    }
+        return command.ExecuteNonQuery() == 1;
+    }));
 
     static ApiKeyRecord ReadRecord(SqliteDataReader r) => new(
         r.GetString(0),

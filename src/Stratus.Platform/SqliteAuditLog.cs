@@ -13,61 +13,60 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
     public ValueTask<AuditEntry> AppendAsync(string actor, string action, JsonObject? details = null, CancellationToken cancellationToken = default)
     {
         var detailsJson = (details ?? []).ToJsonString();
-        using var connection = database.Connect();
-        using var transaction = connection.BeginTransaction(deferred: false);
-        long sequence = 1;
-        var previousHash = AuditChain.GenesisHash;
-        using (var last = Command(connection, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
+        return ValueTask.FromResult(database.Use(connection =>
         {
-            last.Transaction = transaction;
-            using var reader = last.ExecuteReader();
-            if (reader.Read())
+            using var transaction = connection.BeginTransaction(deferred: false);
+            long sequence = 1;
+            var previousHash = AuditChain.GenesisHash;
+            using (var last = Command(connection, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
             {
-                sequence = reader.GetInt64(0) + 1;
-                previousHash = reader.GetString(1);
+                last.Transaction = transaction;
+                using var reader = last.ExecuteReader();
+                if (reader.Read())
+                {
+                    sequence = reader.GetInt64(0) + 1;
+                    previousHash = reader.GetString(1);
+                }
             }
-        }
-        // Truncated to what the stored text keeps, so the hash recomputed from the row matches.
-        var now = ParseTime(FormatTime(clock.GetUtcNow()));
-        var hash = AuditChain.ComputeHash(previousHash, sequence, now, actor, action, detailsJson);
-        using (var insert = Command(connection, "INSERT INTO audit_log (seq, time, actor, action, details, hash) VALUES ($seq, $time, $actor, $action, $details, $hash)",
-                   ("$seq", sequence), ("$time", FormatTime(now)), ("$actor", actor), ("$action", action), ("$details", detailsJson), ("$hash", hash)))
+            // Truncated to what the stored text keeps, so the hash recomputed from the row matches.
+            var now = ParseTime(FormatTime(clock.GetUtcNow()));
+            var hash = AuditChain.ComputeHash(previousHash, sequence, now, actor, action, detailsJson);
+            using (var insert = Command(connection, "INSERT INTO audit_log (seq, time, actor, action, details, hash) VALUES ($seq, $time, $actor, $action, $details, $hash)",
+                       ("$seq", sequence), ("$time", FormatTime(now)), ("$actor", actor), ("$action", action), ("$details", detailsJson), ("$hash", hash)))
+            {
+                insert.Transaction = transaction;
+                insert.ExecuteNonQuery();
+            }
+            transaction.Commit();
+            return new AuditEntry(sequence, now, actor, action, detailsJson, hash);
+        }));
+    }
+
+    public ValueTask<IReadOnlyList<AuditEntry>> ReadAsync(AuditQuery query, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult<IReadOnlyList<AuditEntry>>(database.Use(connection =>
         {
-            insert.Transaction = transaction;
-            insert.ExecuteNonQuery();
-        }
-        transaction.Commit();
-        return ValueTask.FromResult(new AuditEntry(sequence, now, actor, action, detailsJson, hash));
-    }
+            using var command = Command(connection, """
+                SELECT seq, time, actor, action, details, hash FROM audit_log
+                WHERE seq > $after
+                  AND ($action IS NULL OR action = $action)
+                  AND ($actor IS NULL OR actor = $actor)
+                  AND ($from IS NULL OR time >= $from)
+                  AND ($to IS NULL OR time < $to)
+                ORDER BY seq LIMIT $limit
+                """,
+                ("$after", query.AfterSequence), ("$action", query.Action), ("$actor", query.Actor),
+                ("$from", query.From is { } f ? FormatTime(f) : null), ("$to", query.To is { } t ? FormatTime(t) : null),
+                ("$limit", Math.Clamp(query.Limit, 1, 10_000)));
+            using var reader = command.ExecuteReader();
+            return ReadAll(reader).ToList();
+        }));
 
-    public ValueTask<IReadOnlyList<AuditEntry>> ReadAsync(AuditQuery query, CancellationToken cancellationToken = default)
+    public ValueTask<AuditVerification> VerifyAsync(CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Use(connection =>
     {
-        using var connection = database.Connect();
-        using var command = Command(connection, """
-            SELECT seq, time, actor, action, details, hash FROM audit_log
-            WHERE seq > $after
-              AND ($action IS NULL OR action = $action)
-              AND ($actor IS NULL OR actor = $actor)
-              AND ($from IS NULL OR time >= $from)
-              AND ($to IS NULL OR time < $to)
-            ORDER BY seq LIMIT $limit
-            """,
-            ("$after", query.AfterSequence), ("$action", query.Action), ("$actor", query.Actor),
-            ("$from", query.From is { } f ? FormatTime(f) : null), ("$to", query.To is { } t ? FormatTime(t) : null),
-            ("$limit", Math.Clamp(query.Limit, 1, 10_000)));
-        using var reader = command.ExecuteReader();
-        var entries = new List<AuditEntry>();
-        while (reader.Read()) entries.Add(Read(reader));
-        return ValueTask.FromResult<IReadOnlyList<AuditEntry>>(entries);
-    }
-
-    public ValueTask<AuditVerification> VerifyAsync(CancellationToken cancellationToken = default)
-    {
-        using var connection = database.Connect();
         using var command = Command(connection, "SELECT seq, time, actor, action, details, hash FROM audit_log ORDER BY seq");
         using var reader = command.ExecuteReader();
-        return ValueTask.FromResult(AuditChain.Verify(ReadAll(reader)));
-    }
+        return AuditChain.Verify(ReadAll(reader));
+    }));
 
     static IEnumerable<AuditEntry> ReadAll(SqliteDataReader reader)
     {
@@ -76,9 +75,12 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
 
     static AuditEntry Read(SqliteDataReader r)
     {
-        // A time that no longer parses was tampered with; MinValue makes its hash fail so the
-        // verifier names the entry instead of crashing.
-        var time = TryParseTime(r.GetString(1), out var parsed) ? parsed : DateTimeOffset.MinValue;
-        return new(r.GetInt64(0), time, r.GetString(2), r.GetString(3), r.GetString(4), r.GetString(5));
+        // A row that was tampered with may hold anything: a time that no longer parses (MinValue
+        // makes its hash fail), or NULL where the schema, rewritten too, said NOT NULL (read as
+        // empty text, which no entry is written with). The verifier then names the entry
+        // instead of crashing, and a listing shows it.
+        string Text(int column) => r.IsDBNull(column) ? "" : r.GetString(column);
+        var time = TryParseTime(Text(1), out var parsed) ? parsed : DateTimeOffset.MinValue;
+        return new(r.GetInt64(0), time, Text(2), Text(3), Text(4), Text(5));
     }
 }

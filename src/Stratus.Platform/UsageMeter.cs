@@ -52,39 +52,43 @@ public sealed class SqliteUsageStore(PlatformDatabase database) : IUsageStore
     {
         ArgumentOutOfRangeException.ThrowIfNegative(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(completionTokens);
-        using var connection = database.Connect();
         // One upsert, so concurrent completions add up instead of overwriting each other.
-        using var command = Command(connection, """
-            INSERT INTO usage_daily (key_id, day, model, requests, prompt_tokens, completion_tokens)
-            VALUES ($key, $day, $model, 1, $prompt, $completion)
-            ON CONFLICT (key_id, day, model) DO UPDATE SET
-                requests = requests + 1,
-                prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-                completion_tokens = completion_tokens + excluded.completion_tokens
-            """,
-            ("$key", keyId), ("$day", Day(at)), ("$model", model), ("$prompt", promptTokens), ("$completion", completionTokens));
-        command.ExecuteNonQuery();
+        database.Use(connection =>
+        {
+            using var command = Command(connection, """
+                INSERT INTO usage_daily (key_id, day, model, requests, prompt_tokens, completion_tokens)
+                VALUES ($key, $day, $model, 1, $prompt, $completion)
+                ON CONFLICT (key_id, day, model) DO UPDATE SET
+                    requests = requests + 1,
+                    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                    completion_tokens = completion_tokens + excluded.completion_tokens
+                """,
+                ("$key", keyId), ("$day", Day(at)), ("$model", model), ("$prompt", promptTokens), ("$completion", completionTokens));
+            return command.ExecuteNonQuery();
+        });
         return ValueTask.CompletedTask;
     }
 
     public ValueTask<IReadOnlyList<UsageRecord>> QueryAsync(UsageQuery query, CancellationToken cancellationToken = default)
     {
         query.Validate();
-        using var connection = database.Connect();
-        using var command = Command(connection, """
-            SELECT key_id, day, model, requests, prompt_tokens, completion_tokens FROM usage_daily
-            WHERE day >= $from AND day <= $to
-              AND ($key IS NULL OR key_id = $key)
-              AND ($model IS NULL OR model = $model)
-            ORDER BY day, key_id, model
-            """,
-            ("$from", query.From.ToString(DayFormat)), ("$to", query.To.ToString(DayFormat)), ("$key", query.KeyId), ("$model", query.Model));
-        using var reader = command.ExecuteReader();
-        var rows = new List<UsageRecord>();
-        while (reader.Read())
-            rows.Add(new UsageRecord(reader.GetString(0), DateOnly.ParseExact(reader.GetString(1), DayFormat), reader.GetString(2),
-                reader.GetInt64(3), reader.GetInt64(4), reader.GetInt64(5)));
-        return ValueTask.FromResult<IReadOnlyList<UsageRecord>>(rows);
+        return ValueTask.FromResult<IReadOnlyList<UsageRecord>>(database.Use(connection =>
+        {
+            using var command = Command(connection, """
+                SELECT key_id, day, model, requests, prompt_tokens, completion_tokens FROM usage_daily
+                WHERE day >= $from AND day <= $to
+                  AND ($key IS NULL OR key_id = $key)
+                  AND ($model IS NULL OR model = $model)
+                ORDER BY day, key_id, model
+                """,
+                ("$from", query.From.ToString(DayFormat)), ("$to", query.To.ToString(DayFormat)), ("$key", query.KeyId), ("$model", query.Model));
+            using var reader = command.ExecuteReader();
+            var rows = new List<UsageRecord>();
+            while (reader.Read())
+                rows.Add(new UsageRecord(reader.GetString(0), DateOnly.ParseExact(reader.GetString(1), DayFormat), reader.GetString(2),
+                    reader.GetInt64(3), reader.GetInt64(4), reader.GetInt64(5)));
+            return rows;
+        }));
     }
 
     static string Day(DateTimeOffset at) => DateOnly.FromDateTime(at.UtcDateTime).ToString(DayFormat);

@@ -92,7 +92,16 @@ public sealed class StratusServer : IAsyncDisposable
                     throw new StratusUserException($"{e.Message} Name the model with --model NAME=DIR.");
                 }
             }
-            await app.StartAsync(cancellation);
+            try
+            {
+                await app.StartAsync(cancellation);
+            }
+            catch (IOException e)
+            {
+                // Kestrel's word for an address in use. Caught here, around the bind alone: the
+                // data directory's failures before it are IOExceptions too, and name their own path.
+                throw new StratusUserException($"cannot listen on {options.Host}:{options.Port}: {e.Message.TrimEnd('.')}; pick another --port", e);
+            }
             foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             return new StratusServer(app, registry, new Uri(address.EndsWith('/') ? address : address + "/"));

@@ -107,6 +107,15 @@ public sealed class ApiKeyServiceTests : IDisposable
     }
 
     [Fact]
+    public async Task A_limits_change_that_names_no_limit_is_refused_and_not_audited()
+    {
+        await keys.CreateAsync("svc", ApiKeyScopes.Inference, new RateLimits(5, 500), "alice");
+        var error = await Assert.ThrowsAsync<TrustUserException>(async () => await keys.SetLimitsAsync("svc", null, null, "alice"));
+        Assert.Contains("rpm, tpm or both", error.Message);
+        Assert.Equal([AuditActions.KeyCreated], (await platform.Stores.Audit.ReadAsync(new AuditQuery())).Select(e => e.Action));
+    }
+
+    [Fact]
     public async Task Invalid_requests_are_user_errors()
     {
         await Assert.ThrowsAsync<TrustUserException>(async () => await keys.CreateAsync("bad name", ApiKeyScopes.Inference, RateLimits.Unlimited, "a"));

@@ -65,6 +65,29 @@ public sealed class AuditLogTests : IDisposable
         Assert.Equal(2, (await Audit.VerifyAsync()).FirstBadSequence);
     }
 
+    [Theory]
+    [InlineData("time")]
+    [InlineData("actor")]
+    [InlineData("action")]
+    [InlineData("details")]
+    [InlineData("hash")]
+    public async Task A_value_nulled_in_a_rebuilt_table_is_named(string column)
+    {
+        await AppendFive();
+        // NOT NULL is part of the schema, which someone with the file can rebuild without it.
+        platform.Sql("""
+            ALTER TABLE audit_log RENAME TO old_log;
+            CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, time TEXT, actor TEXT, action TEXT, details TEXT, hash TEXT);
+            INSERT INTO audit_log SELECT * FROM old_log;
+            DROP TABLE old_log;
+            """);
+        platform.Sql($"UPDATE audit_log SET {column} = NULL WHERE seq = 3");
+        var result = await Audit.VerifyAsync();
+        Assert.Equal(3, result.FirstBadSequence);
+        Assert.Contains("modified", result.Problem);
+        Assert.Equal(5, (await Audit.ReadAsync(new AuditQuery())).Count);
+    }
+
     [Fact]
     public async Task A_deleted_entry_is_named()
     {

@@ -325,9 +325,12 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
 public sealed class OverloadTests(BusyModelServer fixture) : IClassFixture<BusyModelServer>
 {
     [Fact]
-    public async Task A_full_queue_answers_429_with_retry_after_and_recovers()
+    public async Task A_full_queue_answers_429_with_retry_after_is_no_usage_and_recovers()
     {
         var http = fixture.Server.Http;
+        var usage = Platform.PlatformStores.OpenSqlite(fixture.Server.DataDir).Usage;
+        async Task<long> Requests() => (await usage.QueryAsync(Platform.UsageQuery.Days(null, null, null, null))).Sum(r => r.Requests);
+        var before = await Requests();
         var body = new { model = "tiny", prompt = "abc", max_tokens = 100, temperature = 0 };
         var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => http.PostAsJsonAsync("/v1/completions", body)));
         var refused = responses.Where(r => r.StatusCode == HttpStatusCode.TooManyRequests).ToList();
@@ -336,6 +339,8 @@ public sealed class OverloadTests(BusyModelServer fixture) : IClassFixture<BusyM
         Assert.NotNull(refused[0].Headers.RetryAfter);
         var error = JsonNode.Parse(await refused[0].Content.ReadAsStringAsync())!["error"]!;
         Assert.Equal("rate_limit_error", (string)error["type"]!);
+        // A refused request used nothing: usage counts the answered ones only.
+        Assert.Equal(responses.Length - refused.Count, await Requests() - before);
         using var after = await http.PostAsJsonAsync("/v1/completions", body with { });
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
         foreach (var r in responses) r.Dispose();

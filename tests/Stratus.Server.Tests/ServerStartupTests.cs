@@ -1,5 +1,6 @@
-// What the server refuses at startup: serving with no active key (nobody could call it), and
-// --insecure-no-auth on a non-loopback address; and what it serves with --insecure-no-auth on
+// What the server refuses at startup: serving with no active key (nobody could call it),
+// --insecure-no-auth on a non-loopback address, and a port in use (in words of its own, apart
+// from a data directory it cannot use); and what it serves with --insecure-no-auth on
 // loopback: everything, without a key, to local clients.
 using System.Net;
 using Stratus.Inference;
@@ -80,6 +81,21 @@ public sealed class ServerStartupTests : IDisposable
         using var http = new HttpClient { BaseAddress = server.RootUrl };
         using var reply = await http.PostAsync("/v1/chat/completions", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
         Assert.True(reply.IsSuccessStatusCode, await reply.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task A_port_in_use_is_told_apart_from_a_data_directory_the_system_refuses()
+    {
+        await using var first = await StratusServer.StartAsync(Options(insecure: true));
+        var taken = Options(insecure: true) with { Port = first.RootUrl.Port };
+        var inUse = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(taken));
+        Assert.StartsWith($"cannot listen on 127.0.0.1:{first.RootUrl.Port}: ", inUse.Message);
+        // A file where the data directory should be: its own error, naming it, not the port's.
+        var file = Path.Combine(folder, "not-a-folder");
+        File.WriteAllText(file, "");
+        var options = Options(insecure: true);
+        var refused = await Assert.ThrowsAsync<IOException>(() => StratusServer.StartAsync(options with { Trust = options.Trust with { DataDir = file } }));
+        Assert.Contains(file, refused.Message);
     }
 
     public void Dispose()

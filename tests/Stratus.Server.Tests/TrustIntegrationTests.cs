@@ -1,7 +1,8 @@
 // The trust layer in the real server: keys on every endpoint but /health, revocation taking
 // effect on the next request, rate limits surfacing through the official SDK, and content
 // safety on the real engine's output, streamed (a blocklisted word never reaches the client)
-// and not, and on prompts.
+// and not, and on prompts; usage with the real counts, and answers left whole when it cannot
+// be recorded.
 using System.ClientModel;
 using System.ClientModel.Primitives;
 using System.Net;
@@ -10,6 +11,7 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using Microsoft.Data.Sqlite;
 using OpenAI;
 using OpenAI.Chat;
 using Stratus.Platform;
@@ -357,6 +359,42 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         Assert.True(report.IsSuccessStatusCode, text);
         Assert.Contains($"\"completion_tokens\":{(int)usage["completion_tokens"]!}", text);
         Assert.Contains($"\"prompt_tokens\":{(int)usage["prompt_tokens"]!}", text);
+    }
+
+    [Fact]
+    public async Task A_usage_store_that_fails_leaves_answers_whole()
+    {
+        // Writes to the usage table fail, as they do once a locked or full database has made
+        // them wait their limit; the answers were written by then.
+        Sql("""
+            CREATE TRIGGER usage_insert_fails BEFORE INSERT ON usage_daily BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;
+            CREATE TRIGGER usage_update_fails BEFORE UPDATE ON usage_daily BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;
+            """);
+        try
+        {
+            using var whole = await fixture.Http.PostAsJsonAsync("/v1/chat/completions", ChatBody(3));
+            var body = await whole.Content.ReadAsStringAsync();
+            Assert.Equal(HttpStatusCode.OK, whole.StatusCode);
+            Assert.Equal(3, (int)JsonNode.Parse(body)!["usage"]!["completion_tokens"]!);
+            using var streamed = await fixture.Http.PostAsJsonAsync("/v1/chat/completions", ChatBody(3, stream: true));
+            var events = await streamed.Content.ReadAsStringAsync();
+            Assert.DoesNotContain("\"error\"", events);
+            Assert.Single(Regex.Matches(events, @"^data: \[DONE\]$", RegexOptions.Multiline));
+        }
+        finally
+        {
+            Sql("DROP TRIGGER usage_insert_fails; DROP TRIGGER usage_update_fails;");
+        }
+    }
+
+    /// <summary>Runs SQL on the server's database, as its operator (or a fault) would.</summary>
+    void Sql(string sql)
+    {
+        using var connection = new SqliteConnection($"Data Source={Path.Combine(fixture.DataDir, PlatformDatabase.FileName)};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
     }
 
     /// <summary>A word of the output (a run of letters and digits), not in the prompt, with

@@ -1,7 +1,7 @@
 // The trust verbs of the real `stratus` CLI (stratus.dll next to the tests, run as a child
 // process): keys, audit, usage and blocklists on a throwaway data directory, user errors as one
-// line with exit code 2, a tampered audit log named by its first bad entry, and keys made and
-// revoked from the CLI taking effect on a running server.
+// line with exit code 2 (a database file the machine spoiled too), a tampered audit log named
+// by its first bad entry, and keys made and revoked from the CLI taking effect on a running server.
 using System.Diagnostics;
 using System.Net;
 using System.Text.RegularExpressions;
@@ -93,6 +93,16 @@ public sealed class CliTests : IDisposable
         Assert.Equal(1, verified.ExitCode);
         Assert.Contains("broken at entry 2", verified.Stderr);
         Assert.Contains("modified", verified.Stderr);
+    }
+
+    [Fact]
+    public void A_file_that_is_not_a_database_is_one_line_naming_it_for_every_verb()
+    {
+        Directory.CreateDirectory(dataDir);
+        var database = Path.Combine(dataDir, PlatformDatabase.FileName);
+        File.WriteAllText(database, new string('x', 8192));
+        foreach (var verb in new[] { new[] { "keys", "list" }, ["keys", "create", "--name", "x"], ["audit", "verify"], ["usage"], ["blocklist", "list"] })
+            AssertUserError(Run(verb), $"{database} is not a Stratus database or is damaged");
     }
 
     [Fact]

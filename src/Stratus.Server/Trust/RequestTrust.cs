@@ -4,6 +4,7 @@
 // parameter (minimal APIs bind it through BindAsync) or call HttpContext.GetStratusTrust().
 using System.Text;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Safety;
 
@@ -27,15 +28,17 @@ public sealed record CompletionCheck(bool Blocked, string Text, string? FinishRe
 public sealed class RequestTrust
 {
     readonly StratusTrust trust;
+    readonly ILogger logger;
     QuotaTicket? ticket;
     int promptTokensAdmitted;
     bool admitted;
     bool completed;
 
-    internal RequestTrust(StratusTrust trust, ApiKeyRecord? key)
+    internal RequestTrust(StratusTrust trust, ApiKeyRecord? key, ILogger logger)
     {
         this.trust = trust;
         Key = key;
+        this.logger = logger;
     }
 
     /// <summary>The calling key; null only under --insecure-no-auth.</summary>
@@ -77,7 +80,10 @@ public sealed class RequestTrust
     /// <summary>Corrects the token charge to what was used and records usage. Call once when the
     /// request ends, in a finally block so cancelled and failed generations are settled too.
     /// Without a call the middleware settles the charge at the admitted prompt tokens and records
-    /// no usage.</summary>
+    /// no usage. A request that used no tokens (refused before the model saw it: the engine's
+    /// queue was full) is no usage. Never throws for a usage store that fails (locked, full):
+    /// the client has its answer by now, whole or in part, and an error would only break it;
+    /// the lost counts are logged.</summary>
     public async ValueTask CompleteAsync(int promptTokens, int completionTokens, string model, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(promptTokens);
@@ -85,7 +91,16 @@ public sealed class RequestTrust
         if (completed) return;
         completed = true;
         ticket?.Complete((long)promptTokens + completionTokens);
-        await trust.Stores.Usage.RecordAsync(KeyId, model, promptTokens, completionTokens, DateTimeOffset.UtcNow, cancellationToken);
+        if (promptTokens == 0 && completionTokens == 0) return;
+        try
+        {
+            await trust.Stores.Usage.RecordAsync(KeyId, model, promptTokens, completionTokens, DateTimeOffset.UtcNow, cancellationToken);
+        }
+        catch (Exception e)
+        {
+            logger.LogError(e, "Usage not recorded for key {KeyId} on {Model}: {PromptTokens} prompt and {CompletionTokens} completion tokens",
+                KeyId, model, promptTokens, completionTokens);
+        }
     }
 
     /// <summary>Checks a prompt (a completions prompt, or a chat's messages joined) under the

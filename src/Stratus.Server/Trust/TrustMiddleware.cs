@@ -36,7 +36,7 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, ILogger<TrustErro
     }
 }
 
-public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusTrust trust, ILogger<TrustAuthenticationMiddleware> logger)
+public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusTrust trust, ILogger<TrustAuthenticationMiddleware> logger, ILogger<RequestTrust> requestLogger)
 {
     /// <summary>Azure OpenAI's key header, accepted besides Authorization: Bearer.</summary>
     public const string ApiKeyHeader = "api-key";
@@ -104,7 +104,7 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
             foreach (var (name, value) in trust.Quotas.StatusOf(key).ToHeaders()) context.Response.Headers[name] = value;
             return Task.CompletedTask;
         });
-        var requestTrust = new RequestTrust(trust, key);
+        var requestTrust = new RequestTrust(trust, key, requestLogger);
         context.Features.Set(requestTrust);
         try
         {
@@ -126,7 +126,7 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
                 "This server runs with --insecure-no-auth and answers loopback clients only.", code: "insecure_no_auth").ExecuteAsync(context);
             return;
         }
-        context.Features.Set(new RequestTrust(trust, null));
+        context.Features.Set(new RequestTrust(trust, null, requestLogger));
         await next(context);
     }
 

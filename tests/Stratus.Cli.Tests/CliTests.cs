@@ -367,6 +367,11 @@ public sealed class CliTests
         Assert.InRange(tokenizing.Count, 3, 10);
         Assert.All(tokenizing.SkipLast(1), l => Assert.Matches(@"tokens\): [1-9]\d% \([\d.]+ of 3\.6 MB, [\d.,]+ MB/s, \d\d:\d\d:\d\d left\)$", l));
         Assert.StartsWith("prepared ", lines[^1]);
+        // Rates count each phase from its start, not from its first report (which came a 1 MiB
+        // piece in and read over a million MB/s): no pass reads text at 100 GB/s.
+        var rates = lines.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"([\d.,]+) MB/s")).Where(m => m.Success).ToList();
+        Assert.NotEmpty(rates);
+        Assert.All(rates, m => Assert.InRange(double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), 0.01, 100_000));
     }
 
     [Fact]

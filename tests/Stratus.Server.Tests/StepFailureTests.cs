@@ -96,6 +96,10 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
         Assert.Equal("1", response.Headers.GetValues("Retry-After").Single());
         AssertStepFailed(JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]);
+        // An operator alerting on errors sees it: not counted with the refusals of a busy server.
+        var metrics = await Http.GetStringAsync("/metrics");
+        Assert.Contains(metrics.Split('\n'), l => l.StartsWith("stratus_requests_total{", StringComparison.Ordinal) && l.Contains($"model=\"{FailingModelServer.ModelName}\"") && l.Contains("outcome=\"error\""));
+        Assert.DoesNotContain(metrics.Split('\n'), l => l.StartsWith("stratus_requests_total{", StringComparison.Ordinal) && l.Contains($"model=\"{FailingModelServer.ModelName}\"") && l.Contains("outcome=\"rejected\""));
 
         Assert.Equal(HttpStatusCode.OK, (await Http.GetAsync("/ready")).StatusCode);
         var next = await Http.PostAsJsonAsync("/v1/completions", Completion("abcd", 5));

@@ -47,7 +47,8 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
             else if (e is Stratus.Inference.EngineStepFailedException) logger.LogWarning(e, "a model step failed serving {Path}; the engine goes on", context.Request.Path);
             error ??= new ApiException(500, "The server had an error while processing your request.", code: "internal_error");
             var model = context.Items[ModelItem] as string ?? "";
-            metrics.RequestEnded(model, error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });
+            // A failed model step is the server's error, though a 503 (a retry may succeed).
+            metrics.RequestEnded(model, e is Stratus.Inference.EngineStepFailedException ? "error" : error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });
             if (context.Response.HasStarted)
             {
                 // Mid-stream: the status line is gone, so end the event stream with the error.

@@ -118,7 +118,7 @@ public sealed class QuotaEnforcer(TimeProvider? time = null)
                 request.Correct(0);
                 var retry = RetryAfterOf(tokens);
                 return new(false, null, Status(key, limiters, retry), retry is null
-                    ? $"The request needs up to {estimate} tokens (prompt + max_tokens), more than the key's limit of {key.Limits.TokensPerMinute} per minute; lower max_tokens."
+                    ? $"The request needs up to {estimate} tokens (its prompt plus max_tokens, which is the rest of the model's context where the request sets none), more than the key's limit of {key.Limits.TokensPerMinute} per minute; set a lower max_tokens."
                     : "Tokens per minute limit reached.");
             }
             return new(true, new QuotaTicket(tokens, estimate), Status(key, limiters, null), null);

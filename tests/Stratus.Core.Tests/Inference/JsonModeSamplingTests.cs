@@ -179,13 +179,13 @@ public sealed class JsonModeSamplingTests
     [Fact]
     public void A_vocabulary_without_the_characters_that_close_an_object_is_named()
     {
-        Assert.Equal("", Vocabulary.MissingFor([]));
-        Assert.Equal("{}]\":0", new JsonVocabulary(ProseWithBracket, ProseWithBracket.VocabSize).MissingFor([]));
+        Assert.Equal("", Vocabulary.MissingFor(JsonSchema.AnyObject, []));
+        Assert.Equal("{}]\":0", new JsonVocabulary(ProseWithBracket, ProseWithBracket.VocabSize).MissingFor(JsonSchema.AnyObject, []));
         // Without '[' no array can open, and none needs its ']': JSON of objects alone.
-        Assert.Equal("{}\":0", new JsonVocabulary(Prose, Prose.VocabSize).MissingFor([]));
+        Assert.Equal("{}\":0", new JsonVocabulary(Prose, Prose.VocabSize).MissingFor(JsonSchema.AnyObject, []));
         var records = CharTokenizer.FromCorpus("{\"name\": \"romeo\", \"age\": 10, \"alive\": true, \"x\": false, \"y\": null}\n");
-        Assert.Equal("", new JsonVocabulary(records, records.VocabSize).MissingFor([]));
+        Assert.Equal("", new JsonVocabulary(records, records.VocabSize).MissingFor(JsonSchema.AnyObject, []));
         // A token that ends the generation is kept for the end: it closes nothing before it.
-        Assert.Equal("}\"", Vocabulary.MissingFor([Tokenizer.Encode("}")[0], Tokenizer.Encode("\"")[0], Tokenizer.Encode("~")[0]]));
+        Assert.Equal("}\"", Vocabulary.MissingFor(JsonSchema.AnyObject, [Tokenizer.Encode("}")[0], Tokenizer.Encode("\"")[0], Tokenizer.Encode("~")[0]]));
     }
 }

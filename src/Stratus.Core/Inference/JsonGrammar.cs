@@ -217,6 +217,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
             case Expect.Value or Expect.FirstValue:
                 if (node.Kind == JsonSchema.Kind.Array)
                 {
+                    if (node.MaxItems == 0) return false;
                     // Counted as it begins; past the counts that matter the count stays.
                     var cap = node.MaxItems == int.MaxValue ? node.MinItems : node.MaxItems;
                     if (count < cap) SetTopCount(count + 1);

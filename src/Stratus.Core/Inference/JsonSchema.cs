@@ -285,6 +285,8 @@ public sealed class JsonSchema
         readonly List<Node> nodes = [];
         readonly List<int[]> alternatives = [];   // per node: a union's alternatives before dispatch
         readonly Dictionary<string, int> byPointer = [];
+        /// <summary>Each object node's properties in order; laid out flat when settled.</summary>
+        Dictionary<int, List<(string Name, int Node, bool Required)>> objectsByNode = [];
         readonly Trie literals = new();
         readonly List<(int Node, List<string> Texts)> literalTexts = [];
         int any = -1;
@@ -340,7 +342,7 @@ public sealed class JsonSchema
 
         int Literal(List<string> texts)
         {
-            var id = NewNode(new Node { Kind = Kind.Literal, A = literals.Add(texts, rootPath) });
+            var id = NewNode(new Node { Kind = Kind.Literal, A = literals.Add(texts) });
             literalTexts.Add((id, texts));
             return id;
         }
@@ -456,8 +458,6 @@ public sealed class JsonSchema
             objectsByNode = objectsByNode.Where(o => o.Key < nodeCount).ToDictionary();
         }
 
-        Dictionary<int, (List<(string Name, int Node, bool Required)> Properties, string Path)> objectsByNode = [];
-
         static void OnlyAnnotationsBeside(JsonElement schema, string keyword, string path)
         {
             foreach (var other in schema.EnumerateObject())
@@ -517,7 +517,7 @@ public sealed class JsonSchema
             if (properties.Count == 0 && extra.ValueKind != JsonValueKind.False)
                 return NewNode(new Node { Kind = Kind.Map, A = extra.ValueKind == JsonValueKind.Object ? Compile(extra, $"{pointer}/additionalProperties", $"{path}.additionalProperties") : Any() });
             var id = NewNode(new Node { Kind = Kind.Object, Count = properties.Count });
-            objectsByNode[id] = (properties, path);
+            objectsByNode[id] = properties;
             return id;
         }
 
@@ -645,7 +645,7 @@ public sealed class JsonSchema
                     dispatchFlat.AddRange(next);
                 }
                 if (table[id].Kind != Kind.Object) continue;
-                var (list, path) = objectsByNode[id];
+                var list = objectsByNode[id];
                 table[id].A = properties.Count;
                 table[id].Keys = keyRoots.Count;
                 var closable = new ulong[(list.Count + 1 + 63) / 64];
@@ -660,7 +660,7 @@ public sealed class JsonSchema
                         if (depth[list[p].Node] < Unreachable) candidates.Add((KeyText(list[p].Name), p, depth[list[p].Node]));
                         if (list[p].Required) break;
                     }
-                    keyRoots.Add(keys.Add(candidates, path));
+                    keyRoots.Add(keys.Add(candidates));
                 }
                 table[id].Closable = closable;
                 properties.AddRange(list.Select(p => new Property(p.Name, p.Node, p.Required)));
@@ -685,7 +685,7 @@ public sealed class JsonSchema
             {
                 case Kind.Object:
                     var deepest = 0;
-                    foreach (var p in objectsByNode[id].Properties)
+                    foreach (var p in objectsByNode[id])
                         if (p.Required) deepest = Math.Max(deepest, depth[p.Node]);
                     return deepest >= Unreachable ? Unreachable : 1 + deepest;
                 case Kind.Map:
@@ -725,10 +725,10 @@ public sealed class JsonSchema
         }
 
         /// <summary>A literal trie: every text ends with value 0.</summary>
-        public int Add(List<string> texts, string path) => Add([.. texts.Select(t => (t, 0, 0))], path);
+        public int Add(List<string> texts) => Add([.. texts.Select(t => (t, 0, 0))]);
 
         /// <summary>A trie of texts, each ending in its value; each node keeps the least depth below it.</summary>
-        public int Add(List<(string Text, int Value, int Depth)> texts, string path)
+        public int Add(List<(string Text, int Value, int Depth)> texts)
         {
             var root = NewNode();
             foreach (var (text, value, depth) in texts)

@@ -119,8 +119,10 @@ public sealed class JsonModeSamplingTests
         Assert.Equal(Math.Log(1.0 / 3), token.Logprob, 5);
     }
 
-    [Fact]
-    public void The_mask_and_logit_bias_allocate_nothing_per_token()
+    [Theory]
+    [InlineData(null)]
+    [InlineData("""{"type":"object","properties":{"a":{"type":"array","items":{"enum":["x",1,null]}},"b":{"anyOf":[{"type":"string"},{"type":"integer"}]}},"required":["a","b"]}""")]
+    public void The_mask_and_logit_bias_allocate_nothing_per_token(string? schema)
     {
         var sampler = new LogitsSampler(Vocab);
         var row = new float[Vocab];
@@ -129,7 +131,9 @@ public sealed class JsonModeSamplingTests
         var allocated = 0L;
         for (var round = 0; round < 2; round++)
         {
-            var sequence = new Sequence(1, Request(new() { [1] = 0.5f, [2] = -0.5f }, temperature: 1) with { MaxTokens = 40 }, Vocab, [], Vocabulary);
+            var request = Request(new() { [1] = 0.5f, [2] = -0.5f }, temperature: 1) with { MaxTokens = 40 };
+            if (schema is not null) request = request with { Schema = JsonSchema.Compile(JsonDocument.Parse(schema).RootElement) };
+            var sequence = new Sequence(1, request, Vocab, [], Vocabulary);
             while (sequence.Generated < 40 && !sequence.Json.IsComplete)
             {
                 Array.Clear(row);

@@ -622,6 +622,7 @@ public sealed class JsonSchema
                                 if (next[b] < 0) next[b] = leaf;
                     if (dispatch[id] is null || !dispatch[id].AsSpan().SequenceEqual(next)) (dispatch[id], changed) = (next, true);
                 }
+                // Each round drops at least one leaf from some union, so this ends; the bound is a guard.
                 if (round > count + 2) break;
             }
             for (var id = 0; id < count; id++) table[id].MinDepth = depth[id];
@@ -706,7 +707,7 @@ public sealed class JsonSchema
         }
     }
 
-    /// <summary>A byte trie under construction; node 0 is unused so that a root id is never 0 by accident.</summary>
+    /// <summary>Byte tries under construction (several roots in one table).</summary>
     sealed class Trie
     {
         readonly List<Dictionary<byte, int>> children = [];

@@ -265,7 +265,7 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
-    public async Task Tools_json_schemas_suffix_and_best_of_are_refused_not_ignored()
+    public async Task Tools_unknown_formats_suffix_and_best_of_are_refused_not_ignored()
     {
         var tool = new[] { new { type = "function", function = new { name = "lookup", parameters = new { type = "object" } } } };
         async Task Refused(string path, Dictionary<string, object?> body, string param)
@@ -284,7 +284,7 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         await Refused("/v1/chat/completions", Chat("tools", tool), "tools");
         await Refused("/v1/chat/completions", Chat("tools", tool, "tool_choice", "auto"), "tools");
         await Refused("/v1/chat/completions", Chat("functions", new[] { new { name = "lookup" } }), "functions");
-        await Refused("/v1/chat/completions", Chat("response_format", new { type = "json_schema", json_schema = new { name = "x" } }), "response_format");
+        await Refused("/v1/chat/completions", Chat("response_format", new { type = "yaml" }), "response_format");
         var notAnObject = (await PostJson("/v1/chat/completions", Chat("response_format", "json"), HttpStatusCode.BadRequest))["error"]!;
         Assert.Equal(("response_format", "invalid_type"), ((string?)notAnObject["param"], (string?)notAnObject["code"]));
         var completion = new Dictionary<string, object?> { ["model"] = TinyModelServer.ModelName, ["prompt"] = "abc", ["max_tokens"] = 2 };

@@ -30,10 +30,18 @@ public sealed record GenerationRequest
     /// <summary>Leave generated special tokens (<see cref="Tokenization.ITokenizer.IsSpecial"/>)
     /// out of the text, as vLLM does by default; the token lists of logprobs still name them.</summary>
     public bool SkipSpecialTokens { get; init; } = true;
-    /// <summary>JSON mode (OpenAI's response_format json_object): the sampler draws only tokens
-    /// that keep the text the beginning of one JSON object, and the end markers only once it is
-    /// whole (<see cref="JsonGrammar"/>), so a generation that ends with stop is one.</summary>
-    public bool JsonObject { get; init; }
+    /// <summary>Structured outputs (OpenAI's response_format json_schema): the sampler draws only
+    /// tokens that keep the text the beginning of a JSON document valid against the schema, and
+    /// the end markers only once it is whole (<see cref="JsonGrammar"/>), so a generation that
+    /// ends with stop is one. Null: free text.</summary>
+    public JsonSchema? Schema { get; init; }
+    /// <summary>JSON mode (OpenAI's response_format json_object): the schema {"type": "object"},
+    /// <see cref="JsonSchema.AnyObject"/>. True under any schema, whose root is always an object.</summary>
+    public bool JsonObject
+    {
+        get => Schema is not null;
+        init => Schema = value ? JsonSchema.AnyObject : null;
+    }
 
     public bool UsesPenalties => PresencePenalty != 0 || FrequencyPenalty != 0 || RepetitionPenalty != 1.0;
 }

@@ -20,7 +20,7 @@ public sealed class InferenceEngine : IDisposable
     readonly CancellationTokenSource stopping = new();
     readonly Thread thread;
     readonly IReadOnlyList<int> endOfGeneration;
-    /// <summary>Read at the first request in JSON mode: most engines never need it.</summary>
+    /// <summary>Read at the first request with a JSON schema (JSON mode included): most engines never need it.</summary>
     readonly Lazy<JsonVocabulary> jsonVocabulary;
     /// <summary>The ids tokens are drawn from, which logit_bias may name (LogitsSampler.DrawableTokens).</summary>
     readonly int drawableTokens;
@@ -95,7 +95,7 @@ public sealed class InferenceEngine : IDisposable
         var sequences = new Sequence[requests.Count];
         for (var i = 0; i < sequences.Length; i++)
         {
-            var sequence = sequences[i] = new Sequence(Interlocked.Increment(ref nextId), requests[i], model.Config.VocabSize, endOfGeneration, requests[i].JsonObject ? jsonVocabulary.Value : null);
+            var sequence = sequences[i] = new Sequence(Interlocked.Increment(ref nextId), requests[i], model.Config.VocabSize, endOfGeneration, requests[i].Schema is null ? null : jsonVocabulary.Value);
             // Registered before the sequence is queued, so the engine can always release it when
             // the sequence ends, however it ends.
             if (cancellation.CanBeCanceled)
@@ -159,8 +159,8 @@ public sealed class InferenceEngine : IDisposable
         // One that no row holds ends nothing: in JSON mode a whole object would be left no token.
         foreach (var token in request.StopTokens)
             if ((uint)token >= (uint)drawableTokens) throw new StratusUserException($"stop token {token} is outside the vocabulary of {drawableTokens}");
-        if (request.JsonObject && jsonVocabulary.Value.MissingFor(Sequence.EndTokensOf(request, endOfGeneration)) is { Length: > 0 } missing)
-            throw new StratusUserException($"JSON mode needs a token for each of {JsonVocabulary.Closers} that does not end the generation, to close whatever an object opens, and this model's vocabulary has none for {missing}");
+        if (request.Schema is { } schema && jsonVocabulary.Value.MissingFor(schema, Sequence.EndTokensOf(request, endOfGeneration)) is { Length: > 0 } missing)
+            throw new StratusUserException($"{(schema == JsonSchema.AnyObject ? "JSON mode" : "the JSON schema")} needs a token that does not end the generation for each character it may have to write to finish a document, and this model's vocabulary has none for {missing}");
     }
 
     void Loop()

@@ -1,19 +1,25 @@
-// JSON mode's recognizer (OpenAI's response_format json_object): fed the generated text's UTF-8
-// bytes one at a time, it says whether the text is still the beginning of one JSON object
-// (RFC 8259) and whether it is a whole one. The state is a 12-byte value, so the sampler tries
-// each candidate token's bytes on a copy and the sequence keeps its own.
+// The recognizer of constrained decoding: fed the generated text's UTF-8 bytes one at a time, it
+// says whether the text is still the beginning of a JSON document valid against a compiled
+// JsonSchema (RFC 8259 and the schema's structure) and whether it is a whole one. JSON mode
+// (OpenAI's response_format json_object) is the schema {"type": "object"}: one JSON object, any
+// keys and values. The state is a value (the stack of open containers, each a node of the schema
+// and a count, and the place in the current token), so the sampler tries each candidate token's
+// bytes on a copy and the sequence keeps its own.
 // Written by hand because no .NET library offers an incremental byte-level prefix recognizer that
 // can be copied per candidate token: System.Text.Json's Utf8JsonReader reads forward over complete
 // or final buffers (a token cut by the buffer's end is read again from its start) and cannot say
 // whether one more byte keeps the text a viable prefix.
+using System.Runtime.CompilerServices;
+
 namespace Stratus.Inference;
 
 public struct JsonGrammar : IEquatable<JsonGrammar>
 {
-    /// <summary>Containers open at once. The stack is a bit a level (object or array) in one
-    /// uint, which keeps the state a few bytes to copy for each of a vocabulary's tokens at each
-    /// step; answers nest far less deeply, and System.Text.Json, which reads 64 levels by
-    /// default, parses whatever this accepts.</summary>
+    /// <summary>Containers open at once. Each is a 32-bit frame in the state, copied for each of a
+    /// vocabulary's tokens at each uncached step; answers nest far less deeply, and
+    /// System.Text.Json, which reads 64 levels by default, parses whatever this accepts. A
+    /// container, key or item is refused where the shortest value it needs would not fit, so no
+    /// text the mask lets through is a dead end.</summary>
     public const int MaxDepth = 32;
 
     /// <summary>Whitespace bytes in a row between two tokens. Without a bound a model can pad
@@ -24,7 +30,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
 
     enum Expect : byte
     {
-        /// <summary>The top-level object's '{' (the default state).</summary>
+        /// <summary>The root object's '{' (the default state).</summary>
         Start,
         /// <summary>After '{': a key or '}'.</summary>
         FirstKey,
@@ -42,7 +48,9 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         Escape,
         /// <summary>In \uXXXX; <see cref="pending"/> hex digits to come.</summary>
         Unicode,
-        /// <summary>In true, false or null; <see cref="pending"/> indexes the next byte in <see cref="Literals"/>.</summary>
+        /// <summary>In one of an object's keys; <see cref="trie"/> is the place in its key trie.</summary>
+        KeyName,
+        /// <summary>In an enum or const value, true, false or null; <see cref="trie"/> is the place in its trie.</summary>
         Literal,
         Minus,
         /// <summary>A leading 0, which no digit may follow.</summary>
@@ -55,22 +63,37 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         ExponentDigits,
     }
 
-    static ReadOnlySpan<byte> Literals => "true\0false\0null\0"u8;
+    [InlineArray(MaxDepth)]
+    struct Frames
+    {
+#pragma warning disable IDE0044, IDE0051 // the inline array's element
+        uint element;
+#pragma warning restore IDE0044, IDE0051
+    }
 
-    /// <summary>Bit d - 1 is set when the container at depth d is an object.</summary>
-    uint containers;
+    JsonSchema? schema;
+    /// <summary>Frame d - 1 describes the container at depth d: its schema node (low 16 bits)
+    /// and count (high 16 bits): an object's next property index, an array's items so far
+    /// (saturated where more make no difference, so that states repeat).</summary>
+    Frames frames;
+    int trie;
     byte depth;
     Expect expect;
     byte pending;
     byte whitespace;
     bool inKey;
+    bool integer;
 
-    /// <summary>Whether the bytes so far are one whole JSON object (then no byte may follow).</summary>
+    /// <summary>The start of a document valid against <paramref name="schema"/>; the default
+    /// state starts JSON mode's (<see cref="JsonSchema.AnyObject"/>).</summary>
+    public JsonGrammar(JsonSchema schema) => this.schema = schema;
+
+    public readonly JsonSchema Schema => schema ?? JsonSchema.AnyObject;
+
+    /// <summary>Whether the bytes so far are one whole document (then no byte may follow).</summary>
     public readonly bool IsComplete => expect == Expect.Complete;
 
-    readonly bool InObject => (containers >> (depth - 1) & 1) != 0;
-
-    /// <summary>Adds the bytes; false when the text would no longer begin a JSON object, after
+    /// <summary>Adds the bytes; false when the text would no longer begin a valid document, after
     /// which this state is spent (try candidates on a copy).</summary>
     public bool Accept(ReadOnlySpan<byte> bytes)
     {
@@ -98,7 +121,11 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         switch (expect)
         {
             case Expect.String:
-                if (b == '"') expect = inKey ? Expect.Colon : Expect.AfterValue;
+                if (b == '"')
+                {
+                    if (inKey) (expect, inKey) = (Expect.Colon, false);
+                    else EndValue();
+                }
                 else if (b == '\\') expect = Expect.Escape;
                 // Bytes >= 0x80 are the UTF-8 of the text's characters, whole or split across tokens.
                 else return b >= 0x20;
@@ -112,10 +139,10 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                 if (!char.IsAsciiHexDigit((char)b)) return false;
                 if (--pending == 0) expect = Expect.String;
                 return true;
+            case Expect.KeyName:
+                return KeyByte(b);
             case Expect.Literal:
-                if (b != Literals[pending]) return false;
-                if (Literals[++pending] == 0) expect = Expect.AfterValue;
-                return true;
+                return LiteralByte(b);
             case Expect.Minus:
                 if (b == '0') expect = Expect.Zero;
                 else if (IsDigit(b)) expect = Expect.Integer;
@@ -136,12 +163,12 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                 return true;
             case Expect.Zero or Expect.Integer or Expect.Fraction or Expect.ExponentDigits:
                 if (IsDigit(b) && expect is not Expect.Zero) return true;
-                if (b == '.' && expect is Expect.Zero or Expect.Integer) expect = Expect.Point;
-                else if (b is (byte)'e' or (byte)'E' && expect is not Expect.ExponentDigits) expect = Expect.Exponent;
+                if (b == '.' && !integer && expect is Expect.Zero or Expect.Integer) expect = Expect.Point;
+                else if (b is (byte)'e' or (byte)'E' && !integer && expect is not Expect.ExponentDigits) expect = Expect.Exponent;
                 // A number ends at the first byte that cannot continue it, which must follow a value.
                 else
                 {
-                    expect = Expect.AfterValue;
+                    EndValue();
                     return Between(b);
                 }
                 return true;
@@ -162,84 +189,199 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
             return true;
         }
         whitespace = 0;
+        var s = Schema;
+        if (expect == Expect.Start) return Begin(s, s.Root, b);
+        ref readonly var node = ref s.Nodes[TopNode];
+        var count = TopCount;
         switch (expect)
         {
-            case Expect.Start:
-                return b == '{' && Open(isObject: true);
             case Expect.FirstKey when b == '}':
+                return (node.Kind == JsonSchema.Kind.Map || (node.Closable![count >> 6] >> count & 1) != 0) && Close();
             case Expect.FirstValue when b == ']':
-                return Close();
+                return node.MinItems == 0 && Close();
             case Expect.FirstKey or Expect.Key:
                 if (b != '"') return false;
-                (expect, inKey) = (Expect.String, true);
-                return true;
+                if (node.Kind == JsonSchema.Kind.Map)
+                {
+                    if (!Fits(s, node.A)) return false;
+                    (expect, inKey) = (Expect.String, true);
+                    return true;
+                }
+                trie = s.KeyRoots[node.Keys + count];
+                expect = Expect.KeyName;
+                return KeyByte(b);
             case Expect.Colon:
                 if (b != ':') return false;
                 expect = Expect.Value;
                 return true;
             case Expect.Value or Expect.FirstValue:
-                return Value(b);
-            default: // AfterValue
-                if (b == ',')
+                if (node.Kind == JsonSchema.Kind.Array)
                 {
-                    expect = InObject ? Expect.Key : Expect.Value;
-                    return true;
+                    if (node.MaxItems == 0) return false;
+                    // Counted as it begins; past the counts that matter the count stays.
+                    var cap = node.MaxItems == int.MaxValue ? node.MinItems : node.MaxItems;
+                    if (count < cap) SetTopCount(count + 1);
+                    return Begin(s, node.A, b);
                 }
-                return b == (InObject ? '}' : ']') && Close();
+                return Begin(s, node.Kind == JsonSchema.Kind.Map ? node.A : s.Properties[node.A + count - 1].Node, b);
+            default: // AfterValue
+                switch (node.Kind)
+                {
+                    case JsonSchema.Kind.Object:
+                        if (b == ',')
+                        {
+                            if (count >= node.Count || depth + s.TrieDepth[s.KeyRoots[node.Keys + count]] > MaxDepth) return false;
+                            expect = Expect.Key;
+                            return true;
+                        }
+                        return b == '}' && (node.Closable![count >> 6] >> count & 1) != 0 && Close();
+                    case JsonSchema.Kind.Map:
+                        if (b == ',')
+                        {
+                            if (!Fits(s, node.A)) return false;
+                            expect = Expect.Key;
+                            return true;
+                        }
+                        return b == '}' && Close();
+                    default: // Array
+                        if (b == ',')
+                        {
+                            if (count >= node.MaxItems || !Fits(s, node.A)) return false;
+                            expect = Expect.Value;
+                            return true;
+                        }
+                        return b == ']' && count >= node.MinItems && Close();
+                }
         }
     }
 
-    bool Value(byte b)
+    /// <summary>The first byte of a value of <paramref name="id"/> (a union's alternative is the
+    /// one that byte selects).</summary>
+    bool Begin(JsonSchema s, int id, byte b)
     {
-        switch (b)
+        if (s.Nodes[id].Kind == JsonSchema.Kind.Union)
         {
-            case (byte)'{' or (byte)'[':
-                return Open(isObject: b == '{');
-            case (byte)'"':
+            if (b >= 128) return false;
+            id = s.Dispatch[s.Nodes[id].A + b];
+            if (id < 0) return false;
+        }
+        ref readonly var node = ref s.Nodes[id];
+        if (depth + node.MinDepth > MaxDepth) return false;
+        switch (node.Kind)
+        {
+            case JsonSchema.Kind.Object or JsonSchema.Kind.Map:
+                if (b != '{') return false;
+                Push(id);
+                expect = Expect.FirstKey;
+                return true;
+            case JsonSchema.Kind.Array:
+                if (b != '[') return false;
+                Push(id);
+                expect = Expect.FirstValue;
+                return true;
+            case JsonSchema.Kind.String:
+                if (b != '"') return false;
                 (expect, inKey) = (Expect.String, false);
                 return true;
-            case (byte)'-':
-                expect = Expect.Minus;
+            case JsonSchema.Kind.Number or JsonSchema.Kind.Integer:
+                if (b == '-') expect = Expect.Minus;
+                else if (b == '0') expect = Expect.Zero;
+                else if (IsDigit(b)) expect = Expect.Integer;
+                else return false;
+                integer = node.Kind == JsonSchema.Kind.Integer;
                 return true;
-            case (byte)'0':
-                expect = Expect.Zero;
-                return true;
-            case (byte)'t' or (byte)'f' or (byte)'n':
-                // Index of the literal's second byte in Literals.
-                (expect, pending) = (Expect.Literal, (byte)(b == 't' ? 1 : b == 'f' ? 6 : 12));
-                return true;
-            default:
-                if (!IsDigit(b)) return false;
-                expect = Expect.Integer;
-                return true;
+            default: // Literal
+                trie = node.A;
+                expect = Expect.Literal;
+                return LiteralByte(b);
         }
     }
 
-    bool Open(bool isObject)
+    /// <summary>Whether a value of <paramref name="id"/> can begin inside the innermost container.</summary>
+    readonly bool Fits(JsonSchema s, int id) => depth + s.Nodes[id].MinDepth <= MaxDepth;
+
+    bool KeyByte(byte b)
     {
-        if (depth == MaxDepth) return false;
-        containers = isObject ? containers | 1u << depth : containers & ~(1u << depth);
-        depth++;
-        expect = isObject ? Expect.FirstKey : Expect.FirstValue;
+        var s = Schema;
+        var next = Edge(s, trie, b);
+        if (next < 0 || depth + s.TrieDepth[next] > MaxDepth) return false;
+        var property = s.TrieValue[next];
+        if (property < 0)
+        {
+            trie = next;
+            return true;
+        }
+        // A key ends at its closing quote, so no key continues another.
+        SetTopCount(property + 1);
+        (expect, trie) = (Expect.Colon, 0);
         return true;
+    }
+
+    bool LiteralByte(byte b)
+    {
+        var s = Schema;
+        var next = Edge(s, trie, b);
+        if (next >= 0)
+        {
+            trie = next;
+            if (s.TrieValue[next] >= 0 && s.EdgeStart[next] == s.EdgeStart[next + 1]) EndValue();
+            return true;
+        }
+        // A literal that another continues (the number 1 of enum [1, 12]) ends at the byte after it.
+        if (s.TrieValue[trie] < 0) return false;
+        EndValue();
+        return Between(b);
+    }
+
+    static int Edge(JsonSchema s, int node, byte b)
+    {
+        var bytes = s.EdgeBytes;
+        for (var e = s.EdgeStart[node]; e < s.EdgeStart[node + 1]; e++)
+            if (bytes[e] == b) return s.EdgeTargets[e];
+        return -1;
+    }
+
+    readonly int TopNode => (int)(frames[depth - 1] & 0xFFFF);
+    readonly int TopCount => (int)(frames[depth - 1] >> 16);
+    void SetTopCount(int count) => frames[depth - 1] = (frames[depth - 1] & 0xFFFF) | (uint)count << 16;
+
+    void Push(int node) => frames[depth++] = (uint)node;
+
+    void EndValue()
+    {
+        expect = depth == 0 ? Expect.Complete : Expect.AfterValue;
+        (trie, pending, integer) = (0, 0, false);
     }
 
     bool Close()
     {
         depth--;
-        expect = depth == 0 ? Expect.Complete : Expect.AfterValue;
+        EndValue();
         return true;
     }
 
     static bool IsDigit(byte b) => (uint)(b - '0') <= 9;
 
     /// <summary>Two states are equal when every byte string takes them to the same answers: the
-    /// key under which <see cref="JsonVocabulary"/> keeps each state's allowed tokens.</summary>
-    public readonly bool Equals(JsonGrammar other) =>
-        containers == other.containers && depth == other.depth && expect == other.expect
-        && pending == other.pending && whitespace == other.whitespace && inKey == other.inKey;
+    /// key under which <see cref="JsonVocabulary"/> keeps each state's allowed tokens (the
+    /// schema's identity included).</summary>
+    public readonly bool Equals(JsonGrammar other)
+    {
+        if (!ReferenceEquals(Schema, other.Schema) || depth != other.depth || expect != other.expect || trie != other.trie
+            || pending != other.pending || whitespace != other.whitespace || inKey != other.inKey || integer != other.integer) return false;
+        ReadOnlySpan<uint> mine = frames, theirs = other.frames;
+        return mine[..depth].SequenceEqual(theirs[..depth]);
+    }
 
     public override readonly bool Equals(object? obj) => obj is JsonGrammar other && Equals(other);
 
-    public override readonly int GetHashCode() => HashCode.Combine(containers, depth, expect, pending, whitespace, inKey);
+    public override readonly int GetHashCode()
+    {
+        var hash = new HashCode();
+        hash.Add(RuntimeHelpers.GetHashCode(Schema));
+        hash.Add(HashCode.Combine(depth, expect, trie, pending, whitespace, inKey, integer));
+        ReadOnlySpan<uint> stack = frames;
+        foreach (var frame in stack[..depth]) hash.Add(frame);
+        return hash.ToHashCode();
+    }
 }

@@ -1,5 +1,5 @@
-// The vocabulary as JSON mode reads it: every drawable token's bytes in one array, read from the
-// tokenizer once per engine (at its first JSON request), so that the mask walks spans at each step
+// The vocabulary as constrained decoding (JSON mode, JSON schemas) reads it: every drawable
+// token's bytes in one array, read from the tokenizer once per engine (at its first JSON request), so that the mask walks spans at each step
 // instead of asking the tokenizer, which allocates, for each of 50,257 tokens.
 using System.Text;
 using Stratus.Tokenization;
@@ -8,11 +8,9 @@ namespace Stratus.Inference;
 
 public sealed class JsonVocabulary
 {
-    /// <summary>The bytes that close whatever a viable prefix has opened, plus the '{' that opens
-    /// it: '}' ']' '"' ':', '0' (ends a number, fills a \u escape or a value) and the letters that
-    /// finish true, false and null. With a token for each, no prefix the mask lets through is a
-    /// dead end.</summary>
-    public const string Closers = "{}]\":0aelrsu";
+    /// <summary>The order in which missing characters are named: those every document may need
+    /// first (the closers, ':' and '0', then the letters that finish true, false and null).</summary>
+    const string Order = "{}]\":0aelrsu,[";
 
     readonly byte[] bytes;
     readonly int[] starts;
@@ -22,7 +20,6 @@ public sealed class JsonVocabulary
     {
         starts = new int[drawable + 1];
         var all = new List<byte>();
-        var spellers = Closers.Select(_ => new List<int>()).ToArray();
         for (var token = 0; token < drawable; token++)
         {
             // A special token is a control token, never text (an empty token is no step forward).
@@ -30,17 +27,22 @@ public sealed class JsonVocabulary
             {
                 var text = tokenizer.TokenBytes(token);
                 all.AddRange(text);
-                if (text.Length == 1 && Closers.IndexOf((char)text[0]) is var closer and >= 0) spellers[closer].Add(token);
+                // A token that is one character, or one byte of a byte-level vocabulary.
+                if (text.Length is > 0 and <= 4 && (text.Length == 1 || Rune.DecodeFromUtf8(text, out _, out var read) == System.Buffers.OperationStatus.Done && read == text.Length))
+                {
+                    var key = Convert.ToHexString(text);
+                    if (!spellers.TryGetValue(key, out var list)) spellers[key] = list = [];
+                    list.Add(token);
+                }
                 opensArrays |= text.AsSpan().Contains((byte)'[');
             }
             starts[token + 1] = all.Count;
         }
         bytes = [.. all];
-        closerTokens = [.. spellers.Select(list => list.ToArray())];
     }
 
-    /// <summary>For each of <see cref="Closers"/>, the tokens that are that one byte.</summary>
-    readonly int[][] closerTokens;
+    /// <summary>The tokens that are exactly one character or one byte, by their bytes (in hex).</summary>
+    readonly Dictionary<string, List<int>> spellers = [];
 
     /// <summary>Whether a token can open an array. Where none can (a character-level model
     /// trained on JSON without arrays), no ']' is needed to close one.</summary>
@@ -56,36 +58,52 @@ public sealed class JsonVocabulary
     /// <summary>The tokens each recognizer state met so far allows, a bit per token. A text passes
     /// through few states, and again and again (inside a string it is one state at every token,
     /// whatever the string says), so one walk of every token's bytes serves each state's later
-    /// visits, by any sequence. Used by the engine's thread alone.</summary>
+    /// visits, by any sequence with the same schema (the state holds the schema's identity).
+    /// Used by the engine's thread alone.</summary>
     readonly Dictionary<JsonGrammar, ulong[]> allowedByState = [];
 
     /// <summary>Bit t of the result is set when token t's bytes keep <paramref name="state"/>'s
-    /// text the beginning of one JSON object (never for a special or empty token).</summary>
+    /// text the beginning of a valid document (never for a special or empty token).</summary>
     public ReadOnlySpan<ulong> Allowed(JsonGrammar state)
     {
         if (allowedByState.TryGetValue(state, out var bits)) return bits;
         if (allowedByState.Count == MaxKeptStates) allowedByState.Clear();
         var tokens = starts.Length - 1;
         bits = new ulong[(tokens + 63) / 64];
+        // Most tokens fail at their first byte: try each byte once, and copy the state (a stack
+        // of frames) only for the tokens whose first byte it takes.
+        Span<bool> firstTaken = stackalloc bool[256];
+        for (var b = 0; b < 256; b++)
+        {
+            var next = state;
+            firstTaken[b] = next.Accept((byte)b);
+        }
         for (var token = 0; token < tokens; token++)
         {
             var text = this[token];
+            if (text.IsEmpty || !firstTaken[text[0]]) continue;
             var next = state;
-            if (!text.IsEmpty && next.Accept(text)) bits[token >> 6] |= 1UL << token;
+            if (next.Accept(text)) bits[token >> 6] |= 1UL << token;
         }
         allowedByState[state] = bits;
         return bits;
     }
 
-    /// <summary>The characters of <see cref="Closers"/> that no one-byte token spells but those
-    /// in <paramref name="endTokens"/>, which the mask keeps for the end (a character-level
-    /// model whose corpus had no braces; a chat template that ends a turn with '}'); empty when
-    /// JSON mode can close whatever it opens.</summary>
-    public string MissingFor(int[] endTokens)
+    /// <summary>The characters a document valid against <paramref name="schema"/> may need to
+    /// finish (<see cref="JsonSchema.Needs"/>) that no token of one character (or one byte)
+    /// spells but those in <paramref name="endTokens"/>, which the mask keeps for the end (a
+    /// character-level model whose corpus had no braces; a chat template that ends a turn with
+    /// '}'); empty when the mask can close whatever it opens.</summary>
+    public string MissingFor(JsonSchema schema, int[] endTokens)
     {
-        var missing = new StringBuilder();
-        for (var i = 0; i < Closers.Length; i++)
-            if ((Closers[i] != ']' || opensArrays) && closerTokens[i].All(token => Array.IndexOf(endTokens, token) >= 0)) missing.Append(Closers[i]);
-        return missing.ToString();
+        bool Spells(byte[] text) => spellers.TryGetValue(Convert.ToHexString(text), out var tokens) && tokens.Any(t => Array.IndexOf(endTokens, t) < 0);
+        bool SpellsCharacter(string character)
+        {
+            var text = Encoding.UTF8.GetBytes(character);
+            return Spells(text) || text.All(b => Spells([b]));
+        }
+        return string.Concat(schema.Needs(SpellsCharacter, opensArrays)
+            .Where(c => !SpellsCharacter(c))
+            .OrderBy(c => Order.IndexOf(c, StringComparison.Ordinal) is var at and >= 0 ? at : Order.Length + char.ConvertToUtf32(c, 0)));
     }
 }

@@ -13,7 +13,7 @@ public sealed class Sequence
     JsonGrammar json;
 
     /// <param name="endOfGeneration">The model's end-of-generation tokens (<see cref="Tokenization.ITokenizer.EndOfGenerationIds"/>).</param>
-    /// <param name="jsonVocabulary">The vocabulary's bytes, which a request in JSON mode needs.</param>
+    /// <param name="jsonVocabulary">The vocabulary's bytes, which a request with a JSON schema (JSON mode included) needs.</param>
     internal Sequence(long id, GenerationRequest request, int vocabSize, IReadOnlyList<int>? endOfGeneration = null, JsonVocabulary? jsonVocabulary = null)
     {
         Id = id;
@@ -31,7 +31,11 @@ public sealed class Sequence
         }
         EndTokens = EndTokensOf(request, endOfGeneration ?? []);
         LogitBias = request.LogitBias is { } bias ? [.. bias.Select(b => (b.Key, b.Value))] : [];
-        if (request.JsonObject) JsonVocabulary = jsonVocabulary ?? throw new ArgumentNullException(nameof(jsonVocabulary), "a request in JSON mode needs the vocabulary's bytes");
+        if (request.Schema is { } schema)
+        {
+            JsonVocabulary = jsonVocabulary ?? throw new ArgumentNullException(nameof(jsonVocabulary), "a request with a JSON schema needs the vocabulary's bytes");
+            json = new JsonGrammar(schema);
+        }
     }
 
     public long Id { get; }
@@ -73,10 +77,10 @@ public sealed class Sequence
     /// enumerating the dictionary would box its enumerator each time.</summary>
     internal (int Token, float Value)[] LogitBias { get; }
 
-    /// <summary>The vocabulary's bytes when the request is in JSON mode (<see cref="GenerationRequest.JsonObject"/>), else null.</summary>
+    /// <summary>The vocabulary's bytes when the request has a JSON schema (<see cref="GenerationRequest.Schema"/>), else null.</summary>
     internal JsonVocabulary? JsonVocabulary { get; }
 
-    /// <summary>JSON mode's recognizer over the text generated so far (a copy).</summary>
+    /// <summary>The schema's recognizer over the text generated so far (a copy).</summary>
     internal JsonGrammar Json => json;
 
     public ReadOnlySpan<int> Tokens => tokens.AsSpan(0, Length);
@@ -108,14 +112,14 @@ public sealed class Sequence
     /// when its caller cancelled it.</summary>
     internal Exception? CancelledWith { get; private set; }
 
-    /// <returns>False when JSON mode's recognizer refuses the token, which is then not emitted and
+    /// <returns>False when the schema's recognizer refuses the token, which is then not emitted and
     /// ends the sequence: the mask leaves the sampler such a token only where the model's logits
     /// are not numbers.</returns>
     internal bool Append(GeneratedToken token, bool emit)
     {
         tokens[Length++] = token.Token;
         if (OutputCounts is not null) OutputCounts[token.Token]++;
-        // What is emitted is the text, which JSON mode constrains; an end marker is not part of it.
+        // What is emitted is the text, which the schema constrains; an end marker is not part of it.
         if (emit && JsonVocabulary is { } vocabulary && !json.Accept(vocabulary[token.Token])) return false;
         if (emit) output.Writer.TryWrite(token);
         return true;

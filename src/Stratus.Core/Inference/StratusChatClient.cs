@@ -49,9 +49,10 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         // Refused rather than ignored, as the HTTP API refuses them: an answer in free text would
         // pass for one that honoured them.
         if (options?.Tools is { Count: > 0 }) throw new NotSupportedException("Stratus has no tool calling; leave ChatOptions.Tools empty");
-        // JSON mode guarantees one JSON object, not one that follows a schema.
-        if (options?.ResponseFormat is ChatResponseFormatJson { Schema: not null })
-            throw new NotSupportedException("Stratus does not enforce a JSON schema; use ChatResponseFormat.Json (no schema) for output that is guaranteed to be one JSON object, and describe the schema in the messages (Microsoft.Extensions.AI's GetResponseAsync<T> does both with useJsonSchemaResponseFormat: false)");
+        // ChatResponseFormat.Json is JSON mode; ForJsonSchema (GetResponseAsync<T>'s default) a schema enforced as the HTTP API's json_schema.
+        var schema = options?.ResponseFormat is ChatResponseFormatJson json
+            ? json.Schema is { } given ? JsonSchema.Compile(given, "ChatOptions.ResponseFormat.Schema") : JsonSchema.AnyObject
+            : null;
         var list = new List<ChatMessageText>();
         if (options?.Instructions is { Length: > 0 } instructions) list.Add(new ChatMessageText("system", instructions));
         foreach (var message in messages) list.Add(new ChatMessageText(message.Role.Value, message.Text));
@@ -84,7 +85,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
             FrequencyPenalty = options?.FrequencyPenalty ?? 0,
             Stop = [.. options?.StopSequences ?? [], .. stopTexts],
             StopTokens = stopTokens,
-            JsonObject = options?.ResponseFormat is ChatResponseFormatJson,
+            Schema = schema,
         };
     }
 

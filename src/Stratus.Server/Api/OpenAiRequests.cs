@@ -32,7 +32,8 @@ public abstract record SamplingFields
     /// <summary>vLLM's extension: whether generated special tokens (&lt;|im_start|&gt;, a Llama's
     /// &lt;/s&gt; past ignore_eos) are left out of the text; true by default.</summary>
     public bool? SkipSpecialTokens { get; init; }
-    /// <summary>{"type": "text"} or {"type": "json_object"} (JSON mode); on completions too, as vLLM takes it.</summary>
+    /// <summary>{"type": "text"}, {"type": "json_object"} (JSON mode) or {"type": "json_schema", "json_schema": {...}}
+    /// (Structured Outputs); on completions too, as vLLM takes it.</summary>
     public JsonElement? ResponseFormat { get; init; }
 }
 

@@ -8,7 +8,7 @@ using Stratus.Tokenization;
 
 namespace Stratus.Server.Api;
 
-public static class RequestParser
+public static partial class RequestParser
 {
     public const int MaxChoices = 16;
     public const int MaxStops = 4;
@@ -53,17 +53,18 @@ public static class RequestParser
             Stop = Stops(body.Stop),
             IgnoreEos = body.IgnoreEos ?? false,
             SkipSpecialTokens = body.SkipSpecialTokens ?? true,
-            JsonObject = JsonObject(body.ResponseFormat),
+            Schema = Schema(body.ResponseFormat),
         };
     }
 
-    /// <summary>Whether response_format asks for JSON mode: {"type": "json_object"}, one JSON
-    /// object that is guaranteed to parse. A schema (json_schema) is refused rather than answered
-    /// with JSON that may not follow it, as any other type is.</summary>
-    static bool JsonObject(JsonElement? responseFormat)
+    /// <summary>The schema response_format asks the text to follow: {"type": "json_object"} (JSON
+    /// mode: one JSON object, the schema {"type": "object"}), {"type": "json_schema",
+    /// "json_schema": {"name", "schema", "strict"}} (Structured Outputs), or none for "text".
+    /// Any other type is refused rather than answered with text that may not follow it.</summary>
+    static JsonSchema? Schema(JsonElement? responseFormat)
     {
         const string param = "response_format";
-        if (!Present(responseFormat)) return false;
+        if (!Present(responseFormat)) return null;
         var format = responseFormat!.Value;
         if (format.ValueKind != JsonValueKind.Object)
             throw ApiException.Invalid("Invalid type for 'response_format': expected an object such as {\"type\": \"json_object\"}.", param, "invalid_type");
@@ -73,17 +74,47 @@ public static class RequestParser
             throw ApiException.Invalid($"Invalid type for 'response_format.type': expected one of 'text', 'json_object' or 'json_schema', but got {Truncate(type.GetRawText())} instead.", "response_format.type", "invalid_type");
         return type.GetString() switch
         {
-            "text" => false,
-            "json_object" => true,
-            "json_schema" => throw Unsupported(param, "'response_format' of type json_schema is not supported by this server: it does not enforce a schema. Use {\"type\": \"json_object\"} for output that is guaranteed to be one JSON object, and describe the schema in the prompt."),
-            _ => throw Unsupported(param, $"'response_format' of type {Truncate(type.ToString())} is not supported by this server; use {{\"type\": \"text\"}} or {{\"type\": \"json_object\"}}."),
+            "text" => null,
+            "json_object" => JsonSchema.AnyObject,
+            "json_schema" => StructuredOutput(format),
+            _ => throw Unsupported(param, $"'response_format' of type {Truncate(type.ToString())} is not supported by this server; use {{\"type\": \"text\"}}, {{\"type\": \"json_object\"}} or {{\"type\": \"json_schema\", ...}}."),
         };
     }
 
+    /// <summary>response_format.json_schema as OpenAI checks it (a name of at most 64 letters,
+    /// digits, '_' and '-'; a schema object; strict a boolean), the schema compiled. strict true
+    /// and false enforce the same subset.</summary>
+    static JsonSchema StructuredOutput(JsonElement format)
+    {
+        const string param = "response_format.json_schema";
+        if (!format.TryGetProperty("json_schema", out var spec) || spec.ValueKind == JsonValueKind.Null)
+            throw ApiException.Invalid($"Missing required parameter: '{param}'.", param, "missing_required_parameter");
+        if (spec.ValueKind != JsonValueKind.Object)
+            throw ApiException.Invalid($"Invalid type for '{param}': expected an object with 'name' and 'schema'.", param, "invalid_type");
+        if (!spec.TryGetProperty("name", out var name) || name.ValueKind == JsonValueKind.Null)
+            throw ApiException.Invalid($"Missing required parameter: '{param}.name'.", $"{param}.name", "missing_required_parameter");
+        if (name.ValueKind != JsonValueKind.String || !SchemaName().IsMatch(name.GetString()!))
+            throw ApiException.Invalid($"Invalid '{param}.name': {Truncate(name.GetRawText())} must be 1 to 64 letters, digits, underscores or dashes.", $"{param}.name", "invalid_value");
+        if (spec.TryGetProperty("strict", out var strict) && strict.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
+            throw ApiException.Invalid($"Invalid type for '{param}.strict': expected a boolean, but got {Truncate(strict.GetRawText())} instead.", $"{param}.strict", "invalid_type");
+        if (!spec.TryGetProperty("schema", out var schema) || schema.ValueKind == JsonValueKind.Null)
+            throw ApiException.Invalid($"Missing required parameter: '{param}.schema'.", $"{param}.schema", "missing_required_parameter");
+        if (schema.ValueKind != JsonValueKind.Object)
+            throw ApiException.Invalid($"Invalid type for '{param}.schema': expected a JSON schema object, but got {Truncate(schema.GetRawText())} instead.", $"{param}.schema", "invalid_type");
+        try { return JsonSchema.Compile(schema, $"{param}.schema"); }
+        catch (StratusUserException e)
+        {
+            throw ApiException.Invalid($"Invalid schema for response_format '{name.GetString()}': {e.Message}.", $"{param}.schema", "invalid_value");
+        }
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex("^[a-zA-Z0-9_-]{1,64}$")]
+    private static partial System.Text.RegularExpressions.Regex SchemaName();
+
     /// <summary>OpenAI features that change what an answer must be and that Stratus does not
     /// implement are refused (400, code unsupported_parameter) rather than ignored: a client that
-    /// asks for a tool call (or a JSON schema: see <see cref="JsonObject"/>) would otherwise get
-    /// free text it cannot tell apart. Unknown fields are still ignored, as vLLM does.</summary>
+    /// asks for a tool call (or an unknown response_format: see <see cref="Schema"/>) would
+    /// otherwise get free text it cannot tell apart. Unknown fields are still ignored, as vLLM does.</summary>
     static void RefuseUnimplemented(SamplingFields body)
     {
         switch (body)

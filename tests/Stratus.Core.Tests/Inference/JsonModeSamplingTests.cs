@@ -119,8 +119,10 @@ public sealed class JsonModeSamplingTests
         Assert.Equal(Math.Log(1.0 / 3), token.Logprob, 5);
     }
 
-    [Fact]
-    public void The_mask_and_logit_bias_allocate_nothing_per_token()
+    [Theory]
+    [InlineData(null)]
+    [InlineData("""{"type":"object","properties":{"a":{"type":"array","items":{"enum":["x",1,null]}},"b":{"anyOf":[{"type":"string"},{"type":"integer"}]}},"required":["a","b"]}""")]
+    public void The_mask_and_logit_bias_allocate_nothing_per_token(string? schema)
     {
         var sampler = new LogitsSampler(Vocab);
         var row = new float[Vocab];
@@ -129,7 +131,9 @@ public sealed class JsonModeSamplingTests
         var allocated = 0L;
         for (var round = 0; round < 2; round++)
         {
-            var sequence = new Sequence(1, Request(new() { [1] = 0.5f, [2] = -0.5f }, temperature: 1) with { MaxTokens = 40 }, Vocab, [], Vocabulary);
+            var request = Request(new() { [1] = 0.5f, [2] = -0.5f }, temperature: 1) with { MaxTokens = 40 };
+            if (schema is not null) request = request with { Schema = JsonSchema.Compile(JsonDocument.Parse(schema).RootElement) };
+            var sequence = new Sequence(1, request, Vocab, [], Vocabulary);
             while (sequence.Generated < 40 && !sequence.Json.IsComplete)
             {
                 Array.Clear(row);
@@ -179,13 +183,13 @@ public sealed class JsonModeSamplingTests
     [Fact]
     public void A_vocabulary_without_the_characters_that_close_an_object_is_named()
     {
-        Assert.Equal("", Vocabulary.MissingFor([]));
-        Assert.Equal("{}]\":0", new JsonVocabulary(ProseWithBracket, ProseWithBracket.VocabSize).MissingFor([]));
+        Assert.Equal("", Vocabulary.MissingFor(JsonSchema.AnyObject, []));
+        Assert.Equal("{}]\":0", new JsonVocabulary(ProseWithBracket, ProseWithBracket.VocabSize).MissingFor(JsonSchema.AnyObject, []));
         // Without '[' no array can open, and none needs its ']': JSON of objects alone.
-        Assert.Equal("{}\":0", new JsonVocabulary(Prose, Prose.VocabSize).MissingFor([]));
+        Assert.Equal("{}\":0", new JsonVocabulary(Prose, Prose.VocabSize).MissingFor(JsonSchema.AnyObject, []));
         var records = CharTokenizer.FromCorpus("{\"name\": \"romeo\", \"age\": 10, \"alive\": true, \"x\": false, \"y\": null}\n");
-        Assert.Equal("", new JsonVocabulary(records, records.VocabSize).MissingFor([]));
+        Assert.Equal("", new JsonVocabulary(records, records.VocabSize).MissingFor(JsonSchema.AnyObject, []));
         // A token that ends the generation is kept for the end: it closes nothing before it.
-        Assert.Equal("}\"", Vocabulary.MissingFor([Tokenizer.Encode("}")[0], Tokenizer.Encode("\"")[0], Tokenizer.Encode("~")[0]]));
+        Assert.Equal("}\"", Vocabulary.MissingFor(JsonSchema.AnyObject, [Tokenizer.Encode("}")[0], Tokenizer.Encode("\"")[0], Tokenizer.Encode("~")[0]]));
     }
 }

@@ -1,0 +1,772 @@
+// A JSON schema compiled for constrained decoding (OpenAI's Structured Outputs, vLLM's guided
+// decoding): an immutable table of nodes that JsonGrammar walks byte by byte. Compiled once per
+// schema text and shared by every request that sends it, so that JsonVocabulary's per-state
+// cache (keyed by the schema's identity) serves them all.
+//
+// The language accepted is a non-empty subset of the schema's: keys come in the order of
+// `properties` (as OpenAI writes them), extra keys are never written, enum and const values are
+// written in their compact form, and of union alternatives that begin with the same byte only
+// the first is kept. A keyword that would constrain values without being enforced is refused,
+// naming where it is, unless it sits on one alternative of a union that has others: that
+// alternative is dropped (System.Text.Json writes a number read from strings as
+// {"type": ["string", "integer"], "pattern": ...}; the integer is left).
+using System.Collections.Concurrent;
+using System.Text;
+using System.Text.Json;
+
+namespace Stratus.Inference;
+
+public sealed class JsonSchema
+{
+    internal enum Kind : byte
+    {
+        /// <summary>An object with the keys of <see cref="Node.Properties"/>, in order.</summary>
+        Object,
+        /// <summary>An object with any keys, whose values are <see cref="Node.A"/>.</summary>
+        Map,
+        /// <summary>Items <see cref="Node.A"/>, between <see cref="Node.MinItems"/> and <see cref="Node.MaxItems"/> of them.</summary>
+        Array,
+        String,
+        Number,
+        Integer,
+        /// <summary>One of the texts of the trie rooted at <see cref="Node.A"/> (enum, const, true, false, null).</summary>
+        Literal,
+        /// <summary>One of its alternatives, told apart by the first byte (<see cref="Node.A"/>: the dispatch table's offset).</summary>
+        Union,
+    }
+
+    internal struct Node
+    {
+        public Kind Kind;
+        /// <summary>Map: the values' node; Array: the items' node; Literal: the trie's root;
+        /// Union: offset in <see cref="dispatch"/>; Object: first property in <see cref="properties"/>.</summary>
+        public int A;
+        /// <summary>Object: number of properties.</summary>
+        public int Count;
+        /// <summary>Object: offset in <see cref="keyRoots"/> of the key tries, one for each next property index.</summary>
+        public int Keys;
+        public int MinItems, MaxItems;
+        /// <summary>Object: whether the object may close with no more keys from each next property index on (bit i).</summary>
+        public ulong[]? Closable;
+        /// <summary>Containers open at once that the shortest valid value needs; <see cref="Unreachable"/> where none fits.</summary>
+        public int MinDepth;
+    }
+
+    internal readonly record struct Property(string Name, int Node, bool Required);
+
+    internal const int Unreachable = int.MaxValue / 2;
+
+    /// <summary>Node ids and counts share a 32-bit frame in JsonGrammar's stack.</summary>
+    const int MaxNodes = ushort.MaxValue;
+    const int MaxTrieNodes = 1 << 20;
+    /// <summary>minItems and maxItems above this are refused: the item counter is 16 bits.</summary>
+    public const int MaxItemsLimit = ushort.MaxValue;
+
+    internal Node[] Nodes = [];
+    internal Property[] Properties = [];
+    /// <summary>For each union, 128 entries (a value never begins with a non-ASCII byte): the alternative a first byte selects, or -1.</summary>
+    internal int[] Dispatch = [];
+    internal int[] KeyRoots = [];
+    internal int Root;
+
+    // The tries of keys and literals: node n's edges are EdgeBytes/EdgeTargets[EdgeStart[n]..EdgeStart[n + 1]].
+    internal int[] EdgeStart = [];
+    internal byte[] EdgeBytes = [];
+    internal int[] EdgeTargets = [];
+    /// <summary>Key tries: the property a whole key names (-1 inside a key); literal tries: 0 where a text ends, else -1.</summary>
+    internal int[] TrieValue = [];
+    /// <summary>Key tries: the least <see cref="Node.MinDepth"/> of the properties below a trie node.</summary>
+    internal int[] TrieDepth = [];
+
+    /// <summary>The schema's text as compiled (compact).</summary>
+    public string Text { get; private set; } = "";
+
+    static readonly ConcurrentDictionary<string, JsonSchema> Compiled = new();
+    const int MaxCompiledKept = 256;
+
+    /// <summary>JSON mode's schema, {"type": "object"}: one JSON object, any keys and values.</summary>
+    public static JsonSchema AnyObject { get; } = Compile(JsonDocument.Parse("{\"type\":\"object\"}").RootElement);
+
+
+    /// <summary>The schema compiled, or the one compiled before from the same text.</summary>
+    /// <param name="path">How messages name the schema (the API's parameter, say).</param>
+    /// <exception cref="StratusUserException">The schema is malformed, uses a keyword Stratus
+    /// does not enforce, or no document can be valid against it; the message names where.</exception>
+    public static JsonSchema Compile(JsonElement schema, string path = "schema")
+    {
+        var text = JsonSerializer.Serialize(schema);
+        if (Compiled.TryGetValue(text, out var known)) return known;
+        var compiled = new Compiler(schema, path).Run();
+        compiled.Text = text;
+        if (Compiled.Count >= MaxCompiledKept) Compiled.Clear();
+        return Compiled.GetOrAdd(text, compiled);
+    }
+
+    /// <summary>The characters a document may need to finish from wherever the mask lets a
+    /// sequence go, as a vocabulary is asked to spell them: the closers, ':' and '0' (a digit
+    /// ends a number and fills a \u escape), ',' between required members, the rest of every key
+    /// and literal that may have begun, and the whole of the values the schema requires.</summary>
+    /// <param name="spells">Whether the vocabulary can write a character (one rune).</param>
+    /// <param name="opensArrays">Whether any token can open an array: where none can, no ']' is needed to close one.</param>
+    internal IEnumerable<string> Needs(Func<string, bool> spells, bool opensArrays)
+    {
+        var needed = new HashSet<string> { "{", "}", "\"", ":", "0" };
+        var inProgress = new HashSet<int>();
+        foreach (var id in Reachable())
+        {
+            ref readonly var node = ref Nodes[id];
+            switch (node.Kind)
+            {
+                case Kind.Object:
+                    var required = 0;
+                    for (var p = 0; p < node.Count; p++)
+                    {
+                        var property = Properties[node.A + p];
+                        if (Nodes[property.Node].MinDepth >= Unreachable) continue;
+                        if (property.Required) required++;
+                        // Once a key has begun, the rest of it and a value must follow.
+                        AddText(needed, KeyText(property.Name)[1..]);
+                        Whole(property.Node, needed, spells, inProgress);
+                    }
+                    if (required > 0 && node.Count > 1) needed.Add(",");
+                    break;
+                case Kind.Map:
+                    Whole(node.A, needed, spells, inProgress);
+                    break;
+                case Kind.Array when opensArrays:
+                    needed.Add("]");
+                    if (node.MaxItems > 0) Whole(node.A, needed, spells, inProgress);
+                    if (node.MinItems > 1) needed.Add(",");
+                    break;
+                case Kind.Literal:
+                    foreach (var literal in Texts(node.A)) AddText(needed, literal[1..]);
+                    break;
+            }
+        }
+        Whole(Root, needed, spells, inProgress);
+        return needed;
+    }
+
+    /// <summary>Adds what writing the shortest whole value of <paramref name="id"/> takes: of a
+    /// union's or literal's choices, the first the vocabulary can spell.</summary>
+    void Whole(int id, HashSet<string> needed, Func<string, bool> spells, HashSet<int> inProgress)
+    {
+        ref readonly var node = ref Nodes[id];
+        if (!inProgress.Add(id)) return;
+        switch (node.Kind)
+        {
+            case Kind.Object:
+                needed.UnionWith(["{", "}"]);
+                var required = 0;
+                for (var p = 0; p < node.Count; p++)
+                {
+                    var property = Properties[node.A + p];
+                    if (!property.Required) continue;
+                    required++;
+                    AddText(needed, KeyText(property.Name));
+                    needed.Add(":");
+                    Whole(property.Node, needed, spells, inProgress);
+                }
+                if (required > 1) needed.Add(",");
+                break;
+            case Kind.Map:
+                needed.UnionWith(["{", "}"]);
+                break;
+            case Kind.Array:
+                needed.UnionWith(["[", "]"]);
+                if (node.MinItems > 0) Whole(node.A, needed, spells, inProgress);
+                if (node.MinItems > 1) needed.Add(",");
+                break;
+            case Kind.String:
+                needed.Add("\"");
+                break;
+            case Kind.Number or Kind.Integer:
+                needed.Add("0");
+                break;
+            case Kind.Literal:
+                var texts = Texts(node.A).ToList();
+                AddText(needed, texts.FirstOrDefault(t => Runes(t).All(spells)) ?? texts[0]);
+                break;
+            case Kind.Union:
+                var leaves = Leaves(id).ToList();
+                var chosen = leaves[0];
+                foreach (var leaf in leaves)
+                {
+                    var trial = new HashSet<string>();
+                    Whole(leaf, trial, spells, [.. inProgress]);
+                    if (trial.All(spells)) { chosen = leaf; break; }
+                }
+                Whole(chosen, needed, spells, inProgress);
+                break;
+        }
+        inProgress.Remove(id);
+    }
+
+    static void AddText(HashSet<string> needed, string text) => needed.UnionWith(Runes(text));
+
+    static IEnumerable<string> Runes(string text) => text.EnumerateRunes().Select(r => r.ToString());
+
+    /// <summary>The alternatives a union's first bytes select, in order.</summary>
+    internal IEnumerable<int> Leaves(int union)
+    {
+        var offset = Nodes[union].A;
+        var seen = new HashSet<int>();
+        for (var b = 0; b < 128; b++)
+            if (Dispatch[offset + b] is var leaf and >= 0 && seen.Add(leaf)) yield return leaf;
+    }
+
+    /// <summary>Every node a document may reach from the root.</summary>
+    IEnumerable<int> Reachable()
+    {
+        var seen = new HashSet<int> { Root };
+        var pending = new Stack<int>([Root]);
+        while (pending.TryPop(out var id))
+        {
+            yield return id;
+            var node = Nodes[id];
+            IEnumerable<int> next = node.Kind switch
+            {
+                Kind.Object => Properties.AsSpan(node.A, node.Count).ToArray().Select(p => p.Node),
+                Kind.Map or Kind.Array => [node.A],
+                Kind.Union => Leaves(id),
+                _ => [],
+            };
+            foreach (var n in next)
+                if (Nodes[n].MinDepth < Unreachable && seen.Add(n)) pending.Push(n);
+        }
+    }
+
+    /// <summary>The texts of the trie rooted at <paramref name="root"/>.</summary>
+    IEnumerable<string> Texts(int root)
+    {
+        var bytes = new List<byte>();
+        var result = new List<string>();
+        void Walk(int n)
+        {
+            if (TrieValue[n] >= 0) result.Add(Encoding.UTF8.GetString([.. bytes]));
+            for (var e = EdgeStart[n]; e < EdgeStart[n + 1]; e++)
+            {
+                bytes.Add(EdgeBytes[e]);
+                Walk(EdgeTargets[e]);
+                bytes.RemoveAt(bytes.Count - 1);
+            }
+        }
+        Walk(root);
+        return result;
+    }
+
+    /// <summary>A key as the grammar has it written: quoted, with only what JSON requires escaped.</summary>
+    internal static string KeyText(string name) => Quote(name);
+
+    static string Quote(string text)
+    {
+        var quoted = new StringBuilder("\"");
+        foreach (var c in text)
+        {
+            if (c is '"' or '\\') quoted.Append('\\').Append(c);
+            else if (c < 0x20) quoted.Append($"\\u{(int)c:x4}");
+            else quoted.Append(c);
+        }
+        return quoted.Append('"').ToString();
+    }
+
+    /// <summary>A value's compact text, as a literal is written (strings escaped as keys are).</summary>
+    static string Compact(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.String => Quote(value.GetString()!),
+        JsonValueKind.Object => "{" + string.Join(",", value.EnumerateObject().Select(p => Quote(p.Name) + ":" + Compact(p.Value))) + "}",
+        JsonValueKind.Array => "[" + string.Join(",", value.EnumerateArray().Select(Compact)) + "]",
+        _ => value.GetRawText(),
+    };
+
+    /// <summary>Builds the tables from a schema's JSON, then settles unions, depths and key tries.</summary>
+    sealed class Compiler(JsonElement document, string rootPath)
+    {
+        readonly List<Node> nodes = [];
+        readonly List<int[]> alternatives = [];   // per node: a union's alternatives before dispatch
+        readonly Dictionary<string, int> byPointer = [];
+        /// <summary>Each object node's properties in order; laid out flat when settled.</summary>
+        Dictionary<int, List<(string Name, int Node, bool Required)>> objectsByNode = [];
+        readonly Trie literals = new();
+        readonly List<(int Node, List<string> Texts)> literalTexts = [];
+        int any = -1;
+
+        static readonly HashSet<string> Annotations = ["title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs", "definitions", "deprecated", "readOnly", "writeOnly"];
+        static readonly HashSet<string> ObjectKeywords = ["properties", "required", "additionalProperties"];
+        static readonly HashSet<string> ArrayKeywords = ["items", "minItems", "maxItems"];
+        /// <summary>Keywords that constrain one type's values and are not enforced: a type list drops the type.</summary>
+        static readonly Dictionary<string, string> Unenforced = new()
+        {
+            ["pattern"] = "string", ["format"] = "string", ["minLength"] = "string", ["maxLength"] = "string", ["contentEncoding"] = "string", ["contentMediaType"] = "string",
+            ["minimum"] = "number", ["maximum"] = "number", ["exclusiveMinimum"] = "number", ["exclusiveMaximum"] = "number", ["multipleOf"] = "number",
+            ["patternProperties"] = "object", ["propertyNames"] = "object", ["minProperties"] = "object", ["maxProperties"] = "object",
+            ["dependentRequired"] = "object", ["dependentSchemas"] = "object", ["unevaluatedProperties"] = "object", ["dependencies"] = "object",
+            ["prefixItems"] = "array", ["contains"] = "array", ["minContains"] = "array", ["maxContains"] = "array", ["uniqueItems"] = "array", ["unevaluatedItems"] = "array",
+        };
+        static readonly string[] Types = ["object", "array", "string", "number", "integer", "boolean", "null"];
+
+        /// <summary>A keyword Stratus does not enforce: an alternative of a union that holds one is dropped.</summary>
+        sealed class Unsupported(string message) : Exception(message);
+
+        public JsonSchema Run()
+        {
+            var schema = new JsonSchema();
+            try
+            {
+                if (document.ValueKind != JsonValueKind.Object) throw Invalid(rootPath, "must be an object");
+                var root = Compile(document, "#", rootPath);
+                return Settle(schema, root);
+            }
+            catch (Unsupported e) { throw new StratusUserException(e.Message); }
+        }
+
+        static StratusUserException Invalid(string path, string what) => new($"{path} {what}");
+
+        int NewNode(Node node, int[]? alternativesOf = null)
+        {
+            if (nodes.Count == MaxNodes) throw Invalid(rootPath, $"is too large: more than {MaxNodes} schemas in it");
+            nodes.Add(node);
+            alternatives.Add(alternativesOf ?? []);
+            return nodes.Count - 1;
+        }
+
+        int Any()
+        {
+            if (any >= 0) return any;
+            any = NewNode(new Node { Kind = Kind.Union });
+            var map = NewNode(new Node { Kind = Kind.Map, A = any });
+            var array = NewNode(new Node { Kind = Kind.Array, A = any, MaxItems = int.MaxValue });
+            alternatives[any] = [map, array, NewNode(new Node { Kind = Kind.String }), NewNode(new Node { Kind = Kind.Number }), Literal(["true", "false", "null"])];
+            return any;
+        }
+
+        int Literal(List<string> texts)
+        {
+            var id = NewNode(new Node { Kind = Kind.Literal, A = literals.Add(texts) });
+            literalTexts.Add((id, texts));
+            return id;
+        }
+
+        int Empty() => Literal([]);
+
+        /// <summary>The node for the schema at <paramref name="pointer"/>, compiled once: a $ref to
+        /// it (recursion included) gets the same node.</summary>
+        int Compile(JsonElement schema, string pointer, string path)
+        {
+            if (byPointer.TryGetValue(pointer, out var known)) return known;
+            if (schema.ValueKind == JsonValueKind.True) return byPointer[pointer] = Any();
+            if (schema.ValueKind == JsonValueKind.False) return byPointer[pointer] = Empty();
+            if (schema.ValueKind != JsonValueKind.Object) throw Invalid(path, $"must be a schema (an object), got {Describe(schema)}");
+            // Reserved before its parts, so a $ref back to it (recursion) finds it; filled below.
+            var id = byPointer[pointer] = NewNode(new Node { Kind = Kind.Union });
+            alternatives[id] = Build(schema, pointer, path);
+            return id;
+        }
+
+        /// <summary>The alternatives the schema allows (a union node with one is an alias).</summary>
+        int[] Build(JsonElement schema, string pointer, string path)
+        {
+            foreach (var keyword in schema.EnumerateObject())
+            {
+                var name = keyword.Name;
+                if (Annotations.Contains(name) || name is "type" or "enum" or "const" or "anyOf" or "$ref" || ObjectKeywords.Contains(name) || ArrayKeywords.Contains(name) || Unenforced.ContainsKey(name)) continue;
+                var why = name is "oneOf" or "allOf" or "not" or "if" or "then" or "else"
+                    ? "only anyOf combines schemas"
+                    : "Stratus enforces type, properties, required, additionalProperties, items, minItems, maxItems, enum, const, anyOf and $ref";
+                throw new Unsupported($"{path}.{name} is not supported: {why}");
+            }
+            if (schema.TryGetProperty("$ref", out var reference))
+            {
+                OnlyAnnotationsBeside(schema, "$ref", path);
+                if (reference.ValueKind != JsonValueKind.String) throw Invalid($"{path}.$ref", "must be a string");
+                var target = reference.GetString()!;
+                var (element, targetPath) = Resolve(target, path);
+                return [Compile(element, target, targetPath)];
+            }
+            if (schema.TryGetProperty("anyOf", out var anyOf))
+            {
+                OnlyAnnotationsBeside(schema, "anyOf", path);
+                if (anyOf.ValueKind != JsonValueKind.Array || anyOf.GetArrayLength() == 0) throw Invalid($"{path}.anyOf", "must be a non-empty array of schemas");
+                var kept = new List<int>();
+                Unsupported? first = null;
+                var i = 0;
+                foreach (var alternative in anyOf.EnumerateArray())
+                {
+                    // An alternative with a keyword that is not enforced is dropped, with what it compiled.
+                    var (nodeCount, pointers) = (nodes.Count, byPointer.Keys.ToHashSet());
+                    try { kept.Add(Compile(alternative, $"{pointer}/anyOf/{i}", $"{path}.anyOf[{i}]")); }
+                    catch (Unsupported e)
+                    {
+                        first ??= e;
+                        Rollback(nodeCount, pointers);
+                    }
+                    i++;
+                }
+                return kept.Count > 0 ? [.. kept] : throw first!;
+            }
+
+            var types = Types.ToList();
+            var typed = false;
+            if (schema.TryGetProperty("type", out var type))
+            {
+                typed = true;
+                var listed = type.ValueKind == JsonValueKind.Array ? type.EnumerateArray().ToList() : [type];
+                if (listed.Count == 0 || listed.Any(t => t.ValueKind != JsonValueKind.String || !Types.Contains(t.GetString()!)))
+                    throw Invalid($"{path}.type", $"must be one of {string.Join(", ", Types)} or a list of them, got {Describe(type)}");
+                types = [.. Types.Where(t => listed.Any(l => l.GetString() == t))];
+            }
+            else
+            {
+                // Keywords of one type, without a type, constrain only values of that type: the
+                // language generated is that type's, a subset.
+                var objectish = ObjectKeywords.Any(k => schema.TryGetProperty(k, out _));
+                var arrayish = ArrayKeywords.Any(k => schema.TryGetProperty(k, out _));
+                if (objectish || arrayish) types = [.. types.Where(t => (objectish && t == "object") || (arrayish && t == "array"))];
+            }
+            foreach (var keyword in schema.EnumerateObject())
+                if (Unenforced.TryGetValue(keyword.Name, out var of))
+                {
+                    var left = types.Where(t => t != of && !(of == "number" && t == "integer")).ToList();
+                    if (left.Count == 0 || !typed)
+                        throw new Unsupported($"{path}.{keyword.Name} is not supported: Stratus does not enforce it{(of == "string" ? " (the string's contents are free)" : "")}");
+                    types = left;
+                }
+
+            if (schema.TryGetProperty("enum", out _) || schema.TryGetProperty("const", out _)) return [Literal(Values(schema, types, path))];
+            var result = new List<int>();
+            foreach (var t in types)
+                result.Add(t switch
+                {
+                    "object" => ObjectOf(schema, pointer, path),
+                    "array" => ArrayOf(schema, pointer, path),
+                    "string" => NewNode(new Node { Kind = Kind.String }),
+                    "number" => NewNode(new Node { Kind = Kind.Number }),
+                    "integer" => NewNode(new Node { Kind = Kind.Integer }),
+                    "boolean" => Literal(["true", "false"]),
+                    _ => Literal(["null"]),
+                });
+            return [.. result];
+        }
+
+        void Rollback(int nodeCount, HashSet<string> pointers)
+        {
+            foreach (var key in byPointer.Keys.Where(k => !pointers.Contains(k)).ToList()) byPointer.Remove(key);
+            if (any >= nodeCount) any = -1;
+            literalTexts.RemoveAll(l => l.Node >= nodeCount);
+            nodes.RemoveRange(nodeCount, nodes.Count - nodeCount);
+            alternatives.RemoveRange(nodeCount, alternatives.Count - nodeCount);
+            objectsByNode = objectsByNode.Where(o => o.Key < nodeCount).ToDictionary();
+        }
+
+        static void OnlyAnnotationsBeside(JsonElement schema, string keyword, string path)
+        {
+            foreach (var other in schema.EnumerateObject())
+                if (other.Name != keyword && !Annotations.Contains(other.Name))
+                    throw new Unsupported($"{path}.{other.Name} is not supported beside {keyword}: put it inside the {(keyword == "anyOf" ? "alternatives" : "referenced schema")}");
+        }
+
+        /// <summary>The enum's values (or the const) of the allowed types, as texts.</summary>
+        List<string> Values(JsonElement schema, List<string> types, string path)
+        {
+            List<JsonElement> values;
+            if (schema.TryGetProperty("enum", out var enumeration))
+            {
+                if (enumeration.ValueKind != JsonValueKind.Array) throw Invalid($"{path}.enum", "must be an array");
+                values = [.. enumeration.EnumerateArray()];
+            }
+            else values = [];
+            if (schema.TryGetProperty("const", out var constant))
+                values = enumeration.ValueKind == JsonValueKind.Array ? [.. values.Where(v => JsonElement.DeepEquals(v, constant))] : [constant];
+            return [.. values.Where(v => types.Contains(TypeOf(v)) || (TypeOf(v) == "number" && types.Contains("integer") && IsInteger(v))).Select(Compact).Distinct()];
+        }
+
+        static string TypeOf(JsonElement value) => value.ValueKind switch
+        {
+            JsonValueKind.Object => "object",
+            JsonValueKind.Array => "array",
+            JsonValueKind.String => "string",
+            JsonValueKind.Number => IsInteger(value) ? "integer" : "number",
+            JsonValueKind.True or JsonValueKind.False => "boolean",
+            _ => "null",
+        } is var t && t == "integer" ? "number" : t;
+
+        static bool IsInteger(JsonElement value) => value.TryGetDecimal(out var d) && decimal.Truncate(d) == d;
+
+        int ObjectOf(JsonElement schema, string pointer, string path)
+        {
+            var properties = new List<(string Name, int Node, bool Required)>();
+            var required = new List<string>();
+            if (schema.TryGetProperty("required", out var requiredList))
+            {
+                if (requiredList.ValueKind != JsonValueKind.Array || requiredList.EnumerateArray().Any(r => r.ValueKind != JsonValueKind.String))
+                    throw Invalid($"{path}.required", "must be an array of property names");
+                required = [.. requiredList.EnumerateArray().Select(r => r.GetString()!).Distinct()];
+            }
+            if (schema.TryGetProperty("properties", out var declared))
+            {
+                if (declared.ValueKind != JsonValueKind.Object) throw Invalid($"{path}.properties", "must be an object");
+                foreach (var property in declared.EnumerateObject())
+                    properties.Add((property.Name, Compile(property.Value, $"{pointer}/properties/{Escape(property.Name)}", $"{path}.properties.{property.Name}"), required.Contains(property.Name)));
+            }
+            // A required name that no property describes may hold any value.
+            foreach (var name in required.Where(r => properties.All(p => p.Name != r))) properties.Add((name, Any(), true));
+
+            var extra = schema.TryGetProperty("additionalProperties", out var additional) ? additional : default;
+            if (extra.ValueKind is not (JsonValueKind.Undefined or JsonValueKind.True or JsonValueKind.False or JsonValueKind.Object))
+                throw Invalid($"{path}.additionalProperties", "must be a boolean or a schema");
+            if (properties.Count == 0 && extra.ValueKind != JsonValueKind.False)
+                return NewNode(new Node { Kind = Kind.Map, A = extra.ValueKind == JsonValueKind.Object ? Compile(extra, $"{pointer}/additionalProperties", $"{path}.additionalProperties") : Any() });
+            var id = NewNode(new Node { Kind = Kind.Object, Count = properties.Count });
+            objectsByNode[id] = properties;
+            return id;
+        }
+
+        int ArrayOf(JsonElement schema, string pointer, string path)
+        {
+            var items = Any();
+            if (schema.TryGetProperty("items", out var itemSchema))
+            {
+                if (itemSchema.ValueKind == JsonValueKind.Array) throw new Unsupported($"{path}.items is not supported as an array (a tuple): give one schema for every item");
+                items = Compile(itemSchema, $"{pointer}/items", $"{path}.items");
+            }
+            int Count(string keyword, int fallback)
+            {
+                if (!schema.TryGetProperty(keyword, out var value)) return fallback;
+                if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out var count) || count < 0)
+                    throw Invalid($"{path}.{keyword}", $"must be a whole number, 0 or more, got {Describe(value)}");
+                if (count > MaxItemsLimit) throw new Unsupported($"{path}.{keyword} is not supported above {MaxItemsLimit}, got {count}");
+                return count;
+            }
+            return NewNode(new Node { Kind = Kind.Array, A = items, MinItems = Count("minItems", 0), MaxItems = Count("maxItems", int.MaxValue) });
+        }
+
+        (JsonElement Element, string Path) Resolve(string reference, string path)
+        {
+            if (!reference.StartsWith('#')) throw Invalid($"{path}.$ref", $"'{Truncate(reference)}' cannot be resolved: only references within the schema (\"#/$defs/...\") are");
+            var element = document;
+            var at = rootPath;
+            foreach (var raw in reference[1..].Split('/').Skip(1))
+            {
+                var segment = Uri.UnescapeDataString(raw).Replace("~1", "/").Replace("~0", "~");
+                if (element.ValueKind == JsonValueKind.Object && element.TryGetProperty(segment, out var child)) (element, at) = (child, $"{at}.{segment}");
+                else if (element.ValueKind == JsonValueKind.Array && int.TryParse(segment, out var index) && index >= 0 && index < element.GetArrayLength()) (element, at) = (element[index], $"{at}[{index}]");
+                else throw Invalid($"{path}.$ref", $"'{Truncate(reference)}' cannot be resolved: the schema has nothing at '{Truncate(segment)}'");
+            }
+            if (reference.Length > 1 && reference[1] != '/') throw Invalid($"{path}.$ref", $"'{Truncate(reference)}' cannot be resolved: only JSON pointers (\"#/$defs/...\") are");
+            return (element, at);
+        }
+
+        static string Escape(string segment) => segment.Replace("~", "~0").Replace("/", "~1");
+
+        static string Describe(JsonElement value) => Truncate(value.GetRawText());
+
+        static string Truncate(string text) => text.Length > 40 ? text[..40] + "..." : text;
+
+        /// <summary>Unions flattened and dispatched by first byte, depths settled, key tries built.</summary>
+        JsonSchema Settle(JsonSchema schema, int root)
+        {
+            var count = nodes.Count;
+            var table = nodes.ToArray();
+            // Each union's leaves (non-union nodes) in order, through nested unions and aliases.
+            var leaves = new List<int>[count];
+            for (var id = 0; id < count; id++)
+            {
+                if (table[id].Kind != Kind.Union) continue;
+                var list = leaves[id] = [];
+                var seen = new HashSet<int>();
+                void Collect(int n)
+                {
+                    if (!seen.Add(n)) return; // a cycle of aliases adds nothing
+                    if (table[n].Kind == Kind.Union) foreach (var a in alternatives[n]) Collect(a);
+                    else list.Add(n);
+                }
+                Collect(id);
+            }
+            var trieFirsts = new Dictionary<int, byte[]>();
+            foreach (var (node, _) in literalTexts) trieFirsts[node] = literals.FirstBytes(table[node].A);
+            IEnumerable<byte> FirstBytes(int leaf) => table[leaf].Kind switch
+            {
+                Kind.Object or Kind.Map => "{"u8.ToArray(),
+                Kind.Array => "["u8.ToArray(),
+                Kind.String => "\""u8.ToArray(),
+                Kind.Number or Kind.Integer => "-0123456789"u8.ToArray(),
+                _ => trieFirsts[leaf],
+            };
+
+            var dispatch = new int[count][];
+            var depth = new int[count];
+            var changed = true;
+            for (var round = 0; changed; round++)
+            {
+                // Depths given the current dispatch (all leaves at first), then dispatch among the
+                // leaves that have a value, until neither changes: dropping a leaf only deepens.
+                System.Array.Fill(depth, Unreachable);
+                for (var relaxed = true; relaxed;)
+                {
+                    relaxed = false;
+                    for (var id = 0; id < count; id++)
+                    {
+                        var d = MinDepth(id, table, depth, leaves, dispatch);
+                        if (d < depth[id]) (depth[id], relaxed) = (d, true);
+                    }
+                }
+                changed = false;
+                for (var id = 0; id < count; id++)
+                {
+                    if (leaves[id] is not { } list) continue;
+                    var next = new int[128];
+                    System.Array.Fill(next, -1);
+                    foreach (var leaf in list)
+                        if (depth[leaf] < Unreachable)
+                            foreach (var b in FirstBytes(leaf))
+                                if (next[b] < 0) next[b] = leaf;
+                    if (dispatch[id] is null || !dispatch[id].AsSpan().SequenceEqual(next)) (dispatch[id], changed) = (next, true);
+                }
+                // Each round drops at least one leaf from some union, so this ends; the bound is a guard.
+                if (round > count + 2) break;
+            }
+            for (var id = 0; id < count; id++) table[id].MinDepth = depth[id];
+
+            var rootLeaf = table[root].Kind == Kind.Union ? (leaves[root].Count == 1 ? leaves[root][0] : -1) : root;
+            if (rootLeaf < 0 || table[rootLeaf].Kind is not (Kind.Object or Kind.Map))
+                throw Invalid(rootPath, "must describe an object (\"type\": \"object\", not a union), as OpenAI's Structured Outputs require at the root");
+            if (depth[rootLeaf] > JsonGrammar.MaxDepth)
+                throw Invalid(rootPath, $"has no valid document that Stratus can write: a required property or item has no valid value (an empty enum, minItems above maxItems, recursion that never ends) or needs more than {JsonGrammar.MaxDepth} levels of nesting");
+
+            // Dispatch tables and object properties in flat arrays.
+            var dispatchFlat = new List<int>();
+            var properties = new List<Property>();
+            var keyRoots = new List<int>();
+            var keys = new Trie();
+            for (var id = 0; id < count; id++)
+            {
+                if (dispatch[id] is { } next)
+                {
+                    table[id].A = dispatchFlat.Count;
+                    dispatchFlat.AddRange(next);
+                }
+                if (table[id].Kind != Kind.Object) continue;
+                var list = objectsByNode[id];
+                table[id].A = properties.Count;
+                table[id].Keys = keyRoots.Count;
+                var closable = new ulong[(list.Count + 1 + 63) / 64];
+                for (var from = 0; from <= list.Count; from++)
+                {
+                    if (!list.Skip(from).Any(p => p.Required)) closable[from >> 6] |= 1UL << from;
+                    // The keys that may come next: on to the first required one, leaving out those
+                    // whose value cannot be written.
+                    var candidates = new List<(string Text, int Value, int Depth)>();
+                    for (var p = from; p < list.Count; p++)
+                    {
+                        if (depth[list[p].Node] < Unreachable) candidates.Add((KeyText(list[p].Name), p, depth[list[p].Node]));
+                        if (list[p].Required) break;
+                    }
+                    keyRoots.Add(keys.Add(candidates));
+                }
+                table[id].Closable = closable;
+                properties.AddRange(list.Select(p => new Property(p.Name, p.Node, p.Required)));
+            }
+
+            schema.Nodes = table;
+            schema.Root = rootLeaf;
+            schema.Dispatch = [.. dispatchFlat];
+            schema.Properties = [.. properties];
+            schema.KeyRoots = [.. keyRoots];
+            // Literal and key tries in one table: keys' node ids follow the literals'.
+            var offset = literals.Count;
+            for (var k = 0; k < schema.KeyRoots.Length; k++) schema.KeyRoots[k] += offset;
+            (schema.EdgeStart, schema.EdgeBytes, schema.EdgeTargets, schema.TrieValue, schema.TrieDepth) = Trie.Join(literals, keys);
+            return schema;
+        }
+
+        int MinDepth(int id, Node[] table, int[] depth, List<int>[] leaves, int[][] dispatch)
+        {
+            var node = table[id];
+            switch (node.Kind)
+            {
+                case Kind.Object:
+                    var deepest = 0;
+                    foreach (var p in objectsByNode[id])
+                        if (p.Required) deepest = Math.Max(deepest, depth[p.Node]);
+                    return deepest >= Unreachable ? Unreachable : 1 + deepest;
+                case Kind.Map:
+                    return 1;
+                case Kind.Array:
+                    if (node.MinItems > node.MaxItems) return Unreachable;
+                    return node.MinItems == 0 ? 1 : depth[node.A] >= Unreachable ? Unreachable : 1 + depth[node.A];
+                case Kind.Literal:
+                    return literals.IsEmpty(node.A) ? Unreachable : 0;
+                case Kind.Union:
+                    var least = Unreachable;
+                    var from = dispatch[id] is { } d ? d.Where(l => l >= 0).Distinct() : leaves[id];
+                    foreach (var leaf in from) least = Math.Min(least, depth[leaf]);
+                    return least;
+                default:
+                    return 0;
+            }
+        }
+    }
+
+    /// <summary>Byte tries under construction (several roots in one table).</summary>
+    sealed class Trie
+    {
+        readonly List<Dictionary<byte, int>> children = [];
+        readonly List<int> values = [];
+        readonly List<int> depths = [];
+
+        public int Count => children.Count;
+
+        int NewNode()
+        {
+            if (children.Count == MaxTrieNodes) throw new StratusUserException($"the schema is too large: its keys and enum values need more than {MaxTrieNodes} trie nodes");
+            children.Add([]);
+            values.Add(-1);
+            depths.Add(Unreachable);
+            return children.Count - 1;
+        }
+
+        /// <summary>A literal trie: every text ends with value 0.</summary>
+        public int Add(List<string> texts) => Add([.. texts.Select(t => (t, 0, 0))]);
+
+        /// <summary>A trie of texts, each ending in its value; each node keeps the least depth below it.</summary>
+        public int Add(List<(string Text, int Value, int Depth)> texts)
+        {
+            var root = NewNode();
+            foreach (var (text, value, depth) in texts)
+            {
+                var at = root;
+                depths[at] = Math.Min(depths[at], depth);
+                foreach (var b in Encoding.UTF8.GetBytes(text))
+                {
+                    if (!children[at].TryGetValue(b, out var next)) children[at][b] = next = NewNode();
+                    at = next;
+                    depths[at] = Math.Min(depths[at], depth);
+                }
+                values[at] = value;
+            }
+            return root;
+        }
+
+        public bool IsEmpty(int root) => children[root].Count == 0 && values[root] < 0;
+
+        public byte[] FirstBytes(int root) => [.. children[root].Keys.Where(b => b < 128)];
+
+        public static (int[] Starts, byte[] Bytes, int[] Targets, int[] Values, int[] Depths) Join(Trie first, Trie second)
+        {
+            var starts = new List<int> { 0 };
+            var bytes = new List<byte>();
+            var targets = new List<int>();
+            foreach (var (trie, offset) in new[] { (first, 0), (second, first.Count) })
+                foreach (var edges in trie.children)
+                {
+                    foreach (var (b, target) in edges.OrderBy(e => e.Key))
+                    {
+                        bytes.Add(b);
+                        targets.Add(target + offset);
+                    }
+                    starts.Add(bytes.Count);
+                }
+            return ([.. starts], [.. bytes], [.. targets], [.. first.values, .. second.values], [.. first.depths, .. second.depths]);
+        }
+    }
+}

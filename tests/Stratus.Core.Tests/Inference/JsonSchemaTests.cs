@@ -1,0 +1,277 @@
+// Structured outputs' recognizer: a document valid against the schema (in the subset written:
+// keys in the schema's order, literals compact) is accepted byte by byte and complete only at its
+// end; one that is not is refused at the first byte that makes it so; keywords not enforced are
+// refused where they are, or drop the union alternative they sit on; and random walks through the
+// grammar never meet a dead end and end in documents a validator of the schema accepts.
+using System.Text;
+using System.Text.Json;
+using Stratus.Inference;
+
+namespace Stratus.Tests.Inference;
+
+public sealed class JsonSchemaTests
+{
+    /// <summary>What Microsoft.Extensions.AI 10.11's AIJsonUtilities.CreateJsonSchema writes for a
+    /// record with a string, an int, a double, a bool, an enum, a nullable string, a list and a
+    /// nested record.</summary>
+    internal const string Person = """
+        {"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"},
+        "score":{"type":"number"},"alive":{"type":"boolean"},"mood":{"type":"string","enum":["Happy","Sad"]},"nick":{"type":["string","null"]},
+        "tags":{"type":"array","items":{"type":"string"}},"home":{"type":"object","properties":{"city":{"type":"string"},"zip":{"type":"integer"}},"required":["city","zip"]}},
+        "required":["name","age","score","alive","mood","nick","tags","home"]}
+        """;
+
+    const string Tree = """
+        {"type":"object","properties":{"name":{"type":"string"},"kids":{"type":["array","null"],"items":{"$ref":"#"}}},"required":["name","kids"]}
+        """;
+
+    const string Defs = """
+        {"type":"object","$defs":{"node":{"type":"object","properties":{"v":{"type":"integer"},"next":{"anyOf":[{"$ref":"#/$defs/node"},{"type":"null"}]}},"required":["v","next"],"additionalProperties":false}},
+        "properties":{"list":{"$ref":"#/$defs/node"},"colors":{"type":"array","items":{"enum":["red","green",1,12,null,{"a":[true]}]},"minItems":1,"maxItems":3}},"required":["list"]}
+        """;
+
+    const string Unions = """
+        {"type":"object","properties":{"x":{"anyOf":[{"type":"string"},{"type":"integer"},{"type":"object","properties":{"k":{"const":"v"}},"required":["k"]},{"type":"array","maxItems":0},{"type":"boolean"}]},
+        "id":{"type":["string","integer"],"pattern":"^-?(?:0|[1-9]\\d*)$"},"opt":{"type":"number"},"free":{},"map":{"type":"object","additionalProperties":{"type":"integer"}}},"required":["x","id","free"]}
+        """;
+
+    static JsonSchema Schema(string json, string path = "schema") => JsonSchema.Compile(JsonDocument.Parse(json).RootElement, path);
+
+    /// <summary>The index of the first byte refused, or -1; and whether the text is a whole document.</summary>
+    static (int Refused, bool Complete) Read(string schema, string text)
+    {
+        var json = new JsonGrammar(Schema(schema));
+        var bytes = Encoding.UTF8.GetBytes(text);
+        for (var i = 0; i < bytes.Length; i++)
+            if (!json.Accept(bytes[i])) return (i, false);
+        return (-1, json.IsComplete);
+    }
+
+    static void AssertValid(string schema, string text)
+    {
+        var bytes = Encoding.UTF8.GetBytes(text);
+        var json = new JsonGrammar(Schema(schema));
+        for (var i = 0; i < bytes.Length; i++)
+        {
+            Assert.False(json.IsComplete, $"complete after {i} bytes of {text}");
+            Assert.True(json.Accept(bytes[i]), $"refused byte {i} ('{(char)bytes[i]}') of {text}");
+        }
+        Assert.True(json.IsComplete, text);
+        Assert.True(Validate(JsonDocument.Parse(schema).RootElement, JsonDocument.Parse(text).RootElement), text);
+    }
+
+    /// <summary>Refused exactly at the byte where <paramref name="marked"/> has '¦' (which is taken out).</summary>
+    static void AssertRefusedAt(string schema, string marked)
+    {
+        var at = Encoding.UTF8.GetByteCount(marked[..marked.IndexOf('¦')]);
+        Assert.Equal((at, false), Read(schema, marked.Replace("¦", "")));
+    }
+
+    [Theory]
+    [InlineData(Person, """{"name":"Ada","age":36,"score":-1.5e3,"alive":true,"mood":"Sad","nick":null,"tags":["a","b"],"home":{"city":"London","zip":0}}""")]
+    [InlineData(Person, "{ \"name\" : \"\\u00e9\\\"\" ,\n \"age\":-7, \"score\":0, \"alive\":false, \"mood\":\"Happy\", \"nick\":\"x\", \"tags\":[], \"home\":{\"city\":\"\",\"zip\":12}}")]
+    [InlineData(Tree, """{"name":"a","kids":[{"name":"b","kids":null},{"name":"c","kids":[{"name":"d","kids":[]}]}]}""")]
+    [InlineData(Defs, """{"list":{"v":1,"next":null},"colors":[{"a":[true]},12 , 1]}""")]
+    [InlineData(Defs, """{"list":{"v":0,"next":null}}""")]
+    [InlineData(Unions, """{"x":"s","id":-12,"free":[1,{"a":null}],"map":{"a":1,"b":2}}""")]
+    [InlineData(Unions, """{"x":{"k":"v"},"id":0,"opt":2.5,"free":"x"}""")]
+    [InlineData(Unions, """{"x":[],"id":3,"free":{}}""")]
+    [InlineData(Unions, """{"x":true,"id":3,"free":null}""")]
+    public void Valid_documents_are_accepted_byte_by_byte_and_complete_only_at_their_end(string schema, string text) => AssertValid(schema, text);
+
+    [Theory]
+    // Keys in the schema's order, each required one present, no others.
+    [InlineData(Person, """{"¦age":36}""")]
+    [InlineData(Person, """{"name":"Ada"¦}""")]
+    [InlineData(Person, """{"name":"Ada",¦}""")]
+    [InlineData(Person, """{"name":"Ada","age":1¦.5}""")]
+    [InlineData(Person, """{"name":"Ada","age":1¦e5}""")]
+    [InlineData(Person, """{"name":¦1}""")]
+    [InlineData(Person, """{"name":"Ada","age":1,"score":1,"alive":¦"yes"}""")]
+    [InlineData(Person, """{"name":"Ada","age":1,"score":1,"alive":true,"mood":"H¦u"}""")]
+    [InlineData(Person, """{"name":"Ada","age":1,"score":1,"alive":true,"mood":"Happy","nick":¦true}""")]
+    [InlineData(Person, """{"name":"Ada","age":1,"score":1,"alive":true,"mood":"Happy","nick":null,"tags":[¦1]}""")]
+    // Nothing after the document.
+    [InlineData(Defs, """{"list":{"v":0,"next":null}}¦ """)]
+    [InlineData(Defs, """{"list":{"v":0,"next":null¦,"extra":1}}""")]
+    [InlineData(Defs, """{"list":{"v":0,"next":null},"colors":[¦]}""")]
+    [InlineData(Defs, """{"list":{"v":1,"next":{"v":-2,"next":null}},"colors":["red",12,1¦,null]}""")]
+    [InlineData(Defs, """{"list":{"v":0,"next":null},"colors":["¦blue"]}""")]
+    [InlineData(Defs, """{"list":{"v":0,"next":null},"colors":[{"a":[true¦ ]}]}""")]
+    [InlineData(Defs, """{"list":{"v":0,"next":null},"colors":[1¦3]}""")]
+    [InlineData(Defs, """¦[]""")]
+    // The string branch of a union carrying a pattern is dropped; the array branch takes no items.
+    [InlineData(Unions, """{"x":"s","id":¦"12"}""")]
+    [InlineData(Unions, """{"x":[¦1]}""")]
+    [InlineData(Unions, """{"x":1,"id":1¦}""")]
+    [InlineData(Unions, """{"x":1,"id":1,"free":1,"map":{"a":¦"b"}}""")]
+    public void Invalid_documents_are_refused_at_the_first_byte_that_makes_them_so(string schema, string marked) => AssertRefusedAt(schema, marked);
+
+    [Fact]
+    public void Properties_not_required_may_be_skipped_and_keys_stay_in_order()
+    {
+        const string schema = """{"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"integer"},"c":{"type":"integer"},"d":{"type":"integer"}},"required":["c"]}""";
+        foreach (var text in new[] { """{"c":1}""", """{"a":1,"c":1}""", """{"b":1,"c":1,"d":2}""", """{"a":1,"b":2,"c":3,"d":4}""" }) AssertValid(schema, text);
+        AssertRefusedAt(schema, """{¦}""");
+        AssertRefusedAt(schema, """{"¦d":1}""");
+        AssertRefusedAt(schema, """{"b":1,"¦a":1}""");
+        AssertRefusedAt(schema, """{"c":1,"d":1¦,""");
+    }
+
+    [Fact]
+    public void Nesting_is_bounded_and_recursion_stops_where_the_shortest_value_no_longer_fits()
+    {
+        // Each level of Tree is an object and an array: 16 objects fill the 32 levels, and the
+        // 16th may not open its kids' array, whose object would be the 17th.
+        var text = new StringBuilder();
+        for (var level = 0; level < JsonGrammar.MaxDepth / 2 - 1; level++) text.Append("{\"name\":\"\",\"kids\":[");
+        AssertValid(Tree, text + "{\"name\":\"\",\"kids\":[]}" + string.Concat(Enumerable.Repeat("]}", JsonGrammar.MaxDepth / 2 - 1)));
+        var json = new JsonGrammar(Schema(Tree));
+        Assert.True(json.Accept(Encoding.UTF8.GetBytes(text + "{\"name\":\"\",\"kids\":[")));
+        Assert.False(json.Accept((byte)'{'));
+        // A required recursion has no finite document at all.
+        var endless = Assert.Throws<StratusUserException>(() => Schema("""{"type":"object","properties":{"again":{"$ref":"#"}},"required":["again"]}"""));
+        Assert.Contains("has no valid document", endless.Message);
+    }
+
+    [Theory]
+    [InlineData("""{"type":"object","properties":{"age":{"type":"integer","minimum":0}}}""", "schema.properties.age.minimum is not supported")]
+    [InlineData("""{"type":"object","properties":{"s":{"type":"string","format":"date"}}}""", "schema.properties.s.format is not supported")]
+    [InlineData("""{"type":"object","properties":{"s":{"oneOf":[{"type":"string"}]}}}""", "schema.properties.s.oneOf is not supported")]
+    [InlineData("""{"type":"object","patternProperties":{"a":{}}}""", "schema.patternProperties is not supported")]
+    [InlineData("""{"type":"object","properties":{"s":{"anyOf":[{"type":"string","pattern":"a"},{"type":"string","maxLength":3}]}}}""", "schema.properties.s.anyOf[0].pattern is not supported")]
+    [InlineData("""{"type":"object","properties":{"s":{"$ref":"#/$defs/missing"}}}""", "schema.properties.s.$ref '#/$defs/missing' cannot be resolved")]
+    [InlineData("""{"type":"object","properties":{"s":{"$ref":"https://example.com/s.json"}}}""", "schema.properties.s.$ref 'https://example.com/s.json' cannot be resolved")]
+    [InlineData("""{"type":"string"}""", "schema must describe an object")]
+    [InlineData("""{"anyOf":[{"type":"object"},{"type":"array"}]}""", "schema must describe an object")]
+    [InlineData("""{"type":"object","properties":{"a":{"type":"text"}}}""", "schema.properties.a.type must be one of")]
+    [InlineData("""{"type":"object","properties":{"a":{"type":"array","minItems":2,"maxItems":1}},"required":["a"]}""", "schema has no valid document")]
+    [InlineData("""{"type":"object","properties":{"a":{"enum":[]}},"required":["a"]}""", "schema has no valid document")]
+    [InlineData("""[]""", "schema must be an object")]
+    public void What_is_not_enforced_or_not_well_formed_is_refused_naming_where(string schema, string message) =>
+        Assert.StartsWith(message, Assert.Throws<StratusUserException>(() => Schema(schema)).Message);
+
+    [Fact]
+    public void Annotations_are_ignored_and_compiled_schemas_are_shared_by_their_text()
+    {
+        const string annotated = """{"type":"object","title":"t","description":"d","$comment":"c","properties":{"a":{"type":"integer","description":"x","default":1,"examples":[2]}},"required":["a"]}""";
+        AssertValid(annotated, """{"a":5}""");
+        Assert.Same(Schema(annotated), Schema(JsonSerializer.Serialize(JsonDocument.Parse(annotated))));
+        Assert.NotSame(Schema(annotated), Schema(Person));
+        // JSON mode is the schema {"type": "object"}.
+        Assert.Same(JsonSchema.AnyObject, Schema("""{"type":"object"}"""));
+    }
+
+    /// <summary>Random walks: at every step some byte continues; after a budget the walk takes
+    /// the shortest way to a whole document, which must exist, and the document must parse and
+    /// satisfy the schema.</summary>
+    [Theory]
+    [InlineData(Person)]
+    [InlineData(Tree)]
+    [InlineData(Defs)]
+    [InlineData(Unions)]
+    [InlineData("""{"type":"object"}""")]
+    [InlineData("""{"type":"object","properties":{"a":{"type":"array","items":{"type":"integer"},"minItems":2,"maxItems":4},"é\"":{"const":"ü\n"}},"required":["a","é\""],"additionalProperties":false}""")]
+    public void Random_walks_never_dead_end_and_close_into_valid_documents(string schemaText)
+    {
+        var schema = Schema(schemaText);
+        var alphabet = Enumerable.Range(0x20, 0x5F).Select(b => (byte)b).Concat("\n"u8.ToArray()).Concat("éü\n"u8.ToArray()).Distinct().ToArray();
+        var random = new Random(11);
+        var valid = 0;
+        for (var walk = 0; walk < 60; walk++)
+        {
+            var state = new JsonGrammar(schema);
+            var text = new List<byte>();
+            var budget = random.Next(0, 120);
+            while (!state.IsComplete && text.Count < budget)
+            {
+                var options = alphabet.Where(b => { var next = state; return next.Accept(b); }).ToArray();
+                Assert.NotEmpty(options);
+                // Favour the bytes that structure a document, so walks go deep, not only into strings.
+                var structural = options.Where(b => "{}[]\":,-0123456789tfn".Contains((char)b)).ToArray();
+                var b = structural.Length > 0 && random.Next(3) > 0 ? structural[random.Next(structural.Length)] : options[random.Next(options.Length)];
+                Assert.True(state.Accept(b));
+                text.Add(b);
+            }
+            if (!state.IsComplete) text.AddRange(ShortestCompletion(state, alphabet));
+            var document = Encoding.UTF8.GetString([.. text]);
+            Assert.True(Validate(JsonDocument.Parse(schemaText).RootElement, JsonDocument.Parse(document).RootElement), document);
+            valid++;
+        }
+        Assert.Equal(60, valid);
+    }
+
+    /// <summary>The shortest bytes (no whitespace) that make the state a whole document, by breadth-first search.</summary>
+    static byte[] ShortestCompletion(JsonGrammar start, byte[] alphabet)
+    {
+        var previous = new Dictionary<JsonGrammar, (JsonGrammar From, byte By)>();
+        var queue = new Queue<JsonGrammar>([start]);
+        previous[start] = default;
+        while (queue.TryDequeue(out var state))
+        {
+            if (state.IsComplete)
+            {
+                var path = new List<byte>();
+                for (var at = state; !at.Equals(start); at = previous[at].From) path.Add(previous[at].By);
+                path.Reverse();
+                return [.. path];
+            }
+            foreach (var b in alphabet)
+            {
+                if (b is (byte)' ' or (byte)'\n') continue;
+                var next = state;
+                if (next.Accept(b) && previous.TryAdd(next, (state, b))) queue.Enqueue(next);
+            }
+            Assert.True(previous.Count < 200_000, "no completion within reach: a dead end");
+        }
+        Assert.Fail("no completion: a dead end");
+        return [];
+    }
+
+    /// <summary>A validator of the subset, independent of the recognizer: types, properties,
+    /// required, additionalProperties false, items, minItems, maxItems, enum, const, anyOf and
+    /// local $ref.</summary>
+    internal static bool Validate(JsonElement root, JsonElement value) => Validate(root, root, value);
+
+    static bool Validate(JsonElement root, JsonElement schema, JsonElement value)
+    {
+        if (schema.ValueKind == JsonValueKind.True) return true;
+        if (schema.TryGetProperty("$ref", out var reference))
+        {
+            var target = root;
+            foreach (var segment in reference.GetString()![1..].Split('/').Skip(1)) target = target.GetProperty(segment);
+            return Validate(root, target, value);
+        }
+        if (schema.TryGetProperty("anyOf", out var anyOf)) return anyOf.EnumerateArray().Any(s => Validate(root, s, value));
+        if (schema.TryGetProperty("enum", out var enumeration) && !enumeration.EnumerateArray().Any(e => JsonElement.DeepEquals(e, value))) return false;
+        if (schema.TryGetProperty("const", out var constant) && !JsonElement.DeepEquals(constant, value)) return false;
+        if (schema.TryGetProperty("type", out var type))
+        {
+            var types = type.ValueKind == JsonValueKind.Array ? type.EnumerateArray().Select(t => t.GetString()).ToList() : [type.GetString()];
+            var kind = value.ValueKind switch
+            {
+                JsonValueKind.Object => "object", JsonValueKind.Array => "array", JsonValueKind.String => "string",
+                JsonValueKind.Number => value.GetRawText().IndexOfAny(['.', 'e', 'E']) < 0 ? "integer" : "number", JsonValueKind.Null => "null", _ => "boolean",
+            };
+            if (!types.Contains(kind) && !(kind == "integer" && types.Contains("number"))) return false;
+        }
+        if (value.ValueKind == JsonValueKind.Object)
+        {
+            var properties = schema.TryGetProperty("properties", out var p) ? p : default;
+            if (schema.TryGetProperty("required", out var required) && required.EnumerateArray().Any(r => !value.TryGetProperty(r.GetString()!, out _))) return false;
+            foreach (var member in value.EnumerateObject())
+            {
+                if (properties.ValueKind == JsonValueKind.Object && properties.TryGetProperty(member.Name, out var sub)) { if (!Validate(root, sub, member.Value)) return false; }
+                else if (schema.TryGetProperty("additionalProperties", out var extra) && (extra.ValueKind == JsonValueKind.False || (extra.ValueKind == JsonValueKind.Object && !Validate(root, extra, member.Value)))) return false;
+            }
+        }
+        if (value.ValueKind == JsonValueKind.Array)
+        {
+            var count = value.GetArrayLength();
+            if (schema.TryGetProperty("minItems", out var min) && count < min.GetInt32()) return false;
+            if (schema.TryGetProperty("maxItems", out var max) && count > max.GetInt32()) return false;
+            if (schema.TryGetProperty("items", out var items) && value.EnumerateArray().Any(v => !Validate(root, items, v))) return false;
+        }
+        return true;
+    }
+}

@@ -1,0 +1,124 @@
+// response_format json_schema over HTTP (OpenAI's Structured Outputs): a choice that ends with stop
+// is a document valid against the schema, streamed or not, on both generation endpoints; a
+// malformed json_schema, a keyword that is not enforced, and a schema the vocabulary cannot spell
+// are 400s in the API's error format, and the engine runs on.
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Stratus.Server.Tests;
+
+public sealed class StructuredOutputTests(TinyModelServer fixture) : IClassFixture<TinyModelServer>
+{
+    /// <summary>Short keys, for the tiny model's context of 128.</summary>
+    static readonly JsonNode Record = JsonNode.Parse("""
+        {"type":"object","properties":{"n":{"type":"string"},"a":{"type":"integer"},"ok":{"type":["boolean","null"]},"t":{"type":"array","items":{"enum":["x","yz"]},"maxItems":2}},
+        "required":["n","a","ok","t"],"additionalProperties":false}
+        """)!;
+
+    static object Format(JsonNode? schema, string? name = "record", bool? strict = true) => new { type = "json_schema", json_schema = new { name, schema, strict } };
+
+    int Id(char c) => fixture.Model.Tokenizer.Encode(c.ToString()).Single();
+
+    /// <summary>The random model's strings, numbers and whitespace run on: a bias to close them, as a trained model would.</summary>
+    Dictionary<string, double> Closing => new()
+    {
+        [Id('"').ToString()] = 5, [Id(',').ToString()] = 4, [Id(']').ToString()] = 4, [Id('}').ToString()] = 4, [Id(' ').ToString()] = -10, [Id('\n').ToString()] = -10,
+    };
+
+    Dictionary<string, object?> Chat(object? responseFormat, bool stream = false, int n = 4) => new()
+    {
+        ["model"] = TinyModelServer.ModelName,
+        ["messages"] = new[] { new { role = "user", content = "A record." } },
+        ["max_tokens"] = 80, ["temperature"] = 1, ["seed"] = 5, ["n"] = n, ["stream"] = stream,
+        ["logit_bias"] = Closing, ["response_format"] = responseFormat,
+    };
+
+    async Task<(HttpStatusCode Status, string Text)> Send(string path, object body)
+    {
+        using var response = await fixture.Http.PostAsJsonAsync(path, body);
+        return (response.StatusCode, await response.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>Whether the text is a record as the schema describes it.</summary>
+    static bool IsRecord(string text)
+    {
+        try
+        {
+            var root = JsonDocument.Parse(text).RootElement;
+            return root.ValueKind == JsonValueKind.Object
+                && root.EnumerateObject().Select(p => p.Name).SequenceEqual(["n", "a", "ok", "t"])
+                && root.GetProperty("n").ValueKind == JsonValueKind.String
+                && root.GetProperty("a").ValueKind == JsonValueKind.Number && root.GetProperty("a").GetRawText().All(c => c == '-' || char.IsAsciiDigit(c))
+                && root.GetProperty("ok").ValueKind is JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null
+                && root.GetProperty("t").GetArrayLength() <= 2 && root.GetProperty("t").EnumerateArray().All(v => v.GetString() is "x" or "yz");
+        }
+        catch (JsonException) { return false; }
+    }
+
+    [Fact]
+    public async Task Chat_and_completions_choices_that_stop_follow_the_schema_streamed_or_not()
+    {
+        // The premise: the same request in free text gives no such record.
+        var (_, free) = await Send("/v1/chat/completions", Chat(null));
+        Assert.All(JsonNode.Parse(free)!["choices"]!.AsArray(), c => Assert.False(IsRecord((string)c!["message"]!["content"]!)));
+
+        var (status, text) = await Send("/v1/chat/completions", Chat(Format(Record)));
+        Assert.True(status == HttpStatusCode.OK, text);
+        var choices = JsonNode.Parse(text)!["choices"]!.AsArray().Select(c => ((string)c!["message"]!["content"]!, (string)c["finish_reason"]!)).ToList();
+        Assert.Contains(choices, c => c.Item2 == "stop");
+        foreach (var (content, finish) in choices.Where(c => c.Item2 == "stop")) Assert.True(IsRecord(content), content);
+
+        // Streamed: the same seed, the same texts.
+        using var response = await fixture.Http.PostAsJsonAsync("/v1/chat/completions", Chat(Format(Record, strict: false), stream: true));
+        var streamed = new StringBuilder[4].Select(_ => new StringBuilder()).ToArray();
+        foreach (var line in (await response.Content.ReadAsStringAsync()).Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)))
+            foreach (var choice in JsonNode.Parse(line["data: ".Length..])!["choices"]!.AsArray())
+                streamed[(int)choice!["index"]!].Append((string?)choice["delta"]!["content"]);
+        Assert.Equal(choices.Select(c => c.Item1), streamed.Select(s => s.ToString()));
+
+        var (completionStatus, completion) = await Send("/v1/completions", new Dictionary<string, object?>
+        {
+            ["model"] = TinyModelServer.ModelName, ["prompt"] = "{", ["max_tokens"] = 80, ["n"] = 4, ["seed"] = 6,
+            ["logit_bias"] = Closing, ["response_format"] = Format(Record),
+        });
+        Assert.True(completionStatus == HttpStatusCode.OK, completion);
+        var texts = JsonNode.Parse(completion)!["choices"]!.AsArray().Where(c => (string?)c!["finish_reason"] == "stop").Select(c => (string)c!["text"]!).ToList();
+        Assert.NotEmpty(texts);
+        Assert.All(texts, t => Assert.True(IsRecord(t), t));
+    }
+
+    [Theory]
+    [InlineData("""{"type":"json_schema"}""", "response_format.json_schema", "Missing required parameter")]
+    [InlineData("""{"type":"json_schema","json_schema":"record"}""", "response_format.json_schema", "Invalid type")]
+    [InlineData("""{"type":"json_schema","json_schema":{"schema":{"type":"object"}}}""", "response_format.json_schema.name", "Missing required parameter")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"a record","schema":{"type":"object"}}}""", "response_format.json_schema.name", "must be 1 to 64 letters")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","schema":{"type":"object"}}}""", "response_format.json_schema.name", "must be 1 to 64 letters")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","strict":"yes","schema":{"type":"object"}}}""", "response_format.json_schema.strict", "Invalid type")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r"}}""", "response_format.json_schema.schema", "Missing required parameter")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":"object"}}""", "response_format.json_schema.schema", "Invalid type")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"a":{"$ref":"#/$defs/b"}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.a.$ref '#/$defs/b' cannot be resolved")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"age":{"type":"integer","minimum":0}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.age.minimum is not supported")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"array"}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema must describe an object")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"é":{"type":"string"}},"required":["é"]}}}""", null, "vocabulary has none for é")]
+    public async Task A_malformed_or_unenforceable_json_schema_is_a_400_naming_it_and_the_engine_runs_on(string format, string? param, string message)
+    {
+        foreach (var path in new[] { "/v1/chat/completions", "/v1/completions" })
+            foreach (var stream in new[] { false, true })
+            {
+                var prompt = path.EndsWith("chat/completions") ? "\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]" : "\"prompt\":\"a\"";
+                var body = $"{{\"model\":\"{TinyModelServer.ModelName}\",{prompt},\"max_tokens\":2,\"stream\":{(stream ? "true" : "false")},\"response_format\":{format}}}";
+                using var response = await fixture.Http.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"));
+                var text = await response.Content.ReadAsStringAsync();
+                Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{path}: {(int)response.StatusCode} {text}");
+                var error = JsonNode.Parse(text)!["error"]!;
+                Assert.Equal(("invalid_request_error", param), ((string?)error["type"], (string?)error["param"]));
+                Assert.Contains(message, (string)error["message"]!);
+                Assert.DoesNotContain("\n", (string)error["message"]!);
+            }
+        Assert.True(fixture.Model.Engine.IsHealthy);
+        Assert.Equal(0, fixture.Model.Engine.KvBlocksUsed);
+    }
+}

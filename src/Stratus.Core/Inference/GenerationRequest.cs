@@ -68,6 +68,6 @@ public sealed class EngineOverloadedException(string message, TimeSpan retryAfte
 public sealed class EngineUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>A model step (a decode batch or a prefill group) failed while running the request's
-/// sequences, e.g. the device ran out of memory: the request has failed, the engine goes on,
-/// and a retry may succeed.</summary>
-public sealed class EngineStepFailedException(string message, Exception inner) : Exception(message, inner);
+/// sequences, e.g. the device ran out of memory, or gave logits that are not numbers: the
+/// request has failed and the engine goes on (a retry may succeed).</summary>
+public sealed class EngineStepFailedException(string message, Exception? inner = null) : Exception(message, inner);

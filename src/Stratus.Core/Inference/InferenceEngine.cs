@@ -282,7 +282,7 @@ public sealed class InferenceEngine : IDisposable
         // End markers are counted as generated (as vLLM does) but never shown as text.
         if (!sequence.Append(token, emit: !isEnd))
             // That request fails, not the engine with every other caller's.
-            scheduler.Release(sequence, FinishReason.Stop, new InvalidOperationException($"token {token.Token} was drawn in JSON mode though the mask ruled it out: the model's logits are not all numbers"));
+            scheduler.Release(sequence, FinishReason.Stop, new EngineStepFailedException($"the model step failed: its logits are not all numbers (token {token.Token} was drawn though the response format ruled it out)"));
         else if (isEnd) scheduler.Release(sequence, FinishReason.Stop);
         // JSON mode with no token to end on: the object's closing brace ends the generation.
         else if (sequence.Json.IsComplete && sequence.EndTokens.Length == 0) scheduler.Release(sequence, FinishReason.Stop);

@@ -323,8 +323,9 @@ public sealed class InferenceEngineTests
             foreach (var parameter in model.parameters()) parameter.fill_(float.NaN);
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
         var stream = new GenerationStream(engine, Greedy(tokenizer, "a", 60) with { JsonObject = true });
-        var error = await Assert.ThrowsAsync<InvalidOperationException>(async () => { await foreach (var _ in stream.ReadAllAsync()) { } });
-        Assert.Contains("the model's logits are not all numbers", error.Message);
+        // A failed model step for the server (a 503 naming it), not an unexplained 500.
+        var error = await Assert.ThrowsAsync<EngineStepFailedException>(async () => { await foreach (var _ in stream.ReadAllAsync()) { } });
+        Assert.Contains("its logits are not all numbers", error.Message);
         Assert.True(engine.IsHealthy);
         // The engine goes on serving: a request without JSON mode still runs to its end.
         var next = new GenerationStream(engine, Greedy(tokenizer, "a", 5));

@@ -59,6 +59,9 @@ public sealed class JsonSchema
     /// <summary>Node ids and counts share a 32-bit frame in JsonGrammar's stack.</summary>
     const int MaxNodes = ushort.MaxValue;
     const int MaxTrieNodes = 1 << 20;
+    /// <summary>Schemas compiled one inside another: a document no more than 32 containers deep
+    /// needs far fewer, and each costs the compiler a few hundred bytes of the stack.</summary>
+    const int MaxNesting = 256;
     /// <summary>minItems and maxItems above this are refused: the item counter is 16 bits.</summary>
     public const int MaxItemsLimit = ushort.MaxValue;
 
@@ -290,6 +293,8 @@ public sealed class JsonSchema
         readonly Trie literals = new();
         readonly List<(int Node, List<string> Texts)> literalTexts = [];
         int any = -1;
+        /// <summary>Schemas being compiled, one inside another (<see cref="MaxNesting"/>).</summary>
+        int nesting;
 
         static readonly HashSet<string> Annotations = ["title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs", "definitions", "deprecated", "readOnly", "writeOnly"];
         static readonly HashSet<string> ObjectKeywords = ["properties", "required", "additionalProperties"];
@@ -357,10 +362,19 @@ public sealed class JsonSchema
             if (schema.ValueKind == JsonValueKind.True) return byPointer[pointer] = Any();
             if (schema.ValueKind == JsonValueKind.False) return byPointer[pointer] = Empty();
             if (schema.ValueKind != JsonValueKind.Object) throw Invalid(path, $"must be a schema (an object), got {Describe(schema)}");
-            // Reserved before its parts, so a $ref back to it (recursion) finds it; filled below.
-            var id = byPointer[pointer] = NewNode(new Node { Kind = Kind.Union });
-            alternatives[id] = Build(schema, pointer, path);
-            return id;
+            // Each schema inside another is compiled a level deeper on the stack, and a chain of
+            // $refs (each to a new place) nests without bound in a small request: a request
+            // thread's stack overflowing would end the process.
+            if (nesting == MaxNesting) throw Invalid(path, $"nests more than {MaxNesting} schemas, one inside another or through $ref");
+            nesting++;
+            try
+            {
+                // Reserved before its parts, so a $ref back to it (recursion) finds it; filled below.
+                var id = byPointer[pointer] = NewNode(new Node { Kind = Kind.Union });
+                alternatives[id] = Build(schema, pointer, path);
+                return id;
+            }
+            finally { nesting--; }
         }
 
         /// <summary>The alternatives the schema allows (a union node with one is an alias).</summary>

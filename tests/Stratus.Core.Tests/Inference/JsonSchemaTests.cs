@@ -151,6 +151,26 @@ public sealed class JsonSchemaTests
     public void What_is_not_enforced_or_not_well_formed_is_refused_naming_where(string schema, string message) =>
         Assert.StartsWith(message, Assert.Throws<StratusUserException>(() => Schema(schema)).Message);
 
+    /// <summary>A chain of $refs, each to the next definition, nests the compiler once per link:
+    /// 5,000 of them (150 KB, under the server's 1 MiB body) overflowed the stack of a request
+    /// thread, which ends the process.</summary>
+    [Fact]
+    public void A_long_chain_of_refs_is_refused_not_a_stack_overflow()
+    {
+        static string Chain(int links) =>
+            $"{{\"type\":\"object\",\"properties\":{{\"a\":{{\"$ref\":\"#/$defs/d0\"}}}},\"$defs\":{{"
+            + string.Concat(Enumerable.Range(0, links).Select(i => $"\"d{i}\":{{\"$ref\":\"#/$defs/d{i + 1}\"}},"))
+            + $"\"d{links}\":{{\"type\":\"string\"}}}}}}";
+        AssertValid(Chain(100), """{"a":"x"}""");
+        Exception? error = null;
+        // A thread pool thread's stack (1.5 MiB on Linux), less what the server had on it.
+        var thread = new Thread(() => error = Record.Exception(() => Schema(Chain(5_000))), 1 << 20);
+        thread.Start();
+        thread.Join();
+        Assert.StartsWith("schema.$defs.d", Assert.IsType<StratusUserException>(error).Message);
+        Assert.Contains("nests more than 256 schemas", error.Message);
+    }
+
     [Fact]
     public void Annotations_are_ignored_and_compiled_schemas_are_shared_by_their_text()
     {

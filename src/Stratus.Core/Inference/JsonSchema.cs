@@ -114,7 +114,7 @@ public sealed class JsonSchema
     internal IEnumerable<string> Needs(Func<string, bool> spells, bool opensArrays)
     {
         var needed = new HashSet<string> { "{", "}", "\"", ":", "0" };
-        var inProgress = new HashSet<int>();
+        var wholes = new Dictionary<int, HashSet<string>>();
         foreach (var id in Reachable())
         {
             ref readonly var node = ref Nodes[id];
@@ -129,16 +129,18 @@ public sealed class JsonSchema
                         if (property.Required) required++;
                         // Once a key has begun, the rest of it and a value must follow.
                         AddText(needed, KeyText(property.Name)[1..]);
-                        Whole(property.Node, needed, spells, inProgress);
+                        needed.UnionWith(Whole(property.Node, spells, wholes));
                     }
                     if (required > 0 && node.Count > 1) needed.Add(",");
                     break;
+                // Values and items that cannot be written (additionalProperties or items false)
+                // need nothing: the mask never begins one.
                 case Kind.Map:
-                    Whole(node.A, needed, spells, inProgress);
+                    if (Nodes[node.A].MinDepth < Unreachable) needed.UnionWith(Whole(node.A, spells, wholes));
                     break;
                 case Kind.Array when opensArrays:
                     needed.Add("]");
-                    if (node.MaxItems > 0) Whole(node.A, needed, spells, inProgress);
+                    if (node.MaxItems > 0 && Nodes[node.A].MinDepth < Unreachable) needed.UnionWith(Whole(node.A, spells, wholes));
                     if (node.MinItems > 1) needed.Add(",");
                     break;
                 case Kind.Literal:
@@ -146,16 +148,21 @@ public sealed class JsonSchema
                     break;
             }
         }
-        Whole(Root, needed, spells, inProgress);
+        needed.UnionWith(Whole(Root, spells, wholes));
         return needed;
     }
 
-    /// <summary>Adds what writing the shortest whole value of <paramref name="id"/> takes: of a
-    /// union's or literal's choices, the first the vocabulary can spell.</summary>
-    void Whole(int id, HashSet<string> needed, Func<string, bool> spells, HashSet<int> inProgress)
+    /// <summary>What writing the shortest whole value of <paramref name="id"/> takes: of a
+    /// union's or literal's choices, the first the vocabulary can spell. Worked out once per node
+    /// (<paramref name="wholes"/>): a union tries its alternatives before taking one, and without
+    /// it each level of nested unions doubled the work (30 levels took hours).</summary>
+    HashSet<string> Whole(int id, Func<string, bool> spells, Dictionary<int, HashSet<string>> wholes)
     {
+        if (wholes.TryGetValue(id, out var known)) return known;
+        // Filled in place: a node met again inside its own value (recursion) adds what is known
+        // of it so far, as the shortest value does not go through itself.
+        var needed = wholes[id] = [];
         ref readonly var node = ref Nodes[id];
-        if (!inProgress.Add(id)) return;
         switch (node.Kind)
         {
             case Kind.Object:
@@ -168,7 +175,7 @@ public sealed class JsonSchema
                     required++;
                     AddText(needed, KeyText(property.Name));
                     needed.Add(":");
-                    Whole(property.Node, needed, spells, inProgress);
+                    needed.UnionWith(Whole(property.Node, spells, wholes));
                 }
                 if (required > 1) needed.Add(",");
                 break;
@@ -177,7 +184,7 @@ public sealed class JsonSchema
                 break;
             case Kind.Array:
                 needed.UnionWith(["[", "]"]);
-                if (node.MinItems > 0) Whole(node.A, needed, spells, inProgress);
+                if (node.MinItems > 0) needed.UnionWith(Whole(node.A, spells, wholes));
                 if (node.MinItems > 1) needed.Add(",");
                 break;
             case Kind.String:
@@ -192,17 +199,10 @@ public sealed class JsonSchema
                 break;
             case Kind.Union:
                 var leaves = Leaves(id).ToList();
-                var chosen = leaves[0];
-                foreach (var leaf in leaves)
-                {
-                    var trial = new HashSet<string>();
-                    Whole(leaf, trial, spells, [.. inProgress]);
-                    if (trial.All(spells)) { chosen = leaf; break; }
-                }
-                Whole(chosen, needed, spells, inProgress);
+                needed.UnionWith(leaves.Select(leaf => Whole(leaf, spells, wholes)).FirstOrDefault(leaf => leaf.All(spells)) ?? Whole(leaves[0], spells, wholes));
                 break;
         }
-        inProgress.Remove(id);
+        return needed;
     }
 
     static void AddText(HashSet<string> needed, string text) => needed.UnionWith(Runes(text));
@@ -239,22 +239,28 @@ public sealed class JsonSchema
         }
     }
 
-    /// <summary>The texts of the trie rooted at <paramref name="root"/>.</summary>
+    /// <summary>The texts of the trie rooted at <paramref name="root"/>, in byte order.</summary>
     IEnumerable<string> Texts(int root)
     {
         var bytes = new List<byte>();
         var result = new List<string>();
-        void Walk(int n)
+        // Depth first from a stack, not by recursion: a trie is as deep as its longest text, and
+        // a const may be as long as the request.
+        // Each entry: an edge to follow (-1: none, at the root) and the length of the text before it.
+        var pending = new Stack<(int Edge, int Length)>([(-1, 0)]);
+        while (pending.TryPop(out var at))
         {
-            if (TrieValue[n] >= 0) result.Add(Encoding.UTF8.GetString([.. bytes]));
-            for (var e = EdgeStart[n]; e < EdgeStart[n + 1]; e++)
+            bytes.RemoveRange(at.Length, bytes.Count - at.Length);
+            var node = root;
+            if (at.Edge >= 0)
             {
-                bytes.Add(EdgeBytes[e]);
-                Walk(EdgeTargets[e]);
-                bytes.RemoveAt(bytes.Count - 1);
+                bytes.Add(EdgeBytes[at.Edge]);
+                node = EdgeTargets[at.Edge];
             }
+            if (TrieValue[node] >= 0) result.Add(Encoding.UTF8.GetString([.. bytes]));
+            // Pushed last to first, so that texts come in byte order, as the mask meets them.
+            for (var e = EdgeStart[node + 1] - 1; e >= EdgeStart[node]; e--) pending.Push((e, bytes.Count));
         }
-        Walk(root);
         return result;
     }
 

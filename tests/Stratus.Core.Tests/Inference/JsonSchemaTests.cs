@@ -171,6 +171,50 @@ public sealed class JsonSchemaTests
         Assert.Contains("nests more than 256 schemas", error.Message);
     }
 
+    /// <summary>What the vocabulary must spell (JsonSchema.Needs, asked before every request):
+    /// each of 30 nested levels a union of an object and an array that both need the next level
+    /// doubled the work (22 levels took a minute, 30 hours, from a 5 KB schema).</summary>
+    [Fact]
+    public async Task What_a_schema_needs_is_worked_out_once_per_node()
+    {
+        const int levels = 30;
+        var defs = string.Concat(Enumerable.Range(0, levels).Select(i =>
+            $"\"l{i}\":{{\"anyOf\":[{{\"type\":\"object\",\"properties\":{{\"x{i}\":{{\"$ref\":\"#/$defs/l{i + 1}\"}}}},\"required\":[\"x{i}\"]}},{{\"type\":\"array\",\"minItems\":1,\"items\":{{\"$ref\":\"#/$defs/l{i + 1}\"}}}}]}},"));
+        var schema = Schema($"{{\"type\":\"object\",\"properties\":{{\"a\":{{\"$ref\":\"#/$defs/l0\"}}}},\"required\":[\"a\"],\"$defs\":{{{defs}\"l{levels}\":{{\"const\":\"end\"}}}}}}");
+        // Finished in 20 s or a TimeoutException.
+        var needs = await Task.Run(() => schema.Needs(_ => true, opensArrays: true).ToHashSet()).WaitAsync(TimeSpan.FromSeconds(20));
+        // The array of each level comes first (its first byte, '[', sorts before '{'), down to the const.
+        Assert.Superset(new HashSet<string> { "[", "]", "e", "n", "d", "x", "9" }, needs);
+    }
+
+    /// <summary>Values that cannot be written (items false, additionalProperties whose schema
+    /// nothing satisfies) need no characters: asking crashed on the empty set of their texts
+    /// (a 500 for every such request), and the mask leaves such arrays and maps empty.</summary>
+    [Theory]
+    [InlineData("""{"type":"object","properties":{"a":{"type":"array","items":false}},"required":["a"]}""", """{"a":[]}""")]
+    [InlineData("""{"type":"object","properties":{"a":{"type":"object","additionalProperties":{"enum":[]}}},"required":["a"]}""", """{"a":{}}""")]
+    public void Values_that_cannot_be_written_need_nothing(string schemaText, string only)
+    {
+        var schema = Schema(schemaText);
+        Assert.DoesNotContain("[", schema.Needs(_ => true, opensArrays: true).Where(c => c != "[" || !only.Contains("[")));
+        AssertValid(schemaText, only);
+        AssertRefusedAt(schemaText, only.Replace("[]", "[¦1]").Replace("{}", "{¦\"k\":1}"));
+    }
+
+    /// <summary>A const or enum text is a path of its length in the literal trie, which Needs
+    /// walked by recursion: a 200,000-character const overflowed a request thread's stack.</summary>
+    [Fact]
+    public void A_long_const_is_read_back_without_recursion()
+    {
+        var text = new string('a', 200_000);
+        var schema = Schema($"{{\"type\":\"object\",\"properties\":{{\"a\":{{\"const\":\"{text}\"}},\"b\":{{\"enum\":[\"yz\",\"y\",\"x\"]}}}},\"required\":[\"a\",\"b\"]}}");
+        HashSet<string>? needs = null;
+        var thread = new Thread(() => needs = schema.Needs(_ => true, opensArrays: false).ToHashSet(), 1 << 20);
+        thread.Start();
+        thread.Join();
+        Assert.Equal(new HashSet<string> { "{", "}", "\"", ":", "0", ",", "a", "b", "x", "y", "z" }, needs);
+    }
+
     [Fact]
     public void Annotations_are_ignored_and_compiled_schemas_are_shared_by_their_text()
     {

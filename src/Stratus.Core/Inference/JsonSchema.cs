@@ -294,8 +294,11 @@ public sealed class JsonSchema
         readonly List<Node> nodes = [];
         readonly List<int[]> alternatives = [];   // per node: a union's alternatives before dispatch
         readonly Dictionary<string, int> byPointer = [];
-        /// <summary>Each object node's properties in order; laid out flat when settled.</summary>
-        Dictionary<int, List<(string Name, int Node, bool Required)>> objectsByNode = [];
+        /// <summary>The keys of <see cref="byPointer"/> in the order added, so that dropping an
+        /// alternative forgets what it added without going through them all.</summary>
+        readonly List<string> pointers = [];
+        /// <summary>Per node: an object's properties in order, laid out flat when settled; else null.</summary>
+        readonly List<List<(string Name, int Node, bool Required)>?> members = [];
         readonly Trie literals = new();
         readonly List<(int Node, List<string> Texts)> literalTexts = [];
         int any = -1;
@@ -338,6 +341,7 @@ public sealed class JsonSchema
             if (nodes.Count == MaxNodes) throw Invalid(rootPath, $"is too large: more than {MaxNodes} schemas in it");
             nodes.Add(node);
             alternatives.Add(alternativesOf ?? []);
+            members.Add(null);
             return nodes.Count - 1;
         }
 
@@ -365,8 +369,8 @@ public sealed class JsonSchema
         int Compile(JsonElement schema, string pointer, string path)
         {
             if (byPointer.TryGetValue(pointer, out var known)) return known;
-            if (schema.ValueKind == JsonValueKind.True) return byPointer[pointer] = Any();
-            if (schema.ValueKind == JsonValueKind.False) return byPointer[pointer] = Empty();
+            if (schema.ValueKind == JsonValueKind.True) return Remember(pointer, Any());
+            if (schema.ValueKind == JsonValueKind.False) return Remember(pointer, Empty());
             if (schema.ValueKind != JsonValueKind.Object) throw Invalid(path, $"must be a schema (an object), got {Describe(schema)}");
             // Each schema inside another is compiled a level deeper on the stack, and a chain of
             // $refs (each to a new place) nests without bound in a small request: a request
@@ -376,7 +380,7 @@ public sealed class JsonSchema
             try
             {
                 // Reserved before its parts, so a $ref back to it (recursion) finds it; filled below.
-                var id = byPointer[pointer] = NewNode(new Node { Kind = Kind.Union });
+                var id = Remember(pointer, NewNode(new Node { Kind = Kind.Union }));
                 alternatives[id] = Build(schema, pointer, path);
                 return id;
             }
@@ -413,12 +417,12 @@ public sealed class JsonSchema
                 foreach (var alternative in anyOf.EnumerateArray())
                 {
                     // An alternative with a keyword that is not enforced is dropped, with what it compiled.
-                    var (nodeCount, pointers) = (nodes.Count, byPointer.Keys.ToHashSet());
+                    var (nodeCount, pointerCount) = (nodes.Count, pointers.Count);
                     try { kept.Add(Compile(alternative, $"{pointer}/anyOf/{i}", $"{path}.anyOf[{i}]")); }
                     catch (Unsupported e)
                     {
                         first ??= e;
-                        Rollback(nodeCount, pointers);
+                        Rollback(nodeCount, pointerCount);
                     }
                     i++;
                 }
@@ -468,14 +472,26 @@ public sealed class JsonSchema
             return [.. result];
         }
 
-        void Rollback(int nodeCount, HashSet<string> pointers)
+        int Remember(string pointer, int id)
         {
-            foreach (var key in byPointer.Keys.Where(k => !pointers.Contains(k)).ToList()) byPointer.Remove(key);
+            byPointer[pointer] = id;
+            pointers.Add(pointer);
+            return id;
+        }
+
+        /// <summary>Forgets the nodes and pointers added since there were <paramref name="nodeCount"/>
+        /// and <paramref name="pointerCount"/>, in time proportional to them: an anyOf of
+        /// thousands of dropped alternatives took seconds and gigabytes copying what came before.</summary>
+        void Rollback(int nodeCount, int pointerCount)
+        {
+            for (var p = pointerCount; p < pointers.Count; p++) byPointer.Remove(pointers[p]);
+            pointers.RemoveRange(pointerCount, pointers.Count - pointerCount);
             if (any >= nodeCount) any = -1;
-            literalTexts.RemoveAll(l => l.Node >= nodeCount);
+            // Literal nodes are listed as they are made: those dropped are the last.
+            while (literalTexts.Count > 0 && literalTexts[^1].Node >= nodeCount) literalTexts.RemoveAt(literalTexts.Count - 1);
             nodes.RemoveRange(nodeCount, nodes.Count - nodeCount);
             alternatives.RemoveRange(nodeCount, alternatives.Count - nodeCount);
-            objectsByNode = objectsByNode.Where(o => o.Key < nodeCount).ToDictionary();
+            members.RemoveRange(nodeCount, members.Count - nodeCount);
         }
 
         static void OnlyAnnotationsBeside(JsonElement schema, string keyword, string path)
@@ -537,7 +553,7 @@ public sealed class JsonSchema
             if (properties.Count == 0 && extra.ValueKind != JsonValueKind.False)
                 return NewNode(new Node { Kind = Kind.Map, A = extra.ValueKind == JsonValueKind.Object ? Compile(extra, $"{pointer}/additionalProperties", $"{path}.additionalProperties") : Any() });
             var id = NewNode(new Node { Kind = Kind.Object, Count = properties.Count });
-            objectsByNode[id] = properties;
+            members[id] = properties;
             return id;
         }
 
@@ -666,7 +682,7 @@ public sealed class JsonSchema
                     dispatchFlat.AddRange(next);
                 }
                 if (table[id].Kind != Kind.Object) continue;
-                var list = objectsByNode[id];
+                var list = members[id]!;
                 table[id].A = properties.Count;
                 table[id].Keys = keyRoots.Count;
                 var closable = new ulong[(list.Count + 1 + 63) / 64];
@@ -706,7 +722,7 @@ public sealed class JsonSchema
             {
                 case Kind.Object:
                     var deepest = 0;
-                    foreach (var p in objectsByNode[id])
+                    foreach (var p in members[id]!)
                         if (p.Required) deepest = Math.Max(deepest, depth[p.Node]);
                     return deepest >= Unreachable ? Unreachable : 1 + deepest;
                 case Kind.Map:

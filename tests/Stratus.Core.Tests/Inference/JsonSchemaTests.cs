@@ -215,6 +215,24 @@ public sealed class JsonSchemaTests
         Assert.Equal(new HashSet<string> { "{", "}", "\"", ":", "0", ",", "a", "b", "x", "y", "z" }, needs);
     }
 
+    /// <summary>Each dropped anyOf alternative forgot what it compiled by copying every pointer
+    /// and object compiled before: 20,000 alternatives, half of them dropped (a 500 KB request),
+    /// allocated 8.7 GB and took 13 s (now 0.25 GB, under a second).</summary>
+    [Fact]
+    public void Dropping_anyOf_alternatives_costs_what_they_compiled()
+    {
+        var alternatives = string.Join(",", Enumerable.Range(0, 20_000).Select(i => i % 2 == 0 ? $"{{\"type\":\"string\",\"pattern\":\"{i}\"}}" : $"{{\"type\":\"object\",\"properties\":{{\"k{i}\":{{\"type\":\"integer\"}}}}}}"));
+        var text = $"{{\"type\":\"object\",\"properties\":{{\"a\":{{\"anyOf\":[{alternatives}]}}}},\"required\":[\"a\"]}}";
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        var schema = Schema(text);
+        Assert.InRange(GC.GetAllocatedBytesForCurrentThread() - before, 0, 400L << 20);
+        // Of the objects, which all begin with '{', the first is kept.
+        AssertValid(text, """{"a":{"k1":5}}""");
+        AssertRefusedAt(text, """{"a":{"k¦3":5}}""");
+        AssertRefusedAt(text, """{"a":¦"1"}""");
+        Assert.NotNull(schema);
+    }
+
     [Fact]
     public void Annotations_are_ignored_and_compiled_schemas_are_shared_by_their_text()
     {

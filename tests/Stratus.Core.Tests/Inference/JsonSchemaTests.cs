@@ -244,6 +244,20 @@ public sealed class JsonSchemaTests
         Assert.Same(JsonSchema.AnyObject, Schema("""{"type":"object"}"""));
     }
 
+    /// <summary>Compiled schemas are kept by the size of their tables: 256 were kept whatever
+    /// their size, and one of 17 KB (600 optional properties) takes 12 MB, so a few megabytes of
+    /// requests held gigabytes.</summary>
+    [Fact]
+    public void Compiled_schemas_are_kept_within_a_memory_bound()
+    {
+        static string Long(int v) => $"{{\"type\":\"object\",\"properties\":{{\"a\":{{\"const\":\"{v}{new string('a', 400_000)}\"}}}}}}";
+        var first = Schema(Long(0));
+        Assert.InRange(first.Footprint, 4L << 20, 16L << 20);
+        Assert.Same(first, Schema(Long(0)));
+        for (var v = 1; v <= (64L << 20) / first.Footprint + 1; v++) Schema(Long(v));
+        Assert.NotSame(first, Schema(Long(0)));
+    }
+
     /// <summary>Random walks: at every step some byte continues; after a budget the walk takes
     /// the shortest way to a whole document, which must exist, and the document must parse and
     /// satisfy the schema.</summary>

@@ -59,6 +59,9 @@ public sealed class JsonSchema
     /// <summary>Node ids and counts share a 32-bit frame in JsonGrammar's stack.</summary>
     const int MaxNodes = ushort.MaxValue;
     const int MaxTrieNodes = 1 << 20;
+    /// <summary>Schemas compiled one inside another: a document no more than 32 containers deep
+    /// needs far fewer, and each costs the compiler a few hundred bytes of the stack.</summary>
+    const int MaxNesting = 256;
     /// <summary>minItems and maxItems above this are refused: the item counter is 16 bits.</summary>
     public const int MaxItemsLimit = ushort.MaxValue;
 
@@ -82,7 +85,18 @@ public sealed class JsonSchema
     public string Text { get; private set; } = "";
 
     static readonly ConcurrentDictionary<string, JsonSchema> Compiled = new();
-    const int MaxCompiledKept = 256;
+    static readonly Lock keeping = new();
+    static long compiledBytes;
+    /// <summary>The compiled schemas kept, by the size of their tables, not their number: a
+    /// 17 KB schema of 600 optional properties compiles to 12 MB of key tries, and 256 of
+    /// them were kept, 3 GB from a few megabytes of requests.</summary>
+    const long MaxCompiledBytes = 64L << 20;
+
+    /// <summary>About what the tables take in memory.</summary>
+    internal long Footprint =>
+        Nodes.Length * (long)System.Runtime.CompilerServices.Unsafe.SizeOf<Node>() + Nodes.Sum(n => n.Closable?.Length ?? 0) * 8L
+        + Properties.Length * 16L + (Dispatch.Length + KeyRoots.Length + EdgeStart.Length + EdgeTargets.Length + TrieValue.Length + TrieDepth.Length) * 4L
+        + EdgeBytes.Length + Text.Length * 2L;
 
     /// <summary>JSON mode's schema, {"type": "object"}: one JSON object, any keys and values.</summary>
     public static JsonSchema AnyObject { get; } = Compile(JsonDocument.Parse("{\"type\":\"object\"}").RootElement);
@@ -98,8 +112,20 @@ public sealed class JsonSchema
         if (Compiled.TryGetValue(text, out var known)) return known;
         var compiled = new Compiler(schema, path).Run();
         compiled.Text = text;
-        if (Compiled.Count >= MaxCompiledKept) Compiled.Clear();
-        return Compiled.GetOrAdd(text, compiled);
+        var bytes = compiled.Footprint;
+        lock (keeping)
+        {
+            if (Compiled.TryGetValue(text, out known)) return known;
+            // One larger than all the room is used and not kept.
+            if (bytes > MaxCompiledBytes) return compiled;
+            if (compiledBytes + bytes > MaxCompiledBytes)
+            {
+                Compiled.Clear();
+                compiledBytes = 0;
+            }
+            compiledBytes += bytes;
+            return Compiled[text] = compiled;
+        }
     }
 
     /// <summary>The characters a document may need to finish from wherever the mask lets a
@@ -111,7 +137,7 @@ public sealed class JsonSchema
     internal IEnumerable<string> Needs(Func<string, bool> spells, bool opensArrays)
     {
         var needed = new HashSet<string> { "{", "}", "\"", ":", "0" };
-        var inProgress = new HashSet<int>();
+        var wholes = new Dictionary<int, HashSet<string>>();
         foreach (var id in Reachable())
         {
             ref readonly var node = ref Nodes[id];
@@ -126,16 +152,18 @@ public sealed class JsonSchema
                         if (property.Required) required++;
                         // Once a key has begun, the rest of it and a value must follow.
                         AddText(needed, KeyText(property.Name)[1..]);
-                        Whole(property.Node, needed, spells, inProgress);
+                        needed.UnionWith(Whole(property.Node, spells, wholes));
                     }
                     if (required > 0 && node.Count > 1) needed.Add(",");
                     break;
+                // Values and items that cannot be written (additionalProperties or items false)
+                // need nothing: the mask never begins one.
                 case Kind.Map:
-                    Whole(node.A, needed, spells, inProgress);
+                    if (Nodes[node.A].MinDepth < Unreachable) needed.UnionWith(Whole(node.A, spells, wholes));
                     break;
                 case Kind.Array when opensArrays:
                     needed.Add("]");
-                    if (node.MaxItems > 0) Whole(node.A, needed, spells, inProgress);
+                    if (node.MaxItems > 0 && Nodes[node.A].MinDepth < Unreachable) needed.UnionWith(Whole(node.A, spells, wholes));
                     if (node.MinItems > 1) needed.Add(",");
                     break;
                 case Kind.Literal:
@@ -143,16 +171,21 @@ public sealed class JsonSchema
                     break;
             }
         }
-        Whole(Root, needed, spells, inProgress);
+        needed.UnionWith(Whole(Root, spells, wholes));
         return needed;
     }
 
-    /// <summary>Adds what writing the shortest whole value of <paramref name="id"/> takes: of a
-    /// union's or literal's choices, the first the vocabulary can spell.</summary>
-    void Whole(int id, HashSet<string> needed, Func<string, bool> spells, HashSet<int> inProgress)
+    /// <summary>What writing the shortest whole value of <paramref name="id"/> takes: of a
+    /// union's or literal's choices, the first the vocabulary can spell. Worked out once per node
+    /// (<paramref name="wholes"/>): a union tries its alternatives before taking one, and without
+    /// it each level of nested unions doubled the work (30 levels took hours).</summary>
+    HashSet<string> Whole(int id, Func<string, bool> spells, Dictionary<int, HashSet<string>> wholes)
     {
+        if (wholes.TryGetValue(id, out var known)) return known;
+        // Filled in place: a node met again inside its own value (recursion) adds what is known
+        // of it so far, as the shortest value does not go through itself.
+        var needed = wholes[id] = [];
         ref readonly var node = ref Nodes[id];
-        if (!inProgress.Add(id)) return;
         switch (node.Kind)
         {
             case Kind.Object:
@@ -165,7 +198,7 @@ public sealed class JsonSchema
                     required++;
                     AddText(needed, KeyText(property.Name));
                     needed.Add(":");
-                    Whole(property.Node, needed, spells, inProgress);
+                    needed.UnionWith(Whole(property.Node, spells, wholes));
                 }
                 if (required > 1) needed.Add(",");
                 break;
@@ -174,7 +207,7 @@ public sealed class JsonSchema
                 break;
             case Kind.Array:
                 needed.UnionWith(["[", "]"]);
-                if (node.MinItems > 0) Whole(node.A, needed, spells, inProgress);
+                if (node.MinItems > 0) needed.UnionWith(Whole(node.A, spells, wholes));
                 if (node.MinItems > 1) needed.Add(",");
                 break;
             case Kind.String:
@@ -189,17 +222,10 @@ public sealed class JsonSchema
                 break;
             case Kind.Union:
                 var leaves = Leaves(id).ToList();
-                var chosen = leaves[0];
-                foreach (var leaf in leaves)
-                {
-                    var trial = new HashSet<string>();
-                    Whole(leaf, trial, spells, [.. inProgress]);
-                    if (trial.All(spells)) { chosen = leaf; break; }
-                }
-                Whole(chosen, needed, spells, inProgress);
+                needed.UnionWith(leaves.Select(leaf => Whole(leaf, spells, wholes)).FirstOrDefault(leaf => leaf.All(spells)) ?? Whole(leaves[0], spells, wholes));
                 break;
         }
-        inProgress.Remove(id);
+        return needed;
     }
 
     static void AddText(HashSet<string> needed, string text) => needed.UnionWith(Runes(text));
@@ -236,22 +262,28 @@ public sealed class JsonSchema
         }
     }
 
-    /// <summary>The texts of the trie rooted at <paramref name="root"/>.</summary>
+    /// <summary>The texts of the trie rooted at <paramref name="root"/>, in byte order.</summary>
     IEnumerable<string> Texts(int root)
     {
         var bytes = new List<byte>();
         var result = new List<string>();
-        void Walk(int n)
+        // Depth first from a stack, not by recursion: a trie is as deep as its longest text, and
+        // a const may be as long as the request.
+        // Each entry: an edge to follow (-1: none, at the root) and the length of the text before it.
+        var pending = new Stack<(int Edge, int Length)>([(-1, 0)]);
+        while (pending.TryPop(out var at))
         {
-            if (TrieValue[n] >= 0) result.Add(Encoding.UTF8.GetString([.. bytes]));
-            for (var e = EdgeStart[n]; e < EdgeStart[n + 1]; e++)
+            bytes.RemoveRange(at.Length, bytes.Count - at.Length);
+            var node = root;
+            if (at.Edge >= 0)
             {
-                bytes.Add(EdgeBytes[e]);
-                Walk(EdgeTargets[e]);
-                bytes.RemoveAt(bytes.Count - 1);
+                bytes.Add(EdgeBytes[at.Edge]);
+                node = EdgeTargets[at.Edge];
             }
+            if (TrieValue[node] >= 0) result.Add(Encoding.UTF8.GetString([.. bytes]));
+            // Pushed last to first, so that texts come in byte order, as the mask meets them.
+            for (var e = EdgeStart[node + 1] - 1; e >= EdgeStart[node]; e--) pending.Push((e, bytes.Count));
         }
-        Walk(root);
         return result;
     }
 
@@ -285,11 +317,16 @@ public sealed class JsonSchema
         readonly List<Node> nodes = [];
         readonly List<int[]> alternatives = [];   // per node: a union's alternatives before dispatch
         readonly Dictionary<string, int> byPointer = [];
-        /// <summary>Each object node's properties in order; laid out flat when settled.</summary>
-        Dictionary<int, List<(string Name, int Node, bool Required)>> objectsByNode = [];
+        /// <summary>The keys of <see cref="byPointer"/> in the order added, so that dropping an
+        /// alternative forgets what it added without going through them all.</summary>
+        readonly List<string> pointers = [];
+        /// <summary>Per node: an object's properties in order, laid out flat when settled; else null.</summary>
+        readonly List<List<(string Name, int Node, bool Required)>?> members = [];
         readonly Trie literals = new();
         readonly List<(int Node, List<string> Texts)> literalTexts = [];
         int any = -1;
+        /// <summary>Schemas being compiled, one inside another (<see cref="MaxNesting"/>).</summary>
+        int nesting;
 
         static readonly HashSet<string> Annotations = ["title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs", "definitions", "deprecated", "readOnly", "writeOnly"];
         static readonly HashSet<string> ObjectKeywords = ["properties", "required", "additionalProperties"];
@@ -327,6 +364,7 @@ public sealed class JsonSchema
             if (nodes.Count == MaxNodes) throw Invalid(rootPath, $"is too large: more than {MaxNodes} schemas in it");
             nodes.Add(node);
             alternatives.Add(alternativesOf ?? []);
+            members.Add(null);
             return nodes.Count - 1;
         }
 
@@ -354,13 +392,22 @@ public sealed class JsonSchema
         int Compile(JsonElement schema, string pointer, string path)
         {
             if (byPointer.TryGetValue(pointer, out var known)) return known;
-            if (schema.ValueKind == JsonValueKind.True) return byPointer[pointer] = Any();
-            if (schema.ValueKind == JsonValueKind.False) return byPointer[pointer] = Empty();
+            if (schema.ValueKind == JsonValueKind.True) return Remember(pointer, Any());
+            if (schema.ValueKind == JsonValueKind.False) return Remember(pointer, Empty());
             if (schema.ValueKind != JsonValueKind.Object) throw Invalid(path, $"must be a schema (an object), got {Describe(schema)}");
-            // Reserved before its parts, so a $ref back to it (recursion) finds it; filled below.
-            var id = byPointer[pointer] = NewNode(new Node { Kind = Kind.Union });
-            alternatives[id] = Build(schema, pointer, path);
-            return id;
+            // Each schema inside another is compiled a level deeper on the stack, and a chain of
+            // $refs (each to a new place) nests without bound in a small request: a request
+            // thread's stack overflowing would end the process.
+            if (nesting == MaxNesting) throw Invalid(path, $"nests more than {MaxNesting} schemas, one inside another or through $ref");
+            nesting++;
+            try
+            {
+                // Reserved before its parts, so a $ref back to it (recursion) finds it; filled below.
+                var id = Remember(pointer, NewNode(new Node { Kind = Kind.Union }));
+                alternatives[id] = Build(schema, pointer, path);
+                return id;
+            }
+            finally { nesting--; }
         }
 
         /// <summary>The alternatives the schema allows (a union node with one is an alias).</summary>
@@ -393,12 +440,12 @@ public sealed class JsonSchema
                 foreach (var alternative in anyOf.EnumerateArray())
                 {
                     // An alternative with a keyword that is not enforced is dropped, with what it compiled.
-                    var (nodeCount, pointers) = (nodes.Count, byPointer.Keys.ToHashSet());
+                    var (nodeCount, pointerCount) = (nodes.Count, pointers.Count);
                     try { kept.Add(Compile(alternative, $"{pointer}/anyOf/{i}", $"{path}.anyOf[{i}]")); }
                     catch (Unsupported e)
                     {
                         first ??= e;
-                        Rollback(nodeCount, pointers);
+                        Rollback(nodeCount, pointerCount);
                     }
                     i++;
                 }
@@ -448,14 +495,26 @@ public sealed class JsonSchema
             return [.. result];
         }
 
-        void Rollback(int nodeCount, HashSet<string> pointers)
+        int Remember(string pointer, int id)
         {
-            foreach (var key in byPointer.Keys.Where(k => !pointers.Contains(k)).ToList()) byPointer.Remove(key);
+            byPointer[pointer] = id;
+            pointers.Add(pointer);
+            return id;
+        }
+
+        /// <summary>Forgets the nodes and pointers added since there were <paramref name="nodeCount"/>
+        /// and <paramref name="pointerCount"/>, in time proportional to them: an anyOf of
+        /// thousands of dropped alternatives took seconds and gigabytes copying what came before.</summary>
+        void Rollback(int nodeCount, int pointerCount)
+        {
+            for (var p = pointerCount; p < pointers.Count; p++) byPointer.Remove(pointers[p]);
+            pointers.RemoveRange(pointerCount, pointers.Count - pointerCount);
             if (any >= nodeCount) any = -1;
-            literalTexts.RemoveAll(l => l.Node >= nodeCount);
+            // Literal nodes are listed as they are made: those dropped are the last.
+            while (literalTexts.Count > 0 && literalTexts[^1].Node >= nodeCount) literalTexts.RemoveAt(literalTexts.Count - 1);
             nodes.RemoveRange(nodeCount, nodes.Count - nodeCount);
             alternatives.RemoveRange(nodeCount, alternatives.Count - nodeCount);
-            objectsByNode = objectsByNode.Where(o => o.Key < nodeCount).ToDictionary();
+            members.RemoveRange(nodeCount, members.Count - nodeCount);
         }
 
         static void OnlyAnnotationsBeside(JsonElement schema, string keyword, string path)
@@ -517,7 +576,7 @@ public sealed class JsonSchema
             if (properties.Count == 0 && extra.ValueKind != JsonValueKind.False)
                 return NewNode(new Node { Kind = Kind.Map, A = extra.ValueKind == JsonValueKind.Object ? Compile(extra, $"{pointer}/additionalProperties", $"{path}.additionalProperties") : Any() });
             var id = NewNode(new Node { Kind = Kind.Object, Count = properties.Count });
-            objectsByNode[id] = properties;
+            members[id] = properties;
             return id;
         }
 
@@ -646,7 +705,7 @@ public sealed class JsonSchema
                     dispatchFlat.AddRange(next);
                 }
                 if (table[id].Kind != Kind.Object) continue;
-                var list = objectsByNode[id];
+                var list = members[id]!;
                 table[id].A = properties.Count;
                 table[id].Keys = keyRoots.Count;
                 var closable = new ulong[(list.Count + 1 + 63) / 64];
@@ -686,7 +745,7 @@ public sealed class JsonSchema
             {
                 case Kind.Object:
                     var deepest = 0;
-                    foreach (var p in objectsByNode[id])
+                    foreach (var p in members[id]!)
                         if (p.Required) deepest = Math.Max(deepest, depth[p.Node]);
                     return deepest >= Unreachable ? Unreachable : 1 + deepest;
                 case Kind.Map:

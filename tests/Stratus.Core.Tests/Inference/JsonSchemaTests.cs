@@ -151,6 +151,88 @@ public sealed class JsonSchemaTests
     public void What_is_not_enforced_or_not_well_formed_is_refused_naming_where(string schema, string message) =>
         Assert.StartsWith(message, Assert.Throws<StratusUserException>(() => Schema(schema)).Message);
 
+    /// <summary>A chain of $refs, each to the next definition, nests the compiler once per link:
+    /// 5,000 of them (150 KB, under the server's 1 MiB body) overflowed the stack of a request
+    /// thread, which ends the process.</summary>
+    [Fact]
+    public void A_long_chain_of_refs_is_refused_not_a_stack_overflow()
+    {
+        static string Chain(int links) =>
+            $"{{\"type\":\"object\",\"properties\":{{\"a\":{{\"$ref\":\"#/$defs/d0\"}}}},\"$defs\":{{"
+            + string.Concat(Enumerable.Range(0, links).Select(i => $"\"d{i}\":{{\"$ref\":\"#/$defs/d{i + 1}\"}},"))
+            + $"\"d{links}\":{{\"type\":\"string\"}}}}}}";
+        AssertValid(Chain(100), """{"a":"x"}""");
+        Exception? error = null;
+        // A thread pool thread's stack (1.5 MiB on Linux), less what the server had on it.
+        var thread = new Thread(() => error = Record.Exception(() => Schema(Chain(5_000))), 1 << 20);
+        thread.Start();
+        thread.Join();
+        Assert.StartsWith("schema.$defs.d", Assert.IsType<StratusUserException>(error).Message);
+        Assert.Contains("nests more than 256 schemas", error.Message);
+    }
+
+    /// <summary>What the vocabulary must spell (JsonSchema.Needs, asked before every request):
+    /// each of 30 nested levels a union of an object and an array that both need the next level
+    /// doubled the work (22 levels took a minute, 30 hours, from a 5 KB schema).</summary>
+    [Fact]
+    public async Task What_a_schema_needs_is_worked_out_once_per_node()
+    {
+        const int levels = 30;
+        var defs = string.Concat(Enumerable.Range(0, levels).Select(i =>
+            $"\"l{i}\":{{\"anyOf\":[{{\"type\":\"object\",\"properties\":{{\"x{i}\":{{\"$ref\":\"#/$defs/l{i + 1}\"}}}},\"required\":[\"x{i}\"]}},{{\"type\":\"array\",\"minItems\":1,\"items\":{{\"$ref\":\"#/$defs/l{i + 1}\"}}}}]}},"));
+        var schema = Schema($"{{\"type\":\"object\",\"properties\":{{\"a\":{{\"$ref\":\"#/$defs/l0\"}}}},\"required\":[\"a\"],\"$defs\":{{{defs}\"l{levels}\":{{\"const\":\"end\"}}}}}}");
+        // Finished in 20 s or a TimeoutException.
+        var needs = await Task.Run(() => schema.Needs(_ => true, opensArrays: true).ToHashSet()).WaitAsync(TimeSpan.FromSeconds(20));
+        // The array of each level comes first (its first byte, '[', sorts before '{'), down to the const.
+        Assert.Superset(new HashSet<string> { "[", "]", "e", "n", "d", "x", "9" }, needs);
+    }
+
+    /// <summary>Values that cannot be written (items false, additionalProperties whose schema
+    /// nothing satisfies) need no characters: asking crashed on the empty set of their texts
+    /// (a 500 for every such request), and the mask leaves such arrays and maps empty.</summary>
+    [Theory]
+    [InlineData("""{"type":"object","properties":{"a":{"type":"array","items":false}},"required":["a"]}""", """{"a":[]}""")]
+    [InlineData("""{"type":"object","properties":{"a":{"type":"object","additionalProperties":{"enum":[]}}},"required":["a"]}""", """{"a":{}}""")]
+    public void Values_that_cannot_be_written_need_nothing(string schemaText, string only)
+    {
+        var schema = Schema(schemaText);
+        Assert.DoesNotContain("[", schema.Needs(_ => true, opensArrays: true).Where(c => c != "[" || !only.Contains("[")));
+        AssertValid(schemaText, only);
+        AssertRefusedAt(schemaText, only.Replace("[]", "[¦1]").Replace("{}", "{¦\"k\":1}"));
+    }
+
+    /// <summary>A const or enum text is a path of its length in the literal trie, which Needs
+    /// walked by recursion: a 200,000-character const overflowed a request thread's stack.</summary>
+    [Fact]
+    public void A_long_const_is_read_back_without_recursion()
+    {
+        var text = new string('a', 200_000);
+        var schema = Schema($"{{\"type\":\"object\",\"properties\":{{\"a\":{{\"const\":\"{text}\"}},\"b\":{{\"enum\":[\"yz\",\"y\",\"x\"]}}}},\"required\":[\"a\",\"b\"]}}");
+        HashSet<string>? needs = null;
+        var thread = new Thread(() => needs = schema.Needs(_ => true, opensArrays: false).ToHashSet(), 1 << 20);
+        thread.Start();
+        thread.Join();
+        Assert.Equal(new HashSet<string> { "{", "}", "\"", ":", "0", ",", "a", "b", "x", "y", "z" }, needs);
+    }
+
+    /// <summary>Each dropped anyOf alternative forgot what it compiled by copying every pointer
+    /// and object compiled before: 20,000 alternatives, half of them dropped (a 500 KB request),
+    /// allocated 8.7 GB and took 13 s (now 0.25 GB, under a second).</summary>
+    [Fact]
+    public void Dropping_anyOf_alternatives_costs_what_they_compiled()
+    {
+        var alternatives = string.Join(",", Enumerable.Range(0, 20_000).Select(i => i % 2 == 0 ? $"{{\"type\":\"string\",\"pattern\":\"{i}\"}}" : $"{{\"type\":\"object\",\"properties\":{{\"k{i}\":{{\"type\":\"integer\"}}}}}}"));
+        var text = $"{{\"type\":\"object\",\"properties\":{{\"a\":{{\"anyOf\":[{alternatives}]}}}},\"required\":[\"a\"]}}";
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        var schema = Schema(text);
+        Assert.InRange(GC.GetAllocatedBytesForCurrentThread() - before, 0, 400L << 20);
+        // Of the objects, which all begin with '{', the first is kept.
+        AssertValid(text, """{"a":{"k1":5}}""");
+        AssertRefusedAt(text, """{"a":{"k¦3":5}}""");
+        AssertRefusedAt(text, """{"a":¦"1"}""");
+        Assert.NotNull(schema);
+    }
+
     [Fact]
     public void Annotations_are_ignored_and_compiled_schemas_are_shared_by_their_text()
     {
@@ -160,6 +242,20 @@ public sealed class JsonSchemaTests
         Assert.NotSame(Schema(annotated), Schema(Person));
         // JSON mode is the schema {"type": "object"}.
         Assert.Same(JsonSchema.AnyObject, Schema("""{"type":"object"}"""));
+    }
+
+    /// <summary>Compiled schemas are kept by the size of their tables: 256 were kept whatever
+    /// their size, and one of 17 KB (600 optional properties) takes 12 MB, so a few megabytes of
+    /// requests held gigabytes.</summary>
+    [Fact]
+    public void Compiled_schemas_are_kept_within_a_memory_bound()
+    {
+        static string Long(int v) => $"{{\"type\":\"object\",\"properties\":{{\"a\":{{\"const\":\"{v}{new string('a', 400_000)}\"}}}}}}";
+        var first = Schema(Long(0));
+        Assert.InRange(first.Footprint, 4L << 20, 16L << 20);
+        Assert.Same(first, Schema(Long(0)));
+        for (var v = 1; v <= (64L << 20) / first.Footprint + 1; v++) Schema(Long(v));
+        Assert.NotSame(first, Schema(Long(0)));
     }
 
     /// <summary>Random walks: at every step some byte continues; after a budget the walk takes

@@ -95,6 +95,13 @@ public sealed class QuotaEnforcer(TimeProvider? time = null)
 
     readonly ConcurrentDictionary<string, KeyLimiters> byKey = new();
 
+    /// <summary>Why a request over the whole limit is refused, in the counts it was charged: what
+    /// it may generate is the caller's max_tokens for every choice, whichever default an endpoint
+    /// put there, and a prompt over the limit cannot be helped by asking for fewer.</summary>
+    static string NeverFits(long limit, long promptTokens, long maxTokens, long estimate) => promptTokens > limit
+        ? $"The request's prompt is {promptTokens} tokens, more than the key's limit of {limit} tokens per minute; send a shorter prompt."
+        : $"The request needs up to {estimate} tokens ({promptTokens} in its prompt and up to {maxTokens} to generate: max_tokens for every choice), more than the key's limit of {limit} tokens per minute; ask for at most {limit - promptTokens} tokens in all (lower max_tokens or n).";
+
     /// <summary>Admits a request of <paramref name="promptTokens"/> + <paramref name="maxTokens"/>
     /// tokens at most, or refuses it with the time to wait. The counts are long so that callers
     /// can pass sums and products of client-chosen numbers (max_tokens × n) without overflow.</summary>
@@ -117,9 +124,7 @@ public sealed class QuotaEnforcer(TimeProvider? time = null)
             {
                 request.Correct(0);
                 var retry = RetryAfterOf(tokens);
-                return new(false, null, Status(key, limiters, retry), retry is null
-                    ? $"The request needs up to {estimate} tokens (its prompt plus max_tokens, which is the rest of the model's context where the request sets none), more than the key's limit of {key.Limits.TokensPerMinute} per minute; set a lower max_tokens."
-                    : "Tokens per minute limit reached.");
+                return new(false, null, Status(key, limiters, retry), retry is null ? NeverFits(key.Limits.TokensPerMinute, promptTokens, maxTokens, estimate) : "Tokens per minute limit reached.");
             }
             return new(true, new QuotaTicket(tokens, estimate), Status(key, limiters, null), null);
         }

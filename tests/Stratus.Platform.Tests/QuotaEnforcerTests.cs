@@ -37,6 +37,22 @@ public sealed class QuotaEnforcerTests
     }
 
     [Fact]
+    public void A_request_that_can_never_fit_is_told_which_part_to_lower_with_the_counts_it_was_charged()
+    {
+        var quotas = new QuotaEnforcer(new TestClock(Start));
+        var key = Key(rpm: 0, tpm: 1000);
+        // What it may generate is max_tokens for each of its choices, whatever the endpoint's
+        // default for max_tokens (16 for /v1/completions, the context's rest for a chat).
+        var tooLong = quotas.TryAdmit(key, promptTokens: 100, maxTokens: 4 * 300);
+        Assert.False(tooLong.Admitted);
+        Assert.Equal("The request needs up to 1300 tokens (100 in its prompt and up to 1200 to generate: max_tokens for every choice), more than the key's limit of 1000 tokens per minute; ask for at most 900 tokens in all (lower max_tokens or n).", tooLong.Reason);
+        // Lowering max_tokens can never fit a prompt over the limit.
+        var tooLongPrompt = quotas.TryAdmit(key, promptTokens: 1500, maxTokens: 16);
+        Assert.False(tooLongPrompt.Admitted);
+        Assert.Equal("The request's prompt is 1500 tokens, more than the key's limit of 1000 tokens per minute; send a shorter prompt.", tooLongPrompt.Reason);
+    }
+
+    [Fact]
     public void Tokens_are_charged_at_admission_and_corrected_at_completion()
     {
         var clock = new TestClock(Start);
@@ -79,7 +95,7 @@ public sealed class QuotaEnforcerTests
         Assert.Equal(10, enforcer.StatusOf(key).RemainingRequests);
         var refused = enforcer.TryAdmit(key, long.MaxValue, long.MaxValue);
         Assert.False(refused.Admitted);
-        Assert.Contains("max_tokens", refused.Reason);
+        Assert.Contains("send a shorter prompt", refused.Reason);
         Assert.Equal(10, enforcer.StatusOf(key).RemainingRequests);
     }
 

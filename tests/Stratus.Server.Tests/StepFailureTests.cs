@@ -109,6 +109,52 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task A_request_whose_model_step_fails_is_counted_once_as_an_error()
+    {
+        // Read at the meter: /metrics caches its answer for a moment.
+        var outcomes = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == ServingMetrics.MeterName && instrument.Name == "stratus.requests") l.EnableMeasurementEvents(instrument);
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, tags, _) =>
+        {
+            string? model = null, outcome = null;
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "model") model = tag.Value as string;
+                else if (tag.Key == "outcome") outcome = tag.Value as string;
+            }
+            if (model == FailingModelServer.ModelName) outcomes.Enqueue(outcome!);
+        });
+        listener.Start();
+        using var response = await Http.PostAsJsonAsync("/v1/completions", Completion("ab#cd", 5));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        // Counted by the error middleware only: the run's disposal counted it as cancelled too.
+        Assert.Equal(["error"], outcomes);
+    }
+
+    [Fact]
+    public async Task A_request_whose_prefill_fails_is_no_usage_and_gives_back_its_token_charge()
+    {
+        var usage = Platform.PlatformStores.OpenSqlite(fixture.Server.DataDir).Usage;
+        async Task<(long Requests, long Tokens)> Used()
+        {
+            var records = (await usage.QueryAsync(Platform.UsageQuery.Days(null, null, null, FailingModelServer.ModelName))).ToList();
+            return (records.Sum(r => r.Requests), records.Sum(r => r.TotalTokens));
+        }
+        var before = await Used();
+        using var response = await Http.PostAsJsonAsync("/v1/completions", Completion("ab#cd", 5));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        // The model read none of the prompt: the client is told to retry, and OpenAI's SDKs do,
+        // each retry charged again where it is metered.
+        Assert.Equal(before, await Used());
+    }
+
+    [Fact]
     public async Task A_streamed_request_whose_decode_step_fails_after_its_first_chunks_ends_with_an_error_event()
     {
         // The prefill chooses a token, which sends the echo (the content filter holds the

@@ -37,7 +37,9 @@ public sealed class GenerationStream
         this.sequence = sequence;
     }
 
-    public int PromptTokens => sequence.PromptLength;
+    /// <summary>The prompt's tokens once the model has read them all (its prefill is done), else
+    /// 0: a request whose prefill failed, or that was cancelled before it, used none of them.</summary>
+    public int PromptTokens => sequence.CachedTokens >= sequence.PromptLength ? sequence.PromptLength : 0;
     public int CachedPromptTokens => sequence.CachedPromptTokens;
     /// <summary>Tokens generated so far, with the end marker that ended the sequence (up to a stop
     /// string: later ones are not counted).</summary>

@@ -261,15 +261,18 @@ public sealed class InferenceEngine : IDisposable
     void FailCall(List<Sequence> rows, Exception cause)
     {
         var error = new EngineStepFailedException($"the model step failed: {Reason(cause)}; a retry may succeed", cause);
-        foreach (var sequence in rows)
-        {
-            // The request's other prompts and choices end before the next step, wherever they
-            // are: left running for nobody, the same bad input would fail their own calls too,
-            // each counting towards stopping the engine.
-            foreach (var other in sequence.SubmittedWith)
-                if (other != sequence) other.Cancel(error);
-            scheduler.Release(sequence, FinishReason.Cancelled, error);
-        }
+        foreach (var sequence in rows) Fail(sequence, error);
+    }
+
+    /// <summary>Ends a sequence whose model step failed, and its request with it.</summary>
+    void Fail(Sequence sequence, EngineStepFailedException error)
+    {
+        // The request's other prompts and choices end before the next step, wherever they are:
+        // left running for nobody, the same bad input would fail their own calls too, each
+        // counting towards stopping the engine.
+        foreach (var other in sequence.SubmittedWith)
+            if (other != sequence) other.Cancel(error);
+        scheduler.Release(sequence, FinishReason.Cancelled, error);
     }
 
     static readonly Comparison<Sequence> ByChunk = (a, b) => a.PrefillChunk.CompareTo(b.PrefillChunk);
@@ -282,7 +285,7 @@ public sealed class InferenceEngine : IDisposable
         // End markers are counted as generated (as vLLM does) but never shown as text.
         if (!sequence.Append(token, emit: !isEnd))
             // That request fails, not the engine with every other caller's.
-            scheduler.Release(sequence, FinishReason.Stop, new EngineStepFailedException($"the model step failed: its logits are not all numbers (token {token.Token} was drawn though the response format ruled it out)"));
+            Fail(sequence, new EngineStepFailedException($"the model step failed: its logits are not all numbers (token {token.Token} was drawn though the response format ruled it out)"));
         else if (isEnd) scheduler.Release(sequence, FinishReason.Stop);
         // JSON mode with no token to end on: the object's closing brace ends the generation.
         else if (sequence.Json.IsComplete && sequence.EndTokens.Length == 0) scheduler.Release(sequence, FinishReason.Stop);

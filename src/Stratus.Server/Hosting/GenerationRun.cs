@@ -40,6 +40,8 @@ public sealed class GenerationRun : IAsyncDisposable
     readonly ServingMetrics metrics;
     readonly GenerationStream[] streams;
     readonly CancellationTokenSource cancel;
+    /// <summary>The client's request: aborted when it went away.</summary>
+    readonly CancellationToken aborted;
     readonly long started = Stopwatch.GetTimestamp();
     /// <summary>When the engine produced the first token of any choice; 0 until then.</summary>
     long firstToken;
@@ -51,9 +53,10 @@ public sealed class GenerationRun : IAsyncDisposable
     readonly IReadOnlyList<GeneratedToken>?[] promptLogprobs;
     string outcome = FinishReason.Cancelled;
 
-    GenerationRun(GenerationContext context, IGenerationScope[] scopes, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel)
+    GenerationRun(GenerationContext context, IGenerationScope[] scopes, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel, CancellationToken aborted)
     {
         this.context = context;
+        this.aborted = aborted;
         this.scopes = scopes;
         this.metrics = metrics;
         this.streams = streams;
@@ -160,7 +163,7 @@ public sealed class GenerationRun : IAsyncDisposable
                 _ => e,
             };
         }
-        return new GenerationRun(context, [.. scopes], metrics, streams, cancel) { Prompts = promptTokens, PromptTexts = promptTexts };
+        return new GenerationRun(context, [.. scopes], metrics, streams, cancel, cancellation) { Prompts = promptTokens, PromptTexts = promptTexts };
     }
 
     /// <summary>A prompt a filter rewrote (PII replaced by "[LABEL]"), encoded as the prompt it
@@ -419,7 +422,9 @@ public sealed class GenerationRun : IAsyncDisposable
         }
         finally
         {
-            metrics.RequestEnded(context.Model.Name, outcome);
+            // A run that neither ended nor lost its client failed: the exception on its way out is
+            // counted by ErrorMiddleware, by its status, and must not be counted twice.
+            if (outcome != FinishReason.Cancelled || aborted.IsCancellationRequested) metrics.RequestEnded(context.Model.Name, outcome);
         }
     }
 }

@@ -12,7 +12,7 @@ public sealed class InferenceEngineTests
 {
     /// <summary>A tiny random-weight GPT (seed 7) over a vocabulary that can spell JSON, with '~'
     /// free to serve as an end marker.</summary>
-    static (CausalLanguageModel Model, CharTokenizer Tokenizer) JsonModel()
+    internal static (CausalLanguageModel Model, CharTokenizer Tokenizer) JsonModel()
     {
         torch.manual_seed(7);
         var tokenizer = CharTokenizer.FromCorpus(" \"',:{}[]0123456789abcdefghijklmnopqrstuvwxyz~\n");

@@ -128,6 +128,21 @@ public sealed class StepFailureTests
     }
 
     [Fact]
+    public async Task Logits_that_are_not_numbers_fail_the_other_sequences_of_their_request_too()
+    {
+        var (model, tokenizer) = InferenceEngineTests.JsonModel();
+        // The JSON choice draws a token its schema rules out; the plain one would run to its end.
+        using (TorchSharp.torch.no_grad())
+            foreach (var parameter in model.parameters()) parameter.fill_(float.NaN);
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        var request = engine.SubmitAll([Greedy(tokenizer, "a", 60) with { JsonObject = true }, Greedy(tokenizer, "a", 60) with { IgnoreEos = true }]);
+        foreach (var sequence in request)
+            Assert.Contains("its logits are not all numbers", (await Assert.ThrowsAsync<EngineStepFailedException>(() => Read(sequence))).Message);
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
     public async Task Five_model_calls_failing_in_a_row_stop_the_engine_and_a_success_between_them_starts_the_count_again()
     {
         // Any libtorch error, told by its first line: the rest is libtorch's C++ stack trace.

@@ -56,7 +56,7 @@ public sealed class ChatClientTests
             foreach (var bad in new[] { new ChatOptions { Temperature = -0.5f }, new ChatOptions { Temperature = float.NaN }, new ChatOptions { TopP = 0 }, new ChatOptions { StopSequences = [""] } })
                 await Assert.ThrowsAsync<StratusUserException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], bad));
             // A schema with a keyword Stratus does not enforce is refused, naming it.
-            var schema = ChatResponseFormat.ForJsonSchema(System.Text.Json.JsonDocument.Parse("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"string\", \"format\": \"date\"}}}").RootElement);
+            var schema = ChatResponseFormat.ForJsonSchema(System.Text.Json.JsonDocument.Parse("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"string\", \"format\": \"email\"}}}").RootElement);
             var unenforced = await Assert.ThrowsAsync<StratusUserException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { ResponseFormat = schema }));
             Assert.StartsWith("ChatOptions.ResponseFormat.Schema.properties.a.format is not supported", unenforced.Message);
             await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")] }));
@@ -116,6 +116,29 @@ public sealed class ChatClientTests
             var json = new JsonGrammar(JsonSchema.Compile(AIJsonUtilities.CreateJsonSchema(typeof(Person))));
             Assert.True(json.Accept(System.Text.Encoding.UTF8.GetBytes(person.Text)), person.Text);
             Assert.Equal(json.IsComplete, person.FinishReason == ChatFinishReason.Stop);
+            Assert.True(served.Engine.IsHealthy);
+        });
+    }
+
+    /// <summary>What .NET applications ask models for: dates and ids, whose schemas carry a
+    /// "format", and a char (minLength and maxLength 1); each was a 400.</summary>
+    public sealed record Appointment(DateTime At, Guid Id, DateOnly Day, char Room);
+
+    [Fact]
+    public async Task A_typed_answer_with_dates_ids_and_a_char_comes_through_the_json_schema_format()
+    {
+        await WithChatClient(save: folder => TinyModelServer.SaveGpt(folder, CharTokenizer.FromCorpus(TinyModelServer.Corpus), context: 512), test: async (served, _) =>
+        {
+            IChatClient client = served.ChatClient;
+            // The values have fixed shapes, which the grammar walks to their ends: even the random
+            // model's document is whole in a few hundred tokens.
+            for (var seed = 0; seed < 2; seed++)
+            {
+                var appointment = await client.GetResponseAsync<Appointment>("When?", new ChatOptions { MaxOutputTokens = 400, Temperature = 1, Seed = seed });
+                Assert.Equal(ChatFinishReason.Stop, appointment.FinishReason);
+                Assert.True(appointment.TryGetResult(out var result), appointment.Text);
+                Assert.InRange(result!.Day.Year, 1000, 9998);
+            }
             Assert.True(served.Engine.IsHealthy);
         });
     }

@@ -48,6 +48,11 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         Escape,
         /// <summary>In \uXXXX; <see cref="pending"/> hex digits to come.</summary>
         Unicode,
+        /// <summary>In \uXXXX of a string whose characters are counted, after a first digit d:
+        /// a second of 8 to f would begin half of a surrogate pair, which with its other half
+        /// is one character; refused, so that each escape is one (the character may be written
+        /// in UTF-8 instead).</summary>
+        UnicodeAfterD,
         /// <summary>In one of an object's keys; <see cref="trie"/> is the place in its key trie.</summary>
         KeyName,
         /// <summary>In an enum or const value, true, false or null; <see cref="trie"/> is the place in its trie.</summary>
@@ -77,6 +82,11 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     /// (saturated where more make no difference, so that states repeat).</summary>
     Frames frames;
     int trie;
+    /// <summary>The string being read where its node constrains it (a format, minLength or
+    /// maxLength), laid out as a frame: the node + 1 (low 16 bits; 0 for a free string) and a
+    /// count (high 16 bits): the state of the format's automaton, or the characters so far
+    /// (saturated where more make no difference, so that states repeat).</summary>
+    uint text;
     byte depth;
     Expect expect;
     byte pending;
@@ -99,7 +109,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     {
         for (var i = 0; i < bytes.Length; i++)
         {
-            if (expect == Expect.String)
+            if (expect == Expect.String && text == 0)
             {
                 // Inside a string most bytes are plain text: skip them at once, not one by one.
                 var special = bytes[i..].IndexOfAny(StringSpecials);
@@ -120,6 +130,8 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     {
         switch (expect)
         {
+            case Expect.String when text != 0:
+                return TextByte(b);
             case Expect.String:
                 if (b == '"')
                 {
@@ -137,7 +149,12 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                 return true;
             case Expect.Unicode:
                 if (!char.IsAsciiHexDigit((char)b)) return false;
+                if (text != 0 && pending == 4 && b is (byte)'d' or (byte)'D') expect = Expect.UnicodeAfterD;
                 if (--pending == 0) expect = Expect.String;
+                return true;
+            case Expect.UnicodeAfterD:
+                if (!IsDigit(b) || b > '7') return false;
+                (expect, pending) = (Expect.Unicode, 2);
                 return true;
             case Expect.KeyName:
                 return KeyByte(b);
@@ -198,7 +215,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
             case Expect.FirstKey when b == '}':
                 return (node.Kind == JsonSchema.Kind.Map || (node.Closable![count >> 6] >> count & 1) != 0) && Close();
             case Expect.FirstValue when b == ']':
-                return node.MinItems == 0 && Close();
+                return node.Min == 0 && Close();
             case Expect.FirstKey or Expect.Key:
                 if (b != '"') return false;
                 if (node.Kind == JsonSchema.Kind.Map)
@@ -217,9 +234,9 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
             case Expect.Value or Expect.FirstValue:
                 if (node.Kind == JsonSchema.Kind.Array)
                 {
-                    if (node.MaxItems == 0) return false;
+                    if (node.Max == 0) return false;
                     // Counted as it begins; past the counts that matter the count stays.
-                    var cap = node.MaxItems == int.MaxValue ? node.MinItems : node.MaxItems;
+                    var cap = node.Max == int.MaxValue ? node.Min : node.Max;
                     if (count < cap) SetTopCount(count + 1);
                     return Begin(s, node.A, b);
                 }
@@ -246,11 +263,11 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                     default: // Array
                         if (b == ',')
                         {
-                            if (count >= node.MaxItems || !Fits(s, node.A)) return false;
+                            if (count >= node.Max || !Fits(s, node.A)) return false;
                             expect = Expect.Value;
                             return true;
                         }
-                        return b == ']' && count >= node.MinItems && Close();
+                        return b == ']' && count >= node.Min && Close();
                 }
         }
     }
@@ -282,6 +299,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
             case JsonSchema.Kind.String:
                 if (b != '"') return false;
                 (expect, inKey) = (Expect.String, false);
+                if (node.Format != StringFormat.None || node.Min > 0 || node.Max != int.MaxValue) text = (uint)id + 1;
                 return true;
             case JsonSchema.Kind.Number or JsonSchema.Kind.Integer:
                 if (b == '-') expect = Expect.Minus;
@@ -333,6 +351,37 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         return Between(b);
     }
 
+    /// <summary>A byte of a string whose node constrains it: a step of its format's automaton
+    /// (no escapes: a format's characters need none), or a character counted.</summary>
+    bool TextByte(byte b)
+    {
+        ref readonly var node = ref Schema.Nodes[(int)(text & 0xFFFF) - 1];
+        var count = (int)(text >> 16);
+        if (node.Format != StringFormat.None)
+        {
+            if (b == '"') return StringFormats.IsWhole(node.Format, count) && EndString();
+            var next = StringFormats.Step(node.Format, count, b);
+            if (next < 0) return false;
+            text = (text & 0xFFFF) | (uint)next << 16;
+            return true;
+        }
+        if (b == '"') return count >= node.Min && EndString();
+        if (b < 0x20) return false;
+        // A character is counted at its first byte (UTF-8's continuation bytes are 10xxxxxx), an
+        // escape at its backslash.
+        if (b is >= 0x80 and < 0xC0) return true;
+        if (count == node.Max) return false;
+        if (count < (node.Max == int.MaxValue ? node.Min : node.Max)) text += 1u << 16;
+        if (b == '\\') expect = Expect.Escape;
+        return true;
+    }
+
+    bool EndString()
+    {
+        EndValue();
+        return true;
+    }
+
     static int Edge(JsonSchema s, int node, byte b)
     {
         var bytes = s.EdgeBytes;
@@ -350,7 +399,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     void EndValue()
     {
         expect = depth == 0 ? Expect.Complete : Expect.AfterValue;
-        (trie, pending, integer) = (0, 0, false);
+        (trie, text, pending, integer) = (0, 0, 0, false);
     }
 
     bool Close()
@@ -368,7 +417,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     public readonly bool Equals(JsonGrammar other)
     {
         if (!ReferenceEquals(Schema, other.Schema) || depth != other.depth || expect != other.expect || trie != other.trie
-            || pending != other.pending || whitespace != other.whitespace || inKey != other.inKey || integer != other.integer) return false;
+            || text != other.text || pending != other.pending || whitespace != other.whitespace || inKey != other.inKey || integer != other.integer) return false;
         ReadOnlySpan<uint> mine = frames, theirs = other.frames;
         return mine[..depth].SequenceEqual(theirs[..depth]);
     }
@@ -379,7 +428,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     {
         var hash = new HashCode();
         hash.Add(RuntimeHelpers.GetHashCode(Schema));
-        hash.Add(HashCode.Combine(depth, expect, trie, pending, whitespace, inKey, integer));
+        hash.Add(HashCode.Combine(depth, expect, trie, text, pending, whitespace, inKey, integer));
         ReadOnlySpan<uint> stack = frames;
         foreach (var frame in stack[..depth]) hash.Add(frame);
         return hash.ToHashCode();

@@ -24,8 +24,9 @@ public sealed class JsonSchema
         Object,
         /// <summary>An object with any keys, whose values are <see cref="Node.A"/>.</summary>
         Map,
-        /// <summary>Items <see cref="Node.A"/>, between <see cref="Node.MinItems"/> and <see cref="Node.MaxItems"/> of them.</summary>
+        /// <summary>Items <see cref="Node.A"/>, between <see cref="Node.Min"/> and <see cref="Node.Max"/> of them.</summary>
         Array,
+        /// <summary>Of <see cref="Node.Format"/>, or of <see cref="Node.Min"/> to <see cref="Node.Max"/> characters.</summary>
         String,
         Number,
         Integer,
@@ -45,7 +46,10 @@ public sealed class JsonSchema
         public int Count;
         /// <summary>Object: offset in <see cref="keyRoots"/> of the key tries, one for each next property index.</summary>
         public int Keys;
-        public int MinItems, MaxItems;
+        /// <summary>Array: how many items; String: how many characters (Unicode code points, as
+        /// JSON Schema counts them), at least and at most (int.MaxValue: no bound).</summary>
+        public int Min, Max;
+        public StringFormat Format;
         /// <summary>Object: whether the object may close with no more keys from each next property index on (bit i).</summary>
         public ulong[]? Closable;
         /// <summary>Containers open at once that the shortest valid value needs; <see cref="Unreachable"/> where none fits.</summary>
@@ -62,8 +66,9 @@ public sealed class JsonSchema
     /// <summary>Schemas compiled one inside another: a document no more than 32 containers deep
     /// needs far fewer, and each costs the compiler a few hundred bytes of the stack.</summary>
     const int MaxNesting = 256;
-    /// <summary>minItems and maxItems above this are refused: the item counter is 16 bits.</summary>
-    public const int MaxItemsLimit = ushort.MaxValue;
+    /// <summary>minItems, maxItems, minLength and maxLength above this are refused: JsonGrammar
+    /// counts items and characters in 16 bits.</summary>
+    public const int MaxCountLimit = ushort.MaxValue;
 
     internal Node[] Nodes = [];
     internal Property[] Properties = [];
@@ -163,11 +168,14 @@ public sealed class JsonSchema
                     break;
                 case Kind.Array when opensArrays:
                     needed.Add("]");
-                    if (node.MaxItems > 0 && Nodes[node.A].MinDepth < Unreachable) needed.UnionWith(Whole(node.A, spells, wholes));
-                    if (node.MinItems > 1) needed.Add(",");
+                    if (node.Max > 0 && Nodes[node.A].MinDepth < Unreachable) needed.UnionWith(Whole(node.A, spells, wholes));
+                    if (node.Min > 1) needed.Add(",");
                     break;
                 case Kind.Literal:
                     foreach (var literal in Texts(node.A)) AddText(needed, literal[1..]);
+                    break;
+                case Kind.String:
+                    needed.UnionWith(Contents(node, spells));
                     break;
             }
         }
@@ -207,11 +215,12 @@ public sealed class JsonSchema
                 break;
             case Kind.Array:
                 needed.UnionWith(["[", "]"]);
-                if (node.MinItems > 0) needed.UnionWith(Whole(node.A, spells, wholes));
-                if (node.MinItems > 1) needed.Add(",");
+                if (node.Min > 0) needed.UnionWith(Whole(node.A, spells, wholes));
+                if (node.Min > 1) needed.Add(",");
                 break;
             case Kind.String:
                 needed.Add("\"");
+                needed.UnionWith(Contents(node, spells));
                 break;
             case Kind.Number or Kind.Integer:
                 needed.Add("0");
@@ -226,6 +235,16 @@ public sealed class JsonSchema
                 break;
         }
         return needed;
+    }
+
+    /// <summary>What a string may need between its quotes once begun: the rest of a value of its
+    /// format, or a character to reach its minLength (the first of a few the vocabulary spells).</summary>
+    static IEnumerable<string> Contents(in Node node, Func<string, bool> spells)
+    {
+        if (node.Format != StringFormat.None) return StringFormats.Needs(node.Format, spells);
+        if (node.Min == 0) return [];
+        const string Plain = "abcdefghijklmnopqrstuvwxyz0123456789";
+        return [Runes(Plain).FirstOrDefault(spells) ?? "a"];
     }
 
     static void AddText(HashSet<string> needed, string text) => needed.UnionWith(Runes(text));
@@ -331,10 +350,12 @@ public sealed class JsonSchema
         static readonly HashSet<string> Annotations = ["title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs", "definitions", "deprecated", "readOnly", "writeOnly"];
         static readonly HashSet<string> ObjectKeywords = ["properties", "required", "additionalProperties"];
         static readonly HashSet<string> ArrayKeywords = ["items", "minItems", "maxItems"];
+        static readonly HashSet<string> StringKeywords = ["minLength", "maxLength"];
         /// <summary>Keywords that constrain one type's values and are not enforced: a type list drops the type.</summary>
         static readonly Dictionary<string, string> Unenforced = new()
         {
-            ["pattern"] = "string", ["format"] = "string", ["minLength"] = "string", ["maxLength"] = "string", ["contentEncoding"] = "string", ["contentMediaType"] = "string",
+            // A format of StringFormats' is enforced; any other is not.
+            ["pattern"] = "string", ["format"] = "string", ["contentEncoding"] = "string", ["contentMediaType"] = "string",
             ["minimum"] = "number", ["maximum"] = "number", ["exclusiveMinimum"] = "number", ["exclusiveMaximum"] = "number", ["multipleOf"] = "number",
             ["patternProperties"] = "object", ["propertyNames"] = "object", ["minProperties"] = "object", ["maxProperties"] = "object",
             ["dependentRequired"] = "object", ["dependentSchemas"] = "object", ["unevaluatedProperties"] = "object", ["dependencies"] = "object",
@@ -373,8 +394,8 @@ public sealed class JsonSchema
             if (any >= 0) return any;
             any = NewNode(new Node { Kind = Kind.Union });
             var map = NewNode(new Node { Kind = Kind.Map, A = any });
-            var array = NewNode(new Node { Kind = Kind.Array, A = any, MaxItems = int.MaxValue });
-            alternatives[any] = [map, array, NewNode(new Node { Kind = Kind.String }), NewNode(new Node { Kind = Kind.Number }), Literal(["true", "false", "null"])];
+            var array = NewNode(new Node { Kind = Kind.Array, A = any, Max = int.MaxValue });
+            alternatives[any] = [map, array, NewNode(new Node { Kind = Kind.String, Max = int.MaxValue }), NewNode(new Node { Kind = Kind.Number }), Literal(["true", "false", "null"])];
             return any;
         }
 
@@ -416,10 +437,10 @@ public sealed class JsonSchema
             foreach (var keyword in schema.EnumerateObject())
             {
                 var name = keyword.Name;
-                if (Annotations.Contains(name) || name is "type" or "enum" or "const" or "anyOf" or "$ref" || ObjectKeywords.Contains(name) || ArrayKeywords.Contains(name) || Unenforced.ContainsKey(name)) continue;
+                if (Annotations.Contains(name) || name is "type" or "enum" or "const" or "anyOf" or "$ref" || ObjectKeywords.Contains(name) || ArrayKeywords.Contains(name) || StringKeywords.Contains(name) || Unenforced.ContainsKey(name)) continue;
                 var why = name is "oneOf" or "allOf" or "not" or "if" or "then" or "else"
                     ? "only anyOf combines schemas"
-                    : "Stratus enforces type, properties, required, additionalProperties, items, minItems, maxItems, enum, const, anyOf and $ref";
+                    : "Stratus enforces type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, format (date-time, date, time, uuid, uri), enum, const, anyOf and $ref";
                 throw new Unsupported($"{path}.{name} is not supported: {why}");
             }
             if (schema.TryGetProperty("$ref", out var reference))
@@ -468,10 +489,11 @@ public sealed class JsonSchema
                 // language generated is that type's, a subset.
                 var objectish = ObjectKeywords.Any(k => schema.TryGetProperty(k, out _));
                 var arrayish = ArrayKeywords.Any(k => schema.TryGetProperty(k, out _));
-                if (objectish || arrayish) types = [.. types.Where(t => (objectish && t == "object") || (arrayish && t == "array"))];
+                var stringish = StringKeywords.Any(k => schema.TryGetProperty(k, out _)) || FormatOf(schema) != StringFormat.None;
+                if (objectish || arrayish || stringish) types = [.. types.Where(t => (objectish && t == "object") || (arrayish && t == "array") || (stringish && t == "string"))];
             }
             foreach (var keyword in schema.EnumerateObject())
-                if (Unenforced.TryGetValue(keyword.Name, out var of))
+                if (Unenforced.TryGetValue(keyword.Name, out var of) && !(keyword.Name == "format" && FormatOf(schema) != StringFormat.None))
                 {
                     var left = types.Where(t => t != of && !(of == "number" && t == "integer")).ToList();
                     if (left.Count == 0 || !typed)
@@ -479,14 +501,14 @@ public sealed class JsonSchema
                     types = left;
                 }
 
-            if (schema.TryGetProperty("enum", out _) || schema.TryGetProperty("const", out _)) return [Literal(Values(schema, types, path))];
+            if (schema.TryGetProperty("enum", out _) || schema.TryGetProperty("const", out _)) return [Literal(Values(schema, types, StringOf(schema, path), path))];
             var result = new List<int>();
             foreach (var t in types)
                 result.Add(t switch
                 {
                     "object" => ObjectOf(schema, pointer, path),
                     "array" => ArrayOf(schema, pointer, path),
-                    "string" => NewNode(new Node { Kind = Kind.String }),
+                    "string" => NewNode(StringOf(schema, path)),
                     "number" => NewNode(new Node { Kind = Kind.Number }),
                     "integer" => NewNode(new Node { Kind = Kind.Integer }),
                     "boolean" => Literal(["true", "false"]),
@@ -524,8 +546,9 @@ public sealed class JsonSchema
                     throw new Unsupported($"{path}.{other.Name} is not supported beside {keyword}: put it inside the {(keyword == "anyOf" ? "alternatives" : "referenced schema")}");
         }
 
-        /// <summary>The enum's values (or the const) of the allowed types, as texts.</summary>
-        List<string> Values(JsonElement schema, List<string> types, string path)
+        /// <summary>The enum's values (or the const) of the allowed types, strings of
+        /// <paramref name="strings"/>' format and length, as texts.</summary>
+        List<string> Values(JsonElement schema, List<string> types, Node strings, string path)
         {
             List<JsonElement> values;
             if (schema.TryGetProperty("enum", out var enumeration))
@@ -536,7 +559,44 @@ public sealed class JsonSchema
             else values = [];
             if (schema.TryGetProperty("const", out var constant))
                 values = enumeration.ValueKind == JsonValueKind.Array ? [.. values.Where(v => JsonElement.DeepEquals(v, constant))] : [constant];
-            return [.. values.Where(v => types.Contains(TypeOf(v)) || (TypeOf(v) == "number" && types.Contains("integer") && IsInteger(v))).Select(Compact).Distinct()];
+            return [.. values.Where(v => types.Contains(TypeOf(v)) || (TypeOf(v) == "number" && types.Contains("integer") && IsInteger(v)))
+                .Where(v => v.ValueKind != JsonValueKind.String || Fits(strings, v.GetString()!)).Select(Compact).Distinct()];
+        }
+
+        static bool Fits(Node strings, string text)
+        {
+            if (strings.Format != StringFormat.None) return StringFormats.Matches(strings.Format, text);
+            var characters = text.EnumerateRunes().Count();
+            return characters >= strings.Min && characters <= strings.Max;
+        }
+
+        static StringFormat FormatOf(JsonElement schema) =>
+            schema.TryGetProperty("format", out var format) && format.ValueKind == JsonValueKind.String ? StringFormats.Parse(format.GetString()!) : StringFormat.None;
+
+        /// <summary>A string node: its format, else its bounds on length. A format's values have
+        /// lengths of their own: bounds beside one that would leave some out are not enforced.</summary>
+        static Node StringOf(JsonElement schema, string path)
+        {
+            var format = FormatOf(schema);
+            var (min, max) = (Count(schema, "minLength", 0, path), Count(schema, "maxLength", int.MaxValue, path));
+            if (format != StringFormat.None)
+            {
+                var (least, most) = StringFormats.Lengths(format);
+                if (min > least || max < most)
+                    throw new Unsupported($"{path}.{(min > least ? "minLength" : "maxLength")} is not supported beside format {schema.GetProperty("format").GetRawText()}, whose values have {least} to {(most == int.MaxValue ? "any number of" : most)} characters: give one or the other");
+                (min, max) = (0, int.MaxValue);
+            }
+            return new Node { Kind = Kind.String, Format = format, Min = min, Max = max };
+        }
+
+        /// <summary>A count keyword's value (minItems, maxLength, ...), or <paramref name="fallback"/> where it is absent.</summary>
+        static int Count(JsonElement schema, string keyword, int fallback, string path)
+        {
+            if (!schema.TryGetProperty(keyword, out var value)) return fallback;
+            if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out var count) || count < 0)
+                throw Invalid($"{path}.{keyword}", $"must be a whole number, 0 or more, got {Describe(value)}");
+            if (count > MaxCountLimit) throw new Unsupported($"{path}.{keyword} is not supported above {MaxCountLimit}, got {count}");
+            return count;
         }
 
         static string TypeOf(JsonElement value) => value.ValueKind switch
@@ -588,15 +648,7 @@ public sealed class JsonSchema
                 if (itemSchema.ValueKind == JsonValueKind.Array) throw new Unsupported($"{path}.items is not supported as an array (a tuple): give one schema for every item");
                 items = Compile(itemSchema, $"{pointer}/items", $"{path}.items");
             }
-            int Count(string keyword, int fallback)
-            {
-                if (!schema.TryGetProperty(keyword, out var value)) return fallback;
-                if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out var count) || count < 0)
-                    throw Invalid($"{path}.{keyword}", $"must be a whole number, 0 or more, got {Describe(value)}");
-                if (count > MaxItemsLimit) throw new Unsupported($"{path}.{keyword} is not supported above {MaxItemsLimit}, got {count}");
-                return count;
-            }
-            return NewNode(new Node { Kind = Kind.Array, A = items, MinItems = Count("minItems", 0), MaxItems = Count("maxItems", int.MaxValue) });
+            return NewNode(new Node { Kind = Kind.Array, A = items, Min = Count(schema, "minItems", 0, path), Max = Count(schema, "maxItems", int.MaxValue, path) });
         }
 
         (JsonElement Element, string Path) Resolve(string reference, string path)
@@ -690,7 +742,7 @@ public sealed class JsonSchema
             if (rootLeaf < 0 || table[rootLeaf].Kind is not (Kind.Object or Kind.Map))
                 throw Invalid(rootPath, "must describe an object (\"type\": \"object\", not a union), as OpenAI's Structured Outputs require at the root");
             if (depth[rootLeaf] > JsonGrammar.MaxDepth)
-                throw Invalid(rootPath, $"has no valid document that Stratus can write: a required property or item has no valid value (an empty enum, minItems above maxItems, recursion that never ends) or needs more than {JsonGrammar.MaxDepth} levels of nesting");
+                throw Invalid(rootPath, $"has no valid document that Stratus can write: a required property or item has no valid value (an empty enum, minItems above maxItems or minLength above maxLength, recursion that never ends) or needs more than {JsonGrammar.MaxDepth} levels of nesting");
 
             // Dispatch tables and object properties in flat arrays.
             var dispatchFlat = new List<int>();
@@ -751,10 +803,12 @@ public sealed class JsonSchema
                 case Kind.Map:
                     return 1;
                 case Kind.Array:
-                    if (node.MinItems > node.MaxItems) return Unreachable;
-                    return node.MinItems == 0 ? 1 : depth[node.A] >= Unreachable ? Unreachable : 1 + depth[node.A];
+                    if (node.Min > node.Max) return Unreachable;
+                    return node.Min == 0 ? 1 : depth[node.A] >= Unreachable ? Unreachable : 1 + depth[node.A];
                 case Kind.Literal:
                     return literals.IsEmpty(node.A) ? Unreachable : 0;
+                case Kind.String:
+                    return node.Min > node.Max ? Unreachable : 0;
                 case Kind.Union:
                     var least = Unreachable;
                     var from = dispatch[id] is { } d ? d.Where(l => l >= 0).Distinct() : leaves[id];

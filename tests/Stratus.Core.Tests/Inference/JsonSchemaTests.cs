@@ -136,10 +136,16 @@ public sealed class JsonSchemaTests
 
     [Theory]
     [InlineData("""{"type":"object","properties":{"age":{"type":"integer","minimum":0}}}""", "schema.properties.age.minimum is not supported")]
-    [InlineData("""{"type":"object","properties":{"s":{"type":"string","format":"date"}}}""", "schema.properties.s.format is not supported")]
+    [InlineData("""{"type":"object","properties":{"s":{"type":"string","format":"email"}}}""", "schema.properties.s.format is not supported")]
+    [InlineData("""{"type":"object","properties":{"s":{"format":"hostname"}}}""", "schema.properties.s.format is not supported")]
+    [InlineData("""{"type":"object","properties":{"s":{"type":"string","format":"date","maxLength":8}}}""", "schema.properties.s.maxLength is not supported beside format \"date\", whose values have 10 to 10 characters")]
+    [InlineData("""{"type":"object","properties":{"s":{"type":"string","maxLength":65536}}}""", "schema.properties.s.maxLength is not supported above 65535, got 65536")]
+    [InlineData("""{"type":"object","properties":{"s":{"type":"string","minLength":-1}}}""", "schema.properties.s.minLength must be a whole number, 0 or more, got -1")]
+    [InlineData("""{"type":"object","properties":{"s":{"type":"string","minLength":3,"maxLength":2}},"required":["s"]}""", "schema has no valid document")]
+    [InlineData("""{"type":"object","properties":{"s":{"type":"string","format":"date","enum":["2024-02-30","today"]}},"required":["s"]}""", "schema has no valid document")]
     [InlineData("""{"type":"object","properties":{"s":{"oneOf":[{"type":"string"}]}}}""", "schema.properties.s.oneOf is not supported")]
     [InlineData("""{"type":"object","patternProperties":{"a":{}}}""", "schema.patternProperties is not supported")]
-    [InlineData("""{"type":"object","properties":{"s":{"anyOf":[{"type":"string","pattern":"a"},{"type":"string","maxLength":3}]}}}""", "schema.properties.s.anyOf[0].pattern is not supported")]
+    [InlineData("""{"type":"object","properties":{"s":{"anyOf":[{"type":"string","pattern":"a"},{"type":"string","format":"email"}]}}}""", "schema.properties.s.anyOf[0].pattern is not supported")]
     [InlineData("""{"type":"object","properties":{"s":{"$ref":"#/$defs/missing"}}}""", "schema.properties.s.$ref '#/$defs/missing' cannot be resolved")]
     [InlineData("""{"type":"object","properties":{"s":{"$ref":"https://example.com/s.json"}}}""", "schema.properties.s.$ref 'https://example.com/s.json' cannot be resolved")]
     [InlineData("""{"type":"string"}""", "schema must describe an object")]
@@ -150,6 +156,177 @@ public sealed class JsonSchemaTests
     [InlineData("""[]""", "schema must be an object")]
     public void What_is_not_enforced_or_not_well_formed_is_refused_naming_where(string schema, string message) =>
         Assert.StartsWith(message, Assert.Throws<StratusUserException>(() => Schema(schema)).Message);
+
+    /// <summary>What Microsoft.Extensions.AI 10.11's AIJsonUtilities.CreateJsonSchema writes for a
+    /// record of a DateTime, a DateTimeOffset, a DateOnly, a TimeOnly, a Guid, a Uri, a char and a
+    /// DateTime?: <see cref="Stamped"/>.</summary>
+    const string Stamps = """
+        {"type":"object","properties":{"at":{"type":"string","format":"date-time"},"offset":{"type":"string","format":"date-time"},"day":{"type":"string","format":"date"},
+        "time":{"type":"string","format":"time"},"id":{"type":"string","format":"uuid"},"site":{"type":"string","format":"uri"},"c":{"type":"string","minLength":1,"maxLength":1},
+        "maybe":{"type":["string","null"],"format":"date-time"}},"required":["at","offset","day","time","id","site","c","maybe"]}
+        """;
+
+    sealed record Stamped(DateTime At, DateTimeOffset Offset, DateOnly Day, TimeOnly Time, Guid Id, Uri Site, char C, DateTime? Maybe);
+
+    static string One(string format) => $$$"""{"type":"object","properties":{"v":{"type":"string",{{{format}}}}},"required":["v"]}""";
+
+    [Theory]
+    [InlineData("\"format\":\"date-time\"", "2024-02-28T23:59:59Z")]
+    [InlineData("\"format\":\"date-time\"", "1000-12-31T00:00:00.1234567+14:00")]
+    [InlineData("\"format\":\"date-time\"", "9998-04-30T12:30:00.5-13:59")]
+    [InlineData("\"format\":\"date\"", "2023-11-30")]
+    [InlineData("\"format\":\"time\"", "20:05:09")]
+    [InlineData("\"format\":\"time\"", "00:00:00.0000001")]
+    [InlineData("\"format\":\"uuid\"", "0123abcd-4567-89EF-aBcD-0123456789ab")]
+    [InlineData("\"format\":\"uri\"", "http://a")]
+    [InlineData("\"format\":\"uri\"", "https://example.com/a/b_c~d.e-f/")]
+    [InlineData("\"minLength\":2,\"maxLength\":3", "ab")]
+    [InlineData("\"minLength\":2,\"maxLength\":3", "é€😀")]
+    [InlineData("\"minLength\":2,\"maxLength\":3", "\\n\\\"\\u00e9")]
+    [InlineData("\"minLength\":1", "\\u0041")]
+    [InlineData("\"maxLength\":0", "")]
+    public void Strings_of_a_format_or_length_are_accepted(string keywords, string value) => AssertValid(One(keywords), $$"""{"v":"{{value}}"}""");
+
+    [Theory]
+    // Months 01-12, days to the month's last (February's 28th), hours 00-23, minutes and seconds 00-59.
+    [InlineData("\"format\":\"date\"", "2024-1¦3-01")]
+    [InlineData("\"format\":\"date\"", "2024-0¦0-01")]
+    [InlineData("\"format\":\"date\"", "2024-02-¦30")]
+    [InlineData("\"format\":\"date\"", "2023-02-2¦9")]
+    [InlineData("\"format\":\"date\"", "2024-04-3¦1")]
+    [InlineData("\"format\":\"date\"", "2024-12-3¦2")]
+    [InlineData("\"format\":\"date\"", "2024-01-0¦0")]
+    [InlineData("\"format\":\"date\"", "¦0999-01-01")]
+    [InlineData("\"format\":\"date\"", "999¦9-01-01")]
+    [InlineData("\"format\":\"date\"", "2024¦/01/01")]
+    [InlineData("\"format\":\"date\"", "2024-01¦")]
+    [InlineData("\"format\":\"date\"", "2024-01-01¦T00:00:00Z")]
+    [InlineData("\"format\":\"date\"", "2024-1¦-1")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T2¦4:00:00Z")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:¦60:00Z")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:00:¦60Z")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01¦ 10:00:00Z")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:00¦Z")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:00:00¦")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:00:00¦z")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:00:00.¦Z")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:00:00.1234567¦8Z")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:00:00+1¦5:00")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:00:00+14:¦30")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:00:00+01¦00")]
+    [InlineData("\"format\":\"date-time\"", "2024-01-01T10:00:00Z¦ ")]
+    [InlineData("\"format\":\"time\"", "2¦5:00:00")]
+    [InlineData("\"format\":\"time\"", "10:00¦")]
+    [InlineData("\"format\":\"time\"", "10:00:00¦Z")]
+    [InlineData("\"format\":\"time\"", "¦\\u0031")]
+    [InlineData("\"format\":\"uuid\"", "0123abc¦g-4567-89ef-abcd-0123456789ab")]
+    [InlineData("\"format\":\"uuid\"", "0123abcd¦4567")]
+    [InlineData("\"format\":\"uuid\"", "0123abcd-4567-89ef-abcd-0123456789a¦")]
+    [InlineData("\"format\":\"uuid\"", "0123abcd-4567-89ef-abcd-0123456789ab¦c")]
+    [InlineData("\"format\":\"uri\"", "¦ftp://a")]
+    [InlineData("\"format\":\"uri\"", "http://¦/x")]
+    [InlineData("\"format\":\"uri\"", "http://¦A")]
+    [InlineData("\"format\":\"uri\"", "http://a¦ b")]
+    [InlineData("\"format\":\"uri\"", "http://a.¦")]
+    [InlineData("\"format\":\"uri\"", "http://a.¦.b")]
+    [InlineData("\"format\":\"uri\"", "http:¦")]
+    // Characters, counted as code points: an escape is the one it stands for.
+    [InlineData("\"minLength\":2,\"maxLength\":3", "a¦")]
+    [InlineData("\"minLength\":2,\"maxLength\":3", "😀¦")]
+    [InlineData("\"minLength\":2,\"maxLength\":3", "abc¦d")]
+    [InlineData("\"minLength\":2,\"maxLength\":3", "é€😀¦ü")]
+    [InlineData("\"minLength\":2,\"maxLength\":3", "\\n\\t\\u0041¦\\n")]
+    [InlineData("\"minLength\":2,\"maxLength\":3", "\\\\¦")]
+    [InlineData("\"minLength\":1", "\\ud¦83d\\ude00")]
+    [InlineData("\"maxLength\":0", "¦a")]
+    public void Strings_of_a_format_or_length_are_refused_at_the_first_byte_that_breaks_them(string keywords, string marked) =>
+        AssertRefusedAt(One(keywords), $$"""{"v":"{{marked}}"}""");
+
+    /// <summary>Every date of a year, every hour and minute and every offset: the grammar
+    /// accepts those .NET reads (but February's 29th) and nothing else.</summary>
+    [Fact]
+    public void Dates_and_times_are_accepted_exactly_where_they_are_valid()
+    {
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        for (var month = 0; month < 100; month++)
+            for (var day = 0; day < 100; day++)
+            {
+                var text = $"2024-{month:00}-{day:00}";
+                var valid = DateOnly.TryParseExact(text, "yyyy-MM-dd", out _) && !(month == 2 && day == 29);
+                Assert.True(valid == (Read(One("\"format\":\"date\""), $$"""{"v":"{{text}}"}""") == (-1, true)), text);
+            }
+        for (var hour = 0; hour < 100; hour++)
+            for (var minute = 0; minute < 100; minute++)
+            {
+                var text = $"{hour:00}:{minute:00}:{minute:00}";
+                var valid = TimeOnly.TryParseExact(text, "HH:mm:ss", invariant, System.Globalization.DateTimeStyles.None, out _);
+                Assert.True(valid == (Read(One("\"format\":\"time\""), $$"""{"v":"{{text}}"}""") == (-1, true)), text);
+                var offset = $"2024-01-01T00:00:00+{hour:00}:{minute:00}";
+                valid = hour * 60 + minute <= 14 * 60 && minute < 60;
+                Assert.True(valid == (Read(One("\"format\":\"date-time\""), $$"""{"v":"{{offset}}"}""") == (-1, true)), offset);
+            }
+    }
+
+    /// <summary>Random walks through a record of every format end in documents System.Text.Json
+    /// reads into the .NET types whose schemas carry the formats.</summary>
+    [Fact]
+    public void Random_walks_through_formats_end_in_values_dotnet_reads()
+    {
+        var schema = Schema(Stamps);
+        // ASCII: a byte of a character's UTF-8 after another's beginning is not read as text.
+        var alphabet = Enumerable.Range(0x20, 0x5F).Select(b => (byte)b).ToArray();
+        var random = new Random(5);
+        var read = new JsonSerializerOptions(JsonSerializerDefaults.Web);
+        for (var walk = 0; walk < 200; walk++)
+        {
+            var state = new JsonGrammar(schema);
+            var text = new List<byte>();
+            var budget = random.Next(0, 400);
+            while (!state.IsComplete && text.Count < budget)
+            {
+                var options = alphabet.Where(b => b is not ((byte)' ' or (byte)'\n') && new Func<bool>(() => { var next = state; return next.Accept(b); })()).ToArray();
+                Assert.NotEmpty(options);
+                // Strings close now and then, not at the first chance.
+                var b = options.Contains((byte)'"') && random.Next(4) == 0 ? (byte)'"' : options[random.Next(options.Length)];
+                Assert.True(state.Accept(b));
+                text.Add(b);
+            }
+            if (!state.IsComplete) text.AddRange(ShortestCompletion(state, alphabet));
+            var document = Encoding.UTF8.GetString([.. text]);
+            Assert.True(Validate(JsonDocument.Parse(Stamps).RootElement, JsonDocument.Parse(document).RootElement), document);
+            var stamped = JsonSerializer.Deserialize<Stamped>(document, read)!;
+            Assert.True(stamped.Site.IsAbsoluteUri, document);
+        }
+    }
+
+    /// <summary>A string of a format, or one that must reach its minLength, needs the characters
+    /// that finish it from wherever it may have got to; the vocabulary is asked for them.</summary>
+    [Fact]
+    public void What_a_format_or_a_minLength_needs_is_asked_of_the_vocabulary()
+    {
+        var all = Schema(Stamps).Needs(_ => true, opensArrays: false).ToHashSet();
+        // The first of each choice in byte order: '1' begins a year, '0' the rest, '+' an offset
+        // (before 'Z'); "http://", and the char's first letter.
+        Assert.True(all.IsSupersetOf(["0", "1", "-", ":", "T", "+", "h", "t", "p", "/", "a"]), string.Join(" ", all));
+        Assert.DoesNotContain("9", all);
+        // A vocabulary without '1' begins a year with '2', which one with it need not spell.
+        Assert.DoesNotContain("2", Schema(One("\"format\":\"date\"")).Needs(_ => true, opensArrays: false));
+        Assert.Contains("2", Schema(One("\"format\":\"date\"")).Needs(c => c is not "1", opensArrays: false));
+        // A string of one character at least takes whichever the vocabulary has.
+        Assert.Contains("a", Schema(One("\"minLength\":1")).Needs(_ => true, opensArrays: false));
+        Assert.Equal(["\"", "0", ":", "b", "v", "{", "}"], Schema(One("\"minLength\":1")).Needs(c => c is not "a", opensArrays: false).Order(StringComparer.Ordinal));
+        Assert.DoesNotContain("a", Schema(One("\"maxLength\":1")).Needs(_ => true, opensArrays: false));
+    }
+
+    [Fact]
+    public void Enum_and_const_strings_keep_to_the_format_and_length()
+    {
+        const string schema = """{"type":"object","properties":{"d":{"type":"string","format":"date","enum":["2024-02-30","2024-03-01","soon"]},"c":{"type":"string","maxLength":1,"enum":["ab","é"]}},"required":["d","c"]}""";
+        AssertValid(schema, """{"d":"2024-03-01","c":"é"}""");
+        AssertRefusedAt(schema, """{"d":"2024-0¦2-30""");
+        AssertRefusedAt(schema, """{"d":"¦soon""");
+        AssertRefusedAt(schema, """{"d":"2024-03-01","c":"¦ab"}""");
+    }
 
     /// <summary>A chain of $refs, each to the next definition, nests the compiler once per link:
     /// 5,000 of them (150 KB, under the server's 1 MiB body) overflowed the stack of a request
@@ -266,6 +443,7 @@ public sealed class JsonSchemaTests
     [InlineData(Tree)]
     [InlineData(Defs)]
     [InlineData(Unions)]
+    [InlineData(Stamps)]
     [InlineData("""{"type":"object"}""")]
     [InlineData("""{"type":"object","properties":{"a":{"type":"array","items":{"type":"integer"},"minItems":2,"maxItems":4},"é\"":{"const":"ü\n"}},"required":["a","é\""],"additionalProperties":false}""")]
     public void Random_walks_never_dead_end_and_close_into_valid_documents(string schemaText)
@@ -324,9 +502,27 @@ public sealed class JsonSchemaTests
         return [];
     }
 
+    /// <summary>Whether <paramref name="text"/> is of the format, as .NET's own parsers read
+    /// RFC 3339's shapes (those of System.Text.Json's, with the offset RFC 3339 requires).</summary>
+    static bool IsOf(string format, string text)
+    {
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        var none = System.Globalization.DateTimeStyles.None;
+        string[] fractions = ["", .. Enumerable.Range(1, 7).Select(n => "." + new string('F', n).Replace('F', 'f'))];
+        return format switch
+        {
+            "date-time" => DateTimeOffset.TryParseExact(text, [.. fractions.SelectMany(f => new[] { $"yyyy-MM-dd'T'HH:mm:ss{f}'Z'", $"yyyy-MM-dd'T'HH:mm:ss{f}zzz" })], invariant, none, out _),
+            "date" => DateOnly.TryParseExact(text, "yyyy-MM-dd", invariant, none, out _),
+            "time" => TimeOnly.TryParseExact(text, [.. fractions.Select(f => $"HH:mm:ss{f}")], invariant, none, out _),
+            "uuid" => Guid.TryParseExact(text, "D", out _),
+            "uri" => Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https",
+            _ => throw new ArgumentException(format),
+        };
+    }
+
     /// <summary>A validator of the subset, independent of the recognizer: types, properties,
-    /// required, additionalProperties false, items, minItems, maxItems, enum, const, anyOf and
-    /// local $ref.</summary>
+    /// required, additionalProperties false, items, minItems, maxItems, minLength, maxLength,
+    /// format, enum, const, anyOf and local $ref.</summary>
     internal static bool Validate(JsonElement root, JsonElement value) => Validate(root, root, value);
 
     static bool Validate(JsonElement root, JsonElement schema, JsonElement value)
@@ -360,6 +556,14 @@ public sealed class JsonSchemaTests
                 if (properties.ValueKind == JsonValueKind.Object && properties.TryGetProperty(member.Name, out var sub)) { if (!Validate(root, sub, member.Value)) return false; }
                 else if (schema.TryGetProperty("additionalProperties", out var extra) && (extra.ValueKind == JsonValueKind.False || (extra.ValueKind == JsonValueKind.Object && !Validate(root, extra, member.Value)))) return false;
             }
+        }
+        if (value.ValueKind == JsonValueKind.String)
+        {
+            var text = value.GetString()!;
+            var characters = text.EnumerateRunes().Count();
+            if (schema.TryGetProperty("minLength", out var min) && characters < min.GetInt32()) return false;
+            if (schema.TryGetProperty("maxLength", out var max) && characters > max.GetInt32()) return false;
+            if (schema.TryGetProperty("format", out var format) && !IsOf(format.GetString()!, text)) return false;
         }
         if (value.ValueKind == JsonValueKind.Array)
         {

@@ -10,7 +10,6 @@
 // or final buffers (a token cut by the buffer's end is read again from its start) and cannot say
 // whether one more byte keeps the text a viable prefix.
 using System.Runtime.CompilerServices;
-using System.Text.Unicode;
 
 namespace Stratus.Inference;
 
@@ -122,38 +121,20 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         {
             if (expect == Expect.String && text == 0 && pending == 0)
             {
-                // Inside a string most bytes are plain text: check them at once, not one by one,
-                // up to a character the token cuts, which goes on byte by byte.
-                var plain = bytes[i..];
-                var special = plain.IndexOfAny(StringSpecials);
-                if (special >= 0) plain = plain[..special];
-                var whole = WholeCharacters(plain);
-                if (!Utf8.IsValid(plain[..whole])) return false;
-                i += whole;
-                if (i == bytes.Length) return true;
+                // Inside a string most bytes are plain ASCII text: skip them at once, not one by
+                // one (a character of UTF-8 is checked byte by byte, across tokens).
+                var special = bytes[i..].IndexOfAny(StringSpecials);
+                if (special < 0) return true;
+                i += special;
             }
             if (!Accept(bytes[i])) return false;
         }
         return true;
     }
 
-    /// <summary>How many of the bytes come before a character whose UTF-8 they cut short (all of
-    /// them where none is).</summary>
-    static int WholeCharacters(ReadOnlySpan<byte> bytes)
-    {
-        // A character takes at most 4 bytes: its first is among the last 4.
-        for (var i = bytes.Length - 1; i >= 0 && i >= bytes.Length - 4; i--)
-        {
-            if ((bytes[i] & 0xC0) == 0x80) continue;
-            var length = bytes[i] >= 0xF0 ? 4 : bytes[i] >= 0xE0 ? 3 : bytes[i] >= 0xC0 ? 2 : 1;
-            return bytes.Length - i < length ? i : bytes.Length;
-        }
-        return bytes.Length;
-    }
-
-    /// <summary>The bytes that do something in a string: its end, an escape, and the control
-    /// bytes it may not hold.</summary>
-    static readonly System.Buffers.SearchValues<byte> StringSpecials = System.Buffers.SearchValues.Create([.. Enumerable.Range(0, 0x20).Select(b => (byte)b), (byte)'"', (byte)'\\']);
+    /// <summary>The bytes that do something in a string: its end, an escape, the control bytes it
+    /// may not hold, and those of UTF-8 beyond ASCII, which must make whole characters.</summary>
+    static readonly System.Buffers.SearchValues<byte> StringSpecials = System.Buffers.SearchValues.Create([.. Enumerable.Range(0, 0x20).Concat(Enumerable.Range(0x80, 0x80)).Select(b => (byte)b), (byte)'"', (byte)'\\']);
 
     /// <inheritdoc cref="Accept(ReadOnlySpan{byte})"/>
     public bool Accept(byte b)

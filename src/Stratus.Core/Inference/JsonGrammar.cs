@@ -44,15 +44,22 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         /// <summary>',' or the innermost container's closer.</summary>
         AfterValue,
         Complete,
+        /// <summary>In a string's text; <see cref="pending"/> says what a character begun in
+        /// UTF-8 still needs.</summary>
         String,
         Escape,
         /// <summary>In \uXXXX; <see cref="pending"/> hex digits to come.</summary>
         Unicode,
-        /// <summary>In \uXXXX of a string whose characters are counted, after a first digit d:
-        /// a second of 8 to f would begin half of a surrogate pair, which with its other half
-        /// is one character; refused, so that each escape is one (the character may be written
-        /// in UTF-8 instead).</summary>
+        /// <summary>In \uXXXX after a first digit d: a second of 8 to b begins the high half of a
+        /// surrogate pair, c to f a low half, which may only follow a high one (System.Text.Json
+        /// refuses to read a string with half a pair).</summary>
         UnicodeAfterD,
+        /// <summary>The last <see cref="pending"/> hex digits of a high surrogate's escape.</summary>
+        HighSurrogate,
+        /// <summary>After a high surrogate's escape: byte <see cref="pending"/> of "\ud" and a
+        /// digit of c to f, the low half's beginning; its last two digits are any. The pair is one
+        /// character, counted at the high half's backslash.</summary>
+        LowSurrogate,
         /// <summary>In one of an object's keys; <see cref="trie"/> is the place in its key trie.</summary>
         KeyName,
         /// <summary>In an enum or const value, true, false or null; <see cref="trie"/> is the place in its trie.</summary>
@@ -89,6 +96,9 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     uint text;
     byte depth;
     Expect expect;
+    /// <summary>In an escape, what it still needs (<see cref="Expect.Unicode"/>); in a string's
+    /// text, the UTF-8 continuation bytes a character still needs (low 2 bits) and the range the
+    /// next must be in (above: <see cref="ContinuationRanges"/>); else 0.</summary>
     byte pending;
     byte whitespace;
     bool inKey;
@@ -109,9 +119,10 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     {
         for (var i = 0; i < bytes.Length; i++)
         {
-            if (expect == Expect.String && text == 0)
+            if (expect == Expect.String && text == 0 && pending == 0)
             {
-                // Inside a string most bytes are plain text: skip them at once, not one by one.
+                // Inside a string most bytes are plain ASCII text: skip them at once, not one by
+                // one (a character of UTF-8 is checked byte by byte, across tokens).
                 var special = bytes[i..].IndexOfAny(StringSpecials);
                 if (special < 0) return true;
                 i += special;
@@ -121,9 +132,9 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         return true;
     }
 
-    /// <summary>The bytes that do something in a string: its end, an escape, and the control
-    /// bytes it may not hold.</summary>
-    static readonly System.Buffers.SearchValues<byte> StringSpecials = System.Buffers.SearchValues.Create([.. Enumerable.Range(0, 0x20).Select(b => (byte)b), (byte)'"', (byte)'\\']);
+    /// <summary>The bytes that do something in a string: its end, an escape, the control bytes it
+    /// may not hold, and those of UTF-8 beyond ASCII, which must make whole characters.</summary>
+    static readonly System.Buffers.SearchValues<byte> StringSpecials = System.Buffers.SearchValues.Create([.. Enumerable.Range(0, 0x20).Concat(Enumerable.Range(0x80, 0x80)).Select(b => (byte)b), (byte)'"', (byte)'\\']);
 
     /// <inheritdoc cref="Accept(ReadOnlySpan{byte})"/>
     public bool Accept(byte b)
@@ -133,13 +144,14 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
             case Expect.String when text != 0:
                 return TextByte(b);
             case Expect.String:
+                if (pending != 0) return Continuation(b);
                 if (b == '"')
                 {
                     if (inKey) (expect, inKey) = (Expect.Colon, false);
                     else EndValue();
                 }
                 else if (b == '\\') expect = Expect.Escape;
-                // Bytes >= 0x80 are the UTF-8 of the text's characters, whole or split across tokens.
+                else if (b >= 0x80) return Lead(b);
                 else return b >= 0x20;
                 return true;
             case Expect.Escape:
@@ -149,12 +161,21 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                 return true;
             case Expect.Unicode:
                 if (!char.IsAsciiHexDigit((char)b)) return false;
-                if (text != 0 && pending == 4 && b is (byte)'d' or (byte)'D') expect = Expect.UnicodeAfterD;
+                if (pending == 4 && b is (byte)'d' or (byte)'D') expect = Expect.UnicodeAfterD;
                 if (--pending == 0) expect = Expect.String;
                 return true;
             case Expect.UnicodeAfterD:
-                if (!IsDigit(b) || b > '7') return false;
-                (expect, pending) = (Expect.Unicode, 2);
+                if (IsDigit(b) && b <= '7') (expect, pending) = (Expect.Unicode, 2);
+                else if (b is (byte)'8' or (byte)'9' or >= (byte)'a' and <= (byte)'b' or >= (byte)'A' and <= (byte)'B') (expect, pending) = (Expect.HighSurrogate, 2);
+                else return false;
+                return true;
+            case Expect.HighSurrogate:
+                if (!char.IsAsciiHexDigit((char)b)) return false;
+                if (--pending == 0) expect = Expect.LowSurrogate;
+                return true;
+            case Expect.LowSurrogate:
+                if (pending < 3 ? b != "\\ud"u8[pending] && !(pending == 2 && b == 'D') : b is not (>= (byte)'c' and <= (byte)'f' or >= (byte)'C' and <= (byte)'F')) return false;
+                if (++pending == 4) (expect, pending) = (Expect.Unicode, 2);
                 return true;
             case Expect.KeyName:
                 return KeyByte(b);
@@ -365,14 +386,44 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
             text = (text & 0xFFFF) | (uint)next << 16;
             return true;
         }
+        if (pending != 0) return Continuation(b);
         if (b == '"') return count >= node.Min && EndString();
         if (b < 0x20) return false;
-        // A character is counted at its first byte (UTF-8's continuation bytes are 10xxxxxx), an
-        // escape at its backslash.
-        if (b is >= 0x80 and < 0xC0) return true;
-        if (count == node.Max) return false;
+        // A character is counted at its first byte, an escape at its backslash.
+        if (count == node.Max || (b >= 0x80 && !Lead(b))) return false;
         if (count < (node.Max == int.MaxValue ? node.Min : node.Max)) text += 1u << 16;
         if (b == '\\') expect = Expect.Escape;
+        return true;
+    }
+
+    /// <summary>For each first byte of a character from C0 on, what <see cref="pending"/> becomes:
+    /// the continuation bytes to come and the range of the next (0: no character begins so, an
+    /// overlong C0/C1 or past U+10FFFF), as Unicode's table 3-7 of well-formed UTF-8 has them.</summary>
+    static ReadOnlySpan<byte> Leads =>
+    [
+        0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // C0-DF
+        2 | 1 << 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2 | 2 << 2, 2, 2, // E0 (A0-BF next: no overlong), ED (80-9F: no surrogate)
+        3 | 3 << 2, 3, 3, 3, 3 | 4 << 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // F0 (90-BF: no overlong), F4 (80-8F: to U+10FFFF)
+    ];
+
+    /// <summary>The least and greatest byte that may continue a character, by the range its first
+    /// byte set (80-BF but after E0, ED, F0 and F4).</summary>
+    static ReadOnlySpan<byte> ContinuationRanges => [0x80, 0xBF, 0xA0, 0xBF, 0x80, 0x9F, 0x90, 0xBF, 0x80, 0x8F];
+
+    /// <summary>A byte of 80 or more that begins a character in a string.</summary>
+    bool Lead(byte b)
+    {
+        if (b < 0xC0) return false;
+        pending = Leads[b - 0xC0];
+        return pending != 0;
+    }
+
+    /// <summary>A byte that goes on with a character begun in UTF-8.</summary>
+    bool Continuation(byte b)
+    {
+        var range = (pending >> 2) * 2;
+        if (b < ContinuationRanges[range] || b > ContinuationRanges[range + 1]) return false;
+        pending = (byte)((pending & 3) - 1);
         return true;
     }
 

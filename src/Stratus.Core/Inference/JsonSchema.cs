@@ -113,7 +113,11 @@ public sealed class JsonSchema
     /// does not enforce, or no document can be valid against it; the message names where.</exception>
     public static JsonSchema Compile(JsonElement schema, string path = "schema")
     {
-        var text = JsonSerializer.Serialize(schema);
+        string text;
+        // System.Text.Json parses a string with half of a surrogate pair but will not read it,
+        // nor write it back: the writer's JsonException would read as a malformed body.
+        try { text = JsonSerializer.Serialize(schema); }
+        catch (JsonException) when (HalfSurrogate(schema, path) is { } where) { throw new StratusUserException($"{where} half of a surrogate pair (a \\u escape of D800 to DFFF without its other half), which is no text"); }
         if (Compiled.TryGetValue(text, out var known)) return known;
         var compiled = new Compiler(schema, path).Run();
         compiled.Text = text;
@@ -133,19 +137,56 @@ public sealed class JsonSchema
         }
     }
 
+    /// <summary>Where in <paramref name="value"/> a string or key holds half of a surrogate pair
+    /// ("schema.enum[1] holds", "schema.properties has a key that holds"); null where none does.</summary>
+    static string? HalfSurrogate(JsonElement value, string path)
+    {
+        // Depth first from a stack, not by recursion: the body's depth is the parser's to bound.
+        var pending = new Stack<(JsonElement Value, string Path)>([(value, path)]);
+        while (pending.TryPop(out var at))
+        {
+            switch (at.Value.ValueKind)
+            {
+                case JsonValueKind.String when !Reads(() => at.Value.GetString()):
+                    return $"{at.Path} holds";
+                case JsonValueKind.Object:
+                    foreach (var property in at.Value.EnumerateObject())
+                    {
+                        if (!Reads(() => property.Name)) return $"{at.Path} has a key that holds";
+                        pending.Push((property.Value, $"{at.Path}.{property.Name}"));
+                    }
+                    break;
+                case JsonValueKind.Array:
+                    var i = 0;
+                    foreach (var item in at.Value.EnumerateArray()) pending.Push((item, $"{at.Path}[{i++}]"));
+                    break;
+            }
+        }
+        return null;
+
+        static bool Reads(Func<string?> read)
+        {
+            try { read(); return true; }
+            catch (InvalidOperationException) { return false; }
+        }
+    }
+
     /// <summary>The characters a document may need to finish from wherever the mask lets a
     /// sequence go, as a vocabulary is asked to spell them: the closers, ':' and '0' (a digit
     /// ends a number and fills a \u escape), ',' between required members, the rest of every key
-    /// and literal that may have begun, and the whole of the values the schema requires.</summary>
+    /// and literal that may have begun, the low half of a surrogate pair's escape, and the whole
+    /// of the values the schema requires.</summary>
     /// <param name="spells">Whether the vocabulary can write a character (one rune).</param>
     /// <param name="opensArrays">Whether any token can open an array: where none can, no ']' is needed to close one.</param>
     internal IEnumerable<string> Needs(Func<string, bool> spells, bool opensArrays)
     {
         var needed = new HashSet<string> { "{", "}", "\"", ":", "0" };
         var wholes = new Dictionary<int, HashSet<string>>();
+        var escapes = false;
         foreach (var id in Reachable())
         {
             ref readonly var node = ref Nodes[id];
+            escapes |= node.Kind == Kind.Map || (node.Kind == Kind.String && node.Format == StringFormat.None);
             switch (node.Kind)
             {
                 case Kind.Object:
@@ -180,6 +221,10 @@ public sealed class JsonSchema
             }
         }
         needed.UnionWith(Whole(Root, spells, wholes));
+        // After the escape of a surrogate pair's high half (\ud800 to \udbff) only its low half
+        // may come: a vocabulary that spells the one needs the digit that begins the other.
+        if (escapes && spells("\\") && spells("u") && (spells("d") || spells("D")) && Runes("89abAB").Any(spells))
+            needed.Add(Runes("cdefCDEF").FirstOrDefault(spells) ?? "c");
         return needed;
     }
 

@@ -91,7 +91,12 @@ public sealed class JsonSchemaTests
     [InlineData(Person, """{"name":"Ada","age":1,"score":1,"alive":true,"mood":"H¦u"}""")]
     [InlineData(Person, """{"name":"Ada","age":1,"score":1,"alive":true,"mood":"Happy","nick":¦true}""")]
     [InlineData(Person, """{"name":"Ada","age":1,"score":1,"alive":true,"mood":"Happy","nick":null,"tags":[¦1]}""")]
-    // Nothing after the document.
+    // Half of a surrogate pair, in a string or a key: System.Text.Json would not read it.
+    [InlineData(Person, """{"name":"\ud800¦x""")]
+    [InlineData(Person, """{"name":"\udbff\u¦0041""")]
+    [InlineData(Person, """{"name":"\ud83d\ud¦83d""")]
+    [InlineData(Person, """{"name":"\ud¦c00\ud800""")]
+    [InlineData(Unions, """{"x":1,"id":1,"free":1,"map":{"\uD83D¦":1}}""")]
     [InlineData(Defs, """{"list":{"v":0,"next":null}}¦ """)]
     [InlineData(Defs, """{"list":{"v":0,"next":null¦,"extra":1}}""")]
     [InlineData(Defs, """{"list":{"v":0,"next":null},"colors":[¦]}""")]
@@ -154,6 +159,11 @@ public sealed class JsonSchemaTests
     [InlineData("""{"type":"object","properties":{"a":{"type":"array","minItems":2,"maxItems":1}},"required":["a"]}""", "schema has no valid document")]
     [InlineData("""{"type":"object","properties":{"a":{"enum":[]}},"required":["a"]}""", "schema has no valid document")]
     [InlineData("""[]""", "schema must be an object")]
+    // Half of a surrogate pair is no text: System.Text.Json refuses to read it (or write the schema back).
+    [InlineData("""{"type":"object","properties":{"a":{"enum":["ok","\ud800"]}}}""", "schema.properties.a.enum[1] holds half of a surrogate pair")]
+    [InlineData("""{"type":"object","properties":{"a":{"const":{"k":["x\udc00"]}}}}""", "schema.properties.a.const.k[0] holds half of a surrogate pair")]
+    [InlineData("""{"type":"object","properties":{"\udfff":{"type":"string"}}}""", "schema.properties has a key that holds half of a surrogate pair")]
+    [InlineData("""{"type":"object","required":["\ud83d"]}""", "schema.required[0] holds half of a surrogate pair")]
     public void What_is_not_enforced_or_not_well_formed_is_refused_naming_where(string schema, string message) =>
         Assert.StartsWith(message, Assert.Throws<StratusUserException>(() => Schema(schema)).Message);
 
@@ -184,6 +194,7 @@ public sealed class JsonSchemaTests
     [InlineData("\"minLength\":2,\"maxLength\":3", "é€😀")]
     [InlineData("\"minLength\":2,\"maxLength\":3", "\\n\\\"\\u00e9")]
     [InlineData("\"minLength\":1", "\\u0041")]
+    [InlineData("\"minLength\":1,\"maxLength\":1", "\\ud83d\\uDE00")]
     [InlineData("\"maxLength\":0", "")]
     public void Strings_of_a_format_or_length_are_accepted(string keywords, string value) => AssertValid(One(keywords), $$"""{"v":"{{value}}"}""");
 
@@ -237,10 +248,68 @@ public sealed class JsonSchemaTests
     [InlineData("\"minLength\":2,\"maxLength\":3", "é€😀¦ü")]
     [InlineData("\"minLength\":2,\"maxLength\":3", "\\n\\t\\u0041¦\\n")]
     [InlineData("\"minLength\":2,\"maxLength\":3", "\\\\¦")]
-    [InlineData("\"minLength\":1", "\\ud¦83d\\ude00")]
+    // A surrogate pair's escapes are one character; half of one is no character.
+    [InlineData("\"maxLength\":1", "\\ud83d\\ude00¦a")]
+    [InlineData("\"maxLength\":1", "\\ud83d¦a")]
+    [InlineData("\"maxLength\":1", "\\ud¦c00")]
     [InlineData("\"maxLength\":0", "¦a")]
     public void Strings_of_a_format_or_length_are_refused_at_the_first_byte_that_breaks_them(string keywords, string marked) =>
         AssertRefusedAt(One(keywords), $$"""{"v":"{{marked}}"}""");
+
+    /// <summary>Pieces of a string's text whose joins System.Text.Json reads or refuses: UTF-8
+    /// whole, cut, overlong (C0 80, E0 80 80), of a surrogate (ED A0 80) or past U+10FFFF (F4 90),
+    /// stray continuation bytes, and surrogate escapes paired, lone or in the wrong order.</summary>
+    static readonly byte[][] StringPieces =
+    [
+        .. new[] { "a", "é", "😀", "\\ud83d", "\\uDE00", "\\udbff", "\\udfff", "\\u0041", "\\n" }.Select(Encoding.UTF8.GetBytes),
+        .. new byte[] { 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xA9, 0xBF, 0xC0, 0xC3, 0xE0, 0xE2, 0xED, 0xF0, 0xF4, 0xF5, 0xFF }.Select(b => new[] { b }),
+    ];
+
+    /// <summary>Every string the grammar completes, free, a key or counted, System.Text.Json
+    /// reads as text, and every one it refuses it refuses too, whatever the cuts between tokens.</summary>
+    [Theory]
+    [InlineData("""{"type":"object","properties":{"v":{"type":"string"}},"required":["v"]}""", "{\"v\":\"", "\"}")]
+    [InlineData("""{"type":"object"}""", "{\"", "\":1}")]
+    [InlineData("""{"type":"object","properties":{"v":{"type":"string","maxLength":64}},"required":["v"]}""", "{\"v\":\"", "\"}")]
+    public void Strings_are_exactly_those_System_Text_Json_reads_as_text(string schemaText, string before, string after)
+    {
+        var schema = Schema(schemaText);
+        var random = new Random(3);
+        var (read, refused) = (0, 0);
+        for (var trial = 0; trial < 4000; trial++)
+        {
+            var text = new List<byte>(Encoding.UTF8.GetBytes(before));
+            for (var pieces = random.Next(1, 5); pieces > 0; pieces--) text.AddRange(StringPieces[random.Next(StringPieces.Length)]);
+            text.AddRange(Encoding.UTF8.GetBytes(after));
+            var bytes = text.ToArray();
+            var json = new JsonGrammar(schema);
+            var accepted = true;
+            for (var at = 0; accepted && at < bytes.Length;)
+            {
+                var token = Math.Min(random.Next(1, 12), bytes.Length - at);
+                accepted = json.Accept(bytes.AsSpan(at, token));
+                at += token;
+            }
+            var reads = ReadsAsText(bytes);
+            Assert.True(reads == (accepted && json.IsComplete), $"{Convert.ToHexString(bytes)}: System.Text.Json {(reads ? "reads" : "refuses")} it");
+            if (reads) read++;
+            else refused++;
+        }
+        Assert.True(read > 200 && refused > 200, $"{read} read, {refused} refused");
+    }
+
+    /// <summary>Whether System.Text.Json parses the document and reads each of its strings and keys.</summary>
+    static bool ReadsAsText(byte[] document)
+    {
+        try
+        {
+            using var parsed = JsonDocument.Parse(document);
+            foreach (var property in parsed.RootElement.EnumerateObject())
+                _ = (property.Name, property.Value.ValueKind == JsonValueKind.String ? property.Value.GetString() : null);
+            return true;
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException) { return false; }
+    }
 
     /// <summary>Every date of a year, every hour and minute and every offset: the grammar
     /// accepts those .NET reads (but February's 29th) and nothing else.</summary>
@@ -314,8 +383,13 @@ public sealed class JsonSchemaTests
         Assert.Contains("2", Schema(One("\"format\":\"date\"")).Needs(c => c is not "1", opensArrays: false));
         // A string of one character at least takes whichever the vocabulary has.
         Assert.Contains("a", Schema(One("\"minLength\":1")).Needs(_ => true, opensArrays: false));
-        Assert.Equal(["\"", "0", ":", "b", "v", "{", "}"], Schema(One("\"minLength\":1")).Needs(c => c is not "a", opensArrays: false).Order(StringComparer.Ordinal));
+        Assert.Equal(["\"", "0", ":", "b", "c", "v", "{", "}"], Schema(One("\"minLength\":1")).Needs(c => c is not "a", opensArrays: false).Order(StringComparer.Ordinal));
         Assert.DoesNotContain("a", Schema(One("\"maxLength\":1")).Needs(_ => true, opensArrays: false));
+        // A vocabulary that can write the escape of a surrogate pair's high half (\ud8) must
+        // write the low half's (\udc, 'c' above); one that cannot write the one needs neither.
+        Assert.Contains("C", Schema(One("\"maxLength\":1")).Needs(c => c is not ("c" or "d" or "e" or "f"), opensArrays: false));
+        Assert.DoesNotContain("c", Schema(One("\"maxLength\":1")).Needs(c => c is not "\\", opensArrays: false));
+        Assert.DoesNotContain("c", Schema(One("\"format\":\"date\"")).Needs(_ => true, opensArrays: false));
     }
 
     [Fact]

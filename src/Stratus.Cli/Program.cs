@@ -45,20 +45,26 @@ try
 }
 catch (Exception e) when (e is StratusUserException or Stratus.Safety.TrustUserException)
 {
-    Console.Error.WriteLine($"error: {e.Message}");
-    return 2;
+    return UserError(e.Message);
 }
 // A batch, context or model too large for the device: the user's to fix, with smaller settings.
 catch (Exception e) when (OutOfMemory.Is(e))
 {
-    Console.Error.WriteLine($"error: {OutOfMemory.Describe(e)}; {OutOfMemoryFix(parsed.CommandResult.Command)}");
-    return 2;
+    return UserError($"{OutOfMemory.Describe(e)}; {OutOfMemoryFix(parsed.CommandResult.Command)}");
 }
 // A path the system refuses (a file where a folder must be, no permission, a full disk): the
 // user's to fix, and .NET's message names the path.
 catch (Exception e) when (e is IOException or UnauthorizedAccessException)
 {
-    Console.Error.WriteLine($"error: {e.Message}");
+    return UserError(e.Message);
+}
+
+// One line, exit code 2; on one rank of a data-parallel job the whole job ends with it, since the
+// other ranks would otherwise wait for this one in their next collective.
+static int UserError(string message)
+{
+    Console.Error.WriteLine($"error: {message}");
+    Stratus.Distributed.Communicator.AbortJob(2);
     return 2;
 }
 

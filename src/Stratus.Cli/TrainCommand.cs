@@ -23,8 +23,8 @@ static class TrainCommand
         var overrides = new ConfigOptions(command);
         command.SetAction((result, cancellation) =>
         {
-            // Not disposed on failure: MPI_Finalize would wait for ranks that wait for this one,
-            // while a rank that exits without it makes mpirun end the whole job.
+            // Not disposed on failure: MPI_Finalize would wait for ranks that wait for this one;
+            // Program ends the whole job instead (Communicator.AbortJob).
             if (result.GetValue(resume) is not null)
                 foreach (var option in new[] { config, output, initFrom })
                     if (result.GetResult(option) is not null)

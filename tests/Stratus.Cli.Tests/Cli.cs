@@ -30,6 +30,18 @@ static class Cli
 
     public static (int ExitCode, string Stdout, string Stderr) RunMpi(int ranks, params string[] args) => Run(MpiStartInfo(ranks, args));
 
+    /// <summary>Two ranks started with their own arguments (mpirun's `-np 1 a : -np 1 b`), after
+    /// the mpirun <paramref name="options"/>; a job still running after <paramref name="limit"/>
+    /// is killed and reported as hanging.</summary>
+    public static (int ExitCode, string Stdout, string Stderr) RunMpiPerRank(string[] rank0, string[] rank1, string[] options, TimeSpan limit)
+    {
+        var info = MpiStartInfo(1, rank0);
+        var np = info.ArgumentList.IndexOf("-np");
+        foreach (var option in options.Reverse()) info.ArgumentList.Insert(np, option);
+        foreach (var arg in new[] { ":", "-np", "1", "dotnet", Dll }.Concat(rank1)) info.ArgumentList.Add(arg);
+        return Run(info, limit);
+    }
+
     /// <summary><see cref="RunMpi"/> with the TERM of a colour terminal, as a user's shell has it.</summary>
     public static (int ExitCode, string Stdout, string Stderr) RunMpiInColourTerminal(int ranks, params string[] args)
     {
@@ -63,12 +75,12 @@ static class Cli
         return Run(info);
     }
 
-    static (int ExitCode, string Stdout, string Stderr) Run(ProcessStartInfo info)
+    static (int ExitCode, string Stdout, string Stderr) Run(ProcessStartInfo info, TimeSpan? limit = null)
     {
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(TimeSpan.FromMinutes(3)))
+        if (!process.WaitForExit(limit ?? TimeSpan.FromMinutes(3)))
         {
             process.Kill(entireProcessTree: true);
             throw new TimeoutException($"{info.FileName} {string.Join(' ', info.ArgumentList)} did not finish");

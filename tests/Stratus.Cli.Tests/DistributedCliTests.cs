@@ -79,6 +79,36 @@ public sealed class DistributedCliTests
     }
 
     [MpiFact]
+    public void Ranks_started_with_different_settings_are_refused_by_every_rank_before_anything_is_written()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // Rank 1 would train 10 steps longer and wait for rank 0 for ever; a wider model on rank 1
+        // gathered into rank 0's buffers corrupted the heap; another seed silently drew other batches.
+        var (code, stdout, stderr) = Cli.RunMpiPerRank(
+            Train(config, data, temp["run"], 20),
+            Train(config, data, temp["run"], 30, 20, "--n-embd", "48", "--seed", "6"), [], TimeSpan.FromSeconds(90));
+        Assert.True(code == 2, stdout + stderr);
+        Assert.Contains("error: the ranks were started with different settings: n_embd (rank 1 differs from rank 0); max_iters (rank 1 differs from rank 0); seed (rank 1 differs from rank 0); " +
+            "start every rank with the same command, dataset and run folder", stderr);
+        Assert.False(Directory.Exists(temp["run"]));
+    }
+
+    [MpiFact]
+    public void An_error_on_one_rank_ends_the_job_where_the_launcher_would_let_the_others_wait()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // Only rank 0 sees the dataset (a folder on one node's local disk). srun by default
+        // (KillOnBadExit=0) does not end a job whose task exits non-zero; this makes mpirun do the same.
+        var (code, stdout, stderr) = Cli.RunMpiPerRank(
+            Train(config, data, temp["run"], 20), Train(config, temp["elsewhere"], temp["run"], 20),
+            ["--mca", "orte_abort_on_non_zero_status", "0"], TimeSpan.FromSeconds(60));
+        Assert.True(code == 2, stdout + stderr);
+        Assert.Contains($"error: dataset folder {temp["elsewhere"]} does not exist", stderr);
+    }
+
+    [MpiFact]
     public void Data_parallel_training_on_a_gpu_is_refused_before_anything_is_written()
     {
         using var temp = new TempDirectory();

@@ -55,7 +55,8 @@ public sealed class BatchSampler : IDisposable
         // meta.json is written last: shard sizes that disagree with it mean a prepare stopped
         // half way through, or files from two preparations were mixed.
         const string Mixed = "(a prepare stopped half way, or files of two preparations were mixed); run `stratus prepare` for this folder again";
-        if (DatasetPreparer.ReadMeta(datasetDirectory) is { } meta && (Count(meta["train_tokens"]) != train.Count || Count(meta["val_tokens"]) != val.Count))
+        var meta = DatasetPreparer.ReadMeta(datasetDirectory);
+        if (meta is not null && (Count(meta["train_tokens"]) != train.Count || Count(meta["val_tokens"]) != val.Count))
             throw new StratusUserException($"{datasetDirectory}: meta.json lists {meta["train_tokens"]} train and {meta["val_tokens"]} val tokens but the shards hold {train.Count} and {val.Count} {Mixed}");
         if (train.VocabSize != Tokenizer.VocabSize || val.VocabSize != Tokenizer.VocabSize)
             throw new StratusUserException($"{datasetDirectory}: the shards were tokenized for a vocabulary of {train.VocabSize} and {val.VocabSize} tokens but its tokenizer.json has {Tokenizer.VocabSize} {Mixed}");
@@ -66,6 +67,9 @@ public sealed class BatchSampler : IDisposable
             if (shard.Count <= blockSize)
                 throw new StratusUserException($"{shard.Path} has {shard.Count} tokens, not more than block_size {blockSize}; use more text or a smaller --block-size");
         }
+        // What the tokens are, not where or when they were prepared: copies of one dataset on
+        // several nodes are the same dataset.
+        Identity = $"{train.Count} train and {val.Count} val tokens{(IsMasked ? " with loss masks" : "")} of source {meta?["source"]?["sha256"]}, tokenizer {Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Tokenizer.ToJson().ToJsonString())))}";
         this.batchSize = batchSize;
         this.blockSize = blockSize;
         this.seed = (ulong)seed;
@@ -79,6 +83,10 @@ public sealed class BatchSampler : IDisposable
     public bool IsMasked => trainMask is not null;
 
     public ITokenizer Tokenizer { get; }
+
+    /// <summary>The dataset's content in brief (token counts, source hash, tokenizer), for ranks
+    /// of a job to check they train on the same data.</summary>
+    public string Identity { get; }
 
     /// <summary>Windows per batch.</summary>
     public int BatchSize => batchSize;

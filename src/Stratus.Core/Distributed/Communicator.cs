@@ -23,6 +23,11 @@ public static class Communicator
         return new SingleProcessCommunicator();
     }
 
+    /// <summary>Ends every rank of this job with <paramref name="exitCode"/> when this process is
+    /// one of several MPI ranks (after an error only this rank met: a data folder only some nodes
+    /// see, a full disk), so that no launcher leaves the others waiting for it; returns otherwise.</summary>
+    public static void AbortJob(int exitCode) => MpiCommunicator.AbortJob(exitCode);
+
     /// <summary>Whether a launcher (mpirun, mpiexec, srun) started this process as a rank. Its
     /// output then goes through the launcher to wherever the launcher's goes, often a log file,
     /// whatever terminal the rank itself is given (mpirun gives each a pseudo-terminal).</summary>

@@ -52,6 +52,43 @@ public static class DataParallel
         return sums;
     }
 
+    /// <summary>
+    /// Refuses, on every rank at once, a job whose ranks were started with different
+    /// <paramref name="settings"/> (name, value): ranks that disagree on max_iters stop at
+    /// different steps and wait for each other forever, on the model's shape exchange buffers of
+    /// different sizes (a corrupted heap), and on the seed or data train silently on other batches
+    /// than one rank would. Every rank must call it with the same names in the same order.
+    /// </summary>
+    /// <exception cref="StratusUserException">A setting differs between ranks (thrown on every rank).</exception>
+    public static void RequireSameOnEveryRank(this ICommunicator communicator, IReadOnlyList<(string Name, string Value)> settings)
+    {
+        if (communicator.WorldSize == 1)
+            return;
+        // A fixed-size digest per setting (the gather needs equal sizes), and their count first, so
+        // that ranks of two different builds are told apart rather than gathering past a buffer.
+        var counts = communicator.GatherFromEveryRank([settings.Count]);
+        if (counts.Any(count => count != settings.Count))
+            throw new StratusUserException($"the ranks run different builds of Stratus ({string.Join(", ", counts.Select((c, rank) => $"rank {rank}: {c} settings"))}); start every rank from the same build");
+        var digests = communicator.GatherFromEveryRank(settings.Select(s => BitConverter.ToInt64(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(s.Value)))).ToArray());
+        var differing = new List<string>();
+        for (var i = 0; i < settings.Count; i++)
+        {
+            var ranks = Enumerable.Range(1, communicator.WorldSize - 1).Where(rank => digests[rank * settings.Count + i] != digests[i]).ToList();
+            if (ranks.Count > 0)
+                differing.Add($"{settings[i].Name} (rank{(ranks.Count > 1 ? "s" : "")} {string.Join(", ", ranks)} differ{(ranks.Count > 1 ? "" : "s")} from rank 0)");
+        }
+        if (differing.Count > 0)
+            throw new StratusUserException($"the ranks were started with different settings: {string.Join("; ", differing)}; start every rank with the same command, dataset and run folder");
+    }
+
+    static long[] GatherFromEveryRank(this ICommunicator communicator, long[] values)
+    {
+        using var mine = tensor(values, dtype: ScalarType.Int64);
+        using var all = zeros(communicator.WorldSize * values.Length, dtype: ScalarType.Int64);
+        communicator.AllGather(mine, all);
+        return all.data<long>().ToArray();
+    }
+
     /// <summary>True on every rank when <paramref name="flag"/> is true on any: ranks that stop at
     /// different steps would wait for each other in the next collective forever.</summary>
     public static bool AnyRank(this ICommunicator communicator, bool flag) =>

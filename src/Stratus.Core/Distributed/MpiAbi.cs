@@ -188,5 +188,8 @@ internal sealed partial class MpiAbi
     public static partial int MPI_Barrier(nint comm);
 
     [LibraryImport(ResolvedName)]
+    public static partial int MPI_Abort(nint comm, int errorcode);
+
+    [LibraryImport(ResolvedName)]
     public static unsafe partial int MPI_Error_string(int errorcode, byte* text, out int length);
 }

@@ -27,6 +27,20 @@ public sealed class MpiCommunicator : ICommunicator
         Check(MpiAbi.MPI_Comm_size(abi.CommWorld, out var size), "MPI_Comm_size");
         Rank = rank;
         WorldSize = size;
+        active = this;
+    }
+
+    // The process's MPI world while it is initialised: what AbortJob ends.
+    private static MpiCommunicator? active;
+
+    /// <summary>Ends every rank of this job with <paramref name="exitCode"/> when this process is
+    /// one of several MPI ranks; returns without doing anything otherwise. A rank that merely exits
+    /// leaves the others waiting in their next collective for ever wherever the launcher does not
+    /// end a job at a rank's non-zero exit: srun's default (KillOnBadExit=0) does not.</summary>
+    internal static void AbortJob(int exitCode)
+    {
+        if (active is { _disposed: false, WorldSize: > 1 } world)
+            MpiAbi.MPI_Abort(world._abi.CommWorld, exitCode);
     }
 
     /// <summary>Initialises MPI (a process started without a launcher is a world of one).</summary>
@@ -126,6 +140,7 @@ public sealed class MpiCommunicator : ICommunicator
         if (_disposed)
             return;
         _disposed = true;
+        if (active == this) active = null;
         if (_finalizeOnDispose && MpiAbi.MPI_Finalized(out var finalized) == 0 && finalized == 0)
             Check(MpiAbi.MPI_Finalize(), "MPI_Finalize");
     }

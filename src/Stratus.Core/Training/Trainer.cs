@@ -75,6 +75,14 @@ public sealed class Trainer : IDisposable
             throw new StratusUserException($"{dataDirectory} was rendered with a chat template other than the one run {runDirectory} learned and chats in; resume with the data the run was trained on, or start a new run from it with --init-from");
         if (template is not null) carriedFiles[ChatTemplate.FileName] = template;
 
+        // Before the first exchange of parameters, which ranks that disagree on the model's shape
+        // would make with buffers of different sizes.
+        this.communicator.RequireSameOnEveryRank([
+            .. JsonSerializer.SerializeToNode(config, TrainConfig.Json)!.AsObject().Select(setting => (setting.Key, setting.Value?.ToJsonString() ?? "null")),
+            ("dataset", sampler.Identity),
+            ("resumed step", resumeFrom?.State?.Step.ToString() ?? "none"),
+            ("init_from model", initFrom is null ? "none" : JsonSerializer.Serialize(initFrom.ModelConfig)),
+        ]);
         generator = torch.random.manual_seed(config.Seed);
         // A resumed run is rebuilt as its checkpoint holds it: a run begun --init-from an imported
         // model has that model's shape, not its training config's model keys. Its adapters are the

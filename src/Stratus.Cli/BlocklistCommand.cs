@@ -1,6 +1,7 @@
 // `stratus blocklist add|list|remove`: custom blocklists for the content-safety policies. `add`
 // creates a list or adds terms and patterns to it (patterns are validated as regular
-// expressions before anything is stored); `remove` deletes entries, or the whole list.
+// expressions before anything is stored); `remove` deletes entries, or the whole list. Each
+// change is one transaction in SafetyConfiguration, so verbs run at once lose no entry.
 using System.CommandLine;
 using Spectre.Console;
 using Stratus.Safety;
@@ -33,13 +34,8 @@ static class BlocklistCommand
             var newTerms = result.GetValue(terms) ?? [];
             var newPatterns = result.GetValue(patterns) ?? [];
             if (newTerms.Length == 0 && newPatterns.Length == 0) throw new TrustUserException("Give at least one --term or --pattern.");
-            var existing = await safety.GetBlocklistAsync(listName, ct);
-            var chosen = result.GetValue(category) is { } c ? SafetyNames.ParseCategory(c) : existing?.Category ?? SafetyCategory.Hate;
-            var list = new Blocklist(existing?.Name ?? listName,
-                [.. (existing?.Terms ?? []).Concat(newTerms).Distinct(StringComparer.OrdinalIgnoreCase)],
-                [.. (existing?.Patterns ?? []).Concat(newPatterns).Distinct(StringComparer.Ordinal)],
-                chosen);
-            await safety.UpsertBlocklistAsync(list, TrustCommands.Actor, ct);
+            var chosen = result.GetValue(category) is { } c ? SafetyNames.ParseCategory(c) : (SafetyCategory?)null;
+            var list = await safety.AddToBlocklistAsync(listName, newTerms, newPatterns, chosen, TrustCommands.Actor, ct);
             Console.WriteLine($"Blocklist '{list.Name}' ({list.Category.WireName()}): {list.Terms.Count} terms, {list.Patterns.Count} patterns.");
             return 0;
         });
@@ -86,16 +82,7 @@ static class BlocklistCommand
                 Console.WriteLine($"Deleted blocklist '{listName}'.");
                 return 0;
             }
-            var existing = await safety.GetBlocklistAsync(listName, ct) ?? throw new TrustUserException($"No blocklist named '{listName}'.");
-            var missing = dropTerms.Where(t => !existing.Terms.Contains(t, StringComparer.OrdinalIgnoreCase))
-                .Concat(dropPatterns.Where(p => !existing.Patterns.Contains(p, StringComparer.Ordinal))).ToList();
-            if (missing.Count > 0) throw new TrustUserException($"Blocklist '{existing.Name}' has no entry {string.Join(", ", missing.Select(m => $"'{m}'"))}.");
-            var list = existing with
-            {
-                Terms = [.. existing.Terms.Where(t => !dropTerms.Contains(t, StringComparer.OrdinalIgnoreCase))],
-                Patterns = [.. existing.Patterns.Where(p => !dropPatterns.Contains(p, StringComparer.Ordinal))],
-            };
-            await safety.UpsertBlocklistAsync(list, TrustCommands.Actor, ct);
+            var list = await safety.RemoveFromBlocklistAsync(listName, dropTerms, dropPatterns, TrustCommands.Actor, ct);
             Console.WriteLine($"Blocklist '{list.Name}': {list.Terms.Count} terms, {list.Patterns.Count} patterns.");
             return 0;
         });

@@ -64,29 +64,49 @@ public sealed class PlatformDatabase
         );
         """;
 
-    readonly string connectionString;
+    /// <summary>How long a statement waits for another connection's lock before it fails as
+    /// "locked". Every write here holds the lock for milliseconds (a row, an audit entry), so a
+    /// lock held for seconds is another process stuck inside a transaction (an sqlite3 shell, a
+    /// backup), which waiting longer does not cure; and the server waits this long on the request
+    /// path before it answers 503, which should take seconds, not the half minute a client may
+    /// give up after. The CLI waits as long: its verbs write as little.</summary>
+    public static readonly TimeSpan DefaultLockTimeout = TimeSpan.FromSeconds(5);
 
-    PlatformDatabase(string path)
+    readonly string connectionString;
+    readonly string connectionPragmas;
+
+    PlatformDatabase(string path, TimeSpan lockTimeout)
     {
+        // Microsoft.Data.Sqlite retries a busy statement until its command timeout, in whole
+        // seconds, and SQLite's busy handler waits busy_timeout inside each try: both are the one
+        // bound, so SQLite does the waiting (backing off from 1 ms, not the driver's 150 ms
+        // sleeps) and the driver gives up when it returns, instead of trying again.
+        if (lockTimeout < TimeSpan.FromSeconds(1) || lockTimeout.Ticks % TimeSpan.TicksPerSecond != 0)
+            throw new ArgumentOutOfRangeException(nameof(lockTimeout), lockTimeout, "The lock timeout is whole seconds, at least one.");
         FilePath = path;
         connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = path,
             Mode = SqliteOpenMode.ReadWriteCreate,
             Pooling = true,
-            DefaultTimeout = 30,
+            DefaultTimeout = (int)lockTimeout.TotalSeconds,
         }.ToString();
+        // WAL with synchronous=NORMAL is durable across application crashes; only an OS crash
+        // can lose the last transactions, which is the usual trade for a request-path store.
+        connectionPragmas = $"PRAGMA synchronous=NORMAL; PRAGMA busy_timeout={(long)lockTimeout.TotalMilliseconds};";
     }
 
     public string FilePath { get; }
 
     /// <summary>Opens (creating if needed) the database in a data directory.</summary>
+    /// <param name="lockTimeout">How long a statement waits for another process's lock
+    /// (whole seconds); <see cref="DefaultLockTimeout"/> when null.</param>
     /// <exception cref="PlatformStorageException">The file cannot be used (read-only, locked,
     /// not a database).</exception>
-    public static PlatformDatabase Open(string dataDir)
+    public static PlatformDatabase Open(string dataDir, TimeSpan? lockTimeout = null)
     {
         Directory.CreateDirectory(dataDir);
-        var database = new PlatformDatabase(Path.Combine(dataDir, FileName));
+        var database = new PlatformDatabase(Path.Combine(dataDir, FileName), lockTimeout ?? DefaultLockTimeout);
         database.Use(connection =>
         {
             Execute(connection, "PRAGMA journal_mode=WAL;");
@@ -128,9 +148,7 @@ public sealed class PlatformDatabase
         try
         {
             connection.Open();
-            // WAL with synchronous=NORMAL is durable across application crashes; only an OS crash
-            // can lose the last transactions, which is the usual trade for a request-path store.
-            Execute(connection, "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;");
+            Execute(connection, connectionPragmas);
             return connection;
         }
         catch

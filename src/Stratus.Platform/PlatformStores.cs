@@ -10,9 +10,11 @@ public sealed record PlatformStores(
     IUsageStore Usage)
 {
     /// <summary>Opens stratus.db in the data directory (see StratusHome.Resolve).</summary>
-    public static PlatformStores OpenSqlite(string dataDir, TimeProvider? time = null)
+    /// <param name="lockTimeout">How long a statement waits for another process's lock before
+    /// failing; PlatformDatabase.DefaultLockTimeout when null.</param>
+    public static PlatformStores OpenSqlite(string dataDir, TimeProvider? time = null, TimeSpan? lockTimeout = null)
     {
-        var database = PlatformDatabase.Open(dataDir);
+        var database = PlatformDatabase.Open(dataDir, lockTimeout);
         return new PlatformStores(
             new SqliteApiKeyStore(database),
             new SqliteAuditLog(database, time),

@@ -1,8 +1,11 @@
 // Stored safety configuration: custom blocklists and per-deployment policies behind
 // interfaces, and SafetyConfiguration, which validates every change, records it in the audit
-// log and builds a deployment's SafetyPipeline from what is stored.
+// log and builds a deployment's SafetyPipeline from what is stored. A blocklist changes in one
+// write transaction from the list it reads to the list it stores, so changes made at once (two
+// `blocklist add`s, the CLI and the admin API) each build on the one before instead of losing it.
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.Data.Sqlite;
 using Stratus.Safety;
 using static Stratus.Platform.PlatformDatabase;
 
@@ -12,7 +15,12 @@ public interface IBlocklistStore
 {
     ValueTask<IReadOnlyList<Blocklist>> ListAsync(CancellationToken cancellationToken = default);
     ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default);
-    ValueTask UpsertAsync(Blocklist blocklist, CancellationToken cancellationToken = default);
+
+    /// <summary>Reads the list named <paramref name="name"/> (null when there is none) and stores
+    /// what <paramref name="change"/> makes of it, atomically: no other change, from this process
+    /// or another, comes in between. An exception from <paramref name="change"/> stores nothing.</summary>
+    /// <returns>The list as it was, and as it is now.</returns>
+    ValueTask<(Blocklist? Before, Blocklist After)> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, CancellationToken cancellationToken = default);
     ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default);
 }
 
@@ -36,22 +44,62 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
 
     public ValueTask<Blocklist?> GetBlocklistAsync(string name, CancellationToken cancellationToken = default) => blocklists.GetAsync(name, cancellationToken);
 
+    /// <summary>Creates the blocklist, or replaces the one of that name.</summary>
     /// <exception cref="TrustUserException">The blocklist is invalid (bad regex, empty...).</exception>
-    public async ValueTask UpsertBlocklistAsync(Blocklist blocklist, string actor, CancellationToken cancellationToken = default)
+    public async ValueTask UpsertBlocklistAsync(Blocklist blocklist, string actor, CancellationToken cancellationToken = default) =>
+        await ChangeBlocklistAsync(blocklist.Name, _ => blocklist, actor, cancellationToken);
+
+    /// <summary>Adds terms and patterns to a blocklist, creating it when there is none; entries it
+    /// has already are kept once. <paramref name="category"/> null keeps the list's own, or hate
+    /// for a new list.</summary>
+    /// <exception cref="TrustUserException">A pattern is not a valid regular expression, or the
+    /// list would be empty.</exception>
+    public ValueTask<Blocklist> AddToBlocklistAsync(string name, IEnumerable<string> terms, IEnumerable<string> patterns, SafetyCategory? category, string actor,
+        CancellationToken cancellationToken = default) =>
+        ChangeBlocklistAsync(name, existing => new Blocklist(existing?.Name ?? name,
+            [.. (existing?.Terms ?? []).Concat(terms).Distinct(StringComparer.OrdinalIgnoreCase)],
+            [.. (existing?.Patterns ?? []).Concat(patterns).Distinct(StringComparer.Ordinal)],
+            category ?? existing?.Category ?? SafetyCategory.Hate), actor, cancellationToken);
+
+    /// <summary>Removes terms and patterns from a blocklist (DeleteBlocklistAsync removes the list).</summary>
+    /// <exception cref="TrustUserException">No such blocklist, an entry it does not have, or the
+    /// list would be empty.</exception>
+    public ValueTask<Blocklist> RemoveFromBlocklistAsync(string name, IReadOnlyCollection<string> terms, IReadOnlyCollection<string> patterns, string actor,
+        CancellationToken cancellationToken = default) =>
+        ChangeBlocklistAsync(name, existing =>
+        {
+            if (existing is null) throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
+            var missing = terms.Where(t => !existing.Terms.Contains(t, StringComparer.OrdinalIgnoreCase))
+                .Concat(patterns.Where(p => !existing.Patterns.Contains(p, StringComparer.Ordinal))).ToList();
+            if (missing.Count > 0) throw new TrustUserException($"Blocklist '{existing.Name}' has no entry {string.Join(", ", missing.Select(m => $"'{m}'"))}.");
+            return existing with
+            {
+                Terms = [.. existing.Terms.Where(t => !terms.Contains(t, StringComparer.OrdinalIgnoreCase))],
+                Patterns = [.. existing.Patterns.Where(p => !patterns.Contains(p, StringComparer.Ordinal))],
+            };
+        }, actor, cancellationToken);
+
+    /// <summary>Every blocklist change: validated and stored in one transaction with the read it
+    /// builds on, then audited.</summary>
+    async ValueTask<Blocklist> ChangeBlocklistAsync(string name, Func<Blocklist?, Blocklist> change, string actor, CancellationToken cancellationToken)
     {
-        CompiledBlocklist.Compile(blocklist);
-        var existed = await blocklists.GetAsync(blocklist.Name, cancellationToken) is not null;
-        await blocklists.UpsertAsync(blocklist, cancellationToken);
+        var (before, after) = await blocklists.ChangeAsync(name, existing =>
+        {
+            var changed = change(existing);
+            CompiledBlocklist.Compile(changed);
+            return changed;
+        }, cancellationToken);
         await audit.AppendAsync(actor, AuditActions.BlocklistChanged, new JsonObject
         {
-            ["name"] = blocklist.Name,
-            ["operation"] = existed ? "updated" : "created",
-            ["category"] = blocklist.Category.WireName(),
+            ["name"] = after.Name,
+            ["operation"] = before is null ? "created" : "updated",
+            ["category"] = after.Category.WireName(),
             // Counts, not the terms: a blocklist of slurs should not be copied into the log.
-            ["terms"] = blocklist.Terms.Count,
-            ["patterns"] = blocklist.Patterns.Count,
+            ["terms"] = after.Terms.Count,
+            ["patterns"] = after.Patterns.Count,
         }, cancellationToken);
         Interlocked.Increment(ref version);
+        return after;
     }
 
     /// <exception cref="TrustUserException">No such blocklist, or a policy still uses it.</exception>
@@ -110,10 +158,16 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider
     public ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(table.Get(name) is { } json ? Parse(json) : null);
 
-    public ValueTask UpsertAsync(Blocklist blocklist, CancellationToken cancellationToken = default)
+    public ValueTask<(Blocklist? Before, Blocklist After)> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, CancellationToken cancellationToken = default)
     {
-        table.Upsert(blocklist.Name, JsonSerializer.Serialize(new Definition(blocklist.Name, blocklist.Category.WireName(), [.. blocklist.Terms], [.. blocklist.Patterns])));
-        return ValueTask.CompletedTask;
+        Blocklist? before = null, after = null;
+        table.Change(name, json =>
+        {
+            before = json is null ? null : Parse(json);
+            after = change(before);
+            return JsonSerializer.Serialize(new Definition(after.Name, after.Category.WireName(), [.. after.Terms], [.. after.Patterns]));
+        });
+        return ValueTask.FromResult((before, after!));
     }
 
     public ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default) => ValueTask.FromResult(table.Delete(name));
@@ -150,11 +204,7 @@ public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, TimeProvi
 /// from input.</summary>
 sealed class JsonDocumentTable(PlatformDatabase database, string table, string key, string document, TimeProvider clock)
 {
-    public string? Get(string name) => database.Use(connection =>
-    {
-        using var command = Command(connection, $"SELECT {document} FROM {table} WHERE {key} = $key", ("$key", name));
-        return command.ExecuteScalar() as string;
-    });
+    public string? Get(string name) => database.Use(connection => Read(connection, null, name));
 
     /// <summary>Every document, in key order.</summary>
     public List<string> List() => database.Use(connection =>
@@ -168,12 +218,38 @@ sealed class JsonDocumentTable(PlatformDatabase database, string table, string k
 
     public void Upsert(string name, string json) => database.Use(connection =>
     {
+        Write(connection, null, name, json);
+        return true;
+    });
+
+    /// <summary>Reads the document named <paramref name="name"/> (null when there is none) and
+    /// writes the one <paramref name="change"/> returns for it, in one IMMEDIATE transaction: it
+    /// takes the write lock before reading, so a change from another connection waits for this
+    /// one instead of building on the same read and overwriting it.</summary>
+    public void Change(string name, Func<string?, string> change) => database.Use(connection =>
+    {
+        using var transaction = connection.BeginTransaction(deferred: false);
+        Write(connection, transaction, name, change(Read(connection, transaction, name)));
+        transaction.Commit();
+        return true;
+    });
+
+    string? Read(SqliteConnection connection, SqliteTransaction? transaction, string name)
+    {
+        using var command = Command(connection, $"SELECT {document} FROM {table} WHERE {key} = $key", ("$key", name));
+        command.Transaction = transaction;
+        return command.ExecuteScalar() as string;
+    }
+
+    void Write(SqliteConnection connection, SqliteTransaction? transaction, string name, string json)
+    {
         using var command = Command(connection, $"""
             INSERT INTO {table} ({key}, {document}, updated_at) VALUES ($key, $document, $at)
             ON CONFLICT ({key}) DO UPDATE SET {document} = excluded.{document}, updated_at = excluded.updated_at
             """, ("$key", name), ("$document", json), ("$at", FormatTime(clock.GetUtcNow())));
-        return command.ExecuteNonQuery();
-    });
+        command.Transaction = transaction;
+        command.ExecuteNonQuery();
+    }
 
     /// <summary>Whether a row was there to delete.</summary>
     public bool Delete(string name) => database.Use(connection =>

@@ -1,5 +1,6 @@
 // Stored blocklists and policies: validated before they are stored, audited when changed, and
-// turned into the deployment's pipeline.
+// turned into the deployment's pipeline; blocklist changes made at once from separate stores on
+// one file (processes) each build on the one before.
 using Stratus.Platform;
 using Stratus.Safety;
 
@@ -83,5 +84,54 @@ public sealed class SafetyConfigurationTests : IDisposable
         await config.DeleteBlocklistAsync("profanity", "admin");
         Assert.Empty(await config.ListBlocklistsAsync());
         await Assert.ThrowsAsync<TrustUserException>(async () => await config.DeleteBlocklistAsync("profanity", "admin"));
+    }
+
+    [Fact]
+    public async Task Concurrent_adds_to_one_blocklist_from_separate_stores_keep_every_term()
+    {
+        const int Writers = 20;
+        var terms = Enumerable.Range(0, Writers).Select(i => $"term{i}").ToList();
+        // A store each, as `stratus blocklist add` run 20 times at once opens them, on threads
+        // of their own released together, so the adds really overlap.
+        var stores = terms.Select(_ => PlatformStores.OpenSqlite(platform.Directory).SafetyConfiguration()).ToList();
+        using var start = new Barrier(Writers);
+        var errors = new System.Collections.Concurrent.ConcurrentBag<Exception>();
+        var threads = terms.Select((term, i) => new Thread(() =>
+        {
+            start.SignalAndWait();
+            try
+            {
+                stores[i].AddToBlocklistAsync("words", [term], [], null, "tests").AsTask().GetAwaiter().GetResult();
+            }
+            catch (Exception e)
+            {
+                errors.Add(e);
+            }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+
+        Assert.Empty(errors);
+        var list = await config.GetBlocklistAsync("words");
+        Assert.Equal(terms.Order(), list!.Terms.Order());
+        // One add made the list; each of the others saw the list it changed.
+        var log = await platform.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.BlocklistChanged));
+        Assert.Equal(Writers, log.Count);
+        Assert.Single(log, e => e.Details.Contains("\"created\""));
+    }
+
+    [Fact]
+    public async Task Removing_entries_a_list_lacks_or_from_a_missing_list_changes_nothing()
+    {
+        await config.AddToBlocklistAsync("words", ["alpha", "beta"], [@"proj-\d+"], null, "admin");
+        var missing = await Assert.ThrowsAsync<TrustUserException>(() => config.RemoveFromBlocklistAsync("words", ["alpha", "gamma"], [], "admin").AsTask());
+        Assert.Contains("has no entry 'gamma'", missing.Message);
+        Assert.Equal(["alpha", "beta"], (await config.GetBlocklistAsync("words"))!.Terms);
+        Assert.True((await Assert.ThrowsAsync<TrustUserException>(() => config.RemoveFromBlocklistAsync("nothing", ["alpha"], [], "admin").AsTask())).NotFound);
+
+        var changed = await config.RemoveFromBlocklistAsync("WORDS", ["ALPHA"], [@"proj-\d+"], "admin");
+        Assert.Equal(["beta"], changed.Terms);
+        Assert.Empty(changed.Patterns);
+        Assert.Equal(["beta"], (await config.GetBlocklistAsync("words"))!.Terms);
     }
 }

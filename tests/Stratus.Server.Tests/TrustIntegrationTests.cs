@@ -387,6 +387,46 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         }
     }
 
+    [Fact]
+    public async Task A_locked_database_is_a_503_within_the_lock_timeout_that_names_no_file_and_counts_as_an_error()
+    {
+        var before = await RequestsEnded("error");
+        var rejectedBefore = await RequestsEnded("rejected");
+        // Another process in a write transaction, as an sqlite3 shell left in BEGIN would be.
+        using var holder = new SqliteConnection($"Data Source={Path.Combine(fixture.DataDir, PlatformDatabase.FileName)};Pooling=False");
+        holder.Open();
+        using (var begin = holder.CreateCommand())
+        {
+            begin.CommandText = "BEGIN IMMEDIATE;";
+            begin.ExecuteNonQuery();
+        }
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        using var response = await fixture.Http.PostAsJsonAsync("/v1/admin/keys", new { name = "locked-out", scopes = "inference" });
+        watch.Stop();
+        var body = await response.Content.ReadAsStringAsync();
+        holder.Close();
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        // Before, the driver retried SQLite's 10 s wait until its own 30 s command timeout.
+        Assert.InRange(watch.Elapsed, PlatformDatabase.DefaultLockTimeout * 0.9, PlatformDatabase.DefaultLockTimeout + TimeSpan.FromSeconds(3));
+        Assert.True(response.Headers.RetryAfter?.Delta > TimeSpan.Zero, "Retry-After: " + response.Headers.RetryAfter);
+        var error = JsonNode.Parse(body)!["error"]!;
+        Assert.Equal(("storage_unavailable", "server_error"), ((string?)error["code"], (string?)error["type"]));
+        Assert.DoesNotContain(fixture.DataDir, body);
+        Assert.DoesNotContain(PlatformDatabase.FileName, body);
+        // The server's failure, not a request it declined.
+        Assert.Equal(before + 1, await RequestsEnded("error"));
+        Assert.Equal(rejectedBefore, await RequestsEnded("rejected"));
+    }
+
+    /// <summary>The /metrics count of requests naming no model that ended with this outcome.</summary>
+    async Task<double> RequestsEnded(string outcome)
+    {
+        var line = (await fixture.Http.GetStringAsync("/metrics")).Split('\n')
+            .FirstOrDefault(l => l.StartsWith("stratus_requests_total{", StringComparison.Ordinal) && l.Contains("model=\"\"") && l.Contains($"outcome=\"{outcome}\""));
+        return line is null ? 0 : double.Parse(line[(line.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     /// <summary>Runs SQL on the server's database, as its operator (or a fault) would.</summary>
     void Sql(string sql)
     {

@@ -1,8 +1,10 @@
 // The admin API end to end: keys, blocklists (invalid regexes refused with a clear 400),
 // policies, the audit log and its verification, usage filtered by key and model, and bad
-// input answered with 4xx bodies that say what to fix.
+// input answered with 4xx bodies that say what to fix; a database the machine refuses is a 503
+// that names none of the server's files.
 using System.Net;
 using System.Text;
+using Microsoft.Data.Sqlite;
 using Stratus.Platform;
 
 namespace Stratus.Trust.Tests;
@@ -137,6 +139,33 @@ public sealed class AdminApiTests
         Assert.True(verification.GetProperty("valid").GetBoolean());
         Assert.True(verification.GetProperty("entries_checked").GetInt32() >= 5);
         Assert.Equal(64, verification.GetProperty("head_hash").GetString()!.Length);
+    }
+
+    [Fact]
+    public async Task A_database_the_machine_refuses_is_a_503_with_retry_after_that_names_no_file()
+    {
+        await using var host = await TrustHost.StartAsync();
+        // The file replaced by one that is not a database, as a wrong volume or a damaged disk leaves it.
+        SqliteConnection.ClearAllPools();
+        foreach (var file in Directory.GetFiles(host.DataDir, PlatformDatabase.FileName + "*")) File.Delete(file);
+        File.WriteAllText(Path.Combine(host.DataDir, PlatformDatabase.FileName), new string('x', 8192));
+
+        // Reading the key on the way in, and an admin write.
+        foreach (var (method, path, body) in new (HttpMethod, string, object?)[]
+                 {
+                     (HttpMethod.Get, "/v1/admin/keys", null),
+                     (HttpMethod.Put, "/v1/admin/blocklists/words", new { terms = new[] { "zanzibar" } }),
+                 })
+        {
+            using var response = await host.SendAsync(method, path, host.AdminKey, body);
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+            Assert.True(response.Headers.RetryAfter?.Delta > TimeSpan.Zero, "Retry-After: " + response.Headers.RetryAfter);
+            var error = await TestJson.ErrorAsync(response);
+            Assert.Equal("storage_unavailable", error.GetProperty("code").GetString());
+            var text = error.GetProperty("message").GetString()!;
+            Assert.DoesNotContain(host.DataDir, text);
+            Assert.DoesNotContain(PlatformDatabase.FileName, text);
+        }
     }
 
     [Fact]

@@ -1,12 +1,15 @@
 // Every failure leaves the server as an OpenAI-shaped error: ApiExceptions with their status,
 // oversized bodies as 413, malformed requests and user errors (StratusUserException, the trust
-// layer's TrustUserException) as 400, a stopped engine or a failed model step as 503, and
-// anything unexpected as a 500 without internals (logged here, never sent). The one error
-// middleware of the server: the trust layer's own is left out (UseStratusTrust(shapeErrors:
-// false)). Also counts refused and invalid requests for /metrics.
+// layer's TrustUserException) as 400, a stopped engine, a failed model step or a platform
+// database the machine refuses (PlatformStorageException) as 503, and anything unexpected as a
+// 500 without internals (logged here, never sent). The one error middleware of the server: the
+// trust layer's own is left out (UseStratusTrust(shapeErrors: false)). Also counts refused and
+// invalid requests for /metrics.
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
+using Stratus.Platform;
 using Stratus.Server.Api;
+using Stratus.Server.Trust;
 
 namespace Stratus.Server.Hosting;
 
@@ -39,16 +42,21 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 Stratus.Inference.EngineUnavailableException down => new ApiException(503, $"The model is not available: {down.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
                 // The engine goes on without the request's sequences, so a retry may succeed.
                 Stratus.Inference.EngineStepFailedException failed => new ApiException(503, failed.Message, code: "model_step_failed") { RetryAfterSeconds = 1 },
+                PlatformStorageException => OpenAIErrors.StorageUnavailable().ToApiException(),
                 JsonException => ApiException.Invalid("We could not parse the JSON body of your request."),
                 _ => null,
             };
             if (error is null) logger.LogError(e, "unhandled error serving {Path}", context.Request.Path);
-            // The client is told the cause's first line; the operator gets all of it.
+            // The client is told the cause's first line, or for the database nothing of the
+            // server's paths; the operator gets all of it.
             else if (e is Stratus.Inference.EngineStepFailedException) logger.LogWarning(e, "a model step failed serving {Path}; the engine goes on", context.Request.Path);
+            else if (e is PlatformStorageException) logger.LogError(e, "the platform database failed serving {Path}", context.Request.Path);
             error ??= new ApiException(500, "The server had an error while processing your request.", code: "internal_error");
             var model = context.Items[ModelItem] as string ?? "";
-            // A failed model step is the server's error, though a 503 (a retry may succeed).
-            metrics.RequestEnded(model, e is Stratus.Inference.EngineStepFailedException ? "error" : error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });
+            // A failed model step and a refused database are the server's errors, though 503s (a
+            // retry may succeed); a 503 otherwise is the server declining the work.
+            var serverFault = e is Stratus.Inference.EngineStepFailedException or PlatformStorageException;
+            metrics.RequestEnded(model, serverFault ? "error" : error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });
             if (context.Response.HasStarted)
             {
                 // Mid-stream: the status line is gone, so end the event stream with the error.

@@ -84,6 +84,15 @@ public static class OpenAIErrors
     public static OpenAIErrorResult NotFound(string message) =>
         Create(StatusCodes.Status404NotFound, message, code: "not_found");
 
+    /// <summary>503 for a platform database the machine refuses (locked by another process, a
+    /// full disk, a file that is not a database): the operator's to fix, and a lock is gone on a
+    /// retry. It names no file, since clients have no business with the server's paths; whoever
+    /// answers it logs the PlatformStorageException, which does.</summary>
+    public static OpenAIErrorResult StorageUnavailable() =>
+        Create(StatusCodes.Status503ServiceUnavailable,
+            "The server cannot use its database of keys, usage and safety settings right now; try again later.",
+            type: "server_error", code: "storage_unavailable", headers: [new("Retry-After", "5")]);
+
     /// <summary>429 with OpenAI's type naming the exhausted dimension ("requests" or "tokens").</summary>
     public static OpenAIErrorResult RateLimited(string message, string dimension, IReadOnlyList<KeyValuePair<string, string>> headers) =>
         Create(StatusCodes.Status429TooManyRequests, message, type: dimension, code: "rate_limit_exceeded", headers: headers);

@@ -1,7 +1,7 @@
 // The trust layer's place in the request pipeline. TrustErrorMiddleware turns errors the client
 // caused (TrustUserException, StratusUserException, bad HTTP input) into OpenAI-shaped 4xx
-// responses instead of 500s, for hosts without an error middleware of their own (StratusServer
-// has one and leaves this out).
+// responses instead of 500s, and a platform database the machine refuses into a 503, for hosts
+// without an error middleware of their own (StratusServer has one and leaves this out).
 // TrustAuthenticationMiddleware authenticates the key (Authorization: Bearer, or Azure's
 // api-key header), checks the scope the route needs, charges the request against the key's
 // requests per minute, puts the x-ratelimit-* headers on every response, and hands the handler
@@ -32,6 +32,12 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, ILogger<TrustErro
             // unreadable JSON); its status code is already a 4xx.
             logger.LogDebug(e, "Bad request");
             await OpenAIErrors.Create(e.StatusCode, e.Message).ExecuteAsync(context);
+        }
+        catch (PlatformStorageException e) when (!context.Response.HasStarted)
+        {
+            // The operator gets the file and SQLite's words; the client a 503 without them.
+            logger.LogError(e, "The platform database failed serving {Path}", context.Request.Path);
+            await OpenAIErrors.StorageUnavailable().ExecuteAsync(context);
         }
     }
 }

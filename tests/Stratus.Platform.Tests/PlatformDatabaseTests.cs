@@ -96,7 +96,8 @@ public sealed class PlatformDatabaseTests : IDisposable
             var storage = Assert.IsType<PlatformStorageException>(error);
             Assert.Contains($"{DatabasePath} is locked by another process", storage.Message);
             // Before the fix the driver retried SQLite's own 10 s wait until its 30 s command timeout.
-            Assert.InRange(watch.Elapsed, timeout * 0.9, timeout * 2);
+            // The upper bound is loose so a loaded machine cannot fail it; the old 30 s still would.
+            Assert.InRange(watch.Elapsed, timeout * 0.9, timeout * 10);
         }
     }
 

@@ -408,7 +408,8 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
         // Before, the driver retried SQLite's 10 s wait until its own 30 s command timeout.
-        Assert.InRange(watch.Elapsed, PlatformDatabase.DefaultLockTimeout * 0.9, PlatformDatabase.DefaultLockTimeout + TimeSpan.FromSeconds(3));
+        // Loose above, so a loaded machine cannot fail it; the old 30 s still would.
+        Assert.InRange(watch.Elapsed, PlatformDatabase.DefaultLockTimeout * 0.9, TimeSpan.FromSeconds(20));
         Assert.True(response.Headers.RetryAfter?.Delta > TimeSpan.Zero, "Retry-After: " + response.Headers.RetryAfter);
         var error = JsonNode.Parse(body)!["error"]!;
         Assert.Equal(("storage_unavailable", "server_error"), ((string?)error["code"], (string?)error["type"]));

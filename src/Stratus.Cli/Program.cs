@@ -60,11 +60,10 @@ catch (Exception e) when (e is IOException or UnauthorizedAccessException)
 }
 
 // One line, exit code 2; on one rank of a data-parallel job the whole job ends with it, since the
-// other ranks would otherwise wait for this one in their next collective.
+// other ranks would otherwise wait for this one in their next collective (one line for the job).
 static int UserError(string message)
 {
-    Console.Error.WriteLine($"error: {message}");
-    Stratus.Distributed.Communicator.AbortJob(2);
+    Stratus.Distributed.Communicator.AbortJob($"error: {message}", 2);
     return 2;
 }
 

@@ -109,6 +109,18 @@ public sealed class DistributedCliTests
     }
 
     [MpiFact]
+    public void An_error_every_rank_meets_is_printed_once()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // Every rank checks the settings and refuses them; each printed the line (4 copies,
+        // interleaved mid-line at times) before the first MPI_Abort ended the others.
+        var (code, stdout, stderr) = Cli.RunMpi(4, "train", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "3");
+        Assert.True(code == 2, stdout + stderr);
+        Assert.Equal(1, System.Text.RegularExpressions.Regex.Count(stdout + stderr, "error: gradient_accumulation_steps"));
+    }
+
+    [MpiFact]
     public void Data_parallel_training_on_a_gpu_is_refused_before_anything_is_written()
     {
         using var temp = new TempDirectory();

@@ -93,7 +93,9 @@ public sealed class SafetyConfigurationTests : IDisposable
         var terms = Enumerable.Range(0, Writers).Select(i => $"term{i}").ToList();
         // A store each, as `stratus blocklist add` run 20 times at once opens them, on threads
         // of their own released together, so the adds really overlap.
-        var stores = terms.Select(_ => PlatformStores.OpenSqlite(platform.Directory).SafetyConfiguration()).ToList();
+        // A lock timeout far past the default 5 s: 20 writers queue for one lock, which a loaded
+        // CI machine may hold longer, and what is tested is that no add is lost, not how fast.
+        var stores = terms.Select(_ => PlatformStores.OpenSqlite(platform.Directory, lockTimeout: TimeSpan.FromSeconds(60)).SafetyConfiguration()).ToList();
         using var start = new Barrier(Writers);
         var errors = new System.Collections.Concurrent.ConcurrentBag<Exception>();
         var threads = terms.Select((term, i) => new Thread(() =>

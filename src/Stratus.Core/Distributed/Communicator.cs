@@ -23,10 +23,12 @@ public static class Communicator
         return new SingleProcessCommunicator();
     }
 
-    /// <summary>Ends every rank of this job with <paramref name="exitCode"/> when this process is
-    /// one of several MPI ranks (after an error only this rank met: a data folder only some nodes
-    /// see, a full disk), so that no launcher leaves the others waiting for it; returns otherwise.</summary>
-    public static void AbortJob(int exitCode) => MpiCommunicator.AbortJob(exitCode);
+    /// <summary>Writes <paramref name="line"/> (a user error) to stderr and, when this process is
+    /// one of several MPI ranks, ends every rank of this job with <paramref name="exitCode"/> (after
+    /// an error only this rank met: a data folder only some nodes see, a full disk), so that no
+    /// launcher leaves the others waiting for it; returns otherwise. The job prints the line once,
+    /// though every rank meets the error (MpiCommunicator.AbortJob).</summary>
+    public static void AbortJob(string line, int exitCode) => MpiCommunicator.AbortJob(line, exitCode);
 
     /// <summary>Whether a launcher (mpirun, mpiexec, srun) started this process as a rank. Its
     /// output then goes through the launcher to wherever the launcher's goes, often a log file,

@@ -33,15 +33,25 @@ public sealed class MpiCommunicator : ICommunicator
     // The process's MPI world while it is initialised: what AbortJob ends.
     private static MpiCommunicator? active;
 
-    /// <summary>Ends every rank of this job with <paramref name="exitCode"/> when this process is
-    /// one of several MPI ranks; returns without doing anything otherwise. A rank that merely exits
-    /// leaves the others waiting in their next collective for ever wherever the launcher does not
-    /// end a job at a rank's non-zero exit: srun's default (KillOnBadExit=0) does not.</summary>
-    internal static void AbortJob(int exitCode)
+    /// <summary>Writes <paramref name="line"/> to stderr, then ends every rank of this job with
+    /// <paramref name="exitCode"/> when this process is one of several MPI ranks (nothing more
+    /// otherwise). A rank that merely exits leaves the others waiting in their next collective for
+    /// ever wherever the launcher does not end a job at a rank's non-zero exit: srun's default
+    /// (KillOnBadExit=0) does not. Every rank checks the same settings, so most errors are met by
+    /// every rank at once: a rank other than 0 waits <see cref="RankZeroFirst"/> before it writes,
+    /// so that rank 0's abort ends it and the job prints the line once, not once per rank.</summary>
+    internal static void AbortJob(string line, int exitCode)
     {
-        if (active is { _disposed: false, WorldSize: > 1 } world)
+        var world = active is { _disposed: false, WorldSize: > 1 } a ? a : null;
+        if (world is { Rank: > 0 }) Thread.Sleep(RankZeroFirst);
+        Console.Error.WriteLine(line);
+        if (world is not null)
             MpiAbi.MPI_Abort(world._abi.CommWorld, exitCode);
     }
+
+    /// <summary>Ample for rank 0 to meet the same error and end the job (a job of 4 ranks refusing
+    /// its settings ended within 2 s of its start); short beside the wait for ever it spares where rank 0 met none.</summary>
+    internal static readonly TimeSpan RankZeroFirst = TimeSpan.FromSeconds(5);
 
     /// <summary>Initialises MPI (a process started without a launcher is a world of one).</summary>
     /// <exception cref="StratusUserException">No MPI library is installed.</exception>

@@ -116,7 +116,7 @@ public sealed class JsonSchema
         string text;
         // System.Text.Json parses a string with half of a surrogate pair but will not read it,
         // nor write it back: the writer's JsonException would read as a malformed body.
-        try { text = JsonSerializer.Serialize(schema); }
+        try { text = JsonSerializer.Serialize(schema, Unbounded); }
         catch (JsonException) when (HalfSurrogate(schema, path) is { } where) { throw new StratusUserException($"{where} half of a surrogate pair (a \\u escape of D800 to DFFF without its other half), which is no text"); }
         if (Compiled.TryGetValue(text, out var known)) return known;
         var compiled = new Compiler(schema, path).Run();
@@ -136,6 +136,11 @@ public sealed class JsonSchema
             return Compiled[text] = compiled;
         }
     }
+
+    /// <summary>The serializer's 64 levels would refuse, as a malformed body, a schema that
+    /// IChatClient callers parse deeper (its depth is the caller's parser's to bound; the compiler
+    /// bounds what it nests).</summary>
+    static readonly JsonSerializerOptions Unbounded = new() { MaxDepth = int.MaxValue };
 
     /// <summary>Where in <paramref name="value"/> a string or key holds half of a surrogate pair
     /// ("schema.enum[1] holds", "schema.properties has a key that holds"); null where none does.</summary>

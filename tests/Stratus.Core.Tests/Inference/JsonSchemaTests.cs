@@ -402,6 +402,20 @@ public sealed class JsonSchemaTests
         AssertRefusedAt(schema, """{"d":"2024-03-01","c":"¦ab"}""");
     }
 
+    /// <summary>An element nested past System.Text.Json's default 64 levels (an IChatClient
+    /// caller's own parse) failed as "could not be serialized" instead of compiling.</summary>
+    [Fact]
+    public void A_schema_element_deeper_than_the_serializers_default_compiles()
+    {
+        const int Levels = 40;
+        var json = "{\"type\":\"object\",\"properties\":{\"a\":" + string.Concat(Enumerable.Repeat("{\"type\":\"array\",\"items\":", Levels))
+            + "{\"type\":\"string\"}" + new string('}', Levels) + "}}";
+        using var document = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 1000 });
+        var schema = JsonSchema.Compile(document.RootElement);
+        var grammar = new JsonGrammar(schema);
+        Assert.True(grammar.Accept("""{"a":[[[]]]}"""u8) && grammar.IsComplete);
+    }
+
     /// <summary>A chain of $refs, each to the next definition, nests the compiler once per link:
     /// 5,000 of them (150 KB, under the server's 1 MiB body) overflowed the stack of a request
     /// thread, which ends the process.</summary>

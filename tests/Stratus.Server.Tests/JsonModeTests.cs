@@ -153,11 +153,8 @@ public sealed class JsonModeTests(TinyModelServer fixture) : IClassFixture<TinyM
             foreach (var path in new[] { "/v1/chat/completions", "/v1/completions" })
                 foreach (var stream in new[] { false, true })
                 {
-                    var prompt = path.EndsWith("chat/completions") ? "\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]" : "\"prompt\":\"a\"";
-                    var body = $"{{\"model\":\"{TinyModelServer.ModelName}\",{prompt},\"max_tokens\":2,\"stream\":{(stream ? "true" : "false")},\"response_format\":{format}}}";
-                    using var response = await fixture.Http.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"));
-                    var text = await response.Content.ReadAsStringAsync();
-                    Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{path} {format}: {(int)response.StatusCode} {text}");
+                    var (status, text) = await fixture.PostWithResponseFormatAsync(path, format, stream);
+                    Assert.True(status == HttpStatusCode.BadRequest, $"{path} {format}: {(int)status} {text}");
                     var error = JsonNode.Parse(text)!["error"]!;
                     Assert.Equal(("invalid_request_error", param), ((string?)error["type"], (string?)error["param"]));
                     Assert.False(string.IsNullOrEmpty((string?)error["message"]));

@@ -31,6 +31,17 @@ public sealed class TinyModelServer : IAsyncLifetime
     public string RunFolder => Path.Combine(folder, "tiny-run");
     public ServedModel Model => Server.Models.Get(ModelName);
 
+    /// <summary>A two-token request for the tiny model carrying <paramref name="responseFormat"/>
+    /// as raw JSON, to <paramref name="path"/> (chat or completions), streamed or not: the
+    /// response's status and body.</summary>
+    public async Task<(System.Net.HttpStatusCode Status, string Body)> PostWithResponseFormatAsync(string path, string responseFormat, bool stream)
+    {
+        var prompt = path.EndsWith("chat/completions", StringComparison.Ordinal) ? "\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]" : "\"prompt\":\"a\"";
+        var body = $"{{\"model\":\"{ModelName}\",{prompt},\"max_tokens\":2,\"stream\":{(stream ? "true" : "false")},\"response_format\":{responseFormat}}}";
+        using var response = await Http.PostAsync(path, new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+        return (response.StatusCode, await response.Content.ReadAsStringAsync());
+    }
+
     /// <summary>Engine limits; a subclass can make them tight to test refusals.</summary>
     public EngineOptions Engine { get; init; } = new() { BlockSize = 8, MaxBatchSize = 32 };
     public Action<IServiceCollection>? ConfigureServices { get; init; }

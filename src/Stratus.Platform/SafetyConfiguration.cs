@@ -3,6 +3,7 @@
 // log and builds a deployment's SafetyPipeline from what is stored. A blocklist changes in one
 // write transaction from the list it reads to the list it stores, so changes made at once (two
 // `blocklist add`s, the CLI and the admin API) each build on the one before instead of losing it.
+using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Data.Sqlite;
@@ -44,29 +45,60 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
 
     public ValueTask<Blocklist?> GetBlocklistAsync(string name, CancellationToken cancellationToken = default) => blocklists.GetAsync(name, cancellationToken);
 
-    /// <summary>Creates the blocklist, or replaces the one of that name.</summary>
+    /// <summary>The version of a blocklist's content (the admin API's ETag): lists with equal
+    /// content have equal versions, and any change makes a new one. Content rather than a counter,
+    /// so the stores keep no extra column and a list put back as it was matches its old version,
+    /// which loses no one's change.</summary>
+    public static string VersionOf(Blocklist list)
+    {
+        var content = JsonSerializer.SerializeToUtf8Bytes(new object[] { list.Name, list.Category.WireName(), list.Terms, list.Patterns });
+        return Convert.ToHexStringLower(SHA256.HashData(content).AsSpan(0, 16));
+    }
+
+    /// <summary>Creates the blocklist, or replaces the one of that name. With
+    /// <paramref name="ifVersions"/>, only while the stored list has one of these versions
+    /// (<see cref="VersionOf"/>; "*" is any version of a list that exists), checked in the
+    /// transaction that writes it, so a caller who read the list cannot overwrite a change made
+    /// since.</summary>
     /// <exception cref="TrustUserException">The blocklist is invalid (bad regex, empty...).</exception>
-    public async ValueTask UpsertBlocklistAsync(Blocklist blocklist, string actor, CancellationToken cancellationToken = default) =>
-        await ChangeBlocklistAsync(blocklist.Name, _ => blocklist, actor, cancellationToken);
+    /// <exception cref="BlocklistVersionMismatchException">The stored list is not a version in
+    /// <paramref name="ifVersions"/>; nothing is stored.</exception>
+    public ValueTask<Blocklist> UpsertBlocklistAsync(Blocklist blocklist, string actor, IReadOnlyCollection<string>? ifVersions = null,
+        CancellationToken cancellationToken = default) =>
+        ChangeBlocklistAsync(blocklist.Name, existing =>
+        {
+            if (ifVersions is not null)
+            {
+                var current = existing is null ? null : VersionOf(existing);
+                if (current is null || !(ifVersions.Contains("*") || ifVersions.Contains(current)))
+                    throw new BlocklistVersionMismatchException(blocklist.Name, current);
+            }
+            return blocklist;
+        }, actor, cancellationToken);
 
     /// <summary>Adds terms and patterns to a blocklist, creating it when there is none; entries it
     /// has already are kept once. <paramref name="category"/> null keeps the list's own, or hate
     /// for a new list.</summary>
-    /// <exception cref="TrustUserException">A pattern is not a valid regular expression, or the
-    /// list would be empty.</exception>
-    public ValueTask<Blocklist> AddToBlocklistAsync(string name, IEnumerable<string> terms, IEnumerable<string> patterns, SafetyCategory? category, string actor,
-        CancellationToken cancellationToken = default) =>
-        ChangeBlocklistAsync(name, existing => new Blocklist(existing?.Name ?? name,
+    /// <exception cref="TrustUserException">No entry given, or a pattern is not a valid regular
+    /// expression.</exception>
+    public ValueTask<Blocklist> AddToBlocklistAsync(string name, IReadOnlyCollection<string> terms, IReadOnlyCollection<string> patterns, SafetyCategory? category, string actor,
+        CancellationToken cancellationToken = default)
+    {
+        RequireEntries(terms, patterns, "add");
+        return ChangeBlocklistAsync(name, existing => new Blocklist(existing?.Name ?? name,
             [.. (existing?.Terms ?? []).Concat(terms).Distinct(StringComparer.OrdinalIgnoreCase)],
             [.. (existing?.Patterns ?? []).Concat(patterns).Distinct(StringComparer.Ordinal)],
             category ?? existing?.Category ?? SafetyCategory.Hate), actor, cancellationToken);
+    }
 
     /// <summary>Removes terms and patterns from a blocklist (DeleteBlocklistAsync removes the list).</summary>
-    /// <exception cref="TrustUserException">No such blocklist, an entry it does not have, or the
-    /// list would be empty.</exception>
+    /// <exception cref="TrustUserException">No entry given, no such blocklist, an entry it does
+    /// not have, or the list would be empty.</exception>
     public ValueTask<Blocklist> RemoveFromBlocklistAsync(string name, IReadOnlyCollection<string> terms, IReadOnlyCollection<string> patterns, string actor,
-        CancellationToken cancellationToken = default) =>
-        ChangeBlocklistAsync(name, existing =>
+        CancellationToken cancellationToken = default)
+    {
+        RequireEntries(terms, patterns, "remove");
+        return ChangeBlocklistAsync(name, existing =>
         {
             if (existing is null) throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
             var missing = terms.Where(t => !existing.Terms.Contains(t, StringComparer.OrdinalIgnoreCase))
@@ -78,6 +110,13 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
                 Patterns = [.. existing.Patterns.Where(p => !patterns.Contains(p, StringComparer.Ordinal))],
             };
         }, actor, cancellationToken);
+    }
+
+    /// <summary>Refused rather than audited as a change that changed nothing.</summary>
+    static void RequireEntries(IReadOnlyCollection<string> terms, IReadOnlyCollection<string> patterns, string verb)
+    {
+        if (terms.Count == 0 && patterns.Count == 0) throw new TrustUserException($"No entry to {verb}: give at least one term or pattern.");
+    }
 
     /// <summary>Every blocklist change: validated and stored in one transaction with the read it
     /// builds on, then audited.</summary>
@@ -143,6 +182,16 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
         var policy = await GetPolicyAsync(deployment, cancellationToken);
         return SafetyPipeline.Create(policy, await blocklists.ListAsync(cancellationToken), extra);
     }
+}
+
+/// <summary>A conditional blocklist change found the list changed, or gone, since the caller
+/// read it (the admin API's 412 for a stale If-Match).</summary>
+public sealed class BlocklistVersionMismatchException(string name, string? currentVersion) : Exception(currentVersion is null
+    ? $"Blocklist '{name}' does not exist (it was deleted since it was read); read the blocklists again before changing one."
+    : $"Blocklist '{name}' has changed since it was read; read it again, redo the change and send it with the new version.")
+{
+    /// <summary>The stored list's version now; null when there is no list.</summary>
+    public string? CurrentVersion => currentVersion;
 }
 
 /// <summary>Blocklists on SQLite, one row per list with its definition as JSON.</summary>

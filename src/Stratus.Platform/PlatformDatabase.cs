@@ -142,6 +142,18 @@ public sealed class PlatformDatabase
         }
     }
 
+    /// <summary>Runs <paramref name="work"/> in one IMMEDIATE transaction, committed when it
+    /// returns and rolled back when it throws. It takes the write lock before the first read, so
+    /// what the work reads stays so until it writes: a writer in another connection or process
+    /// waits for this one instead of changing what it read in between.</summary>
+    internal T Write<T>(Func<SqliteTransaction, T> work) => Use(connection =>
+    {
+        using var transaction = connection.BeginTransaction(deferred: false);
+        var result = work(transaction);
+        transaction.Commit();
+        return result;
+    });
+
     SqliteConnection Connect()
     {
         var connection = new SqliteConnection(connectionString);

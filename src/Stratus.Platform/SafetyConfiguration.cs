@@ -2,7 +2,9 @@
 // interfaces, and SafetyConfiguration, which validates every change, records it in the audit
 // log and builds a deployment's SafetyPipeline from what is stored. A blocklist changes in one
 // write transaction from the list it reads to the list it stores, so changes made at once (two
-// `blocklist add`s, the CLI and the admin API) each build on the one before instead of losing it.
+// `blocklist add`s, the CLI and the admin API) each build on the one before instead of losing it;
+// and a policy never names a missing list, since deleting a list and saving a policy each check
+// the other table in the transaction that writes.
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -22,6 +24,11 @@ public interface IBlocklistStore
     /// or another, comes in between. An exception from <paramref name="change"/> stores nothing.</summary>
     /// <returns>The list as it was, and as it is now.</returns>
     ValueTask<(Blocklist? Before, Blocklist After)> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, CancellationToken cancellationToken = default);
+
+    /// <summary>Deletes the list unless a stored safety policy names it, checked in the write
+    /// that deletes it, so a policy saved meanwhile cannot be left naming a missing list.</summary>
+    /// <returns>False when there is no list of this name.</returns>
+    /// <exception cref="TrustUserException">A policy names the list; nothing is deleted.</exception>
     ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default);
 }
 
@@ -29,6 +36,9 @@ public interface ISafetyPolicyStore
 {
     ValueTask<SafetyPolicy?> GetAsync(string deployment, CancellationToken cancellationToken = default);
     ValueTask<IReadOnlyList<SafetyPolicy>> ListAsync(CancellationToken cancellationToken = default);
+    /// <summary>Stores the policy if every blocklist it names exists, checked in the write that
+    /// stores it, so a list deleted meanwhile cannot be left named by a policy.</summary>
+    /// <exception cref="TrustUserException">A named blocklist does not exist; nothing is stored.</exception>
     ValueTask SetAsync(SafetyPolicy policy, CancellationToken cancellationToken = default);
     ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default);
 }
@@ -144,10 +154,6 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     /// <exception cref="TrustUserException">No such blocklist, or a policy still uses it.</exception>
     public async ValueTask DeleteBlocklistAsync(string name, string actor, CancellationToken cancellationToken = default)
     {
-        var users = (await policies.ListAsync(cancellationToken))
-            .Where(p => p.Blocklists.Contains(name, StringComparer.OrdinalIgnoreCase)).Select(p => p.Deployment).ToList();
-        if (users.Count > 0)
-            throw new TrustUserException($"Blocklist '{name}' is used by the safety policy of {string.Join(", ", users)}; remove it there first.");
         if (!await blocklists.DeleteAsync(name, cancellationToken)) throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
         await audit.AppendAsync(actor, AuditActions.BlocklistChanged, new JsonObject { ["name"] = name, ["operation"] = "deleted" }, cancellationToken);
         Interlocked.Increment(ref version);
@@ -163,9 +169,6 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     public async ValueTask SetPolicyAsync(SafetyPolicy policy, string actor, CancellationToken cancellationToken = default)
     {
         policy.Validate();
-        var known = (await blocklists.ListAsync(cancellationToken)).Select(b => b.Name).ToHashSet(StringComparer.OrdinalIgnoreCase);
-        foreach (var name in policy.Blocklists)
-            if (!known.Contains(name)) throw new TrustUserException($"Safety policy for '{policy.Deployment}' names blocklist '{name}', which does not exist.");
         await policies.SetAsync(policy, cancellationToken);
         await audit.AppendAsync(actor, AuditActions.PolicyChanged, new JsonObject
         {
@@ -197,29 +200,34 @@ public sealed class BlocklistVersionMismatchException(string name, string? curre
 /// <summary>Blocklists on SQLite, one row per list with its definition as JSON.</summary>
 public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider? time = null) : IBlocklistStore
 {
-    readonly JsonDocumentTable table = new(database, "blocklists", "name", "definition", time ?? TimeProvider.System);
+    readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(time ?? TimeProvider.System);
+    readonly JsonDocumentTable policies = JsonDocumentTable.Policies(time ?? TimeProvider.System);
 
     sealed record Definition(string Name, string Category, List<string> Terms, List<string> Patterns);
 
     public ValueTask<IReadOnlyList<Blocklist>> ListAsync(CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult<IReadOnlyList<Blocklist>>(table.List().Select(Parse).ToList());
+        ValueTask.FromResult<IReadOnlyList<Blocklist>>(database.Use(connection => blocklists.List(connection).Select(Parse).ToList()));
 
     public ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(table.Get(name) is { } json ? Parse(json) : null);
+        ValueTask.FromResult(database.Use(connection => blocklists.Get(connection, name)) is { } json ? Parse(json) : null);
 
-    public ValueTask<(Blocklist? Before, Blocklist After)> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, CancellationToken cancellationToken = default)
-    {
-        Blocklist? before = null, after = null;
-        table.Change(name, json =>
+    public ValueTask<(Blocklist? Before, Blocklist After)> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(database.Write(transaction =>
         {
-            before = json is null ? null : Parse(json);
-            after = change(before);
-            return JsonSerializer.Serialize(new Definition(after.Name, after.Category.WireName(), [.. after.Terms], [.. after.Patterns]));
-        });
-        return ValueTask.FromResult((before, after!));
-    }
+            var before = blocklists.Get(transaction.Connection!, name, transaction) is { } json ? Parse(json) : null;
+            var after = change(before);
+            blocklists.Put(transaction, name, JsonSerializer.Serialize(new Definition(after.Name, after.Category.WireName(), [.. after.Terms], [.. after.Patterns])));
+            return (before, after);
+        }));
 
-    public ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default) => ValueTask.FromResult(table.Delete(name));
+    public ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
+    {
+        var users = policies.List(transaction.Connection!, transaction).Select(SafetyPolicy.FromJson)
+            .Where(p => p.Blocklists.Contains(name, StringComparer.OrdinalIgnoreCase)).Select(p => p.Deployment).ToList();
+        if (users.Count > 0)
+            throw new TrustUserException($"Blocklist '{name}' is used by the safety policy of {string.Join(", ", users)}; remove it there first.");
+        return blocklists.Delete(transaction, name);
+    }));
 
     static Blocklist Parse(string json)
     {
@@ -231,68 +239,64 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider
 /// <summary>Safety policies on SQLite, one row per deployment, stored as SafetyPolicyDocument JSON.</summary>
 public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, TimeProvider? time = null) : ISafetyPolicyStore
 {
-    readonly JsonDocumentTable table = new(database, "safety_policies", "deployment", "policy", time ?? TimeProvider.System);
+    readonly JsonDocumentTable policies = JsonDocumentTable.Policies(time ?? TimeProvider.System);
+    readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(time ?? TimeProvider.System);
 
     public ValueTask<SafetyPolicy?> GetAsync(string deployment, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(table.Get(deployment) is { } json ? SafetyPolicy.FromJson(json) : null);
+        ValueTask.FromResult(database.Use(connection => policies.Get(connection, deployment)) is { } json ? SafetyPolicy.FromJson(json) : null);
 
     public ValueTask<IReadOnlyList<SafetyPolicy>> ListAsync(CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult<IReadOnlyList<SafetyPolicy>>(table.List().Select(SafetyPolicy.FromJson).ToList());
+        ValueTask.FromResult<IReadOnlyList<SafetyPolicy>>(database.Use(connection => policies.List(connection).Select(SafetyPolicy.FromJson).ToList()));
 
     public ValueTask SetAsync(SafetyPolicy policy, CancellationToken cancellationToken = default)
     {
-        table.Upsert(policy.Deployment, policy.ToJson());
+        database.Write(transaction =>
+        {
+            foreach (var name in policy.Blocklists)
+                if (blocklists.Get(transaction.Connection!, name, transaction) is null)
+                    throw new TrustUserException($"Safety policy for '{policy.Deployment}' names blocklist '{name}', which does not exist.");
+            policies.Put(transaction, policy.Deployment, policy.ToJson());
+            return true;
+        });
         return ValueTask.CompletedTask;
     }
 
-    public ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default) => ValueTask.FromResult(table.Delete(deployment));
+    public ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(database.Write(transaction => policies.Delete(transaction, deployment)));
 }
 
 /// <summary>A table of JSON documents keyed by name, with the time of the last write: the shape
-/// the blocklist and safety-policy stores share. Table and column names come from code, never
-/// from input.</summary>
-sealed class JsonDocumentTable(PlatformDatabase database, string table, string key, string document, TimeProvider clock)
+/// the blocklist and safety-policy tables share. Reads take the transaction they are part of,
+/// if any; writes always run in one, which the stores begin with PlatformDatabase.Write, so a
+/// write and the reads it depends on (the list it changes, the policies that name a list) see
+/// one state that no other writer changes before it commits. Table and column names come from
+/// code, never from input.</summary>
+sealed class JsonDocumentTable(string table, string key, string document, TimeProvider clock)
 {
-    public string? Get(string name) => database.Use(connection => Read(connection, null, name));
+    public static JsonDocumentTable Blocklists(TimeProvider clock) => new("blocklists", "name", "definition", clock);
+    public static JsonDocumentTable Policies(TimeProvider clock) => new("safety_policies", "deployment", "policy", clock);
 
-    /// <summary>Every document, in key order.</summary>
-    public List<string> List() => database.Use(connection =>
-    {
-        using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {key}");
-        using var reader = command.ExecuteReader();
-        var documents = new List<string>();
-        while (reader.Read()) documents.Add(reader.GetString(0));
-        return documents;
-    });
-
-    public void Upsert(string name, string json) => database.Use(connection =>
-    {
-        Write(connection, null, name, json);
-        return true;
-    });
-
-    /// <summary>Reads the document named <paramref name="name"/> (null when there is none) and
-    /// writes the one <paramref name="change"/> returns for it, in one IMMEDIATE transaction: it
-    /// takes the write lock before reading, so a change from another connection waits for this
-    /// one instead of building on the same read and overwriting it.</summary>
-    public void Change(string name, Func<string?, string> change) => database.Use(connection =>
-    {
-        using var transaction = connection.BeginTransaction(deferred: false);
-        Write(connection, transaction, name, change(Read(connection, transaction, name)));
-        transaction.Commit();
-        return true;
-    });
-
-    string? Read(SqliteConnection connection, SqliteTransaction? transaction, string name)
+    public string? Get(SqliteConnection connection, string name, SqliteTransaction? transaction = null)
     {
         using var command = Command(connection, $"SELECT {document} FROM {table} WHERE {key} = $key", ("$key", name));
         command.Transaction = transaction;
         return command.ExecuteScalar() as string;
     }
 
-    void Write(SqliteConnection connection, SqliteTransaction? transaction, string name, string json)
+    /// <summary>Every document, in key order.</summary>
+    public List<string> List(SqliteConnection connection, SqliteTransaction? transaction = null)
     {
-        using var command = Command(connection, $"""
+        using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {key}");
+        command.Transaction = transaction;
+        using var reader = command.ExecuteReader();
+        var documents = new List<string>();
+        while (reader.Read()) documents.Add(reader.GetString(0));
+        return documents;
+    }
+
+    public void Put(SqliteTransaction transaction, string name, string json)
+    {
+        using var command = Command(transaction.Connection!, $"""
             INSERT INTO {table} ({key}, {document}, updated_at) VALUES ($key, $document, $at)
             ON CONFLICT ({key}) DO UPDATE SET {document} = excluded.{document}, updated_at = excluded.updated_at
             """, ("$key", name), ("$document", json), ("$at", FormatTime(clock.GetUtcNow())));
@@ -301,9 +305,10 @@ sealed class JsonDocumentTable(PlatformDatabase database, string table, string k
     }
 
     /// <summary>Whether a row was there to delete.</summary>
-    public bool Delete(string name) => database.Use(connection =>
+    public bool Delete(SqliteTransaction transaction, string name)
     {
-        using var command = Command(connection, $"DELETE FROM {table} WHERE {key} = $key", ("$key", name));
+        using var command = Command(transaction.Connection!, $"DELETE FROM {table} WHERE {key} = $key", ("$key", name));
+        command.Transaction = transaction;
         return command.ExecuteNonQuery() == 1;
-    });
+    }
 }

@@ -1,5 +1,6 @@
 // API key lifecycle and authentication: create (the secret is returned once), list, revoke and
-// re-limit by name or id, each change audited; authenticate a presented key in constant time.
+// re-limit by name or id, each change stored with its audit entry in one transaction;
+// authenticate a presented key in constant time.
 using System.Text.Json.Nodes;
 using Stratus.Safety;
 
@@ -14,7 +15,7 @@ public sealed record AuthenticationResult(ApiKeyRecord? Key, AuthenticationFailu
     public bool Succeeded => Key is not null;
 }
 
-public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvider? time = null)
+public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
 {
     readonly TimeProvider clock = time ?? TimeProvider.System;
 
@@ -28,15 +29,14 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
         var (id, secret) = ApiKeyFormat.Generate();
         var salt = ApiKeyFormat.NewSalt();
         var record = new ApiKeyRecord(id, name, scopes, limits, clock.GetUtcNow(), null);
-        await store.InsertAsync(new StoredApiKey(record, salt, ApiKeyFormat.Hash(salt, secret)), cancellationToken);
-        await audit.AppendAsync(actor, AuditActions.KeyCreated, new JsonObject
+        await store.InsertAsync(new StoredApiKey(record, salt, ApiKeyFormat.Hash(salt, secret)), new AuditRecord(actor, AuditActions.KeyCreated, new JsonObject
         {
             ["key_id"] = id,
             ["name"] = name,
             ["scopes"] = ApiKeyScopeNames.Format(scopes),
             ["rpm"] = limits.RequestsPerMinute,
             ["tpm"] = limits.TokensPerMinute,
-        }, cancellationToken);
+        }), cancellationToken);
         return new CreatedApiKey(record, secret);
     }
 
@@ -48,9 +48,8 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
     {
         var key = await ResolveActiveAsync(nameOrId, cancellationToken);
         var at = clock.GetUtcNow();
-        if (!await store.RevokeAsync(key.Id, at, cancellationToken))
+        if (!await store.RevokeAsync(key.Id, at, new AuditRecord(actor, AuditActions.KeyRevoked, new JsonObject { ["key_id"] = key.Id, ["name"] = key.Name }), cancellationToken))
             throw new TrustUserException($"API key '{nameOrId}' was revoked meanwhile.");
-        await audit.AppendAsync(actor, AuditActions.KeyRevoked, new JsonObject { ["key_id"] = key.Id, ["name"] = key.Name }, cancellationToken);
         return key with { RevokedAt = at };
     }
 
@@ -65,13 +64,12 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
         var key = await ResolveActiveAsync(nameOrId, cancellationToken);
         var limits = new RateLimits(requestsPerMinute ?? key.Limits.RequestsPerMinute, tokensPerMinute ?? key.Limits.TokensPerMinute);
         limits.Validate();
-        await store.SetLimitsAsync(key.Id, limits, cancellationToken);
-        await audit.AppendAsync(actor, AuditActions.KeyLimitsChanged, new JsonObject
+        await store.SetLimitsAsync(key.Id, limits, new AuditRecord(actor, AuditActions.KeyLimitsChanged, new JsonObject
         {
             ["key_id"] = key.Id,
             ["rpm"] = limits.RequestsPerMinute,
             ["tpm"] = limits.TokensPerMinute,
-        }, cancellationToken);
+        }), cancellationToken);
         return key with { Limits = limits };
     }
 

@@ -141,14 +141,16 @@ public static class ApiKeyFormat
     }
 }
 
+/// <summary>Keys as stored. Every change takes the audit entry that records it and stores both in
+/// one transaction, so no change goes unaudited when the log cannot be written.</summary>
 public interface IApiKeyStore
 {
     /// <exception cref="TrustUserException">An active key already has this name.</exception>
-    ValueTask InsertAsync(StoredApiKey key, CancellationToken cancellationToken = default);
+    ValueTask InsertAsync(StoredApiKey key, AuditRecord audit, CancellationToken cancellationToken = default);
     ValueTask<StoredApiKey?> FindAsync(string id, CancellationToken cancellationToken = default);
     ValueTask<IReadOnlyList<ApiKeyRecord>> ListAsync(bool includeRevoked, CancellationToken cancellationToken = default);
-    /// <returns>False when no active key has this id.</returns>
-    ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, CancellationToken cancellationToken = default);
-    /// <returns>False when no key has this id.</returns>
-    ValueTask<bool> SetLimitsAsync(string id, RateLimits limits, CancellationToken cancellationToken = default);
+    /// <returns>False when no active key has this id; nothing is audited then.</returns>
+    ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, AuditRecord audit, CancellationToken cancellationToken = default);
+    /// <returns>False when no key has this id; nothing is audited then.</returns>
+    ValueTask<bool> SetLimitsAsync(string id, RateLimits limits, AuditRecord audit, CancellationToken cancellationToken = default);
 }

@@ -1,6 +1,6 @@
 // Stored safety configuration: custom blocklists and per-deployment policies behind
-// interfaces, and SafetyConfiguration, which validates every change, records it in the audit
-// log and builds a deployment's SafetyPipeline from what is stored. A blocklist changes in one
+// interfaces, and SafetyConfiguration, which validates every change, has it stored with its
+// audit entry in one transaction and builds a deployment's SafetyPipeline from what is stored. A blocklist changes in one
 // write transaction from the list it reads to the list it stores, so changes made at once (two
 // `blocklist add`s, the CLI and the admin API) each build on the one before instead of losing it;
 // and a policy never names a missing list, since deleting a list and saving a policy each check
@@ -20,30 +20,33 @@ public interface IBlocklistStore
     ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default);
 
     /// <summary>Reads the list named <paramref name="name"/> (null when there is none) and stores
-    /// what <paramref name="change"/> makes of it, atomically: no other change, from this process
-    /// or another, comes in between. An exception from <paramref name="change"/> stores nothing.</summary>
-    /// <returns>The list as it was, and as it is now.</returns>
-    ValueTask<(Blocklist? Before, Blocklist After)> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, CancellationToken cancellationToken = default);
+    /// what <paramref name="change"/> makes of it with the audit entry <paramref name="audit"/>
+    /// makes of the two, atomically: no other change, from this process or another, comes in
+    /// between. An exception from <paramref name="change"/> stores nothing.</summary>
+    /// <returns>The list as it is now.</returns>
+    ValueTask<Blocklist> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, Func<Blocklist?, Blocklist, AuditRecord> audit, CancellationToken cancellationToken = default);
 
-    /// <summary>Deletes the list unless a stored safety policy names it, checked in the write
-    /// that deletes it, so a policy saved meanwhile cannot be left naming a missing list.</summary>
-    /// <returns>False when there is no list of this name.</returns>
+    /// <summary>Deletes the list, with its audit entry, unless a stored safety policy names it,
+    /// checked in the write that deletes it, so a policy saved meanwhile cannot be left naming a
+    /// missing list.</summary>
+    /// <returns>False when there is no list of this name (nothing is audited).</returns>
     /// <exception cref="TrustUserException">A policy names the list; nothing is deleted.</exception>
-    ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default);
+    ValueTask<bool> DeleteAsync(string name, AuditRecord audit, CancellationToken cancellationToken = default);
 }
 
 public interface ISafetyPolicyStore
 {
     ValueTask<SafetyPolicy?> GetAsync(string deployment, CancellationToken cancellationToken = default);
     ValueTask<IReadOnlyList<SafetyPolicy>> ListAsync(CancellationToken cancellationToken = default);
-    /// <summary>Stores the policy if every blocklist it names exists, checked in the write that
-    /// stores it, so a list deleted meanwhile cannot be left named by a policy.</summary>
+    /// <summary>Stores the policy, with its audit entry, if every blocklist it names exists,
+    /// checked in the write that stores it, so a list deleted meanwhile cannot be left named by a
+    /// policy.</summary>
     /// <exception cref="TrustUserException">A named blocklist does not exist; nothing is stored.</exception>
-    ValueTask SetAsync(SafetyPolicy policy, CancellationToken cancellationToken = default);
+    ValueTask SetAsync(SafetyPolicy policy, AuditRecord audit, CancellationToken cancellationToken = default);
     ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default);
 }
 
-public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolicyStore policies, IAuditLog audit)
+public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolicyStore policies)
 {
     long version;
 
@@ -128,17 +131,16 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
         if (terms.Count == 0 && patterns.Count == 0) throw new TrustUserException($"No entry to {verb}: give at least one term or pattern.");
     }
 
-    /// <summary>Every blocklist change: validated and stored in one transaction with the read it
-    /// builds on, then audited.</summary>
+    /// <summary>Every blocklist change: validated and stored with its audit entry in one
+    /// transaction with the read it builds on.</summary>
     async ValueTask<Blocklist> ChangeBlocklistAsync(string name, Func<Blocklist?, Blocklist> change, string actor, CancellationToken cancellationToken)
     {
-        var (before, after) = await blocklists.ChangeAsync(name, existing =>
+        var after = await blocklists.ChangeAsync(name, existing =>
         {
             var changed = change(existing);
             CompiledBlocklist.Compile(changed);
             return changed;
-        }, cancellationToken);
-        await audit.AppendAsync(actor, AuditActions.BlocklistChanged, new JsonObject
+        }, (before, after) => new AuditRecord(actor, AuditActions.BlocklistChanged, new JsonObject
         {
             ["name"] = after.Name,
             ["operation"] = before is null ? "created" : "updated",
@@ -146,7 +148,7 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
             // Counts, not the terms: a blocklist of slurs should not be copied into the log.
             ["terms"] = after.Terms.Count,
             ["patterns"] = after.Patterns.Count,
-        }, cancellationToken);
+        }), cancellationToken);
         Interlocked.Increment(ref version);
         return after;
     }
@@ -154,8 +156,8 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     /// <exception cref="TrustUserException">No such blocklist, or a policy still uses it.</exception>
     public async ValueTask DeleteBlocklistAsync(string name, string actor, CancellationToken cancellationToken = default)
     {
-        if (!await blocklists.DeleteAsync(name, cancellationToken)) throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
-        await audit.AppendAsync(actor, AuditActions.BlocklistChanged, new JsonObject { ["name"] = name, ["operation"] = "deleted" }, cancellationToken);
+        if (!await blocklists.DeleteAsync(name, new AuditRecord(actor, AuditActions.BlocklistChanged, new JsonObject { ["name"] = name, ["operation"] = "deleted" }), cancellationToken))
+            throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
         Interlocked.Increment(ref version);
     }
 
@@ -169,12 +171,11 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     public async ValueTask SetPolicyAsync(SafetyPolicy policy, string actor, CancellationToken cancellationToken = default)
     {
         policy.Validate();
-        await policies.SetAsync(policy, cancellationToken);
-        await audit.AppendAsync(actor, AuditActions.PolicyChanged, new JsonObject
+        await policies.SetAsync(policy, new AuditRecord(actor, AuditActions.PolicyChanged, new JsonObject
         {
             ["deployment"] = policy.Deployment,
             ["policy"] = JsonSerializer.SerializeToNode(policy.ToDocument()),
-        }, cancellationToken);
+        }), cancellationToken);
         Interlocked.Increment(ref version);
     }
 
@@ -198,7 +199,7 @@ public sealed class BlocklistVersionMismatchException(string name, string? curre
 }
 
 /// <summary>Blocklists on SQLite, one row per list with its definition as JSON.</summary>
-public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider? time = null) : IBlocklistStore
+public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditLog auditLog, TimeProvider? time = null) : IBlocklistStore
 {
     readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(time ?? TimeProvider.System);
     readonly JsonDocumentTable policies = JsonDocumentTable.Policies(time ?? TimeProvider.System);
@@ -211,22 +212,26 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider
     public ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(database.Use(connection => blocklists.Get(connection, name)) is { } json ? Parse(json) : null);
 
-    public ValueTask<(Blocklist? Before, Blocklist After)> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, CancellationToken cancellationToken = default) =>
+    public ValueTask<Blocklist> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, Func<Blocklist?, Blocklist, AuditRecord> audit,
+        CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(database.Write(transaction =>
         {
             var before = blocklists.Get(transaction.Connection!, name, transaction) is { } json ? Parse(json) : null;
             var after = change(before);
             blocklists.Put(transaction, name, JsonSerializer.Serialize(new Definition(after.Name, after.Category.WireName(), [.. after.Terms], [.. after.Patterns])));
-            return (before, after);
+            auditLog.Append(transaction, audit(before, after));
+            return after;
         }));
 
-    public ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
+    public ValueTask<bool> DeleteAsync(string name, AuditRecord audit, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
     {
         var users = policies.List(transaction.Connection!, transaction).Select(SafetyPolicy.FromJson)
             .Where(p => p.Blocklists.Contains(name, StringComparer.OrdinalIgnoreCase)).Select(p => p.Deployment).ToList();
         if (users.Count > 0)
             throw new TrustUserException($"Blocklist '{name}' is used by the safety policy of {string.Join(", ", users)}; remove it there first.");
-        return blocklists.Delete(transaction, name);
+        if (!blocklists.Delete(transaction, name)) return false;
+        auditLog.Append(transaction, audit);
+        return true;
     }));
 
     static Blocklist Parse(string json)
@@ -237,7 +242,7 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider
 }
 
 /// <summary>Safety policies on SQLite, one row per deployment, stored as SafetyPolicyDocument JSON.</summary>
-public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, TimeProvider? time = null) : ISafetyPolicyStore
+public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, SqliteAuditLog auditLog, TimeProvider? time = null) : ISafetyPolicyStore
 {
     readonly JsonDocumentTable policies = JsonDocumentTable.Policies(time ?? TimeProvider.System);
     readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(time ?? TimeProvider.System);
@@ -248,7 +253,7 @@ public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, TimeProvi
     public ValueTask<IReadOnlyList<SafetyPolicy>> ListAsync(CancellationToken cancellationToken = default) =>
         ValueTask.FromResult<IReadOnlyList<SafetyPolicy>>(database.Use(connection => policies.List(connection).Select(SafetyPolicy.FromJson).ToList()));
 
-    public ValueTask SetAsync(SafetyPolicy policy, CancellationToken cancellationToken = default)
+    public ValueTask SetAsync(SafetyPolicy policy, AuditRecord audit, CancellationToken cancellationToken = default)
     {
         database.Write(transaction =>
         {
@@ -256,7 +261,7 @@ public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, TimeProvi
                 if (blocklists.Get(transaction.Connection!, name, transaction) is null)
                     throw new TrustUserException($"Safety policy for '{policy.Deployment}' names blocklist '{name}', which does not exist.");
             policies.Put(transaction, policy.Deployment, policy.ToJson());
-            return true;
+            return auditLog.Append(transaction, audit);
         });
         return ValueTask.CompletedTask;
     }

@@ -1,6 +1,7 @@
 // API keys: random, shown once, stored only as a salted hash, found by id, compared in
 // constant time, revocable by name or id, and every change audited without the secret.
 using System.Text;
+using Microsoft.Data.Sqlite;
 using Stratus.Platform;
 using Stratus.Safety;
 
@@ -104,6 +105,28 @@ public sealed class ApiKeyServiceTests : IDisposable
         Assert.All(log, e => Assert.Contains(created.Key.Id, e.Details));
         Assert.All(log, e => Assert.DoesNotContain(created.Secret[ApiKeyFormat.Prefix.Length..], e.Details));
         Assert.Equal(new RateLimits(10, 1000), (await keys.ListAsync(true)).Single().Limits);
+    }
+
+    [Fact]
+    public async Task A_key_change_whose_audit_entry_cannot_be_written_is_not_stored()
+    {
+        var created = await keys.CreateAsync("svc", ApiKeyScopes.Inference, new RateLimits(10, 100), "alice");
+        // An audit log that refuses every entry, as a failure between a change and its entry would.
+        platform.Sql("CREATE TRIGGER audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END;");
+        await Assert.ThrowsAsync<SqliteException>(() => keys.SetLimitsAsync("svc", 1, null, "bob").AsTask());
+        await Assert.ThrowsAsync<SqliteException>(() => keys.RevokeAsync("svc", "bob").AsTask());
+        await Assert.ThrowsAsync<SqliteException>(() => keys.CreateAsync("other", ApiKeyScopes.Inference, RateLimits.Unlimited, "bob").AsTask());
+
+        var key = (await keys.AuthenticateAsync(created.Secret)).Key;
+        Assert.NotNull(key);
+        Assert.Equal(new RateLimits(10, 100), key.Limits);
+        Assert.Equal(["svc"], (await keys.ListAsync(includeRevoked: true)).Select(k => k.Name));
+
+        // Once entries can be written again, so can the changes, each with its entry.
+        platform.Sql("DROP TRIGGER audit_down;");
+        await keys.RevokeAsync("svc", "bob");
+        Assert.Equal([AuditActions.KeyCreated, AuditActions.KeyRevoked], (await platform.Stores.Audit.ReadAsync(new AuditQuery())).Select(e => e.Action));
+        Assert.True((await platform.Stores.Audit.VerifyAsync()).Valid);
     }
 
     [Fact]

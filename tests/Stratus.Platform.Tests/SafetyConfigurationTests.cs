@@ -88,6 +88,20 @@ public sealed class SafetyConfigurationTests : IDisposable
     }
 
     [Fact]
+    public async Task A_safety_change_whose_audit_entry_cannot_be_written_is_not_stored()
+    {
+        await config.UpsertBlocklistAsync(new Blocklist("words", ["heck"], []), "admin");
+        platform.Sql("CREATE TRIGGER audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END;");
+        await Assert.ThrowsAsync<SqliteException>(() => config.AddToBlocklistAsync("words", ["darn"], [], null, "admin").AsTask());
+        await Assert.ThrowsAsync<SqliteException>(() => config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "admin").AsTask());
+        await Assert.ThrowsAsync<SqliteException>(() => config.DeleteBlocklistAsync("words", "admin").AsTask());
+
+        Assert.Equal(["heck"], (await config.GetBlocklistAsync("words"))!.Terms);
+        Assert.Empty(await config.ListPoliciesAsync());
+        Assert.Single(await platform.Stores.Audit.ReadAsync(new AuditQuery()));
+    }
+
+    [Fact]
     public async Task A_policy_saved_while_its_blocklist_is_being_deleted_stops_the_delete()
     {
         await config.UpsertBlocklistAsync(new Blocklist("words", ["heck"], []), "admin");

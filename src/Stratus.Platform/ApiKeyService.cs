@@ -6,11 +6,12 @@ using Stratus.Safety;
 
 namespace Stratus.Platform;
 
-public enum AuthenticationFailure { None, Missing, Malformed, Unknown, Revoked }
+public enum AuthenticationFailure { None, Missing, Malformed, Unknown, Revoked, Expired }
 
-/// <summary>Failure reasons are for logs; clients get one 401 whatever the reason, so they
-/// cannot tell a revoked key from a wrong one.</summary>
-public sealed record AuthenticationResult(ApiKeyRecord? Key, AuthenticationFailure Failure)
+/// <summary>Failure reasons are for logs; clients get one 401 for a wrong or revoked key, so they
+/// cannot tell them apart. Expiry is told, with <paramref name="ExpiredAt"/>, only to someone
+/// holding the real secret, so they know to ask for a new key.</summary>
+public sealed record AuthenticationResult(ApiKeyRecord? Key, AuthenticationFailure Failure, DateTimeOffset? ExpiredAt = null)
 {
     public bool Succeeded => Key is not null;
 }
@@ -19,16 +20,21 @@ public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
 {
     readonly TimeProvider clock = time ?? TimeProvider.System;
 
-    /// <exception cref="TrustUserException">Bad name, no scope, negative limits, or an active
-    /// key with this name exists.</exception>
-    public async ValueTask<CreatedApiKey> CreateAsync(string name, ApiKeyScopes scopes, RateLimits limits, string actor, CancellationToken cancellationToken = default)
+    /// <param name="expiry">When the key stops authenticating; null: never.</param>
+    /// <exception cref="TrustUserException">Bad name, no scope, negative limits, an expiry that
+    /// is not in the future, or an active key with this name exists.</exception>
+    public async ValueTask<CreatedApiKey> CreateAsync(string name, ApiKeyScopes scopes, RateLimits limits, string actor, ApiKeyExpiry? expiry = null,
+        CancellationToken cancellationToken = default)
     {
         ApiKeyFormat.ValidateName(name);
         if (scopes == ApiKeyScopes.None) throw new TrustUserException("An API key needs at least one scope (inference, training, admin).");
         limits.Validate();
+        var now = clock.GetUtcNow();
+        var expiresAt = expiry?.From(now);
+        if (expiresAt <= now) throw new TrustUserException($"The key would expire at {FormatExpiry(expiresAt.Value)}, which has passed; give a time in the future.");
         var (id, secret) = ApiKeyFormat.Generate();
         var salt = ApiKeyFormat.NewSalt();
-        var record = new ApiKeyRecord(id, name, scopes, limits, clock.GetUtcNow(), null);
+        var record = new ApiKeyRecord(id, name, scopes, limits, now, null, expiresAt);
         await store.InsertAsync(new StoredApiKey(record, salt, ApiKeyFormat.Hash(salt, secret)), new AuditRecord(actor, AuditActions.KeyCreated, new JsonObject
         {
             ["key_id"] = id,
@@ -36,6 +42,7 @@ public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
             ["scopes"] = ApiKeyScopeNames.Format(scopes),
             ["rpm"] = limits.RequestsPerMinute,
             ["tpm"] = limits.TokensPerMinute,
+            ["expires_at"] = expiresAt is { } at ? FormatExpiry(at) : null,
         }), cancellationToken);
         return new CreatedApiKey(record, secret);
     }
@@ -83,9 +90,16 @@ public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
         // exists, and ids are not secret.
         var stored = await store.FindAsync(id, cancellationToken);
         if (stored is null || !ApiKeyFormat.Matches(stored, presented)) return new(null, AuthenticationFailure.Unknown);
-        // Revocation is reported only to someone holding the real secret.
-        return stored.Record.IsActive ? new(stored.Record, AuthenticationFailure.None) : new(null, AuthenticationFailure.Revoked);
+        // Revocation and expiry are reported only to someone holding the real secret.
+        if (!stored.Record.IsActive) return new(null, AuthenticationFailure.Revoked);
+        return HasExpired(stored.Record) ? new(null, AuthenticationFailure.Expired, stored.Record.ExpiresAt) : new(stored.Record, AuthenticationFailure.None);
     }
+
+    /// <summary>Whether the key's expiry has come, by this service's clock.</summary>
+    public bool HasExpired(ApiKeyRecord key) => key.HasExpiredAt(clock.GetUtcNow());
+
+    /// <summary>An expiry as people read it, to the second, in UTC.</summary>
+    public static string FormatExpiry(DateTimeOffset time) => time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>The key with this id, else with this name, revoked keys included (their usage
     /// outlives them); of several keys with one name the active one, else the newest.</summary>

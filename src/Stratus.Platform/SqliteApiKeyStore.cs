@@ -9,7 +9,7 @@ namespace Stratus.Platform;
 
 public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog audit) : IApiKeyStore
 {
-    const string Columns = "id, name, scopes, rpm, tpm, created_at, revoked_at, salt, hash";
+    const string Columns = "id, name, scopes, rpm, tpm, created_at, revoked_at, expires_at, salt, hash";
     const int SqliteConstraint = 19;
 
     public ValueTask InsertAsync(StoredApiKey key, AuditRecord entry, CancellationToken cancellationToken = default)
@@ -18,10 +18,10 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
         database.Write(transaction =>
         {
             using var command = Command(transaction.Connection!,
-                "INSERT INTO api_keys (id, name, salt, hash, scopes, rpm, tpm, created_at, revoked_at) VALUES ($id, $name, $salt, $hash, $scopes, $rpm, $tpm, $created, $revoked)",
+                "INSERT INTO api_keys (id, name, salt, hash, scopes, rpm, tpm, created_at, revoked_at, expires_at) VALUES ($id, $name, $salt, $hash, $scopes, $rpm, $tpm, $created, $revoked, $expires)",
                 ("$id", r.Id), ("$name", r.Name), ("$salt", key.Salt), ("$hash", key.Hash), ("$scopes", (int)r.Scopes),
                 ("$rpm", r.Limits.RequestsPerMinute), ("$tpm", r.Limits.TokensPerMinute), ("$created", FormatTime(r.CreatedAt)),
-                ("$revoked", r.RevokedAt is { } at ? FormatTime(at) : null));
+                ("$revoked", r.RevokedAt is { } at ? FormatTime(at) : null), ("$expires", r.ExpiresAt is { } expires ? FormatTime(expires) : null));
             command.Transaction = transaction;
             try
             {
@@ -78,5 +78,6 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
         (ApiKeyScopes)r.GetInt32(2),
         new RateLimits(r.GetInt32(3), r.GetInt32(4)),
         ParseTime(r.GetString(5)),
-        r.IsDBNull(6) ? null : ParseTime(r.GetString(6)));
+        r.IsDBNull(6) ? null : ParseTime(r.GetString(6)),
+        r.IsDBNull(7) ? null : ParseTime(r.GetString(7)));
 }

@@ -4,6 +4,7 @@
 // that names none of the server's files.
 using System.Net;
 using System.Text;
+using System.Text.Json;
 using Microsoft.Data.Sqlite;
 using Stratus.Platform;
 
@@ -45,6 +46,42 @@ public sealed class AdminApiTests
         var adminId = (await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "test-admin").Id;
         var actions = (await host.Stores.Audit.ReadAsync(new AuditQuery(Actor: adminId))).Select(e => e.Action).ToList();
         Assert.Equal([AuditActions.KeyCreated, AuditActions.KeyLimitsChanged, AuditActions.KeyRevoked], actions);
+    }
+
+    [Fact]
+    public async Task Keys_are_created_with_an_expiry_that_lists_show_and_bad_expiries_are_a_400()
+    {
+        await using var host = await TrustHost.StartAsync();
+        var before = DateTimeOffset.UtcNow;
+        using (var created = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "month", scopes = "inference", expires_in = "30d" }))
+        {
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            var expiresAt = (await TestJson.ReadAsync(created)).GetProperty("api_key").GetProperty("expires_at").GetDateTimeOffset();
+            Assert.InRange(expiresAt, before.AddDays(30), DateTimeOffset.UtcNow.AddDays(30));
+        }
+        using (var dated = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "dated", scopes = "inference", expires_at = "2999-01-31" }))
+            Assert.Equal(new DateTimeOffset(2999, 1, 31, 0, 0, 0, TimeSpan.Zero),
+                (await TestJson.ReadAsync(dated)).GetProperty("api_key").GetProperty("expires_at").GetDateTimeOffset());
+        using (var list = await host.SendAsync(HttpMethod.Get, "/v1/admin/keys", host.AdminKey))
+        {
+            var keys = (await TestJson.ReadAsync(list)).GetProperty("data").EnumerateArray().ToDictionary(k => k.GetProperty("name").GetString()!);
+            Assert.Equal(JsonValueKind.Null, keys["test-admin"].GetProperty("expires_at").ValueKind);
+            Assert.Equal(2999, keys["dated"].GetProperty("expires_at").GetDateTimeOffset().Year);
+        }
+
+        foreach (var (body, message) in new (object, string)[]
+        {
+            (new { name = "a", scopes = "inference", expires_at = "2020-01-01" }, "which has passed"),
+            (new { name = "b", scopes = "inference", expires_at = "soon" }, "'expires_at' must be an ISO 8601 time"),
+            (new { name = "c", scopes = "inference", expires_in = "1 month" }, "'expires_in' must be a number and a unit"),
+            (new { name = "d", scopes = "inference", expires_at = "2999-01-01", expires_in = "1d" }, "not both"),
+        })
+        {
+            using var refused = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, body);
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            Assert.Contains(message, (await TestJson.ErrorAsync(refused)).GetProperty("message").GetString());
+        }
+        Assert.Equal(4, (await host.Stores.KeyService().ListAsync()).Count);
     }
 
     [Fact]

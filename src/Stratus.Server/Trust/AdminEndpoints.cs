@@ -28,7 +28,7 @@ public static class AdminEndpoints
             var (trust, actor) = Caller(http);
             var body = await TrustJson.ReadBodyAsync<CreateKeyRequest>(http.Request, ct);
             var created = await trust.Keys.CreateAsync(body.Name ?? throw new TrustUserException("'name' is required."),
-                body.ParseScopes(), new RateLimits(body.Rpm, body.Tpm), actor, ct);
+                body.ParseScopes(), new RateLimits(body.Rpm, body.Tpm), actor, body.ParseExpiry(), ct);
             return Json(new CreatedKeyView(created.Secret, KeyView.From(created.Key)), StatusCodes.Status201Created);
         });
         admin.MapGet("/keys", async (HttpContext http, CancellationToken ct) =>

@@ -42,7 +42,7 @@ public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
             ["scopes"] = ApiKeyScopeNames.Format(scopes),
             ["rpm"] = limits.RequestsPerMinute,
             ["tpm"] = limits.TokensPerMinute,
-            ["expires_at"] = expiresAt is { } at ? FormatExpiry(at) : null,
+            ["expires_at"] = expiresAt is { } at ? PlatformDatabase.FormatTime(at) : null,
         }), cancellationToken);
         return new CreatedApiKey(record, secret);
     }

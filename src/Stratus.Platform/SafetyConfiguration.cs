@@ -1,10 +1,10 @@
 // Stored safety configuration: custom blocklists and per-deployment policies behind
 // interfaces, and SafetyConfiguration, which validates every change, has it stored with its
-// audit entry in one transaction and builds a deployment's SafetyPipeline from what is stored. A blocklist changes in one
-// write transaction from the list it reads to the list it stores, so changes made at once (two
-// `blocklist add`s, the CLI and the admin API) each build on the one before instead of losing it;
-// and a policy never names a missing list, since deleting a list and saving a policy each check
-// the other table in the transaction that writes.
+// audit entry in one transaction and builds a deployment's SafetyPipeline from what is stored.
+// A blocklist changes in one write transaction from the list it reads to the list it stores, so
+// changes made at once (two `blocklist add`s, the CLI and the admin API) each build on the one
+// before instead of losing it; and a policy never names a missing list, since deleting a list and
+// saving a policy each check the other table in the transaction that writes.
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;

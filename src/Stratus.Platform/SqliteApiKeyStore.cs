@@ -29,7 +29,7 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
             }
             catch (SqliteException e) when (e.SqliteErrorCode == SqliteConstraint)
             {
-                throw new TrustUserException($"An active API key named '{r.Name}' already exists.", e);
+                throw new TrustUserException($"An active API key named '{r.Name}' already exists (an expired key too, until it is revoked); revoke it or choose another name.", e);
             }
             return audit.Append(transaction, entry);
         });

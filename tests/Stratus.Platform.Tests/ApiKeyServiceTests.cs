@@ -137,7 +137,7 @@ public sealed class ApiKeyServiceTests : IDisposable
         var created = await service.CreateAsync("temp", ApiKeyScopes.Inference, RateLimits.Unlimited, "alice", ApiKeyExpiry.In(TimeSpan.FromDays(30)));
         var expiresAt = new DateTimeOffset(2026, 3, 31, 12, 0, 0, TimeSpan.Zero);
         Assert.Equal(expiresAt, created.Key.ExpiresAt);
-        Assert.Contains("\"expires_at\":\"2026-03-31 12:00:00 UTC\"", (await platform.Stores.Audit.ReadAsync(new AuditQuery())).Single().Details);
+        Assert.Contains("\"expires_at\":\"2026-03-31T12:00:00.0000000Z\"", (await platform.Stores.Audit.ReadAsync(new AuditQuery())).Single().Details);
 
         clock.Advance(TimeSpan.FromDays(30) - TimeSpan.FromSeconds(1));
         Assert.True((await service.AuthenticateAsync(created.Secret)).Succeeded);

@@ -58,7 +58,7 @@ public static class AdminEndpoints
         {
             var (trust, _) = Caller(http);
             return await trust.Safety.GetBlocklistAsync(name, ct) is { } list
-                ? Blocklist(http, list)
+                ? BlocklistResponse(http, list)
                 : OpenAIErrors.NotFound($"No blocklist named '{name}'.");
         });
         admin.MapPut("/blocklists/{name}", async (HttpContext http, string name, CancellationToken ct) =>
@@ -69,7 +69,7 @@ public static class AdminEndpoints
             var category = body.Category is null ? SafetyCategory.Hate : SafetyNames.ParseCategory(body.Category);
             try
             {
-                return Blocklist(http, await trust.Safety.UpsertBlocklistAsync(new Blocklist(name, body.Terms ?? [], body.Patterns ?? [], category), actor, ifMatch, ct));
+                return BlocklistResponse(http, await trust.Safety.UpsertBlocklistAsync(new Blocklist(name, body.Terms ?? [], body.Patterns ?? [], category), actor, ifMatch, ct));
             }
             catch (BlocklistVersionMismatchException e)
             {
@@ -88,14 +88,14 @@ public static class AdminEndpoints
             var (trust, actor) = Caller(http);
             var body = await TrustJson.ReadBodyAsync<BlocklistBody>(http.Request, ct);
             var category = body.Category is null ? (SafetyCategory?)null : SafetyNames.ParseCategory(body.Category);
-            return Blocklist(http, await trust.Safety.AddToBlocklistAsync(name, body.Terms ?? [], body.Patterns ?? [], category, actor, ct));
+            return BlocklistResponse(http, await trust.Safety.AddToBlocklistAsync(name, body.Terms ?? [], body.Patterns ?? [], category, actor, ct));
         });
         admin.MapPost("/blocklists/{name}:removeBlocklistItems", async (HttpContext http, string name, CancellationToken ct) =>
         {
             var (trust, actor) = Caller(http);
             var body = await TrustJson.ReadBodyAsync<BlocklistBody>(http.Request, ct);
             if (body.Category is not null) throw new TrustUserException("'category' belongs to the list, not to its items: send only 'terms' and 'patterns' to remove.");
-            return Blocklist(http, await trust.Safety.RemoveFromBlocklistAsync(name, body.Terms ?? [], body.Patterns ?? [], actor, ct));
+            return BlocklistResponse(http, await trust.Safety.RemoveFromBlocklistAsync(name, body.Terms ?? [], body.Patterns ?? [], actor, ct));
         });
         admin.MapDelete("/blocklists/{name}", async (HttpContext http, string name, CancellationToken ct) =>
         {
@@ -162,7 +162,7 @@ public static class AdminEndpoints
     static IResult Json<T>(T value, int status = StatusCodes.Status200OK) => Results.Json(value, TrustJson.Options, statusCode: status);
 
     /// <summary>A blocklist with its version as the ETag, for a later conditional PUT.</summary>
-    static IResult Blocklist(HttpContext http, Blocklist list)
+    static IResult BlocklistResponse(HttpContext http, Blocklist list)
     {
         http.Response.Headers.ETag = ETag(SafetyConfiguration.VersionOf(list));
         return Json(BlocklistView.From(list));

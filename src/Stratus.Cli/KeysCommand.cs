@@ -1,5 +1,6 @@
 // `stratus keys create|list|revoke|limits`: API keys for the server. `create` prints the new key
-// alone on its last line, so scripts can take it with `| tail -n 1`; it is never shown again.
+// alone on its last line, so scripts can take it with `| tail -n 1`; it is never shown again, and
+// may be given an expiry (--expires, --expires-in) past which the server refuses it.
 using System.CommandLine;
 using Spectre.Console;
 using Stratus.Platform;
@@ -24,16 +25,20 @@ static class KeysCommand
         var scopes = new Option<string>("--scopes") { Description = "comma-separated: inference, training, admin", DefaultValueFactory = _ => "inference" };
         var rpm = new Option<int>("--rpm") { Description = "requests per minute (0: unlimited)" };
         var tpm = new Option<int>("--tpm") { Description = "tokens per minute, prompt + completion (0: unlimited)" };
+        var expires = new Option<string?>("--expires") { Description = "when the key stops working: an ISO 8601 time (UTC unless it names an offset), or a date (its midnight UTC)" };
+        var expiresIn = new Option<string?>("--expires-in") { Description = "how long the key works from now: 90m, 12h, 30d, 2w" };
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("create", "Create an API key; the key is printed once, on the last line.") { name, scopes, rpm, tpm, dataDir };
+        var command = new Command("create", "Create an API key; the key is printed once, on the last line.") { name, scopes, rpm, tpm, expires, expiresIn, dataDir };
         command.SetAction(async (result, ct) =>
         {
+            var expiry = ApiKeyExpiry.Parse(result.GetValue(expires), result.GetValue(expiresIn), "--expires", "--expires-in");
             var stores = TrustCommands.Open(result, dataDir);
             var created = await stores.KeyService().CreateAsync(result.GetValue(name)!, ApiKeyScopeNames.Parse(result.GetValue(scopes)!),
-                new RateLimits(result.GetValue(rpm), result.GetValue(tpm)), TrustCommands.Actor, ct);
+                new RateLimits(result.GetValue(rpm), result.GetValue(tpm)), TrustCommands.Actor, expiry, ct);
             var key = created.Key;
             Console.WriteLine($"Created API key '{key.Name}' (id {key.Id}): scopes {ApiKeyScopeNames.Format(key.Scopes)}, " +
-                $"rpm {Limit(key.Limits.RequestsPerMinute)}, tpm {Limit(key.Limits.TokensPerMinute)}.");
+                $"rpm {Limit(key.Limits.RequestsPerMinute)}, tpm {Limit(key.Limits.TokensPerMinute)}, " +
+                $"{(key.ExpiresAt is { } at ? $"expires {ApiKeyService.FormatExpiry(at)}" : "never expires")}.");
             Console.WriteLine("Store the key now; it is not shown again:");
             Console.WriteLine(created.Secret);
             return 0;
@@ -48,16 +53,19 @@ static class KeysCommand
         var command = new Command("list", "List API keys (never their secrets).") { all, dataDir };
         command.SetAction(async (result, ct) =>
         {
-            var keys = await TrustCommands.OpenExisting(result, dataDir).KeyService().ListAsync(result.GetValue(all), ct);
+            var service = TrustCommands.OpenExisting(result, dataDir).KeyService();
+            var keys = await service.ListAsync(result.GetValue(all), ct);
             if (keys.Count == 0)
             {
                 Console.WriteLine("No API keys. Create one: stratus keys create --name <n> --scopes inference");
                 return 0;
             }
-            var table = new Table().AddColumns("Name", "Id", "Scopes", "RPM", "TPM", "Created (UTC)", "Revoked (UTC)");
+            var table = new Table().AddColumns("Name", "Id", "Scopes", "RPM", "TPM", "Created (UTC)", "Expires (UTC)", "Revoked (UTC)");
             foreach (var k in keys)
                 table.AddRow(Markup.Escape(k.Name), k.Id, ApiKeyScopeNames.Format(k.Scopes), Limit(k.Limits.RequestsPerMinute), Limit(k.Limits.TokensPerMinute),
-                    k.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm"), k.RevokedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm") ?? "");
+                    k.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm"),
+                    k.ExpiresAt is { } at ? at.UtcDateTime.ToString("yyyy-MM-dd HH:mm") + (service.HasExpired(k) ? " (expired)" : "") : "never",
+                    k.RevokedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm") ?? "");
             TrustCommands.Write(table);
             return 0;
         });

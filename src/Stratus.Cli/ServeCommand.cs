@@ -62,7 +62,7 @@ static class ServeCommand
         var keys = PlatformStores.OpenSqlite(StratusHome.Resolve(dataDir)).KeyService();
         foreach (var key in await keys.ListAsync(includeRevoked: false, cancellation))
             if (key.Name == DemoKeyName) await keys.RevokeAsync(key.Id, TrustCommands.Actor, cancellation);
-        var created = await keys.CreateAsync(DemoKeyName, ApiKeyScopes.Inference, RateLimits.Unlimited, TrustCommands.Actor, cancellation);
+        var created = await keys.CreateAsync(DemoKeyName, ApiKeyScopes.Inference, RateLimits.Unlimited, TrustCommands.Actor, cancellationToken: cancellation);
         return created.Secret;
     }
 

@@ -1,42 +1,49 @@
 // API key lifecycle and authentication: create (the secret is returned once), list, revoke and
-// re-limit by name or id, each change audited; authenticate a presented key in constant time.
+// re-limit by name or id, each change stored with its audit entry in one transaction;
+// authenticate a presented key in constant time.
 using System.Text.Json.Nodes;
 using Stratus.Safety;
 
 namespace Stratus.Platform;
 
-public enum AuthenticationFailure { None, Missing, Malformed, Unknown, Revoked }
+public enum AuthenticationFailure { None, Missing, Malformed, Unknown, Revoked, Expired }
 
-/// <summary>Failure reasons are for logs; clients get one 401 whatever the reason, so they
-/// cannot tell a revoked key from a wrong one.</summary>
-public sealed record AuthenticationResult(ApiKeyRecord? Key, AuthenticationFailure Failure)
+/// <summary>Failure reasons are for logs; clients get one 401 for a wrong or revoked key, so they
+/// cannot tell them apart. Expiry is told, with <paramref name="ExpiredAt"/>, only to someone
+/// holding the real secret, so they know to ask for a new key.</summary>
+public sealed record AuthenticationResult(ApiKeyRecord? Key, AuthenticationFailure Failure, DateTimeOffset? ExpiredAt = null)
 {
     public bool Succeeded => Key is not null;
 }
 
-public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvider? time = null)
+public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
 {
     readonly TimeProvider clock = time ?? TimeProvider.System;
 
-    /// <exception cref="TrustUserException">Bad name, no scope, negative limits, or an active
-    /// key with this name exists.</exception>
-    public async ValueTask<CreatedApiKey> CreateAsync(string name, ApiKeyScopes scopes, RateLimits limits, string actor, CancellationToken cancellationToken = default)
+    /// <param name="expiry">When the key stops authenticating; null: never.</param>
+    /// <exception cref="TrustUserException">Bad name, no scope, negative limits, an expiry that
+    /// is not in the future, or an active key with this name exists.</exception>
+    public async ValueTask<CreatedApiKey> CreateAsync(string name, ApiKeyScopes scopes, RateLimits limits, string actor, ApiKeyExpiry? expiry = null,
+        CancellationToken cancellationToken = default)
     {
         ApiKeyFormat.ValidateName(name);
         if (scopes == ApiKeyScopes.None) throw new TrustUserException("An API key needs at least one scope (inference, training, admin).");
         limits.Validate();
+        var now = clock.GetUtcNow();
+        var expiresAt = expiry?.From(now);
+        if (expiresAt <= now) throw new TrustUserException($"The key would expire at {FormatExpiry(expiresAt.Value)}, which has passed; give a time in the future.");
         var (id, secret) = ApiKeyFormat.Generate();
         var salt = ApiKeyFormat.NewSalt();
-        var record = new ApiKeyRecord(id, name, scopes, limits, clock.GetUtcNow(), null);
-        await store.InsertAsync(new StoredApiKey(record, salt, ApiKeyFormat.Hash(salt, secret)), cancellationToken);
-        await audit.AppendAsync(actor, AuditActions.KeyCreated, new JsonObject
+        var record = new ApiKeyRecord(id, name, scopes, limits, now, null, expiresAt);
+        await store.InsertAsync(new StoredApiKey(record, salt, ApiKeyFormat.Hash(salt, secret)), new AuditRecord(actor, AuditActions.KeyCreated, new JsonObject
         {
             ["key_id"] = id,
             ["name"] = name,
             ["scopes"] = ApiKeyScopeNames.Format(scopes),
             ["rpm"] = limits.RequestsPerMinute,
             ["tpm"] = limits.TokensPerMinute,
-        }, cancellationToken);
+            ["expires_at"] = expiresAt is { } at ? PlatformDatabase.FormatTime(at) : null,
+        }), cancellationToken);
         return new CreatedApiKey(record, secret);
     }
 
@@ -48,9 +55,8 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
     {
         var key = await ResolveActiveAsync(nameOrId, cancellationToken);
         var at = clock.GetUtcNow();
-        if (!await store.RevokeAsync(key.Id, at, cancellationToken))
+        if (!await store.RevokeAsync(key.Id, at, new AuditRecord(actor, AuditActions.KeyRevoked, new JsonObject { ["key_id"] = key.Id, ["name"] = key.Name }), cancellationToken))
             throw new TrustUserException($"API key '{nameOrId}' was revoked meanwhile.");
-        await audit.AppendAsync(actor, AuditActions.KeyRevoked, new JsonObject { ["key_id"] = key.Id, ["name"] = key.Name }, cancellationToken);
         return key with { RevokedAt = at };
     }
 
@@ -65,13 +71,12 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
         var key = await ResolveActiveAsync(nameOrId, cancellationToken);
         var limits = new RateLimits(requestsPerMinute ?? key.Limits.RequestsPerMinute, tokensPerMinute ?? key.Limits.TokensPerMinute);
         limits.Validate();
-        await store.SetLimitsAsync(key.Id, limits, cancellationToken);
-        await audit.AppendAsync(actor, AuditActions.KeyLimitsChanged, new JsonObject
+        await store.SetLimitsAsync(key.Id, limits, new AuditRecord(actor, AuditActions.KeyLimitsChanged, new JsonObject
         {
             ["key_id"] = key.Id,
             ["rpm"] = limits.RequestsPerMinute,
             ["tpm"] = limits.TokensPerMinute,
-        }, cancellationToken);
+        }), cancellationToken);
         return key with { Limits = limits };
     }
 
@@ -85,9 +90,16 @@ public sealed class ApiKeyService(IApiKeyStore store, IAuditLog audit, TimeProvi
         // exists, and ids are not secret.
         var stored = await store.FindAsync(id, cancellationToken);
         if (stored is null || !ApiKeyFormat.Matches(stored, presented)) return new(null, AuthenticationFailure.Unknown);
-        // Revocation is reported only to someone holding the real secret.
-        return stored.Record.IsActive ? new(stored.Record, AuthenticationFailure.None) : new(null, AuthenticationFailure.Revoked);
+        // Revocation and expiry are reported only to someone holding the real secret.
+        if (!stored.Record.IsActive) return new(null, AuthenticationFailure.Revoked);
+        return HasExpired(stored.Record) ? new(null, AuthenticationFailure.Expired, stored.Record.ExpiresAt) : new(stored.Record, AuthenticationFailure.None);
     }
+
+    /// <summary>Whether the key's expiry has come, by this service's clock.</summary>
+    public bool HasExpired(ApiKeyRecord key) => key.HasExpiredAt(clock.GetUtcNow());
+
+    /// <summary>An expiry as people read it, to the second, in UTC.</summary>
+    public static string FormatExpiry(DateTimeOffset time) => time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>The key with this id, else with this name, revoked keys included (their usage
     /// outlives them); of several keys with one name the active one, else the newest.</summary>

@@ -8,6 +8,7 @@
 // nothing, and it keeps authentication (done on every request) in microseconds. The salt makes
 // equal keys hash differently and rules out precomputed tables.
 using System.Buffers.Text;
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.RegularExpressions;
@@ -60,16 +61,70 @@ public sealed record RateLimits(int RequestsPerMinute, int TokensPerMinute)
 }
 
 /// <summary>What is known about a key, without its secret.</summary>
+/// <param name="ExpiresAt">When the key stops authenticating; null: never. An expired key is
+/// still active (listed, its name taken) until it is revoked.</param>
 public sealed record ApiKeyRecord(
     string Id,
     string Name,
     ApiKeyScopes Scopes,
     RateLimits Limits,
     DateTimeOffset CreatedAt,
-    DateTimeOffset? RevokedAt)
+    DateTimeOffset? RevokedAt,
+    DateTimeOffset? ExpiresAt = null)
 {
     public bool IsActive => RevokedAt is null;
+    public bool HasExpiredAt(DateTimeOffset now) => ExpiresAt <= now;
     public bool Allows(ApiKeyScopes scope) => (Scopes & scope) == scope || Scopes.HasFlag(ApiKeyScopes.Admin);
+}
+
+/// <summary>When a new key expires: at a time, or a span after it is created (the key service's
+/// clock decides when that is).</summary>
+public sealed class ApiKeyExpiry
+{
+    /// <summary>Keys live at most this long; further is a typo, and past year 9999 no time exists.</summary>
+    public static readonly TimeSpan MaxLifetime = TimeSpan.FromDays(36_500);
+
+    static readonly Regex Span = new(@"^\s*(\d{1,6})\s*([mhdw])\s*$", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase);
+
+    ApiKeyExpiry(DateTimeOffset? time, TimeSpan? after) => (Time, After) = (time, after);
+
+    public DateTimeOffset? Time { get; }
+    public TimeSpan? After { get; }
+
+    public static ApiKeyExpiry At(DateTimeOffset time) => new(time, null);
+    public static ApiKeyExpiry In(TimeSpan span) => new(null, span);
+
+    /// <summary>The time a key created at <paramref name="createdAt"/> expires.</summary>
+    public DateTimeOffset From(DateTimeOffset createdAt) => Time ?? createdAt + After!.Value;
+
+    /// <summary>The expiry that an "at" value (an ISO 8601 time, UTC unless it names an offset; a
+    /// date alone is its midnight UTC) or an "in" value ("90m", "12h", "30d", "2w") gives, at most
+    /// one of them; null when neither is given. <paramref name="atName"/> and
+    /// <paramref name="inName"/> are how the caller's user knows them (--expires, expires_at).</summary>
+    /// <exception cref="TrustUserException">Both given, or either unreadable.</exception>
+    public static ApiKeyExpiry? Parse(string? at, string? @in, string atName, string inName)
+    {
+        if (at is not null && @in is not null) throw new TrustUserException($"Give {atName} or {inName}, not both.");
+        if (at is not null)
+            return DateTimeOffset.TryParse(at, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var time)
+                ? At(time)
+                : throw new TrustUserException($"{atName} must be an ISO 8601 time (2026-12-31T18:00:00Z) or date (2026-12-31, its midnight UTC), not '{at}'.");
+        if (@in is null) return null;
+        var match = Span.Match(@in);
+        if (!match.Success)
+            throw new TrustUserException($"{inName} must be a number and a unit, m (minutes), h, d or w, such as 30d or 12h; not '{@in}'.");
+        var count = long.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
+        var span = char.ToLowerInvariant(match.Groups[2].Value[0]) switch
+        {
+            'm' => TimeSpan.FromMinutes(count),
+            'h' => TimeSpan.FromHours(count),
+            'd' => TimeSpan.FromDays(count),
+            _ => TimeSpan.FromDays(7 * count),
+        };
+        if (span <= TimeSpan.Zero || span > MaxLifetime)
+            throw new TrustUserException($"{inName} must be more than nothing and at most {MaxLifetime.TotalDays:0} days, not '{@in}'.");
+        return In(span);
+    }
 }
 
 /// <summary>A new key: the only moment the secret exists outside the client.</summary>
@@ -141,14 +196,16 @@ public static class ApiKeyFormat
     }
 }
 
+/// <summary>Keys as stored. Every change takes the audit entry that records it and stores both in
+/// one transaction, so no change goes unaudited when the log cannot be written.</summary>
 public interface IApiKeyStore
 {
     /// <exception cref="TrustUserException">An active key already has this name.</exception>
-    ValueTask InsertAsync(StoredApiKey key, CancellationToken cancellationToken = default);
+    ValueTask InsertAsync(StoredApiKey key, AuditRecord audit, CancellationToken cancellationToken = default);
     ValueTask<StoredApiKey?> FindAsync(string id, CancellationToken cancellationToken = default);
     ValueTask<IReadOnlyList<ApiKeyRecord>> ListAsync(bool includeRevoked, CancellationToken cancellationToken = default);
-    /// <returns>False when no active key has this id.</returns>
-    ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, CancellationToken cancellationToken = default);
-    /// <returns>False when no key has this id.</returns>
-    ValueTask<bool> SetLimitsAsync(string id, RateLimits limits, CancellationToken cancellationToken = default);
+    /// <returns>False when no active key has this id; nothing is audited then.</returns>
+    ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, AuditRecord audit, CancellationToken cancellationToken = default);
+    /// <returns>False when no key has this id; nothing is audited then.</returns>
+    ValueTask<bool> SetLimitsAsync(string id, RateLimits limits, AuditRecord audit, CancellationToken cancellationToken = default);
 }

@@ -25,6 +25,11 @@ public static class AuditActions
     public const string RequestFiltered = "request.filtered";
 }
 
+/// <summary>An entry to append, before the log gives it a sequence number, time and hash: what a
+/// store writes in the transaction of the change it records, so that a change is never stored
+/// without its entry, nor an entry without its change.</summary>
+public sealed record AuditRecord(string Actor, string Action, JsonObject Details);
+
 /// <param name="Details">Compact JSON object, stored and hashed exactly as written.</param>
 public sealed record AuditEntry(long Sequence, DateTimeOffset Time, string Actor, string Action, string Details, string Hash);
 

@@ -1,6 +1,7 @@
 // The SQLite database behind the default stores: one file, stratus.db, in the data directory,
 // in WAL mode so readers (verification, usage queries) never block the request path's writes.
-// The schema is versioned with PRAGMA user_version and created on first open.
+// The schema is versioned with PRAGMA user_version: created on first open, and an older file
+// migrated forward on open.
 using System.Globalization;
 using Microsoft.Data.Sqlite;
 using Stratus.Safety;
@@ -10,9 +11,12 @@ namespace Stratus.Platform;
 public sealed class PlatformDatabase
 {
     public const string FileName = "stratus.db";
-    const int SchemaVersion = 1;
+    /// <summary>Migrations[v] takes the schema from version v to v + 1; a new file runs them all,
+    /// so it is made exactly as an old one is migrated.</summary>
+    static readonly string[] Migrations = [SchemaVersion1, "ALTER TABLE api_keys ADD COLUMN expires_at TEXT;"];
+    static int SchemaVersion => Migrations.Length;
 
-    const string Schema = """
+    const string SchemaVersion1 = """
         CREATE TABLE api_keys (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
@@ -110,16 +114,22 @@ public sealed class PlatformDatabase
         database.Use(connection =>
         {
             Execute(connection, "PRAGMA journal_mode=WAL;");
-            using var transaction = connection.BeginTransaction();
-            var version = Convert.ToInt32(Scalar(connection, transaction, "PRAGMA user_version;"));
+            var version = UserVersion(connection, null);
+            if (version < SchemaVersion)
+            {
+                // Under the write lock, read again: of processes opening an old file at once, the
+                // first migrates it and the others find it done.
+                using var transaction = connection.BeginTransaction(deferred: false);
+                version = UserVersion(connection, transaction);
+                if (version < SchemaVersion)
+                {
+                    for (; version < SchemaVersion; version++) Execute(connection, Migrations[version], transaction);
+                    Execute(connection, $"PRAGMA user_version = {SchemaVersion};", transaction);
+                }
+                transaction.Commit();
+            }
             if (version > SchemaVersion)
                 throw new TrustUserException($"{database.FilePath} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
-            if (version < 1)
-            {
-                Execute(connection, Schema, transaction);
-                Execute(connection, $"PRAGMA user_version = {SchemaVersion};", transaction);
-            }
-            transaction.Commit();
             return true;
         });
         return database;
@@ -141,6 +151,18 @@ public sealed class PlatformDatabase
             throw new PlatformStorageException(problem, e);
         }
     }
+
+    /// <summary>Runs <paramref name="work"/> in one IMMEDIATE transaction, committed when it
+    /// returns and rolled back when it throws. It takes the write lock before the first read, so
+    /// what the work reads stays so until it writes: a writer in another connection or process
+    /// waits for this one instead of changing what it read in between.</summary>
+    internal T Write<T>(Func<SqliteTransaction, T> work) => Use(connection =>
+    {
+        using var transaction = connection.BeginTransaction(deferred: false);
+        var result = work(transaction);
+        transaction.Commit();
+        return result;
+    });
 
     SqliteConnection Connect()
     {
@@ -166,12 +188,12 @@ public sealed class PlatformDatabase
         command.ExecuteNonQuery();
     }
 
-    static object? Scalar(SqliteConnection connection, SqliteTransaction transaction, string sql)
+    static int UserVersion(SqliteConnection connection, SqliteTransaction? transaction)
     {
         using var command = connection.CreateCommand();
-        command.CommandText = sql;
+        command.CommandText = "PRAGMA user_version;";
         command.Transaction = transaction;
-        return command.ExecuteScalar();
+        return Convert.ToInt32(command.ExecuteScalar(), CultureInfo.InvariantCulture);
     }
 
     internal static SqliteCommand Command(SqliteConnection connection, string sql, params (string Name, object? Value)[] parameters)

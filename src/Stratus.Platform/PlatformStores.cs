@@ -15,15 +15,17 @@ public sealed record PlatformStores(
     public static PlatformStores OpenSqlite(string dataDir, TimeProvider? time = null, TimeSpan? lockTimeout = null)
     {
         var database = PlatformDatabase.Open(dataDir, lockTimeout);
+        // The stores append a change's audit entry in the change's transaction.
+        var audit = new SqliteAuditLog(database, time);
         return new PlatformStores(
-            new SqliteApiKeyStore(database),
-            new SqliteAuditLog(database, time),
-            new SqliteBlocklistStore(database, time),
-            new SqliteSafetyPolicyStore(database, time),
+            new SqliteApiKeyStore(database, audit),
+            audit,
+            new SqliteBlocklistStore(database, audit, time),
+            new SqliteSafetyPolicyStore(database, audit, time),
             new SqliteUsageStore(database));
     }
 
-    public ApiKeyService KeyService(TimeProvider? time = null) => new(ApiKeys, Audit, time);
+    public ApiKeyService KeyService(TimeProvider? time = null) => new(ApiKeys, time);
 
-    public SafetyConfiguration SafetyConfiguration() => new(Blocklists, Policies, Audit);
+    public SafetyConfiguration SafetyConfiguration() => new(Blocklists, Policies);
 }

@@ -1,8 +1,11 @@
 // Stored safety configuration: custom blocklists and per-deployment policies behind
-// interfaces, and SafetyConfiguration, which validates every change, records it in the audit
-// log and builds a deployment's SafetyPipeline from what is stored. A blocklist changes in one
-// write transaction from the list it reads to the list it stores, so changes made at once (two
-// `blocklist add`s, the CLI and the admin API) each build on the one before instead of losing it.
+// interfaces, and SafetyConfiguration, which validates every change, has it stored with its
+// audit entry in one transaction and builds a deployment's SafetyPipeline from what is stored.
+// A blocklist changes in one write transaction from the list it reads to the list it stores, so
+// changes made at once (two `blocklist add`s, the CLI and the admin API) each build on the one
+// before instead of losing it; and a policy never names a missing list, since deleting a list and
+// saving a policy each check the other table in the transaction that writes.
+using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Data.Sqlite;
@@ -17,22 +20,33 @@ public interface IBlocklistStore
     ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default);
 
     /// <summary>Reads the list named <paramref name="name"/> (null when there is none) and stores
-    /// what <paramref name="change"/> makes of it, atomically: no other change, from this process
-    /// or another, comes in between. An exception from <paramref name="change"/> stores nothing.</summary>
-    /// <returns>The list as it was, and as it is now.</returns>
-    ValueTask<(Blocklist? Before, Blocklist After)> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, CancellationToken cancellationToken = default);
-    ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default);
+    /// what <paramref name="change"/> makes of it with the audit entry <paramref name="audit"/>
+    /// makes of the two, atomically: no other change, from this process or another, comes in
+    /// between. An exception from <paramref name="change"/> stores nothing.</summary>
+    /// <returns>The list as it is now.</returns>
+    ValueTask<Blocklist> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, Func<Blocklist?, Blocklist, AuditRecord> audit, CancellationToken cancellationToken = default);
+
+    /// <summary>Deletes the list, with its audit entry, unless a stored safety policy names it,
+    /// checked in the write that deletes it, so a policy saved meanwhile cannot be left naming a
+    /// missing list.</summary>
+    /// <returns>False when there is no list of this name (nothing is audited).</returns>
+    /// <exception cref="TrustUserException">A policy names the list; nothing is deleted.</exception>
+    ValueTask<bool> DeleteAsync(string name, AuditRecord audit, CancellationToken cancellationToken = default);
 }
 
 public interface ISafetyPolicyStore
 {
     ValueTask<SafetyPolicy?> GetAsync(string deployment, CancellationToken cancellationToken = default);
     ValueTask<IReadOnlyList<SafetyPolicy>> ListAsync(CancellationToken cancellationToken = default);
-    ValueTask SetAsync(SafetyPolicy policy, CancellationToken cancellationToken = default);
+    /// <summary>Stores the policy, with its audit entry, if every blocklist it names exists,
+    /// checked in the write that stores it, so a list deleted meanwhile cannot be left named by a
+    /// policy.</summary>
+    /// <exception cref="TrustUserException">A named blocklist does not exist; nothing is stored.</exception>
+    ValueTask SetAsync(SafetyPolicy policy, AuditRecord audit, CancellationToken cancellationToken = default);
     ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default);
 }
 
-public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolicyStore policies, IAuditLog audit)
+public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolicyStore policies)
 {
     long version;
 
@@ -44,29 +58,60 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
 
     public ValueTask<Blocklist?> GetBlocklistAsync(string name, CancellationToken cancellationToken = default) => blocklists.GetAsync(name, cancellationToken);
 
-    /// <summary>Creates the blocklist, or replaces the one of that name.</summary>
+    /// <summary>The version of a blocklist's content (the admin API's ETag): lists with equal
+    /// content have equal versions, and any change makes a new one. Content rather than a counter,
+    /// so the stores keep no extra column and a list put back as it was matches its old version,
+    /// which loses no one's change.</summary>
+    public static string VersionOf(Blocklist list)
+    {
+        var content = JsonSerializer.SerializeToUtf8Bytes(new object[] { list.Name, list.Category.WireName(), list.Terms, list.Patterns });
+        return Convert.ToHexStringLower(SHA256.HashData(content).AsSpan(0, 16));
+    }
+
+    /// <summary>Creates the blocklist, or replaces the one of that name. With
+    /// <paramref name="ifVersions"/>, only while the stored list has one of these versions
+    /// (<see cref="VersionOf"/>; "*" is any version of a list that exists), checked in the
+    /// transaction that writes it, so a caller who read the list cannot overwrite a change made
+    /// since.</summary>
     /// <exception cref="TrustUserException">The blocklist is invalid (bad regex, empty...).</exception>
-    public async ValueTask UpsertBlocklistAsync(Blocklist blocklist, string actor, CancellationToken cancellationToken = default) =>
-        await ChangeBlocklistAsync(blocklist.Name, _ => blocklist, actor, cancellationToken);
+    /// <exception cref="BlocklistVersionMismatchException">The stored list is not a version in
+    /// <paramref name="ifVersions"/>; nothing is stored.</exception>
+    public ValueTask<Blocklist> UpsertBlocklistAsync(Blocklist blocklist, string actor, IReadOnlyCollection<string>? ifVersions = null,
+        CancellationToken cancellationToken = default) =>
+        ChangeBlocklistAsync(blocklist.Name, existing =>
+        {
+            if (ifVersions is not null)
+            {
+                var current = existing is null ? null : VersionOf(existing);
+                if (current is null || !(ifVersions.Contains("*") || ifVersions.Contains(current)))
+                    throw new BlocklistVersionMismatchException(blocklist.Name, current);
+            }
+            return blocklist;
+        }, actor, cancellationToken);
 
     /// <summary>Adds terms and patterns to a blocklist, creating it when there is none; entries it
     /// has already are kept once. <paramref name="category"/> null keeps the list's own, or hate
     /// for a new list.</summary>
-    /// <exception cref="TrustUserException">A pattern is not a valid regular expression, or the
-    /// list would be empty.</exception>
-    public ValueTask<Blocklist> AddToBlocklistAsync(string name, IEnumerable<string> terms, IEnumerable<string> patterns, SafetyCategory? category, string actor,
-        CancellationToken cancellationToken = default) =>
-        ChangeBlocklistAsync(name, existing => new Blocklist(existing?.Name ?? name,
+    /// <exception cref="TrustUserException">No entry given, or a pattern is not a valid regular
+    /// expression.</exception>
+    public ValueTask<Blocklist> AddToBlocklistAsync(string name, IReadOnlyCollection<string> terms, IReadOnlyCollection<string> patterns, SafetyCategory? category, string actor,
+        CancellationToken cancellationToken = default)
+    {
+        RequireEntries(terms, patterns, "add");
+        return ChangeBlocklistAsync(name, existing => new Blocklist(existing?.Name ?? name,
             [.. (existing?.Terms ?? []).Concat(terms).Distinct(StringComparer.OrdinalIgnoreCase)],
             [.. (existing?.Patterns ?? []).Concat(patterns).Distinct(StringComparer.Ordinal)],
             category ?? existing?.Category ?? SafetyCategory.Hate), actor, cancellationToken);
+    }
 
     /// <summary>Removes terms and patterns from a blocklist (DeleteBlocklistAsync removes the list).</summary>
-    /// <exception cref="TrustUserException">No such blocklist, an entry it does not have, or the
-    /// list would be empty.</exception>
+    /// <exception cref="TrustUserException">No entry given, no such blocklist, an entry it does
+    /// not have, or the list would be empty.</exception>
     public ValueTask<Blocklist> RemoveFromBlocklistAsync(string name, IReadOnlyCollection<string> terms, IReadOnlyCollection<string> patterns, string actor,
-        CancellationToken cancellationToken = default) =>
-        ChangeBlocklistAsync(name, existing =>
+        CancellationToken cancellationToken = default)
+    {
+        RequireEntries(terms, patterns, "remove");
+        return ChangeBlocklistAsync(name, existing =>
         {
             if (existing is null) throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
             var missing = terms.Where(t => !existing.Terms.Contains(t, StringComparer.OrdinalIgnoreCase))
@@ -78,18 +123,24 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
                 Patterns = [.. existing.Patterns.Where(p => !patterns.Contains(p, StringComparer.Ordinal))],
             };
         }, actor, cancellationToken);
+    }
 
-    /// <summary>Every blocklist change: validated and stored in one transaction with the read it
-    /// builds on, then audited.</summary>
+    /// <summary>Refused rather than audited as a change that changed nothing.</summary>
+    static void RequireEntries(IReadOnlyCollection<string> terms, IReadOnlyCollection<string> patterns, string verb)
+    {
+        if (terms.Count == 0 && patterns.Count == 0) throw new TrustUserException($"No entry to {verb}: give at least one term or pattern.");
+    }
+
+    /// <summary>Every blocklist change: validated and stored with its audit entry in one
+    /// transaction with the read it builds on.</summary>
     async ValueTask<Blocklist> ChangeBlocklistAsync(string name, Func<Blocklist?, Blocklist> change, string actor, CancellationToken cancellationToken)
     {
-        var (before, after) = await blocklists.ChangeAsync(name, existing =>
+        var after = await blocklists.ChangeAsync(name, existing =>
         {
             var changed = change(existing);
             CompiledBlocklist.Compile(changed);
             return changed;
-        }, cancellationToken);
-        await audit.AppendAsync(actor, AuditActions.BlocklistChanged, new JsonObject
+        }, (before, after) => new AuditRecord(actor, AuditActions.BlocklistChanged, new JsonObject
         {
             ["name"] = after.Name,
             ["operation"] = before is null ? "created" : "updated",
@@ -97,7 +148,7 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
             // Counts, not the terms: a blocklist of slurs should not be copied into the log.
             ["terms"] = after.Terms.Count,
             ["patterns"] = after.Patterns.Count,
-        }, cancellationToken);
+        }), cancellationToken);
         Interlocked.Increment(ref version);
         return after;
     }
@@ -105,12 +156,8 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     /// <exception cref="TrustUserException">No such blocklist, or a policy still uses it.</exception>
     public async ValueTask DeleteBlocklistAsync(string name, string actor, CancellationToken cancellationToken = default)
     {
-        var users = (await policies.ListAsync(cancellationToken))
-            .Where(p => p.Blocklists.Contains(name, StringComparer.OrdinalIgnoreCase)).Select(p => p.Deployment).ToList();
-        if (users.Count > 0)
-            throw new TrustUserException($"Blocklist '{name}' is used by the safety policy of {string.Join(", ", users)}; remove it there first.");
-        if (!await blocklists.DeleteAsync(name, cancellationToken)) throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
-        await audit.AppendAsync(actor, AuditActions.BlocklistChanged, new JsonObject { ["name"] = name, ["operation"] = "deleted" }, cancellationToken);
+        if (!await blocklists.DeleteAsync(name, new AuditRecord(actor, AuditActions.BlocklistChanged, new JsonObject { ["name"] = name, ["operation"] = "deleted" }), cancellationToken))
+            throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
         Interlocked.Increment(ref version);
     }
 
@@ -124,15 +171,11 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     public async ValueTask SetPolicyAsync(SafetyPolicy policy, string actor, CancellationToken cancellationToken = default)
     {
         policy.Validate();
-        var known = (await blocklists.ListAsync(cancellationToken)).Select(b => b.Name).ToHashSet(StringComparer.OrdinalIgnoreCase);
-        foreach (var name in policy.Blocklists)
-            if (!known.Contains(name)) throw new TrustUserException($"Safety policy for '{policy.Deployment}' names blocklist '{name}', which does not exist.");
-        await policies.SetAsync(policy, cancellationToken);
-        await audit.AppendAsync(actor, AuditActions.PolicyChanged, new JsonObject
+        await policies.SetAsync(policy, new AuditRecord(actor, AuditActions.PolicyChanged, new JsonObject
         {
             ["deployment"] = policy.Deployment,
             ["policy"] = JsonSerializer.SerializeToNode(policy.ToDocument()),
-        }, cancellationToken);
+        }), cancellationToken);
         Interlocked.Increment(ref version);
     }
 
@@ -145,32 +188,51 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     }
 }
 
-/// <summary>Blocklists on SQLite, one row per list with its definition as JSON.</summary>
-public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider? time = null) : IBlocklistStore
+/// <summary>A conditional blocklist change found the list changed, or gone, since the caller
+/// read it (the admin API's 412 for a stale If-Match).</summary>
+public sealed class BlocklistVersionMismatchException(string name, string? currentVersion) : Exception(currentVersion is null
+    ? $"Blocklist '{name}' does not exist (it was deleted since it was read); read the blocklists again before changing one."
+    : $"Blocklist '{name}' has changed since it was read; read it again, redo the change and send it with the new version.")
 {
-    readonly JsonDocumentTable table = new(database, "blocklists", "name", "definition", time ?? TimeProvider.System);
+    /// <summary>The stored list's version now; null when there is no list.</summary>
+    public string? CurrentVersion => currentVersion;
+}
+
+/// <summary>Blocklists on SQLite, one row per list with its definition as JSON.</summary>
+public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditLog auditLog, TimeProvider? time = null) : IBlocklistStore
+{
+    readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(time ?? TimeProvider.System);
+    readonly JsonDocumentTable policies = JsonDocumentTable.Policies(time ?? TimeProvider.System);
 
     sealed record Definition(string Name, string Category, List<string> Terms, List<string> Patterns);
 
     public ValueTask<IReadOnlyList<Blocklist>> ListAsync(CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult<IReadOnlyList<Blocklist>>(table.List().Select(Parse).ToList());
+        ValueTask.FromResult<IReadOnlyList<Blocklist>>(database.Use(connection => blocklists.List(connection).Select(Parse).ToList()));
 
     public ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(table.Get(name) is { } json ? Parse(json) : null);
+        ValueTask.FromResult(database.Use(connection => blocklists.Get(connection, name)) is { } json ? Parse(json) : null);
 
-    public ValueTask<(Blocklist? Before, Blocklist After)> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, CancellationToken cancellationToken = default)
-    {
-        Blocklist? before = null, after = null;
-        table.Change(name, json =>
+    public ValueTask<Blocklist> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, Func<Blocklist?, Blocklist, AuditRecord> audit,
+        CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(database.Write(transaction =>
         {
-            before = json is null ? null : Parse(json);
-            after = change(before);
-            return JsonSerializer.Serialize(new Definition(after.Name, after.Category.WireName(), [.. after.Terms], [.. after.Patterns]));
-        });
-        return ValueTask.FromResult((before, after!));
-    }
+            var before = blocklists.Get(transaction.Connection!, name, transaction) is { } json ? Parse(json) : null;
+            var after = change(before);
+            blocklists.Put(transaction, name, JsonSerializer.Serialize(new Definition(after.Name, after.Category.WireName(), [.. after.Terms], [.. after.Patterns])));
+            auditLog.Append(transaction, audit(before, after));
+            return after;
+        }));
 
-    public ValueTask<bool> DeleteAsync(string name, CancellationToken cancellationToken = default) => ValueTask.FromResult(table.Delete(name));
+    public ValueTask<bool> DeleteAsync(string name, AuditRecord audit, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
+    {
+        var users = policies.List(transaction.Connection!, transaction).Select(SafetyPolicy.FromJson)
+            .Where(p => p.Blocklists.Contains(name, StringComparer.OrdinalIgnoreCase)).Select(p => p.Deployment).ToList();
+        if (users.Count > 0)
+            throw new TrustUserException($"Blocklist '{name}' is used by the safety policy of {string.Join(", ", users)}; remove it there first.");
+        if (!blocklists.Delete(transaction, name)) return false;
+        auditLog.Append(transaction, audit);
+        return true;
+    }));
 
     static Blocklist Parse(string json)
     {
@@ -180,70 +242,66 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, TimeProvider
 }
 
 /// <summary>Safety policies on SQLite, one row per deployment, stored as SafetyPolicyDocument JSON.</summary>
-public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, TimeProvider? time = null) : ISafetyPolicyStore
+public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, SqliteAuditLog auditLog, TimeProvider? time = null) : ISafetyPolicyStore
 {
-    readonly JsonDocumentTable table = new(database, "safety_policies", "deployment", "policy", time ?? TimeProvider.System);
+    readonly JsonDocumentTable policies = JsonDocumentTable.Policies(time ?? TimeProvider.System);
+    readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(time ?? TimeProvider.System);
 
     public ValueTask<SafetyPolicy?> GetAsync(string deployment, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(table.Get(deployment) is { } json ? SafetyPolicy.FromJson(json) : null);
+        ValueTask.FromResult(database.Use(connection => policies.Get(connection, deployment)) is { } json ? SafetyPolicy.FromJson(json) : null);
 
     public ValueTask<IReadOnlyList<SafetyPolicy>> ListAsync(CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult<IReadOnlyList<SafetyPolicy>>(table.List().Select(SafetyPolicy.FromJson).ToList());
+        ValueTask.FromResult<IReadOnlyList<SafetyPolicy>>(database.Use(connection => policies.List(connection).Select(SafetyPolicy.FromJson).ToList()));
 
-    public ValueTask SetAsync(SafetyPolicy policy, CancellationToken cancellationToken = default)
+    public ValueTask SetAsync(SafetyPolicy policy, AuditRecord audit, CancellationToken cancellationToken = default)
     {
-        table.Upsert(policy.Deployment, policy.ToJson());
+        database.Write(transaction =>
+        {
+            foreach (var name in policy.Blocklists)
+                if (blocklists.Get(transaction.Connection!, name, transaction) is null)
+                    throw new TrustUserException($"Safety policy for '{policy.Deployment}' names blocklist '{name}', which does not exist.");
+            policies.Put(transaction, policy.Deployment, policy.ToJson());
+            return auditLog.Append(transaction, audit);
+        });
         return ValueTask.CompletedTask;
     }
 
-    public ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default) => ValueTask.FromResult(table.Delete(deployment));
+    public ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(database.Write(transaction => policies.Delete(transaction, deployment)));
 }
 
 /// <summary>A table of JSON documents keyed by name, with the time of the last write: the shape
-/// the blocklist and safety-policy stores share. Table and column names come from code, never
-/// from input.</summary>
-sealed class JsonDocumentTable(PlatformDatabase database, string table, string key, string document, TimeProvider clock)
+/// the blocklist and safety-policy tables share. Reads take the transaction they are part of,
+/// if any; writes always run in one, which the stores begin with PlatformDatabase.Write, so a
+/// write and the reads it depends on (the list it changes, the policies that name a list) see
+/// one state that no other writer changes before it commits. Table and column names come from
+/// code, never from input.</summary>
+sealed class JsonDocumentTable(string table, string key, string document, TimeProvider clock)
 {
-    public string? Get(string name) => database.Use(connection => Read(connection, null, name));
+    public static JsonDocumentTable Blocklists(TimeProvider clock) => new("blocklists", "name", "definition", clock);
+    public static JsonDocumentTable Policies(TimeProvider clock) => new("safety_policies", "deployment", "policy", clock);
 
-    /// <summary>Every document, in key order.</summary>
-    public List<string> List() => database.Use(connection =>
-    {
-        using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {key}");
-        using var reader = command.ExecuteReader();
-        var documents = new List<string>();
-        while (reader.Read()) documents.Add(reader.GetString(0));
-        return documents;
-    });
-
-    public void Upsert(string name, string json) => database.Use(connection =>
-    {
-        Write(connection, null, name, json);
-        return true;
-    });
-
-    /// <summary>Reads the document named <paramref name="name"/> (null when there is none) and
-    /// writes the one <paramref name="change"/> returns for it, in one IMMEDIATE transaction: it
-    /// takes the write lock before reading, so a change from another connection waits for this
-    /// one instead of building on the same read and overwriting it.</summary>
-    public void Change(string name, Func<string?, string> change) => database.Use(connection =>
-    {
-        using var transaction = connection.BeginTransaction(deferred: false);
-        Write(connection, transaction, name, change(Read(connection, transaction, name)));
-        transaction.Commit();
-        return true;
-    });
-
-    string? Read(SqliteConnection connection, SqliteTransaction? transaction, string name)
+    public string? Get(SqliteConnection connection, string name, SqliteTransaction? transaction = null)
     {
         using var command = Command(connection, $"SELECT {document} FROM {table} WHERE {key} = $key", ("$key", name));
         command.Transaction = transaction;
         return command.ExecuteScalar() as string;
     }
 
-    void Write(SqliteConnection connection, SqliteTransaction? transaction, string name, string json)
+    /// <summary>Every document, in key order.</summary>
+    public List<string> List(SqliteConnection connection, SqliteTransaction? transaction = null)
     {
-        using var command = Command(connection, $"""
+        using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {key}");
+        command.Transaction = transaction;
+        using var reader = command.ExecuteReader();
+        var documents = new List<string>();
+        while (reader.Read()) documents.Add(reader.GetString(0));
+        return documents;
+    }
+
+    public void Put(SqliteTransaction transaction, string name, string json)
+    {
+        using var command = Command(transaction.Connection!, $"""
             INSERT INTO {table} ({key}, {document}, updated_at) VALUES ($key, $document, $at)
             ON CONFLICT ({key}) DO UPDATE SET {document} = excluded.{document}, updated_at = excluded.updated_at
             """, ("$key", name), ("$document", json), ("$at", FormatTime(clock.GetUtcNow())));
@@ -252,9 +310,10 @@ sealed class JsonDocumentTable(PlatformDatabase database, string table, string k
     }
 
     /// <summary>Whether a row was there to delete.</summary>
-    public bool Delete(string name) => database.Use(connection =>
+    public bool Delete(SqliteTransaction transaction, string name)
     {
-        using var command = Command(connection, $"DELETE FROM {table} WHERE {key} = $key", ("$key", name));
+        using var command = Command(transaction.Connection!, $"DELETE FROM {table} WHERE {key} = $key", ("$key", name));
+        command.Transaction = transaction;
         return command.ExecuteNonQuery() == 1;
-    });
+    }
 }

@@ -1,5 +1,6 @@
 // IAuditLog on SQLite (table audit_log). Appends run in an IMMEDIATE transaction, so reading
-// the last hash and inserting the next entry is atomic even across processes sharing the file.
+// the last hash and inserting the next entry is atomic even across processes sharing the file;
+// the stores append the entry of a change in the change's own transaction.
 using System.Text.Json.Nodes;
 using Microsoft.Data.Sqlite;
 using static Stratus.Platform.PlatformDatabase;
@@ -10,36 +11,37 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
 {
     readonly TimeProvider clock = time ?? TimeProvider.System;
 
-    public ValueTask<AuditEntry> AppendAsync(string actor, string action, JsonObject? details = null, CancellationToken cancellationToken = default)
+    public ValueTask<AuditEntry> AppendAsync(string actor, string action, JsonObject? details = null, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(database.Write(transaction => Append(transaction, new AuditRecord(actor, action, details ?? []))));
+
+    /// <summary>Appends <paramref name="record"/> in a write transaction of the caller's: the
+    /// stores' changes pass theirs, so the change and its entry commit together or not at all.</summary>
+    internal AuditEntry Append(SqliteTransaction transaction, AuditRecord record)
     {
-        var detailsJson = (details ?? []).ToJsonString();
-        return ValueTask.FromResult(database.Use(connection =>
+        var connection = transaction.Connection!;
+        var detailsJson = record.Details.ToJsonString();
+        long sequence = 1;
+        var previousHash = AuditChain.GenesisHash;
+        using (var last = Command(connection, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
         {
-            using var transaction = connection.BeginTransaction(deferred: false);
-            long sequence = 1;
-            var previousHash = AuditChain.GenesisHash;
-            using (var last = Command(connection, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
+            last.Transaction = transaction;
+            using var reader = last.ExecuteReader();
+            if (reader.Read())
             {
-                last.Transaction = transaction;
-                using var reader = last.ExecuteReader();
-                if (reader.Read())
-                {
-                    sequence = reader.GetInt64(0) + 1;
-                    previousHash = reader.GetString(1);
-                }
+                sequence = reader.GetInt64(0) + 1;
+                previousHash = reader.GetString(1);
             }
-            // Truncated to what the stored text keeps, so the hash recomputed from the row matches.
-            var now = ParseTime(FormatTime(clock.GetUtcNow()));
-            var hash = AuditChain.ComputeHash(previousHash, sequence, now, actor, action, detailsJson);
-            using (var insert = Command(connection, "INSERT INTO audit_log (seq, time, actor, action, details, hash) VALUES ($seq, $time, $actor, $action, $details, $hash)",
-                       ("$seq", sequence), ("$time", FormatTime(now)), ("$actor", actor), ("$action", action), ("$details", detailsJson), ("$hash", hash)))
-            {
-                insert.Transaction = transaction;
-                insert.ExecuteNonQuery();
-            }
-            transaction.Commit();
-            return new AuditEntry(sequence, now, actor, action, detailsJson, hash);
-        }));
+        }
+        // Truncated to what the stored text keeps, so the hash recomputed from the row matches.
+        var now = ParseTime(FormatTime(clock.GetUtcNow()));
+        var hash = AuditChain.ComputeHash(previousHash, sequence, now, record.Actor, record.Action, detailsJson);
+        using (var insert = Command(connection, "INSERT INTO audit_log (seq, time, actor, action, details, hash) VALUES ($seq, $time, $actor, $action, $details, $hash)",
+                   ("$seq", sequence), ("$time", FormatTime(now)), ("$actor", record.Actor), ("$action", record.Action), ("$details", detailsJson), ("$hash", hash)))
+        {
+            insert.Transaction = transaction;
+            insert.ExecuteNonQuery();
+        }
+        return new AuditEntry(sequence, now, record.Actor, record.Action, detailsJson, hash);
     }
 
     public ValueTask<IReadOnlyList<AuditEntry>> ReadAsync(AuditQuery query, CancellationToken cancellationToken = default) =>

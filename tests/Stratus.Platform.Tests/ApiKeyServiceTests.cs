@@ -1,6 +1,7 @@
 // API keys: random, shown once, stored only as a salted hash, found by id, compared in
 // constant time, revocable by name or id, and every change audited without the secret.
 using System.Text;
+using Microsoft.Data.Sqlite;
 using Stratus.Platform;
 using Stratus.Safety;
 
@@ -105,6 +106,82 @@ public sealed class ApiKeyServiceTests : IDisposable
         Assert.All(log, e => Assert.DoesNotContain(created.Secret[ApiKeyFormat.Prefix.Length..], e.Details));
         Assert.Equal(new RateLimits(10, 1000), (await keys.ListAsync(true)).Single().Limits);
     }
+
+    [Fact]
+    public async Task A_key_change_whose_audit_entry_cannot_be_written_is_not_stored()
+    {
+        var created = await keys.CreateAsync("svc", ApiKeyScopes.Inference, new RateLimits(10, 100), "alice");
+        // An audit log that refuses every entry, as a failure between a change and its entry would.
+        platform.Sql("CREATE TRIGGER audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END;");
+        await Assert.ThrowsAsync<SqliteException>(() => keys.SetLimitsAsync("svc", 1, null, "bob").AsTask());
+        await Assert.ThrowsAsync<SqliteException>(() => keys.RevokeAsync("svc", "bob").AsTask());
+        await Assert.ThrowsAsync<SqliteException>(() => keys.CreateAsync("other", ApiKeyScopes.Inference, RateLimits.Unlimited, "bob").AsTask());
+
+        var key = (await keys.AuthenticateAsync(created.Secret)).Key;
+        Assert.NotNull(key);
+        Assert.Equal(new RateLimits(10, 100), key.Limits);
+        Assert.Equal(["svc"], (await keys.ListAsync(includeRevoked: true)).Select(k => k.Name));
+
+        // Once entries can be written again, so can the changes, each with its entry.
+        platform.Sql("DROP TRIGGER audit_down;");
+        await keys.RevokeAsync("svc", "bob");
+        Assert.Equal([AuditActions.KeyCreated, AuditActions.KeyRevoked], (await platform.Stores.Audit.ReadAsync(new AuditQuery())).Select(e => e.Action));
+        Assert.True((await platform.Stores.Audit.VerifyAsync()).Valid);
+    }
+
+    [Fact]
+    public async Task A_key_past_its_expiry_is_refused_as_expired_and_only_to_its_holder()
+    {
+        var clock = new TestClock(new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero));
+        var service = platform.Stores.KeyService(clock);
+        var created = await service.CreateAsync("temp", ApiKeyScopes.Inference, RateLimits.Unlimited, "alice", ApiKeyExpiry.In(TimeSpan.FromDays(30)));
+        var expiresAt = new DateTimeOffset(2026, 3, 31, 12, 0, 0, TimeSpan.Zero);
+        Assert.Equal(expiresAt, created.Key.ExpiresAt);
+        Assert.Contains("\"expires_at\":\"2026-03-31T12:00:00.0000000Z\"", (await platform.Stores.Audit.ReadAsync(new AuditQuery())).Single().Details);
+
+        clock.Advance(TimeSpan.FromDays(30) - TimeSpan.FromSeconds(1));
+        Assert.True((await service.AuthenticateAsync(created.Secret)).Succeeded);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        var expired = await service.AuthenticateAsync(created.Secret);
+        Assert.Equal((null, AuthenticationFailure.Expired, expiresAt), (expired.Key, expired.Failure, expired.ExpiredAt));
+        Assert.True(service.HasExpired((await service.ListAsync()).Single()));
+        // A wrong secret for the same id learns nothing of the expiry.
+        var wrong = await service.AuthenticateAsync(created.Secret[..^1] + (created.Secret[^1] == 'A' ? 'B' : 'A'));
+        Assert.Equal((AuthenticationFailure.Unknown, (DateTimeOffset?)null), (wrong.Failure, wrong.ExpiredAt));
+
+        var past = await Assert.ThrowsAsync<TrustUserException>(() =>
+            service.CreateAsync("late", ApiKeyScopes.Inference, RateLimits.Unlimited, "alice", ApiKeyExpiry.At(expiresAt)).AsTask());
+        Assert.Contains("2026-03-31 12:00:00 UTC, which has passed", past.Message);
+    }
+
+    [Theory]
+    [InlineData(null, "30d", 30 * 24 * 60)]
+    [InlineData(null, "12h", 12 * 60)]
+    [InlineData(null, "90m", 90)]
+    [InlineData(null, "2W", 14 * 24 * 60)]
+    [InlineData("2026-03-02", null, 12 * 60)]
+    [InlineData("2026-03-01T13:00:00Z", null, 60)]
+    [InlineData("2026-03-01T14:00:00+01:00", null, 60)]
+    [InlineData("2026-03-01T13:00:00", null, 60)]
+    public void Expiries_are_read_as_a_time_or_a_span_from_creation(string? at, string? within, int minutesAfterNoon)
+    {
+        var noon = new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero);
+        Assert.Equal(noon.AddMinutes(minutesAfterNoon), ApiKeyExpiry.Parse(at, within, "--expires", "--expires-in")!.From(noon));
+    }
+
+    [Theory]
+    [InlineData("2026-03-02", "30d", "--expires or --expires-in, not both")]
+    [InlineData("next tuesday", null, "--expires must be an ISO 8601 time")]
+    [InlineData(null, "30", "--expires-in must be a number and a unit")]
+    [InlineData(null, "1y", "--expires-in must be a number and a unit")]
+    [InlineData(null, "-3d", "--expires-in must be a number and a unit")]
+    [InlineData(null, "0d", "at most 36500 days")]
+    [InlineData(null, "999999w", "at most 36500 days")]
+    public void Unreadable_expiries_are_user_errors_naming_the_option(string? at, string? within, string message) =>
+        Assert.Contains(message, Assert.Throws<TrustUserException>(() => ApiKeyExpiry.Parse(at, within, "--expires", "--expires-in")).Message);
+
+    [Fact]
+    public void Neither_expiry_is_a_key_that_never_expires() => Assert.Null(ApiKeyExpiry.Parse(null, null, "--expires", "--expires-in"));
 
     [Fact]
     public async Task A_limits_change_that_names_no_limit_is_refused_and_not_audited()

@@ -37,6 +37,65 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.DoesNotContain('\n', io.Message);
     }
 
+    /// <summary>The api_keys table as schema version 1 (Stratus before key expiry) made it.</summary>
+    const string ApiKeysVersion1 = """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            salt BLOB NOT NULL,
+            hash BLOB NOT NULL,
+            scopes INTEGER NOT NULL,
+            rpm INTEGER NOT NULL,
+            tpm INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;
+        CREATE TABLE blocklists (name TEXT PRIMARY KEY COLLATE NOCASE, definition TEXT NOT NULL, updated_at TEXT NOT NULL);
+        CREATE TABLE safety_policies (deployment TEXT PRIMARY KEY, policy TEXT NOT NULL, updated_at TEXT NOT NULL);
+        CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, details TEXT NOT NULL, hash TEXT NOT NULL);
+        CREATE TABLE usage_daily (key_id TEXT NOT NULL, day TEXT NOT NULL, model TEXT NOT NULL, requests INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, PRIMARY KEY (key_id, day, model));
+        PRAGMA user_version = 1;
+        """;
+
+    [Fact]
+    public async Task A_database_of_schema_version_1_is_migrated_on_open_and_keeps_its_keys()
+    {
+        Directory.CreateDirectory(directory);
+        var (id, secret) = ApiKeyFormat.Generate();
+        var salt = ApiKeyFormat.NewSalt();
+        using (var old = new SqliteConnection($"Data Source={DatabasePath}"))
+        {
+            old.Open();
+            using var command = old.CreateCommand();
+            command.CommandText = ApiKeysVersion1 + """
+                INSERT INTO api_keys (id, name, salt, hash, scopes, rpm, tpm, created_at, revoked_at)
+                VALUES ($id, 'old', $salt, $hash, 1, 5, 0, '2025-06-01T00:00:00.0000000Z', NULL);
+                """;
+            command.Parameters.AddWithValue("$id", id);
+            command.Parameters.AddWithValue("$salt", salt);
+            command.Parameters.AddWithValue("$hash", ApiKeyFormat.Hash(salt, secret));
+            command.ExecuteNonQuery();
+        }
+        SqliteConnection.ClearAllPools();
+
+        var keys = PlatformStores.OpenSqlite(directory).KeyService();
+        var kept = (await keys.AuthenticateAsync(secret)).Key;
+        Assert.NotNull(kept);
+        Assert.Equal(("old", 5, (DateTimeOffset?)null), (kept.Name, kept.Limits.RequestsPerMinute, kept.ExpiresAt));
+        var expiring = await keys.CreateAsync("new", ApiKeyScopes.Inference, RateLimits.Unlimited, "test", ApiKeyExpiry.In(TimeSpan.FromDays(30)));
+        Assert.Equal(expiring.Key.ExpiresAt, (await keys.AuthenticateAsync(expiring.Secret)).Key!.ExpiresAt);
+
+        // Opening it again finds it migrated.
+        Assert.Equal(2, (await PlatformStores.OpenSqlite(directory).KeyService().ListAsync()).Count);
+        using var check = new SqliteConnection($"Data Source={DatabasePath}");
+        check.Open();
+        using var version = check.CreateCommand();
+        version.CommandText = "PRAGMA user_version;";
+        Assert.Equal(2L, version.ExecuteScalar());
+    }
+
     [Fact]
     public void Opening_a_file_that_is_not_a_database_names_it()
     {

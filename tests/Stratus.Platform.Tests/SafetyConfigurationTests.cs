@@ -1,6 +1,7 @@
 // Stored blocklists and policies: validated before they are stored, audited when changed, and
 // turned into the deployment's pipeline; blocklist changes made at once from separate stores on
 // one file (processes) each build on the one before.
+using Microsoft.Data.Sqlite;
 using Stratus.Platform;
 using Stratus.Safety;
 
@@ -84,6 +85,68 @@ public sealed class SafetyConfigurationTests : IDisposable
         await config.DeleteBlocklistAsync("profanity", "admin");
         Assert.Empty(await config.ListBlocklistsAsync());
         await Assert.ThrowsAsync<TrustUserException>(async () => await config.DeleteBlocklistAsync("profanity", "admin"));
+    }
+
+    [Fact]
+    public async Task A_safety_change_whose_audit_entry_cannot_be_written_is_not_stored()
+    {
+        await config.UpsertBlocklistAsync(new Blocklist("words", ["heck"], []), "admin");
+        platform.Sql("CREATE TRIGGER audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END;");
+        await Assert.ThrowsAsync<SqliteException>(() => config.AddToBlocklistAsync("words", ["darn"], [], null, "admin").AsTask());
+        await Assert.ThrowsAsync<SqliteException>(() => config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "admin").AsTask());
+        await Assert.ThrowsAsync<SqliteException>(() => config.DeleteBlocklistAsync("words", "admin").AsTask());
+
+        Assert.Equal(["heck"], (await config.GetBlocklistAsync("words"))!.Terms);
+        Assert.Empty(await config.ListPoliciesAsync());
+        Assert.Single(await platform.Stores.Audit.ReadAsync(new AuditQuery()));
+    }
+
+    [Fact]
+    public async Task A_policy_saved_while_its_blocklist_is_being_deleted_stops_the_delete()
+    {
+        await config.UpsertBlocklistAsync(new Blocklist("words", ["heck"], []), "admin");
+        var policy = SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] };
+        // Another process saves a policy naming the list in a transaction of its own, and the
+        // delete starts before it commits: checking for users then deleting would find none
+        // and delete the list under the new policy.
+        var refused = await Assert.ThrowsAsync<TrustUserException>(() => WhileAnotherWriterHoldsTheLock(
+            $"INSERT INTO safety_policies (deployment, policy, updated_at) VALUES ('gpt2', '{policy.ToJson()}', '2026-01-01T00:00:00.0000000Z')",
+            () => config.DeleteBlocklistAsync("words", "admin").AsTask()));
+        Assert.Contains("used by the safety policy of gpt2", refused.Message);
+        Assert.NotNull(await config.GetBlocklistAsync("words"));
+    }
+
+    [Fact]
+    public async Task A_blocklist_deleted_while_a_policy_naming_it_is_being_saved_stops_the_save()
+    {
+        await config.UpsertBlocklistAsync(new Blocklist("words", ["heck"], []), "admin");
+        var refused = await Assert.ThrowsAsync<TrustUserException>(() => WhileAnotherWriterHoldsTheLock(
+            "DELETE FROM blocklists WHERE name = 'words'",
+            () => config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "admin").AsTask()));
+        Assert.Contains("names blocklist 'words', which does not exist", refused.Message);
+        Assert.Empty(await config.ListPoliciesAsync());
+    }
+
+    /// <summary>Runs <paramref name="write"/> while another connection, as another process
+    /// would, holds the write lock in a transaction that has run <paramref name="sql"/>, and
+    /// commits that transaction once the write has had time to read and block on the lock.</summary>
+    async Task WhileAnotherWriterHoldsTheLock(string sql, Func<Task> write)
+    {
+        using var other = new SqliteConnection($"Data Source={platform.DatabasePath}");
+        other.Open();
+        using var transaction = other.BeginTransaction(deferred: false);
+        using (var command = other.CreateCommand())
+        {
+            command.Transaction = transaction;
+            command.CommandText = sql;
+            Assert.Equal(1, command.ExecuteNonQuery());
+        }
+        var writing = Task.Run(write);
+        // Well within the 5 s lock timeout the write waits for.
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.False(writing.IsCompleted);
+        transaction.Commit();
+        await writing;
     }
 
     [Fact]

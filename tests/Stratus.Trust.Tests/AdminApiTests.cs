@@ -4,6 +4,7 @@
 // that names none of the server's files.
 using System.Net;
 using System.Text;
+using System.Text.Json;
 using Microsoft.Data.Sqlite;
 using Stratus.Platform;
 
@@ -45,6 +46,42 @@ public sealed class AdminApiTests
         var adminId = (await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "test-admin").Id;
         var actions = (await host.Stores.Audit.ReadAsync(new AuditQuery(Actor: adminId))).Select(e => e.Action).ToList();
         Assert.Equal([AuditActions.KeyCreated, AuditActions.KeyLimitsChanged, AuditActions.KeyRevoked], actions);
+    }
+
+    [Fact]
+    public async Task Keys_are_created_with_an_expiry_that_lists_show_and_bad_expiries_are_a_400()
+    {
+        await using var host = await TrustHost.StartAsync();
+        var before = DateTimeOffset.UtcNow;
+        using (var created = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "month", scopes = "inference", expires_in = "30d" }))
+        {
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            var expiresAt = (await TestJson.ReadAsync(created)).GetProperty("api_key").GetProperty("expires_at").GetDateTimeOffset();
+            Assert.InRange(expiresAt, before.AddDays(30), DateTimeOffset.UtcNow.AddDays(30));
+        }
+        using (var dated = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "dated", scopes = "inference", expires_at = "2999-01-31" }))
+            Assert.Equal(new DateTimeOffset(2999, 1, 31, 0, 0, 0, TimeSpan.Zero),
+                (await TestJson.ReadAsync(dated)).GetProperty("api_key").GetProperty("expires_at").GetDateTimeOffset());
+        using (var list = await host.SendAsync(HttpMethod.Get, "/v1/admin/keys", host.AdminKey))
+        {
+            var keys = (await TestJson.ReadAsync(list)).GetProperty("data").EnumerateArray().ToDictionary(k => k.GetProperty("name").GetString()!);
+            Assert.Equal(JsonValueKind.Null, keys["test-admin"].GetProperty("expires_at").ValueKind);
+            Assert.Equal(2999, keys["dated"].GetProperty("expires_at").GetDateTimeOffset().Year);
+        }
+
+        foreach (var (body, message) in new (object, string)[]
+        {
+            (new { name = "a", scopes = "inference", expires_at = "2020-01-01" }, "which has passed"),
+            (new { name = "b", scopes = "inference", expires_at = "soon" }, "'expires_at' must be an ISO 8601 time"),
+            (new { name = "c", scopes = "inference", expires_in = "1 month" }, "'expires_in' must be a number and a unit"),
+            (new { name = "d", scopes = "inference", expires_at = "2999-01-01", expires_in = "1d" }, "not both"),
+        })
+        {
+            using var refused = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, body);
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            Assert.Contains(message, (await TestJson.ErrorAsync(refused)).GetProperty("message").GetString());
+        }
+        Assert.Equal(4, (await host.Stores.KeyService().ListAsync()).Count);
     }
 
     [Fact]
@@ -94,6 +131,109 @@ public sealed class AdminApiTests
         Assert.Contains(changes, e => e.Action == AuditActions.BlocklistChanged);
         Assert.Contains(changes, e => e.Action == AuditActions.PolicyChanged);
         Assert.Contains(changes, e => e.Action == AuditActions.ModelDeployed && e.Details.Contains("\"model\":\"fake\""));
+    }
+
+    [Fact]
+    public async Task A_put_with_a_stale_if_match_is_a_412_and_overwrites_nothing()
+    {
+        await using var host = await TrustHost.StartAsync();
+        using (var created = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/words", host.AdminKey, new { terms = new[] { "alpha" } }))
+            Assert.Equal(HttpStatusCode.OK, created.StatusCode);
+        // Two admins read the list, then each PUTs the list it read plus one term.
+        string etag;
+        using (var read = await host.SendAsync(HttpMethod.Get, "/v1/admin/blocklists/words", host.AdminKey))
+            etag = Assert.Single(read.Headers.GetValues("ETag"));
+        Assert.Matches("^\"[0-9a-f]{32}\"$", etag);
+
+        using (var first = await host.Client.SendAsync(IfMatch(host.Request(HttpMethod.Put, "/v1/admin/blocklists/words", host.AdminKey, new { terms = new[] { "alpha", "beta" } }), etag)))
+        {
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+            Assert.NotEqual(etag, Assert.Single(first.Headers.GetValues("ETag")));
+        }
+        string current;
+        using (var second = await host.Client.SendAsync(IfMatch(host.Request(HttpMethod.Put, "/v1/admin/blocklists/words", host.AdminKey, new { terms = new[] { "alpha", "gamma" } }), etag)))
+        {
+            Assert.Equal(HttpStatusCode.PreconditionFailed, second.StatusCode);
+            var error = await TestJson.ErrorAsync(second);
+            Assert.Equal("precondition_failed", error.GetProperty("code").GetString());
+            Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
+            Assert.Contains("GET it again", error.GetProperty("message").GetString());
+            current = Assert.Single(second.Headers.GetValues("ETag"));
+        }
+        using (var read = await host.SendAsync(HttpMethod.Get, "/v1/admin/blocklists/words", host.AdminKey))
+        {
+            Assert.Equal(["alpha", "beta"], (await TestJson.ReadAsync(read)).GetProperty("terms").EnumerateArray().Select(t => t.GetString()));
+            Assert.Equal(current, Assert.Single(read.Headers.GetValues("ETag")));
+        }
+        // With the current ETag, or *, the PUT goes through; without If-Match it always does.
+        using (var retried = await host.Client.SendAsync(IfMatch(host.Request(HttpMethod.Put, "/v1/admin/blocklists/words", host.AdminKey, new { terms = new[] { "alpha", "beta", "gamma" } }), current)))
+            Assert.Equal(HttpStatusCode.OK, retried.StatusCode);
+        using (var any = await host.Client.SendAsync(IfMatch(host.Request(HttpMethod.Put, "/v1/admin/blocklists/words", host.AdminKey, new { terms = new[] { "delta" } }), "*")))
+            Assert.Equal(HttpStatusCode.OK, any.StatusCode);
+        using (var unconditional = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/words", host.AdminKey, new { terms = new[] { "epsilon" } }))
+            Assert.Equal(HttpStatusCode.OK, unconditional.StatusCode);
+        // A list that is gone matches no ETag, not even *; a header that is no ETag is a 400.
+        using (var gone = await host.Client.SendAsync(IfMatch(host.Request(HttpMethod.Put, "/v1/admin/blocklists/other", host.AdminKey, new { terms = new[] { "x" } }), "*")))
+            Assert.Equal(HttpStatusCode.PreconditionFailed, gone.StatusCode);
+        using (var garbage = await host.Client.SendAsync(IfMatch(host.Request(HttpMethod.Put, "/v1/admin/blocklists/words", host.AdminKey, new { terms = new[] { "x" } }), "not-quoted")))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, garbage.StatusCode);
+            Assert.Contains("If-Match", (await TestJson.ErrorAsync(garbage)).GetProperty("message").GetString());
+        }
+
+        Assert.Equal(["epsilon"], (await host.Stores.SafetyConfiguration().GetBlocklistAsync("words"))!.Terms);
+        // The refused PUTs left no audit entry: created, then four replacements.
+        Assert.Equal(5, (await host.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.BlocklistChanged))).Count);
+    }
+
+    static HttpRequestMessage IfMatch(HttpRequestMessage request, string etag)
+    {
+        request.Headers.TryAddWithoutValidation("If-Match", etag);
+        return request;
+    }
+
+    [Fact]
+    public async Task Blocklist_items_are_added_and_removed_one_transaction_each_and_audited()
+    {
+        await using var host = await TrustHost.StartAsync();
+        const string Add = "/v1/admin/blocklists/words:addOrUpdateBlocklistItems";
+        // Admins adding at once: each add builds on the list as stored, so none is lost.
+        var terms = Enumerable.Range(0, 8).Select(i => $"term{i}").ToList();
+        var adds = await Task.WhenAll(terms.Select(t => host.SendAsync(HttpMethod.Post, Add, host.AdminKey, new { terms = new[] { t } })));
+        Assert.All(adds, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
+        foreach (var r in adds) r.Dispose();
+        using (var patterned = await host.SendAsync(HttpMethod.Post, Add, host.AdminKey, new { patterns = new[] { "proj-\\d+" }, category = "violence" }))
+        {
+            Assert.Equal(HttpStatusCode.OK, patterned.StatusCode);
+            var list = await TestJson.ReadAsync(patterned);
+            Assert.Equal(terms, list.GetProperty("terms").EnumerateArray().Select(t => t.GetString()).Order());
+            Assert.Equal("violence", list.GetProperty("category").GetString());
+            Assert.Single(patterned.Headers.GetValues("ETag"));
+        }
+
+        using (var removed = await host.SendAsync(HttpMethod.Post, "/v1/admin/blocklists/words:removeBlocklistItems", host.AdminKey, new { terms = new[] { "TERM0", "term1" }, patterns = new[] { "proj-\\d+" } }))
+        {
+            Assert.Equal(HttpStatusCode.OK, removed.StatusCode);
+            var list = await TestJson.ReadAsync(removed);
+            Assert.Equal(terms.Skip(2), list.GetProperty("terms").EnumerateArray().Select(t => t.GetString()).Order());
+            Assert.Equal(0, list.GetProperty("patterns").GetArrayLength());
+        }
+        using (var lacking = await host.SendAsync(HttpMethod.Post, "/v1/admin/blocklists/words:removeBlocklistItems", host.AdminKey, new { terms = new[] { "term0" } }))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, lacking.StatusCode);
+            Assert.Contains("has no entry 'term0'", (await TestJson.ErrorAsync(lacking)).GetProperty("message").GetString());
+        }
+        using (var missing = await host.SendAsync(HttpMethod.Post, "/v1/admin/blocklists/nope:removeBlocklistItems", host.AdminKey, new { terms = new[] { "a" } }))
+            Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        using (var badRegex = await host.SendAsync(HttpMethod.Post, Add, host.AdminKey, new { patterns = new[] { "secret-(" } }))
+            Assert.Contains("not a valid regular expression", (await TestJson.ErrorAsync(badRegex)).GetProperty("message").GetString());
+        using (var nothing = await host.SendAsync(HttpMethod.Post, Add, host.AdminKey, new { terms = Array.Empty<string>() }))
+            Assert.Contains("at least one term or pattern", (await TestJson.ErrorAsync(nothing)).GetProperty("message").GetString());
+
+        var adminId = (await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "test-admin").Id;
+        var log = await host.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.BlocklistChanged, Actor: adminId));
+        Assert.Equal(terms.Count + 2, log.Count);
+        Assert.Single(log, e => e.Details.Contains("\"created\""));
     }
 
     [Fact]

@@ -151,6 +151,50 @@ public sealed class AuthenticationTests
     }
 
     [Fact]
+    public async Task An_expired_key_is_a_401_that_says_when_it_expired_and_how_to_get_another()
+    {
+        await using var host = await TrustHost.StartAsync();
+        // Made two days ago to last one day, by a service whose clock says so.
+        var madeAt = DateTimeOffset.UtcNow.AddDays(-2);
+        var key = (await host.Stores.KeyService(new FixedClock(madeAt)).CreateAsync("temp", ApiKeyScopes.Inference, RateLimits.Unlimited, "test",
+            ApiKeyExpiry.In(TimeSpan.FromDays(1)))).Secret;
+        using var refused = await host.SendAsync(HttpMethod.Get, "/v1/models", key);
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+        Assert.Contains("Bearer", TestJson.Header(refused, "WWW-Authenticate"));
+        var error = await TestJson.ErrorAsync(refused);
+        Assert.Equal(("invalid_request_error", "invalid_api_key"), (error.GetProperty("type").GetString(), error.GetProperty("code").GetString()));
+        var message = error.GetProperty("message").GetString()!;
+        Assert.Contains($"expired on {ApiKeyService.FormatExpiry(madeAt.AddDays(1))}", message);
+        Assert.Contains("Ask an administrator of this server for a new key", message);
+
+        // The same id with another secret is just a wrong key.
+        using var guessed = await host.SendAsync(HttpMethod.Get, "/v1/models", key[..^1] + (key[^1] == 'A' ? 'B' : 'A'));
+        Assert.DoesNotContain("expired", (await TestJson.ErrorAsync(guessed)).GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task The_server_refuses_to_start_with_only_expired_keys()
+    {
+        var dataDir = TrustHost.NewDataDir();
+        try
+        {
+            await PlatformStores.OpenSqlite(dataDir).KeyService(new FixedClock(DateTimeOffset.UtcNow.AddDays(-2)))
+                .CreateAsync("old", ApiKeyScopes.Admin, RateLimits.Unlimited, "test", ApiKeyExpiry.In(TimeSpan.FromDays(1)));
+            var e = await Assert.ThrowsAsync<Stratus.Safety.TrustUserException>(() => TrustHost.StartAsync(createKeys: false, dataDir: dataDir));
+            Assert.Contains("expired keys do not count", e.Message);
+        }
+        finally
+        {
+            TrustHost.Cleanup(dataDir);
+        }
+    }
+
+    sealed class FixedClock(DateTimeOffset now) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => now;
+    }
+
+    [Fact]
     public async Task The_server_refuses_to_start_without_a_key()
     {
         var dataDir = TrustHost.NewDataDir();

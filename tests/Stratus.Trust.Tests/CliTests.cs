@@ -168,6 +168,29 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public async Task Keys_create_takes_an_expiry_that_keys_list_shows()
+    {
+        var created = Run("keys", "create", "--name", "month", "--expires-in", "30d");
+        Assert.Equal(0, created.ExitCode);
+        var expiresAt = (await PlatformStores.OpenSqlite(dataDir).KeyService().AuthenticateAsync(created.Stdout.TrimEnd().Split('\n')[^1])).Key!.ExpiresAt!.Value;
+        Assert.InRange(expiresAt - DateTimeOffset.UtcNow, TimeSpan.FromDays(30) - TimeSpan.FromMinutes(5), TimeSpan.FromDays(30));
+        Assert.Contains($"expires {ApiKeyService.FormatExpiry(expiresAt)}", created.Stdout);
+        Assert.Equal(0, Run("keys", "create", "--name", "dated", "--expires", "2999-01-31").ExitCode);
+        Assert.Equal(0, Run("keys", "create", "--name", "forever").ExitCode);
+
+        var listed = Run("keys", "list");
+        Assert.Equal(0, listed.ExitCode);
+        Assert.Contains("Expires (UTC)", listed.Stdout);
+        Assert.Contains(expiresAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm"), listed.Stdout.Split('\n').Single(l => l.Contains("month")));
+        Assert.Contains("2999-01-31 00:00", listed.Stdout.Split('\n').Single(l => l.Contains("dated")));
+        Assert.Contains("never", listed.Stdout.Split('\n').Single(l => l.Contains("forever")));
+
+        AssertUserError(Run("keys", "create", "--name", "x", "--expires-in", "soon"), "--expires-in must be a number and a unit");
+        AssertUserError(Run("keys", "create", "--name", "x", "--expires", "2020-01-01"), "which has passed");
+        AssertUserError(Run("keys", "create", "--name", "x", "--expires", "2999-01-01", "--expires-in", "1d"), "--expires or --expires-in, not both");
+    }
+
+    [Fact]
     public async Task Keys_created_and_revoked_from_the_cli_apply_to_a_running_server()
     {
         await using var host = await TrustHost.StartAsync();

@@ -16,12 +16,20 @@ public sealed record ListResponse<T>(
 }
 
 /// <param name="Scopes">"inference,training" or ["inference", "training"].</param>
+/// <param name="ExpiresAt">An ISO 8601 time (UTC unless it names an offset; a date alone is its
+/// midnight UTC) the key stops working at; or <paramref name="ExpiresIn"/>, "30d", "12h"...
+/// from its creation. Neither: the key never expires.</param>
 public sealed record CreateKeyRequest(
     [property: JsonPropertyName("name")] string? Name,
     [property: JsonPropertyName("scopes")] JsonElement Scopes,
     [property: JsonPropertyName("rpm")] int Rpm = 0,
-    [property: JsonPropertyName("tpm")] int Tpm = 0)
+    [property: JsonPropertyName("tpm")] int Tpm = 0,
+    [property: JsonPropertyName("expires_at")] string? ExpiresAt = null,
+    [property: JsonPropertyName("expires_in")] string? ExpiresIn = null)
 {
+    /// <exception cref="TrustUserException">Both expiry fields, or either unreadable.</exception>
+    public ApiKeyExpiry? ParseExpiry() => ApiKeyExpiry.Parse(ExpiresAt, ExpiresIn, "'expires_at'", "'expires_in'");
+
     /// <exception cref="TrustUserException">Scopes missing or not a string or array of strings.</exception>
     public ApiKeyScopes ParseScopes() => Scopes.ValueKind switch
     {
@@ -44,10 +52,11 @@ public sealed record KeyView(
     [property: JsonPropertyName("rpm")] int Rpm,
     [property: JsonPropertyName("tpm")] int Tpm,
     [property: JsonPropertyName("created_at")] DateTimeOffset CreatedAt,
-    [property: JsonPropertyName("revoked_at")] DateTimeOffset? RevokedAt)
+    [property: JsonPropertyName("revoked_at")] DateTimeOffset? RevokedAt,
+    [property: JsonPropertyName("expires_at")] DateTimeOffset? ExpiresAt)
 {
     public static KeyView From(ApiKeyRecord key) => new(key.Id, key.Name, ApiKeyScopeNames.Format(key.Scopes).Split(','),
-        key.Limits.RequestsPerMinute, key.Limits.TokensPerMinute, key.CreatedAt, key.RevokedAt);
+        key.Limits.RequestsPerMinute, key.Limits.TokensPerMinute, key.CreatedAt, key.RevokedAt, key.ExpiresAt);
 }
 
 /// <param name="Key">The secret: shown in this response only.</param>

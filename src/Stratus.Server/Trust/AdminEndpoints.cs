@@ -1,6 +1,7 @@
 // The admin API (admin scope): API keys (create, list, revoke, set limits, all effective on the
-// next request), custom blocklists, per-deployment safety policies, the audit log and its
-// verification, and usage. Every change is audited with the calling key's id as the actor.
+// next request), custom blocklists (whole, with an ETag for conditional replacement, or item by
+// item), per-deployment safety policies, the audit log and its verification, and usage. Every
+// change is audited with the calling key's id as the actor.
 // Query values and bodies are parsed here rather than by parameter binding, so a bad value
 // gets a 400 that says what is wrong instead of an empty one.
 using System.Globalization;
@@ -8,6 +9,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Net.Http.Headers;
 using Stratus.Platform;
 using Stratus.Safety;
 
@@ -26,7 +28,7 @@ public static class AdminEndpoints
             var (trust, actor) = Caller(http);
             var body = await TrustJson.ReadBodyAsync<CreateKeyRequest>(http.Request, ct);
             var created = await trust.Keys.CreateAsync(body.Name ?? throw new TrustUserException("'name' is required."),
-                body.ParseScopes(), new RateLimits(body.Rpm, body.Tpm), actor, ct);
+                body.ParseScopes(), new RateLimits(body.Rpm, body.Tpm), actor, body.ParseExpiry(), ct);
             return Json(new CreatedKeyView(created.Secret, KeyView.From(created.Key)), StatusCodes.Status201Created);
         });
         admin.MapGet("/keys", async (HttpContext http, CancellationToken ct) =>
@@ -56,17 +58,44 @@ public static class AdminEndpoints
         {
             var (trust, _) = Caller(http);
             return await trust.Safety.GetBlocklistAsync(name, ct) is { } list
-                ? Json(BlocklistView.From(list))
+                ? BlocklistResponse(http, list)
                 : OpenAIErrors.NotFound($"No blocklist named '{name}'.");
         });
         admin.MapPut("/blocklists/{name}", async (HttpContext http, string name, CancellationToken ct) =>
         {
             var (trust, actor) = Caller(http);
+            var ifMatch = IfMatch(http);
             var body = await TrustJson.ReadBodyAsync<BlocklistBody>(http.Request, ct);
             var category = body.Category is null ? SafetyCategory.Hate : SafetyNames.ParseCategory(body.Category);
-            var list = new Blocklist(name, body.Terms ?? [], body.Patterns ?? [], category);
-            await trust.Safety.UpsertBlocklistAsync(list, actor, ct);
-            return Json(BlocklistView.From(list));
+            try
+            {
+                return BlocklistResponse(http, await trust.Safety.UpsertBlocklistAsync(new Blocklist(name, body.Terms ?? [], body.Patterns ?? [], category), actor, ifMatch, ct));
+            }
+            catch (BlocklistVersionMismatchException e)
+            {
+                return e.CurrentVersion is { } current
+                    ? OpenAIErrors.PreconditionFailed($"Blocklist '{name}' has changed since the If-Match ETag was read (it is now {ETag(current)}): " +
+                        "GET it again, redo the change and PUT it with the new ETag.", ETag(current))
+                    : OpenAIErrors.PreconditionFailed($"Blocklist '{name}' does not exist, so it matches no If-Match ETag: " +
+                        "it was deleted since it was read. PUT without If-Match to create it.", null);
+            }
+        });
+        // Item-level changes, as Azure AI Content Safety's :addOrUpdateBlocklistItems and
+        // :removeBlocklistItems: each is one transaction on the list as stored, so admins editing
+        // one list at once keep each other's entries without an If-Match round trip.
+        admin.MapPost("/blocklists/{name}:addOrUpdateBlocklistItems", async (HttpContext http, string name, CancellationToken ct) =>
+        {
+            var (trust, actor) = Caller(http);
+            var body = await TrustJson.ReadBodyAsync<BlocklistBody>(http.Request, ct);
+            var category = body.Category is null ? (SafetyCategory?)null : SafetyNames.ParseCategory(body.Category);
+            return BlocklistResponse(http, await trust.Safety.AddToBlocklistAsync(name, body.Terms ?? [], body.Patterns ?? [], category, actor, ct));
+        });
+        admin.MapPost("/blocklists/{name}:removeBlocklistItems", async (HttpContext http, string name, CancellationToken ct) =>
+        {
+            var (trust, actor) = Caller(http);
+            var body = await TrustJson.ReadBodyAsync<BlocklistBody>(http.Request, ct);
+            if (body.Category is not null) throw new TrustUserException("'category' belongs to the list, not to its items: send only 'terms' and 'patterns' to remove.");
+            return BlocklistResponse(http, await trust.Safety.RemoveFromBlocklistAsync(name, body.Terms ?? [], body.Patterns ?? [], actor, ct));
         });
         admin.MapDelete("/blocklists/{name}", async (HttpContext http, string name, CancellationToken ct) =>
         {
@@ -131,6 +160,27 @@ public static class AdminEndpoints
         (http.RequestServices.GetRequiredService<StratusTrust>(), http.GetStratusTrust().KeyId);
 
     static IResult Json<T>(T value, int status = StatusCodes.Status200OK) => Results.Json(value, TrustJson.Options, statusCode: status);
+
+    /// <summary>A blocklist with its version as the ETag, for a later conditional PUT.</summary>
+    static IResult BlocklistResponse(HttpContext http, Blocklist list)
+    {
+        http.Response.Headers.ETag = ETag(SafetyConfiguration.VersionOf(list));
+        return Json(BlocklistView.From(list));
+    }
+
+    static string ETag(string version) => $"\"{version}\"";
+
+    /// <summary>The versions an If-Match header accepts ("*": any); null without the header,
+    /// which makes the write unconditional. Weak tags never match (If-Match compares strongly).</summary>
+    /// <exception cref="TrustUserException">A header that is no list of ETags.</exception>
+    static IReadOnlyCollection<string>? IfMatch(HttpContext http)
+    {
+        var values = http.Request.Headers.IfMatch;
+        if (values.Count == 0) return null;
+        if (!EntityTagHeaderValue.TryParseStrictList(values, out var tags) || tags.Count == 0)
+            throw new TrustUserException($"If-Match must be the ETag a GET of the blocklist returned (a quoted string) or *, not '{values}'.");
+        return [.. tags.Where(t => !t.IsWeak).Select(t => t.Equals(EntityTagHeaderValue.Any) ? "*" : t.Tag.ToString().Trim('"'))];
+    }
 
     static string? Text(HttpContext http, string name) =>
         http.Request.Query.TryGetValue(name, out var v) && !string.IsNullOrWhiteSpace(v.ToString()) ? v.ToString() : null;

@@ -81,6 +81,11 @@ public static class OpenAIErrors
     public static OpenAIErrorResult BadRequest(string message, string? param = null) =>
         Create(StatusCodes.Status400BadRequest, message, param: param);
 
+    /// <summary>412: a conditional write (If-Match) found what it would replace changed since
+    /// the client read it; <paramref name="etag"/> is the current ETag, when there is one.</summary>
+    public static OpenAIErrorResult PreconditionFailed(string message, string? etag) =>
+        Create(StatusCodes.Status412PreconditionFailed, message, code: "precondition_failed", headers: etag is null ? null : [new("ETag", etag)]);
+
     public static OpenAIErrorResult NotFound(string message) =>
         Create(StatusCodes.Status404NotFound, message, code: "not_found");
 

@@ -72,12 +72,15 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
         var result = await trust.Keys.AuthenticateAsync(presented, context.RequestAborted);
         if (!result.Succeeded)
         {
-            // Clients learn only what they can fix; wrong and revoked keys read alike.
+            // Clients learn only what they can fix; wrong and revoked keys read alike, and only the
+            // holder of an expired key's secret learns that it expired.
             logger.LogInformation("Refused {Method} {Path}: {Failure}", context.Request.Method, context.Request.Path, result.Failure);
             await OpenAIErrors.InvalidApiKey(result.Failure switch
             {
                 AuthenticationFailure.Missing => $"No API key provided. Send it as 'Authorization: Bearer <key>' or in the '{ApiKeyHeader}' header.",
                 AuthenticationFailure.Malformed => $"Malformed API key: Stratus keys start with '{ApiKeyFormat.Prefix}' and are {ApiKeyFormat.Length} characters long.",
+                AuthenticationFailure.Expired => $"This API key expired on {ApiKeyService.FormatExpiry(result.ExpiredAt!.Value)}. Ask an administrator of this server for a new key " +
+                    "(stratus keys create, or POST /v1/admin/keys with an admin key).",
                 _ => "Incorrect API key provided, or the key was revoked.",
             }).ExecuteAsync(context);
             return;

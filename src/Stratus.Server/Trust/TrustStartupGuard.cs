@@ -21,9 +21,10 @@ public sealed class TrustStartupGuard(StratusTrust trust, IServer server, IHostA
     public static async Task EnsureCallableAsync(StratusTrust trust, CancellationToken cancellationToken)
     {
         if (trust.Options.InsecureNoAuth) return;
-        // A key that may call the models (admin implies it): one with only the training scope cannot.
+        // A key that may call the models (admin implies it): one with only the training scope
+        // cannot, nor can an expired one.
         var keys = await trust.Keys.ListAsync(includeRevoked: false, cancellationToken);
-        if (!keys.Any(k => k.Allows(ApiKeyScopes.Inference))) throw new TrustUserException(NoKeyMessage(trust.DataDirectory));
+        if (!keys.Any(k => k.Allows(ApiKeyScopes.Inference) && !trust.Keys.HasExpired(k))) throw new TrustUserException(NoKeyMessage(trust.DataDirectory));
     }
 
     public Task StartedAsync(CancellationToken cancellationToken)
@@ -39,7 +40,7 @@ public sealed class TrustStartupGuard(StratusTrust trust, IServer server, IHostA
     }
 
     public static string NoKeyMessage(string dataDirectory) =>
-        $"No active API key with the inference scope in {dataDirectory}, so no client could call this server. Create one with " +
+        $"No active API key with the inference scope in {dataDirectory} (expired keys do not count), so no client could call this server. Create one with " +
         $"`stratus keys create --name <n> --scopes inference --data-dir {dataDirectory}`, or pass --insecure-no-auth to serve loopback clients without keys.";
 
     /// <summary>Whether a server address ("http://127.0.0.1:8000", "http://[::1]:80",

@@ -38,9 +38,10 @@ public sealed class InferenceEngine : IDisposable
     Exception? sequenceFailure;
 
     /// <summary>Steps in a row that stop the engine though its model passes the probe (FailAlone):
-    /// a model that fails every real call but still runs one token. A device that is broken fails
-    /// the probe and stops the engine at once; this bound only ends such a model's answering
-    /// every request with a 503 while /ready says it is ready. A step counts once however many
+    /// a model that fails every real call but still runs one token, or a device whose memory
+    /// stays full. A device that is broken fails the probe and stops the engine at once; this
+    /// bound only ends such a model's answering every request with a 503 while /ready says it
+    /// is ready. A step counts once however many
     /// sequences failed in it, so a burst of bad requests admitted together is one step, and any
     /// call that succeeds, as under any other traffic, starts the count again: 100 takes some 25
     /// failing requests one after another on an otherwise idle server, each retried as OpenAI's
@@ -294,11 +295,11 @@ public sealed class InferenceEngine : IDisposable
     }
 
     /// <summary>A model call over one sequence threw. Whether it is the request's fault or the
-    /// device's, a one-token probe of the model tells: when the probe fails too, the engine stops
-    /// (every request would fail the same way); otherwise the sequence and its request fail, and
-    /// only a model failing every call for <see cref="MaxFailingStepsInARow"/> steps stops the
-    /// engine. On a GPU, an error that leaves the CUDA context unusable (an illegal memory
-    /// access) fails the probe.</summary>
+    /// device's, a one-token probe of the model tells: when the probe fails too, other than for
+    /// want of memory, the engine stops (every request would fail the same way); otherwise the
+    /// sequence and its request fail, and only a model failing every call for
+    /// <see cref="MaxFailingStepsInARow"/> steps stops the engine. On a GPU, an error that
+    /// leaves the CUDA context unusable (an illegal memory access) fails the probe.</summary>
     void FailAlone(Sequence sequence, Exception error)
     {
         try
@@ -307,7 +308,10 @@ public sealed class InferenceEngine : IDisposable
         }
         catch (Exception probeError)
         {
-            throw new EngineUnavailableException($"the engine failed: a model call failed, and then a one-token probe of the model too: {Reason(probeError)}", probeError);
+            // Out of memory even for one token, the device still runs: what another process
+            // holds may be freed, and MaxFailingStepsInARow bounds the wait if not.
+            if (!OutOfMemory.Is(probeError))
+                throw new EngineUnavailableException($"the engine failed: a model call failed, and then a one-token probe of the model too: {Reason(probeError)}", probeError);
         }
         sequenceFailure = error;
         Fail(sequence, new EngineStepFailedException($"the model step failed: {Reason(error)}; a retry may succeed", error));

@@ -216,17 +216,35 @@ public sealed class StepFailureTests
     [Fact]
     public async Task A_model_that_cannot_run_stops_the_engine_at_its_first_failed_call_with_the_probe_s_cause()
     {
+        // As a CUDA context lost to a kernel's fault: every call fails from then on.
+        const string reason = "CUDA error: an illegal memory access was encountered";
         var (model, tokenizer) = InferenceEngineTests.TinyModel();
-        var failures = new FailingForward(model, (_, _) => true);
+        var failures = new FailingForward(model, (_, _) => true, reason);
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
         var sequences = engine.SubmitAll([Greedy(tokenizer, "all is well", 5), Greedy(tokenizer, "all is good", 5)]);
-        const string cause = $"the engine failed: a model call failed, and then a one-token probe of the model too: {FailingForward.OutOfMemoryDescribed}";
+        const string cause = $"the engine failed: a model call failed, and then a one-token probe of the model too: {reason}";
         foreach (var sequence in sequences)
             Assert.Equal(cause, (await Assert.ThrowsAsync<EngineUnavailableException>(() => Read(sequence))).Message);
         // The two rows' call, the first row's alone, the probe.
         Assert.Equal(3, failures.Failures);
         Assert.False(engine.IsHealthy);
         Assert.Equal(cause, Assert.Throws<EngineUnavailableException>(() => engine.Submit(Greedy(tokenizer, "all is well", 5))).InnerException!.Message);
+    }
+
+    [Fact]
+    public async Task A_device_out_of_memory_even_for_the_probe_fails_the_request_and_the_engine_goes_on()
+    {
+        // Another process holds the memory: it may free it.
+        var (model, tokenizer) = InferenceEngineTests.TinyModel();
+        var full = true;
+        var failures = new FailingForward(model, (_, _) => Volatile.Read(ref full));
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        await Fails(engine.Submit(Greedy(tokenizer, "all is well", 5)));
+        // Its call and the probe.
+        Assert.Equal(2, failures.Failures);
+        Assert.True(engine.IsHealthy);
+        Volatile.Write(ref full, false);
+        Assert.Equal(5, (await Read(engine.Submit(Greedy(tokenizer, "all is well", 5)))).Count);
     }
 
     [Fact]

@@ -155,6 +155,41 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
     }
 
     [Fact]
+    public async Task Ten_bad_requests_in_a_row_fail_alone_the_server_stays_ready_and_only_the_good_request_after_them_is_usage()
+    {
+        // Five in a row stopped the engine for every user.
+        var usage = Platform.PlatformStores.OpenSqlite(fixture.Server.DataDir).Usage;
+        async Task<(long Requests, long Tokens)> Used()
+        {
+            var records = (await usage.QueryAsync(Platform.UsageQuery.Days(null, null, null, FailingModelServer.ModelName))).ToList();
+            return (records.Sum(r => r.Requests), records.Sum(r => r.TotalTokens));
+        }
+        var before = await Used();
+        for (var i = 0; i < 10; i++)
+        {
+            using var bad = await Http.PostAsJsonAsync("/v1/completions", Completion("ab#cd", 5));
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, bad.StatusCode);
+            AssertStepFailed(JsonNode.Parse(await bad.Content.ReadAsStringAsync())!["error"]);
+        }
+        Assert.Equal(before, await Used());
+        Assert.Equal(HttpStatusCode.OK, (await Http.GetAsync("/ready")).StatusCode);
+
+        using var good = await Http.PostAsJsonAsync("/v1/completions", Completion("abcd", 5));
+        Assert.Equal(HttpStatusCode.OK, good.StatusCode);
+        Assert.Equal(9, (int)JsonNode.Parse(await good.Content.ReadAsStringAsync())!["usage"]!["total_tokens"]!);
+        // Recorded as the request ends, which may be just after the client has its answer.
+        var after = await Used();
+        for (var wait = 0; after == before && wait < 100; wait++)
+        {
+            await Task.Delay(50);
+            after = await Used();
+        }
+        Assert.Equal((before.Requests + 1, before.Tokens + 9), after);
+        Assert.True(fixture.Engine.IsHealthy);
+        await AssertBlocksFreed();
+    }
+
+    [Fact]
     public async Task A_streamed_request_whose_decode_step_fails_after_its_first_chunks_ends_with_an_error_event()
     {
         // The prefill chooses a token, which sends the echo (the content filter holds the

@@ -67,7 +67,7 @@ public sealed class EngineOverloadedException(string message, TimeSpan retryAfte
 /// <summary>The engine has stopped (disposed or failed) and takes no more requests.</summary>
 public sealed class EngineUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
 
-/// <summary>A model step (a decode batch or a prefill group) failed while running the request's
-/// sequences, e.g. the device ran out of memory, or gave logits that are not numbers: the
-/// request has failed and the engine goes on (a retry may succeed).</summary>
+/// <summary>A model step failed for one of the request's sequences on its own (a failed batch is
+/// run again without the others' sequences), e.g. the device ran out of memory, or gave logits
+/// that are not numbers: the request has failed and the engine goes on (a retry may succeed).</summary>
 public sealed class EngineStepFailedException(string message, Exception? inner = null) : Exception(message, inner);

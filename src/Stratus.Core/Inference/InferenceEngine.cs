@@ -1,8 +1,9 @@
 // The serving engine for one model: requests queue up, and a dedicated thread loops
 // schedule -> execute -> update. Between two decode steps newly admitted sequences are
 // prefilled and join the running batch (iteration-level, "continuous" batching); finished and
-// cancelled sequences leave it and free their KV blocks at once. A model call that fails fails
-// the requests it was running, not the engine. Knows nothing about HTTP.
+// cancelled sequences leave it and free their KV blocks at once. A model call that fails is run
+// again in smaller parts, so that it fails only the requests whose own call fails, and stops the
+// engine only when the model cannot run at all. Knows nothing about HTTP.
 using Stratus.Models;
 using Stratus.Tokenization;
 using TorchSharp;
@@ -28,19 +29,24 @@ public sealed class InferenceEngine : IDisposable
     GeneratedToken[] chosen = new GeneratedToken[16];
     long nextId;
     volatile Exception? failure;
-    /// <summary>Model calls (decode batches, prefill groups) that failed since the last one that
-    /// succeeded.</summary>
-    int failedCalls;
+    /// <summary>Engine steps in a row in which a sequence's own model call failed and no model
+    /// call succeeded.</summary>
+    int failingSteps;
+    // This step's model calls: whether one succeeded, and what the last one to fail a sequence
+    // on its own threw.
+    bool callSucceeded;
+    Exception? sequenceFailure;
 
-    /// <summary>Failed model calls in a row that stop the engine. A bad input or a transient
-    /// out-of-memory fails one call, and under any other traffic the next call succeeds and
-    /// starts the count again; on an idle server the request's own retries are the next calls,
-    /// and OpenAI's SDKs retry a 503 two (Python, Node) or three (.NET) times, so a request that
-    /// fails every time fails up to 4 calls in a row: 5 lets it fail alone. A broken model or
-    /// device fails every call, and then the engine stops after 5 of them (a few steps' time), as
-    /// it always did after one, rather than answer every request with an error while /ready
-    /// says it is ready.</summary>
-    const int MaxFailedCallsInARow = 5;
+    /// <summary>Steps in a row that stop the engine though its model passes the probe (FailAlone):
+    /// a model that fails every real call but still runs one token, or a device whose memory
+    /// stays full. A device that is broken fails the probe and stops the engine at once; this
+    /// bound only ends such a model's answering every request with a 503 while /ready says it
+    /// is ready. A step counts once however many
+    /// sequences failed in it, so a burst of bad requests admitted together is one step, and any
+    /// call that succeeds, as under any other traffic, starts the count again: 100 takes some 25
+    /// failing requests one after another on an otherwise idle server, each retried as OpenAI's
+    /// SDKs retry a 503 (two or three times).</summary>
+    internal const int MaxFailingStepsInARow = 100;
 
     public InferenceEngine(CausalLanguageModel model, ITokenizer tokenizer, EngineOptions? options = null)
     {
@@ -85,7 +91,7 @@ public sealed class InferenceEngine : IDisposable
 
     /// <summary>Queues the sequences of one API request (its prompts and choices) all together
     /// or none of them, so that concurrent many-choice requests cannot each take part of the
-    /// waiting queue and all be refused. When a model call fails one of them, they all end with
+    /// waiting queue and all be refused. When one of them fails its model call, they all end with
     /// its <see cref="EngineStepFailedException"/>: the request has failed.</summary>
     /// <exception cref="EngineOverloadedException">The waiting queue has no room for all of them.</exception>
     public Sequence[] SubmitAll(IReadOnlyList<GenerationRequest> requests, CancellationToken cancellation = default)
@@ -181,11 +187,10 @@ public sealed class InferenceEngine : IDisposable
         }
         catch (Exception e)
         {
-            // A model that fails every call, or a bug in the engine: fail every sequence rather
-            // than leave callers hanging.
+            // A model that cannot run (FailAlone, Step), or a bug in the engine: fail every
+            // sequence rather than leave callers hanging.
             failure = e;
-            var cause = failedCalls >= MaxFailedCallsInARow ? $"{failedCalls} model steps in a row failed, the last with: {Reason(e)}" : Reason(e);
-            scheduler.FailAll(new EngineUnavailableException($"the engine failed: {cause}", e));
+            scheduler.FailAll(e as EngineUnavailableException ?? new EngineUnavailableException($"the engine failed: {Reason(e)}", e));
         }
     }
 
@@ -202,9 +207,10 @@ public sealed class InferenceEngine : IDisposable
 
     void Step()
     {
+        callSucceeded = false;
+        sequenceFailure = null;
         var (prefill, decode) = scheduler.Schedule();
-        if (decode.Count > 0 && Call(decode, prefill: false))
-            for (var i = 0; i < decode.Count; i++) Update(decode[i], chosen[i]);
+        if (decode.Count > 0) Call(decode, prefill: false);
         // Prompt chunks of equal length are prefilled together, one length at a time. Cancelled
         // sequences are skipped here and released by the next Schedule.
         prefill.Sort(ByChunk);
@@ -214,62 +220,108 @@ public sealed class InferenceEngine : IDisposable
             group.Clear();
             for (; start < prefill.Count && prefill[start].PrefillChunk == length; start++)
                 if (!prefill[start].CancelRequested) group.Add(prefill[start]);
-            if (group.Count == 0) continue;
             // Prefill even for max_tokens 0: it scores the prompt when prompt logprobs are asked.
-            if (!Call(group, prefill: true)) continue;
-            for (var g = 0; g < group.Count; g++)
+            if (group.Count > 0) Call(group, prefill: true);
+        }
+        if (callSucceeded) failingSteps = 0;
+        else if (sequenceFailure is { } last && ++failingSteps >= MaxFailingStepsInARow)
+            throw new EngineUnavailableException($"the engine failed: {failingSteps} steps in a row failed every model call, though the model runs a one-token probe; the last with: {Reason(last)}", last);
+    }
+
+    /// <summary>One model call, the decode step of <paramref name="rows"/> or the prefill of their
+    /// next chunks, then the tokens it chose for them. A call that throws is run again in parts
+    /// (Isolate).</summary>
+    void Call(List<Sequence> rows, bool prefill)
+    {
+        try
+        {
+            if (prefill) runner.Prefill(rows);
+            else runner.Decode(rows);
+        }
+        catch (Exception e)
+        {
+            Isolate(rows, prefill, e);
+            return;
+        }
+        callSucceeded = true;
+        if (chosen.Length < rows.Count) chosen = new GeneratedToken[Math.Max(rows.Count, chosen.Length * 2)];
+        // A prefill chooses only for the prompts it completes.
+        if (!runner.Choose(rows, chosen)) return;
+        for (var i = 0; i < rows.Count; i++)
+        {
+            var sequence = rows[i];
+            if (!prefill) Update(sequence, chosen[i]);
+            else if (sequence.CachedTokens < sequence.PromptLength) continue; // more chunks to come
+            else
             {
-                if (group[g].CachedTokens < group[g].PromptLength) continue; // more chunks to come
-                scheduler.Prefilled(group[g]);
-                if (group[g].Request.MaxTokens == 0) scheduler.Release(group[g], FinishReason.Length);
-                else Update(group[g], chosen[g]);
+                scheduler.Prefilled(sequence);
+                if (sequence.Request.MaxTokens == 0) scheduler.Release(sequence, FinishReason.Length);
+                else Update(sequence, chosen[i]);
             }
         }
     }
 
-    /// <summary>One model call: the decode step of <paramref name="rows"/> or the prefill of
-    /// their next chunks. Returns whether tokens were chosen for them in <see cref="chosen"/>
-    /// (a prefill chooses only for prompts it completes); false when the call threw, which ends
-    /// their requests (FailCall). Past MaxFailedCallsInARow the exception goes on to Loop, which
-    /// stops the engine.</summary>
-    bool Call(List<Sequence> rows, bool prefill)
+    /// <summary>A model call over <paramref name="rows"/> threw: one request's input, a batch too
+    /// large for the device's memory, or a broken device. Runs it again over each half of the
+    /// rows, down to single ones, so that only a sequence whose own call throws fails, and the
+    /// others go on with the tokens they would have had (vLLM fails the whole engine instead).
+    /// Running a call again is safe because one that throws changes nothing a later call reads:
+    /// the runner moves CachedTokens and draws from a sequence's random generator only once the
+    /// forward has returned (ModelRunner.Choose), so the new call writes the same KV slots again
+    /// (never shared prefix blocks: those lie before CachedTokens), no block it half wrote joins
+    /// the prefix cache, and each token is drawn once; and the runner, its cache and the decode
+    /// step set up each call's buffers afresh. A call over n rows costs at most 2n - 1 calls,
+    /// and a broken device stops the engine after the first log2(n) + 1 of them (FailAlone).
+    /// Only this path allocates.</summary>
+    void Isolate(List<Sequence> rows, bool prefill, Exception error)
     {
-        if (chosen.Length < rows.Count) chosen = new GeneratedToken[Math.Max(rows.Count, chosen.Length * 2)];
-        try
+        if (rows.Count == 1)
         {
-            var completed = true;
-            if (prefill) completed = runner.Prefill(rows, chosen);
-            else runner.Decode(rows, chosen);
-            failedCalls = 0;
-            return completed;
+            FailAlone(rows[0], error);
+            return;
         }
-        catch (Exception e) when (++failedCalls < MaxFailedCallsInARow)
-        {
-            FailCall(rows, e);
-            return false;
-        }
+        var half = rows.Count / 2;
+        CallUncancelled(rows.GetRange(0, half), prefill);
+        // Read after the first half ran: its failures cancel their requests' other sequences.
+        CallUncancelled(rows.GetRange(half, rows.Count - half), prefill);
     }
 
-    /// <summary>Ends the sequences of a model call that threw, and the other sequences of their
-    /// requests, and frees their blocks; the engine goes on with the rest. Nothing the call half
-    /// wrote stays reachable: a sequence's CachedTokens, all that Release registers in the prefix
-    /// cache, moves only once the model call for those tokens has returned (ModelRunner), so
-    /// the blocks the call was writing return to the pool unregistered; and the runner, its
-    /// cache and the decode step set up each call's buffers afresh. On a GPU, an error that
-    /// leaves the CUDA context unusable (an illegal memory access) fails every later call too,
-    /// so the engine stops at <see cref="MaxFailedCallsInARow"/>.</summary>
-    void FailCall(List<Sequence> rows, Exception cause)
+    /// <summary>Calls the rows not cancelled (their request failed, or its client went away);
+    /// the next Schedule releases the others.</summary>
+    void CallUncancelled(List<Sequence> rows, bool prefill)
     {
-        var error = new EngineStepFailedException($"the model step failed: {Reason(cause)}; a retry may succeed", cause);
-        foreach (var sequence in rows) Fail(sequence, error);
+        rows.RemoveAll(static sequence => sequence.CancelRequested);
+        if (rows.Count > 0) Call(rows, prefill);
+    }
+
+    /// <summary>A model call over one sequence threw. Whether it is the request's fault or the
+    /// device's, a one-token probe of the model tells: when the probe fails too, other than for
+    /// want of memory, the engine stops (every request would fail the same way); otherwise the
+    /// sequence and its request fail, and only a model failing every call for
+    /// <see cref="MaxFailingStepsInARow"/> steps stops the engine. On a GPU, an error that
+    /// leaves the CUDA context unusable (an illegal memory access) fails the probe.</summary>
+    void FailAlone(Sequence sequence, Exception error)
+    {
+        try
+        {
+            runner.Probe();
+        }
+        catch (Exception probeError)
+        {
+            // Out of memory even for one token, the device still runs: what another process
+            // holds may be freed, and MaxFailingStepsInARow bounds the wait if not.
+            if (!OutOfMemory.Is(probeError))
+                throw new EngineUnavailableException($"the engine failed: a model call failed, and then a one-token probe of the model too: {Reason(probeError)}", probeError);
+        }
+        sequenceFailure = error;
+        Fail(sequence, new EngineStepFailedException($"the model step failed: {Reason(error)}; a retry may succeed", error));
     }
 
     /// <summary>Ends a sequence whose model step failed, and its request with it.</summary>
     void Fail(Sequence sequence, EngineStepFailedException error)
     {
         // The request's other prompts and choices end before the next step, wherever they are:
-        // left running for nobody, the same bad input would fail their own calls too, each
-        // counting towards stopping the engine.
+        // left running for nobody, the same bad input would fail their own calls too.
         foreach (var other in sequence.SubmittedWith)
             if (other != sequence) other.Cancel(error);
         scheduler.Release(sequence, FinishReason.Cancelled, error);

@@ -20,6 +20,8 @@ public sealed class ModelRunner
     // Per-row buffers, grown to the largest batch seen and reused.
     float[] logits = [];
     int[] lengths = [], lastTokens = [];
+    // Prompt tokens per row in the last Prefill, 1 after a Decode: what Choose adds to CachedTokens.
+    int callTokens;
     IReadOnlyList<int>[] tables = [];
 
     public ModelRunner(CausalLanguageModel model, KvBlockPool pool, int drawable)
@@ -34,10 +36,11 @@ public sealed class ModelRunner
 
     /// <summary>Runs each row's next <see cref="Sequence.PrefillChunk"/> prompt tokens (as many
     /// in every row) through the model in one forward, after what its cache holds (a cached
-    /// prefix, earlier chunks); a row whose prompt this completes gets its first generated token
-    /// in <paramref name="chosen"/> (n choices of one prompt, or a burst of equal prompts, share
-    /// one prefill's fixed costs). Returns whether any row completed.</summary>
-    public bool Prefill(List<Sequence> rows, Span<GeneratedToken> chosen)
+    /// prefix, earlier chunks); then <see cref="Choose"/> gives a row whose prompt this completes
+    /// its first generated token (n choices of one prompt, or a burst of equal prompts, share one
+    /// prefill's fixed costs). Changes no row: one that throws may be run again over any of its
+    /// rows (InferenceEngine.Isolate).</summary>
+    public void Prefill(List<Sequence> rows)
     {
         var batch = rows.Count;
         var length = rows[0].PrefillChunk;
@@ -64,23 +67,13 @@ public sealed class ModelRunner
                     rows[b].PromptLogprobs = ScorePrompt(output[b].narrow(0, 0, length - 1).narrow(-1, 0, drawable), input.AsSpan(b * length, length), alternatives);
             }
         }
-        var completed = false;
-        // Only once the forward has returned: a call that throws leaves CachedTokens as it was,
-        // so the blocks it was writing never join the prefix cache (InferenceEngine.FailCall).
-        for (var b = 0; b < batch; b++)
-        {
-            rows[b].CachedTokens += length;
-            if (rows[b].CachedTokens < rows[b].PromptLength) continue;
-            chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, drawable), rows[b]);
-            completed = true;
-        }
-        return completed;
+        callTokens = length;
     }
 
-    /// <summary>One decode step for all rows; writes each row's next token to <paramref name="chosen"/>.
-    /// Up to the decode kernel's rows on the CPU it allocates nothing: the step runs in managed
-    /// code from and into the runner's own buffers.</summary>
-    public void Decode(List<Sequence> rows, Span<GeneratedToken> chosen)
+    /// <summary>One decode step for all rows; then <see cref="Choose"/> gives each its next token.
+    /// Changes no row, as Prefill. Up to the decode kernel's rows on the CPU it allocates nothing:
+    /// the step runs in managed code from and into the runner's own buffers.</summary>
+    public void Decode(List<Sequence> rows)
     {
         var batch = rows.Count;
         EnsureCapacity(batch);
@@ -100,12 +93,36 @@ public sealed class ModelRunner
             var output = model.Forward(tensor(input, [batch, 1], device: device), cache);
             CopyRows(output.view(batch, vocab), batch);
         }
-        // As in Prefill, only once the step has returned.
-        for (var b = 0; b < batch; b++)
+        callTokens = 1;
+    }
+
+    /// <summary>After a Prefill or Decode over <paramref name="rows"/> has returned: their caches
+    /// hold the call's tokens, and each row whose prompt is done gets its next token in
+    /// <paramref name="chosen"/>, drawn from its random generator. Only here, once the forward
+    /// has returned: a call that throws leaves CachedTokens as it was, so the blocks it was
+    /// writing never join the prefix cache, and draws nothing, so running it again draws each
+    /// token once. Returns whether any row has a token.</summary>
+    public bool Choose(List<Sequence> rows, Span<GeneratedToken> chosen)
+    {
+        var completed = false;
+        for (var b = 0; b < rows.Count; b++)
         {
-            rows[b].CachedTokens++;
+            rows[b].CachedTokens += callTokens;
+            if (rows[b].CachedTokens < rows[b].PromptLength) continue; // more chunks to come
             chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, drawable), rows[b]);
+            completed = true;
         }
+        return completed;
+    }
+
+    /// <summary>Runs one token through the model, without a cache, and waits for its logits:
+    /// throws when the model or its device cannot run at all (a CUDA context lost to an illegal
+    /// memory access), not for what one request's input does. It needs no KV block, so a full
+    /// pool cannot fail it, and changes nothing a call reads.</summary>
+    public void Probe()
+    {
+        using var scope = NewDisposeScope();
+        model.Forward(zeros(1, 1, dtype: ScalarType.Int64, device: device)).cpu();
     }
 
     /// <summary>Log-probability of each prompt token after the first, given the ones before it,

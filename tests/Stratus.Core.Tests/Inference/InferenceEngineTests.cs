@@ -118,12 +118,14 @@ public sealed class InferenceEngineTests
         {
             var chosen = new GeneratedToken[rows.Count];
             var tokens = new List<int>();
-            runner.Prefill(rows, chosen);
+            runner.Prefill(rows);
+            runner.Choose(rows, chosen);
             for (var step = 0; step < 20; step++)
             {
                 for (var b = 0; b < rows.Count; b++) rows[b].Append(chosen[b], emit: false);
                 tokens.Add(chosen[row].Token);
-                runner.Decode(rows, chosen);
+                runner.Decode(rows);
+                runner.Choose(rows, chosen);
             }
             return [.. tokens];
         }
@@ -161,7 +163,9 @@ public sealed class InferenceEngineTests
                 sequences[i] = new Sequence(i, new GenerationRequest { PromptTokens = tokenizer.Encode("hello"), MaxTokens = 50, Sampling = sampling }, tokenizer.VocabSize);
             }
             Assert.True(scheduler.TryEnqueue(sequences));
-            Assert.True(runner.Prefill(scheduler.Schedule().Prefill, chosen));
+            var prefill = scheduler.Schedule().Prefill;
+            runner.Prefill(prefill);
+            Assert.True(runner.Choose(prefill, chosen));
             for (var i = 0; i < streams; i++)
             {
                 scheduler.Prefilled(sequences[i]);
@@ -171,7 +175,8 @@ public sealed class InferenceEngineTests
             for (var step = 0; step < steps; step++)
             {
                 var decode = scheduler.Schedule().Decode;
-                runner.Decode(decode, chosen);
+                runner.Decode(decode);
+                runner.Choose(decode, chosen);
                 // Not emitted: the output channel's queue grows with unread tokens, and no reader reads here.
                 for (var b = 0; b < decode.Count; b++) decode[b].Append(chosen[b], emit: false);
             }
@@ -202,14 +207,17 @@ public sealed class InferenceEngineTests
         var generated = new List<GeneratedToken>[] { [], [] };
         for (var b = 0; b < 2; b++)
         {
-            runner.Prefill([rows[b]], chosen);
+            List<Sequence> row = [rows[b]];
+            runner.Prefill(row);
+            runner.Choose(row, chosen);
             rows[b].Append(chosen[0], emit: false);
             generated[b].Add(chosen[0]);
         }
         var both = new GeneratedToken[2];
         for (var step = 0; step < 20; step++)
         {
-            runner.Decode(rows, both);
+            runner.Decode(rows);
+            runner.Choose(rows, both);
             for (var b = 0; b < 2; b++)
             {
                 rows[b].Append(both[b], emit: false);

@@ -1,7 +1,7 @@
-// A model call that throws (a device out of memory in one prefill, a libtorch error for one
-// input) fails the requests it was running, not the engine: the other requests go on with the
-// tokens they would have had, nothing the call half wrote is reused, and only a model failing
-// call after call stops the engine.
+// A model call that throws (a device out of memory in one prefill or a large batch, a libtorch
+// error for one input) is run again in halves: it fails only the requests whose own call fails,
+// the others go on with the tokens they would have had, nothing the call half wrote is reused,
+// and only a model that cannot run (or fails every call for long) stops the engine.
 using Stratus.Inference;
 using Stratus.Models;
 using Stratus.Tokenization;
@@ -63,40 +63,111 @@ public sealed class StepFailureTests
     }
 
     [Fact]
-    public async Task A_failed_decode_step_fails_the_sequences_it_was_decoding_and_the_next_step_decodes_as_a_fresh_engine()
+    public async Task A_failed_decode_step_fails_only_the_sequence_whose_own_step_fails_and_the_other_draws_the_tokens_it_draws_alone()
     {
-        // Decode steps through libtorch's layers, which the failure hooks; the first decode step
-        // (a position per row, at most two rows here) that computes position 20 fails.
+        // Decode steps through libtorch's layers, which the failure hooks; while armed, every
+        // decode step (no prompt position 0) that computes position 20 fails, batched or alone.
         var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
         const string prompt = "hello there";
         var (freshModel, tokenizer) = InferenceEngineTests.TinyModel();
-        List<GeneratedToken> alone;
+        // Sampled with a seed: a token drawn in the failed step, or twice, would change the rest.
+        var bystander = new GenerationRequest { PromptTokens = tokenizer.Encode("the quick brown fox jumps"), MaxTokens = 38, Sampling = new() { Temperature = 1, Seed = 5 } };
+        List<GeneratedToken> alone, bystanderAlone;
         using (var fresh = new InferenceEngine(freshModel, tokenizer, options))
+        {
             alone = await Read(fresh.Submit(Greedy(tokenizer, prompt, 30)));
+            bystanderAlone = await Read(fresh.Submit(bystander));
+        }
 
         var (model, _) = InferenceEngineTests.TinyModel();
-        var failed = 0;
-        var failures = new FailingForward(model, (_, positions) => positions.Length <= 2 && positions.Contains(20) && Interlocked.Exchange(ref failed, 1) == 0);
+        var armed = true;
+        var failures = new FailingForward(model, (_, positions) => Volatile.Read(ref armed) && !positions.Contains(0) && positions.Contains(20));
         using var engine = new InferenceEngine(model, tokenizer, options);
-        // Decoding at positions 25 to 62 alongside: in the batch when the other reaches 20.
-        var other = engine.Submit(Greedy(tokenizer, "the quick brown fox jumps", 38));
+        // Decoding at positions 25 to 62: in the batch when the other reaches 20.
+        var other = engine.Submit(bystander);
         var reaching = engine.Submit(Greedy(tokenizer, prompt, 30));
         var streamed = new List<GeneratedToken>();
         var error = await Assert.ThrowsAsync<EngineStepFailedException>(async () =>
         {
             await foreach (var token in reaching.Output.ReadAllAsync()) streamed.Add(token);
         });
+        Volatile.Write(ref armed, false);
         Assert.Equal($"the model step failed: {FailingForward.OutOfMemoryDescribed}; a retry may succeed", error.Message);
         // Its prefill chose a token and decode steps at positions 11-19 nine more (batched, so
-        // their log-probabilities round differently): then the step at 20 failed, with the
-        // other sequence in its batch.
+        // their log-probabilities round differently): then the step at 20 failed, batched and
+        // again alone.
         Assert.Equal(alone.Select(t => t.Token).Take(10), streamed.Select(t => t.Token));
-        await Fails(other);
-        Assert.Equal(1, failures.Failures);
+        Assert.Equal(bystanderAlone.Select(t => t.Token), (await Read(other)).Select(t => t.Token));
+        Assert.Equal(2, failures.Failures);
         Assert.True(engine.IsHealthy);
         Assert.Equal(0, engine.KvBlocksUsed);
 
         Assert.Equal(Spelled(alone), Spelled(await Read(engine.Submit(Greedy(tokenizer, prompt, 30)))));
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
+    public async Task A_prefill_that_fails_for_one_prompt_of_its_group_is_run_again_without_it_and_the_other_draws_what_it_draws_alone()
+    {
+        var options = new EngineOptions { BlockSize = 8 };
+        var (freshModel, tokenizer) = InferenceEngineTests.TinyModel();
+        // Of equal length, so prefilled in one call when admitted in one step.
+        var innocent = new GenerationRequest { PromptTokens = tokenizer.Encode("what a day it is"), MaxTokens = 20, Sampling = new() { Temperature = 1, Seed = 9 }, Logprobs = 2 };
+        const string poisoned = "what is the day?";
+        List<GeneratedToken> alone;
+        using (var fresh = new InferenceEngine(freshModel, tokenizer, options))
+            alone = await Read(fresh.Submit(innocent));
+
+        var (model, _) = InferenceEngineTests.TinyModel();
+        var question = tokenizer.Encode("?")[0];
+        // The first call, the bystander's prefill, waits until both prompts are queued.
+        using var entered = new ManualResetEventSlim();
+        using var queued = new ManualResetEventSlim();
+        var failures = new FailingForward(model, (tokens, _) =>
+        {
+            entered.Set();
+            queued.Wait();
+            return tokens.Contains(question);
+        });
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        var bystander = engine.Submit(Greedy(tokenizer, "hello", 30));
+        entered.Wait();
+        var bad = engine.Submit(Greedy(tokenizer, poisoned, 10));
+        var good = engine.Submit(innocent);
+        queued.Set();
+        await Fails(bad);
+        // Their prefill failed, then the poisoned prompt's alone; the other's alone did not.
+        Assert.Equal(2, failures.Failures);
+        // Alone, as in a fresh engine; decoded in managed code, row by row: to the last digit.
+        Assert.Equal(Spelled(alone), Spelled(await Read(good)));
+        Assert.Equal(30, (await Read(bystander)).Count);
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
+    public async Task A_decode_batch_too_large_for_the_device_is_run_in_halves_and_each_sequence_draws_what_it_draws_alone()
+    {
+        // As a device whose memory holds the decode step of two sequences but not of four.
+        var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
+        var (freshModel, tokenizer) = InferenceEngineTests.TinyModel();
+        GenerationRequest[] requests = [.. new[] { "one fish", "two fish", "red fish", "blue fish" }.Select((prompt, i) =>
+            new GenerationRequest { PromptTokens = tokenizer.Encode(prompt), MaxTokens = 24, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })];
+        var alone = new List<int[]>();
+        using (var fresh = new InferenceEngine(freshModel, tokenizer, options))
+            foreach (var request in requests) alone.Add([.. (await Read(fresh.Submit(request))).Select(t => t.Token)]);
+
+        var (model, _) = InferenceEngineTests.TinyModel();
+        var failures = new FailingForward(model, (_, positions) => !positions.Contains(0) && positions.Length > 2);
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        // Queued together, so all four decode in every step.
+        var sequences = engine.SubmitAll(requests);
+        for (var i = 0; i < sequences.Length; i++)
+            Assert.Equal(alone[i], (await Read(sequences[i])).Select(t => t.Token));
+        // The steps after the prefill, each failing once over four rows (batched, the four
+        // draw from logits that round differently: compared by token).
+        Assert.Equal(23, failures.Failures);
+        Assert.True(engine.IsHealthy);
         Assert.Equal(0, engine.KvBlocksUsed);
     }
 
@@ -143,7 +214,41 @@ public sealed class StepFailureTests
     }
 
     [Fact]
-    public async Task Five_model_calls_failing_in_a_row_stop_the_engine_and_a_success_between_them_starts_the_count_again()
+    public async Task A_model_that_cannot_run_stops_the_engine_at_its_first_failed_call_with_the_probe_s_cause()
+    {
+        // As a CUDA context lost to a kernel's fault: every call fails from then on.
+        const string reason = "CUDA error: an illegal memory access was encountered";
+        var (model, tokenizer) = InferenceEngineTests.TinyModel();
+        var failures = new FailingForward(model, (_, _) => true, reason);
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        var sequences = engine.SubmitAll([Greedy(tokenizer, "all is well", 5), Greedy(tokenizer, "all is good", 5)]);
+        const string cause = $"the engine failed: a model call failed, and then a one-token probe of the model too: {reason}";
+        foreach (var sequence in sequences)
+            Assert.Equal(cause, (await Assert.ThrowsAsync<EngineUnavailableException>(() => Read(sequence))).Message);
+        // The two rows' call, the first row's alone, the probe.
+        Assert.Equal(3, failures.Failures);
+        Assert.False(engine.IsHealthy);
+        Assert.Equal(cause, Assert.Throws<EngineUnavailableException>(() => engine.Submit(Greedy(tokenizer, "all is well", 5))).InnerException!.Message);
+    }
+
+    [Fact]
+    public async Task A_device_out_of_memory_even_for_the_probe_fails_the_request_and_the_engine_goes_on()
+    {
+        // Another process holds the memory: it may free it.
+        var (model, tokenizer) = InferenceEngineTests.TinyModel();
+        var full = true;
+        var failures = new FailingForward(model, (_, _) => Volatile.Read(ref full));
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        await Fails(engine.Submit(Greedy(tokenizer, "all is well", 5)));
+        // Its call and the probe.
+        Assert.Equal(2, failures.Failures);
+        Assert.True(engine.IsHealthy);
+        Volatile.Write(ref full, false);
+        Assert.Equal(5, (await Read(engine.Submit(Greedy(tokenizer, "all is well", 5)))).Count);
+    }
+
+    [Fact]
+    public async Task Bad_requests_in_a_row_leave_the_engine_running_until_a_model_that_runs_its_probe_fails_every_call_for_100_steps()
     {
         // Any libtorch error, told by its first line: the rest is libtorch's C++ stack trace.
         const string reason = "shape '[1, 11, 2, 16]' is invalid for input of size 300";
@@ -152,16 +257,19 @@ public sealed class StepFailureTests
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
         Task Fail() => Fails(engine.Submit(Greedy(tokenizer, "what is it?", 5)), reason);
 
-        for (var i = 0; i < 4; i++) await Fail();
+        // A step each, and a one-token probe after each, which runs.
+        for (var i = 0; i < InferenceEngine.MaxFailingStepsInARow - 1; i++) await Fail();
         Assert.True(engine.IsHealthy);
         Assert.Equal(5, (await Read(engine.Submit(Greedy(tokenizer, "all is well", 5)))).Count);
-        for (var i = 0; i < 4; i++) await Fail();
+        for (var i = 0; i < InferenceEngine.MaxFailingStepsInARow - 1; i++) await Fail();
         Assert.True(engine.IsHealthy);
 
-        var error = await Assert.ThrowsAsync<EngineUnavailableException>(() => Read(engine.Submit(Greedy(tokenizer, "what is it?", 5))));
-        Assert.Equal($"the engine failed: 5 model steps in a row failed, the last with: {reason}", error.Message);
+        // The request is told its call failed; the engine stops once its step is over.
+        await Fail();
+        for (var wait = 0; engine.IsHealthy && wait < 100; wait++) await Task.Delay(50);
         Assert.False(engine.IsHealthy);
-        Assert.Equal(9, failures.Failures);
-        Assert.Throws<EngineUnavailableException>(() => engine.Submit(Greedy(tokenizer, "all is well", 5)));
+        var error = Assert.Throws<EngineUnavailableException>(() => engine.Submit(Greedy(tokenizer, "all is well", 5)));
+        Assert.Equal($"the engine failed: 100 steps in a row failed every model call, though the model runs a one-token probe; the last with: {reason}", error.InnerException!.Message);
+        Assert.Equal(2 * InferenceEngine.MaxFailingStepsInARow - 1, failures.Failures);
     }
 }

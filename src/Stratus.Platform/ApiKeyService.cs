@@ -62,7 +62,8 @@ public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
 
     /// <summary>Changes a key's limits, each left as it is when null; the QuotaEnforcer applies
     /// them from the next request, because authentication reads the key record each time.</summary>
-    /// <exception cref="TrustUserException">No limit given, no active key, or negative limits.</exception>
+    /// <exception cref="TrustUserException">No limit given, no active key (or it was revoked
+    /// meanwhile), or negative limits.</exception>
     public async ValueTask<ApiKeyRecord> SetLimitsAsync(string nameOrId, int? requestsPerMinute, int? tokensPerMinute, string actor, CancellationToken cancellationToken = default)
     {
         // Refused rather than audited as a change that changed nothing.

@@ -62,21 +62,23 @@ public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
 
     /// <summary>Changes a key's limits, each left as it is when null; the QuotaEnforcer applies
     /// them from the next request, because authentication reads the key record each time.</summary>
-    /// <exception cref="TrustUserException">No limit given, no active key, or negative limits.</exception>
+    /// <exception cref="TrustUserException">No limit given, no active key (or it was revoked
+    /// meanwhile), or negative limits.</exception>
     public async ValueTask<ApiKeyRecord> SetLimitsAsync(string nameOrId, int? requestsPerMinute, int? tokensPerMinute, string actor, CancellationToken cancellationToken = default)
     {
         // Refused rather than audited as a change that changed nothing.
         if (requestsPerMinute is null && tokensPerMinute is null)
             throw new TrustUserException("No limit to change: give rpm, tpm or both (0 is unlimited).");
         var key = await ResolveActiveAsync(nameOrId, cancellationToken);
-        var limits = new RateLimits(requestsPerMinute ?? key.Limits.RequestsPerMinute, tokensPerMinute ?? key.Limits.TokensPerMinute);
-        limits.Validate();
-        await store.SetLimitsAsync(key.Id, limits, new AuditRecord(actor, AuditActions.KeyLimitsChanged, new JsonObject
-        {
-            ["key_id"] = key.Id,
-            ["rpm"] = limits.RequestsPerMinute,
-            ["tpm"] = limits.TokensPerMinute,
-        }), cancellationToken);
+        // The limit not given is the one stored when the change is written, not when the key was read.
+        var limits = await store.ChangeLimitsAsync(key.Id,
+            stored => new RateLimits(requestsPerMinute ?? stored.RequestsPerMinute, tokensPerMinute ?? stored.TokensPerMinute).Validate(),
+            limits => new AuditRecord(actor, AuditActions.KeyLimitsChanged, new JsonObject
+            {
+                ["key_id"] = key.Id,
+                ["rpm"] = limits.RequestsPerMinute,
+                ["tpm"] = limits.TokensPerMinute,
+            }), cancellationToken) ?? throw new TrustUserException($"API key '{nameOrId}' was revoked meanwhile.");
         return key with { Limits = limits };
     }
 

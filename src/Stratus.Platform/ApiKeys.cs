@@ -206,6 +206,11 @@ public interface IApiKeyStore
     ValueTask<IReadOnlyList<ApiKeyRecord>> ListAsync(bool includeRevoked, CancellationToken cancellationToken = default);
     /// <returns>False when no active key has this id; nothing is audited then.</returns>
     ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, AuditRecord audit, CancellationToken cancellationToken = default);
-    /// <returns>False when no key has this id; nothing is audited then.</returns>
-    ValueTask<bool> SetLimitsAsync(string id, RateLimits limits, AuditRecord audit, CancellationToken cancellationToken = default);
+    /// <summary>Reads the active key's limits and stores what <paramref name="change"/> makes of
+    /// them, with the audit entry <paramref name="audit"/> makes of the result, in one write
+    /// transaction: two changes made at once (one of rpm, one of tpm) each build on the other
+    /// instead of one writing back the limit it read before the other changed it. An exception
+    /// from <paramref name="change"/> stores nothing.</summary>
+    /// <returns>The limits stored; null when no active key has this id (nothing is audited then).</returns>
+    ValueTask<RateLimits?> ChangeLimitsAsync(string id, Func<RateLimits, RateLimits> change, Func<RateLimits, AuditRecord> audit, CancellationToken cancellationToken = default);
 }

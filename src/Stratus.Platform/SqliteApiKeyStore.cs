@@ -54,23 +54,35 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
             return keys;
         }));
 
-    public ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, AuditRecord entry, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(UpdateAudited("UPDATE api_keys SET revoked_at = $at WHERE id = $id AND revoked_at IS NULL", entry, ("$id", id), ("$at", FormatTime(at))));
-
-    public ValueTask<bool> SetLimitsAsync(string id, RateLimits limits, AuditRecord entry, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(UpdateAudited("UPDATE api_keys SET rpm = $rpm, tpm = $tpm WHERE id = $id", entry,
-            ("$id", id), ("$rpm", limits.RequestsPerMinute), ("$tpm", limits.TokensPerMinute)));
-
-    /// <summary>Runs an UPDATE of one key and, when it changed the key, appends its audit entry,
-    /// in one transaction.</summary>
-    bool UpdateAudited(string sql, AuditRecord entry, params (string Name, object? Value)[] parameters) => database.Write(transaction =>
+    public ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, AuditRecord entry, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
     {
-        using var command = Command(transaction.Connection!, sql, parameters);
+        using var command = Command(transaction.Connection!, "UPDATE api_keys SET revoked_at = $at WHERE id = $id AND revoked_at IS NULL", ("$id", id), ("$at", FormatTime(at)));
         command.Transaction = transaction;
         if (command.ExecuteNonQuery() != 1) return false;
         audit.Append(transaction, entry);
         return true;
-    });
+    }));
+
+    public ValueTask<RateLimits?> ChangeLimitsAsync(string id, Func<RateLimits, RateLimits> change, Func<RateLimits, AuditRecord> entry,
+        CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
+    {
+        RateLimits before;
+        using (var read = Command(transaction.Connection!, "SELECT rpm, tpm FROM api_keys WHERE id = $id AND revoked_at IS NULL", ("$id", id)))
+        {
+            read.Transaction = transaction;
+            using var reader = read.ExecuteReader();
+            if (!reader.Read()) return (RateLimits?)null;
+            before = new RateLimits(reader.GetInt32(0), reader.GetInt32(1));
+        }
+        var after = change(before);
+        using var write = Command(transaction.Connection!, "UPDATE api_keys SET rpm = $rpm, tpm = $tpm WHERE id = $id",
+            ("$id", id), ("$rpm", after.RequestsPerMinute), ("$tpm", after.TokensPerMinute));
+        write.Transaction = transaction;
+        write.ExecuteNonQuery();
+        audit.Append(transaction, entry(after));
+        return after;
+    }));
+
 
     static ApiKeyRecord ReadRecord(SqliteDataReader r) => new(
         r.GetString(0),

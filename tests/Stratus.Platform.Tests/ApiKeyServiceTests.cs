@@ -108,6 +108,53 @@ public sealed class ApiKeyServiceTests : IDisposable
     }
 
     [Fact]
+    public async Task A_change_of_rpm_alone_and_one_of_tpm_alone_made_at_once_keep_both()
+    {
+        await keys.CreateAsync("svc", ApiKeyScopes.Inference, new RateLimits(5, 500), "alice");
+        // Bob's change of tpm is stored after Alice's change of rpm has looked the key up.
+        var alices = new ApiKeyService(new InterleavingStore(platform.Stores.ApiKeys, () => keys.SetLimitsAsync("svc", null, 700, "bob").AsTask()));
+        Assert.Equal(new RateLimits(10, 700), (await alices.SetLimitsAsync("svc", 10, null, "alice")).Limits);
+        Assert.Equal(new RateLimits(10, 700), (await keys.ListAsync()).Single().Limits);
+        var last = (await platform.Stores.Audit.ReadAsync(new AuditQuery())).Last();
+        Assert.Equal(("alice", 10, 700), (last.Actor, (int)System.Text.Json.Nodes.JsonNode.Parse(last.Details)!["rpm"]!, (int)System.Text.Json.Nodes.JsonNode.Parse(last.Details)!["tpm"]!));
+    }
+
+    [Fact]
+    public async Task A_change_of_limits_to_a_key_revoked_meanwhile_is_refused_and_not_audited()
+    {
+        await keys.CreateAsync("svc", ApiKeyScopes.Inference, new RateLimits(5, 500), "alice");
+        var alices = new ApiKeyService(new InterleavingStore(platform.Stores.ApiKeys, () => keys.RevokeAsync("svc", "bob").AsTask()));
+        var error = await Assert.ThrowsAsync<TrustUserException>(async () => await alices.SetLimitsAsync("svc", 10, null, "alice"));
+        Assert.Equal("API key 'svc' was revoked meanwhile.", error.Message);
+        Assert.Equal(new RateLimits(5, 500), (await keys.ListAsync(includeRevoked: true)).Single().Limits);
+        Assert.Equal([AuditActions.KeyCreated, AuditActions.KeyRevoked], (await platform.Stores.Audit.ReadAsync(new AuditQuery())).Select(e => e.Action));
+    }
+
+    /// <summary>A store whose first lookup of the keys lets <paramref name="meanwhile"/> change
+    /// them after it read them, as a change made at the same moment by another admin would.</summary>
+    sealed class InterleavingStore(IApiKeyStore inner, Func<Task> meanwhile) : IApiKeyStore
+    {
+        bool interleaved;
+
+        public async ValueTask<IReadOnlyList<ApiKeyRecord>> ListAsync(bool includeRevoked, CancellationToken cancellationToken = default)
+        {
+            var keys = await inner.ListAsync(includeRevoked, cancellationToken);
+            if (!interleaved)
+            {
+                interleaved = true;
+                await meanwhile();
+            }
+            return keys;
+        }
+
+        public ValueTask InsertAsync(StoredApiKey key, AuditRecord audit, CancellationToken cancellationToken = default) => inner.InsertAsync(key, audit, cancellationToken);
+        public ValueTask<StoredApiKey?> FindAsync(string id, CancellationToken cancellationToken = default) => inner.FindAsync(id, cancellationToken);
+        public ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, AuditRecord audit, CancellationToken cancellationToken = default) => inner.RevokeAsync(id, at, audit, cancellationToken);
+        public ValueTask<RateLimits?> ChangeLimitsAsync(string id, Func<RateLimits, RateLimits> change, Func<RateLimits, AuditRecord> audit, CancellationToken cancellationToken = default) =>
+            inner.ChangeLimitsAsync(id, change, audit, cancellationToken);
+    }
+
+    [Fact]
     public async Task A_key_change_whose_audit_entry_cannot_be_written_is_not_stored()
     {
         var created = await keys.CreateAsync("svc", ApiKeyScopes.Inference, new RateLimits(10, 100), "alice");

@@ -85,7 +85,7 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
     /// come just after the client has its answer.</summary>
     async Task AssertBlocksFreed()
     {
-        for (var wait = 0; fixture.Engine.KvBlocksUsed > 0 && wait < 100; wait++) await Task.Delay(50);
+        for (var wait = 0; fixture.Engine.KvBlocksUsed > 0 && wait < 600; wait++) await Task.Delay(50);
         Assert.Equal(0, fixture.Engine.KvBlocksUsed);
     }
 
@@ -179,7 +179,7 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
         Assert.Equal(9, (int)JsonNode.Parse(await good.Content.ReadAsStringAsync())!["usage"]!["total_tokens"]!);
         // Recorded as the request ends, which may be just after the client has its answer.
         var after = await Used();
-        for (var wait = 0; after == before && wait < 100; wait++)
+        for (var wait = 0; after == before && wait < 600; wait++)
         {
             await Task.Delay(50);
             after = await Used();
@@ -229,7 +229,7 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
             new { model = TinyModelServer.ModelName, prompt = "hello", max_tokens = 5, n = 2, user = "stuck-choice" }, timeout.Token);
         Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
         var model = fixture.Server.Model.Engine;
-        for (var wait = 0; model.KvBlocksUsed > 0 && wait < 100; wait++) await Task.Delay(50);
+        for (var wait = 0; model.KvBlocksUsed > 0 && wait < 600; wait++) await Task.Delay(50);
         Assert.Equal(0, model.KvBlocksUsed);
     }
 }

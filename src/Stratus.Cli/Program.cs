@@ -1,6 +1,6 @@
 // `stratus <verb>`: parse, call a library type, print. User errors (files the system refuses,
 // settings too large for the device's memory) become one line on stderr and exit code 2; bugs
-// keep their stack trace.
+// keep their stack trace. On a rank of a data-parallel job either ends the whole job.
 using System.CommandLine;
 using Spectre.Console;
 using Stratus;
@@ -11,6 +11,9 @@ NativeAllocator.KeepFreedMemory();
 // plain text, as with output redirected, rather than colour codes in a job's log.
 if (Stratus.Distributed.Communicator.LaunchedAsRank)
     AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Ansi = AnsiSupport.Yes, ColorSystem = ColorSystemSupport.NoColors, Interactive = InteractionSupport.No });
+// Anything Program does not catch below ends this rank with a stack trace, as a single process;
+// on a rank of a data-parallel job it ends the job too (see UserError).
+AppDomain.CurrentDomain.UnhandledException += (_, e) => Stratus.Distributed.Communicator.AbortJobOnUnhandled(e.ExceptionObject);
 var root = new RootCommand("Stratus: train, sample and serve transformer language models from .NET.");
 root.Subcommands.Add(PrepareCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());

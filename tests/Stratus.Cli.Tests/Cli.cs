@@ -75,7 +75,7 @@ static class Cli
         return Run(info);
     }
 
-    static (int ExitCode, string Stdout, string Stderr) Run(ProcessStartInfo info, TimeSpan? limit = null)
+    public static (int ExitCode, string Stdout, string Stderr) Run(ProcessStartInfo info, TimeSpan? limit = null)
     {
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();

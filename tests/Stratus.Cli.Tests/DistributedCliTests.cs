@@ -108,6 +108,30 @@ public sealed class DistributedCliTests
         Assert.Contains($"error: dataset folder {temp["elsewhere"]} does not exist", stderr);
     }
 
+    /// <summary>An exception Program does not handle (a bug, a failure no message describes) on
+    /// rank 0 once training has begun, with the launcher letting rank 1 wait as srun does by
+    /// default: the job ends with the stack trace printed once, as a single process ends.</summary>
+    [MpiFact]
+    public void An_unexpected_exception_on_one_rank_ends_the_job_where_the_launcher_would_let_the_others_wait()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var hook = typeof(StartupHook).Assembly.Location;
+        var (code, stdout, stderr) = Cli.RunMpiPerRank(Train(config, data, temp["run"], 20), Train(config, data, temp["run"], 20),
+            ["--mca", "orte_abort_on_non_zero_status", "0", "-x", $"DOTNET_STARTUP_HOOKS={hook}", "-x", "STRATUS_TEST_CONSOLE_FAILS_ON_RANK=0"], TimeSpan.FromSeconds(120));
+        Assert.True(code == 134, $"exit code {code}\n{stdout}{stderr}");
+        Assert.Equal(1, System.Text.RegularExpressions.Regex.Count(stderr, "Unhandled exception. System.InvalidOperationException: injected failure"));
+        Assert.Contains("   at ", stderr);
+
+        // A single process ends as .NET ends it, as before: the stack trace once, SIGABRT's status.
+        var single = Cli.StartInfo(Train(config, data, temp["single"], 20));
+        single.Environment["DOTNET_STARTUP_HOOKS"] = hook;
+        single.Environment["STRATUS_TEST_CONSOLE_FAILS_ON_RANK"] = "0";
+        var (singleCode, _, singleStderr) = Cli.Run(single);
+        Assert.True(singleCode == 134, $"exit code {singleCode}\n{singleStderr}");
+        Assert.Equal(1, System.Text.RegularExpressions.Regex.Count(singleStderr, "Unhandled exception. System.InvalidOperationException: injected failure"));
+    }
+
     [MpiFact]
     public void An_error_every_rank_meets_is_printed_once()
     {

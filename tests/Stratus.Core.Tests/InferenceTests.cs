@@ -142,6 +142,22 @@ public sealed class InferenceTests
         }
     }
 
+    /// <summary>A tokenizer that spells more tokens than the model has rows (a mismatched
+    /// checkpoint): the generator refuses such a prompt as the engine that runs it does, in one
+    /// line and before any text, not with libtorch's index error halfway through.</summary>
+    [Fact]
+    public void The_generator_and_the_engine_refuse_a_prompt_token_outside_the_model_s_vocabulary_with_the_same_words()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrstuvwxy");
+        using var model = TinyModel(20);
+        var generator = new TextGenerator(model, tokenizer);
+        using var engine = new InferenceEngine(model, tokenizer);
+        var fromGenerator = Assert.Throws<StratusUserException>(() => generator.Generate("aby", 5, new SamplingOptions())).Message;
+        var fromEngine = Assert.Throws<StratusUserException>(() => engine.Submit(new GenerationRequest { PromptTokens = tokenizer.Encode("aby"), MaxTokens = 5 })).Message;
+        Assert.Equal("token id 24 is outside the vocabulary of 20", fromEngine);
+        Assert.Equal(fromEngine, fromGenerator);
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(-2)]

@@ -30,6 +30,17 @@ public static class Communicator
     /// though every rank meets the error (MpiCommunicator.AbortJob).</summary>
     public static void AbortJob(string line, int exitCode) => MpiCommunicator.AbortJob(line, exitCode);
 
+    /// <summary>For an exception that ends this process unhandled (a bug, or a failure no message
+    /// of Stratus's describes): when this process is one of several MPI ranks, writes it with its
+    /// stack trace as .NET does and ends every rank of the job with 134, the status .NET's abort
+    /// gives a single process, for the same reason as <see cref="AbortJob"/>; returns otherwise,
+    /// and .NET ends the process as it would have.</summary>
+    public static void AbortJobOnUnhandled(object exception)
+    {
+        if (MpiCommunicator.OtherRanksWait is not null)
+            AbortJob($"Unhandled exception. {exception}", 134);
+    }
+
     /// <summary>Whether a launcher (mpirun, mpiexec, srun) started this process as a rank. Its
     /// output then goes through the launcher to wherever the launcher's goes, often a log file,
     /// whatever terminal the rank itself is given (mpirun gives each a pseudo-terminal).</summary>

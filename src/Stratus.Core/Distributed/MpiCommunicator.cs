@@ -42,12 +42,16 @@ public sealed class MpiCommunicator : ICommunicator
     /// so that rank 0's abort ends it and the job prints the line once, not once per rank.</summary>
     internal static void AbortJob(string line, int exitCode)
     {
-        var world = active is { _disposed: false, WorldSize: > 1 } a ? a : null;
+        var world = OtherRanksWait;
         if (world is { Rank: > 0 }) Thread.Sleep(RankZeroFirst);
         Console.Error.WriteLine(line);
         if (world is not null)
             MpiAbi.MPI_Abort(world._abi.CommWorld, exitCode);
     }
+
+    /// <summary>This process's MPI world when it has other ranks, which would wait for this one in
+    /// their next collective; null otherwise.</summary>
+    internal static MpiCommunicator? OtherRanksWait => active is { _disposed: false, WorldSize: > 1 } a ? a : null;
 
     /// <summary>Ample for rank 0 to meet the same error and end the job (a job of 4 ranks refusing
     /// its settings ended within 2 s of its start); short beside the wait for ever it spares where rank 0 met none.</summary>

@@ -153,9 +153,7 @@ public sealed class InferenceEngine : IDisposable
         if (request.MaxTokens < 0) throw new StratusUserException($"max_tokens must be 0 or more, got {request.MaxTokens}");
         if (count + request.MaxTokens > ContextLength)
             throw new StratusUserException($"the prompt ({count} tokens) plus max_tokens ({request.MaxTokens}) is over the model's context of {ContextLength} tokens");
-        var vocab = model.Config.VocabSize;
-        foreach (var t in request.PromptTokens)
-            if ((uint)t >= (uint)vocab) throw new StratusUserException($"token id {t} is outside the vocabulary of {vocab}");
+        RequireInVocabulary(request.PromptTokens, model.Config.VocabSize);
         if (request.LogitBias is { } bias)
             foreach (var (token, value) in bias)
             {
@@ -167,6 +165,14 @@ public sealed class InferenceEngine : IDisposable
             if ((uint)token >= (uint)drawableTokens) throw new StratusUserException($"stop token {token} is outside the vocabulary of {drawableTokens}");
         if (request.Schema is { } schema && jsonVocabulary.Value.MissingFor(schema, Sequence.EndTokensOf(request, endOfGeneration)) is { Length: > 0 } missing)
             throw new StratusUserException($"{(schema == JsonSchema.AnyObject ? "JSON mode" : "the JSON schema")} needs a token that does not end the generation for each character it may have to write to finish a document, and this model's vocabulary has none for {missing}");
+    }
+
+    /// <summary>Refuses a prompt token the model has no row for (its tokenizer spells more than
+    /// it has), which the model's lookup would fail on.</summary>
+    internal static void RequireInVocabulary(IReadOnlyList<int> tokens, int vocab)
+    {
+        foreach (var t in tokens)
+            if ((uint)t >= (uint)vocab) throw new StratusUserException($"token id {t} is outside the vocabulary of {vocab}");
     }
 
     void Loop()

@@ -1,9 +1,9 @@
 // Chooses the next token from a row of logits on the CPU: the one place where greedy, temperature,
 // top-k, top-p, min-p and JSON mode's mask are applied. The serving engine calls Choose for each
 // sequence of a batch with its own settings (bias, penalties, JSON mode, logprobs besides) and
-// random generator, so rows never influence each other; TextGenerator calls Sample. Works on
-// spans and reusable scratch arrays: no allocation per token unless log-probability alternatives
-// are asked for.
+// random generator, so rows never influence each other; TextGenerator calls Sample past the
+// context, where the engine stops. Works on spans and reusable scratch arrays: no allocation per
+// token unless log-probability alternatives are asked for.
 using Stratus.Models;
 using Stratus.Tokenization;
 

@@ -1,7 +1,11 @@
-// Generates text from a prompt with a KV cache: one prefill over the prompt, then one token at a
-// time, streaming each completed piece of text to the caller as it is produced. Past the model's
-// context it goes on as nanoGPT's sample.py does: each next token from the last block_size
-// tokens, computed afresh (positions move, so cached keys no longer apply).
+// Generates text from a prompt, streaming each completed piece of text to the caller as it is
+// produced. Within the model's context the tokens come from a serving engine of its own
+// (InferenceEngine: the same prefill chunks, decode step, sampler and random draws as a server's),
+// so a seed gives the tokens a server given the same settings would give. Past the context, which
+// a server refuses, it goes on as nanoGPT's sample.py does: each next token from the last
+// block_size tokens, computed afresh (positions move, so cached keys no longer apply), drawn by the
+// same sampler from the same random sequence.
+using System.Runtime.ExceptionServices;
 using Stratus.Models;
 using Stratus.Tokenization;
 using TorchSharp;
@@ -18,6 +22,7 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
     /// after maxTokens (which may run past the context) or at a token that ends generation
     /// (<see cref="ITokenizer.EndOfGenerationIds"/>). The prompt
     /// is encoded as the model expects one, with its tokenizer's special tokens (a Llama's BOS).
+    /// The decode step multiplies with the model's <see cref="CausalLanguageModel.DecodeWeights"/>.
     /// A bad prompt or option throws here, before any text is produced.</summary>
     public IEnumerable<string> Generate(string prompt, int maxTokens, SamplingOptions options, CancellationToken cancellation = default)
     {
@@ -32,47 +37,109 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         var context = model.Config.BlockSize;
         if (promptTokens.Length > context)
             throw new StratusUserException($"the prompt is {promptTokens.Length} tokens, more than the model's context of {context}; shorten it");
+        // Checked here, before any text, rather than when the engine is given the prompt.
+        InferenceEngine.RequireInVocabulary(promptTokens, model.Config.VocabSize);
         return Continue(promptTokens, maxTokens, options, cancellation);
     }
 
     IEnumerable<string> Continue(int[] promptTokens, int maxTokens, SamplingOptions options, CancellationToken cancellation)
     {
-        model.eval();
-        using var noGrad = no_grad();
         var context = model.Config.BlockSize;
-        // The engine's sampler, drawable tokens and seeding, so a seed gives the tokens the
-        // server would give.
-        var drawable = LogitsSampler.DrawableTokens(model, tokenizer);
-        var sampler = new LogitsSampler(drawable);
-        var random = options.NewRandom();
-        var row = new float[drawable];
-        using var cache = model.CreateCache(1, (int)Math.Min((long)promptTokens.Length + maxTokens, context));
         // As the server by default (vLLM's skip_special_tokens): special tokens are not text.
         var decoder = new StreamingDecoder(tokenizer, skipSpecialTokens: true);
-        var endOfGeneration = tokenizer.EndOfGenerationIds.ToHashSet();
-        var tokens = promptTokens.Select(t => (long)t).ToList();
+        // The last block_size tokens, which the first step past the context starts from.
+        var window = new long[context];
+        var filled = 0;
+        foreach (var t in promptTokens) window[filled++] = t;
+        var inContext = Math.Min(maxTokens, context - promptTokens.Length);
+        var produced = 0;
+        Random? random = null;
+        if (inContext > 0)
+        {
+            // An engine for this generation alone: one sequence's KV blocks, and a prefix cache
+            // that is empty, as a server's is for a prompt it has not seen (a cached prefix would
+            // be computed in other steps, so its logits could differ in their last bits).
+            var engineOptions = new EngineOptions { MaxBatchSize = 1, DecodeWeights = model.DecodeWeights };
+            Sequence sequence;
+            using (var engine = new InferenceEngine(model, tokenizer, engineOptions))
+            {
+                sequence = engine.Submit(new GenerationRequest { PromptTokens = promptTokens, MaxTokens = inContext, Sampling = options }, cancellation);
+                foreach (var token in Tokens(sequence))
+                {
+                    window[filled++] = token;
+                    produced++;
+                    var text = decoder.Push(token);
+                    if (text.Length > 0) yield return text;
+                }
+            }
+            // Ended by an end-of-generation token or a cancellation rather than by the context.
+            if (sequence.FinishReason != FinishReason.Length) produced = maxTokens;
+            // The engine's thread has ended: the sequence's draws go on here.
+            random = sequence.Random;
+        }
+        if (produced < maxTokens)
+        {
+            foreach (var text in PastTheContext(window, maxTokens - produced, decoder, options, random ?? options.NewRandom(), cancellation))
+                yield return text;
+        }
+        var rest = decoder.Flush();
+        if (rest.Length > 0) yield return rest;
+    }
+
+    /// <summary>The sequence's tokens as the engine emits them (end markers are not emitted). A
+    /// model step that failed throws its own exception, as a model call in this thread would: the
+    /// CLI tells an out-of-memory or a user error from a bug by it.</summary>
+    static IEnumerable<int> Tokens(Sequence sequence)
+    {
+        var output = sequence.Output;
+        while (true)
+        {
+            while (output.TryRead(out var token)) yield return token.Token;
+            var more = false;
+            Exception? failure = null;
+            try
+            {
+                var wait = output.WaitToReadAsync();
+                more = wait.IsCompleted ? wait.Result : wait.AsTask().GetAwaiter().GetResult();
+            }
+            catch (EngineStepFailedException e) when (e.InnerException is { } cause)
+            {
+                failure = cause;
+            }
+            if (failure is not null) ExceptionDispatchInfo.Throw(failure);
+            if (!more) yield break;
+        }
+    }
+
+    /// <summary>nanoGPT's loop past the context: each token from a forward over the last
+    /// block_size tokens (<paramref name="window"/>, full), without a cache.</summary>
+    IEnumerable<string> PastTheContext(long[] window, int count, StreamingDecoder decoder, SamplingOptions options, Random random, CancellationToken cancellation)
+    {
+        var context = window.Length;
+        var drawable = LogitsSampler.DrawableTokens(model, tokenizer);
+        var sampler = new LogitsSampler(drawable);
+        var row = new float[drawable];
+        var endOfGeneration = tokenizer.EndOfGenerationIds;
         var device = model.Device; // found by walking the model's parameters: once, not per token
-        var input = torch.tensor(tokens.ToArray(), [1, tokens.Count], device: device);
-        for (var produced = 0; produced < maxTokens && !cancellation.IsCancellationRequested; produced++)
+        model.eval();
+        // Held across the loop, as before: a guard taken per token made `sample` past the context
+        // 7x slower here (1.4 s against 10.8 s for 500 tokens of a 64-token-context char model).
+        using var noGrad = no_grad();
+        for (var produced = 0; produced < count && !cancellation.IsCancellationRequested; produced++)
         {
             int token;
-            using (var scope = NewDisposeScope())
+            using (NewDisposeScope())
             {
-                var logits = tokens.Count <= context ? model.Forward(input, cache)
-                    : model.Forward(torch.tensor(tokens.GetRange(tokens.Count - context, context).ToArray(), [1, context], device: device));
+                var logits = model.Forward(torch.tensor(window, [1, context], device: device));
                 // The last position's logits come to the CPU (the model may be on a GPU).
                 logits[0, -1, ..drawable].to(ScalarType.Float32).cpu().contiguous().data<float>().CopyTo(row, 0, 0);
                 token = sampler.Sample(row, options, random);
-                input.Dispose();
-                input = torch.tensor((long)token, device: device).view(1, 1).MoveToOuterDisposeScope();
             }
-            if (endOfGeneration.Contains(token)) break;
-            tokens.Add(token);
+            if (endOfGeneration.Contains(token)) yield break;
+            Array.Copy(window, 1, window, 0, context - 1);
+            window[^1] = token;
             var text = decoder.Push(token);
             if (text.Length > 0) yield return text;
         }
-        input.Dispose();
-        var rest = decoder.Flush();
-        if (rest.Length > 0) yield return rest;
     }
 }

@@ -40,6 +40,10 @@ public sealed record ServeOptions
     /// <summary>Where keys, usage and the audit log live, and whether keys may be skipped
     /// (--insecure-no-auth, loopback only).</summary>
     public TrustOptions Trust { get; init; } = new();
+    /// <summary>How long a stopping server lets running requests go on before it ends them with a
+    /// 503 (a stream with an error event and [DONE]); the host waits 5 s more for those ends. The
+    /// default ends them within 30 s, Kubernetes' default grace before it kills a pod.</summary>
+    public TimeSpan ShutdownGracePeriod { get; init; } = TimeSpan.FromSeconds(25);
 }
 
 public sealed class StratusServer : IAsyncDisposable
@@ -136,6 +140,10 @@ public sealed class StratusServer : IAsyncDisposable
         });
         builder.Services.AddSingleton(registry);
         builder.Services.AddSingleton<ServingMetrics>();
+        if (options.ShutdownGracePeriod < TimeSpan.Zero) throw new StratusUserException($"the shutdown grace period must not be negative, got {options.ShutdownGracePeriod}");
+        builder.Services.AddSingleton(_ => new ServerShutdown(options.ShutdownGracePeriod));
+        // Past the host's timeout Kestrel cuts the connections: the ended requests get time to say so first.
+        builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.ShutdownGracePeriod + ServerShutdown.EndingTime);
         // Before the host's own services, so the trust filter runs first on every generation.
         builder.Services.AddStratusTrust(options.Trust);
         builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
@@ -144,6 +152,7 @@ public sealed class StratusServer : IAsyncDisposable
         options.ConfigureServices?.Invoke(builder.Services);
 
         var app = builder.Build();
+        app.Lifetime.ApplicationStopping.Register(app.Services.GetRequiredService<ServerShutdown>().Begin);
         app.UseMiddleware<ErrorMiddleware>();
         // Routing's empty 404/405 answers get OpenAI's error shape too.
         app.UseStatusCodePages(async context =>
@@ -205,6 +214,8 @@ public sealed class StratusServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        // Disposing stops the server now, so the requests still running end at once.
+        app.Services.GetRequiredService<ServerShutdown>().EndNow();
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5))) await app.StopAsync(timeout.Token);
         await app.DisposeAsync();
         Models.Dispose();

@@ -50,7 +50,7 @@ public sealed class GenerationRunAllocationTests
                 PromptTokens = prompt, MaxTokens = count, IgnoreEos = true, LogitBias = new Dictionary<int, float> { [ByteLevelModelServer.Extra] = 100 },
             };
             var context = new GenerationContext(new DefaultHttpContext(), "completions", served, ["ab"], [false], null, request, 1, null, prompt.Length, false);
-            await using var run = await GenerationRun.StartAsync(context, [prompt], [new PassingFilter()], metrics, CancellationToken.None);
+            await using var run = await GenerationRun.StartAsync(context, [prompt], [new PassingFilter()], metrics, CancellationToken.None, CancellationToken.None);
             // Every token is on the sequence's channel before reading starts, so every read completes on this thread.
             while (served.Engine.Running + served.Engine.Waiting > 0) Thread.Sleep(10);
             var pieces = run.ReadAllAsync().GetAsyncEnumerator();

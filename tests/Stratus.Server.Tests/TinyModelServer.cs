@@ -45,6 +45,7 @@ public sealed class TinyModelServer : IAsyncLifetime
     /// <summary>Engine limits; a subclass can make them tight to test refusals.</summary>
     public EngineOptions Engine { get; init; } = new() { BlockSize = 8, MaxBatchSize = 32 };
     public Action<IServiceCollection>? ConfigureServices { get; init; }
+    public TimeSpan ShutdownGracePeriod { get; init; } = new ServeOptions().ShutdownGracePeriod;
     /// <summary>Writes the served checkpoint into the folder given; a fixture may serve another model.</summary>
     public Func<string, string> CreateModel { get; init; } = CreateCheckpoint;
 
@@ -83,6 +84,7 @@ public sealed class TinyModelServer : IAsyncLifetime
             Engine = Engine,
             MaxRequestBodyBytes = 64 * 1024,
             ConfigureServices = ConfigureServices,
+            ShutdownGracePeriod = ShutdownGracePeriod,
             Trust = new TrustOptions { DataDir = DataDir },
         });
         Http = AnonymousClient();

@@ -15,7 +15,7 @@ public static class ChatCompletionsEndpoints
         return group;
     }
 
-    static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, IEnumerable<IGenerationFilter> filters)
+    static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters)
     {
         var cancellation = http.RequestAborted;
         var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<ChatCompletionRequest>(http, registry);
@@ -41,7 +41,7 @@ public static class ChatCompletionsEndpoints
             StopTokens = stopTokens,
         };
         var context = new GenerationContext(http, "chat.completions", model, [prompt], [addSpecialTokens], chat, request, choices, body.User, tokens.Length, body.Stream == true);
-        await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation);
+        await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation, shutdown.Ending);
         var id = $"chatcmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         if (body.Stream == true) await StreamAsync(http, run, model, id, created, choices, body.StreamOptions?.IncludeUsage == true, request.Logprobs is not null, cancellation);

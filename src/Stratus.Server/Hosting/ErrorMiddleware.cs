@@ -1,7 +1,8 @@
 // Every failure leaves the server as an OpenAI-shaped error: ApiExceptions with their status,
 // oversized bodies as 413, malformed requests and user errors (StratusUserException, the trust
-// layer's TrustUserException) as 400, a stopped engine, a failed model step or a platform
-// database the machine refuses (PlatformStorageException) as 503, and anything unexpected as a
+// layer's TrustUserException) as 400, a stopped engine, a failed model step, a platform
+// database the machine refuses (PlatformStorageException) or a request a stopping server ended
+// (ServerShutdown) as 503, and anything unexpected as a
 // 500 without internals (logged here, never sent). The one error middleware of the server: the
 // trust layer's own is left out (UseStratusTrust(shapeErrors: false)). Also counts refused and
 // invalid requests for /metrics.
@@ -13,7 +14,7 @@ using Stratus.Server.Trust;
 
 namespace Stratus.Server.Hosting;
 
-public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics, ILogger<ErrorMiddleware> logger)
+public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics, ServerShutdown shutdown, ILogger<ErrorMiddleware> logger)
 {
     /// <summary>HttpContext.Items key under which handlers note the model a request named.</summary>
     public const string ModelItem = "stratus.model";
@@ -30,6 +31,8 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
         }
         catch (Exception e)
         {
+            // A stopping server ended the request (its client is still there): a retry reaches the next server.
+            var ended = e is OperationCanceledException && shutdown.HasEnded;
             var error = e switch
             {
                 ApiException api => api,
@@ -44,6 +47,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 Stratus.Inference.EngineStepFailedException failed => new ApiException(503, failed.Message, code: "model_step_failed") { RetryAfterSeconds = 1 },
                 PlatformStorageException => OpenAIErrors.StorageUnavailable().ToApiException(),
                 JsonException => ApiException.Invalid("We could not parse the JSON body of your request."),
+                OperationCanceledException when ended => new ApiException(503, "The server is shutting down and ended this request; retry it.", code: "server_shutting_down") { RetryAfterSeconds = 1 },
                 _ => null,
             };
             if (error is null) logger.LogError(e, "unhandled error serving {Path}", context.Request.Path);
@@ -56,7 +60,9 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
             // A failed model step and a refused database are the server's errors, though 503s (a
             // retry may succeed); a 503 otherwise is the server declining the work.
             var serverFault = e is Stratus.Inference.EngineStepFailedException or PlatformStorageException;
-            metrics.RequestEnded(model, serverFault ? "error" : error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });
+            metrics.RequestEnded(model, serverFault ? "error"
+                : ended ? Stratus.Inference.FinishReason.Cancelled
+                : error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });
             if (context.Response.HasStarted)
             {
                 // Mid-stream: the status line is gone, so end the event stream with the error.

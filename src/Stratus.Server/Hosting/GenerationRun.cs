@@ -107,8 +107,11 @@ public sealed class GenerationRun : IAsyncDisposable
 
     /// <summary>Begins the filters' scopes and submits every sequence; 429 when the engine's
     /// queue is full.</summary>
+    /// <param name="cancellation">The client's request: cancelled when it went away.</param>
+    /// <param name="serverEnding">Cancelled when a stopping server ends the requests still
+    /// running (ServerShutdown.Ending).</param>
     public static async Task<GenerationRun> StartAsync(GenerationContext context, IReadOnlyList<int[]> promptTokens, IReadOnlyList<IGenerationFilter> filters,
-        ServingMetrics metrics, CancellationToken cancellation)
+        ServingMetrics metrics, CancellationToken cancellation, CancellationToken serverEnding)
     {
         var scopes = new List<IGenerationScope>(filters.Count);
         try
@@ -122,7 +125,7 @@ public sealed class GenerationRun : IAsyncDisposable
             await CompleteAllAsync(scopes, 0, 0);
             throw;
         }
-        var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+        var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellation, serverEnding);
         GenerationStream[] streams;
         var promptTexts = context.Prompts;
         try

@@ -1,0 +1,105 @@
+// A server told to stop (SIGTERM, Ctrl+C: the host's StopApplication) lets the requests still
+// generating go on for its grace period, then ends them with a 503 the client can read, a stream
+// with an error event and [DONE], rather than leave Kestrel to cut their connections mid-answer.
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Stratus.Server.Hosting;
+
+namespace Stratus.Server.Tests;
+
+/// <summary>Holds the first piece of every choice of a request from user "hold" until the
+/// request is cancelled, and of a request from user "finish" until <see cref="Release"/>.</summary>
+public sealed class HoldingFilter : IGenerationFilter
+{
+    readonly TaskCompletionSource release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    public TaskCompletionSource Holding { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    int held;
+
+    public void Release() => release.TrySetResult();
+
+    public ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation) =>
+        ValueTask.FromResult<IGenerationScope?>(context.User is "hold" or "finish" ? new Scope(this, context.User == "finish") : null);
+
+    sealed class Scope(HoldingFilter filter, bool released) : IGenerationScope
+    {
+        bool passed;
+        public IReadOnlyList<Safety.PromptFilterResult>? PromptFilterResults => null;
+        public IReadOnlyList<string>? Prompts => null;
+
+        public async ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation)
+        {
+            if (!passed)
+            {
+                passed = true;
+                // Three requests are held: two streamed, one not.
+                if (Interlocked.Increment(ref filter.held) == 3) filter.Holding.TrySetResult();
+                await (released ? filter.release.Task.WaitAsync(cancellation) : Task.Delay(Timeout.Infinite, cancellation));
+            }
+            return new FilteredText(text);
+        }
+
+        public ValueTask<bool> AllowsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellation) => ValueTask.FromResult(true);
+        public ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation) => ValueTask.FromResult(ChoiceEnd.None);
+        public ValueTask CompleteAsync(int promptTokens, int completionTokens) => ValueTask.CompletedTask;
+    }
+}
+
+public sealed class ShutdownTests : IAsyncLifetime
+{
+    readonly HoldingFilter filter = new();
+    readonly TinyModelServer fixture;
+
+    public ShutdownTests() => fixture = new() { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(filter), ShutdownGracePeriod = TimeSpan.FromSeconds(2) };
+
+    public Task InitializeAsync() => fixture.InitializeAsync();
+    public Task DisposeAsync() => fixture.DisposeAsync();
+
+    Task<HttpResponseMessage> Send(string user, bool stream) =>
+        fixture.Http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = JsonContent.Create(new { model = TinyModelServer.ModelName, prompt = "ab", max_tokens = 8, user, stream }),
+        }, HttpCompletionOption.ResponseHeadersRead);
+
+    [Fact]
+    public async Task Stopping_lets_running_requests_finish_within_the_grace_period_and_ends_the_rest_with_a_readable_503()
+    {
+        var finishing = Send("finish", stream: true);
+        var streamed = Send("hold", stream: true);
+        var whole = Send("hold", stream: false);
+        await filter.Holding.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var stopped = fixture.Server.WaitForShutdownAsync();
+        fixture.Server.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        // Within the grace period a request still finishes as ever.
+        filter.Release();
+        using (var response = await finishing.WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            var events = await response.Content.ReadAsStringAsync();
+            Assert.Contains("\"finish_reason\":\"length\"", events);
+            Assert.EndsWith("data: [DONE]\n\n", events);
+        }
+
+        // Past it, a stream ends with the error as an event and [DONE] (an OpenAI SDK raises it)...
+        using (var response = await streamed.WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var events = await response.Content.ReadAsStringAsync().WaitAsync(TimeSpan.FromSeconds(20));
+            Assert.EndsWith("data: [DONE]\n\n", events);
+            var error = JsonNode.Parse(events.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[^2]["data: ".Length..])!["error"]!;
+            Assert.Equal("server_shutting_down", (string?)error["code"]);
+            Assert.Equal("server_error", (string?)error["type"]);
+        }
+        // ... and a whole answer is a 503 to retry.
+        using (var response = await whole.WaitAsync(TimeSpan.FromSeconds(20)))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+            Assert.Equal(TimeSpan.FromSeconds(1), response.Headers.RetryAfter?.Delta);
+            var error = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!;
+            Assert.Equal("server_shutting_down", (string?)error["code"]);
+        }
+        await stopped.WaitAsync(TimeSpan.FromSeconds(20));
+    }
+}

@@ -69,6 +69,9 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
                 sequence = engine.Submit(new GenerationRequest { PromptTokens = promptTokens, MaxTokens = inContext, Sampling = options }, cancellation);
                 foreach (var token in Tokens(sequence))
                 {
+                    // The engine runs ahead of the caller: what it made before the cancellation
+                    // reached it is not yielded, as past the context none is made after it.
+                    if (cancellation.IsCancellationRequested) break;
                     window[filled++] = token;
                     produced++;
                     var text = decoder.Push(token);
@@ -76,7 +79,7 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
                 }
             }
             // Ended by an end-of-generation token or a cancellation rather than by the context.
-            if (sequence.FinishReason != FinishReason.Length) produced = maxTokens;
+            if (sequence.FinishReason != FinishReason.Length || cancellation.IsCancellationRequested) produced = maxTokens;
             // The engine's thread has ended: the sequence's draws go on here.
             random = sequence.Random;
         }

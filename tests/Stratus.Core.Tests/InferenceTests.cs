@@ -177,6 +177,19 @@ public sealed class InferenceTests
         Assert.Equal(1, pieces);
     }
 
+    /// <summary>Each Generate runs an engine of its own: the model's decode kernel, with its bf16
+    /// copies of the weights and its thread count, is the one it had, not a new one per sample.</summary>
+    [Fact]
+    public void Generating_keeps_the_model_s_decode_kernel()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        using var model = TinyModel(tokenizer.VocabSize);
+        var kernel = new DecodeKernel(DecodeWeights.BFloat16, threads: 1);
+        model.DecodeKernel = kernel;
+        Assert.Equal(5, string.Concat(new TextGenerator(model, tokenizer).Generate("abc", 5, new SamplingOptions { Temperature = 0 })).Length);
+        Assert.Same(kernel, model.DecodeKernel);
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(-2)]

@@ -441,6 +441,24 @@ public sealed class CliTests
             "error: --decode-weights bf16 picks Stratus's CPU decode kernel; on --device cuda every step runs through libtorch: leave --decode-weights out");
     }
 
+    /// <summary>A model of a long context (an imported Llama 3 has 131,072 positions) sampled for
+    /// a few tokens: the KV cache holds those tokens, not the whole context. This one's context
+    /// would take 16 GiB of keys and values, over the 12 GB the process may map.</summary>
+    [Fact]
+    public void Sampling_a_few_tokens_of_a_long_context_model_takes_KV_memory_for_them_alone()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = Tokenization.CharTokenizer.FromCorpus("abc ");
+        // RoPE: nothing of the model's own grows with its context. 2 (keys, values) x 2 layers x
+        // 4 heads x 256 x 4 bytes = 16 KiB per position.
+        var config = new Models.ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, BlockSize = 1 << 20, NLayer = 2, NHead = 4, NKvHead = 4, NEmbd = 1024, IntermediateSize = 64, Bias = false };
+        using (var model = new Models.Llama(config))
+            Training.Checkpoint.Save(temp["model"], model, tokenizer);
+        var (code, stdout, stderr) = Cli.RunWithMemoryCap(12_000_000, "sample", "--model", temp["model"], "--prompt", "ab", "--max-tokens", "5", "--seed", "1");
+        Assert.True(code == 0, $"exited {code}: {stderr}");
+        Assert.StartsWith("ab", stdout);
+    }
+
     [Fact]
     public void Sampling_a_Hugging_Face_model_with_a_prompt_its_vocabulary_cannot_spell_is_one_error_line()
     {

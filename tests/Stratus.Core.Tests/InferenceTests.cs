@@ -158,6 +158,38 @@ public sealed class InferenceTests
         Assert.Equal(fromEngine, fromGenerator);
     }
 
+    /// <summary>Within the context the engine runs ahead of the caller: a cancellation ends the
+    /// text at once there too, as past the context, not after the tokens the engine has made.</summary>
+    [Fact]
+    public void A_cancellation_ends_the_text_at_once_though_the_engine_ran_ahead()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        using var model = TinyModel(tokenizer.VocabSize);
+        using var cancellation = new CancellationTokenSource();
+        var pieces = 0;
+        foreach (var _ in new TextGenerator(model, tokenizer).Generate("abc", 29, new SamplingOptions { Seed = 1 }, cancellation.Token))
+        {
+            if (++pieces > 1) continue;
+            // Time for the engine to make the other 28 tokens (a few milliseconds here).
+            Thread.Sleep(300);
+            cancellation.Cancel();
+        }
+        Assert.Equal(1, pieces);
+    }
+
+    /// <summary>Each Generate runs an engine of its own: the model's decode kernel, with its bf16
+    /// copies of the weights and its thread count, is the one it had, not a new one per sample.</summary>
+    [Fact]
+    public void Generating_keeps_the_model_s_decode_kernel()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        using var model = TinyModel(tokenizer.VocabSize);
+        var kernel = new DecodeKernel(DecodeWeights.BFloat16, threads: 1);
+        model.DecodeKernel = kernel;
+        Assert.Equal(5, string.Concat(new TextGenerator(model, tokenizer).Generate("abc", 5, new SamplingOptions { Temperature = 0 })).Length);
+        Assert.Same(kernel, model.DecodeKernel);
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(-2)]

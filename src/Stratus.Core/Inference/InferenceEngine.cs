@@ -55,7 +55,9 @@ public sealed class InferenceEngine : IDisposable
         this.model = model;
         Tokenizer = tokenizer;
         model.eval();
-        model.DecodeWeights = options.DecodeWeights;
+        // A kernel that already multiplies so is kept, with its bf16 copies and threads: stratus
+        // sample makes an engine per sample, which would otherwise copy the weights again each time.
+        if (model.DecodeWeights != options.DecodeWeights) model.DecodeWeights = options.DecodeWeights;
         var config = model.Config;
         var blocksPerContext = (config.BlockSize + options.BlockSize - 1) / options.BlockSize;
         var bytesPerBlock = KvBlockPool.BytesPerBlock(config.NLayer, model.KvHeads, config.HeadDim, options.BlockSize, model.ComputeDtype);

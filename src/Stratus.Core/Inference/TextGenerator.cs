@@ -56,16 +56,22 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         Random? random = null;
         if (inContext > 0)
         {
-            // An engine for this generation alone: one sequence's KV blocks, and a prefix cache
+            // An engine for this generation alone: KV blocks for this sequence's tokens only (a
+            // pool for the whole context would be an imported Llama 3's 131,072 positions, 8 GiB
+            // for a 1B model in float32, however few tokens are asked for), and a prefix cache
             // that is empty, as a server's is for a prompt it has not seen (a cached prefix would
             // be computed in other steps, so its logits could differ in their last bits).
             var engineOptions = new EngineOptions { MaxBatchSize = 1, DecodeWeights = model.DecodeWeights };
+            engineOptions = engineOptions with { KvBlocks = (promptTokens.Length + inContext + engineOptions.BlockSize - 1) / engineOptions.BlockSize };
             Sequence sequence;
             using (var engine = new InferenceEngine(model, tokenizer, engineOptions))
             {
                 sequence = engine.Submit(new GenerationRequest { PromptTokens = promptTokens, MaxTokens = inContext, Sampling = options }, cancellation);
                 foreach (var token in Tokens(sequence))
                 {
+                    // The engine runs ahead of the caller: what it made before the cancellation
+                    // reached it is not yielded, as past the context none is made after it.
+                    if (cancellation.IsCancellationRequested) break;
                     window[filled++] = token;
                     produced++;
                     var text = decoder.Push(token);
@@ -73,7 +79,7 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
                 }
             }
             // Ended by an end-of-generation token or a cancellation rather than by the context.
-            if (sequence.FinishReason != FinishReason.Length) produced = maxTokens;
+            if (sequence.FinishReason != FinishReason.Length || cancellation.IsCancellationRequested) produced = maxTokens;
             // The engine's thread has ended: the sequence's draws go on here.
             random = sequence.Random;
         }

@@ -273,6 +273,12 @@ public sealed class FineTuningTests
         Assert.Equal($"{chat}:2: message 1 needs string fields \"role\" and \"content\"", Error("""{"messages": [{"role": 1, "content": "hi"}]}"""));
         Assert.Equal($"{chat}:2: message 2 needs string fields \"role\" and \"content\"", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ["x"]}]}"""));
         Assert.Equal($"{chat}:2: message 1 needs string fields \"role\" and \"content\"", Error("""{"messages": ["hi"]}"""));
+        // Taken before: an empty reply taught the model to answer with nothing but the end of its
+        // turn, and a role the server refuses taught it a turn no chat request can ask for.
+        Assert.Equal($"{chat}:2: message 2 (assistant) has empty content", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}"""));
+        Assert.Equal($"{chat}:2: message 1 (user) has empty content", Error("""{"messages": [{"role": "user", "content": " \n"}, {"role": "assistant", "content": "a"}]}"""));
+        Assert.Equal($"{chat}:2: message 1 has role \"wizard\"; the roles are 'system', 'developer', 'user', 'assistant' and 'tool'",
+            Error("""{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "a"}]}"""));
         Assert.StartsWith("--val-fraction must be in [0, 1), got NaN", Error(Good, double.NaN));
         // An escaped lone surrogate: valid JSON, but no text, in a value or a name.
         const string Surrogate = ": a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text";

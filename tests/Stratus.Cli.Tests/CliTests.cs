@@ -300,6 +300,11 @@ public sealed class CliTests
         var (code, _, stderr) = Cli.Run(FineTune(temp["long"], "--block-size", "64"));
         Assert.Equal(2, code);
         Assert.Equal("error: block_size 64 is over the model's maximum context of 32; lower --block-size", stderr.Trim());
+        // A shape of its own was ignored: the run trained the base model and recorded the other.
+        (code, _, stderr) = Cli.Run(FineTune(temp["deeper"], "--n-layer", "3"));
+        Assert.Equal(2, code);
+        Assert.Equal("error: --n-layer: n_layer 3 differs from the --init-from model's 1; a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave n_layer out", stderr.Trim());
+        Assert.False(Directory.Exists(temp["deeper"]));
     }
 
     [Fact]

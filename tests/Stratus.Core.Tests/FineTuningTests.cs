@@ -1,6 +1,7 @@
 // Supervised fine-tuning: chat JSONL rendered with the model's chat template, a loss mask over
 // assistant turns only, `train --init-from` continuing an imported Llama on it, and LoRA
 // adapters that train alone and are merged into the weights on export.
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
 using Stratus.Data;
@@ -44,6 +45,35 @@ public sealed class FineTuningTests
         Assert.Equal(16, TrainConfig.Load(null, [new("block-size", "16")], shortContext).Model.BlockSize);
         Assert.Equal(48, TrainConfig.Load(temp["c.json"], [], shortContext).Model.BlockSize);
         Assert.Equal(2048, TrainConfig.Load(temp["c.json"], [new("block_size", "2048")], longContext).Model.BlockSize);
+    }
+
+    [Fact]
+    public void A_run_init_from_a_model_refuses_model_keys_other_than_its_own_and_records_its_shape()
+    {
+        // --n-layer 4 --architecture gpt2 was ignored without a word: the run trained the
+        // imported 2-layer Llama and recorded nanoGPT's default 12-layer GPT-2 in run.json and
+        // in its checkpoints' train_config.json.
+        using var temp = new TempDirectory();
+        WriteChat(temp.File("chat.jsonl"), 20);
+        ImportedLlamaAndChat(temp, temp.File("chat.jsonl"));
+        var imported = Checkpoint.Open(Checkpoint.Resolve(temp.File("base"))).ModelConfig;
+        Assert.Equal("--n-layer: n_layer 4 differs from the --init-from model's 2; a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave n_layer out",
+            Assert.Throws<StratusUserException>(() => TrainConfig.Load(null, [new("n-layer", "4")], imported)).Message);
+        File.WriteAllText(temp["gpt2.json"], """{ "architecture": "gpt2", "batch_size": 2 }""");
+        Assert.Equal($"{temp["gpt2.json"]}: architecture \"gpt2\" differs from the --init-from model's \"llama\"; a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave architecture out",
+            Assert.Throws<StratusUserException>(() => TrainConfig.Load(temp["gpt2.json"], [], imported)).Message);
+        // The model's own values, block_size and dropout are taken.
+        TrainConfig.Load(null, [new("n_layer", "2"), new("architecture", "llama"), new("block_size", "16"), new("dropout", "0.1")], imported);
+
+        using (var trainer = Trainer.Start(ChatConfig(), temp.File("data"), temp.File("ft"), initFrom: temp.File("base"))) trainer.Run();
+        var recorded = JsonNode.Parse(File.ReadAllText(Path.Combine(temp.File("ft"), Trainer.RunFile)))!["config"]!;
+        var stored = Checkpoint.Open(Checkpoint.Resolve(temp.File("ft"), preferBest: false)).TrainConfig!;
+        foreach (var config in new[] { recorded.Deserialize<TrainConfig>(TrainConfig.Json)!, stored })
+        {
+            Assert.Equal((imported.Architecture, imported.NLayer, imported.NEmbd, imported.KvHeads, imported.TieWordEmbeddings),
+                (config.Model.Architecture, config.Model.NLayer, config.Model.NEmbd, config.Model.KvHeads, config.Model.TieWordEmbeddings));
+            Assert.Equal(16, config.Model.BlockSize); // the windows it trained on, under the model's context of 128
+        }
     }
 
     [Fact]
@@ -243,6 +273,12 @@ public sealed class FineTuningTests
         Assert.Equal($"{chat}:2: message 1 needs string fields \"role\" and \"content\"", Error("""{"messages": [{"role": 1, "content": "hi"}]}"""));
         Assert.Equal($"{chat}:2: message 2 needs string fields \"role\" and \"content\"", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ["x"]}]}"""));
         Assert.Equal($"{chat}:2: message 1 needs string fields \"role\" and \"content\"", Error("""{"messages": ["hi"]}"""));
+        // Taken before: an empty reply taught the model to answer with nothing but the end of its
+        // turn, and a role the server refuses taught it a turn no chat request can ask for.
+        Assert.Equal($"{chat}:2: message 2 (assistant) has empty content", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}"""));
+        Assert.Equal($"{chat}:2: message 1 (user) has empty content", Error("""{"messages": [{"role": "user", "content": " \n"}, {"role": "assistant", "content": "a"}]}"""));
+        Assert.Equal($"{chat}:2: message 1 has role \"wizard\"; the roles are 'system', 'developer', 'user', 'assistant' and 'tool'",
+            Error("""{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "a"}]}"""));
         Assert.StartsWith("--val-fraction must be in [0, 1), got NaN", Error(Good, double.NaN));
         // An escaped lone surrogate: valid JSON, but no text, in a value or a name.
         const string Surrogate = ": a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text";

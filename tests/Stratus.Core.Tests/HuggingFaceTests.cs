@@ -214,6 +214,11 @@ public sealed class HuggingFaceTests
         WriteHfLlama(hf, shards: 1);
         string Error(Action act) => Assert.Throws<StratusUserException>(act).Message;
 
+        // A file (an export's GGUF, the folder's model.safetensors) was said not to exist.
+        var weights = Path.Combine(hf, "model.safetensors");
+        Assert.Equal($"{weights} is a file; pass the Hugging Face model folder that holds config.json, *.safetensors and tokenizer.json",
+            Error(() => HuggingFace.Import(weights, temp.File("run0"))));
+
         File.Move(Path.Combine(hf, "tokenizer.json"), temp.File("tokenizer.json"));
         Assert.Contains("missing tokenizer.json", Error(() => HuggingFace.Import(hf, temp.File("run1"))));
         File.Move(temp.File("tokenizer.json"), Path.Combine(hf, "tokenizer.json"));
@@ -247,7 +252,6 @@ public sealed class HuggingFaceTests
         Assert.StartsWith($"{configPath}: a string holds a \\u escape of an unpaired UTF-16 surrogate", Error(() => HuggingFace.Import(hf, temp.File("run8"))));
         File.WriteAllText(configPath, good);
 
-        var weights = Path.Combine(hf, "model.safetensors");
         var bytes = File.ReadAllBytes(weights);
         File.WriteAllBytes(weights, bytes[..(bytes.Length - 100)]);
         Assert.Contains("is not a valid safetensors file: file is truncated", Error(() => HuggingFace.Import(hf, temp.File("run4"))));

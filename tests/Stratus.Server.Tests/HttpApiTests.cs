@@ -265,6 +265,16 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task A_message_of_a_role_OpenAI_lacks_is_a_400_naming_the_roles()
+    {
+        // The roles are Core's (ChatTemplate.Roles), which fine-tuning data is held to as well.
+        var body = new { model = TinyModelServer.ModelName, messages = new[] { new { role = "wizard", content = "abc" } }, max_tokens = 2 };
+        var error = (await PostJson("/v1/chat/completions", body, HttpStatusCode.BadRequest))["error"]!;
+        Assert.Equal("Invalid value for 'messages[0].role': 'wizard'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.", (string?)error["message"]);
+        Assert.Equal(("messages[0].role", "invalid_value"), ((string?)error["param"], (string?)error["code"]));
+    }
+
+    [Fact]
     public async Task Tools_unknown_formats_suffix_and_best_of_are_refused_not_ignored()
     {
         var tool = new[] { new { type = "function", function = new { name = "lookup", parameters = new { type = "object" } } } };

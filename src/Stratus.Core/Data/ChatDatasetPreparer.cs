@@ -187,9 +187,17 @@ public static class ChatDatasetPreparer
         var node = JsonText.ParseLine(path, lineNumber, line);
         if (node is not JsonObject conversation || conversation["messages"] is not JsonArray list || list.Count == 0)
             throw new StratusUserException($"{path}:{lineNumber}: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}");
-        return list.Select((m, k) => m is JsonObject o && Text(o["role"]) is { } role && Text(o["content"]) is { } content
-                ? (role, content)
-                : throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} needs string fields \"role\" and \"content\""))
+        return list.Select((m, k) =>
+            {
+                if (m is not JsonObject o || Text(o["role"]) is not { } role || Text(o["content"]) is not { } content)
+                    throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} needs string fields \"role\" and \"content\"");
+                // As OpenAI's fine-tuning checks: a turn no chat request can ask for, or one with
+                // nothing in it (an empty reply teaches answering with the end of turn alone).
+                if (!ChatTemplate.Roles.Contains(role))
+                    throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} has role {JsonValue.Create(role).ToJsonString()}; the roles are {ChatTemplate.RolesInWords}");
+                if (string.IsNullOrWhiteSpace(content)) throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} ({role}) has empty content");
+                return (role, content);
+            })
             .ToList();
     }
 

@@ -27,6 +27,7 @@ public static class HuggingFace
 
     public static ImportedModel Import(string hfDirectory, string runDirectory)
     {
+        if (File.Exists(hfDirectory)) throw new StratusUserException($"{hfDirectory} is a file; pass the Hugging Face model folder that holds config.json, *.safetensors and tokenizer.json");
         if (!Directory.Exists(hfDirectory)) throw new StratusUserException($"{hfDirectory} does not exist; pass a Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
         // The import would replace checkpoints/best and leave the rest (a trained run's checkpoints/last):
         // a folder holding two models that resume, sample and serve would each pick one of.

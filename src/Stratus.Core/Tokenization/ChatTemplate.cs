@@ -14,6 +14,12 @@ public sealed record ChatMessageText(string Role, string Content);
 public sealed class ChatTemplate
 {
     public const string FileName = "chat_template.jinja";
+
+    /// <summary>The roles of a chat's messages, OpenAI's: what serve takes, so what fine-tuning data may hold.</summary>
+    public static IReadOnlyList<string> Roles { get; } = ["system", "developer", "user", "assistant", "tool"];
+
+    /// <summary><see cref="Roles"/> in words: 'system', ... and 'tool'.</summary>
+    public static string RolesInWords { get; } = $"{string.Join(", ", Roles.SkipLast(1).Select(r => $"'{r}'"))} and '{Roles[^1]}'";
     public const string ChatMl = "chatml";
     public const string Plain = "plain";
     public const string Own = "model";

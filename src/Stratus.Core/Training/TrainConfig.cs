@@ -167,7 +167,8 @@ public sealed record TrainConfig
 
     /// <summary>The config in <paramref name="json"/> (read from <paramref name="source"/>) with
     /// command-line <paramref name="overrides"/> (kebab- or snake-case keys) applied, checked;
-    /// block_size given by neither defaults to <see cref="InitBlockSize"/> of <paramref name="initFrom"/> where there is one.</summary>
+    /// block_size given by neither defaults to <see cref="InitBlockSize"/> of <paramref name="initFrom"/> where there is one, whose
+    /// other model keys the config then takes (<see cref="Training"/>): one given otherwise is refused.</summary>
     public static TrainConfig FromJson(JsonObject json, string source, IEnumerable<KeyValuePair<string, string>>? overrides = null, ModelConfig? initFrom = null)
     {
         foreach (var (key, _) in json) CheckKey(key, source);
@@ -179,6 +180,7 @@ public sealed record TrainConfig
             json[key] = ParseValue(value);
             overridden.Add(key);
         }
+        var keysGiven = json.Select(setting => setting.Key).ToList();
         if (initFrom is not null && !json.ContainsKey("block_size")) json["block_size"] = InitBlockSize(initFrom);
         TrainConfig config;
         try { config = json.Deserialize<TrainConfig>(Json)!; }
@@ -193,9 +195,24 @@ public sealed record TrainConfig
                 : wanted.Length == 2 && given is not null ? $"{origin}: {key} must be {wanted[1].TrimEnd('.')}, got {given.ToJsonString()}"
                 : $"{origin}: {reason} (at {e.Path})");
         }
+        if (initFrom is not null)
+        {
+            // A shape key other than the base model's would otherwise be dropped without a word.
+            var training = config.Training(initFrom);
+            JsonObject mine = JsonSerializer.SerializeToNode(config, Json)!.AsObject(), its = JsonSerializer.SerializeToNode(training, Json)!.AsObject();
+            if (config.ModelDefiningKeysChangedFrom(training).FirstOrDefault(keysGiven.Contains) is { } key)
+                throw new StratusUserException($"{(overridden.Contains(key) ? $"--{key.Replace('_', '-')}" : source)}: {key} {mine[key]?.ToJsonString() ?? "null"} differs from the --init-from model's {its[key]?.ToJsonString() ?? "null"}; " +
+                    $"a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave {key} out");
+            config = training;
+        }
         config.Validate();
         return config;
     }
+
+    /// <summary>This config training <paramref name="model"/> (a run's --init-from): the model
+    /// keys are its, but for block_size (the windows trained on, up to its context) and dropout,
+    /// which acts only while training; the adapters are the lora_* keys'.</summary>
+    public TrainConfig Training(ModelConfig model) => this with { Model = model with { BlockSize = Model.BlockSize, Dropout = Model.Dropout, Lora = null } };
 
     static void CheckKey(string key, string source)
     {

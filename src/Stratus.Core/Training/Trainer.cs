@@ -49,6 +49,8 @@ public sealed class Trainer : IDisposable
 
     Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, ICommunicator? communicator)
     {
+        // What the run records (run.json, each checkpoint's train_config.json) is the model it trains.
+        if (initFrom is not null) config = config.Training(initFrom.ModelConfig);
         this.config = config;
         this.runDirectory = runDirectory;
         this.communicator = new TimedCommunicator(communicator ?? new SingleProcessCommunicator());
@@ -85,7 +87,7 @@ public sealed class Trainer : IDisposable
         ]);
         generator = torch.random.manual_seed(config.Seed);
         // A resumed run is rebuilt as its checkpoint holds it: a run begun --init-from an imported
-        // model has that model's shape, not its training config's model keys. Its adapters are the
+        // model has that model's context, not the block_size it trains on. Its adapters are the
         // new run's: with lora_rank 0 it is a full fine-tune (of the merged model, when it comes
         // from a LoRA run; see Checkpoint.LoadWeights).
         var modelConfig = resumeFrom is not null ? resumeFrom.ModelConfig with { Dropout = config.Model.Dropout }
@@ -152,7 +154,7 @@ public sealed class Trainer : IDisposable
         // Made once the data, model and settings were accepted: a refused start leaves nothing.
         Directory.CreateDirectory(runDirectory);
         if (!trainer.IsMain) return trainer;
-        var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(config, TrainConfig.Json) };
+        var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(trainer.config, TrainConfig.Json) };
         AtomicFile.WriteAllText(Path.Combine(runDirectory, RunFile), run.ToJsonString(RunJson));
         return trainer;
     }

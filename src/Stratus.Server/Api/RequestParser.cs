@@ -199,8 +199,8 @@ public static partial class RequestParser
             var param = $"messages[{i}]";
             var message = messages[i] ?? throw ApiException.Invalid($"{param} must be an object.", param);
             var role = message.Role ?? throw ApiException.Invalid($"Missing required parameter: '{param}.role'.", $"{param}.role", "missing_required_parameter");
-            if (role is not ("system" or "developer" or "user" or "assistant" or "tool"))
-                throw ApiException.Invalid($"Invalid value for '{param}.role': '{Truncate(role)}'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.", $"{param}.role", "invalid_value");
+            if (!ChatTemplate.Roles.Contains(role))
+                throw ApiException.Invalid($"Invalid value for '{param}.role': '{Truncate(role)}'. Supported values are: {ChatTemplate.RolesInWords}.", $"{param}.role", "invalid_value");
             result.Add(new ChatMessageText(role, Content(message.Content, role, $"{param}.content")));
         }
         return result;

@@ -151,7 +151,8 @@ public sealed class CliTests
             (["train", "--config", config, "--data", data, "--out", temp["r3"], "--block-size", "999999"], "maximum"),
             (["train", "--config", temp["missing.json"], "--data", data, "--out", temp["r4"]], "does not exist"),
             // Settings and arguments are checked before the base model is opened (its files hashed).
-            (["train", "--init-from", temp["nothing"], "--data", data, "--out", temp["r5"], "--n-embd", "33"], "divisible by n_head"),
+            (["train", "--init-from", temp["nothing"], "--data", data, "--out", temp["r5"], "--learning-rate", "-0.1"], "learning_rate must be positive"),
+            (["train", "--init-from", temp["nothing"], "--data", data, "--out", temp["r5"], "--n-layer", "x"], "--n-layer: n_layer must be"),
             (["train", "--init-from", temp["nothing"], "--out", temp["r5"]], "--data is required"),
             (["train", "--resume", temp["nothing"]], "not a Stratus run"),
             (["sample", "--model", temp["nothing"]], "does not exist"),
@@ -300,6 +301,10 @@ public sealed class CliTests
         var (code, _, stderr) = Cli.Run(FineTune(temp["long"], "--block-size", "64"));
         Assert.Equal(2, code);
         Assert.Equal("error: block_size 64 is over the model's maximum context of 32; lower --block-size", stderr.Trim());
+        // A key equal to the base model's (32 wide, 2 heads) was checked against nanoGPT's default
+        // 12 heads before the base model was opened, and refused as not divisible.
+        var same = Cli.Run(FineTune(temp["same"], "--n-embd", "32"));
+        Assert.True(same.ExitCode == 0, same.Stderr);
         // A shape of its own was ignored: the run trained the base model and recorded the other.
         (code, _, stderr) = Cli.Run(FineTune(temp["deeper"], "--n-layer", "3"));
         Assert.Equal(2, code);

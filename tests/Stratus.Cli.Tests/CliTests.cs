@@ -279,7 +279,11 @@ public sealed class CliTests
     {
         using var temp = new TempDirectory();
         var (data, config) = Prepare(temp);
-        Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2").ExitCode);
+        // The config's 10 steps of warm-up outlast these 2, silently.
+        var pretrained = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2");
+        Assert.Equal(0, pretrained.ExitCode);
+        Assert.StartsWith("warning: warmup_iters (10) is not under max_iters (2): ", pretrained.Stderr);
+        Assert.Single(pretrained.Stderr.Trim().Split('\n'));
         int StoredBlockSize(string run) => (int)JsonNode.Parse(File.ReadAllText(Path.Combine(run, "checkpoints", "last", "train_config.json")))!["block_size"]!;
         string[] FineTune(string output, params string[] extra) =>
             ["train", "--init-from", temp["base"], "--data", data, "--out", output, "--max-iters", "2", "--batch-size", "2", "--eval-iters", "1", .. extra];
@@ -288,6 +292,8 @@ public sealed class CliTests
         // under the default 1024, which was refused.
         var tuned = Cli.Run(FineTune(temp["ft"]));
         Assert.True(tuned.ExitCode == 0, tuned.Stderr);
+        // A fine-tune has no warm-up unless given one.
+        Assert.Equal("", tuned.Stderr);
         Assert.Contains("block_size 32 tokens", tuned.Stdout);
         Assert.Equal(32, StoredBlockSize(temp["ft"]));
         var resumed = Cli.Run("train", "--resume", temp["ft"], "--max-iters", "3");

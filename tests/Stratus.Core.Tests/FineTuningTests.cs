@@ -48,6 +48,20 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void A_run_init_from_a_model_starts_at_its_learning_rate_unless_warmup_iters_is_given()
+    {
+        // nanoGPT's 2000 steps of warm-up outlasted a 30-step fine-tune, which never reached its
+        // learning rate.
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["c.json"], """{ "warmup_iters": 100 }""");
+        var model = new ModelConfig { BlockSize = 64 };
+        Assert.Equal(0, TrainConfig.Load(null, [], model).WarmupIters);
+        Assert.Equal(2000, TrainConfig.Load(null, []).WarmupIters);
+        Assert.Equal(5, TrainConfig.Load(null, [new("warmup-iters", "5")], model).WarmupIters);
+        Assert.Equal(100, TrainConfig.Load(temp["c.json"], [], model).WarmupIters);
+    }
+
+    [Fact]
     public void A_run_init_from_a_model_refuses_model_keys_other_than_its_own_and_records_its_shape()
     {
         // --n-layer 4 --architecture gpt2 was ignored without a word: the run trained the

@@ -132,7 +132,7 @@ public sealed record TrainConfig
     /// <summary>Reads a config file and applies overrides given as (key, value) pairs, keys in
     /// snake_case or kebab-case. <paramref name="initFrom"/> is the model `--init-from` starts
     /// from: block_size, where neither the file nor an override gives it, is then
-    /// <see cref="InitBlockSize"/> of it rather than the fixed default.</summary>
+    /// <see cref="InitBlockSize"/> of it rather than the fixed default, and warmup_iters 0.</summary>
     public static TrainConfig Load(string? path, IEnumerable<KeyValuePair<string, string>> overrides, ModelConfig? initFrom = null) =>
         FromJson(ReadFile(path), path ?? "command line", overrides, initFrom);
 
@@ -172,7 +172,8 @@ public sealed record TrainConfig
 
     /// <summary>The config in <paramref name="json"/> (read from <paramref name="source"/>) with
     /// command-line <paramref name="overrides"/> (kebab- or snake-case keys) applied, checked;
-    /// block_size given by neither defaults to <see cref="InitBlockSize"/> of <paramref name="initFrom"/> where there is one, whose
+    /// block_size given by neither defaults to <see cref="InitBlockSize"/> of <paramref name="initFrom"/> where there is one
+    /// (and warmup_iters to 0), whose
     /// other model keys the config then takes (<see cref="Training"/>): one given otherwise is refused.</summary>
     public static TrainConfig FromJson(JsonObject json, string source, IEnumerable<KeyValuePair<string, string>>? overrides = null, ModelConfig? initFrom = null)
     {
@@ -180,6 +181,10 @@ public sealed record TrainConfig
         if (initFrom is not null)
         {
             if (!keysGiven.Contains("block_size")) config = config with { Model = config.Model with { BlockSize = InitBlockSize(initFrom) } };
+            // Trained weights start at learning_rate, as in Hugging Face's Trainer (warmup_steps 0)
+            // and nanoGPT's finetune_shakespeare.py (no schedule): nanoGPT's default warm-up of
+            // 2000 steps is a pre-training run's, and would outlast most fine-tunes.
+            if (!keysGiven.Contains("warmup_iters")) config = config with { WarmupIters = 0 };
             // A shape key other than the base model's would otherwise be dropped without a word.
             var training = config.Training(initFrom);
             JsonObject mine = JsonSerializer.SerializeToNode(config, Json)!.AsObject(), its = JsonSerializer.SerializeToNode(training, Json)!.AsObject();
@@ -290,4 +295,12 @@ public static class LearningRateSchedule
         var coefficient = 0.5 * (1.0 + Math.Cos(Math.PI * ratio));
         return c.MinLr + coefficient * (c.LearningRate - c.MinLr);
     }
+
+    /// <summary>Why the run never trains at learning_rate, or null: its warm-up lasts as long as
+    /// it does (a short run keeping nanoGPT's 2000 steps of warm-up).</summary>
+    public static string? WarmupOutlastingTheRun(TrainConfig c) =>
+        c.DecayLr && c.MaxIters > 0 && c.WarmupIters >= c.MaxIters
+            ? $"warmup_iters ({c.WarmupIters}) is not under max_iters ({c.MaxIters}): the learning rate rises for the whole run, to {100 * At(c, c.MaxIters - 1) / c.LearningRate:0.#}% " +
+              $"of learning_rate {c.LearningRate}; pass --warmup-iters under {c.MaxIters} (0 for none)"
+            : null;
 }

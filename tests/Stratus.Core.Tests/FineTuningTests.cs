@@ -302,6 +302,11 @@ public sealed class FineTuningTests
         File.WriteAllBytes(chat, [.. System.Text.Encoding.UTF8.GetBytes(Good + "\n"), .. "{\"messages\": [{\"role\": \"user\", \"content\": \"caf"u8, 0xE9, .. "\"}]}\n"u8]);
         Assert.StartsWith($"{chat} is not UTF-8 text (byte offset {Good.Length + 1 + 46}); convert it to UTF-8",
             Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("data"), temp.File("base"))).Message);
+        // Read as UTF-16 for its first two bytes: the whole file became one line of other
+        // characters, and the error said it had 1 conversation.
+        File.WriteAllBytes(chat, [0xFF, 0xFE, .. System.Text.Encoding.UTF8.GetBytes($"{Good}\n{Good}\n")]);
+        Assert.Equal($"{chat} is not UTF-8 text: it begins with the byte order mark of UTF-16 LE; convert it to UTF-8, e.g. with `iconv -f utf-16 -t utf-8`, and prepare again",
+            Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("data"), temp.File("base"))).Message);
         // Refused after the dataset folder was made, and that folder went with the refusal.
         Assert.False(Directory.Exists(temp.File("data")));
         File.WriteAllText(chat, $"{Good}\n{Good}\n");

@@ -385,9 +385,18 @@ public sealed class CliTests
         Assert.StartsWith("prepared ", lines[^1]);
         // Rates count each phase from its start, not from its first report (which came a 1 MiB
         // piece in and read over a million MB/s): no pass reads text at 100 GB/s.
-        var rates = lines.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"([\d.,]+) MB/s")).Where(m => m.Success).ToList();
+        var rates = lines.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"([\d.,]+) ([KMG]?)B/s")).Where(m => m.Success).ToList();
         Assert.NotEmpty(rates);
-        Assert.All(rates, m => Assert.InRange(double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), 0.01, 100_000));
+        Assert.All(rates, m => Assert.InRange(double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * Math.Pow(1000, "KMG".IndexOf(m.Groups[2].Value) + 1) / 1e6, 0.01, 100_000));
+
+        // A small corpus's sizes in a unit that fits: they read "0.0 of 0.0 MB".
+        foreach (var (size, shown) in new[] { (3000, @"3\.0 of 3\.0 KB"), (600, "600 of 600 B") })
+        {
+            File.WriteAllText(temp["small.txt"], Corpus()[..size]);
+            (code, stdout, stderr) = Cli.Run("prepare", "--input", temp["small.txt"], "--out", temp["small"]);
+            Assert.True(code == 0, stderr);
+            Assert.Matches($@"(?m)^hashing: 100% \({shown}, [\d.,]+ [KMG]?B/s, [\d.]+ s\)$", stdout);
+        }
     }
 
     [Fact]

@@ -33,7 +33,7 @@ sealed class PhaseProgress
     }
 
     /// <summary>Runs <paramref name="work"/>, showing what it reports; <paramref name="bytes"/>:
-    /// its counts are bytes (a rate in MB/s), else items.</summary>
+    /// its counts are bytes (in B, KB, MB or GB, as their size needs), else items.</summary>
     public static T Show<T>(bool bytes, Func<PhaseProgress, T> work)
     {
         if (!AnsiConsole.Profile.Capabilities.Interactive)
@@ -96,10 +96,24 @@ sealed class PhaseProgress
         var seconds = (at - phaseStart).TotalSeconds;
         var rate = seconds > 0 ? done / seconds : 0;
         var what = detail is null ? phase : $"{phase} ({detail})";
-        var counts = bytes ? $"{Megabytes(done)} of {Megabytes(total)} MB, {Megabytes(rate)} MB/s" : $"{done:N0} of {total:N0}, {rate:N1}/s";
+        var counts = bytes ? $"{Bytes(done, UnitOf(total))} of {Bytes(total)}, {Bytes(rate)}/s" : $"{done:N0} of {total:N0}, {rate:N1}/s";
         var time = final ? $"{seconds:F1} s" : rate > 0 ? $"{TimeSpan.FromSeconds(Math.Ceiling((total - done) / rate)):c} left" : "time left unknown";
         Console.WriteLine($"{what}: {(total > 0 ? 100 * done / total : 0)}% ({counts}, {time})");
     }
 
-    static string Megabytes(double bytes) => (bytes / 1e6).ToString("N1");
+    static readonly string[] Units = ["B", "KB", "MB", "GB"];
+
+    /// <summary>The unit (a power of 1000) that shows <paramref name="bytes"/> under 1,000: a small
+    /// corpus's 3,000 bytes read "0.0 MB".</summary>
+    static int UnitOf(double bytes)
+    {
+        var unit = 0;
+        while (unit < Units.Length - 1 && Math.Round(bytes / Math.Pow(1000, unit), unit == 0 ? 0 : 1) >= 1000) unit++;
+        return unit;
+    }
+
+    /// <summary><paramref name="bytes"/> in <paramref name="unit"/>, without its name (a count
+    /// shown against its total is in the total's unit), else in its own unit, named.</summary>
+    static string Bytes(double bytes, int unit) => unit == 0 ? bytes.ToString("N0") : (bytes / Math.Pow(1000, unit)).ToString("N1");
+    static string Bytes(double bytes) => $"{Bytes(bytes, UnitOf(bytes))} {Units[UnitOf(bytes)]}";
 }

@@ -44,11 +44,11 @@ static class TrainCommand
             {
                 var dataDirectory = result.GetValue(data) ?? throw new StratusUserException("--data is required: the dataset folder made by `stratus prepare`");
                 var runDirectory = result.GetValue(output) ?? throw new StratusUserException("--out is required: the run folder to write");
-                // The config is checked before the base model is opened (every file of it is
-                // hashed: seconds for a large one), then read again with the model's context as
-                // the bound of block_size's default.
-                var trainConfig = TrainConfig.Load(result.GetValue(config), overrides.Overrides(result));
-                if (result.GetValue(initFrom) is not { } model) return Trainer.Start(trainConfig, dataDirectory, runDirectory, communicator: communicator);
+                if (result.GetValue(initFrom) is not { } model)
+                    return Trainer.Start(TrainConfig.Load(result.GetValue(config), overrides.Overrides(result)), dataDirectory, runDirectory, communicator: communicator);
+                // What can be is checked before the base model is opened (every file of it is
+                // hashed: seconds for a large one); the model keys, which are its, once it is.
+                TrainConfig.CheckBeforeInitFrom(result.GetValue(config), overrides.Overrides(result));
                 var init = Checkpoint.Open(Checkpoint.Resolve(model));
                 return Trainer.Start(TrainConfig.Load(result.GetValue(config), overrides.Overrides(result), init.ModelConfig), dataDirectory, runDirectory, init, communicator);
             }
@@ -78,6 +78,7 @@ static class TrainCommand
                 $"{(trainer.Config.ZeroStage == 1 ? "ZeRO-1" : "replicated optimizer")}: AdamW moments {trainer.OptimizerStateBytes / 1048576.0:F2} MiB on rank 0 ({full / 1048576.0:F2} MiB unsharded)");
         }
         Console.WriteLine($"training from step {trainer.Step} to {trainer.Config.MaxIters} on windows of block_size {trainer.Config.Model.BlockSize} tokens; matmul peak {trainer.PeakFlops / 1e9:F0} GFLOP/s per rank");
+        if (LearningRateSchedule.WarmupOutlastingTheRun(trainer.Config) is { } warning) Console.Error.WriteLine($"warning: {warning}");
         var view = new TrainingConsole(trainer);
         trainer.Run(token);
         view.Finish();

@@ -151,7 +151,8 @@ public sealed class CliTests
             (["train", "--config", config, "--data", data, "--out", temp["r3"], "--block-size", "999999"], "maximum"),
             (["train", "--config", temp["missing.json"], "--data", data, "--out", temp["r4"]], "does not exist"),
             // Settings and arguments are checked before the base model is opened (its files hashed).
-            (["train", "--init-from", temp["nothing"], "--data", data, "--out", temp["r5"], "--n-embd", "33"], "divisible by n_head"),
+            (["train", "--init-from", temp["nothing"], "--data", data, "--out", temp["r5"], "--learning-rate", "-0.1"], "learning_rate must be positive"),
+            (["train", "--init-from", temp["nothing"], "--data", data, "--out", temp["r5"], "--n-layer", "x"], "--n-layer: n_layer must be"),
             (["train", "--init-from", temp["nothing"], "--out", temp["r5"]], "--data is required"),
             (["train", "--resume", temp["nothing"]], "not a Stratus run"),
             (["sample", "--model", temp["nothing"]], "does not exist"),
@@ -278,7 +279,11 @@ public sealed class CliTests
     {
         using var temp = new TempDirectory();
         var (data, config) = Prepare(temp);
-        Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2").ExitCode);
+        // The config's 10 steps of warm-up outlast these 2, silently.
+        var pretrained = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2");
+        Assert.Equal(0, pretrained.ExitCode);
+        Assert.StartsWith("warning: warmup_iters (10) is not under max_iters (2): ", pretrained.Stderr);
+        Assert.Single(pretrained.Stderr.Trim().Split('\n'));
         int StoredBlockSize(string run) => (int)JsonNode.Parse(File.ReadAllText(Path.Combine(run, "checkpoints", "last", "train_config.json")))!["block_size"]!;
         string[] FineTune(string output, params string[] extra) =>
             ["train", "--init-from", temp["base"], "--data", data, "--out", output, "--max-iters", "2", "--batch-size", "2", "--eval-iters", "1", .. extra];
@@ -287,6 +292,8 @@ public sealed class CliTests
         // under the default 1024, which was refused.
         var tuned = Cli.Run(FineTune(temp["ft"]));
         Assert.True(tuned.ExitCode == 0, tuned.Stderr);
+        // A fine-tune has no warm-up unless given one.
+        Assert.Equal("", tuned.Stderr);
         Assert.Contains("block_size 32 tokens", tuned.Stdout);
         Assert.Equal(32, StoredBlockSize(temp["ft"]));
         var resumed = Cli.Run("train", "--resume", temp["ft"], "--max-iters", "3");
@@ -300,6 +307,10 @@ public sealed class CliTests
         var (code, _, stderr) = Cli.Run(FineTune(temp["long"], "--block-size", "64"));
         Assert.Equal(2, code);
         Assert.Equal("error: block_size 64 is over the model's maximum context of 32; lower --block-size", stderr.Trim());
+        // A key equal to the base model's (32 wide, 2 heads) was checked against nanoGPT's default
+        // 12 heads before the base model was opened, and refused as not divisible.
+        var same = Cli.Run(FineTune(temp["same"], "--n-embd", "32"));
+        Assert.True(same.ExitCode == 0, same.Stderr);
         // A shape of its own was ignored: the run trained the base model and recorded the other.
         (code, _, stderr) = Cli.Run(FineTune(temp["deeper"], "--n-layer", "3"));
         Assert.Equal(2, code);
@@ -374,9 +385,18 @@ public sealed class CliTests
         Assert.StartsWith("prepared ", lines[^1]);
         // Rates count each phase from its start, not from its first report (which came a 1 MiB
         // piece in and read over a million MB/s): no pass reads text at 100 GB/s.
-        var rates = lines.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"([\d.,]+) MB/s")).Where(m => m.Success).ToList();
+        var rates = lines.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"([\d.,]+) ([KMG]?)B/s")).Where(m => m.Success).ToList();
         Assert.NotEmpty(rates);
-        Assert.All(rates, m => Assert.InRange(double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), 0.01, 100_000));
+        Assert.All(rates, m => Assert.InRange(double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * Math.Pow(1000, "KMG".IndexOf(m.Groups[2].Value) + 1) / 1e6, 0.01, 100_000));
+
+        // A small corpus's sizes in a unit that fits: they read "0.0 of 0.0 MB".
+        foreach (var (size, shown) in new[] { (3000, @"3\.0 of 3\.0 KB"), (600, "600 of 600 B") })
+        {
+            File.WriteAllText(temp["small.txt"], Corpus()[..size]);
+            (code, stdout, stderr) = Cli.Run("prepare", "--input", temp["small.txt"], "--out", temp["small"]);
+            Assert.True(code == 0, stderr);
+            Assert.Matches($@"(?m)^hashing: 100% \({shown}, [\d.,]+ [KMG]?B/s, [\d.]+ s\)$", stdout);
+        }
     }
 
     [Fact]

@@ -348,6 +348,35 @@ public sealed class DataTests
     }
 
     [Fact]
+    public void A_corpus_in_UTF16_or_UTF32_is_refused_naming_the_file_and_the_encoding_and_a_UTF8_byte_order_mark_is_skipped()
+    {
+        // Text and JSON Lines alike are UTF-8 (JSON Lines requires it): a file beginning with
+        // another encoding's byte order mark was decoded in that encoding, and one that merely
+        // began with its bytes became other characters without a word.
+        using var temp = new TempDirectory();
+        var cases = new (System.Text.Encoding Encoding, string Name, string Iconv)[]
+        {
+            (System.Text.Encoding.Unicode, "UTF-16 LE", "utf-16"),
+            (System.Text.Encoding.BigEndianUnicode, "UTF-16 BE", "utf-16"),
+            (System.Text.Encoding.UTF32, "UTF-32 LE", "utf-32"),
+            (new System.Text.UTF32Encoding(bigEndian: true, byteOrderMark: true), "UTF-32 BE", "utf-32"),
+        };
+        foreach (var (encoding, name, iconv) in cases)
+        {
+            foreach (var (file, text) in new[] { (temp["corpus.txt"], "hello world\n"), (temp["corpus.jsonl"], "{\"text\": \"hello\"}\n{\"text\": \"world\"}\n") })
+            {
+                File.WriteAllBytes(file, [.. encoding.GetPreamble(), .. encoding.GetBytes(text)]);
+                Assert.Equal($"{file} is not UTF-8 text: it begins with the byte order mark of {name}; convert it to UTF-8, e.g. with `iconv -f {iconv} -t utf-8`, and prepare again",
+                    Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(file, temp["out"], "char")).Message);
+            }
+        }
+        Assert.False(Directory.Exists(temp["out"]));
+        File.WriteAllBytes(temp["bom.txt"], [0xEF, 0xBB, 0xBF, .. "abcabc\n"u8]);
+        DatasetPreparer.Prepare(temp["bom.txt"], temp["out"], "char", valFraction: 0.5);
+        Assert.Equal(4, TokenizerStore.Load(temp["out"]).VocabSize);
+    }
+
+    [Fact]
     public void A_dataset_with_a_damaged_meta_or_tokenizer_or_one_from_another_preparation_is_refused()
     {
         using var temp = new TempDirectory();

@@ -48,6 +48,20 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void A_run_init_from_a_model_starts_at_its_learning_rate_unless_warmup_iters_is_given()
+    {
+        // nanoGPT's 2000 steps of warm-up outlasted a 30-step fine-tune, which never reached its
+        // learning rate.
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["c.json"], """{ "warmup_iters": 100 }""");
+        var model = new ModelConfig { BlockSize = 64 };
+        Assert.Equal(0, TrainConfig.Load(null, [], model).WarmupIters);
+        Assert.Equal(2000, TrainConfig.Load(null, []).WarmupIters);
+        Assert.Equal(5, TrainConfig.Load(null, [new("warmup-iters", "5")], model).WarmupIters);
+        Assert.Equal(100, TrainConfig.Load(temp["c.json"], [], model).WarmupIters);
+    }
+
+    [Fact]
     public void A_run_init_from_a_model_refuses_model_keys_other_than_its_own_and_records_its_shape()
     {
         // --n-layer 4 --architecture gpt2 was ignored without a word: the run trained the
@@ -287,6 +301,11 @@ public sealed class FineTuningTests
 
         File.WriteAllBytes(chat, [.. System.Text.Encoding.UTF8.GetBytes(Good + "\n"), .. "{\"messages\": [{\"role\": \"user\", \"content\": \"caf"u8, 0xE9, .. "\"}]}\n"u8]);
         Assert.StartsWith($"{chat} is not UTF-8 text (byte offset {Good.Length + 1 + 46}); convert it to UTF-8",
+            Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("data"), temp.File("base"))).Message);
+        // Read as UTF-16 for its first two bytes: the whole file became one line of other
+        // characters, and the error said it had 1 conversation.
+        File.WriteAllBytes(chat, [0xFF, 0xFE, .. System.Text.Encoding.UTF8.GetBytes($"{Good}\n{Good}\n")]);
+        Assert.Equal($"{chat} is not UTF-8 text: it begins with the byte order mark of UTF-16 LE; convert it to UTF-8, e.g. with `iconv -f utf-16 -t utf-8`, and prepare again",
             Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(chat, temp.File("data"), temp.File("base"))).Message);
         // Refused after the dataset folder was made, and that folder went with the refusal.
         Assert.False(Directory.Exists(temp.File("data")));

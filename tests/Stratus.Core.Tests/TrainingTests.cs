@@ -373,4 +373,16 @@ public sealed class TrainingTests
     [InlineData(25, 3e-4)]
     public void Learning_rate_warms_up_linearly_then_decays_by_cosine(int step, double expected) =>
         Assert.Equal(expected, LearningRateSchedule.At(TestData.TinyConfig, step), 9);
+
+    [Fact]
+    public void A_warm_up_that_lasts_the_whole_run_is_named_with_its_fix()
+    {
+        var shortRun = TestData.TinyConfig with { MaxIters = 30, WarmupIters = 2000, LrDecayIters = 2000, LearningRate = 6e-4 };
+        Assert.Equal("warmup_iters (2000) is not under max_iters (30): the learning rate rises for the whole run, to 1.5% of learning_rate 0.0006; pass --warmup-iters under 30 (0 for none)",
+            LearningRateSchedule.WarmupOutlastingTheRun(shortRun));
+        Assert.NotNull(LearningRateSchedule.WarmupOutlastingTheRun(shortRun with { WarmupIters = 30 }));
+        // The last step reaches learning_rate; a run without a schedule has no warm-up.
+        Assert.Null(LearningRateSchedule.WarmupOutlastingTheRun(shortRun with { WarmupIters = 29 }));
+        Assert.Null(LearningRateSchedule.WarmupOutlastingTheRun(shortRun with { DecayLr = false }));
+    }
 }

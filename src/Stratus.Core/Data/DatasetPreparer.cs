@@ -92,12 +92,37 @@ public static class DatasetPreparer
         if (!(valFraction >= 0 && valFraction < 1)) throw new StratusUserException($"--val-fraction must be in [0, 1), got {valFraction}");
     }
 
-    /// <summary>Reads a corpus file as UTF-8. A byte that is not UTF-8 (a Latin-1 or UTF-16 file
-    /// without a byte order mark, a binary file) is an error naming the file and the byte, not a
-    /// U+FFFD in the vocabulary and the tokens. Only such bytes reach the fallback, so valid text
-    /// decodes at full speed.</summary>
-    internal static StreamReader ReadUtf8(string file, FileStream stream) =>
-        new(stream, Encoding.GetEncoding("utf-8", EncoderFallback.ReplacementFallback, new NotUtf8Fallback(file)));
+    /// <summary>Reads a corpus file as UTF-8 (JSON Lines must be; text is too, as nanoGPT's and
+    /// Hugging Face's readers take it), skipping a UTF-8 byte order mark. A byte that is not
+    /// UTF-8 (a Latin-1 or UTF-16 file, a binary file) is an error naming the file and the byte,
+    /// not a U+FFFD in the vocabulary and the tokens. Only such bytes reach the fallback, so valid
+    /// text decodes at full speed.</summary>
+    internal static StreamReader ReadUtf8(string file, FileStream stream)
+    {
+        // StreamReader would otherwise decode in the encoding of any byte order mark: a file that
+        // merely begins with FF FE as UTF-16, into other characters.
+        if (OtherByteOrderMark(stream) is (var encoding, var iconv))
+        {
+            stream.Dispose();
+            throw new StratusUserException($"{file} is not UTF-8 text: it begins with the byte order mark of {encoding}; convert it to UTF-8, e.g. with `iconv -f {iconv} -t utf-8`, and prepare again");
+        }
+        return new(stream, Encoding.GetEncoding("utf-8", EncoderFallback.ReplacementFallback, new NotUtf8Fallback(file)), detectEncodingFromByteOrderMarks: false);
+    }
+
+    /// <summary>The encoding other than UTF-8 whose byte order mark begins the stream, and its name
+    /// for iconv, or null; the stream is left at its start.</summary>
+    static (string Encoding, string Iconv)? OtherByteOrderMark(FileStream stream)
+    {
+        Span<byte> head = stackalloc byte[4];
+        head = head[..stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false)];
+        stream.Position = 0;
+        // UTF-32 LE's mark begins with UTF-16 LE's, so it is looked for first.
+        return head.StartsWith((ReadOnlySpan<byte>)[0xFF, 0xFE, 0, 0]) ? ("UTF-32 LE", "utf-32")
+            : head.StartsWith((ReadOnlySpan<byte>)[0, 0, 0xFE, 0xFF]) ? ("UTF-32 BE", "utf-32")
+            : head.StartsWith((ReadOnlySpan<byte>)[0xFF, 0xFE]) ? ("UTF-16 LE", "utf-16")
+            : head.StartsWith((ReadOnlySpan<byte>)[0xFE, 0xFF]) ? ("UTF-16 BE", "utf-16")
+            : null;
+    }
 
     sealed class NotUtf8Fallback(string file) : DecoderFallback
     {

@@ -132,18 +132,23 @@ public sealed record TrainConfig
     /// <summary>Reads a config file and applies overrides given as (key, value) pairs, keys in
     /// snake_case or kebab-case. <paramref name="initFrom"/> is the model `--init-from` starts
     /// from: block_size, where neither the file nor an override gives it, is then
-    /// <see cref="InitBlockSize"/> of it rather than the fixed default.</summary>
-    public static TrainConfig Load(string? path, IEnumerable<KeyValuePair<string, string>> overrides, ModelConfig? initFrom = null)
+    /// <see cref="InitBlockSize"/> of it rather than the fixed default, and warmup_iters 0.</summary>
+    public static TrainConfig Load(string? path, IEnumerable<KeyValuePair<string, string>> overrides, ModelConfig? initFrom = null) =>
+        FromJson(ReadFile(path), path ?? "command line", overrides, initFrom);
+
+    /// <summary>Checks what <see cref="Load"/> will check of a run --init-from a model, before the
+    /// model is opened (every file of it is hashed: seconds for a large one): the keys, their
+    /// values and the training settings. The model keys are the model's, so they are checked
+    /// against it once it is open, not against the default model's shape.</summary>
+    public static void CheckBeforeInitFrom(string? path, IEnumerable<KeyValuePair<string, string>> overrides) =>
+        Read(ReadFile(path), path ?? "command line", overrides).Config.ValidateTraining();
+
+    static JsonObject ReadFile(string? path)
     {
-        JsonObject json;
-        if (path is null) json = [];
-        else
-        {
-            if (!File.Exists(path)) throw new StratusUserException($"config file {path} does not exist; see configs/ for examples");
-            var options = new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, AllowDuplicateProperties = false };
-            json = JsonText.ParseFile(path, options) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object");
-        }
-        return FromJson(json, path ?? "command line", overrides, initFrom);
+        if (path is null) return [];
+        if (!File.Exists(path)) throw new StratusUserException($"config file {path} does not exist; see configs/ for examples");
+        var options = new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, AllowDuplicateProperties = false };
+        return JsonText.ParseFile(path, options) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object");
     }
 
     /// <summary>The block_size a run from <paramref name="initFrom"/> trains with when none is
@@ -167,9 +172,35 @@ public sealed record TrainConfig
 
     /// <summary>The config in <paramref name="json"/> (read from <paramref name="source"/>) with
     /// command-line <paramref name="overrides"/> (kebab- or snake-case keys) applied, checked;
-    /// block_size given by neither defaults to <see cref="InitBlockSize"/> of <paramref name="initFrom"/> where there is one, whose
+    /// block_size given by neither defaults to <see cref="InitBlockSize"/> of <paramref name="initFrom"/> where there is one
+    /// (and warmup_iters to 0), whose
     /// other model keys the config then takes (<see cref="Training"/>): one given otherwise is refused.</summary>
     public static TrainConfig FromJson(JsonObject json, string source, IEnumerable<KeyValuePair<string, string>>? overrides = null, ModelConfig? initFrom = null)
+    {
+        var (config, keysGiven, origin) = Read(json, source, overrides);
+        if (initFrom is not null)
+        {
+            if (!keysGiven.Contains("block_size")) config = config with { Model = config.Model with { BlockSize = InitBlockSize(initFrom) } };
+            // Trained weights start at learning_rate, as in Hugging Face's Trainer (warmup_steps 0)
+            // and nanoGPT's finetune_shakespeare.py (no schedule): nanoGPT's default warm-up of
+            // 2000 steps is a pre-training run's, and would outlast most fine-tunes.
+            if (!keysGiven.Contains("warmup_iters")) config = config with { WarmupIters = 0 };
+            // A shape key other than the base model's would otherwise be dropped without a word.
+            var training = config.Training(initFrom);
+            JsonObject mine = JsonSerializer.SerializeToNode(config, Json)!.AsObject(), its = JsonSerializer.SerializeToNode(training, Json)!.AsObject();
+            if (config.ModelDefiningKeysChangedFrom(training).FirstOrDefault(keysGiven.Contains) is { } key)
+                throw new StratusUserException($"{origin(key)}: {key} {mine[key]?.ToJsonString() ?? "null"} differs from the --init-from model's {its[key]?.ToJsonString() ?? "null"}; " +
+                    $"a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave {key} out");
+            config = training;
+        }
+        config.Validate();
+        return config;
+    }
+
+    /// <summary>The config in <paramref name="json"/> with <paramref name="overrides"/> applied,
+    /// unchecked; the keys given by either, and where a key's value came from (the option that
+    /// overrode it, else <paramref name="source"/>), for messages.</summary>
+    static (TrainConfig Config, IReadOnlyList<string> KeysGiven, Func<string, string> Origin) Read(JsonObject json, string source, IEnumerable<KeyValuePair<string, string>>? overrides)
     {
         foreach (var (key, _) in json) CheckKey(key, source);
         var overridden = new HashSet<string>();
@@ -180,33 +211,18 @@ public sealed record TrainConfig
             json[key] = ParseValue(value);
             overridden.Add(key);
         }
-        var keysGiven = json.Select(setting => setting.Key).ToList();
-        if (initFrom is not null && !json.ContainsKey("block_size")) json["block_size"] = InitBlockSize(initFrom);
-        TrainConfig config;
-        try { config = json.Deserialize<TrainConfig>(Json)!; }
+        string Origin(string key) => overridden.Contains(key) ? $"--{key.Replace('_', '-')}" : source;
+        try { return (json.Deserialize<TrainConfig>(Json)!, json.Select(setting => setting.Key).ToList(), Origin); }
         catch (JsonException e)
         {
             var key = e.Path?.TrimStart('$', '.') ?? "";
-            var origin = overridden.Contains(key) ? $"--{key.Replace('_', '-')}" : source;
             // "The JSON value could not be converted to a whole number." -> "n_layer must be a whole number, got ..."
             var reason = StratusUserException.InUsersWords(e);
             var wanted = reason.Split("converted to ");
-            throw new StratusUserException(json.TryGetPropertyValue(key, out var given) && given is null ? $"{origin}: {key} must not be null; leave it out for its default"
-                : wanted.Length == 2 && given is not null ? $"{origin}: {key} must be {wanted[1].TrimEnd('.')}, got {given.ToJsonString()}"
-                : $"{origin}: {reason} (at {e.Path})");
+            throw new StratusUserException(json.TryGetPropertyValue(key, out var given) && given is null ? $"{Origin(key)}: {key} must not be null; leave it out for its default"
+                : wanted.Length == 2 && given is not null ? $"{Origin(key)}: {key} must be {wanted[1].TrimEnd('.')}, got {given.ToJsonString()}"
+                : $"{Origin(key)}: {reason} (at {e.Path})");
         }
-        if (initFrom is not null)
-        {
-            // A shape key other than the base model's would otherwise be dropped without a word.
-            var training = config.Training(initFrom);
-            JsonObject mine = JsonSerializer.SerializeToNode(config, Json)!.AsObject(), its = JsonSerializer.SerializeToNode(training, Json)!.AsObject();
-            if (config.ModelDefiningKeysChangedFrom(training).FirstOrDefault(keysGiven.Contains) is { } key)
-                throw new StratusUserException($"{(overridden.Contains(key) ? $"--{key.Replace('_', '-')}" : source)}: {key} {mine[key]?.ToJsonString() ?? "null"} differs from the --init-from model's {its[key]?.ToJsonString() ?? "null"}; " +
-                    $"a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave {key} out");
-            config = training;
-        }
-        config.Validate();
-        return config;
     }
 
     /// <summary>This config training <paramref name="model"/> (a run's --init-from): the model
@@ -233,6 +249,12 @@ public sealed record TrainConfig
     public void Validate()
     {
         ToModelConfig(1).Validate(MaxBlockSize);
+        ValidateTraining();
+    }
+
+    /// <summary>The keys but the model's.</summary>
+    void ValidateTraining()
+    {
         Require(BatchSize > 0, $"batch_size must be positive, got {BatchSize}");
         Require(GradientAccumulationSteps > 0, $"gradient_accumulation_steps must be positive, got {GradientAccumulationSteps}");
         Require(LearningRate > 0, $"learning_rate must be positive, got {LearningRate}");
@@ -273,4 +295,12 @@ public static class LearningRateSchedule
         var coefficient = 0.5 * (1.0 + Math.Cos(Math.PI * ratio));
         return c.MinLr + coefficient * (c.LearningRate - c.MinLr);
     }
+
+    /// <summary>Why the run never trains at learning_rate, or null: its warm-up lasts as long as
+    /// it does (a short run keeping nanoGPT's 2000 steps of warm-up).</summary>
+    public static string? WarmupOutlastingTheRun(TrainConfig c) =>
+        c.DecayLr && c.MaxIters > 0 && c.WarmupIters >= c.MaxIters
+            ? $"warmup_iters ({c.WarmupIters}) is not under max_iters ({c.MaxIters}): the learning rate rises for the whole run, to {100 * At(c, c.MaxIters - 1) / c.LearningRate:0.#}% " +
+              $"of learning_rate {c.LearningRate}; pass --warmup-iters under {c.MaxIters} (0 for none)"
+            : null;
 }

@@ -44,6 +44,9 @@ public sealed record ServeOptions
     /// 503 (a stream with an error event and [DONE]); the host waits 5 s more for those ends. The
     /// default ends them within 30 s, Kubernetes' default grace before it kills a pod.</summary>
     public TimeSpan ShutdownGracePeriod { get; init; } = TimeSpan.FromSeconds(25);
+    /// <summary>The longest ShutdownGracePeriod: past any orchestrator's wait, and well within
+    /// what the host's and the grace's timers can count (about 49 days).</summary>
+    public static readonly TimeSpan MaxShutdownGracePeriod = TimeSpan.FromDays(1);
 }
 
 public sealed class StratusServer : IAsyncDisposable
@@ -140,7 +143,8 @@ public sealed class StratusServer : IAsyncDisposable
         });
         builder.Services.AddSingleton(registry);
         builder.Services.AddSingleton<ServingMetrics>();
-        if (options.ShutdownGracePeriod < TimeSpan.Zero) throw new StratusUserException($"the shutdown grace period must not be negative, got {options.ShutdownGracePeriod}");
+        if (options.ShutdownGracePeriod < TimeSpan.Zero || options.ShutdownGracePeriod > ServeOptions.MaxShutdownGracePeriod)
+            throw new StratusUserException($"the shutdown grace period must be 0 to {ServeOptions.MaxShutdownGracePeriod.TotalSeconds:0} seconds, got {options.ShutdownGracePeriod.TotalSeconds:0.###}");
         builder.Services.AddSingleton(_ => new ServerShutdown(options.ShutdownGracePeriod));
         // Past the host's timeout Kestrel cuts the connections: the ended requests get time to say so first.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.ShutdownGracePeriod + ServerShutdown.EndingTime);

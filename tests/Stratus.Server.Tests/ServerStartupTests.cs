@@ -58,6 +58,17 @@ public sealed class ServerStartupTests : IDisposable
         Assert.Contains("--model NAME=DIR", error.Message);
     }
 
+    [Theory]
+    [InlineData(-1.0)]
+    [InlineData(60 * 24 * 3600.0)]
+    public async Task A_shutdown_grace_period_no_timer_can_count_is_refused_before_serving(double seconds)
+    {
+        // 60 days served, and then stopping it threw from the host's timer (ArgumentOutOfRangeException).
+        var options = Options(insecure: true) with { ShutdownGracePeriod = TimeSpan.FromSeconds(seconds) };
+        var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(options));
+        Assert.Contains("shutdown grace period", error.Message);
+    }
+
     [Fact]
     public async Task Insecure_no_auth_on_loopback_serves_without_a_key()
     {

@@ -12,9 +12,11 @@ namespace Stratus.Server.Tests;
 
 /// <summary>Holds the first piece of every choice of a request from user "hold" until the
 /// request is cancelled, and of a request from user "finish" until <see cref="Release"/>.</summary>
-public sealed class HoldingFilter : IGenerationFilter
+/// <param name="requests">How many requests are held when <see cref="Holding"/> completes.</param>
+public sealed class HoldingFilter(int requests) : IGenerationFilter
 {
     readonly TaskCompletionSource release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    readonly int requests = requests;
     public TaskCompletionSource Holding { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     int held;
 
@@ -34,8 +36,7 @@ public sealed class HoldingFilter : IGenerationFilter
             if (!passed)
             {
                 passed = true;
-                // Three requests are held: two streamed, one not.
-                if (Interlocked.Increment(ref filter.held) == 3) filter.Holding.TrySetResult();
+                if (Interlocked.Increment(ref filter.held) == filter.requests) filter.Holding.TrySetResult();
                 await (released ? filter.release.Task.WaitAsync(cancellation) : Task.Delay(Timeout.Infinite, cancellation));
             }
             return new FilteredText(text);
@@ -47,59 +48,91 @@ public sealed class HoldingFilter : IGenerationFilter
     }
 }
 
-public sealed class ShutdownTests : IAsyncLifetime
+/// <summary>Each test has a server of its own: stopping it is what is tested.</summary>
+public sealed class ShutdownTests
 {
-    readonly HoldingFilter filter = new();
-    readonly TinyModelServer fixture;
+    static async Task WithServerAsync(TimeSpan gracePeriod, HoldingFilter filter, Func<TinyModelServer, Task> test)
+    {
+        var fixture = new TinyModelServer { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(filter), ShutdownGracePeriod = gracePeriod };
+        await fixture.InitializeAsync();
+        try
+        {
+            await test(fixture);
+        }
+        finally
+        {
+            await fixture.DisposeAsync();
+        }
+    }
 
-    public ShutdownTests() => fixture = new() { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(filter), ShutdownGracePeriod = TimeSpan.FromSeconds(2) };
-
-    public Task InitializeAsync() => fixture.InitializeAsync();
-    public Task DisposeAsync() => fixture.DisposeAsync();
-
-    Task<HttpResponseMessage> Send(string user, bool stream) =>
+    static Task<HttpResponseMessage> Send(TinyModelServer fixture, string user, bool stream) =>
         fixture.Http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
         {
             Content = JsonContent.Create(new { model = TinyModelServer.ModelName, prompt = "ab", max_tokens = 8, user, stream }),
         }, HttpCompletionOption.ResponseHeadersRead);
 
-    [Fact]
-    public async Task Stopping_lets_running_requests_finish_within_the_grace_period_and_ends_the_rest_with_a_readable_503()
+    static Task StopAsync(TinyModelServer fixture)
     {
-        var finishing = Send("finish", stream: true);
-        var streamed = Send("hold", stream: true);
-        var whole = Send("hold", stream: false);
-        await filter.Holding.Task.WaitAsync(TimeSpan.FromSeconds(30));
-
         var stopped = fixture.Server.WaitForShutdownAsync();
         fixture.Server.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        // Within the grace period a request still finishes as ever.
-        filter.Release();
-        using (var response = await finishing.WaitAsync(TimeSpan.FromSeconds(30)))
-        {
-            var events = await response.Content.ReadAsStringAsync();
-            Assert.Contains("\"finish_reason\":\"length\"", events);
-            Assert.EndsWith("data: [DONE]\n\n", events);
-        }
+        return stopped;
+    }
 
-        // Past it, a stream ends with the error as an event and [DONE] (an OpenAI SDK raises it)...
-        using (var response = await streamed.WaitAsync(TimeSpan.FromSeconds(30)))
+    [Fact]
+    public async Task A_stopping_server_lets_running_requests_finish_within_the_grace_period()
+    {
+        // A grace no test machine outlasts: the request finishes however long the machine stalls.
+        var filter = new HoldingFilter(requests: 2);
+        await WithServerAsync(TimeSpan.FromMinutes(10), filter, async fixture =>
         {
-            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            var events = await response.Content.ReadAsStringAsync().WaitAsync(TimeSpan.FromSeconds(20));
-            Assert.EndsWith("data: [DONE]\n\n", events);
-            var error = JsonNode.Parse(events.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[^2]["data: ".Length..])!["error"]!;
-            Assert.Equal("server_shutting_down", (string?)error["code"]);
-            Assert.Equal("server_error", (string?)error["type"]);
-        }
-        // ... and a whole answer is a 503 to retry.
-        using (var response = await whole.WaitAsync(TimeSpan.FromSeconds(20)))
+            var finishing = Send(fixture, "finish", stream: true);
+            var held = Send(fixture, "hold", stream: false);
+            await filter.Holding.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            var stopped = StopAsync(fixture);
+            filter.Release();
+            using (var response = await finishing.WaitAsync(TimeSpan.FromSeconds(30)))
+            {
+                var events = await response.Content.ReadAsStringAsync().WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.Contains("\"finish_reason\":\"length\"", events);
+                Assert.EndsWith("data: [DONE]\n\n", events);
+            }
+            // The other goes on, and the server with it, until the grace period ends.
+            Assert.False(held.IsCompleted);
+            Assert.False(stopped.IsCompleted);
+        });
+    }
+
+    [Fact]
+    public async Task Past_the_grace_period_running_requests_end_with_a_readable_503()
+    {
+        var filter = new HoldingFilter(requests: 2);
+        await WithServerAsync(TimeSpan.FromSeconds(1), filter, async fixture =>
         {
-            Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
-            Assert.Equal(TimeSpan.FromSeconds(1), response.Headers.RetryAfter?.Delta);
-            var error = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!;
-            Assert.Equal("server_shutting_down", (string?)error["code"]);
-        }
-        await stopped.WaitAsync(TimeSpan.FromSeconds(20));
+            var streamed = Send(fixture, "hold", stream: true);
+            var whole = Send(fixture, "hold", stream: false);
+            await filter.Holding.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            var stopped = StopAsync(fixture);
+            // A stream ends with the error as an event and [DONE] (an OpenAI SDK raises it)...
+            using (var response = await streamed.WaitAsync(TimeSpan.FromSeconds(30)))
+            {
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                var events = await response.Content.ReadAsStringAsync().WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.EndsWith("data: [DONE]\n\n", events);
+                var error = JsonNode.Parse(events.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[^2]["data: ".Length..])!["error"]!;
+                Assert.Equal("server_shutting_down", (string?)error["code"]);
+                Assert.Equal("server_error", (string?)error["type"]);
+            }
+            // ... and a whole answer is a 503 to retry.
+            using (var response = await whole.WaitAsync(TimeSpan.FromSeconds(30)))
+            {
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+                Assert.Equal(TimeSpan.FromSeconds(1), response.Headers.RetryAfter?.Delta);
+                var error = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!;
+                Assert.Equal("server_shutting_down", (string?)error["code"]);
+            }
+            await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+        });
     }
 }

@@ -428,6 +428,42 @@ public sealed class CliTests
         Assert.Contains("context of 32", tooLong.Stderr);
     }
 
+    /// <summary>The demo's samples are those `stratus sample` prints for its seed and settings
+    /// (2 samples of 300 tokens from "\n", temperature 0.8, top-k 200, seed 1337), through the
+    /// same --decode-weights and its one default. (At this size the fp32 kernel and libtorch's
+    /// matmul happen to pick the same tokens, so the samples alone cannot show which the demo used.)</summary>
+    [Fact]
+    public void The_demo_prints_the_samples_stratus_sample_prints_for_its_seed_and_decode_weights()
+    {
+        using var temp = new TempDirectory();
+        // 900 val tokens: enough for windows of 320, so all 300 tokens decode within the context.
+        File.WriteAllText(temp["corpus.txt"], string.Concat(Enumerable.Repeat(Corpus(), 3)));
+        string DemoSamples(string run, params string[] extra)
+        {
+            var (code, stdout, stderr) = Cli.Run(["demo", "--corpus", temp["corpus.txt"], "--out", run, "--no-serve", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                "--block-size", "320", "--batch-size", "4", "--max-iters", "30", "--learning-rate", "0.01", "--warmup-iters", "0", "--lr-decay-iters", "30", "--eval-iters", "1", .. extra]);
+            Assert.True(code == 0, stderr);
+            var start = stdout.IndexOf(":\n\n", stdout.IndexOf("\nsamples from ", StringComparison.Ordinal), StringComparison.Ordinal) + 3;
+            return stdout[start..stdout.IndexOf("\nmore: ", start, StringComparison.Ordinal)];
+        }
+        string Sampled(string run, params string[] extra)
+        {
+            var (code, stdout, stderr) = Cli.Run(["sample", "--model", run, "--prompt", "\n", "--max-tokens", "300", "--seed", "1337", "--num-samples", "2", .. extra]);
+            Assert.True(code == 0, stderr);
+            return stdout;
+        }
+        var demo = DemoSamples(temp["demo"]);
+        Assert.Equal(Sampled(temp["demo"]), demo);
+        var bf16 = DemoSamples(temp["demo-bf16"], "--decode-weights", "bf16");
+        Assert.Equal(Sampled(temp["demo-bf16"], "--decode-weights", "bf16"), bf16);
+        // One default for every verb that decodes: the engine's.
+        string DecodeWeightsHelp(string verb) => System.Text.RegularExpressions.Regex.Replace(
+            Cli.Run(verb, "--help").Stdout.Split('\n').Single(l => l.TrimStart().StartsWith("--decode-weights", StringComparison.Ordinal)), @"\s+", " ").Trim();
+        Assert.EndsWith("[default: fp32]", DecodeWeightsHelp("sample"));
+        Assert.Equal(DecodeWeightsHelp("sample"), DecodeWeightsHelp("demo"));
+        Assert.Equal(DecodeWeightsHelp("sample"), DecodeWeightsHelp("serve"));
+    }
+
     [Fact]
     public void Device_cpu_changes_nothing_and_a_gpu_asked_of_this_cpu_build_gets_one_line_saying_how_to_build_for_one()
     {

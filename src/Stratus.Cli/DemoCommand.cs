@@ -72,7 +72,7 @@ static class DemoCommand
             Console.WriteLine($"\nAPI key for this demo (inference scope; `stratus keys list{store}` shows it, `stratus keys revoke demo{store}` ends it):");
             Console.WriteLine(key);
             await ServeCommand.ServeAsync([new ModelSpec(run)], "127.0.0.1", result.GetValue(port), new EngineOptions { DecodeWeights = weights }, device, threads: null,
-                new TrustOptions { DataDir = result.GetValue(dataDir) }, key, cancellation);
+                new TrustOptions { DataDir = result.GetValue(dataDir) }, shutdownGracePeriod: null, key, cancellation);
             return 0;
         });
         return command;

@@ -158,6 +158,9 @@ public sealed class CliTests
             (["sample", "--model", temp["nothing"]], "does not exist"),
             (["sample", "--model", temp["nothing"], "--temperature", "Infinity"], "temperature must be a finite number, 0 (greedy) or more, got Infinity"),
             (["sample", "--model", temp["nothing"], "--min-p", "1.5"], "min-p must be in [0, 1], got 1.5"),
+            // Checked before the model is opened.
+            (["serve", "--model", temp["nothing"], "--shutdown-grace-period", "-1"], "--shutdown-grace-period must be 0 to 86400 seconds, got -1"),
+            (["serve", "--model", temp["nothing"], "--shutdown-grace-period", "soon"], "Cannot parse argument 'soon' for option '--shutdown-grace-period' as a whole number"),
             (["plot", data], "has no metrics.jsonl"),
             (["train", "--resume", temp["nothing"], "--config", config], "--config cannot be used with --resume"),
             (["prepare", "--input", temp["empty.txt"], "--out", temp["x"], "--tokenizer", "gpt2", "--tokenizer-from", temp["nothing"]], "cannot be used together"),
@@ -500,6 +503,55 @@ public sealed class CliTests
         Refused(["train", "--config", config, "--data", data, "--out", temp["gpu"], "--device", "mps"], "error: device must be cpu, cuda or cuda:N (an NVIDIA GPU by its index), got 'mps'");
         Refused([.. sample, "--device", "cuda", "--decode-weights", "bf16"],
             "error: --decode-weights bf16 picks Stratus's CPU decode kernel; on --device cuda every step runs through libtorch: leave --decode-weights out");
+    }
+
+    /// <summary>--shutdown-grace-period 0: a stopping server ends the requests still running at
+    /// once, as a 503 server_shutting_down (a stream: an error event, then [DONE]), instead of
+    /// letting them go on for the default 25 s.</summary>
+    [Fact]
+    public async Task Serve_with_a_shutdown_grace_period_of_0_ends_a_running_stream_at_once_when_stopped()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = Tokenization.CharTokenizer.FromCorpus("abc ");
+        // 25 M parameters: a few thousand tokens take well over the grace it is not given.
+        using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 4096, NLayer = 8, NHead = 8, NEmbd = 512, Bias = false }))
+            Training.Checkpoint.Save(temp["model"], model, tokenizer);
+        using var server = Process.Start(Cli.StartInfo("serve", "--model", $"m={temp["model"]}", "--port", "0", "--insecure-no-auth", "--data-dir", temp["home"], "--shutdown-grace-period", "0"))!;
+        var stderr = server.StandardError.ReadToEndAsync();
+        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2)); // a hang fails the test
+        try
+        {
+            string? line;
+            while ((line = await server.StandardOutput.ReadLineAsync(limit.Token)) is not null && !line.StartsWith("OpenAI base URL: ", StringComparison.Ordinal)) { }
+            if (line is null) Assert.Fail(await stderr);
+            var baseUrl = line["OpenAI base URL: ".Length..].Split(' ')[0];
+            _ = server.StandardOutput.ReadToEndAsync(); // keep the pipe drained
+
+            using var http = new HttpClient();
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"{baseUrl}/completions")
+            {
+                Content = new StringContent("""{"model": "m", "prompt": "ab", "max_tokens": 4000, "stream": true}""", Encoding.UTF8, "application/json"),
+            };
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, limit.Token);
+            if (!response.IsSuccessStatusCode) Assert.Fail(await response.Content.ReadAsStringAsync());
+            using var events = new StreamReader(await response.Content.ReadAsStreamAsync());
+            while ((line = await events.ReadLineAsync(limit.Token)) is not null && !line.Contains("\"text\":", StringComparison.Ordinal)) { }
+            Assert.NotNull(line); // the request is generating: a token has come
+
+            var stopping = Stopwatch.StartNew();
+            Signal(server.Id, "TERM");
+            var rest = await events.ReadToEndAsync(limit.Token);
+            var ended = stopping.Elapsed;
+            Assert.Contains("\"code\":\"server_shutting_down\"", rest);
+            Assert.EndsWith("data: [DONE]", rest.TrimEnd());
+            Assert.True(ended < TimeSpan.FromSeconds(10), $"the stream ended {ended.TotalSeconds:0.0} s after SIGTERM");
+            Assert.True(server.WaitForExit(TimeSpan.FromSeconds(20)), "the server did not stop");
+            Assert.True(server.ExitCode == 0, await stderr);
+        }
+        finally
+        {
+            if (!server.HasExited) server.Kill(entireProcessTree: true);
+        }
     }
 
     /// <summary>A model of a long context (an imported Llama 3 has 131,072 positions) sampled for

@@ -25,7 +25,9 @@ static class DemoCommand
         var port = new Option<int>("--port") { Description = "port to serve the trained model on", DefaultValueFactory = _ => 8000 };
         var noServe = new Option<bool>("--no-serve") { Description = "stop after the samples instead of serving the model" };
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("demo", "Train a small GPT on tiny Shakespeare, sample from it, then serve it.") { corpus, output, port, noServe, dataDir };
+        // As sample's and serve's, so the demo's samples are the ones `stratus sample` prints.
+        var decodeWeights = new DecodeWeightsOption();
+        var command = new Command("demo", "Train a small GPT on tiny Shakespeare, sample from it, then serve it.") { corpus, output, port, noServe, dataDir, decodeWeights.Option };
         var overrides = new ConfigOptions(command);
         command.SetAction(async (result, cancellation) =>
         {
@@ -41,6 +43,7 @@ static class DemoCommand
 
             var configPath = FindConfig("shakespeare-char-cpu.json");
             var config = TrainConfig.Load(configPath, overrides.Overrides(result));
+            var weights = decodeWeights.Value(result, config.Device);
             var checkpoints = Path.Combine(run, "checkpoints");
             if (Directory.Exists(checkpoints)) Directory.Delete(checkpoints, recursive: true);
             using (var stop = TrainCommand.StopOnSignals(out var stopTraining))
@@ -56,6 +59,7 @@ static class DemoCommand
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(run));
             using (var model = checkpoint.CreateModel(device))
             {
+                model.DecodeWeights = weights;
                 Console.WriteLine($"\nsamples from {checkpoint.Directory}:\n");
                 SampleCommand.Stream(new TextGenerator(model, checkpoint.Tokenizer), "\n", 300, new SamplingOptions { Temperature = 0.8, TopK = 200, Seed = 1337 }, 2);
                 Console.WriteLine($"\nmore: stratus sample --model {run} --prompt \"ROMEO:\" --max-tokens 300 --seed 7");
@@ -67,8 +71,8 @@ static class DemoCommand
             var store = result.GetValue(dataDir) is { } dir ? $" --data-dir {dir}" : "";
             Console.WriteLine($"\nAPI key for this demo (inference scope; `stratus keys list{store}` shows it, `stratus keys revoke demo{store}` ends it):");
             Console.WriteLine(key);
-            await ServeCommand.ServeAsync([new ModelSpec(run)], "127.0.0.1", result.GetValue(port), engine: null, device, threads: null,
-                new TrustOptions { DataDir = result.GetValue(dataDir) }, key, cancellation);
+            await ServeCommand.ServeAsync([new ModelSpec(run)], "127.0.0.1", result.GetValue(port), new EngineOptions { DecodeWeights = weights }, device, threads: null,
+                new TrustOptions { DataDir = result.GetValue(dataDir) }, shutdownGracePeriod: null, key, cancellation);
             return 0;
         });
         return command;

@@ -1,5 +1,5 @@
 // `stratus serve --model <run-or-checkpoint> [--model name=dir ...] [--host 127.0.0.1] [--port 8000]
-// [--data-dir <dir>] [--insecure-no-auth]`: an OpenAI-compatible server for trained models,
+// [--data-dir <dir>] [--insecure-no-auth] [--shutdown-grace-period <seconds>]`: an OpenAI-compatible server for trained models,
 // behind API keys. ServeAsync is the reusable entry point and EnsureDemoKeyAsync gives a fresh
 // key to call it with (for `stratus demo` to end by serving its model).
 using System.CommandLine;
@@ -31,9 +31,19 @@ static class ServeCommand
         var device = new DeviceOption();
         var noPrefixCaching = new Option<bool>("--no-prefix-caching") { Description = "compute every prompt in full instead of reusing the KV blocks of prompt prefixes seen before" };
         var maxPrefill = new Option<int>("--max-prefill-tokens") { Description = "prompt tokens computed per engine step; longer prompts are prefilled in chunks while other sequences decode (lower: shorter pauses, higher: faster prompts)", DefaultValueFactory = _ => new EngineOptions().MaxPrefillTokensPerStep };
-        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill };
+        var gracePeriod = new Option<int>("--shutdown-grace-period")
+        {
+            Description = "seconds a stopping server (Ctrl+C, SIGTERM) lets running requests go on before it ends them with a 503 server_shutting_down (0: at once)",
+            HelpName = "seconds",
+            DefaultValueFactory = _ => (int)new ServeOptions().ShutdownGracePeriod.TotalSeconds,
+        };
+        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill, gracePeriod };
         command.SetAction(async (result, cancellation) =>
         {
+            // Checked before the models load, in the option's name; the server checks ServeOptions alike.
+            var grace = result.GetValue(gracePeriod);
+            if (grace < 0 || TimeSpan.FromSeconds(grace) > ServeOptions.MaxShutdownGracePeriod)
+                throw new StratusUserException($"--shutdown-grace-period must be 0 to {ServeOptions.MaxShutdownGracePeriod.TotalSeconds:0} seconds, got {grace}");
             var specs = result.GetValue(models)!.Select(ModelSpec.Parse).ToArray();
             var engine = new EngineOptions
             {
@@ -45,7 +55,7 @@ static class ServeCommand
                 MaxPrefillTokensPerStep = result.GetValue(maxPrefill),
             };
             var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure) };
-            await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, device.Open(result), result.GetValue(threads), trust, apiKey: null, cancellation);
+            await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, device.Open(result), result.GetValue(threads), trust, TimeSpan.FromSeconds(grace), apiKey: null, cancellation);
             return 0;
         });
         return command;
@@ -68,18 +78,21 @@ static class ServeCommand
 
     /// <summary>Loads the models onto <paramref name="device"/>, serves them until Ctrl+C or <paramref name="cancellation"/>,
     /// and prints the base URL and a working curl line first (with <paramref name="apiKey"/>
-    /// when given, else "&lt;your key&gt;" for the caller to fill in).</summary>
+    /// when given, else "&lt;your key&gt;" for the caller to fill in). A null
+    /// <paramref name="shutdownGracePeriod"/> keeps <see cref="ServeOptions.ShutdownGracePeriod"/>'s default.</summary>
     /// <exception cref="StratusUserException">Bad arguments, the port is taken, or the trust
     /// layer refuses to start (no active key without --insecure-no-auth; --insecure-no-auth off
     /// loopback): the CLI prints the one-line reason and exits with 2.</exception>
     /// <exception cref="IOException">The data directory or its database cannot be used (it names
     /// the path); the CLI prints it in one line too.</exception>
     public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, TorchSharp.torch.Device device, int? threads, TrustOptions trust,
-        string? apiKey, CancellationToken cancellation)
+        TimeSpan? shutdownGracePeriod, string? apiKey, CancellationToken cancellation)
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
         Console.WriteLine($"loading {models.Count} model(s) ...");
-        var server = await StratusServer.StartAsync(new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust }, cancellation);
+        var options = new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust };
+        if (shutdownGracePeriod is { } grace) options = options with { ShutdownGracePeriod = grace };
+        var server = await StratusServer.StartAsync(options, cancellation);
         await using (server)
         {
             foreach (var model in server.Models.All)

@@ -61,11 +61,15 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     /// <summary>The version of a blocklist's content (the admin API's ETag): lists with equal
     /// content have equal versions, and any change makes a new one. Content rather than a counter,
     /// so the stores keep no extra column and a list put back as it was matches its old version,
-    /// which loses no one's change.</summary>
+    /// which loses no one's change. The content is a set: matching does not depend on the order of
+    /// terms or patterns (CompiledBlocklist), so they are hashed sorted, each as stored, and a term
+    /// removed and added back (which moves it to the end) is not a change.</summary>
     public static string VersionOf(Blocklist list)
     {
-        var content = JsonSerializer.SerializeToUtf8Bytes(new object[] { list.Name, list.Category.WireName(), list.Terms, list.Patterns });
+        var content = JsonSerializer.SerializeToUtf8Bytes(new object[] { list.Name, list.Category.WireName(), Sorted(list.Terms), Sorted(list.Patterns) });
         return Convert.ToHexStringLower(SHA256.HashData(content).AsSpan(0, 16));
+
+        static string[] Sorted(IReadOnlyList<string> entries) => [.. entries.Order(StringComparer.Ordinal)];
     }
 
     /// <summary>Creates the blocklist, or replaces the one of that name. With

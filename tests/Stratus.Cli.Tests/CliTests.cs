@@ -158,6 +158,9 @@ public sealed class CliTests
             (["sample", "--model", temp["nothing"]], "does not exist"),
             (["sample", "--model", temp["nothing"], "--temperature", "Infinity"], "temperature must be a finite number, 0 (greedy) or more, got Infinity"),
             (["sample", "--model", temp["nothing"], "--min-p", "1.5"], "min-p must be in [0, 1], got 1.5"),
+            // Checked before the model is opened.
+            (["serve", "--model", temp["nothing"], "--shutdown-grace-period", "-1"], "--shutdown-grace-period must be 0 to 86400 seconds, got -1"),
+            (["serve", "--model", temp["nothing"], "--shutdown-grace-period", "soon"], "Cannot parse argument 'soon' for option '--shutdown-grace-period' as a whole number"),
             (["plot", data], "has no metrics.jsonl"),
             (["train", "--resume", temp["nothing"], "--config", config], "--config cannot be used with --resume"),
             (["prepare", "--input", temp["empty.txt"], "--out", temp["x"], "--tokenizer", "gpt2", "--tokenizer-from", temp["nothing"]], "cannot be used together"),
@@ -428,6 +431,42 @@ public sealed class CliTests
         Assert.Contains("context of 32", tooLong.Stderr);
     }
 
+    /// <summary>The demo's samples are those `stratus sample` prints for its seed and settings
+    /// (2 samples of 300 tokens from "\n", temperature 0.8, top-k 200, seed 1337), through the
+    /// same --decode-weights and its one default. (At this size the fp32 kernel and libtorch's
+    /// matmul happen to pick the same tokens, so the samples alone cannot show which the demo used.)</summary>
+    [Fact]
+    public void The_demo_prints_the_samples_stratus_sample_prints_for_its_seed_and_decode_weights()
+    {
+        using var temp = new TempDirectory();
+        // 900 val tokens: enough for windows of 320, so all 300 tokens decode within the context.
+        File.WriteAllText(temp["corpus.txt"], string.Concat(Enumerable.Repeat(Corpus(), 3)));
+        string DemoSamples(string run, params string[] extra)
+        {
+            var (code, stdout, stderr) = Cli.Run(["demo", "--corpus", temp["corpus.txt"], "--out", run, "--no-serve", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                "--block-size", "320", "--batch-size", "4", "--max-iters", "30", "--learning-rate", "0.01", "--warmup-iters", "0", "--lr-decay-iters", "30", "--eval-iters", "1", .. extra]);
+            Assert.True(code == 0, stderr);
+            var start = stdout.IndexOf(":\n\n", stdout.IndexOf("\nsamples from ", StringComparison.Ordinal), StringComparison.Ordinal) + 3;
+            return stdout[start..stdout.IndexOf("\nmore: ", start, StringComparison.Ordinal)];
+        }
+        string Sampled(string run, params string[] extra)
+        {
+            var (code, stdout, stderr) = Cli.Run(["sample", "--model", run, "--prompt", "\n", "--max-tokens", "300", "--seed", "1337", "--num-samples", "2", .. extra]);
+            Assert.True(code == 0, stderr);
+            return stdout;
+        }
+        var demo = DemoSamples(temp["demo"]);
+        Assert.Equal(Sampled(temp["demo"]), demo);
+        var bf16 = DemoSamples(temp["demo-bf16"], "--decode-weights", "bf16");
+        Assert.Equal(Sampled(temp["demo-bf16"], "--decode-weights", "bf16"), bf16);
+        // One default for every verb that decodes: the engine's.
+        string DecodeWeightsHelp(string verb) => System.Text.RegularExpressions.Regex.Replace(
+            Cli.Run(verb, "--help").Stdout.Split('\n').Single(l => l.TrimStart().StartsWith("--decode-weights", StringComparison.Ordinal)), @"\s+", " ").Trim();
+        Assert.EndsWith("[default: fp32]", DecodeWeightsHelp("sample"));
+        Assert.Equal(DecodeWeightsHelp("sample"), DecodeWeightsHelp("demo"));
+        Assert.Equal(DecodeWeightsHelp("sample"), DecodeWeightsHelp("serve"));
+    }
+
     [Fact]
     public void Device_cpu_changes_nothing_and_a_gpu_asked_of_this_cpu_build_gets_one_line_saying_how_to_build_for_one()
     {
@@ -464,6 +503,55 @@ public sealed class CliTests
         Refused(["train", "--config", config, "--data", data, "--out", temp["gpu"], "--device", "mps"], "error: device must be cpu, cuda or cuda:N (an NVIDIA GPU by its index), got 'mps'");
         Refused([.. sample, "--device", "cuda", "--decode-weights", "bf16"],
             "error: --decode-weights bf16 picks Stratus's CPU decode kernel; on --device cuda every step runs through libtorch: leave --decode-weights out");
+    }
+
+    /// <summary>--shutdown-grace-period 0: a stopping server ends the requests still running at
+    /// once, as a 503 server_shutting_down (a stream: an error event, then [DONE]), instead of
+    /// letting them go on for the default 25 s.</summary>
+    [Fact]
+    public async Task Serve_with_a_shutdown_grace_period_of_0_ends_a_running_stream_at_once_when_stopped()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = Tokenization.CharTokenizer.FromCorpus("abc ");
+        // 25 M parameters: a few thousand tokens take well over the grace it is not given.
+        using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 4096, NLayer = 8, NHead = 8, NEmbd = 512, Bias = false }))
+            Training.Checkpoint.Save(temp["model"], model, tokenizer);
+        using var server = Process.Start(Cli.StartInfo("serve", "--model", $"m={temp["model"]}", "--port", "0", "--insecure-no-auth", "--data-dir", temp["home"], "--shutdown-grace-period", "0"))!;
+        var stderr = server.StandardError.ReadToEndAsync();
+        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2)); // a hang fails the test
+        try
+        {
+            string? line;
+            while ((line = await server.StandardOutput.ReadLineAsync(limit.Token)) is not null && !line.StartsWith("OpenAI base URL: ", StringComparison.Ordinal)) { }
+            if (line is null) Assert.Fail(await stderr);
+            var baseUrl = line["OpenAI base URL: ".Length..].Split(' ')[0];
+            _ = server.StandardOutput.ReadToEndAsync(); // keep the pipe drained
+
+            using var http = new HttpClient();
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"{baseUrl}/completions")
+            {
+                Content = new StringContent("""{"model": "m", "prompt": "ab", "max_tokens": 4000, "stream": true}""", Encoding.UTF8, "application/json"),
+            };
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, limit.Token);
+            if (!response.IsSuccessStatusCode) Assert.Fail(await response.Content.ReadAsStringAsync());
+            using var events = new StreamReader(await response.Content.ReadAsStreamAsync());
+            while ((line = await events.ReadLineAsync(limit.Token)) is not null && !line.Contains("\"text\":", StringComparison.Ordinal)) { }
+            Assert.NotNull(line); // the request is generating: a token has come
+
+            var stopping = Stopwatch.StartNew();
+            Signal(server.Id, "TERM");
+            var rest = await events.ReadToEndAsync(limit.Token);
+            var ended = stopping.Elapsed;
+            Assert.Contains("\"code\":\"server_shutting_down\"", rest);
+            Assert.EndsWith("data: [DONE]", rest.TrimEnd());
+            Assert.True(ended < TimeSpan.FromSeconds(10), $"the stream ended {ended.TotalSeconds:0.0} s after SIGTERM");
+            Assert.True(server.WaitForExit(TimeSpan.FromSeconds(20)), "the server did not stop");
+            Assert.True(server.ExitCode == 0, await stderr);
+        }
+        finally
+        {
+            if (!server.HasExited) server.Kill(entireProcessTree: true);
+        }
     }
 
     /// <summary>A model of a long context (an imported Llama 3 has 131,072 positions) sampled for

@@ -309,6 +309,24 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task Stream_options_without_stream_true_are_refused_as_OpenAI_refuses_them()
+    {
+        var completion = new Dictionary<string, object?> { ["model"] = TinyModelServer.ModelName, ["prompt"] = "abc", ["max_tokens"] = 2 };
+        var chat = (Dictionary<string, object?>)ChatBody(2);
+        foreach (var (path, body) in new[] { ("/v1/completions", completion), ("/v1/chat/completions", chat) })
+        {
+            foreach (var stream in new object?[] { null, false })
+            {
+                var error = (await PostJson(path, new Dictionary<string, object?>(body) { ["stream"] = stream, ["stream_options"] = new { include_usage = true } }, HttpStatusCode.BadRequest))["error"]!;
+                Assert.Equal("The 'stream_options' parameter is only allowed when 'stream' is enabled.", (string?)error["message"]);
+                Assert.Equal(("invalid_request_error", "stream_options", null), ((string?)error["type"], (string?)error["param"], (string?)error["code"]));
+            }
+            // A null stream_options is no stream_options, as clients send it.
+            await PostJson(path, new Dictionary<string, object?>(body) { ["stream"] = false, ["stream_options"] = null });
+        }
+    }
+
+    [Fact]
     public async Task Cancelled_streams_return_kv_cache_usage_to_zero()
     {
         for (var wave = 0; wave < 10; wave++)

@@ -186,6 +186,34 @@ public sealed class AdminApiTests
         Assert.Equal(5, (await host.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.BlocklistChanged))).Count);
     }
 
+    /// <summary>A blocklist is a set: matching does not depend on the order of its terms or
+    /// patterns, so neither does its ETag. A term removed and added back (by another admin, or
+    /// in changes that raced) moves to the end of the list, and a PUT conditional on the ETag read
+    /// before was refused with a 412 though the list was the same.</summary>
+    [Fact]
+    public async Task A_blocklists_etag_is_the_same_for_its_entries_in_another_order()
+    {
+        await using var host = await TrustHost.StartAsync();
+        string etag;
+        using (var created = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/words", host.AdminKey, new { terms = new[] { "alpha", "beta" }, patterns = new[] { "x+y", "z\\d" } }))
+            etag = Assert.Single(created.Headers.GetValues("ETag"));
+        foreach (var (action, terms, patterns) in new[] { ("remove", new[] { "alpha" }, new[] { "x+y" }), ("addOrUpdate", new[] { "alpha" }, new[] { "x+y" }) })
+        {
+            using var changed = await host.SendAsync(HttpMethod.Post, $"/v1/admin/blocklists/words:{action}BlocklistItems", host.AdminKey, new { terms, patterns });
+            Assert.Equal(HttpStatusCode.OK, changed.StatusCode);
+        }
+        using (var read = await host.SendAsync(HttpMethod.Get, "/v1/admin/blocklists/words", host.AdminKey))
+        {
+            Assert.Equal(["beta", "alpha"], (await TestJson.ReadAsync(read)).GetProperty("terms").EnumerateArray().Select(t => t.GetString()));
+            Assert.Equal(etag, Assert.Single(read.Headers.GetValues("ETag")));
+        }
+        using (var put = await host.Client.SendAsync(IfMatch(host.Request(HttpMethod.Put, "/v1/admin/blocklists/words", host.AdminKey, new { terms = new[] { "alpha", "beta", "gamma" } }), etag)))
+            Assert.Equal(HttpStatusCode.OK, put.StatusCode);
+        // What is stored is what counts: another spelling of a term is another version.
+        using (var respelt = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/words", host.AdminKey, new { terms = new[] { "Alpha", "beta", "gamma" } }))
+            Assert.NotEqual(etag, Assert.Single(respelt.Headers.GetValues("ETag")));
+    }
+
     static HttpRequestMessage IfMatch(HttpRequestMessage request, string etag)
     {
         request.Headers.TryAddWithoutValidation("If-Match", etag);

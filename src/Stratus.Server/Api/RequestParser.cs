@@ -20,6 +20,9 @@ public static partial class RequestParser
     {
         var body = await OpenAiJson.ReadAsync<T>(http.Request, http.RequestAborted);
         RefuseUnimplemented(body);
+        // As OpenAI: options for a stream that is not asked for are a client's mistake, not ignored.
+        if (body.StreamOptions is not null && body.Stream != true)
+            throw ApiException.Invalid("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options");
         var model = registry.Get(body.Model);
         http.Items[ErrorMiddleware.ModelItem] = model.Name;
         return (body, model, Sampling(body, model.Tokenizer), Choices(body.N));

@@ -59,6 +59,13 @@ public sealed class FineTuningTests
         Assert.Equal(2000, TrainConfig.Load(null, []).WarmupIters);
         Assert.Equal(5, TrainConfig.Load(null, [new("warmup-iters", "5")], model).WarmupIters);
         Assert.Equal(100, TrainConfig.Load(temp["c.json"], [], model).WarmupIters);
+        // A short fine-tune's schedule was checked, before the base model was opened, against
+        // nanoGPT's 2000 steps of warm-up: "lr_decay_iters (100) must be at least warmup_iters (2000)".
+        KeyValuePair<string, string>[] shortSchedule = [new("max-iters", "100"), new("lr-decay-iters", "100")];
+        TrainConfig.CheckBeforeInitFrom(null, shortSchedule);
+        Assert.Equal(100, TrainConfig.Load(null, shortSchedule, model).LrDecayIters);
+        Assert.Equal("lr_decay_iters (100) must be at least warmup_iters (200)",
+            Assert.Throws<StratusUserException>(() => TrainConfig.CheckBeforeInitFrom(null, [.. shortSchedule, new("warmup-iters", "200")])).Message);
     }
 
     [Fact]
@@ -76,6 +83,13 @@ public sealed class FineTuningTests
         File.WriteAllText(temp["gpt2.json"], """{ "architecture": "gpt2", "batch_size": 2 }""");
         Assert.Equal($"{temp["gpt2.json"]}: architecture \"gpt2\" differs from the --init-from model's \"llama\"; a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave architecture out",
             Assert.Throws<StratusUserException>(() => TrainConfig.Load(temp["gpt2.json"], [], imported)).Message);
+        // A config written for a model of its own (configs/*.json) is refused once, naming every
+        // key to leave out, not one per try.
+        File.WriteAllText(temp["small.json"], """{ "n_layer": 4, "n_head": 8, "n_embd": 128, "block_size": 16 }""");
+        Assert.Equal("--architecture: architecture \"gpt2\" differs from the --init-from model's \"llama\"; " +
+            $"{temp["small.json"]}: n_layer 4, n_head 8 and n_embd 128 differ from the --init-from model's {imported.NLayer}, {imported.NHead} and {imported.NEmbd}; " +
+            "a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave architecture, n_layer, n_head and n_embd out",
+            Assert.Throws<StratusUserException>(() => TrainConfig.Load(temp["small.json"], [new("architecture", "gpt2")], imported)).Message);
         // The model's own values, block_size and dropout are taken.
         TrainConfig.Load(null, [new("n_layer", "2"), new("architecture", "llama"), new("block_size", "16"), new("dropout", "0.1")], imported);
 

@@ -140,8 +140,11 @@ public sealed record TrainConfig
     /// model is opened (every file of it is hashed: seconds for a large one): the keys, their
     /// values and the training settings. The model keys are the model's, so they are checked
     /// against it once it is open, not against the default model's shape.</summary>
-    public static void CheckBeforeInitFrom(string? path, IEnumerable<KeyValuePair<string, string>> overrides) =>
-        Read(ReadFile(path), path ?? "command line", overrides).Config.ValidateTraining();
+    public static void CheckBeforeInitFrom(string? path, IEnumerable<KeyValuePair<string, string>> overrides)
+    {
+        var (config, keysGiven, _) = Read(ReadFile(path), path ?? "command line", overrides);
+        FineTuneDefaults(config, keysGiven, initFrom: null).ValidateTraining();
+    }
 
     static JsonObject ReadFile(string? path)
     {
@@ -180,21 +183,34 @@ public sealed record TrainConfig
         var (config, keysGiven, origin) = Read(json, source, overrides);
         if (initFrom is not null)
         {
-            if (!keysGiven.Contains("block_size")) config = config with { Model = config.Model with { BlockSize = InitBlockSize(initFrom) } };
-            // Trained weights start at learning_rate, as in Hugging Face's Trainer (warmup_steps 0)
-            // and nanoGPT's finetune_shakespeare.py (no schedule): nanoGPT's default warm-up of
-            // 2000 steps is a pre-training run's, and would outlast most fine-tunes.
-            if (!keysGiven.Contains("warmup_iters")) config = config with { WarmupIters = 0 };
+            config = FineTuneDefaults(config, keysGiven, initFrom);
             // A shape key other than the base model's would otherwise be dropped without a word.
             var training = config.Training(initFrom);
             JsonObject mine = JsonSerializer.SerializeToNode(config, Json)!.AsObject(), its = JsonSerializer.SerializeToNode(training, Json)!.AsObject();
-            if (config.ModelDefiningKeysChangedFrom(training).FirstOrDefault(keysGiven.Contains) is { } key)
-                throw new StratusUserException($"{origin(key)}: {key} {mine[key]?.ToJsonString() ?? "null"} differs from the --init-from model's {its[key]?.ToJsonString() ?? "null"}; " +
-                    $"a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave {key} out");
+            // All of them at once: a config file written for a model of its own (configs/*.json)
+            // differs in several, which one refusal each would have the user find one by one.
+            var changed = config.ModelDefiningKeysChangedFrom(training).Where(keysGiven.Contains).ToList();
+            string Value(JsonObject settings, string key) => settings[key]?.ToJsonString() ?? "null";
+            if (changed.Count > 0)
+                throw new StratusUserException(string.Join("; ", changed.GroupBy(origin).Select(keys =>
+                        $"{keys.Key}: {Listed(keys.Select(key => $"{key} {Value(mine, key)}"))} {(keys.Count() == 1 ? "differs" : "differ")} from the --init-from model's {Listed(keys.Select(key => Value(its, key)))}")) +
+                    $"; a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave {Listed(changed)} out");
             config = training;
         }
         config.Validate();
         return config;
+    }
+
+    /// <summary><paramref name="config"/> with a fine-tune's defaults for the keys not given:
+    /// block_size <see cref="InitBlockSize"/> of <paramref name="initFrom"/> (where it is open
+    /// yet) and warmup_iters 0.</summary>
+    static TrainConfig FineTuneDefaults(TrainConfig config, IReadOnlyList<string> keysGiven, ModelConfig? initFrom)
+    {
+        if (initFrom is not null && !keysGiven.Contains("block_size")) config = config with { Model = config.Model with { BlockSize = InitBlockSize(initFrom) } };
+        // Trained weights start at learning_rate, as in Hugging Face's Trainer (warmup_steps 0)
+        // and nanoGPT's finetune_shakespeare.py (no schedule): nanoGPT's default warm-up of
+        // 2000 steps is a pre-training run's, and would outlast most fine-tunes.
+        return keysGiven.Contains("warmup_iters") ? config : config with { WarmupIters = 0 };
     }
 
     /// <summary>The config in <paramref name="json"/> with <paramref name="overrides"/> applied,
@@ -229,6 +245,13 @@ public sealed record TrainConfig
     /// keys are its, but for block_size (the windows trained on, up to its context) and dropout,
     /// which acts only while training; the adapters are the lora_* keys'.</summary>
     public TrainConfig Training(ModelConfig model) => this with { Model = model with { BlockSize = Model.BlockSize, Dropout = Model.Dropout, Lora = null } };
+
+    /// <summary>"a", "a and b", "a, b and c".</summary>
+    static string Listed(IEnumerable<string> items)
+    {
+        var list = items.ToList();
+        return list.Count == 1 ? list[0] : $"{string.Join(", ", list.SkipLast(1))} and {list[^1]}";
+    }
 
     static void CheckKey(string key, string source)
     {

@@ -33,7 +33,7 @@ static class ServeCommand
         var maxPrefill = new Option<int>("--max-prefill-tokens") { Description = "prompt tokens computed per engine step; longer prompts are prefilled in chunks while other sequences decode (lower: shorter pauses, higher: faster prompts)", DefaultValueFactory = _ => new EngineOptions().MaxPrefillTokensPerStep };
         var gracePeriod = new Option<int>("--shutdown-grace-period")
         {
-            Description = "seconds a stopping server (Ctrl+C, SIGTERM) lets running requests go on before it ends them with a 503 server_shutting_down (0: at once)",
+            Description = "seconds a stopping server (Ctrl+C, SIGTERM) lets running requests go on before it ends them with a 503 server_shutting_down (0: at once; a second Ctrl+C or SIGTERM ends them then)",
             HelpName = "seconds",
             DefaultValueFactory = _ => (int)new ServeOptions().ShutdownGracePeriod.TotalSeconds,
         };
@@ -109,6 +109,8 @@ static class ServeCommand
             else if (apiKey is null) Console.WriteLine("Clients need an API key with the inference scope (stratus keys create --name <n> --scopes inference).");
             Console.WriteLine($"try: {server.CurlExample(apiKey)}");
             Console.WriteLine("Ctrl+C stops the server.");
+            server.Shutdown.Draining += running => Console.Error.WriteLine(
+                $"stopping: waiting up to {server.Shutdown.GracePeriod.TotalSeconds:0} s for {running} running request{(running == 1 ? "" : "s")}; Ctrl+C again to end {(running == 1 ? "it" : "them")} now");
             await server.WaitForShutdownAsync(cancellation);
         }
     }

@@ -63,6 +63,8 @@ public sealed class StratusServer : IAsyncDisposable
     public ModelRegistry Models { get; }
     /// <summary>The host's services (StratusTrust, the endpoint data source for probes).</summary>
     public IServiceProvider Services => app.Services;
+    /// <summary>What a stopping server does with the requests still running (Draining says it waits for some).</summary>
+    public ServerShutdown Shutdown => app.Services.GetRequiredService<ServerShutdown>();
     /// <summary>http://host:port/</summary>
     public Uri RootUrl { get; }
     /// <summary>What OpenAI clients take as their base URL: http://host:port/v1</summary>
@@ -219,7 +221,7 @@ public sealed class StratusServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         // Disposing stops the server now, so the requests still running end at once.
-        app.Services.GetRequiredService<ServerShutdown>().EndNow();
+        Shutdown.EndNow();
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5))) await app.StopAsync(timeout.Token);
         await app.DisposeAsync();
         Models.Dispose();

@@ -512,47 +512,136 @@ public sealed class CliTests
     public async Task Serve_with_a_shutdown_grace_period_of_0_ends_a_running_stream_at_once_when_stopped()
     {
         using var temp = new TempDirectory();
-        var tokenizer = Tokenization.CharTokenizer.FromCorpus("abc ");
-        // 3 M parameters: 4,000 tokens take seconds, far over the grace it is not given (and a
-        // larger model's weights only take longer to write and load: 25 M took 6 s in all).
-        using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 4096, NLayer = 4, NHead = 4, NEmbd = 256, Bias = false }))
-            Training.Checkpoint.Save(temp["model"], model, tokenizer);
-        using var server = Process.Start(Cli.StartInfo("serve", "--model", $"m={temp["model"]}", "--port", "0", "--insecure-no-auth", "--data-dir", temp["home"], "--shutdown-grace-period", "0"))!;
-        var stderr = server.StandardError.ReadToEndAsync();
+        using var server = StartServing(temp, shutdownGracePeriod: 0);
         using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2)); // a hang fails the test
         try
         {
-            string? line;
-            while ((line = await server.StandardOutput.ReadLineAsync(limit.Token)) is not null && !line.StartsWith("OpenAI base URL: ", StringComparison.Ordinal)) { }
-            if (line is null) Assert.Fail(await stderr);
-            var baseUrl = line["OpenAI base URL: ".Length..].Split(' ')[0];
-            _ = server.StandardOutput.ReadToEndAsync(); // keep the pipe drained
-
-            using var http = new HttpClient();
-            using var request = new HttpRequestMessage(HttpMethod.Post, $"{baseUrl}/completions")
+            var (http, events) = await StreamALongCompletionAsync(server, limit.Token);
+            using (http)
             {
-                Content = new StringContent("""{"model": "m", "prompt": "ab", "max_tokens": 4000, "stream": true}""", Encoding.UTF8, "application/json"),
-            };
-            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, limit.Token);
-            if (!response.IsSuccessStatusCode) Assert.Fail(await response.Content.ReadAsStringAsync());
-            using var events = new StreamReader(await response.Content.ReadAsStreamAsync());
-            while ((line = await events.ReadLineAsync(limit.Token)) is not null && !line.Contains("\"text\":", StringComparison.Ordinal)) { }
-            Assert.NotNull(line); // the request is generating: a token has come
-
-            var stopping = Stopwatch.StartNew();
-            Signal(server.Id, "TERM");
-            var rest = await events.ReadToEndAsync(limit.Token);
-            var ended = stopping.Elapsed;
-            Assert.Contains("\"code\":\"server_shutting_down\"", rest);
-            Assert.EndsWith("data: [DONE]", rest.TrimEnd());
-            Assert.True(ended < TimeSpan.FromSeconds(10), $"the stream ended {ended.TotalSeconds:0.0} s after SIGTERM");
+                var stopping = Stopwatch.StartNew();
+                Signal(server.Id, "TERM");
+                var rest = await events.ReadToEndAsync(limit.Token);
+                var ended = stopping.Elapsed;
+                AssertEndedByShutdown(rest);
+                Assert.True(ended < TimeSpan.FromSeconds(10), $"the stream ended {ended.TotalSeconds:0.0} s after SIGTERM");
+            }
             Assert.True(server.WaitForExit(TimeSpan.FromSeconds(20)), "the server did not stop");
-            Assert.True(server.ExitCode == 0, await stderr);
+            Assert.True(server.ExitCode == 0, await server.StandardError.ReadToEndAsync());
         }
         finally
         {
             if (!server.HasExited) server.Kill(entireProcessTree: true);
         }
+    }
+
+    /// <summary>Ctrl+C with requests running says the server waits for them and how to stop
+    /// waiting; a second Ctrl+C ends them as the grace period's end would, and the server exits
+    /// at once instead of looking hung for the rest of the grace period.</summary>
+    [Fact]
+    public async Task A_second_Ctrl_C_while_a_stopping_server_waits_for_a_running_stream_ends_it_at_once()
+    {
+        using var temp = new TempDirectory();
+        using var server = StartServing(temp, shutdownGracePeriod: 600);
+        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2)); // a hang fails the test
+        try
+        {
+            var (http, events) = await StreamALongCompletionAsync(server, limit.Token);
+            using (http)
+            {
+                Signal(server.Id, "INT");
+                var said = LineStartingAsync(server.StandardError, "stopping: ", limit.Token);
+                Assert.True(await Task.WhenAny(said, Task.Delay(TimeSpan.FromSeconds(30), limit.Token)) == said, "Ctrl+C said nothing of the running request in 30 s");
+                Assert.Equal("stopping: waiting up to 600 s for 1 running request; Ctrl+C again to end it now", await said);
+                Signal(server.Id, "INT");
+                // Far below the 600 s grace: the second Ctrl+C, not the grace period, ended the stream.
+                var rest = events.ReadToEndAsync(limit.Token);
+                Assert.True(await Task.WhenAny(rest, Task.Delay(TimeSpan.FromSeconds(60), limit.Token)) == rest, "the stream still ran 60 s after the second Ctrl+C");
+                AssertEndedByShutdown(await rest);
+                Assert.True(server.WaitForExit(TimeSpan.FromSeconds(60)), "the server did not stop after the second Ctrl+C");
+                Assert.True(server.ExitCode == 0, await server.StandardError.ReadToEndAsync());
+            }
+        }
+        finally
+        {
+            if (!server.HasExited) server.Kill(entireProcessTree: true);
+        }
+    }
+
+    /// <summary>Ctrl+C with no request running stops the server at once and says nothing more.</summary>
+    [Fact]
+    public async Task Ctrl_C_stops_an_idle_server_at_once_whatever_its_grace_period()
+    {
+        using var temp = new TempDirectory();
+        using var server = StartServing(temp, shutdownGracePeriod: 600);
+        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try
+        {
+            Assert.NotNull(await BaseUrlAsync(server, limit.Token));
+            Signal(server.Id, "INT");
+            Assert.True(server.WaitForExit(TimeSpan.FromSeconds(20)), "the idle server did not stop");
+            Assert.Equal(0, server.ExitCode);
+            Assert.Equal("", await server.StandardError.ReadToEndAsync(limit.Token));
+        }
+        finally
+        {
+            if (!server.HasExited) server.Kill(entireProcessTree: true);
+        }
+    }
+
+    /// <summary>`stratus serve` of a random 3 M-parameter model: 4,000 tokens take seconds, far
+    /// longer than a test takes from the first token to its signals (a larger model's weights only
+    /// take longer to write and load: 25 M took 6 s in all).</summary>
+    static Process StartServing(TempDirectory temp, int shutdownGracePeriod)
+    {
+        var tokenizer = Tokenization.CharTokenizer.FromCorpus("abc ");
+        using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 4096, NLayer = 4, NHead = 4, NEmbd = 256, Bias = false }))
+            Training.Checkpoint.Save(temp["model"], model, tokenizer);
+        return Process.Start(Cli.StartInfo("serve", "--model", $"m={temp["model"]}", "--port", "0", "--insecure-no-auth", "--data-dir", temp["home"],
+            "--shutdown-grace-period", shutdownGracePeriod.ToString(System.Globalization.CultureInfo.InvariantCulture)))!;
+    }
+
+    /// <summary>The server's OpenAI base URL once it serves (its stdout is drained from then on), or null when it ended first.</summary>
+    static async Task<string?> BaseUrlAsync(Process server, CancellationToken limit)
+    {
+        if (await LineStartingAsync(server.StandardOutput, "OpenAI base URL: ", limit) is not { } line) return null;
+        _ = server.StandardOutput.ReadToEndAsync(); // keep the pipe drained
+        return line["OpenAI base URL: ".Length..].Split(' ')[0];
+    }
+
+    /// <summary>The next line of <paramref name="reader"/> that starts with <paramref name="prefix"/>; null at its end.</summary>
+    static async Task<string?> LineStartingAsync(StreamReader reader, string prefix, CancellationToken limit)
+    {
+        string? line;
+        while ((line = await reader.ReadLineAsync(limit)) is not null && !line.StartsWith(prefix, StringComparison.Ordinal)) { }
+        return line;
+    }
+
+    /// <summary>Starts a 4000-token stream on <paramref name="server"/> and returns once a token
+    /// has come, with the rest of its events to read (disposing the client ends it).</summary>
+    static async Task<(HttpClient Http, StreamReader Events)> StreamALongCompletionAsync(Process server, CancellationToken limit)
+    {
+        var baseUrl = await BaseUrlAsync(server, limit);
+        if (baseUrl is null) Assert.Fail(await server.StandardError.ReadToEndAsync(limit));
+        var http = new HttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"{baseUrl}/completions")
+        {
+            Content = new StringContent("""{"model": "m", "prompt": "ab", "max_tokens": 4000, "stream": true}""", Encoding.UTF8, "application/json"),
+        };
+        var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, limit);
+        if (!response.IsSuccessStatusCode) Assert.Fail(await response.Content.ReadAsStringAsync(limit));
+        var events = new StreamReader(await response.Content.ReadAsStreamAsync(limit));
+        string? line;
+        while ((line = await events.ReadLineAsync(limit)) is not null && !line.Contains("\"text\":", StringComparison.Ordinal)) { }
+        Assert.NotNull(line); // the request is generating: a token has come
+        return (http, events);
+    }
+
+    /// <summary>The rest of a stream a stopping server ended: OpenAI's error as an event, then [DONE].</summary>
+    static void AssertEndedByShutdown(string rest)
+    {
+        Assert.Contains("\"code\":\"server_shutting_down\"", rest);
+        Assert.EndsWith("data: [DONE]", rest.TrimEnd());
     }
 
     /// <summary>A model of a long context (an imported Llama 3 has 131,072 positions) sampled for

@@ -40,6 +40,7 @@ public sealed class GenerationRunAllocationTests
         var served = new ServedModel("tiny", new InferenceEngine(model, tokenizer), ChatTemplate.For(tokenizer));
         registry.Add(served);
         using var metrics = new ServingMetrics(registry);
+        using var shutdown = new ServerShutdown(TimeSpan.Zero);
         var prompt = tokenizer.Encode("ab");
 
         // Bytes this thread allocates reading a finished generation of `count` tokens.
@@ -50,7 +51,7 @@ public sealed class GenerationRunAllocationTests
                 PromptTokens = prompt, MaxTokens = count, IgnoreEos = true, LogitBias = new Dictionary<int, float> { [ByteLevelModelServer.Extra] = 100 },
             };
             var context = new GenerationContext(new DefaultHttpContext(), "completions", served, ["ab"], [false], null, request, 1, null, prompt.Length, false);
-            await using var run = await GenerationRun.StartAsync(context, [prompt], [new PassingFilter()], metrics, CancellationToken.None, CancellationToken.None);
+            await using var run = await GenerationRun.StartAsync(context, [prompt], [new PassingFilter()], metrics, CancellationToken.None, shutdown);
             // Every token is on the sequence's channel before reading starts, so every read completes on this thread.
             while (served.Engine.Running + served.Engine.Waiting > 0) Thread.Sleep(10);
             var pieces = run.ReadAllAsync().GetAsyncEnumerator();

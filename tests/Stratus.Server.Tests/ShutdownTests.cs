@@ -89,7 +89,11 @@ public sealed class ShutdownTests
             var held = Send(fixture, "hold", stream: false);
             await filter.Holding.Task.WaitAsync(TimeSpan.FromSeconds(30));
 
+            // The CLI says how many it waits for.
+            var draining = new List<int>();
+            fixture.Server.Shutdown.Draining += draining.Add;
             var stopped = StopAsync(fixture);
+            Assert.Equal([2], draining);
             filter.Release();
             using (var response = await finishing.WaitAsync(TimeSpan.FromSeconds(30)))
             {
@@ -133,6 +137,7 @@ public sealed class ShutdownTests
                 Assert.Equal("server_shutting_down", (string?)error["code"]);
             }
             await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(0, fixture.Server.Shutdown.RunningRequests);
         });
     }
 }

@@ -41,7 +41,7 @@ public static class ChatCompletionsEndpoints
             StopTokens = stopTokens,
         };
         var context = new GenerationContext(http, "chat.completions", model, [prompt], [addSpecialTokens], chat, request, choices, body.User, tokens.Length, body.Stream == true);
-        await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation, shutdown.Ending);
+        await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation, shutdown);
         var id = $"chatcmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         if (body.Stream == true) await StreamAsync(http, run, model, id, created, choices, body.StreamOptions?.IncludeUsage == true, request.Logprobs is not null, cancellation);

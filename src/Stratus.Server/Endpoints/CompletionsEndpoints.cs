@@ -50,7 +50,7 @@ public static class CompletionsEndpoints
         var request = sampling with { PromptTokens = promptTokens[0], MaxTokens = maxTokens, Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };
         var stream = body.Stream == true;
         var context = new GenerationContext(http, "completions", model, promptTexts, specialTokensAdded, null, request, choices, body.User, promptTokens.Sum(p => p.Length), stream);
-        await using var run = await GenerationRun.StartAsync(context, promptTokens, [.. filters], metrics, cancellation, shutdown.Ending);
+        await using var run = await GenerationRun.StartAsync(context, promptTokens, [.. filters], metrics, cancellation, shutdown);
         // An echo is the prompt as the model got it (a filter may have rewritten it), so that its
         // tokens, their log-probabilities and usage.prompt_tokens agree.
         var echoedTexts = run.PromptTexts;

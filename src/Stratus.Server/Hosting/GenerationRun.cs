@@ -38,6 +38,7 @@ public sealed class GenerationRun : IAsyncDisposable
     // An array: a foreach over a list interface would allocate an enumerator per token.
     readonly IGenerationScope[] scopes;
     readonly ServingMetrics metrics;
+    readonly ServerShutdown shutdown;
     readonly GenerationStream[] streams;
     readonly CancellationTokenSource cancel;
     /// <summary>The client's request: aborted when it went away.</summary>
@@ -53,9 +54,10 @@ public sealed class GenerationRun : IAsyncDisposable
     readonly IReadOnlyList<GeneratedToken>?[] promptLogprobs;
     string outcome = FinishReason.Cancelled;
 
-    GenerationRun(GenerationContext context, IGenerationScope[] scopes, ServingMetrics metrics, GenerationStream[] streams, CancellationTokenSource cancel, CancellationToken aborted)
+    GenerationRun(GenerationContext context, IGenerationScope[] scopes, ServingMetrics metrics, ServerShutdown shutdown, GenerationStream[] streams, CancellationTokenSource cancel, CancellationToken aborted)
     {
         this.context = context;
+        this.shutdown = shutdown;
         this.aborted = aborted;
         this.scopes = scopes;
         this.metrics = metrics;
@@ -108,10 +110,10 @@ public sealed class GenerationRun : IAsyncDisposable
     /// <summary>Begins the filters' scopes and submits every sequence; 429 when the engine's
     /// queue is full.</summary>
     /// <param name="cancellation">The client's request: cancelled when it went away.</param>
-    /// <param name="serverEnding">Cancelled when a stopping server ends the requests still
-    /// running (ServerShutdown.Ending).</param>
+    /// <param name="shutdown">The server's: the run ends when a stopping server ends the
+    /// requests still running, and counts as one of them until disposed.</param>
     public static async Task<GenerationRun> StartAsync(GenerationContext context, IReadOnlyList<int[]> promptTokens, IReadOnlyList<IGenerationFilter> filters,
-        ServingMetrics metrics, CancellationToken cancellation, CancellationToken serverEnding)
+        ServingMetrics metrics, CancellationToken cancellation, ServerShutdown shutdown)
     {
         var scopes = new List<IGenerationScope>(filters.Count);
         try
@@ -125,7 +127,7 @@ public sealed class GenerationRun : IAsyncDisposable
             await CompleteAllAsync(scopes, 0, 0);
             throw;
         }
-        var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellation, serverEnding);
+        var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellation, shutdown.Ending);
         GenerationStream[] streams;
         var promptTexts = context.Prompts;
         try
@@ -166,7 +168,8 @@ public sealed class GenerationRun : IAsyncDisposable
                 _ => e,
             };
         }
-        return new GenerationRun(context, [.. scopes], metrics, streams, cancel, cancellation) { Prompts = promptTokens, PromptTexts = promptTexts };
+        shutdown.RequestStarted();
+        return new GenerationRun(context, [.. scopes], metrics, shutdown, streams, cancel, cancellation) { Prompts = promptTokens, PromptTexts = promptTexts };
     }
 
     /// <summary>A prompt a filter rewrote (PII replaced by "[LABEL]"), encoded as the prompt it
@@ -428,6 +431,7 @@ public sealed class GenerationRun : IAsyncDisposable
             // A run that neither ended nor lost its client failed: the exception on its way out is
             // counted by ErrorMiddleware, by its status, and must not be counted twice.
             if (outcome != FinishReason.Cancelled || aborted.IsCancellationRequested) metrics.RequestEnded(context.Model.Name, outcome);
+            shutdown.RequestEnded();
         }
     }
 }

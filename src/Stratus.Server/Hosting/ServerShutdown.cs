@@ -25,7 +25,7 @@ public sealed class ServerShutdown(TimeSpan gracePeriod) : IDisposable
     /// <summary>Whether a cancellation a request met was the server's, not its client's.</summary>
     public bool HasEnded => ending.IsCancellationRequested;
 
-    /// <summary>Requests generating now (GenerationRun counts itself in and out).</summary>
+    /// <summary>Requests starting or generating now (GenerationRun counts itself in and out).</summary>
     public int RunningRequests => Volatile.Read(ref running);
 
     /// <summary>Raised by <see cref="Begin"/> with the count of running requests when the grace

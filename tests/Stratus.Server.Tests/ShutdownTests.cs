@@ -180,4 +180,26 @@ public sealed class ShutdownTests
             Assert.Equal(0, fixture.Server.Shutdown.RunningRequests);
         });
     }
+
+    /// <summary>A Draining subscriber that throws (a console gone) is the host's to log: the
+    /// grace period still ends the requests readably, rather than Kestrel cutting them.</summary>
+    [Fact]
+    public async Task A_throwing_Draining_subscriber_does_not_stop_the_grace_period_ending_the_requests()
+    {
+        var filter = new HoldingFilter(requests: 1);
+        await WithServerAsync(TimeSpan.FromSeconds(1), filter, async fixture =>
+        {
+            var held = Send(fixture, "hold", stream: false);
+            await filter.Holding.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            fixture.Server.Shutdown.Draining += _ => throw new IOException("stderr is gone");
+            var stopped = StopAsync(fixture);
+            using (var response = await held.WaitAsync(TimeSpan.FromSeconds(30)))
+            {
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+                Assert.Equal("server_shutting_down", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]);
+            }
+            await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+        });
+    }
 }

@@ -40,14 +40,14 @@ public sealed class ServerShutdown(TimeSpan gracePeriod) : IDisposable
     /// at a second SIGINT or SIGTERM.</summary>
     public void Begin()
     {
-        if (GracePeriod > TimeSpan.Zero && !HasEnded)
-        {
-            // A signal stops the host through .NET's console lifetime, which swallows the signals
-            // after it: without these the process would look hung for the grace period.
-            secondSignals = [PosixSignalRegistration.Create(PosixSignal.SIGINT, EndOnSignal), PosixSignalRegistration.Create(PosixSignal.SIGTERM, EndOnSignal)];
-            if (RunningRequests is > 0 and var count) Draining?.Invoke(count);
-        }
+        var draining = GracePeriod > TimeSpan.Zero && !HasEnded;
+        // Before the subscribers: one that throws must not leave the requests running past the grace period.
         ending.CancelAfter(GracePeriod);
+        if (!draining) return;
+        // A signal stops the host through .NET's console lifetime, which swallows the signals
+        // after it: without these the process would look hung for the grace period.
+        secondSignals = [PosixSignalRegistration.Create(PosixSignal.SIGINT, EndOnSignal), PosixSignalRegistration.Create(PosixSignal.SIGTERM, EndOnSignal)];
+        if (RunningRequests is > 0 and var count) Draining?.Invoke(count);
     }
 
     /// <summary>Those running end now.</summary>

@@ -202,4 +202,16 @@ public sealed class ShutdownTests
             await stopped.WaitAsync(TimeSpan.FromSeconds(30));
         });
     }
+
+    /// <summary>A second signal taken as the server is disposed keeps its default: a Ctrl+C then
+    /// still ends the process.</summary>
+    [Fact]
+    public void A_signal_taken_after_the_shutdown_was_disposed_keeps_its_default_action()
+    {
+        var shutdown = new ServerShutdown(TimeSpan.FromMinutes(1));
+        shutdown.Dispose();
+        var signal = new System.Runtime.InteropServices.PosixSignalContext(System.Runtime.InteropServices.PosixSignal.SIGINT);
+        shutdown.EndOnSignal(signal);
+        Assert.False(signal.Cancel);
+    }
 }

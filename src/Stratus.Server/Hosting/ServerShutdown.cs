@@ -53,17 +53,18 @@ public sealed class ServerShutdown(TimeSpan gracePeriod) : IDisposable
     /// <summary>Those running end now.</summary>
     public void EndNow() => ending.Cancel();
 
-    void EndOnSignal(PosixSignalContext signal)
+    internal void EndOnSignal(PosixSignalContext signal)
     {
-        // The requests end readably and the host then stops by itself, exiting 0: not the signal's default.
-        signal.Cancel = true;
         try
         {
             EndNow();
+            // The requests end readably and the host then stops by itself, exiting 0: not the signal's default.
+            signal.Cancel = true;
         }
         catch (ObjectDisposedException)
         {
-            // A signal taken as the server was disposed: nothing is left running.
+            // A signal taken as the server was disposed: nothing is left running, and the signal
+            // keeps its default (Ctrl+C ends the process) rather than being swallowed.
         }
     }
 

@@ -48,10 +48,27 @@ public sealed class HoldingFilter(int requests) : IGenerationFilter
     }
 }
 
+/// <summary>Holds every request in its filters (as a slow quota or moderation check would) until
+/// <see cref="Release"/>.</summary>
+public sealed class AdmittingFilter : IGenerationFilter
+{
+    readonly TaskCompletionSource release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public void Release() => release.TrySetResult();
+
+    public async ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation)
+    {
+        Entered.TrySetResult();
+        await release.Task.WaitAsync(cancellation);
+        return null;
+    }
+}
+
 /// <summary>Each test has a server of its own: stopping it is what is tested.</summary>
 public sealed class ShutdownTests
 {
-    static async Task WithServerAsync(TimeSpan gracePeriod, HoldingFilter filter, Func<TinyModelServer, Task> test)
+    static async Task WithServerAsync(TimeSpan gracePeriod, IGenerationFilter filter, Func<TinyModelServer, Task> test)
     {
         var fixture = new TinyModelServer { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(filter), ShutdownGracePeriod = gracePeriod };
         await fixture.InitializeAsync();
@@ -139,5 +156,62 @@ public sealed class ShutdownTests
             await stopped.WaitAsync(TimeSpan.FromSeconds(30));
             Assert.Equal(0, fixture.Server.Shutdown.RunningRequests);
         });
+    }
+
+    /// <summary>A request still in its filters when the server begins stopping goes on to generate
+    /// within the grace period, so it is one of those the CLI says it waits for: counted only once
+    /// generating, it was left out, and a server waiting for it said nothing.</summary>
+    [Fact]
+    public async Task A_request_still_in_its_filters_when_the_server_stops_is_counted_as_running()
+    {
+        var filter = new AdmittingFilter();
+        await WithServerAsync(TimeSpan.FromMinutes(10), filter, async fixture =>
+        {
+            var admitted = Send(fixture, "someone", stream: false);
+            await filter.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            var draining = new List<int>();
+            fixture.Server.Shutdown.Draining += draining.Add;
+            var stopped = StopAsync(fixture);
+            Assert.Equal([1], draining);
+            filter.Release();
+            using (var response = await admitted.WaitAsync(TimeSpan.FromSeconds(30))) Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(0, fixture.Server.Shutdown.RunningRequests);
+        });
+    }
+
+    /// <summary>A Draining subscriber that throws (a console gone) is the host's to log: the
+    /// grace period still ends the requests readably, rather than Kestrel cutting them.</summary>
+    [Fact]
+    public async Task A_throwing_Draining_subscriber_does_not_stop_the_grace_period_ending_the_requests()
+    {
+        var filter = new HoldingFilter(requests: 1);
+        await WithServerAsync(TimeSpan.FromSeconds(1), filter, async fixture =>
+        {
+            var held = Send(fixture, "hold", stream: false);
+            await filter.Holding.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            fixture.Server.Shutdown.Draining += _ => throw new IOException("stderr is gone");
+            var stopped = StopAsync(fixture);
+            using (var response = await held.WaitAsync(TimeSpan.FromSeconds(30)))
+            {
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+                Assert.Equal("server_shutting_down", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["code"]);
+            }
+            await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+        });
+    }
+
+    /// <summary>A second signal taken as the server is disposed keeps its default: a Ctrl+C then
+    /// still ends the process.</summary>
+    [Fact]
+    public void A_signal_taken_after_the_shutdown_was_disposed_keeps_its_default_action()
+    {
+        var shutdown = new ServerShutdown(TimeSpan.FromMinutes(1));
+        shutdown.Dispose();
+        var signal = new System.Runtime.InteropServices.PosixSignalContext(System.Runtime.InteropServices.PosixSignal.SIGINT);
+        shutdown.EndOnSignal(signal);
+        Assert.False(signal.Cancel);
     }
 }

@@ -115,6 +115,23 @@ public sealed class GenerationRun : IAsyncDisposable
     public static async Task<GenerationRun> StartAsync(GenerationContext context, IReadOnlyList<int[]> promptTokens, IReadOnlyList<IGenerationFilter> filters,
         ServingMetrics metrics, CancellationToken cancellation, ServerShutdown shutdown)
     {
+        // Counted from here, not once generating: a request still in its filters (a quota or
+        // moderation check) when the server begins stopping is one the server waits for.
+        shutdown.RequestStarted();
+        try
+        {
+            return await SubmitAsync(context, promptTokens, filters, metrics, cancellation, shutdown);
+        }
+        catch
+        {
+            shutdown.RequestEnded();
+            throw;
+        }
+    }
+
+    static async Task<GenerationRun> SubmitAsync(GenerationContext context, IReadOnlyList<int[]> promptTokens, IReadOnlyList<IGenerationFilter> filters,
+        ServingMetrics metrics, CancellationToken cancellation, ServerShutdown shutdown)
+    {
         var scopes = new List<IGenerationScope>(filters.Count);
         try
         {
@@ -168,7 +185,6 @@ public sealed class GenerationRun : IAsyncDisposable
                 _ => e,
             };
         }
-        shutdown.RequestStarted();
         return new GenerationRun(context, [.. scopes], metrics, shutdown, streams, cancel, cancellation) { Prompts = promptTokens, PromptTexts = promptTexts };
     }
 

@@ -25,7 +25,7 @@ public sealed class ServerShutdown(TimeSpan gracePeriod) : IDisposable
     /// <summary>Whether a cancellation a request met was the server's, not its client's.</summary>
     public bool HasEnded => ending.IsCancellationRequested;
 
-    /// <summary>Requests generating now (GenerationRun counts itself in and out).</summary>
+    /// <summary>Requests starting or generating now (GenerationRun counts itself in and out).</summary>
     public int RunningRequests => Volatile.Read(ref running);
 
     /// <summary>Raised by <see cref="Begin"/> with the count of running requests when the grace
@@ -40,30 +40,31 @@ public sealed class ServerShutdown(TimeSpan gracePeriod) : IDisposable
     /// at a second SIGINT or SIGTERM.</summary>
     public void Begin()
     {
-        if (GracePeriod > TimeSpan.Zero && !HasEnded)
-        {
-            // A signal stops the host through .NET's console lifetime, which swallows the signals
-            // after it: without these the process would look hung for the grace period.
-            secondSignals = [PosixSignalRegistration.Create(PosixSignal.SIGINT, EndOnSignal), PosixSignalRegistration.Create(PosixSignal.SIGTERM, EndOnSignal)];
-            if (RunningRequests is > 0 and var count) Draining?.Invoke(count);
-        }
+        var draining = GracePeriod > TimeSpan.Zero && !HasEnded;
+        // Before the subscribers: one that throws must not leave the requests running past the grace period.
         ending.CancelAfter(GracePeriod);
+        if (!draining) return;
+        // A signal stops the host through .NET's console lifetime, which swallows the signals
+        // after it: without these the process would look hung for the grace period.
+        secondSignals = [PosixSignalRegistration.Create(PosixSignal.SIGINT, EndOnSignal), PosixSignalRegistration.Create(PosixSignal.SIGTERM, EndOnSignal)];
+        if (RunningRequests is > 0 and var count) Draining?.Invoke(count);
     }
 
     /// <summary>Those running end now.</summary>
     public void EndNow() => ending.Cancel();
 
-    void EndOnSignal(PosixSignalContext signal)
+    internal void EndOnSignal(PosixSignalContext signal)
     {
-        // The requests end readably and the host then stops by itself, exiting 0: not the signal's default.
-        signal.Cancel = true;
         try
         {
             EndNow();
+            // The requests end readably and the host then stops by itself, exiting 0: not the signal's default.
+            signal.Cancel = true;
         }
         catch (ObjectDisposedException)
         {
-            // A signal taken as the server was disposed: nothing is left running.
+            // A signal taken as the server was disposed: nothing is left running, and the signal
+            // keeps its default (Ctrl+C ends the process) rather than being swallowed.
         }
     }
 

@@ -511,28 +511,21 @@ public sealed class CliTests
     [Fact]
     public async Task Serve_with_a_shutdown_grace_period_of_0_ends_a_running_stream_at_once_when_stopped()
     {
-        using var temp = new TempDirectory();
-        using var server = StartServing(temp, shutdownGracePeriod: 0);
-        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2)); // a hang fails the test
-        try
+        await ServeAsync(shutdownGracePeriod: 0, async (server, limit) =>
         {
-            var (http, events) = await StreamALongCompletionAsync(server, limit.Token);
+            var (http, events) = await StreamALongCompletionAsync(server, limit);
             using (http)
             {
                 var stopping = Stopwatch.StartNew();
                 Signal(server.Id, "TERM");
-                var rest = await events.ReadToEndAsync(limit.Token);
+                var rest = await events.ReadToEndAsync(limit);
                 var ended = stopping.Elapsed;
                 AssertEndedByShutdown(rest);
                 Assert.True(ended < TimeSpan.FromSeconds(10), $"the stream ended {ended.TotalSeconds:0.0} s after SIGTERM");
             }
             Assert.True(server.WaitForExit(TimeSpan.FromSeconds(20)), "the server did not stop");
             Assert.True(server.ExitCode == 0, await server.StandardError.ReadToEndAsync());
-        }
-        finally
-        {
-            if (!server.HasExited) server.Kill(entireProcessTree: true);
-        }
+        });
     }
 
     /// <summary>Ctrl+C with requests running says the server waits for them and how to stop
@@ -541,47 +534,50 @@ public sealed class CliTests
     [Fact]
     public async Task A_second_Ctrl_C_while_a_stopping_server_waits_for_a_running_stream_ends_it_at_once()
     {
-        using var temp = new TempDirectory();
-        using var server = StartServing(temp, shutdownGracePeriod: 600);
-        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2)); // a hang fails the test
-        try
+        await ServeAsync(shutdownGracePeriod: 600, async (server, limit) =>
         {
-            var (http, events) = await StreamALongCompletionAsync(server, limit.Token);
+            var (http, events) = await StreamALongCompletionAsync(server, limit);
             using (http)
             {
                 Signal(server.Id, "INT");
-                var said = LineStartingAsync(server.StandardError, "stopping: ", limit.Token);
-                Assert.True(await Task.WhenAny(said, Task.Delay(TimeSpan.FromSeconds(30), limit.Token)) == said, "Ctrl+C said nothing of the running request in 30 s");
+                var said = LineStartingAsync(server.StandardError, "stopping: ", limit);
+                Assert.True(await Task.WhenAny(said, Task.Delay(TimeSpan.FromSeconds(30), limit)) == said, "Ctrl+C said nothing of the running request in 30 s");
                 Assert.Equal("stopping: waiting up to 600 s for 1 running request; Ctrl+C again to end it now", await said);
                 Signal(server.Id, "INT");
                 // Far below the 600 s grace: the second Ctrl+C, not the grace period, ended the stream.
-                var rest = events.ReadToEndAsync(limit.Token);
-                Assert.True(await Task.WhenAny(rest, Task.Delay(TimeSpan.FromSeconds(60), limit.Token)) == rest, "the stream still ran 60 s after the second Ctrl+C");
+                var rest = events.ReadToEndAsync(limit);
+                Assert.True(await Task.WhenAny(rest, Task.Delay(TimeSpan.FromSeconds(60), limit)) == rest, "the stream still ran 60 s after the second Ctrl+C");
                 AssertEndedByShutdown(await rest);
                 Assert.True(server.WaitForExit(TimeSpan.FromSeconds(60)), "the server did not stop after the second Ctrl+C");
                 Assert.True(server.ExitCode == 0, await server.StandardError.ReadToEndAsync());
             }
-        }
-        finally
-        {
-            if (!server.HasExited) server.Kill(entireProcessTree: true);
-        }
+        });
     }
 
     /// <summary>Ctrl+C with no request running stops the server at once and says nothing more.</summary>
     [Fact]
     public async Task Ctrl_C_stops_an_idle_server_at_once_whatever_its_grace_period()
     {
-        using var temp = new TempDirectory();
-        using var server = StartServing(temp, shutdownGracePeriod: 600);
-        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        try
+        await ServeAsync(shutdownGracePeriod: 600, async (server, limit) =>
         {
-            Assert.NotNull(await BaseUrlAsync(server, limit.Token));
+            Assert.NotNull(await BaseUrlAsync(server, limit));
             Signal(server.Id, "INT");
             Assert.True(server.WaitForExit(TimeSpan.FromSeconds(20)), "the idle server did not stop");
             Assert.Equal(0, server.ExitCode);
-            Assert.Equal("", await server.StandardError.ReadToEndAsync(limit.Token));
+            Assert.Equal("", await server.StandardError.ReadToEndAsync(limit));
+        });
+    }
+
+    /// <summary>Runs <paramref name="test"/> against a <see cref="StartServing"/> server, with two
+    /// minutes for it all (a hang fails the test), and kills the server if the test left it running.</summary>
+    static async Task ServeAsync(int shutdownGracePeriod, Func<Process, CancellationToken, Task> test)
+    {
+        using var temp = new TempDirectory();
+        using var server = StartServing(temp, shutdownGracePeriod);
+        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try
+        {
+            await test(server, limit.Token);
         }
         finally
         {

@@ -137,15 +137,17 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
         Assert.Equal(["error"], outcomes);
     }
 
+    /// <summary>The failing model's metered requests and tokens so far.</summary>
+    async Task<(long Requests, long Tokens)> Used()
+    {
+        var usage = Platform.PlatformStores.OpenSqlite(fixture.Server.DataDir).Usage;
+        var records = (await usage.QueryAsync(Platform.UsageQuery.Days(null, null, null, FailingModelServer.ModelName))).ToList();
+        return (records.Sum(r => r.Requests), records.Sum(r => r.TotalTokens));
+    }
+
     [Fact]
     public async Task A_request_whose_prefill_fails_is_no_usage_and_gives_back_its_token_charge()
     {
-        var usage = Platform.PlatformStores.OpenSqlite(fixture.Server.DataDir).Usage;
-        async Task<(long Requests, long Tokens)> Used()
-        {
-            var records = (await usage.QueryAsync(Platform.UsageQuery.Days(null, null, null, FailingModelServer.ModelName))).ToList();
-            return (records.Sum(r => r.Requests), records.Sum(r => r.TotalTokens));
-        }
         var before = await Used();
         using var response = await Http.PostAsJsonAsync("/v1/completions", Completion("ab#cd", 5));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
@@ -158,12 +160,6 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
     public async Task Ten_bad_requests_in_a_row_fail_alone_the_server_stays_ready_and_only_the_good_request_after_them_is_usage()
     {
         // Five in a row stopped the engine for every user.
-        var usage = Platform.PlatformStores.OpenSqlite(fixture.Server.DataDir).Usage;
-        async Task<(long Requests, long Tokens)> Used()
-        {
-            var records = (await usage.QueryAsync(Platform.UsageQuery.Days(null, null, null, FailingModelServer.ModelName))).ToList();
-            return (records.Sum(r => r.Requests), records.Sum(r => r.TotalTokens));
-        }
         var before = await Used();
         for (var i = 0; i < 10; i++)
         {

@@ -82,7 +82,7 @@ static class BenchCommand
                             ["engine"] = m.Engine, ["weights"] = m.Precision, ["prefill_tokens_per_sec"] = m.PrefillTokensPerSecond, ["decode_tokens_per_sec"] = m.DecodeTokensPerSecond,
                         }).ToArray()),
                     };
-                    AtomicFile.WriteAllText(path, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                    AtomicFile.WriteJson(path, report);
                     Console.WriteLine($"wrote {path}");
                 }
             }
@@ -116,7 +116,7 @@ static class BenchCommand
                 Print(report);
                 if (result.GetValue(json) is { } path)
                 {
-                    AtomicFile.WriteAllText(path, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                    AtomicFile.WriteJson(path, report);
                     Console.WriteLine($"wrote {path}");
                 }
             }

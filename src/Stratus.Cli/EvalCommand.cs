@@ -50,7 +50,7 @@ static class EvalCommand
                     ["model"] = checkpoint.Directory, ["data"] = dataDirectory, ["split"] = splitName, ["block_size"] = block,
                     ["loss"] = measured.Loss, ["perplexity"] = measured.Perplexity, ["tokens"] = measured.Tokens, ["windows"] = measured.Windows, ["seconds"] = seconds,
                 };
-                AtomicFile.WriteAllText(path, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                AtomicFile.WriteJson(path, report);
                 Console.WriteLine($"wrote {path}");
             }
             return 0;

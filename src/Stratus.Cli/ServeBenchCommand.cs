@@ -48,7 +48,7 @@ static class ServeBenchCommand
             {
                 var array = new JsonArray();
                 foreach (var level in results) array.Add(level.ToJson());
-                AtomicFile.WriteAllText(path, array.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                AtomicFile.WriteJson(path, array);
                 Console.WriteLine($"wrote {path}");
             }
             return results.Any(r => r.Errors > 0) ? 1 : 0;

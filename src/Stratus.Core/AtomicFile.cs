@@ -1,6 +1,9 @@
 // Writes that never leave a half-written file behind: write a temporary sibling, flush it to
 // disk, then rename over the target (rename is atomic on one file system).
 using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace Stratus;
 
@@ -11,6 +14,14 @@ public static class AtomicFile
         var bytes = Encoding.UTF8.GetBytes(text);
         stream.Write(bytes);
     });
+
+    // Indented, and only what JSON requires escaped: a vocabulary's "<|endoftext|>", "&" or "é"
+    // reads as itself, as in Hugging Face's files (the default encoder writes
+    // "\u003C|endoftext|\u003E", which is the same JSON but unreadable to a person).
+    static readonly JsonSerializerOptions ReadableJson = new() { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>Writes a JSON document for people and tools to read (configs, manifests, reports).</summary>
+    public static void WriteJson(string path, JsonNode node) => WriteAllText(path, node.ToJsonString(ReadableJson));
 
     public static void Write(string path, Action<FileStream> write)
     {

@@ -101,6 +101,10 @@ public sealed class HuggingFaceTests
         }
         var hfConfig = JsonNode.Parse(File.ReadAllText(temp.File("hf/config.json")))!;
         Assert.Equal("GPT2LMHeadModel", (string?)hfConfig["architectures"]![0]);
+        // Written as Hugging Face writes it: "<|endoftext|>" and "Ġ" as themselves, not \u003C...\u003E.
+        var tokenizerText = File.ReadAllText(temp.File("hf/tokenizer.json"));
+        Assert.Contains("\"content\": \"<|endoftext|>\"", tokenizerText);
+        Assert.Contains("\"Ġthe\":", tokenizerText);
 
         var imported = HuggingFace.Import(temp.File("hf"), temp.File("run"));
         Assert.Equal(Checkpoint.Resolve(temp.File("run")), imported.CheckpointDirectory);

@@ -119,7 +119,7 @@ public static class ChatDatasetPreparer
                 ["created_utc"] = DateTime.UtcNow.ToString("O"),
             };
             if (templateSource is not null) meta[TemplateKey] = new JsonObject { ["path"] = Path.GetFullPath(chatTemplate!), ["sha256"] = FileHash.Sha256(storedTemplate) };
-            AtomicFile.WriteAllText(Path.Combine(outputDirectory, DatasetPreparer.MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            AtomicFile.WriteJson(Path.Combine(outputDirectory, DatasetPreparer.MetaFile), meta);
             return new PreparedChatDataset(outputDirectory, tokenizer, trainCount, valExamples, trainTokens, valTokens, supervised);
         });
     }

@@ -72,7 +72,7 @@ public static class DatasetPreparer
             var (before, after) = tokenizer.SpecialTokensAround;
             if (before.Count + after.Count > 0)
                 meta["document_special_tokens"] = new JsonObject { ["before"] = JsonSerializer.SerializeToNode(before), ["after"] = JsonSerializer.SerializeToNode(after) };
-            AtomicFile.WriteAllText(Path.Combine(outputDirectory, MetaFile), meta.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            AtomicFile.WriteJson(Path.Combine(outputDirectory, MetaFile), meta);
             return new PreparedDataset(outputDirectory, tokenizer, trainCount, valCount, sha256);
         });
     }

@@ -431,5 +431,5 @@ public static class HuggingFace
     }
 
     static void WriteJson(string directory, string name, JsonNode node) =>
-        AtomicFile.WriteAllText(Path.Combine(directory, name), node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteJson(Path.Combine(directory, name), node);
 }

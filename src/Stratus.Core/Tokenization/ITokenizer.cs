@@ -106,7 +106,7 @@ public static class TokenizerStore
     };
 
     public static void Save(ITokenizer tokenizer, string directory) =>
-        AtomicFile.WriteAllText(Path.Combine(directory, FileName), tokenizer.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteJson(Path.Combine(directory, FileName), tokenizer.ToJson());
 
     public static ITokenizer Load(string directory)
     {

@@ -233,7 +233,7 @@ public sealed class Checkpoint
     }
 
     static void WriteJson(string directory, string name, JsonNode node) =>
-        AtomicFile.WriteAllText(Path.Combine(directory, name), node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteJson(Path.Combine(directory, name), node);
 
     static T? ReadJson<T>(string directory, string name) where T : class
     {

@@ -32,7 +32,6 @@ public sealed record EvalReport(long Step, double TrainLoss, double ValLoss, dou
 public sealed class Trainer : IDisposable
 {
     public const string RunFile = "run.json";
-    static readonly JsonSerializerOptions RunJson = new() { WriteIndented = true };
 
     readonly TrainConfig config;
     readonly string runDirectory;
@@ -155,7 +154,7 @@ public sealed class Trainer : IDisposable
         Directory.CreateDirectory(runDirectory);
         if (!trainer.IsMain) return trainer;
         var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(trainer.config, TrainConfig.Json) };
-        AtomicFile.WriteAllText(Path.Combine(runDirectory, RunFile), run.ToJsonString(RunJson));
+        AtomicFile.WriteJson(Path.Combine(runDirectory, RunFile), run);
         return trainer;
     }
 
@@ -201,7 +200,7 @@ public sealed class Trainer : IDisposable
         if (trainer.IsMain && Path.GetFullPath(dataDirectory) != recorded)
         {
             run["data"] = Path.GetFullPath(dataDirectory);
-            AtomicFile.WriteAllText(runPath, run.ToJsonString(RunJson));
+            AtomicFile.WriteJson(runPath, run);
         }
         return trainer;
     }

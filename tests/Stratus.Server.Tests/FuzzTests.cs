@@ -69,6 +69,27 @@ public sealed class FuzzTests(TinyModelServer fixture) : IClassFixture<TinyModel
         Assert.Equal(0, fixture.Model.Engine.KvBlocksUsed);
     }
 
+    [Fact]
+    public async Task A_body_not_sent_as_JSON_is_a_400_that_names_the_header_and_a_charset_is_accepted()
+    {
+        foreach (var path in Paths)
+        {
+            foreach (var contentType in new[] { "text/plain", "application/x-www-form-urlencoded", null })
+            {
+                using var content = new ByteArrayContent(Encoding.UTF8.GetBytes(ValidCompletion));
+                if (contentType is not null) content.Headers.ContentType = new MediaTypeHeaderValue(contentType);
+                using var refused = await fixture.Http.PostAsync(path, content);
+                Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+                var error = JsonDocument.Parse(await refused.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+                Assert.Equal("unsupported_content_type", error.GetProperty("code").GetString());
+                Assert.Contains("Content-Type: application/json", error.GetProperty("message").GetString());
+            }
+        }
+        using var withCharset = await fixture.Http.PostAsync("/v1/chat/completions", new StringContent(ValidChat, Encoding.UTF8, "application/json"));
+        Assert.Equal("application/json; charset=utf-8", withCharset.RequestMessage!.Content!.Headers.ContentType!.ToString());
+        Assert.Equal(HttpStatusCode.OK, withCharset.StatusCode);
+    }
+
     /// <summary>Messages say what to send ("a whole number"), not the server's types ("Nullable`1[System.Int32]").</summary>
     static bool NamesDotNetTypes(string body) => body.Contains("System.") || body.Contains("`1") || body.Contains("Stratus.");
 

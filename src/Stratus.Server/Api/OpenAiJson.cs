@@ -20,6 +20,13 @@ public static class OpenAiJson
     /// types become a 400 naming the field.</summary>
     public static async Task<T> ReadAsync<T>(HttpRequest request, CancellationToken cancellation) where T : class
     {
+        // As OpenAI and vLLM: `curl -d` without a header sends a form, and reading it as JSON
+        // anyway would hide that the client library is misused. A charset parameter is fine.
+        if (!request.HasJsonContentType())
+        {
+            var sent = request.ContentType is { Length: > 0 } type ? $"'{type}'" : "no Content-Type";
+            throw ApiException.Invalid($"Unsupported content type: {sent}. Send the body as JSON with the header 'Content-Type: application/json'.", code: "unsupported_content_type");
+        }
         // Kestrel caps the body size while this reads it (413 past the limit).
         using var buffer = new MemoryStream();
         await request.Body.CopyToAsync(buffer, cancellation);

@@ -123,7 +123,8 @@ public sealed class DistributedCliTests
             Train(config, data, temp["run"], 20), Train(config, temp["elsewhere"], temp["run"], 20),
             ["--mca", "orte_abort_on_non_zero_status", "0"], TimeSpan.FromSeconds(60));
         Assert.True(code == 2, stdout + stderr);
-        Assert.Contains($"error: dataset folder {temp["elsewhere"]} does not exist", stderr);
+        // Which rank and node: the folder exists where the job was started.
+        Assert.Contains($"rank 1 on {Environment.MachineName}: error: dataset folder {temp["elsewhere"]} does not exist", stderr);
     }
 
     /// <summary>An exception Program does not handle (a bug, a failure no message describes) on

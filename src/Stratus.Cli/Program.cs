@@ -8,9 +8,14 @@ using Stratus.Cli;
 
 NativeAllocator.KeepFreedMemory();
 // A rank's console is its launcher's pipe to a terminal or a file that the rank cannot tell apart:
-// plain text, as with output redirected, rather than colour codes in a job's log.
+// plain text, as with output redirected, rather than colour codes in a job's log. A dumb terminal
+// too, before .NET first writes: given mpirun's pseudo-terminal it otherwise switches the keypad
+// mode (ESC[?1h ESC=) at the log's start and after each signal.
 if (Stratus.Distributed.Communicator.LaunchedAsRank)
+{
+    Environment.SetEnvironmentVariable("TERM", "dumb");
     AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Ansi = AnsiSupport.Yes, ColorSystem = ColorSystemSupport.NoColors, Interactive = InteractionSupport.No });
+}
 // Anything Program does not catch below ends this rank with a stack trace, as a single process;
 // on a rank of a data-parallel job it ends the job too (see UserError).
 AppDomain.CurrentDomain.UnhandledException += (_, e) => Stratus.Distributed.Communicator.AbortJobOnUnhandled(e.ExceptionObject);

@@ -80,6 +80,25 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void A_run_stopped_before_its_first_step_is_not_sent_to_resume_a_checkpoint_it_never_saved()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var info = Cli.StartInfo("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "100000");
+        info.Environment["DOTNET_STARTUP_HOOKS"] = typeof(StartupHook).Assembly.Location;
+        info.Environment["STRATUS_TEST_SIGTERM_ON_OUTPUT"] = "training from step 0";
+        var (code, stdout, stderr) = Cli.Run(info);
+        Assert.True(code == 0, stdout + stderr);
+        // It said "stopped at step 0; continue with `stratus train --resume <run>`", which then
+        // failed: the run has no checkpoint.
+        Assert.True(stdout.Contains("stopped before the first step: nothing was trained or saved; start the run again with the same command"), stdout);
+        Assert.DoesNotContain("--resume", stdout);
+        Assert.False(Directory.Exists(Path.Combine(temp["run"], "checkpoints")));
+        var again = Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "2", "--lr-decay-iters", "2", "--warmup-iters", "0");
+        Assert.True(again.ExitCode == 0, again.Stdout + again.Stderr);
+    }
+
+    [Fact]
     public async Task SIGTERM_stops_training_after_a_last_checkpoint()
     {
         using var temp = new TempDirectory();

@@ -63,7 +63,25 @@ public sealed class DistributedCliTests
         var (code, stdout, stderr) = Cli.RunMpiInColourTerminal(2, Train(config, data, temp["run"], 10));
         Assert.True(code == 0, stdout + stderr);
         Assert.Contains("train loss", stdout);
-        Assert.DoesNotMatch(@"\u001b\[[0-9;]*m", stdout);
+        // No escape code at all: .NET also switched the terminal's keypad mode (ESC[?1h ESC=) at
+        // the start of the log, and again after the stop signal.
+        Assert.DoesNotContain('\u001b', stdout + stderr);
+    }
+
+    [MpiFact]
+    public void Tasks_their_launcher_did_not_connect_through_MPI_are_refused_before_anything_is_written()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // A task of `srun -n 2` without a PMI plugin MPI can use: its MPI_Init makes a world of its
+        // own. Each such task trained the whole model as rank 0, into the same run folder.
+        var info = Cli.StartInfo(Train(config, data, temp["run"], 20));
+        foreach (var (name, value) in new[] { ("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "2"), ("SLURM_NTASKS", "2"), ("SLURM_STEP_ID", "0"), ("SLURM_JOB_ID", "42") })
+            info.Environment[name] = value;
+        var (code, stdout, stderr) = Cli.Run(info);
+        Assert.True(code == 2, stdout + stderr);
+        Assert.Contains("error: Started as one of 2 ranks, but MPI sees a world of 1: the launcher did not connect the ranks to each other; under srun pass --mpi=pmix", stderr);
+        Assert.False(Directory.Exists(temp["run"]));
     }
 
     [MpiFact]
@@ -105,7 +123,8 @@ public sealed class DistributedCliTests
             Train(config, data, temp["run"], 20), Train(config, temp["elsewhere"], temp["run"], 20),
             ["--mca", "orte_abort_on_non_zero_status", "0"], TimeSpan.FromSeconds(60));
         Assert.True(code == 2, stdout + stderr);
-        Assert.Contains($"error: dataset folder {temp["elsewhere"]} does not exist", stderr);
+        // Which rank and node: the folder exists where the job was started.
+        Assert.Contains($"rank 1 on {Environment.MachineName}: error: dataset folder {temp["elsewhere"]} does not exist", stderr);
     }
 
     /// <summary>An exception Program does not handle (a bug, a failure no message describes) on

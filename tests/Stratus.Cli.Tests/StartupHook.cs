@@ -2,7 +2,10 @@
 // exception no handler of its own expects, on the rank named by STRATUS_TEST_CONSOLE_FAILS_ON_RANK
 // (0 for a single process): that rank's console refuses its first write, which rank 0 makes once
 // training has begun, so the other ranks are by then waiting for it in a collective. The CLI
-// itself has no hook for failures: this one is the runtime's.
+// itself has no hook for failures: this one is the runtime's. With STRATUS_TEST_SIGTERM_ON_OUTPUT
+// the process sends itself SIGTERM as it writes the first line holding that text, for a stop at a
+// point of the run that a signal from outside could only hit by chance.
+using System.Runtime.InteropServices;
 using System.Text;
 
 static class StartupHook
@@ -12,7 +15,34 @@ static class StartupHook
         var rank = Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK") ?? "0";
         if (Environment.GetEnvironmentVariable("STRATUS_TEST_CONSOLE_FAILS_ON_RANK") == rank)
             Console.SetOut(new FailingWriter());
+        if (Environment.GetEnvironmentVariable("STRATUS_TEST_SIGTERM_ON_OUTPUT") is { } text)
+            Console.SetOut(new SignallingWriter(Console.Out, text));
     }
+
+    sealed class SignallingWriter(TextWriter console, string text) : TextWriter
+    {
+        bool signalled;
+
+        public override Encoding Encoding => console.Encoding;
+
+        public override void Write(char value) => console.Write(value);
+
+        public override void Write(string? value) => console.Write(value);
+
+        public override void WriteLine(string? value)
+        {
+            console.WriteLine(value);
+            if (signalled || value?.Contains(text) != true) return;
+            signalled = true;
+            console.Flush();
+            _ = kill(Environment.ProcessId, 15);
+            // .NET runs the CLI's handler on its own signal thread: the run goes on meanwhile.
+            Thread.Sleep(TimeSpan.FromSeconds(2));
+        }
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    static extern int kill(int pid, int signal);
 
     sealed class FailingWriter : TextWriter
     {

@@ -14,10 +14,17 @@ public static class Communicator
         if (launched is null)
             return new SingleProcessCommunicator();
         var mpi = MpiCommunicator.TryCreate(out var failure);
+        // Running N independent copies that each believe they are the whole world would train N
+        // unsynchronised models and overwrite each other's checkpoints: so would ranks whose
+        // launcher did not connect them through MPI (srun without a PMI plugin MPI can use: each
+        // task's MPI_Init makes a world of its own).
+        if (mpi is { WorldSize: 1 } && launched > 1)
+        {
+            mpi.Dispose();
+            throw new StratusUserException($"Started as one of {launched} ranks, but MPI sees a world of 1: the launcher did not connect the ranks to each other; under srun pass --mpi=pmix (`srun --mpi=list` shows the site's choices)");
+        }
         if (mpi is not null)
             return mpi;
-        // Running N independent copies that each believe they are the whole world would train N
-        // unsynchronised models and overwrite each other's checkpoints.
         if (launched > 1)
             throw new StratusUserException($"Started as one of {launched} ranks, but {failure}.");
         return new SingleProcessCommunicator();
@@ -56,8 +63,9 @@ public static class Communicator
             return openMpi;
         if (Size(environment("PMI_SIZE")) is { } pmi)
             return pmi;
-        // srun sets both for every task it starts.
-        if (environment("SLURM_PROCID") is not null && Size(environment("SLURM_NTASKS")) is { } slurm)
+        // srun sets both for every task of a step. Not SLURM_NTASKS: a batch script (task 0 of the
+        // batch step, SLURM_PROCID=0) has the allocation's, and is one process.
+        if (environment("SLURM_PROCID") is not null && Size(environment("SLURM_STEP_NUM_TASKS")) is { } slurm)
             return slurm;
         if (environment("PMIX_RANK") is not null)
             return 0;

@@ -39,11 +39,17 @@ public sealed class MpiCommunicator : ICommunicator
     /// ever wherever the launcher does not end a job at a rank's non-zero exit: srun's default
     /// (KillOnBadExit=0) does not. Every rank checks the same settings, so most errors are met by
     /// every rank at once: a rank other than 0 waits <see cref="RankZeroFirst"/> before it writes,
-    /// so that rank 0's abort ends it and the job prints the line once, not once per rank.</summary>
+    /// so that rank 0's abort ends it and the job prints the line once, not once per rank. A line
+    /// it does write names the rank and its node: an error rank 0 did not meet is that node's (a
+    /// folder it does not see), and the folder may well exist where the job was started.</summary>
     internal static void AbortJob(string line, int exitCode)
     {
         var world = OtherRanksWait;
-        if (world is { Rank: > 0 }) Thread.Sleep(RankZeroFirst);
+        if (world is { Rank: > 0 })
+        {
+            Thread.Sleep(RankZeroFirst);
+            line = $"rank {world.Rank} on {Environment.MachineName}: {line}";
+        }
         Console.Error.WriteLine(line);
         if (world is not null)
             MpiAbi.MPI_Abort(world._abi.CommWorld, exitCode);

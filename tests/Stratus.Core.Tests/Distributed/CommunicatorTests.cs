@@ -23,9 +23,22 @@ public sealed class CommunicatorTests
         Assert.Equal(expected, Communicator.LauncherWorldSize(Environment((name, value))));
 
     [Fact]
-    public void Slurm_counts_only_inside_a_task()
+    public void Slurm_counts_only_a_task_that_srun_started()
     {
-        Assert.Null(Communicator.LauncherWorldSize(Environment(("SLURM_NTASKS", "8"))));
-        Assert.Equal(8, Communicator.LauncherWorldSize(Environment(("SLURM_NTASKS", "8"), ("SLURM_PROCID", "3"))));
+        // What srun gives every task of a step (Slurm's env_array_for_step): the step's task count,
+        // also under `srun --preserve-env`, which leaves SLURM_NTASKS at the allocation's.
+        Assert.Equal(2, Communicator.LauncherWorldSize(Environment(("SLURM_PROCID", "1"), ("SLURM_STEP_NUM_TASKS", "2"), ("SLURM_NTASKS", "8"))));
+        // The batch script of `sbatch --nodes=4 --ntasks-per-node=2` is task 0 of the batch step
+        // (SLURM_PROCID=0) with SLURM_NTASKS=8, but a single process: it was taken for one of 8 ranks.
+        Assert.Null(Communicator.LauncherWorldSize(Environment(("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8"), ("SLURM_NPROCS", "8"), ("SLURM_JOB_ID", "42"))));
+        // salloc's shell.
+        Assert.Null(Communicator.LauncherWorldSize(Environment(("SLURM_NTASKS", "8"), ("SLURM_JOB_ID", "42"))));
+    }
+
+    [Fact]
+    public void A_single_process_in_a_Slurm_batch_script_is_a_world_of_one()
+    {
+        using var communicator = Communicator.Create(Environment(("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8"), ("SLURM_JOB_ID", "42")));
+        Assert.IsType<SingleProcessCommunicator>(communicator);
     }
 }

@@ -85,6 +85,23 @@ public sealed class DistributedCliTests
     }
 
     [MpiFact]
+    public void The_one_task_of_srun_n_1_trains_as_a_single_process()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // What `srun -n 1` (srun's default: no PMI plugin) gives its task. It was taken for one of
+        // 1 ranks, and Open MPI's MPI_Init aborted it: "The application appears to have been direct
+        // launched using "srun", but OMPI was not built with SLURM support".
+        var info = Cli.StartInfo(Train(config, data, temp["run"], 4, "--warmup-iters", "0"));
+        foreach (var (name, value) in new[] { ("SLURM_JOB_ID", "42"), ("SLURM_NODELIST", "localhost"), ("SLURM_STEP_ID", "0"), ("SLURM_PROCID", "0"), ("SLURM_LOCALID", "0"), ("SLURM_STEP_NUM_TASKS", "1"), ("SLURM_NTASKS", "1") })
+            info.Environment[name] = value;
+        var (code, stdout, stderr) = Cli.Run(info);
+        Assert.True(code == 0, stdout + stderr);
+        Assert.DoesNotContain("data parallel", stdout);
+        Assert.Equal(4, CliTests.Losses(temp["run"]).Count);
+    }
+
+    [MpiFact]
     public void Accumulation_steps_that_do_not_divide_among_the_ranks_are_refused()
     {
         using var temp = new TempDirectory();

@@ -64,8 +64,11 @@ public static class Communicator
         if (Size(environment("PMI_SIZE")) is { } pmi)
             return pmi;
         // srun sets both for every task of a step. Not SLURM_NTASKS: a batch script (task 0 of the
-        // batch step, SLURM_PROCID=0) has the allocation's, and is one process.
-        if (environment("SLURM_PROCID") is not null && Size(environment("SLURM_STEP_NUM_TASKS")) is { } slurm)
+        // batch step, SLURM_PROCID=0) has the allocation's, and is one process. So is the one task of
+        // `srun -n 1` or of `srun --pty bash`'s shell: under srun's default (no PMI plugin) Open MPI's
+        // MPI_Init aborts such a task, and its output goes to a file or to the user's terminal as
+        // anyone's does.
+        if (environment("SLURM_PROCID") is not null && Size(environment("SLURM_STEP_NUM_TASKS")) is { } slurm and > 1)
             return slurm;
         if (environment("PMIX_RANK") is not null)
             return 0;

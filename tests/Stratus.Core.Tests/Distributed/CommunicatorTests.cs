@@ -36,6 +36,16 @@ public sealed class CommunicatorTests
     }
 
     [Fact]
+    public void A_Slurm_step_of_one_task_is_a_single_process()
+    {
+        // `srun -n 1 stratus train` in a batch script, or a run in `srun --pty bash`'s shell: it was
+        // taken for one of 1 ranks, and MPI_Init (Open MPI's, without a PMI plugin) aborted it.
+        Assert.Null(Communicator.LauncherWorldSize(Environment(("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "1"), ("SLURM_NTASKS", "1"), ("SLURM_STEP_ID", "0"))));
+        // With a PMI plugin MPI can use (`srun --mpi=pmix -n 1`) it is still MPI's world.
+        Assert.Equal(0, Communicator.LauncherWorldSize(Environment(("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "1"), ("PMIX_RANK", "0"))));
+    }
+
+    [Fact]
     public void A_single_process_in_a_Slurm_batch_script_is_a_world_of_one()
     {
         using var communicator = Communicator.Create(Environment(("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8"), ("SLURM_JOB_ID", "42")));

@@ -3,7 +3,8 @@
 // prefilled and join the running batch (iteration-level, "continuous" batching); finished and
 // cancelled sequences leave it and free their KV blocks at once. A model call that fails is run
 // again in smaller parts, so that it fails only the requests whose own call fails, and stops the
-// engine only when the model cannot run at all. Knows nothing about HTTP.
+// engine only when the model cannot run at all. A sampler that throws fails its own sequence
+// alone. Knows nothing about HTTP.
 using Stratus.Models;
 using Stratus.Tokenization;
 using TorchSharp;
@@ -26,7 +27,6 @@ public sealed class InferenceEngine : IDisposable
     /// <summary>The ids tokens are drawn from, which logit_bias may name (LogitsSampler.DrawableTokens).</summary>
     readonly int drawableTokens;
     readonly List<Sequence> group = [];
-    GeneratedToken[] chosen = new GeneratedToken[16];
     long nextId;
     volatile Exception? failure;
     /// <summary>Engine steps in a row in which a sequence's own model call failed and no model
@@ -238,7 +238,7 @@ public sealed class InferenceEngine : IDisposable
 
     /// <summary>One model call, the decode step of <paramref name="rows"/> or the prefill of their
     /// next chunks, then the tokens it chose for them. A call that throws is run again in parts
-    /// (Isolate).</summary>
+    /// (Isolate); a row whose token the sampler cannot choose fails alone.</summary>
     void Call(List<Sequence> rows, bool prefill)
     {
         try
@@ -252,20 +252,33 @@ public sealed class InferenceEngine : IDisposable
             return;
         }
         callSucceeded = true;
-        if (chosen.Length < rows.Count) chosen = new GeneratedToken[Math.Max(rows.Count, chosen.Length * 2)];
-        // A prefill chooses only for the prompts it completes.
-        if (!runner.Choose(rows, chosen)) return;
         for (var i = 0; i < rows.Count; i++)
         {
             var sequence = rows[i];
-            if (!prefill) Update(sequence, chosen[i]);
-            else if (sequence.CachedTokens < sequence.PromptLength) continue; // more chunks to come
-            else
+            // A prefill chooses only for the prompts it completes.
+            if (!runner.Advance(sequence)) continue; // more chunks to come
+            if (prefill)
             {
                 scheduler.Prefilled(sequence);
-                if (sequence.Request.MaxTokens == 0) scheduler.Release(sequence, FinishReason.Length);
-                else Update(sequence, chosen[i]);
+                if (sequence.Request.MaxTokens == 0)
+                {
+                    scheduler.Release(sequence, FinishReason.Length);
+                    continue;
+                }
             }
+            GeneratedToken token;
+            try
+            {
+                token = runner.Choose(i, sequence);
+            }
+            catch (Exception e)
+            {
+                // The sampler's own failure (a bug, the process out of memory): the forward ran,
+                // so the other rows' logits and random draws are as they would be without it.
+                Fail(sequence, new EngineStepFailedException($"choosing the next token failed: {Reason(e)}", e));
+                continue;
+            }
+            Update(sequence, token);
         }
     }
 
@@ -275,7 +288,7 @@ public sealed class InferenceEngine : IDisposable
     /// others go on with the tokens they would have had (vLLM fails the whole engine instead).
     /// Running a call again is safe because one that throws changes nothing a later call reads:
     /// the runner moves CachedTokens and draws from a sequence's random generator only once the
-    /// forward has returned (ModelRunner.Choose), so the new call writes the same KV slots again
+    /// forward has returned (ModelRunner.Advance, Choose), so the new call writes the same KV slots again
     /// (never shared prefix blocks: those lie before CachedTokens), no block it half wrote joins
     /// the prefix cache, and each token is drawn once; and the runner, its cache and the decode
     /// step set up each call's buffers afresh. A call over n rows costs at most 2n - 1 calls,

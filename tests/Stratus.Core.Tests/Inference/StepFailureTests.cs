@@ -171,6 +171,62 @@ public sealed class StepFailureTests
         Assert.Equal(0, engine.KvBlocksUsed);
     }
 
+    /// <summary>Draws as <paramref name="draws"/> does, but throws at its draw <paramref name="failAt"/>.</summary>
+    sealed class FailingRandom(Random draws, int failAt) : Random
+    {
+        int count;
+
+        public override double NextDouble() => ++count == failAt ? throw new InvalidOperationException($"the generator failed at its draw {failAt}") : draws.NextDouble();
+    }
+
+    [Fact]
+    public async Task A_sampler_that_throws_for_one_row_fails_its_request_alone_and_the_other_rows_draw_what_they_draw_undisturbed()
+    {
+        var options = new EngineOptions { BlockSize = 8 };
+        var (freshModel, tokenizer) = InferenceEngineTests.TinyModel();
+        // Prompts of three lengths, each prefilled alone, then decoded in managed code, row by
+        // row: each row's logits are those of any other run to the last digit.
+        GenerationRequest Sampled(string prompt, int seed) =>
+            new() { PromptTokens = tokenizer.Encode(prompt), MaxTokens = 30, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = seed }, Logprobs = 2 };
+        GenerationRequest[] requests = [Sampled("hello", 1), Sampled("to be or not", 2), Sampled("the quick brown fox", 3)];
+        var undisturbed = new List<GeneratedToken>[requests.Length];
+        using (var fresh = new InferenceEngine(freshModel, tokenizer, options))
+        {
+            var run = requests.Select(request => fresh.Submit(request)).ToArray();
+            for (var i = 0; i < run.Length; i++) undisturbed[i] = await Read(run[i]);
+        }
+
+        var (model, _) = InferenceEngineTests.TinyModel();
+        // The first call, the first prompt's prefill, waits until the second sequence draws with
+        // a generator that fails at its fifth draw: in a decode step of all three, between the others.
+        using var entered = new ManualResetEventSlim();
+        using var armed = new ManualResetEventSlim();
+        _ = new FailingForward(model, (_, _) =>
+        {
+            entered.Set();
+            armed.Wait();
+            return false;
+        });
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        var first = engine.Submit(requests[0]);
+        entered.Wait();
+        var failing = engine.Submit(requests[1]);
+        var last = engine.Submit(requests[2]);
+        failing.Random = new FailingRandom(failing.Random, failAt: 5);
+        armed.Set();
+        var streamed = new List<GeneratedToken>();
+        var error = await Assert.ThrowsAsync<EngineStepFailedException>(async () =>
+        {
+            await foreach (var token in failing.Output.ReadAllAsync()) streamed.Add(token);
+        });
+        Assert.Equal("choosing the next token failed: the generator failed at its draw 5", error.Message);
+        Assert.Equal(Spelled(undisturbed[1])[..4], Spelled(streamed));
+        Assert.Equal(Spelled(undisturbed[0]), Spelled(await Read(first)));
+        Assert.Equal(Spelled(undisturbed[2]), Spelled(await Read(last)));
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
     [Fact]
     public async Task A_failed_call_fails_the_other_sequences_of_its_request_before_they_run_and_no_one_else_s()
     {

@@ -3,7 +3,8 @@
 // prefilled and join the running batch (iteration-level, "continuous" batching); finished and
 // cancelled sequences leave it and free their KV blocks at once. A model call that fails is run
 // again in smaller parts, so that it fails only the requests whose own call fails, and stops the
-// engine only when the model cannot run at all. A sampler that throws fails its own sequence
+// engine only when the model cannot run at all; a decode batch too large for the device's memory
+// is then run in parts of the size that fitted. A sampler that throws fails its own sequence
 // alone. Knows nothing about HTTP.
 using Stratus.Models;
 using Stratus.Tokenization;
@@ -36,6 +37,26 @@ public sealed class InferenceEngine : IDisposable
     // on its own threw.
     bool callSucceeded;
     Exception? sequenceFailure;
+    /// <summary>The most sequences one decode call runs: the batch's limit until a decode call
+    /// runs out of the device's memory, then what fitted (<see cref="LearnDecodeRows"/>).</summary>
+    int decodeRowsThatFit;
+    /// <summary>Decode steps since one ran out of memory or <see cref="decodeRowsThatFit"/> grew.</summary>
+    int decodeStepsSinceOutOfMemory;
+    // This step's decode calls: the most rows one ran, and the fewest (two or more) one ran out of
+    // memory over, 0 when none did.
+    int decodeRowsRun, decodeRowsOutOfMemory;
+
+    /// <summary>Decode steps without running out of memory after which one decode call is tried a
+    /// row larger than what fitted (<see cref="LearnDecodeRows"/>). Back at once, forward slowly,
+    /// as SGLang: when a decode batch no longer fits its KV memory it retracts requests and makes
+    /// its estimate of the memory a request needs cautious at once, then relaxes it a little at
+    /// each decode step that fits (back over 600 steps by default); vLLM sizes its batch once,
+    /// from a memory profile at start-up, and its engine dies when a step runs out. Here a device
+    /// whose memory stays short fails one call in 50 steps (its halves run in the same step), and
+    /// one whose memory came back (another process freed it, the allocator's cache was emptied)
+    /// gains a row every 50 steps. Time is the only sign of that: the KV pool holds its memory
+    /// from the start, so a sequence that ends frees none that a decode call could use.</summary>
+    internal const int DecodeStepsBeforeGrowing = 50;
 
     /// <summary>Steps in a row that stop the engine though its model passes the probe (FailAlone):
     /// a model that fails every real call but still runs one token, or a device whose memory
@@ -65,6 +86,7 @@ public sealed class InferenceEngine : IDisposable
         Options = options;
         pool = new KvBlockPool(config.NLayer, model.KvHeads, config.HeadDim, blocks, options.BlockSize, model.ComputeDtype, model.Device, options.PrefixCaching);
         scheduler = new Scheduler(Options, pool.Allocator);
+        decodeRowsThatFit = options.MaxBatchSize;
         drawableTokens = LogitsSampler.DrawableTokens(model, tokenizer);
         runner = new ModelRunner(model, pool, drawableTokens);
         endOfGeneration = tokenizer.EndOfGenerationIds;
@@ -218,7 +240,7 @@ public sealed class InferenceEngine : IDisposable
         callSucceeded = false;
         sequenceFailure = null;
         var (prefill, decode) = scheduler.Schedule();
-        if (decode.Count > 0) Call(decode, prefill: false);
+        if (decode.Count > 0) Decode(decode);
         // Prompt chunks of equal length are prefilled together, one length at a time. Cancelled
         // sequences are skipped here and released by the next Schedule.
         prefill.Sort(ByChunk);
@@ -236,6 +258,52 @@ public sealed class InferenceEngine : IDisposable
             throw new EngineUnavailableException($"the engine failed: {failingSteps} steps in a row failed every model call, though the model runs a one-token probe; the last with: {Reason(last)}", last);
     }
 
+    /// <summary>The decode step of <paramref name="decode"/>, in calls of at most
+    /// <see cref="decodeRowsThatFit"/> rows, the first of them a row larger when it is time to try
+    /// (<see cref="LearnDecodeRows"/>). A row's logits do not depend on the other rows of its call
+    /// (but for the rounding of libtorch's batched matmuls), so the parts choose what one call
+    /// would, as Isolate's halves do.</summary>
+    void Decode(List<Sequence> decode)
+    {
+        decodeRowsRun = decodeRowsOutOfMemory = 0;
+        if (decode.Count <= decodeRowsThatFit) Call(decode, prefill: false);
+        else
+        {
+            var size = decodeStepsSinceOutOfMemory >= DecodeStepsBeforeGrowing ? decodeRowsThatFit + 1 : decodeRowsThatFit;
+            for (var next = 0; next < decode.Count; size = decodeRowsThatFit)
+            {
+                group.Clear();
+                // As Isolate's second half: an earlier part's failures cancel their requests' other sequences.
+                for (; next < decode.Count && group.Count < size; next++)
+                    if (!decode[next].CancelRequested) group.Add(decode[next]);
+                if (group.Count > 0) Call(group, prefill: false);
+            }
+        }
+        LearnDecodeRows();
+    }
+
+    /// <summary>After a decode step, what it showed of the device's memory. When a call over two
+    /// rows or more ran out of it, other than the one tried a row larger than what fitted, the most
+    /// rows a call ran in the step fit from then on (at least one): a batch of n that ran out runs
+    /// in calls of n/2, the halves Isolate ran, from the next step on, so a device short of memory
+    /// fails a call once, not at every step. The call tried a row larger fits from then on if it
+    /// runs, and changes nothing if it runs out (<see cref="DecodeStepsBeforeGrowing"/>).</summary>
+    void LearnDecodeRows()
+    {
+        if (decodeRowsOutOfMemory == 0)
+        {
+            if (decodeRowsRun > decodeRowsThatFit)
+            {
+                decodeRowsThatFit = decodeRowsRun;
+                decodeStepsSinceOutOfMemory = 0;
+            }
+            else decodeStepsSinceOutOfMemory++;
+            return;
+        }
+        if (decodeRowsOutOfMemory <= decodeRowsThatFit) decodeRowsThatFit = Math.Max(1, decodeRowsRun);
+        decodeStepsSinceOutOfMemory = 0;
+    }
+
     /// <summary>One model call, the decode step of <paramref name="rows"/> or the prefill of their
     /// next chunks, then the tokens it chose for them. A call that throws is run again in parts
     /// (Isolate); a row whose token the sampler cannot choose fails alone.</summary>
@@ -248,10 +316,13 @@ public sealed class InferenceEngine : IDisposable
         }
         catch (Exception e)
         {
+            if (!prefill && rows.Count > 1 && OutOfMemory.Is(e) && (decodeRowsOutOfMemory == 0 || rows.Count < decodeRowsOutOfMemory))
+                decodeRowsOutOfMemory = rows.Count;
             Isolate(rows, prefill, e);
             return;
         }
         callSucceeded = true;
+        if (!prefill) decodeRowsRun = Math.Max(decodeRowsRun, rows.Count);
         for (var i = 0; i < rows.Count; i++)
         {
             var sequence = rows[i];

@@ -19,14 +19,14 @@ public sealed class InferenceEngineTests
         return (CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false }), tokenizer);
     }
 
-    internal static (CausalLanguageModel Model, CharTokenizer Tokenizer) TinyModel(string architecture = "gpt2")
+    internal static (CausalLanguageModel Model, CharTokenizer Tokenizer) TinyModel(string architecture = "gpt2", int context = 64)
     {
         torch.manual_seed(7);
         var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrstuvwxyz .,!?\n");
         // The Llama shape has grouped-query attention (4 query heads over 2 key/value heads).
         var config = architecture == "gpt2"
-            ? new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false }
-            : new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 32, IntermediateSize = 64, Bias = false };
+            ? new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = context, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false }
+            : new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, BlockSize = context, NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 32, IntermediateSize = 64, Bias = false };
         var model = CausalLanguageModel.Create(config);
         // Weights at 10x their initial scale, so attention is sharp and a key at the wrong position
         // (or rotated for another one) changes the prediction: at the initial scale every score is

@@ -164,9 +164,39 @@ public sealed class StepFailureTests
         var sequences = engine.SubmitAll(requests);
         for (var i = 0; i < sequences.Length; i++)
             Assert.Equal(alone[i], (await Read(sequences[i])).Select(t => t.Token));
-        // The steps after the prefill, each failing once over four rows (batched, the four
-        // draw from logits that round differently: compared by token).
-        Assert.Equal(23, failures.Failures);
+        // The first step after the prefill ran out over four rows; the other 22 ran in calls of
+        // the two that fitted (batched, the four draw from logits that round differently:
+        // compared by token).
+        Assert.Equal(1, failures.Failures);
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
+    public async Task A_decode_batch_that_ran_out_of_memory_runs_in_calls_that_fit_and_tries_a_row_more_after_50_steps()
+    {
+        // As a device whose memory holds the decode step of three sequences but not of four.
+        var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
+        const int steps = 2 * InferenceEngine.DecodeStepsBeforeGrowing + 20;
+        var (freshModel, tokenizer) = InferenceEngineTests.TinyModel(context: 160);
+        // The prefill chooses each one's first token, the decode steps the others.
+        GenerationRequest[] requests = [.. "abcdefgh".Select((c, i) =>
+            new GenerationRequest { PromptTokens = tokenizer.Encode($"{c}{c} fish"), MaxTokens = steps + 1, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })];
+        var alone = new List<int[]>();
+        using (var fresh = new InferenceEngine(freshModel, tokenizer, options))
+            foreach (var request in requests) alone.Add([.. (await Read(fresh.Submit(request))).Select(t => t.Token)]);
+
+        var (model, _) = InferenceEngineTests.TinyModel(context: 160);
+        var failures = new FailingForward(model, (_, positions) => !positions.Contains(0) && positions.Length > 3);
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        var sequences = engine.SubmitAll(requests);
+        for (var i = 0; i < sequences.Length; i++)
+            Assert.Equal(alone[i], (await Read(sequences[i])).Select(t => t.Token));
+        // The first decode step ran out over the eight rows and over each half of four, whose
+        // halves of two ran: the next 50 steps ran in calls of two. Then a call of three ran, and
+        // the next 50 in calls of three; then a call of four ran out (its halves ran), and the
+        // last 17 steps ran in calls of three. Every step failed three calls before.
+        Assert.Equal(4, failures.Failures);
         Assert.True(engine.IsHealthy);
         Assert.Equal(0, engine.KvBlocksUsed);
     }

@@ -30,6 +30,8 @@ public sealed class InferenceEngine : IDisposable
     readonly List<Sequence> group = [];
     long nextId;
     volatile Exception? failure;
+    /// <summary>Set by <see cref="Drain"/>: the thread ends once the sequences it has are done.</summary>
+    volatile bool draining;
     /// <summary>Engine steps in a row in which a sequence's own model call failed and no model
     /// call succeeded.</summary>
     int failingSteps;
@@ -106,7 +108,7 @@ public sealed class InferenceEngine : IDisposable
     public int KvBlocksTotal => pool.Allocator.BlockCount;
     /// <summary>Fraction of KV blocks held by sequences (0 to 1).</summary>
     public double KvCacheUsage => (double)KvBlocksUsed / KvBlocksTotal;
-    public bool IsHealthy => failure is null && !stopping.IsCancellationRequested;
+    public bool IsHealthy => failure is null && !stopping.IsCancellationRequested && !draining;
 
     /// <summary>Queues a request. Its tokens arrive on the sequence's channel; cancelling
     /// <paramref name="cancellation"/> drops the sequence before the next decode step.</summary>
@@ -199,6 +201,15 @@ public sealed class InferenceEngine : IDisposable
             if ((uint)t >= (uint)vocab) throw new StratusUserException($"token id {t} is outside the vocabulary of {vocab}");
     }
 
+    /// <summary>Takes no more requests: the engine's thread ends once the sequences it has are done,
+    /// disposed or not. For an engine that serves one caller's generation (TextGenerator), whose
+    /// caller may stop reading without disposing anything.</summary>
+    internal void Drain()
+    {
+        draining = true;
+        wakeUp.Release();
+    }
+
     void Loop()
     {
         using var noGrad = no_grad();
@@ -208,6 +219,7 @@ public sealed class InferenceEngine : IDisposable
             {
                 if (!scheduler.HasWork)
                 {
+                    if (draining) break;
                     wakeUp.Wait(TimeSpan.FromMilliseconds(200));
                     continue;
                 }

@@ -1,7 +1,9 @@
+using System.Runtime.CompilerServices;
 using Stratus.Inference;
 using Stratus.Models;
 using Stratus.Tokenization;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Stratus.Tests;
@@ -175,6 +177,93 @@ public sealed class InferenceTests
             cancellation.Cancel();
         }
         Assert.Equal(1, pieces);
+    }
+
+    /// <summary>A tiny GPT with a long context whose every step, decode steps too (libtorch's, not
+    /// the decode kernel's), runs <paramref name="onStep"/> on the engine's thread first.</summary>
+    static Gpt SteppedModel(int vocab, int context, Action onStep)
+    {
+        torch.manual_seed(3);
+        var model = new Gpt(new ModelConfig { VocabSize = vocab, BlockSize = context, NLayer = 1, NHead = 2, NEmbd = 16, Bias = true });
+        model.DecodeWeights = DecodeWeights.Torch;
+        ((Embedding)model.named_modules().Single(m => m.name == "transformer.wte").module).register_forward_pre_hook((_, input) =>
+        {
+            onStep();
+            return input;
+        });
+        return model;
+    }
+
+    /// <summary>Generate's engine is the generation's own: a caller that stops reading and lets
+    /// go of the enumerator without disposing it leaves no engine thread behind, and once the GC
+    /// has found the enumerator unreachable the engine makes no more tokens for nobody.</summary>
+    [Fact]
+    public void An_abandoned_generation_ends_its_engine_s_thread()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        Thread? engineThread = null;
+        var steps = 0;
+        // Slowed, so that the 250 tokens would take 2.5 s.
+        using var model = SteppedModel(tokenizer.VocabSize, 256, () =>
+        {
+            engineThread = Thread.CurrentThread;
+            Interlocked.Increment(ref steps);
+            Thread.Sleep(10);
+        });
+        ReadAndLetGo(new TextGenerator(model, tokenizer), pieces: 2);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        Assert.True(engineThread!.Join(TimeSpan.FromSeconds(30)), "the engine's thread is still running");
+        Assert.InRange(Volatile.Read(ref steps), 2, 125);
+    }
+
+    /// <summary>Starts a generation of 250 tokens, reads <paramref name="pieces"/> of them and
+    /// keeps no reference to it (a method of its own: a debug build keeps locals alive to the
+    /// end of their method).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void ReadAndLetGo(TextGenerator generator, int pieces)
+    {
+        var enumerator = generator.Generate("abc", 250, new SamplingOptions { Seed = 1 }).GetEnumerator();
+        for (var i = 0; i < pieces; i++) Assert.True(enumerator.MoveNext());
+    }
+
+    /// <summary>Where the engine is the slower, the caller waits for it at nearly every token:
+    /// a wait allocates nothing (each allocated a task), so reading a token costs what it costs
+    /// when the engine has made them all before the caller reads.</summary>
+    [Fact]
+    public void Waiting_for_the_engine_s_next_token_allocates_nothing()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        var slow = false;
+        var steps = 0;
+        using var model = SteppedModel(tokenizer.VocabSize, 512, () =>
+        {
+            Interlocked.Increment(ref steps);
+            if (Volatile.Read(ref slow)) Thread.Sleep(1);
+        });
+        var generator = new TextGenerator(model, tokenizer);
+        // Bytes this thread allocates reading a greedy generation's tokens after its first.
+        long Read(int count, bool engineBehind)
+        {
+            Volatile.Write(ref slow, engineBehind);
+            Volatile.Write(ref steps, 0);
+            using var pieces = generator.Generate("abc", count + 1, new SamplingOptions { Temperature = 0 }).GetEnumerator();
+            Assert.True(pieces.MoveNext());
+            // Ahead: its prefill and every decode step have begun before reading does.
+            if (!engineBehind) Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref steps) == count + 1, TimeSpan.FromSeconds(60)));
+            var read = 0;
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            while (pieces.MoveNext()) read++;
+            var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            Assert.Equal(count, read);
+            return allocated;
+        }
+        double PerToken(bool engineBehind)
+        {
+            Read(50, engineBehind);
+            return (Read(400, engineBehind) - Read(100, engineBehind)) / 300.0;
+        }
+        Assert.Equal(PerToken(engineBehind: false), PerToken(engineBehind: true), tolerance: 4);
     }
 
     /// <summary>Each Generate runs an engine of its own: the model's decode kernel, with its bf16

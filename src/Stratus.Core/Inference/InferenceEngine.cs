@@ -3,7 +3,9 @@
 // prefilled and join the running batch (iteration-level, "continuous" batching); finished and
 // cancelled sequences leave it and free their KV blocks at once. A model call that fails is run
 // again in smaller parts, so that it fails only the requests whose own call fails, and stops the
-// engine only when the model cannot run at all. Knows nothing about HTTP.
+// engine only when the model cannot run at all; a decode batch too large for the device's memory
+// is then run in parts of the size that fitted. A sampler that throws fails its own sequence
+// alone. Knows nothing about HTTP.
 using Stratus.Models;
 using Stratus.Tokenization;
 using TorchSharp;
@@ -26,9 +28,10 @@ public sealed class InferenceEngine : IDisposable
     /// <summary>The ids tokens are drawn from, which logit_bias may name (LogitsSampler.DrawableTokens).</summary>
     readonly int drawableTokens;
     readonly List<Sequence> group = [];
-    GeneratedToken[] chosen = new GeneratedToken[16];
     long nextId;
     volatile Exception? failure;
+    /// <summary>Set by <see cref="Drain"/>: the thread ends once the sequences it has are done.</summary>
+    volatile bool draining;
     /// <summary>Engine steps in a row in which a sequence's own model call failed and no model
     /// call succeeded.</summary>
     int failingSteps;
@@ -36,6 +39,26 @@ public sealed class InferenceEngine : IDisposable
     // on its own threw.
     bool callSucceeded;
     Exception? sequenceFailure;
+    /// <summary>The most sequences one decode call runs: the batch's limit until a decode call
+    /// runs out of the device's memory, then what fitted (<see cref="LearnDecodeRows"/>).</summary>
+    int decodeRowsThatFit;
+    /// <summary>Decode steps since one ran out of memory or <see cref="decodeRowsThatFit"/> grew.</summary>
+    int decodeStepsSinceOutOfMemory;
+    // This step's decode calls: the most rows one ran, and the fewest (two or more) one ran out of
+    // memory over, 0 when none did.
+    int decodeRowsRun, decodeRowsOutOfMemory;
+
+    /// <summary>Decode steps without running out of memory after which one decode call is tried a
+    /// row larger than what fitted (<see cref="LearnDecodeRows"/>). Back at once, forward slowly,
+    /// as SGLang: when a decode batch no longer fits its KV memory it retracts requests and makes
+    /// its estimate of the memory a request needs cautious at once, then relaxes it a little at
+    /// each decode step that fits (back over 600 steps by default); vLLM sizes its batch once,
+    /// from a memory profile at start-up, and its engine dies when a step runs out. Here a device
+    /// whose memory stays short fails one call in 50 steps (its halves run in the same step), and
+    /// one whose memory came back (another process freed it, the allocator's cache was emptied)
+    /// gains a row every 50 steps. Time is the only sign of that: the KV pool holds its memory
+    /// from the start, so a sequence that ends frees none that a decode call could use.</summary>
+    internal const int DecodeStepsBeforeGrowing = 50;
 
     /// <summary>Steps in a row that stop the engine though its model passes the probe (FailAlone):
     /// a model that fails every real call but still runs one token, or a device whose memory
@@ -65,6 +88,7 @@ public sealed class InferenceEngine : IDisposable
         Options = options;
         pool = new KvBlockPool(config.NLayer, model.KvHeads, config.HeadDim, blocks, options.BlockSize, model.ComputeDtype, model.Device, options.PrefixCaching);
         scheduler = new Scheduler(Options, pool.Allocator);
+        decodeRowsThatFit = options.MaxBatchSize;
         drawableTokens = LogitsSampler.DrawableTokens(model, tokenizer);
         runner = new ModelRunner(model, pool, drawableTokens);
         endOfGeneration = tokenizer.EndOfGenerationIds;
@@ -84,7 +108,7 @@ public sealed class InferenceEngine : IDisposable
     public int KvBlocksTotal => pool.Allocator.BlockCount;
     /// <summary>Fraction of KV blocks held by sequences (0 to 1).</summary>
     public double KvCacheUsage => (double)KvBlocksUsed / KvBlocksTotal;
-    public bool IsHealthy => failure is null && !stopping.IsCancellationRequested;
+    public bool IsHealthy => failure is null && !stopping.IsCancellationRequested && !draining;
 
     /// <summary>Queues a request. Its tokens arrive on the sequence's channel; cancelling
     /// <paramref name="cancellation"/> drops the sequence before the next decode step.</summary>
@@ -177,6 +201,15 @@ public sealed class InferenceEngine : IDisposable
             if ((uint)t >= (uint)vocab) throw new StratusUserException($"token id {t} is outside the vocabulary of {vocab}");
     }
 
+    /// <summary>Takes no more requests: the engine's thread ends once the sequences it has are done,
+    /// disposed or not. For an engine that serves one caller's generation (TextGenerator), whose
+    /// caller may stop reading without disposing anything.</summary>
+    internal void Drain()
+    {
+        draining = true;
+        wakeUp.Release();
+    }
+
     void Loop()
     {
         using var noGrad = no_grad();
@@ -186,6 +219,7 @@ public sealed class InferenceEngine : IDisposable
             {
                 if (!scheduler.HasWork)
                 {
+                    if (draining) break;
                     wakeUp.Wait(TimeSpan.FromMilliseconds(200));
                     continue;
                 }
@@ -218,7 +252,7 @@ public sealed class InferenceEngine : IDisposable
         callSucceeded = false;
         sequenceFailure = null;
         var (prefill, decode) = scheduler.Schedule();
-        if (decode.Count > 0) Call(decode, prefill: false);
+        if (decode.Count > 0) Decode(decode);
         // Prompt chunks of equal length are prefilled together, one length at a time. Cancelled
         // sequences are skipped here and released by the next Schedule.
         prefill.Sort(ByChunk);
@@ -236,9 +270,55 @@ public sealed class InferenceEngine : IDisposable
             throw new EngineUnavailableException($"the engine failed: {failingSteps} steps in a row failed every model call, though the model runs a one-token probe; the last with: {Reason(last)}", last);
     }
 
+    /// <summary>The decode step of <paramref name="decode"/>, in calls of at most
+    /// <see cref="decodeRowsThatFit"/> rows, the first of them a row larger when it is time to try
+    /// (<see cref="LearnDecodeRows"/>). A row's logits do not depend on the other rows of its call
+    /// (but for the rounding of libtorch's batched matmuls), so the parts choose what one call
+    /// would, as Isolate's halves do.</summary>
+    void Decode(List<Sequence> decode)
+    {
+        decodeRowsRun = decodeRowsOutOfMemory = 0;
+        if (decode.Count <= decodeRowsThatFit) Call(decode, prefill: false);
+        else
+        {
+            var size = decodeStepsSinceOutOfMemory >= DecodeStepsBeforeGrowing ? decodeRowsThatFit + 1 : decodeRowsThatFit;
+            for (var next = 0; next < decode.Count; size = decodeRowsThatFit)
+            {
+                group.Clear();
+                // As Isolate's second half: an earlier part's failures cancel their requests' other sequences.
+                for (; next < decode.Count && group.Count < size; next++)
+                    if (!decode[next].CancelRequested) group.Add(decode[next]);
+                if (group.Count > 0) Call(group, prefill: false);
+            }
+        }
+        LearnDecodeRows();
+    }
+
+    /// <summary>After a decode step, what it showed of the device's memory. When a call over two
+    /// rows or more ran out of it, other than the one tried a row larger than what fitted, the most
+    /// rows a call ran in the step fit from then on (at least one): a batch of n that ran out runs
+    /// in calls of n/2, the halves Isolate ran, from the next step on, so a device short of memory
+    /// fails a call once, not at every step. The call tried a row larger fits from then on if it
+    /// runs, and changes nothing if it runs out (<see cref="DecodeStepsBeforeGrowing"/>).</summary>
+    void LearnDecodeRows()
+    {
+        if (decodeRowsOutOfMemory == 0)
+        {
+            if (decodeRowsRun > decodeRowsThatFit)
+            {
+                decodeRowsThatFit = decodeRowsRun;
+                decodeStepsSinceOutOfMemory = 0;
+            }
+            else decodeStepsSinceOutOfMemory++;
+            return;
+        }
+        if (decodeRowsOutOfMemory <= decodeRowsThatFit) decodeRowsThatFit = Math.Max(1, decodeRowsRun);
+        decodeStepsSinceOutOfMemory = 0;
+    }
+
     /// <summary>One model call, the decode step of <paramref name="rows"/> or the prefill of their
     /// next chunks, then the tokens it chose for them. A call that throws is run again in parts
-    /// (Isolate).</summary>
+    /// (Isolate); a row whose token the sampler cannot choose fails alone.</summary>
     void Call(List<Sequence> rows, bool prefill)
     {
         try
@@ -248,24 +328,40 @@ public sealed class InferenceEngine : IDisposable
         }
         catch (Exception e)
         {
+            if (!prefill && rows.Count > 1 && OutOfMemory.Is(e) && (decodeRowsOutOfMemory == 0 || rows.Count < decodeRowsOutOfMemory))
+                decodeRowsOutOfMemory = rows.Count;
             Isolate(rows, prefill, e);
             return;
         }
         callSucceeded = true;
-        if (chosen.Length < rows.Count) chosen = new GeneratedToken[Math.Max(rows.Count, chosen.Length * 2)];
-        // A prefill chooses only for the prompts it completes.
-        if (!runner.Choose(rows, chosen)) return;
+        if (!prefill) decodeRowsRun = Math.Max(decodeRowsRun, rows.Count);
         for (var i = 0; i < rows.Count; i++)
         {
             var sequence = rows[i];
-            if (!prefill) Update(sequence, chosen[i]);
-            else if (sequence.CachedTokens < sequence.PromptLength) continue; // more chunks to come
-            else
+            // A prefill chooses only for the prompts it completes.
+            if (!runner.Advance(sequence)) continue; // more chunks to come
+            if (prefill)
             {
                 scheduler.Prefilled(sequence);
-                if (sequence.Request.MaxTokens == 0) scheduler.Release(sequence, FinishReason.Length);
-                else Update(sequence, chosen[i]);
+                if (sequence.Request.MaxTokens == 0)
+                {
+                    scheduler.Release(sequence, FinishReason.Length);
+                    continue;
+                }
             }
+            GeneratedToken token;
+            try
+            {
+                token = runner.Choose(i, sequence);
+            }
+            catch (Exception e)
+            {
+                // The sampler's own failure (a bug, the process out of memory): the forward ran,
+                // so the other rows' logits and random draws are as they would be without it.
+                Fail(sequence, new EngineStepFailedException($"choosing the next token failed: {Reason(e)}", e));
+                continue;
+            }
+            Update(sequence, token);
         }
     }
 
@@ -275,7 +371,7 @@ public sealed class InferenceEngine : IDisposable
     /// others go on with the tokens they would have had (vLLM fails the whole engine instead).
     /// Running a call again is safe because one that throws changes nothing a later call reads:
     /// the runner moves CachedTokens and draws from a sequence's random generator only once the
-    /// forward has returned (ModelRunner.Choose), so the new call writes the same KV slots again
+    /// forward has returned (ModelRunner.Advance, Choose), so the new call writes the same KV slots again
     /// (never shared prefix blocks: those lie before CachedTokens), no block it half wrote joins
     /// the prefix cache, and each token is drawn once; and the runner, its cache and the decode
     /// step set up each call's buffers afresh. A call over n rows costs at most 2n - 1 calls,

@@ -20,7 +20,7 @@ public sealed class ModelRunner
     // Per-row buffers, grown to the largest batch seen and reused.
     float[] logits = [];
     int[] lengths = [], lastTokens = [];
-    // Prompt tokens per row in the last Prefill, 1 after a Decode: what Choose adds to CachedTokens.
+    // Prompt tokens per row in the last Prefill, 1 after a Decode: what Advance adds to CachedTokens.
     int callTokens;
     IReadOnlyList<int>[] tables = [];
 
@@ -96,24 +96,21 @@ public sealed class ModelRunner
         callTokens = 1;
     }
 
-    /// <summary>After a Prefill or Decode over <paramref name="rows"/> has returned: their caches
-    /// hold the call's tokens, and each row whose prompt is done gets its next token in
-    /// <paramref name="chosen"/>, drawn from its random generator. Only here, once the forward
-    /// has returned: a call that throws leaves CachedTokens as it was, so the blocks it was
-    /// writing never join the prefix cache, and draws nothing, so running it again draws each
-    /// token once. Returns whether any row has a token.</summary>
-    public bool Choose(List<Sequence> rows, Span<GeneratedToken> chosen)
+    /// <summary>After a Prefill or Decode over a row has returned: its cache holds the call's
+    /// tokens. Returns whether its prompt is done, so that <see cref="Choose"/> gives it its next
+    /// token. Only here, once the forward has returned: a call that throws leaves CachedTokens as
+    /// it was, so the blocks it was writing never join the prefix cache, and draws nothing, so
+    /// running it again draws each token once.</summary>
+    public bool Advance(Sequence sequence)
     {
-        var completed = false;
-        for (var b = 0; b < rows.Count; b++)
-        {
-            rows[b].CachedTokens += callTokens;
-            if (rows[b].CachedTokens < rows[b].PromptLength) continue; // more chunks to come
-            chosen[b] = sampler.Choose(logits.AsSpan(b * vocab, drawable), rows[b]);
-            completed = true;
-        }
-        return completed;
+        sequence.CachedTokens += callTokens;
+        return sequence.CachedTokens >= sequence.PromptLength;
     }
+
+    /// <summary>The next token of the last call's row <paramref name="row"/>, drawn from the
+    /// sequence's random generator (after <see cref="Advance"/>). Reads that row's logits alone,
+    /// so a row whose choice throws leaves the others' as they were.</summary>
+    public GeneratedToken Choose(int row, Sequence sequence) => sampler.Choose(logits.AsSpan(row * vocab, drawable), sequence);
 
     /// <summary>Runs one token through the model, without a cache, and waits for its logits:
     /// throws when the model or its device cannot run at all (a CUDA context lost to an illegal

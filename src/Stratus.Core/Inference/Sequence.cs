@@ -60,7 +60,9 @@ public sealed class Sequence
     /// (one API request's prompts and choices), itself included.</summary>
     internal IReadOnlyList<Sequence> SubmittedWith { get; set; } = [];
     internal CancellationTokenRegistration CancellationRegistration { get; set; }
-    internal Random Random { get; }
+    /// <summary>What the sampler draws this sequence's tokens with (set only by tests that make a
+    /// draw fail).</summary>
+    internal Random Random { get; set; }
     internal int[]? OutputCounts { get; }
     internal bool[]? PromptTokenSet { get; }
     internal int ReservedTokens => tokens.Length;

@@ -67,7 +67,11 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
             using (var engine = new InferenceEngine(model, tokenizer, engineOptions))
             {
                 sequence = engine.Submit(new GenerationRequest { PromptTokens = promptTokens, MaxTokens = inContext, Sampling = options }, cancellation);
-                foreach (var token in Tokens(sequence))
+                // Its one request: the engine's thread ends with this sequence, also when the caller
+                // drops this enumerator without disposing it (the reader then cancels the sequence).
+                engine.Drain();
+                using var reader = new TokenReader(sequence);
+                while (reader.TryRead(out var token))
                 {
                     // The engine runs ahead of the caller: what it made before the cancellation
                     // reached it is not yielded, as past the context none is made after it.
@@ -92,28 +96,70 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         if (rest.Length > 0) yield return rest;
     }
 
-    /// <summary>The sequence's tokens as the engine emits them (end markers are not emitted). A
-    /// model step that failed throws its own exception, as a model call in this thread would: the
-    /// CLI tells an out-of-memory or a user error from a bug by it.</summary>
-    static IEnumerable<int> Tokens(Sequence sequence)
+    /// <summary>A sequence's tokens as the engine emits them (end markers are not emitted), read
+    /// on the caller's thread. Waiting for one the engine has not made yet allocates nothing: this
+    /// thread blocks until the channel's own wait, reused from token to token, signals it (a task
+    /// for each wait cost some 125 bytes a token). A model step that failed throws its
+    /// own exception, as a model call in this thread would: the CLI tells an out-of-memory or a
+    /// user error from a bug by it. A reader dropped unfinished without being disposed (the
+    /// caller stopped enumerating and let go of the enumerator) cancels the sequence once the GC
+    /// finds it unreachable, so that the engine stops making tokens nobody can read and its
+    /// thread, draining, ends.</summary>
+    sealed class TokenReader : IDisposable
     {
-        var output = sequence.Output;
-        while (true)
+        readonly Sequence sequence;
+        readonly ManualResetEventSlim ready = new();
+        readonly Action signal;
+
+        public TokenReader(Sequence sequence)
         {
-            while (output.TryRead(out var token)) yield return token.Token;
-            var more = false;
-            Exception? failure = null;
-            try
+            this.sequence = sequence;
+            signal = ready.Set;
+        }
+
+        public bool TryRead(out int token)
+        {
+            var output = sequence.Output;
+            while (true)
             {
+                if (output.TryRead(out var next))
+                {
+                    token = next.Token;
+                    return true;
+                }
                 var wait = output.WaitToReadAsync();
-                more = wait.IsCompleted ? wait.Result : wait.AsTask().GetAwaiter().GetResult();
+                if (!wait.IsCompleted)
+                {
+                    ready.Reset();
+                    // Not on a captured context: none is waited on here, and capturing one allocates.
+                    wait.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(signal);
+                    ready.Wait();
+                }
+                var more = false;
+                Exception? failure = null;
+                try
+                {
+                    more = wait.GetAwaiter().GetResult();
+                }
+                catch (EngineStepFailedException e) when (e.InnerException is { } cause)
+                {
+                    failure = cause;
+                }
+                if (failure is not null) ExceptionDispatchInfo.Throw(failure);
+                if (!more)
+                {
+                    token = 0;
+                    return false;
+                }
             }
-            catch (EngineStepFailedException e) when (e.InnerException is { } cause)
-            {
-                failure = cause;
-            }
-            if (failure is not null) ExceptionDispatchInfo.Throw(failure);
-            if (!more) yield break;
+        }
+
+        ~TokenReader() => sequence.Cancel();
+
+        public void Dispose()
+        {
+            GC.SuppressFinalize(this);
+            ready.Dispose();
         }
     }
 

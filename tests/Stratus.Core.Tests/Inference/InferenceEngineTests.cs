@@ -19,14 +19,14 @@ public sealed class InferenceEngineTests
         return (CausalLanguageModel.Create(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 2, NEmbd = 16, Bias = false }), tokenizer);
     }
 
-    internal static (CausalLanguageModel Model, CharTokenizer Tokenizer) TinyModel(string architecture = "gpt2")
+    internal static (CausalLanguageModel Model, CharTokenizer Tokenizer) TinyModel(string architecture = "gpt2", int context = 64)
     {
         torch.manual_seed(7);
         var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrstuvwxyz .,!?\n");
         // The Llama shape has grouped-query attention (4 query heads over 2 key/value heads).
         var config = architecture == "gpt2"
-            ? new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false }
-            : new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 32, IntermediateSize = 64, Bias = false };
+            ? new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = context, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false }
+            : new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, BlockSize = context, NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 32, IntermediateSize = 64, Bias = false };
         var model = CausalLanguageModel.Create(config);
         // Weights at 10x their initial scale, so attention is sharp and a key at the wrong position
         // (or rotated for another one) changes the prediction: at the initial scale every score is
@@ -52,6 +52,20 @@ public sealed class InferenceEngineTests
         var sequence = new Sequence(0, request, vocabSize) { PrefillChunk = request.PromptTokens.Count };
         Assert.True(pool.Allocator.TryAllocate(pool.Allocator.BlocksFor(sequence.ReservedTokens), sequence.Blocks));
         return sequence;
+    }
+
+    /// <summary>What the engine does after a call over <paramref name="rows"/>: each row's cache
+    /// takes the call's tokens, and each row whose prompt is done gets its next token.</summary>
+    static bool Choose(ModelRunner runner, List<Sequence> rows, Span<GeneratedToken> chosen)
+    {
+        var any = false;
+        for (var b = 0; b < rows.Count; b++)
+        {
+            if (!runner.Advance(rows[b])) continue;
+            chosen[b] = runner.Choose(b, rows[b]);
+            any = true;
+        }
+        return any;
     }
 
     /// <summary>A greedy request that also reports its two best tokens at each step (see AssertSameGreedy).</summary>
@@ -119,13 +133,13 @@ public sealed class InferenceEngineTests
             var chosen = new GeneratedToken[rows.Count];
             var tokens = new List<int>();
             runner.Prefill(rows);
-            runner.Choose(rows, chosen);
+            Choose(runner, rows, chosen);
             for (var step = 0; step < 20; step++)
             {
                 for (var b = 0; b < rows.Count; b++) rows[b].Append(chosen[b], emit: false);
                 tokens.Add(chosen[row].Token);
                 runner.Decode(rows);
-                runner.Choose(rows, chosen);
+                Choose(runner, rows, chosen);
             }
             return [.. tokens];
         }
@@ -165,7 +179,7 @@ public sealed class InferenceEngineTests
             Assert.True(scheduler.TryEnqueue(sequences));
             var prefill = scheduler.Schedule().Prefill;
             runner.Prefill(prefill);
-            Assert.True(runner.Choose(prefill, chosen));
+            Assert.True(Choose(runner, prefill, chosen));
             for (var i = 0; i < streams; i++)
             {
                 scheduler.Prefilled(sequences[i]);
@@ -176,7 +190,7 @@ public sealed class InferenceEngineTests
             {
                 var decode = scheduler.Schedule().Decode;
                 runner.Decode(decode);
-                runner.Choose(decode, chosen);
+                Choose(runner, decode, chosen);
                 // Not emitted: the output channel's queue grows with unread tokens, and no reader reads here.
                 for (var b = 0; b < decode.Count; b++) decode[b].Append(chosen[b], emit: false);
             }
@@ -209,7 +223,7 @@ public sealed class InferenceEngineTests
         {
             List<Sequence> row = [rows[b]];
             runner.Prefill(row);
-            runner.Choose(row, chosen);
+            Choose(runner, row, chosen);
             rows[b].Append(chosen[0], emit: false);
             generated[b].Add(chosen[0]);
         }
@@ -217,7 +231,7 @@ public sealed class InferenceEngineTests
         for (var step = 0; step < 20; step++)
         {
             runner.Decode(rows);
-            runner.Choose(rows, both);
+            Choose(runner, rows, both);
             for (var b = 0; b < 2; b++)
             {
                 rows[b].Append(both[b], emit: false);

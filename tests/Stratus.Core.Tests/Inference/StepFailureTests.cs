@@ -164,9 +164,95 @@ public sealed class StepFailureTests
         var sequences = engine.SubmitAll(requests);
         for (var i = 0; i < sequences.Length; i++)
             Assert.Equal(alone[i], (await Read(sequences[i])).Select(t => t.Token));
-        // The steps after the prefill, each failing once over four rows (batched, the four
-        // draw from logits that round differently: compared by token).
-        Assert.Equal(23, failures.Failures);
+        // The first step after the prefill ran out over four rows; the other 22 ran in calls of
+        // the two that fitted (batched, the four draw from logits that round differently:
+        // compared by token).
+        Assert.Equal(1, failures.Failures);
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
+    public async Task A_decode_batch_that_ran_out_of_memory_runs_in_calls_that_fit_and_tries_a_row_more_after_50_steps()
+    {
+        // As a device whose memory holds the decode step of three sequences but not of four.
+        var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
+        const int steps = 2 * InferenceEngine.DecodeStepsBeforeGrowing + 20;
+        var (freshModel, tokenizer) = InferenceEngineTests.TinyModel(context: 160);
+        // The prefill chooses each one's first token, the decode steps the others.
+        GenerationRequest[] requests = [.. "abcdefgh".Select((c, i) =>
+            new GenerationRequest { PromptTokens = tokenizer.Encode($"{c}{c} fish"), MaxTokens = steps + 1, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })];
+        var alone = new List<int[]>();
+        using (var fresh = new InferenceEngine(freshModel, tokenizer, options))
+            foreach (var request in requests) alone.Add([.. (await Read(fresh.Submit(request))).Select(t => t.Token)]);
+
+        var (model, _) = InferenceEngineTests.TinyModel(context: 160);
+        var failures = new FailingForward(model, (_, positions) => !positions.Contains(0) && positions.Length > 3);
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        var sequences = engine.SubmitAll(requests);
+        for (var i = 0; i < sequences.Length; i++)
+            Assert.Equal(alone[i], (await Read(sequences[i])).Select(t => t.Token));
+        // The first decode step ran out over the eight rows and over each half of four, whose
+        // halves of two ran: the next 50 steps ran in calls of two. Then a call of three ran, and
+        // the next 50 in calls of three; then a call of four ran out (its halves ran), and the
+        // last 17 steps ran in calls of three. Every step failed three calls before.
+        Assert.Equal(4, failures.Failures);
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    /// <summary>Draws as <paramref name="draws"/> does, but throws at its draw <paramref name="failAt"/>.</summary>
+    sealed class FailingRandom(Random draws, int failAt) : Random
+    {
+        int count;
+
+        public override double NextDouble() => ++count == failAt ? throw new InvalidOperationException($"the generator failed at its draw {failAt}") : draws.NextDouble();
+    }
+
+    [Fact]
+    public async Task A_sampler_that_throws_for_one_row_fails_its_request_alone_and_the_other_rows_draw_what_they_draw_undisturbed()
+    {
+        var options = new EngineOptions { BlockSize = 8 };
+        var (freshModel, tokenizer) = InferenceEngineTests.TinyModel();
+        // Prompts of three lengths, each prefilled alone, then decoded in managed code, row by
+        // row: each row's logits are those of any other run to the last digit.
+        GenerationRequest Sampled(string prompt, int seed) =>
+            new() { PromptTokens = tokenizer.Encode(prompt), MaxTokens = 30, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = seed }, Logprobs = 2 };
+        GenerationRequest[] requests = [Sampled("hello", 1), Sampled("to be or not", 2), Sampled("the quick brown fox", 3)];
+        var undisturbed = new List<GeneratedToken>[requests.Length];
+        using (var fresh = new InferenceEngine(freshModel, tokenizer, options))
+        {
+            var run = requests.Select(request => fresh.Submit(request)).ToArray();
+            for (var i = 0; i < run.Length; i++) undisturbed[i] = await Read(run[i]);
+        }
+
+        var (model, _) = InferenceEngineTests.TinyModel();
+        // The first call, the first prompt's prefill, waits until the second sequence draws with
+        // a generator that fails at its fifth draw: in a decode step of all three, between the others.
+        using var entered = new ManualResetEventSlim();
+        using var armed = new ManualResetEventSlim();
+        _ = new FailingForward(model, (_, _) =>
+        {
+            entered.Set();
+            armed.Wait();
+            return false;
+        });
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        var first = engine.Submit(requests[0]);
+        entered.Wait();
+        var failing = engine.Submit(requests[1]);
+        var last = engine.Submit(requests[2]);
+        failing.Random = new FailingRandom(failing.Random, failAt: 5);
+        armed.Set();
+        var streamed = new List<GeneratedToken>();
+        var error = await Assert.ThrowsAsync<EngineStepFailedException>(async () =>
+        {
+            await foreach (var token in failing.Output.ReadAllAsync()) streamed.Add(token);
+        });
+        Assert.Equal("choosing the next token failed: the generator failed at its draw 5", error.Message);
+        Assert.Equal(Spelled(undisturbed[1])[..4], Spelled(streamed));
+        Assert.Equal(Spelled(undisturbed[0]), Spelled(await Read(first)));
+        Assert.Equal(Spelled(undisturbed[2]), Spelled(await Read(last)));
         Assert.True(engine.IsHealthy);
         Assert.Equal(0, engine.KvBlocksUsed);
     }

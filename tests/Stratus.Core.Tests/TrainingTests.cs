@@ -66,6 +66,40 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void The_whole_split_loss_of_one_split_needs_nothing_of_the_other()
+    {
+        // eval --split train of data prepared with --val-fraction 0 was refused because val.bin
+        // was empty, "(training evaluates on both splits)", and eval of the val split because
+        // train.bin was shorter than a window.
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["corpus.txt"], TestData.Corpus(lines: 40));
+        DatasetPreparer.Prepare(temp["corpus.txt"], temp["noval"], "char", valFraction: 0);
+        using (var sampler = new BatchSampler(temp["noval"], batchSize: 4, blockSize: 16, seed: 0, only: Split.Train))
+        {
+            using var model = CausalLanguageModel.Create(TestData.TinyConfig.ToModelConfig(sampler.Tokenizer.VocabSize));
+            Assert.Equal(new FileInfo(temp["corpus.txt"]).Length - 1, SplitLoss.Measure(model, sampler, Split.Train).Tokens);
+        }
+        Assert.Equal($"{Path.Combine(temp["noval"], DatasetPreparer.ValShard)} is empty; prepare the data again with a --val-fraction above 0, e.g. 0.1",
+            Assert.Throws<StratusUserException>(() => new BatchSampler(temp["noval"], 4, 16, seed: 0, only: Split.Val)).Message);
+
+        // Nearly all held out: 2 train tokens, too few for a window; the val split is measured.
+        DatasetPreparer.Prepare(temp["corpus.txt"], temp["mostly-val"], "char", valFraction: 1 - 2.5 / new FileInfo(temp["corpus.txt"]).Length);
+        using (new BatchSampler(temp["mostly-val"], 4, 16, seed: 0, only: Split.Val)) { }
+        Assert.Contains("train.bin has 2 tokens, not more than block_size 16", Assert.Throws<StratusUserException>(() => new BatchSampler(temp["mostly-val"], 4, 16, seed: 0)).Message);
+    }
+
+    [Fact]
+    public void An_empty_train_split_is_blamed_on_a_val_fraction_too_large()
+    {
+        // It was refused with the advice for an empty val split: "a --val-fraction above 0".
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["corpus.txt"], "a few words\n");
+        DatasetPreparer.Prepare(temp["corpus.txt"], temp["data"], "char", valFraction: 0.95);
+        Assert.Equal($"{Path.Combine(temp["data"], DatasetPreparer.TrainShard)} is empty: the --val-fraction it was prepared with left no tokens to train on; prepare the data again with a smaller --val-fraction, e.g. 0.1",
+            Assert.Throws<StratusUserException>(() => new BatchSampler(temp["data"], 1, 2, seed: 0)).Message);
+    }
+
+    [Fact]
     public void Training_lowers_the_loss_and_writes_metrics_and_checkpoints()
     {
         using var temp = new TempDirectory();

@@ -318,6 +318,42 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void Resuming_refuses_its_dataset_folder_prepared_again_from_other_text_in_the_same_vocabulary()
+    {
+        // The run went on training on the other text, and its val loss replaced checkpoints/best.
+        using var temp = new TempDirectory();
+        var (data, run) = TestData.TrainedRun(temp);
+        var best = File.ReadAllText(Path.Combine(run, "checkpoints", "best", Checkpoint.StateFile));
+        // The corpus's lines in reverse: the same characters and as many tokens, other text.
+        File.WriteAllLines(temp["reversed.txt"], TestData.Corpus().Split('\n', StringSplitOptions.RemoveEmptyEntries).Reverse());
+        DatasetPreparer.Prepare(temp["reversed.txt"], data, "char");
+        var error = Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")])).Message;
+        Assert.StartsWith($"{data} holds other data than run {run} was trained on (", error);
+        Assert.EndsWith($"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {run}", error);
+        Assert.Equal(best, File.ReadAllText(Path.Combine(run, "checkpoints", "best", Checkpoint.StateFile)));
+
+        // Prepared again from its own text, it is the same data, wherever it lies.
+        DatasetPreparer.Prepare(temp["corpus.txt"], temp["again"], "char");
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "6")], dataDirectory: temp["again"])) resumed.Run();
+    }
+
+    [Fact]
+    public void A_run_begun_before_run_json_named_its_data_resumes_and_records_it()
+    {
+        using var temp = new TempDirectory();
+        var (_, run) = TestData.TrainedRun(temp);
+        var runFile = Path.Combine(run, Trainer.RunFile);
+        var old = JsonNode.Parse(File.ReadAllText(runFile))!.AsObject();
+        Assert.True(old.Remove("dataset"));
+        File.WriteAllText(runFile, old.ToJsonString());
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "6")])) resumed.Run();
+        Assert.NotNull(JsonNode.Parse(File.ReadAllText(runFile))!["dataset"]);
+        File.WriteAllLines(temp["reversed.txt"], TestData.Corpus().Split('\n', StringSplitOptions.RemoveEmptyEntries).Reverse());
+        DatasetPreparer.Prepare(temp["reversed.txt"], temp["data"], "char");
+        Assert.Contains("holds other data than run", Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "7")])).Message);
+    }
+
+    [Fact]
     public void A_run_whose_loss_stops_being_a_number_ends_with_a_clear_error_and_its_checkpoints_intact()
     {
         using var temp = new TempDirectory();

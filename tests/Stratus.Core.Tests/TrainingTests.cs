@@ -414,6 +414,29 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_damaged_last_checkpoint_names_how_to_resume_from_best()
+    {
+        // It said "use another checkpoint (e.g. checkpoints/best)", which --resume, taking a run
+        // folder, could not be given.
+        using var temp = new TempDirectory();
+        var (_, run) = TestData.TrainedRun(temp);
+        var last = Path.Combine(run, "checkpoints", "last");
+        using (var weights = File.OpenWrite(Path.Combine(last, Checkpoint.ModelFile))) weights.Write([1, 2, 3]);
+        Assert.Equal($"checkpoint {last} is corrupt: {Checkpoint.ModelFile} does not match its sha256 in {Checkpoint.ManifestFile}; " +
+            $"use {Path.Combine(run, "checkpoints", "best")} (to resume the run from it, move this one aside: `mv {last} {last}.damaged`), or train again",
+            Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")])).Message);
+        Directory.Move(last, last + ".damaged");
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "6")])) resumed.Run();
+        Assert.Equal(6, Checkpoint.Open(last).State!.Step);
+
+        // A damaged best (what sample, eval and serve take of a run) points to last; a lone checkpoint has no other.
+        File.Delete(Path.Combine(run, "checkpoints", "best", Checkpoint.StateFile));
+        Assert.EndsWith($"{Checkpoint.StateFile} is missing; use {last}, or restore this one", Assert.Throws<StratusUserException>(() => Checkpoint.Open(Checkpoint.Resolve(run))).Message);
+        Directory.Delete(last, recursive: true);
+        Assert.EndsWith($"{Checkpoint.StateFile} is missing; restore the checkpoint or train again", Assert.Throws<StratusUserException>(() => Checkpoint.Open(Checkpoint.Resolve(run))).Message);
+    }
+
+    [Fact]
     public void Files_a_checkpoint_never_reads_do_not_stop_it_loading_but_an_unlisted_one_it_reads_does()
     {
         using var temp = new TempDirectory();

@@ -31,11 +31,11 @@ static class EvalCommand
             if (block < 1 || block > checkpoint.ModelConfig.BlockSize)
                 throw new StratusUserException($"--block-size must be between 1 and the model's context of {checkpoint.ModelConfig.BlockSize}, got {block}");
             var dataDirectory = result.GetValue(data)!;
-            using var sampler = new BatchSampler(dataDirectory, result.GetValue(batchSize), block, seed: 0);
-            checkpoint.RequireTokenizerOf(dataDirectory, sampler.Tokenizer);
-            using var network = checkpoint.CreateModel(device.Open(result));
             var splitName = result.GetValue(split)!;
             var which = splitName == "train" ? Split.Train : Split.Val;
+            using var sampler = new BatchSampler(dataDirectory, result.GetValue(batchSize), block, seed: 0, only: which);
+            checkpoint.RequireTokenizerOf(dataDirectory, sampler.Tokenizer);
+            using var network = checkpoint.CreateModel(device.Open(result));
             var clock = Stopwatch.StartNew();
             var measured = PhaseProgress.Show(bytes: false, progress =>
                 SplitLoss.Measure(network, sampler, which, new InlineProgress<(long Done, long Total)>(p =>

@@ -386,6 +386,14 @@ public sealed class CliTests
         Assert.Contains($"over all {targets:N0} predicted tokens ({windows:N0} windows of 32 tokens)", eval.Stdout);
         var report = JsonNode.Parse(File.ReadAllText(temp["eval.json"]))!;
         Assert.Equal((targets, windows), ((long)report["tokens"]!, (long)report["windows"]!));
+
+        // Of data with no val split, the train split is measured; it was refused for its empty val.bin.
+        Assert.Equal(0, Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["noval"], "--val-fraction", "0").ExitCode);
+        var train = Cli.Run("eval", "--model", temp["run"], "--data", temp["noval"], "--split", "train");
+        Assert.True(train.ExitCode == 0, train.Stderr);
+        Assert.Contains($"over all {new FileInfo(temp["corpus.txt"]).Length - 1:N0} predicted tokens", train.Stdout);
+        var noVal = Cli.Run("eval", "--model", temp["run"], "--data", temp["noval"]);
+        Assert.Equal((2, $"error: {Path.Combine(temp["noval"], "val.bin")} is empty; prepare the data again with a --val-fraction above 0, e.g. 0.1\n"), (noVal.ExitCode, noVal.Stderr));
     }
 
     [Fact]

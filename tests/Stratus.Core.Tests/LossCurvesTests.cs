@@ -80,6 +80,23 @@ public sealed class LossCurvesTests
     }
 
     [Fact]
+    public void A_run_that_has_not_logged_yet_has_no_losses_and_a_missing_folder_is_named_so()
+    {
+        // A run still building its model was told to "give the folder of a run made by
+        // `stratus train`", as was a folder that does not exist.
+        using var temp = new TempDirectory();
+        var run = temp["run"];
+        Directory.CreateDirectory(run);
+        File.WriteAllText(Path.Combine(run, Trainer.RunFile), "{}");
+        Assert.True(LossCurves.Read(run).IsEmpty);
+        Assert.Equal($"{temp["none"]} does not exist; give the folder of a run made by `stratus train --out <run>`",
+            Assert.Throws<StratusUserException>(() => LossCurves.Read(temp["none"])).Message);
+        Directory.CreateDirectory(temp["other"]);
+        Assert.Equal($"{temp["other"]} has no {MetricsLog.FileName}; give the folder of a run made by `stratus train --out <run>`",
+            Assert.Throws<StratusUserException>(() => LossCurves.Read(temp["other"])).Message);
+    }
+
+    [Fact]
     public void A_run_torn_by_a_crash_reads_up_to_its_last_whole_line_and_a_damaged_one_is_refused()
     {
         using var temp = new TempDirectory();

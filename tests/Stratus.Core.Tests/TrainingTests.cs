@@ -66,6 +66,40 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void The_whole_split_loss_of_one_split_needs_nothing_of_the_other()
+    {
+        // eval --split train of data prepared with --val-fraction 0 was refused because val.bin
+        // was empty, "(training evaluates on both splits)", and eval of the val split because
+        // train.bin was shorter than a window.
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["corpus.txt"], TestData.Corpus(lines: 40));
+        DatasetPreparer.Prepare(temp["corpus.txt"], temp["noval"], "char", valFraction: 0);
+        using (var sampler = new BatchSampler(temp["noval"], batchSize: 4, blockSize: 16, seed: 0, only: Split.Train))
+        {
+            using var model = CausalLanguageModel.Create(TestData.TinyConfig.ToModelConfig(sampler.Tokenizer.VocabSize));
+            Assert.Equal(new FileInfo(temp["corpus.txt"]).Length - 1, SplitLoss.Measure(model, sampler, Split.Train).Tokens);
+        }
+        Assert.Equal($"{Path.Combine(temp["noval"], DatasetPreparer.ValShard)} is empty; prepare the data again with a --val-fraction above 0, e.g. 0.1",
+            Assert.Throws<StratusUserException>(() => new BatchSampler(temp["noval"], 4, 16, seed: 0, only: Split.Val)).Message);
+
+        // Nearly all held out: 2 train tokens, too few for a window; the val split is measured.
+        DatasetPreparer.Prepare(temp["corpus.txt"], temp["mostly-val"], "char", valFraction: 1 - 2.5 / new FileInfo(temp["corpus.txt"]).Length);
+        using (new BatchSampler(temp["mostly-val"], 4, 16, seed: 0, only: Split.Val)) { }
+        Assert.Contains("train.bin has 2 tokens, not more than block_size 16", Assert.Throws<StratusUserException>(() => new BatchSampler(temp["mostly-val"], 4, 16, seed: 0)).Message);
+    }
+
+    [Fact]
+    public void An_empty_train_split_is_blamed_on_a_val_fraction_too_large()
+    {
+        // It was refused with the advice for an empty val split: "a --val-fraction above 0".
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["corpus.txt"], "a few words\n");
+        DatasetPreparer.Prepare(temp["corpus.txt"], temp["data"], "char", valFraction: 0.95);
+        Assert.Equal($"{Path.Combine(temp["data"], DatasetPreparer.TrainShard)} is empty: the --val-fraction it was prepared with left no tokens to train on; prepare the data again with a smaller --val-fraction, e.g. 0.1",
+            Assert.Throws<StratusUserException>(() => new BatchSampler(temp["data"], 1, 2, seed: 0)).Message);
+    }
+
+    [Fact]
     public void Training_lowers_the_loss_and_writes_metrics_and_checkpoints()
     {
         using var temp = new TempDirectory();
@@ -284,6 +318,42 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void Resuming_refuses_its_dataset_folder_prepared_again_from_other_text_in_the_same_vocabulary()
+    {
+        // The run went on training on the other text, and its val loss replaced checkpoints/best.
+        using var temp = new TempDirectory();
+        var (data, run) = TestData.TrainedRun(temp);
+        var best = File.ReadAllText(Path.Combine(run, "checkpoints", "best", Checkpoint.StateFile));
+        // The corpus's lines in reverse: the same characters and as many tokens, other text.
+        File.WriteAllLines(temp["reversed.txt"], TestData.Corpus().Split('\n', StringSplitOptions.RemoveEmptyEntries).Reverse());
+        DatasetPreparer.Prepare(temp["reversed.txt"], data, "char");
+        var error = Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")])).Message;
+        Assert.StartsWith($"{data} holds other data than run {run} was trained on (", error);
+        Assert.EndsWith($"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {run}", error);
+        Assert.Equal(best, File.ReadAllText(Path.Combine(run, "checkpoints", "best", Checkpoint.StateFile)));
+
+        // Prepared again from its own text, it is the same data, wherever it lies.
+        DatasetPreparer.Prepare(temp["corpus.txt"], temp["again"], "char");
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "6")], dataDirectory: temp["again"])) resumed.Run();
+    }
+
+    [Fact]
+    public void A_run_begun_before_run_json_named_its_data_resumes_and_records_it()
+    {
+        using var temp = new TempDirectory();
+        var (_, run) = TestData.TrainedRun(temp);
+        var runFile = Path.Combine(run, Trainer.RunFile);
+        var old = JsonNode.Parse(File.ReadAllText(runFile))!.AsObject();
+        Assert.True(old.Remove("dataset"));
+        File.WriteAllText(runFile, old.ToJsonString());
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "6")])) resumed.Run();
+        Assert.NotNull(JsonNode.Parse(File.ReadAllText(runFile))!["dataset"]);
+        File.WriteAllLines(temp["reversed.txt"], TestData.Corpus().Split('\n', StringSplitOptions.RemoveEmptyEntries).Reverse());
+        DatasetPreparer.Prepare(temp["reversed.txt"], temp["data"], "char");
+        Assert.Contains("holds other data than run", Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "7")])).Message);
+    }
+
+    [Fact]
     public void A_run_whose_loss_stops_being_a_number_ends_with_a_clear_error_and_its_checkpoints_intact()
     {
         using var temp = new TempDirectory();
@@ -341,6 +411,29 @@ public sealed class TrainingTests
 
         File.WriteAllText(manifest, """{"format":"stratus-checkpoint","version":1}""");
         Assert.Contains("lists no model.safetensors", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+    }
+
+    [Fact]
+    public void A_damaged_last_checkpoint_names_how_to_resume_from_best()
+    {
+        // It said "use another checkpoint (e.g. checkpoints/best)", which --resume, taking a run
+        // folder, could not be given.
+        using var temp = new TempDirectory();
+        var (_, run) = TestData.TrainedRun(temp);
+        var last = Path.Combine(run, "checkpoints", "last");
+        using (var weights = File.OpenWrite(Path.Combine(last, Checkpoint.ModelFile))) weights.Write([1, 2, 3]);
+        Assert.Equal($"checkpoint {last} is corrupt: {Checkpoint.ModelFile} does not match its sha256 in {Checkpoint.ManifestFile}; " +
+            $"use {Path.Combine(run, "checkpoints", "best")} (to resume the run from it, move this one aside: `mv {last} {last}.damaged`), or train again",
+            Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")])).Message);
+        Directory.Move(last, last + ".damaged");
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "6")])) resumed.Run();
+        Assert.Equal(6, Checkpoint.Open(last).State!.Step);
+
+        // A damaged best (what sample, eval and serve take of a run) points to last; a lone checkpoint has no other.
+        File.Delete(Path.Combine(run, "checkpoints", "best", Checkpoint.StateFile));
+        Assert.EndsWith($"{Checkpoint.StateFile} is missing; use {last}, or restore this one", Assert.Throws<StratusUserException>(() => Checkpoint.Open(Checkpoint.Resolve(run))).Message);
+        Directory.Delete(last, recursive: true);
+        Assert.EndsWith($"{Checkpoint.StateFile} is missing; restore the checkpoint or train again", Assert.Throws<StratusUserException>(() => Checkpoint.Open(Checkpoint.Resolve(run))).Message);
     }
 
     [Fact]

@@ -36,7 +36,9 @@ public sealed class BatchSampler : IDisposable
 
     static long? Count(JsonNode? node) => node is JsonValue value && value.TryGetValue<long>(out var count) ? count : null;
 
-    public BatchSampler(string datasetDirectory, int batchSize, int blockSize, long seed)
+    /// <param name="only">The one split that will be read (`stratus eval` measures one); the
+    /// other may then be empty or shorter than a window. Null: both, as training reads them.</param>
+    public BatchSampler(string datasetDirectory, int batchSize, int blockSize, long seed, Split? only = null)
     {
         if (!Directory.Exists(datasetDirectory))
             throw new StratusUserException($"dataset folder {datasetDirectory} does not exist; create it with `stratus prepare --input <text> --out {datasetDirectory}`");
@@ -60,10 +62,13 @@ public sealed class BatchSampler : IDisposable
             throw new StratusUserException($"{datasetDirectory}: meta.json lists {meta["train_tokens"]} train and {meta["val_tokens"]} val tokens but the shards hold {train.Count} and {val.Count} {Mixed}");
         if (train.VocabSize != Tokenizer.VocabSize || val.VocabSize != Tokenizer.VocabSize)
             throw new StratusUserException($"{datasetDirectory}: the shards were tokenized for a vocabulary of {train.VocabSize} and {val.VocabSize} tokens but its tokenizer.json has {Tokenizer.VocabSize} {Mixed}");
-        foreach (var shard in new[] { train, val })
+        foreach (var (split, shard) in new[] { (Split.Train, train), (Split.Val, val) })
         {
+            if (only is not null && split != only) continue;
             if (shard.Count == 0)
-                throw new StratusUserException($"{shard.Path} is empty (training evaluates on both splits); prepare the data again with a --val-fraction above 0, e.g. 0.1");
+                throw new StratusUserException(split == Split.Train
+                    ? $"{shard.Path} is empty: the --val-fraction it was prepared with left no tokens to train on; prepare the data again with a smaller --val-fraction, e.g. 0.1"
+                    : $"{shard.Path} is empty{(only is null ? " (training evaluates on both splits)" : "")}; prepare the data again with a --val-fraction above 0, e.g. 0.1");
             if (shard.Count <= blockSize)
                 throw new StratusUserException($"{shard.Path} has {shard.Count} tokens, not more than block_size {blockSize}; use more text or a smaller --block-size");
         }

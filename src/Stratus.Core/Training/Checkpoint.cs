@@ -105,24 +105,24 @@ public sealed class Checkpoint
             throw new StratusUserException($"{directory} is not a Stratus checkpoint (no {ManifestFile}); pass a run folder or one of its checkpoints/last or checkpoints/best");
         JsonObject manifest;
         try { manifest = JsonNode.Parse(File.ReadAllText(manifestPath)) as JsonObject ?? throw new JsonException("not an object"); }
-        catch (JsonException) { throw new StratusUserException($"{manifestPath} is corrupt (not valid JSON); restore the checkpoint or train again"); }
+        catch (JsonException) { throw new StratusUserException($"{manifestPath} is corrupt (not valid JSON); {IfDamaged(directory)}"); }
         if (!(manifest["format"] is JsonValue format && format.TryGetValue<string>(out var name) && name == Format))
             throw new StratusUserException($"{directory} is not a Stratus checkpoint (manifest format '{manifest["format"]}')");
         if (!(manifest["version"] is JsonValue version && version.TryGetValue<int>(out var number) && number == FormatVersion))
             throw new StratusUserException($"{directory} has checkpoint format version {manifest["version"]}; this Stratus reads version {FormatVersion}");
         // Every file read below must be one the manifest vouches for.
         if (manifest["files"] is not JsonObject files || !files.ContainsKey(ModelFile))
-            throw new StratusUserException($"{manifestPath} is corrupt (it lists no {ModelFile}); restore the checkpoint or train again");
+            throw new StratusUserException($"{manifestPath} is corrupt (it lists no {ModelFile}); {IfDamaged(directory)}");
         foreach (var (file, hash) in files)
         {
             // A file of this folder, by name: a path ("../x", "/dev/zero") would be hashed and read
             // from anywhere.
             if (Path.GetFileName(file) != file || file is "." or "..")
-                throw new StratusUserException($"{manifestPath} is corrupt: it lists '{file}', which is not a file name of the checkpoint; restore the checkpoint or train again");
+                throw new StratusUserException($"{manifestPath} is corrupt: it lists '{file}', which is not a file name of the checkpoint; {IfDamaged(directory)}");
             var path = Path.Combine(directory, file);
-            if (!File.Exists(path)) throw new StratusUserException($"checkpoint {directory} is incomplete: {file} is missing");
+            if (!File.Exists(path)) throw new StratusUserException($"checkpoint {directory} is incomplete: {file} is missing; {IfDamaged(directory)}");
             if (!(hash is JsonValue value && value.TryGetValue<string>(out var expected)) || FileHash.Sha256(path) != expected)
-                throw new StratusUserException($"checkpoint {directory} is corrupt: {file} does not match its sha256 in {ManifestFile}; use another checkpoint (e.g. checkpoints/best) or train again");
+                throw new StratusUserException($"checkpoint {directory} is corrupt: {file} does not match its sha256 in {ManifestFile}; {IfDamaged(directory)}");
         }
         // And no checkpoint file is there unlisted: Save lists every one it writes, so one put
         // there since (a chat template or a state.json copied in) would be read unverified.
@@ -143,6 +143,27 @@ public sealed class Checkpoint
         if (tokenizer.VocabSize > model.VocabSize)
             throw new StratusUserException($"checkpoint {directory} is inconsistent: its tokenizer has {tokenizer.VocabSize} tokens but the model embeds {model.VocabSize}; restore the checkpoint or train again");
         return new Checkpoint(directory, model, train, tokenizer, state);
+    }
+
+    /// <summary>What to do with a corrupt or incomplete checkpoint: a run's other one is there to
+    /// use, and `stratus train --resume`, which takes a run folder, goes on from checkpoints/best
+    /// only once checkpoints/last is out of the way; otherwise restore it or train again.</summary>
+    static string IfDamaged(string directory)
+    {
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
+        var checkpoints = Path.GetDirectoryName(full);
+        if (Path.GetFileName(checkpoints) == "checkpoints")
+        {
+            var other = Path.GetFileName(full) switch { "last" => "best", "best" => "last", _ => null };
+            if (other is not null && System.IO.Directory.Exists(Path.Combine(checkpoints!, other)))
+            {
+                var use = Path.Combine(Path.GetDirectoryName(directory.TrimEnd(Path.DirectorySeparatorChar))!, other);
+                return other == "best"
+                    ? $"use {use} (to resume the run from it, move this one aside: `mv {directory} {directory}.damaged`), or train again"
+                    : $"use {use}, or restore this one";
+            }
+        }
+        return "restore the checkpoint or train again";
     }
 
     /// <summary>Finds the checkpoint a user means: a checkpoint folder, or a run folder's

@@ -54,9 +54,15 @@ public sealed class LossCurves
 
     public static LossCurves Read(string runDirectory)
     {
-        if (!File.Exists(Path.Combine(runDirectory, MetricsLog.FileName)))
-            throw new StratusUserException($"{runDirectory} has no {MetricsLog.FileName}; give the folder of a run made by `stratus train --out <run>`");
         var curves = new LossCurves();
+        if (!File.Exists(Path.Combine(runDirectory, MetricsLog.FileName)))
+        {
+            // A run opens metrics.jsonl once its model is built: until then it has logged nothing, as a run with an empty one.
+            if (File.Exists(Path.Combine(runDirectory, Trainer.RunFile))) return curves;
+            throw new StratusUserException(Directory.Exists(runDirectory)
+                ? $"{runDirectory} has no {MetricsLog.FileName}; give the folder of a run made by `stratus train --out <run>`"
+                : $"{runDirectory} does not exist; give the folder of a run made by `stratus train --out <run>`");
+        }
         foreach (var (line, entry) in MetricsLog.Entries(runDirectory))
         {
             try { curves.Add(entry); }

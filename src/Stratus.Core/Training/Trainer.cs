@@ -32,6 +32,8 @@ public sealed record EvalReport(long Step, double TrainLoss, double ValLoss, dou
 public sealed class Trainer : IDisposable
 {
     public const string RunFile = "run.json";
+    /// <summary>run.json's key for what the run trains on (<see cref="BatchSampler.Identity"/>).</summary>
+    const string DatasetKey = "dataset";
 
     readonly TrainConfig config;
     readonly string runDirectory;
@@ -46,7 +48,9 @@ public sealed class Trainer : IDisposable
     double bestValLoss = double.PositiveInfinity;
     readonly Generator generator;
 
-    Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, ICommunicator? communicator)
+    /// <param name="trainedOn">The <see cref="BatchSampler.Identity"/> of the data a resumed run
+    /// was trained on, where its run.json records it.</param>
+    Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, ICommunicator? communicator, string? trainedOn = null)
     {
         // What the run records (run.json, each checkpoint's train_config.json) is the model it trains.
         if (initFrom is not null) config = config.Training(initFrom.ModelConfig);
@@ -75,6 +79,12 @@ public sealed class Trainer : IDisposable
         if (resumeFrom is not null && stored is not null && stored != template)
             throw new StratusUserException($"{dataDirectory} was rendered with a chat template other than the one run {runDirectory} learned and chats in; resume with the data the run was trained on, or start a new run from it with --init-from");
         if (template is not null) carriedFiles[ChatTemplate.FileName] = template;
+        // Other text in the same tokenizer and template (the folder prepared again from another
+        // corpus) would go on training silently: the run would no longer be the one resumed, and
+        // a val loss measured on other text would take the place of checkpoints/best.
+        if (trainedOn is not null && trainedOn != sampler.Identity)
+            throw new StratusUserException($"{dataDirectory} holds other data than run {runDirectory} was trained on ({sampler.Identity}; the run's: {trainedOn}); " +
+                $"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {runDirectory}");
 
         // Before the first exchange of parameters, which ranks that disagree on the model's shape
         // would make with buffers of different sizes.
@@ -153,7 +163,7 @@ public sealed class Trainer : IDisposable
         // Made once the data, model and settings were accepted: a refused start leaves nothing.
         Directory.CreateDirectory(runDirectory);
         if (!trainer.IsMain) return trainer;
-        var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(trainer.config, TrainConfig.Json) };
+        var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), [DatasetKey] = trainer.sampler.Identity, ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(trainer.config, TrainConfig.Json) };
         AtomicFile.WriteJson(Path.Combine(runDirectory, RunFile), run);
         return trainer;
     }
@@ -196,10 +206,13 @@ public sealed class Trainer : IDisposable
                     $"start a new run with --out, or fine-tune this one from it with --init-from {runDirectory}");
             config = resumed;
         }
-        var trainer = new Trainer(config, dataDirectory, runDirectory, checkpoint, null, communicator);
-        if (trainer.IsMain && Path.GetFullPath(dataDirectory) != recorded)
+        var trainedOn = run[DatasetKey] is JsonValue dataset && dataset.TryGetValue<string>(out var identity) ? identity : null;
+        var trainer = new Trainer(config, dataDirectory, runDirectory, checkpoint, null, communicator, trainedOn);
+        // A run begun before run.json recorded its data records it from now on.
+        if (trainer.IsMain && (Path.GetFullPath(dataDirectory) != recorded || trainedOn is null))
         {
             run["data"] = Path.GetFullPath(dataDirectory);
+            run[DatasetKey] = trainer.sampler.Identity;
             AtomicFile.WriteJson(runPath, run);
         }
         return trainer;

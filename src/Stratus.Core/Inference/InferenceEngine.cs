@@ -296,10 +296,12 @@ public sealed class InferenceEngine : IDisposable
 
     /// <summary>After a decode step, what it showed of the device's memory. When a call over two
     /// rows or more ran out of it, other than the one tried a row larger than what fitted, the most
-    /// rows a call ran in the step fit from then on (at least one): a batch of n that ran out runs
-    /// in calls of n/2, the halves Isolate ran, from the next step on, so a device short of memory
-    /// fails a call once, not at every step. The call tried a row larger fits from then on if it
-    /// runs, and changes nothing if it runs out (<see cref="DecodeStepsBeforeGrowing"/>).</summary>
+    /// rows a call ran in the step fit from then on, but fewer than the fewest that ran out (at
+    /// least one): a batch of n that ran out runs in calls of n/2, the halves Isolate ran, from
+    /// the next step on, so a device short of memory fails a call once, not at every step. A call
+    /// of n rows may run and another of n run out in one step (what a call needs grows with its
+    /// rows' lengths): n does not fit. The call tried a row larger fits from then on if it runs,
+    /// and changes nothing if it runs out (<see cref="DecodeStepsBeforeGrowing"/>).</summary>
     void LearnDecodeRows()
     {
         if (decodeRowsOutOfMemory == 0)
@@ -312,7 +314,7 @@ public sealed class InferenceEngine : IDisposable
             else decodeStepsSinceOutOfMemory++;
             return;
         }
-        if (decodeRowsOutOfMemory <= decodeRowsThatFit) decodeRowsThatFit = Math.Max(1, decodeRowsRun);
+        if (decodeRowsOutOfMemory <= decodeRowsThatFit) decodeRowsThatFit = Math.Clamp(decodeRowsRun, 1, decodeRowsOutOfMemory - 1);
         decodeStepsSinceOutOfMemory = 0;
     }
 

@@ -201,6 +201,30 @@ public sealed class StepFailureTests
         Assert.Equal(0, engine.KvBlocksUsed);
     }
 
+    [Fact]
+    public async Task A_decode_call_size_that_ran_out_of_memory_in_a_step_is_not_kept_because_another_call_of_that_size_ran()
+    {
+        // As a device whose memory holds the decode step of three short sequences, or of two
+        // long ones, but not of three with a long one among them: four short rows run while
+        // four long ones run out in the same step.
+        var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
+        var (model, tokenizer) = InferenceEngineTests.TinyModel(context: 160);
+        const string longPrompt = "a long prompt, so that its positions reach forty";
+        GenerationRequest[] requests = [.. new[] { "aa fish", "bb fish", "cc fish", "dd fish", "e" + longPrompt, "f" + longPrompt, "g" + longPrompt, "h" + longPrompt }.Select((prompt, i) =>
+            new GenerationRequest { PromptTokens = tokenizer.Encode(prompt), MaxTokens = 31, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })];
+        var failures = new FailingForward(model, (_, positions) => !positions.Contains(0) && positions.Length > 2 && positions.Max() >= 40);
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        var sequences = engine.SubmitAll(requests);
+        foreach (var sequence in sequences) Assert.Equal(31, (await Read(sequence)).Count);
+        // The first decode step ran out over the eight rows and over the four long ones (the four
+        // short ones ran): a call of four is not what fits. The second, in calls of three, ran
+        // out over two long rows and a short one; from the third on, calls of two ran. Keeping
+        // four, as a call of four ran, fails a call at each of the 30 steps.
+        Assert.Equal(3, failures.Failures);
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
     /// <summary>Draws as <paramref name="draws"/> does, but throws at its draw <paramref name="failAt"/>.</summary>
     sealed class FailingRandom(Random draws, int failAt) : Random
     {

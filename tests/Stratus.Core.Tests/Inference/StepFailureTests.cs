@@ -225,6 +225,33 @@ public sealed class StepFailureTests
         Assert.Equal(0, engine.KvBlocksUsed);
     }
 
+    [Fact]
+    public async Task A_row_that_runs_out_of_memory_alone_does_not_shrink_the_decode_calls_of_the_others()
+    {
+        // As a request whose own decode step is too large for the device, whatever runs with it:
+        // the calls over it ran out because of it, not of how many rows they had.
+        var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
+        var (model, tokenizer) = InferenceEngineTests.TinyModel(context: 160);
+        GenerationRequest Request(string prompt) => new() { PromptTokens = tokenizer.Encode(prompt), MaxTokens = 10, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = 1 } };
+        GenerationRequest[] requests = [.. "abcdefg".Select(c => Request($"{c}{c} fish")), Request("a long prompt, so that its positions reach forty")];
+        var lastDecodeRows = 0;
+        var failures = new FailingForward(model, (_, positions) =>
+        {
+            if (positions.Contains(0)) return false;
+            Volatile.Write(ref lastDecodeRows, positions.Length);
+            return positions.Max() >= 40;
+        });
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        var sequences = engine.SubmitAll(requests[..7]);
+        var tooLarge = engine.Submit(requests[7]);
+        await Fails(tooLarge);
+        foreach (var sequence in sequences) Assert.Equal(10, (await Read(sequence)).Count);
+        // The seven others' last step ran in one call, as before the long one failed.
+        Assert.Equal(7, Volatile.Read(ref lastDecodeRows));
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
     /// <summary>Draws as <paramref name="draws"/> does, but throws at its draw <paramref name="failAt"/>.</summary>
     sealed class FailingRandom(Random draws, int failAt) : Random
     {

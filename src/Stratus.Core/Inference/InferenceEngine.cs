@@ -47,6 +47,8 @@ public sealed class InferenceEngine : IDisposable
     // This step's decode calls: the most rows one ran, and the fewest (two or more) one ran out of
     // memory over, 0 when none did.
     int decodeRowsRun, decodeRowsOutOfMemory;
+    /// <summary>Sequences whose own model call failed (FailAlone), ever.</summary>
+    int sequencesFailedAlone;
 
     /// <summary>Decode steps without running out of memory after which one decode call is tried a
     /// row larger than what fitted (<see cref="LearnDecodeRows"/>). Back at once, forward slowly,
@@ -295,11 +297,13 @@ public sealed class InferenceEngine : IDisposable
     }
 
     /// <summary>After a decode step, what it showed of the device's memory. When a call over two
-    /// rows or more ran out of it, other than the one tried a row larger than what fitted, the most
-    /// rows a call ran in the step fit from then on (at least one): a batch of n that ran out runs
-    /// in calls of n/2, the halves Isolate ran, from the next step on, so a device short of memory
-    /// fails a call once, not at every step. The call tried a row larger fits from then on if it
-    /// runs, and changes nothing if it runs out (<see cref="DecodeStepsBeforeGrowing"/>).</summary>
+    /// rows or more ran out of it, none of them then failing alone, other than the one tried a row
+    /// larger than what fitted, the most rows a call ran in the step fit from then on, but fewer
+    /// than the fewest that ran out (at least one): a batch of n that ran out runs in calls of n/2, the halves Isolate ran, from
+    /// the next step on, so a device short of memory fails a call once, not at every step. A call
+    /// of n rows may run and another of n run out in one step (what a call needs grows with its
+    /// rows' lengths): n does not fit. The call tried a row larger fits from then on if it runs,
+    /// and changes nothing if it runs out (<see cref="DecodeStepsBeforeGrowing"/>).</summary>
     void LearnDecodeRows()
     {
         if (decodeRowsOutOfMemory == 0)
@@ -312,7 +316,7 @@ public sealed class InferenceEngine : IDisposable
             else decodeStepsSinceOutOfMemory++;
             return;
         }
-        if (decodeRowsOutOfMemory <= decodeRowsThatFit) decodeRowsThatFit = Math.Max(1, decodeRowsRun);
+        if (decodeRowsOutOfMemory <= decodeRowsThatFit) decodeRowsThatFit = Math.Clamp(decodeRowsRun, 1, decodeRowsOutOfMemory - 1);
         decodeStepsSinceOutOfMemory = 0;
     }
 
@@ -328,9 +332,12 @@ public sealed class InferenceEngine : IDisposable
         }
         catch (Exception e)
         {
-            if (!prefill && rows.Count > 1 && OutOfMemory.Is(e) && (decodeRowsOutOfMemory == 0 || rows.Count < decodeRowsOutOfMemory))
-                decodeRowsOutOfMemory = rows.Count;
+            var failedAlone = sequencesFailedAlone;
             Isolate(rows, prefill, e);
+            // A call that ran out for a row whose own call runs out (a long context) says nothing
+            // of how many rows fit: only one whose parts all ran counts.
+            if (!prefill && rows.Count > 1 && OutOfMemory.Is(e) && sequencesFailedAlone == failedAlone && (decodeRowsOutOfMemory == 0 || rows.Count < decodeRowsOutOfMemory))
+                decodeRowsOutOfMemory = rows.Count;
             return;
         }
         callSucceeded = true;
@@ -418,6 +425,7 @@ public sealed class InferenceEngine : IDisposable
                 throw new EngineUnavailableException($"the engine failed: a model call failed, and then a one-token probe of the model too: {Reason(probeError)}", probeError);
         }
         sequenceFailure = error;
+        sequencesFailedAlone++;
         Fail(sequence, new EngineStepFailedException($"the model step failed: {Reason(error)}; a retry may succeed", error));
     }
 

@@ -201,6 +201,57 @@ public sealed class StepFailureTests
         Assert.Equal(0, engine.KvBlocksUsed);
     }
 
+    [Fact]
+    public async Task A_decode_call_size_that_ran_out_of_memory_in_a_step_is_not_kept_because_another_call_of_that_size_ran()
+    {
+        // As a device whose memory holds the decode step of three short sequences, or of two
+        // long ones, but not of three with a long one among them: four short rows run while
+        // four long ones run out in the same step.
+        var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
+        var (model, tokenizer) = InferenceEngineTests.TinyModel(context: 160);
+        const string longPrompt = "a long prompt, so that its positions reach forty";
+        GenerationRequest[] requests = [.. new[] { "aa fish", "bb fish", "cc fish", "dd fish", "e" + longPrompt, "f" + longPrompt, "g" + longPrompt, "h" + longPrompt }.Select((prompt, i) =>
+            new GenerationRequest { PromptTokens = tokenizer.Encode(prompt), MaxTokens = 31, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })];
+        var failures = new FailingForward(model, (_, positions) => !positions.Contains(0) && positions.Length > 2 && positions.Max() >= 40);
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        var sequences = engine.SubmitAll(requests);
+        foreach (var sequence in sequences) Assert.Equal(31, (await Read(sequence)).Count);
+        // The first decode step ran out over the eight rows and over the four long ones (the four
+        // short ones ran): a call of four is not what fits. The second, in calls of three, ran
+        // out over two long rows and a short one; from the third on, calls of two ran. Keeping
+        // four, as a call of four ran, fails a call at each of the 30 steps.
+        Assert.Equal(3, failures.Failures);
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
+    public async Task A_row_that_runs_out_of_memory_alone_does_not_shrink_the_decode_calls_of_the_others()
+    {
+        // As a request whose own decode step is too large for the device, whatever runs with it:
+        // the calls over it ran out because of it, not of how many rows they had.
+        var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
+        var (model, tokenizer) = InferenceEngineTests.TinyModel(context: 160);
+        GenerationRequest Request(string prompt) => new() { PromptTokens = tokenizer.Encode(prompt), MaxTokens = 10, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = 1 } };
+        GenerationRequest[] requests = [.. "abcdefg".Select(c => Request($"{c}{c} fish")), Request("a long prompt, so that its positions reach forty")];
+        var lastDecodeRows = 0;
+        var failures = new FailingForward(model, (_, positions) =>
+        {
+            if (positions.Contains(0)) return false;
+            Volatile.Write(ref lastDecodeRows, positions.Length);
+            return positions.Max() >= 40;
+        });
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        var sequences = engine.SubmitAll(requests[..7]);
+        var tooLarge = engine.Submit(requests[7]);
+        await Fails(tooLarge);
+        foreach (var sequence in sequences) Assert.Equal(10, (await Read(sequence)).Count);
+        // The seven others' last step ran in one call, as before the long one failed.
+        Assert.Equal(7, Volatile.Read(ref lastDecodeRows));
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
     /// <summary>Draws as <paramref name="draws"/> does, but throws at its draw <paramref name="failAt"/>.</summary>
     sealed class FailingRandom(Random draws, int failAt) : Random
     {

@@ -313,7 +313,8 @@ public sealed class InferenceEngine : IDisposable
                 decodeRowsThatFit = decodeRowsRun;
                 decodeStepsSinceOutOfMemory = 0;
             }
-            else decodeStepsSinceOutOfMemory++;
+            // Saturates: a server up for 2^31 decode steps would otherwise wrap and never grow again.
+            else if (decodeStepsSinceOutOfMemory < DecodeStepsBeforeGrowing) decodeStepsSinceOutOfMemory++;
             return;
         }
         if (decodeRowsOutOfMemory <= decodeRowsThatFit) decodeRowsThatFit = Math.Clamp(decodeRowsRun, 1, decodeRowsOutOfMemory - 1);

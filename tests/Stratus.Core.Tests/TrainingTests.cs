@@ -431,6 +431,8 @@ public sealed class TrainingTests
         Assert.Equal($"checkpoint {last} is corrupt: {Checkpoint.ModelFile} does not match its sha256 in {Checkpoint.ManifestFile}; " +
             $"use {Path.Combine(run, "checkpoints", "best")} (to resume the run from it, move this one aside: `mv {last} {last}.damaged`), or train again",
             Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")])).Message);
+        // Named with the slash a shell's completion leaves, it was to be moved into itself: `mv last/ last/.damaged`.
+        Assert.Contains($"`mv {last} {last}.damaged`", Assert.Throws<StratusUserException>(() => Checkpoint.Open(last + Path.DirectorySeparatorChar)).Message);
         Directory.Move(last, last + ".damaged");
         using (var resumed = Trainer.Resume(run, [new("max_iters", "6")])) resumed.Run();
         Assert.Equal(6, Checkpoint.Open(last).State!.Step);

@@ -327,13 +327,19 @@ public sealed class TrainingTests
         // The corpus's lines in reverse: the same characters and as many tokens, other text.
         File.WriteAllLines(temp["reversed.txt"], TestData.Corpus().Split('\n', StringSplitOptions.RemoveEmptyEntries).Reverse());
         DatasetPreparer.Prepare(temp["reversed.txt"], data, "char");
-        var error = Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")])).Message;
-        Assert.StartsWith($"{data} holds other data than run {run} was trained on (", error);
-        Assert.EndsWith($"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {run}", error);
+        // The refusal names what differs: it printed both identities whole, two pairs of 64-digit
+        // hashes in one 600-character line, for the reader to compare.
+        Assert.Equal($"{data} holds other data than run {run} was trained on: source sha256 {FileHash.Sha256(temp["reversed.txt"])[..12]}… (the run's: {FileHash.Sha256(temp["corpus.txt"])[..12]}…); " +
+            $"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {run}",
+            Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")])).Message);
         Assert.Equal(best, File.ReadAllText(Path.Combine(run, "checkpoints", "best", Checkpoint.StateFile)));
+        // Its own text split otherwise.
+        var prepared = DatasetPreparer.Prepare(temp["corpus.txt"], temp["split"], "char", valFraction: 0.2);
+        var trained = DatasetPreparer.Prepare(temp["corpus.txt"], temp["again"], "char");
+        Assert.Contains($"was trained on: {prepared.TrainTokens} train and {prepared.ValTokens} val tokens (the run's: {trained.TrainTokens} train and {trained.ValTokens} val tokens); resume",
+            Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")], dataDirectory: temp["split"])).Message);
 
         // Prepared again from its own text, it is the same data, wherever it lies.
-        DatasetPreparer.Prepare(temp["corpus.txt"], temp["again"], "char");
         using (var resumed = Trainer.Resume(run, [new("max_iters", "6")], dataDirectory: temp["again"])) resumed.Run();
     }
 
@@ -425,6 +431,8 @@ public sealed class TrainingTests
         Assert.Equal($"checkpoint {last} is corrupt: {Checkpoint.ModelFile} does not match its sha256 in {Checkpoint.ManifestFile}; " +
             $"use {Path.Combine(run, "checkpoints", "best")} (to resume the run from it, move this one aside: `mv {last} {last}.damaged`), or train again",
             Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")])).Message);
+        // Named with the slash a shell's completion leaves, it was to be moved into itself: `mv last/ last/.damaged`.
+        Assert.Contains($"`mv {last} {last}.damaged`", Assert.Throws<StratusUserException>(() => Checkpoint.Open(last + Path.DirectorySeparatorChar)).Message);
         Directory.Move(last, last + ".damaged");
         using (var resumed = Trainer.Resume(run, [new("max_iters", "6")])) resumed.Run();
         Assert.Equal(6, Checkpoint.Open(last).State!.Step);

@@ -14,7 +14,7 @@ namespace Stratus.Data;
 
 public enum Split { Train, Val }
 
-public sealed class BatchSampler : IDisposable
+public sealed partial class BatchSampler : IDisposable
 {
     /// <summary>Redraws of a window with no supervised target before it is kept anyway.</summary>
     const int MaxRedraws = 64;
@@ -92,6 +92,26 @@ public sealed class BatchSampler : IDisposable
     /// <summary>The dataset's content in brief (token counts, source hash, tokenizer), for ranks
     /// of a job to check they train on the same data.</summary>
     public string Identity { get; }
+
+    /// <summary>The parts of an <see cref="Identity"/>, as the constructor writes it.</summary>
+    [System.Text.RegularExpressions.GeneratedRegex("^(?<tokens>.+) of source (?<source>.*), tokenizer (?<tokenizer>[0-9A-F]+)$")]
+    private static partial System.Text.RegularExpressions.Regex IdentityParts();
+
+    /// <summary>What sets this dataset apart from the one of identity <paramref name="recorded"/>,
+    /// in words: its tokens, its source text or its tokenizer (the two whole identities, hashes
+    /// of 64 digits among counts, are for a machine to compare, not a reader).</summary>
+    public string DifferenceFrom(string recorded)
+    {
+        var (ours, theirs) = (IdentityParts().Match(Identity), IdentityParts().Match(recorded));
+        if (!theirs.Success) return $"{Identity} (the run's: {recorded})";
+        string Part(System.Text.RegularExpressions.Match identity, string name) => identity.Groups[name].Value;
+        static string Short(string hash) => hash.Length > 12 ? hash[..12] + "…" : hash.Length == 0 ? "none" : hash;
+        var differences = new List<string>();
+        if (Part(ours, "tokens") != Part(theirs, "tokens")) differences.Add($"{Part(ours, "tokens")} (the run's: {Part(theirs, "tokens")})");
+        if (Part(ours, "source") != Part(theirs, "source")) differences.Add($"source sha256 {Short(Part(ours, "source"))} (the run's: {Short(Part(theirs, "source"))})");
+        if (Part(ours, "tokenizer") != Part(theirs, "tokenizer")) differences.Add("another tokenizer");
+        return string.Join(", ", differences);
+    }
 
     /// <summary>Windows per batch.</summary>
     public int BatchSize => batchSize;

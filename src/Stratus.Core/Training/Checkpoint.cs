@@ -157,9 +157,11 @@ public sealed class Checkpoint
             var other = Path.GetFileName(full) switch { "last" => "best", "best" => "last", _ => null };
             if (other is not null && System.IO.Directory.Exists(Path.Combine(checkpoints!, other)))
             {
-                var use = Path.Combine(Path.GetDirectoryName(directory.TrimEnd(Path.DirectorySeparatorChar))!, other);
+                // Without the slash a shell's completion leaves: `mv last/ last/.damaged` moves a folder into itself.
+                var named = Path.TrimEndingDirectorySeparator(directory);
+                var use = Path.Combine(Path.GetDirectoryName(named)!, other);
                 return other == "best"
-                    ? $"use {use} (to resume the run from it, move this one aside: `mv {directory} {directory}.damaged`), or train again"
+                    ? $"use {use} (to resume the run from it, move this one aside: `mv {named} {named}.damaged`), or train again"
                     : $"use {use}, or restore this one";
             }
         }

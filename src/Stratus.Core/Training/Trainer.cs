@@ -83,7 +83,7 @@ public sealed class Trainer : IDisposable
         // corpus) would go on training silently: the run would no longer be the one resumed, and
         // a val loss measured on other text would take the place of checkpoints/best.
         if (trainedOn is not null && trainedOn != sampler.Identity)
-            throw new StratusUserException($"{dataDirectory} holds other data than run {runDirectory} was trained on ({sampler.Identity}; the run's: {trainedOn}); " +
+            throw new StratusUserException($"{dataDirectory} holds other data than run {runDirectory} was trained on: {sampler.DifferenceFrom(trainedOn)}; " +
                 $"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {runDirectory}");
 
         // Before the first exchange of parameters, which ranks that disagree on the model's shape

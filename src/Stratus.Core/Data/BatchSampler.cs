@@ -74,7 +74,8 @@ public sealed partial class BatchSampler : IDisposable
         }
         // What the tokens are, not where or when they were prepared: copies of one dataset on
         // several nodes are the same dataset.
-        Identity = $"{train.Count} train and {val.Count} val tokens{(IsMasked ? " with loss masks" : "")} of source {meta?["source"]?["sha256"]}, tokenizer {Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Tokenizer.ToJson().ToJsonString())))}";
+        Content = $"{train.Count} train and {val.Count} val tokens{(IsMasked ? " with loss masks" : "")} of source {meta?["source"]?["sha256"]}";
+        Identity = $"{Content}, tokenizer {Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Tokenizer.ToJson().ToJsonString())))}";
         this.batchSize = batchSize;
         this.blockSize = blockSize;
         this.seed = (ulong)seed;
@@ -89,27 +90,32 @@ public sealed partial class BatchSampler : IDisposable
 
     public ITokenizer Tokenizer { get; }
 
-    /// <summary>The dataset's content in brief (token counts, source hash, tokenizer), for ranks
-    /// of a job to check they train on the same data.</summary>
+    /// <summary>What the tokens are in brief (token counts, source hash), not where or how they
+    /// are stored: what a run records of its data, to resume on the same. The tokenizer is not in
+    /// it: a resume checks it against the checkpoint's, and a hash of how this version writes a
+    /// tokenizer would refuse every recorded run once a later version writes it otherwise.</summary>
+    public string Content { get; }
+
+    /// <summary><see cref="Content"/> and a hash of the tokenizer, for the ranks of one job (one
+    /// version of Stratus) to check they train on the same data.</summary>
     public string Identity { get; }
 
-    /// <summary>The parts of an <see cref="Identity"/>, as the constructor writes it.</summary>
-    [System.Text.RegularExpressions.GeneratedRegex("^(?<tokens>.+) of source (?<source>.*), tokenizer (?<tokenizer>[0-9A-F]+)$")]
-    private static partial System.Text.RegularExpressions.Regex IdentityParts();
+    /// <summary>The parts of a <see cref="Content"/>, as the constructor writes it.</summary>
+    [System.Text.RegularExpressions.GeneratedRegex("^(?<tokens>.+) of source (?<source>.*)$")]
+    private static partial System.Text.RegularExpressions.Regex ContentParts();
 
-    /// <summary>What sets this dataset apart from the one of identity <paramref name="recorded"/>,
-    /// in words: its tokens, its source text or its tokenizer (the two whole identities, hashes
-    /// of 64 digits among counts, are for a machine to compare, not a reader).</summary>
+    /// <summary>What sets this dataset apart from the one of content <paramref name="recorded"/>,
+    /// in words: its tokens or its source text (the two whole records, a hash of 64 digits after
+    /// counts, are for a machine to compare, not a reader).</summary>
     public string DifferenceFrom(string recorded)
     {
-        var (ours, theirs) = (IdentityParts().Match(Identity), IdentityParts().Match(recorded));
-        if (!theirs.Success) return $"{Identity} (the run's: {recorded})";
-        string Part(System.Text.RegularExpressions.Match identity, string name) => identity.Groups[name].Value;
+        var (ours, theirs) = (ContentParts().Match(Content), ContentParts().Match(recorded));
+        if (!theirs.Success) return $"{Content} (the run's: {recorded})";
+        string Part(System.Text.RegularExpressions.Match content, string name) => content.Groups[name].Value;
         static string Short(string hash) => hash.Length > 12 ? hash[..12] + "…" : hash.Length == 0 ? "none" : hash;
         var differences = new List<string>();
         if (Part(ours, "tokens") != Part(theirs, "tokens")) differences.Add($"{Part(ours, "tokens")} (the run's: {Part(theirs, "tokens")})");
         if (Part(ours, "source") != Part(theirs, "source")) differences.Add($"source sha256 {Short(Part(ours, "source"))} (the run's: {Short(Part(theirs, "source"))})");
-        if (Part(ours, "tokenizer") != Part(theirs, "tokenizer")) differences.Add("another tokenizer");
         return string.Join(", ", differences);
     }
 

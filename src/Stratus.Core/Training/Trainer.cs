@@ -32,7 +32,7 @@ public sealed record EvalReport(long Step, double TrainLoss, double ValLoss, dou
 public sealed class Trainer : IDisposable
 {
     public const string RunFile = "run.json";
-    /// <summary>run.json's key for what the run trains on (<see cref="BatchSampler.Identity"/>).</summary>
+    /// <summary>run.json's key for what the run trains on (<see cref="BatchSampler.Content"/>).</summary>
     const string DatasetKey = "dataset";
 
     readonly TrainConfig config;
@@ -48,7 +48,7 @@ public sealed class Trainer : IDisposable
     double bestValLoss = double.PositiveInfinity;
     readonly Generator generator;
 
-    /// <param name="trainedOn">The <see cref="BatchSampler.Identity"/> of the data a resumed run
+    /// <param name="trainedOn">The <see cref="BatchSampler.Content"/> of the data a resumed run
     /// was trained on, where its run.json records it.</param>
     Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, ICommunicator? communicator, string? trainedOn = null)
     {
@@ -82,7 +82,7 @@ public sealed class Trainer : IDisposable
         // Other text in the same tokenizer and template (the folder prepared again from another
         // corpus) would go on training silently: the run would no longer be the one resumed, and
         // a val loss measured on other text would take the place of checkpoints/best.
-        if (trainedOn is not null && trainedOn != sampler.Identity)
+        if (trainedOn is not null && trainedOn != sampler.Content)
             throw new StratusUserException($"{dataDirectory} holds other data than run {runDirectory} was trained on: {sampler.DifferenceFrom(trainedOn)}; " +
                 $"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {runDirectory}");
 
@@ -163,7 +163,7 @@ public sealed class Trainer : IDisposable
         // Made once the data, model and settings were accepted: a refused start leaves nothing.
         Directory.CreateDirectory(runDirectory);
         if (!trainer.IsMain) return trainer;
-        var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), [DatasetKey] = trainer.sampler.Identity, ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(trainer.config, TrainConfig.Json) };
+        var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), [DatasetKey] = trainer.sampler.Content, ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(trainer.config, TrainConfig.Json) };
         AtomicFile.WriteJson(Path.Combine(runDirectory, RunFile), run);
         return trainer;
     }
@@ -212,7 +212,7 @@ public sealed class Trainer : IDisposable
         if (trainer.IsMain && (Path.GetFullPath(dataDirectory) != recorded || trainedOn is null))
         {
             run["data"] = Path.GetFullPath(dataDirectory);
-            run[DatasetKey] = trainer.sampler.Identity;
+            run[DatasetKey] = trainer.sampler.Content;
             AtomicFile.WriteJson(runPath, run);
         }
         return trainer;

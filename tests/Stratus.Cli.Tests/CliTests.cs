@@ -231,6 +231,21 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Version_prints_the_version_and_a_verb_alone_lists_what_can_follow_it()
+    {
+        // `stratus --version` printed the help, as `stratus` alone does.
+        var version = Cli.Run("--version");
+        Assert.Equal(0, version.ExitCode);
+        Assert.Matches(@"^\d+\.\d+\.\d+\S*$", version.Stdout.Trim());
+        foreach (var args in new[] { Array.Empty<string>(), ["keys"] })
+        {
+            var help = Cli.Run(args);
+            Assert.Equal(0, help.ExitCode);
+            Assert.Contains("Commands:", help.Stdout);
+        }
+    }
+
+    [Fact]
     public void A_misspelt_verb_or_option_or_a_stray_word_gets_one_line_naming_it_and_the_nearest_name()
     {
         using var temp = new TempDirectory();

@@ -93,7 +93,7 @@ static class BenchCommand
 
     static Command Train()
     {
-        var config = new Option<string>("--config") { Description = "training config to measure", Required = true };
+        var config = ReadyConfigs.Option("training config to measure", required: true);
         var data = new Option<string>("--data") { Description = "dataset folder made by `stratus prepare`", Required = true };
         var steps = new Option<int>("--steps") { Description = "timed optimizer steps (after 3 warm-up steps)", DefaultValueFactory = _ => 50 };
         var json = OutputPaths.File("--json", "also write the results to this JSON file");

@@ -41,7 +41,7 @@ static class DemoCommand
             var dataset = DatasetPreparer.Prepare(text, data, "char");
             Console.WriteLine($"data: {text} -> {data} ({dataset.TrainTokens:N0} train, {dataset.ValTokens:N0} val tokens, vocab {dataset.Tokenizer.VocabSize})");
 
-            var configPath = FindConfig("shakespeare-char-cpu.json");
+            var configPath = ReadyConfigs.Find("shakespeare-char-cpu.json");
             var config = TrainConfig.Load(configPath, overrides.Overrides(result));
             var weights = decodeWeights.Value(result, config.Device);
             var checkpoints = Path.Combine(run, "checkpoints");
@@ -110,20 +110,6 @@ static class DemoCommand
         {
             throw new StratusUserException($"port {port} is not free ({e.Message}); pick another --port, or pass --no-serve");
         }
-    }
-
-    /// <summary>configs/ next to the repository root, or shipped next to the tool.</summary>
-    static string FindConfig(string name)
-    {
-        foreach (var start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
-        {
-            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-            {
-                var candidate = Path.Combine(dir.FullName, "configs", name);
-                if (File.Exists(candidate)) return candidate;
-            }
-        }
-        throw new StratusUserException($"configs/{name} was not found; run the demo from the Stratus repository");
     }
 
     static async Task<string> LocateCorpus(string? given, CancellationToken cancellation)

@@ -36,8 +36,9 @@ root.Subcommands.Add(BlocklistCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
 
 var parsed = root.Parse(args);
-// `stratus` or `stratus keys` alone: list what can follow instead of an error.
-if (parsed.CommandResult.Command is { Action: null, Subcommands.Count: > 0 } && parsed.UnmatchedTokens.Count == 0)
+// `stratus` or `stratus keys` alone: list what can follow instead of an error. Only alone:
+// `stratus --version` is an option of the root, and its own action prints the version.
+if (parsed.CommandResult.Command is { Action: null, Subcommands.Count: > 0 } && parsed.Tokens.All(t => t.Type == System.CommandLine.Parsing.TokenType.Command))
     parsed = root.Parse([.. args, "--help"]);
 if (parsed.Errors.Count > 0)
 {

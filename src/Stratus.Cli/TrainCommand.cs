@@ -14,7 +14,7 @@ static class TrainCommand
 {
     public static Command Create()
     {
-        var config = new Option<string>("--config") { Description = "training config (JSON, nanoGPT key names); see configs/" };
+        var config = ReadyConfigs.Option("training config (JSON, nanoGPT key names; keys left out keep their defaults: a GPT-2 124M); see configs/");
         var data = new Option<string>("--data") { Description = "dataset folder made by `stratus prepare` (with --resume: the run's dataset, when it moved)" };
         var output = OutputPaths.Folder("--out", "run folder: metrics.jsonl and checkpoints/");
         var resume = new Option<string>("--resume") { Description = "continue the run in this folder from its last checkpoint" };

@@ -13,7 +13,8 @@ static class TrustCommands
 {
     public static Option<string?> DataDirOption() => new("--data-dir")
     {
-        Description = $"Stratus data directory (default: ${StratusHome.EnvironmentVariable}, else the user's data directory)",
+        // Says what is kept there: the demo also reads $STRATUS_DATA_DIR, a folder of corpora.
+        Description = $"Stratus data directory, where API keys, usage, blocklists and the audit log are kept (default: ${StratusHome.EnvironmentVariable}, else the user's data directory: ~/.local/share/stratus on Linux)",
     };
 
     public static PlatformStores Open(ParseResult result, Option<string?> dataDir) =>

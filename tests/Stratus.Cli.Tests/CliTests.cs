@@ -231,6 +231,40 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Version_prints_the_version_and_a_verb_alone_lists_what_can_follow_it()
+    {
+        // `stratus --version` printed the help, as `stratus` alone does.
+        var version = Cli.Run("--version");
+        Assert.Equal(0, version.ExitCode);
+        Assert.Matches(@"^\d+\.\d+\.\d+\S*$", version.Stdout.Trim());
+        foreach (var args in new[] { Array.Empty<string>(), ["keys"] })
+        {
+            var help = Cli.Run(args);
+            Assert.Equal(0, help.ExitCode);
+            Assert.Contains("Commands:", help.Stdout);
+        }
+    }
+
+    [Fact]
+    public void A_config_that_does_not_exist_is_refused_naming_the_ready_configs_where_they_are()
+    {
+        // Outside a clone, as the installed tool runs, "see configs/" named a folder the user has not.
+        using var temp = new TempDirectory();
+        var ready = Path.Combine(AppContext.BaseDirectory, "configs");
+        foreach (var verb in new[] { new[] { "train", "--out", temp["run"] }, ["bench", "train"] })
+        {
+            var info = Cli.StartInfo([.. verb, "--config", "configs/shakespeare-char-cpu.json", "--data", temp["data"]]);
+            info.WorkingDirectory = temp.Path;
+            var (code, _, stderr) = Cli.Run(info);
+            Assert.True(code == 2, stderr);
+            Assert.Single(stderr.Trim().Split('\n'));
+            Assert.StartsWith("error: --config configs/shakespeare-char-cpu.json does not exist; the ready configs are ", stderr);
+            Assert.Contains("shakespeare-char-cpu.json", stderr[stderr.IndexOf("ready", StringComparison.Ordinal)..]);
+            Assert.EndsWith($" in {ready}", stderr.Trim());
+        }
+    }
+
+    [Fact]
     public void A_misspelt_verb_or_option_or_a_stray_word_gets_one_line_naming_it_and_the_nearest_name()
     {
         using var temp = new TempDirectory();

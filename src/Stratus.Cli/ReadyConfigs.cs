@@ -1,0 +1,38 @@
+// The training configs Stratus comes with (configs/*.json): the repository's in a clone, else the
+// copy that travels with the built CLI and the installed tool. The demo trains one; a --config that
+// does not exist is refused when the command line is parsed, naming them and where they are, since
+// outside a clone "configs/" is not where the user stands.
+using System.CommandLine;
+
+namespace Stratus.Cli;
+
+static class ReadyConfigs
+{
+    /// <summary>The ready config <paramref name="name"/>: configs/ of the repository the working
+    /// directory is in, else the one next to the CLI.</summary>
+    public static string Find(string name) =>
+        Folders().Select(folder => Path.Combine(folder, name)).FirstOrDefault(File.Exists)
+        ?? throw new StratusUserException($"configs/{name} was not found; run the demo from the Stratus repository");
+
+    /// <summary>An option naming a config file, which must exist.</summary>
+    public static Option<string> Option(string description, bool required = false)
+    {
+        var option = new Option<string>("--config") { Description = description, Required = required };
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<string>() is not { Length: > 0 } path || File.Exists(path)) return;
+            var folder = Folders().FirstOrDefault(folder => Directory.EnumerateFiles(folder, "*.json").Any());
+            result.AddError(folder is null ? $"--config {path} does not exist"
+                : $"--config {path} does not exist; the ready configs are {string.Join(", ", Directory.EnumerateFiles(folder, "*.json").Select(Path.GetFileName).Order())} in {folder}");
+        });
+        return option;
+    }
+
+    static IEnumerable<string> Folders()
+    {
+        for (var dir = new DirectoryInfo(Environment.CurrentDirectory); dir is not null; dir = dir.Parent)
+            if (Directory.Exists(Path.Combine(dir.FullName, "configs"))) yield return Path.Combine(dir.FullName, "configs");
+        var shipped = Path.Combine(AppContext.BaseDirectory, "configs");
+        if (Directory.Exists(shipped)) yield return shipped;
+    }
+}

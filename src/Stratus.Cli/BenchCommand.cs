@@ -132,7 +132,8 @@ static class BenchCommand
         var run = Path.Combine(Path.GetTempPath(), $"stratus-bench-{Guid.NewGuid():N}");
         try
         {
-            using var trainer = Trainer.Start(config with { MaxIters = warmup + steps }, data, run, communicator: communicator);
+            // A benchmark never evaluates: data prepared with --val-fraction 0 is measured too.
+            using var trainer = Trainer.Start(config with { MaxIters = warmup + steps }, data, run, communicator: communicator, evaluates: false);
             var clock = Stopwatch.StartNew();
             for (var i = 0; i < warmup; i++) trainer.TrainStep(clock);
             var rssAfterWarmup = MachineMeasures.CurrentRssBytes();

@@ -139,6 +139,18 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Bench_train_measures_data_without_a_val_split_which_it_never_evaluates()
+    {
+        using var temp = new TempDirectory();
+        var (_, config) = Prepare(temp);
+        Assert.Equal(0, Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["noval"], "--val-fraction", "0").ExitCode);
+        // It was refused for its empty val.bin "(training evaluates on both splits)".
+        var (code, _, stderr) = Cli.Run("bench", "train", "--config", config, "--data", temp["noval"], "--steps", "1", "--json", temp["bench.json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(1, (int)JsonNode.Parse(File.ReadAllText(temp["bench.json"]))!["steps"]!);
+    }
+
+    [Fact]
     public void Bad_input_gets_one_line_exit_code_2_and_no_stack_trace()
     {
         using var temp = new TempDirectory();

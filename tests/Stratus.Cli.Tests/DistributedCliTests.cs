@@ -130,6 +130,34 @@ public sealed class DistributedCliTests
     }
 
     [MpiFact]
+    public void Ranks_resuming_different_copies_of_a_run_at_the_same_step_are_refused_and_copies_alike_resume()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // Each node's own copy of the run folder, both at step 10: node 1's was trained with another
+        // seed, and both resume with one seed, so that every setting agrees. Rank 1 loaded its
+        // copy's optimizer moments and trained on with them.
+        foreach (var (node, seed) in new[] { ("node0", "5"), ("node1", "6") })
+        {
+            var trained = Cli.Run(Train(config, data, temp[node], 10, 20, "--seed", seed));
+            Assert.True(trained.ExitCode == 0, trained.Stderr);
+        }
+        var metrics = File.ReadAllText(Path.Combine(temp["node0"], "metrics.jsonl"));
+        string[] Resume(string run) => ["train", "--resume", run, "--max-iters", "20", "--seed", "5"];
+        var (code, stdout, stderr) = Cli.RunMpiPerRank(Resume(temp["node0"]), Resume(temp["node1"]), [], TimeSpan.FromSeconds(90));
+        Assert.True(code == 2, stdout + stderr);
+        Assert.Contains("error: the ranks were started with different settings: resumed checkpoint (rank 1 differs from rank 0); " +
+            "each rank resumed the copy of the run folder its node holds, and they differ: copy the same run folder to every node, or use a shared file system", stderr);
+        Assert.Equal(metrics, File.ReadAllText(Path.Combine(temp["node0"], "metrics.jsonl")));
+
+        // A copy of the same run is the same checkpoint, wherever and whenever it was copied.
+        CopyDirectory(temp["node0"], temp["node1-copy"]);
+        var resumed = Cli.RunMpiPerRank(Resume(temp["node0"]), Resume(temp["node1-copy"]), [], TimeSpan.FromSeconds(90));
+        Assert.True(resumed.ExitCode == 0, resumed.Stdout + resumed.Stderr);
+        Assert.Equal(20, CliTests.Losses(temp["node0"]).Count);
+    }
+
+    [MpiFact]
     public void An_error_on_one_rank_ends_the_job_where_the_launcher_would_let_the_others_wait()
     {
         using var temp = new TempDirectory();

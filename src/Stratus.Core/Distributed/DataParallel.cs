@@ -54,13 +54,14 @@ public static class DataParallel
 
     /// <summary>
     /// Refuses, on every rank at once, a job whose ranks were started with different
-    /// <paramref name="settings"/> (name, value): ranks that disagree on max_iters stop at
-    /// different steps and wait for each other forever, on the model's shape exchange buffers of
-    /// different sizes (a corrupted heap), and on the seed or data train silently on other batches
-    /// than one rank would. Every rank must call it with the same names in the same order.
+    /// <paramref name="settings"/> (name, value, and what to do when it differs): ranks that
+    /// disagree on max_iters stop at different steps and wait for each other forever, on the
+    /// model's shape exchange buffers of different sizes (a corrupted heap), and on the seed or
+    /// data train silently on other batches than one rank would. Every rank must call it with the
+    /// same names in the same order.
     /// </summary>
     /// <exception cref="StratusUserException">A setting differs between ranks (thrown on every rank).</exception>
-    public static void RequireSameOnEveryRank(this ICommunicator communicator, IReadOnlyList<(string Name, string Value)> settings)
+    public static void RequireSameOnEveryRank(this ICommunicator communicator, IReadOnlyList<(string Name, string Value, string Remedy)> settings)
     {
         if (communicator.WorldSize == 1)
             return;
@@ -71,14 +72,16 @@ public static class DataParallel
             throw new StratusUserException($"the ranks run different builds of Stratus ({string.Join(", ", counts.Select((c, rank) => $"rank {rank}: {c} settings"))}); start every rank from the same build");
         var digests = communicator.GatherFromEveryRank(settings.Select(s => BitConverter.ToInt64(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(s.Value)))).ToArray());
         var differing = new List<string>();
+        var remedies = new List<string>();
         for (var i = 0; i < settings.Count; i++)
         {
             var ranks = Enumerable.Range(1, communicator.WorldSize - 1).Where(rank => digests[rank * settings.Count + i] != digests[i]).ToList();
-            if (ranks.Count > 0)
-                differing.Add($"{settings[i].Name} (rank{(ranks.Count > 1 ? "s" : "")} {string.Join(", ", ranks)} differ{(ranks.Count > 1 ? "" : "s")} from rank 0)");
+            if (ranks.Count == 0) continue;
+            differing.Add($"{settings[i].Name} (rank{(ranks.Count > 1 ? "s" : "")} {string.Join(", ", ranks)} differ{(ranks.Count > 1 ? "" : "s")} from rank 0)");
+            if (!remedies.Contains(settings[i].Remedy)) remedies.Add(settings[i].Remedy);
         }
         if (differing.Count > 0)
-            throw new StratusUserException($"the ranks were started with different settings: {string.Join("; ", differing)}; start every rank with the same command, dataset and run folder");
+            throw new StratusUserException($"the ranks were started with different settings: {string.Join("; ", differing)}; {string.Join("; ", remedies)}");
     }
 
     static long[] GatherFromEveryRank(this ICommunicator communicator, long[] values)

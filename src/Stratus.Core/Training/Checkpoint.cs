@@ -41,9 +41,10 @@ public sealed class Checkpoint
         NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    Checkpoint(string directory, ModelConfig model, TrainConfig? train, ITokenizer tokenizer, TrainerState? state)
+    Checkpoint(string directory, ModelConfig model, TrainConfig? train, ITokenizer tokenizer, TrainerState? state, string contentHash)
     {
         Directory = directory;
+        ContentHash = contentHash;
         ModelConfig = model;
         TrainConfig = train;
         Tokenizer = tokenizer;
@@ -55,6 +56,11 @@ public sealed class Checkpoint
     public TrainConfig? TrainConfig { get; }
     public ITokenizer Tokenizer { get; }
     public TrainerState? State { get; }
+
+    /// <summary>What the checkpoint holds: a hash of its manifest's sha256 of every file (not of
+    /// when it was saved), so that copies of one checkpoint on several nodes have the same one,
+    /// and a copy that was trained further, or otherwise, has another even at the same step.</summary>
+    public string ContentHash { get; }
 
     /// <summary>Writes a checkpoint to <paramref name="directory"/> atomically, replacing any
     /// checkpoint there. Extra files (e.g. a chat template) are written as given.</summary>
@@ -142,7 +148,8 @@ public sealed class Checkpoint
         // Token ids past the model's embedding table would abort libtorch when indexed.
         if (tokenizer.VocabSize > model.VocabSize)
             throw new StratusUserException($"checkpoint {directory} is inconsistent: its tokenizer has {tokenizer.VocabSize} tokens but the model embeds {model.VocabSize}; restore the checkpoint or train again");
-        return new Checkpoint(directory, model, train, tokenizer, state);
+        var contentHash = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(files.ToJsonString())));
+        return new Checkpoint(directory, model, train, tokenizer, state, contentHash);
     }
 
     /// <summary>What to do with a corrupt or incomplete checkpoint: a run's other one is there to

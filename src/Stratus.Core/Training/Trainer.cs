@@ -47,11 +47,15 @@ public sealed class Trainer : IDisposable
     readonly Dictionary<string, string> carriedFiles = [];
     double bestValLoss = double.PositiveInfinity;
     readonly Generator generator;
+    readonly bool evaluates;
 
     /// <param name="trainedOn">The <see cref="BatchSampler.Content"/> of the data a resumed run
     /// was trained on, where its run.json records it.</param>
-    Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, ICommunicator? communicator, string? trainedOn = null)
+    /// <param name="evaluates">False for a trainer that only takes steps (<see cref="TrainStep"/>, a
+    /// benchmark's): its data then needs no val split.</param>
+    Trainer(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, ICommunicator? communicator, string? trainedOn = null, bool evaluates = true)
     {
+        this.evaluates = evaluates;
         // What the run records (run.json, each checkpoint's train_config.json) is the model it trains.
         if (initFrom is not null) config = config.Training(initFrom.ModelConfig);
         this.config = config;
@@ -67,7 +71,7 @@ public sealed class Trainer : IDisposable
         // its device and cuBLAS its first matmul.
         Determinism.Apply(config.Deterministic);
         device = ComputeDevice.Open(config.Device);
-        sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed);
+        sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed, only: evaluates ? null : Split.Train);
         var tokenizer = sampler.Tokenizer;
         // Resuming too: a dataset prepared again since the run began may number the text otherwise.
         (resumeFrom ?? initFrom)?.RequireTokenizerOf(dataDirectory, tokenizer);
@@ -87,12 +91,18 @@ public sealed class Trainer : IDisposable
                 $"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {runDirectory}");
 
         // Before the first exchange of parameters, which ranks that disagree on the model's shape
-        // would make with buffers of different sizes.
+        // would make with buffers of different sizes. Each rank resumes the checkpoint its node
+        // sees: another copy of the run (older, or trained on since) would give it other optimizer
+        // moments than rank 0's, whose weights every rank starts from, and it would train on
+        // silently (ZeRO-1 steps its shard with them; replicated, its weights drift from rank 0's).
+        const string SameCommand = "start every rank with the same command, dataset and run folder";
+        const string SameCopy = "each rank resumed the copy of the run folder its node holds, and they differ: copy the same run folder to every node, or use a shared file system";
         this.communicator.RequireSameOnEveryRank([
-            .. JsonSerializer.SerializeToNode(config, TrainConfig.Json)!.AsObject().Select(setting => (setting.Key, setting.Value?.ToJsonString() ?? "null")),
-            ("dataset", sampler.Identity),
-            ("resumed step", resumeFrom?.State?.Step.ToString() ?? "none"),
-            ("init_from model", initFrom is null ? "none" : JsonSerializer.Serialize(initFrom.ModelConfig)),
+            .. JsonSerializer.SerializeToNode(config, TrainConfig.Json)!.AsObject().Select(setting => (setting.Key, setting.Value?.ToJsonString() ?? "null", SameCommand)),
+            ("dataset", sampler.Identity, SameCommand),
+            ("resumed step", resumeFrom?.State?.Step.ToString() ?? "none", SameCopy),
+            ("resumed checkpoint", resumeFrom?.ContentHash ?? "none", SameCopy),
+            ("init_from model", initFrom is null ? "none" : JsonSerializer.Serialize(initFrom.ModelConfig), SameCommand),
         ]);
         generator = torch.random.manual_seed(config.Seed);
         // A resumed run is rebuilt as its checkpoint holds it: a run begun --init-from an imported
@@ -147,19 +157,21 @@ public sealed class Trainer : IDisposable
 
     /// <summary>Starts a new run in <paramref name="runDirectory"/> (an existing run there is
     /// replaced only if it has no checkpoint; otherwise use --resume), from the model in the run or
-    /// checkpoint folder <paramref name="initFrom"/> where given.</summary>
-    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, string? initFrom = null, ICommunicator? communicator = null) =>
-        Start(config, dataDirectory, runDirectory, initFrom is null ? null : Checkpoint.Open(Checkpoint.Resolve(initFrom)), communicator);
+    /// checkpoint folder <paramref name="initFrom"/> where given. A trainer that does not
+    /// <paramref name="evaluates"/> only takes steps (<see cref="TrainStep"/>, a benchmark's), and
+    /// its data needs no val split.</summary>
+    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, string? initFrom = null, ICommunicator? communicator = null, bool evaluates = true) =>
+        Start(config, dataDirectory, runDirectory, initFrom is null ? null : Checkpoint.Open(Checkpoint.Resolve(initFrom)), communicator, evaluates);
 
     /// <summary>Starts a new run from the opened checkpoint <paramref name="initFrom"/> (whose model
     /// config <see cref="TrainConfig.Load"/> takes for the run's default block_size).</summary>
-    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? initFrom, ICommunicator? communicator = null)
+    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? initFrom, ICommunicator? communicator = null, bool evaluates = true)
     {
         DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
         // Any checkpoint, not only a run's last: an imported model has only best.
         if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model; continue a run there with `stratus train --resume {runDirectory}`, fine-tune from it with --init-from, or choose another --out");
-        var trainer = new Trainer(config, dataDirectory, runDirectory, null, initFrom, communicator);
+        var trainer = new Trainer(config, dataDirectory, runDirectory, null, initFrom, communicator, evaluates: evaluates);
         // Made once the data, model and settings were accepted: a refused start leaves nothing.
         Directory.CreateDirectory(runDirectory);
         if (!trainer.IsMain) return trainer;
@@ -371,6 +383,8 @@ public sealed class Trainer : IDisposable
     /// draws. Batch i runs on rank i mod WorldSize; every rank must call it and gets the job's values.</summary>
     public (double Train, double Val, double ValStandardError) Evaluate()
     {
+        // Its val split was not checked, and may be empty or shorter than a window.
+        if (!evaluates) throw new InvalidOperationException("this trainer was started to take steps only (evaluates: false); it cannot evaluate or Run");
         model.eval();
         using var noGrad = no_grad();
         // A masked batch without targets (only user text) has no loss: it is left out.

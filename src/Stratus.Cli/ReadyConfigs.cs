@@ -1,6 +1,6 @@
 // The training configs Stratus comes with (configs/*.json): the repository's in a clone, else the
 // copy that travels with the built CLI and the installed tool. The demo trains one; a --config that
-// does not exist is refused when the command line is parsed, naming them and where they are, since
+// is not a file is refused when the command line is parsed, naming them and where they are, since
 // outside a clone "configs/" is not where the user stands.
 using System.CommandLine;
 
@@ -14,24 +14,29 @@ static class ReadyConfigs
         Folders().Select(folder => Path.Combine(folder, name)).FirstOrDefault(File.Exists)
         ?? throw new StratusUserException($"configs/{name} was not found; run the demo from the Stratus repository");
 
-    /// <summary>An option naming a config file, which must exist.</summary>
+    /// <summary>An option naming a config file, which must be one. The path is the user's, as given
+    /// (relative to the working directory): a ready config is named, never put in its place.</summary>
     public static Option<string> Option(string description, bool required = false)
     {
         var option = new Option<string>("--config") { Description = description, Required = required };
         option.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<string>() is not { Length: > 0 } path || File.Exists(path)) return;
+            if (result.GetValueOrDefault<string>() is not { } path || File.Exists(path)) return;
+            var problem = Directory.Exists(path) ? "is a folder, not a config file" : "does not exist";
             var folder = Folders().FirstOrDefault(folder => Directory.EnumerateFiles(folder, "*.json").Any());
-            result.AddError(folder is null ? $"--config {path} does not exist"
-                : $"--config {path} does not exist; the ready configs are {string.Join(", ", Directory.EnumerateFiles(folder, "*.json").Select(Path.GetFileName).Order())} in {folder}");
+            result.AddError(folder is null ? $"--config {path} {problem}"
+                : $"--config {path} {problem}; the ready configs are {string.Join(", ", Directory.EnumerateFiles(folder, "*.json").Select(Path.GetFileName).Order())} in {folder}");
         });
         return option;
     }
 
+    // A clone's configs/ is the one beside Stratus.slnx: a configs/ folder of the user's own
+    // project, or of any folder above it, holds other configs than Stratus's.
     static IEnumerable<string> Folders()
     {
         for (var dir = new DirectoryInfo(Environment.CurrentDirectory); dir is not null; dir = dir.Parent)
-            if (Directory.Exists(Path.Combine(dir.FullName, "configs"))) yield return Path.Combine(dir.FullName, "configs");
+            if (File.Exists(Path.Combine(dir.FullName, "Stratus.slnx")) && Directory.Exists(Path.Combine(dir.FullName, "configs")))
+                yield return Path.Combine(dir.FullName, "configs");
         var shipped = Path.Combine(AppContext.BaseDirectory, "configs");
         if (Directory.Exists(shipped)) yield return shipped;
     }

@@ -277,6 +277,31 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void A_config_folder_is_refused_as_a_folder_and_a_projects_own_configs_are_not_called_the_ready_ones()
+    {
+        // In a project of the user's own with a configs/ folder, `--config configs` was said not
+        // to exist, and the project's configs were listed as "the ready configs" in place of Stratus's.
+        using var temp = new TempDirectory();
+        Directory.CreateDirectory(temp["configs"]);
+        File.WriteAllText(temp["configs/shakespeare-char-cpu.json"], """{"not_a_key": 1}""");
+        var ready = Path.Combine(AppContext.BaseDirectory, "configs");
+        foreach (var (given, problem) in new[] { ("configs", "is a folder, not a config file"), ("configs/missing.json", "does not exist") })
+        {
+            var info = Cli.StartInfo("train", "--config", given, "--data", temp["data"], "--out", temp["run"]);
+            info.WorkingDirectory = temp.Path;
+            var (code, _, stderr) = Cli.Run(info);
+            Assert.True(code == 2, stderr);
+            Assert.Matches($@"^error: --config {given} {problem}; the ready configs are [^\n]*gpt2-124m\.json[^\n]* in {System.Text.RegularExpressions.Regex.Escape(ready)}$", stderr.Trim());
+        }
+        // The project's own file, given relative to where the user stands, is the one read.
+        var own = Cli.StartInfo("train", "--config", "configs/shakespeare-char-cpu.json", "--data", temp["data"], "--out", temp["run"]);
+        own.WorkingDirectory = temp.Path;
+        var (ownCode, _, ownError) = Cli.Run(own);
+        Assert.True(ownCode == 2, ownError);
+        Assert.Contains("not_a_key", ownError);
+    }
+
+    [Fact]
     public void A_misspelt_verb_or_option_or_a_stray_word_gets_one_line_naming_it_and_the_nearest_name()
     {
         using var temp = new TempDirectory();

@@ -158,6 +158,25 @@ public sealed class DistributedCliTests
     }
 
     [MpiFact]
+    public void A_rank_starting_a_new_run_while_another_resumes_is_told_to_start_them_alike_not_that_copies_differ()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var trained = Cli.Run(Train(config, data, temp["run"], 10, 20));
+        Assert.True(trained.ExitCode == 0, trained.Stderr);
+        var metrics = File.ReadAllText(Path.Combine(temp["run"], "metrics.jsonl"));
+        // Every training key agrees (max_iters 20, lr_decay_iters 20): only --resume differs.
+        var (code, stdout, stderr) = Cli.RunMpiPerRank(["train", "--resume", temp["run"], "--max-iters", "20"], Train(config, data, temp["new"], 20), [], TimeSpan.FromSeconds(90));
+        Assert.True(code == 2, stdout + stderr);
+        // It was "resumed step (...); resumed checkpoint (...); each rank resumed the copy of the
+        // run folder its node holds, and they differ: ...", of a rank that resumed nothing.
+        Assert.Contains("error: the ranks were started with different settings: --resume (rank 1 differs from rank 0); start every rank with the same command, dataset and run folder", stderr);
+        Assert.DoesNotContain("copy", stderr);
+        Assert.False(Directory.Exists(temp["new"]));
+        Assert.Equal(metrics, File.ReadAllText(Path.Combine(temp["run"], "metrics.jsonl")));
+    }
+
+    [MpiFact]
     public void An_error_on_one_rank_ends_the_job_where_the_launcher_would_let_the_others_wait()
     {
         using var temp = new TempDirectory();

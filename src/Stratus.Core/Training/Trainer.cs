@@ -91,18 +91,23 @@ public sealed class Trainer : IDisposable
                 $"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {runDirectory}");
 
         // Before the first exchange of parameters, which ranks that disagree on the model's shape
-        // would make with buffers of different sizes. Each rank resumes the checkpoint its node
-        // sees: another copy of the run (older, or trained on since) would give it other optimizer
-        // moments than rank 0's, whose weights every rank starts from, and it would train on
-        // silently (ZeRO-1 steps its shard with them; replicated, its weights drift from rank 0's).
+        // would make with buffers of different sizes.
         const string SameCommand = "start every rank with the same command, dataset and run folder";
-        const string SameCopy = "each rank resumed the copy of the run folder its node holds, and they differ: copy the same run folder to every node, or use a shared file system";
         this.communicator.RequireSameOnEveryRank([
             .. JsonSerializer.SerializeToNode(config, TrainConfig.Json)!.AsObject().Select(setting => (setting.Key, setting.Value?.ToJsonString() ?? "null", SameCommand)),
             ("dataset", sampler.Identity, SameCommand),
+            ("--resume", resumeFrom is null ? "new run" : "resumed", SameCommand),
+            ("init_from model", initFrom is null ? "none" : JsonSerializer.Serialize(initFrom.ModelConfig), SameCommand),
+        ]);
+        // Each rank resumes the checkpoint its node sees: another copy of the run (older, or
+        // trained on since) would give it other optimizer moments than rank 0's, whose weights
+        // every rank starts from, and it would train on silently (ZeRO-1 steps its shard with them;
+        // replicated, its weights drift from rank 0's). Compared once every rank is known to
+        // resume: a rank that started a new run resumed no copy, and is told so above.
+        const string SameCopy = "each rank resumed the copy of the run folder its node holds, and they differ: copy the same run folder to every node, or use a shared file system";
+        this.communicator.RequireSameOnEveryRank([
             ("resumed step", resumeFrom?.State?.Step.ToString() ?? "none", SameCopy),
             ("resumed checkpoint", resumeFrom?.ContentHash ?? "none", SameCopy),
-            ("init_from model", initFrom is null ? "none" : JsonSerializer.Serialize(initFrom.ModelConfig), SameCommand),
         ]);
         generator = torch.random.manual_seed(config.Seed);
         // A resumed run is rebuilt as its checkpoint holds it: a run begun --init-from an imported

@@ -53,6 +53,11 @@ try
     // handling would end a stopping train after 2 s.)
     return await parsed.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
 }
+// `stratus sample ... | head`: head has exited, so stop as Unix tools stop at their next write.
+catch (StandardOutputClosedException)
+{
+    return StandardOutput.ReaderGoneExitCode;
+}
 catch (Exception e) when (e is StratusUserException or Stratus.Safety.TrustUserException)
 {
     return UserError(e.Message);

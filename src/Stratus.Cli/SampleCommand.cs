@@ -48,6 +48,7 @@ static class SampleCommand
             {
                 Console.Write(piece);
                 Console.Out.Flush();
+                StandardOutput.ThrowIfReaderGone();
             }
             Console.WriteLine();
             if (i < count - 1) Console.WriteLine("---------------");

@@ -756,6 +756,35 @@ public sealed class CliTests
         Assert.StartsWith("ab", stdout);
     }
 
+    /// <summary>`stratus sample --max-tokens <huge> | head -c 100`: once the reader of its output
+    /// has gone, sample stops and exits as `yes` does in `yes | head` (141, nothing on stderr),
+    /// rather than generating to --max-tokens for nobody (.NET's console ignores the broken pipe).
+    /// Two billion tokens at this model's thousands a second would take days.</summary>
+    [Fact]
+    public async Task Sampling_stops_once_nobody_reads_its_output()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = Tokenization.CharTokenizer.FromCorpus("abc ");
+        using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 16, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false }))
+            Training.Checkpoint.Save(temp["model"], model, tokenizer);
+        using var process = Process.Start(Cli.StartInfo("sample", "--model", temp["model"], "--prompt", "ab", "--max-tokens", "2000000000", "--seed", "1"))!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        var output = process.StandardOutput.BaseStream;
+        var buffer = new byte[100];
+        for (var read = 0; read < buffer.Length;)
+        {
+            var n = await output.ReadAsync(buffer.AsMemory(read));
+            if (n == 0) Assert.Fail($"sample ended before writing 100 bytes: {await stderr}");
+            read += n;
+        }
+        // As head does once it has its bytes: the pipe's only reader closes it.
+        output.Close();
+        var stopped = process.WaitForExit(TimeSpan.FromSeconds(60));
+        if (!stopped) process.Kill(entireProcessTree: true);
+        Assert.True(stopped, "sample went on generating after its output's reader had gone");
+        Assert.Equal((141, ""), (process.ExitCode, await stderr));
+    }
+
     [Fact]
     public void Sampling_a_Hugging_Face_model_with_a_prompt_its_vocabulary_cannot_spell_is_one_error_line()
     {

@@ -227,6 +227,56 @@ public sealed class InferenceTests
         for (var i = 0; i < pieces; i++) Assert.True(enumerator.MoveNext());
     }
 
+    /// <summary>On an engine other requests share (a server's, an IChatClient's), a stream whose
+    /// reader stops and lets go of its enumerator without disposing it is cancelled once the GC
+    /// has found the enumerator unreachable, rather than generating to max_tokens for nobody.</summary>
+    [Fact]
+    public void An_abandoned_generation_stream_s_sequence_is_cancelled()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        // Slowed, so that the 250 tokens would take 2.5 s.
+        using var model = SteppedModel(tokenizer.VocabSize, 256, () => Thread.Sleep(10));
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { DecodeWeights = DecodeWeights.Torch });
+        var sequence = engine.Submit(new GenerationRequest { PromptTokens = tokenizer.Encode("abc"), MaxTokens = 250, Sampling = new SamplingOptions { Seed = 1 } });
+        ReadAndLetGo(() => new GenerationStream(engine.Tokenizer, sequence).ReadAllAsync(), items: 2);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        Assert.True(SpinWait.SpinUntil(() => sequence.FinishReason is not null, TimeSpan.FromSeconds(30)), "the sequence is still running");
+        Assert.Equal(FinishReason.Cancelled, sequence.FinishReason);
+        Assert.InRange(sequence.Generated, 2, 125);
+    }
+
+    /// <summary><see cref="An_abandoned_generation_stream_s_sequence_is_cancelled"/> through the
+    /// IChatClient, whose streaming enumerator reads one.</summary>
+    [Fact]
+    public void An_abandoned_streaming_chat_stops_generating()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs \n");
+        var steps = 0;
+        using var model = SteppedModel(tokenizer.VocabSize, 256, () =>
+        {
+            Interlocked.Increment(ref steps);
+            Thread.Sleep(10);
+        });
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { DecodeWeights = DecodeWeights.Torch });
+        var client = new StratusChatClient(engine, ChatTemplate.For(tokenizer), "tiny");
+        ReadAndLetGo(() => client.GetStreamingResponseAsync([new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, "abc")], new Microsoft.Extensions.AI.ChatOptions { MaxOutputTokens = 250, Seed = 1 }), items: 2);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        Assert.True(SpinWait.SpinUntil(() => engine.Running + engine.Waiting == 0, TimeSpan.FromSeconds(30)), "the engine is still generating");
+        Assert.InRange(Volatile.Read(ref steps), 2, 125);
+    }
+
+    /// <summary>Starts an asynchronous sequence, reads <paramref name="items"/> of it and keeps no
+    /// reference to its enumerator, which it does not dispose (started here, not by the caller:
+    /// see <see cref="ReadAndLetGo(TextGenerator, int)"/>).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void ReadAndLetGo<T>(Func<IAsyncEnumerable<T>> start, int items)
+    {
+        var enumerator = start().GetAsyncEnumerator();
+        for (var i = 0; i < items; i++) Assert.True(enumerator.MoveNextAsync().AsTask().GetAwaiter().GetResult());
+    }
+
     /// <summary>Where the engine is the slower, the caller waits for it at nearly every token:
     /// a wait allocates nothing (each allocated a task), so reading a token costs what it costs
     /// when the engine has made them all before the caller reads.</summary>

@@ -3,6 +3,8 @@
 // start of one. Both the HTTP API and the IChatClient read generations through this.
 using System.Runtime.CompilerServices;
 using System.Text;
+using System.Threading.Channels;
+using System.Threading.Tasks.Sources;
 using Stratus.Tokenization;
 
 namespace Stratus.Inference;
@@ -14,6 +16,10 @@ public readonly record struct GenerationChunk(string Text, GeneratedToken? Token
 public sealed class GenerationStream
 {
     readonly Sequence sequence;
+    // Cancels the sequence when the caller lets go of this stream, or of the enumerator reading
+    // it, before its end without disposing the enumerator: it would otherwise run to max_tokens.
+    readonly ReaderAbandonment abandonment;
+    readonly OutputWait wait;
     readonly ITokenizer tokenizer;
     readonly IReadOnlyList<string> stops;
     readonly StreamingDecoder decoder;
@@ -35,6 +41,8 @@ public sealed class GenerationStream
         stops = sequence.Request.Stop;
         decoder = new StreamingDecoder(tokenizer, sequence.Request.SkipSpecialTokens);
         this.sequence = sequence;
+        abandonment = new ReaderAbandonment(sequence);
+        wait = new OutputWait(sequence.Output);
     }
 
     /// <summary>The prompt's tokens once the model has read them all (its prefill is done), else
@@ -52,14 +60,15 @@ public sealed class GenerationStream
     public string? FinishReason => finishReason;
 
     /// <summary>Yields text as it is generated. Breaking out early or cancelling drops the
-    /// sequence and frees its KV cache.</summary>
+    /// sequence and frees its KV cache; so does letting go of the enumerator unfinished without
+    /// disposing it, once the GC finds it unreachable.</summary>
     public async IAsyncEnumerable<GenerationChunk> ReadAllAsync([EnumeratorCancellation] CancellationToken cancellation = default)
     {
         var reader = sequence.Output;
         var finished = false;
         try
         {
-            while (await reader.WaitToReadAsync(cancellation).ConfigureAwait(false))
+            while (await wait.WaitToReadAsync(cancellation).ConfigureAwait(false))
             {
                 while (reader.TryRead(out var token))
                 {
@@ -102,6 +111,7 @@ public sealed class GenerationStream
         finally
         {
             if (!finished) sequence.Cancel();
+            abandonment.Dispose();
         }
     }
 
@@ -138,5 +148,68 @@ public sealed class GenerationStream
             if (i >= 0 && (best < 0 || i < best)) best = i;
         }
         return best;
+    }
+
+    /// <summary>Waits for the sequence's next token for <see cref="ReadAllAsync"/>, allocating
+    /// nothing, so that the channel holds this object and never the reader. A continuation
+    /// awaited on the channel itself stays in the channel's reused wait after it has run (until
+    /// the next wait), and with it the whole enumerator: the engine, holding the sequence,
+    /// would keep an enumerator its caller let go of reachable, and <see cref="abandonment"/>
+    /// would never cancel it. This forgets the reader's continuation once it has resumed it.</summary>
+    sealed class OutputWait : IValueTaskSource<bool>
+    {
+        readonly ChannelReader<GeneratedToken> output;
+        readonly Action channelReady;
+        ManualResetValueTaskSourceCore<bool> core;
+        ConfiguredValueTaskAwaitable<bool>.ConfiguredValueTaskAwaiter channelWait;
+
+        public OutputWait(ChannelReader<GeneratedToken> output)
+        {
+            this.output = output;
+            channelReady = ChannelReady;
+        }
+
+        /// <summary>The channel's WaitToReadAsync.</summary>
+        public ValueTask<bool> WaitToReadAsync(CancellationToken cancellation)
+        {
+            var next = output.WaitToReadAsync(cancellation);
+            if (next.IsCompleted) return next;
+            var version = core.Version;
+            channelWait = next.ConfigureAwait(false).GetAwaiter();
+            channelWait.UnsafeOnCompleted(channelReady);
+            return new ValueTask<bool>(this, version);
+        }
+
+        void ChannelReady()
+        {
+            bool more;
+            try
+            {
+                more = channelWait.GetResult();
+            }
+            catch (Exception e)
+            {
+                core.SetException(e);
+                return;
+            }
+            core.SetResult(more);
+        }
+
+        public bool GetResult(short token)
+        {
+            try
+            {
+                return core.GetResult(token);
+            }
+            finally
+            {
+                core.Reset();
+            }
+        }
+
+        public ValueTaskSourceStatus GetStatus(short token) => core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            core.OnCompleted(continuation, state, token, flags);
     }
 }

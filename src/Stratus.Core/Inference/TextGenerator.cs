@@ -103,17 +103,19 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
     /// own exception, as a model call in this thread would: the CLI tells an out-of-memory or a
     /// user error from a bug by it. A reader dropped unfinished without being disposed (the
     /// caller stopped enumerating and let go of the enumerator) cancels the sequence once the GC
-    /// finds it unreachable, so that the engine stops making tokens nobody can read and its
-    /// thread, draining, ends.</summary>
+    /// finds it unreachable (<see cref="ReaderAbandonment"/>), so that the engine stops making
+    /// tokens nobody can read and its thread, draining, ends.</summary>
     sealed class TokenReader : IDisposable
     {
         readonly Sequence sequence;
+        readonly ReaderAbandonment abandonment;
         readonly ManualResetEventSlim ready = new();
         readonly Action signal;
 
         public TokenReader(Sequence sequence)
         {
             this.sequence = sequence;
+            abandonment = new ReaderAbandonment(sequence);
             signal = ready.Set;
         }
 
@@ -154,11 +156,9 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
             }
         }
 
-        ~TokenReader() => sequence.Cancel();
-
         public void Dispose()
         {
-            GC.SuppressFinalize(this);
+            abandonment.Dispose();
             ready.Dispose();
         }
     }

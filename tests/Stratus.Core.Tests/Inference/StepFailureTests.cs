@@ -19,6 +19,16 @@ public sealed class StepFailureTests
         return tokens;
     }
 
+    /// <summary>The tokens each request gets run alone on an engine of its own, without failures:
+    /// what a request must get when others fail beside it.</summary>
+    static async Task<List<int[]>> TokensAlone(CausalLanguageModel model, ITokenizer tokenizer, EngineOptions options, GenerationRequest[] requests)
+    {
+        var alone = new List<int[]>();
+        using var fresh = new InferenceEngine(model, tokenizer, options);
+        foreach (var request in requests) alone.Add([.. (await Read(fresh.Submit(request))).Select(t => t.Token)]);
+        return alone;
+    }
+
     /// <summary>Tokens with their log-probabilities, to compare runs exactly.</summary>
     static (int, float)[] Spelled(List<GeneratedToken> tokens) => [.. tokens.Select(t => (t.Token, t.Logprob))];
 
@@ -153,9 +163,7 @@ public sealed class StepFailureTests
         var (freshModel, tokenizer) = InferenceEngineTests.TinyModel();
         GenerationRequest[] requests = [.. new[] { "one fish", "two fish", "red fish", "blue fish" }.Select((prompt, i) =>
             new GenerationRequest { PromptTokens = tokenizer.Encode(prompt), MaxTokens = 24, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })];
-        var alone = new List<int[]>();
-        using (var fresh = new InferenceEngine(freshModel, tokenizer, options))
-            foreach (var request in requests) alone.Add([.. (await Read(fresh.Submit(request))).Select(t => t.Token)]);
+        var alone = await TokensAlone(freshModel, tokenizer, options, requests);
 
         var (model, _) = InferenceEngineTests.TinyModel();
         var failures = new FailingForward(model, (_, positions) => !positions.Contains(0) && positions.Length > 2);
@@ -182,9 +190,7 @@ public sealed class StepFailureTests
         // The prefill chooses each one's first token, the decode steps the others.
         GenerationRequest[] requests = [.. "abcdefgh".Select((c, i) =>
             new GenerationRequest { PromptTokens = tokenizer.Encode($"{c}{c} fish"), MaxTokens = steps + 1, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })];
-        var alone = new List<int[]>();
-        using (var fresh = new InferenceEngine(freshModel, tokenizer, options))
-            foreach (var request in requests) alone.Add([.. (await Read(fresh.Submit(request))).Select(t => t.Token)]);
+        var alone = await TokensAlone(freshModel, tokenizer, options, requests);
 
         var (model, _) = InferenceEngineTests.TinyModel(context: 160);
         var failures = new FailingForward(model, (_, positions) => !positions.Contains(0) && positions.Length > 3);

@@ -29,6 +29,29 @@ public sealed class StepFailureTests
         return alone;
     }
 
+    /// <summary>Runs <paramref name="requests"/> alone, then queued together (so all decode in
+    /// every step) on a device whose calls <paramref name="runOutOfMemory"/> says run out of it:
+    /// each must get the tokens it got alone (compared by token: batched rows draw from logits
+    /// that round differently), and the engine stay healthy with its KV blocks freed. Returns how
+    /// many calls failed.</summary>
+    static async Task<int> FailedCallsWhileEachDrawsAsAlone(int context, Func<ITokenizer, GenerationRequest[]> requestsFor, Func<long[], long[], bool> runOutOfMemory)
+    {
+        var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
+        var (freshModel, tokenizer) = InferenceEngineTests.TinyModel(context: context);
+        var requests = requestsFor(tokenizer);
+        var alone = await TokensAlone(freshModel, tokenizer, options, requests);
+
+        var (model, _) = InferenceEngineTests.TinyModel(context: context);
+        var failures = new FailingForward(model, runOutOfMemory);
+        using var engine = new InferenceEngine(model, tokenizer, options);
+        var sequences = engine.SubmitAll(requests);
+        for (var i = 0; i < sequences.Length; i++)
+            Assert.Equal(alone[i], (await Read(sequences[i])).Select(t => t.Token));
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+        return failures.Failures;
+    }
+
     /// <summary>Tokens with their log-probabilities, to compare runs exactly.</summary>
     static (int, float)[] Spelled(List<GeneratedToken> tokens) => [.. tokens.Select(t => (t.Token, t.Logprob))];
 
@@ -159,52 +182,28 @@ public sealed class StepFailureTests
     public async Task A_decode_batch_too_large_for_the_device_is_run_in_halves_and_each_sequence_draws_what_it_draws_alone()
     {
         // As a device whose memory holds the decode step of two sequences but not of four.
-        var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
-        var (freshModel, tokenizer) = InferenceEngineTests.TinyModel();
-        GenerationRequest[] requests = [.. new[] { "one fish", "two fish", "red fish", "blue fish" }.Select((prompt, i) =>
-            new GenerationRequest { PromptTokens = tokenizer.Encode(prompt), MaxTokens = 24, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })];
-        var alone = await TokensAlone(freshModel, tokenizer, options, requests);
-
-        var (model, _) = InferenceEngineTests.TinyModel();
-        var failures = new FailingForward(model, (_, positions) => !positions.Contains(0) && positions.Length > 2);
-        using var engine = new InferenceEngine(model, tokenizer, options);
-        // Queued together, so all four decode in every step.
-        var sequences = engine.SubmitAll(requests);
-        for (var i = 0; i < sequences.Length; i++)
-            Assert.Equal(alone[i], (await Read(sequences[i])).Select(t => t.Token));
+        var failures = await FailedCallsWhileEachDrawsAsAlone(context: 64, tokenizer => [.. new[] { "one fish", "two fish", "red fish", "blue fish" }.Select((prompt, i) =>
+                new GenerationRequest { PromptTokens = tokenizer.Encode(prompt), MaxTokens = 24, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })],
+            (_, positions) => !positions.Contains(0) && positions.Length > 2);
         // The first step after the prefill ran out over four rows; the other 22 ran in calls of
-        // the two that fitted (batched, the four draw from logits that round differently:
-        // compared by token).
-        Assert.Equal(1, failures.Failures);
-        Assert.True(engine.IsHealthy);
-        Assert.Equal(0, engine.KvBlocksUsed);
+        // the two that fitted.
+        Assert.Equal(1, failures);
     }
 
     [Fact]
     public async Task A_decode_batch_that_ran_out_of_memory_runs_in_calls_that_fit_and_tries_a_row_more_after_50_steps()
     {
-        // As a device whose memory holds the decode step of three sequences but not of four.
-        var options = new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch };
+        // As a device whose memory holds the decode step of three sequences but not of four; the
+        // prefill chooses each one's first token, the decode steps the others.
         const int steps = 2 * InferenceEngine.DecodeStepsBeforeGrowing + 20;
-        var (freshModel, tokenizer) = InferenceEngineTests.TinyModel(context: 160);
-        // The prefill chooses each one's first token, the decode steps the others.
-        GenerationRequest[] requests = [.. "abcdefgh".Select((c, i) =>
-            new GenerationRequest { PromptTokens = tokenizer.Encode($"{c}{c} fish"), MaxTokens = steps + 1, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })];
-        var alone = await TokensAlone(freshModel, tokenizer, options, requests);
-
-        var (model, _) = InferenceEngineTests.TinyModel(context: 160);
-        var failures = new FailingForward(model, (_, positions) => !positions.Contains(0) && positions.Length > 3);
-        using var engine = new InferenceEngine(model, tokenizer, options);
-        var sequences = engine.SubmitAll(requests);
-        for (var i = 0; i < sequences.Length; i++)
-            Assert.Equal(alone[i], (await Read(sequences[i])).Select(t => t.Token));
+        var failures = await FailedCallsWhileEachDrawsAsAlone(context: 160, tokenizer => [.. "abcdefgh".Select((c, i) =>
+                new GenerationRequest { PromptTokens = tokenizer.Encode($"{c}{c} fish"), MaxTokens = steps + 1, IgnoreEos = true, Sampling = new() { Temperature = 1, Seed = i } })],
+            (_, positions) => !positions.Contains(0) && positions.Length > 3);
         // The first decode step ran out over the eight rows and over each half of four, whose
         // halves of two ran: the next 50 steps ran in calls of two. Then a call of three ran, and
         // the next 50 in calls of three; then a call of four ran out (its halves ran), and the
         // last 17 steps ran in calls of three. Every step failed three calls before.
-        Assert.Equal(4, failures.Failures);
-        Assert.True(engine.IsHealthy);
-        Assert.Equal(0, engine.KvBlocksUsed);
+        Assert.Equal(4, failures);
     }
 
     [Fact]

@@ -116,6 +116,7 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
     public async Task A_request_whose_model_step_fails_gets_a_503_to_retry_and_the_server_stays_ready()
     {
         var failedAlone = await Metric("stratus_requests_failed_alone_total");
+        Assert.NotNull(failedAlone);
         var response = await Http.PostAsJsonAsync("/v1/completions", Completion("ab#cd", 5));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
         Assert.Equal("1", response.Headers.GetValues("Retry-After").Single());

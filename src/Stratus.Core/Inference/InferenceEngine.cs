@@ -35,8 +35,8 @@ public sealed class InferenceEngine : IDisposable
     /// <summary>Set by <see cref="Drain"/>: the thread ends once the sequences it has are done.</summary>
     volatile bool draining;
     /// <summary>What the last sequence to fail its own model call threw, until a step in which a
-    /// model call succeeded ends (<see cref="CheckHealthAsync"/>). Set as the sequence fails, so
-    /// that its caller, told, finds it set.</summary>
+    /// model call succeeded ends (<see cref="CheckHealthAsync"/>). Set before the sequence's
+    /// caller is told, so that a health check the caller then asks for runs.</summary>
     volatile Exception? failingCalls;
     /// <summary>Whether one of this step's model calls succeeded.</summary>
     bool callSucceeded;
@@ -114,7 +114,7 @@ public sealed class InferenceEngine : IDisposable
     /// every model call (<see cref="CheckHealthAsync"/>).</summary>
     public bool IsHealthy => failure is null && !stopping.IsCancellationRequested && !draining;
     /// <summary>Requests whose own model call failed while the model ran a one-token probe
-    /// (their 503 model_step_failed), ever.</summary>
+    /// (their 503 model_step_failed), ever, the small requests of <see cref="CheckHealthAsync"/> included.</summary>
     public long RequestsFailedAlone => Volatile.Read(ref requestsFailedAlone);
     /// <summary>The most sequences one decode call runs: <see cref="EngineOptions.MaxBatchSize"/>
     /// until a decode call runs out of the device's memory, then what fitted (<see cref="LearnDecodeRows"/>).</summary>

@@ -1,5 +1,7 @@
 // A request whose model step fails gets OpenAI's error shape with a 503 (a retry may succeed),
-// streamed or not, and fails whole however many sequences it has; the server stays ready.
+// streamed or not, and fails whole however many sequences it has; the server stays ready, and
+// stops being so only while every call of a model fails. /metrics counts such requests and shows
+// the decode batch the device fits.
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
@@ -14,7 +16,8 @@ using TorchSharp;
 namespace Stratus.Server.Tests;
 
 /// <summary>The tiny server with one more model, "failing": its prefills of a prompt holding '#'
-/// fail, and so do its single-row decode steps at position <see cref="DecodeFailsAt"/>.</summary>
+/// fail, and so do its single-row decode steps at position <see cref="DecodeFailsAt"/>, and the
+/// calls <see cref="Broken"/> and <see cref="DecodeRowsThatFit"/> say run out of memory.</summary>
 public sealed class FailingModelServer : IAsyncLifetime
 {
     public const string ModelName = "failing";
@@ -22,6 +25,15 @@ public sealed class FailingModelServer : IAsyncLifetime
 
     public TinyModelServer Server { get; } = new() { ConfigureServices = services => services.AddSingleton<IGenerationFilter, StuckChoiceFilter>() };
     public InferenceEngine Engine { get; private set; } = null!;
+
+    volatile bool broken;
+    volatile int decodeRowsThatFit;
+
+    /// <summary>While set, every call fails but one token at position 0, the probe's: a model that
+    /// runs the probe but fails every real call.</summary>
+    public bool Broken { get => broken; set => broken = value; }
+    /// <summary>Decode calls over more rows than this run out of memory; 0: none do.</summary>
+    public int DecodeRowsThatFit { get => decodeRowsThatFit; set => decodeRowsThatFit = value; }
 
     public async Task InitializeAsync()
     {
@@ -32,7 +44,9 @@ public sealed class FailingModelServer : IAsyncLifetime
         var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 128, NLayer = 2, NHead = 2, NEmbd = 32, Bias = false });
         var hash = tokenizer.Encode("#")[0];
         // A prefill starts at position 0 (these prompts are too short to take cached blocks); decode steps never do.
-        _ = new FailingForward(model, (tokens, positions) => positions.Contains(0) && tokens.Contains(hash) || positions is [DecodeFailsAt]);
+        _ = new FailingForward(model, (tokens, positions) => positions.Contains(0) && tokens.Contains(hash) || positions is [DecodeFailsAt]
+            || broken && positions is not [0]
+            || decodeRowsThatFit > 0 && !positions.Contains(0) && positions.Length > decodeRowsThatFit);
         // Decode steps through libtorch's layers, which FailingForward hooks.
         Engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch });
         // Before any request: the registry is only read while serving.
@@ -81,6 +95,15 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
         Assert.Equal($"the model step failed: {FailingForward.OutOfMemoryDescribed}; a retry may succeed", (string?)error["message"]);
     }
 
+    /// <summary>The failing model's value of <paramref name="metric"/> at /metrics; null when it has none.</summary>
+    async Task<double?> Metric(string metric)
+    {
+        await Task.Delay(400); // past the exporter's 300 ms scrape cache
+        var line = (await Http.GetStringAsync("/metrics")).Split('\n')
+            .FirstOrDefault(l => l.StartsWith(metric + "{", StringComparison.Ordinal) && l.Contains($"model=\"{FailingModelServer.ModelName}\""));
+        return line is null ? null : double.Parse(line[(line.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     /// <summary>The engine drops a failed request's other sequences at its next step, which may
     /// come just after the client has its answer.</summary>
     async Task AssertBlocksFreed()
@@ -92,6 +115,8 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
     [Fact]
     public async Task A_request_whose_model_step_fails_gets_a_503_to_retry_and_the_server_stays_ready()
     {
+        var failedAlone = await Metric("stratus_requests_failed_alone_total");
+        Assert.NotNull(failedAlone);
         var response = await Http.PostAsJsonAsync("/v1/completions", Completion("ab#cd", 5));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
         Assert.Equal("1", response.Headers.GetValues("Retry-After").Single());
@@ -100,6 +125,8 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
         var metrics = await Http.GetStringAsync("/metrics");
         Assert.Contains(metrics.Split('\n'), l => l.StartsWith("stratus_requests_total{", StringComparison.Ordinal) && l.Contains($"model=\"{FailingModelServer.ModelName}\"") && l.Contains("outcome=\"error\""));
         Assert.DoesNotContain(metrics.Split('\n'), l => l.StartsWith("stratus_requests_total{", StringComparison.Ordinal) && l.Contains($"model=\"{FailingModelServer.ModelName}\"") && l.Contains("outcome=\"rejected\""));
+        // And as a request whose own model call failed.
+        Assert.Equal(failedAlone + 1, await Metric("stratus_requests_failed_alone_total"));
 
         Assert.Equal(HttpStatusCode.OK, (await Http.GetAsync("/ready")).StatusCode);
         var next = await Http.PostAsJsonAsync("/v1/completions", Completion("abcd", 5));
@@ -169,6 +196,9 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
         }
         Assert.Equal(before, await Used());
         Assert.Equal(HttpStatusCode.OK, (await Http.GetAsync("/ready")).StatusCode);
+        // No call has run since the last failed: the engine's small request runs, and the model is healthy.
+        using (var anonymous = fixture.Server.AnonymousClient())
+            Assert.Equal("ok", await anonymous.GetStringAsync("/health"));
 
         using var good = await Http.PostAsJsonAsync("/v1/completions", Completion("abcd", 5));
         Assert.Equal(HttpStatusCode.OK, good.StatusCode);
@@ -227,5 +257,58 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
         var model = fixture.Server.Model.Engine;
         for (var wait = 0; model.KvBlocksUsed > 0 && wait < 600; wait++) await Task.Delay(50);
         Assert.Equal(0, model.KvBlocksUsed);
+    }
+
+    [Fact]
+    public async Task While_every_call_of_a_model_fails_health_and_ready_answer_503_naming_it_and_why_until_a_call_runs()
+    {
+        using var anonymous = fixture.Server.AnonymousClient();
+        fixture.Broken = true;
+        try
+        {
+            using (var failed = await Http.PostAsJsonAsync("/v1/completions", Completion("abcd", 5)))
+                AssertStepFailed(JsonNode.Parse(await failed.Content.ReadAsStringAsync())!["error"]);
+            // Load balancers probe /health without a key; /ready takes one.
+            foreach (var (client, path, code) in new[] { (anonymous, "/health", "unhealthy"), (Http, "/ready", "not_ready") })
+            {
+                using var response = await client.GetAsync(path);
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+                Assert.Equal("5", response.Headers.GetValues("Retry-After").Single());
+                var error = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!;
+                Assert.Equal(code, (string?)error["code"]);
+                Assert.Equal($"The server cannot serve: model '{FailingModelServer.ModelName}': every model call fails, a small health-check request's too; the last with: {FailingForward.OutOfMemoryDescribed}.", (string?)error["message"]);
+            }
+        }
+        finally
+        {
+            fixture.Broken = false;
+        }
+        // The engine ran on: the first request answered ends the streak.
+        using var good = await Http.PostAsJsonAsync("/v1/completions", Completion("abcd", 5));
+        Assert.Equal(HttpStatusCode.OK, good.StatusCode);
+        Assert.Equal("ok", await anonymous.GetStringAsync("/health"));
+        Assert.Equal("ready", await Http.GetStringAsync("/ready"));
+        await AssertBlocksFreed();
+    }
+
+    [Fact]
+    public async Task The_decode_batch_the_device_fits_shows_in_metrics_once_a_decode_call_ran_out_of_memory()
+    {
+        Assert.Equal(fixture.Engine.Options.MaxBatchSize, await Metric("stratus_max_decode_batch_size"));
+        fixture.DecodeRowsThatFit = 2;
+        try
+        {
+            // Four choices of a short prompt: prefilled in one call, then decoded in one of four
+            // rows, which runs out of memory, and again in halves, which run.
+            using var response = await Http.PostAsJsonAsync("/v1/completions", Completion("abc", 5, n: 4));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal(4, JsonNode.Parse(await response.Content.ReadAsStringAsync())!["choices"]!.AsArray().Count);
+        }
+        finally
+        {
+            fixture.DecodeRowsThatFit = 0;
+        }
+        Assert.Equal(2, await Metric("stratus_max_decode_batch_size"));
+        await AssertBlocksFreed();
     }
 }

@@ -5,7 +5,8 @@
 // again in smaller parts, so that it fails only the requests whose own call fails, and stops the
 // engine only when the model cannot run at all; a decode batch too large for the device's memory
 // is then run in parts of the size that fitted. A sampler that throws fails its own sequence
-// alone. Knows nothing about HTTP.
+// alone. While every model call fails, a health check tells callers so (CheckHealthAsync).
+// Knows nothing about HTTP.
 using Stratus.Models;
 using Stratus.Tokenization;
 using TorchSharp;
@@ -29,16 +30,16 @@ public sealed class InferenceEngine : IDisposable
     readonly int drawableTokens;
     readonly List<Sequence> group = [];
     long nextId;
-    volatile Exception? failure;
+    /// <summary>What stopped the engine: a model that cannot run (FailAlone), or a bug in it.</summary>
+    volatile EngineUnavailableException? failure;
     /// <summary>Set by <see cref="Drain"/>: the thread ends once the sequences it has are done.</summary>
     volatile bool draining;
-    /// <summary>Engine steps in a row in which a sequence's own model call failed and no model
-    /// call succeeded.</summary>
-    int failingSteps;
-    // This step's model calls: whether one succeeded, and what the last one to fail a sequence
-    // on its own threw.
+    /// <summary>What the last sequence to fail its own model call threw, until a step in which a
+    /// model call succeeded ends (<see cref="CheckHealthAsync"/>). Set before the sequence's
+    /// caller is told, so that a health check the caller then asks for runs.</summary>
+    volatile Exception? failingCalls;
+    /// <summary>Whether one of this step's model calls succeeded.</summary>
     bool callSucceeded;
-    Exception? sequenceFailure;
     /// <summary>The most sequences one decode call runs: the batch's limit until a decode call
     /// runs out of the device's memory, then what fitted (<see cref="LearnDecodeRows"/>).</summary>
     int decodeRowsThatFit;
@@ -47,8 +48,14 @@ public sealed class InferenceEngine : IDisposable
     // This step's decode calls: the most rows one ran, and the fewest (two or more) one ran out of
     // memory over, 0 when none did.
     int decodeRowsRun, decodeRowsOutOfMemory;
-    /// <summary>Sequences whose own model call failed (FailAlone), ever.</summary>
-    int sequencesFailedAlone;
+    /// <summary>Requests whose own model call failed (FailAlone), ever: one a request, as the
+    /// failure ends its other sequences before they run a call of their own.</summary>
+    long requestsFailedAlone;
+    /// <summary>The small request <see cref="CheckHealthAsync"/> runs, and the one running (one at
+    /// a time, however many callers ask).</summary>
+    readonly GenerationRequest healthCheckRequest;
+    readonly Lock healthCheckLock = new();
+    Task<string?>? healthCheck;
 
     /// <summary>Decode steps without running out of memory after which one decode call is tried a
     /// row larger than what fitted (<see cref="LearnDecodeRows"/>). Back at once, forward slowly,
@@ -61,17 +68,6 @@ public sealed class InferenceEngine : IDisposable
     /// gains a row every 50 steps. Time is the only sign of that: the KV pool holds its memory
     /// from the start, so a sequence that ends frees none that a decode call could use.</summary>
     internal const int DecodeStepsBeforeGrowing = 50;
-
-    /// <summary>Steps in a row that stop the engine though its model passes the probe (FailAlone):
-    /// a model that fails every real call but still runs one token, or a device whose memory
-    /// stays full. A device that is broken fails the probe and stops the engine at once; this
-    /// bound only ends such a model's answering every request with a 503 while /ready says it
-    /// is ready. A step counts once however many
-    /// sequences failed in it, so a burst of bad requests admitted together is one step, and any
-    /// call that succeeds, as under any other traffic, starts the count again: 100 takes some 25
-    /// failing requests one after another on an otherwise idle server, each retried as OpenAI's
-    /// SDKs retry a 503 (two or three times).</summary>
-    internal const int MaxFailingStepsInARow = 100;
 
     public InferenceEngine(CausalLanguageModel model, ITokenizer tokenizer, EngineOptions? options = null)
     {
@@ -95,6 +91,10 @@ public sealed class InferenceEngine : IDisposable
         runner = new ModelRunner(model, pool, drawableTokens);
         endOfGeneration = tokenizer.EndOfGenerationIds;
         jsonVocabulary = new(() => new JsonVocabulary(tokenizer, drawableTokens));
+        // A prefill and a decode call, as TGI's health check runs: two prompt tokens, as a one-token
+        // prefill may run as a decode step does (DecodeStep); token 0 is in every vocabulary.
+        var checkPrompt = Math.Min(2, ContextLength);
+        healthCheckRequest = new GenerationRequest { PromptTokens = new int[checkPrompt], MaxTokens = Math.Min(2, ContextLength - checkPrompt), IgnoreEos = true, Sampling = new() { Temperature = 0 } };
         thread = new Thread(Loop) { IsBackground = true, Name = "stratus-engine" };
         thread.Start();
     }
@@ -110,7 +110,55 @@ public sealed class InferenceEngine : IDisposable
     public int KvBlocksTotal => pool.Allocator.BlockCount;
     /// <summary>Fraction of KV blocks held by sequences (0 to 1).</summary>
     public double KvCacheUsage => (double)KvBlocksUsed / KvBlocksTotal;
+    /// <summary>The engine runs: it has not stopped, failed or been drained. It may still fail
+    /// every model call (<see cref="CheckHealthAsync"/>).</summary>
     public bool IsHealthy => failure is null && !stopping.IsCancellationRequested && !draining;
+    /// <summary>Requests whose own model call failed while the model ran a one-token probe
+    /// (their 503 model_step_failed), ever, the small requests of <see cref="CheckHealthAsync"/> included.</summary>
+    public long RequestsFailedAlone => Volatile.Read(ref requestsFailedAlone);
+    /// <summary>The most sequences one decode call runs: <see cref="EngineOptions.MaxBatchSize"/>
+    /// until a decode call runs out of the device's memory, then what fitted (<see cref="LearnDecodeRows"/>).</summary>
+    public int MaxDecodeBatchSize => Volatile.Read(ref decodeRowsThatFit);
+
+    /// <summary>Why the engine cannot serve, in one line; null when it can. It cannot once it has
+    /// stopped. When no model call has succeeded since one failed a sequence on its own (a model
+    /// that runs the one-token probe but fails every real call, a device whose memory another
+    /// process holds, or only requests too large for the device), it runs a small request of its
+    /// own, as TGI's health check does after a failed batch and SGLang's /health_generate: it
+    /// can serve if that request runs, which ends the streak, and cannot if it fails too. So
+    /// requests that fail for their own input never make it unhealthy, however many in a row,
+    /// and one whose every call fails is healthy again by itself at its first call that runs.
+    /// Runs nothing otherwise, and one check at a time.</summary>
+    public ValueTask<string?> CheckHealthAsync()
+    {
+        if (!IsHealthy) return ValueTask.FromResult<string?>(StoppedReason);
+        if (failingCalls is null) return ValueTask.FromResult<string?>(null);
+        lock (healthCheckLock)
+        {
+            if (healthCheck is not { IsCompleted: false }) healthCheck = RunHealthCheckAsync();
+            return new ValueTask<string?>(healthCheck);
+        }
+    }
+
+    async Task<string?> RunHealthCheckAsync()
+    {
+        try
+        {
+            await foreach (var _ in Submit(healthCheckRequest).Output.ReadAllAsync()) { }
+            return null;
+        }
+        // Healthy after all if a call has run since; otherwise the streak's last failure, the check's own.
+        catch (EngineStepFailedException) { return FailingReason(); }
+        catch (EngineUnavailableException) { return StoppedReason; }
+        // A full queue is no sign of failing calls: requests that fail leave it at once.
+        catch (EngineOverloadedException) { return null; }
+    }
+
+    string StoppedReason => failure?.Message ?? "the engine has stopped";
+
+    string? FailingReason() => failingCalls is { } last
+        ? $"every model call fails, a small health-check request's too; the last with: {Reason(last)}"
+        : null;
 
     /// <summary>Queues a request. Its tokens arrive on the sequence's channel; cancelling
     /// <paramref name="cancellation"/> drops the sequence before the next decode step.</summary>
@@ -231,10 +279,11 @@ public sealed class InferenceEngine : IDisposable
         }
         catch (Exception e)
         {
-            // A model that cannot run (FailAlone, Step), or a bug in the engine: fail every
-            // sequence rather than leave callers hanging.
-            failure = e;
-            scheduler.FailAll(e as EngineUnavailableException ?? new EngineUnavailableException($"the engine failed: {Reason(e)}", e));
+            // A model that cannot run (FailAlone), or a bug in the engine: fail every sequence
+            // rather than leave callers hanging.
+            var stopped = e as EngineUnavailableException ?? new EngineUnavailableException($"the engine failed: {Reason(e)}", e);
+            failure = stopped;
+            scheduler.FailAll(stopped);
         }
     }
 
@@ -252,7 +301,6 @@ public sealed class InferenceEngine : IDisposable
     void Step()
     {
         callSucceeded = false;
-        sequenceFailure = null;
         var (prefill, decode) = scheduler.Schedule();
         if (decode.Count > 0) Decode(decode);
         // Prompt chunks of equal length are prefilled together, one length at a time. Cancelled
@@ -267,9 +315,7 @@ public sealed class InferenceEngine : IDisposable
             // Prefill even for max_tokens 0: it scores the prompt when prompt logprobs are asked.
             if (group.Count > 0) Call(group, prefill: true);
         }
-        if (callSucceeded) failingSteps = 0;
-        else if (sequenceFailure is { } last && ++failingSteps >= MaxFailingStepsInARow)
-            throw new EngineUnavailableException($"the engine failed: {failingSteps} steps in a row failed every model call, though the model runs a one-token probe; the last with: {Reason(last)}", last);
+        if (callSucceeded) failingCalls = null;
     }
 
     /// <summary>The decode step of <paramref name="decode"/>, in calls of at most
@@ -333,11 +379,11 @@ public sealed class InferenceEngine : IDisposable
         }
         catch (Exception e)
         {
-            var failedAlone = sequencesFailedAlone;
+            var failedAlone = requestsFailedAlone;
             Isolate(rows, prefill, e);
             // A call that ran out for a row whose own call runs out (a long context) says nothing
             // of how many rows fit: only one whose parts all ran counts.
-            if (!prefill && rows.Count > 1 && OutOfMemory.Is(e) && sequencesFailedAlone == failedAlone && (decodeRowsOutOfMemory == 0 || rows.Count < decodeRowsOutOfMemory))
+            if (!prefill && rows.Count > 1 && OutOfMemory.Is(e) && requestsFailedAlone == failedAlone && (decodeRowsOutOfMemory == 0 || rows.Count < decodeRowsOutOfMemory))
                 decodeRowsOutOfMemory = rows.Count;
             return;
         }
@@ -409,9 +455,11 @@ public sealed class InferenceEngine : IDisposable
     /// <summary>A model call over one sequence threw. Whether it is the request's fault or the
     /// device's, a one-token probe of the model tells: when the probe fails too, other than for
     /// want of memory, the engine stops (every request would fail the same way); otherwise the
-    /// sequence and its request fail, and only a model failing every call for
-    /// <see cref="MaxFailingStepsInARow"/> steps stops the engine. On a GPU, an error that
-    /// leaves the CUDA context unusable (an illegal memory access) fails the probe.</summary>
+    /// sequence and its request fail, and the engine goes on, however many fail so in a row: were
+    /// a count of them to stop it, any client could stop it for everyone by sending prompts too
+    /// large for the device one after another. A model that fails every real call shows in
+    /// <see cref="CheckHealthAsync"/> instead. On a GPU, an error that leaves the CUDA context
+    /// unusable (an illegal memory access) fails the probe.</summary>
     void FailAlone(Sequence sequence, Exception error)
     {
         try
@@ -421,12 +469,12 @@ public sealed class InferenceEngine : IDisposable
         catch (Exception probeError)
         {
             // Out of memory even for one token, the device still runs: what another process
-            // holds may be freed, and MaxFailingStepsInARow bounds the wait if not.
+            // holds may be freed, and CheckHealthAsync tells callers while it is not.
             if (!OutOfMemory.Is(probeError))
                 throw new EngineUnavailableException($"the engine failed: a model call failed, and then a one-token probe of the model too: {Reason(probeError)}", probeError);
         }
-        sequenceFailure = error;
-        sequencesFailedAlone++;
+        failingCalls = error;
+        Volatile.Write(ref requestsFailedAlone, requestsFailedAlone + 1);
         Fail(sequence, new EngineStepFailedException($"the model step failed: {Reason(error)}; a retry may succeed", error));
     }
 

@@ -1,5 +1,7 @@
-// GET /health (the process answers) and GET /ready (every model is loaded and its engine
-// running), for load balancers and orchestrators.
+// GET /health and GET /ready: 200 while every model can serve, a 503 saying which cannot and why
+// once one's engine has stopped or fails every model call (InferenceEngine.CheckHealthAsync), as
+// vLLM's, TGI's and SGLang's /health answer; /ready also while no model is loaded. For load
+// balancers and orchestrators: /health needs no key.
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 
@@ -9,10 +11,16 @@ public static class HealthEndpoints
 {
     public static IEndpointRouteBuilder MapHealth(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/health", () => Results.Text("ok"));
-        app.MapGet("/ready", (ModelRegistry registry) => registry.AllHealthy
-            ? Results.Text("ready")
-            : throw new ApiException(503, "Models are not loaded or an engine has stopped.", code: "not_ready") { RetryAfterSeconds = 5 });
+        app.MapGet("/health", async (ModelRegistry registry, CancellationToken cancellation) =>
+            await registry.CheckHealthAsync(cancellation) is { } reason ? throw Unavailable(reason, "unhealthy") : Results.Text("ok"));
+        app.MapGet("/ready", async (ModelRegistry registry, CancellationToken cancellation) =>
+        {
+            if (registry.All.Count == 0) throw Unavailable("no model is loaded", "not_ready");
+            return await registry.CheckHealthAsync(cancellation) is { } reason ? throw Unavailable(reason, "not_ready") : Results.Text("ready");
+        });
         return app;
     }
+
+    static ApiException Unavailable(string reason, string code) =>
+        new(503, $"The server cannot serve: {reason}.", code: code) { RetryAfterSeconds = 5 };
 }

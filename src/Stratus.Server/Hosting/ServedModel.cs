@@ -108,14 +108,13 @@ public sealed class ModelRegistry : IDisposable
         return models.TryGetValue(name, out var model) ? model : throw ApiException.ModelNotFound(name.Length > 100 ? name[..100] + "..." : name);
     }
 
-    public bool AllHealthy
+    /// <summary>Why a model cannot serve (InferenceEngine.CheckHealthAsync), naming it; null
+    /// when every one can.</summary>
+    public async Task<string?> CheckHealthAsync(CancellationToken cancellation)
     {
-        get
-        {
-            if (ordered.Count == 0) return false;
-            foreach (var model in ordered) if (!model.Engine.IsHealthy) return false;
-            return true;
-        }
+        foreach (var model in ordered)
+            if (await model.Engine.CheckHealthAsync().AsTask().WaitAsync(cancellation) is { } reason) return $"model '{model.Name}': {reason}";
+        return null;
     }
 
     public void Dispose()

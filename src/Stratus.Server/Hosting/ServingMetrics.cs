@@ -1,6 +1,7 @@
 // Serving metrics, labelled with the model name and exported as Prometheus text at /metrics
 // through OpenTelemetry; vLLM's vllm:* set is the model (requests by outcome, TTFT, TPOT,
-// end-to-end latency, running and waiting sequences, KV-cache usage, token counters).
+// end-to-end latency, running and waiting sequences, KV-cache usage, token counters), with what
+// the engine learned of its device (the decode batch that fits, requests whose own call failed).
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 
@@ -31,6 +32,8 @@ public sealed class ServingMetrics : IDisposable
         meter.CreateObservableGauge("stratus.num_requests_running", () => PerModel(registry, m => m.Engine.Running), description: "Sequences in the running batch.");
         meter.CreateObservableGauge("stratus.num_requests_waiting", () => PerModel(registry, m => m.Engine.Waiting), description: "Sequences waiting for a slot.");
         meter.CreateObservableGauge("stratus.kv_cache_usage_ratio", () => PerModel(registry, m => m.Engine.KvCacheUsage), description: "Fraction of KV-cache blocks in use (0 to 1).");
+        meter.CreateObservableGauge("stratus.max_decode_batch_size", () => PerModel(registry, m => m.Engine.MaxDecodeBatchSize), description: "The most sequences one decode call runs: --max-batch-size until a decode call runs out of the device's memory, then the most that fitted (one more is tried after 50 decode steps that fit).");
+        meter.CreateObservableCounter("stratus.requests_failed_alone", () => PerModel(registry, m => m.Engine.RequestsFailedAlone), description: "Requests whose own model call failed while the model runs a one-token probe (each a 503 model_step_failed: a prompt too large for the device's memory, an input the model fails on), the engine's health checks included.");
     }
 
     static IEnumerable<Measurement<T>> PerModel<T>(ModelRegistry registry, Func<ServedModel, T> read) where T : struct

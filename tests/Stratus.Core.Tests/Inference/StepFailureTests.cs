@@ -1,7 +1,7 @@
 // A model call that throws (a device out of memory in one prefill or a large batch, a libtorch
 // error for one input) is run again in halves: it fails only the requests whose own call fails,
 // the others go on with the tokens they would have had, nothing the call half wrote is reused,
-// and only a model that cannot run (or fails every call for long) stops the engine.
+// only a model that cannot run stops the engine, and one whose every call fails is unhealthy.
 using Stratus.Inference;
 using Stratus.Models;
 using Stratus.Tokenization;
@@ -390,28 +390,99 @@ public sealed class StepFailureTests
     }
 
     [Fact]
-    public async Task Bad_requests_in_a_row_leave_the_engine_running_until_a_model_that_runs_its_probe_fails_every_call_for_100_steps()
+    public async Task Requests_that_fail_their_own_call_one_after_another_never_stop_the_engine()
     {
-        // Any libtorch error, told by its first line: the rest is libtorch's C++ stack trace.
+        // As prompts each too large for the device, sent one after another to an otherwise idle
+        // engine: 100 in a row stopped it for every user. Any libtorch error, told by its first
+        // line: the rest is libtorch's C++ stack trace.
         const string reason = "shape '[1, 11, 2, 16]' is invalid for input of size 300";
         var (model, tokenizer) = InferenceEngineTests.TinyModel();
         var failures = FailingForward.OnToken(model, tokenizer.Encode("?")[0], reason);
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
-        Task Fail() => Fails(engine.Submit(Greedy(tokenizer, "what is it?", 5)), reason);
 
         // A step each, and a one-token probe after each, which runs.
-        for (var i = 0; i < InferenceEngine.MaxFailingStepsInARow - 1; i++) await Fail();
+        const int bad = 150;
+        for (var i = 0; i < bad; i++) await Fails(engine.Submit(Greedy(tokenizer, "what is it?", 5)), reason);
+        Assert.Equal(bad, failures.Failures);
         Assert.True(engine.IsHealthy);
         Assert.Equal(5, (await Read(engine.Submit(Greedy(tokenizer, "all is well", 5)))).Count);
-        for (var i = 0; i < InferenceEngine.MaxFailingStepsInARow - 1; i++) await Fail();
-        Assert.True(engine.IsHealthy);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
 
-        // The request is told its call failed; the engine stops once its step is over.
-        await Fail();
-        for (var wait = 0; engine.IsHealthy && wait < 600; wait++) await Task.Delay(50);
-        Assert.False(engine.IsHealthy);
-        var error = Assert.Throws<EngineUnavailableException>(() => engine.Submit(Greedy(tokenizer, "all is well", 5)));
-        Assert.Equal($"the engine failed: 100 steps in a row failed every model call, though the model runs a one-token probe; the last with: {reason}", error.InnerException!.Message);
-        Assert.Equal(2 * InferenceEngine.MaxFailingStepsInARow - 1, failures.Failures);
+    [Fact]
+    public async Task Requests_that_fail_their_own_call_are_counted_and_leave_the_engine_healthy_as_its_small_request_runs()
+    {
+        var (model, tokenizer) = InferenceEngineTests.TinyModel();
+        var failures = FailingForward.OnToken(model, tokenizer.Encode("?")[0]);
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        Assert.Null(await engine.CheckHealthAsync());
+        // Three requests, the second with three choices: one failure each.
+        await Fails(engine.Submit(Greedy(tokenizer, "what is it?", 5)));
+        foreach (var sequence in engine.SubmitAll([.. Enumerable.Repeat(Greedy(tokenizer, "and this?", 5), 3)])) await Fails(sequence);
+        await Fails(engine.Submit(Greedy(tokenizer, "why?", 5)));
+        Assert.Equal(3, engine.RequestsFailedAlone);
+
+        // No call has run since the last failed: the engine runs its small request, which does.
+        Assert.Null(await engine.CheckHealthAsync());
+        Assert.Equal(3, failures.Failures);
+        Assert.Equal(3, engine.RequestsFailedAlone);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
+    public async Task A_model_that_runs_the_probe_but_fails_every_call_is_unhealthy_with_the_reason_until_a_call_runs()
+    {
+        var (model, tokenizer) = InferenceEngineTests.TinyModel();
+        // Every call but one token at position 0, which is what the probe runs.
+        var broken = true;
+        var failures = new FailingForward(model, (_, positions) => Volatile.Read(ref broken) && positions is not [0]);
+        // Decode steps through libtorch's layers, which the failure hooks.
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8, DecodeWeights = DecodeWeights.Torch });
+        await Fails(engine.Submit(Greedy(tokenizer, "all is well", 5)));
+        const string unhealthy = $"every model call fails, a small health-check request's too; the last with: {FailingForward.OutOfMemoryDescribed}";
+        Assert.Equal(unhealthy, await engine.CheckHealthAsync());
+        // Asked again, it checks again: the request's call, then each check's prefill.
+        Assert.Equal(unhealthy, await engine.CheckHealthAsync());
+        Assert.Equal(3, failures.Failures);
+        // The engine runs on, and the requests' calls count, the checks' too.
+        Assert.True(engine.IsHealthy);
+        Assert.Equal(3, engine.RequestsFailedAlone);
+
+        // Healthy again once a call runs, a request's.
+        Volatile.Write(ref broken, false);
+        Assert.Equal(5, (await Read(engine.Submit(Greedy(tokenizer, "all is well", 5)))).Count);
+        Assert.Null(await engine.CheckHealthAsync());
+        Assert.Equal(3, failures.Failures);
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
+    public async Task A_device_out_of_memory_even_for_the_probe_is_unhealthy_until_its_memory_is_back_and_the_check_runs()
+    {
+        var (model, tokenizer) = InferenceEngineTests.TinyModel();
+        var full = true;
+        _ = new FailingForward(model, (_, _) => Volatile.Read(ref full));
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        await Fails(engine.Submit(Greedy(tokenizer, "all is well", 5)));
+        Assert.Equal($"every model call fails, a small health-check request's too; the last with: {FailingForward.OutOfMemoryDescribed}", await engine.CheckHealthAsync());
+        Volatile.Write(ref full, false);
+        // No request since: the check's own request runs, and ends the streak.
+        Assert.Null(await engine.CheckHealthAsync());
+        Assert.True(engine.IsHealthy);
+    }
+
+    [Fact]
+    public async Task An_engine_that_stopped_is_unhealthy_with_the_reason_it_stopped()
+    {
+        var (model, tokenizer) = InferenceEngineTests.TinyModel();
+        _ = new FailingForward(model, (_, _) => true, "CUDA error: an illegal memory access was encountered");
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        await Assert.ThrowsAsync<EngineUnavailableException>(() => Read(engine.Submit(Greedy(tokenizer, "all is well", 5))));
+        Assert.Equal("the engine failed: a model call failed, and then a one-token probe of the model too: CUDA error: an illegal memory access was encountered", await engine.CheckHealthAsync());
+
+        var (other, _) = InferenceEngineTests.TinyModel();
+        var disposed = new InferenceEngine(other, tokenizer, new EngineOptions { BlockSize = 8 });
+        disposed.Dispose();
+        Assert.Equal("the engine has stopped", await disposed.CheckHealthAsync());
     }
 }

@@ -40,7 +40,8 @@ var parsed = root.Parse(args);
 // `stratus --version` is an option of the root, and its own action prints the version.
 if (parsed.CommandResult.Command is { Action: null, Subcommands.Count: > 0 } && parsed.Tokens.All(t => t.Type == System.CommandLine.Parsing.TokenType.Command))
     parsed = root.Parse([.. args, "--help"]);
-if (parsed.Errors.Count > 0)
+// Unmatched words with no error: --help and --version run without the rest of the line checked.
+if (parsed.Errors.Count > 0 || parsed.UnmatchedTokens.Count > 0)
 {
     Console.Error.WriteLine($"error: {ParseErrors.Describe(parsed)}");
     return 2;

@@ -16,7 +16,7 @@ static class OutputPaths
 
     static Option<string> Checked(string name, string description, bool required, Func<string, string?> problemWith)
     {
-        var option = new Option<string>(name) { Description = description, Required = required };
+        var option = PathOptions.Option(name, description, required);
         option.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<string>() is not { Length: > 0 } path) return;

@@ -359,6 +359,26 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void A_path_given_after_an_equals_sign_with_a_tilde_is_in_the_home_folder()
+    {
+        // bash leaves `--out=~/data` as typed: the CLI made a folder named ~ where the user stood.
+        using var temp = new TempDirectory();
+        var work = Directory.CreateDirectory(temp["work"]).FullName;
+        File.WriteAllText(temp["corpus.txt"], Corpus());
+        foreach (var args in new[] { new[] { "prepare", "--input=~/corpus.txt", "--out=~/data" }, ["keys", "create", "--name", "me", "--data-dir=~/home"] })
+        {
+            var info = Cli.StartInfo(args);
+            info.Environment["HOME"] = temp.Path;
+            info.WorkingDirectory = work;
+            var (code, _, stderr) = Cli.Run(info);
+            Assert.True(code == 0, stderr);
+        }
+        Assert.True(File.Exists(temp["data/train.bin"]));
+        Assert.True(File.Exists(temp["home/stratus.db"]));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(work));
+    }
+
+    [Fact]
     public void A_chat_template_given_to_prepare_goes_into_the_fine_tuned_run_and_bad_ones_get_one_line()
     {
         using var temp = new TempDirectory();

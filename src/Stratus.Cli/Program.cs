@@ -68,11 +68,11 @@ catch (Exception e) when (OutOfMemory.Is(e))
 {
     return UserError($"{OutOfMemory.Describe(e)}; {OutOfMemoryFix(parsed.CommandResult.Command)}");
 }
-// A path the system refuses (a file where a folder must be, no permission, a full disk): the
-// user's to fix, and .NET's message names the path.
+// A path the system refuses (a read-only file system, a full disk, no permission, a file where a
+// folder must be): the user's to fix, with another path or more space.
 catch (Exception e) when (e is IOException or UnauthorizedAccessException)
 {
-    return UserError(e.Message);
+    return UserError(FileSystemErrors.Describe(e, parsed));
 }
 
 // One line, exit code 2; on one rank of a data-parallel job the whole job ends with it, since the

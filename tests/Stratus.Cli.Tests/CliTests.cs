@@ -379,6 +379,26 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void A_path_the_file_system_refuses_gets_one_line_naming_it_the_cause_and_the_option_to_change()
+    {
+        // .NET's "Could not find a part of the path '...'." or "Read-only file system : '...'" said
+        // neither why nor what to do. A path below a file is refused for root too.
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["afile"], "");
+        var belowFile = Cli.Run("keys", "create", "--name", "me", "--data-dir", temp["afile/keys"]);
+        Assert.Equal(2, belowFile.ExitCode);
+        Assert.Equal($"error: cannot write {temp["afile/keys"]}: {temp["afile"]} is a file, so nothing can be written below it; choose another --data-dir", belowFile.Stderr.Trim());
+        // A folder without write permission (Unix modes) stops everyone but root, as whom CI runs.
+        if (Environment.IsPrivilegedProcess || OperatingSystem.IsWindows()) return;
+        File.WriteAllText(temp["corpus.txt"], Corpus());
+        var readOnly = Directory.CreateDirectory(temp["read-only"]);
+        readOnly.UnixFileMode = UnixFileMode.UserRead | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+        var denied = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["read-only/data"]);
+        Assert.Equal(2, denied.ExitCode);
+        Assert.Equal($"error: {temp["read-only/data"]}: permission denied; check its permissions or choose another --out", denied.Stderr.Trim());
+    }
+
+    [Fact]
     public void A_chat_template_given_to_prepare_goes_into_the_fine_tuned_run_and_bad_ones_get_one_line()
     {
         using var temp = new TempDirectory();

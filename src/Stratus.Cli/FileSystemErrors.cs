@@ -18,22 +18,23 @@ static partial class FileSystemErrors
     /// cause not known here.</summary>
     public static string Describe(Exception e, ParseResult parsed)
     {
-        if (QuotedPath().Match(e.Message) is not { Success: true } match) return e.Message;
+        // An IOException of Stratus's own (PlatformStorageException) already says what to do.
+        if (e.GetType().Assembly != typeof(IOException).Assembly || QuotedPath().Match(e.Message) is not { Success: true } match) return e.Message;
         var path = match.Groups["path"].Value;
-        var full = e.HResult == NoSpaceLeft || e.HResult == DiskQuotaExceeded;
+        var noSpace = e.HResult == NoSpaceLeft || e.HResult == DiskQuotaExceeded;
         var (write, cause) = e switch
         {
             IOException { HResult: ReadOnlyFileSystem } => (true, "read-only file system"),
             IOException { HResult: NoSpaceLeft } => (true, "no space left on the device"),
-            IOException when full => (true, "disk quota exceeded"),
+            IOException when noSpace => (true, "disk quota exceeded"),
             // Reading as well as writing.
             UnauthorizedAccessException => (false, "permission denied"),
-            IOException when OutputPaths.FileInTheWay(path) is { } problem => (true, problem),
+            IOException when OutputPaths.FileInTheWay(path) is { } problem => (false, problem),
             _ => (false, null),
         };
         if (cause is null) return e.Message;
         var elsewhere = OptionHolding(path, parsed) is { } option ? $"another {option}" : $"another path (see `{ParseErrors.Verb(parsed)} --help`)";
-        var fix = full ? $"free space or choose {elsewhere}" : e is UnauthorizedAccessException ? $"check its permissions or choose {elsewhere}" : $"choose {elsewhere}";
+        var fix = noSpace ? $"free space or choose {elsewhere}" : e is UnauthorizedAccessException ? $"check its permissions or choose {elsewhere}" : $"choose {elsewhere}";
         return $"{(write ? "cannot write " : "")}{path}: {cause}; {fix}";
     }
 
@@ -41,10 +42,10 @@ static partial class FileSystemErrors
     /// <paramref name="path"/> or a folder above it, the nearest one where several are.</summary>
     static string? OptionHolding(string path, ParseResult parsed)
     {
-        var full = Path.GetFullPath(path);
+        var absolute = Path.GetFullPath(path);
         return parsed.CommandResult.Command.Options
             .SelectMany(option => Values(parsed, option).Select(value => (option.Name, Folder: Path.TrimEndingDirectorySeparator(Path.GetFullPath(value)))))
-            .Where(o => full == o.Folder || full.StartsWith(o.Folder + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            .Where(o => absolute == o.Folder || absolute.StartsWith(o.Folder + Path.DirectorySeparatorChar, StringComparison.Ordinal))
             .OrderByDescending(o => o.Folder.Length).Select(o => o.Name).FirstOrDefault();
     }
 

@@ -387,7 +387,7 @@ public sealed class CliTests
         File.WriteAllText(temp["afile"], "");
         var belowFile = Cli.Run("keys", "create", "--name", "me", "--data-dir", temp["afile/keys"]);
         Assert.Equal(2, belowFile.ExitCode);
-        Assert.Equal($"error: cannot write {temp["afile/keys"]}: {temp["afile"]} is a file, so nothing can be written below it; choose another --data-dir", belowFile.Stderr.Trim());
+        Assert.Equal($"error: {temp["afile/keys"]}: {temp["afile"]} is a file, so nothing can be written below it; choose another --data-dir", belowFile.Stderr.Trim());
         // A folder without write permission (Unix modes) stops everyone but root, as whom CI runs.
         if (Environment.IsPrivilegedProcess || OperatingSystem.IsWindows()) return;
         File.WriteAllText(temp["corpus.txt"], Corpus());

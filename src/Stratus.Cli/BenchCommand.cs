@@ -28,7 +28,7 @@ static class BenchCommand
 
     static Command Infer()
     {
-        var model = new Option<string>("--model") { Description = "run or checkpoint folder; or a random-weight shape: gpt2-124m, llama-100m", Required = true };
+        var model = PathOptions.Option("--model", "run or checkpoint folder; or a random-weight shape: gpt2-124m, llama-100m", required: true);
         var json = OutputPaths.File("--json", "also write the results to this JSON file");
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "prompt length for prefill", DefaultValueFactory = _ => 128 };
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "greedy tokens decoded one at a time", DefaultValueFactory = _ => 64 };
@@ -94,10 +94,10 @@ static class BenchCommand
     static Command Train()
     {
         var config = ReadyConfigs.Option("training config to measure", required: true);
-        var data = new Option<string>("--data") { Description = "dataset folder made by `stratus prepare`", Required = true };
+        var data = PathOptions.Option("--data", "dataset folder made by `stratus prepare`", required: true);
         var steps = new Option<int>("--steps") { Description = "timed optimizer steps (after 3 warm-up steps)", DefaultValueFactory = _ => 50 };
         var json = OutputPaths.File("--json", "also write the results to this JSON file");
-        var baseline = new Option<string>("--baseline-json") { Description = "the --json of a one-rank run of the same config: adds speed-up and scaling efficiency" };
+        var baseline = PathOptions.Option("--baseline-json", "the --json of a one-rank run of the same config: adds speed-up and scaling efficiency");
         var command = new Command("train", "Time optimizer steps: tokens/s, ms/step, MFU, communication share and peak RSS.") { config, data, steps, json, baseline };
         var overrides = new ConfigOptions(command);
         command.SetAction(result =>

@@ -20,8 +20,9 @@ static class DemoCommand
 
     public static Command Create()
     {
-        var corpus = new Option<string>("--corpus") { Description = $"path to {CorpusName} (else $STRATUS_DATA_DIR/{CorpusName}, else the cache, else downloaded once)" };
-        var output = new Option<string>("--out") { Description = "run folder", DefaultValueFactory = _ => Path.Combine("runs", "shakespeare-char") };
+        var corpus = PathOptions.Option("--corpus", $"path to {CorpusName} (else $STRATUS_DATA_DIR/{CorpusName}, else the cache, else downloaded once)");
+        var output = PathOptions.Option("--out", "run folder");
+        output.DefaultValueFactory = _ => Path.Combine("runs", "shakespeare-char");
         var port = new Option<int>("--port") { Description = "port to serve the trained model on", DefaultValueFactory = _ => 8000 };
         var noServe = new Option<bool>("--no-serve") { Description = "stop after the samples instead of serving the model" };
         var dataDir = TrustCommands.DataDirOption();

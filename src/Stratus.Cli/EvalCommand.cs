@@ -14,8 +14,8 @@ static class EvalCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "run folder or checkpoint folder", Required = true };
-        var data = new Option<string>("--data") { Description = "dataset folder made by `stratus prepare` with the model's tokenizer", Required = true };
+        var model = PathOptions.Option("--model", "run folder or checkpoint folder", required: true);
+        var data = PathOptions.Option("--data", "dataset folder made by `stratus prepare` with the model's tokenizer", required: true);
         var split = new Option<string>("--split") { Description = "which split to measure", DefaultValueFactory = _ => "val" };
         split.AcceptOnlyFromAmong("val", "train");
         var batchSize = new Option<int>("--batch-size") { Description = "windows per forward pass (memory, not the result)", DefaultValueFactory = _ => 32 };

@@ -18,7 +18,7 @@ static class ExportCommand
 
     static Command Hf()
     {
-        var model = new Option<string>("--model") { Description = "run folder or checkpoint folder", Required = true };
+        var model = PathOptions.Option("--model", "run folder or checkpoint folder", required: true);
         var output = OutputPaths.Folder("--out", "folder to write config.json, model.safetensors, tokenizer.json, tokenizer_config.json into", required: true);
         var dtype = new Option<string>("--dtype") { Description = "weight dtype", DefaultValueFactory = _ => "f32" };
         dtype.AcceptOnlyFromAmong("f32", "f16", "bf16");
@@ -35,7 +35,7 @@ static class ExportCommand
 
     static Command Gguf()
     {
-        var model = new Option<string>("--model") { Description = "run folder or checkpoint folder", Required = true };
+        var model = PathOptions.Option("--model", "run folder or checkpoint folder", required: true);
         var output = OutputPaths.File("--out", "GGUF file to write", required: true);
         var type = new Option<string>("--type") { Description = "tensor type of the weight matrices", DefaultValueFactory = _ => "f16" };
         type.AcceptOnlyFromAmong("f32", "f16", "q8_0");

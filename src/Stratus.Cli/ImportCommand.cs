@@ -11,7 +11,7 @@ static class ImportCommand
     public static Command Create()
     {
         var command = new Command("import", "Import a model from another format.");
-        var source = new Argument<string>("hf-dir") { Description = "Hugging Face model folder: config.json, model.safetensors (or shards and index), tokenizer.json, tokenizer_config.json, generation_config.json" };
+        var source = PathOptions.Argument("hf-dir", "Hugging Face model folder: config.json, model.safetensors (or shards and index), tokenizer.json, tokenizer_config.json, generation_config.json");
         var output = OutputPaths.Folder("--out", "run folder to create (the model goes to <out>/checkpoints/best)", required: true);
         var hf = new Command("hf", "Import a Hugging Face GPT-2 or Llama-family model (Llama 2/3, SmolLM, TinyLlama, Mistral, Qwen2).") { source, output };
         hf.SetAction(result =>

@@ -16,17 +16,20 @@ static class OutputPaths
 
     static Option<string> Checked(string name, string description, bool required, Func<string, string?> problemWith)
     {
-        var option = new Option<string>(name) { Description = description, Required = required };
+        var option = PathOptions.Option(name, description, required);
         option.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<string>() is not { Length: > 0 } path) return;
-            var problem = problemWith(path) ?? (FileAbove(path) is { } file ? $"{file} is a file, so nothing can be written below it" : null);
+            var problem = problemWith(path) ?? FileInTheWay(path);
             if (problem is not null) result.AddError($"{name} {path} {problem}");
         });
         return option;
     }
 
-    /// <summary>The nearest existing path above <paramref name="path"/> when it is a file.</summary>
+    /// <summary>Why nothing can be written at <paramref name="path"/> when the nearest existing path
+    /// above it is a file (a write there fails with "Could not find a part of the path"), else null.</summary>
+    public static string? FileInTheWay(string path) => FileAbove(path) is { } file ? $"{file} is a file, so nothing can be written below it" : null;
+
     static string? FileAbove(string path)
     {
         for (var parent = Path.GetDirectoryName(Path.GetFullPath(path)); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))

@@ -15,7 +15,7 @@ static class PlotCommand
 
     public static Command Create()
     {
-        var runs = new Argument<string[]>("runs") { Description = "run folders (they hold metrics.jsonl); several are compared by val loss", Arity = ArgumentArity.OneOrMore };
+        var runs = PathOptions.Arguments("runs", "run folders (they hold metrics.jsonl); several are compared by val loss");
         var svg = OutputPaths.File("--svg", "also write the chart as an SVG image to this file");
         var command = new Command("plot", "Draw a run's loss curves, or compare runs.") { runs, svg };
         command.SetAction(result =>

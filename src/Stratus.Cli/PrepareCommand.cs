@@ -11,15 +11,15 @@ static class PrepareCommand
 {
     public static Command Create()
     {
-        var input = new Option<string>("--input") { Description = "a text file, a folder of .txt/.md files, or a JSONL file with a \"text\" field (with --format chat: {\"messages\": [...]} per line)", Required = true };
+        var input = PathOptions.Option("--input", "a text file, a folder of .txt/.md files, or a JSONL file with a \"text\" field (with --format chat: {\"messages\": [...]} per line)", required: true);
         var output = OutputPaths.Folder("--out", "dataset folder to write (train.bin, val.bin, meta.json, tokenizer.json)", required: true);
         var tokenizer = new Option<string>("--tokenizer") { Description = "char or gpt2", DefaultValueFactory = _ => "char" };
         tokenizer.AcceptOnlyFromAmong("char", "gpt2");
-        var tokenizerFrom = new Option<string>("--tokenizer-from") { Description = "use the tokenizer (and, for chat, the chat template) of this model (run or checkpoint folder)" };
+        var tokenizerFrom = PathOptions.Option("--tokenizer-from", "use the tokenizer (and, for chat, the chat template) of this model (run or checkpoint folder)");
         var format = new Option<string>("--format") { Description = "text, or chat for supervised fine-tuning (loss only on assistant turns)", DefaultValueFactory = _ => "text" };
         format.AcceptOnlyFromAmong("text", "chat");
         var valFraction = new Option<double>("--val-fraction") { Description = "share of tokens (chat: of conversations) held out for validation", DefaultValueFactory = _ => 0.1 };
-        var chatTemplate = new Option<string>("--chat-template") { Description = "with --format chat: render the conversations with this Jinja chat template file instead of the model's; a model fine-tuned on the data is served with it" };
+        var chatTemplate = PathOptions.Option("--chat-template", "with --format chat: render the conversations with this Jinja chat template file instead of the model's; a model fine-tuned on the data is served with it");
         var command = new Command("prepare", "Tokenize a corpus into train and val token shards.") { input, output, tokenizer, tokenizerFrom, format, valFraction, chatTemplate };
         command.SetAction(result =>
         {

@@ -40,7 +40,8 @@ var parsed = root.Parse(args);
 // `stratus --version` is an option of the root, and its own action prints the version.
 if (parsed.CommandResult.Command is { Action: null, Subcommands.Count: > 0 } && parsed.Tokens.All(t => t.Type == System.CommandLine.Parsing.TokenType.Command))
     parsed = root.Parse([.. args, "--help"]);
-if (parsed.Errors.Count > 0)
+// Unmatched words with no error: --help and --version run without the rest of the line checked.
+if (parsed.Errors.Count > 0 || parsed.UnmatchedTokens.Count > 0)
 {
     Console.Error.WriteLine($"error: {ParseErrors.Describe(parsed)}");
     return 2;
@@ -67,11 +68,11 @@ catch (Exception e) when (OutOfMemory.Is(e))
 {
     return UserError($"{OutOfMemory.Describe(e)}; {OutOfMemoryFix(parsed.CommandResult.Command)}");
 }
-// A path the system refuses (a file where a folder must be, no permission, a full disk): the
-// user's to fix, and .NET's message names the path.
+// A path the system refuses (a read-only file system, a full disk, no permission, a file where a
+// folder must be): the user's to fix, with another path or more space.
 catch (Exception e) when (e is IOException or UnauthorizedAccessException)
 {
-    return UserError(e.Message);
+    return UserError(FileSystemErrors.Describe(e, parsed));
 }
 
 // One line, exit code 2; on one rank of a data-parallel job the whole job ends with it, since the

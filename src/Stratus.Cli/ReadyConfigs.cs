@@ -18,7 +18,7 @@ static class ReadyConfigs
     /// (relative to the working directory): a ready config is named, never put in its place.</summary>
     public static Option<string> Option(string description, bool required = false)
     {
-        var option = new Option<string>("--config") { Description = description, Required = required };
+        var option = PathOptions.Option("--config", description, required);
         option.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<string>() is not { } path || File.Exists(path)) return;

@@ -10,7 +10,7 @@ static class SampleCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "run folder or checkpoint folder", Required = true };
+        var model = PathOptions.Option("--model", "run folder or checkpoint folder", required: true);
         var prompt = new Option<string>("--prompt") { Description = "text to continue", DefaultValueFactory = _ => "\n" };
         var maxTokens = new Option<int>("--max-tokens") { Description = "tokens to generate", DefaultValueFactory = _ => 500 };
         var temperature = new Option<double>("--temperature") { Description = "0 is greedy; higher is more random", DefaultValueFactory = _ => 0.8 };

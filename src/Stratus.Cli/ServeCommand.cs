@@ -44,7 +44,8 @@ static class ServeCommand
             var grace = result.GetValue(gracePeriod);
             if (grace < 0 || TimeSpan.FromSeconds(grace) > ServeOptions.MaxShutdownGracePeriod)
                 throw new StratusUserException($"--shutdown-grace-period must be 0 to {ServeOptions.MaxShutdownGracePeriod.TotalSeconds:0} seconds, got {grace}");
-            var specs = result.GetValue(models)!.Select(ModelSpec.Parse).ToArray();
+            // NAME=FOLDER's folder with `~` expanded too: bash leaves it as typed in `--model=shk=~/runs/shk`.
+            var specs = result.GetValue(models)!.Select(ModelSpec.Parse).Select(spec => spec with { Path = PathOptions.ExpandHome(spec.Path) }).ToArray();
             var engine = new EngineOptions
             {
                 MaxBatchSize = result.GetValue(batch),

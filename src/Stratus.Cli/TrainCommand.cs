@@ -15,10 +15,10 @@ static class TrainCommand
     public static Command Create()
     {
         var config = ReadyConfigs.Option("training config (JSON, nanoGPT key names; keys left out keep their defaults: a GPT-2 124M); see configs/");
-        var data = new Option<string>("--data") { Description = "dataset folder made by `stratus prepare` (with --resume: the run's dataset, when it moved)" };
+        var data = PathOptions.Option("--data", "dataset folder made by `stratus prepare` (with --resume: the run's dataset, when it moved)");
         var output = OutputPaths.Folder("--out", "run folder: metrics.jsonl and checkpoints/");
-        var resume = new Option<string>("--resume") { Description = "continue the run in this folder from its last checkpoint" };
-        var initFrom = new Option<string>("--init-from") { Description = "start from the weights of a trained or imported model (run or checkpoint folder)" };
+        var resume = PathOptions.Option("--resume", "continue the run in this folder from its last checkpoint");
+        var initFrom = PathOptions.Option("--init-from", "start from the weights of a trained or imported model (run or checkpoint folder)");
         var command = new Command("train", "Train a model, or resume a run exactly where it stopped.") { config, data, output, resume, initFrom };
         var overrides = new ConfigOptions(command);
         command.SetAction((result, cancellation) =>

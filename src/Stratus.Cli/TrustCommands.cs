@@ -11,18 +11,16 @@ namespace Stratus.Cli;
 
 static class TrustCommands
 {
-    public static Option<string?> DataDirOption() => new("--data-dir")
-    {
-        // Says what is kept there: the demo also reads $STRATUS_DATA_DIR, a folder of corpora.
-        Description = $"Stratus data directory, where API keys, usage, blocklists and the audit log are kept (default: ${StratusHome.EnvironmentVariable}, else the user's data directory: ~/.local/share/stratus on Linux)",
-    };
+    // Says what is kept there: the demo also reads $STRATUS_DATA_DIR, a folder of corpora.
+    public static Option<string> DataDirOption() => PathOptions.Option("--data-dir",
+        $"Stratus data directory, where API keys, usage, blocklists and the audit log are kept (default: ${StratusHome.EnvironmentVariable}, else the user's data directory: ~/.local/share/stratus on Linux)");
 
-    public static PlatformStores Open(ParseResult result, Option<string?> dataDir) =>
+    public static PlatformStores Open(ParseResult result, Option<string> dataDir) =>
         PlatformStores.OpenSqlite(StratusHome.Resolve(result.GetValue(dataDir)));
 
     /// <summary>The stores for a verb that only reads them: a data directory without a database
     /// (a mistyped --data-dir) is an error, not a new empty database reported as intact.</summary>
-    public static PlatformStores OpenExisting(ParseResult result, Option<string?> dataDir)
+    public static PlatformStores OpenExisting(ParseResult result, Option<string> dataDir)
     {
         var directory = StratusHome.Resolve(result.GetValue(dataDir));
         if (!File.Exists(Path.Combine(directory, PlatformDatabase.FileName)))

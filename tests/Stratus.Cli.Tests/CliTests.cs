@@ -313,6 +313,12 @@ public sealed class CliTests
             (["train", "--config", "c.json", "--max-iter", "5"], "error: unknown option '--max-iter' for `stratus train` (did you mean --max-iters?); see `stratus train --help`"),
             (["trian", "--config", "c.json"], "error: unknown verb 'trian' (did you mean train?); the verbs are prepare, train, sample, "),
             (["frobnicate"], "error: unknown verb 'frobnicate'; the verbs are "),
+            // `help` (or a typo of it) was an unknown verb with nothing near it; the option is --help.
+            (["help"], "error: unknown verb 'help' (did you mean --help?); the verbs are prepare, train, "),
+            (["hlep"], "error: unknown verb 'hlep' (did you mean --help?); the verbs are "),
+            (["keys", "help"], "error: unknown verb 'help' for `stratus keys` (did you mean --help?); the verbs are create, list, revoke, limits: see `stratus keys --help`"),
+            // --version printed the version whatever followed it.
+            (["--version", "extra"], "error: unexpected argument 'extra' after --version, which takes none; `stratus --version` alone prints the version"),
             (["bench", "trian"], "error: unknown verb 'trian' for `stratus bench` (did you mean train?); the verbs are train, serve, infer: see `stratus bench --help`"),
             (["sample", "--model", temp.Path, "--prompt", "To", "be"], "error: unexpected argument 'be' for `stratus sample` (put quotes around a value that has spaces)"),
             (["prepare"], "error: Option '--input' is required. Option '--out' is required."),
@@ -326,6 +332,70 @@ public sealed class CliTests
             Assert.StartsWith(expected, stderr);
             Assert.Single(stderr.Trim().Split('\n'));
         }
+    }
+
+    [Fact]
+    public void A_required_argument_left_out_is_named()
+    {
+        // "Required argument missing for command: 'revoke'." named the command, not what it lacks.
+        using var temp = new TempDirectory();
+        var cases = new (string[] Args, string Expected)[]
+        {
+            (["keys", "revoke"], "error: `stratus keys revoke` needs <name-or-id>. See `stratus keys revoke --help`."),
+            (["keys", "limits", "--rpm", "5"], "error: `stratus keys limits` needs <name-or-id>. See `stratus keys limits --help`."),
+            (["blocklist", "add", "--term", "x"], "error: `stratus blocklist add` needs <name>. See `stratus blocklist add --help`."),
+            (["blocklist", "remove"], "error: `stratus blocklist remove` needs <name>. See `stratus blocklist remove --help`."),
+            (["plot"], "error: `stratus plot` needs <runs>. See `stratus plot --help`."),
+            (["import", "hf", "--out", temp["run"]], "error: `stratus import hf` needs <hf-dir>. See `stratus import hf --help`."),
+            // An option given without its value: "Required argument missing for option: '--out'."
+            (["import", "hf", temp.Path, "--out"], "error: `stratus import hf` needs a value after --out. See `stratus import hf --help`."),
+        };
+        foreach (var (args, expected) in cases)
+        {
+            var (code, _, stderr) = Cli.Run(args);
+            Assert.True(code == 2, $"{string.Join(' ', args)} exited {code}: {stderr}");
+            Assert.Equal(expected, stderr.Trim());
+        }
+    }
+
+    [Fact]
+    public void A_path_given_after_an_equals_sign_with_a_tilde_is_in_the_home_folder()
+    {
+        // bash leaves `--out=~/data` as typed: the CLI made a folder named ~ where the user stood.
+        using var temp = new TempDirectory();
+        var work = Directory.CreateDirectory(temp["work"]).FullName;
+        File.WriteAllText(temp["corpus.txt"], Corpus());
+        foreach (var args in new[] { new[] { "prepare", "--input=~/corpus.txt", "--out=~/data" }, ["keys", "create", "--name", "me", "--data-dir=~/home"] })
+        {
+            var info = Cli.StartInfo(args);
+            info.Environment["HOME"] = temp.Path;
+            info.WorkingDirectory = work;
+            var (code, _, stderr) = Cli.Run(info);
+            Assert.True(code == 0, stderr);
+        }
+        Assert.True(File.Exists(temp["data/train.bin"]));
+        Assert.True(File.Exists(temp["home/stratus.db"]));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(work));
+    }
+
+    [Fact]
+    public void A_path_the_file_system_refuses_gets_one_line_naming_it_the_cause_and_the_option_to_change()
+    {
+        // .NET's "Could not find a part of the path '...'." or "Read-only file system : '...'" said
+        // neither why nor what to do. A path below a file is refused for root too.
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["afile"], "");
+        var belowFile = Cli.Run("keys", "create", "--name", "me", "--data-dir", temp["afile/keys"]);
+        Assert.Equal(2, belowFile.ExitCode);
+        Assert.Equal($"error: {temp["afile/keys"]}: {temp["afile"]} is a file, so nothing can be written below it; choose another --data-dir", belowFile.Stderr.Trim());
+        // A folder without write permission (Unix modes) stops everyone but root, as whom CI runs.
+        if (Environment.IsPrivilegedProcess || OperatingSystem.IsWindows()) return;
+        File.WriteAllText(temp["corpus.txt"], Corpus());
+        var readOnly = Directory.CreateDirectory(temp["read-only"]);
+        readOnly.UnixFileMode = UnixFileMode.UserRead | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+        var denied = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["read-only/data"]);
+        Assert.Equal(2, denied.ExitCode);
+        Assert.Equal($"error: {temp["read-only/data"]}: permission denied; check its permissions or choose another --out", denied.Stderr.Trim());
     }
 
     [Fact]

@@ -1,0 +1,62 @@
+// A path the file system refused, as one line: the path, the cause in a user's words and the fix
+// (another path, in the option that gave it, or more space). .NET names the path only in its
+// message ("Read-only file system : '/data/run'", "Access to the path '/data/run' is denied.")
+// and, on Unix, gives the cause as the errno in the exception's HResult.
+using System.CommandLine;
+using System.Text.RegularExpressions;
+
+namespace Stratus.Cli;
+
+static partial class FileSystemErrors
+{
+    // Unix errno values; Windows' HResults (0x8007....) are never these.
+    const int NoSpaceLeft = 28, ReadOnlyFileSystem = 30;
+    static readonly int DiskQuotaExceeded = OperatingSystem.IsLinux() ? 122 : 69;
+
+    /// <summary>The line for <paramref name="e"/> (an IOException or UnauthorizedAccessException)
+    /// met by the command of <paramref name="parsed"/>; .NET's message where it names no path or a
+    /// cause not known here.</summary>
+    public static string Describe(Exception e, ParseResult parsed)
+    {
+        // An IOException of Stratus's own (PlatformStorageException) already says what to do.
+        if (e.GetType().Assembly != typeof(IOException).Assembly || QuotedPath().Match(e.Message) is not { Success: true } match) return e.Message;
+        var path = match.Groups["path"].Value;
+        var noSpace = e.HResult == NoSpaceLeft || e.HResult == DiskQuotaExceeded;
+        var (write, cause) = e switch
+        {
+            IOException { HResult: ReadOnlyFileSystem } => (true, "read-only file system"),
+            IOException { HResult: NoSpaceLeft } => (true, "no space left on the device"),
+            IOException when noSpace => (true, "disk quota exceeded"),
+            // Reading as well as writing.
+            UnauthorizedAccessException => (false, "permission denied"),
+            IOException when OutputPaths.FileInTheWay(path) is { } problem => (false, problem),
+            _ => (false, null),
+        };
+        if (cause is null) return e.Message;
+        var elsewhere = OptionHolding(path, parsed) is { } option ? $"another {option}" : $"another path (see `{ParseErrors.Verb(parsed)} --help`)";
+        var fix = noSpace ? $"free space or choose {elsewhere}" : e is UnauthorizedAccessException ? $"check its permissions or choose {elsewhere}" : $"choose {elsewhere}";
+        return $"{(write ? "cannot write " : "")}{path}: {cause}; {fix}";
+    }
+
+    /// <summary>The option of the command whose path (as given or by default) is
+    /// <paramref name="path"/> or a folder above it, the nearest one where several are.</summary>
+    static string? OptionHolding(string path, ParseResult parsed)
+    {
+        var absolute = Path.GetFullPath(path);
+        return parsed.CommandResult.Command.Options
+            .SelectMany(option => Values(parsed, option).Select(value => (option.Name, Folder: Path.TrimEndingDirectorySeparator(Path.GetFullPath(value)))))
+            .Where(o => absolute == o.Folder || absolute.StartsWith(o.Folder + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            .OrderByDescending(o => o.Folder.Length).Select(o => o.Name).FirstOrDefault();
+    }
+
+    static IEnumerable<string> Values(ParseResult parsed, Option option) => parsed.GetResult(option) switch
+    {
+        { } result when option.ValueType == typeof(string) => result.GetValueOrDefault<string?>() is { Length: > 0 } value ? [value] : [],
+        { } result when option.ValueType == typeof(string[]) => result.GetValueOrDefault<string[]?>() ?? [],
+        _ => [],
+    };
+
+    // The path between the first and the last quote of .NET's message.
+    [GeneratedRegex("'(?<path>.+)'")]
+    private static partial Regex QuotedPath();
+}

@@ -131,7 +131,9 @@ public sealed class InferenceEngine : IDisposable
     /// can serve if that request runs, which ends the streak, and cannot if it fails too. So
     /// requests that fail for their own input never make it unhealthy, however many in a row,
     /// and one whose every call fails is healthy again by itself at its first call that runs.
-    /// Runs nothing otherwise, and one check at a time.</summary>
+    /// The check answers at that call, a request's or its own: it does not wait its turn behind
+    /// requests that run (a probe's timeout is a second or so). Runs nothing otherwise, and one
+    /// check at a time.</summary>
     public ValueTask<string?> CheckHealthAsync()
     {
         if (!IsHealthy) return ValueTask.FromResult<string?>(StoppedReason);

@@ -56,6 +56,9 @@ public sealed class InferenceEngine : IDisposable
     readonly GenerationRequest healthCheckRequest;
     readonly Lock healthCheckLock = new();
     Task<string?>? healthCheck;
+    /// <summary>The running check's sequence, which the call that ends the streak cancels: the
+    /// engine can serve then, and the check need not wait its turn behind the queue.</summary>
+    Sequence? healthCheckSequence;
 
     /// <summary>Decode steps without running out of memory after which one decode call is tried a
     /// row larger than what fitted (<see cref="LearnDecodeRows"/>). Back at once, forward slowly,
@@ -128,7 +131,9 @@ public sealed class InferenceEngine : IDisposable
     /// can serve if that request runs, which ends the streak, and cannot if it fails too. So
     /// requests that fail for their own input never make it unhealthy, however many in a row,
     /// and one whose every call fails is healthy again by itself at its first call that runs.
-    /// Runs nothing otherwise, and one check at a time.</summary>
+    /// The check answers at that call, a request's or its own: it does not wait its turn behind
+    /// requests that run (a probe's timeout is a second or so). Runs nothing otherwise, and one
+    /// check at a time.</summary>
     public ValueTask<string?> CheckHealthAsync()
     {
         if (!IsHealthy) return ValueTask.FromResult<string?>(StoppedReason);
@@ -144,7 +149,13 @@ public sealed class InferenceEngine : IDisposable
     {
         try
         {
-            await foreach (var _ in Submit(healthCheckRequest).Output.ReadAllAsync()) { }
+            var check = Submit(healthCheckRequest);
+            // Exchanged, so that this and the engine's ending the streak (Step) cannot both miss
+            // the other: a call may have run since CheckHealthAsync saw the streak.
+            Interlocked.Exchange(ref healthCheckSequence, check);
+            if (failingCalls is null) check.Cancel();
+            // It runs, or is dropped as the streak has ended: either way the engine can serve.
+            await foreach (var _ in check.Output.ReadAllAsync()) { }
             return null;
         }
         // Healthy after all if a call has run since; otherwise the streak's last failure, the check's own.
@@ -315,7 +326,11 @@ public sealed class InferenceEngine : IDisposable
             // Prefill even for max_tokens 0: it scores the prompt when prompt logprobs are asked.
             if (group.Count > 0) Call(group, prefill: true);
         }
-        if (callSucceeded) failingCalls = null;
+        if (callSucceeded && failingCalls is not null)
+        {
+            failingCalls = null;
+            Interlocked.Exchange(ref healthCheckSequence, null)?.Cancel();
+        }
     }
 
     /// <summary>The decode step of <paramref name="decode"/>, in calls of at most

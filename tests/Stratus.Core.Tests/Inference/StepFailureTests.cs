@@ -457,6 +457,45 @@ public sealed class StepFailureTests
     }
 
     [Fact]
+    public async Task A_health_check_asked_during_a_failing_streak_answers_at_the_first_call_that_runs_not_at_its_turn_behind_the_queue()
+    {
+        var (model, tokenizer) = InferenceEngineTests.TinyModel();
+        var question = tokenizer.Encode("?")[0];
+        // Prefills of a prompt holding '?' fail. The long request's calls (its prompt ends at
+        // position 10, its decode steps come after) each wait for a permit, so the test decides
+        // when they run.
+        using var permits = new SemaphoreSlim(0);
+        _ = new FailingForward(model, (tokens, positions) =>
+        {
+            if (positions[0] == 0 && tokens.Contains(question)) return true;
+            if (positions[^1] >= 10) permits.Wait();
+            return false;
+        });
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8, MaxBatchSize = 1, DecodeWeights = DecodeWeights.Torch });
+        try
+        {
+            // On an idle engine: no call has run since this one failed.
+            await Fails(engine.Submit(Greedy(tokenizer, "what is it?", 5)));
+            // A request that generates for long takes the one row; the check waits behind it,
+            // as behind a long queue of them, and the streak lasts until its prefill runs.
+            var running = engine.Submit(Greedy(tokenizer, "all is well", 20));
+            var check = engine.CheckHealthAsync().AsTask();
+            permits.Release();
+            // Its prefill ran: the engine can serve, whatever the rest of its generation takes.
+            Assert.Null(await check.WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal(0, engine.Waiting);
+            Assert.False(running.Output.Completion.IsCompleted);
+            permits.Release(20);
+            Assert.Equal(20, (await Read(running)).Count);
+        }
+        finally
+        {
+            permits.Release(100);
+        }
+        Assert.Equal(0, engine.KvBlocksUsed);
+    }
+
+    [Fact]
     public async Task A_device_out_of_memory_even_for_the_probe_is_unhealthy_until_its_memory_is_back_and_the_check_runs()
     {
         var (model, tokenizer) = InferenceEngineTests.TinyModel();

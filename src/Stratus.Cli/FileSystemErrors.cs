@@ -20,7 +20,8 @@ static partial class FileSystemErrors
     {
         // An IOException of Stratus's own (PlatformStorageException) already says what to do.
         if (e.GetType().Assembly != typeof(IOException).Assembly || QuotedPath().Match(e.Message) is not { Success: true } match) return e.Message;
-        var path = match.Groups["path"].Value;
+        // A file is written to a temporary sibling first: the one the user named is the one to show.
+        var path = AtomicFile.TargetOf(match.Groups["path"].Value);
         var noSpace = e.HResult == NoSpaceLeft || e.HResult == DiskQuotaExceeded;
         var (write, cause) = e switch
         {

@@ -411,6 +411,13 @@ public sealed class CliTests
             var sys = Cli.Run("keys", "create", "--name", "me", "--data-dir", $"{above}/keys");
             Assert.Equal(2, sys.ExitCode);
             Assert.Matches($"^error: (cannot write )?{above}: [a-z -]+; (check its permissions or )?choose another --data-dir$", sys.Stderr.Trim());
+            // A file is written to a temporary sibling, which .NET named (/sys/kernel/.loss.svg.<pid>.<guid>.tmp),
+            // with "another path".
+            Directory.CreateDirectory(temp["run"]);
+            File.WriteAllLines(temp["run/metrics.jsonl"], ["{\"step\": 1, \"train_loss\": 3.1}", "{\"step\": 2, \"train_loss\": 2.9}"]);
+            var file = Cli.Run("plot", temp["run"], "--svg", "/sys/kernel/loss.svg");
+            Assert.Equal(2, file.ExitCode);
+            Assert.Matches("^error: (cannot write )?/sys/kernel/loss.svg: [a-z -]+; (check its permissions or )?choose another --svg$", file.Stderr.Trim());
         }
         // A folder without write permission (Unix modes) stops everyone but root, as whom CI runs.
         if (Environment.IsPrivilegedProcess || OperatingSystem.IsWindows()) return;

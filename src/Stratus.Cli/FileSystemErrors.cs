@@ -20,7 +20,8 @@ static partial class FileSystemErrors
     {
         // An IOException of Stratus's own (PlatformStorageException) already says what to do.
         if (e.GetType().Assembly != typeof(IOException).Assembly || QuotedPath().Match(e.Message) is not { Success: true } match) return e.Message;
-        var path = match.Groups["path"].Value;
+        // A file is written to a temporary sibling first: the one the user named is the one to show.
+        var path = AtomicFile.TargetOf(match.Groups["path"].Value);
         var noSpace = e.HResult == NoSpaceLeft || e.HResult == DiskQuotaExceeded;
         var (write, cause) = e switch
         {
@@ -39,15 +40,20 @@ static partial class FileSystemErrors
     }
 
     /// <summary>The option of the command whose path (as given or by default) is
-    /// <paramref name="path"/> or a folder above it, the nearest one where several are.</summary>
+    /// <paramref name="path"/>; else one whose path is below it (a folder made on the way there:
+    /// .NET names the first folder it could not make, as `/data` for --out /data/runs/x); else one
+    /// whose path is a folder above it, the nearest one where several are.</summary>
     static string? OptionHolding(string path, ParseResult parsed)
     {
-        var absolute = Path.GetFullPath(path);
+        var absolute = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
         return parsed.CommandResult.Command.Options
-            .SelectMany(option => Values(parsed, option).Select(value => (option.Name, Folder: Path.TrimEndingDirectorySeparator(Path.GetFullPath(value)))))
-            .Where(o => absolute == o.Folder || absolute.StartsWith(o.Folder + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-            .OrderByDescending(o => o.Folder.Length).Select(o => o.Name).FirstOrDefault();
+            .SelectMany(option => Values(parsed, option).Select(value => (option.Name, Given: Path.TrimEndingDirectorySeparator(Path.GetFullPath(value)))))
+            .Select(o => (o.Name, o.Given, Rank: o.Given == absolute ? 0 : Within(o.Given, absolute) ? 1 : Within(absolute, o.Given) ? 2 : 3))
+            .Where(o => o.Rank < 3)
+            .OrderBy(o => o.Rank).ThenByDescending(o => o.Given.Length).Select(o => o.Name).FirstOrDefault();
     }
+
+    static bool Within(string path, string folder) => path.StartsWith(folder + Path.DirectorySeparatorChar, StringComparison.Ordinal);
 
     static IEnumerable<string> Values(ParseResult parsed, Option option) => parsed.GetResult(option) switch
     {

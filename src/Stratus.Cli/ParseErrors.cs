@@ -13,15 +13,21 @@ static class ParseErrors
     public static string Describe(ParseResult parsed)
     {
         var commands = Commands(parsed);
-        var current = commands[^1];
-        var verb = Verb(parsed);
-        var help = $"see `{verb} --help`";
+        var verb = Verb(commands);
         if (parsed.UnmatchedTokens is not [var word, ..])
         {
             var missing = parsed.Errors.Select(Missing).ToList();
             return string.Join(' ', parsed.Errors.Zip(missing, (e, what) => what is null ? StratusUserException.InUsersWords(e.Message) : $"`{verb}` needs {what}."))
                 + (missing.Any(what => what is not null) ? $" See `{verb} --help`." : "");
         }
+        // A word typed before a verb (`stratus help train`, `stratus keys lst create`) stood where a
+        // verb of the command before it goes, not after the verb the parser found: it is that
+        // command's unknown verb. The parents of a verb take no values, so the first argument token
+        // with the word's text is the word.
+        commands = commands[..(1 + parsed.Tokens.TakeWhile(t => t.Type != TokenType.Argument || t.Value != word).Count(t => t.Type == TokenType.Command))];
+        var current = commands[^1];
+        verb = Verb(commands);
+        var help = $"see `{verb} --help`";
         // System.CommandLine runs --version without looking at the rest of the line.
         if (commands[0].Options.OfType<VersionOption>().FirstOrDefault() is { } version && parsed.GetResult(version) is not null)
             return $"unexpected argument '{word}' after --version, which takes none; `stratus --version` alone prints the version";
@@ -43,7 +49,9 @@ static class ParseErrors
     }
 
     /// <summary>The verb the user typed, as `stratus keys create`.</summary>
-    public static string Verb(ParseResult parsed) => string.Join(' ', ["stratus", .. Commands(parsed).Skip(1).Select(c => c.Name)]);
+    public static string Verb(ParseResult parsed) => Verb(Commands(parsed));
+
+    static string Verb(List<Command> commands) => string.Join(' ', ["stratus", .. commands.Skip(1).Select(c => c.Name)]);
 
     // From the root command to the one the line names.
     static List<Command> Commands(ParseResult parsed)

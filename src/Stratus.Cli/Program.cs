@@ -41,7 +41,9 @@ var parsed = root.Parse(args);
 if (parsed.CommandResult.Command is { Action: null, Subcommands.Count: > 0 } && parsed.Tokens.All(t => t.Type == System.CommandLine.Parsing.TokenType.Command))
     parsed = root.Parse([.. args, "--help"]);
 // Unmatched words with no error: --help and --version run without the rest of the line checked.
-if (parsed.Errors.Count > 0 || parsed.UnmatchedTokens.Count > 0)
+// After a directive they are its own: `stratus [suggest] tr` lists the verbs that complete `tr`
+// (the shell completion of dotnet-suggest).
+if (parsed.Errors.Count > 0 || parsed.UnmatchedTokens.Count > 0 && !parsed.Tokens.Any(t => t.Type == System.CommandLine.Parsing.TokenType.Directive))
 {
     Console.Error.WriteLine($"error: {ParseErrors.Describe(parsed)}");
     return 2;

@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 
 namespace Stratus;
 
@@ -43,4 +44,13 @@ public static class AtomicFile
             if (File.Exists(temporary)) File.Delete(temporary);
         }
     }
+
+    // The name of Write's temporary sibling in this process, as above.
+    static readonly Regex TemporaryName = new($@"^\.(?<name>.+)\.{Environment.ProcessId}\.[0-9a-f]{{32}}\.tmp$", RegexOptions.CultureInvariant);
+
+    /// <summary>The file that <paramref name="path"/>, a temporary sibling <see cref="Write"/> made
+    /// in this process, was to become; any other path as it is. An error met writing the sibling
+    /// (a full disk, a folder without write permission) names the file the user asked for.</summary>
+    public static string TargetOf(string path) =>
+        TemporaryName.Match(Path.GetFileName(path)) is { Success: true } match ? Path.Combine(Path.GetDirectoryName(path) ?? "", match.Groups["name"].Value) : path;
 }

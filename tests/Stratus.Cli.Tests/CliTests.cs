@@ -258,6 +258,16 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void The_words_after_a_directive_are_its_own()
+    {
+        // dotnet-suggest's shell completion runs `stratus [suggest] <words>`: the words left over
+        // after --version and --help are refused, but a directive's were refused too.
+        var (code, stdout, stderr) = Cli.Run("[suggest]", "tr");
+        Assert.True(code == 0, stderr);
+        Assert.Equal("train", stdout.Trim());
+    }
+
+    [Fact]
     public void A_config_that_does_not_exist_is_refused_naming_the_ready_configs_where_they_are()
     {
         // Outside a clone, as the installed tool runs, "see configs/" named a folder the user has not.
@@ -317,6 +327,10 @@ public sealed class CliTests
             (["help"], "error: unknown verb 'help' (did you mean --help?); the verbs are prepare, train, "),
             (["hlep"], "error: unknown verb 'hlep' (did you mean --help?); the verbs are "),
             (["keys", "help"], "error: unknown verb 'help' for `stratus keys` (did you mean --help?); the verbs are create, list, revoke, limits: see `stratus keys --help`"),
+            // A word before a verb stands where a verb goes: it was "unexpected argument 'help' for
+            // `stratus train` (put quotes around a value that has spaces)".
+            (["help", "train"], "error: unknown verb 'help' (did you mean --help?); the verbs are prepare, train, "),
+            (["keys", "lst", "create"], "error: unknown verb 'lst' for `stratus keys` (did you mean list?); the verbs are create, list, revoke, limits: see `stratus keys --help`"),
             // --version printed the version whatever followed it.
             (["--version", "extra"], "error: unexpected argument 'extra' after --version, which takes none; `stratus --version` alone prints the version"),
             (["bench", "trian"], "error: unknown verb 'trian' for `stratus bench` (did you mean train?); the verbs are train, serve, infer: see `stratus bench --help`"),
@@ -388,6 +402,23 @@ public sealed class CliTests
         var belowFile = Cli.Run("keys", "create", "--name", "me", "--data-dir", temp["afile/keys"]);
         Assert.Equal(2, belowFile.ExitCode);
         Assert.Equal($"error: {temp["afile/keys"]}: {temp["afile"]} is a file, so nothing can be written below it; choose another --data-dir", belowFile.Stderr.Trim());
+        // .NET names the first folder it could not make, above the option's path, which was then
+        // named as "another path". Nobody, root included, makes a folder in /sys (EPERM; EROFS
+        // where it is mounted read-only).
+        if (OperatingSystem.IsLinux() && Directory.Exists("/sys/kernel"))
+        {
+            var above = $"/sys/stratus-test-{Guid.NewGuid():N}";
+            var sys = Cli.Run("keys", "create", "--name", "me", "--data-dir", $"{above}/keys");
+            Assert.Equal(2, sys.ExitCode);
+            Assert.Matches($"^error: (cannot write )?{above}: [a-z -]+; (check its permissions or )?choose another --data-dir$", sys.Stderr.Trim());
+            // A file is written to a temporary sibling, which .NET named (/sys/kernel/.loss.svg.<pid>.<guid>.tmp),
+            // with "another path".
+            Directory.CreateDirectory(temp["run"]);
+            File.WriteAllLines(temp["run/metrics.jsonl"], ["{\"step\": 1, \"train_loss\": 3.1}", "{\"step\": 2, \"train_loss\": 2.9}"]);
+            var file = Cli.Run("plot", temp["run"], "--svg", "/sys/kernel/loss.svg");
+            Assert.Equal(2, file.ExitCode);
+            Assert.Matches("^error: (cannot write )?/sys/kernel/loss.svg: [a-z -]+; (check its permissions or )?choose another --svg$", file.Stderr.Trim());
+        }
         // A folder without write permission (Unix modes) stops everyone but root, as whom CI runs.
         if (Environment.IsPrivilegedProcess || OperatingSystem.IsWindows()) return;
         File.WriteAllText(temp["corpus.txt"], Corpus());

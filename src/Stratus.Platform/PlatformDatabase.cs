@@ -137,7 +137,8 @@ public sealed class PlatformDatabase
 
     /// <summary>Runs <paramref name="work"/> on a connection of its own. Every store reaches the
     /// file through here, so a failure the machine causes (the file or its folder read-only for
-    /// this user, locked by another process, not a database, a full disk) becomes one
+    /// this user, locked by another process, not a database, its schema altered outside Stratus, a
+    /// full disk) becomes one
     /// PlatformStorageException naming the file; any other SQLite error is a bug and stays as it is.</summary>
     internal T Use<T>(Func<SqliteConnection, T> work)
     {
@@ -223,8 +224,8 @@ public sealed class PlatformDatabase
 }
 
 /// <summary>The platform database cannot be used for a reason of the machine's: the file or its
-/// folder read-only for this user, a lock another process holds, a file that is not a database, a
-/// full disk. The operator's to fix, not a bug: an IOException, as any path the system refuses
+/// folder read-only for this user, a lock another process holds, a file that is not a database or
+/// whose tables someone dropped, a full disk. The operator's to fix, not a bug: an IOException, as any path the system refuses
 /// is, so the CLI prints its one line and exits with 2.</summary>
 public sealed class PlatformStorageException(string message, Exception inner) : IOException(message, inner)
 {
@@ -242,6 +243,10 @@ public sealed class PlatformStorageException(string message, Exception inner) : 
             5 or 6 => $"{file} is locked by another process ({sqlite}); try again once that process is done",
             // SQLITE_CORRUPT, SQLITE_NOTADB
             11 or 26 => $"{file} is not a Stratus database or is damaged ({sqlite}); check --data-dir, or restore the file from a backup",
+            // SQLITE_ERROR for a table or column of the schema this file's version promises: someone
+            // with the file dropped or altered it (the audit log's table, say), which no Stratus does.
+            1 when sqlite.Contains("no such table", StringComparison.Ordinal) || sqlite.Contains("no such column", StringComparison.Ordinal) =>
+                $"{file} lacks part of the Stratus schema ({sqlite}): it was changed outside Stratus or is damaged; restore it from a backup",
             // SQLITE_FULL
             13 => $"the disk holding {file} is full ({sqlite})",
             // SQLITE_IOERR

@@ -122,6 +122,35 @@ public sealed class PlatformDatabaseTests : IDisposable
         foreach (var use in uses) AssertNamesTheFile(await Record.ExceptionAsync(use), DatabasePath);
     }
 
+    [Fact]
+    public async Task A_table_dropped_outside_Stratus_is_one_error_naming_the_file_not_a_bug()
+    {
+        var stores = PlatformStores.OpenSqlite(directory);
+        await stores.KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        // Someone with the file removes the audit log to hide what it holds.
+        SqliteConnection.ClearAllPools();
+        using (var connection = new SqliteConnection($"Data Source={DatabasePath};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "DROP TABLE audit_log;";
+            command.ExecuteNonQuery();
+        }
+        Func<Task>[] uses =
+        [
+            () => stores.Audit.VerifyAsync().AsTask(),
+            () => stores.Audit.ReadAsync(new AuditQuery()).AsTask(),
+            () => stores.KeyService().CreateAsync("k2", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests").AsTask(),
+        ];
+        foreach (var use in uses)
+        {
+            var storage = Assert.IsType<PlatformStorageException>(await Record.ExceptionAsync(use));
+            Assert.Contains($"{DatabasePath} lacks part of the Stratus schema", storage.Message);
+            Assert.Contains("no such table: audit_log", storage.Message);
+            Assert.DoesNotContain('\n', storage.Message);
+        }
+    }
+
     /// <summary>Takes the write lock on another connection, as another process in a write
     /// transaction holds it; disposing the connection rolls back and releases it.</summary>
     SqliteConnection HoldWriteLock()

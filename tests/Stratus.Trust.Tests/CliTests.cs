@@ -106,6 +106,22 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void Audit_verify_of_a_log_whose_table_was_dropped_is_one_line_naming_the_file()
+    {
+        Assert.Equal(0, Run("keys", "create", "--name", "one").ExitCode);
+        var database = Path.Combine(dataDir, PlatformDatabase.FileName);
+        using (var connection = new SqliteConnection($"Data Source={database};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "DROP TABLE audit_log;";
+            command.ExecuteNonQuery();
+        }
+        // Before, SQLite's "no such table" ended the CLI with a stack trace.
+        AssertUserError(Run("audit", "verify"), $"{database} lacks part of the Stratus schema");
+    }
+
+    [Fact]
     public void Keys_limits_and_revoke_change_the_store_and_refuse_unknown_keys_in_one_line()
     {
         Assert.Equal(0, Run("keys", "create", "--name", "svc", "--scopes", "inference").ExitCode);

@@ -135,6 +135,40 @@ public sealed class PlatformDatabase
         return database;
     }
 
+    /// <summary>Writes a consistent copy of the whole database to <paramref name="destination"/>,
+    /// replacing a file there, while servers and other commands go on using it. Copying stratus.db
+    /// alone meanwhile is no backup: in WAL mode the latest changes sit in stratus.db-wal until a
+    /// checkpoint moves them, and a running server holds its connections open, so that can be
+    /// hours. SQLite's VACUUM INTO reads one snapshot (WAL included, writers not blocked) into a
+    /// fresh file beside the destination, which is then moved over it, so a destination is never
+    /// a half-written copy.</summary>
+    /// <exception cref="TrustUserException">The destination is this database's own file.</exception>
+    /// <exception cref="IOException">The destination's folder refuses the file (made if missing).</exception>
+    public void BackupTo(string destination)
+    {
+        var target = Path.GetFullPath(destination);
+        if (string.Equals(target, Path.GetFullPath(FilePath), StringComparison.Ordinal))
+            throw new TrustUserException($"{target} is the database itself; back it up to another file.");
+        // Made here, empty, as VACUUM INTO accepts it: a folder that refuses it is an error naming the
+        // destination, not one SQLite would word as the database's.
+        var folder = Directory.CreateDirectory(Path.GetDirectoryName(target)!).FullName;
+        var partial = Path.Combine(folder, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.partial");
+        File.Create(partial).Dispose();
+        try
+        {
+            Use(connection =>
+            {
+                using var command = Command(connection, "VACUUM INTO $file;", ("$file", partial));
+                return command.ExecuteNonQuery();
+            });
+            File.Move(partial, target, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(partial);
+        }
+    }
+
     /// <summary>Runs <paramref name="work"/> on a connection of its own. Every store reaches the
     /// file through here, so a failure the machine causes (the file or its folder read-only for
     /// this user, locked by another process, not a database, its schema altered outside Stratus, a

@@ -149,10 +149,12 @@ public sealed class PlatformDatabase
         var target = Path.GetFullPath(destination);
         if (string.Equals(target, Path.GetFullPath(FilePath), StringComparison.Ordinal))
             throw new TrustUserException($"{target} is the database itself; back it up to another file.");
-        // Made here, empty, as VACUUM INTO accepts it: a folder that refuses it is an error naming the
-        // destination, not one SQLite would word as the database's.
+        // Made here, empty, as VACUUM INTO accepts it, so a folder that refuses it is .NET's error
+        // about a file there, not SQLite's worded as the database's. Named as Stratus.AtomicFile
+        // names its temporary sibling (this assembly does not reference Core), so the CLI's
+        // file system errors name the destination and its --out.
         var folder = Directory.CreateDirectory(Path.GetDirectoryName(target)!).FullName;
-        var partial = Path.Combine(folder, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.partial");
+        var partial = Path.Combine(folder, $".{Path.GetFileName(target)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         File.Create(partial).Dispose();
         try
         {

@@ -33,6 +33,7 @@ root.Subcommands.Add(KeysCommand.Create());
 root.Subcommands.Add(AuditCommand.Create());
 root.Subcommands.Add(UsageCommand.Create());
 root.Subcommands.Add(BlocklistCommand.Create());
+root.Subcommands.Add(BackupCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
 
 var parsed = root.Parse(args);

@@ -1,4 +1,4 @@
-// What the trust verbs (keys, audit, usage, blocklist) share: the --data-dir option, opening the
+// What the trust verbs (keys, audit, usage, blocklist, backup) share: the --data-dir option, opening the
 // platform stores it names, the audit actor for changes made from the command line, and
 // parsing of dates.
 using System.CommandLine;
@@ -20,12 +20,16 @@ static class TrustCommands
 
     /// <summary>The stores for a verb that only reads them: a data directory without a database
     /// (a mistyped --data-dir) is an error, not a new empty database reported as intact.</summary>
-    public static PlatformStores OpenExisting(ParseResult result, Option<string> dataDir)
+    public static PlatformStores OpenExisting(ParseResult result, Option<string> dataDir) =>
+        PlatformStores.OpenSqlite(ExistingDirectory(result, dataDir));
+
+    /// <summary>The data directory, which must hold a database already.</summary>
+    public static string ExistingDirectory(ParseResult result, Option<string> dataDir)
     {
         var directory = StratusHome.Resolve(result.GetValue(dataDir));
         if (!File.Exists(Path.Combine(directory, PlatformDatabase.FileName)))
             throw new TrustUserException($"no Stratus data in {directory} (no {PlatformDatabase.FileName}); check --data-dir or ${StratusHome.EnvironmentVariable} (keys and servers create it)");
-        return PlatformStores.OpenSqlite(directory);
+        return directory;
     }
 
     /// <summary>Who made a change from the CLI, as the audit log records it.</summary>

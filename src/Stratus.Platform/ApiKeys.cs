@@ -30,6 +30,10 @@ public enum ApiKeyScopes
 
 public static class ApiKeyScopeNames
 {
+    /// <summary>A key's scopes where its creator names none (`stratus keys create` without
+    /// --scopes, POST /v1/admin/keys without "scopes"): calling the models, nothing more.</summary>
+    public const ApiKeyScopes Default = ApiKeyScopes.Inference;
+
     /// <exception cref="TrustUserException">An unknown scope name, or none.</exception>
     public static ApiKeyScopes Parse(string text)
     {

@@ -135,9 +135,46 @@ public sealed class PlatformDatabase
         return database;
     }
 
+    /// <summary>Writes a consistent copy of the whole database to <paramref name="destination"/>,
+    /// replacing a file there, while servers and other commands go on using it. Copying stratus.db
+    /// alone meanwhile is no backup: in WAL mode the latest changes sit in stratus.db-wal until a
+    /// checkpoint moves them, and a running server holds its connections open, so that can be
+    /// hours. SQLite's VACUUM INTO reads one snapshot (WAL included, writers not blocked) into a
+    /// fresh file beside the destination, which is then moved over it, so a destination is never
+    /// a half-written copy.</summary>
+    /// <exception cref="TrustUserException">The destination is this database's own file.</exception>
+    /// <exception cref="IOException">The destination's folder refuses the file (made if missing).</exception>
+    public void BackupTo(string destination)
+    {
+        var target = Path.GetFullPath(destination);
+        if (string.Equals(target, Path.GetFullPath(FilePath), StringComparison.Ordinal))
+            throw new TrustUserException($"{target} is the database itself; back it up to another file.");
+        // Made here, empty, as VACUUM INTO accepts it, so a folder that refuses it is .NET's error
+        // about a file there, not SQLite's worded as the database's. Named as Stratus.AtomicFile
+        // names its temporary sibling (this assembly does not reference Core), so the CLI's
+        // file system errors name the destination and its --out.
+        var folder = Directory.CreateDirectory(Path.GetDirectoryName(target)!).FullName;
+        var partial = Path.Combine(folder, $".{Path.GetFileName(target)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        File.Create(partial).Dispose();
+        try
+        {
+            Use(connection =>
+            {
+                using var command = Command(connection, "VACUUM INTO $file;", ("$file", partial));
+                return command.ExecuteNonQuery();
+            });
+            File.Move(partial, target, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(partial);
+        }
+    }
+
     /// <summary>Runs <paramref name="work"/> on a connection of its own. Every store reaches the
     /// file through here, so a failure the machine causes (the file or its folder read-only for
-    /// this user, locked by another process, not a database, a full disk) becomes one
+    /// this user, locked by another process, not a database, its schema altered outside Stratus, a
+    /// full disk) becomes one
     /// PlatformStorageException naming the file; any other SQLite error is a bug and stays as it is.</summary>
     internal T Use<T>(Func<SqliteConnection, T> work)
     {
@@ -223,8 +260,8 @@ public sealed class PlatformDatabase
 }
 
 /// <summary>The platform database cannot be used for a reason of the machine's: the file or its
-/// folder read-only for this user, a lock another process holds, a file that is not a database, a
-/// full disk. The operator's to fix, not a bug: an IOException, as any path the system refuses
+/// folder read-only for this user, a lock another process holds, a file that is not a database or
+/// whose tables someone dropped, a full disk. The operator's to fix, not a bug: an IOException, as any path the system refuses
 /// is, so the CLI prints its one line and exits with 2.</summary>
 public sealed class PlatformStorageException(string message, Exception inner) : IOException(message, inner)
 {
@@ -242,6 +279,10 @@ public sealed class PlatformStorageException(string message, Exception inner) : 
             5 or 6 => $"{file} is locked by another process ({sqlite}); try again once that process is done",
             // SQLITE_CORRUPT, SQLITE_NOTADB
             11 or 26 => $"{file} is not a Stratus database or is damaged ({sqlite}); check --data-dir, or restore the file from a backup",
+            // SQLITE_ERROR for a table or column of the schema this file's version promises: someone
+            // with the file dropped or altered it (the audit log's table, say), which no Stratus does.
+            1 when sqlite.Contains("no such table", StringComparison.Ordinal) || sqlite.Contains("no such column", StringComparison.Ordinal) =>
+                $"{file} lacks part of the Stratus schema ({sqlite}): it was changed outside Stratus or is damaged; restore it from a backup",
             // SQLITE_FULL
             13 => $"the disk holding {file} is full ({sqlite})",
             // SQLITE_IOERR

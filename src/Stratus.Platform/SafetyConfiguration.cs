@@ -232,7 +232,9 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditL
         var users = policies.List(transaction.Connection!, transaction).Select(SafetyPolicy.FromJson)
             .Where(p => p.Blocklists.Contains(name, StringComparer.OrdinalIgnoreCase)).Select(p => p.Deployment).ToList();
         if (users.Count > 0)
-            throw new TrustUserException($"Blocklist '{name}' is used by the safety policy of {string.Join(", ", users)}; remove it there first.");
+            // Policies have no CLI verb: the one way to change them is said, for `stratus blocklist remove`.
+            throw new TrustUserException($"Blocklist '{name}' is used by the safety policy of {string.Join(", ", users)}; remove it there first " +
+                $"(PUT /v1/admin/policies/{users[0]} with an admin key, its \"blocklists\" without '{name}').");
         if (!blocklists.Delete(transaction, name)) return false;
         auditLog.Append(transaction, audit);
         return true;

@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 using Stratus.Inference;
 using Stratus.Server.Api;
 using Stratus.Server.Endpoints;
@@ -152,7 +153,8 @@ public sealed class StratusServer : IAsyncDisposable
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.ShutdownGracePeriod + ServerShutdown.EndingTime);
         // Before the host's own services, so the trust filter runs first on every generation.
         builder.Services.AddStratusTrust(options.Trust);
-        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+        // Prometheus shows the service as target_info's service_name: "unknown_service:dotnet" otherwise.
+        builder.Services.AddOpenTelemetry().ConfigureResource(resource => resource.AddService("stratus")).WithMetrics(metrics => metrics
             .AddMeter(ServingMetrics.MeterName)
             .AddPrometheusExporter());
         options.ConfigureServices?.Invoke(builder.Services);

@@ -122,6 +122,84 @@ public sealed class PlatformDatabaseTests : IDisposable
         foreach (var use in uses) AssertNamesTheFile(await Record.ExceptionAsync(use), DatabasePath);
     }
 
+    [Fact]
+    public async Task A_table_dropped_outside_Stratus_is_one_error_naming_the_file_not_a_bug()
+    {
+        var stores = PlatformStores.OpenSqlite(directory);
+        await stores.KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        // Someone with the file removes the audit log to hide what it holds.
+        SqliteConnection.ClearAllPools();
+        using (var connection = new SqliteConnection($"Data Source={DatabasePath};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "DROP TABLE audit_log;";
+            command.ExecuteNonQuery();
+        }
+        Func<Task>[] uses =
+        [
+            () => stores.Audit.VerifyAsync().AsTask(),
+            () => stores.Audit.ReadAsync(new AuditQuery()).AsTask(),
+            () => stores.KeyService().CreateAsync("k2", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests").AsTask(),
+        ];
+        foreach (var use in uses)
+        {
+            var storage = Assert.IsType<PlatformStorageException>(await Record.ExceptionAsync(use));
+            Assert.Contains($"{DatabasePath} lacks part of the Stratus schema", storage.Message);
+            Assert.Contains("no such table: audit_log", storage.Message);
+            Assert.DoesNotContain('\n', storage.Message);
+        }
+    }
+
+    [Fact]
+    public async Task A_backup_taken_while_the_database_is_in_use_holds_what_is_still_only_in_the_wal()
+    {
+        var stores = PlatformStores.OpenSqlite(directory);
+        var key = await stores.KeyService().CreateAsync("kept", ApiKeyScopes.Inference, new RateLimits(7, 0), "tests");
+        await stores.Usage.RecordAsync(key.Key.Id, "m", 3, 4, DateTimeOffset.UtcNow);
+        // The stores' pooled connections stay open, as a running server's do, so nothing has been
+        // checkpointed: a copy of stratus.db alone would hold none of this.
+        Assert.True(new FileInfo(DatabasePath + "-wal").Length > 0);
+        var head = (await stores.Audit.VerifyAsync()).HeadHash;
+
+        var backups = Path.Combine(directory, "backups");
+        var backup = Path.Combine(backups, PlatformDatabase.FileName);
+        PlatformDatabase.Open(directory).BackupTo(backup);
+        Assert.Equal([backup], Directory.GetFiles(backups));
+
+        // Restored: the backup as a data directory's stratus.db.
+        var copy = PlatformStores.OpenSqlite(backups);
+        var restored = (await copy.KeyService().AuthenticateAsync(key.Secret)).Key;
+        Assert.Equal(("kept", 7), (restored?.Name, restored?.Limits.RequestsPerMinute));
+        var verified = await copy.Audit.VerifyAsync();
+        Assert.Equal((true, head), (verified.Valid, verified.HeadHash));
+        Assert.Equal(7, Assert.Single(await copy.Usage.QueryAsync(UsageQuery.Days(key.Key.Id, null, null, null))).TotalTokens);
+        // The source goes on taking writes.
+        await stores.KeyService().CreateAsync("after", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+    }
+
+    [Fact]
+    public async Task A_backup_replaces_the_file_at_its_destination_and_refuses_the_database_itself()
+    {
+        var stores = PlatformStores.OpenSqlite(directory);
+        var destination = Path.Combine(directory, "nightly.db");
+        var database = PlatformDatabase.Open(directory);
+        database.BackupTo(destination);
+        await stores.KeyService().CreateAsync("later", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        database.BackupTo(destination);
+        Assert.Equal(new[] { DatabasePath, destination }.Order(), Directory.GetFiles(directory, "*.db").Order());
+        using (var connection = new SqliteConnection($"Data Source={destination};Mode=ReadOnly;Pooling=False"))
+        {
+            connection.Open();
+            using var count = connection.CreateCommand();
+            count.CommandText = "SELECT count(*) FROM api_keys WHERE name = 'later';";
+            Assert.Equal(1L, count.ExecuteScalar());
+        }
+        var itself = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(DatabasePath)));
+        Assert.Contains("is the database itself", itself.Message);
+        Assert.NotEmpty(await stores.KeyService().ListAsync());
+    }
+
     /// <summary>Takes the write lock on another connection, as another process in a write
     /// transaction holds it; disposing the connection rolls back and releases it.</summary>
     SqliteConnection HoldWriteLock()

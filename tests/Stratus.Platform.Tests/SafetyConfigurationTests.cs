@@ -113,6 +113,8 @@ public sealed class SafetyConfigurationTests : IDisposable
             $"INSERT INTO safety_policies (deployment, policy, updated_at) VALUES ('gpt2', '{policy.ToJson()}', '2026-01-01T00:00:00.0000000Z')",
             () => config.DeleteBlocklistAsync("words", "admin").AsTask()));
         Assert.Contains("used by the safety policy of gpt2", refused.Message);
+        // How, since `stratus blocklist remove` has no verb for policies to point to.
+        Assert.Contains("PUT /v1/admin/policies/gpt2", refused.Message);
         Assert.NotNull(await config.GetBlocklistAsync("words"));
     }
 

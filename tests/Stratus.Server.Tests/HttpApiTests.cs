@@ -166,6 +166,7 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
                      "stratus_kv_cache_usage_ratio", "stratus_prompt_tokens_total", "stratus_generation_tokens_total" })
             Assert.Contains(name, metrics);
         Assert.Contains("model=\"tiny\"", metrics);
+        Assert.Contains("service_name=\"stratus\"", metrics.Split('\n').Single(l => l.StartsWith("target_info", StringComparison.Ordinal)));
 
         // Time per output token is each choice's: n choices are n observations.
         async Task<long> Observations()

@@ -88,6 +88,34 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
     }
 
     [Fact]
+    public async Task Requests_the_key_check_refuses_are_counted_at_metrics_with_their_headers_kept()
+    {
+        var rejected = await RequestsEnded("rejected");
+        var invalid = await RequestsEnded("invalid");
+        var secret = (await fixture.Keys.CreateAsync("metered", ApiKeyScopes.Inference, new RateLimits(1, 0), "tests")).Secret;
+        using var client = ClientWith(secret);
+        using (var first = await client.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        using (var limited = await client.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, limited.StatusCode);
+            Assert.Equal("1", limited.Headers.GetValues("x-ratelimit-limit-requests").Single());
+            Assert.NotNull(limited.Headers.RetryAfter);
+            Assert.Equal("requests", (string)JsonNode.Parse(await limited.Content.ReadAsStringAsync())!["error"]!["type"]!);
+        }
+        using (var stranger = ClientWith("not-a-key"))
+        using (var refused = await stranger.GetAsync("/v1/models"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+            Assert.Equal("Bearer", refused.Headers.WwwAuthenticate.Single().Scheme);
+            Assert.Equal("invalid_api_key", (string)JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"]!);
+        }
+        // Before, the key check wrote its refusals itself and /metrics never saw them: a key
+        // throttled all day read as no rejected requests at all.
+        Assert.Equal(rejected + 1, await RequestsEnded("rejected"));
+        Assert.Equal(invalid + 1, await RequestsEnded("invalid"));
+    }
+
+    [Fact]
     public async Task Prompt_tokens_and_max_tokens_over_the_tokens_per_minute_are_a_429_with_headers()
     {
         var secret = (await fixture.Keys.CreateAsync("small-tpm", ApiKeyScopes.Inference, new RateLimits(0, 100), "tests")).Secret;
@@ -423,6 +451,7 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
     /// <summary>The /metrics count of requests naming no model that ended with this outcome.</summary>
     async Task<double> RequestsEnded(string outcome)
     {
+        await Task.Delay(400); // past the exporter's 300 ms scrape cache
         var line = (await fixture.Http.GetStringAsync("/metrics")).Split('\n')
             .FirstOrDefault(l => l.StartsWith("stratus_requests_total{", StringComparison.Ordinal) && l.Contains("model=\"\"") && l.Contains($"outcome=\"{outcome}\""));
         return line is null ? 0 : double.Parse(line[(line.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture);

@@ -365,6 +365,13 @@ public sealed class AdminApiTests
             Assert.DoesNotContain("Stratus.", message); // the field, not the server's type
             Assert.DoesNotContain("Path:", message);
         }
+        // No scopes: the inference scope, as `stratus keys create` without --scopes; before, a 400
+        // saying that 'scopes' must be a string, as if one had been sent.
+        using (var plain = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "plain" }))
+        {
+            Assert.Equal(HttpStatusCode.Created, plain.StatusCode);
+            Assert.Equal(["inference"], (await TestJson.ReadAsync(plain)).GetProperty("api_key").GetProperty("scopes").EnumerateArray().Select(s => s.GetString()));
+        }
         using (var badScope = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "x", scopes = "inference,root" }))
             Assert.Contains("Unknown scope 'root'", (await TestJson.ErrorAsync(badScope)).GetProperty("message").GetString());
         using (var badName = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "bad name!", scopes = "inference" }))

@@ -106,6 +106,47 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void Audit_verify_of_a_log_whose_table_was_dropped_is_one_line_naming_the_file()
+    {
+        Assert.Equal(0, Run("keys", "create", "--name", "one").ExitCode);
+        var database = Path.Combine(dataDir, PlatformDatabase.FileName);
+        using (var connection = new SqliteConnection($"Data Source={database};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "DROP TABLE audit_log;";
+            command.ExecuteNonQuery();
+        }
+        // Before, SQLite's "no such table" ended the CLI with a stack trace.
+        AssertUserError(Run("audit", "verify"), $"{database} lacks part of the Stratus schema");
+    }
+
+    [Fact]
+    public void Backup_writes_a_copy_that_restores_the_keys_and_the_audit_chain()
+    {
+        Assert.Equal(0, Run("keys", "create", "--name", "kept", "--rpm", "9").ExitCode);
+        Assert.Equal(0, Run("blocklist", "add", "words", "--term", "zanzibar").ExitCode);
+        var head = Regex.Match(Run("audit", "verify").Stdout, "head hash ([0-9a-f]{64})").Groups[1].Value;
+        var backup = Path.Combine(dataDir, "backups", "nightly.db");
+
+        var backedUp = Run("backup", "--out", backup);
+        Assert.True(backedUp.ExitCode == 0, backedUp.Stderr);
+        Assert.Contains($"to {backup}", backedUp.Stdout);
+
+        // Restored as the docs say: the file copied over stratus.db of a data directory.
+        var restored = Directory.CreateDirectory(Path.Combine(dataDir, "restored")).FullName;
+        File.Copy(backup, Path.Combine(restored, PlatformDatabase.FileName));
+        var verified = Stratus(null, "audit", "verify", "--data-dir", restored);
+        Assert.Equal(0, verified.ExitCode);
+        Assert.Contains($"head hash {head}", verified.Stdout);
+        Assert.Contains("kept", Stratus(null, "keys", "list", "--data-dir", restored).Stdout);
+        Assert.Contains("zanzibar", Stratus(null, "blocklist", "list", "--data-dir", restored).Stdout);
+
+        AssertUserError(Run("backup", "--out", Path.Combine(dataDir, PlatformDatabase.FileName)), "is the database itself");
+        AssertUserError(Stratus(null, "backup", "--out", backup, "--data-dir", Path.Combine(dataDir, "typo")), "no Stratus data in");
+    }
+
+    [Fact]
     public void Keys_limits_and_revoke_change_the_store_and_refuse_unknown_keys_in_one_line()
     {
         Assert.Equal(0, Run("keys", "create", "--name", "svc", "--scopes", "inference").ExitCode);

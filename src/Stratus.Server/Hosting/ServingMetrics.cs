@@ -23,7 +23,7 @@ public sealed class ServingMetrics : IDisposable
         meter = new Meter(MeterName);
         requests = meter.CreateCounter<long>("stratus.requests", description: "Requests by outcome: stop, length, cancelled, rejected (429, or 503 for a stopped engine), invalid (4xx), error (5xx, a failed model step, and a platform database the machine refuses).");
         promptTokens = meter.CreateCounter<long>("stratus.prompt_tokens", description: "Prompt tokens processed.");
-        cachedPromptTokens = meter.CreateCounter<long>("stratus.prefix_cache_hit_tokens", description: "Prompt tokens whose keys and values came from the prefix cache (part of stratus.prompt_tokens).");
+        cachedPromptTokens = meter.CreateCounter<long>("stratus.prefix_cache_hit_tokens", description: "Prompt tokens whose keys and values came from the prefix cache (counted in the prompt tokens too).");
         generationTokens = meter.CreateCounter<long>("stratus.generation_tokens", description: "Tokens generated.");
         var advice = new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets };
         timeToFirstToken = meter.CreateHistogram("stratus.time_to_first_token", "s", "Time from request to the first generated token.", advice: advice);

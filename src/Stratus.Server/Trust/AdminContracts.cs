@@ -15,7 +15,8 @@ public sealed record ListResponse<T>(
     [JsonPropertyName("object")] public string Object => "list";
 }
 
-/// <param name="Scopes">"inference,training" or ["inference", "training"].</param>
+/// <param name="Scopes">"inference,training" or ["inference", "training"]; missing or null:
+/// <see cref="ApiKeyScopeNames.Default"/>, as the CLI's --scopes.</param>
 /// <param name="ExpiresAt">An ISO 8601 time (UTC unless it names an offset; a date alone is its
 /// midnight UTC) the key stops working at; or <paramref name="ExpiresIn"/>, "30d", "12h"...
 /// from its creation. Neither: the key never expires.</param>
@@ -30,9 +31,10 @@ public sealed record CreateKeyRequest(
     /// <exception cref="TrustUserException">Both expiry fields, or either unreadable.</exception>
     public ApiKeyExpiry? ParseExpiry() => ApiKeyExpiry.Parse(ExpiresAt, ExpiresIn, "'expires_at'", "'expires_in'");
 
-    /// <exception cref="TrustUserException">Scopes missing or not a string or array of strings.</exception>
+    /// <exception cref="TrustUserException">Scopes not a string or array of strings.</exception>
     public ApiKeyScopes ParseScopes() => Scopes.ValueKind switch
     {
+        JsonValueKind.Undefined or JsonValueKind.Null => ApiKeyScopeNames.Default,
         JsonValueKind.String => ApiKeyScopeNames.Parse(Scopes.GetString()!),
         JsonValueKind.Array when Scopes.EnumerateArray().All(s => s.ValueKind == JsonValueKind.String)
             => ApiKeyScopeNames.Parse(string.Join(",", Scopes.EnumerateArray().Select(s => s.GetString()))),

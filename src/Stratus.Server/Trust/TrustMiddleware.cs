@@ -42,7 +42,11 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, ILogger<TrustErro
     }
 }
 
-public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusTrust trust, ILogger<TrustAuthenticationMiddleware> logger, ILogger<RequestTrust> requestLogger)
+/// <param name="shapeErrors">False where the host's own error middleware writes ApiExceptions
+/// (StratusServer's ErrorMiddleware): refusals are thrown to it as ApiExceptions, so it writes and
+/// counts them (/metrics) as every other error; true: written here.</param>
+public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusTrust trust, ILogger<TrustAuthenticationMiddleware> logger, ILogger<RequestTrust> requestLogger,
+    bool shapeErrors = true)
 {
     /// <summary>Azure OpenAI's key header, accepted besides Authorization: Bearer.</summary>
     public const string ApiKeyHeader = "api-key";
@@ -66,7 +70,7 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
         var (presented, problem) = Credential(context.Request);
         if (problem is not null)
         {
-            await OpenAIErrors.InvalidApiKey(problem).ExecuteAsync(context);
+            await RefuseAsync(context, OpenAIErrors.InvalidApiKey(problem));
             return;
         }
         var result = await trust.Keys.AuthenticateAsync(presented, context.RequestAborted);
@@ -75,23 +79,22 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
             // Clients learn only what they can fix; wrong and revoked keys read alike, and only the
             // holder of an expired key's secret learns that it expired.
             logger.LogInformation("Refused {Method} {Path}: {Failure}", context.Request.Method, context.Request.Path, result.Failure);
-            await OpenAIErrors.InvalidApiKey(result.Failure switch
+            await RefuseAsync(context, OpenAIErrors.InvalidApiKey(result.Failure switch
             {
                 AuthenticationFailure.Missing => $"No API key provided. Send it as 'Authorization: Bearer <key>' or in the '{ApiKeyHeader}' header.",
                 AuthenticationFailure.Malformed => $"Malformed API key: Stratus keys start with '{ApiKeyFormat.Prefix}' and are {ApiKeyFormat.Length} characters long.",
                 AuthenticationFailure.Expired => $"This API key expired on {ApiKeyService.FormatExpiry(result.ExpiredAt!.Value)}. Ask an administrator of this server for a new key " +
                     "(stratus keys create, or POST /v1/admin/keys with an admin key).",
                 _ => "Incorrect API key provided, or the key was revoked.",
-            }).ExecuteAsync(context);
+            }));
             return;
         }
         var key = result.Key!;
         var scope = TrustRoutes.RequiredScope(context);
         if (!key.Allows(scope))
         {
-            await OpenAIErrors.InsufficientScope(
-                $"API key '{key.Name}' lacks the '{ApiKeyScopeNames.Format(scope)}' scope this endpoint needs (it has {ApiKeyScopeNames.Format(key.Scopes)}).")
-                .ExecuteAsync(context);
+            await RefuseAsync(context, OpenAIErrors.InsufficientScope(
+                $"API key '{key.Name}' lacks the '{ApiKeyScopeNames.Format(scope)}' scope this endpoint needs (it has {ApiKeyScopeNames.Format(key.Scopes)})."));
             return;
         }
 
@@ -99,10 +102,10 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
         if (!decision.Admitted)
         {
             var status = trust.Quotas.StatusOf(key, decision.Status.RetryAfter);
-            await OpenAIErrors.RateLimited(
+            await RefuseAsync(context, OpenAIErrors.RateLimited(
                 $"Rate limit reached for key '{key.Name}' on requests per minute: limit {key.Limits.RequestsPerMinute}. " +
                 $"Try again in {RateLimitStatus.FormatDuration(decision.Status.RetryAfter ?? status.ResetRequests)}.",
-                "requests", status.ToHeaders()).ExecuteAsync(context);
+                "requests", status.ToHeaders()));
             return;
         }
 
@@ -131,13 +134,16 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
         // here as well covers the moments between binding and that check.
         if (context.Connection.RemoteIpAddress is { } remote && !IPAddress.IsLoopback(remote))
         {
-            await OpenAIErrors.Create(StatusCodes.Status403Forbidden,
-                "This server runs with --insecure-no-auth and answers loopback clients only.", code: "insecure_no_auth").ExecuteAsync(context);
+            await RefuseAsync(context, OpenAIErrors.Create(StatusCodes.Status403Forbidden,
+                "This server runs with --insecure-no-auth and answers loopback clients only.", code: "insecure_no_auth"));
             return;
         }
         context.Features.Set(new RequestTrust(trust, null, requestLogger));
         await next(context);
     }
+
+    Task RefuseAsync(HttpContext context, OpenAIErrorResult refusal) =>
+        shapeErrors ? refusal.ExecuteAsync(context) : throw refusal.ToApiException();
 
     /// <summary>The presented key, or why none can be read. Authorization wins over api-key.</summary>
     static (string? Key, string? Problem) Credential(HttpRequest request)

@@ -30,12 +30,13 @@ public static class TrustServiceExtensions
     /// <summary>Adds error translation and key authentication (scope, requests per minute,
     /// rate-limit headers). With WebApplication the route is already matched here, so scopes
     /// follow the matched endpoint; with a plain IApplicationBuilder call UseRouting first.
-    /// A host whose own error middleware maps TrustUserException (StratusServer) passes
-    /// <paramref name="shapeErrors"/> false, so one middleware shapes every error.</summary>
+    /// A host whose own error middleware maps TrustUserException and ApiException (StratusServer)
+    /// passes <paramref name="shapeErrors"/> false, so one middleware shapes (and counts) every
+    /// error, the refusals of keys, scopes and requests per minute included.</summary>
     public static IApplicationBuilder UseStratusTrust(this IApplicationBuilder app, bool shapeErrors = true)
     {
         if (shapeErrors) app.UseMiddleware<TrustErrorMiddleware>();
-        app.UseMiddleware<TrustAuthenticationMiddleware>();
+        app.UseMiddleware<TrustAuthenticationMiddleware>(shapeErrors);
         return app;
     }
 

@@ -1,0 +1,30 @@
+// `stratus backup --out <file>`: a consistent copy of the data directory's database (keys, usage,
+// audit log, blocklists, safety policies) taken while servers run, which copying stratus.db is not
+// (its latest changes are in stratus.db-wal). Restoring is copying the file back as stratus.db
+// with every Stratus process on that data directory stopped (docs/trust.md, "Backup and restore").
+using System.CommandLine;
+using Stratus.Platform;
+
+namespace Stratus.Cli;
+
+static class BackupCommand
+{
+    public static Command Create()
+    {
+        var output = PathOptions.Option("--out", "the backup file to write (replaced if it exists; its folder is made if missing)", required: true);
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("backup", "Copy the keys, usage, audit log and safety settings to one file, also while servers run.") { output, dataDir };
+        command.SetAction(result =>
+        {
+            var directory = TrustCommands.ExistingDirectory(result, dataDir);
+            var database = PlatformDatabase.Open(directory);
+            var destination = Path.GetFullPath(result.GetValue(output)!);
+            database.BackupTo(destination);
+            Console.WriteLine($"Backed up {database.FilePath} to {destination} ({new FileInfo(destination).Length / 1024.0:N0} KB).");
+            Console.WriteLine($"To restore: stop every Stratus process using {directory}, copy the file over {PlatformDatabase.FileName} there, " +
+                $"and delete {PlatformDatabase.FileName}-wal and {PlatformDatabase.FileName}-shm beside it.");
+            return 0;
+        });
+        return command;
+    }
+}

@@ -395,6 +395,65 @@ public sealed class InferenceTests
         Assert.Equal(greedy, string.Concat(generator.Generate("abc", 20, new SamplingOptions { Temperature = 1e-40, Seed = 1 })));
     }
 
+    /// <summary>The server reads every generation with a cancellable token (its request's, linked
+    /// to shutdown), and a streaming reader usually waits for the engine's next token. Such a wait
+    /// allocates nothing more than one without a token: the channel made a new wait, registered
+    /// with the token, each time (96 bytes a token more here).</summary>
+    [Fact]
+    public void Waiting_for_a_token_with_a_cancellable_token_allocates_nothing_more()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        using var reading = new CancellationTokenSource();
+        // Bytes all threads allocate while a reader waits for each of `count` tokens in turn (its
+        // continuations run on the thread pool).
+        long Read(int count, CancellationToken cancellation)
+        {
+            var sequence = new Sequence(1, new GenerationRequest { PromptTokens = [0], MaxTokens = count }, tokenizer.VocabSize);
+            var chunks = new GenerationStream(tokenizer, sequence).ReadAllAsync(cancellation).GetAsyncEnumerator();
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            var before = GC.GetTotalAllocatedBytes(precise: true);
+            for (var i = 0; i < count; i++)
+            {
+                var next = chunks.MoveNextAsync();
+                Assert.False(next.IsCompleted);
+                sequence.Append(new GeneratedToken(i % 19, 0, null), emit: true);
+                while (!next.IsCompleted) Thread.Yield();
+                Assert.True(next.GetAwaiter().GetResult());
+            }
+            var allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+            sequence.Finish(FinishReason.Length);
+            while (chunks.MoveNextAsync().AsTask().GetAwaiter().GetResult()) { }
+            return allocated;
+        }
+        // Another thread's bytes can only add to a count: the least of three counts each.
+        double PerToken(CancellationToken cancellation)
+        {
+            long Least(int count) => Enumerable.Range(0, 3).Min(_ => Read(count, cancellation));
+            Read(50, cancellation);
+            return (Least(400) - Least(100)) / 300.0;
+        }
+        Assert.Equal(PerToken(CancellationToken.None), PerToken(reading.Token), tolerance: 4);
+    }
+
+    /// <summary>A stream waiting for its next token ends with an OperationCanceledException once
+    /// its reader's token is cancelled, and cancels the sequence.</summary>
+    [Fact]
+    public async Task A_stream_waiting_for_a_token_ends_when_its_reader_s_token_is_cancelled()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        var sequence = new Sequence(1, new GenerationRequest { PromptTokens = [0], MaxTokens = 10 }, tokenizer.VocabSize);
+        using var reading = new CancellationTokenSource();
+        await using var chunks = new GenerationStream(tokenizer, sequence).ReadAllAsync(reading.Token).GetAsyncEnumerator();
+        sequence.Append(new GeneratedToken(1, 0, null), emit: true);
+        Assert.True(await chunks.MoveNextAsync());
+        var next = chunks.MoveNextAsync();
+        Assert.False(next.IsCompleted);
+        reading.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await next);
+        Assert.True(sequence.CancelRequested);
+    }
+
     /// <summary>A chat carries its template's end-of-turn text as a stop string, so watching for
     /// one is on every chat's per-token path: it must allocate nothing more than the text itself.</summary>
     [Fact]

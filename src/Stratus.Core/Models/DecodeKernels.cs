@@ -159,7 +159,7 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
         readonly object gate = new();
         readonly ManualResetEventSlim finished = new();
         int busy;
-        // The call in progress, numbered by call.
+        // The call in progress and its number.
         Job job;
         int sliceSize, slices;
         uint call;

@@ -194,6 +194,35 @@ public sealed class InferenceTests
         return model;
     }
 
+    /// <summary>A caller that stops reading (`sample | less`, left open) holds the engine at
+    /// <see cref="TextGenerator.ReadAhead"/> tokens it has not read, rather than letting it make
+    /// the rest of the context for nobody; reading lets it go on, token for token.</summary>
+    [Fact]
+    public void The_engine_waits_for_a_caller_who_does_not_read()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        var steps = 0;
+        using var model = SteppedModel(tokenizer.VocabSize, 512, () => Interlocked.Increment(ref steps));
+        const int count = 400;
+        using var pieces = new TextGenerator(model, tokenizer).Generate("abc", count, new SamplingOptions { Temperature = 0 }).GetEnumerator();
+        Assert.True(pieces.MoveNext());
+        // The prefill and a decode step for each token after the first: one read, ReadAhead unread.
+        var held = TextGenerator.ReadAhead + 1;
+        void AssertHeldAt(int expected)
+        {
+            Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref steps) >= expected, TimeSpan.FromSeconds(60)), $"{Volatile.Read(ref steps)} steps");
+            Thread.Sleep(300); // time for a few hundred more steps, were the engine not waiting
+            Assert.Equal(expected, Volatile.Read(ref steps));
+        }
+        AssertHeldAt(held);
+        for (var i = 0; i < 10; i++) Assert.True(pieces.MoveNext());
+        AssertHeldAt(held + 10);
+        var read = 11;
+        while (pieces.MoveNext()) read++;
+        Assert.Equal(count, read);
+        Assert.Equal(count, Volatile.Read(ref steps));
+    }
+
     /// <summary>Generate's engine is the generation's own: a caller that stops reading and lets
     /// go of the enumerator without disposing it leaves no engine thread behind, and once the GC
     /// has found the enumerator unreachable the engine makes no more tokens for nobody.</summary>
@@ -279,7 +308,7 @@ public sealed class InferenceTests
 
     /// <summary>Where the engine is the slower, the caller waits for it at nearly every token:
     /// a wait allocates nothing (each allocated a task), so reading a token costs what it costs
-    /// when the engine has made them all before the caller reads.</summary>
+    /// when the engine has made all it may before the caller reads.</summary>
     [Fact]
     public void Waiting_for_the_engine_s_next_token_allocates_nothing()
     {
@@ -299,8 +328,9 @@ public sealed class InferenceTests
             Volatile.Write(ref steps, 0);
             using var pieces = generator.Generate("abc", count + 1, new SamplingOptions { Temperature = 0 }).GetEnumerator();
             Assert.True(pieces.MoveNext());
-            // Ahead: its prefill and every decode step have begun before reading does.
-            if (!engineBehind) Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref steps) == count + 1, TimeSpan.FromSeconds(60)));
+            // Ahead: its prefill and as many decode steps as it may run ahead have begun before
+            // reading does.
+            if (!engineBehind) Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref steps) == Math.Min(count, TextGenerator.ReadAhead) + 1, TimeSpan.FromSeconds(60)));
             var read = 0;
             var before = GC.GetAllocatedBytesForCurrentThread();
             while (pieces.MoveNext()) read++;
@@ -363,6 +393,65 @@ public sealed class InferenceTests
         var greedy = string.Concat(generator.Generate("abc", 20, new SamplingOptions { Temperature = 0 }));
         Assert.Equal(greedy, string.Concat(generator.Generate("abc", 20, new SamplingOptions { Temperature = 1e-30, Seed = 1 })));
         Assert.Equal(greedy, string.Concat(generator.Generate("abc", 20, new SamplingOptions { Temperature = 1e-40, Seed = 1 })));
+    }
+
+    /// <summary>The server reads every generation with a cancellable token (its request's, linked
+    /// to shutdown), and a streaming reader usually waits for the engine's next token. Such a wait
+    /// allocates nothing more than one without a token: the channel made a new wait, registered
+    /// with the token, each time (96 bytes a token more here).</summary>
+    [Fact]
+    public void Waiting_for_a_token_with_a_cancellable_token_allocates_nothing_more()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        using var reading = new CancellationTokenSource();
+        // Bytes all threads allocate while a reader waits for each of `count` tokens in turn (its
+        // continuations run on the thread pool).
+        long Read(int count, CancellationToken cancellation)
+        {
+            var sequence = new Sequence(1, new GenerationRequest { PromptTokens = [0], MaxTokens = count }, tokenizer.VocabSize);
+            var chunks = new GenerationStream(tokenizer, sequence).ReadAllAsync(cancellation).GetAsyncEnumerator();
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            var before = GC.GetTotalAllocatedBytes(precise: true);
+            for (var i = 0; i < count; i++)
+            {
+                var next = chunks.MoveNextAsync();
+                Assert.False(next.IsCompleted);
+                sequence.Append(new GeneratedToken(i % 19, 0, null), emit: true);
+                while (!next.IsCompleted) Thread.Yield();
+                Assert.True(next.GetAwaiter().GetResult());
+            }
+            var allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+            sequence.Finish(FinishReason.Length);
+            while (chunks.MoveNextAsync().AsTask().GetAwaiter().GetResult()) { }
+            return allocated;
+        }
+        // Another thread's bytes can only add to a count: the least of three counts each.
+        double PerToken(CancellationToken cancellation)
+        {
+            long Least(int count) => Enumerable.Range(0, 3).Min(_ => Read(count, cancellation));
+            Read(50, cancellation);
+            return (Least(400) - Least(100)) / 300.0;
+        }
+        Assert.Equal(PerToken(CancellationToken.None), PerToken(reading.Token), tolerance: 4);
+    }
+
+    /// <summary>A stream waiting for its next token ends with an OperationCanceledException once
+    /// its reader's token is cancelled, and cancels the sequence.</summary>
+    [Fact]
+    public async Task A_stream_waiting_for_a_token_ends_when_its_reader_s_token_is_cancelled()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        var sequence = new Sequence(1, new GenerationRequest { PromptTokens = [0], MaxTokens = 10 }, tokenizer.VocabSize);
+        using var reading = new CancellationTokenSource();
+        await using var chunks = new GenerationStream(tokenizer, sequence).ReadAllAsync(reading.Token).GetAsyncEnumerator();
+        sequence.Append(new GeneratedToken(1, 0, null), emit: true);
+        Assert.True(await chunks.MoveNextAsync());
+        var next = chunks.MoveNextAsync();
+        Assert.False(next.IsCompleted);
+        reading.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await next);
+        Assert.True(sequence.CancelRequested);
     }
 
     /// <summary>A chat carries its template's end-of-turn text as a stop string, so watching for

@@ -44,6 +44,12 @@ public sealed record GenerationRequest
     }
 
     public bool UsesPenalties => PresencePenalty != 0 || FrequencyPenalty != 0 || RepetitionPenalty != 1.0;
+
+    /// <summary>At most this many generated tokens wait unread: the engine's thread then waits
+    /// until the reader takes one (<see cref="Sequence.TryTake"/>) or the sequence is cancelled;
+    /// 0, no bound. Only for an engine that serves this one sequence (TextGenerator's own): a
+    /// shared engine's thread must never wait for one slow reader.</summary>
+    internal int MaxUnreadTokens { get; init; }
 }
 
 public static class FinishReason

@@ -66,9 +66,11 @@ public sealed class GenerationStream
     {
         var reader = sequence.Output;
         var finished = false;
+        // Registered once for the whole reading, not at each wait (OutputWait).
+        using var cancelsWait = wait.CancelledBy(cancellation);
         try
         {
-            while (await wait.WaitToReadAsync(cancellation).ConfigureAwait(false))
+            while (await wait.WaitToReadAsync().ConfigureAwait(false))
             {
                 while (reader.TryRead(out var token))
                 {
@@ -155,13 +157,21 @@ public sealed class GenerationStream
     /// awaited on the channel itself stays in the channel's reused wait after it has run (until
     /// the next wait), and with it the whole enumerator: the engine, holding the sequence,
     /// would keep an enumerator its caller let go of reachable, and <see cref="abandonment"/>
-    /// would never cancel it. This forgets the reader's continuation once it has resumed it.</summary>
+    /// would never cancel it. This forgets the reader's continuation once it has resumed it.
+    /// The channel is waited on without the reader's cancellation token: with one, it makes a
+    /// new wait and registers it with the token each time (about 100 bytes a token, and the
+    /// server's token can always be cancelled); this wait is registered once instead
+    /// (<see cref="CancelledBy"/>) and ends with an OperationCanceledException as the channel's did.</summary>
     sealed class OutputWait : IValueTaskSource<bool>
     {
         readonly ChannelReader<GeneratedToken> output;
         readonly Action channelReady;
         ManualResetValueTaskSourceCore<bool> core;
         ConfiguredValueTaskAwaitable<bool>.ConfiguredValueTaskAwaiter channelWait;
+        CancellationToken cancellation;
+        // 1 while a wait is pending: the channel's signal and the cancellation race to end it,
+        // and the first to take it does.
+        int pending;
 
         public OutputWait(ChannelReader<GeneratedToken> output)
         {
@@ -169,19 +179,33 @@ public sealed class GenerationStream
             channelReady = ChannelReady;
         }
 
-        /// <summary>The channel's WaitToReadAsync.</summary>
-        public ValueTask<bool> WaitToReadAsync(CancellationToken cancellation)
+        /// <summary>Ends a pending wait, and any later one, once <paramref name="token"/> is
+        /// cancelled; disposing the registration stops that.</summary>
+        public CancellationTokenRegistration CancelledBy(CancellationToken token)
         {
-            var next = output.WaitToReadAsync(cancellation);
+            cancellation = token;
+            return token.UnsafeRegister(static state => ((OutputWait)state!).Cancel(), this);
+        }
+
+        /// <summary>The channel's WaitToReadAsync with the token given to <see cref="CancelledBy"/>.</summary>
+        public ValueTask<bool> WaitToReadAsync()
+        {
+            if (cancellation.IsCancellationRequested) return ValueTask.FromCanceled<bool>(cancellation);
+            var next = output.WaitToReadAsync();
             if (next.IsCompleted) return next;
             var version = core.Version;
             channelWait = next.ConfigureAwait(false).GetAwaiter();
+            Volatile.Write(ref pending, 1);
             channelWait.UnsafeOnCompleted(channelReady);
+            // Cancelled since the check above: the registration may have found nothing pending.
+            if (cancellation.IsCancellationRequested) Cancel();
             return new ValueTask<bool>(this, version);
         }
 
         void ChannelReady()
         {
+            // Cancelled first: the channel's wait ended later, and nobody waits for it now.
+            if (Interlocked.Exchange(ref pending, 0) == 0) return;
             bool more;
             try
             {
@@ -193,6 +217,12 @@ public sealed class GenerationStream
                 return;
             }
             core.SetResult(more);
+        }
+
+        void Cancel()
+        {
+            if (Interlocked.Exchange(ref pending, 0) == 0) return;
+            core.SetException(new OperationCanceledException(cancellation));
         }
 
         public bool GetResult(short token)

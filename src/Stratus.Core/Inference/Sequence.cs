@@ -11,6 +11,10 @@ public sealed class Sequence
     readonly Channel<GeneratedToken> output = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     volatile bool cancelRequested;
     JsonGrammar json;
+    // Where the request bounds its unread tokens (MaxUnreadTokens): the engine's thread waits on
+    // this while that many are unread, and the reader wakes it. Null without a bound.
+    readonly object? room;
+    int unread;
 
     /// <param name="endOfGeneration">The model's end-of-generation tokens (<see cref="Tokenization.ITokenizer.EndOfGenerationIds"/>).</param>
     /// <param name="jsonVocabulary">The vocabulary's bytes, which a request with a JSON schema (JSON mode included) needs.</param>
@@ -36,6 +40,7 @@ public sealed class Sequence
             JsonVocabulary = jsonVocabulary ?? throw new ArgumentNullException(nameof(jsonVocabulary), "a request with a JSON schema needs the vocabulary's bytes");
             json = new JsonGrammar(schema);
         }
+        if (request.MaxUnreadTokens > 0) room = new object();
     }
 
     public long Id { get; }
@@ -99,8 +104,28 @@ public sealed class Sequence
 
     public ChannelReader<GeneratedToken> Output => output.Reader;
 
-    /// <summary>Asks the engine to drop the sequence; it does so before its next step.</summary>
-    public void Cancel() => cancelRequested = true;
+    /// <summary>Asks the engine to drop the sequence; it does so before its next step (an engine
+    /// waiting for the reader to take a token stops waiting).</summary>
+    public void Cancel()
+    {
+        cancelRequested = true;
+        if (room is null) return;
+        lock (room) Monitor.PulseAll(room);
+    }
+
+    /// <summary>The next token the engine has emitted, if there is one, taken off the channel:
+    /// the reader's side of <see cref="GenerationRequest.MaxUnreadTokens"/>, which frees room for
+    /// the engine. Allocates nothing.</summary>
+    internal bool TryTake(out GeneratedToken token)
+    {
+        if (!output.Reader.TryRead(out token)) return false;
+        if (room is null) return true;
+        lock (room)
+        {
+            if (unread-- == Request.MaxUnreadTokens) Monitor.Pulse(room);
+        }
+        return true;
+    }
 
     /// <summary>Drops the sequence before the next step with <paramref name="error"/> instead of
     /// as cancelled (another sequence of its request failed). Engine thread only.</summary>
@@ -123,8 +148,22 @@ public sealed class Sequence
         if (OutputCounts is not null) OutputCounts[token.Token]++;
         // What is emitted is the text, which the schema constrains; an end marker is not part of it.
         if (emit && JsonVocabulary is { } vocabulary && !json.Accept(vocabulary[token.Token])) return false;
-        if (emit) output.Writer.TryWrite(token);
+        if (!emit) return true;
+        output.Writer.TryWrite(token);
+        if (room is not null) WaitForRoom();
         return true;
+    }
+
+    /// <summary>After a token is emitted: while <see cref="GenerationRequest.MaxUnreadTokens"/>
+    /// are unread, the engine's thread waits for the reader to take one, or for a cancellation
+    /// (the reader disposed, or abandoned: ReaderAbandonment), which the next step acts on.</summary>
+    void WaitForRoom()
+    {
+        lock (room!)
+        {
+            unread++;
+            while (unread >= Request.MaxUnreadTokens && !cancelRequested) Monitor.Wait(room);
+        }
     }
 
     internal void Finish(string reason)

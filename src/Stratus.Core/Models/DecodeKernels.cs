@@ -3,9 +3,12 @@
 // fp32 x @ W^T for one row runs at about half the memory bandwidth, and its bf16 GEMM is no
 // faster than fp32, so bf16's halved bytes never became speed. These kernels stream each
 // weight row once with wide vector loads and independent accumulators, split the outputs over
-// threads, and read W either in place (fp32) or from a bf16 copy widened to fp32 in registers
-// (bf16 is the top half of an fp32, so widening is a 16-bit shift). Sums are fp32 throughout.
+// threads (the kernel's own, kept between calls), and read W either in place (fp32) or from a
+// bf16 copy widened to fp32 in registers (bf16 is the top half of an fp32, so widening is a
+// 16-bit shift). Sums are fp32 throughout.
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using TorchSharp;
@@ -28,7 +31,7 @@ public enum DecodeWeights
 /// when the kernel is made), so libtorch's own small ops can run on one thread meanwhile.</param>
 public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = null)
 {
-    readonly int threads = threads ?? torch.get_num_threads();
+    readonly Crew crew = new(threads ?? torch.get_num_threads());
 
     /// <summary>Most input rows taken per pass over the weights; larger batches use libtorch,
     /// whose GEMM wins once enough rows share each weight read (served GPT-2-small shape here:
@@ -40,7 +43,7 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
     readonly Dictionary<IntPtr, ushort[]> bf16Copies = [];
 
     public DecodeWeights Weights => weights;
-    public int Threads => threads;
+    public int Threads => crew.Threads;
 
     public static bool Applies(Tensor x) =>
         !torch.is_grad_enabled() && x.device_type == DeviceType.CPU && x.numel() / x.shape[^1] <= MaxRows;
@@ -108,21 +111,162 @@ public sealed unsafe class DecodeKernel(DecodeWeights weights, int? threads = nu
             parts[l] = new Part(w, b, products[l].Output, count, total);
             total += count;
         }
-        var bf16 = weights == DecodeWeights.BFloat16;
-        var workers = (long)total * inputs < MinWeightsPerSplit ? 1 : Math.Max(1, Math.Min(threads, total / 64));
-        if (workers == 1) Compute(parts, xs, rows, inputs, bf16, 0, total);
-        else ComputeInParallel(parts.ToArray(), (IntPtr)xs, rows, inputs, bf16, total, workers);
+        var job = new Job((Part*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(parts)), parts.Length, xs, rows, inputs, weights == DecodeWeights.BFloat16, total);
+        var workers = (long)total * inputs < MinWeightsPerSplit ? 1 : Math.Max(1, Math.Min(Threads, total / 64));
+        // The crew serves one call at a time: a second caller at once (two engines on one model)
+        // computes alone, its core being busy with the first's anyway.
+        if (workers == 1 || !crew.TryRun(job, workers)) Compute(job, 0, total);
     }
 
-    /// <summary>The outputs split over <paramref name="workers"/> threads. A method of its own:
-    /// the variables its lambda captures live in an object made when the method is entered, which
-    /// Multiply's single-threaded path must not pay for. The parts are on the heap for the other
-    /// threads (Parallel.For allocates in any case).</summary>
-    static void ComputeInParallel(Part[] parts, IntPtr x, int rows, int inputs, bool bf16, int total, int workers)
+    /// <summary>A call's products, for the thread that runs part of it: the parts are on the
+    /// caller's stack, which outlives the call's use of them because the caller waits for its
+    /// helpers before it returns.</summary>
+    readonly struct Job(Part* parts, int count, float* x, int rows, int inputs, bool bf16, int total)
     {
-        var chunk = (total + workers - 1) / workers;
-        Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers },
-            i => Compute(parts, (float*)x, rows, inputs, bf16, i * chunk, Math.Min(total, (i + 1) * chunk)));
+        public ReadOnlySpan<Part> Parts => new(parts, count);
+        public float* X { get; } = x;
+        public int Rows { get; } = rows;
+        public int Inputs { get; } = inputs;
+        public bool Bf16 { get; } = bf16;
+        public int Total { get; } = total;
+    }
+
+    static void Compute(in Job job, int from, int to) => Compute(job.Parts, job.X, job.Rows, job.Inputs, job.Bf16, from, to);
+
+    /// <summary>The kernel's helper threads, made on first use and kept between calls. A call's
+    /// outputs are cut into slices that the caller and the helpers claim one at a time, so that
+    /// a helper still asleep, or descheduled on a busy machine, delays nothing: the caller takes
+    /// the slices nobody has claimed, and waits only for those being computed. A decode step
+    /// splits some 50 products a token (GPT-2 124M), and the runtime has nothing that runs a
+    /// parallel loop without allocating: Parallel.For makes its delegate, closure, options and
+    /// tasks on every call (about 1.8 KB a call measured here), as do Parallel.Invoke and PLINQ.
+    /// (A reused IThreadPoolWorkItem would not allocate, but the pool's threads are the
+    /// server's, and a slice would wait behind its requests' work.) So a call is handed over
+    /// through fields and a counter: a helper that has finished one spins a little for the next
+    /// (the caller's work between two products is a few microseconds of norms and attention;
+    /// waking a sleeping thread takes longer), then sleeps on a monitor, and ends after
+    /// <see cref="IdleTimeout"/> without work, so that an idle kernel, or one nobody holds any
+    /// more, leaves no thread behind.</summary>
+    sealed class Crew(int threads)
+    {
+        static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(10);
+        static readonly long SpinTicks = Stopwatch.Frequency / 20_000; // 50 us
+
+        // Whether each helper's thread is alive (it ends when idle).
+        readonly bool[] running = new bool[Math.Max(0, threads - 1)];
+        // Guards the call's fields and the helpers' sleep: a helper reads a call whole, and none
+        // sleeps through one.
+        readonly object gate = new();
+        readonly ManualResetEventSlim finished = new();
+        int busy;
+        // The call in progress and its number.
+        Job job;
+        int sliceSize, slices;
+        uint call;
+        // The call's number (high half) and its next slice to claim (low half): a helper that
+        // read an earlier call claims nothing of this one, whose parts lie on another stack.
+        long ticket;
+        // Slices not computed yet.
+        int remaining;
+        Exception? failure;
+
+        public int Threads => threads;
+
+        /// <summary>Runs <paramref name="products"/> split <paramref name="workers"/> ways, this
+        /// thread taking part; false, running nothing, when another call holds the crew.</summary>
+        public bool TryRun(in Job products, int workers)
+        {
+            workers = Math.Min(workers, running.Length + 1);
+            if (workers < 2 || Interlocked.CompareExchange(ref busy, 1, 0) != 0) return false;
+            try
+            {
+                failure = null;
+                remaining = workers;
+                finished.Reset();
+                uint number;
+                lock (gate)
+                {
+                    (job, sliceSize, slices) = (products, (products.Total + workers - 1) / workers, workers);
+                    for (var h = 0; h < workers - 1; h++)
+                    {
+                        if (running[h]) continue;
+                        running[h] = true;
+                        Start(h, call);
+                    }
+                    number = ++call;
+                    Volatile.Write(ref ticket, (long)number << 32);
+                    Monitor.PulseAll(gate);
+                }
+                Work(number, products, sliceSize, slices);
+                // The helpers read this thread's stack until their slices are done. Spins first,
+                // then sleeps: the slices are equal, so a helper's is usually done as soon.
+                finished.Wait();
+                if (failure is { } error) ExceptionDispatchInfo.Throw(error);
+                return true;
+            }
+            finally
+            {
+                Volatile.Write(ref busy, 0);
+            }
+        }
+
+        /// <summary>A method of its own: the closure is made where the variables it captures are
+        /// declared, which in TryRun's loop would be at every call.</summary>
+        void Start(int index, uint seen) =>
+            new Thread(() => Help(index, seen)) { IsBackground = true, Name = "stratus-decode" }.Start();
+
+        void Help(int index, uint seen)
+        {
+            while (Next(index, ref seen, out var products, out var size, out var count)) Work(seen, products, size, count);
+        }
+
+        /// <summary>Claims and computes call <paramref name="number"/>'s slices until none is left.
+        /// Throws nothing: a slice that fails is counted as done and its error kept for the
+        /// caller, who would otherwise wait for it forever.</summary>
+        void Work(uint number, in Job products, int size, int count)
+        {
+            while (true)
+            {
+                var claimed = Volatile.Read(ref ticket);
+                var slice = (int)(uint)claimed;
+                if ((uint)(claimed >>> 32) != number || slice >= count) return;
+                if (Interlocked.CompareExchange(ref ticket, claimed + 1, claimed) != claimed) continue;
+                try
+                {
+                    var from = Math.Min(products.Total, slice * size);
+                    Compute(products, from, Math.Min(products.Total, from + size));
+                }
+                catch (Exception e)
+                {
+                    failure = e;
+                }
+                if (Interlocked.Decrement(ref remaining) == 0) finished.Set();
+            }
+        }
+
+        /// <summary>Waits for the call after <paramref name="seen"/> and reads it; false when none
+        /// came within <see cref="IdleTimeout"/>, and the helper is to end.</summary>
+        bool Next(int index, ref uint seen, out Job products, out int size, out int count)
+        {
+            var start = Stopwatch.GetTimestamp();
+            var spinner = new SpinWait();
+            while ((uint)(Volatile.Read(ref ticket) >>> 32) == seen && Stopwatch.GetTimestamp() - start < SpinTicks)
+                spinner.SpinOnce(sleep1Threshold: -1);
+            lock (gate)
+            {
+                while (call == seen)
+                {
+                    if (!Monitor.Wait(gate, IdleTimeout) && call == seen)
+                    {
+                        running[index] = false;
+                        (products, size, count) = (default, 0, 0);
+                        return false;
+                    }
+                }
+                (seen, products, size, count) = (call, job, sliceSize, slices);
+                return true;
+            }
+        }
     }
 
     /// <summary>One product's pointers and its outputs' place among all the products' outputs.</summary>

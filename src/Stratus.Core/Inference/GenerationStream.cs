@@ -61,7 +61,9 @@ public sealed class GenerationStream
 
     /// <summary>Yields text as it is generated. Breaking out early or cancelling drops the
     /// sequence and frees its KV cache; so does letting go of the enumerator unfinished without
-    /// disposing it, once the GC finds it unreachable.</summary>
+    /// disposing it, once the GC finds it unreachable. Once <paramref name="cancellation"/> is
+    /// cancelled, the next read throws OperationCanceledException: the tokens the engine made
+    /// ahead of a slower reader are not passed on, as <see cref="TextGenerator"/> does not.</summary>
     public async IAsyncEnumerable<GenerationChunk> ReadAllAsync([EnumeratorCancellation] CancellationToken cancellation = default)
     {
         var reader = sequence.Output;
@@ -74,6 +76,7 @@ public sealed class GenerationStream
             {
                 while (reader.TryRead(out var token))
                 {
+                    cancellation.ThrowIfCancellationRequested();
                     CompletionTokens++;
                     held.Append(decoder.Push(token.Token));
                     var stopAt = FindStop(out var holdBack);

@@ -557,6 +557,22 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public async Task A_cancelled_stream_ends_at_its_next_read_without_the_text_the_engine_made_ahead()
+    {
+        // An IChatClient caller cancelling a streamed answer got every update the engine had made
+        // ahead of it (50-odd from a small model) before the cancellation showed.
+        var (model, tokenizer) = TinyModel();
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        var sequence = engine.Submit(Greedy(tokenizer, "to be", 20));
+        while (sequence.FinishReason is null) await Task.Delay(10); // every token made before any is read
+        using var cancel = new CancellationTokenSource();
+        await using var chunks = new GenerationStream(tokenizer, sequence).ReadAllAsync(cancel.Token).GetAsyncEnumerator();
+        Assert.True(await chunks.MoveNextAsync());
+        cancel.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await chunks.MoveNextAsync());
+    }
+
+    [Fact]
     public void A_KV_cache_memory_limit_of_zero_or_less_is_refused()
     {
         // serve --kv-cache-mb 0 or -5 was taken silently (as one context's worth of blocks).

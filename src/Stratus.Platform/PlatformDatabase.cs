@@ -142,13 +142,12 @@ public sealed class PlatformDatabase
     /// hours. SQLite's VACUUM INTO reads one snapshot (WAL included, writers not blocked) into a
     /// fresh file beside the destination, which is then moved over it, so a destination is never
     /// a half-written copy.</summary>
-    /// <exception cref="TrustUserException">The destination is this database's own file.</exception>
+    /// <exception cref="TrustUserException">The destination is the database or a file SQLite
+    /// keeps beside it (its -wal, -shm or -journal), by whatever path.</exception>
     /// <exception cref="IOException">The destination's folder refuses the file (made if missing).</exception>
     public void BackupTo(string destination)
     {
         var target = Path.GetFullPath(destination);
-        if (string.Equals(target, Path.GetFullPath(FilePath), StringComparison.Ordinal))
-            throw new TrustUserException($"{target} is the database itself; back it up to another file.");
         // Made here, empty, as VACUUM INTO accepts it, so a folder that refuses it is .NET's error
         // about a file there, not SQLite's worded as the database's. Named as Stratus.AtomicFile
         // names its temporary sibling (this assembly does not reference Core), so the CLI's
@@ -158,6 +157,16 @@ public sealed class PlatformDatabase
         File.Create(partial).Dispose();
         try
         {
+            // Moved over the database, or over the -wal that holds its latest commits, the copy
+            // would lose them or corrupt it under the servers using it. The temporary file showing
+            // up beside the database proves the folders one, whatever path (a symlink, a bind
+            // mount) reached it; names compare as a case-insensitive file system (macOS,
+            // Windows) would find them.
+            var ownFile = File.Exists(Path.Combine(Path.GetDirectoryName(FilePath)!, Path.GetFileName(partial)))
+                ? OwnFiles.FirstOrDefault(name => string.Equals(name, Path.GetFileName(target), StringComparison.OrdinalIgnoreCase))
+                : null;
+            if (ownFile is not null)
+                throw new TrustUserException($"{target} is {(ownFile == FileName ? "the database itself" : "a file SQLite keeps beside the database")} ({FilePath}); back it up to another file.");
             Use(connection =>
             {
                 using var command = Command(connection, "VACUUM INTO $file;", ("$file", partial));
@@ -170,6 +179,9 @@ public sealed class PlatformDatabase
             File.Delete(partial);
         }
     }
+
+    /// <summary>The database's file and those SQLite keeps beside it.</summary>
+    static readonly string[] OwnFiles = [FileName, FileName + "-wal", FileName + "-shm", FileName + "-journal"];
 
     /// <summary>Runs <paramref name="work"/> on a connection of its own. Every store reaches the
     /// file through here, so a failure the machine causes (the file or its folder read-only for

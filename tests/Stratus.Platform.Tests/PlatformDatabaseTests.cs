@@ -200,6 +200,45 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.NotEmpty(await stores.KeyService().ListAsync());
     }
 
+    [Fact]
+    public async Task A_backup_refuses_the_databases_wal_and_shm_and_the_database_by_another_path()
+    {
+        var stores = PlatformStores.OpenSqlite(directory);
+        await stores.KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        // The pooled connections stay open, as a running server's do: the key is in the -wal only.
+        var wal = new FileInfo(DatabasePath + "-wal");
+        var walLength = wal.Length;
+        Assert.True(walLength > 0);
+        var database = PlatformDatabase.Open(directory);
+        List<string> refused = [DatabasePath + "-wal", DatabasePath + "-shm"];
+        // The data directory through a symlink, as /var/lib/stratus -> /data/stratus.
+        if (!OperatingSystem.IsWindows())
+            refused.Add(Path.Combine(Directory.CreateSymbolicLink(directory + "-link", directory).FullName, PlatformDatabase.FileName));
+        try
+        {
+            foreach (var destination in refused)
+            {
+                // Before, the copy was moved over the file: over the -wal, the commits in it were
+                // lost once the server holding the old one stopped; over the database, it read as
+                // malformed.
+                var error = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(destination)));
+                Assert.Contains($"{destination} is ", error.Message);
+                Assert.Contains($"({DatabasePath}); back it up to another file", error.Message);
+            }
+        }
+        finally
+        {
+            if (!OperatingSystem.IsWindows()) Directory.Delete(directory + "-link");
+        }
+        wal.Refresh();
+        Assert.Equal(walLength, wal.Length);
+        Assert.Empty(Directory.GetFiles(directory, "*.tmp", new EnumerationOptions { AttributesToSkip = 0 }));
+        SqliteConnection.ClearAllPools();
+        var reopened = PlatformStores.OpenSqlite(directory);
+        Assert.Equal("kept", Assert.Single(await reopened.KeyService().ListAsync()).Name);
+        Assert.True((await reopened.Audit.VerifyAsync()).Valid);
+    }
+
     /// <summary>Takes the write lock on another connection, as another process in a write
     /// transaction holds it; disposing the connection rolls back and releases it.</summary>
     SqliteConnection HoldWriteLock()

@@ -144,7 +144,8 @@ public sealed class PlatformDatabase
     /// a half-written copy.</summary>
     /// <exception cref="TrustUserException">The destination is the database or a file SQLite
     /// keeps beside it (its -wal, -shm or -journal), by whatever path.</exception>
-    /// <exception cref="IOException">The destination's folder refuses the file (made if missing).</exception>
+    /// <exception cref="IOException">The destination's folder refuses the file (made if missing);
+    /// a PlatformStorageException naming the destination where its disk is full.</exception>
     public void BackupTo(string destination)
     {
         var target = Path.GetFullPath(destination);
@@ -167,11 +168,20 @@ public sealed class PlatformDatabase
                 : null;
             if (ownFile is not null)
                 throw new TrustUserException($"{target} is {(ownFile == FileName ? "the database itself" : "a file SQLite keeps beside the database")} ({FilePath}); back it up to another file.");
-            Use(connection =>
+            try
             {
-                using var command = Command(connection, "VACUUM INTO $file;", ("$file", partial));
-                return command.ExecuteNonQuery();
-            });
+                Use(connection =>
+                {
+                    using var command = Command(connection, "VACUUM INTO $file;", ("$file", partial));
+                    return command.ExecuteNonQuery();
+                });
+            }
+            catch (PlatformStorageException e) when (e.InnerException is SqliteException full && (full.SqliteErrorCode & 0xFF) == 13)
+            {
+                // SQLITE_FULL: VACUUM INTO writes the copy, not the database, so the full disk is
+                // the destination's; the database's would send the operator to the wrong disk.
+                throw new PlatformStorageException(PlatformStorageException.Describe(target, full)!, full);
+            }
             File.Move(partial, target, overwrite: true);
         }
         finally

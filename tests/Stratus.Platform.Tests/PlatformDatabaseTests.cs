@@ -239,6 +239,40 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.True((await reopened.Audit.VerifyAsync()).Valid);
     }
 
+    [Fact]
+    public void A_backup_to_a_full_disk_names_the_destination_not_the_database()
+    {
+        // A disk that is really full: a small tmpfs, which root may mount on Linux (CI runs as
+        // root); elsewhere, or in a container that may not mount, there is none to fill.
+        if (!OperatingSystem.IsLinux() || !Environment.IsPrivilegedProcess) return;
+        var database = PlatformDatabase.Open(directory);
+        var small = Directory.CreateDirectory(Path.Combine(directory, "small")).FullName;
+        if (!Succeeds("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", small)) return;
+        try
+        {
+            // Less room than the database's 44 KB.
+            File.WriteAllBytes(Path.Combine(small, "filler"), new byte[56 * 1024]);
+            var destination = Path.Combine(small, "nightly.db");
+            var full = Assert.IsType<PlatformStorageException>(Record.Exception(() => database.BackupTo(destination)));
+            // Before, "the disk holding <data dir>/stratus.db is full": the other disk.
+            Assert.StartsWith($"the disk holding {destination} is full", full.Message);
+            Assert.Equal(["filler"], Directory.GetFiles(small).Select(Path.GetFileName));
+        }
+        finally
+        {
+            Succeeds("umount", small);
+        }
+
+        static bool Succeeds(string program, params string[] arguments)
+        {
+            var start = new ProcessStartInfo(program) { RedirectStandardError = true, RedirectStandardOutput = true };
+            foreach (var argument in arguments) start.ArgumentList.Add(argument);
+            using var process = Process.Start(start)!;
+            process.WaitForExit();
+            return process.ExitCode == 0;
+        }
+    }
+
     /// <summary>Takes the write lock on another connection, as another process in a write
     /// transaction holds it; disposing the connection rolls back and releases it.</summary>
     SqliteConnection HoldWriteLock()

@@ -109,8 +109,21 @@ public sealed class PlatformDatabase
     /// not a database).</exception>
     public static PlatformDatabase Open(string dataDir, TimeSpan? lockTimeout = null)
     {
-        Directory.CreateDirectory(dataDir);
+        CreateOwnerOnlyFolder(dataDir);
         var database = new PlatformDatabase(Path.Combine(dataDir, FileName), lockTimeout ?? DefaultLockTimeout);
+        // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user.
+        if (!File.Exists(database.FilePath))
+        {
+            try
+            {
+                CreateOwnerOnlyFile(database.FilePath);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Another process made it first, or the folder refuses it: SQLite opens that one,
+                // or says why it cannot as it does of every file it refuses.
+            }
+        }
         database.Use(connection =>
         {
             Execute(connection, "PRAGMA journal_mode=WAL;");
@@ -135,13 +148,43 @@ public sealed class PlatformDatabase
         return database;
     }
 
+    // The database holds key hashes, usage, the audit log and blocklists, so the data directory
+    // and database Stratus makes are its owner's alone (on Unix), as gh, ssh and kubectl keep
+    // credentials; SQLite gives the -wal and -shm it makes beside the database the database's
+    // mode. A folder or database that exists keeps its mode: one shared with a group (the
+    // server's user and an administrator's, docs/trust.md) was made so on purpose.
+    const UnixFileMode OwnerOnlyFolder = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+    const UnixFileMode OwnerOnlyFile = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+
+    static void CreateOwnerOnlyFolder(string folder)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            Directory.CreateDirectory(folder);
+            return;
+        }
+        if (Directory.Exists(folder)) return;
+        // The folders above it as mkdir -p makes them: they may hold more than Stratus's data.
+        if (Path.GetDirectoryName(Path.GetFullPath(folder)) is { } parent) Directory.CreateDirectory(parent);
+        Directory.CreateDirectory(folder, OwnerOnlyFolder);
+    }
+
+    /// <summary>Makes an empty file that only its owner may read and write (on Unix).</summary>
+    static void CreateOwnerOnlyFile(string path)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = OwnerOnlyFile;
+        new FileStream(path, options).Dispose();
+    }
+
     /// <summary>Writes a consistent copy of the whole database to <paramref name="destination"/>,
     /// replacing a file there, while servers and other commands go on using it. Copying stratus.db
     /// alone meanwhile is no backup: in WAL mode the latest changes sit in stratus.db-wal until a
     /// checkpoint moves them, and a running server holds its connections open, so that can be
     /// hours. SQLite's VACUUM INTO reads one snapshot (WAL included, writers not blocked) into a
     /// fresh file beside the destination, which is then moved over it, so a destination is never
-    /// a half-written copy.</summary>
+    /// a half-written copy. It holds what the database does, so it is made as Stratus makes the
+    /// database: its owner's alone.</summary>
     /// <exception cref="TrustUserException">The destination is the database or a file SQLite
     /// keeps beside it (its -wal, -shm or -journal), by whatever path.</exception>
     /// <exception cref="IOException">The destination's folder refuses the file (made if missing);
@@ -155,7 +198,7 @@ public sealed class PlatformDatabase
         // file system errors name the destination and its --out.
         var folder = Directory.CreateDirectory(Path.GetDirectoryName(target)!).FullName;
         var partial = Path.Combine(folder, $".{Path.GetFileName(target)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        File.Create(partial).Dispose();
+        CreateOwnerOnlyFile(partial);
         try
         {
             // Moved over the database, or over the -wal that holds its latest commits, the copy

@@ -273,6 +273,37 @@ public sealed class PlatformDatabaseTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task The_data_directory_and_files_stratus_makes_are_its_owners_alone_and_others_keep_their_modes()
+    {
+        if (OperatingSystem.IsWindows()) return; // Unix modes
+        const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        var dataDir = Path.Combine(directory, "home", "stratus");
+        var stores = PlatformStores.OpenSqlite(dataDir);
+        await stores.KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        // Before, 0755 and 0644 (under umask 022): key hashes, usage and blocklists readable by every user.
+        Assert.Equal(OwnerOnly | UnixFileMode.UserExecute, File.GetUnixFileMode(dataDir));
+        var database = Path.Combine(dataDir, PlatformDatabase.FileName);
+        foreach (var file in new[] { database, database + "-wal", database + "-shm" })
+            Assert.Equal((file, OwnerOnly), (file, File.GetUnixFileMode(file)));
+        // The folder above, as mkdir -p makes it: it may hold more than Stratus's data.
+        Assert.Equal(File.GetUnixFileMode(Directory.CreateDirectory(Path.Combine(directory, "sibling")).FullName), File.GetUnixFileMode(Path.GetDirectoryName(dataDir)!));
+        var backup = Path.Combine(directory, "backups", "nightly.db");
+        PlatformDatabase.Open(dataDir).BackupTo(backup);
+        Assert.Equal(OwnerOnly, File.GetUnixFileMode(backup));
+
+        // A folder and database an operator shared with a group keep their modes, and the -wal
+        // SQLite makes takes the database's.
+        const UnixFileMode Group = UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
+        SqliteConnection.ClearAllPools();
+        File.SetUnixFileMode(dataDir, OwnerOnly | UnixFileMode.UserExecute | Group | UnixFileMode.GroupExecute);
+        File.SetUnixFileMode(database, OwnerOnly | Group);
+        await PlatformStores.OpenSqlite(dataDir).KeyService().CreateAsync("k2", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        Assert.Equal(OwnerOnly | UnixFileMode.UserExecute | Group | UnixFileMode.GroupExecute, File.GetUnixFileMode(dataDir));
+        Assert.Equal(OwnerOnly | Group, File.GetUnixFileMode(database));
+        Assert.Equal(OwnerOnly | Group, File.GetUnixFileMode(database + "-wal"));
+    }
+
     /// <summary>Takes the write lock on another connection, as another process in a write
     /// transaction holds it; disposing the connection rolls back and releases it.</summary>
     SqliteConnection HoldWriteLock()

@@ -156,17 +156,13 @@ public sealed class PlatformDatabase
     const UnixFileMode OwnerOnlyFolder = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
     const UnixFileMode OwnerOnlyFile = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
+    /// <summary>Makes <paramref name="folder"/> if missing; .NET gives the mode to it alone (and
+    /// leaves an existing one's), and the folders above it are made as mkdir -p makes them, since
+    /// they may hold more than Stratus's data.</summary>
     static void CreateOwnerOnlyFolder(string folder)
     {
-        if (OperatingSystem.IsWindows())
-        {
-            Directory.CreateDirectory(folder);
-            return;
-        }
-        if (Directory.Exists(folder)) return;
-        // The folders above it as mkdir -p makes them: they may hold more than Stratus's data.
-        if (Path.GetDirectoryName(Path.GetFullPath(folder)) is { } parent) Directory.CreateDirectory(parent);
-        Directory.CreateDirectory(folder, OwnerOnlyFolder);
+        if (OperatingSystem.IsWindows()) Directory.CreateDirectory(folder);
+        else Directory.CreateDirectory(folder, OwnerOnlyFolder);
     }
 
     /// <summary>Makes an empty file that only its owner may read and write (on Unix).</summary>

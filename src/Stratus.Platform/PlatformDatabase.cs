@@ -109,8 +109,21 @@ public sealed class PlatformDatabase
     /// not a database).</exception>
     public static PlatformDatabase Open(string dataDir, TimeSpan? lockTimeout = null)
     {
-        Directory.CreateDirectory(dataDir);
+        CreateOwnerOnlyFolder(dataDir);
         var database = new PlatformDatabase(Path.Combine(dataDir, FileName), lockTimeout ?? DefaultLockTimeout);
+        // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user.
+        if (!File.Exists(database.FilePath))
+        {
+            try
+            {
+                CreateOwnerOnlyFile(database.FilePath);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Another process made it first, or the folder refuses it: SQLite opens that one,
+                // or says why it cannot as it does of every file it refuses.
+            }
+        }
         database.Use(connection =>
         {
             Execute(connection, "PRAGMA journal_mode=WAL;");
@@ -135,34 +148,79 @@ public sealed class PlatformDatabase
         return database;
     }
 
+    // The database holds key hashes, usage, the audit log and blocklists, so the data directory
+    // and database Stratus makes are its owner's alone (on Unix), as gh, ssh and kubectl keep
+    // credentials; SQLite gives the -wal and -shm it makes beside the database the database's
+    // mode. A folder or database that exists keeps its mode: one shared with a group (the
+    // server's user and an administrator's, docs/trust.md) was made so on purpose.
+    const UnixFileMode OwnerOnlyFolder = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+    const UnixFileMode OwnerOnlyFile = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+
+    /// <summary>Makes <paramref name="folder"/> if missing; .NET gives the mode to it alone (and
+    /// leaves an existing one's), and the folders above it are made as mkdir -p makes them, since
+    /// they may hold more than Stratus's data.</summary>
+    static void CreateOwnerOnlyFolder(string folder)
+    {
+        if (OperatingSystem.IsWindows()) Directory.CreateDirectory(folder);
+        else Directory.CreateDirectory(folder, OwnerOnlyFolder);
+    }
+
+    /// <summary>Makes an empty file that only its owner may read and write (on Unix).</summary>
+    static void CreateOwnerOnlyFile(string path)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = OwnerOnlyFile;
+        new FileStream(path, options).Dispose();
+    }
+
     /// <summary>Writes a consistent copy of the whole database to <paramref name="destination"/>,
     /// replacing a file there, while servers and other commands go on using it. Copying stratus.db
     /// alone meanwhile is no backup: in WAL mode the latest changes sit in stratus.db-wal until a
     /// checkpoint moves them, and a running server holds its connections open, so that can be
     /// hours. SQLite's VACUUM INTO reads one snapshot (WAL included, writers not blocked) into a
     /// fresh file beside the destination, which is then moved over it, so a destination is never
-    /// a half-written copy.</summary>
-    /// <exception cref="TrustUserException">The destination is this database's own file.</exception>
-    /// <exception cref="IOException">The destination's folder refuses the file (made if missing).</exception>
+    /// a half-written copy. It holds what the database does, so it is made as Stratus makes the
+    /// database: its owner's alone.</summary>
+    /// <exception cref="TrustUserException">The destination is the database or a file SQLite
+    /// keeps beside it (its -wal, -shm or -journal), by whatever path.</exception>
+    /// <exception cref="IOException">The destination's folder refuses the file (made if missing);
+    /// a PlatformStorageException naming the destination where its disk is full.</exception>
     public void BackupTo(string destination)
     {
         var target = Path.GetFullPath(destination);
-        if (string.Equals(target, Path.GetFullPath(FilePath), StringComparison.Ordinal))
-            throw new TrustUserException($"{target} is the database itself; back it up to another file.");
         // Made here, empty, as VACUUM INTO accepts it, so a folder that refuses it is .NET's error
         // about a file there, not SQLite's worded as the database's. Named as Stratus.AtomicFile
         // names its temporary sibling (this assembly does not reference Core), so the CLI's
         // file system errors name the destination and its --out.
         var folder = Directory.CreateDirectory(Path.GetDirectoryName(target)!).FullName;
         var partial = Path.Combine(folder, $".{Path.GetFileName(target)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        File.Create(partial).Dispose();
+        CreateOwnerOnlyFile(partial);
         try
         {
-            Use(connection =>
+            // Moved over the database, or over the -wal that holds its latest commits, the copy
+            // would lose them or corrupt it under the servers using it. The temporary file showing
+            // up beside the database proves the folders one, whatever path (a symlink, a bind
+            // mount) reached it; names compare as a case-insensitive file system (macOS,
+            // Windows) would find them.
+            var ownFile = File.Exists(Path.Combine(Path.GetDirectoryName(FilePath)!, Path.GetFileName(partial)))
+                ? OwnFiles.FirstOrDefault(name => string.Equals(name, Path.GetFileName(target), StringComparison.OrdinalIgnoreCase))
+                : null;
+            if (ownFile is not null)
+                throw new TrustUserException($"{target} is {(ownFile == FileName ? "the database itself" : "a file SQLite keeps beside the database")} ({FilePath}); back it up to another file.");
+            try
             {
-                using var command = Command(connection, "VACUUM INTO $file;", ("$file", partial));
-                return command.ExecuteNonQuery();
-            });
+                Use(connection =>
+                {
+                    using var command = Command(connection, "VACUUM INTO $file;", ("$file", partial));
+                    return command.ExecuteNonQuery();
+                });
+            }
+            catch (PlatformStorageException e) when (e.InnerException is SqliteException full && (full.SqliteErrorCode & 0xFF) == 13)
+            {
+                // SQLITE_FULL: VACUUM INTO writes the copy, not the database, so the full disk is
+                // the destination's; the database's would send the operator to the wrong disk.
+                throw new PlatformStorageException(PlatformStorageException.Describe(target, full)!, full);
+            }
             File.Move(partial, target, overwrite: true);
         }
         finally
@@ -170,6 +228,9 @@ public sealed class PlatformDatabase
             File.Delete(partial);
         }
     }
+
+    /// <summary>The database's file and those SQLite keeps beside it.</summary>
+    static readonly string[] OwnFiles = [FileName, FileName + "-wal", FileName + "-shm", FileName + "-journal"];
 
     /// <summary>Runs <paramref name="work"/> on a connection of its own. Every store reaches the
     /// file through here, so a failure the machine causes (the file or its folder read-only for

@@ -200,6 +200,110 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.NotEmpty(await stores.KeyService().ListAsync());
     }
 
+    [Fact]
+    public async Task A_backup_refuses_the_databases_wal_and_shm_and_the_database_by_another_path()
+    {
+        var stores = PlatformStores.OpenSqlite(directory);
+        await stores.KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        // The pooled connections stay open, as a running server's do: the key is in the -wal only.
+        var wal = new FileInfo(DatabasePath + "-wal");
+        var walLength = wal.Length;
+        Assert.True(walLength > 0);
+        var database = PlatformDatabase.Open(directory);
+        List<string> refused = [DatabasePath + "-wal", DatabasePath + "-shm"];
+        // The data directory through a symlink, as /var/lib/stratus -> /data/stratus.
+        if (!OperatingSystem.IsWindows())
+            refused.Add(Path.Combine(Directory.CreateSymbolicLink(directory + "-link", directory).FullName, PlatformDatabase.FileName));
+        try
+        {
+            foreach (var destination in refused)
+            {
+                // Before, the copy was moved over the file: over the -wal, the commits in it were
+                // lost once the server holding the old one stopped; over the database, it read as
+                // malformed.
+                var error = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(destination)));
+                Assert.Contains($"{destination} is ", error.Message);
+                Assert.Contains($"({DatabasePath}); back it up to another file", error.Message);
+            }
+        }
+        finally
+        {
+            if (!OperatingSystem.IsWindows()) Directory.Delete(directory + "-link");
+        }
+        wal.Refresh();
+        Assert.Equal(walLength, wal.Length);
+        Assert.Empty(Directory.GetFiles(directory, "*.tmp", new EnumerationOptions { AttributesToSkip = 0 }));
+        SqliteConnection.ClearAllPools();
+        var reopened = PlatformStores.OpenSqlite(directory);
+        Assert.Equal("kept", Assert.Single(await reopened.KeyService().ListAsync()).Name);
+        Assert.True((await reopened.Audit.VerifyAsync()).Valid);
+    }
+
+    [Fact]
+    public void A_backup_to_a_full_disk_names_the_destination_not_the_database()
+    {
+        // A disk that is really full: a small tmpfs, which root may mount on Linux (CI runs as
+        // root); elsewhere, or in a container that may not mount, there is none to fill.
+        if (!OperatingSystem.IsLinux() || !Environment.IsPrivilegedProcess) return;
+        var database = PlatformDatabase.Open(directory);
+        var small = Directory.CreateDirectory(Path.Combine(directory, "small")).FullName;
+        if (!Succeeds("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", small)) return;
+        try
+        {
+            // Less room than the database's 44 KB.
+            File.WriteAllBytes(Path.Combine(small, "filler"), new byte[56 * 1024]);
+            var destination = Path.Combine(small, "nightly.db");
+            var full = Assert.IsType<PlatformStorageException>(Record.Exception(() => database.BackupTo(destination)));
+            // Before, "the disk holding <data dir>/stratus.db is full": the other disk.
+            Assert.StartsWith($"the disk holding {destination} is full", full.Message);
+            Assert.Equal(["filler"], Directory.GetFiles(small).Select(Path.GetFileName));
+        }
+        finally
+        {
+            Succeeds("umount", small);
+        }
+
+        static bool Succeeds(string program, params string[] arguments)
+        {
+            var start = new ProcessStartInfo(program) { RedirectStandardError = true, RedirectStandardOutput = true };
+            foreach (var argument in arguments) start.ArgumentList.Add(argument);
+            using var process = Process.Start(start)!;
+            process.WaitForExit();
+            return process.ExitCode == 0;
+        }
+    }
+
+    [Fact]
+    public async Task The_data_directory_and_files_stratus_makes_are_its_owners_alone_and_others_keep_their_modes()
+    {
+        if (OperatingSystem.IsWindows()) return; // Unix modes
+        const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        var dataDir = Path.Combine(directory, "home", "stratus");
+        var stores = PlatformStores.OpenSqlite(dataDir);
+        await stores.KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        // Before, 0755 and 0644 (under umask 022): key hashes, usage and blocklists readable by every user.
+        Assert.Equal(OwnerOnly | UnixFileMode.UserExecute, File.GetUnixFileMode(dataDir));
+        var database = Path.Combine(dataDir, PlatformDatabase.FileName);
+        foreach (var file in new[] { database, database + "-wal", database + "-shm" })
+            Assert.Equal((file, OwnerOnly), (file, File.GetUnixFileMode(file)));
+        // The folder above, as mkdir -p makes it: it may hold more than Stratus's data.
+        Assert.Equal(File.GetUnixFileMode(Directory.CreateDirectory(Path.Combine(directory, "sibling")).FullName), File.GetUnixFileMode(Path.GetDirectoryName(dataDir)!));
+        var backup = Path.Combine(directory, "backups", "nightly.db");
+        PlatformDatabase.Open(dataDir).BackupTo(backup);
+        Assert.Equal(OwnerOnly, File.GetUnixFileMode(backup));
+
+        // A folder and database an operator shared with a group keep their modes, and the -wal
+        // SQLite makes takes the database's.
+        const UnixFileMode Group = UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
+        SqliteConnection.ClearAllPools();
+        File.SetUnixFileMode(dataDir, OwnerOnly | UnixFileMode.UserExecute | Group | UnixFileMode.GroupExecute);
+        File.SetUnixFileMode(database, OwnerOnly | Group);
+        await PlatformStores.OpenSqlite(dataDir).KeyService().CreateAsync("k2", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        Assert.Equal(OwnerOnly | UnixFileMode.UserExecute | Group | UnixFileMode.GroupExecute, File.GetUnixFileMode(dataDir));
+        Assert.Equal(OwnerOnly | Group, File.GetUnixFileMode(database));
+        Assert.Equal(OwnerOnly | Group, File.GetUnixFileMode(database + "-wal"));
+    }
+
     /// <summary>Takes the write lock on another connection, as another process in a write
     /// transaction holds it; disposing the connection rolls back and releases it.</summary>
     SqliteConnection HoldWriteLock()

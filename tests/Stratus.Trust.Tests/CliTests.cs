@@ -143,6 +143,12 @@ public sealed class CliTests : IDisposable
         Assert.Contains("zanzibar", Stratus(null, "blocklist", "list", "--data-dir", restored).Stdout);
 
         AssertUserError(Run("backup", "--out", Path.Combine(dataDir, PlatformDatabase.FileName)), "is the database itself");
+        // A folder, as `--out /backups/` for a file in it: before, .NET's "Is a directory" or "Could
+        // not find a part of the path" (of a folder that exists), naming neither --out nor a fix.
+        var folder = Path.GetDirectoryName(backup)!;
+        foreach (var given in new[] { folder, folder + Path.DirectorySeparatorChar })
+            AssertUserError(Run("backup", "--out", given), $"--out {given} is a folder; give the path of a file to write");
+        Assert.Equal([backup], Directory.GetFiles(folder, "*", new EnumerationOptions { AttributesToSkip = 0 }));
         AssertUserError(Stratus(null, "backup", "--out", backup, "--data-dir", Path.Combine(dataDir, "typo")), "no Stratus data in");
     }
 

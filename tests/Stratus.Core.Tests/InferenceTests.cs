@@ -494,6 +494,41 @@ public sealed class InferenceTests
         Assert.True(sequence.CancelRequested);
     }
 
+    /// <summary>A reader's token may outlive its stream (an IChatClient caller's, for the life of
+    /// its application): a stream whose reader lets go of its enumerator unfinished without
+    /// disposing it leaves nothing registered with that token, which would keep the stream's
+    /// wait, its channel and the tokens in it for as long as the token lives.</summary>
+    [Fact]
+    public void An_abandoned_stream_leaves_nothing_registered_with_its_reader_s_token()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        using var reading = new CancellationTokenSource();
+        var channel = ReadAStreamAndLetGo(tokenizer, reading.Token);
+        for (var round = 0; round < 10 && channel.IsAlive; round++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        Assert.False(channel.IsAlive, "the abandoned stream's channel is still reachable");
+    }
+
+    /// <summary>Reads a stream's first token after waiting for it, then a second already there,
+    /// and keeps no reference to the stream, its sequence or its enumerator; a weak reference to
+    /// the sequence's channel comes back.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static WeakReference ReadAStreamAndLetGo(ITokenizer tokenizer, CancellationToken cancellation)
+    {
+        var sequence = new Sequence(1, new GenerationRequest { PromptTokens = [0], MaxTokens = 10 }, tokenizer.VocabSize);
+        var chunks = new GenerationStream(tokenizer, sequence).ReadAllAsync(cancellation).GetAsyncEnumerator();
+        var next = chunks.MoveNextAsync();
+        Assert.False(next.IsCompleted);
+        sequence.Append(new GeneratedToken(1, 0, null), emit: true);
+        Assert.True(next.AsTask().GetAwaiter().GetResult());
+        sequence.Append(new GeneratedToken(2, 0, null), emit: true);
+        Assert.True(chunks.MoveNextAsync().AsTask().GetAwaiter().GetResult());
+        return new WeakReference(sequence.Output);
+    }
+
     /// <summary>A chat carries its template's end-of-turn text as a stop string, so watching for
     /// one is on every chat's per-token path: it must allocate nothing more than the text itself.</summary>
     [Fact]

@@ -263,14 +263,12 @@ public sealed class InferenceTests
     public void An_abandoned_generation_stream_s_sequence_is_cancelled()
     {
         var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
-        // Slowed, so that the 250 tokens would take 2.5 s.
-        using var model = SteppedModel(tokenizer.VocabSize, 256, () => Thread.Sleep(10));
+        using var gate = new StepGate(free: 8);
+        using var model = SteppedModel(tokenizer.VocabSize, 256, gate.Enter);
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { DecodeWeights = DecodeWeights.Torch });
         var sequence = engine.Submit(new GenerationRequest { PromptTokens = tokenizer.Encode("abc"), MaxTokens = 250, Sampling = new SamplingOptions { Seed = 1 } });
         ReadAndLetGo(() => new GenerationStream(engine.Tokenizer, sequence).ReadAllAsync(), items: 2);
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        Assert.True(SpinWait.SpinUntil(() => sequence.FinishReason is not null, TimeSpan.FromSeconds(30)), "the sequence is still running");
+        CollectStepByStep(gate, ended: () => sequence.FinishReason is not null);
         Assert.Equal(FinishReason.Cancelled, sequence.FinishReason);
         Assert.InRange(sequence.Generated, 2, 125);
     }
@@ -281,19 +279,61 @@ public sealed class InferenceTests
     public void An_abandoned_streaming_chat_stops_generating()
     {
         var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs \n");
-        var steps = 0;
-        using var model = SteppedModel(tokenizer.VocabSize, 256, () =>
-        {
-            Interlocked.Increment(ref steps);
-            Thread.Sleep(10);
-        });
+        using var gate = new StepGate(free: 8);
+        using var model = SteppedModel(tokenizer.VocabSize, 256, gate.Enter);
         using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { DecodeWeights = DecodeWeights.Torch });
         var client = new StratusChatClient(engine, ChatTemplate.For(tokenizer), "tiny");
         ReadAndLetGo(() => client.GetStreamingResponseAsync([new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, "abc")], new Microsoft.Extensions.AI.ChatOptions { MaxOutputTokens = 250, Seed = 1 }), items: 2);
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        Assert.True(SpinWait.SpinUntil(() => engine.Running + engine.Waiting == 0, TimeSpan.FromSeconds(30)), "the engine is still generating");
-        Assert.InRange(Volatile.Read(ref steps), 2, 125);
+        CollectStepByStep(gate, ended: () => engine.Running + engine.Waiting == 0);
+        Assert.Equal(0, engine.Running + engine.Waiting);
+        Assert.InRange(gate.Steps, 2, 125);
+    }
+
+    /// <summary>Collects garbage, runs its finalizers and lets the engine run one more step, until
+    /// the generation has <paramref name="ended"/> (or the engine has made 100 more steps). One
+    /// collection is not enough: the read that returned last was completed by a thread-pool
+    /// thread that, until it has unwound, still holds the enumerator (a single collection right
+    /// after the read missed it in 1 to 28 of 40 tries here, and then nothing else collected it
+    /// before the engine made all 250 tokens). Step by step, the tokens made after the reader
+    /// let go count collections, not how long a busy machine took to schedule that thread.</summary>
+    static void CollectStepByStep(StepGate gate, Func<bool> ended)
+    {
+        for (var round = 0; round < 100 && !ended(); round++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            gate.Step(ended);
+        }
+    }
+
+    /// <summary>Holds each model step after the first <paramref name="free"/> at its start until
+    /// the test lets it run (<see cref="Step"/>), so that what the engine makes meanwhile does
+    /// not depend on how fast the machine runs the test.</summary>
+    sealed class StepGate(int free) : IDisposable
+    {
+        readonly SemaphoreSlim permits = new(0);
+        int steps;
+
+        /// <summary>Steps begun.</summary>
+        public int Steps => Volatile.Read(ref steps);
+
+        /// <summary>The model's hook, on the engine's thread. Held 30 s at most: a test that fails
+        /// before it lets the engine go must not leave the engine's Dispose waiting forever.</summary>
+        public void Enter()
+        {
+            if (Interlocked.Increment(ref steps) > free) permits.Wait(TimeSpan.FromSeconds(30));
+        }
+
+        /// <summary>Lets one held step run, and returns once the engine has begun the next one
+        /// or the generation has <paramref name="ended"/>.</summary>
+        public void Step(Func<bool> ended)
+        {
+            var before = Steps;
+            permits.Release();
+            Assert.True(SpinWait.SpinUntil(() => Steps > before || ended(), TimeSpan.FromSeconds(30)), "the engine neither stepped nor ended");
+        }
+
+        public void Dispose() => permits.Dispose();
     }
 
     /// <summary>Starts an asynchronous sequence, reads <paramref name="items"/> of it and keeps no
@@ -452,6 +492,41 @@ public sealed class InferenceTests
         reading.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await next);
         Assert.True(sequence.CancelRequested);
+    }
+
+    /// <summary>A reader's token may outlive its stream (an IChatClient caller's, for the life of
+    /// its application): a stream whose reader lets go of its enumerator unfinished without
+    /// disposing it leaves nothing registered with that token, which would keep the stream's
+    /// wait, its channel and the tokens in it for as long as the token lives.</summary>
+    [Fact]
+    public void An_abandoned_stream_leaves_nothing_registered_with_its_reader_s_token()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        using var reading = new CancellationTokenSource();
+        var channel = ReadAStreamAndLetGo(tokenizer, reading.Token);
+        for (var round = 0; round < 10 && channel.IsAlive; round++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        Assert.False(channel.IsAlive, "the abandoned stream's channel is still reachable");
+    }
+
+    /// <summary>Reads a stream's first token after waiting for it, then a second already there,
+    /// and keeps no reference to the stream, its sequence or its enumerator; a weak reference to
+    /// the sequence's channel comes back.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static WeakReference ReadAStreamAndLetGo(ITokenizer tokenizer, CancellationToken cancellation)
+    {
+        var sequence = new Sequence(1, new GenerationRequest { PromptTokens = [0], MaxTokens = 10 }, tokenizer.VocabSize);
+        var chunks = new GenerationStream(tokenizer, sequence).ReadAllAsync(cancellation).GetAsyncEnumerator();
+        var next = chunks.MoveNextAsync();
+        Assert.False(next.IsCompleted);
+        sequence.Append(new GeneratedToken(1, 0, null), emit: true);
+        Assert.True(next.AsTask().GetAwaiter().GetResult());
+        sequence.Append(new GeneratedToken(2, 0, null), emit: true);
+        Assert.True(chunks.MoveNextAsync().AsTask().GetAwaiter().GetResult());
+        return new WeakReference(sequence.Output);
     }
 
     /// <summary>A chat carries its template's end-of-turn text as a stop string, so watching for

@@ -68,11 +68,9 @@ public sealed class GenerationStream
     {
         var reader = sequence.Output;
         var finished = false;
-        // Registered once for the whole reading, not at each wait (OutputWait).
-        using var cancelsWait = wait.CancelledBy(cancellation);
         try
         {
-            while (await wait.WaitToReadAsync().ConfigureAwait(false))
+            while (await wait.WaitToReadAsync(cancellation).ConfigureAwait(false))
             {
                 while (reader.TryRead(out var token))
                 {
@@ -163,8 +161,9 @@ public sealed class GenerationStream
     /// would never cancel it. This forgets the reader's continuation once it has resumed it.
     /// The channel is waited on without the reader's cancellation token: with one, it makes a
     /// new wait and registers it with the token each time (about 100 bytes a token, and the
-    /// server's token can always be cancelled); this wait is registered once instead
-    /// (<see cref="CancelledBy"/>) and ends with an OperationCanceledException as the channel's did.</summary>
+    /// server's token can always be cancelled); this wait registers itself with the token while
+    /// it waits, in a registration the token's source reuses, and ends with an
+    /// OperationCanceledException as the channel's did.</summary>
     sealed class OutputWait : IValueTaskSource<bool>
     {
         readonly ChannelReader<GeneratedToken> output;
@@ -172,6 +171,10 @@ public sealed class GenerationStream
         ManualResetValueTaskSourceCore<bool> core;
         ConfiguredValueTaskAwaitable<bool>.ConfiguredValueTaskAwaiter channelWait;
         CancellationToken cancellation;
+        // The pending wait's, disposed when its result is taken: registered for the whole
+        // reading, it would outlive a reader that lets go of the enumerator without disposing
+        // it, and keep this wait, the channel and its tokens for as long as the token lives.
+        CancellationTokenRegistration registration;
         // 1 while a wait is pending: the channel's signal and the cancellation race to end it,
         // and the first to take it does.
         int pending;
@@ -182,26 +185,19 @@ public sealed class GenerationStream
             channelReady = ChannelReady;
         }
 
-        /// <summary>Ends a pending wait, and any later one, once <paramref name="token"/> is
-        /// cancelled; disposing the registration stops that.</summary>
-        public CancellationTokenRegistration CancelledBy(CancellationToken token)
-        {
-            cancellation = token;
-            return token.UnsafeRegister(static state => ((OutputWait)state!).Cancel(), this);
-        }
-
-        /// <summary>The channel's WaitToReadAsync with the token given to <see cref="CancelledBy"/>.</summary>
-        public ValueTask<bool> WaitToReadAsync()
+        /// <summary>The channel's WaitToReadAsync(cancellation).</summary>
+        public ValueTask<bool> WaitToReadAsync(CancellationToken cancellation)
         {
             if (cancellation.IsCancellationRequested) return ValueTask.FromCanceled<bool>(cancellation);
             var next = output.WaitToReadAsync();
             if (next.IsCompleted) return next;
             var version = core.Version;
             channelWait = next.ConfigureAwait(false).GetAwaiter();
+            this.cancellation = cancellation;
             Volatile.Write(ref pending, 1);
             channelWait.UnsafeOnCompleted(channelReady);
-            // Cancelled since the check above: the registration may have found nothing pending.
-            if (cancellation.IsCancellationRequested) Cancel();
+            // After the wait is pending: a token cancelled since the check above runs Cancel here.
+            registration = cancellation.UnsafeRegister(static state => ((OutputWait)state!).Cancel(), this);
             return new ValueTask<bool>(this, version);
         }
 
@@ -230,6 +226,8 @@ public sealed class GenerationStream
 
         public bool GetResult(short token)
         {
+            // The wait has ended: a Cancel that lost the race on another thread is waited for.
+            registration.Dispose();
             try
             {
                 return core.GetResult(token);

@@ -494,6 +494,30 @@ public sealed class InferenceTests
         Assert.True(sequence.CancelRequested);
     }
 
+    /// <summary>A cancelled reader resumes on the thread pool, as it did from the channel's own
+    /// cancellation, not inside the canceller's Cancel(): a shutdown that cancels every request
+    /// from one thread would run each reader's code in turn there.</summary>
+    [Fact]
+    public async Task A_cancelled_stream_resumes_its_reader_outside_the_canceller_s_cancel()
+    {
+        var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
+        var sequence = new Sequence(1, new GenerationRequest { PromptTokens = [0], MaxTokens = 10 }, tokenizer.VocabSize);
+        using var reading = new CancellationTokenSource();
+        await using var chunks = new GenerationStream(tokenizer, sequence).ReadAllAsync(reading.Token).GetAsyncEnumerator();
+        var next = chunks.MoveNextAsync();
+        Assert.False(next.IsCompleted);
+        var cancelReturned = false;
+        var resumedInsideCancel = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cancellingThread = Environment.CurrentManagedThreadId;
+        var awaiter = next.GetAwaiter();
+        awaiter.OnCompleted(() => resumedInsideCancel.SetResult(Environment.CurrentManagedThreadId == cancellingThread && !Volatile.Read(ref cancelReturned)));
+        reading.Cancel();
+        Volatile.Write(ref cancelReturned, true);
+        Assert.False(await resumedInsideCancel.Task);
+        Assert.ThrowsAny<OperationCanceledException>(() => awaiter.GetResult());
+        Assert.True(sequence.CancelRequested);
+    }
+
     /// <summary>A reader's token may outlive its stream (an IChatClient caller's, for the life of
     /// its application): a stream whose reader lets go of its enumerator unfinished without
     /// disposing it leaves nothing registered with that token, which would keep the stream's

@@ -221,7 +221,11 @@ public sealed class GenerationStream
         void Cancel()
         {
             if (Interlocked.Exchange(ref pending, 0) == 0) return;
-            core.SetException(new OperationCanceledException(cancellation));
+            // The reader resumes on the thread pool, as it did from the channel's own cancellation,
+            // not inside the canceller's CancellationTokenSource.Cancel(): a shutdown ending every
+            // request would otherwise run each reader's code in turn on its own thread. Allocates
+            // only when a wait is cancelled.
+            ThreadPool.UnsafeQueueUserWorkItem(static wait => wait.core.SetException(new OperationCanceledException(wait.cancellation)), this, preferLocal: false);
         }
 
         public bool GetResult(short token)

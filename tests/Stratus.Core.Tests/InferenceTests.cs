@@ -509,7 +509,7 @@ public sealed class InferenceTests
         var cancelReturned = false;
         var resumedInsideCancel = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         var cancellingThread = Environment.CurrentManagedThreadId;
-        var awaiter = next.GetAwaiter();
+        var awaiter = next.ConfigureAwait(false).GetAwaiter();
         awaiter.OnCompleted(() => resumedInsideCancel.SetResult(Environment.CurrentManagedThreadId == cancellingThread && !Volatile.Read(ref cancelReturned)));
         reading.Cancel();
         Volatile.Write(ref cancelReturned, true);

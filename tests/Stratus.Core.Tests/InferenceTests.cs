@@ -508,11 +508,15 @@ public sealed class InferenceTests
         Assert.False(next.IsCompleted);
         var cancelReturned = false;
         var resumedInsideCancel = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var cancellingThread = Environment.CurrentManagedThreadId;
-        var awaiter = next.ConfigureAwait(false).GetAwaiter();
-        awaiter.OnCompleted(() => resumedInsideCancel.SetResult(Environment.CurrentManagedThreadId == cancellingThread && !Volatile.Read(ref cancelReturned)));
-        reading.Cancel();
-        Volatile.Write(ref cancelReturned, true);
+        var awaiter = next.GetAwaiter();
+        // On a thread with no synchronization context (the test's would take the continuation).
+        await Task.Run(() =>
+        {
+            var cancellingThread = Environment.CurrentManagedThreadId;
+            awaiter.OnCompleted(() => resumedInsideCancel.SetResult(Environment.CurrentManagedThreadId == cancellingThread && !Volatile.Read(ref cancelReturned)));
+            reading.Cancel();
+            Volatile.Write(ref cancelReturned, true);
+        });
         Assert.False(await resumedInsideCancel.Task);
         Assert.ThrowsAny<OperationCanceledException>(() => awaiter.GetResult());
         Assert.True(sequence.CancelRequested);

@@ -263,9 +263,8 @@ public sealed class InferenceTests
     public void An_abandoned_generation_stream_s_sequence_is_cancelled()
     {
         var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs ");
-        using var gate = new StepGate(free: 8);
-        using var model = SteppedModel(tokenizer.VocabSize, 256, gate.Enter);
-        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { DecodeWeights = DecodeWeights.Torch });
+        using var gated = new GatedEngine(tokenizer);
+        var (gate, engine) = (gated.Gate, gated.Engine);
         var sequence = engine.Submit(new GenerationRequest { PromptTokens = tokenizer.Encode("abc"), MaxTokens = 250, Sampling = new SamplingOptions { Seed = 1 } });
         ReadAndLetGo(() => new GenerationStream(engine.Tokenizer, sequence).ReadAllAsync(), items: 2);
         CollectStepByStep(gate, ended: () => sequence.FinishReason is not null);
@@ -279,9 +278,8 @@ public sealed class InferenceTests
     public void An_abandoned_streaming_chat_stops_generating()
     {
         var tokenizer = CharTokenizer.FromCorpus("abcdefghijklmnopqrs \n");
-        using var gate = new StepGate(free: 8);
-        using var model = SteppedModel(tokenizer.VocabSize, 256, gate.Enter);
-        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { DecodeWeights = DecodeWeights.Torch });
+        using var gated = new GatedEngine(tokenizer);
+        var (gate, engine) = (gated.Gate, gated.Engine);
         var client = new StratusChatClient(engine, ChatTemplate.For(tokenizer), "tiny");
         ReadAndLetGo(() => client.GetStreamingResponseAsync([new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, "abc")], new Microsoft.Extensions.AI.ChatOptions { MaxOutputTokens = 250, Seed = 1 }), items: 2);
         CollectStepByStep(gate, ended: () => engine.Running + engine.Waiting == 0);
@@ -303,6 +301,28 @@ public sealed class InferenceTests
             GC.Collect();
             GC.WaitForPendingFinalizers();
             gate.Step(ended);
+        }
+    }
+
+    /// <summary>An engine over a stepped model whose steps after the first 8 wait for
+    /// <see cref="Gate"/>; disposes the engine before the model and the gate.</summary>
+    sealed class GatedEngine : IDisposable
+    {
+        readonly Gpt model;
+        public StepGate Gate { get; } = new(free: 8);
+        public InferenceEngine Engine { get; }
+
+        public GatedEngine(CharTokenizer tokenizer)
+        {
+            model = SteppedModel(tokenizer.VocabSize, 256, Gate.Enter);
+            Engine = new InferenceEngine(model, tokenizer, new EngineOptions { DecodeWeights = DecodeWeights.Torch });
+        }
+
+        public void Dispose()
+        {
+            Engine.Dispose();
+            model.Dispose();
+            Gate.Dispose();
         }
     }
 

@@ -310,6 +310,21 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task A_chat_message_and_its_logprobs_carry_refusal_null_as_OpenAI_writes_them()
+    {
+        // The SDKs type both as string | null (Node: message.refusal, logprobs.refusal), so a
+        // missing field reads as undefined there, where OpenAI's null would be.
+        var body = (Dictionary<string, object?>)ChatBody(2);
+        body["logprobs"] = true;
+        var choice = (await PostJson("/v1/chat/completions", body))["choices"]![0]!.AsObject();
+        var message = choice["message"]!.AsObject();
+        Assert.True(message.ContainsKey("refusal") && message["refusal"] is null, message.ToJsonString());
+        var logprobs = choice["logprobs"]!.AsObject();
+        Assert.True(logprobs.ContainsKey("refusal") && logprobs["refusal"] is null, logprobs.ToJsonString());
+        Assert.Equal(2, logprobs["content"]!.AsArray().Count);
+    }
+
+    [Fact]
     public async Task Every_response_names_its_request_in_x_request_id_as_OpenAI_does()
     {
         // The Node SDK hands it out as withResponse()'s request_id and APIError's requestID,

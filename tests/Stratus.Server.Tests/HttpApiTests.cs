@@ -310,6 +310,23 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task Audio_output_is_refused_not_ignored()
+    {
+        // The Node SDK's message.audio would be undefined in a reply that ignored them.
+        var audio = new { voice = "alloy", format = "mp3" };
+        foreach (var (field, value, param) in new (string, object, string)[] { ("modalities", new[] { "text", "audio" }, "modalities"), ("modalities", "audio", "modalities"), ("audio", audio, "audio") })
+        {
+            var body = (Dictionary<string, object?>)ChatBody(2);
+            body[field] = value;
+            var error = (await PostJson("/v1/chat/completions", body, HttpStatusCode.BadRequest))["error"]!;
+            Assert.Equal((param, "unsupported_parameter"), ((string?)error["param"], (string?)error["code"]));
+        }
+        // Text output is what is served.
+        foreach (var modalities in new object?[] { new[] { "text" }, Array.Empty<string>(), null })
+            await PostJson("/v1/chat/completions", new Dictionary<string, object?>((Dictionary<string, object?>)ChatBody(2)) { ["modalities"] = modalities, ["audio"] = null });
+    }
+
+    [Fact]
     public async Task A_chat_message_and_its_logprobs_carry_refusal_null_as_OpenAI_writes_them()
     {
         // The SDKs type both as string | null (Node: message.refusal, logprobs.refusal), so a

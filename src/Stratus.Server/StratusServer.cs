@@ -161,6 +161,7 @@ public sealed class StratusServer : IAsyncDisposable
 
         var app = builder.Build();
         app.Lifetime.ApplicationStopping.Register(app.Services.GetRequiredService<ServerShutdown>().Begin);
+        app.UseRequestIds();
         app.UseMiddleware<ErrorMiddleware>();
         // Routing's empty 404/405 answers get OpenAI's error shape too.
         app.UseStatusCodePages(async context =>

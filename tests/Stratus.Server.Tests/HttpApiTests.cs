@@ -310,6 +310,65 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task Audio_output_is_refused_not_ignored()
+    {
+        // The Node SDK's message.audio would be undefined in a reply that ignored them.
+        var audio = new { voice = "alloy", format = "mp3" };
+        foreach (var (field, value, param) in new (string, object, string)[] { ("modalities", new[] { "text", "audio" }, "modalities"), ("modalities", "audio", "modalities"), ("audio", audio, "audio") })
+        {
+            var body = (Dictionary<string, object?>)ChatBody(2);
+            body[field] = value;
+            var error = (await PostJson("/v1/chat/completions", body, HttpStatusCode.BadRequest))["error"]!;
+            Assert.Equal((param, "unsupported_parameter"), ((string?)error["param"], (string?)error["code"]));
+        }
+        // Text output is what is served.
+        foreach (var modalities in new object?[] { new[] { "text" }, Array.Empty<string>(), null })
+            await PostJson("/v1/chat/completions", new Dictionary<string, object?>((Dictionary<string, object?>)ChatBody(2)) { ["modalities"] = modalities, ["audio"] = null });
+    }
+
+    [Fact]
+    public async Task A_chat_message_and_its_logprobs_carry_refusal_null_as_OpenAI_writes_them()
+    {
+        // The SDKs type both as string | null (Node: message.refusal, logprobs.refusal), so a
+        // missing field reads as undefined there, where OpenAI's null would be.
+        var body = (Dictionary<string, object?>)ChatBody(2);
+        body["logprobs"] = true;
+        var choice = (await PostJson("/v1/chat/completions", body))["choices"]![0]!.AsObject();
+        var message = choice["message"]!.AsObject();
+        Assert.True(message.ContainsKey("refusal") && message["refusal"] is null, message.ToJsonString());
+        var logprobs = choice["logprobs"]!.AsObject();
+        Assert.True(logprobs.ContainsKey("refusal") && logprobs["refusal"] is null, logprobs.ToJsonString());
+        Assert.Equal(2, logprobs["content"]!.AsArray().Count);
+    }
+
+    [Fact]
+    public async Task Every_response_names_its_request_in_x_request_id_as_OpenAI_does()
+    {
+        // The Node SDK hands it out as withResponse()'s request_id and APIError's requestID,
+        // for a developer to quote when reporting a failure: successes, streams and errors alike.
+        static string RequestId(HttpResponseMessage response)
+        {
+            Assert.True(response.Headers.TryGetValues("x-request-id", out var values), $"{(int)response.StatusCode} without x-request-id");
+            var id = Assert.Single(values);
+            Assert.False(string.IsNullOrWhiteSpace(id));
+            return id;
+        }
+        var ids = new List<string>();
+        using (var chat = await Http.PostAsJsonAsync("/v1/chat/completions", ChatBody(2))) { Assert.Equal(HttpStatusCode.OK, chat.StatusCode); ids.Add(RequestId(chat)); }
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = JsonContent.Create(ChatBody(2, stream: true)) })
+        using (var stream = await Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead)) { Assert.Equal(HttpStatusCode.OK, stream.StatusCode); ids.Add(RequestId(stream)); }
+        using (var unknownModel = await Http.PostAsJsonAsync("/v1/chat/completions", new Dictionary<string, object?>((Dictionary<string, object?>)ChatBody(2)) { ["model"] = "no-such-model" }))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, unknownModel.StatusCode);
+            ids.Add(RequestId(unknownModel));
+        }
+        using (var anonymous = fixture.AnonymousClient())
+        using (var unauthorized = await anonymous.GetAsync("/v1/models")) { Assert.Equal(HttpStatusCode.Unauthorized, unauthorized.StatusCode); ids.Add(RequestId(unauthorized)); }
+        using (var models = await Http.GetAsync("/v1/models")) ids.Add(RequestId(models));
+        Assert.Equal(ids.Count, ids.Distinct().Count());
+    }
+
+    [Fact]
     public async Task Stream_options_without_stream_true_are_refused_as_OpenAI_refuses_them()
     {
         var completion = new Dictionary<string, object?> { ["model"] = TinyModelServer.ModelName, ["prompt"] = "abc", ["max_tokens"] = 2 };

@@ -128,9 +128,27 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
         Assert.Equal("100", refused.Headers.GetValues("x-ratelimit-limit-tokens").Single());
         Assert.NotNull(refused.Headers.RetryAfter);
+        // A wait clears it: OpenAI's SDKs may retry, after Retry-After.
+        Assert.False(refused.Headers.Contains("x-should-retry"));
         var error = JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!;
         Assert.Equal("rate_limit_exceeded", (string)error["code"]!);
         Assert.Equal("tokens", (string)error["type"]!);
+    }
+
+    [Fact]
+    public async Task A_request_over_the_whole_tokens_per_minute_is_a_429_that_tells_SDKs_not_to_retry()
+    {
+        var secret = (await fixture.Keys.CreateAsync("tiny-tpm", ApiKeyScopes.Inference, new RateLimits(0, 50), "tests")).Secret;
+        using var client = ClientWith(secret);
+        // 12 prompt tokens + 2 x 30: no minute holds it. OpenAI's Node and Python SDKs retry a 429
+        // twice unless told otherwise, each retry refused again (and charged to the key's requests).
+        using var refused = await client.PostAsJsonAsync("/v1/chat/completions", ChatBody(30, n: 2));
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal("false", refused.Headers.GetValues("x-should-retry").Single());
+        Assert.Null(refused.Headers.RetryAfter);
+        var error = JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!;
+        Assert.Equal(("rate_limit_exceeded", "tokens"), ((string?)error["code"], (string?)error["type"]));
+        Assert.Contains("more than the key's limit of 50 tokens per minute", (string)error["message"]!);
     }
 
     [Fact]

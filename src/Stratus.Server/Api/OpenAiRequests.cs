@@ -60,6 +60,9 @@ public sealed record ChatCompletionRequest : SamplingFields
     public JsonElement? ToolChoice { get; init; }
     public JsonElement? Functions { get; init; }
     public JsonElement? FunctionCall { get; init; }
+    // Read only to refuse audio output: the reply would come without the message.audio asked for.
+    public JsonElement? Modalities { get; init; }
+    public JsonElement? Audio { get; init; }
 }
 
 public sealed record ChatMessageBody

@@ -39,6 +39,9 @@ public sealed record ChatChoice(int Index, ChatMessageOut Message, ChatLogprobs?
 public sealed record ChatMessageOut(string Content)
 {
     public string Role => "assistant";
+    /// <summary>OpenAI's refusal text of a safety-trained model, null but always there: the SDKs
+    /// type it as string | null, and a withheld answer here is Azure's content_filter instead.</summary>
+    public string? Refusal => null;
 }
 
 public sealed record ChatCompletionChunk(string Id, long Created, string Model, IReadOnlyList<ChatChunkChoice> Choices)
@@ -59,7 +62,11 @@ public sealed record ChatDelta
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Content { get; init; }
 }
 
-public sealed record ChatLogprobs(IReadOnlyList<ChatTokenLogprob> Content);
+public sealed record ChatLogprobs(IReadOnlyList<ChatTokenLogprob> Content)
+{
+    /// <summary>The refusal's tokens, null as there is none (see ChatMessageOut.Refusal).</summary>
+    public IReadOnlyList<ChatTokenLogprob>? Refusal => null;
+}
 
 public sealed record ChatTokenLogprob(string Token, float Logprob, IReadOnlyList<int> Bytes, IReadOnlyList<ChatTopLogprob> TopLogprobs);
 

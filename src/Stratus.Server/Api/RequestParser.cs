@@ -127,6 +127,10 @@ public static partial class RequestParser
                     throw Unsupported("tools", "Tool calling is not supported by this server; leave out 'tools' or set 'tool_choice' to \"none\".");
                 if (Present(chat.Functions) && !IsString(chat.FunctionCall, "none"))
                     throw Unsupported("functions", "Function calling is not supported by this server; leave out 'functions' or set 'function_call' to \"none\".");
+                if (Present(chat.Modalities) && !(chat.Modalities!.Value.ValueKind == JsonValueKind.Array && chat.Modalities.Value.EnumerateArray().All(m => IsString(m, "text"))))
+                    throw Unsupported("modalities", "Audio output is not supported by this server; leave out 'modalities' or set it to [\"text\"].");
+                if (Present(chat.Audio))
+                    throw Unsupported("audio", "Audio output is not supported by this server; leave out 'audio'.");
                 break;
             case CompletionRequest completion:
                 if (!string.IsNullOrEmpty(completion.Suffix))

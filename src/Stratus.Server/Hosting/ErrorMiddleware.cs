@@ -50,11 +50,11 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 OperationCanceledException when ended => new ApiException(503, "The server is shutting down and ended this request; retry it.", code: "server_shutting_down") { RetryAfterSeconds = 1 },
                 _ => null,
             };
-            if (error is null) logger.LogError(e, "unhandled error serving {Path}", context.Request.Path);
+            if (error is null) logger.LogError(e, "unhandled error serving {Path} (request {RequestId})", context.Request.Path, context.TraceIdentifier);
             // The client is told the cause's first line, or for the database nothing of the
             // server's paths; the operator gets all of it.
-            else if (e is Stratus.Inference.EngineStepFailedException) logger.LogWarning(e, "a model step failed serving {Path}; the engine goes on", context.Request.Path);
-            else if (e is PlatformStorageException) logger.LogError(e, "the platform database failed serving {Path}", context.Request.Path);
+            else if (e is Stratus.Inference.EngineStepFailedException) logger.LogWarning(e, "a model step failed serving {Path} (request {RequestId}); the engine goes on", context.Request.Path, context.TraceIdentifier);
+            else if (e is PlatformStorageException) logger.LogError(e, "the platform database failed serving {Path} (request {RequestId})", context.Request.Path, context.TraceIdentifier);
             error ??= new ApiException(500, "The server had an error while processing your request.", code: "internal_error");
             var model = context.Items[ModelItem] as string ?? "";
             // A failed model step and a refused database are the server's errors, though 503s (a

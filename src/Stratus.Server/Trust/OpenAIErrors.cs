@@ -98,6 +98,10 @@ public static class OpenAIErrors
             "The server cannot use its database of keys, usage and safety settings right now; try again later.",
             type: "server_error", code: "storage_unavailable", headers: [new("Retry-After", "5")]);
 
+    /// <summary>The header with which OpenAI's Python and Node SDKs take an error as final: they
+    /// retry 408, 409, 429 and 5xx otherwise.</summary>
+    public static readonly KeyValuePair<string, string> DoNotRetry = new("x-should-retry", "false");
+
     /// <summary>429 with OpenAI's type naming the exhausted dimension ("requests" or "tokens").</summary>
     public static OpenAIErrorResult RateLimited(string message, string dimension, IReadOnlyList<KeyValuePair<string, string>> headers) =>
         Create(StatusCodes.Status429TooManyRequests, message, type: dimension, code: "rate_limit_exceeded", headers: headers);

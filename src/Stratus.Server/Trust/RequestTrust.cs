@@ -70,11 +70,14 @@ public sealed class RequestTrust
             return null;
         }
         var status = trust.Quotas.StatusOf(Key, decision.Status.RetryAfter);
-        var message = decision.Status.RetryAfter is { } wait
-            ? $"Rate limit reached for key '{Key.Name}' on tokens per minute: limit {Key.Limits.TokensPerMinute}, requested {(long)promptTokens + maxTokens} " +
-              $"(prompt + max_tokens), remaining {status.RemainingTokens}. Try again in {RateLimitStatus.FormatDuration(wait)}."
-            : decision.Reason ?? "Tokens per minute limit reached.";
-        return OpenAIErrors.RateLimited(message, "tokens", status.ToHeaders());
+        if (decision.Status.RetryAfter is { } wait)
+            return OpenAIErrors.RateLimited(
+                $"Rate limit reached for key '{Key.Name}' on tokens per minute: limit {Key.Limits.TokensPerMinute}, requested {(long)promptTokens + maxTokens} " +
+                $"(prompt + max_tokens), remaining {status.RemainingTokens}. Try again in {RateLimitStatus.FormatDuration(wait)}.",
+                "tokens", status.ToHeaders());
+        // Larger than the whole limit: no wait helps, and OpenAI's SDKs retry a 429 unless told
+        // not to (each retry charging the key's requests per minute again).
+        return OpenAIErrors.RateLimited(decision.Reason ?? "Tokens per minute limit reached.", "tokens", [.. status.ToHeaders(), OpenAIErrors.DoNotRetry]);
     }
 
     /// <summary>Corrects the token charge to what was used and records usage. Call once when the

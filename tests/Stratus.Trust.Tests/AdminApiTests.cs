@@ -365,6 +365,18 @@ public sealed class AdminApiTests
             Assert.DoesNotContain("Stratus.", message); // the field, not the server's type
             Assert.DoesNotContain("Path:", message);
         }
+        // A scraper's key, through the admin API as through the CLI.
+        using (var scraper = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "prometheus", scopes = new[] { "metrics" } }))
+        {
+            Assert.Equal(HttpStatusCode.Created, scraper.StatusCode);
+            var created = await TestJson.ReadAsync(scraper);
+            Assert.Equal(["metrics"], created.GetProperty("api_key").GetProperty("scopes").EnumerateArray().Select(s => s.GetString()));
+            var secret = created.GetProperty("key").GetString();
+            using (var metrics = await host.SendAsync(HttpMethod.Get, "/metrics", secret))
+                Assert.Equal(HttpStatusCode.OK, metrics.StatusCode);
+            using (var models = await host.SendAsync(HttpMethod.Get, "/v1/models", secret))
+                Assert.Equal(HttpStatusCode.Forbidden, models.StatusCode);
+        }
         // No scopes: the inference scope, as `stratus keys create` without --scopes; before, a 400
         // saying that 'scopes' must be a string, as if one had been sent.
         using (var plain = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "plain" }))

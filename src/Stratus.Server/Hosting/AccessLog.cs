@@ -15,8 +15,9 @@
 // Not Microsoft.AspNetCore.HttpLogging: its W3CLogger writes W3C's space-separated format with a
 // fixed set of fields (no model, tokens or key), into dated files it rotates itself, and stops
 // appending at a size limit (10 MiB by default); HttpLoggingMiddleware writes through ILogger,
-// which has no file sink in the box and wraps each event in its own envelope (the console's JSON
-// formatter), and learns a stream's tokens after it has logged the response.
+// which has no file sink in the box and wraps each event in an envelope of its own (the console's
+// JSON formatter), and its interceptor adds fields when the response starts, before a stream's
+// tokens are known.
 using System.Buffers;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
@@ -294,11 +295,9 @@ public sealed class AccessLogMiddleware(RequestDelegate next, AccessLog log)
     static readonly Func<object, Task> SetRequestIdHeader = state =>
     {
         var context = (HttpContext)state;
-        context.Response.Headers[RequestIdHeader] = Of(context).RequestId;
+        context.Response.Headers[RequestIdHeader] = AccessLogEntry.Of(context)!.RequestId;
         return Task.CompletedTask;
     };
-
-    static AccessLogEntry Of(HttpContext context) => AccessLogEntry.Of(context)!;
 
     public async Task InvokeAsync(HttpContext context)
     {

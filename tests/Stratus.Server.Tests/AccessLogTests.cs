@@ -1,7 +1,8 @@
 // The access log (--access-log): one JSON line per request with who called what and how it went,
 // streamed requests' lines when the stream ends (a client that went away included), the key
 // check's refusals, a file renamed or truncated by logrotate followed at the next line, and
-// never a prompt's or a completion's text. Each test finds its own lines by their request id.
+// never a prompt's or a completion's text. Each test finds its own lines by their request id
+// (the x-request-id of the response).
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -15,13 +16,13 @@ using Stratus.Server.Hosting;
 namespace Stratus.Server.Tests;
 
 /// <summary>Holds the first piece of every request from user "hold" until its client goes away,
-/// and says which request it holds (its x-request-id).</summary>
+/// and says which request it holds (its id, the x-request-id it would be answered with).</summary>
 public sealed class HoldUntilAbortedFilter : IGenerationFilter
 {
     public Channel<string> Held { get; } = Channel.CreateUnbounded<string>();
 
     public ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation) =>
-        ValueTask.FromResult<IGenerationScope?>(context.User == "hold" ? new Scope(this, context.Http.Request.Headers[AccessLogMiddleware.RequestIdHeader].ToString()) : null);
+        ValueTask.FromResult<IGenerationScope?>(context.User == "hold" ? new Scope(this, context.Http.TraceIdentifier) : null);
 
     sealed class Scope(HoldUntilAbortedFilter filter, string requestId) : IGenerationScope
     {
@@ -60,11 +61,8 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
 
     TinyModelServer Server => fixture.Server;
 
-    static string NewRequestId() => "test-" + Guid.NewGuid().ToString("N");
-
-    HttpRequestMessage Chat(string requestId, string content = "Hello", int maxTokens = 3, bool stream = false, string? user = null)
-    {
-        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+    static HttpRequestMessage Chat(string content = "Hello", int maxTokens = 3, bool stream = false, string? user = null) =>
+        new(HttpMethod.Post, "/v1/chat/completions")
         {
             Content = JsonContent.Create(new
             {
@@ -77,8 +75,16 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
                 user,
             }),
         };
-        request.Headers.Add(AccessLogMiddleware.RequestIdHeader, requestId);
-        return request;
+
+    static string RequestId(HttpResponseMessage response) => response.Headers.GetValues(RequestIds.Header).Single();
+
+    /// <summary>Sends a chat with the fixture's key; its status must be 200. Its request id.</summary>
+    async Task<string> ChatAsync(HttpRequestMessage request)
+    {
+        using var response = await Server.Http.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await response.Content.ReadAsStringAsync();
+        return RequestId(response);
     }
 
     /// <summary>The line of the request with <paramref name="requestId"/>, once the writer has
@@ -104,10 +110,9 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
     [Fact]
     public async Task A_requests_line_says_who_called_what_and_how_it_went()
     {
-        var requestId = NewRequestId();
-        using var response = await Server.Http.SendAsync(Chat(requestId));
+        using var response = await Server.Http.SendAsync(Chat());
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.Equal(requestId, response.Headers.GetValues(AccessLogMiddleware.RequestIdHeader).Single());
+        var requestId = RequestId(response);
         var usage = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["usage"]!;
         var key = (await Server.Keys.ListAsync()).Single(k => k.Name == "tests");
 
@@ -122,19 +127,16 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         Assert.Null(line["ttft_ms"]);
 
         // A stream's line has its time to first token, within its duration.
-        var streamId = NewRequestId();
-        using var stream = await Server.Http.SendAsync(Chat(streamId, maxTokens: 4, stream: true));
+        using var stream = await Server.Http.SendAsync(Chat(maxTokens: 4, stream: true));
         var events = await stream.Content.ReadAsStringAsync();
-        var streamed = await LineAsync(streamId);
+        var streamed = await LineAsync(RequestId(stream));
         Assert.Equal((200, true, false), ((int)streamed["status"]!, (bool)streamed["stream"]!, (bool)streamed["aborted"]!));
         Assert.Contains($"\"completion_tokens\":{(int)streamed["completion_tokens"]!}", events);
         Assert.InRange((double)streamed["ttft_ms"]!, double.Epsilon, (double)streamed["duration_ms"]!);
 
-        // Without an id of the client's, the server gives one and logs it.
+        // A request that generates nothing has no model and no tokens.
         using var plain = await Server.Http.GetAsync("/v1/models");
-        var given = plain.Headers.GetValues(AccessLogMiddleware.RequestIdHeader).Single();
-        Assert.Matches("^[0-9a-f]{32}$", given);
-        var models = await LineAsync(given);
+        var models = await LineAsync(RequestId(plain));
         Assert.Equal(("GET", "/v1/models", 200), ((string?)models["method"], (string?)models["path"], (int)models["status"]!));
         Assert.Null(models["model"]);
         Assert.Null(models["prompt_tokens"]);
@@ -143,11 +145,12 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
     [Fact]
     public async Task A_stream_the_client_leaves_is_logged_when_it_ends_as_aborted()
     {
-        var requestId = NewRequestId();
+        string requestId;
         using (var cancel = new CancellationTokenSource())
         {
-            using var response = await Server.Http.SendAsync(Chat(requestId, maxTokens: 50, stream: true, user: "hold"), HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+            using var response = await Server.Http.SendAsync(Chat(maxTokens: 50, stream: true, user: "hold"), HttpCompletionOption.ResponseHeadersRead, cancel.Token);
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            requestId = RequestId(response);
             Assert.Equal(requestId, await fixture.Hold.Held.Reader.ReadAsync());
             // Hang up mid-stream.
             cancel.Cancel();
@@ -159,11 +162,11 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         Assert.NotNull(line["ttft_ms"]);
 
         // A client that leaves before any answer is nginx's 499.
-        var unanswered = NewRequestId();
+        string unanswered;
         using (var cancel = new CancellationTokenSource())
         {
-            var request = Server.Http.SendAsync(Chat(unanswered, maxTokens: 50, user: "hold"), cancel.Token);
-            Assert.Equal(unanswered, await fixture.Hold.Held.Reader.ReadAsync());
+            var request = Server.Http.SendAsync(Chat(maxTokens: 50, user: "hold"), cancel.Token);
+            unanswered = await fixture.Hold.Held.Reader.ReadAsync();
             cancel.Cancel();
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => request);
         }
@@ -177,12 +180,11 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         using var client = Server.AnonymousClient();
         async Task<JsonObject> RefusedAsync(string? key, HttpStatusCode status)
         {
-            var requestId = NewRequestId();
-            using var request = Chat(requestId);
+            using var request = Chat();
             if (key is not null) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
             using var response = await client.SendAsync(request);
             Assert.Equal(status, response.StatusCode);
-            return await LineAsync(requestId);
+            return await LineAsync(RequestId(response));
         }
 
         var wrong = await RefusedAsync(ApiKeyFormat.Generate().Key, HttpStatusCode.Unauthorized);
@@ -209,15 +211,13 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
     [Fact]
     public async Task A_file_rotated_away_or_truncated_is_followed_at_the_next_line()
     {
-        var before = NewRequestId();
-        using (var response = await Server.Http.SendAsync(Chat(before))) Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var before = await ChatAsync(Chat());
         await LineAsync(before);
 
         // logrotate's default: the file is renamed; the next line makes a new one at the path.
         var rotated = Server.AccessLogPath + ".1";
         File.Move(Server.AccessLogPath, rotated, overwrite: true);
-        var after = NewRequestId();
-        using (var response = await Server.Http.SendAsync(Chat(after))) Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var after = await ChatAsync(Chat());
         await LineAsync(after);
         Assert.DoesNotContain(after, await File.ReadAllTextAsync(rotated));
         Assert.Contains(before, await File.ReadAllTextAsync(rotated));
@@ -226,9 +226,7 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         // copytruncate: the file is cut to nothing in place; the next line starts it, with no
         // hole of zeros where the old lines were.
         await using (File.Open(Server.AccessLogPath, FileMode.Truncate, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete)) { }
-        var truncated = NewRequestId();
-        using (var response = await Server.Http.SendAsync(Chat(truncated))) Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        await LineAsync(truncated);
+        await LineAsync(await ChatAsync(Chat()));
         var text = await File.ReadAllTextAsync(Server.AccessLogPath);
         Assert.StartsWith("{", text);
         Assert.DoesNotContain('\0', text);
@@ -238,13 +236,10 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
     public async Task No_prompt_or_completion_text_is_logged()
     {
         const string secret = "Zebra quartz 4417 harbour";
-        var requestId = NewRequestId();
-        using var response = await Server.Http.SendAsync(Chat(requestId, content: secret, maxTokens: 24));
+        using var response = await Server.Http.SendAsync(Chat(content: secret, maxTokens: 24));
         var completion = (string)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["choices"]![0]!["message"]!["content"]!;
-        using var streamed = await Server.Http.SendAsync(Chat(requestId + "-stream", content: secret, maxTokens: 24, stream: true));
-        await streamed.Content.ReadAsStringAsync();
-        await LineAsync(requestId);
-        await LineAsync(requestId + "-stream");
+        await LineAsync(RequestId(response));
+        await LineAsync(await ChatAsync(Chat(content: secret, maxTokens: 24, stream: true)));
 
         var log = await File.ReadAllTextAsync(Server.AccessLogPath);
         Assert.DoesNotContain(secret, log);

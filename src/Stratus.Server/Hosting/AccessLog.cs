@@ -3,7 +3,8 @@
 // it, for shipping with standard tools (jq, Vector, Fluent Bit, Filebeat). Who called (client
 // address, key id and name, never the secret), what (method, path, model), how it went (status,
 // error code, tokens, duration, time to first token of a stream, whether the client went away)
-// and the request id (x-request-id). Never a prompt or completion text.
+// and the request id (the x-request-id every response carries, RequestIds). Never a prompt or
+// completion text.
 //
 // A request only hands its entry to a bounded queue; one writer drains it, so a slow or full
 // disk never holds a request up: past the queue's capacity lines are dropped and counted
@@ -52,6 +53,8 @@ public sealed class AccessLogEntry
     public IPAddress? Client { get; }
     public string Method { get; }
     public string Path { get; }
+    /// <summary>The request's TraceIdentifier: its x-request-id (RequestIds) and the name the
+    /// server's error log lines give it.</summary>
     public string RequestId { get; }
     /// <summary>The key that called, or that the key check refused for its scope or rate; null
     /// for a request without a valid key, and under --insecure-no-auth.</summary>
@@ -278,35 +281,19 @@ public sealed class AccessLog : IAsyncDisposable
     }
 }
 
-/// <summary>Gives each request its access log entry and request id, and queues the entry when the
-/// request ends: after the whole response, a stream's last event included, or the client's leaving.
-/// Outermost, so that it sees the status every other part of the pipeline set.</summary>
+/// <summary>Gives each request its access log entry, and queues it when the request ends: after
+/// the whole response, a stream's last event included, or the client's leaving. Outermost, so that
+/// it sees the status every other part of the pipeline set.</summary>
 public sealed class AccessLogMiddleware(RequestDelegate next, AccessLog log)
 {
-    /// <summary>The request id's header, as OpenAI's API answers it and proxies (nginx's
-    /// $request_id, Envoy) pass it on.</summary>
-    public const string RequestIdHeader = "x-request-id";
     /// <summary>nginx's status for a request whose client closed the connection before any answer.</summary>
     public const int ClientClosedRequest = 499;
-
-    /// <summary>A client's request id longer than this, or with other than visible ASCII, is replaced.</summary>
-    const int MaxRequestIdLength = 128;
-
-    static readonly Func<object, Task> SetRequestIdHeader = state =>
-    {
-        var context = (HttpContext)state;
-        context.Response.Headers[RequestIdHeader] = AccessLogEntry.Of(context)!.RequestId;
-        return Task.CompletedTask;
-    };
 
     public async Task InvokeAsync(HttpContext context)
     {
         var request = context.Request;
-        var entry = new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), context.Connection.RemoteIpAddress, request.Method, request.Path.Value ?? "/",
-            RequestId(request.Headers[RequestIdHeader]));
+        var entry = new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), context.Connection.RemoteIpAddress, request.Method, request.Path.Value ?? "/", context.TraceIdentifier);
         context.Features.Set(entry);
-        // When the response starts: an error written over the response clears the headers set before.
-        context.Response.OnStarting(SetRequestIdHeader, context);
         var completed = false;
         try
         {
@@ -324,13 +311,5 @@ public sealed class AccessLogMiddleware(RequestDelegate next, AccessLog log)
             entry.Status = response.HasStarted ? response.StatusCode : entry.Aborted ? ClientClosedRequest : completed ? response.StatusCode : StatusCodes.Status500InternalServerError;
             log.Write(entry);
         }
-    }
-
-    /// <summary>The client's (or its proxy's) id when it is one value of 1 to 128 visible ASCII
-    /// characters, else a new one.</summary>
-    static string RequestId(Microsoft.Extensions.Primitives.StringValues given)
-    {
-        if (given.Count == 1 && given[0] is { Length: > 0 and <= MaxRequestIdLength } id && !id.AsSpan().ContainsAnyExceptInRange('!', '~')) return id;
-        return Guid.NewGuid().ToString("N");
     }
 }

@@ -22,7 +22,7 @@ static class KeysCommand
     static Command CreateKey()
     {
         var name = new Option<string>("--name") { Description = "unique name among active keys", Required = true };
-        var scopes = new Option<string>("--scopes") { Description = "comma-separated: inference, training, admin", DefaultValueFactory = _ => ApiKeyScopeNames.Format(ApiKeyScopeNames.Default) };
+        var scopes = new Option<string>("--scopes") { Description = $"comma-separated: {ApiKeyScopeNames.Listed}", DefaultValueFactory = _ => ApiKeyScopeNames.Format(ApiKeyScopeNames.Default) };
         var rpm = new Option<int>("--rpm") { Description = "requests per minute (0: unlimited)" };
         var tpm = new Option<int>("--tpm") { Description = "tokens per minute, prompt + completion (0: unlimited)" };
         var expires = new Option<string?>("--expires") { Description = "when the key stops working: an ISO 8601 time (UTC unless it names an offset), or a date (its midnight UTC)" };

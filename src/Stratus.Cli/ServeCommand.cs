@@ -1,5 +1,5 @@
 // `stratus serve --model <run-or-checkpoint> [--model name=dir ...] [--host 127.0.0.1] [--port 8000]
-// [--data-dir <dir>] [--insecure-no-auth] [--shutdown-grace-period <seconds>]`: an OpenAI-compatible server for trained models,
+// [--data-dir <dir>] [--insecure-no-auth] [--shutdown-grace-period <seconds>] [--access-log <file>|-]`: an OpenAI-compatible server for trained models,
 // behind API keys. ServeAsync is the reusable entry point and EnsureDemoKeyAsync gives a fresh
 // key to call it with (for `stratus demo` to end by serving its model).
 using System.CommandLine;
@@ -37,7 +37,9 @@ static class ServeCommand
             HelpName = "seconds",
             DefaultValueFactory = _ => (int)new ServeOptions().ShutdownGracePeriod.TotalSeconds,
         };
-        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill, gracePeriod };
+        var accessLog = PathOptions.Option("--access-log", "append a JSON line per request (client, key, model, status, tokens, durations; never prompt or completion text) to this file, or - for standard output; reopened at each write, so logrotate needs no signal");
+        accessLog.HelpName = "file|-";
+        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill, gracePeriod, accessLog };
         command.SetAction(async (result, cancellation) =>
         {
             // Checked before the models load, in the option's name; the server checks ServeOptions alike.
@@ -56,7 +58,8 @@ static class ServeCommand
                 MaxPrefillTokensPerStep = result.GetValue(maxPrefill),
             };
             var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure) };
-            await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, device.Open(result), result.GetValue(threads), trust, TimeSpan.FromSeconds(grace), apiKey: null, cancellation);
+            await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, device.Open(result), result.GetValue(threads), trust, TimeSpan.FromSeconds(grace), apiKey: null, cancellation,
+                result.GetValue(accessLog));
             return 0;
         });
         return command;
@@ -80,18 +83,21 @@ static class ServeCommand
     /// <summary>Loads the models onto <paramref name="device"/>, serves them until Ctrl+C or <paramref name="cancellation"/>,
     /// and prints the base URL and a working curl line first (with <paramref name="apiKey"/>
     /// when given, else "&lt;your key&gt;" for the caller to fill in). A null
-    /// <paramref name="shutdownGracePeriod"/> keeps <see cref="ServeOptions.ShutdownGracePeriod"/>'s default.</summary>
+    /// <paramref name="shutdownGracePeriod"/> keeps <see cref="ServeOptions.ShutdownGracePeriod"/>'s default.
+    /// <paramref name="accessLog"/> is <see cref="ServeOptions.AccessLog"/>: with "-" the lines
+    /// printed here go to standard error, leaving standard output to the access log's JSON.</summary>
     /// <exception cref="StratusUserException">Bad arguments, the port is taken, or the trust
     /// layer refuses to start (no active key without --insecure-no-auth; --insecure-no-auth off
     /// loopback): the CLI prints the one-line reason and exits with 2.</exception>
     /// <exception cref="IOException">The data directory or its database cannot be used (it names
     /// the path); the CLI prints it in one line too.</exception>
     public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, TorchSharp.torch.Device device, int? threads, TrustOptions trust,
-        TimeSpan? shutdownGracePeriod, string? apiKey, CancellationToken cancellation)
+        TimeSpan? shutdownGracePeriod, string? apiKey, CancellationToken cancellation, string? accessLog = null)
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
-        Console.WriteLine($"loading {models.Count} model(s) ...");
-        var options = new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust };
+        var say = accessLog == AccessLog.StandardOutput ? Console.Error : Console.Out;
+        say.WriteLine($"loading {models.Count} model(s) ...");
+        var options = new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, AccessLog = accessLog };
         if (shutdownGracePeriod is { } grace) options = options with { ShutdownGracePeriod = grace };
         var server = await StratusServer.StartAsync(options, cancellation);
         await using (server)
@@ -100,16 +106,16 @@ static class ServeCommand
             {
                 if (model.UnsupportedTemplate is { } unsupported)
                 {
-                    Console.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, completions only)");
+                    say.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, completions only)");
                     Console.Error.WriteLine($"warning: {unsupported.Message}; {model.Name}'s chats are refused until you {UnsupportedChatTemplate.Fix}");
                 }
-                else Console.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, {model.Template.Kind} chat template)");
+                else say.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, {model.Template.Kind} chat template)");
             }
-            Console.WriteLine($"OpenAI base URL: {server.BaseUrl}   (metrics: {server.RootUrl}metrics)");
-            if (trust.InsecureNoAuth) Console.WriteLine("WARNING: --insecure-no-auth: serving loopback clients without API keys.");
-            else if (apiKey is null) Console.WriteLine("Clients need an API key with the inference scope (stratus keys create --name <n> --scopes inference).");
-            Console.WriteLine($"try: {server.CurlExample(apiKey)}");
-            Console.WriteLine("Ctrl+C stops the server.");
+            say.WriteLine($"OpenAI base URL: {server.BaseUrl}   (metrics: {server.RootUrl}metrics)");
+            if (trust.InsecureNoAuth) say.WriteLine("WARNING: --insecure-no-auth: serving loopback clients without API keys.");
+            else if (apiKey is null) say.WriteLine("Clients need an API key with the inference scope (stratus keys create --name <n> --scopes inference).");
+            say.WriteLine($"try: {server.CurlExample(apiKey)}");
+            say.WriteLine("Ctrl+C stops the server.");
             server.Shutdown.Draining += running => Console.Error.WriteLine(
                 $"stopping: waiting up to {server.Shutdown.GracePeriod.TotalSeconds:0} s for {running} running request{(running == 1 ? "" : "s")}; Ctrl+C again to end {(running == 1 ? "it" : "them")} now");
             await server.WaitForShutdownAsync(cancellation);

@@ -27,7 +27,7 @@ public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
         CancellationToken cancellationToken = default)
     {
         ApiKeyFormat.ValidateName(name);
-        if (scopes == ApiKeyScopes.None) throw new TrustUserException("An API key needs at least one scope (inference, training, admin).");
+        if (scopes == ApiKeyScopes.None) throw ApiKeyScopeNames.NoScope();
         limits.Validate();
         var now = clock.GetUtcNow();
         var expiresAt = expiry?.From(now);

@@ -20,12 +20,16 @@ namespace Stratus.Platform;
 public enum ApiKeyScopes
 {
     None = 0,
-    /// <summary>/v1 completions, chat, embeddings, moderations.</summary>
+    /// <summary>/v1 completions, chat, embeddings, moderations; /metrics too (see
+    /// <see cref="ApiKeyScopeNames.Granted"/>).</summary>
     Inference = 1,
     /// <summary>Submitting and managing training jobs.</summary>
     Training = 2,
     /// <summary>Keys, policies, blocklists, audit, usage of every key.</summary>
     Admin = 4,
+    /// <summary>Reading /metrics and nothing else: a Prometheus scraper's key, which cannot
+    /// spend tokens.</summary>
+    Metrics = 8,
 }
 
 public static class ApiKeyScopeNames
@@ -34,23 +38,39 @@ public static class ApiKeyScopeNames
     /// --scopes, POST /v1/admin/keys without "scopes"): calling the models, nothing more.</summary>
     public const ApiKeyScopes Default = ApiKeyScopes.Inference;
 
+    /// <summary>Every scope by its name, in the order lists and messages give them.</summary>
+    static readonly (ApiKeyScopes Scope, string Name)[] Known =
+        [(ApiKeyScopes.Inference, "inference"), (ApiKeyScopes.Training, "training"), (ApiKeyScopes.Admin, "admin"), (ApiKeyScopes.Metrics, "metrics")];
+
+    static readonly ApiKeyScopes All = Known.Aggregate(ApiKeyScopes.None, (all, k) => all | k.Scope);
+
+    /// <summary>"inference, training, admin, metrics": the names a user may give.</summary>
+    public static string Listed { get; } = string.Join(", ", Known.Select(k => k.Name));
+
+    /// <summary>What a key with <paramref name="scopes"/> may do: admin implies every scope, and
+    /// inference implies metrics (an inference key read /metrics before the metrics scope existed,
+    /// and scrapers set up with one keep working).</summary>
+    public static ApiKeyScopes Granted(ApiKeyScopes scopes) =>
+        scopes.HasFlag(ApiKeyScopes.Admin) ? All
+        : scopes.HasFlag(ApiKeyScopes.Inference) ? scopes | ApiKeyScopes.Metrics
+        : scopes;
+
     /// <exception cref="TrustUserException">An unknown scope name, or none.</exception>
     public static ApiKeyScopes Parse(string text)
     {
         var scopes = ApiKeyScopes.None;
         foreach (var part in text.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries))
-            scopes |= part.ToLowerInvariant() switch
-            {
-                "inference" => ApiKeyScopes.Inference,
-                "training" => ApiKeyScopes.Training,
-                "admin" => ApiKeyScopes.Admin,
-                _ => throw new TrustUserException($"Unknown scope '{part}'; expected inference, training or admin."),
-            };
-        return scopes == ApiKeyScopes.None ? throw new TrustUserException("An API key needs at least one scope (inference, training, admin).") : scopes;
+        {
+            var known = Array.FindIndex(Known, k => k.Name.Equals(part, StringComparison.OrdinalIgnoreCase));
+            scopes |= known >= 0 ? Known[known].Scope : throw new TrustUserException($"Unknown scope '{part}'; expected one of {Listed}.");
+        }
+        return scopes == ApiKeyScopes.None ? throw NoScope() : scopes;
     }
 
-    public static string Format(ApiKeyScopes scopes) => string.Join(",",
-        new[] { ApiKeyScopes.Inference, ApiKeyScopes.Training, ApiKeyScopes.Admin }.Where(s => scopes.HasFlag(s)).Select(s => s.ToString().ToLowerInvariant()));
+    /// <summary>The refusal of a key without any scope.</summary>
+    public static TrustUserException NoScope() => new($"An API key needs at least one scope ({Listed}).");
+
+    public static string Format(ApiKeyScopes scopes) => string.Join(",", Known.Where(k => scopes.HasFlag(k.Scope)).Select(k => k.Name));
 }
 
 /// <summary>Per-key limits per minute; 0 means unlimited.</summary>
@@ -78,7 +98,7 @@ public sealed record ApiKeyRecord(
 {
     public bool IsActive => RevokedAt is null;
     public bool HasExpiredAt(DateTimeOffset now) => ExpiresAt <= now;
-    public bool Allows(ApiKeyScopes scope) => (Scopes & scope) == scope || Scopes.HasFlag(ApiKeyScopes.Admin);
+    public bool Allows(ApiKeyScopes scope) => (ApiKeyScopeNames.Granted(Scopes) & scope) == scope;
 }
 
 /// <summary>When a new key expires: at a time, or a span after it is created (the key service's

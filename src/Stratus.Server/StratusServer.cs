@@ -48,6 +48,9 @@ public sealed record ServeOptions
     /// <summary>The longest ShutdownGracePeriod: past any orchestrator's wait, and well within
     /// what the host's and the grace's timers can count (about 49 days).</summary>
     public static readonly TimeSpan MaxShutdownGracePeriod = TimeSpan.FromDays(1);
+    /// <summary>Where each request's access log line goes (a file, appended to; "-": standard
+    /// output, and the server's own log then goes to standard error); null: no access log.</summary>
+    public string? AccessLog { get; init; }
 }
 
 public sealed class StratusServer : IAsyncDisposable
@@ -86,6 +89,8 @@ public sealed class StratusServer : IAsyncDisposable
         {
             foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device));
             app = Build(options, registry);
+            // Opened now, so that a path it cannot write is refused before the server starts.
+            app.Services.GetService<AccessLog>();
             var trust = app.Services.GetRequiredService<StratusTrust>();
             // No active key: refused here as one clear error rather than as the host's failure
             // report (its startup guard would refuse the same).
@@ -128,6 +133,8 @@ public sealed class StratusServer : IAsyncDisposable
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.SetMinimumLevel(options.MinimumLogLevel);
+        // Standard output is the access log's alone, for a shipper to read line by line as JSON.
+        if (options.AccessLog == AccessLog.StandardOutput) builder.Logging.AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace);
         // A failed start (a port in use) is thrown to the caller, which says it in one line; the
         // host would log it first with its stack trace.
         builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
@@ -146,6 +153,8 @@ public sealed class StratusServer : IAsyncDisposable
         });
         builder.Services.AddSingleton(registry);
         builder.Services.AddSingleton<ServingMetrics>();
+        // The container disposes it after the host has stopped, so the requests ended then are in it.
+        if (options.AccessLog is { } accessLog) builder.Services.AddSingleton(services => AccessLog.Open(accessLog, services.GetRequiredService<ILogger<AccessLog>>()));
         if (options.ShutdownGracePeriod < TimeSpan.Zero || options.ShutdownGracePeriod > ServeOptions.MaxShutdownGracePeriod)
             throw new StratusUserException($"the shutdown grace period must be 0 to {ServeOptions.MaxShutdownGracePeriod.TotalSeconds:0} seconds, got {options.ShutdownGracePeriod.TotalSeconds:0.###}");
         builder.Services.AddSingleton(_ => new ServerShutdown(options.ShutdownGracePeriod));
@@ -161,6 +170,8 @@ public sealed class StratusServer : IAsyncDisposable
 
         var app = builder.Build();
         app.Lifetime.ApplicationStopping.Register(app.Services.GetRequiredService<ServerShutdown>().Begin);
+        // Outermost: it sees the status every error writer below sets, the key check's refusals included.
+        if (options.AccessLog is not null) app.UseMiddleware<AccessLogMiddleware>();
         app.UseRequestIds();
         app.UseMiddleware<ErrorMiddleware>();
         // Routing's empty 404/405 answers get OpenAI's error shape too.

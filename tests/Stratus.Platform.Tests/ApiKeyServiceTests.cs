@@ -33,6 +33,26 @@ public sealed class ApiKeyServiceTests : IDisposable
     }
 
     [Fact]
+    public async Task A_metrics_key_stores_and_grants_the_metrics_scope_alone()
+    {
+        Assert.Equal(ApiKeyScopes.Metrics, ApiKeyScopeNames.Parse("metrics"));
+        Assert.Equal(ApiKeyScopes.Metrics | ApiKeyScopes.Training, ApiKeyScopeNames.Parse("Training, METRICS"));
+        Assert.Equal("training,metrics", ApiKeyScopeNames.Format(ApiKeyScopes.Metrics | ApiKeyScopes.Training));
+        Assert.Contains("inference, training, admin, metrics", Assert.Throws<TrustUserException>(() => ApiKeyScopeNames.Parse("root")).Message);
+
+        var created = await keys.CreateAsync("prometheus", ApiKeyScopes.Metrics, RateLimits.Unlimited, "admin");
+        var scraper = (await keys.AuthenticateAsync(created.Secret)).Key!;
+        Assert.Equal(ApiKeyScopes.Metrics, scraper.Scopes);
+        Assert.True(scraper.Allows(ApiKeyScopes.Metrics));
+        foreach (var other in new[] { ApiKeyScopes.Inference, ApiKeyScopes.Training, ApiKeyScopes.Admin })
+            Assert.False(scraper.Allows(other), $"a metrics key allowed {other}");
+        // Inference (and admin, which implies everything) grants metrics; training does not.
+        Assert.True((scraper with { Scopes = ApiKeyScopes.Inference }).Allows(ApiKeyScopes.Metrics));
+        Assert.True((scraper with { Scopes = ApiKeyScopes.Admin }).Allows(ApiKeyScopes.Metrics));
+        Assert.False((scraper with { Scopes = ApiKeyScopes.Training }).Allows(ApiKeyScopes.Metrics));
+    }
+
+    [Fact]
     public async Task Keys_are_unique_and_the_secret_is_never_stored()
     {
         var a = await keys.CreateAsync("a", ApiKeyScopes.Inference, RateLimits.Unlimited, "admin");

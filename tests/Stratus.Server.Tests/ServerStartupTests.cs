@@ -1,5 +1,5 @@
 // What the server refuses at startup: serving with no active key (nobody could call it),
-// --insecure-no-auth on a non-loopback address, and a port in use (in words of its own, apart
+// --insecure-no-auth on a non-loopback address, an access log it cannot write, and a port in use (in words of its own, apart
 // from a data directory it cannot use); and what it serves with --insecure-no-auth on
 // loopback: everything, without a key, to local clients.
 using System.Net;
@@ -37,10 +37,21 @@ public sealed class ServerStartupTests : IDisposable
         Assert.DoesNotContain('\n', error.Message);
         // A key that cannot call the models does not count.
         await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("trainer", Platform.ApiKeyScopes.Training, Platform.RateLimits.Unlimited, "tests");
+        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("prometheus", Platform.ApiKeyScopes.Metrics, Platform.RateLimits.Unlimited, "tests");
         Assert.Contains("inference scope", (await Assert.ThrowsAsync<TrustUserException>(() => StratusServer.StartAsync(Options(insecure: false)))).Message);
         // An admin key may call everything.
         await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("operator", Platform.ApiKeyScopes.Admin, Platform.RateLimits.Unlimited, "tests");
         await using var server = await StratusServer.StartAsync(Options(insecure: false));
+    }
+
+    [Fact]
+    public async Task An_access_log_it_cannot_write_is_refused_before_serving()
+    {
+        var missing = Path.Combine(folder, "no-such-folder", "access.log");
+        var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(Options(insecure: true) with { AccessLog = missing }));
+        Assert.Contains(missing, error.Message);
+        Assert.Contains("--access-log", error.Message);
+        Assert.DoesNotContain('\n', error.Message);
     }
 
     [Fact]

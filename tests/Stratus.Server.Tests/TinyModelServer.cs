@@ -46,6 +46,9 @@ public sealed class TinyModelServer : IAsyncLifetime
     public EngineOptions Engine { get; init; } = new() { BlockSize = 8, MaxBatchSize = 32 };
     public Action<IServiceCollection>? ConfigureServices { get; init; }
     public TimeSpan ShutdownGracePeriod { get; init; } = new ServeOptions().ShutdownGracePeriod;
+    /// <summary>Writes an access log to <see cref="AccessLogPath"/>.</summary>
+    public bool WithAccessLog { get; init; }
+    public string AccessLogPath => Path.Combine(folder, "access.log");
     /// <summary>Writes the served checkpoint into the folder given; a fixture may serve another model.</summary>
     public Func<string, string> CreateModel { get; init; } = CreateCheckpoint;
 
@@ -86,6 +89,7 @@ public sealed class TinyModelServer : IAsyncLifetime
             ConfigureServices = ConfigureServices,
             ShutdownGracePeriod = ShutdownGracePeriod,
             Trust = new TrustOptions { DataDir = DataDir },
+            AccessLog = WithAccessLog ? AccessLogPath : null,
         });
         Http = AnonymousClient();
         Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);

@@ -56,6 +56,19 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
     }
 
     [Fact]
+    public async Task A_metrics_key_scrapes_metrics_and_cannot_call_the_models()
+    {
+        var secret = (await fixture.Keys.CreateAsync("prometheus", ApiKeyScopes.Metrics, RateLimits.Unlimited, "tests")).Secret;
+        using var scraper = ClientWith(secret);
+        Assert.Contains("stratus_num_requests_running", await scraper.GetStringAsync("/metrics"));
+        using var chat = await scraper.PostAsJsonAsync("/v1/chat/completions", ChatBody(maxTokens: 2));
+        Assert.Equal(HttpStatusCode.Forbidden, chat.StatusCode);
+        var error = JsonNode.Parse(await chat.Content.ReadAsStringAsync())!["error"]!;
+        Assert.Equal(("invalid_request_error", "insufficient_permissions"), ((string?)error["type"], (string?)error["code"]));
+        Assert.Contains("'inference' scope", (string?)error["message"]);
+    }
+
+    [Fact]
     public async Task A_revoked_key_is_refused_on_its_next_request()
     {
         var secret = (await fixture.Keys.CreateAsync("revoke-me", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests")).Secret;

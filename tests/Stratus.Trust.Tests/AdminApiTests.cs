@@ -337,6 +337,21 @@ public sealed class AdminApiTests
     }
 
     [Fact]
+    public async Task A_scrapers_key_is_created_with_the_metrics_scope()
+    {
+        await using var host = await TrustHost.StartAsync();
+        using var scraper = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "prometheus", scopes = new[] { "metrics" } });
+        Assert.Equal(HttpStatusCode.Created, scraper.StatusCode);
+        var created = await TestJson.ReadAsync(scraper);
+        Assert.Equal(["metrics"], created.GetProperty("api_key").GetProperty("scopes").EnumerateArray().Select(s => s.GetString()));
+        var secret = created.GetProperty("key").GetString();
+        using (var metrics = await host.SendAsync(HttpMethod.Get, "/metrics", secret))
+            Assert.Equal(HttpStatusCode.OK, metrics.StatusCode);
+        using (var models = await host.SendAsync(HttpMethod.Get, "/v1/models", secret))
+            Assert.Equal(HttpStatusCode.Forbidden, models.StatusCode);
+    }
+
+    [Fact]
     public async Task Bad_bodies_and_names_get_a_400_that_says_what_to_fix()
     {
         await using var host = await TrustHost.StartAsync();

@@ -81,6 +81,56 @@ public sealed class AuthenticationTests
     }
 
     [Fact]
+    public async Task A_metrics_key_reads_metrics_and_nothing_else()
+    {
+        await using var host = await TrustHost.StartAsync();
+        var scraper = await host.CreateKeyAsync("prometheus", ApiKeyScopes.Metrics, RateLimits.Unlimited);
+        using (var metrics = await host.SendAsync(HttpMethod.Get, "/metrics", scraper))
+            Assert.Equal(HttpStatusCode.OK, metrics.StatusCode);
+        // Every other endpoint, the models' first, is refused in OpenAI's error format.
+        foreach (var (method, path, body) in new (HttpMethod, string, object?)[]
+        {
+            (HttpMethod.Post, "/v1/chat/completions", TrustHost.Chat("hello")),
+            (HttpMethod.Post, "/v1/completions", new { model = TrustHost.Model, prompt = "hello" }),
+            (HttpMethod.Post, "/v1/moderations", new { input = "hello" }),
+            (HttpMethod.Get, "/v1/models", null),
+            (HttpMethod.Post, "/tokenize", new { model = TrustHost.Model, prompt = "hello" }),
+            (HttpMethod.Get, "/ready", null),
+            (HttpMethod.Get, "/v1/admin/keys", null),
+            (HttpMethod.Get, "/v1/usage", null),
+        })
+        {
+            using var refused = await host.SendAsync(method, path, scraper, body);
+            Assert.True(refused.StatusCode == HttpStatusCode.Forbidden, $"{method} {path}: {refused.StatusCode}");
+            var error = await TestJson.ErrorAsync(refused);
+            Assert.Equal("insufficient_permissions", error.GetProperty("code").GetString());
+            Assert.Contains("it has metrics", error.GetProperty("message").GetString());
+        }
+        // Inference and admin keys read /metrics as before the metrics scope existed.
+        foreach (var key in new[] { host.InferenceKey, host.AdminKey })
+        {
+            using var metrics = await host.SendAsync(HttpMethod.Get, "/metrics", key);
+            Assert.Equal(HttpStatusCode.OK, metrics.StatusCode);
+        }
+    }
+
+    [Theory]
+    // A catch-all route reached through /metrics needs what the route needs, not the weaker
+    // metrics scope: the metrics flag's value is the highest, yet it is the weakest scope.
+    [InlineData("/{**rest}", "/metrics", ApiKeyScopes.Inference)]
+    [InlineData("/metrics", "/METRICS", ApiKeyScopes.Metrics)]
+    [InlineData("/{**rest}", "/v1/admin/keys", ApiKeyScopes.Admin)]
+    [InlineData("/v1/admin/{**rest}", "/metrics", ApiKeyScopes.Admin)]
+    public void A_request_needs_the_stricter_scope_of_its_route_and_its_path(string pattern, string path, ApiKeyScopes scope)
+    {
+        var context = new Microsoft.AspNetCore.Http.DefaultHttpContext();
+        context.Request.Path = path;
+        Microsoft.AspNetCore.Http.EndpointHttpContextExtensions.SetEndpoint(context, new Microsoft.AspNetCore.Routing.RouteEndpoint(_ => Task.CompletedTask, Microsoft.AspNetCore.Routing.Patterns.RoutePatternFactory.Parse(pattern), 0,
+            Microsoft.AspNetCore.Http.EndpointMetadataCollection.Empty, pattern));
+        Assert.Equal(scope, TrustRoutes.RequiredScope(context));
+    }
+
+    [Fact]
     public async Task A_revoked_key_is_refused_on_its_next_request()
     {
         await using var host = await TrustHost.StartAsync();

@@ -46,6 +46,18 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public async Task Keys_create_makes_a_metrics_key_for_a_scraper()
+    {
+        var scraper = Run("keys", "create", "--name", "prometheus", "--scopes", "metrics");
+        Assert.Equal(0, scraper.ExitCode);
+        Assert.Contains("scopes metrics,", scraper.Stdout);
+        var key = await PlatformStores.OpenSqlite(dataDir).KeyService().AuthenticateAsync(scraper.Stdout.TrimEnd().Split('\n')[^1]);
+        Assert.Equal(ApiKeyScopes.Metrics, key.Key!.Scopes);
+        // The help names every scope.
+        Assert.Contains("inference, training, admin, metrics", Run("keys", "create", "--help").Stdout);
+    }
+
+    [Fact]
     public async Task Keys_create_prints_the_key_alone_on_its_last_line_and_audit_verify_passes()
     {
         var created = Run("keys", "create", "--name", "ci", "--scopes", "inference,admin", "--rpm", "10", "--tpm", "5000");

@@ -75,6 +75,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
 
     public static async Task WriteAsync(HttpContext context, ApiException error)
     {
+        AccessLogEntry.NoteError(context, error.Code, error.Type);
         context.Response.Clear();
         context.Response.StatusCode = error.Status;
         if (error.RetryAfterSeconds is { } seconds) context.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
@@ -90,6 +91,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
 
     static async Task TryWriteStreamError(HttpContext context, ApiException error)
     {
+        AccessLogEntry.NoteError(context, error.Code, error.Type);
         try
         {
             await context.Response.WriteAsync($"data: {Serialize(error)}\n\n", context.RequestAborted);

@@ -4,7 +4,7 @@
 // e.g. redact PII) and metrics applied on the way out. The alternatives that logprobs list
 // (top_logprobs, the generated tokens' and an echoed prompt's) are screened by the same scopes:
 // an alternative is text the model could have written, and a filter that keeps a word out of
-// the text keeps it out of the alternatives too.
+// the text keeps it out of the alternatives too. Its tokens go to the access log when it ends.
 // Both completion endpoints use it; the endpoints only translate to and from OpenAI's shapes.
 using System.Buffers;
 using System.Diagnostics;
@@ -438,6 +438,7 @@ public sealed class GenerationRun : IAsyncDisposable
         await cancel.CancelAsync();
         cancel.Dispose();
         var (prompt, completion, _) = Counts();
+        AccessLogEntry.NoteGeneration(context.Http, context.Stream, prompt, completion, Interlocked.Read(ref firstToken));
         try
         {
             await CompleteAllAsync(scopes, prompt, completion);

@@ -41,6 +41,7 @@ public sealed class OpenAIErrorResult(int statusCode, OpenAIErrorBody body, IRea
 
     public Task ExecuteAsync(HttpContext httpContext)
     {
+        Hosting.AccessLogEntry.NoteError(httpContext, body.Error.Code, body.Error.Type);
         foreach (var (name, value) in Headers) httpContext.Response.Headers[name] = value;
         httpContext.Response.StatusCode = statusCode;
         return httpContext.Response.WriteAsJsonAsync(body, TrustJson.Options, httpContext.RequestAborted);

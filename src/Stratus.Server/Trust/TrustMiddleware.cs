@@ -5,12 +5,13 @@
 // TrustAuthenticationMiddleware authenticates the key (Authorization: Bearer, or Azure's
 // api-key header), checks the scope the route needs, charges the request against the key's
 // requests per minute, puts the x-ratelimit-* headers on every response, and hands the handler
-// its RequestTrust.
+// its RequestTrust; the key, let in or refused for its scope or rate, is named in the access log.
 using System.Net;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Safety;
+using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;
 
@@ -90,6 +91,8 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
             return;
         }
         var key = result.Key!;
+        // Named in the access log whether it is let in or refused below.
+        AccessLogEntry.Of(context)?.Key = key;
         var scope = TrustRoutes.RequiredScope(context);
         if (!key.Allows(scope))
         {

@@ -2,7 +2,8 @@
 // balancers probe it without credentials); everything else, including /ready, /metrics and
 // paths that match no endpoint, needs a valid key. The scope comes from endpoint metadata when
 // an endpoint declares one (RequireStratusScope), else from the matched route pattern, else
-// from the request path; prefixes compare case-insensitively because routing does.
+// from the request path; prefixes compare case-insensitively because routing does. /metrics
+// needs the metrics scope, which a scraper's key holds alone (inference and admin keys have it too).
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -25,6 +26,7 @@ public static class TrustRoutes
         ("/api/jobs", ApiKeyScopes.Training),
         // The rest of /api is the platform's management surface.
         ("/api", ApiKeyScopes.Admin),
+        ("/metrics", ApiKeyScopes.Metrics),
     ];
 
     public static bool IsAnonymous(PathString path)
@@ -34,7 +36,7 @@ public static class TrustRoutes
         return false;
     }
 
-    /// <summary>The scope this request needs; Inference unless a rule says more.</summary>
+    /// <summary>The scope this request needs; Inference unless a rule says otherwise.</summary>
     public static ApiKeyScopes RequiredScope(HttpContext context)
     {
         var endpoint = context.GetEndpoint();
@@ -45,10 +47,21 @@ public static class TrustRoutes
             // The stricter of the two, so neither an odd request path nor an odd pattern can
             // lower what is required.
             var byPattern = ScopeForPath(pattern.StartsWith('/') ? pattern : "/" + pattern);
-            return byPattern > byPath ? byPattern : byPath;
+            return Strictness(byPattern) > Strictness(byPath) ? byPattern : byPath;
         }
         return byPath;
     }
+
+    /// <summary>Higher for a scope fewer keys are granted: metrics (metrics, inference and admin
+    /// keys), inference, training, then admin (admin keys alone). The flags' values do not say it:
+    /// metrics, the weakest, is the highest bit.</summary>
+    static int Strictness(ApiKeyScopes scope) => scope switch
+    {
+        ApiKeyScopes.Metrics => 0,
+        ApiKeyScopes.Inference => 1,
+        ApiKeyScopes.Training => 2,
+        _ => 3,
+    };
 
     public static ApiKeyScopes ScopeForPath(string path)
     {

@@ -39,7 +39,7 @@ static class LibTorchLoadFailure
         }
         catch (DllNotFoundException e)
         {
-            Communicator.AbortJob($"error: cannot load libtorch ({file}): {LoaderReason(e)}; build Stratus with ./stratus or dotnet build, which put libtorch next to stratus.dll with the fix for an older libstdc++, and give a published or copied Stratus those files next to its stratus.dll, in {Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory)} (README, Building)", 2);
+            Communicator.AbortJob($"error: cannot load libtorch ({file}): {LoaderReason(e)}; build Stratus with ./stratus, dotnet build or dotnet publish, which put libtorch next to stratus.dll with the fix for an older libstdc++; a Stratus copied by hand needs those files next to its stratus.dll, in {Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory)} (README, Building)", 2);
             Environment.Exit(2);
             throw;
         }

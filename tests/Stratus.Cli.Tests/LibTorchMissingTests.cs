@@ -63,7 +63,7 @@ public sealed class LibTorchMissingTests
         using var temp = new TempDirectory();
         var (data, config, run) = TrainedRun(temp);
         using var copy = new CopyWithoutLibTorch();
-        var fix = $"; build Stratus with ./stratus or dotnet build, which put libtorch next to stratus.dll with the fix for an older libstdc++, and give a published or copied Stratus those files next to its stratus.dll, in {copy.Folder} (README, Building)";
+        var fix = $"; build Stratus with ./stratus, dotnet build or dotnet publish, which put libtorch next to stratus.dll with the fix for an older libstdc++; a Stratus copied by hand needs those files next to its stratus.dll, in {copy.Folder} (README, Building)";
 
         // train meets libtorch first in a P/Invoke of Stratus's own (Determinism), sample and serve in TorchSharp's loader.
         foreach (var args in new[] { ["train", "--config", config, "--data", data, "--out", temp["again"]], new[] { "sample", "--model", run, "--prompt", "a" }, ["serve", "--model", run, "--insecure-no-auth", "--port", "0"] })
@@ -91,7 +91,7 @@ public sealed class LibTorchMissingTests
         Assert.True(code == 2, stdout + stderr);
         Assert.Equal("", stdout);
         Assert.StartsWith($"error: cannot load libtorch (libLibTorchSharp.so): {copy["libLibTorchSharp.so"]}: ", stderr);
-        Assert.Matches("(invalid ELF header|file too short); build Stratus with ./stratus", stderr);
+        Assert.Matches("(invalid ELF header|file too short); build Stratus with ./stratus,", stderr);
         Assert.Single(stderr.TrimEnd('\n').Split('\n'));
     }
 

@@ -1,11 +1,13 @@
 // `stratus <verb>`: parse, call a library type, print. User errors (files the system refuses,
-// settings too large for the device's memory) become one line on stderr and exit code 2; bugs
-// keep their stack trace. On a rank of a data-parallel job either ends the whole job.
+// settings too large for the device's memory, a libtorch that cannot be loaded) become one line
+// on stderr and exit code 2; bugs keep their stack trace. On a rank of a data-parallel job either
+// ends the whole job.
 using System.CommandLine;
 using Spectre.Console;
 using Stratus;
 using Stratus.Cli;
 
+LibTorchLoadFailure.EndProcessWithOneLine();
 NativeAllocator.KeepFreedMemory();
 // A rank's console is its launcher's pipe to a terminal or a file that the rank cannot tell apart:
 // plain text, as with output redirected, rather than colour codes in a job's log. A dumb terminal

@@ -35,7 +35,7 @@ static class ServeCommand
         {
             Description = "seconds a stopping server (Ctrl+C, SIGTERM) lets running requests go on before it ends them with a 503 server_shutting_down (0: at once; a second Ctrl+C or SIGTERM ends them then)",
             HelpName = "seconds",
-            DefaultValueFactory = _ => (int)new ServeOptions().ShutdownGracePeriod.TotalSeconds,
+            DefaultValueFactory = _ => (int)ServeOptions.DefaultShutdownGracePeriod.TotalSeconds,
         };
         var accessLog = PathOptions.Option("--access-log", "append a JSON line per request (client, key, model, status, tokens, durations; never prompt or completion text) to this file, or - for standard output; reopened at each write, so logrotate needs no signal");
         accessLog.HelpName = "file|-";

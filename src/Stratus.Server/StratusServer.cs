@@ -44,7 +44,10 @@ public sealed record ServeOptions
     /// <summary>How long a stopping server lets running requests go on before it ends them with a
     /// 503 (a stream with an error event and [DONE]); the host waits 5 s more for those ends. The
     /// default ends them within 30 s, Kubernetes' default grace before it kills a pod.</summary>
-    public TimeSpan ShutdownGracePeriod { get; init; } = TimeSpan.FromSeconds(25);
+    public TimeSpan ShutdownGracePeriod { get; init; } = DefaultShutdownGracePeriod;
+    /// <summary>A constant of its own, so that `stratus serve --help` shows it without a
+    /// ServeOptions, whose <see cref="Device"/> needs libtorch.</summary>
+    public static readonly TimeSpan DefaultShutdownGracePeriod = TimeSpan.FromSeconds(25);
     /// <summary>The longest ShutdownGracePeriod: past any orchestrator's wait, and well within
     /// what the host's and the grace's timers can count (about 49 days).</summary>
     public static readonly TimeSpan MaxShutdownGracePeriod = TimeSpan.FromDays(1);

@@ -173,9 +173,11 @@ public sealed class StratusServer : IAsyncDisposable
 
         var app = builder.Build();
         app.Lifetime.ApplicationStopping.Register(app.Services.GetRequiredService<ServerShutdown>().Begin);
-        // Outermost: it sees the status every error writer below sets, the key check's refusals included.
-        if (options.AccessLog is not null) app.UseMiddleware<AccessLogMiddleware>();
+        // First: every part after it names the request by the id it sets.
         app.UseRequestIds();
+        // Outermost but for the id: it sees the status every error writer below sets, the key
+        // check's refusals included.
+        if (options.AccessLog is not null) app.UseMiddleware<AccessLogMiddleware>();
         app.UseMiddleware<ErrorMiddleware>();
         // Routing's empty 404/405 answers get OpenAI's error shape too.
         app.UseStatusCodePages(async context =>

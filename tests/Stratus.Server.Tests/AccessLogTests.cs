@@ -3,6 +3,7 @@
 // check's refusals, a file renamed or truncated by logrotate followed at the next line, and
 // never a prompt's or a completion's text. Each test finds its own lines by their request id
 // (the x-request-id of the response).
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -10,6 +11,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
 using Stratus.Platform;
 using Stratus.Server.Hosting;
 
@@ -230,6 +232,40 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         var text = await File.ReadAllTextAsync(Server.AccessLogPath);
         Assert.StartsWith("{", text);
         Assert.DoesNotContain('\0', text);
+    }
+
+    [Fact]
+    public async Task Two_logs_appending_to_one_file_lose_none_of_each_others_lines()
+    {
+        // O_APPEND is Linux's: elsewhere each log writes at the length it read (serving.md says so).
+        if (!OperatingSystem.IsLinux()) return;
+        var path = Server.AccessLogPath + ".shared";
+        const int rounds = 25, linesEach = 2000;
+        long dropped = 0;
+        for (var round = 0; round < rounds; round++)
+        {
+            AccessLog[] logs = [AccessLog.Open(path, NullLogger.Instance), AccessLog.Open(path, NullLogger.Instance)];
+            // A line at a time, so that both writers write many small batches side by side: one
+            // that writes at the length it read before the other's write lands writes over it.
+            await Task.WhenAll(logs.Select((log, l) => Task.Run(() =>
+            {
+                for (var i = 0; i < linesEach; i++)
+                {
+                    log.Write(new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), IPAddress.Loopback, "GET", "/v1/models", $"{round}-{l}-{i}"));
+                    Thread.Yield();
+                }
+            })));
+            foreach (var log in logs)
+            {
+                await log.DisposeAsync();
+                dropped += log.Dropped;
+            }
+        }
+
+        Assert.Equal(0, dropped);
+        var lines = File.ReadAllLines(path);
+        // Every line whole (none begun over another) and none missing.
+        Assert.Equal(rounds * 2 * linesEach, lines.Select(line => (string)JsonNode.Parse(line)!["request_id"]!).Distinct().Count());
     }
 
     [Fact]

@@ -369,6 +369,24 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task A_request_id_is_random_as_OpenAI_s_so_that_no_two_servers_give_the_same_one()
+    {
+        // Kestrel's TraceIdentifier is a connection counter seeded with the clock at start: two
+        // replicas started a millisecond apart give the same ids once one has taken 10,000
+        // connections, and their logs then name two requests alike.
+        var ids = new List<string>();
+        for (var i = 0; i < 3; i++)
+        {
+            // A connection each, as Kestrel counts them.
+            using var client = fixture.AnonymousClient();
+            using var response = await client.GetAsync("/health");
+            ids.Add(Assert.Single(response.Headers.GetValues("x-request-id")));
+        }
+        Assert.All(ids, id => Assert.Matches("^req_[0-9a-f]{32}$", id));
+        Assert.Equal(ids.Count, ids.Distinct().Count());
+    }
+
+    [Fact]
     public async Task Stream_options_without_stream_true_are_refused_as_OpenAI_refuses_them()
     {
         var completion = new Dictionary<string, object?> { ["model"] = TinyModelServer.ModelName, ["prompt"] = "abc", ["max_tokens"] = 2 };

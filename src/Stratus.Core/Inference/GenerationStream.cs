@@ -52,6 +52,11 @@ public sealed class GenerationStream
     /// <summary>Tokens generated so far, with the end marker that ended the sequence (up to a stop
     /// string: later ones are not counted).</summary>
     public int CompletionTokens { get; private set; }
+    /// <summary>Tokens the model has generated for the sequence, read or not (an end marker
+    /// included): a reader that stops early (a stop string, a client that left) leaves some that
+    /// <see cref="CompletionTokens"/> does not count. Read while the engine still runs the
+    /// sequence, it may lag the engine by the step in flight.</summary>
+    public int GeneratedTokens => sequence.Generated;
     /// <summary>Prompt tokens' log-probabilities (GenerationRequest.PromptLogprobs), available
     /// once the first chunk or the end has been read.</summary>
     public IReadOnlyList<GeneratedToken>? PromptLogprobs => sequence.PromptLogprobs;

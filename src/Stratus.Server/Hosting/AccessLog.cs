@@ -11,7 +11,10 @@
 // (stratus_access_log_dropped_lines_total, and a warning in the server's log). The writer opens
 // the file for each batch of lines and appends at its end, so a file renamed or deleted (logrotate,
 // `mv`) is followed by a new one at the path at the next line, and one truncated in place
-// (logrotate's copytruncate) is written from its new end.
+// (logrotate's copytruncate) is written from its new end. On Linux the file is opened for
+// appending (O_APPEND), as nginx opens its logs: the kernel puts each batch at the end the file
+// has as it writes, so neither another process appending to the file nor a truncation just before
+// the write is written over or leaves a hole.
 //
 // Not Microsoft.AspNetCore.HttpLogging: its W3CLogger writes W3C's space-separated format with a
 // fixed set of fields (no model, tokens or key), into dated files it rotates itself, and stops
@@ -23,10 +26,12 @@ using System.Buffers;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Net;
+using System.Runtime.InteropServices;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
+using Microsoft.Win32.SafeHandles;
 using Stratus.Platform;
 
 namespace Stratus.Server.Hosting;
@@ -95,7 +100,7 @@ public sealed class AccessLogEntry
     }
 }
 
-public sealed class AccessLog : IAsyncDisposable
+public sealed partial class AccessLog : IAsyncDisposable
 {
     /// <summary>The path that means standard output.</summary>
     public const string StandardOutput = "-";
@@ -165,8 +170,35 @@ public sealed class AccessLog : IAsyncDisposable
             BufferSize = 0,
         };
         if (!OperatingSystem.IsWindows()) options.UnixCreateMode = CreateMode;
-        return new FileStream(path, options);
+        var file = new FileStream(path, options);
+        if (!OperatingSystem.IsLinux()) return file;
+        try
+        {
+            Append(file.SafeFileHandle);
+            return file;
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
     }
+
+    // Linux's values (x86-64 and arm64 alike). .NET's FileMode.Append does not set O_APPEND: it
+    // writes at the length it read when it opened the file.
+    const int GetStatusFlags = 3, SetStatusFlags = 4, OAppend = 0x400;
+
+    /// <summary>Sets O_APPEND on the open file: each write then goes to the file's end as it is
+    /// when the write happens, whatever offset it asks for (pwrite(2) on Linux).</summary>
+    static void Append(SafeFileHandle file)
+    {
+        var flags = fcntl(file, GetStatusFlags, 0);
+        if (flags == -1 || fcntl(file, SetStatusFlags, flags | OAppend) == -1)
+            throw new IOException($"cannot open the file for appending (O_APPEND): {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fcntl(SafeFileHandle file, int command, int argument);
 
     /// <summary>Queues a request's line; never waits. A full queue drops it, counted.</summary>
     public void Write(AccessLogEntry entry)
@@ -209,7 +241,10 @@ public sealed class AccessLog : IAsyncDisposable
             {
                 // Opened for each batch: the lines go to whatever file is at the path now (a new
                 // one after a rotation), at its end (a file truncated in place is not written at
-                // the old offset, which would leave a hole of zeros before the line).
+                // the old offset, which would leave a hole of zeros before the line). On Linux
+                // O_APPEND puts them at the end the file has when they are written, past a
+                // truncation or another writer's lines since the length was read; elsewhere the
+                // length read is where they go.
                 using var file = OpenFile(path!);
                 RandomAccess.Write(file.SafeFileHandle, bytes.Span, RandomAccess.GetLength(file.SafeFileHandle));
             }

@@ -46,6 +46,8 @@ public sealed class GenerationRun : IAsyncDisposable
     readonly long started = Stopwatch.GetTimestamp();
     /// <summary>When the engine produced the first token of any choice; 0 until then.</summary>
     long firstToken;
+    /// <summary>When the last choice ended; 0 for a run that did not run to its end.</summary>
+    long ended;
     /// <summary>Per choice: when its first and latest token came, and how many (written only by
     /// that choice's reader).</summary>
     readonly (long First, long Last, int Count)[] choiceTokens;
@@ -215,30 +217,31 @@ public sealed class GenerationRun : IAsyncDisposable
         // One choice (the common case) is read directly: merging would add a thread hop per token.
         var pieces = streams.Length == 1 ? ReadChoiceAsync(0, token) : Merge(token);
         await foreach (var piece in pieces.ConfigureAwait(false)) yield return piece;
-        (PromptTokens, CompletionTokens, CachedPromptTokens) = Counts();
+        ended = Stopwatch.GetTimestamp();
+        (PromptTokens, CompletionTokens, CachedPromptTokens, _) = Counts();
         outcome = streams.Length > 0 && Array.TrueForAll(streams, s => s.FinishReason == FinishReason.Stop) ? FinishReason.Stop : FinishReason.Length;
-        var first = Interlocked.Read(ref firstToken);
-        metrics.Generated(context.Model.Name, started, first == 0 ? null : first, PromptTokens, CachedPromptTokens, CompletionTokens, SecondsPerOutputToken());
     }
 
     /// <summary>Each choice's time per output token after its first (vLLM's TPOT): choices are
     /// generated side by side, so dividing the request's time by all their tokens would read n
-    /// times too fast.</summary>
+    /// times too fast. A choice cut short counts the tokens it had.</summary>
     IEnumerable<double> SecondsPerOutputToken() =>
         from c in choiceTokens where c.Count > 1 select Stopwatch.GetElapsedTime(c.First, c.Last).TotalSeconds / (c.Count - 1);
 
     /// <summary>Tokens used so far; prompt tokens are counted once per prompt, not per choice
-    /// (OpenAI's usage).</summary>
-    (int Prompt, int Completion, int CachedPrompt) Counts()
+    /// (OpenAI's usage). Generated: all the model made, those no reader took included (see
+    /// GenerationStream.GeneratedTokens), which /metrics counts as the work done.</summary>
+    (int Prompt, int Completion, int CachedPrompt, int Generated) Counts()
     {
-        int prompt = 0, completion = 0, cached = 0;
+        int prompt = 0, completion = 0, cached = 0, generated = 0;
         foreach (var stream in streams)
         {
             prompt += stream.PromptTokens;
             completion += stream.CompletionTokens;
             cached += stream.CachedPromptTokens;
+            generated += stream.GeneratedTokens;
         }
-        return (prompt / context.Choices, completion, cached / context.Choices);
+        return (prompt / context.Choices, completion, cached / context.Choices, generated);
     }
 
     IAsyncEnumerable<ChoicePiece> Merge(CancellationToken cancellation)
@@ -437,8 +440,12 @@ public sealed class GenerationRun : IAsyncDisposable
         // filters learn what was used.
         await cancel.CancelAsync();
         cancel.Dispose();
-        var (prompt, completion, _) = Counts();
-        AccessLogEntry.NoteGeneration(context.Http, context.Stream, prompt, completion, Interlocked.Read(ref firstToken));
+        var (prompt, completion, cached, generated) = Counts();
+        var first = Interlocked.Read(ref firstToken);
+        // Here, whatever became of the run (a client that left, an error, a stopping server): the
+        // tokens were computed all the same, as vLLM counts them.
+        metrics.Generated(context.Model.Name, started, first == 0 ? null : first, ended == 0 ? null : ended, prompt, cached, generated, SecondsPerOutputToken());
+        AccessLogEntry.NoteGeneration(context.Http, context.Stream, prompt, completion, first);
         try
         {
             await CompleteAllAsync(scopes, prompt, completion);

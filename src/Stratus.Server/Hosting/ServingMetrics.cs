@@ -22,13 +22,13 @@ public sealed class ServingMetrics : IDisposable
     {
         meter = new Meter(MeterName);
         requests = meter.CreateCounter<long>("stratus.requests", description: "Requests by outcome: stop, length, cancelled, rejected (429, or 503 for a stopped engine), invalid (4xx), error (5xx, a failed model step, and a platform database the machine refuses).");
-        promptTokens = meter.CreateCounter<long>("stratus.prompt_tokens", description: "Prompt tokens processed.");
+        promptTokens = meter.CreateCounter<long>("stratus.prompt_tokens", description: "Prompt tokens processed, of every request (those cancelled or failed too) whose prompt the model read whole.");
         cachedPromptTokens = meter.CreateCounter<long>("stratus.prefix_cache_hit_tokens", description: "Prompt tokens whose keys and values came from the prefix cache (counted in the prompt tokens too).");
-        generationTokens = meter.CreateCounter<long>("stratus.generation_tokens", description: "Tokens generated.");
+        generationTokens = meter.CreateCounter<long>("stratus.generation_tokens", description: "Tokens generated, for every request (those cancelled or failed too).");
         var advice = new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets };
         timeToFirstToken = meter.CreateHistogram("stratus.time_to_first_token", "s", "Time from request to the first generated token.", advice: advice);
         timePerOutputToken = meter.CreateHistogram("stratus.time_per_output_token", "s", "Mean time between generated tokens of each choice of a request.", advice: advice);
-        e2eLatency = meter.CreateHistogram("stratus.e2e_request_latency", "s", "Time from request to its last token.", advice: advice);
+        e2eLatency = meter.CreateHistogram("stratus.e2e_request_latency", "s", "Time from request to its last token, of the requests that ran to their end (not those cancelled or failed).", advice: advice);
         meter.CreateObservableGauge("stratus.num_requests_running", () => PerModel(registry, m => m.Engine.Running), description: "Sequences in the running batch.");
         meter.CreateObservableGauge("stratus.num_requests_waiting", () => PerModel(registry, m => m.Engine.Waiting), description: "Sequences waiting for a slot.");
         meter.CreateObservableGauge("stratus.kv_cache_usage_ratio", () => PerModel(registry, m => m.Engine.KvCacheUsage), description: "Fraction of KV-cache blocks in use (0 to 1).");
@@ -44,16 +44,19 @@ public sealed class ServingMetrics : IDisposable
     public void RequestEnded(string model, string outcome) =>
         requests.Add(1, new KeyValuePair<string, object?>("model", model), new KeyValuePair<string, object?>("outcome", outcome));
 
-    /// <summary>Records a finished generation's latencies and token counts, and each of its
-    /// choices' time per output token.</summary>
-    public void Generated(string model, long startTimestamp, long? firstTokenTimestamp, int prompt, int cachedPrompt, int completion, IEnumerable<double> secondsPerOutputToken)
+    /// <summary>Records a generation once it is over, however it ended: the tokens the model
+    /// computed (a prompt once read whole, every token generated), its time to first token where
+    /// one came, each choice's time per output token, and its end-to-end latency where it ran to
+    /// its end (<paramref name="endTimestamp"/>; null for one its client left, an error or a
+    /// stopping server ended).</summary>
+    public void Generated(string model, long startTimestamp, long? firstTokenTimestamp, long? endTimestamp, int prompt, int cachedPrompt, int generated,
+        IEnumerable<double> secondsPerOutputToken)
     {
         var tag = new KeyValuePair<string, object?>("model", model);
-        var end = Stopwatch.GetTimestamp();
         promptTokens.Add(prompt, tag);
         cachedPromptTokens.Add(cachedPrompt, tag);
-        generationTokens.Add(completion, tag);
-        e2eLatency.Record(Stopwatch.GetElapsedTime(startTimestamp, end).TotalSeconds, tag);
+        generationTokens.Add(generated, tag);
+        if (endTimestamp is { } end) e2eLatency.Record(Stopwatch.GetElapsedTime(startTimestamp, end).TotalSeconds, tag);
         if (firstTokenTimestamp is { } first) timeToFirstToken.Record(Stopwatch.GetElapsedTime(startTimestamp, first).TotalSeconds, tag);
         foreach (var seconds in secondsPerOutputToken) timePerOutputToken.Record(seconds, tag);
     }

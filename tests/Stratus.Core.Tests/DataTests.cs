@@ -37,11 +37,15 @@ public sealed class DataTests
         File.WriteAllText(temp["in.txt"], new string('a', 500) + new string('b', 500));
         // A chat preparation's masks of the same lengths, as if the folder held chat data before.
         Directory.CreateDirectory(temp["out"]);
-        TokenShard.WriteSplit(Path.Combine(temp["out"], ChatDatasetPreparer.TrainMask), Path.Combine(temp["out"], ChatDatasetPreparer.ValMask), 2, mask =>
+        using (var files = new StagedFiles())
         {
-            mask.Append(new int[1000]);
-            return 900;
-        });
+            TokenShard.WriteSplit(files, Path.Combine(temp["out"], ChatDatasetPreparer.TrainMask), Path.Combine(temp["out"], ChatDatasetPreparer.ValMask), 2, mask =>
+            {
+                mask.Append(new int[1000]);
+                return 900;
+            });
+            files.Commit();
+        }
         File.WriteAllText(Path.Combine(temp["out"], ChatTemplate.FileName), "{{ messages }}");
         DatasetPreparer.Prepare(temp["in.txt"], temp["out"], "char");
         using var sampler = new BatchSampler(temp["out"], 2, 8, 1);
@@ -300,7 +304,7 @@ public sealed class DataTests
         foreach (var (input, kind, from, error) in refusals)
         {
             void Refused(string output) =>
-                Assert.Contains(error, Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp[input], output, kind, tokenizerFrom: from)).Message);
+                Assert.Contains(error, Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp[input], output, kind, tokenizerFrom: from, overwrite: true)).Message);
             Refused(temp["new/nested/data"]);
             Assert.False(Directory.Exists(temp["new"]), $"{input} ({kind}) left the folders it made");
             // A folder that was there stays, with what it held: an earlier dataset whole.
@@ -314,8 +318,8 @@ public sealed class DataTests
         // Made below a folder that was there: only the new folder goes.
         Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["blank.txt"], temp["mine with notes/data/"], "char"));
         Assert.Equal(["notes.txt"], Directory.EnumerateFileSystemEntries(temp["mine with notes"]).Select(Path.GetFileName));
-        // And a dataset folder is prepared over, as before.
-        DatasetPreparer.Prepare(temp["abc.txt"], data, "char");
+        // And a dataset folder is prepared over when asked to.
+        DatasetPreparer.Prepare(temp["abc.txt"], data, "char", overwrite: true);
         Assert.Equal(4, TokenizerStore.Load(data).VocabSize);
     }
 

@@ -326,7 +326,7 @@ public sealed class TrainingTests
         var best = File.ReadAllText(Path.Combine(run, "checkpoints", "best", Checkpoint.StateFile));
         // The corpus's lines in reverse: the same characters and as many tokens, other text.
         File.WriteAllLines(temp["reversed.txt"], TestData.Corpus().Split('\n', StringSplitOptions.RemoveEmptyEntries).Reverse());
-        DatasetPreparer.Prepare(temp["reversed.txt"], data, "char");
+        DatasetPreparer.Prepare(temp["reversed.txt"], data, "char", overwrite: true);
         // The refusal names what differs: it printed both identities whole, two pairs of 64-digit
         // hashes in one 600-character line, for the reader to compare.
         Assert.Equal($"{data} holds other data than run {run} was trained on: source sha256 {FileHash.Sha256(temp["reversed.txt"])[..12]}… (the run's: {FileHash.Sha256(temp["corpus.txt"])[..12]}…); " +
@@ -358,7 +358,7 @@ public sealed class TrainingTests
         var recorded = (string)JsonNode.Parse(File.ReadAllText(runFile))!["dataset"]!;
         Assert.Matches($"^[0-9]+ train and [0-9]+ val tokens of source {FileHash.Sha256(temp["corpus.txt"])}$", recorded);
         File.WriteAllLines(temp["reversed.txt"], TestData.Corpus().Split('\n', StringSplitOptions.RemoveEmptyEntries).Reverse());
-        DatasetPreparer.Prepare(temp["reversed.txt"], temp["data"], "char");
+        DatasetPreparer.Prepare(temp["reversed.txt"], temp["data"], "char", overwrite: true);
         Assert.Contains("holds other data than run", Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "7")])).Message);
     }
 

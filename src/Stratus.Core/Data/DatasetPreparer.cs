@@ -16,7 +16,9 @@ using Stratus.Tokenization;
 
 namespace Stratus.Data;
 
-public sealed record PreparedDataset(string Directory, ITokenizer Tokenizer, long TrainTokens, long ValTokens, string SourceSha256);
+/// <param name="UpToDate">The folder held this dataset already (the same source prepared with the
+/// same settings), and was left as it was.</param>
+public sealed record PreparedDataset(string Directory, ITokenizer Tokenizer, long TrainTokens, long ValTokens, string SourceSha256, bool UpToDate = false);
 
 /// <summary>How far preparation is: <paramref name="Phase"/> is "hashing", "reading characters"
 /// (a char vocabulary) or "tokenizing"; bytes are of the source files.</summary>
@@ -32,28 +34,31 @@ public static class DatasetPreparer
 
     /// <param name="tokenizerFrom">Use this tokenizer (e.g. an imported model's) instead of
     /// creating one of <paramref name="tokenizerKind"/>.</param>
+    /// <param name="overwrite">Replace a dataset of another source or other settings in the folder
+    /// (DatasetFolder.Write).</param>
     public static PreparedDataset Prepare(string input, string outputDirectory, string tokenizerKind, double valFraction = 0.1,
-        ITokenizer? tokenizerFrom = null, IProgress<PrepareProgress>? progress = null, int pieceChars = DefaultPieceChars)
+        ITokenizer? tokenizerFrom = null, IProgress<PrepareProgress>? progress = null, int pieceChars = DefaultPieceChars, bool overwrite = false)
     {
         RequireValFraction(valFraction);
-        return DatasetFolder.Write(outputDirectory, () =>
+        var corpus = new Corpus(input, progress);
+        // A character vocabulary is the corpus's own; a given tokenizer is known by its hash.
+        var settings = new JsonObject { ["format"] = "text" };
+        if (tokenizerFrom is null) settings["tokenizer"] = tokenizerKind;
+        else settings["tokenizer_sha256"] = TokenizerStore.Sha256(tokenizerFrom);
+        return DatasetFolder.Write(outputDirectory, overwrite, new Preparation(corpus.Hash, settings, valFraction),
+            meta => new PreparedDataset(outputDirectory, TokenizerStore.Load(outputDirectory), (long)meta["train_tokens"]!, (long)meta["val_tokens"]!, (string)meta["source"]!["sha256"]!, UpToDate: true),
+            (sha256, files) =>
         {
-            var corpus = new Corpus(input, progress);
-            var sha256 = corpus.Hash();
             var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));
 
             var documents = 0;
-            var (trainCount, valCount) = TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainShard), Path.Combine(outputDirectory, ValShard), tokenizer.VocabSize, all =>
+            var (trainCount, valCount) = TokenShard.WriteSplit(files, Path.Combine(outputDirectory, TrainShard), Path.Combine(outputDirectory, ValShard), tokenizer.VocabSize, all =>
             {
                 documents = corpus.Tokenize(tokenizer, all, pieceChars);
                 if (all.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({all.Count} tokens)");
                 return (long)(all.Count * (1 - valFraction));
             });
-            // A chat preparation's masks and template left in the folder would be read with these
-            // shards (masks of the same length would silently drop tokens from the loss). They go
-            // once the shards are in place: a corpus refused on the way leaves that chat data whole.
-            foreach (var file in ChatDatasetPreparer.ChatOnlyFiles) File.Delete(Path.Combine(outputDirectory, file));
-            TokenizerStore.Save(tokenizer, outputDirectory);
+            TokenizerStore.Save(tokenizer, outputDirectory, files);
             var meta = new JsonObject
             {
                 ["format"] = "stratus-dataset",
@@ -65,6 +70,7 @@ public static class DatasetPreparer
                 ["val_tokens"] = valCount,
                 ["val_fraction"] = valFraction,
                 ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["documents"] = documents, ["sha256"] = sha256 },
+                [DatasetFolder.SettingsKey] = settings,
                 ["created_utc"] = DateTime.UtcNow.ToString("O"),
             };
             // Said where there are some (a Llama's BOS), so a reader sees how documents start and
@@ -72,7 +78,7 @@ public static class DatasetPreparer
             var (before, after) = tokenizer.SpecialTokensAround;
             if (before.Count + after.Count > 0)
                 meta["document_special_tokens"] = new JsonObject { ["before"] = JsonSerializer.SerializeToNode(before), ["after"] = JsonSerializer.SerializeToNode(after) };
-            AtomicFile.WriteJson(Path.Combine(outputDirectory, MetaFile), meta);
+            files.WriteJson(Path.Combine(outputDirectory, MetaFile), meta);
             return new PreparedDataset(outputDirectory, tokenizer, trainCount, valCount, sha256);
         });
     }

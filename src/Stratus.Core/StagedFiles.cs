@@ -14,12 +14,23 @@ public sealed class StagedFiles : IDisposable
     {
         var temporary = AtomicFile.TemporaryFor(path);
         Directory.CreateDirectory(Path.GetDirectoryName(temporary)!);
-        // Listed before it is written: Dispose removes what a failed write left.
+        // Listed before it is written, so that the files a write stages in turn (a token shard's
+        // val split) come after it.
         staged.Add((temporary, path));
-        // Read access too: a writer may read back what it wrote (a token shard moves its tail to another).
-        using var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16);
-        write(stream);
-        stream.Flush(flushToDisk: true);
+        try
+        {
+            // Read access too: a writer may read back what it wrote (a token shard moves its tail to another).
+            using var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 16);
+            write(stream);
+            stream.Flush(flushToDisk: true);
+        }
+        catch
+        {
+            // Half written, it is never committed.
+            staged.Remove((temporary, path));
+            if (File.Exists(temporary)) File.Delete(temporary);
+            throw;
+        }
     }
 
     public void WriteJson(string path, System.Text.Json.Nodes.JsonNode node) => Write(path, stream => stream.Write(AtomicFile.JsonBytes(node)));

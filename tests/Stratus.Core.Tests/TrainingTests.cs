@@ -344,6 +344,27 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_run_folder_in_training_is_refused_to_a_second_training_new_or_resumed_until_the_first_ends()
+    {
+        // Two trainings into one --out wrote their metrics and checkpoints over each other, and each ended "done".
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var run = temp["run"];
+        var inUse = $"{run} is in use by another `stratus train`, which holds its .lock; wait for that training to end, or train into another --out";
+        using (var first = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run))
+        {
+            Assert.Equal(inUse, Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig with { Seed = 5 }, data, run)).Message);
+            first.Run();
+            Assert.Equal(inUse, Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "8")])).Message);
+            // The refused ones wrote nothing there: one training's steps, each once.
+            Assert.Equal(Enumerable.Range(0, 5).Select(step => (long)step), LossCurves.Read(run).Train.Select(point => point.Step));
+        }
+        // Its end (however it ends: the system releases the lock of a killed process) frees the folder.
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "8")])) resumed.Run();
+        Assert.False(File.Exists(Path.Combine(run, ".lock")));
+    }
+
+    [Fact]
     public void A_run_begun_before_run_json_named_its_data_resumes_and_records_it()
     {
         using var temp = new TempDirectory();

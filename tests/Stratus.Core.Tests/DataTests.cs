@@ -324,6 +324,42 @@ public sealed class DataTests
     }
 
     [Fact]
+    public void Links_in_a_corpus_folder_are_followed_but_no_text_is_read_twice()
+    {
+        // Links into the corpus read their text twice (val text in train too), a link to a folder
+        // above it looped until the path was too long, and a linked file's length was its link's
+        // (the progress went past 100%).
+        using var temp = new TempDirectory();
+        void Write(string path, string text)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(temp[path])!);
+            File.WriteAllText(temp[path], text);
+        }
+        foreach (var root in new[] { "linked", "plain" })
+        {
+            Write($"{root}/a.txt", "alpha text\n");
+            Write($"{root}/sub/b.md", "beta text\n");
+        }
+        Write("plain/d.txt", "delta, from outside\n");
+        Write("plain/out/c.txt", "gamma, from outside\n");
+        Write("outside/c.txt", "gamma, from outside\n");
+        Write("outside.txt", "delta, from outside\n");
+        File.CreateSymbolicLink(temp["linked/again.txt"], "sub/b.md");
+        File.CreateSymbolicLink(temp["linked/d.txt"], "../outside.txt");
+        File.CreateSymbolicLink(temp["linked/d2.txt"], "../outside.txt");
+        Directory.CreateSymbolicLink(temp["linked/sub2"], "sub");
+        Directory.CreateSymbolicLink(temp["linked/sub/up"], "..");
+        Directory.CreateSymbolicLink(temp["linked/out"], "../outside");
+        var progress = new List<PrepareProgress>();
+        var linked = DatasetPreparer.Prepare(temp["linked"], temp["from-linked"], "char", progress: new Recorder(progress));
+        DatasetPreparer.Prepare(temp["plain"], temp["from-plain"], "char");
+        Assert.Equal(PreparedTokens(temp["from-plain"]), PreparedTokens(temp["from-linked"]));
+        Assert.Equal(4, (int)DatasetPreparer.ReadMeta(temp["from-linked"])!["source"]!["documents"]!);
+        Assert.All(progress, p => Assert.InRange(p.BytesDone, 0, p.BytesTotal));
+        Assert.Equal(linked.TrainTokens + linked.ValTokens, PreparedTokens(temp["from-plain"]).Length);
+    }
+
+    [Fact]
     public void A_corpus_that_is_not_UTF8_is_refused_naming_the_file_and_the_byte()
     {
         using var temp = new TempDirectory();

@@ -188,16 +188,53 @@ public static class DatasetPreparer
             this.progress = progress;
             if (Directory.Exists(input))
             {
-                files = Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
-                    .Where(f => f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
-                    .Order(StringComparer.Ordinal).ToList();
+                files = TextFiles(input);
                 if (files.Count == 0) throw new StratusUserException($"folder {input} has no .txt or .md files; point --input at a text file, a folder of .txt/.md files or a JSONL file");
             }
             else if (File.Exists(input)) files = [input];
             else throw new StratusUserException($"input {input} does not exist; pass a text file, a folder of .txt/.md files or a JSONL file");
             jsonl = files.Count == 1 && input.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase);
-            totalBytes = files.Sum(f => new FileInfo(f).Length);
+            // A link's own length is that of the path it holds: the bytes read are its target's.
+            totalBytes = files.Sum(f => (new FileInfo(f).ResolveLinkTarget(returnFinalTarget: true) as FileInfo ?? new FileInfo(f)).Length);
             if (totalBytes == 0) throw new StratusUserException($"{input} is empty; give it some text to train on");
+        }
+
+        /// <summary>The .txt and .md files under <paramref name="folder"/>, in the ordinal order of
+        /// their paths. Symbolic links are followed, as `find -L` does, except where they lead to
+        /// text read already: into the corpus (a file or folder of it linked from elsewhere in it),
+        /// to a folder above it (which would loop), or to a target linked before. Each text is then
+        /// read once, and none of the val split's can also be in train.</summary>
+        static List<string> TextFiles(string folder)
+        {
+            // The folders whose files are read: the corpus and the ones links lead to.
+            var roots = new List<string> { Path.GetFullPath(folder) };
+            var linkedFiles = new HashSet<string>();
+            static bool Within(string path, string root) =>
+                path == root || path.StartsWith(Path.TrimEndingDirectorySeparator(root) + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+            bool Read(FileSystemInfo entry)
+            {
+                if (entry.LinkTarget is null) return true;
+                // A broken link is read, and so named in the error.
+                if (entry.ResolveLinkTarget(returnFinalTarget: true)?.FullName is not { } target) return true;
+                if (entry is FileInfo) return !roots.Any(root => Within(target, root)) && linkedFiles.Add(target);
+                if (roots.Any(root => Within(target, root) || Within(root, target))) return false;
+                roots.Add(target);
+                return true;
+            }
+            var files = new List<string>();
+            var folders = new Stack<DirectoryInfo>([new DirectoryInfo(roots[0])]);
+            while (folders.TryPop(out var current))
+            {
+                foreach (var entry in current.EnumerateFileSystemInfos().OrderBy(entry => entry.Name, StringComparer.Ordinal))
+                {
+                    if (!Read(entry)) continue;
+                    if (entry is DirectoryInfo directory) folders.Push(directory);
+                    // Named as below the folder as given (errors name them so).
+                    else if (entry.Name.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || entry.Name.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
+                        files.Add(Path.Combine(folder, Path.GetRelativePath(roots[0], entry.FullName)));
+                }
+            }
+            return [.. files.Order(StringComparer.Ordinal)];
         }
 
         /// <summary>The sha256 of the file, or of a folder's relative paths and file hashes.</summary>

@@ -38,15 +38,33 @@ public static class AtomicFile
     internal static string TemporaryFor(string path) =>
         Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
 
+    /// <summary>The temporary sibling folder that the folder <paramref name="path"/> is written
+    /// into before it replaces it (a checkpoint's).</summary>
+    public static string TemporaryFolderFor(string path)
+    {
+        var folder = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
+        return Path.Combine(Path.GetDirectoryName(folder)!, $".tmp-{Path.GetFileName(folder)}-{Guid.NewGuid():N}");
+    }
+
+    static readonly Regex TemporaryFolderName = new("^\\.tmp-(?<name>.+)-[0-9a-f]{32}$", RegexOptions.CultureInvariant);
+
     // The name of Write's temporary sibling (TemporaryFor) in this process, and in any process.
     static readonly Regex TemporaryName = new($@"^\.(?<name>.+)\.{Environment.ProcessId}\.[0-9a-f]{{32}}\.tmp$", RegexOptions.CultureInvariant);
     static readonly Regex AnyTemporaryName = new(@"^\.(?<name>.+)\.[0-9]+\.[0-9a-f]{32}\.tmp$", RegexOptions.CultureInvariant);
 
     /// <summary>The file that <paramref name="path"/>, a temporary sibling <see cref="Write"/> made
-    /// in this process, was to become; any other path as it is. An error met writing the sibling
-    /// (a full disk, a folder without write permission) names the file the user asked for.</summary>
-    public static string TargetOf(string path) =>
-        TemporaryName.Match(Path.GetFileName(path)) is { Success: true } match ? Path.Combine(Path.GetDirectoryName(path) ?? "", match.Groups["name"].Value) : path;
+    /// in this process, was to become, in the folder that a temporary folder
+    /// (<see cref="TemporaryFolderFor"/>) it lies in was to become; any other path as it is. An
+    /// error met writing the sibling (a full disk, a folder without write permission) names the
+    /// file the user asked for.</summary>
+    public static string TargetOf(string path)
+    {
+        var file = TemporaryName.Match(Path.GetFileName(path)) is { Success: true } match ? Path.Combine(Path.GetDirectoryName(path) ?? "", match.Groups["name"].Value) : path;
+        var folder = Path.GetDirectoryName(file);
+        return !string.IsNullOrEmpty(folder) && TemporaryFolderName.Match(Path.GetFileName(folder)) is { Success: true } temporary
+            ? Path.Combine(Path.GetDirectoryName(folder) ?? "", temporary.Groups["name"].Value, Path.GetFileName(file))
+            : file;
+    }
 
     /// <summary>The name of the file that the temporary sibling <paramref name="fileName"/> was to
     /// become, written by any process (one killed while writing left it), or null where it is no

@@ -613,7 +613,7 @@ public sealed class CliTests
         foreach (var (size, shown) in new[] { (3000, @"3\.0 of 3\.0 KB"), (600, "600 of 600 B") })
         {
             File.WriteAllText(temp["small.txt"], Corpus()[..size]);
-            (code, stdout, stderr) = Cli.Run("prepare", "--input", temp["small.txt"], "--out", temp["small"]);
+            (code, stdout, stderr) = Cli.Run("prepare", "--input", temp["small.txt"], "--out", temp[$"small{size}"]);
             Assert.True(code == 0, stderr);
             Assert.Matches($@"(?m)^hashing: 100% \({shown}, [\d.,]+ [KMG]?B/s, [\d.]+ s\)$", stdout);
         }

@@ -40,7 +40,7 @@ public static class AtomicFile
 
     /// <summary>The temporary sibling folder that the folder <paramref name="path"/> is written
     /// into before it replaces it (a checkpoint's).</summary>
-    public static string TemporaryFolderFor(string path)
+    internal static string TemporaryFolderFor(string path)
     {
         var folder = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
         return Path.Combine(Path.GetDirectoryName(folder)!, $".tmp-{Path.GetFileName(folder)}-{Guid.NewGuid():N}");
@@ -69,6 +69,6 @@ public static class AtomicFile
     /// <summary>The name of the file that the temporary sibling <paramref name="fileName"/> was to
     /// become, written by any process (one killed while writing left it), or null where it is no
     /// such sibling.</summary>
-    public static string? LeftOverTargetOf(string fileName) =>
+    internal static string? LeftOverTargetOf(string fileName) =>
         AnyTemporaryName.Match(fileName) is { Success: true } match ? match.Groups["name"].Value : null;
 }

@@ -47,10 +47,10 @@ static class DatasetFolder
         var made = Missing(directory);
         // Refused, it leaves the folder to the preparation that holds it.
         using var held = FolderLock.Take(directory, $"{directory} is being prepared by another `stratus prepare`; wait for it to finish, or choose another --out");
+        // A dataset that another preparation finished meanwhile, which stays as it is.
+        if (!overwrite && Existing(directory, preparation, ref sha256) is { } finished) return upToDate(finished);
         try
         {
-            // A dataset that another preparation finished meanwhile.
-            if (!overwrite && Existing(directory, preparation, ref sha256) is { } finished) return upToDate(finished);
             RemoveLeftovers(directory);
             sha256 ??= preparation.HashSource();
             using var files = new StagedFiles();
@@ -71,7 +71,7 @@ static class DatasetFolder
     /// <exception cref="StratusUserException">It holds another dataset.</exception>
     static JsonObject? Existing(string directory, Preparation preparation, ref string? sha256)
     {
-        if (DatasetIn(directory) is not { } dataset) return null;
+        if (DatasetIn(directory) is null) return null;
         JsonObject? meta;
         try { meta = DatasetPreparer.ReadMeta(directory); }
         catch (StratusUserException) { meta = null; }
@@ -79,7 +79,7 @@ static class DatasetFolder
         var path = meta?["source"]?["path"]?.ToString();
         var source = meta?["source"]?["sha256"]?.ToString();
         string? difference;
-        if (meta is null) difference = $"({dataset}, without a readable {DatasetPreparer.MetaFile})";
+        if (meta is null) difference = $"without a readable {DatasetPreparer.MetaFile}";
         else if (recorded is null) difference = $"prepared from {path} by an earlier Stratus, which did not record the settings";
         else if (SettingsDifference(recorded, meta["val_fraction"], preparation) is { } settings) difference = $"prepared from {path} with other settings: {settings}";
         else if (source != (sha256 ??= preparation.HashSource())) difference = $"prepared from other text: {path} (sha256 {Short(source)}; this input's: {Short(sha256)})";

@@ -39,7 +39,8 @@ static class DemoCommand
             if (serve) RequireServable(run, result.GetValue(port));
             var text = await LocateCorpus(result.GetValue(corpus), cancellation);
             var data = Path.Combine(run, "data");
-            var dataset = DatasetPreparer.Prepare(text, data, "char");
+            // The demo's own folder, prepared afresh as its run is trained afresh.
+            var dataset = DatasetPreparer.Prepare(text, data, "char", overwrite: true);
             Console.WriteLine($"data: {text} -> {data} ({dataset.TrainTokens:N0} train, {dataset.ValTokens:N0} val tokens, vocab {dataset.Tokenizer.VocabSize})");
 
             var configPath = ReadyConfigs.Find("shakespeare-char-cpu.json");

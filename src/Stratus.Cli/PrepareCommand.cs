@@ -20,7 +20,8 @@ static class PrepareCommand
         format.AcceptOnlyFromAmong("text", "chat");
         var valFraction = new Option<double>("--val-fraction") { Description = "share of tokens (chat: of conversations) held out for validation", DefaultValueFactory = _ => 0.1 };
         var chatTemplate = PathOptions.Option("--chat-template", "with --format chat: render the conversations with this Jinja chat template file instead of the model's; a model fine-tuned on the data is served with it");
-        var command = new Command("prepare", "Tokenize a corpus into train and val token shards.") { input, output, tokenizer, tokenizerFrom, format, valFraction, chatTemplate };
+        var overwrite = new Option<bool>("--overwrite") { Description = "replace a dataset of other text or settings in --out (a run trained on it can then no longer resume); without it such a folder is refused, and one prepared from the same source with the same settings is left as it is" };
+        var command = new Command("prepare", "Tokenize a corpus into train and val token shards.") { input, output, tokenizer, tokenizerFrom, format, valFraction, chatTemplate, overwrite };
         command.SetAction(result =>
         {
             var model = result.GetValue(tokenizerFrom);
@@ -29,21 +30,27 @@ static class PrepareCommand
             if (result.GetValue(format) == "chat")
             {
                 var chatModel = model ?? throw new StratusUserException("--format chat needs --tokenizer-from <model>: the model whose chat template and tokenizer to use");
-                var chat = WithProgress(progress => ChatDatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, chatModel, result.GetValue(valFraction), progress, result.GetValue(chatTemplate)));
-                Console.WriteLine($"prepared {chat.Directory}: {chat.TrainExamples:N0} train and {chat.ValExamples:N0} val conversations, " +
+                var chat = WithProgress(progress => ChatDatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, chatModel, result.GetValue(valFraction), progress, result.GetValue(chatTemplate), result.GetValue(overwrite)));
+                if (chat.UpToDate) Console.WriteLine(UpToDate(chat.Directory));
+                else Console.WriteLine($"prepared {chat.Directory}: {chat.TrainExamples:N0} train and {chat.ValExamples:N0} val conversations, " +
                     $"{chat.TrainTokens:N0} train tokens of which {chat.SupervisedTokens:N0} are learned (assistant turns), {chat.ValTokens:N0} val tokens");
                 return 0;
             }
             if (result.GetValue(chatTemplate) is not null)
                 throw new StratusUserException("--chat-template applies to --format chat: it renders conversations for fine-tuning");
             var from = model is null ? null : Checkpoint.Open(Checkpoint.Resolve(model)).Tokenizer;
-            var dataset = WithProgress(progress => DatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, result.GetValue(tokenizer)!, result.GetValue(valFraction), from, progress));
-            Console.WriteLine($"prepared {dataset.Directory}: tokenizer {dataset.Tokenizer.Kind} (vocab {dataset.Tokenizer.VocabSize:N0}), " +
+            var dataset = WithProgress(progress => DatasetPreparer.Prepare(result.GetValue(input)!, result.GetValue(output)!, result.GetValue(tokenizer)!, result.GetValue(valFraction), from, progress,
+                overwrite: result.GetValue(overwrite)));
+            if (dataset.UpToDate) Console.WriteLine(UpToDate(dataset.Directory));
+            else Console.WriteLine($"prepared {dataset.Directory}: tokenizer {dataset.Tokenizer.Kind} (vocab {dataset.Tokenizer.VocabSize:N0}), " +
                 $"{dataset.TrainTokens:N0} train and {dataset.ValTokens:N0} val tokens, source sha256 {dataset.SourceSha256}");
             return 0;
         });
         return command;
     }
+
+    static string UpToDate(string directory) =>
+        $"{directory} is up to date: it holds this source prepared with these settings; nothing to do (--overwrite prepares it again)";
 
     /// <summary>Runs <paramref name="prepare"/>, showing each phase's progress in bytes of the
     /// corpus read, with the tokens made so far.</summary>

@@ -32,6 +32,24 @@ public sealed class CliTests
             .Where(m => m["train_loss"] is not null).Select(m => ((long)m["step"]!, (double)m["train_loss"]!)).ToList();
 
     [Fact]
+    public void Prepare_into_a_dataset_folder_refuses_other_text_in_one_line_unless_overwrite_and_leaves_the_same_source_as_it_is()
+    {
+        // A run trained on the dataset no longer resumed once `prepare` had silently replaced it.
+        using var temp = new TempDirectory();
+        var (data, _) = Prepare(temp);
+        File.WriteAllText(temp["other.txt"], Corpus()[1..]);
+        var refused = Cli.Run("prepare", "--input", temp["other.txt"], "--out", data);
+        Assert.Equal(2, refused.ExitCode);
+        Assert.Matches($"^error: {data} already holds a dataset prepared from other text: .*; pass --overwrite to replace it \\(a run trained on it can then no longer resume\\), or choose another --out\n$", refused.Stderr);
+        var same = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", data);
+        // After the progress of hashing it.
+        Assert.Equal((0, $"{data} is up to date: it holds this source prepared with these settings; nothing to do (--overwrite prepares it again)"), (same.ExitCode, same.Stdout.TrimEnd('\n').Split('\n')[^1]));
+        var replaced = Cli.Run("prepare", "--input", temp["other.txt"], "--out", data, "--overwrite");
+        Assert.True(replaced.ExitCode == 0, replaced.Stderr);
+        Assert.StartsWith($"prepared {data}: ", replaced.Stdout.TrimEnd('\n').Split('\n')[^1]);
+    }
+
+    [Fact]
     public void Resume_after_SIGKILL_reproduces_the_uninterrupted_losses()
     {
         using var temp = new TempDirectory();
@@ -595,7 +613,7 @@ public sealed class CliTests
         foreach (var (size, shown) in new[] { (3000, @"3\.0 of 3\.0 KB"), (600, "600 of 600 B") })
         {
             File.WriteAllText(temp["small.txt"], Corpus()[..size]);
-            (code, stdout, stderr) = Cli.Run("prepare", "--input", temp["small.txt"], "--out", temp["small"]);
+            (code, stdout, stderr) = Cli.Run("prepare", "--input", temp["small.txt"], "--out", temp[$"small{size}"]);
             Assert.True(code == 0, stderr);
             Assert.Matches($@"(?m)^hashing: 100% \({shown}, [\d.,]+ [KMG]?B/s, [\d.]+ s\)$", stdout);
         }

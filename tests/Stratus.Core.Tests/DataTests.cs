@@ -37,11 +37,15 @@ public sealed class DataTests
         File.WriteAllText(temp["in.txt"], new string('a', 500) + new string('b', 500));
         // A chat preparation's masks of the same lengths, as if the folder held chat data before.
         Directory.CreateDirectory(temp["out"]);
-        TokenShard.WriteSplit(Path.Combine(temp["out"], ChatDatasetPreparer.TrainMask), Path.Combine(temp["out"], ChatDatasetPreparer.ValMask), 2, mask =>
+        using (var files = new StagedFiles())
         {
-            mask.Append(new int[1000]);
-            return 900;
-        });
+            TokenShard.WriteSplit(files, Path.Combine(temp["out"], ChatDatasetPreparer.TrainMask), Path.Combine(temp["out"], ChatDatasetPreparer.ValMask), 2, mask =>
+            {
+                mask.Append(new int[1000]);
+                return 900;
+            });
+            files.Commit();
+        }
         File.WriteAllText(Path.Combine(temp["out"], ChatTemplate.FileName), "{{ messages }}");
         DatasetPreparer.Prepare(temp["in.txt"], temp["out"], "char");
         using var sampler = new BatchSampler(temp["out"], 2, 8, 1);
@@ -300,7 +304,7 @@ public sealed class DataTests
         foreach (var (input, kind, from, error) in refusals)
         {
             void Refused(string output) =>
-                Assert.Contains(error, Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp[input], output, kind, tokenizerFrom: from)).Message);
+                Assert.Contains(error, Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp[input], output, kind, tokenizerFrom: from, overwrite: true)).Message);
             Refused(temp["new/nested/data"]);
             Assert.False(Directory.Exists(temp["new"]), $"{input} ({kind}) left the folders it made");
             // A folder that was there stays, with what it held: an earlier dataset whole.
@@ -314,9 +318,45 @@ public sealed class DataTests
         // Made below a folder that was there: only the new folder goes.
         Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["blank.txt"], temp["mine with notes/data/"], "char"));
         Assert.Equal(["notes.txt"], Directory.EnumerateFileSystemEntries(temp["mine with notes"]).Select(Path.GetFileName));
-        // And a dataset folder is prepared over, as before.
-        DatasetPreparer.Prepare(temp["abc.txt"], data, "char");
+        // And a dataset folder is prepared over when asked to.
+        DatasetPreparer.Prepare(temp["abc.txt"], data, "char", overwrite: true);
         Assert.Equal(4, TokenizerStore.Load(data).VocabSize);
+    }
+
+    [Fact]
+    public void Links_in_a_corpus_folder_are_followed_but_no_text_is_read_twice()
+    {
+        // Links into the corpus read their text twice (val text in train too), a link to a folder
+        // above it looped until the path was too long, and a linked file's length was its link's
+        // (the progress went past 100%).
+        using var temp = new TempDirectory();
+        void Write(string path, string text)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(temp[path])!);
+            File.WriteAllText(temp[path], text);
+        }
+        foreach (var root in new[] { "linked", "plain" })
+        {
+            Write($"{root}/a.txt", "alpha text\n");
+            Write($"{root}/sub/b.md", "beta text\n");
+        }
+        Write("plain/d.txt", "delta, from outside\n");
+        Write("plain/out/c.txt", "gamma, from outside\n");
+        Write("outside/c.txt", "gamma, from outside\n");
+        Write("outside.txt", "delta, from outside\n");
+        File.CreateSymbolicLink(temp["linked/again.txt"], "sub/b.md");
+        File.CreateSymbolicLink(temp["linked/d.txt"], "../outside.txt");
+        File.CreateSymbolicLink(temp["linked/d2.txt"], "../outside.txt");
+        Directory.CreateSymbolicLink(temp["linked/sub2"], "sub");
+        Directory.CreateSymbolicLink(temp["linked/sub/up"], "..");
+        Directory.CreateSymbolicLink(temp["linked/out"], "../outside");
+        var progress = new List<PrepareProgress>();
+        var linked = DatasetPreparer.Prepare(temp["linked"], temp["from-linked"], "char", progress: new Recorder(progress));
+        DatasetPreparer.Prepare(temp["plain"], temp["from-plain"], "char");
+        Assert.Equal(PreparedTokens(temp["from-plain"]), PreparedTokens(temp["from-linked"]));
+        Assert.Equal(4, (int)DatasetPreparer.ReadMeta(temp["from-linked"])!["source"]!["documents"]!);
+        Assert.All(progress, p => Assert.InRange(p.BytesDone, 0, p.BytesTotal));
+        Assert.Equal(linked.TrainTokens + linked.ValTokens, PreparedTokens(temp["from-plain"]).Length);
     }
 
     [Fact]

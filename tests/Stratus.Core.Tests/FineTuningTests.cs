@@ -344,11 +344,11 @@ public sealed class FineTuningTests
         // Text that is only whitespace, and conversations none of which has an assistant turn.
         File.WriteAllText(temp.File("blank.txt"), " \n\n ");
         Assert.Contains("nothing but whitespace", Assert.Throws<StratusUserException>(() =>
-            DatasetPreparer.Prepare(temp.File("blank.txt"), temp.File("data"), "char", tokenizerFrom: tokenizer)).Message);
+            DatasetPreparer.Prepare(temp.File("blank.txt"), temp.File("data"), "char", tokenizerFrom: tokenizer, overwrite: true)).Message);
         Assert.Equal(dataset, DataTests.Snapshot(temp.File("data")));
         File.WriteAllLines(temp.File("questions.jsonl"), ["""{"messages": [{"role": "user", "content": "a"}]}""", """{"messages": [{"role": "user", "content": "b"}]}"""]);
         Assert.Contains("no assistant messages", Assert.Throws<StratusUserException>(() =>
-            ChatDatasetPreparer.Prepare(temp.File("questions.jsonl"), temp.File("data"), temp.File("base"))).Message);
+            ChatDatasetPreparer.Prepare(temp.File("questions.jsonl"), temp.File("data"), temp.File("base"), overwrite: true)).Message);
         Assert.Equal(dataset, DataTests.Snapshot(temp.File("data")));
     }
 
@@ -381,10 +381,12 @@ public sealed class FineTuningTests
         WriteChat(temp.File("chat.jsonl"), 20);
         ImportedLlamaAndChat(temp, temp.File("chat.jsonl"));
         using (var trainer = Trainer.Start(ChatConfig(("lora_rank", loraRank.ToString())), temp.File("data"), temp.File("ft"), initFrom: temp.File("base"))) trainer.Run();
-        using var resumed = Trainer.Resume(temp.File("ft"), [new("max_iters", "6")]);
-        Assert.Equal(("llama", loraRank), (resumed.Model.Config.Architecture, resumed.Model.Config.Lora?.Rank ?? 0));
-        resumed.Run();
-        Assert.Equal(6, resumed.Step);
+        using (var resumed = Trainer.Resume(temp.File("ft"), [new("max_iters", "6")]))
+        {
+            Assert.Equal(("llama", loraRank), (resumed.Model.Config.Architecture, resumed.Model.Config.Lora?.Rank ?? 0));
+            resumed.Run();
+            Assert.Equal(6, resumed.Step);
+        }
         // The adapters' scale is part of what they learned.
         if (loraRank > 0)
             Assert.Contains("lora_alpha cannot change", Assert.Throws<StratusUserException>(() => Trainer.Resume(temp.File("ft"), [new("lora_alpha", "64")])).Message);
@@ -550,7 +552,7 @@ public sealed class FineTuningTests
 
         // Prepared again without one, the folder's data is in the model's own format again: its
         // template is the one the run keeps, and a template put there by hand is refused.
-        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), data, temp.File("base"), valFraction: 0.05);
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), data, temp.File("base"), valFraction: 0.05, overwrite: true);
         Assert.False(File.Exists(stored));
         File.WriteAllText(stored, Brackets);
         Assert.Equal($"{data} holds {ChatTemplate.FileName}, which its meta.json does not list: the data was not rendered with it; remove it, or prepare the data again with --chat-template",

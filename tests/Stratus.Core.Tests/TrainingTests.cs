@@ -326,7 +326,7 @@ public sealed class TrainingTests
         var best = File.ReadAllText(Path.Combine(run, "checkpoints", "best", Checkpoint.StateFile));
         // The corpus's lines in reverse: the same characters and as many tokens, other text.
         File.WriteAllLines(temp["reversed.txt"], TestData.Corpus().Split('\n', StringSplitOptions.RemoveEmptyEntries).Reverse());
-        DatasetPreparer.Prepare(temp["reversed.txt"], data, "char");
+        DatasetPreparer.Prepare(temp["reversed.txt"], data, "char", overwrite: true);
         // The refusal names what differs: it printed both identities whole, two pairs of 64-digit
         // hashes in one 600-character line, for the reader to compare.
         Assert.Equal($"{data} holds other data than run {run} was trained on: source sha256 {FileHash.Sha256(temp["reversed.txt"])[..12]}… (the run's: {FileHash.Sha256(temp["corpus.txt"])[..12]}…); " +
@@ -344,6 +344,27 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_run_folder_in_training_is_refused_to_a_second_training_new_or_resumed_until_the_first_ends()
+    {
+        // Two trainings into one --out wrote their metrics and checkpoints over each other, and each ended "done".
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var run = temp["run"];
+        var inUse = $"{run} is in use by another `stratus train`, which holds its .lock; wait for that training to end, or train into another --out";
+        using (var first = Trainer.Start(TestData.TinyConfig with { MaxIters = 5 }, data, run))
+        {
+            Assert.Equal(inUse, Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig with { Seed = 5 }, data, run)).Message);
+            first.Run();
+            Assert.Equal(inUse, Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "8")])).Message);
+            // The refused ones wrote nothing there: one training's steps, each once.
+            Assert.Equal(Enumerable.Range(0, 5).Select(step => (long)step), LossCurves.Read(run).Train.Select(point => point.Step));
+        }
+        // Its end (however it ends: the system releases the lock of a killed process) frees the folder.
+        using (var resumed = Trainer.Resume(run, [new("max_iters", "8")])) resumed.Run();
+        Assert.False(File.Exists(Path.Combine(run, ".lock")));
+    }
+
+    [Fact]
     public void A_run_begun_before_run_json_named_its_data_resumes_and_records_it()
     {
         using var temp = new TempDirectory();
@@ -358,7 +379,7 @@ public sealed class TrainingTests
         var recorded = (string)JsonNode.Parse(File.ReadAllText(runFile))!["dataset"]!;
         Assert.Matches($"^[0-9]+ train and [0-9]+ val tokens of source {FileHash.Sha256(temp["corpus.txt"])}$", recorded);
         File.WriteAllLines(temp["reversed.txt"], TestData.Corpus().Split('\n', StringSplitOptions.RemoveEmptyEntries).Reverse());
-        DatasetPreparer.Prepare(temp["reversed.txt"], temp["data"], "char");
+        DatasetPreparer.Prepare(temp["reversed.txt"], temp["data"], "char", overwrite: true);
         Assert.Contains("holds other data than run", Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "7")])).Message);
     }
 

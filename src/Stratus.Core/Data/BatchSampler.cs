@@ -44,6 +44,10 @@ public sealed partial class BatchSampler : IDisposable
             throw new StratusUserException($"dataset folder {datasetDirectory} does not exist; create it with `stratus prepare --input <text> --out {datasetDirectory}`");
         if (DatasetFolder.ModelIn(datasetDirectory) is { } model)
             throw new StratusUserException($"{datasetDirectory} holds {model}, not a dataset; pass the folder that `stratus prepare --out` wrote");
+        // meta.json is written last (DatasetFolder): without it, the files there are those of a
+        // preparation that did not finish, or no dataset's.
+        var meta = DatasetPreparer.ReadMeta(datasetDirectory)
+            ?? throw new StratusUserException($"{datasetDirectory} holds no complete dataset (no {DatasetPreparer.MetaFile}, which `stratus prepare` writes last); prepare it with `stratus prepare --input <text> --out {datasetDirectory}`");
         train = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.TrainShard));
         val = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.ValShard));
         Tokenizer = TokenizerStore.Load(datasetDirectory);
@@ -54,11 +58,9 @@ public sealed partial class BatchSampler : IDisposable
             if (trainMask.Count != train.Count || valMask.Count != val.Count)
                 throw new StratusUserException($"the loss masks in {datasetDirectory} do not match its token shards; prepare the data again");
         }
-        // meta.json is written last: shard sizes that disagree with it mean a prepare stopped
-        // half way through, or files from two preparations were mixed.
-        const string Mixed = "(a prepare stopped half way, or files of two preparations were mixed); run `stratus prepare` for this folder again";
-        var meta = DatasetPreparer.ReadMeta(datasetDirectory);
-        if (meta is not null && (Count(meta["train_tokens"]) != train.Count || Count(meta["val_tokens"]) != val.Count))
+        // Shard sizes that disagree with meta.json mean files of two preparations were mixed.
+        const string Mixed = "(files of two preparations were mixed); run `stratus prepare` for this folder again";
+        if (Count(meta["train_tokens"]) != train.Count || Count(meta["val_tokens"]) != val.Count)
             throw new StratusUserException($"{datasetDirectory}: meta.json lists {meta["train_tokens"]} train and {meta["val_tokens"]} val tokens but the shards hold {train.Count} and {val.Count} {Mixed}");
         if (train.VocabSize != Tokenizer.VocabSize || val.VocabSize != Tokenizer.VocabSize)
             throw new StratusUserException($"{datasetDirectory}: the shards were tokenized for a vocabulary of {train.VocabSize} and {val.VocabSize} tokens but its tokenizer.json has {Tokenizer.VocabSize} {Mixed}");
@@ -74,8 +76,8 @@ public sealed partial class BatchSampler : IDisposable
         }
         // What the tokens are, not where or when they were prepared: copies of one dataset on
         // several nodes are the same dataset.
-        Content = $"{train.Count} train and {val.Count} val tokens{(IsMasked ? " with loss masks" : "")} of source {meta?["source"]?["sha256"]}";
-        Identity = $"{Content}, tokenizer {Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Tokenizer.ToJson().ToJsonString())))}";
+        Content = $"{train.Count} train and {val.Count} val tokens{(IsMasked ? " with loss masks" : "")} of source {meta["source"]?["sha256"]}";
+        Identity = $"{Content}, tokenizer {TokenizerStore.Sha256(Tokenizer)}";
         this.batchSize = batchSize;
         this.blockSize = blockSize;
         this.seed = (ulong)seed;

@@ -14,39 +14,48 @@ using Stratus.Training;
 
 namespace Stratus.Data;
 
+/// <param name="UpToDate">The folder held this dataset already (the same conversations prepared
+/// with the same model tokenizer, template and split), and was left as it was.</param>
 public sealed record PreparedChatDataset(string Directory, ITokenizer Tokenizer, int TrainExamples, int ValExamples,
-    long TrainTokens, long ValTokens, long SupervisedTokens);
+    long TrainTokens, long ValTokens, long SupervisedTokens, bool UpToDate = false);
 
 public static class ChatDatasetPreparer
 {
     public const string TrainMask = "train.mask.bin";
     public const string ValMask = "val.mask.bin";
 
-    /// <summary>The files a chat preparation writes besides a text one's: loss masks and the
-    /// chat template the data was rendered with.</summary>
-    internal static readonly string[] ChatOnlyFiles = [TrainMask, ValMask, ChatTemplate.FileName];
-
     /// <param name="chatTemplate">A Jinja chat template file to render the conversations with
     /// instead of the model's own (or derived) template.</param>
+    /// <param name="overwrite">Replace a dataset of another source or other settings in the folder
+    /// (DatasetFolder.Write).</param>
     public static PreparedChatDataset Prepare(string input, string outputDirectory, string modelPath, double valFraction = 0.1, IProgress<PrepareProgress>? progress = null,
-        string? chatTemplate = null)
+        string? chatTemplate = null, bool overwrite = false)
     {
         DatasetPreparer.RequireValFraction(valFraction);
-        return DatasetFolder.Write(outputDirectory, () =>
+        if (!File.Exists(input)) throw new StratusUserException($"input {input} does not exist; pass a JSONL file with one {{\"messages\": [...]}} per line");
+        if (chatTemplate is not null && !File.Exists(chatTemplate))
+            throw new StratusUserException($"--chat-template {chatTemplate} does not exist; pass a Jinja chat template file (e.g. the chat_template of a Hugging Face tokenizer_config.json)");
+        var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
+        var tokenizer = checkpoint.Tokenizer;
+        // The template the model will be served with (ServedModel): the given one, which its
+        // checkpoints will hold, else its own or the one derived from its tokenizer, so that what
+        // it learns is what a chat request will show it.
+        var templateSource = chatTemplate is null ? null : File.ReadAllText(chatTemplate);
+        ChatTemplate template;
+        try { template = templateSource is null ? ChatTemplate.Load(checkpoint.Directory, tokenizer) : ChatTemplate.Of(templateSource, tokenizer); }
+        catch (StratusUserException e) when (chatTemplate is not null) { throw new StratusUserException($"{chatTemplate}: {e.Message}"); }
+        var settings = new JsonObject
         {
-            if (!File.Exists(input)) throw new StratusUserException($"input {input} does not exist; pass a JSONL file with one {{\"messages\": [...]}} per line");
-            if (chatTemplate is not null && !File.Exists(chatTemplate))
-                throw new StratusUserException($"--chat-template {chatTemplate} does not exist; pass a Jinja chat template file (e.g. the chat_template of a Hugging Face tokenizer_config.json)");
-            var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
-            var tokenizer = checkpoint.Tokenizer;
-            // The template the model will be served with (ServedModel): the given one, which its
-            // checkpoints will hold, else its own or the one derived from its tokenizer, so that what
-            // it learns is what a chat request will show it.
-            var templateSource = chatTemplate is null ? null : File.ReadAllText(chatTemplate);
-            ChatTemplate template;
-            try { template = templateSource is null ? ChatTemplate.Load(checkpoint.Directory, tokenizer) : ChatTemplate.Of(templateSource, tokenizer); }
-            catch (StratusUserException e) when (chatTemplate is not null) { throw new StratusUserException($"{chatTemplate}: {e.Message}"); }
-
+            ["format"] = "chat",
+            ["tokenizer_sha256"] = TokenizerStore.Sha256(tokenizer),
+            ["chat_template"] = template.Kind,
+            ["chat_template_sha256"] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(template.Source))),
+        };
+        return DatasetFolder.Write(outputDirectory, overwrite, new Preparation(() => FileHash.Sha256(input), settings, valFraction),
+            meta => new PreparedChatDataset(outputDirectory, TokenizerStore.Load(outputDirectory), (int)meta["train_examples"]!, (int)meta["val_examples"]!,
+                (long)meta["train_tokens"]!, (long)meta["val_tokens"]!, (long)meta["supervised_train_tokens"]!, UpToDate: true),
+            (sha256, files) =>
+        {
             // Whole conversations go to one split: the last val_fraction of them (at least one) to val
             // (with val_fraction 0, a copy of the last). Counting them first lets them stream through
             // once, into one pair of shards whose tail then moves to val.
@@ -58,10 +67,10 @@ public static class ChatDatasetPreparer
             var trainCount = conversations - valCount;
             long supervised = 0, valSupervised = 0;
             // Tokens and masks split at the same place: the mask pair is written inside the token pair.
-            var (trainTokens, valTokens) = TokenShard.WriteSplit(Path.Combine(outputDirectory, DatasetPreparer.TrainShard), Path.Combine(outputDirectory, DatasetPreparer.ValShard), tokenizer.VocabSize, tokens =>
+            var (trainTokens, valTokens) = TokenShard.WriteSplit(files, Path.Combine(outputDirectory, DatasetPreparer.TrainShard), Path.Combine(outputDirectory, DatasetPreparer.ValShard), tokenizer.VocabSize, tokens =>
             {
                 var valStart = 0L;
-                TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainMask), Path.Combine(outputDirectory, ValMask), 2, mask =>
+                TokenShard.WriteSplit(files, Path.Combine(outputDirectory, TrainMask), Path.Combine(outputDirectory, ValMask), 2, mask =>
                 {
                     (int[] Tokens, int[] Mask) last = ([], []);
                     using var file = new FileStream(input, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
@@ -95,13 +104,11 @@ public static class ChatDatasetPreparer
                 });
                 return valStart;
             });
-            TokenizerStore.Save(tokenizer, outputDirectory);
+            TokenizerStore.Save(tokenizer, outputDirectory, files);
             // Without a given template the data is the model's own format: one left by an earlier
-            // preparation of this folder must not be carried into a run.
+            // preparation of this folder goes with the files this one does not write.
             var storedTemplate = Path.Combine(outputDirectory, ChatTemplate.FileName);
-            if (templateSource is null) File.Delete(storedTemplate);
-            else AtomicFile.WriteAllText(storedTemplate, templateSource);
-            var sha256 = FileHash.Sha256(input);
+            if (templateSource is not null) files.Write(storedTemplate, stream => stream.Write(System.Text.Encoding.UTF8.GetBytes(templateSource)));
             var valExamples = Math.Max(1, valCount);
             var meta = new JsonObject
             {
@@ -115,11 +122,13 @@ public static class ChatDatasetPreparer
                 ["train_examples"] = trainCount,
                 ["val_examples"] = valExamples,
                 ["supervised_train_tokens"] = supervised,
+                ["val_fraction"] = valFraction,
                 ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["sha256"] = sha256, ["model"] = Path.GetFullPath(checkpoint.Directory) },
+                [DatasetFolder.SettingsKey] = settings,
                 ["created_utc"] = DateTime.UtcNow.ToString("O"),
             };
-            if (templateSource is not null) meta[TemplateKey] = new JsonObject { ["path"] = Path.GetFullPath(chatTemplate!), ["sha256"] = FileHash.Sha256(storedTemplate) };
-            AtomicFile.WriteJson(Path.Combine(outputDirectory, DatasetPreparer.MetaFile), meta);
+            if (templateSource is not null) meta[TemplateKey] = new JsonObject { ["path"] = Path.GetFullPath(chatTemplate!), ["sha256"] = settings["chat_template_sha256"]!.DeepClone() };
+            files.WriteJson(Path.Combine(outputDirectory, DatasetPreparer.MetaFile), meta);
             return new PreparedChatDataset(outputDirectory, tokenizer, trainCount, valExamples, trainTokens, valTokens, supervised);
         });
     }

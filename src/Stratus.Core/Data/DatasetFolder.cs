@@ -1,35 +1,144 @@
 // The folder `stratus prepare` writes a dataset into, owned in one place for both preparers: it
-// must not be a model's folder, it is made when missing, and a preparation that fails takes away
-// what it made. A folder that was there keeps what it held, an earlier dataset whole: a refusal
-// comes while the new shards are still temporary files (TokenShard.WriteSplit), before any
-// file of the dataset is replaced. The mirror rule is here too: a run's, an imported model's or an
-// exported model's folder must not be a dataset's, and an exported model's not a model's either;
-// and a folder given as a run's or a dataset's that is the other is named for what it is.
+// must not be a model's folder; a dataset already there is replaced only when asked (--overwrite),
+// since a run trained on it then no longer resumes, and is left as it is when prepared again from
+// the same source with the same settings; it is made when missing, and a preparation that fails
+// takes away what it made. One preparation at a time writes it (FolderLock), and the new files
+// are staged (StagedFiles) until all of them are on disk: a preparation refused or killed half way
+// leaves the files that were there as they were, and meta.json, which a dataset cannot be read
+// without, is taken away before the first file is replaced and written last. The mirror rule is
+// here too: a run's, an imported model's or an exported model's folder must not be a dataset's,
+// and an exported model's not a model's either; and a folder given as a run's or a dataset's that
+// is the other is named for what it is.
+using System.Text.Json.Nodes;
+using Stratus.Tokenization;
 using Stratus.Training;
 
 namespace Stratus.Data;
 
+/// <summary>What a preparation makes a dataset of: the source, hashed on demand (a pass over it),
+/// and what else decides the tokens, as meta.json records it (<see cref="DatasetFolder.SettingsKey"/>
+/// and val_fraction).</summary>
+sealed record Preparation(Func<string> HashSource, JsonObject Settings, double ValFraction);
+
 static class DatasetFolder
 {
-    /// <summary>Makes <paramref name="directory"/> (and any missing folder above it) and runs
-    /// <paramref name="prepare"/>, which writes the dataset there. A training run or checkpoint
-    /// there is refused before anything is read or written. If <paramref name="prepare"/> throws,
-    /// the folders made here are removed before the error goes on.</summary>
-    public static T Write<T>(string directory, Func<T> prepare)
+    /// <summary>meta.json's key for the settings a dataset was prepared with.</summary>
+    public const string SettingsKey = "prepared_with";
+
+    /// <summary>Every file a preparation may write: those of a dataset that one does not write
+    /// (a chat preparation's masks, for a text one) are removed with the rest replaced.</summary>
+    static readonly string[] Files = [DatasetPreparer.TrainShard, DatasetPreparer.ValShard, TokenizerStore.FileName,
+        ChatDatasetPreparer.TrainMask, ChatDatasetPreparer.ValMask, ChatTemplate.FileName, DatasetPreparer.MetaFile];
+
+    /// <summary>Writes a dataset into <paramref name="directory"/> (made where missing, with any
+    /// missing folder above it): <paramref name="prepare"/> is given the source's sha256 and stages
+    /// the files, which then replace the folder's. A training run or checkpoint there is refused
+    /// before anything is read or written; a dataset there unless <paramref name="overwrite"/>, or
+    /// when it is the one this preparation would make: then <paramref name="upToDate"/> reads it
+    /// from its meta.json. If <paramref name="prepare"/> throws, the folders made here are removed
+    /// before the error goes on.</summary>
+    public static T Write<T>(string directory, bool overwrite, Preparation preparation, Func<JsonObject, T> upToDate, Func<string, StagedFiles, T> prepare)
     {
         if (string.IsNullOrWhiteSpace(directory)) throw new StratusUserException("no output folder given; pass --out <folder> for the dataset");
         RequireNoModelIn(directory, "dataset");
+        string? sha256 = null;
+        // Before the folder is locked (written), so that a dataset on a read-only disk is found up to date.
+        if (!overwrite && Existing(directory, preparation, ref sha256) is { } current) return upToDate(current);
         var made = Missing(directory);
+        // Refused, it leaves the folder to the preparation that holds it.
+        using var held = FolderLock.Take(directory, $"{directory} is being prepared by another `stratus prepare`; wait for it to finish, or choose another --out");
+        // A dataset that another preparation finished meanwhile, which stays as it is.
+        if (!overwrite && Existing(directory, preparation, ref sha256) is { } finished) return upToDate(finished);
         try
         {
-            Directory.CreateDirectory(directory);
-            return prepare();
+            RemoveLeftovers(directory);
+            sha256 ??= preparation.HashSource();
+            using var files = new StagedFiles();
+            var result = prepare(sha256, files);
+            Commit(directory, files);
+            return result;
         }
         catch
         {
             Remove(made);
             throw;
         }
+    }
+
+    /// <summary>The meta.json of the dataset in <paramref name="directory"/> when it is whole and
+    /// is what <paramref name="preparation"/> would make; null where the folder holds no dataset, or
+    /// one of the same source and settings that is incomplete (prepared again, it is the same).</summary>
+    /// <exception cref="StratusUserException">It holds another dataset.</exception>
+    static JsonObject? Existing(string directory, Preparation preparation, ref string? sha256)
+    {
+        if (DatasetIn(directory) is null) return null;
+        JsonObject? meta;
+        try { meta = DatasetPreparer.ReadMeta(directory); }
+        catch (StratusUserException) { meta = null; }
+        var recorded = meta?[SettingsKey] as JsonObject;
+        var path = meta?["source"]?["path"]?.ToString();
+        var source = meta?["source"]?["sha256"]?.ToString();
+        string? difference;
+        if (meta is null) difference = $"without a readable {DatasetPreparer.MetaFile}";
+        else if (recorded is null) difference = $"prepared from {path} by an earlier Stratus, which did not record the settings";
+        else if (SettingsDifference(recorded, meta["val_fraction"], preparation) is { } settings) difference = $"prepared from {path} with other settings: {settings}";
+        else if (source != (sha256 ??= preparation.HashSource())) difference = $"prepared from other text: {path} (sha256 {Short(source)}; this input's: {Short(sha256)})";
+        else return Complete(directory) ? meta : null;
+        throw new StratusUserException($"{directory} already holds a dataset {difference}; pass --overwrite to replace it (a run trained on it can then no longer resume), or choose another --out");
+    }
+
+    static string? SettingsDifference(JsonObject recorded, JsonNode? valFraction, Preparation preparation)
+    {
+        var requested = (JsonObject)preparation.Settings.DeepClone();
+        requested["val_fraction"] = preparation.ValFraction;
+        var had = (JsonObject)recorded.DeepClone();
+        had["val_fraction"] = valFraction?.DeepClone();
+        var differences = had.Select(entry => entry.Key).Union(requested.Select(entry => entry.Key))
+            .Where(key => !JsonNode.DeepEquals(had[key], requested[key]))
+            .Select(key => $"{key} {Value(had[key])} (this preparation: {Value(requested[key])})").ToList();
+        return differences.Count > 0 ? string.Join(", ", differences) : null;
+        static string Value(JsonNode? value) => value is null ? "none" : value.ToString() is { Length: 64 } hash ? Short(hash) : value.ToString();
+    }
+
+    static string Short(string? hash) => hash is null ? "none" : hash.Length > 12 ? hash[..12] + "…" : hash;
+
+    /// <summary>Whether <paramref name="directory"/> holds the whole dataset its meta.json
+    /// describes, as training reads it.</summary>
+    static bool Complete(string directory)
+    {
+        try
+        {
+            using var sampler = new BatchSampler(directory, batchSize: 1, blockSize: 1, seed: 0, only: Split.Train);
+            ChatDatasetPreparer.StoredTemplate(directory);
+            return true;
+        }
+        catch (StratusUserException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Removes what preparations killed while writing left in the folder: the temporary
+    /// files of a dataset's files (called under the folder's lock, so no preparation is writing them).</summary>
+    static void RemoveLeftovers(string directory)
+    {
+        foreach (var file in Directory.EnumerateFiles(directory, ".*.tmp"))
+            if (AtomicFile.LeftOverTargetOf(Path.GetFileName(file)) is { } target && Files.Contains(target))
+                File.Delete(file);
+    }
+
+    /// <summary>Moves the staged files over the folder's. From the removal of meta.json to its
+    /// return the folder is no dataset that training reads (BatchSampler requires meta.json), so a
+    /// process killed among the renames leaves no mix of two preparations to train on.</summary>
+    static void Commit(string directory, StagedFiles files)
+    {
+        var meta = Path.Combine(directory, DatasetPreparer.MetaFile);
+        var staged = files.Targets.ToHashSet();
+        if (!staged.Contains(meta)) throw new InvalidOperationException($"a preparation staged no {DatasetPreparer.MetaFile}");
+        File.Delete(meta);
+        foreach (var file in staged.Where(file => file != meta)) files.Commit(file);
+        foreach (var file in Files.Select(name => Path.Combine(directory, name)).Where(file => !staged.Contains(file))) File.Delete(file);
+        files.Commit(meta);
     }
 
     /// <summary>Refuses a folder that holds a model (<see cref="ModelIn"/>) as the folder to write

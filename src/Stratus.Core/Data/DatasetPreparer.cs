@@ -16,7 +16,9 @@ using Stratus.Tokenization;
 
 namespace Stratus.Data;
 
-public sealed record PreparedDataset(string Directory, ITokenizer Tokenizer, long TrainTokens, long ValTokens, string SourceSha256);
+/// <param name="UpToDate">The folder held this dataset already (the same source prepared with the
+/// same settings), and was left as it was.</param>
+public sealed record PreparedDataset(string Directory, ITokenizer Tokenizer, long TrainTokens, long ValTokens, string SourceSha256, bool UpToDate = false);
 
 /// <summary>How far preparation is: <paramref name="Phase"/> is "hashing", "reading characters"
 /// (a char vocabulary) or "tokenizing"; bytes are of the source files.</summary>
@@ -32,28 +34,31 @@ public static class DatasetPreparer
 
     /// <param name="tokenizerFrom">Use this tokenizer (e.g. an imported model's) instead of
     /// creating one of <paramref name="tokenizerKind"/>.</param>
+    /// <param name="overwrite">Replace a dataset of another source or other settings in the folder
+    /// (DatasetFolder.Write).</param>
     public static PreparedDataset Prepare(string input, string outputDirectory, string tokenizerKind, double valFraction = 0.1,
-        ITokenizer? tokenizerFrom = null, IProgress<PrepareProgress>? progress = null, int pieceChars = DefaultPieceChars)
+        ITokenizer? tokenizerFrom = null, IProgress<PrepareProgress>? progress = null, int pieceChars = DefaultPieceChars, bool overwrite = false)
     {
         RequireValFraction(valFraction);
-        return DatasetFolder.Write(outputDirectory, () =>
+        var corpus = new Corpus(input, progress);
+        // A character vocabulary is the corpus's own; a given tokenizer is known by its hash.
+        var settings = new JsonObject { ["format"] = "text" };
+        if (tokenizerFrom is null) settings["tokenizer"] = tokenizerKind;
+        else settings["tokenizer_sha256"] = TokenizerStore.Sha256(tokenizerFrom);
+        return DatasetFolder.Write(outputDirectory, overwrite, new Preparation(corpus.Hash, settings, valFraction),
+            meta => new PreparedDataset(outputDirectory, TokenizerStore.Load(outputDirectory), (long)meta["train_tokens"]!, (long)meta["val_tokens"]!, (string)meta["source"]!["sha256"]!, UpToDate: true),
+            (sha256, files) =>
         {
-            var corpus = new Corpus(input, progress);
-            var sha256 = corpus.Hash();
             var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));
 
             var documents = 0;
-            var (trainCount, valCount) = TokenShard.WriteSplit(Path.Combine(outputDirectory, TrainShard), Path.Combine(outputDirectory, ValShard), tokenizer.VocabSize, all =>
+            var (trainCount, valCount) = TokenShard.WriteSplit(files, Path.Combine(outputDirectory, TrainShard), Path.Combine(outputDirectory, ValShard), tokenizer.VocabSize, all =>
             {
                 documents = corpus.Tokenize(tokenizer, all, pieceChars);
                 if (all.Count < 2) throw new StratusUserException($"{input} has too little text to train on ({all.Count} tokens)");
                 return (long)(all.Count * (1 - valFraction));
             });
-            // A chat preparation's masks and template left in the folder would be read with these
-            // shards (masks of the same length would silently drop tokens from the loss). They go
-            // once the shards are in place: a corpus refused on the way leaves that chat data whole.
-            foreach (var file in ChatDatasetPreparer.ChatOnlyFiles) File.Delete(Path.Combine(outputDirectory, file));
-            TokenizerStore.Save(tokenizer, outputDirectory);
+            TokenizerStore.Save(tokenizer, outputDirectory, files);
             var meta = new JsonObject
             {
                 ["format"] = "stratus-dataset",
@@ -65,6 +70,7 @@ public static class DatasetPreparer
                 ["val_tokens"] = valCount,
                 ["val_fraction"] = valFraction,
                 ["source"] = new JsonObject { ["path"] = Path.GetFullPath(input), ["documents"] = documents, ["sha256"] = sha256 },
+                [DatasetFolder.SettingsKey] = settings,
                 ["created_utc"] = DateTime.UtcNow.ToString("O"),
             };
             // Said where there are some (a Llama's BOS), so a reader sees how documents start and
@@ -72,7 +78,7 @@ public static class DatasetPreparer
             var (before, after) = tokenizer.SpecialTokensAround;
             if (before.Count + after.Count > 0)
                 meta["document_special_tokens"] = new JsonObject { ["before"] = JsonSerializer.SerializeToNode(before), ["after"] = JsonSerializer.SerializeToNode(after) };
-            AtomicFile.WriteJson(Path.Combine(outputDirectory, MetaFile), meta);
+            files.WriteJson(Path.Combine(outputDirectory, MetaFile), meta);
             return new PreparedDataset(outputDirectory, tokenizer, trainCount, valCount, sha256);
         });
     }
@@ -182,16 +188,53 @@ public static class DatasetPreparer
             this.progress = progress;
             if (Directory.Exists(input))
             {
-                files = Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
-                    .Where(f => f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || f.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
-                    .Order(StringComparer.Ordinal).ToList();
+                files = TextFiles(input);
                 if (files.Count == 0) throw new StratusUserException($"folder {input} has no .txt or .md files; point --input at a text file, a folder of .txt/.md files or a JSONL file");
             }
             else if (File.Exists(input)) files = [input];
             else throw new StratusUserException($"input {input} does not exist; pass a text file, a folder of .txt/.md files or a JSONL file");
             jsonl = files.Count == 1 && input.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase);
-            totalBytes = files.Sum(f => new FileInfo(f).Length);
+            // A link's own length is that of the path it holds: the bytes read are its target's.
+            totalBytes = files.Sum(f => (new FileInfo(f).ResolveLinkTarget(returnFinalTarget: true) as FileInfo ?? new FileInfo(f)).Length);
             if (totalBytes == 0) throw new StratusUserException($"{input} is empty; give it some text to train on");
+        }
+
+        /// <summary>The .txt and .md files under <paramref name="folder"/>, in the ordinal order of
+        /// their paths. Symbolic links are followed, as `find -L` does, except where they lead to
+        /// text read already: into the corpus (a file or folder of it linked from elsewhere in it),
+        /// to a folder above it (which would loop), or to a target linked before. Each text is then
+        /// read once, and none of the val split's can also be in train.</summary>
+        static List<string> TextFiles(string folder)
+        {
+            // The folders whose files are read: the corpus and the ones links lead to.
+            var roots = new List<string> { Path.GetFullPath(folder) };
+            var linkedFiles = new HashSet<string>();
+            static bool Within(string path, string root) =>
+                path == root || path.StartsWith(Path.TrimEndingDirectorySeparator(root) + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+            bool Read(FileSystemInfo entry)
+            {
+                if (entry.LinkTarget is null) return true;
+                // A broken link is read, and so named in the error.
+                if (entry.ResolveLinkTarget(returnFinalTarget: true)?.FullName is not { } target) return true;
+                if (entry is FileInfo) return !roots.Any(root => Within(target, root)) && linkedFiles.Add(target);
+                if (roots.Any(root => Within(target, root) || Within(root, target))) return false;
+                roots.Add(target);
+                return true;
+            }
+            var files = new List<string>();
+            var folders = new Stack<DirectoryInfo>([new DirectoryInfo(roots[0])]);
+            while (folders.TryPop(out var current))
+            {
+                foreach (var entry in current.EnumerateFileSystemInfos().OrderBy(entry => entry.Name, StringComparer.Ordinal))
+                {
+                    if (!Read(entry)) continue;
+                    if (entry is DirectoryInfo directory) folders.Push(directory);
+                    // Named as below the folder as given (errors name them so).
+                    else if (entry.Name.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || entry.Name.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
+                        files.Add(Path.Combine(folder, Path.GetRelativePath(roots[0], entry.FullName)));
+                }
+            }
+            return [.. files.Order(StringComparer.Ordinal)];
         }
 
         /// <summary>The sha256 of the file, or of a folder's relative paths and file hashes.</summary>

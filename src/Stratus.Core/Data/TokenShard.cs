@@ -55,16 +55,15 @@ public sealed unsafe class TokenShard : IDisposable
 
     /// <summary>Writes a train and a val shard from one stream of tokens: <paramref name="write"/>
     /// appends every token to the train writer and returns how many stay there; the rest move to
-    /// val. Both files are written atomically (val lands first, so a crash between the two leaves
-    /// sizes that disagree with meta.json, which the loader refuses).</summary>
-    public static (long Train, long Val) WriteSplit(string trainPath, string valPath, long vocabSize, Func<Writer, long> write)
+    /// val. Both are staged in <paramref name="files"/>: they replace the files there when it commits.</summary>
+    public static (long Train, long Val) WriteSplit(StagedFiles files, string trainPath, string valPath, long vocabSize, Func<Writer, long> write)
     {
         long trainCount = 0, valCount = 0;
-        AtomicFile.Write(trainPath, trainStream =>
+        files.Write(trainPath, trainStream =>
         {
             var train = new Writer(trainStream, vocabSize);
             var keep = write(train);
-            AtomicFile.Write(valPath, valStream =>
+            files.Write(valPath, valStream =>
             {
                 var val = new Writer(valStream, vocabSize);
                 train.MoveTailTo(val, keep);
@@ -79,7 +78,8 @@ public sealed unsafe class TokenShard : IDisposable
 
     /// <summary>Writes a shard to a stream as tokens arrive, for corpora too large to hold: the
     /// header's count is filled in by <see cref="Finish"/>. Give it the stream of
-    /// <see cref="AtomicFile.Write"/> so that a failure leaves no partial shard behind.</summary>
+    /// <see cref="AtomicFile.Write"/> or <see cref="StagedFiles.Write"/> so that a failure leaves
+    /// no partial shard behind.</summary>
     public sealed class Writer
     {
         readonly Stream stream;

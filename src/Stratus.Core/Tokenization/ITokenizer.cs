@@ -108,6 +108,15 @@ public static class TokenizerStore
     public static void Save(ITokenizer tokenizer, string directory) =>
         AtomicFile.WriteJson(Path.Combine(directory, FileName), tokenizer.ToJson());
 
+    /// <summary>Stages the tokenizer's file in <paramref name="files"/>, to replace the folder's with the rest.</summary>
+    public static void Save(ITokenizer tokenizer, string directory, StagedFiles files) =>
+        files.WriteJson(Path.Combine(directory, FileName), tokenizer.ToJson());
+
+    /// <summary>The sha256 of the tokenizer as its file holds it: two tokenizers that number text
+    /// alike have the same.</summary>
+    public static string Sha256(ITokenizer tokenizer) =>
+        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(tokenizer.ToJson().ToJsonString())));
+
     public static ITokenizer Load(string directory)
     {
         var path = Path.Combine(directory, FileName);

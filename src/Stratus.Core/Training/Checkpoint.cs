@@ -70,7 +70,7 @@ public sealed class Checkpoint
         var target = Path.GetFullPath(directory);
         var parent = Path.GetDirectoryName(target)!;
         System.IO.Directory.CreateDirectory(parent);
-        var temporary = Path.Combine(parent, $".tmp-{Path.GetFileName(target)}-{Guid.NewGuid():N}");
+        var temporary = AtomicFile.TemporaryFolderFor(target);
         System.IO.Directory.CreateDirectory(temporary);
         try
         {

@@ -44,6 +44,7 @@ public sealed class Trainer : IDisposable
     readonly Device device;
     readonly double flopsPerStep, peakFlops;
     long step;
+    FolderLock? runLock;
     readonly Dictionary<string, string> carriedFiles = [];
     double bestValLoss = double.PositiveInfinity;
     readonly Generator generator;
@@ -173,17 +174,40 @@ public sealed class Trainer : IDisposable
     public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? initFrom, ICommunicator? communicator = null, bool evaluates = true)
     {
         DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
-        // Any checkpoint, not only a run's last: an imported model has only best.
+        RequireNoModelIn(runDirectory);
+        var trainer = new Trainer(config, dataDirectory, runDirectory, null, initFrom, communicator, evaluates: evaluates);
+        try
+        {
+            // Made once the data, model and settings were accepted: a refused start leaves nothing.
+            Directory.CreateDirectory(runDirectory);
+            if (!trainer.IsMain) return trainer;
+            trainer.runLock = LockRun(runDirectory);
+            // A run started into the same folder meanwhile, which has saved a checkpoint and ended.
+            RequireNoModelIn(runDirectory);
+            var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), [DatasetKey] = trainer.sampler.Content, ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(trainer.config, TrainConfig.Json) };
+            AtomicFile.WriteJson(Path.Combine(runDirectory, RunFile), run);
+            return trainer;
+        }
+        catch
+        {
+            trainer.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Refuses a folder that holds any checkpoint, not only a run's last (an imported
+    /// model has only best), as a new run's.</summary>
+    static void RequireNoModelIn(string runDirectory)
+    {
         if (Checkpoint.Exists(runDirectory))
             throw new StratusUserException($"{runDirectory} already holds a model; continue a run there with `stratus train --resume {runDirectory}`, fine-tune from it with --init-from, or choose another --out");
-        var trainer = new Trainer(config, dataDirectory, runDirectory, null, initFrom, communicator, evaluates: evaluates);
-        // Made once the data, model and settings were accepted: a refused start leaves nothing.
-        Directory.CreateDirectory(runDirectory);
-        if (!trainer.IsMain) return trainer;
-        var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), [DatasetKey] = trainer.sampler.Content, ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(trainer.config, TrainConfig.Json) };
-        AtomicFile.WriteJson(Path.Combine(runDirectory, RunFile), run);
-        return trainer;
     }
+
+    /// <summary>The run folder's lock, which the process writing it (rank 0) holds while it trains:
+    /// a second training into it, new or resumed, would write its metrics and checkpoints among
+    /// this one's.</summary>
+    static FolderLock LockRun(string runDirectory) =>
+        FolderLock.Take(runDirectory, $"{runDirectory} is in use by another `stratus train`, which holds its {FolderLock.FileName}; wait for that training to end, or train into another --out");
 
     /// <summary>A run's run.json and the dataset folder it records (null where it names none).</summary>
     /// <exception cref="StratusUserException">The folder has no run.json, or it is not a JSON object.</exception>
@@ -207,6 +231,18 @@ public sealed class Trainer : IDisposable
         string? dataDirectory = null)
     {
         var (run, recorded) = ReadRunFile(runDirectory);
+        var held = communicator?.IsMain ?? true ? LockRun(runDirectory) : null;
+        try { return Resume(runDirectory, run, recorded, overrides, communicator, dataDirectory, held); }
+        catch
+        {
+            held?.Dispose();
+            throw;
+        }
+    }
+
+    static Trainer Resume(string runDirectory, JsonObject run, string? recorded, IEnumerable<KeyValuePair<string, string>>? overrides, ICommunicator? communicator,
+        string? dataDirectory, FolderLock? held)
+    {
         var runPath = Path.Combine(runDirectory, RunFile);
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(runDirectory, preferBest: false));
         dataDirectory ??= recorded ?? throw new StratusUserException($"{runPath} names no dataset; pass the run's dataset folder with --data");
@@ -224,7 +260,7 @@ public sealed class Trainer : IDisposable
             config = resumed;
         }
         var trainedOn = run[DatasetKey] is JsonValue dataset && dataset.TryGetValue<string>(out var identity) ? identity : null;
-        var trainer = new Trainer(config, dataDirectory, runDirectory, checkpoint, null, communicator, trainedOn);
+        var trainer = new Trainer(config, dataDirectory, runDirectory, checkpoint, null, communicator, trainedOn) { runLock = held };
         // A run begun before run.json recorded its data records it from now on.
         if (trainer.IsMain && (Path.GetFullPath(dataDirectory) != recorded || trainedOn is null))
         {
@@ -438,5 +474,6 @@ public sealed class Trainer : IDisposable
         optimizer.Dispose();
         model.Dispose();
         sampler.Dispose();
+        runLock?.Dispose();
     }
 }

@@ -1,0 +1,55 @@
+// One process at a time writes a run folder or a dataset folder: two trainings started with one
+// --out wrote their metrics and checkpoints over each other and each ended as if all was well.
+// The lock is the folder's .lock file opened with FileShare.None, which .NET takes on Unix as an
+// exclusive flock: the system drops it when the process ends, however it ends (kill -9 too), so
+// no lock is ever left behind by a dead process to be cleared by hand (the file a killed process
+// leaves is taken again; one that ends otherwise removes it). It holds the process id, for a
+// person who wonders which process holds the folder.
+namespace Stratus;
+
+public sealed class FolderLock : IDisposable
+{
+    public const string FileName = ".lock";
+
+    readonly FileStream file;
+    readonly string path;
+
+    FolderLock(FileStream file, string path) => (this.file, this.path) = (file, path);
+
+    /// <summary>Makes <paramref name="directory"/> where it is missing and locks it.</summary>
+    /// <param name="inUse">The error to give while another process holds the lock.</param>
+    /// <exception cref="StratusUserException">Another process holds the lock.</exception>
+    public static FolderLock Take(string directory, string inUse)
+    {
+        Directory.CreateDirectory(directory);
+        var path = Path.Combine(directory, FileName);
+        FileStream file;
+        try { file = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+        catch (IOException e) when (e.HResult == HeldElsewhere) { throw new StratusUserException(inUse); }
+        file.SetLength(0);
+        file.Write(System.Text.Encoding.ASCII.GetBytes($"{Environment.ProcessId}\n"));
+        file.Flush();
+        return new FolderLock(file, path);
+    }
+
+    // What .NET's IOException carries when the lock is taken: EWOULDBLOCK (Linux 11, macOS 35)
+    // from flock, or Windows' sharing violation.
+    static readonly int HeldElsewhere = OperatingSystem.IsWindows() ? unchecked((int)0x80070020) : OperatingSystem.IsLinux() ? 11 : 35;
+
+    /// <summary>Removes the file and releases the lock: on Unix the file goes while the lock is still
+    /// held, so that no other process takes the lock of a file about to go (Windows removes no
+    /// file that is open).</summary>
+    public void Dispose()
+    {
+        if (!OperatingSystem.IsWindows()) Delete();
+        file.Dispose();
+        if (OperatingSystem.IsWindows()) Delete();
+    }
+
+    void Delete()
+    {
+        try { File.Delete(path); }
+        // Gone with its folder (a refused preparation removes the folder it made), or in use again.
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+    }
+}

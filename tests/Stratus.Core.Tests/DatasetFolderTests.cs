@@ -118,6 +118,33 @@ public sealed class DatasetFolderTests
     }
 
     [Fact]
+    public void What_a_killed_preparation_left_is_removed_by_the_next_that_finds_the_folder_up_to_date()
+    {
+        // A `prepare --overwrite` of another corpus killed while it wrote, then the usual `prepare`
+        // of the folder's own source: it found the folder up to date and left the killed one's
+        // shards, as large as a dataset and hidden from ls, for good.
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var before = DataTests.Snapshot(data);
+        var left = new[] { DatasetPreparer.TrainShard, DatasetPreparer.MetaFile }.Select(name => Path.Combine(data, $".{name}.999999.{Guid.NewGuid():N}.tmp")).ToList();
+        foreach (var file in left) File.WriteAllText(file, "half written");
+        var mine = Path.Combine(data, $".notes.txt.1.{Guid.NewGuid():N}.tmp");
+        File.WriteAllText(mine, "not a dataset's file");
+
+        // Not while another preparation holds the folder: they may be its own, being written.
+        using (FolderLock.Take(data, "held"))
+            Assert.True(DatasetPreparer.Prepare(temp["corpus.txt"], data, "char").UpToDate);
+        Assert.All(left, file => Assert.True(File.Exists(file)));
+
+        Assert.True(DatasetPreparer.Prepare(temp["corpus.txt"], data, "char").UpToDate);
+        Assert.All(left, file => Assert.False(File.Exists(file)));
+        Assert.True(File.Exists(mine));
+        File.Delete(mine);
+        Assert.Equal(before, DataTests.Snapshot(data));
+        Assert.False(File.Exists(Path.Combine(data, FolderLock.FileName)));
+    }
+
+    [Fact]
     public void A_folder_being_prepared_is_refused_to_a_second_preparation_and_the_first_finishes()
     {
         using var temp = new TempDirectory();

@@ -83,13 +83,17 @@ static class DatasetFolder
         var path = meta?["source"]?["path"]?.ToString();
         var source = meta?["source"]?["sha256"]?.ToString();
         string? difference;
-        if (meta is null) difference = $"without a readable {DatasetPreparer.MetaFile}";
-        else if (recorded is null) difference = $"prepared from {path} by an earlier Stratus, which did not record the settings";
+        // Where what the dataset was prepared from is unknown, so is whether its runs resume on the new one.
+        var runs = "a run trained on it can then no longer resume";
+        if (meta is null) (difference, runs) = ($"without a readable {DatasetPreparer.MetaFile}", ResumesIfTheSame);
+        else if (recorded is null) (difference, runs) = ($"prepared from {path} by an earlier Stratus, which did not record the settings", ResumesIfTheSame);
         else if (SettingsDifference(recorded, meta["val_fraction"], preparation) is { } settings) difference = $"prepared from {path} with other settings: {settings}";
         else if (source != (sha256 ??= preparation.HashSource())) difference = $"prepared from other text: {path} (sha256 {Short(source)}; this input's: {Short(sha256)})";
         else return Complete(directory) ? meta : null;
-        throw new StratusUserException($"{directory} already holds a dataset {difference}; pass --overwrite to replace it (a run trained on it can then no longer resume), or choose another --out");
+        throw new StratusUserException($"{directory} already holds a dataset {difference}; pass --overwrite to replace it ({runs}), or choose another --out");
     }
+
+    const string ResumesIfTheSame = "a run trained on it then resumes only if it was prepared from this text with these settings";
 
     static string? SettingsDifference(JsonObject recorded, JsonNode? valFraction, Preparation preparation)
     {

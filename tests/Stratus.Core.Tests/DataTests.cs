@@ -360,6 +360,58 @@ public sealed class DataTests
     }
 
     [Fact]
+    public void Which_link_comes_first_neither_reads_a_text_twice_nor_leaves_one_out()
+    {
+        // Followed in the order met, a file link came before a link to its folder, whose walk read
+        // the file again (val text in train too); and a folder link whose target held a folder
+        // linked before was not walked at all, leaving out every other text in it.
+        using var temp = new TempDirectory();
+        void Write(string path, string text)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(temp[path])!);
+            File.WriteAllText(temp[path], text);
+        }
+        Write("linked/a.txt", "alpha text\n");
+        Write("other/z.txt", "text linked as a file and with its folder\n");
+        File.CreateSymbolicLink(temp["linked/0z.txt"], "../other/z.txt");
+        Directory.CreateSymbolicLink(temp["linked/3other"], "../other");
+        Write("shared/sub/s.txt", "text of a folder linked on its own\n");
+        Write("shared/x.txt", "text only the folder above it holds\n");
+        Directory.CreateSymbolicLink(temp["linked/1sub"], "../shared/sub");
+        Directory.CreateSymbolicLink(temp["linked/2shared"], "../shared");
+        // What is read: each text once, under the first name it is met by.
+        Write("plain/a.txt", "alpha text\n");
+        Write("plain/0z.txt", "text linked as a file and with its folder\n");
+        Write("plain/1sub/s.txt", "text of a folder linked on its own\n");
+        Write("plain/2shared/x.txt", "text only the folder above it holds\n");
+
+        DatasetPreparer.Prepare(temp["linked"], temp["from-linked"], "char");
+        DatasetPreparer.Prepare(temp["plain"], temp["from-plain"], "char");
+
+        Assert.Equal(PreparedTokens(temp["from-plain"]), PreparedTokens(temp["from-linked"]));
+        Assert.Equal(DatasetPreparer.ReadMeta(temp["from-plain"])!["source"]!["sha256"]!.ToString(), DatasetPreparer.ReadMeta(temp["from-linked"])!["source"]!["sha256"]!.ToString());
+    }
+
+    [Fact]
+    public void A_text_link_that_leads_nowhere_is_named_in_one_line()
+    {
+        // One into the corpus was passed over without a word (its target "was read already").
+        using var temp = new TempDirectory();
+        Directory.CreateDirectory(temp["corpus"]);
+        File.WriteAllText(temp["corpus/a.txt"], "alpha text\n");
+        File.CreateSymbolicLink(temp["corpus/renamed.txt"], "b.txt");
+        File.CreateSymbolicLink(temp["corpus/loop.txt"], "loop.txt");
+
+        var broken = Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["corpus"], temp["data"], "char"));
+        Assert.Equal($"{Path.Combine(temp["corpus"], "loop.txt")} is a symbolic link in a loop of links (too many levels of symbolic links); remove it or point it at a file or folder", broken.Message);
+        File.Delete(temp["corpus/loop.txt"]);
+        broken = Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["corpus"], temp["data"], "char"));
+        Assert.StartsWith($"{Path.Combine(temp["corpus"], "renamed.txt")} is a symbolic link to ", broken.Message);
+        Assert.EndsWith($"{Path.DirectorySeparatorChar}b.txt, which does not exist; remove the link or restore what it pointed at", broken.Message);
+        Assert.False(Directory.Exists(temp["data"]));
+    }
+
+    [Fact]
     public void A_corpus_that_is_not_UTF8_is_refused_naming_the_file_and_the_byte()
     {
         using var temp = new TempDirectory();

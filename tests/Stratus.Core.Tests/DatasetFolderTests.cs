@@ -15,6 +15,9 @@ public sealed class DatasetFolderTests
 
     const string Fix = "pass --overwrite to replace it (a run trained on it can then no longer resume), or choose another --out";
 
+    /// <summary>Where the folder does not say what its dataset was prepared from.</summary>
+    const string UnknownFix = "pass --overwrite to replace it (a run trained on it then resumes only if it was prepared from this text with these settings), or choose another --out";
+
     [Fact]
     public void Other_text_or_settings_are_refused_in_a_dataset_folder_and_the_same_source_leaves_it_as_it_is()
     {
@@ -63,7 +66,9 @@ public sealed class DatasetFolderTests
         var meta = DatasetPreparer.ReadMeta(data)!;
         meta.Remove("prepared_with");
         File.WriteAllText(Path.Combine(data, DatasetPreparer.MetaFile), meta.ToJsonString());
-        Assert.Equal($"{data} already holds a dataset prepared from {temp["other.txt"]} by an earlier Stratus, which did not record the settings; {Fix}",
+        // Prepared again from the same text with the same settings, a run trained on it resumes:
+        // the error said that none would.
+        Assert.Equal($"{data} already holds a dataset prepared from {temp["other.txt"]} by an earlier Stratus, which did not record the settings; {UnknownFix}",
             Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["other.txt"], data, "char")).Message);
     }
 
@@ -97,8 +102,19 @@ public sealed class DatasetFolderTests
         using var temp = new TempDirectory();
         var data = TestData.PrepareCharDataset(temp);
         File.Delete(Path.Combine(data, DatasetPreparer.MetaFile));
-        Assert.Equal($"{data} holds no complete dataset (no meta.json, which `stratus prepare` writes last); prepare it with `stratus prepare --input <text> --out {data}`",
+        // The command it gave was refused in turn, for the train.bin there.
+        Assert.Equal($"{data} holds no complete dataset (no meta.json, which `stratus prepare` writes last); prepare it with `stratus prepare --input <text> --out {data} --overwrite`",
             Assert.Throws<StratusUserException>(() => new BatchSampler(data, 2, 8, 1)).Message);
+        Assert.Equal($"{data} already holds a dataset without a readable meta.json; {UnknownFix}",
+            Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["corpus.txt"], data, "char")).Message);
+        DatasetPreparer.Prepare(temp["corpus.txt"], data, "char", overwrite: true);
+        using (new BatchSampler(data, 2, 8, 1)) { }
+        // Without a train.bin, prepare asks for nothing more.
+        File.Delete(Path.Combine(data, DatasetPreparer.MetaFile));
+        File.Delete(Path.Combine(data, DatasetPreparer.TrainShard));
+        Assert.EndsWith($"prepare it with `stratus prepare --input <text> --out {data}`",
+            Assert.Throws<StratusUserException>(() => new BatchSampler(data, 2, 8, 1)).Message);
+        DatasetPreparer.Prepare(temp["corpus.txt"], data, "char");
     }
 
     [Fact]
@@ -115,6 +131,33 @@ public sealed class DatasetFolderTests
         File.WriteAllText(Path.Combine(data, "notes.txt"), "mine");
         DatasetPreparer.Prepare(temp["corpus.txt"], data, "char");
         Assert.Equal(["meta.json", "notes.txt", "tokenizer.json", "train.bin", "val.bin"], Directory.EnumerateFileSystemEntries(data).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void What_a_killed_preparation_left_is_removed_by_the_next_that_finds_the_folder_up_to_date()
+    {
+        // A `prepare --overwrite` of another corpus killed while it wrote, then the usual `prepare`
+        // of the folder's own source: it found the folder up to date and left the killed one's
+        // shards, as large as a dataset and hidden from ls, for good.
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var before = DataTests.Snapshot(data);
+        var left = new[] { DatasetPreparer.TrainShard, DatasetPreparer.MetaFile }.Select(name => Path.Combine(data, $".{name}.999999.{Guid.NewGuid():N}.tmp")).ToList();
+        foreach (var file in left) File.WriteAllText(file, "half written");
+        var mine = Path.Combine(data, $".notes.txt.1.{Guid.NewGuid():N}.tmp");
+        File.WriteAllText(mine, "not a dataset's file");
+
+        // Not while another preparation holds the folder: they may be its own, being written.
+        using (FolderLock.Take(data, "held"))
+            Assert.True(DatasetPreparer.Prepare(temp["corpus.txt"], data, "char").UpToDate);
+        Assert.All(left, file => Assert.True(File.Exists(file)));
+
+        Assert.True(DatasetPreparer.Prepare(temp["corpus.txt"], data, "char").UpToDate);
+        Assert.All(left, file => Assert.False(File.Exists(file)));
+        Assert.True(File.Exists(mine));
+        File.Delete(mine);
+        Assert.Equal(before, DataTests.Snapshot(data));
+        Assert.False(File.Exists(Path.Combine(data, FolderLock.FileName)));
     }
 
     [Fact]

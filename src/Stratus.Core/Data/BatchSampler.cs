@@ -45,9 +45,11 @@ public sealed partial class BatchSampler : IDisposable
         if (DatasetFolder.ModelIn(datasetDirectory) is { } model)
             throw new StratusUserException($"{datasetDirectory} holds {model}, not a dataset; pass the folder that `stratus prepare --out` wrote");
         // meta.json is written last (DatasetFolder): without it, the files there are those of a
-        // preparation that did not finish, or no dataset's.
+        // preparation that did not finish, or no dataset's. `prepare` asks for --overwrite where
+        // they hold a train.bin: said here at once.
         var meta = DatasetPreparer.ReadMeta(datasetDirectory)
-            ?? throw new StratusUserException($"{datasetDirectory} holds no complete dataset (no {DatasetPreparer.MetaFile}, which `stratus prepare` writes last); prepare it with `stratus prepare --input <text> --out {datasetDirectory}`");
+            ?? throw new StratusUserException($"{datasetDirectory} holds no complete dataset (no {DatasetPreparer.MetaFile}, which `stratus prepare` writes last); prepare it with `stratus prepare --input <text> --out {datasetDirectory}" +
+                $"{(DatasetFolder.DatasetIn(datasetDirectory) is null ? "" : " --overwrite")}`");
         train = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.TrainShard));
         val = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.ValShard));
         Tokenizer = TokenizerStore.Load(datasetDirectory);

@@ -43,15 +43,19 @@ static class DatasetFolder
         RequireNoModelIn(directory, "dataset");
         string? sha256 = null;
         // Before the folder is locked (written), so that a dataset on a read-only disk is found up to date.
-        if (!overwrite && Existing(directory, preparation, ref sha256) is { } current) return upToDate(current);
+        if (!overwrite && Existing(directory, preparation, ref sha256) is { } current)
+        {
+            RemoveLeftoversUnlessInUse(directory);
+            return upToDate(current);
+        }
         var made = Missing(directory);
         // Refused, it leaves the folder to the preparation that holds it.
         using var held = FolderLock.Take(directory, $"{directory} is being prepared by another `stratus prepare`; wait for it to finish, or choose another --out");
+        RemoveLeftovers(directory);
         // A dataset that another preparation finished meanwhile, which stays as it is.
         if (!overwrite && Existing(directory, preparation, ref sha256) is { } finished) return upToDate(finished);
         try
         {
-            RemoveLeftovers(directory);
             sha256 ??= preparation.HashSource();
             using var files = new StagedFiles();
             var result = prepare(sha256, files);
@@ -79,13 +83,17 @@ static class DatasetFolder
         var path = meta?["source"]?["path"]?.ToString();
         var source = meta?["source"]?["sha256"]?.ToString();
         string? difference;
-        if (meta is null) difference = $"without a readable {DatasetPreparer.MetaFile}";
-        else if (recorded is null) difference = $"prepared from {path} by an earlier Stratus, which did not record the settings";
+        // Where what the dataset was prepared from is unknown, so is whether its runs resume on the new one.
+        var runs = "a run trained on it can then no longer resume";
+        if (meta is null) (difference, runs) = ($"without a readable {DatasetPreparer.MetaFile}", ResumesIfTheSame);
+        else if (recorded is null) (difference, runs) = ($"prepared from {path} by an earlier Stratus, which did not record the settings", ResumesIfTheSame);
         else if (SettingsDifference(recorded, meta["val_fraction"], preparation) is { } settings) difference = $"prepared from {path} with other settings: {settings}";
         else if (source != (sha256 ??= preparation.HashSource())) difference = $"prepared from other text: {path} (sha256 {Short(source)}; this input's: {Short(sha256)})";
         else return Complete(directory) ? meta : null;
-        throw new StratusUserException($"{directory} already holds a dataset {difference}; pass --overwrite to replace it (a run trained on it can then no longer resume), or choose another --out");
+        throw new StratusUserException($"{directory} already holds a dataset {difference}; pass --overwrite to replace it ({runs}), or choose another --out");
     }
+
+    const string ResumesIfTheSame = "a run trained on it then resumes only if it was prepared from this text with these settings";
 
     static string? SettingsDifference(JsonObject recorded, JsonNode? valFraction, Preparation preparation)
     {
@@ -122,9 +130,26 @@ static class DatasetFolder
     /// files of a dataset's files (called under the folder's lock, so no preparation is writing them).</summary>
     static void RemoveLeftovers(string directory)
     {
-        foreach (var file in Directory.EnumerateFiles(directory, ".*.tmp"))
-            if (AtomicFile.LeftOverTargetOf(Path.GetFileName(file)) is { } target && Files.Contains(target))
-                File.Delete(file);
+        foreach (var file in Leftovers(directory)) File.Delete(file);
+    }
+
+    static IEnumerable<string> Leftovers(string directory) =>
+        Directory.EnumerateFiles(directory, ".*.tmp").Where(file => AtomicFile.LeftOverTargetOf(Path.GetFileName(file)) is { } target && Files.Contains(target));
+
+    /// <summary>Removes the leftovers (<see cref="RemoveLeftovers"/>) of a folder found up to date,
+    /// as large as its dataset (a `prepare --overwrite` of another corpus killed there), where its
+    /// lock can be taken: not while another preparation writes its own, nor on a read-only disk.</summary>
+    static void RemoveLeftoversUnlessInUse(string directory)
+    {
+        if (!Leftovers(directory).Any()) return;
+        try
+        {
+            using var held = FolderLock.Take(directory, "in use");
+            RemoveLeftovers(directory);
+        }
+        catch (Exception e) when (e is StratusUserException or IOException or UnauthorizedAccessException)
+        {
+        }
     }
 
     /// <summary>Moves the staged files over the folder's. From the removal of meta.json to its

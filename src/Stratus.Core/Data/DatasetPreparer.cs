@@ -202,39 +202,83 @@ public static class DatasetPreparer
         /// <summary>The .txt and .md files under <paramref name="folder"/>, in the ordinal order of
         /// their paths. Symbolic links are followed, as `find -L` does, except where they lead to
         /// text read already: into the corpus (a file or folder of it linked from elsewhere in it),
-        /// to a folder above it (which would loop), or to a target linked before. Each text is then
-        /// read once, and none of the val split's can also be in train.</summary>
+        /// to a folder above it (which would read all that folder holds), or to a file or folder
+        /// read through another link. Files are told apart by their real paths (every link in them
+        /// resolved), and the corpus's own are read before any link is followed, then the links in
+        /// the order of their paths: so the outcome does not depend on which link comes first, each
+        /// text is read once, none of the val split's can also be in train, and none is left out.</summary>
         static List<string> TextFiles(string folder)
         {
-            // The folders whose files are read: the corpus and the ones links lead to.
-            var roots = new List<string> { Path.GetFullPath(folder) };
-            var linkedFiles = new HashSet<string>();
-            static bool Within(string path, string root) =>
-                path == root || path.StartsWith(Path.TrimEndingDirectorySeparator(root) + Path.DirectorySeparatorChar, StringComparison.Ordinal);
-            bool Read(FileSystemInfo entry)
-            {
-                if (entry.LinkTarget is null) return true;
-                // A broken link is read, and so named in the error.
-                if (entry.ResolveLinkTarget(returnFinalTarget: true)?.FullName is not { } target) return true;
-                if (entry is FileInfo) return !roots.Any(root => Within(target, root)) && linkedFiles.Add(target);
-                if (roots.Any(root => Within(target, root) || Within(root, target))) return false;
-                roots.Add(target);
-                return true;
-            }
+            var corpus = RealPath(folder) ?? throw Loop(folder);
+            // Real paths of the files taken and of the folders walked.
+            var taken = new HashSet<string>();
+            var walked = new HashSet<string>();
             var files = new List<string>();
-            var folders = new Stack<DirectoryInfo>([new DirectoryInfo(roots[0])]);
-            while (folders.TryPop(out var current))
+            // The links met, by their paths as below the folder as given (errors name files so).
+            var links = new PriorityQueue<(string Named, FileSystemInfo Link), string>(StringComparer.Ordinal);
+            static bool IsText(string name) => name.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || name.EndsWith(".md", StringComparison.OrdinalIgnoreCase);
+
+            // The files of a real folder and of the real folders in it; the links there wait.
+            void Walk(string real, string named)
             {
-                foreach (var entry in current.EnumerateFileSystemInfos().OrderBy(entry => entry.Name, StringComparer.Ordinal))
+                var folders = new Stack<(string Real, string Named)>([(real, named)]);
+                while (folders.TryPop(out var current))
                 {
-                    if (!Read(entry)) continue;
-                    if (entry is DirectoryInfo directory) folders.Push(directory);
-                    // Named as below the folder as given (errors name them so).
-                    else if (entry.Name.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || entry.Name.EndsWith(".md", StringComparison.OrdinalIgnoreCase))
-                        files.Add(Path.Combine(folder, Path.GetRelativePath(roots[0], entry.FullName)));
+                    if (!walked.Add(current.Real)) continue;
+                    foreach (var entry in new DirectoryInfo(current.Real).EnumerateFileSystemInfos())
+                    {
+                        var path = Path.Combine(current.Named, entry.Name);
+                        if (entry.LinkTarget is not null) links.Enqueue((path, entry), path);
+                        else if (entry is DirectoryInfo) folders.Push((entry.FullName, path));
+                        else if (IsText(entry.Name) && taken.Add(entry.FullName)) files.Add(path);
+                    }
                 }
             }
+
+            Walk(corpus, folder);
+            while (links.TryDequeue(out var link, out _))
+            {
+                if (link.Link is FileInfo && !IsText(link.Link.Name)) continue;
+                var target = RealPath(link.Link.FullName) ?? throw Loop(link.Named);
+                if (link.Link is DirectoryInfo)
+                {
+                    if (!Within(corpus, target)) Walk(target, link.Named);
+                }
+                else if (!File.Exists(target))
+                    throw new StratusUserException($"{link.Named} is a symbolic link to {target}, which does not exist; remove the link or restore what it pointed at");
+                else if (taken.Add(target)) files.Add(link.Named);
+            }
             return [.. files.Order(StringComparer.Ordinal)];
+        }
+
+        static StratusUserException Loop(string link) =>
+            new($"{link} is a symbolic link in a loop of links (too many levels of symbolic links); remove it or point it at a file or folder");
+
+        /// <summary>Whether <paramref name="path"/> is <paramref name="folder"/> or lies in it.</summary>
+        static bool Within(string path, string folder) =>
+            path == folder || path.StartsWith(Path.EndsInDirectorySeparator(folder) ? folder : folder + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+
+        /// <summary><paramref name="path"/> with every symbolic link in it resolved, as realpath(3)
+        /// gives it (a part that does not exist is kept as it is), or null for a loop of links.</summary>
+        static string? RealPath(string path)
+        {
+            var hops = 0;
+            return Resolve(path);
+
+            string? Resolve(string path)
+            {
+                var full = Path.GetFullPath(path);
+                var real = Path.GetPathRoot(full)!;
+                foreach (var name in full[real.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
+                {
+                    var next = Path.Combine(real, name);
+                    if (new FileInfo(next).LinkTarget is not { } target) real = next;
+                    // Linux's limit (MAXSYMLINKS) on the links one path may go through.
+                    else if (++hops > 40 || Resolve(Path.Combine(real, target)) is not { } resolved) return null;
+                    else real = resolved;
+                }
+                return real;
+            }
         }
 
         /// <summary>The sha256 of the file, or of a folder's relative paths and file hashes.</summary>

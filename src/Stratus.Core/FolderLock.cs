@@ -3,7 +3,8 @@
 // The lock is the folder's .lock file opened with FileShare.None, which .NET takes on Unix as an
 // exclusive flock: the system drops it when the process ends, however it ends (kill -9 too), so
 // no lock is ever left behind by a dead process to be cleared by hand (the file a killed process
-// leaves is taken again; one that ends otherwise removes it). It holds the process id, for a
+// leaves is taken again; one that ends otherwise removes it, and a process that locked the file
+// just as it went opens the new one: IsRemoved). It holds the process id, for a
 // person who wonders which process holds the folder.
 namespace Stratus;
 
@@ -24,13 +25,27 @@ public sealed class FolderLock : IDisposable
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, FileName);
         FileStream file;
-        try { file = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
-        catch (IOException e) when (e.HResult == HeldElsewhere) { throw new StratusUserException(inUse); }
+        while (true)
+        {
+            try { file = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+            catch (IOException e) when (e.HResult == HeldElsewhere) { throw new StratusUserException(inUse); }
+            // The holder ended between this process's open and its lock, and removed the file: this
+            // lock is of a file that is no longer the folder's, and a third process may lock the
+            // new one at the same time. Open the path again.
+            if (!IsRemoved(file)) break;
+            file.Dispose();
+        }
         file.SetLength(0);
         file.Write(System.Text.Encoding.ASCII.GetBytes($"{Environment.ProcessId}\n"));
         file.Flush();
         return new FolderLock(file, path);
     }
+
+    /// <summary>Whether <paramref name="file"/> has been removed from its folder since it was
+    /// opened. Linux names an open file that is no longer linked "(deleted)" in /proc; elsewhere
+    /// this is not checked (a window of microseconds, at the end of the holder's run).</summary>
+    internal static bool IsRemoved(FileStream file) =>
+        OperatingSystem.IsLinux() && new FileInfo($"/proc/self/fd/{file.SafeFileHandle.DangerousGetHandle()}").LinkTarget is { } target && target.EndsWith(" (deleted)", StringComparison.Ordinal);
 
     // What .NET's IOException carries when the lock is taken: EWOULDBLOCK (Linux 11, macOS 35)
     // from flock, or Windows' sharing violation.

@@ -199,4 +199,17 @@ public sealed class DatasetFolderTests
         }
         Assert.Equal(["a", "b"], Directory.EnumerateFileSystemEntries(temp.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
     }
+
+    [Fact]
+    public void A_lock_file_removed_after_it_was_opened_is_known_as_removed()
+    {
+        // A holder that ends removes .lock while it still holds it: a process that opened the file
+        // just before and locks it just after must not take that lock for the folder's (Linux).
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        using var file = new FileStream(temp[FolderLock.FileName], FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        Assert.False(FolderLock.IsRemoved(file));
+        File.Delete(temp[FolderLock.FileName]);
+        Assert.True(FolderLock.IsRemoved(file));
+    }
 }

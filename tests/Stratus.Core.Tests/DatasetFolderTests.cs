@@ -212,4 +212,19 @@ public sealed class DatasetFolderTests
         File.Delete(temp[FolderLock.FileName]);
         Assert.True(FolderLock.IsRemoved(file));
     }
+
+    [Fact]
+    public void A_file_prepared_as_jsonl_is_not_up_to_date_for_the_same_bytes_read_as_text()
+    {
+        // One file's name alone decides whether it is read as JSONL documents or as plain text, and
+        // its sha256 is the same either way: renamed, it was found "up to date" with the other tokens.
+        using var temp = new TempDirectory();
+        var lines = string.Join("\n", TestData.Corpus().Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => System.Text.Json.JsonSerializer.Serialize(new { text = line })));
+        File.WriteAllText(temp["docs.jsonl"], lines);
+        File.Copy(temp["docs.jsonl"], temp["docs.txt"]);
+        var data = temp["data"];
+        DatasetPreparer.Prepare(temp["docs.jsonl"], data, "char");
+        var refused = Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["docs.txt"], data, "char")).Message;
+        Assert.Contains("input jsonl (this preparation: text)", refused);
+    }
 }

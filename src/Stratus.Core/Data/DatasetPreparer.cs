@@ -41,8 +41,9 @@ public static class DatasetPreparer
     {
         RequireValFraction(valFraction);
         var corpus = new Corpus(input, progress);
-        // A character vocabulary is the corpus's own; a given tokenizer is known by its hash.
-        var settings = new JsonObject { ["format"] = "text" };
+        // A character vocabulary is the corpus's own; a given tokenizer is known by its hash. One file
+        // is read as JSONL documents or as plain text by its name alone, which its sha256 does not see.
+        var settings = new JsonObject { ["format"] = "text", ["input"] = corpus.IsJsonl ? "jsonl" : "text" };
         if (tokenizerFrom is null) settings["tokenizer"] = tokenizerKind;
         else settings["tokenizer_sha256"] = TokenizerStore.Sha256(tokenizerFrom);
         return DatasetFolder.Write(outputDirectory, overwrite, new Preparation(corpus.Hash, settings, valFraction),
@@ -177,6 +178,8 @@ public static class DatasetPreparer
         readonly List<string> files;
         readonly bool jsonl;
         readonly IProgress<PrepareProgress>? progress;
+        /// <summary>Read as JSONL documents (field text), not as plain text.</summary>
+        public bool IsJsonl => jsonl;
         readonly long totalBytes;
         long finishedBytes, currentLength;
         FileStream? current;

@@ -330,20 +330,15 @@ public sealed class DataTests
         // above it looped until the path was too long, and a linked file's length was its link's
         // (the progress went past 100%).
         using var temp = new TempDirectory();
-        void Write(string path, string text)
-        {
-            Directory.CreateDirectory(Path.GetDirectoryName(temp[path])!);
-            File.WriteAllText(temp[path], text);
-        }
         foreach (var root in new[] { "linked", "plain" })
         {
-            Write($"{root}/a.txt", "alpha text\n");
-            Write($"{root}/sub/b.md", "beta text\n");
+            WriteText(temp, $"{root}/a.txt", "alpha text\n");
+            WriteText(temp, $"{root}/sub/b.md", "beta text\n");
         }
-        Write("plain/d.txt", "delta, from outside\n");
-        Write("plain/out/c.txt", "gamma, from outside\n");
-        Write("outside/c.txt", "gamma, from outside\n");
-        Write("outside.txt", "delta, from outside\n");
+        WriteText(temp, "plain/d.txt", "delta, from outside\n");
+        WriteText(temp, "plain/out/c.txt", "gamma, from outside\n");
+        WriteText(temp, "outside/c.txt", "gamma, from outside\n");
+        WriteText(temp, "outside.txt", "delta, from outside\n");
         File.CreateSymbolicLink(temp["linked/again.txt"], "sub/b.md");
         File.CreateSymbolicLink(temp["linked/d.txt"], "../outside.txt");
         File.CreateSymbolicLink(temp["linked/d2.txt"], "../outside.txt");
@@ -366,24 +361,19 @@ public sealed class DataTests
         // the file again (val text in train too); and a folder link whose target held a folder
         // linked before was not walked at all, leaving out every other text in it.
         using var temp = new TempDirectory();
-        void Write(string path, string text)
-        {
-            Directory.CreateDirectory(Path.GetDirectoryName(temp[path])!);
-            File.WriteAllText(temp[path], text);
-        }
-        Write("linked/a.txt", "alpha text\n");
-        Write("other/z.txt", "text linked as a file and with its folder\n");
+        WriteText(temp, "linked/a.txt", "alpha text\n");
+        WriteText(temp, "other/z.txt", "text linked as a file and with its folder\n");
         File.CreateSymbolicLink(temp["linked/0z.txt"], "../other/z.txt");
         Directory.CreateSymbolicLink(temp["linked/3other"], "../other");
-        Write("shared/sub/s.txt", "text of a folder linked on its own\n");
-        Write("shared/x.txt", "text only the folder above it holds\n");
+        WriteText(temp, "shared/sub/s.txt", "text of a folder linked on its own\n");
+        WriteText(temp, "shared/x.txt", "text only the folder above it holds\n");
         Directory.CreateSymbolicLink(temp["linked/1sub"], "../shared/sub");
         Directory.CreateSymbolicLink(temp["linked/2shared"], "../shared");
         // What is read: each text once, under the first name it is met by.
-        Write("plain/a.txt", "alpha text\n");
-        Write("plain/0z.txt", "text linked as a file and with its folder\n");
-        Write("plain/1sub/s.txt", "text of a folder linked on its own\n");
-        Write("plain/2shared/x.txt", "text only the folder above it holds\n");
+        WriteText(temp, "plain/a.txt", "alpha text\n");
+        WriteText(temp, "plain/0z.txt", "text linked as a file and with its folder\n");
+        WriteText(temp, "plain/1sub/s.txt", "text of a folder linked on its own\n");
+        WriteText(temp, "plain/2shared/x.txt", "text only the folder above it holds\n");
 
         DatasetPreparer.Prepare(temp["linked"], temp["from-linked"], "char");
         DatasetPreparer.Prepare(temp["plain"], temp["from-plain"], "char");
@@ -508,5 +498,12 @@ public sealed class DataTests
         Assert.True(x1[.., 1..].eq(y1[.., ..^1]).all().item<bool>()); // targets are inputs shifted by one
         var (xv, _, _) = a.Sample(Split.Train, 5, 1, torch.CPU, evaluation: true);
         Assert.False(x1.eq(xv).all().item<bool>());
+    }
+
+    /// <summary>Writes a corpus file at <paramref name="path"/> in <paramref name="temp"/>, making its folders.</summary>
+    static void WriteText(TempDirectory temp, string path, string text)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(temp[path])!);
+        File.WriteAllText(temp[path], text);
     }
 }

@@ -48,12 +48,12 @@ static class DemoCommand
             var weights = decodeWeights.Value(result, config.Device);
             var checkpoints = Path.Combine(run, "checkpoints");
             if (Directory.Exists(checkpoints)) Directory.Delete(checkpoints, recursive: true);
-            using (var stop = TrainCommand.StopOnSignals(out var stopTraining))
+            using (var stop = new TrainCommand.StopRequest())
             using (var trainer = Trainer.Start(config, data, run))
             {
-                TrainCommand.Run(trainer, stopTraining);
-                // Stopped by the user: the demo ends with the training (exit code of a Ctrl+C).
-                if (trainer.StoppedEarly) return 130;
+                TrainCommand.Run(trainer, stop.Token);
+                // Stopped by the user: the demo ends with the training.
+                if (trainer.StoppedEarly) return stop.ExitCode;
             }
 
             // Sampled and served where it trained.

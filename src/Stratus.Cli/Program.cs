@@ -54,7 +54,7 @@ if (parsed.Errors.Count > 0 || parsed.UnmatchedTokens.Count > 0 && !parsed.Token
 try
 {
     // Signals are the commands' own: train stops at the next step after a checkpoint
-    // (TrainCommand.StopOnSignals), serve drains through its host's console lifetime (a second
+    // (TrainCommand.StopRequest), serve drains through its host's console lifetime (a second
     // signal ends the draining: ServerShutdown), and the rest end at once. (System.CommandLine's
     // handling would end a stopping train after 2 s.)
     return await parsed.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });

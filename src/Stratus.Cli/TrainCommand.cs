@@ -30,15 +30,17 @@ static class TrainCommand
                     if (result.GetResult(option) is not null)
                         throw new StratusUserException($"{option.Name} cannot be used with --resume: a run continues with its own config and folder (change settings such as max_iters with --max-iters ...)");
             var communicator = Communicator.Create();
-            using (var stop = StopOnSignals(out var token))
+            var exitCode = 0;
+            using (var stop = new StopRequest())
             using (var trainer = result.GetValue(resume) is { } runDirectory
                 ? Trainer.Resume(runDirectory, overrides.Overrides(result), communicator: communicator, dataDirectory: result.GetValue(data))
                 : StartRun())
             {
-                Run(trainer, token);
+                Run(trainer, stop.Token);
+                if (trainer.StoppedEarly) exitCode = stop.ExitCode;
             }
             communicator.Dispose();
-            return Task.FromResult(0);
+            return Task.FromResult(exitCode);
 
             Trainer StartRun()
             {
@@ -94,29 +96,39 @@ static class TrainCommand
     /// terminal's SIGINT reaches only mpirun) and what Slurm and container runtimes send before a
     /// kill; SIGUSR1 is what mpirun forwards to every rank without ending the job, and what Slurm's
     /// --signal sends ahead of a time limit.</summary>
-    public static IDisposable StopOnSignals(out CancellationToken token)
+    public sealed class StopRequest : IDisposable
     {
-        var source = new CancellationTokenSource();
-        token = source.Token;
+        const PosixSignal SigUsr1 = (PosixSignal)10; // Linux's number; PosixSignal names only the portable signals
+        // The source is not disposed: a signal already taken (mpirun forwards one to every rank,
+        // some after the job agreed to stop) runs its handler after the registrations are gone.
+        readonly CancellationTokenSource source = new();
+        readonly PosixSignalRegistration[] registrations;
+        int signalNumber = 2; // a rank stopped because another rank was signalled reads as Ctrl+C
+
+        public StopRequest()
+        {
+            PosixSignal[] signals = OperatingSystem.IsLinux() ? [PosixSignal.SIGINT, PosixSignal.SIGTERM, SigUsr1] : [PosixSignal.SIGINT, PosixSignal.SIGTERM];
+            registrations = signals.Select(signal => PosixSignalRegistration.Create(signal, Stop)).ToArray();
+        }
+
+        public CancellationToken Token => source.Token;
+
+        /// <summary>The status of a run that stopped before max_iters: 128 + the signal's number
+        /// (130 Ctrl+C, 143 SIGTERM, 138 SIGUSR1), as a shell reports a process a signal ended, so
+        /// `train && export` and a scheduler's "completed" both see an unfinished run.</summary>
+        public int ExitCode => 128 + signalNumber;
+
         void Stop(PosixSignalContext context)
         {
             if (source.IsCancellationRequested) return;
             context.Cancel = true;
+            signalNumber = context.Signal switch { PosixSignal.SIGTERM => 15, SigUsr1 => 10, _ => 2 };
             source.Cancel();
         }
-        const PosixSignal SigUsr1 = (PosixSignal)10; // Linux's number; PosixSignal names only the portable signals
-        PosixSignal[] signals = OperatingSystem.IsLinux() ? [PosixSignal.SIGINT, PosixSignal.SIGTERM, SigUsr1] : [PosixSignal.SIGINT, PosixSignal.SIGTERM];
-        var registrations = signals.Select(signal => PosixSignalRegistration.Create(signal, Stop)).ToArray();
-        // The source is not disposed: a signal already taken (mpirun forwards one to every rank,
-        // some after the job agreed to stop) runs its handler after the registrations are gone.
-        return new Registration(() =>
+
+        public void Dispose()
         {
             foreach (var registration in registrations) registration.Dispose();
-        });
-    }
-
-    sealed class Registration(Action dispose) : IDisposable
-    {
-        public void Dispose() => dispose();
+        }
     }
 }

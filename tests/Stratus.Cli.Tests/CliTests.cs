@@ -106,7 +106,7 @@ public sealed class CliTests
         info.Environment["DOTNET_STARTUP_HOOKS"] = typeof(StartupHook).Assembly.Location;
         info.Environment["STRATUS_TEST_SIGTERM_ON_OUTPUT"] = "training from step 0";
         var (code, stdout, stderr) = Cli.Run(info);
-        Assert.True(code == 0, stdout + stderr);
+        Assert.True(code == 143, $"exit {code}: {stdout}{stderr}"); // 128 + SIGTERM: not a finished run
         // It said "stopped at step 0; continue with `stratus train --resume <run>`", which then
         // failed: the run has no checkpoint.
         Assert.True(stdout.Contains("stopped before the first step: nothing was trained or saved; start the run again with the same command"), stdout);
@@ -129,7 +129,9 @@ public sealed class CliTests
             WaitForSteps(run, temp["run"], 5);
             Signal(run.Id, "TERM");
             Assert.True(run.WaitForExit(TimeSpan.FromMinutes(2)), "training did not stop");
-            Assert.True(run.ExitCode == 0, await stdout + await stderr);
+            // 128 + SIGTERM, as a shell reports a process the signal ended: `train && export`
+            // must not go on to export a run that stopped before max_iters (it exited 0).
+            Assert.True(run.ExitCode == 143, $"exit {run.ExitCode}: {await stdout}{await stderr}");
             Assert.Matches(@"stopped at step \d+", await stdout);
             Assert.True(Directory.Exists(Path.Combine(temp["run"], "checkpoints", "last")));
         }

@@ -55,10 +55,12 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         Assert.Equal("data: [DONE]", events[^1]);
         var chunks = events.SkipLast(1).Select(e => JsonNode.Parse(e["data: ".Length..])!).ToList();
         Assert.All(chunks, c => Assert.Equal("chat.completion.chunk", (string)c["object"]!));
-        // Azure's order: the prompt's annotations first, in a chunk without choices.
-        Assert.Empty(chunks[0]["choices"]!.AsArray());
+        // The prompt's annotations ride on the first chunk, choice 0's role; only the usage chunk
+        // has no choice (OpenAI's own shape), so code reading `chunk.choices[0]` meets none before it.
         Assert.Equal(0, (int)chunks[0]["prompt_filter_results"]![0]!["prompt_index"]!);
-        chunks.RemoveAt(0);
+        Assert.Equal(0, (int)chunks[0]["choices"]![0]!["index"]!);
+        Assert.Equal(1, chunks.Count(c => c["prompt_filter_results"] is not null));
+        Assert.All(chunks.SkipLast(1), c => Assert.NotEmpty(c["choices"]!.AsArray()));
         var usage = chunks[^1];
         Assert.Empty(usage["choices"]!.AsArray());
         Assert.Equal(16, (int)usage["usage"]!["completion_tokens"]!);
@@ -71,6 +73,21 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
             Assert.All(mine.SkipLast(1), c => Assert.Null(c["finish_reason"]));
             Assert.Equal(8, string.Concat(mine.Select(c => (string?)c["delta"]!["content"] ?? "")).Length);
         }
+    }
+
+    [Fact]
+    public async Task A_completions_stream_carries_the_prompt_annotations_on_its_first_choice()
+    {
+        var body = new { model = "tiny", prompt = new[] { "abc", "xyz" }, max_tokens = 3, temperature = 0, stream = true, stream_options = new { include_usage = true } };
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = JsonContent.Create(body) };
+        using var response = await Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var chunks = (await response.Content.ReadAsStringAsync()).Split('\n').Where(l => l.StartsWith("data: {")).Select(l => JsonNode.Parse(l["data: ".Length..])!).ToList();
+        var first = chunks[0];
+        Assert.Equal([0, 1], first["prompt_filter_results"]!.AsArray().Select(r => (int)r!["prompt_index"]!).Order().ToArray());
+        Assert.Single(first["choices"]!.AsArray());
+        Assert.Equal(1, chunks.Count(c => c["prompt_filter_results"] is not null));
+        Assert.All(chunks.SkipLast(1), c => Assert.NotEmpty(c["choices"]!.AsArray()));
+        Assert.Equal(6, (int)chunks[^1]["usage"]!["completion_tokens"]!);
     }
 
     [Fact]

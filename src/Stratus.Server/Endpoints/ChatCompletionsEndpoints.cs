@@ -79,11 +79,12 @@ public static class ChatCompletionsEndpoints
     {
         var events = new ServerSentEvents(http.Response);
         await events.StartAsync(cancellation);
-        // Azure sends the prompt's annotations first, in a chunk without choices.
-        if (run.PromptFilterResults is { } promptFilterResults)
-            await events.WriteAsync(new ChatCompletionChunk(id, created, model.Name, []) { PromptFilterResults = promptFilterResults }, cancellation);
+        // The prompt's annotations ride on the first chunk, choice 0's role. (Azure sends them
+        // alone first, with "choices": [], which breaks client code written for OpenAI's
+        // streams, `chunk.choices[0].delta`; readers of Azure's field find it either way.)
         for (var i = 0; i < choices; i++)
-            await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(i, new ChatDelta { Role = "assistant", Content = "" }, null, null)), cancellation);
+            await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(i, new ChatDelta { Role = "assistant", Content = "" }, null, null))
+                with { PromptFilterResults = i == 0 ? run.PromptFilterResults : null }, cancellation);
         await foreach (var piece in run.ReadAllAsync())
         {
             if (piece.FinishReason is not null)

@@ -61,9 +61,10 @@ public static class CompletionsEndpoints
         {
             var events = new ServerSentEvents(http.Response);
             await events.StartAsync(cancellation);
-            // Azure sends the prompts' annotations first, in a chunk without choices.
-            if (run.PromptFilterResults is { } promptFilterResults)
-                await events.WriteAsync(new Completion(id, created, model.Name, []) { PromptFilterResults = promptFilterResults }, cancellation);
+            // The prompts' annotations ride on the first chunk with a choice (Azure sends them
+            // alone first, with "choices": [], which breaks client code written for OpenAI's
+            // streams, `chunk.choices[0].text`; readers of Azure's field find it either way).
+            var promptFilterResults = run.PromptFilterResults;
             // A choice's echo goes out with its first piece: by then its prompt has been scored.
             var echoed = new bool[total];
             // text_offset counts from the start of the choice's whole text, echo included.
@@ -75,11 +76,14 @@ public static class CompletionsEndpoints
                 {
                     echoed[c] = true;
                     var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, run, [], c / choices, run.PromptLogprobs(c), ref textOffsets[c]);
-                    await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, echoedTexts[c / choices], promptLogprobs, null)]), cancellation);
+                    await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, echoedTexts[c / choices], promptLogprobs, null)]) { PromptFilterResults = promptFilterResults }, cancellation);
+                    promptFilterResults = null;
                 }
                 if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Tokens.Count == 0)) continue;
                 var lp = logprobs is not null && piece.Tokens.Count > 0 ? Logprobs(tokenizer, run, piece.Tokens, null, null, ref textOffsets[c]) : null;
-                await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason) { ContentFilterResults = piece.FilterResults }]), cancellation);
+                await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason) { ContentFilterResults = piece.FilterResults }])
+                    { PromptFilterResults = promptFilterResults }, cancellation);
+                promptFilterResults = null;
             }
             if (body.StreamOptions?.IncludeUsage == true)
                 await events.WriteAsync(new Completion(id, created, model.Name, []) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens, run.CachedPromptTokens) }, cancellation);

@@ -16,11 +16,19 @@ public sealed class LibTorchMissingTests
 
         public CopyWithoutLibTorch()
         {
-            foreach (var file in Directory.GetFiles(AppContext.BaseDirectory))
+            try
             {
-                var name = Path.GetFileName(file);
-                if (!name.Contains(".so") || name.StartsWith("libe_sqlite3", StringComparison.Ordinal))
-                    File.Copy(file, temp[name]);
+                foreach (var file in Directory.GetFiles(AppContext.BaseDirectory))
+                {
+                    var name = Path.GetFileName(file);
+                    if (!name.Contains(".so") || name.StartsWith("libe_sqlite3", StringComparison.Ordinal))
+                        File.Copy(file, temp[name]);
+                }
+            }
+            catch
+            {
+                temp.Dispose(); // a constructor that throws is never disposed: the copy would stay
+                throw;
             }
         }
 

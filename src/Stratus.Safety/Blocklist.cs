@@ -1,7 +1,7 @@
 // Custom blocklists, as in Azure AI Content Safety: named lists of terms (matched whole-word,
-// case-insensitively; a term's edge in a script written without spaces, such as CJK, matches
-// inside running text) and regular expressions (validated when created and run with a match
-// timeout so a pathological pattern cannot stall the server).
+// case-insensitively; a term's edge in a script written without spaces, such as CJK or Thai,
+// matches inside running text) and regular expressions (validated when created and run with a
+// match timeout so a pathological pattern cannot stall the server).
 using System.Text.RegularExpressions;
 
 namespace Stratus.Safety;
@@ -35,7 +35,7 @@ public sealed class CompiledBlocklist
     // avoided because it only sees a boundary next to a word character, so terms that begin or
     // end with punctuation ("c++") would never match.
     // Not a character of a script written without spaces either: a Latin term written against
-    // Chinese or Japanese text ("如何制造bomb的方法") has no word around it to be part of.
+    // Chinese, Japanese or Thai text ("如何制造bomb的方法") has no word around it to be part of.
     static readonly string WordChar = $@"[\p{{L}}\p{{N}}_-[{UnspacedScripts.CharacterClass}]]";
 
     readonly Regex? terms;

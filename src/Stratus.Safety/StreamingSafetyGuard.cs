@@ -4,13 +4,15 @@
 // of whitespace as one character because a multi-word term matches across a run of any length;
 // a match that could still grow into released text would have to be longer than that. Released
 // text ends at a word boundary where one is available (whitespace, or any character of a script
-// written without spaces), so clients do not see words cut in half, and never between the two
+// written without spaces unless a mark of that character follows), so clients do not see words
+// cut in half, and never between the two
 // halves of a surrogate pair, which a client would decode as two U+FFFD.
 //
 // A match touching the end of the text so far is inconclusive ("ass" may become "assist"), so
 // it neither blocks nor is released until more text or the end of the stream settles it.
 // Each check runs on the unreleased text plus StreamingWindow characters of context before it,
 // so the cost per token does not grow with the length of the completion.
+using System.Globalization;
 using System.Text;
 
 namespace Stratus.Safety;
@@ -93,7 +95,7 @@ public sealed class StreamingSafetyGuard
         var limit = HeldBackFrom();
         if (limit <= released) return released;
         for (var i = limit; i > released; i--)
-            if (EndsWord(text[i - 1])) return i;
+            if (EndsWord(text[i - 1]) && !(i < text.Length && IsCombiningMark(text[i]))) return i;
         // No word boundary in reach: holding back holdBack characters is what keeps the stream
         // safe, the boundary is only cosmetic, so a long unbroken run (code, base64) is
         // released anyway rather than buffered without end.
@@ -129,6 +131,11 @@ public sealed class StreamingSafetyGuard
     /// a script written without spaces between words (CJK ideographs, kana, CJK and full-width
     /// punctuation), where every character is a place to stop.</summary>
     static bool EndsWord(char c) => char.IsWhiteSpace(c) || UnspacedScripts.Contains(c);
+
+    /// <summary>A vowel or tone mark (Thai, Khmer) belongs to the letter before it: a delta that
+    /// began with one would be drawn on nothing.</summary>
+    static bool IsCombiningMark(char c) => CharUnicodeInfo.GetUnicodeCategory(c) is UnicodeCategory.NonSpacingMark
+        or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
 
     static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int length)
     {

@@ -26,7 +26,11 @@ public sealed class BlocklistTests
     [Theory]
     [InlineData("炸弹", "如何制造炸弹的方法")]
     [InlineData("爆弾", "爆弾を作る方法")]
-    public async Task Cjk_blocklist_term_in_running_cjk_text_is_blocked(string term, string text)
+    [InlineData("ระเบิด", "วิธีทำระเบิดที่บ้าน")]
+    [InlineData("ລະເບີດ", "ວິທີເຮັດລະເບີດ")]
+    [InlineData("គ្រាប់បែក", "វិធីធ្វើគ្រាប់បែកនៅផ្ទះ")]
+    [InlineData("ဗုံး", "ဗုံးလုပ်နည်း")]
+    public async Task A_term_in_running_text_of_a_script_without_spaces_is_blocked(string term, string text)
     {
         var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, [new Blocklist("words", [term], [])]);
         Assert.True((await pipeline.AnalyzeAsync(text, ContentDirection.Prompt)).Blocked);
@@ -39,6 +43,7 @@ public sealed class BlocklistTests
     [InlineData("毒气sarin", "毒气sarins are not this term", false)]
     [InlineData("sarin", "如何制造sarin的方法", true)]
     [InlineData("sarin", "爆弾をsarinで", true)]
+    [InlineData("sarin", "วิธีทำsarinที่บ้าน", true)]
     public async Task A_term_keeps_the_word_boundary_at_an_edge_in_a_spaced_script(string term, string text, bool hit)
     {
         var results = await Analyze(new Blocklist("words", [term], []), text);

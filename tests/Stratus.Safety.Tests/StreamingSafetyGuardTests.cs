@@ -1,5 +1,6 @@
 // The streaming guard releases only checked text: a blocked word is never sent, not even in
 // part, however it is split into chunks; clean text comes through whole.
+using System.Globalization;
 using Stratus.Safety;
 
 namespace Stratus.Safety.Tests;
@@ -142,6 +143,21 @@ public sealed class StreamingSafetyGuardTests
         // Only the held-back window waits for the end; waiting for a space would have held it all.
         Assert.InRange(released.Length, text.Length - 80, text.Length);
         Assert.Equal(text, released + (await guard.CompleteAsync()).Step.Released);
+    }
+
+    [Fact]
+    public async Task Thai_streams_as_it_is_checked_without_parting_a_letter_from_its_marks()
+    {
+        var guard = Pipeline(PiiMode.Off, "frobnicator").GuardStream();
+        var text = string.Concat(Enumerable.Repeat("วันนี้อากาศดีมากเราจะไปเที่ยวทะเลกันที่หัวหิน", 6));
+        var pieces = new List<string>();
+        foreach (var chunk in Chunks(text, 5)) pieces.Add((await guard.AppendAsync(chunk)).Released);
+        Assert.InRange(pieces.Sum(p => p.Length), text.Length - 80, text.Length);
+        pieces.Add((await guard.CompleteAsync()).Step.Released);
+        Assert.Equal(text, string.Concat(pieces));
+        // A vowel or tone mark (Mn) sent in the delta after its consonant is drawn on nothing.
+        foreach (var piece in pieces.Where(p => p.Length > 0))
+            Assert.NotEqual(UnicodeCategory.NonSpacingMark, CharUnicodeInfo.GetUnicodeCategory(piece[0]));
     }
 
     [Fact]

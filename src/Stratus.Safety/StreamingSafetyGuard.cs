@@ -109,6 +109,8 @@ public sealed class StreamingSafetyGuard
     /// <summary>Where the last <paramref name="window"/> characters of text[floor..end] start,
     /// a run of whitespace counting as one: a multi-word term's \s+ matches a run of any length,
     /// so measured in raw characters a long run would push the term's first word out of them.
+    /// What a blocklist does not read (format characters such as the zero-width space, marks:
+    /// MatchingForm) takes no room either, so a term padded with any number of them fits as it is.
     /// Returns <paramref name="floor"/> when that text is not that long. The guard's held-back
     /// tail and an alternative's context (SafetyPipeline.FlagsAlternativeAsync) are measured so.</summary>
     internal static int WindowStart<TText>(TText text, Func<TText, int, char> charAt, int floor, int end, int window)
@@ -117,11 +119,30 @@ public sealed class StreamingSafetyGuard
         var start = end;
         for (var counted = 0; counted < window; counted++)
         {
+            start = SkipNoRoom(text, charAt, floor, start);
             if (start == floor) return floor;
-            var whitespace = char.IsWhiteSpace(charAt(text, --start));
-            while (whitespace && start > floor && char.IsWhiteSpace(charAt(text, start - 1))) start--;
+            if (!char.IsWhiteSpace(charAt(text, --start))) continue;
+            for (var before = SkipNoRoom(text, charAt, floor, start); before > floor && char.IsWhiteSpace(charAt(text, before - 1));
+                 before = SkipNoRoom(text, charAt, floor, start))
+                start = before - 1;
         }
         return start;
+    }
+
+    /// <summary>Moves <paramref name="end"/> back over the characters before it that take no
+    /// room in a window, a surrogate pair as the one character it is.</summary>
+    static int SkipNoRoom<TText>(TText text, Func<TText, int, char> charAt, int floor, int end)
+        where TText : allows ref struct
+    {
+        while (end > floor)
+        {
+            var last = charAt(text, end - 1);
+            var pair = char.IsLowSurrogate(last) && end - 1 > floor && char.IsHighSurrogate(charAt(text, end - 2));
+            var noRoom = pair ? MatchingForm.TakesNoRoom(new Rune(charAt(text, end - 2), last)) : !char.IsSurrogate(last) && MatchingForm.TakesNoRoom(new Rune(last));
+            if (!noRoom) return end;
+            end -= pair ? 2 : 1;
+        }
+        return end;
     }
 
     /// <summary>Moves a release point off the middle of a surrogate pair.</summary>

@@ -86,6 +86,28 @@ public sealed class StreamingSafetyGuardTests
         Assert.DoesNotContain("purple", released);
     }
 
+    [Theory]
+    [InlineData("\u200b")]        // zero-width space
+    [InlineData("\u0337")]        // a combining diacritic
+    [InlineData("\U000E0020")]    // a tag character (a surrogate pair)
+    public async Task A_term_padded_with_many_invisible_characters_is_never_released(string padding)
+    {
+        var guard = Pipeline(PiiMode.Off, "frobnicator").GuardStream();
+        var padded = string.Join(string.Concat(Enumerable.Repeat(padding, 30)), "frobnicator".Select(c => c.ToString()));
+        var text = string.Concat(Enumerable.Repeat("Plain words about the weather and the sea. ", 4)) + padded + " and the rest.";
+        var released = "";
+        foreach (var chunk in Chunks(text, 9))
+        {
+            var step = await guard.AppendAsync(chunk);
+            released += step.Released;
+            if (step.Blocked) break;
+        }
+        if (guard.BlockedBy is null) released += (await guard.CompleteAsync()).Step.Released;
+        Assert.NotNull(guard.BlockedBy);
+        Assert.DoesNotContain("f", released);
+        Assert.True(released.Length <= text.IndexOf(padded, StringComparison.Ordinal), $"released {released.Length} characters");
+    }
+
     [Fact]
     public async Task A_forced_release_never_splits_a_surrogate_pair()
     {

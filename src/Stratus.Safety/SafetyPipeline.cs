@@ -88,7 +88,8 @@ public sealed class SafetyPipeline
 
     internal SafetyVerdict Decide(string text, ContentDirection direction, IReadOnlyList<CategoryResult> found)
     {
-        var results = Policy.Pii == PiiMode.Off ? [.. found.Where(r => r.Category != SafetyCategory.Pii)] : found;
+        // PII off stops looking for PII, not a blocklist the policy names that reports as PII.
+        var results = Policy.Pii == PiiMode.Off ? [.. found.Where(r => r.Category != SafetyCategory.Pii || r.Blocklist is not null)] : found;
         var filtered = results.Where(Policy.Filters).ToList();
         var output = text;
         var redacted = false;

@@ -12,7 +12,14 @@ public sealed record Blocklist(
     string Name,
     IReadOnlyList<string> Terms,
     IReadOnlyList<string> Patterns,
-    SafetyCategory Category = SafetyCategory.Hate);
+    SafetyCategory Category = SafetyCategory.Hate)
+{
+    /// <summary>A term as it is matched, and so stored and compared: trimmed, each run of
+    /// whitespace between its words one space (a term's words match across any run). Null, from
+    /// a JSON body's [null], is empty, which compiling refuses.</summary>
+    public static string CanonicalTerm(string? term) =>
+        term is null ? "" : string.Join(' ', term.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries));
+}
 
 /// <summary>A blocklist checked and compiled; building one is how a blocklist is validated.</summary>
 public sealed class CompiledBlocklist
@@ -58,8 +65,7 @@ public sealed class CompiledBlocklist
         var cleanTerms = new List<string>();
         foreach (var raw in list.Terms)
         {
-            // Null only from a JSON body's [null]: the element type's annotation is not enforced there.
-            var term = raw?.Trim() ?? "";
+            var term = Blocklist.CanonicalTerm(raw);
             if (term.Length == 0) throw new TrustUserException($"Blocklist '{list.Name}' has an empty term.");
             if (term.Length > MaxTermLength) throw new TrustUserException($"Blocklist '{list.Name}': term '{term[..20]}...' is longer than {MaxTermLength} characters.");
             // Matched in the text's matching form, so written in it too: a full-width term matches

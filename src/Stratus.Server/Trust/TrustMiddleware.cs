@@ -119,7 +119,7 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
             foreach (var (name, value) in trust.Quotas.StatusOf(key).ToHeaders()) context.Response.Headers[name] = value;
             return Task.CompletedTask;
         });
-        var requestTrust = new RequestTrust(trust, key, requestLogger);
+        var requestTrust = new RequestTrust(trust, key, context.TraceIdentifier, requestLogger);
         context.Features.Set(requestTrust);
         try
         {
@@ -141,7 +141,7 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
                 "This server runs with --insecure-no-auth and answers loopback clients only.", code: "insecure_no_auth"));
             return;
         }
-        context.Features.Set(new RequestTrust(trust, null, requestLogger));
+        context.Features.Set(new RequestTrust(trust, null, context.TraceIdentifier, requestLogger));
         await next(context);
     }
 

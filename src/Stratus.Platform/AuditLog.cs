@@ -98,12 +98,15 @@ public static class AuditChain
 /// unless the operator opted in (recordContent) for investigations.</summary>
 public static class AuditDetails
 {
-    public static JsonObject FilteredRequest(string keyId, string deployment, SafetyVerdict verdict, string content, bool recordContent)
+    /// <param name="requestId">The request's id (the server's x-request-id, its access-log line's
+    /// request_id), so the entry a client's complaint quotes can be found; null where the host has none.</param>
+    public static JsonObject FilteredRequest(string keyId, string deployment, SafetyVerdict verdict, string content, bool recordContent, string? requestId = null)
     {
         var details = new JsonObject
         {
             ["key_id"] = keyId,
             ["deployment"] = deployment,
+            ["request_id"] = requestId,
             ["direction"] = verdict.Direction == ContentDirection.Prompt ? "prompt" : "completion",
             ["filtered"] = new JsonArray([.. verdict.Filtered
                 .Select(r => (JsonNode)new JsonObject

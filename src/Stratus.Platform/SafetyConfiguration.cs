@@ -103,29 +103,36 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     {
         RequireEntries(terms, patterns, "add");
         return ChangeBlocklistAsync(name, existing => new Blocklist(existing?.Name ?? name,
-            [.. (existing?.Terms ?? []).Concat(terms).Distinct(StringComparer.OrdinalIgnoreCase)],
-            [.. (existing?.Patterns ?? []).Concat(patterns).Distinct(StringComparer.Ordinal)],
+            [.. (existing?.Terms ?? []).Concat(terms)],
+            [.. (existing?.Patterns ?? []).Concat(patterns)],
             category ?? existing?.Category ?? SafetyCategory.Hate), actor, cancellationToken);
     }
 
-    /// <summary>Removes terms and patterns from a blocklist (DeleteBlocklistAsync removes the list).</summary>
+    /// <summary>Removes terms and patterns from a blocklist (DeleteBlocklistAsync removes the list).
+    /// A term is found as it is matched: whatever its case and the whitespace around and in it.</summary>
     /// <exception cref="TrustUserException">No entry given, no such blocklist, an entry it does
     /// not have, or the list would be empty.</exception>
     public ValueTask<Blocklist> RemoveFromBlocklistAsync(string name, IReadOnlyCollection<string> terms, IReadOnlyCollection<string> patterns, string actor,
         CancellationToken cancellationToken = default)
     {
         RequireEntries(terms, patterns, "remove");
+        var drop = terms.Select(Blocklist.CanonicalTerm).ToHashSet(StringComparer.OrdinalIgnoreCase);
         return ChangeBlocklistAsync(name, existing =>
         {
             if (existing is null) throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
-            var missing = terms.Where(t => !existing.Terms.Contains(t, StringComparer.OrdinalIgnoreCase))
+            var kept = existing.Terms.Select(Blocklist.CanonicalTerm).ToHashSet(StringComparer.OrdinalIgnoreCase);
+            var missing = terms.Where(t => !kept.Contains(Blocklist.CanonicalTerm(t)))
                 .Concat(patterns.Where(p => !existing.Patterns.Contains(p, StringComparer.Ordinal))).ToList();
             if (missing.Count > 0) throw new TrustUserException($"Blocklist '{existing.Name}' has no entry {string.Join(", ", missing.Select(m => $"'{m}'"))}.");
-            return existing with
+            var after = existing with
             {
-                Terms = [.. existing.Terms.Where(t => !terms.Contains(t, StringComparer.OrdinalIgnoreCase))],
+                Terms = [.. existing.Terms.Where(t => !drop.Contains(Blocklist.CanonicalTerm(t)))],
                 Patterns = [.. existing.Patterns.Where(p => !patterns.Contains(p, StringComparer.Ordinal))],
             };
+            if (after.Terms.Count == 0 && after.Patterns.Count == 0)
+                throw new TrustUserException($"Removing these entries would leave blocklist '{existing.Name}' empty, and a list has at least one: " +
+                    $"delete the list itself (`stratus blocklist remove {existing.Name}` without entries, or DELETE /v1/admin/blocklists/{existing.Name}).");
+            return after;
         }, actor, cancellationToken);
     }
 
@@ -141,7 +148,14 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     {
         var after = await blocklists.ChangeAsync(name, existing =>
         {
+            // Stored as matched, each entry once: a term kept with the spaces it was sent with
+            // could not be removed as it is matched, nor told apart from its trimmed twin.
             var changed = change(existing);
+            changed = changed with
+            {
+                Terms = [.. changed.Terms.Select(Blocklist.CanonicalTerm).Distinct(StringComparer.OrdinalIgnoreCase)],
+                Patterns = [.. changed.Patterns.Distinct(StringComparer.Ordinal)],
+            };
             CompiledBlocklist.Compile(changed);
             return changed;
         }, (before, after) => new AuditRecord(actor, AuditActions.BlocklistChanged, new JsonObject

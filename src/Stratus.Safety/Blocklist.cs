@@ -1,7 +1,7 @@
 // Custom blocklists, as in Azure AI Content Safety: named lists of terms (matched whole-word,
-// case-insensitively; a term's edge in a script written without spaces, such as CJK, matches
-// inside running text) and regular expressions (validated when created and run with a match
-// timeout so a pathological pattern cannot stall the server).
+// case-insensitively; a term's edge in a script written without spaces, such as CJK or Thai,
+// matches inside running text) and regular expressions (validated when created and run with a
+// match timeout so a pathological pattern cannot stall the server).
 using System.Text.RegularExpressions;
 
 namespace Stratus.Safety;
@@ -12,7 +12,14 @@ public sealed record Blocklist(
     string Name,
     IReadOnlyList<string> Terms,
     IReadOnlyList<string> Patterns,
-    SafetyCategory Category = SafetyCategory.Hate);
+    SafetyCategory Category = SafetyCategory.Hate)
+{
+    /// <summary>A term as it is matched, and so stored and compared: trimmed, each run of
+    /// whitespace between its words one space (a term's words match across any run). Null, from
+    /// a JSON body's [null], is empty, which compiling refuses.</summary>
+    public static string CanonicalTerm(string? term) =>
+        term is null ? "" : string.Join(' ', term.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries));
+}
 
 /// <summary>A blocklist checked and compiled; building one is how a blocklist is validated.</summary>
 public sealed class CompiledBlocklist
@@ -35,7 +42,7 @@ public sealed class CompiledBlocklist
     // avoided because it only sees a boundary next to a word character, so terms that begin or
     // end with punctuation ("c++") would never match.
     // Not a character of a script written without spaces either: a Latin term written against
-    // Chinese or Japanese text ("如何制造bomb的方法") has no word around it to be part of.
+    // Chinese, Japanese or Thai text ("如何制造bomb的方法") has no word around it to be part of.
     static readonly string WordChar = $@"[\p{{L}}\p{{N}}_-[{UnspacedScripts.CharacterClass}]]";
 
     readonly Regex? terms;
@@ -58,11 +65,14 @@ public sealed class CompiledBlocklist
         var cleanTerms = new List<string>();
         foreach (var raw in list.Terms)
         {
-            // Null only from a JSON body's [null]: the element type's annotation is not enforced there.
-            var term = raw?.Trim() ?? "";
+            var term = Blocklist.CanonicalTerm(raw);
             if (term.Length == 0) throw new TrustUserException($"Blocklist '{list.Name}' has an empty term.");
             if (term.Length > MaxTermLength) throw new TrustUserException($"Blocklist '{list.Name}': term '{term[..20]}...' is longer than {MaxTermLength} characters.");
-            cleanTerms.Add(term);
+            // Matched in the text's matching form, so written in it too: a full-width term matches
+            // its plain letters as well.
+            var folded = MatchingForm.Of(term).Text.Trim();
+            if (folded.Length == 0) throw new TrustUserException($"Blocklist '{list.Name}' has a term of invisible characters only (U+{(int)term[0]:X4}...).");
+            cleanTerms.Add(folded);
         }
         Regex? termRegex = null;
         var window = 0;
@@ -71,8 +81,9 @@ public sealed class CompiledBlocklist
             // Longest first so "bad word" wins over "bad" and the reported span is the whole term.
             var alternatives = cleanTerms.OrderByDescending(t => t.Length).Select(TermPattern);
             termRegex = new Regex(string.Join("|", alternatives), Options, MatchTimeout);
-            // The guard measures this with each run of whitespace as one character, so the \s+
-            // between a multi-word term's words fits however long the run; 16 is margin.
+            // The guard measures this with each run of whitespace as one character and what the
+            // matching form leaves out as none, so the \s+ between a multi-word term's words fits
+            // however long the run, and a term padded with zero-width characters as it is; 16 is margin.
             window = cleanTerms.Max(t => t.Length) + 16;
         }
         var compiled = new Regex[list.Patterns.Count];
@@ -130,8 +141,13 @@ public sealed class CompiledBlocklist
         return regex;
     }
 
-    /// <summary>All spans in the text that hit this list, in text order.</summary>
-    public IReadOnlyList<SafetyMatch> Find(string text)
+    /// <summary>All spans in the text that hit this list, in text order. Terms and patterns
+    /// read the text in its matching form (full-width and other compatibility letters as the
+    /// letters they show, invisible characters and stray diacritics left out: MatchingForm);
+    /// the spans are those of the text as written.</summary>
+    public IReadOnlyList<SafetyMatch> Find(string text) => Find(MatchingForm.Of(text));
+
+    internal IReadOnlyList<SafetyMatch> Find(MatchingForm text)
     {
         var found = new List<SafetyMatch>();
         if (terms is not null) Collect(terms, text, "term", found);
@@ -140,17 +156,21 @@ public sealed class CompiledBlocklist
         return found;
     }
 
-    static void Collect(Regex regex, string text, string kind, List<SafetyMatch> found)
+    static void Collect(Regex regex, MatchingForm text, string kind, List<SafetyMatch> found)
     {
         try
         {
-            for (var m = regex.Match(text); m.Success; m = m.NextMatch())
-                if (m.Length > 0) found.Add(new SafetyMatch(m.Index, m.Length, kind));
+            for (var m = regex.Match(text.Text); m.Success; m = m.NextMatch())
+            {
+                if (m.Length == 0) continue;
+                var (start, end) = text.Original(m.Index, m.Index + m.Length);
+                found.Add(new SafetyMatch(start, end - start, kind));
+            }
         }
         catch (RegexMatchTimeoutException)
         {
             // Fail closed: the whole text counts as the hit.
-            found.Add(new SafetyMatch(0, text.Length, kind + " (timed out)"));
+            found.Add(new SafetyMatch(0, text.Original(0, text.Text.Length).End, kind + " (timed out)"));
         }
     }
 }
@@ -173,10 +193,11 @@ public sealed class BlocklistProvider : IContentSafetyProvider
     public ValueTask<IReadOnlyList<CategoryResult>> AnalyzeAsync(string text, ContentDirection direction, CancellationToken cancellationToken)
     {
         var results = new List<CategoryResult>();
+        var form = MatchingForm.Of(text);
         foreach (var list in lists)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var matches = list.Find(text);
+            var matches = list.Find(form);
             if (matches.Count > 0)
                 results.Add(new CategoryResult(list.Source.Category, Severity.High, 1.0, Name, matches, list.Source.Name));
         }

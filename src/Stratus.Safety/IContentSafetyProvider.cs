@@ -14,6 +14,17 @@ public interface IContentSafetyProvider
 
     /// <summary>Returns one result per category found; an empty list means nothing found.
     /// Throws TrustUserException only for input the user controls; transport failures of
-    /// external providers surface as HttpRequestException.</summary>
+    /// external providers surface as HttpRequestException, which the pipeline reports as
+    /// SafetyProviderUnavailableException.</summary>
     ValueTask<IReadOnlyList<CategoryResult>> AnalyzeAsync(string text, ContentDirection direction, CancellationToken cancellationToken);
+}
+
+/// <summary>A provider failed to judge a text (an external moderation service that is down, too
+/// slow or answers nonsense, a classifier that threw): the text is neither passed nor blocked, and
+/// the request fails as the service's, not the client's (the server's 503
+/// content_filter_unavailable), rather than going out unchecked.</summary>
+public sealed class SafetyProviderUnavailableException(string provider, Exception inner)
+    : Exception($"Content-safety provider '{provider}' could not check the text: {inner.Message}", inner)
+{
+    public string Provider => provider;
 }

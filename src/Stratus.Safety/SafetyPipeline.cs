@@ -68,7 +68,7 @@ public sealed class SafetyPipeline
         var contextLength = before.Length - StreamingSafetyGuard.WindowStart(before.Span, static (b, i) => b[i], 0, before.Length, alternativeWindow);
         var text = string.Concat(before.Span[^contextLength..], alternative);
         foreach (var provider in alternativeProviders)
-            foreach (var result in await provider.AnalyzeAsync(text, ContentDirection.Completion, cancellationToken))
+            foreach (var result in await RunAsync(provider, text, ContentDirection.Completion, cancellationToken))
                 if (ActsOn(result) && result.Matches.Any(m => m.End > contextLength)) return true;
         return false;
     }
@@ -79,16 +79,31 @@ public sealed class SafetyPipeline
     /// <summary>A guard for one streamed completion.</summary>
     public StreamingSafetyGuard GuardStream() => new(this);
 
+    /// <exception cref="SafetyProviderUnavailableException">A provider failed.</exception>
     internal async ValueTask<IReadOnlyList<CategoryResult>> RunProvidersAsync(string text, ContentDirection direction, CancellationToken cancellationToken)
     {
-        if (providers.Length == 1) return await providers[0].AnalyzeAsync(text, direction, cancellationToken);
-        var all = await Task.WhenAll(providers.Select(p => p.AnalyzeAsync(text, direction, cancellationToken).AsTask()));
+        if (providers.Length == 1) return await RunAsync(providers[0], text, direction, cancellationToken);
+        var all = await Task.WhenAll(providers.Select(p => RunAsync(p, text, direction, cancellationToken).AsTask()));
         return [.. all.SelectMany(r => r)];
+    }
+
+    static async ValueTask<IReadOnlyList<CategoryResult>> RunAsync(IContentSafetyProvider provider, string text, ContentDirection direction, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await provider.AnalyzeAsync(text, direction, cancellationToken);
+        }
+        // An HttpClient's own timeout is a cancellation too, but not the request's.
+        catch (Exception e) when (e is not TrustUserException && !(e is OperationCanceledException && cancellationToken.IsCancellationRequested))
+        {
+            throw new SafetyProviderUnavailableException(provider.Name, e);
+        }
     }
 
     internal SafetyVerdict Decide(string text, ContentDirection direction, IReadOnlyList<CategoryResult> found)
     {
-        var results = Policy.Pii == PiiMode.Off ? [.. found.Where(r => r.Category != SafetyCategory.Pii)] : found;
+        // PII off stops looking for PII, not a blocklist the policy names that reports as PII.
+        var results = Policy.Pii == PiiMode.Off ? [.. found.Where(r => r.Category != SafetyCategory.Pii || r.Blocklist is not null)] : found;
         var filtered = results.Where(Policy.Filters).ToList();
         var output = text;
         var redacted = false;

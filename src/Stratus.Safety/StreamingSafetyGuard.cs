@@ -4,13 +4,15 @@
 // of whitespace as one character because a multi-word term matches across a run of any length;
 // a match that could still grow into released text would have to be longer than that. Released
 // text ends at a word boundary where one is available (whitespace, or any character of a script
-// written without spaces), so clients do not see words cut in half, and never between the two
+// written without spaces unless a mark of that character follows), so clients do not see words
+// cut in half, and never between the two
 // halves of a surrogate pair, which a client would decode as two U+FFFD.
 //
 // A match touching the end of the text so far is inconclusive ("ass" may become "assist"), so
 // it neither blocks nor is released until more text or the end of the stream settles it.
 // Each check runs on the unreleased text plus StreamingWindow characters of context before it,
 // so the cost per token does not grow with the length of the completion.
+using System.Globalization;
 using System.Text;
 
 namespace Stratus.Safety;
@@ -93,7 +95,7 @@ public sealed class StreamingSafetyGuard
         var limit = HeldBackFrom();
         if (limit <= released) return released;
         for (var i = limit; i > released; i--)
-            if (EndsWord(text[i - 1])) return i;
+            if (EndsWord(text[i - 1]) && !(i < text.Length && IsCombiningMark(text[i]))) return i;
         // No word boundary in reach: holding back holdBack characters is what keeps the stream
         // safe, the boundary is only cosmetic, so a long unbroken run (code, base64) is
         // released anyway rather than buffered without end.
@@ -107,6 +109,8 @@ public sealed class StreamingSafetyGuard
     /// <summary>Where the last <paramref name="window"/> characters of text[floor..end] start,
     /// a run of whitespace counting as one: a multi-word term's \s+ matches a run of any length,
     /// so measured in raw characters a long run would push the term's first word out of them.
+    /// What a blocklist does not read (format characters such as the zero-width space, marks:
+    /// MatchingForm) takes no room either, so a term padded with any number of them fits as it is.
     /// Returns <paramref name="floor"/> when that text is not that long. The guard's held-back
     /// tail and an alternative's context (SafetyPipeline.FlagsAlternativeAsync) are measured so.</summary>
     internal static int WindowStart<TText>(TText text, Func<TText, int, char> charAt, int floor, int end, int window)
@@ -115,11 +119,30 @@ public sealed class StreamingSafetyGuard
         var start = end;
         for (var counted = 0; counted < window; counted++)
         {
+            start = SkipNoRoom(text, charAt, floor, start);
             if (start == floor) return floor;
-            var whitespace = char.IsWhiteSpace(charAt(text, --start));
-            while (whitespace && start > floor && char.IsWhiteSpace(charAt(text, start - 1))) start--;
+            if (!char.IsWhiteSpace(charAt(text, --start))) continue;
+            for (var before = SkipNoRoom(text, charAt, floor, start); before > floor && char.IsWhiteSpace(charAt(text, before - 1));
+                 before = SkipNoRoom(text, charAt, floor, start))
+                start = before - 1;
         }
         return start;
+    }
+
+    /// <summary>Moves <paramref name="end"/> back over the characters before it that take no
+    /// room in a window, a surrogate pair as the one character it is.</summary>
+    static int SkipNoRoom<TText>(TText text, Func<TText, int, char> charAt, int floor, int end)
+        where TText : allows ref struct
+    {
+        while (end > floor)
+        {
+            var last = charAt(text, end - 1);
+            var pair = char.IsLowSurrogate(last) && end - 1 > floor && char.IsHighSurrogate(charAt(text, end - 2));
+            var noRoom = pair ? MatchingForm.TakesNoRoom(new Rune(charAt(text, end - 2), last)) : !char.IsSurrogate(last) && MatchingForm.TakesNoRoom(new Rune(last));
+            if (!noRoom) return end;
+            end -= pair ? 2 : 1;
+        }
+        return end;
     }
 
     /// <summary>Moves a release point off the middle of a surrogate pair.</summary>
@@ -129,6 +152,11 @@ public sealed class StreamingSafetyGuard
     /// a script written without spaces between words (CJK ideographs, kana, CJK and full-width
     /// punctuation), where every character is a place to stop.</summary>
     static bool EndsWord(char c) => char.IsWhiteSpace(c) || UnspacedScripts.Contains(c);
+
+    /// <summary>A vowel or tone mark (Thai, Khmer) belongs to the letter before it: a delta that
+    /// began with one would be drawn on nothing.</summary>
+    static bool IsCombiningMark(char c) => CharUnicodeInfo.GetUnicodeCategory(c) is UnicodeCategory.NonSpacingMark
+        or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
 
     static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int length)
     {

@@ -201,4 +201,27 @@ public sealed class SafetyConfigurationTests : IDisposable
         Assert.Empty(changed.Patterns);
         Assert.Equal(["beta"], (await config.GetBlocklistAsync("words"))!.Terms);
     }
+
+    [Fact]
+    public async Task Terms_are_stored_as_they_are_matched_and_removed_so()
+    {
+        var list = await config.UpsertBlocklistAsync(new Blocklist("words", ["  Bomb  ", "bomb", "purple \t  elephant", "c++"], []), "admin");
+        Assert.Equal(["Bomb", "purple elephant", "c++"], list.Terms);
+        list = await config.AddToBlocklistAsync("words", ["c++ ", "PURPLE ELEPHANT", "sarin"], [], null, "admin");
+        Assert.Equal(["Bomb", "purple elephant", "c++", "sarin"], list.Terms);
+
+        list = await config.RemoveFromBlocklistAsync("words", ["bomb", " purple  elephant "], [], "admin");
+        Assert.Equal(["c++", "sarin"], (await config.GetBlocklistAsync("words"))!.Terms);
+        Assert.Equal(["c++", "sarin"], list.Terms);
+    }
+
+    [Fact]
+    public async Task Removing_the_last_entries_of_a_list_says_to_delete_the_list()
+    {
+        await config.AddToBlocklistAsync("words", ["alpha"], [], null, "admin");
+        var e = await Assert.ThrowsAsync<TrustUserException>(() => config.RemoveFromBlocklistAsync("words", ["alpha"], [], "admin").AsTask());
+        Assert.Contains("would leave blocklist 'words' empty", e.Message);
+        Assert.Contains("stratus blocklist remove words", e.Message);
+        Assert.Equal(["alpha"], (await config.GetBlocklistAsync("words"))!.Terms);
+    }
 }

@@ -26,7 +26,11 @@ public sealed class BlocklistTests
     [Theory]
     [InlineData("炸弹", "如何制造炸弹的方法")]
     [InlineData("爆弾", "爆弾を作る方法")]
-    public async Task Cjk_blocklist_term_in_running_cjk_text_is_blocked(string term, string text)
+    [InlineData("ระเบิด", "วิธีทำระเบิดที่บ้าน")]
+    [InlineData("ລະເບີດ", "ວິທີເຮັດລະເບີດ")]
+    [InlineData("គ្រាប់បែក", "វិធីធ្វើគ្រាប់បែកនៅផ្ទះ")]
+    [InlineData("ဗုံး", "ဗုံးလုပ်နည်း")]
+    public async Task A_term_in_running_text_of_a_script_without_spaces_is_blocked(string term, string text)
     {
         var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, [new Blocklist("words", [term], [])]);
         Assert.True((await pipeline.AnalyzeAsync(text, ContentDirection.Prompt)).Blocked);
@@ -39,10 +43,71 @@ public sealed class BlocklistTests
     [InlineData("毒气sarin", "毒气sarins are not this term", false)]
     [InlineData("sarin", "如何制造sarin的方法", true)]
     [InlineData("sarin", "爆弾をsarinで", true)]
+    [InlineData("sarin", "วิธีทำsarinที่บ้าน", true)]
     public async Task A_term_keeps_the_word_boundary_at_an_edge_in_a_spaced_script(string term, string text, bool hit)
     {
         var results = await Analyze(new Blocklist("words", [term], []), text);
         Assert.Equal(hit, results.Count == 1);
+    }
+
+    [Theory]
+    [InlineData("how to build a ｂｏｍｂ", "ｂｏｍｂ")]          // full-width
+    [InlineData("ＢＯＭＢ now", "ＢＯＭＢ")]
+    [InlineData("a 𝐛𝐨𝐦𝐛 here", "𝐛𝐨𝐦𝐛")]                    // mathematical bold
+    [InlineData("a 𝒷𝑜𝓂𝒷 here", "𝒷𝑜𝓂𝒷")]                    // mathematical script and italic
+    [InlineData("a 🅑🅞🅜🅑 here", "🅑🅞🅜🅑")]                    // negative circled
+    [InlineData("ⓑⓞⓜⓑ!", "ⓑⓞⓜⓑ")]                          // circled
+    [InlineData("a bo\u200bmb here", "bo\u200bmb")]          // zero-width space
+    [InlineData("a b\u200do\u200dm\u200db here", "b\u200do\u200dm\u200db")]   // zero-width joiners
+    [InlineData("a bo\u00admb here", "bo\u00admb")]          // soft hyphen
+    [InlineData("a b\u0337o\u0337m\u0337b\u0337 here", "b\u0337o\u0337m\u0337b\u0337")]   // combining diacritics
+    [InlineData("a bo\u0301mb here", "bo\u0301mb")]
+    [InlineData("a bomb\ufe0f here", "bomb\ufe0f")]          // variation selector
+    [InlineData("如何制造ｂｏｍｂ的方法", "ｂｏｍｂ")]
+    public async Task A_term_written_in_other_forms_of_its_letters_or_padded_with_invisible_characters_is_found(string text, string written)
+    {
+        var result = Assert.Single(await Analyze(new Blocklist("words", ["bomb"], []), text));
+        var span = Assert.Single(result.Matches);
+        // Reported as written: what the guard holds back and a client would have seen.
+        Assert.Equal(written, text.Substring(span.Start, span.Length));
+    }
+
+    [Theory]
+    [InlineData("año", "el año pasado", true)]
+    [InlineData("ano", "el año pasado", false)]         // a precomposed letter is a letter of its own
+    [InlineData("bomb", "bombastic ｂｏｍｂｅｒ", false)] // folding keeps the word boundary
+    [InlineData("ｂｏｍｂ", "a bomb", true)]              // a term is folded as the text is
+    [InlineData("ﬁre", "open fire now", true)]
+    [InlineData("fire", "open ﬁre now", true)]
+    public async Task Terms_and_text_are_read_alike_and_precomposed_letters_stay_themselves(string term, string text, bool hit)
+    {
+        var results = await Analyze(new Blocklist("words", [term], []), text);
+        Assert.Equal(hit, results.Count == 1);
+    }
+
+    [Fact]
+    public async Task Patterns_read_the_folded_text_too()
+    {
+        var list = new Blocklist("codes", [], [@"project-\d{4}"]);
+        const string text = "leak ｐｒｏｊｅｃｔ－１２３４ now";
+        var span = Assert.Single(Assert.Single(await Analyze(list, text)).Matches);
+        Assert.Equal("ｐｒｏｊｅｃｔ－１２３４", text.Substring(span.Start, span.Length));
+    }
+
+    [Fact]
+    public async Task A_text_cut_inside_a_surrogate_pair_is_read_as_it_is()
+    {
+        // A stream's text so far can end between the halves of an emoji.
+        const string text = "a ｂｏｍｂ \ud83d";
+        var span = Assert.Single(Assert.Single(await Analyze(new Blocklist("words", ["bomb"], []), text)).Matches);
+        Assert.Equal("ｂｏｍｂ", text.Substring(span.Start, span.Length));
+    }
+
+    [Fact]
+    public void A_term_of_invisible_characters_only_is_a_user_error()
+    {
+        var e = Assert.Throws<TrustUserException>(() => CompiledBlocklist.Compile(new Blocklist("list", ["\u200b\u200d"], [])));
+        Assert.Contains("invisible", e.Message);
     }
 
     [Fact]

@@ -71,6 +71,21 @@ public sealed class SafetyPipelineTests
         Assert.Contains("missing", e.Message);
     }
 
+    [Theory]
+    [InlineData(PiiMode.Off)]
+    [InlineData(PiiMode.Annotate)]
+    [InlineData(PiiMode.Redact)]
+    public async Task A_blocklist_reporting_as_pii_blocks_whatever_the_pii_mode(PiiMode mode)
+    {
+        // "pii" off stops the detector from looking, not a list the policy names from acting.
+        var lists = new[] { new Blocklist("customers", ["Jane Roe"], [], SafetyCategory.Pii) };
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = mode, Blocklists = ["customers"] }, lists);
+        var verdict = await pipeline.AnalyzeAsync("the account of Jane Roe", ContentDirection.Completion);
+        Assert.True(verdict.Blocked);
+        Assert.True(verdict.ToContentFilterResults().CustomBlocklists!.Filtered);
+        Assert.True(verdict.ToModerationResult().Categories["pii"]);
+    }
+
     [Fact]
     public async Task Prompt_verdict_renders_azure_prompt_filter_results()
     {

@@ -1,5 +1,6 @@
 // The streaming guard releases only checked text: a blocked word is never sent, not even in
 // part, however it is split into chunks; clean text comes through whole.
+using System.Globalization;
 using Stratus.Safety;
 
 namespace Stratus.Safety.Tests;
@@ -85,6 +86,28 @@ public sealed class StreamingSafetyGuardTests
         Assert.DoesNotContain("purple", released);
     }
 
+    [Theory]
+    [InlineData("\u200b")]        // zero-width space
+    [InlineData("\u0337")]        // a combining diacritic
+    [InlineData("\U000E0020")]    // a tag character (a surrogate pair)
+    public async Task A_term_padded_with_many_invisible_characters_is_never_released(string padding)
+    {
+        var guard = Pipeline(PiiMode.Off, "frobnicator").GuardStream();
+        var padded = string.Join(string.Concat(Enumerable.Repeat(padding, 30)), "frobnicator".Select(c => c.ToString()));
+        var text = string.Concat(Enumerable.Repeat("Plain words about the weather and the sea. ", 4)) + padded + " and the rest.";
+        var released = "";
+        foreach (var chunk in Chunks(text, 9))
+        {
+            var step = await guard.AppendAsync(chunk);
+            released += step.Released;
+            if (step.Blocked) break;
+        }
+        if (guard.BlockedBy is null) released += (await guard.CompleteAsync()).Step.Released;
+        Assert.NotNull(guard.BlockedBy);
+        Assert.DoesNotContain("f", released);
+        Assert.True(released.Length <= text.IndexOf(padded, StringComparison.Ordinal), $"released {released.Length} characters");
+    }
+
     [Fact]
     public async Task A_forced_release_never_splits_a_surrogate_pair()
     {
@@ -142,6 +165,21 @@ public sealed class StreamingSafetyGuardTests
         // Only the held-back window waits for the end; waiting for a space would have held it all.
         Assert.InRange(released.Length, text.Length - 80, text.Length);
         Assert.Equal(text, released + (await guard.CompleteAsync()).Step.Released);
+    }
+
+    [Fact]
+    public async Task Thai_streams_as_it_is_checked_without_parting_a_letter_from_its_marks()
+    {
+        var guard = Pipeline(PiiMode.Off, "frobnicator").GuardStream();
+        var text = string.Concat(Enumerable.Repeat("วันนี้อากาศดีมากเราจะไปเที่ยวทะเลกันที่หัวหิน", 6));
+        var pieces = new List<string>();
+        foreach (var chunk in Chunks(text, 5)) pieces.Add((await guard.AppendAsync(chunk)).Released);
+        Assert.InRange(pieces.Sum(p => p.Length), text.Length - 80, text.Length);
+        pieces.Add((await guard.CompleteAsync()).Step.Released);
+        Assert.Equal(text, string.Concat(pieces));
+        // A vowel or tone mark (Mn) sent in the delta after its consonant is drawn on nothing.
+        foreach (var piece in pieces.Where(p => p.Length > 0))
+            Assert.NotEqual(UnicodeCategory.NonSpacingMark, CharUnicodeInfo.GetUnicodeCategory(piece[0]));
     }
 
     [Fact]

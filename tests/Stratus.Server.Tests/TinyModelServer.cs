@@ -45,6 +45,7 @@ public sealed class TinyModelServer : IAsyncLifetime
     /// <summary>Engine limits; a subclass can make them tight to test refusals.</summary>
     public EngineOptions Engine { get; init; } = new() { BlockSize = 8, MaxBatchSize = 32 };
     public Action<IServiceCollection>? ConfigureServices { get; init; }
+    public IReadOnlyList<Stratus.Safety.IContentSafetyProvider> ExtraSafetyProviders { get; init; } = [];
     public TimeSpan ShutdownGracePeriod { get; init; } = new ServeOptions().ShutdownGracePeriod;
     /// <summary>Writes an access log to <see cref="AccessLogPath"/>.</summary>
     public bool WithAccessLog { get; init; }
@@ -88,7 +89,7 @@ public sealed class TinyModelServer : IAsyncLifetime
             MaxRequestBodyBytes = 64 * 1024,
             ConfigureServices = ConfigureServices,
             ShutdownGracePeriod = ShutdownGracePeriod,
-            Trust = new TrustOptions { DataDir = DataDir },
+            Trust = new TrustOptions { DataDir = DataDir, ExtraSafetyProviders = ExtraSafetyProviders },
             AccessLog = WithAccessLog ? AccessLogPath : null,
         });
         Http = AnonymousClient();

@@ -246,6 +246,33 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
     }
 
     [Fact]
+    public async Task A_filtered_request_is_audited_with_the_request_id_its_client_was_given()
+    {
+        using var list = await fixture.Http.PutAsJsonAsync("/v1/admin/blocklists/audit-test", new { terms = new[] { "frobnicate" } });
+        Assert.True(list.IsSuccessStatusCode, await list.Content.ReadAsStringAsync());
+        using var policy = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}", new { blocklists = new[] { "audit-test" } });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            using var refused = await fixture.Http.PostAsJsonAsync("/v1/completions", new { model = TinyModelServer.ModelName, prompt = "please frobnicate it", max_tokens = 4 });
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            var requestId = Assert.Single(refused.Headers.GetValues("x-request-id"));
+
+            var audit = JsonNode.Parse(await fixture.Http.GetStringAsync("/v1/admin/audit?action=request.filtered&limit=10000"))!["data"]!.AsArray();
+            var details = audit[^1]!["details"]!;
+            Assert.Equal(requestId, (string)details["request_id"]!);
+            Assert.Equal("prompt", (string)details["direction"]!);
+            Assert.DoesNotContain("frobnicate", details.ToJsonString());
+        }
+        finally
+        {
+            using var reset = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+            Assert.True(reset.IsSuccessStatusCode);
+        }
+    }
+
+    [Fact]
     public async Task With_pii_redaction_the_model_gets_the_redacted_prompt()
     {
         using var policy = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",

@@ -1,9 +1,9 @@
 // Every failure leaves the server as an OpenAI-shaped error: ApiExceptions with their status,
 // oversized bodies as 413, malformed requests and user errors (StratusUserException, the trust
 // layer's TrustUserException) as 400, a stopped engine, a failed model step, a platform
-// database the machine refuses (PlatformStorageException) or a request a stopping server ended
-// (ServerShutdown) as 503, and anything unexpected as a
-// 500 without internals (logged here, never sent). The one error middleware of the server: the
+// database the machine refuses (PlatformStorageException), a content-safety provider that failed
+// (SafetyProviderUnavailableException) or a request a stopping server ended (ServerShutdown) as
+// 503, and anything unexpected as a 500 without internals (logged here, never sent). The one error middleware of the server: the
 // trust layer's own is left out (UseStratusTrust(shapeErrors: false)). Also counts refused and
 // invalid requests for /metrics.
 using System.Text.Json;
@@ -46,6 +46,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 // The engine goes on without the request's sequences, so a retry may succeed.
                 Stratus.Inference.EngineStepFailedException failed => new ApiException(503, failed.Message, code: "model_step_failed") { RetryAfterSeconds = 1 },
                 PlatformStorageException => OpenAIErrors.StorageUnavailable().ToApiException(),
+                Stratus.Safety.SafetyProviderUnavailableException provider => OpenAIErrors.ContentFilterUnavailable(provider).ToApiException(),
                 JsonException => ApiException.Invalid("We could not parse the JSON body of your request."),
                 OperationCanceledException when ended => new ApiException(503, "The server is shutting down and ended this request; retry it.", code: "server_shutting_down") { RetryAfterSeconds = 1 },
                 _ => null,
@@ -55,11 +56,13 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
             // server's paths; the operator gets all of it.
             else if (e is Stratus.Inference.EngineStepFailedException) logger.LogWarning(e, "a model step failed serving {Path} (request {RequestId}); the engine goes on", context.Request.Path, context.TraceIdentifier);
             else if (e is PlatformStorageException) logger.LogError(e, "the platform database failed serving {Path} (request {RequestId})", context.Request.Path, context.TraceIdentifier);
+            else if (e is Stratus.Safety.SafetyProviderUnavailableException) logger.LogError(e, "a content-safety provider failed serving {Path} (request {RequestId})", context.Request.Path, context.TraceIdentifier);
             error ??= new ApiException(500, "The server had an error while processing your request.", code: "internal_error");
             var model = context.Items[ModelItem] as string ?? "";
-            // A failed model step and a refused database are the server's errors, though 503s (a
-            // retry may succeed); a 503 otherwise is the server declining the work.
-            var serverFault = e is Stratus.Inference.EngineStepFailedException or PlatformStorageException;
+            // A failed model step, a refused database and a failed safety provider are the
+            // server's errors, though 503s (a retry may succeed); a 503 otherwise is the server
+            // declining the work.
+            var serverFault = e is Stratus.Inference.EngineStepFailedException or PlatformStorageException or Stratus.Safety.SafetyProviderUnavailableException;
             metrics.RequestEnded(model, serverFault ? "error"
                 : ended ? Stratus.Inference.FinishReason.Cancelled
                 : error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });

@@ -99,6 +99,14 @@ public static class OpenAIErrors
             "The server cannot use its database of keys, usage and safety settings right now; try again later.",
             type: "server_error", code: "storage_unavailable", headers: [new("Retry-After", "5")]);
 
+    /// <summary>503 for a content-safety provider that could not judge the text (an external
+    /// moderation service down): the text is not let through unchecked, and a retry may pass.
+    /// It names the provider, not the cause, which the server's log has.</summary>
+    public static OpenAIErrorResult ContentFilterUnavailable(SafetyProviderUnavailableException e) =>
+        Create(StatusCodes.Status503ServiceUnavailable,
+            $"The content filter could not check this request (its provider '{e.Provider}' failed), so nothing unchecked was sent; try again later.",
+            type: "server_error", code: "content_filter_unavailable", headers: [new("Retry-After", "5")]);
+
     /// <summary>The header with which OpenAI's Python and Node SDKs take an error as final: they
     /// retry 408, 409, 429 and 5xx otherwise.</summary>
     public static readonly KeyValuePair<string, string> DoNotRetry = new("x-should-retry", "false");

@@ -34,15 +34,20 @@ public sealed class RequestTrust
     bool admitted;
     bool completed;
 
-    internal RequestTrust(StratusTrust trust, ApiKeyRecord? key, ILogger logger)
+    internal RequestTrust(StratusTrust trust, ApiKeyRecord? key, string requestId, ILogger logger)
     {
         this.trust = trust;
         Key = key;
+        RequestId = requestId;
         this.logger = logger;
     }
 
     /// <summary>The calling key; null only under --insecure-no-auth.</summary>
     public ApiKeyRecord? Key { get; }
+
+    /// <summary>The request's HttpContext.TraceIdentifier (the server's x-request-id), which the
+    /// audit entry of what it had filtered names.</summary>
+    public string RequestId { get; }
 
     /// <summary>The key id usage and audit entries are recorded under.</summary>
     public string KeyId => Key?.Id ?? StratusTrust.AnonymousActor;
@@ -115,7 +120,7 @@ public sealed class RequestTrust
         var verdict = await pipeline.AnalyzeAsync(text, ContentDirection.Prompt, cancellationToken);
         if (verdict.Blocked)
         {
-            await trust.RecordFilteredAsync(KeyId, model, verdict, text, cancellationToken);
+            await trust.RecordFilteredAsync(KeyId, model, verdict, text, RequestId, cancellationToken);
             return new PromptCheck(false, "", null, OpenAIErrors.ContentFiltered(verdict, promptIndex, "prompt"), verdict);
         }
         var annotations = pipeline.Policy.CheckPrompts ? verdict.ToPromptFilterResult(promptIndex) : null;
@@ -139,7 +144,7 @@ public sealed class RequestTrust
         var verdict = await pipeline.AnalyzeAsync(text, ContentDirection.Completion, cancellationToken);
         var annotations = pipeline.Policy.CheckCompletions ? verdict.ToContentFilterResults() : null;
         if (!verdict.Blocked) return new CompletionCheck(false, verdict.Text, null, annotations, verdict);
-        await trust.RecordFilteredAsync(KeyId, model, verdict, text, cancellationToken);
+        await trust.RecordFilteredAsync(KeyId, model, verdict, text, RequestId, cancellationToken);
         return new CompletionCheck(true, "", CompletionStreamGuard.ContentFilterFinishReason, annotations, verdict);
     }
 
@@ -159,7 +164,7 @@ public sealed class RequestTrust
     {
         var pipeline = await trust.Pipelines.GetAsync(model, cancellationToken);
         return new CompletionStreamGuard(pipeline.GuardStream(), pipeline.Policy.CheckCompletions,
-            (verdict, text, ct) => trust.RecordFilteredAsync(KeyId, model, verdict, text, ct));
+            (verdict, text, ct) => trust.RecordFilteredAsync(KeyId, model, verdict, text, RequestId, ct));
     }
 
     /// <summary>Settles a token charge the handler left open (it threw, or never called

@@ -60,9 +60,10 @@ public sealed class StratusTrust
         }, cancellationToken);
     }
 
-    /// <summary>Records a filtered prompt or completion: categories and a digest of the text,
-    /// the text itself only when TrustOptions.RecordFilteredContent is set.</summary>
-    public ValueTask<AuditEntry> RecordFilteredAsync(string keyId, string deployment, SafetyVerdict verdict, string content, CancellationToken cancellationToken = default) =>
+    /// <summary>Records a filtered prompt or completion: categories, the request's id and a
+    /// digest of the text, the text itself only when TrustOptions.RecordFilteredContent is set.</summary>
+    public ValueTask<AuditEntry> RecordFilteredAsync(string keyId, string deployment, SafetyVerdict verdict, string content, string? requestId = null,
+        CancellationToken cancellationToken = default) =>
         Stores.Audit.AppendAsync(keyId, AuditActions.RequestFiltered,
-            AuditDetails.FilteredRequest(keyId, deployment, verdict, content, Options.RecordFilteredContent), cancellationToken);
+            AuditDetails.FilteredRequest(keyId, deployment, verdict, content, Options.RecordFilteredContent, requestId), cancellationToken);
 }

@@ -1,6 +1,7 @@
 // The trust layer's place in the request pipeline. TrustErrorMiddleware turns errors the client
 // caused (TrustUserException, StratusUserException, bad HTTP input) into OpenAI-shaped 4xx
-// responses instead of 500s, and a platform database the machine refuses into a 503, for hosts
+// responses instead of 500s, and a platform database the machine refuses or a content-safety
+// provider that fails into a 503, for hosts
 // without an error middleware of their own (StratusServer has one and leaves this out).
 // TrustAuthenticationMiddleware authenticates the key (Authorization: Bearer, or Azure's
 // api-key header), checks the scope the route needs, charges the request against the key's
@@ -39,6 +40,11 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, ILogger<TrustErro
             // The operator gets the file and SQLite's words; the client a 503 without them.
             logger.LogError(e, "The platform database failed serving {Path}", context.Request.Path);
             await OpenAIErrors.StorageUnavailable().ExecuteAsync(context);
+        }
+        catch (SafetyProviderUnavailableException e) when (!context.Response.HasStarted)
+        {
+            logger.LogError(e, "A content-safety provider failed serving {Path}", context.Request.Path);
+            await OpenAIErrors.ContentFilterUnavailable(e).ExecuteAsync(context);
         }
     }
 }
@@ -119,7 +125,7 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
             foreach (var (name, value) in trust.Quotas.StatusOf(key).ToHeaders()) context.Response.Headers[name] = value;
             return Task.CompletedTask;
         });
-        var requestTrust = new RequestTrust(trust, key, requestLogger);
+        var requestTrust = new RequestTrust(trust, key, context.TraceIdentifier, requestLogger);
         context.Features.Set(requestTrust);
         try
         {
@@ -141,7 +147,7 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
                 "This server runs with --insecure-no-auth and answers loopback clients only.", code: "insecure_no_auth"));
             return;
         }
-        context.Features.Set(new RequestTrust(trust, null, requestLogger));
+        context.Features.Set(new RequestTrust(trust, null, context.TraceIdentifier, requestLogger));
         await next(context);
     }
 

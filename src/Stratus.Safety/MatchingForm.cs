@@ -1,0 +1,152 @@
+// The form in which blocklists read text, so that a word written to look like a blocked one is
+// one. Letters drawn in another form are read as the letters they show: full-width ("ｂｏｍｂ",
+// as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷𝑜𝓂𝒷"), circled
+// and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑") and the Latin ligatures ("ﬁ"). Invisible characters are
+// left out: format characters (zero-width space and joiners, soft hyphen, word joiner,
+// bidirectional marks, tags), variation selectors, and the combining diacritics of the generic
+// blocks (U+0300-U+036F and kin) written as characters of their own ("b̷o̷m̷b̷", a stray U+0301).
+// A precomposed letter stays itself: "año" is not "ano". The server runs with invariant
+// globalization, where string.Normalize is a no-op, so the forms are mapped here rather than by
+// NFKC, whose mappings these are (the negative circled and squared letters aside, which NFKC
+// leaves alone). Each character of the folded text knows the span of the original it came from,
+// so a match is reported, held back and released as the text was written.
+using System.Buffers;
+using System.Globalization;
+using System.Text;
+
+namespace Stratus.Safety;
+
+sealed class MatchingForm
+{
+    // Per character of Text, the span of the original it came from; null when Text is the original.
+    readonly int[]? starts;
+    readonly int[]? ends;
+    readonly int originalLength;
+
+    MatchingForm(string text, int[]? starts, int[]? ends, int originalLength)
+    {
+        Text = text;
+        this.starts = starts;
+        this.ends = ends;
+        this.originalLength = originalLength;
+    }
+
+    public string Text { get; }
+
+    /// <summary>The span of the original text that Text[start..end] (not empty) came from, with
+    /// what was left out after it up to the next character read (the marks on its last letter).
+    /// So a match that touches the end of what was read touches the end of what was written.</summary>
+    public (int Start, int End) Original(int start, int end)
+    {
+        if (starts is null) return (start, end);
+        if (end >= Text.Length) return (starts[start], originalLength);
+        // Inside the letters of one character (a ligature's): that character ends it.
+        return (starts[start], starts[end] == starts[end - 1] ? ends![end - 1] : starts[end]);
+    }
+
+    public static MatchingForm Of(string text)
+    {
+        if (IsOwnForm(text)) return new MatchingForm(text, null, null, text.Length);
+        var folded = new StringBuilder(text.Length);
+        var starts = new List<int>(text.Length);
+        var ends = new List<int>(text.Length);
+        Span<char> letters = stackalloc char[3];
+        for (var i = 0; i < text.Length;)
+        {
+            var start = i;
+            var before = folded.Length;
+            if (Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out var length) != OperationStatus.Done)
+            {
+                // A lone surrogate (a stream cut inside a pair) is kept as it is.
+                folded.Append(text[i++]);
+            }
+            else
+            {
+                i += length;
+                if (IsLeftOut(rune)) continue;
+                if (Fold(rune, letters) is var n and > 0) folded.Append(letters[..n]);
+                else folded.Append(text.AsSpan(start, length));
+            }
+            for (var k = before; k < folded.Length; k++)
+            {
+                starts.Add(start);
+                ends.Add(i);
+            }
+        }
+        return new MatchingForm(folded.ToString(), [.. starts], [.. ends], text.Length);
+    }
+
+    /// <summary>Whether a character takes no room in the text a blocklist reads: one it leaves
+    /// out, or a mark, which belongs to the letter before it. The streaming guard does not count
+    /// them in its window, so a term padded with any number of them is held back whole.</summary>
+    public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || Rune.GetUnicodeCategory(rune) is UnicodeCategory.NonSpacingMark
+        or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
+
+    /// <summary>Whether the text is its own matching form, found without allocating: prose in
+    /// ASCII, CJK or any script without such forms skips the fold.</summary>
+    static bool IsOwnForm(string text)
+    {
+        Span<char> letters = stackalloc char[3];
+        for (var i = 0; i < text.Length;)
+        {
+            if (text[i] < '\u00A0')
+            {
+                i++;
+                continue;
+            }
+            if (Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out var length) != OperationStatus.Done) return false;
+            if (IsLeftOut(rune) || Fold(rune, letters) > 0) return false;
+            i += length;
+        }
+        return true;
+    }
+
+    /// <summary>Format characters and variation selectors, which change how text is drawn but not
+    /// what it says, and the generic combining diacritics. The marks of a script of its own (Thai
+    /// vowels, Devanagari signs, the kana voicing marks) are kept: they spell.</summary>
+    static bool IsLeftOut(Rune rune) =>
+        Rune.GetUnicodeCategory(rune) == UnicodeCategory.Format
+        || rune.Value is >= 0xFE00 and <= 0xFE0F or >= 0xE0100 and <= 0xE01EF
+        || rune.Value is >= 0x0300 and <= 0x036F or >= 0x1AB0 and <= 0x1AFF or >= 0x1DC0 and <= 0x1DFF or >= 0x20D0 and <= 0x20FF or >= 0xFE20 and <= 0xFE2F;
+
+    /// <summary>Writes the letters a character shows into <paramref name="letters"/> and returns
+    /// how many; 0 when it is one of them itself.</summary>
+    static int Fold(Rune rune, Span<char> letters)
+    {
+        var c = rune.Value;
+        switch (c)
+        {
+            case >= 0xFF01 and <= 0xFF5E: // full-width ASCII
+                letters[0] = (char)(c - 0xFEE0);
+                return 1;
+            case >= 0x24B6 and <= 0x24E9: // circled A-Z, a-z
+                return Letter(c - 0x24B6, letters);
+            case >= 0x1D400 and <= 0x1D6A3: // mathematical letters: styles of A-Z, a-z
+                return Letter((c - 0x1D400) % 52, letters);
+            case >= 0x1D7CE and <= 0x1D7FF: // mathematical digits: styles of 0-9
+                letters[0] = (char)('0' + (c - 0x1D7CE) % 10);
+                return 1;
+            case >= 0x1F130 and <= 0x1F149: // squared A-Z
+                return Letter(c - 0x1F130, letters);
+            case >= 0x1F150 and <= 0x1F169: // negative circled A-Z
+                return Letter(c - 0x1F150, letters);
+            case >= 0x1F170 and <= 0x1F189: // negative squared A-Z
+                return Letter(c - 0x1F170, letters);
+            case >= 0xFB00 and <= 0xFB06: // Latin ligatures
+                var spelled = Ligatures[c - 0xFB00];
+                spelled.CopyTo(letters);
+                return spelled.Length;
+            default:
+                return 0;
+        }
+    }
+
+    static readonly string[] Ligatures = ["ff", "fi", "fl", "ffi", "ffl", "st", "st"];
+
+    /// <summary>The index-th of A-Z then a-z.</summary>
+    static int Letter(int index, Span<char> letters)
+    {
+        letters[0] = (char)(index < 26 ? 'A' + index : 'a' + index - 26);
+        return 1;
+    }
+}

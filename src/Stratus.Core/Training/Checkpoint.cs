@@ -109,9 +109,10 @@ public sealed class Checkpoint
         var manifestPath = Path.Combine(directory, ManifestFile);
         if (!File.Exists(manifestPath))
             throw new StratusUserException($"{directory} is not a Stratus checkpoint (no {ManifestFile}); pass a run folder or one of its checkpoints/last or checkpoints/best");
-        JsonObject manifest;
-        try { manifest = JsonNode.Parse(File.ReadAllText(manifestPath)) as JsonObject ?? throw new JsonException("not an object"); }
-        catch (JsonException) { throw new StratusUserException($"{manifestPath} is corrupt (not valid JSON); {IfDamaged(directory)}"); }
+        // Through JsonText, as every JSON file of the checkpoint: a string that is no text (half a
+        // surrogate pair) would otherwise throw where it is read, naming neither file nor problem.
+        var manifest = JsonText.ParseFile(manifestPath, hint: $"The checkpoint is corrupt; {IfDamaged(directory)}.") as JsonObject
+            ?? throw new StratusUserException($"{manifestPath} is corrupt (not a JSON object); {IfDamaged(directory)}");
         if (!(manifest["format"] is JsonValue format && format.TryGetValue<string>(out var name) && name == Format))
             throw new StratusUserException($"{directory} is not a Stratus checkpoint (manifest format '{manifest["format"]}')");
         if (!(manifest["version"] is JsonValue version && version.TryGetValue<int>(out var number) && number == FormatVersion))
@@ -136,20 +137,41 @@ public sealed class Checkpoint
             if (!files.ContainsKey(file) && File.Exists(Path.Combine(directory, file)))
                 throw new StratusUserException($"checkpoint {directory} holds {file}, which its {ManifestFile} does not list: it was added after the checkpoint was saved; remove it, or use another checkpoint");
         var model = ReadJson<ModelConfig>(directory, ModelConfigFile) ?? throw new StratusUserException($"checkpoint {directory} has no {ModelConfigFile}");
+        model.Validate(file: Path.Combine(directory, ModelConfigFile));
+        RequireWeightsOf(directory, model);
         var trainPath = Path.Combine(directory, TrainConfigFile);
         TrainConfig? train = null;
         if (File.Exists(trainPath))
         {
-            try { train = TrainConfig.FromJson(JsonNode.Parse(File.ReadAllText(trainPath)) as JsonObject ?? throw new StratusUserException($"{trainPath} is corrupt: not a JSON object"), trainPath); }
-            catch (JsonException e) { throw new StratusUserException($"{trainPath} is corrupt: {e.Message}"); }
+            train = TrainConfig.FromJson(JsonText.ParseFile(trainPath) as JsonObject ?? throw new StratusUserException($"{trainPath} is corrupt: not a JSON object"), trainPath);
         }
         var state = ReadJson<TrainerState>(directory, StateFile);
+        // Infinity is the best loss of a run not yet evaluated; NaN would never be beaten, so the
+        // run would keep no best checkpoint again.
+        if (state is not null && (state.Step < 0 || double.IsNaN(state.BestValLoss)))
+            throw new StratusUserException($"{Path.Combine(directory, StateFile)} is corrupt: step {state.Step} and best_val_loss {state.BestValLoss} are no run's; {IfDamaged(directory)}");
         var tokenizer = TokenizerStore.Load(directory);
         // Token ids past the model's embedding table would abort libtorch when indexed.
         if (tokenizer.VocabSize > model.VocabSize)
             throw new StratusUserException($"checkpoint {directory} is inconsistent: its tokenizer has {tokenizer.VocabSize} tokens but the model embeds {model.VocabSize}; restore the checkpoint or train again");
         var contentHash = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(files.ToJsonString())));
         return new Checkpoint(directory, model, train, tokenizer, state, contentHash);
+    }
+
+    /// <summary>Refuses a model.json that does not describe the checkpoint's weights, before any
+    /// model is built from it: each weight the config implies must be in model.safetensors with
+    /// its shape, found from the file's header. Otherwise a model.json naming a larger model
+    /// (its hash in a manifest anyone can write) would have that model allocated and initialised
+    /// first, gigabytes for a file of a few kilobytes.</summary>
+    static void RequireWeightsOf(string directory, ModelConfig config)
+    {
+        using var reader = SafeTensors.Open(Path.Combine(directory, ModelFile));
+        foreach (var (name, shape) in CausalLanguageModel.ImpliedWeights(config))
+        {
+            if (!reader.Entries.TryGetValue(name, out var entry) || !entry.Shape.SequenceEqual(shape))
+                throw new StratusUserException($"checkpoint {directory} is inconsistent: its {ModelConfigFile} implies a weight '{name}' of shape [{string.Join(", ", shape)}], " +
+                    $"but {ModelFile} {(entry is null ? "has none" : $"has it of shape [{string.Join(", ", entry.Shape)}]")}; {IfDamaged(directory)}");
+        }
     }
 
     /// <summary>What to do with a corrupt or incomplete checkpoint: a run's other one is there to

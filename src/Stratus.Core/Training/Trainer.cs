@@ -218,9 +218,7 @@ public sealed class Trainer : IDisposable
             throw new StratusUserException(DatasetFolder.DatasetIn(runDirectory) is { } dataset
                 ? $"{runDirectory} holds {dataset}, not a run; resume the folder that `stratus train --out` wrote"
                 : $"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
-        JsonObject run;
-        try { run = JsonNode.Parse(File.ReadAllText(runPath)) as JsonObject ?? throw new StratusUserException($"{runPath} is not a JSON object; restore it"); }
-        catch (JsonException e) { throw StratusUserException.NotValidJson(runPath, e, hint: "Restore it from a copy."); }
+        var run = JsonText.ParseFile(runPath, hint: "Restore it from a copy.") as JsonObject ?? throw new StratusUserException($"{runPath} is not a JSON object; restore it");
         return (run, run["data"] is JsonValue data && data.TryGetValue<string>(out var path) ? path : null);
     }
 

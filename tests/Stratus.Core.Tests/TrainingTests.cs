@@ -449,7 +449,7 @@ public sealed class TrainingTests
     }
 
     [Fact]
-    public void A_checkpoint_whose_files_make_no_model_or_run_is_refused_naming_the_file_before_any_model_is_built()
+    public void A_checkpoint_whose_files_make_no_model_or_run_is_refused_naming_the_file_before_a_model_is_built()
     {
         using var temp = new TempDirectory();
         var (_, run) = TestData.TrainedRun(temp);
@@ -460,6 +460,7 @@ public sealed class TrainingTests
         var vocabulary = Checkpoint.Open(last).ModelConfig.VocabSize;
         var fix = $"use {best} (to resume the run from it, move this one aside: `mv {last} {last}.damaged`), or train again";
         string Refusal() => Assert.Throws<StratusUserException>(() => Checkpoint.Open(last)).Message;
+        string Built() => Assert.Throws<StratusUserException>(() => Checkpoint.Open(last).CreateModel().Dispose()).Message;
         JsonObject Edited(Action<JsonObject> edit)
         {
             var json = JsonNode.Parse(model)!.AsObject();
@@ -467,14 +468,16 @@ public sealed class TrainingTests
             return json;
         }
 
-        // A larger model than its weights (1,024 layers 8,192 wide: some 3 TB) was allocated and
-        // initialised by whatever built it (sample, eval, serve, --resume), before its first
-        // weight was found missing.
-        VouchFor(last, Checkpoint.ModelConfigFile, Edited(m => { m["n_layer"] = 1024; m["n_embd"] = 8192; }).ToJsonString());
-        Assert.Equal($"checkpoint {last} is inconsistent: its {Checkpoint.ModelConfigFile} implies a weight 'transformer.wte.weight' of shape [{vocabulary}, 8192], " +
-            $"but {Checkpoint.ModelFile} has it of shape [{vocabulary}, 16]; {fix}", Refusal());
+        // A larger model than its weights was allocated and initialised by whatever built it
+        // (sample, eval, serve, export, --resume) before its first weight was found missing: here
+        // 65,536 wide, a first layer of 48 GiB; 1,024 layers 8,192 wide were 3 TB in 1 GiB pieces.
+        VouchFor(last, Checkpoint.ModelConfigFile, Edited(m => m["n_embd"] = 65536).ToJsonString());
+        var larger = $"checkpoint {last} is inconsistent: its {Checkpoint.ModelConfigFile} implies a weight 'transformer.wte.weight' of shape [{vocabulary}, 65536], " +
+            $"but {Checkpoint.ModelFile} has it of shape [{vocabulary}, 16]; {fix}";
+        Assert.Equal(larger, Built());
+        Assert.Equal(larger, Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
         VouchFor(last, Checkpoint.ModelConfigFile, Edited(m => m["n_layer"] = 2).ToJsonString());
-        Assert.Equal($"checkpoint {last} is inconsistent: its {Checkpoint.ModelConfigFile} implies a weight 'transformer.h.1.ln_1.weight' of shape [16], but {Checkpoint.ModelFile} has none; {fix}", Refusal());
+        Assert.Equal($"checkpoint {last} is inconsistent: its {Checkpoint.ModelConfigFile} implies a weight 'transformer.h.1.ln_1.weight' of shape [16], but {Checkpoint.ModelFile} has none; {fix}", Built());
 
         // Values no model has, named with the file: NaN (a model.json may spell "NaN") passed
         // "not positive" and made every output NaN.

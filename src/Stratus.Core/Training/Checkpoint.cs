@@ -138,7 +138,6 @@ public sealed class Checkpoint
                 throw new StratusUserException($"checkpoint {directory} holds {file}, which its {ManifestFile} does not list: it was added after the checkpoint was saved; remove it, or use another checkpoint");
         var model = ReadJson<ModelConfig>(directory, ModelConfigFile) ?? throw new StratusUserException($"checkpoint {directory} has no {ModelConfigFile}");
         model.Validate(file: Path.Combine(directory, ModelConfigFile));
-        RequireWeightsOf(directory, model);
         var trainPath = Path.Combine(directory, TrainConfigFile);
         TrainConfig? train = null;
         if (File.Exists(trainPath))
@@ -156,22 +155,6 @@ public sealed class Checkpoint
             throw new StratusUserException($"checkpoint {directory} is inconsistent: its tokenizer has {tokenizer.VocabSize} tokens but the model embeds {model.VocabSize}; restore the checkpoint or train again");
         var contentHash = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(files.ToJsonString())));
         return new Checkpoint(directory, model, train, tokenizer, state, contentHash);
-    }
-
-    /// <summary>Refuses a model.json that does not describe the checkpoint's weights, before any
-    /// model is built from it: each weight the config implies must be in model.safetensors with
-    /// its shape, found from the file's header. Otherwise a model.json naming a larger model
-    /// (its hash in a manifest anyone can write) would have that model allocated and initialised
-    /// first, gigabytes for a file of a few kilobytes.</summary>
-    static void RequireWeightsOf(string directory, ModelConfig config)
-    {
-        using var reader = SafeTensors.Open(Path.Combine(directory, ModelFile));
-        foreach (var (name, shape) in CausalLanguageModel.ImpliedWeights(config))
-        {
-            if (!reader.Entries.TryGetValue(name, out var entry) || !entry.Shape.SequenceEqual(shape))
-                throw new StratusUserException($"checkpoint {directory} is inconsistent: its {ModelConfigFile} implies a weight '{name}' of shape [{string.Join(", ", shape)}], " +
-                    $"but {ModelFile} {(entry is null ? "has none" : $"has it of shape [{string.Join(", ", entry.Shape)}]")}; {IfDamaged(directory)}");
-        }
     }
 
     /// <summary>What to do with a corrupt or incomplete checkpoint: a run's other one is there to
@@ -239,12 +222,38 @@ public sealed class Checkpoint
             throw new StratusUserException($"the tokenizer of {dataDirectory} differs from the model's in {Directory}; prepare the data with `stratus prepare --tokenizer-from {Directory}`");
     }
 
-    public CausalLanguageModel CreateModel(Device? device = null)
+    /// <summary>The checkpoint's model with its weights, built on the CPU and moved to
+    /// <paramref name="device"/>; <paramref name="config"/> is its config trained otherwise (the
+    /// dropout and adapters of a run resumed or begun from it: see <see cref="LoadWeights"/>).</summary>
+    public CausalLanguageModel CreateModel(Device? device = null, ModelConfig? config = null)
     {
-        var model = CausalLanguageModel.Create(ModelConfig);
-        LoadWeights(model);
+        RequireWeightsOfConfig();
+        var model = CausalLanguageModel.Create(config ?? ModelConfig);
+        try { LoadWeights(model); }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
         if (device is not null) model.to(device);
         return model;
+    }
+
+    /// <summary>Refuses a model.json that does not describe the checkpoint's weights before any
+    /// model is built from it: each weight the config implies must be in model.safetensors with
+    /// its shape, as the file's header gives it. Otherwise a model.json naming a larger model
+    /// (its hash in a manifest anyone can write) had that model allocated and initialised first,
+    /// gigabytes for a file of a few kilobytes. Here, not in <see cref="Open"/>, which reads the
+    /// tokenizer without libtorch for `prepare --tokenizer-from`.</summary>
+    void RequireWeightsOfConfig()
+    {
+        using var reader = SafeTensors.Open(Path.Combine(Directory, ModelFile));
+        foreach (var (name, shape) in CausalLanguageModel.ImpliedWeights(ModelConfig))
+        {
+            if (!reader.Entries.TryGetValue(name, out var entry) || !entry.Shape.SequenceEqual(shape))
+                throw new StratusUserException($"checkpoint {Directory} is inconsistent: its {ModelConfigFile} implies a weight '{name}' of shape [{string.Join(", ", shape)}], " +
+                    $"but {ModelFile} {(entry is null ? "has none" : $"has it of shape [{string.Join(", ", entry.Shape)}]")}; {IfDamaged(Directory)}");
+        }
     }
 
     /// <summary>Copies the checkpoint's weights into <paramref name="model"/>. Its LoRA adapters

@@ -109,7 +109,7 @@ public sealed class Checkpoint
         var manifestPath = Path.Combine(directory, ManifestFile);
         if (!File.Exists(manifestPath))
             throw new StratusUserException($"{directory} is not a Stratus checkpoint (no {ManifestFile}); pass a run folder or one of its checkpoints/last or checkpoints/best");
-        // Through JsonText, as every JSON file of the checkpoint: a string that is no text (half a
+        // Through JsonText, as train_config.json below: a string that is no text (half a
         // surrogate pair) would otherwise throw where it is read, naming neither file nor problem.
         var manifest = JsonText.ParseFile(manifestPath, hint: $"The checkpoint is corrupt; {IfDamaged(directory)}.") as JsonObject
             ?? throw new StratusUserException($"{manifestPath} is corrupt (not a JSON object); {IfDamaged(directory)}");
@@ -261,7 +261,7 @@ public sealed class Checkpoint
     /// on training them); any other model (a full fine-tune with lora_rank 0, or adapters of
     /// another rank, alpha or targets) gets them merged into its base weights, as PEFT's
     /// merge_and_unload, and its own adapters keep their init.</summary>
-    public void LoadWeights(CausalLanguageModel model)
+    void LoadWeights(CausalLanguageModel model)
     {
         using var reader = SafeTensors.Open(Path.Combine(Directory, ModelFile));
         using var noGrad = no_grad();

@@ -9,6 +9,19 @@ public static class FileHash
     public static string Sha256(string path)
     {
         using var stream = File.OpenRead(path);
-        return Convert.ToHexStringLower(SHA256.HashData(stream));
+        if (!stream.CanSeek) return Convert.ToHexStringLower(SHA256.HashData(stream));
+        // As many bytes as the file's size (see FileBytes): a checkpoint file that is a link to
+        // /dev/zero would otherwise be hashed for ever.
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[1 << 20];
+        for (var left = stream.Length; left > 0;)
+        {
+            var read = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+            if (read == 0) break;
+            hash.AppendData(buffer, 0, read);
+            left -= read;
+        }
+        FileBytes.RequireEnd(stream, path);
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 }

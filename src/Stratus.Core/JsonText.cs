@@ -40,7 +40,7 @@ public static class JsonText
     /// <paramref name="hint"/> says how to fix it.</summary>
     public static JsonNode? ParseFile(string path, JsonDocumentOptions options = default, string? hint = null)
     {
-        ReadOnlySpan<byte> json = File.ReadAllBytes(path);
+        ReadOnlySpan<byte> json = FileBytes.ReadAll(path);
         if (json.StartsWith("\uFEFF"u8)) json = json[3..];
         var readerOptions = new JsonReaderOptions { CommentHandling = options.CommentHandling, AllowTrailingCommas = options.AllowTrailingCommas, MaxDepth = options.MaxDepth };
         if (Problem(json, readerOptions) is { } problem) throw new StratusUserException($"{path}: {problem}.{(hint is null ? "" : " " + hint)}");

@@ -81,6 +81,10 @@ public sealed class LibTorchMissingTests
             Assert.Equal("", stdout);
             Assert.Matches(@"^error: cannot load libtorch \((libtorch_cpu|libLibTorchSharp)\.so\): lib(torch_cpu|LibTorchSharp)\.so: cannot open shared object file: No such file or directory" + Regex.Escape(fix) + "\n$", stderr);
         }
+
+        // prepare takes a model's tokenizer without it: opening a checkpoint builds no model.
+        var prepared = copy.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["from-model"], "--tokenizer-from", run);
+        Assert.True(prepared.ExitCode == 0, prepared.Stdout + prepared.Stderr);
     }
 
     /// <summary>A library there that the loader refuses, as Debian 12's libstdc++ refuses

@@ -44,6 +44,73 @@ public sealed class FileReaderTests
         Assert.Contains(expected, error.Message);
     }
 
+    [Theory]
+    [InlineData("""{"w\ud800":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""")]
+    [InlineData("""{"__metadata__":{"format":"p\udc00"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""")]
+    [InlineData("""{"w":{"dtype":"F\ud800","shape":[2],"data_offsets":[0,8]}}""")]
+    public void A_safetensors_header_whose_strings_are_no_text_is_refused_not_thrown_on_where_read(string header)
+    {
+        // Half a surrogate pair threw an InvalidOperationException (a stack trace) where the
+        // name, dtype or metadata value was read.
+        using var temp = new TempDirectory();
+        var path = SafeTensorsFile(temp, header, 8);
+        var error = Assert.Throws<StratusUserException>(() => SafeTensors.Open(path).Dispose());
+        Assert.StartsWith($"{path} is not a valid safetensors file: its header is not text: a string holds a \\u escape of an unpaired UTF-16 surrogate", error.Message);
+    }
+
+    [Fact]
+    public void A_safetensors_header_that_is_not_UTF8_is_refused()
+    {
+        using var temp = new TempDirectory();
+        var path = SafeTensorsFile(temp, """{"__metadata__":{"format":"p?"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""", 8);
+        var bytes = File.ReadAllBytes(path);
+        bytes[Array.IndexOf(bytes, (byte)'?')] = 0xFF;
+        File.WriteAllBytes(path, bytes);
+        Assert.Equal($"{path} is not a valid safetensors file: its header is not text: it is not valid UTF-8", Assert.Throws<StratusUserException>(() => SafeTensors.Open(path).Dispose()).Message);
+    }
+
+    [Fact]
+    public void An_empty_tensor_where_another_starts_tiles_the_data_whichever_the_header_lists_first()
+    {
+        // The reference implementation orders tensors by (start, end); ordered by start alone,
+        // an empty one listed after the tensor it shares a start with was taken for an overlap.
+        using var temp = new TempDirectory();
+        var path = SafeTensorsFile(temp, """{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"empty":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}""", 8);
+        using var reader = SafeTensors.Open(path);
+        Assert.Equal(["w", "empty"], reader.Names);
+    }
+
+    [Fact]
+    public void A_refused_safetensors_file_is_closed_at_once()
+    {
+        using var temp = new TempDirectory();
+        var path = SafeTensorsFile(temp, """{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""", 12);
+        Assert.Throws<StratusUserException>(() => SafeTensors.Open(path));
+        // Not shared for writing while the refused reader's stream waited for its finalizer.
+        using (File.Open(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None)) { }
+    }
+
+    [Fact]
+    public async Task A_file_that_reads_on_past_its_size_is_refused_instead_of_hashed_or_read_for_ever()
+    {
+        // A link to /dev/zero in a downloaded run or dataset folder: a size of 0 and no end. Its
+        // checkpoint hash never finished; its JSON filled memory until .NET gave up at 2 GB.
+        if (!File.Exists("/dev/zero")) return;
+        using var temp = new TempDirectory();
+        var link = temp["model.safetensors"];
+        File.CreateSymbolicLink(link, "/dev/zero");
+        var expected = $"{link} is no regular file: it reads on past its size of 0 bytes";
+        // Bounded so that a hashing that never ends fails the test rather than the run.
+        var hashing = Task.Run(() => FileHash.Sha256(link));
+        Assert.Same(hashing, await Task.WhenAny(hashing, Task.Delay(TimeSpan.FromMinutes(1))));
+        Assert.StartsWith(expected, (await Assert.ThrowsAsync<StratusUserException>(() => hashing)).Message);
+        Assert.StartsWith(expected, Assert.Throws<StratusUserException>(() => JsonText.ParseFile(link)).Message);
+
+        File.WriteAllText(temp["meta.json"], """{"a": 1}""");
+        Assert.Equal(1, (int)JsonText.ParseFile(temp["meta.json"])!["a"]!);
+        Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(temp["meta.json"]))), FileHash.Sha256(temp["meta.json"]));
+    }
+
     [Fact]
     public void A_token_shard_whose_count_overflows_or_whose_ids_pass_its_vocabulary_is_refused()
     {

@@ -99,4 +99,71 @@ public sealed class GgufTests
         Assert.Contains("truncated inside its header", Assert.Throws<StratusUserException>(() => GgufFile.Read(temp.File("header.gguf"))).Message);
         Assert.Throws<StratusUserException>(() => new LlamaCppModel(temp.File("cut.gguf"), 64, 2));
     }
+
+    /// <summary>A GGUF file of <paramref name="keys"/> key/values and <paramref name="tensors"/>
+    /// tensor infos that <paramref name="write"/> writes, then 64 bytes of data.</summary>
+    static string HandMade(TempDirectory temp, ulong keys, ulong tensors, Action<BinaryWriter> write)
+    {
+        var path = temp.File($"{Guid.NewGuid():N}.gguf");
+        using (var w = new BinaryWriter(File.Create(path)))
+        {
+            w.Write(GgufWriter.Magic);
+            w.Write(3u);
+            w.Write(tensors);
+            w.Write(keys);
+            write(w);
+            w.Write(new byte[64]);
+        }
+        return path;
+    }
+
+    static void Text(BinaryWriter w, string text)
+    {
+        w.Write((ulong)text.Length);
+        w.Write(System.Text.Encoding.UTF8.GetBytes(text));
+    }
+
+    [Fact]
+    public void A_hand_made_header_is_refused_clearly_not_thrown_on()
+    {
+        // Each was an exception of .NET's (divide by zero, an argument out of range, an array too
+        // large for memory) or, nested, a stack overflow that kills the process.
+        using var temp = new TempDirectory();
+        string Refusal(ulong keys, ulong tensors, Action<BinaryWriter> write)
+        {
+            var path = HandMade(temp, keys, tensors, write);
+            var message = Assert.Throws<StratusUserException>(() => GgufFile.Read(path)).Message;
+            Assert.StartsWith($"{path} is not a valid GGUF file: ", message);
+            return message;
+        }
+        void Key(BinaryWriter w, string key, uint type) { Text(w, key); w.Write(type); }
+        void Tensor(BinaryWriter w, uint dims, uint type)
+        {
+            Text(w, "w");
+            w.Write(dims);
+            for (var d = 0; d < Math.Min(dims, 4u); d++) w.Write(4UL);
+            w.Write(type);
+            w.Write(0UL);
+        }
+
+        Assert.EndsWith("unknown GGUF value type 99", Refusal(1, 0, w => Key(w, "x", 99)));
+        Assert.EndsWith("general.alignment 0 is not a power of two (a uint32)", Refusal(1, 0, w => { Key(w, "general.alignment", 4); w.Write(0u); }));
+        Assert.EndsWith("general.alignment x is not a power of two (a uint32)", Refusal(1, 0, w => { Key(w, "general.alignment", 8); Text(w, "x"); }));
+        Assert.EndsWith("tensor w has 4294967295 dimensions (at most 4)", Refusal(0, 1, w => Tensor(w, uint.MaxValue, 0)));
+        Assert.EndsWith("tensor w has ggml type 2, which is none that Stratus writes (f32, f16, q8_0)", Refusal(0, 1, w => Tensor(w, 1, 2)));
+        Assert.EndsWith("arrays nest deeper than 8", Refusal(1, 0, w =>
+        {
+            Key(w, "x", 9);
+            for (var i = 0; i < 100_000; i++) { w.Write(9u); w.Write(1UL); }
+        }));
+        Assert.EndsWith("tensor w is too large to exist", Refusal(0, 1, w =>
+        {
+            Text(w, "w");
+            w.Write(2u);
+            w.Write(1UL << 40);
+            w.Write(1UL << 40);
+            w.Write(0u);
+            w.Write(0UL);
+        }));
+    }
 }

@@ -1,6 +1,7 @@
 // Hugging Face folders in and out: the tokenizer.json Stratus writes encodes like GPT-2's
 // tiktoken, export then import gives bit-identical weights, sharded bf16 checkpoints with a
 // chat template import, and each kind of bad folder is refused with one clear message.
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Stratus.Data;
 using Stratus.Formats;
@@ -52,6 +53,11 @@ public sealed class HuggingFaceTests
     [InlineData("{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true}",
         "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(unclosed\"}}, {\"type\": \"ByteLevel\", \"use_regex\": false}]}",
         "tokenizer.json: the pre-tokenizer's pattern is not a regular expression .NET can use: Invalid pattern '(unclosed'")]
+    // Hugging Face gives an added token the id of the same text in the vocabulary, never another
+    // token's: that token decoded as the added one's text, while its text still encoded to it.
+    [InlineData("\"id\": 4, \"content\"", "\"id\": 1, \"content\"", "tokenizer.json: the added token \"<|end|>\" has id 1, which is \"b\"'s")]
+    [InlineData("[{\"id\": 4", "[{\"id\": 4, \"content\": \"<|x|>\"}, {\"id\": 4", "tokenizer.json: the added token \"<|end|>\" has id 4, which is \"<|x|>\"'s")]
+    [InlineData("[{\"id\": 4", "[{\"id\": 3, \"content\": \"<|end|>\"}, {\"id\": 4", "tokenizer.json: added_tokens lists \"<|end|>\" twice, with ids 3 and 4")]
     public void A_malformed_tokenizer_json_is_refused_naming_the_field(string from, string to, string expected)
     {
         Assert.Equal([2, 3, 0, 4], HfTokenizer.FromHuggingFace((JsonObject)JsonNode.Parse(SmallTokenizer)!, null).Encode("ab a<|end|>"));
@@ -241,6 +247,8 @@ public sealed class HuggingFaceTests
             ("\"tie_word_embeddings\": false", "\"tie_word_embeddings\": 0", "tie_word_embeddings must be true or false, got 0"),
             ("\"hidden_act\": \"silu\"", "\"hidden_act\": [\"silu\"]", "hidden_act must be text, got [\"silu\"]"),
             ("\"rope_theta\"", "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": \"8\"}, \"rope_theta\"", "rope_scaling.factor must be a number, got \"8\""),
+            // Was taken for no scaling at all.
+            ("\"rope_theta\"", "\"rope_scaling\": \"llama3\", \"rope_theta\"", "rope_scaling must be an object, got \"llama3\""),
         })
         {
             File.WriteAllText(configPath, good.Replace(from, to));
@@ -259,6 +267,64 @@ public sealed class HuggingFaceTests
         var bytes = File.ReadAllBytes(weights);
         File.WriteAllBytes(weights, bytes[..(bytes.Length - 100)]);
         Assert.Contains("is not a valid safetensors file: file is truncated", Error(() => HuggingFace.Import(hf, temp.File("run4"))));
+    }
+
+    [Theory]
+    // No head: hidden_size / num_attention_heads divided by zero (a stack trace) when head_dim was given.
+    [InlineData("\"num_attention_heads\": 4", "\"num_attention_heads\": 0, \"head_dim\": 16", "n_head must be positive")]
+    [InlineData("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3", "n_head (4) must be a multiple of n_kv_head (3)")]
+    [InlineData("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000", "n_layer 100000 is over 1,024")]
+    [InlineData("\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": -1", "norm epsilons must be positive numbers")]
+    public void A_config_json_of_no_buildable_model_is_refused_naming_it(string from, string to, string expected)
+    {
+        // The refusal named neither the file nor anything but the options of `stratus train` ("lower --n-layer").
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        WriteHfLlama(hf, shards: 1);
+        var configPath = Path.Combine(hf, "config.json");
+        File.WriteAllText(configPath, File.ReadAllText(configPath).Replace(from, to));
+        Assert.Equal($"{configPath} describes no model Stratus can build: {expected}", Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, temp.File("run"))).Message);
+    }
+
+    [Theory]
+    [InlineData("../elsewhere/model-00001-of-00002.safetensors")]
+    [InlineData("elsewhere")]
+    [InlineData("sub/model-00001-of-00002.safetensors")]
+    public void A_shard_index_naming_a_path_is_refused_rather_than_read_from_there(string shard)
+    {
+        // The weights were read from wherever the index pointed: another model's files, or any file
+        // the user can read, the model folder's name standing for none of them.
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        WriteHfLlama(hf, shards: 2);
+        WriteHfLlama(temp.File("elsewhere"), shards: 2);
+        Directory.CreateDirectory(Path.Combine(hf, "sub"));
+        File.Copy(Path.Combine(hf, "model-00001-of-00002.safetensors"), Path.Combine(hf, "sub", "model-00001-of-00002.safetensors"));
+        if (shard == "elsewhere") shard = temp.File("elsewhere/model-00001-of-00002.safetensors");
+        var index = Path.Combine(hf, "model.safetensors.index.json");
+        File.WriteAllText(index, File.ReadAllText(index).Replace("\"model-00001-of-00002.safetensors\"", JsonSerializer.Serialize(shard)));
+        Assert.Contains($"names '{shard}', which is not a file name; shards are files of the model's folder, listed by name",
+            Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, temp.File("run"))).Message);
+        Assert.False(Checkpoint.Exists(temp.File("run")));
+    }
+
+    [Fact]
+    public void A_weight_in_two_shards_is_refused_rather_than_taken_from_the_last_read()
+    {
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        var (weights, _) = WriteHfLlama(hf, shards: 2);
+        var first = Path.Combine(hf, "model-00001-of-00002.safetensors");
+        var second = Path.Combine(hf, "model-00002-of-00002.safetensors");
+        string duplicate;
+        using (var reader = SafeTensors.Open(first)) duplicate = reader.Names.First();
+        Dictionary<string, Tensor> secondWeights;
+        using (var reader = SafeTensors.Open(second)) secondWeights = reader.Names.ToDictionary(name => name, reader.Read);
+        using var other = torch.zeros_like(weights[duplicate]);
+        SafeTensors.Save(second, secondWeights.Append(new(duplicate, other)));
+        Assert.Equal($"{hf}: weight '{duplicate}' is in both model-00001-of-00002.safetensors and model-00002-of-00002.safetensors; a weight belongs to one shard",
+            Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, temp.File("run"))).Message);
+        foreach (var t in secondWeights.Values.Concat(weights.Values)) t.Dispose();
     }
 
     [Theory]
@@ -282,6 +348,10 @@ public sealed class HuggingFaceTests
         "weight 'model.embed_tokens.weight' in model.safetensors has shape [98, 64] but config.json implies [98, 4096]")]
     [InlineData("\"intermediate_size\": 96", "\"intermediate_size\": 100000",
         "weight 'model.layers.0.mlp.gate_proj.weight' in model.safetensors has shape [96, 64] but config.json implies [100000, 64]")]
+    // The largest sizes allowed: the check itself made the embedding table on the CPU (TorchSharp's
+    // nn.Embedding does, whatever the device), 1 TiB asked of the allocator for a file of a few bytes.
+    [InlineData("\"vocab_size\": 98, \"hidden_size\": 64", "\"vocab_size\": 4194304, \"hidden_size\": 65536",
+        "weight 'model.embed_tokens.weight' in model.safetensors has shape [98, 64] but config.json implies [4194304, 65536]")]
     [InlineData("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1",
         "9 weight(s) in the safetensors files are not part of the model config.json describes, such as 'model.layers.1.input_layernorm.weight' in model.safetensors; config.json does not describe these weights")]
     public void A_config_other_than_its_weights_is_refused_before_the_model_is_allocated(string from, string to, string expected)

@@ -104,6 +104,19 @@ public sealed class TokenizerTests
         Assert.DoesNotContain('\n', error.Message);
     }
 
+    [Theory]
+    [InlineData("abca", "'a' (U+0061) twice (ids 0 and 3)")]
+    [InlineData("a\U0001F600b\U0001F600", "'\U0001F600' (U+1F600) twice (ids 1 and 3)")]
+    public void A_character_vocabulary_listing_a_character_twice_is_refused_naming_its_file(string vocab, string twice)
+    {
+        // The character encoded to its last id and decoded from both: a dataset or model whose
+        // ids no longer round-trip, trained and sampled from without a word.
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["tokenizer.json"], new System.Text.Json.Nodes.JsonObject { ["type"] = "char", ["vocab"] = vocab, ["vocab_units"] = "unicode_scalars" }.ToJsonString());
+        Assert.Equal($"{temp["tokenizer.json"]}: the character vocabulary lists {twice}; restore the file, or prepare the dataset again",
+            Assert.Throws<StratusUserException>(() => TokenizerStore.Load(temp.Path)).Message);
+    }
+
     [Fact]
     public void A_stored_scalar_vocabulary_with_half_a_character_or_an_unknown_unit_is_refused()
     {

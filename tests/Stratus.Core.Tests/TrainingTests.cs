@@ -416,13 +416,7 @@ public sealed class TrainingTests
         var savedManifest = File.ReadAllText(manifest);
 
         // Edited files whose manifest was edited to match are still refused when they make no sense.
-        void Vouch(string file, string content)
-        {
-            File.WriteAllText(Path.Combine(last, file), content);
-            var json = JsonNode.Parse(File.ReadAllText(manifest))!;
-            json["files"]![file] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(Path.Combine(last, file))));
-            File.WriteAllText(manifest, json.ToJsonString());
-        }
+        void Vouch(string file, string content) => VouchFor(last, file, content);
         var trainConfig = File.ReadAllText(Path.Combine(last, Checkpoint.TrainConfigFile));
         Vouch(Checkpoint.TrainConfigFile, "[1, 2]");
         Assert.Contains("train_config.json is corrupt", Assert.Throws<StratusUserException>(() => Checkpoint.Open(last)).Message);
@@ -441,6 +435,84 @@ public sealed class TrainingTests
 
         File.WriteAllText(manifest, """{"format":"stratus-checkpoint","version":1}""");
         Assert.Contains("lists no model.safetensors", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+    }
+
+    /// <summary>Writes a checkpoint's file and its sha256 into the manifest: what anyone handing
+    /// over a run folder can do, so what the manifest vouches for is no more trusted than the rest.</summary>
+    static void VouchFor(string checkpoint, string file, string content)
+    {
+        File.WriteAllText(Path.Combine(checkpoint, file), content);
+        var manifest = Path.Combine(checkpoint, Checkpoint.ManifestFile);
+        var json = JsonNode.Parse(File.ReadAllText(manifest))!;
+        json["files"]![file] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(Path.Combine(checkpoint, file))));
+        File.WriteAllText(manifest, json.ToJsonString());
+    }
+
+    [Fact]
+    public void A_checkpoint_whose_files_make_no_model_or_run_is_refused_naming_the_file_before_a_model_is_built()
+    {
+        using var temp = new TempDirectory();
+        var (_, run) = TestData.TrainedRun(temp);
+        var last = Path.Combine(run, "checkpoints", "last");
+        var best = Path.Combine(run, "checkpoints", "best");
+        var modelFile = Path.Combine(last, Checkpoint.ModelConfigFile);
+        var model = File.ReadAllText(modelFile);
+        var vocabulary = Checkpoint.Open(last).ModelConfig.VocabSize;
+        var fix = $"use {best} (to resume the run from it, move this one aside: `mv {last} {last}.damaged`), or train again";
+        string Refusal() => Assert.Throws<StratusUserException>(() => Checkpoint.Open(last)).Message;
+        string Built() => Assert.Throws<StratusUserException>(() => Checkpoint.Open(last).CreateModel().Dispose()).Message;
+        JsonObject Edited(Action<JsonObject> edit)
+        {
+            var json = JsonNode.Parse(model)!.AsObject();
+            edit(json);
+            return json;
+        }
+
+        // A larger model than its weights was allocated and initialised by whatever built it
+        // (sample, eval, serve, export, --resume) before its first weight was found missing: here
+        // 65,536 wide, a first layer of 48 GiB; 1,024 layers 8,192 wide were 3 TB in 1 GiB pieces.
+        VouchFor(last, Checkpoint.ModelConfigFile, Edited(m => m["n_embd"] = 65536).ToJsonString());
+        var larger = $"checkpoint {last} is inconsistent: its {Checkpoint.ModelConfigFile} implies a weight 'transformer.wte.weight' of shape [{vocabulary}, 65536], " +
+            $"but {Checkpoint.ModelFile} has it of shape [{vocabulary}, 16]; {fix}";
+        Assert.Equal(larger, Built());
+        Assert.Equal(larger, Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+        VouchFor(last, Checkpoint.ModelConfigFile, Edited(m => m["n_layer"] = 2).ToJsonString());
+        Assert.Equal($"checkpoint {last} is inconsistent: its {Checkpoint.ModelConfigFile} implies a weight 'transformer.h.1.ln_1.weight' of shape [16], but {Checkpoint.ModelFile} has none; {fix}", Built());
+
+        // Values no model has, named with the file: NaN (a model.json may spell "NaN") passed
+        // "not positive" and made every output NaN.
+        foreach (var (edit, problem) in new (Action<JsonObject>, string)[]
+        {
+            (m => m["lora"] = new JsonObject { ["rank"] = 2, ["alpha"] = "NaN", ["targets"] = new JsonArray("c_attn") }, "lora_alpha must be a positive number, got NaN"),
+            (m => m["layer_norm_eps"] = "Infinity", "norm epsilons must be positive numbers"),
+            (m => m["architecture"] = "bert", "unknown architecture 'bert'; supported: gpt2, llama"),
+            (m => m["n_head"] = 0, "n_head must be positive"),
+        })
+        {
+            VouchFor(last, Checkpoint.ModelConfigFile, Edited(edit).ToJsonString());
+            Assert.Equal($"{modelFile} describes no model Stratus can build: {problem}", Refusal());
+        }
+        VouchFor(last, Checkpoint.ModelConfigFile, model);
+        Checkpoint.Open(last);
+
+        // A negative step ended `train --resume` in a stack trace; a NaN best loss is never beaten,
+        // so the run would keep no best checkpoint again.
+        var state = File.ReadAllText(Path.Combine(last, Checkpoint.StateFile));
+        foreach (var (content, shown) in new[] { ("""{"step": -5, "best_val_loss": 1.5}""", "step -5 and best_val_loss 1.5"), ("""{"step": 5, "best_val_loss": "NaN"}""", "step 5 and best_val_loss NaN") })
+        {
+            VouchFor(last, Checkpoint.StateFile, content);
+            Assert.Equal($"{Path.Combine(last, Checkpoint.StateFile)} is corrupt: {shown} are no run's; {fix}", Refusal());
+        }
+        VouchFor(last, Checkpoint.StateFile, state);
+
+        // Half a surrogate pair in its JSON threw an InvalidOperationException where it was read.
+        var trainConfig = File.ReadAllText(Path.Combine(last, Checkpoint.TrainConfigFile));
+        VouchFor(last, Checkpoint.TrainConfigFile, trainConfig.Replace("\"float32\"", "\"\\ud800\""));
+        Assert.StartsWith($"{Path.Combine(last, Checkpoint.TrainConfigFile)}: a string holds a \\u escape of an unpaired UTF-16 surrogate", Refusal());
+        VouchFor(last, Checkpoint.TrainConfigFile, trainConfig);
+        var manifest = Path.Combine(last, Checkpoint.ManifestFile);
+        File.WriteAllText(manifest, File.ReadAllText(manifest).Replace("\"format\"", "\"form\\udc00\""));
+        Assert.StartsWith($"{manifest}: a string holds a \\u escape of an unpaired UTF-16 surrogate", Refusal());
     }
 
     [Fact]

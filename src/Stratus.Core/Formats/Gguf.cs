@@ -152,9 +152,16 @@ public sealed class GgufWriter
 }
 
 /// <summary>Reads a GGUF file's metadata and tensor table and checks that every tensor's data
-/// lies inside the file.</summary>
+/// lies inside the file. Every count, size and offset is checked before it is used: a damaged or
+/// hand-made header must be a one-line error, not an exception, an allocation of gigabytes or a
+/// recursion that overflows the stack.</summary>
 public sealed class GgufFile
 {
+    /// <summary>ggml's GGML_MAX_DIMS.</summary>
+    const int MaxDims = 4;
+    /// <summary>How deep arrays of arrays may nest (GGUF files hold lists of strings, not deeper).</summary>
+    const int MaxArrayDepth = 8;
+
     GgufFile(string path) => Path = path;
 
     public string Path { get; }
@@ -179,24 +186,34 @@ public sealed class GgufFile
             for (ulong i = 0; i < kvCount; i++)
             {
                 var key = ReadString(r);
-                file.Metadata[key] = ReadValue(r, r.ReadUInt32());
+                file.Metadata[key] = ReadValue(r, r.ReadUInt32(), 0);
             }
             for (ulong i = 0; i < tensorCount; i++)
             {
                 var name = ReadString(r);
-                var dims = new long[r.ReadUInt32()];
-                for (var d = 0; d < dims.Length; d++) dims[d] = (long)r.ReadUInt64();
-                file.Tensors.Add((name, dims, (GgmlType)r.ReadUInt32(), (long)r.ReadUInt64()));
+                var count = r.ReadUInt32();
+                if (count > MaxDims) throw file.Corrupt($"tensor {name} has {count} dimensions (at most {MaxDims})");
+                var dims = new long[count];
+                for (var d = 0; d < dims.Length; d++)
+                    dims[d] = r.ReadUInt64() is var dim && dim <= long.MaxValue ? (long)dim : throw file.Corrupt($"tensor {name} has a dimension of {dim}");
+                var type = (GgmlType)r.ReadUInt32();
+                if (!Enum.IsDefined(type)) throw file.Corrupt($"tensor {name} has ggml type {(uint)type}, which is none that Stratus writes (f32, f16, q8_0)");
+                var offset = r.ReadUInt64();
+                file.Tensors.Add((name, dims, type, offset <= long.MaxValue ? (long)offset : throw file.Corrupt($"tensor {name} has offset {offset}")));
             }
-            var alignment = file.Metadata.TryGetValue("general.alignment", out var a) ? Convert.ToInt64(a) : GgufWriter.Alignment;
+            var alignment = file.Metadata.TryGetValue("general.alignment", out var a) ? a as uint? ?? 0 : GgufWriter.Alignment;
+            if (alignment == 0 || (alignment & (alignment - 1)) != 0) throw file.Corrupt($"general.alignment {a} is not a power of two (a uint32)");
             var dataStart = (stream.Position + alignment - 1) / alignment * alignment;
             foreach (var (name, dims, type, offset) in file.Tensors)
             {
-                var end = dataStart + offset + GgufWriter.ByteSize(type, dims.Aggregate(1L, (x, y) => x * y));
+                long end;
+                try { end = checked(dataStart + offset + GgufWriter.ByteSize(type, dims.Aggregate(1L, (x, y) => checked(x * y)))); }
+                catch (OverflowException) { throw file.Corrupt($"tensor {name} is too large to exist"); }
                 if (end > stream.Length) throw file.Corrupt($"file is truncated: tensor {name} ends at byte {end} of {stream.Length}");
             }
         }
         catch (EndOfStreamException) { throw file.Corrupt("file is truncated inside its header"); }
+        catch (InvalidDataException e) { throw file.Corrupt(e.Message); }
         return file;
     }
 
@@ -207,21 +224,24 @@ public sealed class GgufFile
         return Encoding.UTF8.GetString(r.ReadBytes((int)length));
     }
 
-    static object ReadValue(BinaryReader r, uint type) => type switch
+    static object ReadValue(BinaryReader r, uint type, int depth) => type switch
     {
         0 => r.ReadByte(), 1 => r.ReadSByte(), 2 => r.ReadUInt16(), 3 => r.ReadInt16(), 4 => r.ReadUInt32(), 5 => r.ReadInt32(),
         6 => r.ReadSingle(), 7 => r.ReadByte() != 0, 8 => ReadString(r), 10 => r.ReadUInt64(), 11 => r.ReadInt64(), 12 => r.ReadDouble(),
-        9 => ReadArray(r),
+        9 => depth < MaxArrayDepth ? ReadArray(r, depth + 1) : throw new InvalidDataException($"arrays nest deeper than {MaxArrayDepth}"),
         _ => throw new InvalidDataException($"unknown GGUF value type {type}"),
     };
 
-    static object[] ReadArray(BinaryReader r)
+    static object[] ReadArray(BinaryReader r, int depth)
     {
         var type = r.ReadUInt32();
         var count = r.ReadUInt64();
-        if ((long)count > r.BaseStream.Length - r.BaseStream.Position) throw new EndOfStreamException();
+        // Each item takes at least a byte of the file (a string or an array, 8 or more), so the
+        // file's rest bounds the count: a few bytes cannot ask for billions of items.
+        var smallest = type switch { 0 or 1 or 7 => 1UL, 2 or 3 => 2UL, 4 or 5 or 6 => 4UL, _ => 8UL };
+        if (count > (ulong)(r.BaseStream.Length - r.BaseStream.Position) / smallest) throw new EndOfStreamException();
         var values = new object[count];
-        for (ulong i = 0; i < count; i++) values[i] = ReadValue(r, type);
+        for (ulong i = 0; i < count; i++) values[i] = ReadValue(r, type, depth);
         return values;
     }
 

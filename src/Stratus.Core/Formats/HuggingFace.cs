@@ -88,25 +88,22 @@ public static class HuggingFace
         using var reader = new ShardedReader(hfDirectory);
         bool Transposed(string name) => config.Architecture == "gpt2" && IsConv1D(name);
         string FileName(string name) => config.Architecture == "gpt2" ? reader.Gpt2Name(name) : name;
-        using (var implied = CausalLanguageModel.Create(config, META))
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, impliedShape) in CausalLanguageModel.ImpliedWeights(config))
         {
-            var used = new HashSet<string>(StringComparer.Ordinal);
-            foreach (var (name, parameter) in implied.state_dict())
-            {
-                var hfName = FileName(name);
-                used.Add(hfName);
-                var shape = Transposed(name) ? parameter.shape.Reverse().ToArray() : parameter.shape;
-                if (reader.Entry(hfName) is not (var file, var entry))
-                    throw new StratusUserException($"{hfDirectory} has no weight '{hfName}', which config.json implies (shape [{string.Join(", ", shape)}]); config.json does not describe these weights");
-                if (!entry.Shape.SequenceEqual(shape))
-                    throw new StratusUserException($"{hfDirectory}: weight '{hfName}' in {file} has shape [{string.Join(", ", entry.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
-            }
-            // The other way round: weights the model would not read mean config.json describes a
-            // smaller model than the files hold (fewer layers), which would import cut down.
-            var unused = reader.Names.Where(n => !used.Contains(n) && !IsNonParameter(n, config)).Order(StringComparer.Ordinal).ToList();
-            if (unused.Count > 0)
-                throw new StratusUserException($"{hfDirectory}: {unused.Count} weight(s) in the safetensors files are not part of the model config.json describes, such as '{unused[0]}' in {reader.Entry(unused[0])!.Value.File}; config.json does not describe these weights");
+            var hfName = FileName(name);
+            used.Add(hfName);
+            var shape = Transposed(name) ? impliedShape.Reverse().ToArray() : impliedShape;
+            if (reader.Entry(hfName) is not (var file, var entry))
+                throw new StratusUserException($"{hfDirectory} has no weight '{hfName}', which config.json implies (shape [{string.Join(", ", shape)}]); config.json does not describe these weights");
+            if (!entry.Shape.SequenceEqual(shape))
+                throw new StratusUserException($"{hfDirectory}: weight '{hfName}' in {file} has shape [{string.Join(", ", entry.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
         }
+        // The other way round: weights the model would not read mean config.json describes a
+        // smaller model than the files hold (fewer layers), which would import cut down.
+        var unused = reader.Names.Where(n => !used.Contains(n) && !IsNonParameter(n, config)).Order(StringComparer.Ordinal).ToList();
+        if (unused.Count > 0)
+            throw new StratusUserException($"{hfDirectory}: {unused.Count} weight(s) in the safetensors files are not part of the model config.json describes, such as '{unused[0]}' in {reader.Entry(unused[0])!.Value.File}; config.json does not describe these weights");
         var model = CausalLanguageModel.Create(config);
         try
         {
@@ -128,27 +125,26 @@ public static class HuggingFace
 
     static (ModelConfig Config, string Architecture) ToModelConfig(JsonObject json, string directory)
     {
-        var c = new ConfigValues(json, Path.Combine(directory, "config.json"));
+        var path = Path.Combine(directory, "config.json");
+        var c = new ConfigValues(json, path);
         var modelType = c.Text("model_type") ?? "";
         // A label only (messages and the import summary): a list that does not start with a name falls back to model_type.
         var architecture = (json["architectures"] as JsonArray)?.FirstOrDefault() is JsonValue first && first.TryGetValue<string>(out var name) ? name : modelType;
         int Int(string key, int? fallback = null) => c.Int(key) ?? fallback ?? throw new StratusUserException($"{directory}/config.json has no '{key}'");
+        ModelConfig config;
         switch (modelType)
         {
             case "gpt2":
                 var activation = c.Text("activation_function") ?? "gelu_new";
                 if (activation is not ("gelu_new" or "gelu")) throw new StratusUserException($"{directory}: GPT-2 activation '{activation}' is not supported (gelu_new or gelu)");
-                return (new ModelConfig
+                config = new ModelConfig
                 {
                     Architecture = "gpt2", VocabSize = Int("vocab_size"), BlockSize = Int("n_positions"), NLayer = Int("n_layer"), NHead = Int("n_head"),
                     NEmbd = Int("n_embd"), Bias = true, IntermediateSize = c.Int("n_inner"), HiddenAct = activation,
                     LayerNormEps = c.Number("layer_norm_epsilon") ?? 1e-5,
-                }, architecture);
+                };
+                break;
             case "llama" or "mistral" or "qwen2":
-                var hidden = Int("hidden_size");
-                var heads = Int("num_attention_heads");
-                if (c.Int("head_dim") is { } headDim && headDim != hidden / heads)
-                    throw new StratusUserException($"{directory}: head_dim {headDim} differs from hidden_size / num_attention_heads; such models are not supported");
                 if (modelType != "qwen2" && (c.Flag("attention_bias") ?? false))
                     throw new StratusUserException($"{directory}: attention_bias on a {modelType} model (biases on o_proj too) is not supported");
                 if (c.Flag("mlp_bias") ?? false) throw new StratusUserException($"{directory}: mlp_bias is not supported");
@@ -157,17 +153,25 @@ public static class HuggingFace
                 // Mistral's sliding window only matters beyond its width: cap the context there so
                 // full attention is exactly what the model computes.
                 if (c.Int("sliding_window") is { } window && window > 0 && (c.Flag("use_sliding_window") ?? true)) context = Math.Min(context, window);
-                return (new ModelConfig
+                var heads = Int("num_attention_heads");
+                config = new ModelConfig
                 {
                     Architecture = "llama", VocabSize = Int("vocab_size"), BlockSize = context, NLayer = Int("num_hidden_layers"), NHead = heads,
-                    NKvHead = Int("num_key_value_heads", heads), NEmbd = hidden, IntermediateSize = Int("intermediate_size"), Bias = false,
+                    NKvHead = Int("num_key_value_heads", heads), NEmbd = Int("hidden_size"), IntermediateSize = Int("intermediate_size"), Bias = false,
                     RopeTheta = c.Number("rope_theta") ?? 10000.0, RopeScaling = ParseRopeScaling(c.Object("rope_scaling"), directory),
                     RmsNormEps = c.Number("rms_norm_eps") ?? 1e-6, TieWordEmbeddings = c.Flag("tie_word_embeddings") ?? false,
                     AttentionBias = modelType == "qwen2",
-                }, architecture);
+                };
+                break;
             default:
                 throw new StratusUserException($"{directory}: unsupported architecture '{architecture}' (model_type '{modelType}'); supported: GPT2LMHeadModel and Llama-compatible models (llama, mistral, qwen2)");
         }
+        // Before any size is used: a head count of 0 would divide by zero below, and sizes no
+        // model has would be allocated.
+        config.Validate(file: path);
+        if (config.Architecture == "llama" && c.Int("head_dim") is { } headDim && headDim != config.HeadDim)
+            throw new StratusUserException($"{directory}: head_dim {headDim} differs from hidden_size / num_attention_heads; such models are not supported");
+        return (config, architecture);
     }
 
     static RopeScaling? ParseRopeScaling(ConfigValues? s, string directory)
@@ -207,8 +211,13 @@ public static class HuggingFace
             return ids;
         }
 
-        /// <summary>A nested object's values (rope_scaling), null where the key holds no object.</summary>
-        public ConfigValues? Object(string key) => json[key] is JsonObject inner ? new(inner, path, $"{keyPrefix}{key}.") : null;
+        /// <summary>A nested object's values (rope_scaling), null where absent or null.</summary>
+        public ConfigValues? Object(string key) => json[key] switch
+        {
+            null => null,
+            JsonObject inner => new(inner, path, $"{keyPrefix}{key}."),
+            var other => throw new StratusUserException($"{path}: {keyPrefix}{key} must be an object, got {other.ToJsonString()}"),
+        };
 
         bool Read<T>(string key, string kind, [MaybeNullWhen(false)] out T value)
         {
@@ -248,7 +257,7 @@ public static class HuggingFace
                 var map = ReadObject(directory, "model.safetensors.index.json", true)!["weight_map"] as JsonObject
                     ?? throw new StratusUserException($"{index} has no weight_map");
                 var shards = new ConfigValues(map, index, "weight_map.");
-                files = map.Select(kv => Path.Combine(directory, shards.Text(kv.Key) ?? throw new StratusUserException($"{index}: weight_map.{kv.Key} names no file"))).Distinct();
+                files = map.Select(kv => Path.Combine(directory, ShardName(index, kv.Key, shards.Text(kv.Key)))).Distinct();
                 foreach (var file in files)
                     if (!File.Exists(file)) throw new StratusUserException($"{directory} is missing {Path.GetFileName(file)}, listed in model.safetensors.index.json");
             }
@@ -259,7 +268,13 @@ public static class HuggingFace
                 {
                     var reader = SafeTensors.Open(file);
                     readers.Add(reader);
-                    foreach (var name in reader.Names) byName[name] = reader;
+                    foreach (var name in reader.Names)
+                    {
+                        // Which of the two the model would get would depend on the order the shards are read in.
+                        if (byName.TryGetValue(name, out var other))
+                            throw new StratusUserException($"{directory}: weight '{name}' is in both {Path.GetFileName(other.Path)} and {Path.GetFileName(file)}; a weight belongs to one shard");
+                        byName[name] = reader;
+                    }
                 }
             }
             catch
@@ -267,6 +282,17 @@ public static class HuggingFace
                 Dispose();
                 throw;
             }
+        }
+
+        /// <summary>The shard an index entry names: a file of the model's folder, by its name, as
+        /// Hugging Face writes them. A path ("../../x", "/home/...") would read weights from
+        /// anywhere, a model made of files the user never named.</summary>
+        static string ShardName(string index, string weight, string? name)
+        {
+            if (name is null) throw new StratusUserException($"{index}: weight_map.{weight} names no file");
+            if (name.Length == 0 || name is "." or ".." || Path.GetFileName(name) != name)
+                throw new StratusUserException($"{index}: weight_map.{weight} names '{name}', which is not a file name; shards are files of the model's folder, listed by name");
+            return name;
         }
 
         /// <summary>Every tensor name in the files.</summary>

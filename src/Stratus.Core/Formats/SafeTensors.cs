@@ -85,13 +85,24 @@ public static class SafeTensors
     public sealed class Reader : IDisposable
     {
         readonly FileStream stream;
-        readonly long dataStart;
+        long dataStart;
 
         internal Reader(string path)
         {
             if (!File.Exists(path)) throw new StratusUserException($"{path} does not exist");
             Path = path;
             stream = File.OpenRead(path);
+            // A refused file is closed at once, not when the finalizer gets to it.
+            try { ReadHeader(); }
+            catch
+            {
+                stream.Dispose();
+                throw;
+            }
+        }
+
+        void ReadHeader()
+        {
             Span<byte> lengthBytes = stackalloc byte[8];
             if (stream.ReadAtLeast(lengthBytes, 8, throwOnEndOfStream: false) < 8) throw Corrupt("shorter than its 8-byte header length");
             var headerLength = BinaryPrimitives.ReadUInt64LittleEndian(lengthBytes);
@@ -99,6 +110,9 @@ public static class SafeTensors
             var headerBytes = new byte[headerLength];
             stream.ReadExactly(headerBytes);
             dataStart = 8 + (long)headerLength;
+            // Strings that are no text (bad UTF-8, half a surrogate pair) would throw wherever they
+            // are read, an InvalidOperationException naming neither the file nor the problem.
+            if (JsonText.Problem(headerBytes) is { } problem) throw Corrupt($"its header is not text: {problem}");
             try
             {
                 var header = JsonNode.Parse(headerBytes, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
@@ -115,9 +129,10 @@ public static class SafeTensors
             }
             catch (JsonException e) { throw Corrupt($"header is not valid JSON ({StratusUserException.InUsersWords(e)})"); }
             // As the reference implementation: the tensors tile the data exactly, with no overlap
-            // and no hole, so no byte is read as two tensors or left for something else.
+            // and no hole, so no byte is read as two tensors or left for something else. Ordered
+            // by end too, as it orders them: an empty tensor where another starts comes first.
             var end = 0L;
-            foreach (var entry in Entries.Values.OrderBy(e => e.Start))
+            foreach (var entry in Entries.Values.OrderBy(e => e.Start).ThenBy(e => e.End))
             {
                 if (entry.Start != end) throw Corrupt($"tensor {entry.Name} starts at data byte {entry.Start}, not {end} where the one before it ends");
                 end = entry.End;
@@ -153,7 +168,7 @@ public static class SafeTensors
 
         public string Path { get; }
         public Dictionary<string, Entry> Entries { get; } = new(StringComparer.Ordinal);
-        public IReadOnlyDictionary<string, string> Metadata { get; } = new Dictionary<string, string>();
+        public IReadOnlyDictionary<string, string> Metadata { get; private set; } = new Dictionary<string, string>();
         public IEnumerable<string> Names => Entries.Keys;
 
         public Tensor Read(string name)

@@ -1,6 +1,7 @@
 // What every decoder in Stratus offers the trainer, the sampler and the serving engine.
 using System.Runtime.InteropServices;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Stratus.Models;
@@ -157,6 +158,27 @@ public abstract class CausalLanguageModel : nn.Module
         "llama" => new Llama(config, device),
         _ => throw new StratusUserException($"unknown architecture '{config.Architecture}'; supported: gpt2, llama"),
     };
+
+    /// <summary>The weights (state-dict names and shapes) a model of <paramref name="config"/>
+    /// has, found without allocating them: what a file's header is checked against before a
+    /// config read from a file (model.json, config.json) has its model built.</summary>
+    public static IReadOnlyList<(string Name, long[] Shape)> ImpliedWeights(ModelConfig config)
+    {
+        using var implied = Create(config, META);
+        return [.. implied.state_dict().Select(weight => (weight.Key, weight.Value.shape))];
+    }
+
+    /// <summary>nn.Embedding(rows, width) on <paramref name="device"/>. TorchSharp's makes and
+    /// fills its table on the CPU, then moves it: on torch.META that cost rows x width floats of
+    /// memory (gigabytes for a config naming a large vocabulary and width, before any file was
+    /// checked against it). There the table is made on META directly, as moving the module does.</summary>
+    protected static Embedding NewEmbedding(long rows, long width, Device? device)
+    {
+        if (device?.type != DeviceType.META) return nn.Embedding(rows, width, device: device);
+        var embedding = nn.Embedding(1, 1);
+        embedding.weight = new Parameter(empty(rows, width, device: device));
+        return embedding;
+    }
 }
 
 /// <summary>

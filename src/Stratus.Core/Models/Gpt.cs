@@ -102,8 +102,8 @@ public sealed class Gpt : CausalLanguageModel
 
         public GptTransformer(ModelConfig c, MatmulPrecision precision, Device? device) : base("transformer")
         {
-            wte = nn.Embedding(c.VocabSize, c.NEmbd, device: device);
-            wpe = nn.Embedding(c.BlockSize, c.NEmbd, device: device);
+            wte = NewEmbedding(c.VocabSize, c.NEmbd, device);
+            wpe = NewEmbedding(c.BlockSize, c.NEmbd, device);
             drop = nn.Dropout(c.Dropout);
             h = new ModuleList<GptBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new GptBlock(c, precision, device)).ToArray());
             ln_f = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias, device: device);

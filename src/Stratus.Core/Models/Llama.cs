@@ -170,7 +170,7 @@ public sealed class Llama : CausalLanguageModel
 
         public LlamaBackbone(ModelConfig c, MatmulPrecision precision, Device? device) : base("model")
         {
-            embed_tokens = nn.Embedding(c.VocabSize, c.NEmbd, device: device);
+            embed_tokens = NewEmbedding(c.VocabSize, c.NEmbd, device);
             layers = new ModuleList<LlamaLayer>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaLayer(c, precision, device)).ToArray());
             norm = new RmsNorm(c.NEmbd, c.RmsNormEps, device);
             RegisterComponents();

@@ -22,12 +22,14 @@ public sealed record LoraConfig(int Rank, double Alpha, IReadOnlyList<string> Ta
 
     public override int GetHashCode() => HashCode.Combine(Rank, Alpha);
 
-    public void Validate()
-    {
-        if (Rank <= 0) throw new StratusUserException($"lora_rank must be positive, got {Rank}");
-        if (Alpha <= 0) throw new StratusUserException($"lora_alpha must be positive, got {Alpha}");
-        if (Targets.Count == 0) throw new StratusUserException("lora_targets names no layers; e.g. q_proj,v_proj");
-    }
+    /// <summary>What makes these settings unusable, or null (checked with the rest of the model's
+    /// config, <see cref="ModelConfig.Validate"/>). A NaN alpha would pass "not positive" and make
+    /// every adapted layer's output NaN.</summary>
+    public string? Problem() =>
+        Rank <= 0 ? $"lora_rank must be positive, got {Rank}"
+        : !(double.IsFinite(Alpha) && Alpha > 0) ? $"lora_alpha must be a positive number, got {Alpha}"
+        : Targets.Count == 0 ? "lora_targets names no layers; e.g. q_proj,v_proj"
+        : null;
 }
 
 public sealed class LoraAdapter : nn.Module
@@ -67,7 +69,6 @@ public static class Lora
     /// submodule and freezes every other parameter.</summary>
     internal static void Attach(CausalLanguageModel model, LoraConfig config, MatmulPrecision precision, Device? device)
     {
-        config.Validate();
         var linears = model.named_modules().Where(m => m.module is Linear).Select(m => (Path: m.name, Layer: (Linear)m.module)).ToList();
         // A target that names no layer would train nothing there, silently.
         var layerNames = linears.Select(l => LayerName(l.Path)).Distinct().ToList();

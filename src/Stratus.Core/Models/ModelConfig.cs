@@ -44,38 +44,44 @@ public sealed record ModelConfig
     [JsonIgnore]
     public int MlpWidth => IntermediateSize ?? (Architecture == "llama" ? (8 * NEmbd / 3 + 255) / 256 * 256 : 4 * NEmbd);
 
-    public void Validate(int? maxBlockSize = null)
+    /// <summary>Refuses sizes and values no model can be built from. <paramref name="file"/> names
+    /// the file the config was read from (a checkpoint's model.json, Hugging Face's config.json):
+    /// the error then says which file is wrong rather than which option to change.</summary>
+    public void Validate(int? maxBlockSize = null, string? file = null)
     {
+        void Require(bool condition, string problem, string? fix = null)
+        {
+            if (condition) return;
+            throw new StratusUserException(file is not null ? $"{file} describes no model Stratus can build: {problem}" : fix is null ? problem : $"{problem}; {fix}");
+        }
+
+        Require(Architecture is "gpt2" or "llama", $"unknown architecture '{Architecture}'; supported: gpt2, llama");
         Require(VocabSize > 0, "vocab_size must be positive");
         Require(NLayer > 0, "n_layer must be positive");
         Require(NHead > 0, "n_head must be positive");
         Require(NEmbd > 0, "n_embd must be positive");
         // Far above any released model (Llama 3.1 405B: 126 layers, 16,384 wide); beyond them
         // sizes such as the MLP's width would overflow.
-        Require(NLayer <= 1024, $"n_layer {NLayer} is over 1,024; lower --n-layer");
-        Require(NEmbd <= 65536, $"n_embd {NEmbd} is over 65,536; lower --n-embd");
+        Require(NLayer <= 1024, $"n_layer {NLayer} is over 1,024", "lower --n-layer");
+        Require(NEmbd <= 65536, $"n_embd {NEmbd} is over 65,536", "lower --n-embd");
         // Checked before anything is built: a config from a file names these sizes, and tables
         // sized by them (embeddings, rotary angles) would be allocated before any weight is read.
         Require(VocabSize <= 1 << 22, $"vocab_size {VocabSize} is over 4,194,304");
         Require(BlockSize <= 1 << 20, $"block_size {BlockSize} is over 1,048,576 positions");
-        Require(NEmbd % NHead == 0, $"n_embd ({NEmbd}) must be divisible by n_head ({NHead}); pick n_embd as a multiple of n_head");
+        Require(NEmbd % NHead == 0, $"n_embd ({NEmbd}) must be divisible by n_head ({NHead})", "pick n_embd as a multiple of n_head");
         Require(BlockSize > 0, "block_size must be positive");
         if (maxBlockSize is { } max)
-            Require(BlockSize <= max, $"block_size {BlockSize} is over the model's maximum context of {max}; lower --block-size");
+            Require(BlockSize <= max, $"block_size {BlockSize} is over the model's maximum context of {max}", "lower --block-size");
         Require(Dropout is >= 0 and < 1, $"dropout must be in [0, 1), got {Dropout}");
         Require(KvHeads > 0 && NHead % KvHeads == 0, $"n_head ({NHead}) must be a multiple of n_kv_head ({KvHeads})");
         Require(MlpWidth > 0, "intermediate_size must be positive");
-        Require(RopeTheta > 0, $"rope_theta must be positive, got {RopeTheta}");
-        Require(RmsNormEps > 0 && LayerNormEps > 0, "norm epsilons must be positive");
+        // Finite too: a model.json may spell "NaN" or "Infinity", which every weight would then meet.
+        Require(double.IsFinite(RopeTheta) && RopeTheta > 0, $"rope_theta must be a positive number, got {RopeTheta}");
+        Require(double.IsFinite(RmsNormEps) && RmsNormEps > 0 && double.IsFinite(LayerNormEps) && LayerNormEps > 0, "norm epsilons must be positive numbers");
         Require(HiddenAct is "gelu" or "gelu_new", $"hidden_act must be gelu or gelu_new, got '{HiddenAct}'");
         if (Architecture == "llama") Require(HeadDim % 2 == 0, $"rotary embeddings need an even head size; n_embd / n_head is {HeadDim}");
-        RopeScaling?.Validate();
-        Lora?.Validate();
-    }
-
-    static void Require(bool condition, string message)
-    {
-        if (!condition) throw new StratusUserException(message);
+        if (RopeScaling?.Problem() is { } rope) Require(false, rope);
+        if (Lora?.Problem() is { } lora) Require(false, lora);
     }
 }
 
@@ -89,12 +95,12 @@ public sealed record RopeScaling
     public double HighFreqFactor { get; init; } = 4.0;
     public int OriginalMaxPositionEmbeddings { get; init; } = 8192;
 
-    public void Validate()
-    {
-        if (RopeType != "llama3") throw new StratusUserException($"rope_scaling type '{RopeType}' is not supported; Stratus supports llama3");
-        if (Factor <= 0 || HighFreqFactor <= LowFreqFactor || OriginalMaxPositionEmbeddings <= 0)
-            throw new StratusUserException("rope_scaling needs factor > 0, high_freq_factor > low_freq_factor and original_max_position_embeddings > 0");
-    }
+    /// <summary>What makes these settings unusable, or null. Written so that NaN passes no test.</summary>
+    public string? Problem() =>
+        RopeType != "llama3" ? $"rope_scaling type '{RopeType}' is not supported; Stratus supports llama3"
+        : !(double.IsFinite(Factor) && Factor > 0 && double.IsFinite(LowFreqFactor) && double.IsFinite(HighFreqFactor) && HighFreqFactor > LowFreqFactor && OriginalMaxPositionEmbeddings > 0)
+            ? "rope_scaling needs factor > 0, high_freq_factor > low_freq_factor (finite numbers) and original_max_position_embeddings > 0"
+            : null;
 
     /// <summary>The divisor of each rotary frequency (as llama.cpp's rope_freqs tensor and
     /// Hugging Face's _compute_llama3_parameters).</summary>

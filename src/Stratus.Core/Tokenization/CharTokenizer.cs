@@ -36,6 +36,10 @@ public sealed class CharTokenizer : ITokenizer
         {
             var codePoint = CodePoints.At(vocabulary, i, out length);
             if (!Rune.IsValid(codePoint)) throw new StratusUserException($"a character vocabulary cannot hold {CodePoints.Describe([codePoint])}: it is half of a character, not text");
+            // A character listed twice would encode to its last id and decode from both: text
+            // would not come back as its ids' characters were trained.
+            if (TryGetId(codePoint, out var earlier))
+                throw new StratusUserException($"the character vocabulary lists {CodePoints.Describe([codePoint])} twice (ids {earlier} and {texts.Count}); restore the file, or prepare the dataset again");
             if (length == 1) bmpIds[codePoint] = texts.Count;
             else supplementaryIds[codePoint] = texts.Count;
             texts.Add(vocabulary.Substring(i, length));

@@ -67,6 +67,9 @@ public sealed class HfTokenizer : ITokenizer
             // every occurrence, and never gets past the first.
             var content = Text(token["content"], $"{where}.content") is { Length: > 0 } text ? text : throw Malformed($"{where}.content", "non-empty text", token["content"]);
             var id = Id(token["id"], $"{where}.id");
+            // Quoted as written: JsonSerializer would escape the "<" of "<s>".
+            if (added.TryGetValue(content, out var earlier) && earlier != id)
+                throw new StratusUserException($"tokenizer.json: added_tokens lists \"{content}\" twice, with ids {earlier} and {id}");
             added[content] = id;
             if (Flag(token["special"], $"{where}.special") ?? false) special.Add(id);
         }
@@ -85,7 +88,14 @@ public sealed class HfTokenizer : ITokenizer
             if (tokens[id] is { } other) throw new StratusUserException($"tokenizer.json: model.vocab gives id {id} to both {JsonSerializer.Serialize(other)} and {JsonSerializer.Serialize(token)}");
             tokens[id] = token;
         }
-        foreach (var (token, id) in added) tokens[id] = token;
+        foreach (var (token, id) in added)
+        {
+            // Hugging Face gives an added token the id of the same text in the vocabulary, never
+            // another token's: taken here, that token would decode as the added one's text.
+            if (tokens[id] is { } other && other != token)
+                throw new StratusUserException($"tokenizer.json: the added token \"{token}\" has id {id}, which is \"{other}\"'s");
+            tokens[id] = token;
+        }
         for (var i = 0; i < size; i++) tokens[i] ??= $"[PAD{i}]";
         // Tokens past the model's rows are taken for pieces of characters (BpeVocabulary.Pieces,
         // as Stratus exports a character vocabulary) where each is one: a byte-level token that

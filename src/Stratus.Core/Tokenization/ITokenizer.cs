@@ -122,12 +122,12 @@ public static class TokenizerStore
         var path = Path.Combine(directory, FileName);
         if (!File.Exists(path)) throw new StratusUserException($"no {FileName} in {directory}; is this a Stratus model or dataset folder?");
         const string Fix = "prepare the dataset again, or restore the model's files";
-        try
-        {
-            return FromJson(JsonText.ParseFile(path, new JsonDocumentOptions { AllowDuplicateProperties = false }, hint: $"To fix it, {Fix}.") as JsonObject
-                ?? throw new StratusUserException($"{path} is not a JSON object; {Fix}"));
-        }
+        var json = JsonText.ParseFile(path, new JsonDocumentOptions { AllowDuplicateProperties = false }, hint: $"To fix it, {Fix}.") as JsonObject
+            ?? throw new StratusUserException($"{path} is not a JSON object; {Fix}");
+        try { return FromJson(json); }
         // A field of the wrong kind (JsonNode's typed reads throw this).
         catch (InvalidOperationException e) { throw new StratusUserException($"{path} is damaged (a field holds the wrong kind of value); {Fix}", e); }
+        // The tokenizers' own refusals name a field, not which of a run's or dataset's files holds it.
+        catch (StratusUserException e) { throw new StratusUserException($"{path}: {e.Message}", e); }
     }
 }

@@ -109,9 +109,10 @@ public sealed class Checkpoint
         var manifestPath = Path.Combine(directory, ManifestFile);
         if (!File.Exists(manifestPath))
             throw new StratusUserException($"{directory} is not a Stratus checkpoint (no {ManifestFile}); pass a run folder or one of its checkpoints/last or checkpoints/best");
-        JsonObject manifest;
-        try { manifest = JsonNode.Parse(File.ReadAllText(manifestPath)) as JsonObject ?? throw new JsonException("not an object"); }
-        catch (JsonException) { throw new StratusUserException($"{manifestPath} is corrupt (not valid JSON); {IfDamaged(directory)}"); }
+        // Through JsonText, as train_config.json below: a string that is no text (half a
+        // surrogate pair) would otherwise throw where it is read, naming neither file nor problem.
+        var manifest = JsonText.ParseFile(manifestPath, hint: $"The checkpoint is corrupt; {IfDamaged(directory)}.") as JsonObject
+            ?? throw new StratusUserException($"{manifestPath} is corrupt (not a JSON object); {IfDamaged(directory)}");
         if (!(manifest["format"] is JsonValue format && format.TryGetValue<string>(out var name) && name == Format))
             throw new StratusUserException($"{directory} is not a Stratus checkpoint (manifest format '{manifest["format"]}')");
         if (!(manifest["version"] is JsonValue version && version.TryGetValue<int>(out var number) && number == FormatVersion))
@@ -136,14 +137,18 @@ public sealed class Checkpoint
             if (!files.ContainsKey(file) && File.Exists(Path.Combine(directory, file)))
                 throw new StratusUserException($"checkpoint {directory} holds {file}, which its {ManifestFile} does not list: it was added after the checkpoint was saved; remove it, or use another checkpoint");
         var model = ReadJson<ModelConfig>(directory, ModelConfigFile) ?? throw new StratusUserException($"checkpoint {directory} has no {ModelConfigFile}");
+        model.Validate(file: Path.Combine(directory, ModelConfigFile));
         var trainPath = Path.Combine(directory, TrainConfigFile);
         TrainConfig? train = null;
         if (File.Exists(trainPath))
         {
-            try { train = TrainConfig.FromJson(JsonNode.Parse(File.ReadAllText(trainPath)) as JsonObject ?? throw new StratusUserException($"{trainPath} is corrupt: not a JSON object"), trainPath); }
-            catch (JsonException e) { throw new StratusUserException($"{trainPath} is corrupt: {e.Message}"); }
+            train = TrainConfig.FromJson(JsonText.ParseFile(trainPath) as JsonObject ?? throw new StratusUserException($"{trainPath} is corrupt: not a JSON object"), trainPath);
         }
         var state = ReadJson<TrainerState>(directory, StateFile);
+        // Infinity is the best loss of a run not yet evaluated; NaN would never be beaten, so the
+        // run would keep no best checkpoint again.
+        if (state is not null && (state.Step < 0 || double.IsNaN(state.BestValLoss)))
+            throw new StratusUserException($"{Path.Combine(directory, StateFile)} is corrupt: step {state.Step} and best_val_loss {state.BestValLoss} are no run's; {IfDamaged(directory)}");
         var tokenizer = TokenizerStore.Load(directory);
         // Token ids past the model's embedding table would abort libtorch when indexed.
         if (tokenizer.VocabSize > model.VocabSize)
@@ -217,12 +222,38 @@ public sealed class Checkpoint
             throw new StratusUserException($"the tokenizer of {dataDirectory} differs from the model's in {Directory}; prepare the data with `stratus prepare --tokenizer-from {Directory}`");
     }
 
-    public CausalLanguageModel CreateModel(Device? device = null)
+    /// <summary>The checkpoint's model with its weights, built on the CPU and moved to
+    /// <paramref name="device"/>; <paramref name="config"/> is its config trained otherwise (the
+    /// dropout and adapters of a run resumed or begun from it: see <see cref="LoadWeights"/>).</summary>
+    public CausalLanguageModel CreateModel(Device? device = null, ModelConfig? config = null)
     {
-        var model = CausalLanguageModel.Create(ModelConfig);
-        LoadWeights(model);
+        RequireWeightsOfConfig();
+        var model = CausalLanguageModel.Create(config ?? ModelConfig);
+        try { LoadWeights(model); }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
         if (device is not null) model.to(device);
         return model;
+    }
+
+    /// <summary>Refuses a model.json that does not describe the checkpoint's weights before any
+    /// model is built from it: each weight the config implies must be in model.safetensors with
+    /// its shape, as the file's header gives it. Otherwise a model.json naming a larger model
+    /// (its hash in a manifest anyone can write) had that model allocated and initialised first,
+    /// gigabytes for a file of a few kilobytes. Here, not in <see cref="Open"/>, which reads the
+    /// tokenizer without libtorch for `prepare --tokenizer-from`.</summary>
+    void RequireWeightsOfConfig()
+    {
+        using var reader = SafeTensors.Open(Path.Combine(Directory, ModelFile));
+        foreach (var (name, shape) in CausalLanguageModel.ImpliedWeights(ModelConfig))
+        {
+            if (!reader.Entries.TryGetValue(name, out var entry) || !entry.Shape.SequenceEqual(shape))
+                throw new StratusUserException($"checkpoint {Directory} is inconsistent: its {ModelConfigFile} implies a weight '{name}' of shape [{string.Join(", ", shape)}], " +
+                    $"but {ModelFile} {(entry is null ? "has none" : $"has it of shape [{string.Join(", ", entry.Shape)}]")}; {IfDamaged(Directory)}");
+        }
     }
 
     /// <summary>Copies the checkpoint's weights into <paramref name="model"/>. Its LoRA adapters
@@ -230,7 +261,7 @@ public sealed class Checkpoint
     /// on training them); any other model (a full fine-tune with lora_rank 0, or adapters of
     /// another rank, alpha or targets) gets them merged into its base weights, as PEFT's
     /// merge_and_unload, and its own adapters keep their init.</summary>
-    public void LoadWeights(CausalLanguageModel model)
+    void LoadWeights(CausalLanguageModel model)
     {
         using var reader = SafeTensors.Open(Path.Combine(Directory, ModelFile));
         using var noGrad = no_grad();

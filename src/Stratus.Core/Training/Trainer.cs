@@ -122,10 +122,9 @@ public sealed class Trainer : IDisposable
             throw new StratusUserException($"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
         // Built on the CPU, then moved: the initial weights come from the CPU's generator, the
         // same whatever the device.
-        model = CausalLanguageModel.Create(modelConfig);
+        model = (resumeFrom ?? initFrom)?.CreateModel(config: modelConfig) ?? CausalLanguageModel.Create(modelConfig);
         model.to(device);
         model.ComputeDtype = config.ComputeDtype;
-        (resumeFrom ?? initFrom)?.LoadWeights(model);
         // Only what trains gets optimizer state (with LoRA: the adapters; the base is frozen).
         optimizer = DataParallel.CreateAdamW(model.named_parameters().Where(p => p.parameter.requires_grad), this.communicator, config.ZeroStage, config.Beta1, config.Beta2, config.WeightDecay);
         if (resumeFrom is not null)
@@ -218,9 +217,7 @@ public sealed class Trainer : IDisposable
             throw new StratusUserException(DatasetFolder.DatasetIn(runDirectory) is { } dataset
                 ? $"{runDirectory} holds {dataset}, not a run; resume the folder that `stratus train --out` wrote"
                 : $"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
-        JsonObject run;
-        try { run = JsonNode.Parse(File.ReadAllText(runPath)) as JsonObject ?? throw new StratusUserException($"{runPath} is not a JSON object; restore it"); }
-        catch (JsonException e) { throw StratusUserException.NotValidJson(runPath, e, hint: "Restore it from a copy."); }
+        var run = JsonText.ParseFile(runPath, hint: "Restore it from a copy.") as JsonObject ?? throw new StratusUserException($"{runPath} is not a JSON object; restore it");
         return (run, run["data"] is JsonValue data && data.TryGetValue<string>(out var path) ? path : null);
     }
 

@@ -269,6 +269,27 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
     }
 
     [Fact]
+    public async Task A_line_cut_short_by_a_full_disk_is_ended_before_the_next_lines()
+    {
+        // What a write that ran out of space leaves (measured: a tmpfs filled while serving), or a
+        // process killed in its write: the next line was written on after it, and neither parsed.
+        var path = Server.AccessLogPath + ".cut";
+        const string cut = "{\"time\":\"2026-11-27T08:15:04.1432638Z\",\"request_id\"";
+        await File.WriteAllTextAsync(path, "{\"request_id\":\"whole\"}\n" + cut);
+        foreach (var id in new[] { "after-the-cut", "next" })
+        {
+            // A log each, so that each line is a batch of its own, looking at the file's end anew.
+            var log = AccessLog.Open(path, NullLogger.Instance);
+            log.Write(new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), IPAddress.Loopback, "GET", "/health", id));
+            await log.DisposeAsync();
+            Assert.Equal(0, log.Dropped);
+        }
+
+        var lines = await File.ReadAllLinesAsync(path);
+        Assert.Equal(["whole", null, "after-the-cut", "next"], lines.Select(line => line == cut ? null : (string?)JsonNode.Parse(line)!["request_id"]));
+    }
+
+    [Fact]
     public async Task No_prompt_or_completion_text_is_logged()
     {
         const string secret = "Zebra quartz 4417 harbour";

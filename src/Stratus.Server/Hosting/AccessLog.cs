@@ -14,7 +14,8 @@
 // (logrotate's copytruncate) is written from its new end. On Linux the file is opened for
 // appending (O_APPEND), as nginx opens its logs: the kernel puts each batch at the end the file
 // has as it writes, so neither another process appending to the file nor a truncation just before
-// the write is written over or leaves a hole.
+// the write is written over or leaves a hole. A batch that finds the file ending mid-line (a write
+// that a full disk cut short) ends that line first, so that its own lines parse.
 //
 // Not Microsoft.AspNetCore.HttpLogging: its W3CLogger writes W3C's space-separated format with a
 // fixed set of fields (no model, tokens or key), into dated files it rotates itself, and stops
@@ -154,7 +155,7 @@ public sealed partial class AccessLog : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
         {
-            throw new StratusUserException($"cannot write the access log {path}: {e.Message.TrimEnd('.')}; give --access-log a file in a folder that exists and this user may write, or - for standard output", e);
+            throw new StratusUserException($"cannot write the access log {path}: {e.Message.TrimEnd('.')}; give --access-log a file in a folder that exists and this user may read and write, or - for standard output", e);
         }
         return new AccessLog(path, null, capacity, logger);
     }
@@ -164,7 +165,8 @@ public sealed partial class AccessLog : IAsyncDisposable
         var options = new FileStreamOptions
         {
             Mode = FileMode.OpenOrCreate,
-            Access = FileAccess.Write,
+            // Read too: a batch looks at the file's last byte to begin on a line of its own.
+            Access = FileAccess.ReadWrite,
             // Others may read it (tail -F, a shipper) and rename or delete it (logrotate) meanwhile.
             Share = FileShare.ReadWrite | FileShare.Delete,
             BufferSize = 0,
@@ -214,6 +216,8 @@ public sealed partial class AccessLog : IAsyncDisposable
         while (await reader.WaitToReadAsync().ConfigureAwait(false))
         {
             buffer.ResetWrittenCount();
+            // Sent ahead of the lines only where the file ends mid-line (WriteBatch).
+            buffer.Write("\n"u8);
             var lines = 0;
             while (lines < MaxBatch && reader.TryRead(out var entry))
             {
@@ -234,7 +238,7 @@ public sealed partial class AccessLog : IAsyncDisposable
         {
             if (standardOutput is not null)
             {
-                standardOutput.Write(bytes.Span);
+                standardOutput.Write(bytes.Span[1..]);
                 standardOutput.Flush();
             }
             else
@@ -246,7 +250,11 @@ public sealed partial class AccessLog : IAsyncDisposable
                 // truncation or another writer's lines since the length was read; elsewhere the
                 // length read is where they go.
                 using var file = OpenFile(path!);
-                RandomAccess.Write(file.SafeFileHandle, bytes.Span, RandomAccess.GetLength(file.SafeFileHandle));
+                var end = RandomAccess.GetLength(file.SafeFileHandle);
+                // A line cut short (a write that a full disk stopped, a process killed in a
+                // write, this one or another writer) is ended first: the lines would otherwise
+                // join it, and a shipper would read neither.
+                RandomAccess.Write(file.SafeFileHandle, EndsMidLine(file.SafeFileHandle, end) ? bytes.Span : bytes.Span[1..], end);
             }
             if (failing) logger.LogWarning("access log {Path}: writing again", Where);
             failing = false;
@@ -258,6 +266,13 @@ public sealed partial class AccessLog : IAsyncDisposable
             if (!failing) logger.LogError("access log {Path}: lines are lost until it can be written again: {Reason}", Where, e.Message);
             failing = true;
         }
+    }
+
+    static bool EndsMidLine(SafeFileHandle file, long length)
+    {
+        if (length == 0) return false;
+        Span<byte> last = stackalloc byte[1];
+        return RandomAccess.Read(file, last, length - 1) == 1 && last[0] != (byte)'\n';
     }
 
     string Where => path ?? "(standard output)";

@@ -176,6 +176,10 @@ public sealed class StratusServer : IAsyncDisposable
                 throw new StratusUserException($"--insecure-no-auth serves without API keys, so it listens on loopback only (127.0.0.1, ::1), not {options.Host}. " +
                     "Drop --host, or drop --insecure-no-auth and create a key: stratus keys create --name <n> --scopes inference");
             kestrel.Listen(address, options.Port);
+            // Host and Port alone: the host's configuration otherwise adds listeners of its own,
+            // from Kestrel__Endpoints__* in the environment or an appsettings.json in the working
+            // folder, on any address, that nothing printed or checked but --insecure-no-auth.
+            kestrel.Configure();
         });
         builder.Services.AddSingleton(registry);
         builder.Services.AddSingleton<ServingMetrics>();

@@ -1,8 +1,9 @@
 // What the server refuses at startup: serving with no active key (nobody could call it),
 // --insecure-no-auth on a non-loopback address, an access log it cannot write, and an address it
-// cannot listen on (a port in use, an address the machine lacks, a port it has no right to: in words of its own, apart
-// from a data directory it cannot use); and what it serves with --insecure-no-auth on
-// loopback: everything, without a key, to local clients.
+// cannot listen on (a port in use, an address the machine lacks, a port it has no right to: in
+// words of its own, apart from a data directory it cannot use); that it listens on its host and
+// port alone; and what it serves with --insecure-no-auth on loopback: everything, without a key,
+// to local clients.
 using System.Net;
 using System.Net.Sockets;
 using Stratus.Inference;
@@ -120,6 +121,31 @@ public sealed class ServerStartupTests : IDisposable
         var options = Options(insecure: true);
         var refused = await Assert.ThrowsAsync<IOException>(() => StratusServer.StartAsync(options with { Trust = options.Trust with { DataDir = file } }));
         Assert.Contains(file, refused.Message);
+    }
+
+    [Fact]
+    public async Task It_listens_on_its_host_and_port_and_nowhere_else()
+    {
+        // ASP.NET Core's configuration added a listener the server never printed: an
+        // appsettings.json in the folder `stratus serve` was started from did too. Test
+        // collections run one at a time here, so no other server starts while it is set.
+        const string variable = "Kestrel__Endpoints__Stray__Url";
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var stray = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        Environment.SetEnvironmentVariable(variable, $"http://127.0.0.1:{stray}");
+        try
+        {
+            await using var server = await StratusServer.StartAsync(Options(insecure: true));
+            using var client = new HttpClient();
+            Assert.True((await client.GetAsync(new Uri(server.RootUrl, "health"))).IsSuccessStatusCode);
+            await Assert.ThrowsAsync<HttpRequestException>(() => client.GetAsync($"http://127.0.0.1:{stray}/health"));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(variable, null);
+        }
     }
 
     [Fact]

@@ -3,6 +3,7 @@
 // /health, quotas, content safety, usage, the admin API). StartAsync is the one entry point,
 // used by `stratus serve`, by tests and by anything that wants a model behind HTTP.
 using System.Net;
+using System.Net.Sockets;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -114,11 +115,12 @@ public sealed class StratusServer : IAsyncDisposable
             {
                 await app.StartAsync(cancellation);
             }
-            catch (IOException e)
+            // Kestrel wraps an address in use in an IOException and throws the socket's other
+            // refusals as they are. Caught here, around the bind alone: the data directory's
+            // failures before it are IOExceptions too, and name their own path.
+            catch (Exception e) when (e is IOException or SocketException)
             {
-                // Kestrel's word for an address in use. Caught here, around the bind alone: the
-                // data directory's failures before it are IOExceptions too, and name their own path.
-                throw new StratusUserException($"cannot listen on {options.Host}:{options.Port}: {e.Message.TrimEnd('.')}; pick another --port", e);
+                throw CannotListen(options.Host, options.Port, e);
             }
             foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -130,6 +132,27 @@ public sealed class StratusServer : IAsyncDisposable
             registry.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Why the server could not listen on <paramref name="host"/>:<paramref name="port"/>,
+    /// and what to change, in one line: the socket's refusals are the user's to fix, and thrown
+    /// as they are they ended `stratus serve` with a stack trace and SIGABRT (exit 134).</summary>
+    internal static StratusUserException CannotListen(string host, int port, Exception e)
+    {
+        // Kestrel's IOException holds its AddressInUseException, which holds the socket's.
+        var socket = e as SocketException;
+        for (var inner = e.InnerException; socket is null && inner is not null; inner = inner.InnerException) socket = inner as SocketException;
+        var reason = socket?.SocketErrorCode switch
+        {
+            SocketError.AddressAlreadyInUse => "another process listens there; pick another --port",
+            SocketError.AccessDenied => "permission denied: a port below 1024 needs root or the CAP_NET_BIND_SERVICE capability " +
+                "(systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE); pick a --port of 1024 or above, behind a proxy or a port mapping",
+            SocketError.AddressNotAvailable => "no network interface of this machine has that address; " +
+                "give --host one it has, 0.0.0.0 (every IPv4 address) or :: (every address)",
+            _ => $"{(socket ?? e).Message.TrimEnd('.')}; check --host and --port",
+        };
+        var address = host.Contains(':') && !host.StartsWith('[') ? $"[{host}]" : host;
+        return new StratusUserException($"cannot listen on {address}:{port}: {reason}", e);
     }
 
     static WebApplication Build(ServeOptions options, ModelRegistry registry)
@@ -153,6 +176,10 @@ public sealed class StratusServer : IAsyncDisposable
                 throw new StratusUserException($"--insecure-no-auth serves without API keys, so it listens on loopback only (127.0.0.1, ::1), not {options.Host}. " +
                     "Drop --host, or drop --insecure-no-auth and create a key: stratus keys create --name <n> --scopes inference");
             kestrel.Listen(address, options.Port);
+            // Host and Port alone: the host's configuration otherwise adds listeners of its own,
+            // from Kestrel__Endpoints__* in the environment or an appsettings.json in the working
+            // folder, on any address, that nothing printed or checked but --insecure-no-auth.
+            kestrel.Configure();
         });
         builder.Services.AddSingleton(registry);
         builder.Services.AddSingleton<ServingMetrics>();

@@ -787,6 +787,23 @@ public sealed class CliTests
         });
     }
 
+    /// <summary>An address `serve` cannot listen on is one line and exit 2, as a supervisor reads a
+    /// refused start: the socket's refusal was thrown as it was, a stack trace and SIGABRT (134).</summary>
+    [Fact]
+    public void Serve_on_an_address_the_machine_lacks_says_so_in_one_line_and_exits_2()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = Tokenization.CharTokenizer.FromCorpus("abc ");
+        using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false }))
+            Training.Checkpoint.Save(temp["model"], model, tokenizer);
+        Assert.Equal(0, Cli.Run("keys", "create", "--name", "app", "--data-dir", temp["home"]).ExitCode);
+        // 192.0.2.1 is TEST-NET-1 (RFC 5737): no machine's own.
+        var (code, _, stderr) = Cli.Run("serve", "--model", temp["model"], "--host", "192.0.2.1", "--port", "0", "--data-dir", temp["home"]);
+        Assert.True(code == 2, $"exited {code}: {stderr}");
+        Assert.StartsWith("error: cannot listen on 192.0.2.1:0: no network interface of this machine has that address", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+
     /// <summary>Runs <paramref name="test"/> against a <see cref="StartServing"/> server, with two
     /// minutes for it all (a hang fails the test), and kills the server if the test left it running.</summary>
     static async Task ServeAsync(int shutdownGracePeriod, Func<Process, CancellationToken, Task> test)

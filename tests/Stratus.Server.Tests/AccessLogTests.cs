@@ -269,6 +269,68 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
     }
 
     [Fact]
+    public async Task A_line_a_failed_write_cut_short_is_ended_before_the_next_lines()
+    {
+        var path = Server.AccessLogPath + ".cut";
+        var log = AccessLog.Open(path, NullLogger.Instance);
+        // A folder in the file's place makes the next write fail (permissions would not: the tests
+        // may run as root).
+        File.Delete(path);
+        Directory.CreateDirectory(path);
+        log.Write(new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), IPAddress.Loopback, "GET", "/health", "lost"));
+        var waited = Stopwatch.StartNew();
+        while (log.Dropped == 0 && waited.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(10);
+        Assert.Equal(1, log.Dropped);
+        // What a write that ran out of space leaves (measured: a tmpfs filled while serving): the
+        // line after it was written on after it, and neither parsed.
+        Directory.Delete(path);
+        const string cut = "{\"time\":\"2026-11-27T08:15:04.1432638Z\",\"request_id\"";
+        await File.WriteAllTextAsync(path, "{\"request_id\":\"whole\"}\n" + cut);
+        foreach (var id in new[] { "after-the-cut", "next" })
+        {
+            log.Write(new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), IPAddress.Loopback, "GET", "/health", id));
+            // Each its own batch: the second has no cut line to end.
+            await Task.Delay(50);
+        }
+        await log.DisposeAsync();
+
+        var lines = await File.ReadAllLinesAsync(path);
+        Assert.Equal(["whole", null, "after-the-cut", "next"], lines.Select(line => line == cut ? null : (string?)JsonNode.Parse(line)!["request_id"]));
+        Assert.Equal(1, log.Dropped);
+    }
+
+    [Fact]
+    public async Task A_pipe_gets_every_line()
+    {
+        // A FIFO that a shipper reads, or --access-log /dev/stdout in a container (a pipe): the
+        // writer asked its length, which a pipe has not, and stopped at the first line for good,
+        // counting nothing lost, and the server then crashed as it stopped.
+        if (!OperatingSystem.IsLinux()) return;
+        var fifo = Server.AccessLogPath + ".fifo";
+        using (var mkfifo = Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
+        // Opened for reading first: a FIFO's writer waits for a reader.
+        var reading = Task.Run(async () =>
+        {
+            using var reader = new StreamReader(new FileStream(fifo, FileMode.Open, FileAccess.Read));
+            return await reader.ReadToEndAsync();
+        });
+        var log = AccessLog.Open(fifo, NullLogger.Instance);
+        for (var i = 0; i < 3; i++)
+        {
+            log.Write(new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), IPAddress.Loopback, "GET", "/health", $"piped-{i}"));
+            // Each its own batch.
+            await Task.Delay(50);
+        }
+        // Bounded, as the read below: on a pipe the writer once stopped, or waited for a reader.
+        await log.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, log.Dropped);
+        // The log's handle, which opened the FIFO for reading and writing, is closed: the reader
+        // meets its end once this process holds no writer. A timeout rather than a hang if not.
+        var text = await reading.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(["piped-0", "piped-1", "piped-2"], text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => (string)JsonNode.Parse(line)!["request_id"]!));
+    }
+
+    [Fact]
     public async Task No_prompt_or_completion_text_is_logged()
     {
         const string secret = "Zebra quartz 4417 harbour";

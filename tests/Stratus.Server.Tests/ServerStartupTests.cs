@@ -1,8 +1,11 @@
 // What the server refuses at startup: serving with no active key (nobody could call it),
-// --insecure-no-auth on a non-loopback address, an access log it cannot write, and a port in use (in words of its own, apart
-// from a data directory it cannot use); and what it serves with --insecure-no-auth on
-// loopback: everything, without a key, to local clients.
+// --insecure-no-auth on a non-loopback address, an access log it cannot write, and an address it
+// cannot listen on (a port in use, an address the machine lacks, a port it has no right to: in
+// words of its own, apart from a data directory it cannot use); that it listens on its host and
+// port alone; and what it serves with --insecure-no-auth on loopback: everything, without a key,
+// to local clients.
 using System.Net;
+using System.Net.Sockets;
 using Stratus.Inference;
 using Stratus.Safety;
 using Stratus.Server.Hosting;
@@ -118,6 +121,53 @@ public sealed class ServerStartupTests : IDisposable
         var options = Options(insecure: true);
         var refused = await Assert.ThrowsAsync<IOException>(() => StratusServer.StartAsync(options with { Trust = options.Trust with { DataDir = file } }));
         Assert.Contains(file, refused.Message);
+    }
+
+    [Fact]
+    public async Task It_listens_on_its_host_and_port_and_nowhere_else()
+    {
+        // ASP.NET Core's configuration added a listener the server never printed: an
+        // appsettings.json in the folder `stratus serve` was started from did too. Test
+        // collections run one at a time here, so no other server starts while it is set.
+        const string variable = "Kestrel__Endpoints__Stray__Url";
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var stray = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        Environment.SetEnvironmentVariable(variable, $"http://127.0.0.1:{stray}");
+        try
+        {
+            await using var server = await StratusServer.StartAsync(Options(insecure: true));
+            using var client = new HttpClient();
+            Assert.True((await client.GetAsync(new Uri(server.RootUrl, "health"))).IsSuccessStatusCode);
+            await Assert.ThrowsAsync<HttpRequestException>(() => client.GetAsync($"http://127.0.0.1:{stray}/health"));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(variable, null);
+        }
+    }
+
+    [Fact]
+    public async Task An_address_this_machine_does_not_have_is_one_line_naming_it()
+    {
+        // 192.0.2.1 is TEST-NET-1 (RFC 5737), no machine's own: the socket's EADDRNOTAVAIL was
+        // thrown as it was, ending `stratus serve` with a stack trace and SIGABRT.
+        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("app", Platform.ApiKeyScopes.Inference, Platform.RateLimits.Unlimited, "tests");
+        var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(Options(insecure: false) with { Host = "192.0.2.1" }));
+        Assert.StartsWith("cannot listen on 192.0.2.1:0: no network interface of this machine has that address", error.Message);
+        Assert.Contains("--host", error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Fact]
+    public void A_port_below_1024_without_the_right_to_it_says_how_to_get_one()
+    {
+        // Tests run as root here, where binding port 80 succeeds: the socket's refusal is made up.
+        var error = StratusServer.CannotListen("::", 80, new SocketException((int)SocketError.AccessDenied));
+        Assert.StartsWith("cannot listen on [::]:80: permission denied", error.Message);
+        Assert.Contains("CAP_NET_BIND_SERVICE", error.Message);
+        Assert.Contains("--port of 1024 or above", error.Message);
     }
 
     public void Dispose()

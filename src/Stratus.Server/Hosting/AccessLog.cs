@@ -14,7 +14,9 @@
 // (logrotate's copytruncate) is written from its new end. On Linux the file is opened for
 // appending (O_APPEND), as nginx opens its logs: the kernel puts each batch at the end the file
 // has as it writes, so neither another process appending to the file nor a truncation just before
-// the write is written over or leaves a hole.
+// the write is written over or leaves a hole. The first batch after a failed write, which a full
+// disk may have cut short mid-line, ends that line first, so that its own lines parse. A pipe (a
+// FIFO, /dev/stdout in a container) is held open and written in order, as standard output is.
 //
 // Not Microsoft.AspNetCore.HttpLogging: its W3CLogger writes W3C's space-separated format with a
 // fixed set of fields (no model, tokens or key), into dated files it rotates itself, and stops
@@ -116,8 +118,11 @@ public sealed partial class AccessLog : IAsyncDisposable
 
     static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, SkipValidation = true };
 
+    /// <summary>The file's path; null for standard output.</summary>
     readonly string? path;
-    readonly Stream? standardOutput;
+    /// <summary>Where the lines go when it is a stream held open (standard output, a pipe); null:
+    /// the file at <see cref="path"/>, opened for each batch.</summary>
+    readonly Stream? stream;
     readonly ILogger logger;
     readonly Channel<AccessLogEntry> queue;
     readonly Meter meter;
@@ -125,10 +130,10 @@ public sealed partial class AccessLog : IAsyncDisposable
     long dropped, droppedReported;
     bool failing;
 
-    AccessLog(string? path, Stream? standardOutput, int capacity, ILogger logger)
+    AccessLog(string? path, Stream? stream, int capacity, ILogger logger)
     {
         this.path = path;
-        this.standardOutput = standardOutput;
+        this.stream = stream;
         this.logger = logger;
         // Wait mode only makes TryWrite say false when full (nothing waits): that line is counted.
         queue = Channel.CreateBounded<AccessLogEntry>(new BoundedChannelOptions(capacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
@@ -147,15 +152,21 @@ public sealed partial class AccessLog : IAsyncDisposable
     public static AccessLog Open(string path, ILogger logger, int capacity = DefaultCapacity)
     {
         if (path == StandardOutput) return new AccessLog(null, Console.OpenStandardOutput(), capacity, logger);
+        FileStream file;
         try
         {
-            // Once here, so that a path that cannot be written is refused at start, not line by line.
-            using (OpenFile(path)) { }
+            // Here, so that a path that cannot be written is refused at start, not line by line.
+            file = OpenFile(path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
         {
-            throw new StratusUserException($"cannot write the access log {path}: {e.Message.TrimEnd('.')}; give --access-log a file in a folder that exists and this user may write, or - for standard output", e);
+            throw new StratusUserException($"cannot write the access log {path}: {e.Message.TrimEnd('.')}; give --access-log a file in a folder that exists and this user may read and write, or - for standard output", e);
         }
+        // A pipe (a FIFO a shipper reads, /dev/stdout in a container) is held open and written
+        // in order, as standard output is: it has no end to find (asking stopped the writer at the
+        // first line, for good), and a FIFO's reader would meet its end at each batch's close.
+        if (!file.CanSeek) return new AccessLog(path, file, capacity, logger);
+        file.Dispose();
         return new AccessLog(path, null, capacity, logger);
     }
 
@@ -164,7 +175,8 @@ public sealed partial class AccessLog : IAsyncDisposable
         var options = new FileStreamOptions
         {
             Mode = FileMode.OpenOrCreate,
-            Access = FileAccess.Write,
+            // Read too: a batch looks at the file's last byte to begin on a line of its own.
+            Access = FileAccess.ReadWrite,
             // Others may read it (tail -F, a shipper) and rename or delete it (logrotate) meanwhile.
             Share = FileShare.ReadWrite | FileShare.Delete,
             BufferSize = 0,
@@ -214,6 +226,8 @@ public sealed partial class AccessLog : IAsyncDisposable
         while (await reader.WaitToReadAsync().ConfigureAwait(false))
         {
             buffer.ResetWrittenCount();
+            // Sent ahead of the lines only after a failed write left the file mid-line (WriteBatch).
+            buffer.Write("\n"u8);
             var lines = 0;
             while (lines < MaxBatch && reader.TryRead(out var entry))
             {
@@ -232,10 +246,10 @@ public sealed partial class AccessLog : IAsyncDisposable
     {
         try
         {
-            if (standardOutput is not null)
+            if (stream is not null)
             {
-                standardOutput.Write(bytes.Span);
-                standardOutput.Flush();
+                stream.Write(bytes.Span[1..]);
+                stream.Flush();
             }
             else
             {
@@ -246,7 +260,11 @@ public sealed partial class AccessLog : IAsyncDisposable
                 // truncation or another writer's lines since the length was read; elsewhere the
                 // length read is where they go.
                 using var file = OpenFile(path!);
-                RandomAccess.Write(file.SafeFileHandle, bytes.Span, RandomAccess.GetLength(file.SafeFileHandle));
+                var end = RandomAccess.GetLength(file.SafeFileHandle);
+                // After a failed write, which a full disk may have cut short mid-line, that line
+                // is ended first: the lines would otherwise join it, and neither would parse.
+                // Only then: another server appending to the file may be mid-line at any time.
+                RandomAccess.Write(file.SafeFileHandle, failing && EndsMidLine(file.SafeFileHandle, end) ? bytes.Span : bytes.Span[1..], end);
             }
             if (failing) logger.LogWarning("access log {Path}: writing again", Where);
             failing = false;
@@ -258,6 +276,13 @@ public sealed partial class AccessLog : IAsyncDisposable
             if (!failing) logger.LogError("access log {Path}: lines are lost until it can be written again: {Reason}", Where, e.Message);
             failing = true;
         }
+    }
+
+    static bool EndsMidLine(SafeFileHandle file, long length)
+    {
+        if (length == 0) return false;
+        Span<byte> last = stackalloc byte[1];
+        return RandomAccess.Read(file, last, length - 1) == 1 && last[0] != (byte)'\n';
     }
 
     string Where => path ?? "(standard output)";
@@ -312,6 +337,7 @@ public sealed partial class AccessLog : IAsyncDisposable
     {
         queue.Writer.TryComplete();
         await writer.ConfigureAwait(false);
+        stream?.Dispose();
         meter.Dispose();
     }
 }

@@ -11,7 +11,8 @@
 // A match touching the end of the text so far is inconclusive ("ass" may become "assist"), so
 // it neither blocks nor is released until more text or the end of the stream settles it.
 // Each check runs on the unreleased text plus StreamingWindow characters of context before it,
-// so the cost per token does not grow with the length of the completion.
+// so the cost per token does not grow with the length of the completion; a match that ends in
+// that context was settled when its text was released.
 using System.Globalization;
 using System.Text;
 
@@ -54,7 +55,7 @@ public sealed class StreamingSafetyGuard
         var windowStart = Math.Max(0, released - holdBack);
         var window = text.ToString(windowStart, text.Length - windowStart);
         var found = await pipeline.RunProvidersAsync(window, ContentDirection.Completion, cancellationToken);
-        var conclusive = Conclusive(found, window.Length);
+        var conclusive = Conclusive(found, released - windowStart, window.Length);
         var verdict = pipeline.Decide(window, ContentDirection.Completion, conclusive);
         if (verdict.Blocked)
         {
@@ -158,7 +159,12 @@ public sealed class StreamingSafetyGuard
     static bool IsCombiningMark(char c) => CharUnicodeInfo.GetUnicodeCategory(c) is UnicodeCategory.NonSpacingMark
         or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
 
-    static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int length)
+    /// <summary>The results that settle something: their spans that end in the unreleased text
+    /// (after <paramref name="context"/>) and before the end of what was generated. A span that
+    /// ends in the context was judged when that text was released, or is not a span at all: the
+    /// context begins wherever StreamingWindow characters before the release point fall, often
+    /// inside a word, and the end of "class" read from its "ass" would block a clean stream.</summary>
+    static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int context, int length)
     {
         var kept = new List<CategoryResult>();
         foreach (var result in found)
@@ -168,7 +174,7 @@ public sealed class StreamingSafetyGuard
                 kept.Add(result);
                 continue;
             }
-            var settled = result.Matches.Where(m => m.End < length).ToList();
+            var settled = result.Matches.Where(m => m.End > context && m.End < length).ToList();
             if (settled.Count > 0) kept.Add(result with { Matches = settled });
         }
         return kept;

@@ -108,6 +108,32 @@ public sealed class StreamingSafetyGuardTests
         Assert.True(released.Length <= text.IndexOf(padded, StringComparison.Ordinal), $"released {released.Length} characters");
     }
 
+    [Theory]
+    [InlineData("ass")]
+    [InlineData("hell")]
+    public async Task A_term_that_ends_an_ordinary_word_does_not_block_the_stream_it_was_released_in(string term)
+    {
+        // Each check reads the unreleased text with StreamingWindow characters before it, which
+        // begin wherever they fall: often inside a word, whose tail ("ass" of "class") is no
+        // word of its own.
+        string[] words = ["the", "class", "went", "out", "to", "a", "grassland", "with", "a", "compass", "and", "a", "glass", "of", "water",
+            "in", "its", "shell", "this", "morning"];
+        var random = new Random(7);
+        for (var trial = 0; trial < 40; trial++)
+        {
+            var guard = Pipeline(PiiMode.Off, term).GuardStream();
+            var text = string.Join(" ", Enumerable.Range(0, 40).Select(_ => words[random.Next(words.Length)]));
+            var released = "";
+            foreach (var chunk in Chunks(text, trial))
+            {
+                var step = await guard.AppendAsync(chunk);
+                Assert.False(step.Blocked, $"blocked after releasing '{released}'");
+                released += step.Released;
+            }
+            Assert.Equal(text, released + (await guard.CompleteAsync()).Step.Released);
+        }
+    }
+
     [Fact]
     public async Task A_forced_release_never_splits_a_surrogate_pair()
     {

@@ -78,7 +78,8 @@ sealed class MatchingForm
 
     /// <summary>Whether a character takes no room in the text a blocklist reads: one it leaves
     /// out, or a mark, which belongs to the letter before it. The streaming guard does not count
-    /// them in its window, so a term padded with any number of them is held back whole.</summary>
+    /// them in its window (up to StreamingSafetyGuard.MaxRoomless), so a term padded with them
+    /// is held back whole.</summary>
     public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || Rune.GetUnicodeCategory(rune) is UnicodeCategory.NonSpacingMark
         or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
 

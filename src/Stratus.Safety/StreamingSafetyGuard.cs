@@ -111,37 +111,48 @@ public sealed class StreamingSafetyGuard
     /// a run of whitespace counting as one: a multi-word term's \s+ matches a run of any length,
     /// so measured in raw characters a long run would push the term's first word out of them.
     /// What a blocklist does not read (format characters such as the zero-width space, marks:
-    /// MatchingForm) takes no room either, so a term padded with any number of them fits as it is.
+    /// MatchingForm) takes no room either, up to <see cref="MaxRoomless"/> of them, so a term
+    /// padded with that many fits as it is; past that they count, or a stream of nothing else
+    /// (a model repeating U+200B) would be held back, and checked again at every token, without end.
     /// Returns <paramref name="floor"/> when that text is not that long. The guard's held-back
     /// tail and an alternative's context (SafetyPipeline.FlagsAlternativeAsync) are measured so.</summary>
     internal static int WindowStart<TText>(TText text, Func<TText, int, char> charAt, int floor, int end, int window)
         where TText : allows ref struct
     {
         var start = end;
+        var roomless = MaxRoomless;
         for (var counted = 0; counted < window; counted++)
         {
-            start = SkipNoRoom(text, charAt, floor, start);
+            start = SkipNoRoom(text, charAt, floor, start, ref roomless);
             if (start == floor) return floor;
             if (!char.IsWhiteSpace(charAt(text, --start))) continue;
-            for (var before = SkipNoRoom(text, charAt, floor, start); before > floor && char.IsWhiteSpace(charAt(text, before - 1));
-                 before = SkipNoRoom(text, charAt, floor, start))
+            for (var before = SkipNoRoom(text, charAt, floor, start, ref roomless); before > floor && char.IsWhiteSpace(charAt(text, before - 1));
+                 before = SkipNoRoom(text, charAt, floor, start, ref roomless))
                 start = before - 1;
         }
         return start;
     }
 
+    /// <summary>How many characters that take no room one window leaves uncounted: far more than
+    /// any text spells a word with (Zalgo text puts a few dozen marks on a letter; Thai has a
+    /// mark or two per letter and spaces between phrases), few enough that the held-back text
+    /// stays short.</summary>
+    internal const int MaxRoomless = 1024;
+
     /// <summary>Moves <paramref name="end"/> back over the characters before it that take no
-    /// room in a window, a surrogate pair as the one character it is.</summary>
-    static int SkipNoRoom<TText>(TText text, Func<TText, int, char> charAt, int floor, int end)
+    /// room in a window, a surrogate pair as the one character it is, while
+    /// <paramref name="roomless"/> (what is left of the window's allowance) lasts.</summary>
+    static int SkipNoRoom<TText>(TText text, Func<TText, int, char> charAt, int floor, int end, ref int roomless)
         where TText : allows ref struct
     {
-        while (end > floor)
+        while (end > floor && roomless > 0)
         {
             var last = charAt(text, end - 1);
             var pair = char.IsLowSurrogate(last) && end - 1 > floor && char.IsHighSurrogate(charAt(text, end - 2));
             var noRoom = pair ? MatchingForm.TakesNoRoom(new Rune(charAt(text, end - 2), last)) : !char.IsSurrogate(last) && MatchingForm.TakesNoRoom(new Rune(last));
             if (!noRoom) return end;
             end -= pair ? 2 : 1;
+            roomless--;
         }
         return end;
     }

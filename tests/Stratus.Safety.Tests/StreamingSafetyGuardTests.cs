@@ -109,6 +109,22 @@ public sealed class StreamingSafetyGuardTests
     }
 
     [Theory]
+    [InlineData("\u200b")]
+    [InlineData("\u200b\u0301")]
+    public async Task A_stream_of_nothing_but_invisible_characters_is_not_held_back_without_end(string piece)
+    {
+        // A model stuck on a zero-width token: what takes no room in the window still counts
+        // past StreamingSafetyGuard.MaxRoomless, or nothing would be released and every token
+        // would check all the text so far again.
+        var guard = Pipeline(PiiMode.Off, "frobnicator").GuardStream();
+        var released = (await guard.AppendAsync("Hello there. ")).Released.Length;
+        for (var i = 0; i < 3000; i++) released += (await guard.AppendAsync(piece)).Released.Length;
+        var generated = 13 + 3000 * piece.Length;
+        Assert.InRange(generated - released, 0, StreamingSafetyGuard.MaxRoomless + 2 * 256);
+        Assert.Null(guard.BlockedBy);
+    }
+
+    [Theory]
     [InlineData("ass")]
     [InlineData("hell")]
     public async Task A_term_that_ends_an_ordinary_word_does_not_block_the_stream_it_was_released_in(string term)

@@ -1,6 +1,6 @@
 // The form in which blocklists read text, so that a word written to look like a blocked one is
 // one. Letters drawn in another form are read as the letters they show: full-width ("ｂｏｍｂ",
-// as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷𝑜𝓂𝒷"), circled
+// as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷ℴ𝓂𝒷"), circled
 // and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑") and the Latin ligatures ("ﬁ"). Invisible characters are
 // left out: format characters (zero-width space and joiners, soft hyphen, word joiner,
 // bidirectional marks, tags), variation selectors, and the combining diacritics of the generic
@@ -124,6 +124,9 @@ sealed class MatchingForm
                 return Letter(c - 0x24B6, letters);
             case >= 0x1D400 and <= 0x1D6A3: // mathematical letters: styles of A-Z, a-z
                 return Letter((c - 0x1D400) % 52, letters);
+            case >= 0x2100 and <= 0x2149 when Letterlike[c - 0x2100] != '.': // the rest of those styles
+                letters[0] = Letterlike[c - 0x2100];
+                return 1;
             case >= 0x1D7CE and <= 0x1D7FF: // mathematical digits: styles of 0-9
                 letters[0] = (char)('0' + (c - 0x1D7CE) % 10);
                 return 1;
@@ -143,6 +146,12 @@ sealed class MatchingForm
     }
 
     static readonly string[] Ligatures = ["ff", "fi", "fl", "ffi", "ffl", "st", "st"];
+
+    /// <summary>U+2100-U+2149 as the letters NFKC reads them ('.' where none): the letters of the
+    /// mathematical alphabets that were encoded before them (script ℴ ℯ ℊ, italic ℎ, double-struck
+    /// ℝ, fraktur ℭ), whose places in U+1D400-U+1D6A3 are left empty, so "𝒷ℴ𝓂𝒷" is how script
+    /// "bomb" is written; and ℓ, the Kelvin sign, ⅆ.</summary>
+    const string Letterlike = "..C.......gHHHh.IILl.N...PQRRR......Z...Z.K.BC.eEF.Mo....i...........Ddeij";
 
     /// <summary>The index-th of A-Z then a-z.</summary>
     static int Letter(int index, Span<char> letters)

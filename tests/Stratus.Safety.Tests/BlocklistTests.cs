@@ -55,6 +55,8 @@ public sealed class BlocklistTests
     [InlineData("ＢＯＭＢ now", "ＢＯＭＢ")]
     [InlineData("a 𝐛𝐨𝐦𝐛 here", "𝐛𝐨𝐦𝐛")]                    // mathematical bold
     [InlineData("a 𝒷𝑜𝓂𝒷 here", "𝒷𝑜𝓂𝒷")]                    // mathematical script and italic
+    [InlineData("a 𝒷ℴ𝓂𝒷 here", "𝒷ℴ𝓂𝒷")]                     // script as written: its o is U+2134
+    [InlineData("ℬℴ𝓂𝒷!", "ℬℴ𝓂𝒷")]                            // the script B is U+212C
     [InlineData("a 🅑🅞🅜🅑 here", "🅑🅞🅜🅑")]                    // negative circled
     [InlineData("ⓑⓞⓜⓑ!", "ⓑⓞⓜⓑ")]                          // circled
     [InlineData("a bo\u200bmb here", "bo\u200bmb")]          // zero-width space

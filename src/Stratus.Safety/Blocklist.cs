@@ -144,33 +144,43 @@ public sealed class CompiledBlocklist
     /// <summary>All spans in the text that hit this list, in text order. Terms and patterns
     /// read the text in its matching form (full-width and other compatibility letters as the
     /// letters they show, invisible characters and stray diacritics left out: MatchingForm);
-    /// the spans are those of the text as written.</summary>
+    /// patterns read it as written too, since a pattern may be written for what the fold takes
+    /// away (`[\u200B-\u200D]`, a full-width word). The spans are those of the text as written.</summary>
     public IReadOnlyList<SafetyMatch> Find(string text) => Find(MatchingForm.Of(text));
 
     internal IReadOnlyList<SafetyMatch> Find(MatchingForm text)
     {
         var found = new List<SafetyMatch>();
-        if (terms is not null) Collect(terms, text, "term", found);
-        foreach (var pattern in patterns) Collect(pattern, text, "pattern", found);
+        if (terms is not null) Collect(terms, text.Text, text, "term", found);
+        foreach (var pattern in patterns)
+        {
+            Collect(pattern, text.Text, text, "pattern", found);
+            if (text.IsFolded) Collect(pattern, text.Written, null, "pattern", found);
+        }
         found.Sort((a, b) => a.Start.CompareTo(b.Start));
         return found;
     }
 
-    static void Collect(Regex regex, MatchingForm text, string kind, List<SafetyMatch> found)
+    /// <summary>Adds the regex's matches in <paramref name="input"/>, the text's matching form
+    /// (<paramref name="form"/>, whose spans are mapped back to the text as written) or the
+    /// text as written (null), each span once.</summary>
+    static void Collect(Regex regex, string input, MatchingForm? form, string kind, List<SafetyMatch> found)
     {
         try
         {
-            for (var m = regex.Match(text.Text); m.Success; m = m.NextMatch())
+            for (var m = regex.Match(input); m.Success; m = m.NextMatch())
             {
                 if (m.Length == 0) continue;
-                var (start, end) = text.Original(m.Index, m.Index + m.Length);
-                found.Add(new SafetyMatch(start, end - start, kind));
+                var (start, end) = form?.Original(m.Index, m.Index + m.Length) ?? (m.Index, m.Index + m.Length);
+                var match = new SafetyMatch(start, end - start, kind);
+                if (!found.Contains(match)) found.Add(match);
             }
         }
         catch (RegexMatchTimeoutException)
         {
             // Fail closed: the whole text counts as the hit.
-            found.Add(new SafetyMatch(0, text.Original(0, text.Text.Length).End, kind + " (timed out)"));
+            var whole = new SafetyMatch(0, form?.Written.Length ?? input.Length, kind + " (timed out)");
+            if (!found.Contains(whole)) found.Add(whole);
         }
     }
 }

@@ -23,15 +23,23 @@ sealed class MatchingForm
     readonly int[]? ends;
     readonly int originalLength;
 
-    MatchingForm(string text, int[]? starts, int[]? ends, int originalLength)
+    MatchingForm(string text, string written, int[]? starts, int[]? ends)
     {
         Text = text;
+        Written = written;
         this.starts = starts;
         this.ends = ends;
-        this.originalLength = originalLength;
+        originalLength = written.Length;
     }
 
     public string Text { get; }
+
+    /// <summary>The text as it was written, which a regex pattern also reads when the fold
+    /// changed it (CompiledBlocklist.Find).</summary>
+    public string Written { get; }
+
+    /// <summary>Whether Text differs from what was written.</summary>
+    public bool IsFolded => starts is not null;
 
     /// <summary>The span of the original text that Text[start..end] (not empty) came from, with
     /// what was left out after it up to the next character read (the marks on its last letter).
@@ -46,7 +54,7 @@ sealed class MatchingForm
 
     public static MatchingForm Of(string text)
     {
-        if (IsOwnForm(text)) return new MatchingForm(text, null, null, text.Length);
+        if (IsOwnForm(text)) return new MatchingForm(text, text, null, null);
         var folded = new StringBuilder(text.Length);
         var starts = new List<int>(text.Length);
         var ends = new List<int>(text.Length);
@@ -73,7 +81,7 @@ sealed class MatchingForm
                 ends.Add(i);
             }
         }
-        return new MatchingForm(folded.ToString(), [.. starts], [.. ends], text.Length);
+        return new MatchingForm(folded.ToString(), text, [.. starts], [.. ends]);
     }
 
     /// <summary>Whether a character takes no room in the text a blocklist reads: one it leaves

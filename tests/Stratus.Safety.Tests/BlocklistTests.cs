@@ -96,6 +96,16 @@ public sealed class BlocklistTests
         Assert.Equal("ｐｒｏｊｅｃｔ－１２３４", text.Substring(span.Start, span.Length));
     }
 
+    [Theory]
+    [InlineData(@"[\u200B-\u200D]", "a bo\u200bmb here", "\u200b")]   // a pattern for what the fold leaves out
+    [InlineData("ｂｏｍｂ", "a ｂｏｍｂ here", "ｂｏｍｂ")]                  // written in the form the fold reads away
+    [InlineData("bomb", "a ｂｏｍｂ here", "ｂｏｍｂ")]                    // found once, though both forms hold it
+    public async Task Patterns_read_the_text_as_written_too(string pattern, string text, string written)
+    {
+        var span = Assert.Single(Assert.Single(await Analyze(new Blocklist("codes", [], [pattern]), text)).Matches);
+        Assert.Equal(written, text.Substring(span.Start, span.Length));
+    }
+
     [Fact]
     public async Task A_text_cut_inside_a_surrogate_pair_is_read_as_it_is()
     {

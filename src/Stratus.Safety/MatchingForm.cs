@@ -18,18 +18,15 @@ namespace Stratus.Safety;
 
 sealed class MatchingForm
 {
-    // Per character of Text, the span of the original it came from; null when Text is the original.
+    // Per character of Text, where in the text as written the character it came from starts;
+    // null when Text is that text.
     readonly int[]? starts;
-    readonly int[]? ends;
-    readonly int originalLength;
 
-    MatchingForm(string text, string written, int[]? starts, int[]? ends)
+    MatchingForm(string text, string written, int[]? starts)
     {
         Text = text;
         Written = written;
         this.starts = starts;
-        this.ends = ends;
-        originalLength = written.Length;
     }
 
     public string Text { get; }
@@ -47,41 +44,63 @@ sealed class MatchingForm
     public (int Start, int End) Original(int start, int end)
     {
         if (starts is null) return (start, end);
-        if (end >= Text.Length) return (starts[start], originalLength);
+        if (end >= Text.Length) return (starts[start], Written.Length);
         // Inside the letters of one character (a ligature's): that character ends it.
-        return (starts[start], starts[end] == starts[end - 1] ? ends![end - 1] : starts[end]);
+        var last = starts[end - 1];
+        return (starts[start], starts[end] != last ? starts[end] : char.IsSurrogatePair(Written, last) ? last + 2 : last + 1);
     }
 
+    /// <summary>The text's matching form. Its cost is on a streamed completion's path (every
+    /// check of the guard's window): text that is its own form, most text, allocates nothing but
+    /// this object, and a folded one its two arrays (the text and where each character came
+    /// from), sized once.</summary>
     public static MatchingForm Of(string text)
     {
-        if (IsOwnForm(text)) return new MatchingForm(text, text, null, null);
-        var folded = new StringBuilder(text.Length);
-        var starts = new List<int>(text.Length);
-        var ends = new List<int>(text.Length);
+        var length = Read(text, [], []);
+        if (length < 0) return new MatchingForm(text, text, null);
+        var starts = new int[length];
+        var folded = string.Create(length, (text, starts), static (chars, state) => Read(state.text, chars, state.starts));
+        return new MatchingForm(folded, text, starts);
+    }
+
+    /// <summary>Reads <paramref name="text"/> in its matching form, writing it into
+    /// <paramref name="chars"/> and where each of its characters came from into
+    /// <paramref name="starts"/> when they are given (as long as that form); returns its length,
+    /// or -1 when the text is its own form.</summary>
+    static int Read(string text, Span<char> chars, Span<int> starts)
+    {
         Span<char> letters = stackalloc char[3];
+        var length = 0;
+        var folded = false;
         for (var i = 0; i < text.Length;)
         {
             var start = i;
-            var before = folded.Length;
-            if (Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out var length) != OperationStatus.Done)
+            scoped ReadOnlySpan<char> read;
+            if (text[i] < '\u00A0' || Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out var runeLength) != OperationStatus.Done)
             {
-                // A lone surrogate (a stream cut inside a pair) is kept as it is.
-                folded.Append(text[i++]);
+                // Below U+00A0 nothing is folded; a lone surrogate (a stream cut inside a pair) is kept as it is.
+                read = text.AsSpan(i++, 1);
             }
             else
             {
-                i += length;
-                if (IsLeftOut(rune)) continue;
-                if (Fold(rune, letters) is var n and > 0) folded.Append(letters[..n]);
-                else folded.Append(text.AsSpan(start, length));
+                i += runeLength;
+                if (IsLeftOut(rune))
+                {
+                    folded = true;
+                    continue;
+                }
+                var shown = Letters(rune, letters);
+                folded |= shown > 0;
+                read = shown > 0 ? letters[..shown] : text.AsSpan(start, runeLength);
             }
-            for (var k = before; k < folded.Length; k++)
+            if (!chars.IsEmpty)
             {
-                starts.Add(start);
-                ends.Add(i);
+                read.CopyTo(chars[length..]);
+                starts.Slice(length, read.Length).Fill(start);
             }
+            length += read.Length;
         }
-        return new MatchingForm(folded.ToString(), text, [.. starts], [.. ends]);
+        return folded ? length : -1;
     }
 
     /// <summary>Whether a character takes no room in the text a blocklist reads: one it leaves
@@ -90,25 +109,6 @@ sealed class MatchingForm
     /// is held back whole.</summary>
     public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || Rune.GetUnicodeCategory(rune) is UnicodeCategory.NonSpacingMark
         or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
-
-    /// <summary>Whether the text is its own matching form, found without allocating: prose in
-    /// ASCII, CJK or any script without such forms skips the fold.</summary>
-    static bool IsOwnForm(string text)
-    {
-        Span<char> letters = stackalloc char[3];
-        for (var i = 0; i < text.Length;)
-        {
-            if (text[i] < '\u00A0')
-            {
-                i++;
-                continue;
-            }
-            if (Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out var length) != OperationStatus.Done) return false;
-            if (IsLeftOut(rune) || Fold(rune, letters) > 0) return false;
-            i += length;
-        }
-        return true;
-    }
 
     /// <summary>Format characters and variation selectors, which change how text is drawn but not
     /// what it says, and the generic combining diacritics. The marks of a script of its own (Thai
@@ -120,7 +120,7 @@ sealed class MatchingForm
 
     /// <summary>Writes the letters a character shows into <paramref name="letters"/> and returns
     /// how many; 0 when it is one of them itself.</summary>
-    static int Fold(Rune rune, Span<char> letters)
+    static int Letters(Rune rune, Span<char> letters)
     {
         var c = rune.Value;
         switch (c)

@@ -107,6 +107,24 @@ public sealed class BlocklistTests
     }
 
     [Fact]
+    public void Reading_a_text_in_its_matching_form_allocates_the_form_alone()
+    {
+        // On a streamed completion's path: every check of the guard's window reads it.
+        var plain = string.Concat(Enumerable.Repeat("Plain words about the weather and the sea, año. ", 4));
+        var folded = plain + "I ❤️ it";
+        MatchingForm.Of(plain);
+        MatchingForm.Of(folded);
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        MatchingForm.Of(plain);
+        Assert.InRange(GC.GetAllocatedBytesForCurrentThread() - before, 0, 48); // the MatchingForm itself
+        before = GC.GetAllocatedBytesForCurrentThread();
+        var form = MatchingForm.Of(folded);
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // The folded text (2 bytes a character) and where each character came from (4), and little else.
+        Assert.InRange(allocated, 6 * form.Text.Length, 6 * form.Text.Length + 160);
+    }
+
+    [Fact]
     public async Task A_text_cut_inside_a_surrogate_pair_is_read_as_it_is()
     {
         // A stream's text so far can end between the halves of an emoji.

@@ -4,8 +4,10 @@
 // and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑") and the Latin ligatures ("ﬁ"). Invisible characters are
 // left out: format characters (zero-width space and joiners, soft hyphen, word joiner,
 // bidirectional marks, tags), variation selectors, and the combining diacritics of the generic
-// blocks (U+0300-U+036F and kin) written as characters of their own ("b̷o̷m̷b̷", a stray U+0301).
-// A precomposed letter stays itself: "año" is not "ano". The server runs with invariant
+// blocks (U+0300-U+036F and kin) written as characters of their own ("b̷o̷m̷b̷", Zalgo's heaps)
+// unless Unicode composes one with its letter: a letter with an accent is a letter of its own
+// however it is written, precomposed or decomposed ("año" and "an\u0303o" are not "ano": the
+// composition, not the bare letter, is read; Compositions). The server runs with invariant
 // globalization, where string.Normalize is a no-op, so the forms are mapped here rather than by
 // NFKC, whose mappings these are (the negative circled and squared letters aside, which NFKC
 // leaves alone). Each character of the folded text knows the span of the original it came from,
@@ -72,6 +74,9 @@ sealed class MatchingForm
         Span<char> letters = stackalloc char[3];
         var length = 0;
         var folded = false;
+        // Whether a diacritic here may compose with the last character read: only marks have come
+        // since (a format character, such as a zero-width space, parts them).
+        var composable = false;
         for (var i = 0; i < text.Length;)
         {
             var start = i;
@@ -86,13 +91,20 @@ sealed class MatchingForm
                 i += runeLength;
                 if (IsLeftOut(rune))
                 {
+                    // A diacritic that Unicode composes with its letter is part of it: the letter
+                    // written decomposed is the letter written precomposed (n and U+0303 are ñ),
+                    // which the form keeps. Others (an overlay ̷, Zalgo's heaps) are left out.
                     folded = true;
+                    if (composable && !chars.IsEmpty && rune.IsBmp && Compositions.Of(chars[length - 1], (char)rune.Value) is var composed and not '\0')
+                        chars[length - 1] = composed;
+                    composable &= IsMark(rune);
                     continue;
                 }
                 var shown = Letters(rune, letters);
                 folded |= shown > 0;
                 read = shown > 0 ? letters[..shown] : text.AsSpan(start, runeLength);
             }
+            composable = true;
             if (!chars.IsEmpty)
             {
                 read.CopyTo(chars[length..]);
@@ -107,7 +119,9 @@ sealed class MatchingForm
     /// out, or a mark, which belongs to the letter before it. The streaming guard does not count
     /// them in its window (up to StreamingSafetyGuard.MaxRoomless), so a term padded with them
     /// is held back whole.</summary>
-    public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || Rune.GetUnicodeCategory(rune) is UnicodeCategory.NonSpacingMark
+    public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || IsMark(rune);
+
+    static bool IsMark(Rune rune) => Rune.GetUnicodeCategory(rune) is UnicodeCategory.NonSpacingMark
         or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
 
     /// <summary>Format characters and variation selectors, which change how text is drawn but not

@@ -2,6 +2,7 @@
 // case-insensitively; a term's edge in a script written without spaces, such as CJK or Thai,
 // matches inside running text) and regular expressions (validated when created and run with a
 // match timeout so a pathological pattern cannot stall the server).
+using System.Text;
 using System.Text.RegularExpressions;
 
 namespace Stratus.Safety;
@@ -71,7 +72,7 @@ public sealed class CompiledBlocklist
             // Matched in the text's matching form, so written in it too: a full-width term matches
             // its plain letters as well.
             var folded = MatchingForm.Of(term).Text.Trim();
-            if (folded.Length == 0) throw new TrustUserException($"Blocklist '{list.Name}' has a term of invisible characters only (U+{(int)term[0]:X4}...).");
+            if (folded.Length == 0) throw new TrustUserException($"Blocklist '{list.Name}' has a term of invisible characters only (U+{Rune.GetRuneAt(term, 0).Value:X4}...).");
             cleanTerms.Add(folded);
         }
         Regex? termRegex = null;

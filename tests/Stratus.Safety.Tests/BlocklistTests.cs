@@ -146,6 +146,10 @@ public sealed class BlocklistTests
     {
         var e = Assert.Throws<TrustUserException>(() => CompiledBlocklist.Compile(new Blocklist("list", ["\u200b\u200d"], [])));
         Assert.Contains("invisible", e.Message);
+        Assert.Contains("U+200B", e.Message);
+        // Named by the character, not the first half of its surrogate pair (U+DB40).
+        e = Assert.Throws<TrustUserException>(() => CompiledBlocklist.Compile(new Blocklist("list", ["\U000E0062\U000E006F"], [])));
+        Assert.Contains("U+E0062", e.Message);
     }
 
     [Fact]

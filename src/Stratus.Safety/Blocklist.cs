@@ -2,6 +2,7 @@
 // case-insensitively; a term's edge in a script written without spaces, such as CJK or Thai,
 // matches inside running text) and regular expressions (validated when created and run with a
 // match timeout so a pathological pattern cannot stall the server).
+using System.Text;
 using System.Text.RegularExpressions;
 
 namespace Stratus.Safety;
@@ -71,7 +72,7 @@ public sealed class CompiledBlocklist
             // Matched in the text's matching form, so written in it too: a full-width term matches
             // its plain letters as well.
             var folded = MatchingForm.Of(term).Text.Trim();
-            if (folded.Length == 0) throw new TrustUserException($"Blocklist '{list.Name}' has a term of invisible characters only (U+{(int)term[0]:X4}...).");
+            if (folded.Length == 0) throw new TrustUserException($"Blocklist '{list.Name}' has a term of invisible characters only (U+{Rune.GetRuneAt(term, 0).Value:X4}...).");
             cleanTerms.Add(folded);
         }
         Regex? termRegex = null;
@@ -144,33 +145,43 @@ public sealed class CompiledBlocklist
     /// <summary>All spans in the text that hit this list, in text order. Terms and patterns
     /// read the text in its matching form (full-width and other compatibility letters as the
     /// letters they show, invisible characters and stray diacritics left out: MatchingForm);
-    /// the spans are those of the text as written.</summary>
+    /// patterns read it as written too, since a pattern may be written for what the fold takes
+    /// away (`[\u200B-\u200D]`, a full-width word). The spans are those of the text as written.</summary>
     public IReadOnlyList<SafetyMatch> Find(string text) => Find(MatchingForm.Of(text));
 
     internal IReadOnlyList<SafetyMatch> Find(MatchingForm text)
     {
         var found = new List<SafetyMatch>();
-        if (terms is not null) Collect(terms, text, "term", found);
-        foreach (var pattern in patterns) Collect(pattern, text, "pattern", found);
+        if (terms is not null) Collect(terms, text.Text, text, "term", found);
+        foreach (var pattern in patterns)
+        {
+            Collect(pattern, text.Text, text, "pattern", found);
+            if (text.IsFolded) Collect(pattern, text.Written, null, "pattern", found);
+        }
         found.Sort((a, b) => a.Start.CompareTo(b.Start));
         return found;
     }
 
-    static void Collect(Regex regex, MatchingForm text, string kind, List<SafetyMatch> found)
+    /// <summary>Adds the regex's matches in <paramref name="input"/>, the text's matching form
+    /// (<paramref name="form"/>, whose spans are mapped back to the text as written) or the
+    /// text as written (null), each span once.</summary>
+    static void Collect(Regex regex, string input, MatchingForm? form, string kind, List<SafetyMatch> found)
     {
         try
         {
-            for (var m = regex.Match(text.Text); m.Success; m = m.NextMatch())
+            for (var m = regex.Match(input); m.Success; m = m.NextMatch())
             {
                 if (m.Length == 0) continue;
-                var (start, end) = text.Original(m.Index, m.Index + m.Length);
-                found.Add(new SafetyMatch(start, end - start, kind));
+                var (start, end) = form?.Original(m.Index, m.Index + m.Length) ?? (m.Index, m.Index + m.Length);
+                var match = new SafetyMatch(start, end - start, kind);
+                if (!found.Contains(match)) found.Add(match);
             }
         }
         catch (RegexMatchTimeoutException)
         {
             // Fail closed: the whole text counts as the hit.
-            found.Add(new SafetyMatch(0, text.Original(0, text.Text.Length).End, kind + " (timed out)"));
+            var whole = new SafetyMatch(0, form?.Written.Length ?? input.Length, kind + " (timed out)");
+            if (!found.Contains(whole)) found.Add(whole);
         }
     }
 }

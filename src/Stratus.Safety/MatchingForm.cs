@@ -1,11 +1,13 @@
 // The form in which blocklists read text, so that a word written to look like a blocked one is
 // one. Letters drawn in another form are read as the letters they show: full-width ("ｂｏｍｂ",
-// as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷𝑜𝓂𝒷"), circled
+// as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷ℴ𝓂𝒷"), circled
 // and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑") and the Latin ligatures ("ﬁ"). Invisible characters are
 // left out: format characters (zero-width space and joiners, soft hyphen, word joiner,
 // bidirectional marks, tags), variation selectors, and the combining diacritics of the generic
-// blocks (U+0300-U+036F and kin) written as characters of their own ("b̷o̷m̷b̷", a stray U+0301).
-// A precomposed letter stays itself: "año" is not "ano". The server runs with invariant
+// blocks (U+0300-U+036F and kin) written as characters of their own ("b̷o̷m̷b̷", Zalgo's heaps)
+// unless Unicode composes one with its letter: a letter with an accent is a letter of its own
+// however it is written, precomposed or decomposed ("año" and "an\u0303o" are not "ano": the
+// composition, not the bare letter, is read; Compositions). The server runs with invariant
 // globalization, where string.Normalize is a no-op, so the forms are mapped here rather than by
 // NFKC, whose mappings these are (the negative circled and squared letters aside, which NFKC
 // leaves alone). Each character of the folded text knows the span of the original it came from,
@@ -18,20 +20,25 @@ namespace Stratus.Safety;
 
 sealed class MatchingForm
 {
-    // Per character of Text, the span of the original it came from; null when Text is the original.
+    // Per character of Text, where in the text as written the character it came from starts;
+    // null when Text is that text.
     readonly int[]? starts;
-    readonly int[]? ends;
-    readonly int originalLength;
 
-    MatchingForm(string text, int[]? starts, int[]? ends, int originalLength)
+    MatchingForm(string text, string written, int[]? starts)
     {
         Text = text;
+        Written = written;
         this.starts = starts;
-        this.ends = ends;
-        this.originalLength = originalLength;
     }
 
     public string Text { get; }
+
+    /// <summary>The text as it was written, which a regex pattern also reads when the fold
+    /// changed it (CompiledBlocklist.Find).</summary>
+    public string Written { get; }
+
+    /// <summary>Whether Text differs from what was written.</summary>
+    public bool IsFolded => starts is not null;
 
     /// <summary>The span of the original text that Text[start..end] (not empty) came from, with
     /// what was left out after it up to the next character read (the marks on its last letter).
@@ -39,67 +46,83 @@ sealed class MatchingForm
     public (int Start, int End) Original(int start, int end)
     {
         if (starts is null) return (start, end);
-        if (end >= Text.Length) return (starts[start], originalLength);
+        if (end >= Text.Length) return (starts[start], Written.Length);
         // Inside the letters of one character (a ligature's): that character ends it.
-        return (starts[start], starts[end] == starts[end - 1] ? ends![end - 1] : starts[end]);
+        var last = starts[end - 1];
+        return (starts[start], starts[end] != last ? starts[end] : char.IsSurrogatePair(Written, last) ? last + 2 : last + 1);
     }
 
+    /// <summary>The text's matching form. Its cost is on a streamed completion's path (every
+    /// check of the guard's window): text that is its own form, most text, allocates nothing but
+    /// this object, and a folded one its two arrays (the text and where each character came
+    /// from), sized once.</summary>
     public static MatchingForm Of(string text)
     {
-        if (IsOwnForm(text)) return new MatchingForm(text, null, null, text.Length);
-        var folded = new StringBuilder(text.Length);
-        var starts = new List<int>(text.Length);
-        var ends = new List<int>(text.Length);
+        var length = Read(text, [], []);
+        if (length < 0) return new MatchingForm(text, text, null);
+        var starts = new int[length];
+        var folded = string.Create(length, (text, starts), static (chars, state) => Read(state.text, chars, state.starts));
+        return new MatchingForm(folded, text, starts);
+    }
+
+    /// <summary>Reads <paramref name="text"/> in its matching form, writing it into
+    /// <paramref name="chars"/> and where each of its characters came from into
+    /// <paramref name="starts"/> when they are given (as long as that form); returns its length,
+    /// or -1 when the text is its own form.</summary>
+    static int Read(string text, Span<char> chars, Span<int> starts)
+    {
         Span<char> letters = stackalloc char[3];
+        var length = 0;
+        var folded = false;
+        // Whether a diacritic here may compose with the last character read: only marks have come
+        // since (a format character, such as a zero-width space, parts them).
+        var composable = false;
         for (var i = 0; i < text.Length;)
         {
             var start = i;
-            var before = folded.Length;
-            if (Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out var length) != OperationStatus.Done)
+            scoped ReadOnlySpan<char> read;
+            if (text[i] < '\u00A0' || Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out var runeLength) != OperationStatus.Done)
             {
-                // A lone surrogate (a stream cut inside a pair) is kept as it is.
-                folded.Append(text[i++]);
+                // Below U+00A0 nothing is folded; a lone surrogate (a stream cut inside a pair) is kept as it is.
+                read = text.AsSpan(i++, 1);
             }
             else
             {
-                i += length;
-                if (IsLeftOut(rune)) continue;
-                if (Fold(rune, letters) is var n and > 0) folded.Append(letters[..n]);
-                else folded.Append(text.AsSpan(start, length));
+                i += runeLength;
+                if (IsLeftOut(rune))
+                {
+                    // A diacritic that Unicode composes with its letter is part of it: the letter
+                    // written decomposed is the letter written precomposed (n and U+0303 are ñ),
+                    // which the form keeps. Others (an overlay ̷, Zalgo's heaps) are left out.
+                    folded = true;
+                    if (composable && !chars.IsEmpty && rune.IsBmp && Compositions.Of(chars[length - 1], (char)rune.Value) is var composed and not '\0')
+                        chars[length - 1] = composed;
+                    composable &= IsMark(rune);
+                    continue;
+                }
+                var shown = Letters(rune, letters);
+                folded |= shown > 0;
+                read = shown > 0 ? letters[..shown] : text.AsSpan(start, runeLength);
             }
-            for (var k = before; k < folded.Length; k++)
+            composable = true;
+            if (!chars.IsEmpty)
             {
-                starts.Add(start);
-                ends.Add(i);
+                read.CopyTo(chars[length..]);
+                starts.Slice(length, read.Length).Fill(start);
             }
+            length += read.Length;
         }
-        return new MatchingForm(folded.ToString(), [.. starts], [.. ends], text.Length);
+        return folded ? length : -1;
     }
 
     /// <summary>Whether a character takes no room in the text a blocklist reads: one it leaves
     /// out, or a mark, which belongs to the letter before it. The streaming guard does not count
-    /// them in its window, so a term padded with any number of them is held back whole.</summary>
-    public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || Rune.GetUnicodeCategory(rune) is UnicodeCategory.NonSpacingMark
-        or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
+    /// them in its window (up to StreamingSafetyGuard.MaxRoomless), so a term padded with them
+    /// is held back whole.</summary>
+    public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || IsMark(rune);
 
-    /// <summary>Whether the text is its own matching form, found without allocating: prose in
-    /// ASCII, CJK or any script without such forms skips the fold.</summary>
-    static bool IsOwnForm(string text)
-    {
-        Span<char> letters = stackalloc char[3];
-        for (var i = 0; i < text.Length;)
-        {
-            if (text[i] < '\u00A0')
-            {
-                i++;
-                continue;
-            }
-            if (Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out var length) != OperationStatus.Done) return false;
-            if (IsLeftOut(rune) || Fold(rune, letters) > 0) return false;
-            i += length;
-        }
-        return true;
-    }
+    static bool IsMark(Rune rune) => Rune.GetUnicodeCategory(rune) is UnicodeCategory.NonSpacingMark
+        or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
 
     /// <summary>Format characters and variation selectors, which change how text is drawn but not
     /// what it says, and the generic combining diacritics. The marks of a script of its own (Thai
@@ -111,7 +134,7 @@ sealed class MatchingForm
 
     /// <summary>Writes the letters a character shows into <paramref name="letters"/> and returns
     /// how many; 0 when it is one of them itself.</summary>
-    static int Fold(Rune rune, Span<char> letters)
+    static int Letters(Rune rune, Span<char> letters)
     {
         var c = rune.Value;
         switch (c)
@@ -123,6 +146,9 @@ sealed class MatchingForm
                 return Letter(c - 0x24B6, letters);
             case >= 0x1D400 and <= 0x1D6A3: // mathematical letters: styles of A-Z, a-z
                 return Letter((c - 0x1D400) % 52, letters);
+            case >= 0x2100 and <= 0x2149 when Letterlike[c - 0x2100] != '.': // the rest of those styles
+                letters[0] = Letterlike[c - 0x2100];
+                return 1;
             case >= 0x1D7CE and <= 0x1D7FF: // mathematical digits: styles of 0-9
                 letters[0] = (char)('0' + (c - 0x1D7CE) % 10);
                 return 1;
@@ -142,6 +168,12 @@ sealed class MatchingForm
     }
 
     static readonly string[] Ligatures = ["ff", "fi", "fl", "ffi", "ffl", "st", "st"];
+
+    /// <summary>U+2100-U+2149 as the letters NFKC reads them ('.' where none): the letters of the
+    /// mathematical alphabets that were encoded before them (script ℴ ℯ ℊ, italic ℎ, double-struck
+    /// ℝ, fraktur ℭ), whose places in U+1D400-U+1D6A3 are left empty, so "𝒷ℴ𝓂𝒷" is how script
+    /// "bomb" is written; and ℓ, the Kelvin sign, ⅆ.</summary>
+    const string Letterlike = "..C.......gHHHh.IILl.N...PQRRR......Z...Z.K.BC.eEF.Mo....i...........Ddeij";
 
     /// <summary>The index-th of A-Z then a-z.</summary>
     static int Letter(int index, Span<char> letters)

@@ -11,7 +11,8 @@
 // A match touching the end of the text so far is inconclusive ("ass" may become "assist"), so
 // it neither blocks nor is released until more text or the end of the stream settles it.
 // Each check runs on the unreleased text plus StreamingWindow characters of context before it,
-// so the cost per token does not grow with the length of the completion.
+// so the cost per token does not grow with the length of the completion; a match that ends in
+// that context was settled when its text was released.
 using System.Globalization;
 using System.Text;
 
@@ -54,7 +55,7 @@ public sealed class StreamingSafetyGuard
         var windowStart = Math.Max(0, released - holdBack);
         var window = text.ToString(windowStart, text.Length - windowStart);
         var found = await pipeline.RunProvidersAsync(window, ContentDirection.Completion, cancellationToken);
-        var conclusive = Conclusive(found, window.Length);
+        var conclusive = Conclusive(found, released - windowStart, window.Length);
         var verdict = pipeline.Decide(window, ContentDirection.Completion, conclusive);
         if (verdict.Blocked)
         {
@@ -110,37 +111,48 @@ public sealed class StreamingSafetyGuard
     /// a run of whitespace counting as one: a multi-word term's \s+ matches a run of any length,
     /// so measured in raw characters a long run would push the term's first word out of them.
     /// What a blocklist does not read (format characters such as the zero-width space, marks:
-    /// MatchingForm) takes no room either, so a term padded with any number of them fits as it is.
+    /// MatchingForm) takes no room either, up to <see cref="MaxRoomless"/> of them, so a term
+    /// padded with that many fits as it is; past that they count, or a stream of nothing else
+    /// (a model repeating U+200B) would be held back, and checked again at every token, without end.
     /// Returns <paramref name="floor"/> when that text is not that long. The guard's held-back
     /// tail and an alternative's context (SafetyPipeline.FlagsAlternativeAsync) are measured so.</summary>
     internal static int WindowStart<TText>(TText text, Func<TText, int, char> charAt, int floor, int end, int window)
         where TText : allows ref struct
     {
         var start = end;
+        var roomless = MaxRoomless;
         for (var counted = 0; counted < window; counted++)
         {
-            start = SkipNoRoom(text, charAt, floor, start);
+            start = SkipNoRoom(text, charAt, floor, start, ref roomless);
             if (start == floor) return floor;
             if (!char.IsWhiteSpace(charAt(text, --start))) continue;
-            for (var before = SkipNoRoom(text, charAt, floor, start); before > floor && char.IsWhiteSpace(charAt(text, before - 1));
-                 before = SkipNoRoom(text, charAt, floor, start))
+            for (var before = SkipNoRoom(text, charAt, floor, start, ref roomless); before > floor && char.IsWhiteSpace(charAt(text, before - 1));
+                 before = SkipNoRoom(text, charAt, floor, start, ref roomless))
                 start = before - 1;
         }
         return start;
     }
 
+    /// <summary>How many characters that take no room one window leaves uncounted: far more than
+    /// any text spells a word with (Zalgo text puts a few dozen marks on a letter; Thai has a
+    /// mark or two per letter and spaces between phrases), few enough that the held-back text
+    /// stays short.</summary>
+    internal const int MaxRoomless = 1024;
+
     /// <summary>Moves <paramref name="end"/> back over the characters before it that take no
-    /// room in a window, a surrogate pair as the one character it is.</summary>
-    static int SkipNoRoom<TText>(TText text, Func<TText, int, char> charAt, int floor, int end)
+    /// room in a window, a surrogate pair as the one character it is, while
+    /// <paramref name="roomless"/> (what is left of the window's allowance) lasts.</summary>
+    static int SkipNoRoom<TText>(TText text, Func<TText, int, char> charAt, int floor, int end, ref int roomless)
         where TText : allows ref struct
     {
-        while (end > floor)
+        while (end > floor && roomless > 0)
         {
             var last = charAt(text, end - 1);
             var pair = char.IsLowSurrogate(last) && end - 1 > floor && char.IsHighSurrogate(charAt(text, end - 2));
             var noRoom = pair ? MatchingForm.TakesNoRoom(new Rune(charAt(text, end - 2), last)) : !char.IsSurrogate(last) && MatchingForm.TakesNoRoom(new Rune(last));
             if (!noRoom) return end;
             end -= pair ? 2 : 1;
+            roomless--;
         }
         return end;
     }
@@ -158,7 +170,12 @@ public sealed class StreamingSafetyGuard
     static bool IsCombiningMark(char c) => CharUnicodeInfo.GetUnicodeCategory(c) is UnicodeCategory.NonSpacingMark
         or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
 
-    static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int length)
+    /// <summary>The results that settle something: their spans that end in the unreleased text
+    /// (after <paramref name="context"/>) and before the end of what was generated. A span that
+    /// ends in the context was judged when that text was released, or is not a span at all: the
+    /// context begins wherever StreamingWindow characters before the release point fall, often
+    /// inside a word, and the end of "class" read from its "ass" would block a clean stream.</summary>
+    static List<CategoryResult> Conclusive(IReadOnlyList<CategoryResult> found, int context, int length)
     {
         var kept = new List<CategoryResult>();
         foreach (var result in found)
@@ -168,7 +185,7 @@ public sealed class StreamingSafetyGuard
                 kept.Add(result);
                 continue;
             }
-            var settled = result.Matches.Where(m => m.End < length).ToList();
+            var settled = result.Matches.Where(m => m.End > context && m.End < length).ToList();
             if (settled.Count > 0) kept.Add(result with { Matches = settled });
         }
         return kept;

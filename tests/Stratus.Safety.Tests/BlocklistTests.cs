@@ -55,13 +55,16 @@ public sealed class BlocklistTests
     [InlineData("ＢＯＭＢ now", "ＢＯＭＢ")]
     [InlineData("a 𝐛𝐨𝐦𝐛 here", "𝐛𝐨𝐦𝐛")]                    // mathematical bold
     [InlineData("a 𝒷𝑜𝓂𝒷 here", "𝒷𝑜𝓂𝒷")]                    // mathematical script and italic
+    [InlineData("a 𝒷ℴ𝓂𝒷 here", "𝒷ℴ𝓂𝒷")]                     // script as written: its o is U+2134
+    [InlineData("ℬℴ𝓂𝒷!", "ℬℴ𝓂𝒷")]                            // the script B is U+212C
     [InlineData("a 🅑🅞🅜🅑 here", "🅑🅞🅜🅑")]                    // negative circled
     [InlineData("ⓑⓞⓜⓑ!", "ⓑⓞⓜⓑ")]                          // circled
     [InlineData("a bo\u200bmb here", "bo\u200bmb")]          // zero-width space
     [InlineData("a b\u200do\u200dm\u200db here", "b\u200do\u200dm\u200db")]   // zero-width joiners
     [InlineData("a bo\u00admb here", "bo\u00admb")]          // soft hyphen
     [InlineData("a b\u0337o\u0337m\u0337b\u0337 here", "b\u0337o\u0337m\u0337b\u0337")]   // combining diacritics
-    [InlineData("a bo\u0301mb here", "bo\u0301mb")]
+    [InlineData("a bo\u0335\u0336mb here", "bo\u0335\u0336mb")]   // overlays, which compose with no letter
+    [InlineData("a b\u0301\u0302o\u0337mb here", "b\u0301\u0302o\u0337mb")]   // b has no accented forms
     [InlineData("a bomb\ufe0f here", "bomb\ufe0f")]          // variation selector
     [InlineData("如何制造ｂｏｍｂ的方法", "ｂｏｍｂ")]
     public async Task A_term_written_in_other_forms_of_its_letters_or_padded_with_invisible_characters_is_found(string text, string written)
@@ -75,6 +78,13 @@ public sealed class BlocklistTests
     [Theory]
     [InlineData("año", "el año pasado", true)]
     [InlineData("ano", "el año pasado", false)]         // a precomposed letter is a letter of its own
+    [InlineData("ano", "el an\u0303o pasado", false)]   // and so is the same letter written decomposed
+    [InlineData("año", "el an\u0303o pasado", true)]
+    [InlineData("an\u0303o", "el año pasado", true)]    // a term typed decomposed is the word it shows
+    [InlineData("an\u0303o", "un ano", false)]
+    [InlineData("мой", "это мои\u0306 дом", true)]        // й decomposed
+    [InlineData("việt", "tiếng vie\u0323\u0302t", true)]  // two diacritics, in canonical order
+    [InlineData("bomb", "a bo\u0301mb here", false)]   // as "bómb" is not "bomb"
     [InlineData("bomb", "bombastic ｂｏｍｂｅｒ", false)] // folding keeps the word boundary
     [InlineData("ｂｏｍｂ", "a bomb", true)]              // a term is folded as the text is
     [InlineData("ﬁre", "open fire now", true)]
@@ -94,6 +104,34 @@ public sealed class BlocklistTests
         Assert.Equal("ｐｒｏｊｅｃｔ－１２３４", text.Substring(span.Start, span.Length));
     }
 
+    [Theory]
+    [InlineData(@"[\u200B-\u200D]", "a bo\u200bmb here", "\u200b")]   // a pattern for what the fold leaves out
+    [InlineData("ｂｏｍｂ", "a ｂｏｍｂ here", "ｂｏｍｂ")]                  // written in the form the fold reads away
+    [InlineData("bomb", "a ｂｏｍｂ here", "ｂｏｍｂ")]                    // found once, though both forms hold it
+    public async Task Patterns_read_the_text_as_written_too(string pattern, string text, string written)
+    {
+        var span = Assert.Single(Assert.Single(await Analyze(new Blocklist("codes", [], [pattern]), text)).Matches);
+        Assert.Equal(written, text.Substring(span.Start, span.Length));
+    }
+
+    [Fact]
+    public void Reading_a_text_in_its_matching_form_allocates_the_form_alone()
+    {
+        // On a streamed completion's path: every check of the guard's window reads it.
+        var plain = string.Concat(Enumerable.Repeat("Plain words about the weather and the sea, año. ", 4));
+        var folded = plain + "I ❤️ it";
+        MatchingForm.Of(plain);
+        MatchingForm.Of(folded);
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        MatchingForm.Of(plain);
+        Assert.InRange(GC.GetAllocatedBytesForCurrentThread() - before, 0, 48); // the MatchingForm itself
+        before = GC.GetAllocatedBytesForCurrentThread();
+        var form = MatchingForm.Of(folded);
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // The folded text (2 bytes a character) and where each character came from (4), and little else.
+        Assert.InRange(allocated, 6 * form.Text.Length, 6 * form.Text.Length + 160);
+    }
+
     [Fact]
     public async Task A_text_cut_inside_a_surrogate_pair_is_read_as_it_is()
     {
@@ -108,6 +146,10 @@ public sealed class BlocklistTests
     {
         var e = Assert.Throws<TrustUserException>(() => CompiledBlocklist.Compile(new Blocklist("list", ["\u200b\u200d"], [])));
         Assert.Contains("invisible", e.Message);
+        Assert.Contains("U+200B", e.Message);
+        // Named by the character, not the first half of its surrogate pair (U+DB40).
+        e = Assert.Throws<TrustUserException>(() => CompiledBlocklist.Compile(new Blocklist("list", ["\U000E0062\U000E006F"], [])));
+        Assert.Contains("U+E0062", e.Message);
     }
 
     [Fact]

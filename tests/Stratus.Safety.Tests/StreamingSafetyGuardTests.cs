@@ -108,6 +108,48 @@ public sealed class StreamingSafetyGuardTests
         Assert.True(released.Length <= text.IndexOf(padded, StringComparison.Ordinal), $"released {released.Length} characters");
     }
 
+    [Theory]
+    [InlineData("\u200b")]
+    [InlineData("\u200b\u0301")]
+    public async Task A_stream_of_nothing_but_invisible_characters_is_not_held_back_without_end(string piece)
+    {
+        // A model stuck on a zero-width token: what takes no room in the window still counts
+        // past StreamingSafetyGuard.MaxRoomless, or nothing would be released and every token
+        // would check all the text so far again.
+        var guard = Pipeline(PiiMode.Off, "frobnicator").GuardStream();
+        var released = (await guard.AppendAsync("Hello there. ")).Released.Length;
+        for (var i = 0; i < 3000; i++) released += (await guard.AppendAsync(piece)).Released.Length;
+        var generated = 13 + 3000 * piece.Length;
+        Assert.InRange(generated - released, 0, StreamingSafetyGuard.MaxRoomless + 2 * 256);
+        Assert.Null(guard.BlockedBy);
+    }
+
+    [Theory]
+    [InlineData("ass")]
+    [InlineData("hell")]
+    public async Task A_term_that_ends_an_ordinary_word_does_not_block_the_stream_it_was_released_in(string term)
+    {
+        // Each check reads the unreleased text with StreamingWindow characters before it, which
+        // begin wherever they fall: often inside a word, whose tail ("ass" of "class") is no
+        // word of its own.
+        string[] words = ["the", "class", "went", "out", "to", "a", "grassland", "with", "a", "compass", "and", "a", "glass", "of", "water",
+            "in", "its", "shell", "this", "morning"];
+        var random = new Random(7);
+        for (var trial = 0; trial < 40; trial++)
+        {
+            var guard = Pipeline(PiiMode.Off, term).GuardStream();
+            var text = string.Join(" ", Enumerable.Range(0, 40).Select(_ => words[random.Next(words.Length)]));
+            var released = "";
+            foreach (var chunk in Chunks(text, trial))
+            {
+                var step = await guard.AppendAsync(chunk);
+                Assert.False(step.Blocked, $"blocked after releasing '{released}'");
+                released += step.Released;
+            }
+            Assert.Equal(text, released + (await guard.CompleteAsync()).Step.Released);
+        }
+    }
+
     [Fact]
     public async Task A_forced_release_never_splits_a_surrogate_pair()
     {

@@ -90,7 +90,16 @@ static class FakeOpenAI
             // 3b. A streamed completion goes through a guard: only what it releases is sent.
             var guard = await trust.GuardStreamAsync(request.Model, ct);
             http.Response.ContentType = "text/event-stream";
-            await SendAsync(http, new { id, @object = "chat.completion.chunk", created = 1_700_000_000, model = request.Model, choices = Array.Empty<object>(), prompt_filter_results = promptFilterResults }, ct);
+            // The prompt's annotations ride on the first chunk, the choice's role (serving.md).
+            await SendAsync(http, new
+            {
+                id,
+                @object = "chat.completion.chunk",
+                created = 1_700_000_000,
+                model = request.Model,
+                choices = new[] { new { index = 0, delta = new { role = "assistant", content = "" }, finish_reason = (string?)null, content_filter_results = (ContentFilterResults?)null } },
+                prompt_filter_results = promptFilterResults,
+            }, ct);
             foreach (var piece in pieces)
             {
                 completionTokens++;

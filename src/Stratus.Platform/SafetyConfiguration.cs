@@ -109,24 +109,25 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     }
 
     /// <summary>Removes terms and patterns from a blocklist (DeleteBlocklistAsync removes the list).
-    /// A term is found as it is matched: whatever its case and the whitespace around and in it.</summary>
+    /// A term is found as it is matched: whatever its case, the whitespace around and in it and the
+    /// form its letters are written in (Blocklist.EntryKey).</summary>
     /// <exception cref="TrustUserException">No entry given, no such blocklist, an entry it does
     /// not have, or the list would be empty.</exception>
     public ValueTask<Blocklist> RemoveFromBlocklistAsync(string name, IReadOnlyCollection<string> terms, IReadOnlyCollection<string> patterns, string actor,
         CancellationToken cancellationToken = default)
     {
         RequireEntries(terms, patterns, "remove");
-        var drop = terms.Select(Blocklist.CanonicalTerm).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        var drop = terms.Select(Blocklist.EntryKey).ToHashSet(StringComparer.OrdinalIgnoreCase);
         return ChangeBlocklistAsync(name, existing =>
         {
             if (existing is null) throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
-            var kept = existing.Terms.Select(Blocklist.CanonicalTerm).ToHashSet(StringComparer.OrdinalIgnoreCase);
-            var missing = terms.Where(t => !kept.Contains(Blocklist.CanonicalTerm(t)))
+            var kept = existing.Terms.Select(Blocklist.EntryKey).ToHashSet(StringComparer.OrdinalIgnoreCase);
+            var missing = terms.Where(t => !kept.Contains(Blocklist.EntryKey(t)))
                 .Concat(patterns.Where(p => !existing.Patterns.Contains(p, StringComparer.Ordinal))).ToList();
             if (missing.Count > 0) throw new TrustUserException($"Blocklist '{existing.Name}' has no entry {string.Join(", ", missing.Select(m => $"'{m}'"))}.");
             var after = existing with
             {
-                Terms = [.. existing.Terms.Where(t => !drop.Contains(Blocklist.CanonicalTerm(t)))],
+                Terms = [.. existing.Terms.Where(t => !drop.Contains(Blocklist.EntryKey(t)))],
                 Patterns = [.. existing.Patterns.Where(p => !patterns.Contains(p, StringComparer.Ordinal))],
             };
             if (after.Terms.Count == 0 && after.Patterns.Count == 0)
@@ -149,11 +150,12 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
         var after = await blocklists.ChangeAsync(name, existing =>
         {
             // Stored as matched, each entry once: a term kept with the spaces it was sent with
-            // could not be removed as it is matched, nor told apart from its trimmed twin.
+            // could not be removed as it is matched, nor told apart from its trimmed twin, and of
+            // terms that match the same texts ("ｂｏｍｂ", "bomb") the first given stays.
             var changed = change(existing);
             changed = changed with
             {
-                Terms = [.. changed.Terms.Select(Blocklist.CanonicalTerm).Distinct(StringComparer.OrdinalIgnoreCase)],
+                Terms = [.. changed.Terms.Select(Blocklist.CanonicalTerm).DistinctBy(Blocklist.EntryKey, StringComparer.OrdinalIgnoreCase)],
                 Patterns = [.. changed.Patterns.Distinct(StringComparer.Ordinal)],
             };
             CompiledBlocklist.Compile(changed);

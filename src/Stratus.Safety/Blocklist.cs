@@ -20,6 +20,11 @@ public sealed record Blocklist(
     /// a JSON body's [null], is empty, which compiling refuses.</summary>
     public static string CanonicalTerm(string? term) =>
         term is null ? "" : string.Join(' ', term.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries));
+
+    /// <summary>Which terms are one entry (compared ignoring case): those that match the same
+    /// texts, their matching forms alike ("ｂｏｍｂ", "bo\u200Bmb" and "bomb"). A list keeps one
+    /// of them, as first given, and removing any of them removes it.</summary>
+    public static string EntryKey(string? term) => CanonicalTerm(MatchingForm.Of(CanonicalTerm(term)).Text);
 }
 
 /// <summary>A blocklist checked and compiled; building one is how a blocklist is validated.</summary>

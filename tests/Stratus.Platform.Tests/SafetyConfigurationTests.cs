@@ -216,6 +216,20 @@ public sealed class SafetyConfigurationTests : IDisposable
     }
 
     [Fact]
+    public async Task Terms_that_match_the_same_texts_are_one_entry()
+    {
+        // Full-width letters and a zero-width space read as "bomb": the matcher sees one term,
+        // so the list keeps one and removing any spelling of it removes it (before, "bomb" could
+        // not remove "ｂｏｍｂ", which went on blocking it).
+        var list = await config.UpsertBlocklistAsync(new Blocklist("words", ["ｂｏｍｂ", "bomb", "bo\u200Bmb", "sarin"], []), "admin");
+        Assert.Equal(["ｂｏｍｂ", "sarin"], list.Terms);
+        list = await config.AddToBlocklistAsync("words", ["BOMB"], [], null, "admin");
+        Assert.Equal(["ｂｏｍｂ", "sarin"], list.Terms);
+        list = await config.RemoveFromBlocklistAsync("words", ["bomb"], [], "admin");
+        Assert.Equal(["sarin"], list.Terms);
+    }
+
+    [Fact]
     public async Task Removing_the_last_entries_of_a_list_says_to_delete_the_list()
     {
         await config.AddToBlocklistAsync("words", ["alpha"], [], null, "admin");

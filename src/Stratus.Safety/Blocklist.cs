@@ -127,11 +127,20 @@ public sealed class CompiledBlocklist
         Regex regex;
         try
         {
-            regex = new Regex(pattern, Options, MatchTimeout);
+            // .NET's automaton engine, linear in the text: a pattern such as (a+)+$ backtracks
+            // exponentially on "aaa...ab" and would time out on every check of such a text, a
+            // block of clean text and 100 ms of a core each time (each streamed token's check,
+            // too). The constructs it lacks (lookarounds, backreferences, atomic groups) fall
+            // back to the backtracking engine, bounded by the timeout.
+            regex = new Regex(pattern, Options | RegexOptions.NonBacktracking, MatchTimeout);
+        }
+        catch (NotSupportedException)
+        {
+            regex = Backtracking(listName, pattern);
         }
         catch (ArgumentException e)
         {
-            throw new TrustUserException($"Blocklist '{listName}': pattern '{pattern}' is not a valid regular expression: {e.Message}", e);
+            throw NotARegularExpression(listName, pattern, e);
         }
         bool matchesEmpty;
         try
@@ -146,6 +155,15 @@ public sealed class CompiledBlocklist
         if (matchesEmpty) throw new TrustUserException($"Blocklist '{listName}': pattern '{pattern}' matches empty text.");
         return regex;
     }
+
+    static Regex Backtracking(string listName, string pattern)
+    {
+        try { return new Regex(pattern, Options, MatchTimeout); }
+        catch (ArgumentException e) { throw NotARegularExpression(listName, pattern, e); }
+    }
+
+    static TrustUserException NotARegularExpression(string listName, string pattern, ArgumentException e) =>
+        new($"Blocklist '{listName}': pattern '{pattern}' is not a valid regular expression: {e.Message}", e);
 
     /// <summary>All spans in the text that hit this list, in text order. Terms and patterns
     /// read the text in its matching form (full-width and other compatibility letters as the

@@ -193,9 +193,20 @@ public sealed class BlocklistTests
     }
 
     [Fact]
-    public async Task A_catastrophic_pattern_times_out_and_fails_closed()
+    public async Task A_pattern_that_would_backtrack_exponentially_runs_in_linear_time()
     {
+        // (a+)+$ on "aaa...a!" took the backtracking engine past its timeout on every check,
+        // which failed closed: clean text blocked, 100 ms of a core each time.
         var list = new Blocklist("redos", [], ["(a+)+$"]);
+        Assert.Empty(await Analyze(list, new string('a', 5000) + "!"));
+        Assert.Single(await Analyze(list, "aaa"));
+    }
+
+    [Fact]
+    public async Task A_catastrophic_pattern_the_linear_engine_cannot_run_times_out_and_fails_closed()
+    {
+        // A lookahead needs the backtracking engine, bounded by the match timeout.
+        var list = new Blocklist("redos", [], ["(?=(a+)+$)a"]);
         var text = new string('a', 5000) + "!";
         var clock = Stopwatch.StartNew();
         var result = Assert.Single(await Analyze(list, text));

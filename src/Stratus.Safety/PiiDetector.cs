@@ -14,11 +14,12 @@
 //   bare run of digits and 7-digit local numbers are not reported.
 // - SSNs are reported only in the dashed form (123-45-6789); a bare 9-digit run is too often
 //   something else.
+// - Text is read in the blocklists' matching form (MatchingForm: invisible characters left
+//   out, full-width and mathematical letters as the letters they show), then:
 // - Decimal digits of every script ("١٢٣", "１２３") are read as ASCII digits, and full-width
 //   forms ("＠", "－", the ideographic space) as their ASCII counterparts: a number typed in a
-//   Japanese IME's full-width mode is as personal as an ASCII one. The folding is character for
-//   character, so spans found in the folded text are spans of the original and redaction
-//   replaces what was written. The patterns match ASCII digits only ([0-9], not \d), so every
+//   Japanese IME's full-width mode is as personal as an ASCII one. Spans found in the folded
+//   text are mapped back to the original, so redaction replaces what was written. The patterns match ASCII digits only ([0-9], not \d), so every
 //   candidate the verifiers parse is ASCII by construction.
 using System.Buffers;
 using System.Globalization;
@@ -121,7 +122,10 @@ public sealed class PiiDetector : IContentSafetyProvider
     /// <summary>Verified PII spans in text order, without overlaps (the longest wins).</summary>
     public IReadOnlyList<SafetyMatch> Find(string text)
     {
-        var folded = Fold(text);
+        // The blocklists' matching form first (MatchingForm): an address written with a zero-width
+        // space or soft hyphen inside it, or in mathematical letters, is the address it shows.
+        var form = MatchingForm.Of(text);
+        var folded = Fold(form.Text);
         // Every kind needs a digit, an '@' (e-mail) or a ':' (IPv6): prose without any, the most
         // of what a model writes, skips the patterns.
         if (!folded.AsSpan().ContainsAny(Required)) return [];
@@ -148,7 +152,13 @@ public sealed class PiiDetector : IContentSafetyProvider
             // These patterns are linear in practice; a timeout means hostile input. Fail closed.
             return [new SafetyMatch(0, text.Length, "PII_TIMEOUT")];
         }
-        return RemoveOverlaps(candidates);
+        var found = RemoveOverlaps(candidates);
+        if (!form.IsFolded) return found;
+        return found.ConvertAll(m =>
+        {
+            var (start, end) = form.Original(m.Start, m.End);
+            return m with { Start = start, Length = end - start };
+        });
     }
 
     /// <summary>Replaces each span with [LABEL]. Spans must not overlap (Find guarantees it).</summary>

@@ -103,6 +103,18 @@ public sealed class PiiDetectorTests
         Assert.False((await pipeline.AnalyzeAsync(text, ContentDirection.Prompt)).Blocked);
     }
 
+    [Theory]
+    [InlineData("Mail jo\u200Bhn@example.org today", "Mail [EMAIL] today")]
+    [InlineData("Mail john@exam\u00ADple.org today", "Mail [EMAIL] today")]
+    [InlineData("call 415-\u2060555-2671 now", "call [PHONE] now")]
+    [InlineData("ssn 536\u200D-22-8726, card 4111\uFE0F111111111111.", "ssn [SSN], card [CARD].")]
+    [InlineData("Mail 𝐣𝐨𝐡𝐧@example.org today", "Mail [EMAIL] today")]
+    public void Invisible_characters_and_letters_drawn_otherwise_do_not_hide_pii(string text, string redacted)
+    {
+        // Read in the blocklists' matching form; before, each of these passed unseen.
+        Assert.Equal(redacted, PiiDetector.Redact(text, Detector.Find(text)));
+    }
+
     [Fact]
     public void Redaction_replaces_the_original_characters_of_a_full_width_number()
     {

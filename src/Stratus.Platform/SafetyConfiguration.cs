@@ -43,7 +43,9 @@ public interface ISafetyPolicyStore
     /// policy.</summary>
     /// <exception cref="TrustUserException">A named blocklist does not exist; nothing is stored.</exception>
     ValueTask SetAsync(SafetyPolicy policy, AuditRecord audit, CancellationToken cancellationToken = default);
-    ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default);
+    /// <summary>Deletes the deployment's stored policy, with its audit entry, in one write.</summary>
+    /// <returns>False when it has none (nothing is audited).</returns>
+    ValueTask<bool> DeleteAsync(string deployment, AuditRecord audit, CancellationToken cancellationToken = default);
 }
 
 public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolicyStore policies)
@@ -199,6 +201,18 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
         Interlocked.Increment(ref version);
     }
 
+    /// <summary>Deletes the deployment's stored policy: it is served under the default policy
+    /// again (SafetyPolicy.Default).</summary>
+    /// <exception cref="TrustUserException">No policy is stored for it (NotFound).</exception>
+    public async ValueTask DeletePolicyAsync(string deployment, string actor, CancellationToken cancellationToken = default)
+    {
+        SafetyPolicy.ValidateDeploymentName(deployment);
+        var audit = new AuditRecord(actor, AuditActions.PolicyChanged, new JsonObject { ["deployment"] = deployment, ["operation"] = "deleted" });
+        if (!await policies.DeleteAsync(deployment, audit, cancellationToken))
+            throw new TrustUserException($"No safety policy is stored for deployment '{deployment}' (it is served under the default policy).") { NotFound = true };
+        Interlocked.Increment(ref version);
+    }
+
     /// <summary>The deployment's pipeline: its policy (or the default), its blocklists, and
     /// any extra providers the host configured (classifiers, external moderation).</summary>
     public async ValueTask<SafetyPipeline> BuildPipelineAsync(string deployment, IEnumerable<IContentSafetyProvider>? extra = null, CancellationToken cancellationToken = default)
@@ -288,8 +302,12 @@ public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, SqliteAud
         return ValueTask.CompletedTask;
     }
 
-    public ValueTask<bool> DeleteAsync(string deployment, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(database.Write(transaction => policies.Delete(transaction, deployment)));
+    public ValueTask<bool> DeleteAsync(string deployment, AuditRecord audit, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
+    {
+        if (!policies.Delete(transaction, deployment)) return false;
+        auditLog.Append(transaction, audit);
+        return true;
+    }));
 }
 
 /// <summary>A table of JSON documents keyed by name, with the time of the last write: the shape

@@ -134,6 +134,28 @@ public sealed class AdminApiTests
     }
 
     [Fact]
+    public async Task A_deleted_policy_returns_its_deployment_to_the_default_and_is_audited()
+    {
+        await using var host = await TrustHost.StartAsync();
+        using (var put = await host.SendAsync(HttpMethod.Put, "/v1/admin/policies/fake", host.AdminKey, new { pii = "redact" }))
+            Assert.Equal(HttpStatusCode.OK, put.StatusCode);
+        using (var delete = await host.SendAsync(HttpMethod.Delete, "/v1/admin/policies/fake", host.AdminKey))
+            Assert.Equal(HttpStatusCode.NoContent, delete.StatusCode);
+        using (var read = await host.SendAsync(HttpMethod.Get, "/v1/admin/policies/fake", host.AdminKey))
+            Assert.Equal("annotate", (await TestJson.ReadAsync(read)).GetProperty("pii").GetString());
+        using (var again = await host.SendAsync(HttpMethod.Delete, "/v1/admin/policies/fake", host.AdminKey))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, again.StatusCode);
+            Assert.Contains("default policy", (await TestJson.ErrorAsync(again)).GetProperty("message").GetString());
+        }
+        using (var notAdmin = await host.SendAsync(HttpMethod.Delete, "/v1/admin/policies/fake", host.InferenceKey))
+            Assert.Equal(HttpStatusCode.Forbidden, notAdmin.StatusCode);
+        var deleted = Assert.Single(await host.Stores.Audit.ReadAsync(new AuditQuery()), e => e.Action == AuditActions.PolicyChanged && e.Details.Contains("\"deleted\""));
+        Assert.Contains("\"deployment\":\"fake\"", deleted.Details);
+        Assert.True((await host.Stores.Audit.VerifyAsync()).Valid);
+    }
+
+    [Fact]
     public async Task A_put_with_a_stale_if_match_is_a_412_and_overwrites_nothing()
     {
         await using var host = await TrustHost.StartAsync();

@@ -125,6 +125,12 @@ public static class AdminEndpoints
             await trust.Safety.SetPolicyAsync(policy, actor, ct);
             return Json(policy.ToDocument());
         });
+        admin.MapDelete("/policies/{deployment}", async (HttpContext http, string deployment, CancellationToken ct) =>
+        {
+            var (trust, actor) = Caller(http);
+            await trust.Safety.DeletePolicyAsync(deployment, actor, ct);
+            return Results.NoContent();
+        });
 
         admin.MapGet("/audit", async (HttpContext http, CancellationToken ct) =>
         {

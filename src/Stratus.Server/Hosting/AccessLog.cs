@@ -170,8 +170,7 @@ public sealed partial class AccessLog : IAsyncDisposable
         // A pipe (a FIFO a shipper reads, /dev/stdout in a container) is held open and written
         // in order, as standard output is: it has no end to find (asking stopped the writer at the
         // first line, for good), and a FIFO's reader would meet its end at each batch's close.
-        // Written waiting for a slow reader, as standard output is, rather than cut mid-line.
-        if (OperatingSystem.IsLinux()) SetFlags(file.SafeFileHandle, clear: ONonBlock);
+        if (OperatingSystem.IsLinux()) WaitOnWrites(file.SafeFileHandle);
         return new AccessLog(path, file, capacity, logger);
     }
 
@@ -228,10 +227,12 @@ public sealed partial class AccessLog : IAsyncDisposable
     const int GetStatusFlags = 3, SetStatusFlags = 4;
     const int NotPermitted = 1, NoSuchDeviceOrAddress = 6, PermissionDenied = 13;
 
-    static void SetFlags(SafeFileHandle file, int clear)
+    /// <summary>Clears the O_NONBLOCK the file was opened with: a write to a full pipe then waits
+    /// for its reader rather than failing with part of a line written.</summary>
+    static void WaitOnWrites(SafeFileHandle file)
     {
         var flags = fcntl(file, GetStatusFlags, 0);
-        if (flags == -1 || fcntl(file, SetStatusFlags, flags & ~clear) == -1)
+        if (flags == -1 || fcntl(file, SetStatusFlags, flags & ~ONonBlock) == -1)
             throw new IOException(Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError()));
     }
 

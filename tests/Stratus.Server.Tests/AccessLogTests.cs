@@ -324,8 +324,8 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         // Bounded, as the read below: on a pipe the writer once stopped, or waited for a reader.
         await log.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(0, log.Dropped);
-        // The log's handle, which opened the FIFO for reading and writing, is closed: the reader
-        // meets its end once this process holds no writer. A timeout rather than a hang if not.
+        // The log's handle is closed: the reader meets its end once this process holds no writer.
+        // A timeout rather than a hang if not.
         var text = await reading.WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(["piped-0", "piped-1", "piped-2"], text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => (string)JsonNode.Parse(line)!["request_id"]!));
     }

@@ -5,16 +5,24 @@ namespace Stratus;
 
 public static class FileBytes
 {
-    /// <summary>The bytes of the file at <paramref name="path"/>; one that reads on past its size
-    /// (a device) or is too large to hold is refused naming it.</summary>
+    /// <summary>The bytes of the file at <paramref name="path"/>, as many as its size says or
+    /// fewer where it ends sooner (it shrank while read); one that reads on past its size (a
+    /// device) or is too large to hold is refused naming it. A pipe (`--config &lt;(...)`,
+    /// /dev/stdin) has no size: it is read to its end, which its writer's close makes.</summary>
     public static byte[] ReadAll(string path)
     {
         using var stream = File.OpenRead(path);
+        if (!stream.CanSeek)
+        {
+            using var piped = new MemoryStream();
+            stream.CopyTo(piped);
+            return piped.ToArray();
+        }
         if (stream.Length > Array.MaxLength) throw new StratusUserException($"{path} is too large to read ({stream.Length:N0} bytes)");
         var bytes = new byte[stream.Length];
-        stream.ReadExactly(bytes);
+        var read = stream.ReadAtLeast(bytes, bytes.Length, throwOnEndOfStream: false);
         RequireEnd(stream, path);
-        return bytes;
+        return read == bytes.Length ? bytes : bytes[..read];
     }
 
     /// <summary>Refuses a file that goes on once as many bytes as its size were read from

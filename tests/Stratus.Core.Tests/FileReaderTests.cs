@@ -112,6 +112,27 @@ public sealed class FileReaderTests
     }
 
     [Fact]
+    public async Task A_file_given_through_a_pipe_or_shorter_than_its_size_is_read_to_its_end()
+    {
+        // `--config <(jq ... base.json)` or `--config /dev/stdin`: asking a pipe its size threw
+        // NotSupportedException (a stack trace), and a file that ended before its size said
+        // (shrunk while read) an EndOfStreamException naming no file.
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var fifo = temp["config.json"];
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
+        var writing = Task.Run(() => File.WriteAllText(fifo, """{"max_iters": 7}"""));
+        var reading = Task.Run(() => JsonText.ParseFile(fifo));
+        Assert.Equal(7, (int)(await reading.WaitAsync(TimeSpan.FromSeconds(30)))!["max_iters"]!);
+        await writing;
+
+        // The kernel's files under /sys say a page (4,096 bytes) whatever they hold.
+        const string sys = "/sys/kernel/profiling";
+        if (File.Exists(sys) && new FileInfo(sys).Length > 2)
+            Assert.Equal(File.ReadAllText(sys).Trim(), JsonText.ParseFile(sys)!.ToJsonString());
+    }
+
+    [Fact]
     public void A_token_shard_whose_count_overflows_or_whose_ids_pass_its_vocabulary_is_refused()
     {
         using var temp = new TempDirectory();

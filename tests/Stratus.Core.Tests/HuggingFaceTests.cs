@@ -342,6 +342,24 @@ public sealed class HuggingFaceTests
     }
 
     [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama-gqa-tied")]
+    public void Finding_a_configs_weights_draws_nothing_from_the_seeded_generator(string name)
+    {
+        // The check that comes before a checkpoint's or a Hugging Face folder's model is built
+        // drew from the generator (a 1 x 1 embedding filled on the CPU), so every draw after it
+        // moved: a run --init-from a model began its new LoRA adapters from other weights than
+        // its seed had given them.
+        var config = ParityTests.Config(name) with { Lora = new LoraConfig(2, 4, name == "gpt2" ? ["c_attn"] : ["q_proj", "v_proj"]) };
+        torch.random.manual_seed(5);
+        using var expected = torch.rand(8);
+        torch.random.manual_seed(5);
+        Assert.NotEmpty(CausalLanguageModel.ImpliedWeights(config));
+        using var drawn = torch.rand(8);
+        Assert.True(Same(drawn, expected));
+    }
+
+    [Theory]
     [InlineData("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1000",
         "has no weight 'model.layers.2.input_layernorm.weight', which config.json implies (shape [64]); config.json does not describe these weights")]
     [InlineData("\"hidden_size\": 64", "\"hidden_size\": 4096",

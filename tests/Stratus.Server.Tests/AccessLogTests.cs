@@ -324,10 +324,94 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         // Bounded, as the read below: on a pipe the writer once stopped, or waited for a reader.
         await log.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(0, log.Dropped);
-        // The log's handle, which opened the FIFO for reading and writing, is closed: the reader
-        // meets its end once this process holds no writer. A timeout rather than a hang if not.
+        // The log's handle is closed: the reader meets its end once this process holds no writer.
+        // A timeout rather than a hang if not.
         var text = await reading.WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(["piped-0", "piped-1", "piped-2"], text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => (string)JsonNode.Parse(line)!["request_id"]!));
+    }
+
+    [Fact]
+    public async Task A_pipe_whose_reader_goes_away_loses_lines_counted_and_never_holds_the_server_up()
+    {
+        // The log held the FIFO open for reading too: with its reader gone (a shipper restarted)
+        // the writes met no broken pipe, filled the pipe's 64 KiB and then waited for ever, and
+        // the server with them as it stopped. Also nothing to wait for at the start: no reader yet.
+        if (!OperatingSystem.IsLinux()) return;
+        var fifo = Server.AccessLogPath + ".gone.fifo";
+        using (var mkfifo = Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
+        var log = await Task.Run(() => AccessLog.Open(fifo, NullLogger.Instance)).WaitAsync(TimeSpan.FromSeconds(30));
+        var lines = 0;
+        void Write(string id, int count)
+        {
+            for (var i = 0; i < count; i++) log.Write(new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), IPAddress.Loopback, "GET", "/health", $"{id}-{lines++}"));
+        }
+
+        async Task<string> ReadLineAsync()
+        {
+            using var reader = new StreamReader(new FileStream(fifo, FileMode.Open, FileAccess.Read));
+            Write("first", 1);
+            return (await reader.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30)))!;
+        }
+
+        Assert.Contains("first-0", await Task.Run(ReadLineAsync));
+        // The reader has gone: about 300 bytes a line, well past what a pipe holds.
+        Write("unread", 1000);
+        var waited = Stopwatch.StartNew();
+        while (log.Dropped < 1000 && waited.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(10);
+        Assert.Equal(1000, log.Dropped);
+        // A reader that comes back gets the lines written from then on.
+        Assert.Contains("first-1001", await Task.Run(ReadLineAsync));
+        await log.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task A_file_marked_append_only_or_that_this_user_may_write_but_not_read_is_a_log_it_keeps()
+    {
+        // Opened to be read too, and O_APPEND set only once open: both refused at the start.
+        if (!OperatingSystem.IsLinux()) return;
+        async Task AssertKept(string path)
+        {
+            var log = AccessLog.Open(path, NullLogger.Instance);
+            log.Write(new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), IPAddress.Loopback, "GET", "/health", "kept"));
+            await log.DisposeAsync();
+            Assert.Equal(0, log.Dropped);
+        }
+
+        // chattr +a, as logs are hardened: the file can be opened for appending alone (root too).
+        // Where the file system has no such mark, or this user may not set it, there is none to test.
+        var appendOnly = Server.AccessLogPath + ".append-only";
+        await File.WriteAllTextAsync(appendOnly, "{\"request_id\":\"before\"}\n");
+        if (Succeeds("chattr", "+a", appendOnly))
+        {
+            try { await AssertKept(appendOnly); }
+            finally { Succeeds("chattr", "-a", appendOnly); }
+            Assert.Equal(["before", "kept"], (await File.ReadAllLinesAsync(appendOnly)).Select(line => (string)JsonNode.Parse(line)!["request_id"]!));
+        }
+
+        // Mode 0200 stops everyone but root, as whom CI runs.
+        if (Environment.IsPrivilegedProcess) return;
+        var writeOnly = Server.AccessLogPath + ".write-only";
+        await File.WriteAllTextAsync(writeOnly, "");
+        File.SetUnixFileMode(writeOnly, UnixFileMode.UserWrite);
+        await AssertKept(writeOnly);
+        File.SetUnixFileMode(writeOnly, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        Assert.Contains("\"kept\"", await File.ReadAllTextAsync(writeOnly));
+
+        static bool Succeeds(string program, params string[] arguments)
+        {
+            var start = new ProcessStartInfo(program) { RedirectStandardError = true, RedirectStandardOutput = true };
+            foreach (var argument in arguments) start.ArgumentList.Add(argument);
+            try
+            {
+                using var process = Process.Start(start)!;
+                process.WaitForExit();
+                return process.ExitCode == 0;
+            }
+            catch (System.ComponentModel.Win32Exception)
+            {
+                return false; // no such program here
+            }
+        }
     }
 
     [Fact]

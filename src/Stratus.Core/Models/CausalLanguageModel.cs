@@ -171,11 +171,12 @@ public abstract class CausalLanguageModel : nn.Module
     /// <summary>nn.Embedding(rows, width) on <paramref name="device"/>. TorchSharp's makes and
     /// fills its table on the CPU, then moves it: on torch.META that cost rows x width floats of
     /// memory (gigabytes for a config naming a large vocabulary and width, before any file was
-    /// checked against it). There the table is made on META directly, as moving the module does.</summary>
+    /// checked against it). There the table is made on META directly, as moving the module does,
+    /// in a module made with an empty one: filling even one row drew from the seeded generator.</summary>
     protected static Embedding NewEmbedding(long rows, long width, Device? device)
     {
         if (device?.type != DeviceType.META) return nn.Embedding(rows, width, device: device);
-        var embedding = nn.Embedding(1, 1);
+        var embedding = nn.Embedding(0, 0);
         embedding.weight = new Parameter(empty(rows, width, device: device));
         return embedding;
     }

@@ -160,54 +160,87 @@ public sealed partial class AccessLog : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
         {
-            throw new StratusUserException($"cannot write the access log {path}: {e.Message.TrimEnd('.')}; give --access-log a file in a folder that exists and this user may read and write, or - for standard output", e);
+            throw new StratusUserException($"cannot write the access log {path}: {e.Message.TrimEnd('.')}; give --access-log a file in a folder that exists and this user may write, or - for standard output", e);
+        }
+        if (file.CanSeek)
+        {
+            file.Dispose();
+            return new AccessLog(path, null, capacity, logger);
         }
         // A pipe (a FIFO a shipper reads, /dev/stdout in a container) is held open and written
         // in order, as standard output is: it has no end to find (asking stopped the writer at the
         // first line, for good), and a FIFO's reader would meet its end at each batch's close.
-        if (!file.CanSeek) return new AccessLog(path, file, capacity, logger);
-        file.Dispose();
-        return new AccessLog(path, null, capacity, logger);
+        if (OperatingSystem.IsLinux()) WaitOnWrites(file.SafeFileHandle);
+        return new AccessLog(path, file, capacity, logger);
     }
 
+    /// <summary>The file at <paramref name="path"/>, open for writing only: a log this user may
+    /// write but not read (mode 0200, or 0620 of another owner) is a log it can keep, and a FIFO
+    /// opened for reading too kept a reader of its own, so that with the shipper gone no write
+    /// failed: the pipe filled and the writer waited for ever, the server's stop with it.</summary>
     static FileStream OpenFile(string path)
     {
-        var options = new FileStreamOptions
+        if (!OperatingSystem.IsLinux())
         {
-            Mode = FileMode.OpenOrCreate,
-            // Read too: a batch looks at the file's last byte to begin on a line of its own.
-            Access = FileAccess.ReadWrite,
-            // Others may read it (tail -F, a shipper) and rename or delete it (logrotate) meanwhile.
-            Share = FileShare.ReadWrite | FileShare.Delete,
-            BufferSize = 0,
-        };
-        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = CreateMode;
-        var file = new FileStream(path, options);
-        if (!OperatingSystem.IsLinux()) return file;
-        try
-        {
-            Append(file.SafeFileHandle);
-            return file;
+            var options = new FileStreamOptions
+            {
+                Mode = FileMode.OpenOrCreate,
+                Access = FileAccess.Write,
+                // Others may read it (tail -F, a shipper) and rename or delete it (logrotate) meanwhile.
+                Share = FileShare.ReadWrite | FileShare.Delete,
+                BufferSize = 0,
+            };
+            if (!OperatingSystem.IsWindows()) options.UnixCreateMode = CreateMode;
+            return new FileStream(path, options);
         }
-        catch
+        // open(2) itself: .NET's FileMode.Append does not set O_APPEND (it writes at the length it
+        // read when it opened the file), and O_APPEND set only once the file is open is too late
+        // for a file marked append-only (chattr +a), which refuses any other open for writing.
+        // Not waiting for a reader (O_NONBLOCK): a FIFO that has none is ENXIO at once.
+        const int Flags = OWriteOnly | OCreate | OAppend | ONonBlock | OCloseOnExec;
+        var descriptor = open(path, Flags, (uint)CreateMode);
+        if (descriptor == -1 && Marshal.GetLastPInvokeError() == NoSuchDeviceOrAddress)
         {
-            file.Dispose();
-            throw;
+            // A FIFO nobody reads yet (its shipper starts after the server): opened with a reader
+            // of this process's own for a moment, so that it opens without waiting. Its lines are
+            // lost, counted, until a reader comes, and then reach it.
+            var reader = open(path, OReadOnly | ONonBlock | OCloseOnExec, 0);
+            if (reader != -1)
+            {
+                descriptor = open(path, Flags, (uint)CreateMode);
+                var error = Marshal.GetLastPInvokeError();
+                close(reader);
+                Marshal.SetLastPInvokeError(error);
+            }
         }
+        if (descriptor == -1)
+        {
+            var error = Marshal.GetLastPInvokeError();
+            var message = Marshal.GetPInvokeErrorMessage(error);
+            throw error is PermissionDenied or NotPermitted ? new UnauthorizedAccessException(message) : new IOException(message);
+        }
+        return new FileStream(new SafeFileHandle(descriptor, ownsHandle: true), FileAccess.Write, bufferSize: 0);
     }
 
-    // Linux's values (x86-64 and arm64 alike). .NET's FileMode.Append does not set O_APPEND: it
-    // writes at the length it read when it opened the file.
-    const int GetStatusFlags = 3, SetStatusFlags = 4, OAppend = 0x400;
+    // Linux's values (x86-64 and arm64 alike).
+    const int OReadOnly = 0, OWriteOnly = 0x1, OCreate = 0x40, OAppend = 0x400, ONonBlock = 0x800, OCloseOnExec = 0x80000;
+    const int GetStatusFlags = 3, SetStatusFlags = 4;
+    const int NotPermitted = 1, NoSuchDeviceOrAddress = 6, PermissionDenied = 13;
 
-    /// <summary>Sets O_APPEND on the open file: each write then goes to the file's end as it is
-    /// when the write happens, whatever offset it asks for (pwrite(2) on Linux).</summary>
-    static void Append(SafeFileHandle file)
+    /// <summary>Clears the O_NONBLOCK the file was opened with: a write to a full pipe then waits
+    /// for its reader rather than failing with part of a line written.</summary>
+    static void WaitOnWrites(SafeFileHandle file)
     {
         var flags = fcntl(file, GetStatusFlags, 0);
-        if (flags == -1 || fcntl(file, SetStatusFlags, flags | OAppend) == -1)
-            throw new IOException($"cannot open the file for appending (O_APPEND): {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        if (flags == -1 || fcntl(file, SetStatusFlags, flags & ~ONonBlock) == -1)
+            throw new IOException(Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError()));
     }
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int open(string path, int flags, uint mode);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int close(int descriptor);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fcntl(SafeFileHandle file, int command, int argument);
@@ -260,11 +293,11 @@ public sealed partial class AccessLog : IAsyncDisposable
                 // truncation or another writer's lines since the length was read; elsewhere the
                 // length read is where they go.
                 using var file = OpenFile(path!);
-                var end = RandomAccess.GetLength(file.SafeFileHandle);
                 // After a failed write, which a full disk may have cut short mid-line, that line
                 // is ended first: the lines would otherwise join it, and neither would parse.
                 // Only then: another server appending to the file may be mid-line at any time.
-                RandomAccess.Write(file.SafeFileHandle, failing && EndsMidLine(file.SafeFileHandle, end) ? bytes.Span : bytes.Span[1..], end);
+                var start = failing && EndsMidLine(path!) ? 0 : 1;
+                RandomAccess.Write(file.SafeFileHandle, bytes.Span[start..], RandomAccess.GetLength(file.SafeFileHandle));
             }
             if (failing) logger.LogWarning("access log {Path}: writing again", Where);
             failing = false;
@@ -278,11 +311,22 @@ public sealed partial class AccessLog : IAsyncDisposable
         }
     }
 
-    static bool EndsMidLine(SafeFileHandle file, long length)
+    /// <summary>Whether the file at <paramref name="path"/> ends mid-line. Read apart from the
+    /// write, which needs no right to read; a file this user may not read is taken to: an empty
+    /// line costs less than two lines that do not parse.</summary>
+    static bool EndsMidLine(string path)
     {
-        if (length == 0) return false;
-        Span<byte> last = stackalloc byte[1];
-        return RandomAccess.Read(file, last, length - 1) == 1 && last[0] != (byte)'\n';
+        try
+        {
+            using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            var length = RandomAccess.GetLength(file);
+            Span<byte> last = stackalloc byte[1];
+            return length > 0 && RandomAccess.Read(file, last, length - 1) == 1 && last[0] != (byte)'\n';
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return true;
+        }
     }
 
     string Where => path ?? "(standard output)";

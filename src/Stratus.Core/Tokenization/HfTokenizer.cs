@@ -92,8 +92,11 @@ public sealed class HfTokenizer : ITokenizer
         {
             // Hugging Face gives an added token the id of the same text in the vocabulary, never
             // another token's: taken here, that token would decode as the added one's text.
+            // (Its loader warns and gives the added token a new id, a row the model never
+            // trained for it; refused here instead, so the file is mended rather than guessed at.)
             if (tokens[id] is { } other && other != token)
-                throw new StratusUserException($"tokenizer.json: the added token \"{token}\" has id {id}, which is \"{other}\"'s");
+                throw new StratusUserException($"tokenizer.json: the added token \"{token}\" has id {id}, which is \"{other}\"'s; " +
+                    "give it the id the model was trained with for it in added_tokens (Hugging Face would warn and give it a new one)");
             tokens[id] = token;
         }
         for (var i = 0; i < size; i++) tokens[i] ??= $"[PAD{i}]";

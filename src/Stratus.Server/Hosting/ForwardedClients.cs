@@ -22,27 +22,21 @@ public static class ForwardedClients
     const string EnabledKey = "ForwardedHeaders_Enabled";
 
     /// <summary>A proxy's address (the network of that address alone) or a CIDR network, as
-    /// --forwarded-allow-ips takes them: 10.0.0.5, 10.0.0.0/8, fd00::/8.</summary>
-    /// <exception cref="StratusUserException">Neither, or a network with bits set past its prefix.</exception>
+    /// --forwarded-allow-ips takes them: 10.0.0.5, 10.0.0.0/8, fd00::/8 (10.1.2.3/8 is the
+    /// network 10.1.2.3 is in, 10.0.0.0/8).</summary>
+    /// <exception cref="StratusUserException">Neither.</exception>
     public static IPNetwork ParseNetwork(string text)
     {
         var trimmed = text.Trim();
-        if (!trimmed.Contains('/'))
-            return IPAddress.TryParse(trimmed, out var address) ? new IPNetwork(address, address.GetAddressBytes().Length * 8)
-                : throw new StratusUserException($"--forwarded-allow-ips: '{text}' is not an IP address or a CIDR network; give e.g. 10.0.0.5, 10.0.0.0/8 or fd00::/8");
-        if (IPNetwork.TryParse(trimmed, out var network)) return network;
-        // IPNetwork refuses a base address with host bits set (10.0.0.5/8): name the network meant.
-        var slash = trimmed.IndexOf('/');
-        if (IPAddress.TryParse(trimmed[..slash], out var start) && int.TryParse(trimmed[(slash + 1)..], out var prefix) && prefix >= 0 && prefix <= start.GetAddressBytes().Length * 8)
-            throw new StratusUserException($"--forwarded-allow-ips: {trimmed} has bits set past its /{prefix} prefix; the network is {MaskedNetwork(start, prefix)}");
+        if (trimmed.Contains('/') ? IPNetwork.TryParse(trimmed, out var network) : TryParseAddress(trimmed, out network)) return network;
         throw new StratusUserException($"--forwarded-allow-ips: '{text}' is not an IP address or a CIDR network; give e.g. 10.0.0.5, 10.0.0.0/8 or fd00::/8");
     }
 
-    static string MaskedNetwork(IPAddress address, int prefix)
+    static bool TryParseAddress(string text, out IPNetwork network)
     {
-        var bytes = address.GetAddressBytes();
-        for (var bit = prefix; bit < bytes.Length * 8; bit++) bytes[bit / 8] &= (byte)~(0x80 >> (bit % 8));
-        return $"{new IPAddress(bytes)}/{prefix}";
+        var parsed = IPAddress.TryParse(text, out var address);
+        network = parsed ? new IPNetwork(address!, address!.GetAddressBytes().Length * 8) : default;
+        return parsed;
     }
 
     /// <summary>Believes X-Forwarded-For and X-Forwarded-Proto from <paramref name="proxies"/>

@@ -120,9 +120,8 @@ static class ServeCommand
         ServerLogFormat? logFormat = null)
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
-        // Progress, on standard error: standard output may be JSON's alone, which is known once
-        // the server has read its configuration.
-        Console.Error.WriteLine($"loading {models.Count} model(s) ...");
+        var say = accessLog == AccessLog.StandardOutput || ServerLog.WritesJson(logFormat) ? Console.Error : Console.Out;
+        say.WriteLine($"loading {models.Count} model(s) ...");
         var options = new ServeOptions
         {
             Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, AccessLog = accessLog,
@@ -132,7 +131,6 @@ static class ServeCommand
         var server = await StratusServer.StartAsync(options, cancellation);
         await using (server)
         {
-            var say = accessLog == AccessLog.StandardOutput || ServerLog.WritesJson(server.Services) ? Console.Error : Console.Out;
             foreach (var model in server.Models.All)
             {
                 if (model.UnsupportedTemplate is { } unsupported)

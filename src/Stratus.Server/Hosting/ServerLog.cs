@@ -13,7 +13,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Logging.Console;
-using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Configuration;
 using Stratus.Platform;
 
 namespace Stratus.Server.Hosting;
@@ -33,23 +33,13 @@ public static class ServerLog
 
     static readonly string[] Formatters = [ConsoleFormatterNames.Simple, ConsoleFormatterNames.Json, ConsoleFormatterNames.Systemd];
 
-    /// <summary>Sets the console's format: <paramref name="format"/>, else the configuration's,
-    /// else text; and wraps each of the console logger's formats in a
-    /// <see cref="KeyRedactingFormatter"/>, so call it after every AddConsole.</summary>
-    /// <exception cref="StratusUserException">The configuration names a format the console logger lacks
-    /// (it would fall back to text without a word).</exception>
+    /// <summary>Sets the console's format (<see cref="Formatter"/>), and wraps each of the
+    /// console logger's formats in a <see cref="KeyRedactingFormatter"/>, so call it after every
+    /// AddConsole.</summary>
+    /// <exception cref="StratusUserException">The configuration names a format the console logger lacks.</exception>
     internal static void Configure(WebApplicationBuilder builder, ServerLogFormat? format)
     {
-        var formatter = format switch
-        {
-            ServerLogFormat.Json => ConsoleFormatterNames.Json,
-            ServerLogFormat.Text => ConsoleFormatterNames.Simple,
-            _ => builder.Configuration[FormatterKey] is { Length: > 0 } configured
-                ? Formatters.FirstOrDefault(known => string.Equals(known, configured, StringComparison.OrdinalIgnoreCase))
-                    ?? throw new StratusUserException($"{FormatterKey} (Logging__Console__FormatterName in the environment) is '{configured}', which the console logger lacks: " +
-                        $"give it {string.Join(", ", Formatters)}, or give serve --log-format text|json")
-                : ConsoleFormatterNames.Simple,
-        };
+        var formatter = Formatter(format, builder.Configuration);
         builder.Services.Configure<ConsoleLoggerOptions>(console => console.FormatterName = formatter);
         // The JSON formatter writes no time unless given a format; one the operator configured stays.
         builder.Services.Configure<JsonConsoleFormatterOptions>(json =>
@@ -64,10 +54,29 @@ public static class ServerLog
                 services[i] = ServiceDescriptor.Singleton<ConsoleFormatter>(provider => new KeyRedactingFormatter((ConsoleFormatter)ActivatorUtilities.CreateInstance(provider, wrapped)));
     }
 
-    /// <summary>Whether the server of <paramref name="services"/> writes its log as JSON lines,
-    /// as --log-format or the configuration said.</summary>
-    public static bool WritesJson(IServiceProvider services) =>
-        services.GetRequiredService<IOptionsMonitor<ConsoleLoggerOptions>>().CurrentValue.FormatterName == ConsoleFormatterNames.Json;
+    /// <summary>Whether a server given <paramref name="format"/> will write its log as JSON lines,
+    /// for a caller that writes beside it before it starts (serve's lines for a person, which then
+    /// leave standard output to them): from the configuration the server will read.</summary>
+    /// <exception cref="StratusUserException">The configuration names a format the console logger lacks.</exception>
+    public static bool WritesJson(ServerLogFormat? format)
+    {
+        if (format is { } given) return given == ServerLogFormat.Json;
+        using var configuration = WebApplication.CreateSlimBuilder().Configuration;
+        return Formatter(null, configuration) == ConsoleFormatterNames.Json;
+    }
+
+    /// <summary>The console's format: <paramref name="format"/>'s, else the configuration's, else
+    /// text. A name the console logger lacks is refused: it would fall back to text without a word.</summary>
+    static string Formatter(ServerLogFormat? format, IConfiguration configuration) => format switch
+    {
+        ServerLogFormat.Json => ConsoleFormatterNames.Json,
+        ServerLogFormat.Text => ConsoleFormatterNames.Simple,
+        _ => configuration[FormatterKey] is { Length: > 0 } configured
+            ? Formatters.FirstOrDefault(known => string.Equals(known, configured, StringComparison.OrdinalIgnoreCase))
+                ?? throw new StratusUserException($"{FormatterKey} (Logging__Console__FormatterName in the environment) is '{configured}', which the console logger lacks: " +
+                    $"give it {string.Join(", ", Formatters)}, or give serve --log-format text|json")
+            : ConsoleFormatterNames.Simple,
+    };
 }
 
 /// <summary>Writes what <paramref name="inner"/> writes, under its name, with every API key in it

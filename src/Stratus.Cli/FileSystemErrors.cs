@@ -4,6 +4,7 @@
 // and, on Unix, gives the cause as the errno in the exception's HResult.
 using System.CommandLine;
 using System.Text.RegularExpressions;
+using Stratus.Platform;
 
 namespace Stratus.Cli;
 
@@ -34,7 +35,12 @@ static partial class FileSystemErrors
             _ => (false, null),
         };
         if (cause is null) return e.Message;
-        var elsewhere = OptionHolding(path, parsed) is { } option ? $"another {option}" : $"another path (see `{ParseErrors.Verb(parsed)} --help`)";
+        var elsewhere = OptionHolding(path, parsed) switch
+        {
+            { Given: true } option => $"another {option.Name}",
+            { } option => $"a data directory other than {option.Value} with {option.Name} or ${StratusHome.EnvironmentVariable}",
+            null => $"another path (see `{ParseErrors.Verb(parsed)} --help`)",
+        };
         var fix = noSpace ? $"free space or choose {elsewhere}" : e is UnauthorizedAccessException ? $"check its permissions or choose {elsewhere}" : $"choose {elsewhere}";
         return $"{(write ? "cannot write " : "")}{path}: {cause}; {fix}";
     }
@@ -42,23 +48,27 @@ static partial class FileSystemErrors
     /// <summary>The option of the command whose path (as given or by default) is
     /// <paramref name="path"/>; else one whose path is below it (a folder made on the way there:
     /// .NET names the first folder it could not make, as `/data` for --out /data/runs/x); else one
-    /// whose path is a folder above it, the nearest one where several are.</summary>
-    static string? OptionHolding(string path, ParseResult parsed)
+    /// whose path is a folder above it, the nearest one where several are. Its path, and whether
+    /// it was given (else it is the data directory --data-dir left out stands for).</summary>
+    static (string Name, string Value, bool Given)? OptionHolding(string path, ParseResult parsed)
     {
         var absolute = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
         return parsed.CommandResult.Command.Options
-            .SelectMany(option => Values(parsed, option).Select(value => (option.Name, Given: Path.TrimEndingDirectorySeparator(Path.GetFullPath(value)))))
-            .Select(o => (o.Name, o.Given, Rank: o.Given == absolute ? 0 : Within(o.Given, absolute) ? 1 : Within(absolute, o.Given) ? 2 : 3))
+            .SelectMany(option => Values(parsed, option).Select(value => (option.Name, Value: Path.TrimEndingDirectorySeparator(Path.GetFullPath(value.Path)), value.Given)))
+            .Select(o => (Option: (o.Name, o.Value, o.Given), Rank: o.Value == absolute ? 0 : Within(o.Value, absolute) ? 1 : Within(absolute, o.Value) ? 2 : 3))
             .Where(o => o.Rank < 3)
-            .OrderBy(o => o.Rank).ThenByDescending(o => o.Given.Length).Select(o => o.Name).FirstOrDefault();
+            .OrderBy(o => o.Rank).ThenByDescending(o => o.Option.Value.Length).Select(o => ((string, string, bool)?)o.Option).FirstOrDefault();
     }
 
     static bool Within(string path, string folder) => path.StartsWith(folder + Path.DirectorySeparatorChar, StringComparison.Ordinal);
 
-    static IEnumerable<string> Values(ParseResult parsed, Option option) => parsed.GetResult(option) switch
+    static IEnumerable<(string Path, bool Given)> Values(ParseResult parsed, Option option) => parsed.GetResult(option) switch
     {
-        { } result when option.ValueType == typeof(string) => result.GetValueOrDefault<string?>() is { Length: > 0 } value ? [value] : [],
-        { } result when option.ValueType == typeof(string[]) => result.GetValueOrDefault<string[]?>() ?? [],
+        { } result when option.ValueType == typeof(string) => result.GetValueOrDefault<string?>() is { Length: > 0 } value ? [(value, true)] : [],
+        { } result when option.ValueType == typeof(string[]) => (result.GetValueOrDefault<string[]?>() ?? []).Select(value => (value, true)),
+        // Left out, --data-dir stands for $STRATUS_HOME or the home folder's (StratusHome), which
+        // the user may not know a verb writes: a path on the way there is named with both.
+        null when option.Name == TrustCommands.DataDirName && TrustCommands.DefaultDataDirectory() is { } directory => [(directory, false)],
         _ => [],
     };
 

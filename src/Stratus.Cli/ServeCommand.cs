@@ -1,5 +1,6 @@
 // `stratus serve --model <run-or-checkpoint> [--model name=dir ...] [--host 127.0.0.1] [--port 8000]
-// [--data-dir <dir>] [--insecure-no-auth] [--shutdown-grace-period <seconds>] [--access-log <file>|-]`: an OpenAI-compatible server for trained models,
+// [--data-dir <dir>] [--insecure-no-auth] [--shutdown-grace-period <seconds>] [--access-log <file>|-]
+// [--forwarded-allow-ips <ip|cidr>,...] [--log-format text|json]`: an OpenAI-compatible server for trained models,
 // behind API keys. ServeAsync is the reusable entry point and EnsureDemoKeyAsync gives a fresh
 // key to call it with (for `stratus demo` to end by serving its model).
 using System.CommandLine;
@@ -39,13 +40,32 @@ static class ServeCommand
         };
         var accessLog = PathOptions.Option("--access-log", "append a JSON line per request (client, key, model, status, tokens, durations; never prompt or completion text) to this file, or - for standard output; reopened at each write, so logrotate needs no signal");
         accessLog.HelpName = "file|-";
-        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.") { models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill, gracePeriod, accessLog };
+        // uvicorn's and gunicorn's name; a list in one value as theirs, or the option repeated.
+        var forwardedAllowIps = new Option<string[]>("--forwarded-allow-ips")
+        {
+            Description = "reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed, as addresses or CIDR networks separated by commas (e.g. 127.0.0.1 for nginx on this machine); " +
+                "the access log then names the client the proxy forwarded, and --insecure-no-auth answers it only if it is loopback too (default: none, the headers are ignored)",
+            HelpName = "ip|cidr,...",
+        };
+        var logFormat = new Option<string>("--log-format")
+        {
+            Description = "the server's own log: text (.NET's console lines) or json (one object per line: timestamp, level, category, message, exception); " +
+                "default: text, or what Logging__Console__FormatterName says",
+        };
+        logFormat.AcceptOnlyFromAmong("text", "json");
+        var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.")
+        {
+            models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill, gracePeriod, accessLog, forwardedAllowIps, logFormat,
+        };
         command.SetAction(async (result, cancellation) =>
         {
             // Checked before the models load, in the option's name; the server checks ServeOptions alike.
             var grace = result.GetValue(gracePeriod);
             if (grace < 0 || TimeSpan.FromSeconds(grace) > ServeOptions.MaxShutdownGracePeriod)
                 throw new StratusUserException($"--shutdown-grace-period must be 0 to {ServeOptions.MaxShutdownGracePeriod.TotalSeconds:0} seconds, got {grace}");
+            var proxies = (result.GetValue(forwardedAllowIps) ?? []).SelectMany(value => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                .Select(ForwardedClients.ParseNetwork).ToArray();
+            ServerLogFormat? format = result.GetValue(logFormat) switch { "json" => ServerLogFormat.Json, "text" => ServerLogFormat.Text, _ => null };
             // NAME=FOLDER's folder with `~` expanded too: bash leaves it as typed in `--model=shk=~/runs/shk`.
             var specs = result.GetValue(models)!.Select(ModelSpec.Parse).Select(spec => spec with { Path = PathOptions.ExpandHome(spec.Path) }).ToArray();
             var engine = new EngineOptions
@@ -59,7 +79,7 @@ static class ServeCommand
             };
             var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure) };
             await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, device.Open(result), result.GetValue(threads), trust, TimeSpan.FromSeconds(grace), apiKey: null, cancellation,
-                result.GetValue(accessLog));
+                result.GetValue(accessLog), proxies, format);
             return 0;
         });
         return command;
@@ -85,19 +105,28 @@ static class ServeCommand
     /// when given, else "&lt;your key&gt;" for the caller to fill in). A null
     /// <paramref name="shutdownGracePeriod"/> keeps <see cref="ServeOptions.ShutdownGracePeriod"/>'s default.
     /// <paramref name="accessLog"/> is <see cref="ServeOptions.AccessLog"/>: with "-" the lines
-    /// printed here go to standard error, leaving standard output to the access log's JSON.</summary>
+    /// printed here go to standard error, leaving standard output to the access log's JSON; so do
+    /// they where the server's own log is JSON (<paramref name="logFormat"/>, or the configuration's
+    /// Logging:Console:FormatterName: <see cref="ServeOptions.LogFormat"/>), leaving standard
+    /// output to its lines. <paramref name="forwardedAllowIps"/> is
+    /// <see cref="ServeOptions.ForwardedAllowIps"/>.</summary>
     /// <exception cref="StratusUserException">Bad arguments, the port is taken, or the trust
     /// layer refuses to start (no active key without --insecure-no-auth; --insecure-no-auth off
     /// loopback): the CLI prints the one-line reason and exits with 2.</exception>
     /// <exception cref="IOException">The data directory or its database cannot be used (it names
     /// the path); the CLI prints it in one line too.</exception>
     public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, TorchSharp.torch.Device device, int? threads, TrustOptions trust,
-        TimeSpan? shutdownGracePeriod, string? apiKey, CancellationToken cancellation, string? accessLog = null)
+        TimeSpan? shutdownGracePeriod, string? apiKey, CancellationToken cancellation, string? accessLog = null, IReadOnlyList<System.Net.IPNetwork>? forwardedAllowIps = null,
+        ServerLogFormat? logFormat = null)
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
-        var say = accessLog == AccessLog.StandardOutput ? Console.Error : Console.Out;
+        var say = accessLog == AccessLog.StandardOutput || ServerLog.WritesJson(logFormat) ? Console.Error : Console.Out;
         say.WriteLine($"loading {models.Count} model(s) ...");
-        var options = new ServeOptions { Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, AccessLog = accessLog };
+        var options = new ServeOptions
+        {
+            Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, AccessLog = accessLog,
+            ForwardedAllowIps = forwardedAllowIps ?? [], LogFormat = logFormat,
+        };
         if (shutdownGracePeriod is { } grace) options = options with { ShutdownGracePeriod = grace };
         var server = await StratusServer.StartAsync(options, cancellation);
         await using (server)

@@ -11,9 +11,24 @@ namespace Stratus.Cli;
 
 static class TrustCommands
 {
+    public const string DataDirName = "--data-dir";
+
     // Says what is kept there: the demo also reads $STRATUS_DATA_DIR, a folder of corpora.
-    public static Option<string> DataDirOption() => PathOptions.Option("--data-dir",
+    public static Option<string> DataDirOption() => PathOptions.Option(DataDirName,
         $"Stratus data directory, where API keys, usage, blocklists and the audit log are kept (default: ${StratusHome.EnvironmentVariable}, else the user's data directory: ~/.local/share/stratus on Linux)");
+
+    /// <summary>The data directory without --data-dir; null where there is none to find.</summary>
+    public static string? DefaultDataDirectory()
+    {
+        try
+        {
+            return StratusHome.Resolve();
+        }
+        catch (TrustUserException)
+        {
+            return null;
+        }
+    }
 
     public static PlatformStores Open(ParseResult result, Option<string> dataDir) =>
         PlatformStores.OpenSqlite(StratusHome.Resolve(result.GetValue(dataDir)));

@@ -167,6 +167,13 @@ public static class ApiKeyFormat
 
     static readonly Regex Shape = new($"^{Regex.Escape(Prefix)}[A-Za-z0-9_-]{{{Length - Prefix.Length}}}$", RegexOptions.CultureInvariant);
     static readonly Regex Name = new("^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", RegexOptions.CultureInvariant);
+    /// <summary>A key, or what begins as one, anywhere in a text: its id, then the rest of it.</summary>
+    static readonly Regex InText = new($"{Regex.Escape(Prefix)}(?<id>[A-Za-z0-9_-]{{0,{IdLength}}})[A-Za-z0-9_-]*", RegexOptions.CultureInvariant);
+
+    /// <summary><paramref name="text"/> with every key in it cut to its id (which `stratus keys
+    /// list` and the access log show; the secret follows it), for text bound for a log.</summary>
+    public static string Redact(string text) =>
+        text.Contains(Prefix, StringComparison.Ordinal) ? InText.Replace(text, static key => $"{Prefix}{key.Groups["id"].Value}[redacted]") : text;
 
     /// <summary>A new random key and its id.</summary>
     public static (string Id, string Key) Generate()

@@ -1,7 +1,8 @@
 // The SQLite database behind the default stores: one file, stratus.db, in the data directory,
 // in WAL mode so readers (verification, usage queries) never block the request path's writes.
 // The schema is versioned with PRAGMA user_version: created on first open, and an older file
-// migrated forward on open.
+// migrated forward on open. A file of another application's (a data directory given by mistake)
+// is refused before anything is written to it.
 using System.Globalization;
 using Microsoft.Data.Sqlite;
 using Stratus.Safety;
@@ -107,8 +108,14 @@ public sealed class PlatformDatabase
     /// (whole seconds); <see cref="DefaultLockTimeout"/> when null.</param>
     /// <exception cref="PlatformStorageException">The file cannot be used (read-only, locked,
     /// not a database).</exception>
+    /// <exception cref="TrustUserException">The data directory is a file, or its database is
+    /// another application's or from a newer Stratus.</exception>
     public static PlatformDatabase Open(string dataDir, TimeSpan? lockTimeout = null)
     {
+        // .NET would say "The file '...' already exists", of the file given as a folder.
+        if (File.Exists(dataDir))
+            throw new TrustUserException($"{dataDir} is a file; the data directory is a folder, where Stratus keeps {FileName}" +
+                (Path.GetFileName(dataDir) == FileName ? $": give --data-dir {Path.GetDirectoryName(Path.GetFullPath(dataDir))}" : ": give --data-dir (or $STRATUS_HOME) a folder"));
         CreateOwnerOnlyFolder(dataDir);
         var database = new PlatformDatabase(Path.Combine(dataDir, FileName), lockTimeout ?? DefaultLockTimeout);
         // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user.
@@ -126,6 +133,8 @@ public sealed class PlatformDatabase
         }
         database.Use(connection =>
         {
+            // Before WAL mode, which the file keeps: another application's database is left as it was.
+            EnsureStratusOrEmpty(connection, database.FilePath);
             Execute(connection, "PRAGMA journal_mode=WAL;");
             var version = UserVersion(connection, null);
             if (version < SchemaVersion)
@@ -147,6 +156,26 @@ public sealed class PlatformDatabase
         });
         return database;
     }
+
+    /// <summary>Refuses a database that neither is empty (SQLite's new file, or the empty one
+    /// Open makes) nor Stratus's: tables at schema version 0, which Stratus never leaves (it sets
+    /// the version in the transaction that makes them), or a version without Stratus's first
+    /// table. Migrating would add Stratus's tables to another application's file.</summary>
+    static void EnsureStratusOrEmpty(SqliteConnection connection, string file)
+    {
+        var tables = new List<string>();
+        using (var command = Command(connection, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name;"))
+        using (var reader = command.ExecuteReader())
+            while (reader.Read()) tables.Add(reader.GetString(0));
+        if (tables.Count == 0 || UserVersion(connection, null) > 0 && tables.Contains(FirstTable)) return;
+        const int Named = 5;
+        var named = string.Join(", ", tables.Take(Named)) + (tables.Count > Named ? $" and {tables.Count - Named} more" : "");
+        throw new TrustUserException($"{file} is not a Stratus database (it holds the tables {named}), and Stratus does not add its own to another application's; " +
+            "give --data-dir (or $STRATUS_HOME) a folder of Stratus's own");
+    }
+
+    /// <summary>The table every version of the schema has had first.</summary>
+    const string FirstTable = "api_keys";
 
     // The database holds key hashes, usage, the audit log and blocklists, so the data directory
     // and database Stratus makes are its owner's alone (on Unix), as gh, ssh and kubectl keep

@@ -55,6 +55,12 @@ public sealed record ServeOptions
     /// <summary>Where each request's access log line goes (a file, appended to; "-": standard
     /// output, and the server's own log then goes to standard error); null: no access log.</summary>
     public string? AccessLog { get; init; }
+    /// <summary>The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed
+    /// (--forwarded-allow-ips); none by default (ForwardedClients).</summary>
+    public IReadOnlyList<IPNetwork> ForwardedAllowIps { get; init; } = [];
+    /// <summary>The server's own log as text or JSON lines; null: as the configuration's
+    /// Logging:Console:FormatterName says, else text (ServerLog).</summary>
+    public ServerLogFormat? LogFormat { get; init; }
 }
 
 public sealed class StratusServer : IAsyncDisposable
@@ -164,6 +170,7 @@ public sealed class StratusServer : IAsyncDisposable
         // A failed start (a port in use) is thrown to the caller, which says it in one line; the
         // host would log it first with its stack trace.
         builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
+        ServerLog.Configure(builder, options.LogFormat);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
@@ -200,7 +207,9 @@ public sealed class StratusServer : IAsyncDisposable
 
         var app = builder.Build();
         app.Lifetime.ApplicationStopping.Register(app.Services.GetRequiredService<ServerShutdown>().Begin);
-        // First: every part after it names the request by the id it sets.
+        // First: every part after it sees the client a listed proxy names, the access log included.
+        app.UseForwardedClients(options.ForwardedAllowIps);
+        // Next: every part after it names the request by the id it sets.
         app.UseRequestIds();
         // Outermost but for the id: it sees the status every error writer below sets, the key
         // check's refusals included.

@@ -272,6 +272,21 @@ public sealed class ApiKeyServiceTests : IDisposable
         Assert.Null(ApiKeyFormat.FromHeader(null));
     }
 
+    /// <summary>What the server's log writes: a key anywhere in a line, whole or cut short, is
+    /// cut to its id, which `keys list` shows; the secret after it never shows.</summary>
+    [Fact]
+    public void Redacting_cuts_every_key_in_a_text_to_its_id()
+    {
+        var (id, key) = ApiKeyFormat.Generate();
+        var (otherId, other) = ApiKeyFormat.Generate();
+        Assert.Equal($"GET /v1/models?api-key={ApiKeyFormat.Prefix}{id}[redacted]&x={ApiKeyFormat.Prefix}{otherId}[redacted] 401",
+            ApiKeyFormat.Redact($"GET /v1/models?api-key={key}&x={other} 401"));
+        Assert.Equal($"'{ApiKeyFormat.Prefix}{id}[redacted]\\x0D'", ApiKeyFormat.Redact($"'{key[..30]}\\x0D'"));
+        Assert.Equal($"{ApiKeyFormat.Prefix}abc[redacted]", ApiKeyFormat.Redact($"{ApiKeyFormat.Prefix}abc"));
+        const string plain = "Request finished HTTP/1.1 GET http://127.0.0.1:8000/v1/models - 200";
+        Assert.Same(plain, ApiKeyFormat.Redact(plain));
+    }
+
     [Fact]
     public void Data_directory_prefers_the_flag_then_the_environment()
     {

@@ -96,6 +96,71 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.Equal(2L, version.ExecuteScalar());
     }
 
+    /// <summary>A --data-dir given by mistake whose stratus.db is another application's SQLite
+    /// database was given Stratus's tables, and WAL mode, without a word. Refused in one line
+    /// naming it, whether the application keeps a schema version (user_version) or not, and left
+    /// byte for byte as it was.</summary>
+    [Fact]
+    public void Another_applications_database_is_refused_in_one_line_naming_it_and_left_as_it_was()
+    {
+        Directory.CreateDirectory(directory);
+        foreach (var version in new[] { 0, 7 })
+        {
+            SqliteConnection.ClearAllPools();
+            File.Delete(DatabasePath);
+            using (var other = new SqliteConnection($"Data Source={DatabasePath};Pooling=False"))
+            {
+                other.Open();
+                using var command = other.CreateCommand();
+                command.CommandText = $"CREATE TABLE notes (id INTEGER, body TEXT); CREATE TABLE tags (name TEXT); INSERT INTO notes VALUES (1, 'mine'); PRAGMA user_version = {version};";
+                command.ExecuteNonQuery();
+            }
+            var before = File.ReadAllBytes(DatabasePath);
+
+            var error = Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.OpenSqlite(directory)));
+            Assert.Equal($"{DatabasePath} is not a Stratus database (it holds the tables notes, tags), and Stratus does not add its own to another application's; " +
+                "give --data-dir (or $STRATUS_HOME) a folder of Stratus's own", error.Message);
+            SqliteConnection.ClearAllPools();
+            Assert.Equal(before, File.ReadAllBytes(DatabasePath));
+            Assert.False(File.Exists(DatabasePath + "-wal"));
+        }
+    }
+
+    /// <summary>A database with no tables (one the sqlite3 shell made, or Stratus's own empty
+    /// file) is a new one, and becomes Stratus's.</summary>
+    [Fact]
+    public async Task A_database_without_tables_becomes_stratuss()
+    {
+        Directory.CreateDirectory(directory);
+        using (var empty = new SqliteConnection($"Data Source={DatabasePath};Pooling=False"))
+        {
+            empty.Open();
+            using var command = empty.CreateCommand();
+            command.CommandText = "PRAGMA page_size = 8192; VACUUM;";
+            command.ExecuteNonQuery();
+        }
+        Assert.True(new FileInfo(DatabasePath).Length > 0);
+        var keys = PlatformStores.OpenSqlite(directory).KeyService();
+        await keys.CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        Assert.Single(await PlatformStores.OpenSqlite(directory).KeyService().ListAsync());
+    }
+
+    /// <summary>A data directory given as a file (a database's path, say): .NET said "The file
+    /// '...' already exists", which named no option and no fix.</summary>
+    [Fact]
+    public void A_data_directory_that_is_a_file_is_named_as_one()
+    {
+        Directory.CreateDirectory(directory);
+        var other = Path.Combine(directory, "other.db");
+        File.WriteAllText(other, "");
+        Assert.Equal($"{other} is a file; the data directory is a folder, where Stratus keeps {PlatformDatabase.FileName}: give --data-dir (or $STRATUS_HOME) a folder",
+            Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.OpenSqlite(other))).Message);
+        // The database's own path, for its folder.
+        PlatformStores.OpenSqlite(directory);
+        Assert.Equal($"{DatabasePath} is a file; the data directory is a folder, where Stratus keeps {PlatformDatabase.FileName}: give --data-dir {directory}",
+            Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.OpenSqlite(DatabasePath))).Message);
+    }
+
     [Fact]
     public void Opening_a_file_that_is_not_a_database_names_it()
     {

@@ -119,8 +119,8 @@ public sealed class ServerStartupTests : IDisposable
         var file = Path.Combine(folder, "not-a-folder");
         File.WriteAllText(file, "");
         var options = Options(insecure: true);
-        var refused = await Assert.ThrowsAsync<IOException>(() => StratusServer.StartAsync(options with { Trust = options.Trust with { DataDir = file } }));
-        Assert.Contains(file, refused.Message);
+        var refused = await Assert.ThrowsAsync<Stratus.Safety.TrustUserException>(() => StratusServer.StartAsync(options with { Trust = options.Trust with { DataDir = file } }));
+        Assert.StartsWith($"{file} is a file", refused.Message);
     }
 
     [Fact]

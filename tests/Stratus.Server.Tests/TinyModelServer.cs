@@ -50,6 +50,11 @@ public sealed class TinyModelServer : IAsyncLifetime
     /// <summary>Writes an access log to <see cref="AccessLogPath"/>.</summary>
     public bool WithAccessLog { get; init; }
     public string AccessLogPath => Path.Combine(folder, "access.log");
+    /// <summary>Proxies whose X-Forwarded-For is believed (--forwarded-allow-ips).</summary>
+    public IReadOnlyList<System.Net.IPNetwork> ForwardedAllowIps { get; init; } = [];
+    /// <summary>Serves without keys (--insecure-no-auth); the fixture's key is made all the same.</summary>
+    public bool InsecureNoAuth { get; init; }
+    public Action<Microsoft.AspNetCore.Builder.WebApplication>? ConfigurePipeline { get; init; }
     /// <summary>Writes the served checkpoint into the folder given; a fixture may serve another model.</summary>
     public Func<string, string> CreateModel { get; init; } = CreateCheckpoint;
 
@@ -88,9 +93,11 @@ public sealed class TinyModelServer : IAsyncLifetime
             Engine = Engine,
             MaxRequestBodyBytes = 64 * 1024,
             ConfigureServices = ConfigureServices,
+            ConfigurePipeline = ConfigurePipeline,
             ShutdownGracePeriod = ShutdownGracePeriod,
-            Trust = new TrustOptions { DataDir = DataDir, ExtraSafetyProviders = ExtraSafetyProviders },
+            Trust = new TrustOptions { DataDir = DataDir, ExtraSafetyProviders = ExtraSafetyProviders, InsecureNoAuth = InsecureNoAuth },
             AccessLog = WithAccessLog ? AccessLogPath : null,
+            ForwardedAllowIps = ForwardedAllowIps,
         });
         Http = AnonymousClient();
         Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);

@@ -87,6 +87,26 @@ public sealed class CliTests : IDisposable
         Assert.Contains("key.created", audit.Stdout);
     }
 
+    /// <summary>A data directory nobody named (--data-dir left out) that cannot be made: the line
+    /// named the folder the system refused ("/nonexistent: permission denied" for a user whose home
+    /// folder is /nonexistent) and "another path (see --help)", neither --data-dir nor
+    /// $STRATUS_HOME. A file in the way refuses it for root too.</summary>
+    [Fact]
+    public void A_default_data_directory_that_cannot_be_made_is_named_with_data_dir_and_STRATUS_HOME()
+    {
+        var file = Path.Combine(Directory.CreateDirectory(dataDir).FullName, "afile");
+        File.WriteAllText(file, "");
+        var fromVariable = Path.Combine(file, "stratus");
+        AssertUserError(Stratus(new Dictionary<string, string> { ["STRATUS_HOME"] = fromVariable }, "keys", "create", "--name", "me"),
+            $"{fromVariable}: {file} is a file, so nothing can be written below it; choose a data directory other than {fromVariable} with --data-dir or $STRATUS_HOME");
+        var fromHome = Path.Combine(file, ".local", "share", "stratus");
+        AssertUserError(Stratus(new Dictionary<string, string> { ["HOME"] = file, ["STRATUS_HOME"] = "", ["XDG_DATA_HOME"] = "" }, "keys", "create", "--name", "me"),
+            $"{fromHome}: {file} is a file, so nothing can be written below it; choose a data directory other than {fromHome} with --data-dir or $STRATUS_HOME");
+        // Given, it is the option's to change alone.
+        AssertUserError(Stratus(null, "keys", "create", "--name", "me", "--data-dir", fromVariable),
+            $"{fromVariable}: {file} is a file, so nothing can be written below it; choose another --data-dir");
+    }
+
     [Fact]
     public void Audit_verify_fails_naming_the_first_tampered_entry()
     {

@@ -8,7 +8,8 @@
 //
 // A request only hands its entry to a bounded queue; one writer drains it, so a slow or full
 // disk never holds a request up: past the queue's capacity lines are dropped and counted
-// (stratus_access_log_dropped_lines_total, and a warning in the server's log). The writer opens
+// (stratus_access_log_dropped_lines_total, and a warning in the server's log at most once a
+// minute, LogThrottle). The writer opens
 // the file for each batch of lines and appends at its end, so a file renamed or deleted (logrotate,
 // `mv`) is followed by a new one at the path at the next line, and one truncated in place
 // (logrotate's copytruncate) is written from its new end. On Linux the file is opened for
@@ -127,6 +128,7 @@ public sealed partial class AccessLog : IAsyncDisposable
     readonly Channel<AccessLogEntry> queue;
     readonly Meter meter;
     readonly Task writer;
+    readonly LogThrottle drops = new();
     long dropped, droppedReported;
     bool failing;
 
@@ -271,8 +273,9 @@ public sealed partial class AccessLog : IAsyncDisposable
                 lines++;
             }
             WriteBatch(buffer.WrittenMemory, lines);
-            ReportDrops();
+            ReportDrops(stopping: false);
         }
+        ReportDrops(stopping: true);
     }
 
     void WriteBatch(ReadOnlyMemory<byte> bytes, int lines)
@@ -331,12 +334,15 @@ public sealed partial class AccessLog : IAsyncDisposable
 
     string Where => path ?? "(standard output)";
 
-    void ReportDrops()
+    /// <summary>Says how many lines were lost since it last said so: at once, then at most once a
+    /// minute while lines go on being lost, and what is left unsaid when the server stops.</summary>
+    void ReportDrops(bool stopping)
     {
-        var now = Dropped;
-        if (now == droppedReported) return;
-        logger.LogWarning("access log {Path}: {Count} lines lost ({Total} since the server started)", Where, now - droppedReported, now);
-        droppedReported = now;
+        var total = Dropped;
+        var lost = drops.Add(total - droppedReported);
+        droppedReported = total;
+        if (stopping) lost += drops.End() ?? 0;
+        if (lost > 0) logger.LogWarning("access log {Path}: {Count} lines lost ({Total} since the server started)", Where, lost, total);
     }
 
     static void Format(Utf8JsonWriter json, AccessLogEntry entry)

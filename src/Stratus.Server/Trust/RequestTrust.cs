@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Safety;
+using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;
 
@@ -90,8 +91,10 @@ public sealed class RequestTrust
     /// Without a call the middleware settles the charge at the admitted prompt tokens and records
     /// no usage. A request that used no tokens (refused before the model saw it: the engine's
     /// queue was full) is no usage. Never throws for a usage store that fails (locked, full):
-    /// the client has its answer by now, whole or in part, and an error would only break it;
-    /// the lost counts are logged.</summary>
+    /// the client has its answer by now, whole or in part, and an error would only break it.
+    /// The failure is logged in one line naming its cause, at most once a minute while it lasts
+    /// with the number of requests whose usage was lost, and once when usage is recorded again;
+    /// each request's counts and exception at Debug.</summary>
     public async ValueTask CompleteAsync(int promptTokens, int completionTokens, string model, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(promptTokens);
@@ -100,15 +103,21 @@ public sealed class RequestTrust
         completed = true;
         ticket?.Complete((long)promptTokens + completionTokens);
         if (promptTokens == 0 && completionTokens == 0) return;
+        var failures = trust.UsageFailures;
         try
         {
             await trust.Stores.Usage.RecordAsync(KeyId, model, promptTokens, completionTokens, DateTimeOffset.UtcNow, cancellationToken);
         }
         catch (Exception e)
         {
-            logger.LogError(e, "Usage not recorded for key {KeyId} on {Model}: {PromptTokens} prompt and {CompletionTokens} completion tokens",
+            logger.LogDebug(e, "Usage not recorded for key {KeyId} on {Model}: {PromptTokens} prompt and {CompletionTokens} completion tokens",
                 KeyId, model, promptTokens, completionTokens);
+            if (failures.Add() is var lost and > 0)
+                logger.LogError("Usage of {Requests} request(s) not recorded: {Cause} (said at most once a minute while it lasts)", lost, e.Message.TrimEnd('.'));
+            return;
         }
+        if (failures.Failing && failures.End() is { } unsaid)
+            logger.LogWarning("Usage recorded again; {Requests} more request(s) had their usage lost since the last line", unsaid);
     }
 
     /// <summary>Checks a prompt (a completions prompt, or a chat's messages joined) under the

@@ -4,6 +4,7 @@
 using System.Text.Json.Nodes;
 using Stratus.Platform;
 using Stratus.Safety;
+using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;
 
@@ -26,6 +27,7 @@ public sealed class StratusTrust
         Quotas = new TrustQuotas(time);
         Safety = Stores.SafetyConfiguration();
         Pipelines = new SafetyPipelineCache(Safety, options.ExtraSafetyProviders, options.SafetyRefreshInterval, time);
+        UsageFailures = new LogThrottle(time);
     }
 
     public TrustOptions Options { get; }
@@ -35,6 +37,9 @@ public sealed class StratusTrust
     public TrustQuotas Quotas { get; }
     public SafetyConfiguration Safety { get; }
     public SafetyPipelineCache Pipelines { get; }
+    /// <summary>Usage records that failed (a full disk fails every request's), for the server's
+    /// log to say once a minute rather than once a request.</summary>
+    internal LogThrottle UsageFailures { get; }
 
     /// <summary>Revokes a key and drops its quota windows; its next request is refused because
     /// authentication reads the key row on every request.</summary>

@@ -140,11 +140,21 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
     async Task ServeWithoutKeyAsync(HttpContext context)
     {
         // The startup guard allows this mode only on loopback addresses; refusing other peers
-        // here as well covers the moments between binding and that check.
+        // here as well covers the moments between binding and that check. Behind a proxy that
+        // --forwarded-allow-ips lists, the client is the one it forwarded (ForwardedClients).
         if (context.Connection.RemoteIpAddress is { } remote && !IPAddress.IsLoopback(remote))
         {
             await RefuseAsync(context, OpenAIErrors.Create(StatusCodes.Status403Forbidden,
                 "This server runs with --insecure-no-auth and answers loopback clients only.", code: "insecure_no_auth"));
+            return;
+        }
+        // A proxy on this machine that is not listed makes every client a loopback peer; the
+        // X-Forwarded-For it added (one a listed proxy vouched for is consumed) says so.
+        if (context.Request.Headers.ContainsKey(Microsoft.AspNetCore.HttpOverrides.ForwardedHeadersDefaults.XForwardedForHeaderName))
+        {
+            await RefuseAsync(context, OpenAIErrors.Create(StatusCodes.Status403Forbidden,
+                "This server runs with --insecure-no-auth and answers loopback clients only; this request came through a proxy that --forwarded-allow-ips does not list, " +
+                "so its client is unknown. List the proxy there, so that the client it forwards is checked.", code: "insecure_no_auth"));
             return;
         }
         context.Features.Set(new RequestTrust(trust, null, context.TraceIdentifier, requestLogger));

@@ -1,0 +1,142 @@
+// A failure that repeats while its cause lasts is logged as a line at once, then at most a line a
+// minute with how many times it happened since, and a line when it ends (LogThrottle): usage the
+// database cannot record (a full disk failed every request, each with an error and its stack
+// trace) and access log lines lost (a warning per batch).
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Json;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
+using Stratus.Platform;
+using Stratus.Server.Hosting;
+
+namespace Stratus.Server.Tests;
+
+public sealed class RepeatedFailureLogTests
+{
+    sealed class ManualClock : TimeProvider
+    {
+        long ticks;
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+        public override long GetTimestamp() => Interlocked.Read(ref ticks);
+        public void Advance(TimeSpan by) => Interlocked.Add(ref ticks, by.Ticks);
+    }
+
+    [Fact]
+    public void A_failure_is_named_at_once_then_once_an_interval_with_its_count_and_once_when_it_ends()
+    {
+        var clock = new ManualClock();
+        var throttle = new LogThrottle(clock);
+        Assert.Equal(0, throttle.Add(0));
+        Assert.False(throttle.Failing);
+        Assert.Equal(1, throttle.Add());
+        Assert.True(throttle.Failing);
+        // Within the interval: counted, not named.
+        clock.Advance(LogThrottle.Interval - TimeSpan.FromSeconds(1));
+        Assert.Equal(0, throttle.Add());
+        Assert.Equal(0, throttle.Add(4));
+        // Past it: the next occurrence names all five, or a check with none new (a batch without drops).
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(5, throttle.Add(0));
+        Assert.Equal(0, throttle.Add(2));
+        // The end names what no line has named; after it, the next occurrence is named at once.
+        Assert.Equal(2, throttle.End());
+        Assert.Null(throttle.End());
+        Assert.False(throttle.Failing);
+        Assert.Equal(1, throttle.Add());
+    }
+
+    /// <summary>Writes to the usage table fail, as they do on a full disk: one error line naming
+    /// the cause, without a stack trace, for any number of requests within the minute, each
+    /// request's exception at Debug; then a line when usage is recorded again, with the count the
+    /// error line did not name.</summary>
+    [Fact]
+    public async Task Usage_that_cannot_be_recorded_is_one_line_naming_the_cause_not_a_stack_trace_per_request()
+    {
+        var log = new LogCapture();
+        var fixture = new TinyModelServer { ConfigureServices = log.AddTo };
+        await fixture.InitializeAsync();
+        try
+        {
+            Sql(fixture, """
+                CREATE TRIGGER usage_insert_fails BEFORE INSERT ON usage_daily BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;
+                CREATE TRIGGER usage_update_fails BEFORE UPDATE ON usage_daily BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;
+                """);
+            for (var i = 0; i < 3; i++) await ChatAsync(fixture);
+            var usage = typeof(Trust.RequestTrust).FullName!;
+            var perRequest = await LinesAsync(log, line => line.Category == usage && line.Level == LogLevel.Debug, 3);
+            Assert.All(perRequest, line => Assert.IsType<SqliteException>(line.Exception));
+            var error = Assert.Single(log.Lines, line => line.Level >= LogLevel.Warning && line.Category == usage);
+            Assert.Equal((LogLevel.Error, null), (error.Level, error.Exception));
+            Assert.Equal("Usage of 1 request(s) not recorded: SQLite Error 19: 'database or disk is full' (said at most once a minute while it lasts)", error.Message);
+
+            Sql(fixture, "DROP TRIGGER usage_insert_fails; DROP TRIGGER usage_update_fails;");
+            await ChatAsync(fixture);
+            var recovered = Assert.Single(await LinesAsync(log, line => line.Category == usage && line.Level == LogLevel.Warning, 1));
+            Assert.Equal("Usage recorded again; 2 more request(s) had their usage lost since the last line", recovered.Message);
+        }
+        finally
+        {
+            await fixture.DisposeAsync();
+        }
+    }
+
+    /// <summary>An access log that cannot be written loses every batch's lines: a warning per
+    /// batch before; now one at once, and the rest counted in one when the log stops (or a minute on).</summary>
+    [Fact]
+    public async Task Access_log_lines_lost_batch_after_batch_are_one_warning_not_one_a_batch()
+    {
+        var log = new LogCapture();
+        var path = Path.Combine(Path.GetTempPath(), $"stratus-access-{Guid.NewGuid():N}.log");
+        var accessLog = AccessLog.Open(path, log.CreateLogger(typeof(AccessLog).FullName!));
+        // A folder in the file's place makes every write fail (permissions would not stop root).
+        File.Delete(path);
+        Directory.CreateDirectory(path);
+        try
+        {
+            for (var i = 1; i <= 4; i++)
+            {
+                accessLog.Write(new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), IPAddress.Loopback, "GET", "/health", $"lost-{i}"));
+                var waited = Stopwatch.StartNew();
+                // Each its own batch.
+                while (accessLog.Dropped < i && waited.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(10);
+                Assert.Equal(i, accessLog.Dropped);
+            }
+            await accessLog.DisposeAsync();
+        }
+        finally
+        {
+            Directory.Delete(path);
+        }
+        Assert.Equal([$"access log {path}: 1 lines lost (1 since the server started)", $"access log {path}: 3 lines lost (4 since the server started)"],
+            log.Lines.Where(line => line.Message.Contains("lines lost", StringComparison.Ordinal)).Select(line => line.Message));
+    }
+
+    static async Task ChatAsync(TinyModelServer fixture)
+    {
+        using var response = await fixture.Http.PostAsJsonAsync("/v1/chat/completions",
+            new { model = TinyModelServer.ModelName, messages = new[] { new { role = "user", content = "a" } }, max_tokens = 2 });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        await response.Content.ReadAsStringAsync();
+    }
+
+    /// <summary>The lines <paramref name="match"/> takes, once there are <paramref name="count"/>
+    /// (usage is recorded as the request ends, after its answer has gone).</summary>
+    static async Task<IReadOnlyList<LogLine>> LinesAsync(LogCapture log, Func<LogLine, bool> match, int count)
+    {
+        for (var waited = Stopwatch.StartNew(); waited.Elapsed < TimeSpan.FromSeconds(30); await Task.Delay(20))
+            if (log.Lines.Count(match) >= count) break;
+        var lines = log.Lines.Where(match).ToList();
+        Assert.Equal(count, lines.Count);
+        return lines;
+    }
+
+    static void Sql(TinyModelServer fixture, string sql)
+    {
+        using var connection = new SqliteConnection($"Data Source={Path.Combine(fixture.DataDir, PlatformDatabase.FileName)};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+}

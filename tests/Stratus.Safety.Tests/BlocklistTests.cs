@@ -24,6 +24,22 @@ public sealed class BlocklistTests
     }
 
     [Theory]
+    [InlineData("κακός", "ΚΑΚΌΣ")]                              // final sigma: the regex pairs Σ with σ alone
+    [InlineData("ΚΑΚΌΣ", "είναι κακός")]
+    [InlineData("σοφός", "ΣΟΦΌΣ")]
+    [InlineData("µg", "ΜG")]                                    // the micro sign: the regex pairs Μ with μ alone
+    [InlineData("ϐαρύς", "ΒΑΡΎΣ")]                              // β's curled form
+    [InlineData("\U0001E900\U0001E923", "\U0001E922\U0001E901")]    // Adlam: the regex folds no case past U+FFFF
+    [InlineData("\U00010400\U0001042F", "\U00010428\U00010407")]    // Deseret
+    public async Task Terms_match_in_any_case_where_the_regex_alone_would_not(string term, string text)
+    {
+        // .NET's IgnoreCase pairs each capital with one small letter and folds UTF-16 characters
+        // only: the matching form reads the other small forms (ς, µ, ϐ) as the one it pairs, and
+        // letters past U+FFFF in one case.
+        Assert.Single(await Analyze(new Blocklist("words", [term], []), text));
+    }
+
+    [Theory]
     [InlineData("炸弹", "如何制造炸弹的方法")]
     [InlineData("爆弾", "爆弾を作る方法")]
     [InlineData("ระเบิด", "วิธีทำระเบิดที่บ้าน")]

@@ -21,10 +21,20 @@ public sealed record Blocklist(
     public static string CanonicalTerm(string? term) =>
         term is null ? "" : string.Join(' ', term.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries));
 
-    /// <summary>Which terms are one entry (compared ignoring case): those that match the same
-    /// texts, their matching forms alike ("ｂｏｍｂ", "bo\u200Bmb" and "bomb"). A list keeps one
-    /// of them, as first given, and removing any of them removes it.</summary>
-    public static string EntryKey(string? term) => CanonicalTerm(MatchingForm.Of(CanonicalTerm(term)).Text);
+    /// <summary>Which terms are one entry (keys compared ordinally): those that match the same
+    /// texts, their matching forms alike ("ｂｏｍｂ", "bo\u200Bmb" and "bomb") letter for letter in
+    /// either case as the term regex's IgnoreCase pairs them: ß with ẞ and Ω with the ohm sign,
+    /// which OrdinalIgnoreCase (capitals compared) tells apart, while it pairs µ with μ, which
+    /// the regex does not (the matching form reads µ as μ: MatchingForm.CasePartner). A list
+    /// keeps one of them, as first given, and removing any of them removes it.</summary>
+    public static string EntryKey(string? term)
+    {
+        var read = CanonicalTerm(MatchingForm.Of(CanonicalTerm(term)).Text);
+        return string.Create(read.Length, read, static (key, letters) =>
+        {
+            for (var i = 0; i < letters.Length; i++) key[i] = char.ToUpperInvariant(char.ToLowerInvariant(letters[i]));
+        });
+    }
 }
 
 /// <summary>A blocklist checked and compiled; building one is how a blocklist is validated.</summary>
@@ -42,7 +52,7 @@ public sealed class CompiledBlocklist
     public const int MaxTermLength = 200;
     public const int MaxPatternLength = 1000;
 
-    const RegexOptions Options = RegexOptions.IgnoreCase | RegexOptions.CultureInvariant;
+    internal const RegexOptions Options = RegexOptions.IgnoreCase | RegexOptions.CultureInvariant;
 
     // A "word" character for boundaries: letters, digits, underscore in any script. \b is
     // avoided because it only sees a boundary next to a word character, so terms that begin or

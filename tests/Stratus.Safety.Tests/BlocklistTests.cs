@@ -1,6 +1,7 @@
 // Custom blocklists: whole-word, case-insensitive terms; regexes validated at creation and
 // bounded by a match timeout.
 using System.Diagnostics;
+using System.Text.RegularExpressions;
 using Stratus.Safety;
 
 namespace Stratus.Safety.Tests;
@@ -37,6 +38,30 @@ public sealed class BlocklistTests
         // only: the matching form reads the other small forms (ς, µ, ϐ) as the one it pairs, and
         // letters past U+FFFF in one case.
         Assert.Single(await Analyze(new Blocklist("words", [term], []), text));
+    }
+
+    [Fact]
+    public void Terms_are_one_entry_exactly_when_the_term_regex_reads_them_alike()
+    {
+        // Every character of the BMP that the matching form reads as one: the characters its term
+        // regex matches, read so too, are exactly those with its entry key. OrdinalIgnoreCase pairs
+        // more (µ and μ) and fewer (ß and ẞ) than the regex.
+        var read = new char[0x10000];
+        for (var c = 1; c < read.Length; c++)
+            read[c] = char.IsSurrogate((char)c) || char.IsWhiteSpace((char)c) || MatchingForm.Of(((char)c).ToString()).Text is not [var one] ? '\0' : one;
+        var text = new string(read);
+        var entries = Enumerable.Range(1, read.Length - 1).Where(c => read[c] != '\0')
+            .GroupBy(c => Blocklist.EntryKey(((char)c).ToString())).ToDictionary(g => g.Key, g => g.ToHashSet());
+        var wrong = new List<string>();
+        foreach (var (key, alike) in entries)
+        {
+            var matched = new HashSet<int>();
+            var regex = new Regex(Regex.Escape(read[alike.First()].ToString()), CompiledBlocklist.Options);
+            for (var m = regex.Match(text); m.Success; m = m.NextMatch()) matched.Add(m.Index);
+            if (!matched.SetEquals(alike))
+                wrong.Add($"U+{alike.First():X4}: matches {string.Join(" ", matched.Order().Select(c => $"U+{c:X4}"))}, one entry with {string.Join(" ", alike.Order().Select(c => $"U+{c:X4}"))}");
+        }
+        Assert.True(wrong.Count == 0, string.Join("\n", wrong.Take(10)));
     }
 
     [Theory]

@@ -116,7 +116,7 @@ public sealed class CompiledBlocklist
 
     public static void ValidateName(string? name)
     {
-        if (name is null || !Regex.IsMatch(name, "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
+        if (name is null || !Regex.IsMatch(name, @"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\z"))
             throw new TrustUserException($"Blocklist name '{name}' is invalid: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit.");
     }
 

@@ -178,6 +178,7 @@ public sealed class CompiledBlocklist
         return found;
     }
 
+    /// <summary>Adds the pattern's matches, if the text may have any (BlocklistPattern.MayMatch).</summary>
     static void Collect(BlocklistPattern pattern, string input, MatchingForm? form, List<SafetyMatch> found)
     {
         if (pattern.MayMatch(input)) Collect(pattern.Backtracking, input, form, "pattern", found, pattern);
@@ -210,15 +211,15 @@ public sealed class CompiledBlocklist
 }
 
 /// <summary>A blocklist pattern. It runs on the backtracking engine, bounded by the match timeout:
-/// its spans are the leftmost-first ones that the reports, the streaming guard and redaction are
-/// built on, and it is cheap to build. .NET's linear-time engine (NonBacktracking) is neither:
+/// its spans are the leftmost-first ones that the reports and the streaming guard are built on,
+/// and it is cheap to build. .NET's linear-time engine (NonBacktracking) is neither:
 /// it drops a match that a later one follows (dotnet/runtime#130176; the guard then released a
 /// settled hit), and takes 0.1-0.4 MiB and 1-3 ms to build per pattern, which a server pays for
 /// every deployment each time the safety configuration changes. It tells exactly whether a text
 /// has a match at all, though, in time linear in the text: a text that takes the backtracking
 /// engine past its timeout ((a+)+$ on a long run of a's) is asked of it, built then, once, and
 /// is clean if it has none (a match, or a pattern it cannot run, fails closed as before). From
-/// then on it is asked first, so such a text costs no timeout at each check.</summary>
+/// then on it is asked first, so later checks of such a text wait for no timeout.</summary>
 sealed class BlocklistPattern(string source, Regex backtracking)
 {
     // Built at the first timeout; null where the linear-time engine cannot run the pattern

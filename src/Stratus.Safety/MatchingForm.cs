@@ -12,8 +12,9 @@
 // composition, not the bare letter, is read; Compositions). The server runs with invariant
 // globalization, where string.Normalize is a no-op, so the forms are mapped here rather than by
 // NFKC, whose mappings these are (the negative circled and squared letters and the case
-// partners aside, which NFKC leaves alone). Each character of the folded text knows the span of the original it came from,
-// so a match is reported, held back and released as the text was written.
+// partners aside, which NFKC leaves alone). Each character of the folded text knows the span of
+// the original it came from, so a match is reported, held back and released as the text was
+// written.
 using System.Buffers;
 using System.Globalization;
 using System.Text;
@@ -173,7 +174,7 @@ sealed class MatchingForm
     /// one it does: .NET pairs each capital with one small letter, so the small letter's other
     /// forms (final ς, which is σ; the micro sign µ, which is μ; β's curled ϐ; ẛ) are read as
     /// that one, and it folds the case of UTF-16 characters only, so a letter past U+FFFF (Adlam,
-    /// Deseret, Osage) is read small. Terms are read so too, so "κακός" blocks "ΚΑΚΟΣ" and a
+    /// Deseret, Osage) is read small. Terms are read so too, so "κακός" blocks "ΚΑΚΌΣ" and a
     /// term's letters match in either case in every script, as Blocklist.EntryKey takes them.</summary>
     static int CasePartner(Rune rune, Span<char> letters)
     {

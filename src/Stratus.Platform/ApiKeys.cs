@@ -166,7 +166,7 @@ public static class ApiKeyFormat
     public const int Length = 11 + IdLength + 43;
 
     static readonly Regex Shape = new($"^{Regex.Escape(Prefix)}[A-Za-z0-9_-]{{{Length - Prefix.Length}}}$", RegexOptions.CultureInvariant);
-    static readonly Regex Name = new("^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", RegexOptions.CultureInvariant);
+    static readonly Regex Name = new(@"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\z", RegexOptions.CultureInvariant);
     /// <summary>A key, or what begins as one, anywhere in a text: its id, then the rest of it.</summary>
     static readonly Regex InText = new($"{Regex.Escape(Prefix)}(?<id>[A-Za-z0-9_-]{{0,{IdLength}}})[A-Za-z0-9_-]*", RegexOptions.CultureInvariant);
 

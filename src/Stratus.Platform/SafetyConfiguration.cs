@@ -119,11 +119,11 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
         CancellationToken cancellationToken = default)
     {
         RequireEntries(terms, patterns, "remove");
-        var drop = terms.Select(Blocklist.EntryKey).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        var drop = terms.Select(Blocklist.EntryKey).ToHashSet();
         return ChangeBlocklistAsync(name, existing =>
         {
             if (existing is null) throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
-            var kept = existing.Terms.Select(Blocklist.EntryKey).ToHashSet(StringComparer.OrdinalIgnoreCase);
+            var kept = existing.Terms.Select(Blocklist.EntryKey).ToHashSet();
             var missing = terms.Where(t => !kept.Contains(Blocklist.EntryKey(t)))
                 .Concat(patterns.Where(p => !existing.Patterns.Contains(p, StringComparer.Ordinal))).ToList();
             if (missing.Count > 0) throw new TrustUserException($"Blocklist '{existing.Name}' has no entry {string.Join(", ", missing.Select(m => $"'{m}'"))}.");
@@ -157,7 +157,7 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
             var changed = change(existing);
             changed = changed with
             {
-                Terms = [.. changed.Terms.Select(Blocklist.CanonicalTerm).DistinctBy(Blocklist.EntryKey, StringComparer.OrdinalIgnoreCase)],
+                Terms = [.. changed.Terms.Select(Blocklist.CanonicalTerm).DistinctBy(Blocklist.EntryKey)],
                 Patterns = [.. changed.Patterns.Distinct(StringComparer.Ordinal)],
             };
             CompiledBlocklist.Compile(changed);

@@ -1,7 +1,8 @@
 // Custom blocklists, as in Azure AI Content Safety: named lists of terms (matched whole-word,
 // case-insensitively; a term's edge in a script written without spaces, such as CJK or Thai,
 // matches inside running text) and regular expressions (validated when created and run with a
-// match timeout so a pathological pattern cannot stall the server).
+// match timeout so a pathological pattern cannot stall the server; a text one times out on is
+// asked of .NET's linear-time engine, so a clean one is not blocked: BlocklistPattern).
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -21,10 +22,20 @@ public sealed record Blocklist(
     public static string CanonicalTerm(string? term) =>
         term is null ? "" : string.Join(' ', term.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries));
 
-    /// <summary>Which terms are one entry (compared ignoring case): those that match the same
-    /// texts, their matching forms alike ("ｂｏｍｂ", "bo\u200Bmb" and "bomb"). A list keeps one
-    /// of them, as first given, and removing any of them removes it.</summary>
-    public static string EntryKey(string? term) => CanonicalTerm(MatchingForm.Of(CanonicalTerm(term)).Text);
+    /// <summary>Which terms are one entry (keys compared ordinally): those that match the same
+    /// texts, their matching forms alike ("ｂｏｍｂ", "bo\u200Bmb" and "bomb") letter for letter in
+    /// either case as the term regex's IgnoreCase pairs them: ß with ẞ and Ω with the ohm sign,
+    /// which OrdinalIgnoreCase (capitals compared) tells apart, while it pairs µ with μ, which
+    /// the regex does not (the matching form reads µ as μ: MatchingForm.CasePartner). A list
+    /// keeps one of them, as first given, and removing any of them removes it.</summary>
+    public static string EntryKey(string? term)
+    {
+        var read = CanonicalTerm(MatchingForm.Of(CanonicalTerm(term)).Text);
+        return string.Create(read.Length, read, static (key, letters) =>
+        {
+            for (var i = 0; i < letters.Length; i++) key[i] = char.ToUpperInvariant(char.ToLowerInvariant(letters[i]));
+        });
+    }
 }
 
 /// <summary>A blocklist checked and compiled; building one is how a blocklist is validated.</summary>
@@ -42,7 +53,7 @@ public sealed class CompiledBlocklist
     public const int MaxTermLength = 200;
     public const int MaxPatternLength = 1000;
 
-    const RegexOptions Options = RegexOptions.IgnoreCase | RegexOptions.CultureInvariant;
+    internal const RegexOptions Options = RegexOptions.IgnoreCase | RegexOptions.CultureInvariant;
 
     // A "word" character for boundaries: letters, digits, underscore in any script. \b is
     // avoided because it only sees a boundary next to a word character, so terms that begin or
@@ -52,9 +63,9 @@ public sealed class CompiledBlocklist
     static readonly string WordChar = $@"[\p{{L}}\p{{N}}_-[{UnspacedScripts.CharacterClass}]]";
 
     readonly Regex? terms;
-    readonly Regex[] patterns;
+    readonly BlocklistPattern[] patterns;
 
-    CompiledBlocklist(Blocklist source, Regex? terms, Regex[] patterns, int streamingWindow)
+    CompiledBlocklist(Blocklist source, Regex? terms, BlocklistPattern[] patterns, int streamingWindow)
     {
         Source = source;
         this.terms = terms;
@@ -92,10 +103,10 @@ public sealed class CompiledBlocklist
             // however long the run, and a term padded with zero-width characters as it is; 16 is margin.
             window = cleanTerms.Max(t => t.Length) + 16;
         }
-        var compiled = new Regex[list.Patterns.Count];
+        var compiled = new BlocklistPattern[list.Patterns.Count];
         for (var i = 0; i < compiled.Length; i++)
         {
-            compiled[i] = CompilePattern(list.Name, list.Patterns[i]);
+            compiled[i] = new BlocklistPattern(list.Patterns[i], CompilePattern(list.Name, list.Patterns[i]));
             window = Math.Max(window, PatternWindow);
         }
         if (termRegex is null && compiled.Length == 0)
@@ -105,7 +116,7 @@ public sealed class CompiledBlocklist
 
     public static void ValidateName(string? name)
     {
-        if (name is null || !Regex.IsMatch(name, "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"))
+        if (name is null || !Regex.IsMatch(name, @"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\z"))
             throw new TrustUserException($"Blocklist name '{name}' is invalid: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit.");
     }
 
@@ -127,20 +138,11 @@ public sealed class CompiledBlocklist
         Regex regex;
         try
         {
-            // .NET's automaton engine, linear in the text: a pattern such as (a+)+$ backtracks
-            // exponentially on "aaa...ab" and would time out on every check of such a text, a
-            // block of clean text and 100 ms of a core each time (each streamed token's check,
-            // too). The constructs it lacks (lookarounds, backreferences, atomic groups) fall
-            // back to the backtracking engine, bounded by the timeout.
-            regex = new Regex(pattern, Options | RegexOptions.NonBacktracking, MatchTimeout);
-        }
-        catch (NotSupportedException)
-        {
-            regex = Backtracking(listName, pattern);
+            regex = new Regex(pattern, Options, MatchTimeout);
         }
         catch (ArgumentException e)
         {
-            throw NotARegularExpression(listName, pattern, e);
+            throw new TrustUserException($"Blocklist '{listName}': pattern '{pattern}' is not a valid regular expression: {e.Message}", e);
         }
         bool matchesEmpty;
         try
@@ -156,15 +158,6 @@ public sealed class CompiledBlocklist
         return regex;
     }
 
-    static Regex Backtracking(string listName, string pattern)
-    {
-        try { return new Regex(pattern, Options, MatchTimeout); }
-        catch (ArgumentException e) { throw NotARegularExpression(listName, pattern, e); }
-    }
-
-    static TrustUserException NotARegularExpression(string listName, string pattern, ArgumentException e) =>
-        new($"Blocklist '{listName}': pattern '{pattern}' is not a valid regular expression: {e.Message}", e);
-
     /// <summary>All spans in the text that hit this list, in text order. Terms and patterns
     /// read the text in its matching form (full-width and other compatibility letters as the
     /// letters they show, invisible characters and stray diacritics left out: MatchingForm);
@@ -178,17 +171,24 @@ public sealed class CompiledBlocklist
         if (terms is not null) Collect(terms, text.Text, text, "term", found);
         foreach (var pattern in patterns)
         {
-            Collect(pattern, text.Text, text, "pattern", found);
-            if (text.IsFolded) Collect(pattern, text.Written, null, "pattern", found);
+            Collect(pattern, text.Text, text, found);
+            if (text.IsFolded) Collect(pattern, text.Written, null, found);
         }
         found.Sort((a, b) => a.Start.CompareTo(b.Start));
         return found;
     }
 
+    /// <summary>Adds the pattern's matches, if the text may have any (BlocklistPattern.MayMatch).</summary>
+    static void Collect(BlocklistPattern pattern, string input, MatchingForm? form, List<SafetyMatch> found)
+    {
+        if (pattern.MayMatch(input)) Collect(pattern.Backtracking, input, form, "pattern", found, pattern);
+    }
+
     /// <summary>Adds the regex's matches in <paramref name="input"/>, the text's matching form
     /// (<paramref name="form"/>, whose spans are mapped back to the text as written) or the
-    /// text as written (null), each span once.</summary>
-    static void Collect(Regex regex, string input, MatchingForm? form, string kind, List<SafetyMatch> found)
+    /// text as written (null), each span once. A pattern's regex that times out is a hit of the
+    /// whole text unless the pattern finds the text has no match (BlocklistPattern.HasMatch).</summary>
+    static void Collect(Regex regex, string input, MatchingForm? form, string kind, List<SafetyMatch> found, BlocklistPattern? pattern = null)
     {
         try
         {
@@ -202,10 +202,49 @@ public sealed class CompiledBlocklist
         }
         catch (RegexMatchTimeoutException)
         {
+            if (pattern is not null && !pattern.HasMatch(input)) return;
             // Fail closed: the whole text counts as the hit.
             var whole = new SafetyMatch(0, form?.Written.Length ?? input.Length, kind + " (timed out)");
             if (!found.Contains(whole)) found.Add(whole);
         }
+    }
+}
+
+/// <summary>A blocklist pattern. It runs on the backtracking engine, bounded by the match timeout:
+/// its spans are the leftmost-first ones that the reports and the streaming guard are built on,
+/// and it is cheap to build. .NET's linear-time engine (NonBacktracking) is neither:
+/// it drops a match that a later one follows (dotnet/runtime#130176; the guard then released a
+/// settled hit), and takes 0.1-0.4 MiB and 1-3 ms to build per pattern, which a server pays for
+/// every deployment each time the safety configuration changes. It tells exactly whether a text
+/// has a match at all, though, in time linear in the text: a text that takes the backtracking
+/// engine past its timeout ((a+)+$ on a long run of a's) is asked of it, built then, once, and
+/// is clean if it has none (a match, or a pattern it cannot run, fails closed as before). From
+/// then on it is asked first, so later checks of such a text wait for no timeout.</summary>
+sealed class BlocklistPattern(string source, Regex backtracking)
+{
+    // Built at the first timeout; null where the linear-time engine cannot run the pattern
+    // (lookarounds, backreferences, atomic groups, an automaton past its size limit).
+    readonly Lazy<Regex?> linear = new(() => Linear(source));
+
+    public Regex Backtracking => backtracking;
+
+    /// <summary>False only when the text has no match, as the linear-time engine finds once the
+    /// backtracking one has timed out on this pattern.</summary>
+    public bool MayMatch(string text) => !linear.IsValueCreated || HasMatch(text);
+
+    /// <summary>Whether the text has a match, as far as the linear-time engine can tell; one that
+    /// cannot run the pattern, or times out itself, says it has.</summary>
+    public bool HasMatch(string text)
+    {
+        if (linear.Value is not { } engine) return true;
+        try { return engine.IsMatch(text); }
+        catch (RegexMatchTimeoutException) { return true; }
+    }
+
+    static Regex? Linear(string source)
+    {
+        try { return new Regex(source, CompiledBlocklist.Options | RegexOptions.NonBacktracking, CompiledBlocklist.MatchTimeout); }
+        catch (NotSupportedException) { return null; }
     }
 }
 

@@ -1,7 +1,9 @@
 // The form in which blocklists read text, so that a word written to look like a blocked one is
 // one. Letters drawn in another form are read as the letters they show: full-width ("ｂｏｍｂ",
 // as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷ℴ𝓂𝒷"), circled
-// and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑") and the Latin ligatures ("ﬁ"). Invisible characters are
+// and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑") and the Latin ligatures ("ﬁ"); and a letter in the case
+// the regex's IgnoreCase pairs with its other case (final ς as σ, Adlam small: CasePartner), so
+// a term matches in any case whatever its script. Invisible characters are
 // left out: format characters (zero-width space and joiners, soft hyphen, word joiner,
 // bidirectional marks, tags), variation selectors, and the combining diacritics of the generic
 // blocks (U+0300-U+036F and kin) written as characters of their own ("b̷o̷m̷b̷", Zalgo's heaps)
@@ -9,9 +11,10 @@
 // however it is written, precomposed or decomposed ("año" and "an\u0303o" are not "ano": the
 // composition, not the bare letter, is read; Compositions). The server runs with invariant
 // globalization, where string.Normalize is a no-op, so the forms are mapped here rather than by
-// NFKC, whose mappings these are (the negative circled and squared letters aside, which NFKC
-// leaves alone). Each character of the folded text knows the span of the original it came from,
-// so a match is reported, held back and released as the text was written.
+// NFKC, whose mappings these are (the negative circled and squared letters and the case
+// partners aside, which NFKC leaves alone). Each character of the folded text knows the span of
+// the original it came from, so a match is reported, held back and released as the text was
+// written.
 using System.Buffers;
 using System.Globalization;
 using System.Text;
@@ -163,8 +166,22 @@ sealed class MatchingForm
                 spelled.CopyTo(letters);
                 return spelled.Length;
             default:
-                return 0;
+                return CasePartner(rune, letters);
         }
+    }
+
+    /// <summary>A letter that the regex's IgnoreCase does not pair with its other case, as the
+    /// one it does: .NET pairs each capital with one small letter, so the small letter's other
+    /// forms (final ς, which is σ; the micro sign µ, which is μ; β's curled ϐ; ẛ) are read as
+    /// that one, and it folds the case of UTF-16 characters only, so a letter past U+FFFF (Adlam,
+    /// Deseret, Osage) is read small. Terms are read so too, so "κακός" blocks "ΚΑΚΌΣ" and a
+    /// term's letters match in either case in every script, as Blocklist.EntryKey takes them.</summary>
+    static int CasePartner(Rune rune, Span<char> letters)
+    {
+        var small = rune.IsBmp
+            ? Rune.ToLowerInvariant(rune) == rune && Rune.ToUpperInvariant(rune) is var capital && capital != rune ? Rune.ToLowerInvariant(capital) : rune
+            : Rune.ToLowerInvariant(rune);
+        return small == rune ? 0 : small.EncodeToUtf16(letters);
     }
 
     static readonly string[] Ligatures = ["ff", "fi", "fl", "ffi", "ffl", "st", "st"];

@@ -17,8 +17,8 @@
 // - Text is read in the blocklists' matching form (MatchingForm: invisible characters left
 //   out, full-width and mathematical letters as the letters they show), then:
 // - Decimal digits of every script ("١٢٣", "１２３") are read as ASCII digits, and full-width
-//   forms ("＠", "－", the ideographic space) as their ASCII counterparts: a number typed in a
-//   Japanese IME's full-width mode is as personal as an ASCII one. Spans found in the folded
+//   forms ("＠", "－": the matching form's; the ideographic space) as their ASCII counterparts: a
+//   number typed in a Japanese IME's full-width mode is as personal as an ASCII one. Spans found in the folded
 //   text are mapped back to the original, so redaction replaces what was written. The patterns match ASCII digits only ([0-9], not \d), so every
 //   candidate the verifiers parse is ASCII by construction.
 using System.Buffers;
@@ -80,7 +80,12 @@ public sealed class PiiDetector : IContentSafetyProvider
 
     static readonly Regex Ssn = new(@"(?<![0-9-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9-])", Options, Timeout);
 
-    static readonly SearchValues<char> Required = SearchValues.Create("0123456789@:");
+    /// <summary>What every kind needs, a digit, an '@' (e-mail) or a ':' (IPv6), in any form the
+    /// text is read in: a decimal digit of any script, the full-width '＠' and '：', the high
+    /// surrogate of the mathematical digits (U+1D7CE-U+1D7FF). Prose without any, the most of
+    /// what a model writes, is neither folded nor matched: the guard checks its window at every
+    /// token.</summary>
+    static readonly SearchValues<char> Required = SearchValues.Create([.. "@:＠：\uD835", .. Enumerable.Range(0, char.MaxValue + 1).Select(c => (char)c).Where(char.IsDigit)]);
 
     readonly HashSet<PiiKind> kinds;
 
@@ -122,30 +127,28 @@ public sealed class PiiDetector : IContentSafetyProvider
     /// <summary>Verified PII spans in text order, without overlaps (the longest wins).</summary>
     public IReadOnlyList<SafetyMatch> Find(string text)
     {
+        if (!text.AsSpan().ContainsAny(Required)) return [];
         // The blocklists' matching form first (MatchingForm): an address written with a zero-width
         // space or soft hyphen inside it, or in mathematical letters, is the address it shows.
         var form = MatchingForm.Of(text);
         var folded = Fold(form.Text);
-        // Every kind needs a digit, an '@' (e-mail) or a ':' (IPv6): prose without any, the most
-        // of what a model writes, skips the patterns.
-        if (!folded.AsSpan().ContainsAny(Required)) return [];
         var candidates = new List<SafetyMatch>();
         try
         {
-            if (kinds.Contains(PiiKind.Email)) AddAll(Email, folded, PiiKind.Email, candidates, static _ => true);
+            if (kinds.Contains(PiiKind.Email)) AddAll(Email, folded, PiiKind.Email, candidates, static (_, _) => true);
             if (kinds.Contains(PiiKind.Phone))
             {
-                AddAll(NorthAmericanPhone, folded, PiiKind.Phone, candidates, static _ => true);
-                AddAll(InternationalPhone, folded, PiiKind.Phone, candidates, static m => DigitCount(m.Value) is >= 8 and <= 15);
+                AddAll(NorthAmericanPhone, folded, PiiKind.Phone, candidates, static (_, _) => true);
+                AddAll(InternationalPhone, folded, PiiKind.Phone, candidates, static (_, m) => DigitCount(m.Value) is >= 8 and <= 15);
             }
-            if (kinds.Contains(PiiKind.PaymentCard)) AddAll(Card, folded, PiiKind.PaymentCard, candidates, static m => IsPaymentCard(m.Value));
+            if (kinds.Contains(PiiKind.PaymentCard)) AddAll(Card, folded, PiiKind.PaymentCard, candidates, static (_, m) => IsPaymentCard(m.Value));
             if (kinds.Contains(PiiKind.Iban)) AddIbans(folded, candidates);
             if (kinds.Contains(PiiKind.IpAddress))
             {
-                AddAll(IPv4, folded, PiiKind.IpAddress, candidates, m => !ReadsAsVersion(folded, m.Index));
-                AddAll(IPv6, folded, PiiKind.IpAddress, candidates, static m => IsIPv6(m.Value));
+                AddAll(IPv4, folded, PiiKind.IpAddress, candidates, static (text, m) => !ReadsAsVersion(text, m.Index));
+                AddAll(IPv6, folded, PiiKind.IpAddress, candidates, static (_, m) => IsIPv6(m.Value));
             }
-            if (kinds.Contains(PiiKind.Ssn)) AddAll(Ssn, folded, PiiKind.Ssn, candidates, static m => IsSsn(m.Value));
+            if (kinds.Contains(PiiKind.Ssn)) AddAll(Ssn, folded, PiiKind.Ssn, candidates, static (_, m) => IsSsn(m.Value));
         }
         catch (RegexMatchTimeoutException)
         {
@@ -154,11 +157,13 @@ public sealed class PiiDetector : IContentSafetyProvider
         }
         var found = RemoveOverlaps(candidates);
         if (!form.IsFolded) return found;
-        return found.ConvertAll(m =>
+        // A loop, not a lambda: one capturing the form would be allocated at every call.
+        for (var i = 0; i < found.Count; i++)
         {
-            var (start, end) = form.Original(m.Start, m.End);
-            return m with { Start = start, Length = end - start };
-        });
+            var (start, end) = form.Original(found[i].Start, found[i].End);
+            found[i] = found[i] with { Start = start, Length = end - start };
+        }
+        return found;
     }
 
     /// <summary>Replaces each span with [LABEL]. Spans must not overlap (Find guarantees it).</summary>
@@ -175,8 +180,9 @@ public sealed class PiiDetector : IContentSafetyProvider
         return builder.Append(text, position, text.Length - position).ToString();
     }
 
-    /// <summary>The text with digits of any script and full-width forms replaced by ASCII, one
-    /// character for one so that indices still point into the original.</summary>
+    /// <summary>The text (in its matching form, where full-width ASCII is ASCII already) with
+    /// digits of any script and the ideographic space replaced by ASCII, one character for one
+    /// so that indices still point into the matching form.</summary>
     static string Fold(string text) =>
         Ascii.IsValid(text) ? text : string.Create(text.Length, text, static (folded, source) =>
         {
@@ -185,17 +191,18 @@ public sealed class PiiDetector : IContentSafetyProvider
 
     static char Fold(char c) => c switch
     {
-        // Full-width ASCII (U+FF01-FF5E, digits included) sits at a fixed offset from ASCII.
-        >= '\uFF01' and <= '\uFF5E' => (char)(c - 0xFEE0),
         '\u3000' => ' ',
         _ when char.IsDigit(c) => (char)('0' + CharUnicodeInfo.GetDecimalDigitValue(c)),
         _ => c,
     };
 
-    static void AddAll(Regex regex, string text, PiiKind kind, List<SafetyMatch> into, Func<Match, bool> verify)
+    /// <summary>Adds the regex's matches in <paramref name="text"/> that <paramref name="verify"/>
+    /// (given the text too: a lambda capturing it would be allocated at every call of Find, prose
+    /// included) accepts.</summary>
+    static void AddAll(Regex regex, string text, PiiKind kind, List<SafetyMatch> into, Func<string, Match, bool> verify)
     {
         for (var m = regex.Match(text); m.Success; m = m.NextMatch())
-            if (verify(m)) into.Add(new SafetyMatch(m.Index, m.Length, Label(kind)));
+            if (verify(text, m)) into.Add(new SafetyMatch(m.Index, m.Length, Label(kind)));
     }
 
     static void AddIbans(string text, List<SafetyMatch> into)

@@ -59,7 +59,7 @@ public sealed record SafetyPolicy(
 
     public static void ValidateDeploymentName(string deployment)
     {
-        if (!Regex.IsMatch(deployment, "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"))
+        if (!Regex.IsMatch(deployment, @"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\z"))
             throw new TrustUserException($"Deployment name '{deployment}' is invalid: use 1-128 letters, digits, '_', '.', ':', '-'.");
     }
 

@@ -230,6 +230,31 @@ public sealed class SafetyConfigurationTests : IDisposable
     }
 
     [Fact]
+    public async Task Spellings_the_matcher_reads_alike_are_one_entry_though_their_capitals_differ()
+    {
+        // The regex's IgnoreCase reads ß as ẞ and Ω as the ohm sign, which OrdinalIgnoreCase (capitals
+        // compared) tells apart: two entries that block the same texts, and removing one left the
+        // other blocking.
+        var list = await config.UpsertBlocklistAsync(new Blocklist("words", ["STRAẞE", "straße", "Ω-meter", "\u2126-METER", "sarin"], []), "admin");
+        Assert.Equal(["STRAẞE", "Ω-meter", "sarin"], list.Terms);
+        list = await config.RemoveFromBlocklistAsync("words", ["straße", "\u2126-meter"], [], "admin");
+        Assert.Equal(["sarin"], list.Terms);
+    }
+
+    [Fact]
+    public async Task A_term_kept_once_whatever_its_case_blocks_it_in_every_case()
+    {
+        // The list keeps "κακός" once, so "ΚΑΚΌΣ" is not added beside it: the one kept has to block
+        // both (before, it missed the capital's final Σ, which no entry could then be added for).
+        await config.UpsertBlocklistAsync(new Blocklist("words", ["κακός"], []), "admin");
+        var list = await config.AddToBlocklistAsync("words", ["ΚΑΚΌΣ"], [], null, "admin");
+        Assert.Equal(["κακός"], list.Terms);
+        await config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "admin");
+        var pipeline = await config.BuildPipelineAsync("gpt2");
+        Assert.True((await pipeline.AnalyzeAsync("ΕΊΝΑΙ ΚΑΚΌΣ", ContentDirection.Prompt)).Blocked);
+    }
+
+    [Fact]
     public async Task Removing_the_last_entries_of_a_list_says_to_delete_the_list()
     {
         await config.AddToBlocklistAsync("words", ["alpha"], [], null, "admin");

@@ -247,4 +247,18 @@ public sealed class StreamingSafetyGuardTests
         Assert.True(verdict.Blocked);
         Assert.Equal("", last.Released);
     }
+
+    [Fact]
+    public async Task A_pattern_hit_followed_by_one_still_open_is_not_released()
+    {
+        // The first "kill" is settled, the last touches the end. .NET's linear-time regex engine
+        // reports only the last in this text (dotnet/runtime#130176: a match before a later one is
+        // dropped when the text opens with the pattern's optional first character): the guard saw
+        // one open match, blocked nothing and released "So I kill".
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Off, Blocklists = ["words"] }, [new Blocklist("words", [], ["s?kill"])]);
+        var guard = pipeline.GuardStream();
+        var step = await guard.AppendAsync("So I kill " + string.Concat(Enumerable.Repeat("and then the story goes on ", 6)) + "kill");
+        Assert.True(step.Blocked);
+        Assert.Equal("", step.Released);
+    }
 }

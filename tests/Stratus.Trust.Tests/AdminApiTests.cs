@@ -156,6 +156,24 @@ public sealed class AdminApiTests
     }
 
     [Fact]
+    public async Task A_deployment_blocklist_or_key_name_ending_in_a_newline_is_a_400()
+    {
+        // The names' patterns ended in $, which matches before a final newline: "fake\n" was
+        // stored as a policy no deployment has (a 200), and deleting it was a 404.
+        await using var host = await TrustHost.StartAsync();
+        using (var put = await host.SendAsync(HttpMethod.Put, "/v1/admin/policies/fake%0A", host.AdminKey, new { pii = "redact" }))
+            Assert.Equal(HttpStatusCode.BadRequest, put.StatusCode);
+        using (var delete = await host.SendAsync(HttpMethod.Delete, "/v1/admin/policies/fake%0A", host.AdminKey))
+            Assert.Equal(HttpStatusCode.BadRequest, delete.StatusCode);
+        using (var list = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/words%0A", host.AdminKey, new { terms = new[] { "heck" } }))
+            Assert.Equal(HttpStatusCode.BadRequest, list.StatusCode);
+        using (var key = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", host.AdminKey, new { name = "me\n", scopes = new[] { "inference" } }))
+            Assert.Equal(HttpStatusCode.BadRequest, key.StatusCode);
+        using (var policies = await host.SendAsync(HttpMethod.Get, "/v1/admin/policies", host.AdminKey))
+            Assert.Equal(0, (await TestJson.ReadAsync(policies)).GetProperty("data").GetArrayLength());
+    }
+
+    [Fact]
     public async Task A_put_with_a_stale_if_match_is_a_412_and_overwrites_nothing()
     {
         await using var host = await TrustHost.StartAsync();

@@ -93,6 +93,7 @@ public sealed class StratusServer : IAsyncDisposable
             if (threads < 1) throw new StratusUserException($"--threads must be at least 1, got {threads}");
             TorchSharp.torch.set_num_threads(threads);
         }
+        if (options.Trust.InsecureNoAuth) ForwardedClients.EnsureOnThisMachine(options.ForwardedAllowIps);
         var registry = new ModelRegistry();
         WebApplication? app = null;
         try

@@ -103,6 +103,10 @@ public sealed class PlatformDatabase
 
     public string FilePath { get; }
 
+    /// <summary>The file SQLite keeps the data in, with its -wal and -shm beside it:
+    /// <see cref="FilePath"/>, or the file it leads to where it is a link.</summary>
+    public string SqliteFile => File.ResolveLinkTarget(FilePath, returnFinalTarget: true)?.FullName ?? FilePath;
+
     /// <summary>Opens (creating if needed) the database in a data directory.</summary>
     /// <param name="lockTimeout">How long a statement waits for another process's lock
     /// (whole seconds); <see cref="DefaultLockTimeout"/> when null.</param>
@@ -227,15 +231,18 @@ public sealed class PlatformDatabase
         try
         {
             // Moved over the database, or over the -wal that holds its latest commits, the copy
-            // would lose them or corrupt it under the servers using it. The temporary file showing
-            // up beside the database proves the folders one, whatever path (a symlink, a bind
-            // mount) reached it; names compare as a case-insensitive file system (macOS,
-            // Windows) would find them.
-            var ownFile = File.Exists(Path.Combine(Path.GetDirectoryName(FilePath)!, Path.GetFileName(partial)))
-                ? OwnFiles.FirstOrDefault(name => string.Equals(name, Path.GetFileName(target), StringComparison.OrdinalIgnoreCase))
+            // would lose them or corrupt it under the servers using it; a stratus.db that is a
+            // link is the file it leads to. The temporary file showing up beside that file proves
+            // the folders one, whatever path (a symlink, a bind mount) reached it; names compare
+            // as a case-insensitive file system (macOS, Windows) would find them.
+            var database = SqliteFile;
+            var name = Path.GetFileName(database);
+            var ownFile = File.Exists(Path.Combine(Path.GetDirectoryName(database)!, Path.GetFileName(partial)))
+                ? SQLiteSuffixes.Select(suffix => name + suffix).FirstOrDefault(own => string.Equals(own, Path.GetFileName(target), StringComparison.OrdinalIgnoreCase))
                 : null;
             if (ownFile is not null)
-                throw new TrustUserException($"{target} is {(ownFile == FileName ? "the database itself" : "a file SQLite keeps beside the database")} ({FilePath}); back it up to another file.");
+                throw new TrustUserException($"{target} is {(ownFile == name ? "the database itself" : "a file SQLite keeps beside the database")} " +
+                    $"({FilePath}{(database == FilePath ? "" : $", a link to {database}")}); back it up to another file.");
             try
             {
                 Use(connection =>
@@ -258,8 +265,8 @@ public sealed class PlatformDatabase
         }
     }
 
-    /// <summary>The database's file and those SQLite keeps beside it.</summary>
-    static readonly string[] OwnFiles = [FileName, FileName + "-wal", FileName + "-shm", FileName + "-journal"];
+    /// <summary>What SQLite adds to the database's file name to name the files it keeps beside it.</summary>
+    static readonly string[] SQLiteSuffixes = ["", "-wal", "-shm", "-journal"];
 
     /// <summary>Runs <paramref name="work"/> on a connection of its own. Every store reaches the
     /// file through here, so a failure the machine causes (the file or its folder read-only for

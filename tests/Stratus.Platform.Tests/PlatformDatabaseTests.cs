@@ -304,6 +304,40 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.True((await reopened.Audit.VerifyAsync()).Valid);
     }
 
+    /// <summary>A stratus.db that is a link to a file elsewhere (/var/lib/stratus/stratus.db ->
+    /// /data/stratus.db): SQLite keeps the -wal and -shm beside the file it leads to. A backup
+    /// moved over that file, or its -wal, under a server holding the latest commits in the WAL,
+    /// left the database malformed or without them.</summary>
+    [Fact]
+    public async Task A_backup_refuses_the_file_a_linked_database_leads_to_and_its_wal()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        var elsewhere = Path.Combine(directory, "elsewhere");
+        var dataDir = Path.Combine(directory, "data");
+        Directory.CreateDirectory(elsewhere);
+        Directory.CreateDirectory(dataDir);
+        var real = Path.Combine(elsewhere, "real.db");
+        File.WriteAllBytes(real, []);
+        File.CreateSymbolicLink(Path.Combine(dataDir, PlatformDatabase.FileName), real);
+        var stores = PlatformStores.OpenSqlite(dataDir);
+        await stores.KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        // The pooled connections stay open, as a running server's do: the key is in the -wal only.
+        Assert.True(new FileInfo(real + "-wal").Length > 0);
+        var database = PlatformDatabase.Open(dataDir);
+        foreach (var destination in new[] { real, real + "-wal", real + "-shm" })
+        {
+            var error = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(destination)));
+            Assert.Contains($"{destination} is ", error.Message);
+            Assert.Contains($"({database.FilePath}, a link to {real}); back it up to another file", error.Message);
+        }
+        SqliteConnection.ClearAllPools();
+        var reopened = PlatformStores.OpenSqlite(dataDir);
+        Assert.Equal("kept", Assert.Single(await reopened.KeyService().ListAsync()).Name);
+        Assert.True((await reopened.Audit.VerifyAsync()).Valid);
+        // Beside the link, a file of that name is another file, and takes the backup.
+        database.BackupTo(Path.Combine(dataDir, "real.db"));
+    }
+
     [Fact]
     public void A_backup_to_a_full_disk_names_the_destination_not_the_database()
     {

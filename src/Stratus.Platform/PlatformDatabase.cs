@@ -105,7 +105,7 @@ public sealed class PlatformDatabase
 
     /// <summary>The file SQLite keeps the data in, with its -wal and -shm beside it:
     /// <see cref="FilePath"/>, or the file it leads to where it is a link.</summary>
-    public string SqliteFile => File.ResolveLinkTarget(FilePath, returnFinalTarget: true)?.FullName ?? FilePath;
+    public string SqliteFile => new FileInfo(FilePath) is { LinkTarget: not null } link ? link.ResolveLinkTarget(returnFinalTarget: true)!.FullName : FilePath;
 
     /// <summary>Opens (creating if needed) the database in a data directory.</summary>
     /// <param name="lockTimeout">How long a statement waits for another process's lock
@@ -122,12 +122,14 @@ public sealed class PlatformDatabase
                 (Path.GetFileName(dataDir) == FileName ? $": give --data-dir {Path.GetDirectoryName(Path.GetFullPath(dataDir))}" : ": give --data-dir (or $STRATUS_HOME) a folder"));
         CreateOwnerOnlyFolder(dataDir);
         var database = new PlatformDatabase(Path.Combine(dataDir, FileName), lockTimeout ?? DefaultLockTimeout);
-        // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user.
-        if (!File.Exists(database.FilePath))
+        // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user;
+        // a stratus.db link that leads nowhere yet is the file it names, which SQLite would make.
+        var file = database.SqliteFile;
+        if (!File.Exists(file))
         {
             try
             {
-                CreateOwnerOnlyFile(database.FilePath);
+                CreateOwnerOnlyFile(file);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {

@@ -391,6 +391,15 @@ public sealed class PlatformDatabaseTests : IDisposable
         PlatformDatabase.Open(dataDir).BackupTo(backup);
         Assert.Equal(OwnerOnly, File.GetUnixFileMode(backup));
 
+        // A stratus.db link that leads nowhere yet: SQLite made the file it names, readable by every user.
+        var linked = Path.Combine(directory, "linked");
+        Directory.CreateDirectory(linked);
+        var target = Path.Combine(directory, "elsewhere.db");
+        File.CreateSymbolicLink(Path.Combine(linked, PlatformDatabase.FileName), target);
+        await PlatformStores.OpenSqlite(linked).KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        foreach (var file in new[] { target, target + "-wal", target + "-shm" })
+            Assert.Equal((file, OwnerOnly), (file, File.GetUnixFileMode(file)));
+
         // A folder and database an operator shared with a group keep their modes, and the -wal
         // SQLite makes takes the database's.
         const UnixFileMode Group = UnixFileMode.GroupRead | UnixFileMode.GroupWrite;

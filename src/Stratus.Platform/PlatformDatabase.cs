@@ -166,22 +166,29 @@ public sealed class PlatformDatabase
     /// <summary>Refuses a database that neither is empty (SQLite's new file, or the empty one
     /// Open makes) nor Stratus's: tables at schema version 0, which Stratus never leaves (it sets
     /// the version in the transaction that makes them), or a version without Stratus's first
-    /// table. Migrating would add Stratus's tables to another application's file.</summary>
+    /// table. Migrating would add Stratus's tables to another application's file. Stratus's own
+    /// tables at version 0 are a copy that lost its version, which migrating would fail on.</summary>
     static void EnsureStratusOrEmpty(SqliteConnection connection, string file)
     {
         var tables = new List<string>();
         using (var command = Command(connection, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name;"))
         using (var reader = command.ExecuteReader())
             while (reader.Read()) tables.Add(reader.GetString(0));
-        if (tables.Count == 0 || UserVersion(connection, null) > 0 && tables.Contains(FirstTable)) return;
+        var version = UserVersion(connection, null);
+        if (tables.Count == 0 || version > 0 && tables.Contains(FirstTable)) return;
+        // sqlite3's .dump leaves the version out: Stratus's tables at 0 are a copy made so.
+        if (version == 0 && tables.Contains(FirstTable) && tables.Contains(AuditTable))
+            throw new TrustUserException($"{file} holds Stratus's tables without their schema version (PRAGMA user_version is 0, as in a copy made through sqlite3's .dump), " +
+                "so Stratus cannot tell which changes it has; restore it from a copy that keeps the version (stratus backup, or sqlite3's .backup)");
         const int Named = 5;
         var named = string.Join(", ", tables.Take(Named)) + (tables.Count > Named ? $" and {tables.Count - Named} more" : "");
         throw new TrustUserException($"{file} is not a Stratus database (it holds the tables {named}), and Stratus does not add its own to another application's; " +
             "give --data-dir (or $STRATUS_HOME) a folder of Stratus's own");
     }
 
-    /// <summary>The table every version of the schema has had first.</summary>
-    const string FirstTable = "api_keys";
+    /// <summary>The table every version of the schema has had first, and the one no other
+    /// application's database is likely to hold beside it.</summary>
+    const string FirstTable = "api_keys", AuditTable = "audit_log";
 
     // The database holds key hashes, usage, the audit log and blocklists, so the data directory
     // and database Stratus makes are its owner's alone (on Unix), as gh, ssh and kubectl keep

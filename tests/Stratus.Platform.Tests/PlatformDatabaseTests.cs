@@ -126,6 +126,32 @@ public sealed class PlatformDatabaseTests : IDisposable
         }
     }
 
+    /// <summary>Stratus's own tables without their schema version, as a copy made through sqlite3's
+    /// .dump has them (it leaves PRAGMA user_version out): refused as another application's
+    /// database, which named Stratus's own tables and sent the operator to another folder.</summary>
+    [Fact]
+    public async Task Stratuss_tables_without_their_schema_version_are_named_as_such_and_left_as_they_were()
+    {
+        await PlatformStores.OpenSqlite(directory).KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        SqliteConnection.ClearAllPools();
+        using (var dumped = new SqliteConnection($"Data Source={DatabasePath};Pooling=False"))
+        {
+            dumped.Open();
+            using var command = dumped.CreateCommand();
+            command.CommandText = "PRAGMA user_version = 0;";
+            command.ExecuteNonQuery();
+        }
+        var error = Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.OpenSqlite(directory)));
+        Assert.Equal($"{DatabasePath} holds Stratus's tables without their schema version (PRAGMA user_version is 0, as in a copy made through sqlite3's .dump), " +
+            "so Stratus cannot tell which changes it has; restore it from a copy that keeps the version (stratus backup, or sqlite3's .backup)", error.Message);
+        SqliteConnection.ClearAllPools();
+        using var check = new SqliteConnection($"Data Source={DatabasePath};Mode=ReadOnly;Pooling=False");
+        check.Open();
+        using var keys = check.CreateCommand();
+        keys.CommandText = "SELECT name FROM api_keys;";
+        Assert.Equal("kept", keys.ExecuteScalar());
+    }
+
     /// <summary>A database with no tables (one the sqlite3 shell made, or Stratus's own empty
     /// file) is a new one, and becomes Stratus's.</summary>
     [Fact]

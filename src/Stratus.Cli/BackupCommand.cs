@@ -21,8 +21,11 @@ static class BackupCommand
             var destination = Path.GetFullPath(result.GetValue(output)!);
             database.BackupTo(destination);
             Console.WriteLine($"Backed up {database.FilePath} to {destination} ({new FileInfo(destination).Length / 1024.0:N0} KB).");
-            Console.WriteLine($"To restore: stop every Stratus process using {directory}, copy the file over {PlatformDatabase.FileName} there, " +
-                $"and delete {PlatformDatabase.FileName}-wal and {PlatformDatabase.FileName}-shm beside it.");
+            // SQLite keeps the -wal and -shm beside the file a linked stratus.db leads to.
+            var file = database.SqliteFile;
+            var name = Path.GetFileName(file);
+            Console.WriteLine($"To restore: stop every Stratus process using {directory}, copy the file over " +
+                $"{(file == database.FilePath ? $"{PlatformDatabase.FileName} there" : $"{file} (where {PlatformDatabase.FileName} there leads)")}, and delete {name}-wal and {name}-shm beside it.");
             return 0;
         });
         return command;

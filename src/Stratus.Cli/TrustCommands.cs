@@ -38,11 +38,12 @@ static class TrustCommands
     public static PlatformStores OpenExisting(ParseResult result, Option<string> dataDir) =>
         PlatformStores.OpenSqlite(ExistingDirectory(result, dataDir));
 
-    /// <summary>The data directory, which must hold a database already.</summary>
+    /// <summary>The data directory, which must hold a database already; a file given as one is
+    /// left for PlatformDatabase.Open to name as such.</summary>
     public static string ExistingDirectory(ParseResult result, Option<string> dataDir)
     {
         var directory = StratusHome.Resolve(result.GetValue(dataDir));
-        if (!File.Exists(Path.Combine(directory, PlatformDatabase.FileName)))
+        if (!File.Exists(directory) && !File.Exists(Path.Combine(directory, PlatformDatabase.FileName)))
             throw new TrustUserException($"no Stratus data in {directory} (no {PlatformDatabase.FileName}); check --data-dir or ${StratusHome.EnvironmentVariable} (keys and servers create it)");
         return directory;
     }

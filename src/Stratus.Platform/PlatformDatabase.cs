@@ -103,6 +103,10 @@ public sealed class PlatformDatabase
 
     public string FilePath { get; }
 
+    /// <summary>The file SQLite keeps the data in, with its -wal and -shm beside it:
+    /// <see cref="FilePath"/>, or the file it leads to where it is a link.</summary>
+    public string SqliteFile => new FileInfo(FilePath) is { LinkTarget: not null } link ? link.ResolveLinkTarget(returnFinalTarget: true)!.FullName : FilePath;
+
     /// <summary>Opens (creating if needed) the database in a data directory.</summary>
     /// <param name="lockTimeout">How long a statement waits for another process's lock
     /// (whole seconds); <see cref="DefaultLockTimeout"/> when null.</param>
@@ -118,12 +122,14 @@ public sealed class PlatformDatabase
                 (Path.GetFileName(dataDir) == FileName ? $": give --data-dir {Path.GetDirectoryName(Path.GetFullPath(dataDir))}" : ": give --data-dir (or $STRATUS_HOME) a folder"));
         CreateOwnerOnlyFolder(dataDir);
         var database = new PlatformDatabase(Path.Combine(dataDir, FileName), lockTimeout ?? DefaultLockTimeout);
-        // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user.
-        if (!File.Exists(database.FilePath))
+        // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user;
+        // a stratus.db link that leads nowhere yet is the file it names, which SQLite would make.
+        var file = database.SqliteFile;
+        if (!File.Exists(file))
         {
             try
             {
-                CreateOwnerOnlyFile(database.FilePath);
+                CreateOwnerOnlyFile(file);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -160,22 +166,29 @@ public sealed class PlatformDatabase
     /// <summary>Refuses a database that neither is empty (SQLite's new file, or the empty one
     /// Open makes) nor Stratus's: tables at schema version 0, which Stratus never leaves (it sets
     /// the version in the transaction that makes them), or a version without Stratus's first
-    /// table. Migrating would add Stratus's tables to another application's file.</summary>
+    /// table. Migrating would add Stratus's tables to another application's file. Stratus's own
+    /// tables at version 0 are a copy that lost its version, which migrating would fail on.</summary>
     static void EnsureStratusOrEmpty(SqliteConnection connection, string file)
     {
         var tables = new List<string>();
         using (var command = Command(connection, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name;"))
         using (var reader = command.ExecuteReader())
             while (reader.Read()) tables.Add(reader.GetString(0));
-        if (tables.Count == 0 || UserVersion(connection, null) > 0 && tables.Contains(FirstTable)) return;
+        var version = UserVersion(connection, null);
+        if (tables.Count == 0 || version > 0 && tables.Contains(FirstTable)) return;
+        // sqlite3's .dump leaves the version out: Stratus's tables at 0 are a copy made so.
+        if (version == 0 && tables.Contains(FirstTable) && tables.Contains(AuditTable))
+            throw new TrustUserException($"{file} holds Stratus's tables without their schema version (PRAGMA user_version is 0, as in a copy made through sqlite3's .dump), " +
+                "so Stratus cannot tell which changes it has; restore it from a copy that keeps the version (stratus backup, or sqlite3's .backup)");
         const int Named = 5;
         var named = string.Join(", ", tables.Take(Named)) + (tables.Count > Named ? $" and {tables.Count - Named} more" : "");
         throw new TrustUserException($"{file} is not a Stratus database (it holds the tables {named}), and Stratus does not add its own to another application's; " +
             "give --data-dir (or $STRATUS_HOME) a folder of Stratus's own");
     }
 
-    /// <summary>The table every version of the schema has had first.</summary>
-    const string FirstTable = "api_keys";
+    /// <summary>The table every version of the schema has had first, and the one no other
+    /// application's database is likely to hold beside it.</summary>
+    const string FirstTable = "api_keys", AuditTable = "audit_log";
 
     // The database holds key hashes, usage, the audit log and blocklists, so the data directory
     // and database Stratus makes are its owner's alone (on Unix), as gh, ssh and kubectl keep
@@ -227,15 +240,18 @@ public sealed class PlatformDatabase
         try
         {
             // Moved over the database, or over the -wal that holds its latest commits, the copy
-            // would lose them or corrupt it under the servers using it. The temporary file showing
-            // up beside the database proves the folders one, whatever path (a symlink, a bind
-            // mount) reached it; names compare as a case-insensitive file system (macOS,
-            // Windows) would find them.
-            var ownFile = File.Exists(Path.Combine(Path.GetDirectoryName(FilePath)!, Path.GetFileName(partial)))
-                ? OwnFiles.FirstOrDefault(name => string.Equals(name, Path.GetFileName(target), StringComparison.OrdinalIgnoreCase))
+            // would lose them or corrupt it under the servers using it; a stratus.db that is a
+            // link is the file it leads to. The temporary file showing up beside that file proves
+            // the folders one, whatever path (a symlink, a bind mount) reached it; names compare
+            // as a case-insensitive file system (macOS, Windows) would find them.
+            var database = SqliteFile;
+            var name = Path.GetFileName(database);
+            var ownFile = File.Exists(Path.Combine(Path.GetDirectoryName(database)!, Path.GetFileName(partial)))
+                ? SQLiteSuffixes.Select(suffix => name + suffix).FirstOrDefault(own => string.Equals(own, Path.GetFileName(target), StringComparison.OrdinalIgnoreCase))
                 : null;
             if (ownFile is not null)
-                throw new TrustUserException($"{target} is {(ownFile == FileName ? "the database itself" : "a file SQLite keeps beside the database")} ({FilePath}); back it up to another file.");
+                throw new TrustUserException($"{target} is {(ownFile == name ? "the database itself" : "a file SQLite keeps beside the database")} " +
+                    $"({FilePath}{(database == FilePath ? "" : $", a link to {database}")}); back it up to another file.");
             try
             {
                 Use(connection =>
@@ -258,8 +274,8 @@ public sealed class PlatformDatabase
         }
     }
 
-    /// <summary>The database's file and those SQLite keeps beside it.</summary>
-    static readonly string[] OwnFiles = [FileName, FileName + "-wal", FileName + "-shm", FileName + "-journal"];
+    /// <summary>What SQLite adds to the database's file name to name the files it keeps beside it.</summary>
+    static readonly string[] SQLiteSuffixes = ["", "-wal", "-shm", "-journal"];
 
     /// <summary>Runs <paramref name="work"/> on a connection of its own. Every store reaches the
     /// file through here, so a failure the machine causes (the file or its folder read-only for

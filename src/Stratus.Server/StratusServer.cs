@@ -93,6 +93,7 @@ public sealed class StratusServer : IAsyncDisposable
             if (threads < 1) throw new StratusUserException($"--threads must be at least 1, got {threads}");
             TorchSharp.torch.set_num_threads(threads);
         }
+        if (options.Trust.InsecureNoAuth) ForwardedClients.EnsureOnThisMachine(options.ForwardedAllowIps);
         var registry = new ModelRegistry();
         WebApplication? app = null;
         try
@@ -161,9 +162,17 @@ public sealed class StratusServer : IAsyncDisposable
         return new StratusUserException($"cannot listen on {address}:{port}: {reason}", e);
     }
 
+    /// <summary>The host's builder, whose configuration (the environment, an appsettings.json in
+    /// the folder the server is started from) is read once. ASP.NET Core reloads that file when it
+    /// changes by default, which on Linux is an inotify watch on every folder below that one, made
+    /// before the server starts: from /, as systemd starts a unit without WorkingDirectory=, tens of
+    /// thousands of watches and seconds of startup, for a file no one edits under a running server.</summary>
+    internal static WebApplicationBuilder CreateBuilder() =>
+        WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = ["--hostBuilder:reloadConfigOnChange=false"] });
+
     static WebApplication Build(ServeOptions options, ModelRegistry registry)
     {
-        var builder = WebApplication.CreateSlimBuilder();
+        var builder = CreateBuilder();
         builder.Logging.SetMinimumLevel(options.MinimumLogLevel);
         // Standard output is the access log's alone, for a shipper to read line by line as JSON.
         if (options.AccessLog == AccessLog.StandardOutput) builder.Logging.AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace);

@@ -25,6 +25,11 @@ public sealed class ServeLogTests
         {
             var info = Cli.StartInfo(["serve", .. args]);
             foreach (var (name, value) in environment) info.Environment[name] = value;
+            return Start(info);
+        }
+
+        public static Server Start(ProcessStartInfo info)
+        {
             var server = new Server(new Process { StartInfo = info });
             server.Process.OutputDataReceived += (_, e) => { if (e.Data is not null) server.Stdout.Enqueue(e.Data); };
             server.Process.ErrorDataReceived += (_, e) => { if (e.Data is not null) server.Stderr.Enqueue(e.Data); };
@@ -146,6 +151,39 @@ public sealed class ServeLogTests
         Assert.Equal(2, code);
         Assert.Equal("error: Logging:Console:FormatterName (Logging__Console__FormatterName in the environment) is 'xml', which the console logger lacks: " +
             "give it simple, json, systemd, or give serve --log-format text|json", stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).Last());
+    }
+
+    /// <summary>ASP.NET Core watches the folder it is started from for a changed appsettings.json,
+    /// and on Linux that is an inotify watch on every folder below it, made before the server
+    /// starts: serve did it twice (the log's format is read before the models load, and that
+    /// watcher was never stopped). Started from /, as systemd starts a unit without
+    /// WorkingDirectory=, that was 44,000 watches and 3 s more to start. The configuration is read
+    /// once.</summary>
+    [Fact]
+    public async Task Serve_watches_no_folder_below_the_one_it_is_started_from()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        ModelAndKey(temp);
+        for (var i = 0; i < 20; i++) Directory.CreateDirectory(Path.Combine(temp["started-here"], $"folder-{i}", "below"));
+        var info = Cli.StartInfo("serve", "--model", temp["model"], "--port", "0", "--data-dir", temp["home"]);
+        info.WorkingDirectory = temp["started-here"];
+        using var server = Server.Start(info);
+        await server.BaseUrlAsync();
+        var watches = Directory.GetFiles($"/proc/{server.Process.Id}/fdinfo").Sum(descriptor =>
+        {
+            try
+            {
+                return File.ReadLines(descriptor).Count(line => line.StartsWith("inotify wd:", StringComparison.Ordinal));
+            }
+            // A descriptor closed meanwhile.
+            catch (IOException)
+            {
+                return 0;
+            }
+        });
+        Assert.Equal(0, watches);
+        Assert.Equal(0, server.Stop());
     }
 
     /// <summary>ASP.NET Core's switch believed X-Forwarded-For from every peer, so that any

@@ -126,6 +126,32 @@ public sealed class PlatformDatabaseTests : IDisposable
         }
     }
 
+    /// <summary>Stratus's own tables without their schema version, as a copy made through sqlite3's
+    /// .dump has them (it leaves PRAGMA user_version out): refused as another application's
+    /// database, which named Stratus's own tables and sent the operator to another folder.</summary>
+    [Fact]
+    public async Task Stratuss_tables_without_their_schema_version_are_named_as_such_and_left_as_they_were()
+    {
+        await PlatformStores.OpenSqlite(directory).KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        SqliteConnection.ClearAllPools();
+        using (var dumped = new SqliteConnection($"Data Source={DatabasePath};Pooling=False"))
+        {
+            dumped.Open();
+            using var command = dumped.CreateCommand();
+            command.CommandText = "PRAGMA user_version = 0;";
+            command.ExecuteNonQuery();
+        }
+        var error = Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.OpenSqlite(directory)));
+        Assert.Equal($"{DatabasePath} holds Stratus's tables without their schema version (PRAGMA user_version is 0, as in a copy made through sqlite3's .dump), " +
+            "so Stratus cannot tell which changes it has; restore it from a copy that keeps the version (stratus backup, or sqlite3's .backup)", error.Message);
+        SqliteConnection.ClearAllPools();
+        using var check = new SqliteConnection($"Data Source={DatabasePath};Mode=ReadOnly;Pooling=False");
+        check.Open();
+        using var keys = check.CreateCommand();
+        keys.CommandText = "SELECT name FROM api_keys;";
+        Assert.Equal("kept", keys.ExecuteScalar());
+    }
+
     /// <summary>A database with no tables (one the sqlite3 shell made, or Stratus's own empty
     /// file) is a new one, and becomes Stratus's.</summary>
     [Fact]
@@ -304,6 +330,40 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.True((await reopened.Audit.VerifyAsync()).Valid);
     }
 
+    /// <summary>A stratus.db that is a link to a file elsewhere (/var/lib/stratus/stratus.db ->
+    /// /data/stratus.db): SQLite keeps the -wal and -shm beside the file it leads to. A backup
+    /// moved over that file, or its -wal, under a server holding the latest commits in the WAL,
+    /// left the database malformed or without them.</summary>
+    [Fact]
+    public async Task A_backup_refuses_the_file_a_linked_database_leads_to_and_its_wal()
+    {
+        if (OperatingSystem.IsWindows()) return;
+        var elsewhere = Path.Combine(directory, "elsewhere");
+        var dataDir = Path.Combine(directory, "data");
+        Directory.CreateDirectory(elsewhere);
+        Directory.CreateDirectory(dataDir);
+        var real = Path.Combine(elsewhere, "real.db");
+        File.WriteAllBytes(real, []);
+        File.CreateSymbolicLink(Path.Combine(dataDir, PlatformDatabase.FileName), real);
+        var stores = PlatformStores.OpenSqlite(dataDir);
+        await stores.KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        // The pooled connections stay open, as a running server's do: the key is in the -wal only.
+        Assert.True(new FileInfo(real + "-wal").Length > 0);
+        var database = PlatformDatabase.Open(dataDir);
+        foreach (var destination in new[] { real, real + "-wal", real + "-shm" })
+        {
+            var error = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(destination)));
+            Assert.Contains($"{destination} is ", error.Message);
+            Assert.Contains($"({database.FilePath}, a link to {real}); back it up to another file", error.Message);
+        }
+        SqliteConnection.ClearAllPools();
+        var reopened = PlatformStores.OpenSqlite(dataDir);
+        Assert.Equal("kept", Assert.Single(await reopened.KeyService().ListAsync()).Name);
+        Assert.True((await reopened.Audit.VerifyAsync()).Valid);
+        // Beside the link, a file of that name is another file, and takes the backup.
+        database.BackupTo(Path.Combine(dataDir, "real.db"));
+    }
+
     [Fact]
     public void A_backup_to_a_full_disk_names_the_destination_not_the_database()
     {
@@ -356,6 +416,15 @@ public sealed class PlatformDatabaseTests : IDisposable
         var backup = Path.Combine(directory, "backups", "nightly.db");
         PlatformDatabase.Open(dataDir).BackupTo(backup);
         Assert.Equal(OwnerOnly, File.GetUnixFileMode(backup));
+
+        // A stratus.db link that leads nowhere yet: SQLite made the file it names, readable by every user.
+        var linked = Path.Combine(directory, "linked");
+        Directory.CreateDirectory(linked);
+        var target = Path.Combine(directory, "elsewhere.db");
+        File.CreateSymbolicLink(Path.Combine(linked, PlatformDatabase.FileName), target);
+        await PlatformStores.OpenSqlite(linked).KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        foreach (var file in new[] { target, target + "-wal", target + "-shm" })
+            Assert.Equal((file, OwnerOnly), (file, File.GetUnixFileMode(file)));
 
         // A folder and database an operator shared with a group keep their modes, and the -wal
         // SQLite makes takes the database's.

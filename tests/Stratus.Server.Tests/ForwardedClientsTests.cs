@@ -86,6 +86,33 @@ public sealed class ForwardedClientsTests
         });
     }
 
+    /// <summary>With --insecure-no-auth a listed proxy off this machine (a load balancer's
+    /// network) let any host in it name itself 127.0.0.1 in X-Forwarded-For, through nginx on this
+    /// machine, and be served without a key: it is refused at startup, before the models load.</summary>
+    [Fact]
+    public async Task Insecure_no_auth_refuses_a_listed_proxy_that_is_not_on_this_machine()
+    {
+        foreach (var remote in new[] { "10.0.0.0/8", "0.0.0.0/0", "::/0", "::ffff:10.0.0.0/104", "198.51.100.7" })
+        {
+            var fixture = new TinyModelServer { InsecureNoAuth = true, ForwardedAllowIps = [.. ThisMachine, ForwardedClients.ParseNetwork(remote)] };
+            var error = await Assert.ThrowsAsync<StratusUserException>(fixture.InitializeAsync);
+            Directory.Delete(Path.GetDirectoryName(fixture.DataDir)!, recursive: true);
+            Assert.Equal($"--insecure-no-auth answers clients on this machine alone, so --forwarded-allow-ips may list proxies on this machine alone (in 127.0.0.0/8, or ::1), " +
+                $"not {ForwardedClients.ParseNetwork(remote)}: a host there could name itself 127.0.0.1 in X-Forwarded-For and be served without a key. " +
+                "Drop it, or drop --insecure-no-auth and create a key: stratus keys create --name <n> --scopes inference", error.Message);
+        }
+        // Proxies on this machine, by any of its loopback addresses.
+        await WithServerAsync(new TinyModelServer
+        {
+            InsecureNoAuth = true,
+            ForwardedAllowIps = [.. new[] { "127.0.0.0/8", "127.0.0.2", "::1", "::ffff:127.0.0.1" }.Select(ForwardedClients.ParseNetwork)],
+        }, async server =>
+        {
+            Assert.Equal(HttpStatusCode.OK, await StatusWithoutKeyAsync(server, "127.0.0.1"));
+            Assert.Equal(HttpStatusCode.Forbidden, await StatusWithoutKeyAsync(server, "127.0.0.1, 10.1.2.3"));
+        });
+    }
+
     static async Task WithServerAsync(TinyModelServer server, Func<TinyModelServer, Task> test)
     {
         await server.InitializeAsync();

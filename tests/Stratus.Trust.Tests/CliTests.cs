@@ -107,6 +107,20 @@ public sealed class CliTests : IDisposable
             $"{fromVariable}: {file} is a file, so nothing can be written below it; choose another --data-dir");
     }
 
+    /// <summary>A data directory given as a file (the database's path): the verbs that read
+    /// said "no Stratus data in .../stratus.db (no stratus.db)", while keys create named it as a
+    /// file and the folder to give.</summary>
+    [Fact]
+    public void Every_verb_names_a_data_directory_that_is_a_file_as_one()
+    {
+        Assert.Equal(0, Run("keys", "create", "--name", "me").ExitCode);
+        var database = Path.Combine(dataDir, PlatformDatabase.FileName);
+        string[][] verbs = [["keys", "list"], ["keys", "create", "--name", "other"], ["audit", "verify"], ["usage"], ["blocklist", "list"], ["backup", "--out", Path.Combine(dataDir, "copy.db")]];
+        foreach (var verb in verbs)
+            AssertUserError(Stratus(null, [.. verb, "--data-dir", database]),
+                $"{database} is a file; the data directory is a folder, where Stratus keeps stratus.db: give --data-dir {Path.GetFullPath(dataDir)}");
+    }
+
     [Fact]
     public void Audit_verify_fails_naming_the_first_tampered_entry()
     {

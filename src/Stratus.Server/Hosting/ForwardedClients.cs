@@ -32,6 +32,28 @@ public static class ForwardedClients
         throw new StratusUserException($"--forwarded-allow-ips: '{text}' is not an IP address or a CIDR network; give e.g. 10.0.0.5, 10.0.0.0/8 or fd00::/8");
     }
 
+    /// <summary>The networks of this machine's own addresses: 127.0.0.0/8 and ::1, and the first
+    /// as a dual-stack socket sees it.</summary>
+    static readonly IPNetwork[] Loopback = [IPNetwork.Parse("127.0.0.0/8"), IPNetwork.Parse("::1/128"), IPNetwork.Parse("::ffff:127.0.0.0/104")];
+
+    /// <summary>Refuses proxies off this machine for a server that answers loopback clients alone
+    /// (--insecure-no-auth). A listed proxy's X-Forwarded-For is believed, and so is that of every
+    /// host in a listed network, so a host in 10.0.0.0/8 that names itself 127.0.0.1 through nginx
+    /// on this machine would be a loopback client; the proxies on this machine forward the real
+    /// address of anyone else.</summary>
+    /// <exception cref="StratusUserException">A listed network holds an address that is not loopback.</exception>
+    public static void EnsureOnThisMachine(IReadOnlyList<IPNetwork> proxies)
+    {
+        foreach (var proxy in proxies)
+        {
+            if (Loopback.Any(loopback => loopback.BaseAddress.AddressFamily == proxy.BaseAddress.AddressFamily && proxy.PrefixLength >= loopback.PrefixLength && loopback.Contains(proxy.BaseAddress)))
+                continue;
+            throw new StratusUserException("--insecure-no-auth answers clients on this machine alone, so --forwarded-allow-ips may list proxies on this machine alone (in 127.0.0.0/8, or ::1), " +
+                $"not {proxy}: a host there could name itself 127.0.0.1 in X-Forwarded-For and be served without a key. " +
+                "Drop it, or drop --insecure-no-auth and create a key: stratus keys create --name <n> --scopes inference");
+        }
+    }
+
     static bool TryParseAddress(string text, out IPNetwork network)
     {
         var parsed = IPAddress.TryParse(text, out var address);

@@ -61,7 +61,7 @@ public static class ServerLog
     public static bool WritesJson(ServerLogFormat? format)
     {
         if (format is { } given) return given == ServerLogFormat.Json;
-        using var configuration = WebApplication.CreateSlimBuilder().Configuration;
+        using var configuration = StratusServer.CreateBuilder().Configuration;
         return Formatter(null, configuration) == ConsoleFormatterNames.Json;
     }
 

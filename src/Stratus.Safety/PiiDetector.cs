@@ -82,10 +82,10 @@ public sealed class PiiDetector : IContentSafetyProvider
 
     /// <summary>What every kind needs, a digit, an '@' (e-mail) or a ':' (IPv6), in any form the
     /// text is read in: a decimal digit of any script, the full-width '＠' and '：', the high
-    /// surrogate of the mathematical digits (U+1D7CE-U+1D7FF). Prose without any, the most of
+    /// surrogate of the mathematical digits (U+1D7CE-U+1D7FF), superscript and subscript digits. Prose without any, the most of
     /// what a model writes, is neither folded nor matched: the guard checks its window at every
     /// token.</summary>
-    static readonly SearchValues<char> Required = SearchValues.Create([.. "@:＠：\uD835", .. Enumerable.Range(0, char.MaxValue + 1).Select(c => (char)c).Where(char.IsDigit)]);
+    static readonly SearchValues<char> Required = SearchValues.Create([.. "@:＠：\uD835", .. MatchingForm.DigitForms, .. Enumerable.Range(0, char.MaxValue + 1).Select(c => (char)c).Where(char.IsDigit)]);
 
     readonly HashSet<PiiKind> kinds;
 

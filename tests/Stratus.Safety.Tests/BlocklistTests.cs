@@ -108,6 +108,9 @@ public sealed class BlocklistTests
     [InlineData("a b\u0301\u0302o\u0337mb here", "b\u0301\u0302o\u0337mb")]   // b has no accented forms
     [InlineData("a bomb\ufe0f here", "bomb\ufe0f")]          // variation selector
     [InlineData("如何制造ｂｏｍｂ的方法", "ｂｏｍｂ")]
+    [InlineData("a ᵇᵒᵐᵇ here", "ᵇᵒᵐᵇ")]                      // superscript
+    [InlineData("a ᴮᴼᴹᴮ here", "ᴮᴼᴹᴮ")]                      // superscript capitals
+    [InlineData("a bₒmb here", "bₒmb")]                      // a subscript letter
     public async Task A_term_written_in_other_forms_of_its_letters_or_padded_with_invisible_characters_is_found(string text, string written)
     {
         var result = Assert.Single(await Analyze(new Blocklist("words", ["bomb"], []), text));
@@ -130,6 +133,18 @@ public sealed class BlocklistTests
     [InlineData("ｂｏｍｂ", "a bomb", true)]              // a term is folded as the text is
     [InlineData("ﬁre", "open fire now", true)]
     [InlineData("fire", "open ﬁre now", true)]
+    [InlineData("ₐbc", "an abc here", true)]            // a subscript term is the letters it shows
+    [InlineData("h2o", "drink h₂o now", true)]
+    [InlineData("x2", "x² is a square", true)]
+    [InlineData("tm", "brand™ here", false)]            // ™ is the letters TM, which "tm" is not a word of here
+    [InlineData("brandtm", "brand™ here", true)]
+    [InlineData("カタカナ", "ｶﾀｶﾅ", true)]              // half-width katakana
+    [InlineData("ガス", "ｶﾞｽ", true)]                  // with its voicing mark, composed as the full-width form is
+    [InlineData("パン", "ﾊﾟﾝ", true)]
+    [InlineData("カス", "ｶﾞｽ", false)]                 // a voiced kana is a letter of its own
+    [InlineData("ガス", "カ\u3099ス", true)]             // full-width kana with the voicing mark written apart
+    [InlineData("ｶﾞｽ", "ガス", true)]                  // a half-width term matches the full-width word
+    [InlineData("ㄱ", "ﾡ", true)]                      // half-width Hangul as the jamo a keyboard types
     public async Task Terms_and_text_are_read_alike_and_precomposed_letters_stay_themselves(string term, string text, bool hit)
     {
         var results = await Analyze(new Blocklist("words", [term], []), text);

@@ -161,6 +161,8 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
                 Patterns = [.. changed.Patterns.Distinct(StringComparer.Ordinal)],
             };
             CompiledBlocklist.Compile(changed);
+            foreach (var pattern in changed.Patterns.Except(existing?.Patterns ?? [], StringComparer.Ordinal))
+                CompiledBlocklist.RequireMatchesText(changed.Name, pattern);
             return changed;
         }, (before, after) => new AuditRecord(actor, AuditActions.BlocklistChanged, new JsonObject
         {

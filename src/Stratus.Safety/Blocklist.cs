@@ -158,6 +158,95 @@ public sealed class CompiledBlocklist
         return regex;
     }
 
+    /// <summary>Refuses a pattern being added that can match only empty text: one made of
+    /// anchors, word boundaries and lookarounds alone (`(?=bomb)`, `\b`), which match a place
+    /// rather than text. The blocklist reports and the streaming guard holds back spans of text,
+    /// and an empty one is none, so such a pattern would never block anything. Checked where a
+    /// list is written (SafetyConfiguration), not in Compile: a list stored before with such a
+    /// pattern still serves, the pattern finding nothing as it always did.</summary>
+    /// <exception cref="TrustUserException">The pattern has nothing that reads a character.</exception>
+    public static void RequireMatchesText(string listName, string pattern)
+    {
+        if (!ReadsCharacters(pattern))
+            throw new TrustUserException($"Blocklist '{listName}': pattern '{pattern}' matches only empty text (anchors, \\b and lookarounds such as (?=...) match a place, not text), " +
+                "so it would never block anything: write the term itself (--term bomb, or the pattern bomb rather than (?=bomb)).");
+    }
+
+    /// <summary>Whether a pattern has something that reads a character outside lookarounds: a
+    /// literal, a class, '.', an escape other than the anchors \b \B \A \z \Z \G, or a
+    /// backreference. Anything not known to read nothing counts as reading, so a valid pattern is
+    /// refused only when it surely matches nothing but empty text.</summary>
+    static bool ReadsCharacters(string pattern)
+    {
+        for (var i = 0; i < pattern.Length; i++)
+        {
+            switch (pattern[i])
+            {
+                case '\\':
+                    if (i + 1 < pattern.Length && pattern[i + 1] is 'b' or 'B' or 'A' or 'z' or 'Z' or 'G') { i++; break; }
+                    return true;
+                case '(' when At(pattern, i, "(?=") || At(pattern, i, "(?!") || At(pattern, i, "(?<=") || At(pattern, i, "(?<!") || At(pattern, i, "(?#"):
+                    i = GroupEnd(pattern, i);
+                    break;
+                case '{' when QuantifierEnd(pattern, i) is var end and > 0:
+                    i = end;
+                    break;
+                case '(' or ')' or '|' or '^' or '$' or '*' or '+' or '?':
+                    // Groups, alternation, anchors and quantifiers read nothing themselves; an inline
+                    // option group's letters ((?i)) are read past as its '?' is.
+                    if (pattern[i] == '?' && i > 0 && pattern[i - 1] == '(') i = OptionsEnd(pattern, i + 1);
+                    break;
+                default:
+                    return true;
+            }
+        }
+        return false;
+    }
+
+    static bool At(string pattern, int i, string construct) => string.CompareOrdinal(pattern, i, construct, 0, construct.Length) == 0;
+
+    /// <summary>The index of the ')' that closes the group opened at <paramref name="open"/>,
+    /// past escapes and character classes, or the end of the pattern.</summary>
+    static int GroupEnd(string pattern, int open)
+    {
+        var depth = 0;
+        for (var i = open; i < pattern.Length; i++)
+        {
+            switch (pattern[i])
+            {
+                case '\\': i++; break;
+                case '[':
+                    // A ']' first in a class (or after '^') is a literal.
+                    i++;
+                    if (i < pattern.Length && pattern[i] == '^') i++;
+                    if (i < pattern.Length && pattern[i] == ']') i++;
+                    while (i < pattern.Length && pattern[i] != ']') i += pattern[i] == '\\' ? 2 : 1;
+                    break;
+                case '(': depth++; break;
+                case ')' when --depth == 0: return i;
+            }
+        }
+        return pattern.Length;
+    }
+
+    /// <summary>Past the option letters of "(?imnsx-imnsx)" or "(?imnsx-imnsx:" from
+    /// <paramref name="start"/>: the index of the last of them, or start - 1 where none follow
+    /// (a named or other group, whose name counts as reading).</summary>
+    static int OptionsEnd(string pattern, int start)
+    {
+        var i = start;
+        while (i < pattern.Length && pattern[i] is 'i' or 'm' or 'n' or 's' or 'x' or '-') i++;
+        return i < pattern.Length && pattern[i] is ')' or ':' ? i : start - 1;
+    }
+
+    /// <summary>The index of the '}' of a quantifier {n}, {n,} or {n,m} at <paramref name="open"/>,
+    /// or 0 where the '{' is a literal.</summary>
+    static int QuantifierEnd(string pattern, int open)
+    {
+        var match = Regex.Match(pattern[open..], @"\A\{[0-9]+(,[0-9]*)?\}");
+        return match.Success ? open + match.Length - 1 : 0;
+    }
+
     /// <summary>All spans in the text that hit this list, in text order. Terms and patterns
     /// read the text in its matching form (full-width and other compatibility letters as the
     /// letters they show, invisible characters and stray diacritics left out: MatchingForm);

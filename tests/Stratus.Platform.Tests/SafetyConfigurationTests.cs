@@ -46,6 +46,24 @@ public sealed class SafetyConfigurationTests : IDisposable
     }
 
     [Fact]
+    public async Task A_pattern_that_matches_only_empty_text_is_refused_when_added_and_one_stored_before_still_serves()
+    {
+        var e = await Assert.ThrowsAsync<TrustUserException>(async () => await config.AddToBlocklistAsync("words", ["bomb"], ["(?=bomb)"], null, "admin"));
+        Assert.Contains("write the term itself", e.Message);
+        Assert.Empty(await config.ListBlocklistsAsync());
+        Assert.Empty(await platform.Stores.Audit.ReadAsync(new AuditQuery()));
+        // Stored by a version that let it in: the list still builds, and takes other entries.
+        await platform.Stores.Blocklists.ChangeAsync("words", _ => new Blocklist("words", ["bomb"], [@"\b"]),
+            (_, after) => new AuditRecord("old", AuditActions.BlocklistChanged, []));
+        await config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "admin");
+        var list = await config.AddToBlocklistAsync("words", ["sarin"], [], null, "admin");
+        Assert.Equal([@"\b"], list.Patterns);
+        var pipeline = await config.BuildPipelineAsync("gpt2");
+        Assert.True((await pipeline.AnalyzeAsync("sarin", ContentDirection.Prompt)).Blocked);
+        Assert.False((await pipeline.AnalyzeAsync("a clean text", ContentDirection.Prompt)).Blocked);
+    }
+
+    [Fact]
     public async Task Policies_are_stored_audited_and_build_the_pipeline()
     {
         Assert.Equal(SafetyPolicy.Default("gpt2").BlockAt.Count, (await config.GetPolicyAsync("gpt2")).BlockAt.Count);

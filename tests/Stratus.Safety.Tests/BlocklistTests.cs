@@ -240,6 +240,33 @@ public sealed class BlocklistTests
         Assert.Contains("'bad'", e.Message);
     }
 
+    [Theory]
+    [InlineData("(?=bomb)", false)]           // a lookahead alone matches the place before "bomb", never text
+    [InlineData(@"\b", false)]
+    [InlineData(@"\b(?<!x)\B\A\z\Z\G", false)]
+    [InlineData(@"(?i)(?:\b(?=a[)]))+", false)]
+    [InlineData("(?#a comment)(?=x)", false)]
+    [InlineData("(?=a){2}", false)]
+    [InlineData("bomb", true)]
+    [InlineData(@"\bbomb\b", true)]
+    [InlineData("(?=bomb)b", true)]
+    [InlineData(@"(?<name>\b)", true)]       // a named group is read past as text: refused only when sure
+    [InlineData(@"[\u200B-\u200D]", true)]
+    [InlineData(@"\\b", true)]               // an escaped backslash, then b
+    [InlineData("a{", true)]                 // a literal brace
+    public void A_pattern_added_must_match_some_text(string pattern, bool accepted)
+    {
+        CompiledBlocklist.Compile(new Blocklist("list", [], [pattern]));  // valid either way
+        if (accepted)
+        {
+            CompiledBlocklist.RequireMatchesText("list", pattern);
+            return;
+        }
+        var e = Assert.Throws<TrustUserException>(() => CompiledBlocklist.RequireMatchesText("list", pattern));
+        Assert.Contains("matches only empty text", e.Message);
+        Assert.Contains("write the term itself", e.Message);
+    }
+
     [Fact]
     public void Empty_lists_terms_and_bad_names_are_user_errors()
     {

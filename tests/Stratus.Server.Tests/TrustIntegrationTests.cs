@@ -262,7 +262,10 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
             var details = audit[^1]!["details"]!;
             Assert.Equal(requestId, (string)details["request_id"]!);
             Assert.Equal("prompt", (string)details["direction"]!);
-            Assert.DoesNotContain("frobnicate", details.ToJsonString());
+            // The list and its term that matched, which are the operator's; not the prompt.
+            Assert.Equal("audit-test", (string)details["filtered"]![0]!["blocklist"]!);
+            Assert.Equal("frobnicate", (string)details["filtered"]![0]!["terms"]![0]!);
+            Assert.DoesNotContain("please", details.ToJsonString());
         }
         finally
         {

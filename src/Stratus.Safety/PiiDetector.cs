@@ -222,16 +222,29 @@ public sealed class PiiDetector : IContentSafetyProvider
         }
     }
 
+    /// <summary>Longest first, then leftmost, each kept unless it overlaps one kept before. One
+    /// candidate, as most texts with PII have, is kept as it is: on the guard's path, the sort
+    /// and its buffers would be allocated at every check.</summary>
     static List<SafetyMatch> RemoveOverlaps(List<SafetyMatch> candidates)
     {
-        var kept = new List<SafetyMatch>();
+        if (candidates.Count < 2) return candidates;
+        var kept = new List<SafetyMatch>(candidates.Count);
         foreach (var c in candidates.OrderByDescending(c => c.Length).ThenBy(c => c.Start))
-            if (!kept.Any(k => c.Start < k.End && k.Start < c.End)) kept.Add(c);
-        kept.Sort((a, b) => a.Start.CompareTo(b.Start));
+        {
+            var overlaps = false;
+            foreach (var k in kept) overlaps |= c.Start < k.End && k.Start < c.End;
+            if (!overlaps) kept.Add(c);
+        }
+        kept.Sort(static (a, b) => a.Start.CompareTo(b.Start));
         return kept;
     }
 
-    static int DigitCount(string s) => s.Count(char.IsAsciiDigit);
+    static int DigitCount(string s)
+    {
+        var count = 0;
+        foreach (var c in s) if (char.IsAsciiDigit(c)) count++;
+        return count;
+    }
 
     static bool ReadsAsVersion(string text, int index)
     {

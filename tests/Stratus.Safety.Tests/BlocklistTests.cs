@@ -189,6 +189,23 @@ public sealed class BlocklistTests
     }
 
     [Fact]
+    public async Task The_providers_of_one_check_read_the_text_in_one_form_made_once()
+    {
+        // Blocklists and PII read the guard's window in its matching form at every token: each
+        // made its own (two arrays as long as the window, when it folds).
+        var window = "call ４１５-５５５-２６７１ about the ｂｏｍｂ " + Guid.NewGuid();
+        var form = MatchingForm.Of(window);
+        Assert.Same(form, MatchingForm.Of(window));
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("m") with { Blocklists = ["w"], Pii = PiiMode.Block }, [new Blocklist("w", ["bomb"], [])]);
+        var verdict = await pipeline.AnalyzeAsync(window, ContentDirection.Completion);
+        Assert.Equal(["w", null], verdict.Filtered.Select(r => r.Blocklist));
+        // Another string, even of the same text, is read for itself.
+        var copy = new string(window.AsSpan());
+        Assert.NotSame(form, MatchingForm.Of(copy));
+        Assert.Same(copy, MatchingForm.Of(copy).Written);
+    }
+
+    [Fact]
     public async Task A_text_cut_inside_a_surrogate_pair_is_read_as_it_is()
     {
         // A stream's text so far can end between the halves of an emoji.

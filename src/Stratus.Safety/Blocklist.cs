@@ -179,7 +179,7 @@ public sealed class CompiledBlocklist
     {
         if (!ReadsCharacters(pattern))
             throw new TrustUserException($"Blocklist '{listName}': pattern '{pattern}' matches only empty text (anchors, \\b and lookarounds such as (?=...) match a place, not text), " +
-                "so it would never block anything: write the term itself (--term bomb, or the pattern bomb rather than (?=bomb)).");
+                "so it would never block anything: write the term itself (the term bomb, or the pattern bomb rather than (?=bomb)).");
     }
 
     /// <summary>Whether a pattern has something that reads a character outside lookarounds: a

@@ -98,6 +98,63 @@ public static class AuditChain
 /// unless the operator opted in (recordContent) for investigations.</summary>
 public static class AuditDetails
 {
+    /// <summary>At most this many entries of a list (terms added, patterns that matched) are
+    /// written into one entry, and at most MaxListCharacters of them in all, so a list replaced
+    /// by one of 100,000 terms does not make one audit entry of megabytes; "&lt;field&gt;_more"
+    /// counts those left out.</summary>
+    public const int MaxListEntries = 20;
+    public const int MaxListCharacters = 2000;
+
+    /// <summary>A blocklist created, changed (<paramref name="before"/> and
+    /// <paramref name="after"/>) or deleted (<paramref name="after"/> null): the terms and
+    /// patterns added and removed, which is what an auditor asks (who added this term, and
+    /// when), and the list's counts after. The entries are the operator's, not users' content.</summary>
+    public static JsonObject BlocklistChanged(Blocklist? before, Blocklist? after)
+    {
+        var list = after ?? before ?? throw new ArgumentException("A change has a list before or after it.");
+        var details = new JsonObject
+        {
+            ["name"] = list.Name,
+            ["operation"] = before is null ? "created" : after is null ? "deleted" : "updated",
+            ["category"] = list.Category.WireName(),
+        };
+        if (before is not null && after is not null && before.Category != after.Category) details["previous_category"] = before.Category.WireName();
+        if (after is not null)
+        {
+            details["terms"] = after.Terms.Count;
+            details["patterns"] = after.Patterns.Count;
+        }
+        // Terms are one entry when they match alike (Blocklist.EntryKey), as the list keeps them.
+        var termsBefore = (before?.Terms ?? []).Select(Blocklist.EntryKey).ToHashSet(StringComparer.Ordinal);
+        var termsAfter = (after?.Terms ?? []).Select(Blocklist.EntryKey).ToHashSet(StringComparer.Ordinal);
+        AddList(details, "terms_added", (after?.Terms ?? []).Where(t => !termsBefore.Contains(Blocklist.EntryKey(t))));
+        AddList(details, "terms_removed", (before?.Terms ?? []).Where(t => !termsAfter.Contains(Blocklist.EntryKey(t))));
+        AddList(details, "patterns_added", (after?.Patterns ?? []).Except(before?.Patterns ?? [], StringComparer.Ordinal));
+        AddList(details, "patterns_removed", (before?.Patterns ?? []).Except(after?.Patterns ?? [], StringComparer.Ordinal));
+        return details;
+    }
+
+    /// <summary>Writes <paramref name="entries"/> as the array <paramref name="field"/>, capped
+    /// (MaxListEntries, MaxListCharacters), with "&lt;field&gt;_more" counting those left out;
+    /// nothing when there are none.</summary>
+    static void AddList(JsonObject details, string field, IEnumerable<string> entries)
+    {
+        var written = new JsonArray();
+        int characters = 0, more = 0;
+        foreach (var entry in entries)
+        {
+            if (written.Count == MaxListEntries || (written.Count > 0 && characters + entry.Length > MaxListCharacters)) more++;
+            else
+            {
+                written.Add(entry);
+                characters += entry.Length;
+            }
+        }
+        if (written.Count == 0) return;
+        details[field] = written;
+        if (more > 0) details[field + "_more"] = more;
+    }
+
     /// <param name="requestId">The request's id (the server's x-request-id, its access-log line's
     /// request_id), so the entry a client's complaint quotes can be found; null where the host has none.</param>
     public static JsonObject FilteredRequest(string keyId, string deployment, SafetyVerdict verdict, string content, bool recordContent, string? requestId = null)
@@ -108,20 +165,34 @@ public static class AuditDetails
             ["deployment"] = deployment,
             ["request_id"] = requestId,
             ["direction"] = verdict.Direction == ContentDirection.Prompt ? "prompt" : "completion",
-            ["filtered"] = new JsonArray([.. verdict.Filtered
-                .Select(r => (JsonNode)new JsonObject
-                {
-                    ["category"] = r.Category.WireName(),
-                    ["severity"] = r.Severity.WireName(),
-                    ["source"] = r.Source,
-                    ["blocklist"] = r.Blocklist,
-                })]),
+            ["filtered"] = new JsonArray([.. verdict.Filtered.Select(r => (JsonNode)Filtered(r))]),
             // A digest lets an investigator match a complaint to the entry without the log
             // holding the text.
             ["content_sha256"] = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(content))),
             ["content_length"] = content.Length,
         };
         if (recordContent) details["content"] = content;
+        return details;
+    }
+
+    /// <summary>One result that filtered a request, with what matched: a blocklist's terms and
+    /// patterns as the list has them, or the labels of other providers' spans (PII kinds such as
+    /// EMAIL, injection signal families), never the text they matched.</summary>
+    static JsonObject Filtered(CategoryResult result)
+    {
+        var details = new JsonObject
+        {
+            ["category"] = result.Category.WireName(),
+            ["severity"] = result.Severity.WireName(),
+            ["source"] = result.Source,
+            ["blocklist"] = result.Blocklist,
+        };
+        if (result.Blocklist is not null)
+        {
+            AddList(details, "terms", result.Matches.Where(m => m.Label == CompiledBlocklist.TermLabel && m.Entry is not null).Select(m => m.Entry!).Distinct(StringComparer.Ordinal));
+            AddList(details, "patterns", result.Matches.Where(m => m.Label != CompiledBlocklist.TermLabel && m.Entry is not null).Select(m => m.Entry!).Distinct(StringComparer.Ordinal));
+        }
+        else AddList(details, "matched", result.Matches.Select(m => m.Label).Distinct(StringComparer.Ordinal));
         return details;
     }
 }

@@ -22,16 +22,17 @@ public interface IBlocklistStore
     /// <summary>Reads the list named <paramref name="name"/> (null when there is none) and stores
     /// what <paramref name="change"/> makes of it with the audit entry <paramref name="audit"/>
     /// makes of the two, atomically: no other change, from this process or another, comes in
-    /// between. An exception from <paramref name="change"/> stores nothing.</summary>
+    /// between. An exception from <paramref name="change"/> stores nothing, and so does an audit
+    /// entry of null, which says that the change changes nothing.</summary>
     /// <returns>The list as it is now.</returns>
-    ValueTask<Blocklist> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, Func<Blocklist?, Blocklist, AuditRecord> audit, CancellationToken cancellationToken = default);
+    ValueTask<Blocklist> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, Func<Blocklist?, Blocklist, AuditRecord?> audit, CancellationToken cancellationToken = default);
 
-    /// <summary>Deletes the list, with its audit entry, unless a stored safety policy names it,
-    /// checked in the write that deletes it, so a policy saved meanwhile cannot be left naming a
-    /// missing list.</summary>
+    /// <summary>Deletes the list, with the audit entry <paramref name="audit"/> makes of it,
+    /// unless a stored safety policy names it, checked in the write that deletes it, so a policy
+    /// saved meanwhile cannot be left naming a missing list.</summary>
     /// <returns>False when there is no list of this name (nothing is audited).</returns>
     /// <exception cref="TrustUserException">A policy names the list; nothing is deleted.</exception>
-    ValueTask<bool> DeleteAsync(string name, AuditRecord audit, CancellationToken cancellationToken = default);
+    ValueTask<bool> DeleteAsync(string name, Func<Blocklist, AuditRecord> audit, CancellationToken cancellationToken = default);
 }
 
 public interface ISafetyPolicyStore
@@ -96,7 +97,7 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
         }, actor, cancellationToken);
 
     /// <summary>Adds terms and patterns to a blocklist, creating it when there is none; entries it
-    /// has already are kept once. <paramref name="category"/> null keeps the list's own, or hate
+    /// has already are kept once, and adding only those changes nothing and is not audited. <paramref name="category"/> null keeps the list's own, or hate
     /// for a new list.</summary>
     /// <exception cref="TrustUserException">No entry given, or a pattern is not a valid regular
     /// expression.</exception>
@@ -146,7 +147,8 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     }
 
     /// <summary>Every blocklist change: validated and stored with its audit entry in one
-    /// transaction with the read it builds on.</summary>
+    /// transaction with the read it builds on; one that leaves the list as it was (its version,
+    /// VersionOf) is neither stored nor audited as a change.</summary>
     async ValueTask<Blocklist> ChangeBlocklistAsync(string name, Func<Blocklist?, Blocklist> change, string actor, CancellationToken cancellationToken)
     {
         var after = await blocklists.ChangeAsync(name, existing =>
@@ -161,16 +163,12 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
                 Patterns = [.. changed.Patterns.Distinct(StringComparer.Ordinal)],
             };
             CompiledBlocklist.Compile(changed);
+            foreach (var pattern in changed.Patterns.Except(existing?.Patterns ?? [], StringComparer.Ordinal))
+                CompiledBlocklist.RequireMatchesText(changed.Name, pattern);
             return changed;
-        }, (before, after) => new AuditRecord(actor, AuditActions.BlocklistChanged, new JsonObject
-        {
-            ["name"] = after.Name,
-            ["operation"] = before is null ? "created" : "updated",
-            ["category"] = after.Category.WireName(),
-            // Counts, not the terms: a blocklist of slurs should not be copied into the log.
-            ["terms"] = after.Terms.Count,
-            ["patterns"] = after.Patterns.Count,
-        }), cancellationToken);
+        }, (before, after) => before is not null && VersionOf(before) == VersionOf(after)
+            ? null
+            : new AuditRecord(actor, AuditActions.BlocklistChanged, AuditDetails.BlocklistChanged(before, after)), cancellationToken);
         Interlocked.Increment(ref version);
         return after;
     }
@@ -178,7 +176,7 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     /// <exception cref="TrustUserException">No such blocklist, or a policy still uses it.</exception>
     public async ValueTask DeleteBlocklistAsync(string name, string actor, CancellationToken cancellationToken = default)
     {
-        if (!await blocklists.DeleteAsync(name, new AuditRecord(actor, AuditActions.BlocklistChanged, new JsonObject { ["name"] = name, ["operation"] = "deleted" }), cancellationToken))
+        if (!await blocklists.DeleteAsync(name, list => new AuditRecord(actor, AuditActions.BlocklistChanged, AuditDetails.BlocklistChanged(list, null)), cancellationToken))
             throw new TrustUserException($"No blocklist named '{name}'.") { NotFound = true };
         Interlocked.Increment(ref version);
     }
@@ -246,18 +244,19 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditL
     public ValueTask<Blocklist?> GetAsync(string name, CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(database.Use(connection => blocklists.Get(connection, name)) is { } json ? Parse(json) : null);
 
-    public ValueTask<Blocklist> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, Func<Blocklist?, Blocklist, AuditRecord> audit,
+    public ValueTask<Blocklist> ChangeAsync(string name, Func<Blocklist?, Blocklist> change, Func<Blocklist?, Blocklist, AuditRecord?> audit,
         CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(database.Write(transaction =>
         {
             var before = blocklists.Get(transaction.Connection!, name, transaction) is { } json ? Parse(json) : null;
             var after = change(before);
+            if (audit(before, after) is not { } record) return before ?? after;
             blocklists.Put(transaction, name, JsonSerializer.Serialize(new Definition(after.Name, after.Category.WireName(), [.. after.Terms], [.. after.Patterns])));
-            auditLog.Append(transaction, audit(before, after));
+            auditLog.Append(transaction, record);
             return after;
         }));
 
-    public ValueTask<bool> DeleteAsync(string name, AuditRecord audit, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
+    public ValueTask<bool> DeleteAsync(string name, Func<Blocklist, AuditRecord> audit, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
     {
         var users = policies.List(transaction.Connection!, transaction).Select(SafetyPolicy.FromJson)
             .Where(p => p.Blocklists.Contains(name, StringComparer.OrdinalIgnoreCase)).Select(p => p.Deployment).ToList();
@@ -265,8 +264,8 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditL
             // Policies have no CLI verb: the one way to change them is said, for `stratus blocklist remove`.
             throw new TrustUserException($"Blocklist '{name}' is used by the safety policy of {string.Join(", ", users)}; remove it there first " +
                 $"(PUT /v1/admin/policies/{users[0]} with an admin key, its \"blocklists\" without '{name}').");
-        if (!blocklists.Delete(transaction, name)) return false;
-        auditLog.Append(transaction, audit);
+        if (blocklists.Get(transaction.Connection!, name, transaction) is not { } json || !blocklists.Delete(transaction, name)) return false;
+        auditLog.Append(transaction, audit(Parse(json)));
         return true;
     }));
 

@@ -3,6 +3,7 @@
 // matches inside running text) and regular expressions (validated when created and run with a
 // match timeout so a pathological pattern cannot stall the server; a text one times out on is
 // asked of .NET's linear-time engine, so a clean one is not blocked: BlocklistPattern).
+using System.Collections.Frozen;
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -50,6 +51,10 @@ public sealed class CompiledBlocklist
     /// checks (prompts, the final check of a stream).</summary>
     public const int PatternWindow = 128;
 
+    /// <summary>The labels of a blocklist's hits (SafetyMatch.Label), whose Entry is the term or
+    /// the pattern that made it.</summary>
+    public const string TermLabel = "term", PatternLabel = "pattern";
+
     public const int MaxTermLength = 200;
     public const int MaxPatternLength = 1000;
 
@@ -63,12 +68,16 @@ public sealed class CompiledBlocklist
     static readonly string WordChar = $@"[\p{{L}}\p{{N}}_-[{UnspacedScripts.CharacterClass}]]";
 
     readonly Regex? terms;
+    // Each term as the list has it, by its EntryKey: the text a term matched (in the matching
+    // form) has that term's key, so a hit names the entry that made it (SafetyMatch.Entry).
+    readonly FrozenDictionary<string, string> termsByKey;
     readonly BlocklistPattern[] patterns;
 
-    CompiledBlocklist(Blocklist source, Regex? terms, BlocklistPattern[] patterns, int streamingWindow)
+    CompiledBlocklist(Blocklist source, Regex? terms, FrozenDictionary<string, string> termsByKey, BlocklistPattern[] patterns, int streamingWindow)
     {
         Source = source;
         this.terms = terms;
+        this.termsByKey = termsByKey;
         this.patterns = patterns;
         StreamingWindow = streamingWindow;
     }
@@ -111,7 +120,8 @@ public sealed class CompiledBlocklist
         }
         if (termRegex is null && compiled.Length == 0)
             throw new TrustUserException($"Blocklist '{list.Name}' has neither terms nor patterns.");
-        return new CompiledBlocklist(list, termRegex, compiled, window);
+        var termsByKey = list.Terms.Select(Blocklist.CanonicalTerm).DistinctBy(Blocklist.EntryKey).ToFrozenDictionary(Blocklist.EntryKey, StringComparer.Ordinal);
+        return new CompiledBlocklist(list, termRegex, termsByKey, compiled, window);
     }
 
     public static void ValidateName(string? name)
@@ -158,6 +168,95 @@ public sealed class CompiledBlocklist
         return regex;
     }
 
+    /// <summary>Refuses a pattern being added that can match only empty text: one made of
+    /// anchors, word boundaries and lookarounds alone (`(?=bomb)`, `\b`), which match a place
+    /// rather than text. The blocklist reports and the streaming guard holds back spans of text,
+    /// and an empty one is none, so such a pattern would never block anything. Checked where a
+    /// list is written (SafetyConfiguration), not in Compile: a list stored before with such a
+    /// pattern still serves, the pattern finding nothing as it always did.</summary>
+    /// <exception cref="TrustUserException">The pattern has nothing that reads a character.</exception>
+    public static void RequireMatchesText(string listName, string pattern)
+    {
+        if (!ReadsCharacters(pattern))
+            throw new TrustUserException($"Blocklist '{listName}': pattern '{pattern}' matches only empty text (anchors, \\b and lookarounds such as (?=...) match a place, not text), " +
+                "so it would never block anything: write the term itself (the term bomb, or the pattern bomb rather than (?=bomb)).");
+    }
+
+    /// <summary>Whether a pattern has something that reads a character outside lookarounds: a
+    /// literal, a class, '.', an escape other than the anchors \b \B \A \z \Z \G, or a
+    /// backreference. Anything not known to read nothing counts as reading, so a valid pattern is
+    /// refused only when it surely matches nothing but empty text.</summary>
+    static bool ReadsCharacters(string pattern)
+    {
+        for (var i = 0; i < pattern.Length; i++)
+        {
+            switch (pattern[i])
+            {
+                case '\\':
+                    if (i + 1 < pattern.Length && pattern[i + 1] is 'b' or 'B' or 'A' or 'z' or 'Z' or 'G') { i++; break; }
+                    return true;
+                case '(' when At(pattern, i, "(?=") || At(pattern, i, "(?!") || At(pattern, i, "(?<=") || At(pattern, i, "(?<!") || At(pattern, i, "(?#"):
+                    i = GroupEnd(pattern, i);
+                    break;
+                case '{' when QuantifierEnd(pattern, i) is var end and > 0:
+                    i = end;
+                    break;
+                case '(' or ')' or '|' or '^' or '$' or '*' or '+' or '?':
+                    // Groups, alternation, anchors and quantifiers read nothing themselves; an inline
+                    // option group's letters ((?i)) are read past as its '?' is.
+                    if (pattern[i] == '?' && i > 0 && pattern[i - 1] == '(') i = OptionsEnd(pattern, i + 1);
+                    break;
+                default:
+                    return true;
+            }
+        }
+        return false;
+    }
+
+    static bool At(string pattern, int i, string construct) => string.CompareOrdinal(pattern, i, construct, 0, construct.Length) == 0;
+
+    /// <summary>The index of the ')' that closes the group opened at <paramref name="open"/>,
+    /// past escapes and character classes, or the end of the pattern.</summary>
+    static int GroupEnd(string pattern, int open)
+    {
+        var depth = 0;
+        for (var i = open; i < pattern.Length; i++)
+        {
+            switch (pattern[i])
+            {
+                case '\\': i++; break;
+                case '[':
+                    // A ']' first in a class (or after '^') is a literal.
+                    i++;
+                    if (i < pattern.Length && pattern[i] == '^') i++;
+                    if (i < pattern.Length && pattern[i] == ']') i++;
+                    while (i < pattern.Length && pattern[i] != ']') i += pattern[i] == '\\' ? 2 : 1;
+                    break;
+                case '(': depth++; break;
+                case ')' when --depth == 0: return i;
+            }
+        }
+        return pattern.Length;
+    }
+
+    /// <summary>Past the option letters of "(?imnsx-imnsx)" or "(?imnsx-imnsx:" from
+    /// <paramref name="start"/>: the index of the last of them, or start - 1 where none follow
+    /// (a named or other group, whose name counts as reading).</summary>
+    static int OptionsEnd(string pattern, int start)
+    {
+        var i = start;
+        while (i < pattern.Length && pattern[i] is 'i' or 'm' or 'n' or 's' or 'x' or '-') i++;
+        return i < pattern.Length && pattern[i] is ')' or ':' ? i : start - 1;
+    }
+
+    /// <summary>The index of the '}' of a quantifier {n}, {n,} or {n,m} at <paramref name="open"/>,
+    /// or 0 where the '{' is a literal.</summary>
+    static int QuantifierEnd(string pattern, int open)
+    {
+        var match = Regex.Match(pattern[open..], @"\A\{[0-9]+(,[0-9]*)?\}");
+        return match.Success ? open + match.Length - 1 : 0;
+    }
+
     /// <summary>All spans in the text that hit this list, in text order. Terms and patterns
     /// read the text in its matching form (full-width and other compatibility letters as the
     /// letters they show, invisible characters and stray diacritics left out: MatchingForm);
@@ -168,7 +267,7 @@ public sealed class CompiledBlocklist
     internal IReadOnlyList<SafetyMatch> Find(MatchingForm text)
     {
         var found = new List<SafetyMatch>();
-        if (terms is not null) Collect(terms, text.Text, text, "term", found);
+        if (terms is not null) Collect(terms, text.Text, text, TermLabel, found, termsByKey: termsByKey);
         foreach (var pattern in patterns)
         {
             Collect(pattern, text.Text, text, found);
@@ -181,14 +280,17 @@ public sealed class CompiledBlocklist
     /// <summary>Adds the pattern's matches, if the text may have any (BlocklistPattern.MayMatch).</summary>
     static void Collect(BlocklistPattern pattern, string input, MatchingForm? form, List<SafetyMatch> found)
     {
-        if (pattern.MayMatch(input)) Collect(pattern.Backtracking, input, form, "pattern", found, pattern);
+        if (pattern.MayMatch(input)) Collect(pattern.Backtracking, input, form, PatternLabel, found, pattern);
     }
 
     /// <summary>Adds the regex's matches in <paramref name="input"/>, the text's matching form
     /// (<paramref name="form"/>, whose spans are mapped back to the text as written) or the
     /// text as written (null), each span once. A pattern's regex that times out is a hit of the
-    /// whole text unless the pattern finds the text has no match (BlocklistPattern.HasMatch).</summary>
-    static void Collect(Regex regex, string input, MatchingForm? form, string kind, List<SafetyMatch> found, BlocklistPattern? pattern = null)
+    /// whole text unless the pattern finds the text has no match (BlocklistPattern.HasMatch).
+    /// Each match names its entry: the pattern, or the term of <paramref name="termsByKey"/>
+    /// whose key the matched text has.</summary>
+    static void Collect(Regex regex, string input, MatchingForm? form, string kind, List<SafetyMatch> found, BlocklistPattern? pattern = null,
+        FrozenDictionary<string, string>? termsByKey = null)
     {
         try
         {
@@ -196,7 +298,8 @@ public sealed class CompiledBlocklist
             {
                 if (m.Length == 0) continue;
                 var (start, end) = form?.Original(m.Index, m.Index + m.Length) ?? (m.Index, m.Index + m.Length);
-                var match = new SafetyMatch(start, end - start, kind);
+                var entry = pattern?.Source ?? (termsByKey is not null && termsByKey.TryGetValue(Blocklist.EntryKey(m.Value), out var term) ? term : null);
+                var match = new SafetyMatch(start, end - start, kind, entry);
                 if (!found.Contains(match)) found.Add(match);
             }
         }
@@ -204,7 +307,7 @@ public sealed class CompiledBlocklist
         {
             if (pattern is not null && !pattern.HasMatch(input)) return;
             // Fail closed: the whole text counts as the hit.
-            var whole = new SafetyMatch(0, form?.Written.Length ?? input.Length, kind + " (timed out)");
+            var whole = new SafetyMatch(0, form?.Written.Length ?? input.Length, kind + " (timed out)", pattern?.Source);
             if (!found.Contains(whole)) found.Add(whole);
         }
     }
@@ -222,6 +325,9 @@ public sealed class CompiledBlocklist
 /// then on it is asked first, so later checks of such a text wait for no timeout.</summary>
 sealed class BlocklistPattern(string source, Regex backtracking)
 {
+    /// <summary>The pattern as the list has it.</summary>
+    public string Source => source;
+
     // Built at the first timeout; null where the linear-time engine cannot run the pattern
     // (lookarounds, backreferences, atomic groups, an automaton past its size limit).
     readonly Lazy<Regex?> linear = new(() => Linear(source));

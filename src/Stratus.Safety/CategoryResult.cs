@@ -4,7 +4,10 @@ namespace Stratus.Safety;
 
 /// <summary>A span of the analysed text. Label names what matched: a PII kind (EMAIL), a
 /// blocklist term or pattern, or an injection signal family.</summary>
-public sealed record SafetyMatch(int Start, int Length, string Label)
+/// <param name="Entry">For a blocklist's hit, the entry that made it: the term as the list has
+/// it, or the pattern (what an audit of the blocked request names; the text matched is the
+/// user's and is not). Null for other providers.</param>
+public sealed record SafetyMatch(int Start, int Length, string Label, string? Entry = null)
 {
     public int End => Start + Length;
 }

@@ -1,12 +1,14 @@
 // Unicode's canonical compositions of a letter and a combining diacritic that the matching form
 // would otherwise leave out (U+0300-U+036F: n and U+0303 are ñ), so that a letter written
 // decomposed (as macOS and some keyboards and PDFs give it) reads as the same letter written
-// precomposed: "an\u0303o" is "año", not "ano". The server runs with invariant globalization,
-// where string.Normalize does nothing, hence this table: every primary composite of the Unicode
-// Character Database whose second character is such a diacritic (825, all in the BMP;
-// canonical compositions never change between Unicode versions), taken from Python's
-// unicodedata: each character whose canonical decomposition is two characters, the second of
-// them one MatchingForm leaves out, and that NFC composes from them again.
+// precomposed: "an\u0303o" is "año", not "ano"; and a kana with the voicing marks written apart
+// (U+3099, U+309A, which half-width katakana's ﾞ and ﾟ are: "ｶﾞ") is the voiced kana "ガ". The
+// server runs with invariant globalization, where string.Normalize does nothing, hence this
+// table: every primary composite of the Unicode Character Database whose second character is
+// such a diacritic or voicing mark (825 + 58, all in the BMP; canonical compositions never
+// change between Unicode versions), taken from Python's unicodedata: each character whose
+// canonical decomposition is two characters, the second of them one MatchingForm leaves out or
+// a voicing mark, and that NFC composes from them again.
 namespace Stratus.Safety;
 
 static class Compositions
@@ -150,7 +152,17 @@ static class Compositions
         "\u2273\u0338\u2275\u2276\u0338\u2278\u2277\u0338\u2279\u227A\u0338\u2280\u227B\u0338\u2281\u227C\u0338\u22E0" +
         "\u227D\u0338\u22E1\u2282\u0338\u2284\u2283\u0338\u2285\u2286\u0338\u2288\u2287\u0338\u2289\u2291\u0338\u22E2" +
         "\u2292\u0338\u22E3\u22A2\u0338\u22AC\u22A8\u0338\u22AD\u22A9\u0338\u22AE\u22AB\u0338\u22AF\u22B2\u0338\u22EA" +
-        "\u22B3\u0338\u22EB\u22B4\u0338\u22EC\u22B5\u0338\u22ED";
+        "\u22B3\u0338\u22EB\u22B4\u0338\u22EC\u22B5\u0338\u22ED" +
+        "\u3046\u3099\u3094\u304B\u3099\u304C\u304D\u3099\u304E\u304F\u3099\u3050\u3051\u3099\u3052\u3053\u3099\u3054" +
+        "\u3055\u3099\u3056\u3057\u3099\u3058\u3059\u3099\u305A\u305B\u3099\u305C\u305D\u3099\u305E\u305F\u3099\u3060" +
+        "\u3061\u3099\u3062\u3064\u3099\u3065\u3066\u3099\u3067\u3068\u3099\u3069\u306F\u3099\u3070\u306F\u309A\u3071" +
+        "\u3072\u3099\u3073\u3072\u309A\u3074\u3075\u3099\u3076\u3075\u309A\u3077\u3078\u3099\u3079\u3078\u309A\u307A" +
+        "\u307B\u3099\u307C\u307B\u309A\u307D\u309D\u3099\u309E\u30A6\u3099\u30F4\u30AB\u3099\u30AC\u30AD\u3099\u30AE" +
+        "\u30AF\u3099\u30B0\u30B1\u3099\u30B2\u30B3\u3099\u30B4\u30B5\u3099\u30B6\u30B7\u3099\u30B8\u30B9\u3099\u30BA" +
+        "\u30BB\u3099\u30BC\u30BD\u3099\u30BE\u30BF\u3099\u30C0\u30C1\u3099\u30C2\u30C4\u3099\u30C5\u30C6\u3099\u30C7" +
+        "\u30C8\u3099\u30C9\u30CF\u3099\u30D0\u30CF\u309A\u30D1\u30D2\u3099\u30D3\u30D2\u309A\u30D4\u30D5\u3099\u30D6" +
+        "\u30D5\u309A\u30D7\u30D8\u3099\u30D9\u30D8\u309A\u30DA\u30DB\u3099\u30DC\u30DB\u309A\u30DD\u30EF\u3099\u30F7" +
+        "\u30F0\u3099\u30F8\u30F1\u3099\u30F9\u30F2\u3099\u30FA\u30FD\u3099\u30FE";
 
     /// <summary>The letter and diacritic composed, or '\0' where Unicode has no such letter.</summary>
     public static char Of(char letter, char diacritic)

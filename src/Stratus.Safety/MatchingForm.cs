@@ -1,7 +1,8 @@
 // The form in which blocklists read text, so that a word written to look like a blocked one is
 // one. Letters drawn in another form are read as the letters they show: full-width ("ｂｏｍｂ",
 // as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷ℴ𝓂𝒷"), circled
-// and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑") and the Latin ligatures ("ﬁ"); and a letter in the case
+// and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑"), superscript and subscript ("ᵇᵒᵐᵇ", "ₐ", "™"), half-width
+// ("ｶﾞｽ" is "ガス") and the Latin ligatures ("ﬁ"); and a letter in the case
 // the regex's IgnoreCase pairs with its other case (final ς as σ, Adlam small: CasePartner), so
 // a term matches in any case whatever its script. Invisible characters are
 // left out: format characters (zero-width space and joiners, soft hyphen, word joiner,
@@ -16,6 +17,7 @@
 // the original it came from, so a match is reported, held back and released as the text was
 // written.
 using System.Buffers;
+using System.Collections.Frozen;
 using System.Globalization;
 using System.Text;
 
@@ -55,17 +57,24 @@ sealed class MatchingForm
         return (starts[start], starts[end] != last ? starts[end] : char.IsSurrogatePair(Written, last) ? last + 2 : last + 1);
     }
 
+    // The last form this thread made: the providers of one check (blocklists, then PII) run on
+    // the text one after another on one thread, and read it in the same form, so it is made once.
+    // It holds the text until the thread reads another, at most one per thread.
+    [ThreadStatic] static MatchingForm? last;
+
     /// <summary>The text's matching form. Its cost is on a streamed completion's path (every
     /// check of the guard's window): text that is its own form, most text, allocates nothing but
     /// this object, and a folded one its two arrays (the text and where each character came
-    /// from), sized once.</summary>
+    /// from), sized once; asked again for the same string, as each provider of a check asks, the
+    /// thread's last form is given again.</summary>
     public static MatchingForm Of(string text)
     {
+        if (last is { } form && ReferenceEquals(form.Written, text)) return form;
         var length = Read(text, [], []);
-        if (length < 0) return new MatchingForm(text, text, null);
+        if (length < 0) return last = new MatchingForm(text, text, null);
         var starts = new int[length];
         var folded = string.Create(length, (text, starts), static (chars, state) => Read(state.text, chars, state.starts));
-        return new MatchingForm(folded, text, starts);
+        return last = new MatchingForm(folded, text, starts);
     }
 
     /// <summary>Reads <paramref name="text"/> in its matching form, writing it into
@@ -77,9 +86,11 @@ sealed class MatchingForm
         Span<char> letters = stackalloc char[3];
         var length = 0;
         var folded = false;
-        // Whether a diacritic here may compose with the last character read: only marks have come
-        // since (a format character, such as a zero-width space, parts them).
+        // Whether a diacritic here may compose with the last character read (last): only marks
+        // have come since (a format character, such as a zero-width space, parts them). Kept here
+        // rather than read back from chars, which the first pass, measuring, does not write.
         var composable = false;
+        var last = '\0';
         for (var i = 0; i < text.Length;)
         {
             var start = i;
@@ -92,22 +103,29 @@ sealed class MatchingForm
             else
             {
                 i += runeLength;
+                var shown = IsLeftOut(rune) ? 0 : Letters(rune, letters);
+                read = shown > 0 ? letters[..shown] : text.AsSpan(start, runeLength);
+                // A diacritic or voicing mark that Unicode composes with its letter is part of it:
+                // the letter written decomposed is the letter written precomposed (n and U+0303
+                // are ñ, カ and U+3099 are ガ, as are half-width ｶﾞ), which the form keeps.
+                if (composable && read.Length == 1 && Compositions.Of(last, read[0]) is var composed and not '\0')
+                {
+                    folded = true;
+                    last = composed;
+                    if (!chars.IsEmpty) chars[length - 1] = composed;
+                    continue;
+                }
                 if (IsLeftOut(rune))
                 {
-                    // A diacritic that Unicode composes with its letter is part of it: the letter
-                    // written decomposed is the letter written precomposed (n and U+0303 are ñ),
-                    // which the form keeps. Others (an overlay ̷, Zalgo's heaps) are left out.
+                    // Others (an overlay ̷, Zalgo's heaps) are left out.
                     folded = true;
-                    if (composable && !chars.IsEmpty && rune.IsBmp && Compositions.Of(chars[length - 1], (char)rune.Value) is var composed and not '\0')
-                        chars[length - 1] = composed;
                     composable &= IsMark(rune);
                     continue;
                 }
-                var shown = Letters(rune, letters);
                 folded |= shown > 0;
-                read = shown > 0 ? letters[..shown] : text.AsSpan(start, runeLength);
             }
             composable = true;
+            last = read[^1];
             if (!chars.IsEmpty)
             {
                 read.CopyTo(chars[length..]);
@@ -166,7 +184,7 @@ sealed class MatchingForm
                 spelled.CopyTo(letters);
                 return spelled.Length;
             default:
-                return CasePartner(rune, letters);
+                return Compatibility.TryGetValue(c, out var shown) ? Copy(shown, letters) : CasePartner(rune, letters);
         }
     }
 
@@ -185,6 +203,72 @@ sealed class MatchingForm
     }
 
     static readonly string[] Ligatures = ["ff", "fi", "fl", "ffi", "ffl", "st", "st"];
+
+    static int Copy(string shown, Span<char> letters)
+    {
+        shown.CopyTo(letters);
+        return shown.Length;
+    }
+
+    /// <summary>Superscript and subscript letters, digits and signs (ᵇᵒᵐᵇ, ₐ, ², ™) and the
+    /// half-width forms (katakana ｶ, Hangul ﾡ, ￩) as the characters they show: Unicode's &lt;super&gt;,
+    /// &lt;sub&gt; and &lt;narrow&gt; compatibility mappings (UCD 14.0, from Python's unicodedata), which
+    /// NFKC applies. Their voicing marks ﾞ ﾟ are U+3099 and U+309A, which compose with the kana
+    /// before them (Compositions). A half-width Hangul letter is read as the compatibility jamo
+    /// a Korean keyboard types (ﾡ as ㄱ), one step of its mapping, where NFKC goes on to the
+    /// conjoining jamo (ᄀ) that no one types.</summary>
+    static readonly FrozenDictionary<int, string> Compatibility = ParseMappings(
+        "00AA:0061 00B2:0032 00B3:0033 00B9:0031 00BA:006F 02B0:0068 02B1:0266 02B2:006A 02B3:0072 02B4:0279 " +
+        "02B5:027B 02B6:0281 02B7:0077 02B8:0079 02E0:0263 02E1:006C 02E2:0073 02E3:0078 02E4:0295 10FC:10DC " +
+        "1D2C:0041 1D2D:00C6 1D2E:0042 1D30:0044 1D31:0045 1D32:018E 1D33:0047 1D34:0048 1D35:0049 1D36:004A " +
+        "1D37:004B 1D38:004C 1D39:004D 1D3A:004E 1D3C:004F 1D3D:0222 1D3E:0050 1D3F:0052 1D40:0054 1D41:0055 " +
+        "1D42:0057 1D43:0061 1D44:0250 1D45:0251 1D46:1D02 1D47:0062 1D48:0064 1D49:0065 1D4A:0259 1D4B:025B " +
+        "1D4C:025C 1D4D:0067 1D4F:006B 1D50:006D 1D51:014B 1D52:006F 1D53:0254 1D54:1D16 1D55:1D17 1D56:0070 " +
+        "1D57:0074 1D58:0075 1D59:1D1D 1D5A:026F 1D5B:0076 1D5C:1D25 1D5D:03B2 1D5E:03B3 1D5F:03B4 1D60:03C6 " +
+        "1D61:03C7 1D62:0069 1D63:0072 1D64:0075 1D65:0076 1D66:03B2 1D67:03B3 1D68:03C1 1D69:03C6 1D6A:03C7 " +
+        "1D78:043D 1D9B:0252 1D9C:0063 1D9D:0255 1D9E:00F0 1D9F:025C 1DA0:0066 1DA1:025F 1DA2:0261 1DA3:0265 " +
+        "1DA4:0268 1DA5:0269 1DA6:026A 1DA7:1D7B 1DA8:029D 1DA9:026D 1DAA:1D85 1DAB:029F 1DAC:0271 1DAD:0270 " +
+        "1DAE:0272 1DAF:0273 1DB0:0274 1DB1:0275 1DB2:0278 1DB3:0282 1DB4:0283 1DB5:01AB 1DB6:0289 1DB7:028A " +
+        "1DB8:1D1C 1DB9:028B 1DBA:028C 1DBB:007A 1DBC:0290 1DBD:0291 1DBE:0292 1DBF:03B8 2070:0030 2071:0069 " +
+        "2074:0034 2075:0035 2076:0036 2077:0037 2078:0038 2079:0039 207A:002B 207B:2212 207C:003D 207D:0028 " +
+        "207E:0029 207F:006E 2080:0030 2081:0031 2082:0032 2083:0033 2084:0034 2085:0035 2086:0036 2087:0037 " +
+        "2088:0038 2089:0039 208A:002B 208B:2212 208C:003D 208D:0028 208E:0029 2090:0061 2091:0065 2092:006F " +
+        "2093:0078 2094:0259 2095:0068 2096:006B 2097:006C 2098:006D 2099:006E 209A:0070 209B:0073 209C:0074 " +
+        "2120:0053.004D 2122:0054.004D 2C7C:006A 2C7D:0056 2D6F:2D61 3192:4E00 3193:4E8C 3194:4E09 3195:56DB " +
+        "3196:4E0A 3197:4E2D 3198:4E0B 3199:7532 319A:4E59 319B:4E19 319C:4E01 319D:5929 319E:5730 319F:4EBA " +
+        "A69C:044A A69D:044C A770:A76F A7F2:0043 A7F3:0046 A7F4:0051 A7F8:0126 A7F9:0153 AB5C:A727 AB5D:AB37 " +
+        "AB5E:026B AB5F:AB52 AB69:028D FF61:3002 FF62:300C FF63:300D FF64:3001 FF65:30FB FF66:30F2 FF67:30A1 " +
+        "FF68:30A3 FF69:30A5 FF6A:30A7 FF6B:30A9 FF6C:30E3 FF6D:30E5 FF6E:30E7 FF6F:30C3 FF70:30FC FF71:30A2 " +
+        "FF72:30A4 FF73:30A6 FF74:30A8 FF75:30AA FF76:30AB FF77:30AD FF78:30AF FF79:30B1 FF7A:30B3 FF7B:30B5 " +
+        "FF7C:30B7 FF7D:30B9 FF7E:30BB FF7F:30BD FF80:30BF FF81:30C1 FF82:30C4 FF83:30C6 FF84:30C8 FF85:30CA " +
+        "FF86:30CB FF87:30CC FF88:30CD FF89:30CE FF8A:30CF FF8B:30D2 FF8C:30D5 FF8D:30D8 FF8E:30DB FF8F:30DE " +
+        "FF90:30DF FF91:30E0 FF92:30E1 FF93:30E2 FF94:30E4 FF95:30E6 FF96:30E8 FF97:30E9 FF98:30EA FF99:30EB " +
+        "FF9A:30EC FF9B:30ED FF9C:30EF FF9D:30F3 FF9E:3099 FF9F:309A FFA0:3164 FFA1:3131 FFA2:3132 FFA3:3133 " +
+        "FFA4:3134 FFA5:3135 FFA6:3136 FFA7:3137 FFA8:3138 FFA9:3139 FFAA:313A FFAB:313B FFAC:313C FFAD:313D " +
+        "FFAE:313E FFAF:313F FFB0:3140 FFB1:3141 FFB2:3142 FFB3:3143 FFB4:3144 FFB5:3145 FFB6:3146 FFB7:3147 " +
+        "FFB8:3148 FFB9:3149 FFBA:314A FFBB:314B FFBC:314C FFBD:314D FFBE:314E FFC2:314F FFC3:3150 FFC4:3151 " +
+        "FFC5:3152 FFC6:3153 FFC7:3154 FFCA:3155 FFCB:3156 FFCC:3157 FFCD:3158 FFCE:3159 FFCF:315A FFD2:315B " +
+        "FFD3:315C FFD4:315D FFD5:315E FFD6:315F FFD7:3160 FFDA:3161 FFDB:3162 FFDC:3163 FFE8:2502 FFE9:2190 " +
+        "FFEA:2191 FFEB:2192 FFEC:2193 FFED:25A0 FFEE:25CB 10781:02D0 10782:02D1 10783:00E6 10784:0299 " +
+        "10785:0253 10787:02A3 10788:AB66 10789:02A5 1078A:02A4 1078B:0256 1078C:0257 1078D:1D91 1078E:0258 " +
+        "1078F:025E 10790:02A9 10791:0264 10792:0262 10793:0260 10794:029B 10795:0127 10796:029C 10797:0267 " +
+        "10798:0284 10799:02AA 1079A:02AB 1079B:026C 1079C:1DF04 1079D:A78E 1079E:026E 1079F:1DF05 " +
+        "107A0:028E 107A1:1DF06 107A2:00F8 107A3:0276 107A4:0277 107A5:0071 107A6:027A 107A7:1DF08 " +
+        "107A8:027D 107A9:027E 107AA:0280 107AB:02A8 107AC:02A6 107AD:AB67 107AE:02A7 107AF:0288 107B0:2C71 " +
+        "107B2:028F 107B3:02A1 107B4:02A2 107B5:0298 107B6:01C0 107B7:01C1 107B8:01C2 107B9:1DF0A " +
+        "107BA:1DF1E 1F16A:004D.0043 1F16B:004D.0044 1F16C:004D.0052 ");
+
+    /// <summary>The characters of the BMP read as an ASCII digit by the mapping above (², ₃),
+    /// which the PII detector looks for as it looks for digits.</summary>
+    internal static IEnumerable<char> DigitForms =>
+        Compatibility.Where(e => e.Key <= char.MaxValue && e.Value is [var digit] && char.IsAsciiDigit(digit)).Select(e => (char)e.Key);
+
+    /// <summary>"source:target" code points in hex, a target of several joined by '.', entries
+    /// separated by spaces.</summary>
+    static FrozenDictionary<int, string> ParseMappings(string table) =>
+        table.Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(entry => entry.Split(':')).ToFrozenDictionary(
+            entry => int.Parse(entry[0], NumberStyles.HexNumber, CultureInfo.InvariantCulture),
+            entry => string.Concat(entry[1].Split('.').Select(point => char.ConvertFromUtf32(int.Parse(point, NumberStyles.HexNumber, CultureInfo.InvariantCulture)))));
 
     /// <summary>U+2100-U+2149 as the letters NFKC reads them ('.' where none): the letters of the
     /// mathematical alphabets that were encoded before them (script ℴ ℯ ℊ, italic ℎ, double-struck

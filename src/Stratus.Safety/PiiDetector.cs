@@ -82,10 +82,10 @@ public sealed class PiiDetector : IContentSafetyProvider
 
     /// <summary>What every kind needs, a digit, an '@' (e-mail) or a ':' (IPv6), in any form the
     /// text is read in: a decimal digit of any script, the full-width '＠' and '：', the high
-    /// surrogate of the mathematical digits (U+1D7CE-U+1D7FF). Prose without any, the most of
+    /// surrogate of the mathematical digits (U+1D7CE-U+1D7FF), superscript and subscript digits. Prose without any, the most of
     /// what a model writes, is neither folded nor matched: the guard checks its window at every
     /// token.</summary>
-    static readonly SearchValues<char> Required = SearchValues.Create([.. "@:＠：\uD835", .. Enumerable.Range(0, char.MaxValue + 1).Select(c => (char)c).Where(char.IsDigit)]);
+    static readonly SearchValues<char> Required = SearchValues.Create([.. "@:＠：\uD835", .. MatchingForm.DigitForms, .. Enumerable.Range(0, char.MaxValue + 1).Select(c => (char)c).Where(char.IsDigit)]);
 
     readonly HashSet<PiiKind> kinds;
 
@@ -222,16 +222,29 @@ public sealed class PiiDetector : IContentSafetyProvider
         }
     }
 
+    /// <summary>Longest first, then leftmost, each kept unless it overlaps one kept before. One
+    /// candidate, as most texts with PII have, is kept as it is: on the guard's path, the sort
+    /// and its buffers would be allocated at every check.</summary>
     static List<SafetyMatch> RemoveOverlaps(List<SafetyMatch> candidates)
     {
-        var kept = new List<SafetyMatch>();
+        if (candidates.Count < 2) return candidates;
+        var kept = new List<SafetyMatch>(candidates.Count);
         foreach (var c in candidates.OrderByDescending(c => c.Length).ThenBy(c => c.Start))
-            if (!kept.Any(k => c.Start < k.End && k.Start < c.End)) kept.Add(c);
-        kept.Sort((a, b) => a.Start.CompareTo(b.Start));
+        {
+            var overlaps = false;
+            foreach (var k in kept) overlaps |= c.Start < k.End && k.Start < c.End;
+            if (!overlaps) kept.Add(c);
+        }
+        kept.Sort(static (a, b) => a.Start.CompareTo(b.Start));
         return kept;
     }
 
-    static int DigitCount(string s) => s.Count(char.IsAsciiDigit);
+    static int DigitCount(string s)
+    {
+        var count = 0;
+        foreach (var c in s) if (char.IsAsciiDigit(c)) count++;
+        return count;
+    }
 
     static bool ReadsAsVersion(string text, int index)
     {

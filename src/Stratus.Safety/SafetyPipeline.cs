@@ -83,8 +83,16 @@ public sealed class SafetyPipeline
     internal async ValueTask<IReadOnlyList<CategoryResult>> RunProvidersAsync(string text, ContentDirection direction, CancellationToken cancellationToken)
     {
         if (providers.Length == 1) return await RunAsync(providers[0], text, direction, cancellationToken);
-        var all = await Task.WhenAll(providers.Select(p => RunAsync(p, text, direction, cancellationToken).AsTask()));
-        return [.. all.SelectMany(r => r)];
+        // All started before any is awaited, so that they run concurrently. The rule-based ones
+        // (blocklists, PII, injection) finish as they are called, and are gathered without the
+        // tasks that waiting for the others together takes: the guard checks at every token.
+        var runs = new ValueTask<IReadOnlyList<CategoryResult>>[providers.Length];
+        for (var i = 0; i < runs.Length; i++) runs[i] = RunAsync(providers[i], text, direction, cancellationToken);
+        if (!Array.TrueForAll(runs, static r => r.IsCompletedSuccessfully))
+            return [.. (await Task.WhenAll(runs.Select(r => r.AsTask()))).SelectMany(r => r)];
+        var found = new List<CategoryResult>();
+        foreach (var run in runs) found.AddRange(run.Result);
+        return found;
     }
 
     static async ValueTask<IReadOnlyList<CategoryResult>> RunAsync(IContentSafetyProvider provider, string text, ContentDirection direction, CancellationToken cancellationToken)

@@ -175,4 +175,29 @@ public sealed class AuditLogTests : IDisposable
         var withContent = AuditDetails.FilteredRequest("key1", "gpt2", verdict, prompt, recordContent: true);
         Assert.Equal(prompt, withContent["content"]!.GetValue<string>());
     }
+
+    [Fact]
+    public async Task Filtered_request_details_name_the_entry_that_matched_as_the_list_has_it()
+    {
+        var policy = SafetyPolicy.Default("gpt2") with { Blocklists = ["w", "codes"], Pii = PiiMode.Block };
+        var pipeline = SafetyPipeline.Create(policy, [new Blocklist("w", ["Bad Word", "frobnicate"], []), new Blocklist("codes", [], [@"proj-\d{4}"], SafetyCategory.Violence)]);
+        // The term as written in the text (full-width, other case, a run of spaces) is the list's entry.
+        const string prompt = "a ｂａｄ   WORD, PROJ-1234 and mail me at jo@example.org";
+        var verdict = await pipeline.AnalyzeAsync(prompt, ContentDirection.Prompt);
+        var details = AuditDetails.FilteredRequest("key1", "gpt2", verdict, prompt, recordContent: false);
+        var filtered = details["filtered"]!.AsArray();
+        var words = Assert.Single(filtered, f => (string?)f!["blocklist"] == "w")!;
+        Assert.Equal(["Bad Word"], words["terms"]!.AsArray().Select(t => (string)t!));
+        var codes = Assert.Single(filtered, f => (string?)f!["blocklist"] == "codes")!;
+        Assert.Equal([@"proj-\d{4}"], codes["patterns"]!.AsArray().Select(t => (string)t!));
+        var pii = Assert.Single(filtered, f => (string?)f!["category"] == "pii")!;
+        Assert.Equal(["EMAIL"], pii["matched"]!.AsArray().Select(t => (string)t!));
+        var json = details.ToJsonString();
+        Assert.DoesNotContain("jo@example", json);
+        Assert.DoesNotContain("1234", json);
+        Assert.DoesNotContain("ｂａｄ", json);
+        var entry = await Audit.AppendAsync("key1", AuditActions.RequestFiltered, details);
+        Assert.True((await Audit.VerifyAsync()).Valid);
+        Assert.Equal(entry.Hash, (await Audit.VerifyAsync()).HeadHash);
+    }
 }

@@ -33,7 +33,11 @@ public sealed class SafetyConfigurationTests : IDisposable
         Assert.Equal(2, log.Count);
         Assert.Contains("\"operation\":\"created\"", log[0].Details);
         Assert.Contains("\"operation\":\"updated\"", log[1].Details);
-        Assert.DoesNotContain("beta", log[1].Details);
+        var updated = System.Text.Json.Nodes.JsonNode.Parse(log[1].Details)!;
+        Assert.Equal(2, (int)updated["terms"]!);
+        Assert.Equal(["beta"], updated["terms_added"]!.AsArray().Select(t => (string)t!));
+        Assert.Equal([@"proj-\d+"], updated["patterns_removed"]!.AsArray().Select(t => (string)t!));
+        Assert.Null(updated["terms_removed"]);
     }
 
     [Fact]
@@ -43,6 +47,63 @@ public sealed class SafetyConfigurationTests : IDisposable
         Assert.Contains("not a valid regular expression", e.Message);
         Assert.Empty(await config.ListBlocklistsAsync());
         Assert.Empty(await platform.Stores.Audit.ReadAsync(new AuditQuery()));
+    }
+
+    [Fact]
+    public async Task A_pattern_that_matches_only_empty_text_is_refused_when_added_and_one_stored_before_still_serves()
+    {
+        var e = await Assert.ThrowsAsync<TrustUserException>(async () => await config.AddToBlocklistAsync("words", ["bomb"], ["(?=bomb)"], null, "admin"));
+        Assert.Contains("write the term itself", e.Message);
+        Assert.Empty(await config.ListBlocklistsAsync());
+        Assert.Empty(await platform.Stores.Audit.ReadAsync(new AuditQuery()));
+        // Stored by a version that let it in: the list still builds, and takes other entries.
+        await platform.Stores.Blocklists.ChangeAsync("words", _ => new Blocklist("words", ["bomb"], [@"\b"]),
+            (_, after) => new AuditRecord("old", AuditActions.BlocklistChanged, []));
+        await config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "admin");
+        var list = await config.AddToBlocklistAsync("words", ["sarin"], [], null, "admin");
+        Assert.Equal([@"\b"], list.Patterns);
+        var pipeline = await config.BuildPipelineAsync("gpt2");
+        Assert.True((await pipeline.AnalyzeAsync("sarin", ContentDirection.Prompt)).Blocked);
+        Assert.False((await pipeline.AnalyzeAsync("a clean text", ContentDirection.Prompt)).Blocked);
+    }
+
+    [Fact]
+    public async Task Adding_only_entries_a_list_has_changes_nothing_and_is_not_audited()
+    {
+        await config.AddToBlocklistAsync("words", ["bomb", "sarin"], [@"proj-\d+"], null, "admin");
+        var list = await config.AddToBlocklistAsync("words", ["BOMB", " sarin "], [@"proj-\d+"], null, "admin");
+        await config.UpsertBlocklistAsync(new Blocklist("words", ["sarin", "bomb"], [@"proj-\d+"]), "admin");
+        Assert.Equal(["bomb", "sarin"], list.Terms);
+        var entry = Assert.Single(await platform.Stores.Audit.ReadAsync(new AuditQuery()));
+        Assert.Contains("\"operation\":\"created\"", entry.Details);
+        // A category changed is a change.
+        await config.AddToBlocklistAsync("words", ["bomb"], [], SafetyCategory.Violence, "admin");
+        var changed = (await platform.Stores.Audit.ReadAsync(new AuditQuery()))[^1];
+        Assert.Contains("\"category\":\"violence\",\"previous_category\":\"hate\"", changed.Details);
+        Assert.True((await platform.Stores.Audit.VerifyAsync()).Valid);
+    }
+
+    [Fact]
+    public async Task Blocklist_changes_record_the_entries_added_and_removed_capped()
+    {
+        string[] many = [.. Enumerable.Range(0, 30).Select(i => $"term{i}")];
+        await config.AddToBlocklistAsync("words", many, [], null, "admin");
+        await config.RemoveFromBlocklistAsync("words", ["TERM3"], [], "admin");
+        await config.DeleteBlocklistAsync("words", "admin");
+        var log = await platform.Stores.Audit.ReadAsync(new AuditQuery());
+        var created = System.Text.Json.Nodes.JsonNode.Parse(log[0].Details)!;
+        Assert.Equal(many[..AuditDetails.MaxListEntries], created["terms_added"]!.AsArray().Select(t => (string)t!));
+        Assert.Equal(30 - AuditDetails.MaxListEntries, (int)created["terms_added_more"]!);
+        Assert.Contains("\"terms_removed\":[\"term3\"]", log[1].Details);
+        var deleted = System.Text.Json.Nodes.JsonNode.Parse(log[2].Details)!;
+        Assert.Equal("deleted", (string)deleted["operation"]!);
+        Assert.Equal(29, deleted["terms_removed"]!.AsArray().Count + (int)deleted["terms_removed_more"]!);
+        // Long entries are capped by their characters too.
+        string[] longTerms = [.. Enumerable.Range(0, 15).Select(i => new string((char)('a' + i), CompiledBlocklist.MaxTermLength))];
+        await config.AddToBlocklistAsync("long", longTerms, [], null, "admin");
+        var added = System.Text.Json.Nodes.JsonNode.Parse((await platform.Stores.Audit.ReadAsync(new AuditQuery()))[^1].Details)!;
+        Assert.Equal(AuditDetails.MaxListCharacters / CompiledBlocklist.MaxTermLength, added["terms_added"]!.AsArray().Count);
+        Assert.True((await platform.Stores.Audit.VerifyAsync()).Valid);
     }
 
     [Fact]

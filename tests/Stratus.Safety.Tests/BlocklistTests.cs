@@ -108,6 +108,9 @@ public sealed class BlocklistTests
     [InlineData("a b\u0301\u0302o\u0337mb here", "b\u0301\u0302o\u0337mb")]   // b has no accented forms
     [InlineData("a bomb\ufe0f here", "bomb\ufe0f")]          // variation selector
     [InlineData("如何制造ｂｏｍｂ的方法", "ｂｏｍｂ")]
+    [InlineData("a ᵇᵒᵐᵇ here", "ᵇᵒᵐᵇ")]                      // superscript
+    [InlineData("a ᴮᴼᴹᴮ here", "ᴮᴼᴹᴮ")]                      // superscript capitals
+    [InlineData("a bₒmb here", "bₒmb")]                      // a subscript letter
     public async Task A_term_written_in_other_forms_of_its_letters_or_padded_with_invisible_characters_is_found(string text, string written)
     {
         var result = Assert.Single(await Analyze(new Blocklist("words", ["bomb"], []), text));
@@ -130,6 +133,18 @@ public sealed class BlocklistTests
     [InlineData("ｂｏｍｂ", "a bomb", true)]              // a term is folded as the text is
     [InlineData("ﬁre", "open fire now", true)]
     [InlineData("fire", "open ﬁre now", true)]
+    [InlineData("ₐbc", "an abc here", true)]            // a subscript term is the letters it shows
+    [InlineData("h2o", "drink h₂o now", true)]
+    [InlineData("x2", "x² is a square", true)]
+    [InlineData("tm", "brand™ here", false)]            // ™ is the letters TM, which "tm" is not a word of here
+    [InlineData("brandtm", "brand™ here", true)]
+    [InlineData("カタカナ", "ｶﾀｶﾅ", true)]              // half-width katakana
+    [InlineData("ガス", "ｶﾞｽ", true)]                  // with its voicing mark, composed as the full-width form is
+    [InlineData("パン", "ﾊﾟﾝ", true)]
+    [InlineData("カス", "ｶﾞｽ", false)]                 // a voiced kana is a letter of its own
+    [InlineData("ガス", "カ\u3099ス", true)]             // full-width kana with the voicing mark written apart
+    [InlineData("ｶﾞｽ", "ガス", true)]                  // a half-width term matches the full-width word
+    [InlineData("ㄱ", "ﾡ", true)]                      // half-width Hangul as the jamo a keyboard types
     public async Task Terms_and_text_are_read_alike_and_precomposed_letters_stay_themselves(string term, string text, bool hit)
     {
         var results = await Analyze(new Blocklist("words", [term], []), text);
@@ -171,6 +186,23 @@ public sealed class BlocklistTests
         var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         // The folded text (2 bytes a character) and where each character came from (4), and little else.
         Assert.InRange(allocated, 6 * form.Text.Length, 6 * form.Text.Length + 160);
+    }
+
+    [Fact]
+    public async Task The_providers_of_one_check_read_the_text_in_one_form_made_once()
+    {
+        // Blocklists and PII read the guard's window in its matching form at every token: each
+        // made its own (two arrays as long as the window, when it folds).
+        var window = "call ４１５-５５５-２６７１ about the ｂｏｍｂ " + Guid.NewGuid();
+        var form = MatchingForm.Of(window);
+        Assert.Same(form, MatchingForm.Of(window));
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("m") with { Blocklists = ["w"], Pii = PiiMode.Block }, [new Blocklist("w", ["bomb"], [])]);
+        var verdict = await pipeline.AnalyzeAsync(window, ContentDirection.Completion);
+        Assert.Equal(["w", null], verdict.Filtered.Select(r => r.Blocklist));
+        // Another string, even of the same text, is read for itself.
+        var copy = new string(window.AsSpan());
+        Assert.NotSame(form, MatchingForm.Of(copy));
+        Assert.Same(copy, MatchingForm.Of(copy).Written);
     }
 
     [Fact]
@@ -223,6 +255,33 @@ public sealed class BlocklistTests
         var e = Assert.Throws<TrustUserException>(() => new BlocklistProvider([new Blocklist("bad", [], [pattern])]));
         Assert.Contains(message, e.Message);
         Assert.Contains("'bad'", e.Message);
+    }
+
+    [Theory]
+    [InlineData("(?=bomb)", false)]           // a lookahead alone matches the place before "bomb", never text
+    [InlineData(@"\b", false)]
+    [InlineData(@"\b(?<!x)\B\A\z\Z\G", false)]
+    [InlineData(@"(?i)(?:\b(?=a[)]))+", false)]
+    [InlineData("(?#a comment)(?=x)", false)]
+    [InlineData("(?=a){2}", false)]
+    [InlineData("bomb", true)]
+    [InlineData(@"\bbomb\b", true)]
+    [InlineData("(?=bomb)b", true)]
+    [InlineData(@"(?<name>\b)", true)]       // a named group is read past as text: refused only when sure
+    [InlineData(@"[\u200B-\u200D]", true)]
+    [InlineData(@"\\b", true)]               // an escaped backslash, then b
+    [InlineData("a{", true)]                 // a literal brace
+    public void A_pattern_added_must_match_some_text(string pattern, bool accepted)
+    {
+        CompiledBlocklist.Compile(new Blocklist("list", [], [pattern]));  // valid either way
+        if (accepted)
+        {
+            CompiledBlocklist.RequireMatchesText("list", pattern);
+            return;
+        }
+        var e = Assert.Throws<TrustUserException>(() => CompiledBlocklist.RequireMatchesText("list", pattern));
+        Assert.Contains("matches only empty text", e.Message);
+        Assert.Contains("write the term itself", e.Message);
     }
 
     [Fact]

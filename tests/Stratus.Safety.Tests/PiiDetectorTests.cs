@@ -110,6 +110,8 @@ public sealed class PiiDetectorTests
     [InlineData("ssn 536\u200D-22-8726, card 4111\uFE0F111111111111.", "ssn [SSN], card [CARD].")]
     [InlineData("Mail 𝐣𝐨𝐡𝐧@example.org today", "Mail [EMAIL] today")]
     [InlineData("call 𝟒𝟏𝟓-𝟓𝟓𝟓-𝟐𝟔𝟕𝟏 now", "call [PHONE] now")]
+    [InlineData("ssn ⁵³⁶-²²-⁸⁷²⁶ here", "ssn [SSN] here")]          // superscript digits, and nothing else a digit
+    [InlineData("call ₄₁₅-₅₅₅-₂₆₇₁ now", "call [PHONE] now")]        // subscript
     public void Invisible_characters_and_letters_drawn_otherwise_do_not_hide_pii(string text, string redacted)
     {
         // Read in the blocklists' matching form; before, each of these passed unseen.

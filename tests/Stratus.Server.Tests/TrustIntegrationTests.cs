@@ -246,6 +246,46 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
     }
 
     [Fact]
+    public async Task A_blocked_prompt_the_model_cannot_encode_is_refused_and_audited_as_blocked()
+    {
+        using var list = await fixture.Http.PutAsJsonAsync("/v1/admin/blocklists/unencodable-test", new { terms = new[] { "frobnicate" } });
+        Assert.True(list.IsSuccessStatusCode, await list.Content.ReadAsStringAsync());
+        using var policy = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}", new { blocklists = new[] { "unencodable-test" } });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            // 'é' is outside the tiny model's vocabulary: without the check first, each was told
+            // "unencodable_characters", and the blocked text went unaudited.
+            (string Path, object Body)[] blocked =
+            [
+                ("/v1/completions", new { model = TinyModelServer.ModelName, prompt = "please frobnicate the café", max_tokens = 4 }),
+                ("/v1/completions", new { model = TinyModelServer.ModelName, prompt = new[] { "a café", "then frobnicate" }, max_tokens = 4 }),
+                ("/v1/chat/completions", new { model = TinyModelServer.ModelName, messages = new[] { new { role = "user", content = "frobnicate the café" } }, max_tokens = 4 }),
+            ];
+            foreach (var (path, body) in blocked)
+            {
+                using var refused = await fixture.Http.PostAsJsonAsync(path, body);
+                Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+                var error = JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!;
+                Assert.Equal("content_filter", (string?)error["code"]);
+                var requestId = Assert.Single(refused.Headers.GetValues("x-request-id"));
+                var audit = JsonNode.Parse(await fixture.Http.GetStringAsync("/v1/admin/audit?action=request.filtered&limit=10000"))!["data"]!.AsArray();
+                Assert.Equal(requestId, (string)audit[^1]!["details"]!["request_id"]!);
+            }
+            // A clean one is still told what is wrong with it.
+            using var clean = await fixture.Http.PostAsJsonAsync("/v1/completions", new { model = TinyModelServer.ModelName, prompt = "a café", max_tokens = 4 });
+            Assert.Equal(HttpStatusCode.BadRequest, clean.StatusCode);
+            Assert.Equal("unencodable_characters", (string?)JsonNode.Parse(await clean.Content.ReadAsStringAsync())!["error"]!["code"]);
+        }
+        finally
+        {
+            using var reset = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+            Assert.True(reset.IsSuccessStatusCode);
+        }
+    }
+
+    [Fact]
     public async Task A_filtered_request_is_audited_with_the_request_id_its_client_was_given()
     {
         using var list = await fixture.Http.PutAsJsonAsync("/v1/admin/blocklists/audit-test", new { terms = new[] { "frobnicate" } });
@@ -262,7 +302,10 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
             var details = audit[^1]!["details"]!;
             Assert.Equal(requestId, (string)details["request_id"]!);
             Assert.Equal("prompt", (string)details["direction"]!);
-            Assert.DoesNotContain("frobnicate", details.ToJsonString());
+            // The list and its term that matched, which are the operator's; not the prompt.
+            Assert.Equal("audit-test", (string)details["filtered"]![0]!["blocklist"]!);
+            Assert.Equal("frobnicate", (string)details["filtered"]![0]!["terms"]![0]!);
+            Assert.DoesNotContain("please", details.ToJsonString());
         }
         finally
         {

@@ -218,6 +218,7 @@ public sealed class CliTests : IDisposable
     {
         AssertUserError(Run("blocklist", "add", "codes", "--pattern", "secret-(\\d+"), "is not a valid regular expression");
         AssertUserError(Run("blocklist", "add", "codes"), "at least one --term or --pattern");
+        AssertUserError(Run("blocklist", "add", "codes", "--pattern", "(?=secret)"), "matches only empty text");
         Assert.Equal(0, Run("blocklist", "add", "codes", "--term", "zanzibar", "--pattern", "secret-\\d+", "--category", "violence").ExitCode);
         Assert.Equal(0, Run("blocklist", "add", "codes", "--term", "mombasa").ExitCode);
         var list = Run("blocklist", "list");

@@ -63,7 +63,9 @@ public sealed class SafetyTests
         var filtered = await host.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.RequestFiltered));
         var entry = Assert.Single(filtered);
         Assert.Contains("\"direction\":\"completion\"", entry.Details);
-        Assert.DoesNotContain("zanzibar", entry.Details, StringComparison.OrdinalIgnoreCase);
+        // The list's entry that matched, not the completion's text around it.
+        Assert.Contains("\"blocklist\":\"secrets\",\"terms\":[\"zanzibar\"]", entry.Details);
+        Assert.DoesNotContain("harbour", entry.Details);
         Assert.Contains("content_sha256", entry.Details);
     }
 
@@ -94,7 +96,8 @@ public sealed class SafetyTests
         Assert.Contains(result.GetProperty("custom_blocklists").GetProperty("details").EnumerateArray(), d => d.GetProperty("id").GetString() == "secrets");
         var entry = Assert.Single(await host.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.RequestFiltered)));
         Assert.Contains("\"direction\":\"prompt\"", entry.Details);
-        Assert.DoesNotContain("zanzibar", entry.Details);
+        Assert.Contains("\"blocklist\":\"secrets\",\"terms\":[\"zanzibar\"]", entry.Details);
+        Assert.DoesNotContain("tell me", entry.Details);
     }
 
     [Fact]

@@ -15,7 +15,8 @@ public static class ChatCompletionsEndpoints
         return group;
     }
 
-    static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters)
+    static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters,
+        IEnumerable<IPromptScreen> screens)
     {
         var cancellation = http.RequestAborted;
         var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<ChatCompletionRequest>(http, registry);
@@ -26,7 +27,12 @@ public static class ChatCompletionsEndpoints
         // Continuing the final message, the reply (and its logprobs) is the continuation only.
         var prompt = chat.Render(model.Template);
         var addSpecialTokens = body.AddSpecialTokens ?? model.Template.AddSpecialTokens;
-        var tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", addSpecialTokens);
+        int[] tokens;
+        try { tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", addSpecialTokens); }
+        catch (ApiException unencodable) when (unencodable.Code == RequestParser.UnencodableCode)
+        {
+            throw await RequestParser.ScreenedAsync(unencodable, screens, http, model.Name, chat, [prompt], cancellation);
+        }
         var maxParam = body.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
         var maxTokens = RequestParser.MaxTokens(body.MaxCompletionTokens ?? body.MaxTokens, maxParam, "messages", tokens.Length, model.ContextLength, minimum: 1);
         // The template's end of turn joins the client's stop sequences: their limit is on what a

@@ -19,7 +19,8 @@ public static class CompletionsEndpoints
         return group;
     }
 
-    static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters)
+    static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters,
+        IEnumerable<IPromptScreen> screens)
     {
         var cancellation = http.RequestAborted;
         var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<CompletionRequest>(http, registry);
@@ -33,11 +34,23 @@ public static class CompletionsEndpoints
         var addSpecialTokens = body.AddSpecialTokens ?? true;
         var specialTokensAdded = new List<bool>(prompts.Count);
         var longest = 0;
+        // The first prompt the model cannot encode, refused once the screens have seen them all.
+        ApiException? unencodable = null;
         for (var i = 0; i < prompts.Count; i++)
         {
             var (text, ids) = prompts[i];
-            if (ids is not null) RequestParser.CheckTokenIds(ids, tokenizer.VocabSize, prompts.Count == 1 ? "prompt" : $"prompt[{i}]");
-            ids ??= RequestParser.Encode(tokenizer, text!, prompts.Count == 1 ? "prompt" : $"prompt[{i}]", addSpecialTokens);
+            var param = prompts.Count == 1 ? "prompt" : $"prompt[{i}]";
+            if (ids is not null) RequestParser.CheckTokenIds(ids, tokenizer.VocabSize, param);
+            else
+            {
+                try { ids = RequestParser.Encode(tokenizer, text!, param, addSpecialTokens); }
+                catch (ApiException refusal) when (refusal.Code == RequestParser.UnencodableCode)
+                {
+                    unencodable ??= refusal;
+                    promptTexts.Add(text!);
+                    continue;
+                }
+            }
             // A model needs one token to condition on: start an empty prompt from end-of-text or a newline.
             if (ids.Length == 0) ids = tokenizer.EndOfTextId is { } eot ? [eot] : RequestParser.Encode(tokenizer, "\n", "prompt", addSpecialTokens: false);
             promptTokens.Add(ids);
@@ -45,6 +58,7 @@ public static class CompletionsEndpoints
             specialTokensAdded.Add(text is not null && addSpecialTokens);
             longest = Math.Max(longest, ids.Length);
         }
+        if (unencodable is not null) throw await RequestParser.ScreenedAsync(unencodable, screens, http, model.Name, null, promptTexts, cancellation);
         var maxTokens = RequestParser.MaxTokens(body.MaxTokens, "max_tokens", "prompt", longest, model.ContextLength, minimum: 0, DefaultMaxTokens);
         var echo = body.Echo == true;
         var request = sampling with { PromptTokens = promptTokens[0], MaxTokens = maxTokens, Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };

@@ -65,8 +65,9 @@ public sealed class StratusTrust
         }, cancellationToken);
     }
 
-    /// <summary>Records a filtered prompt or completion: categories, the request's id and a
-    /// digest of the text, the text itself only when TrustOptions.RecordFilteredContent is set.</summary>
+    /// <summary>Records a filtered prompt or completion: categories, the blocklist entries or PII
+    /// kinds that matched, the request's id and a digest of the text, the text itself only when
+    /// TrustOptions.RecordFilteredContent is set.</summary>
     public ValueTask<AuditEntry> RecordFilteredAsync(string keyId, string deployment, SafetyVerdict verdict, string content, string? requestId = null,
         CancellationToken cancellationToken = default) =>
         Stores.Audit.AppendAsync(keyId, AuditActions.RequestFiltered,

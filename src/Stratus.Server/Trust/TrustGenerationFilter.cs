@@ -9,28 +9,22 @@
 // and records usage with the real counts when the request ends, however it ends.
 using System.Text;
 using Stratus.Safety;
+using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 using Stratus.Tokenization;
 
 namespace Stratus.Server.Trust;
 
-public sealed class TrustGenerationFilter : IGenerationFilter
+public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
 {
     public async ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation)
     {
         var trust = context.Http.GetStratusTrust();
         var model = context.Model.Name;
-        // A chat is checked as its messages, not as the template's rendering around them.
-        IReadOnlyList<string> prompts = context.Chat is { } chat ? [string.Join("\n", chat.Messages.Select(m => m.Content))] : context.Prompts;
-        var annotations = new List<PromptFilterResult>();
-        var passed = new string[prompts.Count];
-        for (var i = 0; i < prompts.Count; i++)
-        {
-            var check = await trust.CheckPromptAsync(model, prompts[i], i, cancellation);
-            if (!check.Allowed) throw check.Refusal!.ToApiException();
-            if (check.FilterResult is { } result) annotations.Add(result);
-            passed[i] = check.Text;
-        }
+        var prompts = Checked(context.Chat, context.Prompts);
+        var checks = await CheckPromptsAsync(trust, model, prompts, cancellation);
+        var annotations = checks.Select(c => c.FilterResult).OfType<PromptFilterResult>().ToList();
+        var passed = checks.Select(c => c.Text).ToArray();
         var rewritten = await RewrittenAsync(context, trust, prompts, passed, cancellation);
         // Every sequence may use max_tokens, so that is what is charged up front; CompleteAsync
         // corrects the charge to what was used.
@@ -51,6 +45,29 @@ public sealed class TrustGenerationFilter : IGenerationFilter
             await trust.CompleteAsync(0, 0, model, CancellationToken.None);
             throw;
         }
+    }
+
+    /// <summary>A request refused before it reaches the filters (a prompt outside the model's
+    /// vocabulary) has its prompts checked as BeginAsync would: a blocked one is refused as
+    /// content_filter and audited.</summary>
+    public async ValueTask ScreenAsync(HttpContext http, string model, ChatPrompt? chat, IReadOnlyList<string> prompts, CancellationToken cancellation) =>
+        await CheckPromptsAsync(http.GetStratusTrust(), model, Checked(chat, prompts), cancellation);
+
+    /// <summary>The texts a request's prompts are checked as: a chat as its messages, not as the
+    /// template's rendering around them; otherwise each prompt.</summary>
+    static IReadOnlyList<string> Checked(ChatPrompt? chat, IReadOnlyList<string> prompts) =>
+        chat is null ? prompts : [string.Join("\n", chat.Messages.Select(m => m.Content))];
+
+    /// <summary>Checks each prompt; the first blocked one (audited) refuses the request.</summary>
+    static async ValueTask<PromptCheck[]> CheckPromptsAsync(RequestTrust trust, string model, IReadOnlyList<string> prompts, CancellationToken cancellation)
+    {
+        var checks = new PromptCheck[prompts.Count];
+        for (var i = 0; i < prompts.Count; i++)
+        {
+            checks[i] = await trust.CheckPromptAsync(model, prompts[i], i, cancellation);
+            if (!checks[i].Allowed) throw checks[i].Refusal!.ToApiException();
+        }
+        return checks;
     }
 
     /// <summary>The prompts the model gets when the policy changed what was checked (PII

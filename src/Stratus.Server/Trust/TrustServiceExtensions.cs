@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;
@@ -23,7 +24,10 @@ public static class TrustServiceExtensions
         services.AddSingleton(new StratusTrust(options));
         services.AddHostedService<TrustStartupGuard>();
         // Prompt checks, token admission, output guards and usage in every generation request.
-        services.AddSingleton<IGenerationFilter, TrustGenerationFilter>();
+        services.AddSingleton<TrustGenerationFilter>();
+        services.AddSingleton<IGenerationFilter>(provider => provider.GetRequiredService<TrustGenerationFilter>());
+        // Blocked prompts are refused and audited as such before a request's own faults.
+        services.AddSingleton<IPromptScreen>(provider => provider.GetRequiredService<TrustGenerationFilter>());
         return services;
     }
 

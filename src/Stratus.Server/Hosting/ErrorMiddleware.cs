@@ -14,7 +14,7 @@ using Stratus.Server.Trust;
 
 namespace Stratus.Server.Hosting;
 
-public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics, ServerShutdown shutdown, ILogger<ErrorMiddleware> logger)
+public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics, ServerShutdown shutdown, StratusTrust trust, ILogger<ErrorMiddleware> logger)
 {
     /// <summary>HttpContext.Items key under which handlers note the model a request named.</summary>
     public const string ModelItem = "stratus.model";
@@ -55,7 +55,8 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
             // The client is told the cause's first line, or for the database nothing of the
             // server's paths; the operator gets all of it.
             else if (e is Stratus.Inference.EngineStepFailedException) logger.LogWarning(e, "a model step failed serving {Path} (request {RequestId}); the engine goes on", context.Request.Path, context.TraceIdentifier);
-            else if (e is PlatformStorageException) logger.LogError(e, "the platform database failed serving {Path} (request {RequestId})", context.Request.Path, context.TraceIdentifier);
+            // It fails every request while its cause lasts: a line a minute names the cause.
+            else if (e is PlatformStorageException storage) trust.LogStorageFailure(logger, storage, context.Request.Path, context.TraceIdentifier);
             else if (e is Stratus.Safety.SafetyProviderUnavailableException) logger.LogError(e, "a content-safety provider failed serving {Path} (request {RequestId})", context.Request.Path, context.TraceIdentifier);
             error ??= new ApiException(500, "The server had an error while processing your request.", code: "internal_error");
             var model = context.Items[ModelItem] as string ?? "";

@@ -141,6 +141,8 @@ static class ServeCommand
                 else say.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, {model.Template.Kind} chat template)");
             }
             say.WriteLine($"OpenAI base URL: {server.BaseUrl}   (metrics: {server.RootUrl}metrics)");
+            if (server.ListensOnEveryAddress)
+                say.WriteLine($"listening on every address ({host}): from other machines use this machine's name or address instead of {server.RootUrl.Host}");
             if (trust.InsecureNoAuth) say.WriteLine("WARNING: --insecure-no-auth: serving loopback clients without API keys.");
             else if (apiKey is null) say.WriteLine("Clients need an API key with the inference scope (stratus keys create --name <n> --scopes inference).");
             say.WriteLine($"try: {server.CurlExample(apiKey)}");

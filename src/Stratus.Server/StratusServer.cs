@@ -75,11 +75,15 @@ public sealed class StratusServer : IAsyncDisposable
     }
 
     public ModelRegistry Models { get; }
+    /// <summary>Whether the server listens on every address (--host 0.0.0.0 or ::): other
+    /// machines reach it at this one's addresses, and <see cref="RootUrl"/> is the loopback one.</summary>
+    public bool ListensOnEveryAddress { get; private init; }
     /// <summary>The host's services (StratusTrust, the endpoint data source for probes).</summary>
     public IServiceProvider Services => app.Services;
     /// <summary>What a stopping server does with the requests still running (Draining says it waits for some).</summary>
     public ServerShutdown Shutdown => app.Services.GetRequiredService<ServerShutdown>();
-    /// <summary>http://host:port/</summary>
+    /// <summary>http://host:port/, a URL a client on this machine can use: the loopback address
+    /// where the server listens on every address (http://0.0.0.0:8000/ reaches nothing).</summary>
     public Uri RootUrl { get; }
     /// <summary>What OpenAI clients take as their base URL: http://host:port/v1</summary>
     public Uri BaseUrl => new(RootUrl, "v1");
@@ -131,7 +135,8 @@ public sealed class StratusServer : IAsyncDisposable
             }
             foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-            return new StratusServer(app, registry, new Uri(address.EndsWith('/') ? address : address + "/"));
+            var listening = new Uri(address.EndsWith('/') ? address : address + "/");
+            return new StratusServer(app, registry, Reachable(listening)) { ListensOnEveryAddress = listening.Host != Reachable(listening).Host };
         }
         catch
         {
@@ -140,6 +145,15 @@ public sealed class StratusServer : IAsyncDisposable
             throw;
         }
     }
+
+    /// <summary><paramref name="listening"/> with the wildcard address of its family (0.0.0.0,
+    /// [::], as Kestrel names them) replaced by that family's loopback.</summary>
+    static Uri Reachable(Uri listening) => listening.Host switch
+    {
+        "0.0.0.0" => new UriBuilder(listening) { Host = IPAddress.Loopback.ToString() }.Uri,
+        "[::]" => new UriBuilder(listening) { Host = $"[{IPAddress.IPv6Loopback}]" }.Uri,
+        _ => listening,
+    };
 
     /// <summary>Why the server could not listen on <paramref name="host"/>:<paramref name="port"/>,
     /// and what to change, in one line: the socket's refusals are the user's to fix, and thrown
@@ -184,14 +198,18 @@ public sealed class StratusServer : IAsyncDisposable
         {
             kestrel.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
             kestrel.AddServerHeader = false;
-            var address = options.Host is "localhost" ? IPAddress.Loopback
+            // localhost: both loopbacks, as Kestrel's own localhost binds them (127.0.0.1, and ::1
+            // where the machine has IPv6: without it, ipv6.disable=1, Kestrel goes on with
+            // 127.0.0.1). A port picked by the system (0) cannot be one port on both: 127.0.0.1.
+            var address = options.Host is "localhost" ? null
                 : IPAddress.TryParse(options.Host, out var ip) ? ip
-                : throw new StratusUserException($"--host {options.Host} is not an IP address; use e.g. 127.0.0.1 or 0.0.0.0");
+                : throw new StratusUserException($"--host {options.Host} is not an IP address; use e.g. 127.0.0.1, localhost or 0.0.0.0");
             // Refused before binding; TrustStartupGuard checks the bound addresses again.
-            if (options.Trust.InsecureNoAuth && !IPAddress.IsLoopback(address))
+            if (options.Trust.InsecureNoAuth && address is not null && !IPAddress.IsLoopback(address))
                 throw new StratusUserException($"--insecure-no-auth serves without API keys, so it listens on loopback only (127.0.0.1, ::1), not {options.Host}. " +
                     "Drop --host, or drop --insecure-no-auth and create a key: stratus keys create --name <n> --scopes inference");
-            kestrel.Listen(address, options.Port);
+            if (address is null && options.Port != 0) kestrel.ListenLocalhost(options.Port);
+            else kestrel.Listen(address ?? IPAddress.Loopback, options.Port);
             // Host and Port alone: the host's configuration otherwise adds listeners of its own,
             // from Kestrel__Endpoints__* in the environment or an appsettings.json in the working
             // folder, on any address, that nothing printed or checked but --insecure-no-auth.

@@ -148,6 +148,55 @@ public sealed class ServerStartupTests : IDisposable
         }
     }
 
+    /// <summary>--host localhost listened on 127.0.0.1 alone, where Kestrel's own localhost (and a
+    /// client resolving it, which may try ::1 first) means both loopbacks.</summary>
+    [Fact]
+    public async Task Localhost_listens_on_both_loopbacks_where_the_machine_has_IPv6()
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        await using var server = await StratusServer.StartAsync(Options(insecure: true, host: "localhost") with { Port = port });
+        Assert.Equal(new Uri($"http://localhost:{port}/"), server.RootUrl);
+        using var client = new HttpClient();
+        Assert.True((await client.GetAsync($"http://127.0.0.1:{port}/health")).IsSuccessStatusCode);
+        // Where the machine has no IPv6 (ipv6.disable=1), Kestrel goes on with 127.0.0.1 alone.
+        if (HasIPv6Loopback()) Assert.True((await client.GetAsync($"http://[::1]:{port}/health")).IsSuccessStatusCode);
+    }
+
+    /// <summary>--host 0.0.0.0 printed http://0.0.0.0:8000/v1, which reaches nothing from another
+    /// machine and is odd here: the URL is the loopback one, and the server says it listens on every address.</summary>
+    [Theory]
+    [InlineData("0.0.0.0", "127.0.0.1")]
+    [InlineData("::", "[::1]")]
+    public async Task Every_address_is_given_as_the_loopback_url_that_reaches_it(string host, string loopback)
+    {
+        if (host == "::" && !HasIPv6Loopback()) return;
+        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("app", Platform.ApiKeyScopes.Inference, Platform.RateLimits.Unlimited, "tests");
+        await using var server = await StratusServer.StartAsync(Options(insecure: false) with { Host = host });
+        Assert.Equal(loopback, server.RootUrl.Host);
+        Assert.True(server.ListensOnEveryAddress);
+        Assert.StartsWith($"curl http://{loopback}:{server.RootUrl.Port}/v1/", server.CurlExample());
+        using var client = new HttpClient();
+        Assert.True((await client.GetAsync(new Uri(server.RootUrl, "health"))).IsSuccessStatusCode);
+    }
+
+    static bool HasIPv6Loopback()
+    {
+        if (!Socket.OSSupportsIPv6) return false;
+        try
+        {
+            using var socket = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
+            socket.Bind(new IPEndPoint(IPAddress.IPv6Loopback, 0));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+
     [Fact]
     public async Task An_address_this_machine_does_not_have_is_one_line_naming_it()
     {

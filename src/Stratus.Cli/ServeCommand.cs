@@ -136,7 +136,7 @@ static class ServeCommand
                 if (model.UnsupportedTemplate is { } unsupported)
                 {
                     say.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, completions only)");
-                    Console.Error.WriteLine($"warning: {unsupported.Message}; {model.Name}'s chats are refused until you {UnsupportedChatTemplate.Fix}");
+                    Console.Error.WriteLine(Invocation.Spell($"warning: {unsupported.Message}; {model.Name}'s chats are refused until you {UnsupportedChatTemplate.Fix}"));
                 }
                 else say.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, {model.Template.Kind} chat template)");
             }
@@ -144,7 +144,7 @@ static class ServeCommand
             if (server.ListensOnEveryAddress)
                 say.WriteLine($"listening on every address ({host}): from other machines use this machine's name or address instead of {server.RootUrl.Host}");
             if (trust.InsecureNoAuth) say.WriteLine("WARNING: --insecure-no-auth: serving loopback clients without API keys.");
-            else if (apiKey is null) say.WriteLine("Clients need an API key with the inference scope (stratus keys create --name <n> --scopes inference).");
+            else if (apiKey is null) say.WriteLine($"Clients need an API key with the inference scope ({Invocation.Command} keys create --name <n> --scopes inference).");
             say.WriteLine($"try: {server.CurlExample(apiKey)}");
             say.WriteLine("Ctrl+C stops the server.");
             server.Shutdown.Draining += running => Console.Error.WriteLine(

@@ -121,11 +121,12 @@ static class ServeCommand
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
         var say = accessLog == AccessLog.StandardOutput || ServerLog.WritesJson(logFormat) ? Console.Error : Console.Out;
-        say.WriteLine($"loading {models.Count} model(s) ...");
         var options = new ServeOptions
         {
             Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, AccessLog = accessLog,
             ForwardedAllowIps = forwardedAllowIps ?? [], LogFormat = logFormat,
+            // After the data directory, its keys and the address have been checked.
+            LoadingModels = root => say.WriteLine($"loading {models.Count} model(s) ... (listening on {root}: /health answers 200 and /ready 503 until they serve)"),
         };
         if (shutdownGracePeriod is { } grace) options = options with { ShutdownGracePeriod = grace };
         var server = await StratusServer.StartAsync(options, cancellation);

@@ -61,6 +61,9 @@ public sealed record ServeOptions
     /// <summary>The server's own log as text or JSON lines; null: as the configuration's
     /// Logging:Console:FormatterName says, else text (ServerLog).</summary>
     public ServerLogFormat? LogFormat { get; init; }
+    /// <summary>Called once the server listens, with its root URL (StratusServer.RootUrl), before
+    /// the models load: what is quick to check has passed, and probes are answered.</summary>
+    public Action<Uri>? LoadingModels { get; init; }
 }
 
 public sealed class StratusServer : IAsyncDisposable
@@ -88,7 +91,11 @@ public sealed class StratusServer : IAsyncDisposable
     /// <summary>What OpenAI clients take as their base URL: http://host:port/v1</summary>
     public Uri BaseUrl => new(RootUrl, "v1");
 
-    /// <summary>Loads every model, starts Kestrel and returns once it accepts requests.</summary>
+    /// <summary>Checks what is quick to check (the models' names, the data directory, its
+    /// database and keys, the access log, the address), starts Kestrel, loads every model and
+    /// returns once they serve. A mistake is refused before a long load, and while the models
+    /// load, probes get answers rather than a refused connection: /health 200 (the process is
+    /// alive), /ready and the endpoints that need a model 503 with Retry-After.</summary>
     public static async Task<StratusServer> StartAsync(ServeOptions options, CancellationToken cancellation = default)
     {
         if (options.Models.Count == 0) throw new StratusUserException("give at least one model to serve (--model <run-or-checkpoint-folder>)");
@@ -98,11 +105,25 @@ public sealed class StratusServer : IAsyncDisposable
             TorchSharp.torch.set_num_threads(threads);
         }
         if (options.Trust.InsecureNoAuth) ForwardedClients.EnsureOnThisMachine(options.ForwardedAllowIps);
-        var registry = new ModelRegistry();
+        ModelRegistry.EnsureDistinctNames(options.Models);
+        // A model's name is its deployment name for safety policies and usage.
+        foreach (var spec in options.Models)
+        {
+            try
+            {
+                Stratus.Safety.SafetyPolicy.ValidateDeploymentName(spec.ResolveName());
+            }
+            catch (Stratus.Safety.TrustUserException e)
+            {
+                throw new StratusUserException($"{e.Message} Name the model with --model NAME=DIR.");
+            }
+        }
+        var registry = new ModelRegistry { IsLoading = true };
         WebApplication? app = null;
+        var started = false;
         try
         {
-            foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device));
+            // Opens the data directory and its database.
             app = Build(options, registry);
             // Opened now, so that a path it cannot write is refused before the server starts.
             app.Services.GetService<AccessLog>();
@@ -110,21 +131,10 @@ public sealed class StratusServer : IAsyncDisposable
             // No active key: refused here as one clear error rather than as the host's failure
             // report (its startup guard would refuse the same).
             await TrustStartupGuard.EnsureCallableAsync(trust, cancellation);
-            // A model's name is its deployment name for safety policies and usage.
-            foreach (var model in registry.All)
-            {
-                try
-                {
-                    Stratus.Safety.SafetyPolicy.ValidateDeploymentName(model.Name);
-                }
-                catch (Stratus.Safety.TrustUserException e)
-                {
-                    throw new StratusUserException($"{e.Message} Name the model with --model NAME=DIR.");
-                }
-            }
             try
             {
                 await app.StartAsync(cancellation);
+                started = true;
             }
             // Kestrel wraps an address in use in an IOException and throws the socket's other
             // refusals as they are. Caught here, around the bind alone: the data directory's
@@ -133,13 +143,19 @@ public sealed class StratusServer : IAsyncDisposable
             {
                 throw CannotListen(options.Host, options.Port, e);
             }
-            foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             var listening = new Uri(address.EndsWith('/') ? address : address + "/");
-            return new StratusServer(app, registry, Reachable(listening)) { ListensOnEveryAddress = listening.Host != Reachable(listening).Host };
+            var root = Reachable(listening);
+            options.LoadingModels?.Invoke(root);
+            foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device));
+            registry.IsLoading = false;
+            foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
+            return new StratusServer(app, registry, root) { ListensOnEveryAddress = listening.Host != root.Host };
         }
         catch
         {
+            // A model that fails to load closes the port opened before it.
+            if (started) await app!.StopAsync(CancellationToken.None);
             if (app is not null) await app.DisposeAsync();
             registry.Dispose();
             throw;

@@ -95,7 +95,7 @@ public sealed class ModelRegistry : IDisposable
 
     /// <summary>Whether the server is loading its models: /ready and every request that needs a
     /// model are answered 503 service_unavailable with Retry-After meanwhile.</summary>
-    public bool IsLoading { get => loading; set => loading = value; }
+    public bool IsLoading { get => loading; internal set => loading = value; }
 
     public void Add(ServedModel model)
     {

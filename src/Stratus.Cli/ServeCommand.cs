@@ -129,7 +129,17 @@ static class ServeCommand
             LoadingModels = root => say.WriteLine($"loading {models.Count} model(s) ... (listening on {root}: /health answers 200 and /ready 503 until they serve)"),
         };
         if (shutdownGracePeriod is { } grace) options = options with { ShutdownGracePeriod = grace };
-        var server = await StratusServer.StartAsync(options, cancellation);
+        StratusServer server;
+        try
+        {
+            server = await StratusServer.StartAsync(options, cancellation);
+        }
+        // Ctrl+C or SIGTERM while the models loaded: stopped as a serving server stops.
+        catch (OperationCanceledException) when (!cancellation.IsCancellationRequested)
+        {
+            Console.Error.WriteLine("stopped before the models had loaded");
+            return;
+        }
         await using (server)
         {
             foreach (var model in server.Models.All)

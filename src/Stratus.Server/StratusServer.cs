@@ -121,6 +121,7 @@ public sealed class StratusServer : IAsyncDisposable
         var registry = new ModelRegistry { IsLoading = true };
         WebApplication? app = null;
         var started = false;
+        Task? loading = null;
         try
         {
             // Opens the data directory and its database.
@@ -147,7 +148,16 @@ public sealed class StratusServer : IAsyncDisposable
             var listening = new Uri(address.EndsWith('/') ? address : address + "/");
             var root = Reachable(listening);
             options.LoadingModels?.Invoke(root);
-            foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device));
+            loading = Task.Run(() =>
+            {
+                foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device));
+            });
+            // The host takes SIGINT and SIGTERM once it listens: one during the load stops the
+            // server then, not after a load that cannot be broken off.
+            var stopping = app.Lifetime.ApplicationStopping;
+            if (await Task.WhenAny(Task.Delay(Timeout.Infinite, stopping), loading) != loading)
+                throw new OperationCanceledException("the server was stopped while its models loaded", stopping);
+            await loading;
             registry.IsLoading = false;
             foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
             return new StratusServer(app, registry, root) { ListensOnEveryAddress = listening.Host != root.Host };
@@ -157,7 +167,9 @@ public sealed class StratusServer : IAsyncDisposable
             // A model that fails to load closes the port opened before it.
             if (started) await app!.StopAsync(CancellationToken.None);
             if (app is not null) await app.DisposeAsync();
-            registry.Dispose();
+            // A model still loading is disposed with the others once it has loaded.
+            if (loading is { IsCompleted: false }) _ = loading.ContinueWith(_ => registry.Dispose(), TaskScheduler.Default);
+            else registry.Dispose();
             throw;
         }
     }

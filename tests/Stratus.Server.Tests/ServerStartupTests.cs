@@ -218,6 +218,20 @@ public sealed class ServerStartupTests : IDisposable
         using (var models = await client.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.OK, models.StatusCode);
     }
 
+    /// <summary>Once it listens, the host takes SIGINT and SIGTERM: one while the models load stops
+    /// the server then (StartAsync ends cancelled, the port closed), not after the load.</summary>
+    [Fact]
+    public async Task A_server_stopped_while_its_models_load_stops_then()
+    {
+        Microsoft.AspNetCore.Builder.WebApplication? app = null;
+        Uri? root = null;
+        // What SIGTERM does through the host's console lifetime.
+        var options = Options(insecure: true) with { ConfigurePipeline = built => app = built, LoadingModels = url => { root = url; app!.Lifetime.StopApplication(); } };
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => StratusServer.StartAsync(options));
+        using var client = new HttpClient();
+        await Assert.ThrowsAsync<HttpRequestException>(() => client.GetAsync(new Uri(root!, "health")));
+    }
+
     /// <summary>A model that fails to load closes the port that was opened before it.</summary>
     [Fact]
     public async Task A_model_that_fails_to_load_closes_the_port()

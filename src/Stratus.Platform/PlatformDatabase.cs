@@ -124,9 +124,10 @@ public sealed class PlatformDatabase
         {
             CreateOwnerOnlyFolder(dataDir);
         }
-        // mkdir's ENOENT under a folder that exists: a file system that makes no folders (/proc,
-        // /sys). .NET says only "Could not find file '/proc/x'".
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        // mkdir's ENOENT, the folders above made first: a file system that makes no folders
+        // (/proc). .NET says only "Could not find file '/proc/x'". (A file in the way, ENOTDIR, is
+        // a DirectoryNotFoundException, which the CLI names as such.)
+        catch (FileNotFoundException e)
         {
             throw new TrustUserException($"cannot create the data directory {dataDir} ({e.Message.TrimEnd('.')}: its file system makes no folders there); " +
                 $"give --data-dir (or ${StratusHome.EnvironmentVariable}) a folder this user may create", e);

@@ -64,14 +64,14 @@ static class DemoCommand
                 model.DecodeWeights = weights;
                 Console.WriteLine($"\nsamples from {checkpoint.Directory}:\n");
                 SampleCommand.Stream(new TextGenerator(model, checkpoint.Tokenizer), "\n", 300, new SamplingOptions { Temperature = 0.8, TopK = 200, Seed = 1337 }, 2);
-                Console.WriteLine($"\nmore: stratus sample --model {run} --prompt \"ROMEO:\" --max-tokens 300 --seed 7");
-                Console.WriteLine($"      stratus eval --model {run} --data {data}   (the loss over the whole val split)");
+                Console.WriteLine($"\nmore: {Invocation.Command} sample --model {run} --prompt \"ROMEO:\" --max-tokens 300 --seed 7");
+                Console.WriteLine($"      {Invocation.Command} eval --model {run} --data {data}   (the loss over the whole val split)");
             }
             if (!serve) return 0;
 
             var key = await ServeCommand.EnsureDemoKeyAsync(result.GetValue(dataDir), cancellation);
             var store = result.GetValue(dataDir) is { } dir ? $" --data-dir {dir}" : "";
-            Console.WriteLine($"\nAPI key for this demo (inference scope; `stratus keys list{store}` shows it, `stratus keys revoke demo{store}` ends it):");
+            Console.WriteLine($"\nAPI key for this demo (inference scope; `{Invocation.Command} keys list{store}` shows it, `{Invocation.Command} keys revoke demo{store}` ends it):");
             Console.WriteLine(key);
             await ServeCommand.ServeAsync([new ModelSpec(run)], "127.0.0.1", result.GetValue(port), new EngineOptions { DecodeWeights = weights }, device, threads: null,
                 new TrustOptions { DataDir = result.GetValue(dataDir) }, shutdownGracePeriod: null, key, cancellation);

@@ -26,7 +26,7 @@ static class ImportCommand
             // The weights are fine: the model is kept, and serve answers its completions.
             ChatTemplate.TryLoad(imported.CheckpointDirectory, out var unsupported);
             if (unsupported is not null)
-                Console.Error.WriteLine($"warning: {unsupported.Message}; serve will refuse this model's chats (completions work) until you {UnsupportedChatTemplate.Fix}");
+                Console.Error.WriteLine(Invocation.Spell($"warning: {unsupported.Message}; serve will refuse this model's chats (completions work) until you {UnsupportedChatTemplate.Fix}"));
             return 0;
         });
         command.Subcommands.Add(hf);

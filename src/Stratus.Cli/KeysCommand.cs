@@ -57,7 +57,7 @@ static class KeysCommand
             var keys = await service.ListAsync(result.GetValue(all), ct);
             if (keys.Count == 0)
             {
-                Console.WriteLine("No API keys. Create one: stratus keys create --name <n> --scopes inference");
+                Console.WriteLine($"No API keys. Create one: {Invocation.Command} keys create --name <n> --scopes inference");
                 return 0;
             }
             var table = new Table().AddColumns("Name", "Id", "Scopes", "RPM", "TPM", "Created (UTC)", "Expires (UTC)", "Revoked (UTC)");

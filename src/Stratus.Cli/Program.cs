@@ -48,7 +48,7 @@ if (parsed.CommandResult.Command is { Action: null, Subcommands.Count: > 0 } && 
 // (the shell completion of dotnet-suggest).
 if (parsed.Errors.Count > 0 || parsed.UnmatchedTokens.Count > 0 && !parsed.Tokens.Any(t => t.Type == System.CommandLine.Parsing.TokenType.Directive))
 {
-    Console.Error.WriteLine($"error: {ParseErrors.Describe(parsed)}");
+    Console.Error.WriteLine($"error: {Invocation.Spell(ParseErrors.Describe(parsed))}");
     return 2;
 }
 try
@@ -82,9 +82,10 @@ catch (Exception e) when (e is IOException or UnauthorizedAccessException)
 
 // One line, exit code 2; on one rank of a data-parallel job the whole job ends with it, since the
 // other ranks would otherwise wait for this one in their next collective (one line for the job).
+// The commands it names are spelled as the user runs the CLI (`./stratus keys create ...`).
 static int UserError(string message)
 {
-    Stratus.Distributed.Communicator.AbortJob($"error: {message}", 2);
+    Stratus.Distributed.Communicator.AbortJob($"error: {Invocation.Spell(message)}", 2);
     return 2;
 }
 

@@ -121,14 +121,25 @@ static class ServeCommand
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
         var say = accessLog == AccessLog.StandardOutput || ServerLog.WritesJson(logFormat) ? Console.Error : Console.Out;
-        say.WriteLine($"loading {models.Count} model(s) ...");
         var options = new ServeOptions
         {
             Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, AccessLog = accessLog,
             ForwardedAllowIps = forwardedAllowIps ?? [], LogFormat = logFormat,
+            // After the data directory, its keys and the address have been checked.
+            LoadingModels = root => say.WriteLine($"loading {models.Count} model(s) ... (listening on {root}: /health answers 200 and /ready 503 until they serve)"),
         };
         if (shutdownGracePeriod is { } grace) options = options with { ShutdownGracePeriod = grace };
-        var server = await StratusServer.StartAsync(options, cancellation);
+        StratusServer server;
+        try
+        {
+            server = await StratusServer.StartAsync(options, cancellation);
+        }
+        // Ctrl+C or SIGTERM while the models loaded: stopped as a serving server stops.
+        catch (OperationCanceledException) when (!cancellation.IsCancellationRequested)
+        {
+            Console.Error.WriteLine("stopped before the models had loaded");
+            return;
+        }
         await using (server)
         {
             foreach (var model in server.Models.All)
@@ -136,13 +147,15 @@ static class ServeCommand
                 if (model.UnsupportedTemplate is { } unsupported)
                 {
                     say.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, completions only)");
-                    Console.Error.WriteLine($"warning: {unsupported.Message}; {model.Name}'s chats are refused until you {UnsupportedChatTemplate.Fix}");
+                    Console.Error.WriteLine(Invocation.Spell($"warning: {unsupported.Message}; {model.Name}'s chats are refused until you {UnsupportedChatTemplate.Fix}"));
                 }
                 else say.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, {model.Template.Kind} chat template)");
             }
             say.WriteLine($"OpenAI base URL: {server.BaseUrl}   (metrics: {server.RootUrl}metrics)");
+            if (server.ListensOnEveryAddress)
+                say.WriteLine($"listening on every address ({host}): from other machines use this machine's name or address instead of {server.RootUrl.Host}");
             if (trust.InsecureNoAuth) say.WriteLine("WARNING: --insecure-no-auth: serving loopback clients without API keys.");
-            else if (apiKey is null) say.WriteLine("Clients need an API key with the inference scope (stratus keys create --name <n> --scopes inference).");
+            else if (apiKey is null) say.WriteLine($"Clients need an API key with the inference scope ({Invocation.Command} keys create --name <n> --scopes inference).");
             say.WriteLine($"try: {server.CurlExample(apiKey)}");
             say.WriteLine("Ctrl+C stops the server.");
             server.Shutdown.Draining += running => Console.Error.WriteLine(

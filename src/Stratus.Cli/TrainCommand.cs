@@ -86,7 +86,7 @@ static class TrainCommand
         view.Finish();
         if (trainer.Step > 0) PlotCommand.Print(LossCurves.Read(trainer.RunDirectory).Series(), Path.Combine(trainer.RunDirectory, LossCurves.SvgFile));
         // A run saves its last checkpoint when it stops after a step: at step 0 it has none.
-        if (trainer.StoppedEarly) Console.WriteLine(trainer.Step > 0 ? $"stopped at step {trainer.Step}; continue with `stratus train --resume {trainer.RunDirectory}`"
+        if (trainer.StoppedEarly) Console.WriteLine(trainer.Step > 0 ? $"stopped at step {trainer.Step}; continue with `{Invocation.Command} train --resume {trainer.RunDirectory}`"
             : "stopped before the first step: nothing was trained or saved; start the run again with the same command");
     }
 

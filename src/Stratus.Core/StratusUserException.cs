@@ -7,6 +7,13 @@ namespace Stratus;
 /// </summary>
 public sealed class StratusUserException(string message, Exception? inner = null) : Exception(message, inner)
 {
+    /// <summary>The request parameter at fault, in the OpenAI API's words, where the error is one
+    /// parameter's (the server's 400 names it, as OpenAI's do); null otherwise.</summary>
+    public string? Param { get; init; }
+
+    /// <summary>OpenAI's code for the error (invalid_value, unsupported_value), with <see cref="Param"/>.</summary>
+    public string? Code { get; init; }
+
     /// <summary>Rewrites the .NET type a parser names at the end of its message ("could not be
     /// converted to System.Nullable`1[System.Int32].", "as expected type 'System.Int32'.") as what
     /// the user should write ("a whole number"), and puts the allowed values System.CommandLine

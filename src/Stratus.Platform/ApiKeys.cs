@@ -167,13 +167,23 @@ public static class ApiKeyFormat
 
     static readonly Regex Shape = new($"^{Regex.Escape(Prefix)}[A-Za-z0-9_-]{{{Length - Prefix.Length}}}$", RegexOptions.CultureInvariant);
     static readonly Regex Name = new(@"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\z", RegexOptions.CultureInvariant);
-    /// <summary>A key, or what begins as one, anywhere in a text: its id, then the rest of it.</summary>
-    static readonly Regex InText = new($"{Regex.Escape(Prefix)}(?<id>[A-Za-z0-9_-]{{0,{IdLength}}})[A-Za-z0-9_-]*", RegexOptions.CultureInvariant);
+    /// <summary>A character of a key's alphabet (A-Z, a-z, 0-9, '_', '-'), as it is or
+    /// percent-encoded (%2D, %41, %61 ...), as a URL's query string carries it and a request line
+    /// in the log quotes it.</summary>
+    const string KeyCharacter = "(?:[A-Za-z0-9_-]|%(?i:2D|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9A]))";
+    /// <summary>A key, or what begins as one, anywhere in a text, each character of it as it is or
+    /// percent-encoded: its id, then the rest of it.</summary>
+    static readonly Regex InText = new(
+        $"{string.Concat(Prefix.Select(c => $"(?:{Regex.Escape(c.ToString())}|%(?i:{(int)c:X2}))"))}(?<id>{KeyCharacter}{{0,{IdLength}}}){KeyCharacter}*",
+        RegexOptions.CultureInvariant);
 
-    /// <summary><paramref name="text"/> with every key in it cut to its id (which `stratus keys
-    /// list` and the access log show; the secret follows it), for text bound for a log.</summary>
+    /// <summary><paramref name="text"/> with every key in it, percent-encoded or not, cut to its id
+    /// (which `stratus keys list` and the access log show; the secret follows it), for text bound
+    /// for a log.</summary>
     public static string Redact(string text) =>
-        text.Contains(Prefix, StringComparison.Ordinal) ? InText.Replace(text, static key => $"{Prefix}{key.Groups["id"].Value}[redacted]") : text;
+        text.Contains(Prefix, StringComparison.Ordinal) || text.Contains('%')
+            ? InText.Replace(text, static key => $"{Prefix}{Uri.UnescapeDataString(key.Groups["id"].Value)}[redacted]")
+            : text;
 
     /// <summary>A new random key and its id.</summary>
     public static (string Id, string Key) Generate()

@@ -120,7 +120,18 @@ public sealed class PlatformDatabase
         if (File.Exists(dataDir))
             throw new TrustUserException($"{dataDir} is a file; the data directory is a folder, where Stratus keeps {FileName}" +
                 (Path.GetFileName(dataDir) == FileName ? $": give --data-dir {Path.GetDirectoryName(Path.GetFullPath(dataDir))}" : ": give --data-dir (or $STRATUS_HOME) a folder"));
-        CreateOwnerOnlyFolder(dataDir);
+        try
+        {
+            CreateOwnerOnlyFolder(dataDir);
+        }
+        // mkdir's ENOENT, the folders above made first: a file system that makes no folders
+        // (/proc). .NET says only "Could not find file '/proc/x'". (A file in the way, ENOTDIR, is
+        // a DirectoryNotFoundException, which the CLI names as such.)
+        catch (FileNotFoundException e)
+        {
+            throw new TrustUserException($"cannot create the data directory {dataDir} ({e.Message.TrimEnd('.')}: its file system makes no folders there); " +
+                $"give --data-dir (or ${StratusHome.EnvironmentVariable}) a folder this user may create", e);
+        }
         var database = new PlatformDatabase(Path.Combine(dataDir, FileName), lockTimeout ?? DefaultLockTimeout);
         // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user;
         // a stratus.db link that leads nowhere yet is the file it names, which SQLite would make.

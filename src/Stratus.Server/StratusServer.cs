@@ -61,6 +61,9 @@ public sealed record ServeOptions
     /// <summary>The server's own log as text or JSON lines; null: as the configuration's
     /// Logging:Console:FormatterName says, else text (ServerLog).</summary>
     public ServerLogFormat? LogFormat { get; init; }
+    /// <summary>Called once the server listens, with its root URL (StratusServer.RootUrl), before
+    /// the models load: what is quick to check has passed, and probes are answered.</summary>
+    public Action<Uri>? LoadingModels { get; init; }
 }
 
 public sealed class StratusServer : IAsyncDisposable
@@ -75,16 +78,24 @@ public sealed class StratusServer : IAsyncDisposable
     }
 
     public ModelRegistry Models { get; }
+    /// <summary>Whether the server listens on every address (--host 0.0.0.0 or ::): other
+    /// machines reach it at this one's addresses, and <see cref="RootUrl"/> is the loopback one.</summary>
+    public bool ListensOnEveryAddress { get; private init; }
     /// <summary>The host's services (StratusTrust, the endpoint data source for probes).</summary>
     public IServiceProvider Services => app.Services;
     /// <summary>What a stopping server does with the requests still running (Draining says it waits for some).</summary>
     public ServerShutdown Shutdown => app.Services.GetRequiredService<ServerShutdown>();
-    /// <summary>http://host:port/</summary>
+    /// <summary>http://host:port/, a URL a client on this machine can use: the loopback address
+    /// where the server listens on every address (http://0.0.0.0:8000/ reaches nothing).</summary>
     public Uri RootUrl { get; }
     /// <summary>What OpenAI clients take as their base URL: http://host:port/v1</summary>
     public Uri BaseUrl => new(RootUrl, "v1");
 
-    /// <summary>Loads every model, starts Kestrel and returns once it accepts requests.</summary>
+    /// <summary>Checks what is quick to check (the models' names, the data directory, its
+    /// database and keys, the access log, the address), starts Kestrel, loads every model and
+    /// returns once they serve. A mistake is refused before a long load, and while the models
+    /// load, probes get answers rather than a refused connection: /health 200 (the process is
+    /// alive), /ready and the endpoints that need a model 503 with Retry-After.</summary>
     public static async Task<StratusServer> StartAsync(ServeOptions options, CancellationToken cancellation = default)
     {
         if (options.Models.Count == 0) throw new StratusUserException("give at least one model to serve (--model <run-or-checkpoint-folder>)");
@@ -94,11 +105,26 @@ public sealed class StratusServer : IAsyncDisposable
             TorchSharp.torch.set_num_threads(threads);
         }
         if (options.Trust.InsecureNoAuth) ForwardedClients.EnsureOnThisMachine(options.ForwardedAllowIps);
-        var registry = new ModelRegistry();
+        ModelRegistry.EnsureDistinctNames(options.Models);
+        // A model's name is its deployment name for safety policies and usage.
+        foreach (var spec in options.Models)
+        {
+            try
+            {
+                Stratus.Safety.SafetyPolicy.ValidateDeploymentName(spec.ResolveName());
+            }
+            catch (Stratus.Safety.TrustUserException e)
+            {
+                throw new StratusUserException($"{e.Message} Name the model with --model NAME=DIR.");
+            }
+        }
+        var registry = new ModelRegistry { IsLoading = true };
         WebApplication? app = null;
+        var started = false;
+        Task? loading = null;
         try
         {
-            foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device));
+            // Opens the data directory and its database.
             app = Build(options, registry);
             // Opened now, so that a path it cannot write is refused before the server starts.
             app.Services.GetService<AccessLog>();
@@ -106,21 +132,10 @@ public sealed class StratusServer : IAsyncDisposable
             // No active key: refused here as one clear error rather than as the host's failure
             // report (its startup guard would refuse the same).
             await TrustStartupGuard.EnsureCallableAsync(trust, cancellation);
-            // A model's name is its deployment name for safety policies and usage.
-            foreach (var model in registry.All)
-            {
-                try
-                {
-                    Stratus.Safety.SafetyPolicy.ValidateDeploymentName(model.Name);
-                }
-                catch (Stratus.Safety.TrustUserException e)
-                {
-                    throw new StratusUserException($"{e.Message} Name the model with --model NAME=DIR.");
-                }
-            }
             try
             {
                 await app.StartAsync(cancellation);
+                started = true;
             }
             // Kestrel wraps an address in use in an IOException and throws the socket's other
             // refusals as they are. Caught here, around the bind alone: the data directory's
@@ -129,17 +144,44 @@ public sealed class StratusServer : IAsyncDisposable
             {
                 throw CannotListen(options.Host, options.Port, e);
             }
-            foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-            return new StratusServer(app, registry, new Uri(address.EndsWith('/') ? address : address + "/"));
+            var listening = new Uri(address.EndsWith('/') ? address : address + "/");
+            var root = Reachable(listening);
+            options.LoadingModels?.Invoke(root);
+            loading = Task.Run(() =>
+            {
+                foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device));
+            });
+            // The host takes SIGINT and SIGTERM once it listens: one during the load stops the
+            // server then, not after a load that cannot be broken off.
+            var stopping = app.Lifetime.ApplicationStopping;
+            if (await Task.WhenAny(Task.Delay(Timeout.Infinite, stopping), loading) != loading)
+                throw new OperationCanceledException("the server was stopped while its models loaded", stopping);
+            await loading;
+            registry.IsLoading = false;
+            foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
+            return new StratusServer(app, registry, root) { ListensOnEveryAddress = listening.Host != root.Host };
         }
         catch
         {
+            // A model that fails to load closes the port opened before it.
+            if (started) await app!.StopAsync(CancellationToken.None);
             if (app is not null) await app.DisposeAsync();
-            registry.Dispose();
+            // A model still loading is disposed with the others once it has loaded.
+            if (loading is { IsCompleted: false }) _ = loading.ContinueWith(_ => registry.Dispose(), TaskScheduler.Default);
+            else registry.Dispose();
             throw;
         }
     }
+
+    /// <summary><paramref name="listening"/> with the wildcard address of its family (0.0.0.0,
+    /// [::], as Kestrel names them) replaced by that family's loopback.</summary>
+    static Uri Reachable(Uri listening) => listening.Host switch
+    {
+        "0.0.0.0" => new UriBuilder(listening) { Host = IPAddress.Loopback.ToString() }.Uri,
+        "[::]" => new UriBuilder(listening) { Host = $"[{IPAddress.IPv6Loopback}]" }.Uri,
+        _ => listening,
+    };
 
     /// <summary>Why the server could not listen on <paramref name="host"/>:<paramref name="port"/>,
     /// and what to change, in one line: the socket's refusals are the user's to fix, and thrown
@@ -184,14 +226,18 @@ public sealed class StratusServer : IAsyncDisposable
         {
             kestrel.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
             kestrel.AddServerHeader = false;
-            var address = options.Host is "localhost" ? IPAddress.Loopback
+            // localhost: both loopbacks, as Kestrel's own localhost binds them (127.0.0.1, and ::1
+            // where the machine has IPv6: without it, ipv6.disable=1, Kestrel goes on with
+            // 127.0.0.1). A port picked by the system (0) cannot be one port on both: 127.0.0.1.
+            var address = options.Host is "localhost" ? null
                 : IPAddress.TryParse(options.Host, out var ip) ? ip
-                : throw new StratusUserException($"--host {options.Host} is not an IP address; use e.g. 127.0.0.1 or 0.0.0.0");
+                : throw new StratusUserException($"--host {options.Host} is not an IP address; use e.g. 127.0.0.1, localhost or 0.0.0.0");
             // Refused before binding; TrustStartupGuard checks the bound addresses again.
-            if (options.Trust.InsecureNoAuth && !IPAddress.IsLoopback(address))
+            if (options.Trust.InsecureNoAuth && address is not null && !IPAddress.IsLoopback(address))
                 throw new StratusUserException($"--insecure-no-auth serves without API keys, so it listens on loopback only (127.0.0.1, ::1), not {options.Host}. " +
                     "Drop --host, or drop --insecure-no-auth and create a key: stratus keys create --name <n> --scopes inference");
-            kestrel.Listen(address, options.Port);
+            if (address is null && options.Port != 0) kestrel.ListenLocalhost(options.Port);
+            else kestrel.Listen(address ?? IPAddress.Loopback, options.Port);
             // Host and Port alone: the host's configuration otherwise adds listeners of its own,
             // from Kestrel__Endpoints__* in the environment or an appsettings.json in the working
             // folder, on any address, that nothing printed or checked but --insecure-no-auth.

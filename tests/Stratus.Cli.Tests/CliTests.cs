@@ -804,6 +804,23 @@ public sealed class CliTests
         Assert.Single(stderr.Trim().Split('\n'));
     }
 
+    /// <summary>`serve` checks its data directory before it loads any model (a bad $STRATUS_HOME was
+    /// reported after the load): one line naming the path and the fix, exit 2, and no "loading".
+    /// The model does not exist here, so its error would come first otherwise.</summary>
+    [Fact]
+    public void Serve_checks_a_data_directory_it_cannot_make_before_loading_the_models()
+    {
+        if (!Directory.Exists("/proc/self")) return;
+        using var temp = new TempDirectory();
+        var info = Cli.StartInfo("serve", "--model", temp["no-model"], "--port", "0");
+        info.Environment["STRATUS_HOME"] = "/proc/stratus-home";
+        var (code, stdout, stderr) = Cli.Run(info);
+        Assert.True(code == 2, $"exited {code}: {stderr}");
+        Assert.Equal("error: cannot create the data directory /proc/stratus-home (Could not find file '/proc/stratus-home': its file system makes no folders there); " +
+            "give --data-dir (or $STRATUS_HOME) a folder this user may create", stderr.Trim());
+        Assert.Equal("", stdout);
+    }
+
     /// <summary>Runs <paramref name="test"/> against a <see cref="StartServing"/> server, with two
     /// minutes for it all (a hang fails the test), and kills the server if the test left it running.</summary>
     static async Task ServeAsync(int shutdownGracePeriod, Func<Process, CancellationToken, Task> test)

@@ -101,6 +101,14 @@ public sealed class ServeLogTests
         Assert.Equal(HttpStatusCode.OK, await GetAsync(root, "/v1/models", key));
         // A key where none belongs: the request lines at Information quote the query string ...
         Assert.Equal(HttpStatusCode.Unauthorized, await GetAsync(root, $"/v1/models?api-key={key}"));
+        // ... as the client escaped it (System.Uri would unescape it: sent on a socket).
+        using (var socket = new TcpClient())
+        {
+            await socket.ConnectAsync(root.Host, root.Port);
+            var escaped = string.Concat(key.Select((c, i) => i % 3 == 0 ? $"%{(int)c:X2}" : c.ToString()));
+            await socket.GetStream().WriteAsync(Encoding.ASCII.GetBytes($"GET /v1/models?api_key={escaped} HTTP/1.1\r\nHost: {root.Authority}\r\nConnection: close\r\n\r\n"));
+            Assert.StartsWith("HTTP/1.1 401", await new StreamReader(socket.GetStream()).ReadToEndAsync());
+        }
         // ... and Kestrel's at Debug a request line it cannot read, with its exception.
         using (var socket = new TcpClient())
         {
@@ -128,6 +136,8 @@ public sealed class ServeLogTests
         Assert.Contains(server.Stderr, line => line.StartsWith("try: curl", StringComparison.Ordinal));
         var everything = string.Join('\n', server.Stdout.Concat(server.Stderr));
         Assert.DoesNotContain(secret, everything);
+        Assert.Contains(entries, entry => ((string?)entry["Message"])?.Contains($"?api_key={id}[redacted]", StringComparison.Ordinal) == true);
+        Assert.DoesNotContain(entries, entry => ((string?)entry["Message"])?.Contains("?api_key=%", StringComparison.Ordinal) == true);
         Assert.Contains($"{id}[redacted]", string.Join('\n', lines));
     }
 

@@ -287,6 +287,24 @@ public sealed class ApiKeyServiceTests : IDisposable
         Assert.Same(plain, ApiKeyFormat.Redact(plain));
     }
 
+    /// <summary>A key in a URL's query string comes percent-encoded as the client wrote it, and the
+    /// request lines quote it so: any of its characters escaped, in either case of hex, is a key too.</summary>
+    [Fact]
+    public void Redacting_cuts_a_percent_encoded_key_to_its_id()
+    {
+        var (id, key) = ApiKeyFormat.Generate();
+        var redacted = $"{ApiKeyFormat.Prefix}{id}[redacted]";
+        var dashes = key.Replace("-", "%2D", StringComparison.Ordinal);
+        var everyCharacter = string.Concat(key.Select(c => $"%{(int)c:X2}"));
+        var lowerHex = string.Concat(key.Select((c, i) => i % 2 == 0 ? $"%{(int)c:x2}" : c.ToString()));
+        foreach (var escaped in new[] { dashes, everyCharacter, lowerHex })
+            Assert.Equal($"GET /v1/models?api_key={redacted}&x=1 401", ApiKeyFormat.Redact($"GET /v1/models?api_key={escaped}&x=1 401"));
+        // Escapes of other characters end it, as the characters themselves do.
+        Assert.Equal($"?k={redacted}%26x=%20y", ApiKeyFormat.Redact($"?k={dashes}%26x=%20y"));
+        const string escapedPlain = "GET /v1/models?q=a%20b%2Dc";
+        Assert.Equal(escapedPlain, ApiKeyFormat.Redact(escapedPlain));
+    }
+
     [Fact]
     public void Data_directory_prefers_the_flag_then_the_environment()
     {

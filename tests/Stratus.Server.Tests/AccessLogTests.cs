@@ -210,6 +210,23 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         Assert.Equal((429, "rate_limit_exceeded", limited.Key.Name), ((int)throttled["status"]!, (string?)throttled["error"], (string?)throttled["key_name"]));
     }
 
+    /// <summary>A key a client put in a URL's path, as it is or percent-encoded (the path is logged
+    /// decoded), is cut to its id in the line, as in the server's own log.</summary>
+    [Fact]
+    public async Task A_key_in_the_path_is_cut_to_its_id()
+    {
+        var (id, key) = ApiKeyFormat.Generate();
+        var secret = key[(ApiKeyFormat.Prefix.Length + ApiKeyFormat.IdLength)..];
+        using var client = Server.AnonymousClient();
+        foreach (var sent in new[] { key, key.Replace("-", "%2D", StringComparison.Ordinal) })
+        {
+            using var response = await client.GetAsync($"/v1/models/{sent}");
+            var line = await LineAsync(RequestId(response));
+            Assert.Equal($"/v1/models/{ApiKeyFormat.Prefix}{id}[redacted]", (string?)line["path"]);
+            Assert.DoesNotContain(secret, line.ToJsonString());
+        }
+    }
+
     [Fact]
     public async Task A_file_rotated_away_or_truncated_is_followed_at_the_next_line()
     {

@@ -162,4 +162,28 @@ public sealed class JsonModeTests(TinyModelServer fixture) : IClassFixture<TinyM
         Assert.True(fixture.Model.Engine.IsHealthy);
         Assert.Equal(0, fixture.Model.Engine.KvBlocksUsed);
     }
+
+    /// <summary>A model whose vocabulary cannot close an object cannot follow JSON mode: the 400
+    /// names response_format and a code, as OpenAI's own 400s do (both were null).</summary>
+    [Fact]
+    public async Task Json_mode_for_a_model_that_cannot_write_an_object_is_a_400_naming_response_format()
+    {
+        var server = new TinyModelServer { CreateModel = folder => TinyModelServer.SaveGpt(folder, Tokenization.CharTokenizer.FromCorpus("ab{: "), context: 32) };
+        await server.InitializeAsync();
+        try
+        {
+            foreach (var stream in new[] { false, true })
+            {
+                var (status, text) = await server.PostWithResponseFormatAsync("/v1/completions", """{"type":"json_object"}""", stream);
+                Assert.True(status == HttpStatusCode.BadRequest, $"{(int)status} {text}");
+                var error = JsonNode.Parse(text)!["error"]!;
+                Assert.Equal(("invalid_request_error", "response_format", "unsupported_value"), ((string?)error["type"], (string?)error["param"], (string?)error["code"]));
+                Assert.StartsWith("JSON mode needs a token", (string)error["message"]!);
+            }
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+    }
 }

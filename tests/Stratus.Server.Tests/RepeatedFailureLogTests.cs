@@ -81,6 +81,47 @@ public sealed class RepeatedFailureLogTests
         }
     }
 
+    /// <summary>A platform database that fails every request (here every write, for a lock another
+    /// process holds, as an sqlite3 shell left in BEGIN does) was an error with its stack trace per request: now
+    /// one error line naming the cause for any number of requests within the minute, each
+    /// request's exception at Debug, and a line when a key is read again.</summary>
+    [Fact]
+    public async Task A_failing_database_is_one_line_naming_the_cause_not_a_stack_trace_per_request()
+    {
+        var log = new LogCapture();
+        var fixture = new TinyModelServer { ConfigureServices = log.AddTo };
+        await fixture.InitializeAsync();
+        try
+        {
+            using (var holder = new SqliteConnection($"Data Source={Path.Combine(fixture.DataDir, PlatformDatabase.FileName)};Pooling=False"))
+            {
+                holder.Open();
+                using (var begin = holder.CreateCommand())
+                {
+                    begin.CommandText = "BEGIN EXCLUSIVE;";
+                    begin.ExecuteNonQuery();
+                }
+                // Writes wait for it, for the lock timeout, then fail; in WAL mode reads go on.
+                var requests = await Task.WhenAll(Enumerable.Range(0, 3).Select(i => fixture.Http.PostAsJsonAsync("/v1/admin/keys", new { name = $"locked-out-{i}", scopes = "inference" })));
+                Assert.All(requests, response => Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode));
+            }
+            var errorMiddleware = typeof(ErrorMiddleware).FullName!;
+            var perRequest = await LinesAsync(log, line => line.Category == errorMiddleware && line.Level == LogLevel.Debug, 3);
+            Assert.All(perRequest, line => Assert.IsType<PlatformStorageException>(line.Exception));
+            var error = Assert.Single(log.Lines, line => line.Level >= LogLevel.Warning);
+            Assert.Equal((LogLevel.Error, null), (error.Level, error.Exception));
+            Assert.Matches(@"^The platform database failed 1 request\(s\): .*stratus\.db is locked by another process .*; try again once that process is done \(said at most once a minute while it lasts\)$", error.Message);
+
+            using (var again = await fixture.Http.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.OK, again.StatusCode);
+            var answers = Assert.Single(log.Lines, line => line.Level == LogLevel.Warning);
+            Assert.Equal("The platform database answers again; 2 more request(s) failed since the last line", answers.Message);
+        }
+        finally
+        {
+            await fixture.DisposeAsync();
+        }
+    }
+
     /// <summary>An access log that cannot be written loses every batch's lines: a warning per
     /// batch before; now one at once, and the rest counted in one when the log stops (or a minute on).</summary>
     [Fact]

@@ -148,6 +148,152 @@ public sealed class ServerStartupTests : IDisposable
         }
     }
 
+    /// <summary>The data directory, its database and keys are checked before the models load: a
+    /// bad one was reported only after a long load. Here the model does not exist, so an error
+    /// about the data directory (or the keys) shows that it was checked first.</summary>
+    [Fact]
+    public async Task The_data_directory_and_keys_are_checked_before_any_model_loads()
+    {
+        var file = Path.Combine(folder, "not-a-folder");
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(file, "");
+        var options = Options(insecure: true) with { Models = [new ModelSpec(Path.Combine(folder, "no-such-model"), "m")] };
+        var refused = await Assert.ThrowsAsync<TrustUserException>(() => StratusServer.StartAsync(options with { Trust = options.Trust with { DataDir = file } }));
+        Assert.StartsWith($"{file} is a file", refused.Message);
+        var noKey = await Assert.ThrowsAsync<TrustUserException>(() => StratusServer.StartAsync(options with { Trust = options.Trust with { InsecureNoAuth = false } }));
+        Assert.StartsWith("No active API key", noKey.Message);
+        // A data directory its file system cannot make (/proc's answer to mkdir is ENOENT): named, with the fix.
+        if (Directory.Exists("/proc/self"))
+        {
+            var proc = await Assert.ThrowsAsync<TrustUserException>(() => StratusServer.StartAsync(options with { Trust = options.Trust with { DataDir = "/proc/stratus-test" } }));
+            Assert.StartsWith("cannot create the data directory /proc/stratus-test (", proc.Message);
+            Assert.EndsWith("give --data-dir (or $STRATUS_HOME) a folder this user may create", proc.Message);
+        }
+        // Then the model's own error.
+        var model = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(options));
+        Assert.Contains("does not exist", model.Message);
+    }
+
+    /// <summary>The port opens before the models load: a probe is answered rather than refused,
+    /// /health (liveness) 200, /ready 503, and a request that needs a model 503
+    /// service_unavailable with Retry-After, never a 500 or a hang.</summary>
+    [Fact]
+    public async Task While_the_models_load_health_is_200_and_ready_and_the_models_503()
+    {
+        var loading = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var answered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        // Holds the load until the probes have had their answers.
+        var options = Options(insecure: true) with { LoadingModels = root => { loading.SetResult(root); answered.Task.Wait(TimeSpan.FromMinutes(1)); } };
+        var starting = Task.Run(() => StratusServer.StartAsync(options));
+        var root = await loading.Task.WaitAsync(TimeSpan.FromMinutes(1));
+        try
+        {
+            using var http = new HttpClient { BaseAddress = root, Timeout = TimeSpan.FromSeconds(30) };
+            using (var health = await http.GetAsync("/health")) Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+            foreach (var (method, path, body) in new (string, string, string?)[]
+            {
+                ("GET", "/ready", null), ("GET", "/v1/models", null), ("GET", $"/v1/models/{TinyModelServer.ModelName}", null),
+                ("POST", "/v1/chat/completions", $$"""{"model":"{{TinyModelServer.ModelName}}","messages":[{"role":"user","content":"a"}],"max_tokens":2}"""),
+                ("POST", "/v1/completions", $$"""{"model":"{{TinyModelServer.ModelName}}","prompt":"a","max_tokens":2,"stream":true}"""),
+                ("POST", "/tokenize", """{"prompt":"a"}"""),
+            })
+            {
+                using var request = new HttpRequestMessage(new HttpMethod(method), path);
+                if (body is not null) request.Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json");
+                using var response = await http.SendAsync(request);
+                var text = await response.Content.ReadAsStringAsync();
+                Assert.True(response.StatusCode == HttpStatusCode.ServiceUnavailable, $"{method} {path}: {(int)response.StatusCode} {text}");
+                Assert.True(response.Headers.RetryAfter?.Delta > TimeSpan.Zero, $"{method} {path}: no Retry-After");
+                var code = (string?)System.Text.Json.Nodes.JsonNode.Parse(text)!["error"]!["code"];
+                Assert.Equal(path == "/ready" ? "not_ready" : "service_unavailable", code);
+            }
+        }
+        finally
+        {
+            answered.SetResult();
+        }
+        await using var server = await starting.WaitAsync(TimeSpan.FromMinutes(1));
+        using var client = new HttpClient { BaseAddress = server.RootUrl };
+        using (var ready = await client.GetAsync("/ready")) Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+        using (var models = await client.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.OK, models.StatusCode);
+    }
+
+    /// <summary>Once it listens, the host takes SIGINT and SIGTERM: one while the models load stops
+    /// the server then (StartAsync ends cancelled, the port closed), not after the load.</summary>
+    [Fact]
+    public async Task A_server_stopped_while_its_models_load_stops_then()
+    {
+        Microsoft.AspNetCore.Builder.WebApplication? app = null;
+        Uri? root = null;
+        // What SIGTERM does through the host's console lifetime.
+        var options = Options(insecure: true) with { ConfigurePipeline = built => app = built, LoadingModels = url => { root = url; app!.Lifetime.StopApplication(); } };
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => StratusServer.StartAsync(options));
+        using var client = new HttpClient();
+        await Assert.ThrowsAsync<HttpRequestException>(() => client.GetAsync(new Uri(root!, "health")));
+    }
+
+    /// <summary>A model that fails to load closes the port that was opened before it.</summary>
+    [Fact]
+    public async Task A_model_that_fails_to_load_closes_the_port()
+    {
+        Uri? root = null;
+        var options = Options(insecure: true);
+        var broken = Options(insecure: true) with { Models = [options.Models[0], new ModelSpec(Path.Combine(folder, "no-such-model"), "m")], LoadingModels = url => root = url };
+        await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(broken));
+        Assert.NotNull(root);
+        using var client = new HttpClient();
+        await Assert.ThrowsAsync<HttpRequestException>(() => client.GetAsync(new Uri(root, "health")));
+    }
+
+    /// <summary>--host localhost listened on 127.0.0.1 alone, where Kestrel's own localhost (and a
+    /// client resolving it, which may try ::1 first) means both loopbacks.</summary>
+    [Fact]
+    public async Task Localhost_listens_on_both_loopbacks_where_the_machine_has_IPv6()
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        await using var server = await StratusServer.StartAsync(Options(insecure: true, host: "localhost") with { Port = port });
+        Assert.Equal(new Uri($"http://localhost:{port}/"), server.RootUrl);
+        using var client = new HttpClient();
+        Assert.True((await client.GetAsync($"http://127.0.0.1:{port}/health")).IsSuccessStatusCode);
+        // Where the machine has no IPv6 (ipv6.disable=1), Kestrel goes on with 127.0.0.1 alone.
+        if (HasIPv6Loopback()) Assert.True((await client.GetAsync($"http://[::1]:{port}/health")).IsSuccessStatusCode);
+    }
+
+    /// <summary>--host 0.0.0.0 printed http://0.0.0.0:8000/v1, which reaches nothing from another
+    /// machine and is odd here: the URL is the loopback one, and the server says it listens on every address.</summary>
+    [Theory]
+    [InlineData("0.0.0.0", "127.0.0.1")]
+    [InlineData("::", "[::1]")]
+    public async Task Every_address_is_given_as_the_loopback_url_that_reaches_it(string host, string loopback)
+    {
+        if (host == "::" && !HasIPv6Loopback()) return;
+        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("app", Platform.ApiKeyScopes.Inference, Platform.RateLimits.Unlimited, "tests");
+        await using var server = await StratusServer.StartAsync(Options(insecure: false) with { Host = host });
+        Assert.Equal(loopback, server.RootUrl.Host);
+        Assert.True(server.ListensOnEveryAddress);
+        Assert.StartsWith($"curl http://{loopback}:{server.RootUrl.Port}/v1/", server.CurlExample());
+        using var client = new HttpClient();
+        Assert.True((await client.GetAsync(new Uri(server.RootUrl, "health"))).IsSuccessStatusCode);
+    }
+
+    static bool HasIPv6Loopback()
+    {
+        if (!Socket.OSSupportsIPv6) return false;
+        try
+        {
+            using var socket = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
+            socket.Bind(new IPEndPoint(IPAddress.IPv6Loopback, 0));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+
     [Fact]
     public async Task An_address_this_machine_does_not_have_is_one_line_naming_it()
     {

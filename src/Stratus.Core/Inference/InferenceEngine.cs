@@ -251,7 +251,12 @@ public sealed class InferenceEngine : IDisposable
         foreach (var token in request.StopTokens)
             if ((uint)token >= (uint)drawableTokens) throw new StratusUserException($"stop token {token} is outside the vocabulary of {drawableTokens}");
         if (request.Schema is { } schema && jsonVocabulary.Value.MissingFor(schema, Sequence.EndTokensOf(request, endOfGeneration)) is { Length: > 0 } missing)
-            throw new StratusUserException($"{(schema == JsonSchema.AnyObject ? "JSON mode" : "the JSON schema")} needs a token that does not end the generation for each character it may have to write to finish a document, and this model's vocabulary has none for {missing}");
+            throw new StratusUserException($"{(schema == JsonSchema.AnyObject ? "JSON mode" : "the JSON schema")} needs a token that does not end the generation for each character it may have to write to finish a document, and this model's vocabulary has none for {missing}")
+            {
+                // The value is well formed; this model cannot follow it.
+                Param = schema == JsonSchema.AnyObject ? "response_format" : "response_format.json_schema.schema",
+                Code = "unsupported_value",
+            };
     }
 
     /// <summary>Refuses a prompt token the model has no row for (its tokenizer spells more than

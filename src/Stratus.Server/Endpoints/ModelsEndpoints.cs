@@ -10,6 +10,8 @@ public static class ModelsEndpoints
     {
         group.MapGet("/models", (HttpContext http, ModelRegistry registry) =>
         {
+            // An empty list while they load would say the server serves none.
+            registry.EnsureLoaded();
             var cards = new List<ModelCard>(registry.All.Count);
             foreach (var model in registry.All) cards.Add(Card(model));
             return http.Response.WriteAsJsonAsync(new ModelList(cards), OpenAiJson.Options, http.RequestAborted);

@@ -403,7 +403,9 @@ public sealed class AccessLogMiddleware(RequestDelegate next, AccessLog log)
     public async Task InvokeAsync(HttpContext context)
     {
         var request = context.Request;
-        var entry = new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), context.Connection.RemoteIpAddress, request.Method, request.Path.Value ?? "/", context.TraceIdentifier);
+        // A key sent where none belongs (a path a client built from it, percent-encoded or not: the
+        // path is decoded here) is cut to its id, as in the server's own log.
+        var entry = new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), context.Connection.RemoteIpAddress, request.Method, ApiKeyFormat.Redact(request.Path.Value ?? "/"), context.TraceIdentifier);
         context.Features.Set(entry);
         var completed = false;
         try

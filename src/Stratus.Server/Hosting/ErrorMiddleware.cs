@@ -14,7 +14,7 @@ using Stratus.Server.Trust;
 
 namespace Stratus.Server.Hosting;
 
-public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics, ServerShutdown shutdown, ILogger<ErrorMiddleware> logger)
+public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics, ServerShutdown shutdown, StratusTrust trust, ILogger<ErrorMiddleware> logger)
 {
     /// <summary>HttpContext.Items key under which handlers note the model a request named.</summary>
     public const string ModelItem = "stratus.model";
@@ -39,7 +39,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 BadHttpRequestException bad when bad.StatusCode == StatusCodes.Status413PayloadTooLarge =>
                     new ApiException(413, "The request body is too large.", code: "request_too_large"),
                 BadHttpRequestException bad => new ApiException(bad.StatusCode is >= 400 and < 500 ? bad.StatusCode : 400, "The request could not be read: " + bad.Message),
-                StratusUserException user => ApiException.Invalid(user.Message),
+                StratusUserException user => ApiException.Invalid(user),
                 Stratus.Safety.TrustUserException { NotFound: true } missing => new ApiException(404, missing.Message, code: "not_found"),
                 Stratus.Safety.TrustUserException user => ApiException.Invalid(user.Message),
                 Stratus.Inference.EngineUnavailableException down => new ApiException(503, $"The model is not available: {down.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
@@ -55,7 +55,8 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
             // The client is told the cause's first line, or for the database nothing of the
             // server's paths; the operator gets all of it.
             else if (e is Stratus.Inference.EngineStepFailedException) logger.LogWarning(e, "a model step failed serving {Path} (request {RequestId}); the engine goes on", context.Request.Path, context.TraceIdentifier);
-            else if (e is PlatformStorageException) logger.LogError(e, "the platform database failed serving {Path} (request {RequestId})", context.Request.Path, context.TraceIdentifier);
+            // It fails every request while its cause lasts: a line a minute names the cause.
+            else if (e is PlatformStorageException storage) trust.LogStorageFailure(logger, storage, context.Request.Path, context.TraceIdentifier);
             else if (e is Stratus.Safety.SafetyProviderUnavailableException) logger.LogError(e, "a content-safety provider failed serving {Path} (request {RequestId})", context.Request.Path, context.TraceIdentifier);
             error ??= new ApiException(500, "The server had an error while processing your request.", code: "internal_error");
             var model = context.Items[ModelItem] as string ?? "";

@@ -183,7 +183,7 @@ public sealed class GenerationRun : IAsyncDisposable
             {
                 EngineOverloadedException o => new ApiException(429, o.Message, code: "rate_limit_exceeded") { RetryAfterSeconds = (int)Math.Ceiling(o.RetryAfter.TotalSeconds) },
                 EngineUnavailableException u => new ApiException(503, $"The model `{context.Model.Name}` is not available: {u.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
-                StratusUserException s => ApiException.Invalid(s.Message),
+                StratusUserException s => ApiException.Invalid(s),
                 _ => e,
             };
         }

@@ -85,24 +85,48 @@ public sealed class ServedModel : IDisposable
 
 public sealed class ModelRegistry : IDisposable
 {
-    readonly Dictionary<string, ServedModel> models = new(StringComparer.Ordinal);
-    readonly List<ServedModel> ordered = [];
+    // Replaced whole by Add, never changed: requests (/metrics, /health) read them while a
+    // starting server adds its models.
+    volatile Dictionary<string, ServedModel> models = new(StringComparer.Ordinal);
+    volatile ServedModel[] ordered = [];
+    volatile bool loading;
 
     public IReadOnlyList<ServedModel> All => ordered;
 
+    /// <summary>Whether the server is loading its models: /ready and every request that needs a
+    /// model are answered 503 service_unavailable with Retry-After meanwhile.</summary>
+    public bool IsLoading { get => loading; internal set => loading = value; }
+
     public void Add(ServedModel model)
     {
-        if (!models.TryAdd(model.Name, model))
-            throw new StratusUserException($"two models are named '{model.Name}'; name them with --model NAME=DIR");
-        ordered.Add(model);
+        if (models.ContainsKey(model.Name)) throw TwoNamed(model.Name);
+        models = new(models, StringComparer.Ordinal) { [model.Name] = model };
+        ordered = [.. ordered, model];
     }
 
-    /// <summary>The model a request names; 404 model_not_found when none has that name.</summary>
+    /// <summary>Refuses two models of one name before any is loaded.</summary>
+    public static void EnsureDistinctNames(IEnumerable<ModelSpec> specs)
+    {
+        if (specs.Select(spec => spec.ResolveName()).GroupBy(name => name, StringComparer.Ordinal).FirstOrDefault(names => names.Count() > 1) is { } twice)
+            throw TwoNamed(twice.Key);
+    }
+
+    static StratusUserException TwoNamed(string name) => new($"two models are named '{name}'; name them with --model NAME=DIR");
+
+    /// <summary>503 service_unavailable, with Retry-After, while the models load.</summary>
+    public void EnsureLoaded()
+    {
+        if (loading) throw new ApiException(503, "The server is loading its models; retry shortly.", code: "service_unavailable") { RetryAfterSeconds = 5 };
+    }
+
+    /// <summary>The model a request names; 404 model_not_found when none has that name, 503
+    /// while the models load.</summary>
     public ServedModel Get(string? name, bool allowDefault = false)
     {
+        EnsureLoaded();
         if (name is null)
         {
-            if (allowDefault && ordered.Count > 0) return ordered[0];
+            if (allowDefault && ordered.Length > 0) return ordered[0];
             throw ApiException.Invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter");
         }
         return models.TryGetValue(name, out var model) ? model : throw ApiException.ModelNotFound(name.Length > 100 ? name[..100] + "..." : name);

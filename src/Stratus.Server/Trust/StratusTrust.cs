@@ -2,6 +2,8 @@
 // service, quotas, the safety configuration with its pipeline cache, and the audit entries the
 // server writes itself (model deployed, request filtered).
 using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Safety;
 using Stratus.Server.Hosting;
@@ -28,6 +30,7 @@ public sealed class StratusTrust
         Safety = Stores.SafetyConfiguration();
         Pipelines = new SafetyPipelineCache(Safety, options.ExtraSafetyProviders, options.SafetyRefreshInterval, time);
         UsageFailures = new LogThrottle(time);
+        StorageFailures = new LogThrottle(time);
     }
 
     public TrustOptions Options { get; }
@@ -40,6 +43,27 @@ public sealed class StratusTrust
     /// <summary>Usage records that failed (a full disk fails every request's), for the server's
     /// log to say once a minute rather than once a request.</summary>
     internal LogThrottle UsageFailures { get; }
+    /// <summary>Requests the platform database failed (a full disk, a lock held, a damaged file
+    /// fail every request while they last), said as UsageFailures are.</summary>
+    internal LogThrottle StorageFailures { get; }
+
+    /// <summary>Logs a request the platform database failed: its exception at Debug, and a line
+    /// naming the cause at once, then at most once a minute with the requests failed since,
+    /// not an error with its stack trace per request.</summary>
+    internal void LogStorageFailure(ILogger logger, PlatformStorageException e, PathString path, string requestId)
+    {
+        logger.LogDebug(e, "The platform database failed serving {Path} (request {RequestId})", path, requestId);
+        if (StorageFailures.Add() is var failed and > 0)
+            logger.LogError("The platform database failed {Requests} request(s): {Cause} (said at most once a minute while it lasts)", failed, e.Message.TrimEnd('.'));
+    }
+
+    /// <summary>Says that the platform database answered again (a key was read), with the failed
+    /// requests no line has named; nothing when it was not failing.</summary>
+    internal void LogStorageAnswers(ILogger logger)
+    {
+        if (StorageFailures.Failing && StorageFailures.End() is { } unsaid)
+            logger.LogWarning("The platform database answers again; {Requests} more request(s) failed since the last line", unsaid);
+    }
 
     /// <summary>Revokes a key and drops its quota windows; its next request is refused because
     /// authentication reads the key row on every request.</summary>

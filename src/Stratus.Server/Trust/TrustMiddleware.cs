@@ -16,7 +16,7 @@ using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;
 
-public sealed class TrustErrorMiddleware(RequestDelegate next, ILogger<TrustErrorMiddleware> logger)
+public sealed class TrustErrorMiddleware(RequestDelegate next, StratusTrust trust, ILogger<TrustErrorMiddleware> logger)
 {
     public async Task InvokeAsync(HttpContext context)
     {
@@ -38,7 +38,7 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, ILogger<TrustErro
         catch (PlatformStorageException e) when (!context.Response.HasStarted)
         {
             // The operator gets the file and SQLite's words; the client a 503 without them.
-            logger.LogError(e, "The platform database failed serving {Path}", context.Request.Path);
+            trust.LogStorageFailure(logger, e, context.Request.Path, context.TraceIdentifier);
             await OpenAIErrors.StorageUnavailable().ExecuteAsync(context);
         }
         catch (SafetyProviderUnavailableException e) when (!context.Response.HasStarted)
@@ -81,6 +81,8 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
             return;
         }
         var result = await trust.Keys.AuthenticateAsync(presented, context.RequestAborted);
+        // The key's row was read: the database answers.
+        trust.LogStorageAnswers(logger);
         if (!result.Succeeded)
         {
             // Clients learn only what they can fix; wrong and revoked keys read alike, and only the

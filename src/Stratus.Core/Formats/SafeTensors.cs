@@ -91,7 +91,7 @@ public static class SafeTensors
         {
             if (!File.Exists(path)) throw new StratusUserException($"{path} does not exist");
             Path = path;
-            stream = File.OpenRead(path);
+            stream = FileBytes.OpenRegular(path);
             // A refused file is closed at once, not when the finalizer gets to it.
             try { ReadHeader(); }
             catch

@@ -300,6 +300,7 @@ public sealed class Checkpoint
     {
         var path = Path.Combine(directory, name);
         if (!File.Exists(path)) return null;
+        FileBytes.RequireRegular(path);
         try { return JsonSerializer.Deserialize<T>(File.ReadAllText(path), JsonOptions); }
         catch (JsonException e) { throw new StratusUserException($"{path} is corrupt: {e.Message}"); }
     }

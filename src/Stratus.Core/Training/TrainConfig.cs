@@ -151,7 +151,7 @@ public sealed record TrainConfig
         if (path is null) return [];
         if (!File.Exists(path)) throw new StratusUserException($"config file {path} does not exist; see configs/ for examples");
         var options = new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, AllowDuplicateProperties = false };
-        return JsonText.ParseFile(path, options) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object");
+        return JsonText.ParseFile(path, options, namedByUser: true) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object");
     }
 
     /// <summary>The block_size a run from <paramref name="initFrom"/> trains with when none is

@@ -332,6 +332,19 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void A_named_pipe_among_a_models_files_is_one_line_and_exit_2_not_a_hang()
+    {
+        // Opening a FIFO waits for a writer: `sample` on a folder holding one hung for ever.
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var manifest = temp["manifest.json"];
+        using (var mkfifo = Process.Start("mkfifo", manifest)!) mkfifo.WaitForExit();
+        var (code, _, stderr) = Cli.Run(Cli.StartInfo("sample", "--model", temp.Path, "--prompt", "a"), TimeSpan.FromMinutes(1));
+        Assert.True(code == 2, stderr);
+        Assert.Equal($"error: {manifest} is a named pipe (FIFO), not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself", stderr.Trim());
+    }
+
+    [Fact]
     public void A_misspelt_verb_or_option_or_a_stray_word_gets_one_line_naming_it_and_the_nearest_name()
     {
         using var temp = new TempDirectory();

@@ -546,6 +546,26 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Fine_tuning_reads_a_config_given_through_process_substitution()
+    {
+        // `--config <(...)` is a pipe: --init-from read it twice, and the second read found it
+        // empty ("not valid JSON").
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var pretrained = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2");
+        Assert.True(pretrained.ExitCode == 0, pretrained.Stderr);
+        var info = Cli.StartInfo();
+        info.FileName = "bash";
+        info.ArgumentList.Clear();
+        foreach (var arg in new[] { "-c", """exec dotnet "$1" train --init-from "$2" --data "$3" --out "$4" --config <(printf '{"max_iters": 2, "batch_size": 2, "eval_iters": 1}')""", "bash", Cli.Dll, temp["base"], data, temp["ft"] })
+            info.ArgumentList.Add(arg);
+        var (code, stdout, stderr) = Cli.Run(info);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("training from step 0 to 2", stdout);
+    }
+
+    [Fact]
     public void Import_warns_in_one_line_of_a_chat_template_Stratus_cannot_render_and_keeps_the_model()
     {
         using var temp = new TempDirectory();

@@ -180,6 +180,27 @@ public static class SafeTensors
             return tensor;
         }
 
+        /// <summary>The tensor <paramref name="name"/>, read once its header entry has
+        /// <paramref name="shape"/> and <paramref name="dtype"/>, else refused naming the tensor,
+        /// the file, what was needed and what is there (a tensor of another type would be
+        /// converted without a word where it is copied); <paramref name="mismatch"/> says what a
+        /// tensor missing or unlike the one needed means.</summary>
+        public Tensor Read(string name, long[] shape, ScalarType dtype, string mismatch)
+        {
+            Require(name, shape, dtype, mismatch);
+            return Read(name);
+        }
+
+        /// <summary>Refuses, without reading it, a tensor that <see cref="Read(string, long[], ScalarType, string)"/> would.</summary>
+        public void Require(string name, long[] shape, ScalarType dtype, string mismatch)
+        {
+            if (!Entries.TryGetValue(name, out var entry)) throw new StratusUserException($"{Path} has no tensor '{name}'; {mismatch}");
+            if (!entry.Shape.SequenceEqual(shape))
+                throw new StratusUserException($"{Path}: tensor '{name}' has shape [{string.Join(", ", entry.Shape)}], where [{string.Join(", ", shape)}] is needed; {mismatch}");
+            if (entry.DType != dtype)
+                throw new StratusUserException($"{Path}: tensor '{name}' is {Types[entry.DType].Name}, where {(Types.TryGetValue(dtype, out var needed) ? needed.Name : dtype.ToString())} is needed; {mismatch}");
+        }
+
         StratusUserException Corrupt(string why) => new($"{Path} is not a valid safetensors file: {why}");
 
         public void Dispose() => stream.Dispose();

@@ -288,9 +288,8 @@ public sealed class Checkpoint
     {
         var path = Path.Combine(Directory, OptimizerFile);
         if (!File.Exists(path)) throw new StratusUserException($"checkpoint {Directory} has no optimizer state; it cannot be resumed (use --init-from to start a new run from it)");
-        var state = SafeTensors.Load(path);
-        try { optimizer.LoadStateDict(state); }
-        finally { foreach (var t in state.Values) t.Dispose(); }
+        using var state = SafeTensors.Open(path);
+        optimizer.LoadStateDict(state);
     }
 
     static void WriteJson(string directory, string name, JsonNode node) =>

@@ -50,8 +50,7 @@ public sealed class HfTokenizer : ITokenizer
         byteFallback = Flag(model["byte_fallback"], "model.byte_fallback") ?? false;
         if (sentencePiece && !byteFallback && !Types(tokenizerJson["pre_tokenizer"], "pre_tokenizer").Contains("Metaspace") && !ReplacesSpaces(tokenizerJson["normalizer"], "normalizer"))
             throw Unsupported("it is neither byte-level BPE nor SentencePiece-style BPE");
-        var vocab = (model["vocab"] as JsonObject ?? throw Unsupported("it has no vocabulary"))
-            .ToDictionary(kv => kv.Key, kv => Id(kv.Value, $"model.vocab[{JsonSerializer.Serialize(kv.Key)}]"));
+        var vocab = Vocab(model["vocab"] as JsonObject ?? throw Unsupported("it has no vocabulary"));
         var merges = Merges(model["merges"]);
         added = new Dictionary<string, int>(StringComparer.Ordinal);
         special = [];
@@ -128,7 +127,10 @@ public sealed class HfTokenizer : ITokenizer
         // A piece past the model's rows is no token of the model's (see VocabSize).
         spellsEveryCharacter = unknownId is not null || (everyByte && VocabSize == size);
         string pattern;
-        var options = new BpeOptions(new Dictionary<string, int>(vocab) { [NotInVocabulary] = NotInVocabularyId })
+        // Read no further once given to Microsoft.ML.Tokenizers, which makes its own: the file's
+        // vocabulary is not copied for it (tens of megabytes for a large one).
+        vocab[NotInVocabulary] = NotInVocabularyId;
+        var options = new BpeOptions(vocab)
         {
             Merges = merges, SpecialTokens = specialTokens, UnknownToken = NotInVocabulary, FuseUnknownTokens = fuseUnknown,
         };
@@ -564,20 +566,51 @@ public sealed class HfTokenizer : ITokenizer
         catch (ArgumentException e) { throw new StratusUserException($"{tokenizerFile}: the pre-tokenizer's pattern is not a regular expression .NET can use: {e.Message}", e); }
     }
 
+    // model.vocab and model.merges are most of a tokenizer.json (a 40 MB file is nearly all
+    // theirs): read as JsonNodes, a node for every token and merge, they took 150 MB more, kept
+    // for as long as the tokenizer lives. They are read as JSON text instead, which the node
+    // parsed from a file holds unread (and writes back as it came, for ToJson and export).
+
+    /// <summary>model.vocab: token → id.</summary>
+    Dictionary<string, int> Vocab(JsonObject node)
+    {
+        var reader = new Utf8JsonReader(JsonSerializer.SerializeToUtf8Bytes(node));
+        reader.Read();
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            var token = reader.GetString()!;
+            reader.Read();
+            vocab[token] = reader.TokenType == JsonTokenType.Number && reader.TryGetInt32(out var id) ? id
+                : throw Malformed($"model.vocab[{JsonSerializer.Serialize(token)}]", "a whole number", JsonNode.Parse(ref reader));
+        }
+        return vocab;
+    }
+
     /// <summary>"left right" strings, or [left, right] pairs as newer files write them.</summary>
     List<string> Merges(JsonNode? node)
     {
         if (node is null) return [];
-        var list = node as JsonArray ?? throw Malformed("model.merges", "a list", node);
-        var merges = new List<string>(list.Count);
-        for (var i = 0; i < list.Count; i++)
+        if (node is not JsonArray) throw Malformed("model.merges", "a list", node);
+        var reader = new Utf8JsonReader(JsonSerializer.SerializeToUtf8Bytes(node));
+        reader.Read();
+        var merges = new List<string>();
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
         {
-            merges.Add(list[i] switch
+            // A copy at the merge's start, to show the whole of one that is refused.
+            var start = reader;
+            string? merge = null;
+            if (reader.TokenType == JsonTokenType.String) merge = reader.GetString() is { } text && text.Contains(' ') ? text : null;
+            else if (reader.TokenType == JsonTokenType.StartArray && reader.Read() && reader.TokenType == JsonTokenType.String)
             {
-                JsonValue merge when merge.TryGetValue<string>(out var text) && text.Contains(' ') => text,
-                JsonArray { Count: 2 } pair when pair[0] is JsonValue left && left.TryGetValue<string>(out var l) && pair[1] is JsonValue right && right.TryGetValue<string>(out var r) => $"{l} {r}",
-                var other => throw Malformed($"model.merges[{i}]", "two tokens (\"left right\" or [\"left\", \"right\"])", other),
-            });
+                var left = reader.GetString();
+                if (reader.Read() && reader.TokenType == JsonTokenType.String)
+                {
+                    var right = reader.GetString();
+                    if (reader.Read() && reader.TokenType == JsonTokenType.EndArray) merge = $"{left} {right}";
+                }
+            }
+            merges.Add(merge ?? throw Malformed($"model.merges[{merges.Count}]", "two tokens (\"left right\" or [\"left\", \"right\"])", JsonNode.Parse(ref start)));
         }
         return merges;
     }

@@ -218,7 +218,7 @@ public sealed class Checkpoint
     /// ids would mean other text.</summary>
     public void RequireTokenizerOf(string dataDirectory, ITokenizer datasetTokenizer)
     {
-        if (Tokenizer.ToJson().ToJsonString() != datasetTokenizer.ToJson().ToJsonString())
+        if (!TokenizerStore.Utf8(Tokenizer).AsSpan().SequenceEqual(TokenizerStore.Utf8(datasetTokenizer)))
             throw new StratusUserException($"the tokenizer of {dataDirectory} differs from the model's in {Directory}; prepare the data with `stratus prepare --tokenizer-from {Directory}`");
     }
 

@@ -193,8 +193,11 @@ public sealed class HfTokenizer : ITokenizer
     /// <param name="tokenizerFile">What refusals name tokenizer.json by: the path it was read from.</param>
     /// <param name="configFile">What refusals name tokenizer_config.json by.</param>
     public static HfTokenizer FromHuggingFace(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize = null, IReadOnlyList<int>? endOfGenerationIds = null,
-        string tokenizerFile = "tokenizer.json", string configFile = "tokenizer_config.json") =>
+        string tokenizerFile = TokenizerFileName, string configFile = ConfigFileName) =>
         new(tokenizerJson, tokenizerConfig, modelVocabSize, endOfGenerationIds, tokenizerFile, configFile);
+
+    /// <summary>The names of Hugging Face's two files, by which refusals name them where no path was given.</summary>
+    const string TokenizerFileName = "tokenizer.json", ConfigFileName = "tokenizer_config.json";
 
     // Kept beside the two files only where the tokenizer lists pieces past the model's tokens.
     const string ModelVocabSizeField = "vocab_size";
@@ -212,7 +215,7 @@ public sealed class HfTokenizer : ITokenizer
                 null => null,
                 JsonArray ids => ids.Select((id, i) => WholeNumber(id, $"{EndOfGenerationField}[{i}]", TokenizerStore.FileName)).ToArray(),
                 var other => throw MalformedIn(TokenizerStore.FileName, EndOfGenerationField, "a list of token ids", other),
-            }, "tokenizer.json", "tokenizer_config.json");
+            }, TokenizerFileName, ConfigFileName);
 
     /// <summary>Hugging Face's tokenizer.json, as imported.</summary>
     public JsonObject TokenizerJson { get; }

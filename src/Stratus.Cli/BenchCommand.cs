@@ -205,7 +205,7 @@ static class BenchCommand
     static double BaselineTokensPerSecond(string path)
     {
         if (!File.Exists(path)) throw new StratusUserException($"--baseline-json {path} does not exist; write it with `stratus bench train ... --json {path}` on one rank");
-        var baseline = JsonText.ParseFile(path, hint: "Pass the --json of a one-rank `stratus bench train` run.");
+        var baseline = JsonText.ParseFile(path, hint: "Pass the --json of a one-rank `stratus bench train` run.", namedByUser: true);
         // Not 0 either: the speed-up would be infinite, which the --json report cannot hold.
         if ((baseline as JsonObject)?["tokens_per_sec"] is not JsonValue value || !value.TryGetValue<double>(out var oneRank) || !(oneRank > 0))
             throw new StratusUserException($"{path} has no positive tokens_per_sec; pass the --json of a one-rank `stratus bench train` run");

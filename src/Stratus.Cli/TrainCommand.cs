@@ -48,11 +48,10 @@ static class TrainCommand
                 var runDirectory = result.GetValue(output) ?? throw new StratusUserException("--out is required: the run folder to write");
                 if (result.GetValue(initFrom) is not { } model)
                     return Trainer.Start(TrainConfig.Load(result.GetValue(config), overrides.Overrides(result)), dataDirectory, runDirectory, communicator: communicator);
-                // What can be is checked before the base model is opened (every file of it is
-                // hashed: seconds for a large one); the model keys, which are its, once it is.
-                TrainConfig.CheckBeforeInitFrom(result.GetValue(config), overrides.Overrides(result));
-                var init = Checkpoint.Open(Checkpoint.Resolve(model));
-                return Trainer.Start(TrainConfig.Load(result.GetValue(config), overrides.Overrides(result), init.ModelConfig), dataDirectory, runDirectory, init, communicator);
+                Checkpoint? init = null;
+                var trainConfig = TrainConfig.LoadInitFrom(result.GetValue(config), overrides.Overrides(result), () => (init = Checkpoint.Open(Checkpoint.Resolve(model))).ModelConfig);
+                // Opened by LoadInitFrom once the config passed what it checks first.
+                return Trainer.Start(trainConfig, dataDirectory, runDirectory, init!, communicator);
             }
         });
         return command;

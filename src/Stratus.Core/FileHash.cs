@@ -6,9 +6,12 @@ namespace Stratus;
 
 public static class FileHash
 {
-    public static string Sha256(string path)
+    /// <summary>The file's sha256. A file found in a folder must be a regular one (see
+    /// <see cref="FileBytes.RequireRegular"/>); one the user named (<paramref name="namedByUser"/>)
+    /// may be a pipe, hashed to its end.</summary>
+    public static string Sha256(string path, bool namedByUser = false)
     {
-        using var stream = File.OpenRead(path);
+        using var stream = namedByUser ? File.OpenRead(path) : FileBytes.OpenRegular(path);
         if (!stream.CanSeek) return Convert.ToHexStringLower(SHA256.HashData(stream));
         // As many bytes as the file's size (see FileBytes): a checkpoint file that is a link to
         // /dev/zero would otherwise be hashed for ever.

@@ -37,10 +37,12 @@ public static class JsonText
     /// <summary>The JSON document in the file at <paramref name="path"/> (a UTF-8 byte order mark
     /// is skipped, as editors on Windows write one), or a one-line <see cref="StratusUserException"/>
     /// naming the file when it is not valid JSON or holds strings that are not text.
-    /// <paramref name="hint"/> says how to fix it.</summary>
-    public static JsonNode? ParseFile(string path, JsonDocumentOptions options = default, string? hint = null)
+    /// <paramref name="hint"/> says how to fix it. A file found in a folder must be a regular one;
+    /// one the user named (<paramref name="namedByUser"/>: `--config &lt;(...)`) may be a pipe
+    /// (see <see cref="FileBytes.ReadAll"/>).</summary>
+    public static JsonNode? ParseFile(string path, JsonDocumentOptions options = default, string? hint = null, bool namedByUser = false)
     {
-        ReadOnlySpan<byte> json = FileBytes.ReadAll(path);
+        ReadOnlySpan<byte> json = FileBytes.ReadAll(path, namedByUser);
         if (json.StartsWith("\uFEFF"u8)) json = json[3..];
         var readerOptions = new JsonReaderOptions { CommentHandling = options.CommentHandling, AllowTrailingCommas = options.AllowTrailingCommas, MaxDepth = options.MaxDepth };
         if (Problem(json, readerOptions) is { } problem) throw new StratusUserException($"{path}: {problem}.{(hint is null ? "" : " " + hint)}");

@@ -332,6 +332,19 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void A_named_pipe_among_a_models_files_is_one_line_and_exit_2_not_a_hang()
+    {
+        // Opening a FIFO waits for a writer: `sample` on a folder holding one hung for ever.
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var manifest = temp["manifest.json"];
+        using (var mkfifo = Process.Start("mkfifo", manifest)!) mkfifo.WaitForExit();
+        var (code, _, stderr) = Cli.Run(Cli.StartInfo("sample", "--model", temp.Path, "--prompt", "a"), TimeSpan.FromMinutes(1));
+        Assert.True(code == 2, stderr);
+        Assert.Equal($"error: {manifest} is a named pipe (FIFO), not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself", stderr.Trim());
+    }
+
+    [Fact]
     public void A_misspelt_verb_or_option_or_a_stray_word_gets_one_line_naming_it_and_the_nearest_name()
     {
         using var temp = new TempDirectory();
@@ -530,6 +543,26 @@ public sealed class CliTests
         Assert.Equal(2, code);
         Assert.Equal("error: --n-layer: n_layer 3 differs from the --init-from model's 1; a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave n_layer out", stderr.Trim());
         Assert.False(Directory.Exists(temp["deeper"]));
+    }
+
+    [Fact]
+    public void Fine_tuning_reads_a_config_given_through_process_substitution()
+    {
+        // `--config <(...)` is a pipe: --init-from read it twice, and the second read found it
+        // empty ("not valid JSON").
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var pretrained = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2");
+        Assert.True(pretrained.ExitCode == 0, pretrained.Stderr);
+        var info = Cli.StartInfo();
+        info.FileName = "bash";
+        info.ArgumentList.Clear();
+        foreach (var arg in new[] { "-c", """exec dotnet "$1" train --init-from "$2" --data "$3" --out "$4" --config <(printf '{"max_iters": 2, "batch_size": 2, "eval_iters": 1}')""", "bash", Cli.Dll, temp["base"], data, temp["ft"] })
+            info.ArgumentList.Add(arg);
+        var (code, stdout, stderr) = Cli.Run(info);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("training from step 0 to 2", stdout);
     }
 
     [Fact]

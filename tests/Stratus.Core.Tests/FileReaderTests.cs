@@ -5,6 +5,8 @@ using System.Buffers.Binary;
 using System.Text;
 using Stratus.Data;
 using Stratus.Formats;
+using Stratus.Tokenization;
+using Stratus.Training;
 
 namespace Stratus.Tests;
 
@@ -99,7 +101,7 @@ public sealed class FileReaderTests
         using var temp = new TempDirectory();
         var link = temp["model.safetensors"];
         File.CreateSymbolicLink(link, "/dev/zero");
-        var expected = $"{link} is no regular file: it reads on past its size of 0 bytes";
+        var expected = OperatingSystem.IsLinux() ? $"{link} is a character device, not a regular file" : $"{link} is no regular file: it reads on past its size of 0 bytes";
         // Bounded so that a hashing that never ends fails the test rather than the run.
         var hashing = Task.Run(() => FileHash.Sha256(link));
         Assert.Same(hashing, await Task.WhenAny(hashing, Task.Delay(TimeSpan.FromMinutes(1))));
@@ -112,7 +114,36 @@ public sealed class FileReaderTests
     }
 
     [Fact]
-    public async Task A_file_given_through_a_pipe_or_shorter_than_its_size_is_read_to_its_end()
+    public async Task A_named_pipe_in_a_model_or_dataset_folder_is_refused_before_it_is_opened()
+    {
+        // Opening a FIFO for reading waits for a writer: `sample`, `train` or `import` that met
+        // one among a folder's files hung for ever, saying nothing.
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var readers = new (string File, Action<string> Read)[]
+        {
+            ("model.safetensors", path => SafeTensors.Open(path).Dispose()),
+            ("optimizer.safetensors", path => FileHash.Sha256(path)),
+            ("train.bin", path => TokenShard.Open(path).Dispose()),
+            ("meta.json", path => JsonText.ParseFile(path)),
+            ("tokenizer.json", path => TokenizerStore.Load(Path.GetDirectoryName(path)!)),
+        };
+        foreach (var (name, read) in readers)
+        {
+            var fifo = temp[name];
+            using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
+            var reading = Task.Run(() => read(fifo));
+            var finished = await Task.WhenAny(reading, Task.Delay(TimeSpan.FromSeconds(30)));
+            // A reader still waiting gets its writer, so that no thread is left blocked.
+            if (finished != reading) using (new FileStream(fifo, FileMode.Open, FileAccess.Write)) { }
+            Assert.True(finished == reading, $"reading a named pipe {name} waited for a writer");
+            Assert.Equal($"{fifo} is a named pipe (FIFO), not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself",
+                (await Assert.ThrowsAsync<StratusUserException>(() => reading)).Message);
+        }
+    }
+
+    [Fact]
+    public async Task A_config_given_through_a_pipe_or_shorter_than_its_size_is_read_to_its_end()
     {
         // `--config <(jq ... base.json)` or `--config /dev/stdin`: asking a pipe its size threw
         // NotSupportedException (a stack trace), and a file that ended before its size said
@@ -122,14 +153,25 @@ public sealed class FileReaderTests
         var fifo = temp["config.json"];
         using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
         var writing = Task.Run(() => File.WriteAllText(fifo, """{"max_iters": 7}"""));
-        var reading = Task.Run(() => JsonText.ParseFile(fifo));
-        Assert.Equal(7, (int)(await reading.WaitAsync(TimeSpan.FromSeconds(30)))!["max_iters"]!);
+        var reading = Task.Run(() => TrainConfig.Load(fifo, []));
+        Assert.Equal(7, (await reading.WaitAsync(TimeSpan.FromSeconds(30))).MaxIters);
         await writing;
 
         // The kernel's files under /sys say a page (4,096 bytes) whatever they hold.
         const string sys = "/sys/kernel/profiling";
         if (File.Exists(sys) && new FileInfo(sys).Length > 2)
             Assert.Equal(File.ReadAllText(sys).Trim(), JsonText.ParseFile(sys)!.ToJsonString());
+    }
+
+    [Fact]
+    public void A_config_that_is_a_kernel_file_of_size_0_is_read_for_what_it_holds()
+    {
+        // /proc's files say a size of 0 whatever they hold: one named as a config was taken for
+        // a device that reads on past its size. Read to its end, it holds a number here, not
+        // the JSON object a config must be.
+        const string proc = "/proc/sys/kernel/pid_max";
+        if (!File.Exists(proc) || new FileInfo(proc).Length != 0) return;
+        Assert.Equal($"{proc} must hold a JSON object", Assert.Throws<StratusUserException>(() => TrainConfig.Load(proc, [])).Message);
     }
 
     [Fact]

@@ -62,10 +62,9 @@ public sealed class FineTuningTests
         // A short fine-tune's schedule was checked, before the base model was opened, against
         // nanoGPT's 2000 steps of warm-up: "lr_decay_iters (100) must be at least warmup_iters (2000)".
         KeyValuePair<string, string>[] shortSchedule = [new("max-iters", "100"), new("lr-decay-iters", "100")];
-        TrainConfig.CheckBeforeInitFrom(null, shortSchedule);
-        Assert.Equal(100, TrainConfig.Load(null, shortSchedule, model).LrDecayIters);
+        Assert.Equal(100, TrainConfig.LoadInitFrom(null, shortSchedule, () => model).LrDecayIters);
         Assert.Equal("lr_decay_iters (100) must be at least warmup_iters (200)",
-            Assert.Throws<StratusUserException>(() => TrainConfig.CheckBeforeInitFrom(null, [.. shortSchedule, new("warmup-iters", "200")])).Message);
+            Assert.Throws<StratusUserException>(() => TrainConfig.LoadInitFrom(null, [.. shortSchedule, new("warmup-iters", "200")], () => throw new InvalidOperationException("the model was opened before the config was checked"))).Message);
     }
 
     [Fact]

@@ -233,6 +233,25 @@ public sealed class HuggingFaceTests
         Assert.Contains("missing tokenizer.json", Error(() => HuggingFace.Import(hf, temp.File("run1"))));
         File.Move(temp.File("tokenizer.json"), Path.Combine(hf, "tokenizer.json"));
 
+        // The tokenizer's refusals named "tokenizer.json" alone, not which folder's.
+        var tokenizerPath = Path.Combine(hf, "tokenizer.json");
+        var tokenizerText = File.ReadAllText(tokenizerPath);
+        var broken = JsonNode.Parse(tokenizerText)!;
+        broken["model"]!["type"] = 5;
+        File.WriteAllText(tokenizerPath, broken.ToJsonString());
+        Assert.Equal($"{tokenizerPath}: model.type must be text, got 5", Error(() => HuggingFace.Import(hf, temp.File("run1"))));
+        broken["model"]!["type"] = "WordPiece";
+        File.WriteAllText(tokenizerPath, broken.ToJsonString());
+        Assert.Equal($"{tokenizerPath}: the Hugging Face tokenizer cannot be used: its model type is 'WordPiece', not BPE", Error(() => HuggingFace.Import(hf, temp.File("run1"))));
+        File.WriteAllText(tokenizerPath, tokenizerText);
+        var tokenizerConfigPath = Path.Combine(hf, "tokenizer_config.json");
+        var tokenizerConfigText = File.ReadAllText(tokenizerConfigPath);
+        var brokenConfig = JsonNode.Parse(tokenizerConfigText)!;
+        brokenConfig["add_bos_token"] = "yes";
+        File.WriteAllText(tokenizerConfigPath, brokenConfig.ToJsonString());
+        Assert.Equal($"{tokenizerConfigPath}: add_bos_token must be true or false, got \"yes\"", Error(() => HuggingFace.Import(hf, temp.File("run1"))));
+        File.WriteAllText(tokenizerConfigPath, tokenizerConfigText);
+
         var configPath = Path.Combine(hf, "config.json");
         var good = File.ReadAllText(configPath);
         File.WriteAllText(configPath, good.Replace("\"llama\"", "\"bert\""));

@@ -105,8 +105,8 @@ public sealed class SpecialTokensTests
     [InlineData("\"ids\": [1]", "\"ids\": 1", "tokenizer.json: post_processor.special_tokens[\"<s>\"].ids must be a list, got 1")]
     [InlineData("\"special_tokens\": {\"<s>\"", "\"special_tokens\": {\"<x>\"", "tokenizer.json: post_processor.single[0] names the special token \"<s>\", which post_processor.special_tokens does not list")]
     [InlineData("{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}],\n \"pair\"", "{\"Sequence\": {\"id\": \"B\", \"type_id\": 0}}],\n \"pair\"",
-        "the Hugging Face tokenizer cannot be used: its post_processor's single template must hold the text (Sequence \"A\") once")]
-    [InlineData("\"TemplateProcessing\"", "\"RobertaProcessing\"", "the Hugging Face tokenizer cannot be used: its post_processor 'RobertaProcessing' is not supported")]
+        "tokenizer.json: the Hugging Face tokenizer cannot be used: its post_processor's single template must hold the text (Sequence \"A\") once")]
+    [InlineData("\"TemplateProcessing\"", "\"RobertaProcessing\"", "tokenizer.json: the Hugging Face tokenizer cannot be used: its post_processor 'RobertaProcessing' is not supported")]
     [InlineData("{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}],\n \"pair\"", "7],\n \"pair\"",
         "tokenizer.json: post_processor.single[0] must be a SpecialToken or a Sequence, got 7")]
     public void A_malformed_post_processor_is_refused_naming_the_field(string from, string to, string expected)

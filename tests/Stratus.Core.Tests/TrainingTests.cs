@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Stratus.Data;
+using Stratus.Formats;
 using Stratus.Models;
 using Stratus.Training;
 using TorchSharp;
@@ -203,6 +204,41 @@ public sealed class TrainingTests
         Assert.Contains("corrupt", error.Message);
         Assert.Contains("model.safetensors", error.Message);
         Assert.Throws<StratusUserException>(() => Trainer.Resume(run));
+    }
+
+    [Fact]
+    public void An_optimizer_state_of_another_type_shape_or_tensors_is_refused_naming_its_file_and_tensor()
+    {
+        // A moment of the right shape but stored as F64 was converted where it was copied, without
+        // a word; a missing or misshapen one was refused as "optimizer state", naming no file.
+        using var temp = new TempDirectory();
+        var (_, run) = TestData.TrainedRun(temp, steps: 2);
+        var last = Path.Combine(run, "checkpoints", "last");
+        var path = Path.Combine(last, Checkpoint.OptimizerFile);
+        var saved = SafeTensors.Load(path);
+        const string Moment = "exp_avg.transformer.wte.weight";
+        var fix = "the optimizer state does not match this model; restore the checkpoint, or start a new run from its weights with --init-from";
+
+        void Resave(Dictionary<string, torch.Tensor> state)
+        {
+            SafeTensors.Save(path, state);
+            var manifestPath = Path.Combine(last, Checkpoint.ManifestFile);
+            var manifest = JsonNode.Parse(File.ReadAllText(manifestPath))!;
+            manifest["files"]![Checkpoint.OptimizerFile] = FileHash.Sha256(path);
+            File.WriteAllText(manifestPath, manifest.ToJsonString());
+        }
+
+        var shape = string.Join(", ", saved[Moment].shape);
+        Resave(new Dictionary<string, torch.Tensor>(saved) { [Moment] = saved[Moment].to(torch.ScalarType.Float64) });
+        Assert.Equal($"{path}: tensor '{Moment}' is F64, where F32 is needed; {fix}", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+        Resave(new Dictionary<string, torch.Tensor>(saved) { [Moment] = saved[Moment][..1] });
+        Assert.Equal($"{path}: tensor '{Moment}' has shape [1, {string.Join(", ", saved[Moment].shape.Skip(1))}], where [{shape}] is needed; {fix}",
+            Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+        Resave(saved.Where(kv => kv.Key != Moment).ToDictionary());
+        Assert.Equal($"{path} has no tensor '{Moment}'; {fix}", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+        Resave(saved);
+        using (Trainer.Resume(run, [new("max_iters", "3")])) { }
+        foreach (var tensor in saved.Values) tensor.Dispose();
     }
 
     [Fact]

@@ -148,7 +148,7 @@ public sealed unsafe class TokenShard : IDisposable
         if (!File.Exists(path)) throw new StratusUserException($"token shard {path} does not exist; run `stratus prepare` first");
         var length = new FileInfo(path).Length;
         Span<byte> header = stackalloc byte[HeaderSize];
-        using (var stream = File.OpenRead(path))
+        using (var stream = FileBytes.OpenRegular(path))
         {
             if (length < HeaderSize || stream.ReadAtLeast(header, HeaderSize, throwOnEndOfStream: false) < HeaderSize || !header[..8].SequenceEqual(Magic))
                 throw new StratusUserException($"{path} is not a Stratus token shard (bad magic); prepare the data again with `stratus prepare`");

@@ -2,6 +2,7 @@
 // parameters and moments, the gradients of all ranks are summed in ~25 MB buckets
 // (GradientBuckets) after a step's last backward pass, and every rank then takes the same fused
 // AdamW step, so the replicas stay equal without sending parameters.
+using Stratus.Formats;
 using Stratus.Training;
 using AdamW = Stratus.Training.AdamW;
 using TorchSharp.Modules;
@@ -37,7 +38,7 @@ public sealed class DataParallelAdamW : IOptimizer
 
     public Dictionary<string, Tensor> StateDict() => _adamW.StateDict();
 
-    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state) => _adamW.LoadStateDict(state);
+    public void LoadStateDict(SafeTensors.Reader state) => _adamW.LoadStateDict(state);
 
     public void Dispose()
     {

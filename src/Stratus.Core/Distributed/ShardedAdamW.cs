@@ -8,6 +8,7 @@
 // consecutive parameters of one kind, and each kind gets one fused call over its runs.
 // Checkpoints hold the full moments in AdamW's layout, gathered from all ranks, so a run resumes
 // with any world size and is re-sharded on load.
+using Stratus.Formats;
 using Stratus.Training;
 using AdamW = Stratus.Training.AdamW;
 using TorchSharp;
@@ -109,28 +110,31 @@ public sealed class ShardedAdamW : IOptimizer
         return state;
     }
 
-    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
+    public void LoadStateDict(SafeTensors.Reader state)
     {
         using var noGrad = no_grad();
-        var step = state.GetValueOrDefault("step") ?? throw new StratusUserException("optimizer state has no 'step'; the checkpoint does not match this model");
+        using (var step = state.Read("step", _step.shape, _step.dtype, AdamW.StateMismatch)) _step.copy_(step);
+        var segments = Layout.Segments.ToLookup(s => s.ParameterIndex);
         foreach (var (prefix, shard) in new[] { ("exp_avg", _expAvg), ("exp_avg_sq", _expAvgSq) })
         {
+            // This rank's share of each parameter's moments, wherever the saving job cut its
+            // shards; a parameter's saved moments are read when they are copied, one at a time.
             for (var i = 0; i < _names.Length; i++)
             {
-                var name = $"{prefix}.{_names[i]}";
-                if (!state.TryGetValue(name, out var saved)) throw new StratusUserException($"optimizer state has no '{name}'; the checkpoint does not match this model");
-                if (!saved.shape.SequenceEqual(_shapes[i])) throw new StratusUserException($"optimizer state '{name}' has shape [{string.Join(", ", saved.shape)}], the model needs [{string.Join(", ", _shapes[i])}]");
-            }
-            // This rank's share of each parameter's moments, wherever the saving job cut its shards.
-            foreach (var segment in Layout.Segments)
-            {
-                using var flat = state[$"{prefix}.{_names[segment.ParameterIndex]}"].reshape(-1);
-                using var source = flat.narrow(0, segment.ParameterOffset, segment.Length);
-                using var target = shard.narrow(0, segment.ShardOffset, segment.Length);
-                target.copy_(source);
+                // Every rank refuses a state that one would: those of parameters in no segment of
+                // this rank's shard are checked, not read.
+                state.Require($"{prefix}.{_names[i]}", _shapes[i], _expAvg.dtype, AdamW.StateMismatch);
+                if (!segments.Contains(i)) continue;
+                using var saved = state.Read($"{prefix}.{_names[i]}", _shapes[i], _expAvg.dtype, AdamW.StateMismatch);
+                using var flat = saved.reshape(-1);
+                foreach (var segment in segments[i])
+                {
+                    using var source = flat.narrow(0, segment.ParameterOffset, segment.Length);
+                    using var target = shard.narrow(0, segment.ShardOffset, segment.Length);
+                    target.copy_(source);
+                }
             }
         }
-        _step.copy_(step);
     }
 
     public void Dispose()

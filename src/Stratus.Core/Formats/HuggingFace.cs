@@ -39,7 +39,7 @@ public static class HuggingFace
         var (config, architecture) = ToModelConfig(hfConfig, hfDirectory);
         var tokenizerJson = ReadObject(hfDirectory, "tokenizer.json", required: true)!;
         var tokenizer = HfTokenizer.FromHuggingFace(tokenizerJson, ReadObject(hfDirectory, "tokenizer_config.json", required: false), config.VocabSize,
-            EndOfGenerationIds(hfDirectory, hfConfig, config.VocabSize));
+            EndOfGenerationIds(hfDirectory, hfConfig, config.VocabSize), Path.Combine(hfDirectory, "tokenizer.json"), Path.Combine(hfDirectory, "tokenizer_config.json"));
         if (tokenizer.VocabSize > config.VocabSize)
             throw new StratusUserException($"{hfDirectory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize} " +
                 "(only pieces of characters, byte-level tokens that are not whole UTF-8 text, may be listed past it)");

@@ -91,7 +91,7 @@ public static class SafeTensors
         {
             if (!File.Exists(path)) throw new StratusUserException($"{path} does not exist");
             Path = path;
-            stream = File.OpenRead(path);
+            stream = FileBytes.OpenRegular(path);
             // A refused file is closed at once, not when the finalizer gets to it.
             try { ReadHeader(); }
             catch
@@ -178,6 +178,27 @@ public static class SafeTensors
             stream.Position = dataStart + entry.Start;
             stream.ReadExactly(tensor.bytes);
             return tensor;
+        }
+
+        /// <summary>The tensor <paramref name="name"/>, read once its header entry has
+        /// <paramref name="shape"/> and <paramref name="dtype"/>, else refused naming the tensor,
+        /// the file, what was needed and what is there (a tensor of another type would be
+        /// converted without a word where it is copied); <paramref name="mismatch"/> says what a
+        /// tensor missing or unlike the one needed means.</summary>
+        public Tensor Read(string name, long[] shape, ScalarType dtype, string mismatch)
+        {
+            Require(name, shape, dtype, mismatch);
+            return Read(name);
+        }
+
+        /// <summary>Refuses, without reading it, a tensor that <see cref="Read(string, long[], ScalarType, string)"/> would.</summary>
+        public void Require(string name, long[] shape, ScalarType dtype, string mismatch)
+        {
+            if (!Entries.TryGetValue(name, out var entry)) throw new StratusUserException($"{Path} has no tensor '{name}'; {mismatch}");
+            if (!entry.Shape.SequenceEqual(shape))
+                throw new StratusUserException($"{Path}: tensor '{name}' has shape [{string.Join(", ", entry.Shape)}], where [{string.Join(", ", shape)}] is needed; {mismatch}");
+            if (entry.DType != dtype)
+                throw new StratusUserException($"{Path}: tensor '{name}' is {Types[entry.DType].Name}, where {(Types.TryGetValue(dtype, out var needed) ? needed.Name : dtype.ToString())} is needed; {mismatch}");
         }
 
         StratusUserException Corrupt(string why) => new($"{Path} is not a valid safetensors file: {why}");

@@ -111,7 +111,9 @@ public sealed class ChatTemplate
     public static string? Find(string checkpointDirectory)
     {
         var path = Path.Combine(checkpointDirectory, FileName);
-        return File.Exists(path) ? File.ReadAllText(path) : null;
+        if (!File.Exists(path)) return null;
+        FileBytes.RequireRegular(path);
+        return File.ReadAllText(path);
     }
 
     /// <summary>The text of the bos and eos tokens that templates refer to as bos_token / eos_token.</summary>

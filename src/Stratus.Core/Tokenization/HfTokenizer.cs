@@ -38,8 +38,10 @@ public sealed class HfTokenizer : ITokenizer
     /// <summary>The ids of the added tokens marked special (control tokens, not text).</summary>
     readonly HashSet<int> special;
 
-    HfTokenizer(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize, IReadOnlyList<int>? endOfGenerationIds)
+    HfTokenizer(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize, IReadOnlyList<int>? endOfGenerationIds, string tokenizerFile, string configFile)
     {
+        this.tokenizerFile = tokenizerFile;
+        this.configFile = configFile;
         TokenizerJson = tokenizerJson;
         TokenizerConfig = tokenizerConfig;
         var model = tokenizerJson["model"] as JsonObject ?? throw Unsupported("it has no \"model\"");
@@ -48,8 +50,7 @@ public sealed class HfTokenizer : ITokenizer
         byteFallback = Flag(model["byte_fallback"], "model.byte_fallback") ?? false;
         if (sentencePiece && !byteFallback && !Types(tokenizerJson["pre_tokenizer"], "pre_tokenizer").Contains("Metaspace") && !ReplacesSpaces(tokenizerJson["normalizer"], "normalizer"))
             throw Unsupported("it is neither byte-level BPE nor SentencePiece-style BPE");
-        var vocab = (model["vocab"] as JsonObject ?? throw Unsupported("it has no vocabulary"))
-            .ToDictionary(kv => kv.Key, kv => Id(kv.Value, $"model.vocab[{JsonSerializer.Serialize(kv.Key)}]"));
+        var vocab = Vocab(model["vocab"] as JsonObject ?? throw Unsupported("it has no vocabulary"));
         var merges = Merges(model["merges"]);
         added = new Dictionary<string, int>(StringComparer.Ordinal);
         special = [];
@@ -69,7 +70,7 @@ public sealed class HfTokenizer : ITokenizer
             var id = Id(token["id"], $"{where}.id");
             // Quoted as written: JsonSerializer would escape the "<" of "<s>".
             if (added.TryGetValue(content, out var earlier) && earlier != id)
-                throw new StratusUserException($"tokenizer.json: added_tokens lists \"{content}\" twice, with ids {earlier} and {id}");
+                throw new StratusUserException($"{tokenizerFile}: added_tokens lists \"{content}\" twice, with ids {earlier} and {id}");
             added[content] = id;
             if (Flag(token["special"], $"{where}.special") ?? false) special.Add(id);
         }
@@ -79,13 +80,13 @@ public sealed class HfTokenizer : ITokenizer
         foreach (var (token, id) in vocab.Concat(added))
         {
             if (id < 0 || id >= listed)
-                throw new StratusUserException($"tokenizer.json: token {JsonSerializer.Serialize(token)} has id {id}, but the file lists {listed} tokens, so ids run from 0 to {listed - 1}");
+                throw new StratusUserException($"{tokenizerFile}: token {JsonSerializer.Serialize(token)} has id {id}, but the file lists {listed} tokens, so ids run from 0 to {listed - 1}");
         }
         var size = Math.Max(vocab.Count == 0 ? 0 : vocab.Values.Max() + 1, added.Count == 0 ? 0 : added.Values.Max() + 1);
         tokens = new string[size];
         foreach (var (token, id) in vocab)
         {
-            if (tokens[id] is { } other) throw new StratusUserException($"tokenizer.json: model.vocab gives id {id} to both {JsonSerializer.Serialize(other)} and {JsonSerializer.Serialize(token)}");
+            if (tokens[id] is { } other) throw new StratusUserException($"{tokenizerFile}: model.vocab gives id {id} to both {JsonSerializer.Serialize(other)} and {JsonSerializer.Serialize(token)}");
             tokens[id] = token;
         }
         foreach (var (token, id) in added)
@@ -95,7 +96,7 @@ public sealed class HfTokenizer : ITokenizer
             // (Its loader warns and gives the added token a new id, a row the model never
             // trained for it; refused here instead, so the file is mended rather than guessed at.)
             if (tokens[id] is { } other && other != token)
-                throw new StratusUserException($"tokenizer.json: the added token \"{token}\" has id {id}, which is \"{other}\"'s; " +
+                throw new StratusUserException($"{tokenizerFile}: the added token \"{token}\" has id {id}, which is \"{other}\"'s; " +
                     "give it the id the model was trained with for it in added_tokens (Hugging Face would warn and give it a new one)");
             tokens[id] = token;
         }
@@ -126,7 +127,10 @@ public sealed class HfTokenizer : ITokenizer
         // A piece past the model's rows is no token of the model's (see VocabSize).
         spellsEveryCharacter = unknownId is not null || (everyByte && VocabSize == size);
         string pattern;
-        var options = new BpeOptions(new Dictionary<string, int>(vocab) { [NotInVocabulary] = NotInVocabularyId })
+        // Read no further once given to Microsoft.ML.Tokenizers, which makes its own: the file's
+        // vocabulary is not copied for it (tens of megabytes for a large one).
+        vocab[NotInVocabulary] = NotInVocabularyId;
+        var options = new BpeOptions(vocab)
         {
             Merges = merges, SpecialTokens = specialTokens, UnknownToken = NotInVocabulary, FuseUnknownTokens = fuseUnknown,
         };
@@ -146,7 +150,7 @@ public sealed class HfTokenizer : ITokenizer
         try { bpe = BpeTokenizer.Create(options); }
         catch (Exception e) when (e is InvalidOperationException or ArgumentException)
         {
-            throw new StratusUserException($"tokenizer.json: its BPE model is inconsistent: {e.Message}", e);
+            throw new StratusUserException($"{tokenizerFile}: its BPE model is inconsistent: {e.Message}", e);
         }
 
         addedTokenPattern = added.Count == 0 ? null
@@ -186,8 +190,14 @@ public sealed class HfTokenizer : ITokenizer
     /// tokenizer is for: the tokens the file lists past them may be pieces of characters.</param>
     /// <param name="endOfGenerationIds">The ids the model's configs list as eos_token_id, which
     /// end a generation besides the tokenizer's eos_token.</param>
-    public static HfTokenizer FromHuggingFace(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize = null, IReadOnlyList<int>? endOfGenerationIds = null) =>
-        new(tokenizerJson, tokenizerConfig, modelVocabSize, endOfGenerationIds);
+    /// <param name="tokenizerFile">What refusals name tokenizer.json by: the path it was read from.</param>
+    /// <param name="configFile">What refusals name tokenizer_config.json by.</param>
+    public static HfTokenizer FromHuggingFace(JsonObject tokenizerJson, JsonObject? tokenizerConfig, int? modelVocabSize = null, IReadOnlyList<int>? endOfGenerationIds = null,
+        string tokenizerFile = TokenizerFileName, string configFile = ConfigFileName) =>
+        new(tokenizerJson, tokenizerConfig, modelVocabSize, endOfGenerationIds, tokenizerFile, configFile);
+
+    /// <summary>The names of Hugging Face's two files, by which refusals name them where no path was given.</summary>
+    const string TokenizerFileName = "tokenizer.json", ConfigFileName = "tokenizer_config.json";
 
     // Kept beside the two files only where the tokenizer lists pieces past the model's tokens.
     const string ModelVocabSizeField = "vocab_size";
@@ -195,15 +205,17 @@ public sealed class HfTokenizer : ITokenizer
     // that a tokenizer without them is stored as before.
     const string EndOfGenerationField = "eos_token_ids";
 
+    /// <summary>The tokenizer kept in a Stratus tokenizer.json (<see cref="ToJson"/>), whose
+    /// reader names the file's path before what is refused.</summary>
     public static HfTokenizer FromJson(JsonObject json) =>
         new(json["tokenizer"] as JsonObject ?? throw new StratusUserException("hf tokenizer.json has no 'tokenizer'"), json["config"] as JsonObject,
-            json[ModelVocabSizeField] is { } rows ? Id(rows, ModelVocabSizeField) : null,
+            json[ModelVocabSizeField] is { } rows ? WholeNumber(rows, ModelVocabSizeField, TokenizerStore.FileName) : null,
             json[EndOfGenerationField] switch
             {
                 null => null,
-                JsonArray ids => ids.Select((id, i) => Id(id, $"{EndOfGenerationField}[{i}]")).ToArray(),
-                var other => throw Malformed(EndOfGenerationField, "a list of token ids", other),
-            });
+                JsonArray ids => ids.Select((id, i) => WholeNumber(id, $"{EndOfGenerationField}[{i}]", TokenizerStore.FileName)).ToArray(),
+                var other => throw MalformedIn(TokenizerStore.FileName, EndOfGenerationField, "a list of token ids", other),
+            }, TokenizerFileName, ConfigFileName);
 
     /// <summary>Hugging Face's tokenizer.json, as imported.</summary>
     public JsonObject TokenizerJson { get; }
@@ -223,17 +235,17 @@ public sealed class HfTokenizer : ITokenizer
     /// lists several), or null.</summary>
     public string? ChatTemplate => TokenizerConfig?["chat_template"] switch
     {
-        JsonArray list => list.OfType<JsonObject>().FirstOrDefault(t => Text(t["name"], "chat_template[].name", ConfigFile) == "default") is { } named
-            ? Text(named["template"], "chat_template[].template", ConfigFile)
+        JsonArray list => list.OfType<JsonObject>().FirstOrDefault(t => Text(t["name"], "chat_template[].name", configFile) == "default") is { } named
+            ? Text(named["template"], "chat_template[].template", configFile)
             : null,
-        var value => Text(value, "chat_template", ConfigFile),
+        var value => Text(value, "chat_template", configFile),
     };
 
     /// <summary>bos_token / eos_token as text (tokenizer_config.json stores a string or an AddedToken object).</summary>
     public string? SpecialText(string key) => TokenizerConfig?[key] switch
     {
-        JsonObject token => Text(token["content"], $"{key}.content", ConfigFile),
-        var value => Text(value, key, ConfigFile),
+        JsonObject token => Text(token["content"], $"{key}.content", configFile),
+        var value => Text(value, key, configFile),
     };
 
     int? SpecialId(string key) => SpecialText(key) is { } text && added.TryGetValue(text, out var id) ? id : null;
@@ -408,13 +420,13 @@ public sealed class HfTokenizer : ITokenizer
     (int[] Before, int[] After) ReadSpecialTokensAround(JsonNode? postProcessor)
     {
         var (before, after) = Template(postProcessor, "post_processor");
-        if (Flag(TokenizerConfig?["add_bos_token"], "add_bos_token", ConfigFile) is { } addBos) before = addBos ? [ConfiguredSpecial("bos_token", "add_bos_token")] : [];
-        if (Flag(TokenizerConfig?["add_eos_token"], "add_eos_token", ConfigFile) is { } addEos) after = addEos ? [ConfiguredSpecial("eos_token", "add_eos_token")] : [];
+        if (Flag(TokenizerConfig?["add_bos_token"], "add_bos_token", configFile) is { } addBos) before = addBos ? [ConfiguredSpecial("bos_token", "add_bos_token")] : [];
+        if (Flag(TokenizerConfig?["add_eos_token"], "add_eos_token", configFile) is { } addEos) after = addEos ? [ConfiguredSpecial("eos_token", "add_eos_token")] : [];
         return (before, after);
     }
 
     int ConfiguredSpecial(string key, string flag) => SpecialId(key)
-        ?? throw new StratusUserException($"{ConfigFile}: {flag} is true, but {key} ({(SpecialText(key) is { } text ? $"\"{text}\"" : "none")}) is not one of tokenizer.json's added tokens");
+        ?? throw new StratusUserException($"{configFile}: {flag} is true, but {key} ({(SpecialText(key) is { } text ? $"\"{text}\"" : "none")}) is not one of {tokenizerFile}'s added tokens");
 
     /// <summary>The special tokens a post-processor puts around a single text ("$A"). A
     /// Sequence applies its processors in turn, each template around what the last gave.</summary>
@@ -470,13 +482,13 @@ public sealed class HfTokenizer : ITokenizer
                     var name = Text(token["id"], $"{where}.SpecialToken.id") ?? throw Malformed($"{where}.SpecialToken.id", "text", null);
                     // Quoted as written: JsonSerializer would escape the "<" of "<s>".
                     var entry = specials[name] as JsonObject
-                        ?? throw new StratusUserException($"tokenizer.json: {where} names the special token \"{name}\", which {field}.special_tokens does not list");
+                        ?? throw new StratusUserException($"{tokenizerFile}: {where} names the special token \"{name}\", which {field}.special_tokens does not list");
                     var ids = entry["ids"] as JsonArray ?? throw Malformed($"{field}.special_tokens[\"{name}\"].ids", "a list", entry["ids"]);
                     for (var j = 0; j < ids.Count; j++)
                     {
                         var id = Id(ids[j], $"{field}.special_tokens[\"{name}\"].ids[{j}]");
                         if ((uint)id >= (uint)VocabSize)
-                            throw new StratusUserException($"tokenizer.json: {field} adds token id {id}, outside the vocabulary of {VocabSize}");
+                            throw new StratusUserException($"{tokenizerFile}: {field} adds token id {id}, outside the vocabulary of {VocabSize}");
                         (text ? after : before).Add(id);
                     }
                     break;
@@ -488,18 +500,18 @@ public sealed class HfTokenizer : ITokenizer
         return ([.. before], [.. after]);
     }
 
-    static bool IsByteLevel(JsonObject json) =>
+    bool IsByteLevel(JsonObject json) =>
         Types(json["pre_tokenizer"], "pre_tokenizer").Contains("ByteLevel") || Types(json["decoder"], "decoder").Contains("ByteLevel");
 
     /// <summary>Llama 2's legacy normalizer: Replace(" ", "▁") (with Prepend("▁")).</summary>
-    static bool ReplacesSpaces(JsonNode? normalizer, string field) => normalizer switch
+    bool ReplacesSpaces(JsonNode? normalizer, string field) => normalizer switch
     {
         JsonObject o when o["normalizers"] is JsonArray list => list.Select((n, i) => ReplacesSpaces(n, $"{field}.normalizers[{i}]")).Any(replaces => replaces),
         JsonObject o => Text(o["type"], $"{field}.type") == "Replace" && Text(o["content"], $"{field}.content") == "▁",
         _ => false,
     };
 
-    static IEnumerable<string> Types(JsonNode? node, string field) => node switch
+    IEnumerable<string> Types(JsonNode? node, string field) => node switch
     {
         JsonObject o when o["pretokenizers"] is JsonArray list => list.SelectMany((n, i) => Types(n, $"{field}.pretokenizers[{i}]")),
         JsonObject o when o["decoders"] is JsonArray list => list.SelectMany((n, i) => Types(n, $"{field}.decoders[{i}]")),
@@ -511,7 +523,7 @@ public sealed class HfTokenizer : ITokenizer
     /// <summary>The regex that splits text into words, from the pre_tokenizer: ByteLevel with
     /// its built-in GPT-2 regex, or a Split with its own regex (Llama 3, Qwen2), optionally
     /// after splitting digits one by one (SmolLM).</summary>
-    static string PreTokenizerPattern(JsonObject json)
+    string PreTokenizerPattern(JsonObject json)
     {
         var steps = json["pre_tokenizer"] switch
         {
@@ -551,44 +563,81 @@ public sealed class HfTokenizer : ITokenizer
 
     /// <summary>The regex that splits text into words, which may come from the file: limited
     /// in time per word (see <see cref="Encode"/>), refused clearly when it is not a regex.</summary>
-    static Regex PreTokenizerRegex(string pattern)
+    Regex PreTokenizerRegex(string pattern)
     {
         try { return new Regex(pattern, RegexOptions.Compiled, MatchTimeout); }
-        catch (ArgumentException e) { throw new StratusUserException($"tokenizer.json: the pre-tokenizer's pattern is not a regular expression .NET can use: {e.Message}", e); }
+        catch (ArgumentException e) { throw new StratusUserException($"{tokenizerFile}: the pre-tokenizer's pattern is not a regular expression .NET can use: {e.Message}", e); }
+    }
+
+    // model.vocab and model.merges are most of a tokenizer.json (a 40 MB file is nearly all
+    // theirs): read as JsonNodes, a node for every token and merge, they took 150 MB more, kept
+    // for as long as the tokenizer lives. They are read as JSON text instead, which the node
+    // parsed from a file holds unread (and writes back as it came, for ToJson and export).
+
+    /// <summary>model.vocab: token → id.</summary>
+    Dictionary<string, int> Vocab(JsonObject node)
+    {
+        var reader = new Utf8JsonReader(JsonSerializer.SerializeToUtf8Bytes(node));
+        reader.Read();
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            var token = reader.GetString()!;
+            reader.Read();
+            vocab[token] = reader.TokenType == JsonTokenType.Number && reader.TryGetInt32(out var id) ? id
+                : throw Malformed($"model.vocab[{JsonSerializer.Serialize(token)}]", "a whole number", JsonNode.Parse(ref reader));
+        }
+        return vocab;
     }
 
     /// <summary>"left right" strings, or [left, right] pairs as newer files write them.</summary>
-    static List<string> Merges(JsonNode? node)
+    List<string> Merges(JsonNode? node)
     {
         if (node is null) return [];
-        var list = node as JsonArray ?? throw Malformed("model.merges", "a list", node);
-        var merges = new List<string>(list.Count);
-        for (var i = 0; i < list.Count; i++)
+        if (node is not JsonArray) throw Malformed("model.merges", "a list", node);
+        var reader = new Utf8JsonReader(JsonSerializer.SerializeToUtf8Bytes(node));
+        reader.Read();
+        var merges = new List<string>();
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
         {
-            merges.Add(list[i] switch
+            // A copy at the merge's start, to show the whole of one that is refused.
+            var start = reader;
+            string? merge = null;
+            if (reader.TokenType == JsonTokenType.String) merge = reader.GetString() is { } text && text.Contains(' ') ? text : null;
+            else if (reader.TokenType == JsonTokenType.StartArray && reader.Read() && reader.TokenType == JsonTokenType.String)
             {
-                JsonValue merge when merge.TryGetValue<string>(out var text) && text.Contains(' ') => text,
-                JsonArray { Count: 2 } pair when pair[0] is JsonValue left && left.TryGetValue<string>(out var l) && pair[1] is JsonValue right && right.TryGetValue<string>(out var r) => $"{l} {r}",
-                var other => throw Malformed($"model.merges[{i}]", "two tokens (\"left right\" or [\"left\", \"right\"])", other),
-            });
+                var left = reader.GetString();
+                if (reader.Read() && reader.TokenType == JsonTokenType.String)
+                {
+                    var right = reader.GetString();
+                    if (reader.Read() && reader.TokenType == JsonTokenType.EndArray) merge = $"{left} {right}";
+                }
+            }
+            merges.Add(merge ?? throw Malformed($"model.merges[{merges.Count}]", "two tokens (\"left right\" or [\"left\", \"right\"])", JsonNode.Parse(ref start)));
         }
         return merges;
     }
 
-    const string ConfigFile = "tokenizer_config.json";
+    /// <summary>What the refusals name tokenizer.json and tokenizer_config.json by: the paths
+    /// they were read from.</summary>
+    readonly string tokenizerFile, configFile;
 
     // Fields read as the kind they must hold, absent or null reading as null: a cast would throw
     // an InvalidOperationException naming neither the file nor the field.
-    static string? Text(JsonNode? node, string field, string file = "tokenizer.json") =>
+    string? Text(JsonNode? node, string field, string? file = null) =>
         node is null ? null : node is JsonValue value && value.TryGetValue<string>(out var text) ? text : throw Malformed(field, "text", node, file);
 
-    static bool? Flag(JsonNode? node, string field, string file = "tokenizer.json") =>
+    bool? Flag(JsonNode? node, string field, string? file = null) =>
         node is null ? null : node is JsonValue value && value.TryGetValue<bool>(out var flag) ? flag : throw Malformed(field, "true or false", node, file);
 
-    static int Id(JsonNode? node, string field) =>
-        node is JsonValue value && value.TryGetValue<int>(out var id) ? id : throw Malformed(field, "a whole number", node);
+    int Id(JsonNode? node, string field) => WholeNumber(node, field, tokenizerFile);
 
-    static StratusUserException Malformed(string field, string kind, JsonNode? node, string file = "tokenizer.json") =>
+    static int WholeNumber(JsonNode? node, string field, string file) =>
+        node is JsonValue value && value.TryGetValue<int>(out var id) ? id : throw MalformedIn(file, field, "a whole number", node);
+
+    StratusUserException Malformed(string field, string kind, JsonNode? node, string? file = null) => MalformedIn(file ?? tokenizerFile, field, kind, node);
+
+    static StratusUserException MalformedIn(string file, string field, string kind, JsonNode? node) =>
         new($"{file}: {field} must be {kind}, got {Shown(node)}");
 
     static string Shown(JsonNode? node)
@@ -597,5 +646,5 @@ public sealed class HfTokenizer : ITokenizer
         return shown.Length > 60 ? shown[..60] + "..." : shown;
     }
 
-    static StratusUserException Unsupported(string why) => new($"the Hugging Face tokenizer cannot be used: {why}");
+    StratusUserException Unsupported(string why) => new($"{tokenizerFile}: the Hugging Face tokenizer cannot be used: {why}");
 }

@@ -114,8 +114,11 @@ public static class TokenizerStore
 
     /// <summary>The sha256 of the tokenizer as its file holds it: two tokenizers that number text
     /// alike have the same.</summary>
-    public static string Sha256(ITokenizer tokenizer) =>
-        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(tokenizer.ToJson().ToJsonString())));
+    public static string Sha256(ITokenizer tokenizer) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Utf8(tokenizer)));
+
+    /// <summary>The tokenizer's file as compact UTF-8 (the bytes <see cref="Sha256"/> hashes),
+    /// written without a string between: a large vocabulary's is hundreds of megabytes as UTF-16.</summary>
+    public static byte[] Utf8(ITokenizer tokenizer) => JsonSerializer.SerializeToUtf8Bytes(tokenizer.ToJson());
 
     public static ITokenizer Load(string directory)
     {

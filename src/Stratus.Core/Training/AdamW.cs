@@ -4,6 +4,7 @@
 // allocator kept its temporaries (RSS grew ~400 MB a step); the fused kernel takes ~46 ms with
 // flat memory (../shared/notes/PLATFORM.md). Weight decay applies to matrices (embeddings and
 // Linear weights) only, not to biases and LayerNorm gains, as in nanoGPT.
+using Stratus.Formats;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -109,16 +110,19 @@ public sealed class AdamW : IOptimizer
         return state;
     }
 
-    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
+    public void LoadStateDict(SafeTensors.Reader state)
     {
         using var noGrad = no_grad();
         foreach (var (name, tensor) in StateDict())
         {
-            if (!state.TryGetValue(name, out var saved)) throw new StratusUserException($"optimizer state has no '{name}'; the checkpoint does not match this model");
-            if (!saved.shape.SequenceEqual(tensor.shape)) throw new StratusUserException($"optimizer state '{name}' has shape [{string.Join(", ", saved.shape)}], the model needs [{string.Join(", ", tensor.shape)}]");
+            using var saved = state.Read(name, tensor.shape, tensor.dtype, StateMismatch);
             tensor.copy_(saved);
         }
     }
+
+    /// <summary>What an optimizer state without a tensor the model's parameters need, or with
+    /// one of another shape or type, means.</summary>
+    internal const string StateMismatch = "the optimizer state does not match this model; restore the checkpoint, or start a new run from its weights with --init-from";
 
     public void Dispose()
     {

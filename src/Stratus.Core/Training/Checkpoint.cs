@@ -218,7 +218,7 @@ public sealed class Checkpoint
     /// ids would mean other text.</summary>
     public void RequireTokenizerOf(string dataDirectory, ITokenizer datasetTokenizer)
     {
-        if (Tokenizer.ToJson().ToJsonString() != datasetTokenizer.ToJson().ToJsonString())
+        if (!TokenizerStore.Utf8(Tokenizer).AsSpan().SequenceEqual(TokenizerStore.Utf8(datasetTokenizer)))
             throw new StratusUserException($"the tokenizer of {dataDirectory} differs from the model's in {Directory}; prepare the data with `stratus prepare --tokenizer-from {Directory}`");
     }
 
@@ -288,9 +288,8 @@ public sealed class Checkpoint
     {
         var path = Path.Combine(Directory, OptimizerFile);
         if (!File.Exists(path)) throw new StratusUserException($"checkpoint {Directory} has no optimizer state; it cannot be resumed (use --init-from to start a new run from it)");
-        var state = SafeTensors.Load(path);
-        try { optimizer.LoadStateDict(state); }
-        finally { foreach (var t in state.Values) t.Dispose(); }
+        using var state = SafeTensors.Open(path);
+        optimizer.LoadStateDict(state);
     }
 
     static void WriteJson(string directory, string name, JsonNode node) =>
@@ -300,6 +299,7 @@ public sealed class Checkpoint
     {
         var path = Path.Combine(directory, name);
         if (!File.Exists(path)) return null;
+        FileBytes.RequireRegular(path);
         try { return JsonSerializer.Deserialize<T>(File.ReadAllText(path), JsonOptions); }
         catch (JsonException e) { throw new StratusUserException($"{path} is corrupt: {e.Message}"); }
     }

@@ -1,6 +1,7 @@
 // What the trainer needs from an optimizer, whether it runs alone (AdamW), replicated over
 // data-parallel ranks (DataParallelAdamW) or sharded over them (ShardedAdamW, ZeRO-1). A step is
 // always: backward on every micro-batch, ReduceGradients, ClipGradientNorm, Step, ZeroGrad.
+using Stratus.Formats;
 using static TorchSharp.torch;
 
 namespace Stratus.Training;
@@ -27,8 +28,9 @@ public interface IOptimizer : IDisposable
     /// others get "step" alone); tensors it creates belong to the caller's dispose scope.</summary>
     Dictionary<string, Tensor> StateDict();
 
-    /// <summary>Loads a state written by <see cref="StateDict"/> with any world size.</summary>
-    void LoadStateDict(IReadOnlyDictionary<string, Tensor> state);
+    /// <summary>Loads a state written by <see cref="StateDict"/> with any world size, from its
+    /// file, a tensor at a time (a whole GPT-2's moments are a gigabyte).</summary>
+    void LoadStateDict(SafeTensors.Reader state);
 
     /// <summary>Bytes of optimizer moments this rank holds.</summary>
     long StateBytes { get; }

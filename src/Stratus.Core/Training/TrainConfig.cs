@@ -136,14 +136,19 @@ public sealed record TrainConfig
     public static TrainConfig Load(string? path, IEnumerable<KeyValuePair<string, string>> overrides, ModelConfig? initFrom = null) =>
         FromJson(ReadFile(path), path ?? "command line", overrides, initFrom);
 
-    /// <summary>Checks what <see cref="Load"/> will check of a run --init-from a model, before the
-    /// model is opened (every file of it is hashed: seconds for a large one): the keys, their
-    /// values and the training settings. The model keys are the model's, so they are checked
-    /// against it once it is open, not against the default model's shape.</summary>
-    public static void CheckBeforeInitFrom(string? path, IEnumerable<KeyValuePair<string, string>> overrides)
+    /// <summary><see cref="Load"/> for a run --init-from the model that <paramref name="openModel"/>
+    /// opens, the file read once (`--config &lt;(...)`, a pipe, has nothing left to read a second
+    /// time). What can be is checked before the model is opened (every file of it is hashed:
+    /// seconds for a large one): the keys, their values and the training settings; the model keys,
+    /// which are the model's, against it once it is open, not against the default model's shape.</summary>
+    public static TrainConfig LoadInitFrom(string? path, IEnumerable<KeyValuePair<string, string>> overrides, Func<ModelConfig> openModel)
     {
-        var (config, keysGiven, _) = Read(ReadFile(path), path ?? "command line", overrides);
+        var file = ReadFile(path);
+        var source = path ?? "command line";
+        // Read applies the overrides to the object it is given.
+        var (config, keysGiven, _) = Read(file.DeepClone().AsObject(), source, overrides);
         FineTuneDefaults(config, keysGiven, initFrom: null).ValidateTraining();
+        return FromJson(file, source, overrides, openModel());
     }
 
     static JsonObject ReadFile(string? path)
@@ -151,7 +156,7 @@ public sealed record TrainConfig
         if (path is null) return [];
         if (!File.Exists(path)) throw new StratusUserException($"config file {path} does not exist; see configs/ for examples");
         var options = new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, AllowDuplicateProperties = false };
-        return JsonText.ParseFile(path, options) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object");
+        return JsonText.ParseFile(path, options, namedByUser: true) as JsonObject ?? throw new StratusUserException($"{path} must hold a JSON object");
     }
 
     /// <summary>The block_size a run from <paramref name="initFrom"/> trains with when none is

@@ -2,6 +2,7 @@
 // dict (names, shapes, values), so ZeRO-1's arithmetic and its checkpoint layout are checked
 // without MPI. The two-rank comparison runs through the CLI (Stratus.Cli.Tests).
 using Stratus.Distributed;
+using Stratus.Formats;
 using Stratus.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -55,9 +56,11 @@ public sealed class ShardedAdamWTests
         }
 
         // Loading a state re-slices it into the shard: a second optimizer continues identically.
+        using var temp = new TempDirectory();
+        SafeTensors.Save(temp["optimizer.safetensors"], actual);
         using var third = Model();
         using var restored = new ShardedAdamW(third.named_parameters().ToList(), communicator, 0.9, 0.95, 0.1);
-        restored.LoadStateDict(actual);
+        using (var saved = SafeTensors.Open(temp["optimizer.safetensors"])) restored.LoadStateDict(saved);
         var again = restored.StateDict();
         foreach (var (name, tensor) in actual)
             Assert.True(tensor.allclose(again[name], rtol: 0, atol: 0), $"{name} did not survive a save and load");

@@ -271,6 +271,8 @@ public sealed class BlocklistTests
     [InlineData(@"[\u200B-\u200D]", true)]
     [InlineData(@"\\b", true)]               // an escaped backslash, then b
     [InlineData("a{", true)]                 // a literal brace
+    [InlineData(@"(?#(a\[comment)bomb", true)] // a comment ends at its first ')', whatever it holds
+    [InlineData(@"(?=a(?#\))bomb", true)]
     public void A_pattern_added_must_match_some_text(string pattern, bool accepted)
     {
         CompiledBlocklist.Compile(new Blocklist("list", [], [pattern]));  // valid either way

@@ -139,8 +139,11 @@ sealed class MatchingForm
     /// <summary>Whether a character takes no room in the text a blocklist reads: one it leaves
     /// out, or a mark, which belongs to the letter before it. The streaming guard does not count
     /// them in its window (up to StreamingSafetyGuard.MaxRoomless), so a term padded with them
-    /// is held back whole.</summary>
-    public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || IsMark(rune);
+    /// is held back whole. The half-width voicing marks ﾞ ﾟ are letters by their category, but
+    /// read as the marks U+3099 and U+309A that compose with the kana before them ("ｶﾞ" is one
+    /// "ガ"), so they take none either: a term of voiced kana written half-width is twice as long
+    /// as the term.</summary>
+    public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || IsMark(rune) || rune.Value is 0xFF9E or 0xFF9F;
 
     static bool IsMark(Rune rune) => Rune.GetUnicodeCategory(rune) is UnicodeCategory.NonSpacingMark
         or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;

@@ -1,7 +1,7 @@
 // The form in which blocklists read text, so that a word written to look like a blocked one is
 // one. Letters drawn in another form are read as the letters they show: full-width ("ｂｏｍｂ",
 // as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷ℴ𝓂𝒷"), circled
-// and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑"), superscript and subscript ("ᵇᵒᵐᵇ", "ₐ", "™"), half-width
+// and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑"), superscript and subscript ("ᵇᵒᵐᵇ", "ₐ", "²"), half-width
 // ("ｶﾞｽ" is "ガス") and the Latin ligatures ("ﬁ"); and a letter in the case
 // the regex's IgnoreCase pairs with its other case (final ς as σ, Adlam small: CasePartner), so
 // a term matches in any case whatever its script. Invisible characters are
@@ -213,13 +213,15 @@ sealed class MatchingForm
         return shown.Length;
     }
 
-    /// <summary>Superscript and subscript letters, digits and signs (ᵇᵒᵐᵇ, ₐ, ², ™) and the
+    /// <summary>Superscript and subscript letters, digits and signs (ᵇᵒᵐᵇ, ₐ, ², ⁺) and the
     /// half-width forms (katakana ｶ, Hangul ﾡ, ￩) as the characters they show: Unicode's &lt;super&gt;,
     /// &lt;sub&gt; and &lt;narrow&gt; compatibility mappings (UCD 14.0, from Python's unicodedata), which
-    /// NFKC applies. Their voicing marks ﾞ ﾟ are U+3099 and U+309A, which compose with the kana
-    /// before them (Compositions). A half-width Hangul letter is read as the compatibility jamo
-    /// a Korean keyboard types (ﾡ as ㄱ), one step of its mapping, where NFKC goes on to the
-    /// conjoining jamo (ᄀ) that no one types.</summary>
+    /// NFKC applies, less the signs it spells as letters (™ ℠ as TM SM, 🅪 🅫 🅬 as MC MD MR): a
+    /// sign is not part of a word, and read as letters it would join the word it is written
+    /// against, so "bomb™" would not be the term "bomb". Their voicing marks ﾞ ﾟ are U+3099 and
+    /// U+309A, which compose with the kana before them (Compositions). A half-width Hangul letter
+    /// is read as the compatibility jamo a Korean keyboard types (ﾡ as ㄱ), one step of its
+    /// mapping, where NFKC goes on to the conjoining jamo (ᄀ) that no one types.</summary>
     static readonly FrozenDictionary<int, string> Compatibility = ParseMappings(
         "00AA:0061 00B2:0032 00B3:0033 00B9:0031 00BA:006F 02B0:0068 02B1:0266 02B2:006A 02B3:0072 02B4:0279 " +
         "02B5:027B 02B6:0281 02B7:0077 02B8:0079 02E0:0263 02E1:006C 02E2:0073 02E3:0078 02E4:0295 10FC:10DC " +
@@ -237,7 +239,7 @@ sealed class MatchingForm
         "207E:0029 207F:006E 2080:0030 2081:0031 2082:0032 2083:0033 2084:0034 2085:0035 2086:0036 2087:0037 " +
         "2088:0038 2089:0039 208A:002B 208B:2212 208C:003D 208D:0028 208E:0029 2090:0061 2091:0065 2092:006F " +
         "2093:0078 2094:0259 2095:0068 2096:006B 2097:006C 2098:006D 2099:006E 209A:0070 209B:0073 209C:0074 " +
-        "2120:0053.004D 2122:0054.004D 2C7C:006A 2C7D:0056 2D6F:2D61 3192:4E00 3193:4E8C 3194:4E09 3195:56DB " +
+        "2C7C:006A 2C7D:0056 2D6F:2D61 3192:4E00 3193:4E8C 3194:4E09 3195:56DB " +
         "3196:4E0A 3197:4E2D 3198:4E0B 3199:7532 319A:4E59 319B:4E19 319C:4E01 319D:5929 319E:5730 319F:4EBA " +
         "A69C:044A A69D:044C A770:A76F A7F2:0043 A7F3:0046 A7F4:0051 A7F8:0126 A7F9:0153 AB5C:A727 AB5D:AB37 " +
         "AB5E:026B AB5F:AB52 AB69:028D FF61:3002 FF62:300C FF63:300D FF64:3001 FF65:30FB FF66:30F2 FF67:30A1 " +
@@ -259,7 +261,7 @@ sealed class MatchingForm
         "107A0:028E 107A1:1DF06 107A2:00F8 107A3:0276 107A4:0277 107A5:0071 107A6:027A 107A7:1DF08 " +
         "107A8:027D 107A9:027E 107AA:0280 107AB:02A8 107AC:02A6 107AD:AB67 107AE:02A7 107AF:0288 107B0:2C71 " +
         "107B2:028F 107B3:02A1 107B4:02A2 107B5:0298 107B6:01C0 107B7:01C1 107B8:01C2 107B9:1DF0A " +
-        "107BA:1DF1E 1F16A:004D.0043 1F16B:004D.0044 1F16C:004D.0052 ");
+        "107BA:1DF1E ");
 
     /// <summary>The characters of the BMP read as an ASCII digit by the mapping above (², ₃),
     /// which the PII detector looks for as it looks for digits.</summary>

@@ -363,7 +363,7 @@ sealed class BlocklistPattern(string source, Regex backtracking)
 }
 
 /// <summary>Runs a set of blocklists; one result per list that hit, always High.</summary>
-public sealed class BlocklistProvider : IContentSafetyProvider
+public sealed class BlocklistProvider : IContentSafetyProvider, IMatchingFormReader
 {
     readonly CompiledBlocklist[] lists;
 
@@ -379,8 +379,14 @@ public sealed class BlocklistProvider : IContentSafetyProvider
 
     public ValueTask<IReadOnlyList<CategoryResult>> AnalyzeAsync(string text, ContentDirection direction, CancellationToken cancellationToken)
     {
+        MatchingForm? form = null;
+        return ValueTask.FromResult(((IMatchingFormReader)this).Analyze(text, ref form, cancellationToken));
+    }
+
+    IReadOnlyList<CategoryResult> IMatchingFormReader.Analyze(string text, ref MatchingForm? form, CancellationToken cancellationToken)
+    {
         var results = new List<CategoryResult>();
-        var form = MatchingForm.Of(text);
+        form ??= MatchingForm.Of(text);
         foreach (var list in lists)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -388,6 +394,6 @@ public sealed class BlocklistProvider : IContentSafetyProvider
             if (matches.Count > 0)
                 results.Add(new CategoryResult(list.Source.Category, Severity.High, 1.0, Name, matches, list.Source.Name));
         }
-        return ValueTask.FromResult<IReadOnlyList<CategoryResult>>(results);
+        return results;
     }
 }

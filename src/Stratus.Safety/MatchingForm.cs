@@ -57,24 +57,17 @@ sealed class MatchingForm
         return (starts[start], starts[end] != last ? starts[end] : char.IsSurrogatePair(Written, last) ? last + 2 : last + 1);
     }
 
-    // The last form this thread made: the providers of one check (blocklists, then PII) run on
-    // the text one after another on one thread, and read it in the same form, so it is made once.
-    // It holds the text until the thread reads another, at most one per thread.
-    [ThreadStatic] static MatchingForm? last;
-
     /// <summary>The text's matching form. Its cost is on a streamed completion's path (every
     /// check of the guard's window): text that is its own form, most text, allocates nothing but
     /// this object, and a folded one its two arrays (the text and where each character came
-    /// from), sized once; asked again for the same string, as each provider of a check asks, the
-    /// thread's last form is given again.</summary>
+    /// from), sized once. The providers of one check share one (IMatchingFormReader).</summary>
     public static MatchingForm Of(string text)
     {
-        if (last is { } form && ReferenceEquals(form.Written, text)) return form;
         var length = Read(text, [], []);
-        if (length < 0) return last = new MatchingForm(text, text, null);
+        if (length < 0) return new MatchingForm(text, text, null);
         var starts = new int[length];
         var folded = string.Create(length, (text, starts), static (chars, state) => Read(state.text, chars, state.starts));
-        return last = new MatchingForm(folded, text, starts);
+        return new MatchingForm(folded, text, starts);
     }
 
     /// <summary>Reads <paramref name="text"/> in its matching form, writing it into

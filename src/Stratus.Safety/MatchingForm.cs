@@ -80,8 +80,10 @@ sealed class MatchingForm
         var length = 0;
         var folded = false;
         // Whether a diacritic here may compose with the last character read (last): only marks
-        // have come since (a format character, such as a zero-width space, parts them). Kept here
-        // rather than read back from chars, which the first pass, measuring, does not write.
+        // have come since (a format character, such as a zero-width space, parts them, as it parts
+        // them on screen; not the half-width ﾞ ﾟ, which are drawn beside the kana, not on it, so
+        // "ｶ\u200Bﾞ" looks as "ｶﾞ" does). Kept here rather than read back from chars, which the
+        // first pass, measuring, does not write.
         var composable = false;
         var last = '\0';
         for (var i = 0; i < text.Length;)
@@ -101,7 +103,7 @@ sealed class MatchingForm
                 // A diacritic or voicing mark that Unicode composes with its letter is part of it:
                 // the letter written decomposed is the letter written precomposed (n and U+0303
                 // are ñ, カ and U+3099 are ガ, as are half-width ｶﾞ), which the form keeps.
-                if (composable && read.Length == 1 && Compositions.Of(last, read[0]) is var composed and not '\0')
+                if ((composable || rune.Value is 0xFF9E or 0xFF9F) && read.Length == 1 && Compositions.Of(last, read[0]) is var composed and not '\0')
                 {
                     folded = true;
                     last = composed;

@@ -145,6 +145,7 @@ public sealed class BlocklistTests
     [InlineData("パン", "ﾊﾟﾝ", true)]
     [InlineData("カス", "ｶﾞｽ", false)]                 // a voiced kana is a letter of its own
     [InlineData("ガス", "カ\u3099ス", true)]             // full-width kana with the voicing mark written apart
+    [InlineData("ガス", "ｶ\u200Bﾞｽ", true)]             // a zero-width space between, which shows nothing
     [InlineData("ｶﾞｽ", "ガス", true)]                  // a half-width term matches the full-width word
     [InlineData("ㄱ", "ﾡ", true)]                      // half-width Hangul as the jamo a keyboard types
     public async Task Terms_and_text_are_read_alike_and_precomposed_letters_stay_themselves(string term, string text, bool hit)

@@ -20,7 +20,7 @@ public interface IContentSafetyProvider
 }
 
 /// <summary>A provider that reads text in its matching form (MatchingForm): blocklists and PII.
-/// The pipeline gives the providers of one check the same <paramref name="form"/>, made by the
+/// The pipeline gives the providers of one check the same form, made by the
 /// first that needs it, so a text is folded once a check (the streaming guard checks its window
 /// at every token), and the form goes with the check rather than outliving it.</summary>
 interface IMatchingFormReader

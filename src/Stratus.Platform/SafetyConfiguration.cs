@@ -148,9 +148,11 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
 
     /// <summary>Every blocklist change: validated and stored with its audit entry in one
     /// transaction with the read it builds on; one that leaves the list as it was (its version,
-    /// VersionOf) is neither stored nor audited as a change.</summary>
+    /// VersionOf) is neither stored nor audited as a change, nor moves Version (which would
+    /// have every deployment's pipeline built again).</summary>
     async ValueTask<Blocklist> ChangeBlocklistAsync(string name, Func<Blocklist?, Blocklist> change, string actor, CancellationToken cancellationToken)
     {
+        var stored = false;
         var after = await blocklists.ChangeAsync(name, existing =>
         {
             // Stored as matched, each entry once: a term kept with the spaces it was sent with
@@ -166,10 +168,13 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
             foreach (var pattern in changed.Patterns.Except(existing?.Patterns ?? [], StringComparer.Ordinal))
                 CompiledBlocklist.RequireMatchesText(changed.Name, pattern);
             return changed;
-        }, (before, after) => before is not null && VersionOf(before) == VersionOf(after)
-            ? null
-            : new AuditRecord(actor, AuditActions.BlocklistChanged, AuditDetails.BlocklistChanged(before, after)), cancellationToken);
-        Interlocked.Increment(ref version);
+        }, (before, after) =>
+        {
+            if (before is not null && VersionOf(before) == VersionOf(after)) return null;
+            stored = true;
+            return new AuditRecord(actor, AuditActions.BlocklistChanged, AuditDetails.BlocklistChanged(before, after));
+        }, cancellationToken);
+        if (stored) Interlocked.Increment(ref version);
         return after;
     }
 

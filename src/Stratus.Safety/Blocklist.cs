@@ -195,7 +195,10 @@ public sealed class CompiledBlocklist
                 case '\\':
                     if (i + 1 < pattern.Length && pattern[i + 1] is 'b' or 'B' or 'A' or 'z' or 'Z' or 'G') { i++; break; }
                     return true;
-                case '(' when At(pattern, i, "(?=") || At(pattern, i, "(?!") || At(pattern, i, "(?<=") || At(pattern, i, "(?<!") || At(pattern, i, "(?#"):
+                case '(' when At(pattern, i, "(?#"):
+                    i = CommentEnd(pattern, i);
+                    break;
+                case '(' when At(pattern, i, "(?=") || At(pattern, i, "(?!") || At(pattern, i, "(?<=") || At(pattern, i, "(?<!"):
                     i = GroupEnd(pattern, i);
                     break;
                 case '{' when QuantifierEnd(pattern, i) is var end and > 0:
@@ -232,12 +235,17 @@ public sealed class CompiledBlocklist
                     if (i < pattern.Length && pattern[i] == ']') i++;
                     while (i < pattern.Length && pattern[i] != ']') i += pattern[i] == '\\' ? 2 : 1;
                     break;
+                case '(' when At(pattern, i, "(?#"): i = CommentEnd(pattern, i); break;
                 case '(': depth++; break;
                 case ')' when --depth == 0: return i;
             }
         }
         return pattern.Length;
     }
+
+    /// <summary>The index of the ')' that ends the comment "(?#" at <paramref name="open"/>: its
+    /// first, as .NET reads it, whatever comes before it ('(', '\\', '['), or the end of the pattern.</summary>
+    static int CommentEnd(string pattern, int open) => pattern.IndexOf(')', open) is var close and >= 0 ? close : pattern.Length;
 
     /// <summary>Past the option letters of "(?imnsx-imnsx)" or "(?imnsx-imnsx:" from
     /// <paramref name="start"/>: the index of the last of them, or start - 1 where none follow
@@ -355,7 +363,7 @@ sealed class BlocklistPattern(string source, Regex backtracking)
 }
 
 /// <summary>Runs a set of blocklists; one result per list that hit, always High.</summary>
-public sealed class BlocklistProvider : IContentSafetyProvider
+public sealed class BlocklistProvider : IContentSafetyProvider, IMatchingFormReader
 {
     readonly CompiledBlocklist[] lists;
 
@@ -371,8 +379,14 @@ public sealed class BlocklistProvider : IContentSafetyProvider
 
     public ValueTask<IReadOnlyList<CategoryResult>> AnalyzeAsync(string text, ContentDirection direction, CancellationToken cancellationToken)
     {
+        MatchingForm? form = null;
+        return ValueTask.FromResult(((IMatchingFormReader)this).Analyze(text, ref form, cancellationToken));
+    }
+
+    IReadOnlyList<CategoryResult> IMatchingFormReader.Analyze(string text, ref MatchingForm? form, CancellationToken cancellationToken)
+    {
         var results = new List<CategoryResult>();
-        var form = MatchingForm.Of(text);
+        form ??= MatchingForm.Of(text);
         foreach (var list in lists)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -380,6 +394,6 @@ public sealed class BlocklistProvider : IContentSafetyProvider
             if (matches.Count > 0)
                 results.Add(new CategoryResult(list.Source.Category, Severity.High, 1.0, Name, matches, list.Source.Name));
         }
-        return ValueTask.FromResult<IReadOnlyList<CategoryResult>>(results);
+        return results;
     }
 }

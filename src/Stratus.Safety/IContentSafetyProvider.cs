@@ -19,6 +19,16 @@ public interface IContentSafetyProvider
     ValueTask<IReadOnlyList<CategoryResult>> AnalyzeAsync(string text, ContentDirection direction, CancellationToken cancellationToken);
 }
 
+/// <summary>A provider that reads text in its matching form (MatchingForm): blocklists and PII.
+/// The pipeline gives the providers of one check the same form, made by the
+/// first that needs it, so a text is folded once a check (the streaming guard checks its window
+/// at every token), and the form goes with the check rather than outliving it.</summary>
+interface IMatchingFormReader
+{
+    /// <param name="form">The text's matching form; null until a provider of this check made it.</param>
+    IReadOnlyList<CategoryResult> Analyze(string text, ref MatchingForm? form, CancellationToken cancellationToken);
+}
+
 /// <summary>A provider failed to judge a text (an external moderation service that is down, too
 /// slow or answers nonsense, a classifier that threw): the text is neither passed nor blocked, and
 /// the request fails as the service's, not the client's (the server's 503

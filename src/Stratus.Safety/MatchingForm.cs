@@ -1,7 +1,7 @@
 // The form in which blocklists read text, so that a word written to look like a blocked one is
 // one. Letters drawn in another form are read as the letters they show: full-width ("ｂｏｍｂ",
 // as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷ℴ𝓂𝒷"), circled
-// and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑"), superscript and subscript ("ᵇᵒᵐᵇ", "ₐ", "™"), half-width
+// and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑"), superscript and subscript ("ᵇᵒᵐᵇ", "ₐ", "²"), half-width
 // ("ｶﾞｽ" is "ガス") and the Latin ligatures ("ﬁ"); and a letter in the case
 // the regex's IgnoreCase pairs with its other case (final ς as σ, Adlam small: CasePartner), so
 // a term matches in any case whatever its script. Invisible characters are
@@ -57,24 +57,17 @@ sealed class MatchingForm
         return (starts[start], starts[end] != last ? starts[end] : char.IsSurrogatePair(Written, last) ? last + 2 : last + 1);
     }
 
-    // The last form this thread made: the providers of one check (blocklists, then PII) run on
-    // the text one after another on one thread, and read it in the same form, so it is made once.
-    // It holds the text until the thread reads another, at most one per thread.
-    [ThreadStatic] static MatchingForm? last;
-
     /// <summary>The text's matching form. Its cost is on a streamed completion's path (every
     /// check of the guard's window): text that is its own form, most text, allocates nothing but
     /// this object, and a folded one its two arrays (the text and where each character came
-    /// from), sized once; asked again for the same string, as each provider of a check asks, the
-    /// thread's last form is given again.</summary>
+    /// from), sized once. The providers of one check share one (IMatchingFormReader).</summary>
     public static MatchingForm Of(string text)
     {
-        if (last is { } form && ReferenceEquals(form.Written, text)) return form;
         var length = Read(text, [], []);
-        if (length < 0) return last = new MatchingForm(text, text, null);
+        if (length < 0) return new MatchingForm(text, text, null);
         var starts = new int[length];
         var folded = string.Create(length, (text, starts), static (chars, state) => Read(state.text, chars, state.starts));
-        return last = new MatchingForm(folded, text, starts);
+        return new MatchingForm(folded, text, starts);
     }
 
     /// <summary>Reads <paramref name="text"/> in its matching form, writing it into
@@ -87,8 +80,10 @@ sealed class MatchingForm
         var length = 0;
         var folded = false;
         // Whether a diacritic here may compose with the last character read (last): only marks
-        // have come since (a format character, such as a zero-width space, parts them). Kept here
-        // rather than read back from chars, which the first pass, measuring, does not write.
+        // have come since (a format character, such as a zero-width space, parts them, as it parts
+        // them on screen; not the half-width ﾞ ﾟ, which are drawn beside the kana, not on it, so
+        // "ｶ\u200Bﾞ" looks as "ｶﾞ" does). Kept here rather than read back from chars, which the
+        // first pass, measuring, does not write.
         var composable = false;
         var last = '\0';
         for (var i = 0; i < text.Length;)
@@ -108,7 +103,7 @@ sealed class MatchingForm
                 // A diacritic or voicing mark that Unicode composes with its letter is part of it:
                 // the letter written decomposed is the letter written precomposed (n and U+0303
                 // are ñ, カ and U+3099 are ガ, as are half-width ｶﾞ), which the form keeps.
-                if (composable && read.Length == 1 && Compositions.Of(last, read[0]) is var composed and not '\0')
+                if ((composable || rune.Value is 0xFF9E or 0xFF9F) && read.Length == 1 && Compositions.Of(last, read[0]) is var composed and not '\0')
                 {
                     folded = true;
                     last = composed;
@@ -139,8 +134,11 @@ sealed class MatchingForm
     /// <summary>Whether a character takes no room in the text a blocklist reads: one it leaves
     /// out, or a mark, which belongs to the letter before it. The streaming guard does not count
     /// them in its window (up to StreamingSafetyGuard.MaxRoomless), so a term padded with them
-    /// is held back whole.</summary>
-    public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || IsMark(rune);
+    /// is held back whole. The half-width voicing marks ﾞ ﾟ are letters by their category, but
+    /// read as the marks U+3099 and U+309A that compose with the kana before them ("ｶﾞ" is one
+    /// "ガ"), so they take none either: a term of voiced kana written half-width is twice as long
+    /// as the term.</summary>
+    public static bool TakesNoRoom(Rune rune) => IsLeftOut(rune) || IsMark(rune) || rune.Value is 0xFF9E or 0xFF9F;
 
     static bool IsMark(Rune rune) => Rune.GetUnicodeCategory(rune) is UnicodeCategory.NonSpacingMark
         or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark;
@@ -210,13 +208,15 @@ sealed class MatchingForm
         return shown.Length;
     }
 
-    /// <summary>Superscript and subscript letters, digits and signs (ᵇᵒᵐᵇ, ₐ, ², ™) and the
+    /// <summary>Superscript and subscript letters, digits and signs (ᵇᵒᵐᵇ, ₐ, ², ⁺) and the
     /// half-width forms (katakana ｶ, Hangul ﾡ, ￩) as the characters they show: Unicode's &lt;super&gt;,
     /// &lt;sub&gt; and &lt;narrow&gt; compatibility mappings (UCD 14.0, from Python's unicodedata), which
-    /// NFKC applies. Their voicing marks ﾞ ﾟ are U+3099 and U+309A, which compose with the kana
-    /// before them (Compositions). A half-width Hangul letter is read as the compatibility jamo
-    /// a Korean keyboard types (ﾡ as ㄱ), one step of its mapping, where NFKC goes on to the
-    /// conjoining jamo (ᄀ) that no one types.</summary>
+    /// NFKC applies, less the signs it spells as letters (™ ℠ as TM SM, 🅪 🅫 🅬 as MC MD MR): a
+    /// sign is not part of a word, and read as letters it would join the word it is written
+    /// against, so "bomb™" would not be the term "bomb". Their voicing marks ﾞ ﾟ are U+3099 and
+    /// U+309A, which compose with the kana before them (Compositions). A half-width Hangul letter
+    /// is read as the compatibility jamo a Korean keyboard types (ﾡ as ㄱ), one step of its
+    /// mapping, where NFKC goes on to the conjoining jamo (ᄀ) that no one types.</summary>
     static readonly FrozenDictionary<int, string> Compatibility = ParseMappings(
         "00AA:0061 00B2:0032 00B3:0033 00B9:0031 00BA:006F 02B0:0068 02B1:0266 02B2:006A 02B3:0072 02B4:0279 " +
         "02B5:027B 02B6:0281 02B7:0077 02B8:0079 02E0:0263 02E1:006C 02E2:0073 02E3:0078 02E4:0295 10FC:10DC " +
@@ -234,7 +234,7 @@ sealed class MatchingForm
         "207E:0029 207F:006E 2080:0030 2081:0031 2082:0032 2083:0033 2084:0034 2085:0035 2086:0036 2087:0037 " +
         "2088:0038 2089:0039 208A:002B 208B:2212 208C:003D 208D:0028 208E:0029 2090:0061 2091:0065 2092:006F " +
         "2093:0078 2094:0259 2095:0068 2096:006B 2097:006C 2098:006D 2099:006E 209A:0070 209B:0073 209C:0074 " +
-        "2120:0053.004D 2122:0054.004D 2C7C:006A 2C7D:0056 2D6F:2D61 3192:4E00 3193:4E8C 3194:4E09 3195:56DB " +
+        "2C7C:006A 2C7D:0056 2D6F:2D61 3192:4E00 3193:4E8C 3194:4E09 3195:56DB " +
         "3196:4E0A 3197:4E2D 3198:4E0B 3199:7532 319A:4E59 319B:4E19 319C:4E01 319D:5929 319E:5730 319F:4EBA " +
         "A69C:044A A69D:044C A770:A76F A7F2:0043 A7F3:0046 A7F4:0051 A7F8:0126 A7F9:0153 AB5C:A727 AB5D:AB37 " +
         "AB5E:026B AB5F:AB52 AB69:028D FF61:3002 FF62:300C FF63:300D FF64:3001 FF65:30FB FF66:30F2 FF67:30A1 " +
@@ -256,7 +256,7 @@ sealed class MatchingForm
         "107A0:028E 107A1:1DF06 107A2:00F8 107A3:0276 107A4:0277 107A5:0071 107A6:027A 107A7:1DF08 " +
         "107A8:027D 107A9:027E 107AA:0280 107AB:02A8 107AC:02A6 107AD:AB67 107AE:02A7 107AF:0288 107B0:2C71 " +
         "107B2:028F 107B3:02A1 107B4:02A2 107B5:0298 107B6:01C0 107B7:01C1 107B8:01C2 107B9:1DF0A " +
-        "107BA:1DF1E 1F16A:004D.0043 1F16B:004D.0044 1F16C:004D.0052 ");
+        "107BA:1DF1E ");
 
     /// <summary>The characters of the BMP read as an ASCII digit by the mapping above (², ₃),
     /// which the PII detector looks for as it looks for digits.</summary>

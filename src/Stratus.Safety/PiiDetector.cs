@@ -45,7 +45,7 @@ public enum PiiMode
     Block,
 }
 
-public sealed class PiiDetector : IContentSafetyProvider
+public sealed class PiiDetector : IContentSafetyProvider, IMatchingFormReader
 {
     const RegexOptions Options = RegexOptions.CultureInvariant | RegexOptions.ExplicitCapture;
     static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(200);
@@ -110,11 +110,16 @@ public sealed class PiiDetector : IContentSafetyProvider
 
     public ValueTask<IReadOnlyList<CategoryResult>> AnalyzeAsync(string text, ContentDirection direction, CancellationToken cancellationToken)
     {
-        var matches = Find(text);
-        if (matches.Count == 0) return ValueTask.FromResult<IReadOnlyList<CategoryResult>>([]);
+        MatchingForm? form = null;
+        return ValueTask.FromResult(((IMatchingFormReader)this).Analyze(text, ref form, cancellationToken));
+    }
+
+    IReadOnlyList<CategoryResult> IMatchingFormReader.Analyze(string text, ref MatchingForm? form, CancellationToken cancellationToken)
+    {
+        var matches = Find(text, ref form);
+        if (matches.Count == 0) return [];
         var severity = matches.Max(m => SeverityOf(m.Label));
-        IReadOnlyList<CategoryResult> results = [new CategoryResult(SafetyCategory.Pii, severity, CategoryResult.ScoreFor(severity), Name, matches)];
-        return ValueTask.FromResult(results);
+        return [new CategoryResult(SafetyCategory.Pii, severity, CategoryResult.ScoreFor(severity), Name, matches)];
     }
 
     static Severity SeverityOf(string label) => label switch
@@ -127,11 +132,18 @@ public sealed class PiiDetector : IContentSafetyProvider
     /// <summary>Verified PII spans in text order, without overlaps (the longest wins).</summary>
     public IReadOnlyList<SafetyMatch> Find(string text)
     {
+        MatchingForm? form = null;
+        return Find(text, ref form);
+    }
+
+    /// <param name="form">The text's matching form, made here when null and needed.</param>
+    IReadOnlyList<SafetyMatch> Find(string text, ref MatchingForm? form)
+    {
         if (!text.AsSpan().ContainsAny(Required)) return [];
         // The blocklists' matching form first (MatchingForm): an address written with a zero-width
         // space or soft hyphen inside it, or in mathematical letters, is the address it shows.
-        var form = MatchingForm.Of(text);
-        var folded = Fold(form.Text);
+        var read = form ??= MatchingForm.Of(text);
+        var folded = Fold(read.Text);
         var candidates = new List<SafetyMatch>();
         try
         {
@@ -156,11 +168,11 @@ public sealed class PiiDetector : IContentSafetyProvider
             return [new SafetyMatch(0, text.Length, "PII_TIMEOUT")];
         }
         var found = RemoveOverlaps(candidates);
-        if (!form.IsFolded) return found;
+        if (!read.IsFolded) return found;
         // A loop, not a lambda: one capturing the form would be allocated at every call.
         for (var i = 0; i < found.Count; i++)
         {
-            var (start, end) = form.Original(found[i].Start, found[i].End);
+            var (start, end) = read.Original(found[i].Start, found[i].End);
             found[i] = found[i] with { Start = start, Length = end - start };
         }
         return found;

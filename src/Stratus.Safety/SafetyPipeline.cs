@@ -67,8 +67,9 @@ public sealed class SafetyPipeline
         if (alternativeProviders.Length == 0 || alternative.Length == 0) return false;
         var contextLength = before.Length - StreamingSafetyGuard.WindowStart(before.Span, static (b, i) => b[i], 0, before.Length, alternativeWindow);
         var text = string.Concat(before.Span[^contextLength..], alternative);
+        MatchingForm? form = null;
         foreach (var provider in alternativeProviders)
-            foreach (var result in await RunAsync(provider, text, ContentDirection.Completion, cancellationToken))
+            foreach (var result in await RunAsync(provider, text, ref form, ContentDirection.Completion, cancellationToken))
                 if (ActsOn(result) && result.Matches.Any(m => m.End > contextLength)) return true;
         return false;
     }
@@ -82,17 +83,28 @@ public sealed class SafetyPipeline
     /// <exception cref="SafetyProviderUnavailableException">A provider failed.</exception>
     internal async ValueTask<IReadOnlyList<CategoryResult>> RunProvidersAsync(string text, ContentDirection direction, CancellationToken cancellationToken)
     {
-        if (providers.Length == 1) return await RunAsync(providers[0], text, direction, cancellationToken);
+        MatchingForm? form = null;
+        if (providers.Length == 1) return await RunAsync(providers[0], text, ref form, direction, cancellationToken);
         // All started before any is awaited, so that they run concurrently. The rule-based ones
         // (blocklists, PII, injection) finish as they are called, and are gathered without the
         // tasks that waiting for the others together takes: the guard checks at every token.
         var runs = new ValueTask<IReadOnlyList<CategoryResult>>[providers.Length];
-        for (var i = 0; i < runs.Length; i++) runs[i] = RunAsync(providers[i], text, direction, cancellationToken);
+        for (var i = 0; i < runs.Length; i++) runs[i] = RunAsync(providers[i], text, ref form, direction, cancellationToken);
         if (!Array.TrueForAll(runs, static r => r.IsCompletedSuccessfully))
             return [.. (await Task.WhenAll(runs.Select(r => r.AsTask()))).SelectMany(r => r)];
         var found = new List<CategoryResult>();
         foreach (var run in runs) found.AddRange(run.Result);
         return found;
+    }
+
+    /// <summary>Runs one provider of a check; those that read the text's matching form share
+    /// <paramref name="form"/> (IMatchingFormReader) and finish as they are called.</summary>
+    static ValueTask<IReadOnlyList<CategoryResult>> RunAsync(IContentSafetyProvider provider, string text, ref MatchingForm? form, ContentDirection direction,
+        CancellationToken cancellationToken)
+    {
+        if (provider is not IMatchingFormReader reader) return RunAsync(provider, text, direction, cancellationToken);
+        try { return ValueTask.FromResult(reader.Analyze(text, ref form, cancellationToken)); }
+        catch (Exception e) when (Failed(e, cancellationToken)) { throw new SafetyProviderUnavailableException(provider.Name, e); }
     }
 
     static async ValueTask<IReadOnlyList<CategoryResult>> RunAsync(IContentSafetyProvider provider, string text, ContentDirection direction, CancellationToken cancellationToken)
@@ -101,12 +113,16 @@ public sealed class SafetyPipeline
         {
             return await provider.AnalyzeAsync(text, direction, cancellationToken);
         }
-        // An HttpClient's own timeout is a cancellation too, but not the request's.
-        catch (Exception e) when (e is not TrustUserException && !(e is OperationCanceledException && cancellationToken.IsCancellationRequested))
+        catch (Exception e) when (Failed(e, cancellationToken))
         {
             throw new SafetyProviderUnavailableException(provider.Name, e);
         }
     }
+
+    /// <summary>Whether a provider's exception is its failure: not the user's input, and not the
+    /// request's cancellation (an HttpClient's own timeout is a cancellation too, but not the request's).</summary>
+    static bool Failed(Exception e, CancellationToken cancellationToken) =>
+        e is not TrustUserException && !(e is OperationCanceledException && cancellationToken.IsCancellationRequested);
 
     internal SafetyVerdict Decide(string text, ContentDirection direction, IReadOnlyList<CategoryResult> found)
     {

@@ -71,9 +71,12 @@ public sealed class SafetyConfigurationTests : IDisposable
     public async Task Adding_only_entries_a_list_has_changes_nothing_and_is_not_audited()
     {
         await config.AddToBlocklistAsync("words", ["bomb", "sarin"], [@"proj-\d+"], null, "admin");
+        var version = config.Version;
         var list = await config.AddToBlocklistAsync("words", ["BOMB", " sarin "], [@"proj-\d+"], null, "admin");
         await config.UpsertBlocklistAsync(new Blocklist("words", ["sarin", "bomb"], [@"proj-\d+"]), "admin");
         Assert.Equal(["bomb", "sarin"], list.Terms);
+        // Nor is a deployment's pipeline built again (the server's cache follows Version).
+        Assert.Equal(version, config.Version);
         var entry = Assert.Single(await platform.Stores.Audit.ReadAsync(new AuditQuery()));
         Assert.Contains("\"operation\":\"created\"", entry.Details);
         // A category changed is a change.

@@ -1,6 +1,7 @@
 // Custom blocklists: whole-word, case-insensitive terms; regexes validated at creation and
 // bounded by a match timeout.
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Text.RegularExpressions;
 using Stratus.Safety;
 
@@ -136,13 +137,15 @@ public sealed class BlocklistTests
     [InlineData("ₐbc", "an abc here", true)]            // a subscript term is the letters it shows
     [InlineData("h2o", "drink h₂o now", true)]
     [InlineData("x2", "x² is a square", true)]
-    [InlineData("tm", "brand™ here", false)]            // ™ is the letters TM, which "tm" is not a word of here
-    [InlineData("brandtm", "brand™ here", true)]
+    [InlineData("bomb", "a bomb™ here", true)]          // ™ is a sign after the word, not letters of it
+    [InlineData("bomb", "a bomb℠ here", true)]
+    [InlineData("brandtm", "brand™ here", false)]
     [InlineData("カタカナ", "ｶﾀｶﾅ", true)]              // half-width katakana
     [InlineData("ガス", "ｶﾞｽ", true)]                  // with its voicing mark, composed as the full-width form is
     [InlineData("パン", "ﾊﾟﾝ", true)]
     [InlineData("カス", "ｶﾞｽ", false)]                 // a voiced kana is a letter of its own
     [InlineData("ガス", "カ\u3099ス", true)]             // full-width kana with the voicing mark written apart
+    [InlineData("ガス", "ｶ\u200Bﾞｽ", true)]             // a zero-width space between, which shows nothing
     [InlineData("ｶﾞｽ", "ガス", true)]                  // a half-width term matches the full-width word
     [InlineData("ㄱ", "ﾡ", true)]                      // half-width Hangul as the jamo a keyboard types
     public async Task Terms_and_text_are_read_alike_and_precomposed_letters_stay_themselves(string term, string text, bool hit)
@@ -193,16 +196,40 @@ public sealed class BlocklistTests
     {
         // Blocklists and PII read the guard's window in its matching form at every token: each
         // made its own (two arrays as long as the window, when it folds).
-        var window = "call ４１５-５５５-２６７１ about the ｂｏｍｂ " + Guid.NewGuid();
-        var form = MatchingForm.Of(window);
-        Assert.Same(form, MatchingForm.Of(window));
+        var window = string.Concat(Enumerable.Repeat("ｐｌａｉｎ ｗｏｒｄｓ ", 300)) + "call ４１５-５５５-２６７１ about the ｂｏｍｂ";
         var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("m") with { Blocklists = ["w"], Pii = PiiMode.Block }, [new Blocklist("w", ["bomb"], [])]);
+        await pipeline.AnalyzeAsync(window, ContentDirection.Completion);
+        var before = GC.GetAllocatedBytesForCurrentThread();
         var verdict = await pipeline.AnalyzeAsync(window, ContentDirection.Completion);
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         Assert.Equal(["w", null], verdict.Filtered.Select(r => r.Blocklist));
-        // Another string, even of the same text, is read for itself.
-        var copy = new string(window.AsSpan());
-        Assert.NotSame(form, MatchingForm.Of(copy));
-        Assert.Same(copy, MatchingForm.Of(copy).Written);
+        // One form: the folded text (2 bytes a character) and where each came from (4).
+        Assert.InRange(allocated, 6 * window.Length, 6 * window.Length * 3 / 2);
+    }
+
+    [Fact]
+    public void A_check_keeps_no_text_alive_once_it_is_done()
+    {
+        // A form kept for the thread's next check held its text (a prompt of megabytes, its PII)
+        // for as long as that thread checked nothing else: each thread of the pool one.
+        var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("m") with { Blocklists = ["w"], Pii = PiiMode.Annotate }, [new Blocklist("w", ["bomb"], [])]);
+        var checkedText = Check(pipeline);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.False(checkedText.IsAlive);
+    }
+
+    /// <summary>Checks a text of its own on this thread (the rule-based providers finish as they
+    /// are called) and lets go of it.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static WeakReference Check(SafetyPipeline pipeline)
+    {
+        var text = "call ４１５-５５５-２６７１ about the ｂｏｍｂ " + Guid.NewGuid();
+        var check = pipeline.AnalyzeAsync(text, ContentDirection.Prompt);
+        Assert.True(check.IsCompletedSuccessfully);
+        Assert.True(check.Result.Blocked);
+        return new WeakReference(text);
     }
 
     [Fact]
@@ -271,6 +298,8 @@ public sealed class BlocklistTests
     [InlineData(@"[\u200B-\u200D]", true)]
     [InlineData(@"\\b", true)]               // an escaped backslash, then b
     [InlineData("a{", true)]                 // a literal brace
+    [InlineData(@"(?#(a\[comment)bomb", true)] // a comment ends at its first ')', whatever it holds
+    [InlineData(@"(?=a(?#\))bomb", true)]
     public void A_pattern_added_must_match_some_text(string pattern, bool accepted)
     {
         CompiledBlocklist.Compile(new Blocklist("list", [], [pattern]));  // valid either way

@@ -75,6 +75,27 @@ public sealed class StreamingSafetyGuardTests
     }
 
     [Fact]
+    public async Task A_term_of_voiced_kana_written_half_width_is_never_released_even_in_part()
+    {
+        // 20 voiced kana, 40 half-width characters (each kana and its ﾞ): the guard holds back the
+        // term's length and 16, so counting each ﾞ it let the term's first kana out.
+        const string term = "ガギグゲゴザジズゼゾダヂヅデドバビブベボ";
+        const string written = "ｶﾞｷﾞｸﾞｹﾞｺﾞｻﾞｼﾞｽﾞｾﾞｿﾞﾀﾞﾁﾞﾂﾞﾃﾞﾄﾞﾊﾞﾋﾞﾌﾞﾍﾞﾎﾞ";
+        var text = string.Concat(Enumerable.Repeat("今日は晴れです。", 10)) + written + "。";
+        var guard = Pipeline(PiiMode.Off, term).GuardStream();
+        var released = "";
+        foreach (var chunk in text.Select(c => c.ToString()))
+        {
+            var step = await guard.AppendAsync(chunk);
+            released += step.Released;
+            if (step.Blocked) break;
+        }
+        Assert.NotNull(guard.BlockedBy);
+        Assert.DoesNotContain("ｶ", released);
+        Assert.StartsWith("今日は晴れです。", released, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Multi_word_term_with_long_whitespace_run_never_releases_its_first_word()
     {
         var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Off, Blocklists = ["words"] }, [new Blocklist("words", ["purple elephant"], [])]);

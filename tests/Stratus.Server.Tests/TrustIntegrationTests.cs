@@ -246,7 +246,7 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
     }
 
     [Fact]
-    public async Task A_blocked_prompt_the_model_cannot_encode_is_refused_and_audited_as_blocked()
+    public async Task A_blocked_prompt_the_model_cannot_encode_or_fit_is_refused_and_audited_as_blocked()
     {
         using var list = await fixture.Http.PutAsJsonAsync("/v1/admin/blocklists/unencodable-test", new { terms = new[] { "frobnicate" } });
         Assert.True(list.IsSuccessStatusCode, await list.Content.ReadAsStringAsync());
@@ -261,6 +261,9 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
                 ("/v1/completions", new { model = TinyModelServer.ModelName, prompt = "please frobnicate the café", max_tokens = 4 }),
                 ("/v1/completions", new { model = TinyModelServer.ModelName, prompt = new[] { "a café", "then frobnicate" }, max_tokens = 4 }),
                 ("/v1/chat/completions", new { model = TinyModelServer.ModelName, messages = new[] { new { role = "user", content = "frobnicate the café" } }, max_tokens = 4 }),
+                // More tokens than the context holds: "context_length_exceeded", unaudited, before.
+                ("/v1/completions", new { model = TinyModelServer.ModelName, prompt = "please frobnicate", max_tokens = 100_000 }),
+                ("/v1/chat/completions", new { model = TinyModelServer.ModelName, messages = new[] { new { role = "user", content = "frobnicate it" } }, max_tokens = 100_000 }),
             ];
             foreach (var (path, body) in blocked)
             {
@@ -276,6 +279,9 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
             using var clean = await fixture.Http.PostAsJsonAsync("/v1/completions", new { model = TinyModelServer.ModelName, prompt = "a café", max_tokens = 4 });
             Assert.Equal(HttpStatusCode.BadRequest, clean.StatusCode);
             Assert.Equal("unencodable_characters", (string?)JsonNode.Parse(await clean.Content.ReadAsStringAsync())!["error"]!["code"]);
+            using var tooLong = await fixture.Http.PostAsJsonAsync("/v1/chat/completions",
+                new { model = TinyModelServer.ModelName, messages = new[] { new { role = "user", content = "hello" } }, max_tokens = 100_000 });
+            Assert.Equal("context_length_exceeded", (string?)JsonNode.Parse(await tooLong.Content.ReadAsStringAsync())!["error"]!["code"]);
         }
         finally
         {

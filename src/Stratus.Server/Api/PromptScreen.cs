@@ -1,8 +1,9 @@
 // A check of a request's prompts that comes before the request's own faults: a prompt that
 // safety blocks is refused as blocked, and audited, even where the request would be refused
-// anyway (a character outside the model's vocabulary). Otherwise a client could find out whether
-// a text is blocked, and send blocked text unaudited, by adding a character the model cannot
-// encode. The generation filters check prompts only once a request is whole (IGenerationFilter
+// anyway (a character outside the model's vocabulary, a prompt too long for the context or for
+// max_tokens). Otherwise a client could find out whether a text is blocked, and send blocked
+// text unaudited, by adding a character the model cannot encode or asking for more tokens than
+// fit. The generation filters check prompts only once a request is whole (IGenerationFilter
 // runs with its tokens counted); the endpoints call the screens where they would refuse it first.
 namespace Stratus.Server.Api;
 

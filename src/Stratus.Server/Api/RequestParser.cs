@@ -182,7 +182,7 @@ public static partial class RequestParser
     {
         var unencodable = tokenizer.Unencodable(text);
         if (unencodable.Count > 0)
-            throw ApiException.Invalid($"The text has characters outside this model's vocabulary: {CodePoints.Describe(unencodable)}.", param, UnencodableCode);
+            throw ApiException.Invalid($"The text has characters outside this model's vocabulary: {CodePoints.Describe(unencodable)}.", param, "unencodable_characters");
         try { return tokenizer.Encode(text, addSpecialTokens); }
         catch (Exception e) when (e is StratusUserException or ArgumentException)
         {
@@ -190,11 +190,9 @@ public static partial class RequestParser
         }
     }
 
-    /// <summary>The code of Encode's 400 for a text with characters outside the model's vocabulary.</summary>
-    public const string UnencodableCode = "unencodable_characters";
-
     /// <summary>Has the screens see a request's prompts before it is refused with
-    /// <paramref name="refusal"/>, a fault of its own: a screen's refusal (a blocked prompt) comes first.</summary>
+    /// <paramref name="refusal"/>, a fault of its prompts (Encode's, MaxTokens'): a screen's
+    /// refusal (a blocked prompt) comes first.</summary>
     public static async ValueTask<ApiException> ScreenedAsync(ApiException refusal, IEnumerable<IPromptScreen> screens, HttpContext http, string model,
         ChatPrompt? chat, IReadOnlyList<string> prompts, CancellationToken cancellation)
     {

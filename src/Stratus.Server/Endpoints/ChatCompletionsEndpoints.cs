@@ -27,14 +27,18 @@ public static class ChatCompletionsEndpoints
         // Continuing the final message, the reply (and its logprobs) is the continuation only.
         var prompt = chat.Render(model.Template);
         var addSpecialTokens = body.AddSpecialTokens ?? model.Template.AddSpecialTokens;
-        int[] tokens;
-        try { tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", addSpecialTokens); }
-        catch (ApiException unencodable) when (unencodable.Code == RequestParser.UnencodableCode)
-        {
-            throw await RequestParser.ScreenedAsync(unencodable, screens, http, model.Name, chat, [prompt], cancellation);
-        }
         var maxParam = body.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
-        var maxTokens = RequestParser.MaxTokens(body.MaxCompletionTokens ?? body.MaxTokens, maxParam, "messages", tokens.Length, model.ContextLength, minimum: 1);
+        int[] tokens;
+        int maxTokens;
+        try
+        {
+            tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", addSpecialTokens);
+            maxTokens = RequestParser.MaxTokens(body.MaxCompletionTokens ?? body.MaxTokens, maxParam, "messages", tokens.Length, model.ContextLength, minimum: 1);
+        }
+        catch (ApiException refusal)
+        {
+            throw await RequestParser.ScreenedAsync(refusal, screens, http, model.Name, chat, [prompt], cancellation);
+        }
         // The template's end of turn joins the client's stop sequences: their limit is on what a
         // client asks for, not on this.
         var (stopTokens, stopTexts) = model.Template.Stops(model.Tokenizer);

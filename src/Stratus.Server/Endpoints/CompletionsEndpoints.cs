@@ -34,8 +34,9 @@ public static class CompletionsEndpoints
         var addSpecialTokens = body.AddSpecialTokens ?? true;
         var specialTokensAdded = new List<bool>(prompts.Count);
         var longest = 0;
-        // The first prompt the model cannot encode, refused once the screens have seen them all.
-        ApiException? unencodable = null;
+        // The first prompt the model cannot encode, or the prompts too long for the context: a
+        // refusal once the screens have seen them all.
+        ApiException? refusal = null;
         for (var i = 0; i < prompts.Count; i++)
         {
             var (text, ids) = prompts[i];
@@ -44,9 +45,9 @@ public static class CompletionsEndpoints
             else
             {
                 try { ids = RequestParser.Encode(tokenizer, text!, param, addSpecialTokens); }
-                catch (ApiException refusal) when (refusal.Code == RequestParser.UnencodableCode)
+                catch (ApiException refused)
                 {
-                    unencodable ??= refusal;
+                    refusal ??= refused;
                     promptTexts.Add(text!);
                     continue;
                 }
@@ -58,8 +59,11 @@ public static class CompletionsEndpoints
             specialTokensAdded.Add(text is not null && addSpecialTokens);
             longest = Math.Max(longest, ids.Length);
         }
-        if (unencodable is not null) throw await RequestParser.ScreenedAsync(unencodable, screens, http, model.Name, null, promptTexts, cancellation);
-        var maxTokens = RequestParser.MaxTokens(body.MaxTokens, "max_tokens", "prompt", longest, model.ContextLength, minimum: 0, DefaultMaxTokens);
+        var maxTokens = 0;
+        if (refusal is null)
+            try { maxTokens = RequestParser.MaxTokens(body.MaxTokens, "max_tokens", "prompt", longest, model.ContextLength, minimum: 0, DefaultMaxTokens); }
+            catch (ApiException tooLong) { refusal = tooLong; }
+        if (refusal is not null) throw await RequestParser.ScreenedAsync(refusal, screens, http, model.Name, null, promptTexts, cancellation);
         var echo = body.Echo == true;
         var request = sampling with { PromptTokens = promptTokens[0], MaxTokens = maxTokens, Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };
         var stream = body.Stream == true;

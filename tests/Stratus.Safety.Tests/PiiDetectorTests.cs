@@ -93,6 +93,23 @@ public sealed class PiiDetectorTests
         Assert.Equal("Mail [EMAIL] or call [PHONE]; card [CARD], ssn [SSN], ip [IP_ADDRESS].", redacted);
     }
 
+    [Fact]
+    public void Of_overlapping_candidates_the_longest_is_kept_and_the_spans_come_in_text_order()
+    {
+        // The IPv4 address inside the IPv6 one is a candidate too, and the IPv6 one, longer, wins;
+        // repeated, each repetition is found (RemoveOverlaps reads the characters that kept spans cover).
+        const string piece = "at ::ffff:192.168.0.1 or bob@example.org, ";
+        var text = string.Concat(Enumerable.Repeat(piece, 3000));
+        var found = Detector.Find(text);
+        Assert.Equal(6000, found.Count);
+        for (var i = 0; i < found.Count; i += 2)
+        {
+            var at = i / 2 * piece.Length;
+            Assert.Equal(new SafetyMatch(at + 3, "::ffff:192.168.0.1".Length, "IP_ADDRESS"), found[i]);
+            Assert.Equal(new SafetyMatch(at + 25, "bob@example.org".Length, "EMAIL"), found[i + 1]);
+        }
+    }
+
     [Theory]
     [InlineData("my number is ١٢٣-٤٥-٦٧٨٩ ok")]
     [InlineData("my number is １２３-４５-６７８٩ ok")]

@@ -44,6 +44,7 @@ public sealed class TinyModelServer : IAsyncLifetime
 
     /// <summary>Engine limits; a subclass can make them tight to test refusals.</summary>
     public EngineOptions Engine { get; init; } = new() { BlockSize = 8, MaxBatchSize = 32 };
+    public long MaxRequestBodyBytes { get; init; } = 64 * 1024;
     public Action<IServiceCollection>? ConfigureServices { get; init; }
     public IReadOnlyList<Stratus.Safety.IContentSafetyProvider> ExtraSafetyProviders { get; init; } = [];
     public TimeSpan ShutdownGracePeriod { get; init; } = new ServeOptions().ShutdownGracePeriod;
@@ -91,7 +92,7 @@ public sealed class TinyModelServer : IAsyncLifetime
             Models = [new ModelSpec(RunFolder, ModelName), new ModelSpec(Path.Combine(RunFolder, "checkpoints", "best"))],
             Port = 0,
             Engine = Engine,
-            MaxRequestBodyBytes = 64 * 1024,
+            MaxRequestBodyBytes = MaxRequestBodyBytes,
             ConfigureServices = ConfigureServices,
             ConfigurePipeline = ConfigurePipeline,
             ShutdownGracePeriod = ShutdownGracePeriod,
@@ -109,6 +110,15 @@ public sealed class TinyModelServer : IAsyncLifetime
         await Server.DisposeAsync();
         if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
     }
+}
+
+/// <summary>A server that takes bodies as large as `stratus serve` takes by default (1 MiB).</summary>
+public sealed class FullSizeBodyServer : IAsyncLifetime
+{
+    readonly TinyModelServer inner = new() { MaxRequestBodyBytes = new ServeOptions().MaxRequestBodyBytes };
+    public TinyModelServer Server => inner;
+    public Task InitializeAsync() => inner.InitializeAsync();
+    public Task DisposeAsync() => inner.DisposeAsync();
 }
 
 /// <summary>A server whose engine takes one sequence at a time and lets one wait.</summary>

@@ -37,6 +37,7 @@ root.Subcommands.Add(UsageCommand.Create());
 root.Subcommands.Add(BlocklistCommand.Create());
 root.Subcommands.Add(BackupCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
+Invocation.NameVerbs(root.Subcommands.Select(verb => verb.Name));
 
 var parsed = root.Parse(args);
 // `stratus` or `stratus keys` alone: list what can follow instead of an error. Only alone:

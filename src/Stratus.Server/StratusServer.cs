@@ -152,11 +152,11 @@ public sealed class StratusServer : IAsyncDisposable
             {
                 foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device));
             });
-            // The host takes SIGINT and SIGTERM once it listens: one during the load stops the
-            // server then, not after a load that cannot be broken off.
-            var stopping = app.Lifetime.ApplicationStopping;
-            if (await Task.WhenAny(Task.Delay(Timeout.Infinite, stopping), loading) != loading)
-                throw new OperationCanceledException("the server was stopped while its models loaded", stopping);
+            // The host takes SIGINT and SIGTERM once it listens: one during the load, or the
+            // caller's token, stops the server then, not after a load that cannot be broken off.
+            using (var stopping = CancellationTokenSource.CreateLinkedTokenSource(app.Lifetime.ApplicationStopping, cancellation))
+                if (await Task.WhenAny(Task.Delay(Timeout.Infinite, stopping.Token), loading) != loading)
+                    throw new OperationCanceledException("the server was stopped while its models loaded", cancellation.IsCancellationRequested ? cancellation : app.Lifetime.ApplicationStopping);
             await loading;
             registry.IsLoading = false;
             foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);

@@ -37,6 +37,47 @@ public sealed class InvocationTests
         Assert.Equal("No API keys. Create one: stratus keys create --name <n> --scopes inference", stdout.Trim());
     }
 
+    /// <summary>A path the user gave that holds "stratus " before a word was rewritten as a
+    /// command: `my stratus runs/x` became `my ./stratus runs/x` in the error naming it. Only
+    /// `stratus` before one of the CLI's verbs is.</summary>
+    [Fact]
+    public void A_path_the_user_gave_is_left_as_given()
+    {
+        using var temp = new TempDirectory();
+        var run = temp["my stratus runs"];
+        var (code, _, stderr) = RunAs("./stratus", "plot", run);
+        Assert.True(code == 2, stderr);
+        Assert.Contains($"{run} ", stderr);
+        Assert.Contains("`./stratus train --out <run>`", stderr);
+    }
+
+    /// <summary>STRATUS_COMMAND is inherited and can be set by anything above the CLI (mpirun -x,
+    /// a job's environment): a value the shell would read otherwise (`$`, a quote) was printed as
+    /// it is, so the hint pasted ran something else; one with a newline or an escape sequence broke
+    /// the one-line error or drove the terminal. Now the first is quoted as one shell word and the
+    /// second not used.</summary>
+    [Fact]
+    public void The_command_is_one_shell_word_and_one_with_control_characters_is_not_used()
+    {
+        using var temp = new TempDirectory();
+        Assert.Equal(0, Cli.Run("keys", "create", "--name", "app", "--data-dir", temp["home"]).ExitCode);
+        Assert.Equal(0, Cli.Run("keys", "revoke", "app", "--data-dir", temp["home"]).ExitCode);
+        foreach (var (invoked, spelled) in new[]
+        {
+            ("../my$clone/stratus", "'../my$clone/stratus'"),
+            ("../it's here/stratus", "'../it'\\''s here/stratus'"),
+            ("../clone/stratus;rm", "'../clone/stratus;rm'"),
+            ("./stratus\u001b[2J", "stratus"),
+            ("./stratus\nerror: fake", "stratus"),
+            ("./stratus\u202e", "stratus"),
+        })
+        {
+            var (code, stdout, stderr) = RunAs(invoked, "keys", "list", "--data-dir", temp["home"]);
+            Assert.True(code == 0, stderr);
+            Assert.Equal($"No API keys. Create one: {spelled} keys create --name <n> --scopes inference", stdout.Trim());
+        }
+    }
+
     /// <summary>The launcher script says how it was run: as typed, or its name alone where the
     /// shell found it on the PATH. Run here with a CLI it takes as built and a `dotnet` that prints
     /// what it was given.</summary>

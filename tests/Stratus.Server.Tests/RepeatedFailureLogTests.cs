@@ -84,7 +84,7 @@ public sealed class RepeatedFailureLogTests
     /// <summary>A platform database that fails every request (here every write, for a lock another
     /// process holds, as an sqlite3 shell left in BEGIN does) was an error with its stack trace per request: now
     /// one error line naming the cause for any number of requests within the minute, each
-    /// request's exception at Debug, and a line when a key is read again.</summary>
+    /// request's exception at Debug, and a line when the database takes a write again.</summary>
     [Fact]
     public async Task A_failing_database_is_one_line_naming_the_cause_not_a_stack_trace_per_request()
     {
@@ -112,9 +112,52 @@ public sealed class RepeatedFailureLogTests
             Assert.Equal((LogLevel.Error, null), (error.Level, error.Exception));
             Assert.Matches(@"^The platform database failed 1 request\(s\): .*stratus\.db is locked by another process .*; try again once that process is done \(said at most once a minute while it lasts\)$", error.Message);
 
-            using (var again = await fixture.Http.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.OK, again.StatusCode);
-            var answers = Assert.Single(log.Lines, line => line.Level == LogLevel.Warning);
+            using (var again = await fixture.Http.PostAsJsonAsync("/v1/completions", new { model = TinyModelServer.ModelName, prompt = "a", max_tokens = 1 }))
+                Assert.Equal(HttpStatusCode.OK, again.StatusCode);
+            var answers = Assert.Single(await LinesAsync(log, line => line.Level == LogLevel.Warning, 1));
             Assert.Equal("The platform database answers again; 2 more request(s) failed since the last line", answers.Message);
+        }
+        finally
+        {
+            await fixture.DisposeAsync();
+        }
+    }
+
+    /// <summary>A key read that succeeded ended the failure ("answers again"), but a lock another
+    /// process holds fails writes alone (in WAL mode reads go on): a write refused, any request's
+    /// key read, a write refused again gave an error and a warning a request, the line a request
+    /// the throttle is there to stop. Now the failure ends when the database takes a write again
+    /// (a request's usage recorded).</summary>
+    [Fact]
+    public async Task Reads_that_go_on_under_a_held_write_lock_do_not_end_a_failing_database()
+    {
+        var log = new LogCapture();
+        var fixture = new TinyModelServer { ConfigureServices = log.AddTo };
+        await fixture.InitializeAsync();
+        try
+        {
+            using (var holder = new SqliteConnection($"Data Source={Path.Combine(fixture.DataDir, PlatformDatabase.FileName)};Pooling=False"))
+            {
+                holder.Open();
+                using (var begin = holder.CreateCommand())
+                {
+                    begin.CommandText = "BEGIN EXCLUSIVE;";
+                    begin.ExecuteNonQuery();
+                }
+                for (var i = 0; i < 2; i++)
+                {
+                    using (var refused = await fixture.Http.PostAsJsonAsync("/v1/admin/keys", new { name = $"locked-out-{i}", scopes = "inference" }))
+                        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+                    using (var read = await fixture.Http.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.OK, read.StatusCode);
+                }
+            }
+            var error = Assert.Single(log.Lines, line => line.Level >= LogLevel.Warning);
+            Assert.Equal(LogLevel.Error, error.Level);
+            // Its usage is written once the answer is out.
+            using (var completion = await fixture.Http.PostAsJsonAsync("/v1/completions", new { model = TinyModelServer.ModelName, prompt = "a", max_tokens = 1 }))
+                Assert.Equal(HttpStatusCode.OK, completion.StatusCode);
+            var answers = Assert.Single(await LinesAsync(log, line => line.Level == LogLevel.Warning, 1));
+            Assert.Equal("The platform database answers again; 1 more request(s) failed since the last line", answers.Message);
         }
         finally
         {

@@ -232,6 +232,25 @@ public sealed class ServerStartupTests : IDisposable
         await Assert.ThrowsAsync<HttpRequestException>(() => client.GetAsync(new Uri(root!, "health")));
     }
 
+    /// <summary>The caller's token was watched before the port opened and after the load, not
+    /// during it: cancelled while the models loaded, StartAsync went on until the load ended, and
+    /// then ended as the load did (here a model that does not exist: its error). Now it ends as
+    /// cancelled, as a stopped host does, without waiting for the load, and the port closes.</summary>
+    [Fact]
+    public async Task A_start_cancelled_while_its_models_load_ends_cancelled()
+    {
+        using var cancel = new CancellationTokenSource();
+        Uri? root = null;
+        var options = Options(insecure: true) with
+        {
+            Models = [new ModelSpec(Path.Combine(folder, "no-such-model"), "m")],
+            LoadingModels = url => { root = url; cancel.Cancel(); },
+        };
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => StratusServer.StartAsync(options, cancel.Token));
+        using var client = new HttpClient();
+        await Assert.ThrowsAsync<HttpRequestException>(() => client.GetAsync(new Uri(root!, "health")));
+    }
+
     /// <summary>A model that fails to load closes the port that was opened before it.</summary>
     [Fact]
     public async Task A_model_that_fails_to_load_closes_the_port()

@@ -57,8 +57,9 @@ public sealed class StratusTrust
             logger.LogError("The platform database failed {Requests} request(s): {Cause} (said at most once a minute while it lasts)", failed, e.Message.TrimEnd('.'));
     }
 
-    /// <summary>Says that the platform database answered again (a key was read), with the failed
-    /// requests no line has named; nothing when it was not failing.</summary>
+    /// <summary>Says that the platform database answers again (it took a write: a request's usage
+    /// recorded; a key read is no sign, as reads go on under a lock that fails writes), with the
+    /// failed requests no line has named; nothing when it was not failing.</summary>
     internal void LogStorageAnswers(ILogger logger)
     {
         if (StorageFailures.Failing && StorageFailures.End() is { } unsaid)

@@ -81,8 +81,6 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
             return;
         }
         var result = await trust.Keys.AuthenticateAsync(presented, context.RequestAborted);
-        // The key's row was read: the database answers.
-        trust.LogStorageAnswers(logger);
         if (!result.Succeeded)
         {
             // Clients learn only what they can fix; wrong and revoked keys read alike, and only the

@@ -1,6 +1,8 @@
 // IAuditLog on SQLite (table audit_log). Appends run in an IMMEDIATE transaction, so reading
 // the last hash and inserting the next entry is atomic even across processes sharing the file;
 // the stores append the entry of a change in the change's own transaction.
+using System.Text.Encodings.Web;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Data.Sqlite;
 using static Stratus.Platform.PlatformDatabase;
@@ -11,6 +13,12 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
 {
     readonly TimeProvider clock = time ?? TimeProvider.System;
 
+    // The stored details are read by people (`stratus audit list` prints them as stored): a
+    // blocklist term in any script, or a pattern's `+` and `<`, is kept as written rather than as
+    // \uXXXX, which the default encoder writes for whatever an HTML page could misread. The text is
+    // still JSON with its control characters escaped, and is never put into a page.
+    static readonly JsonSerializerOptions StoredDetails = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     public ValueTask<AuditEntry> AppendAsync(string actor, string action, JsonObject? details = null, CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(database.Write(transaction => Append(transaction, new AuditRecord(actor, action, details ?? []))));
 
@@ -19,7 +27,7 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
     internal AuditEntry Append(SqliteTransaction transaction, AuditRecord record)
     {
         var connection = transaction.Connection!;
-        var detailsJson = record.Details.ToJsonString();
+        var detailsJson = record.Details.ToJsonString(StoredDetails);
         long sequence = 1;
         var previousHash = AuditChain.GenesisHash;
         using (var last = Command(connection, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"))

@@ -20,8 +20,6 @@ public static class AuditActions
     public const string PolicyChanged = "policy.changed";
     public const string BlocklistChanged = "blocklist.changed";
     public const string ModelDeployed = "model.deployed";
-    public const string JobSubmitted = "job.submitted";
-    public const string JobCancelled = "job.cancelled";
     public const string RequestFiltered = "request.filtered";
 }
 

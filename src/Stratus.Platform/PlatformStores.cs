@@ -1,5 +1,5 @@
-// The platform's stores as one value, and the SQLite set used by default. A later backend
-// (PostgreSQL) provides the same interfaces; the services above them do not change.
+// The platform's stores as one value, and the SQLite set used by default. The services above
+// them see only the interfaces, so another backend would replace this one method.
 namespace Stratus.Platform;
 
 public sealed record PlatformStores(

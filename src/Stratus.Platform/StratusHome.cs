@@ -1,6 +1,7 @@
-// Where Stratus keeps its state (database, and later models and jobs): --data-dir if given,
-// else $STRATUS_HOME, else a "stratus" folder in the user's local application data directory
-// (~/.local/share/stratus on Linux, %LOCALAPPDATA%\stratus on Windows).
+// Where Stratus keeps its trust state (stratus.db: keys, usage, the audit log, safety
+// configuration): --data-dir if given, else $STRATUS_HOME, else a "stratus" folder in the user's
+// local application data directory (~/.local/share/stratus on Linux, %LOCALAPPDATA%\stratus on
+// Windows).
 using Stratus.Safety;
 
 namespace Stratus.Platform;

@@ -168,7 +168,7 @@ internal static class Checks
 
             buckets.ZeroGradients();
             Loss(bucketed, mpi.Rank, step).backward();
-            buckets.AllReduceGradients();
+            buckets.AllReduceGradients(ReduceOp.Average);
             var bucketedParameters = bucketed.parameters().ToArray();
             using (var flatGrad = cat(bucketedParameters.Select(p => p.grad!.flatten()).ToArray()))
             using (var flatParam = cat(bucketedParameters.Select(p => p.detach().flatten()).ToArray()))
@@ -179,7 +179,7 @@ internal static class Checks
 
             sharding.ZeroGradients();
             Loss(sharded, mpi.Rank, step).backward();
-            sharding.ReduceScatterGradients();
+            sharding.ReduceScatterGradients(ReduceOp.Average);
             shardState.Step(sharding.ParameterShard, sharding.GradientShard, lr, step);
             sharding.AllGatherParameters();
         }

@@ -16,7 +16,7 @@ public sealed class AuditLogTests : IDisposable
 
     async Task AppendFive()
     {
-        string[] actions = [AuditActions.KeyCreated, AuditActions.PolicyChanged, AuditActions.ModelDeployed, AuditActions.JobSubmitted, AuditActions.JobCancelled];
+        string[] actions = [AuditActions.KeyCreated, AuditActions.PolicyChanged, AuditActions.ModelDeployed, AuditActions.KeyRevoked, AuditActions.BlocklistChanged];
         for (var i = 0; i < actions.Length; i++)
         {
             ((TestClock)platform.Clock!).Advance(TimeSpan.FromSeconds(1));

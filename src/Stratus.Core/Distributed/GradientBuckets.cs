@@ -1,6 +1,6 @@
-// Data-parallel gradient averaging, as PyTorch DDP does it: parameters are grouped into buckets
+// Data-parallel gradient reduction, as PyTorch DDP does it: parameters are grouped into buckets
 // of about 25 MB, each bucket's gradients live in one flat buffer, and one all-reduce per bucket
-// averages them across ranks.
+// combines them across ranks (the trainer sums them: see DataParallelAdamW.ReduceGradients).
 //
 // Each parameter's .grad is set to a view into its bucket's buffer (TorchSharp 0.107 has a public
 // Tensor.grad setter). libtorch's AccumulateGrad adds into an existing .grad in place, so
@@ -56,11 +56,10 @@ public sealed class GradientBuckets : IDisposable
     }
 
     /// <summary>
-    /// Averages every parameter's gradient across ranks (or sums them: the trainer divides each
-    /// micro-batch loss by the job's micro-batch count, so the sum is the global mean). Call
-    /// after backward on every rank.
+    /// Reduces every parameter's gradient across ranks with <paramref name="op"/>. Call after
+    /// backward on every rank.
     /// </summary>
-    public void AllReduceGradients(ReduceOp op = ReduceOp.Average)
+    public void AllReduceGradients(ReduceOp op)
     {
         var pending = new IPendingCollective[_buckets.Length];
         for (var i = 0; i < _buckets.Length; i++)

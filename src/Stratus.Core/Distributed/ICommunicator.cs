@@ -23,16 +23,18 @@ public interface ICommunicator : IDisposable
 
     int WorldSize { get; }
 
-    /// <summary>True on rank 0, the rank that logs, evaluates and writes checkpoints.</summary>
+    /// <summary>True on rank 0, the rank that logs and writes checkpoints (every rank evaluates its
+    /// share of the batches).</summary>
     bool IsMain { get; }
 
     /// <summary>Combines <paramref name="tensor"/> across all ranks, in place.</summary>
     void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum);
 
     /// <summary>
-    /// Starts an in-place all-reduce and returns at once, so that communication can overlap with
-    /// computation (gradient buckets during backward). The tensor must stay alive and untouched
-    /// until the returned operation has completed.
+    /// Starts an in-place all-reduce and returns at once, so that several can be in flight together
+    /// (GradientBuckets starts every bucket's after backward, then waits for all: TorchSharp has no
+    /// hook to start one during backward). The tensor must stay alive and untouched until the
+    /// returned operation has completed.
     /// </summary>
     IPendingCollective StartAllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum);
 

@@ -2,7 +2,7 @@
 // its own 1/N of them. All parameters live in one flat fp32 buffer (each Parameter's storage is
 // moved into it), all gradients in another (each .grad is a view into it). A step is then:
 //   backward                 -> gradients accumulate into FlatGradients
-//   ReduceScatterGradients   -> GradientShard = this rank's slice of the averaged gradients
+//   ReduceScatterGradients   -> GradientShard = this rank's slice of the gradients summed over ranks
 //   optimizer on the shard   -> e.g. _fused_adamw_([ParameterShard], [GradientShard], [m], [v], ...)
 //   AllGatherParameters      -> every rank's updated slice lands in every rank's parameters
 // ParameterShard is a view of FlatParameters, so the optimizer updates the model's own weights in
@@ -69,14 +69,14 @@ public sealed class ParameterSharding : IDisposable
     /// <summary>This rank's slice of <see cref="FlatParameters"/> (a view: updating it updates the model).</summary>
     public Tensor ParameterShard { get; }
 
-    /// <summary>This rank's slice of the averaged gradients, filled by <see cref="ReduceScatterGradients"/>.</summary>
+    /// <summary>This rank's slice of the reduced gradients, filled by <see cref="ReduceScatterGradients"/>.</summary>
     public Tensor GradientShard { get; }
 
     /// <summary>Zeroes all gradients in place, keeping .grad pointing into <see cref="FlatGradients"/>.</summary>
     public void ZeroGradients() => FlatGradients.zero_();
 
-    /// <summary>Averages (or sums) gradients across ranks into <see cref="GradientShard"/>. Call after backward on every rank.</summary>
-    public void ReduceScatterGradients(ReduceOp op = ReduceOp.Average)
+    /// <summary>Reduces gradients across ranks with <paramref name="op"/> into <see cref="GradientShard"/>. Call after backward on every rank.</summary>
+    public void ReduceScatterGradients(ReduceOp op)
     {
         RequireGradientsInPlace();
         _communicator.ReduceScatter(FlatGradients, GradientShard, op);

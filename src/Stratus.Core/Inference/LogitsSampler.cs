@@ -9,7 +9,9 @@ using Stratus.Tokenization;
 
 namespace Stratus.Inference;
 
-public sealed class LogitsSampler(int vocabSize)
+/// <param name="drawableTokens">The longest row of logits it is given: <see cref="LogitsSampler.DrawableTokens"/>, which may
+/// be fewer than the model's vocab_size.</param>
+public sealed class LogitsSampler(int drawableTokens)
 {
     /// <summary>How many of a model's logits a token is drawn from: the ids its tokenizer can
     /// spell. An imported model may pad vocab_size past its tokenizer (Qwen2.5 has 151,936 rows
@@ -17,9 +19,9 @@ public sealed class LogitsSampler(int vocabSize)
     public static int DrawableTokens(CausalLanguageModel model, ITokenizer tokenizer) =>
         Math.Min(model.Config.VocabSize, tokenizer.VocabSize);
 
-    readonly float[] probabilities = new float[vocabSize];
-    readonly int[] order = new int[vocabSize];
-    readonly float[] sortKeys = new float[vocabSize];
+    readonly float[] probabilities = new float[drawableTokens];
+    readonly int[] order = new int[drawableTokens];
+    readonly float[] sortKeys = new float[drawableTokens];
 
     /// <summary>Picks a token for <paramref name="sequence"/> from <paramref name="logits"/>
     /// (bias, penalties and JSON mode's mask are applied in place; temperature is not, so

@@ -1,6 +1,7 @@
-// Executes what the scheduler decided: a prefill forward per newly admitted prompt and one
-// batched decode forward over every running sequence, each reading and writing the paged KV
-// cache; then each row's next token is chosen on the CPU.
+// Executes what the scheduler decided: a prefill forward over the next chunk of one or more
+// prompts (rows whose chunks are of one length) and one batched decode forward over every
+// running sequence whose prompt is done, each reading and writing the paged KV cache; then each
+// row's next token is chosen on the CPU.
 using Stratus.Models;
 using TorchSharp;
 using static TorchSharp.torch;

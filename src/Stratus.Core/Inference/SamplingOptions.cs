@@ -1,7 +1,7 @@
 // How the next token is drawn from a row of logits: temperature, top-k, top-p (nucleus), min-p,
-// and a seed so the same settings give the same text. The CLI's TextGenerator and the serving
-// engine (GenerationRequest.Sampling) both take these settings, and LogitsSampler applies them,
-// so the two give the same tokens for the same logits and seed.
+// and a seed so the same settings give the same text. TextGenerator (`stratus sample`) and the
+// serving engine (GenerationRequest.Sampling) both take these settings, and LogitsSampler
+// applies them, so the two give the same tokens for the same logits and seed.
 namespace Stratus.Inference;
 
 public sealed record SamplingOptions

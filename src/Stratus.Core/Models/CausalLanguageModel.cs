@@ -28,7 +28,7 @@ public abstract class CausalLanguageModel : nn.Module
     }
 
     /// <summary>The weights inference matmuls of up to DecodeKernel.MaxRows (8) rows read, through the decode kernels
-    /// in DecodeKernels.cs (single-stream and small-batch decoding); larger batches, training and
+    /// in DecodeKernel.cs (single-stream and small-batch decoding); larger batches, training and
     /// anything needing gradients keep libtorch. bf16 copies are made on first use, so set this
     /// again after changing the weights.</summary>
     public DecodeWeights DecodeWeights

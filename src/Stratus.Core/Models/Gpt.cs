@@ -87,7 +87,7 @@ public sealed class Gpt : CausalLanguageModel
         foreach (var (name, parameter) in named_parameters())
         {
             if (name.EndsWith(".bias")) nn.init.zeros_(parameter);
-            else if (name.Contains(".ln_") || name.Contains("ln_f")) nn.init.ones_(parameter);
+            else if (name.Contains(".ln_")) nn.init.ones_(parameter); // ln_1, ln_2 and transformer.ln_f
             else if (name.EndsWith("c_proj.weight")) nn.init.normal_(parameter, 0, residualStd);
             else nn.init.normal_(parameter, 0, 0.02);
         }
@@ -160,16 +160,8 @@ public sealed class Gpt : CausalLanguageModel
             // are then summed (CPU config, interleaved steps: 34.1-34.7 vs 34.7-35.5 ms/step).
             var qkv = precision.Linear(x, c_attn).view(b, t, 3, heads, c / heads).unbind(2);
             Tensor q = qkv[0].transpose(1, 2), k = qkv[1].transpose(1, 2), v = qkv[2].transpose(1, 2);
-            Tensor y;
             var p = training ? dropout : 0.0;
-            if (cache is null)
-            {
-                y = precision.CausalAttention(q, k, v, p);
-            }
-            else
-            {
-                y = cache.Attend(layer, q, k, v);
-            }
+            var y = cache is null ? precision.CausalAttention(q, k, v, p) : cache.Attend(layer, q, k, v);
             y = y.transpose(1, 2).reshape(b, t, c);
             return resid_dropout.call(precision.Linear(y, c_proj).to(x.dtype));
         }

@@ -1,6 +1,6 @@
 // Key/value caches for incremental decoding. The model talks to a cache only through
-// IKvCache, so the sampler's simple contiguous cache and the serving engine's block pool
-// plug into the same attention code.
+// IKvCache, so a simple contiguous cache (`bench infer`'s, the tests') and the serving
+// engine's block pool (which `stratus sample` runs on too) plug into the same attention code.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using TorchSharp;
@@ -42,7 +42,7 @@ public interface IKvCache
 }
 
 /// <summary>
-/// A contiguous cache for B rows that advance together (sampling, benchmarks): one
+/// A contiguous cache for B rows that advance together (`bench infer`, tests): one
 /// preallocated [B, H, capacity, D] buffer per layer for keys and one for values, so decoding
 /// allocates no cache memory per token.
 /// </summary>
@@ -109,7 +109,7 @@ public sealed class KvCache : IKvCache, IDisposable
         return CachedAttention.Compute(q, allKeys, allValues, key.le(query).unsqueeze(0).unsqueeze(0));
     }
 
-    // One new token per row in fp32 on the CPU (sampling's decode step): the cache's own
+    // One new token per row in fp32 on the CPU (a decode step): the cache's own
     // [B, KV, capacity, D] buffers, read in place. A position's offset depends only on its row
     // and index, so each is written once, when a step first reaches it.
     readonly OneTokenAttention oneToken = new();

@@ -230,15 +230,7 @@ public sealed class Llama : CausalLanguageModel
             var k = Rotate(qkv[1].view(b, t, kvHeads, headDim).transpose(1, 2), cos, signedSin);
             var v = qkv[2].view(b, t, kvHeads, headDim).transpose(1, 2);
             var p = training ? dropout : 0.0;
-            Tensor y;
-            if (cache is null)
-            {
-                y = precision.CausalAttention(q, k, v, p);
-            }
-            else
-            {
-                y = cache.Attend(layer, q, k, v);
-            }
+            var y = cache is null ? precision.CausalAttention(q, k, v, p) : cache.Attend(layer, q, k, v);
             y = y.transpose(1, 2).reshape(b, t, heads * headDim);
             return precision.Linear(y, o_proj).to(x.dtype);
         }

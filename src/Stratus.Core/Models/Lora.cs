@@ -1,7 +1,8 @@
 // LoRA (Hu et al. 2021): a frozen linear layer W gains a trainable low-rank update
 // (alpha / rank) * B A, with A [rank, in] random and B [out, rank] zero so training starts from
-// the unchanged model. Adapters live under "lora.<layer path>" in the state dict, so a LoRA
-// checkpoint holds base and adapters together; export merges the update into W.
+// the unchanged model. Adapters live under "lora.<layer path, dots as underscores>" in the state
+// dict (lora.model_layers_0_self_attn_q_proj.lora_A), so a LoRA checkpoint holds base and
+// adapters together; export merges the update into W.
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

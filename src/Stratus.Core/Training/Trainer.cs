@@ -273,7 +273,6 @@ public sealed class Trainer : IDisposable
         using var metrics = communicator.IsMain ? new MetricsLog(runDirectory, step) : null;
         var clock = Stopwatch.StartNew();
         var startStep = step;
-        var lastCheckpointStep = step;
         for (; ; step++)
         {
             var stopping = communicator.AnyRank(cancellation.IsCancellationRequested);
@@ -293,10 +292,7 @@ public sealed class Trainer : IDisposable
             }
             var checkpointDue = config.CheckpointInterval > 0 && step % config.CheckpointInterval == 0;
             if (step > startStep && (checkpointDue || step == config.MaxIters || stopping))
-            {
                 SaveCheckpoint("last");
-                lastCheckpointStep = step;
-            }
             StoppedEarly = stopping && step < config.MaxIters;
             if (step >= config.MaxIters || stopping)
             {

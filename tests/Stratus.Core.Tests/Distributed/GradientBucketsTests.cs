@@ -43,7 +43,7 @@ public sealed class GradientBucketsTests
             // Checked before AllReduceGradients, which would re-point a replaced .grad: libtorch
             // itself added into the bucket views in place.
             Assert.Equal(addresses, model.parameters().Select(p => { using var g = p.grad!; return TensorBuffer.Of(g, "test").Address; }).ToArray());
-            buckets.AllReduceGradients();
+            buckets.AllReduceGradients(ReduceOp.Average);
         }
 
         foreach (var (expected, actual) in reference.parameters().Zip(model.parameters()))
@@ -59,7 +59,7 @@ public sealed class GradientBucketsTests
         using var buckets = new GradientBuckets(model.parameters(), new SingleProcessCommunicator());
         model.zero_grad(set_to_none: true);
         Loss(model).backward();
-        buckets.AllReduceGradients();
+        buckets.AllReduceGradients(ReduceOp.Average);
         foreach (var (expected, actual) in reference.parameters().Zip(model.parameters()))
             Assert.True(expected.grad!.allclose(actual.grad!));
         // Zeroing the buckets zeroes the gradients the model sees.

@@ -20,7 +20,7 @@ public sealed class ParameterShardingTests
 
         sharding.ZeroGradients();
         model.call(ones(2, 3)).sum().backward();
-        sharding.ReduceScatterGradients();
+        sharding.ReduceScatterGradients(ReduceOp.Average);
         using var expectedGradients = cat(model.parameters().Select(p => p.grad!.flatten()).ToArray());
         Assert.True(expectedGradients.allclose(sharding.GradientShard, rtol: 0, atol: 0));
 

@@ -1,6 +1,6 @@
 // Usage metering: requests and prompt/completion tokens per key, per UTC day, per model,
-// accumulated as requests complete, and queried by key and date range for billing, the
-// dashboard and `stratus usage`.
+// accumulated as requests complete, and queried by key and date range for billing, the admin
+// API's /v1/usage and `stratus usage`.
 using Stratus.Safety;
 using static Stratus.Platform.PlatformDatabase;
 

@@ -171,6 +171,25 @@ public sealed class FileReaderTests
     }
 
     [Fact]
+    public async Task A_folders_lock_file_that_is_a_named_pipe_or_a_device_is_refused_in_one_line()
+    {
+        // .lock was opened and cut to length 0: a FIFO or a link to /dev/null there threw
+        // NotSupportedException (a stack trace) from train or prepare.
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var fifo = Path.Combine(temp["fifo"], FolderLock.FileName);
+        Directory.CreateDirectory(temp["fifo"]);
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
+        Assert.Equal($"{fifo} is a named pipe (FIFO), not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself",
+            Assert.Throws<StratusUserException>(() => FolderLock.Take(temp["fifo"], "held").Dispose()).Message);
+        var device = Path.Combine(temp["device"], FolderLock.FileName);
+        Directory.CreateDirectory(temp["device"]);
+        File.CreateSymbolicLink(device, "/dev/null");
+        Assert.StartsWith($"{device} is a character device, not a regular file",
+            Assert.Throws<StratusUserException>(() => FolderLock.Take(temp["device"], "held").Dispose()).Message);
+    }
+
+    [Fact]
     public async Task A_config_given_through_a_pipe_or_shorter_than_its_size_is_read_to_its_end()
     {
         // `--config <(jq ... base.json)` or `--config /dev/stdin`: asking a pipe its size threw

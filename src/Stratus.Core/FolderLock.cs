@@ -24,6 +24,8 @@ public sealed class FolderLock : IDisposable
     {
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, FileName);
+        // Cut to length below: a named pipe or a device there could not be (NotSupportedException).
+        FileBytes.RequireRegular(path);
         FileStream file;
         while (true)
         {

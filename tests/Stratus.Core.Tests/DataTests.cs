@@ -383,6 +383,29 @@ public sealed class DataTests
     }
 
     [Fact]
+    public async Task A_named_pipe_or_device_among_a_corpus_folders_texts_is_refused_not_waited_on()
+    {
+        // prepare --input <folder> opened every .txt in it: a FIFO there kept it waiting for a
+        // writer for ever, and a link to /dev/zero was hashed and read without end.
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        WriteText(temp, "corpus/a.txt", "alpha text\n");
+        var fifo = temp["corpus/b.txt"];
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
+        var preparing = Task.Run(() => DatasetPreparer.Prepare(temp["corpus"], temp["data"], "char"));
+        var finished = await Task.WhenAny(preparing, Task.Delay(TimeSpan.FromSeconds(30)));
+        // A reader still waiting gets its writer, so that no thread is left blocked.
+        if (finished != preparing) using (new FileStream(fifo, FileMode.Open, FileAccess.Write)) { }
+        Assert.True(finished == preparing, "prepare waited for a writer of the named pipe b.txt");
+        Assert.Equal($"{fifo} is a named pipe (FIFO), not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself",
+            (await Assert.ThrowsAsync<StratusUserException>(() => preparing)).Message);
+        File.Delete(fifo);
+        File.CreateSymbolicLink(temp["corpus/zero.txt"], "/dev/zero");
+        Assert.StartsWith($"{temp["corpus/zero.txt"]} is a character device, not a regular file",
+            Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["corpus"], temp["data"], "char")).Message);
+    }
+
+    [Fact]
     public void A_text_link_that_leads_nowhere_is_named_in_one_line()
     {
         // One into the corpus was passed over without a word (its target "was read already").

@@ -143,6 +143,53 @@ public sealed class FileReaderTests
     }
 
     [Fact]
+    public async Task A_named_pipe_or_device_as_a_runs_metrics_is_refused_by_plot_and_resume()
+    {
+        // metrics.jsonl was read with File.ReadLines: `plot` or `train --resume` on a run folder
+        // whose metrics.jsonl is a FIFO waited for a writer for ever, and one linked to /dev/zero
+        // read a line that never ends until memory ran out.
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var run = temp["run"];
+        Directory.CreateDirectory(run);
+        var metrics = Path.Combine(run, MetricsLog.FileName);
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", metrics)) await mkfifo.WaitForExitAsync();
+        foreach (var (what, read) in new (string, Action)[] { ("plot", () => LossCurves.Read(run)), ("resume", () => new MetricsLog(run, resumeStep: 2).Dispose()) })
+        {
+            var reading = Task.Run(read);
+            var finished = await Task.WhenAny(reading, Task.Delay(TimeSpan.FromSeconds(30)));
+            // A reader still waiting gets its writer, so that no thread is left blocked.
+            if (finished != reading) using (new FileStream(metrics, FileMode.Open, FileAccess.Write)) { }
+            Assert.True(finished == reading, $"{what} waited for a writer of the named pipe {metrics}");
+            Assert.Equal($"{metrics} is a named pipe (FIFO), not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself",
+                (await Assert.ThrowsAsync<StratusUserException>(() => reading)).Message);
+        }
+        File.Delete(metrics);
+        File.CreateSymbolicLink(metrics, "/dev/zero");
+        Assert.Equal($"{metrics} is a character device, not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself",
+            Assert.Throws<StratusUserException>(() => LossCurves.Read(run)).Message);
+    }
+
+    [Fact]
+    public async Task A_folders_lock_file_that_is_a_named_pipe_or_a_device_is_refused_in_one_line()
+    {
+        // .lock was opened and cut to length 0: a FIFO or a link to /dev/null there threw
+        // NotSupportedException (a stack trace) from train or prepare.
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var fifo = Path.Combine(temp["fifo"], FolderLock.FileName);
+        Directory.CreateDirectory(temp["fifo"]);
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
+        Assert.Equal($"{fifo} is a named pipe (FIFO), not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself",
+            Assert.Throws<StratusUserException>(() => FolderLock.Take(temp["fifo"], "held").Dispose()).Message);
+        var device = Path.Combine(temp["device"], FolderLock.FileName);
+        Directory.CreateDirectory(temp["device"]);
+        File.CreateSymbolicLink(device, "/dev/null");
+        Assert.StartsWith($"{device} is a character device, not a regular file",
+            Assert.Throws<StratusUserException>(() => FolderLock.Take(temp["device"], "held").Dispose()).Message);
+    }
+
+    [Fact]
     public async Task A_config_given_through_a_pipe_or_shorter_than_its_size_is_read_to_its_end()
     {
         // `--config <(jq ... base.json)` or `--config /dev/stdin`: asking a pipe its size threw

@@ -40,6 +40,9 @@ public sealed class HuggingFaceTests
     [InlineData("\"b\": 1", "\"b\": 2147483647", "tokenizer.json: token \"b\" has id 2147483647, but the file lists 5 tokens")]
     [InlineData("\"b\": 1", "\"b\": 50000000", "tokenizer.json: token \"b\" has id 50000000, but the file lists 5 tokens")]
     [InlineData("\"ab\": 2", "\"ab\": 1", "tokenizer.json: model.vocab gives id 1 to both \"b\" and \"ab\"")]
+    // A token listed twice took its last id without a word (Stratus before the vocabulary was
+    // read as JSON text: an ArgumentException with a stack trace).
+    [InlineData("\"ab\": 2", "\"b\": 2, \"ab\": 2", "tokenizer.json: model.vocab lists \"b\" twice, with ids 1 and 2")]
     [InlineData("\"content\": \"<|end|>\"", "\"content\": null", "tokenizer.json: added_tokens[0].content must be non-empty text, got null")]
     [InlineData("\"content\": \"<|end|>\"", "\"content\": \"\"", "tokenizer.json: added_tokens[0].content must be non-empty text, got \"\"")]
     [InlineData("\"id\": 4, ", "", "tokenizer.json: added_tokens[0].id must be a whole number, got null")]

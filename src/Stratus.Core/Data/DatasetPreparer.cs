@@ -251,6 +251,10 @@ public static class DatasetPreparer
                     throw new StratusUserException($"{link.Named} is a symbolic link to {target}, which does not exist; remove the link or restore what it pointed at");
                 else if (taken.Add(target)) files.Add(link.Named);
             }
+            // A named pipe among them would keep prepare waiting for a writer, and a device
+            // (a link to /dev/zero) reading for ever: the file given as --input may be a pipe, one
+            // found in a folder may not.
+            foreach (var file in files) FileBytes.RequireRegular(file);
             return [.. files.Order(StringComparer.Ordinal)];
         }
 

@@ -584,8 +584,13 @@ public sealed class HfTokenizer : ITokenizer
         {
             var token = reader.GetString()!;
             reader.Read();
-            vocab[token] = reader.TokenType == JsonTokenType.Number && reader.TryGetInt32(out var id) ? id
+            var id = reader.TokenType == JsonTokenType.Number && reader.TryGetInt32(out var number) ? number
                 : throw Malformed($"model.vocab[{JsonSerializer.Serialize(token)}]", "a whole number", JsonNode.Parse(ref reader));
+            // A token listed twice would take its last id without a word (as Hugging Face's
+            // loader does), leaving the other id no token: refused, as added_tokens' are.
+            if (vocab.TryGetValue(token, out var earlier) && earlier != id)
+                throw new StratusUserException($"{tokenizerFile}: model.vocab lists {JsonSerializer.Serialize(token)} twice, with ids {earlier} and {id}");
+            vocab[token] = id;
         }
         return vocab;
     }

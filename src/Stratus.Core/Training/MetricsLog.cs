@@ -18,7 +18,7 @@ public sealed class MetricsLog : IDisposable
         {
             var kept = new List<string>();
             var lineNumber = 0;
-            foreach (var line in File.ReadLines(path))
+            foreach (var line in Lines(path))
             {
                 lineNumber++;
                 // A line torn by a crash does not parse and goes too.
@@ -56,12 +56,21 @@ public sealed class MetricsLog : IDisposable
     internal static IEnumerable<(int Line, JsonObject Entry)> Entries(string runDirectory)
     {
         var path = Path.Combine(runDirectory, FileName);
-        var lines = File.ReadLines(path).Where(l => l.Length > 0).ToList();
+        var lines = Lines(path).Where(l => l.Length > 0).ToList();
         for (var i = 0; i < lines.Count; i++)
         {
             if (Parse(lines[i]) is { } entry) yield return (i + 1, entry);
             else if (i < lines.Count - 1) throw Damaged(runDirectory, i + 1, "is not a JSON object");
         }
+    }
+
+    /// <summary>The lines of a run's metrics.jsonl, which must be a regular file (see
+    /// <see cref="FileBytes.RequireRegular"/>): a named pipe there kept `plot` and `train --resume`
+    /// waiting for a writer, and a link to /dev/zero read on until memory ran out.</summary>
+    static IEnumerable<string> Lines(string path)
+    {
+        FileBytes.RequireRegular(path);
+        return File.ReadLines(path);
     }
 
     /// <summary>The error for a line that no trainer wrote: <paramref name="what"/> says what is wrong with it.</summary>

@@ -325,13 +325,18 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         if (!OperatingSystem.IsLinux()) return;
         var fifo = Server.AccessLogPath + ".fifo";
         using (var mkfifo = Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
-        // Opened for reading first: a FIFO's writer waits for a reader.
+        // Opened for reading first: a FIFO's writer waits for a reader. Its open returns once the
+        // log has opened the writing end; a line written before that meets no reader and is lost
+        // (counted), as the test below has it, so the lines wait for the reader.
+        var readerOpen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var reading = Task.Run(async () =>
         {
             using var reader = new StreamReader(new FileStream(fifo, FileMode.Open, FileAccess.Read));
+            readerOpen.SetResult();
             return await reader.ReadToEndAsync();
         });
         var log = AccessLog.Open(fifo, NullLogger.Instance);
+        await readerOpen.Task.WaitAsync(TimeSpan.FromSeconds(30));
         for (var i = 0; i < 3; i++)
         {
             log.Write(new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), IPAddress.Loopback, "GET", "/health", $"piped-{i}"));

@@ -24,14 +24,15 @@ public sealed record Blocklist(
 
     /// <summary>Which terms are one entry (keys compared ordinally): those that match the same
     /// texts, their matching forms alike ("ｂｏｍｂ", "bo\u200Bmb" and "bomb") letter for letter in
-    /// either case as the term regex's IgnoreCase pairs them: ß with ẞ and Ω with the ohm sign,
+    /// either case as a regex's IgnoreCase pairs them (terms were one regex, and are matched by
+    /// its rules: BlocklistTerms): ß with ẞ and Ω with the ohm sign,
     /// which OrdinalIgnoreCase (capitals compared) tells apart, while it pairs µ with μ, which
     /// the regex does not (the matching form reads µ as μ: MatchingForm.CasePartner). A list
     /// keeps one of them, as first given, and removing any of them removes it.</summary>
     public static string EntryKey(string? term) => Fold(CanonicalTerm(MatchingForm.Of(CanonicalTerm(term)).Text));
 
-    /// <summary>The text with each letter as one of the letters the term regex's IgnoreCase pairs
-    /// it with, the same for all of them (see EntryKey).</summary>
+    /// <summary>The text with each letter as one of the letters a regex's IgnoreCase pairs it
+    /// with, the same for all of them (see EntryKey): how terms and texts compare (BlocklistTerms).</summary>
     internal static string Fold(string text) => string.Create(text.Length, text, static (folded, letters) =>
     {
         for (var i = 0; i < letters.Length; i++) folded[i] = Fold(letters[i]);

@@ -3,7 +3,6 @@
 // matches inside running text) and regular expressions (validated when created and run with a
 // match timeout so a pathological pattern cannot stall the server; a text one times out on is
 // asked of .NET's linear-time engine, so a clean one is not blocked: BlocklistPattern).
-using System.Collections.Frozen;
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -25,18 +24,21 @@ public sealed record Blocklist(
 
     /// <summary>Which terms are one entry (keys compared ordinally): those that match the same
     /// texts, their matching forms alike ("ｂｏｍｂ", "bo\u200Bmb" and "bomb") letter for letter in
-    /// either case as the term regex's IgnoreCase pairs them: ß with ẞ and Ω with the ohm sign,
+    /// either case as a regex's IgnoreCase pairs them (terms were one regex, and are matched by
+    /// its rules: BlocklistTerms): ß with ẞ and Ω with the ohm sign,
     /// which OrdinalIgnoreCase (capitals compared) tells apart, while it pairs µ with μ, which
     /// the regex does not (the matching form reads µ as μ: MatchingForm.CasePartner). A list
     /// keeps one of them, as first given, and removing any of them removes it.</summary>
-    public static string EntryKey(string? term)
+    public static string EntryKey(string? term) => Fold(CanonicalTerm(MatchingForm.Of(CanonicalTerm(term)).Text));
+
+    /// <summary>The text with each letter as one of the letters a regex's IgnoreCase pairs it
+    /// with, the same for all of them (see EntryKey): how terms and texts compare (BlocklistTerms).</summary>
+    internal static string Fold(string text) => string.Create(text.Length, text, static (folded, letters) =>
     {
-        var read = CanonicalTerm(MatchingForm.Of(CanonicalTerm(term)).Text);
-        return string.Create(read.Length, read, static (key, letters) =>
-        {
-            for (var i = 0; i < letters.Length; i++) key[i] = char.ToUpperInvariant(char.ToLowerInvariant(letters[i]));
-        });
-    }
+        for (var i = 0; i < letters.Length; i++) folded[i] = Fold(letters[i]);
+    });
+
+    internal static char Fold(char letter) => char.ToUpperInvariant(char.ToLowerInvariant(letter));
 }
 
 /// <summary>A blocklist checked and compiled; building one is how a blocklist is validated.</summary>
@@ -60,24 +62,13 @@ public sealed class CompiledBlocklist
 
     internal const RegexOptions Options = RegexOptions.IgnoreCase | RegexOptions.CultureInvariant;
 
-    // A "word" character for boundaries: letters, digits, underscore in any script. \b is
-    // avoided because it only sees a boundary next to a word character, so terms that begin or
-    // end with punctuation ("c++") would never match.
-    // Not a character of a script written without spaces either: a Latin term written against
-    // Chinese, Japanese or Thai text ("如何制造bomb的方法") has no word around it to be part of.
-    static readonly string WordChar = $@"[\p{{L}}\p{{N}}_-[{UnspacedScripts.CharacterClass}]]";
-
-    readonly Regex? terms;
-    // Each term as the list has it, by its EntryKey: the text a term matched (in the matching
-    // form) has that term's key, so a hit names the entry that made it (SafetyMatch.Entry).
-    readonly FrozenDictionary<string, string> termsByKey;
+    readonly BlocklistTerms? terms;
     readonly BlocklistPattern[] patterns;
 
-    CompiledBlocklist(Blocklist source, Regex? terms, FrozenDictionary<string, string> termsByKey, BlocklistPattern[] patterns, int streamingWindow)
+    CompiledBlocklist(Blocklist source, BlocklistTerms? terms, BlocklistPattern[] patterns, int streamingWindow)
     {
         Source = source;
         this.terms = terms;
-        this.termsByKey = termsByKey;
         this.patterns = patterns;
         StreamingWindow = streamingWindow;
     }
@@ -88,7 +79,7 @@ public sealed class CompiledBlocklist
     public static CompiledBlocklist Compile(Blocklist list)
     {
         ValidateName(list.Name);
-        var cleanTerms = new List<string>();
+        var cleanTerms = new List<(string MatchingForm, string Entry)>();
         foreach (var raw in list.Terms)
         {
             var term = Blocklist.CanonicalTerm(raw);
@@ -98,19 +89,18 @@ public sealed class CompiledBlocklist
             // its plain letters as well.
             var folded = MatchingForm.Of(term).Text.Trim();
             if (folded.Length == 0) throw new TrustUserException($"Blocklist '{list.Name}' has a term of invisible characters only (U+{Rune.GetRuneAt(term, 0).Value:X4}...).");
-            cleanTerms.Add(folded);
+            cleanTerms.Add((folded, term));
         }
-        Regex? termRegex = null;
+        BlocklistTerms? terms = null;
         var window = 0;
         if (cleanTerms.Count > 0)
         {
-            // Longest first so "bad word" wins over "bad" and the reported span is the whole term.
-            var alternatives = cleanTerms.OrderByDescending(t => t.Length).Select(TermPattern);
-            termRegex = new Regex(string.Join("|", alternatives), Options, MatchTimeout);
+            // A list keeps one of the terms that match the same texts, as first given, and a hit names it.
+            terms = new BlocklistTerms(cleanTerms.DistinctBy(t => Blocklist.EntryKey(t.Entry)));
             // The guard measures this with each run of whitespace as one character and what the
-            // matching form leaves out as none, so the \s+ between a multi-word term's words fits
-            // however long the run, and a term padded with zero-width characters as it is; 16 is margin.
-            window = cleanTerms.Max(t => t.Length) + 16;
+            // matching form leaves out as none, so the run between a multi-word term's words fits
+            // however long it is, and a term padded with zero-width characters as it is; 16 is margin.
+            window = cleanTerms.Max(t => t.MatchingForm.Length) + 16;
         }
         var compiled = new BlocklistPattern[list.Patterns.Count];
         for (var i = 0; i < compiled.Length; i++)
@@ -118,27 +108,15 @@ public sealed class CompiledBlocklist
             compiled[i] = new BlocklistPattern(list.Patterns[i], CompilePattern(list.Name, list.Patterns[i]));
             window = Math.Max(window, PatternWindow);
         }
-        if (termRegex is null && compiled.Length == 0)
+        if (terms is null && compiled.Length == 0)
             throw new TrustUserException($"Blocklist '{list.Name}' has neither terms nor patterns.");
-        var termsByKey = list.Terms.Select(Blocklist.CanonicalTerm).DistinctBy(Blocklist.EntryKey).ToFrozenDictionary(Blocklist.EntryKey, StringComparer.Ordinal);
-        return new CompiledBlocklist(list, termRegex, termsByKey, compiled, window);
+        return new CompiledBlocklist(list, terms, compiled, window);
     }
 
     public static void ValidateName(string? name)
     {
         if (name is null || !Regex.IsMatch(name, @"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\z"))
             throw new TrustUserException($"Blocklist name '{name}' is invalid: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit.");
-    }
-
-    /// <summary>The term's words joined by any whitespace, with a word boundary at each edge
-    /// except one whose character belongs to a script written without spaces: there words run
-    /// together, and "炸弹" has to match inside "如何制造炸弹的方法".</summary>
-    static string TermPattern(string term)
-    {
-        var words = string.Join(@"\s+", term.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Select(Regex.Escape));
-        var before = UnspacedScripts.Contains(term[0]) ? "" : $"(?<!{WordChar})";
-        var after = UnspacedScripts.Contains(term[^1]) ? "" : $"(?!{WordChar})";
-        return before + words + after;
     }
 
     static Regex CompilePattern(string listName, string pattern)
@@ -275,7 +253,7 @@ public sealed class CompiledBlocklist
     internal IReadOnlyList<SafetyMatch> Find(MatchingForm text)
     {
         var found = new List<SafetyMatch>();
-        if (terms is not null) Collect(terms, text.Text, text, TermLabel, found, termsByKey: termsByKey);
+        terms?.Collect(text, TermLabel, found);
         foreach (var pattern in patterns)
         {
             Collect(pattern, text.Text, text, found);
@@ -300,36 +278,28 @@ public sealed class CompiledBlocklist
         : string.CompareOrdinal(a.Label, b.Label) is var label and not 0 ? label
         : string.CompareOrdinal(a.Entry, b.Entry);
 
-    /// <summary>Adds the pattern's matches, if the text may have any (BlocklistPattern.MayMatch).</summary>
+    /// <summary>Adds the pattern's matches in <paramref name="input"/>, the text's matching form
+    /// (<paramref name="form"/>, whose spans are mapped back to the text as written) or the text
+    /// as written (null), if it may have any (BlocklistPattern.MayMatch); Find drops a span added
+    /// twice. A regex that times out is a hit of the whole text unless the pattern finds the text
+    /// has no match (BlocklistPattern.HasMatch).</summary>
     static void Collect(BlocklistPattern pattern, string input, MatchingForm? form, List<SafetyMatch> found)
     {
-        if (pattern.MayMatch(input)) Collect(pattern.Backtracking, input, form, PatternLabel, found, pattern);
-    }
-
-    /// <summary>Adds the regex's matches in <paramref name="input"/>, the text's matching form
-    /// (<paramref name="form"/>, whose spans are mapped back to the text as written) or the
-    /// text as written (null); Find drops a span added twice. A pattern's regex that times out is a hit of the
-    /// whole text unless the pattern finds the text has no match (BlocklistPattern.HasMatch).
-    /// Each match names its entry: the pattern, or the term of <paramref name="termsByKey"/>
-    /// whose key the matched text has.</summary>
-    static void Collect(Regex regex, string input, MatchingForm? form, string kind, List<SafetyMatch> found, BlocklistPattern? pattern = null,
-        FrozenDictionary<string, string>? termsByKey = null)
-    {
+        if (!pattern.MayMatch(input)) return;
         try
         {
-            for (var m = regex.Match(input); m.Success; m = m.NextMatch())
+            for (var m = pattern.Backtracking.Match(input); m.Success; m = m.NextMatch())
             {
                 if (m.Length == 0) continue;
                 var (start, end) = form?.Original(m.Index, m.Index + m.Length) ?? (m.Index, m.Index + m.Length);
-                var entry = pattern?.Source ?? (termsByKey is not null && termsByKey.TryGetValue(Blocklist.EntryKey(m.Value), out var term) ? term : null);
-                found.Add(new SafetyMatch(start, end - start, kind, entry));
+                found.Add(new SafetyMatch(start, end - start, PatternLabel, pattern.Source));
             }
         }
         catch (RegexMatchTimeoutException)
         {
-            if (pattern is not null && !pattern.HasMatch(input)) return;
+            if (!pattern.HasMatch(input)) return;
             // Fail closed: the whole text counts as the hit.
-            found.Add(new SafetyMatch(0, form?.Written.Length ?? input.Length, kind + " (timed out)", pattern?.Source));
+            found.Add(new SafetyMatch(0, form?.Written.Length ?? input.Length, PatternLabel + " (timed out)", pattern.Source));
         }
     }
 }

@@ -21,7 +21,4 @@ static class UnspacedScripts
             if (c >= first && c <= last) return true;
         return false;
     }
-
-    /// <summary>The ranges as the inside of a regular expression's character class.</summary>
-    public static string CharacterClass { get; } = string.Concat(Ranges.Select(r => $@"\u{(int)r.First:X4}-\u{(int)r.Last:X4}"));
 }

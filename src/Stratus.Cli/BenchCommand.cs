@@ -19,10 +19,11 @@ static class BenchCommand
 {
     public static Command Create()
     {
-        var command = new Command("bench", "Measure training and inference speed.");
+        var command = new Command("bench", "Measure training, inference and serving speed, and blocklist checks.");
         command.Subcommands.Add(Train());
         command.Subcommands.Add(ServeBenchCommand.Create());
         command.Subcommands.Add(Infer());
+        command.Subcommands.Add(BlocklistBenchCommand.Create());
         return command;
     }
 

@@ -159,6 +159,26 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Bench_blocklist_measures_each_list_size_and_finds_the_hits_it_plants()
+    {
+        using var temp = new TempDirectory();
+        var (code, _, stderr) = Cli.Run("bench", "blocklist", "--terms", "3,20", "--json", temp["blocklist.json"]);
+        Assert.True(code == 0, stderr);
+        var results = JsonNode.Parse(File.ReadAllText(temp["blocklist.json"]))!["results"]!.AsArray();
+        Assert.Equal([3, 20], results.Select(r => (int)r!["terms"]!));
+        foreach (var row in results)
+        {
+            // Ordinary text holds none of the made-up terms; the text of one term repeated is all hits.
+            Assert.Equal(0, (int)row!["clean_256kib"]!["hits"]!);
+            Assert.True((int)row["hits_256kib"]!["hits"]! > 20_000);
+            Assert.False((bool)row["hits_256kib"]!["timed_out"]!);
+        }
+        var refused = Cli.Run("bench", "blocklist", "--terms", "10,ten");
+        Assert.Equal(2, refused.ExitCode);
+        Assert.Contains("--terms: 'ten' is not a positive whole number", refused.Stderr);
+    }
+
+    [Fact]
     public void Bench_train_measures_data_without_a_val_split_which_it_never_evaluates()
     {
         using var temp = new TempDirectory();
@@ -366,7 +386,7 @@ public sealed class CliTests
             (["keys", "lst", "create"], "error: unknown verb 'lst' for `stratus keys` (did you mean list?); the verbs are create, list, revoke, limits: see `stratus keys --help`"),
             // --version printed the version whatever followed it.
             (["--version", "extra"], "error: unexpected argument 'extra' after --version, which takes none; `stratus --version` alone prints the version"),
-            (["bench", "trian"], "error: unknown verb 'trian' for `stratus bench` (did you mean train?); the verbs are train, serve, infer: see `stratus bench --help`"),
+            (["bench", "trian"], "error: unknown verb 'trian' for `stratus bench` (did you mean train?); the verbs are train, serve, infer, blocklist: see `stratus bench --help`"),
             (["sample", "--model", temp.Path, "--prompt", "To", "be"], "error: unexpected argument 'be' for `stratus sample` (put quotes around a value that has spaces)"),
             (["prepare"], "error: Option '--input' is required. Option '--out' is required."),
             // A file where a model folder belongs was said not to exist.

@@ -1,8 +1,7 @@
-// The trust layer's errors: each an ApiException (Api/ApiErrors.cs, the one error shape) wrapped
-// as an IResult, so handlers can return it as is and middleware that answers before any endpoint
-// runs can write it; its Error is thrown where the server's ErrorMiddleware answers it.
+// The trust layer's errors: each an ApiException (Api/ApiErrors.cs, the one error shape) as an
+// OpenAIErrorResult, so handlers can return it as is and middleware that answers before any
+// endpoint runs can write it; its Error is thrown where the server's ErrorMiddleware answers it.
 using System.Text.Json.Serialization;
-using Microsoft.AspNetCore.Http.Metadata;
 using Stratus.Safety;
 using Stratus.Server.Api;
 
@@ -12,18 +11,6 @@ namespace Stratus.Server.Trust;
 public sealed record ContentFilterInnerError(
     [property: JsonPropertyName("code")] string Code,
     [property: JsonPropertyName("content_filter_result")] ContentFilterResults ContentFilterResult);
-
-/// <summary>An error as a handler's or middleware's answer: written by ErrorMiddleware.WriteAsync,
-/// as the server writes every error, with its status, headers and Azure's content-filter details.</summary>
-public sealed class OpenAIErrorResult(ApiException error) : IResult, IStatusCodeHttpResult
-{
-    public int StatusCode => error.Status;
-    int? IStatusCodeHttpResult.StatusCode => error.Status;
-    /// <summary>The same error to throw where the server's ErrorMiddleware answers it.</summary>
-    public ApiException Error => error;
-
-    public Task ExecuteAsync(HttpContext httpContext) => Hosting.ErrorMiddleware.WriteAsync(httpContext, error);
-}
 
 public static class OpenAIErrors
 {

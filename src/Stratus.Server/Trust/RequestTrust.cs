@@ -5,6 +5,7 @@
 using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Safety;
+using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;

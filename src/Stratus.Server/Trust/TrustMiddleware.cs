@@ -11,6 +11,7 @@ using System.Net;
 using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Safety;
+using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;

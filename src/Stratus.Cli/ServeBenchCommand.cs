@@ -1,6 +1,7 @@
 // `stratus bench serve --url <u> --model <m> --concurrency 1,4,16,64 --requests N --prompt-tokens P
-// [--shared-prefix-tokens S] --max-tokens M [--api-key K] [--json file]`: vLLM-style serving benchmark against any
-// OpenAI-compatible server; prints a table and writes one JSON object per concurrency level.
+// [--shared-prefix-tokens S] --max-tokens M [--api-key K] [--ready-timeout SECONDS] [--json file]`: vLLM-style serving
+// benchmark against any OpenAI-compatible server, once its /ready says it is (a Stratus server listens while its models
+// load); prints a table and writes one JSON object per concurrency level.
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -21,8 +22,9 @@ static class ServeBenchCommand
         var sharedPrefix = new Option<int>("--shared-prefix-tokens") { Description = "leading prompt tokens every request shares (a system prompt); the rest of each prompt is its own", DefaultValueFactory = _ => 0 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "tokens generated per request", DefaultValueFactory = _ => 32 };
         var apiKey = new Option<string>("--api-key") { Description = "bearer key (default: $OPENAI_API_KEY)" };
+        var readyTimeout = new Option<int>("--ready-timeout") { Description = "seconds to wait for a server whose /ready answers 503 (its models loading) before measuring", DefaultValueFactory = _ => 600 };
         var json = OutputPaths.File("--json", "also write the results to this JSON file");
-        var command = new Command("serve", "Benchmark an OpenAI-compatible server: TTFT, TPOT, ITL, latency, throughput.") { url, model, concurrency, requests, promptTokens, sharedPrefix, maxTokens, apiKey, json };
+        var command = new Command("serve", "Benchmark an OpenAI-compatible server: TTFT, TPOT, ITL, latency, throughput.") { url, model, concurrency, requests, promptTokens, sharedPrefix, maxTokens, apiKey, readyTimeout, json };
         command.SetAction(async (result, cancellation) =>
         {
             if (!Uri.TryCreate(result.GetValue(url), UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
@@ -40,6 +42,7 @@ static class ServeBenchCommand
                 SharedPrefixTokens = result.GetValue(sharedPrefix),
                 MaxTokens = result.GetValue(maxTokens),
                 ApiKey = result.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("OPENAI_API_KEY"),
+                ReadyTimeout = TimeSpan.FromSeconds(result.GetValue(readyTimeout)),
             };
             using var benchmark = new ServingBenchmark(options);
             var results = await benchmark.RunAsync(new Progress<string>(Console.WriteLine), cancellation);

@@ -218,6 +218,108 @@ public sealed class ServerStartupTests : IDisposable
         using (var models = await client.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.OK, models.StatusCode);
     }
 
+    /// <summary>Starts the server with its load held until the returned source is set: the
+    /// address it listens on while the models load, and the server once they have.</summary>
+    (Task<Uri> Listening, TaskCompletionSource Release, Task<StratusServer> Started) StartHeld()
+    {
+        var listening = new TaskCompletionSource<Uri>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var options = Options(insecure: true) with { LoadingModels = root => { listening.SetResult(root); release.Task.Wait(TimeSpan.FromMinutes(1)); } };
+        return (listening.Task.WaitAsync(TimeSpan.FromMinutes(1)), release, Task.Run(() => StratusServer.StartAsync(options)));
+    }
+
+    /// <summary>A probe is not a request of the API: /ready's 503s while the models load (a
+    /// readiness probe every few seconds) were counted as rejected requests, which an operator
+    /// alerts on, though /health's 200s were not.</summary>
+    [Fact]
+    public async Task Probes_while_the_models_load_are_not_counted_as_rejected_requests()
+    {
+        var (listening, release, started) = StartHeld();
+        var root = await listening;
+        try
+        {
+            using var http = new HttpClient { BaseAddress = root, Timeout = TimeSpan.FromSeconds(30) };
+            for (var i = 0; i < 3; i++)
+            {
+                using (var ready = await http.GetAsync("/ready")) Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+                using (var health = await http.GetAsync("/health")) Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+            }
+        }
+        finally
+        {
+            release.SetResult();
+        }
+        await using var server = await started.WaitAsync(TimeSpan.FromMinutes(1));
+        using var client = new HttpClient { BaseAddress = server.RootUrl };
+        var counted = (await client.GetStringAsync("/metrics")).Split('\n').Where(l => l.StartsWith("stratus_requests_total{", StringComparison.Ordinal) && l.Contains("model=\"\""));
+        Assert.Empty(counted);
+    }
+
+    /// <summary>`stratus bench serve` against a server still loading waits for /ready, saying so,
+    /// then measures: it took /tokenize's 503 for a server without it, built word prompts, and
+    /// measured 503s (here: its warm-up failed).</summary>
+    [Fact]
+    public async Task Bench_serve_waits_until_a_loading_server_is_ready_then_measures()
+    {
+        var (listening, release, started) = StartHeld();
+        var root = await listening;
+        var waiting = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var benchmark = new Stratus.Server.Benchmarking.ServingBenchmark(new()
+        {
+            Url = new Uri(root, "v1"), Model = TinyModelServer.ModelName, Concurrency = [1], Requests = 2,
+            PromptTokens = 30, SharedPrefixTokens = 17, MaxTokens = 3,
+        });
+        Task<IReadOnlyList<Stratus.Server.Benchmarking.ServingLevelResult>> run;
+        try
+        {
+            run = benchmark.RunAsync(new Lines(line => waiting.TrySetResult(line)));
+            if (await Task.WhenAny(run, waiting.Task).WaitAsync(TimeSpan.FromMinutes(1)) == run)
+            {
+                await run;
+                Assert.Fail("the benchmark measured without waiting for the server to be ready");
+            }
+            Assert.StartsWith("waiting for the server to be ready (The server cannot serve: the models are loading; 0 s of 600 s)", await waiting.Task);
+        }
+        finally
+        {
+            release.SetResult();
+        }
+        await using var server = await started.WaitAsync(TimeSpan.FromMinutes(1));
+        var level = Assert.Single(await run.WaitAsync(TimeSpan.FromMinutes(1)));
+        Assert.Equal((0, 6L), (level.Errors, level.OutputTokens));
+        // Prompts of token ids from /tokenize: the shared 17 tokens' two whole blocks of 8 cached.
+        Assert.Equal(16.0 / 30, level.PrefixCacheHitRate);
+    }
+
+    /// <summary>A server that never becomes ready ends the benchmark with one line naming it, why
+    /// and what to do, once the wait is over.</summary>
+    [Fact]
+    public async Task Bench_serve_against_a_server_that_never_becomes_ready_is_one_line()
+    {
+        var (listening, release, started) = StartHeld();
+        var root = await listening;
+        try
+        {
+            using var benchmark = new Stratus.Server.Benchmarking.ServingBenchmark(new()
+            {
+                Url = new Uri(root, "v1"), Model = TinyModelServer.ModelName, Concurrency = [1], Requests = 1, ReadyTimeout = TimeSpan.Zero,
+            });
+            var error = await Assert.ThrowsAsync<StratusUserException>(() => benchmark.RunAsync());
+            Assert.Equal($"the server at {root} was not ready after 0 s (The server cannot serve: the models are loading); see its log, or wait longer with --ready-timeout <seconds>", error.Message);
+        }
+        finally
+        {
+            release.SetResult();
+        }
+        await using var server = await started.WaitAsync(TimeSpan.FromMinutes(1));
+    }
+
+    /// <summary>Progress lines as they are reported (Progress&lt;T&gt; posts them later).</summary>
+    sealed class Lines(Action<string> report) : IProgress<string>
+    {
+        public void Report(string value) => report(value);
+    }
+
     /// <summary>Once it listens, the host takes SIGINT and SIGTERM: one while the models load stops
     /// the server then (StartAsync ends cancelled, the port closed), not after the load.</summary>
     [Fact]

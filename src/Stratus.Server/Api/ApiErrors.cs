@@ -1,8 +1,10 @@
 // Errors in OpenAI's shape, {"error": {"message", "type", "param", "code"}}: every failure a
 // client can cause is thrown as an ApiException and written by ErrorMiddleware, so handlers
-// never build error bodies themselves. Azure OpenAI's content-filter refusal adds the status,
-// an innererror and prompt_filter_results to that shape; quota refusals add headers.
+// never build error bodies themselves; one a handler or middleware answers rather than throws is
+// an OpenAIErrorResult, written the same way. Azure OpenAI's content-filter refusal adds the
+// status, an innererror and prompt_filter_results to that shape; quota refusals add headers.
 using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Http.Metadata;
 using Stratus.Safety;
 
 namespace Stratus.Server.Api;
@@ -34,6 +36,18 @@ public sealed class ApiException(int status, string message, string? param = nul
 
     public static ApiException ModelNotFound(string model) =>
         new(404, $"The model `{model}` does not exist.", "model", "model_not_found");
+}
+
+/// <summary>An error as a handler's or middleware's answer: written by ErrorMiddleware.WriteAsync,
+/// as the server writes every error, with its status, headers and Azure's content-filter details.</summary>
+public sealed class OpenAIErrorResult(ApiException error) : IResult, IStatusCodeHttpResult
+{
+    public int StatusCode => error.Status;
+    int? IStatusCodeHttpResult.StatusCode => error.Status;
+    /// <summary>The same error to throw where the server's ErrorMiddleware answers it.</summary>
+    public ApiException Error => error;
+
+    public Task ExecuteAsync(HttpContext httpContext) => Hosting.ErrorMiddleware.WriteAsync(httpContext, error);
 }
 
 public sealed record ErrorBody(

@@ -1,7 +1,6 @@
 // How logprobs name a token: its text, or, when its bytes are not whole UTF-8 characters (a
 // byte-level token holding part of one), "bytes:\xe2\x80" as OpenAI writes such tokens. Decoded
 // alone they would all read "\uFFFD": alternatives would collide and say nothing of what they are.
-using System.Text;
 using System.Text.Unicode;
 using Stratus.Tokenization;
 

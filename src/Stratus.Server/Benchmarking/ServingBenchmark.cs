@@ -2,6 +2,7 @@
 // OpenAI-compatible server at several concurrency levels and measures time to first token,
 // time per output token, inter-token latency, end-to-end latency and throughput.
 using System.Diagnostics;
+using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
@@ -23,6 +24,8 @@ public sealed record ServingBenchmarkOptions
     public int SharedPrefixTokens { get; init; }
     public int MaxTokens { get; init; } = 32;
     public string? ApiKey { get; init; }
+    /// <summary>How long to wait for a server whose /ready answers 503 (its models loading).</summary>
+    public TimeSpan ReadyTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
     public void Validate()
     {
@@ -32,6 +35,7 @@ public sealed record ServingBenchmarkOptions
         if (SharedPrefixTokens < 0 || SharedPrefixTokens >= PromptTokens)
             throw new StratusUserException($"--shared-prefix-tokens must be at least 0 and less than --prompt-tokens ({PromptTokens}), got {SharedPrefixTokens}");
         if (MaxTokens < 1) throw new StratusUserException("--max-tokens must be at least 1");
+        if (ReadyTimeout < TimeSpan.Zero) throw new StratusUserException($"--ready-timeout must be at least 0 seconds, got {ReadyTimeout.TotalSeconds:0.###}");
     }
 }
 
@@ -105,10 +109,11 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         return client;
     }
 
-    /// <summary>Runs every concurrency level in turn (after one warm-up request).</summary>
+    /// <summary>Runs every concurrency level in turn (once the server is ready, after one warm-up request).</summary>
     public async Task<IReadOnlyList<ServingLevelResult>> RunAsync(IProgress<string>? progress = null, CancellationToken cancellation = default)
     {
         options.Validate();
+        await WaitUntilReadyAsync(progress, cancellation);
         // One prompt per request of every level, plus the warm-up's: a server's prefix cache may
         // only ever serve the shared prefix.
         var prompts = await BuildPromptsAsync(1 + options.Requests * options.Concurrency.Count, cancellation);
@@ -231,6 +236,59 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         }
 
         static RequestOutcome Failed(string error) => new(0, 0, [], 0, error);
+    }
+
+    /// <summary>Waits while the server's /ready answers 503 (a Stratus server listens while its
+    /// models load), at most <see cref="ServingBenchmarkOptions.ReadyTimeout"/>, saying so at once and
+    /// every ten seconds: measured then, every request is a 503, and /tokenize's 503 makes word
+    /// prompts of the token-id ones. A server without /ready (404), one that answers it otherwise
+    /// (a key it refuses) or none at the address is left to the warm-up request to name.</summary>
+    async Task WaitUntilReadyAsync(IProgress<string>? progress, CancellationToken cancellation)
+    {
+        var clock = Stopwatch.StartNew();
+        TimeSpan? said = null;
+        while (true)
+        {
+            string reason;
+            try
+            {
+                using var response = await http.GetAsync("ready", cancellation);
+                if (response.StatusCode != HttpStatusCode.ServiceUnavailable) return;
+                reason = ErrorMessage(await response.Content.ReadAsStringAsync(cancellation)) ?? "HTTP 503";
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException && !cancellation.IsCancellationRequested)
+            {
+                return;
+            }
+            var waited = clock.Elapsed;
+            if (waited >= options.ReadyTimeout)
+                throw new StratusUserException($"the server at {http.BaseAddress} was not ready after {options.ReadyTimeout.TotalSeconds:0.###} s ({reason}); " +
+                    "see its log, or wait longer with --ready-timeout <seconds>");
+            if (said is null || waited - said >= ReadyProgressInterval)
+            {
+                progress?.Report($"waiting for the server to be ready ({reason}; {waited.TotalSeconds:0} s of {options.ReadyTimeout.TotalSeconds:0.###} s) ...");
+                said = waited;
+            }
+            await Task.Delay(ReadyPollInterval, cancellation);
+        }
+    }
+
+    static readonly TimeSpan ReadyPollInterval = TimeSpan.FromSeconds(1), ReadyProgressInterval = TimeSpan.FromSeconds(10);
+
+    /// <summary>The message of an OpenAI-shaped error body, without its final period; null for another body.</summary>
+    static string? ErrorMessage(string body)
+    {
+        try
+        {
+            using var json = JsonDocument.Parse(body);
+            return json.RootElement.ValueKind == JsonValueKind.Object && json.RootElement.TryGetProperty("error", out var error)
+                && error.ValueKind == JsonValueKind.Object && error.TryGetProperty("message", out var message) && message.ValueKind == JsonValueKind.String
+                ? message.GetString()!.TrimEnd('.') : null;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Distinct prompts, each the shared prefix and then text of its own (its marker,

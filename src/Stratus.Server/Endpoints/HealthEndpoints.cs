@@ -3,6 +3,9 @@
 // vLLM's, TGI's and SGLang's /health answer. While the models load, /health (liveness: the
 // process is alive) answers 200 and /ready (readiness) 503, as Kubernetes' probes expect; /ready
 // also while no model is loaded. For load balancers and orchestrators: /health needs no key.
+// Their 503s are answered, not thrown: ErrorMiddleware counts what it catches in
+// stratus_requests_total, and a probe is not a request of the API (one every few seconds while
+// the models load added to the rejected requests an operator alerts on).
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 
@@ -13,16 +16,16 @@ public static class HealthEndpoints
     public static IEndpointRouteBuilder MapHealth(this IEndpointRouteBuilder app)
     {
         app.MapGet("/health", async (ModelRegistry registry, CancellationToken cancellation) =>
-            await registry.CheckHealthAsync(cancellation) is { } reason ? throw Unavailable(reason, "unhealthy") : Results.Text("ok"));
+            await registry.CheckHealthAsync(cancellation) is { } reason ? Unavailable(reason, "unhealthy") : Results.Text("ok"));
         app.MapGet("/ready", async (ModelRegistry registry, CancellationToken cancellation) =>
         {
-            if (registry.IsLoading) throw Unavailable("the models are loading", "not_ready");
-            if (registry.All.Count == 0) throw Unavailable("no model is loaded", "not_ready");
-            return await registry.CheckHealthAsync(cancellation) is { } reason ? throw Unavailable(reason, "not_ready") : Results.Text("ready");
+            if (registry.IsLoading) return Unavailable("the models are loading", "not_ready");
+            if (registry.All.Count == 0) return Unavailable("no model is loaded", "not_ready");
+            return await registry.CheckHealthAsync(cancellation) is { } reason ? Unavailable(reason, "not_ready") : Results.Text("ready");
         });
         return app;
     }
 
-    static ApiException Unavailable(string reason, string code) =>
-        new(503, $"The server cannot serve: {reason}.", code: code) { RetryAfterSeconds = 5 };
+    static IResult Unavailable(string reason, string code) =>
+        new OpenAIErrorResult(new ApiException(503, $"The server cannot serve: {reason}.", code: code) { RetryAfterSeconds = 5 });
 }

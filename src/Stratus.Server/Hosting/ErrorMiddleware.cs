@@ -45,8 +45,8 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 Stratus.Inference.EngineUnavailableException down => new ApiException(503, $"The model is not available: {down.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
                 // The engine goes on without the request's sequences, so a retry may succeed.
                 Stratus.Inference.EngineStepFailedException failed => new ApiException(503, failed.Message, code: "model_step_failed") { RetryAfterSeconds = 1 },
-                PlatformStorageException => OpenAIErrors.StorageUnavailable().ToApiException(),
-                Stratus.Safety.SafetyProviderUnavailableException provider => OpenAIErrors.ContentFilterUnavailable(provider).ToApiException(),
+                PlatformStorageException => OpenAIErrors.StorageUnavailable().Error,
+                Stratus.Safety.SafetyProviderUnavailableException provider => OpenAIErrors.ContentFilterUnavailable(provider).Error,
                 JsonException => ApiException.Invalid("We could not parse the JSON body of your request."),
                 OperationCanceledException when ended => new ApiException(503, "The server is shutting down and ended this request; retry it.", code: "server_shutting_down") { RetryAfterSeconds = 1 },
                 _ => null,

@@ -9,7 +9,6 @@
 using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
-using System.Text;
 using System.Threading.Channels;
 using Stratus.Inference;
 using Stratus.Safety;

@@ -5,10 +5,6 @@
 // Query values and bodies are parsed here rather than by parameter binding, so a bad value
 // gets a 400 that says what is wrong instead of an empty one.
 using System.Globalization;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Routing;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Net.Http.Headers;
 using Stratus.Platform;
 using Stratus.Safety;

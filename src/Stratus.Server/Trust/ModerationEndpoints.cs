@@ -1,10 +1,6 @@
 // POST /v1/moderations in OpenAI's schema (results with flagged, categories, category_scores),
 // answered by the same safety pipeline that guards completions. The request's model names the
 // deployment whose policy applies; without one, TrustOptions.ModerationDeployment.
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Routing;
-using Microsoft.Extensions.DependencyInjection;
 using Stratus.Platform;
 using Stratus.Safety;
 

@@ -1,73 +1,24 @@
-// Error responses in OpenAI's shape, {"error": {"message", "type", "param", "code"}}, which the
-// official SDKs parse into their exceptions, plus Azure OpenAI's content-filter variant with
-// innererror.content_filter_result. Each is an IResult so handlers can return it as is, and a
-// writer for middleware that answers before any endpoint runs; ToApiException carries one
-// through the server's ErrorMiddleware when it is refused from inside a handler.
+// The trust layer's errors: each an ApiException (Api/ApiErrors.cs, the one error shape) as an
+// OpenAIErrorResult, so handlers can return it as is and middleware that answers before any
+// endpoint runs can write it; its Error is thrown where the server's ErrorMiddleware answers it.
 using System.Text.Json.Serialization;
-using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Http.Metadata;
 using Stratus.Safety;
 using Stratus.Server.Api;
 
 namespace Stratus.Server.Trust;
-
-public sealed record OpenAIErrorDetail(
-    [property: JsonPropertyName("message")] string Message,
-    [property: JsonPropertyName("type")] string Type,
-    [property: JsonPropertyName("param")] string? Param,
-    [property: JsonPropertyName("code")] string? Code,
-    [property: JsonPropertyName("status"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] int? Status = null,
-    [property: JsonPropertyName("innererror"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] ContentFilterInnerError? InnerError = null);
 
 /// <summary>Azure's innererror for filtered prompts.</summary>
 public sealed record ContentFilterInnerError(
     [property: JsonPropertyName("code")] string Code,
     [property: JsonPropertyName("content_filter_result")] ContentFilterResults ContentFilterResult);
 
-/// <param name="PromptFilterResults">Azure clients also look for the prompt's annotations next
-/// to the error; set for content-filter errors only.</param>
-public sealed record OpenAIErrorBody(
-    [property: JsonPropertyName("error")] OpenAIErrorDetail Error,
-    [property: JsonPropertyName("prompt_filter_results"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<PromptFilterResult>? PromptFilterResults = null);
-
-/// <summary>An error response with optional extra headers (Retry-After, x-ratelimit-*).</summary>
-public sealed class OpenAIErrorResult(int statusCode, OpenAIErrorBody body, IReadOnlyList<KeyValuePair<string, string>>? headers = null)
-    : IResult, IStatusCodeHttpResult
-{
-    public int StatusCode => statusCode;
-    int? IStatusCodeHttpResult.StatusCode => statusCode;
-    public OpenAIErrorBody Body => body;
-    public IReadOnlyList<KeyValuePair<string, string>> Headers { get; } = headers ?? [];
-
-    public Task ExecuteAsync(HttpContext httpContext)
-    {
-        Hosting.AccessLogEntry.NoteError(httpContext, body.Error.Code, body.Error.Type);
-        foreach (var (name, value) in Headers) httpContext.Response.Headers[name] = value;
-        httpContext.Response.StatusCode = statusCode;
-        return httpContext.Response.WriteAsJsonAsync(body, TrustJson.Options, httpContext.RequestAborted);
-    }
-}
-
 public static class OpenAIErrors
 {
-    /// <summary>The same error as an exception for the server's ErrorMiddleware, which writes
-    /// it with its status, headers and Azure's content-filter details.</summary>
-    public static ApiException ToApiException(this OpenAIErrorResult result)
-    {
-        var error = result.Body.Error;
-        return new ApiException(result.StatusCode, error.Message, error.Param, error.Code, error.Type)
-        {
-            Headers = result.Headers,
-            InnerError = error.InnerError,
-            PromptFilterResults = result.Body.PromptFilterResults,
-        };
-    }
-
     public const string InvalidRequest = "invalid_request_error";
 
     public static OpenAIErrorResult Create(int statusCode, string message, string type = InvalidRequest, string? code = null, string? param = null,
         IReadOnlyList<KeyValuePair<string, string>>? headers = null) =>
-        new(statusCode, new OpenAIErrorBody(new OpenAIErrorDetail(message, type, param, code)), headers);
+        new(new ApiException(statusCode, message, param, code, type) { Headers = headers ?? [] });
 
     /// <summary>401: no key, a malformed key, or a key that is wrong or revoked.</summary>
     public static OpenAIErrorResult InvalidApiKey(string message) =>
@@ -117,10 +68,11 @@ public static class OpenAIErrors
 
     /// <summary>Azure OpenAI's 400 for a filtered prompt.</summary>
     public static OpenAIErrorResult ContentFiltered(SafetyVerdict verdict, int promptIndex, string param) =>
-        new(StatusCodes.Status400BadRequest, new OpenAIErrorBody(
-            new OpenAIErrorDetail(
-                $"The prompt was filtered by the deployment's content safety policy ({verdict.Reason}). Please modify your prompt and retry.",
-                InvalidRequest, param, "content_filter", StatusCodes.Status400BadRequest,
-                new ContentFilterInnerError("ResponsibleAIPolicyViolation", verdict.ToContentFilterResults())),
-            [verdict.ToPromptFilterResult(promptIndex)]));
+        new(new ApiException(StatusCodes.Status400BadRequest,
+            $"The prompt was filtered by the deployment's content safety policy ({verdict.Reason}). Please modify your prompt and retry.",
+            param, "content_filter", InvalidRequest)
+        {
+            InnerError = new ContentFilterInnerError("ResponsibleAIPolicyViolation", verdict.ToContentFilterResults()),
+            PromptFilterResults = [verdict.ToPromptFilterResult(promptIndex)],
+        });
 }

@@ -2,11 +2,10 @@
 // and its correction, and the content-safety hooks for prompts, whole completions and streamed
 // completions. The authentication middleware creates one per request; handlers take it as a
 // parameter (minimal APIs bind it through BindAsync) or call HttpContext.GetStratusTrust().
-using System.Text;
-using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Safety;
+using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;

@@ -2,7 +2,6 @@
 // service, quotas, the safety configuration with its pipeline cache, and the audit entries the
 // server writes itself (model deployed, request filtered).
 using System.Text.Json.Nodes;
-using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Safety;

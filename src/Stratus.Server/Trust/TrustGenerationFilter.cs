@@ -7,7 +7,6 @@
 // not streamed: the whole completion is checked before it is sent) and the alternatives its
 // logprobs list screened, and settles the token charge
 // and records usage with the real counts when the request ends, however it ends.
-using System.Text;
 using Stratus.Safety;
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
@@ -28,7 +27,7 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
         var rewritten = await RewrittenAsync(context, trust, prompts, passed, cancellation);
         // Every sequence may use max_tokens, so that is what is charged up front; CompleteAsync
         // corrects the charge to what was used.
-        if (trust.Admit(context.PromptTokens, (int)Math.Min(int.MaxValue, (long)context.Request.MaxTokens * context.Sequences)) is { } refusal) throw refusal.ToApiException();
+        if (trust.Admit(context.PromptTokens, (int)Math.Min(int.MaxValue, (long)context.Request.MaxTokens * context.Sequences)) is { } refusal) throw refusal.Error;
         try
         {
             var guards = new CompletionStreamGuard[context.Sequences];
@@ -65,7 +64,7 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
         for (var i = 0; i < prompts.Count; i++)
         {
             checks[i] = await trust.CheckPromptAsync(model, prompts[i], i, cancellation);
-            if (!checks[i].Allowed) throw checks[i].Refusal!.ToApiException();
+            if (!checks[i].Allowed) throw checks[i].Refusal!.Error;
         }
         return checks;
     }

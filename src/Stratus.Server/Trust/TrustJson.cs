@@ -2,7 +2,6 @@
 // host sets for its endpoints cannot rename Azure and OpenAI fields (every DTO names its
 // properties explicitly), and request bodies read with errors a client can act on.
 using System.Text.Json;
-using Microsoft.AspNetCore.Http;
 using Stratus.Safety;
 
 namespace Stratus.Server.Trust;

@@ -8,10 +8,10 @@
 // requests per minute, puts the x-ratelimit-* headers on every response, and hands the handler
 // its RequestTrust; the key, let in or refused for its scope or rate, is named in the access log.
 using System.Net;
-using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Safety;
+using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;
@@ -162,7 +162,7 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
     }
 
     Task RefuseAsync(HttpContext context, OpenAIErrorResult refusal) =>
-        shapeErrors ? refusal.ExecuteAsync(context) : throw refusal.ToApiException();
+        shapeErrors ? refusal.ExecuteAsync(context) : throw refusal.Error;
 
     /// <summary>The presented key, or why none can be read. Authorization wins over api-key.</summary>
     static (string? Key, string? Problem) Credential(HttpRequest request)

@@ -4,9 +4,6 @@
 // an endpoint declares one (RequireStratusScope), else from the matched route pattern, else
 // from the request path; prefixes compare case-insensitively because routing does. /metrics
 // needs the metrics scope, which a scraper's key holds alone (inference and admin keys have it too).
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Routing;
 using Stratus.Platform;
 
 namespace Stratus.Server.Trust;

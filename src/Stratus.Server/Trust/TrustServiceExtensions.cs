@@ -2,10 +2,6 @@
 //   builder.Services.AddStratusTrust(new TrustOptions { DataDir = ..., InsecureNoAuth = ... });
 //   app.UseStratusTrust();           // before the endpoints run (WebApplication routes first)
 //   app.MapStratusTrustEndpoints();  // /v1/moderations, /v1/admin/*, /v1/usage
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Routing;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;

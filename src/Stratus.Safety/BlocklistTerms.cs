@@ -76,7 +76,8 @@ sealed class BlocklistTerms
         }
         finally
         {
-            ArrayPool<char>.Shared.Return(buffer);
+            // The folded text is the user's: the process's next renter of the array must not read it.
+            ArrayPool<char>.Shared.Return(buffer, clearArray: true);
         }
     }
 

@@ -1,5 +1,6 @@
 // Custom blocklists: whole-word, case-insensitive terms; regexes validated at creation and
 // bounded by a match timeout.
+using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Text.RegularExpressions;
@@ -413,5 +414,24 @@ public sealed class BlocklistTests
         Assert.Empty(await Analyze(list, text));
         var hit = Assert.Single(Assert.Single(await Analyze(list, text + " " + terms[^1].ToUpperInvariant())).Matches);
         Assert.Equal((text.Length + 1, terms[^1]), (hit.Start, hit.Entry));
+    }
+
+    [Fact]
+    public void The_text_a_check_folds_is_not_left_in_the_shared_pool()
+    {
+        // The terms read the text folded into a buffer of .NET's shared pool, which any code of
+        // the process rents next (on this thread, this very array): the user's words must not be
+        // in it.
+        var text = "my card pin is 4711 " + new string('.', 1000);
+        Assert.Single(CompiledBlocklist.Compile(new Blocklist("t", ["pin"], [])).Find(text));
+        var next = ArrayPool<char>.Shared.Rent(text.Length);
+        try
+        {
+            Assert.DoesNotContain("PIN IS 4711", new string(next));
+        }
+        finally
+        {
+            ArrayPool<char>.Shared.Return(next);
+        }
     }
 }

@@ -2,8 +2,8 @@
 // one regex, an alternation of (?<!W)term(?!W) branches, which .NET tries branch by branch at
 // every position of the text: with 1,000 terms a clean 4 KB prompt took the 100 ms match timeout
 // and was blocked as timed out (bench/README.md). Here the first word of every term is searched
-// for at once (SearchValues: Aho-Corasick), and where one is found the terms it begins are
-// compared there by hand, with the regex's rules: whole words with a word boundary at each edge
+// for at once (SearchValues: Aho-Corasick), and where one is found the text there is looked up
+// among the terms it begins, by their whole text, with the regex's rules: whole words with a word boundary at each edge
 // but one in a script written without spaces, each run of whitespace between words matching the
 // single space of the term, and letters compared as the regex's IgnoreCase pairs them
 // (Blocklist.Fold); of the terms found at one place the longest is the hit.

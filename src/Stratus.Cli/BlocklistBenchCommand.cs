@@ -1,6 +1,7 @@
 // `stratus bench blocklist`: how a blocklist's size changes the cost of compiling and checking it.
 // Terms are made-up words of 5-10 letters (one in ten two words, seeded by the list's size), the
-// clean texts ordinary sentences repeated, the text of hits one listed term repeated; each check
+// clean texts ordinary sentences repeated, the text of hits one listed term repeated; and the same
+// terms each after "the " (one first word for all) checked on "the " repeated. Each check
 // is timed at its best of 5, after a warm-up on the smallest list so that its row does not time
 // the JIT. A check that reaches the pattern timeout is blocked (fail closed): the table says so.
 using System.CommandLine;
@@ -35,17 +36,19 @@ static class BlocklistBenchCommand
             Measure(sizes.Min(), OrdinaryText);
             var table = new Table().AddColumn(new TableColumn("terms").RightAligned()).AddColumn(new TableColumn("compile ms").RightAligned())
                 .AddColumn(new TableColumn("retained MiB").RightAligned()).AddColumn(new TableColumn("clean 4 KB ms").RightAligned())
-                .AddColumn(new TableColumn("clean 256 KiB ms").RightAligned()).AddColumn(new TableColumn("256 KiB of hits ms").RightAligned());
+                .AddColumn(new TableColumn("clean 256 KiB ms").RightAligned()).AddColumn(new TableColumn("256 KiB of hits ms").RightAligned())
+                .AddColumn(new TableColumn("'the' terms, 256 KiB of 'the ' ms").RightAligned());
             var rows = new JsonArray();
             foreach (var size in sizes)
             {
                 Console.Error.WriteLine($"{size:N0} terms ...");
                 var row = Measure(size, OrdinaryText);
-                table.AddRow(size.ToString("N0"), row.CompileMs.ToString("F0"), row.RetainedMiB.ToString("F1"), row.CleanPrompt.Text, row.CleanLongText.Text, row.Hits.Text);
+                table.AddRow(size.ToString("N0"), row.CompileMs.ToString("F0"), row.RetainedMiB.ToString("F1"), row.CleanPrompt.Text, row.CleanLongText.Text, row.Hits.Text, row.SharedFirstWord.Text);
                 rows.Add(new JsonObject
                 {
                     ["terms"] = size, ["compile_ms"] = row.CompileMs, ["retained_mib"] = row.RetainedMiB,
                     ["clean_4kb"] = row.CleanPrompt.ToJson(), ["clean_256kib"] = row.CleanLongText.ToJson(), ["hits_256kib"] = row.Hits.ToJson(),
+                    ["shared_first_word_256kib"] = row.SharedFirstWord.ToJson(),
                 });
             }
             AnsiConsole.Write(table);
@@ -78,7 +81,7 @@ static class BlocklistBenchCommand
         public JsonObject ToJson() => new() { ["best_ms"] = BestMs, ["hits"] = Hits, ["timed_out"] = TimedOut };
     }
 
-    sealed record Row(double CompileMs, double RetainedMiB, Check CleanPrompt, Check CleanLongText, Check Hits);
+    sealed record Row(double CompileMs, double RetainedMiB, Check CleanPrompt, Check CleanLongText, Check Hits, Check SharedFirstWord);
 
     static Row Measure(int size, string ordinaryText)
     {
@@ -92,19 +95,23 @@ static class BlocklistBenchCommand
         var compileMs = clock.Elapsed.TotalMilliseconds;
         var retained = (GC.GetTotalMemory(forceFullCollection: true) - before) / 1048576.0;
 
-        Check Time(string text)
+        // Every term begins with the same word, which a text of it has at every fourth character.
+        var sharingTheFirstWord = CompiledBlocklist.Compile(new Blocklist("bench", [.. terms.Select(t => "the " + t)], []));
+
+        Check Time(CompiledBlocklist list, string text)
         {
             var best = double.MaxValue;
             IReadOnlyList<SafetyMatch> found = [];
             for (var run = 0; run < Runs; run++)
             {
                 clock.Restart();
-                found = compiled.Find(text);
+                found = list.Find(text);
                 best = Math.Min(best, clock.Elapsed.TotalMilliseconds);
             }
             return new Check(best, found.Count, found.Any(m => m.Label.EndsWith("(timed out)", StringComparison.Ordinal)));
         }
-        var row = new Row(compileMs, retained, Time(Repeat(ordinaryText, CleanPromptChars)), Time(Repeat(ordinaryText, LongTextChars)), Time(Repeat(terms[Math.Min(1, size - 1)] + " ", LongTextChars)));
+        var row = new Row(compileMs, retained, Time(compiled, Repeat(ordinaryText, CleanPromptChars)), Time(compiled, Repeat(ordinaryText, LongTextChars)),
+            Time(compiled, Repeat(terms[Math.Min(1, size - 1)] + " ", LongTextChars)), Time(sharingTheFirstWord, Repeat("the ", LongTextChars)));
         GC.KeepAlive(compiled);
         return row;
     }

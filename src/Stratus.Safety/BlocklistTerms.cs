@@ -2,8 +2,8 @@
 // one regex, an alternation of (?<!W)term(?!W) branches, which .NET tries branch by branch at
 // every position of the text: with 1,000 terms a clean 4 KB prompt took the 100 ms match timeout
 // and was blocked as timed out (bench/README.md). Here the first word of every term is searched
-// for at once (SearchValues: Aho-Corasick), and where one is found the terms it begins are
-// compared there by hand, with the regex's rules: whole words with a word boundary at each edge
+// for at once (SearchValues: Aho-Corasick), and where one is found the text there is looked up
+// among the terms it begins, by their whole text, with the regex's rules: whole words with a word boundary at each edge
 // but one in a script written without spaces, each run of whitespace between words matching the
 // single space of the term, and letters compared as the regex's IgnoreCase pairs them
 // (Blocklist.Fold); of the terms found at one place the longest is the hit.
@@ -20,22 +20,32 @@ sealed class BlocklistTerms
     sealed record Term(string Folded, bool BoundaryBefore, bool BoundaryAfter, string Entry);
 
     readonly SearchValues<string> firstWords;
-    // The terms by their first word, longest first; and the lengths of those words, longest first.
-    readonly FrozenDictionary<string, Term[]>.AlternateLookup<ReadOnlySpan<char>> termsByFirstWord;
+    // The terms by their folded text; and by each first word, the lengths of the terms it begins,
+    // longest first, so that where one is found each of them is one look-up of the text there,
+    // however many terms share the word ("the a", "the b", ... 10,000 of them were each compared
+    // at every "the" of a text: 256 KiB of "the " took 41 s).
+    readonly FrozenDictionary<string, Term>.AlternateLookup<ReadOnlySpan<char>> termsByText;
+    readonly FrozenDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> lengthsByFirstWord;
+    // The lengths of the first words, longest first; and of the longest term.
     readonly int[] firstWordLengths;
+    readonly int longest;
 
     /// <param name="terms">Each term in its matching form, trimmed, with its entry; one per
     /// Blocklist.EntryKey (terms with one key match the same texts).</param>
     public BlocklistTerms(IEnumerable<(string MatchingForm, string Entry)> terms)
     {
-        var byFirstWord = terms
+        var all = terms
             .Select(t => new Term(Blocklist.Fold(Blocklist.CanonicalTerm(t.MatchingForm)),
                 !UnspacedScripts.Contains(t.MatchingForm[0]), !UnspacedScripts.Contains(t.MatchingForm[^1]), t.Entry))
+            .ToList();
+        termsByText = all.ToFrozenDictionary(t => t.Folded, StringComparer.Ordinal).GetAlternateLookup<ReadOnlySpan<char>>();
+        var lengths = all
             .GroupBy(t => FirstWord(t.Folded), StringComparer.Ordinal)
-            .ToFrozenDictionary(g => g.Key, g => g.OrderByDescending(t => t.Folded.Length).ToArray(), StringComparer.Ordinal);
-        termsByFirstWord = byFirstWord.GetAlternateLookup<ReadOnlySpan<char>>();
-        firstWords = SearchValues.Create([.. byFirstWord.Keys], StringComparison.Ordinal);
-        firstWordLengths = [.. byFirstWord.Keys.Select(w => w.Length).Distinct().OrderDescending()];
+            .ToFrozenDictionary(g => g.Key, g => g.Select(t => t.Folded.Length).Distinct().OrderDescending().ToArray(), StringComparer.Ordinal);
+        lengthsByFirstWord = lengths.GetAlternateLookup<ReadOnlySpan<char>>();
+        firstWords = SearchValues.Create([.. lengths.Keys], StringComparison.Ordinal);
+        firstWordLengths = [.. lengths.Keys.Select(w => w.Length).Distinct().OrderDescending()];
+        longest = all.Max(t => t.Folded.Length);
     }
 
     static string FirstWord(string folded) => folded.IndexOf(' ') is var space and >= 0 ? folded[..space] : folded;
@@ -45,16 +55,17 @@ sealed class BlocklistTerms
     public void Collect(MatchingForm text, string label, List<SafetyMatch> found)
     {
         var read = text.Text;
-        var buffer = ArrayPool<char>.Shared.Rent(read.Length);
+        var buffer = ArrayPool<char>.Shared.Rent(read.Length + longest);
         try
         {
             var folded = buffer.AsSpan(0, read.Length);
             for (var i = 0; i < read.Length; i++) folded[i] = Blocklist.Fold(read[i]);
+            var spaced = buffer.AsSpan(read.Length, longest);
             var at = 0;
             while (at < read.Length && folded[at..].IndexOfAny(firstWords) is var next and >= 0)
             {
                 var start = at + next;
-                if (Longest(read, folded, start) is ({ } term, var end))
+                if (Longest(read, folded, start, spaced) is ({ } term, var end))
                 {
                     var (from, to) = text.Original(start, end);
                     found.Add(new SafetyMatch(from, to - from, label, term.Entry));
@@ -65,42 +76,48 @@ sealed class BlocklistTerms
         }
         finally
         {
-            ArrayPool<char>.Shared.Return(buffer);
+            // The folded text is the user's: the process's next renter of the array must not read it.
+            ArrayPool<char>.Shared.Return(buffer, clearArray: true);
         }
     }
 
-    /// <summary>The longest term that matches at <paramref name="start"/>, and where its match ends.</summary>
-    (Term? Term, int End) Longest(string read, ReadOnlySpan<char> folded, int start)
+    /// <summary>The longest term that matches at <paramref name="start"/>, and where its match
+    /// ends: the folded text from there with each run of whitespace one space, as the terms are
+    /// (written into <paramref name="spaced"/>), looked up at each length of a term that a first
+    /// word found there begins.</summary>
+    (Term? Term, int End) Longest(string read, ReadOnlySpan<char> folded, int start, Span<char> spaced)
     {
-        (Term? Term, int End) longest = (null, 0);
+        (Term? Term, int End) longestHit = (null, 0);
+        var count = 0;
+        var end = start;
         foreach (var length in firstWordLengths)
         {
-            if (start + length > folded.Length || !termsByFirstWord.TryGetValue(folded.Slice(start, length), out var terms)) continue;
-            foreach (var term in terms)
+            if (start + length > folded.Length || !lengthsByFirstWord.TryGetValue(folded.Slice(start, length), out var termLengths)) continue;
+            foreach (var termLength in termLengths)
             {
-                if (longest.Term is not null && term.Folded.Length <= longest.Term.Folded.Length) break;
-                if (MatchEnd(term, read, folded, start) is var end and > 0) { longest = (term, end); break; }
+                if (longestHit.Term is not null && termLength <= longestHit.Term.Folded.Length) break;
+                // The regex's \s+: a run of any length is the term's one space.
+                for (; count < termLength && end < read.Length; end++)
+                    if (!char.IsWhiteSpace(read[end])) spaced[count++] = folded[end];
+                    else if (spaced[count - 1] != ' ') spaced[count++] = ' ';
+                if (termLength > count || !termsByText.TryGetValue(spaced[..termLength], out var term)) continue;
+                if (MatchEnd(term, read, start) is var matchEnd and > 0) { longestHit = (term, matchEnd); break; }
             }
         }
-        return longest;
+        return longestHit;
     }
 
-    /// <summary>Where the term's match at <paramref name="start"/> ends, or 0 where it has none.</summary>
-    static int MatchEnd(Term term, string read, ReadOnlySpan<char> folded, int start)
+    /// <summary>Where the term, whose folded text the text at <paramref name="start"/> has with
+    /// each run of whitespace one space, ends there if its edges are word boundaries as it needs
+    /// them, or 0.</summary>
+    static int MatchEnd(Term term, string read, int start)
     {
         if (term.BoundaryBefore && start > 0 && IsWordCharacter(read[start - 1])) return 0;
-        var at = start;
+        var end = start;
         foreach (var letter in term.Folded)
-        {
-            if (letter == ' ')
-            {
-                // The regex's \s+: a run of any length.
-                if (at == read.Length || !char.IsWhiteSpace(read[at])) return 0;
-                while (at < read.Length && char.IsWhiteSpace(read[at])) at++;
-            }
-            else if (at == read.Length || folded[at++] != letter) return 0;
-        }
-        return term.BoundaryAfter && at < read.Length && IsWordCharacter(read[at]) ? 0 : at;
+            if (letter != ' ') end++;
+            else while (char.IsWhiteSpace(read[end])) end++;
+        return term.BoundaryAfter && end < read.Length && IsWordCharacter(read[end]) ? 0 : end;
     }
 
     /// <summary>A character a word boundary is next to: a letter, digit or underscore in any script

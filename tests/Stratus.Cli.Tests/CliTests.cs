@@ -172,6 +172,8 @@ public sealed class CliTests
             Assert.Equal(0, (int)row!["clean_256kib"]!["hits"]!);
             Assert.True((int)row["hits_256kib"]!["hits"]! > 20_000);
             Assert.False((bool)row["hits_256kib"]!["timed_out"]!);
+            // "the " repeated holds "the" but none of the terms that begin with it.
+            Assert.Equal(0, (int)row["shared_first_word_256kib"]!["hits"]!);
         }
         var refused = Cli.Run("bench", "blocklist", "--terms", "10,ten");
         Assert.Equal(2, refused.ExitCode);

@@ -1,5 +1,6 @@
 // Custom blocklists: whole-word, case-insensitive terms; regexes validated at creation and
 // bounded by a match timeout.
+using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Text.RegularExpressions;
@@ -360,9 +361,13 @@ public sealed class BlocklistTests
         // The terms were one regex, an alternation of (?<!W)term(?!W) branches, longest first, too
         // slow for long lists; what is found in their place must be what it found, span, label and
         // entry, over lists and texts of letters that pair in case, prefixes of one another,
-        // whitespace runs, word characters and not, and scripts written with spaces and without.
-        string[] letters = ["a", "A", "b", "B", "ß", "ẞ", "σ", "ς", "Σ", "é", "炸", "弹", "ก", "ｂ", "1", "_", "+", "-", "\U0001E900", "\U0001E922", "ᛮ", "½"];
-        string[] gaps = [" ", "  ", "\t", "\n ", "\u00A0", "\u200B", ".", ", ", "", ""];
+        // whitespace runs (no-break, ideographic, line and paragraph separators), word characters
+        // and not, scripts written with spaces and without, astral letters and emoji, the odd case
+        // pairs (ſ, the Kelvin and ohm signs, İ and ı, ǅ), and letters that Blocklist.Fold pairs
+        // with more than the regex does (µ, ᲀ, ϐ, ẛ: the matching form reads them first).
+        string[] letters = ["a", "A", "b", "B", "ß", "ẞ", "σ", "ς", "Σ", "é", "炸", "弹", "ก", "ｂ", "1", "_", "+", "-", "\U0001E900", "\U0001E922", "ᛮ", "½",
+            "İ", "ı", "i", "I", "\u212A", "k", "ſ", "s", "µ", "μ", "Ω", "\u2126", "ω", "ǅ", "ǆ", "Ǆ", "\U0001D41B", "😀", "\U00010400", "\U00010428", "ᲀ", "в", "ϐ", "β", "ẛ", "ṡ"];
+        string[] gaps = [" ", "  ", "\t", "\n ", "\u00A0", "\u3000", "\u2028", " \u2029", "\u200B", ".", ", ", "", ""];
         var random = new Random(7);
         string Word() => string.Concat(Enumerable.Range(0, random.Next(1, 4)).Select(_ => letters[random.Next(letters.Length)]));
         for (var round = 0; round < 500; round++)
@@ -413,5 +418,24 @@ public sealed class BlocklistTests
         Assert.Empty(await Analyze(list, text));
         var hit = Assert.Single(Assert.Single(await Analyze(list, text + " " + terms[^1].ToUpperInvariant())).Matches);
         Assert.Equal((text.Length + 1, terms[^1]), (hit.Start, hit.Entry));
+    }
+
+    [Fact]
+    public void The_text_a_check_folds_is_not_left_in_the_shared_pool()
+    {
+        // The terms read the text folded into a buffer of .NET's shared pool, which any code of
+        // the process rents next (on this thread, this very array): the user's words must not be
+        // in it.
+        var text = "my card pin is 4711 " + new string('.', 1000);
+        Assert.Single(CompiledBlocklist.Compile(new Blocklist("t", ["pin"], [])).Find(text));
+        var next = ArrayPool<char>.Shared.Rent(text.Length);
+        try
+        {
+            Assert.DoesNotContain("PIN IS 4711", new string(next));
+        }
+        finally
+        {
+            ArrayPool<char>.Shared.Return(next);
+        }
     }
 }

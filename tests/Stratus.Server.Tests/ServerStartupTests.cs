@@ -314,6 +314,44 @@ public sealed class ServerStartupTests : IDisposable
         await using var server = await started.WaitAsync(TimeSpan.FromMinutes(1));
     }
 
+    /// <summary>A server that takes the connection and never answers /ready (wedged while its
+    /// models load) is not ready once --ready-timeout is over: the wait was the HTTP client's ten
+    /// minutes per /ready, then it measured the wedged server.</summary>
+    [Fact]
+    public async Task Bench_serve_against_a_server_that_never_answers_ready_ends_at_the_ready_timeout()
+    {
+        using var silent = new TcpListener(IPAddress.Loopback, 0);
+        silent.Start();
+        var accepted = new List<Socket>();
+        var accepting = Task.Run(async () =>
+        {
+            try
+            {
+                while (true) accepted.Add(await silent.AcceptSocketAsync());
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                // The listener stopped.
+            }
+        });
+        var root = new Uri($"http://127.0.0.1:{((IPEndPoint)silent.LocalEndpoint).Port}/");
+        try
+        {
+            using var benchmark = new Stratus.Server.Benchmarking.ServingBenchmark(new()
+            {
+                Url = new Uri(root, "v1"), Model = TinyModelServer.ModelName, Concurrency = [1], Requests = 1, ReadyTimeout = TimeSpan.FromSeconds(1),
+            });
+            var error = await Assert.ThrowsAsync<StratusUserException>(() => benchmark.RunAsync().WaitAsync(TimeSpan.FromMinutes(1)));
+            Assert.Equal($"the server at {root} was not ready after 1 s (its /ready did not answer); see its log, or wait longer with --ready-timeout <seconds>", error.Message);
+        }
+        finally
+        {
+            silent.Stop();
+            await accepting;
+            foreach (var socket in accepted) socket.Dispose();
+        }
+    }
+
     /// <summary>Progress lines as they are reported (Progress&lt;T&gt; posts them later).</summary>
     sealed class Lines(Action<string> report) : IProgress<string>
     {

@@ -242,7 +242,8 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
     /// models load), at most <see cref="ServingBenchmarkOptions.ReadyTimeout"/>, saying so at once and
     /// every ten seconds: measured then, every request is a 503, and /tokenize's 503 makes word
     /// prompts of the token-id ones. A server without /ready (404), one that answers it otherwise
-    /// (a key it refuses) or none at the address is left to the warm-up request to name.</summary>
+    /// (a key it refuses) or none at the address is left to the warm-up request to name; one that
+    /// never answers /ready is not ready.</summary>
     async Task WaitUntilReadyAsync(IProgress<string>? progress, CancellationToken cancellation)
     {
         var clock = Stopwatch.StartNew();
@@ -250,11 +251,20 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         while (true)
         {
             string reason;
+            // A server that takes the connection and never answers (wedged while loading) is
+            // waited for no longer than the rest of the wait, not the client's ten minutes.
+            using var answer = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+            var rest = options.ReadyTimeout - clock.Elapsed;
+            answer.CancelAfter(rest > ReadyAnswerTime ? rest : ReadyAnswerTime);
             try
             {
-                using var response = await http.GetAsync("ready", cancellation);
+                using var response = await http.GetAsync("ready", answer.Token);
                 if (response.StatusCode != HttpStatusCode.ServiceUnavailable) return;
-                reason = ErrorMessage(await response.Content.ReadAsStringAsync(cancellation)) ?? "HTTP 503";
+                reason = ErrorMessage(await response.Content.ReadAsStringAsync(answer.Token)) ?? "HTTP 503";
+            }
+            catch (OperationCanceledException) when (answer.IsCancellationRequested && !cancellation.IsCancellationRequested)
+            {
+                reason = "its /ready did not answer";
             }
             catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException && !cancellation.IsCancellationRequested)
             {
@@ -273,7 +283,10 @@ public sealed class ServingBenchmark(ServingBenchmarkOptions options) : IDisposa
         }
     }
 
-    static readonly TimeSpan ReadyPollInterval = TimeSpan.FromSeconds(1), ReadyProgressInterval = TimeSpan.FromSeconds(10);
+    /// <summary>ReadyAnswerTime: how long one /ready is waited for at least, so that --ready-timeout 0
+    /// still takes a server's answer.</summary>
+    static readonly TimeSpan ReadyPollInterval = TimeSpan.FromSeconds(1), ReadyProgressInterval = TimeSpan.FromSeconds(10),
+        ReadyAnswerTime = TimeSpan.FromSeconds(5);
 
     /// <summary>The message of an OpenAI-shaped error body, without its final period; null for another body.</summary>
     static string? ErrorMessage(string body)

@@ -73,18 +73,25 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 await TryWriteStreamError(context, error);
                 return;
             }
+            // What the failed part set (its status, headers, a buffered body) is not the answer.
+            context.Response.Clear();
             await WriteAsync(context, error);
         }
     }
 
+    /// <summary>The Content-Type of every error: that of the server's other JSON answers (ASP.NET
+    /// Core's JSON results), so a client reads both alike.</summary>
+    public const string ContentType = "application/json; charset=utf-8";
+
+    /// <summary>Writes an error as the answer: its status, Retry-After and headers, beside those
+    /// already set (the host's, the rate limits'); a caught exception's response is cleared first.</summary>
     public static async Task WriteAsync(HttpContext context, ApiException error)
     {
         AccessLogEntry.NoteError(context, error.Code, error.Type);
-        context.Response.Clear();
         context.Response.StatusCode = error.Status;
         if (error.RetryAfterSeconds is { } seconds) context.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
         foreach (var (name, value) in error.Headers) context.Response.Headers[name] = value;
-        context.Response.ContentType = "application/json";
+        context.Response.ContentType = ContentType;
         await context.Response.WriteAsync(Serialize(error), CancellationToken.None);
     }
 

@@ -22,6 +22,26 @@ public sealed class RepeatedFailureLogTests
         public void Advance(TimeSpan by) => Interlocked.Add(ref ticks, by.Ticks);
     }
 
+    static async Task<(TinyModelServer Server, LogCapture Log)> StartLoggedAsync()
+    {
+        var log = new LogCapture();
+        var server = new TinyModelServer { ConfigureServices = log.AddTo };
+        await server.InitializeAsync();
+        return (server, log);
+    }
+
+    /// <summary>Another process's connection holding the database's write lock, as an sqlite3 shell
+    /// left in BEGIN does, until it is disposed.</summary>
+    static SqliteConnection HoldWriteLock(TinyModelServer server)
+    {
+        var holder = new SqliteConnection($"Data Source={Path.Combine(server.DataDir, PlatformDatabase.FileName)};Pooling=False");
+        holder.Open();
+        using var begin = holder.CreateCommand();
+        begin.CommandText = "BEGIN EXCLUSIVE;";
+        begin.ExecuteNonQuery();
+        return holder;
+    }
+
     [Fact]
     public void A_failure_is_named_at_once_then_once_an_interval_with_its_count_and_once_when_it_ends()
     {
@@ -53,9 +73,7 @@ public sealed class RepeatedFailureLogTests
     [Fact]
     public async Task Usage_that_cannot_be_recorded_is_one_line_naming_the_cause_not_a_stack_trace_per_request()
     {
-        var log = new LogCapture();
-        var fixture = new TinyModelServer { ConfigureServices = log.AddTo };
-        await fixture.InitializeAsync();
+        var (fixture, log) = await StartLoggedAsync();
         try
         {
             Sql(fixture, """
@@ -88,19 +106,11 @@ public sealed class RepeatedFailureLogTests
     [Fact]
     public async Task A_failing_database_is_one_line_naming_the_cause_not_a_stack_trace_per_request()
     {
-        var log = new LogCapture();
-        var fixture = new TinyModelServer { ConfigureServices = log.AddTo };
-        await fixture.InitializeAsync();
+        var (fixture, log) = await StartLoggedAsync();
         try
         {
-            using (var holder = new SqliteConnection($"Data Source={Path.Combine(fixture.DataDir, PlatformDatabase.FileName)};Pooling=False"))
+            using (HoldWriteLock(fixture))
             {
-                holder.Open();
-                using (var begin = holder.CreateCommand())
-                {
-                    begin.CommandText = "BEGIN EXCLUSIVE;";
-                    begin.ExecuteNonQuery();
-                }
                 // Writes wait for it, for the lock timeout, then fail; in WAL mode reads go on.
                 var requests = await Task.WhenAll(Enumerable.Range(0, 3).Select(i => fixture.Http.PostAsJsonAsync("/v1/admin/keys", new { name = $"locked-out-{i}", scopes = "inference" })));
                 Assert.All(requests, response => Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode));
@@ -131,19 +141,11 @@ public sealed class RepeatedFailureLogTests
     [Fact]
     public async Task Reads_that_go_on_under_a_held_write_lock_do_not_end_a_failing_database()
     {
-        var log = new LogCapture();
-        var fixture = new TinyModelServer { ConfigureServices = log.AddTo };
-        await fixture.InitializeAsync();
+        var (fixture, log) = await StartLoggedAsync();
         try
         {
-            using (var holder = new SqliteConnection($"Data Source={Path.Combine(fixture.DataDir, PlatformDatabase.FileName)};Pooling=False"))
+            using (HoldWriteLock(fixture))
             {
-                holder.Open();
-                using (var begin = holder.CreateCommand())
-                {
-                    begin.CommandText = "BEGIN EXCLUSIVE;";
-                    begin.ExecuteNonQuery();
-                }
                 for (var i = 0; i < 2; i++)
                 {
                     using (var refused = await fixture.Http.PostAsJsonAsync("/v1/admin/keys", new { name = $"locked-out-{i}", scopes = "inference" }))

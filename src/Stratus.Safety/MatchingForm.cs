@@ -107,7 +107,7 @@ sealed class MatchingForm
                 {
                     folded = true;
                     last = composed;
-                    if (!chars.IsEmpty) chars[length - 1] = composed;
+                    if (!chars.IsEmpty) chars[length - 1] = LookAlike(composed) is var latinComposed and not '\0' ? latinComposed : composed;
                     continue;
                 }
                 if (IsLeftOut(rune))
@@ -120,7 +120,15 @@ sealed class MatchingForm
                 folded |= shown > 0;
             }
             composable = true;
+            // What a diacritic after it composes with: the letter itself, not its look-alike, so
+            // that "у" U+0306 is "ў" as the precomposed letter is (LookAlike reads both alike).
             last = read[^1];
+            if (read.Length == 1 && LookAlike(read[0]) is var latin and not '\0')
+            {
+                letters[0] = latin;
+                read = letters[..1];
+                folded = true;
+            }
             if (!chars.IsEmpty)
             {
                 read.CopyTo(chars[length..]);
@@ -168,6 +176,12 @@ sealed class MatchingForm
             case >= 0x2100 and <= 0x2149 when Letterlike[c - 0x2100] != '.': // the rest of those styles
                 letters[0] = Letterlike[c - 0x2100];
                 return 1;
+            case >= 0x1D6A8 and <= 0x1D7C9: // mathematical Greek: styles of Α-Ω, α-ω and their symbols
+                letters[0] = MathematicalGreek[(c - 0x1D6A8) % MathematicalGreek.Length];
+                return 1;
+            case 0x1D6A4 or 0x1D6A5: // mathematical italic dotless ı and ȷ
+                letters[0] = c == 0x1D6A4 ? '\u0131' : '\u0237';
+                return 1;
             case >= 0x1D7CE and <= 0x1D7FF: // mathematical digits: styles of 0-9
                 letters[0] = (char)('0' + (c - 0x1D7CE) % 10);
                 return 1;
@@ -201,6 +215,58 @@ sealed class MatchingForm
     }
 
     static readonly string[] Ligatures = ["ff", "fi", "fl", "ffi", "ffl", "st", "st"];
+
+    /// <summary>One style of U+1D6A8-U+1D7C9, five of them in a row, as NFKC reads them.</summary>
+    const string MathematicalGreek = "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡϴΣΤΥΦΧΨΩ∇αβγδεζηθικλμνξοπρςστυφχψω∂ϵϑϰϕϱϖ";
+
+    /// <summary>The Latin letter a letter of another script is drawn as, or '\0': Cyrillic "о"
+    /// as "o", so "bоmb" and "ВОМВ" are "bomb" (LookAlikes). Letters already read as another
+    /// (final ς as σ, math Greek as Greek) are looked up as that one.</summary>
+    static char LookAlike(char letter) => letter >= '\u0370' && LookAlikes.TryGetValue(letter, out var latin) ? latin : '\0';
+
+    /// <summary>The letters of Cyrillic, Greek, Armenian and Cherokee that Unicode's confusables
+    /// (UTS #39, confusables.txt of Unicode 14.0) draw as one ASCII letter, small letter then the
+    /// letter, each the small letter of its case pair: a capital that its table draws as "l" is
+    /// read as the "I" it is (the skeleton reads Latin I as l), and a case pair that the table
+    /// draws as two letters (Greek Ν as N, ν as v; Υ as Y, υ as u) is left as it is. A blocklist
+    /// matches letters in either case, so a pair is read as one letter in both of its cases: В
+    /// is drawn as B, and so в is b, though it looks like a small capital. Its digits (З as 3),
+    /// marks and letters drawn as something other than one Latin letter (Б, Ы, θ) are left out.</summary>
+    const string LookAlikeTable =
+        "\u037ai\u03b1a\u03b2b\u03b3y\u03b5e\u03b6z\u03b7h\u03b9i\u03bak\u03bcm\u03bfo\u03c1p\u03c3o\u03c4t\u03c7x\u03d2y" +
+        "\u03ddf\u03f1p\u03f2c\u03f3j\u03fbm\u0430a\u0432b\u0433r\u0435e\u043ak\u043cm\u043dh\u043eo\u0440p\u0441c\u0442t" +
+        "\u0443y\u0445x\u044cb\u0455s\u0456i\u0458j\u0461w\u0475v\u04afy\u04bbh\u04bde\u04cfi\u0501d\u050dg\u051bq\u051dw" +
+        "\u0561w\u0563q\u0566q\u0570h\u0578n\u057cn\u057du\u057fs\u0581g\u0584f\u0585o\u13fbg\u13fcb\ua647i\uab70d\uab71r" +
+        "\uab72t\uab75i\uab79y\uab7aa\uab7bj\uab7ce\uab81r\uab83w\uab87m\uab8bh\uab8dy\uab90g\uab92h\uab93z\uab9fb\uaba2r" +
+        "\uaba4w\uaba5s\uaba9v\uabaas\uabael\uabafc\uabb2p\uabb6k\uabb7d";
+
+    /// <summary>LookAlikeTable for every letter of each case pair (a capital as the capital
+    /// Latin letter), and each precomposed letter of such a letter and a diacritic as the Latin
+    /// letter with that diacritic where Unicode has one (ё as ë, ό as ó), as UTS #39's skeleton
+    /// reads it decomposed: so a letter reads alike however it is written (Compositions).</summary>
+    static readonly FrozenDictionary<char, char> LookAlikes = BuildLookAlikes();
+
+    static FrozenDictionary<char, char> BuildLookAlikes()
+    {
+        var small = new Dictionary<char, char>();
+        for (var i = 0; i < LookAlikeTable.Length; i += 2) small.Add(LookAlikeTable[i], LookAlikeTable[i + 1]);
+        var all = new Dictionary<char, char>();
+        for (var c = '\u0370'; c < char.MaxValue; c++)
+            if (small.TryGetValue(char.ToLowerInvariant(c), out var latin))
+                all[c] = char.ToLowerInvariant(c) == c ? latin : char.ToUpperInvariant(latin);
+        // A precomposed letter's letter may itself be precomposed (ἄ is ἀ and an acute): until none is added.
+        for (var added = true; added;)
+        {
+            added = false;
+            foreach (var (letter, diacritic, composed) in Compositions.All)
+                if (!all.ContainsKey(composed) && all.TryGetValue(letter, out var latin) && Compositions.Of(latin, diacritic) is var latinComposed and not '\0')
+                {
+                    all.Add(composed, latinComposed);
+                    added = true;
+                }
+        }
+        return all.ToFrozenDictionary();
+    }
 
     static int Copy(string shown, Span<char> letters)
     {

@@ -122,6 +122,56 @@ public sealed class BlocklistTests
     }
 
     [Theory]
+    [InlineData("a bоmb here", "bоmb")]                      // Cyrillic о
+    [InlineData("a ВОМВ here", "ВОМВ")]                      // Cyrillic capitals
+    [InlineData("a bοmb here", "bοmb")]                      // Greek ο
+    [InlineData("a ΒΟΜΒ here", "ΒΟΜΒ")]                      // Greek capitals
+    [InlineData("a bօmb here", "bօmb")]                      // Armenian օ
+    [InlineData("a Ᏼomb here", "Ᏼomb")]                      // Cherokee Ᏼ
+    [InlineData("a b\U0001D6D0mb here", "b\U0001D6D0mb")]   // mathematical bold Greek ο
+    [InlineData("a bо\u200bmb here", "bо\u200bmb")]          // with a zero-width space too
+    public async Task A_term_written_with_look_alike_letters_of_other_scripts_is_found(string text, string written)
+    {
+        var result = Assert.Single(await Analyze(new Blocklist("words", ["bomb"], []), text));
+        var span = Assert.Single(result.Matches);
+        Assert.Equal(written, text.Substring(span.Start, span.Length));
+    }
+
+    [Theory]
+    [InlineData("вода", "чистая вода", true)]
+    [InlineData("вода", "ЧИСТАЯ ВОДА", true)]
+    [InlineData("вода", "чистая вoдa", true)]          // Latin o and a in a Russian word
+    [InlineData("ВОДА", "чистая BOДA", true)]          // Latin capitals
+    [InlineData("вода", "чистая вод", false)]
+    [InlineData("ёж", "е\u0308ж в лесу", true)]         // ё decomposed: its е is read as e, and ё as ë
+    [InlineData("ёж", "ëж в лесу", true)]              // Latin ë
+    [InlineData("ўзбек", "у\u0306збек", true)]          // ў, which Latin has no y with a breve for
+    [InlineData("ўзбек", "узбек", false)]
+    [InlineData("ύδωρ", "ΎΔΩΡ", true)]
+    public async Task Look_alike_letters_are_read_alike_in_terms_and_text_of_any_script(string term, string text, bool hit)
+    {
+        var results = await Analyze(new Blocklist("words", [term], []), text);
+        Assert.Equal(hit, results.Count == 1);
+    }
+
+    [Fact]
+    public void A_letter_and_its_other_case_are_read_as_one_letter()
+    {
+        // Terms match in either case, so a look-alike fold that read В as B must read в as b:
+        // a Russian term in capitals would otherwise miss the same word in small letters.
+        var wrong = new List<string>();
+        for (var c = '\u00A0'; c < char.MaxValue; c++)
+        {
+            if (char.IsSurrogate(c)) continue;
+            foreach (var other in new[] { char.ToUpperInvariant(c), char.ToLowerInvariant(c) })
+                // (U+0345, a mark the form leaves out, has Ι as its capital.)
+                if (other != c && Blocklist.EntryKey(c.ToString()) is [_, ..] and var key && key != Blocklist.EntryKey(other.ToString()))
+                    wrong.Add($"U+{(int)c:X4} {Blocklist.EntryKey(c.ToString())} and U+{(int)other:X4} {Blocklist.EntryKey(other.ToString())}");
+        }
+        Assert.True(wrong.Count == 0, string.Join("\n", wrong.Take(10)));
+    }
+
+    [Theory]
     [InlineData("año", "el año pasado", true)]
     [InlineData("ano", "el año pasado", false)]         // a precomposed letter is a letter of its own
     [InlineData("ano", "el an\u0303o pasado", false)]   // and so is the same letter written decomposed

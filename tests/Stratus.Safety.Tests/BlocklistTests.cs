@@ -433,6 +433,44 @@ public sealed class BlocklistTests
         static string Describe(IEnumerable<SafetyMatch> matches) => string.Join(" ", matches.Select(m => $"{m.Start}+{m.Length}:{m.Label}:{m.Entry}"));
     }
 
+    [Fact]
+    public void Terms_of_many_lengths_that_begin_alike_find_what_one_regex_of_them_finds()
+    {
+        // The terms are found by the longest that begins at each place (BlocklistTerms): terms that
+        // are prefixes of one another, of many lengths, with and without a word boundary at their
+        // ends, against texts of their words.
+        string[] words = ["a", "a", "a", "b", "ab", "c++", "+", "炸", "弹", "z", "A"];
+        string[] gaps = [" ", " ", "  ", "\n", "", "-", "炸"];
+        var random = new Random(11);
+        for (var round = 0; round < 400; round++)
+        {
+            var terms = Enumerable.Range(0, random.Next(1, 12))
+                .Select(_ => string.Join(" ", Enumerable.Range(0, random.Next(1, 8)).Select(_ => words[random.Next(words.Length)]))).ToList();
+            var text = string.Concat(Enumerable.Range(0, 80).Select(_ => words[random.Next(words.Length)] + gaps[random.Next(gaps.Length)]));
+            var list = new Blocklist("words", terms, []);
+            Assert.True(Describe(OneRegexOfTerms(list, text)) == Describe(CompiledBlocklist.Compile(list).Find(text)),
+                $"terms {string.Join(" | ", terms)} in \"{text}\"");
+        }
+
+        static string Describe(IEnumerable<SafetyMatch> matches) => string.Join(" ", matches.Select(m => $"{m.Start}+{m.Length}:{m.Label}:{m.Entry}"));
+    }
+
+    [Fact]
+    public void A_letter_and_the_letter_it_folds_to_are_word_characters_alike_and_of_one_script()
+    {
+        // Terms are read folded and the text as it is: where a word ends must be the same for both.
+        var wrong = new List<string>();
+        for (var c = '\u0001'; c < char.MaxValue; c++)
+        {
+            // (U+0345, which folds to Ι, is a mark the matching form leaves out.)
+            var folded = Blocklist.Fold(c);
+            if (MatchingForm.Of(c.ToString()).Text.Length == 0) continue;
+            if (BlocklistTerms.IsWordCharacter(c) != BlocklistTerms.IsWordCharacter(folded) || UnspacedScripts.Contains(c) != UnspacedScripts.Contains(folded))
+                wrong.Add($"U+{(int)c:X4} and U+{(int)folded:X4}");
+        }
+        Assert.True(wrong.Count == 0, string.Join(", ", wrong.Take(20)));
+    }
+
     /// <summary>The terms' hits as the one regex of them found them.</summary>
     static List<SafetyMatch> OneRegexOfTerms(Blocklist list, string text)
     {

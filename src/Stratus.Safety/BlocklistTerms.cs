@@ -27,7 +27,9 @@ sealed class BlocklistTerms
 {
     /// <param name="Folded">The term folded letter by letter (Blocklist.Fold), its words one space apart.</param>
     /// <param name="Entry">The term as the list has it (SafetyMatch.Entry).</param>
-    sealed record Term(string Folded, bool BoundaryBefore, string Entry);
+    /// <param name="WrittenInLatin">Whether its letters are Latin ones as written, so that a
+    /// word of another script matches it only if it is drawn as it is (MatchingForm.ReadsLatinOnlyThroughCase).</param>
+    sealed record Term(string Folded, bool BoundaryBefore, bool WrittenInLatin, string Entry);
 
     /// <summary>The symbol before a character that is no word character, and after the text: a
     /// term that needs a word boundary after it ends with it. Past every UTF-16 unit.</summary>
@@ -47,7 +49,7 @@ sealed class BlocklistTerms
     {
         var given = terms.ToList();
         this.terms = [.. given.Select(t => new Term(Blocklist.Fold(Blocklist.CanonicalTerm(t.MatchingForm)),
-            !UnspacedScripts.Contains(t.MatchingForm[0]), t.Entry))];
+            !UnspacedScripts.Contains(t.MatchingForm[0]), MatchingForm.Of(t.Entry).IsWrittenInLatin(), t.Entry))];
         // The trie of the terms' symbols, each term written backwards.
         var ends = new List<int> { 0 };
         var states = 1;
@@ -150,6 +152,11 @@ sealed class BlocklistTerms
                     continue;
                 }
                 var end = End(term, read, start);
+                if (term.WrittenInLatin && text.ReadsLatinOnlyThroughCase(start, end))
+                {
+                    at = start + 1;
+                    continue;
+                }
                 var (from, to) = text.Original(start, end);
                 found.Add(new SafetyMatch(from, to - from, label, term.Entry));
                 at = end;

@@ -246,6 +246,73 @@ sealed class MatchingForm
     /// reads it decomposed: so a letter reads alike however it is written (Compositions).</summary>
     static readonly FrozenDictionary<char, char> LookAlikes = BuildLookAlikes();
 
+    /// <summary>The letters of LookAlikeTable's case pairs that confusables.txt itself draws as
+    /// the Latin letter, in their own case (В as B, not в; σ as o, not Σ): the others are read so
+    /// only because their other case is (ReadsLatinOnlyThroughCase).</summary>
+    const string DrawnAsLatinTable =
+        "\u037a\u037f\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039f\u03a1\u03a4\u03a7\u03b1\u03b3\u03b9\u03bf\u03c1\u03c3" +
+        "\u03d2\u03dc\u03f1\u03f2\u03f3\u03f9\u03fa\u0405\u0406\u0408\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422" +
+        "\u0423\u0425\u042c\u0430\u0433\u0435\u043e\u0440\u0441\u0443\u0445\u0455\u0456\u0458\u0461\u0474\u0475\u04ae\u04af\u04bb" +
+        "\u04bd\u04c0\u04cf\u0501\u050c\u051b\u051c\u051d\u054d\u054f\u0555\u0561\u0563\u0566\u0570\u0578\u057c\u057d\u0581\u0584" +
+        "\u0585\u13a0\u13a1\u13a2\u13a5\u13a9\u13aa\u13ab\u13ac\u13b3\u13b7\u13bb\u13bd\u13c0\u13c2\u13c3\u13cf\u13d2\u13d4\u13d5" +
+        "\u13d9\u13da\u13de\u13df\u13e2\u13e6\u13e7\u13f3\u13f4\ua647\uab75\uab81\uab83\uab93\uaba9\uabaa\uabaf";
+
+    /// <summary>DrawnAsLatinTable, with each precomposed letter of such a letter and a diacritic.</summary>
+    static readonly FrozenSet<char> DrawnAsLatin = BuildDrawnAsLatin();
+
+    static FrozenSet<char> BuildDrawnAsLatin()
+    {
+        var drawn = DrawnAsLatinTable.ToHashSet();
+        foreach (var (letter, _, composed) in Compositions.All)
+            if (drawn.Contains(letter) && LookAlikes.ContainsKey(composed)) drawn.Add(composed);
+        return drawn.ToFrozenSet();
+    }
+
+    /// <summary>Whether Text[start..end] has no letter written in Latin and a letter read as a
+    /// Latin one only because its other case looks like it: "вот" (в as b, т as t) is no more
+    /// "bot" to the eye than "вода" is "boda", while "ВОТ" and "bот" are. A term written in Latin
+    /// does not match there (BlocklistTerms): as UTS #39 has it, a word of one script is suspect
+    /// only when it is drawn whole with letters that look like another's.</summary>
+    public bool ReadsLatinOnlyThroughCase(int start, int end)
+    {
+        var throughCase = false;
+        for (var i = start; i < end; i++)
+            switch (LookAlikeAt(i))
+            {
+                case LookAlikeKind.WrittenInLatin: return false;
+                case LookAlikeKind.ThroughCase: throughCase = true; break;
+            }
+        return throughCase;
+    }
+
+    /// <summary>Whether every letter of Text is a Latin letter written as one (a term such as
+    /// "bomb", not "вода" or "bоmb").</summary>
+    public bool IsWrittenInLatin()
+    {
+        for (var i = 0; i < Text.Length; i++)
+            if (char.IsLetter(Text[i]) && LookAlikeAt(i) != LookAlikeKind.WrittenInLatin) return false;
+        return true;
+    }
+
+    enum LookAlikeKind { NotALatinLetter, WrittenInLatin, Drawn, ThroughCase }
+
+    /// <summary>How the letter Text[index] came to be: a Latin letter written in Latin (or in
+    /// another form of it, full-width, mathematical), a letter of another script that looks like
+    /// it, one whose other case does, or none of these.</summary>
+    LookAlikeKind LookAlikeAt(int index)
+    {
+        var read = Text[index];
+        if (!char.IsLetter(read) || !(read < '\u0250' || read is >= '\u1E00' and <= '\u1EFF')) return LookAlikeKind.NotALatinLetter;
+        if (starts is null) return LookAlikeKind.WrittenInLatin;
+        // The letter as written, read as the other forms are but not yet as a look-alike.
+        Rune.DecodeFromUtf16(Written.AsSpan(starts[index]), out var rune, out _);
+        Span<char> letters = stackalloc char[3];
+        var shown = IsLeftOut(rune) ? 0 : Letters(rune, letters);
+        var written = shown == 1 ? letters[0] : shown == 0 && rune.IsBmp ? (char)rune.Value : '\0';
+        return written == '\0' || LookAlike(written) == '\0' ? LookAlikeKind.WrittenInLatin
+            : DrawnAsLatin.Contains(written) ? LookAlikeKind.Drawn : LookAlikeKind.ThroughCase;
+    }
+
     static FrozenDictionary<char, char> BuildLookAlikes()
     {
         var small = new Dictionary<char, char>();

@@ -154,6 +154,47 @@ public sealed class BlocklistTests
         Assert.Equal(hit, results.Count == 1);
     }
 
+    [Theory]
+    [InlineData("bot", "вот и всё", false)]      // в and т look like b and t only as capitals
+    [InlineData("bot", "Вот и всё", false)]
+    [InlineData("bot", "ВОТ И ВСЁ", true)]       // drawn as BOT
+    [InlineData("bot", "bот и всё", true)]       // Latin b: a word of two scripts
+    [InlineData("pot", "открыл рот", false)]
+    [InlineData("pot", "ОТКРЫЛ РОТ", true)]
+    [InlineData("вот", "вот и всё", true)]       // a term of the text's own script is its letters
+    [InlineData("вот", "bot", true)]
+    [InlineData("tax", "τάξη", false)]
+    [InlineData("max", "μάχη", false)]
+    [InlineData("kai", "και", false)]            // κ looks like K only as a capital
+    [InlineData("kai", "ΚΑΙ", true)]
+    public async Task A_word_of_another_script_matches_a_latin_term_only_if_it_is_drawn_as_it(string term, string text, bool hit)
+    {
+        var results = await Analyze(new Blocklist("words", [term], []), text);
+        Assert.Equal(hit, results.Count == 1);
+    }
+
+    [Fact]
+    public async Task Ordinary_russian_and_greek_sentences_are_not_blocked_by_a_list_of_english_terms()
+    {
+        // Read letter by letter, "рот" (mouth) was "pot" and "Вот" (here is) "bot": 3 of 40 Russian
+        // sentences were blocked by this list. Words of one script that are not drawn as the term
+        // (their в, т read as b, t through their capitals) are not its hits.
+        string[] terms = ["ass", "asshole", "bastard", "bitch", "bollocks", "boob", "boobs", "bomb", "bomber", "bullshit", "butt", "cock", "coke", "cocaine",
+            "crack", "crap", "cum", "cunt", "damn", "dick", "dildo", "dope", "fag", "fuck", "fucker", "gun", "guns", "hell", "heroin", "hoe", "homo",
+            "horny", "jerk", "kill", "killer", "kkk", "meth", "molest", "murder", "nazi", "nude", "orgasm", "orgy", "penis", "piss", "poop", "porn",
+            "pot", "prick", "pussy", "rape", "rapist", "retard", "scam", "semen", "sex", "sexy", "shit", "shoot", "slut", "smack", "spunk", "stab",
+            "suicide", "terror", "tit", "tits", "twat", "vagina", "wank", "weed", "whore", "xxx", "acid", "ammo", "anal", "arse", "bang", "beat",
+            "blow", "bot", "cop", "cops", "hate", "hack", "hot", "hit", "nuke", "pig", "pimp", "poison", "rifle", "thug", "toke", "yob", "knife",
+            "hoax", "booze", "kiss", "naked", "pee", "puke", "skank", "slay", "shag", "tosser", "tramp", "cack", "bimbo", "moron", "idiot"];
+        var sentences = await File.ReadAllLinesAsync(Path.Combine(AppContext.BaseDirectory, "RussianAndGreekSentences.txt"));
+        var list = new Blocklist("english", terms, []);
+        var blocked = new List<string>();
+        foreach (var sentence in sentences)
+            if ((await Analyze(list, sentence)).Count > 0) blocked.Add(sentence);
+        Assert.True(blocked.Count == 0, string.Join("\n", blocked));
+        Assert.Single(await Analyze(list, sentences[0] + " ВОМВ"));
+    }
+
     [Fact]
     public void A_letter_and_its_other_case_are_read_as_one_letter()
     {
@@ -484,10 +525,19 @@ public sealed class BlocklistTests
         var entries = list.Terms.Select(Blocklist.CanonicalTerm).DistinctBy(Blocklist.EntryKey).ToDictionary(Blocklist.EntryKey);
         var form = MatchingForm.Of(text);
         var found = new List<SafetyMatch>();
-        for (var m = new Regex(string.Join("|", branches), CompiledBlocklist.Options).Match(form.Text); m.Success; m = m.NextMatch())
+        var regex = new Regex(string.Join("|", branches), CompiledBlocklist.Options);
+        for (var m = regex.Match(form.Text); m.Success;)
         {
+            var entry = entries.GetValueOrDefault(Blocklist.EntryKey(m.Value))!;
+            // A term written in Latin is no hit where the text's letters are read as its only through their other case.
+            if (MatchingForm.Of(entry).IsWrittenInLatin() && form.ReadsLatinOnlyThroughCase(m.Index, m.Index + m.Length))
+            {
+                m = regex.Match(form.Text, m.Index + 1);
+                continue;
+            }
             var (start, end) = form.Original(m.Index, m.Index + m.Length);
-            found.Add(new SafetyMatch(start, end - start, CompiledBlocklist.TermLabel, entries.GetValueOrDefault(Blocklist.EntryKey(m.Value))));
+            found.Add(new SafetyMatch(start, end - start, CompiledBlocklist.TermLabel, entry));
+            m = m.NextMatch();
         }
         return found;
     }

@@ -11,13 +11,15 @@
 // backwards, which knows at each place the longest term that begins there; then once from its
 // start, taking the leftmost of those, the next after its end, and so on. Read forwards, an
 // automaton finds where terms end, and the longest that begins at a place could only be told by
-// reading on past it as far as the longest term reaches, again from each place: 89 terms "a x",
-// "a a y", ... of up to 199 characters took 0.5 s on 256 KiB of "a " that way. A term's edges
+// reading on past it as far as the longest term reaches, again from each place; looking the text
+// up at each length of the terms a first word found there begins did as much (89 terms "a x",
+// "a a y", ... of up to 199 characters: 0.5 s on 256 KiB of "a "). A term's edges
 // are read as symbols of their own: the text has an "end of word" symbol before each character
 // that is no word character (and at its end), and a term that needs a boundary after it ends
 // with one, so what follows a term is read with it; the boundary before a term is asked of the
 // character before the place, the same for every term that can begin there (their first
-// letters are one letter, of one script).
+// letters are one letter, of one script). A term written in Latin is no hit on a word of another
+// script that only its letters' other case draws as it (MatchingForm.ReadsLatinOnlyThroughCase).
 using System.Buffers;
 using System.Globalization;
 
@@ -39,7 +41,7 @@ sealed class BlocklistTerms
     // The automaton's states, 0 the start: each state's transitions by symbol, keyed by state and
     // symbol together (Key); the state its failure leads to; and the longest term (its index + 1,
     // 0 for none) that ends, backwards, at the state: the longest that begins where the text is.
-    readonly Dictionary<long, int> transitions = [];
+    readonly Dictionary<long, int> transitions;
     readonly int[] failure;
     readonly int[] longestTerm;
 
@@ -50,9 +52,10 @@ sealed class BlocklistTerms
         var given = terms.ToList();
         this.terms = [.. given.Select(t => new Term(Blocklist.Fold(Blocklist.CanonicalTerm(t.MatchingForm)),
             !UnspacedScripts.Contains(t.MatchingForm[0]), MatchingForm.Of(t.Entry).IsWrittenInLatin(), t.Entry))];
-        // The trie of the terms' symbols, each term written backwards.
-        var ends = new List<int> { 0 };
-        var states = 1;
+        // The trie of the terms' symbols, each term written backwards, with each state's parent,
+        // the symbol that leads to it and its depth, for the failures below.
+        transitions = new Dictionary<long, int>(this.terms.Sum(t => t.Folded.Length + 2));
+        List<int> ends = [0], parents = [0], symbolsTo = [0], depths = [0];
         var symbols = new List<int>();
         for (var index = 0; index < this.terms.Length; index++)
         {
@@ -62,33 +65,31 @@ sealed class BlocklistTerms
             {
                 if (!transitions.TryGetValue(Key(state, symbols[i]), out var next))
                 {
-                    transitions.Add(Key(state, symbols[i]), next = states++);
+                    transitions.Add(Key(state, symbols[i]), next = ends.Count);
                     ends.Add(0);
+                    parents.Add(state);
+                    symbolsTo.Add(symbols[i]);
+                    depths.Add(depths[state] + 1);
                 }
                 state = next;
             }
             // One term per entry key, so two end at one state only if they read alike: the first stays.
             if (ends[state] == 0) ends[state] = index + 1;
         }
-        failure = new int[states];
+        failure = new int[ends.Count];
         longestTerm = [.. ends];
-        // Failures breadth first, so that a state's failure and its longest term are known before
-        // its children's: a state with no term of its own has that of its failure, the longest
-        // term ending there being the longest of those that end at a suffix of what it read.
-        var children = transitions.GroupBy(t => (int)(t.Key >> 17)).ToDictionary(g => g.Key, g => g.Select(t => ((int)(t.Key & 0x1FFFF), t.Value)).ToArray());
-        var queue = new Queue<int>();
-        queue.Enqueue(0);
-        while (queue.TryDequeue(out var state))
+        // Failures by depth, so that a state's failure and its longest term are known before its
+        // children's: a state with no term of its own has that of its failure, the longest term
+        // ending there being the longest of those that end at a suffix of what it read.
+        var byDepth = Enumerable.Range(1, ends.Count - 1).OrderBy(s => depths[s]);
+        foreach (var state in byDepth)
         {
-            if (!children.TryGetValue(state, out var next)) continue;
-            foreach (var (symbol, child) in next)
-            {
-                failure[child] = state == 0 ? 0 : Step(failure[state], symbol);
-                if (longestTerm[child] == 0) longestTerm[child] = longestTerm[failure[child]];
-                queue.Enqueue(child);
-            }
+            failure[state] = parents[state] == 0 ? 0 : Step(failure[parents[state]], symbolsTo[state]);
+            if (longestTerm[state] == 0) longestTerm[state] = longestTerm[failure[state]];
         }
     }
+
+    static readonly SearchValues<char> AsciiWordCharacters = SearchValues.Create("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz");
 
     static long Key(int state, int symbol) => ((long)state << 17) | (uint)symbol;
 
@@ -125,16 +126,24 @@ sealed class BlocklistTerms
         var longest = ArrayPool<int>.Shared.Rent(read.Length);
         try
         {
+            longest.AsSpan(0, read.Length).Clear();
             var state = Step(0, WordEnd);
             for (var at = read.Length - 1; at >= 0; at--)
             {
                 var c = read[at];
+                // A term ends, backwards, with an end of word or a letter of a script written
+                // without spaces: in the start state the letters, digits and '_' of ASCII before
+                // this place lead nowhere, and no term begins at them.
+                if (state == 0 && char.IsAsciiLetterOrDigit(c) | c == '_')
+                {
+                    at = read.AsSpan(0, at).LastIndexOfAnyExcept(AsciiWordCharacters) + 1;
+                    continue;
+                }
                 if (char.IsWhiteSpace(c))
                 {
                     // The regex's \s+: a run of any length is the term's one space.
-                    while (at > 0 && char.IsWhiteSpace(read[at - 1])) longest[at--] = 0;
+                    while (at > 0 && char.IsWhiteSpace(read[at - 1])) at--;
                     state = Step(Step(state, ' '), WordEnd);
-                    longest[at] = 0;
                     continue;
                 }
                 state = Step(state, Blocklist.Fold(c));

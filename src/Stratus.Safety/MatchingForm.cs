@@ -2,7 +2,9 @@
 // one. Letters drawn in another form are read as the letters they show: full-width ("ｂｏｍｂ",
 // as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷ℴ𝓂𝒷"), circled
 // and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑"), superscript and subscript ("ᵇᵒᵐᵇ", "ₐ", "²"), half-width
-// ("ｶﾞｽ" is "ガス") and the Latin ligatures ("ﬁ"); and a letter in the case
+// ("ｶﾞｽ" is "ガス") and the Latin ligatures ("ﬁ"); letters of Cyrillic, Greek, Armenian and
+// Cherokee that Unicode's confusables draw as a Latin letter as that letter ("bоmb" with a
+// Cyrillic о, "ВОМВ": LookAlikes); and a letter in the case
 // the regex's IgnoreCase pairs with its other case (final ς as σ, Adlam small: CasePartner), so
 // a term matches in any case whatever its script. Invisible characters are
 // left out: format characters (zero-width space and joiners, soft hyphen, word joiner,

@@ -331,3 +331,29 @@ public sealed class AutoToolChoiceTests(HermesTemplateServer hermes) : IClassFix
         Assert.Equal(server.Model.Tokenizer.Encode(rendered).Length, (int)result["usage"]!["prompt_tokens"]!);
     }
 }
+
+/// <summary>The tiny model's plain template with serve's --tool-call-parser llama3_json.</summary>
+public sealed class ParserOptionServer : IAsyncLifetime
+{
+    public TinyModelServer Server { get; } = new() { ToolCallParser = Api.ToolCallParser.Of("llama3_json") };
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
+public sealed class ToolCallParserOptionTests(ParserOptionServer served) : IClassFixture<ParserOptionServer>
+{
+    [Fact]
+    public async Task Serve_s_tool_call_parser_lets_auto_read_a_model_whose_template_says_nothing()
+    {
+        Assert.Equal("llama3_json", served.Server.Model.ToolCallParser?.Name);
+        var body = new Dictionary<string, object?>
+        {
+            ["model"] = TinyModelServer.ModelName, ["messages"] = new[] { new { role = "user", content = "Hi" } }, ["max_tokens"] = 5, ["temperature"] = 1, ["seed"] = 2,
+            ["tools"] = ToolCallingTests.Tools, ["tool_choice"] = "auto",
+        };
+        using var response = await served.Server.Http.PostAsJsonAsync("/v1/chat/completions", body);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, text);
+        Assert.Equal("length", (string)JsonNode.Parse(text)!["choices"]![0]!["finish_reason"]!);
+    }
+}

@@ -233,9 +233,9 @@ public sealed class Llama3JsonToolCallParser : ToolCallParser
 
     internal override int CallStart(string text, bool atStart)
     {
-        if (!atStart) return -1;
-        var first = text.Length - text.AsSpan().TrimStart().Length;
-        return text.AsSpan(first).StartsWith(PythonTag, StringComparison.Ordinal) || text.AsSpan(first).StartsWith("{", StringComparison.Ordinal) ? first : -1;
+        // The blank before a call is part of it: text given as content would end the output's beginning.
+        var rest = text.AsSpan().TrimStart();
+        return atStart && (rest.StartsWith(PythonTag, StringComparison.Ordinal) || rest.StartsWith("{", StringComparison.Ordinal)) ? 0 : -1;
     }
 
     internal override int ContentLength(string text, bool atStart)
@@ -248,7 +248,8 @@ public sealed class Llama3JsonToolCallParser : ToolCallParser
     internal override (int, List<(string, string)>?) Take(string text, bool end, IReadOnlySet<string> tools)
     {
         if (!end) return (-1, null);
-        var body = text.StartsWith(PythonTag, StringComparison.Ordinal) ? text[PythonTag.Length..] : text;
+        var body = text.TrimStart();
+        if (body.StartsWith(PythonTag, StringComparison.Ordinal)) body = body[PythonTag.Length..];
         var calls = new List<(string, string)>();
         var bytes = System.Text.Encoding.UTF8.GetBytes(body);
         var at = 0;

@@ -253,6 +253,51 @@ public sealed class ToolCallingTests(TinyModelServer fixture) : IClassFixture<Ti
         }
     }
 
+    /// <summary>The trust layer screens the generated text before it is read into calls: a
+    /// blocklisted word in a call's arguments stops the choice as content_filter, streamed or not,
+    /// and no call carries it.</summary>
+    [Fact]
+    public async Task A_blocklisted_word_in_generated_arguments_is_filtered()
+    {
+        var note = JsonNode.Parse("""[{"type":"function","function":{"name":"note","parameters":{"type":"object","properties":{"text":{"type":"string"}},"required":["text"],"additionalProperties":false}}}]""");
+        Dictionary<string, object?> Body(long seed, bool stream) => new()
+        {
+            ["model"] = TinyModelServer.ModelName, ["messages"] = new[] { new { role = "user", content = "Note." } }, ["max_tokens"] = 60, ["temperature"] = 1, ["seed"] = seed,
+            ["stream"] = stream, ["tools"] = note, ["tool_choice"] = new { type = "function", function = new { name = "note" } },
+            ["logit_bias"] = new Dictionary<string, double> { [Id(' ').ToString()] = -10, [Id('\n').ToString()] = -10, [Id('}').ToString()] = 4 },
+        };
+        string? word = null;
+        long seed;
+        var seen = new List<string>();
+        for (seed = 1; seed <= 30 && word is null; seed++)
+        {
+            var arguments = (string)(await Post(Body(seed, false)))["choices"]![0]!["message"]!["tool_calls"]![0]!["function"]!["arguments"]!;
+            seen.Add(arguments);
+            word = System.Text.RegularExpressions.Regex.Matches(arguments, @"(?<![a-zA-Z0-9_])[a-zA-Z]{3,12}(?![a-zA-Z0-9_])").Select(m => m.Value).FirstOrDefault(w => w != "text");
+        }
+        Assert.True(word is not null, "no seed wrote a word: " + string.Join(" | ", seen));
+        seed--;
+        using var list = await fixture.Http.PutAsJsonAsync("/v1/admin/blocklists/tool-output", new { terms = new[] { word }, category = "hate" });
+        Assert.True(list.IsSuccessStatusCode, await list.Content.ReadAsStringAsync());
+        using var policy = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+            new { block_at = new { hate = "medium", violence = "medium" }, pii = "off", blocklists = new[] { "tool-output" } });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            var choice = (await Post(Body(seed, false)))["choices"]![0]!;
+            Assert.Equal("content_filter", (string)choice["finish_reason"]!);
+            Assert.DoesNotContain(word, choice["message"]!.ToJsonString(), StringComparison.OrdinalIgnoreCase);
+            var (streamed, finish) = await StreamedCalls(Body(seed, true), 1);
+            Assert.Equal("content_filter", finish[0]);
+            Assert.DoesNotContain(streamed[0], call => call.Arguments.Contains(word, StringComparison.OrdinalIgnoreCase));
+        }
+        finally
+        {
+            using var reset = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+        }
+    }
+
     [Fact]
     public async Task Tool_call_arguments_in_the_conversation_are_checked_as_prompt_text()
     {

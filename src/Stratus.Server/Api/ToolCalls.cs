@@ -115,7 +115,8 @@ public sealed partial record ChatTools(IReadOnlyList<JsonElement> Definitions, I
             return choice.GetString() switch
             {
                 "none" => (ToolChoiceKind.None, null),
-                "auto" => (ToolChoiceKind.Auto, null),
+                // With no tools (an empty list) there is nothing to call: text, as "none".
+                "auto" => (names.Count > 0 ? ToolChoiceKind.Auto : ToolChoiceKind.None, null),
                 "required" => names.Count > 0 ? (ToolChoiceKind.Required, null) : throw ApiException.Invalid("Invalid value for 'tool_choice': \"required\" needs at least one tool in 'tools'.", param, "invalid_value"),
                 var other => throw ApiException.Invalid($"Invalid value for 'tool_choice': '{Truncate(other!)}'. Supported values are: 'none', 'auto', 'required' or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.", param, "invalid_value"),
             };

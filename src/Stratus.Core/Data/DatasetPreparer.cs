@@ -47,7 +47,7 @@ public static class DatasetPreparer
         if (tokenizerFrom is null) settings["tokenizer"] = tokenizerKind;
         else settings["tokenizer_sha256"] = TokenizerStore.Sha256(tokenizerFrom);
         return DatasetFolder.Write(outputDirectory, overwrite, new Preparation(corpus.Hash, settings, valFraction),
-            meta => new PreparedDataset(outputDirectory, TokenizerStore.Load(outputDirectory), (long)meta["train_tokens"]!, (long)meta["val_tokens"]!, (string)meta["source"]!["sha256"]!, UpToDate: true),
+            (meta, stored) => new PreparedDataset(outputDirectory, stored, (long)meta["train_tokens"]!, (long)meta["val_tokens"]!, (string)meta["source"]!["sha256"]!, UpToDate: true),
             (sha256, files) =>
         {
             var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));

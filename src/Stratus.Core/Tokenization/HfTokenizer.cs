@@ -190,10 +190,6 @@ public sealed class HfTokenizer : ITokenizer
     /// takes its own length rather than six bytes for each character outside ASCII.</summary>
     static readonly JsonSerializerOptions Unescaped = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    BpeVocabulary ExportedVocabulary() => new(tokens[..VocabSize], [.. Merges()], special, BosId, EndOfTextId, preTokenizerName)
-    {
-        SentencePiece = sentencePiece, UnknownId = unknownId, AddedBefore = addedBefore, AddedAfter = addedAfter, Pieces = tokens[VocabSize..],
-    };
     /// <summary>Whether model.merges is there (a list).</summary>
     readonly bool hasMerges;
     readonly bool sentencePiece, byteFallback, normalizeNfc, fuseUnknown;
@@ -246,6 +242,11 @@ public sealed class HfTokenizer : ITokenizer
     /// <summary>Hugging Face's tokenizer_config.json (chat template, special tokens), when there was one.</summary>
     public JsonObject? TokenizerConfig { get; }
     public BpeVocabulary Vocabulary => vocabulary.Value;
+
+    BpeVocabulary ExportedVocabulary() => new(tokens[..VocabSize], [.. Merges()], special, BosId, EndOfTextId, preTokenizerName)
+    {
+        SentencePiece = sentencePiece, UnknownId = unknownId, AddedBefore = addedBefore, AddedAfter = addedAfter, Pieces = tokens[VocabSize..],
+    };
 
     public string Kind => "hf";
     public TextCuts Cuts { get; }

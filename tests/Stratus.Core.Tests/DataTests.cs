@@ -24,10 +24,30 @@ public sealed class DataTests
         train.Read(0, tokens);
         Assert.Equal(new long[] { 0, 0, 0 }, tokens);
         var meta = JsonNode.Parse(File.ReadAllText(Path.Combine(temp["out"], "meta.json")))!;
-        Assert.Equal("char", (string?)meta["tokenizer"]!["type"]);
-        Assert.Equal("ab", (string?)meta["tokenizer"]!["vocab"]);
+        // The tokenizer's kind; the tokenizer itself is tokenizer.json, beside it, not copied here.
+        Assert.Equal("char", (string?)meta["tokenizer"]);
+        Assert.Equal("ab", (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(temp["out"], "tokenizer.json")))!["vocab"]);
         Assert.Equal(dataset.SourceSha256, (string?)meta["source"]!["sha256"]);
         Assert.Equal(64, dataset.SourceSha256.Length);
+    }
+
+    [Fact]
+    public void A_dataset_whose_meta_json_holds_a_copy_of_its_tokenizer_as_earlier_Stratus_wrote_it_still_trains_and_is_up_to_date()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["in.txt"], "the quick brown fox jumps over the lazy dog\n" + string.Concat(Enumerable.Repeat("a line of text\n", 50)));
+        var tokenizer = HfTokenizer.FromHuggingFace(HuggingFace.TokenizerJson(BpeVocabulary.FromCharacters("\nabcdefghijklmnopqrstuvwxyz ")), null);
+        var prepared = DatasetPreparer.Prepare(temp["in.txt"], temp["out"], "hf", tokenizerFrom: tokenizer);
+        var metaPath = Path.Combine(temp["out"], "meta.json");
+        var meta = JsonNode.Parse(File.ReadAllText(metaPath))!;
+        meta["tokenizer"] = tokenizer.ToJson();
+        File.WriteAllText(metaPath, meta.ToJsonString());
+
+        using (var sampler = new BatchSampler(temp["out"], batchSize: 1, blockSize: 4, seed: 0))
+            Assert.Equal(tokenizer.Encode("the quick"), sampler.Tokenizer.Encode("the quick"));
+        var again = DatasetPreparer.Prepare(temp["in.txt"], temp["out"], "hf", tokenizerFrom: tokenizer);
+        Assert.True(again.UpToDate);
+        Assert.Equal((prepared.TrainTokens, prepared.ValTokens), (again.TrainTokens, again.ValTokens));
     }
 
     [Fact]

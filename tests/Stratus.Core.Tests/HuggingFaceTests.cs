@@ -1,6 +1,7 @@
 // Hugging Face folders in and out: the tokenizer.json Stratus writes encodes like GPT-2's
 // tiktoken, export then import gives bit-identical weights, sharded bf16 checkpoints with a
 // chat template import, and each kind of bad folder is refused with one clear message.
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Stratus.Data;
@@ -25,6 +26,47 @@ public sealed class HuggingFaceTests
             Assert.Equal(Gpt2Tokenizer.Instance.Encode(text), hf.Encode(text));
             Assert.Equal(text, hf.Decode(hf.Encode(text)));
         }
+    }
+
+    /// <summary>The tokenizer keeps its tokenizer.json as text, nothing of the tree it was made
+    /// from (a tree of a large vocabulary took two to three times the file's size for as long as
+    /// the tokenizer lived); what it encodes, stores and exports is that file's, its merges
+    /// written as "left right" strings or as [left, right] pairs.</summary>
+    [Fact]
+    public void A_Hugging_Face_tokenizer_keeps_its_json_as_text_not_the_tree_it_was_made_from()
+    {
+        var (tokenizer, tree) = MadeFromATree();
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.False(tree.IsAlive);
+        var gpt2 = BpeVocabulary.From(Gpt2Tokenizer.Instance);
+        Assert.Equal(gpt2.Tokens, tokenizer.Vocabulary.Tokens);
+        Assert.Equal(gpt2.Merges, tokenizer.Vocabulary.Merges);
+        Assert.True(JsonNode.DeepEquals(HuggingFace.TokenizerJson(gpt2), tokenizer.TokenizerJson));
+
+        var pairs = HuggingFace.TokenizerJson(gpt2);
+        pairs["model"]!["merges"] = new JsonArray([.. gpt2.Merges.Select(merge => (JsonNode)new JsonArray([.. merge.Split(' ').Select(part => (JsonNode)part)]))]);
+        var fromPairs = HfTokenizer.FromHuggingFace(pairs, null);
+        Assert.Equal(gpt2.Merges, fromPairs.Vocabulary.Merges);
+
+        using var temp = new TempDirectory();
+        TokenizerStore.Save(tokenizer, temp.Path);
+        var loaded = TokenizerStore.Load(temp.Path);
+        Assert.Equal(TokenizerStore.Utf8(tokenizer), TokenizerStore.Utf8(loaded));
+        foreach (var text in new[] { "Hello world, it's 2024!", "naïve café 東京 🙂", "x<|endoftext|>y" })
+        {
+            var expected = Gpt2Tokenizer.Instance.Encode(text);
+            Assert.Equal(expected, fromPairs.Encode(text));
+            Assert.Equal(expected, loaded.Encode(text));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static (HfTokenizer Tokenizer, WeakReference Tree) MadeFromATree()
+    {
+        var tree = HuggingFace.TokenizerJson(BpeVocabulary.From(Gpt2Tokenizer.Instance));
+        return (HfTokenizer.FromHuggingFace(tree, null), new WeakReference(tree));
     }
 
     /// <summary>A byte-level tokenizer.json small enough to break one field at a time.</summary>

@@ -79,7 +79,6 @@ public sealed partial class BatchSampler : IDisposable
         // What the tokens are, not where or when they were prepared: copies of one dataset on
         // several nodes are the same dataset.
         Content = $"{train.Count} train and {val.Count} val tokens{(IsMasked ? " with loss masks" : "")} of source {meta["source"]?["sha256"]}";
-        Identity = $"{Content}, tokenizer {TokenizerStore.Sha256(Tokenizer)}";
         this.batchSize = batchSize;
         this.blockSize = blockSize;
         this.seed = (ulong)seed;
@@ -101,8 +100,10 @@ public sealed partial class BatchSampler : IDisposable
     public string Content { get; }
 
     /// <summary><see cref="Content"/> and a hash of the tokenizer, for the ranks of one job (one
-    /// version of Stratus) to check they train on the same data.</summary>
-    public string Identity { get; }
+    /// version of Stratus) to check they train on the same data. Made when first asked for: only
+    /// training compares it, and a large tokenizer is serialized for its hash (a tenth of a second
+    /// for 128k tokens), which checking that a folder holds a whole dataset does not need.</summary>
+    public string Identity => field ??= $"{Content}, tokenizer {TokenizerStore.Sha256(Tokenizer)}";
 
     /// <summary>The parts of a <see cref="Content"/>, as the constructor writes it.</summary>
     [System.Text.RegularExpressions.GeneratedRegex("^(?<tokens>.+) of source (?<source>.*)$")]

@@ -52,7 +52,7 @@ public static class ChatDatasetPreparer
             ["chat_template_sha256"] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(template.Source))),
         };
         return DatasetFolder.Write(outputDirectory, overwrite, new Preparation(() => FileHash.Sha256(input, namedByUser: true), settings, valFraction),
-            meta => new PreparedChatDataset(outputDirectory, TokenizerStore.Load(outputDirectory), (int)meta["train_examples"]!, (int)meta["val_examples"]!,
+            (meta, stored) => new PreparedChatDataset(outputDirectory, stored, (int)meta["train_examples"]!, (int)meta["val_examples"]!,
                 (long)meta["train_tokens"]!, (long)meta["val_tokens"]!, (long)meta["supervised_train_tokens"]!, UpToDate: true),
             (sha256, files) =>
         {

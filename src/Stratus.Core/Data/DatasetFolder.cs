@@ -35,25 +35,25 @@ static class DatasetFolder
     /// the files, which then replace the folder's. A training run or checkpoint there is refused
     /// before anything is read or written; a dataset there unless <paramref name="overwrite"/>, or
     /// when it is the one this preparation would make: then <paramref name="upToDate"/> reads it
-    /// from its meta.json. If <paramref name="prepare"/> throws, the folders made here are removed
+    /// from its meta.json and tokenizer (read once, where its files were checked as training reads them). If <paramref name="prepare"/> throws, the folders made here are removed
     /// before the error goes on.</summary>
-    public static T Write<T>(string directory, bool overwrite, Preparation preparation, Func<JsonObject, T> upToDate, Func<string, StagedFiles, T> prepare)
+    public static T Write<T>(string directory, bool overwrite, Preparation preparation, Func<JsonObject, ITokenizer, T> upToDate, Func<string, StagedFiles, T> prepare)
     {
         if (string.IsNullOrWhiteSpace(directory)) throw new StratusUserException("no output folder given; pass --out <folder> for the dataset");
         RequireNoModelIn(directory, "dataset");
         string? sha256 = null;
         // Before the folder is locked (written), so that a dataset on a read-only disk is found up to date.
-        if (!overwrite && Existing(directory, preparation, ref sha256) is { } current)
+        if (!overwrite && Existing(directory, preparation, ref sha256) is var (meta, tokenizer))
         {
             RemoveLeftoversUnlessInUse(directory);
-            return upToDate(current);
+            return upToDate(meta, tokenizer);
         }
         var made = Missing(directory);
         // Refused, it leaves the folder to the preparation that holds it.
         using var held = FolderLock.Take(directory, $"{directory} is being prepared by another `stratus prepare`; wait for it to finish, or choose another --out");
         RemoveLeftovers(directory);
         // A dataset that another preparation finished meanwhile, which stays as it is.
-        if (!overwrite && Existing(directory, preparation, ref sha256) is { } finished) return upToDate(finished);
+        if (!overwrite && Existing(directory, preparation, ref sha256) is var (finished, its)) return upToDate(finished, its);
         try
         {
             sha256 ??= preparation.HashSource();
@@ -69,11 +69,11 @@ static class DatasetFolder
         }
     }
 
-    /// <summary>The meta.json of the dataset in <paramref name="directory"/> when it is whole and
+    /// <summary>The meta.json and tokenizer of the dataset in <paramref name="directory"/> when it is whole and
     /// is what <paramref name="preparation"/> would make; null where the folder holds no dataset, or
     /// one of the same source and settings that is incomplete (prepared again, it is the same).</summary>
     /// <exception cref="StratusUserException">It holds another dataset.</exception>
-    static JsonObject? Existing(string directory, Preparation preparation, ref string? sha256)
+    static (JsonObject Meta, ITokenizer Tokenizer)? Existing(string directory, Preparation preparation, ref string? sha256)
     {
         if (DatasetIn(directory) is null) return null;
         JsonObject? meta;
@@ -89,7 +89,7 @@ static class DatasetFolder
         else if (recorded is null) (difference, runs) = ($"prepared from {path} by an earlier Stratus, which did not record the settings", ResumesIfTheSame);
         else if (SettingsDifference(recorded, meta["val_fraction"], preparation) is { } settings) difference = $"prepared from {path} with other settings: {settings}";
         else if (source != (sha256 ??= preparation.HashSource())) difference = $"prepared from other text: {path} (sha256 {Short(source)}; this input's: {Short(sha256)})";
-        else return Complete(directory) ? meta : null;
+        else return Complete(directory) is { } tokenizer ? (meta, tokenizer) : null;
         throw new StratusUserException($"{directory} already holds a dataset {difference}; pass --overwrite to replace it ({runs}), or choose another --out");
     }
 
@@ -110,19 +110,19 @@ static class DatasetFolder
 
     static string Short(string? hash) => hash is null ? "none" : hash.Length > 12 ? hash[..12] + "…" : hash;
 
-    /// <summary>Whether <paramref name="directory"/> holds the whole dataset its meta.json
-    /// describes, as training reads it.</summary>
-    static bool Complete(string directory)
+    /// <summary>The tokenizer of the whole dataset its meta.json describes in
+    /// <paramref name="directory"/>, as training reads it; null where it is not whole.</summary>
+    static ITokenizer? Complete(string directory)
     {
         try
         {
             using var sampler = new BatchSampler(directory, batchSize: 1, blockSize: 1, seed: 0, only: Split.Train);
             ChatDatasetPreparer.StoredTemplate(directory);
-            return true;
+            return sampler.Tokenizer;
         }
         catch (StratusUserException)
         {
-            return false;
+            return null;
         }
     }
 

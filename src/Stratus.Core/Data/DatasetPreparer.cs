@@ -47,7 +47,7 @@ public static class DatasetPreparer
         if (tokenizerFrom is null) settings["tokenizer"] = tokenizerKind;
         else settings["tokenizer_sha256"] = TokenizerStore.Sha256(tokenizerFrom);
         return DatasetFolder.Write(outputDirectory, overwrite, new Preparation(corpus.Hash, settings, valFraction),
-            meta => new PreparedDataset(outputDirectory, TokenizerStore.Load(outputDirectory), (long)meta["train_tokens"]!, (long)meta["val_tokens"]!, (string)meta["source"]!["sha256"]!, UpToDate: true),
+            (meta, stored) => new PreparedDataset(outputDirectory, stored, (long)meta["train_tokens"]!, (long)meta["val_tokens"]!, (string)meta["source"]!["sha256"]!, UpToDate: true),
             (sha256, files) =>
         {
             var tokenizer = tokenizerFrom ?? (tokenizerKind == "char" ? corpus.CharVocabulary(pieceChars) : TokenizerStore.Create(tokenizerKind));
@@ -64,7 +64,10 @@ public static class DatasetPreparer
             {
                 ["format"] = "stratus-dataset",
                 ["version"] = 1,
-                ["tokenizer"] = tokenizer.ToJson(),
+                // Its kind, as a chat dataset's meta.json has it: the tokenizer is tokenizer.json,
+                // beside it. A copy here (as datasets prepared before hold, which nothing reads)
+                // made a 128k-token vocabulary's meta.json 9 MB, read by every prepare, train and eval.
+                ["tokenizer"] = tokenizer.Kind,
                 ["vocab_size"] = tokenizer.VocabSize,
                 ["token_bytes"] = TokenShard.TokenBytesFor(tokenizer.VocabSize),
                 ["train_tokens"] = trainCount,

@@ -360,7 +360,7 @@ public static class HuggingFace
         WriteJson(outputDirectory, "config.json", HfConfig(c, bos, EosTokenId(endOfGeneration), dtypeName));
         // What vLLM and transformers' generate() read the eos ids from first.
         WriteJson(outputDirectory, "generation_config.json", new JsonObject { ["bos_token_id"] = bos, ["eos_token_id"] = EosTokenId(endOfGeneration) });
-        var tokenizerJson = tokenizer is HfTokenizer hf ? (JsonObject)hf.TokenizerJson.DeepClone() : TokenizerJson(vocabulary);
+        var tokenizerJson = tokenizer is HfTokenizer hf ? hf.TokenizerJson : TokenizerJson(vocabulary);
         WriteJson(outputDirectory, "tokenizer.json", tokenizerJson);
         var tokenizerConfig = tokenizer is HfTokenizer { TokenizerConfig: { } original } ? (JsonObject)original.DeepClone() : new JsonObject
         {

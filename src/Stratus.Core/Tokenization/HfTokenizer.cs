@@ -42,7 +42,7 @@ public sealed class HfTokenizer : ITokenizer
     {
         this.tokenizerFile = tokenizerFile;
         this.configFile = configFile;
-        TokenizerJson = tokenizerJson;
+        tokenizerText = JsonSerializer.SerializeToUtf8Bytes(tokenizerJson, Unescaped);
         TokenizerConfig = tokenizerConfig;
         var model = tokenizerJson["model"] as JsonObject ?? throw Unsupported("it has no \"model\"");
         if (Text(model["type"], "model.type") != "BPE") throw Unsupported($"its model type is '{model["type"]}', not BPE");
@@ -50,8 +50,14 @@ public sealed class HfTokenizer : ITokenizer
         byteFallback = Flag(model["byte_fallback"], "model.byte_fallback") ?? false;
         if (sentencePiece && !byteFallback && !Types(tokenizerJson["pre_tokenizer"], "pre_tokenizer").Contains("Metaspace") && !ReplacesSpaces(tokenizerJson["normalizer"], "normalizer"))
             throw Unsupported("it is neither byte-level BPE nor SentencePiece-style BPE");
-        var vocab = Vocab(model["vocab"] as JsonObject ?? throw Unsupported("it has no vocabulary"));
-        var merges = Merges(model["merges"]);
+        if (model["vocab"] is not JsonObject) throw Unsupported("it has no vocabulary");
+        var vocab = Vocab();
+        hasMerges = model["merges"] switch
+        {
+            null => false,
+            JsonArray => true,
+            var other => throw Malformed("model.merges", "a list", other),
+        };
         added = new Dictionary<string, int>(StringComparer.Ordinal);
         special = [];
         var addedTokens = tokenizerJson["added_tokens"] switch
@@ -132,7 +138,7 @@ public sealed class HfTokenizer : ITokenizer
         vocab[NotInVocabulary] = NotInVocabularyId;
         var options = new BpeOptions(vocab)
         {
-            Merges = merges, SpecialTokens = specialTokens, UnknownToken = NotInVocabulary, FuseUnknownTokens = fuseUnknown,
+            Merges = Merges(), SpecialTokens = specialTokens, UnknownToken = NotInVocabulary, FuseUnknownTokens = fuseUnknown,
         };
         if (sentencePiece)
         {
@@ -159,19 +165,33 @@ public sealed class HfTokenizer : ITokenizer
         EndOfTextId = SpecialId("eos_token");
         EndOfGenerationIds = (EndOfTextId is { } eot ? [eot] : Array.Empty<int>()).Concat(endOfGenerationIds ?? []).Distinct().ToArray();
         (addedBefore, addedAfter) = ReadSpecialTokensAround(tokenizerJson["post_processor"]);
-        var preName = pattern == BpeVocabulary.Gpt2Pattern ? "gpt-2" : pattern == Llama3Pattern ? "llama-bpe" : pattern == Qwen2Pattern ? "qwen2" : "default";
-        Vocabulary = new BpeVocabulary(tokens[..VocabSize], merges, special, BosId, EndOfTextId, preName)
-        {
-            SentencePiece = sentencePiece, UnknownId = unknownId, AddedBefore = addedBefore, AddedAfter = addedAfter, Pieces = tokens[VocabSize..],
-        };
+        preTokenizerName = pattern == BpeVocabulary.Gpt2Pattern ? "gpt-2" : pattern == Llama3Pattern ? "llama-bpe" : pattern == Qwen2Pattern ? "qwen2" : "default";
+        // Only export needs it, and its merges (a large vocabulary's hundreds of thousands of
+        // strings) are read from the text again then rather than kept for as long as the
+        // tokenizer. (A lambda over a local of this constructor would keep them all alive.)
+        vocabulary = new(ExportedVocabulary);
         // GPT-2's, Llama 3's and Qwen2's expressions never put a newline that is followed by a
         // non-space character in the same word as that character (no alternative lets a newline
         // lead a word, and none looks behind), so a corpus may be cut there as for GPT-2. Others
         // are unproven, SentencePiece starts every text it encodes with a "▁", and a special token
         // spanning lines could be cut in two: those documents are encoded whole.
-        Cuts = !sentencePiece && preName != "default" && !added.Keys.Any(t => t.Contains('\n')) ? TextCuts.BetweenLines : TextCuts.Nowhere;
+        Cuts = !sentencePiece && preTokenizerName != "default" && !added.Keys.Any(t => t.Contains('\n')) ? TextCuts.BetweenLines : TextCuts.Nowhere;
     }
 
+    /// <summary>Hugging Face's tokenizer.json as compact UTF-8 text. A JsonNode tree of it, as
+    /// imported or read from a file, took two to three times the file's size for as long as the
+    /// tokenizer lived, though only <see cref="ToJson"/> and export read it again.</summary>
+    readonly byte[] tokenizerText;
+    readonly Lazy<BpeVocabulary> vocabulary;
+    /// <summary>llama.cpp's name of the pre-tokenizer (<see cref="BpeVocabulary.PreTokenizer"/>).</summary>
+    readonly string preTokenizerName;
+
+    /// <summary>JSON text as it is kept, not shown: unescaped, so a byte-level token ("Ġthe")
+    /// takes its own length rather than six bytes for each character outside ASCII.</summary>
+    static readonly JsonSerializerOptions Unescaped = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>Whether model.merges is there (a list).</summary>
+    readonly bool hasMerges;
     readonly bool sentencePiece, byteFallback, normalizeNfc, fuseUnknown;
     /// <summary>Whether every character has a spelling (the unk_token, byte fallback with every
     /// byte, or a byte-level vocabulary with every byte among the model's tokens), so none needs
@@ -217,11 +237,16 @@ public sealed class HfTokenizer : ITokenizer
                 var other => throw MalformedIn(TokenizerStore.FileName, EndOfGenerationField, "a list of token ids", other),
             }, TokenizerFileName, ConfigFileName);
 
-    /// <summary>Hugging Face's tokenizer.json, as imported.</summary>
-    public JsonObject TokenizerJson { get; }
+    /// <summary>Hugging Face's tokenizer.json, as imported: a copy of its own for each read.</summary>
+    public JsonObject TokenizerJson => (JsonObject)JsonNode.Parse(tokenizerText)!;
     /// <summary>Hugging Face's tokenizer_config.json (chat template, special tokens), when there was one.</summary>
     public JsonObject? TokenizerConfig { get; }
-    public BpeVocabulary Vocabulary { get; }
+    public BpeVocabulary Vocabulary => vocabulary.Value;
+
+    BpeVocabulary ExportedVocabulary() => new(tokens[..VocabSize], [.. Merges()], special, BosId, EndOfTextId, preTokenizerName)
+    {
+        SentencePiece = sentencePiece, UnknownId = unknownId, AddedBefore = addedBefore, AddedAfter = addedAfter, Pieces = tokens[VocabSize..],
+    };
 
     public string Kind => "hf";
     public TextCuts Cuts { get; }
@@ -406,7 +431,7 @@ public sealed class HfTokenizer : ITokenizer
 
     public JsonObject ToJson()
     {
-        var json = new JsonObject { ["type"] = Kind, ["tokenizer"] = TokenizerJson.DeepClone(), ["config"] = TokenizerConfig?.DeepClone() };
+        var json = new JsonObject { ["type"] = Kind, ["tokenizer"] = TokenizerJson, ["config"] = TokenizerConfig?.DeepClone() };
         if (VocabSize < tokens.Length) json[ModelVocabSizeField] = VocabSize;
         if (EndOfGenerationIds.Count > (EndOfTextId is null ? 0 : 1)) json[EndOfGenerationField] = new JsonArray([.. EndOfGenerationIds.Select(id => (JsonNode)id)]);
         return json;
@@ -570,15 +595,13 @@ public sealed class HfTokenizer : ITokenizer
     }
 
     // model.vocab and model.merges are most of a tokenizer.json (a 40 MB file is nearly all
-    // theirs): read as JsonNodes, a node for every token and merge, they took 150 MB more, kept
-    // for as long as the tokenizer lives. They are read as JSON text instead, which the node
-    // parsed from a file holds unread (and writes back as it came, for ToJson and export).
+    // theirs): read as JsonNodes, a node for every token and merge, they took 150 MB more. They
+    // are read from the tokenizer's JSON text instead, token by token.
 
-    /// <summary>model.vocab: token → id.</summary>
-    Dictionary<string, int> Vocab(JsonObject node)
+    /// <summary>model.vocab: token → id (the node is known to be an object).</summary>
+    Dictionary<string, int> Vocab()
     {
-        var reader = new Utf8JsonReader(JsonSerializer.SerializeToUtf8Bytes(node));
-        reader.Read();
+        var reader = ModelField("vocab");
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
@@ -595,32 +618,64 @@ public sealed class HfTokenizer : ITokenizer
         return vocab;
     }
 
-    /// <summary>"left right" strings, or [left, right] pairs as newer files write them.</summary>
-    List<string> Merges(JsonNode? node)
+    /// <summary>model.merges as "left right" strings ([left, right] pairs, as newer files write
+    /// them, joined so), read as they are enumerated: Microsoft.ML.Tokenizers keeps its own
+    /// table of them, so a list of them all would only be garbage the size of the table.</summary>
+    IEnumerable<string> Merges()
     {
-        if (node is null) return [];
-        if (node is not JsonArray) throw Malformed("model.merges", "a list", node);
-        var reader = new Utf8JsonReader(JsonSerializer.SerializeToUtf8Bytes(node));
-        reader.Read();
-        var merges = new List<string>();
-        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        if (!hasMerges) yield break;
+        var reader = ModelField("merges");
+        // A reader cannot live across a yield: each merge is read by one made where the last stopped.
+        var (offset, state) = ((int)reader.BytesConsumed, reader.CurrentState);
+        for (var index = 0; NextMerge(ref offset, ref state, index) is { } merge; index++) yield return merge;
+    }
+
+    /// <summary>The merge at <paramref name="offset"/> of the text, or null at the list's end.</summary>
+    string? NextMerge(ref int offset, ref JsonReaderState state, int index)
+    {
+        var reader = new Utf8JsonReader(tokenizerText.AsSpan(offset), isFinalBlock: true, state);
+        if (!reader.Read() || reader.TokenType == JsonTokenType.EndArray) return null;
+        // A copy at the merge's start, to show the whole of one that is refused.
+        var start = reader;
+        string? merge = null;
+        if (reader.TokenType == JsonTokenType.String) merge = reader.GetString() is { } text && text.Contains(' ') ? text : null;
+        else if (reader.TokenType == JsonTokenType.StartArray && reader.Read() && reader.TokenType == JsonTokenType.String)
         {
-            // A copy at the merge's start, to show the whole of one that is refused.
-            var start = reader;
-            string? merge = null;
-            if (reader.TokenType == JsonTokenType.String) merge = reader.GetString() is { } text && text.Contains(' ') ? text : null;
-            else if (reader.TokenType == JsonTokenType.StartArray && reader.Read() && reader.TokenType == JsonTokenType.String)
+            var left = reader.GetString();
+            if (reader.Read() && reader.TokenType == JsonTokenType.String)
             {
-                var left = reader.GetString();
-                if (reader.Read() && reader.TokenType == JsonTokenType.String)
-                {
-                    var right = reader.GetString();
-                    if (reader.Read() && reader.TokenType == JsonTokenType.EndArray) merge = $"{left} {right}";
-                }
+                var right = reader.GetString();
+                if (reader.Read() && reader.TokenType == JsonTokenType.EndArray) merge = $"{left} {right}";
             }
-            merges.Add(merge ?? throw Malformed($"model.merges[{merges.Count}]", "two tokens (\"left right\" or [\"left\", \"right\"])", JsonNode.Parse(ref start)));
         }
-        return merges;
+        if (merge is null) throw Malformed($"model.merges[{index}]", "two tokens (\"left right\" or [\"left\", \"right\"])", JsonNode.Parse(ref start));
+        (offset, state) = (offset + (int)reader.BytesConsumed, reader.CurrentState);
+        return merge;
+    }
+
+    /// <summary>A reader of the tokenizer's text at the start of model.<paramref name="field"/>,
+    /// which the constructor has found there.</summary>
+    Utf8JsonReader ModelField(string field)
+    {
+        var reader = new Utf8JsonReader(tokenizerText);
+        reader.Read();
+        EnterProperty(ref reader, "model");
+        EnterProperty(ref reader, field);
+        return reader;
+
+        // From an object's start to the start of its property's value. The text was written from
+        // a JsonObject, so each name is there once.
+        static void EnterProperty(ref Utf8JsonReader reader, string name)
+        {
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                var found = reader.ValueTextEquals(name);
+                reader.Read();
+                if (found) return;
+                reader.Skip();
+            }
+            throw new InvalidOperationException($"the tokenizer's text has no {name}");
+        }
     }
 
     /// <summary>What the refusals name tokenizer.json and tokenizer_config.json by: the paths

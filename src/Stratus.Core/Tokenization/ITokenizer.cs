@@ -124,6 +124,22 @@ public static class TokenizerStore
     {
         var path = Path.Combine(directory, FileName);
         if (!File.Exists(path)) throw new StratusUserException($"no {FileName} in {directory}; is this a Stratus model or dataset folder?");
+        var allocated = GC.GetAllocatedBytesForCurrentThread();
+        var tokenizer = Read(path);
+        // A large vocabulary (a Llama 3's 128k tokens and 280k merges) is read through twice the
+        // memory it keeps, garbage the runtime keeps for its heap after a collection: given back
+        // here, before the model's weights are read, it is not part of the process's peak (`sample`
+        // of a model with such a vocabulary: 295 MB instead of 341 MB).
+        if (GC.GetAllocatedBytesForCurrentThread() - allocated > LargeLoad) GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        return tokenizer;
+    }
+
+    /// <summary>Bytes allocated by a load past which its garbage is given back at once.</summary>
+    const long LargeLoad = 64 << 20;
+
+    /// <summary>The tokenizer in the file; its JSON tree is garbage on return.</summary>
+    static ITokenizer Read(string path)
+    {
         const string Fix = "prepare the dataset again, or restore the model's files";
         var json = JsonText.ParseFile(path, new JsonDocumentOptions { AllowDuplicateProperties = false }, hint: $"To fix it, {Fix}.") as JsonObject
             ?? throw new StratusUserException($"{path} is not a JSON object; {Fix}");

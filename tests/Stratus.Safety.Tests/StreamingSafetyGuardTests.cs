@@ -129,6 +129,23 @@ public sealed class StreamingSafetyGuardTests
     }
 
     [Fact]
+    public async Task A_stream_that_has_not_yet_read_a_longer_term_turned_down_blocks_as_the_whole_text_does()
+    {
+        // The guard's window reads "ВОТ" (drawn as BOT) before "кот" comes, which makes the longer
+        // "bot kot" that the look-alike rule turns down ("кот" is kot only through case): the
+        // whole text must block on "bot" as the stream does.
+        var pipeline = Pipeline(PiiMode.Off, "bot", "bot kot");
+        var text = "Вот он: ВОТ кот, и всё. " + string.Concat(Enumerable.Repeat("Вода тёплая. ", 8));
+        var whole = await pipeline.AnalyzeAsync(text, ContentDirection.Completion);
+        var guard = pipeline.GuardStream();
+        foreach (var c in text)
+            if ((await guard.AppendAsync(c.ToString())).Blocked) break;
+        if (guard.BlockedBy is null) await guard.CompleteAsync();
+        Assert.True(whole.Blocked, "whole text passed");
+        Assert.NotNull(guard.BlockedBy);
+    }
+
+    [Fact]
     public async Task Multi_word_term_with_long_whitespace_run_never_releases_its_first_word()
     {
         var pipeline = SafetyPipeline.Create(SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Off, Blocklists = ["words"] }, [new Blocklist("words", ["purple elephant"], [])]);

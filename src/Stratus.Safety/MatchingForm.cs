@@ -287,6 +287,16 @@ sealed class MatchingForm
         return throughCase;
     }
 
+    /// <summary>Where in Text[start..end] the first letter read as Latin only through its other
+    /// case is (end where none): a term written in Latin that reaches it is turned down where
+    /// no letter of the word is written in Latin (ReadsLatinOnlyThroughCase).</summary>
+    public int FirstReadThroughCase(int start, int end)
+    {
+        for (var i = start; i < end; i++)
+            if (LookAlikeAt(i) == LookAlikeKind.ThroughCase) return i;
+        return end;
+    }
+
     /// <summary>Whether every letter of Text is a Latin letter written as one (a term such as
     /// "bomb", not "вода" or "bоmb").</summary>
     public bool IsWrittenInLatin()

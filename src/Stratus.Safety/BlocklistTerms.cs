@@ -19,7 +19,8 @@
 // with one, so what follows a term is read with it; the boundary before a term is asked of the
 // character before the place, the same for every term that can begin there (their first
 // letters are one letter, of one script). A term written in Latin is no hit on a word of another
-// script that only its letters' other case draws as it (MatchingForm.ReadsLatinOnlyThroughCase):
+// script that only its letters' other case draws as it (MatchingForm.CaseRule, which reads each
+// letter of the text once for all the places asked about):
 // then the longest of the shorter terms beginning there that is one is the hit, found along the
 // failures, which lead from a term to the next shorter one that begins where it does.
 using System.Buffers;
@@ -155,6 +156,7 @@ sealed class BlocklistTerms
                 longest[at] = longestTerm[state];
                 if (!IsWordCharacter(c)) state = Step(state, WordEnd);
             }
+            var caseRule = new MatchingForm.CaseRule(text);
             for (var at = 0; at < read.Length && longest.AsSpan(at, read.Length - at).IndexOfAnyExcept(0) is var next and >= 0;)
             {
                 var start = at + next;
@@ -167,12 +169,12 @@ sealed class BlocklistTerms
                     continue;
                 }
                 var end = End(term, read, start);
-                if (term.WrittenInLatin && text.ReadsLatinOnlyThroughCase(start, end))
+                if (term.WrittenInLatin && caseRule.TurnedDownAt(start, end) is var throughCase and >= 0)
                 {
                     // The shorter terms here have no letter written in Latin either: one is turned
                     // down as well when it reaches the first letter read as Latin only through case,
                     // that is when it is longer than the text before that letter.
-                    var before = FoldedLength(read, start, text.FirstReadThroughCase(start, end));
+                    var before = FoldedLength(read, start, throughCase);
                     do begins = longestTerm[failure[begins]];
                     while (begins != 0 && terms[termAt[begins] - 1] is { WrittenInLatin: true } shorter && shorter.Folded.Length > before);
                     if (begins == 0)

@@ -483,6 +483,16 @@ public sealed class BlocklistTests
     }
 
     [Fact]
+    public void Words_drawn_as_a_term_only_in_the_small_capitals_of_their_lower_case_pass_it()
+    {
+        // As documented (docs/trust.md): "вомв" and "ьомь" look like ʙoᴍʙ, as "вот" like ʙoᴛ;
+        // their capitals, and the word with a Latin letter in it, are hits.
+        var list = CompiledBlocklist.Compile(new Blocklist("t", ["bomb"], []));
+        Assert.Empty(list.Find("вомв ьомь Вомв"));
+        Assert.Equal(["ВОМВ", "bомв", "ЬОМЬ"], list.Find("ВОМВ bомв ЬОМЬ").Select(m => "ВОМВ bомв ЬОМЬ".Substring(m.Start, m.Length)));
+    }
+
+    [Fact]
     public void A_term_the_look_alike_rule_turns_down_leaves_the_shorter_terms_that_begin_there()
     {
         // "ВОТ" is drawn as BOT, a hit of "bot"; "ВОТ кот" is no "bot kot", since "кот" (cat)

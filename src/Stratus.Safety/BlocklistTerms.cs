@@ -19,7 +19,10 @@
 // with one, so what follows a term is read with it; the boundary before a term is asked of the
 // character before the place, the same for every term that can begin there (their first
 // letters are one letter, of one script). A term written in Latin is no hit on a word of another
-// script that only its letters' other case draws as it (MatchingForm.ReadsLatinOnlyThroughCase).
+// script that only its letters' other case draws as it (MatchingForm.CaseRule, which reads each
+// letter of the text once for all the places asked about):
+// then the longest of the shorter terms beginning there that is one is the hit, found along the
+// failures, which lead from a term to the next shorter one that begins where it does.
 using System.Buffers;
 using System.Globalization;
 
@@ -39,10 +42,12 @@ sealed class BlocklistTerms
 
     readonly Term[] terms;
     // The automaton's states, 0 the start: each state's transitions by symbol, keyed by state and
-    // symbol together (Key); the state its failure leads to; and the longest term (its index + 1,
-    // 0 for none) that ends, backwards, at the state: the longest that begins where the text is.
+    // symbol together (Key); the state its failure leads to; the term (its index + 1, 0 for none)
+    // that ends, backwards, at the state itself; and the state, this one or the nearest along its
+    // failures, at which one ends (0 for none): the longest term that begins where the text is.
     readonly Dictionary<long, int> transitions;
     readonly int[] failure;
+    readonly int[] termAt;
     readonly int[] longestTerm;
 
     /// <param name="terms">Each term in its matching form, trimmed, with its entry; one per
@@ -77,7 +82,8 @@ sealed class BlocklistTerms
             if (ends[state] == 0) ends[state] = index + 1;
         }
         failure = new int[ends.Count];
-        longestTerm = [.. ends];
+        termAt = [.. ends];
+        longestTerm = new int[ends.Count];
         // Failures by depth, so that a state's failure and its longest term are known before its
         // children's: a state with no term of its own has that of its failure, the longest term
         // ending there being the longest of those that end at a suffix of what it read.
@@ -85,7 +91,7 @@ sealed class BlocklistTerms
         foreach (var state in byDepth)
         {
             failure[state] = parents[state] == 0 ? 0 : Step(failure[parents[state]], symbolsTo[state]);
-            if (longestTerm[state] == 0) longestTerm[state] = longestTerm[failure[state]];
+            longestTerm[state] = termAt[state] != 0 ? state : longestTerm[failure[state]];
         }
     }
 
@@ -122,7 +128,7 @@ sealed class BlocklistTerms
     public void Collect(MatchingForm text, string label, List<SafetyMatch> found)
     {
         var read = text.Text;
-        // Per place of the text, the longest term (index + 1) that begins there.
+        // Per place of the text, the state of the longest term that begins there (longestTerm).
         var longest = ArrayPool<int>.Shared.Rent(read.Length);
         try
         {
@@ -150,10 +156,12 @@ sealed class BlocklistTerms
                 longest[at] = longestTerm[state];
                 if (!IsWordCharacter(c)) state = Step(state, WordEnd);
             }
+            var caseRule = new MatchingForm.CaseRule(text);
             for (var at = 0; at < read.Length && longest.AsSpan(at, read.Length - at).IndexOfAnyExcept(0) is var next and >= 0;)
             {
                 var start = at + next;
-                var term = terms[longest[start] - 1];
+                var begins = longest[start];
+                var term = terms[termAt[begins] - 1];
                 // Every term that begins here has this boundary (their first letters are one), so none matches if this one does not.
                 if (term.BoundaryBefore && start > 0 && IsWordCharacter(read[start - 1]))
                 {
@@ -161,10 +169,21 @@ sealed class BlocklistTerms
                     continue;
                 }
                 var end = End(term, read, start);
-                if (term.WrittenInLatin && text.ReadsLatinOnlyThroughCase(start, end))
+                if (term.WrittenInLatin && caseRule.TurnedDownAt(start, end) is var throughCase and >= 0)
                 {
-                    at = start + 1;
-                    continue;
+                    // The shorter terms here have no letter written in Latin either: one is turned
+                    // down as well when it reaches the first letter read as Latin only through case,
+                    // that is when it is longer than the text before that letter.
+                    var before = FoldedLength(read, start, throughCase);
+                    do begins = longestTerm[failure[begins]];
+                    while (begins != 0 && terms[termAt[begins] - 1] is { WrittenInLatin: true } shorter && shorter.Folded.Length > before);
+                    if (begins == 0)
+                    {
+                        at = start + 1;
+                        continue;
+                    }
+                    term = terms[termAt[begins] - 1];
+                    end = End(term, read, start);
                 }
                 var (from, to) = text.Original(start, end);
                 found.Add(new SafetyMatch(from, to - from, label, term.Entry));
@@ -187,6 +206,15 @@ sealed class BlocklistTerms
             if (letter != ' ') end++;
             else while (char.IsWhiteSpace(read[end])) end++;
         return end;
+    }
+
+    /// <summary>How long read[start..end] is folded as terms are, each run of whitespace one space.</summary>
+    static int FoldedLength(string read, int start, int end)
+    {
+        var length = 0;
+        for (var i = start; i < end; i++)
+            if (i == start || !char.IsWhiteSpace(read[i]) || !char.IsWhiteSpace(read[i - 1])) length++;
+        return length;
     }
 
     /// <summary>A character a word boundary is next to: a letter, digit or underscore in any script

@@ -457,7 +457,10 @@ public sealed class BlocklistTests
         // pairs (ſ, the Kelvin and ohm signs, İ and ı, ǅ), and letters that Blocklist.Fold pairs
         // with more than the regex does (µ, ᲀ, ϐ, ẛ: the matching form reads them first).
         string[] letters = ["a", "A", "b", "B", "ß", "ẞ", "σ", "ς", "Σ", "é", "炸", "弹", "ก", "ｂ", "1", "_", "+", "-", "\U0001E900", "\U0001E922", "ᛮ", "½",
-            "İ", "ı", "i", "I", "\u212A", "k", "ſ", "s", "µ", "μ", "Ω", "\u2126", "ω", "ǅ", "ǆ", "Ǆ", "\U0001D41B", "😀", "\U00010400", "\U00010428", "ᲀ", "в", "ϐ", "β", "ẛ", "ṡ"];
+            "İ", "ı", "i", "I", "\u212A", "k", "ſ", "s", "µ", "μ", "Ω", "\u2126", "ω", "ǅ", "ǆ", "Ǆ", "\U0001D41B", "😀", "\U00010400", "\U00010428", "ᲀ", "в", "ϐ", "β", "ẛ", "ṡ",
+            // look-alikes of other scripts, drawn as Latin in their own case or only in the other,
+            // mixed with Latin ones, with diacritics after them, and mathematical Greek (astral)
+            "o", "t", "о", "О", "т", "Т", "ь", "Ь", "м", "М", "ο", "Ο", "\U0001D6D0", "\U0001D6B8", "o\u0308", "о\u0301", "b\u0301", "т\u0336", "е\u0308", "ё", "Ё", "ë"];
         string[] gaps = [" ", "  ", "\t", "\n ", "\u00A0", "\u3000", "\u2028", " \u2029", "\u200B", ".", ", ", "", ""];
         var random = new Random(7);
         string Word() => string.Concat(Enumerable.Range(0, random.Next(1, 4)).Select(_ => letters[random.Next(letters.Length)]));
@@ -467,11 +470,36 @@ public sealed class BlocklistTests
                 .Select(_ => string.Join(" ", Enumerable.Range(0, random.Next(1, 3)).Select(_ => Word()))).ToList();
             var text = string.Concat(Enumerable.Range(0, 60).Select(_ => random.Next(3) == 0 ? terms[random.Next(terms.Count)] : Word() + gaps[random.Next(gaps.Length)]));
             var list = new Blocklist("words", terms, []);
-            Assert.True(Describe(OneRegexOfTerms(list, text)) == Describe(CompiledBlocklist.Compile(list).Find(text)),
-                $"terms {string.Join(" | ", terms)} in \"{text}\"");
+            var found = CompiledBlocklist.Compile(list).Find(text);
+            Assert.True(Describe(OneRegexOfTerms(list, text)) == Describe(found), $"terms {string.Join(" | ", terms)} in \"{text}\"");
+            // Each span, read by itself, is its term: it covers the hit's own characters, however
+            // the fold changed their length (surrogate pairs, marks composed or left out).
+            foreach (var hit in found)
+                Assert.True(Blocklist.EntryKey(text.Substring(hit.Start, hit.Length)) == Blocklist.EntryKey(hit.Entry),
+                    $"\"{text.Substring(hit.Start, hit.Length)}\" at {hit.Start} for \"{hit.Entry}\" in \"{text}\"");
         }
 
         static string Describe(IEnumerable<SafetyMatch> matches) => string.Join(" ", matches.Select(m => $"{m.Start}+{m.Length}:{m.Label}:{m.Entry}"));
+    }
+
+    [Fact]
+    public void Words_drawn_as_a_term_only_in_the_small_capitals_of_their_lower_case_pass_it()
+    {
+        // As documented (docs/trust.md): "вомв" and "ьомь" look like ʙoᴍʙ, as "вот" like ʙoᴛ;
+        // their capitals, and the word with a Latin letter in it, are hits.
+        var list = CompiledBlocklist.Compile(new Blocklist("t", ["bomb"], []));
+        Assert.Empty(list.Find("вомв ьомь Вомв"));
+        Assert.Equal(["ВОМВ", "bомв", "ЬОМЬ"], list.Find("ВОМВ bомв ЬОМЬ").Select(m => "ВОМВ bомв ЬОМЬ".Substring(m.Start, m.Length)));
+    }
+
+    [Fact]
+    public void A_term_the_look_alike_rule_turns_down_leaves_the_shorter_terms_that_begin_there()
+    {
+        // "ВОТ" is drawn as BOT, a hit of "bot"; "ВОТ кот" is no "bot kot", since "кот" (cat)
+        // reads as "kot" only through its letters' other case. The longest term there being
+        // turned down must not hide the shorter one that matches.
+        var hit = Assert.Single(CompiledBlocklist.Compile(new Blocklist("t", ["bot", "bot kot"], [])).Find("ВОТ кот"));
+        Assert.Equal((0, 3, "bot"), (hit.Start, hit.Length, hit.Entry));
     }
 
     [Fact]
@@ -526,18 +554,23 @@ public sealed class BlocklistTests
         var form = MatchingForm.Of(text);
         var found = new List<SafetyMatch>();
         var regex = new Regex(string.Join("|", branches), CompiledBlocklist.Options);
+        // Each branch alone, anchored where the alternation found the leftmost match, longest first.
+        var each = branches.Select(b => new Regex($@"\G(?:{b})", CompiledBlocklist.Options)).ToList();
         for (var m = regex.Match(form.Text); m.Success;)
         {
-            var entry = entries.GetValueOrDefault(Blocklist.EntryKey(m.Value))!;
-            // A term written in Latin is no hit where the text's letters are read as its only through their other case.
-            if (MatchingForm.Of(entry).IsWrittenInLatin() && form.ReadsLatinOnlyThroughCase(m.Index, m.Index + m.Length))
+            // A term written in Latin is no hit where the text's letters are read as its only
+            // through their other case: the longest of the others that match there is.
+            var at = m.Index;
+            var hit = each.Select(r => r.Match(form.Text, at)).FirstOrDefault(h => h.Success
+                && !(MatchingForm.Of(entries[Blocklist.EntryKey(h.Value)]).IsWrittenInLatin() && form.ReadsLatinOnlyThroughCase(h.Index, h.Index + h.Length)));
+            if (hit is null)
             {
-                m = regex.Match(form.Text, m.Index + 1);
+                m = regex.Match(form.Text, at + 1);
                 continue;
             }
-            var (start, end) = form.Original(m.Index, m.Index + m.Length);
-            found.Add(new SafetyMatch(start, end - start, CompiledBlocklist.TermLabel, entry));
-            m = m.NextMatch();
+            var (start, end) = form.Original(hit.Index, hit.Index + hit.Length);
+            found.Add(new SafetyMatch(start, end - start, CompiledBlocklist.TermLabel, entries[Blocklist.EntryKey(hit.Value)]));
+            m = regex.Match(form.Text, hit.Index + hit.Length);
         }
         return found;
     }

@@ -99,16 +99,19 @@ public sealed class StreamingSafetyGuardTests
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(5)]
     public async Task A_stream_is_blocked_exactly_when_its_whole_text_is_with_look_alike_letters(int seed)
     {
         // The look-alike fold reads each letter by itself, so a window of the stream reads a term
         // as the whole text does: blocked or not alike, and nothing of the first hit released.
         string[] words = ["the", "bomb", "bоmb", "ВОМВ", "ΒΟΜΒ", "bomber", "вомбат", "вода", "ВОДА", "вoдa", "вод", "рот", "бомба", "ωμέγα",
-            "b\u200Bоmb", "е\u0308ж", "ёж", "ΚΑΚΌΣ", "κακός", "\u200B", "и", "and", "water", "ﬁre", "..."];
+            "b\u200Bоmb", "е\u0308ж", "ёж", "ΚΑΚΌΣ", "κακός", "\u200B", "и", "and", "water", "ﬁre", "...",
+            "ВОТ", "вот", "кот", "КОТ", "вомв", "ьомь", "b\U0001D6D0mb"];
         var random = new Random(seed);
         for (var trial = 0; trial < 40; trial++)
         {
-            var pipeline = Pipeline(PiiMode.Off, "bomb", "вода", "ёж", "κακός");
+            var pipeline = Pipeline(PiiMode.Off, "bomb", "вода", "ёж", "κακός", "bot", "bot kot");
             var text = string.Join(random.Next(4) == 0 ? "  " : " ", Enumerable.Range(0, 30).Select(_ => words[random.Next(words.Length)]));
             var whole = await pipeline.AnalyzeAsync(text, ContentDirection.Completion);
             var guard = pipeline.GuardStream();
@@ -126,6 +129,22 @@ public sealed class StreamingSafetyGuardTests
             else
                 Assert.Equal(text, released);
         }
+    }
+
+    [Fact]
+    public async Task A_shorter_term_where_the_look_alike_rule_turns_down_the_longer_blocks_the_stream_and_the_whole_text()
+    {
+        // "ВОТ" is drawn as BOT; "bot kot" that begins there is turned down ("кот" is kot only
+        // through case), and "bot" must still block, whether the guard's window has read "кот" yet or not.
+        var pipeline = Pipeline(PiiMode.Off, "bot", "bot kot");
+        var text = "Вот он: ВОТ кот, и всё. " + string.Concat(Enumerable.Repeat("Вода тёплая. ", 8));
+        var whole = await pipeline.AnalyzeAsync(text, ContentDirection.Completion);
+        var guard = pipeline.GuardStream();
+        foreach (var c in text)
+            if ((await guard.AppendAsync(c.ToString())).Blocked) break;
+        if (guard.BlockedBy is null) await guard.CompleteAsync();
+        Assert.True(whole.Blocked, "whole text passed");
+        Assert.NotNull(guard.BlockedBy);
     }
 
     [Fact]

@@ -167,12 +167,18 @@ public static partial class ApiKeyFormat
 
     static readonly Regex Shape = new($"^{Regex.Escape(Prefix)}[A-Za-z0-9_-]{{{Length - Prefix.Length}}}$", RegexOptions.CultureInvariant);
     static readonly Regex Name = new(@"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\z", RegexOptions.CultureInvariant);
+    /// <summary>A '%' that itself may be percent-encoded any number of times (%25, %2525, ...), as a
+    /// URL carries a key that each of its writers escaped again (`%2573` for `s`). The '25's are
+    /// taken whole and never given back (no key character's code begins with 25), so a run of them
+    /// is read once: a line of 8 KB of them costs microseconds, not a backtracking search.</summary>
+    const string Escape = "%(?>(?:25)*)";
     /// <summary>A character of a key's alphabet (A-Z, a-z, 0-9, '_', '-'), as it is or
-    /// percent-encoded (%2D, %41, %61 ...), as a URL's query string carries it and a request line
-    /// in the log quotes it.</summary>
-    const string KeyCharacter = "(?:[A-Za-z0-9_-]|%(?i:2D|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9A]))";
-    /// <summary><see cref="Prefix"/>, each character of it as it is or percent-encoded.</summary>
-    const string PrefixInText = "(?:s|%73)(?:k|%6(?i:B))(?:-|%2(?i:D))(?:s|%73)(?:t|%74)(?:r|%72)(?:a|%61)(?:t|%74)(?:u|%75)(?:s|%73)(?:-|%2(?i:D))";
+    /// percent-encoded (%2D, %41, %61 ...) to any depth, as a URL's query string carries it and a
+    /// request line in the log quotes it.</summary>
+    const string KeyCharacter = "(?:[A-Za-z0-9_-]|" + Escape + "(?i:2D|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9A]))";
+    /// <summary><see cref="Prefix"/>, each character of it as it is or percent-encoded to any depth.</summary>
+    const string PrefixInText = "(?:s|" + Escape + "73)(?:k|" + Escape + "6(?i:B))(?:-|" + Escape + "2(?i:D))(?:s|" + Escape + "73)(?:t|" + Escape + "74)" +
+        "(?:r|" + Escape + "72)(?:a|" + Escape + "61)(?:t|" + Escape + "74)(?:u|" + Escape + "75)(?:s|" + Escape + "73)(?:-|" + Escape + "2(?i:D))";
 
     /// <summary>A key, or what begins as one, anywhere in a text, each character of it as it is or
     /// percent-encoded: its id (<see cref="IdLength"/>, 12, characters at most), then the rest of it.
@@ -186,8 +192,28 @@ public static partial class ApiKeyFormat
     /// for a log.</summary>
     public static string Redact(string text) =>
         text.Contains(Prefix, StringComparison.Ordinal) || text.Contains('%')
-            ? InText().Replace(text, static key => $"{Prefix}{Uri.UnescapeDataString(key.Groups["id"].Value)}[redacted]")
+            ? InText().Replace(text, static key => $"{Prefix}{Unescape(key.Groups["id"].ValueSpan)}[redacted]")
             : text;
+
+    /// <summary>An id as <see cref="InText"/> matched it, its characters unescaped whatever their
+    /// depth, in one pass (unescaping a level at a time would read a deep one again per level).</summary>
+    static string Unescape(ReadOnlySpan<char> id)
+    {
+        Span<char> characters = stackalloc char[IdLength];
+        var count = 0;
+        for (var i = 0; i < id.Length; i++)
+        {
+            if (id[i] != '%')
+            {
+                characters[count++] = id[i];
+                continue;
+            }
+            i++;
+            while (id[i..].StartsWith("25", StringComparison.Ordinal)) i += 2;
+            characters[count++] = (char)byte.Parse(id.Slice(i++, 2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
+        }
+        return new string(characters[..count]);
+    }
 
     /// <summary>A new random key and its id.</summary>
     public static (string Id, string Key) Generate()

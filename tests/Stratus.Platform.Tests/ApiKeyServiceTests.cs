@@ -305,6 +305,29 @@ public sealed class ApiKeyServiceTests : IDisposable
         Assert.Equal(escapedPlain, ApiKeyFormat.Redact(escapedPlain));
     }
 
+    /// <summary>A URL that each of its writers escaped again carries a '%' as %25, %2525, ...
+    /// (`%2573` is `s` escaped twice): a key so escaped, to any depth and each character to its
+    /// own, is cut to its id all the same, and its id shows unescaped.</summary>
+    [Fact]
+    public void Redacting_cuts_a_key_percent_encoded_any_number_of_times_to_its_id()
+    {
+        var (id, key) = ApiKeyFormat.Generate();
+        var redacted = $"{ApiKeyFormat.Prefix}{id}[redacted]";
+        static string Deeper(string text, int levels) => levels == 0 ? text : Deeper(text.Replace("%", "%25", StringComparison.Ordinal), levels - 1);
+        var everyCharacter = string.Concat(key.Select(c => $"%{(int)c:X2}"));
+        foreach (var levels in new[] { 1, 2, 5 })
+        {
+            Assert.Equal($"?api_key={redacted}&x=1", ApiKeyFormat.Redact($"?api_key={Deeper(everyCharacter, levels)}&x=1"));
+            Assert.Equal($"/v1/{redacted}", ApiKeyFormat.Redact($"/v1/{Deeper(key.Replace("-", "%2D", StringComparison.Ordinal), levels)}"));
+        }
+        // Each character at a depth of its own.
+        var mixed = string.Concat(key.Select((c, i) => i % 3 == 0 ? c.ToString() : Deeper($"%{(int)c:x2}", i % 4)));
+        Assert.Equal($"[{redacted}]", ApiKeyFormat.Redact($"[{mixed}]"));
+        // Other escapes, escaped again, stay as they were.
+        const string escapedPlain = "GET /v1/models?q=a%2520b%25252F";
+        Assert.Equal(escapedPlain, ApiKeyFormat.Redact(escapedPlain));
+    }
+
     [Fact]
     public void Data_directory_prefers_the_flag_then_the_environment()
     {

@@ -20,6 +20,7 @@ public static class AuditActions
     public const string PolicyChanged = "policy.changed";
     public const string BlocklistChanged = "blocklist.changed";
     public const string ModelDeployed = "model.deployed";
+    public const string DatabaseBackedUp = "database.backed_up";
     public const string RequestFiltered = "request.filtered";
 }
 

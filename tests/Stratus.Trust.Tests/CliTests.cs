@@ -178,6 +178,14 @@ public sealed class CliTests : IDisposable
         var backedUp = Run("backup", "--out", backup);
         Assert.True(backedUp.ExitCode == 0, backedUp.Stderr);
         Assert.Contains($"to {backup}", backedUp.Stdout);
+        // Recorded as key changes are: who, the file and its sha256; the chain holds.
+        var sha256 = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(backup)));
+        Assert.Contains($"sha256 {sha256}); audit entry", backedUp.Stdout);
+        var listed = Run("audit", "list", "--action", AuditActions.DatabaseBackedUp).Stdout;
+        Assert.Contains($"cli:{Environment.UserName}", listed);
+        Assert.Contains(sha256, listed);
+        Assert.Contains(backup, listed);
+        Assert.Equal(0, Run("audit", "verify").ExitCode);
 
         // Restored as the docs say: the file copied over stratus.db of a data directory.
         var restored = Directory.CreateDirectory(Path.Combine(dataDir, "restored")).FullName;

@@ -19,7 +19,13 @@ public sealed class PlatformDatabase
     public const string FileName = "stratus.db";
     /// <summary>Migrations[v] takes the schema from version v to v + 1; a new file runs them all,
     /// so it is made exactly as an old one is migrated.</summary>
-    static readonly string[] Migrations = [SchemaVersion1, "ALTER TABLE api_keys ADD COLUMN expires_at TEXT;"];
+    static readonly string[] Migrations =
+    [
+        SchemaVersion1,
+        "ALTER TABLE api_keys ADD COLUMN expires_at TEXT;",
+        // Key rotation: the secret a rotation replaced, and when it stops working.
+        "ALTER TABLE api_keys ADD COLUMN previous_salt BLOB; ALTER TABLE api_keys ADD COLUMN previous_hash BLOB; ALTER TABLE api_keys ADD COLUMN previous_expires_at TEXT;",
+    ];
     static int SchemaVersion => Migrations.Length;
 
     const string SchemaVersion1 = """

@@ -87,13 +87,18 @@ public sealed class PlatformDatabaseTests : IDisposable
         var expiring = await keys.CreateAsync("new", ApiKeyScopes.Inference, RateLimits.Unlimited, "test", ApiKeyExpiry.In(TimeSpan.FromDays(30)));
         Assert.Equal(expiring.Key.ExpiresAt, (await keys.AuthenticateAsync(expiring.Secret)).Key!.ExpiresAt);
 
+        // A key from before rotation existed rotates, its old secret working through the overlap.
+        var rotated = await keys.RotateAsync("old", TimeSpan.FromHours(1), "test");
+        Assert.True((await keys.AuthenticateAsync(secret)).Succeeded);
+        Assert.Equal(rotated.Key.Id, (await keys.AuthenticateAsync(rotated.Secret)).Key!.Id);
+
         // Opening it again finds it migrated.
         Assert.Equal(2, (await PlatformStores.OpenSqlite(directory).KeyService().ListAsync()).Count);
         using var check = new SqliteConnection($"Data Source={DatabasePath}");
         check.Open();
         using var version = check.CreateCommand();
         version.CommandText = "PRAGMA user_version;";
-        Assert.Equal(2L, version.ExecuteScalar());
+        Assert.Equal(3L, version.ExecuteScalar());
     }
 
     /// <summary>A --data-dir given by mistake whose stratus.db is another application's SQLite

@@ -1,7 +1,9 @@
 // `stratus bench blocklist`: how a blocklist's size changes the cost of compiling and checking it.
 // Terms are made-up words of 5-10 letters (one in ten two words, seeded by the list's size), the
 // clean texts ordinary sentences repeated, the text of hits one listed term repeated; and the same
-// terms each after "the " (one first word for all) checked on "the " repeated. Each check
+// terms each after "the " (one first word for all) checked on "the " repeated; and the same
+// terms each after a run of 1 to 89 "a "s (one first word, terms of up to 89 lengths) checked on
+// "a " repeated. Each check
 // is timed at its best of 5, after a warm-up on the smallest list so that its row does not time
 // the JIT. A check that reaches the pattern timeout is blocked (fail closed): the table says so.
 using System.CommandLine;
@@ -37,18 +39,19 @@ static class BlocklistBenchCommand
             var table = new Table().AddColumn(new TableColumn("terms").RightAligned()).AddColumn(new TableColumn("compile ms").RightAligned())
                 .AddColumn(new TableColumn("retained MiB").RightAligned()).AddColumn(new TableColumn("clean 4 KB ms").RightAligned())
                 .AddColumn(new TableColumn("clean 256 KiB ms").RightAligned()).AddColumn(new TableColumn("256 KiB of hits ms").RightAligned())
-                .AddColumn(new TableColumn("'the' terms, 256 KiB of 'the ' ms").RightAligned());
+                .AddColumn(new TableColumn("'the' terms, 256 KiB of 'the ' ms").RightAligned())
+                .AddColumn(new TableColumn("'a a ...' terms of many lengths, 256 KiB of 'a ' ms").RightAligned());
             var rows = new JsonArray();
             foreach (var size in sizes)
             {
                 Console.Error.WriteLine($"{size:N0} terms ...");
                 var row = Measure(size, OrdinaryText);
-                table.AddRow(size.ToString("N0"), row.CompileMs.ToString("F0"), row.RetainedMiB.ToString("F1"), row.CleanPrompt.Text, row.CleanLongText.Text, row.Hits.Text, row.SharedFirstWord.Text);
+                table.AddRow(size.ToString("N0"), row.CompileMs.ToString("F0"), row.RetainedMiB.ToString("F1"), row.CleanPrompt.Text, row.CleanLongText.Text, row.Hits.Text, row.SharedFirstWord.Text, row.ManyLengths.Text);
                 rows.Add(new JsonObject
                 {
                     ["terms"] = size, ["compile_ms"] = row.CompileMs, ["retained_mib"] = row.RetainedMiB,
                     ["clean_4kb"] = row.CleanPrompt.ToJson(), ["clean_256kib"] = row.CleanLongText.ToJson(), ["hits_256kib"] = row.Hits.ToJson(),
-                    ["shared_first_word_256kib"] = row.SharedFirstWord.ToJson(),
+                    ["shared_first_word_256kib"] = row.SharedFirstWord.ToJson(), ["many_lengths_256kib"] = row.ManyLengths.ToJson(),
                 });
             }
             AnsiConsole.Write(table);
@@ -81,7 +84,7 @@ static class BlocklistBenchCommand
         public JsonObject ToJson() => new() { ["best_ms"] = BestMs, ["hits"] = Hits, ["timed_out"] = TimedOut };
     }
 
-    sealed record Row(double CompileMs, double RetainedMiB, Check CleanPrompt, Check CleanLongText, Check Hits, Check SharedFirstWord);
+    sealed record Row(double CompileMs, double RetainedMiB, Check CleanPrompt, Check CleanLongText, Check Hits, Check SharedFirstWord, Check ManyLengths);
 
     static Row Measure(int size, string ordinaryText)
     {
@@ -97,6 +100,9 @@ static class BlocklistBenchCommand
 
         // Every term begins with the same word, which a text of it has at every fourth character.
         var sharingTheFirstWord = CompiledBlocklist.Compile(new Blocklist("bench", [.. terms.Select(t => "the " + t)], []));
+        // One first word again, beginning terms of as many lengths as the list has up to 89
+        // ("a x", "a a y", ... at most 200 characters), which a text of it has at every other character.
+        var ofManyLengths = CompiledBlocklist.Compile(new Blocklist("bench", [.. terms.Select((t, i) => string.Concat(Enumerable.Repeat("a ", 1 + i % 89)) + t)], []));
 
         Check Time(CompiledBlocklist list, string text)
         {
@@ -111,7 +117,8 @@ static class BlocklistBenchCommand
             return new Check(best, found.Count, found.Any(m => m.Label.EndsWith("(timed out)", StringComparison.Ordinal)));
         }
         var row = new Row(compileMs, retained, Time(compiled, Repeat(ordinaryText, CleanPromptChars)), Time(compiled, Repeat(ordinaryText, LongTextChars)),
-            Time(compiled, Repeat(terms[Math.Min(1, size - 1)] + " ", LongTextChars)), Time(sharingTheFirstWord, Repeat("the ", LongTextChars)));
+            Time(compiled, Repeat(terms[Math.Min(1, size - 1)] + " ", LongTextChars)), Time(sharingTheFirstWord, Repeat("the ", LongTextChars)),
+            Time(ofManyLengths, Repeat("a ", LongTextChars)));
         GC.KeepAlive(compiled);
         return row;
     }

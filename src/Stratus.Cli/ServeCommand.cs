@@ -7,6 +7,7 @@ using System.CommandLine;
 using Stratus.Inference;
 using Stratus.Platform;
 using Stratus.Server;
+using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 using Stratus.Server.Trust;
 using Stratus.Tokenization;
@@ -53,9 +54,17 @@ static class ServeCommand
                 "default: text, or what Logging__Console__FormatterName says",
         };
         logFormat.AcceptOnlyFromAmong("text", "json");
+        // vLLM's name and values.
+        var toolCallParser = new Option<string>("--tool-call-parser")
+        {
+            Description = "how the models write tool calls, for tool_choice \"auto\": hermes (<tool_call>{...}</tool_call>: Qwen2.5, Hermes) or llama3_json ({\"name\": ..., \"parameters\": ...}: Llama 3.1-3.3); " +
+                "default: what each model's chat template writes, where it writes one of them (a named or \"required\" tool_choice needs no parser)",
+        };
+        toolCallParser.AcceptOnlyFromAmong([.. ToolCallParser.Names]);
         var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.")
         {
             models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill, gracePeriod, accessLog, forwardedAllowIps, logFormat,
+            toolCallParser,
         };
         command.SetAction(async (result, cancellation) =>
         {
@@ -79,7 +88,7 @@ static class ServeCommand
             };
             var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure) };
             await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, device.Open(result), result.GetValue(threads), trust, TimeSpan.FromSeconds(grace), apiKey: null, cancellation,
-                result.GetValue(accessLog), proxies, format);
+                result.GetValue(accessLog), proxies, format, result.GetValue(toolCallParser) is { } parserName ? ToolCallParser.Of(parserName) : null);
             return 0;
         });
         return command;
@@ -117,14 +126,14 @@ static class ServeCommand
     /// the path); the CLI prints it in one line too.</exception>
     public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, TorchSharp.torch.Device device, int? threads, TrustOptions trust,
         TimeSpan? shutdownGracePeriod, string? apiKey, CancellationToken cancellation, string? accessLog = null, IReadOnlyList<System.Net.IPNetwork>? forwardedAllowIps = null,
-        ServerLogFormat? logFormat = null)
+        ServerLogFormat? logFormat = null, ToolCallParser? toolCallParser = null)
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
         var say = accessLog == AccessLog.StandardOutput || ServerLog.WritesJson(logFormat) ? Console.Error : Console.Out;
         var options = new ServeOptions
         {
             Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, AccessLog = accessLog,
-            ForwardedAllowIps = forwardedAllowIps ?? [], LogFormat = logFormat,
+            ForwardedAllowIps = forwardedAllowIps ?? [], LogFormat = logFormat, ToolCallParser = toolCallParser,
             // After the data directory, its keys and the address have been checked.
             LoadingModels = root => say.WriteLine($"loading {models.Count} model(s) ... (listening on {root}: /health answers 200 and /ready 503 until they serve)"),
         };

@@ -28,7 +28,10 @@ public sealed record Blocklist(
     /// its rules: BlocklistTerms): ß with ẞ and Ω with the ohm sign,
     /// which OrdinalIgnoreCase (capitals compared) tells apart, while it pairs µ with μ, which
     /// the regex does not (the matching form reads µ as μ: MatchingForm.CasePartner). A list
-    /// keeps one of them, as first given, and removing any of them removes it.</summary>
+    /// keeps one of them, as first given, and removing any of them removes it. A term written in
+    /// Latin and one of another script drawn alike ("bot", "вот") are one entry too, though a word
+    /// read as the first only through its letters' other case ("вот") is a hit of the second alone
+    /// (MatchingForm.ReadsLatinOnlyThroughCase).</summary>
     public static string EntryKey(string? term) => Fold(CanonicalTerm(MatchingForm.Of(CanonicalTerm(term)).Text));
 
     /// <summary>The text with each letter as one of the letters a regex's IgnoreCase pairs it

@@ -164,6 +164,15 @@ static class Compositions
         "\u30D5\u309A\u30D7\u30D8\u3099\u30D9\u30D8\u309A\u30DA\u30DB\u3099\u30DC\u30DB\u309A\u30DD\u30EF\u3099\u30F7" +
         "\u30F0\u3099\u30F8\u30F1\u3099\u30F9\u30F2\u3099\u30FA\u30FD\u3099\u30FE";
 
+    /// <summary>Every composition: the letter, the diacritic and the letter they make.</summary>
+    public static IEnumerable<(char Letter, char Diacritic, char Composed)> All
+    {
+        get
+        {
+            for (var i = 0; i < Table.Length; i += 3) yield return (Table[i], Table[i + 1], Table[i + 2]);
+        }
+    }
+
     /// <summary>The letter and diacritic composed, or '\0' where Unicode has no such letter.</summary>
     public static char Of(char letter, char diacritic)
     {

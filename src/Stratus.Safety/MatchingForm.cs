@@ -2,7 +2,9 @@
 // one. Letters drawn in another form are read as the letters they show: full-width ("ｂｏｍｂ",
 // as typed in a CJK input method's full-width mode), mathematical ("𝐛𝐨𝐦𝐛", "𝒷ℴ𝓂𝒷"), circled
 // and squared ("ⓑⓞⓜⓑ", "🅑🅞🅜🅑"), superscript and subscript ("ᵇᵒᵐᵇ", "ₐ", "²"), half-width
-// ("ｶﾞｽ" is "ガス") and the Latin ligatures ("ﬁ"); and a letter in the case
+// ("ｶﾞｽ" is "ガス") and the Latin ligatures ("ﬁ"); letters of Cyrillic, Greek, Armenian and
+// Cherokee that Unicode's confusables draw as a Latin letter as that letter ("bоmb" with a
+// Cyrillic о, "ВОМВ": LookAlikes); and a letter in the case
 // the regex's IgnoreCase pairs with its other case (final ς as σ, Adlam small: CasePartner), so
 // a term matches in any case whatever its script. Invisible characters are
 // left out: format characters (zero-width space and joiners, soft hyphen, word joiner,
@@ -107,7 +109,7 @@ sealed class MatchingForm
                 {
                     folded = true;
                     last = composed;
-                    if (!chars.IsEmpty) chars[length - 1] = composed;
+                    if (!chars.IsEmpty) chars[length - 1] = LookAlike(composed) is var latinComposed and not '\0' ? latinComposed : composed;
                     continue;
                 }
                 if (IsLeftOut(rune))
@@ -120,7 +122,15 @@ sealed class MatchingForm
                 folded |= shown > 0;
             }
             composable = true;
+            // What a diacritic after it composes with: the letter itself, not its look-alike, so
+            // that "у" U+0306 is "ў" as the precomposed letter is (LookAlike reads both alike).
             last = read[^1];
+            if (read.Length == 1 && LookAlike(read[0]) is var latin and not '\0')
+            {
+                letters[0] = latin;
+                read = letters[..1];
+                folded = true;
+            }
             if (!chars.IsEmpty)
             {
                 read.CopyTo(chars[length..]);
@@ -168,6 +178,12 @@ sealed class MatchingForm
             case >= 0x2100 and <= 0x2149 when Letterlike[c - 0x2100] != '.': // the rest of those styles
                 letters[0] = Letterlike[c - 0x2100];
                 return 1;
+            case >= 0x1D6A8 and <= 0x1D7C9: // mathematical Greek: styles of Α-Ω, α-ω and their symbols
+                letters[0] = MathematicalGreek[(c - 0x1D6A8) % MathematicalGreek.Length];
+                return 1;
+            case 0x1D6A4 or 0x1D6A5: // mathematical italic dotless ı and ȷ
+                letters[0] = c == 0x1D6A4 ? '\u0131' : '\u0237';
+                return 1;
             case >= 0x1D7CE and <= 0x1D7FF: // mathematical digits: styles of 0-9
                 letters[0] = (char)('0' + (c - 0x1D7CE) % 10);
                 return 1;
@@ -201,6 +217,125 @@ sealed class MatchingForm
     }
 
     static readonly string[] Ligatures = ["ff", "fi", "fl", "ffi", "ffl", "st", "st"];
+
+    /// <summary>One style of U+1D6A8-U+1D7C9, five of them in a row, as NFKC reads them.</summary>
+    const string MathematicalGreek = "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡϴΣΤΥΦΧΨΩ∇αβγδεζηθικλμνξοπρςστυφχψω∂ϵϑϰϕϱϖ";
+
+    /// <summary>The Latin letter a letter of another script is drawn as, or '\0': Cyrillic "о"
+    /// as "o", so "bоmb" and "ВОМВ" are "bomb" (LookAlikes). Letters already read as another
+    /// (final ς as σ, math Greek as Greek) are looked up as that one.</summary>
+    static char LookAlike(char letter) => letter >= '\u0370' && LookAlikes.TryGetValue(letter, out var latin) ? latin : '\0';
+
+    /// <summary>The letters of Cyrillic, Greek, Armenian and Cherokee that Unicode's confusables
+    /// (UTS #39, confusables.txt of Unicode 14.0) draw as one ASCII letter, small letter then the
+    /// letter, each the small letter of its case pair: a capital that its table draws as "l" is
+    /// read as the "I" it is (the skeleton reads Latin I as l), and a case pair that the table
+    /// draws as two letters (Greek Ν as N, ν as v; Υ as Y, υ as u) is left as it is. A blocklist
+    /// matches letters in either case, so a pair is read as one letter in both of its cases: В
+    /// is drawn as B, and so в is b, though it looks like a small capital. Its digits (З as 3),
+    /// marks and letters drawn as something other than one Latin letter (Б, Ы, θ) are left out.</summary>
+    const string LookAlikeTable =
+        "\u037ai\u03b1a\u03b2b\u03b3y\u03b5e\u03b6z\u03b7h\u03b9i\u03bak\u03bcm\u03bfo\u03c1p\u03c3o\u03c4t\u03c7x\u03d2y" +
+        "\u03ddf\u03f1p\u03f2c\u03f3j\u03fbm\u0430a\u0432b\u0433r\u0435e\u043ak\u043cm\u043dh\u043eo\u0440p\u0441c\u0442t" +
+        "\u0443y\u0445x\u044cb\u0455s\u0456i\u0458j\u0461w\u0475v\u04afy\u04bbh\u04bde\u04cfi\u0501d\u050dg\u051bq\u051dw" +
+        "\u0561w\u0563q\u0566q\u0570h\u0578n\u057cn\u057du\u057fs\u0581g\u0584f\u0585o\u13fbg\u13fcb\ua647i\uab70d\uab71r" +
+        "\uab72t\uab75i\uab79y\uab7aa\uab7bj\uab7ce\uab81r\uab83w\uab87m\uab8bh\uab8dy\uab90g\uab92h\uab93z\uab9fb\uaba2r" +
+        "\uaba4w\uaba5s\uaba9v\uabaas\uabael\uabafc\uabb2p\uabb6k\uabb7d";
+
+    /// <summary>LookAlikeTable for every letter of each case pair (a capital as the capital
+    /// Latin letter), and each precomposed letter of such a letter and a diacritic as the Latin
+    /// letter with that diacritic where Unicode has one (ё as ë, ό as ó), as UTS #39's skeleton
+    /// reads it decomposed: so a letter reads alike however it is written (Compositions).</summary>
+    static readonly FrozenDictionary<char, char> LookAlikes = BuildLookAlikes();
+
+    /// <summary>The letters of LookAlikeTable's case pairs that confusables.txt itself draws as
+    /// the Latin letter, in their own case (В as B, not в; σ as o, not Σ): the others are read so
+    /// only because their other case is (ReadsLatinOnlyThroughCase).</summary>
+    const string DrawnAsLatinTable =
+        "\u037a\u037f\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039f\u03a1\u03a4\u03a7\u03b1\u03b3\u03b9\u03bf\u03c1\u03c3" +
+        "\u03d2\u03dc\u03f1\u03f2\u03f3\u03f9\u03fa\u0405\u0406\u0408\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422" +
+        "\u0423\u0425\u042c\u0430\u0433\u0435\u043e\u0440\u0441\u0443\u0445\u0455\u0456\u0458\u0461\u0474\u0475\u04ae\u04af\u04bb" +
+        "\u04bd\u04c0\u04cf\u0501\u050c\u051b\u051c\u051d\u054d\u054f\u0555\u0561\u0563\u0566\u0570\u0578\u057c\u057d\u0581\u0584" +
+        "\u0585\u13a0\u13a1\u13a2\u13a5\u13a9\u13aa\u13ab\u13ac\u13b3\u13b7\u13bb\u13bd\u13c0\u13c2\u13c3\u13cf\u13d2\u13d4\u13d5" +
+        "\u13d9\u13da\u13de\u13df\u13e2\u13e6\u13e7\u13f3\u13f4\ua647\uab75\uab81\uab83\uab93\uaba9\uabaa\uabaf";
+
+    /// <summary>DrawnAsLatinTable, with each precomposed letter of such a letter and a diacritic.</summary>
+    static readonly FrozenSet<char> DrawnAsLatin = BuildDrawnAsLatin();
+
+    static FrozenSet<char> BuildDrawnAsLatin()
+    {
+        var drawn = DrawnAsLatinTable.ToHashSet();
+        foreach (var (letter, _, composed) in Compositions.All)
+            if (drawn.Contains(letter) && LookAlikes.ContainsKey(composed)) drawn.Add(composed);
+        return drawn.ToFrozenSet();
+    }
+
+    /// <summary>Whether Text[start..end] has no letter written in Latin and a letter read as a
+    /// Latin one only because its other case looks like it: "вот" (в as b, т as t) is no more
+    /// "bot" to the eye than "вода" is "boda", while "ВОТ" and "bот" are. A term written in Latin
+    /// does not match there (BlocklistTerms): as UTS #39 has it, a word of one script is suspect
+    /// only when it is drawn whole with letters that look like another's.</summary>
+    public bool ReadsLatinOnlyThroughCase(int start, int end)
+    {
+        var throughCase = false;
+        for (var i = start; i < end; i++)
+            switch (LookAlikeAt(i))
+            {
+                case LookAlikeKind.WrittenInLatin: return false;
+                case LookAlikeKind.ThroughCase: throughCase = true; break;
+            }
+        return throughCase;
+    }
+
+    /// <summary>Whether every letter of Text is a Latin letter written as one (a term such as
+    /// "bomb", not "вода" or "bоmb").</summary>
+    public bool IsWrittenInLatin()
+    {
+        for (var i = 0; i < Text.Length; i++)
+            if (char.IsLetter(Text[i]) && LookAlikeAt(i) != LookAlikeKind.WrittenInLatin) return false;
+        return true;
+    }
+
+    enum LookAlikeKind { NotALatinLetter, WrittenInLatin, Drawn, ThroughCase }
+
+    /// <summary>How the letter Text[index] came to be: a Latin letter written in Latin (or in
+    /// another form of it, full-width, mathematical), a letter of another script that looks like
+    /// it, one whose other case does, or none of these.</summary>
+    LookAlikeKind LookAlikeAt(int index)
+    {
+        var read = Text[index];
+        if (!char.IsLetter(read) || !(read < '\u0250' || read is >= '\u1E00' and <= '\u1EFF')) return LookAlikeKind.NotALatinLetter;
+        if (starts is null) return LookAlikeKind.WrittenInLatin;
+        // The letter as written, read as the other forms are but not yet as a look-alike.
+        Rune.DecodeFromUtf16(Written.AsSpan(starts[index]), out var rune, out _);
+        Span<char> letters = stackalloc char[3];
+        var shown = IsLeftOut(rune) ? 0 : Letters(rune, letters);
+        var written = shown == 1 ? letters[0] : shown == 0 && rune.IsBmp ? (char)rune.Value : '\0';
+        return written == '\0' || LookAlike(written) == '\0' ? LookAlikeKind.WrittenInLatin
+            : DrawnAsLatin.Contains(written) ? LookAlikeKind.Drawn : LookAlikeKind.ThroughCase;
+    }
+
+    static FrozenDictionary<char, char> BuildLookAlikes()
+    {
+        var small = new Dictionary<char, char>();
+        for (var i = 0; i < LookAlikeTable.Length; i += 2) small.Add(LookAlikeTable[i], LookAlikeTable[i + 1]);
+        var all = new Dictionary<char, char>();
+        for (var c = '\u0370'; c < char.MaxValue; c++)
+            if (small.TryGetValue(char.ToLowerInvariant(c), out var latin))
+                all[c] = char.ToLowerInvariant(c) == c ? latin : char.ToUpperInvariant(latin);
+        // A precomposed letter's letter may itself be precomposed (ἄ is ἀ and an acute): until none is added.
+        for (var added = true; added;)
+        {
+            added = false;
+            foreach (var (letter, diacritic, composed) in Compositions.All)
+                if (!all.ContainsKey(composed) && all.TryGetValue(letter, out var latin) && Compositions.Of(latin, diacritic) is var latinComposed and not '\0')
+                {
+                    all.Add(composed, latinComposed);
+                    added = true;
+                }
+        }
+        return all.ToFrozenDictionary();
+    }
 
     static int Copy(string shown, Span<char> letters)
     {

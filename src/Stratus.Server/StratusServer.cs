@@ -61,6 +61,9 @@ public sealed record ServeOptions
     /// <summary>The server's own log as text or JSON lines; null: as the configuration's
     /// Logging:Console:FormatterName says, else text (ServerLog).</summary>
     public ServerLogFormat? LogFormat { get; init; }
+    /// <summary>How the models write tool calls, for tool_choice "auto" (--tool-call-parser, as
+    /// vLLM's); null: each model's chat template says, where it does.</summary>
+    public ToolCallParser? ToolCallParser { get; init; }
     /// <summary>Called once the server listens, with its root URL (StratusServer.RootUrl), before
     /// the models load: what is quick to check has passed, and probes are answered.</summary>
     public Action<Uri>? LoadingModels { get; init; }
@@ -152,7 +155,7 @@ public sealed class StratusServer : IAsyncDisposable
             options.LoadingModels?.Invoke(root);
             loading = Task.Run(() =>
             {
-                foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device));
+                foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device, options.ToolCallParser));
             });
             // The host takes SIGINT and SIGTERM once it listens: one during the load, or the
             // caller's token, stops the server then, not after a load that cannot be broken off.

@@ -174,6 +174,8 @@ public sealed class CliTests
             Assert.False((bool)row["hits_256kib"]!["timed_out"]!);
             // "the " repeated holds "the" but none of the terms that begin with it.
             Assert.Equal(0, (int)row["shared_first_word_256kib"]!["hits"]!);
+            // "a " repeated holds the first words "a a ..." of the terms of many lengths, never their last.
+            Assert.Equal(0, (int)row["many_lengths_256kib"]!["hits"]!);
         }
         var refused = Cli.Run("bench", "blocklist", "--terms", "10,ten");
         Assert.Equal(2, refused.ExitCode);

@@ -118,6 +118,119 @@ public sealed class ChatTemplateTests
 
         """;
 
+    /// <summary>A template in the style of Qwen2.5's (written for these tests): tools in the system
+    /// message with tojson, calls as &lt;tool_call&gt; blocks, tool results grouped in one user turn.</summary>
+    internal const string QwenTools = """
+        {%- if tools %}
+            {{- '<|im_start|>system\n' }}
+            {%- if messages[0]['role'] == 'system' %}
+                {{- messages[0]['content'] }}
+            {%- else %}
+                {{- 'You are a helpful assistant.' }}
+            {%- endif %}
+            {{- "\n\n# Tools\n\nYou may call one or more functions. Their signatures are within <tools></tools>:\n<tools>" }}
+            {%- for tool in tools %}
+                {{- "\n" }}
+                {{- tool | tojson }}
+            {%- endfor %}
+            {{- "\n</tools>\n\nFor each call, return a JSON object with the function's name and arguments within <tool_call></tool_call> tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+        {%- else %}
+            {%- if messages[0]['role'] == 'system' %}
+                {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+            {%- endif %}
+        {%- endif %}
+        {%- for message in messages %}
+            {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+                {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+            {%- elif message.role == "assistant" %}
+                {{- '<|im_start|>' + message.role }}
+                {%- if message.content %}
+                    {{- '\n' + message.content }}
+                {%- endif %}
+                {%- for tool_call in message.tool_calls %}
+                    {%- if tool_call.function is defined %}
+                        {%- set tool_call = tool_call.function %}
+                    {%- endif %}
+                    {{- '\n<tool_call>\n{"name": "' }}
+                    {{- tool_call.name }}
+                    {{- '", "arguments": ' }}
+                    {{- tool_call.arguments | tojson }}
+                    {{- '}\n</tool_call>' }}
+                {%- endfor %}
+                {{- '<|im_end|>\n' }}
+            {%- elif message.role == "tool" %}
+                {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+                    {{- '<|im_start|>user' }}
+                {%- endif %}
+                {{- '\n<tool_response>\n' }}
+                {{- message.content }}
+                {{- '\n</tool_response>' }}
+                {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+                    {{- '<|im_end|>\n' }}
+                {%- endif %}
+            {%- endif %}
+        {%- endfor %}
+        {%- if add_generation_prompt %}
+            {{- '<|im_start|>assistant\n' }}
+        {%- endif %}
+        """;
+
+    /// <summary>Two tools, one description with what JSON writers escape differently ('&lt;', '&amp;', "'", 'é').</summary>
+    internal static readonly System.Text.Json.JsonElement[] WeatherTools = [.. System.Text.Json.JsonDocument.Parse("""
+        [{"type":"function","function":{"name":"get_weather","description":"Weather in a city <\u00e9 & 'quotes'>","parameters":{"type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"},"tags":{"type":"array","items":{}}},"required":["city"]}}},
+        {"type":"function","function":{"name":"get_time","parameters":{"type":"object","properties":{}}}}]
+        """).RootElement.EnumerateArray()];
+
+    static List<ChatMessageText> ToolConversation(bool twoCalls)
+    {
+        List<ChatToolCall> calls = [new("call_1", "get_weather", "{\"city\": \"Paris\", \"days\": 2}")];
+        if (twoCalls) calls.Add(new("call_2", "get_time", "{}"));
+        List<ChatMessageText> messages =
+        [
+            new("system", "Be brief."), new("user", "Weather in Paris?"), new("assistant", "") { ToolCalls = calls },
+            new("tool", "{\"temp\": 20}") { ToolCallId = "call_1" },
+        ];
+        if (twoCalls) messages.Add(new("tool", "12:00") { ToolCallId = "call_2" });
+        return messages;
+    }
+
+    /// <summary>What jinja2 renders, as transformers sets it up (tojson as json.dumps(ensure_ascii=False)), given
+    /// the tools and the calls' arguments parsed, as vLLM passes them.</summary>
+    [Fact]
+    public void Llama_3_1_renders_tools_a_tool_call_and_its_result_as_transformers_does()
+    {
+        static string Today() => DateTime.Now.ToString("dd MMM yyyy", System.Globalization.CultureInfo.InvariantCulture);
+        var before = Today();
+        var text = new ChatTemplate(Llama31, "<|begin_of_text|>", "<|eot_id|>").Render(ToolConversation(twoCalls: false), tools: WeatherTools);
+        string Expected(string date) => "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\nCutting Knowledge Date: December 2023\nToday Date: " + date + "\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.Do not use variables.\n\n{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_weather\",\n        \"description\": \"Weather in a city <\u00e9 & 'quotes'>\",\n        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {\n                \"city\": {\n                    \"type\": \"string\"\n                },\n                \"days\": {\n                    \"type\": \"integer\"\n                },\n                \"tags\": {\n                    \"type\": \"array\",\n                    \"items\": {}\n                }\n            },\n            \"required\": [\n                \"city\"\n            ]\n        }\n    }\n}\n\n{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_time\",\n        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {}\n        }\n    }\n}\n\nWeather in Paris?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\", \"days\": 2}}<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n\"{\\\"temp\\\": 20}\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+        Assert.Contains(text, new[] { Expected(before), Expected(Today()) });
+    }
+
+    [Fact]
+    public void A_Qwen_style_template_renders_tools_parallel_calls_and_grouped_results_as_transformers_does()
+    {
+        var text = new ChatTemplate(QwenTools).Render(ToolConversation(twoCalls: true), tools: WeatherTools);
+        Assert.Equal("<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions. Their signatures are within <tools></tools>:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather in a city <\u00e9 & 'quotes'>\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}, \"days\": {\"type\": \"integer\"}, \"tags\": {\"type\": \"array\", \"items\": {}}}, \"required\": [\"city\"]}}}\n{\"type\": \"function\", \"function\": {\"name\": \"get_time\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}\n</tools>\n\nFor each call, return a JSON object with the function's name and arguments within <tool_call></tool_call> tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{\"temp\": 20}\n</tool_response>\n<tool_response>\n12:00\n</tool_response><|im_end|>\n<|im_start|>assistant\n", text);
+        // Without tools the template is told None, and renders its plain system message.
+        Assert.StartsWith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user", new ChatTemplate(QwenTools).Render([new("system", "Be brief."), new("user", "Hi")]));
+    }
+
+    [Fact]
+    public void Tool_call_arguments_that_are_not_JSON_are_refused()
+    {
+        var error = Assert.Throws<StratusUserException>(() => new ChatTemplate(QwenTools).Render([new("user", "Hi"), new("assistant", "") { ToolCalls = [new("call_9", "get_time", "{oops")] }]));
+        Assert.Contains("call_9", error.Message);
+    }
+
+    [Theory]
+    [InlineData("{{ x | tojson }}", "{\"a\": [1, {}, []], \"s\": \"<\u00e9>\\n\\\"\"}")]
+    [InlineData("{{ x | tojson(indent=2) }}", "{\n  \"a\": [\n    1,\n    {},\n    []\n  ],\n  \"s\": \"<\u00e9>\\n\\\"\"\n}")]
+    public void Tojson_writes_as_Pythons_json_dumps_without_ASCII_escapes(string source, string expected)
+    {
+        var x = JinjaTemplate.FromJson(System.Text.Json.JsonDocument.Parse("{\"a\":[1,{},[]],\"s\":\"<\u00e9>\\n\\\"\"}").RootElement);
+        Assert.Equal(expected, new JinjaTemplate(source).Render(new Dictionary<string, object?> { ["x"] = x }));
+    }
+
     static readonly (string, string)[] Conversation = [("system", "Be brief."), ("user", "Hi!"), ("assistant", "Hello."), ("user", "Name a color.")];
 
     [Fact]

@@ -95,6 +95,39 @@ public sealed class StreamingSafetyGuardTests
         Assert.StartsWith("今日は晴れです。", released, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task A_stream_is_blocked_exactly_when_its_whole_text_is_with_look_alike_letters(int seed)
+    {
+        // The look-alike fold reads each letter by itself, so a window of the stream reads a term
+        // as the whole text does: blocked or not alike, and nothing of the first hit released.
+        string[] words = ["the", "bomb", "bоmb", "ВОМВ", "ΒΟΜΒ", "bomber", "вомбат", "вода", "ВОДА", "вoдa", "вод", "рот", "бомба", "ωμέγα",
+            "b\u200Bоmb", "е\u0308ж", "ёж", "ΚΑΚΌΣ", "κακός", "\u200B", "и", "and", "water", "ﬁre", "..."];
+        var random = new Random(seed);
+        for (var trial = 0; trial < 40; trial++)
+        {
+            var pipeline = Pipeline(PiiMode.Off, "bomb", "вода", "ёж", "κακός");
+            var text = string.Join(random.Next(4) == 0 ? "  " : " ", Enumerable.Range(0, 30).Select(_ => words[random.Next(words.Length)]));
+            var whole = await pipeline.AnalyzeAsync(text, ContentDirection.Completion);
+            var guard = pipeline.GuardStream();
+            var released = "";
+            foreach (var chunk in Chunks(text, trial))
+            {
+                var step = await guard.AppendAsync(chunk);
+                released += step.Released;
+                if (step.Blocked) break;
+            }
+            if (guard.BlockedBy is null) released += (await guard.CompleteAsync()).Step.Released;
+            Assert.True(whole.Blocked == guard.BlockedBy is not null, $"whole text {(whole.Blocked ? "blocked" : "passed")}, stream not: \"{text}\"");
+            if (whole.Blocked)
+                Assert.True(released.Length <= whole.Filtered.SelectMany(r => r.Matches).Min(m => m.Start), $"released \"{released}\" of \"{text}\"");
+            else
+                Assert.Equal(text, released);
+        }
+    }
+
     [Fact]
     public async Task Multi_word_term_with_long_whitespace_run_never_releases_its_first_word()
     {

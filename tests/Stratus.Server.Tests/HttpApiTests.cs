@@ -293,7 +293,7 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
-    public async Task Tools_unknown_formats_suffix_and_best_of_are_refused_not_ignored()
+    public async Task Functions_unknown_formats_suffix_and_best_of_are_refused_not_ignored()
     {
         var tool = new[] { new { type = "function", function = new { name = "lookup", parameters = new { type = "object" } } } };
         async Task Refused(string path, Dictionary<string, object?> body, string param)
@@ -309,8 +309,6 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
             if (extraField is not null) body[extraField] = extraValue;
             return body;
         }
-        await Refused("/v1/chat/completions", Chat("tools", tool), "tools");
-        await Refused("/v1/chat/completions", Chat("tools", tool, "tool_choice", "auto"), "tools");
         await Refused("/v1/chat/completions", Chat("functions", new[] { new { name = "lookup" } }), "functions");
         await Refused("/v1/chat/completions", Chat("response_format", new { type = "yaml" }), "response_format");
         var notAnObject = (await PostJson("/v1/chat/completions", Chat("response_format", "json"), HttpStatusCode.BadRequest))["error"]!;

@@ -56,6 +56,8 @@ public sealed class TinyModelServer : IAsyncLifetime
     /// <summary>Serves without keys (--insecure-no-auth); the fixture's key is made all the same.</summary>
     public bool InsecureNoAuth { get; init; }
     public Action<Microsoft.AspNetCore.Builder.WebApplication>? ConfigurePipeline { get; init; }
+    /// <summary>serve's --tool-call-parser; null: each model's template says.</summary>
+    public Stratus.Server.Api.ToolCallParser? ToolCallParser { get; init; }
     /// <summary>Writes the served checkpoint into the folder given; a fixture may serve another model.</summary>
     public Func<string, string> CreateModel { get; init; } = CreateCheckpoint;
 
@@ -99,6 +101,7 @@ public sealed class TinyModelServer : IAsyncLifetime
             Trust = new TrustOptions { DataDir = DataDir, ExtraSafetyProviders = ExtraSafetyProviders, InsecureNoAuth = InsecureNoAuth },
             AccessLog = WithAccessLog ? AccessLogPath : null,
             ForwardedAllowIps = ForwardedAllowIps,
+            ToolCallParser = ToolCallParser,
         });
         Http = AnonymousClient();
         Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", ApiKey);

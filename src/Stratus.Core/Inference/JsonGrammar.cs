@@ -234,7 +234,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         switch (expect)
         {
             case Expect.FirstKey when b == '}':
-                return (node.Kind == JsonSchema.Kind.Map || (node.Closable![count >> 6] >> count & 1) != 0) && Close();
+                return (node.Kind == JsonSchema.Kind.Map || (node.Kind == JsonSchema.Kind.Object && (node.Closable![count >> 6] >> count & 1) != 0)) && Close();
             case Expect.FirstValue when b == ']':
                 return node.Min == 0 && Close();
             case Expect.FirstKey or Expect.Key:
@@ -245,7 +245,8 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                     (expect, inKey) = (Expect.String, true);
                     return true;
                 }
-                trie = s.KeyRoots[node.Keys + count];
+                // A discriminated union's first key is its discriminator's.
+                trie = node.Kind == JsonSchema.Kind.Tagged ? node.Keys : s.KeyRoots[node.Keys + count];
                 expect = Expect.KeyName;
                 return KeyByte(b);
             case Expect.Colon:
@@ -260,6 +261,12 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                     var cap = node.Max == int.MaxValue ? node.Min : node.Max;
                     if (count < cap) SetTopCount(count + 1);
                     return Begin(s, node.A, b);
+                }
+                if (node.Kind == JsonSchema.Kind.Tagged)
+                {
+                    // The discriminator's value, which ends in the object it selects (EndValue).
+                    (trie, expect) = (node.A, Expect.Literal);
+                    return LiteralByte(b);
                 }
                 return Begin(s, node.Kind == JsonSchema.Kind.Map ? node.A : s.Properties[node.A + count - 1].Node, b);
             default: // AfterValue
@@ -307,7 +314,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         if (depth + node.MinDepth > MaxDepth) return false;
         switch (node.Kind)
         {
-            case JsonSchema.Kind.Object or JsonSchema.Kind.Map:
+            case JsonSchema.Kind.Object or JsonSchema.Kind.Map or JsonSchema.Kind.Tagged:
                 if (b != '{') return false;
                 Push(id);
                 expect = Expect.FirstKey;
@@ -360,8 +367,10 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     {
         var s = Schema;
         var next = Edge(s, trie, b);
+        // A discriminator's value selects an object, which must fit (its trie keeps the least depth below).
         if (next >= 0)
         {
+            if (depth + s.TrieDepth[next] > MaxDepth) return false;
             trie = next;
             if (s.TrieValue[next] >= 0 && s.EdgeStart[next] == s.EdgeStart[next + 1]) EndValue();
             return true;
@@ -449,6 +458,9 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
 
     void EndValue()
     {
+        // A discriminated union's value has chosen its object, which goes on after its first property.
+        if (expect == Expect.Literal && depth > 0 && Schema.Nodes[TopNode].Kind == JsonSchema.Kind.Tagged)
+            frames[depth - 1] = (uint)Schema.TrieValue[trie] | 1u << 16;
         expect = depth == 0 ? Expect.Complete : Expect.AfterValue;
         (trie, text, pending, integer) = (0, 0, 0, false);
     }

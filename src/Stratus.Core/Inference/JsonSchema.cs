@@ -6,7 +6,8 @@
 // The language accepted is a non-empty subset of the schema's: keys come in the order of
 // `properties` (as OpenAI writes them), extra keys are never written, enum and const values are
 // written in their compact form, and of union alternatives that begin with the same byte only
-// the first is kept. A keyword that would constrain values without being enforced is refused,
+// the first is kept, except objects told apart by their first property: a discriminated union
+// (see Kind.Tagged), such as the calls to different tools of a tool_choice "required". A keyword that would constrain values without being enforced is refused,
 // naming where it is, unless it sits on one alternative of a union that has others: that
 // alternative is dropped (System.Text.Json writes a number read from strings as
 // {"type": ["string", "integer"], "pattern": ...}; the integer is left).
@@ -34,6 +35,13 @@ public sealed class JsonSchema
         Literal,
         /// <summary>One of its alternatives, told apart by the first byte (<see cref="Node.A"/>: the dispatch table's offset).</summary>
         Union,
+        /// <summary>A discriminated union: one of several objects that begin with the same
+        /// required property (key <see cref="Node.Keys"/>, a trie of one key) whose values are
+        /// consts or enums no two of them share. The value is read on the trie rooted at
+        /// <see cref="Node.A"/>, whose texts end in the object they select; the container then
+        /// goes on as that object after its first property. The alternatives are
+        /// <see cref="Tags"/>[<see cref="Node.Min"/>..+<see cref="Node.Count"/>].</summary>
+        Tagged,
     }
 
     internal struct Node
@@ -72,6 +80,8 @@ public sealed class JsonSchema
 
     internal Node[] Nodes = [];
     internal Property[] Properties = [];
+    /// <summary>The alternatives of every <see cref="Kind.Tagged"/> node, one run after another.</summary>
+    internal int[] Tags = [];
     /// <summary>For each union, 128 entries (a value never begins with a non-ASCII byte): the alternative a first byte selects, or -1.</summary>
     internal int[] Dispatch = [];
     internal int[] KeyRoots = [];
@@ -100,7 +110,7 @@ public sealed class JsonSchema
     /// <summary>About what the tables take in memory.</summary>
     internal long Footprint =>
         Nodes.Length * (long)System.Runtime.CompilerServices.Unsafe.SizeOf<Node>() + Nodes.Sum(n => n.Closable?.Length ?? 0) * 8L
-        + Properties.Length * 16L + (Dispatch.Length + KeyRoots.Length + EdgeStart.Length + EdgeTargets.Length + TrieValue.Length + TrieDepth.Length) * 4L
+        + Properties.Length * 16L + (Tags.Length + Dispatch.Length + KeyRoots.Length + EdgeStart.Length + EdgeTargets.Length + TrieValue.Length + TrieDepth.Length) * 4L
         + EdgeBytes.Length + Text.Length * 2L;
 
     /// <summary>JSON mode's schema, {"type": "object"}: one JSON object, any keys and values.</summary>
@@ -111,20 +121,26 @@ public sealed class JsonSchema
     /// <param name="path">How messages name the schema (the API's parameter, say).</param>
     /// <exception cref="StratusUserException">The schema is malformed, uses a keyword Stratus
     /// does not enforce, or no document can be valid against it; the message names where.</exception>
-    public static JsonSchema Compile(JsonElement schema, string path = "schema")
+    public static JsonSchema Compile(JsonElement schema, string path = "schema") => Compile(schema, path, objectRoot: true);
+
+    /// <param name="objectRoot">Whether the root must be one object, as Structured Outputs
+    /// require; the calls of a tool_choice "required" are an array (<see cref="ToolCalls"/>).</param>
+    static JsonSchema Compile(JsonElement schema, string path, bool objectRoot)
     {
         string text;
         // System.Text.Json parses a string with half of a surrogate pair but will not read it,
         // nor write it back: the writer's JsonException would read as a malformed body.
         try { text = JsonSerializer.Serialize(schema, Unbounded); }
         catch (JsonException) when (HalfSurrogate(schema, path) is { } where) { throw new StratusUserException($"{where} half of a surrogate pair (a \\u escape of D800 to DFFF without its other half), which is no text"); }
-        if (Compiled.TryGetValue(text, out var known)) return known;
-        var compiled = new Compiler(schema, path).Run();
+        // Kept apart by their root's rule: a schema with any root must not serve a response_format.
+        var key = objectRoot ? text : "any root:" + text;
+        if (Compiled.TryGetValue(key, out var known)) return known;
+        var compiled = new Compiler(schema, path, objectRoot).Run();
         compiled.Text = text;
         var bytes = compiled.Footprint;
         lock (keeping)
         {
-            if (Compiled.TryGetValue(text, out known)) return known;
+            if (Compiled.TryGetValue(key, out known)) return known;
             // One larger than all the room is used and not kept.
             if (bytes > MaxCompiledBytes) return compiled;
             if (compiledBytes + bytes > MaxCompiledBytes)
@@ -133,7 +149,86 @@ public sealed class JsonSchema
                 compiledBytes = 0;
             }
             compiledBytes += bytes;
-            return Compiled[text] = compiled;
+            return Compiled[key] = compiled;
+        }
+    }
+
+    /// <summary>The schema of a tool_choice "required" answer: an array of one or more calls
+    /// (exactly one unless <paramref name="parallel"/>), each {"name": one of the tools' names,
+    /// "arguments": an object of that tool's parameters}, a discriminated union by name (see
+    /// <see cref="Kind.Tagged"/>). The caller compiles each tool's parameters on their own first,
+    /// so that one Stratus cannot enforce is refused naming its tool.</summary>
+    /// <param name="tools">Each tool's name and parameters (null: a function of no parameters).</param>
+    public static JsonSchema ToolCalls(IReadOnlyList<(string Name, JsonElement? Parameters)> tools, bool parallel, string path = "tools")
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteString("type", "array");
+            json.WriteNumber("minItems", 1);
+            if (!parallel) json.WriteNumber("maxItems", 1);
+            json.WriteStartObject("items");
+            json.WriteStartArray("anyOf");
+            for (var i = 0; i < tools.Count; i++)
+            {
+                var (name, parameters) = tools[i];
+                json.WriteStartObject();
+                json.WriteString("type", "object");
+                json.WriteStartObject("properties");
+                json.WriteStartObject("name");
+                json.WriteString("const", name);
+                json.WriteEndObject();
+                json.WritePropertyName("arguments");
+                if (parameters is { } schema) WriteMoved(json, schema, $"/items/anyOf/{i}/properties/arguments");
+                else json.WriteRawValue(NoParameters);
+                json.WriteEndObject();
+                json.WriteStartArray("required");
+                json.WriteStringValue("name");
+                json.WriteStringValue("arguments");
+                json.WriteEndArray();
+                json.WriteBoolean("additionalProperties", false);
+                json.WriteEndObject();
+            }
+            json.WriteEndArray();
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+        using var document = JsonDocument.Parse(buffer.WrittenMemory, new JsonDocumentOptions { MaxDepth = int.MaxValue });
+        return Compile(document.RootElement, path, objectRoot: false);
+    }
+
+    /// <summary>The parameters of a function that declares none: OpenAI's empty parameter list, {}.</summary>
+    public const string NoParameters = "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}";
+
+    /// <summary>A tool's parameters written where <paramref name="at"/> (a JSON pointer) puts them
+    /// in <see cref="ToolCalls"/>' schema: its references within itself ("#/$defs/x") made to
+    /// point there. Values that are data, not schemas (const, enum, default, examples), are
+    /// written as they are.</summary>
+    static void WriteMoved(Utf8JsonWriter json, JsonElement value, string at)
+    {
+        switch (value.ValueKind)
+        {
+            case JsonValueKind.Object:
+                json.WriteStartObject();
+                foreach (var property in value.EnumerateObject())
+                {
+                    json.WritePropertyName(property.Name);
+                    if (property.Name == "$ref" && property.Value.ValueKind == JsonValueKind.String && property.Value.GetString() is { } target && target.StartsWith('#'))
+                        json.WriteStringValue("#" + at + target[1..]);
+                    else if (property.Name is "const" or "enum" or "default" or "examples") property.Value.WriteTo(json);
+                    else WriteMoved(json, property.Value, at);
+                }
+                json.WriteEndObject();
+                break;
+            case JsonValueKind.Array:
+                json.WriteStartArray();
+                foreach (var item in value.EnumerateArray()) WriteMoved(json, item, at);
+                json.WriteEndArray();
+                break;
+            default:
+                value.WriteTo(json);
+                break;
         }
     }
 
@@ -223,6 +318,11 @@ public sealed class JsonSchema
                 case Kind.String:
                     needed.UnionWith(Contents(node, spells));
                     break;
+                case Kind.Tagged:
+                    // The discriminator's key and values; the objects they select are reachable themselves.
+                    foreach (var key in Texts(node.Keys)) AddText(needed, key[1..]);
+                    foreach (var literal in Texts(node.A)) AddText(needed, literal[1..]);
+                    break;
             }
         }
         needed.UnionWith(Whole(Root, spells, wholes));
@@ -279,8 +379,8 @@ public sealed class JsonSchema
                 var texts = Texts(node.A).ToList();
                 AddText(needed, texts.FirstOrDefault(t => Runes(t).All(spells)) ?? texts[0]);
                 break;
-            case Kind.Union:
-                var leaves = Leaves(id).ToList();
+            case Kind.Union or Kind.Tagged:
+                var leaves = (node.Kind == Kind.Union ? Leaves(id) : TagsOf(node)).ToList();
                 needed.UnionWith(leaves.Select(leaf => Whole(leaf, spells, wholes)).FirstOrDefault(leaf => leaf.All(spells)) ?? Whole(leaves[0], spells, wholes));
                 break;
         }
@@ -310,6 +410,9 @@ public sealed class JsonSchema
             if (Dispatch[offset + b] is var leaf and >= 0 && seen.Add(leaf)) yield return leaf;
     }
 
+    /// <summary>The objects a discriminated union selects among.</summary>
+    internal ArraySegment<int> TagsOf(in Node tagged) => new(Tags, tagged.Min, tagged.Count);
+
     /// <summary>Every node a document may reach from the root.</summary>
     IEnumerable<int> Reachable()
     {
@@ -324,6 +427,7 @@ public sealed class JsonSchema
                 Kind.Object => Properties.AsSpan(node.A, node.Count).ToArray().Select(p => p.Node),
                 Kind.Map or Kind.Array => [node.A],
                 Kind.Union => Leaves(id),
+                Kind.Tagged => TagsOf(node),
                 _ => [],
             };
             foreach (var n in next)
@@ -381,7 +485,7 @@ public sealed class JsonSchema
     };
 
     /// <summary>Builds the tables from a schema's JSON, then settles unions, depths and key tries.</summary>
-    sealed class Compiler(JsonElement document, string rootPath)
+    sealed class Compiler(JsonElement document, string rootPath, bool objectRoot)
     {
         readonly List<Node> nodes = [];
         readonly List<int[]> alternatives = [];   // per node: a union's alternatives before dispatch
@@ -723,31 +827,75 @@ public sealed class JsonSchema
 
         static string Truncate(string text) => text.Length > 40 ? text[..40] + "..." : text;
 
+        /// <summary>A discriminated union's objects, its first property's name and each object's values of it.</summary>
+        sealed record TagGroup(List<int> Objects, string Key, Dictionary<int, List<string>> Texts);
+
+        readonly Dictionary<int, TagGroup> tagGroups = [];
+
+        /// <summary>Where a union has two or more objects whose first property is required, of
+        /// one name, and a const or enum no two of them share, a <see cref="Kind.Tagged"/> node
+        /// takes the first one's place among its leaves and the others leave: the first byte
+        /// ('{') does not tell them apart, that property's value does. The same objects in
+        /// several unions (an alias and what it names) share one node.</summary>
+        void Discriminate(List<int>?[] leaves)
+        {
+            var texts = literalTexts.ToDictionary(l => l.Node, l => l.Texts);
+            var made = new Dictionary<string, int>();
+            for (var id = 0; id < leaves.Length; id++)
+            {
+                if (leaves[id] is not { } list) continue;
+                var objects = list.Where(l => nodes[l].Kind == Kind.Object).ToList();
+                if (objects.Count < 2) continue;
+                var key = members[objects[0]]!.FirstOrDefault().Name;
+                var values = new Dictionary<int, List<string>>();
+                var taken = new HashSet<string>();
+                foreach (var o in objects)
+                {
+                    if (members[o] is not [var first, ..] || !first.Required || first.Name != key) break;
+                    var value = nodes[first.Node].Kind == Kind.Union && leaves[first.Node] is [var only] ? only : first.Node;
+                    if (!texts.TryGetValue(value, out var of) || of.Count == 0 || !of.All(taken.Add)) break;
+                    values[o] = of;
+                }
+                if (values.Count != objects.Count) continue;
+                var signature = string.Join(",", objects);
+                if (!made.TryGetValue(signature, out var tagged))
+                {
+                    made[signature] = tagged = NewNode(new Node { Kind = Kind.Tagged });
+                    tagGroups[tagged] = new TagGroup(objects, key!, values);
+                }
+                var at = list.IndexOf(objects[0]);
+                list.RemoveAll(objects.Contains);
+                list.Insert(at, tagged);
+            }
+        }
+
         /// <summary>Unions flattened and dispatched by first byte, depths settled, key tries built.</summary>
         JsonSchema Settle(JsonSchema schema, int root)
         {
-            var count = nodes.Count;
-            var table = nodes.ToArray();
             // Each union's leaves (non-union nodes) in order, through nested unions and aliases.
-            var leaves = new List<int>[count];
-            for (var id = 0; id < count; id++)
+            var leaves = new List<int>[nodes.Count];
+            for (var id = 0; id < leaves.Length; id++)
             {
-                if (table[id].Kind != Kind.Union) continue;
+                if (nodes[id].Kind != Kind.Union) continue;
                 var list = leaves[id] = [];
                 var seen = new HashSet<int>();
                 void Collect(int n)
                 {
                     if (!seen.Add(n)) return; // a cycle of aliases adds nothing
-                    if (table[n].Kind == Kind.Union) foreach (var a in alternatives[n]) Collect(a);
+                    if (nodes[n].Kind == Kind.Union) foreach (var a in alternatives[n]) Collect(a);
                     else list.Add(n);
                 }
                 Collect(id);
             }
+            Discriminate(leaves);
+            var count = nodes.Count;
+            var table = nodes.ToArray();
+            System.Array.Resize(ref leaves, count);
             var trieFirsts = new Dictionary<int, byte[]>();
             foreach (var (node, _) in literalTexts) trieFirsts[node] = literals.FirstBytes(table[node].A);
             IEnumerable<byte> FirstBytes(int leaf) => table[leaf].Kind switch
             {
-                Kind.Object or Kind.Map => "{"u8.ToArray(),
+                Kind.Object or Kind.Map or Kind.Tagged => "{"u8.ToArray(),
                 Kind.Array => "["u8.ToArray(),
                 Kind.String => "\""u8.ToArray(),
                 Kind.Number or Kind.Integer => "-0123456789"u8.ToArray(),
@@ -789,7 +937,8 @@ public sealed class JsonSchema
             for (var id = 0; id < count; id++) table[id].MinDepth = depth[id];
 
             var rootLeaf = table[root].Kind == Kind.Union ? (leaves[root].Count == 1 ? leaves[root][0] : -1) : root;
-            if (rootLeaf < 0 || table[rootLeaf].Kind is not (Kind.Object or Kind.Map))
+            if (!objectRoot) rootLeaf = root;
+            else if (rootLeaf < 0 || table[rootLeaf].Kind is not (Kind.Object or Kind.Map))
                 throw Invalid(rootPath, "must describe an object (\"type\": \"object\", not a union), as OpenAI's Structured Outputs require at the root");
             if (depth[rootLeaf] > JsonGrammar.MaxDepth)
                 throw Invalid(rootPath, $"has no valid document that Stratus can write: a required property or item has no valid value (an empty enum, minItems above maxItems or minLength above maxLength, recursion that never ends) or needs more than {JsonGrammar.MaxDepth} levels of nesting");
@@ -799,12 +948,22 @@ public sealed class JsonSchema
             var properties = new List<Property>();
             var keyRoots = new List<int>();
             var keys = new Trie();
+            var tags = new List<int>();
             for (var id = 0; id < count; id++)
             {
                 if (dispatch[id] is { } next)
                 {
                     table[id].A = dispatchFlat.Count;
                     dispatchFlat.AddRange(next);
+                }
+                if (tagGroups.TryGetValue(id, out var group))
+                {
+                    // Each tries of its own in the key tries' table (offset below): the key, and the
+                    // values, each ending in the object it selects; depths count from inside the object.
+                    (table[id].Min, table[id].Count) = (tags.Count, group.Objects.Count);
+                    tags.AddRange(group.Objects);
+                    table[id].Keys = keys.Add([(KeyText(group.Key), 0, depth[id] - 1)]);
+                    table[id].A = keys.Add([.. group.Objects.Where(o => depth[o] < Unreachable).SelectMany(o => group.Texts[o].Select(t => (t, o, depth[o] - 1)))]);
                 }
                 if (table[id].Kind != Kind.Object) continue;
                 var list = members[id]!;
@@ -833,9 +992,11 @@ public sealed class JsonSchema
             schema.Dispatch = [.. dispatchFlat];
             schema.Properties = [.. properties];
             schema.KeyRoots = [.. keyRoots];
+            schema.Tags = [.. tags];
             // Literal and key tries in one table: keys' node ids follow the literals'.
             var offset = literals.Count;
             for (var k = 0; k < schema.KeyRoots.Length; k++) schema.KeyRoots[k] += offset;
+            foreach (var id in tagGroups.Keys) (table[id].A, table[id].Keys) = (table[id].A + offset, table[id].Keys + offset);
             (schema.EdgeStart, schema.EdgeBytes, schema.EdgeTargets, schema.TrieValue, schema.TrieDepth) = Trie.Join(literals, keys);
             return schema;
         }
@@ -864,6 +1025,8 @@ public sealed class JsonSchema
                     var from = dispatch[id] is { } d ? d.Where(l => l >= 0).Distinct() : leaves[id];
                     foreach (var leaf in from) least = Math.Min(least, depth[leaf]);
                     return least;
+                case Kind.Tagged:
+                    return tagGroups[id].Objects.Min(o => depth[o]);
                 default:
                     return 0;
             }

@@ -9,7 +9,17 @@
 // assistant's turn, and the eos token.
 namespace Stratus.Tokenization;
 
-public sealed record ChatMessageText(string Role, string Content);
+public sealed record ChatMessageText(string Role, string Content)
+{
+    /// <summary>The calls an assistant's message made (OpenAI's tool_calls); null where none.</summary>
+    public IReadOnlyList<ChatToolCall>? ToolCalls { get; init; }
+    /// <summary>The call a tool message answers (OpenAI's tool_call_id); null on other messages.</summary>
+    public string? ToolCallId { get; init; }
+}
+
+/// <summary>A function call in a conversation: its id, the function's name and its arguments as
+/// the API carries them, JSON text of an object.</summary>
+public sealed record ChatToolCall(string Id, string Name, string Arguments);
 
 public sealed class ChatTemplate
 {
@@ -129,22 +139,22 @@ public sealed class ChatTemplate
     /// <paramref name="continueFinalMessage"/>, right after the last message's content, its end of
     /// turn left out, so that the model continues that message (a prefilled reply), as
     /// transformers' apply_chat_template(continue_final_message=True) and vLLM render it.</summary>
-    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false) =>
-        Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt, continueFinalMessage);
-
-    public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt, bool continueFinalMessage = false)
+    /// <param name="tools">The tools the model may call, each {"type": "function", "function":
+    /// {...}} as the API has them; the template sees them as `tools` (none: None), as transformers'
+    /// apply_chat_template(tools=...) and vLLM pass them.</param>
+    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false, IReadOnlyList<System.Text.Json.JsonElement>? tools = null)
     {
         // transformers and vLLM refuse the pair: a header for a new reply and an open last message contradict.
         if (continueFinalMessage && addGenerationPrompt)
             throw new StratusUserException("continue_final_message and add_generation_prompt cannot both be true: set add_generation_prompt to false to continue the final message");
         if (continueFinalMessage && messages.Count == 0) throw new StratusUserException("continue_final_message needs a final message to continue");
-        var list = messages.Select(m => (object?)new Dictionary<string, object?> { ["role"] = m.Role, ["content"] = m.Content }).ToList();
         string text;
         try
         {
             text = template.Render(new Dictionary<string, object?>
             {
-                ["messages"] = list,
+                ["messages"] = messages.Select(Variable).ToList(),
+                ["tools"] = tools is { Count: > 0 } ? tools.Select(t => JinjaTemplate.FromJson(t)).ToList() : null,
                 ["add_generation_prompt"] = addGenerationPrompt,
                 ["bos_token"] = BosToken,
                 ["eos_token"] = EosToken,
@@ -152,6 +162,40 @@ public sealed class ChatTemplate
         }
         catch (JinjaException e) { throw new StratusUserException($"the chat template could not render this conversation: {e.Message}"); }
         return continueFinalMessage ? CutAfter(text, messages[^1].Content) : text;
+    }
+
+    public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt, bool continueFinalMessage = false) =>
+        Render(messages.Select(m => new ChatMessageText(m.Role, m.Content)).ToList(), addGenerationPrompt, continueFinalMessage);
+
+    /// <summary>A message as templates read it: role and content, an assistant's tool_calls
+    /// ({"id", "type": "function", "function": {"name", "arguments"}}, the arguments parsed into an
+    /// object, as vLLM gives them, so that a template writes them with tojson) and a tool
+    /// message's tool_call_id.</summary>
+    static object? Variable(ChatMessageText message)
+    {
+        var variable = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = message.Content };
+        if (message.ToolCalls is { Count: > 0 } calls)
+            variable["tool_calls"] = calls.Select(call => (object?)new Dictionary<string, object?>
+            {
+                ["id"] = call.Id,
+                ["type"] = "function",
+                ["function"] = new Dictionary<string, object?> { ["name"] = call.Name, ["arguments"] = Arguments(call) },
+            }).ToList();
+        if (message.ToolCallId is { } id) variable["tool_call_id"] = id;
+        return variable;
+    }
+
+    static object? Arguments(ChatToolCall call)
+    {
+        try
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(call.Arguments);
+            return JinjaTemplate.FromJson(document.RootElement);
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            throw new StratusUserException($"the arguments of tool call '{call.Id}' are not JSON: send them as the JSON text of an object");
+        }
     }
 
     /// <summary>The rendering up to the end of the final message's content, as transformers cuts

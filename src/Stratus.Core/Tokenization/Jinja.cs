@@ -64,6 +64,19 @@ public sealed class JinjaTemplate
         return output.ToString();
     }
 
+    /// <summary>A JSON value as templates read it (what Python's json.loads gives): objects as
+    /// mappings in their order, arrays as lists, integers as long, other numbers as double.</summary>
+    public static object? FromJson(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.Object => value.EnumerateObject().Aggregate(new Dictionary<string, object?>(), (d, p) => { d[p.Name] = FromJson(p.Value); return d; }),
+        JsonValueKind.Array => value.EnumerateArray().Select(FromJson).ToList(),
+        JsonValueKind.String => value.GetString(),
+        JsonValueKind.Number => value.TryGetInt64(out var whole) ? whole : value.GetDouble(),
+        JsonValueKind.True => true,
+        JsonValueKind.False => false,
+        _ => null,
+    };
+
     /// <summary>Jinja's "undefined": prints as nothing, is falsy, and any access yields itself.</summary>
     internal sealed class Undefined
     {
@@ -772,49 +785,93 @@ public sealed class JinjaTemplate
             _ => ToJson(v),
         };
 
-        public static string ToJson(object? v)
+        /// <summary>tojson's indent (Llama 3.1's templates write tools with tojson(indent=4)), as a
+        /// keyword or the first argument; null: all on one line.</summary>
+        static int? Indent(List<object?> args) => args switch
+        {
+            [KeyValuePair<string, object?> { Key: "indent", Value: long n }] => (int)Math.Clamp(n, 0, 64),
+            [long n] => (int)Math.Clamp(n, 0, 64),
+            [] => null,
+            _ => throw new JinjaException("tojson takes only indent (a number)"),
+        };
+
+        /// <summary>As transformers' tojson writes it, Python's json.dumps(ensure_ascii=False):
+        /// ", " and ": " between items, or with an indent a line per item; strings with only '"',
+        /// '\' and control characters escaped (a tool's description keeps its '<', '&amp;' and
+        /// accents as the model was trained to read them).</summary>
+        public static string ToJson(object? v, int? indent = null)
         {
             var json = new StringBuilder();
-            WriteJson(json, v, 0);
+            WriteJson(json, v, 0, indent);
             return json.ToString();
         }
 
         /// <summary>Checked for depth and length as it goes: a value may hold itself (a namespace
         /// set into itself), or the same large list at every level.</summary>
-        static void WriteJson(StringBuilder json, object? v, int depth)
+        static void WriteJson(StringBuilder json, object? v, int depth, int? indent)
         {
             if (depth > MaxDepth) throw TooDeep();
+            void Between(int level, bool first)
+            {
+                if (!first) json.Append(indent is null ? ", " : ",");
+                if (indent is { } width) json.Append('\n').Append(' ', width * level);
+            }
             switch (v)
             {
                 case null or Undefined: json.Append("null"); break;
                 case bool b: json.Append(b ? "true" : "false"); break;
                 case long or double: json.Append(ToText(v)); break;
-                case string s: json.Append(JsonSerializer.Serialize(s)); break;
+                case string s: WriteString(json, s); break;
                 case IDictionary<string, object?> d:
                     json.Append('{');
-                    var comma = "";
+                    var first = true;
                     foreach (var (key, value) in d)
                     {
-                        json.Append(comma).Append(JsonSerializer.Serialize(key)).Append(": ");
-                        comma = ", ";
-                        WriteJson(json, value, depth + 1);
+                        Between(depth + 1, first);
+                        first = false;
+                        WriteString(json, key);
+                        json.Append(": ");
+                        WriteJson(json, value, depth + 1, indent);
                     }
+                    if (d.Count > 0 && indent is { } close) json.Append('\n').Append(' ', close * depth);
                     json.Append('}');
                     break;
                 case IEnumerable<object?> list:
                     json.Append('[');
-                    comma = "";
+                    var any = false;
                     foreach (var item in list)
                     {
-                        json.Append(comma);
-                        comma = ", ";
-                        WriteJson(json, item, depth + 1);
+                        Between(depth + 1, !any);
+                        any = true;
+                        WriteJson(json, item, depth + 1, indent);
                     }
+                    if (any && indent is { } end) json.Append('\n').Append(' ', end * depth);
                     json.Append(']');
                     break;
-                default: json.Append(JsonSerializer.Serialize(v.ToString())); break;
+                default: WriteString(json, v.ToString() ?? ""); break;
             }
             CheckLength(json.Length);
+        }
+
+        static void WriteString(StringBuilder json, string s)
+        {
+            json.Append('"');
+            foreach (var c in s)
+            {
+                switch (c)
+                {
+                    case '"': json.Append("\\\""); break;
+                    case '\\': json.Append("\\\\"); break;
+                    case '\n': json.Append("\\n"); break;
+                    case '\r': json.Append("\\r"); break;
+                    case '\t': json.Append("\\t"); break;
+                    case '\b': json.Append("\\b"); break;
+                    case '\f': json.Append("\\f"); break;
+                    case < ' ': json.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture)); break;
+                    default: json.Append(c); break;
+                }
+            }
+            json.Append('"');
         }
 
         /// <summary>Refuses a text longer than <see cref="MaxLength"/>, before it is built where
@@ -984,7 +1041,7 @@ public sealed class JinjaTemplate
             "length" or "count" => (v, _) => v switch { string s => (long)s.Length, System.Collections.ICollection c => (long)c.Count, _ => 0L },
             "string" => (v, _) => ToText(v),
             "int" => (v, _) => v switch { long l => l, double d => (long)d, string s when long.TryParse(s, out var l) => l, _ => 0L },
-            "tojson" => (v, _) => ToJson(v),
+            "tojson" => (v, args) => ToJson(v, Indent(args)),
             "first" => (v, _) => Iterate(v).FirstOrDefault(),
             "last" => (v, _) => Iterate(v).LastOrDefault(),
             "list" => (v, _) => Iterate(v).ToList(),

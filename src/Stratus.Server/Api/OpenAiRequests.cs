@@ -54,10 +54,14 @@ public sealed record ChatCompletionRequest : SamplingFields
     public int? MaxCompletionTokens { get; init; }
     public bool? Logprobs { get; init; }
     public int? TopLogprobs { get; init; }
-    // Read only to refuse them (RequestParser.RefuseUnimplemented): Stratus has no tool calling,
-    // and ignoring them would answer something else.
+    /// <summary>[{"type": "function", "function": {"name", "description", "parameters", "strict"}}]: checked by ChatTools.Parse.</summary>
     public JsonElement? Tools { get; init; }
+    /// <summary>"none", "auto", "required" or {"type": "function", "function": {"name"}}.</summary>
     public JsonElement? ToolChoice { get; init; }
+    /// <summary>Whether "required" may make several calls; default true.</summary>
+    public bool? ParallelToolCalls { get; init; }
+    // Read only to refuse them (RequestParser.RefuseUnimplemented): the deprecated form of tools,
+    // which ignoring would answer with something else.
     public JsonElement? Functions { get; init; }
     public JsonElement? FunctionCall { get; init; }
     // Read only to refuse audio output: the reply would come without the message.audio asked for.
@@ -71,6 +75,10 @@ public sealed record ChatMessageBody
     /// <summary>A string, or an array of parts {"type": "text", "text": ...}.</summary>
     public JsonElement? Content { get; init; }
     public string? Name { get; init; }
+    /// <summary>An assistant message's calls: [{"id", "type": "function", "function": {"name", "arguments"}}].</summary>
+    public JsonElement? ToolCalls { get; init; }
+    /// <summary>The call a tool message answers.</summary>
+    public string? ToolCallId { get; init; }
 }
 
 public sealed record CompletionRequest : SamplingFields

@@ -36,9 +36,11 @@ public sealed record ChatChoice(int Index, ChatMessageOut Message, ChatLogprobs?
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public ContentFilterResults? ContentFilterResults { get; init; }
 }
 
-public sealed record ChatMessageOut(string Content)
+/// <param name="Content">Null where the message is calls only, as OpenAI writes it.</param>
+public sealed record ChatMessageOut(string? Content)
 {
     public string Role => "assistant";
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public IReadOnlyList<ToolCallOut>? ToolCalls { get; init; }
     /// <summary>OpenAI's refusal text of a safety-trained model, null but always there: the SDKs
     /// type it as string | null, and a withheld answer here is Azure's content_filter instead.</summary>
     public string? Refusal => null;
@@ -60,6 +62,30 @@ public sealed record ChatDelta
 {
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Role { get; init; }
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Content { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public IReadOnlyList<ToolCallDelta>? ToolCalls { get; init; }
+}
+
+/// <summary>A call in a message: its id, and the function's name and arguments (JSON text).</summary>
+public sealed record ToolCallOut(string Id, FunctionCallOut Function)
+{
+    public string Type => "function";
+}
+
+public sealed record FunctionCallOut(string Name, string Arguments);
+
+/// <summary>A piece of a streamed call: the first of each call has its id, type and name (and
+/// arguments ""), the others a fragment of its arguments; index tells the calls apart.</summary>
+public sealed record ToolCallDelta(int Index)
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Id { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Type { get; init; }
+    public FunctionDelta Function { get; init; } = new();
+}
+
+public sealed record FunctionDelta
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Name { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? Arguments { get; init; }
 }
 
 public sealed record ChatLogprobs(IReadOnlyList<ChatTokenLogprob> Content)

@@ -116,17 +116,16 @@ public static partial class RequestParser
 
     /// <summary>OpenAI features that change what an answer must be and that Stratus does not
     /// implement are refused (400, code unsupported_parameter) rather than ignored: a client that
-    /// asks for a tool call (or an unknown response_format: see <see cref="Schema"/>) would
-    /// otherwise get free text it cannot tell apart. Unknown fields are still ignored, as vLLM does.</summary>
+    /// asks for a function call in the deprecated form (or an unknown response_format: see
+    /// <see cref="Schema"/>) would otherwise get free text it cannot tell apart. Unknown fields
+    /// are still ignored, as vLLM does.</summary>
     static void RefuseUnimplemented(SamplingFields body)
     {
         switch (body)
         {
             case ChatCompletionRequest chat:
-                if (Present(chat.Tools) && !IsString(chat.ToolChoice, "none"))
-                    throw Unsupported("tools", "Tool calling is not supported by this server; leave out 'tools' or set 'tool_choice' to \"none\".");
                 if (Present(chat.Functions) && !IsString(chat.FunctionCall, "none"))
-                    throw Unsupported("functions", "Function calling is not supported by this server; leave out 'functions' or set 'function_call' to \"none\".");
+                    throw Unsupported("functions", "'functions' (deprecated) is not supported by this server; give them as 'tools' and 'tool_choice'.");
                 if (Present(chat.Modalities) && !(chat.Modalities!.Value.ValueKind == JsonValueKind.Array && chat.Modalities.Value.EnumerateArray().All(m => IsString(m, "text"))))
                     throw Unsupported("modalities", "Audio output is not supported by this server; leave out 'modalities' or set it to [\"text\"].");
                 if (Present(chat.Audio))
@@ -202,8 +201,8 @@ public static partial class RequestParser
 
     /// <summary>A chat's messages and where their rendering ends, as chat completions and
     /// /tokenize take them (vLLM's defaults: the generation prompt, no open final message).</summary>
-    public static ChatPrompt Chat(List<ChatMessageBody?>? messages, bool? addGenerationPrompt, bool? continueFinalMessage) =>
-        new(Messages(messages), addGenerationPrompt ?? true, continueFinalMessage ?? false);
+    public static ChatPrompt Chat(List<ChatMessageBody?>? messages, bool? addGenerationPrompt, bool? continueFinalMessage, ChatTools? tools = null) =>
+        new(Messages(messages), addGenerationPrompt ?? true, continueFinalMessage ?? false) { Tools = tools?.Definitions };
 
     /// <summary>Chat messages as (role, text); content may be a string or text parts.</summary>
     public static List<ChatMessageText> Messages(List<ChatMessageBody?>? messages)
@@ -218,9 +217,46 @@ public static partial class RequestParser
             var role = message.Role ?? throw ApiException.Invalid($"Missing required parameter: '{param}.role'.", $"{param}.role", "missing_required_parameter");
             if (!ChatTemplate.Roles.Contains(role))
                 throw ApiException.Invalid($"Invalid value for '{param}.role': '{Truncate(role)}'. Supported values are: {ChatTemplate.RolesInWords}.", $"{param}.role", "invalid_value");
-            result.Add(new ChatMessageText(role, Content(message.Content, role, $"{param}.content")));
+            var calls = role == "assistant" ? ToolCallsOf(message.ToolCalls, $"{param}.tool_calls") : null;
+            // An assistant's message that calls tools may have no content (null), as OpenAI writes it.
+            var content = Content(message.Content, role, $"{param}.content");
+            if (role == "tool" && message.ToolCallId is null)
+                throw ApiException.Invalid($"Missing required parameter: '{param}.tool_call_id'.", $"{param}.tool_call_id", "missing_required_parameter");
+            result.Add(new ChatMessageText(role, content) { ToolCalls = calls, ToolCallId = role == "tool" ? message.ToolCallId : null });
         }
         return result;
+    }
+
+    /// <summary>An assistant message's tool_calls, each {"id", "type": "function", "function":
+    /// {"name", "arguments": the JSON text of an object}}: the template gets the arguments parsed,
+    /// as vLLM gives them, so text that is not JSON is refused here.</summary>
+    static List<ChatToolCall>? ToolCallsOf(JsonElement? toolCalls, string param)
+    {
+        if (!Present(toolCalls)) return null;
+        if (toolCalls!.Value.ValueKind != JsonValueKind.Array)
+            throw ApiException.Invalid($"Invalid type for '{param}': expected an array of tool calls.", param, "invalid_type");
+        var calls = new List<ChatToolCall>();
+        var i = 0;
+        foreach (var call in toolCalls.Value.EnumerateArray())
+        {
+            var at = $"{param}[{i++}]";
+            string Text(JsonElement parent, string name, string where) =>
+                parent.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString()!
+                : throw ApiException.Invalid($"Missing or invalid '{where}': expected a string.", where, "invalid_type");
+            if (call.ValueKind != JsonValueKind.Object) throw ApiException.Invalid($"Invalid type for '{at}': expected an object.", at, "invalid_type");
+            if (call.TryGetProperty("type", out var type) && !(type.ValueKind == JsonValueKind.String && type.GetString() == "function"))
+                throw ApiException.Invalid($"Invalid value for '{at}.type': {Truncate(type.GetRawText())}. Supported values are: 'function'.", $"{at}.type", "invalid_value");
+            if (!call.TryGetProperty("function", out var function) || function.ValueKind != JsonValueKind.Object)
+                throw ApiException.Invalid($"Missing or invalid '{at}.function': expected an object with 'name' and 'arguments'.", $"{at}.function", "invalid_type");
+            var arguments = Text(function, "arguments", $"{at}.function.arguments");
+            try { using var parsed = JsonDocument.Parse(arguments); }
+            catch (JsonException)
+            {
+                throw ApiException.Invalid($"Invalid '{at}.function.arguments': {Truncate(arguments)} is not JSON; send the arguments as the JSON text of an object.", $"{at}.function.arguments", "invalid_value");
+            }
+            calls.Add(new ChatToolCall(Text(call, "id", $"{at}.id"), Text(function, "name", $"{at}.function.name"), arguments));
+        }
+        return calls;
     }
 
     static string Content(JsonElement? content, string role, string param)
@@ -365,5 +401,8 @@ public static partial class RequestParser
 /// prompt, a redacted prompt) ends alike.</summary>
 public sealed record ChatPrompt(IReadOnlyList<ChatMessageText> Messages, bool AddGenerationPrompt, bool ContinueFinalMessage)
 {
-    public string Render(ChatTemplate template) => template.Render(Messages, AddGenerationPrompt, ContinueFinalMessage);
+    /// <summary>The tools the template is told of (their definitions as the request gives them); null: none.</summary>
+    public IReadOnlyList<JsonElement>? Tools { get; init; }
+
+    public string Render(ChatTemplate template) => template.Render(Messages, AddGenerationPrompt, ContinueFinalMessage, Tools);
 }

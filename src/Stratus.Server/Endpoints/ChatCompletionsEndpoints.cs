@@ -1,5 +1,7 @@
-// POST /v1/chat/completions: renders the messages with the model's chat template, generates
-// n choices, and answers with one chat.completion or a stream of chat.completion.chunk events.
+// POST /v1/chat/completions: renders the messages (and tools) with the model's chat template,
+// generates n choices, and answers with one chat.completion or a stream of chat.completion.chunk
+// events; where the request has tools, each choice's text is read into content and tool calls
+// (ToolCalls.cs).
 using Stratus.Inference;
 using Stratus.Safety;
 using Stratus.Server.Api;
@@ -20,7 +22,14 @@ public static class ChatCompletionsEndpoints
     {
         var cancellation = http.RequestAborted;
         var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<ChatCompletionRequest>(http, registry);
-        var chat = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage);
+        var tools = ChatTools.Parse(body);
+        var chat = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage, tools);
+        // "auto" needs to know how the model writes a call; a forced call needs no parser.
+        var parser = tools?.Choice == ToolChoiceKind.Auto
+            ? model.ToolCallParser ?? throw ApiException.Invalid(
+                $"tool_choice \"auto\" needs to know how model '{model.Name}' writes tool calls, and its chat template does not say: ask for a call with tool_choice \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, or have the server started with --tool-call-parser {string.Join("|", ToolCallParser.Names)}.",
+                "tool_choice", "invalid_value")
+            : null;
         var topLogprobs = RequestParser.IntRange(body.TopLogprobs, 0, 0, 20, "top_logprobs");
         if (body.TopLogprobs is not null && body.Logprobs != true)
             throw ApiException.Invalid("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs");
@@ -49,44 +58,89 @@ public static class ChatCompletionsEndpoints
             Logprobs = body.Logprobs == true ? topLogprobs : null,
             Stop = [.. sampling.Stop, .. stopTexts],
             StopTokens = stopTokens,
+            Schema = tools?.Schema ?? sampling.Schema,
+            // A parser reads the markers of calls, which a vocabulary may hold as special tokens
+            // (Hermes' <tool_call>, Llama's <|python_tag|>): vLLM's parsers keep them in the text too.
+            SkipSpecialTokens = parser is not null && body.SkipSpecialTokens is null ? false : sampling.SkipSpecialTokens,
         };
+        // A choice's text turns into content and calls unless the request offers none to make.
+        ToolCallReader? Reader() => tools is { Choice: not ToolChoiceKind.None } ? new ToolCallReader(tools, parser) : null;
         var context = new GenerationContext(http, "chat.completions", model, [prompt], [addSpecialTokens], chat, request, choices, body.User, tokens.Length, body.Stream == true);
         await using var run = await GenerationRun.StartAsync(context, [tokens], [.. filters], metrics, cancellation, shutdown);
         var id = $"chatcmpl-{Guid.NewGuid():N}";
         var created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        if (body.Stream == true) await StreamAsync(http, run, model, id, created, choices, body.StreamOptions?.IncludeUsage == true, request.Logprobs is not null, cancellation);
-        else await http.Response.WriteAsJsonAsync(await CompleteAsync(run, model, id, created, choices, request.Logprobs is not null), OpenAiJson.Options, cancellation);
+        var readers = Enumerable.Range(0, choices).Select(_ => Reader()).ToArray();
+        if (body.Stream == true) await StreamAsync(http, run, model, id, created, readers, body.StreamOptions?.IncludeUsage == true, request.Logprobs is not null, cancellation);
+        else await http.Response.WriteAsJsonAsync(await CompleteAsync(run, model, id, created, readers, request.Logprobs is not null), OpenAiJson.Options, cancellation);
     }
 
-    static async Task<ChatCompletion> CompleteAsync(GenerationRun run, ServedModel model, string id, long created, int choices, bool logprobs)
+    /// <summary>A choice's message from its text, or from the events its reader made of it.</summary>
+    sealed class MessageBuilder
     {
-        var texts = new StringBuilder[choices];
+        readonly StringBuilder content = new();
+        bool anyContent;
+        readonly List<(string Id, string Name, StringBuilder Arguments)> calls = [];
+
+        public void Add(string text)
+        {
+            content.Append(text);
+            anyContent = true;
+        }
+
+        public void Add(ToolCallEvent e)
+        {
+            if (e.Content is { } text) Add(text);
+            else if (e.Id is not null) calls.Add((e.Id, e.Name!, new StringBuilder(e.Arguments)));
+            else calls[e.Index].Arguments.Append(e.Arguments);
+        }
+
+        public ChatMessageOut Message() => calls.Count == 0
+            ? new ChatMessageOut(content.ToString())
+            : new ChatMessageOut(anyContent ? content.ToString() : null) { ToolCalls = [.. calls.Select(c => new ToolCallOut(c.Id, new FunctionCallOut(c.Name, c.Arguments.ToString())))] };
+    }
+
+    static async Task<ChatCompletion> CompleteAsync(GenerationRun run, ServedModel model, string id, long created, ToolCallReader?[] readers, bool logprobs)
+    {
+        var choices = readers.Length;
+        var texts = new MessageBuilder[choices];
         var tokenLogprobs = new List<ChatTokenLogprob>?[choices];
         var finish = new string?[choices];
         var filterResults = new ContentFilterResults?[choices];
         var withheld = new bool[choices];
         for (var i = 0; i < choices; i++)
         {
-            texts[i] = new StringBuilder();
+            texts[i] = new MessageBuilder();
             if (logprobs) tokenLogprobs[i] = [];
         }
         await foreach (var piece in run.ReadAllAsync())
         {
-            if (piece.FinishReason is not null) (finish[piece.Choice], filterResults[piece.Choice], withheld[piece.Choice]) = (piece.FinishReason, piece.FilterResults, piece.TokensWithheld);
-            texts[piece.Choice].Append(piece.Text);
+            var reader = readers[piece.Choice];
+            if (reader is null) texts[piece.Choice].Add(piece.Text);
+            else foreach (var e in reader.Add(piece.Text)) texts[piece.Choice].Add(e);
+            if (piece.FinishReason is not null)
+            {
+                (finish[piece.Choice], filterResults[piece.Choice], withheld[piece.Choice]) = (piece.FinishReason, piece.FilterResults, piece.TokensWithheld);
+                if (reader is not null)
+                {
+                    var (rest, reason) = reader.Finish(piece.FinishReason);
+                    foreach (var e in rest) texts[piece.Choice].Add(e);
+                    finish[piece.Choice] = reason;
+                }
+            }
             if (logprobs) foreach (var token in piece.Tokens) tokenLogprobs[piece.Choice]!.Add(Logprob(model, token));
         }
         var result = new ChatChoice[choices];
         for (var i = 0; i < choices; i++)
         {
             var lp = logprobs && !withheld[i] ? new ChatLogprobs(tokenLogprobs[i]!) : null;
-            result[i] = new ChatChoice(i, new ChatMessageOut(texts[i].ToString()), lp, finish[i]) { ContentFilterResults = filterResults[i] };
+            result[i] = new ChatChoice(i, texts[i].Message(), lp, finish[i]) { ContentFilterResults = filterResults[i] };
         }
         return new ChatCompletion(id, created, model.Name, result, Usage.Of(run.PromptTokens, run.CompletionTokens, run.CachedPromptTokens)) { PromptFilterResults = run.PromptFilterResults };
     }
 
-    static async Task StreamAsync(HttpContext http, GenerationRun run, ServedModel model, string id, long created, int choices, bool includeUsage, bool logprobs, CancellationToken cancellation)
+    static async Task StreamAsync(HttpContext http, GenerationRun run, ServedModel model, string id, long created, ToolCallReader?[] readers, bool includeUsage, bool logprobs, CancellationToken cancellation)
     {
+        var choices = readers.Length;
         var events = new ServerSentEvents(http.Response);
         await events.StartAsync(cancellation);
         // The prompt's annotations ride on the first chunk, choice 0's role. (Azure sends them
@@ -97,13 +151,34 @@ public static class ChatCompletionsEndpoints
                 with { PromptFilterResults = i == 0 ? run.PromptFilterResults : null }, cancellation);
         await foreach (var piece in run.ReadAllAsync())
         {
-            if (piece.FinishReason is not null)
-                await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta(), null, piece.FinishReason) { ContentFilterResults = piece.FilterResults }), cancellation);
-            else if (piece.Text.Length > 0 || (logprobs && piece.Tokens.Count > 0))
+            var reader = readers[piece.Choice];
+            var lp = logprobs && piece.Tokens.Count > 0 ? new ChatLogprobs([.. piece.Tokens.Select(t => Logprob(model, t))]) : null;
+            var finish = piece.FinishReason;
+            if (reader is null)
             {
-                var lp = logprobs && piece.Tokens.Count > 0 ? new ChatLogprobs([.. piece.Tokens.Select(t => Logprob(model, t))]) : null;
-                await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta { Content = piece.Text }, lp, null)), cancellation);
+                if (piece.Text.Length > 0 || lp is not null)
+                    await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta { Content = piece.Text }, lp, null)), cancellation);
             }
+            else
+            {
+                var made = reader.Add(piece.Text);
+                if (finish is not null)
+                {
+                    var (rest, reason) = reader.Finish(finish);
+                    made.AddRange(rest);
+                    finish = reason;
+                }
+                // Text held back (a call that may be beginning) still has its tokens' logprobs sent.
+                if (made.Count == 0 && lp is not null)
+                    await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta(), lp, null)), cancellation);
+                foreach (var e in made)
+                {
+                    await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, Delta(e), lp, null)), cancellation);
+                    lp = null;
+                }
+            }
+            if (finish is not null)
+                await events.WriteAsync(Chunk(id, created, model, new ChatChunkChoice(piece.Choice, new ChatDelta(), null, finish) { ContentFilterResults = piece.FilterResults }), cancellation);
         }
         if (includeUsage)
             await events.WriteAsync(new ChatCompletionChunk(id, created, model.Name, []) { Usage = Usage.Of(run.PromptTokens, run.CompletionTokens, run.CachedPromptTokens) }, cancellation);
@@ -111,6 +186,15 @@ public static class ChatCompletionsEndpoints
     }
 
     static ChatCompletionChunk Chunk(string id, long created, ServedModel model, ChatChunkChoice choice) => new(id, created, model.Name, [choice]);
+
+    /// <summary>An event as a stream's delta: content, a call's first piece (id, type, name,
+    /// arguments ""), or a fragment of its arguments, as OpenAI streams them.</summary>
+    static ChatDelta Delta(ToolCallEvent e) => e switch
+    {
+        { Content: { } text } => new ChatDelta { Content = text },
+        { Id: { } callId } => new ChatDelta { ToolCalls = [new ToolCallDelta(e.Index) { Id = callId, Type = "function", Function = new FunctionDelta { Name = e.Name, Arguments = "" } }] },
+        _ => new ChatDelta { ToolCalls = [new ToolCallDelta(e.Index) { Function = new FunctionDelta { Arguments = e.Arguments } }] },
+    };
 
     static ChatTokenLogprob Logprob(ServedModel model, GeneratedToken token)
     {

@@ -63,6 +63,9 @@ public sealed class ServedModel : IDisposable
     public long Created { get; } = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     /// <summary>The same model in-process, without HTTP.</summary>
     public StratusChatClient ChatClient => chatClient ?? throw CannotChat();
+    /// <summary>How the model writes tool calls, for tool_choice "auto": serve's
+    /// --tool-call-parser, else what its chat template calls for (ToolCallParser.For); null: not known.</summary>
+    public ToolCallParser? ToolCallParser { get; init; }
 
     // The file's path stays on the server: a client learns what is unsupported and that completions work.
     ApiException CannotChat() => ApiException.Invalid(
@@ -70,14 +73,18 @@ public sealed class ServedModel : IDisposable
         $"/v1/completions works. To fix it, the server's operator can {UnsupportedChatTemplate.Fix}.", "messages", "unsupported_chat_template");
 
     /// <param name="device">Where the model is loaded (null: the CPU).</param>
-    public static ServedModel Load(ModelSpec spec, EngineOptions engineOptions, TorchSharp.torch.Device? device = null)
+    /// <param name="toolCallParser">serve's --tool-call-parser (null: the template's, where it calls for one).</param>
+    public static ServedModel Load(ModelSpec spec, EngineOptions engineOptions, TorchSharp.torch.Device? device = null, ToolCallParser? toolCallParser = null)
     {
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(spec.Path));
         // A template Stratus cannot render costs the model its chats only: completions need none.
         var template = ChatTemplate.TryLoad(checkpoint.Directory, out var unsupported) ?? (unsupported is null ? ChatTemplate.For(checkpoint.Tokenizer) : null);
         var model = checkpoint.CreateModel(device);
         var engine = new InferenceEngine(model, checkpoint.Tokenizer, engineOptions);
-        return new ServedModel(spec.ResolveName(), engine, template, unsupported, checkpoint.Directory);
+        return new ServedModel(spec.ResolveName(), engine, template, unsupported, checkpoint.Directory)
+        {
+            ToolCallParser = toolCallParser ?? (template is null ? null : ToolCallParser.For(template)),
+        };
     }
 
     public void Dispose() => Engine.Dispose();

@@ -52,10 +52,11 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
     public async ValueTask ScreenAsync(HttpContext http, string model, ChatPrompt? chat, IReadOnlyList<string> prompts, CancellationToken cancellation) =>
         await CheckPromptsAsync(http.GetStratusTrust(), model, Checked(chat, prompts), cancellation);
 
-    /// <summary>The texts a request's prompts are checked as: a chat as its messages, not as the
-    /// template's rendering around them; otherwise each prompt.</summary>
+    /// <summary>The texts a request's prompts are checked as: a chat as its messages (with the
+    /// arguments of the calls they made, which the model reads too), not as the template's
+    /// rendering around them; otherwise each prompt.</summary>
     static IReadOnlyList<string> Checked(ChatPrompt? chat, IReadOnlyList<string> prompts) =>
-        chat is null ? prompts : [string.Join("\n", chat.Messages.Select(m => m.Content))];
+        chat is null ? prompts : [string.Join("\n", chat.Messages.Select(m => string.Join("\n", [m.Content, .. (m.ToolCalls ?? []).Select(c => c.Arguments)])))];
 
     /// <summary>Checks each prompt; the first blocked one (audited) refuses the request.</summary>
     static async ValueTask<PromptCheck[]> CheckPromptsAsync(RequestTrust trust, string model, IReadOnlyList<string> prompts, CancellationToken cancellation)
@@ -80,7 +81,13 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
         if (!changed) return null;
         if (context.Chat is not { } chat) return passed;
         var redacted = new List<ChatMessageText>(chat.Messages.Count);
-        foreach (var message in chat.Messages) redacted.Add(message with { Content = await trust.RedactAsync(context.Model.Name, message.Content, cancellation) });
+        foreach (var message in chat.Messages)
+        {
+            List<ChatToolCall>? calls = null;
+            foreach (var call in message.ToolCalls ?? [])
+                (calls ??= []).Add(call with { Arguments = await trust.RedactAsync(context.Model.Name, call.Arguments, cancellation) });
+            redacted.Add(message with { Content = await trust.RedactAsync(context.Model.Name, message.Content, cancellation), ToolCalls = calls ?? message.ToolCalls });
+        }
         return [(chat with { Messages = redacted }).Render(context.Model.Template)];
     }
 }

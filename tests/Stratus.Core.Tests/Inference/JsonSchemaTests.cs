@@ -523,6 +523,107 @@ public sealed class JsonSchemaTests
         Assert.NotSame(first, Schema(Long(0)));
     }
 
+    /// <summary>Objects told apart by a first property of distinct consts (a discriminated
+    /// union), beside a map that also begins with '{'.</summary>
+    const string Shapes = """
+        {"type":"object","properties":{"s":{"anyOf":[
+        {"type":"object","properties":{"kind":{"const":"circle"},"r":{"type":"integer"}},"required":["kind","r"],"additionalProperties":false},
+        {"type":"object","properties":{"kind":{"enum":["rect","square"]},"w":{"type":"integer"},"h":{"type":"integer"}},"required":["kind","w"],"additionalProperties":false},
+        {"type":"object","properties":{"kind":{"const":"c"},"tag":{"type":"string"}},"required":["kind"],"additionalProperties":false},
+        {"type":"object","additionalProperties":{"type":"integer"}}]}},"required":["s"]}
+        """;
+
+    [Theory]
+    [InlineData(Shapes, """{"s":{"kind":"circle","r":2}}""")]
+    [InlineData(Shapes, """{"s":{"kind":"rect","w":1,"h":3}}""")]
+    [InlineData(Shapes, """{"s":{ "kind" : "square" , "w":1}}""")]
+    [InlineData(Shapes, """{"s":{"kind":"c"}}""")]
+    [InlineData(Shapes, """{"s":{"kind":"c","tag":"x"}}""")]
+    public void A_discriminated_union_takes_each_object_its_first_property_selects(string schema, string text) => AssertValid(schema, text);
+
+    [Theory]
+    // Each object's own properties, once its discriminator is read: not the first object's only.
+    [InlineData(Shapes, """{"s":{"kind":"circle","¦w":1}}""")]
+    [InlineData(Shapes, """{"s":{"kind":"rect","¦r":1}}""")]
+    [InlineData(Shapes, """{"s":{"kind":"rect"¦}}""")]
+    [InlineData(Shapes, """{"s":{"kind":"c","tag":"x"¦,"r":1}}""")]
+    [InlineData(Shapes, """{"s":{"kind":"¦triangle"}}""")]
+    [InlineData(Shapes, """{"s":{"kind":"circl¦"}}""")]
+    // The discriminator comes first and is required; the map alternative gives way to the objects.
+    [InlineData(Shapes, """{"s":{¦}}""")]
+    [InlineData(Shapes, """{"s":{"¦r":1}}""")]
+    public void A_discriminated_union_refuses_what_no_selected_object_allows(string schema, string marked) => AssertRefusedAt(schema, marked);
+
+    static JsonSchema ToolCalls(bool parallel, params (string Name, string? Parameters)[] tools) =>
+        JsonSchema.ToolCalls([.. tools.Select(t => (t.Name, t.Parameters is null ? (JsonElement?)null : JsonDocument.Parse(t.Parameters).RootElement))], parallel);
+
+    static readonly (string Name, string? Parameters)[] Tools =
+    [
+        ("get_weather", """{"type":"object","properties":{"city":{"type":"string","maxLength":6},"unit":{"enum":["c","f"]}},"required":["city","unit"],"additionalProperties":false}"""),
+        ("get_time", """{"type":"object","$defs":{"zone":{"type":"object","properties":{"utc":{"type":"integer"}},"required":["utc"]}},"properties":{"zone":{"$ref":"#/$defs/zone"}},"required":["zone"]}"""),
+        ("ping", null),
+    ];
+
+    /// <summary>A tool_choice "required" answer: an array of calls, each naming one of the tools
+    /// with arguments of that tool's schema (its $refs moved with it); without parallel calls,
+    /// exactly one. Random walks end in such arrays only.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Tool_calls_choose_among_tools_each_with_its_own_arguments(bool parallel)
+    {
+        var schema = ToolCalls(parallel, Tools);
+        static (int, bool) ReadCalls(JsonSchema schema, string text)
+        {
+            var json = new JsonGrammar(schema);
+            var bytes = Encoding.UTF8.GetBytes(text);
+            for (var i = 0; i < bytes.Length; i++)
+                if (!json.Accept(bytes[i])) return (i, false);
+            return (-1, json.IsComplete);
+        }
+        Assert.Equal((-1, true), ReadCalls(schema, """[{"name":"get_time","arguments":{"zone":{"utc":-2}}}]"""));
+        Assert.Equal((-1, true), ReadCalls(schema, """[{"name":"ping","arguments":{}}]"""));
+        Assert.Equal((-1, true), ReadCalls(schema, """[{"name":"get_weather","arguments":{"city":"Paris","unit":"c"}}]"""));
+        var two = """[{"name":"ping","arguments":{}},{"name":"get_weather","arguments":{"city":"Oslo","unit":"f"}}]""";
+        Assert.Equal(parallel ? (-1, true) : (two.IndexOf("},{", StringComparison.Ordinal) + 1, false), ReadCalls(schema, two));
+        Assert.Equal((14, false), ReadCalls(schema, """[{"name":"get_x"}]"""));
+        Assert.Equal((29, false), ReadCalls(schema, """[{"name":"ping","arguments":{"city":1}}]"""));
+        Assert.Equal((34, false), ReadCalls(schema, """[{"name":"get_time","arguments":{"city":1}}]"""));
+        Assert.Equal((1, false), ReadCalls(schema, """[]"""));
+
+        var alphabet = Enumerable.Range(0x20, 0x5F).Select(b => (byte)b).ToArray();
+        var random = new Random(5);
+        var names = new HashSet<string>();
+        for (var walk = 0; walk < 60; walk++)
+        {
+            var state = new JsonGrammar(schema);
+            var text = new List<byte>();
+            var budget = random.Next(0, 150);
+            while (!state.IsComplete && text.Count < budget)
+            {
+                var options = alphabet.Where(b => { var next = state; return next.Accept(b); }).ToArray();
+                Assert.NotEmpty(options);
+                var structural = options.Where(b => "{}[]\":,-0123456789tfn".Contains((char)b)).ToArray();
+                var b = structural.Length > 0 && random.Next(3) > 0 ? structural[random.Next(structural.Length)] : options[random.Next(options.Length)];
+                Assert.True(state.Accept(b));
+                text.Add(b);
+            }
+            if (!state.IsComplete) text.AddRange(ShortestCompletion(state, alphabet));
+            var calls = JsonDocument.Parse(Encoding.UTF8.GetString([.. text])).RootElement;
+            Assert.InRange(calls.GetArrayLength(), 1, parallel ? int.MaxValue : 1);
+            foreach (var call in calls.EnumerateArray())
+            {
+                Assert.Equal(["name", "arguments"], call.EnumerateObject().Select(p => p.Name));
+                var name = call.GetProperty("name").GetString()!;
+                names.Add(name);
+                var parameters = Tools.Single(t => t.Name == name).Parameters ?? JsonSchema.NoParameters;
+                Assert.True(Validate(JsonDocument.Parse(parameters).RootElement, call.GetProperty("arguments")), call.GetRawText());
+            }
+        }
+        // Every tool is chosen by some walk: not only the first alternative's.
+        Assert.Equal(Tools.Select(t => t.Name).ToHashSet(), names);
+    }
+
     /// <summary>Random walks: at every step some byte continues; after a budget the walk takes
     /// the shortest way to a whole document, which must exist, and the document must parse and
     /// satisfy the schema.</summary>

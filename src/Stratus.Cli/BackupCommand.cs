@@ -1,6 +1,7 @@
 // `stratus backup --out <file>`: a consistent copy of the data directory's database (keys, usage,
 // audit log, blocklists, safety policies) taken while servers run, which copying stratus.db is not
-// (its latest changes are in stratus.db-wal). Restoring is copying the file back as stratus.db
+// (its latest changes are in stratus.db-wal), recorded in the audit log (who, when, the file, its
+// sha256) as key changes are. Restoring is copying the file back as stratus.db
 // with every Stratus process on that data directory stopped (docs/trust.md, "Backup and restore").
 using System.CommandLine;
 using Stratus.Platform;
@@ -19,8 +20,8 @@ static class BackupCommand
             var directory = TrustCommands.ExistingDirectory(result, dataDir);
             var database = PlatformDatabase.Open(directory);
             var destination = Path.GetFullPath(result.GetValue(output)!);
-            database.BackupTo(destination);
-            Console.WriteLine($"Backed up {database.FilePath} to {destination} ({new FileInfo(destination).Length / 1024.0:N0} KB).");
+            var backup = database.BackupTo(destination, TrustCommands.Actor);
+            Console.WriteLine($"Backed up {database.FilePath} to {backup.File} ({backup.Bytes / 1024.0:N0} KB, sha256 {backup.Sha256}); audit entry {backup.Audit.Sequence}.");
             // SQLite keeps the -wal and -shm beside the file a linked stratus.db leads to.
             var file = database.SqliteFile;
             var name = Path.GetFileName(file);

@@ -1,6 +1,8 @@
-// `stratus keys create|list|revoke|limits`: API keys for the server. `create` prints the new key
-// alone on its last line, so scripts can take it with `| tail -n 1`; it is never shown again, and
-// may be given an expiry (--expires, --expires-in) past which the server refuses it.
+// `stratus keys create|list|revoke|limits|rotate`: API keys for the server. `create` prints the
+// new key alone on its last line, so scripts can take it with `| tail -n 1`; it is never shown
+// again, and may be given an expiry (--expires, --expires-in) past which the server refuses it.
+// `rotate` gives a key a new secret, printed as `create` prints one, and the old one works on
+// for --overlap (a day by default) so that the key's clients move without downtime.
 using System.CommandLine;
 using Spectre.Console;
 using Stratus.Platform;
@@ -11,11 +13,12 @@ static class KeysCommand
 {
     public static Command Create()
     {
-        var keys = new Command("keys", "Create, list, revoke and limit API keys.");
+        var keys = new Command("keys", "Create, list, revoke, limit and rotate API keys.");
         keys.Subcommands.Add(CreateKey());
         keys.Subcommands.Add(List());
         keys.Subcommands.Add(Revoke());
         keys.Subcommands.Add(Limits());
+        keys.Subcommands.Add(Rotate());
         return keys;
     }
 
@@ -60,11 +63,14 @@ static class KeysCommand
                 Console.WriteLine($"No API keys. Create one: {Invocation.Command} keys create --name <n> --scopes inference");
                 return 0;
             }
-            var table = new Table().AddColumns("Name", "Id", "Scopes", "RPM", "TPM", "Created (UTC)", "Expires (UTC)", "Revoked (UTC)");
+            var now = DateTimeOffset.UtcNow;
+            var table = new Table().AddColumns("Name", "Id", "Scopes", "RPM", "TPM", "Created (UTC)", "Expires (UTC)", "Old secret until (UTC)", "Revoked (UTC)");
             foreach (var k in keys)
                 table.AddRow(Markup.Escape(k.Name), k.Id, ApiKeyScopeNames.Format(k.Scopes), Limit(k.Limits.RequestsPerMinute), Limit(k.Limits.TokensPerMinute),
                     k.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm"),
                     k.ExpiresAt is { } at ? at.UtcDateTime.ToString("yyyy-MM-dd HH:mm") + (service.HasExpired(k) ? " (expired)" : "") : "never",
+                    // A rotation's old secret while it still works beside the new one.
+                    k.IsActive && k.HasPreviousSecretAt(now) ? k.PreviousSecretExpiresAt!.Value.UtcDateTime.ToString("yyyy-MM-dd HH:mm") : "",
                     k.RevokedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm") ?? "");
             TrustCommands.Write(table);
             return 0;
@@ -98,6 +104,34 @@ static class KeysCommand
             var service = TrustCommands.Open(result, dataDir).KeyService();
             var key = await service.SetLimitsAsync(result.GetValue(nameOrId)!, result.GetValue(rpm), result.GetValue(tpm), TrustCommands.Actor, ct);
             Console.WriteLine($"API key '{key.Name}' (id {key.Id}): rpm {Limit(key.Limits.RequestsPerMinute)}, tpm {Limit(key.Limits.TokensPerMinute)}.");
+            return 0;
+        });
+        return command;
+    }
+
+    static Command Rotate()
+    {
+        var nameOrId = new Argument<string>("name-or-id") { Description = "the key's name or id" };
+        var overlap = new Option<string?>("--overlap")
+        {
+            Description = $"how long the old secret goes on working beside the new one: 90m, 12h, 7d; 0 ends it now (default {ApiKeyRotation.DefaultOverlap.TotalHours:0}h, " +
+                $"at most {ApiKeyRotation.MaxOverlap.TotalDays:0}d)",
+        };
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("rotate", "Give a key a new secret (same id, name, scopes, limits and usage), printed once on the last line; " +
+            "the old one works until the overlap ends, on running servers too.") { nameOrId, overlap, dataDir };
+        command.SetAction(async (result, ct) =>
+        {
+            var span = ApiKeyRotation.ParseOverlap(result.GetValue(overlap), "--overlap");
+            var rotated = await TrustCommands.Open(result, dataDir).KeyService().RotateAsync(result.GetValue(nameOrId)!, span, TrustCommands.Actor, ct);
+            var key = rotated.Key;
+            Console.WriteLine($"Rotated API key '{key.Name}' (id {key.Id}): " + (span == TimeSpan.Zero
+                ? "its old secret stopped working now."
+                : $"its old secret works until {ApiKeyService.FormatExpiry(key.PreviousSecretExpiresAt!.Value)}; move its clients to the new one before then."));
+            if (rotated.OlderSecretCutShort is { } cut)
+                Console.WriteLine($"The secret before the old one, which was to work until {ApiKeyService.FormatExpiry(cut)}, stopped working now.");
+            Console.WriteLine("Store the new key now; it is not shown again:");
+            Console.WriteLine(rotated.Secret);
             return 0;
         });
         return command;

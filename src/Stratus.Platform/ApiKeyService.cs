@@ -1,20 +1,25 @@
-// API key lifecycle and authentication: create (the secret is returned once), list, revoke and
-// re-limit by name or id, each change stored with its audit entry in one transaction;
-// authenticate a presented key in constant time.
+// API key lifecycle and authentication: create (the secret is returned once), list, revoke,
+// re-limit and rotate by name or id, each change stored with its audit entry in one transaction;
+// authenticate a presented key in constant time, a rotated key's old secret until its overlap ends.
 using System.Text.Json.Nodes;
 using Stratus.Safety;
 
 namespace Stratus.Platform;
 
-public enum AuthenticationFailure { None, Missing, Malformed, Unknown, Revoked, Expired }
+public enum AuthenticationFailure { None, Missing, Malformed, Unknown, Revoked, Expired, Rotated }
 
 /// <summary>Failure reasons are for logs; clients get one 401 for a wrong or revoked key, so they
-/// cannot tell them apart. Expiry is told, with <paramref name="ExpiredAt"/>, only to someone
-/// holding the real secret, so they know to ask for a new key.</summary>
+/// cannot tell them apart. Expiry, and a rotated key's old secret past its overlap, are told,
+/// with <paramref name="ExpiredAt"/> (when the key or that secret stopped), only to someone
+/// holding the real secret, so they know to ask for the new one.</summary>
 public sealed record AuthenticationResult(ApiKeyRecord? Key, AuthenticationFailure Failure, DateTimeOffset? ExpiredAt = null)
 {
     public bool Succeeded => Key is not null;
 }
+
+/// <summary>A rotated key: its new secret, shown this once, and where the rotation came within
+/// the last one's overlap, when the secret before it would have stopped (it stopped now).</summary>
+public sealed record RotatedApiKey(ApiKeyRecord Key, string Secret, DateTimeOffset? OlderSecretCutShort);
 
 public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
 {
@@ -82,6 +87,36 @@ public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
         return key with { Limits = limits };
     }
 
+    /// <summary>Gives the key a new secret, keeping its id, name, scopes, limits, expiry and usage,
+    /// printed once as at creation; the one it replaces goes on working for
+    /// <paramref name="overlap"/> (zero: it stops now), so that its clients move to the new one
+    /// without downtime. A rotation during another's overlap stops the secret before it at once.
+    /// Servers read the key at every request, so a running one takes both from the next.</summary>
+    /// <exception cref="TrustUserException">No active key (or it was revoked meanwhile), an
+    /// expired one, or an overlap longer than <see cref="ApiKeyRotation.MaxOverlap"/>.</exception>
+    public async ValueTask<RotatedApiKey> RotateAsync(string nameOrId, TimeSpan overlap, string actor, CancellationToken cancellationToken = default)
+    {
+        if (overlap < TimeSpan.Zero || overlap > ApiKeyRotation.MaxOverlap)
+            throw new TrustUserException($"The overlap must be 0 to {ApiKeyRotation.MaxOverlap.TotalDays:0} days.");
+        var key = await ResolveActiveAsync(nameOrId, cancellationToken);
+        if (HasExpired(key))
+            throw new TrustUserException($"API key '{key.Name}' expired on {FormatExpiry(key.ExpiresAt!.Value)}, and a new secret would not work either; create a new key.");
+        var now = clock.GetUtcNow();
+        var previousUntil = now + overlap;
+        var secret = ApiKeyFormat.GenerateFor(key.Id);
+        var salt = ApiKeyFormat.NewSalt();
+        var before = await store.RotateAsync(key.Id, salt, ApiKeyFormat.Hash(salt, secret), previousUntil, before => new AuditRecord(actor, AuditActions.KeyRotated, new JsonObject
+        {
+            ["key_id"] = key.Id,
+            ["name"] = key.Name,
+            ["previous_secret_until"] = PlatformDatabase.FormatTime(previousUntil),
+            // A rotation within the last one's overlap: the secret before it stops now, not then.
+            ["older_secret_cut_short"] = before.HasPreviousSecretAt(now) ? PlatformDatabase.FormatTime(before.PreviousSecretExpiresAt!.Value) : null,
+        }), cancellationToken) ?? throw new TrustUserException($"API key '{nameOrId}' was revoked meanwhile.");
+        return new RotatedApiKey(before with { PreviousSecretExpiresAt = previousUntil }, secret,
+            before.HasPreviousSecretAt(now) ? before.PreviousSecretExpiresAt : null);
+    }
+
     /// <summary>Checks a presented key (the raw value of a bearer token or api-key header).
     /// Never throws for bad input: malformed keys are an ordinary failure.</summary>
     public async ValueTask<AuthenticationResult> AuthenticateAsync(string? presented, CancellationToken cancellationToken = default)
@@ -91,10 +126,16 @@ public sealed class ApiKeyService(IApiKeyStore store, TimeProvider? time = null)
         // An unknown id answers sooner than a wrong secret; that reveals only whether an id
         // exists, and ids are not secret.
         var stored = await store.FindAsync(id, cancellationToken);
-        if (stored is null || !ApiKeyFormat.Matches(stored, presented)) return new(null, AuthenticationFailure.Unknown);
-        // Revocation and expiry are reported only to someone holding the real secret.
+        if (stored is null) return new(null, AuthenticationFailure.Unknown);
+        var current = ApiKeyFormat.Matches(stored.Salt, stored.Hash, presented);
+        var previous = !current && stored is { PreviousSalt: { } previousSalt, PreviousHash: { } previousHash } && ApiKeyFormat.Matches(previousSalt, previousHash, presented);
+        if (!current && !previous) return new(null, AuthenticationFailure.Unknown);
+        // Revocation, expiry and a rotation's end are reported only to someone holding a real secret.
         if (!stored.Record.IsActive) return new(null, AuthenticationFailure.Revoked);
-        return HasExpired(stored.Record) ? new(null, AuthenticationFailure.Expired, stored.Record.ExpiresAt) : new(stored.Record, AuthenticationFailure.None);
+        if (HasExpired(stored.Record)) return new(null, AuthenticationFailure.Expired, stored.Record.ExpiresAt);
+        return previous && !stored.Record.HasPreviousSecretAt(clock.GetUtcNow())
+            ? new(null, AuthenticationFailure.Rotated, stored.Record.PreviousSecretExpiresAt)
+            : new(stored.Record, AuthenticationFailure.None);
     }
 
     /// <summary>Whether the key's expiry has come, by this service's clock.</summary>

@@ -87,6 +87,8 @@ public sealed record RateLimits(int RequestsPerMinute, int TokensPerMinute)
 /// <summary>What is known about a key, without its secret.</summary>
 /// <param name="ExpiresAt">When the key stops authenticating; null: never. An expired key is
 /// still active (listed, its name taken) until it is revoked.</param>
+/// <param name="PreviousSecretExpiresAt">When the secret the key's last rotation replaced stops
+/// authenticating (then or earlier: it may have passed); null: never rotated.</param>
 public sealed record ApiKeyRecord(
     string Id,
     string Name,
@@ -94,10 +96,13 @@ public sealed record ApiKeyRecord(
     RateLimits Limits,
     DateTimeOffset CreatedAt,
     DateTimeOffset? RevokedAt,
-    DateTimeOffset? ExpiresAt = null)
+    DateTimeOffset? ExpiresAt = null,
+    DateTimeOffset? PreviousSecretExpiresAt = null)
 {
     public bool IsActive => RevokedAt is null;
     public bool HasExpiredAt(DateTimeOffset now) => ExpiresAt <= now;
+    /// <summary>Whether the secret a rotation replaced still authenticates at <paramref name="now"/>.</summary>
+    public bool HasPreviousSecretAt(DateTimeOffset now) => PreviousSecretExpiresAt > now;
     public bool Allows(ApiKeyScopes scope) => (ApiKeyScopeNames.Granted(Scopes) & scope) == scope;
 }
 
@@ -108,7 +113,7 @@ public sealed class ApiKeyExpiry
     /// <summary>Keys live at most this long; further is a typo, and past year 9999 no time exists.</summary>
     public static readonly TimeSpan MaxLifetime = TimeSpan.FromDays(36_500);
 
-    static readonly Regex Span = new(@"^\s*(\d{1,6})\s*([mhdw])\s*$", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase);
+    static readonly Regex Span = new(@"^\s*(\d{1,6})\s*([mhdw])?\s*$", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase);
 
     ApiKeyExpiry(DateTimeOffset? time, TimeSpan? after) => (Time, After) = (time, after);
 
@@ -134,28 +139,59 @@ public sealed class ApiKeyExpiry
                 ? At(time)
                 : throw new TrustUserException($"{atName} must be an ISO 8601 time (2026-12-31T18:00:00Z) or date (2026-12-31, its midnight UTC), not '{at}'.");
         if (@in is null) return null;
-        var match = Span.Match(@in);
-        if (!match.Success)
-            throw new TrustUserException($"{inName} must be a number and a unit, m (minutes), h, d or w, such as 30d or 12h; not '{@in}'.");
-        var count = long.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
-        var span = char.ToLowerInvariant(match.Groups[2].Value[0]) switch
+        var span = ParseSpan(@in, inName);
+        if (span <= TimeSpan.Zero || span > MaxLifetime)
+            throw new TrustUserException($"{inName} must be more than nothing and at most {MaxLifetime.TotalDays:0} days, not '{@in}'.");
+        return In(span);
+    }
+
+    /// <summary>A span as people write it: a number and a unit, m (minutes), h, d or w ("90m",
+    /// "12h", "30d", "2w"); 0 needs none. <paramref name="name"/> is how the caller's user knows it.</summary>
+    /// <exception cref="TrustUserException">Anything else.</exception>
+    public static TimeSpan ParseSpan(string text, string name)
+    {
+        var match = Span.Match(text);
+        var count = match.Success ? long.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture) : -1;
+        if (count < 0 || count > 0 && !match.Groups[2].Success)
+            throw new TrustUserException($"{name} must be a number and a unit, m (minutes), h, d or w, such as 30d or 12h; not '{text}'.");
+        return count == 0 ? TimeSpan.Zero : char.ToLowerInvariant(match.Groups[2].Value[0]) switch
         {
             'm' => TimeSpan.FromMinutes(count),
             'h' => TimeSpan.FromHours(count),
             'd' => TimeSpan.FromDays(count),
             _ => TimeSpan.FromDays(7 * count),
         };
-        if (span <= TimeSpan.Zero || span > MaxLifetime)
-            throw new TrustUserException($"{inName} must be more than nothing and at most {MaxLifetime.TotalDays:0} days, not '{@in}'.");
-        return In(span);
+    }
+}
+
+/// <summary>How long a rotated key's old secret goes on working beside the new one, so that its
+/// clients can move to the new one without downtime (Stripe's rolling keys; Azure OpenAI's two
+/// keys, regenerated one at a time, give the same window).</summary>
+public static class ApiKeyRotation
+{
+    /// <summary>A day: a deploy of the key's clients fits in it.</summary>
+    public static readonly TimeSpan DefaultOverlap = TimeSpan.FromHours(24);
+    /// <summary>Past a month the old secret is a second key, which `keys create` makes openly.</summary>
+    public static readonly TimeSpan MaxOverlap = TimeSpan.FromDays(30);
+
+    /// <summary>An overlap as given (--overlap 24h; 0 ends the old secret at once); the default
+    /// where none is given.</summary>
+    /// <exception cref="TrustUserException">Unreadable, or longer than <see cref="MaxOverlap"/>.</exception>
+    public static TimeSpan ParseOverlap(string? text, string name)
+    {
+        if (text is null) return DefaultOverlap;
+        var overlap = ApiKeyExpiry.ParseSpan(text, name);
+        return overlap <= MaxOverlap ? overlap
+            : throw new TrustUserException($"{name} must be at most {MaxOverlap.TotalDays:0} days, not '{text}'; for clients that need longer, create them a key of their own.");
     }
 }
 
 /// <summary>A new key: the only moment the secret exists outside the client.</summary>
 public sealed record CreatedApiKey(ApiKeyRecord Key, string Secret);
 
-/// <summary>A key as stores keep it.</summary>
-public sealed record StoredApiKey(ApiKeyRecord Record, byte[] Salt, byte[] Hash);
+/// <summary>A key as stores keep it: its secret's salted hash, and the one its last rotation
+/// replaced (null: never rotated), which works until <see cref="ApiKeyRecord.PreviousSecretExpiresAt"/>.</summary>
+public sealed record StoredApiKey(ApiKeyRecord Record, byte[] Salt, byte[] Hash, byte[]? PreviousSalt = null, byte[]? PreviousHash = null);
 
 public static partial class ApiKeyFormat
 {
@@ -167,12 +203,18 @@ public static partial class ApiKeyFormat
 
     static readonly Regex Shape = new($"^{Regex.Escape(Prefix)}[A-Za-z0-9_-]{{{Length - Prefix.Length}}}$", RegexOptions.CultureInvariant);
     static readonly Regex Name = new(@"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\z", RegexOptions.CultureInvariant);
+    /// <summary>A '%' that itself may be percent-encoded any number of times (%25, %2525, ...), as a
+    /// URL carries a key that each of its writers escaped again (`%2573` for `s`). The '25's are
+    /// taken whole and never given back (no key character's code begins with 25), so a run of them
+    /// is read once: a line of 8 KB of them costs microseconds, not a backtracking search.</summary>
+    const string Escape = "%(?>(?:25)*)";
     /// <summary>A character of a key's alphabet (A-Z, a-z, 0-9, '_', '-'), as it is or
-    /// percent-encoded (%2D, %41, %61 ...), as a URL's query string carries it and a request line
-    /// in the log quotes it.</summary>
-    const string KeyCharacter = "(?:[A-Za-z0-9_-]|%(?i:2D|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9A]))";
-    /// <summary><see cref="Prefix"/>, each character of it as it is or percent-encoded.</summary>
-    const string PrefixInText = "(?:s|%73)(?:k|%6(?i:B))(?:-|%2(?i:D))(?:s|%73)(?:t|%74)(?:r|%72)(?:a|%61)(?:t|%74)(?:u|%75)(?:s|%73)(?:-|%2(?i:D))";
+    /// percent-encoded (%2D, %41, %61 ...) to any depth, as a URL's query string carries it and a
+    /// request line in the log quotes it.</summary>
+    const string KeyCharacter = "(?:[A-Za-z0-9_-]|" + Escape + "(?i:2D|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9A]))";
+    /// <summary><see cref="Prefix"/>, each character of it as it is or percent-encoded to any depth.</summary>
+    const string PrefixInText = "(?:s|" + Escape + "73)(?:k|" + Escape + "6(?i:B))(?:-|" + Escape + "2(?i:D))(?:s|" + Escape + "73)(?:t|" + Escape + "74)" +
+        "(?:r|" + Escape + "72)(?:a|" + Escape + "61)(?:t|" + Escape + "74)(?:u|" + Escape + "75)(?:s|" + Escape + "73)(?:-|" + Escape + "2(?i:D))";
 
     /// <summary>A key, or what begins as one, anywhere in a text, each character of it as it is or
     /// percent-encoded: its id (<see cref="IdLength"/>, 12, characters at most), then the rest of it.
@@ -186,16 +228,38 @@ public static partial class ApiKeyFormat
     /// for a log.</summary>
     public static string Redact(string text) =>
         text.Contains(Prefix, StringComparison.Ordinal) || text.Contains('%')
-            ? InText().Replace(text, static key => $"{Prefix}{Uri.UnescapeDataString(key.Groups["id"].Value)}[redacted]")
+            ? InText().Replace(text, static key => $"{Prefix}{Unescape(key.Groups["id"].ValueSpan)}[redacted]")
             : text;
+
+    /// <summary>An id as <see cref="InText"/> matched it, its characters unescaped whatever their
+    /// depth, in one pass (unescaping a level at a time would read a deep one again per level).</summary>
+    static string Unescape(ReadOnlySpan<char> id)
+    {
+        Span<char> characters = stackalloc char[IdLength];
+        var count = 0;
+        for (var i = 0; i < id.Length; i++)
+        {
+            if (id[i] != '%')
+            {
+                characters[count++] = id[i];
+                continue;
+            }
+            i++;
+            while (id[i..].StartsWith("25", StringComparison.Ordinal)) i += 2;
+            characters[count++] = (char)byte.Parse(id.Slice(i++, 2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
+        }
+        return new string(characters[..count]);
+    }
 
     /// <summary>A new random key and its id.</summary>
     public static (string Id, string Key) Generate()
     {
         var id = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(IdBytes));
-        var secret = Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(SecretBytes));
-        return (id, Prefix + id + secret);
+        return (id, GenerateFor(id));
     }
+
+    /// <summary>A new random key with the id <paramref name="id"/>: a rotated key's new secret.</summary>
+    public static string GenerateFor(string id) => Prefix + id + Base64Url.EncodeToString(RandomNumberGenerator.GetBytes(SecretBytes));
 
     /// <summary>The id of a well-formed key; false for anything else (wrong prefix, length or
     /// alphabet), without throwing: malformed keys are an everyday input.</summary>
@@ -228,8 +292,8 @@ public static partial class ApiKeyFormat
 
     /// <summary>Constant-time comparison, so response timing says nothing about how much of a
     /// guessed key was right.</summary>
-    public static bool Matches(StoredApiKey stored, string key) =>
-        CryptographicOperations.FixedTimeEquals(Hash(stored.Salt, key), stored.Hash);
+    public static bool Matches(ReadOnlySpan<byte> salt, ReadOnlySpan<byte> hash, string key) =>
+        CryptographicOperations.FixedTimeEquals(Hash(salt, key), hash);
 
     /// <exception cref="TrustUserException">Not a usable key name.</exception>
     public static void ValidateName(string name)
@@ -258,4 +322,10 @@ public interface IApiKeyStore
     /// from <paramref name="change"/> stores nothing.</summary>
     /// <returns>The limits stored; null when no active key has this id (nothing is audited then).</returns>
     ValueTask<RateLimits?> ChangeLimitsAsync(string id, Func<RateLimits, RateLimits> change, Func<RateLimits, AuditRecord> audit, CancellationToken cancellationToken = default);
+    /// <summary>Gives the active key the secret hashed as <paramref name="salt"/> and
+    /// <paramref name="hash"/>, keeping the one it had as its previous secret until
+    /// <paramref name="previousUntil"/> (a previous one before it is dropped), with the audit entry
+    /// <paramref name="audit"/> makes of the key as it was, in one write transaction.</summary>
+    /// <returns>The key as it was before; null when no active key has this id (nothing is audited then).</returns>
+    ValueTask<ApiKeyRecord?> RotateAsync(string id, byte[] salt, byte[] hash, DateTimeOffset previousUntil, Func<ApiKeyRecord, AuditRecord> audit, CancellationToken cancellationToken = default);
 }

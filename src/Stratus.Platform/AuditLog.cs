@@ -17,9 +17,11 @@ public static class AuditActions
     public const string KeyCreated = "key.created";
     public const string KeyRevoked = "key.revoked";
     public const string KeyLimitsChanged = "key.limits_changed";
+    public const string KeyRotated = "key.rotated";
     public const string PolicyChanged = "policy.changed";
     public const string BlocklistChanged = "blocklist.changed";
     public const string ModelDeployed = "model.deployed";
+    public const string DatabaseBackedUp = "database.backed_up";
     public const string RequestFiltered = "request.filtered";
 }
 

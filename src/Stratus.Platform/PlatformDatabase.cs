@@ -4,17 +4,28 @@
 // migrated forward on open. A file of another application's (a data directory given by mistake)
 // is refused before anything is written to it.
 using System.Globalization;
+using System.Security.Cryptography;
+using System.Text.Json.Nodes;
 using Microsoft.Data.Sqlite;
 using Stratus.Safety;
 
 namespace Stratus.Platform;
+
+/// <summary>A backup <see cref="PlatformDatabase.BackupTo"/> wrote, and its audit entry.</summary>
+public sealed record PlatformBackup(string File, long Bytes, string Sha256, AuditEntry Audit);
 
 public sealed class PlatformDatabase
 {
     public const string FileName = "stratus.db";
     /// <summary>Migrations[v] takes the schema from version v to v + 1; a new file runs them all,
     /// so it is made exactly as an old one is migrated.</summary>
-    static readonly string[] Migrations = [SchemaVersion1, "ALTER TABLE api_keys ADD COLUMN expires_at TEXT;"];
+    static readonly string[] Migrations =
+    [
+        SchemaVersion1,
+        "ALTER TABLE api_keys ADD COLUMN expires_at TEXT;",
+        // Key rotation: the secret a rotation replaced, and when it stops working.
+        "ALTER TABLE api_keys ADD COLUMN previous_salt BLOB; ALTER TABLE api_keys ADD COLUMN previous_hash BLOB; ALTER TABLE api_keys ADD COLUMN previous_expires_at TEXT;",
+    ];
     static int SchemaVersion => Migrations.Length;
 
     const string SchemaVersion1 = """
@@ -238,7 +249,12 @@ public sealed class PlatformDatabase
     /// keeps beside it (its -wal, -shm or -journal), by whatever path.</exception>
     /// <exception cref="IOException">The destination's folder refuses the file (made if missing);
     /// a PlatformStorageException naming the destination where its disk is full.</exception>
-    public void BackupTo(string destination)
+    /// <remarks>Each backup is recorded in the audit log, as key changes are: who
+    /// (<paramref name="actor"/>), when, the file and its size and sha256. The entry is appended
+    /// once the copy is whole and before it shows at <paramref name="destination"/>, so no copy of
+    /// the keys' hashes is left without one (an entry that cannot be written leaves no copy); the
+    /// copy, taken first, ends one entry before it, and its chain verifies as the prefix it is.</remarks>
+    public PlatformBackup BackupTo(string destination, string actor)
     {
         var target = Path.GetFullPath(destination);
         // Made here, empty, as VACUUM INTO accepts it, so a folder that refuses it is .NET's error
@@ -277,7 +293,13 @@ public sealed class PlatformDatabase
                 // the destination's; the database's would send the operator to the wrong disk.
                 throw new PlatformStorageException(PlatformStorageException.Describe(target, full)!, full);
             }
+            long bytes;
+            string sha256;
+            using (var copy = File.OpenRead(partial)) (bytes, sha256) = (copy.Length, Convert.ToHexStringLower(SHA256.HashData(copy)));
+            var entry = Write(transaction => new SqliteAuditLog(this).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseBackedUp,
+                new JsonObject { ["file"] = target, ["bytes"] = bytes, ["sha256"] = sha256 })));
             File.Move(partial, target, overwrite: true);
+            return new PlatformBackup(target, bytes, sha256, entry);
         }
         finally
         {

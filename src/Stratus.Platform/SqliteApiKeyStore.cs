@@ -1,6 +1,7 @@
 // IApiKeyStore on SQLite (table api_keys). Names are unique among active keys (a partial
 // unique index), so a revoked key's name can be reused. Each change and its audit entry are one
-// write transaction.
+// write transaction. A rotated key keeps the secret it replaced in previous_salt and
+// previous_hash, working until previous_expires_at.
 using Microsoft.Data.Sqlite;
 using Stratus.Safety;
 using static Stratus.Platform.PlatformDatabase;
@@ -9,7 +10,7 @@ namespace Stratus.Platform;
 
 public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog audit) : IApiKeyStore
 {
-    const string Columns = "id, name, scopes, rpm, tpm, created_at, revoked_at, expires_at, salt, hash";
+    const string Columns = "id, name, scopes, rpm, tpm, created_at, revoked_at, expires_at, previous_expires_at, salt, hash, previous_salt, previous_hash";
     const int SqliteConstraint = 19;
 
     public ValueTask InsertAsync(StoredApiKey key, AuditRecord entry, CancellationToken cancellationToken = default)
@@ -40,7 +41,9 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
     {
         using var command = Command(connection, $"SELECT {Columns} FROM api_keys WHERE id = $id", ("$id", id));
         using var reader = command.ExecuteReader();
-        return reader.Read() ? new StoredApiKey(ReadRecord(reader), (byte[])reader["salt"], (byte[])reader["hash"]) : null;
+        return reader.Read()
+            ? new StoredApiKey(ReadRecord(reader), (byte[])reader["salt"], (byte[])reader["hash"], reader["previous_salt"] as byte[], reader["previous_hash"] as byte[])
+            : null;
     }));
 
     public ValueTask<IReadOnlyList<ApiKeyRecord>> ListAsync(bool includeRevoked, CancellationToken cancellationToken = default) =>
@@ -83,6 +86,26 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
         return after;
     }));
 
+    public ValueTask<ApiKeyRecord?> RotateAsync(string id, byte[] salt, byte[] hash, DateTimeOffset previousUntil, Func<ApiKeyRecord, AuditRecord> entry,
+        CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
+    {
+        ApiKeyRecord before;
+        using (var read = Command(transaction.Connection!, $"SELECT {Columns} FROM api_keys WHERE id = $id AND revoked_at IS NULL", ("$id", id)))
+        {
+            read.Transaction = transaction;
+            using var reader = read.ExecuteReader();
+            if (!reader.Read()) return null;
+            before = ReadRecord(reader);
+        }
+        // The right-hand sides read the row as it was: the secret replaced becomes the previous one.
+        using var write = Command(transaction.Connection!,
+            "UPDATE api_keys SET previous_salt = salt, previous_hash = hash, previous_expires_at = $until, salt = $salt, hash = $hash WHERE id = $id",
+            ("$id", id), ("$salt", salt), ("$hash", hash), ("$until", FormatTime(previousUntil)));
+        write.Transaction = transaction;
+        write.ExecuteNonQuery();
+        audit.Append(transaction, entry(before));
+        return before;
+    }));
 
     static ApiKeyRecord ReadRecord(SqliteDataReader r) => new(
         r.GetString(0),
@@ -91,5 +114,6 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
         new RateLimits(r.GetInt32(3), r.GetInt32(4)),
         ParseTime(r.GetString(5)),
         r.IsDBNull(6) ? null : ParseTime(r.GetString(6)),
-        r.IsDBNull(7) ? null : ParseTime(r.GetString(7)));
+        r.IsDBNull(7) ? null : ParseTime(r.GetString(7)),
+        r.IsDBNull(8) ? null : ParseTime(r.GetString(8)));
 }

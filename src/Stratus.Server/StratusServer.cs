@@ -150,6 +150,8 @@ public sealed class StratusServer : IAsyncDisposable
             var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             var listening = new Uri(address.EndsWith('/') ? address : address + "/");
             var root = Reachable(listening);
+            var systemd = app.Services.GetRequiredService<SystemdNotifications>();
+            systemd.Loading(options.Models.Count);
             options.LoadingModels?.Invoke(root);
             loading = Task.Run(() =>
             {
@@ -163,6 +165,7 @@ public sealed class StratusServer : IAsyncDisposable
             await loading;
             registry.IsLoading = false;
             foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
+            systemd.Ready(registry.All.Select(model => model.Name), root);
             return new StratusServer(app, registry, root) { ListensOnEveryAddress = listening.Host != root.Host };
         }
         catch
@@ -253,6 +256,7 @@ public sealed class StratusServer : IAsyncDisposable
         if (options.ShutdownGracePeriod < TimeSpan.Zero || options.ShutdownGracePeriod > ServeOptions.MaxShutdownGracePeriod)
             throw new StratusUserException($"the shutdown grace period must be 0 to {ServeOptions.MaxShutdownGracePeriod.TotalSeconds:0} seconds, got {options.ShutdownGracePeriod.TotalSeconds:0.###}");
         builder.Services.AddSingleton(_ => new ServerShutdown(options.ShutdownGracePeriod));
+        builder.Services.AddSingleton<SystemdNotifications>();
         // Past the host's timeout Kestrel cuts the connections: the ended requests get time to say so first.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.ShutdownGracePeriod + ServerShutdown.EndingTime);
         // Before the host's own services, so the trust filter runs first on every generation.
@@ -265,6 +269,7 @@ public sealed class StratusServer : IAsyncDisposable
 
         var app = builder.Build();
         app.Lifetime.ApplicationStopping.Register(app.Services.GetRequiredService<ServerShutdown>().Begin);
+        app.Lifetime.ApplicationStopping.Register(app.Services.GetRequiredService<SystemdNotifications>().Stopping);
         // First: every part after it sees the client a listed proxy names, the access log included.
         app.UseForwardedClients(options.ForwardedAllowIps);
         // Next: every part after it names the request by the id it sets.

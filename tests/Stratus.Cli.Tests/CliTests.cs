@@ -383,11 +383,11 @@ public sealed class CliTests
             // `help` (or a typo of it) was an unknown verb with nothing near it; the option is --help.
             (["help"], "error: unknown verb 'help' (did you mean --help?); the verbs are prepare, train, "),
             (["hlep"], "error: unknown verb 'hlep' (did you mean --help?); the verbs are "),
-            (["keys", "help"], "error: unknown verb 'help' for `stratus keys` (did you mean --help?); the verbs are create, list, revoke, limits: see `stratus keys --help`"),
+            (["keys", "help"], "error: unknown verb 'help' for `stratus keys` (did you mean --help?); the verbs are create, list, revoke, limits, rotate: see `stratus keys --help`"),
             // A word before a verb stands where a verb goes: it was "unexpected argument 'help' for
             // `stratus train` (put quotes around a value that has spaces)".
             (["help", "train"], "error: unknown verb 'help' (did you mean --help?); the verbs are prepare, train, "),
-            (["keys", "lst", "create"], "error: unknown verb 'lst' for `stratus keys` (did you mean list?); the verbs are create, list, revoke, limits: see `stratus keys --help`"),
+            (["keys", "lst", "create"], "error: unknown verb 'lst' for `stratus keys` (did you mean list?); the verbs are create, list, revoke, limits, rotate: see `stratus keys --help`"),
             // --version printed the version whatever followed it.
             (["--version", "extra"], "error: unexpected argument 'extra' after --version, which takes none; `stratus --version` alone prints the version"),
             (["bench", "trian"], "error: unknown verb 'trian' for `stratus bench` (did you mean train?); the verbs are train, serve, infer, blocklist: see `stratus bench --help`"),

@@ -172,7 +172,91 @@ public sealed class ApiKeyServiceTests : IDisposable
         public ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, AuditRecord audit, CancellationToken cancellationToken = default) => inner.RevokeAsync(id, at, audit, cancellationToken);
         public ValueTask<RateLimits?> ChangeLimitsAsync(string id, Func<RateLimits, RateLimits> change, Func<RateLimits, AuditRecord> audit, CancellationToken cancellationToken = default) =>
             inner.ChangeLimitsAsync(id, change, audit, cancellationToken);
+        public ValueTask<ApiKeyRecord?> RotateAsync(string id, byte[] salt, byte[] hash, DateTimeOffset previousUntil, Func<ApiKeyRecord, AuditRecord> audit, CancellationToken cancellationToken = default) =>
+            inner.RotateAsync(id, salt, hash, previousUntil, audit, cancellationToken);
     }
+
+    /// <summary>Rotation, as Stripe's rolling keys: a new secret for the same key (id, name,
+    /// scopes, limits, expiry, usage), and the old one working beside it until the overlap ends,
+    /// then refused as rotated (told only to its holder); audited without either secret.</summary>
+    [Fact]
+    public async Task Rotating_gives_the_key_a_new_secret_and_the_old_one_works_until_the_overlap_ends()
+    {
+        var clock = new TestClock(new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero));
+        using var timed = new TempPlatform(clock);
+        var service = timed.Stores.KeyService(clock);
+        var created = await service.CreateAsync("svc", ApiKeyScopes.Inference | ApiKeyScopes.Metrics, new RateLimits(5, 500), "alice", ApiKeyExpiry.In(TimeSpan.FromDays(90)));
+        await timed.Stores.Usage.RecordAsync(created.Key.Id, "m", 3, 4, DateTimeOffset.UtcNow);
+
+        var rotated = await service.RotateAsync("svc", TimeSpan.FromHours(2), "bob");
+        Assert.NotEqual(created.Secret, rotated.Secret);
+        Assert.True(ApiKeyFormat.TryGetId(rotated.Secret, out var id) && id == created.Key.Id);
+        Assert.Equal(created.Key with { PreviousSecretExpiresAt = clock.GetUtcNow().AddHours(2) }, rotated.Key);
+        Assert.Null(rotated.OlderSecretCutShort);
+        foreach (var secret in new[] { rotated.Secret, created.Secret })
+            Assert.Equal(rotated.Key, (await service.AuthenticateAsync(secret)).Key);
+        Assert.Equal(rotated.Key, Assert.Single(await service.ListAsync()));
+        Assert.Equal(7, Assert.Single(await timed.Stores.Usage.QueryAsync(UsageQuery.Days(rotated.Key.Id, null, null, null))).TotalTokens);
+
+        clock.Advance(TimeSpan.FromHours(2));
+        var old = await service.AuthenticateAsync(created.Secret);
+        Assert.Equal((null, AuthenticationFailure.Rotated, rotated.Key.PreviousSecretExpiresAt), (old.Key, old.Failure, old.ExpiredAt));
+        Assert.True((await service.AuthenticateAsync(rotated.Secret)).Succeeded);
+        Assert.False(Assert.Single(await service.ListAsync()).HasPreviousSecretAt(clock.GetUtcNow()));
+
+        var entry = (await timed.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.KeyRotated))).Single();
+        Assert.Equal("bob", entry.Actor);
+        Assert.Equal($"{{\"key_id\":\"{id}\",\"name\":\"svc\",\"previous_secret_until\":\"2026-03-01T14:00:00.0000000Z\",\"older_secret_cut_short\":null}}", entry.Details);
+        Assert.DoesNotContain(rotated.Secret[ApiKeyFormat.Prefix.Length..], entry.Details);
+        Assert.True((await timed.Stores.Audit.VerifyAsync()).Valid);
+    }
+
+    /// <summary>--overlap 0 stops the old secret at once (a leaked key); a rotation within the
+    /// last one's overlap stops the secret before it at once and says so; a revoked key is
+    /// refused, and revoking a key in its overlap stops both secrets.</summary>
+    [Fact]
+    public async Task A_rotation_without_overlap_or_within_one_stops_the_older_secret_now()
+    {
+        var created = await keys.CreateAsync("svc", ApiKeyScopes.Inference, RateLimits.Unlimited, "alice");
+        var first = await keys.RotateAsync("svc", TimeSpan.Zero, "alice");
+        Assert.Equal(AuthenticationFailure.Rotated, (await keys.AuthenticateAsync(created.Secret)).Failure);
+        Assert.False(first.Key.HasPreviousSecretAt(DateTimeOffset.UtcNow));
+
+        var second = await keys.RotateAsync(first.Key.Id, TimeSpan.FromDays(1), "alice");
+        Assert.True((await keys.AuthenticateAsync(first.Secret)).Succeeded);
+        var third = await keys.RotateAsync("svc", TimeSpan.FromDays(1), "alice");
+        Assert.Equal(second.Key.PreviousSecretExpiresAt, third.OlderSecretCutShort);
+        // The secret before the old one is no longer the key's at all.
+        Assert.Equal(AuthenticationFailure.Unknown, (await keys.AuthenticateAsync(first.Secret)).Failure);
+        Assert.True((await keys.AuthenticateAsync(second.Secret)).Succeeded);
+
+        await keys.RevokeAsync("svc", "alice");
+        foreach (var secret in new[] { second.Secret, third.Secret })
+            Assert.Equal(AuthenticationFailure.Revoked, (await keys.AuthenticateAsync(secret)).Failure);
+        var refused = await Assert.ThrowsAsync<TrustUserException>(async () => await keys.RotateAsync("svc", TimeSpan.Zero, "alice"));
+        Assert.Equal("No active API key with name or id 'svc'.", refused.Message);
+    }
+
+    [Fact]
+    public async Task An_overlap_is_a_span_of_at_most_30_days_and_an_expired_key_is_not_rotated()
+    {
+        Assert.Equal(TimeSpan.FromHours(24), ApiKeyRotation.ParseOverlap(null, "--overlap"));
+        Assert.Equal(TimeSpan.Zero, ApiKeyRotation.ParseOverlap("0", "--overlap"));
+        Assert.Equal(TimeSpan.FromMinutes(90), ApiKeyRotation.ParseOverlap("90m", "--overlap"));
+        Assert.Equal("--overlap must be at most 30 days, not '31d'; for clients that need longer, create them a key of their own.",
+            Assert.Throws<TrustUserException>(() => ApiKeyRotation.ParseOverlap("31d", "--overlap")).Message);
+        Assert.Equal("--overlap must be a number and a unit, m (minutes), h, d or w, such as 30d or 12h; not '5'.",
+            Assert.Throws<TrustUserException>(() => ApiKeyRotation.ParseOverlap("5", "--overlap")).Message);
+
+        var clock = new TestClock(new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero));
+        using var timed = new TempPlatform(clock);
+        var service = timed.Stores.KeyService(clock);
+        await service.CreateAsync("short", ApiKeyScopes.Inference, RateLimits.Unlimited, "alice", ApiKeyExpiry.In(TimeSpan.FromHours(1)));
+        clock.Advance(TimeSpan.FromHours(1));
+        Assert.Equal("API key 'short' expired on 2026-03-01 13:00:00 UTC, and a new secret would not work either; create a new key.",
+            (await Assert.ThrowsAsync<TrustUserException>(async () => await service.RotateAsync("short", TimeSpan.Zero, "alice"))).Message);
+    }
+
 
     [Fact]
     public async Task A_key_change_whose_audit_entry_cannot_be_written_is_not_stored()
@@ -302,6 +386,29 @@ public sealed class ApiKeyServiceTests : IDisposable
         // Escapes of other characters end it, as the characters themselves do.
         Assert.Equal($"?k={redacted}%26x=%20y", ApiKeyFormat.Redact($"?k={dashes}%26x=%20y"));
         const string escapedPlain = "GET /v1/models?q=a%20b%2Dc";
+        Assert.Equal(escapedPlain, ApiKeyFormat.Redact(escapedPlain));
+    }
+
+    /// <summary>A URL that each of its writers escaped again carries a '%' as %25, %2525, ...
+    /// (`%2573` is `s` escaped twice): a key so escaped, to any depth and each character to its
+    /// own, is cut to its id all the same, and its id shows unescaped.</summary>
+    [Fact]
+    public void Redacting_cuts_a_key_percent_encoded_any_number_of_times_to_its_id()
+    {
+        var (id, key) = ApiKeyFormat.Generate();
+        var redacted = $"{ApiKeyFormat.Prefix}{id}[redacted]";
+        static string Deeper(string text, int levels) => levels == 0 ? text : Deeper(text.Replace("%", "%25", StringComparison.Ordinal), levels - 1);
+        var everyCharacter = string.Concat(key.Select(c => $"%{(int)c:X2}"));
+        foreach (var levels in new[] { 1, 2, 5 })
+        {
+            Assert.Equal($"?api_key={redacted}&x=1", ApiKeyFormat.Redact($"?api_key={Deeper(everyCharacter, levels)}&x=1"));
+            Assert.Equal($"/v1/{redacted}", ApiKeyFormat.Redact($"/v1/{Deeper(key.Replace("-", "%2D", StringComparison.Ordinal), levels)}"));
+        }
+        // Each character at a depth of its own.
+        var mixed = string.Concat(key.Select((c, i) => i % 3 == 0 ? c.ToString() : Deeper($"%{(int)c:x2}", i % 4)));
+        Assert.Equal($"[{redacted}]", ApiKeyFormat.Redact($"[{mixed}]"));
+        // Other escapes, escaped again, stay as they were.
+        const string escapedPlain = "GET /v1/models?q=a%2520b%25252F";
         Assert.Equal(escapedPlain, ApiKeyFormat.Redact(escapedPlain));
     }
 

@@ -87,13 +87,18 @@ public sealed class PlatformDatabaseTests : IDisposable
         var expiring = await keys.CreateAsync("new", ApiKeyScopes.Inference, RateLimits.Unlimited, "test", ApiKeyExpiry.In(TimeSpan.FromDays(30)));
         Assert.Equal(expiring.Key.ExpiresAt, (await keys.AuthenticateAsync(expiring.Secret)).Key!.ExpiresAt);
 
+        // A key from before rotation existed rotates, its old secret working through the overlap.
+        var rotated = await keys.RotateAsync("old", TimeSpan.FromHours(1), "test");
+        Assert.True((await keys.AuthenticateAsync(secret)).Succeeded);
+        Assert.Equal(rotated.Key.Id, (await keys.AuthenticateAsync(rotated.Secret)).Key!.Id);
+
         // Opening it again finds it migrated.
         Assert.Equal(2, (await PlatformStores.OpenSqlite(directory).KeyService().ListAsync()).Count);
         using var check = new SqliteConnection($"Data Source={DatabasePath}");
         check.Open();
         using var version = check.CreateCommand();
         version.CommandText = "PRAGMA user_version;";
-        Assert.Equal(2L, version.ExecuteScalar());
+        Assert.Equal(3L, version.ExecuteScalar());
     }
 
     /// <summary>A --data-dir given by mistake whose stratus.db is another application's SQLite
@@ -255,7 +260,7 @@ public sealed class PlatformDatabaseTests : IDisposable
 
         var backups = Path.Combine(directory, "backups");
         var backup = Path.Combine(backups, PlatformDatabase.FileName);
-        PlatformDatabase.Open(directory).BackupTo(backup);
+        PlatformDatabase.Open(directory).BackupTo(backup, "tests");
         Assert.Equal([backup], Directory.GetFiles(backups));
 
         // Restored: the backup as a data directory's stratus.db.
@@ -269,15 +274,55 @@ public sealed class PlatformDatabaseTests : IDisposable
         await stores.KeyService().CreateAsync("after", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
     }
 
+    /// <summary>A backup is recorded in the audit log as key changes are: who, when, the file, its
+    /// size and sha256 (the copy's, so an auditor can tell which file a backup is). The log's chain
+    /// still verifies, and so does the copy's, which ends just before that entry.</summary>
+    [Fact]
+    public async Task A_backup_is_audited_with_its_file_and_sha256_and_both_chains_verify()
+    {
+        var stores = PlatformStores.OpenSqlite(directory);
+        await stores.KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        var before = await stores.Audit.VerifyAsync();
+        var backups = Path.Combine(directory, "backups");
+        var destination = Path.Combine(backups, PlatformDatabase.FileName);
+
+        var backup = PlatformDatabase.Open(directory).BackupTo(destination, "cli:alice");
+        var entry = Assert.Single(await stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.DatabaseBackedUp)));
+        Assert.Equal(("cli:alice", before.EntriesChecked + 1), (entry.Actor, entry.Sequence));
+        Assert.InRange(entry.Time, DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddMinutes(1));
+        var details = JsonNode.Parse(entry.Details)!;
+        var sha256 = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(destination)));
+        Assert.Equal((destination, new FileInfo(destination).Length, sha256), ((string?)details["file"], (long)details["bytes"]!, (string?)details["sha256"]));
+        Assert.Equal((destination, sha256, entry), (backup.File, backup.Sha256, backup.Audit));
+
+        var after = await stores.Audit.VerifyAsync();
+        Assert.Equal((true, entry.Hash), (after.Valid, after.HeadHash));
+        var copy = await PlatformStores.OpenSqlite(backups).Audit.VerifyAsync();
+        Assert.Equal((true, before.HeadHash), (copy.Valid, copy.HeadHash));
+    }
+
+    /// <summary>No copy of the keys' hashes is left without its audit entry: where the entry
+    /// cannot be written (another process holds the write lock past the timeout), no file is.</summary>
+    [Fact]
+    public void A_backup_whose_audit_entry_cannot_be_written_leaves_no_copy()
+    {
+        PlatformStores.OpenSqlite(directory);
+        var destination = Path.Combine(directory, "backups", "nightly.db");
+        using var holder = HoldWriteLock();
+        var error = Record.Exception(() => PlatformDatabase.Open(directory, TimeSpan.FromSeconds(1)).BackupTo(destination, "tests"));
+        Assert.Contains("is locked by another process", Assert.IsType<PlatformStorageException>(error).Message);
+        Assert.Empty(Directory.GetFiles(Path.GetDirectoryName(destination)!));
+    }
+
     [Fact]
     public async Task A_backup_replaces_the_file_at_its_destination_and_refuses_the_database_itself()
     {
         var stores = PlatformStores.OpenSqlite(directory);
         var destination = Path.Combine(directory, "nightly.db");
         var database = PlatformDatabase.Open(directory);
-        database.BackupTo(destination);
+        database.BackupTo(destination, "tests");
         await stores.KeyService().CreateAsync("later", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
-        database.BackupTo(destination);
+        database.BackupTo(destination, "tests");
         Assert.Equal(new[] { DatabasePath, destination }.Order(), Directory.GetFiles(directory, "*.db").Order());
         using (var connection = new SqliteConnection($"Data Source={destination};Mode=ReadOnly;Pooling=False"))
         {
@@ -286,7 +331,7 @@ public sealed class PlatformDatabaseTests : IDisposable
             count.CommandText = "SELECT count(*) FROM api_keys WHERE name = 'later';";
             Assert.Equal(1L, count.ExecuteScalar());
         }
-        var itself = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(DatabasePath)));
+        var itself = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(DatabasePath, "tests")));
         Assert.Contains("is the database itself", itself.Message);
         Assert.NotEmpty(await stores.KeyService().ListAsync());
     }
@@ -312,7 +357,7 @@ public sealed class PlatformDatabaseTests : IDisposable
                 // Before, the copy was moved over the file: over the -wal, the commits in it were
                 // lost once the server holding the old one stopped; over the database, it read as
                 // malformed.
-                var error = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(destination)));
+                var error = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(destination, "tests")));
                 Assert.Contains($"{destination} is ", error.Message);
                 Assert.Contains($"({DatabasePath}); back it up to another file", error.Message);
             }
@@ -352,7 +397,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         var database = PlatformDatabase.Open(dataDir);
         foreach (var destination in new[] { real, real + "-wal", real + "-shm" })
         {
-            var error = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(destination)));
+            var error = Assert.IsType<TrustUserException>(Record.Exception(() => database.BackupTo(destination, "tests")));
             Assert.Contains($"{destination} is ", error.Message);
             Assert.Contains($"({database.FilePath}, a link to {real}); back it up to another file", error.Message);
         }
@@ -361,7 +406,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.Equal("kept", Assert.Single(await reopened.KeyService().ListAsync()).Name);
         Assert.True((await reopened.Audit.VerifyAsync()).Valid);
         // Beside the link, a file of that name is another file, and takes the backup.
-        database.BackupTo(Path.Combine(dataDir, "real.db"));
+        database.BackupTo(Path.Combine(dataDir, "real.db"), "tests");
     }
 
     [Fact]
@@ -378,7 +423,7 @@ public sealed class PlatformDatabaseTests : IDisposable
             // Less room than the database's 44 KB.
             File.WriteAllBytes(Path.Combine(small, "filler"), new byte[56 * 1024]);
             var destination = Path.Combine(small, "nightly.db");
-            var full = Assert.IsType<PlatformStorageException>(Record.Exception(() => database.BackupTo(destination)));
+            var full = Assert.IsType<PlatformStorageException>(Record.Exception(() => database.BackupTo(destination, "tests")));
             // Before, "the disk holding <data dir>/stratus.db is full": the other disk.
             Assert.StartsWith($"the disk holding {destination} is full", full.Message);
             Assert.Equal(["filler"], Directory.GetFiles(small).Select(Path.GetFileName));
@@ -414,7 +459,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         // The folder above, as mkdir -p makes it: it may hold more than Stratus's data.
         Assert.Equal(File.GetUnixFileMode(Directory.CreateDirectory(Path.Combine(directory, "sibling")).FullName), File.GetUnixFileMode(Path.GetDirectoryName(dataDir)!));
         var backup = Path.Combine(directory, "backups", "nightly.db");
-        PlatformDatabase.Open(dataDir).BackupTo(backup);
+        PlatformDatabase.Open(dataDir).BackupTo(backup, "tests");
         Assert.Equal(OwnerOnly, File.GetUnixFileMode(backup));
 
         // A stratus.db link that leads nowhere yet: SQLite made the file it names, readable by every user.

@@ -210,15 +210,16 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         Assert.Equal((429, "rate_limit_exceeded", limited.Key.Name), ((int)throttled["status"]!, (string?)throttled["error"], (string?)throttled["key_name"]));
     }
 
-    /// <summary>A key a client put in a URL's path, as it is or percent-encoded (the path is logged
-    /// decoded), is cut to its id in the line, as in the server's own log.</summary>
+    /// <summary>A key a client put in a URL's path, as it is or percent-encoded to any depth (the
+    /// path is logged decoded once, so %25252D is logged as %252D, a '-' escaped twice), is cut
+    /// to its id in the line, as in the server's own log.</summary>
     [Fact]
     public async Task A_key_in_the_path_is_cut_to_its_id()
     {
         var (id, key) = ApiKeyFormat.Generate();
         var secret = key[(ApiKeyFormat.Prefix.Length + ApiKeyFormat.IdLength)..];
         using var client = Server.AnonymousClient();
-        foreach (var sent in new[] { key, key.Replace("-", "%2D", StringComparison.Ordinal) })
+        foreach (var sent in new[] { key, key.Replace("-", "%2D", StringComparison.Ordinal), key.Replace("-", "%25252D", StringComparison.Ordinal), key.Replace("s", "%252573", StringComparison.Ordinal) })
         {
             using var response = await client.GetAsync($"/v1/models/{sent}");
             var line = await LineAsync(RequestId(response));

@@ -90,6 +90,58 @@ public sealed class FuzzTests(TinyModelServer fixture) : IClassFixture<TinyModel
         Assert.Equal(HttpStatusCode.OK, withCharset.StatusCode);
     }
 
+    /// <summary>A body in the charset its Content-Type names (.NET's StringContent with
+    /// Encoding.Unicode sends utf-16) is read in it, as ASP.NET Core's ReadFromJsonAsync reads it,
+    /// by the API and the admin API alike; bytes that are not text in it are a 400, and a charset
+    /// the server does not know a 415 that names the fix.</summary>
+    [Fact]
+    public async Task A_body_in_another_charset_is_read_in_it_and_an_unknown_charset_is_a_415()
+    {
+        const string tokenize = """{"model":"tiny","prompt":"hello"}""";
+        using var utf8 = await fixture.Http.PostAsync("/tokenize", new StringContent(tokenize, Encoding.UTF8, "application/json"));
+        var expected = await utf8.Content.ReadAsStringAsync();
+        foreach (var encoding in new[] { Encoding.Unicode, Encoding.BigEndianUnicode, Encoding.UTF32, Encoding.Latin1, Encoding.ASCII })
+        {
+            using var response = await fixture.Http.PostAsync("/tokenize", new StringContent(tokenize, encoding, "application/json"));
+            Assert.Equal((HttpStatusCode.OK, expected), (response.StatusCode, await response.Content.ReadAsStringAsync()));
+        }
+        // A byte order mark, and the charset quoted.
+        using (var content = new ByteArrayContent([.. Encoding.Unicode.GetPreamble(), .. Encoding.Unicode.GetBytes(tokenize)]))
+        {
+            content.Headers.TryAddWithoutValidation("Content-Type", "application/json; charset=\"UTF-16\"");
+            using var response = await fixture.Http.PostAsync("/tokenize", content);
+            Assert.Equal((HttpStatusCode.OK, expected), (response.StatusCode, await response.Content.ReadAsStringAsync()));
+        }
+        // The admin API's bodies too, with text beyond ASCII.
+        foreach (var encoding in new[] { Encoding.Unicode, Encoding.Latin1 })
+        {
+            using var response = await fixture.Http.PutAsync("/v1/admin/blocklists/charset-test", new StringContent("""{"terms":["café"]}""", encoding, "application/json"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal("café", JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("terms")[0].GetString());
+        }
+        using (await fixture.Http.DeleteAsync("/v1/admin/blocklists/charset-test")) { }
+
+        // A lone UTF-16 surrogate is no text in utf-16.
+        using (var content = new ByteArrayContent([.. Encoding.Unicode.GetBytes("{\"model\":\"tiny\",\"prompt\":\""), 0x00, 0xD8, .. Encoding.Unicode.GetBytes("\"}")]))
+        {
+            content.Headers.ContentType = MediaTypeHeaderValue.Parse("application/json; charset=utf-16");
+            using var response = await fixture.Http.PostAsync("/tokenize", content);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Contains("not valid utf-16", JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetProperty("message").GetString());
+        }
+        foreach (var path in new[] { "/v1/chat/completions", "/v1/admin/blocklists/charset-test" })
+        {
+            using var content = new StringContent(ValidChat);
+            content.Headers.ContentType = MediaTypeHeaderValue.Parse("application/json; charset=klingon");
+            using var refused = await fixture.Http.SendAsync(new HttpRequestMessage(path.Contains("admin") ? HttpMethod.Put : HttpMethod.Post, path) { Content = content });
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, refused.StatusCode);
+            var message = JsonDocument.Parse(await refused.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetProperty("message").GetString()!;
+            Assert.Contains("'klingon'", message);
+            Assert.Contains("'Content-Type: application/json'", message);
+            Assert.DoesNotContain('\n', message);
+        }
+    }
+
     /// <summary>Messages say what to send ("a whole number"), not the server's types ("Nullable`1[System.Int32]").</summary>
     static bool NamesDotNetTypes(string body) => body.Contains("System.") || body.Contains("`1") || body.Contains("Stratus.");
 

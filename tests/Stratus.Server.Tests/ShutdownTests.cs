@@ -4,6 +4,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Stratus.Server.Hosting;
@@ -68,9 +69,9 @@ public sealed class AdmittingFilter : IGenerationFilter
 /// <summary>Each test has a server of its own: stopping it is what is tested.</summary>
 public sealed class ShutdownTests
 {
-    static async Task WithServerAsync(TimeSpan gracePeriod, IGenerationFilter filter, Func<TinyModelServer, Task> test)
+    static async Task WithServerAsync(TimeSpan gracePeriod, IGenerationFilter filter, Func<TinyModelServer, Task> test, Action<WebApplication>? pipeline = null)
     {
-        var fixture = new TinyModelServer { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(filter), ShutdownGracePeriod = gracePeriod };
+        var fixture = new TinyModelServer { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(filter), ShutdownGracePeriod = gracePeriod, ConfigurePipeline = pipeline };
         await fixture.InitializeAsync();
         try
         {
@@ -156,6 +157,49 @@ public sealed class ShutdownTests
             await stopped.WaitAsync(TimeSpan.FromSeconds(30));
             Assert.Equal(0, fixture.Server.Shutdown.RunningRequests);
         });
+    }
+
+    /// <summary>From the moment the server begins stopping, /ready answers 503 `draining`, so that a
+    /// load balancer whose probe got through takes it out of rotation, while /health (liveness)
+    /// still answers 200. The probes are held until then, as one whose health check was running
+    /// would be (the port closes at once, so no later probe gets through).</summary>
+    [Fact]
+    public async Task A_stopping_server_answers_ready_with_503_draining_and_health_with_200()
+    {
+        var probes = 0;
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await WithServerAsync(TimeSpan.FromMinutes(10), new HoldingFilter(requests: 1), async fixture =>
+        {
+            var ready = fixture.Http.GetAsync("/ready");
+            var health = fixture.Http.GetAsync("/health");
+            await held.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            var stopped = StopAsync(fixture);
+            stopping.SetResult();
+            using (var response = await ready.WaitAsync(TimeSpan.FromSeconds(30)))
+            {
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+                Assert.Equal(TimeSpan.FromSeconds(5), response.Headers.RetryAfter?.Delta);
+                var error = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!;
+                Assert.Equal("draining", (string?)error["code"]);
+                Assert.Equal("The server cannot serve: it is shutting down.", (string?)error["message"]);
+            }
+            using (var response = await health.WaitAsync(TimeSpan.FromSeconds(30)))
+            {
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                Assert.Equal("ok", await response.Content.ReadAsStringAsync());
+            }
+            await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+        }, app => app.Use(async (context, next) =>
+        {
+            if (context.Request.Path.Value is "/ready" or "/health")
+            {
+                if (Interlocked.Increment(ref probes) == 2) held.SetResult();
+                await stopping.Task;
+            }
+            await next(context);
+        }));
     }
 
     /// <summary>A request still in its filters when the server begins stopping goes on to generate

@@ -81,6 +81,33 @@ public sealed class TrustIntegrationTests(TinyModelServer fixture) : IClassFixtu
         Assert.Equal("invalid_api_key", (string)JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"]!);
     }
 
+    /// <summary>A key rotated as the CLI rotates it (another handle on the data directory) while the
+    /// server runs: the old and the new secret both serve from the next request, without a
+    /// restart, until the overlap ends; then the old one is refused, told that it was replaced.</summary>
+    [Fact]
+    public async Task A_key_rotated_while_the_server_runs_serves_with_both_secrets_until_the_overlap_ends()
+    {
+        var created = await fixture.Keys.CreateAsync("rotate-me", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        var rotated = await fixture.Keys.RotateAsync("rotate-me", TimeSpan.FromHours(1), "tests");
+        foreach (var secret in new[] { created.Secret, rotated.Secret })
+        {
+            using var client = ClientWith(secret);
+            using var allowed = await client.GetAsync("/v1/models");
+            Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+        }
+        var again = await fixture.Keys.RotateAsync("rotate-me", TimeSpan.Zero, "tests");
+        using (var old = ClientWith(rotated.Secret))
+        {
+            using var refused = await old.GetAsync("/v1/models");
+            Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+            var error = JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!;
+            Assert.Equal("invalid_api_key", (string?)error["code"]);
+            Assert.StartsWith("This API key's secret was replaced by a new one", (string?)error["message"]);
+        }
+        using var current = ClientWith(again.Secret);
+        using (var allowed = await current.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+    }
+
     [Fact]
     public async Task The_sdk_surfaces_429_from_a_requests_per_minute_limit()
     {

@@ -87,6 +87,35 @@ public sealed class CliTests : IDisposable
         Assert.Contains("key.created", audit.Stdout);
     }
 
+    /// <summary>`keys rotate` prints the new key alone on its last line, as `create` does; `keys
+    /// list` shows until when the old secret works; a bad --overlap is one line, exit 2.</summary>
+    [Fact]
+    public async Task Keys_rotate_prints_the_new_key_on_its_last_line_and_list_shows_the_old_secret_until_it_ends()
+    {
+        var created = Run("keys", "create", "--name", "svc", "--rpm", "9");
+        var old = created.Stdout.TrimEnd().Split('\n')[^1];
+        var rotated = Run("keys", "rotate", "svc", "--overlap", "2h");
+        Assert.True(rotated.ExitCode == 0, rotated.Stderr);
+        var key = rotated.Stdout.TrimEnd().Split('\n')[^1];
+        Assert.Matches(new Regex($"^{Regex.Escape(ApiKeyFormat.Prefix)}[A-Za-z0-9_-]{{55}}$"), key);
+        Assert.Contains("its old secret works until", rotated.Stdout);
+        var service = PlatformStores.OpenSqlite(dataDir).KeyService();
+        foreach (var secret in new[] { old, key })
+            Assert.Equal(("svc", 9), ((await service.AuthenticateAsync(secret)).Key?.Name, (await service.AuthenticateAsync(secret)).Key?.Limits.RequestsPerMinute));
+        var until = Assert.Single(await service.ListAsync()).PreviousSecretExpiresAt!.Value.UtcDateTime.ToString("yyyy-MM-dd HH:mm");
+        var listed = Run("keys", "list");
+        Assert.Contains("Old secret until", listed.Stdout);
+        Assert.Contains(until, listed.Stdout);
+
+        var ended = Run("keys", "rotate", "svc", "--overlap", "0");
+        Assert.Contains("its old secret stopped working now", ended.Stdout);
+        Assert.False((await service.AuthenticateAsync(key)).Succeeded);
+        Assert.DoesNotContain(until, Run("keys", "list").Stdout);
+        Assert.Contains("key.rotated", Run("audit", "list").Stdout);
+        AssertUserError(Run("keys", "rotate", "svc", "--overlap", "forever"), "--overlap must be a number and a unit");
+        AssertUserError(Run("keys", "rotate", "nobody"), "No active API key with name or id 'nobody'.");
+    }
+
     /// <summary>A data directory nobody named (--data-dir left out) that cannot be made: the line
     /// named the folder the system refused ("/nonexistent: permission denied" for a user whose home
     /// folder is /nonexistent) and "another path (see --help)", neither --data-dir nor
@@ -178,6 +207,14 @@ public sealed class CliTests : IDisposable
         var backedUp = Run("backup", "--out", backup);
         Assert.True(backedUp.ExitCode == 0, backedUp.Stderr);
         Assert.Contains($"to {backup}", backedUp.Stdout);
+        // Recorded as key changes are: who, the file and its sha256; the chain holds.
+        var sha256 = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(backup)));
+        Assert.Contains($"sha256 {sha256}); audit entry", backedUp.Stdout);
+        var listed = Run("audit", "list", "--action", AuditActions.DatabaseBackedUp).Stdout;
+        Assert.Contains($"cli:{Environment.UserName}", listed);
+        Assert.Contains(sha256, listed);
+        Assert.Contains(backup, listed);
+        Assert.Equal(0, Run("audit", "verify").ExitCode);
 
         // Restored as the docs say: the file copied over stratus.db of a data directory.
         var restored = Directory.CreateDirectory(Path.Combine(dataDir, "restored")).FullName;

@@ -21,16 +21,13 @@ public static class OpenAiJson
     public static async Task<T> ReadAsync<T>(HttpRequest request, CancellationToken cancellation) where T : class
     {
         // As OpenAI and vLLM: `curl -d` without a header sends a form, and reading it as JSON
-        // anyway would hide that the client library is misused. A charset parameter is fine.
+        // anyway would hide that the client library is misused. A charset other than UTF-8 is transcoded (JsonBody).
         if (!request.HasJsonContentType())
         {
             var sent = request.ContentType is { Length: > 0 } type ? $"'{type}'" : "no Content-Type";
             throw ApiException.Invalid($"Unsupported content type: {sent}. Send the body as JSON with the header 'Content-Type: application/json'.", code: "unsupported_content_type");
         }
-        // Kestrel caps the body size while this reads it (413 past the limit).
-        using var buffer = new MemoryStream();
-        await request.Body.CopyToAsync(buffer, cancellation);
-        var bytes = buffer.GetBuffer().AsSpan(0, (int)buffer.Length);
+        var bytes = (await JsonBody.ReadUtf8Async(request, cancellation)).Span;
         // Fields kept as JsonElement (prompts, messages, stop) are read long after parsing, outside its error handling.
         if (JsonText.Problem(bytes) is { } problem)
             throw ApiException.Invalid($"We could not parse the JSON body of your request: {problem}.");

@@ -2,7 +2,9 @@
 // once one's engine has stopped or fails every model call (InferenceEngine.CheckHealthAsync), as
 // vLLM's, TGI's and SGLang's /health answer. While the models load, /health (liveness: the
 // process is alive) answers 200 and /ready (readiness) 503, as Kubernetes' probes expect; /ready
-// also while no model is loaded. For load balancers and orchestrators: /health needs no key.
+// also while no model is loaded, and from the moment the server begins stopping (SIGTERM, Ctrl+C)
+// `draining`, so that a balancer whose probe got through takes the server out of rotation while
+// /health still says the process lives. For load balancers and orchestrators: /health needs no key.
 // Their 503s are answered, not thrown: ErrorMiddleware counts what it catches in
 // stratus_requests_total, and a probe is not a request of the API (one every few seconds while
 // the models load added to the rejected requests an operator alerts on).
@@ -17,11 +19,14 @@ public static class HealthEndpoints
     {
         app.MapGet("/health", async (ModelRegistry registry, CancellationToken cancellation) =>
             await registry.CheckHealthAsync(cancellation) is { } reason ? Unavailable(reason, "unhealthy") : Results.Text("ok"));
-        app.MapGet("/ready", async (ModelRegistry registry, CancellationToken cancellation) =>
+        app.MapGet("/ready", async (ModelRegistry registry, ServerShutdown shutdown, CancellationToken cancellation) =>
         {
-            if (registry.IsLoading) return Unavailable("the models are loading", "not_ready");
-            if (registry.All.Count == 0) return Unavailable("no model is loaded", "not_ready");
-            return await registry.CheckHealthAsync(cancellation) is { } reason ? Unavailable(reason, "not_ready") : Results.Text("ready");
+            var reason = registry.IsLoading ? "the models are loading"
+                : registry.All.Count == 0 ? "no model is loaded"
+                : await registry.CheckHealthAsync(cancellation);
+            // Asked last: a probe whose health check was running as the server began stopping says so too.
+            if (shutdown.HasBegun) return Unavailable("it is shutting down", "draining");
+            return reason is null ? Results.Text("ready") : Unavailable(reason, "not_ready");
         });
         return app;
     }

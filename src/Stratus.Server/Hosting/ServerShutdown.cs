@@ -15,6 +15,7 @@ public sealed class ServerShutdown(TimeSpan gracePeriod) : IDisposable
 
     readonly CancellationTokenSource ending = new();
     int running;
+    volatile bool begun;
     PosixSignalRegistration[] secondSignals = [];
 
     public TimeSpan GracePeriod { get; } = gracePeriod;
@@ -24,6 +25,10 @@ public sealed class ServerShutdown(TimeSpan gracePeriod) : IDisposable
 
     /// <summary>Whether a cancellation a request met was the server's, not its client's.</summary>
     public bool HasEnded => ending.IsCancellationRequested;
+
+    /// <summary>Whether the server has begun stopping: from then on /ready answers 503 `draining`,
+    /// so that a load balancer whose probe got through sends no more.</summary>
+    public bool HasBegun => begun;
 
     /// <summary>Requests starting or generating now (GenerationRun counts itself in and out).</summary>
     public int RunningRequests => Volatile.Read(ref running);
@@ -40,6 +45,7 @@ public sealed class ServerShutdown(TimeSpan gracePeriod) : IDisposable
     /// at a second SIGINT or SIGTERM.</summary>
     public void Begin()
     {
+        begun = true;
         var draining = GracePeriod > TimeSpan.Zero && !HasEnded;
         // Before the subscribers: one that throws must not leave the requests running past the grace period.
         ending.CancelAfter(GracePeriod);

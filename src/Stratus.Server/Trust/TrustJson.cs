@@ -3,6 +3,7 @@
 // properties explicitly), and request bodies read with errors a client can act on.
 using System.Text.Json;
 using Stratus.Safety;
+using Stratus.Server.Api;
 
 namespace Stratus.Server.Trust;
 
@@ -16,10 +17,7 @@ public static class TrustJson
     {
         if (!request.HasJsonContentType())
             throw new TrustUserException("Send the request body as JSON with 'Content-Type: application/json'.");
-        // Kestrel caps the body size while this reads it (413 past the limit).
-        using var buffer = new MemoryStream();
-        await request.Body.CopyToAsync(buffer, cancellationToken);
-        var bytes = buffer.GetBuffer().AsSpan(0, (int)buffer.Length);
+        var bytes = (await JsonBody.ReadUtf8Async(request, cancellationToken)).Span;
         if (bytes.IsEmpty) throw new TrustUserException("The request body is empty; send a JSON object.");
         if (JsonText.Problem(bytes) is { } problem)
             throw new TrustUserException($"The request body is not valid JSON for this endpoint: {problem}.");

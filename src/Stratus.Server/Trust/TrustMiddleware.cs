@@ -84,7 +84,8 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
         if (!result.Succeeded)
         {
             // Clients learn only what they can fix; wrong and revoked keys read alike, and only the
-            // holder of an expired key's secret learns that it expired.
+            // holder of an expired key's secret learns that it expired (of a rotated key's old
+            // secret, that it was replaced).
             logger.LogInformation("Refused {Method} {Path}: {Failure}", context.Request.Method, context.Request.Path, result.Failure);
             await RefuseAsync(context, OpenAIErrors.InvalidApiKey(result.Failure switch
             {
@@ -92,6 +93,8 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
                 AuthenticationFailure.Malformed => $"Malformed API key: Stratus keys start with '{ApiKeyFormat.Prefix}' and are {ApiKeyFormat.Length} characters long.",
                 AuthenticationFailure.Expired => $"This API key expired on {ApiKeyService.FormatExpiry(result.ExpiredAt!.Value)}. Ask an administrator of this server for a new key " +
                     "(stratus keys create, or POST /v1/admin/keys with an admin key).",
+                AuthenticationFailure.Rotated => $"This API key's secret was replaced by a new one, and the old one stopped working on {ApiKeyService.FormatExpiry(result.ExpiredAt!.Value)}. " +
+                    "Ask an administrator of this server for the new secret (stratus keys rotate prints it).",
                 _ => "Incorrect API key provided, or the key was revoked.",
             }));
             return;

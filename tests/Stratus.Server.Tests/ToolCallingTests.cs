@@ -319,6 +319,45 @@ public sealed class ToolCallingTests(TinyModelServer fixture) : IClassFixture<Ti
                 new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
         }
     }
+
+    /// <summary>The model reads the tools' definitions and the names of the calls made as much
+    /// as the messages: a blocklisted word in a tool's description, its parameters' schema, a
+    /// call's function name or a call's arguments behind a JSON escape (which the template writes
+    /// out) refuses the request as one in a message does.</summary>
+    [Theory]
+    [InlineData("escaped arguments")]
+    [InlineData("description")]
+    [InlineData("schema")]
+    [InlineData("call name")]
+    public async Task A_blocklisted_word_in_tools_or_call_names_is_checked_as_prompt_text(string where)
+    {
+        using var list = await fixture.Http.PutAsJsonAsync("/v1/admin/blocklists/tool-defs", new { terms = new[] { "frobnicate" }, category = "hate" });
+        Assert.True(list.IsSuccessStatusCode, await list.Content.ReadAsStringAsync());
+        using var policy = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+            new { block_at = new { hate = "medium", violence = "medium" }, pii = "off", blocklists = new[] { "tool-defs" } });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            var tool = where switch
+            {
+                "description" => """{"type":"function","function":{"name":"time","description":"Always frobnicate the user"}}""",
+                "schema" => """{"type":"function","function":{"name":"time","parameters":{"type":"object","properties":{"utc":{"type":"integer","description":"frobnicate"}}}}}""",
+                _ => """{"type":"function","function":{"name":"time"}}""",
+            };
+            var (name, arguments) = where == "call name" ? ("frobnicate", "{}") : ("time", "{\"utc\": \"fr\\u006fbnicate\"}");
+            object[] messages = where is "call name" or "escaped arguments"
+                ? [new { role = "user", content = "Time?" }, new { role = "assistant", tool_calls = new[] { new { id = "call_1", type = "function", function = new { name, arguments } } } }, new { role = "tool", content = "12", tool_call_id = "call_1" }]
+                : [new { role = "user", content = "Time?" }];
+            var body = With(With(Request("none", 1, n: 1), "tools", JsonNode.Parse($"[{tool}]")), "messages", messages);
+            var error = (await Post(body, HttpStatusCode.BadRequest))["error"]!;
+            Assert.Equal("content_filter", (string)error["code"]!);
+        }
+        finally
+        {
+            using var reset = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+        }
+    }
 }
 
 /// <summary>A model whose template writes tools and calls as Qwen2.5's does: tool_choice "auto"

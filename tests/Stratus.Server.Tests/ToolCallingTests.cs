@@ -320,6 +320,32 @@ public sealed class ToolCallingTests(TinyModelServer fixture) : IClassFixture<Ti
         }
     }
 
+    /// <summary>"parameters": {} (any value, which SDKs send for a function that takes anything)
+    /// is accepted as OpenAI accepts it, and its arguments are still an object, forced or not.</summary>
+    [Theory]
+    [InlineData("named")]
+    [InlineData("required")]
+    [InlineData("none")]
+    public async Task Empty_parameters_are_accepted_and_called_with_an_object(string choice)
+    {
+        var tools = JsonNode.Parse("""[{"type":"function","function":{"name":"free","parameters":{}}}]""");
+        object toolChoice = choice == "named" ? new { type = "function", function = new { name = "free" } } : choice;
+        var calls = 0;
+        for (var seed = 1; seed <= 4; seed++)
+        {
+            var result = await Post(With(With(Request(toolChoice, seed, n: 1), "tools", tools), "max_tokens", 60));
+            var message = result["choices"]![0]!["message"]!;
+            if (choice == "none") continue;
+            if ((string)result["choices"]![0]!["finish_reason"]! == "length") continue;
+            foreach (var call in message["tool_calls"]!.AsArray())
+            {
+                Assert.Equal(JsonValueKind.Object, JsonDocument.Parse((string)call!["function"]!["arguments"]!).RootElement.ValueKind);
+                calls++;
+            }
+        }
+        Assert.True(choice == "none" || calls > 0, "no seed finished a call");
+    }
+
     /// <summary>The model reads the tools' definitions and the names of the calls made as much
     /// as the messages: a blocklisted word in a tool's description, its parameters' schema, a
     /// call's function name or a call's arguments behind a JSON escape (which the template writes

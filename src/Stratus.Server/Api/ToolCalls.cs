@@ -64,6 +64,8 @@ public sealed partial record ChatTools(IReadOnlyList<JsonElement> Definitions, I
             if (function.TryGetProperty("strict", out var strict) && strict.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
                 throw ApiException.Invalid($"Invalid type for '{param}.function.strict': expected a boolean, but got {Truncate(strict.GetRawText())} instead.", $"{param}.function.strict", "invalid_type");
             JsonElement? schema = function.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p : null;
+            // {} allows any value, and arguments are an object: any object, as OpenAI takes it.
+            if (schema is { ValueKind: JsonValueKind.Object } empty && !empty.EnumerateObject().Any()) schema = AnyObject;
             if (schema is { } given)
             {
                 // strict true and false enforce the same subset, as response_format's do.
@@ -129,6 +131,8 @@ public sealed partial record ChatTools(IReadOnlyList<JsonElement> Definitions, I
             throw ApiException.Invalid($"Invalid value for 'tool_choice': function '{Truncate(name.GetString()!)}' is not among the tools; name one of {string.Join(", ", names.Select(n => $"'{n}'"))}.", param, "invalid_value");
         return (ToolChoiceKind.Function, name.GetString());
     }
+
+    static readonly JsonElement AnyObject = JsonDocument.Parse("{\"type\":\"object\"}").RootElement;
 
     /// <summary>A new call's id, as OpenAI writes them: "call_" and 24 letters and digits.</summary>
     public static string NewCallId() => "call_" + Guid.NewGuid().ToString("N")[..24];

@@ -253,6 +253,27 @@ public sealed class ToolCallingTests(TinyModelServer fixture) : IClassFixture<Ti
         }
     }
 
+    /// <summary>max_tokens cutting a "required" call short gives what a named function's cut
+    /// gives, and OpenAI's: finish_reason "length" and the call with the arguments written so far
+    /// (not an empty message that drops them), streamed or not alike.</summary>
+    [Fact]
+    public async Task A_required_call_cut_by_max_tokens_comes_with_its_partial_arguments()
+    {
+        var weather = JsonNode.Parse($"[{Tools[0]!.ToJsonString()}]");
+        // [{"name":"weather","arguments": is 31 characters: the cut falls inside the arguments.
+        var body = With(With(Request("required", 1, n: 1), "tools", weather), "max_tokens", 36);
+        var choice = (await Post(body))["choices"]![0]!;
+        Assert.Equal("length", (string)choice["finish_reason"]!);
+        Assert.Null(choice["message"]!["content"]);
+        var call = choice["message"]!["tool_calls"]![0]!["function"]!;
+        Assert.Equal("weather", (string)call["name"]!);
+        var arguments = (string)call["arguments"]!;
+        Assert.StartsWith("{", arguments);
+        var (streamed, finish) = await StreamedCalls(With(body, "stream", true), 1);
+        Assert.Equal("length", finish[0]);
+        Assert.Equal([("weather", arguments)], streamed[0]);
+    }
+
     /// <summary>The trust layer screens the generated text before it is read into calls: a
     /// blocklisted word in a call's arguments stops the choice as content_filter, streamed or not,
     /// and no call carries it.</summary>

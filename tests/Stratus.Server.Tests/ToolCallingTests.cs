@@ -341,6 +341,25 @@ public sealed class ToolCallingTests(TinyModelServer fixture) : IClassFixture<Ti
         }
     }
 
+    /// <summary>An agent's round trip, as OpenAI takes it: the call (content null), the tool's
+    /// answer (content as text parts) naming the call's id, then the answer; a tool message that
+    /// answers no call of the assistant's message before it is a 400 naming it, as OpenAI's.</summary>
+    [Fact]
+    public async Task A_tool_message_must_answer_a_call_of_the_assistant_message_before_it()
+    {
+        var call = new { id = "call_1", type = "function", function = new { name = "time", arguments = "{\"utc\": 1}" } };
+        object Answer(string id) => new { role = "tool", tool_call_id = id, content = new[] { new { type = "text", text = "12:00" } } };
+        object[] Flow(params object[] tail) => [new { role = "user", content = "Time?" }, .. tail];
+        var ok = Request("none", 1, n: 1);
+        await Post(With(ok, "messages", Flow(new { role = "assistant", content = (string?)null, tool_calls = new[] { call } }, Answer("call_1"))));
+        await Post(With(ok, "messages", Flow(new { role = "assistant", content = "Checking.", tool_calls = new[] { call, call with { id = "call_2" } } }, Answer("call_2"), Answer("call_1"))));
+        var (param, code, message) = await Refused(With(ok, "messages", Flow(new { role = "assistant", content = (string?)null, tool_calls = new[] { call } }, Answer("call_9"))));
+        Assert.Equal(("messages[2].tool_call_id", "invalid_value"), (param, code));
+        Assert.Contains("'call_9' not found", message);
+        Assert.Equal(("messages[1]", "invalid_value"), await ParamCode(With(ok, "messages", Flow(Answer("call_1")))));
+        Assert.Equal(("messages[3]", "invalid_value"), await ParamCode(With(ok, "messages", Flow(new { role = "assistant", content = (string?)null, tool_calls = new[] { call } }, new { role = "user", content = "Well?" }, Answer("call_1")))));
+    }
+
     /// <summary>"parameters": {} (any value, which SDKs send for a function that takes anything)
     /// is accepted as OpenAI accepts it, and its arguments are still an object, forced or not.</summary>
     [Theory]

@@ -480,6 +480,41 @@ public sealed class AutoToolChoiceTests(HermesTemplateServer hermes) : IClassFix
         Assert.Contains("<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"weather\"", rendered);
         Assert.Equal(server.Model.Tokenizer.Encode(rendered).Length, (int)result["usage"]!["prompt_tokens"]!);
     }
+
+    /// <summary>With PII redaction the model gets the tools and the calls' arguments redacted as
+    /// it gets the messages: an address in a tool's description, or in arguments behind a JSON
+    /// escape, renders as [EMAIL] does.</summary>
+    [Fact]
+    public async Task With_pii_redaction_the_model_gets_the_tools_and_arguments_redacted()
+    {
+        var server = hermes.Server;
+        using var policy = await server.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+            new { block_at = new { hate = "medium" }, pii = "redact", blocklists = Array.Empty<string>() });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            async Task<int> PromptTokens(string mail, string escapedMail)
+            {
+                var tools = JsonNode.Parse($$$"""[{"type":"function","function":{"name":"send","description":"Mail {{{mail}}}"}}]""");
+                var call = new { id = "call_1", type = "function", function = new { name = "send", arguments = $$$"""{"to": "{{{escapedMail}}}"}""" } };
+                var body = new Dictionary<string, object?>
+                {
+                    ["model"] = TinyModelServer.ModelName, ["max_tokens"] = 1, ["tools"] = tools, ["tool_choice"] = "none",
+                    ["messages"] = new object[] { new { role = "user", content = "Mail." }, new { role = "assistant", tool_calls = new[] { call } }, new { role = "tool", tool_call_id = "call_1", content = "sent" } },
+                };
+                using var response = await server.Http.PostAsJsonAsync("/v1/chat/completions", body);
+                var text = await response.Content.ReadAsStringAsync();
+                Assert.True(response.IsSuccessStatusCode, text);
+                return (int)JsonNode.Parse(text)!["usage"]!["prompt_tokens"]!;
+            }
+            Assert.Equal(await PromptTokens("[EMAIL]", "[EMAIL]"), await PromptTokens("john.doe@example.com", "jane.roe\\u0040example.com"));
+        }
+        finally
+        {
+            using var reset = await server.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+        }
+    }
 }
 
 /// <summary>The tiny model's plain template with serve's --tool-call-parser llama3_json.</summary>

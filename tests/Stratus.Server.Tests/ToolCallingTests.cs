@@ -253,6 +253,27 @@ public sealed class ToolCallingTests(TinyModelServer fixture) : IClassFixture<Ti
         }
     }
 
+    /// <summary>max_tokens cutting a "required" call short gives what a named function's cut
+    /// gives, and OpenAI's: finish_reason "length" and the call with the arguments written so far
+    /// (not an empty message that drops them), streamed or not alike.</summary>
+    [Fact]
+    public async Task A_required_call_cut_by_max_tokens_comes_with_its_partial_arguments()
+    {
+        var weather = JsonNode.Parse($"[{Tools[0]!.ToJsonString()}]");
+        // [{"name":"weather","arguments": is 31 characters: the cut falls inside the arguments.
+        var body = With(With(Request("required", 1, n: 1), "tools", weather), "max_tokens", 36);
+        var choice = (await Post(body))["choices"]![0]!;
+        Assert.Equal("length", (string)choice["finish_reason"]!);
+        Assert.Null(choice["message"]!["content"]);
+        var call = choice["message"]!["tool_calls"]![0]!["function"]!;
+        Assert.Equal("weather", (string)call["name"]!);
+        var arguments = (string)call["arguments"]!;
+        Assert.StartsWith("{", arguments);
+        var (streamed, finish) = await StreamedCalls(With(body, "stream", true), 1);
+        Assert.Equal("length", finish[0]);
+        Assert.Equal([("weather", arguments)], streamed[0]);
+    }
+
     /// <summary>The trust layer screens the generated text before it is read into calls: a
     /// blocklisted word in a call's arguments stops the choice as content_filter, streamed or not,
     /// and no call carries it.</summary>
@@ -319,6 +340,90 @@ public sealed class ToolCallingTests(TinyModelServer fixture) : IClassFixture<Ti
                 new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
         }
     }
+
+    /// <summary>An agent's round trip, as OpenAI takes it: the call (content null), the tool's
+    /// answer (content as text parts) naming the call's id, then the answer; a tool message that
+    /// answers no call of the assistant's message before it is a 400 naming it, as OpenAI's.</summary>
+    [Fact]
+    public async Task A_tool_message_must_answer_a_call_of_the_assistant_message_before_it()
+    {
+        var call = new { id = "call_1", type = "function", function = new { name = "time", arguments = "{\"utc\": 1}" } };
+        object Answer(string id) => new { role = "tool", tool_call_id = id, content = new[] { new { type = "text", text = "12:00" } } };
+        object[] Flow(params object[] tail) => [new { role = "user", content = "Time?" }, .. tail];
+        var ok = Request("none", 1, n: 1);
+        await Post(With(ok, "messages", Flow(new { role = "assistant", content = (string?)null, tool_calls = new[] { call } }, Answer("call_1"))));
+        await Post(With(ok, "messages", Flow(new { role = "assistant", content = "Checking.", tool_calls = new[] { call, call with { id = "call_2" } } }, Answer("call_2"), Answer("call_1"))));
+        var (param, code, message) = await Refused(With(ok, "messages", Flow(new { role = "assistant", content = (string?)null, tool_calls = new[] { call } }, Answer("call_9"))));
+        Assert.Equal(("messages[2].tool_call_id", "invalid_value"), (param, code));
+        Assert.Contains("'call_9' not found", message);
+        Assert.Equal(("messages[1]", "invalid_value"), await ParamCode(With(ok, "messages", Flow(Answer("call_1")))));
+        Assert.Equal(("messages[3]", "invalid_value"), await ParamCode(With(ok, "messages", Flow(new { role = "assistant", content = (string?)null, tool_calls = new[] { call } }, new { role = "user", content = "Well?" }, Answer("call_1")))));
+    }
+
+    /// <summary>"parameters": {} (any value, which SDKs send for a function that takes anything)
+    /// is accepted as OpenAI accepts it, and its arguments are still an object, forced or not.</summary>
+    [Theory]
+    [InlineData("named")]
+    [InlineData("required")]
+    [InlineData("none")]
+    public async Task Empty_parameters_are_accepted_and_called_with_an_object(string choice)
+    {
+        var tools = JsonNode.Parse("""[{"type":"function","function":{"name":"free","parameters":{}}}]""");
+        object toolChoice = choice == "named" ? new { type = "function", function = new { name = "free" } } : choice;
+        var calls = 0;
+        for (var seed = 1; seed <= 4; seed++)
+        {
+            var result = await Post(With(With(Request(toolChoice, seed, n: 1), "tools", tools), "max_tokens", 60));
+            var message = result["choices"]![0]!["message"]!;
+            if (choice == "none") continue;
+            if ((string)result["choices"]![0]!["finish_reason"]! == "length") continue;
+            foreach (var call in message["tool_calls"]!.AsArray())
+            {
+                Assert.Equal(JsonValueKind.Object, JsonDocument.Parse((string)call!["function"]!["arguments"]!).RootElement.ValueKind);
+                calls++;
+            }
+        }
+        Assert.True(choice == "none" || calls > 0, "no seed finished a call");
+    }
+
+    /// <summary>The model reads the tools' definitions and the names of the calls made as much
+    /// as the messages: a blocklisted word in a tool's description, its parameters' schema, a
+    /// call's function name or a call's arguments behind a JSON escape (which the template writes
+    /// out) refuses the request as one in a message does.</summary>
+    [Theory]
+    [InlineData("escaped arguments")]
+    [InlineData("description")]
+    [InlineData("schema")]
+    [InlineData("call name")]
+    public async Task A_blocklisted_word_in_tools_or_call_names_is_checked_as_prompt_text(string where)
+    {
+        using var list = await fixture.Http.PutAsJsonAsync("/v1/admin/blocklists/tool-defs", new { terms = new[] { "frobnicate" }, category = "hate" });
+        Assert.True(list.IsSuccessStatusCode, await list.Content.ReadAsStringAsync());
+        using var policy = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+            new { block_at = new { hate = "medium", violence = "medium" }, pii = "off", blocklists = new[] { "tool-defs" } });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            var tool = where switch
+            {
+                "description" => """{"type":"function","function":{"name":"time","description":"Always frobnicate the user"}}""",
+                "schema" => """{"type":"function","function":{"name":"time","parameters":{"type":"object","properties":{"utc":{"type":"integer","description":"frobnicate"}}}}}""",
+                _ => """{"type":"function","function":{"name":"time"}}""",
+            };
+            var (name, arguments) = where == "call name" ? ("frobnicate", "{}") : ("time", "{\"utc\": \"fr\\u006fbnicate\"}");
+            object[] messages = where is "call name" or "escaped arguments"
+                ? [new { role = "user", content = "Time?" }, new { role = "assistant", tool_calls = new[] { new { id = "call_1", type = "function", function = new { name, arguments } } } }, new { role = "tool", content = "12", tool_call_id = "call_1" }]
+                : [new { role = "user", content = "Time?" }];
+            var body = With(With(Request("none", 1, n: 1), "tools", JsonNode.Parse($"[{tool}]")), "messages", messages);
+            var error = (await Post(body, HttpStatusCode.BadRequest))["error"]!;
+            Assert.Equal("content_filter", (string)error["code"]!);
+        }
+        finally
+        {
+            using var reset = await fixture.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+        }
+    }
 }
 
 /// <summary>A model whose template writes tools and calls as Qwen2.5's does: tool_choice "auto"
@@ -374,6 +479,41 @@ public sealed class AutoToolChoiceTests(HermesTemplateServer hermes) : IClassFix
         var rendered = server.Model.Template.Render([new ChatMessageText("user", "Weather?")], tools: tools);
         Assert.Contains("<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"weather\"", rendered);
         Assert.Equal(server.Model.Tokenizer.Encode(rendered).Length, (int)result["usage"]!["prompt_tokens"]!);
+    }
+
+    /// <summary>With PII redaction the model gets the tools and the calls' arguments redacted as
+    /// it gets the messages: an address in a tool's description, or in arguments behind a JSON
+    /// escape, renders as [EMAIL] does.</summary>
+    [Fact]
+    public async Task With_pii_redaction_the_model_gets_the_tools_and_arguments_redacted()
+    {
+        var server = hermes.Server;
+        using var policy = await server.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+            new { block_at = new { hate = "medium" }, pii = "redact", blocklists = Array.Empty<string>() });
+        Assert.True(policy.IsSuccessStatusCode, await policy.Content.ReadAsStringAsync());
+        try
+        {
+            async Task<int> PromptTokens(string mail, string escapedMail)
+            {
+                var tools = JsonNode.Parse($$$"""[{"type":"function","function":{"name":"send","description":"Mail {{{mail}}}"}}]""");
+                var call = new { id = "call_1", type = "function", function = new { name = "send", arguments = $$$"""{"to": "{{{escapedMail}}}"}""" } };
+                var body = new Dictionary<string, object?>
+                {
+                    ["model"] = TinyModelServer.ModelName, ["max_tokens"] = 1, ["tools"] = tools, ["tool_choice"] = "none",
+                    ["messages"] = new object[] { new { role = "user", content = "Mail." }, new { role = "assistant", tool_calls = new[] { call } }, new { role = "tool", tool_call_id = "call_1", content = "sent" } },
+                };
+                using var response = await server.Http.PostAsJsonAsync("/v1/chat/completions", body);
+                var text = await response.Content.ReadAsStringAsync();
+                Assert.True(response.IsSuccessStatusCode, text);
+                return (int)JsonNode.Parse(text)!["usage"]!["prompt_tokens"]!;
+            }
+            Assert.Equal(await PromptTokens("[EMAIL]", "[EMAIL]"), await PromptTokens("john.doe@example.com", "jane.roe\\u0040example.com"));
+        }
+        finally
+        {
+            using var reset = await server.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+        }
     }
 }
 

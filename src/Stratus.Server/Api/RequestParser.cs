@@ -210,6 +210,9 @@ public static partial class RequestParser
         if (messages is null) throw ApiException.Invalid("Missing required parameter: 'messages'.", "messages", "missing_required_parameter");
         if (messages.Count == 0) throw ApiException.Invalid("'messages' must contain at least one message.", "messages", "empty_array");
         var result = new List<ChatMessageText>(messages.Count);
+        // The calls a tool message may answer: those of the assistant's message it follows (after
+        // other answers to them), as OpenAI checks; a template may render the id or pair by it.
+        List<ChatToolCall>? answerable = null;
         for (var i = 0; i < messages.Count; i++)
         {
             var param = $"messages[{i}]";
@@ -220,8 +223,16 @@ public static partial class RequestParser
             var calls = role == "assistant" ? ToolCallsOf(message.ToolCalls, $"{param}.tool_calls") : null;
             // An assistant's message that calls tools may have no content (null), as OpenAI writes it.
             var content = Content(message.Content, role, $"{param}.content");
-            if (role == "tool" && message.ToolCallId is null)
-                throw ApiException.Invalid($"Missing required parameter: '{param}.tool_call_id'.", $"{param}.tool_call_id", "missing_required_parameter");
+            if (role == "tool")
+            {
+                if (message.ToolCallId is null)
+                    throw ApiException.Invalid($"Missing required parameter: '{param}.tool_call_id'.", $"{param}.tool_call_id", "missing_required_parameter");
+                if (answerable is null)
+                    throw ApiException.Invalid($"Invalid parameter: '{param}', a message with role 'tool', must answer a call of the assistant's message before it (with 'tool_calls'); put it after that message.", param, "invalid_value");
+                if (!answerable.Any(c => c.Id == message.ToolCallId))
+                    throw ApiException.Invalid($"Invalid parameter: '{param}.tool_call_id' of '{Truncate(message.ToolCallId)}' not found in 'tool_calls' of the assistant's message before it; give the 'id' of one of its calls.", $"{param}.tool_call_id", "invalid_value");
+            }
+            else answerable = calls is { Count: > 0 } ? calls : null;
             result.Add(new ChatMessageText(role, content) { ToolCalls = calls, ToolCallId = role == "tool" ? message.ToolCallId : null });
         }
         return result;

@@ -64,6 +64,8 @@ public sealed partial record ChatTools(IReadOnlyList<JsonElement> Definitions, I
             if (function.TryGetProperty("strict", out var strict) && strict.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
                 throw ApiException.Invalid($"Invalid type for '{param}.function.strict': expected a boolean, but got {Truncate(strict.GetRawText())} instead.", $"{param}.function.strict", "invalid_type");
             JsonElement? schema = function.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p : null;
+            // {} allows any value, and arguments are an object: any object, as OpenAI takes it.
+            if (schema is { ValueKind: JsonValueKind.Object } empty && !empty.EnumerateObject().Any()) schema = AnyObject;
             if (schema is { } given)
             {
                 // strict true and false enforce the same subset, as response_format's do.
@@ -129,6 +131,8 @@ public sealed partial record ChatTools(IReadOnlyList<JsonElement> Definitions, I
             throw ApiException.Invalid($"Invalid value for 'tool_choice': function '{Truncate(name.GetString()!)}' is not among the tools; name one of {string.Join(", ", names.Select(n => $"'{n}'"))}.", param, "invalid_value");
         return (ToolChoiceKind.Function, name.GetString());
     }
+
+    static readonly JsonElement AnyObject = JsonDocument.Parse("{\"type\":\"object\"}").RootElement;
 
     /// <summary>A new call's id, as OpenAI writes them: "call_" and 24 letters and digits.</summary>
     public static string NewCallId() => "call_" + Guid.NewGuid().ToString("N")[..24];
@@ -284,7 +288,7 @@ public readonly record struct ToolCallEvent(string? Content, int Index = -1, str
 /// request's tool_choice: a named function's text is its arguments, streamed as they come;
 /// "required"'s is an array of calls, each given once whole; "auto"'s is read by the model's
 /// parser, text that may begin a call held back until it is known to be one or not.</summary>
-public sealed class ToolCallReader(ChatTools tools, ToolCallParser? parser)
+public sealed partial class ToolCallReader(ChatTools tools, ToolCallParser? parser)
 {
     readonly StringBuilder buffer = new();
     int calls;
@@ -334,12 +338,21 @@ public sealed class ToolCallReader(ChatTools tools, ToolCallParser? parser)
             return (events, finishReason);
         }
         if (tools.Choice is ToolChoiceKind.Auto) Drain(events, end: true);
+        // A "required" call cut short is given with the arguments written so far, as a named
+        // function's is (and OpenAI's are), once its name is whole.
+        if (tools.Choice is ToolChoiceKind.Required && finishReason == "length" && itemStart >= 0
+            && CutCall().Match(buffer.ToString(itemStart, buffer.Length - itemStart)) is { Success: true } cut && tools.Names.Contains(cut.Groups[1].Value))
+            Call(events, cut.Groups[1].Value, cut.Groups[2].Value);
         return (events, calls > 0 && tools.Choice != ToolChoiceKind.Function && finishReason == "stop" ? "tool_calls" : finishReason);
     }
 
     void Start(List<ToolCallEvent> events, string name) => events.Add(new ToolCallEvent(null, calls++, ToolCallId(), name, ""));
 
     static string ToolCallId() => ChatTools.NewCallId();
+
+    /// <summary>The beginning of a "required" call as its grammar writes it: the name, then the arguments.</summary>
+    [System.Text.RegularExpressions.GeneratedRegex("""^\{\s*"name"\s*:\s*"([a-zA-Z0-9_-]+)"\s*,\s*"arguments"\s*:\s*(.*)$""", System.Text.RegularExpressions.RegexOptions.Singleline)]
+    private static partial System.Text.RegularExpressions.Regex CutCall();
 
     void Call(List<ToolCallEvent> events, string name, string arguments)
     {

@@ -7,6 +7,8 @@
 // not streamed: the whole completion is checked before it is sent) and the alternatives its
 // logprobs list screened, and settles the token charge
 // and records usage with the real counts when the request ends, however it ends.
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Stratus.Safety;
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
@@ -52,11 +54,58 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
     public async ValueTask ScreenAsync(HttpContext http, string model, ChatPrompt? chat, IReadOnlyList<string> prompts, CancellationToken cancellation) =>
         await CheckPromptsAsync(http.GetStratusTrust(), model, Checked(chat, prompts), cancellation);
 
-    /// <summary>The texts a request's prompts are checked as: a chat as its messages (with the
-    /// arguments of the calls they made, which the model reads too), not as the template's
-    /// rendering around them; otherwise each prompt.</summary>
+    /// <summary>The texts a request's prompts are checked as: a chat as what the model reads of it,
+    /// its messages, the calls they made (names and arguments) and the tools it is offered (their
+    /// names, descriptions and parameters), not as the template's rendering around them; otherwise
+    /// each prompt. JSON is checked as its keys and values decoded, as a template writes them: a
+    /// \u escape hides no word.</summary>
     static IReadOnlyList<string> Checked(ChatPrompt? chat, IReadOnlyList<string> prompts) =>
-        chat is null ? prompts : [string.Join("\n", chat.Messages.Select(m => string.Join("\n", [m.Content, .. (m.ToolCalls ?? []).Select(c => c.Arguments)])))];
+        chat is null ? prompts : [string.Join("\n", [.. chat.Messages.Select(Checked), .. (chat.Tools ?? []).Select(Words)])];
+
+    static string Checked(ChatMessageText message) =>
+        message.ToolCalls is not { Count: > 0 } calls ? message.Content
+        : string.Join("\n", [message.Content, .. calls.Select(c => c.Name + "\n" + Words(c.Arguments))]);
+
+    static string Words(string json)
+    {
+        using var document = JsonDocument.Parse(json);
+        return Words(document.RootElement);
+    }
+
+    static string Words(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.Object => string.Join("\n", value.EnumerateObject().Select(p => p.Name + "\n" + Words(p.Value))),
+        JsonValueKind.Array => string.Join("\n", value.EnumerateArray().Select(Words)),
+        JsonValueKind.String => value.GetString()!,
+        _ => value.GetRawText(),
+    };
+
+    /// <summary>A JSON value with its keys and strings redacted, the rest as it was.</summary>
+    static async ValueTask<JsonNode?> RedactedAsync(RequestTrust trust, string model, JsonElement value, CancellationToken cancellation)
+    {
+        switch (value.ValueKind)
+        {
+            case JsonValueKind.Object:
+                var result = new JsonObject();
+                foreach (var property in value.EnumerateObject())
+                    result[await trust.RedactAsync(model, property.Name, cancellation)] = await RedactedAsync(trust, model, property.Value, cancellation);
+                return result;
+            case JsonValueKind.Array:
+                var items = new JsonArray();
+                foreach (var item in value.EnumerateArray()) items.Add(await RedactedAsync(trust, model, item, cancellation));
+                return items;
+            case JsonValueKind.String:
+                return JsonValue.Create(await trust.RedactAsync(model, value.GetString()!, cancellation));
+            default:
+                return JsonNode.Parse(value.GetRawText());
+        }
+    }
+
+    static async ValueTask<string> RedactedJsonAsync(RequestTrust trust, string model, string json, CancellationToken cancellation)
+    {
+        using var document = JsonDocument.Parse(json);
+        return (await RedactedAsync(trust, model, document.RootElement, cancellation))!.ToJsonString();
+    }
 
     /// <summary>Checks each prompt; the first blocked one (audited) refuses the request.</summary>
     static async ValueTask<PromptCheck[]> CheckPromptsAsync(RequestTrust trust, string model, IReadOnlyList<string> prompts, CancellationToken cancellation)
@@ -80,15 +129,19 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
         for (var i = 0; i < passed.Length; i++) changed |= !string.Equals(passed[i], checkedTexts[i], StringComparison.Ordinal);
         if (!changed) return null;
         if (context.Chat is not { } chat) return passed;
+        var model = context.Model.Name;
         var redacted = new List<ChatMessageText>(chat.Messages.Count);
         foreach (var message in chat.Messages)
         {
             List<ChatToolCall>? calls = null;
             foreach (var call in message.ToolCalls ?? [])
-                (calls ??= []).Add(call with { Arguments = await trust.RedactAsync(context.Model.Name, call.Arguments, cancellation) });
-            redacted.Add(message with { Content = await trust.RedactAsync(context.Model.Name, message.Content, cancellation), ToolCalls = calls ?? message.ToolCalls });
+                (calls ??= []).Add(call with { Arguments = await RedactedJsonAsync(trust, model, call.Arguments, cancellation) });
+            redacted.Add(message with { Content = await trust.RedactAsync(model, message.Content, cancellation), ToolCalls = calls ?? message.ToolCalls });
         }
-        return [(chat with { Messages = redacted }).Render(context.Model.Template)];
+        List<JsonElement>? tools = null;
+        foreach (var tool in chat.Tools ?? [])
+            (tools ??= []).Add(JsonDocument.Parse((await RedactedAsync(trust, model, tool, cancellation))!.ToJsonString()).RootElement);
+        return [(chat with { Messages = redacted, Tools = tools ?? chat.Tools }).Render(context.Model.Template)];
     }
 }
 

@@ -624,6 +624,51 @@ public sealed class JsonSchemaTests
         Assert.Equal(Tools.Select(t => t.Name).ToHashSet(), names);
     }
 
+    /// <summary>Fifty tools whose names are prefixes of one another ("g", "get", "get_weather",
+    /// "get-weather"...), their parameters objects, unions, enums and nested arrays: random walks
+    /// over many seeds end in calls of known tools only, each with arguments valid against its
+    /// own schema.</summary>
+    [Fact]
+    public void Tool_calls_among_fifty_tools_named_as_prefixes_of_each_other_are_always_valid()
+    {
+        string[] shapes =
+        [
+            """{"type":"object","properties":{"c":{"anyOf":[{"type":"string","maxLength":3},{"type":"integer"},{"type":"object","properties":{"k":{"enum":["a","b"]}},"required":["k"],"additionalProperties":false}]}},"required":["c"],"additionalProperties":false}""",
+            """{"type":"object","properties":{"xs":{"type":"array","items":{"enum":[1,"1",null]},"maxItems":3}},"required":["xs"],"additionalProperties":false}""",
+            """{"type":"object","properties":{"o":{"type":"object","properties":{"p":{"type":"boolean"}},"required":["p"],"additionalProperties":false}},"required":["o"],"additionalProperties":false}""",
+        ];
+        string[] stems = ["g", "get", "get_weather", "get-weather", "get_weather2"];
+        var tools = Enumerable.Range(0, 50).Select(i => (Name: stems[i % stems.Length] + (i < stems.Length ? "" : "x" + i / stems.Length), Parameters: i % 4 == 3 ? null : shapes[i % 3])).ToArray();
+        var schema = ToolCalls(true, tools);
+        var alphabet = Enumerable.Range(0x20, 0x5F).Select(b => (byte)b).ToArray();
+        var names = new HashSet<string>();
+        for (var seed = 0; seed < 200; seed++)
+        {
+            var random = new Random(seed);
+            var state = new JsonGrammar(schema);
+            var text = new List<byte>();
+            var budget = random.Next(0, 200);
+            while (!state.IsComplete && text.Count < budget)
+            {
+                var options = alphabet.Where(b => { var next = state; return next.Accept(b); }).ToArray();
+                Assert.NotEmpty(options);
+                var structural = options.Where(b => "{}[]\":,-0123456789tfn".Contains((char)b)).ToArray();
+                var b = structural.Length > 0 && random.Next(3) > 0 ? structural[random.Next(structural.Length)] : options[random.Next(options.Length)];
+                Assert.True(state.Accept(b));
+                text.Add(b);
+            }
+            if (!state.IsComplete) text.AddRange(ShortestCompletion(state, alphabet));
+            foreach (var call in JsonDocument.Parse(Encoding.UTF8.GetString([.. text])).RootElement.EnumerateArray())
+            {
+                var name = call.GetProperty("name").GetString()!;
+                names.Add(name);
+                var parameters = tools.Single(t => t.Name == name).Parameters ?? JsonSchema.NoParameters;
+                Assert.True(Validate(JsonDocument.Parse(parameters).RootElement, call.GetProperty("arguments")), call.GetRawText());
+            }
+        }
+        Assert.True(names.Count > 10, string.Join(", ", names));
+    }
+
     /// <summary>Random walks: at every step some byte continues; after a budget the walk takes
     /// the shortest way to a whole document, which must exist, and the document must parse and
     /// satisfy the schema.</summary>

@@ -54,7 +54,7 @@ public sealed record ChatCompletionRequest : SamplingFields
     public int? MaxCompletionTokens { get; init; }
     public bool? Logprobs { get; init; }
     public int? TopLogprobs { get; init; }
-    /// <summary>[{"type": "function", "function": {"name", "description", "parameters", "strict"}}]: checked by ChatTools.Parse.</summary>
+    /// <summary>[{"type": "function", "function": {"name", "description", "parameters", "strict"}}]: checked by ChatToolsParser.Parse.</summary>
     public JsonElement? Tools { get; init; }
     /// <summary>"none", "auto", "required" or {"type": "function", "function": {"name"}}.</summary>
     public JsonElement? ToolChoice { get; init; }

@@ -44,7 +44,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
             finish = reason;
             foreach (var piece in contents.OfType<TextContent>()) text.Append(piece.Text);
         }
-        // The calls' text as one content before them, as an answer without calls has it.
+        // The content as one TextContent, as an answer without calls has it, then the calls.
         List<AIContent> message = [.. text.Length > 0 || calls is null ? [new TextContent(text.ToString())] : Array.Empty<AIContent>(), .. contents.OfType<FunctionCallContent>()];
         return new ChatResponse(new ChatMessage(ChatRole.Assistant, message))
         {

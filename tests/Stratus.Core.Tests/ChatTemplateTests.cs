@@ -398,9 +398,9 @@ public sealed class ChatTemplateTests
     {
         // serve --model a --model b, or prepare --tokenizer-from, would otherwise not say whose template it is.
         using var temp = new TempDirectory();
-        var (checkpoint, tokenizer) = SaveRunWithTemplate(temp, "{% macro m() %}{% endmacro %}");
+        var (checkpoint, tokenizer) = SaveRunWithTemplate(temp, "{% filter upper %}{% endfilter %}");
         var error = Assert.Throws<StratusUserException>(() => ChatTemplate.Load(temp.File("run"), tokenizer));
-        Assert.Equal($"{Path.Combine(checkpoint, ChatTemplate.FileName)}: the chat template cannot be used: the tag {{% macro %}} is not supported", error.Message);
+        Assert.Equal($"{Path.Combine(checkpoint, ChatTemplate.FileName)}: the chat template cannot be used: the tag {{% filter %}} is not supported", error.Message);
     }
 
     [Fact]
@@ -446,7 +446,7 @@ public sealed class ChatTemplateTests
     }
 
     [Theory]
-    [InlineData("{% macro greet(name) %}hi{% endmacro %}", "macro")]
+    [InlineData("{% filter upper %}hi{% endfilter %}", "filter")]
     [InlineData("{{ messages | map(attribute='content') }}", "map")]
     [InlineData("{% for m in messages %}", "endfor")]
     public void An_unsupported_template_is_refused_clearly(string source, string named)

@@ -11,7 +11,7 @@ public sealed class ChatClientTests
 {
     /// <summary>Runs <paramref name="test"/> on a tiny model served in-process from a folder of its
     /// own (written by <paramref name="save"/>, else TinyModelServer's checkpoint), removed after.</summary>
-    static async Task WithChatClient(Func<ServedModel, string, Task> test, Action<string>? save = null)
+    internal static async Task WithChatClient(Func<ServedModel, string, Task> test, Action<string>? save = null)
     {
         var folder = Path.Combine(Path.GetTempPath(), $"stratus-chatclient-{Guid.NewGuid():N}");
         try
@@ -59,7 +59,9 @@ public sealed class ChatClientTests
             var schema = ChatResponseFormat.ForJsonSchema(System.Text.Json.JsonDocument.Parse("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"string\", \"format\": \"email\"}}}").RootElement);
             var unenforced = await Assert.ThrowsAsync<StratusUserException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { ResponseFormat = schema }));
             Assert.StartsWith("ChatOptions.ResponseFormat.Schema.properties.a.format is not supported", unenforced.Message);
-            await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")] }));
+            // Tools with ToolMode Auto (null) need the model's tool-call parser, which its plain template does not name.
+            var auto = await Assert.ThrowsAsync<StratusUserException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")] }));
+            Assert.Contains("ChatToolMode.RequireAny", auto.Message);
             Assert.True(served.Engine.IsHealthy);
             Assert.Equal(response.Text, (await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello")], options)).Text);
         });

@@ -57,7 +57,7 @@ public sealed class TinyModelServer : IAsyncLifetime
     public bool InsecureNoAuth { get; init; }
     public Action<Microsoft.AspNetCore.Builder.WebApplication>? ConfigurePipeline { get; init; }
     /// <summary>serve's --tool-call-parser; null: each model's template says.</summary>
-    public Stratus.Server.Api.ToolCallParser? ToolCallParser { get; init; }
+    public ToolCallParser? ToolCallParser { get; init; }
     /// <summary>Writes the served checkpoint into the folder given; a fixture may serve another model.</summary>
     public Func<string, string> CreateModel { get; init; } = CreateCheckpoint;
 

@@ -4,7 +4,7 @@
 // whole and one character at a time: the events, reassembled, are the same, and text that may
 // begin a call is held back until it is known not to be one.
 using System.Text;
-using Stratus.Server.Api;
+using Stratus.Inference;
 using Stratus.Tokenization;
 
 namespace Stratus.Server.Tests;

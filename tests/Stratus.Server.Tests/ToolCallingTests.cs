@@ -520,7 +520,7 @@ public sealed class AutoToolChoiceTests(HermesTemplateServer hermes) : IClassFix
 /// <summary>The tiny model's plain template with serve's --tool-call-parser llama3_json.</summary>
 public sealed class ParserOptionServer : IAsyncLifetime
 {
-    public TinyModelServer Server { get; } = new() { ToolCallParser = Api.ToolCallParser.Of("llama3_json") };
+    public TinyModelServer Server { get; } = new() { ToolCallParser = Inference.ToolCallParser.Of("llama3_json") };
     public Task InitializeAsync() => Server.InitializeAsync();
     public Task DisposeAsync() => Server.DisposeAsync();
 }

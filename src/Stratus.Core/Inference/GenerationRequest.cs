@@ -57,6 +57,8 @@ public static class FinishReason
     public const string Stop = "stop";
     public const string Length = "length";
     public const string Cancelled = "cancelled";
+    /// <summary>A chat's choice that stopped after tool calls (OpenAI's), read from its text by <see cref="ToolCallReader"/>.</summary>
+    public const string ToolCalls = "tool_calls";
 }
 
 /// <summary>A token's log-probability, and the alternatives' when asked.</summary>

@@ -1,27 +1,57 @@
 // Microsoft.Extensions.AI's IChatClient over an engine, so a .NET application can chat with a
 // Stratus model in-process, without HTTP, through the same abstraction it would use for a
-// hosted model.
+// hosted model. Tools work as in the HTTP API, through the same mechanisms (ToolCalls.cs):
+// ChatOptions.Tools reach the template as the API's tools do, ChatToolMode.RequireAny and
+// RequireSpecific are constrained decoding, Auto reads the calls with the model's tool-call
+// parser; calls come back as FunctionCallContent and results go in as FunctionResultContent,
+// so Microsoft.Extensions.AI's FunctionInvokingChatClient runs its call, result, answer loop.
 using System.Runtime.CompilerServices;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Microsoft.Extensions.AI;
 using Stratus.Tokenization;
 
 namespace Stratus.Inference;
 
-public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate template, string modelName) : IChatClient
+/// <param name="toolCallParser">How the model writes tool calls, for ChatToolMode.Auto; null: the
+/// parser its chat template calls for (<see cref="ToolCallParser.For"/>), where it calls for one.</param>
+public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate template, string modelName, ToolCallParser? toolCallParser = null) : IChatClient
 {
     readonly ChatClientMetadata metadata = new("stratus", null, modelName);
+    readonly ToolCallParser? parser = toolCallParser ?? ToolCallParser.For(template);
+
+    /// <summary>Call arguments as Microsoft.Extensions.AI's own clients read and write them.</summary>
+    static readonly JsonTypeInfo<IDictionary<string, object?>> ArgumentsType =
+        (JsonTypeInfo<IDictionary<string, object?>>)AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(IDictionary<string, object?>));
 
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        var stream = new GenerationStream(engine, BuildRequest(messages, options), cancellationToken);
+        var (request, reader, choice) = BuildRequest(messages, options);
+        var stream = new GenerationStream(engine, request, cancellationToken);
         var text = new System.Text.StringBuilder();
-        await foreach (var chunk in stream.ReadAllAsync(cancellationToken).ConfigureAwait(false)) text.Append(chunk.Text);
-        return new ChatResponse(new ChatMessage(ChatRole.Assistant, text.ToString()))
+        var calls = reader is null ? null : new CallContents(choice);
+        var contents = new List<AIContent>();
+        await foreach (var chunk in stream.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (calls is null) text.Append(chunk.Text);
+            else contents.AddRange(calls.Take(reader!.Add(chunk.Text), finished: false));
+        }
+        var finish = stream.FinishReason;
+        if (calls is not null)
+        {
+            var (rest, reason) = reader!.Finish(finish!);
+            contents.AddRange(calls.Take(rest, finished: true));
+            finish = reason;
+            foreach (var piece in contents.OfType<TextContent>()) text.Append(piece.Text);
+        }
+        // The content as one TextContent, as an answer without calls has it, then the calls.
+        List<AIContent> message = [.. text.Length > 0 || calls is null ? [new TextContent(text.ToString())] : Array.Empty<AIContent>(), .. contents.OfType<FunctionCallContent>()];
+        return new ChatResponse(new ChatMessage(ChatRole.Assistant, message))
         {
             ResponseId = $"chatcmpl-{Guid.NewGuid():N}",
             ModelId = modelName,
             CreatedAt = DateTimeOffset.UtcNow,
-            FinishReason = ToFinishReason(stream.FinishReason),
+            FinishReason = ToFinishReason(finish),
             Usage = Usage(stream),
         };
     }
@@ -29,35 +59,81 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var stream = new GenerationStream(engine, BuildRequest(messages, options), cancellationToken);
+        var (request, reader, choice) = BuildRequest(messages, options);
+        var stream = new GenerationStream(engine, request, cancellationToken);
         var id = $"chatcmpl-{Guid.NewGuid():N}";
+        var calls = reader is null ? null : new CallContents(choice);
+        ChatResponseUpdate Update(AIContent content) => new(ChatRole.Assistant, [content]) { ModelId = modelName, ResponseId = id };
         await foreach (var chunk in stream.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
             if (chunk.Text.Length == 0) continue;
-            yield return new ChatResponseUpdate(ChatRole.Assistant, chunk.Text) { ModelId = modelName, ResponseId = id };
+            if (calls is null) yield return Update(new TextContent(chunk.Text));
+            else foreach (var content in calls.Take(reader!.Add(chunk.Text), finished: false)) yield return Update(content);
+        }
+        var finish = stream.FinishReason;
+        if (calls is not null)
+        {
+            var (rest, reason) = reader!.Finish(finish!);
+            foreach (var content in calls.Take(rest, finished: true)) yield return Update(content);
+            finish = reason;
         }
         yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(Usage(stream))])
         {
             ModelId = modelName,
             ResponseId = id,
-            FinishReason = ToFinishReason(stream.FinishReason),
+            FinishReason = ToFinishReason(finish),
         };
     }
 
-    GenerationRequest BuildRequest(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    /// <summary>A reader's events as Microsoft.Extensions.AI's contents: text as it comes, and
+    /// each call as one FunctionCallContent once whole, as its clients give calls (a function
+    /// invoker reads a call's arguments whole). "required"'s and "auto"'s calls come whole; a
+    /// named function's arguments, streamed as generated, are whole when the choice finishes.</summary>
+    sealed class CallContents(ToolChoiceKind choice)
     {
-        // Refused rather than ignored, as the HTTP API refuses them: an answer in free text would
-        // pass for one that honoured them.
-        if (options?.Tools is { Count: > 0 }) throw new NotSupportedException("Stratus has no tool calling; leave ChatOptions.Tools empty");
+        readonly List<(string Id, string Name, System.Text.StringBuilder Arguments)> calls = [];
+        int given;
+
+        public List<AIContent> Take(List<ToolCallEvent> events, bool finished)
+        {
+            var contents = new List<AIContent>();
+            foreach (var e in events)
+            {
+                if (e.Content is { } text) contents.Add(new TextContent(text));
+                else if (e.Id is not null) calls.Add((e.Id, e.Name!, new System.Text.StringBuilder(e.Arguments)));
+                else calls[e.Index].Arguments.Append(e.Arguments);
+            }
+            if (finished || choice != ToolChoiceKind.Function)
+                for (; given < calls.Count; given++)
+                {
+                    var (id, name, arguments) = calls[given];
+                    // Arguments cut off by the token limit are not JSON: the content's Exception says so.
+                    contents.Add(FunctionCallContent.CreateFromParsedArguments(arguments.ToString(), id, name, static json => JsonSerializer.Deserialize(json, ArgumentsType)));
+                }
+            return contents;
+        }
+    }
+
+    /// <summary>The engine's request, and where the options offer tools that may be called, the
+    /// reader of the reply's text into content and calls, and the tool choice.</summary>
+    (GenerationRequest Request, ToolCallReader? Reader, ToolChoiceKind Choice) BuildRequest(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    {
+        var tools = Tools(options);
+        // "auto" needs to know how the model writes a call; a forced call needs no parser.
+        if (tools?.Choice == ToolChoiceKind.Auto && parser is null)
+            throw new StratusUserException($"ChatToolMode.Auto (also what a ToolMode of null means) needs to know how model '{modelName}' writes tool calls, and its chat template does not say: " +
+                $"set ChatOptions.ToolMode to ChatToolMode.RequireAny or ChatToolMode.RequireSpecific(name), or create the StratusChatClient with a ToolCallParser ({string.Join(" or ", ToolCallParser.Names.Select(n => $"ToolCallParser.Of(\"{n}\")"))})");
+        if (tools?.Schema is not null && options!.ResponseFormat is ChatResponseFormatJson)
+            throw new StratusUserException("ChatOptions.ResponseFormat cannot be combined with a ChatOptions.ToolMode that requires a call: the call's arguments follow the function's JSON schema. Leave out one of them");
         // ChatResponseFormat.Json is JSON mode; ForJsonSchema (GetResponseAsync<T>'s default) a schema enforced as the HTTP API's json_schema.
         var schema = options?.ResponseFormat is ChatResponseFormatJson json
             ? json.Schema is { } given ? JsonSchema.Compile(given, "ChatOptions.ResponseFormat.Schema") : JsonSchema.AnyObject
             : null;
         var list = new List<ChatMessageText>();
         if (options?.Instructions is { Length: > 0 } instructions) list.Add(new ChatMessageText("system", instructions));
-        foreach (var message in messages) list.Add(new ChatMessageText(message.Role.Value, message.Text));
+        foreach (var message in messages) Add(list, message);
         if (list.Count == 0 || list.Count == 1 && options?.Instructions is { Length: > 0 }) throw new StratusUserException("a chat needs at least one message");
-        var prompt = template.Render(list);
+        var prompt = template.Render(list, tools: tools?.Definitions);
         var tokenizer = engine.Tokenizer;
         var unencodable = tokenizer.Unencodable(prompt);
         if (unencodable.Count > 0)
@@ -70,7 +146,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         if (maxTokens < 1 || maxTokens > room)
             throw new StratusUserException($"MaxOutputTokens must be between 1 and {room} for this conversation, got {maxTokens}");
         var (stopTokens, stopTexts) = template.Stops(tokenizer);
-        return new GenerationRequest
+        var request = new GenerationRequest
         {
             PromptTokens = tokens,
             MaxTokens = maxTokens,
@@ -85,8 +161,94 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
             FrequencyPenalty = options?.FrequencyPenalty ?? 0,
             Stop = [.. options?.StopSequences ?? [], .. stopTexts],
             StopTokens = stopTokens,
-            Schema = schema,
+            Schema = tools?.Schema ?? schema,
+            // A parser reads the markers of calls, which a vocabulary may hold as special tokens, as the HTTP API keeps them.
+            SkipSpecialTokens = tools?.Choice != ToolChoiceKind.Auto,
         };
+        // A choice's text turns into content and calls unless no call may be made.
+        var reader = tools is { Choice: not ToolChoiceKind.None } ? new ToolCallReader(tools, tools.Choice == ToolChoiceKind.Auto ? parser : null) : null;
+        return (request, reader, tools?.Choice ?? ToolChoiceKind.None);
+    }
+
+    /// <summary>A message as the template reads it, as the HTTP API's messages: an assistant's
+    /// FunctionCallContent its tool_calls, and each FunctionResultContent a tool message of its
+    /// own answering its call (OpenAI's tool_call_id), as Microsoft.Extensions.AI's OpenAI client
+    /// sends them.</summary>
+    static void Add(List<ChatMessageText> list, ChatMessage message)
+    {
+        var results = message.Contents.OfType<FunctionResultContent>().ToList();
+        foreach (var result in results) list.Add(new ChatMessageText("tool", ResultText(result)) { ToolCallId = result.CallId });
+        if (results.Count > 0) return;
+        var calls = message.Contents.OfType<FunctionCallContent>()
+            .Select(call => new ChatToolCall(call.CallId, call.Name, JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), ArgumentsType))).ToList();
+        list.Add(new ChatMessageText(message.Role.Value, message.Text) { ToolCalls = calls.Count > 0 ? calls : null });
+    }
+
+    /// <summary>A function's result as the model reads it: a string as it is, anything else as JSON.</summary>
+    static string ResultText(FunctionResultContent result) => result.Result switch
+    {
+        null => "",
+        string text => text,
+        var value => JsonSerializer.Serialize(value, AIJsonUtilities.DefaultOptions.GetTypeInfo(value.GetType())),
+    };
+
+    /// <summary>ChatOptions.Tools and ToolMode as the HTTP API's tools and tool_choice: each a
+    /// function (an AIFunctionDeclaration: AIFunctionFactory's functions) of a distinct name whose
+    /// JsonSchema is in the structured outputs subset; ToolMode null or Auto is "auto", None
+    /// "none", RequireAny "required" (one call where AllowMultipleToolCalls is false) and
+    /// RequireSpecific(name) that function. Null where there are no tools.</summary>
+    static ChatTools? Tools(ChatOptions? options)
+    {
+        if (options?.Tools is not { Count: > 0 } given)
+        {
+            if (options?.ToolMode is RequiredChatToolMode)
+                throw new StratusUserException("ChatOptions.ToolMode requires a tool call but ChatOptions.Tools is empty: add the functions that may be called");
+            return null;
+        }
+        var definitions = new List<JsonElement>(given.Count);
+        var functions = new List<(string Name, JsonElement? Parameters)>(given.Count);
+        for (var i = 0; i < given.Count; i++)
+        {
+            if (given[i] is not AIFunctionDeclaration function)
+                throw new StratusUserException($"ChatOptions.Tools[{i}] ('{given[i].Name}') is a {given[i].GetType().Name}; Stratus calls functions only (AIFunctionDeclaration, such as AIFunctionFactory.Create's)");
+            if (functions.Any(f => f.Name == function.Name))
+                throw new StratusUserException($"ChatOptions.Tools has two functions named '{function.Name}'; give each a name of its own");
+            var parameters = ChatTools.ParametersOf(function.JsonSchema)!.Value;
+            JsonSchema.Compile(parameters, $"ChatOptions.Tools[{i}].JsonSchema");
+            definitions.Add(Definition(function));
+            functions.Add((function.Name, parameters));
+        }
+        var (choice, forced) = options.ToolMode switch
+        {
+            NoneChatToolMode => (ToolChoiceKind.None, null),
+            RequiredChatToolMode { RequiredFunctionName: { } name } => functions.Any(f => f.Name == name) ? (ToolChoiceKind.Function, name)
+                : throw new StratusUserException($"ChatToolMode.RequireSpecific('{name}') names no function in ChatOptions.Tools; name one of {string.Join(", ", functions.Select(f => $"'{f.Name}'"))}"),
+            RequiredChatToolMode => (ToolChoiceKind.Required, (string?)null),
+            _ => (ToolChoiceKind.Auto, null),
+        };
+        try { return ChatTools.Create(definitions, functions, choice, forced, options.AllowMultipleToolCalls ?? true); }
+        catch (StratusUserException e) { throw new StratusUserException($"ChatOptions.Tools cannot be called together: {e.Message}"); }
+    }
+
+    /// <summary>A function as the HTTP API's tools carry it, for the template: {"type": "function",
+    /// "function": {"name", "description", "parameters"}}.</summary>
+    static JsonElement Definition(AIFunctionDeclaration function)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteString("type", "function");
+            json.WriteStartObject("function");
+            json.WriteString("name", function.Name);
+            if (function.Description is { Length: > 0 } description) json.WriteString("description", description);
+            json.WritePropertyName("parameters");
+            function.JsonSchema.WriteTo(json);
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+        using var document = JsonDocument.Parse(buffer.WrittenMemory);
+        return document.RootElement.Clone();
     }
 
     static UsageDetails Usage(GenerationStream stream) => new()
@@ -100,6 +262,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
     {
         FinishReason.Stop => ChatFinishReason.Stop,
         FinishReason.Length => ChatFinishReason.Length,
+        FinishReason.ToolCalls => ChatFinishReason.ToolCalls,
         _ => null,
     };
 

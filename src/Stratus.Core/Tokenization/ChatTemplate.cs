@@ -248,7 +248,7 @@ public sealed class ChatTemplate
 }
 
 /// <summary>A model's stored chat template that uses a construct outside the Jinja subset
-/// Stratus renders (a macro, an unsupported filter). The model is fine otherwise: import keeps it
+/// Stratus renders (a filter it lacks, a {% filter %} block). The model is fine otherwise: import keeps it
 /// and serve answers its completions, refusing only its chats.</summary>
 /// <param name="Reason">What the template uses that Stratus cannot render, without the file.</param>
 public sealed record UnsupportedChatTemplate(string Path, string Reason)

@@ -1,7 +1,8 @@
 // The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3, Mistral, Zephyr,
-// Qwen2, SmolLM): text, {{ expressions }}, {% if/elif/else %}, {% for ... in ... %} with loop.*,
-// {% set %} (also namespace attributes), comments, whitespace control ({%- -%}) and the
-// trim_blocks / lstrip_blocks settings transformers renders with. Expressions cover literals,
+// Qwen2, SmolLM, Hermes): text, {{ expressions }}, {% if/elif/else %}, {% for ... in ... %} with
+// loop.*, {% set %} (also namespace attributes), {% macro %} (default arguments, keyword
+// arguments, recursion) and {% call %} with caller(), comments, whitespace control ({%- -%}) and
+// the trim_blocks / lstrip_blocks settings transformers renders with. Expressions cover literals,
 // lists, dicts, attribute/index/slice access, arithmetic, ~ concatenation, comparisons, in,
 // and/or/not, inline if, is-tests, common filters and string methods, and the functions
 // transformers gives templates besides Jinja's range() and namespace(): raise_exception() and
@@ -10,7 +11,10 @@
 // faithfully or refused.
 // One simplification: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
 // the iteration); chat templates set such variables before reading them in the same iteration,
-// and use namespace() when they mean to carry a value out, so they render the same.
+// and use namespace() when they mean to carry a value out, so they render the same. Likewise a
+// macro sees the variables of the scope it was defined in as they are when it is called, and
+// that scope's loop variables too (Jinja: a top-level macro sees no caller's loop variable);
+// macros read their arguments, so they render the same.
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
 // sizes, range() and the work done are capped, each breach a JinjaException (see the limits below).
 using System.Globalization;
@@ -104,6 +108,19 @@ public sealed class JinjaTemplate
     sealed class Budget
     {
         long left = MaxWork;
+        int macros; // macro calls under way, one inside another
+
+        /// <summary>A macro call begins: refused past <see cref="MaxDepth"/> calls one inside
+        /// another (a recursion that never ends: Jinja's RecursionError), or where the thread's
+        /// stack runs short (each call nests its body's blocks and expressions).</summary>
+        public void EnterMacro(string name)
+        {
+            if (macros >= MaxDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+                throw new JinjaException($"the macro '{name}' is called more than {MaxDepth} levels deep, one call inside another; does it call itself without end?");
+            macros++;
+        }
+
+        public void LeaveMacro() => macros--;
 
         public void Spend(long units)
         {
@@ -143,7 +160,7 @@ public sealed class JinjaTemplate
                 }
                 var kind = source[open + 1];
                 var close = kind switch { '{' => "}}", '%' => "%}", _ => "#}" };
-                var end = source.IndexOf(close, open + 2, StringComparison.Ordinal);
+                var end = kind == '#' ? source.IndexOf(close, open + 2, StringComparison.Ordinal) : FindClose(source, open + 2, close);
                 if (end < 0) throw new JinjaException($"unclosed tag at offset {open}");
                 var inner = source[(open + 2)..end];
                 var trimBefore = inner.StartsWith('-');
@@ -160,6 +177,24 @@ public sealed class JinjaTemplate
                 i = end + 2;
             }
             return pieces;
+        }
+
+        /// <summary>Where a tag closes: the first <paramref name="close"/> outside its string
+        /// literals, as Jinja's lexer reads them ({{ "}}" }} writes "}}").</summary>
+        static int FindClose(string s, int from, string close)
+        {
+            char? quote = null;
+            for (var i = from; i < s.Length; i++)
+            {
+                if (quote is { } q)
+                {
+                    if (s[i] == '\\') i++;
+                    else if (s[i] == q) quote = null;
+                }
+                else if (s[i] is '\'' or '"') quote = s[i];
+                else if (string.CompareOrdinal(s, i, close, 0, close.Length) == 0) return i;
+            }
+            return -1;
         }
 
         static int FindOpen(string s, int from)
@@ -276,16 +311,88 @@ public sealed class JinjaTemplate
         }
     }
 
+    /// <summary>{% macro name(a, b=default) %}: the macro, bound to its name where the tag is
+    /// reached, as Jinja defines it there.</summary>
+    sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameters, List<Node> body) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output) => scope[name] = new Macro(name, parameters, body, scope);
+    }
+
+    /// <summary>{% call name(args) %}body{% endcall %}: the macro called with the body as its
+    /// caller(), which renders where the call is.</summary>
+    sealed class CallNode(string name, List<Expr> arguments, List<Node> body) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output) =>
+            Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", [], body, scope)));
+    }
+
+    /// <summary>A defined macro: called, its body renders into the text it returns, in a scope of
+    /// its own over the one it was defined in (a {% set %} in it stays there), its parameters
+    /// bound from the arguments by position then by keyword, else from their defaults (evaluated
+    /// at the call, after the parameters before them), else undefined, as Jinja binds them.</summary>
+    sealed class Macro(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, Scope definedIn)
+    {
+        public override string ToString() => $"<Macro '{name}'>";
+
+        public string Call(List<object?> arguments, Macro? caller)
+        {
+            var budget = definedIn.Budget;
+            budget.Spend(Iteration + definedIn.Count);
+            var given = new Dictionary<string, object?>();
+            var positional = 0;
+            foreach (var argument in arguments)
+            {
+                if (argument is KeyValuePair<string, object?> keyword)
+                {
+                    if (parameters.All(p => p.Name != keyword.Key)) throw new JinjaException($"macro '{name}' takes no keyword argument '{keyword.Key}'");
+                    if (!given.TryAdd(keyword.Key, keyword.Value)) throw new JinjaException($"macro '{name}' got multiple values for argument '{keyword.Key}'");
+                }
+                else if (positional < parameters.Count) given[parameters[positional++].Name] = argument;
+                else throw new JinjaException($"macro '{name}' takes not more than {parameters.Count} argument(s)");
+            }
+            budget.EnterMacro(name);
+            try
+            {
+                var scope = new Scope(definedIn, budget, definedIn.Clock);
+                foreach (var (parameter, fallback) in parameters)
+                    scope[parameter] = given.TryGetValue(parameter, out var value) ? value : fallback is null ? Undefined.Instance : fallback.Eval(scope);
+                if (caller is not null) scope["caller"] = caller;
+                var output = new StringBuilder();
+                foreach (var node in body) node.Render(scope, output);
+                return output.ToString();
+            }
+            finally { budget.LeaveMacro(); }
+        }
+    }
+
     // ---- parsing ----
 
     sealed class Parser(List<Piece> pieces)
     {
         int position;
         int depth; // blocks open around the one being parsed
+        int macroBodies; // macro bodies open around the one being parsed
+
+        /// <summary>The names a call may name besides the functions: the template's macros, known
+        /// before any is parsed (a macro may call one defined after it), and caller.</summary>
+        readonly HashSet<string> macros = MacroNames(pieces);
+
+        static HashSet<string> MacroNames(List<Piece> pieces)
+        {
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var piece in pieces)
+                if (piece.Kind == PieceKind.Statement && piece.Content.StartsWith("macro ", StringComparison.Ordinal))
+                    names.Add(piece.Content[6..].Split('(', 2)[0].Trim());
+            if (names.Count > 0) names.Add("caller");
+            return names;
+        }
+
+        Expr Expression(string source) => ExpressionParser.Parse(source, macros, macroBodies > 0);
 
         public bool AtEnd => position >= pieces.Count;
 
-        public string PeekTagName() => pieces[position].Content.Split(' ', 2)[0];
+        /// <summary>A statement's first word, which a '(' also ends ({% call(x) m() %}, {% if(x) %}).</summary>
+        public string PeekTagName() => pieces[position].Content.Split([' ', '\n', '\t', '('], 2)[0];
 
         /// <summary>Nodes up to (not including) a statement whose first word is in stopAt.</summary>
         public List<Node> ParseBlock(params string[] stopAt)
@@ -296,7 +403,7 @@ public sealed class JinjaTemplate
             {
                 var piece = pieces[position];
                 if (piece.Kind == PieceKind.Text) { nodes.Add(new TextNode(piece.Content)); position++; continue; }
-                if (piece.Kind == PieceKind.Output) { nodes.Add(new OutputNode(ExpressionParser.Parse(piece.Content))); position++; continue; }
+                if (piece.Kind == PieceKind.Output) { nodes.Add(new OutputNode(Expression(piece.Content))); position++; continue; }
                 var word = PeekTagName();
                 if (stopAt.Contains(word))
                 {
@@ -309,6 +416,8 @@ public sealed class JinjaTemplate
                     "if" => ParseIf(piece.Content[2..]),
                     "for" => ParseFor(piece.Content[3..]),
                     "set" => ParseSet(piece.Content[3..]),
+                    "macro" => ParseMacro(piece.Content[5..]),
+                    "call" => ParseCall(piece.Content[4..]),
                     _ => throw new JinjaException($"the tag {{% {word} %}} is not supported"),
                 });
             }
@@ -319,12 +428,12 @@ public sealed class JinjaTemplate
 
         Node ParseIf(string condition)
         {
-            var branches = new List<(Expr, List<Node>)> { (ExpressionParser.Parse(condition), ParseBlock("elif", "else", "endif")) };
+            var branches = new List<(Expr, List<Node>)> { (Expression(condition), ParseBlock("elif", "else", "endif")) };
             List<Node>? otherwise = null;
             while (true)
             {
                 var tag = pieces[position++].Content;
-                if (tag.StartsWith("elif")) branches.Add((ExpressionParser.Parse(tag[4..]), ParseBlock("elif", "else", "endif")));
+                if (tag.StartsWith("elif")) branches.Add((Expression(tag[4..]), ParseBlock("elif", "else", "endif")));
                 else if (tag == "else") otherwise = ParseBlock("endif");
                 else return new IfNode(branches, otherwise);
             }
@@ -337,8 +446,8 @@ public sealed class JinjaTemplate
             if (targets.Contains("loop")) throw new JinjaException("{% for %} cannot assign to the special variable 'loop'");
             var rest = header[(inAt + 2)..];
             var ifAt = FindKeyword(rest, "if");
-            var iterable = ExpressionParser.Parse(ifAt < 0 ? rest : rest[..ifAt]);
-            var filter = ifAt < 0 ? null : ExpressionParser.Parse(rest[(ifAt + 2)..]);
+            var iterable = Expression(ifAt < 0 ? rest : rest[..ifAt]);
+            var filter = ifAt < 0 ? null : Expression(rest[(ifAt + 2)..]);
             var body = ParseBlock("else", "endfor");
             List<Node>? otherwise = null;
             if (pieces[position++].Content == "else")
@@ -349,13 +458,33 @@ public sealed class JinjaTemplate
             return new ForNode(targets, iterable, filter, body, otherwise);
         }
 
-        static Node ParseSet(string statement)
+        Node ParseSet(string statement)
         {
             var eq = statement.IndexOf('=');
             if (eq < 0) throw new JinjaException("block {% set %} ... {% endset %} is not supported");
             var target = statement[..eq].Trim();
             var dot = target.IndexOf('.');
-            return new SetNode(dot < 0 ? target : target[..dot], dot < 0 ? null : target[(dot + 1)..], ExpressionParser.Parse(statement[(eq + 1)..]));
+            return new SetNode(dot < 0 ? target : target[..dot], dot < 0 ? null : target[(dot + 1)..], Expression(statement[(eq + 1)..]));
+        }
+
+        Node ParseMacro(string header)
+        {
+            var (name, parameters) = ExpressionParser.ParseSignature(header, macros);
+            macroBodies++;
+            var body = ParseBlock("endmacro");
+            macroBodies--;
+            position++;
+            return new MacroNode(name, parameters, body);
+        }
+
+        Node ParseCall(string header)
+        {
+            if (header.TrimStart().StartsWith('(')) throw new JinjaException("{% call(...) %} with arguments for caller() is not supported");
+            var call = Expression(header);
+            if (call is not MacroCall { Caller: false } macroCall) throw new JinjaException($"{{% call {header.Trim()} %}} must call a macro the template defines");
+            var body = ParseBlock("endcall");
+            position++;
+            return new CallNode(macroCall.Name, macroCall.Arguments, body);
         }
 
         /// <summary>Position of a keyword surrounded by spaces, outside string literals.</summary>
@@ -433,20 +562,69 @@ public sealed class JinjaTemplate
         protected override object? Evaluate(Scope scope) => eval(scope);
     }
 
+    /// <summary>name(arguments) where name is one of the template's macros (or caller): the text
+    /// its body renders.</summary>
+    sealed class MacroCall(string name, List<Expr> arguments) : Expr(arguments)
+    {
+        public string Name => name;
+        public List<Expr> Arguments => arguments;
+        public bool Caller => name == "caller";
+
+        protected override object? Evaluate(Scope scope) => Invoke(scope, name, arguments, caller: null);
+
+        public static string Invoke(Scope scope, string name, List<Expr> arguments, Macro? caller)
+        {
+            // As Jinja: a macro exists once its tag has been reached.
+            if (!scope.TryGetValue(name, out var value) || value is Undefined) throw new JinjaException($"'{name}' is undefined where it is called");
+            if (value is not Macro macro) throw new JinjaException($"'{name}' is not a macro, so it cannot be called");
+            return macro.Call(arguments.Select(a => a.Eval(scope)).ToList(), caller);
+        }
+    }
+
     sealed class ExpressionParser
     {
         readonly List<string> tokens;
         int position;
         int depth; // parses under way that recurse per nesting level: "((x))", "not not x", "- -x"
 
-        ExpressionParser(string source) => tokens = Split(source);
+        /// <summary>The names a call may name besides the functions (<see cref="Parser"/>'s macros).</summary>
+        readonly IReadOnlySet<string> macros;
+        /// <summary>Whether the expression is in a macro's body, where Jinja's varargs and kwargs are.</summary>
+        readonly bool inMacro;
 
-        public static Expr Parse(string source)
+        ExpressionParser(string source, IReadOnlySet<string> macros, bool inMacro) => (tokens, this.macros, this.inMacro) = (Split(source), macros, inMacro);
+
+        public static Expr Parse(string source, IReadOnlySet<string> macros, bool inMacro)
         {
-            var parser = new ExpressionParser(source);
+            var parser = new ExpressionParser(source, macros, inMacro);
             var expr = parser.Conditional();
-            if (parser.position < parser.tokens.Count) throw new JinjaException($"unexpected '{parser.tokens[parser.position]}' in expression '{source.Trim()}'");
+            parser.End(source);
             return expr;
+        }
+
+        void End(string source)
+        {
+            if (position < tokens.Count) throw new JinjaException($"unexpected '{tokens[position]}' in expression '{source.Trim()}'");
+        }
+
+        /// <summary>A macro's name and parameters, each with its default where it has one:
+        /// "name(a, b=default)".</summary>
+        public static (string Name, List<(string Name, Expr? Default)> Parameters) ParseSignature(string header, IReadOnlySet<string> macros)
+        {
+            var parser = new ExpressionParser(header, macros, inMacro: false);
+            var name = parser.Next();
+            if (!IsIdentifier(name)) throw new JinjaException($"{{% macro {header.Trim()} %}} needs a name");
+            var parameters = new List<(string, Expr?)>();
+            parser.Expect("(");
+            while (!parser.Accept(")"))
+            {
+                var parameter = parser.Next();
+                if (!IsIdentifier(parameter)) throw new JinjaException($"'{parameter}' is not a parameter name in {{% macro {header.Trim()} %}}");
+                parameters.Add((parameter, parser.Accept("=") ? parser.Conditional() : null));
+                if (!parser.Accept(",") && parser.Peek != ")") throw new JinjaException($"expected ',' or ')' but found '{parser.Peek ?? "end"}' in {{% macro {header.Trim()} %}}");
+            }
+            parser.End(header);
+            return (name, parameters);
         }
 
         string? Peek => position < tokens.Count ? tokens[position] : null;
@@ -646,7 +824,7 @@ public sealed class JinjaTemplate
                 {
                     position++;
                     var arguments = Arguments(")");
-                    value = Values.Function(function.Identifier, arguments);
+                    value = macros.Contains(function.Identifier) ? new MacroCall(function.Identifier, arguments) : Values.Function(function.Identifier, arguments);
                 }
                 else return value;
             }
@@ -707,6 +885,7 @@ public sealed class JinjaTemplate
                 "true" or "True" => new Literal(true),
                 "false" or "False" => new Literal(false),
                 "none" or "None" => new Literal(null),
+                "varargs" or "kwargs" when inMacro => throw new JinjaException($"a macro's {token} (arguments beyond its parameters) are not supported"),
                 _ when IsIdentifier(token) => new Name(token),
                 _ => throw new JinjaException($"unexpected '{token}' in expression"),
             };
@@ -782,6 +961,7 @@ public sealed class JinjaTemplate
             double d => d.ToString(CultureInfo.InvariantCulture),
             long l => l.ToString(CultureInfo.InvariantCulture),
             string s => s,
+            Macro m => m.ToString(),
             _ => ToJson(v),
         };
 

@@ -54,7 +54,7 @@ public sealed record ChatCompletionRequest : SamplingFields
     public int? MaxCompletionTokens { get; init; }
     public bool? Logprobs { get; init; }
     public int? TopLogprobs { get; init; }
-    /// <summary>[{"type": "function", "function": {"name", "description", "parameters", "strict"}}]: checked by ChatTools.Parse.</summary>
+    /// <summary>[{"type": "function", "function": {"name", "description", "parameters", "strict"}}]: checked by ChatToolsParser.Parse.</summary>
     public JsonElement? Tools { get; init; }
     /// <summary>"none", "auto", "required" or {"type": "function", "function": {"name"}}.</summary>
     public JsonElement? ToolChoice { get; init; }
@@ -106,6 +106,9 @@ public sealed record TokenizeRequest
     public bool? AddGenerationPrompt { get; init; }
     /// <summary>vLLM's: render messages with the final one left open, as a chat that continues it does.</summary>
     public bool? ContinueFinalMessage { get; init; }
+    /// <summary>vLLM's: the tools a chat offers ([{"type": "function", "function": {...}}], checked
+    /// as a chat's), rendered with the messages as the chat's prompt has them.</summary>
+    public JsonElement? Tools { get; init; }
 }
 
 public sealed record DetokenizeRequest

@@ -1,5 +1,6 @@
 // POST /tokenize and POST /detokenize (vLLM's extras): a model's tokens for text or chat
 // messages, and text for tokens, so clients can count and build prompts exactly.
+using System.Text.Json;
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 
@@ -14,7 +15,10 @@ public static class TokenizerEndpoints
             var body = await OpenAiJson.ReadAsync<TokenizeRequest>(http.Request, http.RequestAborted);
             var model = registry.Get(body.Model, allowDefault: true);
             string text;
-            if (body.Messages is not null) text = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage).Render(model.Template);
+            // Tools are rendered as a chat with them renders its prompt, so the count is its prompt_tokens.
+            if (body.Messages is not null) text = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage, ChatToolsParser.Parse(body.Tools)).Render(model.Template);
+            else if (body.Tools is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) })
+                throw ApiException.Invalid("'tools' are rendered with 'messages' by the chat template; a 'prompt' is tokenized as it is. Send the conversation as 'messages', or leave out 'tools'.", "tools", "invalid_value");
             else text = body.Prompt ?? throw ApiException.Invalid("Give either 'prompt' or 'messages'.", "prompt", "missing_required_parameter");
             // As vLLM: a prompt gets the special tokens a completions prompt gets, messages the
             // tokens a chat gets, unless the body says.

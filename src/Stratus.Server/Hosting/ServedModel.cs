@@ -36,17 +36,20 @@ public sealed class ServedModel : IDisposable
     readonly ChatTemplate? template;
     readonly StratusChatClient? chatClient;
 
-    public ServedModel(string name, InferenceEngine engine, ChatTemplate template, string? checkpointDirectory = null)
-        : this(name, engine, template, null, checkpointDirectory) { }
+    /// <param name="toolCallParser">How the model writes tool calls (null: as its template calls for, where it does).</param>
+    public ServedModel(string name, InferenceEngine engine, ChatTemplate template, string? checkpointDirectory = null, ToolCallParser? toolCallParser = null)
+        : this(name, engine, template, null, checkpointDirectory, toolCallParser) { }
 
-    ServedModel(string name, InferenceEngine engine, ChatTemplate? template, UnsupportedChatTemplate? unsupported, string? checkpointDirectory)
+    ServedModel(string name, InferenceEngine engine, ChatTemplate? template, UnsupportedChatTemplate? unsupported, string? checkpointDirectory, ToolCallParser? toolCallParser)
     {
         Name = name;
         Engine = engine;
         this.template = template;
         UnsupportedTemplate = unsupported;
         CheckpointDirectory = checkpointDirectory;
-        if (template is not null) chatClient = new StratusChatClient(engine, template, name);
+        ToolCallParser = toolCallParser ?? (template is null ? null : ToolCallParser.For(template));
+        // The in-process client reads "auto"'s calls as the HTTP API does.
+        if (template is not null) chatClient = new StratusChatClient(engine, template, name, ToolCallParser);
     }
 
     public string Name { get; }
@@ -65,7 +68,7 @@ public sealed class ServedModel : IDisposable
     public StratusChatClient ChatClient => chatClient ?? throw CannotChat();
     /// <summary>How the model writes tool calls, for tool_choice "auto": serve's
     /// --tool-call-parser, else what its chat template calls for (ToolCallParser.For); null: not known.</summary>
-    public ToolCallParser? ToolCallParser { get; init; }
+    public ToolCallParser? ToolCallParser { get; }
 
     // The file's path stays on the server: a client learns what is unsupported and that completions work.
     ApiException CannotChat() => ApiException.Invalid(
@@ -81,10 +84,7 @@ public sealed class ServedModel : IDisposable
         var template = ChatTemplate.TryLoad(checkpoint.Directory, out var unsupported) ?? (unsupported is null ? ChatTemplate.For(checkpoint.Tokenizer) : null);
         var model = checkpoint.CreateModel(device);
         var engine = new InferenceEngine(model, checkpoint.Tokenizer, engineOptions);
-        return new ServedModel(spec.ResolveName(), engine, template, unsupported, checkpoint.Directory)
-        {
-            ToolCallParser = toolCallParser ?? (template is null ? null : ToolCallParser.For(template)),
-        };
+        return new ServedModel(spec.ResolveName(), engine, template, unsupported, checkpoint.Directory, toolCallParser);
     }
 
     public void Dispose() => Engine.Dispose();

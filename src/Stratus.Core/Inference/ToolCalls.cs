@@ -1,146 +1,52 @@
-// Tool calling in chat completions, as OpenAI's API and vLLM have it. A request's tools and
-// tool_choice are checked here (ChatTools.Parse); "none" generates text, a named function or
-// "required" constrains the output to the arguments of that function or to an array of calls
-// (JsonSchema.ToolCalls), and "auto" generates freely and finds the calls in the text with the
-// model's tool-call parser (hermes: Qwen2.5, Hermes; llama3_json: Llama 3.1-3.3), as vLLM's
-// --tool-call-parser does. One ToolCallReader per choice turns the generated text into content
-// and calls as it arrives, for a streamed answer and a whole one alike, so both give the same calls.
+// Tool calling, as OpenAI's API and vLLM have it, for the HTTP API and the IChatClient alike:
+// "none" generates text, a named function or "required" constrains the output to the arguments
+// of that function or to an array of calls (JsonSchema.ToolCalls), and "auto" generates freely
+// and finds the calls in the text with the model's tool-call parser (hermes: Qwen2.5, Hermes;
+// llama3_json: Llama 3.1-3.3), as vLLM's --tool-call-parser does. One ToolCallReader per choice
+// turns the generated text into content and calls as it arrives, for a streamed answer and a
+// whole one alike, so both give the same calls. The server checks a request's tools
+// (Stratus.Server's ChatToolsParser), the IChatClient its ChatOptions.Tools.
+using System.Text;
 using System.Text.Json;
-using Stratus.Inference;
 using Stratus.Tokenization;
 
-namespace Stratus.Server.Api;
+namespace Stratus.Inference;
 
 public enum ToolChoiceKind { None, Auto, Required, Function }
 
 /// <summary>A chat request's tools: their definitions as the template gets them, their names, the
 /// choice asked for, and the schema that constrains the output where the choice forces a call.</summary>
-public sealed partial record ChatTools(IReadOnlyList<JsonElement> Definitions, IReadOnlySet<string> Names, ToolChoiceKind Choice, string? Function, JsonSchema? Schema)
+public sealed record ChatTools(IReadOnlyList<JsonElement> Definitions, IReadOnlySet<string> Names, ToolChoiceKind Choice, string? Function, JsonSchema? Schema)
 {
-    /// <summary>The request's tools, null where it has none; every field checked as OpenAI checks
-    /// it, each fault a 400 naming its parameter.</summary>
-    public static ChatTools? Parse(ChatCompletionRequest body)
+    /// <summary>The tools offered and the choice asked for, with the constraint on the output where
+    /// the choice forces a call: a named function's parameters (none: {}), or for "required" an
+    /// array of calls choosing among the tools by name (JsonSchema.ToolCalls, one call unless
+    /// <paramref name="parallel"/>). Each tool's parameters are compiled on their own first by
+    /// the caller, so that one outside the subset is refused naming its tool; what this throws
+    /// (StratusUserException) is a fault of the tools together.</summary>
+    /// <param name="functions">Each tool's name (distinct) and parameters (null: none).</param>
+    public static ChatTools Create(IReadOnlyList<JsonElement> definitions, IReadOnlyList<(string Name, JsonElement? Parameters)> functions, ToolChoiceKind choice, string? function, bool parallel)
     {
-        var present = body.Tools is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) };
-        var choiceGiven = body.ToolChoice is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) };
-        if (!present)
+        var constraint = choice switch
         {
-            if (choiceGiven)
-                throw ApiException.Invalid("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", "tool_choice", "invalid_value");
-            if (body.ParallelToolCalls is not null)
-                throw ApiException.Invalid("Invalid value for 'parallel_tool_calls': 'parallel_tool_calls' is only allowed when 'tools' are specified.", "parallel_tool_calls", "invalid_value");
-            return null;
-        }
-        var tools = body.Tools!.Value;
-        if (tools.ValueKind != JsonValueKind.Array)
-            throw ApiException.Invalid("Invalid type for 'tools': expected an array of tools such as {\"type\": \"function\", \"function\": {\"name\": ...}}.", "tools", "invalid_type");
-        // An empty list offers nothing to call: as without tools (clients send []).
-        if (tools.GetArrayLength() == 0 && !choiceGiven) return null;
-        var definitions = new List<JsonElement>();
-        var names = new HashSet<string>(StringComparer.Ordinal);
-        var parameters = new List<(string Name, JsonElement? Parameters)>();
-        var i = 0;
-        foreach (var tool in tools.EnumerateArray())
-        {
-            var param = $"tools[{i}]";
-            if (tool.ValueKind != JsonValueKind.Object) throw ApiException.Invalid($"Invalid type for '{param}': expected an object.", param, "invalid_type");
-            if (!tool.TryGetProperty("type", out var type) || type.ValueKind == JsonValueKind.Null)
-                throw ApiException.Invalid($"Missing required parameter: '{param}.type'.", $"{param}.type", "missing_required_parameter");
-            if (type.ValueKind != JsonValueKind.String || type.GetString() != "function")
-                throw ApiException.Invalid($"Invalid value for '{param}.type': {Truncate(type.GetRawText())}. Supported values are: 'function'.", $"{param}.type", "invalid_value");
-            if (!tool.TryGetProperty("function", out var function) || function.ValueKind == JsonValueKind.Null)
-                throw ApiException.Invalid($"Missing required parameter: '{param}.function'.", $"{param}.function", "missing_required_parameter");
-            if (function.ValueKind != JsonValueKind.Object)
-                throw ApiException.Invalid($"Invalid type for '{param}.function': expected an object with a 'name'.", $"{param}.function", "invalid_type");
-            if (!function.TryGetProperty("name", out var nameElement) || nameElement.ValueKind == JsonValueKind.Null)
-                throw ApiException.Invalid($"Missing required parameter: '{param}.function.name'.", $"{param}.function.name", "missing_required_parameter");
-            if (nameElement.ValueKind != JsonValueKind.String || !FunctionName().IsMatch(nameElement.GetString()!))
-                throw ApiException.Invalid($"Invalid '{param}.function.name': {Truncate(nameElement.GetRawText())} must be 1 to 64 letters, digits, underscores or dashes.", $"{param}.function.name", "invalid_value");
-            var name = nameElement.GetString()!;
-            if (!names.Add(name))
-                throw ApiException.Invalid($"Invalid 'tools': the function name '{name}' is given twice; each tool needs a name of its own.", $"{param}.function.name", "invalid_value");
-            if (function.TryGetProperty("description", out var description) && description.ValueKind is not (JsonValueKind.String or JsonValueKind.Null))
-                throw ApiException.Invalid($"Invalid type for '{param}.function.description': expected a string.", $"{param}.function.description", "invalid_type");
-            if (function.TryGetProperty("strict", out var strict) && strict.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
-                throw ApiException.Invalid($"Invalid type for '{param}.function.strict': expected a boolean, but got {Truncate(strict.GetRawText())} instead.", $"{param}.function.strict", "invalid_type");
-            JsonElement? schema = function.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p : null;
-            // {} allows any value, and arguments are an object: any object, as OpenAI takes it.
-            if (schema is { ValueKind: JsonValueKind.Object } empty && !empty.EnumerateObject().Any()) schema = AnyObject;
-            if (schema is { } given)
-            {
-                // strict true and false enforce the same subset, as response_format's do.
-                var where = $"{param}.function.parameters";
-                if (given.ValueKind != JsonValueKind.Object)
-                    throw ApiException.Invalid($"Invalid type for '{where}': expected a JSON schema object, but got {Truncate(given.GetRawText())} instead.", where, "invalid_type");
-                try { JsonSchema.Compile(given, where); }
-                catch (StratusUserException e)
-                {
-                    throw ApiException.Invalid($"Invalid schema for function '{name}': {e.Message}.", where, "invalid_function_parameters");
-                }
-            }
-            definitions.Add(tool);
-            parameters.Add((name, schema));
-            i++;
-        }
-        var (choice, forced) = ChoiceOf(body.ToolChoice, names);
-        var parallel = body.ParallelToolCalls ?? true;
-        JsonSchema? constraint = null;
-        if (choice is ToolChoiceKind.Function or ToolChoiceKind.Required && body.ResponseFormat is { ValueKind: JsonValueKind.Object } format
-            && !(format.TryGetProperty("type", out var formatType) && formatType.ValueKind == JsonValueKind.String && formatType.GetString() == "text"))
-            throw ApiException.Invalid("'response_format' cannot be combined with a 'tool_choice' that forces a call: the call's arguments follow the function's parameters. Leave out one of them.", "response_format", "invalid_value");
-        try
-        {
-            constraint = choice switch
-            {
-                ToolChoiceKind.Function => parameters.Single(t => t.Name == forced).Parameters is { } schema
-                    ? JsonSchema.Compile(schema, "parameters")
-                    : JsonSchema.Compile(JsonDocument.Parse(JsonSchema.NoParameters).RootElement),
-                ToolChoiceKind.Required => JsonSchema.ToolCalls(parameters, parallel),
-                _ => null,
-            };
-        }
-        catch (StratusUserException e)
-        {
-            throw ApiException.Invalid($"The tools cannot be called together: {e.Message}.", "tools", "invalid_value");
-        }
-        return new ChatTools(definitions, names, choice, forced, constraint);
+            ToolChoiceKind.Function => functions.Single(t => t.Name == function).Parameters is { } schema
+                ? JsonSchema.Compile(schema, "parameters")
+                : JsonSchema.Compile(JsonDocument.Parse(JsonSchema.NoParameters).RootElement),
+            ToolChoiceKind.Required => JsonSchema.ToolCalls(functions, parallel),
+            _ => null,
+        };
+        return new ChatTools(definitions, functions.Select(f => f.Name).ToHashSet(StringComparer.Ordinal), choice, function, constraint);
     }
 
-    /// <summary>tool_choice: "none", "auto" (the default), "required", or {"type": "function",
-    /// "function": {"name": one of the tools'}}.</summary>
-    static (ToolChoiceKind, string?) ChoiceOf(JsonElement? toolChoice, IReadOnlySet<string> names)
-    {
-        const string param = "tool_choice";
-        if (toolChoice is not { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } choice) return (names.Count > 0 ? ToolChoiceKind.Auto : ToolChoiceKind.None, null);
-        if (choice.ValueKind == JsonValueKind.String)
-        {
-            return choice.GetString() switch
-            {
-                "none" => (ToolChoiceKind.None, null),
-                // With no tools (an empty list) there is nothing to call: text, as "none".
-                "auto" => (names.Count > 0 ? ToolChoiceKind.Auto : ToolChoiceKind.None, null),
-                "required" => names.Count > 0 ? (ToolChoiceKind.Required, null) : throw ApiException.Invalid("Invalid value for 'tool_choice': \"required\" needs at least one tool in 'tools'.", param, "invalid_value"),
-                var other => throw ApiException.Invalid($"Invalid value for 'tool_choice': '{Truncate(other!)}'. Supported values are: 'none', 'auto', 'required' or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.", param, "invalid_value"),
-            };
-        }
-        if (choice.ValueKind != JsonValueKind.Object || !choice.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String || type.GetString() != "function"
-            || !choice.TryGetProperty("function", out var function) || function.ValueKind != JsonValueKind.Object
-            || !function.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String)
-            throw ApiException.Invalid("Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or {\"type\": \"function\", \"function\": {\"name\": ...}}.", param, "invalid_value");
-        if (!names.Contains(name.GetString()!))
-            throw ApiException.Invalid($"Invalid value for 'tool_choice': function '{Truncate(name.GetString()!)}' is not among the tools; name one of {string.Join(", ", names.Select(n => $"'{n}'"))}.", param, "invalid_value");
-        return (ToolChoiceKind.Function, name.GetString());
-    }
+    /// <summary>A function's parameters as the grammar compiles them: {} allows any value, and
+    /// arguments are an object, so it is any object, as OpenAI takes it.</summary>
+    public static JsonElement? ParametersOf(JsonElement? given) =>
+        given is { ValueKind: JsonValueKind.Object } schema && !schema.EnumerateObject().Any() ? AnyObject : given;
 
     static readonly JsonElement AnyObject = JsonDocument.Parse("{\"type\":\"object\"}").RootElement;
 
     /// <summary>A new call's id, as OpenAI writes them: "call_" and 24 letters and digits.</summary>
     public static string NewCallId() => "call_" + Guid.NewGuid().ToString("N")[..24];
-
-    [System.Text.RegularExpressions.GeneratedRegex("^[a-zA-Z0-9_-]{1,64}$")]
-    private static partial System.Text.RegularExpressions.Regex FunctionName();
-
-    static string Truncate(string text) => text.Length > 40 ? text[..40] + "..." : text;
 }
 
 /// <summary>How a model writes tool calls in its text, for tool_choice "auto": vLLM's parsers of
@@ -340,10 +246,10 @@ public sealed partial class ToolCallReader(ChatTools tools, ToolCallParser? pars
         if (tools.Choice is ToolChoiceKind.Auto) Drain(events, end: true);
         // A "required" call cut short is given with the arguments written so far, as a named
         // function's is (and OpenAI's are), once its name is whole.
-        if (tools.Choice is ToolChoiceKind.Required && finishReason == "length" && itemStart >= 0
+        if (tools.Choice is ToolChoiceKind.Required && finishReason == FinishReason.Length && itemStart >= 0
             && CutCall().Match(buffer.ToString(itemStart, buffer.Length - itemStart)) is { Success: true } cut && tools.Names.Contains(cut.Groups[1].Value))
             Call(events, cut.Groups[1].Value, cut.Groups[2].Value);
-        return (events, calls > 0 && tools.Choice != ToolChoiceKind.Function && finishReason == "stop" ? "tool_calls" : finishReason);
+        return (events, calls > 0 && tools.Choice != ToolChoiceKind.Function && finishReason == FinishReason.Stop ? FinishReason.ToolCalls : finishReason);
     }
 
     void Start(List<ToolCallEvent> events, string name) => events.Add(new ToolCallEvent(null, calls++, ToolCallId(), name, ""));

@@ -113,7 +113,8 @@ public sealed class ApiKeyExpiry
     /// <summary>Keys live at most this long; further is a typo, and past year 9999 no time exists.</summary>
     public static readonly TimeSpan MaxLifetime = TimeSpan.FromDays(36_500);
 
-    static readonly Regex Span = new(@"^\s*(\d{1,6})\s*([mhdw])?\s*$", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase);
+    // [0-9], not \d: \d takes every script's digits ('٣'), which long.Parse would then refuse with a FormatException.
+    static readonly Regex Span = new(@"^\s*([0-9]{1,6})\s*([mhdw])?\s*$", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase);
 
     ApiKeyExpiry(DateTimeOffset? time, TimeSpan? after) => (Time, After) = (time, after);
 

@@ -251,8 +251,9 @@ public sealed class PlatformDatabase
     /// a PlatformStorageException naming the destination where its disk is full.</exception>
     /// <remarks>Each backup is recorded in the audit log, as key changes are: who
     /// (<paramref name="actor"/>), when, the file and its size and sha256. The entry is appended
-    /// once the copy is whole and before it shows at <paramref name="destination"/>, so no copy of
-    /// the keys' hashes is left without one (an entry that cannot be written leaves no copy); the
+    /// once the copy is whole, and the copy moved to <paramref name="destination"/> in the entry's
+    /// transaction, so no copy of the keys' hashes is left without one (an entry that cannot be
+    /// written leaves no copy) nor an entry without its copy (a move that fails writes none); the
     /// copy, taken first, ends one entry before it, and its chain verifies as the prefix it is.</remarks>
     public PlatformBackup BackupTo(string destination, string actor)
     {
@@ -296,9 +297,15 @@ public sealed class PlatformDatabase
             long bytes;
             string sha256;
             using (var copy = File.OpenRead(partial)) (bytes, sha256) = (copy.Length, Convert.ToHexStringLower(SHA256.HashData(copy)));
-            var entry = Write(transaction => new SqliteAuditLog(this).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseBackedUp,
-                new JsonObject { ["file"] = target, ["bytes"] = bytes, ["sha256"] = sha256 })));
-            File.Move(partial, target, overwrite: true);
+            var entry = Write(transaction =>
+            {
+                var appended = new SqliteAuditLog(this).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseBackedUp,
+                    new JsonObject { ["file"] = target, ["bytes"] = bytes, ["sha256"] = sha256 }));
+                // Before the commit: a copy that cannot be put there (a folder in its place) rolls
+                // its entry back, so no entry tells of a copy that is not there.
+                File.Move(partial, target, overwrite: true);
+                return appended;
+            });
             return new PlatformBackup(target, bytes, sha256, entry);
         }
         finally

@@ -258,6 +258,18 @@ public sealed class ApiKeyServiceTests : IDisposable
     }
 
 
+    /// <summary>Digits of other scripts ('٣', Arabic-Indic three) are a user's error like any
+    /// other unreadable span, not a FormatException out of the CLI.</summary>
+    [Theory]
+    [InlineData("٣h")]
+    [InlineData("１２h")]
+    public void A_span_in_digits_other_than_ascii_is_refused_as_unreadable(string text)
+    {
+        Assert.Equal($"--overlap must be a number and a unit, m (minutes), h, d or w, such as 30d or 12h; not '{text}'.",
+            Assert.Throws<TrustUserException>(() => ApiKeyRotation.ParseOverlap(text, "--overlap")).Message);
+        Assert.Throws<TrustUserException>(() => ApiKeyExpiry.Parse(null, text, "--expires", "--expires-in"));
+    }
+
     [Fact]
     public async Task A_key_change_whose_audit_entry_cannot_be_written_is_not_stored()
     {

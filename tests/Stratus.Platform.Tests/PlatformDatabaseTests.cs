@@ -314,6 +314,19 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.Empty(Directory.GetFiles(Path.GetDirectoryName(destination)!));
     }
 
+    /// <summary>No audit entry tells of a copy that is not there: where the copy cannot be put at
+    /// its destination (a folder is there, as `--out /backups/` makes it), the entry is not written.</summary>
+    [Fact]
+    public async Task A_backup_that_cannot_be_put_at_its_destination_leaves_no_audit_entry()
+    {
+        var stores = PlatformStores.OpenSqlite(directory);
+        var folder = Directory.CreateDirectory(Path.Combine(directory, "backups")).FullName;
+        Assert.NotNull(Record.Exception(() => PlatformDatabase.Open(directory).BackupTo(folder, "tests")));
+        Assert.Empty(await stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.DatabaseBackedUp)));
+        Assert.Empty(Directory.GetFileSystemEntries(folder));
+        Assert.True((await stores.Audit.VerifyAsync()).Valid);
+    }
+
     [Fact]
     public async Task A_backup_replaces_the_file_at_its_destination_and_refuses_the_database_itself()
     {

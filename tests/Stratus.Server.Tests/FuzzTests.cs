@@ -142,6 +142,38 @@ public sealed class FuzzTests(TinyModelServer fixture) : IClassFixture<TinyModel
         }
     }
 
+    /// <summary>The 415 for an unknown charset carries a `code`, as every other error of the API
+    /// and the admin API does, the one the other content-type refusal has.</summary>
+    [Fact]
+    public async Task An_unknown_charset_is_a_415_with_the_unsupported_content_type_code()
+    {
+        foreach (var path in new[] { "/v1/chat/completions", "/v1/admin/blocklists/charset-test" })
+        {
+            using var content = new StringContent(ValidChat);
+            content.Headers.ContentType = MediaTypeHeaderValue.Parse("application/json; charset=klingon");
+            using var refused = await fixture.Http.SendAsync(new HttpRequestMessage(path.Contains("admin") ? HttpMethod.Put : HttpMethod.Post, path) { Content = content });
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, refused.StatusCode);
+            Assert.Equal("unsupported_content_type", JsonDocument.Parse(await refused.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetProperty("code").GetString());
+        }
+    }
+
+    /// <summary>A UTF-8 body may begin with its byte order mark, as a UTF-16 one may (and as
+    /// ASP.NET Core's ReadFromJsonAsync reads both): charset named or not, it is no part of the JSON.</summary>
+    [Fact]
+    public async Task A_utf8_body_with_a_byte_order_mark_is_read_as_one_without()
+    {
+        const string tokenize = """{"model":"tiny","prompt":"hello"}""";
+        using var plain = await fixture.Http.PostAsync("/tokenize", new StringContent(tokenize, Encoding.UTF8, "application/json"));
+        var expected = await plain.Content.ReadAsStringAsync();
+        foreach (var type in new[] { "application/json", "application/json; charset=utf-8", "application/json; charset=UTF8" })
+        {
+            using var content = new ByteArrayContent([.. Encoding.UTF8.GetPreamble(), .. Encoding.UTF8.GetBytes(tokenize)]);
+            content.Headers.TryAddWithoutValidation("Content-Type", type);
+            using var response = await fixture.Http.PostAsync("/tokenize", content);
+            Assert.Equal((HttpStatusCode.OK, expected), (response.StatusCode, await response.Content.ReadAsStringAsync()));
+        }
+    }
+
     /// <summary>Messages say what to send ("a whole number"), not the server's types ("Nullable`1[System.Int32]").</summary>
     static bool NamesDotNetTypes(string body) => body.Contains("System.") || body.Contains("`1") || body.Contains("Stratus.");
 

@@ -73,6 +73,31 @@ public sealed class SystemdNotifyTests : IDisposable
         await stopped.WaitAsync(TimeSpan.FromMinutes(1));
     }
 
+    /// <summary>A NOTIFY_SOCKET no Unix socket address can hold (longer than sun_path's 108
+    /// bytes) is a logged warning, as one that leads nowhere is, not a server that fails to start.</summary>
+    [Fact]
+    public async Task A_notify_socket_path_too_long_for_a_socket_address_does_not_stop_the_server()
+    {
+        var options = new ServeOptions
+        {
+            Models = [new ModelSpec(TinyModelServer.CreateCheckpoint(Path.Combine(folder, "tiny")), TinyModelServer.ModelName)],
+            Port = 0,
+            Engine = new EngineOptions { BlockSize = 8, MaxBatchSize = 4 },
+            Trust = new TrustOptions { DataDir = Path.Combine(folder, "data"), InsecureNoAuth = true },
+        };
+        Environment.SetEnvironmentVariable("NOTIFY_SOCKET", Path.Combine(folder, new string('n', 200)));
+        try
+        {
+            await using var server = await StratusServer.StartAsync(options).WaitAsync(TimeSpan.FromMinutes(1));
+            using var http = new HttpClient { BaseAddress = server.RootUrl };
+            Assert.Equal("ready", await http.GetStringAsync("/ready"));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("NOTIFY_SOCKET", null);
+        }
+    }
+
     static async Task<string> ReceiveAsync(Socket socket)
     {
         var buffer = new byte[4096];

@@ -12,8 +12,10 @@ namespace Stratus.Server.Api;
 public static class JsonBody
 {
     /// <summary>The body of <paramref name="request"/>, in UTF-8 whatever charset its Content-Type
-    /// names (none: UTF-8, as RFC 8259 has JSON). Kestrel caps its size while this reads it (413
-    /// past the limit); a body transcoded from UTF-16 may then take up to 1.5 times that.</summary>
+    /// names (none: UTF-8, as RFC 8259 has JSON), without the byte order mark it may begin with in
+    /// any of them (as ASP.NET Core's ReadFromJsonAsync reads it). Kestrel caps its size while this
+    /// reads it (413 past the limit); transcoded, it may then take up to twice that (ISO-8859-1's
+    /// upper half is two bytes each in UTF-8; UTF-16's 1.5 times).</summary>
     /// <exception cref="BadHttpRequestException">An unknown charset (415), or bytes that are not
     /// text in the charset named (400).</exception>
     public static async Task<ReadOnlyMemory<byte>> ReadUtf8Async(HttpRequest request, CancellationToken cancellation)
@@ -22,7 +24,9 @@ public static class JsonBody
         var buffer = new MemoryStream();
         await request.Body.CopyToAsync(buffer, cancellation);
         var bytes = buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
-        if (encoding is null) return bytes;
+        // RFC 8259 lets a parser ignore a byte order mark, and editors and PowerShell write one;
+        // System.Text.Json's span reader refuses it, so it goes here, in UTF-8 as in the others.
+        if (encoding is null) return bytes.Span.StartsWith(Encoding.UTF8.Preamble) ? bytes[Encoding.UTF8.Preamble.Length..] : bytes;
         string text;
         try
         {
@@ -32,8 +36,9 @@ public static class JsonBody
         {
             throw new BadHttpRequestException($"the body is not valid {encoding.WebName}, the charset its Content-Type names; send it as UTF-8 with 'Content-Type: application/json'.");
         }
-        // A UTF-16 or UTF-32 body may begin with its byte order mark, which is no part of the JSON.
-        return Encoding.UTF8.GetBytes(text.StartsWith('\uFEFF') ? text[1..] : text);
+        // Skipped in place: a copy of the text without it would be one more body-sized buffer.
+        var start = text.StartsWith('\uFEFF') ? 1 : 0;
+        return Encoding.UTF8.GetBytes(text, start, text.Length - start);
     }
 
     /// <summary>The encoding a Content-Type's charset names, or null for UTF-8 (named or not).</summary>
@@ -42,7 +47,9 @@ public static class JsonBody
         if (!MediaTypeHeaderValue.TryParse(contentType, out var mediaType) || !mediaType.Charset.HasValue) return null;
         // HeaderUtilities removes the quotes a charset may come in ("utf-16").
         var charset = HeaderUtilities.RemoveQuotes(mediaType.Charset).ToString();
-        if (charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase)) return null;
+        // `utf8`, which .NET does not know, is how MySQL and many clients spell it; read as UTF-8
+        // before charsets were transcoded, it must not become a 415 now.
+        if (charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase) || charset.Equals("utf8", StringComparison.OrdinalIgnoreCase)) return null;
         try
         {
             // Throwing on bytes that are not text: a replacement character in a prompt would hide the client's mistake.

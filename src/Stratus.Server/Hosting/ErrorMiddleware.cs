@@ -36,9 +36,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
             var error = e switch
             {
                 ApiException api => api,
-                BadHttpRequestException bad when bad.StatusCode == StatusCodes.Status413PayloadTooLarge =>
-                    new ApiException(413, "The request body is too large.", code: "request_too_large"),
-                BadHttpRequestException bad => new ApiException(bad.StatusCode is >= 400 and < 500 ? bad.StatusCode : 400, "The request could not be read: " + bad.Message),
+                BadHttpRequestException bad => OpenAIErrors.UnreadableBody(bad).Error,
                 StratusUserException user => ApiException.Invalid(user),
                 Stratus.Safety.TrustUserException { NotFound: true } missing => new ApiException(404, missing.Message, code: "not_found"),
                 Stratus.Safety.TrustUserException user => ApiException.Invalid(user.Message),

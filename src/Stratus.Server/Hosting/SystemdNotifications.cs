@@ -28,9 +28,10 @@ sealed class SystemdNotifications(ILogger<SystemdNotifications> logger)
         {
             notifier.Notify(new ServiceState(state));
         }
-        // A NOTIFY_SOCKET that leads nowhere (inherited from a unit by a shell it started) is no
-        // reason to stop serving; under the unit itself, systemd's start timeout says it too.
-        catch (SocketException e)
+        // A NOTIFY_SOCKET that leads nowhere (inherited from a unit by a shell it started), or that
+        // no socket address can hold (past sun_path's 108 bytes: ArgumentOutOfRangeException), is
+        // no reason to stop serving; under the unit itself, systemd's start timeout says it too.
+        catch (Exception e) when (e is SocketException or ArgumentException)
         {
             logger.LogWarning("could not notify systemd at NOTIFY_SOCKET ({Reason})", e.Message);
         }

@@ -38,6 +38,17 @@ public static class OpenAIErrors
     public static OpenAIErrorResult PreconditionFailed(string message, string? etag) =>
         Create(StatusCodes.Status412PreconditionFailed, message, code: "precondition_failed", headers: etag is null ? null : [new("ETag", etag)]);
 
+    /// <summary>A body Kestrel, binding or JsonBody refused (BadHttpRequestException, its status
+    /// a 4xx), with the code of its status, as the server's ErrorMiddleware and the trust layer's
+    /// own error handling both answer it: 413 request_too_large, 415 (a charset the server does
+    /// not know) unsupported_content_type, as a body that is not JSON at all is refused.</summary>
+    public static OpenAIErrorResult UnreadableBody(BadHttpRequestException e) => e.StatusCode switch
+    {
+        StatusCodes.Status413PayloadTooLarge => Create(StatusCodes.Status413PayloadTooLarge, "The request body is too large.", code: "request_too_large"),
+        StatusCodes.Status415UnsupportedMediaType => Create(StatusCodes.Status415UnsupportedMediaType, "The request could not be read: " + e.Message, code: "unsupported_content_type"),
+        var status => Create(status is >= 400 and < 500 ? status : StatusCodes.Status400BadRequest, "The request could not be read: " + e.Message),
+    };
+
     public static OpenAIErrorResult NotFound(string message) =>
         Create(StatusCodes.Status404NotFound, message, code: "not_found");
 

@@ -33,7 +33,7 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, StratusTrust trus
             // Kestrel and parameter binding report malformed input this way (body too large,
             // unreadable JSON); its status code is already a 4xx.
             logger.LogDebug(e, "Bad request");
-            await OpenAIErrors.Create(e.StatusCode, e.Message).ExecuteAsync(context);
+            await OpenAIErrors.UnreadableBody(e).ExecuteAsync(context);
         }
         catch (PlatformStorageException e) when (!context.Response.HasStarted)
         {

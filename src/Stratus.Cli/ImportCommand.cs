@@ -24,7 +24,7 @@ static class ImportCommand
                 (imported.Tokenizer.EndOfGenerationIds.Count > 0 ? $"; generation ends at token {string.Join(", ", imported.Tokenizer.EndOfGenerationIds)}" : ""));
             Console.WriteLine($"model: {imported.CheckpointDirectory}");
             // The weights are fine: the model is kept, and serve answers its completions.
-            ChatTemplate.TryLoad(imported.CheckpointDirectory, out var unsupported);
+            ChatTemplate.TryLoad(imported.CheckpointDirectory, imported.Tokenizer, out var unsupported);
             if (unsupported is not null)
                 Console.Error.WriteLine(Invocation.Spell($"warning: {unsupported.Message}; serve will refuse this model's chats (completions work) until you {UnsupportedChatTemplate.Fix}"));
             return 0;

@@ -50,6 +50,28 @@ public sealed class DataTests
         Assert.Equal((prepared.TrainTokens, prepared.ValTokens), (again.TrainTokens, again.ValTokens));
     }
 
+    /// <summary>meta.json names the tokenizer's kind only, so tokenizer.json is a dataset's one
+    /// copy of its tokenizer: missing or damaged, training says in one line how to get it back.</summary>
+    [Theory]
+    [InlineData(null)]
+    [InlineData("{\"type\": \"hf\", \"tokenizer\": {\"mod")]
+    public void A_dataset_whose_tokenizer_json_is_missing_or_damaged_is_refused_with_how_to_prepare_it_again(string? damaged)
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["in.txt"], string.Concat(Enumerable.Repeat("a line of text\n", 50)));
+        var tokenizer = HfTokenizer.FromHuggingFace(HuggingFace.TokenizerJson(BpeVocabulary.FromCharacters("\nabcdefghijklmnopqrstuvwxyz ")), null);
+        DatasetPreparer.Prepare(temp["in.txt"], temp["out"], "hf", tokenizerFrom: tokenizer);
+        var path = Path.Combine(temp["out"], TokenizerStore.FileName);
+        if (damaged is null) File.Delete(path);
+        else File.WriteAllText(path, damaged);
+
+        var error = Assert.Throws<StratusUserException>(() => new BatchSampler(temp["out"], batchSize: 1, blockSize: 4, seed: 0));
+        Assert.Contains(TokenizerStore.FileName, error.Message);
+        Assert.Contains(temp["out"], error.Message);
+        Assert.Contains("prepare the dataset again", error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
     [Fact]
     public void Text_prepared_into_a_folder_of_chat_data_leaves_no_loss_mask_behind()
     {

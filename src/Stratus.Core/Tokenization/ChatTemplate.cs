@@ -82,24 +82,29 @@ public sealed class ChatTemplate
             ? new ChatTemplate(ChatMlSource, kind: ChatMl)
             : new ChatTemplate(PlainSource, kind: Plain);
 
-    /// <summary>The model's own template, or the one derived from its tokenizer.</summary>
-    public static ChatTemplate Load(string checkpointDirectory, ITokenizer tokenizer) => TryLoad(checkpointDirectory) ?? For(tokenizer);
+    /// <summary>The model's own template, or the one derived from its tokenizer (the
+    /// checkpoint's, which its folder is not read for again).</summary>
+    public static ChatTemplate Load(string checkpointDirectory, ITokenizer tokenizer) => Stored(checkpointDirectory, tokenizer) ?? For(tokenizer);
 
     /// <summary>The model's own chat template (a run or checkpoint folder), with the bos/eos token
     /// text of its tokenizer, or null when it has none; one Stratus cannot render is refused
     /// naming its file.</summary>
-    public static ChatTemplate? TryLoad(string checkpointDirectory) =>
-        TryLoad(checkpointDirectory, out var unsupported) ?? (unsupported is null ? null : throw new StratusUserException(unsupported.Message));
+    public static ChatTemplate? TryLoad(string checkpointDirectory) => Stored(checkpointDirectory, tokenizer: null);
+
+    static ChatTemplate? Stored(string checkpointDirectory, ITokenizer? tokenizer) =>
+        TryLoad(checkpointDirectory, tokenizer, out var unsupported) ?? (unsupported is null ? null : throw new StratusUserException(unsupported.Message));
 
     /// <summary>As <see cref="TryLoad(string)"/>, but a stored template that uses what Stratus
     /// cannot render comes back as <paramref name="unsupported"/> (and null), for import and serve,
     /// which keep such a model for its completions.</summary>
-    public static ChatTemplate? TryLoad(string checkpointDirectory, out UnsupportedChatTemplate? unsupported)
+    /// <param name="tokenizer">The checkpoint's, where the caller has it: a large vocabulary takes
+    /// a second or so to read again, and its load a full collection (null: read from the folder).</param>
+    public static ChatTemplate? TryLoad(string checkpointDirectory, ITokenizer? tokenizer, out UnsupportedChatTemplate? unsupported)
     {
         unsupported = null;
         checkpointDirectory = Training.Checkpoint.Resolve(checkpointDirectory);
         if (Find(checkpointDirectory) is not { } source) return null;
-        var tokenizer = TokenizerStore.Load(checkpointDirectory);
+        tokenizer ??= TokenizerStore.Load(checkpointDirectory);
         try { return Of(source, tokenizer); }
         catch (StratusUserException e)
         {

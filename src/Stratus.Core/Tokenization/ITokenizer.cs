@@ -123,7 +123,9 @@ public static class TokenizerStore
     public static ITokenizer Load(string directory)
     {
         var path = Path.Combine(directory, FileName);
-        if (!File.Exists(path)) throw new StratusUserException($"no {FileName} in {directory}; is this a Stratus model or dataset folder?");
+        // Its callers have found a model's or dataset's other files there, and tokenizer.json is
+        // its tokenizer's one copy (a dataset's meta.json names only the kind).
+        if (!File.Exists(path)) throw new StratusUserException($"no {FileName} in {directory}; {Fix}");
         var allocated = GC.GetAllocatedBytesForCurrentThread();
         var tokenizer = Read(path);
         // A large vocabulary (a Llama 3's 128k tokens and 280k merges) is read through twice the
@@ -134,13 +136,15 @@ public static class TokenizerStore
         return tokenizer;
     }
 
+    /// <summary>What to do about a tokenizer.json that is missing or damaged.</summary>
+    const string Fix = "prepare the dataset again, or restore the model's files";
+
     /// <summary>Bytes allocated by a load past which its garbage is given back at once.</summary>
     const long LargeLoad = 64 << 20;
 
     /// <summary>The tokenizer in the file; its JSON tree is garbage on return.</summary>
     static ITokenizer Read(string path)
     {
-        const string Fix = "prepare the dataset again, or restore the model's files";
         var json = JsonText.ParseFile(path, new JsonDocumentOptions { AllowDuplicateProperties = false }, hint: $"To fix it, {Fix}.") as JsonObject
             ?? throw new StratusUserException($"{path} is not a JSON object; {Fix}");
         try { return FromJson(json); }

@@ -81,7 +81,7 @@ public sealed class ServedModel : IDisposable
     {
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(spec.Path));
         // A template Stratus cannot render costs the model its chats only: completions need none.
-        var template = ChatTemplate.TryLoad(checkpoint.Directory, out var unsupported) ?? (unsupported is null ? ChatTemplate.For(checkpoint.Tokenizer) : null);
+        var template = ChatTemplate.TryLoad(checkpoint.Directory, checkpoint.Tokenizer, out var unsupported) ?? (unsupported is null ? ChatTemplate.For(checkpoint.Tokenizer) : null);
         var model = checkpoint.CreateModel(device);
         var engine = new InferenceEngine(model, checkpoint.Tokenizer, engineOptions);
         return new ServedModel(spec.ResolveName(), engine, template, unsupported, checkpoint.Directory, toolCallParser);

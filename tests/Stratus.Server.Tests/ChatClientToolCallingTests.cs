@@ -190,6 +190,40 @@ public sealed class ChatClientToolCallingTests
         });
     }
 
+    /// <summary>A function's result of any type goes to the template as Microsoft.Extensions.AI's
+    /// OpenAI client sends it as a tool message's content: a string as it is, null as "", another
+    /// value as its JSON (AIJsonUtilities.DefaultOptions', indented), and one that cannot be written as JSON (an exception that was thrown: its
+    /// TargetSite) as "", rather than failing the request.</summary>
+    [Fact]
+    public async Task Function_results_of_any_type_reach_the_template_as_the_OpenAI_client_sends_them()
+    {
+        await WithToolModel(async served =>
+        {
+            IChatClient client = served.ChatClient;
+            Exception thrown;
+            try { throw new InvalidOperationException("jammed"); }
+            catch (InvalidOperationException e) { thrown = e; }
+            var definitions = new[] { JsonDocument.Parse(JsonSerializer.Serialize(new { type = "function", function = new { name = "door", description = "Opens or shuts the door", parameters = Door.JsonSchema } })).RootElement };
+            foreach (var (result, content) in new (object?, string)[] { ("shut", "shut"), (null, ""), (new Dictionary<string, object?> { ["temp"] = 21 }, "{\n  \"temp\": 21\n}"), (thrown, "") })
+            {
+                ChatMessage[] conversation =
+                [
+                    new(ChatRole.User, "Open the door."),
+                    new(ChatRole.Assistant, [new FunctionCallContent("call_1", "door", new Dictionary<string, object?> { ["open"] = true, ["mood"] = "Happy" })]),
+                    new(ChatRole.Tool, [new FunctionResultContent("call_1", result)]),
+                ];
+                var response = await client.GetResponseAsync(conversation, new ChatOptions { Tools = [Door], ToolMode = ChatToolMode.None, MaxOutputTokens = 1 });
+                var rendered = served.Template.Render(
+                [
+                    new("user", "Open the door."),
+                    new("assistant", "") { ToolCalls = [new ChatToolCall("call_1", "door", "{\"open\":true,\"mood\":\"Happy\"}")] },
+                    new("tool", content) { ToolCallId = "call_1" },
+                ], tools: definitions);
+                Assert.Equal(served.Tokenizer.Encode(rendered).Length, response.Usage!.InputTokenCount);
+            }
+        });
+    }
+
     /// <summary>Passes each response's prompt tokens (its usage's input tokens) to <paramref name="record"/>.</summary>
     sealed class PromptTokenRecorder(IChatClient inner, Action<long?> record) : DelegatingChatClient(inner)
     {

@@ -184,13 +184,15 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         list.Add(new ChatMessageText(message.Role.Value, message.Text) { ToolCalls = calls.Count > 0 ? calls : null });
     }
 
-    /// <summary>A function's result as the model reads it: a string as it is, anything else as JSON.</summary>
-    static string ResultText(FunctionResultContent result) => result.Result switch
+    /// <summary>A function's result as the model reads it, as Microsoft.Extensions.AI's OpenAI
+    /// client sends it: a string as it is, anything else as JSON, and a value JSON cannot write
+    /// (a thrown exception's TargetSite, a Type) as nothing, rather than failing the chat.</summary>
+    static string ResultText(FunctionResultContent result)
     {
-        null => "",
-        string text => text,
-        var value => JsonSerializer.Serialize(value, AIJsonUtilities.DefaultOptions.GetTypeInfo(value.GetType())),
-    };
+        if (result.Result is null or string) return (string?)result.Result ?? "";
+        try { return JsonSerializer.Serialize(result.Result, AIJsonUtilities.DefaultOptions.GetTypeInfo(result.Result.GetType())); }
+        catch (NotSupportedException) { return ""; }
+    }
 
     /// <summary>ChatOptions.Tools and ToolMode as the HTTP API's tools and tool_choice: each a
     /// function (an AIFunctionDeclaration: AIFunctionFactory's functions) of a distinct name whose

@@ -15,9 +15,9 @@ public sealed class ToolCallParserTests
 
     /// <summary>The content (null where none), the calls (name, arguments) and the finish_reason
     /// the reader makes of <paramref name="pieces"/>.</summary>
-    static (string? Content, List<(string Name, string Arguments)> Calls, string Finish) Read(ToolCallParser parser, IEnumerable<string> pieces)
+    static (string? Content, List<(string Name, string Arguments)> Calls, string Finish) Read(ToolCallParser parser, IEnumerable<string> pieces, ChatTools? tools = null)
     {
-        var reader = new ToolCallReader(Auto, parser);
+        var reader = new ToolCallReader(tools ?? Auto, parser);
         var content = new StringBuilder();
         var anyContent = false;
         var calls = new List<(string Name, string Arguments)>();
@@ -49,6 +49,20 @@ public sealed class ToolCallParserTests
             Assert.Equal(content, gotContent);
             Assert.Equal(calls, gotCalls);
             Assert.Equal(calls.Length > 0 ? "tool_calls" : "stop", finish);
+        }
+    }
+
+    [Fact]
+    public void Without_parallel_tool_calls_only_the_first_of_several_calls_is_given()
+    {
+        var one = Auto with { Parallel = false };
+        const string text = "<tool_call>{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}</tool_call>\n<tool_call>{\"name\": \"time\", \"arguments\": {}}</tool_call>";
+        foreach (var pieces in new[] { [text], text.Select(c => c.ToString()) })
+        {
+            var (content, calls, finish) = Read(new HermesToolCallParser(), pieces, one);
+            Assert.Null(content);
+            Assert.Equal([("weather", "{\"city\": \"Paris\"}")], calls);
+            Assert.Equal("tool_calls", finish);
         }
     }
 

@@ -15,8 +15,9 @@ namespace Stratus.Inference;
 public enum ToolChoiceKind { None, Auto, Required, Function }
 
 /// <summary>A chat request's tools: their definitions as the template gets them, their names, the
-/// choice asked for, and the schema that constrains the output where the choice forces a call.</summary>
-public sealed record ChatTools(IReadOnlyList<JsonElement> Definitions, IReadOnlySet<string> Names, ToolChoiceKind Choice, string? Function, JsonSchema? Schema)
+/// choice asked for, the schema that constrains the output where the choice forces a call, and
+/// whether a choice may make several calls (OpenAI's parallel_tool_calls).</summary>
+public sealed record ChatTools(IReadOnlyList<JsonElement> Definitions, IReadOnlySet<string> Names, ToolChoiceKind Choice, string? Function, JsonSchema? Schema, bool Parallel = true)
 {
     /// <summary>The tools offered and the choice asked for, with the constraint on the output where
     /// the choice forces a call: a named function's parameters (none: {}), or for "required" an
@@ -35,7 +36,7 @@ public sealed record ChatTools(IReadOnlyList<JsonElement> Definitions, IReadOnly
             ToolChoiceKind.Required => JsonSchema.ToolCalls(functions, parallel),
             _ => null,
         };
-        return new ChatTools(definitions, functions.Select(f => f.Name).ToHashSet(StringComparer.Ordinal), choice, function, constraint);
+        return new ChatTools(definitions, functions.Select(f => f.Name).ToHashSet(StringComparer.Ordinal), choice, function, constraint, parallel);
     }
 
     /// <summary>A function's parameters as the grammar compiles them: {} allows any value, and
@@ -262,6 +263,9 @@ public sealed partial class ToolCallReader(ChatTools tools, ToolCallParser? pars
 
     void Call(List<ToolCallEvent> events, string name, string arguments)
     {
+        // parallel_tool_calls false: "required"'s grammar writes one call; a model that writes
+        // several under "auto" has the first kept and the rest dropped, as vLLM does.
+        if (!tools.Parallel && calls > 0) return;
         var index = calls;
         Start(events, name);
         events.Add(new ToolCallEvent(null, index, Arguments: arguments));

@@ -49,11 +49,6 @@ public sealed class TimedCommunicator(ICommunicator inner) : ICommunicator
         using (Measure()) inner.Broadcast(tensor, root);
     }
 
-    public void Barrier()
-    {
-        using (Measure()) inner.Barrier();
-    }
-
     /// <summary>Leaves the inner communicator open: its creator ends it.</summary>
     public void Dispose()
     {

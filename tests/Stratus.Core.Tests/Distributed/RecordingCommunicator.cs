@@ -38,8 +38,6 @@ internal sealed class RecordingCommunicator : ICommunicator
 
     public void Broadcast(Tensor tensor, int root = 0) => Record(nameof(Broadcast), tensor.numel());
 
-    public void Barrier() => Record(nameof(Barrier), 0);
-
     public void Dispose()
     {
     }

@@ -17,7 +17,6 @@ public sealed class TimedCommunicatorTests
         static (c, t, o, _) => c.AllGather(t, o),
         static (c, t, o, _) => c.Gather(t, o),
         static (c, t, _, _) => c.Broadcast(t),
-        static (c, _, _, _) => c.Barrier(),
     ];
 
     [Fact]
@@ -59,7 +58,6 @@ public sealed class TimedCommunicatorTests
             timed.AllGather(tensor, output);
             timed.Gather(tensor, output);
             timed.Broadcast(tensor);
-            timed.Barrier();
             pending.Test();
             pending.Wait();
             var allocated = GC.GetAllocatedBytesForCurrentThread() - before;

@@ -43,11 +43,6 @@ public sealed class GradientBuckets : IDisposable
         _buckets = Plan(trainable, bucketBytes).Select(members => new Bucket(members)).ToArray();
     }
 
-    public int BucketCount => _buckets.Length;
-
-    /// <summary>Elements in each bucket, in the order they are reduced.</summary>
-    public IReadOnlyList<long> BucketElements => _buckets.Select(b => b.Flat.numel()).ToArray();
-
     /// <summary>Zeroes all gradients in place (one fill per bucket; keeps .grad pointing into the buckets).</summary>
     public void ZeroGradients()
     {

@@ -62,9 +62,6 @@ public interface ICommunicator : IDisposable
 
     /// <summary>Copies <paramref name="tensor"/> from rank <paramref name="root"/> to all ranks, in place.</summary>
     void Broadcast(Tensor tensor, int root = 0);
-
-    /// <summary>Returns once every rank has reached it.</summary>
-    void Barrier();
 }
 
 /// <summary>A collective started by <see cref="ICommunicator.StartAllReduce"/>.</summary>

@@ -20,12 +20,6 @@ using static TorchSharp.torch;
 
 namespace Stratus.Distributed;
 
-internal enum MpiFamily
-{
-    OpenMpi,
-    Mpich,
-}
-
 internal sealed partial class MpiAbi
 {
     // The name the P/Invokes below bind to; ResolveLibrary maps it to whichever MPI was loaded.
@@ -42,14 +36,11 @@ internal sealed partial class MpiAbi
 
     private readonly nint _library;
 
-    private MpiAbi(MpiFamily family, string libraryName, nint library)
+    private MpiAbi(string libraryName, nint library)
     {
-        Family = family;
         LibraryFile = libraryName;
         _library = library;
     }
-
-    public MpiFamily Family { get; }
 
     // The file that was loaded, for messages ("libmpi.so.40").
     public string LibraryFile { get; }
@@ -111,7 +102,7 @@ internal sealed partial class MpiAbi
         nint Global(string name) => NativeLibrary.TryGetExport(library, name, out var address)
             ? address
             : throw new InvalidOperationException($"{OpenMpiLibrary} does not export {name}; it is not the Open MPI 4.x ABI this code was written for.");
-        return new MpiAbi(MpiFamily.OpenMpi, OpenMpiLibrary, library)
+        return new MpiAbi(OpenMpiLibrary, library)
         {
             CommWorld = Global("ompi_mpi_comm_world"),
             Float32 = Global("ompi_mpi_float"),
@@ -126,7 +117,7 @@ internal sealed partial class MpiAbi
     }
 
     // Values from MPICH's mpi.h; they are part of its ABI and shared by its derivatives.
-    private static MpiAbi Mpich(nint library) => new(MpiFamily.Mpich, MpichLibrary, library)
+    private static MpiAbi Mpich(nint library) => new(MpichLibrary, library)
     {
         CommWorld = 0x44000000,
         Float32 = 0x4c00040a,
@@ -183,9 +174,6 @@ internal sealed partial class MpiAbi
 
     [LibraryImport(ResolvedName)]
     public static partial int MPI_Bcast(nint buffer, int count, nint datatype, int root, nint comm);
-
-    [LibraryImport(ResolvedName)]
-    public static partial int MPI_Barrier(nint comm);
 
     [LibraryImport(ResolvedName)]
     public static partial int MPI_Abort(nint comm, int errorcode);

@@ -80,9 +80,6 @@ public sealed class MpiCommunicator : ICommunicator
 
     public bool IsMain => Rank == 0;
 
-    /// <summary>Which MPI was loaded, e.g. "libmpi.so.40 (OpenMpi)".</summary>
-    public string Library => $"{_abi.LibraryFile} ({_abi.Family})";
-
     public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         var buffer = TensorBuffer.Of(tensor, op, nameof(AllReduce));
@@ -152,8 +149,6 @@ public sealed class MpiCommunicator : ICommunicator
         RequireRoot(root, nameof(Broadcast));
         Check(MpiAbi.MPI_Bcast(buffer.Address, Count(buffer, nameof(Broadcast)), _abi.Datatype(buffer.DType), root, _abi.CommWorld), "MPI_Bcast");
     }
-
-    public void Barrier() => Check(MpiAbi.MPI_Barrier(_abi.CommWorld), "MPI_Barrier");
 
     public void Dispose()
     {

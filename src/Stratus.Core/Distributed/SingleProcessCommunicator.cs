@@ -57,10 +57,6 @@ public sealed class SingleProcessCommunicator : ICommunicator
             throw new StratusUserException($"{operation} root {root} is outside a world of 1 rank.");
     }
 
-    public void Barrier()
-    {
-    }
-
     public void Dispose()
     {
     }

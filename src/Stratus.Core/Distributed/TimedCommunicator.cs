@@ -19,52 +19,34 @@ public sealed class TimedCommunicator(ICommunicator inner) : ICommunicator
 
     public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
-        var start = Stopwatch.GetTimestamp();
-        inner.AllReduce(tensor, op);
-        Elapsed += Stopwatch.GetElapsedTime(start);
+        using (Measure()) inner.AllReduce(tensor, op);
     }
 
     public IPendingCollective StartAllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
-        var start = Stopwatch.GetTimestamp();
-        var pending = inner.StartAllReduce(tensor, op);
-        Elapsed += Stopwatch.GetElapsedTime(start);
+        IPendingCollective pending;
+        using (Measure()) pending = inner.StartAllReduce(tensor, op);
         return new TimedPending(this, pending);
     }
 
     public void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
     {
-        var start = Stopwatch.GetTimestamp();
-        inner.ReduceScatter(input, output, op);
-        Elapsed += Stopwatch.GetElapsedTime(start);
+        using (Measure()) inner.ReduceScatter(input, output, op);
     }
 
     public void AllGather(Tensor input, Tensor output)
     {
-        var start = Stopwatch.GetTimestamp();
-        inner.AllGather(input, output);
-        Elapsed += Stopwatch.GetElapsedTime(start);
+        using (Measure()) inner.AllGather(input, output);
     }
 
     public void Gather(Tensor input, Tensor? output, int root = 0)
     {
-        var start = Stopwatch.GetTimestamp();
-        inner.Gather(input, output, root);
-        Elapsed += Stopwatch.GetElapsedTime(start);
+        using (Measure()) inner.Gather(input, output, root);
     }
 
     public void Broadcast(Tensor tensor, int root = 0)
     {
-        var start = Stopwatch.GetTimestamp();
-        inner.Broadcast(tensor, root);
-        Elapsed += Stopwatch.GetElapsedTime(start);
-    }
-
-    public void Barrier()
-    {
-        var start = Stopwatch.GetTimestamp();
-        inner.Barrier();
-        Elapsed += Stopwatch.GetElapsedTime(start);
+        using (Measure()) inner.Broadcast(tensor, root);
     }
 
     /// <summary>Leaves the inner communicator open: its creator ends it.</summary>
@@ -72,22 +54,29 @@ public sealed class TimedCommunicator(ICommunicator inner) : ICommunicator
     {
     }
 
+    /// <summary>Adds the time until it is disposed to <see cref="Elapsed"/>. A struct, and the
+    /// calls it times stay plain calls (no lambda capturing their arguments), so timing a
+    /// collective allocates nothing.</summary>
+    Measurement Measure() => new(this);
+
+    readonly struct Measurement(TimedCommunicator owner) : IDisposable
+    {
+        readonly long start = Stopwatch.GetTimestamp();
+
+        public void Dispose() => owner.Elapsed += Stopwatch.GetElapsedTime(start);
+    }
+
     // Waiting for a started all-reduce is communication time too.
     private sealed class TimedPending(TimedCommunicator owner, IPendingCollective pending) : IPendingCollective
     {
         public bool Test()
         {
-            var start = Stopwatch.GetTimestamp();
-            var done = pending.Test();
-            owner.Elapsed += Stopwatch.GetElapsedTime(start);
-            return done;
+            using (owner.Measure()) return pending.Test();
         }
 
         public void Wait()
         {
-            var start = Stopwatch.GetTimestamp();
-            pending.Wait();
-            owner.Elapsed += Stopwatch.GetElapsedTime(start);
+            using (owner.Measure()) pending.Wait();
         }
     }
 }

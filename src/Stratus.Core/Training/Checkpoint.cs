@@ -15,10 +15,6 @@ using static TorchSharp.torch;
 
 namespace Stratus.Training;
 
-// Dropout is reseeded per micro-batch from (seed, step, micro-batch), so no RNG state is kept;
-// older checkpoints' torch_rng_state is skipped when read.
-public sealed record TrainerState(long Step, double BestValLoss);
-
 public sealed class Checkpoint
 {
     public const string Format = "stratus-checkpoint";

@@ -19,12 +19,15 @@ public sealed class GradientBucketsTests
     }
 
     [Fact]
-    public void Buckets_follow_reverse_parameter_order_and_the_size_limit()
+    public void Each_bucket_is_one_all_reduce_in_reverse_parameter_order_within_the_size_limit()
     {
         using var model = Model();
+        var world = new RecordingCommunicator();
         // Parameters: 30, 5, 10, 2 floats; 64 bytes fit 16 floats.
-        using var buckets = new GradientBuckets(model.parameters(), new SingleProcessCommunicator(), bucketBytes: 64);
-        Assert.Equal([12L, 5, 30], buckets.BucketElements);
+        using var buckets = new GradientBuckets(model.parameters(), world, bucketBytes: 64);
+        Loss(model).backward();
+        buckets.AllReduceGradients(ReduceOp.Average);
+        Assert.Equal([12L, 5, 30], world.Calls.Where(c => c.Operation == nameof(ICommunicator.StartAllReduce)).Select(c => c.Elements));
     }
 
     [Fact]

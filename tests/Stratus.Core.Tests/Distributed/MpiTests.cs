@@ -54,7 +54,7 @@ public sealed class MpiTests
                 job.Kill(entireProcessTree: true);
                 Assert.Fail("the ranks did not start: " + job.StandardOutput.ReadToEnd() + job.StandardError.ReadToEnd());
             }
-            Thread.Sleep(300); // let rank 0 enter the barrier
+            Thread.Sleep(300); // let rank 0 enter the all-reduce
 
             using var victim = Process.GetProcessById(int.Parse(File.ReadAllText(pidFiles[1])));
             var killed = Stopwatch.StartNew();

@@ -1,13 +1,20 @@
-// The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3, Mistral, Zephyr,
-// Qwen2, SmolLM, Hermes): text, {{ expressions }}, {% if/elif/else %}, {% for ... in ... %} with
-// loop.*, {% set %} (also namespace attributes), {% macro %} (default arguments, keyword
-// arguments, recursion) and {% call %} with caller(), comments, whitespace control ({%- -%}) and
-// the trim_blocks / lstrip_blocks settings transformers renders with. Expressions cover literals,
-// lists, dicts, attribute/index/slice access, arithmetic, ~ concatenation, comparisons, in,
-// and/or/not, inline if, is-tests, common filters and string methods, and the functions
-// transformers gives templates besides Jinja's range() and namespace(): raise_exception() and
-// strftime_now() (the local date and time, which Llama 3.1-3.3's templates write as "Today Date").
-// Anything else fails at parse time with the construct named, so a template is either rendered
+// The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3.x, Mistral v1/v3/Nemo,
+// Zephyr, Qwen2/2.5/3, Gemma 2/3, Phi-3/4, DeepSeek, Command-R, SmolLM, Hermes, Granite): text,
+// {{ expressions }}, {% if/elif/else %}, {% for ... in ... if ... %} with loop.* and {% break %} /
+// {% continue %} (the loopcontrols transformers enables), {% set %} (also namespace attributes),
+// {% macro %} (default arguments, keyword arguments, recursion) and {% call %} with caller(),
+// transformers' {% generation %}, comments, whitespace control ({%- -%}) and the trim_blocks /
+// lstrip_blocks settings transformers renders with. Expressions cover literals (adjacent strings
+// joined, tuples), lists, dicts, attribute/index access (a dict's or string's methods before its
+// keys, as Jinja reads spec.items), slices with steps, arithmetic, ~ concatenation, comparisons by
+// value, in, and/or/not, inline if, is-tests (defined, none, string, mapping, iterable, in, equalto,
+// ne, gt, divisibleby, ...), the filters templates use (selectattr/rejectattr/select/reject, map by
+// attribute or filter, tojson, join, trim, title, replace, indent, first/last/length/list/reverse,
+// default, items, ...), string and dict methods, values printed as Python prints them, and the
+// functions transformers gives templates besides Jinja's range() and namespace(): raise_exception()
+// and strftime_now() (the local date and time, which Llama 3.1-3.3's templates write as "Today Date").
+// Anything else fails at parse time with the construct named (a test or filter named by a string,
+// as in select("x"), where it is applied), so a template is either rendered
 // faithfully or refused.
 // One simplification: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
 // the iteration); chat templates set such variables before reading them in the same iteration,

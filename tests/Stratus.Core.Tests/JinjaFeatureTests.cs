@@ -57,40 +57,45 @@ public sealed class JinjaFeatureTests
     public void Renders_as_jinja2_renders_it(string source, string expected) =>
         Assert.Equal(expected, new JinjaTemplate(source).Render(Variables));
 
-    /// <summary>Mistral 7B Instruct v0.3's template as Mistral ships it (tools, calls and results).</summary>
-    const string MistralV3 = """
-        {%- if messages[0]["role"] == "system" %}
-            {%- set system_message = messages[0]["content"] %}
-            {%- set loop_messages = messages[1:] %}
+    /// <summary>A template written for these tests in the style of Mistral's tool-calling templates:
+    /// the system text folded into the last user turn, roles checked to alternate with a namespace
+    /// counter (raise_exception otherwise), user turns found with selectattr and compared by value
+    /// (turn == asked[-1]), calls and results skipped with rejectattr, the tool list written key by
+    /// key from .items() with loop.last, calls written with tojson and a slice, results with |string.</summary>
+    const string MistralStyleTools = """
+        {#- The system text, if any, is set aside and folded into the last user turn. #}
+        {%- set ns = namespace(turn=0, system="") %}
+        {%- if messages and messages[0].role == "system" %}
+            {%- set ns.system = messages[0].content %}
+            {%- set chat = messages[1:] %}
         {%- else %}
-            {%- set loop_messages = messages %}
+            {%- set chat = messages %}
         {%- endif %}
-        {%- if not tools is defined %}
+        {%- if tools is not defined %}
             {%- set tools = none %}
         {%- endif %}
-        {%- set user_messages = loop_messages | selectattr("role", "equalto", "user") | list %}
+        {%- set asked = chat | selectattr("role", "equalto", "user") | list %}
 
-        {#- This block checks for alternating user/assistant messages, skipping tool calling messages #}
-        {%- set ns = namespace() %}
-        {%- set ns.index = 0 %}
-        {%- for message in loop_messages %}
-            {%- if not (message.role == "tool" or message.role == "tool_results" or (message.tool_calls is defined and message.tool_calls is not none)) %}
-                {%- if (message["role"] == "user") != (ns.index % 2 == 0) %}
-                    {{- raise_exception("After the optional system message, conversation roles must alternate user/assistant/user/assistant/...") }}
+        {#- Plain user and assistant turns alternate; calls and their results sit between them. #}
+        {%- for turn in chat | rejectattr("role", "in", ["tool", "tool_results"]) %}
+            {%- if turn.tool_calls is not defined or turn.tool_calls is none %}
+                {%- if (turn.role == "user") != (ns.turn % 2 == 0) %}
+                    {{- raise_exception("Turns must go user, assistant, user, ... once any system text is set aside.") }}
                 {%- endif %}
-                {%- set ns.index = ns.index + 1 %}
+                {%- set ns.turn = ns.turn + 1 %}
             {%- endif %}
         {%- endfor %}
 
         {{- bos_token }}
-        {%- for message in loop_messages %}
-            {%- if message["role"] == "user" %}
-                {%- if tools is not none and (message == user_messages[-1]) %}
-                    {{- "[AVAILABLE_TOOLS] [" }}
-                    {%- for tool in tools %}
-                        {%- set tool = tool.function %}
-                        {{- '{"type": "function", "function": {' }}
-                        {%- for key, val in tool.items() if key != "return" %}
+        {%- for turn in chat %}
+            {%- if turn.role == "user" %}
+                {#- Equal by value: an earlier user turn with the same text gets the toolbox too. #}
+                {%- if tools is not none and turn == asked[-1] %}
+                    {{- "[TOOLBOX]" }}
+                    {%- for entry in tools %}
+                        {%- set fn = entry.function %}
+                        {{- '{"kind": "function", "spec": {' }}
+                        {%- for key, val in fn.items() if key != "return" %}
                             {%- if val is string %}
                                 {{- '"' + key + '": "' + val + '"' }}
                             {%- else %}
@@ -101,94 +106,85 @@ public sealed class JinjaFeatureTests
                             {%- endif %}
                         {%- endfor %}
                         {{- "}}" }}
-                        {%- if not loop.last %}
-                            {{- ", " }}
+                        {%- if loop.last %}
+                            {{- "[/TOOLBOX]" }}
                         {%- else %}
-                            {{- "]" }}
+                            {{- "; " }}
                         {%- endif %}
                     {%- endfor %}
-                    {{- "[/AVAILABLE_TOOLS]" }}
-                    {%- endif %}
-                {%- if loop.last and system_message is defined %}
-                    {{- "[INST] " + system_message + "\n\n" + message["content"] + "[/INST]" }}
-                {%- else %}
-                    {{- "[INST] " + message["content"] + "[/INST]" }}
                 {%- endif %}
-            {%- elif message.tool_calls is defined and message.tool_calls is not none %}
-                {{- "[TOOL_CALLS] [" }}
-                {%- for tool_call in message.tool_calls %}
-                    {%- set out = tool_call.function|tojson %}
-                    {{- out[:-1] }}
-                    {%- if not tool_call.id is defined or tool_call.id|length != 9 %}
-                        {{- raise_exception("Tool call IDs should be alphanumeric strings with length 9!") }}
+                {%- if loop.last and ns.system %}
+                    {{- "[ASK]" + ns.system + "\n--\n" + turn.content + "[/ASK]" }}
+                {%- else %}
+                    {{- "[ASK]" + turn.content + "[/ASK]" }}
+                {%- endif %}
+            {%- elif turn.tool_calls is defined and turn.tool_calls is not none %}
+                {{- "[CALL]" }}
+                {%- for call in turn.tool_calls %}
+                    {%- if call.id is not defined or call.id|length != 9 %}
+                        {{- raise_exception("Each tool call needs an id of nine letters or digits.") }}
                     {%- endif %}
-                    {{- ', "id": "' + tool_call.id + '"}' }}
-                    {%- if not loop.last %}
-                        {{- ", " }}
+                    {%- set body = call.function|tojson %}
+                    {{- body[:-1] + ', "ref": "' + call.id + '"}' }}
+                    {%- if loop.last %}
+                        {{- "[/CALL]" + eos_token }}
                     {%- else %}
-                        {{- "]" + eos_token }}
+                        {{- " | " }}
                     {%- endif %}
                 {%- endfor %}
-            {%- elif message["role"] == "assistant" %}
-                {{- " " + message["content"]|trim + eos_token}}
-            {%- elif message["role"] == "tool_results" or message["role"] == "tool" %}
-                {%- if message.content is defined and message.content.content is defined %}
-                    {%- set content = message.content.content %}
-                {%- else %}
-                    {%- set content = message.content %}
+            {%- elif turn.role == "assistant" %}
+                {{- "[SAY]" + turn.content|trim + "[/SAY]" + eos_token }}
+            {%- elif turn.role in ["tool", "tool_results"] %}
+                {%- set result = turn.content.content if turn.content.content is defined else turn.content %}
+                {%- if turn.tool_call_id is not defined or turn.tool_call_id|length != 9 %}
+                    {{- raise_exception("Each tool result needs the nine-character id of its call.") }}
                 {%- endif %}
-                {{- '[TOOL_RESULTS] {"content": ' + content|string + ", " }}
-                {%- if not message.tool_call_id is defined or message.tool_call_id|length != 9 %}
-                    {{- raise_exception("Tool call IDs should be alphanumeric strings with length 9!") }}
-                {%- endif %}
-                {{- '"call_id": "' + message.tool_call_id + '"}[/TOOL_RESULTS]' }}
+                {{- '[RESULT ' + turn.tool_call_id + '] ' + result|string + ' [/RESULT]' }}
             {%- else %}
-                {{- raise_exception("Only user and assistant roles are supported, with the exception of an initial optional system message!") }}
+                {{- raise_exception("Unexpected role " + turn.role + ": only user, assistant and tool turns follow the system text.") }}
             {%- endif %}
         {%- endfor %}
         """;
 
-    /// <summary>Gemma 3's template as Google ships it.</summary>
-    const string Gemma3 = """
+    /// <summary>A template written for these tests in the style of Gemma's turn templates: no system
+    /// turn, its text folded into the first user turn, roles checked to alternate by loop.index0,
+    /// the assistant renamed with an inline if, content as text or a list of parts, trimmed.</summary>
+    const string GemmaStyleTurns = """
         {{ bos_token }}
         {%- if messages[0]['role'] == 'system' -%}
             {%- if messages[0]['content'] is string -%}
-                {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+                {%- set preface = messages[0]['content'] ~ '\n\n' -%}
             {%- else -%}
-                {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+                {%- set preface = (messages[0]['content'] | first)['text'] ~ '\n\n' -%}
             {%- endif -%}
-            {%- set loop_messages = messages[1:] -%}
+            {%- set turns = messages[1:] -%}
         {%- else -%}
-            {%- set first_user_prefix = "" -%}
-            {%- set loop_messages = messages -%}
+            {%- set preface = '' -%}
+            {%- set turns = messages -%}
         {%- endif -%}
-        {%- for message in loop_messages -%}
+        {%- for message in turns -%}
             {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
-                {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+                {{ raise_exception('Turns must take turns: a user turn first, then the model, and so on.') }}
             {%- endif -%}
-            {%- if (message['role'] == 'assistant') -%}
-                {%- set role = "model" -%}
-            {%- else -%}
-                {%- set role = message['role'] -%}
-            {%- endif -%}
-            {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+            {%- set speaker = 'model' if message['role'] == 'assistant' else message['role'] -%}
+            {{ '<|turn:' ~ speaker ~ '|>\n' ~ (preface if loop.first else '') }}
             {%- if message['content'] is string -%}
                 {{ message['content'] | trim }}
             {%- elif message['content'] is iterable -%}
-                {%- for item in message['content'] -%}
-                    {%- if item['type'] == 'image' -%}
-                        {{ '<start_of_image>' }}
-                    {%- elif item['type'] == 'text' -%}
-                        {{ item['text'] | trim }}
+                {%- for part in message['content'] -%}
+                    {%- if part['type'] == 'image' -%}
+                        {{ '<|picture|>' }}
+                    {%- elif part['type'] == 'text' -%}
+                        {{ part['text'] | trim }}
                     {%- endif -%}
                 {%- endfor -%}
             {%- else -%}
-                {{ raise_exception("Invalid content type") }}
+                {{ raise_exception('A turn holds text or a list of parts.') }}
             {%- endif -%}
-            {{ '<end_of_turn>\n' }}
+            {{ '<|/turn|>\n' }}
         {%- endfor -%}
         {%- if add_generation_prompt -%}
-            {{'<start_of_turn>model\n'}}
+            {{ '<|turn:model|>\n' }}
         {%- endif -%}
         """;
 
@@ -240,8 +236,8 @@ public sealed class JinjaFeatureTests
 
     static readonly Dictionary<string, (string Source, string Bos, string Eos)> Templates = new()
     {
-        [nameof(MistralV3)] = (MistralV3, "<s>", "</s>"),
-        [nameof(Gemma3)] = (Gemma3, "<bos>", "<eos>"),
+        [nameof(MistralStyleTools)] = (MistralStyleTools, "<s>", "</s>"),
+        [nameof(GemmaStyleTurns)] = (GemmaStyleTurns, "<bos>", "<eos>"),
         [nameof(Phi)] = (Phi, "", "<|endoftext|>"),
     };
 
@@ -252,13 +248,14 @@ public sealed class JinjaFeatureTests
 
     public static TheoryData<string, string, bool, bool, string> Renderings => new()
     {
-        { nameof(MistralV3), nameof(Greeting), false, true, "<s>[INST] Hi[/INST]" },
-        { nameof(MistralV3), nameof(WithSystem), false, false, "<s>[INST] Hi![/INST] Hello.</s>[INST] Be brief.\n\nName a color.[/INST]" },
-        { nameof(MistralV3), nameof(ToolRound), true, true, "<s>[AVAILABLE_TOOLS] [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather in a city <é & 'quotes'>\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \"The city\"}, \"days\": {\"type\": \"integer\"}}, \"required\": [\"city\"]}}}, {\"type\": \"function\", \"function\": {\"name\": \"get_time\", \"description\": \"The time.\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}][/AVAILABLE_TOOLS][INST] Hi[/INST] Hello.</s>[INST] Weather in Paris?[/INST][TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}, \"id\": \"call00001\"}, {\"name\": \"get_time\", \"arguments\": {}, \"id\": \"call00002\"}]</s>[TOOL_RESULTS] {\"content\": {\"temp\": 21.5}, \"call_id\": \"call00001\"}[/TOOL_RESULTS][TOOL_RESULTS] {\"content\": 12:00, \"call_id\": \"call00002\"}[/TOOL_RESULTS] 21.5 degrees at noon.</s>[AVAILABLE_TOOLS] [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather in a city <é & 'quotes'>\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \"The city\"}, \"days\": {\"type\": \"integer\"}}, \"required\": [\"city\"]}}}, {\"type\": \"function\", \"function\": {\"name\": \"get_time\", \"description\": \"The time.\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}][/AVAILABLE_TOOLS][INST] Hi[/INST]" },
-        { nameof(MistralV3), nameof(ToolRound), false, false, "<s>[INST] Hi[/INST] Hello.</s>[INST] Weather in Paris?[/INST][TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}, \"id\": \"call00001\"}, {\"name\": \"get_time\", \"arguments\": {}, \"id\": \"call00002\"}]</s>[TOOL_RESULTS] {\"content\": {\"temp\": 21.5}, \"call_id\": \"call00001\"}[/TOOL_RESULTS][TOOL_RESULTS] {\"content\": 12:00, \"call_id\": \"call00002\"}[/TOOL_RESULTS] 21.5 degrees at noon.</s>[INST] Hi[/INST]" },
-        { nameof(Gemma3), nameof(Greeting), false, true, "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n" },
-        { nameof(Gemma3), nameof(WithSystem), false, true, "<bos><start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nName a color.<end_of_turn>\n<start_of_turn>model\n" },
-        { nameof(Gemma3), nameof(WithSystem), false, false, "<bos><start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nName a color.<end_of_turn>\n" },
+        { nameof(MistralStyleTools), nameof(Greeting), false, true, "<s>[ASK]Hi[/ASK]" },
+        { nameof(MistralStyleTools), nameof(WithSystem), false, false, "<s>[ASK]Hi![/ASK][SAY]Hello.[/SAY]</s>[ASK]Be brief.\n--\nName a color.[/ASK]" },
+        { nameof(MistralStyleTools), nameof(ToolRound), true, true, "<s>[TOOLBOX]{\"kind\": \"function\", \"spec\": {\"name\": \"get_weather\", \"description\": \"Weather in a city <é & 'quotes'>\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \"The city\"}, \"days\": {\"type\": \"integer\"}}, \"required\": [\"city\"]}}}; {\"kind\": \"function\", \"spec\": {\"name\": \"get_time\", \"description\": \"The time.\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}[/TOOLBOX][ASK]Hi[/ASK][SAY]Hello.[/SAY]</s>[ASK]Weather in Paris?[/ASK][CALL]{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}, \"ref\": \"call00001\"} | {\"name\": \"get_time\", \"arguments\": {}, \"ref\": \"call00002\"}[/CALL]</s>[RESULT call00001] {\"temp\": 21.5} [/RESULT][RESULT call00002] 12:00 [/RESULT][SAY]21.5 degrees at noon.[/SAY]</s>[TOOLBOX]{\"kind\": \"function\", \"spec\": {\"name\": \"get_weather\", \"description\": \"Weather in a city <é & 'quotes'>\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \"The city\"}, \"days\": {\"type\": \"integer\"}}, \"required\": [\"city\"]}}}; {\"kind\": \"function\", \"spec\": {\"name\": \"get_time\", \"description\": \"The time.\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}[/TOOLBOX][ASK]Hi[/ASK]" },
+        { nameof(MistralStyleTools), nameof(ToolRound), false, false, "<s>[ASK]Hi[/ASK][SAY]Hello.[/SAY]</s>[ASK]Weather in Paris?[/ASK][CALL]{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}, \"ref\": \"call00001\"} | {\"name\": \"get_time\", \"arguments\": {}, \"ref\": \"call00002\"}[/CALL]</s>[RESULT call00001] {\"temp\": 21.5} [/RESULT][RESULT call00002] 12:00 [/RESULT][SAY]21.5 degrees at noon.[/SAY]</s>[ASK]Hi[/ASK]" },
+        { nameof(GemmaStyleTurns), nameof(Greeting), false, true, "<bos><|turn:user|>\nHi<|/turn|>\n<|turn:model|>\n" },
+        { nameof(GemmaStyleTurns), nameof(WithSystem), false, true, "<bos><|turn:user|>\nBe brief.\n\nHi!<|/turn|>\n<|turn:model|>\nHello.<|/turn|>\n<|turn:user|>\nName a color.<|/turn|>\n<|turn:model|>\n" },
+        { nameof(GemmaStyleTurns), nameof(WithSystem), false, false, "<bos><|turn:user|>\nBe brief.\n\nHi!<|/turn|>\n<|turn:model|>\nHello.<|/turn|>\n<|turn:user|>\nName a color.<|/turn|>\n" },
+        { nameof(GemmaStyleTurns), nameof(Thinking), false, true, "<bos><|turn:user|>\nYou answer.\n\n/think Why is the sky blue?<|/turn|>\n<|turn:model|>\nRayleigh scattering.<|/turn|>\n<|turn:user|>\n/no_think And sunsets?<|/turn|>\n<|turn:model|>\n" },
         { nameof(Phi), nameof(Greeting), false, true, "<|user|>Hi<|end|><|assistant|>" },
         { nameof(Phi), nameof(WithSystem), true, false, "<|system|>Be brief.<|tool|>[{\"name\": \"get_weather\", \"description\": \"Weather in a city <é & 'quotes'>\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \"The city\"}, \"days\": {\"type\": \"integer\"}}, \"required\": [\"city\"]}}, {\"name\": \"get_time\", \"description\": \"The time.\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}]<|/tool|><|end|><|user|>Hi!<|end|><|assistant|> Hello. <|end|><|user|>Name a color.<|end|><|endoftext|>" },
         { nameof(Phi), nameof(ToolRound), true, true, "<|user|>Hi<|end|><|assistant|>Hello.<|end|><|user|>Weather in Paris?<|end|><|assistant|><|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}, {\"name\": \"get_time\", \"arguments\": {}}]<|/tool_call|><|end|><|tool|>{\"temp\": 21.5}<|end|><|tool|>12:00<|end|><|assistant|>21.5 degrees at noon.<|end|><|user|>Hi<|end|><|assistant|>" },
@@ -273,11 +270,14 @@ public sealed class JinjaFeatureTests
         Assert.Equal(expected, new ChatTemplate(source, bos, eos).Render(Conversations[conversation], addGenerationPrompt, tools: tools ? Tools : null));
     }
 
-    [Fact]
-    public void Mistral_v3_raises_its_own_error_when_roles_do_not_alternate()
+    [Theory]
+    [InlineData(nameof(MistralStyleTools), "the chat template could not render this conversation: Turns must go user, assistant, user, ... once any system text is set aside.")]
+    [InlineData(nameof(GemmaStyleTurns), "the chat template could not render this conversation: Turns must take turns: a user turn first, then the model, and so on.")]
+    public void A_template_raises_its_own_error_when_roles_do_not_alternate(string template, string message)
     {
-        var error = Assert.Throws<StratusUserException>(() => new ChatTemplate(MistralV3, "<s>", "</s>").Render([new("user", "a"), new("user", "b")]));
-        Assert.Equal("the chat template could not render this conversation: After the optional system message, conversation roles must alternate user/assistant/user/assistant/...", error.Message);
+        var (source, bos, eos) = Templates[template];
+        var error = Assert.Throws<StratusUserException>(() => new ChatTemplate(source, bos, eos).Render([new("user", "a"), new("user", "b")]));
+        Assert.Equal(message, error.Message);
     }
 
     [Theory]

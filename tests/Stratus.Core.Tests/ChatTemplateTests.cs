@@ -422,9 +422,9 @@ public sealed class ChatTemplateTests
     public void A_stored_template_that_cannot_be_used_comes_back_as_unsupported_for_import_and_serve()
     {
         using var temp = new TempDirectory();
-        var (checkpoint, tokenizer) = SaveRunWithTemplate(temp, "{{ messages | map(attribute='content') }}");
+        var (checkpoint, tokenizer) = SaveRunWithTemplate(temp, "{{ messages | dictsort }}");
         Assert.Null(ChatTemplate.TryLoad(temp.File("run"), tokenizer: null, out var unsupported));
-        Assert.Equal(new UnsupportedChatTemplate(Path.Combine(checkpoint, ChatTemplate.FileName), "the chat template cannot be used: the filter '|map' is not supported"), unsupported);
+        Assert.Equal(new UnsupportedChatTemplate(Path.Combine(checkpoint, ChatTemplate.FileName), "the chat template cannot be used: the filter '|dictsort' is not supported"), unsupported);
         // prepare --tokenizer-from still refuses it with the one line naming the file.
         Assert.Equal(unsupported!.Message, Assert.Throws<StratusUserException>(() => ChatTemplate.Load(temp.File("run"), tokenizer)).Message);
     }
@@ -462,7 +462,7 @@ public sealed class ChatTemplateTests
 
     [Theory]
     [InlineData("{% filter upper %}hi{% endfilter %}", "filter")]
-    [InlineData("{{ messages | map(attribute='content') }}", "map")]
+    [InlineData("{{ messages | dictsort }}", "dictsort")]
     [InlineData("{% for m in messages %}", "endfor")]
     public void An_unsupported_template_is_refused_clearly(string source, string named)
     {

@@ -1,13 +1,20 @@
-// The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3, Mistral, Zephyr,
-// Qwen2, SmolLM, Hermes): text, {{ expressions }}, {% if/elif/else %}, {% for ... in ... %} with
-// loop.*, {% set %} (also namespace attributes), {% macro %} (default arguments, keyword
-// arguments, recursion) and {% call %} with caller(), comments, whitespace control ({%- -%}) and
-// the trim_blocks / lstrip_blocks settings transformers renders with. Expressions cover literals,
-// lists, dicts, attribute/index/slice access, arithmetic, ~ concatenation, comparisons, in,
-// and/or/not, inline if, is-tests, common filters and string methods, and the functions
-// transformers gives templates besides Jinja's range() and namespace(): raise_exception() and
-// strftime_now() (the local date and time, which Llama 3.1-3.3's templates write as "Today Date").
-// Anything else fails at parse time with the construct named, so a template is either rendered
+// The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3.x, Mistral v1/v3/Nemo,
+// Zephyr, Qwen2/2.5/3, Gemma 2/3, Phi-3/4, DeepSeek, Command-R, SmolLM, Hermes, Granite): text,
+// {{ expressions }}, {% if/elif/else %}, {% for ... in ... if ... %} with loop.* and {% break %} /
+// {% continue %} (the loopcontrols transformers enables), {% set %} (also namespace attributes),
+// {% macro %} (default arguments, keyword arguments, recursion) and {% call %} with caller(),
+// transformers' {% generation %}, comments, whitespace control ({%- -%}) and the trim_blocks /
+// lstrip_blocks settings transformers renders with. Expressions cover literals (adjacent strings
+// joined, tuples), lists, dicts, attribute/index access (a dict's or string's methods before its
+// keys, as Jinja reads spec.items), slices with steps, arithmetic, ~ concatenation, comparisons by
+// value, in, and/or/not, inline if, is-tests (defined, none, string, mapping, iterable, in, equalto,
+// ne, gt, divisibleby, ...), the filters templates use (selectattr/rejectattr/select/reject, map by
+// attribute or filter, tojson, join, trim, title, replace, indent, first/last/length/list/reverse,
+// default, items, ...), string and dict methods, values printed as Python prints them, and the
+// functions transformers gives templates besides Jinja's range() and namespace(): raise_exception()
+// and strftime_now() (the local date and time, which Llama 3.1-3.3's templates write as "Today Date").
+// Anything else fails at parse time with the construct named (a test or filter named by a string,
+// as in select("x"), where it is applied), so a template is either rendered
 // faithfully or refused.
 // One simplification: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
 // the iteration); chat templates set such variables before reading them in the same iteration,
@@ -75,7 +82,8 @@ public sealed class JinjaTemplate
         JsonValueKind.Object => value.EnumerateObject().Aggregate(new Dictionary<string, object?>(), (d, p) => { d[p.Name] = FromJson(p.Value); return d; }),
         JsonValueKind.Array => value.EnumerateArray().Select(FromJson).ToList(),
         JsonValueKind.String => value.GetString(),
-        JsonValueKind.Number => value.TryGetInt64(out var whole) ? whole : value.GetDouble(),
+        // Boxed apart: "? whole : GetDouble()" would make every integer a double (2 writes as 2.0).
+        JsonValueKind.Number => value.TryGetInt64(out var whole) ? (object)whole : value.GetDouble(),
         JsonValueKind.True => true,
         JsonValueKind.False => false,
         _ => null,
@@ -87,7 +95,16 @@ public sealed class JinjaTemplate
         public static readonly Undefined Instance = new();
     }
 
+    /// <summary>What namespace() makes: attributes only (ns.items is the one set, not a method).</summary>
     internal sealed class Namespace : Dictionary<string, object?>;
+
+    /// <summary>A tuple, ('a', 'b'): a list that prints as Python writes a tuple.</summary>
+    internal sealed class TupleValue : List<object?>;
+
+    /// <summary>A method read as a value, not called (spec.items): Jinja reads a dict's or a
+    /// string's methods before its keys, so this is defined and true, and templates that test
+    /// it or pass it on render as in jinja2; printing it (an address in jinja2) is refused.</summary>
+    sealed record BoundMethod(object Target, string Name);
 
     /// <summary>A global function read as a value, not called: defined (templates test
     /// "strftime_now is defined" before calling it).</summary>
@@ -283,7 +300,14 @@ public sealed class JinjaTemplate
                     ["length"] = (long)items.Count, ["revindex"] = (long)(items.Count - i), ["revindex0"] = (long)(items.Count - i - 1),
                     ["previtem"] = i > 0 ? items[i - 1] : Undefined.Instance, ["nextitem"] = i < items.Count - 1 ? items[i + 1] : Undefined.Instance,
                 };
-                foreach (var node in body) node.Render(scope, output);
+                try
+                {
+                    foreach (var node in body) node.Render(scope, output);
+                }
+                catch (LoopControl control)
+                {
+                    if (control.Break) break;
+                }
             }
             foreach (var (key, value) in saved)
             {
@@ -308,6 +332,26 @@ public sealed class JinjaTemplate
             if (attribute is null) scope[name] = v;
             else if (scope.TryGetValue(name, out var target) && target is Namespace ns) ns[attribute] = v;
             else throw new JinjaException($"cannot set {name}.{attribute}: {name} is not a namespace");
+        }
+    }
+
+    /// <summary>{% break %} / {% continue %} (Jinja's loopcontrols, which transformers enables):
+    /// leaves the iteration, unwinding the blocks inside it, to the loop that catches it.</summary>
+    sealed class LoopControlNode(bool isBreak) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output) => throw new LoopControl(isBreak);
+    }
+
+    sealed class LoopControl(bool isBreak) : Exception
+    {
+        public bool Break => isBreak;
+    }
+
+    sealed class GenerationNode(List<Node> body) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output)
+        {
+            foreach (var node in body) node.Render(scope, output);
         }
     }
 
@@ -372,6 +416,7 @@ public sealed class JinjaTemplate
         int position;
         int depth; // blocks open around the one being parsed
         int macroBodies; // macro bodies open around the one being parsed
+        int loops; // {% for %} bodies open around the one being parsed, in the same macro body
 
         /// <summary>The names a call may name besides the functions: the template's macros, known
         /// before any is parsed (a macro may call one defined after it), and caller.</summary>
@@ -381,8 +426,11 @@ public sealed class JinjaTemplate
         {
             var names = new HashSet<string>(StringComparer.Ordinal);
             foreach (var piece in pieces)
-                if (piece.Kind == PieceKind.Statement && piece.Content.StartsWith("macro ", StringComparison.Ordinal))
-                    names.Add(piece.Content[6..].Split('(', 2)[0].Trim());
+            {
+                // White space of any kind may follow "macro" ("{% macro\n name(...) %}").
+                var words = piece.Content.Split(TagSeparators, 2, StringSplitOptions.RemoveEmptyEntries);
+                if (piece.Kind == PieceKind.Statement && words is ["macro", var header]) names.Add(header.Split('(', 2)[0].Trim());
+            }
             if (names.Count > 0) names.Add("caller");
             return names;
         }
@@ -392,7 +440,9 @@ public sealed class JinjaTemplate
         public bool AtEnd => position >= pieces.Count;
 
         /// <summary>A statement's first word, which a '(' also ends ({% call(x) m() %}, {% if(x) %}).</summary>
-        public string PeekTagName() => pieces[position].Content.Split([' ', '\n', '\t', '('], 2)[0];
+        public string PeekTagName() => pieces[position].Content.Split([.. TagSeparators, '('], 2)[0];
+
+        static readonly char[] TagSeparators = [' ', '\n', '\t', '\r'];
 
         /// <summary>Nodes up to (not including) a statement whose first word is in stopAt.</summary>
         public List<Node> ParseBlock(params string[] stopAt)
@@ -418,6 +468,8 @@ public sealed class JinjaTemplate
                     "set" => ParseSet(piece.Content[3..]),
                     "macro" => ParseMacro(piece.Content[5..]),
                     "call" => ParseCall(piece.Content[4..]),
+                    "generation" => ParseGeneration(piece.Content),
+                    "break" or "continue" => ParseLoopControl(piece.Content),
                     _ => throw new JinjaException($"the tag {{% {word} %}} is not supported"),
                 });
             }
@@ -439,6 +491,13 @@ public sealed class JinjaTemplate
             }
         }
 
+        Node ParseLoopControl(string tag)
+        {
+            if (tag is not ("break" or "continue")) throw new JinjaException($"{{% {tag} %}} takes nothing after its name");
+            if (loops == 0) throw new JinjaException($"{{% {tag} %}} is outside a {{% for %}} loop");
+            return new LoopControlNode(tag == "break");
+        }
+
         Node ParseFor(string header)
         {
             var inAt = FindKeyword(header, "in");
@@ -448,7 +507,9 @@ public sealed class JinjaTemplate
             var ifAt = FindKeyword(rest, "if");
             var iterable = Expression(ifAt < 0 ? rest : rest[..ifAt]);
             var filter = ifAt < 0 ? null : Expression(rest[(ifAt + 2)..]);
+            loops++;
             var body = ParseBlock("else", "endfor");
+            loops--;
             List<Node>? otherwise = null;
             if (pieces[position++].Content == "else")
             {
@@ -470,9 +531,13 @@ public sealed class JinjaTemplate
         Node ParseMacro(string header)
         {
             var (name, parameters) = ExpressionParser.ParseSignature(header, macros);
+            // A macro is a function of its own: a loop around its definition is not one its body may break.
+            var outerLoops = loops;
+            loops = 0;
             macroBodies++;
             var body = ParseBlock("endmacro");
             macroBodies--;
+            loops = outerLoops;
             position++;
             return new MacroNode(name, parameters, body);
         }
@@ -482,9 +547,23 @@ public sealed class JinjaTemplate
             if (header.TrimStart().StartsWith('(')) throw new JinjaException("{% call(...) %} with arguments for caller() is not supported");
             var call = Expression(header);
             if (call is not MacroCall { Caller: false } macroCall) throw new JinjaException($"{{% call {header.Trim()} %}} must call a macro the template defines");
+            // Its body is caller(), a function of its own, as a macro's is.
+            var outerLoops = loops;
+            loops = 0;
             var body = ParseBlock("endcall");
+            loops = outerLoops;
             position++;
             return new CallNode(macroCall.Name, macroCall.Arguments, body);
+        }
+
+        /// <summary>{% generation %}: transformers' tag around an assistant's reply, which marks
+        /// its tokens for return_assistant_tokens_mask; rendered, it is its body.</summary>
+        Node ParseGeneration(string tag)
+        {
+            if (tag != "generation") throw new JinjaException($"{{% {tag} %}} takes nothing after its name");
+            var body = ParseBlock("endgeneration");
+            position++;
+            return new GenerationNode(body);
         }
 
         /// <summary>Position of a keyword surrounded by spaces, outside string literals.</summary>
@@ -541,9 +620,14 @@ public sealed class JinjaTemplate
             scope.TryGetValue(name, out var v) ? v : Values.Functions.Contains(name) ? new GlobalFunction(name) : Undefined.Instance;
     }
 
-    sealed class ListExpr(List<Expr> items) : Expr(items)
+    sealed class ListExpr(List<Expr> items, bool tuple = false) : Expr(items)
     {
-        protected override object? Evaluate(Scope scope) => items.Select(i => i.Eval(scope)).ToList();
+        protected override object? Evaluate(Scope scope)
+        {
+            var values = tuple ? new TupleValue() : new List<object?>();
+            foreach (var item in items) values.Add(item.Eval(scope));
+            return values;
+        }
     }
 
     sealed class DictExpr(List<(Expr Key, Expr Value)> items) : Expr(items.SelectMany(i => new[] { i.Key, i.Value }))
@@ -718,10 +802,13 @@ public sealed class JinjaTemplate
                     var test = Next();
                     Expr? argument = null;
                     if (Accept("(")) { argument = Conditional(); Expect(")"); }
-                    else if (test is "equalto" or "sameas" && Peek is not null && Peek is not ("and" or "or" or "else" or ")")) argument = Concat();
+                    // As Jinja: without parentheses a test takes one argument, a primary and its
+                    // postfixes ("is divisibleby 3", "is in ['a', 'b']"), unless a keyword follows.
+                    else if (Peek is { } next && (next[0] is '\'' or '"' or '(' or '[' or '{' || IsIdentifier(next) || char.IsDigit(next[0])) && next is not ("and" or "or" or "else"))
+                        argument = Postfix();
                     var check = Values.Test(test);
                     var arg = argument;
-                    left = new Lambda(s => check(l.Eval(s), arg?.Eval(s)) != negate, arg is null ? [l] : [l, arg]);
+                    left = new Lambda(s => check(l.Eval(s), arg?.Eval(s), s.Budget) != negate, arg is null ? [l] : [l, arg]);
                 }
                 else return left;
             }
@@ -762,18 +849,23 @@ public sealed class JinjaTemplate
             return left;
         }
 
-        Expr Unary()
+        /// <summary>As Jinja: a minus binds tighter than the filters after it ("-3 | abs" is 3).</summary>
+        Expr Unary(bool withFilters = true)
         {
-            if (!Accept("-")) return Filtered();
-            Enter();
-            var operand = Unary();
-            depth--;
-            return new Lambda(s => Values.Arithmetic("-", 0L, operand.Eval(s)), operand);
+            Expr value;
+            if (Accept("-"))
+            {
+                Enter();
+                var operand = Unary(withFilters: false);
+                depth--;
+                value = new Lambda(s => Values.Arithmetic("-", 0L, operand.Eval(s)), operand);
+            }
+            else value = Postfix();
+            return withFilters ? Filtered(value) : value;
         }
 
-        Expr Filtered()
+        Expr Filtered(Expr value)
         {
-            var value = Postfix();
             while (Accept("|"))
             {
                 var name = Next();
@@ -781,7 +873,7 @@ public sealed class JinjaTemplate
                 if (Accept("(")) arguments = Arguments(")");
                 var filter = Values.Filter(name);
                 var (v, args) = (value, arguments);
-                value = new Lambda(s => filter(v.Eval(s), args.Select(a => a.Eval(s)).ToList()), [v, .. args]);
+                value = new Lambda(s => filter(v.Eval(s), args.Select(a => a.Eval(s)).ToList(), s.Budget), [v, .. args]);
             }
             return value;
         }
@@ -804,14 +896,15 @@ public sealed class JinjaTemplate
                 }
                 else if (Accept("["))
                 {
-                    Expr? start = null, stop = null;
+                    Expr? start = null, stop = null, step = null;
                     if (Peek != ":") start = Conditional();
                     if (Accept(":"))
                     {
-                        if (Peek != "]") stop = Conditional();
+                        if (Peek is not ("]" or ":")) stop = Conditional();
+                        if (Accept(":") && Peek != "]") step = Conditional();
                         Expect("]");
-                        var (a, b) = (start, stop);
-                        value = new Lambda(s => Values.Slice(target.Eval(s), a?.Eval(s), b?.Eval(s)), [target, .. new[] { a, b }.OfType<Expr>()]);
+                        var (a, b, c) = (start, stop, step);
+                        value = new Lambda(s => Values.Slice(target.Eval(s), a?.Eval(s), b?.Eval(s), c?.Eval(s)), [target, .. new[] { a, b, c }.OfType<Expr>()]);
                     }
                     else
                     {
@@ -855,9 +948,12 @@ public sealed class JinjaTemplate
             position++;
             if (token == "(")
             {
+                // A comma makes a tuple: ('user', 'system'), (x,); () is the empty one.
+                if (Accept(")")) return new ListExpr([], tuple: true);
                 var inner = Conditional();
-                Expect(")");
-                return inner;
+                if (Accept(")")) return inner;
+                Expect(",");
+                return new ListExpr([inner, .. Arguments(")")], tuple: true);
             }
             if (token == "[") return new ListExpr(Arguments("]"));
             if (token == "{")
@@ -872,7 +968,17 @@ public sealed class JinjaTemplate
                 }
                 return new DictExpr(items);
             }
-            if (token[0] is '\'' or '"') return new Literal(token[1..]);
+            if (token[0] is '\'' or '"')
+            {
+                // Adjacent string literals are one string, as in Python ('it''s' is "its").
+                var text = new StringBuilder(token, 1, token.Length - 1, token.Length);
+                while (Peek is { } next && next[0] is '\'' or '"')
+                {
+                    text.Append(next, 1, next.Length - 1);
+                    position++;
+                }
+                return new Literal(text.ToString());
+            }
             if (char.IsDigit(token[0]))
             {
                 // The lexer keeps letters and digits together ("1abc"), and any script's digits count.
@@ -953,17 +1059,128 @@ public sealed class JinjaTemplate
             _ => true,
         };
 
+        /// <summary>A value as Jinja prints it, Python's str(): a list or mapping as Python's repr
+        /// writes it ({'role': 'user'}, as SmolLM3's "tool | string").</summary>
         public static string ToText(object? v) => v switch
         {
-            null => "None",
-            Undefined => "",
-            bool b => b ? "True" : "False",
-            double d => d.ToString(CultureInfo.InvariantCulture),
-            long l => l.ToString(CultureInfo.InvariantCulture),
             string s => s,
-            Macro m => m.ToString(),
-            _ => ToJson(v),
+            Undefined => "",
+            _ => Repr(v),
         };
+
+        static string Repr(object? v)
+        {
+            var text = new StringBuilder();
+            WriteRepr(text, v, 0);
+            return text.ToString();
+        }
+
+        /// <summary>Python's repr, checked for depth and length as <see cref="WriteJson"/> is.</summary>
+        static void WriteRepr(StringBuilder text, object? v, int depth)
+        {
+            if (depth > MaxDepth) throw TooDeep();
+            switch (v)
+            {
+                case null: text.Append("None"); break;
+                case Undefined: text.Append("Undefined"); break;
+                case bool b: text.Append(b ? "True" : "False"); break;
+                case long l: text.Append(l.ToString(CultureInfo.InvariantCulture)); break;
+                case double d: text.Append(FloatRepr(d)); break;
+                case string s: WriteStringRepr(text, s); break;
+                case Macro or GlobalFunction: text.Append(v); break;
+                case BoundMethod m: throw new JinjaException($"the template writes the method .{m.Name} of {Describe(m.Target)} as text; call it: .{m.Name}()");
+                case Namespace ns:
+                    text.Append("<Namespace ");
+                    WriteRepr(text, new Dictionary<string, object?>(ns), depth + 1);
+                    text.Append('>');
+                    break;
+                case IDictionary<string, object?> d:
+                    text.Append('{');
+                    var first = true;
+                    foreach (var (key, value) in d)
+                    {
+                        if (!first) text.Append(", ");
+                        first = false;
+                        WriteStringRepr(text, key);
+                        text.Append(": ");
+                        WriteRepr(text, value, depth + 1);
+                    }
+                    text.Append('}');
+                    break;
+                case IEnumerable<object?> list:
+                    var tuple = v is TupleValue;
+                    text.Append(tuple ? '(' : '[');
+                    var count = 0;
+                    foreach (var item in list)
+                    {
+                        if (count++ > 0) text.Append(", ");
+                        WriteRepr(text, item, depth + 1);
+                    }
+                    text.Append(tuple && count == 1 ? ",)" : tuple ? ")" : "]");
+                    break;
+                default: text.Append(v); break;
+            }
+            CheckLength(text.Length);
+        }
+
+        /// <summary>Python's repr of a string: in single quotes unless it holds one and no double
+        /// quote, with backslashes, that quote and characters Python does not print escaped.</summary>
+        static void WriteStringRepr(StringBuilder text, string s)
+        {
+            var quote = s.Contains('\'') && !s.Contains('"') ? '"' : '\'';
+            text.Append(quote);
+            for (var i = 0; i < s.Length; i++)
+            {
+                var c = s[i];
+                if (c == quote || c == '\\') text.Append('\\').Append(c);
+                else if (c == '\n') text.Append("\\n");
+                else if (c == '\r') text.Append("\\r");
+                else if (c == '\t') text.Append("\\t");
+                else if (char.IsSurrogatePair(s, i))
+                {
+                    var codePoint = char.ConvertToUtf32(s, i);
+                    if (Printable(CharUnicodeInfo.GetUnicodeCategory(codePoint), codePoint)) text.Append(s, i, 2);
+                    else text.Append("\\U").Append(codePoint.ToString("x8", CultureInfo.InvariantCulture));
+                    i++;
+                }
+                else if (Printable(CharUnicodeInfo.GetUnicodeCategory(c), c)) text.Append(c);
+                else if (c < 0x100) text.Append("\\x").Append(((int)c).ToString("x2", CultureInfo.InvariantCulture));
+                else text.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+            }
+            text.Append(quote);
+        }
+
+        /// <summary>Python's str.isprintable for one character: not a control, format, surrogate,
+        /// private-use, unassigned or separator character, except the space.</summary>
+        static bool Printable(UnicodeCategory category, int c) => c == ' ' || category is not (UnicodeCategory.Control or UnicodeCategory.Format
+            or UnicodeCategory.Surrogate or UnicodeCategory.PrivateUse or UnicodeCategory.OtherNotAssigned
+            or UnicodeCategory.SpaceSeparator or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator);
+
+        /// <summary>Python's repr of a float, which str() and json.dumps write too: the shortest
+        /// digits that read back the same, in positional notation with at least one decimal
+        /// (3.0) for exponents from -4 to 15, else as 1e+16 or 1.5e-05.</summary>
+        static string FloatRepr(double d)
+        {
+            if (double.IsNaN(d)) return "nan";
+            if (double.IsInfinity(d)) return d > 0 ? "inf" : "-inf";
+            if (d == 0) return double.IsNegative(d) ? "-0.0" : "0.0";
+            // .NET's "R" gives the same shortest digits; only their layout differs.
+            var shortest = Math.Abs(d).ToString("R", CultureInfo.InvariantCulture);
+            var e = shortest.IndexOf('E');
+            var mantissa = e < 0 ? shortest : shortest[..e];
+            var dot = mantissa.IndexOf('.');
+            var digits = mantissa.Replace(".", "");
+            var point = (dot < 0 ? mantissa.Length : dot) + (e < 0 ? 0 : int.Parse(shortest[(e + 1)..], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture));
+            var leading = digits.Length - digits.TrimStart('0').Length;
+            (digits, point) = (digits.Trim('0'), point - leading);
+            var exponent = point - 1;
+            var sign = d < 0 ? "-" : "";
+            if (exponent is < -4 or >= 16)
+                return $"{sign}{digits[0]}{(digits.Length > 1 ? "." + digits[1..] : "")}e{(exponent < 0 ? "-" : "+")}{Math.Abs(exponent):00}";
+            if (point <= 0) return $"{sign}0.{new string('0', -point)}{digits}";
+            if (point >= digits.Length) return $"{sign}{digits}{new string('0', point - digits.Length)}.0";
+            return $"{sign}{digits[..point]}.{digits[point..]}";
+        }
 
         /// <summary>tojson's indent (Llama 3.1's templates write tools with tojson(indent=4)), as a
         /// keyword or the first argument; null: all on one line.</summary>
@@ -1028,7 +1245,7 @@ public sealed class JinjaTemplate
                     if (any && indent is { } end) json.Append('\n').Append(' ', end * depth);
                     json.Append(']');
                     break;
-                default: WriteString(json, v.ToString() ?? ""); break;
+                default: throw new JinjaException($"tojson cannot write {Describe(v)}");
             }
             CheckLength(json.Length);
         }
@@ -1088,17 +1305,37 @@ public sealed class JinjaTemplate
             _ => throw new JinjaException($"cannot iterate over {Describe(v)}"),
         };
 
+        /// <summary>The methods of Python's dict that Jinja's immutable sandbox lets a template read
+        /// (those that change the dict read as undefined), and those of str.</summary>
+        static readonly HashSet<string> DictMethods = ["copy", "fromkeys", "get", "items", "keys", "values"];
+        static readonly HashSet<string> ChangingDictMethods = ["clear", "pop", "popitem", "setdefault", "update"];
+        static readonly HashSet<string> StringMethods =
+        [
+            "capitalize", "casefold", "center", "count", "encode", "endswith", "expandtabs", "find", "format", "format_map", "index",
+            "isalnum", "isalpha", "isascii", "isdecimal", "isdigit", "isidentifier", "islower", "isnumeric", "isprintable", "isspace",
+            "istitle", "isupper", "join", "ljust", "lower", "lstrip", "maketrans", "partition", "removeprefix", "removesuffix", "replace",
+            "rfind", "rindex", "rjust", "rpartition", "rsplit", "rstrip", "split", "splitlines", "startswith", "strip", "swapcase",
+            "title", "translate", "upper", "zfill",
+        ];
+
+        /// <summary>x.name, as Jinja's getattr: a method of a dict or string before a key, so
+        /// spec.items is the method even where spec has the key "items" (spec["items"] is the key).</summary>
         public static object? Member(object? target, string name) => target switch
         {
+            Namespace ns => ns.TryGetValue(name, out var v) ? v : Undefined.Instance,
+            IDictionary<string, object?> d when DictMethods.Contains(name) => new BoundMethod(d, name),
+            IDictionary<string, object?> d when ChangingDictMethods.Contains(name) => Undefined.Instance,
             IDictionary<string, object?> d => d.TryGetValue(name, out var v) ? v : Undefined.Instance,
+            string s when StringMethods.Contains(name) => new BoundMethod(s, name),
             _ => Undefined.Instance,
         };
 
         /// <summary>Python's indexing, negative counting from the end; out of range is undefined,
-        /// as Jinja's getitem turns Python's IndexError into an undefined value.</summary>
+        /// as Jinja's getitem turns Python's IndexError into an undefined value. A key the mapping
+        /// lacks is looked up as an attribute, as Jinja's getitem falls back to getattr.</summary>
         public static object? Index(object? target, object? index) => (target, index) switch
         {
-            (IDictionary<string, object?> d, string key) => d.TryGetValue(key, out var v) ? v : Undefined.Instance,
+            (IDictionary<string, object?> d, string key) => d.TryGetValue(key, out var v) ? v : Member(target, key),
             (IList<object?> list, long i) => Position(i, list.Count) is { } at ? list[at] : Undefined.Instance,
             (string s, long i) => Position(i, s.Length) is { } at ? s[at].ToString() : Undefined.Instance,
             _ => Undefined.Instance,
@@ -1106,15 +1343,32 @@ public sealed class JinjaTemplate
 
         static int? Position(long index, int count) => (index < 0 ? count + index : index) is var at && at >= 0 && at < count ? (int)at : null;
 
-        public static object? Slice(object? target, object? start, object? stop)
+        /// <summary>Python's slice [start:stop:step], as slice.indices bounds it: a negative bound
+        /// counts from the end, one past either end is clamped, a negative step walks backwards
+        /// (messages[::-1]).</summary>
+        public static object? Slice(object? target, object? start, object? stop, object? step)
         {
-            int Bound(object? b, int length, int fallback) => b is long l ? (int)Math.Clamp(l < 0 ? length + l : l, 0, length) : fallback;
-            return target switch
+            var length = target switch
             {
-                IList<object?> list => list.Skip(Bound(start, list.Count, 0)).Take(Math.Max(0, Bound(stop, list.Count, list.Count) - Bound(start, list.Count, 0))).ToList(),
-                string s => s[Bound(start, s.Length, 0)..Math.Max(Bound(start, s.Length, 0), Bound(stop, s.Length, s.Length))],
+                IList<object?> list => list.Count,
+                string s => s.Length,
                 _ => throw new JinjaException($"cannot slice {Describe(target)}"),
             };
+            var by = step switch { null => 1L, long l => l, _ => throw new JinjaException("slice indices must be integers or none") };
+            if (by == 0) throw new JinjaException("slice step cannot be zero");
+            long Bound(object? b, long fallback) => b switch
+            {
+                null => fallback,
+                long l when l < 0 => Math.Max(l + length, by < 0 ? -1 : 0),
+                long l => Math.Min(l, by < 0 ? length - 1 : length),
+                _ => throw new JinjaException("slice indices must be integers or none"),
+            };
+            var (from, to) = (Bound(start, by < 0 ? length - 1 : 0), Bound(stop, by < 0 ? -1 : length));
+            var positions = new List<int>();
+            for (var i = from; by > 0 ? i < to : i > to; i += by) positions.Add((int)i);
+            return target is string text
+                ? string.Concat(positions.Select(i => text[i]))
+                : positions.Select(i => ((IList<object?>)target!)[i]).ToList();
         }
 
         public static bool Contains(object? container, object? item, Budget budget)
@@ -1139,13 +1393,30 @@ public sealed class JinjaTemplate
             }
         }
 
-        public static bool Equal(object? a, object? b) => (a, b) switch
+        /// <summary>Python's ==: numbers by value (True == 1), lists and tuples item by item (a
+        /// list is never a tuple), mappings by their keys and values in any order (Mistral's
+        /// "message == user_messages[-1]" is true of an earlier message that reads the same).</summary>
+        public static bool Equal(object? a, object? b) => Equal(a, b, 0);
+
+        static bool Equal(object? a, object? b, int depth)
         {
-            (Undefined, Undefined) or (null, null) => true,
-            (long x, double y) => x == y,
-            (double x, long y) => x == y,
-            _ => Equals(a, b),
-        };
+            if (ReferenceEquals(a, b)) return true;
+            if (depth > MaxDepth) throw TooDeep();
+            return (a, b) switch
+            {
+                (Undefined, Undefined) or (null, null) => true,
+                (long x, long y) => x == y,
+                (long or double or bool, long or double or bool) when a is not bool || b is not bool => Number(a) == Number(b),
+                (Namespace, _) or (_, Namespace) => false,
+                (IDictionary<string, object?> x, IDictionary<string, object?> y) =>
+                    x.Count == y.Count && x.All(kv => y.TryGetValue(kv.Key, out var other) && Equal(kv.Value, other, depth + 1)),
+                (IList<object?> x, IList<object?> y) =>
+                    x is TupleValue == y is TupleValue && x.Count == y.Count && x.Zip(y).All(p => Equal(p.First, p.Second, depth + 1)),
+                _ => Equals(a, b),
+            };
+        }
+
+        static double Number(object? v) => v switch { bool b => b ? 1 : 0, long l => l, _ => (double)v! };
 
         public static object Compare(string op, object? a, object? b)
         {
@@ -1193,43 +1464,164 @@ public sealed class JinjaTemplate
             throw new JinjaException($"cannot apply '{op}' to {Describe(a)} and {Describe(b)}");
         }
 
-        public static Func<object?, object?, bool> Test(string name) => name switch
+        /// <summary>An is-test: the value, the test's argument where it takes one, and the budget
+        /// (in searches a list).</summary>
+        public static Func<object?, object?, Budget, bool> Test(string name) => name switch
         {
-            "defined" => (v, _) => v is not Undefined,
-            "undefined" => (v, _) => v is Undefined,
-            "none" => (v, _) => v is null,
-            "string" => (v, _) => v is string,
-            "number" => (v, _) => v is long or double,
-            "integer" => (v, _) => v is long,
-            "boolean" => (v, _) => v is bool,
-            "true" => (v, _) => v is true,
-            "false" => (v, _) => v is false,
-            "mapping" => (v, _) => v is IDictionary<string, object?>,
-            "sequence" or "iterable" => (v, _) => v is string or IEnumerable<object?>,
-            "even" => (v, _) => v is long l && l % 2 == 0,
-            "odd" => (v, _) => v is long l && l % 2 != 0,
-            "equalto" or "sameas" or "eq" => (v, arg) => Equal(v, arg),
+            "defined" => (v, _, _) => v is not Undefined,
+            "undefined" => (v, _, _) => v is Undefined,
+            "none" => (v, _, _) => v is null,
+            "string" => (v, _, _) => v is string,
+            "number" => (v, _, _) => v is long or double,
+            "integer" => (v, _, _) => v is long,
+            "float" => (v, _, _) => v is double,
+            "boolean" => (v, _, _) => v is bool,
+            "true" => (v, _, _) => v is true,
+            "false" => (v, _, _) => v is false,
+            "mapping" => (v, _, _) => v is IDictionary<string, object?>,
+            // A mapping is iterable (its keys) and a sequence (it has a length and items), as in Jinja.
+            "sequence" or "iterable" => (v, _, _) => v is string or IEnumerable<object?> or IDictionary<string, object?>,
+            "callable" => (v, _, _) => v is Macro or GlobalFunction or BoundMethod,
+            "even" => (v, _, _) => v is long l && l % 2 == 0,
+            "odd" => (v, _, _) => v is long l && l % 2 != 0,
+            "divisibleby" => (v, arg, _) => (v, arg) is (long l, long by) ? by != 0 ? l % by == 0 : throw new JinjaException("divisibleby zero") : throw new JinjaException("'is divisibleby' takes integers"),
+            "lower" => (v, _, _) => v is string s && s == s.ToLowerInvariant(),
+            "upper" => (v, _, _) => v is string s && s == s.ToUpperInvariant(),
+            "equalto" or "sameas" or "eq" or "==" => (v, arg, _) => Equal(v, arg),
+            "ne" or "!=" => (v, arg, _) => !Equal(v, arg),
+            "lt" or "lessthan" or "<" => (v, arg, _) => (bool)Compare("<", v, arg),
+            "le" or "<=" => (v, arg, _) => (bool)Compare("<=", v, arg),
+            "gt" or "greaterthan" or ">" => (v, arg, _) => (bool)Compare(">", v, arg),
+            "ge" or ">=" => (v, arg, _) => (bool)Compare(">=", v, arg),
+            "in" => (v, arg, budget) => Contains(arg, v, budget),
             _ => throw new JinjaException($"the test 'is {name}' is not supported"),
         };
 
-        public static Func<object?, List<object?>, object?> Filter(string name) => name switch
+        /// <summary>A filter: the value, the filter's arguments (keywords as name-value pairs) and the budget.</summary>
+        public static Func<object?, List<object?>, Budget, object?> Filter(string name) => name switch
         {
-            "trim" => (v, _) => ToText(v).Trim(),
-            "upper" => (v, _) => ToText(v).ToUpperInvariant(),
-            "lower" => (v, _) => ToText(v).ToLowerInvariant(),
-            "capitalize" => (v, _) => ToText(v) is { Length: > 0 } s ? char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant() : "",
-            "length" or "count" => (v, _) => v switch { string s => (long)s.Length, System.Collections.ICollection c => (long)c.Count, _ => 0L },
-            "string" => (v, _) => ToText(v),
-            "int" => (v, _) => v switch { long l => l, double d => (long)d, string s when long.TryParse(s, out var l) => l, _ => 0L },
-            "tojson" => (v, args) => ToJson(v, Indent(args)),
-            "first" => (v, _) => Iterate(v).FirstOrDefault(),
-            "last" => (v, _) => Iterate(v).LastOrDefault(),
-            "list" => (v, _) => Iterate(v).ToList(),
-            "join" => (v, args) => Join(Iterate(v), args.Count > 0 ? ToText(args[0]) : ""),
-            "default" or "d" => (v, args) => v is Undefined || (args.Count > 1 && Truthy(args[1]) && !Truthy(v)) ? (args.Count > 0 ? args[0] : "") : v,
-            "items" => (v, _) => v is IDictionary<string, object?> d ? d.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList() : [],
+            "trim" => (v, _, _) => ToText(v).Trim(),
+            "upper" => (v, _, _) => ToText(v).ToUpperInvariant(),
+            "lower" => (v, _, _) => ToText(v).ToLowerInvariant(),
+            "capitalize" => (v, _, _) => Capitalize(ToText(v)),
+            "title" => (v, _, _) => TitleFilter(ToText(v)),
+            "replace" => (v, args, budget) => args is [var old, var replacement] ? Replace(ToText(v), ToText(old), ToText(replacement), budget) : throw new JinjaException("|replace takes the text to replace and its replacement"),
+            "indent" => (v, args, _) => IndentLines(ToText(v), args),
+            "length" or "count" => (v, _, _) => v switch { string s => (long)s.Length, System.Collections.ICollection c => (long)c.Count, _ => 0L },
+            "string" => (v, _, _) => ToText(v),
+            // Markup in Jinja, which prints as the text itself: there is no autoescaping here.
+            "safe" => (v, _, _) => ToText(v),
+            "int" => (v, _, _) => v switch { long l => l, double d => (long)d, string s when long.TryParse(s, out var l) => l, _ => 0L },
+            "float" => (v, _, _) => v switch { long l => (double)l, double d => d, string s when double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) => d, _ => 0.0 },
+            "abs" => (v, _, _) => v switch { long l => (object)Math.Abs(l), double d => Math.Abs(d), _ => throw new JinjaException($"|abs of {Describe(v)}") },
+            "tojson" => (v, args, _) => ToJson(v, Indent(args)),
+            "first" => (v, _, _) => Iterate(v).FirstOrDefault(),
+            "last" => (v, _, _) => Iterate(v).LastOrDefault(),
+            "list" => (v, _, _) => Iterate(v).ToList(),
+            "reverse" => (v, _, _) => v is string s ? string.Concat(s.Reverse()) : Iterate(v).Reverse().ToList(),
+            "join" => (v, args, _) => Join(Iterate(v), args.Count > 0 ? ToText(args[0]) : ""),
+            "default" or "d" => (v, args, _) => v is Undefined || (args.Count > 1 && Truthy(args[1]) && !Truthy(v)) ? (args.Count > 0 ? args[0] : "") : v,
+            "items" => (v, _, _) => v is IDictionary<string, object?> d ? d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value }).ToList() : [],
+            "select" or "reject" => (v, args, budget) => Select(Iterate(v), args, attribute: null, keep: name == "select", budget),
+            "selectattr" or "rejectattr" => (v, args, budget) => args is [string attribute, .. var test]
+                ? Select(Iterate(v), test, attribute, keep: name == "selectattr", budget)
+                : throw new JinjaException($"|{name} takes an attribute's name, then optionally a test and its argument"),
+            "map" => (v, args, budget) => Map(Iterate(v), args, budget),
             _ => throw new JinjaException($"the filter '|{name}' is not supported"),
         };
+
+        /// <summary>|select and |reject (the items themselves), |selectattr and |rejectattr (an
+        /// attribute of each): the items whose value passes the test (truth, without one) or fails it.</summary>
+        static List<object?> Select(IEnumerable<object?> items, List<object?> test, string? attribute, bool keep, Budget budget)
+        {
+            var check = test is [string name, ..] ? Test(name) : null;
+            Func<object?, bool> passes = test switch
+            {
+                [] => Truthy,
+                [string] => v => check!(v, null, budget),
+                [string, var argument] => v => check!(v, argument, budget),
+                _ => throw new JinjaException("a select filter takes a test's name and at most one argument for it"),
+            };
+            return items.Where(item => passes(attribute is null ? item : Attribute(item, attribute)) == keep).ToList();
+        }
+
+        /// <summary>|map(attribute='a.b', default=x): each item's attribute (x where it is undefined);
+        /// |map('filter', args...): the filter applied to each item.</summary>
+        static List<object?> Map(IEnumerable<object?> items, List<object?> args, Budget budget)
+        {
+            switch (args)
+            {
+                case [KeyValuePair<string, object?> { Key: "attribute", Value: var attribute }, .. var rest]:
+                    var fallback = rest switch
+                    {
+                        [] => Undefined.Instance,
+                        [KeyValuePair<string, object?> { Key: "default", Value: var value }] => value,
+                        _ => throw new JinjaException("|map(attribute=...) takes only a default= besides"),
+                    };
+                    return items.Select(item => Attribute(item, ToText(attribute)) is var v && v is Undefined ? fallback : v).ToList();
+                case [string filterName, .. var filterArguments]:
+                    var filter = Filter(filterName);
+                    return items.Select(item => filter(item, filterArguments, budget)).ToList();
+                default:
+                    throw new JinjaException("|map takes a filter's name or attribute=");
+            }
+        }
+
+        /// <summary>An item's attribute as Jinja's attribute filters read it: a dotted path, a
+        /// number in it an index ("function.name", "content.0").</summary>
+        static object? Attribute(object? item, string path)
+        {
+            foreach (var part in path.Split('.'))
+                item = Index(item, long.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out var at) ? at : part);
+            return item;
+        }
+
+        static string Capitalize(string s) => s.Length > 0 ? char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant() : "";
+
+        /// <summary>Jinja's |title: each word (after a space, '-', '(', '{', '[' or '&lt;')
+        /// capitalized, unlike Python's str.title(), which capitalizes after an apostrophe too.</summary>
+        static string TitleFilter(string s) =>
+            string.Concat(System.Text.RegularExpressions.Regex.Split(s, @"([-\s({\[<]+)").Where(w => w.Length > 0).Select(Capitalize));
+
+        /// <summary>Python's str.title(): a letter after a cased letter is lower case, any other upper case.</summary>
+        static string TitleMethod(string s)
+        {
+            var text = new StringBuilder(s.Length);
+            var afterCased = false;
+            foreach (var c in s)
+            {
+                text.Append(afterCased ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c));
+                afterCased = char.IsUpper(c) || char.IsLower(c);
+            }
+            return text.ToString();
+        }
+
+        /// <summary>Jinja's |indent(width=4, first=false, blank=false): every line after the first
+        /// (and the first with first=true) indented, blank lines too with blank=true.</summary>
+        static string IndentLines(string s, List<object?> args)
+        {
+            object? width = 4L, first = false, blank = false;
+            for (var i = 0; i < args.Count; i++)
+            {
+                var (key, value) = args[i] is KeyValuePair<string, object?> kv ? (kv.Key, kv.Value) : (i switch { 0 => "width", 1 => "first", _ => "blank" }, args[i]);
+                switch (key)
+                {
+                    case "width": width = value; break;
+                    case "first": first = value; break;
+                    case "blank": blank = value; break;
+                    default: throw new JinjaException($"|indent takes width, first and blank, not {key}");
+                }
+            }
+            var indention = width switch { string text => text, long n => new string(' ', (int)Math.Clamp(n, 0, 1000)), _ => throw new JinjaException("|indent's width is a number or a string") };
+            // Python's splitlines, after Jinja appends a newline: a final line break leaves no empty line.
+            var lines = System.Text.RegularExpressions.Regex.Split(s + "\n", "\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]").SkipLast(1).ToList();
+            var result = Truthy(blank)
+                ? string.Join("\n" + indention, lines)
+                : string.Join("\n", lines.Select((line, i) => i == 0 || line.Length == 0 ? line : indention + line));
+            if (Truthy(first)) result = indention + result;
+            CheckLength(result.Length);
+            return result;
+        }
 
         static string Join(IEnumerable<object?> items, string separator)
         {
@@ -1245,12 +1637,12 @@ public sealed class JinjaTemplate
         }
 
         /// <summary>How many arguments each method takes. Python's optional ones that this
-        /// subset does not implement (startswith's start, replace's count, split's maxsplit)
-        /// are refused rather than ignored.</summary>
+        /// subset does not implement (startswith's start, replace's count) are refused rather
+        /// than ignored.</summary>
         static readonly Dictionary<string, (int Min, int Max)> Arity = new()
         {
             ["strip"] = (0, 1), ["lstrip"] = (0, 1), ["rstrip"] = (0, 1), ["upper"] = (0, 0), ["lower"] = (0, 0), ["title"] = (0, 0),
-            ["startswith"] = (1, 1), ["endswith"] = (1, 1), ["replace"] = (2, 2), ["split"] = (0, 1),
+            ["capitalize"] = (0, 0), ["startswith"] = (1, 1), ["endswith"] = (1, 1), ["replace"] = (2, 2), ["split"] = (0, 2),
             ["items"] = (0, 0), ["keys"] = (0, 0), ["values"] = (0, 0), ["get"] = (1, 2),
         };
 
@@ -1269,12 +1661,14 @@ public sealed class JinjaTemplate
                 (string s, "rstrip") => args is [{ } chars] ? s.TrimEnd(Characters(s, chars, budget)) : s.TrimEnd(),
                 (string s, "upper") => s.ToUpperInvariant(),
                 (string s, "lower") => s.ToLowerInvariant(),
-                (string s, "title") => CultureInfo.InvariantCulture.TextInfo.ToTitleCase(s.ToLowerInvariant()),
-                (string s, "startswith") => s.StartsWith(ToText(args[0]), StringComparison.Ordinal),
-                (string s, "endswith") => s.EndsWith(ToText(args[0]), StringComparison.Ordinal),
+                (string s, "title") => TitleMethod(s),
+                (string s, "capitalize") => Capitalize(s),
+                // Either takes a tuple of texts, any of which may match, as in Python.
+                (string s, "startswith") => Affixes(args[0]).Any(prefix => s.StartsWith(prefix, StringComparison.Ordinal)),
+                (string s, "endswith") => Affixes(args[0]).Any(suffix => s.EndsWith(suffix, StringComparison.Ordinal)),
                 (string s, "replace") => Replace(s, ToText(args[0]), ToText(args[1]), budget),
-                (string s, "split") => (args is [{ } separator] ? Split(s, ToText(separator), budget) : s.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)).Select(p => (object?)p).ToList(),
-                (IDictionary<string, object?> d, "items") => d.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList(),
+                (string s, "split") => Split(s, args, budget).Select(p => (object?)p).ToList(),
+                (IDictionary<string, object?> d, "items") => d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value }).ToList(),
                 (IDictionary<string, object?> d, "keys") => d.Keys.Select(k => (object?)k).ToList(),
                 (IDictionary<string, object?> d, "values") => d.Values.ToList(),
                 (IDictionary<string, object?> d, "get") => d.TryGetValue(ToText(args[0]), out var v) ? v : args.Count > 1 ? args[1] : null,
@@ -1303,11 +1697,31 @@ public sealed class JinjaTemplate
             return s.Replace(old, replacement, StringComparison.Ordinal);
         }
 
-        static string[] Split(string s, string separator, Budget budget)
+        static IEnumerable<string> Affixes(object? argument) => argument switch
         {
+            TupleValue tuple => tuple.Select(a => a as string ?? throw new JinjaException("startswith/endswith take a text or a tuple of texts")),
+            string text => [text],
+            _ => throw new JinjaException("startswith/endswith take a text or a tuple of texts"),
+        };
+
+        /// <summary>Python's split(sep=None, maxsplit=-1): at each separator, or at runs of white
+        /// space (none at either end) without one, at most maxsplit times.</summary>
+        static string[] Split(string s, List<object?> args, Budget budget)
+        {
+            var separator = args.Count > 0 && args[0] is { } given ? ToText(given) : null;
+            var most = args.Count > 1 ? args[1] is long n ? n : throw new JinjaException(".split()'s maxsplit is a number") : -1;
+            var count = most < 0 ? int.MaxValue : (int)Math.Min(most + 1, int.MaxValue);
+            if (separator is null)
+            {
+                budget.Spend(s.Length);
+                // The rest after the last split keeps its trailing white space, not its leading.
+                var parts = s.TrimStart().Split((char[]?)null, count, StringSplitOptions.RemoveEmptyEntries);
+                if (parts.Length > 0) parts[^1] = parts[^1].TrimStart();
+                return parts;
+            }
             if (separator.Length == 0) throw new JinjaException(".split() with an empty separator");
             SpendOnSearch(budget, s, separator);
-            return s.Split(separator);
+            return s.Split(separator, count);
         }
 
         /// <summary>The functions <see cref="Function"/> calls.</summary>
@@ -1393,6 +1807,7 @@ public sealed class JinjaTemplate
             string => "a string",
             long or double => "a number",
             bool => "a boolean",
+            BoundMethod => "a method",
             IDictionary<string, object?> => "a mapping",
             _ => "a list",
         };

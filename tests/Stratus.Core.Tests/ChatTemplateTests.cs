@@ -1,5 +1,6 @@
-// Chat templates as the model families ship them, rendered by Stratus's Jinja subset, compared
-// with what transformers' apply_chat_template produces for the same conversation.
+// Chat templates written for these tests in the style of the model families' (their wire formats,
+// our own wording and layout), rendered by Stratus's Jinja subset and compared with what jinja2
+// renders for the same conversation as transformers' apply_chat_template sets it up.
 using System.Text.Json.Nodes;
 using Stratus.Formats;
 using Stratus.Models;
@@ -10,21 +11,32 @@ namespace Stratus.Tests;
 
 public sealed class ChatTemplateTests
 {
-    internal const string ChatMl = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    /// <summary>ChatML, written for these tests.</summary>
+    internal const string ChatMl = "{% for turn in messages %}{{ '<|im_start|>' + turn['role'] + '\\n' }}{{ turn['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
-    const string Llama3 = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+    /// <summary>Written for these tests in the style of Llama 3's: BOS once, headers, trimmed content.</summary>
+    const string Llama3 = "{% for turn in messages %}{% if loop.index0 == 0 %}{{ bos_token }}{% endif %}{% set header = '<|start_header_id|>' + turn['role'] + '<|end_header_id|>\\n\\n' %}{{ header + turn['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
 
-    const string Llama2 = "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+    /// <summary>Written for these tests in the style of Llama 2's: the system text folded into the first [INST].</summary>
+    const string Llama2 = "{% set turns = messages %}{% set system_text = false %}{% if messages[0]['role'] == 'system' %}{% set system_text = messages[0]['content'] %}{% set turns = messages[1:] %}{% endif %}{% for turn in turns %}{% if (turn['role'] == 'assistant') != (loop.index0 % 2 == 1) %}{{ raise_exception('After any system message, turns go user, assistant, user, ...') }}{% endif %}{% set text = turn['content'] %}{% if loop.first and system_text != false %}{% set text = '<<SYS>>\\n' + system_text + '\\n<</SYS>>\\n\\n' + text %}{% endif %}{% if turn['role'] == 'user' %}{{ bos_token + '[INST] ' + text.strip() + ' [/INST]' }}{% else %}{{ ' ' + text.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
 
-    const string Mistral = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+    /// <summary>Written for these tests in the style of Mistral's first: user and assistant turns only, alternating.</summary>
+    const string Mistral = "{{ bos_token }}{% for turn in messages %}{% if turn['role'] not in ['user', 'assistant'] %}{{ raise_exception('This template takes user and assistant turns only, not ' + turn['role']) }}{% elif (turn['role'] == 'user') != (loop.index0 is even) %}{{ raise_exception('A user turn comes first, then turns alternate') }}{% elif turn['role'] == 'user' %}{{ '[INST] ' + turn['content'] + ' [/INST]' }}{% else %}{{ turn['content'] + eos_token }}{% endif %}{% endfor %}";
 
-    const string Zephyr = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+    /// <summary>Written for these tests in the style of Zephyr's: a tag a line, newlines left to trim_blocks.</summary>
+    const string Zephyr = "{% for turn in messages %}\n{% if turn['role'] in ['system', 'user', 'assistant'] %}\n{{ '<|' + turn['role'] + '|>\\n' + turn['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
 
-    // Llama 3.1-3.3 Instruct's, as Meta ships it: it asks strftime_now() for "Today Date".
+    /// <summary>Written for these tests in the style of Llama 3.1's: the date from strftime_now(), tools as
+    /// indented JSON in the first user turn (or the system turn), one call as {"name", "parameters"}, results
+    /// in an ipython turn.</summary>
     internal const string Llama31 = """
         {{- bos_token }}
+        {#- Tools come as tools or as custom_tools, and by default with the first user turn. #}
         {%- if custom_tools is defined %}
             {%- set tools = custom_tools %}
+        {%- endif %}
+        {%- if not tools is defined %}
+            {%- set tools = none %}
         {%- endif %}
         {%- if not tools_in_user_message is defined %}
             {%- set tools_in_user_message = true %}
@@ -33,76 +45,49 @@ public sealed class ChatTemplateTests
             {%- if strftime_now is defined %}
                 {%- set date_string = strftime_now("%d %b %Y") %}
             {%- else %}
-                {%- set date_string = "26 Jul 2024" %}
+                {%- set date_string = "01 Jan 2025" %}
             {%- endif %}
         {%- endif %}
-        {%- if not tools is defined %}
-            {%- set tools = none %}
-        {%- endif %}
+        {%- set call_format = 'To use one, answer with nothing but {"name": <the function>, "parameters": <an object of argument values>}, every value written out.\n\n' %}
 
-        {#- This block extracts the system message, so we can slot it into the right place. #}
+        {#- A leading system turn is taken out of the conversation and written after the date. #}
+        {%- set system_text = "" %}
         {%- if messages[0]['role'] == 'system' %}
-            {%- set system_message = messages[0]['content']|trim %}
+            {%- set system_text = messages[0]['content'] | trim %}
             {%- set messages = messages[1:] %}
-        {%- else %}
-            {%- set system_message = "" %}
         {%- endif %}
-
-        {#- System message #}
         {{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
         {%- if tools is not none %}
-            {{- "Environment: ipython\n" }}
+            {{- "Tool runtime: ipython\n" }}
         {%- endif %}
-        {{- "Cutting Knowledge Date: December 2023\n" }}
-        {{- "Today Date: " + date_string + "\n\n" }}
+        {{- "Trained on text up to: 2023-12\n" }}
+        {{- "Date: " + date_string + "\n\n" }}
         {%- if tools is not none and not tools_in_user_message %}
-            {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
-            {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
-            {{- "Do not use variables.\n\n" }}
-            {%- for t in tools %}
-                {{- t | tojson(indent=4) }}
-                {{- "\n\n" }}
+            {{- "These functions are available. " + call_format }}
+            {%- for function in tools %}
+                {{- function | tojson(indent=4) + "\n\n" }}
             {%- endfor %}
         {%- endif %}
-        {{- system_message }}
-        {{- "<|eot_id|>" }}
+        {{- system_text + "<|eot_id|>" }}
 
-        {#- Custom tools are passed in a user message with some extra guidance #}
+        {#- Otherwise the tools open the first user turn, ahead of its text. #}
         {%- if tools_in_user_message and not tools is none %}
-            {#- Extract the first user message so we can plug it in here #}
-            {%- if messages | length != 0 %}
-                {%- set first_user_message = messages[0]['content']|trim %}
-                {%- set messages = messages[1:] %}
-            {%- else %}
-                {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
-        {%- endif %}
+            {%- if messages | length == 0 %}
+                {{- raise_exception("The tools go into the first user turn, and this conversation has none.") }}
+            {%- endif %}
+            {%- set first_user_text = messages[0]['content'] | trim %}
+            {%- set messages = messages[1:] %}
             {{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
-            {{- "Given the following functions, please respond with a JSON for a function call " }}
-            {{- "with its proper arguments that best answers the given prompt.\n\n" }}
-            {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
-            {{- "Do not use variables.\n\n" }}
-            {%- for t in tools %}
-                {{- t | tojson(indent=4) }}
+            {{- "If one of the functions below answers the request, call it. " + call_format }}
+            {%- for function in tools %}
+                {{- function | tojson(indent=4) }}
                 {{- "\n\n" }}
             {%- endfor %}
-            {{- first_user_message + "<|eot_id|>"}}
+            {{- first_user_text + "<|eot_id|>" }}
         {%- endif %}
 
         {%- for message in messages %}
-            {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
-                {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
-            {%- elif 'tool_calls' in message %}
-                {%- if not message.tool_calls|length == 1 %}
-                    {{- raise_exception("This model only supports single tool-calls at once!") }}
-                {%- endif %}
-                {%- set tool_call = message.tool_calls[0].function %}
-                {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
-                {{- '{"name": "' + tool_call.name + '", ' }}
-                {{- '"parameters": ' }}
-                {{- tool_call.arguments | tojson }}
-                {{- "}" }}
-                {{- "<|eot_id|>" }}
-            {%- elif message.role == "tool" or message.role == "ipython" %}
+            {%- if message.role == 'tool' or message.role == 'ipython' %}
                 {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
                 {%- if message.content is mapping or message.content is iterable %}
                     {{- message.content | tojson }}
@@ -110,6 +95,16 @@ public sealed class ChatTemplateTests
                     {{- message.content }}
                 {%- endif %}
                 {{- "<|eot_id|>" }}
+            {%- elif 'tool_calls' in message %}
+                {%- if message.tool_calls | length != 1 %}
+                    {{- raise_exception("This format writes one tool call per assistant turn.") }}
+                {%- endif %}
+                {%- set call = message.tool_calls[0].function %}
+                {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+                {{- '{"name": "' + call.name + '", "parameters": ' + call.arguments | tojson + '}' }}
+                {{- "<|eot_id|>" }}
+            {%- else %}
+                {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}
             {%- endif %}
         {%- endfor %}
         {%- if add_generation_prompt %}
@@ -118,56 +113,48 @@ public sealed class ChatTemplateTests
 
         """;
 
-    /// <summary>A template in the style of Qwen2.5's (written for these tests): tools in the system
-    /// message with tojson, calls as &lt;tool_call&gt; blocks, tool results grouped in one user turn.</summary>
+    /// <summary>Written for these tests in the style of Qwen2.5's: tools in the system turn with tojson,
+    /// calls as &lt;tool_call&gt; blocks, tool results grouped in one user turn.</summary>
     internal const string QwenTools = """
+        {%- set system_text = messages[0]['content'] if messages[0]['role'] == 'system' else none %}
         {%- if tools %}
             {{- '<|im_start|>system\n' }}
-            {%- if messages[0]['role'] == 'system' %}
-                {{- messages[0]['content'] }}
-            {%- else %}
-                {{- 'You are a helpful assistant.' }}
-            {%- endif %}
-            {{- "\n\n# Tools\n\nYou may call one or more functions. Their signatures are within <tools></tools>:\n<tools>" }}
+            {{- system_text if system_text is not none else 'You answer questions, using the tools below when they help.' }}
+            {{- "\n\n# Tools\n\nThe functions you can call, one JSON signature a line:\n<tools>" }}
             {%- for tool in tools %}
                 {{- "\n" }}
                 {{- tool | tojson }}
             {%- endfor %}
-            {{- "\n</tools>\n\nFor each call, return a JSON object with the function's name and arguments within <tool_call></tool_call> tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
-        {%- else %}
-            {%- if messages[0]['role'] == 'system' %}
-                {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
-            {%- endif %}
+            {{- "\n</tools>\n\nTo call any of them, write one block per call:\n<tool_call>\n{\"name\": <its name>, \"arguments\": <an object of its arguments>}\n</tool_call><|im_end|>\n" }}
+        {%- elif system_text is not none %}
+            {{- '<|im_start|>system\n' + system_text + '<|im_end|>\n' }}
         {%- endif %}
         {%- for message in messages %}
-            {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
-                {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
-            {%- elif message.role == "assistant" %}
-                {{- '<|im_start|>' + message.role }}
+            {%- if message.role == "tool" %}
+                {#- Consecutive results share one user turn. #}
+                {%- if loop.index0 == 0 or messages[loop.index0 - 1].role != "tool" %}
+                    {{- '<|im_start|>user' }}
+                {%- endif %}
+                {{- '\n<tool_response>\n' + message.content + '\n</tool_response>' }}
+                {%- if loop.last or messages[loop.index0 + 1].role != "tool" %}
+                    {{- '<|im_end|>\n' }}
+                {%- endif %}
+            {%- elif message.role == "assistant" and message.tool_calls %}
+                {{- '<|im_start|>assistant' }}
                 {%- if message.content %}
                     {{- '\n' + message.content }}
                 {%- endif %}
-                {%- for tool_call in message.tool_calls %}
-                    {%- if tool_call.function is defined %}
-                        {%- set tool_call = tool_call.function %}
+                {%- for call in message.tool_calls %}
+                    {%- if call.function is defined %}
+                        {%- set call = call.function %}
                     {%- endif %}
-                    {{- '\n<tool_call>\n{"name": "' }}
-                    {{- tool_call.name }}
-                    {{- '", "arguments": ' }}
-                    {{- tool_call.arguments | tojson }}
+                    {{- '\n<tool_call>\n{"name": "' + call.name + '", "arguments": ' }}
+                    {{- call.arguments | tojson }}
                     {{- '}\n</tool_call>' }}
                 {%- endfor %}
                 {{- '<|im_end|>\n' }}
-            {%- elif message.role == "tool" %}
-                {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
-                    {{- '<|im_start|>user' }}
-                {%- endif %}
-                {{- '\n<tool_response>\n' }}
-                {{- message.content }}
-                {{- '\n</tool_response>' }}
-                {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
-                    {{- '<|im_end|>\n' }}
-                {%- endif %}
+            {%- elif not (message.role == "system" and loop.first) %}
+                {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}
             {%- endif %}
         {%- endfor %}
         {%- if add_generation_prompt %}
@@ -202,7 +189,7 @@ public sealed class ChatTemplateTests
         static string Today() => DateTime.Now.ToString("dd MMM yyyy", System.Globalization.CultureInfo.InvariantCulture);
         var before = Today();
         var text = new ChatTemplate(Llama31, "<|begin_of_text|>", "<|eot_id|>").Render(ToolConversation(twoCalls: false), tools: WeatherTools);
-        string Expected(string date) => "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\nCutting Knowledge Date: December 2023\nToday Date: " + date + "\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.Do not use variables.\n\n{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_weather\",\n        \"description\": \"Weather in a city <\u00e9 & 'quotes'>\",\n        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {\n                \"city\": {\n                    \"type\": \"string\"\n                },\n                \"days\": {\n                    \"type\": \"integer\"\n                },\n                \"tags\": {\n                    \"type\": \"array\",\n                    \"items\": {}\n                }\n            },\n            \"required\": [\n                \"city\"\n            ]\n        }\n    }\n}\n\n{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_time\",\n        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {}\n        }\n    }\n}\n\nWeather in Paris?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\", \"days\": 2}}<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n\"{\\\"temp\\\": 20}\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+        string Expected(string date) => "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nTool runtime: ipython\nTrained on text up to: 2023-12\nDate: " + date + "\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nIf one of the functions below answers the request, call it. To use one, answer with nothing but {\"name\": <the function>, \"parameters\": <an object of argument values>}, every value written out.\n\n{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_weather\",\n        \"description\": \"Weather in a city <\u00e9 & 'quotes'>\",\n        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {\n                \"city\": {\n                    \"type\": \"string\"\n                },\n                \"days\": {\n                    \"type\": \"integer\"\n                },\n                \"tags\": {\n                    \"type\": \"array\",\n                    \"items\": {}\n                }\n            },\n            \"required\": [\n                \"city\"\n            ]\n        }\n    }\n}\n\n{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_time\",\n        \"parameters\": {\n            \"type\": \"object\",\n            \"properties\": {}\n        }\n    }\n}\n\nWeather in Paris?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\", \"days\": 2}}<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n\"{\\\"temp\\\": 20}\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
         Assert.Contains(text, new[] { Expected(before), Expected(Today()) });
     }
 
@@ -210,7 +197,7 @@ public sealed class ChatTemplateTests
     public void A_Qwen_style_template_renders_tools_parallel_calls_and_grouped_results_as_transformers_does()
     {
         var text = new ChatTemplate(QwenTools).Render(ToolConversation(twoCalls: true), tools: WeatherTools);
-        Assert.Equal("<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions. Their signatures are within <tools></tools>:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather in a city <\u00e9 & 'quotes'>\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}, \"days\": {\"type\": \"integer\"}, \"tags\": {\"type\": \"array\", \"items\": {}}}, \"required\": [\"city\"]}}}\n{\"type\": \"function\", \"function\": {\"name\": \"get_time\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}\n</tools>\n\nFor each call, return a JSON object with the function's name and arguments within <tool_call></tool_call> tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{\"temp\": 20}\n</tool_response>\n<tool_response>\n12:00\n</tool_response><|im_end|>\n<|im_start|>assistant\n", text);
+        Assert.Equal("<|im_start|>system\nBe brief.\n\n# Tools\n\nThe functions you can call, one JSON signature a line:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather in a city <\u00e9 & 'quotes'>\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}, \"days\": {\"type\": \"integer\"}, \"tags\": {\"type\": \"array\", \"items\": {}}}, \"required\": [\"city\"]}}}\n{\"type\": \"function\", \"function\": {\"name\": \"get_time\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}\n</tools>\n\nTo call any of them, write one block per call:\n<tool_call>\n{\"name\": <its name>, \"arguments\": <an object of its arguments>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{\"temp\": 20}\n</tool_response>\n<tool_response>\n12:00\n</tool_response><|im_end|>\n<|im_start|>assistant\n", text);
         // Without tools the template is told None, and renders its plain system message.
         Assert.StartsWith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user", new ChatTemplate(QwenTools).Render([new("system", "Be brief."), new("user", "Hi")]));
     }
@@ -260,7 +247,7 @@ public sealed class ChatTemplateTests
         var template = new ChatTemplate(Mistral, "<s>", "</s>");
         Assert.Equal("<s>[INST] Hi! [/INST]Hello.</s>[INST] Name a color. [/INST]", template.Render(Conversation[1..], addGenerationPrompt: false));
         var error = Assert.Throws<StratusUserException>(() => template.Render(Conversation, addGenerationPrompt: false));
-        Assert.Contains("Conversation roles must alternate", error.Message);
+        Assert.EndsWith("This template takes user and assistant turns only, not system", error.Message);
     }
 
     [Fact]
@@ -277,8 +264,7 @@ public sealed class ChatTemplateTests
         var template = new ChatTemplate(Llama31, "<|begin_of_text|>", "<|eot_id|>");
         var before = Today();
         var text = template.Render(Conversation[..2], addGenerationPrompt: true);
-        string Expected(string date) => "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n" +
-            $"Today Date: {date}\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+        string Expected(string date) => "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nTrained on text up to: 2023-12\nDate: " + date + "\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
         Assert.Contains(text, new[] { Expected(before), Expected(Today()) });
         Assert.Equal("<|eot_id|>", template.EndOfTurn);
     }

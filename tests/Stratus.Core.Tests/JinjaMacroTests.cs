@@ -1,5 +1,5 @@
 // Jinja's {% macro %} (default and keyword arguments, recursion) and {% call %} with caller(), as
-// Hermes 2 Pro's and 3's chat templates define and use them: a template written in their style
+// Hermes 2 Pro's and 3's chat templates use them: a template written for these tests in their style
 // renders tools, parallel calls and grouped results exactly as jinja2 renders it under
 // transformers (the expected texts are jinja2 3.1.6's, an ImmutableSandboxedEnvironment with
 // trim_blocks and lstrip_blocks and tojson as json.dumps, as transformers sets it up), and
@@ -10,36 +10,32 @@ namespace Stratus.Core.Tests;
 
 public sealed class JinjaMacroTests
 {
-    /// <summary>A Hermes-style tool template, written for these tests: a recursive macro writes
-    /// each parameter's JSON schema type as a Python type, a macro with a default argument writes a
-    /// turn, and a macro wraps its caller()'s text in a tag.</summary>
+    /// <summary>Written for these tests in the style of Hermes 2 Pro's tool template: a recursive macro
+    /// writes each parameter's JSON schema type as a Python type, a macro with a default argument
+    /// writes a turn, a macro wraps its caller()'s text in a tag, and calls go in &lt;tool_call&gt;.</summary>
     const string HermesStyle = """
-        {%- macro json_to_python_type(json_spec) %}
-        {%- set basic_type_map = {
-            "string": "str",
-            "number": "float",
-            "integer": "int",
+        {%- macro python_type(schema) %}
+        {%- set scalars = {
             "boolean": "bool",
-            "null": "None"
+            "integer": "int",
+            "null": "None",
+            "number": "float",
+            "string": "str"
         } %}
 
-        {%- if basic_type_map[json_spec.type] is defined %}
-            {{- basic_type_map[json_spec.type] }}
-        {%- elif json_spec.type == "array" %}
-            {{- "list[" + json_to_python_type(json_spec["items"]) + "]" }}
-        {%- elif json_spec.type == "object" %}
-            {%- if json_spec.additionalProperties is defined %}
-                {{- "dict[str, " + json_to_python_type(json_spec.additionalProperties) + "]" }}
-            {%- else %}
-                {{- "dict" }}
-            {%- endif %}
-        {%- elif json_spec.type is iterable %}
+        {%- if scalars[schema.type] is defined %}
+            {{- scalars[schema.type] }}
+        {%- elif schema.type == "array" %}
+            {{- "list[" + python_type(schema["items"]) + "]" }}
+        {%- elif schema.type == "object" and schema.additionalProperties is defined %}
+            {{- "dict[str, " + python_type(schema.additionalProperties) + "]" }}
+        {%- elif schema.type == "object" %}
+            {{- "dict" }}
+        {%- elif schema.type is iterable %}
             {{- "Union[" }}
-            {%- for t in json_spec.type %}
-                {{- json_to_python_type({"type": t}) }}
-                {%- if not loop.last %}
-                    {{- "," }}
-                {%- endif %}
+            {%- for member in schema.type %}
+                {{- python_type({"type": member}) }}
+                {%- if not loop.last %}{{- "," }}{%- endif %}
             {%- endfor %}
             {{- "]" }}
         {%- else %}
@@ -51,76 +47,64 @@ public sealed class JinjaMacroTests
             {{- "<|im_start|>" + role + "\n" + content + end }}
         {%- endmacro %}
 
-        {%- macro wrap(tag, newline=true) %}
-            {{- "<" + tag + ">" }}
+        {%- macro tagged(name, newline=true) %}
+            {{- "<" + name + ">" }}
             {%- if newline %}{{- "\n" }}{%- endif %}
             {{- caller() }}
             {%- if newline %}{{- "\n" }}{%- endif %}
-            {{- "</" + tag + ">" }}
+            {{- "</" + name + ">" }}
         {%- endmacro %}
 
         {{- bos_token }}
         {%- if tools %}
-            {{- '<|im_start|>system\nYou are a function calling AI model. You are provided with function signatures within <tools></tools> XML tags. Here are the available tools: <tools> ' }}
+            {{- '<|im_start|>system\nThe functions below are yours to call. Each is listed in <tools></tools> with a Python-like signature, then its JSON schema.\n<tools>\n' }}
             {%- for tool in tools %}
                 {%- if tool.function is defined %}
                     {%- set tool = tool.function %}
                 {%- endif %}
-                {{- '{"type": "function", "function": {"name": "' + tool.name + '", "description": "' + tool.name + '(' }}
-                {%- for param_name, param_fields in tool.parameters.properties|items %}
-                    {{- param_name + ": " + json_to_python_type(param_fields) }}
-                    {%- if not loop.last %}
-                        {{- ", " }}
-                    {%- endif %}
+                {{- "* " + tool.name + "(" }}
+                {%- for name, schema in tool.parameters.properties|items %}
+                    {{- name + ": " + python_type(schema) }}
+                    {%- if not loop.last %}{{- ", " }}{%- endif %}
                 {%- endfor %}
-                {{- ") - " + tool.description + "\n\n" }}
-                {%- for param_name, param_fields in tool.parameters.properties|items %}
-                    {%- if loop.first %}
-                        {{- "    Args:\n" }}
-                    {%- endif %}
-                    {{- "        " + param_name + "(" + json_to_python_type(param_fields) + "): " + param_fields.description|default("")|trim }}
-                    {%- if not loop.last %}
-                        {{- "\n" }}
-                    {%- endif %}
+                {{- "): " + tool.description + "\n" }}
+                {%- for name, schema in tool.parameters.properties|items %}
+                    {{- "    " + name + " (" + python_type(schema) + ") " + schema.description|default("no description")|trim + "\n" }}
                 {%- endfor %}
-                {{- '", "parameters": ' }}
+                {{- "  schema: " }}
                 {%- if tool.parameters.properties | length == 0 %}
                     {{- "{}" }}
                 {%- else %}
                     {{- tool.parameters | tojson }}
                 {%- endif %}
-                {{- "}}" }}
-                {%- if not loop.last %}
-                    {{- "\n" }}
-                {%- endif %}
+                {{- "\n" }}
             {%- endfor %}
-            {{- " </tools>For each function call return a json object with function name and arguments within <tool_call></tool_call> XML tags.<|im_end|>\n" }}
+            {{- "</tools>\nTo call one, write its name and arguments as a JSON object inside <tool_call></tool_call>.<|im_end|>\n" }}
         {%- endif %}
         {%- for message in messages %}
-            {%- if message.role == "assistant" and message.tool_calls is defined %}
+            {%- if message.role == "tool" %}
+                {#- A run of results shares one tool turn. #}
+                {%- if loop.previtem and loop.previtem.role != "tool" %}
+                    {{- "<|im_start|>tool\n" }}
+                {%- endif %}
+                {%- call tagged("tool_response") %}{{ message.content }}{% endcall %}
+                {%- if loop.last or loop.nextitem.role != "tool" %}
+                    {{- "<|im_end|>\n" }}
+                {%- else %}
+                    {{- "\n" }}
+                {%- endif %}
+            {%- elif message.role == "assistant" and message.tool_calls is defined %}
                 {{- "<|im_start|>assistant" }}
                 {%- if message.content %}
                     {{- "\n" + message.content }}
                 {%- endif %}
                 {%- for tool_call in message.tool_calls %}
                     {{- "\n" }}
-                    {%- call wrap("tool_call") %}
+                    {%- call tagged("tool_call") %}
         {"name": "{{ tool_call.function.name }}", "arguments": {{ tool_call.function.arguments | tojson }}}
                     {%- endcall %}
                 {%- endfor %}
                 {{- "<|im_end|>\n" }}
-            {%- elif message.role == "tool" %}
-                {%- if loop.previtem and loop.previtem.role != "tool" %}
-                    {{- "<|im_start|>tool\n" }}
-                {%- endif %}
-                {%- call wrap("tool_response") %}{{ message.content }}{% endcall %}
-                {%- if not loop.last and loop.nextitem.role != "tool" %}
-                    {{- "<|im_end|>\n" }}
-                {%- elif loop.last %}
-                    {{- "<|im_end|>\n" }}
-                {%- else %}
-                    {{- "\n" }}
-                {%- endif %}
             {%- else %}
                 {{- turn(message.role, message.content) }}
             {%- endif %}
@@ -146,7 +130,7 @@ public sealed class JinjaMacroTests
             new("user", "Thanks \u2014 and tomorrow?"),
         ];
         var template = new ChatTemplate(HermesStyle, "<s>", "</s>");
-        Assert.Equal("<s><|im_start|>system\nYou are a function calling AI model. You are provided with function signatures within <tools></tools> XML tags. Here are the available tools: <tools> {\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"get_weather(city: str, days: int, units: Union[str,None], hours: list[float], extra: dict[str, bool]) - Weather in a city.\n\n    Args:\n        city(str): The city, e.g. Paris\n        days(int): \n        units(Union[str,None]): \n        hours(list[float]): \n        extra(dict[str, bool]): \", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \" The city, e.g. Paris \"}, \"days\": {\"type\": \"integer\"}, \"units\": {\"type\": [\"string\", \"null\"]}, \"hours\": {\"type\": \"array\", \"items\": {\"type\": \"number\"}}, \"extra\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"boolean\"}}}, \"required\": [\"city\"]}}}\n{\"type\": \"function\", \"function\": {\"name\": \"ping\", \"description\": \"ping() - Checks the line.\n\n\", \"parameters\": {}}} </tools>For each function call return a json object with function name and arguments within <tool_call></tool_call> XML tags.<|im_end|>\n<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call>\n<tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call><|im_end|>\n<|im_start|>tool\n<tool_response>\n{\"temp\": 21}\n</tool_response>\n<tool_response>\npong\n</tool_response><|im_end|>\n<|im_start|>user\nThanks \u2014 and tomorrow?<|im_end|>\n<|im_start|>assistant\n", template.Render(messages, tools: tools));
+        Assert.Equal("<s><|im_start|>system\nThe functions below are yours to call. Each is listed in <tools></tools> with a Python-like signature, then its JSON schema.\n<tools>\n* get_weather(city: str, days: int, units: Union[str,None], hours: list[float], extra: dict[str, bool]): Weather in a city.\n    city (str) The city, e.g. Paris\n    days (int) no description\n    units (Union[str,None]) no description\n    hours (list[float]) no description\n    extra (dict[str, bool]) no description\n  schema: {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\", \"description\": \" The city, e.g. Paris \"}, \"days\": {\"type\": \"integer\"}, \"units\": {\"type\": [\"string\", \"null\"]}, \"hours\": {\"type\": \"array\", \"items\": {\"type\": \"number\"}}, \"extra\": {\"type\": \"object\", \"additionalProperties\": {\"type\": \"boolean\"}}}, \"required\": [\"city\"]}\n* ping(): Checks the line.\n  schema: {}\n</tools>\nTo call one, write its name and arguments as a JSON object inside <tool_call></tool_call>.<|im_end|>\n<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call>\n<tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call><|im_end|>\n<|im_start|>tool\n<tool_response>\n{\"temp\": 21}\n</tool_response>\n<tool_response>\npong\n</tool_response><|im_end|>\n<|im_start|>user\nThanks \u2014 and tomorrow?<|im_end|>\n<|im_start|>assistant\n", template.Render(messages, tools: tools));
         // Hermes writes its calls in <tool_call>: tool_choice "auto" reads them with that parser.
         Assert.Equal("hermes", Stratus.Inference.ToolCallParser.For(template)?.Name);
         Assert.Equal("<|im_end|>", template.EndOfTurn);

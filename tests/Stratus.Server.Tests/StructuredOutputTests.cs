@@ -100,7 +100,7 @@ public sealed class StructuredOutputTests(TinyModelServer fixture) : IClassFixtu
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r"}}""", "response_format.json_schema.schema", "Missing required parameter")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":"object"}}""", "response_format.json_schema.schema", "Invalid type")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"a":{"$ref":"#/$defs/b"}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.a.$ref '#/$defs/b' cannot be resolved")]
-    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"age":{"type":"integer","minimum":0}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.age.minimum is not supported")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"age":{"type":"number","minimum":0}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.age.minimum is not supported")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"array"}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema must describe an object")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"é":{"type":"string"}},"required":["é"]}}}""", "response_format.json_schema.schema", "vocabulary has none for é")]
     public async Task A_malformed_or_unenforceable_json_schema_is_a_400_naming_it_and_the_engine_runs_on(string format, string? param, string message)

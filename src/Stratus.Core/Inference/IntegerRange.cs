@@ -14,6 +14,8 @@ namespace Stratus.Inference;
 /// <param name="Most">The greatest, long.MaxValue or less, and Least or more.</param>
 internal readonly record struct IntegerRange(long Least, long Most)
 {
+    // A state: bit 0 the sign, bits 1-5 the digits read, bits 6-7 and 8-9 how they compare with
+    // the first digits of the sign's least and greatest magnitude (Equal, Below, Above).
     const int Equal = 0, Below = 1, Above = 2;
 
     /// <summary>After a '-': the state of a negative integer with no digit yet.</summary>

@@ -89,10 +89,10 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     /// (saturated where more make no difference, so that states repeat).</summary>
     Frames frames;
     int trie;
-    /// <summary>The string being read where its node constrains it (a format, minLength or
-    /// maxLength), laid out as a frame: the node + 1 (low 16 bits; 0 for a free string) and a
-    /// count (high 16 bits): the state of the format's automaton, or the characters so far
-    /// (saturated where more make no difference, so that states repeat).</summary>
+    /// <summary>The string or integer being read where its node constrains it (a format,
+    /// minLength or maxLength; bounds), laid out as a frame: the node + 1 (low 16 bits; 0 for a
+    /// free value) and a count (high 16 bits): the state of the format's or range's automaton, or
+    /// the characters so far (saturated where more make no difference, so that states repeat).</summary>
     uint text;
     byte depth;
     Expect expect;
@@ -182,9 +182,8 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
             case Expect.Literal:
                 return LiteralByte(b);
             case Expect.Minus:
-                if (b == '0') expect = Expect.Zero;
-                else if (IsDigit(b)) expect = Expect.Integer;
-                else return false;
+                if (!IsDigit(b) || !BoundedDigit(b)) return false;
+                expect = b == '0' ? Expect.Zero : Expect.Integer;
                 return true;
             case Expect.Point:
                 if (!IsDigit(b)) return false;
@@ -200,12 +199,13 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                 expect = Expect.ExponentDigits;
                 return true;
             case Expect.Zero or Expect.Integer or Expect.Fraction or Expect.ExponentDigits:
-                if (IsDigit(b) && expect is not Expect.Zero) return true;
+                if (IsDigit(b) && expect is not Expect.Zero) return BoundedDigit(b);
                 if (b == '.' && !integer && expect is Expect.Zero or Expect.Integer) expect = Expect.Point;
                 else if (b is (byte)'e' or (byte)'E' && !integer && expect is not Expect.ExponentDigits) expect = Expect.Exponent;
                 // A number ends at the first byte that cannot continue it, which must follow a value.
                 else
                 {
+                    if (text != 0 && !RangeOf().IsWhole((int)(text >> 16))) return false;
                     EndValue();
                     return Between(b);
                 }
@@ -335,7 +335,11 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                 else if (IsDigit(b)) expect = Expect.Integer;
                 else return false;
                 integer = node.Kind == JsonSchema.Kind.Integer;
-                return true;
+                if (node.Range is not { } range) return true;
+                text = (uint)id + 1;
+                if (b != '-') return BoundedDigit(b);
+                text |= IntegerRange.Negative << 16;
+                return range.AllowsNegative;
             default: // Literal
                 trie = node.A;
                 expect = Expect.Literal;
@@ -404,6 +408,18 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         if (b == '\\') expect = Expect.Escape;
         return true;
     }
+
+    /// <summary>A digit of an integer: where its node bounds it, a step of its range's automaton.</summary>
+    bool BoundedDigit(byte b)
+    {
+        if (text == 0) return true;
+        var next = RangeOf().Step((int)(text >> 16), b);
+        if (next < 0) return false;
+        text = (text & 0xFFFF) | (uint)next << 16;
+        return true;
+    }
+
+    readonly IntegerRange RangeOf() => Schema.Nodes[(int)(text & 0xFFFF) - 1].Range!.Value;
 
     /// <summary>For each first byte of a character from C0 on, what <see cref="pending"/> becomes:
     /// the continuation bytes to come and the range of the next (0: no character begins so, an

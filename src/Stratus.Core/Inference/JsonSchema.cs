@@ -58,6 +58,8 @@ public sealed class JsonSchema
         /// JSON Schema counts them), at least and at most (int.MaxValue: no bound).</summary>
         public int Min, Max;
         public StringFormat Format;
+        /// <summary>Integer: the bounds its values keep to (null: none, any number of digits).</summary>
+        public IntegerRange? Range;
         /// <summary>Object: whether the object may close with no more keys from each next property index on (bit i).</summary>
         public ulong[]? Closable;
         /// <summary>Containers open at once that the shortest valid value needs; <see cref="Unreachable"/> where none fits.</summary>
@@ -318,6 +320,9 @@ public sealed class JsonSchema
                 case Kind.String:
                     needed.UnionWith(Contents(node, spells));
                     break;
+                case Kind.Integer when node.Range is { } range:
+                    needed.UnionWith(range.Needs());
+                    break;
                 case Kind.Tagged:
                     // The discriminator's key and values; the objects they select are reachable themselves.
                     foreach (var key in Texts(node.Keys)) AddText(needed, key[1..]);
@@ -371,6 +376,9 @@ public sealed class JsonSchema
             case Kind.String:
                 needed.Add("\"");
                 needed.UnionWith(Contents(node, spells));
+                break;
+            case Kind.Integer when node.Range is { } range:
+                AddText(needed, range.Shortest);
                 break;
             case Kind.Number or Kind.Integer:
                 needed.Add("0");
@@ -515,6 +523,9 @@ public sealed class JsonSchema
             ["dependentRequired"] = "object", ["dependentSchemas"] = "object", ["unevaluatedProperties"] = "object", ["dependencies"] = "object",
             ["prefixItems"] = "array", ["contains"] = "array", ["minContains"] = "array", ["maxContains"] = "array", ["uniqueItems"] = "array", ["unevaluatedItems"] = "array",
         };
+        /// <summary>Of <see cref="Unenforced"/>'s keywords on numbers, those enforced on integers
+        /// (<see cref="IntegerRange"/>) and on enum and const values (which they filter).</summary>
+        static readonly string[] Bounds = ["minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"];
         static readonly string[] Types = ["object", "array", "string", "number", "integer", "boolean", "null"];
 
         /// <summary>A keyword Stratus does not enforce: an alternative of a union that holds one is dropped.</summary>
@@ -594,7 +605,7 @@ public sealed class JsonSchema
                 if (Annotations.Contains(name) || name is "type" or "enum" or "const" or "anyOf" or "$ref" || ObjectKeywords.Contains(name) || ArrayKeywords.Contains(name) || StringKeywords.Contains(name) || Unenforced.ContainsKey(name)) continue;
                 var why = name is "oneOf" or "allOf" or "not" or "if" or "then" or "else"
                     ? "only anyOf combines schemas"
-                    : "Stratus enforces type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, format (date-time, date, time, uuid, uri), enum, const, anyOf and $ref";
+                    : "Stratus enforces type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, format (date-time, date, time, uuid, uri), minimum, maximum, exclusiveMinimum and exclusiveMaximum (of an integer), enum, const, anyOf and $ref";
                 throw new Unsupported($"{path}.{name} is not supported: {why}");
             }
             if (schema.TryGetProperty("$ref", out var reference))
@@ -624,7 +635,10 @@ public sealed class JsonSchema
                     }
                     i++;
                 }
-                return kept.Count > 0 ? [.. kept] : throw first!;
+                // A value that could only be null (zod's .nullable() of a string with a pattern)
+                // is refused, not written as null every time.
+                if (first is not null && kept.All(OnlyNull)) throw new Unsupported($"{first.Message}, and without that alternative only null would be left");
+                return [.. kept];
             }
 
             var types = Types.ToList();
@@ -646,16 +660,20 @@ public sealed class JsonSchema
                 var stringish = StringKeywords.Any(k => schema.TryGetProperty(k, out _)) || FormatOf(schema) != StringFormat.None;
                 if (objectish || arrayish || stringish) types = [.. types.Where(t => (objectish && t == "object") || (arrayish && t == "array") || (stringish && t == "string"))];
             }
+            var literal = schema.TryGetProperty("enum", out _) || schema.TryGetProperty("const", out _);
             foreach (var keyword in schema.EnumerateObject())
-                if (Unenforced.TryGetValue(keyword.Name, out var of) && !(keyword.Name == "format" && FormatOf(schema) != StringFormat.None))
-                {
-                    var left = types.Where(t => t != of && !(of == "number" && t == "integer")).ToList();
-                    if (left.Count == 0 || !typed)
-                        throw new Unsupported($"{path}.{keyword.Name} is not supported: Stratus does not enforce it{(of == "string" ? " (the string's contents are free)" : "")}");
-                    types = left;
-                }
+            {
+                if (!Unenforced.TryGetValue(keyword.Name, out var of) || (keyword.Name == "format" && FormatOf(schema) != StringFormat.None)) continue;
+                var bound = Bounds.Contains(keyword.Name);
+                if (bound && literal) continue;
+                var left = types.Where(t => t != of && !(of == "number" && t == "integer" && !bound)).ToList();
+                // Left with only null, the value could never be given (as in a nullable string of a pattern).
+                if (left.Count == 0 || !typed || left is ["null"])
+                    throw new Unsupported($"{path}.{keyword.Name} is not supported: Stratus does not enforce it{(of == "string" ? " (the string's contents are free)" : bound ? " on a number, only on an integer (\"type\": \"integer\")" : "")}{(left is ["null"] ? ", and without it only null would be left" : "")}");
+                types = left;
+            }
 
-            if (schema.TryGetProperty("enum", out _) || schema.TryGetProperty("const", out _)) return [Literal(Values(schema, types, StringOf(schema, path), path))];
+            if (literal) return [Literal(Values(schema, types, StringOf(schema, path), path))];
             var result = new List<int>();
             foreach (var t in types)
                 result.Add(t switch
@@ -664,11 +682,70 @@ public sealed class JsonSchema
                     "array" => ArrayOf(schema, pointer, path),
                     "string" => NewNode(StringOf(schema, path)),
                     "number" => NewNode(new Node { Kind = Kind.Number }),
-                    "integer" => NewNode(new Node { Kind = Kind.Integer }),
+                    "integer" => NewNode(new Node { Kind = Kind.Integer, Range = RangeOf(schema, path) }),
                     "boolean" => Literal(["true", "false"]),
                     _ => Literal(["null"]),
                 });
             return [.. result];
+        }
+
+        /// <summary>Whether a node allows only null (through aliases).</summary>
+        bool OnlyNull(int id)
+        {
+            while (nodes[id].Kind == Kind.Union && alternatives[id] is [var only]) id = only;
+            return nodes[id].Kind == Kind.Literal && literalTexts.Find(l => l.Node == id).Texts is ["null"];
+        }
+
+        /// <summary>An integer's bounds (null where it has none), each made the integer it
+        /// allows first or last.</summary>
+        static IntegerRange? RangeOf(JsonElement schema, string path)
+        {
+            var (least, most, bounded) = (decimal.MinValue, decimal.MaxValue, false);
+            foreach (var keyword in Bounds)
+            {
+                if (!schema.TryGetProperty(keyword, out var value)) continue;
+                var bound = Bound(value, $"{path}.{keyword}");
+                bounded = true;
+                switch (keyword)
+                {
+                    case "minimum": least = Math.Max(least, Math.Ceiling(bound)); break;
+                    case "exclusiveMinimum": least = Math.Max(least, Math.Floor(bound) + 1); break;
+                    case "maximum": most = Math.Min(most, Math.Floor(bound)); break;
+                    default: most = Math.Min(most, Math.Ceiling(bound) - 1); break;
+                }
+            }
+            if (!bounded) return null;
+            if (least > most)
+                throw Invalid(path, $"allows no integer: {string.Join(", ", Bounds.Where(k => schema.TryGetProperty(k, out _)).Select(k => $"{k} {Describe(schema.GetProperty(k))}"))}; give bounds with an integer between them");
+            if (least > long.MaxValue || most < -long.MaxValue)
+                throw new Unsupported($"{path} is not supported: it allows only integers of more than 19 digits, which Stratus does not write");
+            return new IntegerRange((long)Math.Max(least, -long.MaxValue), (long)Math.Min(most, long.MaxValue));
+        }
+
+        /// <summary>A bound's value as a decimal (which holds long's every integer); one past
+        /// ±10^20, beyond every integer written, is taken as ±10^20.</summary>
+        static decimal Bound(JsonElement value, string path)
+        {
+            if (value.ValueKind != JsonValueKind.Number) throw Invalid(path, $"must be a number, got {Describe(value)}");
+            const decimal Past = 1e20m;
+            if (value.TryGetDecimal(out var exact) && (exact != 0 || value.GetDouble() == 0)) return Math.Clamp(exact, -Past, Past);
+            // Past decimal's range, or too small for it (1e-30): its sign is what matters.
+            var sign = Math.Sign(value.GetDouble());
+            return Math.Abs(value.GetDouble()) >= 1 ? sign * Past : sign * 1e-20m;
+        }
+
+        /// <summary>Whether a number (an enum or const value) keeps to the schema's bounds.</summary>
+        static bool WithinBounds(JsonElement schema, JsonElement value, string path)
+        {
+            foreach (var keyword in Bounds)
+            {
+                if (!schema.TryGetProperty(keyword, out var given)) continue;
+                if (given.ValueKind != JsonValueKind.Number) throw Invalid($"{path}.{keyword}", $"must be a number, got {Describe(given)}");
+                // In decimal where both fit (exact to 28 digits), else in double.
+                var order = value.TryGetDecimal(out var x) && given.TryGetDecimal(out var bound) ? x.CompareTo(bound) : value.GetDouble().CompareTo(given.GetDouble());
+                if (keyword switch { "minimum" => order < 0, "exclusiveMinimum" => order <= 0, "maximum" => order > 0, _ => order >= 0 }) return false;
+            }
+            return true;
         }
 
         int Remember(string pointer, int id)
@@ -714,7 +791,8 @@ public sealed class JsonSchema
             if (schema.TryGetProperty("const", out var constant))
                 values = enumeration.ValueKind == JsonValueKind.Array ? [.. values.Where(v => JsonElement.DeepEquals(v, constant))] : [constant];
             return [.. values.Where(v => types.Contains(TypeOf(v)) || (TypeOf(v) == "number" && types.Contains("integer") && IsInteger(v)))
-                .Where(v => v.ValueKind != JsonValueKind.String || Fits(strings, v.GetString()!)).Select(Compact).Distinct()];
+                .Where(v => v.ValueKind != JsonValueKind.String || Fits(strings, v.GetString()!))
+                .Where(v => v.ValueKind != JsonValueKind.Number || WithinBounds(schema, v, path)).Select(Compact).Distinct()];
         }
 
         static bool Fits(Node strings, string text)
@@ -898,6 +976,7 @@ public sealed class JsonSchema
                 Kind.Object or Kind.Map or Kind.Tagged => "{"u8.ToArray(),
                 Kind.Array => "["u8.ToArray(),
                 Kind.String => "\""u8.ToArray(),
+                Kind.Integer when table[leaf].Range is { } range => range.FirstBytes(),
                 Kind.Number or Kind.Integer => "-0123456789"u8.ToArray(),
                 _ => trieFirsts[leaf],
             };

@@ -421,6 +421,19 @@ public sealed class InferenceEngineTests
     }
 
     [Fact]
+    public void An_integer_bounded_below_zero_is_refused_where_the_vocabulary_has_no_minus()
+    {
+        var (model, tokenizer) = JsonModel();
+        using var engine = new InferenceEngine(model, tokenizer, new EngineOptions { BlockSize = 8 });
+        var schema = JsonSchema.Compile(System.Text.Json.JsonDocument.Parse("""
+            {"type":"object","properties":{"t":{"type":"integer","minimum":-40,"maximum":-1}},"required":["t"]}
+            """).RootElement);
+        var error = Assert.Throws<StratusUserException>(() => engine.Submit(Greedy(tokenizer, "a", 40) with { Schema = schema }));
+        Assert.EndsWith("vocabulary has none for -", error.Message);
+        Assert.True(engine.IsHealthy);
+    }
+
+    [Fact]
     public void Stop_tokens_outside_the_vocabulary_are_refused()
     {
         var (model, tokenizer) = JsonModel();

@@ -1,0 +1,171 @@
+// Bounds on integers in structured outputs (minimum, maximum, exclusiveMinimum, exclusiveMaximum):
+// the grammar accepts an integer exactly where it is in range, refuses at the first digit that
+// leaves every integer in range behind, and random walks end only in integers in range; bounds
+// that allow no integer are refused naming them, bounds on other numbers are still refused, and
+// a nullable value whose other alternative is not enforced is refused instead of always null.
+using System.Text;
+using System.Text.Json;
+using Stratus.Inference;
+
+namespace Stratus.Tests.Inference;
+
+public sealed class IntegerBoundsTests
+{
+    static JsonSchema Schema(string bounds) =>
+        JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"n":{"type":"integer",""" + bounds + """}},"required":["n"]}""").RootElement);
+
+    /// <summary>The index of the first byte refused (-1: none) and whether the text is whole.</summary>
+    static (int Refused, bool Complete) Read(JsonSchema schema, string text)
+    {
+        var json = new JsonGrammar(schema);
+        var bytes = Encoding.UTF8.GetBytes(text);
+        for (var i = 0; i < bytes.Length; i++)
+            if (!json.Accept(bytes[i])) return (i, false);
+        return (-1, json.IsComplete);
+    }
+
+    static string Refusal(string schema) =>
+        Assert.Throws<StratusUserException>(() => JsonSchema.Compile(JsonDocument.Parse(schema).RootElement)).Message;
+
+    [Theory]
+    [InlineData("\"minimum\":0", 0, long.MaxValue)]
+    [InlineData("\"maximum\":-1", -long.MaxValue, -1)]
+    [InlineData("\"minimum\":0,\"maximum\":9", 0, 9)]
+    [InlineData("\"minimum\":10,\"maximum\":99", 10, 99)]
+    [InlineData("\"minimum\":-100,\"maximum\":100", -100, 100)]
+    [InlineData("\"minimum\":7,\"maximum\":7", 7, 7)]
+    [InlineData("\"minimum\":0,\"maximum\":0", 0, 0)]
+    [InlineData("\"minimum\":-1,\"maximum\":-1", -1, -1)]
+    [InlineData("\"exclusiveMinimum\":9,\"exclusiveMaximum\":100", 10, 99)]
+    [InlineData("\"exclusiveMinimum\":-1.5,\"maximum\":99.5", -1, 99)]
+    [InlineData("\"minimum\":-1000,\"maximum\":-10", -1000, -10)]
+    [InlineData("\"minimum\":95,\"maximum\":1005", 95, 1005)]
+    [InlineData("\"minimum\":-9,\"exclusiveMaximum\":0", -9, -1)]
+    [InlineData("\"minimum\":3,\"maximum\":50,\"exclusiveMaximum\":40", 3, 39)]
+    public void An_integer_is_accepted_exactly_where_it_is_in_range(string bounds, long least, long most)
+    {
+        var schema = Schema(bounds);
+        for (var n = -1300; n <= 1300; n++)
+        {
+            var (refused, complete) = Read(schema, $"{{\"n\":{n}}}");
+            // One out of range is refused (at its first digit past every integer in range, or at the '}' after it).
+            Assert.True(n >= least && n <= most ? (refused, complete) == (-1, true) : refused >= 0, $"{n} with {bounds}: refused at {refused}, complete {complete}");
+        }
+        // 0 is written as 0: never -0, nor with a leading zero.
+        Assert.NotEqual(-1, Read(schema, "{\"n\":-0}").Refused);
+        Assert.NotEqual(-1, Read(schema, "{\"n\":01}").Refused);
+    }
+
+    [Fact]
+    public void Refused_at_the_first_digit_that_leaves_the_range()
+    {
+        var schema = Schema("\"minimum\":10,\"maximum\":99");
+        Assert.Equal((7, false), Read(schema, "{\"n\":100}")); // the third digit
+        Assert.Equal((5, false), Read(schema, "{\"n\":0"));
+        Assert.Equal((5, false), Read(schema, "{\"n\":-1"));
+        // "1" may go on to 10..19; it may not end there.
+        Assert.Equal((6, false), Read(schema, "{\"n\":1}"));
+        Assert.Equal((5, false), Read(Schema("\"minimum\":200,\"maximum\":350"), "{\"n\":4"));
+        Assert.Equal((6, false), Read(Schema("\"minimum\":200,\"maximum\":350"), "{\"n\":36"));
+    }
+
+    /// <summary>What zod writes for z.number().int(): JavaScript's safe integers, 16 digits.</summary>
+    [Fact]
+    public void Zods_safe_integer_bounds_allow_every_safe_integer_and_no_other()
+    {
+        var schema = Schema("\"minimum\":-9007199254740991,\"maximum\":9007199254740991");
+        foreach (var n in new[] { "0", "-1", "42", "9007199254740991", "-9007199254740991", "9007199254740990", "999999999999999" })
+            Assert.Equal((-1, true), Read(schema, $"{{\"n\":{n}}}"));
+        Assert.Equal((20, false), Read(schema, "{\"n\":9007199254740992}"));
+        Assert.Equal((22, false), Read(schema, "{\"n\":-90071992547409910"));
+        Assert.Equal((21, false), Read(schema, "{\"n\":10000000000000000"));
+        // A side without a bound stops at long's: 19 digits.
+        var positive = Schema("\"minimum\":1");
+        Assert.Equal((-1, true), Read(positive, $"{{\"n\":{long.MaxValue}}}"));
+        Assert.Equal((23, false), Read(positive, "{\"n\":9223372036854775808}"));
+    }
+
+    [Theory]
+    [InlineData("\"minimum\":0,\"maximum\":9")]
+    [InlineData("\"minimum\":-100,\"maximum\":100")]
+    [InlineData("\"exclusiveMinimum\":-1000,\"exclusiveMaximum\":-10")]
+    [InlineData("\"minimum\":95,\"maximum\":1005")]
+    [InlineData("\"minimum\":-9007199254740991,\"maximum\":9007199254740991")]
+    [InlineData("\"minimum\":12345")]
+    public void Random_walks_end_only_in_integers_in_range(string bounds)
+    {
+        var schema = Schema(bounds);
+        var limits = JsonDocument.Parse($"{{{bounds}}}").RootElement;
+        var alphabet = Enumerable.Range(0x20, 0x5F).Select(b => (byte)b).ToArray();
+        for (var seed = 0; seed < 300; seed++)
+        {
+            var random = new Random(seed);
+            var state = new JsonGrammar(schema);
+            var text = new List<byte>();
+            while (!state.IsComplete)
+            {
+                var options = alphabet.Where(b => { var next = state; return next.Accept(b); }).ToArray();
+                Assert.NotEmpty(options); // never a dead end
+                // Mostly digits, so that walks reach the bounds' lengths.
+                var digits = options.Where(b => char.IsAsciiDigit((char)b)).ToArray();
+                var b = digits.Length > 0 && random.Next(4) > 0 ? digits[random.Next(digits.Length)] : options[random.Next(options.Length)];
+                Assert.True(state.Accept(b));
+                text.Add(b);
+            }
+            var document = Encoding.UTF8.GetString([.. text]);
+            var n = JsonDocument.Parse(document).RootElement.GetProperty("n").GetDecimal();
+            foreach (var bound in limits.EnumerateObject())
+            {
+                var limit = bound.Value.GetDecimal();
+                Assert.True(bound.Name switch { "minimum" => n >= limit, "maximum" => n <= limit, "exclusiveMinimum" => n > limit, _ => n < limit }, $"{document} against {bounds}");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":5,\"maximum\":3}}}", "schema.properties.n allows no integer: minimum 5, maximum 3")]
+    [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"exclusiveMinimum\":1,\"exclusiveMaximum\":2}}}", "schema.properties.n allows no integer: exclusiveMinimum 1, exclusiveMaximum 2")]
+    [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":[\"integer\",\"null\"],\"minimum\":0.2,\"maximum\":0.8}}}", "schema.properties.n allows no integer: minimum 0.2, maximum 0.8")]
+    [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":\"0\"}}}", "schema.properties.n.minimum must be a number, got \"0\"")]
+    [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":1e25}}}", "schema.properties.n is not supported: it allows only integers of more than 19 digits")]
+    [InlineData("{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"number\",\"minimum\":0}}}", "schema.properties.x.minimum is not supported: Stratus does not enforce it on a number, only on an integer (\"type\": \"integer\")")]
+    [InlineData("{\"type\":\"object\",\"properties\":{\"x\":{\"minimum\":0}}}", "schema.properties.x.minimum is not supported")]
+    [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"multipleOf\":2}}}", "schema.properties.n.multipleOf is not supported")]
+    public void Bounds_that_allow_no_integer_or_sit_on_other_numbers_are_refused_naming_them(string schema, string message) =>
+        Assert.StartsWith(message, Refusal(schema));
+
+    [Fact]
+    public void Bounds_beside_an_enum_filter_its_numbers()
+    {
+        var schema = JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"x":{"type":"number","enum":[1.5,2.5,10,"a"],"exclusiveMinimum":1.5,"maximum":10}},"required":["x"]}""").RootElement);
+        Assert.Equal((-1, true), Read(schema, "{\"x\":2.5}"));
+        Assert.Equal((-1, true), Read(schema, "{\"x\":10}"));
+        Assert.Equal((6, false), Read(schema, "{\"x\":1.5}"));
+    }
+
+    /// <summary>Where a type list or anyOf loses the alternative it cannot enforce and only null
+    /// is left (zod's z.string().datetime().nullable(): format and pattern, or null), the value
+    /// would be null every time: refused instead, naming the keyword.</summary>
+    [Theory]
+    [InlineData("""{"anyOf":[{"type":"string","format":"date-time","pattern":"^\\d{4}-\\d{2}-\\d{2}T.*Z$"},{"type":"null"}]}""", "schema.properties.v.anyOf[0].pattern is not supported: Stratus does not enforce it (the string's contents are free), and without that alternative only null would be left")]
+    [InlineData("""{"anyOf":[{"type":"string","format":"email","pattern":"^[^@]+@[^@]+$"},{"type":"null"}]}""", "schema.properties.v.anyOf[0].format is not supported")]
+    [InlineData("""{"type":["string","null"],"pattern":"^a+$"}""", "schema.properties.v.pattern is not supported: Stratus does not enforce it (the string's contents are free), and without it only null would be left")]
+    [InlineData("""{"type":["number","null"],"maximum":5}""", "schema.properties.v.maximum is not supported: Stratus does not enforce it on a number, only on an integer (\"type\": \"integer\"), and without it only null would be left")]
+    public void A_value_that_could_only_be_null_is_refused(string value, string message)
+    {
+        var refusal = Refusal("""{"type":"object","properties":{"v":""" + value + """},"required":["v"]}""");
+        Assert.StartsWith(message, refusal);
+        Assert.EndsWith("only null would be left", refusal);
+    }
+
+    [Fact]
+    public void An_alternative_beside_others_than_null_is_still_left_out()
+    {
+        // System.Text.Json's number read from strings: the integer stays, and so does a bounded one.
+        var schema = JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"v":{"type":["string","integer","null"],"pattern":"^-?\\d+$","minimum":1}},"required":["v"]}""").RootElement);
+        Assert.Equal((-1, true), Read(schema, "{\"v\":3}"));
+        Assert.Equal((-1, true), Read(schema, "{\"v\":null}"));
+        Assert.Equal((5, false), Read(schema, "{\"v\":\"3\"}"));
+        Assert.Equal((5, false), Read(schema, "{\"v\":0}"));
+    }
+}

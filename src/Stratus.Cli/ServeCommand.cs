@@ -1,11 +1,12 @@
 // `stratus serve --model <run-or-checkpoint> [--model name=dir ...] [--host 127.0.0.1] [--port 8000]
 // [--data-dir <dir>] [--insecure-no-auth] [--shutdown-grace-period <seconds>] [--access-log <file>|-]
-// [--forwarded-allow-ips <ip|cidr>,...] [--log-format text|json]`: an OpenAI-compatible server for trained models,
-// behind API keys. ServeAsync is the reusable entry point and EnsureDemoKeyAsync gives a fresh
+// [--forwarded-allow-ips <ip|cidr>,...] [--log-format text|json] [--moderation-url <url> [--moderation-model <name>]]`:
+// an OpenAI-compatible server for trained models, behind API keys. ServeAsync is the reusable entry point and EnsureDemoKeyAsync gives a fresh
 // key to call it with (for `stratus demo` to end by serving its model).
 using System.CommandLine;
 using Stratus.Inference;
 using Stratus.Platform;
+using Stratus.Safety;
 using Stratus.Server;
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
@@ -61,10 +62,20 @@ static class ServeCommand
                 "default: what each model's chat template writes, where it writes one of them (a named or \"required\" tool_choice needs no parser)",
         };
         toolCallParser.AcceptOnlyFromAmong([.. ToolCallParser.Names]);
+        // The service's key is read from the environment alone: a command line is visible in ps
+        // and kept in shell history.
+        var moderationUrl = new Option<string>("--moderation-url")
+        {
+            Description = "an OpenAI-compatible moderation service (its root or base URL, e.g. https://api.openai.com/v1) that judges prompts and completions for hate, sexual, violence and self_harm " +
+                $"under each model's safety policy; its API key, where it needs one, from ${ModerationApiKeyVariable}; a call past {TrustOptions.ModerationServiceTimeout.TotalSeconds:0} s, " +
+                "or a service that is down, is a 503 content_filter_unavailable (default: none, and only blocklists find those categories)",
+            HelpName = "url",
+        };
+        var moderationModel = new Option<string>("--moderation-model") { Description = "the model --moderation-url's service is asked for (e.g. omni-moderation-latest; default: the service's own)", HelpName = "name" };
         var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.")
         {
             models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill, gracePeriod, accessLog, forwardedAllowIps, logFormat,
-            toolCallParser,
+            toolCallParser, moderationUrl, moderationModel,
         };
         command.SetAction(async (result, cancellation) =>
         {
@@ -75,6 +86,7 @@ static class ServeCommand
             var proxies = (result.GetValue(forwardedAllowIps) ?? []).SelectMany(value => value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 .Select(ForwardedClients.ParseNetwork).ToArray();
             ServerLogFormat? format = result.GetValue(logFormat) switch { "json" => ServerLogFormat.Json, "text" => ServerLogFormat.Text, _ => null };
+            var moderation = ModerationService(result.GetValue(moderationUrl), result.GetValue(moderationModel));
             // NAME=FOLDER's folder with `~` expanded too: bash leaves it as typed in `--model=shk=~/runs/shk`.
             var specs = result.GetValue(models)!.Select(ModelSpec.Parse).Select(spec => spec with { Path = PathOptions.ExpandHome(spec.Path) }).ToArray();
             var engine = new EngineOptions
@@ -86,12 +98,32 @@ static class ServeCommand
                 PrefixCaching = !result.GetValue(noPrefixCaching),
                 MaxPrefillTokensPerStep = result.GetValue(maxPrefill),
             };
-            var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure) };
+            var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure), ModerationService = moderation };
             await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, device.Open(result), result.GetValue(threads), trust, TimeSpan.FromSeconds(grace), apiKey: null, cancellation,
                 result.GetValue(accessLog), proxies, format, result.GetValue(toolCallParser) is { } parserName ? ToolCallParser.Of(parserName) : null);
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Where serve reads --moderation-url's API key.</summary>
+    public const string ModerationApiKeyVariable = "STRATUS_MODERATION_API_KEY";
+
+    /// <summary>--moderation-url and --moderation-model, with the key from the environment; null
+    /// without a URL.</summary>
+    /// <exception cref="StratusUserException">The URL is not an http(s) URL, or a model is given without one.</exception>
+    static OpenAIModerationOptions? ModerationService(string? url, string? model)
+    {
+        if (url is null)
+            return model is null ? null : throw new StratusUserException("--moderation-model names the model of a moderation service: give the service with --moderation-url too");
+        try
+        {
+            return OpenAIModerationOptions.Parse(url, Environment.GetEnvironmentVariable(ModerationApiKeyVariable) is { Length: > 0 } key ? key : null, model);
+        }
+        catch (TrustUserException e)
+        {
+            throw new StratusUserException($"--moderation-url: {e.Message} Give its root or base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8080", e);
+        }
     }
 
     /// <summary>The name of the key `stratus demo` creates for itself.</summary>
@@ -160,6 +192,10 @@ static class ServeCommand
                 }
                 else say.WriteLine($"serving {model.Name} ({model.CheckpointDirectory}, context {model.ContextLength}, {model.Template.Kind} chat template)");
             }
+            // The service's host, not its whole URL (which may carry credentials) nor its key.
+            if (trust.ModerationService is { } moderation)
+                say.WriteLine($"content safety: openai_moderation at {moderation.BaseUrl.Authority} judges hate, sexual, violence and self_harm " +
+                    $"({(moderation.ApiKey is null ? $"no API key: ${ModerationApiKeyVariable} is not set" : $"API key from ${ModerationApiKeyVariable}")})");
             say.WriteLine($"OpenAI base URL: {server.BaseUrl}   (metrics: {server.RootUrl}metrics)");
             if (server.ListensOnEveryAddress)
                 say.WriteLine($"listening on every address ({host}): from other machines use this machine's name or address instead of {server.RootUrl.Host}");

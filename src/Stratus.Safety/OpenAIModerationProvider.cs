@@ -1,4 +1,5 @@
-// Calls any OpenAI-compatible moderation endpoint (POST {url}/v1/moderations) and maps its
+// Calls any OpenAI-compatible moderation endpoint (POST {url}/v1/moderations, or
+// {url}/moderations where the URL is a base URL ending in /v1, as OpenAI's clients take it) and maps its
 // categories onto ours: hate and harassment -> hate, sexual -> sexual, violence and
 // illicit/violent -> violence, self-harm -> self_harm. Categories with no counterpart (plain
 // illicit) are dropped. A category the service flags is at least medium whatever its score.
@@ -8,7 +9,8 @@ using System.Text.Json;
 
 namespace Stratus.Safety;
 
-/// <param name="BaseUrl">The service root; "/v1/moderations" is appended.</param>
+/// <param name="BaseUrl">The service root, to which "/v1/moderations" is appended, or its base
+/// URL ending in /v1 (https://api.openai.com/v1), to which "/moderations" is.</param>
 /// <param name="ApiKey">Sent as a bearer token when set.</param>
 /// <param name="Model">Sent as "model" when set (e.g. omni-moderation-latest).</param>
 public sealed record OpenAIModerationOptions(Uri BaseUrl, string? ApiKey = null, string? Model = null, SeverityThresholds? Thresholds = null)
@@ -20,11 +22,22 @@ public sealed record OpenAIModerationOptions(Uri BaseUrl, string? ApiKey = null,
             throw new TrustUserException($"Moderation provider URL '{baseUrl}' is not an absolute http or https URL.");
         return new OpenAIModerationOptions(uri, apiKey, model);
     }
+
+    /// <summary>Where moderation requests are posted: an operator copies the base URL an OpenAI
+    /// client is given (".../v1") as often as the service's root, and both mean one endpoint.</summary>
+    public Uri Endpoint
+    {
+        get
+        {
+            var root = BaseUrl.GetLeftPart(UriPartial.Path).TrimEnd('/');
+            return new Uri(root + (root.EndsWith("/v1", StringComparison.Ordinal) ? "/moderations" : "/v1/moderations"));
+        }
+    }
 }
 
 public sealed class OpenAIModerationProvider(HttpClient http, OpenAIModerationOptions options) : IContentSafetyProvider
 {
-    readonly Uri endpoint = new(options.BaseUrl.AbsoluteUri.TrimEnd('/') + "/v1/moderations");
+    readonly Uri endpoint = options.Endpoint;
     readonly SeverityThresholds thresholds = options.Thresholds ?? new SeverityThresholds();
 
     public string Name => "openai_moderation";

@@ -16,7 +16,7 @@ namespace Stratus.Cli.Tests;
 public sealed class ServeLogTests
 {
     /// <summary>A running `stratus serve` and every line it has written so far.</summary>
-    sealed class Server(Process process) : IDisposable
+    internal sealed class Server(Process process) : IDisposable
     {
         public readonly ConcurrentQueue<string> Stdout = new(), Stderr = new();
         public Process Process => process;

@@ -72,6 +72,20 @@ public sealed class ExternalProviderTests
         Assert.Throws<TrustUserException>(() => OpenAIModerationOptions.Parse("ftp://x"));
     }
 
+    /// <summary>The URL an OpenAI client is given ends in /v1; it names the same endpoint as the root.</summary>
+    [Theory]
+    [InlineData("https://api.openai.com", "https://api.openai.com/v1/moderations")]
+    [InlineData("https://api.openai.com/v1", "https://api.openai.com/v1/moderations")]
+    [InlineData("https://api.openai.com/v1/", "https://api.openai.com/v1/moderations")]
+    [InlineData("http://10.0.0.5:8080/guard/", "http://10.0.0.5:8080/guard/v1/moderations")]
+    [InlineData("http://10.0.0.5:8080/guard/v1", "http://10.0.0.5:8080/guard/v1/moderations")]
+    public async Task A_root_or_a_base_url_ending_in_v1_posts_to_v1_moderations(string url, string endpoint)
+    {
+        var handler = new FakeHandler(HttpStatusCode.OK, Response);
+        await new OpenAIModerationProvider(new HttpClient(handler), OpenAIModerationOptions.Parse(url)).AnalyzeAsync("x", ContentDirection.Prompt, default);
+        Assert.Equal(endpoint, handler.Request!.RequestUri!.ToString());
+    }
+
     sealed class FakeClassifier : ISafetyClassifier
     {
         public string Name => "tiny-classifier";

@@ -27,10 +27,18 @@ public sealed class StratusTrust
         Keys = Stores.KeyService(time);
         Quotas = new TrustQuotas(time);
         Safety = Stores.SafetyConfiguration();
-        Pipelines = new SafetyPipelineCache(Safety, options.ExtraSafetyProviders, options.SafetyRefreshInterval, time);
+        IReadOnlyList<IContentSafetyProvider> providers = options.ModerationService is { } moderation
+            ? [.. options.ExtraSafetyProviders, new OpenAIModerationProvider(ModerationClient(), moderation)]
+            : options.ExtraSafetyProviders;
+        Pipelines = new SafetyPipelineCache(Safety, providers, options.SafetyRefreshInterval, time);
         UsageFailures = new LogThrottle(time);
         StorageFailures = new LogThrottle(time);
     }
+
+    /// <summary>One client for the server's life, as HttpClient is meant to be used; its
+    /// connections are renewed every few minutes so that a service that moves (DNS) is followed.</summary>
+    static HttpClient ModerationClient() =>
+        new(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) }) { Timeout = TrustOptions.ModerationServiceTimeout };
 
     public TrustOptions Options { get; }
     public string DataDirectory { get; }

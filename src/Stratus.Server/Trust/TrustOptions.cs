@@ -22,6 +22,18 @@ public sealed record TrustOptions
     /// external moderation service).</summary>
     public IReadOnlyList<IContentSafetyProvider> ExtraSafetyProviders { get; init; } = [];
 
+    /// <summary>An OpenAI-compatible /v1/moderations service (OpenAI's omni-moderation, or one
+    /// hosted alike) added to every deployment's pipeline after ExtraSafetyProviders, through an
+    /// HttpClient the trust layer keeps for the server's life (`stratus serve --moderation-url`);
+    /// null: none.</summary>
+    public OpenAIModerationOptions? ModerationService { get; init; }
+
+    /// <summary>How long a call to <see cref="ModerationService"/> may take. Past it the text is
+    /// neither passed nor blocked: the request gets a 503 content_filter_unavailable. A moderation
+    /// call answers in well under a second; 10 s rides out a slow one without holding a request
+    /// (and its client) for HttpClient's default 100 s.</summary>
+    public static readonly TimeSpan ModerationServiceTimeout = TimeSpan.FromSeconds(10);
+
     /// <summary>How long a built pipeline is reused before the stored policy and blocklists are
     /// read again. Changes made through the admin API apply at once; this bounds how long a
     /// change made by another process (the CLI) takes to reach a running server.</summary>

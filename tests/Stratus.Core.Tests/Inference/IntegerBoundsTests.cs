@@ -42,6 +42,13 @@ public sealed class IntegerBoundsTests
     [InlineData("\"minimum\":95,\"maximum\":1005", 95, 1005)]
     [InlineData("\"minimum\":-9,\"exclusiveMaximum\":0", -9, -1)]
     [InlineData("\"minimum\":3,\"maximum\":50,\"exclusiveMaximum\":40", 3, 39)]
+    // Bounds read from their digits, not rounded through decimal (28 digits) or double.
+    [InlineData("\"minimum\":5.00000000000000000000000000001,\"maximum\":7", 6, 7)]
+    [InlineData("\"minimum\":-3,\"exclusiveMaximum\":5.00000000000000000000000000001", -3, 5)]
+    [InlineData("\"minimum\":1e-400,\"maximum\":3", 1, 3)]
+    [InlineData("\"minimum\":-3,\"maximum\":-1e-400", -3, -1)]
+    [InlineData("\"minimum\":0.05e2,\"maximum\":600E-2", 5, 6)]
+    [InlineData("\"minimum\":-1e400,\"maximum\":-12.5e1", -long.MaxValue, -125)]
     public void An_integer_is_accepted_exactly_where_it_is_in_range(string bounds, long least, long most)
     {
         var schema = Schema(bounds);

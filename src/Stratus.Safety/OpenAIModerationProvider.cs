@@ -15,11 +15,16 @@ namespace Stratus.Safety;
 /// <param name="Model">Sent as "model" when set (e.g. omni-moderation-latest).</param>
 public sealed record OpenAIModerationOptions(Uri BaseUrl, string? ApiKey = null, string? Model = null, SeverityThresholds? Thresholds = null)
 {
-    /// <exception cref="TrustUserException">The URL is not an absolute http(s) URL.</exception>
+    /// <exception cref="TrustUserException">The URL is not an absolute http(s) URL, or carries a
+    /// user name or password.</exception>
     public static OpenAIModerationOptions Parse(string baseUrl, string? apiKey = null, string? model = null)
     {
         if (!Uri.TryCreate(baseUrl, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
             throw new TrustUserException($"Moderation provider URL '{baseUrl}' is not an absolute http or https URL.");
+        // HttpClient never sends a URL's user:password, and the URL is written into errors and
+        // logs: refused, without echoing it, so that the credentials go nowhere.
+        if (uri.UserInfo.Length > 0)
+            throw new TrustUserException($"Moderation provider URL {uri.Scheme}://...@{uri.Authority}{uri.AbsolutePath} carries a user name or password, which are never sent and would be logged: give the service's key as its API key instead.");
         return new OpenAIModerationOptions(uri, apiKey, model);
     }
 
@@ -69,14 +74,14 @@ public sealed class OpenAIModerationProvider(HttpClient http, OpenAIModerationOp
         using var response = await http.SendAsync(request, cancellationToken);
         var body = await response.Content.ReadAsStringAsync(cancellationToken);
         if (!response.IsSuccessStatusCode)
-            throw new HttpRequestException($"Moderation provider {endpoint} answered {(int)response.StatusCode}: {Truncate(body)}", null, response.StatusCode);
+            throw new HttpRequestException($"Moderation provider {endpoint} answered {(int)response.StatusCode}: {Quote(body)}", null, response.StatusCode);
         try
         {
             return Parse(body);
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
         {
-            throw new HttpRequestException($"Moderation provider {endpoint} answered something that is not a moderation response: {Truncate(body)}", e);
+            throw new HttpRequestException($"Moderation provider {endpoint} answered something that is not a moderation response: {Quote(body)}", e);
         }
     }
 
@@ -103,5 +108,11 @@ public sealed class OpenAIModerationProvider(HttpClient http, OpenAIModerationOp
         return results;
     }
 
-    static string Truncate(string s) => s.Length <= 200 ? s : s[..200] + "...";
+    /// <summary>The start of a body for an error, which the server's log keeps: without the API
+    /// key, which a service may echo back (a 401 naming the key it was given).</summary>
+    string Quote(string body)
+    {
+        if (!string.IsNullOrEmpty(options.ApiKey)) body = body.Replace(options.ApiKey, "[API key]", StringComparison.Ordinal);
+        return body.Length <= 200 ? body : body[..200] + "...";
+    }
 }

@@ -4,6 +4,7 @@
 // and audited with the option, passes without it, and a service that is down is a 503.
 using System.Net;
 using System.Net.Http.Json;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -30,7 +31,8 @@ public sealed class ServeModerationTests
 
         public Uri Root => new(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
 
-        public static async Task<FakeModerationService> StartAsync()
+        /// <param name="padding">Spaces after each answer's JSON (still a valid answer), to make it large.</param>
+        public static async Task<FakeModerationService> StartAsync(int padding = 0)
         {
             var builder = WebApplication.CreateSlimBuilder();
             builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0));
@@ -42,7 +44,7 @@ public sealed class ServeModerationTests
                 var input = (string)body["input"]!;
                 service.Requests.Enqueue((context.Request.Headers.Authorization.ToString(), (string?)body["model"], input));
                 var hate = input.Contains(Marker, StringComparison.Ordinal);
-                return Results.Json(new
+                var answer = new
                 {
                     id = "modr-1",
                     model = "omni-moderation-latest",
@@ -55,7 +57,8 @@ public sealed class ServeModerationTests
                             category_scores = new Dictionary<string, double> { ["hate"] = hate ? 0.97 : 0.001, ["sexual"] = 0.001, ["violence"] = 0.001, ["self-harm"] = 0.001 },
                         },
                     },
-                });
+                };
+                return Results.Text(JsonSerializer.Serialize(answer) + new string(' ', padding), "application/json");
             });
             await app.StartAsync();
             return service;
@@ -162,6 +165,27 @@ public sealed class ServeModerationTests
         }
     }
 
+    /// <summary>An answer past TrustOptions.ModerationResponseLimit (1 MiB) is a failure, not
+    /// read whole into memory for each request (HttpClient would take 2 GiB).</summary>
+    [Fact]
+    public async Task An_oversized_moderation_answer_is_a_503()
+    {
+        using var temp = new TempDirectory();
+        var key = ModelAndKey(temp);
+        await using var moderation = await FakeModerationService.StartAsync(padding: 4 << 20);
+        using var server = Serve(temp, null, "--moderation-url", moderation.Root.ToString());
+        using var http = new HttpClient { BaseAddress = await server.BaseUrlAsync(), Timeout = TimeSpan.FromSeconds(60) };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", key);
+        using (var oversized = await ChatAsync(http, "hello"))
+        {
+            var body = await oversized.Content.ReadAsStringAsync();
+            Assert.True(oversized.StatusCode == HttpStatusCode.ServiceUnavailable, body);
+            Assert.Equal("content_filter_unavailable", (string?)JsonNode.Parse(body)!["error"]!["code"]);
+        }
+        Assert.NotEmpty(moderation.Requests);
+        Assert.Equal(0, server.Stop());
+    }
+
     [Fact]
     public void A_bad_moderation_url_is_refused_in_one_line_before_the_models_load()
     {
@@ -170,6 +194,9 @@ public sealed class ServeModerationTests
         {
             (["--moderation-url", "moderation.internal:8080"], "error: --moderation-url: Moderation provider URL 'moderation.internal:8080' is not an absolute http or https URL. " +
                 "Give its root or base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8080"),
+            // Never sent, and written into the log's errors: refused without echoing the password.
+            (["--moderation-url", "https://ops:hunter2@moderation.internal/v1"], "error: --moderation-url: Moderation provider URL https://...@moderation.internal/v1 carries a user name or password, " +
+                "which are never sent and would be logged: give the service's key as its API key instead. Give its root or base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8080"),
             (["--moderation-model", "omni-moderation-latest"], "error: --moderation-model names the model of a moderation service: give the service with --moderation-url too"),
         })
         {

@@ -72,6 +72,32 @@ public sealed class ExternalProviderTests
         Assert.Throws<TrustUserException>(() => OpenAIModerationOptions.Parse("ftp://x"));
     }
 
+    /// <summary>A URL's user:password is never sent, and the URL goes into every failure the
+    /// server logs: refused at once, and not echoed in the refusal.</summary>
+    [Theory]
+    [InlineData("https://user:hunter2@mod.local/v1")]
+    [InlineData("http://hunter2@mod.local:9000/")]
+    public void A_url_with_credentials_is_refused_without_echoing_them(string url)
+    {
+        var e = Assert.Throws<TrustUserException>(() => OpenAIModerationOptions.Parse(url));
+        Assert.Contains("user name or password", e.Message);
+        Assert.Contains("mod.local", e.Message);
+        Assert.DoesNotContain("hunter2", e.Message);
+    }
+
+    /// <summary>A service that echoes the key it was given (a 401, or a proxy's error page) does
+    /// not put it into the failure the server logs.</summary>
+    [Theory]
+    [InlineData(HttpStatusCode.Unauthorized, """{"error":{"message":"Incorrect API key provided: sk-live-0123456789abcdef"}}""")]
+    [InlineData(HttpStatusCode.OK, "<html>Authorization: Bearer sk-live-0123456789abcdef</html>")]
+    public async Task A_key_the_service_echoes_stays_out_of_the_error(HttpStatusCode status, string body)
+    {
+        var provider = new OpenAIModerationProvider(new HttpClient(new FakeHandler(status, body)), OpenAIModerationOptions.Parse("http://mod.local", "sk-live-0123456789abcdef"));
+        var e = await Assert.ThrowsAsync<HttpRequestException>(async () => await provider.AnalyzeAsync("x", ContentDirection.Prompt, default));
+        Assert.DoesNotContain("0123456789abcdef", e.Message);
+        Assert.Contains("[API key]", e.Message);
+    }
+
     /// <summary>The URL an OpenAI client is given ends in /v1; it names the same endpoint as the root.</summary>
     [Theory]
     [InlineData("https://api.openai.com", "https://api.openai.com/v1/moderations")]

@@ -12,6 +12,7 @@
 // alternative is dropped (System.Text.Json writes a number read from strings as
 // {"type": ["string", "integer"], "pattern": ...}; the integer is left).
 using System.Collections.Concurrent;
+using System.Globalization;
 using System.Text;
 using System.Text.Json;
 
@@ -704,14 +705,14 @@ public sealed class JsonSchema
             foreach (var keyword in Bounds)
             {
                 if (!schema.TryGetProperty(keyword, out var value)) continue;
-                var bound = Bound(value, $"{path}.{keyword}");
+                var (floor, ceiling) = Integers(value, $"{path}.{keyword}");
                 bounded = true;
                 switch (keyword)
                 {
-                    case "minimum": least = Math.Max(least, Math.Ceiling(bound)); break;
-                    case "exclusiveMinimum": least = Math.Max(least, Math.Floor(bound) + 1); break;
-                    case "maximum": most = Math.Min(most, Math.Floor(bound)); break;
-                    default: most = Math.Min(most, Math.Ceiling(bound) - 1); break;
+                    case "minimum": least = Math.Max(least, ceiling); break;
+                    case "exclusiveMinimum": least = Math.Max(least, floor + 1); break;
+                    case "maximum": most = Math.Min(most, floor); break;
+                    default: most = Math.Min(most, ceiling - 1); break;
                 }
             }
             if (!bounded) return null;
@@ -722,16 +723,33 @@ public sealed class JsonSchema
             return new IntegerRange((long)Math.Max(least, -long.MaxValue), (long)Math.Min(most, long.MaxValue));
         }
 
-        /// <summary>A bound's value as a decimal (which holds long's every integer); one past
-        /// ±10^20, beyond every integer written, is taken as ±10^20.</summary>
-        static decimal Bound(JsonElement value, string path)
+        /// <summary>The integers next below and above a bound (both it, where it is one), read
+        /// from its digits: decimal rounds past 28 digits and double far sooner, which would move
+        /// 5.00000000000000000000000000001 or 1e-400 onto the integer they exclude. Past ±10^20,
+        /// beyond every integer written, a bound is taken as ±10^20.</summary>
+        static (decimal Floor, decimal Ceiling) Integers(JsonElement value, string path)
         {
             if (value.ValueKind != JsonValueKind.Number) throw Invalid(path, $"must be a number, got {Describe(value)}");
             const decimal Past = 1e20m;
-            if (value.TryGetDecimal(out var exact) && (exact != 0 || value.GetDouble() == 0)) return Math.Clamp(exact, -Past, Past);
-            // Past decimal's range, or too small for it (1e-30): its sign is what matters.
-            var sign = Math.Sign(value.GetDouble());
-            return Math.Abs(value.GetDouble()) >= 1 ? sign * Past : sign * 1e-20m;
+            var text = value.GetRawText();
+            var e = text.IndexOfAny(['e', 'E']);
+            var mantissa = e < 0 ? text : text[..e];
+            // An exponent past int's range only says the bound is huge or tiny.
+            var exponent = e < 0 ? 0 : int.TryParse(text[(e + 1)..], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var given) ? given : text[e + 1] == '-' ? -1_000_000 : 1_000_000;
+            var point = mantissa.IndexOf('.');
+            if (point >= 0) exponent -= mantissa.Length - point - 1;
+            var digits = mantissa.TrimStart('-').Replace(".", "", StringComparison.Ordinal).TrimStart('0');
+            var significant = digits.TrimEnd('0');
+            exponent += digits.Length - significant.Length;
+            if (significant.Length == 0) return (0, 0);
+            // The whole part's magnitude and whether a fraction follows it (significant ends in a non-zero digit).
+            var (whole, fraction) = significant.Length + exponent > 21 ? (Past, false)
+                : exponent >= 0 ? (decimal.Parse(significant + new string('0', exponent), CultureInfo.InvariantCulture), false)
+                : -exponent >= significant.Length ? (0m, true)
+                : (decimal.Parse(significant[..^-exponent], CultureInfo.InvariantCulture), true);
+            whole = Math.Min(whole, Past);
+            var part = fraction ? 1 : 0;
+            return text[0] == '-' ? (-whole - part, -whole) : (whole, whole + part);
         }
 
         /// <summary>Whether a number (an enum or const value) keeps to the schema's bounds.</summary>

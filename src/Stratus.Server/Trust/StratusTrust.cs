@@ -38,7 +38,11 @@ public sealed class StratusTrust
     /// <summary>One client for the server's life, as HttpClient is meant to be used; its
     /// connections are renewed every few minutes so that a service that moves (DNS) is followed.</summary>
     static HttpClient ModerationClient() =>
-        new(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) }) { Timeout = TrustOptions.ModerationServiceTimeout };
+        new(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) })
+        {
+            Timeout = TrustOptions.ModerationServiceTimeout,
+            MaxResponseContentBufferSize = TrustOptions.ModerationResponseLimit,
+        };
 
     public TrustOptions Options { get; }
     public string DataDirectory { get; }

@@ -34,6 +34,11 @@ public sealed record TrustOptions
     /// (and its client) for HttpClient's default 100 s.</summary>
     public static readonly TimeSpan ModerationServiceTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>The most of an answer from <see cref="ModerationService"/> that is read: a
+    /// moderation of one text is a kilobyte or two; past this, the service is broken or hostile
+    /// and its answer a failure (503), not megabytes held per request (HttpClient's own limit is 2 GiB).</summary>
+    public const int ModerationResponseLimit = 1 << 20;
+
     /// <summary>How long a built pipeline is reused before the stored policy and blocklists are
     /// read again. Changes made through the admin API apply at once; this bounds how long a
     /// change made by another process (the CLI) takes to reach a running server.</summary>

@@ -42,6 +42,13 @@ public sealed class IntegerBoundsTests
     [InlineData("\"minimum\":95,\"maximum\":1005", 95, 1005)]
     [InlineData("\"minimum\":-9,\"exclusiveMaximum\":0", -9, -1)]
     [InlineData("\"minimum\":3,\"maximum\":50,\"exclusiveMaximum\":40", 3, 39)]
+    // Bounds read from their digits, not rounded through decimal (28 digits) or double.
+    [InlineData("\"minimum\":5.00000000000000000000000000001,\"maximum\":7", 6, 7)]
+    [InlineData("\"minimum\":-3,\"exclusiveMaximum\":5.00000000000000000000000000001", -3, 5)]
+    [InlineData("\"minimum\":1e-400,\"maximum\":3", 1, 3)]
+    [InlineData("\"minimum\":-3,\"maximum\":-1e-400", -3, -1)]
+    [InlineData("\"minimum\":0.05e2,\"maximum\":600E-2", 5, 6)]
+    [InlineData("\"minimum\":-1e400,\"maximum\":-12.5e1", -long.MaxValue, -125)]
     public void An_integer_is_accepted_exactly_where_it_is_in_range(string bounds, long least, long most)
     {
         var schema = Schema(bounds);
@@ -54,6 +61,69 @@ public sealed class IntegerBoundsTests
         // 0 is written as 0: never -0, nor with a leading zero.
         Assert.NotEqual(-1, Read(schema, "{\"n\":-0}").Refused);
         Assert.NotEqual(-1, Read(schema, "{\"n\":01}").Refused);
+    }
+
+    /// <summary>A differential: over many random bounds (small, around powers of ten, 19 and 20
+    /// digits, at ±long.MaxValue, negative only, exclusive and fractional forms), every integer
+    /// near a bound, near 0 or at a power of ten is accepted, alone and beside another value in an
+    /// array, exactly where a direct comparison puts it in range (a side without a bound, or one
+    /// past long's, stops at ±long.MaxValue).</summary>
+    [Fact]
+    public void Acceptance_matches_a_direct_range_check_over_random_bounds()
+    {
+        var random = new Random(46);
+        decimal Pick()
+        {
+            var magnitude = random.Next(5) switch
+            {
+                0 => (decimal)random.Next(0, 30),
+                1 => (decimal)Math.Pow(10, random.Next(0, 19)) + random.Next(-2, 3),
+                2 => long.MaxValue - (decimal)random.Next(0, 3),
+                3 => (decimal)random.NextInt64(0, long.MaxValue),
+                _ => 1e19m + random.Next(-2, 3),
+            };
+            return random.Next(2) == 0 ? magnitude : -magnitude;
+        }
+        for (var set = 0; set < 400; set++)
+        {
+            var (a, b) = (Pick(), Pick());
+            var (low, high) = (Math.Min(a, b), Math.Max(a, b));
+            var keywords = new List<string>();
+            decimal least = -long.MaxValue, most = long.MaxValue;
+            switch (random.Next(4))
+            {
+                case 0: keywords.Add($"\"minimum\":{low}"); least = Math.Max(least, low); break;
+                case 1: keywords.Add($"\"exclusiveMinimum\":{low}"); least = Math.Max(least, low + 1); break;
+                case 2: keywords.Add($"\"minimum\":{low - 0.5m}"); least = Math.Max(least, low); break;
+            }
+            switch (random.Next(4))
+            {
+                case 0: keywords.Add($"\"maximum\":{high}"); most = Math.Min(most, high); break;
+                case 1: keywords.Add($"\"exclusiveMaximum\":{high}"); most = Math.Min(most, high - 1); break;
+                case 2: keywords.Add($"\"maximum\":{high + 0.5m}"); most = Math.Min(most, high); break;
+            }
+            if (keywords.Count == 0 || least > most || least > long.MaxValue || most < -long.MaxValue) continue;
+            var bounds = string.Join(",", keywords);
+            var schema = Schema(bounds);
+            var items = JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"a":{"type":"array","items":{"type":"integer",""" + bounds + """}}},"required":["a"]}""").RootElement);
+            var candidates = new HashSet<decimal>();
+            foreach (var near in new[] { least, most, 0m, low, high, -long.MaxValue, long.MaxValue, 1e19m, -1e19m })
+                for (var d = -2; d <= 2; d++) candidates.Add(near + d);
+            for (var p = 0; p <= 19; p++)
+                foreach (var edge in new[] { (decimal)Math.Pow(10, p), (decimal)Math.Pow(10, p) - 1 })
+                {
+                    candidates.Add(edge);
+                    candidates.Add(-edge);
+                }
+            foreach (var n in candidates)
+            {
+                var inRange = n >= least && n <= most;
+                var alone = Read(schema, $"{{\"n\":{n}}}");
+                Assert.True(inRange ? alone == (-1, true) : alone.Refused >= 0, $"{n} with {bounds}: refused at {alone.Refused}");
+                var inArray = Read(items, $"{{\"a\":[{n},{n}]}}");
+                Assert.True(inRange ? inArray == (-1, true) : inArray.Refused >= 0, $"[{n},{n}] with {bounds}: refused at {inArray.Refused}");
+            }
+        }
     }
 
     [Fact]

@@ -596,20 +596,8 @@ public sealed class JsonSchemaTests
         var names = new HashSet<string>();
         for (var walk = 0; walk < 60; walk++)
         {
-            var state = new JsonGrammar(schema);
-            var text = new List<byte>();
-            var budget = random.Next(0, 150);
-            while (!state.IsComplete && text.Count < budget)
-            {
-                var options = alphabet.Where(b => { var next = state; return next.Accept(b); }).ToArray();
-                Assert.NotEmpty(options);
-                var structural = options.Where(b => "{}[]\":,-0123456789tfn".Contains((char)b)).ToArray();
-                var b = structural.Length > 0 && random.Next(3) > 0 ? structural[random.Next(structural.Length)] : options[random.Next(options.Length)];
-                Assert.True(state.Accept(b));
-                text.Add(b);
-            }
-            if (!state.IsComplete) text.AddRange(ShortestCompletion(state, alphabet));
-            var calls = JsonDocument.Parse(Encoding.UTF8.GetString([.. text])).RootElement;
+            var text = RandomWalk(schema, alphabet, random, maxBytes: 150);
+            var calls = JsonDocument.Parse(text).RootElement;
             Assert.InRange(calls.GetArrayLength(), 1, parallel ? int.MaxValue : 1);
             foreach (var call in calls.EnumerateArray())
             {
@@ -645,20 +633,8 @@ public sealed class JsonSchemaTests
         for (var seed = 0; seed < 200; seed++)
         {
             var random = new Random(seed);
-            var state = new JsonGrammar(schema);
-            var text = new List<byte>();
-            var budget = random.Next(0, 200);
-            while (!state.IsComplete && text.Count < budget)
-            {
-                var options = alphabet.Where(b => { var next = state; return next.Accept(b); }).ToArray();
-                Assert.NotEmpty(options);
-                var structural = options.Where(b => "{}[]\":,-0123456789tfn".Contains((char)b)).ToArray();
-                var b = structural.Length > 0 && random.Next(3) > 0 ? structural[random.Next(structural.Length)] : options[random.Next(options.Length)];
-                Assert.True(state.Accept(b));
-                text.Add(b);
-            }
-            if (!state.IsComplete) text.AddRange(ShortestCompletion(state, alphabet));
-            foreach (var call in JsonDocument.Parse(Encoding.UTF8.GetString([.. text])).RootElement.EnumerateArray())
+            var text = RandomWalk(schema, alphabet, random, maxBytes: 200);
+            foreach (var call in JsonDocument.Parse(text).RootElement.EnumerateArray())
             {
                 var name = call.GetProperty("name").GetString()!;
                 names.Add(name);
@@ -688,25 +664,34 @@ public sealed class JsonSchemaTests
         var valid = 0;
         for (var walk = 0; walk < 60; walk++)
         {
-            var state = new JsonGrammar(schema);
-            var text = new List<byte>();
-            var budget = random.Next(0, 120);
-            while (!state.IsComplete && text.Count < budget)
-            {
-                var options = alphabet.Where(b => { var next = state; return next.Accept(b); }).ToArray();
-                Assert.NotEmpty(options);
-                // Favour the bytes that structure a document, so walks go deep, not only into strings.
-                var structural = options.Where(b => "{}[]\":,-0123456789tfn".Contains((char)b)).ToArray();
-                var b = structural.Length > 0 && random.Next(3) > 0 ? structural[random.Next(structural.Length)] : options[random.Next(options.Length)];
-                Assert.True(state.Accept(b));
-                text.Add(b);
-            }
-            if (!state.IsComplete) text.AddRange(ShortestCompletion(state, alphabet));
-            var document = Encoding.UTF8.GetString([.. text]);
+            var text = RandomWalk(schema, alphabet, random, maxBytes: 120);
+            var document = text;
             Assert.True(Validate(JsonDocument.Parse(schemaText).RootElement, JsonDocument.Parse(document).RootElement), document);
             valid++;
         }
         Assert.Equal(60, valid);
+    }
+
+    /// <summary>A document the grammar accepts: a random walk over <paramref name="alphabet"/> of up to
+    /// a random number of bytes below <paramref name="maxBytes"/> (never dead-ending: some byte is always
+    /// accepted), then the shortest completion. Bytes that structure a document are favoured, so walks go
+    /// deep, not only into strings.</summary>
+    static string RandomWalk(JsonSchema schema, byte[] alphabet, Random random, int maxBytes)
+    {
+        var state = new JsonGrammar(schema);
+        var text = new List<byte>();
+        var budget = random.Next(0, maxBytes);
+        while (!state.IsComplete && text.Count < budget)
+        {
+            var options = alphabet.Where(b => { var next = state; return next.Accept(b); }).ToArray();
+            Assert.NotEmpty(options);
+            var structural = options.Where(b => "{}[]\":,-0123456789tfn".Contains((char)b)).ToArray();
+            var b = structural.Length > 0 && random.Next(3) > 0 ? structural[random.Next(structural.Length)] : options[random.Next(options.Length)];
+            Assert.True(state.Accept(b));
+            text.Add(b);
+        }
+        if (!state.IsComplete) text.AddRange(ShortestCompletion(state, alphabet));
+        return Encoding.UTF8.GetString([.. text]);
     }
 
     /// <summary>The shortest bytes (no whitespace) that make the state a whole document, by breadth-first search.</summary>

@@ -104,6 +104,15 @@ public sealed class ToolCallingTests(TinyModelServer fixture) : IClassFixture<Ti
         Assert.Equal(("tools[0].function.parameters", "invalid_function_parameters"), (param, code));
         Assert.StartsWith("Invalid schema for function 'mail': tools[0].function.parameters.properties.to.pattern is not supported", message);
 
+        // One the model's vocabulary cannot write names the tools, not a response_format the request did not send.
+        var accented = Tool("""{"type":"function","function":{"name":"mail","parameters":{"type":"object","properties":{"é":{"type":"string"}},"required":["é"]}}}""");
+        foreach (var choice in new object[] { "required", new { type = "function", function = new { name = "mail" } } })
+        {
+            (param, code, message) = await Refused(With(With(ok, "tools", accented), "tool_choice", choice));
+            Assert.Equal(("tools", "unsupported_value"), (param, code));
+            Assert.EndsWith("vocabulary has none for é", message);
+        }
+
         Assert.Equal(("tool_choice", "invalid_value"), await ParamCode(With(With(ok, "tools", null), "tool_choice", "auto")));
         Assert.Equal(("parallel_tool_calls", "invalid_value"), await ParamCode(With(With(With(ok, "tools", null), "tool_choice", null), "parallel_tool_calls", false)));
         Assert.Equal(("tool_choice", "invalid_value"), await ParamCode(With(ok, "tool_choice", "sometimes")));

@@ -35,6 +35,10 @@ public sealed record GenerationRequest
     /// the end markers only once it is whole (<see cref="JsonGrammar"/>), so a generation that
     /// ends with stop is one. Null: free text.</summary>
     public JsonSchema? Schema { get; init; }
+    /// <summary>The request field <see cref="Schema"/> came from, which an error about it names:
+    /// null for OpenAI's response_format (json_object or json_schema), "tools" for the grammar of
+    /// a named or required tool choice.</summary>
+    public string? SchemaParam { get; init; }
     /// <summary>JSON mode (OpenAI's response_format json_object): the schema {"type": "object"},
     /// <see cref="JsonSchema.AnyObject"/>. True under any schema, whose root is always an object.</summary>
     public bool JsonObject

@@ -254,7 +254,7 @@ public sealed class InferenceEngine : IDisposable
             throw new StratusUserException($"{(schema == JsonSchema.AnyObject ? "JSON mode" : "the JSON schema")} needs a token that does not end the generation for each character it may have to write to finish a document, and this model's vocabulary has none for {missing}")
             {
                 // The value is well formed; this model cannot follow it.
-                Param = schema == JsonSchema.AnyObject ? "response_format" : "response_format.json_schema.schema",
+                Param = request.SchemaParam ?? (schema == JsonSchema.AnyObject ? "response_format" : "response_format.json_schema.schema"),
                 Code = "unsupported_value",
             };
     }

@@ -59,6 +59,7 @@ public static class ChatCompletionsEndpoints
             Stop = [.. sampling.Stop, .. stopTexts],
             StopTokens = stopTokens,
             Schema = tools?.Schema ?? sampling.Schema,
+            SchemaParam = tools?.Schema is null ? null : "tools",
             // A parser reads the markers of calls, which a vocabulary may hold as special tokens
             // (Hermes' <tool_call>, Llama's <|python_tag|>): vLLM's parsers keep them in the text too.
             SkipSpecialTokens = parser is not null && body.SkipSpecialTokens is null ? false : sampling.SkipSpecialTokens,

@@ -90,7 +90,9 @@ public sealed class ServedModel : IDisposable
     public void Dispose() => Engine.Dispose();
 }
 
-public sealed class ModelRegistry : IDisposable
+/// <summary>The models this server serves, by the names requests give (the platform's
+/// ModelRegistry names checkpoints; serve loads a registered version under its name).</summary>
+public sealed class ServedModels : IDisposable
 {
     // Replaced whole by Add, never changed: requests (/metrics, /health) read them while a
     // starting server adds its models.

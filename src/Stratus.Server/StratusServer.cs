@@ -108,6 +108,9 @@ public sealed class StratusServer : IAsyncDisposable
             TorchSharp.torch.set_num_threads(threads);
         }
         if (options.Trust.InsecureNoAuth) ForwardedClients.EnsureOnThisMachine(options.ForwardedAllowIps);
+        // Registered references become their checkpoints here, before any model loads.
+        var registered = new Lazy<Stratus.Platform.ModelRegistry>(() => Stratus.Platform.ModelRegistry.Open(Stratus.Platform.StratusHome.Resolve(options.Trust.DataDir), RegistryCheckpoints.Instance));
+        options = options with { Models = [.. options.Models.Select(spec => spec.ResolveRegistered(registered))] };
         ServedModels.EnsureDistinctNames(options.Models);
         // A model's name is its deployment name for safety policies and usage.
         foreach (var spec in options.Models)

@@ -32,6 +32,7 @@ root.Subcommands.Add(ImportCommand.Create());
 root.Subcommands.Add(ExportCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(KeysCommand.Create());
+root.Subcommands.Add(ModelsCommand.Create());
 root.Subcommands.Add(AuditCommand.Create());
 root.Subcommands.Add(UsageCommand.Create());
 root.Subcommands.Add(BlocklistCommand.Create());

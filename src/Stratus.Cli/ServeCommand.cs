@@ -1,4 +1,4 @@
-// `stratus serve --model <run-or-checkpoint> [--model name=dir ...] [--host 127.0.0.1] [--port 8000]
+// `stratus serve --model <run-or-checkpoint|registered-model> [--model name=dir ...] [--host 127.0.0.1] [--port 8000]
 // [--data-dir <dir>] [--insecure-no-auth] [--shutdown-grace-period <seconds>] [--access-log <file>|-]
 // [--forwarded-allow-ips <ip|cidr>,...] [--log-format text|json] [--moderation-url <url> [--moderation-model <name>]]`:
 // an OpenAI-compatible server for trained models, behind API keys. ServeAsync is the reusable entry point and EnsureDemoKeyAsync gives a fresh
@@ -19,7 +19,8 @@ static class ServeCommand
 {
     public static Command Create()
     {
-        var models = new Option<string[]>("--model") { Description = "run or checkpoint folder, or NAME=FOLDER; repeat to serve several (name defaults to the run folder's name)", Required = true, AllowMultipleArgumentsPerToken = false };
+        var models = new Option<string[]>("--model") { Description = "run or checkpoint folder, or a registered model (NAME, NAME:VERSION or NAME@ALIAS: see `models list`; a folder of that name wins), or NAME=either; " +
+            "repeat to serve several (the name defaults to the registered name, else the run folder's name)", Required = true, AllowMultipleArgumentsPerToken = false };
         var host = new Option<string>("--host") { Description = "address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "port to listen on", DefaultValueFactory = _ => 8000 };
         var batch = new Option<int>("--max-batch-size") { Description = "sequences decoded together", DefaultValueFactory = _ => 64 };

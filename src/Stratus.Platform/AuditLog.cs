@@ -21,6 +21,10 @@ public static class AuditActions
     public const string PolicyChanged = "policy.changed";
     public const string BlocklistChanged = "blocklist.changed";
     public const string ModelDeployed = "model.deployed";
+    public const string ModelRegistered = "model.registered";
+    public const string ModelAliasSet = "model.alias_set";
+    public const string ModelAliasRemoved = "model.alias_removed";
+    public const string ModelVersionDeleted = "model.version_deleted";
     public const string DatabaseBackedUp = "database.backed_up";
     public const string RequestFiltered = "request.filtered";
 }

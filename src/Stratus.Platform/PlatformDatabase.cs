@@ -25,6 +25,7 @@ public sealed class PlatformDatabase
         "ALTER TABLE api_keys ADD COLUMN expires_at TEXT;",
         // Key rotation: the secret a rotation replaced, and when it stops working.
         "ALTER TABLE api_keys ADD COLUMN previous_salt BLOB; ALTER TABLE api_keys ADD COLUMN previous_hash BLOB; ALTER TABLE api_keys ADD COLUMN previous_expires_at TEXT;",
+        ModelRegistrySchema,
     ];
     static int SchemaVersion => Migrations.Length;
 
@@ -77,6 +78,41 @@ public sealed class PlatformDatabase
             prompt_tokens INTEGER NOT NULL,
             completion_tokens INTEGER NOT NULL,
             PRIMARY KEY (key_id, day, model)
+        );
+        """;
+
+    /// <summary>The model registry (ModelRegistry.cs): registered_models keeps each name's last
+    /// version number, so a deleted version's is not given again; a version is immutable; an
+    /// alias points at one version of its name. The foreign keys say what refers to what; SQLite
+    /// checks them only where a connection asks, so ModelRegistry keeps them in its transactions.</summary>
+    const string ModelRegistrySchema = """
+        CREATE TABLE registered_models (
+            name TEXT PRIMARY KEY,
+            last_version INTEGER NOT NULL
+        );
+        CREATE TABLE model_versions (
+            name TEXT NOT NULL REFERENCES registered_models (name),
+            version INTEGER NOT NULL,
+            checkpoint TEXT NOT NULL,
+            manifest_sha256 TEXT NOT NULL,
+            architecture TEXT NOT NULL,
+            parameters INTEGER NOT NULL,
+            context_length INTEGER NOT NULL,
+            tokenizer TEXT NOT NULL,
+            description TEXT,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (name, version)
+        );
+        CREATE TRIGGER model_versions_immutable BEFORE UPDATE ON model_versions
+            BEGIN SELECT RAISE(ABORT, 'model versions are immutable'); END;
+        CREATE TABLE model_aliases (
+            name TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (name, alias),
+            FOREIGN KEY (name, version) REFERENCES model_versions (name, version)
         );
         """;
 

@@ -73,14 +73,14 @@ public sealed class StratusServer : IAsyncDisposable
 {
     readonly WebApplication app;
 
-    StratusServer(WebApplication app, ModelRegistry models, Uri root)
+    StratusServer(WebApplication app, ServedModels models, Uri root)
     {
         this.app = app;
         Models = models;
         RootUrl = root;
     }
 
-    public ModelRegistry Models { get; }
+    public ServedModels Models { get; }
     /// <summary>Whether the server listens on every address (--host 0.0.0.0 or ::): other
     /// machines reach it at this one's addresses, and <see cref="RootUrl"/> is the loopback one.</summary>
     public bool ListensOnEveryAddress { get; private init; }
@@ -108,7 +108,10 @@ public sealed class StratusServer : IAsyncDisposable
             TorchSharp.torch.set_num_threads(threads);
         }
         if (options.Trust.InsecureNoAuth) ForwardedClients.EnsureOnThisMachine(options.ForwardedAllowIps);
-        ModelRegistry.EnsureDistinctNames(options.Models);
+        // Registered references become their checkpoints here, before any model loads.
+        var registered = new Lazy<Stratus.Platform.ModelRegistry>(() => Stratus.Platform.ModelRegistry.Open(Stratus.Platform.StratusHome.Resolve(options.Trust.DataDir), RegistryCheckpoints.Instance));
+        options = options with { Models = [.. options.Models.Select(spec => spec.ResolveRegistered(registered))] };
+        ServedModels.EnsureDistinctNames(options.Models);
         // A model's name is its deployment name for safety policies and usage.
         foreach (var spec in options.Models)
         {
@@ -121,7 +124,7 @@ public sealed class StratusServer : IAsyncDisposable
                 throw new StratusUserException($"{e.Message} Name the model with --model NAME=DIR.");
             }
         }
-        var registry = new ModelRegistry { IsLoading = true };
+        var registry = new ServedModels { IsLoading = true };
         WebApplication? app = null;
         var started = false;
         Task? loading = null;
@@ -218,7 +221,7 @@ public sealed class StratusServer : IAsyncDisposable
     internal static WebApplicationBuilder CreateBuilder() =>
         WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = ["--hostBuilder:reloadConfigOnChange=false"] });
 
-    static WebApplication Build(ServeOptions options, ModelRegistry registry)
+    static WebApplication Build(ServeOptions options, ServedModels registry)
     {
         var builder = CreateBuilder();
         builder.Logging.SetMinimumLevel(options.MinimumLogLevel);

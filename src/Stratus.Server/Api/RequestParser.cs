@@ -15,7 +15,7 @@ public static partial class RequestParser
 
     /// <summary>What both generation endpoints read first: the body, the model it names (404
     /// when none; tagged on the request for logs and metrics), its sampling settings and n.</summary>
-    public static async Task<(T Body, ServedModel Model, GenerationRequest Sampling, int Choices)> ReadGenerationAsync<T>(HttpContext http, ModelRegistry registry)
+    public static async Task<(T Body, ServedModel Model, GenerationRequest Sampling, int Choices)> ReadGenerationAsync<T>(HttpContext http, ServedModels registry)
         where T : SamplingFields
     {
         var body = await OpenAiJson.ReadAsync<T>(http.Request, http.RequestAborted);

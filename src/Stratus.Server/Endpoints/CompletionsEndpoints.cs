@@ -19,7 +19,7 @@ public static class CompletionsEndpoints
         return group;
     }
 
-    static async Task Handle(HttpContext http, ModelRegistry registry, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters,
+    static async Task Handle(HttpContext http, ServedModels registry, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters,
         IEnumerable<IPromptScreen> screens)
     {
         var cancellation = http.RequestAborted;

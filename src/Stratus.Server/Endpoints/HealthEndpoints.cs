@@ -17,9 +17,9 @@ public static class HealthEndpoints
 {
     public static IEndpointRouteBuilder MapHealth(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/health", async (ModelRegistry registry, CancellationToken cancellation) =>
+        app.MapGet("/health", async (ServedModels registry, CancellationToken cancellation) =>
             await registry.CheckHealthAsync(cancellation) is { } reason ? Unavailable(reason, "unhealthy") : Results.Text("ok"));
-        app.MapGet("/ready", async (ModelRegistry registry, ServerShutdown shutdown, CancellationToken cancellation) =>
+        app.MapGet("/ready", async (ServedModels registry, ServerShutdown shutdown, CancellationToken cancellation) =>
         {
             var reason = registry.IsLoading ? "the models are loading"
                 : registry.All.Count == 0 ? "no model is loaded"

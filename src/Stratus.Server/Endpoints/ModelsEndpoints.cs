@@ -8,7 +8,7 @@ public static class ModelsEndpoints
 {
     public static RouteGroupBuilder MapModels(this RouteGroupBuilder group)
     {
-        group.MapGet("/models", (HttpContext http, ModelRegistry registry) =>
+        group.MapGet("/models", (HttpContext http, ServedModels registry) =>
         {
             // An empty list while they load would say the server serves none.
             registry.EnsureLoaded();
@@ -16,7 +16,7 @@ public static class ModelsEndpoints
             foreach (var model in registry.All) cards.Add(Card(model));
             return http.Response.WriteAsJsonAsync(new ModelList(cards), OpenAiJson.Options, http.RequestAborted);
         });
-        group.MapGet("/models/{id}", (HttpContext http, ModelRegistry registry, string id) =>
+        group.MapGet("/models/{id}", (HttpContext http, ServedModels registry, string id) =>
             http.Response.WriteAsJsonAsync(Card(registry.Get(id)), OpenAiJson.Options, http.RequestAborted));
         return group;
     }

@@ -10,7 +10,7 @@ public static class TokenizerEndpoints
 {
     public static IEndpointRouteBuilder MapTokenizer(this IEndpointRouteBuilder app)
     {
-        app.MapPost("/tokenize", async (HttpContext http, ModelRegistry registry) =>
+        app.MapPost("/tokenize", async (HttpContext http, ServedModels registry) =>
         {
             var body = await OpenAiJson.ReadAsync<TokenizeRequest>(http.Request, http.RequestAborted);
             var model = registry.Get(body.Model, allowDefault: true);
@@ -26,7 +26,7 @@ public static class TokenizerEndpoints
                 body.AddSpecialTokens ?? (body.Messages is null || model.Template.AddSpecialTokens));
             await http.Response.WriteAsJsonAsync(new TokenizeResponse(tokens, tokens.Length, model.ContextLength), OpenAiJson.Options, http.RequestAborted);
         });
-        app.MapPost("/detokenize", async (HttpContext http, ModelRegistry registry) =>
+        app.MapPost("/detokenize", async (HttpContext http, ServedModels registry) =>
         {
             var body = await OpenAiJson.ReadAsync<DetokenizeRequest>(http.Request, http.RequestAborted);
             var model = registry.Get(body.Model, allowDefault: true);

@@ -1,15 +1,43 @@
 // The models one server serves, by name: each a loaded checkpoint with its tokenizer, chat
 // template and engine. A model's name defaults to its run folder's name.
 using Stratus.Inference;
+using Stratus.Platform;
+using Stratus.Safety;
 using Stratus.Server.Api;
 using Stratus.Tokenization;
 using Stratus.Training;
 
 namespace Stratus.Server.Hosting;
 
-/// <summary>A model to serve: a run or checkpoint folder, and optionally the name to serve it under.</summary>
+/// <summary>A model to serve: a run or checkpoint folder, or a registered model's reference,
+/// and optionally the name to serve it under.</summary>
 public sealed record ModelSpec(string Path, string? Name = null)
 {
+    /// <summary>The spec with a registered reference (NAME, NAME:VERSION, NAME@ALIAS) in
+    /// <see cref="Path"/> replaced by the version's checkpoint, its files checked against the
+    /// manifest it was registered with, served under the registered name unless NAME= gave one.
+    /// A path that exists is a path, whatever it reads as; <paramref name="registry"/> is opened
+    /// only for a reference.</summary>
+    /// <exception cref="StratusUserException">Neither a folder nor a registered version, or a
+    /// version whose files changed.</exception>
+    public ModelSpec ResolveRegistered(Lazy<ModelRegistry> registry)
+    {
+        if (Directory.Exists(Path) || File.Exists(Path) || !ModelReference.TryParse(Path, out var reference)) return this;
+        try
+        {
+            var version = registry.Value.Resolve(reference!);
+            return new ModelSpec(version.Checkpoint.Directory, Name ?? version.Name);
+        }
+        catch (TrustUserException e) when (e.NotFound)
+        {
+            throw new StratusUserException($"{Path} is not a folder, and {e.Message}", e);
+        }
+        catch (TrustUserException e)
+        {
+            throw new StratusUserException(e.Message, e);
+        }
+    }
+
     /// <summary>Parses the CLI's `--model dir` or `--model name=dir`.</summary>
     public static ModelSpec Parse(string value)
     {
@@ -90,7 +118,9 @@ public sealed class ServedModel : IDisposable
     public void Dispose() => Engine.Dispose();
 }
 
-public sealed class ModelRegistry : IDisposable
+/// <summary>The models this server serves, by the names requests give (the platform's
+/// ModelRegistry names checkpoints; serve loads a registered version under its name).</summary>
+public sealed class ServedModels : IDisposable
 {
     // Replaced whole by Add, never changed: requests (/metrics, /health) read them while a
     // starting server adds its models.

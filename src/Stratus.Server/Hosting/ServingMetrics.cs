@@ -18,7 +18,7 @@ public sealed class ServingMetrics : IDisposable
     readonly Counter<long> requests, promptTokens, cachedPromptTokens, generationTokens;
     readonly Histogram<double> timeToFirstToken, timePerOutputToken, e2eLatency;
 
-    public ServingMetrics(ModelRegistry registry)
+    public ServingMetrics(ServedModels registry)
     {
         meter = new Meter(MeterName);
         requests = meter.CreateCounter<long>("stratus.requests", description: "Requests by outcome: stop, length, cancelled, rejected (429, or 503 for a stopped engine), invalid (4xx), error (5xx, a failed model step, and a platform database the machine refuses).");
@@ -36,7 +36,7 @@ public sealed class ServingMetrics : IDisposable
         meter.CreateObservableCounter("stratus.requests_failed_alone", () => PerModel(registry, m => m.Engine.RequestsFailedAlone), description: "Requests whose own model call failed while the model runs a one-token probe (each a 503 model_step_failed: a prompt too large for the device's memory, an input the model fails on), the engine's health checks included.");
     }
 
-    static IEnumerable<Measurement<T>> PerModel<T>(ModelRegistry registry, Func<ServedModel, T> read) where T : struct
+    static IEnumerable<Measurement<T>> PerModel<T>(ServedModels registry, Func<ServedModel, T> read) where T : struct
     {
         foreach (var model in registry.All) yield return new Measurement<T>(read(model), new KeyValuePair<string, object?>("model", model.Name));
     }

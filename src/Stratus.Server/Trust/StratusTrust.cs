@@ -27,6 +27,7 @@ public sealed class StratusTrust
         Keys = Stores.KeyService(time);
         Quotas = new TrustQuotas(time);
         Safety = Stores.SafetyConfiguration();
+        Models = ModelRegistry.Open(DataDirectory, RegistryCheckpoints.Instance, time);
         IReadOnlyList<IContentSafetyProvider> providers = options.ModerationService is { } moderation
             ? [.. options.ExtraSafetyProviders, new OpenAIModerationProvider(ModerationClient(), moderation)]
             : options.ExtraSafetyProviders;
@@ -50,6 +51,8 @@ public sealed class StratusTrust
     public ApiKeyService Keys { get; }
     public TrustQuotas Quotas { get; }
     public SafetyConfiguration Safety { get; }
+    /// <summary>The model registry in the same database (/api/models).</summary>
+    public ModelRegistry Models { get; }
     public SafetyPipelineCache Pipelines { get; }
     /// <summary>Usage records that failed (a full disk fails every request's), for the server's
     /// log to say once a minute rather than once a request.</summary>

@@ -1,7 +1,7 @@
 // The calls a host makes to wire the trust layer in:
 //   builder.Services.AddStratusTrust(new TrustOptions { DataDir = ..., InsecureNoAuth = ... });
 //   app.UseStratusTrust();           // before the endpoints run (WebApplication routes first)
-//   app.MapStratusTrustEndpoints();  // /v1/moderations, /v1/admin/*, /v1/usage
+//   app.MapStratusTrustEndpoints();  // /v1/moderations, /v1/admin/*, /v1/usage, /api/models
 using Microsoft.Extensions.Hosting;
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
@@ -56,6 +56,7 @@ public static class TrustServiceExtensions
     {
         endpoints.MapModerations();
         endpoints.MapTrustAdmin();
+        endpoints.MapModelRegistry();
         return endpoints;
     }
 }

@@ -1,0 +1,251 @@
+// The model registry, in the manner of MLflow's and Azure ML's: names for checkpoints, each name
+// with versions numbered 1, 2, 3... (never reused, even after a delete) and aliases such as
+// `production` that point at one version and move in one statement. A version refers to its
+// checkpoint folder where it lies, as MLflow refers to a run's artifacts, and records the hash of
+// its manifest: resolving a version reads the checkpoint again and refuses it when its files
+// changed or vanished since registration. Every change is stored with its audit entry in one
+// transaction (tables registered_models, model_versions, model_aliases in stratus.db).
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Microsoft.Data.Sqlite;
+using Stratus.Safety;
+using static Stratus.Platform.PlatformDatabase;
+
+namespace Stratus.Platform;
+
+/// <summary>An alias set on a version: the version it pointed at before (null: it is new).</summary>
+public sealed record ModelAliasChange(ModelVersion Version, string Alias, int? PreviousVersion);
+
+public sealed class ModelRegistry
+{
+    /// <summary>The command that lists the registered names, for errors to point at.</summary>
+    public const string ListCommand = "stratus models list";
+
+    readonly PlatformDatabase database;
+    readonly SqliteAuditLog audit;
+    readonly ICheckpointReader checkpoints;
+    readonly TimeProvider clock;
+
+    ModelRegistry(PlatformDatabase database, ICheckpointReader checkpoints, TimeProvider? time)
+    {
+        this.database = database;
+        audit = new SqliteAuditLog(database, time);
+        this.checkpoints = checkpoints;
+        clock = time ?? TimeProvider.System;
+    }
+
+    /// <summary>The registry in a data directory's stratus.db (created or migrated as
+    /// <see cref="PlatformDatabase.Open"/> does).</summary>
+    public static ModelRegistry Open(string dataDir, ICheckpointReader checkpoints, TimeProvider? time = null) =>
+        new(PlatformDatabase.Open(dataDir), checkpoints, time);
+
+    /// <summary>Registers a run folder's checkpoints/best (else last), or a checkpoint folder, as
+    /// the next version of <paramref name="name"/>, optionally with an alias pointing at it.</summary>
+    /// <exception cref="TrustUserException">A bad name or alias, or no verified checkpoint there.</exception>
+    public ModelVersion Register(string path, string name, string? description, string? alias, string actor)
+    {
+        ModelReference.ValidateName(name);
+        if (alias is not null) ModelReference.ValidateAlias(alias);
+        // Hashed before the write lock is taken: a large checkpoint takes seconds to read.
+        var checkpoint = checkpoints.Read(path);
+        var now = clock.GetUtcNow();
+        var version = database.Write(transaction =>
+        {
+            var connection = transaction.Connection!;
+            Run(connection, transaction, "INSERT INTO registered_models (name, last_version) VALUES ($name, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1",
+                ("$name", name));
+            var number = Convert.ToInt32(Scalar(connection, transaction, "SELECT last_version FROM registered_models WHERE name = $name", ("$name", name)), CultureInfo.InvariantCulture);
+            var summary = checkpoint.Summary;
+            Run(connection, transaction, """
+                INSERT INTO model_versions (name, version, checkpoint, manifest_sha256, architecture, parameters, context_length, tokenizer, description, created_at, created_by)
+                VALUES ($name, $version, $checkpoint, $hash, $architecture, $parameters, $context, $tokenizer, $description, $created, $by)
+                """,
+                ("$name", name), ("$version", number), ("$checkpoint", checkpoint.Directory), ("$hash", checkpoint.ManifestSha256), ("$architecture", summary.Architecture),
+                ("$parameters", summary.Parameters), ("$context", summary.ContextLength), ("$tokenizer", summary.Tokenizer), ("$description", description),
+                ("$created", FormatTime(now)), ("$by", actor));
+            audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelRegistered, new JsonObject
+            {
+                ["name"] = name,
+                ["version"] = number,
+                ["checkpoint"] = checkpoint.Directory,
+                ["manifest_sha256"] = checkpoint.ManifestSha256,
+            }));
+            if (alias is not null) MoveAlias(transaction, name, number, alias, actor);
+            return number;
+        });
+        return Find(new ModelReference(name, version));
+    }
+
+    /// <summary>Every version, of one name or all, by name then version.</summary>
+    public IReadOnlyList<ModelVersion> List(string? name = null) => database.Use(connection =>
+    {
+        if (name is not null) ModelReference.ValidateName(name);
+        return Versions(connection, null, name is null ? "" : "WHERE v.name = $name", ("$name", name));
+    });
+
+    /// <summary>The version a reference names, as registered (its files are not read: see
+    /// <see cref="Resolve"/>).</summary>
+    /// <exception cref="TrustUserException">No such name, version or alias (NotFound).</exception>
+    public ModelVersion Find(ModelReference reference) => database.Use(connection =>
+    {
+        if (reference.Alias is { } alias)
+        {
+            var found = Versions(connection, null, "WHERE v.name = $name AND v.version = (SELECT version FROM model_aliases WHERE name = $name AND alias = $alias)",
+                ("$name", reference.Name), ("$alias", alias));
+            return found.Count > 0 ? found[0] : throw Missing(connection, reference, $"model '{reference.Name}' has no alias '{alias}'");
+        }
+        var versions = Versions(connection, null, reference.Version is null
+            ? "WHERE v.name = $name AND v.version = (SELECT MAX(version) FROM model_versions WHERE name = $name)"
+            : "WHERE v.name = $name AND v.version = $version", ("$name", reference.Name), ("$version", reference.Version));
+        return versions.Count > 0 ? versions[0] : throw Missing(connection, reference, $"model '{reference.Name}' has no version {reference.Version}");
+    });
+
+    /// <summary>The version a reference names, its checkpoint read again and found unchanged.</summary>
+    /// <exception cref="TrustUserException">No such version, or its files changed or vanished.</exception>
+    public ModelVersion Resolve(ModelReference reference)
+    {
+        var version = Find(reference);
+        if (Check(version) is { } problem) throw new TrustUserException(problem);
+        return version;
+    }
+
+    /// <summary>Null when the version's checkpoint still holds the files it was registered with;
+    /// else one line naming the version, its folder and what changed.</summary>
+    public string? Check(ModelVersion version)
+    {
+        var path = version.Checkpoint.Directory;
+        string? changed;
+        try
+        {
+            changed = checkpoints.Read(path).ManifestSha256 == version.Checkpoint.ManifestSha256 ? null : "its files changed since it was registered (a new manifest)";
+        }
+        catch (TrustUserException e)
+        {
+            changed = $"its files changed or vanished since it was registered ({e.Message.TrimEnd('.')})";
+        }
+        return changed is null ? null
+            : $"model {version.Reference} refers to {path}, but {changed}; register the checkpoint again as a new version, or use another version";
+    }
+
+    /// <summary>Points <paramref name="alias"/> of <paramref name="name"/> at
+    /// <paramref name="version"/>, moving it from the version it pointed at.</summary>
+    /// <exception cref="TrustUserException">A bad alias, or no such version.</exception>
+    public ModelAliasChange SetAlias(string name, int version, string alias, string actor)
+    {
+        ModelReference.ValidateName(name);
+        ModelReference.ValidateAlias(alias);
+        var previous = database.Write(transaction =>
+        {
+            if (Versions(transaction.Connection!, transaction, "WHERE v.name = $name AND v.version = $version", ("$name", name), ("$version", version)).Count == 0)
+                throw Missing(transaction.Connection!, new ModelReference(name, version), $"model '{name}' has no version {version}");
+            return MoveAlias(transaction, name, version, alias, actor);
+        });
+        return new ModelAliasChange(Find(new ModelReference(name, version)), alias, previous);
+    }
+
+    /// <summary>Removes an alias; returns the version it pointed at.</summary>
+    /// <exception cref="TrustUserException">The name has no such alias (NotFound).</exception>
+    public int RemoveAlias(string name, string alias, string actor)
+    {
+        ModelReference.ValidateName(name);
+        ModelReference.ValidateAlias(alias);
+        return database.Write(transaction =>
+        {
+            var connection = transaction.Connection!;
+            var version = Scalar(connection, transaction, "DELETE FROM model_aliases WHERE name = $name AND alias = $alias RETURNING version", ("$name", name), ("$alias", alias));
+            if (version is null) throw Missing(connection, new ModelReference(name, Alias: alias), $"model '{name}' has no alias '{alias}'");
+            var number = Convert.ToInt32(version, CultureInfo.InvariantCulture);
+            audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelAliasRemoved, new JsonObject { ["name"] = name, ["alias"] = alias, ["version"] = number }));
+            return number;
+        });
+    }
+
+    /// <summary>Deletes a version from the registry (its checkpoint's files are left where they
+    /// are); its number is not given again.</summary>
+    /// <exception cref="TrustUserException">No such version (NotFound), or aliases point at it.</exception>
+    public ModelVersion Delete(string name, int version, string actor)
+    {
+        ModelReference.ValidateName(name);
+        return database.Write(transaction =>
+        {
+            var connection = transaction.Connection!;
+            var found = Versions(connection, transaction, "WHERE v.name = $name AND v.version = $version", ("$name", name), ("$version", version));
+            if (found.Count == 0) throw Missing(connection, new ModelReference(name, version), $"model '{name}' has no version {version}");
+            var deleted = found[0];
+            if (deleted.Aliases.Count > 0)
+                throw new TrustUserException($"model {deleted.Reference} is what {string.Join(", ", deleted.Aliases.Select(a => $"{name}@{a}"))} points at; " +
+                    $"move {(deleted.Aliases.Count == 1 ? "that alias" : "those aliases")} to another version, or remove {(deleted.Aliases.Count == 1 ? "it" : "them")}, first");
+            Run(connection, transaction, "DELETE FROM model_versions WHERE name = $name AND version = $version", ("$name", name), ("$version", version));
+            audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelVersionDeleted, new JsonObject
+            {
+                ["name"] = name,
+                ["version"] = version,
+                ["checkpoint"] = deleted.Checkpoint.Directory,
+            }));
+            return deleted;
+        });
+    }
+
+    /// <summary>Sets or moves an alias in one statement, with its audit entry; returns the
+    /// version it pointed at before.</summary>
+    int? MoveAlias(SqliteTransaction transaction, string name, int version, string alias, string actor)
+    {
+        var connection = transaction.Connection!;
+        var before = Scalar(connection, transaction, "SELECT version FROM model_aliases WHERE name = $name AND alias = $alias", ("$name", name), ("$alias", alias));
+        int? previous = before is null ? null : Convert.ToInt32(before, CultureInfo.InvariantCulture);
+        Run(connection, transaction, """
+            INSERT INTO model_aliases (name, alias, version, updated_at) VALUES ($name, $alias, $version, $updated)
+            ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at
+            """, ("$name", name), ("$alias", alias), ("$version", version), ("$updated", FormatTime(clock.GetUtcNow())));
+        audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelAliasSet, new JsonObject
+        {
+            ["name"] = name,
+            ["alias"] = alias,
+            ["version"] = version,
+            ["previous_version"] = previous,
+        }));
+        return previous;
+    }
+
+    /// <summary>Not found: the name unknown (with where to see the known ones), or the name's
+    /// version or alias missing.</summary>
+    static TrustUserException Missing(SqliteConnection connection, ModelReference reference, string what)
+    {
+        var known = Scalar(connection, null, "SELECT 1 FROM model_versions WHERE name = $name LIMIT 1", ("$name", reference.Name)) is not null;
+        return new TrustUserException(known
+            ? $"{what}; see its versions and aliases with `stratus models show {reference.Name}` or `{ListCommand} --name {reference.Name}`"
+            : $"no model named '{reference.Name}' is registered; see the registered names with `{ListCommand}`") { NotFound = true };
+    }
+
+    static List<ModelVersion> Versions(SqliteConnection connection, SqliteTransaction? transaction, string where, params (string Name, object? Value)[] parameters)
+    {
+        using var command = Command(connection, $"""
+            SELECT v.name, v.version, v.checkpoint, v.manifest_sha256, v.architecture, v.parameters, v.context_length, v.tokenizer, v.description, v.created_at, v.created_by,
+                   (SELECT group_concat(alias, char(10)) FROM (SELECT alias FROM model_aliases a WHERE a.name = v.name AND a.version = v.version ORDER BY alias))
+            FROM model_versions v {where} ORDER BY v.name, v.version
+            """, parameters);
+        command.Transaction = transaction;
+        using var reader = command.ExecuteReader();
+        var versions = new List<ModelVersion>();
+        while (reader.Read())
+            versions.Add(new ModelVersion(reader.GetString(0), reader.GetInt32(1),
+                new RegisteredCheckpoint(reader.GetString(2), reader.GetString(3), new ModelSummary(reader.GetString(4), reader.GetInt64(5), reader.GetInt32(6), reader.GetString(7))),
+                reader.IsDBNull(8) ? null : reader.GetString(8), ParseTime(reader.GetString(9)), reader.GetString(10),
+                reader.IsDBNull(11) ? [] : reader.GetString(11).Split('\n')));
+        return versions;
+    }
+
+    static void Run(SqliteConnection connection, SqliteTransaction transaction, string sql, params (string Name, object? Value)[] parameters)
+    {
+        using var command = Command(connection, sql, parameters);
+        command.Transaction = transaction;
+        command.ExecuteNonQuery();
+    }
+
+    static object? Scalar(SqliteConnection connection, SqliteTransaction? transaction, string sql, params (string Name, object? Value)[] parameters)
+    {
+        using var command = Command(connection, sql, parameters);
+        command.Transaction = transaction;
+        return command.ExecuteScalar() is var value && value is DBNull ? null : value;
+    }
+}

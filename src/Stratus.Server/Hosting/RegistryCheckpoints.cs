@@ -1,0 +1,40 @@
+// The model registry's reader of checkpoints: Core's Checkpoint resolves a run folder as every
+// verb does (checkpoints/best, else last) and verifies each file against the manifest; the
+// summary comes from model.json and the weights' safetensors header, no weight read.
+using Stratus.Formats;
+using Stratus.Platform;
+using Stratus.Safety;
+using Stratus.Training;
+
+namespace Stratus.Server.Hosting;
+
+public sealed class RegistryCheckpoints : ICheckpointReader
+{
+    public static RegistryCheckpoints Instance { get; } = new();
+
+    RegistryCheckpoints() { }
+
+    public RegisteredCheckpoint Read(string path)
+    {
+        try
+        {
+            var checkpoint = Checkpoint.Open(Checkpoint.Resolve(path));
+            var config = checkpoint.ModelConfig;
+            return new RegisteredCheckpoint(Path.GetFullPath(checkpoint.Directory), checkpoint.ContentHash,
+                new ModelSummary(config.Architecture, Parameters(checkpoint.Directory), config.BlockSize, checkpoint.Tokenizer.Kind));
+        }
+        // The registry lives below Core and knows the trust layer's user error.
+        catch (StratusUserException e)
+        {
+            throw new TrustUserException(e.Message, e);
+        }
+    }
+
+    /// <summary>The weights' element count from the header: a state dict holds each parameter
+    /// once (a tied head is the embedding, not a second tensor), LoRA adapters included.</summary>
+    static long Parameters(string checkpointDirectory)
+    {
+        using var weights = SafeTensors.Open(Path.Combine(checkpointDirectory, Checkpoint.ModelFile));
+        return weights.Entries.Values.Sum(entry => entry.Shape.Aggregate(1L, (count, size) => count * size));
+    }
+}

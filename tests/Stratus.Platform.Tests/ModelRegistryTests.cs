@@ -1,0 +1,151 @@
+// The registry's own rules, over a checkpoint reader that stands in for Core's (this project
+// has no libtorch): references parsed in one place, names and aliases of a safe charset, and a
+// database of schema version 3 (before the registry) migrated with its keys and audit chain kept.
+// Real checkpoints: Stratus.Server.Tests' ModelRegistryTests.
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Data.Sqlite;
+using Stratus.Safety;
+
+namespace Stratus.Platform.Tests;
+
+/// <summary>A "checkpoint" is a folder with a manifest.json; its hash is the manifest's.</summary>
+sealed class ManifestFolders : ICheckpointReader
+{
+    public RegisteredCheckpoint Read(string path)
+    {
+        var manifest = Path.Combine(path, "manifest.json");
+        if (!File.Exists(manifest)) throw new TrustUserException($"{path} is not a Stratus checkpoint (no manifest.json)");
+        return new RegisteredCheckpoint(Path.GetFullPath(path), Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(manifest))), new ModelSummary("gpt2", 1234, 64, "char"));
+    }
+}
+
+public sealed class ModelRegistryTests : IDisposable
+{
+    readonly string directory = Path.Combine(Path.GetTempPath(), "stratus-test-" + Guid.NewGuid().ToString("N"));
+
+    string Checkpoint(string name, string manifest = "{}")
+    {
+        var folder = Path.Combine(directory, name);
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "manifest.json"), manifest);
+        return folder;
+    }
+
+    [Theory]
+    [InlineData("shk", "shk", null, null)]
+    [InlineData("shk:3", "shk", 3, null)]
+    [InlineData("gpt2-small_v1.5@production", "gpt2-small_v1.5", null, "production")]
+    public void References_name_the_latest_a_version_or_an_alias(string text, string name, int? version, string? alias)
+    {
+        var reference = ModelReference.Parse(text);
+        Assert.Equal(new ModelReference(name, version, alias), reference);
+        Assert.Equal(text, reference.ToString());
+    }
+
+    [Theory]
+    [InlineData("runs/shk")]
+    [InlineData("two words")]
+    [InlineData("shk:0")]
+    [InlineData("shk:v2")]
+    [InlineData("shk@")]
+    [InlineData("shk@1")]
+    [InlineData("shk:1@production")]
+    [InlineData("..")]
+    [InlineData("")]
+    public void What_is_no_reference_is_refused_in_one_line(string text)
+    {
+        var error = Assert.Throws<TrustUserException>(() => ModelReference.Parse(text));
+        Assert.DoesNotContain('\n', error.Message);
+        Assert.False(ModelReference.TryParse(text, out _));
+    }
+
+    [Fact]
+    public void A_name_past_64_characters_or_outside_the_charset_is_not_registered()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        var path = Checkpoint("a");
+        Assert.Contains("1-64 letters, digits", Assert.Throws<TrustUserException>(() => registry.Register(path, new string('a', 65), null, null, "t")).Message);
+        Assert.Contains("not a valid model name", Assert.Throws<TrustUserException>(() => registry.Register(path, "shk;drop", null, null, "t")).Message);
+        Assert.Equal(1, registry.Register(path, new string('a', 64), null, null, "t").Version);
+    }
+
+    [Fact]
+    public void An_unknown_name_says_where_to_see_the_registered_ones()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        var error = Assert.Throws<TrustUserException>(() => registry.Find(ModelReference.Parse("nope")));
+        Assert.True(error.NotFound);
+        Assert.Equal("no model named 'nope' is registered; see the registered names with `stratus models list`", error.Message);
+        registry.Register(Checkpoint("a"), "shk", null, null, "t");
+        Assert.StartsWith("model 'shk' has no version 7; see its versions", Assert.Throws<TrustUserException>(() => registry.Find(ModelReference.Parse("shk:7"))).Message);
+    }
+
+    [Fact]
+    public void A_version_is_immutable_in_the_database()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        registry.Register(Checkpoint("a"), "shk", null, null, "t");
+        SqliteConnection.ClearAllPools();
+        using var connection = new SqliteConnection($"Data Source={Path.Combine(directory, PlatformDatabase.FileName)}");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "UPDATE model_versions SET checkpoint = '/elsewhere'";
+        Assert.Contains("immutable", Assert.Throws<SqliteException>(() => command.ExecuteNonQuery()).Message);
+    }
+
+    /// <summary>Schema version 3 as Stratus before the registry left it: keys (with rotation's
+    /// columns) and an audit chain.</summary>
+    [Fact]
+    public async Task A_database_of_schema_version_3_gains_the_registry_and_keeps_its_keys_and_audit_chain()
+    {
+        Directory.CreateDirectory(directory);
+        var (id, secret) = ApiKeyFormat.Generate();
+        var salt = ApiKeyFormat.NewSalt();
+        var time = new DateTimeOffset(2025, 6, 1, 0, 0, 0, TimeSpan.Zero);
+        const string Details = """{"key_id":"x"}""";
+        var hash = AuditChain.ComputeHash(AuditChain.GenesisHash, 1, time, "cli:old", AuditActions.KeyCreated, Details);
+        using (var old = new SqliteConnection($"Data Source={Path.Combine(directory, PlatformDatabase.FileName)}"))
+        {
+            old.Open();
+            using var command = old.CreateCommand();
+            command.CommandText = """
+                CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, salt BLOB NOT NULL, hash BLOB NOT NULL, scopes INTEGER NOT NULL,
+                    rpm INTEGER NOT NULL, tpm INTEGER NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT,
+                    expires_at TEXT, previous_salt BLOB, previous_hash BLOB, previous_expires_at TEXT);
+                CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;
+                CREATE TABLE blocklists (name TEXT PRIMARY KEY COLLATE NOCASE, definition TEXT NOT NULL, updated_at TEXT NOT NULL);
+                CREATE TABLE safety_policies (deployment TEXT PRIMARY KEY, policy TEXT NOT NULL, updated_at TEXT NOT NULL);
+                CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, details TEXT NOT NULL, hash TEXT NOT NULL);
+                CREATE TABLE usage_daily (key_id TEXT NOT NULL, day TEXT NOT NULL, model TEXT NOT NULL, requests INTEGER NOT NULL,
+                    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, PRIMARY KEY (key_id, day, model));
+                INSERT INTO api_keys (id, name, salt, hash, scopes, rpm, tpm, created_at) VALUES ($id, 'old', $salt, $hash, 1, 5, 0, '2025-06-01T00:00:00.0000000Z');
+                INSERT INTO audit_log VALUES (1, '2025-06-01T00:00:00.0000000Z', 'cli:old', 'key.created', $details, $chain);
+                PRAGMA user_version = 3;
+                """;
+            command.Parameters.AddWithValue("$id", id);
+            command.Parameters.AddWithValue("$salt", salt);
+            command.Parameters.AddWithValue("$hash", ApiKeyFormat.Hash(salt, secret));
+            command.Parameters.AddWithValue("$details", Details);
+            command.Parameters.AddWithValue("$chain", hash);
+            command.ExecuteNonQuery();
+        }
+        SqliteConnection.ClearAllPools();
+
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        Assert.Equal(1, registry.Register(Checkpoint("a"), "shk", null, "production", "cli:new").Version);
+        var stores = PlatformStores.OpenSqlite(directory);
+        Assert.Equal("old", (await stores.KeyService().AuthenticateAsync(secret)).Key!.Name);
+        var verification = await stores.Audit.VerifyAsync();
+        Assert.True(verification.Valid, verification.Problem);
+        Assert.Equal(3, verification.EntriesChecked);
+        Assert.Equal([AuditActions.KeyCreated, AuditActions.ModelRegistered, AuditActions.ModelAliasSet],
+            (await stores.Audit.ReadAsync(new AuditQuery())).Select(e => e.Action));
+    }
+
+    public void Dispose()
+    {
+        SqliteConnection.ClearAllPools();
+        if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
+    }
+}

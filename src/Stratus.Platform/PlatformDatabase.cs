@@ -25,6 +25,8 @@ public sealed class PlatformDatabase
         "ALTER TABLE api_keys ADD COLUMN expires_at TEXT;",
         // Key rotation: the secret a rotation replaced, and when it stops working.
         "ALTER TABLE api_keys ADD COLUMN previous_salt BLOB; ALTER TABLE api_keys ADD COLUMN previous_hash BLOB; ALTER TABLE api_keys ADD COLUMN previous_expires_at TEXT;",
+        // Training jobs (Jobs/).
+        Jobs.SqliteJobStore.Migration,
     ];
     static int SchemaVersion => Migrations.Length;
 

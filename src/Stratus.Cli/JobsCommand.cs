@@ -54,8 +54,9 @@ static class JobsCommand
         {
             var arguments = new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null,
                 Path.GetFullPath(result.GetValue(data)!), Path.GetFullPath(result.GetValue(output)!), overrides.Overrides(result));
-            Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
+            // A folder a training writes first: it holds a model too, which is not what to fix.
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
+            Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
             var job = Open(result, dataDir).Submit(arguments, TrustCommands.Actor);
             Console.WriteLine($"submitted {job.Id}: train into {job.Arguments.Out}, its output in {job.LogFile}");
             Console.WriteLine($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`");

@@ -38,6 +38,7 @@ root.Subcommands.Add(UsageCommand.Create());
 root.Subcommands.Add(BlocklistCommand.Create());
 root.Subcommands.Add(BackupCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
+root.Subcommands.Add(JobsCommand.Create());
 Invocation.NameVerbs(root.Subcommands.Select(verb => verb.Name));
 
 var parsed = root.Parse(args);

@@ -165,7 +165,7 @@ static class ServeCommand
         var say = accessLog == AccessLog.StandardOutput || ServerLog.WritesJson(logFormat) ? Console.Error : Console.Out;
         var options = new ServeOptions
         {
-            Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, AccessLog = accessLog,
+            Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, JobsCommand = JobsCommand.SelfCommand(), AccessLog = accessLog,
             ForwardedAllowIps = forwardedAllowIps ?? [], LogFormat = logFormat, ToolCallParser = toolCallParser,
             // After the data directory, its keys and the address have been checked.
             LoadingModels = root => say.WriteLine($"loading {models.Count} model(s) ... (listening on {root}: /health answers 200 and /ready 503 until they serve)"),

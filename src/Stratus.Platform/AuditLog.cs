@@ -27,6 +27,8 @@ public static class AuditActions
     public const string ModelVersionDeleted = "model.version_deleted";
     public const string DatabaseBackedUp = "database.backed_up";
     public const string RequestFiltered = "request.filtered";
+    public const string JobSubmitted = "job.submitted";
+    public const string JobCancelled = "job.cancelled";
 }
 
 /// <summary>An entry to append, before the log gives it a sequence number, time and hash: what a

@@ -26,6 +26,8 @@ public sealed class PlatformDatabase
         // Key rotation: the secret a rotation replaced, and when it stops working.
         "ALTER TABLE api_keys ADD COLUMN previous_salt BLOB; ALTER TABLE api_keys ADD COLUMN previous_hash BLOB; ALTER TABLE api_keys ADD COLUMN previous_expires_at TEXT;",
         ModelRegistrySchema,
+        // Training jobs (Jobs/).
+        Jobs.SqliteJobStore.Migration,
     ];
     static int SchemaVersion => Migrations.Length;
 

@@ -10,4 +10,8 @@ public sealed class TrustUserException(string message, Exception? inner = null) 
     /// <summary>What the request names does not exist (a key, a blocklist): the server answers
     /// 404 rather than 400.</summary>
     public bool NotFound { get; init; }
+
+    /// <summary>What the request asks for clashes with what is under way (a job writing the same
+    /// run folder): the server answers 409 rather than 400.</summary>
+    public bool Conflict { get; init; }
 }

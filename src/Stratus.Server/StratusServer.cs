@@ -42,6 +42,9 @@ public sealed record ServeOptions
     /// <summary>Where keys, usage and the audit log live, and whether keys may be skipped
     /// (--insecure-no-auth, loopback only).</summary>
     public TrustOptions Trust { get; init; } = new();
+    /// <summary>The command that runs the Stratus CLI (the serving CLI's own), for /api/jobs'
+    /// local executor; null: /api/jobs is not served.</summary>
+    public IReadOnlyList<string>? JobsCommand { get; init; }
     /// <summary>How long a stopping server lets running requests go on before it ends them with a
     /// 503 (a stream with an error event and [DONE]); the host waits 5 s more for those ends. The
     /// default ends them within 30 s, Kubernetes' default grace before it kills a pod.</summary>
@@ -303,6 +306,7 @@ public sealed class StratusServer : IAsyncDisposable
         app.MapTokenizer().MapHealth();
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapStratusTrustEndpoints();
+        if (options.JobsCommand is { } jobsCommand) app.MapJobs(jobsCommand);
         return app;
     }
 

@@ -48,6 +48,7 @@ public sealed class TinyModelServer : IAsyncLifetime
     public Action<IServiceCollection>? ConfigureServices { get; init; }
     public IReadOnlyList<Stratus.Safety.IContentSafetyProvider> ExtraSafetyProviders { get; init; } = [];
     public TimeSpan ShutdownGracePeriod { get; init; } = new ServeOptions().ShutdownGracePeriod;
+    public IReadOnlyList<string>? JobsCommand { get; init; }
     /// <summary>Writes an access log to <see cref="AccessLogPath"/>.</summary>
     public bool WithAccessLog { get; init; }
     public string AccessLogPath => Path.Combine(folder, "access.log");
@@ -100,6 +101,7 @@ public sealed class TinyModelServer : IAsyncLifetime
             ShutdownGracePeriod = ShutdownGracePeriod,
             Trust = new TrustOptions { DataDir = DataDir, ExtraSafetyProviders = ExtraSafetyProviders, InsecureNoAuth = InsecureNoAuth },
             AccessLog = WithAccessLog ? AccessLogPath : null,
+            JobsCommand = JobsCommand,
             ForwardedAllowIps = ForwardedAllowIps,
             ToolCallParser = ToolCallParser,
         });

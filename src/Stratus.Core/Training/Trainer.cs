@@ -194,6 +194,36 @@ public sealed class Trainer : IDisposable
         }
     }
 
+    /// <summary>What <see cref="Start"/> checks before it builds a model, for a run to be started
+    /// later by another process (a job): the config (unknown keys, bad values), the dataset (there,
+    /// whole, long enough for block_size) and the run folder (no dataset or model in it), each
+    /// refused with the error `stratus train` gives.</summary>
+    /// <exception cref="StratusUserException">What train would refuse.</exception>
+    public static TrainConfig CheckStart(string? configPath, IEnumerable<KeyValuePair<string, string>> overrides, string dataDirectory, string runDirectory)
+    {
+        var config = TrainConfig.Load(configPath, overrides);
+        DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
+        RequireNoModelIn(runDirectory);
+        using (new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed)) { }
+        return config;
+    }
+
+    /// <summary>Why <paramref name="runDirectory"/> cannot be trained into now: the error a
+    /// training would give while another process holds the run's lock; null where none does.</summary>
+    public static string? RunInUse(string runDirectory)
+    {
+        if (!Directory.Exists(runDirectory)) return null;
+        try
+        {
+            LockRun(runDirectory).Dispose();
+            return null;
+        }
+        catch (StratusUserException e)
+        {
+            return e.Message;
+        }
+    }
+
     /// <summary>Refuses a folder that holds any checkpoint, not only a run's last (an imported
     /// model has only best), as a new run's.</summary>
     static void RequireNoModelIn(string runDirectory)

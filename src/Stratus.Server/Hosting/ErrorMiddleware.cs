@@ -39,6 +39,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 BadHttpRequestException bad => OpenAIErrors.UnreadableBody(bad).Error,
                 StratusUserException user => ApiException.Invalid(user),
                 Stratus.Safety.TrustUserException { NotFound: true } missing => new ApiException(404, missing.Message, code: "not_found"),
+                Stratus.Safety.TrustUserException { Conflict: true } busy => new ApiException(409, busy.Message, code: "conflict"),
                 Stratus.Safety.TrustUserException user => ApiException.Invalid(user.Message),
                 Stratus.Inference.EngineUnavailableException down => new ApiException(503, $"The model is not available: {down.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
                 // The engine goes on without the request's sequences, so a retry may succeed.

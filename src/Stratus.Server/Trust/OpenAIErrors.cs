@@ -52,6 +52,10 @@ public static class OpenAIErrors
     public static OpenAIErrorResult NotFound(string message) =>
         Create(StatusCodes.Status404NotFound, message, code: "not_found");
 
+    /// <summary>409: the request clashes with work under way (a job already writing the run folder).</summary>
+    public static OpenAIErrorResult Conflict(string message) =>
+        Create(StatusCodes.Status409Conflict, message, code: "conflict");
+
     /// <summary>503 for a platform database the machine refuses (locked by another process, a
     /// full disk, a file that is not a database): the operator's to fix, and a lock is gone on a
     /// retry. It names no file, since clients have no business with the server's paths; whoever

@@ -26,7 +26,12 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, StratusTrust trus
         }
         catch (Exception e) when (e is TrustUserException or StratusUserException && !context.Response.HasStarted)
         {
-            await (e is TrustUserException { NotFound: true } ? OpenAIErrors.NotFound(e.Message) : OpenAIErrors.BadRequest(e.Message)).ExecuteAsync(context);
+            await (e switch
+            {
+                TrustUserException { NotFound: true } => OpenAIErrors.NotFound(e.Message),
+                TrustUserException { Conflict: true } => OpenAIErrors.Conflict(e.Message),
+                _ => OpenAIErrors.BadRequest(e.Message),
+            }).ExecuteAsync(context);
         }
         catch (BadHttpRequestException e) when (!context.Response.HasStarted)
         {

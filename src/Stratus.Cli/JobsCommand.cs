@@ -1,0 +1,208 @@
+// `stratus jobs submit|list|show|logs|cancel`: training runs the platform starts and follows
+// outside the shell that submitted them (Platform/Jobs: the job service and its local executor).
+// `submit` takes train's arguments, checks them as train would (nothing is recorded where train
+// would refuse them) and returns at once, printing the job's id. `jobs supervise <id>`, hidden, is
+// the local executor's supervisor: it runs the job's `stratus train` and records how it ended.
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Spectre.Console;
+using Stratus.Platform;
+using Stratus.Platform.Jobs;
+using Stratus.Safety;
+using Stratus.Training;
+
+namespace Stratus.Cli;
+
+static class JobsCommand
+{
+    public static Command Create()
+    {
+        var jobs = new Command("jobs", "Submit training jobs that run on without the shell, and list, follow and cancel them.");
+        jobs.Subcommands.Add(Submit());
+        jobs.Subcommands.Add(List());
+        jobs.Subcommands.Add(Show());
+        jobs.Subcommands.Add(Logs());
+        jobs.Subcommands.Add(Cancel());
+        jobs.Subcommands.Add(Supervise());
+        return jobs;
+    }
+
+    /// <summary>The command line that runs this CLI again: its executable, or `dotnet` and
+    /// stratus.dll where dotnet runs it (the launcher script, the tests).</summary>
+    public static IReadOnlyList<string> SelfCommand()
+    {
+        var process = Environment.ProcessPath ?? throw new InvalidOperationException("the CLI's executable is unknown");
+        return Path.GetFileNameWithoutExtension(process) == "dotnet" ? [process, typeof(JobsCommand).Assembly.Location] : [process];
+    }
+
+    static JobService Open(ParseResult result, Option<string> dataDir) =>
+        JobService.OpenLocal(StratusHome.Resolve(result.GetValue(dataDir)), SelfCommand());
+
+    static JobService OpenExisting(ParseResult result, Option<string> dataDir) =>
+        JobService.OpenLocal(TrustCommands.ExistingDirectory(result, dataDir), SelfCommand());
+
+    static Command Submit()
+    {
+        var config = ReadyConfigs.Option("training config (JSON, nanoGPT key names), as for `stratus train`");
+        var data = PathOptions.Option("--data", "dataset folder made by `stratus prepare`", required: true);
+        var output = OutputPaths.Folder("--out", "run folder: metrics.jsonl, checkpoints/ and the job's log", required: true);
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("submit", "Start `stratus train` as a job that runs on after this command returns; prints its id.") { config, data, output, dataDir };
+        var overrides = new ConfigOptions(command);
+        command.SetAction((result, ct) =>
+        {
+            var arguments = new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null,
+                Path.GetFullPath(result.GetValue(data)!), Path.GetFullPath(result.GetValue(output)!), overrides.Overrides(result));
+            // A folder a training writes first: it holds a model too, which is not what to fix.
+            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
+            Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
+            var job = Open(result, dataDir).Submit(arguments, TrustCommands.Actor);
+            Console.WriteLine($"submitted {job.Id}: train into {job.Arguments.Out}, its output in {job.LogFile}");
+            Console.WriteLine($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    static Command List()
+    {
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("list", "List the jobs, newest first, with each run's last step and training loss.") { dataDir };
+        command.SetAction((result, ct) =>
+        {
+            var jobs = OpenExisting(result, dataDir).List();
+            if (jobs.Count == 0)
+            {
+                Console.WriteLine("No jobs. Submit one: stratus jobs submit --config <file.json> --data <dataset> --out <run>");
+                return Task.FromResult(0);
+            }
+            var now = DateTimeOffset.UtcNow;
+            var table = new Table().AddColumns("Id", "State", "Started (UTC)", "Duration", "Out", "Step", "Loss");
+            foreach (var job in jobs)
+            {
+                var last = LastStep(job.Arguments.Out);
+                table.AddRow(job.Id, job.State.WireName(), job.StartedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "",
+                    job.StartedAt is { } started ? Duration((job.EndedAt ?? now) - started) : "", Markup.Escape(job.Arguments.Out),
+                    last?.Step.ToString(CultureInfo.InvariantCulture) ?? "", last?.Loss.ToString("F4", CultureInfo.InvariantCulture) ?? "");
+            }
+            TrustCommands.Write(table);
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    static Command Show()
+    {
+        var id = new Argument<string>("id") { Description = "the job's id (job-...)" };
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("show", "Show a job: its state, command, process, exit code and log.") { id, dataDir };
+        command.SetAction((result, ct) =>
+        {
+            var job = OpenExisting(result, dataDir).Get(result.GetValue(id)!);
+            static string Time(DateTimeOffset? time) => time?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) ?? "-";
+            var last = LastStep(job.Arguments.Out);
+            Console.WriteLine($"id:         {job.Id}");
+            Console.WriteLine($"state:      {job.State.WireName()}{(job.Reason is { } reason ? $": {reason}" : "")}");
+            Console.WriteLine($"command:    stratus {string.Join(' ', job.Arguments.CommandLine())}");
+            Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : "")}");
+            Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");
+            Console.WriteLine($"started:    {Time(job.StartedAt)}");
+            Console.WriteLine($"ended:      {Time(job.EndedAt)}{(job.ExitCode is { } code ? $", exit code {code}" : "")}");
+            Console.WriteLine($"last step:  {(last is { } l ? $"{l.Step}, training loss {l.Loss.ToString("F4", CultureInfo.InvariantCulture)}" : "-")}");
+            Console.WriteLine($"log:        {job.LogFile}");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    static Command Logs()
+    {
+        var id = new Argument<string>("id") { Description = "the job's id (job-...)" };
+        var follow = new Option<bool>("--follow", "-f") { Description = "go on printing what the job writes until it ends" };
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("logs", "Print a job's output (its training's stdout and stderr).") { id, follow, dataDir };
+        command.SetAction(async (result, ct) =>
+        {
+            var service = OpenExisting(result, dataDir);
+            var job = service.Get(result.GetValue(id)!);
+            long offset = 0;
+            var output = Console.OpenStandardOutput();
+            while (true)
+            {
+                // Read the state first: whatever the job wrote before it ended is then in the file.
+                var ended = !result.GetValue(follow) || service.Get(job.Id).State.HasEnded();
+                if (File.Exists(job.LogFile))
+                {
+                    await using var log = new FileStream(job.LogFile, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                    log.Seek(offset, SeekOrigin.Begin);
+                    await log.CopyToAsync(output, ct);
+                    offset = log.Position;
+                    await output.FlushAsync(ct);
+                }
+                if (ended) return 0;
+                await Task.Delay(TimeSpan.FromMilliseconds(500), ct);
+            }
+        });
+        return command;
+    }
+
+    static Command Cancel()
+    {
+        var id = new Argument<string>("id") { Description = "the job's id (job-...)" };
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("cancel", "Stop a job: its training saves a last checkpoint and stops (SIGTERM), and the job ends cancelled.") { id, dataDir };
+        command.SetAction((result, ct) =>
+        {
+            var job = OpenExisting(result, dataDir).Cancel(result.GetValue(id)!, TrustCommands.Actor);
+            Console.WriteLine(job.State.HasEnded()
+                ? $"{job.Id} is {job.State.WireName()}."
+                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with `stratus train --resume {job.Arguments.Out}`); it then reads cancelled.");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    static Command Supervise()
+    {
+        var id = new Argument<string>("id");
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command(LocalJobExecutor.SuperviseVerb, "Run a job's training and record how it ends (started by `jobs submit`).") { id, dataDir };
+        command.Hidden = true;
+        command.SetAction((result, ct) =>
+        {
+            var directory = StratusHome.Resolve(result.GetValue(dataDir));
+            var database = PlatformDatabase.Open(directory);
+            var store = new SqliteJobStore(database, new SqliteAuditLog(database));
+            return Task.FromResult(new LocalJobExecutor(SelfCommand(), directory).Supervise(store, result.GetValue(id)!));
+        });
+        return command;
+    }
+
+    /// <summary>The last training step metrics.jsonl records in <paramref name="run"/>, with its loss;
+    /// null where there is none yet.</summary>
+    static (long Step, double Loss)? LastStep(string run)
+    {
+        var path = Path.Combine(run, MetricsLog.FileName);
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            stream.Seek(Math.Max(0, stream.Length - 16384), SeekOrigin.Begin);
+            foreach (var line in new StreamReader(stream).ReadToEnd().Split('\n').Reverse())
+            {
+                // The first line read may be cut, and the last one half-written.
+                try
+                {
+                    if (JsonNode.Parse(line) is JsonObject { } entry && entry["train_loss"] is JsonValue loss && entry["step"] is JsonValue step)
+                        return (step.GetValue<long>(), loss.GetValue<double>());
+                }
+                catch (System.Text.Json.JsonException) { }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        return null;
+    }
+
+    static string Duration(TimeSpan span) =>
+        span.TotalHours >= 1 ? $"{(int)span.TotalHours}h{span.Minutes:00}m" : span.TotalMinutes >= 1 ? $"{span.Minutes}m{span.Seconds:00}s" : $"{Math.Max(0, span.Seconds)}s";
+}

@@ -1,0 +1,84 @@
+// A job: one `stratus train` the platform runs on the user's behalf, outside the process that
+// submitted it, with what it was asked to do and what became of it. The state moves one way:
+// queued (recorded, its executor starting it) → running (the training process exists) → one of
+// succeeded, failed or cancelled, which never change again.
+namespace Stratus.Platform.Jobs;
+
+public enum JobState { Queued, Running, Succeeded, Failed, Cancelled }
+
+public static class JobStates
+{
+    /// <summary>The state as the database, the CLI and the API write it.</summary>
+    public static string WireName(this JobState state) => state switch
+    {
+        JobState.Queued => "queued",
+        JobState.Running => "running",
+        JobState.Succeeded => "succeeded",
+        JobState.Failed => "failed",
+        JobState.Cancelled => "cancelled",
+        _ => throw new ArgumentOutOfRangeException(nameof(state), state, null),
+    };
+
+    public static JobState Parse(string name) => name switch
+    {
+        "queued" => JobState.Queued,
+        "running" => JobState.Running,
+        "succeeded" => JobState.Succeeded,
+        "failed" => JobState.Failed,
+        "cancelled" => JobState.Cancelled,
+        _ => throw new InvalidDataException($"unknown job state '{name}'"),
+    };
+
+    /// <summary>Whether the job has ended, for good.</summary>
+    public static bool HasEnded(this JobState state) => state is JobState.Succeeded or JobState.Failed or JobState.Cancelled;
+}
+
+/// <summary>What `stratus train` is given, as the submitter gave it (paths made absolute, since the
+/// job may run from another folder): the config file (null: the defaults), the dataset, the run
+/// folder and the config keys overridden, in snake_case, each with its value as text.</summary>
+public sealed record TrainArguments(string? Config, string Data, string Out, IReadOnlyList<KeyValuePair<string, string>> Overrides)
+{
+    /// <summary>The arguments of `stratus train` that run this job.</summary>
+    public IReadOnlyList<string> CommandLine()
+    {
+        List<string> line = ["train"];
+        if (Config is not null) line.AddRange(["--config", Config]);
+        line.AddRange(["--data", Data, "--out", Out]);
+        foreach (var (key, value) in Overrides) line.AddRange(["--" + key.Replace('_', '-'), value]);
+        return line;
+    }
+}
+
+/// <param name="Id">The job's name in the CLI and the API (job-xxxxxxxx).</param>
+/// <param name="Kind">What the job runs: "train".</param>
+/// <param name="Executor">What runs it: "local" (a process on this machine).</param>
+/// <param name="ExecutorReference">The executor's own name for the job: the local executor's
+/// supervisor process (pid and start time); null until the executor has given one.</param>
+/// <param name="Reason">Why a job failed or was cancelled, in a line; null otherwise.</param>
+/// <param name="Pid">The training process, once it runs.</param>
+/// <param name="PidStart">When that process started, in the system's own measure (on Linux the
+/// clock ticks since boot in /proc), so a later process given the same pid is not taken for it.</param>
+/// <param name="CancelRequestedAt">When a cancel was asked for: the job ends cancelled, whatever its
+/// training process's exit code.</param>
+/// <param name="SubmittedBy">The actor, as the audit log names actors (cli:user, a key's id).</param>
+/// <param name="LogFile">The training process's standard output and error.</param>
+public sealed record Job(
+    string Id,
+    string Kind,
+    TrainArguments Arguments,
+    string Executor,
+    string? ExecutorReference,
+    JobState State,
+    string? Reason,
+    int? Pid,
+    long? PidStart,
+    int? ExitCode,
+    DateTimeOffset SubmittedAt,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? EndedAt,
+    DateTimeOffset? CancelRequestedAt,
+    string SubmittedBy,
+    string LogFile)
+{
+    public const string TrainKind = "train";
+}

@@ -1,0 +1,180 @@
+// Runs jobs as processes on this machine, on Linux. A job's supervisor (`stratus jobs supervise
+// <id>`) is started in a session of its own (setsid), stdin closed and its output appended to the
+// job's log in the run folder, so it outlives the command or server that submitted it and no
+// terminal's hang-up or Ctrl+C reaches it. It starts `stratus train` as its child, into the same
+// log, records the training process (pid and start time) and, once it exits, its exit code and
+// state. A job whose supervisor is gone without recording the end (kill -9, a reboot) is found so
+// by whoever reads it next: neither the supervisor nor the training process is still the process
+// recorded (a pid, once free, may be another process's, so its start time must match too).
+using System.ComponentModel;
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Stratus.Safety;
+
+namespace Stratus.Platform.Jobs;
+
+/// <param name="stratusCommand">The command that runs the Stratus CLI: its executable, or
+/// `dotnet` and stratus.dll.</param>
+/// <param name="dataDirectory">The data directory whose stratus.db records the jobs.</param>
+public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusCommand, string dataDirectory) : IJobExecutor
+{
+    public const string ExecutorName = "local";
+
+    /// <summary>The verb the supervisor runs as, hidden from `stratus jobs --help`.</summary>
+    public const string SuperviseVerb = "supervise";
+
+    const int SigTerm = 15;
+
+    public string Name => ExecutorName;
+
+    public string Launch(Job job)
+    {
+        if (!OperatingSystem.IsLinux()) throw new TrustUserException("the local job executor runs on Linux (it starts jobs with setsid and follows them through /proc)");
+        Directory.CreateDirectory(Path.GetDirectoryName(job.LogFile)!);
+        // sh starts the supervisor in the background with its own stdin and output, prints its pid
+        // and exits: nothing of the submitter's (a terminal, a test's pipe) stays open in the job.
+        // setsid, not a process group leader here, makes its session and execs: the pid is the supervisor's.
+        var info = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardInput = true };
+        foreach (var arg in (string[])["-c", "log=$1; shift; setsid \"$@\" </dev/null >>\"$log\" 2>&1 & echo $!", "sh", job.LogFile, .. stratusCommand, "jobs", SuperviseVerb, job.Id, "--data-dir", dataDirectory])
+            info.ArgumentList.Add(arg);
+        using var shell = Process.Start(info)!;
+        shell.StandardInput.Close();
+        var pidText = shell.StandardOutput.ReadToEnd().Trim();
+        shell.WaitForExit();
+        if (shell.ExitCode != 0 || !int.TryParse(pidText, NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+            throw new IOException($"could not start the job's supervisor (sh exited with {shell.ExitCode}); see {job.LogFile}");
+        return Reference(pid, StartOf(pid));
+    }
+
+    public JobEnd? Observe(Job job)
+    {
+        // Just submitted: the submitter has not recorded the supervisor yet.
+        if (job.ExecutorReference is not { } reference) return null;
+        var (supervisor, supervisorStart) = ParseReference(reference);
+        if (IsRunning(supervisor, supervisorStart)) return null;
+        // The training goes on without its supervisor: the job runs (and can be cancelled) until it ends.
+        if (job.Pid is { } pid && IsRunning(pid, job.PidStart)) return null;
+        return new JobEnd(JobState.Failed, null, job.Pid is null
+            ? $"its supervisor (pid {supervisor}) ended before it started the training; see {job.LogFile}"
+            : $"its supervisor (pid {supervisor}) ended without recording how the training (pid {job.Pid}) ended (killed?); see {job.LogFile}");
+    }
+
+    public void Cancel(Job job)
+    {
+        // Not started yet: the supervisor finds the cancel when it records the start, and stops it then.
+        if (job.Pid is { } pid && IsRunning(pid, job.PidStart)) Signal(pid, SigTerm);
+    }
+
+    /// <summary>The supervisor's work (`stratus jobs supervise`): runs the queued job's training,
+    /// records it running, waits for it and records how it ended. Returns the exit code to end with.</summary>
+    public int Supervise(SqliteJobStore store, string id)
+    {
+        var job = store.Get(id) ?? throw SqliteJobStore.UnknownJob(id);
+        if (job.State != JobState.Queued) return 0;
+        Console.WriteLine($"job {id}: {string.Join(' ', stratusCommand.Concat(job.Arguments.CommandLine()).Select(Quoted))}");
+        if (job.CancelRequestedAt is not null)
+        {
+            store.RecordEnd(id, new JobEnd(JobState.Cancelled, null, "cancelled before its training started"));
+            return 0;
+        }
+        var info = new ProcessStartInfo(stratusCommand[0]) { UseShellExecute = false };
+        foreach (var arg in stratusCommand.Skip(1).Concat(job.Arguments.CommandLine())) info.ArgumentList.Add(arg);
+        Process training;
+        try
+        {
+            training = Process.Start(info)!;
+        }
+        catch (Win32Exception e)
+        {
+            store.RecordEnd(id, new JobEnd(JobState.Failed, null, $"could not start {stratusCommand[0]}: {e.Message}"));
+            return 1;
+        }
+        using (training)
+        {
+            // A cancel that came first has found no process to signal: this one stops it.
+            if (store.RecordStarted(id, training.Id, StartOf(training.Id))) Signal(training.Id, SigTerm);
+            training.WaitForExit();
+            var code = training.ExitCode;
+            Console.Out.Flush();
+            var cancelled = store.Get(id)?.CancelRequestedAt is not null;
+            store.RecordEnd(id, code == 0 ? new JobEnd(JobState.Succeeded, 0, null)
+                : new JobEnd(JobState.Failed, code, cancelled ? CancelledReason(job) : FailureReason(job, code)));
+            return 0;
+        }
+    }
+
+    /// <summary>Train saves a last checkpoint when SIGTERM stops it after a step.</summary>
+    static string CancelledReason(Job job) =>
+        Directory.Exists(Path.Combine(job.Arguments.Out, "checkpoints", "last"))
+            ? $"cancelled after a last checkpoint; continue it with `stratus train --resume {job.Arguments.Out}`"
+            : "cancelled before its first checkpoint";
+
+    /// <summary>The training's own one-line error where its log ends with one, else its exit code.</summary>
+    static string FailureReason(Job job, int code)
+    {
+        var last = LastLines(job.LogFile).LastOrDefault(line => line.StartsWith("error: ", StringComparison.Ordinal));
+        return last is not null ? $"train exited with {code}: {last["error: ".Length..]}" : $"train exited with {code}; see {job.LogFile}";
+    }
+
+    /// <summary>The lines of the last 8 KiB of <paramref name="file"/>; none where it cannot be read.</summary>
+    static string[] LastLines(string file)
+    {
+        try
+        {
+            using var stream = File.OpenRead(file);
+            stream.Seek(Math.Max(0, stream.Length - 8192), SeekOrigin.Begin);
+            return new StreamReader(stream).ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return [];
+        }
+    }
+
+    static string Quoted(string word) =>
+        word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '/' or '_' or '-' or '+' or ',' or ':' or '@' or '=') ? word : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'";
+
+    static string Reference(int pid, long? start) => start is { } s ? $"{pid}:{s}" : pid.ToString(CultureInfo.InvariantCulture);
+
+    static (int Pid, long? Start) ParseReference(string reference)
+    {
+        var parts = reference.Split(':');
+        return (int.Parse(parts[0], CultureInfo.InvariantCulture), parts.Length > 1 ? long.Parse(parts[1], CultureInfo.InvariantCulture) : null);
+    }
+
+    /// <summary>Whether <paramref name="pid"/> is a live process that started at
+    /// <paramref name="start"/> (any start where none was recorded).</summary>
+    internal static bool IsRunning(int pid, long? start) => StartOf(pid) is { } now && (start is null || start == now);
+
+    /// <summary>When the process started, in clock ticks since boot (field 22 of /proc/pid/stat);
+    /// null where there is no such process, or it has ended and waits only to be reaped (a zombie,
+    /// as a child of a container's init that reaps nothing stays).</summary>
+    internal static long? StartOf(int pid)
+    {
+        string stat;
+        try
+        {
+            stat = File.ReadAllText($"/proc/{pid}/stat");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+        // The command name, in parentheses, may hold spaces and parentheses itself: the fields
+        // after it start at state (field 3).
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        if (fields[0] is "Z" or "X") return null;
+        return long.Parse(fields[22 - 3], CultureInfo.InvariantCulture);
+    }
+
+    static void Signal(int pid, int signal)
+    {
+        // ESRCH: it ended meanwhile, which is what the signal asked for.
+        if (kill(pid, signal) != 0 && Marshal.GetLastPInvokeError() != 3)
+            throw new Win32Exception(Marshal.GetLastPInvokeError(), $"could not signal process {pid}");
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int kill(int pid, int signal);
+}

@@ -1,0 +1,171 @@
+// The jobs table of stratus.db. Each change is one IMMEDIATE transaction that reads what it
+// changes, so a job's submitter, its supervisor (another process) and a reader that finds its
+// processes gone never overwrite each other: an end is recorded once, by whoever comes first, and a
+// cancel and the training process's start meet in one order or the other, never missing each other.
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Data.Sqlite;
+using Stratus.Safety;
+using static Stratus.Platform.PlatformDatabase;
+
+namespace Stratus.Platform.Jobs;
+
+public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog audit, TimeProvider? time = null)
+{
+    readonly TimeProvider clock = time ?? TimeProvider.System;
+
+    /// <summary>The migration that adds the table (PlatformDatabase.Migrations).</summary>
+    internal const string Migration = """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            arguments TEXT NOT NULL,
+            out_dir TEXT NOT NULL,
+            executor TEXT NOT NULL,
+            executor_ref TEXT,
+            state TEXT NOT NULL,
+            reason TEXT,
+            pid INTEGER,
+            pid_start INTEGER,
+            exit_code INTEGER,
+            submitted_at TEXT NOT NULL,
+            started_at TEXT,
+            ended_at TEXT,
+            cancel_requested_at TEXT,
+            submitted_by TEXT NOT NULL,
+            log_file TEXT NOT NULL
+        );
+        CREATE INDEX jobs_submitted_at ON jobs (submitted_at);
+        """;
+
+    public DateTimeOffset Now => ParseTime(FormatTime(clock.GetUtcNow()));
+
+    /// <summary>Records <paramref name="job"/> as queued, with its audit entry.</summary>
+    /// <exception cref="TrustUserException">(Conflict) A job that has not ended writes the same run folder.</exception>
+    public void Insert(Job job, AuditRecord entry) => database.Write(transaction =>
+    {
+        var connection = transaction.Connection!;
+        using (var busy = Command(connection, "SELECT id FROM jobs WHERE out_dir = $out AND state IN ('queued', 'running') LIMIT 1", ("$out", job.Arguments.Out)))
+        {
+            busy.Transaction = transaction;
+            if (busy.ExecuteScalar() is string other)
+                throw new TrustUserException($"{job.Arguments.Out} is the run folder of job {other}, which has not ended; wait for it (stratus jobs show {other}), cancel it, or train into another --out") { Conflict = true };
+        }
+        using var insert = Command(connection, """
+            INSERT INTO jobs (id, kind, arguments, out_dir, executor, state, submitted_at, submitted_by, log_file)
+            VALUES ($id, $kind, $arguments, $out, $executor, $state, $submitted, $by, $log)
+            """,
+            ("$id", job.Id), ("$kind", job.Kind), ("$arguments", WriteArguments(job.Arguments)), ("$out", job.Arguments.Out), ("$executor", job.Executor),
+            ("$state", job.State.WireName()), ("$submitted", FormatTime(job.SubmittedAt)), ("$by", job.SubmittedBy), ("$log", job.LogFile));
+        insert.Transaction = transaction;
+        insert.ExecuteNonQuery();
+        audit.Append(transaction, entry);
+        return true;
+    });
+
+    public Job? Get(string id) => database.Use(connection =>
+    {
+        using var command = Command(connection, $"SELECT {Columns} FROM jobs WHERE id = $id", ("$id", id));
+        using var reader = command.ExecuteReader();
+        return reader.Read() ? Read(reader) : null;
+    });
+
+    /// <summary>The newest <paramref name="limit"/> jobs, newest first.</summary>
+    public IReadOnlyList<Job> List(int limit = 1000) => database.Use(connection =>
+    {
+        using var command = Command(connection, $"SELECT {Columns} FROM jobs ORDER BY submitted_at DESC, id LIMIT $limit", ("$limit", limit));
+        using var reader = command.ExecuteReader();
+        var jobs = new List<Job>();
+        while (reader.Read()) jobs.Add(Read(reader));
+        return jobs;
+    });
+
+    public void SetExecutorReference(string id, string reference) => Update("UPDATE jobs SET executor_ref = $ref WHERE id = $id", ("$id", id), ("$ref", reference));
+
+    /// <summary>Records that the training process runs; returns whether a cancel was asked for
+    /// before this (whoever records the start then stops it), false too for a job that has ended.</summary>
+    public bool RecordStarted(string id, int pid, long? pidStart) => database.Write(transaction =>
+    {
+        using var command = Command(transaction.Connection!, """
+            UPDATE jobs SET state = 'running', pid = $pid, pid_start = $start, started_at = $now
+            WHERE id = $id AND state = 'queued' RETURNING cancel_requested_at IS NOT NULL
+            """, ("$id", id), ("$pid", pid), ("$start", pidStart), ("$now", FormatTime(Now)));
+        command.Transaction = transaction;
+        return command.ExecuteScalar() is long cancelled && cancelled != 0;
+    });
+
+    /// <summary>Records how the job ended, once: false where its end was recorded already. A job
+    /// whose cancel was asked for ends cancelled unless it succeeded (it finished first).</summary>
+    public bool RecordEnd(string id, JobEnd end) => database.Write(transaction =>
+    {
+        using var command = Command(transaction.Connection!, """
+            UPDATE jobs SET state = CASE WHEN cancel_requested_at IS NULL OR $state = 'succeeded' THEN $state ELSE 'cancelled' END,
+                exit_code = $exit, reason = $reason, ended_at = $now
+            WHERE id = $id AND state IN ('queued', 'running')
+            """, ("$id", id), ("$state", end.State.WireName()), ("$exit", end.ExitCode), ("$reason", end.Reason), ("$now", FormatTime(Now)));
+        command.Transaction = transaction;
+        return command.ExecuteNonQuery() == 1;
+    });
+
+    /// <summary>Records that a cancel was asked for, with its audit entry, and returns the job as it
+    /// now is (the caller then signals its training process, if it has one).</summary>
+    /// <exception cref="TrustUserException">No such job (NotFound), or it has ended (Conflict).</exception>
+    public Job RequestCancel(string id, string actor) => database.Write(transaction =>
+    {
+        var connection = transaction.Connection!;
+        Job? job;
+        using (var read = Command(connection, $"SELECT {Columns} FROM jobs WHERE id = $id", ("$id", id)))
+        {
+            read.Transaction = transaction;
+            using var reader = read.ExecuteReader();
+            job = reader.Read() ? Read(reader) : null;
+        }
+        if (job is null) throw UnknownJob(id);
+        if (job.State.HasEnded()) throw new TrustUserException($"job {id} has already ended ({job.State.WireName()}); there is nothing to cancel") { Conflict = true };
+        var now = Now;
+        using (var update = Command(connection, "UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, $now) WHERE id = $id", ("$id", id), ("$now", FormatTime(now))))
+        {
+            update.Transaction = transaction;
+            update.ExecuteNonQuery();
+        }
+        audit.Append(transaction, new AuditRecord(actor, AuditActions.JobCancelled, new JsonObject { ["job"] = id, ["state"] = job.State.WireName(), ["out"] = job.Arguments.Out }));
+        return job with { CancelRequestedAt = job.CancelRequestedAt ?? now };
+    });
+
+    public static TrustUserException UnknownJob(string id) =>
+        new($"no job '{id}'; list the jobs with stratus jobs list") { NotFound = true };
+
+    void Update(string sql, params (string Name, object? Value)[] parameters) => database.Write(transaction =>
+    {
+        using var command = Command(transaction.Connection!, sql, parameters);
+        command.Transaction = transaction;
+        return command.ExecuteNonQuery();
+    });
+
+    const string Columns = "id, kind, arguments, executor, executor_ref, state, reason, pid, pid_start, exit_code, submitted_at, started_at, ended_at, cancel_requested_at, submitted_by, log_file";
+
+    static Job Read(SqliteDataReader r)
+    {
+        string? Text(int column) => r.IsDBNull(column) ? null : r.GetString(column);
+        long? Number(int column) => r.IsDBNull(column) ? null : r.GetInt64(column);
+        DateTimeOffset? Time(int column) => Text(column) is { } text ? ParseTime(text) : null;
+        return new Job(r.GetString(0), r.GetString(1), ReadArguments(r.GetString(2)), r.GetString(3), Text(4), JobStates.Parse(r.GetString(5)), Text(6),
+            (int?)Number(7), Number(8), (int?)Number(9), ParseTime(r.GetString(10)), Time(11), Time(12), Time(13), r.GetString(14), r.GetString(15));
+    }
+
+    static string WriteArguments(TrainArguments arguments) => new JsonObject
+    {
+        ["config"] = arguments.Config,
+        ["data"] = arguments.Data,
+        ["out"] = arguments.Out,
+        ["overrides"] = new JsonArray([.. arguments.Overrides.Select(o => (JsonNode)new JsonArray(o.Key, o.Value))]),
+    }.ToJsonString();
+
+    static TrainArguments ReadArguments(string json)
+    {
+        var node = JsonNode.Parse(json)!.AsObject();
+        return new TrainArguments(node["config"]?.GetValue<string>(), node["data"]!.GetValue<string>(), node["out"]!.GetValue<string>(),
+            [.. node["overrides"]!.AsArray().Select(pair => new KeyValuePair<string, string>(pair![0]!.GetValue<string>(), pair[1]!.GetValue<string>()))]);
+    }
+}

@@ -1,0 +1,83 @@
+// /api/jobs (training scope): training jobs through the job service (Platform/Jobs), as
+// `stratus jobs` runs them: list, show, submit and cancel. A submission's arguments are checked as
+// `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
+// writes is 409. Paths are the server's host's, relative ones from the server's working folder.
+// Submissions and cancels are audited with the calling key's id as the actor.
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Stratus.Platform;
+using Stratus.Platform.Jobs;
+using Stratus.Safety;
+using Stratus.Training;
+
+namespace Stratus.Server.Trust;
+
+public sealed record SubmitJobRequest(
+    [property: JsonPropertyName("config")] string? Config,
+    [property: JsonPropertyName("data")] string? Data,
+    [property: JsonPropertyName("out")] string? Out,
+    [property: JsonPropertyName("overrides")] Dictionary<string, JsonElement>? Overrides);
+
+public sealed record JobArgumentsView(
+    [property: JsonPropertyName("config")] string? Config,
+    [property: JsonPropertyName("data")] string Data,
+    [property: JsonPropertyName("out")] string Out,
+    [property: JsonPropertyName("overrides")] IReadOnlyDictionary<string, string> Overrides);
+
+public sealed record JobView(
+    [property: JsonPropertyName("id")] string Id,
+    [property: JsonPropertyName("kind")] string Kind,
+    [property: JsonPropertyName("state")] string State,
+    [property: JsonPropertyName("reason")] string? Reason,
+    [property: JsonPropertyName("executor")] string Executor,
+    [property: JsonPropertyName("arguments")] JobArgumentsView Arguments,
+    [property: JsonPropertyName("pid")] int? Pid,
+    [property: JsonPropertyName("exit_code")] int? ExitCode,
+    [property: JsonPropertyName("submitted_at")] DateTimeOffset SubmittedAt,
+    [property: JsonPropertyName("started_at")] DateTimeOffset? StartedAt,
+    [property: JsonPropertyName("ended_at")] DateTimeOffset? EndedAt,
+    [property: JsonPropertyName("submitted_by")] string SubmittedBy,
+    [property: JsonPropertyName("log_file")] string LogFile)
+{
+    [JsonPropertyName("object")] public string Object => "job";
+
+    public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), job.Reason, job.Executor,
+        new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value)),
+        job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.SubmittedBy, job.LogFile);
+}
+
+public static class JobsEndpoints
+{
+    public const string Prefix = "/api/jobs";
+
+    /// <param name="stratusCommand">The command that runs the Stratus CLI, whose `jobs supervise`
+    /// runs each job (the serving CLI's own).</param>
+    public static IEndpointRouteBuilder MapJobs(this IEndpointRouteBuilder endpoints, IReadOnlyList<string> stratusCommand)
+    {
+        var jobs = endpoints.MapGroup(Prefix).RequireStratusScope(ApiKeyScopes.Training);
+        // One service for the server's life, opened on first use (the data directory's database).
+        JobService? opened = null;
+        JobService Service(HttpContext http) =>
+            opened ??= JobService.OpenLocal(http.RequestServices.GetRequiredService<StratusTrust>().DataDirectory, stratusCommand);
+
+        jobs.MapGet("", (HttpContext http) => Json(new ListResponse<JobView>([.. Service(http).List().Select(JobView.From)])));
+        jobs.MapGet("/{id}", (HttpContext http, string id) => Json(JobView.From(Service(http).Get(id))));
+        jobs.MapPost("", async (HttpContext http, CancellationToken ct) =>
+        {
+            var body = await TrustJson.ReadBodyAsync<SubmitJobRequest>(http.Request, ct);
+            var arguments = new TrainArguments(body.Config is { } config ? Path.GetFullPath(config) : null,
+                Path.GetFullPath(body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.")),
+                Path.GetFullPath(body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.")),
+                [.. (body.Overrides ?? []).Select(o => new KeyValuePair<string, string>(o.Key, o.Value.ValueKind == JsonValueKind.String ? o.Value.GetString()! : o.Value.GetRawText()))]);
+            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true };
+            Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
+            return Json(JobView.From(Service(http).Submit(arguments, Actor(http))), StatusCodes.Status201Created);
+        });
+        jobs.MapPost("/{id}/cancel", (HttpContext http, string id) => Json(JobView.From(Service(http).Cancel(id, Actor(http)))));
+        return endpoints;
+    }
+
+    static string Actor(HttpContext http) => http.GetStratusTrust().KeyId;
+
+    static IResult Json<T>(T value, int status = StatusCodes.Status200OK) => Results.Json(value, TrustJson.Options, statusCode: status);
+}

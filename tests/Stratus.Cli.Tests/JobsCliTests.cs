@@ -1,0 +1,142 @@
+// `stratus jobs`: a training submitted as a job runs on after `jobs submit` returns, under a
+// detached supervisor that records how it ended; its state reads true however it ended (finished,
+// failed, cancelled, or its supervisor killed with SIGKILL), and arguments train would refuse are
+// refused at submit with train's own error, nothing recorded.
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+
+namespace Stratus.Cli.Tests;
+
+public sealed partial class JobsCliTests
+{
+    static (int ExitCode, string Stdout, string Stderr) Jobs(TempDirectory temp, params string[] args) => Cli.Run(["jobs", .. args, "--data-dir", temp["home"]]);
+
+    static string Submit(TempDirectory temp, params string[] args)
+    {
+        var (code, stdout, stderr) = Jobs(temp, ["submit", .. args]);
+        Assert.True(code == 0, stdout + stderr);
+        return JobId().Match(stdout).Groups[1].Value;
+    }
+
+    /// <summary>`jobs show`'s "state:" line once <paramref name="until"/> holds of it.</summary>
+    static string WaitForState(TempDirectory temp, string id, Func<string, bool> until)
+    {
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        while (true)
+        {
+            var show = Jobs(temp, "show", id);
+            Assert.True(show.ExitCode == 0, show.Stderr);
+            var state = show.Stdout.Split('\n').Single(line => line.StartsWith("state:", StringComparison.Ordinal))["state:".Length..].Trim();
+            if (until(state)) return show.Stdout;
+            Assert.True(DateTime.UtcNow < deadline, $"job {id} stayed {state}");
+            Thread.Sleep(200);
+        }
+    }
+
+    static string Ended(TempDirectory temp, string id) => WaitForState(temp, id, state => !state.StartsWith("queued", StringComparison.Ordinal) && !state.StartsWith("running", StringComparison.Ordinal));
+
+    static int TrainingPid(string show) => int.Parse(TrainingProcess().Match(show).Groups[1].Value);
+
+    static bool Alive(int pid) => File.Exists($"/proc/{pid}/stat") && File.ReadAllText($"/proc/{pid}/stat").Split(')')[^1].Trim()[0] is not ('Z' or 'X');
+
+    [Fact]
+    public void A_submitted_job_runs_on_after_submit_returns_and_ends_succeeded_with_its_checkpoint_metrics_and_audit_entry()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "6", "--lr-decay-iters", "6", "--warmup-iters", "0", "--eval-interval", "3");
+        var show = Ended(temp, id);
+        Assert.Contains("state:      succeeded\n", show);
+        Assert.Contains("exit code 0", show);
+        Assert.Contains("last step:  5, training loss", show);
+        Assert.True(File.Exists(Path.Combine(temp["run"], "checkpoints", "last", "model.safetensors")));
+        Assert.Equal(6, CliTests.Losses(temp["run"]).Count);
+        Assert.Contains("val loss", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
+        var list = Jobs(temp, "list");
+        Assert.Matches($@"{id}\s+│ succeeded │ .* │ {Regex.Escape(temp["run"])}\s+│ 5\s+│ \d\.\d{{4}}", list.Stdout);
+        var audit = Cli.Run("audit", "list", "--data-dir", temp["home"]);
+        Assert.Contains("job.submitted", audit.Stdout);
+    }
+
+    [Fact]
+    public void A_job_whose_training_fails_ends_failed_with_its_exit_code_its_error_and_its_log()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // The device is the machine's that trains (a cluster's node has the GPU, not the submitter),
+        // so it is found missing when training starts, as train finds it.
+        var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--device", "cuda");
+        var show = Ended(temp, id);
+        Assert.Matches(@"state:      failed: train exited with 2: device cuda", show);
+        Assert.Contains("exit code 2", show);
+        var logs = Jobs(temp, "logs", id);
+        Assert.Contains("error: device cuda", logs.Stdout);
+    }
+
+    [Fact]
+    public void Cancel_stops_a_long_job_after_a_last_checkpoint_its_process_gone_and_a_second_job_into_its_folder_is_refused_meanwhile()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
+        var running = WaitForState(temp, id, state => state == "running" && File.Exists(Path.Combine(temp["run"], "metrics.jsonl")) && CliTests.Losses(temp["run"]).Count >= 3);
+        var pid = TrainingPid(running);
+        var second = Jobs(temp, "submit", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal(2, second.ExitCode);
+        Assert.Equal($"error: {temp["run"]} is in use by another `stratus train`, which holds its .lock; wait for that training to end, or train into another --out\n", second.Stderr);
+        var cancel = Jobs(temp, "cancel", id);
+        Assert.True(cancel.ExitCode == 0, cancel.Stderr);
+        var show = Ended(temp, id);
+        Assert.Contains($"state:      cancelled: cancelled after a last checkpoint; continue it with `stratus train --resume {temp["run"]}`", show);
+        Assert.Contains("exit code 143", show);
+        Assert.False(Alive(pid), "the training process is still there");
+        Assert.True(Directory.Exists(Path.Combine(temp["run"], "checkpoints", "last")));
+        Assert.Contains("job.cancelled", Cli.Run("audit", "list", "--data-dir", temp["home"]).Stdout);
+        Assert.Equal(2, Jobs(temp, "cancel", id).ExitCode);
+    }
+
+    [Fact]
+    public void A_job_whose_supervisor_and_training_were_killed_with_SIGKILL_reads_failed_not_running()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
+        var pid = TrainingPid(WaitForState(temp, id, state => state == "running"));
+        // The supervisor leads the job's process group (its own session), the training in it.
+        var group = File.ReadAllText($"/proc/{pid}/stat").Split(')')[^1].Trim().Split(' ')[2];
+        using (var kill = Process.Start("kill", ["-KILL", "--", "-" + group])!) kill.WaitForExit();
+        var show = Ended(temp, id);
+        Assert.Matches(@"state:      failed: its supervisor \(pid \d+\) ended without recording how the training \(pid \d+\) ended \(killed\?\)", show);
+    }
+
+    [Fact]
+    public void Arguments_train_would_refuse_are_refused_at_submit_with_trains_error_and_nothing_recorded()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        File.WriteAllText(temp["unknown.json"], """{ "n_layer": 1, "n_layers": 2 }""");
+        Assert.Equal(0, Cli.Run("keys", "create", "--name", "me", "--data-dir", temp["home"]).ExitCode);
+        foreach (var args in new string[][]
+        {
+            ["--config", temp["unknown.json"], "--data", data, "--out", temp["run"]],
+            ["--config", config, "--data", data, "--out", temp["run"], "--learning-rate", "fast"],
+            ["--config", config, "--data", temp["missing"], "--out", temp["run"]],
+            ["--config", config, "--data", data, "--out", temp["run"], "--block-size", "100000"],
+        })
+        {
+            var train = Cli.Run(["train", .. args]);
+            var submit = Jobs(temp, ["submit", .. args]);
+            Assert.Equal(2, train.ExitCode);
+            Assert.Equal((2, "", train.Stderr), (submit.ExitCode, submit.Stdout, submit.Stderr));
+            Assert.Single(submit.Stderr.TrimEnd('\n').Split('\n'));
+        }
+        Assert.False(Directory.Exists(temp["run"]));
+        Assert.StartsWith("No jobs.", Jobs(temp, "list").Stdout);
+    }
+
+    [GeneratedRegex(@"submitted (job-[0-9a-f]{8})")]
+    private static partial Regex JobId();
+
+    [GeneratedRegex(@"training process (\d+)")]
+    private static partial Regex TrainingProcess();
+}

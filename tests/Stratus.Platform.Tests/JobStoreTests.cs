@@ -1,0 +1,115 @@
+// The jobs table and what the job service reads from it: a database of schema version 3 (before
+// jobs) keeps its keys and audit chain when migrated; a job whose processes are gone, or whose
+// pid another process now has, reads failed rather than running for ever; one run folder has one
+// unfinished job; a cancel is audited, and refused for an ended or unknown job.
+using System.Diagnostics;
+using Microsoft.Data.Sqlite;
+using Stratus.Platform.Jobs;
+using Stratus.Safety;
+
+namespace Stratus.Platform.Tests;
+
+public sealed class JobStoreTests : IDisposable
+{
+    readonly TempPlatform platform = new();
+
+    public void Dispose()
+    {
+        SqliteConnection.ClearAllPools();
+        Directory.Delete(platform.Directory, recursive: true);
+    }
+
+    JobService Service()
+    {
+        var database = PlatformDatabase.Open(platform.Directory);
+        // Never launched here: the tests record jobs and their processes themselves.
+        return new JobService(new SqliteJobStore(database, new SqliteAuditLog(database)), new LocalJobExecutor(["/bin/false"], platform.Directory));
+    }
+
+    static Job Queued(string id, string output) =>
+        new(id, Job.TrainKind, new TrainArguments(null, "/data", output, [new("max_iters", "5")]), LocalJobExecutor.ExecutorName, null, JobState.Queued,
+            null, null, null, null, DateTimeOffset.UtcNow, null, null, null, "cli:test", Path.Combine(output, id + ".log"));
+
+    static int DeadPid()
+    {
+        using var process = Process.Start("/bin/true")!;
+        process.WaitForExit();
+        return process.Id;
+    }
+
+    [Fact]
+    public async Task A_schema_version_4_database_is_migrated_with_its_keys_and_audit_chain_kept()
+    {
+        var created = await platform.Stores.KeyService().CreateAsync("trainer", ApiKeyScopes.Training, new RateLimits(0, 0), "cli:test");
+        // Version 4 is this schema without the jobs table, which the fifth migration adds alone.
+        platform.Sql("DROP TABLE jobs; PRAGMA user_version = 4;");
+        SqliteConnection.ClearAllPools();
+
+        var reopened = PlatformStores.OpenSqlite(platform.Directory);
+        Assert.Equal(created.Key.Id, (await reopened.KeyService().AuthenticateAsync(created.Secret)).Key?.Id);
+        var verification = await reopened.Audit.VerifyAsync();
+        Assert.True(verification.Valid);
+        Assert.Equal(1, verification.EntriesChecked);
+        var service = Service();
+        service.Store.Insert(Queued("job-00000001", "/runs/a"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        Assert.Equal(JobState.Queued, service.Store.Get("job-00000001")!.State);
+        Assert.True((await reopened.Audit.VerifyAsync()).Valid);
+    }
+
+    [Fact]
+    public void A_running_job_whose_supervisor_and_training_are_gone_reads_failed_and_stays_so()
+    {
+        var service = Service();
+        service.Store.Insert(Queued("job-00000002", "/runs/b"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        service.Store.SetExecutorReference("job-00000002", DeadPid().ToString());
+        Assert.False(service.Store.RecordStarted("job-00000002", DeadPid(), null));
+        Assert.Equal(JobState.Running, service.Store.Get("job-00000002")!.State);
+
+        var job = service.Get("job-00000002");
+        Assert.Equal(JobState.Failed, job.State);
+        Assert.Matches(@"^its supervisor \(pid \d+\) ended without recording how the training \(pid \d+\) ended", job.Reason);
+        Assert.NotNull(job.EndedAt);
+        Assert.Equal(JobState.Failed, service.Store.Get("job-00000002")!.State);
+    }
+
+    [Fact]
+    public void A_pid_now_another_process_s_is_not_taken_for_the_job_s()
+    {
+        var service = Service();
+        service.Store.Insert(Queued("job-00000003", "/runs/c"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        // This test's own process, alive, but not started when the job's processes were.
+        var reused = Environment.ProcessId;
+        var started = LocalJobExecutor.StartOf(reused)!.Value;
+        service.Store.SetExecutorReference("job-00000003", $"{reused}:{started - 1}");
+        service.Store.RecordStarted("job-00000003", reused, started - 1);
+        Assert.Equal(JobState.Failed, service.Get("job-00000003").State);
+
+        // The same pid with its own start time is the job's, still running.
+        service.Store.Insert(Queued("job-00000004", "/runs/d"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        service.Store.SetExecutorReference("job-00000004", $"{reused}:{started}");
+        Assert.Equal(JobState.Queued, service.Get("job-00000004").State);
+    }
+
+    [Fact]
+    public async Task One_run_folder_has_one_unfinished_job_and_cancels_are_audited_and_refused_once_a_job_ended()
+    {
+        var service = Service();
+        service.Store.Insert(Queued("job-00000005", "/runs/e"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        var busy = Assert.Throws<TrustUserException>(() => service.Store.Insert(Queued("job-00000006", "/runs/e"), new AuditRecord("cli:test", AuditActions.JobSubmitted, [])));
+        Assert.True(busy.Conflict);
+        Assert.Null(service.Store.Get("job-00000006"));
+
+        var cancelled = service.Cancel("job-00000005", "key-1");
+        Assert.NotNull(cancelled.CancelRequestedAt);
+        // Its supervisor, starting now, finds the cancel and never starts the training.
+        Assert.Equal(0, ((LocalJobExecutor)service.Executor).Supervise(service.Store, "job-00000005"));
+        Assert.Equal(JobState.Cancelled, service.Get("job-00000005").State);
+        Assert.True(Assert.Throws<TrustUserException>(() => service.Cancel("job-00000005", "key-1")).Conflict);
+        Assert.True(Assert.Throws<TrustUserException>(() => service.Cancel("job-nope", "key-1")).NotFound);
+        var entries = await platform.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobCancelled));
+        Assert.Equal(("key-1", """{"job":"job-00000005","state":"queued","out":"/runs/e"}"""), (Assert.Single(entries).Actor, entries[0].Details));
+
+        // Ended, the folder is free for the next job.
+        service.Store.Insert(Queued("job-00000006", "/runs/e"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+    }
+}

@@ -1,0 +1,103 @@
+// /api/jobs: a training key submits, lists, shows and cancels jobs; arguments train would refuse
+// are a 400 naming the problem with nothing recorded, an unknown job a 404 and a run folder a job
+// already writes a 409, all in the API's error format; the caller's key is the audit's actor.
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using Stratus.Data;
+using Stratus.Platform;
+
+namespace Stratus.Server.Tests;
+
+public sealed class JobsApiTests : IAsyncLifetime
+{
+    // The supervisor the jobs' executor starts: one that records nothing, so jobs stay as submitted
+    // until they read failed; the CLI's tests run real ones.
+    readonly TinyModelServer server = new() { JobsCommand = ["/bin/sh", "-c", "sleep 60"] };
+    readonly string folder = Path.Combine(Path.GetTempPath(), "stratus-jobs-api-" + Guid.NewGuid().ToString("N"));
+
+    public async Task InitializeAsync()
+    {
+        await server.InitializeAsync();
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "corpus.txt"), string.Concat(Enumerable.Range(0, 300).Select(i => "abcdefgh ij\n"[i % 12])));
+        DatasetPreparer.Prepare(Path.Combine(folder, "corpus.txt"), Path.Combine(folder, "data"), "char");
+    }
+
+    public async Task DisposeAsync()
+    {
+        await server.DisposeAsync();
+        Directory.Delete(folder, recursive: true);
+    }
+
+    async Task<(HttpClient Client, string KeyId)> TrainingClient()
+    {
+        var created = await server.Keys.CreateAsync("trainer", ApiKeyScopes.Training, RateLimits.Unlimited, "tests");
+        var client = server.AnonymousClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", created.Secret);
+        return (client, created.Key.Id);
+    }
+
+    static async Task<(HttpStatusCode Status, JsonObject Body)> Send(Task<HttpResponseMessage> request)
+    {
+        using var response = await request;
+        return (response.StatusCode, JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsObject());
+    }
+
+    object Body(string output, object? overrides = null) => new
+    {
+        data = Path.Combine(folder, "data"),
+        @out = Path.Combine(folder, output),
+        overrides = overrides ?? new { n_layer = 1, n_head = 2, n_embd = 16, block_size = 8, batch_size = 2, max_iters = 3 },
+    };
+
+    [Fact]
+    public async Task A_training_key_submits_lists_shows_and_cancels_jobs_with_its_id_as_the_actor()
+    {
+        var (client, keyId) = await TrainingClient();
+        var (status, job) = await Send(client.PostAsJsonAsync("/api/jobs", Body("run")));
+        Assert.True(status == HttpStatusCode.Created, job.ToJsonString());
+        var id = (string)job["id"]!;
+        Assert.Equal(("queued", "local", Path.Combine(folder, "run"), "3"), ((string)job["state"]!, (string)job["executor"]!, (string)job["arguments"]!["out"]!, (string)job["arguments"]!["overrides"]!["max_iters"]!));
+        Assert.Equal(keyId, (string)job["submitted_by"]!);
+
+        var (listed, list) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Equal((HttpStatusCode.OK, id), (listed, (string)list["data"]![0]!["id"]!));
+        var (busy, conflict) = await Send(client.PostAsJsonAsync("/api/jobs", Body("run")));
+        Assert.True(busy == HttpStatusCode.Conflict, conflict.ToJsonString());
+        Assert.Equal((HttpStatusCode.Conflict, "conflict"), (busy, (string)conflict["error"]!["code"]!));
+        Assert.Contains($"is the run folder of job {id}", (string)conflict["error"]!["message"]!);
+
+        var (cancelled, after) = await Send(client.PostAsync($"/api/jobs/{id}/cancel", null));
+        Assert.Equal(HttpStatusCode.OK, cancelled);
+        var (shown, _) = await Send(client.GetAsync($"/api/jobs/{id}"));
+        Assert.Equal(HttpStatusCode.OK, shown);
+        var entries = await PlatformStores.OpenSqlite(server.DataDir).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobCancelled));
+        Assert.Equal(keyId, Assert.Single(entries).Actor);
+        Assert.Equal(id, (string)after["id"]!);
+    }
+
+    [Fact]
+    public async Task Bad_arguments_are_a_400_naming_the_problem_with_nothing_recorded_and_an_unknown_job_a_404()
+    {
+        var (client, _) = await TrainingClient();
+        foreach (var (body, problem) in new (object Body, string Problem)[]
+        {
+            (Body("a", new { n_layers = 2 }), "n_layers"),
+            (Body("b", new { learning_rate = "fast" }), "learning_rate"),
+            (new { data = Path.Combine(folder, "missing"), @out = Path.Combine(folder, "c") }, "does not exist"),
+            (new { data = Path.Combine(folder, "data") }, "'out' is required"),
+        })
+        {
+            var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", body));
+            Assert.Equal(HttpStatusCode.BadRequest, status);
+            Assert.Contains(problem, (string)error["error"]!["message"]!);
+        }
+        var (_, list) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Empty(list["data"]!.AsArray());
+        var (missing, notFound) = await Send(client.GetAsync("/api/jobs/job-00000000"));
+        Assert.Equal((HttpStatusCode.NotFound, "not_found"), (missing, (string)notFound["error"]!["code"]!));
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(client.PostAsync("/api/jobs/job-00000000/cancel", null))).Status);
+    }
+}

@@ -1,30 +1,34 @@
 // The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3.x, Mistral v1/v3/Nemo,
 // Zephyr, Qwen2/2.5/3, Gemma 2/3, Phi-3/4, DeepSeek, Command-R, SmolLM, Hermes, Granite): text,
 // {{ expressions }}, {% if/elif/else %}, {% for ... in ... if ... %} with loop.* and {% break %} /
-// {% continue %} (the loopcontrols transformers enables), {% set %} (also namespace attributes),
-// {% macro %} (default arguments, keyword arguments, recursion) and {% call %} with caller(),
+// {% continue %} (the loopcontrols transformers enables) and loop.cycle(), {% set %} (also namespace
+// attributes, unpacking "a, b = pair", and {% set x | filter %}...{% endset %} blocks), {% macro %}
+// (default arguments, keyword arguments, recursion) and {% call %} with caller(),
 // transformers' {% generation %}, comments, whitespace control ({%- -%}) and the trim_blocks /
 // lstrip_blocks settings transformers renders with. Expressions cover literals (adjacent strings
-// joined, tuples), lists, dicts, attribute/index access (a dict's or string's methods before its
-// keys, as Jinja reads spec.items), slices with steps, arithmetic, ~ concatenation, comparisons by
-// value, in, and/or/not, inline if, is-tests (defined, none, string, mapping, iterable, in, equalto,
-// ne, gt, divisibleby, ...), the filters templates use (selectattr/rejectattr/select/reject, map by
-// attribute or filter, tojson, join, trim, title, replace, indent, first/last/length/list/reverse,
-// default, items, ...), string and dict methods, values printed as Python prints them, and the
-// functions transformers gives templates besides Jinja's range() and namespace(): raise_exception()
-// and strftime_now() (the local date and time, which Llama 3.1-3.3's templates write as "Today Date").
+// joined, Python's escapes, numbers such as 1_000 and 1e16, tuples), lists, dicts, attribute/index
+// access (a dict's or string's methods before its keys, as Jinja reads spec.items), slices with
+// steps, arithmetic (** too, and printf-style "%s" % x), ~ concatenation, comparisons by value, in,
+// and/or/not, inline if, is-tests (defined, none, string, mapping, iterable, in, equalto, ne, gt,
+// divisibleby, ...), the filters templates use (selectattr/rejectattr/select/reject, map by
+// attribute or filter, sort/unique/dictsort/min/max, sum, round, format, batch, escape, tojson,
+// join, trim, title, replace, indent, first/last/length/list/reverse, default, items, ...), string
+// and dict methods, values printed as Python prints them, and the functions transformers gives
+// templates besides Jinja's range(), namespace() and dict(): raise_exception() and strftime_now()
+// (the local date and time, which Llama 3.1-3.3's templates write as "Today Date").
 // Anything else fails at parse time with the construct named (a test or filter named by a string,
 // as in select("x"), where it is applied), so a template is either rendered
 // faithfully or refused.
-// One simplification: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
+// Simplifications: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
 // the iteration); chat templates set such variables before reading them in the same iteration,
-// and use namespace() when they mean to carry a value out, so they render the same. Likewise a
-// macro sees the variables of the scope it was defined in as they are when it is called, and
-// that scope's loop variables too (Jinja: a top-level macro sees no caller's loop variable);
-// macros read their arguments, so they render the same.
+// and use namespace() when they mean to carry a value out, so they render the same. A macro sees
+// its arguments and the variables where it was defined as they are when it is called, not its
+// caller's loop variables, as in Jinja, but it does see such a loop-scoped {% set %}. |escape
+// gives plain text, not Markup: escaping its result (or |safe's) again escapes it again.
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
 // sizes, range() and the work done are capped, each breach a JinjaException (see the limits below).
 using System.Globalization;
+using System.Numerics;
 using System.Text;
 using System.Text.Json;
 
@@ -119,6 +123,11 @@ public sealed class JinjaTemplate
     {
         public Budget Budget => budget;
         public TimeProvider Clock => clock;
+
+        /// <summary>The loops under way that bind their variables here, outermost first, each with
+        /// the values its variables hid (undefined where there was none): a macro defined outside
+        /// a loop sees those values, not the loop's (<see cref="Macro"/>).</summary>
+        public List<Dictionary<string, object?>> Loops { get; } = [];
     }
 
     /// <summary>The work a render may still do (<see cref="MaxWork"/>).</summary>
@@ -166,9 +175,11 @@ public sealed class JinjaTemplate
             {
                 var open = FindOpen(source, i);
                 var text = source[i..(open < 0 ? source.Length : open)];
+                // Whether the text begins a line, which lstrip_blocks needs where it holds no line break.
+                var lineStart = i == 0 || source[i - 1] == '\n';
                 if (trimNext) text = text.TrimStart();
-                else if (trimBlockNewline && text.StartsWith('\n')) text = text[1..];
-                else if (trimBlockNewline && text.StartsWith("\r\n")) text = text[2..];
+                else if (trimBlockNewline && text.StartsWith('\n')) (text, lineStart) = (text[1..], true);
+                else if (trimBlockNewline && text.StartsWith("\r\n")) (text, lineStart) = (text[2..], true);
                 trimNext = trimBlockNewline = false;
                 if (open < 0)
                 {
@@ -184,7 +195,7 @@ public sealed class JinjaTemplate
                 // "{{-}}": one dash trims before, and is not also the one that trims after.
                 var trimAfter = inner.Length > (trimBefore ? 1 : 0) && inner.EndsWith('-');
                 if (trimBefore) text = text.TrimEnd();
-                else if (kind != '{') text = LstripBlock(text);
+                else if (kind != '{') text = LstripBlock(text, lineStart);
                 if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text));
                 inner = inner[(trimBefore ? 1 : 0)..(inner.Length - (trimAfter ? 1 : 0))];
                 if (kind == '{') pieces.Add(new Piece(PieceKind.Output, inner));
@@ -223,12 +234,13 @@ public sealed class JinjaTemplate
             return -1;
         }
 
-        /// <summary>lstrip_blocks: spaces and tabs between a line start and a block tag go.</summary>
-        static string LstripBlock(string text)
+        /// <summary>lstrip_blocks: spaces and tabs between a line start and a block tag go; those
+        /// after other output on the line stay ("{{ x }} {% endfor %}" keeps its space).</summary>
+        static string LstripBlock(string text, bool lineStart)
         {
             var j = text.Length;
             while (j > 0 && text[j - 1] is ' ' or '\t') j--;
-            return j == 0 || text[j - 1] == '\n' ? text[..j] : text;
+            return (j == 0 && lineStart) || (j > 0 && text[j - 1] == '\n') ? text[..j] : text;
         }
     }
 
@@ -290,25 +302,36 @@ public sealed class JinjaTemplate
             }
             // Jinja scopes loop variables to the loop, but assignments to namespaces persist.
             var saved = targets.Append("loop").Distinct().ToDictionary(t => t, t => scope.TryGetValue(t, out var v) ? v : Undefined.Instance);
-            for (var i = 0; i < items.Count; i++)
+            scope.Loops.Add(saved);
+            try
             {
-                scope.Budget.Spend(Iteration);
-                Bind(scope, items[i]);
-                scope["loop"] = new Dictionary<string, object?>
+                for (var i = 0; i < items.Count; i++)
                 {
-                    ["index0"] = (long)i, ["index"] = (long)i + 1, ["first"] = i == 0, ["last"] = i == items.Count - 1,
-                    ["length"] = (long)items.Count, ["revindex"] = (long)(items.Count - i), ["revindex0"] = (long)(items.Count - i - 1),
-                    ["previtem"] = i > 0 ? items[i - 1] : Undefined.Instance, ["nextitem"] = i < items.Count - 1 ? items[i + 1] : Undefined.Instance,
-                };
-                try
-                {
-                    foreach (var node in body) node.Render(scope, output);
-                }
-                catch (LoopControl control)
-                {
-                    if (control.Break) break;
+                    scope.Budget.Spend(Iteration);
+                    Bind(scope, items[i]);
+                    scope["loop"] = new LoopInfo
+                    {
+                        ["index0"] = (long)i, ["index"] = (long)i + 1, ["first"] = i == 0, ["last"] = i == items.Count - 1,
+                        ["length"] = (long)items.Count, ["revindex"] = (long)(items.Count - i), ["revindex0"] = (long)(items.Count - i - 1),
+                        ["previtem"] = i > 0 ? items[i - 1] : Undefined.Instance, ["nextitem"] = i < items.Count - 1 ? items[i + 1] : Undefined.Instance,
+                    };
+                    try
+                    {
+                        foreach (var node in body) node.Render(scope, output);
+                    }
+                    catch (LoopControl control)
+                    {
+                        if (control.Break) break;
+                    }
                 }
             }
+            finally { scope.Loops.RemoveAt(scope.Loops.Count - 1); }
+            Restore(scope, saved);
+        }
+
+        /// <summary>Puts back the values a loop's variables hid (undefined: none).</summary>
+        public static void Restore(Scope scope, Dictionary<string, object?> saved)
+        {
             foreach (var (key, value) in saved)
             {
                 if (value is Undefined) scope.Remove(key);
@@ -319,19 +342,50 @@ public sealed class JinjaTemplate
         void Bind(Scope scope, object? item)
         {
             if (targets.Count == 1) { scope[targets[0]] = item; return; }
-            var parts = Values.Iterate(item).ToList();
-            for (var t = 0; t < targets.Count; t++) scope[targets[t]] = t < parts.Count ? parts[t] : Undefined.Instance;
+            var parts = SetNode.Unpack(item, targets.Count);
+            for (var t = 0; t < targets.Count; t++) scope[targets[t]] = parts[t];
         }
     }
 
-    sealed class SetNode(string name, string? attribute, Expr value) : Node
+    /// <summary>A loop's "loop" variable: its attributes, and loop.cycle(...), a method.</summary>
+    internal sealed class LoopInfo : Dictionary<string, object?>;
+
+    /// <summary>{% set %}: a value, or with no "=" the text its block renders (through filters
+    /// where the tag names them: {% set x | trim %}...{% endset %}), bound to a name, to names
+    /// unpacked from it ({% set a, b = pair %}), or to a namespace's attribute.</summary>
+    sealed class SetNode(List<string> names, string? attribute, Expr? value, List<Node>? block, List<FilterCall> filters) : Node
     {
         public override void Render(Scope scope, StringBuilder output)
         {
-            var v = value.Eval(scope);
-            if (attribute is null) scope[name] = v;
-            else if (scope.TryGetValue(name, out var target) && target is Namespace ns) ns[attribute] = v;
-            else throw new JinjaException($"cannot set {name}.{attribute}: {name} is not a namespace");
+            object? v;
+            if (value is not null) v = value.Eval(scope);
+            else
+            {
+                var text = new StringBuilder();
+                foreach (var node in block!) node.Render(scope, text);
+                v = text.ToString();
+                foreach (var filter in filters) v = filter.Apply(v, scope);
+            }
+            if (attribute is not null)
+            {
+                if (scope.TryGetValue(names[0], out var target) && target is Namespace ns) ns[attribute] = v;
+                else throw new JinjaException($"cannot set {names[0]}.{attribute}: {names[0]} is not a namespace");
+            }
+            else if (names.Count == 1) scope[names[0]] = v;
+            else
+            {
+                var parts = Unpack(v, names.Count);
+                for (var i = 0; i < names.Count; i++) scope[names[i]] = parts[i];
+            }
+        }
+
+        /// <summary>A value's items for as many names, as Python unpacks them (a mapping gives its keys, a string its characters).</summary>
+        public static List<object?> Unpack(object? value, int count)
+        {
+            var parts = Values.Iterate(value).Take(count + 1).ToList();
+            if (parts.Count > count) throw new JinjaException($"too many values to unpack (expected {count})");
+            if (parts.Count < count) throw new JinjaException($"not enough values to unpack (expected {count}, got {parts.Count})");
+            return parts;
         }
     }
 
@@ -376,6 +430,12 @@ public sealed class JinjaTemplate
     /// at the call, after the parameters before them), else undefined, as Jinja binds them.</summary>
     sealed class Macro(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, Scope definedIn)
     {
+        /// <summary>The loops under way where the macro was defined: it sees their variables, and
+        /// not those of loops begun since (a top-level macro called in a loop does not see the
+        /// loop's variables, as in Jinja, where a macro sees only its arguments and the variables
+        /// of where it was defined).</summary>
+        readonly int loops = definedIn.Loops.Count;
+
         public override string ToString() => $"<Macro '{name}'>";
 
         public string Call(List<object?> arguments, Macro? caller)
@@ -398,6 +458,8 @@ public sealed class JinjaTemplate
             try
             {
                 var scope = new Scope(definedIn, budget, definedIn.Clock);
+                // Innermost first, so a name several loops bound gets back what the outermost hid.
+                for (var i = definedIn.Loops.Count - 1; i >= loops; i--) ForNode.Restore(scope, definedIn.Loops[i]);
                 foreach (var (parameter, fallback) in parameters)
                     scope[parameter] = given.TryGetValue(parameter, out var value) ? value : fallback is null ? Undefined.Instance : fallback.Eval(scope);
                 if (caller is not null) scope["caller"] = caller;
@@ -501,8 +563,7 @@ public sealed class JinjaTemplate
         Node ParseFor(string header)
         {
             var inAt = FindKeyword(header, "in");
-            var targets = header[..inAt].Split(',').Select(t => t.Trim()).ToList();
-            if (targets.Contains("loop")) throw new JinjaException("{% for %} cannot assign to the special variable 'loop'");
+            var targets = ExpressionParser.ParseTargets(header[..inAt], macros);
             var rest = header[(inAt + 2)..];
             var ifAt = FindKeyword(rest, "if");
             var iterable = Expression(ifAt < 0 ? rest : rest[..ifAt]);
@@ -521,11 +582,11 @@ public sealed class JinjaTemplate
 
         Node ParseSet(string statement)
         {
-            var eq = statement.IndexOf('=');
-            if (eq < 0) throw new JinjaException("block {% set %} ... {% endset %} is not supported");
-            var target = statement[..eq].Trim();
-            var dot = target.IndexOf('.');
-            return new SetNode(dot < 0 ? target : target[..dot], dot < 0 ? null : target[(dot + 1)..], Expression(statement[(eq + 1)..]));
+            var (names, attribute, value, filters) = ExpressionParser.ParseSet(statement, macros, macroBodies > 0);
+            if (value is not null) return new SetNode(names, attribute, value, null, []);
+            var block = ParseBlock("endset");
+            position++;
+            return new SetNode(names, attribute, null, block, filters);
         }
 
         Node ParseMacro(string header)
@@ -663,6 +724,12 @@ public sealed class JinjaTemplate
             if (value is not Macro macro) throw new JinjaException($"'{name}' is not a macro, so it cannot be called");
             return macro.Call(arguments.Select(a => a.Eval(scope)).ToList(), caller);
         }
+    }
+
+    /// <summary>One filter with its arguments (keywords as name-value pairs), applied to a value.</summary>
+    sealed record FilterCall(Func<object?, List<object?>, Budget, object?> Filter, List<Expr> Arguments)
+    {
+        public object? Apply(object? value, Scope scope) => Filter(value, Arguments.Select(a => a.Eval(scope)).ToList(), scope.Budget);
     }
 
     sealed class ExpressionParser
@@ -839,12 +906,25 @@ public sealed class JinjaTemplate
 
         Expr Multiplicative()
         {
-            var left = Unary();
+            var left = Power();
             while (Peek is "*" or "/" or "%" or "//")
             {
                 var op = tokens[position++];
-                var (l, r) = (left, Unary());
+                var (l, r) = (left, Power());
                 left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)), l, r);
+            }
+            return left;
+        }
+
+        /// <summary>As Jinja parses "**": tighter than "*", looser than a minus ("-2 ** 2" is 4),
+        /// and from the left ("2 ** 3 ** 2" is 64, where Python gives 512).</summary>
+        Expr Power()
+        {
+            var left = Unary();
+            while (Accept("**"))
+            {
+                var (l, r) = (left, Unary());
+                left = new Lambda(s => Values.Arithmetic("**", l.Eval(s), r.Eval(s)), l, r);
             }
             return left;
         }
@@ -866,16 +946,82 @@ public sealed class JinjaTemplate
 
         Expr Filtered(Expr value)
         {
+            foreach (var filter in Filters())
+            {
+                var v = value;
+                value = new Lambda(s => filter.Apply(v.Eval(s), s), [v, .. filter.Arguments]);
+            }
+            return value;
+        }
+
+        /// <summary>"| name(arguments) | ...", as many as follow.</summary>
+        List<FilterCall> Filters()
+        {
+            var filters = new List<FilterCall>();
             while (Accept("|"))
             {
                 var name = Next();
-                var arguments = new List<Expr>();
-                if (Accept("(")) arguments = Arguments(")");
-                var filter = Values.Filter(name);
-                var (v, args) = (value, arguments);
-                value = new Lambda(s => filter(v.Eval(s), args.Select(a => a.Eval(s)).ToList(), s.Budget), [v, .. args]);
+                filters.Add(new FilterCall(Values.Filter(name), Accept("(") ? Arguments(")") : []));
             }
-            return value;
+            return filters;
+        }
+
+        /// <summary>What {% set %} assigns to: a name, names to unpack ("a, b" or "(a, b)"), or a
+        /// namespace's attribute; then its value after "=", or, with none, the filters its block's
+        /// text goes through.</summary>
+        public static (List<string> Names, string? Attribute, Expr? Value, List<FilterCall> Filters) ParseSet(string statement, IReadOnlySet<string> macros, bool inMacro)
+        {
+            var parser = new ExpressionParser(statement, macros, inMacro);
+            var names = parser.Targets("set");
+            string? attribute = null;
+            if (names.Count == 1 && parser.Accept("."))
+            {
+                attribute = parser.Next();
+                if (!IsIdentifier(attribute)) throw new JinjaException($"'{attribute}' is not an attribute name in {{% set {statement.Trim()} %}}");
+            }
+            if (parser.Accept("="))
+            {
+                var value = parser.Conditional();
+                // "a, b = 1, 2": a tuple without its parentheses, as Jinja reads a set's value.
+                if (parser.Peek == ",")
+                {
+                    var items = new List<Expr> { value };
+                    while (parser.Accept(",") && parser.Peek is not null) items.Add(parser.Conditional());
+                    value = new ListExpr(items, tuple: true);
+                }
+                parser.End(statement);
+                return (names, attribute, value, []);
+            }
+            var filters = parser.Filters();
+            parser.End(statement);
+            return (names, attribute, null, filters);
+        }
+
+        /// <summary>The names before a {% for %}'s "in".</summary>
+        public static List<string> ParseTargets(string source, IReadOnlySet<string> macros)
+        {
+            var parser = new ExpressionParser(source, macros, inMacro: false);
+            var names = parser.Targets("for");
+            parser.End(source);
+            return names;
+        }
+
+        /// <summary>"a", "a, b", "(a, b)" (a trailing comma allowed), as Jinja reads assignment targets.</summary>
+        List<string> Targets(string tag)
+        {
+            var parenthesized = Accept("(");
+            var names = new List<string>();
+            do
+            {
+                if (Peek is not { } name || !IsIdentifier(name) || name is "in") break;
+                names.Add(name);
+                position++;
+            }
+            while (Accept(","));
+            if (parenthesized) Expect(")");
+            if (names.Count == 0) throw new JinjaException($"{{% {tag} %}} needs a name to assign to");
+            if (names.Contains("loop")) throw new JinjaException($"{{% {tag} %}} cannot assign to the special variable 'loop'");
+            return names;
         }
 
         Expr Postfix()
@@ -982,8 +1128,12 @@ public sealed class JinjaTemplate
             if (char.IsDigit(token[0]))
             {
                 // The lexer keeps letters and digits together ("1abc"), and any script's digits count.
-                if (token.Contains('.') && double.TryParse(token, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var real)) return new Literal(real);
-                if (long.TryParse(token, NumberStyles.None, CultureInfo.InvariantCulture, out var whole)) return new Literal(whole);
+                var digits = token.Replace("_", "");
+                if (NumberEnd(token, 0) == token.Length)
+                {
+                    if (digits.AsSpan().ContainsAny('.', 'e', 'E') && double.TryParse(digits, NumberStyles.Float, CultureInfo.InvariantCulture, out var real)) return new Literal(real);
+                    if (long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var whole)) return new Literal(whole);
+                }
                 throw new JinjaException($"'{token}' is not a number this template engine reads");
             }
             return token switch
@@ -1015,32 +1165,298 @@ public sealed class JinjaTemplate
                     i++;
                     while (i < source.Length && source[i] != c)
                     {
-                        if (source[i] == '\\' && i + 1 < source.Length)
-                        {
-                            i++;
-                            text.Append(source[i] switch { 'n' => '\n', 't' => '\t', 'r' => '\r', var other => other });
-                        }
-                        else text.Append(source[i]);
-                        i++;
+                        if (source[i] == '\\' && i + 1 < source.Length) i = Unescape(source, i, text);
+                        else text.Append(source[i++]);
                     }
                     if (i >= source.Length) throw new JinjaException("unterminated string literal");
                     i++;
                     tokens.Add(text.ToString());
                     continue;
                 }
+                if (c is >= '0' and <= '9')
+                {
+                    var start = i;
+                    i = NumberEnd(source, i);
+                    // Letters straight after a number ("1abc", "1e") stay in the token, which is then refused as a number.
+                    while (i < source.Length && (char.IsLetterOrDigit(source[i]) || source[i] == '_')) i++;
+                    tokens.Add(source[start..i]);
+                    continue;
+                }
                 if (char.IsLetterOrDigit(c) || c == '_')
                 {
                     var start = i;
-                    while (i < source.Length && (char.IsLetterOrDigit(source[i]) || source[i] == '_' || (source[i] == '.' && char.IsDigit(source[start]) && i + 1 < source.Length && char.IsDigit(source[i + 1])))) i++;
+                    while (i < source.Length && (char.IsLetterOrDigit(source[i]) || source[i] == '_')) i++;
                     tokens.Add(source[start..i]);
                     continue;
                 }
                 var two = i + 1 < source.Length ? source.Substring(i, 2) : "";
-                if (two is "==" or "!=" or "<=" or ">=" or "//") { tokens.Add(two); i += 2; continue; }
+                if (two is "==" or "!=" or "<=" or ">=" or "//" or "**") { tokens.Add(two); i += 2; continue; }
                 if ("+-*/%~|.,:()[]{}<>=".Contains(c)) { tokens.Add(c.ToString()); i++; continue; }
                 throw new JinjaException($"unexpected character '{c}' in expression '{source.Trim()}'");
             }
             return tokens;
+        }
+
+        /// <summary>Where a number literal that starts at <paramref name="i"/> ends, as Jinja reads
+        /// them: digits with single underscores between them (1_000), then a fraction (1.5), an
+        /// exponent (1e16, 1.5e-5) or both.</summary>
+        static int NumberEnd(string s, int i)
+        {
+            int Digits(int at)
+            {
+                if (at >= s.Length || !char.IsAsciiDigit(s[at])) return at;
+                at++;
+                while (at < s.Length && (char.IsAsciiDigit(s[at]) || (s[at] == '_' && at + 1 < s.Length && char.IsAsciiDigit(s[at + 1])))) at++;
+                return at;
+            }
+            i = Digits(i);
+            if (i + 1 < s.Length && s[i] == '.' && char.IsAsciiDigit(s[i + 1])) i = Digits(i + 1);
+            if (i + 1 < s.Length && s[i] is 'e' or 'E')
+            {
+                var sign = s[i + 1] is '+' or '-' ? 1 : 0;
+                var end = Digits(i + 1 + sign);
+                if (end > i + 1 + sign) i = end;
+            }
+            return i;
+        }
+
+        /// <summary>One escape in a string literal, as Python's unicode-escape decodes it (which is
+        /// how Jinja reads them): \n and the other one-letter escapes, \x41, \u00e9, \U0001F600,
+        /// octal \101; any other character after the backslash keeps it ("\q" is backslash q).
+        /// Returns where the literal goes on.</summary>
+        static int Unescape(string s, int i, StringBuilder text)
+        {
+            var c = s[i + 1];
+            int Hex(int digits)
+            {
+                var end = i + 2 + digits;
+                if (end > s.Length || !long.TryParse(s.AsSpan(i + 2, digits), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var code))
+                    throw new JinjaException($"truncated \\{c} escape in a string literal: it takes {digits} hexadecimal digits");
+                if (code > 0x10FFFF) throw new JinjaException($"the escape \\{s[(i + 1)..end]} is not a Unicode character");
+                // A lone surrogate (\ud800) stays one, as in Python.
+                if (code <= char.MaxValue) text.Append((char)code);
+                else text.Append(char.ConvertFromUtf32((int)code));
+                return end;
+            }
+            switch (c)
+            {
+                case 'x': return Hex(2);
+                case 'u': return Hex(4);
+                case 'U': return Hex(8);
+                case 'N': throw new JinjaException("the escape \\N{...} (a character by its name) is not supported; write the character itself or \\u and its code");
+                case >= '0' and <= '7':
+                    var end = i + 1;
+                    var value = 0;
+                    while (end < s.Length && end < i + 4 && s[end] is >= '0' and <= '7') value = value * 8 + (s[end++] - '0');
+                    text.Append((char)value);
+                    return end;
+                case '\n': return i + 2; // a backslash at a line's end joins the lines
+            }
+            var escaped = c switch { 'n' => '\n', 't' => '\t', 'r' => '\r', 'a' => '\a', 'b' => '\b', 'f' => '\f', 'v' => '\v', '\\' or '\'' or '"' => c, _ => (char?)null };
+            if (escaped is { } e) text.Append(e);
+            else text.Append('\\').Append(c);
+            return i + 2;
+        }
+    }
+
+    /// <summary>Python's printf-style formatting ("%s has %d items" % (a, n), and |format, which
+    /// Jinja implements with it) and the exact decimal rounding it and |round share: digits of a
+    /// float's exact binary value, ties to even, as Python's dtoa gives them.</summary>
+    static class Printf
+    {
+        public static string Format(string format, IReadOnlyList<object?> args, IDictionary<string, object?>? mapping)
+        {
+            var text = new StringBuilder();
+            var next = 0;
+            for (var i = 0; i < format.Length; i++)
+            {
+                if (format[i] != '%') { text.Append(format[i]); continue; }
+                var start = i++;
+                object? argument = null;
+                var named = false;
+                if (i < format.Length && format[i] == '(')
+                {
+                    var close = format.IndexOf(')', i);
+                    if (close < 0) throw new JinjaException("incomplete format key");
+                    if (mapping is null) throw new JinjaException("format requires a mapping");
+                    var key = format[(i + 1)..close];
+                    argument = mapping.TryGetValue(key, out var found) ? found : throw new JinjaException($"the format names '{key}', which the mapping does not hold");
+                    named = true;
+                    i = close + 1;
+                }
+                var flags = "";
+                while (i < format.Length && format[i] is '-' or '+' or ' ' or '#' or '0') flags += format[i++];
+                int? Number()
+                {
+                    if (i < format.Length && format[i] == '*') throw new JinjaException("a '*' width or precision in a format is not supported; write the number");
+                    var from = i;
+                    while (i < format.Length && char.IsAsciiDigit(format[i])) i++;
+                    return i > from ? int.Min(int.Parse(format.AsSpan(from, i - from), CultureInfo.InvariantCulture), 10_000) : null;
+                }
+                var width = Number() ?? 0;
+                int? precision = null;
+                if (i < format.Length && format[i] == '.') { i++; precision = Number() ?? 0; }
+                if (i >= format.Length) throw new JinjaException("incomplete format");
+                var type = format[i];
+                if (type == '%') { text.Append('%'); continue; }
+                if (!named)
+                {
+                    if (next >= args.Count) throw new JinjaException("not enough arguments for format string");
+                    argument = args[next++];
+                }
+                var body = Convert(type, argument, flags, precision, start, out var numeric);
+                var sign = numeric && body.StartsWith('-') ? "-" : numeric && flags.Contains('+') ? "+" : numeric && flags.Contains(' ') ? " " : "";
+                if (numeric && body.StartsWith('-')) body = body[1..];
+                var prefix = flags.Contains('#') && type is 'x' or 'X' or 'o' ? "0" + type : "";
+                var pad = width - sign.Length - prefix.Length - body.Length;
+                if (pad <= 0) text.Append(sign).Append(prefix).Append(body);
+                else if (flags.Contains('-')) text.Append(sign).Append(prefix).Append(body).Append(' ', pad);
+                else if (flags.Contains('0') && numeric) text.Append(sign).Append(prefix).Append('0', pad).Append(body);
+                else text.Append(' ', pad).Append(sign).Append(prefix).Append(body);
+                Values.CheckLength(text.Length);
+            }
+            // A mapping is one argument, which named conversions read: Python does not count what is left of it.
+            if (next < args.Count && mapping is null) throw new JinjaException("not all arguments converted during string formatting");
+            return text.ToString();
+        }
+
+        /// <summary>One conversion's text, without its padding; numeric: it takes a sign and zeros.</summary>
+        static string Convert(char type, object? argument, string flags, int? precision, int at, out bool numeric)
+        {
+            numeric = type is not ('s' or 'r' or 'c');
+            switch (type)
+            {
+                case 's': return precision is { } most && Values.ToText(argument) is var s && s.Length > most ? s[..most] : Values.ToText(argument);
+                case 'r': return precision is { } cut && Values.Repr(argument) is var r && r.Length > cut ? r[..cut] : Values.Repr(argument);
+                case 'c':
+                    return argument switch
+                    {
+                        long code when code is >= 0 and <= 0x10FFFF => char.ConvertFromUtf32((int)code),
+                        string { Length: 1 } one => one,
+                        _ => throw new JinjaException("%c requires an integer in range(0x110000) or a single character"),
+                    };
+                case 'd' or 'i' or 'u':
+                    return argument switch
+                    {
+                        long or bool => Values.ToText(Integer(argument)),
+                        double d when double.IsFinite(d) => new BigInteger(Math.Truncate(d)).ToString(CultureInfo.InvariantCulture),
+                        double d => throw new JinjaException($"cannot convert float {Values.ToText(d)} to integer"),
+                        _ => throw new JinjaException($"%{type} format: a real number is required, not {Values.Describe(argument)}"),
+                    };
+                case 'x' or 'X' or 'o':
+                    if (argument is not (long or bool)) throw new JinjaException($"%{type} format: an integer is required, not {Values.Describe(argument)}");
+                    var value = Integer(argument);
+                    var digits = type == 'o' ? System.Convert.ToString(Math.Abs(value), 8) : Math.Abs(value).ToString(type == 'x' ? "x" : "X", CultureInfo.InvariantCulture);
+                    return (value < 0 ? "-" : "") + digits;
+                case 'f' or 'F' or 'e' or 'E' or 'g' or 'G':
+                    var number = argument switch
+                    {
+                        long or bool => (double)Integer(argument),
+                        double d => d,
+                        _ => throw new JinjaException($"%{type} format: a real number is required, not {Values.Describe(argument)}"),
+                    };
+                    return Real(number, char.ToLowerInvariant(type), precision ?? 6, flags.Contains('#'), char.IsUpper(type));
+                default:
+                    throw new JinjaException($"unsupported format character '{type}' (0x{(int)type:x}) at index {at + 1}");
+            }
+        }
+
+        static long Integer(object? v) => v is bool b ? (b ? 1 : 0) : (long)v!;
+
+        /// <summary>%f, %e and %g of a float, digits exact as Python writes them.</summary>
+        static string Real(double x, char type, int precision, bool alternate, bool upper)
+        {
+            if (!double.IsFinite(x)) return (double.IsNaN(x) ? "nan" : x > 0 ? "inf" : "-inf") is var word && upper ? word.ToUpperInvariant() : word;
+            var sign = double.IsNegative(x) ? "-" : "";
+            string text;
+            if (type == 'f') text = Fixed(x, precision);
+            else if (type == 'e') text = Exponential(x, precision);
+            else
+            {
+                // %g: exponential where the exponent is below -4 or reaches the precision, trailing zeros dropped.
+                var significant = Math.Max(precision, 1);
+                var exponent = Exponent(x, significant - 1);
+                text = exponent < -4 || exponent >= significant ? Exponential(x, significant - 1) : Fixed(x, significant - 1 - exponent);
+                if (!alternate)
+                {
+                    var e = text.IndexOf('e');
+                    var (mantissa, tail) = e < 0 ? (text, "") : (text[..e], text[e..]);
+                    if (mantissa.Contains('.')) mantissa = mantissa.TrimEnd('0').TrimEnd('.');
+                    text = mantissa + tail;
+                }
+            }
+            if (alternate && !text.Contains('.') && type != 'g') text = text.Contains('e') ? text.Replace("e", ".e") : text + ".";
+            return sign + (upper ? text.ToUpperInvariant() : text);
+        }
+
+        static string Fixed(double x, int decimals)
+        {
+            var digits = Scaled(x, decimals).ToString(CultureInfo.InvariantCulture).PadLeft(decimals + 1, '0');
+            return decimals == 0 ? digits : $"{digits[..^decimals]}.{digits[^decimals..]}";
+        }
+
+        static string Exponential(double x, int decimals)
+        {
+            var exponent = Exponent(x, decimals);
+            var digits = x == 0 ? new string('0', decimals + 1) : Scaled(x, decimals - exponent).ToString(CultureInfo.InvariantCulture);
+            var mantissa = decimals == 0 ? digits : $"{digits[0]}.{digits[1..]}";
+            return $"{mantissa}e{(exponent < 0 ? '-' : '+')}{Math.Abs(exponent):00}";
+        }
+
+        /// <summary>The decimal exponent of |x| once rounded to decimals + 1 significant digits (9.99 is 1e+01 at 2).</summary>
+        static int Exponent(double x, int decimals)
+        {
+            if (x == 0) return 0;
+            var exponent = (int)Math.Floor(Math.Log10(Math.Abs(x)));
+            var limit = BigInteger.Pow(10, decimals + 1);
+            var scaled = Scaled(x, decimals - exponent);
+            if (scaled >= limit) exponent++;
+            else if (scaled < limit / 10) exponent--;
+            return exponent;
+        }
+
+        /// <summary>|x| times 10^decimals (decimals may be negative), rounded to an integer, ties to
+        /// even, from the float's exact binary value (2.675 is 2.67499..., so it rounds down).</summary>
+        public static BigInteger Scaled(double x, int decimals)
+        {
+            var bits = BitConverter.DoubleToInt64Bits(x);
+            var biased = (int)((bits >> 52) & 0x7FF);
+            var fraction = bits & ((1L << 52) - 1);
+            var (mantissa, exponent) = biased == 0 ? (fraction, -1074) : (fraction | (1L << 52), biased - 1075);
+            BigInteger numerator = mantissa, denominator = BigInteger.One;
+            if (exponent > 0) numerator <<= exponent;
+            else denominator <<= -exponent;
+            if (decimals >= 0) numerator *= BigInteger.Pow(10, decimals);
+            else denominator *= BigInteger.Pow(10, -decimals);
+            var quotient = BigInteger.DivRem(numerator, denominator, out var remainder);
+            var half = (remainder * 2).CompareTo(denominator);
+            return half > 0 || (half == 0 && !quotient.IsEven) ? quotient + 1 : quotient;
+        }
+
+        /// <summary>Python's round(x, digits) of a float: the nearest float to the exactly rounded decimal.</summary>
+        public static double Round(double x, long digits)
+        {
+            if (!double.IsFinite(x) || x == 0 || digits > 400) return x;
+            if (digits < -400) return double.IsNegative(x) ? -0.0 : 0.0;
+            var scaled = Scaled(x, (int)digits);
+            if (scaled.IsZero) return double.IsNegative(x) ? -0.0 : 0.0;
+            var rounded = double.Parse($"{scaled}E{-digits}", NumberStyles.Float, CultureInfo.InvariantCulture);
+            if (double.IsInfinity(rounded)) throw new JinjaException("rounded value too large to represent");
+            return double.IsNegative(x) ? -rounded : rounded;
+        }
+
+        /// <summary>Python's round(n, digits) of an integer: itself, or to a multiple of 10^-digits, ties to even.</summary>
+        public static long Round(long n, long digits)
+        {
+            if (digits >= 0) return n;
+            if (digits < -19) return 0;
+            var unit = (Int128)BigInteger.Pow(10, (int)-digits);
+            var quotient = Int128.DivRem(n, unit);
+            var (q, r) = quotient;
+            if (r < 0) { q--; r += unit; }
+            var half = (r * 2).CompareTo(unit);
+            if (half > 0 || (half == 0 && q % 2 != 0)) q++;
+            return (long)(q * unit);
         }
     }
 
@@ -1068,7 +1484,7 @@ public sealed class JinjaTemplate
             _ => Repr(v),
         };
 
-        static string Repr(object? v)
+        public static string Repr(object? v)
         {
             var text = new StringBuilder();
             WriteRepr(text, v, 0);
@@ -1323,6 +1739,8 @@ public sealed class JinjaTemplate
         public static object? Member(object? target, string name) => target switch
         {
             Namespace ns => ns.TryGetValue(name, out var v) ? v : Undefined.Instance,
+            LoopInfo loop when name == "cycle" => new BoundMethod(loop, name),
+            LoopInfo loop => loop.TryGetValue(name, out var v) ? v : Undefined.Instance,
             IDictionary<string, object?> d when DictMethods.Contains(name) => new BoundMethod(d, name),
             IDictionary<string, object?> d when ChangingDictMethods.Contains(name) => Undefined.Instance,
             IDictionary<string, object?> d => d.TryGetValue(name, out var v) ? v : Undefined.Instance,
@@ -1422,14 +1840,43 @@ public sealed class JinjaTemplate
         {
             if (op == "==") return Equal(a, b);
             if (op == "!=") return !Equal(a, b);
-            int order = (a, b) switch
-            {
-                (string x, string y) => string.CompareOrdinal(x, y),
-                (long or double, long or double) => Convert.ToDouble(a).CompareTo(Convert.ToDouble(b)),
-                _ => throw new JinjaException($"cannot compare {Describe(a)} and {Describe(b)}"),
-            };
+            var order = Order(a, b);
             return op switch { "<" => order < 0, ">" => order > 0, "<=" => order <= 0, _ => order >= 0 };
         }
+
+        /// <summary>Python's ordering, which <, |sort, |min and |max use: numbers by value (True
+        /// is 1), strings by code point, lists (or tuples) item by item; anything else, or a
+        /// string against a number, cannot be compared.</summary>
+        public static int Order(object? a, object? b) => Order(a, b, 0);
+
+        static int Order(object? a, object? b, int depth)
+        {
+            if (depth > MaxDepth) throw TooDeep();
+            switch (a, b)
+            {
+                case (string x, string y):
+                    var at = 0;
+                    while (at < x.Length && at < y.Length && x[at] == y[at]) at++;
+                    if (at == x.Length || at == y.Length) return x.Length.CompareTo(y.Length);
+                    // UTF-16 units order surrogates (U+10000 and up) below U+E000..U+FFFF; code points do not.
+                    return CodePointAt(x, at).CompareTo(CodePointAt(y, at));
+                case (long x, long y): return x.CompareTo(y);
+                case (long or double or bool, long or double or bool): return Number(a).CompareTo(Number(b));
+                case (IList<object?> x, IList<object?> y) when x is TupleValue == y is TupleValue:
+                    for (var i = 0; i < x.Count && i < y.Count; i++)
+                    {
+                        if (!Equal(x[i], y[i], depth + 1)) return Order(x[i], y[i], depth + 1);
+                    }
+                    return x.Count.CompareTo(y.Count);
+                default: throw new JinjaException($"cannot compare {Describe(a)} and {Describe(b)}");
+            }
+        }
+
+        /// <summary>The code point at a position: a surrogate pair's whole, a lone surrogate's own (as Python has them).</summary>
+        static int CodePointAt(string s, int i) =>
+            char.IsHighSurrogate(s[i]) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1]) ? char.ConvertToUtf32(s[i], s[i + 1])
+            : char.IsLowSurrogate(s[i]) && i > 0 && char.IsHighSurrogate(s[i - 1]) ? char.ConvertToUtf32(s[i - 1], s[i])
+            : s[i];
 
         public static object? Arithmetic(string op, object? a, object? b)
         {
@@ -1446,6 +1893,12 @@ public sealed class JinjaTemplate
                 CheckLength(Math.Min(times, int.MaxValue) * repeated.Length);
                 return string.Concat(Enumerable.Repeat(repeated, (int)times));
             }
+            // Python's printf-style formatting, which |format also uses: "%s has %d" % (name, n).
+            if (op == "%" && a is string format) return Printf.Format(format, b is TupleValue tuple ? tuple : [b], b as IDictionary<string, object?>);
+            // A boolean is the integer 0 or 1 in Python's arithmetic (|sum of [true, true] is 2).
+            if (a is bool ba) a = ba ? 1L : 0L;
+            if (b is bool bb) b = bb ? 1L : 0L;
+            if (op == "**") return Power(a, b);
             if (a is long x && b is long y && op != "/")
             {
                 return op switch
@@ -1462,6 +1915,34 @@ public sealed class JinjaTemplate
                 return op switch { "+" => p + q, "-" => p - q, "*" => p * q, "/" => p / q, "%" => p % q, _ => Math.Floor(p / q) };
             }
             throw new JinjaException($"cannot apply '{op}' to {Describe(a)} and {Describe(b)}");
+        }
+
+        /// <summary>Python's a ** b: integers stay integers (refused past 64 bits, where Python's
+        /// grow), a negative exponent gives a float; 0 to a negative power, a negative number to
+        /// a fractional one (a complex number) and a float overflow are refused as Python refuses them.</summary>
+        static object Power(object? a, object? b)
+        {
+            if (a is long x && b is long y && y >= 0)
+            {
+                try
+                {
+                    long result = 1;
+                    for (var (factor, exponent) = (x, y); exponent > 0; exponent >>= 1)
+                    {
+                        if ((exponent & 1) == 1) result = checked(result * factor);
+                        if (exponent > 1) factor = checked(factor * factor);
+                    }
+                    return result;
+                }
+                catch (OverflowException) { throw new JinjaException($"{x} ** {y} is beyond 64-bit integers"); }
+            }
+            if (a is not (long or double) || b is not (long or double)) throw new JinjaException($"cannot apply '**' to {Describe(a)} and {Describe(b)}");
+            var (p, q) = (Convert.ToDouble(a), Convert.ToDouble(b));
+            if (p == 0 && q < 0) throw new JinjaException("0.0 cannot be raised to a negative power");
+            var power = Math.Pow(p, q);
+            if (double.IsNaN(power) && !double.IsNaN(p) && !double.IsNaN(q)) throw new JinjaException($"{ToText(a)} ** {ToText(b)} is a complex number");
+            if (double.IsInfinity(power) && double.IsFinite(p) && double.IsFinite(q)) throw new JinjaException($"{ToText(a)} ** {ToText(b)} is out of the range of floats");
+            return power;
         }
 
         /// <summary>An is-test: the value, the test's argument where it takes one, and the budget
@@ -1527,6 +2008,19 @@ public sealed class JinjaTemplate
                 ? Select(Iterate(v), test, attribute, keep: name == "selectattr", budget)
                 : throw new JinjaException($"|{name} takes an attribute's name, then optionally a test and its argument"),
             "map" => (v, args, budget) => Map(Iterate(v), args, budget),
+            "sort" => (v, args, budget) => Bind("sort", args, ("reverse", false), ("case_sensitive", false), ("attribute", null))
+                is var (reverse, caseSensitive, attribute) ? Sort(Iterate(v), SortKey(attribute, Truthy(caseSensitive), multiple: true), Truthy(reverse), budget) : null,
+            "unique" => (v, args, budget) => Bind("unique", args, ("case_sensitive", false), ("attribute", null)) is var (caseSensitive, attribute, _)
+                ? Unique(Iterate(v), SortKey(attribute, Truthy(caseSensitive), multiple: false), budget) : null,
+            "dictsort" => (v, args, budget) => Bind("dictsort", args, ("case_sensitive", false), ("by", "key"), ("reverse", false)) is var (caseSensitive, by, reverse)
+                ? DictSort(v, Truthy(caseSensitive), by, Truthy(reverse), budget) : null,
+            "min" or "max" => (v, args, budget) => Bind(name, args, ("case_sensitive", false), ("attribute", null)) is var (caseSensitive, attribute, _)
+                ? Extreme(Iterate(v), SortKey(attribute, Truthy(caseSensitive), multiple: false), name == "max", budget) : null,
+            "sum" => (v, args, _) => Bind("sum", args, ("attribute", null), ("start", 0L)) is var (attribute, start, _) ? Sum(Iterate(v), attribute, start) : null,
+            "round" => (v, args, _) => Bind("round", args, ("precision", 0L), ("method", "common")) is var (precision, method, _) ? Round(v, precision, method) : null,
+            "batch" => (v, args, _) => Bind("batch", args, ("linecount", Undefined.Instance), ("fill_with", null)) is var (count, fill, _) ? Batch(Iterate(v), count, fill) : null,
+            "format" => (v, args, _) => FormatFilter(ToText(v), args),
+            "escape" or "e" => (v, _, _) => Escape(ToText(v)),
             _ => throw new JinjaException($"the filter '|{name}' is not supported"),
         };
 
@@ -1596,6 +2090,172 @@ public sealed class JinjaTemplate
             return text.ToString();
         }
 
+        /// <summary>A filter's arguments, by position then by keyword, in the order of its
+        /// parameters (up to three), each its default where not given; anything else refused by name.</summary>
+        static (object? First, object? Second, object? Third) Bind(string filter, List<object?> args, params (string Name, object? Default)[] parameters)
+        {
+            var values = parameters.Select(p => p.Default).Append(null).Append(null).ToArray();
+            var given = new bool[parameters.Length];
+            for (var i = 0; i < args.Count; i++)
+            {
+                var (index, value) = args[i] is KeyValuePair<string, object?> kv
+                    ? (Array.FindIndex(parameters, p => p.Name == kv.Key) is var at && at >= 0 ? at : throw new JinjaException($"|{filter} takes {string.Join(", ", parameters.Select(p => p.Name))}, not {kv.Key}"), kv.Value)
+                    : (i < parameters.Length ? i : throw new JinjaException($"|{filter} takes at most {parameters.Length} argument(s)"), args[i]);
+                if (given[index]) throw new JinjaException($"|{filter} got {parameters[index].Name} twice");
+                (given[index], values[index]) = (true, value);
+            }
+            var missing = Array.FindIndex(values, 0, parameters.Length, v => v is Undefined);
+            if (missing >= 0) throw new JinjaException($"|{filter} needs its {parameters[missing].Name}");
+            return (values[0], values[1], values[2]);
+        }
+
+        /// <summary>What |sort, |unique, |min and |max order items by: the item or its attribute
+        /// (a dotted path; for |sort, several separated by commas, compared in turn), a string in
+        /// lower case unless case_sensitive, as Jinja's ignore_case makes it.</summary>
+        static Func<object?, object?> SortKey(object? attribute, bool caseSensitive, bool multiple)
+        {
+            object? Fold(object? v) => !caseSensitive && v is string s ? s.ToLowerInvariant() : v;
+            if (attribute is null) return multiple ? item => new List<object?> { Fold(item) } : Fold;
+            var paths = multiple ? ToText(attribute).Split(',') : [ToText(attribute)];
+            return multiple ? item => paths.Select(path => Fold(Attribute(item, path))).ToList() : item => Fold(Attribute(item, paths[0]));
+        }
+
+        /// <summary>A comparer by <see cref="Order"/> that spends from the budget per comparison.</summary>
+        static Comparer<object?> Ordering(Budget budget) => Comparer<object?>.Create((a, b) =>
+        {
+            budget.Spend(1);
+            return Order(a, b);
+        });
+
+        /// <summary>Python's sorted(items, key, reverse): stable, also reversed (equal items keep their order).</summary>
+        static List<object?> Sort(IEnumerable<object?> items, Func<object?, object?> key, bool reverse, Budget budget)
+        {
+            var keyed = items.Select(item => (Key: key(item), Item: item)).ToList();
+            try
+            {
+                var sorted = reverse ? keyed.OrderByDescending(p => p.Key, Ordering(budget)) : keyed.OrderBy(p => p.Key, Ordering(budget));
+                return sorted.Select(p => p.Item).ToList();
+            }
+            catch (InvalidOperationException e) when (e.InnerException is JinjaException inner) { throw inner; }
+        }
+
+        static List<object?> DictSort(object? v, bool caseSensitive, object? by, bool reverse, Budget budget)
+        {
+            if (v is not IDictionary<string, object?> d) throw new JinjaException($"|dictsort takes a mapping, not {Describe(v)}");
+            var at = by switch { "key" => 0, "value" => 1, _ => throw new JinjaException("|dictsort sorts by either \"key\" or \"value\"") };
+            var pairs = d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value });
+            return Sort(pairs, pair => SortKey(null, caseSensitive, multiple: false)(((TupleValue)pair!)[at]), reverse, budget);
+        }
+
+        /// <summary>|min and |max: the first item whose key is least (greatest); undefined for no items.</summary>
+        static object? Extreme(IEnumerable<object?> items, Func<object?, object?> key, bool greatest, Budget budget)
+        {
+            object? best = Undefined.Instance, bestKey = null;
+            foreach (var item in items)
+            {
+                var itemKey = key(item);
+                budget.Spend(1);
+                if (best is Undefined || Order(itemKey, bestKey) * (greatest ? 1 : -1) > 0) (best, bestKey) = (item, itemKey);
+            }
+            return best;
+        }
+
+        /// <summary>|unique: each item whose key (Python's set, where 1, 1.0 and true are one) is new, in order.</summary>
+        static List<object?> Unique(IEnumerable<object?> items, Func<object?, object?> key, Budget budget)
+        {
+            var seen = new HashSet<object?>(HashableComparer.Instance);
+            var kept = new List<object?>();
+            foreach (var item in items)
+            {
+                budget.Spend(1);
+                if (seen.Add(key(item))) kept.Add(item);
+            }
+            return kept;
+        }
+
+        /// <summary>Python's hashing for the values a set can hold: numbers by value, strings, none,
+        /// tuples of those; lists and mappings cannot be hashed.</summary>
+        sealed class HashableComparer : IEqualityComparer<object?>
+        {
+            public static readonly HashableComparer Instance = new();
+            public new bool Equals(object? a, object? b) => Equal(a, b);
+            public int GetHashCode(object? v) => v switch
+            {
+                null => 0,
+                string s => s.GetHashCode(StringComparison.Ordinal),
+                long or double or bool => Number(v).GetHashCode(),
+                TupleValue tuple => tuple.Aggregate(17, (hash, item) => HashCode.Combine(hash, GetHashCode(item))),
+                _ => throw new JinjaException($"|unique cannot hash {Describe(v)} (as Python: unhashable)"),
+            };
+        }
+
+        /// <summary>Python's sum(items, start): numbers added, lists joined; strings refused, as Python refuses them.</summary>
+        static object? Sum(IEnumerable<object?> items, object? attribute, object? start)
+        {
+            if (start is string) throw new JinjaException("|sum cannot add strings; use |join");
+            var total = start;
+            foreach (var item in items) total = Arithmetic("+", total, attribute is null ? item : Attribute(item, ToText(attribute)));
+            return total;
+        }
+
+        /// <summary>Jinja's |round(precision=0, method='common'): Python's round() (ties to even,
+        /// an integer stays one), or floor/ceil at that precision, which give a float.</summary>
+        static object Round(object? v, object? precision, object? method)
+        {
+            if (v is not (long or double)) throw new JinjaException($"|round takes a number, not {Describe(v)}");
+            if (precision is not long digits) throw new JinjaException("|round's precision is an integer");
+            switch (method)
+            {
+                // Boxed apart: "? long : double" would make the integer a double (3 | round writes 3).
+                case "common": return v is long whole ? (object)Printf.Round(whole, digits) : Printf.Round((double)v, digits);
+                case "floor" or "ceil":
+                    var scale = Math.Pow(10, digits);
+                    var scaled = Convert.ToDouble(v) * scale;
+                    if (!double.IsFinite(scaled)) throw new JinjaException($"cannot convert float {ToText(scaled)} to integer");
+                    return (method is "floor" ? Math.Floor(scaled) : Math.Ceiling(scaled)) / scale;
+                default: throw new JinjaException("|round's method must be common, ceil or floor");
+            }
+        }
+
+        /// <summary>|batch(count, fill_with=none): the items in lists of count, the last filled up with fill_with where given.</summary>
+        static List<object?> Batch(IEnumerable<object?> items, object? count, object? fill)
+        {
+            if (count is not long size || size < 1) throw new JinjaException("|batch takes a positive number of items per batch");
+            var batches = new List<object?>();
+            List<object?>? current = null;
+            foreach (var item in items)
+            {
+                if (current is null || current.Count == size) batches.Add(current = []);
+                current.Add(item);
+            }
+            if (fill is not null && current is not null) while (current.Count < size) current.Add(fill);
+            return batches;
+        }
+
+        /// <summary>|format(args) or |format(name=value): the value % args, Python's printf-style formatting.</summary>
+        static string FormatFilter(string format, List<object?> args)
+        {
+            var keywords = args.OfType<KeyValuePair<string, object?>>().ToList();
+            if (keywords.Count == 0) return Printf.Format(format, args, mapping: null);
+            if (keywords.Count < args.Count) throw new JinjaException("|format cannot take positional and keyword arguments at once");
+            var mapping = new Dictionary<string, object?>();
+            foreach (var (key, value) in keywords) mapping[key] = value;
+            return Printf.Format(format, [mapping], mapping);
+        }
+
+        /// <summary>|escape (|e): HTML's special characters as markupsafe writes them.</summary>
+        static string Escape(string s)
+        {
+            var text = new StringBuilder(s.Length);
+            foreach (var c in s)
+            {
+                text.Append(c switch { '&' => "&amp;", '<' => "&lt;", '>' => "&gt;", '"' => "&#34;", '\'' => "&#39;", _ => null });
+                if (c is not ('&' or '<' or '>' or '"' or '\'')) text.Append(c);
+            }
+            CheckLength(text.Length);
+            return text.ToString();
+        }
+
         /// <summary>Jinja's |indent(width=4, first=false, blank=false): every line after the first
         /// (and the first with first=true) indented, blank lines too with blank=true.</summary>
         static string IndentLines(string s, List<object?> args)
@@ -1656,6 +2316,8 @@ public sealed class JinjaTemplate
             // strip(none) and split(none) mean white space, as in Python.
             return (target, name) switch
             {
+                // loop.cycle('odd', 'even'): the argument at the iteration's place, in turn.
+                (LoopInfo loop, "cycle") => args.Count > 0 ? args[(int)((long)loop["index0"]! % args.Count)] : throw new JinjaException("loop.cycle() takes the items to cycle through"),
                 (string s, "strip") => args is [{ } chars] ? s.Trim(Characters(s, chars, budget)) : s.Trim(),
                 (string s, "lstrip") => args is [{ } chars] ? s.TrimStart(Characters(s, chars, budget)) : s.TrimStart(),
                 (string s, "rstrip") => args is [{ } chars] ? s.TrimEnd(Characters(s, chars, budget)) : s.TrimEnd(),
@@ -1725,7 +2387,7 @@ public sealed class JinjaTemplate
         }
 
         /// <summary>The functions <see cref="Function"/> calls.</summary>
-        public static readonly HashSet<string> Functions = ["raise_exception", "namespace", "range", "strftime_now"];
+        public static readonly HashSet<string> Functions = ["raise_exception", "namespace", "range", "strftime_now", "dict"];
 
         public static Expr Function(string name, List<Expr> arguments) => name switch
         {
@@ -1738,6 +2400,33 @@ public sealed class JinjaTemplate
                     if (a.Eval(s) is KeyValuePair<string, object?> kv) ns[kv.Key] = kv.Value;
                 }
                 return ns;
+            }, arguments),
+            // Python's dict(): a mapping or (key, value) pairs, then keyword arguments.
+            "dict" => new Lambda(s =>
+            {
+                var dict = new Dictionary<string, object?>();
+                var values = arguments.Select(a => a.Eval(s)).ToList();
+                var positional = values.Where(v => v is not KeyValuePair<string, object?>).ToList();
+                switch (positional)
+                {
+                    case []: break;
+                    case [IDictionary<string, object?> mapping]:
+                        foreach (var (key, value) in mapping) dict[key] = value;
+                        break;
+                    case [IEnumerable<object?> pairs]:
+                        foreach (var pair in pairs)
+                        {
+                            if (pair is not IList<object?> { Count: 2 } kv) throw new JinjaException("dict() takes pairs of a key and a value");
+                            dict[ToText(kv[0])] = kv[1];
+                        }
+                        break;
+                    default: throw new JinjaException("dict() takes at most one mapping or list of pairs, then keyword arguments");
+                }
+                foreach (var v in values)
+                {
+                    if (v is KeyValuePair<string, object?> keyword) dict[keyword.Key] = keyword.Value;
+                }
+                return dict;
             }, arguments),
             "range" => new Lambda(s =>
             {
@@ -1800,7 +2489,7 @@ public sealed class JinjaTemplate
             return text.ToString();
         }
 
-        static string Describe(object? v) => v switch
+        public static string Describe(object? v) => v switch
         {
             null => "none",
             Undefined => "an undefined value",

@@ -408,9 +408,9 @@ public sealed class ChatTemplateTests
     public void A_stored_template_that_cannot_be_used_comes_back_as_unsupported_for_import_and_serve()
     {
         using var temp = new TempDirectory();
-        var (checkpoint, tokenizer) = SaveRunWithTemplate(temp, "{{ messages | dictsort }}");
+        var (checkpoint, tokenizer) = SaveRunWithTemplate(temp, "{{ messages | xmlattr }}");
         Assert.Null(ChatTemplate.TryLoad(temp.File("run"), tokenizer: null, out var unsupported));
-        Assert.Equal(new UnsupportedChatTemplate(Path.Combine(checkpoint, ChatTemplate.FileName), "the chat template cannot be used: the filter '|dictsort' is not supported"), unsupported);
+        Assert.Equal(new UnsupportedChatTemplate(Path.Combine(checkpoint, ChatTemplate.FileName), "the chat template cannot be used: the filter '|xmlattr' is not supported"), unsupported);
         // prepare --tokenizer-from still refuses it with the one line naming the file.
         Assert.Equal(unsupported!.Message, Assert.Throws<StratusUserException>(() => ChatTemplate.Load(temp.File("run"), tokenizer)).Message);
     }
@@ -448,7 +448,7 @@ public sealed class ChatTemplateTests
 
     [Theory]
     [InlineData("{% filter upper %}hi{% endfilter %}", "filter")]
-    [InlineData("{{ messages | dictsort }}", "dictsort")]
+    [InlineData("{{ messages | xmlattr }}", "xmlattr")]
     [InlineData("{% for m in messages %}", "endfor")]
     public void An_unsupported_template_is_refused_clearly(string source, string named)
     {

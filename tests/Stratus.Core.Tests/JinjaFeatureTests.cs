@@ -295,7 +295,7 @@ public sealed class JinjaFeatureTests
     [Theory]
     [InlineData("{% break %}", "{% break %} is outside a {% for %} loop")]
     [InlineData("{% for i in [1] %}{% macro m() %}{% continue %}{% endmacro %}{% endfor %}", "{% continue %} is outside a {% for %} loop")]
-    [InlineData("{{ messages | dictsort }}", "the filter '|dictsort' is not supported")]
+    [InlineData("{{ messages | xmlattr }}", "the filter '|xmlattr' is not supported")]
     public void What_stays_unsupported_is_refused_at_load(string source, string message)
     {
         var error = Assert.Throws<StratusUserException>(() => new ChatTemplate(source));

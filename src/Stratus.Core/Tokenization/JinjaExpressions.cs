@@ -1,0 +1,95 @@
+// The expression tree a JinjaTemplate evaluates: literals, names, lists, dicts, operators (as
+// closures over their parts), macro calls and filter calls, each evaluation spent from the budget.
+
+namespace Stratus.Tokenization;
+
+public sealed partial class JinjaTemplate
+{
+    /// <summary>An expression over the parts it evaluates: evaluation recurses once per level, so
+    /// one nested deeper than <see cref="MaxDepth"/> is refused here ("1 + 1 + ... + 1" nests as
+    /// deep as it is long).</summary>
+    abstract class Expr
+    {
+        protected Expr(IEnumerable<Expr> parts)
+        {
+            Depth = 1 + parts.Select(p => p.Depth).DefaultIfEmpty().Max();
+            if (Depth > MaxDepth) throw TooDeep();
+        }
+
+        int Depth { get; }
+
+        /// <summary>The value, its evaluation and size spent from the render's budget.</summary>
+        public object? Eval(Scope scope)
+        {
+            var value = Evaluate(scope);
+            scope.Budget.Spend(Step + Values.Size(value));
+            return value;
+        }
+
+        protected abstract object? Evaluate(Scope scope);
+    }
+
+    sealed class Literal(object? value) : Expr([])
+    {
+        public object? Value => value;
+        protected override object? Evaluate(Scope scope) => value;
+    }
+
+    sealed class Name(string name) : Expr([])
+    {
+        public string Identifier => name;
+        protected override object? Evaluate(Scope scope) =>
+            scope.TryGetValue(name, out var v) ? v : Values.Functions.Contains(name) ? new GlobalFunction(name) : Undefined.Instance;
+    }
+
+    sealed class ListExpr(List<Expr> items, bool tuple = false) : Expr(items)
+    {
+        protected override object? Evaluate(Scope scope)
+        {
+            var values = tuple ? new TupleValue() : new List<object?>();
+            foreach (var item in items) values.Add(item.Eval(scope));
+            return values;
+        }
+    }
+
+    sealed class DictExpr(List<(Expr Key, Expr Value)> items) : Expr(items.SelectMany(i => new[] { i.Key, i.Value }))
+    {
+        protected override object? Evaluate(Scope scope)
+        {
+            // A repeated key takes the later value, as in Python.
+            var dict = new Dictionary<string, object?>();
+            foreach (var (key, value) in items) dict[Values.ToText(key.Eval(scope))] = value.Eval(scope);
+            return dict;
+        }
+    }
+
+    sealed class Lambda(Func<Scope, object?> eval, params IEnumerable<Expr> parts) : Expr(parts)
+    {
+        protected override object? Evaluate(Scope scope) => eval(scope);
+    }
+
+    /// <summary>name(arguments) where name is one of the template's macros (or caller): the text
+    /// its body renders.</summary>
+    sealed class MacroCall(string name, List<Expr> arguments) : Expr(arguments)
+    {
+        public string Name => name;
+        public List<Expr> Arguments => arguments;
+        public bool Caller => name == "caller";
+
+        protected override object? Evaluate(Scope scope) => Invoke(scope, name, arguments, caller: null);
+
+        public static string Invoke(Scope scope, string name, List<Expr> arguments, Macro? caller)
+        {
+            // As Jinja: a macro exists once its tag has been reached.
+            if (!scope.TryGetValue(name, out var value) || value is Undefined) throw new JinjaException($"'{name}' is undefined where it is called");
+            if (value is not Macro macro) throw new JinjaException($"'{name}' is not a macro, so it cannot be called");
+            return macro.Call(arguments.Select(a => a.Eval(scope)).ToList(), caller);
+        }
+    }
+
+    /// <summary>One filter with its arguments (keywords as name-value pairs), applied to a value.</summary>
+    sealed record FilterCall(Func<object?, List<object?>, Budget, object?> Filter, List<Expr> Arguments)
+    {
+        public object? Apply(object? value, Scope scope) => Filter(value, Arguments.Select(a => a.Eval(scope)).ToList(), scope.Budget);
+    }
+}

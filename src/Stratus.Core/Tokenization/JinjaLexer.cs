@@ -1,0 +1,92 @@
+// Jinja's lexer for JinjaTemplate: a template's source cut into text, {{ output }} and {% statement %}
+// pieces, with whitespace control ({%- -%}) and transformers' trim_blocks / lstrip_blocks applied.
+
+namespace Stratus.Tokenization;
+
+public sealed partial class JinjaTemplate
+{
+    enum PieceKind { Text, Output, Statement }
+
+    sealed record Piece(PieceKind Kind, string Content);
+
+    static class Lexer
+    {
+        public static List<Piece> Tokenize(string source)
+        {
+            var pieces = new List<Piece>();
+            var i = 0;
+            var trimNext = false; // a "-%}"/"-}}" or a block tag's trim_blocks asks to trim the next text
+            var trimBlockNewline = false;
+            while (i < source.Length)
+            {
+                var open = FindOpen(source, i);
+                var text = source[i..(open < 0 ? source.Length : open)];
+                // Whether the text begins a line, which lstrip_blocks needs where it holds no line break.
+                var lineStart = i == 0 || source[i - 1] == '\n';
+                if (trimNext) text = text.TrimStart();
+                else if (trimBlockNewline && text.StartsWith('\n')) (text, lineStart) = (text[1..], true);
+                else if (trimBlockNewline && text.StartsWith("\r\n")) (text, lineStart) = (text[2..], true);
+                trimNext = trimBlockNewline = false;
+                if (open < 0)
+                {
+                    if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text));
+                    break;
+                }
+                var kind = source[open + 1];
+                var close = kind switch { '{' => "}}", '%' => "%}", _ => "#}" };
+                var end = kind == '#' ? source.IndexOf(close, open + 2, StringComparison.Ordinal) : FindClose(source, open + 2, close);
+                if (end < 0) throw new JinjaException($"unclosed tag at offset {open}");
+                var inner = source[(open + 2)..end];
+                var trimBefore = inner.StartsWith('-');
+                // "{{-}}": one dash trims before, and is not also the one that trims after.
+                var trimAfter = inner.Length > (trimBefore ? 1 : 0) && inner.EndsWith('-');
+                if (trimBefore) text = text.TrimEnd();
+                else if (kind != '{') text = LstripBlock(text, lineStart);
+                if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text));
+                inner = inner[(trimBefore ? 1 : 0)..(inner.Length - (trimAfter ? 1 : 0))];
+                if (kind == '{') pieces.Add(new Piece(PieceKind.Output, inner));
+                else if (kind == '%') pieces.Add(new Piece(PieceKind.Statement, inner.Trim()));
+                trimNext = trimAfter;
+                trimBlockNewline = kind != '{';
+                i = end + 2;
+            }
+            return pieces;
+        }
+
+        /// <summary>Where a tag closes: the first <paramref name="close"/> outside its string
+        /// literals, as Jinja's lexer reads them ({{ "}}" }} writes "}}").</summary>
+        static int FindClose(string s, int from, string close)
+        {
+            char? quote = null;
+            for (var i = from; i < s.Length; i++)
+            {
+                if (quote is { } q)
+                {
+                    if (s[i] == '\\') i++;
+                    else if (s[i] == q) quote = null;
+                }
+                else if (s[i] is '\'' or '"') quote = s[i];
+                else if (string.CompareOrdinal(s, i, close, 0, close.Length) == 0) return i;
+            }
+            return -1;
+        }
+
+        static int FindOpen(string s, int from)
+        {
+            for (var i = s.IndexOf('{', from); i >= 0 && i + 1 < s.Length; i = s.IndexOf('{', i + 1))
+            {
+                if (s[i + 1] is '{' or '%' or '#') return i;
+            }
+            return -1;
+        }
+
+        /// <summary>lstrip_blocks: spaces and tabs between a line start and a block tag go; those
+        /// after other output on the line stay ("{{ x }} {% endfor %}" keeps its space).</summary>
+        static string LstripBlock(string text, bool lineStart)
+        {
+            var j = text.Length;
+            while (j > 0 && text[j - 1] is ' ' or '\t') j--;
+            return (j == 0 && lineStart) || (j > 0 && text[j - 1] == '\n') ? text[..j] : text;
+        }
+    }
+}

@@ -1,0 +1,233 @@
+// The statements a JinjaTemplate parses into and how each renders: text, output, if, for (with
+// loop and loop controls), set, macro, call and generation, and a defined macro called.
+using System.Text;
+
+namespace Stratus.Tokenization;
+
+public sealed partial class JinjaTemplate
+{
+    abstract class Node
+    {
+        public abstract void Render(Scope scope, StringBuilder output);
+
+        protected static void Write(StringBuilder output, string text)
+        {
+            Values.CheckLength((long)output.Length + text.Length);
+            output.Append(text);
+        }
+    }
+
+    sealed class TextNode(string text) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output) => Write(output, text);
+    }
+
+    sealed class OutputNode(Expr expr) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output) => Write(output, Values.ToText(expr.Eval(scope)));
+    }
+
+    sealed class IfNode(List<(Expr Condition, List<Node> Body)> branches, List<Node>? otherwise) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output)
+        {
+            foreach (var (condition, branch) in branches)
+            {
+                if (!Values.Truthy(condition.Eval(scope))) continue;
+                foreach (var node in branch) node.Render(scope, output);
+                return;
+            }
+            if (otherwise is not null) foreach (var node in otherwise) node.Render(scope, output);
+        }
+    }
+
+    sealed class ForNode(List<string> targets, Expr iterable, Expr? filter, List<Node> body, List<Node>? otherwise) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output)
+        {
+            var items = Values.Iterate(iterable.Eval(scope)).ToList();
+            if (filter is not null)
+            {
+                items = items.Where(item =>
+                {
+                    var probe = new Scope(scope, scope.Budget, scope.Clock);
+                    Bind(probe, item);
+                    return Values.Truthy(filter.Eval(probe));
+                }).ToList();
+            }
+            if (items.Count == 0)
+            {
+                if (otherwise is not null) foreach (var node in otherwise) node.Render(scope, output);
+                return;
+            }
+            // Jinja scopes loop variables to the loop, but assignments to namespaces persist.
+            var saved = targets.Append("loop").Distinct().ToDictionary(t => t, t => scope.TryGetValue(t, out var v) ? v : Undefined.Instance);
+            scope.Loops.Add(saved);
+            try
+            {
+                for (var i = 0; i < items.Count; i++)
+                {
+                    scope.Budget.Spend(Iteration);
+                    Bind(scope, items[i]);
+                    scope["loop"] = new LoopInfo
+                    {
+                        ["index0"] = (long)i, ["index"] = (long)i + 1, ["first"] = i == 0, ["last"] = i == items.Count - 1,
+                        ["length"] = (long)items.Count, ["revindex"] = (long)(items.Count - i), ["revindex0"] = (long)(items.Count - i - 1),
+                        ["previtem"] = i > 0 ? items[i - 1] : Undefined.Instance, ["nextitem"] = i < items.Count - 1 ? items[i + 1] : Undefined.Instance,
+                    };
+                    try
+                    {
+                        foreach (var node in body) node.Render(scope, output);
+                    }
+                    catch (LoopControl control)
+                    {
+                        if (control.Break) break;
+                    }
+                }
+            }
+            finally { scope.Loops.RemoveAt(scope.Loops.Count - 1); }
+            Restore(scope, saved);
+        }
+
+        /// <summary>Puts back the values a loop's variables hid (undefined: none).</summary>
+        public static void Restore(Scope scope, Dictionary<string, object?> saved)
+        {
+            foreach (var (key, value) in saved)
+            {
+                if (value is Undefined) scope.Remove(key);
+                else scope[key] = value;
+            }
+        }
+
+        void Bind(Scope scope, object? item)
+        {
+            if (targets.Count == 1) { scope[targets[0]] = item; return; }
+            var parts = SetNode.Unpack(item, targets.Count);
+            for (var t = 0; t < targets.Count; t++) scope[targets[t]] = parts[t];
+        }
+    }
+
+    /// <summary>A loop's "loop" variable: its attributes, and loop.cycle(...), a method.</summary>
+    internal sealed class LoopInfo : Dictionary<string, object?>;
+
+    /// <summary>{% set %}: a value, or with no "=" the text its block renders (through filters
+    /// where the tag names them: {% set x | trim %}...{% endset %}), bound to a name, to names
+    /// unpacked from it ({% set a, b = pair %}), or to a namespace's attribute.</summary>
+    sealed class SetNode(List<string> names, string? attribute, Expr? value, List<Node>? block, List<FilterCall> filters) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output)
+        {
+            object? v;
+            if (value is not null) v = value.Eval(scope);
+            else
+            {
+                var text = new StringBuilder();
+                foreach (var node in block!) node.Render(scope, text);
+                v = text.ToString();
+                foreach (var filter in filters) v = filter.Apply(v, scope);
+            }
+            if (attribute is not null)
+            {
+                if (scope.TryGetValue(names[0], out var target) && target is Namespace ns) ns[attribute] = v;
+                else throw new JinjaException($"cannot set {names[0]}.{attribute}: {names[0]} is not a namespace");
+            }
+            else if (names.Count == 1) scope[names[0]] = v;
+            else
+            {
+                var parts = Unpack(v, names.Count);
+                for (var i = 0; i < names.Count; i++) scope[names[i]] = parts[i];
+            }
+        }
+
+        /// <summary>A value's items for as many names, as Python unpacks them (a mapping gives its keys, a string its characters).</summary>
+        public static List<object?> Unpack(object? value, int count)
+        {
+            var parts = Values.Iterate(value).Take(count + 1).ToList();
+            if (parts.Count > count) throw new JinjaException($"too many values to unpack (expected {count})");
+            if (parts.Count < count) throw new JinjaException($"not enough values to unpack (expected {count}, got {parts.Count})");
+            return parts;
+        }
+    }
+
+    /// <summary>{% break %} / {% continue %} (Jinja's loopcontrols, which transformers enables):
+    /// leaves the iteration, unwinding the blocks inside it, to the loop that catches it.</summary>
+    sealed class LoopControlNode(bool isBreak) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output) => throw new LoopControl(isBreak);
+    }
+
+    sealed class LoopControl(bool isBreak) : Exception
+    {
+        public bool Break => isBreak;
+    }
+
+    sealed class GenerationNode(List<Node> body) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output)
+        {
+            foreach (var node in body) node.Render(scope, output);
+        }
+    }
+
+    /// <summary>{% macro name(a, b=default) %}: the macro, bound to its name where the tag is
+    /// reached, as Jinja defines it there.</summary>
+    sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameters, List<Node> body) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output) => scope[name] = new Macro(name, parameters, body, scope);
+    }
+
+    /// <summary>{% call name(args) %}body{% endcall %}: the macro called with the body as its
+    /// caller(), which renders where the call is.</summary>
+    sealed class CallNode(string name, List<Expr> arguments, List<Node> body) : Node
+    {
+        public override void Render(Scope scope, StringBuilder output) =>
+            Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", [], body, scope)));
+    }
+
+    /// <summary>A defined macro: called, its body renders into the text it returns, in a scope of
+    /// its own over the one it was defined in (a {% set %} in it stays there), its parameters
+    /// bound from the arguments by position then by keyword, else from their defaults (evaluated
+    /// at the call, after the parameters before them), else undefined, as Jinja binds them.</summary>
+    sealed class Macro(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, Scope definedIn)
+    {
+        /// <summary>The loops under way where the macro was defined: it sees their variables, and
+        /// not those of loops begun since (a top-level macro called in a loop does not see the
+        /// loop's variables, as in Jinja, where a macro sees only its arguments and the variables
+        /// of where it was defined).</summary>
+        readonly int loops = definedIn.Loops.Count;
+
+        public override string ToString() => $"<Macro '{name}'>";
+
+        public string Call(List<object?> arguments, Macro? caller)
+        {
+            var budget = definedIn.Budget;
+            budget.Spend(Iteration + definedIn.Count);
+            var given = new Dictionary<string, object?>();
+            var positional = 0;
+            foreach (var argument in arguments)
+            {
+                if (argument is KeyValuePair<string, object?> keyword)
+                {
+                    if (parameters.All(p => p.Name != keyword.Key)) throw new JinjaException($"macro '{name}' takes no keyword argument '{keyword.Key}'");
+                    if (!given.TryAdd(keyword.Key, keyword.Value)) throw new JinjaException($"macro '{name}' got multiple values for argument '{keyword.Key}'");
+                }
+                else if (positional < parameters.Count) given[parameters[positional++].Name] = argument;
+                else throw new JinjaException($"macro '{name}' takes not more than {parameters.Count} argument(s)");
+            }
+            budget.EnterMacro(name);
+            try
+            {
+                var scope = new Scope(definedIn, budget, definedIn.Clock);
+                // Innermost first, so a name several loops bound gets back what the outermost hid.
+                for (var i = definedIn.Loops.Count - 1; i >= loops; i--) ForNode.Restore(scope, definedIn.Loops[i]);
+                foreach (var (parameter, fallback) in parameters)
+                    scope[parameter] = given.TryGetValue(parameter, out var value) ? value : fallback is null ? Undefined.Instance : fallback.Eval(scope);
+                if (caller is not null) scope["caller"] = caller;
+                var output = new StringBuilder();
+                foreach (var node in body) node.Render(scope, output);
+                return output.ToString();
+            }
+            finally { budget.LeaveMacro(); }
+        }
+    }
+}

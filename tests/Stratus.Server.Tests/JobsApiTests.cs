@@ -53,8 +53,10 @@ public sealed class JobsApiTests : IAsyncLifetime
     {
         data = Path.Combine(folder, "data"),
         @out = Path.Combine(folder, output),
-        overrides = overrides ?? new { n_layer = 1, n_head = 2, n_embd = 16, block_size = 8, batch_size = 2, max_iters = 3 },
+        overrides = overrides ?? Tiny,
     };
+
+    static readonly object Tiny = new { n_layer = 1, n_head = 2, n_embd = 16, block_size = 8, batch_size = 2, max_iters = 3 };
 
     [Fact]
     public async Task A_training_key_submits_lists_shows_and_cancels_jobs_with_its_id_as_the_actor()
@@ -93,10 +95,10 @@ public sealed class JobsApiTests : IAsyncLifetime
             (new { data = Path.Combine(folder, "missing"), @out = Path.Combine(folder, "c") }, "does not exist"),
             (new { data = Path.Combine(folder, "data") }, "'out' is required"),
             // The server's working folder is no folder of the caller's.
-            (new { data = Path.Combine(folder, "data"), @out = "runs/d" }, "'out' must be an absolute path on the server's host, got 'runs/d'"),
-            (new { data = "data", @out = Path.Combine(folder, "e") }, "'data' must be an absolute path"),
+            (new { data = Path.Combine(folder, "data"), @out = "runs/d", overrides = Tiny }, "'out' must be an absolute path on the server's host, got 'runs/d'"),
+            (new { data = "data", @out = Path.Combine(folder, "e"), overrides = Tiny }, "'data' must be an absolute path"),
             (new { config = "c.json", data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "f") }, "'config' must be an absolute path"),
-            (new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "g\0") }, "'out'"),
+            (new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "g\0"), overrides = Tiny }, "'out'"),
         })
         {
             var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", body));

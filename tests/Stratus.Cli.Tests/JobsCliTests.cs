@@ -70,8 +70,14 @@ public sealed partial class JobsCliTests
             File.WriteAllText(temp["args.rsp"], "--device cuda");
             var id = Submit(temp, "--config", config, "--data", data, "--out", temp[run], "--max-iters", "2", "--lr-decay-iters", "2", "--warmup-iters", "0",
                 "--eval-interval", "2", "--lora-targets=" + value);
-            Assert.Contains("state:      succeeded\n", Ended(temp, id));
+            var show = Ended(temp, id);
+            Assert.Contains("state:      succeeded\n", show);
+            // The command shown runs the job again, pasted into a shell.
+            Assert.Contains($" --lora-targets={value} --", show);
         }
+        File.WriteAllText(temp["with space.json"], File.ReadAllText(config));
+        var quoted = Submit(temp, "--config", temp["with space.json"], "--data", data, "--out", temp["run-quoted"], "--max-iters", "1");
+        Assert.Contains($"command:    stratus train '--config={temp["with space.json"]}' --data=", Jobs(temp, "show", quoted).Stdout);
     }
 
     [Fact]

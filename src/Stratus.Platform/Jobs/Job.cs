@@ -54,6 +54,11 @@ public sealed record TrainArguments(string? Config, string Data, string Out, IRe
         foreach (var (key, value) in Overrides) line.Add($"--{key.Replace('_', '-')}={value}");
         return line;
     }
+
+    /// <summary><paramref name="words"/> as a shell line that runs them again: a word with a space,
+    /// quote or $ in it single-quoted.</summary>
+    public static string ShellLine(IEnumerable<string> words) => string.Join(' ', words.Select(word =>
+        word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '/' or '_' or '-' or '+' or ',' or ':' or '@' or '=') ? word : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'"));
 }
 
 /// <param name="Id">The job's name in the CLI and the API (job-xxxxxxxx).</param>

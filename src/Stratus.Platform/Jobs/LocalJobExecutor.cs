@@ -79,7 +79,7 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
     {
         var job = store.Get(id) ?? throw SqliteJobStore.UnknownJob(id);
         if (job.State != JobState.Queued) return 0;
-        Console.WriteLine($"job {id}: {string.Join(' ', stratusCommand.Concat(job.Arguments.CommandLine()).Select(Quoted))}");
+        Console.WriteLine($"job {id}: {TrainArguments.ShellLine(stratusCommand.Concat(job.Arguments.CommandLine()))}");
         if (job.CancelRequestedAt is not null)
         {
             store.RecordEnd(id, new JobEnd(JobState.Cancelled, null, "cancelled before its training started"));
@@ -138,9 +138,6 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
             return [];
         }
     }
-
-    static string Quoted(string word) =>
-        word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '/' or '_' or '-' or '+' or ',' or ':' or '@' or '=') ? word : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'";
 
     static string Reference(int pid, long? start) => start is { } s ? $"{pid}:{s}" : pid.ToString(CultureInfo.InvariantCulture);
 

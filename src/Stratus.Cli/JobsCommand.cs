@@ -104,7 +104,7 @@ static class JobsCommand
             var last = LastStep(job.Arguments.Out);
             Console.WriteLine($"id:         {job.Id}");
             Console.WriteLine($"state:      {job.State.WireName()}{(job.Reason is { } reason ? $": {reason}" : "")}");
-            Console.WriteLine($"command:    stratus {string.Join(' ', job.Arguments.CommandLine())}");
+            Console.WriteLine($"command:    stratus {TrainArguments.ShellLine(job.Arguments.CommandLine())}");
             Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : "")}");
             Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");
             Console.WriteLine($"started:    {Time(job.StartedAt)}");

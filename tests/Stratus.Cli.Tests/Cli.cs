@@ -107,6 +107,29 @@ sealed class TempDirectory : IDisposable
     public string this[string name] => System.IO.Path.Combine(Path, name);
     public void Dispose()
     {
+        EndProcessesNamingIt();
         try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
+    }
+
+    /// <summary>Kills what a test started that outlives it and names this folder on its command
+    /// line: a job's supervisor and training run detached, and a test that fails before its job
+    /// ends would leave them training (for ever, with --max-iters 1000000) on the shared machine.</summary>
+    void EndProcessesNamingIt()
+    {
+        foreach (var entry in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(System.IO.Path.GetFileName(entry), out var pid) || pid == Environment.ProcessId) continue;
+            string commandLine;
+            try { commandLine = File.ReadAllText(System.IO.Path.Combine(entry, "cmdline")); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; }
+            if (!commandLine.Split('\0').Any(argument => argument.Contains(Path, StringComparison.Ordinal))) continue;
+            try
+            {
+                using var process = Process.GetProcessById(pid);
+                process.Kill();
+                process.WaitForExit(TimeSpan.FromSeconds(10));
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException) { }
+        }
     }
 }

@@ -59,6 +59,28 @@ public sealed partial class JobsCliTests
     }
 
     [Fact]
+    public void A_value_that_reads_as_an_option_or_a_response_file_reaches_train_as_the_value_it_is()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // lora_targets is text that train reads only with lora_rank > 0, so submit accepts any; the
+        // supervisor's train must get it as that key's value, not as --device cuda or a file of arguments.
+        foreach (var (value, run) in new[] { ("--device=cuda", "run-option"), ("@" + temp["args.rsp"], "run-rsp") })
+        {
+            File.WriteAllText(temp["args.rsp"], "--device cuda");
+            var id = Submit(temp, "--config", config, "--data", data, "--out", temp[run], "--max-iters", "2", "--lr-decay-iters", "2", "--warmup-iters", "0",
+                "--eval-interval", "2", "--lora-targets=" + value);
+            var show = Ended(temp, id);
+            Assert.Contains("state:      succeeded\n", show);
+            // The command shown runs the job again, pasted into a shell.
+            Assert.Contains($" --lora-targets={value} --", show);
+        }
+        File.WriteAllText(temp["with space.json"], File.ReadAllText(config));
+        var quoted = Submit(temp, "--config", temp["with space.json"], "--data", data, "--out", temp["run-quoted"], "--max-iters", "1");
+        Assert.Contains($"command:    stratus train '--config={temp["with space.json"]}' --data=", Jobs(temp, "show", quoted).Stdout);
+    }
+
+    [Fact]
     public void A_job_whose_training_fails_ends_failed_with_its_exit_code_its_error_and_its_log()
     {
         using var temp = new TempDirectory();
@@ -107,6 +129,19 @@ public sealed partial class JobsCliTests
         using (var kill = Process.Start("kill", ["-KILL", "--", "-" + group])!) kill.WaitForExit();
         var show = Ended(temp, id);
         Assert.Matches(@"state:      failed: its supervisor \(pid \d+\) ended without recording how the training \(pid \d+\) ended \(killed\?\)", show);
+    }
+
+    [Fact]
+    public void A_tests_folder_once_disposed_leaves_none_of_its_jobs_processes_running()
+    {
+        int pid;
+        using (var temp = new TempDirectory())
+        {
+            var (data, config) = CliTests.Prepare(temp);
+            var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
+            pid = TrainingPid(WaitForState(temp, id, state => state == "running"));
+        }
+        Assert.False(Alive(pid), $"the training process {pid} outlived its test");
     }
 
     [Fact]

@@ -73,6 +73,27 @@ public sealed class JobStoreTests : IDisposable
     }
 
     [Fact]
+    public void A_job_whose_submitter_died_before_starting_it_reads_failed_once_a_start_is_overdue_not_queued_for_ever()
+    {
+        var service = Service();
+        // Recorded, then its submitter killed before it launched the supervisor.
+        service.Store.Insert(Queued("job-00000008", "/runs/f") with { SubmittedAt = service.Store.Now - JobService.LaunchTimeout - TimeSpan.FromSeconds(1) },
+            new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        var job = service.Get("job-00000008");
+        Assert.Equal((JobState.Failed, "its submitter ended before it started the job; submit it again"), (job.State, job.Reason));
+        // One just recorded is being started.
+        service.Store.Insert(Queued("job-00000009", "/runs/g"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        Assert.Equal(JobState.Queued, service.Get("job-00000009").State);
+
+        // Started, its submitter killed before it recorded the supervisor, then supervisor and training killed.
+        service.Store.Insert(Queued("job-0000000a", "/runs/h"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        service.Store.RecordStarted("job-0000000a", DeadPid(), null);
+        job = service.Get("job-0000000a");
+        Assert.Equal(JobState.Failed, job.State);
+        Assert.Matches(@"^its supervisor ended without recording how the training \(pid \d+\) ended", job.Reason);
+    }
+
+    [Fact]
     public void A_pid_now_another_process_s_is_not_taken_for_the_job_s()
     {
         var service = Service();
@@ -98,6 +119,8 @@ public sealed class JobStoreTests : IDisposable
         var busy = Assert.Throws<TrustUserException>(() => service.Store.Insert(Queued("job-00000006", "/runs/e"), new AuditRecord("cli:test", AuditActions.JobSubmitted, [])));
         Assert.True(busy.Conflict);
         Assert.Null(service.Store.Get("job-00000006"));
+        // The same folder, written with a trailing separator.
+        Assert.True(Assert.Throws<TrustUserException>(() => service.Store.Insert(Queued("job-00000007", "/runs/e/"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []))).Conflict);
 
         var cancelled = service.Cancel("job-00000005", "key-1");
         Assert.NotNull(cancelled.CancelRequestedAt);

@@ -12,10 +12,14 @@ namespace Stratus.Server.Tests;
 
 public sealed class JobsApiTests : IAsyncLifetime
 {
-    // The supervisor the jobs' executor starts: one that records nothing, so jobs stay as submitted
-    // until they read failed; the CLI's tests run real ones.
-    readonly TinyModelServer server = new() { JobsCommand = ["/bin/sh", "-c", "sleep 60"] };
     readonly string folder = Path.Combine(Path.GetTempPath(), "stratus-jobs-api-" + Guid.NewGuid().ToString("N"));
+    readonly TinyModelServer server;
+
+    // The supervisor the jobs' executor starts: one that records nothing, so jobs stay as submitted
+    // until they read failed; the CLI's tests run real ones. It ends once the test has removed its
+    // folder (within a minute where a test never does), not 60 s after every test.
+    public JobsApiTests() =>
+        server = new() { JobsCommand = ["/bin/sh", "-c", $"for i in $(seq 300); do [ -d '{folder}' ] || exit 0; sleep 0.2; done"] };
 
     public async Task InitializeAsync()
     {
@@ -49,8 +53,10 @@ public sealed class JobsApiTests : IAsyncLifetime
     {
         data = Path.Combine(folder, "data"),
         @out = Path.Combine(folder, output),
-        overrides = overrides ?? new { n_layer = 1, n_head = 2, n_embd = 16, block_size = 8, batch_size = 2, max_iters = 3 },
+        overrides = overrides ?? Tiny,
     };
+
+    static readonly object Tiny = new { n_layer = 1, n_head = 2, n_embd = 16, block_size = 8, batch_size = 2, max_iters = 3 };
 
     [Fact]
     public async Task A_training_key_submits_lists_shows_and_cancels_jobs_with_its_id_as_the_actor()
@@ -88,6 +94,11 @@ public sealed class JobsApiTests : IAsyncLifetime
             (Body("b", new { learning_rate = "fast" }), "learning_rate"),
             (new { data = Path.Combine(folder, "missing"), @out = Path.Combine(folder, "c") }, "does not exist"),
             (new { data = Path.Combine(folder, "data") }, "'out' is required"),
+            // The server's working folder is no folder of the caller's.
+            (new { data = Path.Combine(folder, "data"), @out = "runs/d", overrides = Tiny }, "'out' must be an absolute path on the server's host, got 'runs/d'"),
+            (new { data = "data", @out = Path.Combine(folder, "e"), overrides = Tiny }, "'data' must be an absolute path"),
+            (new { config = "c.json", data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "f") }, "'config' must be an absolute path"),
+            (new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "g\0"), overrides = Tiny }, "'out'"),
         })
         {
             var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", body));

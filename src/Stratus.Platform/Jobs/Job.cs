@@ -38,15 +38,27 @@ public static class JobStates
 /// folder and the config keys overridden, in snake_case, each with its value as text.</summary>
 public sealed record TrainArguments(string? Config, string Data, string Out, IReadOnlyList<KeyValuePair<string, string>> Overrides)
 {
-    /// <summary>The arguments of `stratus train` that run this job.</summary>
+    /// <summary>The run folder without a trailing separator: runs/a/ is runs/a, the folder that one
+    /// unfinished job at a time may write.</summary>
+    public string Out { get; init; } = Path.TrimEndingDirectorySeparator(Out);
+
+    /// <summary>The arguments of `stratus train` that run this job. Each value is joined to its
+    /// option (`--key=value`), so train's parser reads it as that option's value whatever it holds:
+    /// a value of its own (`--lora-targets --resume`) would be read as another option, and one
+    /// starting with @ as a response file to read arguments from.</summary>
     public IReadOnlyList<string> CommandLine()
     {
         List<string> line = ["train"];
-        if (Config is not null) line.AddRange(["--config", Config]);
-        line.AddRange(["--data", Data, "--out", Out]);
-        foreach (var (key, value) in Overrides) line.AddRange(["--" + key.Replace('_', '-'), value]);
+        if (Config is not null) line.Add("--config=" + Config);
+        line.AddRange(["--data=" + Data, "--out=" + Out]);
+        foreach (var (key, value) in Overrides) line.Add($"--{key.Replace('_', '-')}={value}");
         return line;
     }
+
+    /// <summary><paramref name="words"/> as a shell line that runs them again: a word with a space,
+    /// quote or $ in it single-quoted.</summary>
+    public static string ShellLine(IEnumerable<string> words) => string.Join(' ', words.Select(word =>
+        word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '/' or '_' or '-' or '+' or ',' or ':' or '@' or '=') ? word : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'"));
 }
 
 /// <param name="Id">The job's name in the CLI and the API (job-xxxxxxxx).</param>

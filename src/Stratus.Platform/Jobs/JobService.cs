@@ -66,11 +66,20 @@ public sealed class JobService(SqliteJobStore store, IJobExecutor executor)
         return Get(id);
     }
 
-    /// <summary><paramref name="job"/> as it is: one its executor finds ended is recorded so (unless
-    /// its supervisor recorded its end meanwhile) and read again.</summary>
+    /// <summary>How long <see cref="Submit"/> may take from recording a job to recording its
+    /// executor's reference (milliseconds, where the executor answers at all): a job still without
+    /// one after this was never started, its submitter having ended (killed) in between.</summary>
+    public static readonly TimeSpan LaunchTimeout = TimeSpan.FromMinutes(1);
+
+    /// <summary><paramref name="job"/> as it is: one its executor finds ended, or that its submitter
+    /// never started, is recorded so (unless its supervisor recorded its end meanwhile) and read again.</summary>
     Job Observed(Job job)
     {
-        if (job.State.HasEnded() || executor.Observe(job) is not { } end) return job;
+        if (job.State.HasEnded()) return job;
+        var end = executor.Observe(job) ?? (job is { ExecutorReference: null, Pid: null } && store.Now - job.SubmittedAt > LaunchTimeout
+            ? new JobEnd(JobState.Failed, null, "its submitter ended before it started the job; submit it again")
+            : null);
+        if (end is null) return job;
         store.RecordEnd(job.Id, end);
         return store.Get(job.Id) ?? job;
     }

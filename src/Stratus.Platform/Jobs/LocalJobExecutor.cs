@@ -49,15 +49,22 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
 
     public JobEnd? Observe(Job job)
     {
-        // Just submitted: the submitter has not recorded the supervisor yet.
-        if (job.ExecutorReference is not { } reference) return null;
-        var (supervisor, supervisorStart) = ParseReference(reference);
-        if (IsRunning(supervisor, supervisorStart)) return null;
+        var supervisor = "its supervisor";
+        if (job.ExecutorReference is { } reference)
+        {
+            var (pid, start) = ParseReference(reference);
+            if (IsRunning(pid, start)) return null;
+            supervisor = $"its supervisor (pid {pid})";
+        }
+        // Just submitted, the submitter not having recorded the supervisor yet (the job service
+        // ends one whose submitter never does); or its submitter ended before recording it, the
+        // training then being all there is to follow.
+        else if (job.Pid is null) return null;
         // The training goes on without its supervisor: the job runs (and can be cancelled) until it ends.
-        if (job.Pid is { } pid && IsRunning(pid, job.PidStart)) return null;
+        if (job.Pid is { } training && IsRunning(training, job.PidStart)) return null;
         return new JobEnd(JobState.Failed, null, job.Pid is null
-            ? $"its supervisor (pid {supervisor}) ended before it started the training; see {job.LogFile}"
-            : $"its supervisor (pid {supervisor}) ended without recording how the training (pid {job.Pid}) ended (killed?); see {job.LogFile}");
+            ? $"{supervisor} ended before it started the training; see {job.LogFile}"
+            : $"{supervisor} ended without recording how the training (pid {job.Pid}) ended (killed?); see {job.LogFile}");
     }
 
     public void Cancel(Job job)
@@ -72,7 +79,7 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
     {
         var job = store.Get(id) ?? throw SqliteJobStore.UnknownJob(id);
         if (job.State != JobState.Queued) return 0;
-        Console.WriteLine($"job {id}: {string.Join(' ', stratusCommand.Concat(job.Arguments.CommandLine()).Select(Quoted))}");
+        Console.WriteLine($"job {id}: {TrainArguments.ShellLine(stratusCommand.Concat(job.Arguments.CommandLine()))}");
         if (job.CancelRequestedAt is not null)
         {
             store.RecordEnd(id, new JobEnd(JobState.Cancelled, null, "cancelled before its training started"));
@@ -131,9 +138,6 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
             return [];
         }
     }
-
-    static string Quoted(string word) =>
-        word.Length > 0 && word.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '/' or '_' or '-' or '+' or ',' or ':' or '@' or '=') ? word : $"'{word.Replace("'", "'\\''", StringComparison.Ordinal)}'";
 
     static string Reference(int pid, long? start) => start is { } s ? $"{pid}:{s}" : pid.ToString(CultureInfo.InvariantCulture);
 

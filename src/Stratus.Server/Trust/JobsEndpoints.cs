@@ -1,7 +1,7 @@
 // /api/jobs (training scope): training jobs through the job service (Platform/Jobs), as
 // `stratus jobs` runs them: list, show, submit and cancel. A submission's arguments are checked as
 // `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
-// writes is 409. Paths are the server's host's, relative ones from the server's working folder.
+// writes is 409. Paths are the server's host's, absolute (a relative one is a 400).
 // Submissions and cancels are audited with the calling key's id as the actor.
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -65,9 +65,9 @@ public static class JobsEndpoints
         jobs.MapPost("", async (HttpContext http, CancellationToken ct) =>
         {
             var body = await TrustJson.ReadBodyAsync<SubmitJobRequest>(http.Request, ct);
-            var arguments = new TrainArguments(body.Config is { } config ? Path.GetFullPath(config) : null,
-                Path.GetFullPath(body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.")),
-                Path.GetFullPath(body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.")),
+            var arguments = new TrainArguments(body.Config is { } config ? HostPath("config", config) : null,
+                HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.")),
+                HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.")),
                 [.. (body.Overrides ?? []).Select(o => new KeyValuePair<string, string>(o.Key, o.Value.ValueKind == JsonValueKind.String ? o.Value.GetString()! : o.Value.GetRawText()))]);
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true };
             Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
@@ -76,6 +76,13 @@ public static class JobsEndpoints
         jobs.MapPost("/{id}/cancel", (HttpContext http, string id) => Json(JobView.From(Service(http).Cancel(id, Actor(http)))));
         return endpoints;
     }
+
+    /// <summary>A path of the server's host, which a request must give whole: a relative one would
+    /// be the server process's working folder's, which the caller neither sees nor chooses.</summary>
+    static string HostPath(string field, string path) =>
+        path.Contains('\0') ? throw new TrustUserException($"'{field}' holds a NUL character, which no path on the server's host can.")
+        : Path.IsPathFullyQualified(path) ? Path.GetFullPath(path)
+        : throw new TrustUserException($"'{field}' must be an absolute path on the server's host, got '{path}'; give the whole path (/srv/runs/...).");
 
     static string Actor(HttpContext http) => http.GetStratusTrust().KeyId;
 

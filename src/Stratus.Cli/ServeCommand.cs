@@ -72,11 +72,17 @@ static class ServeCommand
                 "or a service that is down, is a 503 content_filter_unavailable (default: none, and only blocklists find those categories)",
             HelpName = "url",
         };
+        var jobsRoot = new Option<string>("--jobs-root")
+        {
+            Description = "the folder under which training jobs submitted through /api/jobs (keys with the training scope) read their configs and datasets and write their runs; " +
+                "paths outside it, or leading out of it through a link, are refused (default: none, and the API takes no jobs: `stratus jobs submit` on this machine still does)",
+            HelpName = "folder",
+        };
         var moderationModel = new Option<string>("--moderation-model") { Description = "the model --moderation-url's service is asked for (e.g. omni-moderation-latest; default: the service's own)", HelpName = "name" };
         var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.")
         {
             models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill, gracePeriod, accessLog, forwardedAllowIps, logFormat,
-            toolCallParser, moderationUrl, moderationModel,
+            toolCallParser, moderationUrl, moderationModel, jobsRoot,
         };
         command.SetAction(async (result, cancellation) =>
         {
@@ -88,6 +94,9 @@ static class ServeCommand
                 .Select(ForwardedClients.ParseNetwork).ToArray();
             ServerLogFormat? format = result.GetValue(logFormat) switch { "json" => ServerLogFormat.Json, "text" => ServerLogFormat.Text, _ => null };
             var moderation = ModerationService(result.GetValue(moderationUrl), result.GetValue(moderationModel));
+            var jobsFolder = result.GetValue(jobsRoot) is { } folder ? PathOptions.ExpandHome(folder) : null;
+            if (jobsFolder is not null && !Directory.Exists(jobsFolder))
+                throw new StratusUserException($"--jobs-root {jobsFolder} is not a folder; give the folder that jobs submitted through /api/jobs read and write beneath (create it first)");
             // NAME=FOLDER's folder with `~` expanded too: bash leaves it as typed in `--model=shk=~/runs/shk`.
             var specs = result.GetValue(models)!.Select(ModelSpec.Parse).Select(spec => spec with { Path = PathOptions.ExpandHome(spec.Path) }).ToArray();
             var engine = new EngineOptions
@@ -101,7 +110,7 @@ static class ServeCommand
             };
             var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure), ModerationService = moderation };
             await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, device.Open(result), result.GetValue(threads), trust, TimeSpan.FromSeconds(grace), apiKey: null, cancellation,
-                result.GetValue(accessLog), proxies, format, result.GetValue(toolCallParser) is { } parserName ? ToolCallParser.Of(parserName) : null);
+                result.GetValue(accessLog), proxies, format, result.GetValue(toolCallParser) is { } parserName ? ToolCallParser.Of(parserName) : null, jobsFolder);
             return 0;
         });
         return command;
@@ -159,13 +168,13 @@ static class ServeCommand
     /// the path); the CLI prints it in one line too.</exception>
     public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, TorchSharp.torch.Device device, int? threads, TrustOptions trust,
         TimeSpan? shutdownGracePeriod, string? apiKey, CancellationToken cancellation, string? accessLog = null, IReadOnlyList<System.Net.IPNetwork>? forwardedAllowIps = null,
-        ServerLogFormat? logFormat = null, ToolCallParser? toolCallParser = null)
+        ServerLogFormat? logFormat = null, ToolCallParser? toolCallParser = null, string? jobsRoot = null)
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
         var say = accessLog == AccessLog.StandardOutput || ServerLog.WritesJson(logFormat) ? Console.Error : Console.Out;
         var options = new ServeOptions
         {
-            Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, JobsCommand = JobsCommand.SelfCommand(), AccessLog = accessLog,
+            Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, JobsCommand = JobsCommand.SelfCommand(), JobsRoot = jobsRoot, AccessLog = accessLog,
             ForwardedAllowIps = forwardedAllowIps ?? [], LogFormat = logFormat, ToolCallParser = toolCallParser,
             // After the data directory, its keys and the address have been checked.
             LoadingModels = root => say.WriteLine($"loading {models.Count} model(s) ... (listening on {root}: /health answers 200 and /ready 503 until they serve)"),

@@ -45,6 +45,9 @@ public sealed record ServeOptions
     /// <summary>The command that runs the Stratus CLI (the serving CLI's own), for /api/jobs'
     /// local executor; null: /api/jobs is not served.</summary>
     public IReadOnlyList<string>? JobsCommand { get; init; }
+    /// <summary>The folder /api/jobs' submissions must read and write beneath (serve --jobs-root);
+    /// null: the API lists and cancels jobs but takes none.</summary>
+    public string? JobsRoot { get; init; }
     /// <summary>How long a stopping server lets running requests go on before it ends them with a
     /// 503 (a stream with an error event and [DONE]); the host waits 5 s more for those ends. The
     /// default ends them within 30 s, Kubernetes' default grace before it kills a pod.</summary>
@@ -306,7 +309,7 @@ public sealed class StratusServer : IAsyncDisposable
         app.MapTokenizer().MapHealth();
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapStratusTrustEndpoints();
-        if (options.JobsCommand is { } jobsCommand) app.MapJobs(jobsCommand);
+        if (options.JobsCommand is { } jobsCommand) app.MapJobs(jobsCommand, options.JobsRoot is { } root ? new JobsRoot(root) : null);
         return app;
     }
 

@@ -18,13 +18,14 @@ public sealed class JobsApiTests : IAsyncLifetime
     // The supervisor the jobs' executor starts: one that records nothing, so jobs stay as submitted
     // until they read failed; the CLI's tests run real ones. It ends once the test has removed its
     // folder (within a minute where a test never does), not 60 s after every test.
-    public JobsApiTests() =>
-        server = new() { JobsCommand = ["/bin/sh", "-c", $"for i in $(seq 300); do [ -d '{folder}' ] || exit 0; sleep 0.2; done"] };
+    public JobsApiTests() => server = new() { JobsCommand = Supervisor, JobsRoot = folder };
+
+    string[] Supervisor => ["/bin/sh", "-c", $"for i in $(seq 300); do [ -d '{folder}' ] || exit 0; sleep 0.2; done"];
 
     public async Task InitializeAsync()
     {
-        await server.InitializeAsync();
         Directory.CreateDirectory(folder);
+        await server.InitializeAsync();
         File.WriteAllText(Path.Combine(folder, "corpus.txt"), string.Concat(Enumerable.Range(0, 300).Select(i => "abcdefgh ij\n"[i % 12])));
         DatasetPreparer.Prepare(Path.Combine(folder, "corpus.txt"), Path.Combine(folder, "data"), "char");
     }
@@ -110,5 +111,65 @@ public sealed class JobsApiTests : IAsyncLifetime
         var (missing, notFound) = await Send(client.GetAsync("/api/jobs/job-00000000"));
         Assert.Equal((HttpStatusCode.NotFound, "not_found"), (missing, (string)notFound["error"]!["code"]!));
         Assert.Equal(HttpStatusCode.NotFound, (await Send(client.PostAsync("/api/jobs/job-00000000/cancel", null))).Status);
+    }
+
+    [Fact]
+    public async Task Submissions_read_and_write_only_beneath_the_jobs_root_with_links_followed()
+    {
+        var (client, _) = await TrainingClient();
+        var outside = folder + "-outside";
+        Directory.CreateDirectory(outside);
+        try
+        {
+            Directory.CreateSymbolicLink(Path.Combine(folder, "escape"), outside);
+            var data = Path.Combine(folder, "data");
+            foreach (var (body, field) in new (object Body, string Field)[]
+            {
+                (new { data, @out = Path.Combine(outside, "run"), overrides = Tiny }, "'out'"),
+                (new { data, @out = Path.Combine(folder, "escape", "run"), overrides = Tiny }, "'out'"),
+                (new { data, @out = $"{folder}/../{Path.GetFileName(outside)}/run", overrides = Tiny }, "'out'"),
+                (new { data = outside, @out = Path.Combine(folder, "run"), overrides = Tiny }, "'data'"),
+                (new { config = "/etc/hostname", data, @out = Path.Combine(folder, "run") }, "'config'"),
+            })
+            {
+                var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", body));
+                var message = (string)error["error"]!["message"]!;
+                Assert.True(status == HttpStatusCode.BadRequest, message);
+                Assert.StartsWith(field, message);
+                Assert.Contains($"is outside {folder}, the folder this server runs jobs in", message);
+            }
+            var (_, linked) = await Send(client.PostAsJsonAsync("/api/jobs", new { data, @out = Path.Combine(folder, "escape", "run"), overrides = Tiny }));
+            Assert.Contains($"(which leads to {Path.Combine(outside, "run")})", (string)linked["error"]!["message"]!);
+            Assert.Empty(Directory.EnumerateFileSystemEntries(outside));
+            var (_, list) = await Send(client.GetAsync("/api/jobs"));
+            Assert.Empty(list["data"]!.AsArray());
+        }
+        finally
+        {
+            Directory.Delete(outside, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_server_started_without_a_jobs_root_lists_jobs_but_takes_none()
+    {
+        var bare = new TinyModelServer { JobsCommand = Supervisor };
+        await bare.InitializeAsync();
+        try
+        {
+            var created = await bare.Keys.CreateAsync("trainer", ApiKeyScopes.Training, RateLimits.Unlimited, "tests");
+            using var client = bare.AnonymousClient();
+            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", created.Secret);
+            var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", Body("run")));
+            Assert.Equal((HttpStatusCode.Forbidden, "jobs_not_enabled"), (status, (string?)error["error"]!["code"]));
+            Assert.Contains("--jobs-root", (string)error["error"]!["message"]!);
+            Assert.False(Directory.Exists(Path.Combine(folder, "run")));
+            var (listed, list) = await Send(client.GetAsync("/api/jobs"));
+            Assert.Equal((HttpStatusCode.OK, 0), (listed, list["data"]!.AsArray().Count));
+        }
+        finally
+        {
+            await bare.DisposeAsync();
+        }
     }
 }

@@ -49,6 +49,8 @@ public sealed class TinyModelServer : IAsyncLifetime
     public IReadOnlyList<Stratus.Safety.IContentSafetyProvider> ExtraSafetyProviders { get; init; } = [];
     public TimeSpan ShutdownGracePeriod { get; init; } = new ServeOptions().ShutdownGracePeriod;
     public IReadOnlyList<string>? JobsCommand { get; init; }
+    /// <summary>serve's --jobs-root.</summary>
+    public string? JobsRoot { get; init; }
     /// <summary>Writes an access log to <see cref="AccessLogPath"/>.</summary>
     public bool WithAccessLog { get; init; }
     public string AccessLogPath => Path.Combine(folder, "access.log");
@@ -102,6 +104,7 @@ public sealed class TinyModelServer : IAsyncLifetime
             Trust = new TrustOptions { DataDir = DataDir, ExtraSafetyProviders = ExtraSafetyProviders, InsecureNoAuth = InsecureNoAuth },
             AccessLog = WithAccessLog ? AccessLogPath : null,
             JobsCommand = JobsCommand,
+            JobsRoot = JobsRoot,
             ForwardedAllowIps = ForwardedAllowIps,
             ToolCallParser = ToolCallParser,
         });

@@ -1,7 +1,8 @@
 // /api/jobs (training scope): training jobs through the job service (Platform/Jobs), as
 // `stratus jobs` runs them: list, show, submit and cancel. A submission's arguments are checked as
 // `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
-// writes is 409. Paths are the server's host's, absolute (a relative one is a 400).
+// writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
+// serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403).
 // Submissions and cancels are audited with the calling key's id as the actor.
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -52,7 +53,8 @@ public static class JobsEndpoints
 
     /// <param name="stratusCommand">The command that runs the Stratus CLI, whose `jobs supervise`
     /// runs each job (the serving CLI's own).</param>
-    public static IEndpointRouteBuilder MapJobs(this IEndpointRouteBuilder endpoints, IReadOnlyList<string> stratusCommand)
+    /// <param name="root">The folder submissions' paths must be under; null: submissions are refused.</param>
+    public static IEndpointRouteBuilder MapJobs(this IEndpointRouteBuilder endpoints, IReadOnlyList<string> stratusCommand, JobsRoot? root)
     {
         var jobs = endpoints.MapGroup(Prefix).RequireStratusScope(ApiKeyScopes.Training);
         // One service for the server's life, opened on first use (the data directory's database).
@@ -62,9 +64,19 @@ public static class JobsEndpoints
 
         jobs.MapGet("", (HttpContext http) => Json(new ListResponse<JobView>([.. Service(http).List().Select(JobView.From)])));
         jobs.MapGet("/{id}", (HttpContext http, string id) => Json(JobView.From(Service(http).Get(id))));
-        jobs.MapPost("", async (HttpContext http, CancellationToken ct) =>
+        jobs.MapPost("", async Task<IResult> (HttpContext http, CancellationToken ct) =>
         {
+            if (root is null)
+                return OpenAIErrors.Create(StatusCodes.Status403Forbidden,
+                    "This server takes no training jobs through its API: its operator starts it with --jobs-root <folder>, the folder jobs read their configs and data in and write their runs to.",
+                    code: "jobs_not_enabled");
             var body = await TrustJson.ReadBodyAsync<SubmitJobRequest>(http.Request, ct);
+            string HostPath(string field, string path)
+            {
+                var full = AbsoluteHostPath(field, path);
+                root.Confine(field, full);
+                return full;
+            }
             var arguments = new TrainArguments(body.Config is { } config ? HostPath("config", config) : null,
                 HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.")),
                 HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.")),
@@ -79,7 +91,7 @@ public static class JobsEndpoints
 
     /// <summary>A path of the server's host, which a request must give whole: a relative one would
     /// be the server process's working folder's, which the caller neither sees nor chooses.</summary>
-    static string HostPath(string field, string path) =>
+    static string AbsoluteHostPath(string field, string path) =>
         path.Contains('\0') ? throw new TrustUserException($"'{field}' holds a NUL character, which no path on the server's host can.")
         : Path.IsPathFullyQualified(path) ? Path.GetFullPath(path)
         : throw new TrustUserException($"'{field}' must be an absolute path on the server's host, got '{path}'; give the whole path (/srv/runs/...).");

@@ -37,6 +37,18 @@ public sealed class JobStoreTests : IDisposable
         return process.Id;
     }
 
+    /// <summary>An override's key reaches train as train reads a config key (TrainConfig trims
+    /// leading dashes): "--max-iters" from an API body is max_iters, not an option "----max-iters".</summary>
+    [Theory]
+    [InlineData("max_iters")]
+    [InlineData("max-iters")]
+    [InlineData("--max-iters")]
+    public void An_override_key_reaches_train_as_the_config_key_it_names(string key)
+    {
+        var line = new TrainArguments(null, "/d", "/r", [new(key, "5")]).CommandLine();
+        Assert.Equal(["train", "--data=/d", "--out=/r", "--max-iters=5"], line);
+    }
+
     [Fact]
     public async Task A_schema_version_4_database_is_migrated_with_its_keys_and_audit_chain_kept()
     {

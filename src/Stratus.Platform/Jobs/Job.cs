@@ -51,7 +51,8 @@ public sealed record TrainArguments(string? Config, string Data, string Out, IRe
         List<string> line = ["train"];
         if (Config is not null) line.Add("--config=" + Config);
         line.AddRange(["--data=" + Data, "--out=" + Out]);
-        foreach (var (key, value) in Overrides) line.Add($"--{key.Replace('_', '-')}={value}");
+        // The key as train's TrainConfig reads it: leading dashes trimmed, "-" and "_" alike.
+        foreach (var (key, value) in Overrides) line.Add($"--{key.TrimStart('-').Replace('_', '-')}={value}");
         return line;
     }
 

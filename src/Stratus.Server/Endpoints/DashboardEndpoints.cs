@@ -20,21 +20,23 @@ public static class DashboardEndpoints
 
     sealed record DashboardFile(byte[] Content, string ContentType, string ETag);
 
-    // By request path: each file at /dashboard/<its path under wwwroot/dashboard>, index.html
-    // at /dashboard/ too. Case-insensitive, as routing matches.
+    // By request path: each file at /dashboard/<its path under wwwroot/dashboard>.
+    // Case-insensitive, as routing matches.
     static readonly FrozenDictionary<string, DashboardFile> Files = Load();
 
-    /// <summary>Whether <paramref name="path"/> is exactly one of the dashboard's files (or the
-    /// /dashboard that redirects to them); nothing below or beside them is.</summary>
+    /// <summary>Whether <paramref name="path"/> is exactly one of the dashboard's files, the page
+    /// at /dashboard/ or the /dashboard that redirects to it; nothing below or beside them is.</summary>
     public static bool IsFile(string? path) =>
-        path is not null && (Files.ContainsKey(path) || string.Equals(path, Prefix, StringComparison.OrdinalIgnoreCase));
+        path is not null && (Files.ContainsKey(path) || path.Equals(Prefix, StringComparison.OrdinalIgnoreCase) || path.Equals(Prefix + "/", StringComparison.OrdinalIgnoreCase));
 
     public static IEndpointRouteBuilder MapDashboard(this IEndpointRouteBuilder app)
     {
         string[] reading = [HttpMethods.Get, HttpMethods.Head];
-        // Relative, so that the page's relative links (its files, ../v1/...) also resolve behind
-        // a proxy that serves this server under a path of its own.
-        app.MapMethods(Prefix, reading, () => Results.Redirect("dashboard/"));
+        var index = Files[$"{Prefix}/index.html"];
+        // Routing matches /dashboard and /dashboard/ alike; the page is answered at the second
+        // only, so that its relative links (its files, ../v1/...) resolve below it, also behind a
+        // proxy that serves this server under a path of its own (hence a relative Location).
+        app.MapMethods(Prefix, reading, (HttpContext http) => http.Request.Path.Value!.EndsWith('/') ? Serve(http, index) : Results.Redirect("dashboard/"));
         foreach (var (path, file) in Files)
             app.MapMethods(path, reading, (HttpContext http) => Serve(http, file));
         return app;
@@ -68,7 +70,6 @@ public static class DashboardEndpoints
             var relative = name[ResourceFolder.Length..];
             var file = new DashboardFile(content, ContentType(relative), $"\"{Convert.ToHexStringLower(SHA256.HashData(content))[..16]}\"");
             files[$"{Prefix}/{relative}"] = file;
-            if (relative == "index.html") files[$"{Prefix}/"] = file;
         }
         return files.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase);
     }

@@ -13,7 +13,7 @@ function svg(tag, attributes, ...children) {
 /** A line through values (oldest first, drawn to the right edge as the newest), scaled to their
  *  maximum, with the maximum and the span labelled; label describes it to a screen reader. */
 export function lineChart(values, { label, span, unit }) {
-  const width = 600, height = 120, left = 44, bottom = 18, top = 8;
+  const width = 400, height = 110, left = 36, bottom = 18, top = 8;
   const max = Math.max(1, ...values);
   const step = values.length > 1 ? (width - left) / (values.length - 1) : 0;
   const points = values.map((v, i) => `${(left + i * step).toFixed(1)},${(top + (height - bottom - top) * (1 - v / max)).toFixed(1)}`);

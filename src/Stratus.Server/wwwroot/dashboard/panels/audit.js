@@ -30,7 +30,7 @@ export default {
         { label: "Time", value: e => time(e.time) },
         { label: "Actor", value: e => e.actor },
         { label: "Action", value: e => e.action },
-        { label: "Details", value: e => el("code", {}, e.details === null ? "" : JSON.stringify(e.details)) },
+        { label: "Details", value: e => el("code", { class: "details" }, e.details === null ? "" : JSON.stringify(e.details)) },
       ], latest.reverse(), "The audit log is empty."),
     ];
   },

@@ -7,6 +7,7 @@
 // install it, rather than skipping a test that CI runs.
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
+using Deque.AxeCore.Playwright;
 using Microsoft.Playwright;
 using Stratus.Platform;
 using Stratus.Server.Tests;
@@ -58,6 +59,15 @@ public sealed class DashboardBrowserTests(TinyModelServer fixture) : IClassFixtu
         Assert.True(served > 0);
         // The live panel refreshes every 2 s.
         await Expect(generated).ToHaveTextAsync((before + served).ToString(System.Globalization.CultureInfo.InvariantCulture), new() { Timeout = 10_000 });
+
+        // Every panel drawn, then axe-core's rules (WCAG 2.1 A and AA) over the whole page.
+        await Expect(page.Locator("#panel-audit table")).ToBeVisibleAsync();
+        await Expect(page.Locator("#panel-keys table")).ToBeVisibleAsync();
+        var axe = await page.RunAxe(new Deque.AxeCore.Commons.AxeRunOptions
+        {
+            RunOnly = new Deque.AxeCore.Commons.RunOnlyOptions { Type = "tag", Values = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] },
+        });
+        Assert.True(axe.Violations.Length == 0, "accessibility: " + string.Join("; ", axe.Violations.Select(v => $"{v.Id} ({v.Impact}): {v.Help} at {string.Join(", ", v.Nodes.Select(n => n.Target))}")));
 
         // The key is this tab's alone: never in the address, nor in storage that outlives the tab.
         Assert.DoesNotContain(fixture.ApiKey, page.Url, StringComparison.Ordinal);

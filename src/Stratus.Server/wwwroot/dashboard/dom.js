@@ -10,10 +10,11 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
-/** A table with a caption; columns are { label, value(row), number? }. */
+/** A table with a caption; columns are { label, value(row), number? }. On a narrow screen it
+ *  scrolls sideways in a region that the keyboard can reach (and scroll) too. */
 export function table(caption, columns, rows, empty = "None yet.") {
   if (rows.length === 0) return el("p", {}, empty);
-  return el("div", { class: "table-scroll" },
+  return el("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-label": caption },
     el("table", {},
       el("caption", {}, caption),
       el("thead", {}, el("tr", {}, columns.map(c => el("th", { scope: "col", class: c.number ? "number" : null }, c.label)))),

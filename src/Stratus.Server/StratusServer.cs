@@ -1,6 +1,7 @@
 // The OpenAI-compatible server: Kestrel, the /v1 endpoints, /tokenize, /health, /ready and
 // /metrics over one engine per served model, behind the trust layer (API keys on everything but
-// /health, quotas, content safety, usage, the admin API). StartAsync is the one entry point,
+// /health and the dashboard's files, quotas, content safety, usage, the admin API), and the
+// operators' dashboard at /dashboard/. StartAsync is the one entry point,
 // used by `stratus serve`, by tests and by anything that wants a model behind HTTP.
 using System.Net;
 using System.Net.Sockets;
@@ -307,6 +308,7 @@ public sealed class StratusServer : IAsyncDisposable
 
         app.MapGroup("/v1").MapModels().MapCompletions().MapChatCompletions();
         app.MapTokenizer().MapHealth();
+        app.MapServing().MapDashboard();
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapStratusTrustEndpoints();
         if (options.JobsCommand is { } jobsCommand) app.MapJobs(jobsCommand, options.JobsRoot is { } root ? new JobsRoot(root) : null);

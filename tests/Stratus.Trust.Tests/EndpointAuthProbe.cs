@@ -19,7 +19,7 @@ public static class EndpointAuthProbe
     public sealed record Probe(string Method, string Path, string Credential, HttpStatusCode Status);
 
     /// <summary>Probes every endpoint; returns all probes and the ones that were not refused
-    /// with 401 (paths in TrustRoutes.AnonymousPaths are expected to answer without a key).</summary>
+    /// with 401 (what TrustRoutes.IsAnonymous lets in is expected to answer without a key).</summary>
     public static async Task<(IReadOnlyList<Probe> All, IReadOnlyList<Probe> Unprotected)> RunAsync(IServiceProvider services, HttpClient client, CancellationToken cancellationToken = default)
     {
         var unknownKey = ApiKeyFormat.Generate().Key;
@@ -44,7 +44,7 @@ public static class EndpointAuthProbe
                     using var response = await client.SendAsync(request, cancellationToken);
                     var probe = new Probe(method, path, name, response.StatusCode);
                     all.Add(probe);
-                    var anonymous = TrustRoutes.AnonymousPaths.Contains(path, StringComparer.OrdinalIgnoreCase);
+                    var anonymous = TrustRoutes.IsAnonymous(method, path);
                     if (!anonymous && response.StatusCode != HttpStatusCode.Unauthorized) unprotected.Add(probe);
                 }
         }

@@ -87,6 +87,7 @@ public sealed class InferenceEngine : IDisposable
         var bytesPerBlock = KvBlockPool.BytesPerBlock(config.NLayer, model.KvHeads, config.HeadDim, options.BlockSize, model.ComputeDtype);
         var blocks = options.KvBlocks ?? (int)Math.Max(blocksPerContext, Math.Min((long)options.MaxBatchSize * blocksPerContext, options.MaxKvCacheBytes / bytesPerBlock));
         Options = options;
+        Device = model.Device.ToString();
         pool = new KvBlockPool(config.NLayer, model.KvHeads, config.HeadDim, blocks, options.BlockSize, model.ComputeDtype, model.Device, options.PrefixCaching);
         scheduler = new Scheduler(Options, pool.Allocator);
         decodeRowsThatFit = options.MaxBatchSize;
@@ -106,6 +107,9 @@ public sealed class InferenceEngine : IDisposable
     public ITokenizer Tokenizer { get; }
     public ModelConfig ModelConfig => model.Config;
     public int ContextLength => model.Config.BlockSize;
+    /// <summary>Where the model runs, as libtorch names it ("cpu", "cuda:0"): read once, since
+    /// the model's device is found through its parameters.</summary>
+    public string Device { get; }
 
     public int Running => scheduler.Running;
     public int Waiting => scheduler.Waiting;

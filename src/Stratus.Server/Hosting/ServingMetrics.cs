@@ -2,6 +2,9 @@
 // through OpenTelemetry; vLLM's vllm:* set is the model (requests by outcome, TTFT, TPOT,
 // end-to-end latency, running and waiting sequences, KV-cache usage, token counters), with what
 // the engine learned of its device (the decode batch that fits, requests whose own call failed).
+// The counters' totals are kept here too, for Snapshot (GET /api/serving, the dashboard's live
+// figures): an instrument cannot be read back, and a browser should not parse Prometheus text.
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 
@@ -17,9 +20,20 @@ public sealed class ServingMetrics : IDisposable
     readonly Meter meter;
     readonly Counter<long> requests, promptTokens, cachedPromptTokens, generationTokens;
     readonly Histogram<double> timeToFirstToken, timePerOutputToken, e2eLatency;
+    readonly ServedModels registry;
+    // By model name; "" holds the requests refused before they named a served model.
+    readonly ConcurrentDictionary<string, Totals> totals = new(StringComparer.Ordinal);
+
+    /// <summary>A model's counters since the server started.</summary>
+    sealed class Totals
+    {
+        public long PromptTokens, CachedPromptTokens, GenerationTokens;
+        public readonly ConcurrentDictionary<string, long> Requests = new(StringComparer.Ordinal);
+    }
 
     public ServingMetrics(ServedModels registry)
     {
+        this.registry = registry;
         meter = new Meter(MeterName);
         requests = meter.CreateCounter<long>("stratus.requests", description: "Requests by outcome: stop, length, cancelled, rejected (429, or 503 for a stopped engine), invalid (4xx), error (5xx, a failed model step, and a platform database the machine refuses).");
         promptTokens = meter.CreateCounter<long>("stratus.prompt_tokens", description: "Prompt tokens processed, of every request (those cancelled or failed too) whose prompt the model read whole.");
@@ -41,8 +55,13 @@ public sealed class ServingMetrics : IDisposable
         foreach (var model in registry.All) yield return new Measurement<T>(read(model), new KeyValuePair<string, object?>("model", model.Name));
     }
 
-    public void RequestEnded(string model, string outcome) =>
+    public void RequestEnded(string model, string outcome)
+    {
         requests.Add(1, new KeyValuePair<string, object?>("model", model), new KeyValuePair<string, object?>("outcome", outcome));
+        TotalsOf(model).Requests.AddOrUpdate(outcome, 1, static (_, count) => count + 1);
+    }
+
+    Totals TotalsOf(string model) => totals.GetOrAdd(model, static _ => new Totals());
 
     /// <summary>Records a generation once it is over, however it ended: the tokens the model
     /// computed (a prompt once read whole, every token generated), its time to first token where
@@ -56,10 +75,53 @@ public sealed class ServingMetrics : IDisposable
         promptTokens.Add(prompt, tag);
         cachedPromptTokens.Add(cachedPrompt, tag);
         generationTokens.Add(generated, tag);
+        var total = TotalsOf(model);
+        Interlocked.Add(ref total.PromptTokens, prompt);
+        Interlocked.Add(ref total.CachedPromptTokens, cachedPrompt);
+        Interlocked.Add(ref total.GenerationTokens, generated);
         if (endTimestamp is { } end) e2eLatency.Record(Stopwatch.GetElapsedTime(startTimestamp, end).TotalSeconds, tag);
         if (firstTokenTimestamp is { } first) timeToFirstToken.Record(Stopwatch.GetElapsedTime(startTimestamp, first).TotalSeconds, tag);
         foreach (var seconds in secondsPerOutputToken) timePerOutputToken.Record(seconds, tag);
     }
 
+    /// <summary>The figures /metrics exports, as they stand now: each served model's engine and
+    /// counters, and the requests of every model by outcome (those that named no served model too).
+    /// Rates are the reader's to compute, from two snapshots' counters and times.</summary>
+    public ServingSnapshot Snapshot()
+    {
+        var models = new List<ServedModelFigures>(registry.All.Count);
+        foreach (var model in registry.All)
+        {
+            var total = TotalsOf(model.Name);
+            var engine = model.Engine;
+            models.Add(new ServedModelFigures(model.Name, engine.Device, engine.ContextLength, engine.IsHealthy, engine.Running, engine.Waiting,
+                engine.KvCacheUsage, engine.MaxDecodeBatchSize, engine.RequestsFailedAlone, Interlocked.Read(ref total.PromptTokens),
+                Interlocked.Read(ref total.CachedPromptTokens), Interlocked.Read(ref total.GenerationTokens), Outcomes([total])));
+        }
+        return new ServingSnapshot(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0, registry.IsLoading, models, Outcomes(totals.Values));
+    }
+
+    static SortedDictionary<string, long> Outcomes(IEnumerable<Totals> of)
+    {
+        var sum = new SortedDictionary<string, long>(StringComparer.Ordinal);
+        foreach (var total in of)
+            foreach (var (outcome, count) in total.Requests) sum[outcome] = sum.GetValueOrDefault(outcome) + count;
+        return sum;
+    }
+
     public void Dispose() => meter.Dispose();
 }
+
+/// <summary>GET /api/serving's answer (snake_case on the wire).</summary>
+/// <param name="Time">Seconds since 1970 (UTC) when it was taken, for rates between two.</param>
+/// <param name="Requests">Requests of every model by outcome, as stratus_requests_total counts them.</param>
+public sealed record ServingSnapshot(double Time, bool Loading, IReadOnlyList<ServedModelFigures> Models, IReadOnlyDictionary<string, long> Requests)
+{
+    public string Object => "serving";
+}
+
+/// <param name="Healthy">Whether its engine serves (false once stopped or failing every call: /health's 503).</param>
+/// <param name="KvCacheUsage">The fraction of KV-cache blocks in use, 0 to 1.</param>
+/// <param name="Requests">Its requests by outcome: stop, length, tool_calls, cancelled, rejected, invalid, error.</param>
+public sealed record ServedModelFigures(string Id, string Device, int ContextLength, bool Healthy, int Running, int Waiting, double KvCacheUsage,
+    int MaxDecodeBatchSize, long RequestsFailedAlone, long PromptTokens, long PrefixCacheHitTokens, long GenerationTokens, IReadOnlyDictionary<string, long> Requests);

@@ -68,7 +68,7 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
 
     public async Task InvokeAsync(HttpContext context)
     {
-        if (TrustRoutes.IsAnonymous(context.Request.Path))
+        if (TrustRoutes.IsAnonymous(context.Request.Method, context.Request.Path.Value))
         {
             await next(context);
             return;

@@ -1,10 +1,12 @@
-// Which requests need which key scope. The only path served without a key is /health (load
-// balancers probe it without credentials); everything else, including /ready, /metrics and
-// paths that match no endpoint, needs a valid key. The scope comes from endpoint metadata when
-// an endpoint declares one (RequireStratusScope), else from the matched route pattern, else
-// from the request path; prefixes compare case-insensitively because routing does. /metrics
-// needs the metrics scope, which a scraper's key holds alone (inference and admin keys have it too).
+// Which requests need which key scope. Served without a key: /health (load balancers probe it
+// without credentials) and reading the dashboard's own files (DashboardEndpoints); everything
+// else, including /ready, /metrics and paths that match no endpoint, needs a valid key. The
+// scope comes from endpoint metadata when an endpoint declares one (RequireStratusScope), else
+// from the matched route pattern, else from the request path; prefixes compare
+// case-insensitively because routing does. /metrics needs the metrics scope, which a scraper's
+// key holds alone (inference and admin keys have it too).
 using Stratus.Platform;
+using Stratus.Server.Endpoints;
 
 namespace Stratus.Server.Trust;
 
@@ -26,11 +28,14 @@ public static class TrustRoutes
         ("/metrics", ApiKeyScopes.Metrics),
     ];
 
-    public static bool IsAnonymous(PathString path)
+    public static bool IsAnonymous(string method, string? path)
     {
         foreach (var anonymous in AnonymousPaths)
-            if (string.Equals(path.Value, anonymous, StringComparison.OrdinalIgnoreCase)) return true;
-        return false;
+            if (string.Equals(path, anonymous, StringComparison.OrdinalIgnoreCase)) return true;
+        // The dashboard's files hold no data: the page fetches what it shows from the API with the
+        // admin key its operator pastes in, so a browser must load the page before it has a key.
+        // Reading those exact paths only: nothing below or beside /dashboard, no other method.
+        return (HttpMethods.IsGet(method) || HttpMethods.IsHead(method)) && DashboardEndpoints.IsFile(path);
     }
 
     /// <summary>The scope this request needs; Inference unless a rule says otherwise.</summary>

@@ -1,0 +1,40 @@
+// Small helpers that build the page's elements. Text always goes in as text nodes, never as
+// HTML: key names, audit details and model names are shown, not interpreted.
+
+export function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes))
+    if (value !== undefined && value !== null && value !== false) node.setAttribute(name, value === true ? "" : String(value));
+  for (const child of children.flat())
+    if (child !== undefined && child !== null) node.append(child instanceof Node ? child : String(child));
+  return node;
+}
+
+/** A table with a caption; columns are { label, value(row), number? }. On a narrow screen it
+ *  scrolls sideways in a region that the keyboard can reach (and scroll) too. */
+export function table(caption, columns, rows, empty = "None yet.") {
+  if (rows.length === 0) return el("p", {}, empty);
+  return el("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-label": caption },
+    el("table", {},
+      el("caption", {}, caption),
+      el("thead", {}, el("tr", {}, columns.map(c => el("th", { scope: "col", class: c.number ? "number" : null }, c.label)))),
+      el("tbody", {}, rows.map(row => el("tr", {}, columns.map(c => el("td", { class: c.number ? "number" : null }, c.value(row))))))));
+}
+
+/** Figures as a description list: [label, value, id?]. */
+export function figures(items) {
+  return el("dl", { class: "figures" },
+    items.map(([label, value, id]) => el("div", {}, el("dt", {}, label), el("dd", { id }, value))));
+}
+
+export const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+export const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+
+export function time(iso) {
+  return iso ? new Date(iso).toLocaleString() : "—";
+}
+
+/** A state in words with a mark, so it does not depend on colour. */
+export function state(ok, text) {
+  return el("span", { class: ok ? "state-ok" : "state-bad" }, text);
+}

@@ -1,0 +1,14 @@
+// The dashboard's panels, in the order the page shows them. A panel is a module whose default
+// export is
+//   { id, title, refreshSeconds, wide?, render(get) }
+// where render calls get("/v1/...") (the API, with the operator's key; it throws an ApiError
+// carrying the API's message) and returns the nodes to show below the title. dashboard.js draws
+// each panel's frame, refreshes it every refreshSeconds and shows its errors. To add a panel,
+// write its module beside these and list it here.
+import models from "./models.js";
+import serving from "./serving.js";
+import usage from "./usage.js";
+import audit from "./audit.js";
+import keys from "./keys.js";
+
+export const panels = [models, serving, usage, audit, keys];

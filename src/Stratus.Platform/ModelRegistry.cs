@@ -113,19 +113,20 @@ public sealed class ModelRegistry
     /// else one line naming the version, its folder and what changed.</summary>
     public string? Check(ModelVersion version)
     {
-        var path = version.Checkpoint.Directory;
-        string? changed;
         try
         {
-            changed = checkpoints.Read(path).ManifestSha256 == version.Checkpoint.ManifestSha256 ? null : "its files changed since it was registered (a new manifest)";
+            return checkpoints.Read(version.Checkpoint.Directory).ManifestSha256 == version.Checkpoint.ManifestSha256 ? null : Changed(version);
         }
         catch (TrustUserException e)
         {
-            changed = $"its files changed or vanished since it was registered ({e.Message.TrimEnd('.')})";
+            return Changed(version, $"its files changed or vanished since it was registered ({e.Message.TrimEnd('.')})");
         }
-        return changed is null ? null
-            : $"model {version.Reference} refers to {path}, but {changed}; register the checkpoint again as a new version, or use another version";
     }
+
+    /// <summary>One line naming a version whose checkpoint no longer holds the files it was
+    /// registered with, and what to do; <paramref name="what"/> says what changed.</summary>
+    public static string Changed(ModelVersion version, string what = "its files changed since it was registered (a new manifest)") =>
+        $"model {version.Reference} refers to {version.Checkpoint.Directory}, but {what}; register the checkpoint again as a new version, or use another version";
 
     /// <summary>Points <paramref name="alias"/> of <paramref name="name"/> at
     /// <paramref name="version"/>, moving it from the version it pointed at.</summary>

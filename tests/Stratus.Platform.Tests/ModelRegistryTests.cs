@@ -82,6 +82,33 @@ public sealed class ModelRegistryTests : IDisposable
     }
 
     [Fact]
+    public void Changing_a_version_or_alias_that_is_not_there_is_not_found_for_a_known_name_and_an_unknown_one()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        registry.Register(Checkpoint("a"), "shk", null, null, "t");
+        // Each verb finds the version or alias missing inside its write transaction, where the
+        // message's own query must run too.
+        var errors = new[]
+        {
+            Assert.Throws<TrustUserException>(() => registry.SetAlias("shk", 9, "production", "t")),
+            Assert.Throws<TrustUserException>(() => registry.RemoveAlias("shk", "production", "t")),
+            Assert.Throws<TrustUserException>(() => registry.Delete("shk", 9, "t")),
+            Assert.Throws<TrustUserException>(() => registry.SetAlias("nope", 1, "production", "t")),
+            Assert.Throws<TrustUserException>(() => registry.RemoveAlias("nope", "production", "t")),
+            Assert.Throws<TrustUserException>(() => registry.Delete("nope", 1, "t")),
+        };
+        Assert.All(errors, error => Assert.True(error.NotFound));
+        Assert.Equal([
+            "model 'shk' has no version 9; see its versions and aliases with `stratus models show shk` or `stratus models list --name shk`",
+            "model 'shk' has no alias 'production'; see its versions and aliases with `stratus models show shk` or `stratus models list --name shk`",
+            "model 'shk' has no version 9; see its versions and aliases with `stratus models show shk` or `stratus models list --name shk`",
+            "no model named 'nope' is registered; see the registered names with `stratus models list`",
+            "no model named 'nope' is registered; see the registered names with `stratus models list`",
+            "no model named 'nope' is registered; see the registered names with `stratus models list`",
+        ], errors.Select(error => error.Message));
+    }
+
+    [Fact]
     public void A_version_is_immutable_in_the_database()
     {
         var registry = ModelRegistry.Open(directory, new ManifestFolders());

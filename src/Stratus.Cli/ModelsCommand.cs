@@ -113,7 +113,7 @@ static class ModelsCommand
         };
         command.SetAction(result =>
         {
-            var registry = Open(result.GetValue(dataDir));
+            var registry = OpenExisting(result, dataDir);
             var model = result.GetValue(name)!;
             if (result.GetValue(remove) is { } removed)
             {

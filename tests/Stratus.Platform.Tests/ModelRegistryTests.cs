@@ -53,6 +53,11 @@ public sealed class ModelRegistryTests : IDisposable
     [InlineData("shk:1@production")]
     [InlineData("..")]
     [InlineData("")]
+    [InlineData("-shk")]
+    [InlineData("_shk")]
+    [InlineData(".shk")]
+    [InlineData("shk@-production")]
+    [InlineData("shk@.production")]
     public void What_is_no_reference_is_refused_in_one_line(string text)
     {
         var error = Assert.Throws<TrustUserException>(() => ModelReference.Parse(text));

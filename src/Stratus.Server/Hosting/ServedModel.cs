@@ -1,5 +1,6 @@
 // The models one server serves, by name: each a loaded checkpoint with its tokenizer, chat
-// template and engine. A model's name defaults to its run folder's name.
+// template and engine. A model's name defaults to its registered name (served by reference, see
+// ModelSpec.ResolveRegistered), else its run folder's name.
 using Stratus.Inference;
 using Stratus.Platform;
 using Stratus.Safety;

@@ -32,7 +32,7 @@ static class ModelsCommand
     static Command Register()
     {
         var path = PathOptions.Argument("run-or-checkpoint", "a run folder (its checkpoints/best, else last, is registered) or a checkpoint folder");
-        var name = new Option<string>("--name") { Description = $"the model's name: 1-{ModelReference.MaxNameLength} letters, digits, '-', '_' or '.'", Required = true };
+        var name = new Option<string>("--name") { Description = $"the model's name: 1-{ModelReference.MaxNameLength} letters, digits, '-', '_' or '.', beginning with a letter or digit", Required = true };
         var description = new Option<string?>("--description") { Description = "a line saying what this version is" };
         var alias = new Option<string?>("--alias") { Description = "an alias to point at the new version (e.g. production), moved from the version it pointed at" };
         var dataDir = TrustCommands.DataDirOption();
@@ -113,7 +113,7 @@ static class ModelsCommand
         };
         command.SetAction(result =>
         {
-            var registry = Open(result.GetValue(dataDir));
+            var registry = OpenExisting(result, dataDir);
             var model = result.GetValue(name)!;
             if (result.GetValue(remove) is { } removed)
             {

@@ -92,12 +92,12 @@ public sealed class ModelRegistry
         {
             var found = Versions(connection, null, "WHERE v.name = $name AND v.version = (SELECT version FROM model_aliases WHERE name = $name AND alias = $alias)",
                 ("$name", reference.Name), ("$alias", alias));
-            return found.Count > 0 ? found[0] : throw Missing(connection, reference, $"model '{reference.Name}' has no alias '{alias}'");
+            return found.Count > 0 ? found[0] : throw Missing(connection, null, reference, $"model '{reference.Name}' has no alias '{alias}'");
         }
         var versions = Versions(connection, null, reference.Version is null
             ? "WHERE v.name = $name AND v.version = (SELECT MAX(version) FROM model_versions WHERE name = $name)"
             : "WHERE v.name = $name AND v.version = $version", ("$name", reference.Name), ("$version", reference.Version));
-        return versions.Count > 0 ? versions[0] : throw Missing(connection, reference, $"model '{reference.Name}' has no version {reference.Version}");
+        return versions.Count > 0 ? versions[0] : throw Missing(connection, null, reference, $"model '{reference.Name}' has no version {reference.Version}");
     });
 
     /// <summary>The version a reference names, its checkpoint read again and found unchanged.</summary>
@@ -113,19 +113,20 @@ public sealed class ModelRegistry
     /// else one line naming the version, its folder and what changed.</summary>
     public string? Check(ModelVersion version)
     {
-        var path = version.Checkpoint.Directory;
-        string? changed;
         try
         {
-            changed = checkpoints.Read(path).ManifestSha256 == version.Checkpoint.ManifestSha256 ? null : "its files changed since it was registered (a new manifest)";
+            return checkpoints.Read(version.Checkpoint.Directory).ManifestSha256 == version.Checkpoint.ManifestSha256 ? null : Changed(version);
         }
         catch (TrustUserException e)
         {
-            changed = $"its files changed or vanished since it was registered ({e.Message.TrimEnd('.')})";
+            return Changed(version, $"its files changed or vanished since it was registered ({e.Message.TrimEnd('.')})");
         }
-        return changed is null ? null
-            : $"model {version.Reference} refers to {path}, but {changed}; register the checkpoint again as a new version, or use another version";
     }
+
+    /// <summary>One line naming a version whose checkpoint no longer holds the files it was
+    /// registered with, and what to do; <paramref name="what"/> says what changed.</summary>
+    public static string Changed(ModelVersion version, string what = "its files changed since it was registered (a new manifest)") =>
+        $"model {version.Reference} refers to {version.Checkpoint.Directory}, but {what}; register the checkpoint again as a new version, or use another version";
 
     /// <summary>Points <paramref name="alias"/> of <paramref name="name"/> at
     /// <paramref name="version"/>, moving it from the version it pointed at.</summary>
@@ -137,7 +138,7 @@ public sealed class ModelRegistry
         var previous = database.Write(transaction =>
         {
             if (Versions(transaction.Connection!, transaction, "WHERE v.name = $name AND v.version = $version", ("$name", name), ("$version", version)).Count == 0)
-                throw Missing(transaction.Connection!, new ModelReference(name, version), $"model '{name}' has no version {version}");
+                throw Missing(transaction.Connection!, transaction, new ModelReference(name, version), $"model '{name}' has no version {version}");
             return MoveAlias(transaction, name, version, alias, actor);
         });
         return new ModelAliasChange(Find(new ModelReference(name, version)), alias, previous);
@@ -153,7 +154,7 @@ public sealed class ModelRegistry
         {
             var connection = transaction.Connection!;
             var version = Scalar(connection, transaction, "DELETE FROM model_aliases WHERE name = $name AND alias = $alias RETURNING version", ("$name", name), ("$alias", alias));
-            if (version is null) throw Missing(connection, new ModelReference(name, Alias: alias), $"model '{name}' has no alias '{alias}'");
+            if (version is null) throw Missing(connection, transaction, new ModelReference(name, Alias: alias), $"model '{name}' has no alias '{alias}'");
             var number = Convert.ToInt32(version, CultureInfo.InvariantCulture);
             audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelAliasRemoved, new JsonObject { ["name"] = name, ["alias"] = alias, ["version"] = number }));
             return number;
@@ -170,7 +171,7 @@ public sealed class ModelRegistry
         {
             var connection = transaction.Connection!;
             var found = Versions(connection, transaction, "WHERE v.name = $name AND v.version = $version", ("$name", name), ("$version", version));
-            if (found.Count == 0) throw Missing(connection, new ModelReference(name, version), $"model '{name}' has no version {version}");
+            if (found.Count == 0) throw Missing(connection, transaction, new ModelReference(name, version), $"model '{name}' has no version {version}");
             var deleted = found[0];
             if (deleted.Aliases.Count > 0)
                 throw new TrustUserException($"model {deleted.Reference} is what {string.Join(", ", deleted.Aliases.Select(a => $"{name}@{a}"))} points at; " +
@@ -208,10 +209,10 @@ public sealed class ModelRegistry
     }
 
     /// <summary>Not found: the name unknown (with where to see the known ones), or the name's
-    /// version or alias missing.</summary>
-    static TrustUserException Missing(SqliteConnection connection, ModelReference reference, string what)
+    /// version or alias missing; asked in the transaction of the verb that found it missing, where there is one.</summary>
+    static TrustUserException Missing(SqliteConnection connection, SqliteTransaction? transaction, ModelReference reference, string what)
     {
-        var known = Scalar(connection, null, "SELECT 1 FROM model_versions WHERE name = $name LIMIT 1", ("$name", reference.Name)) is not null;
+        var known = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE name = $name LIMIT 1", ("$name", reference.Name)) is not null;
         return new TrustUserException(known
             ? $"{what}; see its versions and aliases with `stratus models show {reference.Name}` or `{ListCommand} --name {reference.Name}`"
             : $"no model named '{reference.Name}' is registered; see the registered names with `{ListCommand}`") { NotFound = true };

@@ -78,7 +78,7 @@ public sealed record ModelReference(string Name, int? Version = null, string? Al
         }
     }
 
-    /// <exception cref="TrustUserException">Not 1-64 letters, digits, '-', '_' or '.'.</exception>
+    /// <exception cref="TrustUserException">Not 1-64 letters, digits, '-', '_' or '.', beginning with a letter or digit.</exception>
     public static string ValidateName(string name) => Validate(name, "model name");
 
     /// <exception cref="TrustUserException">As a name, or all digits (which reads as a version).</exception>
@@ -90,11 +90,13 @@ public sealed record ModelReference(string Name, int? Version = null, string? Al
     }
 
     // Names travel in URLs (/api/models/{name}), file names and shell commands: a safe charset
-    // needs no quoting in any of them. '.' or '..' alone would be a path segment.
+    // needs no quoting in any of them. A letter or digit first: a leading '-' reads as an option
+    // (`models show -shk`), a leading '.' as a hidden file or a path segment ('..'), and serve's
+    // deployment names (SafetyPolicy.ValidateDeploymentName) begin so too.
     static string Validate(string value, string what)
     {
-        if (value.Length is 0 or > MaxNameLength || value is "." or ".." || !value.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
-            throw new TrustUserException($"'{(value.Length > 100 ? value[..100] + "..." : value)}' is not a valid {what}: use 1-{MaxNameLength} letters, digits, '-', '_' or '.'.");
+        if (value.Length is 0 or > MaxNameLength || !char.IsAsciiLetterOrDigit(value[0]) || !value.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+            throw new TrustUserException($"'{(value.Length > 100 ? value[..100] + "..." : value)}' is not a valid {what}: use 1-{MaxNameLength} letters, digits, '-', '_' or '.', beginning with a letter or digit.");
         return value;
     }
 

@@ -54,6 +54,19 @@ public sealed class ModelsCommandTests
     }
 
     [Fact]
+    public void Models_alias_in_a_data_directory_without_a_database_is_refused_and_creates_none()
+    {
+        using var temp = new TempDirectory();
+        // A mistyped --data-dir: alias, as list, show and delete, changes an existing registry only.
+        var (code, _, stderr) = Cli.Run("models", "alias", "shk", "1", "production", "--data-dir", temp["typo"]);
+        Assert.Equal((2, $"error: no Stratus data in {temp["typo"]} (no stratus.db); check --data-dir or $STRATUS_HOME (keys and servers create it)"), (code, stderr.Trim()));
+        Assert.False(File.Exists(Path.Combine(temp["typo"], "stratus.db")));
+        (code, _, stderr) = Cli.Run("models", "alias", "shk", "--remove", "production", "--data-dir", temp["typo"]);
+        Assert.Equal(2, code);
+        Assert.StartsWith("error: no Stratus data in ", stderr);
+    }
+
+    [Fact]
     public void Serve_of_a_name_nobody_registered_is_one_line_and_exit_2_before_loading()
     {
         using var temp = new TempDirectory();

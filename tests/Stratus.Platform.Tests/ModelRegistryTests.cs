@@ -53,6 +53,11 @@ public sealed class ModelRegistryTests : IDisposable
     [InlineData("shk:1@production")]
     [InlineData("..")]
     [InlineData("")]
+    [InlineData("-shk")]
+    [InlineData("_shk")]
+    [InlineData(".shk")]
+    [InlineData("shk@-production")]
+    [InlineData("shk@.production")]
     public void What_is_no_reference_is_refused_in_one_line(string text)
     {
         var error = Assert.Throws<TrustUserException>(() => ModelReference.Parse(text));
@@ -79,6 +84,33 @@ public sealed class ModelRegistryTests : IDisposable
         Assert.Equal("no model named 'nope' is registered; see the registered names with `stratus models list`", error.Message);
         registry.Register(Checkpoint("a"), "shk", null, null, "t");
         Assert.StartsWith("model 'shk' has no version 7; see its versions", Assert.Throws<TrustUserException>(() => registry.Find(ModelReference.Parse("shk:7"))).Message);
+    }
+
+    [Fact]
+    public void Changing_a_version_or_alias_that_is_not_there_is_not_found_for_a_known_name_and_an_unknown_one()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        registry.Register(Checkpoint("a"), "shk", null, null, "t");
+        // Each verb finds the version or alias missing inside its write transaction, where the
+        // message's own query must run too.
+        var errors = new[]
+        {
+            Assert.Throws<TrustUserException>(() => registry.SetAlias("shk", 9, "production", "t")),
+            Assert.Throws<TrustUserException>(() => registry.RemoveAlias("shk", "production", "t")),
+            Assert.Throws<TrustUserException>(() => registry.Delete("shk", 9, "t")),
+            Assert.Throws<TrustUserException>(() => registry.SetAlias("nope", 1, "production", "t")),
+            Assert.Throws<TrustUserException>(() => registry.RemoveAlias("nope", "production", "t")),
+            Assert.Throws<TrustUserException>(() => registry.Delete("nope", 1, "t")),
+        };
+        Assert.All(errors, error => Assert.True(error.NotFound));
+        Assert.Equal([
+            "model 'shk' has no version 9; see its versions and aliases with `stratus models show shk` or `stratus models list --name shk`",
+            "model 'shk' has no alias 'production'; see its versions and aliases with `stratus models show shk` or `stratus models list --name shk`",
+            "model 'shk' has no version 9; see its versions and aliases with `stratus models show shk` or `stratus models list --name shk`",
+            "no model named 'nope' is registered; see the registered names with `stratus models list`",
+            "no model named 'nope' is registered; see the registered names with `stratus models list`",
+            "no model named 'nope' is registered; see the registered names with `stratus models list`",
+        ], errors.Select(error => error.Message));
     }
 
     [Fact]

@@ -125,6 +125,21 @@ public sealed class ModelRegistryTests : IDisposable
     }
 
     [Fact]
+    public void A_checkpoint_saved_again_between_resolving_and_loading_is_not_served_as_the_version()
+    {
+        var registry = Registry();
+        var run = Run("a");
+        registry.Register(run, "shk", null, "production", "tests");
+        var spec = ModelSpec.Parse("shk@production").ResolveRegistered(new Lazy<ModelRegistry>(() => registry));
+        // The run trains on while the server starts: checkpoints/best is saved again, with a
+        // manifest of its own, after the version was checked and before its weights are loaded.
+        TinyModelServer.CreateCheckpoint(Path.Combine(run, "checkpoints", "best"), context: 32);
+        var error = Assert.Throws<StratusUserException>(() => ServedModel.Load(spec, new EngineOptions { BlockSize = 8 }).Dispose());
+        Assert.Contains("model shk:1 refers to " + Path.Combine(run, "checkpoints", "best"), error.Message);
+        Assert.Contains("changed since it was registered", error.Message);
+    }
+
+    [Fact]
     public async Task Serve_of_a_name_neither_a_folder_nor_registered_is_refused_before_any_model_loads()
     {
         var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(new ServeOptions

@@ -1,5 +1,6 @@
 // The models one server serves, by name: each a loaded checkpoint with its tokenizer, chat
-// template and engine. A model's name defaults to its run folder's name.
+// template and engine. A model's name defaults to its registered name (served by reference, see
+// ModelSpec.ResolveRegistered), else its run folder's name.
 using Stratus.Inference;
 using Stratus.Platform;
 using Stratus.Safety;
@@ -11,7 +12,10 @@ namespace Stratus.Server.Hosting;
 
 /// <summary>A model to serve: a run or checkpoint folder, or a registered model's reference,
 /// and optionally the name to serve it under.</summary>
-public sealed record ModelSpec(string Path, string? Name = null)
+/// <param name="Registered">The registered version <see cref="Path"/> is the checkpoint of
+/// (<see cref="ResolveRegistered"/>): loading refuses the folder unless it still holds that
+/// version's manifest, since the folder may be saved again between the check and the load.</param>
+public sealed record ModelSpec(string Path, string? Name = null, ModelVersion? Registered = null)
 {
     /// <summary>The spec with a registered reference (NAME, NAME:VERSION, NAME@ALIAS) in
     /// <see cref="Path"/> replaced by the version's checkpoint, its files checked against the
@@ -26,7 +30,7 @@ public sealed record ModelSpec(string Path, string? Name = null)
         try
         {
             var version = registry.Value.Resolve(reference!);
-            return new ModelSpec(version.Checkpoint.Directory, Name ?? version.Name);
+            return new ModelSpec(version.Checkpoint.Directory, Name ?? version.Name, version);
         }
         catch (TrustUserException e) when (e.NotFound)
         {
@@ -108,6 +112,10 @@ public sealed class ServedModel : IDisposable
     public static ServedModel Load(ModelSpec spec, EngineOptions engineOptions, TorchSharp.torch.Device? device = null, ToolCallParser? toolCallParser = null)
     {
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(spec.Path));
+        // What is loaded is what was verified here, not at ResolveRegistered: a run still
+        // training saves checkpoints/best again, with a new manifest, at any moment.
+        if (spec.Registered is { } registered && checkpoint.ContentHash != registered.Checkpoint.ManifestSha256)
+            throw new StratusUserException(ModelRegistry.Changed(registered));
         // A template Stratus cannot render costs the model its chats only: completions need none.
         var template = ChatTemplate.TryLoad(checkpoint.Directory, checkpoint.Tokenizer, out var unsupported) ?? (unsupported is null ? ChatTemplate.For(checkpoint.Tokenizer) : null);
         var model = checkpoint.CreateModel(device);

@@ -60,6 +60,8 @@ public sealed class JinjaFilterTests
     // Python's arithmetic: unary minus keeps -0.0, float modulo takes the divisor's sign, integer floor division is exact
     [InlineData("{{ -0.0 }} {{ -(0.0) }} {{ [-0.0] }} {{ -0.0 / -1.5 }} {{ -1 }} {{ -true }}", "-0.0 -0.0 [-0.0] 0.0 -1 -1")]
     [InlineData("{{ -7.5 % 2 }} {{ 7.5 % -2 }} {{ -1 % 2.0 }} {{ -7.5 % 2.5 }} {{ 9007199254740993 // 1 }} {{ -7 // 2 }} {{ 7 // -2 }} {{ -9223372036854775807 // 2 }}", "0.5 -0.5 1.0 0.0 9007199254740993 -4 -4 -4611686018427387904")]
+    // a boolean is 1 or 0 to |int and |float; |first and |last of nothing are undefined, printed as nothing
+    [InlineData("{{ true | int }} {{ false | int }} {{ true | float }} [{{ [] | first }}|{{ [] | last }}|{{ ([] | first) is defined }}|{{ {} | dictsort | first | default('d') }}]", "1 0 1.0 [||False|d]")]
     public void Renders_as_jinja2_renders_it(string source, string expected) =>
         Assert.Equal(expected, new JinjaTemplate(source).Render(Variables));
 

@@ -62,6 +62,11 @@ public sealed class JinjaFilterTests
     [InlineData("{{ -7.5 % 2 }} {{ 7.5 % -2 }} {{ -1 % 2.0 }} {{ -7.5 % 2.5 }} {{ 9007199254740993 // 1 }} {{ -7 // 2 }} {{ 7 // -2 }} {{ -9223372036854775807 // 2 }}", "0.5 -0.5 1.0 0.0 9007199254740993 -4 -4 -4611686018427387904")]
     // a boolean is 1 or 0 to |int and |float; |first and |last of nothing are undefined, printed as nothing
     [InlineData("{{ true | int }} {{ false | int }} {{ true | float }} [{{ [] | first }}|{{ [] | last }}|{{ ([] | first) is defined }}|{{ {} | dictsort | first | default('d') }}]", "1 0 1.0 [||False|d]")]
+    // the source's one final line break is dropped (keep_trailing_newline off), before trim_blocks
+    [InlineData("a\n\n", "a\n")]
+    [InlineData("<|im_start|>assistant\n", "<|im_start|>assistant")]
+    [InlineData("{{ 1 }}\r\n", "1")]
+    [InlineData("{% if true %}x{% endif %}\n\n", "x")]
     public void Renders_as_jinja2_renders_it(string source, string expected) =>
         Assert.Equal(expected, new JinjaTemplate(source).Render(Variables));
 

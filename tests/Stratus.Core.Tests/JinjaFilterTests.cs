@@ -67,6 +67,8 @@ public sealed class JinjaFilterTests
     [InlineData("<|im_start|>assistant\n", "<|im_start|>assistant")]
     [InlineData("{{ 1 }}\r\n", "1")]
     [InlineData("{% if true %}x{% endif %}\n\n", "x")]
+    // case-insensitive ordering and |lower fold as Python's str.lower(): 'İ' is "i\u0307", so it sorts with the i's
+    [InlineData("{{ ['ß', 'İ', 'a', 'j'] | sort | join(',') }} {{ ['İ', 'i\u0307'] | unique | list | length }} {{ {'İ': 1, 'ß': 2} | dictsort | first | first }} {{ ['ß', 'İ'] | min }} {{ 'İ' | lower | length }} {{ 'AİB'.lower() | length }} {{ 'xİ' | capitalize | length }}", "a,İ,j,ß 1 İ İ 2 4 3")]
     public void Renders_as_jinja2_renders_it(string source, string expected) =>
         Assert.Equal(expected, new JinjaTemplate(source).Render(Variables));
 

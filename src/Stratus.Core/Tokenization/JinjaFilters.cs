@@ -47,7 +47,7 @@ public sealed partial class JinjaTemplate
         {
             "trim" => (v, _, _) => ToText(v).Trim(),
             "upper" => (v, _, _) => ToText(v).ToUpperInvariant(),
-            "lower" => (v, _, _) => ToText(v).ToLowerInvariant(),
+            "lower" => (v, _, _) => Lower(ToText(v)),
             "capitalize" => (v, _, _) => Capitalize(ToText(v)),
             "title" => (v, _, _) => TitleFilter(ToText(v)),
             "replace" => (v, args, budget) => args is [var old, var replacement] ? Replace(ToText(v), ToText(old), ToText(replacement), budget) : throw new JinjaException("|replace takes the text to replace and its replacement"),
@@ -134,7 +134,12 @@ public sealed partial class JinjaTemplate
             return item;
         }
 
-        static string Capitalize(string s) => s.Length > 0 ? char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant() : "";
+        static string Capitalize(string s) => s.Length > 0 ? char.ToUpperInvariant(s[0]) + Lower(s[1..]) : "";
+
+        /// <summary>Python's str.lower(), which |lower and the case-insensitive |sort, |unique,
+        /// |dictsort, |min and |max use: 'İ' (U+0130) becomes "i̇" (i and a combining dot, as
+        /// Unicode's full mapping has it), which .NET's one-character mapping leaves as it is.</summary>
+        public static string Lower(string s) => (s.Contains('\u0130') ? s.Replace("\u0130", "i\u0307") : s).ToLowerInvariant();
 
         /// <summary>Jinja's |title: each word (after a space, '-', '(', '{', '[' or '&lt;')
         /// capitalized, unlike Python's str.title(), which capitalizes after an apostrophe too.</summary>
@@ -178,7 +183,7 @@ public sealed partial class JinjaTemplate
         /// lower case unless case_sensitive, as Jinja's ignore_case makes it.</summary>
         static Func<object?, object?> SortKey(object? attribute, bool caseSensitive, bool multiple)
         {
-            object? Fold(object? v) => !caseSensitive && v is string s ? s.ToLowerInvariant() : v;
+            object? Fold(object? v) => !caseSensitive && v is string s ? Lower(s) : v;
             if (attribute is null) return multiple ? item => new List<object?> { Fold(item) } : Fold;
             var paths = multiple ? ToText(attribute).Split(',') : [ToText(attribute)];
             return multiple ? item => paths.Select(path => Fold(Attribute(item, path))).ToList() : item => Fold(Attribute(item, paths[0]));

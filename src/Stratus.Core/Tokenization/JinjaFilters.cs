@@ -56,7 +56,14 @@ public sealed partial class JinjaTemplate
             "string" => (v, _, _) => ToText(v),
             // Markup in Jinja, which prints as the text itself: there is no autoescaping here.
             "safe" => (v, _, _) => ToText(v),
-            "int" => (v, _, _) => v switch { long l => l, bool b => b ? 1L : 0L, double d => (long)d, string s when long.TryParse(s, out var l) => l, _ => 0L },
+            "int" => (v, _, _) => v switch
+            {
+                long l => l, bool b => b ? 1L : 0L,
+                // Python's int grows past 64 bits (and refuses inf and nan), where a cast would saturate.
+                double d => Math.Abs(d) < 9223372036854775808.0 ? (long)d : throw new JinjaException($"{ToText(d)} | int is beyond 64-bit integers"),
+                string s when long.TryParse(s, out var l) => l,
+                _ => 0L,
+            },
             "float" => (v, _, _) => v switch { long l => (double)l, bool b => b ? 1.0 : 0.0, double d => d, string s when double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) => d, _ => 0.0 },
             "abs" => (v, _, _) => v switch { long l => (object)Math.Abs(l), double d => Math.Abs(d), _ => throw new JinjaException($"|abs of {Describe(v)}") },
             "tojson" => (v, args, _) => ToJson(v, Indent(args)),
@@ -281,7 +288,8 @@ public sealed partial class JinjaTemplate
                     var scale = Math.Pow(10, digits);
                     var scaled = Convert.ToDouble(v) * scale;
                     if (!double.IsFinite(scaled)) throw new JinjaException($"cannot convert float {ToText(scaled)} to integer");
-                    return (method is "floor" ? Math.Floor(scaled) : Math.Ceiling(scaled)) / scale;
+                    // Python's floor and ceil give an integer, which has no -0: + 0.0 makes -0.0 zero.
+                    return ((method is "floor" ? Math.Floor(scaled) : Math.Ceiling(scaled)) + 0.0) / scale;
                 default: throw new JinjaException("|round's method must be common, ceil or floor");
             }
         }

@@ -465,18 +465,27 @@ public sealed partial class JinjaTemplate
                 var (p, q) = (Convert.ToDouble(a), Convert.ToDouble(b));
                 // Python refuses a float division by zero where C# gives infinity or NaN.
                 if (q == 0 && op is "/" or "//" or "%") throw new JinjaException(op == "%" ? "modulo by zero" : "division by zero");
-                return op switch { "+" => p + q, "-" => p - q, "*" => p * q, "/" => p / q, "%" => FloatModulo(p, q), _ => Math.Floor(p / q) };
+                return op switch { "+" => p + q, "-" => p - q, "*" => p * q, "/" => p / q, "%" => FloatDivMod(p, q).Modulo, _ => FloatDivMod(p, q).Quotient };
             }
             throw new JinjaException($"cannot apply '{op}' to {Describe(a)} and {Describe(b)}");
         }
 
-        /// <summary>Python's float modulo: the divisor's sign, a zero result signed as the divisor
-        /// (-7.5 % 2 is 0.5, where C#'s remainder is -1.5).</summary>
-        static double FloatModulo(double p, double q)
+        /// <summary>Python's float divmod (floatobject.c): the modulo takes the divisor's sign, a
+        /// zero one signed as the divisor (-7.5 % 2 is 0.5, where C#'s remainder is -1.5), and the
+        /// floored quotient comes from the exact remainder (-4 // 1e-7 is -40000001.0, where
+        /// Math.Floor(-4 / 1e-7) gives -40000000.0).</summary>
+        static (double Quotient, double Modulo) FloatDivMod(double p, double q)
         {
-            var r = p % q;
-            if (r == 0) return Math.CopySign(0.0, q);
-            return (r < 0) != (q < 0) ? r + q : r;
+            var modulo = p % q;
+            var quotient = (p - modulo) / q;
+            if (modulo != 0)
+            {
+                if ((q < 0) != (modulo < 0)) (modulo, quotient) = (modulo + q, quotient - 1);
+            }
+            else modulo = Math.CopySign(0.0, q);
+            if (quotient == 0) return (Math.CopySign(0.0, p / q), modulo);
+            var floored = Math.Floor(quotient);
+            return (quotient - floored > 0.5 ? floored + 1 : floored, modulo);
         }
 
         /// <summary>Unary minus: -0.0 stays a negative zero, as in Python (0 - 0.0 is 0.0).</summary>

@@ -57,6 +57,20 @@ public sealed class JinjaFilterTests
     [InlineData("{% macro inner() %}[{{ role | default('?') }}]{% endmacro %}{% macro outer() %}{% for role in ['x'] %}{{ inner() }}{% endfor %}{% endmacro %}{{ outer() }}", "[?]")]
     [InlineData("{% for m in messages[:1] %}{% macro show() %}{{ m.role }}{% endmacro %}{% for m in messages[1:2] %}{{ show() }}{% endfor %}{% endfor %}", "system")]
     [InlineData("{% macro m2() %}{{ caller() }}{% endmacro %}{% for x in [7] %}{% call m2() %}[{{ x }}]{% endcall %}{% endfor %}{% set ns = namespace(i=0) %}{% macro count() %}{% set ns.i = ns.i + 1 %}{{ ns.i }}{% endmacro %}{% for x in [1, 2] %}{{ count() }}{% endfor %}", "[7]12")]
+    // Python's arithmetic: unary minus keeps -0.0, float modulo takes the divisor's sign, integer floor division is exact
+    [InlineData("{{ -0.0 }} {{ -(0.0) }} {{ [-0.0] }} {{ -0.0 / -1.5 }} {{ -1 }} {{ -true }}", "-0.0 -0.0 [-0.0] 0.0 -1 -1")]
+    [InlineData("{{ -7.5 % 2 }} {{ 7.5 % -2 }} {{ -1 % 2.0 }} {{ -7.5 % 2.5 }} {{ 9007199254740993 // 1 }} {{ -7 // 2 }} {{ 7 // -2 }} {{ -9223372036854775807 // 2 }}", "0.5 -0.5 1.0 0.0 9007199254740993 -4 -4 -4611686018427387904")]
+    // floor and ceil give no -0.0 (Python's are integers); float // floors the exact quotient, as Python's divmod
+    [InlineData("{{ -0.0 | round(method='floor') }} {{ -0.5 | round(method='ceil') }} {{ -0.04 | round(1, 'ceil') }} {{ -3.14159 | round(2, 'ceil') }} {{ (-7 // 2) // 1e-7 }} {{ 7.5 // -2 }} {{ -7.5 // 2 }} {{ 0.0 // -3 }} {{ -0.0 % 5 }} {{ 5.5 % -2 }} {{ 1e300 // 1e-10 }}", "0.0 0.0 0.0 -3.14 -40000001.0 -4.0 -4.0 -0.0 0.0 -0.5 inf")]
+    // a boolean is 1 or 0 to |int and |float; |first and |last of nothing are undefined, printed as nothing
+    [InlineData("{{ true | int }} {{ false | int }} {{ true | float }} [{{ [] | first }}|{{ [] | last }}|{{ ([] | first) is defined }}|{{ {} | dictsort | first | default('d') }}]", "1 0 1.0 [||False|d]")]
+    // the source's one final line break is dropped (keep_trailing_newline off), before trim_blocks
+    [InlineData("a\n\n", "a\n")]
+    [InlineData("<|im_start|>assistant\n", "<|im_start|>assistant")]
+    [InlineData("{{ 1 }}\r\n", "1")]
+    [InlineData("{% if true %}x{% endif %}\n\n", "x")]
+    // case-insensitive ordering and |lower fold as Python's str.lower(): 'İ' is "i\u0307", so it sorts with the i's
+    [InlineData("{{ ['ß', 'İ', 'a', 'j'] | sort | join(',') }} {{ ['İ', 'i\u0307'] | unique | list | length }} {{ {'İ': 1, 'ß': 2} | dictsort | first | first }} {{ ['ß', 'İ'] | min }} {{ 'İ' | lower | length }} {{ 'AİB'.lower() | length }} {{ 'xİ' | capitalize | length }}", "a,İ,j,ß 1 İ İ 2 4 3")]
     public void Renders_as_jinja2_renders_it(string source, string expected) =>
         Assert.Equal(expected, new JinjaTemplate(source).Render(Variables));
 
@@ -75,8 +89,14 @@ public sealed class JinjaFilterTests
     [InlineData("{% set a, b = [1, 2, 3] %}", "too many values to unpack (expected 2)")]
     [InlineData("{% for a, b in [(1,)] %}{% endfor %}", "not enough values to unpack (expected 2, got 1)")]
     [InlineData("{% for m in messages %}{{ loop.cycle() }}{% endfor %}", "loop.cycle() takes the items to cycle through")]
+    [InlineData("{{ 1 / 0 }}", "division by zero")]
+    [InlineData("{{ 1.0 / 0 }}", "division by zero")]
+    [InlineData("{{ 1 // 0.0 }}", "division by zero")]
+    [InlineData("{{ 1.5 % 0.0 }}", "modulo by zero")]
     // Past what Python computes: integers beyond 64 bits, and complex numbers.
     [InlineData("{{ 2 ** 63 }}", "2 ** 63 is beyond 64-bit integers")]
+    [InlineData("{{ 1e300 | int }}", "1e+300 | int is beyond 64-bit integers")]
+    [InlineData("{{ 9223372036854775807 + 1 }}", "9223372036854775807 + 1 is beyond 64-bit integers")]
     [InlineData("{{ (-8) ** 0.5 }}", "-8 ** 0.5 is a complex number")]
     public void What_jinja2_refuses_or_python_cannot_hold_is_refused(string source, string message)
     {

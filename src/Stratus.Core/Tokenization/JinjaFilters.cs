@@ -47,7 +47,7 @@ public sealed partial class JinjaTemplate
         {
             "trim" => (v, _, _) => ToText(v).Trim(),
             "upper" => (v, _, _) => ToText(v).ToUpperInvariant(),
-            "lower" => (v, _, _) => ToText(v).ToLowerInvariant(),
+            "lower" => (v, _, _) => Lower(ToText(v)),
             "capitalize" => (v, _, _) => Capitalize(ToText(v)),
             "title" => (v, _, _) => TitleFilter(ToText(v)),
             "replace" => (v, args, budget) => args is [var old, var replacement] ? Replace(ToText(v), ToText(old), ToText(replacement), budget) : throw new JinjaException("|replace takes the text to replace and its replacement"),
@@ -56,12 +56,19 @@ public sealed partial class JinjaTemplate
             "string" => (v, _, _) => ToText(v),
             // Markup in Jinja, which prints as the text itself: there is no autoescaping here.
             "safe" => (v, _, _) => ToText(v),
-            "int" => (v, _, _) => v switch { long l => l, double d => (long)d, string s when long.TryParse(s, out var l) => l, _ => 0L },
-            "float" => (v, _, _) => v switch { long l => (double)l, double d => d, string s when double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) => d, _ => 0.0 },
+            "int" => (v, _, _) => v switch
+            {
+                long l => l, bool b => b ? 1L : 0L,
+                // Python's int grows past 64 bits (and refuses inf and nan), where a cast would saturate.
+                double d => Math.Abs(d) < 9223372036854775808.0 ? (long)d : throw new JinjaException($"{ToText(d)} | int is beyond 64-bit integers"),
+                string s when long.TryParse(s, out var l) => l,
+                _ => 0L,
+            },
+            "float" => (v, _, _) => v switch { long l => (double)l, bool b => b ? 1.0 : 0.0, double d => d, string s when double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) => d, _ => 0.0 },
             "abs" => (v, _, _) => v switch { long l => (object)Math.Abs(l), double d => Math.Abs(d), _ => throw new JinjaException($"|abs of {Describe(v)}") },
             "tojson" => (v, args, _) => ToJson(v, Indent(args)),
-            "first" => (v, _, _) => Iterate(v).FirstOrDefault(),
-            "last" => (v, _, _) => Iterate(v).LastOrDefault(),
+            "first" => (v, _, _) => Iterate(v).DefaultIfEmpty(Undefined.Instance).First(),
+            "last" => (v, _, _) => Iterate(v).DefaultIfEmpty(Undefined.Instance).Last(),
             "list" => (v, _, _) => Iterate(v).ToList(),
             "reverse" => (v, _, _) => v is string s ? string.Concat(s.Reverse()) : Iterate(v).Reverse().ToList(),
             "join" => (v, args, _) => Join(Iterate(v), args.Count > 0 ? ToText(args[0]) : ""),
@@ -134,7 +141,12 @@ public sealed partial class JinjaTemplate
             return item;
         }
 
-        static string Capitalize(string s) => s.Length > 0 ? char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant() : "";
+        static string Capitalize(string s) => s.Length > 0 ? char.ToUpperInvariant(s[0]) + Lower(s[1..]) : "";
+
+        /// <summary>Python's str.lower(), which |lower and the case-insensitive |sort, |unique,
+        /// |dictsort, |min and |max use: 'İ' (U+0130) becomes "i̇" (i and a combining dot, as
+        /// Unicode's full mapping has it), which .NET's one-character mapping leaves as it is.</summary>
+        public static string Lower(string s) => (s.Contains('\u0130') ? s.Replace("\u0130", "i\u0307") : s).ToLowerInvariant();
 
         /// <summary>Jinja's |title: each word (after a space, '-', '(', '{', '[' or '&lt;')
         /// capitalized, unlike Python's str.title(), which capitalizes after an apostrophe too.</summary>
@@ -178,7 +190,7 @@ public sealed partial class JinjaTemplate
         /// lower case unless case_sensitive, as Jinja's ignore_case makes it.</summary>
         static Func<object?, object?> SortKey(object? attribute, bool caseSensitive, bool multiple)
         {
-            object? Fold(object? v) => !caseSensitive && v is string s ? s.ToLowerInvariant() : v;
+            object? Fold(object? v) => !caseSensitive && v is string s ? Lower(s) : v;
             if (attribute is null) return multiple ? item => new List<object?> { Fold(item) } : Fold;
             var paths = multiple ? ToText(attribute).Split(',') : [ToText(attribute)];
             return multiple ? item => paths.Select(path => Fold(Attribute(item, path))).ToList() : item => Fold(Attribute(item, paths[0]));
@@ -276,7 +288,8 @@ public sealed partial class JinjaTemplate
                     var scale = Math.Pow(10, digits);
                     var scaled = Convert.ToDouble(v) * scale;
                     if (!double.IsFinite(scaled)) throw new JinjaException($"cannot convert float {ToText(scaled)} to integer");
-                    return (method is "floor" ? Math.Floor(scaled) : Math.Ceiling(scaled)) / scale;
+                    // Python's floor and ceil give an integer, which has no -0: + 0.0 makes -0.0 zero.
+                    return ((method is "floor" ? Math.Floor(scaled) : Math.Ceiling(scaled)) + 0.0) / scale;
                 default: throw new JinjaException("|round's method must be common, ceil or floor");
             }
         }

@@ -13,6 +13,10 @@ public sealed partial class JinjaTemplate
     {
         public static List<Piece> Tokenize(string source)
         {
+            // Jinja drops a source's one final line break (keep_trailing_newline is off in
+            // transformers), so a chat_template.jinja ending in one does not add it to every prompt.
+            if (source.EndsWith("\r\n", StringComparison.Ordinal)) source = source[..^2];
+            else if (source.EndsWith('\n') || source.EndsWith('\r')) source = source[..^1];
             var pieces = new List<Piece>();
             var i = 0;
             var trimNext = false; // a "-%}"/"-}}" or a block tag's trim_blocks asks to trim the next text

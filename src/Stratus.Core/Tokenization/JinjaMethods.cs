@@ -35,7 +35,7 @@ public sealed partial class JinjaTemplate
                 (string s, "lstrip") => args is [{ } chars] ? s.TrimStart(Characters(s, chars, budget)) : s.TrimStart(),
                 (string s, "rstrip") => args is [{ } chars] ? s.TrimEnd(Characters(s, chars, budget)) : s.TrimEnd(),
                 (string s, "upper") => s.ToUpperInvariant(),
-                (string s, "lower") => s.ToLowerInvariant(),
+                (string s, "lower") => Lower(s),
                 (string s, "title") => TitleMethod(s),
                 (string s, "capitalize") => Capitalize(s),
                 // Either takes a tuple of texts, any of which may match, as in Python.

@@ -382,7 +382,7 @@ public sealed partial class JinjaTemplate
                 Enter();
                 var operand = Unary(withFilters: false);
                 depth--;
-                value = new Lambda(s => Values.Arithmetic("-", 0L, operand.Eval(s)), operand);
+                value = new Lambda(s => Values.Negate(operand.Eval(s)), operand);
             }
             else value = Postfix();
             return withFilters ? Filtered(value) : value;

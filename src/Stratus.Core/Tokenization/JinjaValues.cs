@@ -447,21 +447,49 @@ public sealed partial class JinjaTemplate
             if (op == "**") return Power(a, b);
             if (a is long x && b is long y && op != "/")
             {
-                return op switch
+                try
                 {
-                    "+" => x + y, "-" => x - y, "*" => x * y,
-                    // Python's modulo takes the divisor's sign; x % -1 is 0 (C#'s long.MinValue % -1 overflows).
-                    "%" => y == 0 ? throw new JinjaException("modulo by zero") : y == -1 ? 0L : x % y is var r && r != 0 && (r < 0) != (y < 0) ? r + y : r,
-                    _ => y == 0 ? throw new JinjaException("division by zero") : (long)Math.Floor((double)x / y),
-                };
+                    return op switch
+                    {
+                        "+" => checked(x + y), "-" => checked(x - y), "*" => checked(x * y),
+                        // Python's modulo takes the divisor's sign; x % -1 is 0 (C#'s long.MinValue % -1 overflows).
+                        "%" => y == 0 ? throw new JinjaException("modulo by zero") : y == -1 ? 0L : x % y is var r && r != 0 && (r < 0) != (y < 0) ? r + y : r,
+                        // Floored, exactly: through a double, 2**53 + 1 would lose its last digit.
+                        _ => y == 0 ? throw new JinjaException("division by zero") : checked(x / y) - (x % y != 0 && (x < 0) != (y < 0) ? 1 : 0),
+                    };
+                }
+                catch (OverflowException) { throw new JinjaException($"{x} {op} {y} is beyond 64-bit integers"); }
             }
             if (a is long or double && b is long or double)
             {
                 var (p, q) = (Convert.ToDouble(a), Convert.ToDouble(b));
-                return op switch { "+" => p + q, "-" => p - q, "*" => p * q, "/" => p / q, "%" => p % q, _ => Math.Floor(p / q) };
+                // Python refuses a float division by zero where C# gives infinity or NaN.
+                if (q == 0 && op is "/" or "//" or "%") throw new JinjaException(op == "%" ? "modulo by zero" : "division by zero");
+                return op switch { "+" => p + q, "-" => p - q, "*" => p * q, "/" => p / q, "%" => FloatDivMod(p, q).Modulo, _ => FloatDivMod(p, q).Quotient };
             }
             throw new JinjaException($"cannot apply '{op}' to {Describe(a)} and {Describe(b)}");
         }
+
+        /// <summary>Python's float divmod (floatobject.c): the modulo takes the divisor's sign, a
+        /// zero one signed as the divisor (-7.5 % 2 is 0.5, where C#'s remainder is -1.5), and the
+        /// floored quotient comes from the exact remainder (-4 // 1e-7 is -40000001.0, where
+        /// Math.Floor(-4 / 1e-7) gives -40000000.0).</summary>
+        static (double Quotient, double Modulo) FloatDivMod(double p, double q)
+        {
+            var modulo = p % q;
+            var quotient = (p - modulo) / q;
+            if (modulo != 0)
+            {
+                if ((q < 0) != (modulo < 0)) (modulo, quotient) = (modulo + q, quotient - 1);
+            }
+            else modulo = Math.CopySign(0.0, q);
+            if (quotient == 0) return (Math.CopySign(0.0, p / q), modulo);
+            var floored = Math.Floor(quotient);
+            return (quotient - floored > 0.5 ? floored + 1 : floored, modulo);
+        }
+
+        /// <summary>Unary minus: -0.0 stays a negative zero, as in Python (0 - 0.0 is 0.0).</summary>
+        public static object? Negate(object? v) => v is double d ? -d : Arithmetic("-", 0L, v);
 
         /// <summary>Python's a ** b: integers stay integers (refused past 64 bits, where Python's
         /// grow), a negative exponent gives a float; 0 to a negative power, a negative number to

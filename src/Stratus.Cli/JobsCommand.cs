@@ -5,7 +5,6 @@
 // the local executor's supervisor: it runs the job's `stratus train` and records how it ended.
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json.Nodes;
 using Spectre.Console;
 using Stratus.Platform;
 using Stratus.Platform.Jobs;
@@ -81,7 +80,7 @@ static class JobsCommand
             var table = new Table().AddColumns("Id", "State", "Started (UTC)", "Duration", "Out", "Step", "Loss");
             foreach (var job in jobs)
             {
-                var last = LastStep(job.Arguments.Out);
+                var last = MetricsLog.LastTrainingStep(job.Arguments.Out);
                 table.AddRow(job.Id, job.State.WireName(), job.StartedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "",
                     job.StartedAt is { } started ? Duration((job.EndedAt ?? now) - started) : "", Markup.Escape(job.Arguments.Out),
                     last?.Step.ToString(CultureInfo.InvariantCulture) ?? "", last?.Loss.ToString("F4", CultureInfo.InvariantCulture) ?? "");
@@ -101,7 +100,7 @@ static class JobsCommand
         {
             var job = OpenExisting(result, dataDir).Get(result.GetValue(id)!);
             static string Time(DateTimeOffset? time) => time?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) ?? "-";
-            var last = LastStep(job.Arguments.Out);
+            var last = MetricsLog.LastTrainingStep(job.Arguments.Out);
             Console.WriteLine($"id:         {job.Id}");
             Console.WriteLine($"state:      {job.State.WireName()}{(job.Reason is { } reason ? $": {reason}" : "")}");
             Console.WriteLine($"command:    stratus {TrainArguments.ShellLine(job.Arguments.CommandLine())}");
@@ -177,30 +176,6 @@ static class JobsCommand
             return Task.FromResult(new LocalJobExecutor(SelfCommand(), directory).Supervise(store, result.GetValue(id)!));
         });
         return command;
-    }
-
-    /// <summary>The last training step metrics.jsonl records in <paramref name="run"/>, with its loss;
-    /// null where there is none yet.</summary>
-    static (long Step, double Loss)? LastStep(string run)
-    {
-        var path = Path.Combine(run, MetricsLog.FileName);
-        try
-        {
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            stream.Seek(Math.Max(0, stream.Length - 16384), SeekOrigin.Begin);
-            foreach (var line in new StreamReader(stream).ReadToEnd().Split('\n').Reverse())
-            {
-                // The first line read may be cut, and the last one half-written.
-                try
-                {
-                    if (JsonNode.Parse(line) is JsonObject { } entry && entry["train_loss"] is JsonValue loss && entry["step"] is JsonValue step)
-                        return (step.GetValue<long>(), loss.GetValue<double>());
-                }
-                catch (System.Text.Json.JsonException) { }
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        return null;
     }
 
     static string Duration(TimeSpan span) =>

@@ -1,7 +1,8 @@
 // The dashboard in a real browser (Chromium through Playwright) against a real server: an
 // operator opens /dashboard, a wrong key shows the API's refusal and the scope needed, the admin
-// key shows the served model and live figures that move once a completion was served, and the
-// page runs under its Content Security Policy without a violation.
+// key shows the served model and live figures that move once a completion was served, a
+// registered model's versions and a job's row with its loss curve (text from the API shown as
+// text, never markup), and the page runs under its Content Security Policy without a violation.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.
@@ -10,13 +11,25 @@ using System.Text.Json.Nodes;
 using Deque.AxeCore.Playwright;
 using Microsoft.Playwright;
 using Stratus.Platform;
+using Stratus.Platform.Jobs;
+using Stratus.Server.Hosting;
 using Stratus.Server.Tests;
 using static Microsoft.Playwright.Assertions;
 
 namespace Stratus.Browser.Tests;
 
-public sealed class DashboardBrowserTests(TinyModelServer fixture) : IClassFixture<TinyModelServer>
+/// <summary>The tiny model's server with its jobs API, as `stratus serve` has it (its supervisor a no-op).</summary>
+public sealed class DashboardServer : IAsyncLifetime
 {
+    public TinyModelServer Server { get; } = new() { JobsCommand = ["/bin/true"] };
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
+public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixture<DashboardServer>
+{
+    readonly TinyModelServer fixture = server.Server;
+
     const string Chromium = "/usr/bin/chromium";
 
     [Fact]
@@ -24,6 +37,11 @@ public sealed class DashboardBrowserTests(TinyModelServer fixture) : IClassFixtu
     {
         Assert.True(File.Exists(Chromium), $"The browser tests drive Chromium at {Chromium}, which is missing: install it with " +
             "`apt-get install -y chromium` (as root; .ci/run does).");
+        // Markup where the API returns text: a registered model's description, a job's run folder.
+        const string Markup = "<img src=x onerror=alert(1)>";
+        ModelRegistry.Open(fixture.DataDir, RegistryCheckpoints.Instance).Register(fixture.RunFolder, TinyModelServer.ModelName, Markup, "production", "tests");
+        var jobId = EndedJob(Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-run" + Markup));
+
         using var playwright = await Playwright.CreateAsync();
         await using var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true });
         var page = await browser.NewPageAsync(new() { Locale = "en-US" });
@@ -60,6 +78,19 @@ public sealed class DashboardBrowserTests(TinyModelServer fixture) : IClassFixtu
         // The live panel refreshes every 2 s.
         await Expect(generated).ToHaveTextAsync((before + served).ToString(System.Globalization.CultureInfo.InvariantCulture), new() { Timeout = 10_000 });
 
+        // The registry: the served name's versions, its description as text.
+        await Expect(page.Locator("#panel-registry .registered-name").First).ToHaveTextAsync(TinyModelServer.ModelName);
+        await Expect(page.Locator("#panel-registry table")).ToContainTextAsync(Markup);
+        await Expect(page.Locator("#registry-served")).ToContainTextAsync(TinyModelServer.ModelName);
+        // The job: its row (state, last step and loss, out folder as text) and its loss curves.
+        var row = page.Locator("#panel-jobs tr", new() { HasText = jobId });
+        await Expect(row).ToContainTextAsync("succeeded");
+        await Expect(row).ToContainTextAsync("2.5000");
+        await Expect(row).ToContainTextAsync("job-run" + Markup);
+        await Expect(page.Locator("#job-curve svg path[data-series='train loss']")).ToHaveAttributeAsync("d", new System.Text.RegularExpressions.Regex(@"^M[\d.]+,-?[\d.]+( L[\d.]+,-?[\d.]+){3}$"));
+        await Expect(page.Locator("#job-curve svg path[data-series='val loss']")).ToHaveCountAsync(1);
+        Assert.Equal(0, await page.Locator("#panels img").CountAsync());
+
         // Every panel drawn, then axe-core's rules (WCAG 2.1 A and AA) over the whole page.
         await Expect(page.Locator("#panel-audit table")).ToBeVisibleAsync();
         await Expect(page.Locator("#panel-keys table")).ToBeVisibleAsync();
@@ -74,5 +105,21 @@ public sealed class DashboardBrowserTests(TinyModelServer fixture) : IClassFixtu
         Assert.Equal(fixture.ApiKey, await page.EvaluateAsync<string>("() => sessionStorage.getItem('stratus-dashboard-key')"));
         Assert.Equal(0, await page.EvaluateAsync<int>("() => localStorage.length"));
         Assert.Empty(violations);
+    }
+
+    /// <summary>A job recorded as a submission records it, then ended (its supervisor is a no-op),
+    /// with a metrics.jsonl written as a training writes one: no real training, which takes too long here.</summary>
+    string EndedJob(string run)
+    {
+        Directory.CreateDirectory(run);
+        var service = JobService.OpenLocal(fixture.DataDir, ["/bin/true"]);
+        var job = service.Submit(new TrainArguments(null, run, run, []), "tests");
+        service.Store.RecordStarted(job.Id, Environment.ProcessId, null);
+        service.Store.RecordEnd(job.Id, new JobEnd(JobState.Succeeded, 0, null));
+        File.WriteAllText(Path.Combine(run, "metrics.jsonl"), string.Join('\n',
+            "{\"step\":0,\"val_loss\":4.2,\"eval_train_loss\":4.2}", "{\"step\":0,\"train_loss\":4.2,\"lr\":0.001}",
+            "{\"step\":1,\"train_loss\":3.6,\"lr\":0.001}", "{\"step\":2,\"train_loss\":3.0,\"lr\":0.001}",
+            "{\"step\":3,\"val_loss\":2.7,\"eval_train_loss\":2.6}", "{\"step\":3,\"train_loss\":2.5,\"lr\":0.001}") + "\n");
+        return job.Id;
     }
 }

@@ -1,6 +1,8 @@
 // /api/jobs: a training key submits, lists, shows and cancels jobs; arguments train would refuse
 // are a 400 naming the problem with nothing recorded, an unknown job a 404 and a run folder a job
-// already writes a 409, all in the API's error format; the caller's key is the audit's actor.
+// already writes a 409, all in the API's error format; the caller's key is the audit's actor. A
+// job's metrics come from the run folder it recorded: thinned to a limit, after a step, without a
+// half-written last line.
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -148,6 +150,68 @@ public sealed class JobsApiTests : IAsyncLifetime
         {
             Directory.Delete(outside, recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task A_jobs_metrics_are_its_run_folders_rows_after_a_step_thinned_evenly_without_a_half_written_last_line()
+    {
+        var (client, _) = await TrainingClient();
+        var (_, job) = await Send(client.PostAsJsonAsync("/api/jobs", Body("run")));
+        var id = (string)job["id"]!;
+        // Before its first step: nothing logged, and no last step.
+        var (empty, none) = await Send(client.GetAsync($"/api/jobs/{id}/metrics"));
+        Assert.Equal((HttpStatusCode.OK, "list", 0), (empty, (string)none["object"]!, none["data"]!.AsArray().Count));
+        Assert.Null((await Send(client.GetAsync($"/api/jobs/{id}"))).Body["last_step"]);
+
+        // As the trainer writes it: an evaluation at step 0 and every 10 steps, a training step each,
+        // and a line being written right now.
+        var lines = new List<string>();
+        for (var step = 0; step < 50; step++)
+        {
+            if (step % 10 == 0) lines.Add($"{{\"step\":{step},\"val_loss\":{4 - step / 20.0},\"eval_train_loss\":3.9}}");
+            lines.Add($"{{\"step\":{step},\"train_loss\":{4 - step / 25.0},\"lr\":0.001,\"tokens_per_sec\":100}}");
+        }
+        File.WriteAllText(Path.Combine(folder, "run", "metrics.jsonl"), string.Join('\n', lines) + "\n{\"step\":50,\"train_lo");
+
+        var (status, all) = await Send(client.GetAsync($"/api/jobs/{id}/metrics"));
+        Assert.Equal(HttpStatusCode.OK, status);
+        var rows = all["data"]!.AsArray();
+        Assert.Equal(55, rows.Count);
+        Assert.Equal((0, 4.0, 0.001), ((int)rows[1]!["step"]!, (double)rows[1]!["train_loss"]!, (double)rows[1]!["lr"]!));
+        Assert.Equal(2.0, (double)rows[^11]!["val_loss"]!);
+        Assert.Equal(49, (int)rows[^1]!["step"]!);
+        var (_, shown) = await Send(client.GetAsync($"/api/jobs/{id}"));
+        Assert.Equal((49, 4 - 49 / 25.0), ((int)shown["last_step"]!["step"]!, (double)shown["last_step"]!["train_loss"]!));
+
+        var (_, later) = await Send(client.GetAsync($"/api/jobs/{id}/metrics?after=39"));
+        Assert.Equal(Enumerable.Range(40, 10).Prepend(40), later["data"]!.AsArray().Select(r => (int)r!["step"]!));
+
+        // Thinned to 5 training steps spread evenly, first and last kept, and every evaluation (5 too).
+        var (_, thinned) = await Send(client.GetAsync($"/api/jobs/{id}/metrics?limit=5"));
+        var kept = thinned["data"]!.AsArray();
+        Assert.Equal([0, 12, 24, 37, 49], kept.Where(r => r!["train_loss"] is not null).Select(r => (int)r!["step"]!));
+        Assert.Equal([0, 10, 20, 30, 40], kept.Where(r => r!["val_loss"] is not null).Select(r => (int)r!["step"]!));
+
+        foreach (var query in new[] { "limit=0", "limit=1001", "after=x", "limit=2&limit=3" })
+        {
+            var (bad, error) = await Send(client.GetAsync($"/api/jobs/{id}/metrics?{query}"));
+            Assert.True(bad == HttpStatusCode.BadRequest, query);
+            Assert.Contains($"'{query[..query.IndexOf('=')]}' must be a whole number", (string)error["error"]!["message"]!);
+        }
+        var (missing, notFound) = await Send(client.GetAsync("/api/jobs/job-00000000/metrics"));
+        Assert.Equal((HttpStatusCode.NotFound, "not_found"), (missing, (string)notFound["error"]!["code"]!));
+
+        // A broken line before the last one is no line being written: a 409 naming it, not a 500.
+        File.WriteAllText(Path.Combine(folder, "run", "metrics.jsonl"), "{\"step\":0,\"train_lo\n{\"step\":1,\"train_loss\":2}\n");
+        var (damaged, damage) = await Send(client.GetAsync($"/api/jobs/{id}/metrics"));
+        Assert.Equal(HttpStatusCode.Conflict, damaged);
+        Assert.Contains("line 1 of", (string)damage["error"]!["message"]!);
+
+        // An inference key reads no jobs.
+        var inference = await server.Keys.CreateAsync("user", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        using var user = server.AnonymousClient();
+        user.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", inference.Secret);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(user.GetAsync($"/api/jobs/{id}/metrics"))).Status);
     }
 
     [Fact]

@@ -53,7 +53,7 @@ public sealed class MetricsLog : IDisposable
     public static IEnumerable<JsonObject> Read(string runDirectory) => Entries(runDirectory).Select(e => e.Entry);
 
     /// <summary>The entries of <see cref="Read"/> with the number of their line, for errors that name it.</summary>
-    internal static IEnumerable<(int Line, JsonObject Entry)> Entries(string runDirectory)
+    public static IEnumerable<(int Line, JsonObject Entry)> Entries(string runDirectory)
     {
         var path = Path.Combine(runDirectory, FileName);
         var lines = Lines(path).Where(l => l.Length > 0).ToList();
@@ -62,6 +62,29 @@ public sealed class MetricsLog : IDisposable
             if (Parse(lines[i]) is { } entry) yield return (i + 1, entry);
             else if (i < lines.Count - 1) throw Damaged(runDirectory, i + 1, "is not a JSON object");
         }
+    }
+
+    /// <summary>The last training step a run's metrics.jsonl records, with its loss, read from the
+    /// file's last 16 KiB (a long run's file is large, and lists of jobs read one per job); null
+    /// where there is none yet, or no regular file to read (a listing goes on without it).</summary>
+    public static (long Step, double Loss)? LastTrainingStep(string runDirectory)
+    {
+        var path = Path.Combine(runDirectory, FileName);
+        try
+        {
+            FileBytes.RequireRegular(path);
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            stream.Seek(Math.Max(0, stream.Length - 16384), SeekOrigin.Begin);
+            foreach (var line in new StreamReader(stream).ReadToEnd().Split('\n').Reverse())
+            {
+                // The first line read may be cut, and the last one half-written.
+                if (Parse(line) is { } entry && entry["train_loss"] is JsonValue loss && loss.TryGetValue<double>(out var value)
+                    && entry["step"] is JsonValue step && step.TryGetValue<long>(out var number))
+                    return (number, value);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or StratusUserException) { }
+        return null;
     }
 
     /// <summary>The lines of a run's metrics.jsonl, which must be a regular file (see
@@ -74,7 +97,7 @@ public sealed class MetricsLog : IDisposable
     }
 
     /// <summary>The error for a line that no trainer wrote: <paramref name="what"/> says what is wrong with it.</summary>
-    internal static StratusUserException Damaged(string runDirectory, int line, string what) =>
+    public static StratusUserException Damaged(string runDirectory, int line, string what) =>
         new($"line {line} of {Path.Combine(runDirectory, FileName)} {what}; the file was edited or damaged (a crash can only cut its last line)");
 
     static JsonObject? Parse(string line)

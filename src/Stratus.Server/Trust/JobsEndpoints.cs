@@ -3,8 +3,12 @@
 // `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
 // writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
 // serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403).
-// Submissions and cancels are audited with the calling key's id as the actor.
+// Submissions and cancels are audited with the calling key's id as the actor. A job's metrics
+// (GET /api/jobs/{id}/metrics, for the dashboard's loss curves) are read from the run folder the job
+// recorded, never from a path the request names.
+using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Stratus.Platform;
 using Stratus.Platform.Jobs;
@@ -38,14 +42,21 @@ public sealed record JobView(
     [property: JsonPropertyName("started_at")] DateTimeOffset? StartedAt,
     [property: JsonPropertyName("ended_at")] DateTimeOffset? EndedAt,
     [property: JsonPropertyName("submitted_by")] string SubmittedBy,
-    [property: JsonPropertyName("log_file")] string LogFile)
+    [property: JsonPropertyName("log_file")] string LogFile,
+    [property: JsonPropertyName("last_step")] LastStepView? LastStep)
 {
     [JsonPropertyName("object")] public string Object => "job";
 
     public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), job.Reason, job.Executor,
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value)),
-        job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.SubmittedBy, job.LogFile);
+        job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.SubmittedBy, job.LogFile,
+        MetricsLog.LastTrainingStep(job.Arguments.Out) is { } last ? new LastStepView(last.Step, last.Loss) : null);
 }
+
+/// <summary>The last training step the job's metrics.jsonl records (what `stratus jobs list` shows).</summary>
+public sealed record LastStepView(
+    [property: JsonPropertyName("step")] long Step,
+    [property: JsonPropertyName("train_loss")] double TrainLoss);
 
 public static class JobsEndpoints
 {
@@ -85,6 +96,13 @@ public static class JobsEndpoints
             Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
             return Json(JobView.From(Service(http).Submit(arguments, Actor(http))), StatusCodes.Status201Created);
         });
+        jobs.MapGet("/{id}/metrics", (HttpContext http, string id) =>
+        {
+            var job = Service(http).Get(id);
+            var after = QueryNumber(http, "after", long.MinValue, "a step: the rows after it are answered");
+            var limit = (int)QueryNumber(http, "limit", JobMetrics.MaxRows, $"how many rows of each kind to answer, 1 to {JobMetrics.MaxRows}", 1, JobMetrics.MaxRows);
+            return Json(new ListResponse<JsonObject>(JobMetrics.Read(job.Arguments.Out, after, limit)));
+        });
         jobs.MapPost("/{id}/cancel", (HttpContext http, string id) => Json(JobView.From(Service(http).Cancel(id, Actor(http)))));
         return endpoints;
     }
@@ -96,7 +114,62 @@ public static class JobsEndpoints
         : Path.IsPathFullyQualified(path) ? Path.GetFullPath(path)
         : throw new TrustUserException($"'{field}' must be an absolute path on the server's host, got '{path}'; give the whole path (/srv/runs/...).");
 
+    /// <summary>A whole-number query parameter, <paramref name="absent"/> where not given; another
+    /// value is a 400 saying what it is for.</summary>
+    static long QueryNumber(HttpContext http, string name, long absent, string meaning, long min = long.MinValue, long max = long.MaxValue)
+    {
+        var values = http.Request.Query[name];
+        if (values.Count == 0) return absent;
+        return values.Count == 1 && long.TryParse(values[0], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number) && number >= min && number <= max
+            ? number
+            : throw new TrustUserException($"'{name}' must be a whole number{(min > long.MinValue ? $" from {min} to {max}" : "")} ({meaning}), got '{string.Join(",", values.ToArray())}'.");
+    }
+
     static string Actor(HttpContext http) => http.GetStratusTrust().KeyId;
 
     static IResult Json<T>(T value, int status = StatusCodes.Status200OK) => Results.Json(value, TrustJson.Options, statusCode: status);
+}
+
+/// <summary>The rows of a run's metrics.jsonl for GET /api/jobs/{id}/metrics: bounded, as
+/// TensorBoard bounds a scalar series, by keeping rows spread evenly over the run (the first and
+/// the last always) where there are more than asked for. Training steps and evaluations are
+/// thinned each on its own: evaluations are few, and a chart needs each of them.</summary>
+public static class JobMetrics
+{
+    public const int MaxRows = 1000;
+
+    /// <param name="after">Only rows of a later step (a chart's increments).</param>
+    /// <param name="limit">At most this many training steps, and as many evaluations.</param>
+    public static IReadOnlyList<JsonObject> Read(string runDirectory, long after, int limit)
+    {
+        // Nothing logged yet: a queued job, or a training still building its model.
+        if (!File.Exists(Path.Combine(runDirectory, MetricsLog.FileName))) return [];
+        var rows = new List<JsonObject>();
+        try
+        {
+            // A last line being written is left out (MetricsLog.Read), so a running job reads whole.
+            foreach (var (line, entry) in MetricsLog.Entries(runDirectory))
+            {
+                long? step;
+                try { step = LossCurves.Step(entry); }
+                catch (FormatException e) { throw MetricsLog.Damaged(runDirectory, line, e.Message); }
+                if (step > after) rows.Add(entry);
+            }
+        }
+        catch (StratusUserException e)
+        {
+            // The request is sound; the run's file is what is wrong.
+            throw new TrustUserException($"The job's metrics cannot be read: {e.Message}.", e) { Conflict = true };
+        }
+        var evaluations = Spread(rows.Where(r => r.ContainsKey("val_loss")).ToList(), limit);
+        var steps = Spread(rows.Where(r => !r.ContainsKey("val_loss")).ToList(), limit);
+        // In the file's order again: an evaluation comes before the training step of its step.
+        return rows.Where(r => evaluations.Contains(r) || steps.Contains(r)).ToList();
+    }
+
+    /// <summary><paramref name="limit"/> of the rows, evenly spaced, the first and last among them.</summary>
+    static HashSet<JsonObject> Spread(List<JsonObject> rows, int limit) =>
+        rows.Count <= limit ? [.. rows]
+        : limit == 1 ? [rows[^1]]
+        : [.. Enumerable.Range(0, limit).Select(k => rows[(int)Math.Round(k * (rows.Count - 1) / (double)(limit - 1))])];
 }

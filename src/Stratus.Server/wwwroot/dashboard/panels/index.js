@@ -10,5 +10,7 @@ import serving from "./serving.js";
 import usage from "./usage.js";
 import audit from "./audit.js";
 import keys from "./keys.js";
+import jobs from "./jobs.js";
+import registry from "./registry.js";
 
-export const panels = [models, serving, usage, audit, keys];
+export const panels = [models, serving, usage, audit, keys, jobs, registry];

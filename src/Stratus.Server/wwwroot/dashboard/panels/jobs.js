@@ -1,0 +1,92 @@
+// Training jobs (GET /api/jobs: the training scope, which an admin key has too), newest first,
+// as `stratus jobs list` shows them, and the loss curve of one of them from its run's
+// metrics.jsonl (GET /api/jobs/{id}/metrics), drawn as `stratus plot` draws it: training loss at
+// every step, val loss at every evaluation. A running job's curve is fetched in increments
+// (?after=). Read-only, as the whole dashboard: cancelling is `stratus jobs cancel` or the API's.
+import { ApiError } from "../api.js";
+import { el, table, time, integer } from "../dom.js";
+import { stepChart } from "../chart.js";
+
+// Marks beside the state's word, so states read apart without colour.
+const marks = { queued: "◷", running: "▶", succeeded: "✔", failed: "✖", cancelled: "■" };
+// Each job's rows fetched so far; a curve grown past this is fetched whole (and thinned) again.
+const curves = new Map();
+const keptRows = 4000;
+let chosen = null;
+
+function duration(job) {
+  if (!job.started_at) return "—";
+  const seconds = Math.max(0, ((job.ended_at ? new Date(job.ended_at) : new Date()) - new Date(job.started_at)) / 1000);
+  const h = Math.floor(seconds / 3600), m = Math.floor(seconds / 60) % 60, s = Math.floor(seconds) % 60;
+  return h > 0 ? `${h}h${String(m).padStart(2, "0")}m` : m > 0 ? `${m}m${String(s).padStart(2, "0")}s` : `${s}s`;
+}
+
+/** The job's rows: the whole (thinned) series the first time, then only the steps from the last
+ *  one held on, while it runs. The last step is asked for again: its evaluation is written before
+ *  its training step, so either may not be there yet. */
+async function rows(get, job) {
+  const path = `/api/jobs/${encodeURIComponent(job.id)}/metrics`;
+  const held = curves.get(job.id);
+  if (held?.ended) return held.rows;
+  let fetched;
+  if (!held || held.rows.length === 0 || held.rows.length > keptRows) fetched = (await get(path)).data;
+  else {
+    const last = held.rows[held.rows.length - 1].step;
+    fetched = [...held.rows.filter(r => r.step < last), ...(await get(`${path}?after=${last - 1}`)).data];
+  }
+  const ended = !["queued", "running"].includes(job.state);
+  curves.set(job.id, { rows: fetched, ended });
+  return fetched;
+}
+
+async function curve(get, job) {
+  const data = await rows(get, job);
+  const train = data.filter(r => typeof r.train_loss === "number").map(r => [r.step, r.train_loss]);
+  const val = data.filter(r => typeof r.val_loss === "number").map(r => [r.step, r.val_loss]);
+  if (train.length === 0 && val.length === 0) return el("p", { id: "job-curve" }, `${job.id} has logged no step yet.`);
+  const last = train.at(-1), best = val.length ? Math.min(...val.map(([, loss]) => loss)) : null;
+  const words = `Loss of ${job.id} over ${integer.format(Math.max(train.at(-1)?.[0] ?? 0, val.at(-1)?.[0] ?? 0))} steps` +
+    (last ? `; training loss ${last[1].toFixed(4)} at step ${last[0]}` : "") + (best !== null ? `; best val loss ${best.toFixed(4)}` : "");
+  return el("figure", { id: "job-curve" },
+    stepChart([{ name: "train loss", points: train, markers: false }, { name: "val loss", points: val, markers: true }], { label: words }),
+    el("figcaption", {}, words));
+}
+
+export default {
+  id: "jobs",
+  title: "Training jobs",
+  refreshSeconds: 10,
+  wide: true,
+  async render(get) {
+    let jobs;
+    try {
+      jobs = (await get("/api/jobs")).data;
+    } catch (error) {
+      // A host that embeds the server without training jobs maps no /api/jobs.
+      if (error instanceof ApiError && error.status === 404) return [el("p", {}, "This server runs no training jobs.")];
+      throw error;
+    }
+    const listed = table("Jobs, newest first", [
+      { label: "Job", value: j => el("code", {}, j.id) },
+      { label: "State", value: j => el("span", { class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state) },
+      { label: "Started", value: j => time(j.started_at) },
+      { label: "Duration", value: duration, number: true },
+      { label: "Out", value: j => el("code", { class: "details" }, j.arguments.out) },
+      { label: "Step", value: j => j.last_step ? integer.format(j.last_step.step) : "—", number: true },
+      { label: "Loss", value: j => j.last_step ? j.last_step.train_loss.toFixed(4) : "—", number: true },
+      { label: "Reason", value: j => j.reason ?? "" },
+    ], jobs, "No jobs. Submit one with `stratus jobs submit` or POST /api/jobs.");
+    if (jobs.length === 0) return [listed];
+    // The job chosen, else the newest running one, else the newest.
+    const shown = jobs.find(j => j.id === chosen) ?? jobs.find(j => j.state === "running") ?? jobs[0];
+    const picker = el("select", { id: "job-picker" }, jobs.map(j => el("option", { value: j.id, selected: j.id === shown.id }, `${j.id} (${j.state})`)));
+    const area = el("div", {}, await curve(get, shown));
+    picker.addEventListener("change", async () => {
+      chosen = picker.value;
+      const job = jobs.find(j => j.id === chosen);
+      try { area.replaceChildren(await curve(get, job)); }
+      catch (error) { area.replaceChildren(el("p", { class: "error", role: "alert" }, error.message)); }
+    });
+    return [listed, el("p", {}, el("label", { for: "job-picker" }, "Loss curve of "), picker), area];
+  },
+};

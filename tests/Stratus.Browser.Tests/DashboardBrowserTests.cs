@@ -75,4 +75,82 @@ public sealed class DashboardBrowserTests(TinyModelServer fixture) : IClassFixtu
         Assert.Equal(0, await page.EvaluateAsync<int>("() => localStorage.length"));
         Assert.Empty(violations);
     }
+
+    [Fact]
+    public async Task A_key_revoked_while_the_page_is_open_stops_the_panels_and_says_why()
+    {
+        var name = "dashboard-revoked-" + Guid.NewGuid().ToString("N")[..8];
+        var secret = (await fixture.Keys.CreateAsync(name, ApiKeyScopes.Admin, RateLimits.Unlimited, "tests")).Secret;
+        await using var opened = await OpenAsync();
+        var (page, apiRequests) = (opened.Page, opened.ApiRequests);
+        await ShowAsync(page, secret);
+        await Expect(page.Locator("#tokens-generated")).ToHaveTextAsync(new System.Text.RegularExpressions.Regex(@"\d"));
+
+        using var revoked = await fixture.Http.DeleteAsync($"/v1/admin/keys/{name}");
+        revoked.EnsureSuccessStatusCode();
+        // The live panel asks every 2 s: its first refusal ends the page's use of the key.
+        await Expect(page.Locator("#key-status")).ToContainTextAsync("the key was revoked", new() { Timeout = 10_000 });
+        await Expect(page.Locator("#key-status")).ToContainTextAsync("needs a key with the admin scope");
+        Assert.Equal(0, await page.Locator("section.panel").CountAsync());
+        Assert.Null(await page.EvaluateAsync<string?>("() => sessionStorage.getItem('stratus-dashboard-key')"));
+        // No more refused requests: longer than the live panel's 2 s refresh without one.
+        var refused = apiRequests.Count;
+        await page.WaitForTimeoutAsync(4_500);
+        Assert.Equal(refused, apiRequests.Count);
+    }
+
+    [Fact]
+    public async Task A_rate_limited_panel_waits_as_long_as_the_server_asks_and_says_so()
+    {
+        // Fewer requests a minute than the page's first drawing makes: some panels are refused at once.
+        var secret = (await fixture.Keys.CreateAsync("dashboard-limited-" + Guid.NewGuid().ToString("N")[..8], ApiKeyScopes.Admin, new RateLimits(6, 0), "tests")).Secret;
+        await using var opened = await OpenAsync();
+        var (page, apiRequests) = (opened.Page, opened.ApiRequests);
+        await ShowAsync(page, secret);
+        await Expect(page.Locator("section.panel .body", new() { HasTextString = "Loading" })).ToHaveCountAsync(0, new() { Timeout = 10_000 });
+        var limited = page.Locator("section.panel .error", new() { HasTextString = "Rate limit reached" }).First;
+        await Expect(limited).ToContainTextAsync(new System.Text.RegularExpressions.Regex(@"Asking again in \d+ s\."), new() { Timeout = 10_000 });
+        // The key is still the page's: a limit is waited out, not a reason to forget the key.
+        Assert.Equal(secret, await page.EvaluateAsync<string>("() => sessionStorage.getItem('stratus-dashboard-key')"));
+        // Refused panels wait for the minute's window rather than ask every 2 s.
+        var asked = apiRequests.Count;
+        await page.WaitForTimeoutAsync(4_500);
+        Assert.Equal(asked, apiRequests.Count);
+    }
+
+    /// <summary>A fresh page at /dashboard/, and the requests it makes to the server's API (not to its own files).</summary>
+    sealed class OpenedPage(IPlaywright playwright, IBrowser browser, IPage page) : IAsyncDisposable
+    {
+        public IPage Page => page;
+        public List<string> ApiRequests { get; } = [];
+
+        public async ValueTask DisposeAsync()
+        {
+            await browser.DisposeAsync();
+            playwright.Dispose();
+        }
+    }
+
+    async Task<OpenedPage> OpenAsync()
+    {
+        Assert.True(File.Exists(Chromium), $"The browser tests drive Chromium at {Chromium}, which is missing: install it with " +
+            "`apt-get install -y chromium` (as root; .ci/run does).");
+        var playwright = await Playwright.CreateAsync();
+        var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true });
+        var opened = new OpenedPage(playwright, browser, await browser.NewPageAsync(new() { Locale = "en-US" }));
+        opened.Page.Request += (_, request) =>
+        {
+            if (!new Uri(request.Url).AbsolutePath.StartsWith("/dashboard", StringComparison.OrdinalIgnoreCase))
+                lock (opened.ApiRequests) opened.ApiRequests.Add(request.Url);
+        };
+        await opened.Page.GotoAsync(new Uri(fixture.Server.RootUrl, "/dashboard/").ToString());
+        return opened;
+    }
+
+    static async Task ShowAsync(IPage page, string key)
+    {
+        await page.GetByLabel("Admin API key").FillAsync(key);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Show", Exact = true }).ClickAsync();
+        await Expect(page.Locator("section.panel").First).ToBeVisibleAsync();
+    }
 }

@@ -35,6 +35,15 @@ public sealed class DashboardTests(TinyModelServer fixture) : IClassFixture<Tiny
         }
         Assert.Contains("default-src 'none'", page.Headers.GetValues("Content-Security-Policy").Single());
 
+        // Revalidated on every load (a newer server's files are never stale), and the 304 that
+        // confirms a cached copy carries the same policy.
+        Assert.True(page.Headers.CacheControl?.NoCache);
+        using var revalidate = new HttpRequestMessage(HttpMethod.Get, "/dashboard/");
+        revalidate.Headers.IfNoneMatch.Add(page.Headers.ETag!);
+        using var unchanged = await anonymous.SendAsync(revalidate);
+        Assert.Equal(HttpStatusCode.NotModified, unchanged.StatusCode);
+        Assert.Contains("frame-ancestors 'none'", unchanged.Headers.GetValues("Content-Security-Policy").Single());
+
         // /dashboard sends the browser to /dashboard/, below which the page's relative links resolve.
         using var noRedirects = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = fixture.Server.RootUrl };
         using var bare = await noRedirects.GetAsync("/dashboard");

@@ -31,6 +31,7 @@ public sealed class DashboardTests(TinyModelServer fixture) : IClassFixture<Tiny
                 Assert.Equal(type, response.Content.Headers.ContentType?.MediaType);
                 Assert.Contains("script-src 'self'", response.Headers.GetValues("Content-Security-Policy").Single());
                 Assert.Equal("nosniff", response.Headers.GetValues("X-Content-Type-Options").Single());
+                Assert.Equal("DENY", response.Headers.GetValues("X-Frame-Options").Single());
             }
         }
         Assert.Contains("default-src 'none'", page.Headers.GetValues("Content-Security-Policy").Single());
@@ -48,6 +49,8 @@ public sealed class DashboardTests(TinyModelServer fixture) : IClassFixture<Tiny
         using var noRedirects = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = fixture.Server.RootUrl };
         using var bare = await noRedirects.GetAsync("/dashboard");
         Assert.Equal(HttpStatusCode.Redirect, bare.StatusCode);
+        Assert.Contains("frame-ancestors 'none'", bare.Headers.GetValues("Content-Security-Policy").Single());
+        Assert.Equal("DENY", bare.Headers.GetValues("X-Frame-Options").Single());
         Assert.Equal(new Uri(fixture.Server.RootUrl, "/dashboard/"), new Uri(new Uri(fixture.Server.RootUrl, "/dashboard"), bare.Headers.Location!));
     }
 

@@ -2,7 +2,9 @@
 // operator opens /dashboard, a wrong key shows the API's refusal and the scope needed, the admin
 // key shows the served model and live figures that move once a completion was served, a
 // registered model's versions and a job's row with its loss curve (text from the API shown as
-// text, never markup), and the page runs under its Content Security Policy without a violation.
+// text, never markup), and the page runs under its Content Security Policy without a violation;
+// a key revoked while the page is open stops its panels (no stream of refused requests), and a
+// rate-limited panel waits out the server's Retry-After.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.
@@ -32,27 +34,21 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
 
     const string Chromium = "/usr/bin/chromium";
 
+    // Beyond Playwright's 5 s: the live panel refreshes every 2 s, and CI runs every test
+    // project at once on two cores, Chromium's start among them.
+    static DashboardBrowserTests() => SetDefaultExpectTimeout(15_000);
+
     [Fact]
     public async Task An_operator_sees_the_served_model_and_figures_that_move_and_a_wrong_key_is_explained()
     {
-        Assert.True(File.Exists(Chromium), $"The browser tests drive Chromium at {Chromium}, which is missing: install it with " +
-            "`apt-get install -y chromium` (as root; .ci/run does).");
         // Markup where the API returns text: a registered model's description, a job's run folder.
         const string Markup = "<img src=x onerror=alert(1)>";
         ModelRegistry.Open(fixture.DataDir, RegistryCheckpoints.Instance).Register(fixture.RunFolder, TinyModelServer.ModelName, Markup, "production", "tests");
         var jobId = EndedJob(Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-run" + Markup));
 
-        using var playwright = await Playwright.CreateAsync();
-        await using var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true });
-        var page = await browser.NewPageAsync(new() { Locale = "en-US" });
-        var violations = new List<string>();
-        page.Console += (_, message) =>
-        {
-            if (message.Text.Contains("Content Security Policy", StringComparison.Ordinal)) violations.Add(message.Text);
-        };
-        page.PageError += (_, error) => violations.Add(error);
         // As an operator types it: /dashboard redirects to the page.
-        await page.GotoAsync(new Uri(fixture.Server.RootUrl, "/dashboard").ToString());
+        await using var opened = await OpenAsync("/dashboard");
+        var page = opened.Page;
         var key = page.GetByLabel("Admin API key");
         var show = page.GetByRole(AriaRole.Button, new() { Name = "Show", Exact = true });
         var status = page.Locator("#key-status");
@@ -76,7 +72,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         var served = (long)JsonNode.Parse(await completion.Content.ReadAsStringAsync())!["usage"]!["completion_tokens"]!;
         Assert.True(served > 0);
         // The live panel refreshes every 2 s.
-        await Expect(generated).ToHaveTextAsync((before + served).ToString(System.Globalization.CultureInfo.InvariantCulture), new() { Timeout = 10_000 });
+        await Expect(generated).ToHaveTextAsync((before + served).ToString(System.Globalization.CultureInfo.InvariantCulture));
 
         // The registry: the served name's versions, its description as text.
         await Expect(page.Locator("#panel-registry .registered-name").First).ToHaveTextAsync(TinyModelServer.ModelName);
@@ -104,7 +100,95 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.DoesNotContain(fixture.ApiKey, page.Url, StringComparison.Ordinal);
         Assert.Equal(fixture.ApiKey, await page.EvaluateAsync<string>("() => sessionStorage.getItem('stratus-dashboard-key')"));
         Assert.Equal(0, await page.EvaluateAsync<int>("() => localStorage.length"));
-        Assert.Empty(violations);
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
+    public async Task A_key_revoked_while_the_page_is_open_stops_the_panels_and_says_why()
+    {
+        var name = "dashboard-revoked-" + Guid.NewGuid().ToString("N")[..8];
+        var secret = (await fixture.Keys.CreateAsync(name, ApiKeyScopes.Admin, RateLimits.Unlimited, "tests")).Secret;
+        await using var opened = await OpenAsync();
+        var (page, apiRequests) = (opened.Page, opened.ApiRequests);
+        await ShowAsync(page, secret);
+        await Expect(page.Locator("#tokens-generated")).ToHaveTextAsync(new System.Text.RegularExpressions.Regex(@"\d"));
+
+        using var revoked = await fixture.Http.DeleteAsync($"/v1/admin/keys/{name}");
+        revoked.EnsureSuccessStatusCode();
+        // The live panel asks every 2 s: its first refusal ends the page's use of the key.
+        await Expect(page.Locator("#key-status")).ToContainTextAsync("the key was revoked");
+        await Expect(page.Locator("#key-status")).ToContainTextAsync("needs a key with the admin scope");
+        Assert.Equal(0, await page.Locator("section.panel").CountAsync());
+        Assert.Null(await page.EvaluateAsync<string?>("() => sessionStorage.getItem('stratus-dashboard-key')"));
+        // No more refused requests: longer than the live panel's 2 s refresh without one.
+        var refused = apiRequests.Count;
+        await page.WaitForTimeoutAsync(4_500);
+        Assert.Equal(refused, apiRequests.Count);
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
+    public async Task A_rate_limited_panel_waits_as_long_as_the_server_asks_and_says_so()
+    {
+        // One request a minute: the page's check of the key, after which every panel is refused.
+        var secret = (await fixture.Keys.CreateAsync("dashboard-limited-" + Guid.NewGuid().ToString("N")[..8], ApiKeyScopes.Admin, new RateLimits(1, 0), "tests")).Secret;
+        await using var opened = await OpenAsync();
+        var (page, apiRequests) = (opened.Page, opened.ApiRequests);
+        await ShowAsync(page, secret);
+        // Every panel says when it asks again.
+        var panels = await page.Locator("section.panel").CountAsync();
+        var waiting = page.Locator("section.panel .error", new() { HasTextRegex = new System.Text.RegularExpressions.Regex(@"^Rate limit reached.* Asking again in \d+ s\.$") });
+        await Expect(waiting).ToHaveCountAsync(panels);
+        // The key is still the page's: a limit is waited out, not a reason to forget the key.
+        Assert.Equal(secret, await page.EvaluateAsync<string>("() => sessionStorage.getItem('stratus-dashboard-key')"));
+        // They wait for the minute's window rather than ask every 2 s.
+        var asked = apiRequests.Count;
+        await page.WaitForTimeoutAsync(4_500);
+        Assert.Equal(asked, apiRequests.Count);
+        Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>A fresh page, the requests it makes to the server's API (not to its own files), and
+    /// what broke its Content Security Policy or threw in it.</summary>
+    sealed class OpenedPage(IPlaywright playwright, IBrowser browser, IPage page) : IAsyncDisposable
+    {
+        public IPage Page => page;
+        public List<string> ApiRequests { get; } = [];
+        public List<string> Violations { get; } = [];
+
+        public async ValueTask DisposeAsync()
+        {
+            await browser.DisposeAsync();
+            playwright.Dispose();
+        }
+    }
+
+    async Task<OpenedPage> OpenAsync(string path = "/dashboard/")
+    {
+        Assert.True(File.Exists(Chromium), $"The browser tests drive Chromium at {Chromium}, which is missing: install it with " +
+            "`apt-get install -y chromium` (as root; .ci/run does).");
+        var playwright = await Playwright.CreateAsync();
+        var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true });
+        var opened = new OpenedPage(playwright, browser, await browser.NewPageAsync(new() { Locale = "en-US" }));
+        opened.Page.Request += (_, request) =>
+        {
+            if (!new Uri(request.Url).AbsolutePath.StartsWith("/dashboard", StringComparison.OrdinalIgnoreCase))
+                lock (opened.ApiRequests) opened.ApiRequests.Add(request.Url);
+        };
+        opened.Page.Console += (_, message) =>
+        {
+            if (message.Text.Contains("Content Security Policy", StringComparison.Ordinal)) opened.Violations.Add(message.Text);
+        };
+        opened.Page.PageError += (_, error) => opened.Violations.Add(error);
+        await opened.Page.GotoAsync(new Uri(fixture.Server.RootUrl, path).ToString());
+        return opened;
+    }
+
+    static async Task ShowAsync(IPage page, string key)
+    {
+        await page.GetByLabel("Admin API key").FillAsync(key);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Show", Exact = true }).ClickAsync();
+        await Expect(page.Locator("section.panel").First).ToBeVisibleAsync();
     }
 
     /// <summary>A job recorded as a submission records it, then ended (its supervisor is a no-op),

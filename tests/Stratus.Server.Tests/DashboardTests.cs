@@ -31,14 +31,26 @@ public sealed class DashboardTests(TinyModelServer fixture) : IClassFixture<Tiny
                 Assert.Equal(type, response.Content.Headers.ContentType?.MediaType);
                 Assert.Contains("script-src 'self'", response.Headers.GetValues("Content-Security-Policy").Single());
                 Assert.Equal("nosniff", response.Headers.GetValues("X-Content-Type-Options").Single());
+                Assert.Equal("DENY", response.Headers.GetValues("X-Frame-Options").Single());
             }
         }
         Assert.Contains("default-src 'none'", page.Headers.GetValues("Content-Security-Policy").Single());
+
+        // Revalidated on every load (a newer server's files are never stale), and the 304 that
+        // confirms a cached copy carries the same policy.
+        Assert.True(page.Headers.CacheControl?.NoCache);
+        using var revalidate = new HttpRequestMessage(HttpMethod.Get, "/dashboard/");
+        revalidate.Headers.IfNoneMatch.Add(page.Headers.ETag!);
+        using var unchanged = await anonymous.SendAsync(revalidate);
+        Assert.Equal(HttpStatusCode.NotModified, unchanged.StatusCode);
+        Assert.Contains("frame-ancestors 'none'", unchanged.Headers.GetValues("Content-Security-Policy").Single());
 
         // /dashboard sends the browser to /dashboard/, below which the page's relative links resolve.
         using var noRedirects = new HttpClient(new HttpClientHandler { AllowAutoRedirect = false }) { BaseAddress = fixture.Server.RootUrl };
         using var bare = await noRedirects.GetAsync("/dashboard");
         Assert.Equal(HttpStatusCode.Redirect, bare.StatusCode);
+        Assert.Contains("frame-ancestors 'none'", bare.Headers.GetValues("Content-Security-Policy").Single());
+        Assert.Equal("DENY", bare.Headers.GetValues("X-Frame-Options").Single());
         Assert.Equal(new Uri(fixture.Server.RootUrl, "/dashboard/"), new Uri(new Uri(fixture.Server.RootUrl, "/dashboard"), bare.Headers.Location!));
     }
 
@@ -50,6 +62,15 @@ public sealed class DashboardTests(TinyModelServer fixture) : IClassFixture<Tiny
     [InlineData("GET", "/dashboard.js")]
     [InlineData("GET", "/dashboard/nothing.js")]
     [InlineData("GET", "/dashboard/panels/")]
+    [InlineData("GET", "//dashboard/")]
+    [InlineData("GET", "/dashboard//dashboard.js")]
+    [InlineData("GET", "/dashboard%2Fdashboard.js")]
+    [InlineData("GET", "/dashboard/dashboard.js;x")]
+    [InlineData("GET", "/dashboard/dashboard.js.")]
+    [InlineData("GET", "/dashboard/index.html/../../v1/admin/keys")]
+    [InlineData("GET", "/dashboard/%2e%2e%2fv1/admin/keys")]
+    [InlineData("GET", "/%64ashboard/../api/serving")]
+    [InlineData("OPTIONS", "/dashboard/")]
     [InlineData("POST", "/dashboard/dashboard.js")]
     [InlineData("DELETE", "/dashboard/")]
     [InlineData("GET", "/api/serving")]

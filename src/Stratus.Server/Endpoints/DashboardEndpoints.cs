@@ -36,18 +36,32 @@ public static class DashboardEndpoints
         // Routing matches /dashboard and /dashboard/ alike; the page is answered at the second
         // only, so that its relative links (its files, ../v1/...) resolve below it, also behind a
         // proxy that serves this server under a path of its own (hence a relative Location).
-        app.MapMethods(Prefix, reading, (HttpContext http) => http.Request.Path.Value!.EndsWith('/') ? Serve(http, index) : Results.Redirect("dashboard/"));
+        app.MapMethods(Prefix, reading, (HttpContext http) => http.Request.Path.Value!.EndsWith('/') ? Serve(http, index) : Redirect(http));
         foreach (var (path, file) in Files)
             app.MapMethods(path, reading, (HttpContext http) => Serve(http, file));
         return app;
     }
 
+    static IResult Redirect(HttpContext http)
+    {
+        SetSecurityHeaders(http.Response.Headers);
+        return Results.Redirect("dashboard/");
+    }
+
+    /// <summary>On every answer at /dashboard, the redirect and a 304 included.</summary>
+    static void SetSecurityHeaders(IHeaderDictionary headers)
+    {
+        headers.ContentSecurityPolicy = ContentSecurityPolicy;
+        // frame-ancestors' equivalent for browsers that predate it.
+        headers.XFrameOptions = "DENY";
+        headers.XContentTypeOptions = "nosniff";
+        headers["Referrer-Policy"] = "no-referrer";
+    }
+
     static IResult Serve(HttpContext http, DashboardFile file)
     {
         var headers = http.Response.Headers;
-        headers.ContentSecurityPolicy = ContentSecurityPolicy;
-        headers.XContentTypeOptions = "nosniff";
-        headers["Referrer-Policy"] = "no-referrer";
+        SetSecurityHeaders(headers);
         // Revalidated on every load, so a browser never runs an older server's script.
         headers.CacheControl = "no-cache";
         headers.ETag = file.ETag;

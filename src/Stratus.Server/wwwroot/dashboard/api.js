@@ -5,9 +5,17 @@
 export const neededScope = "admin";
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, retryAfterSeconds) {
     super(message);
     this.status = status;
+    // The server's Retry-After (429, 503): how long to wait before asking again.
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+
+  /** Whether the key itself was refused (wrong, revoked, expired, short of scope): asking
+   *  again with it cannot succeed. */
+  get refusesKey() {
+    return this.status === 401 || this.status === 403;
   }
 }
 
@@ -20,7 +28,10 @@ export function createApi(key) {
     });
     const text = await response.text();
     const json = (response.headers.get("content-type") ?? "").includes("json") && text ? JSON.parse(text) : null;
-    if (!response.ok) throw new ApiError(response.status, json?.error?.message ?? `${response.status} ${response.statusText}`);
+    if (!response.ok) {
+      const retryAfter = Number.parseInt(response.headers.get("retry-after") ?? "", 10);
+      throw new ApiError(response.status, json?.error?.message ?? `${response.status} ${response.statusText}`, Number.isFinite(retryAfter) ? retryAfter : undefined);
+    }
     return json ?? text;
   };
 }
@@ -29,7 +40,7 @@ export function createApi(key) {
  *  of scope, which scope the dashboard needs. */
 export function describe(error) {
   if (!(error instanceof ApiError)) return `The server could not be reached: ${error.message}`;
-  if (error.status === 401 || error.status === 403)
+  if (error.refusesKey)
     return `${error.message} The dashboard needs a key with the ${neededScope} scope.`;
   return error.message;
 }

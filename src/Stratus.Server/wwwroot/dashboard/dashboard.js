@@ -2,7 +2,7 @@
 // never in the URL or localStorage), checks it against an admin endpoint, then draws each panel
 // of panels/index.js in a frame of its own and refreshes it on its own timer. A refused key
 // shows the API's message and the scope the dashboard needs.
-import { createApi, describe } from "./api.js";
+import { ApiError, createApi, describe } from "./api.js";
 import { el } from "./dom.js";
 import { panels } from "./panels/index.js";
 
@@ -25,6 +25,16 @@ function stop() {
   main.replaceChildren();
 }
 
+/** The key no longer works (wrong, revoked, expired, short of scope): show why and stop asking
+ *  with it, so that a page left open does not send a refused request every few seconds (each one
+ *  a line in the server's log) for as long as it stays open. */
+function refuse(error) {
+  stop();
+  sessionStorage.removeItem(storageKey);
+  forget.hidden = true;
+  say(describe(error), true);
+}
+
 function show(panel, get) {
   const body = el("div", { class: "body" }, el("p", {}, "Loading…"));
   const updated = el("p", { class: "updated" });
@@ -33,14 +43,24 @@ function show(panel, get) {
   const index = timers.length;
   timers.push(0);
   const refresh = async () => {
+    let wait = panel.refreshSeconds;
     try {
       body.replaceChildren(...await panel.render(get));
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}, every ${panel.refreshSeconds} s.`;
     } catch (error) {
-      body.replaceChildren(el("p", { class: "error", role: "alert" }, describe(error)));
+      if (!body.isConnected) return;
+      if (error instanceof ApiError && error.refusesKey) {
+        refuse(error);
+        return;
+      }
+      // Rate limited (or the server busy): wait as long as it asks, rather than spend the key's
+      // requests on refusals.
+      if (error instanceof ApiError && error.retryAfterSeconds > wait) wait = error.retryAfterSeconds;
+      const again = wait > panel.refreshSeconds ? ` Asking again in ${wait} s.` : "";
+      body.replaceChildren(el("p", { class: "error", role: "alert" }, describe(error) + again));
     }
     // Unless the key was forgotten (or replaced) meanwhile.
-    if (timers[index] !== undefined && body.isConnected) timers[index] = setTimeout(refresh, panel.refreshSeconds * 1000);
+    if (timers[index] !== undefined && body.isConnected) timers[index] = setTimeout(refresh, wait * 1000);
   };
   refresh();
 }
@@ -52,9 +72,7 @@ async function start(key) {
     // Any admin endpoint tells whether the key will do, before the panels ask theirs.
     await get("/api/serving");
   } catch (error) {
-    sessionStorage.removeItem(storageKey);
-    forget.hidden = true;
-    say(describe(error), true);
+    refuse(error);
     return;
   }
   sessionStorage.setItem(storageKey, key);

@@ -215,6 +215,25 @@ public sealed class JobsApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_loss_that_is_no_finite_number_is_a_409_naming_its_line_as_stratus_plot_refuses_it()
+    {
+        // JSON has no NaN or infinity: 1e999 reads as one in a browser, and a chart scaled to it
+        // draws nothing. `stratus plot` refuses such a file; so does the endpoint.
+        var (client, _) = await TrainingClient();
+        var (_, job) = await Send(client.PostAsJsonAsync("/api/jobs", Body("run")));
+        var id = (string)job["id"]!;
+        foreach (var row in new[] { "{\"step\":1,\"train_loss\":1e999}", "{\"step\":1,\"val_loss\":\"NaN\"}", "{\"step\":1,\"train_loss\":-1e400}" })
+        {
+            File.WriteAllText(Path.Combine(folder, "run", "metrics.jsonl"), $"{{\"step\":0,\"train_loss\":4}}\n{row}\n{{\"step\":2,\"train_loss\":3}}\n");
+            var (status, error) = await Send(client.GetAsync($"/api/jobs/{id}/metrics"));
+            var message = (string)error["error"]!["message"]!;
+            Assert.True(status == HttpStatusCode.Conflict, $"{row}: {status} {error}");
+            Assert.Contains("line 2 of", message);
+            Assert.Contains("not a number", message);
+        }
+    }
+
+    [Fact]
     public async Task A_server_started_without_a_jobs_root_lists_jobs_but_takes_none()
     {
         var bare = new TinyModelServer { JobsCommand = Supervisor };

@@ -226,8 +226,8 @@ public sealed class JobsApiTests : IAsyncLifetime
         {
             File.WriteAllText(Path.Combine(folder, "run", "metrics.jsonl"), $"{{\"step\":0,\"train_loss\":4}}\n{row}\n{{\"step\":2,\"train_loss\":3}}\n");
             var (status, error) = await Send(client.GetAsync($"/api/jobs/{id}/metrics"));
-            var message = (string)error["error"]!["message"]!;
             Assert.True(status == HttpStatusCode.Conflict, $"{row}: {status} {error}");
+            var message = (string)error["error"]!["message"]!;
             Assert.Contains("line 2 of", message);
             Assert.Contains("not a number", message);
         }

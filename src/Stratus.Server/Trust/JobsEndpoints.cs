@@ -151,7 +151,9 @@ public static class JobMetrics
             foreach (var (line, entry) in MetricsLog.Entries(runDirectory))
             {
                 long? step;
-                try { step = LossCurves.Step(entry); }
+                // A loss that is no number is refused as `stratus plot` refuses it: JSON has no NaN or
+                // infinity, and a browser reads 1e999 as an infinity that scales a chart to nothing.
+                try { step = LossCurves.Points(entry)?.Step; }
                 catch (FormatException e) { throw MetricsLog.Damaged(runDirectory, line, e.Message); }
                 if (step > after) rows.Add(entry);
             }

@@ -231,6 +231,11 @@ public sealed class JobsApiTests : IAsyncLifetime
             Assert.Contains("line 2 of", message);
             Assert.Contains("not a number", message);
         }
+        // A job listed with such a last line is listed still, with the last step that has a loss.
+        File.WriteAllText(Path.Combine(folder, "run", "metrics.jsonl"), "{\"step\":0,\"train_loss\":4}\n{\"step\":1,\"train_loss\":1e999}\n");
+        var (listed, shown) = await Send(client.GetAsync($"/api/jobs/{id}"));
+        Assert.True(listed == HttpStatusCode.OK, shown.ToJsonString());
+        Assert.Equal((0, 4.0), ((int)shown["last_step"]!["step"]!, (double)shown["last_step"]!["train_loss"]!));
     }
 
     [Fact]

@@ -77,10 +77,14 @@ public sealed class MetricsLog : IDisposable
             stream.Seek(Math.Max(0, stream.Length - 16384), SeekOrigin.Begin);
             foreach (var line in new StreamReader(stream).ReadToEnd().Split('\n').Reverse())
             {
-                // The first line read may be cut, and the last one half-written.
-                if (Parse(line) is { } entry && entry["train_loss"] is JsonValue loss && loss.TryGetValue<double>(out var value)
-                    && entry["step"] is JsonValue step && step.TryGetValue<long>(out var number))
-                    return (number, value);
+                // The first line read may be cut, and the last one half-written; a line whose loss is
+                // no finite number (edited: 1e999 would be an infinity, which no JSON answer carries)
+                // is passed over as they are.
+                try
+                {
+                    if (Parse(line) is { } entry && LossCurves.Points(entry) is (var step, { } point, _)) return (step, point.Loss);
+                }
+                catch (FormatException) { }
             }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or StratusUserException) { }

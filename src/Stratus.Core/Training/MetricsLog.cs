@@ -52,15 +52,20 @@ public sealed class MetricsLog : IDisposable
     /// (being written, or torn by a crash) is left out; a broken line before it is an error.</summary>
     public static IEnumerable<JsonObject> Read(string runDirectory) => Entries(runDirectory).Select(e => e.Entry);
 
-    /// <summary>The entries of <see cref="Read"/> with the number of their line, for errors that name it.</summary>
+    /// <summary>The entries of <see cref="Read"/> with the number of their line, for errors that name it.
+    /// Read as it is enumerated, a line at a time: a long run's file is hundreds of megabytes.</summary>
     public static IEnumerable<(int Line, JsonObject Entry)> Entries(string runDirectory)
     {
-        var path = Path.Combine(runDirectory, FileName);
-        var lines = Lines(path).Where(l => l.Length > 0).ToList();
-        for (var i = 0; i < lines.Count; i++)
+        var number = 0;
+        // A line that does not parse is damage only where another line follows it.
+        int? broken = null;
+        foreach (var line in Lines(Path.Combine(runDirectory, FileName)))
         {
-            if (Parse(lines[i]) is { } entry) yield return (i + 1, entry);
-            else if (i < lines.Count - 1) throw Damaged(runDirectory, i + 1, "is not a JSON object");
+            if (line.Length == 0) continue;
+            number++;
+            if (broken is { } before) throw Damaged(runDirectory, before, "is not a JSON object");
+            if (Parse(line) is { } entry) yield return (number, entry);
+            else broken = number;
         }
     }
 

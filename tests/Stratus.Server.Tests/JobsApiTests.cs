@@ -239,6 +239,31 @@ public sealed class JobsApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_run_folder_that_cannot_be_made_or_is_the_root_itself_is_a_400_with_nothing_recorded()
+    {
+        // A file where the folder would be, and a name longer than a file system takes, were a 500
+        // with the job recorded as failed; the root itself would make a run of the folder every job shares.
+        var (client, _) = await TrainingClient();
+        var data = Path.Combine(folder, "data");
+        foreach (var (output, says) in new[]
+        {
+            (Path.Combine(folder, "corpus.txt"), "cannot be made"),
+            (Path.Combine(folder, new string('x', 300), "run"), "cannot be made"),
+            (folder, "is the folder this server runs jobs in"),
+            (folder + "/", "is the folder this server runs jobs in"),
+        })
+        {
+            var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", new { data, @out = output, overrides = Tiny }));
+            Assert.True(status == HttpStatusCode.BadRequest, $"{output}: {status} {error.ToJsonString()}");
+            var message = (string)error["error"]!["message"]!;
+            Assert.Contains(says, message);
+            Assert.Contains("'out'", message);
+        }
+        var (_, list) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Empty(list["data"]!.AsArray());
+    }
+
+    [Fact]
     public async Task A_server_started_without_a_jobs_root_lists_jobs_but_takes_none()
     {
         var bare = new TinyModelServer { JobsCommand = Supervisor };

@@ -215,6 +215,55 @@ public sealed class JobsApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_loss_that_is_no_finite_number_is_a_409_naming_its_line_as_stratus_plot_refuses_it()
+    {
+        // JSON has no NaN or infinity: 1e999 reads as one in a browser, and a chart scaled to it
+        // draws nothing. `stratus plot` refuses such a file; so does the endpoint.
+        var (client, _) = await TrainingClient();
+        var (_, job) = await Send(client.PostAsJsonAsync("/api/jobs", Body("run")));
+        var id = (string)job["id"]!;
+        foreach (var row in new[] { "{\"step\":1,\"train_loss\":1e999}", "{\"step\":1,\"val_loss\":\"NaN\"}", "{\"step\":1,\"train_loss\":-1e400}" })
+        {
+            File.WriteAllText(Path.Combine(folder, "run", "metrics.jsonl"), $"{{\"step\":0,\"train_loss\":4}}\n{row}\n{{\"step\":2,\"train_loss\":3}}\n");
+            var (status, error) = await Send(client.GetAsync($"/api/jobs/{id}/metrics"));
+            Assert.True(status == HttpStatusCode.Conflict, $"{row}: {status} {error}");
+            var message = (string)error["error"]!["message"]!;
+            Assert.Contains("line 2 of", message);
+            Assert.Contains("not a number", message);
+        }
+        // A job listed with such a last line is listed still, with the last step that has a loss.
+        File.WriteAllText(Path.Combine(folder, "run", "metrics.jsonl"), "{\"step\":0,\"train_loss\":4}\n{\"step\":1,\"train_loss\":1e999}\n");
+        var (listed, shown) = await Send(client.GetAsync($"/api/jobs/{id}"));
+        Assert.True(listed == HttpStatusCode.OK, shown.ToJsonString());
+        Assert.Equal((0, 4.0), ((int)shown["last_step"]!["step"]!, (double)shown["last_step"]!["train_loss"]!));
+    }
+
+    [Fact]
+    public async Task A_run_folder_that_cannot_be_made_or_is_the_root_itself_is_a_400_with_nothing_recorded()
+    {
+        // A file where the folder would be, and a name longer than a file system takes, were a 500
+        // with the job recorded as failed; the root itself would make a run of the folder every job shares.
+        var (client, _) = await TrainingClient();
+        var data = Path.Combine(folder, "data");
+        foreach (var (output, says) in new[]
+        {
+            (Path.Combine(folder, "corpus.txt"), "cannot be made"),
+            (Path.Combine(folder, new string('x', 300), "run"), "cannot be made"),
+            (folder, "is the folder this server runs jobs in"),
+            (folder + "/", "is the folder this server runs jobs in"),
+        })
+        {
+            var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", new { data, @out = output, overrides = Tiny }));
+            Assert.True(status == HttpStatusCode.BadRequest, $"{output}: {status} {error.ToJsonString()}");
+            var message = (string)error["error"]!["message"]!;
+            Assert.Contains(says, message);
+            Assert.Contains("'out'", message);
+        }
+        var (_, list) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Empty(list["data"]!.AsArray());
+    }
+
+    [Fact]
     public async Task A_server_started_without_a_jobs_root_lists_jobs_but_takes_none()
     {
         var bare = new TinyModelServer { JobsCommand = Supervisor };

@@ -33,10 +33,21 @@ public sealed class LossCurves
     /// A step or loss that is not a number is a <see cref="FormatException"/> naming it.</summary>
     public void Add(JsonObject entry)
     {
-        if (Step(entry) is not { } step) return;
-        if (entry["train_loss"] is { } trainLoss) train.Add(new(step, Number<double>(trainLoss, "train_loss")));
-        if (entry["val_loss"] is { } valLoss)
-            val.Add(new(step, Number<double>(valLoss, "val_loss"), entry["val_loss_stderr"] is { } error ? Number<double>(error, "val_loss_stderr") : 0));
+        if (Points(entry) is not var (_, trainPoint, valPoint)) return;
+        if (trainPoint is { } t) train.Add(t);
+        if (valPoint is { } v) val.Add(v);
+    }
+
+    /// <summary>The step of one metrics.jsonl entry with its training and val points (each null
+    /// where it holds none), null where it has no step: what <see cref="Add"/> takes, for a reader that keeps
+    /// only some of the entries. A step or loss that is not a number is a <see cref="FormatException"/>.</summary>
+    public static (long Step, CurvePoint? Train, CurvePoint? Val)? Points(JsonObject entry)
+    {
+        if (Step(entry) is not { } step) return null;
+        return (step, entry["train_loss"] is { } trainLoss ? new CurvePoint(step, Number<double>(trainLoss, "train_loss")) : null,
+            entry["val_loss"] is { } valLoss
+                ? new CurvePoint(step, Number<double>(valLoss, "val_loss"), entry["val_loss_stderr"] is { } error ? Number<double>(error, "val_loss_stderr") : 0)
+                : null);
     }
 
     /// <summary>The step of a metrics.jsonl entry, null where it has none; one that is not a whole
@@ -44,13 +55,19 @@ public sealed class LossCurves
     public static long? Step(JsonObject entry) => entry["step"] is { } step ? Number<long>(step, "step") : null;
 
     /// <summary>The node's number as <typeparamref name="T"/>: read in place when it already is
-    /// one (the trainer's entries, every step), converted when it holds another type (an int).</summary>
+    /// one (the trainer's entries, every step), converted when it holds another type (an int). A
+    /// number too large for a double (1e999, which a reader would take as an infinity) is none:
+    /// the trainer writes only finite losses (JSON has no NaN or infinity).</summary>
     static T Number<T>(JsonNode node, string field)
     {
-        if (node is JsonValue value && value.TryGetValue<T>(out var number)) return number;
-        try { return node.Deserialize<T>()!; }
-        catch (JsonException) { throw new FormatException($"has \"{field}\": {node.ToJsonString()}, not {(typeof(T) == typeof(long) ? "a whole number" : "a number")}"); }
+        T number;
+        try { number = node is JsonValue value && value.TryGetValue<T>(out var read) ? read : node.Deserialize<T>()!; }
+        catch (JsonException) { throw NotANumber<T>(node, field); }
+        return number is double d && !double.IsFinite(d) ? throw NotANumber<T>(node, field) : number;
     }
+
+    static FormatException NotANumber<T>(JsonNode node, string field) =>
+        new($"has \"{field}\": {node.ToJsonString()}, not {(typeof(T) == typeof(long) ? "a whole number" : "a number")}");
 
     public static LossCurves Read(string runDirectory)
     {

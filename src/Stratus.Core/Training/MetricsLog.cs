@@ -52,15 +52,20 @@ public sealed class MetricsLog : IDisposable
     /// (being written, or torn by a crash) is left out; a broken line before it is an error.</summary>
     public static IEnumerable<JsonObject> Read(string runDirectory) => Entries(runDirectory).Select(e => e.Entry);
 
-    /// <summary>The entries of <see cref="Read"/> with the number of their line, for errors that name it.</summary>
+    /// <summary>The entries of <see cref="Read"/> with the number of their line, for errors that name it.
+    /// Read as it is enumerated, a line at a time: a long run's file is hundreds of megabytes.</summary>
     public static IEnumerable<(int Line, JsonObject Entry)> Entries(string runDirectory)
     {
-        var path = Path.Combine(runDirectory, FileName);
-        var lines = Lines(path).Where(l => l.Length > 0).ToList();
-        for (var i = 0; i < lines.Count; i++)
+        var number = 0;
+        // A line that does not parse is damage only where another line follows it.
+        int? broken = null;
+        foreach (var line in Lines(Path.Combine(runDirectory, FileName)))
         {
-            if (Parse(lines[i]) is { } entry) yield return (i + 1, entry);
-            else if (i < lines.Count - 1) throw Damaged(runDirectory, i + 1, "is not a JSON object");
+            if (line.Length == 0) continue;
+            number++;
+            if (broken is { } before) throw Damaged(runDirectory, before, "is not a JSON object");
+            if (Parse(line) is { } entry) yield return (number, entry);
+            else broken = number;
         }
     }
 
@@ -77,10 +82,14 @@ public sealed class MetricsLog : IDisposable
             stream.Seek(Math.Max(0, stream.Length - 16384), SeekOrigin.Begin);
             foreach (var line in new StreamReader(stream).ReadToEnd().Split('\n').Reverse())
             {
-                // The first line read may be cut, and the last one half-written.
-                if (Parse(line) is { } entry && entry["train_loss"] is JsonValue loss && loss.TryGetValue<double>(out var value)
-                    && entry["step"] is JsonValue step && step.TryGetValue<long>(out var number))
-                    return (number, value);
+                // The first line read may be cut, and the last one half-written; a line whose loss is
+                // no finite number (edited: 1e999 would be an infinity, which no JSON answer carries)
+                // is passed over as they are.
+                try
+                {
+                    if (Parse(line) is { } entry && LossCurves.Points(entry) is (var step, { } point, _)) return (step, point.Loss);
+                }
+                catch (FormatException) { }
             }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or StratusUserException) { }

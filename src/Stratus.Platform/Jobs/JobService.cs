@@ -28,6 +28,14 @@ public sealed class JobService(SqliteJobStore store, IJobExecutor executor)
     /// <exception cref="TrustUserException">(Conflict) A job that has not ended writes the same run folder.</exception>
     public Job Submit(TrainArguments arguments, string actor)
     {
+        // The run folder (which holds the job's log) is made before the job is recorded: one that
+        // cannot be (a file there, a name longer than the file system takes) is the submitter's to
+        // fix, not a job that failed.
+        try { Directory.CreateDirectory(arguments.Out); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new TrustUserException($"'out' {arguments.Out} cannot be made: {e.Message} Give a folder that can be.");
+        }
         var id = "job-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
         var job = new Job(id, Job.TrainKind, arguments, executor.Name, null, JobState.Queued, null, null, null, null, store.Now, null, null, null, actor,
             Path.Combine(arguments.Out, $"{id}.log"));

@@ -144,32 +144,53 @@ public static class JobMetrics
     {
         // Nothing logged yet: a queued job, or a training still building its model.
         if (!File.Exists(Path.Combine(runDirectory, MetricsLog.FileName))) return [];
-        var rows = new List<JsonObject>();
         try
         {
-            // A last line being written is left out (MetricsLog.Read), so a running job reads whole.
-            foreach (var (line, entry) in MetricsLog.Entries(runDirectory))
+            // Counted, then read again for the rows chosen: a long run's file (hundreds of MB, a
+            // parsed row a few hundred bytes) is read through twice rather than held.
+            int trainings = 0, evaluations = 0;
+            foreach (var (_, evaluation) in Rows(runDirectory, after))
+                if (evaluation) evaluations++; else trainings++;
+            var keptTrainings = Spread(trainings, limit);
+            var keptEvaluations = Spread(evaluations, limit);
+            var kept = new List<JsonObject>(keptTrainings.Count + keptEvaluations.Count);
+            int training = 0, evaluated = 0;
+            // In the file's order: an evaluation comes before the training step of its step. Rows
+            // written since the count are left for the next request.
+            foreach (var (entry, evaluation) in Rows(runDirectory, after))
             {
-                long? step;
-                try { step = LossCurves.Step(entry); }
-                catch (FormatException e) { throw MetricsLog.Damaged(runDirectory, line, e.Message); }
-                if (step > after) rows.Add(entry);
+                if (evaluation ? keptEvaluations.Contains(evaluated++) : keptTrainings.Contains(training++)) kept.Add(entry);
+                if (training >= trainings && evaluated >= evaluations) break;
             }
+            return kept;
         }
         catch (StratusUserException e)
         {
             // The request is sound; the run's file is what is wrong.
             throw new TrustUserException($"The job's metrics cannot be read: {e.Message}.", e) { Conflict = true };
         }
-        var evaluations = Spread(rows.Where(r => r.ContainsKey("val_loss")).ToList(), limit);
-        var steps = Spread(rows.Where(r => !r.ContainsKey("val_loss")).ToList(), limit);
-        // In the file's order again: an evaluation comes before the training step of its step.
-        return rows.Where(r => evaluations.Contains(r) || steps.Contains(r)).ToList();
     }
 
-    /// <summary><paramref name="limit"/> of the rows, evenly spaced, the first and last among them.</summary>
-    static HashSet<JsonObject> Spread(List<JsonObject> rows, int limit) =>
-        rows.Count <= limit ? [.. rows]
-        : limit == 1 ? [rows[^1]]
-        : [.. Enumerable.Range(0, limit).Select(k => rows[(int)Math.Round(k * (rows.Count - 1) / (double)(limit - 1))])];
+    /// <summary>The rows of a later step than <paramref name="after"/>, each said to be an
+    /// evaluation or a training step. A last line being written is left out (MetricsLog.Entries),
+    /// so a running job reads whole.</summary>
+    static IEnumerable<(JsonObject Entry, bool Evaluation)> Rows(string runDirectory, long after)
+    {
+        foreach (var (line, entry) in MetricsLog.Entries(runDirectory))
+        {
+            long? step;
+            // A loss that is no number is refused as `stratus plot` refuses it: JSON has no NaN or
+            // infinity, and a browser reads 1e999 as an infinity that scales a chart to nothing.
+            try { step = LossCurves.Points(entry)?.Step; }
+            catch (FormatException e) { throw MetricsLog.Damaged(runDirectory, line, e.Message); }
+            if (step > after) yield return (entry, entry.ContainsKey("val_loss"));
+        }
+    }
+
+    /// <summary>The indices of <paramref name="limit"/> of <paramref name="count"/> rows, evenly
+    /// spaced, the first and last among them.</summary>
+    static HashSet<int> Spread(int count, int limit) =>
+        count <= limit ? [.. Enumerable.Range(0, count)]
+        : limit == 1 ? [count - 1]
+        : [.. Enumerable.Range(0, limit).Select(k => (int)Math.Round(k * (count - 1) / (double)(limit - 1)))];
 }

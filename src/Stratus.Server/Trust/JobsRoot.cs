@@ -21,13 +21,16 @@ public sealed class JobsRoot
     /// <summary>The root, absolute, its links followed.</summary>
     public string Folder { get; }
 
-    /// <summary>Refuses <paramref name="path"/> (absolute) unless it, its links followed, is the
-    /// root or beneath it.</summary>
-    /// <exception cref="TrustUserException">It is outside.</exception>
+    /// <summary>Refuses <paramref name="path"/> (absolute) unless it, its links followed, is
+    /// beneath the root.</summary>
+    /// <exception cref="TrustUserException">It is outside, or the root itself.</exception>
     public void Confine(string field, string path)
     {
         var resolved = Resolve(path);
-        if (resolved == Folder || resolved.StartsWith(Folder.EndsWith(Path.DirectorySeparatorChar) ? Folder : Folder + Path.DirectorySeparatorChar, StringComparison.Ordinal)) return;
+        // The root is the folder every job's paths share: a run written there would be written among them.
+        if (resolved == Folder)
+            throw new TrustUserException($"'{field}' {path} is the folder this server runs jobs in; give a path beneath it.");
+        if (resolved.StartsWith(Folder.EndsWith(Path.DirectorySeparatorChar) ? Folder : Folder + Path.DirectorySeparatorChar, StringComparison.Ordinal)) return;
         throw new TrustUserException($"'{field}' {path}{(resolved == path ? "" : $" (which leads to {resolved})")} is outside {Folder}, the folder this server runs jobs in; give a path under it.");
     }
 

@@ -153,10 +153,13 @@ static class JobsCommand
         var command = new Command("cancel", "Stop a job: its training saves a last checkpoint and stops (SIGTERM), and the job ends cancelled.") { id, dataDir };
         command.SetAction((result, ct) =>
         {
-            var job = OpenExisting(result, dataDir).Cancel(result.GetValue(id)!, TrustCommands.Actor);
-            Console.WriteLine(Invocation.Spell(job.State.HasEnded()
-                ? $"{job.Id} is {job.State.WireName()}."
-                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with `stratus train --resume {job.Arguments.Out}`); it then reads cancelled."));
+            var service = OpenExisting(result, dataDir);
+            // A cancel already sent SIGTERM: train takes this second one as "end at once" (Ctrl+C twice).
+            var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, Pid: not null };
+            var job = service.Cancel(result.GetValue(id)!, TrustCommands.Actor);
+            Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
+                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with `stratus train --resume {job.Arguments.Out}`); it then reads cancelled."
+                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with `stratus train --resume {job.Arguments.Out}`; cancel again to end it at once); it then reads cancelled."));
             return Task.FromResult(0);
         });
         return command;

@@ -145,6 +145,28 @@ public sealed partial class JobsCliTests
         Assert.Equal(2, Jobs(temp, "cancel", id).ExitCode);
     }
 
+    /// <summary>A second cancel reaches train as a second SIGTERM, which ends it at once, as Ctrl+C
+    /// twice does: its message says so rather than promise a step finished and a checkpoint.</summary>
+    [Fact]
+    public void A_second_cancel_says_the_training_ends_at_once_and_it_does()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // The evaluation before step 0 outlasts the test: the first cancel waits for it.
+        var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--eval-iters", "100000000");
+        WaitForState(temp, id, state => state == "running" && File.Exists(Path.Combine(temp["run"], id + ".log"))
+            && File.ReadAllText(Path.Combine(temp["run"], id + ".log")).Contains("training from step 0", StringComparison.Ordinal));
+        var first = Jobs(temp, "cancel", id);
+        Assert.True(first.ExitCode == 0, first.Stderr);
+        Assert.Contains("stops after the current step with a last checkpoint", first.Stdout);
+        Assert.Contains("cancel again to end it at once", first.Stdout);
+        Thread.Sleep(1000);
+        var second = Jobs(temp, "cancel", id);
+        Assert.True(second.ExitCode == 0, second.Stderr);
+        Assert.Contains($"cancelling {id} again: its training ends at once", second.Stdout);
+        Assert.Contains("state:      cancelled", Ended(temp, id));
+    }
+
     [Fact]
     public void A_job_whose_supervisor_and_training_were_killed_with_SIGKILL_reads_failed_not_running()
     {

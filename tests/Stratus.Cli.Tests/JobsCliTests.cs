@@ -134,7 +134,7 @@ public sealed partial class JobsCliTests
         Assert.Equal($"error: {temp["run"]} is in use by another `stratus train`, which holds its .lock; wait for that training to end, or train into another --out\n", second.Stderr);
         var cancel = JobsAs("./stratus", temp, "cancel", id);
         Assert.True(cancel.ExitCode == 0, cancel.Stderr);
-        Assert.Contains($"(continue it with `./stratus train --resume {temp["run"]}`)", cancel.Stdout);
+        Assert.Contains($"(continue it with `./stratus train --resume {temp["run"]}`;", cancel.Stdout);
         var show = Ended(temp, id);
         Assert.Contains($"state:      cancelled: cancelled after a last checkpoint; continue it with `stratus train --resume {temp["run"]}`", show);
         Assert.Contains($"continue it with `./stratus train --resume {temp["run"]}`", JobsAs("./stratus", temp, "show", id).Stdout);

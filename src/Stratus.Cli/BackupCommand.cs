@@ -14,7 +14,7 @@ static class BackupCommand
     {
         var output = OutputPaths.File("--out", "the backup file to write (replaced if it exists; its folder is made if missing)", required: true);
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("backup", "Copy the keys, usage, audit log and safety settings to one file, also while servers run.") { output, dataDir };
+        var command = new Command("backup", "Copy the keys, usage, audit log, safety settings, model registry and jobs to one file, also while servers run.") { output, dataDir };
         command.SetAction(result =>
         {
             var directory = TrustCommands.ExistingDirectory(result, dataDir);

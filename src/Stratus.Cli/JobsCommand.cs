@@ -58,7 +58,7 @@ static class JobsCommand
             Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
             var job = Open(result, dataDir).Submit(arguments, TrustCommands.Actor);
             Console.WriteLine($"submitted {job.Id}: train into {job.Arguments.Out}, its output in {job.LogFile}");
-            Console.WriteLine($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`");
+            Console.WriteLine(Invocation.Spell($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`"));
             return Task.FromResult(0);
         });
         return command;
@@ -73,7 +73,7 @@ static class JobsCommand
             var jobs = OpenExisting(result, dataDir).List();
             if (jobs.Count == 0)
             {
-                Console.WriteLine("No jobs. Submit one: stratus jobs submit --config <file.json> --data <dataset> --out <run>");
+                Console.WriteLine(Invocation.Spell("No jobs. Submit one: stratus jobs submit --config <file.json> --data <dataset> --out <run>"));
                 return Task.FromResult(0);
             }
             var now = DateTimeOffset.UtcNow;
@@ -102,8 +102,8 @@ static class JobsCommand
             static string Time(DateTimeOffset? time) => time?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) ?? "-";
             var last = MetricsLog.LastTrainingStep(job.Arguments.Out);
             Console.WriteLine($"id:         {job.Id}");
-            Console.WriteLine($"state:      {job.State.WireName()}{(job.Reason is { } reason ? $": {reason}" : "")}");
-            Console.WriteLine($"command:    stratus {TrainArguments.ShellLine(job.Arguments.CommandLine())}");
+            Console.WriteLine(Invocation.Spell($"state:      {job.State.WireName()}{(job.Reason is { } reason ? $": {reason}" : "")}"));
+            Console.WriteLine(Invocation.Spell($"command:    stratus {TrainArguments.ShellLine(job.Arguments.CommandLine())}"));
             Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : "")}");
             Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");
             Console.WriteLine($"started:    {Time(job.StartedAt)}");
@@ -153,10 +153,13 @@ static class JobsCommand
         var command = new Command("cancel", "Stop a job: its training saves a last checkpoint and stops (SIGTERM), and the job ends cancelled.") { id, dataDir };
         command.SetAction((result, ct) =>
         {
-            var job = OpenExisting(result, dataDir).Cancel(result.GetValue(id)!, TrustCommands.Actor);
-            Console.WriteLine(job.State.HasEnded()
-                ? $"{job.Id} is {job.State.WireName()}."
-                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with `stratus train --resume {job.Arguments.Out}`); it then reads cancelled.");
+            var service = OpenExisting(result, dataDir);
+            // A cancel already sent SIGTERM: train takes this second one as "end at once" (Ctrl+C twice).
+            var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, Pid: not null };
+            var job = service.Cancel(result.GetValue(id)!, TrustCommands.Actor);
+            Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
+                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with `stratus train --resume {job.Arguments.Out}`); it then reads cancelled."
+                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with `stratus train --resume {job.Arguments.Out}`; cancel again to end it at once); it then reads cancelled."));
             return Task.FromResult(0);
         });
         return command;

@@ -11,6 +11,14 @@ public sealed partial class JobsCliTests
 {
     static (int ExitCode, string Stdout, string Stderr) Jobs(TempDirectory temp, params string[] args) => Cli.Run(["jobs", .. args, "--data-dir", temp["home"]]);
 
+    /// <summary><see cref="Jobs"/> run as the launcher script runs the CLI, having been run as <paramref name="invoked"/>.</summary>
+    static (int ExitCode, string Stdout, string Stderr) JobsAs(string invoked, TempDirectory temp, params string[] args)
+    {
+        var info = Cli.StartInfo(["jobs", .. args, "--data-dir", temp["home"]]);
+        info.Environment["STRATUS_COMMAND"] = invoked;
+        return Cli.Run(info);
+    }
+
     static string Submit(TempDirectory temp, params string[] args)
     {
         var (code, stdout, stderr) = Jobs(temp, ["submit", .. args]);
@@ -80,6 +88,24 @@ public sealed partial class JobsCliTests
         Assert.Contains($"command:    stratus train '--config={temp["with space.json"]}' --data=", Jobs(temp, "show", quoted).Stdout);
     }
 
+    /// <summary>The commands jobs' hints spell out are spelled as the user runs the CLI, as every
+    /// other verb's are: pasted from a clone's `./stratus`, `stratus jobs logs ...` finds no command.</summary>
+    [Fact]
+    public void Jobs_hints_name_the_command_as_the_launcher_script_was_run()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        Assert.Equal(0, Cli.Run("keys", "create", "--name", "app", "--data-dir", temp["home"]).ExitCode);
+        var empty = JobsAs("./stratus", temp, "list");
+        Assert.Equal("No jobs. Submit one: ./stratus jobs submit --config <file.json> --data <dataset> --out <run>", empty.Stdout.Trim());
+        var submit = JobsAs("./stratus", temp, "submit", "--config", config, "--data", data, "--out", temp["run"], "--device", "cuda");
+        Assert.True(submit.ExitCode == 0, submit.Stderr);
+        var id = JobId().Match(submit.Stdout).Groups[1].Value;
+        Assert.Contains($"follow it with `./stratus jobs logs {id} --follow`, see it with `./stratus jobs show {id}`, stop it with `./stratus jobs cancel {id}`", submit.Stdout);
+        Ended(temp, id);
+        Assert.Contains("command:    ./stratus train --config=", JobsAs("./stratus", temp, "show", id).Stdout);
+    }
+
     [Fact]
     public void A_job_whose_training_fails_ends_failed_with_its_exit_code_its_error_and_its_log()
     {
@@ -106,15 +132,39 @@ public sealed partial class JobsCliTests
         var second = Jobs(temp, "submit", "--config", config, "--data", data, "--out", temp["run"]);
         Assert.Equal(2, second.ExitCode);
         Assert.Equal($"error: {temp["run"]} is in use by another `stratus train`, which holds its .lock; wait for that training to end, or train into another --out\n", second.Stderr);
-        var cancel = Jobs(temp, "cancel", id);
+        var cancel = JobsAs("./stratus", temp, "cancel", id);
         Assert.True(cancel.ExitCode == 0, cancel.Stderr);
+        Assert.Contains($"(continue it with `./stratus train --resume {temp["run"]}`;", cancel.Stdout);
         var show = Ended(temp, id);
         Assert.Contains($"state:      cancelled: cancelled after a last checkpoint; continue it with `stratus train --resume {temp["run"]}`", show);
+        Assert.Contains($"continue it with `./stratus train --resume {temp["run"]}`", JobsAs("./stratus", temp, "show", id).Stdout);
         Assert.Contains("exit code 143", show);
         Assert.False(Alive(pid), "the training process is still there");
         Assert.True(Directory.Exists(Path.Combine(temp["run"], "checkpoints", "last")));
         Assert.Contains("job.cancelled", Cli.Run("audit", "list", "--data-dir", temp["home"]).Stdout);
         Assert.Equal(2, Jobs(temp, "cancel", id).ExitCode);
+    }
+
+    /// <summary>A second cancel reaches train as a second SIGTERM, which ends it at once, as Ctrl+C
+    /// twice does: its message says so rather than promise a step finished and a checkpoint.</summary>
+    [Fact]
+    public void A_second_cancel_says_the_training_ends_at_once_and_it_does()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        // The evaluation before step 0 outlasts the test: the first cancel waits for it.
+        var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--eval-iters", "100000000");
+        WaitForState(temp, id, state => state == "running" && File.Exists(Path.Combine(temp["run"], id + ".log"))
+            && File.ReadAllText(Path.Combine(temp["run"], id + ".log")).Contains("training from step 0", StringComparison.Ordinal));
+        var first = Jobs(temp, "cancel", id);
+        Assert.True(first.ExitCode == 0, first.Stderr);
+        Assert.Contains("stops after the current step with a last checkpoint", first.Stdout);
+        Assert.Contains("cancel again to end it at once", first.Stdout);
+        Thread.Sleep(1000);
+        var second = Jobs(temp, "cancel", id);
+        Assert.True(second.ExitCode == 0, second.Stderr);
+        Assert.Contains($"cancelling {id} again: its training ends at once", second.Stdout);
+        Assert.Contains("state:      cancelled", Ended(temp, id));
     }
 
     [Fact]

@@ -116,6 +116,31 @@ public sealed class JobsApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_unknown_field_is_refused_and_trains_refusals_name_the_field_at_fault()
+    {
+        var (client, _) = await TrainingClient();
+        var data = Path.Combine(folder, "data");
+        foreach (var (body, param, problem) in new (object Body, string Param, string Problem)[]
+        {
+            // Ignored before: a new run started where the caller asked to resume one.
+            (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resume = true }, "resume", "'resume' is not a field of this request; its fields are config, data, out and overrides"),
+            (Body("b", new { max_iters = "many" }), "overrides.max_iters", "--max-iters: max_iters must be a whole number"),
+            (Body("c", new { n_layers = 2 }), "overrides.n_layers", "unknown config key 'n_layers'"),
+            (new { data, @out = data, overrides = Tiny }, "out", "dataset"),
+            (new { data = Path.Combine(folder, "missing"), @out = Path.Combine(folder, "d"), overrides = Tiny }, "data", "does not exist"),
+        })
+        {
+            var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", body));
+            Assert.True(status == HttpStatusCode.BadRequest, answer.ToJsonString());
+            var error = answer["error"]!;
+            Assert.Equal(param, (string?)error["param"]);
+            Assert.Contains(problem, (string)error["message"]!);
+        }
+        var (_, list) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Empty(list["data"]!.AsArray());
+    }
+
+    [Fact]
     public async Task The_jobs_apis_refusals_are_no_invalid_requests_of_the_serving_metrics()
     {
         var (client, _) = await TrainingClient();

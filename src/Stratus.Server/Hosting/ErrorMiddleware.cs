@@ -38,9 +38,9 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 ApiException api => api,
                 BadHttpRequestException bad => OpenAIErrors.UnreadableBody(bad).Error,
                 StratusUserException user => ApiException.Invalid(user),
-                Stratus.Safety.TrustUserException { NotFound: true } missing => new ApiException(404, missing.Message, code: "not_found"),
-                Stratus.Safety.TrustUserException { Conflict: true } busy => new ApiException(409, busy.Message, code: "conflict"),
-                Stratus.Safety.TrustUserException user => ApiException.Invalid(user.Message),
+                Stratus.Safety.TrustUserException { NotFound: true } missing => new ApiException(404, missing.Message, missing.Param, "not_found"),
+                Stratus.Safety.TrustUserException { Conflict: true } busy => new ApiException(409, busy.Message, busy.Param, "conflict"),
+                Stratus.Safety.TrustUserException user => ApiException.Invalid(user.Message, user.Param),
                 Stratus.Inference.EngineUnavailableException down => new ApiException(503, $"The model is not available: {down.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
                 // The engine goes on without the request's sequences, so a retry may succeed.
                 Stratus.Inference.EngineStepFailedException failed => new ApiException(503, failed.Message, code: "model_step_failed") { RetryAfterSeconds = 1 },

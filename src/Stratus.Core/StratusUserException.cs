@@ -14,6 +14,10 @@ public sealed class StratusUserException(string message, Exception? inner = null
     /// <summary>OpenAI's code for the error (invalid_value, unsupported_value), with <see cref="Param"/>.</summary>
     public string? Code { get; init; }
 
+    /// <summary>This error said of <paramref name="param"/>: what an API that took the input under
+    /// another name answers.</summary>
+    public StratusUserException WithParam(string param) => new(Message, this) { Param = param, Code = Code };
+
     /// <summary>Rewrites the .NET type a parser names at the end of its message ("could not be
     /// converted to System.Nullable`1[System.Int32].", "as expected type 'System.Int32'.") as what
     /// the user should write ("a whole number"), and puts the allowed values System.CommandLine

@@ -11,6 +11,10 @@ public sealed class TrustUserException(string message, Exception? inner = null) 
     /// 404 rather than 400.</summary>
     public bool NotFound { get; init; }
 
+    /// <summary>The request field at fault, where the error is one field's (the server's error
+    /// names it in `param`, as OpenAI's do); null otherwise.</summary>
+    public string? Param { get; init; }
+
     /// <summary>What the request asks for clashes with what is under way (a job writing the same
     /// run folder): the server answers 409 rather than 400.</summary>
     public bool Conflict { get; init; }

@@ -148,6 +148,47 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    [Fact]
+    public async Task At_1280_pixels_the_keys_table_shows_every_column_and_the_page_asks_for_nothing_it_is_refused()
+    {
+        await fixture.Keys.CreateAsync("dashboard-expiring-" + Guid.NewGuid().ToString("N")[..8], ApiKeyScopes.Inference | ApiKeyScopes.Training,
+            new RateLimits(600, 100_000), "tests", ApiKeyExpiry.Parse(null, "30d", "expires_at", "expires_in"));
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await page.SetViewportSizeAsync(1280, 800);
+        var refused = new List<string>();
+        page.Response += (_, response) => { if (response.Status >= 400) lock (refused) refused.Add($"{response.Status} {response.Url}"); };
+        await page.ReloadAsync();
+        await ShowAsync(page, fixture.ApiKey);
+        var keys = page.Locator("#panel-keys .table-scroll");
+        await Expect(keys.Locator("table")).ToContainTextAsync("dashboard-expiring-");
+        // Before, the Expires column lay beyond the panel's right edge, behind a scroll bar.
+        Assert.True(await keys.EvaluateAsync<bool>("e => e.scrollWidth <= e.clientWidth"),
+            $"the keys table is {await keys.EvaluateAsync<int>("e => e.scrollWidth")} px wide in a panel of {await keys.EvaluateAsync<int>("e => e.clientWidth")} px");
+        // Nothing the page asks for is refused: each refusal is an error in the browser's console.
+        // (Headless Chromium asks for no icon; DashboardTests checks the page names its own.)
+        Assert.Empty(refused);
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
+    public async Task The_loss_curve_shown_first_is_of_the_newest_job_that_has_steps()
+    {
+        var withSteps = EndedJob(Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-with-steps-" + Guid.NewGuid().ToString("N")[..8]));
+        // Newer, and no step logged: a job still queued, or one that failed before its first step.
+        var empty = Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-without-steps-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(empty);
+        var newest = JobService.OpenLocal(fixture.DataDir, ["/bin/true"]).Submit(new TrainArguments(null, empty, empty, []), "tests").Id;
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        await Expect(page.Locator("#panel-jobs tr", new() { HasText = newest })).ToBeVisibleAsync();
+        // Before, the newest job's "has logged no step yet" stood where a curve could be.
+        await Expect(page.Locator("#job-picker")).ToHaveValueAsync(withSteps);
+        await Expect(page.Locator("#job-curve svg path[data-series='train loss']")).ToHaveCountAsync(1);
+        Assert.Empty(opened.Violations);
+    }
+
     /// <summary>A fresh page, the requests it makes to the server's API (not to its own files), and
     /// what broke its Content Security Policy or threw in it.</summary>
     sealed class OpenedPage(IPlaywright playwright, IBrowser browser, IPage page) : IAsyncDisposable

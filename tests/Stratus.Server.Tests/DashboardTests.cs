@@ -54,6 +54,21 @@ public sealed class DashboardTests(TinyModelServer fixture) : IClassFixture<Tiny
         Assert.Equal(new Uri(fixture.Server.RootUrl, "/dashboard/"), new Uri(new Uri(fixture.Server.RootUrl, "/dashboard"), bare.Headers.Location!));
     }
 
+    [Fact]
+    public async Task The_page_names_an_icon_of_its_own_that_is_served_without_a_key()
+    {
+        using var anonymous = fixture.AnonymousClient();
+        var page = await anonymous.GetStringAsync("/dashboard/");
+        // Without one a browser asks for /favicon.ico, which needs a key: a 401 in every console.
+        var icon = System.Text.RegularExpressions.Regex.Match(page, "<link rel=\"icon\" href=\"([^\"]+)\"");
+        Assert.True(icon.Success, "the page names no icon");
+        using var response = await anonymous.GetAsync("/dashboard/" + icon.Groups[1].Value);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("image/svg+xml", response.Content.Headers.ContentType?.MediaType);
+        // The page's own policy lets it load an image of this server.
+        Assert.Contains("img-src 'self'", response.Headers.GetValues("Content-Security-Policy").Single());
+    }
+
     [Theory]
     [InlineData("GET", "/dashboard/../v1/admin/keys")]
     [InlineData("GET", "/dashboard/%2e%2e/v1/admin/keys")]
@@ -77,6 +92,7 @@ public sealed class DashboardTests(TinyModelServer fixture) : IClassFixture<Tiny
     [InlineData("GET", "/api/keys")]
     [InlineData("GET", "/v1/admin/keys")]
     [InlineData("GET", "/v1/models")]
+    [InlineData("GET", "/favicon.ico")]
     public async Task Nothing_else_is_answered_without_a_key(string method, string rawPath)
     {
         // Sent as written: HttpClient would resolve the dot segments before the server saw them.

@@ -116,6 +116,54 @@ public sealed class JobsApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_unknown_field_is_refused_and_trains_refusals_name_the_field_at_fault()
+    {
+        var (client, _) = await TrainingClient();
+        var data = Path.Combine(folder, "data");
+        foreach (var (body, param, problem) in new (object Body, string Param, string Problem)[]
+        {
+            // Ignored before: a new run started where the caller asked to resume one.
+            (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resume = true }, "resume", "'resume' is not a field of this request; its fields are config, data, out and overrides"),
+            (Body("b", new { max_iters = "many" }), "overrides.max_iters", "--max-iters: max_iters must be a whole number"),
+            (Body("c", new { n_layers = 2 }), "overrides.n_layers", "unknown config key 'n_layers'"),
+            (new { data, @out = data, overrides = Tiny }, "out", "dataset"),
+            (new { data = Path.Combine(folder, "missing"), @out = Path.Combine(folder, "d"), overrides = Tiny }, "data", "does not exist"),
+        })
+        {
+            var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", body));
+            Assert.True(status == HttpStatusCode.BadRequest, answer.ToJsonString());
+            var error = answer["error"]!;
+            Assert.Equal(param, (string?)error["param"]);
+            Assert.Contains(problem, (string)error["message"]!);
+        }
+        var (_, list) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Empty(list["data"]!.AsArray());
+    }
+
+    [Fact]
+    public async Task The_jobs_apis_refusals_are_no_invalid_requests_of_the_serving_metrics()
+    {
+        var (client, _) = await TrainingClient();
+        var before = await RequestsEnded("invalid");
+        Assert.Equal(HttpStatusCode.BadRequest, (await Send(client.PostAsJsonAsync("/api/jobs", Body("a", new { n_layers = 2 })))).Status);
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(client.GetAsync("/api/jobs/job-00000000"))).Status);
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(server.Http.GetAsync("/api/models/missing"))).Status);
+        Assert.Equal(HttpStatusCode.Forbidden, (await Send(client.GetAsync("/api/models"))).Status);
+        // A serving request's refusal still counts.
+        Assert.Equal(HttpStatusCode.NotFound, (await Send(server.Http.PostAsJsonAsync("/v1/completions", new { model = "missing", prompt = "a" }))).Status);
+        // Before, each of the five counted: the dashboard showed a walk of the jobs panel as invalid requests.
+        Assert.Equal(before + 1, await RequestsEnded("invalid"));
+    }
+
+    /// <summary>GET /api/serving's count of requests that ended with this outcome.</summary>
+    async Task<long> RequestsEnded(string outcome)
+    {
+        var (status, serving) = await Send(server.Http.GetAsync("/api/serving"));
+        Assert.Equal(HttpStatusCode.OK, status);
+        return serving["requests"]!.AsObject().TryGetPropertyValue(outcome, out var count) ? (long)count! : 0;
+    }
+
+    [Fact]
     public async Task Submissions_read_and_write_only_beneath_the_jobs_root_with_links_followed()
     {
         var (client, _) = await TrainingClient();

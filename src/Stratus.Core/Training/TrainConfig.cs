@@ -227,7 +227,7 @@ public sealed record TrainConfig
         var overridden = new HashSet<string>();
         foreach (var (rawKey, value) in overrides ?? [])
         {
-            var key = rawKey.TrimStart('-').Replace('-', '_');
+            var key = KeyOf(rawKey);
             CheckKey(key, "command line");
             json[key] = ParseValue(value);
             overridden.Add(key);
@@ -242,7 +242,7 @@ public sealed record TrainConfig
             var wanted = reason.Split("converted to ");
             throw new StratusUserException(json.TryGetPropertyValue(key, out var given) && given is null ? $"{Origin(key)}: {key} must not be null; leave it out for its default"
                 : wanted.Length == 2 && given is not null ? $"{Origin(key)}: {key} must be {wanted[1].TrimEnd('.')}, got {given.ToJsonString()}"
-                : $"{Origin(key)}: {reason} (at {e.Path})");
+                : $"{Origin(key)}: {reason} (at {e.Path})") { Param = key.Length > 0 ? key : null };
         }
     }
 
@@ -258,11 +258,15 @@ public sealed record TrainConfig
         return list.Count == 1 ? list[0] : $"{string.Join(", ", list.SkipLast(1))} and {list[^1]}";
     }
 
+    /// <summary>The config key an override names, given in kebab- or snake-case, with or without
+    /// the option's dashes (--max-iters, max-iters and max_iters are max_iters).</summary>
+    public static string KeyOf(string given) => given.TrimStart('-').Replace('-', '_');
+
     static void CheckKey(string key, string source)
     {
         if (Keys.Contains(key)) return;
         var suggestion = Spelling.Nearest(key, Keys) is { } nearest ? $"; did you mean '{nearest}'?" : ";";
-        throw new StratusUserException($"unknown config key '{key}' in {source}{suggestion} Valid keys: {string.Join(", ", Keys)}");
+        throw new StratusUserException($"unknown config key '{key}' in {source}{suggestion} Valid keys: {string.Join(", ", Keys)}") { Param = key };
     }
 
     static JsonNode? ParseValue(string value)

@@ -198,13 +198,22 @@ public sealed class Trainer : IDisposable
     /// later by another process (a job): the config (unknown keys, bad values), the dataset (there,
     /// whole, long enough for block_size) and the run folder (no dataset or model in it), each
     /// refused with the error `stratus train` gives.</summary>
-    /// <exception cref="StratusUserException">What train would refuse.</exception>
+    /// <exception cref="StratusUserException">What train would refuse; its Param the config key at
+    /// fault where one is, else "out" or "data" for the folder at fault (an API names its field).</exception>
     public static TrainConfig CheckStart(string? configPath, IEnumerable<KeyValuePair<string, string>> overrides, string dataDirectory, string runDirectory)
     {
         var config = TrainConfig.Load(configPath, overrides);
-        DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
-        RequireNoModelIn(runDirectory);
-        using (new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed)) { }
+        try
+        {
+            DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
+            RequireNoModelIn(runDirectory);
+        }
+        catch (StratusUserException e) when (e.Param is null) { throw e.WithParam("out"); }
+        try
+        {
+            using (new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed)) { }
+        }
+        catch (StratusUserException e) when (e.Param is null) { throw e.WithParam("data"); }
         return config;
     }
 

@@ -4,8 +4,8 @@
 // database the machine refuses (PlatformStorageException), a content-safety provider that failed
 // (SafetyProviderUnavailableException) or a request a stopping server ended (ServerShutdown) as
 // 503, and anything unexpected as a 500 without internals (logged here, never sent). The one error middleware of the server: the
-// trust layer's own is left out (UseStratusTrust(shapeErrors: false)). Also counts refused and
-// invalid requests for /metrics.
+// trust layer's own is left out (UseStratusTrust(shapeErrors: false)). Also counts the serving API's
+// refused and invalid requests for /metrics (ServingMetrics.Counts).
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Stratus.Platform;
@@ -38,9 +38,9 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 ApiException api => api,
                 BadHttpRequestException bad => OpenAIErrors.UnreadableBody(bad).Error,
                 StratusUserException user => ApiException.Invalid(user),
-                Stratus.Safety.TrustUserException { NotFound: true } missing => new ApiException(404, missing.Message, code: "not_found"),
-                Stratus.Safety.TrustUserException { Conflict: true } busy => new ApiException(409, busy.Message, code: "conflict"),
-                Stratus.Safety.TrustUserException user => ApiException.Invalid(user.Message),
+                Stratus.Safety.TrustUserException { NotFound: true } missing => new ApiException(404, missing.Message, missing.Param, "not_found"),
+                Stratus.Safety.TrustUserException { Conflict: true } busy => new ApiException(409, busy.Message, busy.Param, "conflict"),
+                Stratus.Safety.TrustUserException user => ApiException.Invalid(user.Message, user.Param),
                 Stratus.Inference.EngineUnavailableException down => new ApiException(503, $"The model is not available: {down.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
                 // The engine goes on without the request's sequences, so a retry may succeed.
                 Stratus.Inference.EngineStepFailedException failed => new ApiException(503, failed.Message, code: "model_step_failed") { RetryAfterSeconds = 1 },
@@ -58,14 +58,17 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
             else if (e is PlatformStorageException storage) trust.LogStorageFailure(logger, storage, context.Request.Path, context.TraceIdentifier);
             else if (e is Stratus.Safety.SafetyProviderUnavailableException) logger.LogError(e, "a content-safety provider failed serving {Path} (request {RequestId})", context.Request.Path, context.TraceIdentifier);
             error ??= new ApiException(500, "The server had an error while processing your request.", code: "internal_error");
-            var model = context.Items[ModelItem] as string ?? "";
-            // A failed model step, a refused database and a failed safety provider are the
-            // server's errors, though 503s (a retry may succeed); a 503 otherwise is the server
-            // declining the work.
-            var serverFault = e is Stratus.Inference.EngineStepFailedException or PlatformStorageException or Stratus.Safety.SafetyProviderUnavailableException;
-            metrics.RequestEnded(model, serverFault ? "error"
-                : ended ? Stratus.Inference.FinishReason.Cancelled
-                : error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });
+            if (ServingMetrics.Counts(context.Request.Path))
+            {
+                var model = context.Items[ModelItem] as string ?? "";
+                // A failed model step, a refused database and a failed safety provider are the
+                // server's errors, though 503s (a retry may succeed); a 503 otherwise is the server
+                // declining the work.
+                var serverFault = e is Stratus.Inference.EngineStepFailedException or PlatformStorageException or Stratus.Safety.SafetyProviderUnavailableException;
+                metrics.RequestEnded(model, serverFault ? "error"
+                    : ended ? Stratus.Inference.FinishReason.Cancelled
+                    : error.Status switch { 429 or 503 => "rejected", < 500 => "invalid", _ => "error" });
+            }
             if (context.Response.HasStarted)
             {
                 // Mid-stream: the status line is gone, so end the event stream with the error.

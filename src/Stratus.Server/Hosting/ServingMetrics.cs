@@ -7,6 +7,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Stratus.Server.Trust;
 
 namespace Stratus.Server.Hosting;
 
@@ -35,7 +36,7 @@ public sealed class ServingMetrics : IDisposable
     {
         this.registry = registry;
         meter = new Meter(MeterName);
-        requests = meter.CreateCounter<long>("stratus.requests", description: "Requests by outcome: stop, length, cancelled, rejected (429, or 503 for a stopped engine), invalid (4xx), error (5xx, a failed model step, and a platform database the machine refuses).");
+        requests = meter.CreateCounter<long>("stratus.requests", description: "Requests by outcome: stop, length, cancelled, rejected (429, or 503 for a stopped engine), invalid (4xx of the serving API: /v1 but its admin paths, /tokenize, /detokenize), error (5xx, a failed model step, and a platform database the machine refuses).");
         promptTokens = meter.CreateCounter<long>("stratus.prompt_tokens", description: "Prompt tokens processed, of every request (those cancelled or failed too) whose prompt the model read whole.");
         cachedPromptTokens = meter.CreateCounter<long>("stratus.prefix_cache_hit_tokens", description: "Prompt tokens whose keys and values came from the prefix cache (counted in the prompt tokens too).");
         generationTokens = meter.CreateCounter<long>("stratus.generation_tokens", description: "Tokens generated, for every request (those cancelled or failed too).");
@@ -54,6 +55,15 @@ public sealed class ServingMetrics : IDisposable
     {
         foreach (var model in registry.All) yield return new Measurement<T>(read(model), new KeyValuePair<string, object?>("model", model.Name));
     }
+
+    /// <summary>Whether a request to <paramref name="path"/> is the serving API's, whose outcomes
+    /// stratus_requests_total counts: /v1 (but for its admin paths, /v1/admin and /v1/usage),
+    /// /tokenize and /detokenize, as vLLM counts its serving requests alone. The platform's
+    /// management (/api, the admin paths), the dashboard and /metrics itself are not: their
+    /// 4xx answers are not the models' invalid requests.</summary>
+    public static bool Counts(PathString path) =>
+        (path.StartsWithSegments("/v1") || path.StartsWithSegments("/tokenize") || path.StartsWithSegments("/detokenize"))
+        && TrustRoutes.ScopeForPath(path.Value!) == Stratus.Platform.ApiKeyScopes.Inference;
 
     public void RequestEnded(string model, string outcome)
     {

@@ -17,6 +17,9 @@ using Stratus.Training;
 
 namespace Stratus.Server.Trust;
 
+/// <summary>A field it does not have is refused: one ignored ("resume": true) would start a new
+/// run where the caller asked for something else.</summary>
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
 public sealed record SubmitJobRequest(
     [property: JsonPropertyName("config")] string? Config,
     [property: JsonPropertyName("data")] string? Data,
@@ -92,8 +95,17 @@ public static class JobsEndpoints
                 HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.")),
                 HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.")),
                 [.. (body.Overrides ?? []).Select(o => new KeyValuePair<string, string>(o.Key, o.Value.ValueKind == JsonValueKind.String ? o.Value.GetString()! : o.Value.GetRawText()))]);
-            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true };
-            Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
+            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true, Param = "out" };
+            try
+            {
+                Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
+            }
+            catch (StratusUserException e) when (e.Param is { } key && key is not ("out" or "data"))
+            {
+                // train's words are the CLI's (--max-iters: ...); param names the field that gave the key.
+                var given = arguments.Overrides.FirstOrDefault(o => TrainConfig.KeyOf(o.Key) == key).Key;
+                throw e.WithParam(given is null ? "config" : $"overrides.{given}");
+            }
             return Json(JobView.From(Service(http).Submit(arguments, Actor(http))), StatusCodes.Status201Created);
         });
         jobs.MapGet("/{id}/metrics", (HttpContext http, string id) =>

@@ -2,6 +2,8 @@
 // host sets for its endpoints cannot rename Azure and OpenAI fields (every DTO names its
 // properties explicitly), and request bodies read with errors a client can act on.
 using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
 using Stratus.Safety;
 using Stratus.Server.Api;
 
@@ -9,7 +11,9 @@ namespace Stratus.Server.Trust;
 
 public static class TrustJson
 {
-    public static JsonSerializerOptions Options { get; } = new(JsonSerializerDefaults.Web);
+    // The resolver the serializer would pick itself, named so that RequireKnownFields can read a
+    // type's fields before any body is deserialized.
+    public static JsonSerializerOptions Options { get; } = new(JsonSerializerDefaults.Web) { TypeInfoResolver = new DefaultJsonTypeInfoResolver() };
 
     /// <summary>Reads a JSON body as <typeparamref name="T"/>.</summary>
     /// <exception cref="TrustUserException">Not JSON, not this shape, or empty.</exception>
@@ -21,6 +25,8 @@ public static class TrustJson
         if (bytes.IsEmpty) throw new TrustUserException("The request body is empty; send a JSON object.");
         if (JsonText.Problem(bytes) is { } problem)
             throw new TrustUserException($"The request body is not valid JSON for this endpoint: {problem}.");
+        var shape = Options.GetTypeInfo(typeof(T));
+        if (shape.UnmappedMemberHandling == JsonUnmappedMemberHandling.Disallow) RequireKnownFields(bytes, shape);
         try
         {
             return JsonSerializer.Deserialize<T>(bytes, Options)
@@ -31,6 +37,27 @@ public static class TrustJson
             var field = e.Path is { Length: > 2 } path ? $" at '{path.TrimStart('$', '.')}'" : "";
             var reason = StratusUserException.InUsersWords(e);
             throw new TrustUserException($"The request body is not valid JSON for this endpoint{field}: {reason}", e);
+        }
+    }
+
+    /// <summary>Refuses a top-level field the request type does not have, for the types that say
+    /// so ([JsonUnmappedMemberHandling(Disallow)]): one where a field ignored would do other than
+    /// asked (a job submitted with "resume": true would train a new run). System.Text.Json's own
+    /// refusal names the .NET type, not the fields a client may send.</summary>
+    static void RequireKnownFields(ReadOnlySpan<byte> body, JsonTypeInfo shape)
+    {
+        var reader = new Utf8JsonReader(body);
+        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) return; // the deserializer says what it must be
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            var name = reader.GetString()!;
+            // Names compare as the deserializer matches them (the web defaults: case-insensitively).
+            if (!shape.Properties.Any(p => string.Equals(p.Name, name, StringComparison.OrdinalIgnoreCase)))
+            {
+                var fields = shape.Properties.Select(p => p.Name).ToList();
+                throw new TrustUserException($"'{name}' is not a field of this request; its fields are {string.Join(", ", fields.SkipLast(1))} and {fields[^1]}.") { Param = name };
+            }
+            reader.Skip();
         }
     }
 }

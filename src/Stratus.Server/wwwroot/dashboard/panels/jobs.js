@@ -77,8 +77,11 @@ export default {
       { label: "Reason", value: j => j.reason ?? "" },
     ], jobs, "No jobs. Submit one with `stratus jobs submit` or POST /api/jobs.");
     if (jobs.length === 0) return [listed];
-    // The job chosen, else the newest running one, else the newest.
-    const shown = jobs.find(j => j.id === chosen) ?? jobs.find(j => j.state === "running") ?? jobs[0];
+    // The job chosen, else the newest with a step logged (running ones first), else the newest
+    // running one, else the newest: a job queued or failed before its first step has no curve.
+    const logged = jobs.filter(j => j.last_step);
+    const shown = jobs.find(j => j.id === chosen) ?? logged.find(j => j.state === "running") ?? logged[0]
+      ?? jobs.find(j => j.state === "running") ?? jobs[0];
     const picker = el("select", { id: "job-picker" }, jobs.map(j => el("option", { value: j.id, selected: j.id === shown.id }, `${j.id} (${j.state})`)));
     const area = el("div", {}, await curve(get, shown));
     picker.addEventListener("change", async () => {

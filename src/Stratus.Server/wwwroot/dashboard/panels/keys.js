@@ -10,6 +10,9 @@ export default {
   id: "keys",
   title: "API keys",
   refreshSeconds: 30,
+  // Seven columns, two of them times: in half the page at 1280 px the last ones lay beyond the
+  // panel's edge, behind a scroll bar.
+  wide: true,
   async render(get) {
     const keys = await get("/v1/admin/keys");
     return [

@@ -29,13 +29,14 @@ public sealed record OpenAIModerationOptions(Uri BaseUrl, string? ApiKey = null,
     }
 
     /// <summary>Where moderation requests are posted: an operator copies the base URL an OpenAI
-    /// client is given (".../v1") as often as the service's root, and both mean one endpoint.</summary>
+    /// client is given (".../v1") as often as the service's root, and both mean one endpoint. The
+    /// URL's query (a gateway's api-version or tenant) is kept; a fragment is never sent.</summary>
     public Uri Endpoint
     {
         get
         {
             var root = BaseUrl.GetLeftPart(UriPartial.Path).TrimEnd('/');
-            return new Uri(root + (root.EndsWith("/v1", StringComparison.Ordinal) ? "/moderations" : "/v1/moderations"));
+            return new Uri(root + (root.EndsWith("/v1", StringComparison.Ordinal) ? "/moderations" : "/v1/moderations") + BaseUrl.Query);
         }
     }
 }

@@ -105,7 +105,10 @@ public sealed class ExternalProviderTests
     [InlineData("https://api.openai.com/v1/", "https://api.openai.com/v1/moderations")]
     [InlineData("http://10.0.0.5:8080/guard/", "http://10.0.0.5:8080/guard/v1/moderations")]
     [InlineData("http://10.0.0.5:8080/guard/v1", "http://10.0.0.5:8080/guard/v1/moderations")]
-    public async Task A_root_or_a_base_url_ending_in_v1_posts_to_v1_moderations(string url, string endpoint)
+    // A gateway's query (an API version, a tenant) belongs to every request, as OpenAI's clients keep it.
+    [InlineData("https://gw.local/openai/v1?api-version=2024-10-01", "https://gw.local/openai/v1/moderations?api-version=2024-10-01")]
+    [InlineData("https://gw.local/guard/?tenant=a&region=eu#docs", "https://gw.local/guard/v1/moderations?tenant=a&region=eu")]
+    public async Task A_root_or_a_base_url_ending_in_v1_posts_to_v1_moderations_with_its_query(string url, string endpoint)
     {
         var handler = new FakeHandler(HttpStatusCode.OK, Response);
         await new OpenAIModerationProvider(new HttpClient(handler), OpenAIModerationOptions.Parse(url)).AnalyzeAsync("x", ContentDirection.Prompt, default);

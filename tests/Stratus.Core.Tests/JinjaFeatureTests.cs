@@ -62,7 +62,7 @@ public sealed class JinjaFeatureTests
     /// counter (raise_exception otherwise), user turns found with selectattr and compared by value
     /// (turn == asked[-1]), calls and results skipped with rejectattr, the tool list written key by
     /// key from .items() with loop.last, calls written with tojson and a slice, results with |string.</summary>
-    const string MistralStyleTools = """
+    internal const string MistralStyleTools = """
         {#- The system text, if any, is set aside and folded into the last user turn. #}
         {%- set ns = namespace(turn=0, system="") %}
         {%- if messages and messages[0].role == "system" %}

@@ -19,11 +19,10 @@
 // Anything else fails at parse time with the construct named (a test or filter named by a string,
 // as in select("x"), where it is applied), so a template is either rendered
 // faithfully or refused.
-// Simplifications: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
-// the iteration); chat templates set such variables before reading them in the same iteration,
-// and use namespace() when they mean to carry a value out, so they render the same. A macro sees
-// its arguments and the variables where it was defined as they are when it is called, not its
-// caller's loop variables, as in Jinja, but it does see such a loop-scoped {% set %}. |escape
+// Scopes are Jinja's: a {% for %} body (and its else) is a scope of its own, begun again each
+// iteration, so a {% set %} in it lasts to the iteration's end and only namespace() attributes
+// carry a value out; an {% if %} is no scope. A macro sees its arguments and the variables where
+// it was defined as they are when it is called, not its caller's loop variables. |escape
 // gives plain text, not Markup: escaping its result (or |safe's) again escapes it again.
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
 // sizes, range() and the work done are capped, each breach a JinjaException (see the limits below).

@@ -10,6 +10,18 @@ public sealed partial class JinjaTemplate
     {
         public abstract void Render(Scope scope, StringBuilder output);
 
+        /// <summary>Adds the names this statement binds in the scope it renders in ({% set %},
+        /// {% macro %}, and those of the blocks in it that share that scope, as an if's do), which
+        /// a loop around it keeps to each of its iterations, as Jinja does.</summary>
+        public virtual void AddAssigned(HashSet<string> names) { }
+
+        public static HashSet<string> Assigned(IEnumerable<Node> nodes)
+        {
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var node in nodes) node.AddAssigned(names);
+            return names;
+        }
+
         protected static void Write(StringBuilder output, string text)
         {
             Values.CheckLength((long)output.Length + text.Length);
@@ -39,10 +51,24 @@ public sealed partial class JinjaTemplate
             }
             if (otherwise is not null) foreach (var node in otherwise) node.Render(scope, output);
         }
+
+        public override void AddAssigned(HashSet<string> names)
+        {
+            foreach (var (_, branch) in branches) foreach (var node in branch) node.AddAssigned(names);
+            if (otherwise is not null) foreach (var node in otherwise) node.AddAssigned(names);
+        }
     }
 
+    /// <summary>{% for %}: as in Jinja, its body is a scope of its own, begun again each
+    /// iteration: the loop's variables and the names its body sets hide those outside it (which
+    /// each iteration starts from) until the loop ends, and only a namespace's attributes carry a
+    /// value out. Its else is a scope of its own too.</summary>
     sealed class ForNode(List<string> targets, Expr iterable, Expr? filter, List<Node> body, List<Node>? otherwise) : Node
     {
+        /// <summary>The names an iteration binds: the targets, loop and what the body sets.</summary>
+        readonly string[] iterationNames = [.. targets.Append("loop").Union(Assigned(body))];
+        readonly string[] otherwiseNames = otherwise is null ? [] : [.. Assigned(otherwise)];
+
         public override void Render(Scope scope, StringBuilder output)
         {
             var items = Values.Iterate(iterable.Eval(scope)).ToList();
@@ -57,17 +83,20 @@ public sealed partial class JinjaTemplate
             }
             if (items.Count == 0)
             {
-                if (otherwise is not null) foreach (var node in otherwise) node.Render(scope, output);
+                if (otherwise is null) return;
+                var outside = Save(scope, otherwiseNames);
+                foreach (var node in otherwise) node.Render(scope, output);
+                Restore(scope, outside);
                 return;
             }
-            // Jinja scopes loop variables to the loop, but assignments to namespaces persist.
-            var saved = targets.Append("loop").Distinct().ToDictionary(t => t, t => scope.TryGetValue(t, out var v) ? v : Undefined.Instance);
+            var saved = Save(scope, iterationNames);
             scope.Loops.Add(saved);
             try
             {
                 for (var i = 0; i < items.Count; i++)
                 {
                     scope.Budget.Spend(Iteration);
+                    if (i > 0) Restore(scope, saved);
                     Bind(scope, items[i]);
                     scope["loop"] = new LoopInfo
                     {
@@ -87,6 +116,14 @@ public sealed partial class JinjaTemplate
             }
             finally { scope.Loops.RemoveAt(scope.Loops.Count - 1); }
             Restore(scope, saved);
+        }
+
+        /// <summary>The values that names have before a scope hides them (undefined: none).</summary>
+        static Dictionary<string, object?> Save(Scope scope, string[] names)
+        {
+            var saved = new Dictionary<string, object?>(names.Length, StringComparer.Ordinal);
+            foreach (var name in names) saved[name] = scope.TryGetValue(name, out var v) ? v : Undefined.Instance;
+            return saved;
         }
 
         /// <summary>Puts back the values a loop's variables hid (undefined: none).</summary>
@@ -115,6 +152,12 @@ public sealed partial class JinjaTemplate
     /// unpacked from it ({% set a, b = pair %}), or to a namespace's attribute.</summary>
     sealed class SetNode(List<string> names, string? attribute, Expr? value, List<Node>? block, List<FilterCall> filters) : Node
     {
+        public override void AddAssigned(HashSet<string> assigned)
+        {
+            // A namespace's attribute is set in the namespace, wherever it lives.
+            if (attribute is null) assigned.UnionWith(names);
+        }
+
         public override void Render(Scope scope, StringBuilder output)
         {
             object? v;
@@ -167,6 +210,11 @@ public sealed partial class JinjaTemplate
         {
             foreach (var node in body) node.Render(scope, output);
         }
+
+        public override void AddAssigned(HashSet<string> names)
+        {
+            foreach (var node in body) node.AddAssigned(names);
+        }
     }
 
     /// <summary>{% macro name(a, b=default) %}: the macro, bound to its name where the tag is
@@ -174,6 +222,8 @@ public sealed partial class JinjaTemplate
     sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameters, List<Node> body) : Node
     {
         public override void Render(Scope scope, StringBuilder output) => scope[name] = new Macro(name, parameters, body, scope);
+
+        public override void AddAssigned(HashSet<string> names) => names.Add(name);
     }
 
     /// <summary>{% call name(args) %}body{% endcall %}: the macro called with the body as its

@@ -290,21 +290,21 @@ public sealed partial class JinjaTemplate
 
         Expr Comparison()
         {
-            var left = Concat();
+            var left = Additive();
             while (true)
             {
                 var l = left;
                 if (Peek is "==" or "!=" or "<" or ">" or "<=" or ">=")
                 {
                     var op = tokens[position++];
-                    var r = Concat();
+                    var r = Additive();
                     left = new Lambda(s => Values.Compare(op, l.Eval(s), r.Eval(s)), l, r);
                 }
                 else if (Peek == "in" || (Peek == "not" && position + 1 < tokens.Count && tokens[position + 1] == "in"))
                 {
                     var negate = Accept("not");
                     Expect("in");
-                    var r = Concat();
+                    var r = Additive();
                     left = new Lambda(s => Values.Contains(r.Eval(s), l.Eval(s), s.Budget) != negate, l, r);
                 }
                 else if (Accept("is"))
@@ -325,12 +325,14 @@ public sealed partial class JinjaTemplate
             }
         }
 
+        /// <summary>As Jinja parses "~": tighter than "+" and "-", looser than "*" ("'a' ~ 1 + 2" adds
+        /// 2 to the text "a1", which fails, as in jinja2).</summary>
         Expr Concat()
         {
-            var left = Additive();
+            var left = Multiplicative();
             while (Accept("~"))
             {
-                var (l, r) = (left, Additive());
+                var (l, r) = (left, Multiplicative());
                 left = new Lambda(s => Values.Concatenate(Values.ToText(l.Eval(s)), Values.ToText(r.Eval(s))), l, r);
             }
             return left;
@@ -338,11 +340,11 @@ public sealed partial class JinjaTemplate
 
         Expr Additive()
         {
-            var left = Multiplicative();
+            var left = Concat();
             while (Peek is "+" or "-")
             {
                 var op = tokens[position++];
-                var (l, r) = (left, Multiplicative());
+                var (l, r) = (left, Concat());
                 left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)), l, r);
             }
             return left;
@@ -373,16 +375,17 @@ public sealed partial class JinjaTemplate
             return left;
         }
 
-        /// <summary>As Jinja: a minus binds tighter than the filters after it ("-3 | abs" is 3).</summary>
+        /// <summary>As Jinja: a sign binds tighter than the filters after it ("-3 | abs" is 3).</summary>
         Expr Unary(bool withFilters = true)
         {
             Expr value;
-            if (Accept("-"))
+            if (Peek is "-" or "+")
             {
+                var minus = tokens[position++] == "-";
                 Enter();
                 var operand = Unary(withFilters: false);
                 depth--;
-                value = new Lambda(s => Values.Negate(operand.Eval(s)), operand);
+                value = minus ? new Lambda(s => Values.Negate(operand.Eval(s)), operand) : new Lambda(s => Values.Plus(operand.Eval(s)), operand);
             }
             else value = Postfix();
             return withFilters ? Filtered(value) : value;

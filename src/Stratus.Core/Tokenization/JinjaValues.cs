@@ -491,6 +491,14 @@ public sealed partial class JinjaTemplate
         /// <summary>Unary minus: -0.0 stays a negative zero, as in Python (0 - 0.0 is 0.0).</summary>
         public static object? Negate(object? v) => v is double d ? -d : Arithmetic("-", 0L, v);
 
+        /// <summary>Unary plus, Python's: a number as it is (a boolean as 0 or 1); nothing else has one.</summary>
+        public static object? Plus(object? v) => v switch
+        {
+            long or double => v,
+            bool b => b ? 1L : 0L,
+            _ => throw new JinjaException($"cannot apply unary '+' to {Describe(v)}"),
+        };
+
         /// <summary>Python's a ** b: integers stay integers (refused past 64 bits, where Python's
         /// grow), a negative exponent gives a float; 0 to a negative power, a negative number to
         /// a fractional one (a complex number) and a float overflow are refused as Python refuses them.</summary>

@@ -29,8 +29,8 @@ public sealed partial class JinjaTemplate
             // strip(none) and split(none) mean white space, as in Python.
             return (target, name) switch
             {
-                // loop.cycle('odd', 'even'): the argument at the iteration's place, in turn.
-                (LoopInfo loop, "cycle") => args.Count > 0 ? args[(int)((long)loop["index0"]! % args.Count)] : throw new JinjaException("loop.cycle() takes the items to cycle through"),
+                (LoopInfo loop, "cycle") => loop.Cycle(args),
+                (LoopInfo loop, "changed") => loop.Changed(args),
                 (string s, "strip") => args is [{ } chars] ? s.Trim(Characters(s, chars, budget)) : s.Trim(),
                 (string s, "lstrip") => args is [{ } chars] ? s.TrimStart(Characters(s, chars, budget)) : s.TrimStart(),
                 (string s, "rstrip") => args is [{ } chars] ? s.TrimEnd(Characters(s, chars, budget)) : s.TrimEnd(),

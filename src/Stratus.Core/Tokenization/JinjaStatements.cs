@@ -91,6 +91,7 @@ public sealed partial class JinjaTemplate
             }
             var saved = Save(scope, iterationNames);
             scope.Loops.Add(saved);
+            var loop = new LoopInfo(items);
             try
             {
                 for (var i = 0; i < items.Count; i++)
@@ -98,12 +99,8 @@ public sealed partial class JinjaTemplate
                     scope.Budget.Spend(Iteration);
                     if (i > 0) Restore(scope, saved);
                     Bind(scope, items[i]);
-                    scope["loop"] = new LoopInfo
-                    {
-                        ["index0"] = (long)i, ["index"] = (long)i + 1, ["first"] = i == 0, ["last"] = i == items.Count - 1,
-                        ["length"] = (long)items.Count, ["revindex"] = (long)(items.Count - i), ["revindex0"] = (long)(items.Count - i - 1),
-                        ["previtem"] = i > 0 ? items[i - 1] : Undefined.Instance, ["nextitem"] = i < items.Count - 1 ? items[i + 1] : Undefined.Instance,
-                    };
+                    loop.Index0 = i;
+                    scope["loop"] = loop;
                     try
                     {
                         foreach (var node in body) node.Render(scope, output);
@@ -144,8 +141,49 @@ public sealed partial class JinjaTemplate
         }
     }
 
-    /// <summary>A loop's "loop" variable: its attributes, and loop.cycle(...), a method.</summary>
-    internal sealed class LoopInfo : Dictionary<string, object?>;
+    /// <summary>A loop's "loop" variable, one for all its iterations: its attributes, and the
+    /// methods loop.cycle(...) and loop.changed(...). (Jinja's loop.depth is that of a recursive
+    /// loop, which this subset has not: always 1.)</summary>
+    internal sealed class LoopInfo(List<object?> items)
+    {
+        /// <summary>What loop.changed(...) was last called with; none yet (a call is then a change).</summary>
+        TupleValue? changedLast;
+
+        public int Index0 { get; set; }
+
+        public object? this[string name] => name switch
+        {
+            "index0" => (long)Index0,
+            "index" => (long)Index0 + 1,
+            "first" => Index0 == 0,
+            "last" => Index0 == items.Count - 1,
+            "length" => (long)items.Count,
+            "revindex" => (long)(items.Count - Index0),
+            "revindex0" => (long)(items.Count - Index0 - 1),
+            "previtem" => Index0 > 0 ? items[Index0 - 1] : Undefined.Instance,
+            "nextitem" => Index0 < items.Count - 1 ? items[Index0 + 1] : Undefined.Instance,
+            "depth" => 1L,
+            "depth0" => 0L,
+            "cycle" or "changed" => new BoundMethod(this, name),
+            _ => Undefined.Instance,
+        };
+
+        /// <summary>loop.cycle('odd', 'even'): the argument at the iteration's place, in turn.</summary>
+        public object? Cycle(List<object?> args) =>
+            args.Count > 0 ? args[Index0 % args.Count] : throw new JinjaException("loop.cycle() takes the items to cycle through");
+
+        /// <summary>loop.changed(value, ...): whether the values differ from those of its last call.</summary>
+        public bool Changed(List<object?> args)
+        {
+            var values = new TupleValue();
+            values.AddRange(args);
+            if (changedLast is not null && Values.Equal(changedLast, values)) return false;
+            changedLast = values;
+            return true;
+        }
+
+        public override string ToString() => $"<LoopContext {Index0 + 1}/{items.Count}>";
+    }
 
     /// <summary>{% set %}: a value, or with no "=" the text its block renders (through filters
     /// where the tag names them: {% set x | trim %}...{% endset %}), bound to a name, to names

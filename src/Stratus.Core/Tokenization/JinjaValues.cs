@@ -285,8 +285,7 @@ public sealed partial class JinjaTemplate
         public static object? Member(object? target, string name) => target switch
         {
             Namespace ns => ns.TryGetValue(name, out var v) ? v : Undefined.Instance,
-            LoopInfo loop when name == "cycle" => new BoundMethod(loop, name),
-            LoopInfo loop => loop.TryGetValue(name, out var v) ? v : Undefined.Instance,
+            LoopInfo loop => loop[name],
             IDictionary<string, object?> d when DictMethods.Contains(name) => new BoundMethod(d, name),
             IDictionary<string, object?> d when ChangingDictMethods.Contains(name) => Undefined.Instance,
             IDictionary<string, object?> d => d.TryGetValue(name, out var v) ? v : Undefined.Instance,
@@ -535,6 +534,7 @@ public sealed partial class JinjaTemplate
             long or double => "a number",
             bool => "a boolean",
             BoundMethod => "a method",
+            LoopInfo => "a loop",
             IDictionary<string, object?> => "a mapping",
             _ => "a list",
         };

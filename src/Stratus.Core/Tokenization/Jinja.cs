@@ -1,9 +1,10 @@
 // The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3.x, Mistral v1/v3/Nemo,
 // Zephyr, Qwen2/2.5/3, Gemma 2/3, Phi-3/4, DeepSeek, Command-R, SmolLM, Hermes, Granite): text,
 // {{ expressions }}, {% if/elif/else %}, {% for ... in ... if ... %} with loop.* and {% break %} /
-// {% continue %} (the loopcontrols transformers enables) and loop.cycle(), {% set %} (also namespace
-// attributes, unpacking "a, b = pair", and {% set x | filter %}...{% endset %} blocks), {% macro %}
-// (default arguments, keyword arguments, recursion) and {% call %} with caller(),
+// {% continue %} (the loopcontrols transformers enables), loop.cycle() and loop.changed(), {% set %}
+// (also namespace attributes, unpacking "a, b = pair", and {% set x | filter %}...{% endset %}
+// blocks), {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs) and
+// {% call %} with caller(),
 // transformers' {% generation %}, comments, whitespace control ({%- -%}) and the trim_blocks /
 // lstrip_blocks settings transformers renders with. Expressions cover literals (adjacent strings
 // joined, Python's escapes, numbers such as 1_000 and 1e16, tuples), lists, dicts, attribute/index

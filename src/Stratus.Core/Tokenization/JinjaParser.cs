@@ -11,7 +11,9 @@ public sealed partial class JinjaTemplate
     {
         int position;
         int depth; // blocks open around the one being parsed
-        int macroBodies; // macro bodies open around the one being parsed
+        /// <summary>Which of varargs and kwargs the innermost macro (or call) body being parsed
+        /// reads, which makes it take arguments beyond its parameters, as in Jinja; null outside one.</summary>
+        HashSet<string>? extraArguments;
         int loops; // {% for %} bodies open around the one being parsed, in the same macro body
 
         /// <summary>The names a call may name besides the functions: the template's macros, known
@@ -31,7 +33,7 @@ public sealed partial class JinjaTemplate
             return names;
         }
 
-        Expr Expression(string source) => ExpressionParser.Parse(source, macros, macroBodies > 0);
+        Expr Expression(string source) => ExpressionParser.Parse(source, macros, extraArguments);
 
         public bool AtEnd => position >= pieces.Count;
 
@@ -116,7 +118,7 @@ public sealed partial class JinjaTemplate
 
         Node ParseSet(string statement)
         {
-            var (names, attribute, value, filters) = ExpressionParser.ParseSet(statement, macros, macroBodies > 0);
+            var (names, attribute, value, filters) = ExpressionParser.ParseSet(statement, macros, extraArguments);
             if (value is not null) return new SetNode(names, attribute, value, null, []);
             var block = ParseBlock("endset");
             position++;
@@ -129,12 +131,9 @@ public sealed partial class JinjaTemplate
             // A macro is a function of its own: a loop around its definition is not one its body may break.
             var outerLoops = loops;
             loops = 0;
-            macroBodies++;
-            var body = ParseBlock("endmacro");
-            macroBodies--;
+            var (body, extra) = ParseFunctionBody("endmacro");
             loops = outerLoops;
-            position++;
-            return new MacroNode(name, parameters, body);
+            return new MacroNode(name, parameters, body, extra);
         }
 
         Node ParseCall(string header)
@@ -145,10 +144,23 @@ public sealed partial class JinjaTemplate
             // Its body is caller(), a function of its own, as a macro's is.
             var outerLoops = loops;
             loops = 0;
-            var body = ParseBlock("endcall");
+            var (body, extra) = ParseFunctionBody("endcall");
             loops = outerLoops;
-            position++;
-            return new CallNode(macroCall.Name, macroCall.Arguments, body);
+            return new CallNode(macroCall.Name, macroCall.Arguments, body, extra);
+        }
+
+        /// <summary>A macro's or caller's body, up to its end tag, and which of varargs and kwargs it reads.</summary>
+        (List<Node> Body, ExtraArguments Extra) ParseFunctionBody(string end)
+        {
+            var outer = extraArguments;
+            extraArguments = [];
+            try
+            {
+                var body = ParseBlock(end);
+                position++;
+                return (body, new ExtraArguments(extraArguments.Contains("varargs"), extraArguments.Contains("kwargs")));
+            }
+            finally { extraArguments = outer; }
         }
 
         /// <summary>{% generation %}: transformers' tag around an assistant's reply, which marks
@@ -184,14 +196,14 @@ public sealed partial class JinjaTemplate
 
         /// <summary>The names a call may name besides the functions (<see cref="Parser"/>'s macros).</summary>
         readonly IReadOnlySet<string> macros;
-        /// <summary>Whether the expression is in a macro's body, where Jinja's varargs and kwargs are.</summary>
-        readonly bool inMacro;
+        /// <summary>Where the expression is in a macro's body: which of varargs and kwargs it reads go here.</summary>
+        readonly HashSet<string>? extraArguments;
 
-        ExpressionParser(string source, IReadOnlySet<string> macros, bool inMacro) => (tokens, this.macros, this.inMacro) = (Split(source), macros, inMacro);
+        ExpressionParser(string source, IReadOnlySet<string> macros, HashSet<string>? extraArguments) => (tokens, this.macros, this.extraArguments) = (Split(source), macros, extraArguments);
 
-        public static Expr Parse(string source, IReadOnlySet<string> macros, bool inMacro)
+        public static Expr Parse(string source, IReadOnlySet<string> macros, HashSet<string>? extraArguments)
         {
-            var parser = new ExpressionParser(source, macros, inMacro);
+            var parser = new ExpressionParser(source, macros, extraArguments);
             var expr = parser.Conditional();
             parser.End(source);
             return expr;
@@ -206,7 +218,7 @@ public sealed partial class JinjaTemplate
         /// "name(a, b=default)".</summary>
         public static (string Name, List<(string Name, Expr? Default)> Parameters) ParseSignature(string header, IReadOnlySet<string> macros)
         {
-            var parser = new ExpressionParser(header, macros, inMacro: false);
+            var parser = new ExpressionParser(header, macros, extraArguments: null);
             var name = parser.Next();
             if (!IsIdentifier(name)) throw new JinjaException($"{{% macro {header.Trim()} %}} needs a name");
             var parameters = new List<(string, Expr?)>();
@@ -416,9 +428,9 @@ public sealed partial class JinjaTemplate
         /// <summary>What {% set %} assigns to: a name, names to unpack ("a, b" or "(a, b)"), or a
         /// namespace's attribute; then its value after "=", or, with none, the filters its block's
         /// text goes through.</summary>
-        public static (List<string> Names, string? Attribute, Expr? Value, List<FilterCall> Filters) ParseSet(string statement, IReadOnlySet<string> macros, bool inMacro)
+        public static (List<string> Names, string? Attribute, Expr? Value, List<FilterCall> Filters) ParseSet(string statement, IReadOnlySet<string> macros, HashSet<string>? extraArguments)
         {
-            var parser = new ExpressionParser(statement, macros, inMacro);
+            var parser = new ExpressionParser(statement, macros, extraArguments);
             var names = parser.Targets("set");
             string? attribute = null;
             if (names.Count == 1 && parser.Accept("."))
@@ -447,7 +459,7 @@ public sealed partial class JinjaTemplate
         /// <summary>The names before a {% for %}'s "in".</summary>
         public static List<string> ParseTargets(string source, IReadOnlySet<string> macros)
         {
-            var parser = new ExpressionParser(source, macros, inMacro: false);
+            var parser = new ExpressionParser(source, macros, extraArguments: null);
             var names = parser.Targets("for");
             parser.End(source);
             return names;
@@ -588,10 +600,17 @@ public sealed partial class JinjaTemplate
                 "true" or "True" => new Literal(true),
                 "false" or "False" => new Literal(false),
                 "none" or "None" => new Literal(null),
-                "varargs" or "kwargs" when inMacro => throw new JinjaException($"a macro's {token} (arguments beyond its parameters) are not supported"),
+                "varargs" or "kwargs" when extraArguments is not null => Extra(token),
                 _ when IsIdentifier(token) => new Name(token),
                 _ => throw new JinjaException($"unexpected '{token}' in expression"),
             };
+        }
+
+        /// <summary>varargs or kwargs read in a macro's body: the macro takes such arguments.</summary>
+        Name Extra(string token)
+        {
+            extraArguments!.Add(token);
+            return new Name(token);
         }
 
         static bool IsIdentifier(string token) => token.Length > 0 && (char.IsLetter(token[0]) || token[0] == '_');

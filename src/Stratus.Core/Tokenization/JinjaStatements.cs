@@ -255,28 +255,33 @@ public sealed partial class JinjaTemplate
         }
     }
 
+    /// <summary>Whether a macro's (or caller's) body reads varargs, kwargs: then it takes such arguments.</summary>
+    sealed record ExtraArguments(bool Varargs, bool Kwargs);
+
     /// <summary>{% macro name(a, b=default) %}: the macro, bound to its name where the tag is
     /// reached, as Jinja defines it there.</summary>
-    sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameters, List<Node> body) : Node
+    sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, ExtraArguments extra) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) => scope[name] = new Macro(name, parameters, body, scope);
+        public override void Render(Scope scope, StringBuilder output) => scope[name] = new Macro(name, parameters, body, extra, scope);
 
         public override void AddAssigned(HashSet<string> names) => names.Add(name);
     }
 
     /// <summary>{% call name(args) %}body{% endcall %}: the macro called with the body as its
     /// caller(), which renders where the call is.</summary>
-    sealed class CallNode(string name, List<Expr> arguments, List<Node> body) : Node
+    sealed class CallNode(string name, List<Expr> arguments, List<Node> body, ExtraArguments extra) : Node
     {
         public override void Render(Scope scope, StringBuilder output) =>
-            Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", [], body, scope)));
+            Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", [], body, extra, scope)));
     }
 
     /// <summary>A defined macro: called, its body renders into the text it returns, in a scope of
     /// its own over the one it was defined in (a {% set %} in it stays there), its parameters
     /// bound from the arguments by position then by keyword, else from their defaults (evaluated
-    /// at the call, after the parameters before them), else undefined, as Jinja binds them.</summary>
-    sealed class Macro(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, Scope definedIn)
+    /// at the call, after the parameters before them), else undefined, as Jinja binds them. One
+    /// whose body reads varargs or kwargs gets there the arguments beyond its parameters: the
+    /// positional ones as a tuple, the keyword ones as a mapping.</summary>
+    sealed class Macro(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, ExtraArguments extra, Scope definedIn)
     {
         /// <summary>The loops under way where the macro was defined: it sees their variables, and
         /// not those of loops begun since (a top-level macro called in a loop does not see the
@@ -291,15 +296,22 @@ public sealed partial class JinjaTemplate
             var budget = definedIn.Budget;
             budget.Spend(Iteration + definedIn.Count);
             var given = new Dictionary<string, object?>();
+            var varargs = extra.Varargs ? new TupleValue() : null;
+            var kwargs = extra.Kwargs ? new Dictionary<string, object?>() : null;
             var positional = 0;
             foreach (var argument in arguments)
             {
                 if (argument is KeyValuePair<string, object?> keyword)
                 {
-                    if (parameters.All(p => p.Name != keyword.Key)) throw new JinjaException($"macro '{name}' takes no keyword argument '{keyword.Key}'");
-                    if (!given.TryAdd(keyword.Key, keyword.Value)) throw new JinjaException($"macro '{name}' got multiple values for argument '{keyword.Key}'");
+                    if (parameters.All(p => p.Name != keyword.Key))
+                    {
+                        if (kwargs is null) throw new JinjaException($"macro '{name}' takes no keyword argument '{keyword.Key}'");
+                        kwargs[keyword.Key] = keyword.Value;
+                    }
+                    else if (!given.TryAdd(keyword.Key, keyword.Value)) throw new JinjaException($"macro '{name}' got multiple values for argument '{keyword.Key}'");
                 }
                 else if (positional < parameters.Count) given[parameters[positional++].Name] = argument;
+                else if (varargs is not null) varargs.Add(argument);
                 else throw new JinjaException($"macro '{name}' takes not more than {parameters.Count} argument(s)");
             }
             budget.EnterMacro(name);
@@ -310,6 +322,8 @@ public sealed partial class JinjaTemplate
                 for (var i = definedIn.Loops.Count - 1; i >= loops; i--) ForNode.Restore(scope, definedIn.Loops[i]);
                 foreach (var (parameter, fallback) in parameters)
                     scope[parameter] = given.TryGetValue(parameter, out var value) ? value : fallback is null ? Undefined.Instance : fallback.Eval(scope);
+                if (varargs is not null) scope["varargs"] = varargs;
+                if (kwargs is not null) scope["kwargs"] = kwargs;
                 if (caller is not null) scope["caller"] = caller;
                 var output = new StringBuilder();
                 foreach (var node in body) node.Render(scope, output);

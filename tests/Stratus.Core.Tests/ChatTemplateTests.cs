@@ -341,7 +341,7 @@ public sealed class ChatTemplateTests
         { "{{ messages is }}", "expression ends too early" },
         { "{{-}}", "expression ends too early" },
         { "{{ 1abc }}", "'1abc' is not a number" },
-        { "{{ 99999999999999999999 }}", "'99999999999999999999' is not a number" },
+        { "{{ 99999999999999999999 }}", "the integer 99999999999999999999 is beyond 64-bit integers" },
         { "{% for loop in messages %}{% endfor %}", "{% for %} cannot assign to the special variable 'loop'" },
     };
 

@@ -584,17 +584,7 @@ public sealed partial class JinjaTemplate
                 }
                 return new Literal(text.ToString());
             }
-            if (char.IsDigit(token[0]))
-            {
-                // The lexer keeps letters and digits together ("1abc"), and any script's digits count.
-                var digits = token.Replace("_", "");
-                if (NumberEnd(token, 0) == token.Length)
-                {
-                    if (digits.AsSpan().ContainsAny('.', 'e', 'E') && double.TryParse(digits, NumberStyles.Float, CultureInfo.InvariantCulture, out var real)) return new Literal(real);
-                    if (long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var whole)) return new Literal(whole);
-                }
-                throw new JinjaException($"'{token}' is not a number this template engine reads");
-            }
+            if (char.IsDigit(token[0])) return new Literal(Number(token));
             return token switch
             {
                 "true" or "True" => new Literal(true),
@@ -662,6 +652,45 @@ public sealed partial class JinjaTemplate
             }
             return tokens;
         }
+
+        /// <summary>A number literal's value, as Jinja reads them: 1_000, 1.5, 1e16, 0x1F, 0o17,
+        /// 0b101 (a single underscore before any digit); an integer is a 64-bit one here (Python's
+        /// are unbounded), and one beyond that range is refused as such.</summary>
+        static object Number(string token)
+        {
+            // The lexer keeps letters and digits together ("1abc"), and any script's digits count.
+            var radix = token.Length > 2 && token[0] == '0' ? char.ToLowerInvariant(token[1]) switch { 'x' => 16, 'o' => 8, 'b' => 2, _ => 0 } : 0;
+            if (radix > 0)
+            {
+                long value = 0;
+                var valid = true;
+                for (var i = 2; i < token.Length && valid; i++)
+                {
+                    // An underscore stands before a digit.
+                    if (token[i] == '_') { valid = i + 1 < token.Length && token[i + 1] != '_'; continue; }
+                    var digit = HexDigit(token[i]);
+                    valid = digit < radix;
+                    if (!valid) break;
+                    if (value > (long.MaxValue - digit) / radix) throw BeyondLong(token);
+                    value = value * radix + digit;
+                }
+                if (valid) return value;
+            }
+            else if (NumberEnd(token, 0) == token.Length)
+            {
+                var digits = token.Replace("_", "");
+                if (digits.AsSpan().ContainsAny('.', 'e', 'E')) return double.Parse(digits, NumberStyles.Float, CultureInfo.InvariantCulture);
+                // As in Python, 0 may be written 00 but 07 is no integer (octal is 0o7).
+                if (digits.Length > 1 && digits[0] == '0' && digits.AsSpan().ContainsAnyExcept('0'))
+                    throw new JinjaException($"'{token}' is not a number: an integer does not begin with 0 (write {digits.TrimStart('0')}, or 0o{digits.TrimStart('0')} for octal)");
+                return long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var whole) ? whole : throw BeyondLong(token);
+            }
+            throw new JinjaException($"'{token}' is not a number this template engine reads");
+        }
+
+        static int HexDigit(char c) => c switch { >= '0' and <= '9' => c - '0', >= 'a' and <= 'f' => c - 'a' + 10, >= 'A' and <= 'F' => c - 'A' + 10, _ => int.MaxValue };
+
+        static JinjaException BeyondLong(string token) => new($"the integer {token} is beyond 64-bit integers, which this template engine keeps to");
 
         /// <summary>Where a number literal that starts at <paramref name="i"/> ends, as Jinja reads
         /// them: digits with single underscores between them (1_000), then a fraction (1.5), an

@@ -34,7 +34,7 @@ public sealed partial class JinjaTemplate
                 (string s, "strip") => args is [{ } chars] ? s.Trim(Characters(s, chars, budget)) : s.Trim(),
                 (string s, "lstrip") => args is [{ } chars] ? s.TrimStart(Characters(s, chars, budget)) : s.TrimStart(),
                 (string s, "rstrip") => args is [{ } chars] ? s.TrimEnd(Characters(s, chars, budget)) : s.TrimEnd(),
-                (string s, "upper") => s.ToUpperInvariant(),
+                (string s, "upper") => Upper(s),
                 (string s, "lower") => Lower(s),
                 (string s, "title") => TitleMethod(s),
                 (string s, "capitalize") => Capitalize(s),

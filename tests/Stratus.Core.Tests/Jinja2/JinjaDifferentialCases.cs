@@ -21,9 +21,9 @@ static class JinjaDifferentialCases
         { "set in a macro in a loop", "{% macro m() %}{% set y = 2 %}{{ y }}{% endmacro %}{% set y = 1 %}{% for i in range(1) %}{{ m() }}{{ y }}{% endfor %}{{ y }}", "{}", "211", null },
         { "~ and *", "{{ 'a' ~ 2 * 3 }} {{ 'a' ~ 6 / 4 }} {{ 'a' ~ 7 // 2 }} {{ 'a' ~ 7 % 4 }}", "{}", "a6 a1.5 a3 a3", null },
         { "~ and + of strings", "{{ 'a' + 'b' ~ 'c' }} {{ 'a' ~ 'b' + 'c' }}", "{}", "abc abc", null },
-        { "~ before +", "{{ 1 + 2 ~ 3 }}", "{}", null, null },
-        { "~ before + on the right", "{{ 'a' ~ 1 + 2 }}", "{}", null, null },
-        { "~ before -", "{{ 'x' ~ 3 - 1 }}", "{}", null, null },
+        { "~ before +", "{{ 1 + 2 ~ 3 }}", "{}", null, null },  // jinja2: TypeError: unsupported operand type(s) for +: 'int' and 'str'
+        { "~ before + on the right", "{{ 'a' ~ 1 + 2 }}", "{}", null, null },  // jinja2: TypeError: can only concatenate str (not "int") to str
+        { "~ before -", "{{ 'x' ~ 3 - 1 }}", "{}", null, null },  // jinja2: TypeError: unsupported operand type(s) for -: 'str' and 'int'
         { "~ and comparisons", "{{ 'ab' ~ 'c' == 'abc' }} {{ 'a' ~ 'b' in 'xaby' }} {{ 1 ~ 2 < '2' }}", "{}", "True True True", null },
         { "~ and filters", "{{ 'a' ~ 'b' | upper }} {{ -1 ~ 2 }} {{ 'a' ~ none ~ true }}", "{}", "aB -12 aNoneTrue", null },
         { "{%+ keeps the indentation", "  {%+ if true %}x{% endif %}\n  {% if true %}y{% endif %}", "{}", "  xy", null },
@@ -31,7 +31,7 @@ static class JinjaDifferentialCases
         { "+%} and -%}", "{% for i in range(2) +%}\n{{ i }}\n{%- endfor %}|{% if true -%}\n  z{% endif %}", "{}", "\n0\n1|z", null },
         { "{%+ on a comment's line", "  {#+ note #}\nA\n  {# note #}\nB", "{}", "  A\nB", null },
         { "{{+ is not a modifier", "  {{+ 1 }}", "{}", "  1", null },
-        { "+}} is not a modifier", "{{ 1 +}}", "{}", null, null },
+        { "+}} is not a modifier", "{{ 1 +}}", "{}", null, null },  // jinja2: TemplateSyntaxError: unexpected 'end of print statement'
         { "\\r\\n with trim_blocks and lstrip_blocks", "a\r\n  {% if true %}\r\nb\r\n  {% endif %}\r\nc\r\n", "{}", "a\nb\nc", null },
         { "\\r\\n in text and literals", "a\r\n{{ 'x\r\ny' }}\rz\r\n\r\n", "{}", "a\nx\ny\nz\n", null },
         { "\\r\\n after -%}", "{% for m in messages -%}\r\n  {{ m.role }}\r\n{%- endfor %}\r\n", "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Weather in Paris?\"}, {\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"id\": \"call00001\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}}]}, {\"role\": \"tool\", \"tool_call_id\": \"call00001\", \"content\": \"{\\\"temp\\\": 20}\"}]}", "systemuserassistanttool", null },
@@ -43,17 +43,17 @@ static class JinjaDifferentialCases
         { "varargs and kwargs", "{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, 3, k=4) }}|{{ m() }}", "{}", "1(2, 3){'k': 4}|(){}", null },
         { "varargs alone", "{% macro m(a, b=2) %}{{ a }}{{ b }}{% for v in varargs %}-{{ v }}{% endfor %}{% endmacro %}{{ m(1) }} {{ m(1, 3, 4, 5) }}", "{}", "12 13-4-5", null },
         { "kwargs alone", "{% macro m(a) %}{{ a }}{% for k, v in kwargs | dictsort %} {{ k }}={{ v }}{% endfor %}{% endmacro %}{{ m(1, z=2, y=3) }} {{ m(a=0) }}", "{}", "1 y=3 z=2 0", null },
-        { "extra arguments without varargs", "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", "{}", null, null },
-        { "a keyword without kwargs", "{% macro m(a) %}{{ a }}{{ varargs }}{% endmacro %}{{ m(1, k=2) }}", "{}", null, null },
+        { "extra arguments without varargs", "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", "{}", null, null },  // jinja2: TypeError: macro 'm' takes not more than 1 argument(s)
+        { "a keyword without kwargs", "{% macro m(a) %}{{ a }}{{ varargs }}{% endmacro %}{{ m(1, k=2) }}", "{}", null, null },  // jinja2: TypeError: macro 'm' takes no keyword argument 'k'
         { "varargs and kwargs in caller", "{% macro m() %}{{ caller(1, 2) }}{% endmacro %}{% call m() %}{{ varargs }}{% endcall %}", "{}", "(1, 2)", null },
         { "str.format", "{{ '{} and {}'.format(1, 'b') }} {{ '{0}{1}{0}'.format('a', 'b') }} {{ '{x}-{y}'.format(x=3, y='z') }} {{ '{{}}{}'.format(none) }}", "{}", "1 and b aba 3-z {}None", null },
         { "str.format specs", "{{ '{:>5}|{:<4}|{:^5}|{:05d}|{:.2f}|{:,}|{:x}|{!r}'.format('ab', 'c', 'd', 42, 3.14159, 1234567, 255, 'q') }}", "{}", "   ab|c   |  d  |00042|3.14|1,234,567|ff|'q'", null },
         { "str.format of attributes and items", "{{ '{0[role]}: {0[content]}'.format(messages[0]) }} {{ '{m[0]}'.format(m=[7]) }}", "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Weather in Paris?\"}, {\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"id\": \"call00001\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}}]}, {\"role\": \"tool\", \"tool_call_id\": \"call00001\", \"content\": \"{\\\"temp\\\": 20}\"}]}", "system: Be brief. 7", null },
-        { "str.format with too few arguments", "{{ '{} {}'.format(1) }}", "{}", null, null },
+        { "str.format with too few arguments", "{{ '{} {}'.format(1) }}", "{}", null, null },  // jinja2: IndexError: tuple index out of range
         { "hexadecimal, octal and binary literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0XfF }} {{ 0O7 }} {{ 0B1 }}", "{}", "31 15 5 255 7 1", null },
         { "underscores in literals", "{{ 1_000 }} {{ 0x_ff }} {{ 0xFF_FF }} {{ 0b_1_0 }} {{ 1_0.5 }} {{ 1e1_0 }}", "{}", "1000 255 65535 2 10.5 10000000000.0", null },
-        { "a leading zero", "{{ 007 }}", "{}", null, null },
-        { "a bad digit", "{{ 0b102 }}", "{}", null, null },
+        { "a leading zero", "{{ 007 }}", "{}", null, null },  // jinja2: TemplateSyntaxError: expected token 'end of print statement', got 'integer'
+        { "a bad digit", "{{ 0b102 }}", "{}", null, null },  // jinja2: TemplateSyntaxError: expected token 'end of print statement', got 'integer'
         { "integers beyond 64 bits", "{{ 99999999999999999999 }}", "{}", null, "beyond 64-bit integers" },
         { "arithmetic beyond 64 bits", "{{ 2 ** 70 }}", "{}", null, "beyond 64-bit integers" },
         { "the largest 64-bit integer", "{{ 9223372036854775807 }} {{ -9223372036854775807 - 1 }} {{ 0x7fffffffffffffff }}", "{}", "9223372036854775807 -9223372036854775808 9223372036854775807", null },
@@ -61,6 +61,7 @@ static class JinjaDifferentialCases
         { "upper with special casing", "{{ 'stra\u00dfe' | upper }} {{ '\u00df'.upper() }} {{ '\ufb01' | upper }} {{ '\u0149' | upper }} {{ '\u1f80' | upper }}", "{}", "STRASSE SS FI \u02bcN \u1f08\u0399", null },
         { "lower with special casing", "{{ '\u0130' | lower }} {{ '\u03a3\u0391\u03a3' | lower }} {{ '\u0130'.lower() }} {{ 'A\u03a3 B' | lower }}", "{}", "i\u0307 \u03c3\u03b1\u03c2 i\u0307 a\u03c2 b", null },
         { "title and capitalize with special casing", "{{ '\u00df' | title }} {{ '\u00dfa' | capitalize }} {{ '\u00df'.title() }} {{ '\u00df'.capitalize() }}", "{}", "SS Ssa Ss Ss", null },
+        { "case mappings of many scripts", "{% set s = '\u01c4\u01c5\u01c6 \u0390 \ufb03 \ufb06 \u1f80\u1fb3\u1ffc \u0587 \u13a0\uab70 \u10d0\u10d1 \u24b6\u24d0 \u216b\u217b \U00010400\U00010428 o\u0130\u03a3 \u03a3\u0301a\u03a3\u0301 \u03c3\u03a3.' %}{{ s | upper }}|{{ s | lower }}|{{ s | title }}|{{ s | capitalize }}|{{ s.title() }}|{{ s.upper() is upper }}{{ s.lower() is lower }}", "{}", "\u01c4\u01c4\u01c4 \u0399\u0308\u0301 FFI ST \u1f08\u0399\u0391\u0399\u03a9\u0399 \u0535\u0552 \u13a0\u13a0 \u1c90\u1c91 \u24b6\u24b6 \u216b\u216b \U00010400\U00010400 O\u0130\u03a3 \u03a3\u0301A\u03a3\u0301 \u03a3\u03a3.|\u01c6\u01c6\u01c6 \u0390 \ufb03 \ufb06 \u1f80\u1fb3\u1ff3 \u0587 \uab70\uab70 \u10d0\u10d1 \u24d0\u24d0 \u217b\u217b \U00010428\U00010428 oi\u0307\u03c2 \u03c3\u0301a\u03c2\u0301 \u03c3\u03c2.|\u01c4\u01c6\u01c6 \u0399\u0308\u0301 FFI ST \u1f08\u0399\u1fb3\u1ff3 \u0535\u0552 \u13a0\uab70 \u1c90\u10d1 \u24b6\u24d0 \u216b\u217b \U00010400\U00010428 Oi\u0307\u03c2 \u03a3\u0301a\u03c2\u0301 \u03a3\u03c3.|\u01c5\u01c6\u01c6 \u0390 \ufb03 \ufb06 \u1f80\u1fb3\u1ff3 \u0587 \uab70\uab70 \u10d0\u10d1 \u24d0\u24d0 \u217b\u217b \U00010428\U00010428 oi\u0307\u03c2 \u03c3\u0301a\u03c2\u0301 \u03c3\u03c2.|\u01c5\u01c6\u01c6 \u0399\u0308\u0301 Ffi St \u1f88\u1fb3\u1ff3 \u0535\u0582 \u13a0\uab70 \u10d0\u10d1 \u24b6\u24d0 \u216b\u217b \U00010400\U00010428 Oi\u0307\u03c2 \u03a3\u0301A\u03c2\u0301 \u03a3\u03c2.|TrueTrue", null },
         { "is upper and is lower", "{{ '\u00df' is lower }} {{ 'SS' is upper }} {{ '\u00df' is upper }}", "{}", "True True False", null },
         { "escape twice", "{{ '<b>' | e | e }} {{ '<' | safe | e }} {{ '<a>' | escape | length }}", "{}", "&lt;b&gt; < 9", null },
         { "escape then concatenate", "{{ ('<b>' | e) ~ '<' }}", "{}", "&lt;b&gt;<", null },

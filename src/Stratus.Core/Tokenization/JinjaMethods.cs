@@ -43,12 +43,23 @@ public sealed partial class JinjaTemplate
                 (string s, "endswith") => Affixes(args[0]).Any(suffix => s.EndsWith(suffix, StringComparison.Ordinal)),
                 (string s, "replace") => Replace(s, ToText(args[0]), ToText(args[1]), budget),
                 (string s, "split") => Split(s, args, budget).Select(p => (object?)p).ToList(),
+                (string s, "format") => StrFormat.Format(s, [.. args.Where(a => a is not KeyValuePair<string, object?>)], Keywords(args)),
+                (string s, "format_map") => args is [IDictionary<string, object?> mapping] ? StrFormat.Format(s, [], mapping.AsReadOnly()) : throw new JinjaException(".format_map() takes one mapping"),
                 (IDictionary<string, object?> d, "items") => d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value }).ToList(),
                 (IDictionary<string, object?> d, "keys") => d.Keys.Select(k => (object?)k).ToList(),
                 (IDictionary<string, object?> d, "values") => d.Values.ToList(),
                 (IDictionary<string, object?> d, "get") => d.TryGetValue(ToText(args[0]), out var v) ? v : args.Count > 1 ? args[1] : null,
                 _ => throw new JinjaException($"the method .{name}() on {Describe(target)} is not supported"),
             };
+        }
+
+        /// <summary>A call's keyword arguments by name, each given once.</summary>
+        static Dictionary<string, object?> Keywords(List<object?> args)
+        {
+            var keywords = new Dictionary<string, object?>();
+            foreach (var (key, value) in args.OfType<KeyValuePair<string, object?>>())
+                if (!keywords.TryAdd(key, value)) throw new JinjaException($"keyword argument repeated: {key}");
+            return keywords;
         }
 
         /// <summary>The characters strip() removes; each character of the text is looked up among them.</summary>

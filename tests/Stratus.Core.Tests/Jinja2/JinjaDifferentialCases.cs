@@ -50,6 +50,23 @@ static class JinjaDifferentialCases
         { "str.format specs", "{{ '{:>5}|{:<4}|{:^5}|{:05d}|{:.2f}|{:,}|{:x}|{!r}'.format('ab', 'c', 'd', 42, 3.14159, 1234567, 255, 'q') }}", "{}", "   ab|c   |  d  |00042|3.14|1,234,567|ff|'q'", null },
         { "str.format of attributes and items", "{{ '{0[role]}: {0[content]}'.format(messages[0]) }} {{ '{m[0]}'.format(m=[7]) }}", "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Weather in Paris?\"}, {\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"id\": \"call00001\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}}]}, {\"role\": \"tool\", \"tool_call_id\": \"call00001\", \"content\": \"{\\\"temp\\\": 20}\"}]}", "system: Be brief. 7", null },
         { "str.format with too few arguments", "{{ '{} {}'.format(1) }}", "{}", null, null },  // jinja2: IndexError: tuple index out of range
+        { "str.format of booleans", "{{ '{:>5}|{}|{:d}|{!s:>6}'.format(true, true, true, true) }}", "{}", "    1|True|1|  True", null },
+        { "str.format of none with a spec", "{{ '{:5}'.format(none) }}", "{}", null, null },  // jinja2: TypeError: unsupported format string passed to NoneType.__format__
+        { "str.format of none", "{{ '{}|{!r}'.format(none, none) }}", "{}", "None|None", null },
+        { "str.format of a string as a number", "{{ '{:d}'.format('x') }}", "{}", null, null },  // jinja2: ValueError: Unknown format code 'd' for object of type 'str'
+        { "str.format of numbers", "{{ '{:,.2f}|{:e}|{:%}|{:b}|{:#x}|{:+d}|{:=+6d}|{:*^9}|{:_}|{:.3}|{:g}|{:.1e}|{:08.3f}|{:-^7d}'.format(1234.5, 0.000123, 0.25, 5, 255, 3, 42, 'mid', 1000000, 3.14159, 1e20, 12345.678, -3.14159, 5) }}", "{}", "1,234.50|1.230000e-04|25.000000%|101|0xff|+3|+   42|***mid***|1_000_000|3.14|1e+20|1.2e+04|-003.142|---5---", null },
+        { "str.format of more numbers", "{{ '{:f}|{}|{:.3}|{:,}|{:c}|{:n}|{: d}|{: d}|{:#b}|{:#o}|{:#X}|{:10.3e}|{:G}|{:E}|{:.0f}|{:.0%}|{:g}|{:g}|{:g}|{:_x}|{:x}'.format(3, 2.0, 2.0, -1234567, 65, 1234, 5, -5, 5, 8, 255, -1234.5, 1e-10, 1.5, 2.5, 0.125, 100000, 1e16, 123456789, 65535, -255) }}", "{}", "3.000000|2.0|2.0|-1,234,567|A|1234| 5|-5|0b101|0o10|0XFF|-1.234e+03|1E-10|1.500000E+00|2|12%|100000|1e+16|1.23457e+08|ffff|-ff", null },
+        { "str.format mixing numberings", "{{ '{0} {}'.format(1, 2) }}", "{}", null, null },  // jinja2: ValueError: cannot switch from manual field specification to automatic field numbering
+        { "str.format_map", "{{ '{name}: {n:03d}'.format_map({'name': 'x', 'n': 7}) }}", "{}", "x: 007", null },
+        { "str.format of a list", "{{ '{}|{!r}'.format([1, 'a'], 'q') }}", "{}", "[1, 'a']|'q'", null },
+        { "str.format of a list with a spec", "{{ '{:>10}'.format([1]) }}", "{}", null, null },  // jinja2: TypeError: unsupported format string passed to list.__format__
+        { "str.format nested fields", "{{ '{:.2}|{:{w}}'.format('abcdef', 'a', w=4) }} {{ '{0:{1}}'.format(1, 2) }} {{ '{:>{}}'.format(1, 3) }}", "{}", "ab|a     1   1", null },
+        { "str.format of a lone brace", "{{ '{'.format() }}", "{}", null, null },  // jinja2: ValueError: Single '{' encountered in format string
+        { "str.format of a closing brace", "{{ '}'.format() }}", "{}", null, null },  // jinja2: ValueError: Single '}' encountered in format string
+        { "str.format of a float as hex", "{{ '{:x}'.format(2.5) }}", "{}", null, null },  // jinja2: ValueError: Unknown format code 'x' for object of type 'float'
+        { "str.format items of a string and a list", "{{ '{0[0]}{0[-1]}|{1[1]}|{x.y}'.format('abc', [5, 6], x={'y': 1}) }}", "{}", "a|6|1", null },
+        { "str.format '=' of a string", "{{ '{:=5}'.format('a') }}", "{}", null, null },  // jinja2: ValueError: '=' alignment not allowed in string format specifier
+        { "str.format zeros before a string's width", "{{ '{:05}'.format('ab') }}", "{}", "ab000", null },
         { "hexadecimal, octal and binary literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0XfF }} {{ 0O7 }} {{ 0B1 }}", "{}", "31 15 5 255 7 1", null },
         { "underscores in literals", "{{ 1_000 }} {{ 0x_ff }} {{ 0xFF_FF }} {{ 0b_1_0 }} {{ 1_0.5 }} {{ 1e1_0 }}", "{}", "1000 255 65535 2 10.5 10000000000.0", null },
         { "a leading zero", "{{ 007 }}", "{}", null, null },  // jinja2: TemplateSyntaxError: expected token 'end of print statement', got 'integer'

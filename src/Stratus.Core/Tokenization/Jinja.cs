@@ -35,7 +35,31 @@ using System.Text.Json;
 
 namespace Stratus.Tokenization;
 
-public sealed class JinjaException(string message) : Exception(message);
+/// <summary>A template that cannot be parsed or rendered: the reason, with the template's line
+/// where the parser or renderer was (raise_exception's message is the template's own, as it wrote it).</summary>
+public sealed class JinjaException : Exception
+{
+    public JinjaException(string message) : this(message, null, raised: false) { }
+
+    JinjaException(string message, int? line, bool raised) : base(line is { } at ? $"{message} (line {at} of the template)" : message) =>
+        (Reason, Line, Raised) = (message, line, raised);
+
+    /// <summary>The line of the template where it happened (1 is the first), where known.</summary>
+    public int? Line { get; }
+
+    string Reason { get; }
+
+    /// <summary>Whether raise_exception() threw it, with the template's own words.</summary>
+    bool Raised { get; }
+
+    /// <summary>The error at a line of the template (0: a template of one line, which names
+    /// none), unless it already names one (an inner block's, nearer the cause) or is the
+    /// template's own message.</summary>
+    internal JinjaException At(int line) => line > 0 && Line is null && !Raised ? new(Reason, line, raised: false) : this;
+
+    /// <summary>raise_exception(message): the template's words, as they are.</summary>
+    internal static JinjaException RaisedByTemplate(string message) => new(message, null, raised: true);
+}
 
 public sealed partial class JinjaTemplate
 {
@@ -68,7 +92,7 @@ public sealed partial class JinjaTemplate
     {
         var parser = new Parser(Lexer.Tokenize(source));
         body = parser.ParseBlock();
-        if (!parser.AtEnd) throw new JinjaException($"unexpected {{% {parser.PeekTagName()} %}}");
+        if (!parser.AtEnd) throw new JinjaException($"unexpected {{% {parser.PeekTagName()} %}}").At(parser.Line);
     }
 
     /// <param name="clock">What strftime_now() reads: the system's local time unless a test fixes it.</param>

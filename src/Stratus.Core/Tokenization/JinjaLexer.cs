@@ -7,7 +7,8 @@ public sealed partial class JinjaTemplate
 {
     enum PieceKind { Text, Output, Statement }
 
-    sealed record Piece(PieceKind Kind, string Content);
+    /// <summary>A piece of the template, and the line it begins on (1 is the first).</summary>
+    sealed record Piece(PieceKind Kind, string Content, int Line);
 
     static class Lexer
     {
@@ -22,6 +23,9 @@ public sealed partial class JinjaTemplate
             if (source.EndsWith('\n')) source = source[..^1];
             var pieces = new List<Piece>();
             var i = 0;
+            // The line at lineCounted, counted up to it; 0 throughout a template of one line,
+            // whose errors need not say where they are.
+            var (line, lineCounted) = (source.Contains('\n') ? 1 : 0, 0);
             var trimNext = false; // a "-%}"/"-}}" asks to trim the next text
             var trimBlockNewline = false; // trim_blocks: a block or comment tag's line break goes
             while (i < source.Length)
@@ -35,13 +39,15 @@ public sealed partial class JinjaTemplate
                 trimNext = trimBlockNewline = false;
                 if (open < 0)
                 {
-                    if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text));
+                    if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text, line));
                     break;
                 }
+                line += source.AsSpan(lineCounted, open - lineCounted).Count('\n');
+                lineCounted = open;
                 var kind = source[open + 1];
                 var close = kind switch { '{' => "}}", '%' => "%}", _ => "#}" };
                 var end = kind == '#' ? source.IndexOf(close, open + 2, StringComparison.Ordinal) : FindClose(source, open + 2, close);
-                if (end < 0) throw new JinjaException($"unclosed tag at offset {open}");
+                if (end < 0) throw new JinjaException($"{source.Substring(open, 2)} is not closed by {close}").At(line);
                 var inner = source[(open + 2)..end];
                 var trimBefore = inner.StartsWith('-');
                 // "{%+" and "{#+" keep the indentation lstrip_blocks would strip before the tag,
@@ -54,10 +60,10 @@ public sealed partial class JinjaTemplate
                 var keepAfter = kind != '{' && inner.Length > marked && inner.EndsWith('+');
                 if (trimBefore) text = text.TrimEnd();
                 else if (kind != '{' && !keepBefore) text = LstripBlock(text, lineStart);
-                if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text));
+                if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text, line));
                 inner = inner[marked..(inner.Length - (trimAfter || keepAfter ? 1 : 0))];
-                if (kind == '{') pieces.Add(new Piece(PieceKind.Output, inner));
-                else if (kind == '%') pieces.Add(new Piece(PieceKind.Statement, inner.Trim()));
+                if (kind == '{') pieces.Add(new Piece(PieceKind.Output, inner, line));
+                else if (kind == '%') pieces.Add(new Piece(PieceKind.Statement, inner.Trim(), line));
                 trimNext = trimAfter;
                 trimBlockNewline = kind != '{' && !keepAfter;
                 i = end + 2;

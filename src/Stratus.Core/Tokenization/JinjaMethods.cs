@@ -115,7 +115,7 @@ public sealed partial class JinjaTemplate
 
         public static Expr Function(string name, List<Expr> arguments) => name switch
         {
-            "raise_exception" => new Lambda(s => throw new JinjaException(ToText(arguments.FirstOrDefault()?.Eval(s))), arguments),
+            "raise_exception" => new Lambda(s => throw JinjaException.RaisedByTemplate(ToText(arguments.FirstOrDefault()?.Eval(s))), arguments),
             "namespace" => new Lambda(s =>
             {
                 var ns = new Namespace();

@@ -35,7 +35,17 @@ public sealed partial class JinjaTemplate
 
         Expr Expression(string source) => ExpressionParser.Parse(source, macros, extraArguments);
 
+        /// <summary>An expression of a tag on another line than the block's ({% elif %}).</summary>
+        Expr ExpressionAt(string source, int line)
+        {
+            try { return Expression(source); }
+            catch (JinjaException e) when (e.Line is null) { throw e.At(line); }
+        }
+
         public bool AtEnd => position >= pieces.Count;
+
+        /// <summary>The line of the piece the parser is at.</summary>
+        public int Line => pieces[position].Line;
 
         /// <summary>A statement's first word, which a '(' also ends ({% call(x) m() %}, {% if(x) %}).</summary>
         public string PeekTagName() => pieces[position].Content.Split([.. TagSeparators, '('], 2)[0];
@@ -50,26 +60,36 @@ public sealed partial class JinjaTemplate
             while (position < pieces.Count)
             {
                 var piece = pieces[position];
-                if (piece.Kind == PieceKind.Text) { nodes.Add(new TextNode(piece.Content)); position++; continue; }
-                if (piece.Kind == PieceKind.Output) { nodes.Add(new OutputNode(Expression(piece.Content))); position++; continue; }
-                var word = PeekTagName();
+                var word = piece.Kind == PieceKind.Statement ? PeekTagName() : "";
                 if (stopAt.Contains(word))
                 {
                     depth--;
                     return nodes;
                 }
                 position++;
-                nodes.Add(word switch
+                // An error names the line of the piece it is in; a block's end tag that is missing, the block's.
+                try
                 {
-                    "if" => ParseIf(piece.Content[2..]),
-                    "for" => ParseFor(piece.Content[3..]),
-                    "set" => ParseSet(piece.Content[3..]),
-                    "macro" => ParseMacro(piece.Content[5..]),
-                    "call" => ParseCall(piece.Content[4..]),
-                    "generation" => ParseGeneration(piece.Content),
-                    "break" or "continue" => ParseLoopControl(piece.Content),
-                    _ => throw new JinjaException($"the tag {{% {word} %}} is not supported"),
-                });
+                    var node = piece.Kind switch
+                    {
+                        PieceKind.Text => new TextNode(piece.Content),
+                        PieceKind.Output => new OutputNode(Expression(piece.Content)),
+                        _ => word switch
+                        {
+                            "if" => ParseIf(piece.Content[2..]),
+                            "for" => ParseFor(piece.Content[3..]),
+                            "set" => ParseSet(piece.Content[3..]),
+                            "macro" => ParseMacro(piece.Content[5..]),
+                            "call" => ParseCall(piece.Content[4..]),
+                            "generation" => ParseGeneration(piece.Content),
+                            "break" or "continue" => ParseLoopControl(piece.Content),
+                            _ => throw new JinjaException($"the tag {{% {word} %}} is not supported"),
+                        },
+                    };
+                    node.Line = piece.Line;
+                    nodes.Add(node);
+                }
+                catch (JinjaException e) when (e.Line is null) { throw e.At(piece.Line); }
             }
             if (stopAt.Length > 0) throw new JinjaException($"missing {{% {stopAt[^1]} %}}");
             depth--;
@@ -82,8 +102,8 @@ public sealed partial class JinjaTemplate
             List<Node>? otherwise = null;
             while (true)
             {
-                var tag = pieces[position++].Content;
-                if (tag.StartsWith("elif")) branches.Add((Expression(tag[4..]), ParseBlock("elif", "else", "endif")));
+                var (tag, line) = (pieces[position].Content, pieces[position++].Line);
+                if (tag.StartsWith("elif")) branches.Add((ExpressionAt(tag[4..], line), ParseBlock("elif", "else", "endif")));
                 else if (tag == "else") otherwise = ParseBlock("endif");
                 else return new IfNode(branches, otherwise);
             }

@@ -8,7 +8,17 @@ public sealed partial class JinjaTemplate
 {
     abstract class Node
     {
-        public abstract void Render(Scope scope, StringBuilder output);
+        /// <summary>The line of the template the statement (or text) begins on.</summary>
+        public int Line { get; set; }
+
+        /// <summary>Renders the node; an error names its line, unless a node inside it named its own.</summary>
+        public void Render(Scope scope, StringBuilder output)
+        {
+            try { Emit(scope, output); }
+            catch (JinjaException e) when (e.Line is null) { throw e.At(Line); }
+        }
+
+        protected abstract void Emit(Scope scope, StringBuilder output);
 
         /// <summary>Adds the names this statement binds in the scope it renders in ({% set %},
         /// {% macro %}, and those of the blocks in it that share that scope, as an if's do), which
@@ -31,17 +41,17 @@ public sealed partial class JinjaTemplate
 
     sealed class TextNode(string text) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) => Write(output, text);
+        protected override void Emit(Scope scope, StringBuilder output) => Write(output, text);
     }
 
     sealed class OutputNode(Expr expr) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) => Write(output, Values.ToText(expr.Eval(scope)));
+        protected override void Emit(Scope scope, StringBuilder output) => Write(output, Values.ToText(expr.Eval(scope)));
     }
 
     sealed class IfNode(List<(Expr Condition, List<Node> Body)> branches, List<Node>? otherwise) : Node
     {
-        public override void Render(Scope scope, StringBuilder output)
+        protected override void Emit(Scope scope, StringBuilder output)
         {
             foreach (var (condition, branch) in branches)
             {
@@ -69,7 +79,7 @@ public sealed partial class JinjaTemplate
         readonly string[] iterationNames = [.. targets.Append("loop").Union(Assigned(body))];
         readonly string[] otherwiseNames = otherwise is null ? [] : [.. Assigned(otherwise)];
 
-        public override void Render(Scope scope, StringBuilder output)
+        protected override void Emit(Scope scope, StringBuilder output)
         {
             var items = Values.Iterate(iterable.Eval(scope)).ToList();
             if (filter is not null)
@@ -196,7 +206,7 @@ public sealed partial class JinjaTemplate
             if (attribute is null) assigned.UnionWith(names);
         }
 
-        public override void Render(Scope scope, StringBuilder output)
+        protected override void Emit(Scope scope, StringBuilder output)
         {
             object? v;
             if (value is not null) v = value.Eval(scope);
@@ -234,7 +244,7 @@ public sealed partial class JinjaTemplate
     /// leaves the iteration, unwinding the blocks inside it, to the loop that catches it.</summary>
     sealed class LoopControlNode(bool isBreak) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) => throw new LoopControl(isBreak);
+        protected override void Emit(Scope scope, StringBuilder output) => throw new LoopControl(isBreak);
     }
 
     sealed class LoopControl(bool isBreak) : Exception
@@ -244,7 +254,7 @@ public sealed partial class JinjaTemplate
 
     sealed class GenerationNode(List<Node> body) : Node
     {
-        public override void Render(Scope scope, StringBuilder output)
+        protected override void Emit(Scope scope, StringBuilder output)
         {
             foreach (var node in body) node.Render(scope, output);
         }
@@ -262,7 +272,7 @@ public sealed partial class JinjaTemplate
     /// reached, as Jinja defines it there.</summary>
     sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, ExtraArguments extra) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) => scope[name] = new Macro(name, parameters, body, extra, scope);
+        protected override void Emit(Scope scope, StringBuilder output) => scope[name] = new Macro(name, parameters, body, extra, scope);
 
         public override void AddAssigned(HashSet<string> names) => names.Add(name);
     }
@@ -271,7 +281,7 @@ public sealed partial class JinjaTemplate
     /// caller(), which renders where the call is.</summary>
     sealed class CallNode(string name, List<Expr> arguments, List<Node> body, ExtraArguments extra) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) =>
+        protected override void Emit(Scope scope, StringBuilder output) =>
             Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", [], body, extra, scope)));
     }
 

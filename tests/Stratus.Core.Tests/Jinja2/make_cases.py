@@ -7,8 +7,10 @@ by hand after changing a case:
     python3 tests/Stratus.Core.Tests/Jinja2/make_cases.py    (jinja2 3.1.6)
 
 A case is (name, template, variables); a template named "@Name" is that constant of the C# tests
-(a chat template in the style of a real model's), read from the test sources. Where Stratus refuses
-on purpose what jinja2 renders, the case names the words of Stratus's refusal instead."""
+(a chat template in the style of a real model's), read from the test sources ("@Name with CRLF":
+saved with Windows line breaks). Where Stratus refuses
+on purpose what jinja2 renders, the case names the words of Stratus's refusal instead; where it renders otherwise on purpose, what
+it renders and why (a comment in the generated file says what jinja2 renders)."""
 import datetime
 import json
 import pathlib
@@ -58,6 +60,12 @@ CONVERSATIONS = {
                   {"role": "assistant", "content": "21.5 degrees at noon."}, {"role": "user", "content": "Thanks \u00df"}],
 }
 CHAT = {"bos_token": "<s>", "eos_token": "</s>", "tools": TOOLS}
+
+class Differs:
+    """Where Stratus renders otherwise than jinja2 on purpose: what it renders, and why."""
+    def __init__(self, renders, why):
+        self.renders, self.why = renders, why
+
 
 CASES = [
     # {% set %} in a loop body sets a name of the loop's own: every iteration starts from the
@@ -146,12 +154,16 @@ CASES = [
     ("title and capitalize with special casing", "{{ '\u00df' | title }} {{ '\u00dfa' | capitalize }} {{ '\u00df'.title() }} {{ '\u00df'.capitalize() }}", {}),
     ("case mappings of many scripts", "{% set s = '\u01c4\u01c5\u01c6 \u0390 \ufb03 \ufb06 \u1f80\u1fb3\u1ffc \u0587 \u13a0\uab70 \u10d0\u10d1 \u24b6\u24d0 \u216b\u217b \U00010400\U00010428 o\u0130\u03a3 \u03a3\u0301a\u03a3\u0301 \u03c3\u03a3.' %}{{ s | upper }}|{{ s | lower }}|{{ s | title }}|{{ s | capitalize }}|{{ s.title() }}|{{ s.upper() is upper }}{{ s.lower() is lower }}", {}),
     ("is upper and is lower", "{{ '\u00df' is lower }} {{ 'SS' is upper }} {{ '\u00df' is upper }}", {}),
-    # Markup: with autoescape off (transformers) |escape gives Markup, which |escape leaves as it is.
-    ("escape twice", "{{ '<b>' | e | e }} {{ '<' | safe | e }} {{ '<a>' | escape | length }}", {}),
+    # Markup: with autoescape off (transformers) |escape gives Markup, which |escape leaves as it
+    # is; Stratus has no Markup (chat templates escape nothing), so |escape and |safe give plain
+    # text, and escaping twice escapes twice.
+    ("escape twice", "{{ '<b>' | e | e }} {{ '<' | safe | e }} {{ '<a>' | escape | length }}", {}, Differs("&amp;lt;b&amp;gt; &lt; 9", "no Markup: |escape gives plain text")),
     ("escape then concatenate", "{{ ('<b>' | e) ~ '<' }}", {}),
     # Real templates' styles with tools (the C# tests' templates), with a fixed clock.
     ("Llama 3.1 style, one call", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
     ("Llama 3.1 style, no tools", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"][:2], tools=None, add_generation_prompt=True)),
+    ("Llama 3.1 style saved with CRLF", "@Llama31 with CRLF", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
+    ("Qwen style saved with CRLF", "@QwenTools with CRLF", dict(CHAT, messages=CONVERSATIONS["two calls"], add_generation_prompt=True)),
     ("Qwen style, one call", "@QwenTools", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
     ("Qwen style, two calls", "@QwenTools", dict(CHAT, messages=CONVERSATIONS["two calls"], add_generation_prompt=False)),
     ("Mistral style, two calls", "@MistralStyleTools", dict(CHAT, messages=CONVERSATIONS["two calls"], add_generation_prompt=False)),
@@ -180,8 +192,11 @@ def main():
     rows = []
     for case in CASES:
         name, template, variables = case[:3]
-        refusal = case[3] if len(case) > 3 else None
-        template_cs, source = templates[template[1:]] if template.startswith("@") else (cs(template), template)
+        refusal = case[3] if len(case) > 3 and isinstance(case[3], str) else None
+        differs = case[3] if len(case) > 3 and isinstance(case[3], Differs) else None
+        template_cs, source = templates[template[1:].removesuffix(" with CRLF")] if template.startswith("@") else (cs(template), template)
+        if template.endswith(" with CRLF"):  # the constant saved with Windows line breaks
+            template_cs, source = template_cs + '.ReplaceLineEndings("\\r\\n")', source.replace("\n", "\r\n")
         why = ""
         try:
             expected = env.from_string(source).render(**variables)
@@ -190,6 +205,9 @@ def main():
             why = f"  // jinja2: {type(error).__name__}: {error}".replace("\n", " ")
         if refusal is not None and expected is None:
             raise SystemExit(f"{name}: jinja2 refuses it, so it needs no refusal of Stratus's own")
+        if differs is not None:
+            why = f"  // jinja2 renders {cs(expected)}; Stratus differs: {differs.why}"
+            expected = differs.renders
         rows.append(f"        {{ {cs(name)}, {template_cs}, {cs(json.dumps(variables, ensure_ascii=False))}, {cs(expected if refusal is None else None)}, {cs(refusal)} }},{why}")
     (HERE / "JinjaDifferentialCases.cs").write_text(
         "// Generated by make_cases.py from what jinja2 " + jinja2.__version__ + " renders; do not edit, run it again.\n"

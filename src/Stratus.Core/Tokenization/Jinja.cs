@@ -4,17 +4,20 @@
 // {% continue %} (the loopcontrols transformers enables), loop.cycle() and loop.changed(), {% set %}
 // (also namespace attributes, unpacking "a, b = pair", and {% set x | filter %}...{% endset %}
 // blocks), {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs) and
-// {% call %} with caller(),
-// transformers' {% generation %}, comments, whitespace control ({%- -%}) and the trim_blocks /
-// lstrip_blocks settings transformers renders with. Expressions cover literals (adjacent strings
-// joined, Python's escapes, numbers such as 1_000 and 1e16, tuples), lists, dicts, attribute/index
+// {% call %} with caller(), transformers' {% generation %}, comments, whitespace control ({%- -%},
+// and {%+ +%}, which keep what lstrip_blocks / trim_blocks would remove) and the trim_blocks /
+// lstrip_blocks settings transformers renders with; "\r\n" and "\r" are line breaks as "\n", as
+// Jinja's lexer reads them. Expressions cover literals (adjacent strings joined, Python's escapes
+// but \N{name}, numbers such as 1_000, 1e16 and 0x1F, integers within 64 bits, tuples), lists, dicts, attribute/index
 // access (a dict's or string's methods before its keys, as Jinja reads spec.items), slices with
-// steps, arithmetic (** too, and printf-style "%s" % x), ~ concatenation, comparisons by value, in,
+// steps, arithmetic (** too, and printf-style "%s" % x), ~ concatenation (between + and * in
+// precedence, as Jinja has it), comparisons by value, in,
 // and/or/not, inline if, is-tests (defined, none, string, mapping, iterable, in, equalto, ne, gt,
 // divisibleby, ...), the filters templates use (selectattr/rejectattr/select/reject, map by
 // attribute or filter, sort/unique/dictsort/min/max, sum, round, format, batch, escape, tojson,
 // join, trim, title, replace, indent, first/last/length/list/reverse, default, items, ...), string
-// and dict methods, values printed as Python prints them, and the functions transformers gives
+// methods (str.format too) and dict methods, Python's full case mappings ('ß' | upper is "SS"),
+// values printed as Python prints them, and the functions transformers gives
 // templates besides Jinja's range(), namespace() and dict(): raise_exception() and strftime_now()
 // (the local date and time, which Llama 3.1-3.3's templates write as "Today Date").
 // Anything else fails at parse time with the construct named (a test or filter named by a string,
@@ -23,13 +26,18 @@
 // Scopes are Jinja's: a {% for %} body (and its else) is a scope of its own, begun again each
 // iteration, so a {% set %} in it lasts to the iteration's end and only namespace() attributes
 // carry a value out; an {% if %} is no scope. A macro sees its arguments and the variables where
-// it was defined as they are when it is called, not its caller's loop variables. |escape
-// gives plain text, not Markup: escaping its result (or |safe's) again escapes it again.
+// it was defined as they are when it is called, not its caller's loop variables.
+// Markup: transformers renders with autoescape off, so nothing is escaped unless a template asks
+// with |escape; jinja2's |escape and |safe then give Markup, which |escape leaves as it is and
+// "+" escapes the other side of. Here there is no Markup: |escape and |safe give plain text, so
+// escaping twice escapes twice (no chat template we know of escapes at all).
+// An error names the template's line (that of the innermost tag where it happened).
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
 // sizes, range() and the work done are capped, each breach a JinjaException (see the limits below).
 // This file holds the entry point, the values templates share and the limits; the other parts
 // are JinjaLexer.cs, JinjaParser.cs, JinjaStatements.cs, JinjaExpressions.cs, JinjaValues.cs,
-// JinjaFilters.cs, JinjaMethods.cs and JinjaPrintf.cs.
+// JinjaFilters.cs, JinjaMethods.cs, JinjaPrintf.cs, JinjaStrFormat.cs, JinjaCase.cs and
+// JinjaCaseTables.cs. tests/Stratus.Core.Tests/Jinja2 checks it against jinja2 itself.
 using System.Text;
 using System.Text.Json;
 

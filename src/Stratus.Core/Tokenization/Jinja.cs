@@ -157,9 +157,10 @@ public sealed partial class JinjaTemplate
         public Budget Budget => budget;
         public TimeProvider Clock => clock;
 
-        /// <summary>The loops under way that bind their variables here, outermost first, each with
-        /// the values its variables hid (undefined where there was none): a macro defined outside
-        /// a loop sees those values, not the loop's (<see cref="Macro"/>).</summary>
+        /// <summary>The loops under way that bind names here, outermost first, each with the
+        /// values the names it binds (its variables, loop, what its body sets) hid (undefined where
+        /// there was none): a macro defined outside a loop sees those values, not the loop's
+        /// (<see cref="Macro"/>).</summary>
         public List<Dictionary<string, object?>> Loops { get; } = [];
     }
 

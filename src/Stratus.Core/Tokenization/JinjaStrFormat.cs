@@ -148,8 +148,9 @@ public sealed partial class JinjaTemplate
             else if (spec[0] is '<' or '>' or '^' or '=') { align = spec[0]; i = 1; }
             char? sign = i < spec.Length && spec[i] is '+' or '-' or ' ' ? spec[i++] : null;
             if (i < spec.Length && spec[i] == 'z') throw new JinjaException("the 'z' option of str.format is not supported");
-            var alternate = i < spec.Length && spec[i] == '#' && ++i > 0;
-            if (i < spec.Length && spec[i] == '0' && i + 1 <= spec.Length)
+            var alternate = i < spec.Length && spec[i] == '#';
+            if (alternate) i++;
+            if (i < spec.Length && spec[i] == '0')
             {
                 // "0" before the width: zeros after the sign, unless an alignment is given.
                 fill ??= '0';
@@ -201,8 +202,9 @@ public sealed partial class JinjaTemplate
                     var x = value switch { bool flag => flag ? 1.0 : 0.0, long whole => whole, _ => (double)value };
                     if (type == '%') x *= 100;
                     var kind = type switch { null or 'n' => 'g', '%' => 'f', var t => t.Value };
+                    // No type nor precision (a float's, as integers went above): as str() writes it.
                     body = type is null && precision is null
-                        ? Values.ToText(value is double ? Math.Abs(x) : (object)Math.Abs((long)x))
+                        ? Values.ToText(Math.Abs(x))
                         : Printf.Real(Math.Abs(x), char.ToLowerInvariant(kind), precision ?? 6, alternate, char.IsUpper(kind));
                     // No type: as 'g', but a fixed-point result keeps a digit after the point (2.0).
                     if (type is null && precision is not null && double.IsFinite(x) && !body.Contains('e') && !body.Contains('.')) body += ".0";

@@ -62,7 +62,7 @@ public sealed class JinjaFeatureTests
     /// counter (raise_exception otherwise), user turns found with selectattr and compared by value
     /// (turn == asked[-1]), calls and results skipped with rejectattr, the tool list written key by
     /// key from .items() with loop.last, calls written with tojson and a slice, results with |string.</summary>
-    const string MistralStyleTools = """
+    internal const string MistralStyleTools = """
         {#- The system text, if any, is set aside and folded into the last user turn. #}
         {%- set ns = namespace(turn=0, system="") %}
         {%- if messages and messages[0].role == "system" %}
@@ -300,5 +300,25 @@ public sealed class JinjaFeatureTests
     {
         var error = Assert.Throws<StratusUserException>(() => new ChatTemplate(source));
         Assert.Equal($"the chat template cannot be used: {message}", error.Message);
+    }
+
+    [Theory]
+    // An error names the line of the template it is on: a tag's or an output's, an inner block's
+    // before the block around it, a macro's body where it is called, the opening tag of a block
+    // left open; raise_exception's message is the template's own, as it wrote it, and a template
+    // of one line names none.
+    [InlineData("a\n{% if true %}\n  {{ 1 / 0 }}\n{% endif %}", "division by zero (line 3 of the template)")]
+    [InlineData("a\nb\n{{ messages | nope }}", "the filter '|nope' is not supported (line 3 of the template)")]
+    [InlineData("{% for m in messages %}\n\n{{ m }}", "missing {% endfor %} (line 1 of the template)")]
+    [InlineData("x\r\ny\r\n{{ 1 +", "{{ is not closed by }} (line 3 of the template)")]
+    [InlineData("{% macro m() %}\n{{ 1 // 0 }}\n{% endmacro %}\n\n{{ m() }}", "division by zero (line 2 of the template)")]
+    [InlineData("{% if false %}\n{% elif 1 + %}\n{% endif %}", "expression ends too early (line 2 of the template)")]
+    [InlineData("{# a comment\nof two lines #}\n{% endfor %}", "the tag {% endfor %} is not supported (line 3 of the template)")]
+    [InlineData("\n\n{{ raise_exception('No tools here.') }}", "No tools here.")]
+    [InlineData("{{ 1 / 0 }}", "division by zero")]
+    public void An_error_names_the_line_of_the_template(string source, string message)
+    {
+        var error = Assert.Throws<JinjaException>(() => new JinjaTemplate(source).Render(Variables));
+        Assert.Equal(message, error.Message);
     }
 }

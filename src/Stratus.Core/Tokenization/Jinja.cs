@@ -1,41 +1,73 @@
 // The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3.x, Mistral v1/v3/Nemo,
 // Zephyr, Qwen2/2.5/3, Gemma 2/3, Phi-3/4, DeepSeek, Command-R, SmolLM, Hermes, Granite): text,
 // {{ expressions }}, {% if/elif/else %}, {% for ... in ... if ... %} with loop.* and {% break %} /
-// {% continue %} (the loopcontrols transformers enables) and loop.cycle(), {% set %} (also namespace
-// attributes, unpacking "a, b = pair", and {% set x | filter %}...{% endset %} blocks), {% macro %}
-// (default arguments, keyword arguments, recursion) and {% call %} with caller(),
-// transformers' {% generation %}, comments, whitespace control ({%- -%}) and the trim_blocks /
-// lstrip_blocks settings transformers renders with. Expressions cover literals (adjacent strings
-// joined, Python's escapes, numbers such as 1_000 and 1e16, tuples), lists, dicts, attribute/index
+// {% continue %} (the loopcontrols transformers enables), loop.cycle() and loop.changed(), {% set %}
+// (also namespace attributes, unpacking "a, b = pair", and {% set x | filter %}...{% endset %}
+// blocks), {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs) and
+// {% call %} with caller(), transformers' {% generation %}, comments, whitespace control ({%- -%},
+// and {%+ +%}, which keep what lstrip_blocks / trim_blocks would remove) and the trim_blocks /
+// lstrip_blocks settings transformers renders with; "\r\n" and "\r" are line breaks as "\n", as
+// Jinja's lexer reads them. Expressions cover literals (adjacent strings joined, Python's escapes
+// but \N{name}, numbers such as 1_000, 1e16 and 0x1F, integers within 64 bits, tuples), lists, dicts, attribute/index
 // access (a dict's or string's methods before its keys, as Jinja reads spec.items), slices with
-// steps, arithmetic (** too, and printf-style "%s" % x), ~ concatenation, comparisons by value, in,
+// steps, arithmetic (** too, and printf-style "%s" % x), ~ concatenation (between + and * in
+// precedence, as Jinja has it), comparisons by value, in,
 // and/or/not, inline if, is-tests (defined, none, string, mapping, iterable, in, equalto, ne, gt,
 // divisibleby, ...), the filters templates use (selectattr/rejectattr/select/reject, map by
 // attribute or filter, sort/unique/dictsort/min/max, sum, round, format, batch, escape, tojson,
 // join, trim, title, replace, indent, first/last/length/list/reverse, default, items, ...), string
-// and dict methods, values printed as Python prints them, and the functions transformers gives
+// methods (str.format too) and dict methods, Python's full case mappings ('ß' | upper is "SS"),
+// values printed as Python prints them, and the functions transformers gives
 // templates besides Jinja's range(), namespace() and dict(): raise_exception() and strftime_now()
 // (the local date and time, which Llama 3.1-3.3's templates write as "Today Date").
 // Anything else fails at parse time with the construct named (a test or filter named by a string,
 // as in select("x"), where it is applied), so a template is either rendered
 // faithfully or refused.
-// Simplifications: {% set %} inside a loop assigns in the enclosing scope (Jinja keeps it to
-// the iteration); chat templates set such variables before reading them in the same iteration,
-// and use namespace() when they mean to carry a value out, so they render the same. A macro sees
-// its arguments and the variables where it was defined as they are when it is called, not its
-// caller's loop variables, as in Jinja, but it does see such a loop-scoped {% set %}. |escape
-// gives plain text, not Markup: escaping its result (or |safe's) again escapes it again.
+// Scopes are Jinja's: a {% for %} body (and its else) is a scope of its own, begun again each
+// iteration, so a {% set %} in it lasts to the iteration's end and only namespace() attributes
+// carry a value out; an {% if %} is no scope. A macro sees its arguments and the variables where
+// it was defined as they are when it is called, not its caller's loop variables.
+// Markup: transformers renders with autoescape off, so nothing is escaped unless a template asks
+// with |escape; jinja2's |escape and |safe then give Markup, which |escape leaves as it is and
+// "+" escapes the other side of. Here there is no Markup: |escape and |safe give plain text, so
+// escaping twice escapes twice (no chat template we know of escapes at all).
+// An error names the template's line (that of the innermost tag where it happened).
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
 // sizes, range() and the work done are capped, each breach a JinjaException (see the limits below).
 // This file holds the entry point, the values templates share and the limits; the other parts
 // are JinjaLexer.cs, JinjaParser.cs, JinjaStatements.cs, JinjaExpressions.cs, JinjaValues.cs,
-// JinjaFilters.cs, JinjaMethods.cs and JinjaPrintf.cs.
+// JinjaFilters.cs, JinjaMethods.cs, JinjaPrintf.cs, JinjaStrFormat.cs, JinjaCase.cs and
+// JinjaCaseTables.cs. tests/Stratus.Core.Tests/Jinja2 checks it against jinja2 itself.
 using System.Text;
 using System.Text.Json;
 
 namespace Stratus.Tokenization;
 
-public sealed class JinjaException(string message) : Exception(message);
+/// <summary>A template that cannot be parsed or rendered: the reason, with the template's line
+/// where the parser or renderer was (raise_exception's message is the template's own, as it wrote it).</summary>
+public sealed class JinjaException : Exception
+{
+    public JinjaException(string message) : this(message, null, raised: false) { }
+
+    JinjaException(string message, int? line, bool raised) : base(line is { } at ? $"{message} (line {at} of the template)" : message) =>
+        (Reason, Line, Raised) = (message, line, raised);
+
+    /// <summary>The line of the template where it happened (1 is the first), where known.</summary>
+    public int? Line { get; }
+
+    string Reason { get; }
+
+    /// <summary>Whether raise_exception() threw it, with the template's own words.</summary>
+    bool Raised { get; }
+
+    /// <summary>The error at a line of the template (0: a template of one line, which names
+    /// none), unless it already names one (an inner block's, nearer the cause) or is the
+    /// template's own message.</summary>
+    internal JinjaException At(int line) => line > 0 && Line is null && !Raised ? new(Reason, line, raised: false) : this;
+
+    /// <summary>raise_exception(message): the template's words, as they are.</summary>
+    internal static JinjaException RaisedByTemplate(string message) => new(message, null, raised: true);
+}
 
 public sealed partial class JinjaTemplate
 {
@@ -68,7 +100,7 @@ public sealed partial class JinjaTemplate
     {
         var parser = new Parser(Lexer.Tokenize(source));
         body = parser.ParseBlock();
-        if (!parser.AtEnd) throw new JinjaException($"unexpected {{% {parser.PeekTagName()} %}}");
+        if (!parser.AtEnd) throw new JinjaException($"unexpected {{% {parser.PeekTagName()} %}}").At(parser.Line);
     }
 
     /// <param name="clock">What strftime_now() reads: the system's local time unless a test fixes it.</param>
@@ -125,9 +157,10 @@ public sealed partial class JinjaTemplate
         public Budget Budget => budget;
         public TimeProvider Clock => clock;
 
-        /// <summary>The loops under way that bind their variables here, outermost first, each with
-        /// the values its variables hid (undefined where there was none): a macro defined outside
-        /// a loop sees those values, not the loop's (<see cref="Macro"/>).</summary>
+        /// <summary>The loops under way that bind names here, outermost first, each with the
+        /// values the names it binds (its variables, loop, what its body sets) hid (undefined where
+        /// there was none): a macro defined outside a loop sees those values, not the loop's
+        /// (<see cref="Macro"/>).</summary>
         public List<Dictionary<string, object?>> Loops { get; } = [];
     }
 

@@ -30,8 +30,8 @@ public sealed partial class JinjaTemplate
             "even" => (v, _, _) => v is long l && l % 2 == 0,
             "odd" => (v, _, _) => v is long l && l % 2 != 0,
             "divisibleby" => (v, arg, _) => (v, arg) is (long l, long by) ? by != 0 ? l % by == 0 : throw new JinjaException("divisibleby zero") : throw new JinjaException("'is divisibleby' takes integers"),
-            "lower" => (v, _, _) => v is string s && s == s.ToLowerInvariant(),
-            "upper" => (v, _, _) => v is string s && s == s.ToUpperInvariant(),
+            "lower" => (v, _, _) => v is string s && IsLower(s),
+            "upper" => (v, _, _) => v is string s && IsUpper(s),
             "equalto" or "sameas" or "eq" or "==" => (v, arg, _) => Equal(v, arg),
             "ne" or "!=" => (v, arg, _) => !Equal(v, arg),
             "lt" or "lessthan" or "<" => (v, arg, _) => (bool)Compare("<", v, arg),
@@ -46,7 +46,7 @@ public sealed partial class JinjaTemplate
         public static Func<object?, List<object?>, Budget, object?> Filter(string name) => name switch
         {
             "trim" => (v, _, _) => ToText(v).Trim(),
-            "upper" => (v, _, _) => ToText(v).ToUpperInvariant(),
+            "upper" => (v, _, _) => Upper(ToText(v)),
             "lower" => (v, _, _) => Lower(ToText(v)),
             "capitalize" => (v, _, _) => Capitalize(ToText(v)),
             "title" => (v, _, _) => TitleFilter(ToText(v)),
@@ -139,31 +139,6 @@ public sealed partial class JinjaTemplate
             foreach (var part in path.Split('.'))
                 item = Index(item, long.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out var at) ? at : part);
             return item;
-        }
-
-        static string Capitalize(string s) => s.Length > 0 ? char.ToUpperInvariant(s[0]) + Lower(s[1..]) : "";
-
-        /// <summary>Python's str.lower(), which |lower and the case-insensitive |sort, |unique,
-        /// |dictsort, |min and |max use: 'İ' (U+0130) becomes "i̇" (i and a combining dot, as
-        /// Unicode's full mapping has it), which .NET's one-character mapping leaves as it is.</summary>
-        public static string Lower(string s) => (s.Contains('\u0130') ? s.Replace("\u0130", "i\u0307") : s).ToLowerInvariant();
-
-        /// <summary>Jinja's |title: each word (after a space, '-', '(', '{', '[' or '&lt;')
-        /// capitalized, unlike Python's str.title(), which capitalizes after an apostrophe too.</summary>
-        static string TitleFilter(string s) =>
-            string.Concat(System.Text.RegularExpressions.Regex.Split(s, @"([-\s({\[<]+)").Where(w => w.Length > 0).Select(Capitalize));
-
-        /// <summary>Python's str.title(): a letter after a cased letter is lower case, any other upper case.</summary>
-        static string TitleMethod(string s)
-        {
-            var text = new StringBuilder(s.Length);
-            var afterCased = false;
-            foreach (var c in s)
-            {
-                text.Append(afterCased ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c));
-                afterCased = char.IsUpper(c) || char.IsLower(c);
-            }
-            return text.ToString();
         }
 
         /// <summary>A filter's arguments, by position then by keyword, in the order of its

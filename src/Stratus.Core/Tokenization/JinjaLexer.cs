@@ -1,5 +1,5 @@
 // Jinja's lexer for JinjaTemplate: a template's source cut into text, {{ output }} and {% statement %}
-// pieces, with whitespace control ({%- -%}) and transformers' trim_blocks / lstrip_blocks applied.
+// pieces, with whitespace control ({%- -%}, {%+ +%}) and transformers' trim_blocks / lstrip_blocks applied.
 
 namespace Stratus.Tokenization;
 
@@ -7,20 +7,27 @@ public sealed partial class JinjaTemplate
 {
     enum PieceKind { Text, Output, Statement }
 
-    sealed record Piece(PieceKind Kind, string Content);
+    /// <summary>A piece of the template, and the line it begins on (1 is the first).</summary>
+    sealed record Piece(PieceKind Kind, string Content, int Line);
 
     static class Lexer
     {
         public static List<Piece> Tokenize(string source)
         {
+            // As Jinja's lexer, "\r\n" and "\r" are line breaks like "\n", in text and string
+            // literals alike, so trim_blocks and lstrip_blocks treat a template saved on Windows as
+            // one saved on Linux, and what it renders has "\n" line breaks.
+            if (source.Contains('\r')) source = source.Replace("\r\n", "\n").Replace('\r', '\n');
             // Jinja drops a source's one final line break (keep_trailing_newline is off in
             // transformers), so a chat_template.jinja ending in one does not add it to every prompt.
-            if (source.EndsWith("\r\n", StringComparison.Ordinal)) source = source[..^2];
-            else if (source.EndsWith('\n') || source.EndsWith('\r')) source = source[..^1];
+            if (source.EndsWith('\n')) source = source[..^1];
             var pieces = new List<Piece>();
             var i = 0;
-            var trimNext = false; // a "-%}"/"-}}" or a block tag's trim_blocks asks to trim the next text
-            var trimBlockNewline = false;
+            // The line at lineCounted, counted up to it; 0 throughout a template of one line,
+            // whose errors need not say where they are.
+            var (line, lineCounted) = (source.Contains('\n') ? 1 : 0, 0);
+            var trimNext = false; // a "-%}"/"-}}" asks to trim the next text
+            var trimBlockNewline = false; // trim_blocks: a block or comment tag's line break goes
             while (i < source.Length)
             {
                 var open = FindOpen(source, i);
@@ -29,29 +36,36 @@ public sealed partial class JinjaTemplate
                 var lineStart = i == 0 || source[i - 1] == '\n';
                 if (trimNext) text = text.TrimStart();
                 else if (trimBlockNewline && text.StartsWith('\n')) (text, lineStart) = (text[1..], true);
-                else if (trimBlockNewline && text.StartsWith("\r\n")) (text, lineStart) = (text[2..], true);
                 trimNext = trimBlockNewline = false;
                 if (open < 0)
                 {
-                    if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text));
+                    if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text, line));
                     break;
                 }
+                line += source.AsSpan(lineCounted, open - lineCounted).Count('\n');
+                lineCounted = open;
                 var kind = source[open + 1];
                 var close = kind switch { '{' => "}}", '%' => "%}", _ => "#}" };
                 var end = kind == '#' ? source.IndexOf(close, open + 2, StringComparison.Ordinal) : FindClose(source, open + 2, close);
-                if (end < 0) throw new JinjaException($"unclosed tag at offset {open}");
+                if (end < 0) throw new JinjaException($"{source.Substring(open, 2)} is not closed by {close}").At(line);
                 var inner = source[(open + 2)..end];
                 var trimBefore = inner.StartsWith('-');
+                // "{%+" and "{#+" keep the indentation lstrip_blocks would strip before the tag,
+                // "+%}" and "+#}" the line break trim_blocks would remove after it; in {{ }} a
+                // plus is the expression's (unary plus).
+                var keepBefore = kind != '{' && inner.StartsWith('+');
                 // "{{-}}": one dash trims before, and is not also the one that trims after.
-                var trimAfter = inner.Length > (trimBefore ? 1 : 0) && inner.EndsWith('-');
+                var marked = trimBefore || keepBefore ? 1 : 0;
+                var trimAfter = inner.Length > marked && inner.EndsWith('-');
+                var keepAfter = kind != '{' && inner.Length > marked && inner.EndsWith('+');
                 if (trimBefore) text = text.TrimEnd();
-                else if (kind != '{') text = LstripBlock(text, lineStart);
-                if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text));
-                inner = inner[(trimBefore ? 1 : 0)..(inner.Length - (trimAfter ? 1 : 0))];
-                if (kind == '{') pieces.Add(new Piece(PieceKind.Output, inner));
-                else if (kind == '%') pieces.Add(new Piece(PieceKind.Statement, inner.Trim()));
+                else if (kind != '{' && !keepBefore) text = LstripBlock(text, lineStart);
+                if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text, line));
+                inner = inner[marked..(inner.Length - (trimAfter || keepAfter ? 1 : 0))];
+                if (kind == '{') pieces.Add(new Piece(PieceKind.Output, inner, line));
+                else if (kind == '%') pieces.Add(new Piece(PieceKind.Statement, inner.Trim(), line));
                 trimNext = trimAfter;
-                trimBlockNewline = kind != '{';
+                trimBlockNewline = kind != '{' && !keepAfter;
                 i = end + 2;
             }
             return pieces;

@@ -29,12 +29,12 @@ public sealed partial class JinjaTemplate
             // strip(none) and split(none) mean white space, as in Python.
             return (target, name) switch
             {
-                // loop.cycle('odd', 'even'): the argument at the iteration's place, in turn.
-                (LoopInfo loop, "cycle") => args.Count > 0 ? args[(int)((long)loop["index0"]! % args.Count)] : throw new JinjaException("loop.cycle() takes the items to cycle through"),
+                (LoopInfo loop, "cycle") => loop.Cycle(args),
+                (LoopInfo loop, "changed") => loop.Changed(args),
                 (string s, "strip") => args is [{ } chars] ? s.Trim(Characters(s, chars, budget)) : s.Trim(),
                 (string s, "lstrip") => args is [{ } chars] ? s.TrimStart(Characters(s, chars, budget)) : s.TrimStart(),
                 (string s, "rstrip") => args is [{ } chars] ? s.TrimEnd(Characters(s, chars, budget)) : s.TrimEnd(),
-                (string s, "upper") => s.ToUpperInvariant(),
+                (string s, "upper") => Upper(s),
                 (string s, "lower") => Lower(s),
                 (string s, "title") => TitleMethod(s),
                 (string s, "capitalize") => Capitalize(s),
@@ -43,12 +43,23 @@ public sealed partial class JinjaTemplate
                 (string s, "endswith") => Affixes(args[0]).Any(suffix => s.EndsWith(suffix, StringComparison.Ordinal)),
                 (string s, "replace") => Replace(s, ToText(args[0]), ToText(args[1]), budget),
                 (string s, "split") => Split(s, args, budget).Select(p => (object?)p).ToList(),
+                (string s, "format") => StrFormat.Format(s, [.. args.Where(a => a is not KeyValuePair<string, object?>)], Keywords(args)),
+                (string s, "format_map") => args is [IDictionary<string, object?> mapping] ? StrFormat.Format(s, [], mapping.AsReadOnly()) : throw new JinjaException(".format_map() takes one mapping"),
                 (IDictionary<string, object?> d, "items") => d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value }).ToList(),
                 (IDictionary<string, object?> d, "keys") => d.Keys.Select(k => (object?)k).ToList(),
                 (IDictionary<string, object?> d, "values") => d.Values.ToList(),
                 (IDictionary<string, object?> d, "get") => d.TryGetValue(ToText(args[0]), out var v) ? v : args.Count > 1 ? args[1] : null,
                 _ => throw new JinjaException($"the method .{name}() on {Describe(target)} is not supported"),
             };
+        }
+
+        /// <summary>A call's keyword arguments by name, each given once.</summary>
+        static Dictionary<string, object?> Keywords(List<object?> args)
+        {
+            var keywords = new Dictionary<string, object?>();
+            foreach (var (key, value) in args.OfType<KeyValuePair<string, object?>>())
+                if (!keywords.TryAdd(key, value)) throw new JinjaException($"keyword argument repeated: {key}");
+            return keywords;
         }
 
         /// <summary>The characters strip() removes; each character of the text is looked up among them.</summary>
@@ -104,7 +115,7 @@ public sealed partial class JinjaTemplate
 
         public static Expr Function(string name, List<Expr> arguments) => name switch
         {
-            "raise_exception" => new Lambda(s => throw new JinjaException(ToText(arguments.FirstOrDefault()?.Eval(s))), arguments),
+            "raise_exception" => new Lambda(s => throw JinjaException.RaisedByTemplate(ToText(arguments.FirstOrDefault()?.Eval(s))), arguments),
             "namespace" => new Lambda(s =>
             {
                 var ns = new Namespace();

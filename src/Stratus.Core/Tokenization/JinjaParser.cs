@@ -11,7 +11,9 @@ public sealed partial class JinjaTemplate
     {
         int position;
         int depth; // blocks open around the one being parsed
-        int macroBodies; // macro bodies open around the one being parsed
+        /// <summary>Which of varargs and kwargs the innermost macro (or call) body being parsed
+        /// reads, which makes it take arguments beyond its parameters, as in Jinja; null outside one.</summary>
+        HashSet<string>? extraArguments;
         int loops; // {% for %} bodies open around the one being parsed, in the same macro body
 
         /// <summary>The names a call may name besides the functions: the template's macros, known
@@ -31,9 +33,19 @@ public sealed partial class JinjaTemplate
             return names;
         }
 
-        Expr Expression(string source) => ExpressionParser.Parse(source, macros, macroBodies > 0);
+        Expr Expression(string source) => ExpressionParser.Parse(source, macros, extraArguments);
+
+        /// <summary>An expression of a tag on another line than the block's ({% elif %}).</summary>
+        Expr ExpressionAt(string source, int line)
+        {
+            try { return Expression(source); }
+            catch (JinjaException e) when (e.Line is null) { throw e.At(line); }
+        }
 
         public bool AtEnd => position >= pieces.Count;
+
+        /// <summary>The line of the piece the parser is at.</summary>
+        public int Line => pieces[position].Line;
 
         /// <summary>A statement's first word, which a '(' also ends ({% call(x) m() %}, {% if(x) %}).</summary>
         public string PeekTagName() => pieces[position].Content.Split([.. TagSeparators, '('], 2)[0];
@@ -48,26 +60,36 @@ public sealed partial class JinjaTemplate
             while (position < pieces.Count)
             {
                 var piece = pieces[position];
-                if (piece.Kind == PieceKind.Text) { nodes.Add(new TextNode(piece.Content)); position++; continue; }
-                if (piece.Kind == PieceKind.Output) { nodes.Add(new OutputNode(Expression(piece.Content))); position++; continue; }
-                var word = PeekTagName();
+                var word = piece.Kind == PieceKind.Statement ? PeekTagName() : "";
                 if (stopAt.Contains(word))
                 {
                     depth--;
                     return nodes;
                 }
                 position++;
-                nodes.Add(word switch
+                // An error names the line of the piece it is in; a block's end tag that is missing, the block's.
+                try
                 {
-                    "if" => ParseIf(piece.Content[2..]),
-                    "for" => ParseFor(piece.Content[3..]),
-                    "set" => ParseSet(piece.Content[3..]),
-                    "macro" => ParseMacro(piece.Content[5..]),
-                    "call" => ParseCall(piece.Content[4..]),
-                    "generation" => ParseGeneration(piece.Content),
-                    "break" or "continue" => ParseLoopControl(piece.Content),
-                    _ => throw new JinjaException($"the tag {{% {word} %}} is not supported"),
-                });
+                    var node = piece.Kind switch
+                    {
+                        PieceKind.Text => new TextNode(piece.Content),
+                        PieceKind.Output => new OutputNode(Expression(piece.Content)),
+                        _ => word switch
+                        {
+                            "if" => ParseIf(piece.Content[2..]),
+                            "for" => ParseFor(piece.Content[3..]),
+                            "set" => ParseSet(piece.Content[3..]),
+                            "macro" => ParseMacro(piece.Content[5..]),
+                            "call" => ParseCall(piece.Content[4..]),
+                            "generation" => ParseGeneration(piece.Content),
+                            "break" or "continue" => ParseLoopControl(piece.Content),
+                            _ => throw new JinjaException($"the tag {{% {word} %}} is not supported"),
+                        },
+                    };
+                    node.Line = piece.Line;
+                    nodes.Add(node);
+                }
+                catch (JinjaException e) when (e.Line is null) { throw e.At(piece.Line); }
             }
             if (stopAt.Length > 0) throw new JinjaException($"missing {{% {stopAt[^1]} %}}");
             depth--;
@@ -80,8 +102,8 @@ public sealed partial class JinjaTemplate
             List<Node>? otherwise = null;
             while (true)
             {
-                var tag = pieces[position++].Content;
-                if (tag.StartsWith("elif")) branches.Add((Expression(tag[4..]), ParseBlock("elif", "else", "endif")));
+                var (tag, line) = (pieces[position].Content, pieces[position++].Line);
+                if (tag.StartsWith("elif")) branches.Add((ExpressionAt(tag[4..], line), ParseBlock("elif", "else", "endif")));
                 else if (tag == "else") otherwise = ParseBlock("endif");
                 else return new IfNode(branches, otherwise);
             }
@@ -116,7 +138,7 @@ public sealed partial class JinjaTemplate
 
         Node ParseSet(string statement)
         {
-            var (names, attribute, value, filters) = ExpressionParser.ParseSet(statement, macros, macroBodies > 0);
+            var (names, attribute, value, filters) = ExpressionParser.ParseSet(statement, macros, extraArguments);
             if (value is not null) return new SetNode(names, attribute, value, null, []);
             var block = ParseBlock("endset");
             position++;
@@ -129,12 +151,9 @@ public sealed partial class JinjaTemplate
             // A macro is a function of its own: a loop around its definition is not one its body may break.
             var outerLoops = loops;
             loops = 0;
-            macroBodies++;
-            var body = ParseBlock("endmacro");
-            macroBodies--;
+            var (body, extra) = ParseFunctionBody("endmacro");
             loops = outerLoops;
-            position++;
-            return new MacroNode(name, parameters, body);
+            return new MacroNode(name, parameters, body, extra);
         }
 
         Node ParseCall(string header)
@@ -145,10 +164,23 @@ public sealed partial class JinjaTemplate
             // Its body is caller(), a function of its own, as a macro's is.
             var outerLoops = loops;
             loops = 0;
-            var body = ParseBlock("endcall");
+            var (body, extra) = ParseFunctionBody("endcall");
             loops = outerLoops;
-            position++;
-            return new CallNode(macroCall.Name, macroCall.Arguments, body);
+            return new CallNode(macroCall.Name, macroCall.Arguments, body, extra);
+        }
+
+        /// <summary>A macro's or caller's body, up to its end tag, and which of varargs and kwargs it reads.</summary>
+        (List<Node> Body, ExtraArguments Extra) ParseFunctionBody(string end)
+        {
+            var outer = extraArguments;
+            extraArguments = [];
+            try
+            {
+                var body = ParseBlock(end);
+                position++;
+                return (body, new ExtraArguments(extraArguments.Contains("varargs"), extraArguments.Contains("kwargs")));
+            }
+            finally { extraArguments = outer; }
         }
 
         /// <summary>{% generation %}: transformers' tag around an assistant's reply, which marks
@@ -184,14 +216,14 @@ public sealed partial class JinjaTemplate
 
         /// <summary>The names a call may name besides the functions (<see cref="Parser"/>'s macros).</summary>
         readonly IReadOnlySet<string> macros;
-        /// <summary>Whether the expression is in a macro's body, where Jinja's varargs and kwargs are.</summary>
-        readonly bool inMacro;
+        /// <summary>Where the expression is in a macro's body: which of varargs and kwargs it reads go here.</summary>
+        readonly HashSet<string>? extraArguments;
 
-        ExpressionParser(string source, IReadOnlySet<string> macros, bool inMacro) => (tokens, this.macros, this.inMacro) = (Split(source), macros, inMacro);
+        ExpressionParser(string source, IReadOnlySet<string> macros, HashSet<string>? extraArguments) => (tokens, this.macros, this.extraArguments) = (Split(source), macros, extraArguments);
 
-        public static Expr Parse(string source, IReadOnlySet<string> macros, bool inMacro)
+        public static Expr Parse(string source, IReadOnlySet<string> macros, HashSet<string>? extraArguments)
         {
-            var parser = new ExpressionParser(source, macros, inMacro);
+            var parser = new ExpressionParser(source, macros, extraArguments);
             var expr = parser.Conditional();
             parser.End(source);
             return expr;
@@ -206,7 +238,7 @@ public sealed partial class JinjaTemplate
         /// "name(a, b=default)".</summary>
         public static (string Name, List<(string Name, Expr? Default)> Parameters) ParseSignature(string header, IReadOnlySet<string> macros)
         {
-            var parser = new ExpressionParser(header, macros, inMacro: false);
+            var parser = new ExpressionParser(header, macros, extraArguments: null);
             var name = parser.Next();
             if (!IsIdentifier(name)) throw new JinjaException($"{{% macro {header.Trim()} %}} needs a name");
             var parameters = new List<(string, Expr?)>();
@@ -290,21 +322,21 @@ public sealed partial class JinjaTemplate
 
         Expr Comparison()
         {
-            var left = Concat();
+            var left = Additive();
             while (true)
             {
                 var l = left;
                 if (Peek is "==" or "!=" or "<" or ">" or "<=" or ">=")
                 {
                     var op = tokens[position++];
-                    var r = Concat();
+                    var r = Additive();
                     left = new Lambda(s => Values.Compare(op, l.Eval(s), r.Eval(s)), l, r);
                 }
                 else if (Peek == "in" || (Peek == "not" && position + 1 < tokens.Count && tokens[position + 1] == "in"))
                 {
                     var negate = Accept("not");
                     Expect("in");
-                    var r = Concat();
+                    var r = Additive();
                     left = new Lambda(s => Values.Contains(r.Eval(s), l.Eval(s), s.Budget) != negate, l, r);
                 }
                 else if (Accept("is"))
@@ -325,12 +357,14 @@ public sealed partial class JinjaTemplate
             }
         }
 
+        /// <summary>As Jinja parses "~": tighter than "+" and "-", looser than "*" ("'a' ~ 1 + 2" adds
+        /// 2 to the text "a1", which fails, as in jinja2).</summary>
         Expr Concat()
         {
-            var left = Additive();
+            var left = Multiplicative();
             while (Accept("~"))
             {
-                var (l, r) = (left, Additive());
+                var (l, r) = (left, Multiplicative());
                 left = new Lambda(s => Values.Concatenate(Values.ToText(l.Eval(s)), Values.ToText(r.Eval(s))), l, r);
             }
             return left;
@@ -338,11 +372,11 @@ public sealed partial class JinjaTemplate
 
         Expr Additive()
         {
-            var left = Multiplicative();
+            var left = Concat();
             while (Peek is "+" or "-")
             {
                 var op = tokens[position++];
-                var (l, r) = (left, Multiplicative());
+                var (l, r) = (left, Concat());
                 left = new Lambda(s => Values.Arithmetic(op, l.Eval(s), r.Eval(s)), l, r);
             }
             return left;
@@ -373,16 +407,17 @@ public sealed partial class JinjaTemplate
             return left;
         }
 
-        /// <summary>As Jinja: a minus binds tighter than the filters after it ("-3 | abs" is 3).</summary>
+        /// <summary>As Jinja: a sign binds tighter than the filters after it ("-3 | abs" is 3).</summary>
         Expr Unary(bool withFilters = true)
         {
             Expr value;
-            if (Accept("-"))
+            if (Peek is "-" or "+")
             {
+                var minus = tokens[position++] == "-";
                 Enter();
                 var operand = Unary(withFilters: false);
                 depth--;
-                value = new Lambda(s => Values.Negate(operand.Eval(s)), operand);
+                value = minus ? new Lambda(s => Values.Negate(operand.Eval(s)), operand) : new Lambda(s => Values.Plus(operand.Eval(s)), operand);
             }
             else value = Postfix();
             return withFilters ? Filtered(value) : value;
@@ -413,9 +448,9 @@ public sealed partial class JinjaTemplate
         /// <summary>What {% set %} assigns to: a name, names to unpack ("a, b" or "(a, b)"), or a
         /// namespace's attribute; then its value after "=", or, with none, the filters its block's
         /// text goes through.</summary>
-        public static (List<string> Names, string? Attribute, Expr? Value, List<FilterCall> Filters) ParseSet(string statement, IReadOnlySet<string> macros, bool inMacro)
+        public static (List<string> Names, string? Attribute, Expr? Value, List<FilterCall> Filters) ParseSet(string statement, IReadOnlySet<string> macros, HashSet<string>? extraArguments)
         {
-            var parser = new ExpressionParser(statement, macros, inMacro);
+            var parser = new ExpressionParser(statement, macros, extraArguments);
             var names = parser.Targets("set");
             string? attribute = null;
             if (names.Count == 1 && parser.Accept("."))
@@ -444,7 +479,7 @@ public sealed partial class JinjaTemplate
         /// <summary>The names before a {% for %}'s "in".</summary>
         public static List<string> ParseTargets(string source, IReadOnlySet<string> macros)
         {
-            var parser = new ExpressionParser(source, macros, inMacro: false);
+            var parser = new ExpressionParser(source, macros, extraArguments: null);
             var names = parser.Targets("for");
             parser.End(source);
             return names;
@@ -569,26 +604,23 @@ public sealed partial class JinjaTemplate
                 }
                 return new Literal(text.ToString());
             }
-            if (char.IsDigit(token[0]))
-            {
-                // The lexer keeps letters and digits together ("1abc"), and any script's digits count.
-                var digits = token.Replace("_", "");
-                if (NumberEnd(token, 0) == token.Length)
-                {
-                    if (digits.AsSpan().ContainsAny('.', 'e', 'E') && double.TryParse(digits, NumberStyles.Float, CultureInfo.InvariantCulture, out var real)) return new Literal(real);
-                    if (long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var whole)) return new Literal(whole);
-                }
-                throw new JinjaException($"'{token}' is not a number this template engine reads");
-            }
+            if (char.IsDigit(token[0])) return new Literal(Number(token));
             return token switch
             {
                 "true" or "True" => new Literal(true),
                 "false" or "False" => new Literal(false),
                 "none" or "None" => new Literal(null),
-                "varargs" or "kwargs" when inMacro => throw new JinjaException($"a macro's {token} (arguments beyond its parameters) are not supported"),
+                "varargs" or "kwargs" when extraArguments is not null => Extra(token),
                 _ when IsIdentifier(token) => new Name(token),
                 _ => throw new JinjaException($"unexpected '{token}' in expression"),
             };
+        }
+
+        /// <summary>varargs or kwargs read in a macro's body: the macro takes such arguments.</summary>
+        Name Extra(string token)
+        {
+            extraArguments!.Add(token);
+            return new Name(token);
         }
 
         static bool IsIdentifier(string token) => token.Length > 0 && (char.IsLetter(token[0]) || token[0] == '_');
@@ -640,6 +672,45 @@ public sealed partial class JinjaTemplate
             }
             return tokens;
         }
+
+        /// <summary>A number literal's value, as Jinja reads them: 1_000, 1.5, 1e16, 0x1F, 0o17,
+        /// 0b101 (a single underscore before any digit); an integer is a 64-bit one here (Python's
+        /// are unbounded), and one beyond that range is refused as such.</summary>
+        static object Number(string token)
+        {
+            // The lexer keeps letters and digits together ("1abc"), and any script's digits count.
+            var radix = token.Length > 2 && token[0] == '0' ? char.ToLowerInvariant(token[1]) switch { 'x' => 16, 'o' => 8, 'b' => 2, _ => 0 } : 0;
+            if (radix > 0)
+            {
+                long value = 0;
+                var valid = true;
+                for (var i = 2; i < token.Length && valid; i++)
+                {
+                    // An underscore stands before a digit.
+                    if (token[i] == '_') { valid = i + 1 < token.Length && token[i + 1] != '_'; continue; }
+                    var digit = HexDigit(token[i]);
+                    valid = digit < radix;
+                    if (!valid) break;
+                    if (value > (long.MaxValue - digit) / radix) throw BeyondLong(token);
+                    value = value * radix + digit;
+                }
+                if (valid) return value;
+            }
+            else if (NumberEnd(token, 0) == token.Length)
+            {
+                var digits = token.Replace("_", "");
+                if (digits.AsSpan().ContainsAny('.', 'e', 'E')) return double.Parse(digits, NumberStyles.Float, CultureInfo.InvariantCulture);
+                // As in Python, 0 may be written 00 but 07 is no integer (octal is 0o7).
+                if (digits.Length > 1 && digits[0] == '0' && digits.AsSpan().ContainsAnyExcept('0'))
+                    throw new JinjaException($"'{token}' is not a number: an integer does not begin with 0 (write {digits.TrimStart('0')}, or 0o{digits.TrimStart('0')} for octal)");
+                return long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var whole) ? whole : throw BeyondLong(token);
+            }
+            throw new JinjaException($"'{token}' is not a number this template engine reads");
+        }
+
+        static int HexDigit(char c) => c switch { >= '0' and <= '9' => c - '0', >= 'a' and <= 'f' => c - 'a' + 10, >= 'A' and <= 'F' => c - 'A' + 10, _ => int.MaxValue };
+
+        static JinjaException BeyondLong(string token) => new($"the integer {token} is beyond 64-bit integers, which this template engine keeps to");
 
         /// <summary>Where a number literal that starts at <paramref name="i"/> ends, as Jinja reads
         /// them: digits with single underscores between them (1_000), then a fraction (1.5), an

@@ -112,8 +112,8 @@ public sealed partial class JinjaTemplate
 
         static long Integer(object? v) => v is bool b ? (b ? 1 : 0) : (long)v!;
 
-        /// <summary>%f, %e and %g of a float, digits exact as Python writes them.</summary>
-        static string Real(double x, char type, int precision, bool alternate, bool upper)
+        /// <summary>%f, %e and %g of a float, digits exact as Python writes them (str.format's too).</summary>
+        public static string Real(double x, char type, int precision, bool alternate, bool upper)
         {
             if (!double.IsFinite(x)) return (double.IsNaN(x) ? "nan" : x > 0 ? "inf" : "-inf") is var word && upper ? word.ToUpperInvariant() : word;
             var sign = double.IsNegative(x) ? "-" : "";

@@ -8,7 +8,29 @@ public sealed partial class JinjaTemplate
 {
     abstract class Node
     {
-        public abstract void Render(Scope scope, StringBuilder output);
+        /// <summary>The line of the template the statement (or text) begins on.</summary>
+        public int Line { get; set; }
+
+        /// <summary>Renders the node; an error names its line, unless a node inside it named its own.</summary>
+        public void Render(Scope scope, StringBuilder output)
+        {
+            try { Emit(scope, output); }
+            catch (JinjaException e) when (e.Line is null) { throw e.At(Line); }
+        }
+
+        protected abstract void Emit(Scope scope, StringBuilder output);
+
+        /// <summary>Adds the names this statement binds in the scope it renders in ({% set %},
+        /// {% macro %}, and those of the blocks in it that share that scope, as an if's do), which
+        /// a loop around it keeps to each of its iterations, as Jinja does.</summary>
+        public virtual void AddAssigned(HashSet<string> names) { }
+
+        public static HashSet<string> Assigned(IEnumerable<Node> nodes)
+        {
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var node in nodes) node.AddAssigned(names);
+            return names;
+        }
 
         protected static void Write(StringBuilder output, string text)
         {
@@ -19,17 +41,17 @@ public sealed partial class JinjaTemplate
 
     sealed class TextNode(string text) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) => Write(output, text);
+        protected override void Emit(Scope scope, StringBuilder output) => Write(output, text);
     }
 
     sealed class OutputNode(Expr expr) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) => Write(output, Values.ToText(expr.Eval(scope)));
+        protected override void Emit(Scope scope, StringBuilder output) => Write(output, Values.ToText(expr.Eval(scope)));
     }
 
     sealed class IfNode(List<(Expr Condition, List<Node> Body)> branches, List<Node>? otherwise) : Node
     {
-        public override void Render(Scope scope, StringBuilder output)
+        protected override void Emit(Scope scope, StringBuilder output)
         {
             foreach (var (condition, branch) in branches)
             {
@@ -39,11 +61,25 @@ public sealed partial class JinjaTemplate
             }
             if (otherwise is not null) foreach (var node in otherwise) node.Render(scope, output);
         }
+
+        public override void AddAssigned(HashSet<string> names)
+        {
+            foreach (var (_, branch) in branches) foreach (var node in branch) node.AddAssigned(names);
+            if (otherwise is not null) foreach (var node in otherwise) node.AddAssigned(names);
+        }
     }
 
+    /// <summary>{% for %}: as in Jinja, its body is a scope of its own, begun again each
+    /// iteration: the loop's variables and the names its body sets hide those outside it (which
+    /// each iteration starts from) until the loop ends, and only a namespace's attributes carry a
+    /// value out. Its else is a scope of its own too.</summary>
     sealed class ForNode(List<string> targets, Expr iterable, Expr? filter, List<Node> body, List<Node>? otherwise) : Node
     {
-        public override void Render(Scope scope, StringBuilder output)
+        /// <summary>The names an iteration binds: the targets, loop and what the body sets.</summary>
+        readonly string[] iterationNames = [.. targets.Append("loop").Union(Assigned(body))];
+        readonly string[] otherwiseNames = otherwise is null ? [] : [.. Assigned(otherwise)];
+
+        protected override void Emit(Scope scope, StringBuilder output)
         {
             var items = Values.Iterate(iterable.Eval(scope)).ToList();
             if (filter is not null)
@@ -57,24 +93,24 @@ public sealed partial class JinjaTemplate
             }
             if (items.Count == 0)
             {
-                if (otherwise is not null) foreach (var node in otherwise) node.Render(scope, output);
+                if (otherwise is null) return;
+                var outside = Save(scope, otherwiseNames);
+                foreach (var node in otherwise) node.Render(scope, output);
+                Restore(scope, outside);
                 return;
             }
-            // Jinja scopes loop variables to the loop, but assignments to namespaces persist.
-            var saved = targets.Append("loop").Distinct().ToDictionary(t => t, t => scope.TryGetValue(t, out var v) ? v : Undefined.Instance);
+            var saved = Save(scope, iterationNames);
             scope.Loops.Add(saved);
+            var loop = new LoopInfo(items);
             try
             {
                 for (var i = 0; i < items.Count; i++)
                 {
                     scope.Budget.Spend(Iteration);
+                    if (i > 0) Restore(scope, saved);
                     Bind(scope, items[i]);
-                    scope["loop"] = new LoopInfo
-                    {
-                        ["index0"] = (long)i, ["index"] = (long)i + 1, ["first"] = i == 0, ["last"] = i == items.Count - 1,
-                        ["length"] = (long)items.Count, ["revindex"] = (long)(items.Count - i), ["revindex0"] = (long)(items.Count - i - 1),
-                        ["previtem"] = i > 0 ? items[i - 1] : Undefined.Instance, ["nextitem"] = i < items.Count - 1 ? items[i + 1] : Undefined.Instance,
-                    };
+                    loop.Index0 = i;
+                    scope["loop"] = loop;
                     try
                     {
                         foreach (var node in body) node.Render(scope, output);
@@ -87,6 +123,14 @@ public sealed partial class JinjaTemplate
             }
             finally { scope.Loops.RemoveAt(scope.Loops.Count - 1); }
             Restore(scope, saved);
+        }
+
+        /// <summary>The values that names have before a scope hides them (undefined: none).</summary>
+        static Dictionary<string, object?> Save(Scope scope, string[] names)
+        {
+            var saved = new Dictionary<string, object?>(names.Length, StringComparer.Ordinal);
+            foreach (var name in names) saved[name] = scope.TryGetValue(name, out var v) ? v : Undefined.Instance;
+            return saved;
         }
 
         /// <summary>Puts back the values a loop's variables hid (undefined: none).</summary>
@@ -107,15 +151,62 @@ public sealed partial class JinjaTemplate
         }
     }
 
-    /// <summary>A loop's "loop" variable: its attributes, and loop.cycle(...), a method.</summary>
-    internal sealed class LoopInfo : Dictionary<string, object?>;
+    /// <summary>A loop's "loop" variable, one for all its iterations: its attributes, and the
+    /// methods loop.cycle(...) and loop.changed(...). (Jinja's loop.depth is that of a recursive
+    /// loop, which this subset has not: always 1.)</summary>
+    internal sealed class LoopInfo(List<object?> items)
+    {
+        /// <summary>What loop.changed(...) was last called with; none yet (a call is then a change).</summary>
+        TupleValue? changedLast;
+
+        public int Index0 { get; set; }
+
+        public object? this[string name] => name switch
+        {
+            "index0" => (long)Index0,
+            "index" => (long)Index0 + 1,
+            "first" => Index0 == 0,
+            "last" => Index0 == items.Count - 1,
+            "length" => (long)items.Count,
+            "revindex" => (long)(items.Count - Index0),
+            "revindex0" => (long)(items.Count - Index0 - 1),
+            "previtem" => Index0 > 0 ? items[Index0 - 1] : Undefined.Instance,
+            "nextitem" => Index0 < items.Count - 1 ? items[Index0 + 1] : Undefined.Instance,
+            "depth" => 1L,
+            "depth0" => 0L,
+            "cycle" or "changed" => new BoundMethod(this, name),
+            _ => Undefined.Instance,
+        };
+
+        /// <summary>loop.cycle('odd', 'even'): the argument at the iteration's place, in turn.</summary>
+        public object? Cycle(List<object?> args) =>
+            args.Count > 0 ? args[Index0 % args.Count] : throw new JinjaException("loop.cycle() takes the items to cycle through");
+
+        /// <summary>loop.changed(value, ...): whether the values differ from those of its last call.</summary>
+        public bool Changed(List<object?> args)
+        {
+            var values = new TupleValue();
+            values.AddRange(args);
+            if (changedLast is not null && Values.Equal(changedLast, values)) return false;
+            changedLast = values;
+            return true;
+        }
+
+        public override string ToString() => $"<LoopContext {Index0 + 1}/{items.Count}>";
+    }
 
     /// <summary>{% set %}: a value, or with no "=" the text its block renders (through filters
     /// where the tag names them: {% set x | trim %}...{% endset %}), bound to a name, to names
     /// unpacked from it ({% set a, b = pair %}), or to a namespace's attribute.</summary>
     sealed class SetNode(List<string> names, string? attribute, Expr? value, List<Node>? block, List<FilterCall> filters) : Node
     {
-        public override void Render(Scope scope, StringBuilder output)
+        public override void AddAssigned(HashSet<string> assigned)
+        {
+            // A namespace's attribute is set in the namespace, wherever it lives.
+            if (attribute is null) assigned.UnionWith(names);
+        }
+
+        protected override void Emit(Scope scope, StringBuilder output)
         {
             object? v;
             if (value is not null) v = value.Eval(scope);
@@ -153,7 +244,7 @@ public sealed partial class JinjaTemplate
     /// leaves the iteration, unwinding the blocks inside it, to the loop that catches it.</summary>
     sealed class LoopControlNode(bool isBreak) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) => throw new LoopControl(isBreak);
+        protected override void Emit(Scope scope, StringBuilder output) => throw new LoopControl(isBreak);
     }
 
     sealed class LoopControl(bool isBreak) : Exception
@@ -163,32 +254,44 @@ public sealed partial class JinjaTemplate
 
     sealed class GenerationNode(List<Node> body) : Node
     {
-        public override void Render(Scope scope, StringBuilder output)
+        protected override void Emit(Scope scope, StringBuilder output)
         {
             foreach (var node in body) node.Render(scope, output);
         }
+
+        public override void AddAssigned(HashSet<string> names)
+        {
+            foreach (var node in body) node.AddAssigned(names);
+        }
     }
+
+    /// <summary>Whether a macro's (or caller's) body reads varargs, kwargs: then it takes such arguments.</summary>
+    sealed record ExtraArguments(bool Varargs, bool Kwargs);
 
     /// <summary>{% macro name(a, b=default) %}: the macro, bound to its name where the tag is
     /// reached, as Jinja defines it there.</summary>
-    sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameters, List<Node> body) : Node
+    sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, ExtraArguments extra) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) => scope[name] = new Macro(name, parameters, body, scope);
+        protected override void Emit(Scope scope, StringBuilder output) => scope[name] = new Macro(name, parameters, body, extra, scope);
+
+        public override void AddAssigned(HashSet<string> names) => names.Add(name);
     }
 
     /// <summary>{% call name(args) %}body{% endcall %}: the macro called with the body as its
     /// caller(), which renders where the call is.</summary>
-    sealed class CallNode(string name, List<Expr> arguments, List<Node> body) : Node
+    sealed class CallNode(string name, List<Expr> arguments, List<Node> body, ExtraArguments extra) : Node
     {
-        public override void Render(Scope scope, StringBuilder output) =>
-            Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", [], body, scope)));
+        protected override void Emit(Scope scope, StringBuilder output) =>
+            Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", [], body, extra, scope)));
     }
 
     /// <summary>A defined macro: called, its body renders into the text it returns, in a scope of
     /// its own over the one it was defined in (a {% set %} in it stays there), its parameters
     /// bound from the arguments by position then by keyword, else from their defaults (evaluated
-    /// at the call, after the parameters before them), else undefined, as Jinja binds them.</summary>
-    sealed class Macro(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, Scope definedIn)
+    /// at the call, after the parameters before them), else undefined, as Jinja binds them. One
+    /// whose body reads varargs or kwargs gets there the arguments beyond its parameters: the
+    /// positional ones as a tuple, the keyword ones as a mapping.</summary>
+    sealed class Macro(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, ExtraArguments extra, Scope definedIn)
     {
         /// <summary>The loops under way where the macro was defined: it sees their variables, and
         /// not those of loops begun since (a top-level macro called in a loop does not see the
@@ -203,15 +306,22 @@ public sealed partial class JinjaTemplate
             var budget = definedIn.Budget;
             budget.Spend(Iteration + definedIn.Count);
             var given = new Dictionary<string, object?>();
+            var varargs = extra.Varargs ? new TupleValue() : null;
+            var kwargs = extra.Kwargs ? new Dictionary<string, object?>() : null;
             var positional = 0;
             foreach (var argument in arguments)
             {
                 if (argument is KeyValuePair<string, object?> keyword)
                 {
-                    if (parameters.All(p => p.Name != keyword.Key)) throw new JinjaException($"macro '{name}' takes no keyword argument '{keyword.Key}'");
-                    if (!given.TryAdd(keyword.Key, keyword.Value)) throw new JinjaException($"macro '{name}' got multiple values for argument '{keyword.Key}'");
+                    if (parameters.All(p => p.Name != keyword.Key))
+                    {
+                        if (kwargs is null) throw new JinjaException($"macro '{name}' takes no keyword argument '{keyword.Key}'");
+                        kwargs[keyword.Key] = keyword.Value;
+                    }
+                    else if (!given.TryAdd(keyword.Key, keyword.Value)) throw new JinjaException($"macro '{name}' got multiple values for argument '{keyword.Key}'");
                 }
                 else if (positional < parameters.Count) given[parameters[positional++].Name] = argument;
+                else if (varargs is not null) varargs.Add(argument);
                 else throw new JinjaException($"macro '{name}' takes not more than {parameters.Count} argument(s)");
             }
             budget.EnterMacro(name);
@@ -222,6 +332,8 @@ public sealed partial class JinjaTemplate
                 for (var i = definedIn.Loops.Count - 1; i >= loops; i--) ForNode.Restore(scope, definedIn.Loops[i]);
                 foreach (var (parameter, fallback) in parameters)
                     scope[parameter] = given.TryGetValue(parameter, out var value) ? value : fallback is null ? Undefined.Instance : fallback.Eval(scope);
+                if (varargs is not null) scope["varargs"] = varargs;
+                if (kwargs is not null) scope["kwargs"] = kwargs;
                 if (caller is not null) scope["caller"] = caller;
                 var output = new StringBuilder();
                 foreach (var node in body) node.Render(scope, output);

@@ -285,8 +285,7 @@ public sealed partial class JinjaTemplate
         public static object? Member(object? target, string name) => target switch
         {
             Namespace ns => ns.TryGetValue(name, out var v) ? v : Undefined.Instance,
-            LoopInfo loop when name == "cycle" => new BoundMethod(loop, name),
-            LoopInfo loop => loop.TryGetValue(name, out var v) ? v : Undefined.Instance,
+            LoopInfo loop => loop[name],
             IDictionary<string, object?> d when DictMethods.Contains(name) => new BoundMethod(d, name),
             IDictionary<string, object?> d when ChangingDictMethods.Contains(name) => Undefined.Instance,
             IDictionary<string, object?> d => d.TryGetValue(name, out var v) ? v : Undefined.Instance,
@@ -491,6 +490,14 @@ public sealed partial class JinjaTemplate
         /// <summary>Unary minus: -0.0 stays a negative zero, as in Python (0 - 0.0 is 0.0).</summary>
         public static object? Negate(object? v) => v is double d ? -d : Arithmetic("-", 0L, v);
 
+        /// <summary>Unary plus, Python's: a number as it is (a boolean as 0 or 1); nothing else has one.</summary>
+        public static object? Plus(object? v) => v switch
+        {
+            long or double => v,
+            bool b => b ? 1L : 0L,
+            _ => throw new JinjaException($"cannot apply unary '+' to {Describe(v)}"),
+        };
+
         /// <summary>Python's a ** b: integers stay integers (refused past 64 bits, where Python's
         /// grow), a negative exponent gives a float; 0 to a negative power, a negative number to
         /// a fractional one (a complex number) and a float overflow are refused as Python refuses them.</summary>
@@ -527,6 +534,7 @@ public sealed partial class JinjaTemplate
             long or double => "a number",
             bool => "a boolean",
             BoundMethod => "a method",
+            LoopInfo => "a loop",
             IDictionary<string, object?> => "a mapping",
             _ => "a list",
         };

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Renders each case below with jinja2, set up as transformers sets it up, and writes what it
+renders (or that it refuses) into JinjaDifferentialCases.cs beside this script, which
+JinjaDifferentialTests.cs checks Stratus's renderer against. The tests need no Python; run this
+by hand after changing a case:
+
+    python3 tests/Stratus.Core.Tests/Jinja2/make_cases.py    (jinja2 3.1.6)
+
+A case is (name, template, variables); a template named "@Name" is that constant of the C# tests
+(a chat template in the style of a real model's), read from the test sources ("@Name with CRLF":
+saved with Windows line breaks). Where Stratus refuses
+on purpose what jinja2 renders, the case names the words of Stratus's refusal instead; where it renders otherwise on purpose, what
+it renders and why (a comment in the generated file says what jinja2 renders)."""
+import datetime
+import json
+import pathlib
+import re
+
+import jinja2
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+HERE = pathlib.Path(__file__).resolve().parent
+CLOCK = datetime.datetime(2026, 3, 5, 15, 4, 5)  # what the C# tests' fixed clock reads
+
+# transformers' environment (utils/chat_template_utils.py _compile_jinja_template).
+env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+env.filters["tojson"] = lambda x, indent=None, separators=None, sort_keys=False: json.dumps(x, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys)
+env.globals["raise_exception"] = lambda message: (_ for _ in ()).throw(jinja2.exceptions.TemplateError(message))
+env.globals["strftime_now"] = lambda fmt: CLOCK.strftime(fmt)
+
+
+def constants():
+    """The C# tests' raw-string template constants: name -> (class.name, text), as C# reads a raw
+    literal (the closing quotes' indentation removed from every line)."""
+    found = {}
+    namespaces = {}
+    for source in HERE.parent.glob("*.cs"):
+        namespaces[source.stem] = "global::" + re.search(r"^namespace ([\w.]+);", source.read_text(), re.M).group(1)
+        for m in re.finditer(r'const string (\w+) = """\n(.*?)\n([ \t]*)""";', source.read_text(), re.S):
+            indent = m.group(3)
+            found[m.group(1)] = (f"{namespaces[source.stem]}.{source.stem}.{m.group(1)}", "\n".join(line[len(indent):] for line in m.group(2).split("\n")))
+    return found
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city <\u00e9 & 'quotes'>",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "The city"}, "days": {"type": "integer"}}, "required": ["city"]}}},
+    {"type": "function", "function": {"name": "get_time", "description": "The time.", "parameters": {"type": "object", "properties": {}}}},
+]
+CALLS = [
+    {"id": "call00001", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}},
+    {"id": "call00002", "type": "function", "function": {"name": "get_time", "arguments": {}}},
+]
+CONVERSATIONS = {
+    "one call": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"},
+                 {"role": "assistant", "content": "", "tool_calls": CALLS[:1]}, {"role": "tool", "tool_call_id": "call00001", "content": "{\"temp\": 20}"}],
+    "two calls": [{"role": "user", "content": "Weather and time?"}, {"role": "assistant", "content": "", "tool_calls": CALLS},
+                  {"role": "tool", "tool_call_id": "call00001", "content": "{\"temp\": 21.5}"}, {"role": "tool", "tool_call_id": "call00002", "content": "12:00"},
+                  {"role": "assistant", "content": "21.5 degrees at noon."}, {"role": "user", "content": "Thanks \u00df"}],
+}
+CHAT = {"bos_token": "<s>", "eos_token": "</s>", "tools": TOOLS}
+
+class Differs:
+    """Where Stratus renders otherwise than jinja2 on purpose: what it renders, and why."""
+    def __init__(self, renders, why):
+        self.renders, self.why = renders, why
+
+
+CASES = [
+    # {% set %} in a loop body sets a name of the loop's own: every iteration starts from the
+    # value outside, and after the loop (and in its else) the outer value is back.
+    ("set in a loop is the iteration's", "{% set x = 'out' %}{% for i in range(3) %}{{ x }}{% set x = i %}{{ x }};{% endfor %}{{ x }}", {}),
+    ("set in a loop does not reach the next iteration", "{% for i in range(3) %}{% if i == 0 %}{% set x = 'a' %}{% endif %}[{{ x }}]{% endfor %}[{{ x }}]", {}),
+    ("set in nested loops", "{% set x = 1 %}{% for i in range(2) %}{% for j in range(2) %}{% set x = x + 1 %}{{ x }}{% endfor %}{{ x }}|{% endfor %}{{ x }}", {}),
+    ("set in a loop's else", "{% set x = 1 %}{% for i in [] %}{% set x = 2 %}{% else %}{% set x = 3 %}{{ x }}{% endfor %}{{ x }}", {}),
+    ("set in an if is not scoped", "{% set x = 1 %}{% if true %}{% set x = 2 %}{% endif %}{{ x }}", {}),
+    ("set block in a loop", "{% set x = 'o' %}{% for i in range(2) %}{% set x %}<{{ i }}>{% endset %}{{ x }}{% endfor %}{{ x }}", {}),
+    ("unpacking set in a loop", "{% set a, b = 1, 2 %}{% for i in range(1) %}{% set a, b = b, a %}{{ a }}{{ b }}{% endfor %}{{ a }}{{ b }}", {}),
+    ("a macro defined outside a loop", "{% set x = 'o' %}{% macro m() %}{{ x }}{% endmacro %}{% for i in range(2) %}{% set x = i %}{{ m() }}{% endfor %}", {}),
+    ("a macro defined in a loop", "{% for i in range(2) %}{% set x = i %}{% macro m() %}{{ x }}{% endmacro %}{{ m() }}{% endfor %}", {}),
+    ("namespaces carry out of loops", "{% set ns = namespace(a=0, last=none) %}{% for i in range(3) %}{% set ns.a = ns.a + i %}{% set ns.last = i %}{% endfor %}{{ ns.a }} {{ ns.last }}", {}),
+    ("a loop over messages finds the last user turn", "{% set last = -1 %}{% for m in messages %}{% if m.role == 'user' %}{% set last = loop.index0 %}{% endif %}{% endfor %}{{ last }}", {"messages": CONVERSATIONS["two calls"]}),
+    ("set in a macro in a loop", "{% macro m() %}{% set y = 2 %}{{ y }}{% endmacro %}{% set y = 1 %}{% for i in range(1) %}{{ m() }}{{ y }}{% endfor %}{{ y }}", {}),
+    # ~ binds tighter than + and -, looser than * and /; comparisons looser than both.
+    ("~ and *", "{{ 'a' ~ 2 * 3 }} {{ 'a' ~ 6 / 4 }} {{ 'a' ~ 7 // 2 }} {{ 'a' ~ 7 % 4 }}", {}),
+    ("~ and + of strings", "{{ 'a' + 'b' ~ 'c' }} {{ 'a' ~ 'b' + 'c' }}", {}),
+    ("~ before +", "{{ 1 + 2 ~ 3 }}", {}),
+    ("~ before + on the right", "{{ 'a' ~ 1 + 2 }}", {}),
+    ("~ before -", "{{ 'x' ~ 3 - 1 }}", {}),
+    ("~ and comparisons", "{{ 'ab' ~ 'c' == 'abc' }} {{ 'a' ~ 'b' in 'xaby' }} {{ 1 ~ 2 < '2' }}", {}),
+    ("~ and filters", "{{ 'a' ~ 'b' | upper }} {{ -1 ~ 2 }} {{ 'a' ~ none ~ true }}", {}),
+    # {%+ keeps the white space before a tag that lstrip_blocks would strip; +%} keeps the line
+    # break after one that trim_blocks would remove.
+    ("{%+ keeps the indentation", "  {%+ if true %}x{% endif %}\n  {% if true %}y{% endif %}", {}),
+    ("+%} keeps the line break", "{% if true +%}\nx{% endif %}\n", {}),
+    ("+%} and -%}", "{% for i in range(2) +%}\n{{ i }}\n{%- endfor %}|{% if true -%}\n  z{% endif %}", {}),
+    ("{%+ on a comment's line", "  {#+ note #}\nA\n  {# note #}\nB", {}),
+    ("{{+ is not a modifier", "  {{+ 1 }}", {}),
+    ("+}} is not a modifier", "{{ 1 +}}", {}),
+    # Line breaks: \r\n and \r become \n in text and literals, so trim_blocks and lstrip_blocks
+    # see a template saved on Windows as they see it saved on Linux.
+    ("\\r\\n with trim_blocks and lstrip_blocks", "a\r\n  {% if true %}\r\nb\r\n  {% endif %}\r\nc\r\n", {}),
+    ("\\r\\n in text and literals", "a\r\n{{ 'x\r\ny' }}\rz\r\n\r\n", {}),
+    ("\\r\\n after -%}", "{% for m in messages -%}\r\n  {{ m.role }}\r\n{%- endfor %}\r\n", {"messages": CONVERSATIONS["one call"]}),
+    ("\\r line endings", "{% if true %}\r  x\r  {% endif %}\rend", {}),
+    # loop.*
+    ("loop.changed", "{% for i in [1, 1, 2, 3, 3] %}{% if loop.changed(i) %}{{ i }}{% endif %}{% endfor %}", {}),
+    ("loop.changed of several values", "{% for m in messages %}{{ loop.changed(m.role, m.content == '') }}{% endfor %}", {"messages": CONVERSATIONS["two calls"]}),
+    ("loop.previtem and nextitem", "{% for i in [1, 2, 3] %}{{ loop.previtem }}{{ loop.nextitem }}|{{ loop.previtem is defined }}{% endfor %}", {}),
+    ("loop.depth", "{% for i in [1] %}{{ loop.depth }}{{ loop.depth0 }}{% endfor %}", {}),
+    # A macro that reads varargs or kwargs takes arguments beyond its parameters.
+    ("varargs and kwargs", "{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, 3, k=4) }}|{{ m() }}", {}),
+    ("varargs alone", "{% macro m(a, b=2) %}{{ a }}{{ b }}{% for v in varargs %}-{{ v }}{% endfor %}{% endmacro %}{{ m(1) }} {{ m(1, 3, 4, 5) }}", {}),
+    ("kwargs alone", "{% macro m(a) %}{{ a }}{% for k, v in kwargs | dictsort %} {{ k }}={{ v }}{% endfor %}{% endmacro %}{{ m(1, z=2, y=3) }} {{ m(a=0) }}", {}),
+    ("extra arguments without varargs", "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", {}),
+    ("a keyword without kwargs", "{% macro m(a) %}{{ a }}{{ varargs }}{% endmacro %}{{ m(1, k=2) }}", {}),
+    ("varargs and kwargs in caller", "{% macro m() %}{{ caller(1, 2) }}{% endmacro %}{% call m() %}{{ varargs }}{% endcall %}", {}),
+    # str.format
+    ("str.format", "{{ '{} and {}'.format(1, 'b') }} {{ '{0}{1}{0}'.format('a', 'b') }} {{ '{x}-{y}'.format(x=3, y='z') }} {{ '{{}}{}'.format(none) }}", {}),
+    ("str.format specs", "{{ '{:>5}|{:<4}|{:^5}|{:05d}|{:.2f}|{:,}|{:x}|{!r}'.format('ab', 'c', 'd', 42, 3.14159, 1234567, 255, 'q') }}", {}),
+    ("str.format of attributes and items", "{{ '{0[role]}: {0[content]}'.format(messages[0]) }} {{ '{m[0]}'.format(m=[7]) }}", {"messages": CONVERSATIONS["one call"]}),
+    ("str.format with too few arguments", "{{ '{} {}'.format(1) }}", {}),
+    ("str.format of booleans", "{{ '{:>5}|{}|{:d}|{!s:>6}'.format(true, true, true, true) }}", {}),
+    ("str.format of none with a spec", "{{ '{:5}'.format(none) }}", {}),
+    ("str.format of none", "{{ '{}|{!r}'.format(none, none) }}", {}),
+    ("str.format of a string as a number", "{{ '{:d}'.format('x') }}", {}),
+    ("str.format of numbers", "{{ '{:,.2f}|{:e}|{:%}|{:b}|{:#x}|{:+d}|{:=+6d}|{:*^9}|{:_}|{:.3}|{:g}|{:.1e}|{:08.3f}|{:-^7d}'.format(1234.5, 0.000123, 0.25, 5, 255, 3, 42, 'mid', 1000000, 3.14159, 1e20, 12345.678, -3.14159, 5) }}", {}),
+    ("str.format of more numbers", "{{ '{:f}|{}|{:.3}|{:,}|{:c}|{:n}|{: d}|{: d}|{:#b}|{:#o}|{:#X}|{:10.3e}|{:G}|{:E}|{:.0f}|{:.0%}|{:g}|{:g}|{:g}|{:_x}|{:x}'.format(3, 2.0, 2.0, -1234567, 65, 1234, 5, -5, 5, 8, 255, -1234.5, 1e-10, 1.5, 2.5, 0.125, 100000, 1e16, 123456789, 65535, -255) }}", {}),
+    ("str.format mixing numberings", "{{ '{0} {}'.format(1, 2) }}", {}),
+    ("str.format_map", "{{ '{name}: {n:03d}'.format_map({'name': 'x', 'n': 7}) }}", {}),
+    ("str.format of a list", "{{ '{}|{!r}'.format([1, 'a'], 'q') }}", {}),
+    ("str.format of a list with a spec", "{{ '{:>10}'.format([1]) }}", {}),
+    ("str.format nested fields", "{{ '{:.2}|{:{w}}'.format('abcdef', 'a', w=4) }} {{ '{0:{1}}'.format(1, 2) }} {{ '{:>{}}'.format(1, 3) }}", {}),
+    ("str.format of a lone brace", "{{ '{'.format() }}", {}),
+    ("str.format of a closing brace", "{{ '}'.format() }}", {}),
+    ("str.format of a float as hex", "{{ '{:x}'.format(2.5) }}", {}),
+    ("str.format items of a string and a list", "{{ '{0[0]}{0[-1]}|{1[1]}|{x.y}'.format('abc', [5, 6], x={'y': 1}) }}", {}),
+    ("str.format '=' of a string", "{{ '{:=5}'.format('a') }}", {}),
+    ("str.format zeros before a string's width", "{{ '{:05}'.format('ab') }}", {}),
+    # Integer literals
+    ("hexadecimal, octal and binary literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0XfF }} {{ 0O7 }} {{ 0B1 }}", {}),
+    ("underscores in literals", "{{ 1_000 }} {{ 0x_ff }} {{ 0xFF_FF }} {{ 0b_1_0 }} {{ 1_0.5 }} {{ 1e1_0 }}", {}),
+    ("a leading zero", "{{ 007 }}", {}),
+    ("a bad digit", "{{ 0b102 }}", {}),
+    ("integers beyond 64 bits", "{{ 99999999999999999999 }}", {}, "beyond 64-bit integers"),
+    ("arithmetic beyond 64 bits", "{{ 2 ** 70 }}", {}, "beyond 64-bit integers"),
+    ("the largest 64-bit integer", "{{ 9223372036854775807 }} {{ -9223372036854775807 - 1 }} {{ 0x7fffffffffffffff }}", {}),
+    # \N{...}
+    ("\\N escapes", "{{ '\\N{BULLET} \\N{LATIN SMALL LETTER E WITH ACUTE} \\N{bullet}' }}", {}, "\\N{"),
+    # Case mappings with Python's special casing
+    ("upper with special casing", "{{ 'stra\u00dfe' | upper }} {{ '\u00df'.upper() }} {{ '\ufb01' | upper }} {{ '\u0149' | upper }} {{ '\u1f80' | upper }}", {}),
+    ("lower with special casing", "{{ '\u0130' | lower }} {{ '\u03a3\u0391\u03a3' | lower }} {{ '\u0130'.lower() }} {{ 'A\u03a3 B' | lower }}", {}),
+    ("title and capitalize with special casing", "{{ '\u00df' | title }} {{ '\u00dfa' | capitalize }} {{ '\u00df'.title() }} {{ '\u00df'.capitalize() }}", {}),
+    ("case mappings of many scripts", "{% set s = '\u01c4\u01c5\u01c6 \u0390 \ufb03 \ufb06 \u1f80\u1fb3\u1ffc \u0587 \u13a0\uab70 \u10d0\u10d1 \u24b6\u24d0 \u216b\u217b \U00010400\U00010428 o\u0130\u03a3 \u03a3\u0301a\u03a3\u0301 \u03c3\u03a3.' %}{{ s | upper }}|{{ s | lower }}|{{ s | title }}|{{ s | capitalize }}|{{ s.title() }}|{{ s.upper() is upper }}{{ s.lower() is lower }}", {}),
+    ("is upper and is lower", "{{ '\u00df' is lower }} {{ 'SS' is upper }} {{ '\u00df' is upper }}", {}),
+    # Markup: with autoescape off (transformers) |escape gives Markup, which |escape leaves as it
+    # is; Stratus has no Markup (chat templates escape nothing), so |escape and |safe give plain
+    # text, and escaping twice escapes twice.
+    ("escape twice", "{{ '<b>' | e | e }} {{ '<' | safe | e }} {{ '<a>' | escape | length }}", {}, Differs("&amp;lt;b&amp;gt; &lt; 9", "no Markup: |escape gives plain text")),
+    ("escape then concatenate", "{{ ('<b>' | e) ~ '<' }}", {}),
+    # Real templates' styles with tools (the C# tests' templates), with a fixed clock.
+    ("Llama 3.1 style, one call", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
+    ("Llama 3.1 style, no tools", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"][:2], tools=None, add_generation_prompt=True)),
+    ("Llama 3.1 style saved with CRLF", "@Llama31 with CRLF", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
+    ("Qwen style saved with CRLF", "@QwenTools with CRLF", dict(CHAT, messages=CONVERSATIONS["two calls"], add_generation_prompt=True)),
+    ("Qwen style, one call", "@QwenTools", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
+    ("Qwen style, two calls", "@QwenTools", dict(CHAT, messages=CONVERSATIONS["two calls"], add_generation_prompt=False)),
+    ("Mistral style, two calls", "@MistralStyleTools", dict(CHAT, messages=CONVERSATIONS["two calls"], add_generation_prompt=False)),
+]
+
+
+def cs(text):
+    """A C# string literal."""
+    if text is None:
+        return "null"
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == '"': out.append('\\"')
+        elif ch == "\\": out.append("\\\\")
+        elif ch == "\n": out.append("\\n")
+        elif ch == "\r": out.append("\\r")
+        elif ch == "\t": out.append("\\t")
+        elif code < 0x20 or code >= 0x7f: out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else: out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def main():
+    templates = constants()
+    rows = []
+    for case in CASES:
+        name, template, variables = case[:3]
+        refusal = case[3] if len(case) > 3 and isinstance(case[3], str) else None
+        differs = case[3] if len(case) > 3 and isinstance(case[3], Differs) else None
+        template_cs, source = templates[template[1:].removesuffix(" with CRLF")] if template.startswith("@") else (cs(template), template)
+        if template.endswith(" with CRLF"):  # the constant saved with Windows line breaks
+            template_cs, source = template_cs + '.ReplaceLineEndings("\\r\\n")', source.replace("\n", "\r\n")
+        why = ""
+        try:
+            expected = env.from_string(source).render(**variables)
+        except Exception as error:  # jinja2 refuses it: so must Stratus
+            expected = None
+            why = f"  // jinja2: {type(error).__name__}: {error}".replace("\n", " ")
+        if refusal is not None and expected is None:
+            raise SystemExit(f"{name}: jinja2 refuses it, so it needs no refusal of Stratus's own")
+        if differs is not None:
+            why = f"  // jinja2 renders {cs(expected)}; Stratus differs: {differs.why}"
+            expected = differs.renders
+        rows.append(f"        {{ {cs(name)}, {template_cs}, {cs(json.dumps(variables, ensure_ascii=False))}, {cs(expected if refusal is None else None)}, {cs(refusal)} }},{why}")
+    (HERE / "JinjaDifferentialCases.cs").write_text(
+        "// Generated by make_cases.py from what jinja2 " + jinja2.__version__ + " renders; do not edit, run it again.\n"
+        "namespace Stratus.Core.Tests;\n\n"
+        "static class JinjaDifferentialCases\n{\n"
+        "    /// <summary>Name, template, variables (JSON), what jinja2 renders (null: it refuses the\n"
+        "    /// template), and the words of Stratus's refusal where Stratus refuses what jinja2 renders.</summary>\n"
+        "    public static TheoryData<string, string, string, string?, string?> Cases => new()\n    {\n"
+        + "\n".join(rows) + "\n    };\n}\n")
+    print(f"{len(rows)} cases written")
+
+
+main()

@@ -39,7 +39,7 @@ public sealed class MetricsIndex(string runDirectory)
     /// it (a count of rows) is known to refer to the same file.</summary>
     public long Generation { get; private set; } = NewGeneration();
 
-    /// <summary>The rows indexed, in the file's order; steps without a step field are not rows.</summary>
+    /// <summary>The rows indexed, in the file's order (a line without a step is none).</summary>
     public ReadOnlySpan<MetricsRow> Rows => rows.AsSpan(0, count);
 
     /// <summary>Brings the index up to the file as it is now: only the bytes past what was indexed

@@ -1,10 +1,12 @@
 // The dashboard in a real browser (Chromium through Playwright) against a real server: an
 // operator opens /dashboard, a wrong key shows the API's refusal and the scope needed, the admin
 // key shows the served model and live figures that move once a completion was served, a
-// registered model's versions and a job's row with its loss curve (text from the API shown as
-// text, never markup), and the page runs under its Content Security Policy without a violation;
-// a key revoked while the page is open stops its panels (no stream of refused requests), and a
-// rate-limited panel waits out the server's Retry-After.
+// registered model's versions (in one request) and a job's row with its loss curve (every point
+// within the axes; text from the API shown as text, never markup), times in UTC whatever the
+// browser's zone, the audit's actors by their key's name, and the page runs under its Content
+// Security Policy without a violation; a key revoked while the page is open stops its panels (no
+// stream of refused requests), a rate-limited panel waits out the server's Retry-After, a tab in
+// the background asks nothing, and a run resumed from an earlier checkpoint redraws its curve.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.
@@ -60,6 +62,12 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         await Expect(status).ToContainTextAsync("needs a key with the admin scope");
         Assert.Equal(0, await page.Locator("section.panel").CountAsync());
 
+        // A key the dashboard's key creates: its audit entry names the actor's key.
+        var auditedName = "dashboard-audited-" + Guid.NewGuid().ToString("N")[..8];
+        using (var created = await fixture.Http.PostAsJsonAsync("/v1/admin/keys", new { name = auditedName, scopes = new[] { "inference" } }))
+            created.EnsureSuccessStatusCode();
+        Assert.True(ApiKeyFormat.TryGetId(fixture.ApiKey, out var actorId));
+
         await key.FillAsync(fixture.ApiKey);
         await show.ClickAsync();
         await Expect(page.Locator("#panel-models .model-id").First).ToHaveTextAsync(TinyModelServer.ModelName);
@@ -78,6 +86,9 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         await Expect(page.Locator("#panel-registry .registered-name").First).ToHaveTextAsync(TinyModelServer.ModelName);
         await Expect(page.Locator("#panel-registry table")).ToContainTextAsync(Markup);
         await Expect(page.Locator("#registry-served")).ToContainTextAsync(TinyModelServer.ModelName);
+        // Its versions came with the list: no request per registered name.
+        lock (opened.ApiRequests)
+            Assert.DoesNotContain(opened.ApiRequests, url => new Uri(url).AbsolutePath.StartsWith("/api/models/", StringComparison.Ordinal));
         // The job: its row (state, last step and loss, out folder as text) and its loss curves.
         var row = page.Locator("#panel-jobs tr", new() { HasText = jobId });
         await Expect(row).ToContainTextAsync("succeeded");
@@ -85,11 +96,15 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         await Expect(row).ToContainTextAsync("job-run" + Markup);
         await Expect(page.Locator("#job-curve svg path[data-series='train loss']")).ToHaveAttributeAsync("d", new System.Text.RegularExpressions.Regex(@"^M[\d.]+,-?[\d.]+( L[\d.]+,-?[\d.]+){3}$"));
         await Expect(page.Locator("#job-curve svg path[data-series='val loss']")).ToHaveCountAsync(1);
+        await AssertCurveWithinItsAxesAsync(page, steps: (0, 3), losses: (2.5, 4.2));
         Assert.Equal(0, await page.Locator("#panels img").CountAsync());
 
         // Every panel drawn, then axe-core's rules (WCAG 2.1 A and AA) over the whole page.
         await Expect(page.Locator("#panel-audit table")).ToBeVisibleAsync();
         await Expect(page.Locator("#panel-keys table")).ToBeVisibleAsync();
+        // The key that acted by its name, its id beside it.
+        await Expect(page.Locator("#panel-audit tr", new() { HasText = auditedName })).ToContainTextAsync($"tests ({actorId})");
+        await AssertTimesInUtcAsync(page);
         var axe = await page.RunAxe(new Deque.AxeCore.Commons.AxeRunOptions
         {
             RunOnly = new Deque.AxeCore.Commons.RunOnlyOptions { Type = "tag", Values = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] },
@@ -183,6 +198,84 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    [Fact]
+    public async Task A_tab_in_the_background_asks_nothing_and_asks_at_once_when_shown_again()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        await Expect(page.Locator("#panel-registry .updated")).ToContainTextAsync("Updated");
+        // As the browser says so of a tab put in the background (or a window minimised).
+        await SetHiddenAsync(page, true);
+        await AssertAsksNothingMoreAsync(opened);
+        // Shown again, every panel asks at once: the registry's 30 s are not waited out.
+        await page.RunAndWaitForRequestAsync(() => SetHiddenAsync(page, false),
+            request => new Uri(request.Url).AbsolutePath == "/api/models", new() { Timeout = 10_000 });
+        await Expect(page.Locator("#tokens-generated")).ToHaveTextAsync(new System.Text.RegularExpressions.Regex(@"^\d+$"));
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
+    public async Task A_run_resumed_from_an_earlier_checkpoint_redraws_its_curve_from_the_rewritten_file()
+    {
+        var run = Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-resumed-" + Guid.NewGuid().ToString("N")[..8]);
+        var id = EndedJob(run);
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        await page.Locator("#job-picker").SelectOptionAsync(id);
+        var caption = page.Locator("#job-curve figcaption");
+        await Expect(caption).ToContainTextAsync("training loss 2.5000 at step 3");
+        // `stratus train --resume` from step 2's checkpoint: the steps from 2 on are written again.
+        using (var resumed = new Stratus.Training.MetricsLog(run, 2))
+            resumed.Write(new JsonObject { ["step"] = 2, ["train_loss"] = 3.25, ["lr"] = 0.001 });
+        // Before, an ended job's curve was never asked for again, and a running one's increments
+        // (after its last step held) left the old run's steps 2 and 3 in place.
+        await Expect(caption).ToContainTextAsync("training loss 3.2500 at step 2");
+        Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>Every time in the panels is UTC to the second, whatever the browser's zone (the
+    /// page's is Asia/Kolkata), with the exact instant as its title.</summary>
+    static async Task AssertTimesInUtcAsync(IPage page)
+    {
+        var times = await page.Locator("#panels time").EvaluateAllAsync<string[][]>("ts => ts.map(t => [t.textContent, t.getAttribute('datetime'), t.title])");
+        Assert.NotEmpty(times);
+        foreach (var (shown, exact, title) in times.Select(t => (t[0], t[1], t[2])))
+        {
+            var instant = DateTimeOffset.Parse(exact, System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Equal(exact, title);
+            Assert.EndsWith("Z", exact, StringComparison.Ordinal);
+            Assert.Contains(shown, new[] { instant.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", System.Globalization.CultureInfo.InvariantCulture), instant.UtcDateTime.ToString("HH:mm:ss 'UTC'", System.Globalization.CultureInfo.InvariantCulture) });
+        }
+        // No time left in the browser's locale (11/27/2026, 10:31:34 PM).
+        Assert.DoesNotMatch(@"\d/\d+/\d{4}|\d:\d\d:\d\d [AP]M", await page.Locator("#panels").InnerTextAsync());
+    }
+
+    /// <summary>The loss curve's every point lies within its plot, and its axes' labelled ticks
+    /// reach past the first and last step and the lowest and highest loss.</summary>
+    static async Task AssertCurveWithinItsAxesAsync(IPage page, (double First, double Last) steps, (double Low, double High) losses)
+    {
+        var chart = page.Locator("#job-curve svg.loss-chart");
+        var size = await chart.Locator("svg.plot").EvaluateAsync<double[]>("p => [p.width.baseVal.value, p.height.baseVal.value]");
+        var points = await chart.Locator("svg.plot path, svg.plot circle").EvaluateAllAsync<double[][]>(
+            "shapes => shapes.flatMap(s => s.tagName === 'circle' ? [[+s.getAttribute('cx'), +s.getAttribute('cy')]] : s.getAttribute('d').split(/[ML ]+/).filter(Boolean).map(p => p.split(',').map(Number)))");
+        Assert.NotEmpty(points);
+        Assert.All(points, p => Assert.True(p[0] >= 0 && p[0] <= size[0] && p[1] >= 0 && p[1] <= size[1], $"({p[0]}, {p[1]}) lies outside the plot of {size[0]} x {size[1]}"));
+        static double Number(string label) => double.Parse(label.Replace(",", ""), System.Globalization.CultureInfo.InvariantCulture);
+        var stepTicks = (await chart.Locator("text.tick-step").AllTextContentsAsync()).Select(Number).ToList();
+        var lossTicks = (await chart.Locator("text.tick-loss").AllTextContentsAsync()).Select(Number).ToList();
+        Assert.True(stepTicks.Count >= 2 && stepTicks.Min() <= steps.First && stepTicks.Max() >= steps.Last, $"step ticks {string.Join(", ", stepTicks)}");
+        Assert.True(lossTicks.Count >= 2 && lossTicks.Min() <= losses.Low && lossTicks.Max() >= losses.High, $"loss ticks {string.Join(", ", lossTicks)}");
+    }
+
+    /// <summary>Says to the page that its tab went to the background (hidden) or came back.</summary>
+    static Task SetHiddenAsync(IPage page, bool hidden) => page.EvaluateAsync(@"hidden => {
+        Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+        Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => hidden ? 'hidden' : 'visible' });
+        document.dispatchEvent(new Event('visibilitychange'));
+    }", hidden);
+
     /// <summary>A fresh page, the requests it makes to the server's API (not to its own files), and
     /// what broke its Content Security Policy or threw in it.</summary>
     sealed class OpenedPage(IPlaywright playwright, IBrowser browser, IPage page) : IAsyncDisposable
@@ -215,7 +308,8 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
             "`apt-get install -y chromium` (as root; .ci/run does).");
         var playwright = await Playwright.CreateAsync();
         var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true });
-        var opened = new OpenedPage(playwright, browser, await browser.NewPageAsync(new() { Locale = "en-US" }));
+        // A zone other than UTC, so that a time shown in the browser's zone reads apart from one in UTC.
+        var opened = new OpenedPage(playwright, browser, await browser.NewPageAsync(new() { Locale = "en-US", TimezoneId = "Asia/Kolkata" }));
         opened.Page.Request += (_, request) =>
         {
             if (!new Uri(request.Url).AbsolutePath.StartsWith("/dashboard", StringComparison.OrdinalIgnoreCase))

@@ -2,7 +2,7 @@
 // are a 400 naming the problem with nothing recorded, an unknown job a 404 and a run folder a job
 // already writes a 409, all in the API's error format; the caller's key is the audit's actor. A
 // job's metrics come from the run folder it recorded: thinned to a limit, after a step, without a
-// half-written last line.
+// half-written last line, and from a cursor on, the whole series again once the file was rewritten.
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -260,6 +260,65 @@ public sealed class JobsApiTests : IAsyncLifetime
         using var user = server.AnonymousClient();
         user.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", inference.Secret);
         Assert.Equal(HttpStatusCode.Forbidden, (await Send(user.GetAsync($"/api/jobs/{id}/metrics"))).Status);
+    }
+
+    [Fact]
+    public async Task A_cursor_answers_the_rows_written_since_and_the_whole_series_again_once_a_resumed_run_rewrote_the_file()
+    {
+        var (client, _) = await TrainingClient();
+        var (_, job) = await Send(client.PostAsJsonAsync("/api/jobs", Body("run")));
+        var metrics = $"/api/jobs/{(string)job["id"]!}/metrics";
+        var run = Path.Combine(folder, "run");
+        var file = Path.Combine(run, "metrics.jsonl");
+        static string Row(int step, double loss) => $"{{\"step\":{step},\"train_loss\":{loss},\"lr\":0.001,\"elapsed_s\":{step * 0.37}}}\n";
+        static int[] Steps(JsonObject answer) => [.. answer["data"]!.AsArray().Select(r => (int)r!["step"]!)];
+
+        var (_, none) = await Send(client.GetAsync(metrics));
+        Assert.Null(none["cursor"]);
+        File.WriteAllText(file, string.Concat(Enumerable.Range(0, 40).Select(step => Row(step, 4 - step / 20.0))));
+        var (_, first) = await Send(client.GetAsync(metrics));
+        Assert.Equal(Enumerable.Range(0, 40), Steps(first));
+        Assert.False((bool)first["reset"]!);
+
+        // Five more steps and a line being written. A line read before is not read again: one
+        // broken in place (as no trainer breaks one) after it was answered goes unseen by a poll.
+        var original = File.ReadAllBytes(file);
+        File.AppendAllText(file, string.Concat(Enumerable.Range(40, 5).Select(step => Row(step, 2))) + "{\"step\":45,\"train_lo");
+        using (var stream = new FileStream(file, FileMode.Open, FileAccess.Write, FileShare.ReadWrite))
+        {
+            stream.Position = Array.IndexOf(original, (byte)'\n', 600) + 1;
+            stream.WriteByte((byte)'x');
+        }
+        var (status, since) = await Send(client.GetAsync($"{metrics}?cursor={(string)first["cursor"]!}"));
+        Assert.True(status == HttpStatusCode.OK, since.ToJsonString());
+        Assert.Equal([40, 41, 42, 43, 44], Steps(since));
+        Assert.False((bool)since["reset"]!);
+        using (var stream = new FileStream(file, FileMode.Open, FileAccess.Write, FileShare.ReadWrite)) stream.Write(original);
+
+        // The half-written line waits for its newline.
+        var (_, waiting) = await Send(client.GetAsync($"{metrics}?cursor={(string)since["cursor"]!}"));
+        Assert.Equal((0, (string)since["cursor"]!), (Steps(waiting).Length, (string)waiting["cursor"]!));
+        File.AppendAllText(file, "ss\":1.9}\n");
+        var (_, completed) = await Send(client.GetAsync($"{metrics}?cursor={(string)waiting["cursor"]!}"));
+        Assert.Equal([45], Steps(completed));
+
+        // `stratus train --resume` from step 30's checkpoint: the steps from 30 on are dropped and
+        // written again. Rows of the old file after the cursor would mix two runs: the answer is
+        // the new file whole, said to replace what the client holds.
+        using (var resumed = new Stratus.Training.MetricsLog(run, 30))
+            resumed.Write(new JsonObject { ["step"] = 30, ["train_loss"] = 9.5, ["lr"] = 0.001, ["elapsed_s"] = 0.5 });
+        var (_, again) = await Send(client.GetAsync($"{metrics}?cursor={(string)completed["cursor"]!}"));
+        Assert.True((bool)again["reset"]!);
+        Assert.Equal(Enumerable.Range(0, 31), Steps(again));
+        Assert.Equal(9.5, (double)again["data"]!.AsArray()[^1]!["train_loss"]!);
+        var (_, after) = await Send(client.GetAsync($"{metrics}?cursor={(string)again["cursor"]!}"));
+        Assert.Equal((0, false), (Steps(after).Length, (bool)after["reset"]!));
+
+        // A cursor of another file or server is answered as none; one this endpoint never gives is a 400.
+        var (_, unknown) = await Send(client.GetAsync($"{metrics}?cursor=1f.3"));
+        Assert.Equal((31, true), (Steps(unknown).Length, (bool)unknown["reset"]!));
+        var (bad, error) = await Send(client.GetAsync($"{metrics}?cursor=step-3"));
+        Assert.Equal((HttpStatusCode.BadRequest, "cursor"), (bad, (string)error["error"]!["param"]!));
     }
 
     [Fact]

@@ -178,6 +178,8 @@ public sealed class ModelRegistryTests : IDisposable
         Assert.Equal([1, 2], versions.Select(v => (int)v!["version"]!));
         Assert.Equal("first", (string)versions[0]!["description"]!);
         Assert.Equal("tests", (string)versions[0]!["created_by"]!);
+        // The list holds each name's versions too: the dashboard reads the registry in one request, not one per name.
+        Assert.Equal(one.ToJsonString(), shk.ToJsonString());
 
         using var missing = await client.GetAsync("api/models/nope");
         Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);

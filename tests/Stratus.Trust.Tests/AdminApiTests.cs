@@ -350,6 +350,27 @@ public sealed class AdminApiTests
     }
 
     [Fact]
+    public async Task An_audit_entry_names_the_key_that_acted_a_revoked_one_too_and_no_other_actor()
+    {
+        // The dashboard showed the actor's key id alone, which says nothing to a person.
+        await using var host = await TrustHost.StartAsync();
+        var ops = await host.CreateKeyAsync("ops-alice", ApiKeyScopes.Admin, RateLimits.Unlimited);
+        using (var created = await host.SendAsync(HttpMethod.Post, "/v1/admin/keys", ops, new { name = "svc", scopes = new[] { "inference" } }))
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        using (var revoked = await host.SendAsync(HttpMethod.Delete, "/v1/admin/keys/ops-alice", host.AdminKey))
+            Assert.Equal(HttpStatusCode.OK, revoked.StatusCode);
+
+        using var audit = await host.SendAsync(HttpMethod.Get, "/v1/admin/audit?action=key.created", host.AdminKey);
+        var entries = (await TestJson.ReadAsync(audit)).GetProperty("data").EnumerateArray().ToList();
+        var opsId = (await host.Stores.KeyService().ListAsync(includeRevoked: true)).Single(k => k.Name == "ops-alice").Id;
+        var byOps = Assert.Single(entries, e => e.GetProperty("actor").GetString() == opsId);
+        Assert.Equal("ops-alice", byOps.GetProperty("actor_name").GetString());
+        // The keys the host made at its start were created by "test", which is no key.
+        var byOther = entries.First(e => e.GetProperty("actor").GetString() == "test");
+        Assert.Equal(JsonValueKind.Null, byOther.GetProperty("actor_name").ValueKind);
+    }
+
+    [Fact]
     public async Task A_database_the_machine_refuses_is_a_503_with_retry_after_that_names_no_file()
     {
         await using var host = await TrustHost.StartAsync();

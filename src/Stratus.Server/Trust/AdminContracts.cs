@@ -80,15 +80,18 @@ public sealed record BlocklistView(
     public static BlocklistView From(Blocklist list) => new(list.Name, list.Category.WireName(), list.Terms, list.Patterns);
 }
 
+/// <param name="ActorName">The name of the API key that acted, where the actor is one (revoked
+/// keys included); null for any other actor (`cli:&lt;user&gt;`).</param>
 public sealed record AuditEntryView(
     [property: JsonPropertyName("seq")] long Sequence,
     [property: JsonPropertyName("time")] DateTimeOffset Time,
     [property: JsonPropertyName("actor")] string Actor,
+    [property: JsonPropertyName("actor_name")] string? ActorName,
     [property: JsonPropertyName("action")] string Action,
     [property: JsonPropertyName("details")] JsonNode? Details,
     [property: JsonPropertyName("hash")] string Hash)
 {
-    public static AuditEntryView From(AuditEntry e) => new(e.Sequence, e.Time, e.Actor, e.Action, ParseDetails(e.Details), e.Hash);
+    public static AuditEntryView From(AuditEntry e, string? actorName) => new(e.Sequence, e.Time, e.Actor, actorName, e.Action, ParseDetails(e.Details), e.Hash);
 
     // A tampered row may hold anything; show it as text rather than fail the listing.
     static JsonNode? ParseDetails(string details)

@@ -138,7 +138,11 @@ public static class AdminEndpoints
                 Text(http, "actor"),
                 Time(http, "from"),
                 Time(http, "to"));
-            return Json(new ListResponse<AuditEntryView>([.. (await trust.Stores.Audit.ReadAsync(query, ct)).Select(AuditEntryView.From)]));
+            var entries = await trust.Stores.Audit.ReadAsync(query, ct);
+            // Keys acting are named as `stratus keys list` names them (revoked ones too: they acted
+            // while they worked): one read of the keys, rather than a request per key by each reader.
+            var names = (await trust.Keys.ListAsync(includeRevoked: true, ct)).ToDictionary(k => k.Id, k => k.Name, StringComparer.Ordinal);
+            return Json(new ListResponse<AuditEntryView>([.. entries.Select(e => AuditEntryView.From(e, names.GetValueOrDefault(e.Actor)))]));
         });
         admin.MapGet("/audit/verify", async (HttpContext http, CancellationToken ct) =>
         {

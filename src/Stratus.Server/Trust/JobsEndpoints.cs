@@ -108,12 +108,15 @@ public static class JobsEndpoints
             }
             return Json(JobView.From(Service(http).Submit(arguments, Actor(http))), StatusCodes.Status201Created);
         });
+        var metrics = new JobMetrics();
         jobs.MapGet("/{id}/metrics", (HttpContext http, string id) =>
         {
             var job = Service(http).Get(id);
             var after = QueryNumber(http, "after", long.MinValue, "a step: the rows after it are answered");
             var limit = (int)QueryNumber(http, "limit", JobMetrics.MaxRows, $"how many rows of each kind to answer, 1 to {JobMetrics.MaxRows}", 1, JobMetrics.MaxRows);
-            return Json(new ListResponse<JsonObject>(JobMetrics.Read(job.Arguments.Out, after, limit)));
+            var cursor = http.Request.Query["cursor"] is { Count: > 0 } given ? given.Count == 1 ? given[0]! : string.Join(",", given.ToArray()) : null;
+            if (cursor is not null) JobMetrics.CheckCursor(cursor);
+            return metrics.Read(job.Arguments.Out, after, cursor, limit);
         });
         jobs.MapPost("/{id}/cancel", (HttpContext http, string id) => Json(JobView.From(Service(http).Cancel(id, Actor(http)))));
         return endpoints;
@@ -140,69 +143,4 @@ public static class JobsEndpoints
     static string Actor(HttpContext http) => http.GetStratusTrust().KeyId;
 
     static IResult Json<T>(T value, int status = StatusCodes.Status200OK) => Results.Json(value, TrustJson.Options, statusCode: status);
-}
-
-/// <summary>The rows of a run's metrics.jsonl for GET /api/jobs/{id}/metrics: bounded, as
-/// TensorBoard bounds a scalar series, by keeping rows spread evenly over the run (the first and
-/// the last always) where there are more than asked for. Training steps and evaluations are
-/// thinned each on its own: evaluations are few, and a chart needs each of them.</summary>
-public static class JobMetrics
-{
-    public const int MaxRows = 1000;
-
-    /// <param name="after">Only rows of a later step (a chart's increments).</param>
-    /// <param name="limit">At most this many training steps, and as many evaluations.</param>
-    public static IReadOnlyList<JsonObject> Read(string runDirectory, long after, int limit)
-    {
-        // Nothing logged yet: a queued job, or a training still building its model.
-        if (!File.Exists(Path.Combine(runDirectory, MetricsLog.FileName))) return [];
-        try
-        {
-            // Counted, then read again for the rows chosen: a long run's file (hundreds of MB, a
-            // parsed row a few hundred bytes) is read through twice rather than held.
-            int trainings = 0, evaluations = 0;
-            foreach (var (_, evaluation) in Rows(runDirectory, after))
-                if (evaluation) evaluations++; else trainings++;
-            var keptTrainings = Spread(trainings, limit);
-            var keptEvaluations = Spread(evaluations, limit);
-            var kept = new List<JsonObject>(keptTrainings.Count + keptEvaluations.Count);
-            int training = 0, evaluated = 0;
-            // In the file's order: an evaluation comes before the training step of its step. Rows
-            // written since the count are left for the next request.
-            foreach (var (entry, evaluation) in Rows(runDirectory, after))
-            {
-                if (evaluation ? keptEvaluations.Contains(evaluated++) : keptTrainings.Contains(training++)) kept.Add(entry);
-                if (training >= trainings && evaluated >= evaluations) break;
-            }
-            return kept;
-        }
-        catch (StratusUserException e)
-        {
-            // The request is sound; the run's file is what is wrong.
-            throw new TrustUserException($"The job's metrics cannot be read: {e.Message}.", e) { Conflict = true };
-        }
-    }
-
-    /// <summary>The rows of a later step than <paramref name="after"/>, each said to be an
-    /// evaluation or a training step. A last line being written is left out (MetricsLog.Entries),
-    /// so a running job reads whole.</summary>
-    static IEnumerable<(JsonObject Entry, bool Evaluation)> Rows(string runDirectory, long after)
-    {
-        foreach (var (line, entry) in MetricsLog.Entries(runDirectory))
-        {
-            long? step;
-            // A loss that is no number is refused as `stratus plot` refuses it: JSON has no NaN or
-            // infinity, and a browser reads 1e999 as an infinity that scales a chart to nothing.
-            try { step = LossCurves.Points(entry)?.Step; }
-            catch (FormatException e) { throw MetricsLog.Damaged(runDirectory, line, e.Message); }
-            if (step > after) yield return (entry, entry.ContainsKey("val_loss"));
-        }
-    }
-
-    /// <summary>The indices of <paramref name="limit"/> of <paramref name="count"/> rows, evenly
-    /// spaced, the first and last among them.</summary>
-    static HashSet<int> Spread(int count, int limit) =>
-        count <= limit ? [.. Enumerable.Range(0, count)]
-        : limit == 1 ? [count - 1]
-        : [.. Enumerable.Range(0, limit).Select(k => (int)Math.Round(k * (count - 1) / (double)(limit - 1)))];
 }

@@ -1,6 +1,7 @@
 // The model registry's part of the /api management surface (admin scope, as the rest of /api):
-// GET /api/models lists the registered names with their latest version and aliases, GET
-// /api/models/{name} one name's versions. Reads only: the files of a version are checked where it
+// GET /api/models lists the registered names, each with its latest version, aliases and versions
+// (what the dashboard's registry panel shows, in one request rather than one per name), GET
+// /api/models/{name} one name's. Reads only: the files of a version are checked where it
 // is served, not here. An unknown name is a 404 in the API's error format.
 using System.Text.Json.Serialization;
 using Stratus.Platform;
@@ -18,7 +19,7 @@ public static class ModelRegistryEndpoints
         models.MapGet("", (HttpContext http) =>
         {
             var names = Registry(http).List().GroupBy(version => version.Name, StringComparer.Ordinal)
-                .Select(versions => RegisteredModelView.From(versions.Key, [.. versions], withVersions: false));
+                .Select(versions => RegisteredModelView.From(versions.Key, [.. versions]));
             return Results.Json(new ListResponse<RegisteredModelView>([.. names]), TrustJson.Options);
         });
         models.MapGet("/{name}", (HttpContext http, string name) =>
@@ -26,7 +27,7 @@ public static class ModelRegistryEndpoints
             var versions = Registry(http).List(name);
             if (versions.Count == 0)
                 throw new TrustUserException($"No model named '{name}' is registered; GET {Prefix} lists the registered names.") { NotFound = true };
-            return Results.Json(RegisteredModelView.From(name, versions, withVersions: true), TrustJson.Options);
+            return Results.Json(RegisteredModelView.From(name, versions), TrustJson.Options);
         });
         return endpoints;
     }
@@ -35,18 +36,18 @@ public static class ModelRegistryEndpoints
 }
 
 /// <param name="Aliases">Each alias and the version it points at.</param>
-/// <param name="Versions">Every version, oldest first (GET /api/models/{name}); null in the list of names.</param>
+/// <param name="Versions">Every version, oldest first.</param>
 public sealed record RegisteredModelView(
     [property: JsonPropertyName("name")] string Name,
     [property: JsonPropertyName("latest_version")] int LatestVersion,
     [property: JsonPropertyName("aliases")] IReadOnlyDictionary<string, int> Aliases,
-    [property: JsonPropertyName("versions"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ModelVersionView>? Versions)
+    [property: JsonPropertyName("versions")] IReadOnlyList<ModelVersionView> Versions)
 {
     [JsonPropertyName("object")] public string Object => "model_registration";
 
-    public static RegisteredModelView From(string name, IReadOnlyList<ModelVersion> versions, bool withVersions) => new(name, versions.Max(v => v.Version),
+    public static RegisteredModelView From(string name, IReadOnlyList<ModelVersion> versions) => new(name, versions.Max(v => v.Version),
         versions.SelectMany(v => v.Aliases.Select(alias => (alias, v.Version))).OrderBy(a => a.alias, StringComparer.Ordinal).ToDictionary(a => a.alias, a => a.Version),
-        withVersions ? [.. versions.Select(ModelVersionView.From)] : null);
+        [.. versions.Select(ModelVersionView.From)]);
 }
 
 public sealed record ModelVersionView(

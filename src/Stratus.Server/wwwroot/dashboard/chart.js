@@ -1,5 +1,6 @@
 // Inline SVG drawings: a rolling line chart, a loss curve over steps and a bar for a table cell. Drawn here rather than
 // with a chart library: a few dozen lines, no dependency, and nothing to load from elsewhere.
+import { integer } from "./dom.js";
 
 const svgNs = "http://www.w3.org/2000/svg";
 
@@ -30,22 +31,35 @@ export function lineChart(values, { label, span, unit }) {
   return chart;
 }
 
-/** Loss over steps, as `stratus plot` draws it (Training/LossCurves.cs): series of [step, loss]
- *  points, steps from 0 to the last, losses from the lowest to the highest after the first 5% of
- *  the steps (the first steps fall from ln(vocabulary) and leave through the top edge rather than
- *  squeeze the rest). A series with markers (val loss) is dashed with a dot at each point, so the
- *  two read apart without colour; the legend names them. */
+/** Round values for an axis that spans low to high: about `count` of them, 1, 2 or 5 times a
+ *  power of ten apart (`whole`: at least 1 apart, for steps), the first at or below low and the
+ *  last at or above high, so that every point drawn lies between two labelled ticks. */
+export function ticks(low, high, count, whole = false) {
+  if (!(high > low)) high = low + (whole ? 1 : Math.abs(low) / 10 || 1);
+  const rough = (high - low) / count, power = 10 ** Math.floor(Math.log10(rough));
+  const spacing = Math.max(whole ? 1 : 0, [1, 2, 5, 10].map(m => m * power).find(s => s >= rough * (1 - 1e-9)));
+  const first = Math.floor(low / spacing + 1e-9), last = Math.ceil(high / spacing - 1e-9);
+  const decimals = Math.max(0, -Math.floor(Math.log10(spacing) + 1e-9));
+  // Multiples of the spacing, rounded to its decimals: 0.1 * 3 is 0.30000000000000004.
+  return Array.from({ length: last - first + 1 }, (_, i) => Number(((first + i) * spacing).toFixed(decimals)))
+    .map(value => ({ value, label: whole ? integer.format(value) : value.toFixed(decimals) }));
+}
+
+/** Loss over steps: series of [step, loss] points, each axis from a round tick at or below its
+ *  lowest value to one at or above its highest, every point drawn among them (the first steps'
+ *  high losses too, which `stratus plot` lets leave through the top edge: here they are the
+ *  ticks' range, and the rest reads from the labels). A series with markers (val loss) is dashed
+ *  with a dot at each point, so the two read apart without colour; the legend names them. */
 export function stepChart(series, { label }) {
-  const width = 400, height = 150, left = 40, right = 8, bottom = 30, top = 8;
+  const width = 400, height = 160, left = 44, right = 12, bottom = 40, top = 8;
   const plotWidth = width - left - right, plotHeight = height - top - bottom;
   const all = series.flatMap(s => s.points);
-  const lastStep = Math.max(1, ...all.map(([step]) => step));
-  const settled = all.filter(([step]) => step >= lastStep / 20).map(([, loss]) => loss);
-  const low = Math.min(...all.map(([, loss]) => loss)), high = Math.max(low + 1e-6, ...settled);
-  const x = step => (step / lastStep * plotWidth).toFixed(1);
+  const steps = ticks(Math.min(...all.map(([step]) => step)), Math.max(...all.map(([step]) => step)), 5, true);
+  const losses = ticks(Math.min(...all.map(([, loss]) => loss)), Math.max(...all.map(([, loss]) => loss)), 4);
+  const [firstStep, lastStep] = [steps[0].value, steps.at(-1).value], [low, high] = [losses[0].value, losses.at(-1).value];
+  const x = step => ((step - firstStep) / (lastStep - firstStep) * plotWidth).toFixed(1);
   const y = loss => ((high - loss) / (high - low) * plotHeight).toFixed(1);
-  // A nested <svg> clips what leaves the plot (the first steps' losses) without a clipPath id.
-  const plot = svg("svg", { x: left, y: top, width: plotWidth, height: plotHeight, overflow: "hidden" });
+  const plot = svg("svg", { class: "plot", x: left, y: top, width: plotWidth, height: plotHeight, overflow: "visible" });
   const legend = [];
   series.forEach((s, i) => {
     if (s.points.length === 0) return;
@@ -59,14 +73,23 @@ export function stepChart(series, { label }) {
     legend.push(svg("line", { class: `series-${i}`, x1: at, x2: at + 18, y1: height - 6, y2: height - 6, stroke: "currentColor", "stroke-width": 2, "stroke-dasharray": s.markers ? "5 3" : "none" }),
       svg("text", { x: at + 22, y: height - 2 }, s.name));
   });
+  const bottomEdge = top + plotHeight;
+  const xTicks = steps.flatMap(({ value, label: text }) => {
+    const at = left + Number(x(value));
+    return [svg("line", { class: "axis", x1: at, x2: at, y1: bottomEdge, y2: bottomEdge + 4 }),
+      svg("text", { class: "tick-step", x: at, y: bottomEdge + 15, "text-anchor": "middle" }, text)];
+  });
+  const yTicks = losses.flatMap(({ value, label: text }) => {
+    const at = top + Number(y(value));
+    return [svg("line", { class: "axis", x1: left - 4, x2: left, y1: at, y2: at }),
+      svg("text", { class: "tick-loss", x: left - 6, y: at + 4, "text-anchor": "end" }, text)];
+  });
   return svg("svg", { class: "chart loss-chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label },
     svg("title", {}, label),
-    svg("line", { class: "axis", x1: left, y1: top + plotHeight, x2: width - right, y2: top + plotHeight }),
-    svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: top + plotHeight }),
-    svg("text", { x: left - 4, y: top + 10, "text-anchor": "end" }, high.toFixed(2)),
-    svg("text", { x: left - 4, y: top + plotHeight, "text-anchor": "end" }, low.toFixed(2)),
-    svg("text", { x: left, y: top + plotHeight + 12 }, "step 0"),
-    svg("text", { x: width - right, y: top + plotHeight + 12, "text-anchor": "end" }, `step ${lastStep}`),
+    svg("line", { class: "axis", x1: left, y1: bottomEdge, x2: width - right, y2: bottomEdge }),
+    svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: bottomEdge }),
+    ...xTicks, ...yTicks,
+    svg("text", { x: width - right, y: bottomEdge + 27, "text-anchor": "end" }, "step"),
     plot, ...legend);
 }
 

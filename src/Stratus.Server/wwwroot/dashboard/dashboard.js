@@ -1,9 +1,10 @@
 // The page's controller: takes the operator's key (kept in sessionStorage, for this tab only;
 // never in the URL or localStorage), checks it against an admin endpoint, then draws each panel
-// of panels/index.js in a frame of its own and refreshes it on its own timer. A refused key
-// shows the API's message and the scope the dashboard needs.
+// of panels/index.js in a frame of its own and refreshes it on its own timer, while the tab is
+// shown: a tab in the background asks nothing, and asks again at once when it is shown. A refused
+// key shows the API's message and the scope the dashboard needs.
 import { ApiError, createApi, describe } from "./api.js";
-import { el } from "./dom.js";
+import { el, time } from "./dom.js";
 import { panels } from "./panels/index.js";
 
 const storageKey = "stratus-dashboard-key";
@@ -12,7 +13,9 @@ const input = document.getElementById("api-key");
 const forget = document.getElementById("forget-key");
 const status = document.getElementById("key-status");
 const main = document.getElementById("panels");
-let timers = [];
+// The panels shown: each one's refresh, its timer, whether a refresh is under way, and the
+// earliest time it may ask again (a server's Retry-After).
+let shown = [];
 
 function say(text, isError) {
   status.textContent = text;
@@ -20,10 +23,24 @@ function say(text, isError) {
 }
 
 function stop() {
-  for (const timer of timers) clearTimeout(timer);
-  timers = [];
+  for (const panel of shown) clearTimeout(panel.timer);
+  shown = [];
   main.replaceChildren();
 }
+
+/** Asks again after a wait, unless the tab is hidden: it then asks once it is shown. */
+function schedule(panel, milliseconds) {
+  clearTimeout(panel.timer);
+  if (!document.hidden) panel.timer = setTimeout(panel.refresh, milliseconds);
+}
+
+document.addEventListener("visibilitychange", () => {
+  for (const panel of shown) {
+    if (document.hidden) clearTimeout(panel.timer);
+    // One under way schedules its next when it ends.
+    else if (!panel.busy) schedule(panel, Math.max(0, panel.notBefore - Date.now()));
+  }
+});
 
 /** The key no longer works (wrong, revoked, expired, short of scope): show why and stop asking
  *  with it, so that a page left open does not send a refused request every few seconds (each one
@@ -40,13 +57,14 @@ function show(panel, get) {
   const updated = el("p", { class: "updated" });
   main.append(el("section", { class: panel.wide ? "panel wide" : "panel", id: `panel-${panel.id}`, "aria-labelledby": `panel-${panel.id}-title` },
     el("h2", { id: `panel-${panel.id}-title` }, panel.title), body, updated));
-  const index = timers.length;
-  timers.push(0);
-  const refresh = async () => {
+  const state = { timer: 0, busy: false, notBefore: 0 };
+  shown.push(state);
+  state.refresh = async () => {
     let wait = panel.refreshSeconds;
+    state.busy = true;
     try {
       body.replaceChildren(...await panel.render(get));
-      updated.textContent = `Updated ${new Date().toLocaleTimeString()}, every ${panel.refreshSeconds} s.`;
+      updated.replaceChildren("Updated ", time(new Date().toISOString(), { dayless: true }), `, every ${panel.refreshSeconds} s.`);
     } catch (error) {
       if (!body.isConnected) return;
       if (error instanceof ApiError && error.refusesKey) {
@@ -58,11 +76,14 @@ function show(panel, get) {
       if (error instanceof ApiError && error.retryAfterSeconds > wait) wait = error.retryAfterSeconds;
       const again = wait > panel.refreshSeconds ? ` Asking again in ${wait} s.` : "";
       body.replaceChildren(el("p", { class: "error", role: "alert" }, describe(error) + again));
+    } finally {
+      state.busy = false;
     }
+    state.notBefore = wait > panel.refreshSeconds ? Date.now() + wait * 1000 : 0;
     // Unless the key was forgotten (or replaced) meanwhile.
-    if (timers[index] !== undefined && body.isConnected) timers[index] = setTimeout(refresh, wait * 1000);
+    if (shown.includes(state) && body.isConnected) schedule(state, wait * 1000);
   };
-  refresh();
+  state.refresh();
 }
 
 async function start(key) {

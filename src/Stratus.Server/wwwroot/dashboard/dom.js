@@ -30,8 +30,15 @@ export function figures(items) {
 export const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 export const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 
-export function time(iso) {
-  return iso ? new Date(iso).toLocaleString() : "—";
+/** An instant as UTC to the second, "2026-01-05 14:03:27 UTC", in every panel alike (the browser's
+ *  locale printed it without a zone, which reads differently from each operator's screen, and
+ *  apart from the server's logs and the CLI's times, which are UTC); the exact instant is its
+ *  title and datetime. A time of day alone where the day goes without saying. */
+export function time(iso, { dayless = false } = {}) {
+  if (!iso) return "—";
+  const exact = new Date(iso).toISOString();
+  const shown = exact.replace("T", " ").slice(dayless ? 11 : 0, 19) + " UTC";
+  return el("time", { datetime: exact, title: exact }, shown);
 }
 
 /** A state in words with a mark, so it does not depend on colour. */

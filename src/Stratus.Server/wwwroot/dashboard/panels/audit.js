@@ -28,7 +28,8 @@ export default {
       table(`The latest ${shown} entries, newest first`, [
         { label: "#", value: e => e.seq, number: true },
         { label: "Time", value: e => time(e.time) },
-        { label: "Actor", value: e => e.actor },
+        // A key that acted by its name (the API names it), its id beside it; another actor (cli:<user>) as it is.
+        { label: "Actor", value: e => e.actor_name ? [e.actor_name, " ", el("code", {}, `(${e.actor})`)] : e.actor },
         { label: "Action", value: e => e.action },
         { label: "Details", value: e => el("code", { class: "details" }, e.details === null ? "" : JSON.stringify(e.details)) },
       ], latest.reverse(), "The audit log is empty."),

@@ -1,15 +1,17 @@
 // Training jobs (GET /api/jobs: the training scope, which an admin key has too), newest first,
 // as `stratus jobs list` shows them, and the loss curve of one of them from its run's
 // metrics.jsonl (GET /api/jobs/{id}/metrics), drawn as `stratus plot` draws it: training loss at
-// every step, val loss at every evaluation. A running job's curve is fetched in increments
-// (?after=). Read-only, as the whole dashboard: cancelling is `stratus jobs cancel` or the API's.
+// every step, val loss at every evaluation. A job's curve is fetched whole (thinned) once, then
+// in increments: the rows written since the cursor of the last answer. Read-only, as the whole
+// dashboard: cancelling is `stratus jobs cancel` or the API's.
 import { ApiError } from "../api.js";
 import { el, table, time, integer } from "../dom.js";
 import { stepChart } from "../chart.js";
 
 // Marks beside the state's word, so states read apart without colour.
 const marks = { queued: "◷", running: "▶", succeeded: "✔", failed: "✖", cancelled: "■" };
-// Each job's rows fetched so far; a curve grown past this is fetched whole (and thinned) again.
+// Each job's rows fetched so far, and the cursor to ask for the rows written since; a curve grown
+// past keptRows is fetched whole (and thinned) again.
 const curves = new Map();
 const keptRows = 4000;
 let chosen = null;
@@ -21,21 +23,25 @@ function duration(job) {
   return h > 0 ? `${h}h${String(m).padStart(2, "0")}m` : m > 0 ? `${m}m${String(s).padStart(2, "0")}s` : `${s}s`;
 }
 
-/** The job's rows: the whole (thinned) series the first time, then only the steps from the last
- *  one held on, while it runs. The last step is asked for again: its evaluation is written before
- *  its training step, so either may not be there yet. */
+/** The step of the last training row held, as the job's last_step counts it; null before any. */
+function lastTrainingStep(rows) {
+  for (let i = rows.length - 1; i >= 0; i--) if (typeof rows[i].train_loss === "number") return rows[i].step;
+  return null;
+}
+
+/** The job's rows: the whole (thinned) series the first time, then those written since, while it
+ *  runs. An ended job's are asked for again only where its last step moved (its run trained on
+ *  with `stratus train --resume`). An answer that says "reset" (the file was rewritten: a run
+ *  resumed from an earlier checkpoint drops the steps after it) replaces what is held. */
 async function rows(get, job) {
   const path = `/api/jobs/${encodeURIComponent(job.id)}/metrics`;
   const held = curves.get(job.id);
-  if (held?.ended) return held.rows;
-  let fetched;
-  if (!held || held.rows.length === 0 || held.rows.length > keptRows) fetched = (await get(path)).data;
-  else {
-    const last = held.rows[held.rows.length - 1].step;
-    fetched = [...held.rows.filter(r => r.step < last), ...(await get(`${path}?after=${last - 1}`)).data];
-  }
-  const ended = !["queued", "running"].includes(job.state);
-  curves.set(job.id, { rows: fetched, ended });
+  const running = ["queued", "running"].includes(job.state);
+  if (held && !running && lastTrainingStep(held.rows) === (job.last_step?.step ?? null)) return held.rows;
+  const increment = held?.cursor && held.rows.length <= keptRows;
+  const answer = await get(increment ? `${path}?cursor=${encodeURIComponent(held.cursor)}` : path);
+  const fetched = increment && !answer.reset ? [...held.rows, ...answer.data] : answer.data;
+  curves.set(job.id, { rows: fetched, cursor: answer.cursor });
   return fetched;
 }
 

@@ -1,5 +1,5 @@
-// The model registry (GET /api/models, then GET /api/models/{name} for each name's versions):
-// every version with its aliases, the model it holds, when and by whom it was registered. Whether
+// The model registry (GET /api/models: every name with its versions, in one request): every
+// version with its aliases, the model it holds, when and by whom it was registered. Whether
 // this server serves a name comes from GET /v1/models: a served model carries its registered name
 // (`serve --model shk@production` serves "shk"), but the server does not say which version it
 // loaded, so the panel says which names are served, not which versions.
@@ -11,9 +11,9 @@ export default {
   refreshSeconds: 30,
   wide: true,
   async render(get) {
-    const [names, served] = await Promise.all([get("/api/models"), get("/v1/models")]);
+    const [registry, served] = await Promise.all([get("/api/models"), get("/v1/models")]);
     const servedIds = new Set(served.data.map(m => m.id));
-    const registered = await Promise.all(names.data.map(n => get(`/api/models/${encodeURIComponent(n.name)}`)));
+    const registered = registry.data;
     const versions = registered.flatMap(m => m.versions.map(v => ({ ...v, name: m.name })).reverse());
     const servedNames = registered.map(m => m.name).filter(name => servedIds.has(name));
     return [

@@ -18,6 +18,13 @@ sealed class ManifestFolders : ICheckpointReader
         if (!File.Exists(manifest)) throw new TrustUserException($"{path} is not a Stratus checkpoint (no manifest.json)");
         return new RegisteredCheckpoint(Path.GetFullPath(path), Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(manifest))), new ModelSummary("gpt2", 1234, 64, "char"));
     }
+
+    /// <summary>Every file of the folder.</summary>
+    public CheckpointFiles Locate(string path)
+    {
+        if (!File.Exists(Path.Combine(path, "manifest.json"))) throw new TrustUserException($"{path} is not a Stratus checkpoint (no manifest.json)");
+        return new CheckpointFiles(Path.GetFullPath(path), [.. Directory.EnumerateFiles(path).Select(file => Path.GetFileName(file))]);
+    }
 }
 
 public sealed class ModelRegistryTests : IDisposable

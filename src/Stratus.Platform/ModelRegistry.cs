@@ -59,14 +59,15 @@ public sealed class ModelRegistry
         if (!copy) return Insert(checkpoints.Read(path), copiedFrom: null, incoming: null, name, description, alias, actor);
         var source = checkpoints.Locate(path);
         using var incoming = copies.Begin();
-        incoming.Place(source.Directory, source.Files);
         RegisteredCheckpoint copied;
         try
         {
+            incoming.Place(source.Directory, source.Files);
             copied = checkpoints.Read(incoming.Directory);
         }
-        // The run saved the checkpoint again while it was copied: some files of each.
-        catch (TrustUserException e)
+        // The run saved the checkpoint again while it was copied: some files of each, or a file
+        // gone with the folder it replaced.
+        catch (Exception e) when (e is TrustUserException or FileNotFoundException or DirectoryNotFoundException)
         {
             throw new TrustUserException($"{source.Directory} changed while it was copied ({e.Message.TrimEnd('.')}); register it again", e);
         }

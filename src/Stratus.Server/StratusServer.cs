@@ -71,6 +71,9 @@ public sealed record ServeOptions
     /// <summary>How the models write tool calls, for tool_choice "auto" (--tool-call-parser, as
     /// vLLM's); null: each model's chat template says, where it does.</summary>
     public ToolCallParser? ToolCallParser { get; init; }
+    /// <summary>Called with a line for the operator where something is served that may not be
+    /// what was meant (a folder whose name is also a registered model's), before any model loads.</summary>
+    public Action<string>? Warning { get; init; }
     /// <summary>Called once the server listens, with its root URL (StratusServer.RootUrl), before
     /// the models load: what is quick to check has passed, and probes are answered.</summary>
     public Action<Uri>? LoadingModels { get; init; }
@@ -117,7 +120,7 @@ public sealed class StratusServer : IAsyncDisposable
         if (options.Trust.InsecureNoAuth) ForwardedClients.EnsureOnThisMachine(options.ForwardedAllowIps);
         // Registered references become their checkpoints here, before any model loads.
         var registered = new Lazy<Stratus.Platform.ModelRegistry>(() => Stratus.Platform.ModelRegistry.Open(Stratus.Platform.StratusHome.Resolve(options.Trust.DataDir), RegistryCheckpoints.Instance));
-        options = options with { Models = [.. options.Models.Select(spec => spec.ResolveRegistered(registered))] };
+        options = options with { Models = [.. options.Models.Select(spec => spec.ResolveRegistered(registered, options.Warning))] };
         ServedModels.EnsureDistinctNames(options.Models);
         // A model's name is its deployment name for safety policies and usage.
         foreach (var spec in options.Models)
@@ -174,7 +177,7 @@ public sealed class StratusServer : IAsyncDisposable
                     throw new OperationCanceledException("the server was stopped while its models loaded", cancellation.IsCancellationRequested ? cancellation : app.Lifetime.ApplicationStopping);
             await loading;
             registry.IsLoading = false;
-            foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
+            foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", model.RegisteredVersion, cancellation);
             systemd.Ready(registry.All.Select(model => model.Name), root);
             return new StratusServer(app, registry, root) { ListensOnEveryAddress = listening.Host != root.Host };
         }

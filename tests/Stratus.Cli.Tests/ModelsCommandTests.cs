@@ -1,7 +1,8 @@
 // `stratus models` end to end through the real CLI: register, list, alias, show, delete, their
 // one-line refusals with exit 2, `audit verify` passing after them, and `serve --model` of a name
 // nobody registered refused before any model loads; a version registered with --copy servable
-// while its run trains on, and `train` warning of those that are not copies.
+// while its run trains on, and `train` warning of those that are not copies; serve warning of a
+// folder that bears a registered name.
 using System.Text.Json.Nodes;
 
 namespace Stratus.Cli.Tests;
@@ -151,6 +152,25 @@ public sealed class ModelsCommandTests
         (code, _, stderr) = Cli.Run("models", "alias", "shk", "--remove", "production", "--data-dir", temp["typo"]);
         Assert.Equal(2, code);
         Assert.StartsWith("error: no Stratus data in ", stderr);
+    }
+
+    [Fact]
+    public void Serve_of_a_folder_that_is_also_a_registered_name_says_so_and_how_to_name_each()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = Tokenization.CharTokenizer.FromCorpus("abc ");
+        using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false }))
+            Training.Checkpoint.Save(temp["ckpt"], model, tokenizer);
+        Assert.Equal(0, Cli.Run("models", "register", temp["ckpt"], "--name", "shk", "--alias", "production", "--data-dir", temp["home"]).ExitCode);
+        // A folder of that name where serve runs, not a model: the folder wins, and fails to load.
+        Directory.CreateDirectory(temp["shk"]);
+        var info = Cli.StartInfo("serve", "--model", "shk", "--port", "0", "--insecure-no-auth", "--data-dir", temp["home"]);
+        info.WorkingDirectory = temp.Path;
+        var (code, _, stderr) = Cli.Run(info);
+        Assert.Equal(2, code);
+        var lines = stderr.Trim().Split('\n');
+        Assert.Equal("warning: shk is a folder here and a registered model's reference (shk:1); serving the folder. Give ./shk for the folder, or shk:1 or shk@production for the registered version", lines[0]);
+        Assert.StartsWith("error: shk has no checkpoint", lines[1]);
     }
 
     [Fact]

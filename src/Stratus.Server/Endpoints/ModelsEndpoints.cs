@@ -1,4 +1,5 @@
-// GET /v1/models and GET /v1/models/{id}: the models this server serves.
+// GET /v1/models and GET /v1/models/{id}: the models this server serves, each with the registered
+// version it came from where it was served by reference (registered_version, Stratus's own field).
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
 
@@ -21,5 +22,5 @@ public static class ModelsEndpoints
         return group;
     }
 
-    static ModelCard Card(ServedModel model) => new(model.Name, model.Created, model.ContextLength);
+    static ModelCard Card(ServedModel model) => new(model.Name, model.Created, model.ContextLength, model.RegisteredVersion);
 }

@@ -104,7 +104,7 @@ public sealed class ServingMetrics : IDisposable
         {
             var total = TotalsOf(model.Name);
             var engine = model.Engine;
-            models.Add(new ServedModelFigures(model.Name, engine.Device, engine.ContextLength, engine.IsHealthy, engine.Running, engine.Waiting,
+            models.Add(new ServedModelFigures(model.Name, model.RegisteredVersion, engine.Device, engine.ContextLength, engine.IsHealthy, engine.Running, engine.Waiting,
                 engine.KvCacheUsage, engine.MaxDecodeBatchSize, engine.RequestsFailedAlone, Interlocked.Read(ref total.PromptTokens),
                 Interlocked.Read(ref total.CachedPromptTokens), Interlocked.Read(ref total.GenerationTokens), Outcomes([total])));
         }
@@ -130,8 +130,11 @@ public sealed record ServingSnapshot(double Time, bool Loading, IReadOnlyList<Se
     public string Object => "serving";
 }
 
+/// <param name="RegisteredVersion">NAME:VERSION of the registered version it was loaded from; left
+/// out for a model served from a folder.</param>
 /// <param name="Healthy">Whether its engine serves (false once stopped or failing every call: /health's 503).</param>
 /// <param name="KvCacheUsage">The fraction of KV-cache blocks in use, 0 to 1.</param>
 /// <param name="Requests">Its requests by outcome: stop, length, tool_calls, cancelled, rejected, invalid, error.</param>
-public sealed record ServedModelFigures(string Id, string Device, int ContextLength, bool Healthy, int Running, int Waiting, double KvCacheUsage,
+public sealed record ServedModelFigures(string Id,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)] string? RegisteredVersion, string Device, int ContextLength, bool Healthy, int Running, int Waiting, double KvCacheUsage,
     int MaxDecodeBatchSize, long RequestsFailedAlone, long PromptTokens, long PrefixCacheHitTokens, long GenerationTokens, IReadOnlyDictionary<string, long> Requests);

@@ -44,11 +44,10 @@ sealed partial class ModelCopies(string dataDir)
         {
             try
             {
-                using (new FileStream(lockPath, FileMode.Open, FileAccess.ReadWrite, FileShare.None))
-                {
-                    var folder = lockPath[..^LockSuffix.Length];
-                    if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-                }
+                using var held = new FileStream(lockPath, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+                var folder = lockPath[..^LockSuffix.Length];
+                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+                // While held, as Incoming.Dispose removes its own.
                 File.Delete(lockPath);
             }
             // Held: another register is copying into it. Gone: its register just finished.

@@ -34,7 +34,7 @@ public sealed class ModelRegistry
     ModelRegistry(PlatformDatabase database, ICheckpointReader checkpoints, TimeProvider? time)
     {
         this.database = database;
-        copies = new ModelCopies(Path.GetDirectoryName(database.FilePath)!);
+        copies = new ModelCopies(Path.GetDirectoryName(Path.GetFullPath(database.FilePath))!);
         audit = new SqliteAuditLog(database, time);
         this.checkpoints = checkpoints;
         clock = time ?? TimeProvider.System;

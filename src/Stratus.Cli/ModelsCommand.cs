@@ -62,7 +62,7 @@ static class ModelsCommand
     static Command List()
     {
         var name = new Option<string?>("--name") { Description = "only this name's versions" };
-        var json = JsonOption("{\"object\": \"list\", \"data\": [...]}, each name with its versions, as GET /api/models/{name} gives one");
+        var json = JsonOption("what GET /api/models answers: {\"object\": \"list\", \"data\": [...]}, each name with its aliases and versions");
         var dataDir = TrustCommands.DataDirOption();
         var command = new Command("list", "List registered versions (name, version, aliases, model, checkpoint); their files are not read.") { name, json, dataDir };
         command.SetAction(result =>
@@ -71,7 +71,7 @@ static class ModelsCommand
             if (result.GetValue(json))
             {
                 StandardOutput.WriteJson(new ListResponse<RegisteredModelView>([.. versions.GroupBy(v => v.Name, StringComparer.Ordinal)
-                    .Select(named => RegisteredModelView.From(named.Key, [.. named], withVersions: true))]));
+                    .Select(named => RegisteredModelView.From(named.Key, [.. named]))]));
                 return 0;
             }
             if (versions.Count == 0)

@@ -91,8 +91,9 @@ public sealed class ModelRegistry
             {
                 directory = copies.FolderOf(name, number);
                 // A number is given once: a folder there is what a register that died after its
-                // rename, before its commit, left, and no version refers to.
-                if (Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE checkpoint = $checkpoint", ("$checkpoint", directory)) is null)
+                // rename, before its commit, left, and no version refers to. Compared without case:
+                // where the file system ignores it (macOS, Windows), SHK's folder is shk's.
+                if (Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE checkpoint = $checkpoint COLLATE NOCASE", ("$checkpoint", directory)) is null)
                     ModelCopies.Remove(directory);
                 incoming.MoveTo(directory);
             }
@@ -221,8 +222,9 @@ public sealed class ModelRegistry
                 throw new TrustUserException($"model {deleted.Reference} is what {string.Join(", ", deleted.Aliases.Select(a => $"{name}@{a}"))} points at; " +
                     $"move {(deleted.Aliases.Count == 1 ? "that alias" : "those aliases")} to another version, or remove {(deleted.Aliases.Count == 1 ? "it" : "them")}, first");
             Run(connection, transaction, "DELETE FROM model_versions WHERE name = $name AND version = $version", ("$name", name), ("$version", version));
-            // A version registered without --copy from the folder of a copy refers to it too.
-            var shared = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE checkpoint = $checkpoint", ("$checkpoint", deleted.Checkpoint.Directory)) is not null;
+            // A version registered without --copy from the folder of a copy refers to it too
+            // (by another case of its name, where the file system ignores case).
+            var shared = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE checkpoint = $checkpoint COLLATE NOCASE", ("$checkpoint", deleted.Checkpoint.Directory)) is not null;
             audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelVersionDeleted, new JsonObject
             {
                 ["name"] = name,

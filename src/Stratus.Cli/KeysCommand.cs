@@ -3,9 +3,11 @@
 // again, and may be given an expiry (--expires, --expires-in) past which the server refuses it.
 // `rotate` gives a key a new secret, printed as `create` prints one, and the old one works on
 // for --overlap (a day by default) so that the key's clients move without downtime.
+// `list --json` writes the keys as GET /v1/admin/keys answers.
 using System.CommandLine;
 using Spectre.Console;
 using Stratus.Platform;
+using Stratus.Server.Trust;
 
 namespace Stratus.Cli;
 
@@ -52,12 +54,18 @@ static class KeysCommand
     static Command List()
     {
         var all = new Option<bool>("--all") { Description = "include revoked keys" };
+        var json = new Option<bool>("--json") { Description = "write one JSON document instead, as GET /v1/admin/keys answers: {\"object\": \"list\", \"data\": [...]}" };
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("list", "List API keys (never their secrets).") { all, dataDir };
+        var command = new Command("list", "List API keys (never their secrets).") { all, json, dataDir };
         command.SetAction(async (result, ct) =>
         {
             var service = TrustCommands.OpenExisting(result, dataDir).KeyService();
             var keys = await service.ListAsync(result.GetValue(all), ct);
+            if (result.GetValue(json))
+            {
+                StandardOutput.WriteJson(new ListResponse<KeyView>([.. keys.Select(KeyView.From)]));
+                return 0;
+            }
             if (keys.Count == 0)
             {
                 Console.WriteLine($"No API keys. Create one: {Invocation.Command} keys create --name <n> --scopes inference");

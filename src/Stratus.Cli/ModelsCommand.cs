@@ -1,12 +1,16 @@
 // `stratus models register|list|show|alias|delete`: the model registry (Stratus.Platform's
 // ModelRegistry) from the command line. A version is named NAME (the latest), NAME:VERSION or
-// NAME@ALIAS, as `serve --model` takes it; changes are audited with the CLI's actor.
+// NAME@ALIAS, as `serve --model` takes it; changes are audited with the CLI's actor. `list` and
+// `show` write JSON with --json, in GET /api/models' field names.
 using System.CommandLine;
 using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Spectre.Console;
 using Stratus.Platform;
 using Stratus.Safety;
 using Stratus.Server.Hosting;
+using Stratus.Server.Trust;
 
 namespace Stratus.Cli;
 
@@ -35,15 +39,20 @@ static class ModelsCommand
         var name = new Option<string>("--name") { Description = $"the model's name: 1-{ModelReference.MaxNameLength} letters, digits, '-', '_' or '.', beginning with a letter or digit", Required = true };
         var description = new Option<string?>("--description") { Description = "a line saying what this version is" };
         var alias = new Option<string?>("--alias") { Description = "an alias to point at the new version (e.g. production), moved from the version it pointed at" };
-        var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("register", "Register a checkpoint as the next version of a name; the registry refers to its files where they are and records its manifest's hash.")
+        var copy = new Option<bool>("--copy")
         {
-            path, name, description, alias, dataDir,
+            Description = $"keep the registry's own copy of the checkpoint in the data directory ({ModelRegistry.CopiesFolder}/NAME/VERSION; hard links where the file system allows, else a copy), so that the version outlives its run training on",
+        };
+        var dataDir = TrustCommands.DataDirOption();
+        var command = new Command("register", "Register a checkpoint as the next version of a name; the registry refers to its files where they are (--copy: to its own copy of them) and records its manifest's hash.")
+        {
+            path, name, description, alias, copy, dataDir,
         };
         command.SetAction(result =>
         {
-            var version = Open(result.GetValue(dataDir)).Register(result.GetValue(path)!, result.GetValue(name)!, result.GetValue(description), result.GetValue(alias), TrustCommands.Actor);
-            Console.WriteLine($"Registered {version.Reference}{Aliases(version)}: {version.Checkpoint.Directory} ({Summary(version.Checkpoint.Summary)}).");
+            var version = Open(result.GetValue(dataDir)).Register(result.GetValue(path)!, result.GetValue(name)!, result.GetValue(description), result.GetValue(alias), TrustCommands.Actor,
+                result.GetValue(copy));
+            Console.WriteLine($"Registered {version.Reference}{Aliases(version)}: {(version.IsCopy ? "a copy in " : "")}{version.Checkpoint.Directory} ({Summary(version.Checkpoint.Summary)}).");
             Console.WriteLine(Invocation.Spell($"Serve it with: stratus serve --model {version.Name}"));
             return 0;
         });
@@ -53,11 +62,18 @@ static class ModelsCommand
     static Command List()
     {
         var name = new Option<string?>("--name") { Description = "only this name's versions" };
+        var json = JsonOption("what GET /api/models answers: {\"object\": \"list\", \"data\": [...]}, each name with its aliases and versions");
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("list", "List registered versions (name, version, aliases, model, checkpoint); their files are not read.") { name, dataDir };
+        var command = new Command("list", "List registered versions (name, version, aliases, model, checkpoint); their files are not read.") { name, json, dataDir };
         command.SetAction(result =>
         {
             var versions = OpenExisting(result, dataDir).List(result.GetValue(name));
+            if (result.GetValue(json))
+            {
+                StandardOutput.WriteJson(new ListResponse<RegisteredModelView>([.. versions.GroupBy(v => v.Name, StringComparer.Ordinal)
+                    .Select(named => RegisteredModelView.From(named.Key, [.. named]))]));
+                return 0;
+            }
             if (versions.Count == 0)
             {
                 Console.WriteLine(Invocation.Spell(result.GetValue(name) is { } only
@@ -68,7 +84,7 @@ static class ModelsCommand
             var table = new Table().AddColumns("Name", "Version", "Aliases", "Model", "Checkpoint", "Created (UTC)", "By", "Description");
             foreach (var v in versions)
                 table.AddRow(Markup.Escape(v.Name), v.Version.ToString(CultureInfo.InvariantCulture), Markup.Escape(string.Join(", ", v.Aliases)), Markup.Escape(Summary(v.Checkpoint.Summary)),
-                    Markup.Escape(v.Checkpoint.Directory), v.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture), Markup.Escape(v.CreatedBy), Markup.Escape(v.Description ?? ""));
+                    Markup.Escape(v.Checkpoint.Directory + (v.IsCopy ? " (copy)" : "")), v.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture), Markup.Escape(v.CreatedBy), Markup.Escape(v.Description ?? ""));
             TrustCommands.Write(table);
             return 0;
         });
@@ -78,21 +94,39 @@ static class ModelsCommand
     static Command Show()
     {
         var reference = new Argument<string>("reference") { Description = "NAME (the latest version), NAME:VERSION or NAME@ALIAS" };
+        var json = JsonOption("one version as GET /api/models/{name} lists it, with its name, whether it is a copy, and files_match");
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("show", "Show one version, its model and whether its checkpoint still holds the files it was registered with (exit 1 when not).") { reference, dataDir };
+        var command = new Command("show", "Show one version, its model, where its files are, and whether its checkpoint still holds the files it was registered with (exit 1 when not).")
+        {
+            reference, json, dataDir,
+        };
         command.SetAction(result =>
         {
             var registry = OpenExisting(result, dataDir);
             var version = registry.Find(ModelReference.Parse(result.GetValue(reference)!));
-            var summary = version.Checkpoint.Summary;
-            Console.WriteLine($"{version.Reference}{Aliases(version)}");
-            Console.WriteLine($"  model:        {summary.Architecture}, {summary.Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters, context {summary.ContextLength}, {summary.Tokenizer} tokenizer");
-            Console.WriteLine($"  checkpoint:   {version.Checkpoint.Directory}");
-            Console.WriteLine($"  manifest:     {version.Checkpoint.ManifestSha256}");
-            if (version.Description is { } description) Console.WriteLine($"  description:  {description}");
-            Console.WriteLine($"  created:      {version.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture)} by {version.CreatedBy}");
             var problem = registry.Check(version);
-            Console.WriteLine($"  files:        {(problem is null ? "match the registered manifest" : "CHANGED")}");
+            if (result.GetValue(json))
+            {
+                var document = new JsonObject { ["name"] = version.Name };
+                foreach (var (field, value) in JsonSerializer.SerializeToNode(ModelVersionView.From(version), TrustJson.Options)!.AsObject().ToArray()) document[field] = value?.DeepClone();
+                document["copy"] = version.IsCopy;
+                document["files_match"] = problem is null;
+                StandardOutput.WriteJson(document);
+            }
+            else
+            {
+                var summary = version.Checkpoint.Summary;
+                Console.WriteLine($"{version.Reference}{Aliases(version)}");
+                Console.WriteLine($"  model:        {summary.Architecture}, {summary.Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters, context {summary.ContextLength}, {summary.Tokenizer} tokenizer");
+                Console.WriteLine($"  checkpoint:   {version.Checkpoint.Directory}");
+                Console.WriteLine(version.IsCopy
+                    ? "  copy:         yes, the registry's own (`models delete` removes it)"
+                    : Invocation.Spell($"  copy:         no, the folder where it was registered (a run trained on saves it again; keep a copy: stratus models register <folder> --name {version.Name} --copy)"));
+                Console.WriteLine($"  manifest:     {version.Checkpoint.ManifestSha256}");
+                if (version.Description is { } description) Console.WriteLine($"  description:  {description}");
+                Console.WriteLine($"  created:      {version.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture)} by {version.CreatedBy}");
+                Console.WriteLine($"  files:        {(problem is null ? "match the registered manifest" : "CHANGED")}");
+            }
             if (problem is null) return 0;
             Console.Error.WriteLine($"error: {problem}");
             return 1;
@@ -141,7 +175,7 @@ static class ModelsCommand
     {
         var reference = new Argument<string>("name:version") { Description = "the version to delete, as NAME:VERSION" };
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("delete", "Delete a version from the registry (its checkpoint's files stay where they are; its number is not given again); refused while an alias points at it.")
+        var command = new Command("delete", "Delete a version from the registry (the registry's copy of its checkpoint goes with it, a folder of yours stays where it is; its number is not given again); refused while an alias points at it.")
         {
             reference, dataDir,
         };
@@ -152,11 +186,15 @@ static class ModelsCommand
             if (parsed.Version is not { } number)
                 throw new TrustUserException($"'{text}' names no version: delete takes NAME:VERSION, e.g. {parsed.Name}:1 (see them with `stratus models list --name {parsed.Name}`)");
             var deleted = OpenExisting(result, dataDir).Delete(parsed.Name, number, TrustCommands.Actor);
-            Console.WriteLine($"Deleted {deleted.Reference} from the registry; its files in {deleted.Checkpoint.Directory} are left as they were.");
+            Console.WriteLine(deleted.IsCopy && !Directory.Exists(deleted.Checkpoint.Directory)
+                ? $"Deleted {deleted.Reference} from the registry, and its copy in {deleted.Checkpoint.Directory}."
+                : $"Deleted {deleted.Reference} from the registry; its files in {deleted.Checkpoint.Directory} are left as they were.");
             return 0;
         });
         return command;
     }
+
+    static Option<bool> JsonOption(string shape) => new("--json") { Description = $"write one JSON document instead: {shape}" };
 
     static string Aliases(ModelVersion version) => version.Aliases.Count == 0 ? "" : $" (@{string.Join(", @", version.Aliases)})";
 

@@ -177,6 +177,7 @@ static class ServeCommand
             Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, JobsCommand = JobsCommand.SelfCommand(), JobsRoot = jobsRoot, AccessLog = accessLog,
             ForwardedAllowIps = forwardedAllowIps ?? [], LogFormat = logFormat, ToolCallParser = toolCallParser,
             // After the data directory, its keys and the address have been checked.
+            Warning = line => Console.Error.WriteLine($"warning: {line}"),
             LoadingModels = root => say.WriteLine($"loading {models.Count} model(s) ... (listening on {root}: /health answers 200 and /ready 503 until they serve)"),
         };
         if (shutdownGracePeriod is { } grace) options = options with { ShutdownGracePeriod = grace };

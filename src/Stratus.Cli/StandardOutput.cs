@@ -3,7 +3,10 @@
 // sample --max-tokens 100000 | head -c 100` would go on generating for nobody to the last token.
 // poll(2) tells instead: the write end of a pipe whose reader has gone reports POLLERR on Linux
 // and POLLHUP on macOS, as a socket whose peer has closed and a terminal that has hung up do.
+// And the one way the list and show verbs write `--json`.
 using System.Runtime.InteropServices;
+using System.Text.Json;
+using Stratus.Server.Trust;
 
 namespace Stratus.Cli;
 
@@ -14,6 +17,14 @@ static partial class StandardOutput
     /// fails with EPIPE; both end silently. (Python ignores SIGPIPE and ends with a BrokenPipeError
     /// traceback and exit code 1, which `set -o pipefail` scripts cannot tell from a failure.)</summary>
     public const int ReaderGoneExitCode = 141;
+
+    // The admin API's options (its types name their fields), indented for a person reading it;
+    // jq reads it as well.
+    static readonly JsonSerializerOptions JsonOptions = new(TrustJson.Options) { WriteIndented = true };
+
+    /// <summary>Writes <paramref name="document"/> as one JSON document (a verb's `--json`), in
+    /// the shape and field names of the HTTP API's answer with the same content.</summary>
+    public static void WriteJson<T>(T document) => Console.Out.WriteLine(JsonSerializer.Serialize(document, JsonOptions));
 
     // A syscall for each token would cost little beside the token, but one every 20 ms costs
     // nothing: a model slower than that is polled after every token, a faster one stops within 20 ms.

@@ -2,10 +2,14 @@
 // `stratus train --init-from <model> --data <dataset> --out <run> [--config <file.json>] [--<key> <value>]...`
 // `stratus train --resume <run>`
 // Under `mpirun -np N` or `srun` every rank runs this command; they train one model together
-// (data parallel, see docs/distributed.md) and only rank 0 prints.
+// (data parallel, see docs/distributed.md) and only rank 0 prints. A run that saves a checkpoint
+// folder a registered version refers to (not a copy of) is warned of first: the version breaks.
 using System.CommandLine;
 using System.Runtime.InteropServices;
+using Microsoft.Data.Sqlite;
 using Stratus.Distributed;
+using Stratus.Platform;
+using Stratus.Safety;
 using Stratus.Training;
 
 namespace Stratus.Cli;
@@ -36,6 +40,7 @@ static class TrainCommand
                 ? Trainer.Resume(runDirectory, overrides.Overrides(result), communicator: communicator, dataDirectory: result.GetValue(data))
                 : StartRun())
             {
+                if (trainer.IsMain && RegisteredVersionsSavedAgain(trainer) is { } warning) Console.Error.WriteLine($"warning: {warning}");
                 Run(trainer, stop.Token);
                 if (trainer.StoppedEarly) exitCode = stop.ExitCode;
             }
@@ -55,6 +60,32 @@ static class TrainCommand
             }
         });
         return command;
+    }
+
+    /// <summary>One line naming the registered versions that refer, not as copies, to a
+    /// checkpoint folder this run saves again (each is refused as changed once it has), and how to
+    /// keep the checkpoint as it is; null where there are none, or no registry (the default data
+    /// directory's, where `models register` without --data-dir puts versions) to ask: this check
+    /// creates no database.</summary>
+    static string? RegisteredVersionsSavedAgain(Trainer trainer)
+    {
+        var dataDir = TrustCommands.DefaultDataDirectory();
+        if (dataDir is null || !File.Exists(Path.Combine(dataDir, PlatformDatabase.FileName))) return null;
+        IReadOnlyList<ModelVersion> versions;
+        try
+        {
+            versions = [.. ModelsCommand.Open(dataDir).List().Where(v => !v.IsCopy && trainer.CheckpointDirectories.Contains(v.Checkpoint.Directory))];
+        }
+        // A registry that cannot be read is no reason not to train: the warning is a courtesy.
+        catch (Exception e) when (e is TrustUserException or SqliteException or IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+        if (versions.Count == 0) return null;
+        var first = versions[0];
+        return Invocation.Spell($"{string.Join(", ", versions.Select(v => v.Reference))} of the model registry {(versions.Count == 1 ? "refers" : "refer")} to " +
+            $"{string.Join(" and ", versions.Select(v => v.Checkpoint.Directory).Distinct())}, which this run saves again, after which {(versions.Count == 1 ? "it is" : "they are")} refused as changed; " +
+            $"to keep the checkpoint as it is now, register a copy of it (a new version) before the run saves it: stratus models register {first.Checkpoint.Directory} --name {first.Name} --copy");
     }
 
     public static void Run(Trainer trainer, CancellationToken token)

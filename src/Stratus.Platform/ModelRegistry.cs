@@ -1,10 +1,12 @@
 // The model registry, in the manner of MLflow's and Azure ML's: names for checkpoints, each name
 // with versions numbered 1, 2, 3... (never reused, even after a delete) and aliases such as
 // `production` that point at one version and move in one statement. A version refers to its
-// checkpoint folder where it lies, as MLflow refers to a run's artifacts, and records the hash of
-// its manifest: resolving a version reads the checkpoint again and refuses it when its files
-// changed or vanished since registration. Every change is stored with its audit entry in one
-// transaction (tables registered_models, model_versions, model_aliases in stratus.db).
+// checkpoint folder where it lies, as MLflow refers to a run's artifacts, or, registered with
+// --copy, to the registry's own copy of it in the data directory (ModelCopies), as MLflow's
+// log_model copies them into its store; either way it records the hash of its manifest:
+// resolving a version reads the checkpoint again and refuses it when its files changed or
+// vanished since registration. Every change is stored with its audit entry in one transaction
+// (tables registered_models, model_versions, model_aliases in stratus.db).
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.Data.Sqlite;
@@ -20,15 +22,19 @@ public sealed class ModelRegistry
 {
     /// <summary>The command that lists the registered names, for errors to point at.</summary>
     public const string ListCommand = "stratus models list";
+    /// <summary>The data directory's folder of the registry's copies (`models register --copy`).</summary>
+    public const string CopiesFolder = "models";
 
     readonly PlatformDatabase database;
     readonly SqliteAuditLog audit;
     readonly ICheckpointReader checkpoints;
     readonly TimeProvider clock;
+    readonly ModelCopies copies;
 
     ModelRegistry(PlatformDatabase database, ICheckpointReader checkpoints, TimeProvider? time)
     {
         this.database = database;
+        copies = new ModelCopies(Path.GetDirectoryName(Path.GetFullPath(database.FilePath))!);
         audit = new SqliteAuditLog(database, time);
         this.checkpoints = checkpoints;
         clock = time ?? TimeProvider.System;
@@ -41,13 +47,38 @@ public sealed class ModelRegistry
 
     /// <summary>Registers a run folder's checkpoints/best (else last), or a checkpoint folder, as
     /// the next version of <paramref name="name"/>, optionally with an alias pointing at it.</summary>
+    /// <param name="copy">Keep the registry's own copy of the checkpoint (hard links where the
+    /// file system allows), so that the version outlives its run training on; else refer to
+    /// the folder where it is.</param>
     /// <exception cref="TrustUserException">A bad name or alias, or no verified checkpoint there.</exception>
-    public ModelVersion Register(string path, string name, string? description, string? alias, string actor)
+    public ModelVersion Register(string path, string name, string? description, string? alias, string actor, bool copy = false)
     {
         ModelReference.ValidateName(name);
         if (alias is not null) ModelReference.ValidateAlias(alias);
-        // Hashed before the write lock is taken: a large checkpoint takes seconds to read.
-        var checkpoint = checkpoints.Read(path);
+        // Read (hashed) before the write lock is taken: a large checkpoint takes seconds to read.
+        if (!copy) return Insert(checkpoints.Read(path), copiedFrom: null, incoming: null, name, description, alias, actor);
+        var source = checkpoints.Locate(path);
+        using var incoming = copies.Begin();
+        RegisteredCheckpoint copied;
+        try
+        {
+            incoming.Place(source.Directory, source.Files);
+            copied = checkpoints.Read(incoming.Directory);
+        }
+        // The run saved the checkpoint again while it was copied: some files of each, or a file
+        // gone with the folder it replaced.
+        catch (Exception e) when (e is TrustUserException or FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new TrustUserException($"{source.Directory} changed while it was copied ({e.Message.TrimEnd('.')}); register it again", e);
+        }
+        return Insert(copied, source.Directory, incoming, name, description, alias, actor);
+    }
+
+    /// <summary>Adds the version: a checkpoint where it is, or one placed in
+    /// <paramref name="incoming"/>, which is moved to the version's folder in the transaction
+    /// (so that a crash leaves either both or neither).</summary>
+    ModelVersion Insert(RegisteredCheckpoint checkpoint, string? copiedFrom, ModelCopies.Incoming? incoming, string name, string? description, string? alias, string actor)
+    {
         var now = clock.GetUtcNow();
         var version = database.Write(transaction =>
         {
@@ -55,21 +86,34 @@ public sealed class ModelRegistry
             Run(connection, transaction, "INSERT INTO registered_models (name, last_version) VALUES ($name, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1",
                 ("$name", name));
             var number = Convert.ToInt32(Scalar(connection, transaction, "SELECT last_version FROM registered_models WHERE name = $name", ("$name", name)), CultureInfo.InvariantCulture);
+            var directory = checkpoint.Directory;
+            if (incoming is not null)
+            {
+                directory = copies.FolderOf(name, number);
+                // A number is given once: a folder there is what a register that died after its
+                // rename, before its commit, left, and no version refers to. Compared without case:
+                // where the file system ignores it (macOS, Windows), SHK's folder is shk's.
+                if (Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE checkpoint = $checkpoint COLLATE NOCASE", ("$checkpoint", directory)) is null)
+                    ModelCopies.Remove(directory);
+                incoming.MoveTo(directory);
+            }
             var summary = checkpoint.Summary;
             Run(connection, transaction, """
                 INSERT INTO model_versions (name, version, checkpoint, manifest_sha256, architecture, parameters, context_length, tokenizer, description, created_at, created_by)
                 VALUES ($name, $version, $checkpoint, $hash, $architecture, $parameters, $context, $tokenizer, $description, $created, $by)
                 """,
-                ("$name", name), ("$version", number), ("$checkpoint", checkpoint.Directory), ("$hash", checkpoint.ManifestSha256), ("$architecture", summary.Architecture),
+                ("$name", name), ("$version", number), ("$checkpoint", directory), ("$hash", checkpoint.ManifestSha256), ("$architecture", summary.Architecture),
                 ("$parameters", summary.Parameters), ("$context", summary.ContextLength), ("$tokenizer", summary.Tokenizer), ("$description", description),
                 ("$created", FormatTime(now)), ("$by", actor));
-            audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelRegistered, new JsonObject
+            var details = new JsonObject
             {
                 ["name"] = name,
                 ["version"] = number,
-                ["checkpoint"] = checkpoint.Directory,
+                ["checkpoint"] = directory,
                 ["manifest_sha256"] = checkpoint.ManifestSha256,
-            }));
+            };
+            if (copiedFrom is not null) details["copied_from"] = copiedFrom;
+            audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelRegistered, details));
             if (alias is not null) MoveAlias(transaction, name, number, alias, actor);
             return number;
         });
@@ -161,13 +205,14 @@ public sealed class ModelRegistry
         });
     }
 
-    /// <summary>Deletes a version from the registry (its checkpoint's files are left where they
-    /// are); its number is not given again.</summary>
+    /// <summary>Deletes a version from the registry; its number is not given again. The
+    /// registry's own copy of its checkpoint is removed with it (unless another version refers to
+    /// that folder); a folder of the user's is left where it is.</summary>
     /// <exception cref="TrustUserException">No such version (NotFound), or aliases point at it.</exception>
     public ModelVersion Delete(string name, int version, string actor)
     {
         ModelReference.ValidateName(name);
-        return database.Write(transaction =>
+        var (deleted, shared) = database.Write(transaction =>
         {
             var connection = transaction.Connection!;
             var found = Versions(connection, transaction, "WHERE v.name = $name AND v.version = $version", ("$name", name), ("$version", version));
@@ -177,14 +222,22 @@ public sealed class ModelRegistry
                 throw new TrustUserException($"model {deleted.Reference} is what {string.Join(", ", deleted.Aliases.Select(a => $"{name}@{a}"))} points at; " +
                     $"move {(deleted.Aliases.Count == 1 ? "that alias" : "those aliases")} to another version, or remove {(deleted.Aliases.Count == 1 ? "it" : "them")}, first");
             Run(connection, transaction, "DELETE FROM model_versions WHERE name = $name AND version = $version", ("$name", name), ("$version", version));
+            // A version registered without --copy from the folder of a copy refers to it too
+            // (by another case of its name, where the file system ignores case).
+            var shared = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE checkpoint = $checkpoint COLLATE NOCASE", ("$checkpoint", deleted.Checkpoint.Directory)) is not null;
             audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelVersionDeleted, new JsonObject
             {
                 ["name"] = name,
                 ["version"] = version,
                 ["checkpoint"] = deleted.Checkpoint.Directory,
+                ["copy_removed"] = deleted.IsCopy && !shared,
             }));
-            return deleted;
+            return (deleted, shared);
         });
+        // After the commit: a crash between the two leaves a folder no version refers to, under a
+        // number never given again, rather than a version whose files are gone.
+        if (deleted.IsCopy && !shared) ModelCopies.Remove(deleted.Checkpoint.Directory);
+        return deleted;
     }
 
     /// <summary>Sets or moves an alias in one statement, with its audit entry; returns the
@@ -218,7 +271,7 @@ public sealed class ModelRegistry
             : $"no model named '{reference.Name}' is registered; see the registered names with `{ListCommand}`") { NotFound = true };
     }
 
-    static List<ModelVersion> Versions(SqliteConnection connection, SqliteTransaction? transaction, string where, params (string Name, object? Value)[] parameters)
+    List<ModelVersion> Versions(SqliteConnection connection, SqliteTransaction? transaction, string where, params (string Name, object? Value)[] parameters)
     {
         using var command = Command(connection, $"""
             SELECT v.name, v.version, v.checkpoint, v.manifest_sha256, v.architecture, v.parameters, v.context_length, v.tokenizer, v.description, v.created_at, v.created_by,
@@ -232,7 +285,8 @@ public sealed class ModelRegistry
             versions.Add(new ModelVersion(reader.GetString(0), reader.GetInt32(1),
                 new RegisteredCheckpoint(reader.GetString(2), reader.GetString(3), new ModelSummary(reader.GetString(4), reader.GetInt64(5), reader.GetInt32(6), reader.GetString(7))),
                 reader.IsDBNull(8) ? null : reader.GetString(8), ParseTime(reader.GetString(9)), reader.GetString(10),
-                reader.IsDBNull(11) ? [] : reader.GetString(11).Split('\n')));
+                reader.IsDBNull(11) ? [] : reader.GetString(11).Split('\n'),
+                IsCopy: reader.GetString(2) == copies.FolderOf(reader.GetString(0), reader.GetInt32(1))));
         return versions;
     }
 

@@ -27,12 +27,24 @@ public interface ICheckpointReader
     /// <exception cref="TrustUserException">The folder is missing, holds no checkpoint, or one
     /// whose files do not match its manifest.</exception>
     RegisteredCheckpoint Read(string path);
+
+    /// <summary>The checkpoint folder a run or checkpoint folder means, and the files it is made
+    /// of (its manifest and the files that lists), for a copy; nothing is verified here, the copy
+    /// is (<see cref="Read"/>).</summary>
+    /// <exception cref="TrustUserException">The folder is missing or holds no checkpoint.</exception>
+    CheckpointFiles Locate(string path);
 }
+
+/// <summary>A checkpoint folder and the names of the files it is made of.</summary>
+public sealed record CheckpointFiles(string Directory, IReadOnlyList<string> Files);
 
 /// <summary>One registered version: immutable once made, except for the aliases that point at it.</summary>
 /// <param name="CreatedBy">The actor, as the audit log names actors (cli:user, a key's id).</param>
+/// <param name="IsCopy">Whether the checkpoint is the registry's own copy (`models register
+/// --copy`, in the data directory's models/NAME/VERSION), which deleting the version removes;
+/// otherwise it is a folder of the user's (a run's checkpoints/best), which training on rewrites.</param>
 public sealed record ModelVersion(string Name, int Version, RegisteredCheckpoint Checkpoint, string? Description, DateTimeOffset CreatedAt, string CreatedBy,
-    IReadOnlyList<string> Aliases)
+    IReadOnlyList<string> Aliases, bool IsCopy)
 {
     /// <summary>NAME:VERSION, the reference that names this version for good.</summary>
     public string Reference => $"{Name}:{Version.ToString(CultureInfo.InvariantCulture)}";

@@ -71,6 +71,9 @@ public sealed record ServeOptions
     /// <summary>How the models write tool calls, for tool_choice "auto" (--tool-call-parser, as
     /// vLLM's); null: each model's chat template says, where it does.</summary>
     public ToolCallParser? ToolCallParser { get; init; }
+    /// <summary>Called with a line for the operator where something is served that may not be
+    /// what was meant (a folder whose name is also a registered model's), before any model loads.</summary>
+    public Action<string>? Warning { get; init; }
     /// <summary>Called once the server listens, with its root URL (StratusServer.RootUrl), before
     /// the models load: what is quick to check has passed, and probes are answered.</summary>
     public Action<Uri>? LoadingModels { get; init; }
@@ -117,7 +120,7 @@ public sealed class StratusServer : IAsyncDisposable
         if (options.Trust.InsecureNoAuth) ForwardedClients.EnsureOnThisMachine(options.ForwardedAllowIps);
         // Registered references become their checkpoints here, before any model loads.
         var registered = new Lazy<Stratus.Platform.ModelRegistry>(() => Stratus.Platform.ModelRegistry.Open(Stratus.Platform.StratusHome.Resolve(options.Trust.DataDir), RegistryCheckpoints.Instance));
-        options = options with { Models = [.. options.Models.Select(spec => spec.ResolveRegistered(registered))] };
+        options = options with { Models = [.. options.Models.Select(spec => spec.ResolveRegistered(registered, options.Warning))] };
         ServedModels.EnsureDistinctNames(options.Models);
         // A model's name is its deployment name for safety policies and usage.
         foreach (var spec in options.Models)
@@ -131,14 +134,14 @@ public sealed class StratusServer : IAsyncDisposable
                 throw new StratusUserException($"{e.Message} Name the model with --model NAME=DIR.");
             }
         }
-        var registry = new ServedModels { IsLoading = true };
+        var servedModels = new ServedModels { IsLoading = true };
         WebApplication? app = null;
         var started = false;
         Task? loading = null;
         try
         {
             // Opens the data directory and its database.
-            app = Build(options, registry);
+            app = Build(options, servedModels);
             // Opened now, so that a path it cannot write is refused before the server starts.
             app.Services.GetService<AccessLog>();
             var trust = app.Services.GetRequiredService<StratusTrust>();
@@ -165,7 +168,7 @@ public sealed class StratusServer : IAsyncDisposable
             options.LoadingModels?.Invoke(root);
             loading = Task.Run(() =>
             {
-                foreach (var spec in options.Models) registry.Add(ServedModel.Load(spec, options.Engine, options.Device, options.ToolCallParser));
+                foreach (var spec in options.Models) servedModels.Add(ServedModel.Load(spec, options.Engine, options.Device, options.ToolCallParser));
             });
             // The host takes SIGINT and SIGTERM once it listens: one during the load, or the
             // caller's token, stops the server then, not after a load that cannot be broken off.
@@ -173,10 +176,10 @@ public sealed class StratusServer : IAsyncDisposable
                 if (await Task.WhenAny(Task.Delay(Timeout.Infinite, stopping.Token), loading) != loading)
                     throw new OperationCanceledException("the server was stopped while its models loaded", cancellation.IsCancellationRequested ? cancellation : app.Lifetime.ApplicationStopping);
             await loading;
-            registry.IsLoading = false;
-            foreach (var model in registry.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", cancellation);
-            systemd.Ready(registry.All.Select(model => model.Name), root);
-            return new StratusServer(app, registry, root) { ListensOnEveryAddress = listening.Host != root.Host };
+            servedModels.IsLoading = false;
+            foreach (var model in servedModels.All) await trust.RecordModelDeployedAsync(model.Name, model.CheckpointDirectory ?? "(in memory)", model.RegisteredVersion, cancellation);
+            systemd.Ready(servedModels.All.Select(model => model.Name), root);
+            return new StratusServer(app, servedModels, root) { ListensOnEveryAddress = listening.Host != root.Host };
         }
         catch
         {
@@ -184,8 +187,8 @@ public sealed class StratusServer : IAsyncDisposable
             if (started) await app!.StopAsync(CancellationToken.None);
             if (app is not null) await app.DisposeAsync();
             // A model still loading is disposed with the others once it has loaded.
-            if (loading is { IsCompleted: false }) _ = loading.ContinueWith(_ => registry.Dispose(), TaskScheduler.Default);
-            else registry.Dispose();
+            if (loading is { IsCompleted: false }) _ = loading.ContinueWith(_ => servedModels.Dispose(), TaskScheduler.Default);
+            else servedModels.Dispose();
             throw;
         }
     }
@@ -228,7 +231,7 @@ public sealed class StratusServer : IAsyncDisposable
     internal static WebApplicationBuilder CreateBuilder() =>
         WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = ["--hostBuilder:reloadConfigOnChange=false"] });
 
-    static WebApplication Build(ServeOptions options, ServedModels registry)
+    static WebApplication Build(ServeOptions options, ServedModels servedModels)
     {
         var builder = CreateBuilder();
         builder.Logging.SetMinimumLevel(options.MinimumLogLevel);
@@ -259,7 +262,7 @@ public sealed class StratusServer : IAsyncDisposable
             // folder, on any address, that nothing printed or checked but --insecure-no-auth.
             kestrel.Configure();
         });
-        builder.Services.AddSingleton(registry);
+        builder.Services.AddSingleton(servedModels);
         builder.Services.AddSingleton<ServingMetrics>();
         // The container disposes it after the host has stopped, so the requests ended then are in it.
         if (options.AccessLog is { } accessLog) builder.Services.AddSingleton(services => AccessLog.Open(accessLog, services.GetRequiredService<ILogger<AccessLog>>()));

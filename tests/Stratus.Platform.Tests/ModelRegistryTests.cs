@@ -1,6 +1,7 @@
 // The registry's own rules, over a checkpoint reader that stands in for Core's (this project
 // has no libtorch): references parsed in one place, names and aliases of a safe charset, and a
-// database of schema version 3 (before the registry) migrated with its keys and audit chain kept.
+// database of schema version 3 (before the registry) migrated with its keys and audit chain kept;
+// the registry's own copies (--copy): placed whole or not at all, removed with their version alone.
 // Real checkpoints: Stratus.Server.Tests' ModelRegistryTests.
 using System.Security.Cryptography;
 using System.Text;
@@ -10,13 +11,22 @@ using Stratus.Safety;
 namespace Stratus.Platform.Tests;
 
 /// <summary>A "checkpoint" is a folder with a manifest.json; its hash is the manifest's.</summary>
-sealed class ManifestFolders : ICheckpointReader
+/// <param name="refuse">Paths whose reading fails as a damaged checkpoint's does.</param>
+sealed class ManifestFolders(Func<string, bool>? refuse = null) : ICheckpointReader
 {
     public RegisteredCheckpoint Read(string path)
     {
+        if (refuse?.Invoke(path) == true) throw new TrustUserException($"checkpoint {path} is corrupt: model.safetensors does not match its sha256 in manifest.json");
         var manifest = Path.Combine(path, "manifest.json");
         if (!File.Exists(manifest)) throw new TrustUserException($"{path} is not a Stratus checkpoint (no manifest.json)");
         return new RegisteredCheckpoint(Path.GetFullPath(path), Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(manifest))), new ModelSummary("gpt2", 1234, 64, "char"));
+    }
+
+    /// <summary>Every file of the folder.</summary>
+    public CheckpointFiles Locate(string path)
+    {
+        if (!File.Exists(Path.Combine(path, "manifest.json"))) throw new TrustUserException($"{path} is not a Stratus checkpoint (no manifest.json)");
+        return new CheckpointFiles(Path.GetFullPath(path), [.. Directory.EnumerateFiles(path).Select(file => Path.GetFileName(file))]);
     }
 }
 
@@ -173,6 +183,93 @@ public sealed class ModelRegistryTests : IDisposable
         Assert.Equal(3, verification.EntriesChecked);
         Assert.Equal([AuditActions.KeyCreated, AuditActions.ModelRegistered, AuditActions.ModelAliasSet],
             (await stores.Audit.ReadAsync(new AuditQuery())).Select(e => e.Action));
+    }
+
+    string Copies => Path.Combine(directory, ModelRegistry.CopiesFolder);
+
+    /// <summary>Saves a "checkpoint" again as Core's Checkpoint.Save does: a new folder renamed
+    /// over the old one, whose files are removed, not rewritten.</summary>
+    void SaveAgain(string folder, string manifest)
+    {
+        var temporary = folder + ".tmp";
+        Directory.CreateDirectory(temporary);
+        File.WriteAllText(Path.Combine(temporary, "manifest.json"), manifest);
+        File.WriteAllText(Path.Combine(temporary, "model.safetensors"), manifest + " weights");
+        Directory.Move(folder, folder + ".old");
+        Directory.Move(temporary, folder);
+        Directory.Delete(folder + ".old", recursive: true);
+    }
+
+    [Fact]
+    public void A_copied_version_outlives_its_folder_saved_again_and_goes_with_its_version()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        var run = Checkpoint("run", """{"step": 1}""");
+        File.WriteAllText(Path.Combine(run, "model.safetensors"), "step 1 weights");
+        var copied = registry.Register(run, "shk", null, null, "t", copy: true);
+        var inPlace = registry.Register(run, "shk", null, null, "t");
+        Assert.Equal((true, Path.Combine(Copies, "shk", "1")), (copied.IsCopy, copied.Checkpoint.Directory));
+        Assert.False(inPlace.IsCopy);
+        Assert.Equal(["manifest.json", "model.safetensors"], Directory.EnumerateFiles(copied.Checkpoint.Directory).Select(Path.GetFileName).Order());
+        Assert.Equal(["shk"], Directory.EnumerateFileSystemEntries(Copies).Select(Path.GetFileName));
+
+        SaveAgain(run, """{"step": 2}""");
+        Assert.Null(registry.Check(registry.Find(ModelReference.Parse("shk:1"))));
+        Assert.Equal("step 1 weights", File.ReadAllText(Path.Combine(copied.Checkpoint.Directory, "model.safetensors")));
+        Assert.NotNull(registry.Check(registry.Find(ModelReference.Parse("shk:2"))));
+
+        registry.Delete("shk", 1, "t");
+        Assert.False(Directory.Exists(copied.Checkpoint.Directory));
+        // A folder of the user's stays.
+        registry.Delete("shk", 2, "t");
+        Assert.True(File.Exists(Path.Combine(run, "model.safetensors")));
+    }
+
+    [Fact]
+    public void A_copy_another_version_refers_to_is_not_removed_with_its_own_version()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        var copied = registry.Register(Checkpoint("run"), "shk", null, null, "t", copy: true);
+        var sharing = registry.Register(copied.Checkpoint.Directory, "other", null, null, "t");
+        Assert.False(sharing.IsCopy);
+        registry.Delete("shk", 1, "t");
+        Assert.True(File.Exists(Path.Combine(copied.Checkpoint.Directory, "manifest.json")));
+        Assert.Null(registry.Check(sharing));
+    }
+
+    [Fact]
+    public void A_register_that_died_mid_copy_leaves_nothing_that_blocks_the_name()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        // What registers killed at each step leave: a folder being filled (its lock released by
+        // the system), one whose lock file was not made yet, and a copy renamed into place whose
+        // transaction never committed (version 1 was never given).
+        Directory.CreateDirectory(Path.Combine(Copies, ".incoming-killed"));
+        File.WriteAllText(Path.Combine(Copies, ".incoming-killed.lock"), "");
+        Directory.CreateDirectory(Path.Combine(Copies, ".incoming-unlocked"));
+        Checkpoint(Path.Combine(ModelRegistry.CopiesFolder, "shk", "1"), "half");
+        // And one still copying, which is left to its register.
+        Directory.CreateDirectory(Path.Combine(Copies, ".incoming-live"));
+        using (new FileStream(Path.Combine(Copies, ".incoming-live.lock"), FileMode.Create, FileAccess.ReadWrite, FileShare.None))
+        {
+            var version = registry.Register(Checkpoint("run", """{"whole": true}"""), "shk", null, null, "t", copy: true);
+            Assert.Equal(1, version.Version);
+            Assert.Equal("""{"whole": true}""", File.ReadAllText(Path.Combine(version.Checkpoint.Directory, "manifest.json")));
+            Assert.Null(registry.Check(version));
+        }
+        Assert.Equal([".incoming-live", ".incoming-live.lock", "shk"], Directory.EnumerateFileSystemEntries(Copies).Select(Path.GetFileName).Order());
+    }
+
+    [Fact]
+    public void A_copy_that_does_not_verify_registers_nothing_and_leaves_no_folder()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders(refuse: path => path.StartsWith(Copies, StringComparison.Ordinal)));
+        var run = Checkpoint("run");
+        var error = Assert.Throws<TrustUserException>(() => registry.Register(run, "shk", null, null, "t", copy: true));
+        Assert.StartsWith($"{run} changed while it was copied (checkpoint ", error.Message);
+        Assert.EndsWith("; register it again", error.Message);
+        Assert.Empty(registry.List());
+        Assert.Empty(Directory.EnumerateFileSystemEntries(Copies));
     }
 
     public void Dispose()

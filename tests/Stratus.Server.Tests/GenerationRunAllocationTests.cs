@@ -36,10 +36,10 @@ public sealed class GenerationRunAllocationTests
         var tokenizer = ByteLevelModelServer.CreateTokenizer();
         torch.manual_seed(11);
         var model = new Gpt(new ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 1024, NLayer = 1, NHead = 2, NEmbd = 32, Bias = false });
-        using var registry = new ServedModels();
+        using var servedModels = new ServedModels();
         var served = new ServedModel("tiny", new InferenceEngine(model, tokenizer), ChatTemplate.For(tokenizer));
-        registry.Add(served);
-        using var metrics = new ServingMetrics(registry);
+        servedModels.Add(served);
+        using var metrics = new ServingMetrics(servedModels);
         using var shutdown = new ServerShutdown(TimeSpan.Zero);
         var prompt = tokenizer.Encode("ab");
 

@@ -1,7 +1,9 @@
 // The model registry over real tiny checkpoints: versions numbered per name, aliases that move,
 // a checkpoint whose files changed refused when its version is resolved, a delete refused under
 // an alias, every change in a verifying audit chain; serve by a registered reference, under the
-// registered name; and GET /api/models and /api/models/{name} (admin scope, 404 for a name unknown).
+// registered name, which /v1/models, /api/serving and the audit log say; a version registered as a
+// copy served after its run saved again; and GET /api/models and /api/models/{name} (admin scope,
+// 404 for a name unknown).
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json.Nodes;
@@ -122,6 +124,53 @@ public sealed class ModelRegistryTests : IDisposable
         var models = JsonNode.Parse(await client.GetStringAsync("v1/models"))!["data"]!.AsArray();
         Assert.Equal("shk", (string)Assert.Single(models)!["id"]!);
         Assert.Equal(Path.Combine(folder, "a", "checkpoints", "best"), server.Models.All.Single().CheckpointDirectory);
+    }
+
+    [Fact]
+    public async Task A_model_served_by_reference_says_which_version_in_v1_models_api_serving_and_its_audit_entry()
+    {
+        var registry = Registry();
+        registry.Register(Run("a"), "shk", null, "production", "tests");
+        registry.Register(Run("b"), "shk", null, null, "tests");
+        await using var server = await StratusServer.StartAsync(new ServeOptions
+        {
+            Models = [ModelSpec.Parse("shk@production"), new ModelSpec(Run("c"), "tiny")],
+            Port = 0,
+            Engine = new EngineOptions { BlockSize = 8, MaxBatchSize = 4 },
+            Trust = new Trust.TrustOptions { DataDir = DataDir, InsecureNoAuth = true },
+        });
+        using var client = new HttpClient { BaseAddress = server.RootUrl };
+        var models = JsonNode.Parse(await client.GetStringAsync("v1/models"))!["data"]!.AsArray();
+        Assert.Equal([("shk", "shk:1"), ("tiny", null)], models.Select(m => ((string)m!["id"]!, (string?)m["registered_version"])));
+        // A model served from a folder has no such field, rather than a null one.
+        Assert.False(models[1]!.AsObject().ContainsKey("registered_version"));
+        Assert.Equal("shk:1", (string)JsonNode.Parse(await client.GetStringAsync("v1/models/shk"))!["registered_version"]!);
+        var serving = JsonNode.Parse(await client.GetStringAsync("api/serving"))!["models"]!.AsArray();
+        Assert.Equal([("shk", "shk:1"), ("tiny", null)], serving.Select(m => ((string)m!["id"]!, (string?)m["registered_version"])));
+
+        var deployed = (await PlatformStores.OpenSqlite(DataDir).Audit.ReadAsync(new AuditQuery())).Where(e => e.Action == AuditActions.ModelDeployed).Select(e => JsonNode.Parse(e.Details)!).ToArray();
+        Assert.Equal([("shk", "shk:1", Path.Combine(folder, "a", "checkpoints", "best")), ("tiny", null, Path.Combine(folder, "c", "checkpoints", "best"))],
+            deployed.Select(e => ((string)e["model"]!, (string?)e["registered_version"], (string)e["source"]!)));
+    }
+
+    [Fact]
+    public async Task A_version_registered_as_a_copy_is_served_after_its_run_saved_its_checkpoint_again()
+    {
+        var registry = Registry();
+        var run = Run("a");
+        var copied = registry.Register(run, "shk", null, "production", "tests", copy: true);
+        Assert.Equal((true, Path.Combine(DataDir, "models", "shk", "1")), (copied.IsCopy, copied.Checkpoint.Directory));
+        // The run trains on: Checkpoint.Save replaces checkpoints/best with a new folder.
+        TinyModelServer.CreateCheckpoint(Path.Combine(run, "checkpoints", "best"), context: 32);
+        await using var server = await StratusServer.StartAsync(new ServeOptions
+        {
+            Models = [ModelSpec.Parse("shk@production")],
+            Port = 0,
+            Engine = new EngineOptions { BlockSize = 8, MaxBatchSize = 4 },
+            Trust = new Trust.TrustOptions { DataDir = DataDir, InsecureNoAuth = true },
+        });
+        var served = server.Models.All.Single();
+        Assert.Equal((copied.Checkpoint.Directory, 16, "shk:1"), (served.CheckpointDirectory, served.ContextLength, served.RegisteredVersion));
     }
 
     [Fact]

@@ -102,26 +102,9 @@ public sealed class Checkpoint
     public static Checkpoint Open(string directory)
     {
         directory = Recover(directory);
-        var manifestPath = Path.Combine(directory, ManifestFile);
-        if (!File.Exists(manifestPath))
-            throw new StratusUserException($"{directory} is not a Stratus checkpoint (no {ManifestFile}); pass a run folder or one of its checkpoints/last or checkpoints/best");
-        // Through JsonText, as train_config.json below: a string that is no text (half a
-        // surrogate pair) would otherwise throw where it is read, naming neither file nor problem.
-        var manifest = JsonText.ParseFile(manifestPath, hint: $"The checkpoint is corrupt; {IfDamaged(directory)}.") as JsonObject
-            ?? throw new StratusUserException($"{manifestPath} is corrupt (not a JSON object); {IfDamaged(directory)}");
-        if (!(manifest["format"] is JsonValue format && format.TryGetValue<string>(out var name) && name == Format))
-            throw new StratusUserException($"{directory} is not a Stratus checkpoint (manifest format '{manifest["format"]}')");
-        if (!(manifest["version"] is JsonValue version && version.TryGetValue<int>(out var number) && number == FormatVersion))
-            throw new StratusUserException($"{directory} has checkpoint format version {manifest["version"]}; this Stratus reads version {FormatVersion}");
-        // Every file read below must be one the manifest vouches for.
-        if (manifest["files"] is not JsonObject files || !files.ContainsKey(ModelFile))
-            throw new StratusUserException($"{manifestPath} is corrupt (it lists no {ModelFile}); {IfDamaged(directory)}");
+        var files = ListedFiles(directory);
         foreach (var (file, hash) in files)
         {
-            // A file of this folder, by name: a path ("../x", "/dev/zero") would be hashed and read
-            // from anywhere.
-            if (Path.GetFileName(file) != file || file is "." or "..")
-                throw new StratusUserException($"{manifestPath} is corrupt: it lists '{file}', which is not a file name of the checkpoint; {IfDamaged(directory)}");
             var path = Path.Combine(directory, file);
             if (!File.Exists(path)) throw new StratusUserException($"checkpoint {directory} is incomplete: {file} is missing; {IfDamaged(directory)}");
             if (!(hash is JsonValue value && value.TryGetValue<string>(out var expected)) || FileHash.Sha256(path) != expected)
@@ -151,6 +134,38 @@ public sealed class Checkpoint
             throw new StratusUserException($"checkpoint {directory} is inconsistent: its tokenizer has {tokenizer.VocabSize} tokens but the model embeds {model.VocabSize}; restore the checkpoint or train again");
         var contentHash = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(files.ToJsonString())));
         return new Checkpoint(directory, model, train, tokenizer, state, contentHash);
+    }
+
+    /// <summary>The files a checkpoint folder is made of: its manifest and the files that
+    /// lists, by name (for a copy of the folder, which <see cref="Open"/> then verifies).</summary>
+    public static IReadOnlyList<string> FileNames(string directory) => [ManifestFile, .. ListedFiles(directory).Select(file => file.Key)];
+
+    /// <summary>The manifest's files and their hashes, each a file name of the folder; not yet
+    /// compared with the files.</summary>
+    static JsonObject ListedFiles(string directory)
+    {
+        var manifestPath = Path.Combine(directory, ManifestFile);
+        if (!File.Exists(manifestPath))
+            throw new StratusUserException($"{directory} is not a Stratus checkpoint (no {ManifestFile}); pass a run folder or one of its checkpoints/last or checkpoints/best");
+        // Through JsonText, as Open reads train_config.json: a string that is no text (half a
+        // surrogate pair) would otherwise throw where it is read, naming neither file nor problem.
+        var manifest = JsonText.ParseFile(manifestPath, hint: $"The checkpoint is corrupt; {IfDamaged(directory)}.") as JsonObject
+            ?? throw new StratusUserException($"{manifestPath} is corrupt (not a JSON object); {IfDamaged(directory)}");
+        if (!(manifest["format"] is JsonValue format && format.TryGetValue<string>(out var name) && name == Format))
+            throw new StratusUserException($"{directory} is not a Stratus checkpoint (manifest format '{manifest["format"]}')");
+        if (!(manifest["version"] is JsonValue version && version.TryGetValue<int>(out var number) && number == FormatVersion))
+            throw new StratusUserException($"{directory} has checkpoint format version {manifest["version"]}; this Stratus reads version {FormatVersion}");
+        // Every file read must be one the manifest vouches for.
+        if (manifest["files"] is not JsonObject files || !files.ContainsKey(ModelFile))
+            throw new StratusUserException($"{manifestPath} is corrupt (it lists no {ModelFile}); {IfDamaged(directory)}");
+        foreach (var (file, _) in files)
+        {
+            // A file of this folder, by name: a path ("../x", "/dev/zero") would be hashed and read
+            // from anywhere.
+            if (Path.GetFileName(file) != file || file is "." or "..")
+                throw new StratusUserException($"{manifestPath} is corrupt: it lists '{file}', which is not a file name of the checkpoint; {IfDamaged(directory)}");
+        }
+        return files;
     }
 
     /// <summary>What to do with a corrupt or incomplete checkpoint: a run's other one is there to

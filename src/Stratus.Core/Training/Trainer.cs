@@ -160,6 +160,12 @@ public sealed class Trainer : IDisposable
 
     public string RunDirectory => runDirectory;
 
+    /// <summary>The checkpoint folders this run saves, each replaced whole when saved again:
+    /// checkpoints/best and checkpoints/last, absolute.</summary>
+    public IReadOnlyList<string> CheckpointDirectories => [CheckpointDirectory("best"), CheckpointDirectory("last")];
+
+    string CheckpointDirectory(string name) => Path.GetFullPath(Path.Combine(runDirectory, "checkpoints", name));
+
     /// <summary>Starts a new run in <paramref name="runDirectory"/> (an existing run there is
     /// replaced only if it has no checkpoint; otherwise use --resume), from the model in the run or
     /// checkpoint folder <paramref name="initFrom"/> where given. A trainer that does not
@@ -496,7 +502,7 @@ public sealed class Trainer : IDisposable
         using var scope = NewDisposeScope();
         var optimizerState = optimizer.StateDict();
         if (!communicator.IsMain) return;
-        var directory = Path.Combine(runDirectory, "checkpoints", name);
+        var directory = CheckpointDirectory(name);
         Checkpoint.Save(directory, model, Tokenizer, config, optimizerState, new TrainerState(step, bestValLoss), carriedFiles);
         CheckpointSaved?.Invoke(directory);
     }

@@ -19,7 +19,10 @@ public sealed record ModelList(IReadOnlyList<ModelCard> Data)
     public string Object => "list";
 }
 
-public sealed record ModelCard(string Id, long Created, int MaxModelLen)
+/// <param name="RegisteredVersion">NAME:VERSION of the model registry's version it was loaded from
+/// (`serve --model shk@production`); left out for a model served from a folder.</param>
+public sealed record ModelCard(string Id, long Created, int MaxModelLen,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? RegisteredVersion = null)
 {
     public string Object => "model";
     public string OwnedBy => "stratus";

@@ -15,7 +15,7 @@ public static partial class RequestParser
 
     /// <summary>What both generation endpoints read first: the body, the model it names (404
     /// when none; tagged on the request for logs and metrics), its sampling settings and n.</summary>
-    public static async Task<(T Body, ServedModel Model, GenerationRequest Sampling, int Choices)> ReadGenerationAsync<T>(HttpContext http, ServedModels registry)
+    public static async Task<(T Body, ServedModel Model, GenerationRequest Sampling, int Choices)> ReadGenerationAsync<T>(HttpContext http, ServedModels servedModels)
         where T : SamplingFields
     {
         var body = await OpenAiJson.ReadAsync<T>(http.Request, http.RequestAborted);
@@ -23,7 +23,7 @@ public static partial class RequestParser
         // As OpenAI: options for a stream that is not asked for are a client's mistake, not ignored.
         if (body.StreamOptions is not null && body.Stream != true)
             throw ApiException.Invalid("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options");
-        var model = registry.Get(body.Model);
+        var model = servedModels.Get(body.Model);
         http.Items[ErrorMiddleware.ModelItem] = model.Name;
         return (body, model, Sampling(body, model.Tokenizer), Choices(body.N));
     }

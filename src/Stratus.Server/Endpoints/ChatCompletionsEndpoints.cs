@@ -17,11 +17,11 @@ public static class ChatCompletionsEndpoints
         return group;
     }
 
-    static async Task Handle(HttpContext http, ServedModels registry, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters,
+    static async Task Handle(HttpContext http, ServedModels servedModels, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters,
         IEnumerable<IPromptScreen> screens)
     {
         var cancellation = http.RequestAborted;
-        var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<ChatCompletionRequest>(http, registry);
+        var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<ChatCompletionRequest>(http, servedModels);
         var tools = ChatToolsParser.Parse(body);
         var chat = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage, tools);
         // "auto" needs to know how the model writes a call; a forced call needs no parser.

@@ -19,11 +19,11 @@ public static class CompletionsEndpoints
         return group;
     }
 
-    static async Task Handle(HttpContext http, ServedModels registry, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters,
+    static async Task Handle(HttpContext http, ServedModels servedModels, ServingMetrics metrics, ServerShutdown shutdown, IEnumerable<IGenerationFilter> filters,
         IEnumerable<IPromptScreen> screens)
     {
         var cancellation = http.RequestAborted;
-        var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<CompletionRequest>(http, registry);
+        var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<CompletionRequest>(http, servedModels);
         var prompts = RequestParser.Prompts(body.Prompt);
         int? logprobs = body.Logprobs is null ? null : RequestParser.IntRange(body.Logprobs, 0, 0, 20, "logprobs");
         var tokenizer = model.Tokenizer;

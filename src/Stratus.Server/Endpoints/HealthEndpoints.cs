@@ -17,13 +17,13 @@ public static class HealthEndpoints
 {
     public static IEndpointRouteBuilder MapHealth(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/health", async (ServedModels registry, CancellationToken cancellation) =>
-            await registry.CheckHealthAsync(cancellation) is { } reason ? Unavailable(reason, "unhealthy") : Results.Text("ok"));
-        app.MapGet("/ready", async (ServedModels registry, ServerShutdown shutdown, CancellationToken cancellation) =>
+        app.MapGet("/health", async (ServedModels servedModels, CancellationToken cancellation) =>
+            await servedModels.CheckHealthAsync(cancellation) is { } reason ? Unavailable(reason, "unhealthy") : Results.Text("ok"));
+        app.MapGet("/ready", async (ServedModels servedModels, ServerShutdown shutdown, CancellationToken cancellation) =>
         {
-            var reason = registry.IsLoading ? "the models are loading"
-                : registry.All.Count == 0 ? "no model is loaded"
-                : await registry.CheckHealthAsync(cancellation);
+            var reason = servedModels.IsLoading ? "the models are loading"
+                : servedModels.All.Count == 0 ? "no model is loaded"
+                : await servedModels.CheckHealthAsync(cancellation);
             // Asked last: a probe whose health check was running as the server began stopping says so too.
             if (shutdown.HasBegun) return Unavailable("it is shutting down", "draining");
             return reason is null ? Results.Text("ready") : Unavailable(reason, "not_ready");

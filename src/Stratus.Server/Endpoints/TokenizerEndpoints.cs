@@ -10,10 +10,10 @@ public static class TokenizerEndpoints
 {
     public static IEndpointRouteBuilder MapTokenizer(this IEndpointRouteBuilder app)
     {
-        app.MapPost("/tokenize", async (HttpContext http, ServedModels registry) =>
+        app.MapPost("/tokenize", async (HttpContext http, ServedModels servedModels) =>
         {
             var body = await OpenAiJson.ReadAsync<TokenizeRequest>(http.Request, http.RequestAborted);
-            var model = registry.Get(body.Model, allowDefault: true);
+            var model = servedModels.Get(body.Model, allowDefault: true);
             string text;
             // Tools are rendered as a chat with them renders its prompt, so the count is its prompt_tokens.
             if (body.Messages is not null) text = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage, ChatToolsParser.Parse(body.Tools)).Render(model.Template);
@@ -26,10 +26,10 @@ public static class TokenizerEndpoints
                 body.AddSpecialTokens ?? (body.Messages is null || model.Template.AddSpecialTokens));
             await http.Response.WriteAsJsonAsync(new TokenizeResponse(tokens, tokens.Length, model.ContextLength), OpenAiJson.Options, http.RequestAborted);
         });
-        app.MapPost("/detokenize", async (HttpContext http, ServedModels registry) =>
+        app.MapPost("/detokenize", async (HttpContext http, ServedModels servedModels) =>
         {
             var body = await OpenAiJson.ReadAsync<DetokenizeRequest>(http.Request, http.RequestAborted);
-            var model = registry.Get(body.Model, allowDefault: true);
+            var model = servedModels.Get(body.Model, allowDefault: true);
             var tokens = body.Tokens ?? throw ApiException.Invalid("Missing required parameter: 'tokens'.", "tokens", "missing_required_parameter");
             RequestParser.CheckTokenIds(tokens, model.Tokenizer.VocabSize, "tokens");
             await http.Response.WriteAsJsonAsync(new DetokenizeResponse(model.Tokenizer.Decode(tokens)), OpenAiJson.Options, http.RequestAborted);

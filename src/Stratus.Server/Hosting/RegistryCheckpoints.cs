@@ -1,6 +1,7 @@
 // The model registry's reader of checkpoints: Core's Checkpoint resolves a run folder as every
 // verb does (checkpoints/best, else last) and verifies each file against the manifest; the
-// summary comes from model.json and the weights' safetensors header, no weight read.
+// summary comes from model.json and the weights' safetensors header, no weight read. Locate
+// names the files of a checkpoint for the registry's copy of it (`models register --copy`).
 using Stratus.Formats;
 using Stratus.Platform;
 using Stratus.Safety;
@@ -24,6 +25,19 @@ public sealed class RegistryCheckpoints : ICheckpointReader
                 new ModelSummary(config.Architecture, Parameters(checkpoint.Directory), config.BlockSize, checkpoint.Tokenizer.Kind));
         }
         // The registry lives below Core and knows the trust layer's user error.
+        catch (StratusUserException e)
+        {
+            throw new TrustUserException(e.Message, e);
+        }
+    }
+
+    public CheckpointFiles Locate(string path)
+    {
+        try
+        {
+            var directory = Checkpoint.Resolve(path);
+            return new CheckpointFiles(Path.GetFullPath(directory), Checkpoint.FileNames(directory));
+        }
         catch (StratusUserException e)
         {
             throw new TrustUserException(e.Message, e);

@@ -20,13 +20,19 @@ public sealed record ModelSpec(string Path, string? Name = null, ModelVersion? R
     /// <summary>The spec with a registered reference (NAME, NAME:VERSION, NAME@ALIAS) in
     /// <see cref="Path"/> replaced by the version's checkpoint, its files checked against the
     /// manifest it was registered with, served under the registered name unless NAME= gave one.
-    /// A path that exists is a path, whatever it reads as; <paramref name="registry"/> is opened
-    /// only for a reference.</summary>
+    /// A path that exists is a path, whatever it reads as (<paramref name="warn"/> is told when it
+    /// also names a registered version); <paramref name="registry"/> is opened only for what reads
+    /// as a reference.</summary>
     /// <exception cref="StratusUserException">Neither a folder nor a registered version, or a
     /// version whose files changed.</exception>
-    public ModelSpec ResolveRegistered(Lazy<ModelRegistry> registry)
+    public ModelSpec ResolveRegistered(Lazy<ModelRegistry> registry, Action<string>? warn = null)
     {
-        if (Directory.Exists(Path) || File.Exists(Path) || !ModelReference.TryParse(Path, out var reference)) return this;
+        if (!ModelReference.TryParse(Path, out var reference)) return this;
+        if (Directory.Exists(Path) || File.Exists(Path))
+        {
+            if (warn is not null && Shadowed(registry.Value, reference!) is { } shadowed) warn(shadowed);
+            return this;
+        }
         try
         {
             var version = registry.Value.Resolve(reference!);
@@ -40,6 +46,24 @@ public sealed record ModelSpec(string Path, string? Name = null, ModelVersion? R
         {
             throw new StratusUserException(e.Message, e);
         }
+    }
+
+    /// <summary>One line saying that <see cref="Path"/>, served as a folder, also names a
+    /// registered version, and how to name each; null where it names none.</summary>
+    string? Shadowed(ModelRegistry registry, ModelReference reference)
+    {
+        ModelVersion version;
+        try
+        {
+            version = registry.Find(reference);
+        }
+        catch (TrustUserException)
+        {
+            return null;
+        }
+        var others = new[] { version.Reference }.Concat(version.Aliases.Select(alias => $"{version.Name}@{alias}")).Where(other => other != Path).ToArray();
+        return $"{Path} is a folder here and a registered model's reference ({version.Reference}); serving the folder. Give ./{Path} for the folder, " +
+            (others.Length > 0 ? $"or {string.Join(" or ", others)} for the registered version" : "or rename the folder to serve the registered version");
     }
 
     /// <summary>Parses the CLI's `--model dir` or `--model name=dir`.</summary>
@@ -69,12 +93,15 @@ public sealed class ServedModel : IDisposable
     readonly StratusChatClient? chatClient;
 
     /// <param name="toolCallParser">How the model writes tool calls (null: as its template calls for, where it does).</param>
-    public ServedModel(string name, InferenceEngine engine, ChatTemplate template, string? checkpointDirectory = null, ToolCallParser? toolCallParser = null)
-        : this(name, engine, template, null, checkpointDirectory, toolCallParser) { }
+    /// <param name="registeredVersion">NAME:VERSION of the registered version it was loaded from, if any.</param>
+    public ServedModel(string name, InferenceEngine engine, ChatTemplate template, string? checkpointDirectory = null, ToolCallParser? toolCallParser = null, string? registeredVersion = null)
+        : this(name, engine, template, null, checkpointDirectory, toolCallParser, registeredVersion) { }
 
-    ServedModel(string name, InferenceEngine engine, ChatTemplate? template, UnsupportedChatTemplate? unsupported, string? checkpointDirectory, ToolCallParser? toolCallParser)
+    ServedModel(string name, InferenceEngine engine, ChatTemplate? template, UnsupportedChatTemplate? unsupported, string? checkpointDirectory, ToolCallParser? toolCallParser,
+        string? registeredVersion)
     {
         Name = name;
+        RegisteredVersion = registeredVersion;
         Engine = engine;
         this.template = template;
         UnsupportedTemplate = unsupported;
@@ -93,6 +120,9 @@ public sealed class ServedModel : IDisposable
     /// Stratus cannot render (every chat path asks for it here).</summary>
     public ChatTemplate Template => template ?? throw CannotChat();
     public string? CheckpointDirectory { get; }
+    /// <summary>NAME:VERSION of the model registry's version this model was loaded from (`serve
+    /// --model shk@production`), which its name alone does not say; null for a folder served as one.</summary>
+    public string? RegisteredVersion { get; }
     public ITokenizer Tokenizer => Engine.Tokenizer;
     public int ContextLength => Engine.ContextLength;
     public long Created { get; } = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -120,7 +150,7 @@ public sealed class ServedModel : IDisposable
         var template = ChatTemplate.TryLoad(checkpoint.Directory, checkpoint.Tokenizer, out var unsupported) ?? (unsupported is null ? ChatTemplate.For(checkpoint.Tokenizer) : null);
         var model = checkpoint.CreateModel(device);
         var engine = new InferenceEngine(model, checkpoint.Tokenizer, engineOptions);
-        return new ServedModel(spec.ResolveName(), engine, template, unsupported, checkpoint.Directory, toolCallParser);
+        return new ServedModel(spec.ResolveName(), engine, template, unsupported, checkpoint.Directory, toolCallParser, spec.Registered?.Reference);
     }
 
     public void Dispose() => Engine.Dispose();

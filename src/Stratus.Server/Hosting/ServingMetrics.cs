@@ -21,7 +21,7 @@ public sealed class ServingMetrics : IDisposable
     readonly Meter meter;
     readonly Counter<long> requests, promptTokens, cachedPromptTokens, generationTokens;
     readonly Histogram<double> timeToFirstToken, timePerOutputToken, e2eLatency;
-    readonly ServedModels registry;
+    readonly ServedModels servedModels;
     // By model name; "" holds the requests refused before they named a served model.
     readonly ConcurrentDictionary<string, Totals> totals = new(StringComparer.Ordinal);
 
@@ -32,9 +32,9 @@ public sealed class ServingMetrics : IDisposable
         public readonly ConcurrentDictionary<string, long> Requests = new(StringComparer.Ordinal);
     }
 
-    public ServingMetrics(ServedModels registry)
+    public ServingMetrics(ServedModels servedModels)
     {
-        this.registry = registry;
+        this.servedModels = servedModels;
         meter = new Meter(MeterName);
         requests = meter.CreateCounter<long>("stratus.requests", description: "Requests by outcome: stop, length, cancelled, rejected (429, or 503 for a stopped engine), invalid (4xx of the serving API: /v1 but its admin paths, /tokenize, /detokenize), error (5xx, a failed model step, and a platform database the machine refuses).");
         promptTokens = meter.CreateCounter<long>("stratus.prompt_tokens", description: "Prompt tokens processed, of every request (those cancelled or failed too) whose prompt the model read whole.");
@@ -44,16 +44,16 @@ public sealed class ServingMetrics : IDisposable
         timeToFirstToken = meter.CreateHistogram("stratus.time_to_first_token", "s", "Time from request to the first generated token.", advice: advice);
         timePerOutputToken = meter.CreateHistogram("stratus.time_per_output_token", "s", "Mean time between generated tokens of each choice of a request.", advice: advice);
         e2eLatency = meter.CreateHistogram("stratus.e2e_request_latency", "s", "Time from request to its last token, of the requests that ran to their end (not those cancelled or failed).", advice: advice);
-        meter.CreateObservableGauge("stratus.num_requests_running", () => PerModel(registry, m => m.Engine.Running), description: "Sequences in the running batch.");
-        meter.CreateObservableGauge("stratus.num_requests_waiting", () => PerModel(registry, m => m.Engine.Waiting), description: "Sequences waiting for a slot.");
-        meter.CreateObservableGauge("stratus.kv_cache_usage_ratio", () => PerModel(registry, m => m.Engine.KvCacheUsage), description: "Fraction of KV-cache blocks in use (0 to 1).");
-        meter.CreateObservableGauge("stratus.max_decode_batch_size", () => PerModel(registry, m => m.Engine.MaxDecodeBatchSize), description: "The most sequences one decode call runs: --max-batch-size until a decode call runs out of the device's memory, then the most that fitted (one more is tried after 50 decode steps that fit).");
-        meter.CreateObservableCounter("stratus.requests_failed_alone", () => PerModel(registry, m => m.Engine.RequestsFailedAlone), description: "Requests whose own model call failed while the model runs a one-token probe (each a 503 model_step_failed: a prompt too large for the device's memory, an input the model fails on), the engine's health checks included.");
+        meter.CreateObservableGauge("stratus.num_requests_running", () => PerModel(servedModels, m => m.Engine.Running), description: "Sequences in the running batch.");
+        meter.CreateObservableGauge("stratus.num_requests_waiting", () => PerModel(servedModels, m => m.Engine.Waiting), description: "Sequences waiting for a slot.");
+        meter.CreateObservableGauge("stratus.kv_cache_usage_ratio", () => PerModel(servedModels, m => m.Engine.KvCacheUsage), description: "Fraction of KV-cache blocks in use (0 to 1).");
+        meter.CreateObservableGauge("stratus.max_decode_batch_size", () => PerModel(servedModels, m => m.Engine.MaxDecodeBatchSize), description: "The most sequences one decode call runs: --max-batch-size until a decode call runs out of the device's memory, then the most that fitted (one more is tried after 50 decode steps that fit).");
+        meter.CreateObservableCounter("stratus.requests_failed_alone", () => PerModel(servedModels, m => m.Engine.RequestsFailedAlone), description: "Requests whose own model call failed while the model runs a one-token probe (each a 503 model_step_failed: a prompt too large for the device's memory, an input the model fails on), the engine's health checks included.");
     }
 
-    static IEnumerable<Measurement<T>> PerModel<T>(ServedModels registry, Func<ServedModel, T> read) where T : struct
+    static IEnumerable<Measurement<T>> PerModel<T>(ServedModels servedModels, Func<ServedModel, T> read) where T : struct
     {
-        foreach (var model in registry.All) yield return new Measurement<T>(read(model), new KeyValuePair<string, object?>("model", model.Name));
+        foreach (var model in servedModels.All) yield return new Measurement<T>(read(model), new KeyValuePair<string, object?>("model", model.Name));
     }
 
     /// <summary>Whether a request to <paramref name="path"/> is the serving API's, whose outcomes
@@ -99,16 +99,16 @@ public sealed class ServingMetrics : IDisposable
     /// Rates are the reader's to compute, from two snapshots' counters and times.</summary>
     public ServingSnapshot Snapshot()
     {
-        var models = new List<ServedModelFigures>(registry.All.Count);
-        foreach (var model in registry.All)
+        var models = new List<ServedModelFigures>(servedModels.All.Count);
+        foreach (var model in servedModels.All)
         {
             var total = TotalsOf(model.Name);
             var engine = model.Engine;
-            models.Add(new ServedModelFigures(model.Name, engine.Device, engine.ContextLength, engine.IsHealthy, engine.Running, engine.Waiting,
+            models.Add(new ServedModelFigures(model.Name, model.RegisteredVersion, engine.Device, engine.ContextLength, engine.IsHealthy, engine.Running, engine.Waiting,
                 engine.KvCacheUsage, engine.MaxDecodeBatchSize, engine.RequestsFailedAlone, Interlocked.Read(ref total.PromptTokens),
                 Interlocked.Read(ref total.CachedPromptTokens), Interlocked.Read(ref total.GenerationTokens), Outcomes([total])));
         }
-        return new ServingSnapshot(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0, registry.IsLoading, models, Outcomes(totals.Values));
+        return new ServingSnapshot(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0, servedModels.IsLoading, models, Outcomes(totals.Values));
     }
 
     static SortedDictionary<string, long> Outcomes(IEnumerable<Totals> of)
@@ -130,8 +130,11 @@ public sealed record ServingSnapshot(double Time, bool Loading, IReadOnlyList<Se
     public string Object => "serving";
 }
 
+/// <param name="RegisteredVersion">NAME:VERSION of the registered version it was loaded from; left
+/// out for a model served from a folder.</param>
 /// <param name="Healthy">Whether its engine serves (false once stopped or failing every call: /health's 503).</param>
 /// <param name="KvCacheUsage">The fraction of KV-cache blocks in use, 0 to 1.</param>
 /// <param name="Requests">Its requests by outcome: stop, length, tool_calls, cancelled, rejected, invalid, error.</param>
-public sealed record ServedModelFigures(string Id, string Device, int ContextLength, bool Healthy, int Running, int Waiting, double KvCacheUsage,
+public sealed record ServedModelFigures(string Id,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)] string? RegisteredVersion, string Device, int ContextLength, bool Healthy, int Running, int Waiting, double KvCacheUsage,
     int MaxDecodeBatchSize, long RequestsFailedAlone, long PromptTokens, long PrefixCacheHitTokens, long GenerationTokens, IReadOnlyDictionary<string, long> Requests);

@@ -91,17 +91,20 @@ public sealed class StratusTrust
     }
 
     /// <summary>Records that the server serves <paramref name="model"/>; call once per model at
-    /// startup (and on every later load), so the audit log shows what was served and from where.</summary>
-    public async ValueTask<AuditEntry> RecordModelDeployedAsync(string model, string source, CancellationToken cancellationToken = default)
+    /// startup (and on every later load), so the audit log shows what was served and from where:
+    /// the folder, and the registered version (NAME:VERSION) where it was served by reference.</summary>
+    public async ValueTask<AuditEntry> RecordModelDeployedAsync(string model, string source, string? registeredVersion = null, CancellationToken cancellationToken = default)
     {
         SafetyPolicy.ValidateDeploymentName(model);
         var policy = await Safety.GetPolicyAsync(model, cancellationToken);
-        return await Stores.Audit.AppendAsync(ServerActor, AuditActions.ModelDeployed, new JsonObject
+        var details = new JsonObject
         {
             ["model"] = model,
             ["source"] = source,
-            ["safety_policy"] = JsonNode.Parse(policy.ToJson()),
-        }, cancellationToken);
+        };
+        if (registeredVersion is not null) details["registered_version"] = registeredVersion;
+        details["safety_policy"] = JsonNode.Parse(policy.ToJson());
+        return await Stores.Audit.AppendAsync(ServerActor, AuditActions.ModelDeployed, details, cancellationToken);
     }
 
     /// <summary>Records a filtered prompt or completion: categories, the blocklist entries or PII

@@ -190,7 +190,7 @@ static class JobsCommand
         {
             var service = OpenExisting(result, dataDir);
             // A cancel already sent SIGTERM: train takes this second one as "end at once" (Ctrl+C twice).
-            var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, Pid: not null };
+            var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, State: JobState.Running };
             var job = service.Cancel(result.GetValue(id)!, TrustCommands.Actor);
             Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
                 : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with `stratus train --resume {job.Arguments.Out}`); it then reads cancelled."

@@ -5,10 +5,14 @@ namespace Stratus.Platform.Jobs;
 static class JobLog
 {
     /// <summary>Train saves a last checkpoint when SIGTERM stops it after a step.</summary>
-    public static string CancelledReason(Job job) =>
+    public static string CancelledReason(Job job) => Resumable(job, "cancelled after a last checkpoint", "cancelled before its first checkpoint");
+
+    /// <summary><paramref name="stopped"/> and how to continue the run where it saved a
+    /// checkpoint, else <paramref name="unsaved"/>.</summary>
+    public static string Resumable(Job job, string stopped, string unsaved) =>
         Directory.Exists(Path.Combine(job.Arguments.Out, "checkpoints", "last"))
-            ? $"cancelled after a last checkpoint; continue it with `stratus train --resume {job.Arguments.Out}`"
-            : "cancelled before its first checkpoint";
+            ? $"{stopped}; continue it with `stratus train --resume {job.Arguments.Out}`"
+            : unsaved;
 
     /// <summary>The training's own one-line error where its log ends with one, else its exit code.</summary>
     public static string FailureReason(Job job, int code)

@@ -65,6 +65,10 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
             throw;
         }
         store.SetExecutorReference(id, reference);
+        // A cancel that came while the executor started the job found nothing to stop. A local
+        // job's supervisor finds it when it records the training's pid (and signals it then); a
+        // Slurm job, which records none, does not look.
+        if (store.Get(id) is { CancelRequestedAt: not null, Pid: null } cancelled) executor.Cancel(cancelled);
         return job with { ExecutorReference = reference };
     }
 

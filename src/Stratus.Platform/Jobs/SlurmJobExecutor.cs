@@ -77,10 +77,21 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         // Just submitted, the submitter not having recorded the Slurm job yet (the job service ends
         // one whose submitter never does).
         if (job.ExecutorReference is not { } id) return null;
-        if (Query(id) is not { } slurm) return null;
-        if (slurm.Record is { } record) return Observation(record, job);
+        (SlurmJobRecord? Record, string? Unknown)? slurm;
+        try
+        {
+            slurm = Query(id);
+        }
+        catch (Exception e) when (e is TrustUserException or IOException)
+        {
+            // No Slurm commands here, or a controller that does not answer: the job is as recorded
+            // (listing jobs must not fail for it); submitting or cancelling one says why.
+            slurm = null;
+        }
+        if (slurm is null) return null;
+        if (slurm.Value.Record is { } record) return Observation(record, job);
         return new JobEnd(JobState.Failed, null,
-            $"Slurm no longer knows its job {id} (the controller forgets a finished job after MinJobAge) and keeps no accounting to ask ({slurm.Unknown}): how it ended is unknown; see {job.LogFile}");
+            $"Slurm no longer knows its job {id} (the controller forgets a finished job after MinJobAge) and keeps no accounting to ask ({slurm.Value.Unknown}): how it ended is unknown; see {job.LogFile}");
     }
 
     /// <summary>What Slurm's record of a job says of it: null while it waits (PENDING, or requeued),
@@ -90,9 +101,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         var slurmJob = $"Slurm job {job.ExecutorReference}";
         // A process a signal ended reads as a shell reports it.
         int? exitCode = record.Signal != 0 ? 128 + record.Signal : record.ExitCode;
-        string Resumable(string what) => Directory.Exists(Path.Combine(job.Arguments.Out, "checkpoints", "last"))
-            ? $"{what}; continue it with `stratus train --resume {job.Arguments.Out}`"
-            : $"{what}, before its first checkpoint";
+        string Resumable(string what) => JobLog.Resumable(job, what, $"{what}, before its first checkpoint");
         return record.State switch
         {
             "PENDING" or "CONFIGURING" or "REQUEUED" or "REQUEUE_HOLD" or "REQUEUE_FED" or "RESV_DEL_HOLD" => null,

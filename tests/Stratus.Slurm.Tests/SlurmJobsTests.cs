@@ -222,6 +222,15 @@ public sealed partial class SlurmJobsTests : IClassFixture<SlurmCluster>
         var (job, _) = Ended(temp, id);
         Assert.True(State(job) == "succeeded", job.ToJsonString() + File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
         Assert.Contains("data parallel: 2 ranks, 1 micro-batches each per step", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
+
+        // Cancelled, both ranks get train's SIGTERM (srun's tasks, not srun, which would kill them)
+        // and agree on a last checkpoint.
+        var (longJob, _) = Submit(temp, "--ranks", "2", "--config", config, "--data", data, "--out", temp["long"], "--gradient-accumulation-steps", "2", "--max-iters", "1000000", "--checkpoint-interval", "0");
+        WaitFor(temp, longJob, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
+        Assert.Equal(0, Jobs(temp, "cancel", longJob).ExitCode);
+        var (cancelled, _) = Ended(temp, longJob);
+        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus train --resume {temp["long"]}`", 143),
+            (State(cancelled), (string?)cancelled["reason"], (int?)cancelled["exit_code"]));
     }
 
     [GeneratedRegex(@"submitted (job-[0-9a-f]{8}) \(Slurm job (\d+)\)")]

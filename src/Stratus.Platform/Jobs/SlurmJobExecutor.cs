@@ -100,7 +100,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     {
         var slurmJob = $"Slurm job {job.ExecutorReference}";
         // A process a signal ended reads as a shell reports it.
-        int? exitCode = record.Signal != 0 ? 128 + record.Signal : record.ExitCode;
+        var exitCode = record.Signal != 0 ? 128 + record.Signal : record.ExitCode;
         string Resumable(string what) => JobLog.Resumable(job, what, $"{what}, before its first checkpoint");
         return record.State switch
         {
@@ -109,7 +109,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
             "COMPLETED" => new JobObservation(record.StartTime, new JobEnd(JobState.Succeeded, 0, null)),
             // Train answers a cancel's SIGTERM with a last checkpoint and exit 143: Slurm's FAILED.
             "FAILED" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode,
-                job.CancelRequestedAt is not null ? JobLog.CancelledReason(job) : JobLog.FailureReason(job, exitCode ?? 0))),
+                job.CancelRequestedAt is not null ? JobLog.CancelledReason(job) : JobLog.FailureReason(job, exitCode))),
             "CANCELLED" => new JobObservation(record.StartTime, new JobEnd(JobState.Cancelled, record.StartTime is null ? null : exitCode,
                 record.StartTime is null ? "cancelled before its training started"
                 : job.CancelRequestedAt is not null ? JobLog.CancelledReason(job)
@@ -117,7 +117,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
             "TIMEOUT" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob} reached its time limit (TIMEOUT; submit with a longer --time)"))),
             "OUT_OF_MEMORY" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, $"{slurmJob} ran out of the memory it was given (OUT_OF_MEMORY); see {job.LogFile}")),
             "NODE_FAIL" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob}'s node failed (NODE_FAIL)"))),
-            _ => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, $"Slurm ended {slurmJob} {record.State}; see {job.LogFile}")),
+            _ => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, $"{slurmJob} ended {record.State}; see {job.LogFile}")),
         };
     }
 
@@ -149,7 +149,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         var (code, stdout, stderr) = Run("scontrol", ["show", "job", "--oneliner", id]);
         if (code == 0 && ParseScontrol(stdout) is { } record) return (record, null);
         if (!stderr.Contains("Invalid job id", StringComparison.Ordinal)) return null;
-        var accounting = Run("sacct", ["--jobs", id, "--allocations", "--noheader", "--parsable2", "--format=State,ExitCode,Start,NCPUS"]);
+        var accounting = Run("sacct", ["--jobs", id, "--allocations", "--noheader", "--parsable2", "--format=State,ExitCode,Start"]);
         if (accounting.Code == 0 && ParseSacct(accounting.Stdout) is { } accounted) return (accounted, null);
         return (null, accounting.Code == 0 ? "sacct has no record of it" : "sacct: " + SlurmError(accounting.Stderr, accounting.Stdout, accounting.Code));
     }
@@ -167,7 +167,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
             int.TryParse(Field("NumTasks"), NumberStyles.None, CultureInfo.InvariantCulture, out var tasks) ? tasks : 1);
     }
 
-    /// <summary>The job's allocation line of `sacct --parsable2 --format=State,ExitCode,Start,NCPUS`;
+    /// <summary>The job's allocation line of `sacct --parsable2 --format=State,ExitCode,Start`;
     /// its state may read "CANCELLED by 0" (the user who cancelled it).</summary>
     public static SlurmJobRecord? ParseSacct(string text)
     {

@@ -195,7 +195,7 @@ public sealed partial class SlurmJobsTests : IClassFixture<SlurmCluster>
     }
 
     [Fact]
-    public void Without_sbatch_on_the_PATH_submit_says_so_in_one_line_and_exits_2()
+    public void Without_sbatch_on_the_PATH_or_a_cluster_it_reaches_submit_says_so_in_one_line_and_exits_2()
     {
         using var temp = new TempDirectory();
         var (data, config) = Prepare(temp);
@@ -204,6 +204,14 @@ public sealed partial class SlurmJobsTests : IClassFixture<SlurmCluster>
         var (code, _, stderr) = Cli.Run(info);
         Assert.Equal(2, code);
         Assert.Equal("error: sbatch is not on the PATH: the slurm executor runs jobs through Slurm's commands; install them (Debian: apt-get install slurm-client) and set SLURM_CONF to the cluster's slurm.conf, or use --executor local\n", stderr);
+
+        info = Cli.StartInfo("jobs", "submit", "--executor", "slurm", "--config", config, "--data", data, "--out", temp["run"], "--data-dir", temp["home"]);
+        // A configuration naming no cluster (one missing, sbatch waits a minute for).
+        File.WriteAllText(temp["empty-slurm.conf"], "");
+        info.Environment["SLURM_CONF"] = temp["empty-slurm.conf"];
+        var unreachable = Cli.Run(info);
+        Assert.Equal(2, unreachable.ExitCode);
+        Assert.Matches(@"^error: sbatch refused the job: Unable to process configuration file; check that Slurm's commands reach the cluster \(sinfo; SLURM_CONF names its slurm.conf\), or submit with --executor local\n$", unreachable.Stderr);
     }
 
     [Fact]

@@ -48,7 +48,13 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         if (options.Time is { } time) arguments.Add($"--time={time}");
         var (code, stdout, stderr) = Run("sbatch", arguments, BatchScript(job));
         if (code != 0)
-            throw new TrustUserException($"sbatch refused the job: {SlurmError(stderr, stdout, code)}; give a --partition and --time the cluster takes (sinfo lists its partitions and their time limits), or submit with --executor local");
+        {
+            var error = SlurmError(stderr, stdout, code);
+            var fix = error.Contains("partition", StringComparison.OrdinalIgnoreCase) || error.Contains("time limit", StringComparison.OrdinalIgnoreCase)
+                ? "give a --partition and --time the cluster takes (sinfo lists its partitions and their time limits)"
+                : "check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf)";
+            throw new TrustUserException($"sbatch refused the job: {error}; {fix}, or submit with --executor local");
+        }
         // --parsable prints "id" or, on a cluster of a federation, "id;cluster".
         var id = stdout.Trim().Split(';')[0];
         return long.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out _)
@@ -192,14 +198,14 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     static string OutputPattern(string path) => path.Replace("%", "%%", StringComparison.Ordinal);
 
     /// <summary>The last error a Slurm command printed (sacct prints some on stdout), without its
-    /// "sbatch: error: " prefix.</summary>
+    /// "sbatch: error: " (or "fatal: ") prefix.</summary>
     static string SlurmError(string stderr, string stdout, int code)
     {
         var line = (stderr.Trim().Length > 0 ? stderr : stdout).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault();
         return line is null ? $"it exited with {code}" : SlurmErrorPrefix().Replace(line, "");
     }
 
-    [GeneratedRegex(@"^\w+: error: ")]
+    [GeneratedRegex(@"^\w+: (error|fatal): ")]
     private static partial Regex SlurmErrorPrefix();
 
     /// <summary>Runs a Slurm command; one not on the PATH is the user's to install.</summary>
@@ -220,8 +226,16 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         {
             var stdout = process.StandardOutput.ReadToEndAsync();
             var stderr = process.StandardError.ReadToEndAsync();
-            process.StandardInput.Write(stdin ?? "");
-            process.StandardInput.Close();
+            try
+            {
+                process.StandardInput.Write(stdin ?? "");
+                process.StandardInput.Close();
+            }
+            catch (IOException)
+            {
+                // It ended without reading its input (sbatch with no cluster to submit to): its
+                // exit code and error say why.
+            }
             if (!process.WaitForExit(CommandTimeout))
             {
                 process.Kill();

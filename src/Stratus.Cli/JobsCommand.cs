@@ -1,14 +1,17 @@
 // `stratus jobs submit|list|show|logs|cancel`: training runs the platform starts and follows
-// outside the shell that submitted them (Platform/Jobs: the job service and its local executor).
-// `submit` takes train's arguments, checks them as train would (nothing is recorded where train
-// would refuse them) and returns at once, printing the job's id. `jobs supervise <id>`, hidden, is
-// the local executor's supervisor: it runs the job's `stratus train` and records how it ended.
+// outside the shell that submitted them (Platform/Jobs: the job service, its local executor and
+// its Slurm one). `submit` takes train's arguments, checks them as train would (nothing is recorded
+// where train would refuse them) and returns at once, printing the job's id. `list` and `show`
+// print a table or, with --json, the API's job objects. `jobs supervise <id>`, hidden, is the local
+// executor's supervisor: it runs the job's `stratus train` and records how it ended.
 using System.CommandLine;
 using System.Globalization;
+using System.Text.Json;
 using Spectre.Console;
 using Stratus.Platform;
 using Stratus.Platform.Jobs;
 using Stratus.Safety;
+using Stratus.Server.Trust;
 using Stratus.Training;
 
 namespace Stratus.Cli;
@@ -35,11 +38,12 @@ static class JobsCommand
         return Path.GetFileNameWithoutExtension(process) == "dotnet" ? [process, typeof(JobsCommand).Assembly.Location] : [process];
     }
 
-    static JobService Open(ParseResult result, Option<string> dataDir) =>
-        JobService.OpenLocal(StratusHome.Resolve(result.GetValue(dataDir)), SelfCommand());
-
     static JobService OpenExisting(ParseResult result, Option<string> dataDir) =>
-        JobService.OpenLocal(TrustCommands.ExistingDirectory(result, dataDir), SelfCommand());
+        JobService.Open(TrustCommands.ExistingDirectory(result, dataDir), SelfCommand());
+
+    static Option<bool> JsonOption(string what) => new("--json") { Description = $"print {what} as JSON, the objects GET /api/jobs answers with" };
+
+    static void WriteJson<T>(T value) => Console.WriteLine(JsonSerializer.Serialize(value, TrustJson.Options));
 
     static Command Submit()
     {
@@ -47,17 +51,36 @@ static class JobsCommand
         var data = PathOptions.Option("--data", "dataset folder made by `stratus prepare`", required: true);
         var output = OutputPaths.Folder("--out", "run folder: metrics.jsonl, checkpoints/ and the job's log", required: true);
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("submit", "Start `stratus train` as a job that runs on after this command returns; prints its id.") { config, data, output, dataDir };
+        var executor = new Option<string>("--executor")
+        {
+            Description = "what runs the job: local (a process on this machine) or slurm (a batch job sbatch hands to the cluster's scheduler; the CLI, dataset and run folder must be where its nodes see them)",
+            DefaultValueFactory = _ => LocalJobExecutor.ExecutorName,
+        };
+        executor.AcceptOnlyFromAmong(LocalJobExecutor.ExecutorName, SlurmJobExecutor.ExecutorName);
+        var partition = new Option<string>("--partition") { Description = "with --executor slurm: the partition to run in (default: the cluster's default; sinfo lists them)", HelpName = "name" };
+        var time = new Option<string>("--time") { Description = "with --executor slurm: the job's time limit, as sbatch takes it (minutes, HH:MM:SS, D-HH:MM:SS; default: the partition's)", HelpName = "limit" };
+        var ranks = new Option<int>("--ranks")
+        {
+            Description = "with --executor slurm: data-parallel MPI ranks to train on (srun --mpi=pmix); gradient_accumulation_steps must be a multiple of it",
+            DefaultValueFactory = _ => 1,
+            HelpName = "n",
+        };
+        var command = new Command("submit", "Start `stratus train` as a job that runs on after this command returns; prints its id.") { config, data, output, dataDir, executor, partition, time, ranks };
         var overrides = new ConfigOptions(command);
         command.SetAction((result, ct) =>
         {
+            var runner = result.GetValue(executor)!;
+            var slurm = new SlurmOptions(result.GetValue(partition), result.GetValue(time), result.GetValue(ranks));
+            if (runner != SlurmJobExecutor.ExecutorName && (slurm.Partition is not null || slurm.Time is not null || result.GetResult(ranks) is { Implicit: false }))
+                throw new StratusUserException("--partition, --time and --ranks ask Slurm for the job's resources: give them with --executor slurm");
+            if (slurm.Ranks < 1) throw new StratusUserException($"--ranks must be 1 or more, got {slurm.Ranks}");
             var arguments = new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null,
                 Path.GetFullPath(result.GetValue(data)!), Path.GetFullPath(result.GetValue(output)!), overrides.Overrides(result));
             // A folder a training writes first: it holds a model too, which is not what to fix.
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
-            Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
-            var job = Open(result, dataDir).Submit(arguments, TrustCommands.Actor);
-            Console.WriteLine($"submitted {job.Id}: train into {job.Arguments.Out}, its output in {job.LogFile}");
+            Trainer.CheckRanks(Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out), slurm.Ranks);
+            var job = JobService.Open(StratusHome.Resolve(result.GetValue(dataDir)), SelfCommand(), slurm).Submit(arguments, TrustCommands.Actor, runner);
+            Console.WriteLine($"submitted {job.Id}{(runner == SlurmJobExecutor.ExecutorName ? $" (Slurm job {job.ExecutorReference})" : "")}: train into {job.Arguments.Out}, its output in {job.LogFile}");
             Console.WriteLine(Invocation.Spell($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`"));
             return Task.FromResult(0);
         });
@@ -67,10 +90,16 @@ static class JobsCommand
     static Command List()
     {
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("list", "List the jobs, newest first, with each run's last step and training loss.") { dataDir };
+        var json = JsonOption("the list");
+        var command = new Command("list", "List the jobs, newest first, with each run's last step and training loss.") { dataDir, json };
         command.SetAction((result, ct) =>
         {
             var jobs = OpenExisting(result, dataDir).List();
+            if (result.GetValue(json))
+            {
+                WriteJson(new ListResponse<JobView>([.. jobs.Select(JobView.From)]));
+                return Task.FromResult(0);
+            }
             if (jobs.Count == 0)
             {
                 Console.WriteLine(Invocation.Spell("No jobs. Submit one: stratus jobs submit --config <file.json> --data <dataset> --out <run>"));
@@ -95,16 +124,22 @@ static class JobsCommand
     {
         var id = new Argument<string>("id") { Description = "the job's id (job-...)" };
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("show", "Show a job: its state, command, process, exit code and log.") { id, dataDir };
+        var json = JsonOption("the job");
+        var command = new Command("show", "Show a job: its state, command, process (or Slurm job), exit code and log.") { id, dataDir, json };
         command.SetAction((result, ct) =>
         {
             var job = OpenExisting(result, dataDir).Get(result.GetValue(id)!);
+            if (result.GetValue(json))
+            {
+                WriteJson(JobView.From(job));
+                return Task.FromResult(0);
+            }
             static string Time(DateTimeOffset? time) => time?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) ?? "-";
             var last = MetricsLog.LastTrainingStep(job.Arguments.Out);
             Console.WriteLine($"id:         {job.Id}");
             Console.WriteLine(Invocation.Spell($"state:      {job.State.WireName()}{(job.Reason is { } reason ? $": {reason}" : "")}"));
             Console.WriteLine(Invocation.Spell($"command:    stratus {TrainArguments.ShellLine(job.Arguments.CommandLine())}"));
-            Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : "")}");
+            Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : job.Executor == SlurmJobExecutor.ExecutorName && job.ExecutorReference is { } slurmJob ? $", Slurm job {slurmJob}" : "")}");
             Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");
             Console.WriteLine($"started:    {Time(job.StartedAt)}");
             Console.WriteLine($"ended:      {Time(job.EndedAt)}{(job.ExitCode is { } code ? $", exit code {code}" : "")}");
@@ -155,7 +190,7 @@ static class JobsCommand
         {
             var service = OpenExisting(result, dataDir);
             // A cancel already sent SIGTERM: train takes this second one as "end at once" (Ctrl+C twice).
-            var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, Pid: not null };
+            var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, State: JobState.Running };
             var job = service.Cancel(result.GetValue(id)!, TrustCommands.Actor);
             Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
                 : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with `stratus train --resume {job.Arguments.Out}`); it then reads cancelled."

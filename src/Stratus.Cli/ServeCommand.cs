@@ -78,11 +78,19 @@ static class ServeCommand
                 "paths outside it, or leading out of it through a link, are refused (default: none, and the API takes no jobs: `stratus jobs submit` on this machine still does)",
             HelpName = "folder",
         };
+        var jobsExecutor = new Option<string[]>("--jobs-executor")
+        {
+            Description = "what runs the training jobs submitted through /api/jobs: local (processes on this machine) or slurm (batch jobs sbatch hands to the cluster's scheduler); " +
+                "give it twice to enable both, the first for a request that names none (default: local; a request naming an executor not enabled is a 400)",
+            HelpName = "executor",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        jobsExecutor.AcceptOnlyFromAmong(Stratus.Platform.Jobs.LocalJobExecutor.ExecutorName, Stratus.Platform.Jobs.SlurmJobExecutor.ExecutorName);
         var moderationModel = new Option<string>("--moderation-model") { Description = "the model --moderation-url's service is asked for (e.g. omni-moderation-latest; default: the service's own)", HelpName = "name" };
         var command = new Command("serve", "Serve trained models over an OpenAI-compatible HTTP API.")
         {
             models, host, port, batch, waiting, kvMb, threads, dataDir, insecure, decodeWeights.Option, device.Option, noPrefixCaching, maxPrefill, gracePeriod, accessLog, forwardedAllowIps, logFormat,
-            toolCallParser, moderationUrl, moderationModel, jobsRoot,
+            toolCallParser, moderationUrl, moderationModel, jobsRoot, jobsExecutor,
         };
         command.SetAction(async (result, cancellation) =>
         {
@@ -110,7 +118,8 @@ static class ServeCommand
             };
             var trust = new TrustOptions { DataDir = result.GetValue(dataDir), InsecureNoAuth = result.GetValue(insecure), ModerationService = moderation };
             await ServeAsync(specs, result.GetValue(host)!, result.GetValue(port), engine, device.Open(result), result.GetValue(threads), trust, TimeSpan.FromSeconds(grace), apiKey: null, cancellation,
-                result.GetValue(accessLog), proxies, format, result.GetValue(toolCallParser) is { } parserName ? ToolCallParser.Of(parserName) : null, jobsFolder);
+                result.GetValue(accessLog), proxies, format, result.GetValue(toolCallParser) is { } parserName ? ToolCallParser.Of(parserName) : null, jobsFolder,
+                result.GetValue(jobsExecutor) is { Length: > 0 } executors ? [.. executors.Distinct()] : null);
             return 0;
         });
         return command;
@@ -168,13 +177,13 @@ static class ServeCommand
     /// the path); the CLI prints it in one line too.</exception>
     public static async Task ServeAsync(IReadOnlyList<ModelSpec> models, string host, int port, EngineOptions? engine, TorchSharp.torch.Device device, int? threads, TrustOptions trust,
         TimeSpan? shutdownGracePeriod, string? apiKey, CancellationToken cancellation, string? accessLog = null, IReadOnlyList<System.Net.IPNetwork>? forwardedAllowIps = null,
-        ServerLogFormat? logFormat = null, ToolCallParser? toolCallParser = null, string? jobsRoot = null)
+        ServerLogFormat? logFormat = null, ToolCallParser? toolCallParser = null, string? jobsRoot = null, IReadOnlyList<string>? jobsExecutors = null)
     {
         if (port is < 0 or > 65535) throw new StratusUserException($"--port must be between 0 and 65535, got {port}");
         var say = accessLog == AccessLog.StandardOutput || ServerLog.WritesJson(logFormat) ? Console.Error : Console.Out;
         var options = new ServeOptions
         {
-            Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, JobsCommand = JobsCommand.SelfCommand(), JobsRoot = jobsRoot, AccessLog = accessLog,
+            Models = models, Host = host, Port = port, Engine = engine ?? new EngineOptions(), Device = device, TorchThreads = threads, Trust = trust, JobsCommand = JobsCommand.SelfCommand(), JobsRoot = jobsRoot, JobsExecutors = jobsExecutors ?? [Stratus.Platform.Jobs.LocalJobExecutor.ExecutorName], AccessLog = accessLog,
             ForwardedAllowIps = forwardedAllowIps ?? [], LogFormat = logFormat, ToolCallParser = toolCallParser,
             // After the data directory, its keys and the address have been checked.
             Warning = line => Console.Error.WriteLine($"warning: {line}"),

@@ -13,6 +13,7 @@ using Microsoft.Extensions.Logging;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using Stratus.Inference;
+using Stratus.Platform.Jobs;
 using Stratus.Server.Api;
 using Stratus.Server.Endpoints;
 using Stratus.Server.Hosting;
@@ -49,6 +50,9 @@ public sealed record ServeOptions
     /// <summary>The folder /api/jobs' submissions must read and write beneath (serve --jobs-root);
     /// null: the API lists and cancels jobs but takes none.</summary>
     public string? JobsRoot { get; init; }
+    /// <summary>The executors /api/jobs' submissions run under (serve --jobs-executor): "local",
+    /// "slurm", the first where a request names none.</summary>
+    public IReadOnlyList<string> JobsExecutors { get; init; } = [LocalJobExecutor.ExecutorName];
     /// <summary>How long a stopping server lets running requests go on before it ends them with a
     /// 503 (a stream with an error event and [DONE]); the host waits 5 s more for those ends. The
     /// default ends them within 30 s, Kubernetes' default grace before it kills a pod.</summary>
@@ -314,7 +318,7 @@ public sealed class StratusServer : IAsyncDisposable
         app.MapServing().MapDashboard();
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapStratusTrustEndpoints();
-        if (options.JobsCommand is { } jobsCommand) app.MapJobs(jobsCommand, options.JobsRoot is { } root ? new JobsRoot(root) : null);
+        if (options.JobsCommand is { } jobsCommand) app.MapJobs(jobsCommand, options.JobsRoot is { } root ? new JobsRoot(root) : null, options.JobsExecutors);
         return app;
     }
 

@@ -187,7 +187,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         // Newer, and no step logged: a job still queued, or one that failed before its first step.
         var empty = Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-without-steps-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(empty);
-        var newest = JobService.OpenLocal(fixture.DataDir, ["/bin/true"]).Submit(new TrainArguments(null, empty, empty, []), "tests").Id;
+        var newest = JobService.Open(fixture.DataDir, ["/bin/true"]).Submit(new TrainArguments(null, empty, empty, []), "tests").Id;
         await using var opened = await OpenAsync();
         var page = opened.Page;
         await ShowAsync(page, fixture.ApiKey);
@@ -336,7 +336,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     string EndedJob(string run)
     {
         Directory.CreateDirectory(run);
-        var service = JobService.OpenLocal(fixture.DataDir, ["/bin/true"]);
+        var service = JobService.Open(fixture.DataDir, ["/bin/true"]);
         var job = service.Submit(new TrainArguments(null, run, run, []), "tests");
         service.Store.RecordStarted(job.Id, Environment.ProcessId, null);
         service.Store.RecordEnd(job.Id, new JobEnd(JobState.Succeeded, 0, null));

@@ -23,7 +23,7 @@ public sealed class JobStoreTests : IDisposable
     {
         var database = PlatformDatabase.Open(platform.Directory);
         // Never launched here: the tests record jobs and their processes themselves.
-        return new JobService(new SqliteJobStore(database, new SqliteAuditLog(database)), new LocalJobExecutor(["/bin/false"], platform.Directory));
+        return new JobService(new SqliteJobStore(database, new SqliteAuditLog(database)), [new LocalJobExecutor(["/bin/false"], platform.Directory)]);
     }
 
     static Job Queued(string id, string output) =>
@@ -137,7 +137,7 @@ public sealed class JobStoreTests : IDisposable
         var cancelled = service.Cancel("job-00000005", "key-1");
         Assert.NotNull(cancelled.CancelRequestedAt);
         // Its supervisor, starting now, finds the cancel and never starts the training.
-        Assert.Equal(0, ((LocalJobExecutor)service.Executor).Supervise(service.Store, "job-00000005"));
+        Assert.Equal(0, ((LocalJobExecutor)service.Executor(LocalJobExecutor.ExecutorName)!).Supervise(service.Store, "job-00000005"));
         Assert.Equal(JobState.Cancelled, service.Get("job-00000005").State);
         Assert.True(Assert.Throws<TrustUserException>(() => service.Cancel("job-00000005", "key-1")).Conflict);
         Assert.True(Assert.Throws<TrustUserException>(() => service.Cancel("job-nope", "key-1")).NotFound);

@@ -115,6 +115,25 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NotFound, (await Send(client.PostAsync("/api/jobs/job-00000000/cancel", null))).Status);
     }
 
+    /// <summary>serve --jobs-executor names what runs the API's jobs (local unless it says
+    /// otherwise): a request may not have them run by another, such as a cluster the operator never
+    /// offered to the API's keys.</summary>
+    [Fact]
+    public async Task A_request_naming_an_executor_the_operator_did_not_enable_is_a_400_with_nothing_recorded()
+    {
+        var (client, _) = await TrainingClient();
+        foreach (var executor in new[] { "slurm", "pbs" })
+        {
+            var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "run"), overrides = Tiny, executor }));
+            Assert.Equal(HttpStatusCode.BadRequest, status);
+            Assert.Equal(($"'executor' {executor} is not one this server runs jobs with: its operator enabled local (serve --jobs-executor); leave 'executor' out, or name one of those.", "executor"),
+                ((string)error["error"]!["message"]!, (string?)error["error"]!["param"]));
+        }
+        Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
+        var (created, job) = await Send(client.PostAsJsonAsync("/api/jobs", new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "run"), overrides = Tiny, executor = "local" }));
+        Assert.Equal((HttpStatusCode.Created, "local"), (created, (string)job["executor"]!));
+    }
+
     [Fact]
     public async Task An_unknown_field_is_refused_and_trains_refusals_name_the_field_at_fault()
     {
@@ -123,7 +142,7 @@ public sealed class JobsApiTests : IAsyncLifetime
         foreach (var (body, param, problem) in new (object Body, string Param, string Problem)[]
         {
             // Ignored before: a new run started where the caller asked to resume one.
-            (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resume = true }, "resume", "'resume' is not a field of this request; its fields are config, data, out and overrides"),
+            (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resume = true }, "resume", "'resume' is not a field of this request; its fields are config, data, out, overrides and executor"),
             (Body("b", new { max_iters = "many" }), "overrides.max_iters", "--max-iters: max_iters must be a whole number"),
             (Body("c", new { n_layers = 2 }), "overrides.n_layers", "unknown config key 'n_layers'"),
             (new { data, @out = data, overrides = Tiny }, "out", "dataset"),

@@ -62,12 +62,7 @@ public sealed class Trainer : IDisposable
         this.config = config;
         this.runDirectory = runDirectory;
         this.communicator = new TimedCommunicator(communicator ?? new SingleProcessCommunicator());
-        var ranks = this.communicator.WorldSize;
-        if (config.GradientAccumulationSteps % ranks != 0)
-            throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({ranks}): it counts the micro-batches of the whole job per optimizer step, " +
-                $"each rank runs an equal share; pass --gradient-accumulation-steps {(config.GradientAccumulationSteps / ranks + 1) * ranks}, or run on a number of ranks that divides {config.GradientAccumulationSteps}");
-        if (ranks > 1 && config.Device != ComputeDevice.Cpu)
-            throw new StratusUserException($"device {config.Device}: data-parallel training runs on the CPU, its collectives go through host MPI (docs/distributed.md); train on one GPU without mpirun, or on the ranks' CPUs with --device cpu");
+        CheckRanks(config, this.communicator.WorldSize);
         // Set by every run, to its own value (the flag is the process's), before the model meets
         // its device and cuBLAS its first matmul.
         Determinism.Apply(config.Deterministic);
@@ -221,6 +216,18 @@ public sealed class Trainer : IDisposable
         }
         catch (StratusUserException e) when (e.Param is null) { throw e.WithParam("data"); }
         return config;
+    }
+
+    /// <summary>Whether <paramref name="config"/> trains on <paramref name="ranks"/> data-parallel
+    /// ranks, as a job submitted for that many checks before it is queued.</summary>
+    /// <exception cref="StratusUserException">They do not divide its micro-batches, or it trains on a GPU.</exception>
+    public static void CheckRanks(TrainConfig config, int ranks)
+    {
+        if (config.GradientAccumulationSteps % ranks != 0)
+            throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({ranks}): it counts the micro-batches of the whole job per optimizer step, " +
+                $"each rank runs an equal share; pass --gradient-accumulation-steps {(config.GradientAccumulationSteps / ranks + 1) * ranks}, or run on a number of ranks that divides {config.GradientAccumulationSteps}");
+        if (ranks > 1 && config.Device != ComputeDevice.Cpu)
+            throw new StratusUserException($"device {config.Device}: data-parallel training runs on the CPU, its collectives go through host MPI (docs/distributed.md); train on one GPU without mpirun, or on the ranks' CPUs with --device cpu");
     }
 
     /// <summary>Why <paramref name="runDirectory"/> cannot be trained into now: the error a

@@ -64,11 +64,12 @@ public sealed record TrainArguments(string? Config, string Data, string Out, IRe
 
 /// <param name="Id">The job's name in the CLI and the API (job-xxxxxxxx).</param>
 /// <param name="Kind">What the job runs: "train".</param>
-/// <param name="Executor">What runs it: "local" (a process on this machine).</param>
+/// <param name="Executor">What runs it: "local" (a process on this machine) or "slurm" (a batch
+/// job of a Slurm cluster).</param>
 /// <param name="ExecutorReference">The executor's own name for the job: the local executor's
-/// supervisor process (pid and start time); null until the executor has given one.</param>
+/// supervisor process (pid and start time), Slurm's job id; null until the executor has given one.</param>
 /// <param name="Reason">Why a job failed or was cancelled, in a line; null otherwise.</param>
-/// <param name="Pid">The training process, once it runs.</param>
+/// <param name="Pid">The training process, once it runs on this machine (none under Slurm).</param>
 /// <param name="PidStart">When that process started, in the system's own measure (on Linux the
 /// clock ticks since boot in /proc), so a later process given the same pid is not taken for it.</param>
 /// <param name="CancelRequestedAt">When a cancel was asked for: the job ends cancelled, whatever its

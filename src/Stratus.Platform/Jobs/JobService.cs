@@ -1,33 +1,43 @@
 // The job service: submits a job (recorded as queued, with its audit entry, before its executor
 // starts it), lists and shows jobs as they are (a job the database calls queued or running is
-// checked with its executor, and one found ended without a recorded end is recorded so, once), and
-// cancels one (audited, then signalled). The CLI and the server's /api/jobs both go through here;
-// they check the training arguments first, as `stratus train` would (Trainer.CheckStart), which
-// this library cannot: it does not reference the engine.
+// checked with the executor that runs it, and one found started or ended without that being
+// recorded is recorded so, once), and cancels one (audited, then signalled). The CLI and the
+// server's /api/jobs both go through here; they check the training arguments first, as
+// `stratus train` would (Trainer.CheckStart), which this library cannot: it does not reference the engine.
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using Stratus.Safety;
 
 namespace Stratus.Platform.Jobs;
 
-public sealed class JobService(SqliteJobStore store, IJobExecutor executor)
+/// <param name="executors">The executors jobs may run under, by name; the first runs a job
+/// submitted without naming one. A job recorded under a name not among them is shown as recorded.</param>
+public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor> executors)
 {
-    /// <summary>The jobs of <paramref name="dataDirectory"/>'s database, run on this machine by
+    /// <summary>The jobs of <paramref name="dataDirectory"/>'s database, run on this machine (local,
+    /// the default) or through Slurm (with <paramref name="slurm"/>'s options) by
     /// <paramref name="stratusCommand"/> (the CLI's own command line, see LocalJobExecutor).</summary>
-    public static JobService OpenLocal(string dataDirectory, IReadOnlyList<string> stratusCommand, TimeProvider? time = null)
+    public static JobService Open(string dataDirectory, IReadOnlyList<string> stratusCommand, SlurmOptions? slurm = null, TimeProvider? time = null)
     {
         var database = PlatformDatabase.Open(dataDirectory);
-        return new JobService(new SqliteJobStore(database, new SqliteAuditLog(database, time), time), new LocalJobExecutor(stratusCommand, dataDirectory));
+        return new JobService(new SqliteJobStore(database, new SqliteAuditLog(database, time), time),
+            [new LocalJobExecutor(stratusCommand, dataDirectory), new SlurmJobExecutor(stratusCommand, slurm ?? SlurmOptions.Default)]);
     }
 
     public SqliteJobStore Store => store;
 
-    public IJobExecutor Executor => executor;
+    /// <summary>The executor named <paramref name="name"/>; null where there is none.</summary>
+    public IJobExecutor? Executor(string name) => executors.FirstOrDefault(e => e.Name == name);
 
-    /// <summary>Records and starts a training job; returns it as recorded (queued).</summary>
-    /// <exception cref="TrustUserException">(Conflict) A job that has not ended writes the same run folder.</exception>
-    public Job Submit(TrainArguments arguments, string actor)
+    /// <summary>Records and starts a training job under <paramref name="executorName"/> (null: the
+    /// first executor); returns it as recorded (queued). One its executor refuses to start is recorded
+    /// failed, with the executor's reason, and the refusal thrown.</summary>
+    /// <exception cref="TrustUserException">(Conflict) A job that has not ended writes the same run
+    /// folder; or the executor refused it.</exception>
+    public Job Submit(TrainArguments arguments, string actor, string? executorName = null)
     {
+        var executor = executorName is null ? executors[0] : Executor(executorName)
+            ?? throw new ArgumentException($"no job executor '{executorName}'", nameof(executorName));
         // The run folder (which holds the job's log) is made before the job is recorded: one that
         // cannot be (a file there, a name longer than the file system takes) is the submitter's to
         // fix, not a job that failed.
@@ -55,6 +65,10 @@ public sealed class JobService(SqliteJobStore store, IJobExecutor executor)
             throw;
         }
         store.SetExecutorReference(id, reference);
+        // A cancel that came while the executor started the job found nothing to stop. A local
+        // job's supervisor finds it when it records the training's pid (and signals it then); a
+        // Slurm job, which records none, does not look.
+        if (store.Get(id) is { CancelRequestedAt: not null, Pid: null } cancelled) executor.Cancel(cancelled);
         return job with { ExecutorReference = reference };
     }
 
@@ -70,7 +84,7 @@ public sealed class JobService(SqliteJobStore store, IJobExecutor executor)
     public Job Cancel(string id, string actor)
     {
         var job = store.RequestCancel(id, actor);
-        executor.Cancel(job);
+        Executor(job.Executor)?.Cancel(job);
         return Get(id);
     }
 
@@ -79,16 +93,19 @@ public sealed class JobService(SqliteJobStore store, IJobExecutor executor)
     /// one after this was never started, its submitter having ended (killed) in between.</summary>
     public static readonly TimeSpan LaunchTimeout = TimeSpan.FromMinutes(1);
 
-    /// <summary><paramref name="job"/> as it is: one its executor finds ended, or that its submitter
-    /// never started, is recorded so (unless its supervisor recorded its end meanwhile) and read again.</summary>
+    /// <summary><paramref name="job"/> as it is: one its executor finds started or ended, or that its
+    /// submitter never started, is recorded so (unless its supervisor recorded its end meanwhile) and read again.</summary>
     Job Observed(Job job)
     {
-        if (job.State.HasEnded()) return job;
-        var end = executor.Observe(job) ?? (job is { ExecutorReference: null, Pid: null } && store.Now - job.SubmittedAt > LaunchTimeout
-            ? new JobEnd(JobState.Failed, null, "its submitter ended before it started the job; submit it again")
+        if (job.State.HasEnded() || Executor(job.Executor) is not { } executor) return job;
+        var seen = executor.Observe(job) ?? (job is { ExecutorReference: null, Pid: null } && store.Now - job.SubmittedAt > LaunchTimeout
+            ? new JobObservation(null, new JobEnd(JobState.Failed, null, "its submitter ended before it started the job; submit it again"))
             : null);
-        if (end is null) return job;
-        store.RecordEnd(job.Id, end);
+        if (seen is null || (seen.End is null && job.State == JobState.Running)) return job;
+        // Started, or ended, while nobody watched: a job seen to end from queued ran too, where its
+        // executor says when it started.
+        if (job.State == JobState.Queued && (seen.End is null || seen.StartedAt is not null)) store.RecordStarted(job.Id, null, null, seen.StartedAt);
+        if (seen.End is { } end) store.RecordEnd(job.Id, end);
         return store.Get(job.Id) ?? job;
     }
 }

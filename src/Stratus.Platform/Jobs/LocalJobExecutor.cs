@@ -47,7 +47,7 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
         return Reference(pid, StartOf(pid));
     }
 
-    public JobEnd? Observe(Job job)
+    public JobObservation? Observe(Job job)
     {
         var supervisor = "its supervisor";
         if (job.ExecutorReference is { } reference)
@@ -106,36 +106,8 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
             Console.Out.Flush();
             var cancelled = store.Get(id)?.CancelRequestedAt is not null;
             store.RecordEnd(id, code == 0 ? new JobEnd(JobState.Succeeded, 0, null)
-                : new JobEnd(JobState.Failed, code, cancelled ? CancelledReason(job) : FailureReason(job, code)));
+                : new JobEnd(JobState.Failed, code, cancelled ? JobLog.CancelledReason(job) : JobLog.FailureReason(job, code)));
             return 0;
-        }
-    }
-
-    /// <summary>Train saves a last checkpoint when SIGTERM stops it after a step.</summary>
-    static string CancelledReason(Job job) =>
-        Directory.Exists(Path.Combine(job.Arguments.Out, "checkpoints", "last"))
-            ? $"cancelled after a last checkpoint; continue it with `stratus train --resume {job.Arguments.Out}`"
-            : "cancelled before its first checkpoint";
-
-    /// <summary>The training's own one-line error where its log ends with one, else its exit code.</summary>
-    static string FailureReason(Job job, int code)
-    {
-        var last = LastLines(job.LogFile).LastOrDefault(line => line.StartsWith("error: ", StringComparison.Ordinal));
-        return last is not null ? $"train exited with {code}: {last["error: ".Length..]}" : $"train exited with {code}; see {job.LogFile}";
-    }
-
-    /// <summary>The lines of the last 8 KiB of <paramref name="file"/>; none where it cannot be read.</summary>
-    static string[] LastLines(string file)
-    {
-        try
-        {
-            using var stream = File.OpenRead(file);
-            stream.Seek(Math.Max(0, stream.Length - 8192), SeekOrigin.Begin);
-            return new StreamReader(stream).ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return [];
         }
     }
 

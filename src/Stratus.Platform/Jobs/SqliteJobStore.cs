@@ -83,14 +83,16 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
 
     public void SetExecutorReference(string id, string reference) => Update("UPDATE jobs SET executor_ref = $ref WHERE id = $id", ("$id", id), ("$ref", reference));
 
-    /// <summary>Records that the training process runs; returns whether a cancel was asked for
-    /// before this (whoever records the start then stops it), false too for a job that has ended.</summary>
-    public bool RecordStarted(string id, int pid, long? pidStart) => database.Write(transaction =>
+    /// <summary>Records that the training runs: its process where this machine runs it
+    /// (<paramref name="pid"/>; null under a cluster's scheduler), since <paramref name="startedAt"/>
+    /// (null: now). Returns whether a cancel was asked for before this (whoever records the start
+    /// then stops it), false too for a job that has ended.</summary>
+    public bool RecordStarted(string id, int? pid, long? pidStart, DateTimeOffset? startedAt = null) => database.Write(transaction =>
     {
         using var command = Command(transaction.Connection!, """
             UPDATE jobs SET state = 'running', pid = $pid, pid_start = $start, started_at = $now
             WHERE id = $id AND state = 'queued' RETURNING cancel_requested_at IS NOT NULL
-            """, ("$id", id), ("$pid", pid), ("$start", pidStart), ("$now", FormatTime(Now)));
+            """, ("$id", id), ("$pid", pid), ("$start", pidStart), ("$now", FormatTime(startedAt ?? Now)));
         command.Transaction = transaction;
         return command.ExecuteScalar() is long cancelled && cancelled != 0;
     });

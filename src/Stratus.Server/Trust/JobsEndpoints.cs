@@ -2,7 +2,9 @@
 // `stratus jobs` runs them: list, show, submit and cancel. A submission's arguments are checked as
 // `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
 // writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
-// serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403).
+// serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403). They
+// run under the executors serve's --jobs-executor enables (local unless it says otherwise; the first
+// given where a request names none): a request that names another is a 400.
 // Submissions and cancels are audited with the calling key's id as the actor. A job's metrics
 // (GET /api/jobs/{id}/metrics, for the dashboard's loss curves) are read from the run folder the job
 // recorded, never from a path the request names.
@@ -24,7 +26,8 @@ public sealed record SubmitJobRequest(
     [property: JsonPropertyName("config")] string? Config,
     [property: JsonPropertyName("data")] string? Data,
     [property: JsonPropertyName("out")] string? Out,
-    [property: JsonPropertyName("overrides")] Dictionary<string, JsonElement>? Overrides);
+    [property: JsonPropertyName("overrides")] Dictionary<string, JsonElement>? Overrides,
+    [property: JsonPropertyName("executor")] string? Executor = null);
 
 public sealed record JobArgumentsView(
     [property: JsonPropertyName("config")] string? Config,
@@ -38,6 +41,7 @@ public sealed record JobView(
     [property: JsonPropertyName("state")] string State,
     [property: JsonPropertyName("reason")] string? Reason,
     [property: JsonPropertyName("executor")] string Executor,
+    [property: JsonPropertyName("executor_reference")] string? ExecutorReference,
     [property: JsonPropertyName("arguments")] JobArgumentsView Arguments,
     [property: JsonPropertyName("pid")] int? Pid,
     [property: JsonPropertyName("exit_code")] int? ExitCode,
@@ -50,7 +54,7 @@ public sealed record JobView(
 {
     [JsonPropertyName("object")] public string Object => "job";
 
-    public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), job.Reason, job.Executor,
+    public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), job.Reason, job.Executor, job.ExecutorReference,
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value)),
         job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.SubmittedBy, job.LogFile,
         MetricsLog.LastTrainingStep(job.Arguments.Out) is { } last ? new LastStepView(last.Step, last.Loss) : null);
@@ -68,13 +72,15 @@ public static class JobsEndpoints
     /// <param name="stratusCommand">The command that runs the Stratus CLI, whose `jobs supervise`
     /// runs each job (the serving CLI's own).</param>
     /// <param name="root">The folder submissions' paths must be under; null: submissions are refused.</param>
-    public static IEndpointRouteBuilder MapJobs(this IEndpointRouteBuilder endpoints, IReadOnlyList<string> stratusCommand, JobsRoot? root)
+    /// <param name="executors">The executors submissions may run under (serve's --jobs-executor),
+    /// the first where a request names none.</param>
+    public static IEndpointRouteBuilder MapJobs(this IEndpointRouteBuilder endpoints, IReadOnlyList<string> stratusCommand, JobsRoot? root, IReadOnlyList<string> executors)
     {
         var jobs = endpoints.MapGroup(Prefix).RequireStratusScope(ApiKeyScopes.Training);
         // One service for the server's life, opened on first use (the data directory's database).
         JobService? opened = null;
         JobService Service(HttpContext http) =>
-            opened ??= JobService.OpenLocal(http.RequestServices.GetRequiredService<StratusTrust>().DataDirectory, stratusCommand);
+            opened ??= JobService.Open(http.RequestServices.GetRequiredService<StratusTrust>().DataDirectory, stratusCommand);
 
         jobs.MapGet("", (HttpContext http) => Json(new ListResponse<JobView>([.. Service(http).List().Select(JobView.From)])));
         jobs.MapGet("/{id}", (HttpContext http, string id) => Json(JobView.From(Service(http).Get(id))));
@@ -85,6 +91,9 @@ public static class JobsEndpoints
                     "This server takes no training jobs through its API: its operator starts it with --jobs-root <folder>, the folder jobs read their configs and data in and write their runs to.",
                     code: "jobs_not_enabled");
             var body = await TrustJson.ReadBodyAsync<SubmitJobRequest>(http.Request, ct);
+            var executor = body.Executor ?? executors[0];
+            if (!executors.Contains(executor))
+                throw new TrustUserException($"'executor' {executor} is not one this server runs jobs with: its operator enabled {string.Join(" and ", executors)} (serve --jobs-executor); leave 'executor' out, or name one of those.") { Param = "executor" };
             string HostPath(string field, string path)
             {
                 var full = AbsoluteHostPath(field, path);
@@ -106,7 +115,7 @@ public static class JobsEndpoints
                 var given = arguments.Overrides.FirstOrDefault(o => TrainConfig.KeyOf(o.Key) == key).Key;
                 throw e.WithParam(given is null ? "config" : $"overrides.{given}");
             }
-            return Json(JobView.From(Service(http).Submit(arguments, Actor(http))), StatusCodes.Status201Created);
+            return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor)), StatusCodes.Status201Created);
         });
         var metrics = new JobMetrics();
         jobs.MapGet("/{id}/metrics", (HttpContext http, string id) =>

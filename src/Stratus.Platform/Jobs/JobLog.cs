@@ -1,0 +1,38 @@
+// What a job's log and run folder say of how its training ended, in the reason a job records:
+// the same words whichever executor ran it.
+namespace Stratus.Platform.Jobs;
+
+static class JobLog
+{
+    /// <summary>Train saves a last checkpoint when SIGTERM stops it after a step.</summary>
+    public static string CancelledReason(Job job) => Resumable(job, "cancelled after a last checkpoint", "cancelled before its first checkpoint");
+
+    /// <summary><paramref name="stopped"/> and how to continue the run where it saved a
+    /// checkpoint, else <paramref name="unsaved"/>.</summary>
+    public static string Resumable(Job job, string stopped, string unsaved) =>
+        Directory.Exists(Path.Combine(job.Arguments.Out, "checkpoints", "last"))
+            ? $"{stopped}; continue it with `stratus train --resume {job.Arguments.Out}`"
+            : unsaved;
+
+    /// <summary>The training's own one-line error where its log ends with one, else its exit code.</summary>
+    public static string FailureReason(Job job, int code)
+    {
+        var last = LastLines(job.LogFile).LastOrDefault(line => line.StartsWith("error: ", StringComparison.Ordinal));
+        return last is not null ? $"train exited with {code}: {last["error: ".Length..]}" : $"train exited with {code}; see {job.LogFile}";
+    }
+
+    /// <summary>The lines of the last 8 KiB of <paramref name="file"/>; none where it cannot be read.</summary>
+    static string[] LastLines(string file)
+    {
+        try
+        {
+            using var stream = File.OpenRead(file);
+            stream.Seek(Math.Max(0, stream.Length - 8192), SeekOrigin.Begin);
+            return new StreamReader(stream).ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return [];
+        }
+    }
+}

@@ -1,0 +1,71 @@
+// What the Slurm executor reads from Slurm's own words (scontrol show job --oneliner, sacct
+// --parsable2) and what a job then is: no cluster needed (tests/Stratus.Slurm.Tests runs one).
+using Stratus.Platform.Jobs;
+
+namespace Stratus.Platform.Tests;
+
+public sealed class SlurmJobRecordTests : IDisposable
+{
+    readonly string run = Path.Combine(Path.GetTempPath(), $"stratus-slurm-record-{Guid.NewGuid():N}");
+
+    public void Dispose()
+    {
+        if (Directory.Exists(run)) Directory.Delete(run, recursive: true);
+    }
+
+    Job Running(DateTimeOffset? cancelRequestedAt = null) =>
+        new("job-0000abcd", Job.TrainKind, new TrainArguments(null, "/data", run, []), SlurmJobExecutor.ExecutorName, "42", JobState.Running,
+            null, null, null, null, DateTimeOffset.UtcNow, DateTimeOffset.UtcNow, null, cancelRequestedAt, "cli:test", Path.Combine(run, "job-0000abcd.log"));
+
+    /// <summary>scontrol's line for a job, as Slurm 22.05 prints it (shortened), in the given state.</summary>
+    static string Scontrol(string state, string exitCode, string nodeList = "vm", string startTime = "2026-11-27T17:32:55") =>
+        $"JobId=42 JobName=job-0000abcd UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=4294901759 Nice=0 Account=(null) QOS=(null) JobState={state} Reason=None " +
+        $"Dependency=(null) Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode={exitCode} RunTime=00:00:01 TimeLimit=UNLIMITED TimeMin=N/A SubmitTime=2026-11-27T17:32:54 " +
+        $"EligibleTime=2026-11-27T17:32:54 StartTime={startTime} EndTime=2026-11-27T17:32:56 Partition=main ReqNodeList=(null) ExcNodeList=(null) NodeList={nodeList} " +
+        "BatchHost=vm NumNodes=1 NumCPUs=2 NumTasks=2 CPUs/Task=1 Command=/tmp/a b/script WorkDir=/tmp StdOut=/tmp/x.log Power=\n";
+
+    [Fact]
+    public void Scontrols_line_gives_the_state_exit_code_signal_start_and_tasks()
+    {
+        var record = SlurmJobExecutor.ParseScontrol(Scontrol("FAILED", "143:0"))!;
+        Assert.Equal(("FAILED", 143, 0, 2), (record.State, record.ExitCode, record.Signal, record.Tasks));
+        Assert.Equal(new DateTimeOffset(new DateTime(2026, 11, 27, 17, 32, 55, DateTimeKind.Local)), record.StartTime);
+        // ReqNodeList is not NodeList: a job cancelled while it waited has a StartTime but no node.
+        Assert.Null(SlurmJobExecutor.ParseScontrol(Scontrol("CANCELLED", "0:0", nodeList: ""))!.StartTime);
+        Assert.Null(SlurmJobExecutor.ParseScontrol(Scontrol("PENDING", "0:0", nodeList: "", startTime: "Unknown"))!.StartTime);
+        Assert.Null(SlurmJobExecutor.ParseScontrol("slurm_load_jobs error: Invalid job id specified"));
+    }
+
+    [Fact]
+    public void Each_Slurm_state_is_the_jobs_state_with_its_exit_code_and_a_reason()
+    {
+        JobObservation? Seen(string state, string exitCode, Job? job = null) => SlurmJobExecutor.Observation(SlurmJobExecutor.ParseScontrol(Scontrol(state, exitCode))!, job ?? Running());
+        Assert.Null(Seen("PENDING", "0:0"));
+        Assert.Equal(JobObservation.Running(new DateTimeOffset(new DateTime(2026, 11, 27, 17, 32, 55, DateTimeKind.Local))), Seen("RUNNING", "0:0"));
+        Assert.Null(Seen("COMPLETING", "0:0")!.End);
+        Assert.Equal(new JobEnd(JobState.Succeeded, 0, null), Seen("COMPLETED", "0:0")!.End);
+        Assert.Equal(new JobEnd(JobState.Failed, 2, $"train exited with 2; see {run}/job-0000abcd.log"), Seen("FAILED", "2:0")!.End);
+        // A signal's end reads as a shell reports it.
+        Assert.Equal(137, Seen("FAILED", "0:9")!.End!.ExitCode);
+        Assert.Equal(new JobEnd(JobState.Failed, 143, "cancelled before its first checkpoint"), Seen("FAILED", "143:0", Running(DateTimeOffset.UtcNow))!.End);
+        Assert.Equal(new JobEnd(JobState.Failed, 143, "Slurm job 42 reached its time limit (TIMEOUT; submit with a longer --time), before its first checkpoint"), Seen("TIMEOUT", "0:15")!.End);
+        Assert.Equal(JobState.Failed, Seen("OUT_OF_MEMORY", "0:125")!.End!.State);
+        Assert.StartsWith("Slurm job 42 ran out of the memory it was given (OUT_OF_MEMORY)", Seen("OUT_OF_MEMORY", "0:125")!.End!.Reason);
+        Assert.StartsWith("Slurm job 42's node failed (NODE_FAIL)", Seen("NODE_FAIL", "0:0")!.End!.Reason);
+        Assert.Equal(new JobEnd(JobState.Failed, 0, $"Slurm job 42 ended DEADLINE; see {run}/job-0000abcd.log"), Seen("DEADLINE", "0:0")!.End);
+        Directory.CreateDirectory(Path.Combine(run, "checkpoints", "last"));
+        Assert.Equal(new JobEnd(JobState.Cancelled, 143, $"Slurm job 42 was cancelled in Slurm (scancel); continue it with `stratus train --resume {run}`"), Seen("CANCELLED", "0:15")!.End);
+        Assert.Equal(new JobEnd(JobState.Cancelled, null, "cancelled before its training started"),
+            SlurmJobExecutor.Observation(SlurmJobExecutor.ParseScontrol(Scontrol("CANCELLED", "0:0", nodeList: ""))!, Running())!.End);
+    }
+
+    [Fact]
+    public void Saccts_line_is_read_as_scontrols_its_canceller_left_out()
+    {
+        var record = SlurmJobExecutor.ParseSacct("CANCELLED by 0|0:15|2026-11-27T17:32:55\n")!;
+        Assert.Equal(("CANCELLED", 0, 15), (record.State, record.ExitCode, record.Signal));
+        Assert.NotNull(record.StartTime);
+        Assert.Null(SlurmJobExecutor.ParseSacct("CANCELLED by 0|0:0|None\n")!.StartTime);
+        Assert.Null(SlurmJobExecutor.ParseSacct(""));
+    }
+}

@@ -1,0 +1,175 @@
+// A single-node Slurm cluster of its own for a test class, as docs/platform.md sets one up: munged
+// (as user munge, on a socket of its own), slurmctld and slurmd in the foreground, their
+// configuration, state, spool and logs in a temporary folder, on ports found free, so it meets no
+// other cluster or munged on the machine. The Slurm commands the tests and the CLI run find it
+// through SLURM_CONF, set for this process while the cluster runs. Dispose cancels its jobs and
+// stops every daemon it started, whatever the tests did. A machine where it cannot start (Slurm
+// not installed, not root) fails the tests, saying so: a test of the Slurm executor that passes
+// without Slurm tests nothing.
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace Stratus.Slurm.Tests;
+
+public sealed class SlurmCluster : IDisposable
+{
+    public string Folder { get; } = Path.Combine(Path.GetTempPath(), $"stratus-slurm-{Guid.NewGuid():N}");
+
+    readonly string? previousConf = Environment.GetEnvironmentVariable("SLURM_CONF");
+    readonly List<Process> daemons = [];
+    string MungeFolder => Path.Combine(Folder, "munge");
+
+    public SlurmCluster()
+    {
+        var missing = new[] { "munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "scancel" }.Where(command => Which(command) is null).ToArray();
+        if (missing.Length > 0)
+            throw new InvalidOperationException($"the Slurm tests start a cluster of their own, and {string.Join(", ", missing)} is not installed: apt-get install slurmctld slurmd slurm-client munge (.ci/run does)");
+        if (Environment.UserName != "root")
+            throw new InvalidOperationException("the Slurm tests start a cluster of their own as root (slurmd runs jobs as their users); run them as root, as CI does");
+        try
+        {
+            Start();
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    void Start()
+    {
+        Directory.CreateDirectory(MungeFolder);
+        // /tmp's own mode lets munged (user munge) reach its folder; that folder is munge's alone.
+        Run("chmod", "755", Folder);
+        Run("chown", "munge:munge", MungeFolder);
+        Run("runuser", "-u", "munge", "--", Which("munged")!, $"--socket={MungeFolder}/munge.socket", $"--pid-file={MungeFolder}/munged.pid",
+            $"--log-file={MungeFolder}/munged.log", $"--seed-file={MungeFolder}/munged.seed");
+
+        var host = Run("hostname", "-s").Trim();
+        var memory = Run(Which("slurmd")!, "-C").Split([' ', '\n']).Single(field => field.StartsWith("RealMemory=", StringComparison.Ordinal));
+        var conf = Path.Combine(Folder, "slurm.conf");
+        var (controllerPort, nodePort) = FreePorts();
+        File.WriteAllText(conf, $"""
+            ClusterName=stratus-test
+            SlurmctldHost={host}(127.0.0.1)
+            SlurmctldPort={controllerPort}
+            SlurmdPort={nodePort}
+            SlurmUser=root
+            SlurmdUser=root
+            AuthType=auth/munge
+            CredType=cred/munge
+            AuthInfo=socket={MungeFolder}/munge.socket
+            ProctrackType=proctrack/linuxproc
+            TaskPlugin=task/none
+            SelectType=select/cons_tres
+            SelectTypeParameters=CR_Core_Memory
+            DefMemPerCPU=1024
+            SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+            AccountingStorageType=accounting_storage/none
+            JobCompType=jobcomp/none
+            MpiDefault=none
+            ReturnToService=2
+            StateSaveLocation={Folder}/state
+            SlurmdSpoolDir={Folder}/spool
+            SlurmctldPidFile={Folder}/slurmctld.pid
+            SlurmdPidFile={Folder}/slurmd.pid
+            SlurmctldLogFile={Folder}/slurmctld.log
+            SlurmdLogFile={Folder}/slurmd.log
+            NodeName={host} CPUs={Environment.ProcessorCount} {memory} State=UNKNOWN
+            PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+
+            """);
+        Directory.CreateDirectory(Path.Combine(Folder, "state"));
+        Directory.CreateDirectory(Path.Combine(Folder, "spool"));
+        Environment.SetEnvironmentVariable("SLURM_CONF", conf);
+        daemons.Add(Daemon("slurmctld", "-D", "-c", "-f", conf));
+        daemons.Add(Daemon("slurmd", "-D", "-f", conf));
+
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (RunQuietly("sinfo", "--noheader", "--format=%t").Stdout.Trim() != "idle")
+        {
+            if (DateTime.UtcNow > deadline || daemons.Any(daemon => daemon.HasExited))
+                throw new InvalidOperationException($"the test cluster's node did not become idle within a minute; its logs are in {Folder}: {Tail("slurmctld.log")} {Tail("slurmd.log")}");
+            Thread.Sleep(200);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (daemons.Count > 0)
+        {
+            RunQuietly("scancel", "--user=root");
+            RunQuietly("scontrol", "shutdown");
+            foreach (var daemon in daemons)
+            {
+                if (!daemon.WaitForExit(TimeSpan.FromSeconds(20))) daemon.Kill(entireProcessTree: true);
+                daemon.Dispose();
+            }
+        }
+        if (File.Exists(Path.Combine(MungeFolder, "munged.pid"))
+            && int.TryParse(File.ReadAllText(Path.Combine(MungeFolder, "munged.pid")).Trim(), out var munged))
+        {
+            try
+            {
+                using var process = Process.GetProcessById(munged);
+                process.Kill();
+                process.WaitForExit(TimeSpan.FromSeconds(10));
+            }
+            catch (ArgumentException) { } // gone already
+        }
+        Environment.SetEnvironmentVariable("SLURM_CONF", previousConf);
+        try { Directory.Delete(Folder, recursive: true); } catch (IOException) { }
+    }
+
+    /// <summary>Runs a Slurm command against this cluster.</summary>
+    public static (int ExitCode, string Stdout, string Stderr) RunQuietly(string command, params string[] arguments)
+    {
+        var info = new ProcessStartInfo(command) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var argument in arguments) info.ArgumentList.Add(argument);
+        using var process = Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
+        {
+            process.Kill();
+            return (-1, "", $"{command} did not answer within a minute");
+        }
+        return (process.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    static string Run(string command, params string[] arguments)
+    {
+        var (code, stdout, stderr) = RunQuietly(command, arguments);
+        return code == 0 ? stdout : throw new InvalidOperationException($"{command} {string.Join(' ', arguments)} exited with {code}: {stderr.Trim()}");
+    }
+
+    Process Daemon(string command, params string[] arguments)
+    {
+        var info = new ProcessStartInfo(Which(command)!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var argument in arguments) info.ArgumentList.Add(argument);
+        var process = Process.Start(info)!;
+        // Their logs go to files too; the pipes are drained so they never block on a full one.
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return process;
+    }
+
+    string Tail(string log) =>
+        File.Exists(Path.Combine(Folder, log)) ? string.Join(" | ", File.ReadLines(Path.Combine(Folder, log)).TakeLast(5)) : $"(no {log})";
+
+    /// <summary>Two ports free now, and not the same one (both are held while the second is found).</summary>
+    static (int, int) FreePorts()
+    {
+        using Socket first = new(SocketType.Stream, ProtocolType.Tcp), second = new(SocketType.Stream, ProtocolType.Tcp);
+        first.Bind(new IPEndPoint(IPAddress.Any, 0));
+        second.Bind(new IPEndPoint(IPAddress.Any, 0));
+        return (((IPEndPoint)first.LocalEndPoint!).Port, ((IPEndPoint)second.LocalEndPoint!).Port);
+    }
+
+    static string? Which(string command) => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
+        .Concat(["/usr/sbin", "/sbin"]).Select(folder => Path.Combine(folder, command)).FirstOrDefault(File.Exists);
+}

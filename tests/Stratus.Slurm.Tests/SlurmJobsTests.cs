@@ -1,0 +1,246 @@
+// `stratus jobs submit --executor slurm` end to end, on a real single-node cluster (SlurmCluster):
+// a tiny training submitted through sbatch reads queued, running and succeeded as Slurm reports it;
+// a cancel stops it after a last checkpoint, the run resumable; a failing training, a job Slurm no
+// longer knows, a partition Slurm refuses and a machine without sbatch each read as what they are;
+// `jobs list` and `jobs show` print JSON that scripts read.
+using System.Text;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Stratus.Platform;
+using Stratus.Platform.Jobs;
+
+namespace Stratus.Slurm.Tests;
+
+// Beside the namespace Stratus.Cli, the CLI tests' class that runs it.
+using Cli = Stratus.Cli.Tests.Cli;
+using TempDirectory = Stratus.Cli.Tests.TempDirectory;
+
+/// <summary>xunit starts the class's cluster before its first test and disposes of it after its last.</summary>
+public sealed partial class SlurmJobsTests : IClassFixture<SlurmCluster>
+{
+    static (int ExitCode, string Stdout, string Stderr) Jobs(TempDirectory temp, params string[] args) => Cli.Run(["jobs", .. args, "--data-dir", temp["home"]]);
+
+    /// <summary>A tiny character dataset and a one-layer model's config, as the CLI tests train.</summary>
+    static (string Data, string Config) Prepare(TempDirectory temp)
+    {
+        var text = new StringBuilder();
+        var random = new Random(1);
+        for (var i = 0; i < 3000; i++) text.Append("abcdefgh ij\n"[random.Next(12)]);
+        File.WriteAllText(temp["corpus.txt"], text.ToString());
+        var (code, _, stderr) = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["data"]);
+        Assert.True(code == 0, stderr);
+        File.WriteAllText(temp["tiny.json"], """
+            { "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8, "bias": false,
+              "learning_rate": 2e-3, "min_lr": 2e-4, "max_iters": 400, "lr_decay_iters": 400, "warmup_iters": 10,
+              "eval_interval": 100, "eval_iters": 2, "checkpoint_interval": 10, "log_interval": 50, "seed": 5, "dropout": 0.1 }
+            """);
+        return (temp["data"], temp["tiny.json"]);
+    }
+
+    /// <summary>Submits through Slurm; returns the job's id and its Slurm job id.</summary>
+    static (string Id, string SlurmJob) Submit(TempDirectory temp, params string[] args)
+    {
+        var (code, stdout, stderr) = Jobs(temp, ["submit", "--executor", "slurm", .. args]);
+        Assert.True(code == 0, stdout + stderr);
+        var match = Submitted().Match(stdout);
+        Assert.True(match.Success, stdout);
+        return (match.Groups[1].Value, match.Groups[2].Value);
+    }
+
+    static JsonObject Show(TempDirectory temp, string id)
+    {
+        var (code, stdout, stderr) = Jobs(temp, "show", id, "--json");
+        Assert.True(code == 0, stderr);
+        return JsonNode.Parse(stdout)!.AsObject();
+    }
+
+    static string State(JsonObject job) => (string)job["state"]!;
+
+    /// <summary>The job once <paramref name="until"/> holds of it, and the states it was seen in.</summary>
+    static (JsonObject Job, List<string> Seen) WaitFor(TempDirectory temp, string id, Func<JsonObject, bool> until)
+    {
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        List<string> seen = [];
+        while (true)
+        {
+            var job = Show(temp, id);
+            if (seen.Count == 0 || seen[^1] != State(job)) seen.Add(State(job));
+            if (until(job)) return (job, seen);
+            Assert.True(DateTime.UtcNow < deadline, $"job {id} stayed {State(job)}: {job.ToJsonString()}");
+            Thread.Sleep(300);
+        }
+    }
+
+    static (JsonObject Job, List<string> Seen) Ended(TempDirectory temp, string id) => WaitFor(temp, id, job => State(job) is not ("queued" or "running"));
+
+    static string SlurmState(string slurmJob) => Regex.Match(SlurmCluster.RunQuietly("scontrol", "show", "job", "--oneliner", slurmJob).Stdout, @"JobState=(\S+)").Groups[1].Value;
+
+    [Fact]
+    public void A_job_submitted_through_sbatch_runs_as_Slurm_says_and_ends_succeeded_with_exit_0_its_metrics_and_its_Slurm_job_id()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var (id, slurmJob) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "6", "--lr-decay-iters", "6", "--warmup-iters", "0", "--eval-interval", "3");
+        var (job, seen) = Ended(temp, id);
+        Assert.True(State(job) == "succeeded", job.ToJsonString());
+        Assert.Equal("COMPLETED", SlurmState(slurmJob));
+        Assert.Equal(0, (int)job["exit_code"]!);
+        Assert.Equal(("slurm", slurmJob), ((string)job["executor"]!, (string)job["executor_reference"]!));
+        // Seen running, or ended before the first look: either way it was recorded as started.
+        Assert.NotNull(job["started_at"]);
+        Assert.Subset(new HashSet<string> { "queued", "running", "succeeded" }, seen.ToHashSet());
+        Assert.Equal(5, (long)job["last_step"]!["step"]!);
+        Assert.True(File.Exists(Path.Combine(temp["run"], "checkpoints", "last", "model.safetensors")));
+        // The job's log is the run folder's, as a local job's: its first line names both jobs.
+        var log = File.ReadAllText(Path.Combine(temp["run"], id + ".log"));
+        Assert.StartsWith($"{id} (Slurm job {slurmJob}): ", log);
+        Assert.Contains("val loss", log);
+        Assert.Contains($"executor:   slurm, Slurm job {slurmJob}\n", Jobs(temp, "show", id).Stdout);
+        var list = JsonNode.Parse(Jobs(temp, "list", "--json").Stdout)!;
+        Assert.Equal("list", (string)list["object"]!);
+        Assert.Equal((id, "succeeded"), ((string)list["data"]![0]!["id"]!, (string)list["data"]![0]!["state"]!));
+        // --follow ends when the job does, having printed the whole log.
+        Assert.Equal(log, Jobs(temp, "logs", id, "--follow").Stdout);
+    }
+
+    [Fact]
+    public void Cancel_stops_the_training_after_a_last_checkpoint_and_the_job_reads_cancelled_its_run_resumable()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var (id, slurmJob) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
+        WaitFor(temp, id, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
+        var cancel = Jobs(temp, "cancel", id);
+        Assert.True(cancel.ExitCode == 0, cancel.Stderr);
+        var (job, _) = Ended(temp, id);
+        Assert.Equal("cancelled", State(job));
+        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus train --resume {temp["run"]}`", (string)job["reason"]!);
+        // train's SIGTERM exit, which Slurm records as FAILED 143: the job's state is Stratus's word.
+        Assert.Equal(143, (int)job["exit_code"]!);
+        Assert.Equal("FAILED", SlurmState(slurmJob));
+        var last = (long)job["last_step"]!["step"]!;
+        var resumed = Cli.Run("train", "--resume", temp["run"], "--max-iters", (last + 3).ToString());
+        Assert.True(resumed.ExitCode == 0, resumed.Stderr);
+        Assert.Contains($"training from step {last + 1} to {last + 3}", resumed.Stdout);
+    }
+
+    [Fact]
+    public void A_job_cancelled_while_it_waits_for_the_cluster_never_starts()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        // Every core taken: the next job waits in the queue (PENDING) until this one ends.
+        var (code, blocker, stderr) = SlurmCluster.RunQuietly("sbatch", "--parsable", $"--ntasks={Environment.ProcessorCount}", "--output=/dev/null", "--wrap=sleep 300");
+        Assert.True(code == 0, stderr);
+        try
+        {
+            var (id, slurmJob) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "6");
+            Assert.Equal("queued", State(Show(temp, id)));
+            Assert.True(Jobs(temp, "cancel", id).ExitCode == 0);
+            var (job, _) = Ended(temp, id);
+            Assert.Equal(("cancelled", "cancelled before its training started"), (State(job), (string?)job["reason"]));
+            Assert.Equal("CANCELLED", SlurmState(slurmJob));
+            Assert.Null(job["started_at"]);
+            Assert.False(File.Exists(Path.Combine(temp["run"], "metrics.jsonl")));
+        }
+        finally
+        {
+            SlurmCluster.RunQuietly("scancel", blocker.Trim());
+        }
+    }
+
+    [Fact]
+    public void A_failing_training_ends_failed_with_trains_exit_code_and_error()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var (id, slurmJob) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--device", "cuda");
+        var (job, _) = Ended(temp, id);
+        Assert.Equal("failed", State(job));
+        Assert.Equal(2, (int)job["exit_code"]!);
+        Assert.StartsWith("train exited with 2: device cuda", (string)job["reason"]!);
+        Assert.Equal("FAILED", SlurmState(slurmJob));
+    }
+
+    /// <summary>scontrol forgets a finished job after MinJobAge, and this cluster keeps no
+    /// accounting for sacct: a job neither knows must not read running for ever.</summary>
+    [Fact]
+    public void A_job_Slurm_no_longer_knows_ends_failed_saying_its_end_is_unknown()
+    {
+        using var temp = new TempDirectory();
+        Directory.CreateDirectory(temp["home"]);
+        var service = JobService.Open(temp["home"], ["/bin/false"]);
+        var job = new Job("job-0000000f", Job.TrainKind, new TrainArguments(null, temp["data"], temp["run"], []), SlurmJobExecutor.ExecutorName, null, JobState.Queued,
+            null, null, null, null, DateTimeOffset.UtcNow, null, null, null, "cli:test", Path.Combine(temp["run"], "job-0000000f.log"));
+        service.Store.Insert(job, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        service.Store.SetExecutorReference(job.Id, "4000000");
+        service.Store.RecordStarted(job.Id, null, null);
+        var shown = Show(temp, job.Id);
+        Assert.Equal("failed", State(shown));
+        Assert.Matches(@"^Slurm no longer knows its job 4000000 \(the controller forgets a finished job after MinJobAge\) and keeps no accounting to ask \(sacct: .*\): how it ended is unknown; see ", (string)shown["reason"]!);
+    }
+
+    [Fact]
+    public void A_partition_Slurm_refuses_is_one_line_and_exit_2_and_the_job_reads_failed_with_slurms_reason()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var (code, stdout, stderr) = Jobs(temp, "submit", "--executor", "slurm", "--partition", "nosuch", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal(2, code);
+        Assert.Equal("", stdout);
+        Assert.Matches(@"^error: sbatch refused the job: .*[Ii]nvalid partition.*; give a --partition and --time the cluster takes \(sinfo lists its partitions and their time limits\), or submit with --executor local\n$", stderr);
+        var job = JsonNode.Parse(Jobs(temp, "list", "--json").Stdout)!["data"]![0]!;
+        Assert.Equal("failed", (string)job["state"]!);
+        Assert.StartsWith("could not be started: sbatch refused the job: ", (string)job["reason"]!);
+    }
+
+    [Fact]
+    public void Without_sbatch_on_the_PATH_or_a_cluster_it_reaches_submit_says_so_in_one_line_and_exits_2()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var info = Cli.StartInfo("jobs", "submit", "--executor", "slurm", "--config", config, "--data", data, "--out", temp["run"], "--data-dir", temp["home"]);
+        info.Environment["PATH"] = temp["empty-path"];
+        var (code, _, stderr) = Cli.Run(info);
+        Assert.Equal(2, code);
+        Assert.Equal("error: sbatch is not on the PATH: the slurm executor runs jobs through Slurm's commands; install them (Debian: apt-get install slurm-client) and set SLURM_CONF to the cluster's slurm.conf, or use --executor local\n", stderr);
+
+        info = Cli.StartInfo("jobs", "submit", "--executor", "slurm", "--config", config, "--data", data, "--out", temp["run"], "--data-dir", temp["home"]);
+        // A configuration naming no cluster (one missing, sbatch waits a minute for).
+        File.WriteAllText(temp["empty-slurm.conf"], "");
+        info.Environment["SLURM_CONF"] = temp["empty-slurm.conf"];
+        var unreachable = Cli.Run(info);
+        Assert.Equal(2, unreachable.ExitCode);
+        Assert.Matches(@"^error: sbatch refused the job: Unable to process configuration file; check that Slurm's commands reach the cluster \(sinfo; SLURM_CONF names its slurm.conf\), or submit with --executor local\n$", unreachable.Stderr);
+    }
+
+    [Fact]
+    public void Ranks_train_data_parallel_through_srun_and_a_count_that_does_not_divide_the_micro_batches_is_refused_at_submit()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var refused = Jobs(temp, "submit", "--executor", "slurm", "--ranks", "3", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "2");
+        Assert.Equal(2, refused.ExitCode);
+        Assert.StartsWith("error: gradient_accumulation_steps (2) must be a multiple of the number of ranks (3)", refused.Stderr);
+        var local = Jobs(temp, "submit", "--ranks", "2", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal((2, "error: --partition, --time and --ranks ask Slurm for the job's resources: give them with --executor slurm\n"), (local.ExitCode, local.Stderr));
+        Assert.False(Directory.Exists(temp["home"]), "a refused job was recorded");
+
+        var (id, _) = Submit(temp, "--ranks", "2", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "2", "--max-iters", "4", "--lr-decay-iters", "4", "--warmup-iters", "0", "--eval-interval", "2");
+        var (job, _) = Ended(temp, id);
+        Assert.True(State(job) == "succeeded", job.ToJsonString() + File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
+        Assert.Contains("data parallel: 2 ranks, 1 micro-batches each per step", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
+
+        // Cancelled, both ranks get train's SIGTERM (srun's tasks, not srun, which would kill them)
+        // and agree on a last checkpoint.
+        var (longJob, _) = Submit(temp, "--ranks", "2", "--config", config, "--data", data, "--out", temp["long"], "--gradient-accumulation-steps", "2", "--max-iters", "1000000", "--checkpoint-interval", "0");
+        WaitFor(temp, longJob, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
+        Assert.Equal(0, Jobs(temp, "cancel", longJob).ExitCode);
+        var (cancelled, _) = Ended(temp, longJob);
+        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus train --resume {temp["long"]}`", 143),
+            (State(cancelled), (string?)cancelled["reason"], (int?)cancelled["exit_code"]));
+    }
+
+    [GeneratedRegex(@"submitted (job-[0-9a-f]{8}) \(Slurm job (\d+)\)")]
+    private static partial Regex Submitted();
+}

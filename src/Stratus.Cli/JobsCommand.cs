@@ -6,7 +6,6 @@
 // executor's supervisor: it runs the job's `stratus train` and records how it ended.
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using Spectre.Console;
 using Stratus.Platform;
 using Stratus.Platform.Jobs;
@@ -43,7 +42,6 @@ static class JobsCommand
 
     static Option<bool> JsonOption(string what) => new("--json") { Description = $"print {what} as JSON, the objects GET /api/jobs answers with" };
 
-    static void WriteJson<T>(T value) => Console.WriteLine(JsonSerializer.Serialize(value, TrustJson.Options));
 
     static Command Submit()
     {
@@ -97,7 +95,7 @@ static class JobsCommand
             var jobs = OpenExisting(result, dataDir).List();
             if (result.GetValue(json))
             {
-                WriteJson(new ListResponse<JobView>([.. jobs.Select(JobView.From)]));
+                StandardOutput.WriteJson(new ListResponse<JobView>([.. jobs.Select(JobView.From)]));
                 return Task.FromResult(0);
             }
             if (jobs.Count == 0)
@@ -131,7 +129,7 @@ static class JobsCommand
             var job = OpenExisting(result, dataDir).Get(result.GetValue(id)!);
             if (result.GetValue(json))
             {
-                WriteJson(JobView.From(job));
+                StandardOutput.WriteJson(JobView.From(job));
                 return Task.FromResult(0);
             }
             static string Time(DateTimeOffset? time) => time?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) ?? "-";

@@ -42,7 +42,6 @@ static class JobsCommand
 
     static Option<bool> JsonOption(string what) => new("--json") { Description = $"print {what} as JSON, the objects GET /api/jobs answers with" };
 
-
     static Command Submit()
     {
         var config = ReadyConfigs.Option("training config (JSON, nanoGPT key names), as for `stratus train`");

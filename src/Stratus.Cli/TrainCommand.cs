@@ -77,7 +77,9 @@ static class TrainCommand
             versions = [.. ModelsCommand.Open(dataDir).List().Where(v => !v.IsCopy && trainer.CheckpointDirectories.Contains(v.Checkpoint.Directory))];
         }
         // A registry that cannot be read is no reason not to train: the warning is a courtesy.
-        catch (Exception e) when (e is TrustUserException or SqliteException or IOException or UnauthorizedAccessException)
+        // Nor one with a row edited by hand: a time not as the registry writes it (Format), a
+        // value of another type (InvalidCast).
+        catch (Exception e) when (e is TrustUserException or SqliteException or IOException or UnauthorizedAccessException or FormatException or InvalidCastException)
         {
             return null;
         }

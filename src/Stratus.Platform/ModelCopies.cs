@@ -7,6 +7,7 @@
 // under a lock while it is filled: a register that dies leaves a folder that the next one
 // removes (its lock free), never a version folder or a half copy under a name.
 using System.Runtime.InteropServices;
+using Stratus.Safety;
 
 namespace Stratus.Platform;
 
@@ -21,6 +22,21 @@ sealed partial class ModelCopies(string dataDir)
     /// <summary>Where the registry keeps its copy of version <paramref name="version"/> of
     /// <paramref name="name"/> (names are of a charset safe as a file name: ModelReference).</summary>
     public string FolderOf(string name, int version) => Path.Combine(Root, name, version.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>The folder of <paramref name="name"/>'s copies, made where missing.</summary>
+    /// <exception cref="TrustUserException">It is a symbolic link: copies would be placed, and
+    /// removed, wherever it leads.</exception>
+    public string NameFolder(string name)
+    {
+        var folder = Directory.CreateDirectory(Path.Combine(Root, name));
+        if (folder.LinkTarget is { } target)
+            throw new TrustUserException($"{folder.FullName} is a symbolic link (to {target}), not a folder of the registry's; it keeps a name's copies in a folder it makes itself: remove the link");
+        return folder.FullName;
+    }
+
+    /// <summary>Whether <paramref name="folder"/> (one of <see cref="FolderOf"/>) is in its
+    /// name's folder as the registry made it, not through a link put in its place.</summary>
+    public static bool InNameFolder(string folder) => new DirectoryInfo(Path.GetDirectoryName(folder)!).LinkTarget is null;
 
     /// <summary>A new temporary folder for a copy, locked until disposed; the folders that
     /// registers which died left are removed first.</summary>
@@ -105,7 +121,10 @@ sealed partial class ModelCopies(string dataDir)
 
     static void LinkOrCopy(string source, string destination)
     {
-        if (!OperatingSystem.IsWindows() && link(source, destination) == 0) return;
+        // link(2) on Linux links a symbolic link itself, not the file it leads to: the "copy" would
+        // be a link to weights kept elsewhere, which breaks when they change. File.Copy follows it.
+        var file = new FileInfo(source).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? source;
+        if (!OperatingSystem.IsWindows() && link(file, destination) == 0) return;
         File.Copy(source, destination);
         // Flushed before the rename that registers it: a version whose copy an OS crash could cut short is no copy to rely on.
         using var copied = new FileStream(destination, FileMode.Open, FileAccess.ReadWrite);

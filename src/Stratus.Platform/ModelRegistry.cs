@@ -89,6 +89,7 @@ public sealed class ModelRegistry
             var directory = checkpoint.Directory;
             if (incoming is not null)
             {
+                copies.NameFolder(name);
                 directory = copies.FolderOf(name, number);
                 // A number is given once: a folder there is what a register that died after its
                 // rename, before its commit, left, and no version refers to. Compared without case:
@@ -212,7 +213,7 @@ public sealed class ModelRegistry
     public ModelVersion Delete(string name, int version, string actor)
     {
         ModelReference.ValidateName(name);
-        var (deleted, shared) = database.Write(transaction =>
+        var (deleted, removeCopy) = database.Write(transaction =>
         {
             var connection = transaction.Connection!;
             var found = Versions(connection, transaction, "WHERE v.name = $name AND v.version = $version", ("$name", name), ("$version", version));
@@ -225,18 +226,20 @@ public sealed class ModelRegistry
             // A version registered without --copy from the folder of a copy refers to it too
             // (by another case of its name, where the file system ignores case).
             var shared = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE checkpoint = $checkpoint COLLATE NOCASE", ("$checkpoint", deleted.Checkpoint.Directory)) is not null;
+            // Nor one reached through a link put in place of its name's folder: that leads outside the registry's copies.
+            var removeCopy = deleted.IsCopy && !shared && ModelCopies.InNameFolder(deleted.Checkpoint.Directory);
             audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelVersionDeleted, new JsonObject
             {
                 ["name"] = name,
                 ["version"] = version,
                 ["checkpoint"] = deleted.Checkpoint.Directory,
-                ["copy_removed"] = deleted.IsCopy && !shared,
+                ["copy_removed"] = removeCopy,
             }));
-            return (deleted, shared);
+            return (deleted, removeCopy);
         });
         // After the commit: a crash between the two leaves a folder no version refers to, under a
         // number never given again, rather than a version whose files are gone.
-        if (deleted.IsCopy && !shared) ModelCopies.Remove(deleted.Checkpoint.Directory);
+        if (removeCopy) ModelCopies.Remove(deleted.Checkpoint.Directory);
         return deleted;
     }
 

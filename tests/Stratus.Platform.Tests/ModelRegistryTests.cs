@@ -272,6 +272,44 @@ public sealed class ModelRegistryTests : IDisposable
         Assert.Empty(Directory.EnumerateFileSystemEntries(Copies));
     }
 
+    [Fact]
+    public void A_linked_file_of_the_checkpoint_is_copied_as_the_file_it_leads_to_not_as_the_link()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        var run = Checkpoint("run");
+        // Weights kept elsewhere (another disk, a shared store) and linked into the run.
+        var weights = Path.Combine(directory, "store", "weights.safetensors");
+        Directory.CreateDirectory(Path.GetDirectoryName(weights)!);
+        File.WriteAllText(weights, "step 1 weights");
+        File.CreateSymbolicLink(Path.Combine(run, "model.safetensors"), weights);
+        var copied = registry.Register(run, "shk", null, null, "t", copy: true);
+        var file = new FileInfo(Path.Combine(copied.Checkpoint.Directory, "model.safetensors"));
+        Assert.Null(file.LinkTarget);
+        // The store rewritten, or gone: the registry's copy keeps what was registered.
+        File.Delete(weights);
+        Assert.Equal("step 1 weights", File.ReadAllText(file.FullName));
+    }
+
+    [Fact]
+    public void A_link_put_in_place_of_a_name_s_folder_neither_receives_copies_nor_has_its_target_deleted()
+    {
+        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        registry.Register(Checkpoint("run"), "shk", null, null, "t", copy: true);
+        // Someone who may write the data directory points models/shk at a folder of their choosing.
+        var elsewhere = Path.Combine(directory, "elsewhere");
+        Directory.CreateDirectory(Path.Combine(elsewhere, "1"));
+        File.WriteAllText(Path.Combine(elsewhere, "1", "precious"), "kept");
+        Directory.Delete(Path.Combine(Copies, "shk"), recursive: true);
+        Directory.CreateSymbolicLink(Path.Combine(Copies, "shk"), elsewhere);
+
+        registry.Delete("shk", 1, "t");
+        Assert.Equal("kept", File.ReadAllText(Path.Combine(elsewhere, "1", "precious")));
+        var error = Assert.Throws<TrustUserException>(() => registry.Register(Checkpoint("run"), "shk", null, null, "t", copy: true));
+        Assert.StartsWith($"{Path.Combine(Copies, "shk")} is a symbolic link", error.Message);
+        Assert.Equal(["1"], Directory.EnumerateFileSystemEntries(elsewhere).Select(Path.GetFileName));
+        Assert.Empty(registry.List());
+    }
+
     public void Dispose()
     {
         SqliteConnection.ClearAllPools();

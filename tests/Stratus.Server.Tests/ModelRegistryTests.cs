@@ -241,6 +241,18 @@ public sealed class ModelRegistryTests : IDisposable
         Assert.Equal(HttpStatusCode.Forbidden, forbidden.StatusCode);
     }
 
+    [Fact]
+    public void A_folder_given_with_a_trailing_slash_is_the_same_checkpoint_so_a_copy_it_shares_is_not_deleted()
+    {
+        var registry = Registry();
+        var copied = registry.Register(Run("a"), "shk", null, null, "tests", copy: true);
+        // As a shell completes a folder's name: with a slash after it.
+        var sharing = registry.Register(copied.Checkpoint.Directory + Path.DirectorySeparatorChar, "other", null, null, "tests");
+        Assert.Equal(copied.Checkpoint.Directory, sharing.Checkpoint.Directory);
+        registry.Delete("shk", 1, "tests");
+        Assert.Null(registry.Check(sharing));
+    }
+
     public void Dispose()
     {
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();

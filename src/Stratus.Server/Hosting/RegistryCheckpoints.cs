@@ -21,7 +21,7 @@ public sealed class RegistryCheckpoints : ICheckpointReader
         {
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(path));
             var config = checkpoint.ModelConfig;
-            return new RegisteredCheckpoint(Path.GetFullPath(checkpoint.Directory), checkpoint.ContentHash,
+            return new RegisteredCheckpoint(FolderPath(checkpoint.Directory), checkpoint.ContentHash,
                 new ModelSummary(config.Architecture, Parameters(checkpoint.Directory), config.BlockSize, checkpoint.Tokenizer.Kind));
         }
         // The registry lives below Core and knows the trust layer's user error.
@@ -36,13 +36,18 @@ public sealed class RegistryCheckpoints : ICheckpointReader
         try
         {
             var directory = Checkpoint.Resolve(path);
-            return new CheckpointFiles(Path.GetFullPath(directory), Checkpoint.FileNames(directory));
+            return new CheckpointFiles(FolderPath(directory), Checkpoint.FileNames(directory));
         }
         catch (StratusUserException e)
         {
             throw new TrustUserException(e.Message, e);
         }
     }
+
+    /// <summary>A folder as the registry records and compares it: absolute, without the slash a
+    /// shell's completion puts after it (else `best/` would be another folder than `best` to the
+    /// delete that asks whether a copy is shared, and to train's warning).</summary>
+    static string FolderPath(string directory) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
 
     /// <summary>The weights' element count from the header: a state dict holds each parameter
     /// once (a tied head is the embedding, not a second tensor), LoRA adapters included.</summary>

@@ -26,6 +26,15 @@ public sealed class JobMetricsTests : IDisposable
     }
 
     [Fact]
+    public void A_folder_where_the_file_should_be_is_a_conflict_naming_it()
+    {
+        Directory.CreateDirectory(File);
+        var refused = Assert.Throws<TrustUserException>(() => new JobMetrics().Read(run, long.MinValue, null, JobMetrics.MaxRows));
+        Assert.True(refused.Conflict);
+        Assert.Contains("is a directory", refused.Message);
+    }
+
+    [Fact]
     public void A_line_with_a_field_twice_is_a_conflict_naming_its_line()
     {
         System.IO.File.WriteAllText(File, "{\"step\":0,\"train_loss\":4}\n{\"step\":1,\"step\":2,\"train_loss\":3}\n");

@@ -46,7 +46,7 @@ public sealed class MetricsIndex(string runDirectory)
     /// are read, unless the file was rewritten, when it is indexed from its start with a new
     /// <see cref="Generation"/>. Returns the file opened for reading rows (the caller disposes it),
     /// null where the run has no metrics.jsonl yet.</summary>
-    /// <exception cref="StratusUserException">A line no trainer wrote (as MetricsLog.Entries says), or a file that is no regular file.</exception>
+    /// <exception cref="StratusUserException">A line no trainer wrote (as MetricsLog.Entries says), or a file that is no regular file (a folder included).</exception>
     public SafeFileHandle? Refresh()
     {
         FileBytes.RequireRegular(path);
@@ -56,6 +56,12 @@ public sealed class MetricsIndex(string runDirectory)
         {
             Reset();
             return null;
+        }
+        // RequireRegular lets a folder through for its callers to say what it is: .NET refuses to
+        // open one with "Access to the path is denied".
+        catch (UnauthorizedAccessException) when (Directory.Exists(path))
+        {
+            throw new StratusUserException($"{path} is a directory, not a regular file; a run folder holds its metrics in a file: replace it with the file itself");
         }
         try
         {

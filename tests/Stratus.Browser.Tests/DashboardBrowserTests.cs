@@ -235,6 +235,31 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    [Theory]
+    [InlineData(5000, 4.2, 1.5)]
+    [InlineData(100000, 3e-9, 1e-9)]
+    [InlineData(2000, 3.2e9, 1.1e9)]
+    public async Task A_long_runs_curve_shows_every_tick_label_whole(int lastStep, double first, double last)
+    {
+        // A run of 5,000 steps had its last step's label cut by the chart's right edge, and losses
+        // of many digits theirs by its left edge.
+        var run = Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-long-" + Guid.NewGuid().ToString("N")[..8]);
+        var id = EndedJob(run);
+        File.WriteAllText(Path.Combine(run, "metrics.jsonl"), string.Concat(Enumerable.Range(0, 11).Select(i =>
+            string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{{\"step\":{lastStep / 10 * i},\"train_loss\":{first + (last - first) * i / 10}}}\n"))));
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        await page.Locator("#job-picker").SelectOptionAsync(id);
+        var chart = page.Locator("#job-curve svg.loss-chart");
+        await Expect(page.Locator("#job-curve figcaption")).ToContainTextAsync($"at step {lastStep}");
+        var width = await chart.EvaluateAsync<double>("c => c.viewBox.baseVal.width");
+        var labels = await chart.Locator("text.tick-step, text.tick-loss").EvaluateAllAsync<double[][]>("ts => ts.map(t => { const b = t.getBBox(); return [b.x, b.x + b.width]; })");
+        Assert.NotEmpty(labels);
+        Assert.All(labels, l => Assert.True(l[0] >= 0 && l[1] <= width, $"a label spans {l[0]:0.#} to {l[1]:0.#} of a chart {width} wide"));
+        Assert.Empty(opened.Violations);
+    }
+
     /// <summary>Every time in the panels is UTC to the second, whatever the browser's zone (the
     /// page's is Asia/Kolkata), with the exact instant as its title.</summary>
     static async Task AssertTimesInUtcAsync(IPage page)

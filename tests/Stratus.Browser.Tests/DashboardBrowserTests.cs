@@ -235,6 +235,24 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    [Fact]
+    public async Task A_damaged_metrics_file_says_so_in_place_of_the_curve_and_the_jobs_stay_listed()
+    {
+        var older = EndedJob(Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-sound-" + Guid.NewGuid().ToString("N")[..8]));
+        var run = Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-damaged-" + Guid.NewGuid().ToString("N")[..8]);
+        var damaged = EndedJob(run);
+        File.WriteAllText(Path.Combine(run, "metrics.jsonl"), "{\"step\":0,\"train_loss\":4.2}\n{\"step\":1,\"trai\n{\"step\":2,\"train_loss\":3.1}\n");
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        // Before, the 409 took the panel's place: no jobs listed, no picker to choose another.
+        await Expect(page.Locator("#job-curve")).ToContainTextAsync("line 2 of");
+        await Expect(page.Locator("#panel-jobs tr", new() { HasText = damaged })).ToBeVisibleAsync();
+        await page.Locator("#job-picker").SelectOptionAsync(older);
+        await Expect(page.Locator("#job-curve svg path[data-series='train loss']")).ToHaveCountAsync(1);
+        Assert.Empty(opened.Violations);
+    }
+
     [Theory]
     [InlineData(5000, 4.2, 1.5)]
     [InlineData(100000, 3e-9, 1e-9)]

@@ -6,6 +6,7 @@
 // them (the same damage is refused with the same words); a line is whole once its newline is
 // written, so a last line still being written is not read until it is.
 using System.Buffers;
+using System.Text.Unicode;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Win32.SafeHandles;
@@ -88,11 +89,11 @@ public sealed class MetricsIndex(string runDirectory)
     }
 
     /// <summary>Reads <paramref name="row"/>'s line into <paramref name="into"/> (its Length long);
-    /// false where the file no longer holds a JSON object there (changed in place since it was
-    /// indexed: <see cref="Reset"/> and read again).</summary>
+    /// false where the file no longer holds a JSON object in UTF-8 there (changed in place since
+    /// it was indexed: <see cref="Reset"/> and read again).</summary>
     public static bool TryRead(SafeFileHandle file, MetricsRow row, Span<byte> into)
     {
-        if (RandomAccess.Read(file, into, row.Offset) != into.Length) return false;
+        if (RandomAccess.Read(file, into, row.Offset) != into.Length || !Utf8.IsValid(into)) return false;
         var reader = new Utf8JsonReader(into);
         try { return reader.Read() && reader.TokenType == JsonTokenType.StartObject && reader.TrySkip() && !reader.Read(); }
         catch (JsonException) { return false; }
@@ -155,6 +156,9 @@ public sealed class MetricsIndex(string runDirectory)
                         broken = lines + 1;
                         continue;
                     }
+                    // Its bytes are answered as they are, in a JSON text that must be UTF-8 (the
+                    // parser passes a string's bytes over unchecked).
+                    if (!Utf8.IsValid(line)) throw MetricsLog.Damaged(runDirectory, lines + 1, "is not UTF-8 text");
                     (long Step, bool Evaluation)? row;
                     try { row = LossCurves.Points(entry) is var (step, _, val) ? (step, val is not null) : null; }
                     catch (FormatException e) { throw MetricsLog.Damaged(runDirectory, lines + 1, e.Message); }

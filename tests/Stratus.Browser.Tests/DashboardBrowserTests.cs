@@ -216,6 +216,36 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     }
 
     [Fact]
+    public async Task A_retry_after_shorter_than_the_panels_period_is_waited_out_when_the_tab_is_shown_again()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        // The registry's first request refused for 20 s, less than its 30 s period.
+        var refused = 0;
+        await page.RouteAsync("**/api/models", async route =>
+        {
+            if (Interlocked.Increment(ref refused) == 1)
+                await route.FulfillAsync(new()
+                {
+                    Status = 429,
+                    Headers = new Dictionary<string, string> { ["Retry-After"] = "20" },
+                    ContentType = "application/json",
+                    Body = "{\"error\":{\"message\":\"Rate limit reached for requests.\",\"type\":\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}",
+                });
+            else await route.ContinueAsync();
+        });
+        await ShowAsync(page, fixture.ApiKey);
+        await Expect(page.Locator("#panel-registry .error")).ToContainTextAsync("Rate limit reached");
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        // Before, shown again, it asked at once: a Retry-After was kept only where it outlasted the period.
+        int Asked() { lock (opened.ApiRequests) return opened.ApiRequests.Count(url => new Uri(url).AbsolutePath == "/api/models"); }
+        await page.WaitForTimeoutAsync(4_500);
+        Assert.Equal(1, Asked());
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
     public async Task A_run_resumed_from_an_earlier_checkpoint_redraws_its_curve_from_the_rewritten_file()
     {
         var run = Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-resumed-" + Guid.NewGuid().ToString("N")[..8]);

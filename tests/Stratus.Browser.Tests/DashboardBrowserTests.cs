@@ -5,8 +5,9 @@
 // within the axes; text from the API shown as text, never markup), times in UTC whatever the
 // browser's zone, the audit's actors by their key's name, and the page runs under its Content
 // Security Policy without a violation; a key revoked while the page is open stops its panels (no
-// stream of refused requests), a rate-limited panel waits out the server's Retry-After, a tab in
-// the background asks nothing, and a run resumed from an earlier checkpoint redraws its curve.
+// stream of refused requests), a rate-limited panel waits out the server's Retry-After (a tab
+// shown again too), a tab in the background asks nothing, a run resumed from an earlier checkpoint
+// redraws its curve, a damaged run's file is said in its curve's place, and tick labels fit the chart.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.

@@ -5,8 +5,9 @@
 // within the axes; text from the API shown as text, never markup), times in UTC whatever the
 // browser's zone, the audit's actors by their key's name, and the page runs under its Content
 // Security Policy without a violation; a key revoked while the page is open stops its panels (no
-// stream of refused requests), a rate-limited panel waits out the server's Retry-After, a tab in
-// the background asks nothing, and a run resumed from an earlier checkpoint redraws its curve.
+// stream of refused requests), a rate-limited panel waits out the server's Retry-After (a tab
+// shown again too), a tab in the background asks nothing, a run resumed from an earlier checkpoint
+// redraws its curve, a damaged run's file is said in its curve's place, and tick labels fit the chart.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.
@@ -216,6 +217,36 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     }
 
     [Fact]
+    public async Task A_retry_after_shorter_than_the_panels_period_is_waited_out_when_the_tab_is_shown_again()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        // The registry's first request refused for 20 s, less than its 30 s period.
+        var refused = 0;
+        await page.RouteAsync("**/api/models", async route =>
+        {
+            if (Interlocked.Increment(ref refused) == 1)
+                await route.FulfillAsync(new()
+                {
+                    Status = 429,
+                    Headers = new Dictionary<string, string> { ["Retry-After"] = "20" },
+                    ContentType = "application/json",
+                    Body = "{\"error\":{\"message\":\"Rate limit reached for requests.\",\"type\":\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}",
+                });
+            else await route.ContinueAsync();
+        });
+        await ShowAsync(page, fixture.ApiKey);
+        await Expect(page.Locator("#panel-registry .error")).ToContainTextAsync("Rate limit reached");
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        // Before, shown again, it asked at once: a Retry-After was kept only where it outlasted the period.
+        int Asked() { lock (opened.ApiRequests) return opened.ApiRequests.Count(url => new Uri(url).AbsolutePath == "/api/models"); }
+        await page.WaitForTimeoutAsync(4_500);
+        Assert.Equal(1, Asked());
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
     public async Task A_run_resumed_from_an_earlier_checkpoint_redraws_its_curve_from_the_rewritten_file()
     {
         var run = Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-resumed-" + Guid.NewGuid().ToString("N")[..8]);
@@ -232,6 +263,49 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         // Before, an ended job's curve was never asked for again, and a running one's increments
         // (after its last step held) left the old run's steps 2 and 3 in place.
         await Expect(caption).ToContainTextAsync("training loss 3.2500 at step 2");
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
+    public async Task A_damaged_metrics_file_says_so_in_place_of_the_curve_and_the_jobs_stay_listed()
+    {
+        var older = EndedJob(Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-sound-" + Guid.NewGuid().ToString("N")[..8]));
+        var run = Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-damaged-" + Guid.NewGuid().ToString("N")[..8]);
+        var damaged = EndedJob(run);
+        File.WriteAllText(Path.Combine(run, "metrics.jsonl"), "{\"step\":0,\"train_loss\":4.2}\n{\"step\":1,\"trai\n{\"step\":2,\"train_loss\":3.1}\n");
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        // Before, the 409 took the panel's place: no jobs listed, no picker to choose another.
+        await Expect(page.Locator("#job-curve")).ToContainTextAsync("line 2 of");
+        await Expect(page.Locator("#panel-jobs tr", new() { HasText = damaged })).ToBeVisibleAsync();
+        await page.Locator("#job-picker").SelectOptionAsync(older);
+        await Expect(page.Locator("#job-curve svg path[data-series='train loss']")).ToHaveCountAsync(1);
+        Assert.Empty(opened.Violations);
+    }
+
+    [Theory]
+    [InlineData(5000, 4.2, 1.5)]
+    [InlineData(100000, 3e-9, 1e-9)]
+    [InlineData(2000, 3.2e9, 1.1e9)]
+    public async Task A_long_runs_curve_shows_every_tick_label_whole(int lastStep, double first, double last)
+    {
+        // A run of 5,000 steps had its last step's label cut by the chart's right edge, and losses
+        // of many digits theirs by its left edge.
+        var run = Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-long-" + Guid.NewGuid().ToString("N")[..8]);
+        var id = EndedJob(run);
+        File.WriteAllText(Path.Combine(run, "metrics.jsonl"), string.Concat(Enumerable.Range(0, 11).Select(i =>
+            string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{{\"step\":{lastStep / 10 * i},\"train_loss\":{first + (last - first) * i / 10}}}\n"))));
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        await page.Locator("#job-picker").SelectOptionAsync(id);
+        var chart = page.Locator("#job-curve svg.loss-chart");
+        await Expect(page.Locator("#job-curve figcaption")).ToContainTextAsync($"at step {lastStep}");
+        var width = await chart.EvaluateAsync<double>("c => c.viewBox.baseVal.width");
+        var labels = await chart.Locator("text.tick-step, text.tick-loss").EvaluateAllAsync<double[][]>("ts => ts.map(t => { const b = t.getBBox(); return [b.x, b.x + b.width]; })");
+        Assert.NotEmpty(labels);
+        Assert.All(labels, l => Assert.True(l[0] >= 0 && l[1] <= width, $"a label spans {l[0]:0.#} to {l[1]:0.#} of a chart {width} wide"));
         Assert.Empty(opened.Violations);
     }
 

@@ -113,6 +113,7 @@ public sealed class LossCurvesTests
     [InlineData("{\"step\":1,\"train_loss\":\"x\"}", "has \"train_loss\": \"x\", not a number")]
     [InlineData("{\"step\":1.5,\"train_loss\":3.9}", "has \"step\": 1.5, not a whole number")]
     [InlineData("{\"step\":1,\"val_loss\":3.9,\"val_loss_stderr\":[0.1]}", "has \"val_loss_stderr\": [0.1], not a number")]
+    [InlineData("{\"step\":1,\"step\":3,\"train_loss\":3.9}", "names a field more than once")]
     public void A_loss_that_is_not_a_number_is_a_damaged_line_when_plotting_and_resuming(string line, string what)
     {
         using var temp = new TempDirectory();
@@ -124,6 +125,17 @@ public sealed class LossCurvesTests
         foreach (var read in new Action[] { () => LossCurves.Read(run), () => new MetricsLog(run, resumeStep: 2).Dispose() })
             Assert.Contains($"line 2 of {metrics} {what}; the file was edited or damaged", Assert.Throws<StratusUserException>(read).Message);
         Assert.Equal(text, File.ReadAllText(metrics)); // resuming refused before rewriting the file
+    }
+
+    [Fact]
+    public void A_last_line_naming_a_field_twice_is_passed_over_by_a_jobs_listing()
+    {
+        // An ArgumentException out of the listing failed `jobs list` and GET /api/jobs for every job.
+        using var temp = new TempDirectory();
+        var run = temp["run"];
+        Directory.CreateDirectory(run);
+        File.WriteAllText(Path.Combine(run, MetricsLog.FileName), "{\"step\":0,\"train_loss\":4.1}\n{\"step\":1,\"train_loss\":3.9,\"train_loss\":3.8}\n");
+        Assert.Equal((0, 4.1), MetricsLog.LastTrainingStep(run));
     }
 
     [Fact]

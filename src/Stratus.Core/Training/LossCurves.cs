@@ -51,8 +51,16 @@ public sealed class LossCurves
     }
 
     /// <summary>The step of a metrics.jsonl entry, null where it has none; one that is not a whole
-    /// number is a <see cref="FormatException"/>.</summary>
-    public static long? Step(JsonObject entry) => entry["step"] is { } step ? Number<long>(step, "step") : null;
+    /// number, or an entry that names a field twice, is a <see cref="FormatException"/>.</summary>
+    public static long? Step(JsonObject entry)
+    {
+        JsonNode? step;
+        // A parsed line's fields are read on the first look, which finds a field named twice
+        // (JSON allows it; no trainer writes it) as a dictionary's ArgumentException.
+        try { step = entry["step"]; }
+        catch (ArgumentException) { throw new FormatException("names a field more than once"); }
+        return step is null ? null : Number<long>(step, "step");
+    }
 
     /// <summary>The node's number as <typeparamref name="T"/>: read in place when it already is
     /// one (the trainer's entries, every step), converted when it holds another type (an int). A

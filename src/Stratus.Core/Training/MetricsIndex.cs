@@ -6,6 +6,7 @@
 // them (the same damage is refused with the same words); a line is whole once its newline is
 // written, so a last line still being written is not read until it is.
 using System.Buffers;
+using System.Text.Unicode;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Win32.SafeHandles;
@@ -46,7 +47,7 @@ public sealed class MetricsIndex(string runDirectory)
     /// are read, unless the file was rewritten, when it is indexed from its start with a new
     /// <see cref="Generation"/>. Returns the file opened for reading rows (the caller disposes it),
     /// null where the run has no metrics.jsonl yet.</summary>
-    /// <exception cref="StratusUserException">A line no trainer wrote (as MetricsLog.Entries says), or a file that is no regular file.</exception>
+    /// <exception cref="StratusUserException">A line no trainer wrote (as MetricsLog.Entries says), or a file that is no regular file (a folder included).</exception>
     public SafeFileHandle? Refresh()
     {
         FileBytes.RequireRegular(path);
@@ -56,6 +57,12 @@ public sealed class MetricsIndex(string runDirectory)
         {
             Reset();
             return null;
+        }
+        // RequireRegular lets a folder through for its callers to say what it is: .NET refuses to
+        // open one with "Access to the path is denied".
+        catch (UnauthorizedAccessException) when (Directory.Exists(path))
+        {
+            throw new StratusUserException($"{path} is a directory, not a regular file; a run folder holds its metrics in a file: replace it with the file itself");
         }
         try
         {
@@ -82,11 +89,11 @@ public sealed class MetricsIndex(string runDirectory)
     }
 
     /// <summary>Reads <paramref name="row"/>'s line into <paramref name="into"/> (its Length long);
-    /// false where the file no longer holds a JSON object there (changed in place since it was
-    /// indexed: <see cref="Reset"/> and read again).</summary>
+    /// false where the file no longer holds a JSON object in UTF-8 there (changed in place since
+    /// it was indexed: <see cref="Reset"/> and read again).</summary>
     public static bool TryRead(SafeFileHandle file, MetricsRow row, Span<byte> into)
     {
-        if (RandomAccess.Read(file, into, row.Offset) != into.Length) return false;
+        if (RandomAccess.Read(file, into, row.Offset) != into.Length || !Utf8.IsValid(into)) return false;
         var reader = new Utf8JsonReader(into);
         try { return reader.Read() && reader.TokenType == JsonTokenType.StartObject && reader.TrySkip() && !reader.Read(); }
         catch (JsonException) { return false; }
@@ -149,6 +156,9 @@ public sealed class MetricsIndex(string runDirectory)
                         broken = lines + 1;
                         continue;
                     }
+                    // Its bytes are answered as they are, in a JSON text that must be UTF-8 (the
+                    // parser passes a string's bytes over unchecked).
+                    if (!Utf8.IsValid(line)) throw MetricsLog.Damaged(runDirectory, lines + 1, "is not UTF-8 text");
                     (long Step, bool Evaluation)? row;
                     try { row = LossCurves.Points(entry) is var (step, _, val) ? (step, val is not null) : null; }
                     catch (FormatException e) { throw MetricsLog.Damaged(runDirectory, lines + 1, e.Message); }

@@ -51,11 +51,17 @@ export function ticks(low, high, count, whole = false) {
  *  ticks' range, and the rest reads from the labels). A series with markers (val loss) is dashed
  *  with a dot at each point, so the two read apart without colour; the legend names them. */
 export function stepChart(series, { label }) {
-  const width = 400, height = 160, left = 44, right = 12, bottom = 40, top = 8;
-  const plotWidth = width - left - right, plotHeight = height - top - bottom;
   const all = series.flatMap(s => s.points);
   const steps = ticks(Math.min(...all.map(([step]) => step)), Math.max(...all.map(([step]) => step)), 5, true);
   const losses = ticks(Math.min(...all.map(([, loss]) => loss)), Math.max(...all.map(([, loss]) => loss)), 4);
+  // Margins wide enough for the labels, which the chart's box would cut otherwise (a run of 5,000
+  // steps lost its last step's): the losses' right of the left edge, each step's centred on its
+  // tick. About 8 px a character at 12 px, a digit of DejaVu Sans (Chromium's on Linux) being 7.6.
+  const room = text => text.length * 8;
+  const width = 400, height = 160, bottom = 40, top = 8;
+  const left = Math.max(44, 6 + Math.max(...losses.map(t => room(t.label))), room(steps[0].label) / 2);
+  const right = Math.max(12, room(steps.at(-1).label) / 2);
+  const plotWidth = width - left - right, plotHeight = height - top - bottom;
   const [firstStep, lastStep] = [steps[0].value, steps.at(-1).value], [low, high] = [losses[0].value, losses.at(-1).value];
   const x = step => ((step - firstStep) / (lastStep - firstStep) * plotWidth).toFixed(1);
   const y = loss => ((high - loss) / (high - low) * plotHeight).toFixed(1);

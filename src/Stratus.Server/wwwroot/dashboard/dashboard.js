@@ -60,7 +60,7 @@ function show(panel, get) {
   const state = { timer: 0, busy: false, notBefore: 0 };
   shown.push(state);
   state.refresh = async () => {
-    let wait = panel.refreshSeconds;
+    let wait = panel.refreshSeconds, retryAfter = 0;
     state.busy = true;
     try {
       body.replaceChildren(...await panel.render(get));
@@ -73,13 +73,15 @@ function show(panel, get) {
       }
       // Rate limited (or the server busy): wait as long as it asks, rather than spend the key's
       // requests on refusals.
-      if (error instanceof ApiError && error.retryAfterSeconds > wait) wait = error.retryAfterSeconds;
+      if (error instanceof ApiError && error.retryAfterSeconds > 0) retryAfter = error.retryAfterSeconds;
+      wait = Math.max(wait, retryAfter);
       const again = wait > panel.refreshSeconds ? ` Asking again in ${wait} s.` : "";
       body.replaceChildren(el("p", { class: "error", role: "alert" }, describe(error) + again));
     } finally {
       state.busy = false;
     }
-    state.notBefore = wait > panel.refreshSeconds ? Date.now() + wait * 1000 : 0;
+    // Kept for a tab shown again before it passed, however short it was beside the period.
+    state.notBefore = Date.now() + retryAfter * 1000;
     // Unless the key was forgotten (or replaced) meanwhile.
     if (shown.includes(state) && body.isConnected) schedule(state, wait * 1000);
   };

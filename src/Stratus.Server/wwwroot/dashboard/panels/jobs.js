@@ -4,7 +4,7 @@
 // every step, val loss at every evaluation. A job's curve is fetched whole (thinned) once, then
 // in increments: the rows written since the cursor of the last answer. Read-only, as the whole
 // dashboard: cancelling is `stratus jobs cancel` or the API's.
-import { ApiError } from "../api.js";
+import { ApiError, describe } from "../api.js";
 import { el, table, time, integer } from "../dom.js";
 import { stepChart } from "../chart.js";
 
@@ -58,6 +58,18 @@ async function curve(get, job) {
     el("figcaption", {}, words));
 }
 
+/** The job's curve, or in its place why it cannot be drawn: a run's file the server refuses (a
+ *  409: a line no trainer wrote) is that job's, and the jobs listed and the picker stay. A
+ *  refusal of the key or of its rate is the panel's, which stops or waits. */
+async function curveOrWhy(get, job) {
+  try {
+    return await curve(get, job);
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 409) throw error;
+    return el("p", { id: "job-curve", class: "error", role: "alert" }, describe(error));
+  }
+}
+
 export default {
   id: "jobs",
   title: "Training jobs",
@@ -89,11 +101,11 @@ export default {
     const shown = jobs.find(j => j.id === chosen) ?? logged.find(j => j.state === "running") ?? logged[0]
       ?? jobs.find(j => j.state === "running") ?? jobs[0];
     const picker = el("select", { id: "job-picker" }, jobs.map(j => el("option", { value: j.id, selected: j.id === shown.id }, `${j.id} (${j.state})`)));
-    const area = el("div", {}, await curve(get, shown));
+    const area = el("div", {}, await curveOrWhy(get, shown));
     picker.addEventListener("change", async () => {
       chosen = picker.value;
       const job = jobs.find(j => j.id === chosen);
-      try { area.replaceChildren(await curve(get, job)); }
+      try { area.replaceChildren(await curveOrWhy(get, job)); }
       catch (error) { area.replaceChildren(el("p", { class: "error", role: "alert" }, error.message)); }
     });
     return [listed, el("p", {}, el("label", { for: "job-picker" }, "Loss curve of "), picker), area];

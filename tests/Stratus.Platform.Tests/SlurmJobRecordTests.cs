@@ -91,7 +91,8 @@ public sealed class SlurmJobRecordTests : IDisposable
     public void Each_of_sbatchs_time_forms_is_taken(string time) => Assert.Equal(time, new SlurmOptions(null, time, 1).Time);
 
     [Theory]
-    [InlineData("1-")]
+    [InlineData("90m")]
+    [InlineData("2 hours")]
     [InlineData("30\n")]
     [InlineData("1h")]
     [InlineData("")]

@@ -276,8 +276,8 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     {
         using var temp = new TempDirectory();
         var (data, config) = Prepare(temp);
-        var refused = Jobs(temp, "submit", "--executor", "slurm", "--time", "1-", "--config", config, "--data", data, "--out", temp["run"]);
-        Assert.Equal((2, "error: --time 1- is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED\n"), (refused.ExitCode, refused.Stderr));
+        var refused = Jobs(temp, "submit", "--executor", "slurm", "--time", "90m", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal((2, "error: --time 90m is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED\n"), (refused.ExitCode, refused.Stderr));
         Assert.False(Directory.Exists(temp["home"]), "a refused job was recorded");
     }
 

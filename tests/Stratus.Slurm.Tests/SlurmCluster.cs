@@ -4,9 +4,8 @@
 // other cluster or munged on the machine. The Slurm commands the tests and the CLI run find it
 // through SLURM_CONF, set for this process while the cluster runs. Dispose cancels its jobs and
 // stops every daemon it started, whatever the tests did; a watchdog does where this process is
-// killed before it can. A machine where it cannot start (Slurm
-// not installed, not root) fails the tests, saying so: a test of the Slurm executor that passes
-// without Slurm tests nothing.
+// killed before it can. A machine where it cannot start (Slurm not installed, not root) fails the
+// tests, saying so: a test of the Slurm executor that passes without Slurm tests nothing.
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;

@@ -17,8 +17,8 @@ using Stratus.Safety;
 namespace Stratus.Platform.Jobs;
 
 /// <summary>What sbatch is asked for: the <paramref name="Partition"/> (null: the cluster's
-/// default), the time limit (<paramref name="Time"/>, in sbatch's forms: minutes, HH:MM:SS,
-/// D-HH; null: the partition's default) and the number of MPI ranks to train on.</summary>
+/// default), the time limit (<paramref name="Time"/>, in sbatch's forms: minutes, MM:SS, HH:MM:SS,
+/// D-HH[:MM[:SS]], UNLIMITED; null: the partition's default) and the number of MPI ranks to train on.</summary>
 public sealed partial record SlurmOptions(string? Partition, string? Time, int Ranks)
 {
     public static readonly SlurmOptions Default = new(null, null, 1);
@@ -160,8 +160,8 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     }
 
     /// <summary>Slurm's record of job <paramref name="id"/>: from scontrol, else sacct; Unknown
-    /// says why neither has one. Null where the controller cannot be asked now (down, unreachable):
-    /// the job is then as recorded.</summary>
+    /// says why neither has one. Null where the controller or the accounting database cannot be
+    /// asked now (down, unreachable): the job is then as recorded.</summary>
     static (SlurmJobRecord? Record, string? Unknown)? Query(string id)
     {
         var (code, stdout, stderr) = Run("scontrol", ["show", "job", "--oneliner", id]);

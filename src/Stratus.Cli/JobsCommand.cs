@@ -55,7 +55,7 @@ static class JobsCommand
         };
         executor.AcceptOnlyFromAmong(LocalJobExecutor.ExecutorName, SlurmJobExecutor.ExecutorName);
         var partition = new Option<string>("--partition") { Description = "with --executor slurm: the partition to run in (default: the cluster's default; sinfo lists them)", HelpName = "name" };
-        var time = new Option<string>("--time") { Description = "with --executor slurm: the job's time limit, as sbatch takes it (minutes, HH:MM:SS, D-HH:MM:SS; default: the partition's)", HelpName = "limit" };
+        var time = new Option<string>("--time") { Description = "with --executor slurm: the job's time limit, as sbatch takes it (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM:SS, UNLIMITED; default: the partition's)", HelpName = "limit" };
         var ranks = new Option<int>("--ranks")
         {
             Description = "with --executor slurm: data-parallel MPI ranks to train on (srun --mpi=pmix); gradient_accumulation_steps must be a multiple of it",

@@ -68,7 +68,7 @@ static class ServeCommand
         var moderationUrl = new Option<string>("--moderation-url")
         {
             Description = "an OpenAI-compatible moderation service (its root or base URL, e.g. https://api.openai.com/v1) that judges prompts and completions for hate, sexual, violence and self_harm " +
-                $"under each model's safety policy; its API key, where it needs one, from ${ModerationApiKeyVariable}; a call past {TrustOptions.ModerationServiceTimeout.TotalSeconds:0} s, " +
+                $"under each model's safety policy; its API key, where it needs one, from ${OpenAIModerationOptions.ApiKeyVariable}; a call past {TrustOptions.ModerationServiceTimeout.TotalSeconds:0} s, " +
                 "or a service that is down, is a 503 content_filter_unavailable (default: none, and only blocklists find those categories)",
             HelpName = "url",
         };
@@ -125,9 +125,6 @@ static class ServeCommand
         return command;
     }
 
-    /// <summary>Where serve reads --moderation-url's API key.</summary>
-    public const string ModerationApiKeyVariable = "STRATUS_MODERATION_API_KEY";
-
     /// <summary>--moderation-url and --moderation-model, with the key from the environment; null
     /// without a URL.</summary>
     /// <exception cref="StratusUserException">The URL is not an http(s) URL, or a model is given without one.</exception>
@@ -137,7 +134,7 @@ static class ServeCommand
             return model is null ? null : throw new StratusUserException("--moderation-model names the model of a moderation service: give the service with --moderation-url too");
         try
         {
-            return OpenAIModerationOptions.Parse(url, Environment.GetEnvironmentVariable(ModerationApiKeyVariable) is { Length: > 0 } key ? key : null, model);
+            return OpenAIModerationOptions.Parse(url, Environment.GetEnvironmentVariable(OpenAIModerationOptions.ApiKeyVariable) is { Length: > 0 } key ? key : null, model);
         }
         catch (TrustUserException e)
         {
@@ -215,7 +212,7 @@ static class ServeCommand
             // The service's host, not its whole URL (which may carry credentials) nor its key.
             if (trust.ModerationService is { } moderation)
                 say.WriteLine($"content safety: openai_moderation at {moderation.BaseUrl.Authority} judges hate, sexual, violence and self_harm " +
-                    $"({(moderation.ApiKey is null ? $"no API key: ${ModerationApiKeyVariable} is not set" : $"API key from ${ModerationApiKeyVariable}")})");
+                    $"({(moderation.ApiKey is null ? $"no API key: ${OpenAIModerationOptions.ApiKeyVariable} is not set" : $"API key from ${OpenAIModerationOptions.ApiKeyVariable}")})");
             say.WriteLine($"OpenAI base URL: {server.BaseUrl}   (metrics: {server.RootUrl}metrics)");
             if (server.ListensOnEveryAddress)
                 say.WriteLine($"listening on every address ({host}): from other machines use this machine's name or address instead of {server.RootUrl.Host}");

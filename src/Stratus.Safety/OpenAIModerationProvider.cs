@@ -15,6 +15,10 @@ namespace Stratus.Safety;
 /// <param name="Model">Sent as "model" when set (e.g. omni-moderation-latest).</param>
 public sealed record OpenAIModerationOptions(Uri BaseUrl, string? ApiKey = null, string? Model = null, SeverityThresholds? Thresholds = null)
 {
+    /// <summary>Where serve reads the service's API key: a secret of the server's, which the
+    /// training jobs it submits must not carry off (SlurmJobExecutor).</summary>
+    public const string ApiKeyVariable = "STRATUS_MODERATION_API_KEY";
+
     /// <exception cref="TrustUserException">The URL is not an absolute http(s) URL, or carries a
     /// user name or password.</exception>
     public static OpenAIModerationOptions Parse(string baseUrl, string? apiKey = null, string? model = null)

@@ -68,4 +68,40 @@ public sealed class SlurmJobRecordTests : IDisposable
         Assert.Null(SlurmJobExecutor.ParseSacct("CANCELLED by 0|0:0|None\n")!.StartTime);
         Assert.Null(SlurmJobExecutor.ParseSacct(""));
     }
+
+    [Fact]
+    public void Saccts_error_ends_the_job_only_where_no_accounting_is_kept_and_a_database_it_cannot_reach_leaves_it_as_recorded()
+    {
+        Assert.Equal((null, "sacct: Slurm accounting storage is disabled"), SlurmJobExecutor.Accounted((1, "", "sacct: error: Slurm accounting storage is disabled\n")));
+        Assert.Equal((null, "sacct has no record of it"), SlurmJobExecutor.Accounted((0, "", "")));
+        Assert.Equal("COMPLETED", SlurmJobExecutor.Accounted((0, "COMPLETED|0:0|2026-11-27T17:32:55\n", ""))!.Value.Record!.State);
+        Assert.Null(SlurmJobExecutor.Accounted((1, "", "sacct: error: There is a problem talking to the database: Connection refused.  Only local cluster communication is available, remove --cluster or contact your admin to resolve the problem.\n")));
+        Assert.Null(SlurmJobExecutor.Accounted((1, "", "sacct: error: slurm_persist_conn_open_without_init: failed to open persistent connection to host:localhost:6819: Connection refused\n")));
+    }
+
+    [Theory]
+    [InlineData("30")]
+    [InlineData("30:00")]
+    [InlineData("1:30:00")]
+    [InlineData("2-12")]
+    [InlineData("2-12:30")]
+    [InlineData("2-12:30:00")]
+    [InlineData("UNLIMITED")]
+    [InlineData("infinite")]
+    public void Each_of_sbatchs_time_forms_is_taken(string time) => Assert.Equal(time, new SlurmOptions(null, time, 1).Time);
+
+    [Theory]
+    [InlineData("90m")]
+    [InlineData("2 hours")]
+    [InlineData("30\n")]
+    [InlineData("1h")]
+    [InlineData("")]
+    [InlineData("-1:00")]
+    [InlineData("1:00:00:00")]
+    [InlineData("30\n#SBATCH --uid=0")]
+    public void A_time_sbatch_would_refuse_is_refused_before_the_job_is_recorded(string time)
+    {
+        var refused = Assert.Throws<Stratus.Safety.TrustUserException>(() => new SlurmOptions(null, time, 1));
+        Assert.StartsWith($"--time {time} is not a time limit sbatch takes", refused.Message);
+    }
 }

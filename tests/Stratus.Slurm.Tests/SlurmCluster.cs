@@ -3,9 +3,9 @@
 // configuration, state, spool and logs in a temporary folder, on ports found free, so it meets no
 // other cluster or munged on the machine. The Slurm commands the tests and the CLI run find it
 // through SLURM_CONF, set for this process while the cluster runs. Dispose cancels its jobs and
-// stops every daemon it started, whatever the tests did. A machine where it cannot start (Slurm
-// not installed, not root) fails the tests, saying so: a test of the Slurm executor that passes
-// without Slurm tests nothing.
+// stops every daemon it started, whatever the tests did; a watchdog does where this process is
+// killed before it can. A machine where it cannot start (Slurm not installed, not root) fails the
+// tests, saying so: a test of the Slurm executor that passes without Slurm tests nothing.
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -18,6 +18,7 @@ public sealed class SlurmCluster : IDisposable
 
     readonly string? previousConf = Environment.GetEnvironmentVariable("SLURM_CONF");
     readonly List<Process> daemons = [];
+    Process? watchdog;
     string MungeFolder => Path.Combine(Folder, "munge");
 
     public SlurmCluster()
@@ -84,6 +85,7 @@ public sealed class SlurmCluster : IDisposable
         Directory.CreateDirectory(Path.Combine(Folder, "state"));
         Directory.CreateDirectory(Path.Combine(Folder, "spool"));
         Environment.SetEnvironmentVariable("SLURM_CONF", conf);
+        watchdog = Watchdog(conf);
         daemons.Add(Daemon("slurmctld", "-D", "-c", "-f", conf));
         daemons.Add(Daemon("slurmd", "-D", "-f", conf));
 
@@ -96,8 +98,35 @@ public sealed class SlurmCluster : IDisposable
         }
     }
 
+    /// <summary>Stops the cluster where this process ends without disposing of it (a test run
+    /// killed midway, a debugger stopped): the daemons, started as its children, would otherwise
+    /// run on, their jobs with them, and the next run would meet them.</summary>
+    Process Watchdog(string conf)
+    {
+        var info = new ProcessStartInfo("sh") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var argument in new[] { "-c", """
+            exec >/dev/null 2>&1 </dev/null
+            tail --pid="$1" -f /dev/null
+            export SLURM_CONF="$3"
+            timeout 20 scancel --user=root
+            timeout 20 scontrol shutdown
+            sleep 5
+            for pid in "$2/slurmctld.pid" "$2/slurmd.pid" "$2/munge/munged.pid"; do [ -f "$pid" ] && kill -9 "$(cat "$pid")"; done
+            rm -rf "$2"
+            """, "slurm-cluster-watchdog", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture), Folder, conf })
+            info.ArgumentList.Add(argument);
+        return Process.Start(info)!;
+    }
+
     public void Dispose()
     {
+        // Disposed of: this does what the watchdog would have.
+        if (watchdog is { } dog)
+        {
+            dog.Kill(entireProcessTree: true);
+            dog.WaitForExit();
+            dog.Dispose();
+        }
         if (daemons.Count > 0)
         {
             RunQuietly("scancel", "--user=root");

@@ -16,7 +16,7 @@ using Cli = Stratus.Cli.Tests.Cli;
 using TempDirectory = Stratus.Cli.Tests.TempDirectory;
 
 /// <summary>xunit starts the class's cluster before its first test and disposes of it after its last.</summary>
-public sealed partial class SlurmJobsTests : IClassFixture<SlurmCluster>
+public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture<SlurmCluster>
 {
     static (int ExitCode, string Stdout, string Stderr) Jobs(TempDirectory temp, params string[] args) => Cli.Run(["jobs", .. args, "--data-dir", temp["home"]]);
 
@@ -239,6 +239,72 @@ public sealed partial class SlurmJobsTests : IClassFixture<SlurmCluster>
         var (cancelled, _) = Ended(temp, longJob);
         Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus train --resume {temp["long"]}`", 143),
             (State(cancelled), (string?)cancelled["reason"], (int?)cancelled["exit_code"]));
+    }
+
+    /// <summary>What sbatch is asked for, read from the controller while the job waits: no requeue
+    /// (a rerun script would train again into a folder that holds a checkpoint), the --time given,
+    /// and an environment without serve's moderation key (sbatch exports all of its own).</summary>
+    [Fact]
+    public void A_job_is_submitted_not_to_be_requeued_with_its_time_limit_and_without_the_moderation_key()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var (code, blocker, stderr) = SlurmCluster.RunQuietly("sbatch", "--parsable", $"--ntasks={Environment.ProcessorCount}", "--output=/dev/null", "--wrap=sleep 300");
+        Assert.True(code == 0, stderr);
+        try
+        {
+            var info = Cli.StartInfo("jobs", "submit", "--executor", "slurm", "--time", "1-2:30", "--config", config, "--data", data, "--out", temp["run"], "--data-dir", temp["home"]);
+            info.Environment["STRATUS_MODERATION_API_KEY"] = "sk-moderation-secret";
+            var submitted = Cli.Run(info);
+            Assert.True(submitted.ExitCode == 0, submitted.Stderr);
+            var slurmJob = Submitted().Match(submitted.Stdout).Groups[2].Value;
+            var shown = SlurmCluster.RunQuietly("scontrol", "show", "job", "--oneliner", slurmJob).Stdout;
+            Assert.Contains(" Requeue=0 ", shown);
+            Assert.Contains(" TimeLimit=1-02:30:00 ", shown);
+            var environment = File.ReadAllText(Path.Combine(cluster.Folder, "state", $"hash.{long.Parse(slurmJob) % 10}", $"job.{slurmJob}", "environment"));
+            Assert.Contains("SLURM_CONF=", environment);
+            Assert.DoesNotContain("sk-moderation-secret", environment);
+        }
+        finally
+        {
+            SlurmCluster.RunQuietly("scancel", blocker.Trim());
+        }
+    }
+
+    [Fact]
+    public void A_time_limit_sbatch_would_refuse_is_one_line_and_exit_2_and_nothing_is_recorded()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var refused = Jobs(temp, "submit", "--executor", "slurm", "--time", "90m", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal((2, "error: --time 90m is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED\n"), (refused.ExitCode, refused.Stderr));
+        Assert.False(Directory.Exists(temp["home"]), "a refused job was recorded");
+    }
+
+    /// <summary>The controller forgets a finished job, and sacct, which would say how it ended,
+    /// cannot reach its database for now: the job is as recorded, not failed for good.</summary>
+    [Fact]
+    public void A_job_Slurm_forgot_while_its_accounting_database_is_down_is_as_recorded()
+    {
+        using var temp = new TempDirectory();
+        Directory.CreateDirectory(temp["home"]);
+        var service = JobService.Open(temp["home"], ["/bin/false"]);
+        var job = new Job("job-0000000e", Job.TrainKind, new TrainArguments(null, temp["data"], temp["run"], []), SlurmJobExecutor.ExecutorName, null, JobState.Queued,
+            null, null, null, null, DateTimeOffset.UtcNow, null, null, null, "cli:test", Path.Combine(temp["run"], "job-0000000e.log"));
+        service.Store.Insert(job, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        service.Store.SetExecutorReference(job.Id, "4000001");
+        service.Store.RecordStarted(job.Id, null, null);
+        // sacct as it answers while slurmdbd is down.
+        Directory.CreateDirectory(temp["bin"]);
+        File.WriteAllText(temp["bin/sacct"], "#!/bin/sh\necho 'sacct: error: There is a problem talking to the database: Connection refused.  Only local cluster communication is available, remove --cluster or contact your admin to resolve the problem.' >&2\nexit 1\n");
+        Assert.Equal(0, SlurmCluster.RunQuietly("chmod", "755", temp["bin/sacct"]).ExitCode);
+        var info = Cli.StartInfo("jobs", "show", job.Id, "--json", "--data-dir", temp["home"]);
+        info.Environment["PATH"] = temp["bin"] + ":" + Environment.GetEnvironmentVariable("PATH");
+        var (code, stdout, stderr) = Cli.Run(info);
+        Assert.True(code == 0, stderr);
+        var shown = JsonNode.Parse(stdout)!.AsObject();
+        Assert.True(State(shown) == "running", shown.ToJsonString());
+        Assert.Null(shown["reason"]);
     }
 
     [GeneratedRegex(@"submitted (job-[0-9a-f]{8}) \(Slurm job (\d+)\)")]

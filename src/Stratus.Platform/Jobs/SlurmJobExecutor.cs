@@ -17,11 +17,20 @@ using Stratus.Safety;
 namespace Stratus.Platform.Jobs;
 
 /// <summary>What sbatch is asked for: the <paramref name="Partition"/> (null: the cluster's
-/// default), the time limit (<paramref name="Time"/>, in sbatch's forms: minutes, HH:MM:SS,
-/// D-HH; null: the partition's default) and the number of MPI ranks to train on.</summary>
-public sealed record SlurmOptions(string? Partition, string? Time, int Ranks)
+/// default), the time limit (<paramref name="Time"/>, in sbatch's forms: minutes, MM:SS, HH:MM:SS,
+/// D-HH[:MM[:SS]], UNLIMITED; null: the partition's default) and the number of MPI ranks to train on.</summary>
+public sealed partial record SlurmOptions(string? Partition, string? Time, int Ranks)
 {
     public static readonly SlurmOptions Default = new(null, null, 1);
+
+    /// <summary>Checked here, before the job is recorded: sbatch would refuse it only once the job
+    /// is, and it fails then.</summary>
+    /// <exception cref="TrustUserException">Not one of sbatch's forms.</exception>
+    public string? Time { get; } = Time is null || TimeLimit().IsMatch(Time) ? Time
+        : throw new TrustUserException($"--time {Time} is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED");
+
+    [GeneratedRegex(@"^([0-9]+(:[0-9]+){0,2}|[0-9]+-[0-9]+(:[0-9]+){0,2}|(?i:UNLIMITED|INFINITE))\z")]
+    private static partial Regex TimeLimit();
 }
 
 /// <summary>A job as Slurm reports it: its state (PENDING, RUNNING, COMPLETED, FAILED, ...), its
@@ -43,7 +52,10 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
 
     public string Launch(Job job)
     {
-        List<string> arguments = ["--parsable", $"--job-name={job.Id}", $"--output={OutputPattern(job.LogFile)}", "--open-mode=append", $"--ntasks={options.Ranks}"];
+        // --no-requeue: a job Slurm requeued (its node failed, an admin's scontrol requeue) would
+        // run its script again, whose train, without --resume, refuses a run folder that holds a
+        // checkpoint; it ends NODE_FAIL instead, its reason saying how to resume it.
+        List<string> arguments = ["--parsable", "--no-requeue", $"--job-name={job.Id}", $"--output={OutputPattern(job.LogFile)}", "--open-mode=append", $"--ntasks={options.Ranks}"];
         if (options.Partition is { } partition) arguments.Add($"--partition={partition}");
         if (options.Time is { } time) arguments.Add($"--time={time}");
         var (code, stdout, stderr) = Run("sbatch", arguments, BatchScript(job));
@@ -148,16 +160,25 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     }
 
     /// <summary>Slurm's record of job <paramref name="id"/>: from scontrol, else sacct; Unknown
-    /// says why neither has one. Null where the controller cannot be asked now (down, unreachable):
-    /// the job is then as recorded.</summary>
+    /// says why neither has one. Null where the controller or the accounting database cannot be
+    /// asked now (down, unreachable): the job is then as recorded.</summary>
     static (SlurmJobRecord? Record, string? Unknown)? Query(string id)
     {
         var (code, stdout, stderr) = Run("scontrol", ["show", "job", "--oneliner", id]);
         if (code == 0 && ParseScontrol(stdout) is { } record) return (record, null);
         if (!stderr.Contains("Invalid job id", StringComparison.Ordinal)) return null;
-        var accounting = Run("sacct", ["--jobs", id, "--allocations", "--noheader", "--parsable2", "--format=State,ExitCode,Start"]);
-        if (accounting.Code == 0 && ParseSacct(accounting.Stdout) is { } accounted) return (accounted, null);
-        return (null, accounting.Code == 0 ? "sacct has no record of it" : "sacct: " + SlurmError(accounting.Stderr, accounting.Stdout, accounting.Code));
+        return Accounted(Run("sacct", ["--jobs", id, "--allocations", "--noheader", "--parsable2", "--format=State,ExitCode,Start"]));
+    }
+
+    /// <summary>What sacct's answer says of a job the controller no longer knows: its record;
+    /// Unknown where there is none to be had (no such job, or a cluster that keeps no accounting);
+    /// null where the accounting database cannot be asked now (slurmdbd down, unreachable), which
+    /// is no reason to end the job.</summary>
+    internal static (SlurmJobRecord? Record, string? Unknown)? Accounted((int Code, string Stdout, string Stderr) sacct)
+    {
+        if (sacct.Code == 0) return ParseSacct(sacct.Stdout) is { } accounted ? (accounted, null) : (null, "sacct has no record of it");
+        var error = SlurmError(sacct.Stderr, sacct.Stdout, sacct.Code);
+        return error.Contains("accounting storage is disabled", StringComparison.Ordinal) ? (null, "sacct: " + error) : null;
     }
 
     /// <summary>A job's record in `scontrol show job --oneliner`'s words (Key=Value pairs); null
@@ -212,6 +233,9 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     static (int Code, string Stdout, string Stderr) Run(string command, IReadOnlyList<string> arguments, string? stdin = null)
     {
         var info = new ProcessStartInfo(command) { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        // sbatch hands its whole environment to the job (--export=ALL), which the controller keeps
+        // in its state and ships to the nodes: serve's secret stays on this machine.
+        info.Environment.Remove(OpenAIModerationOptions.ApiKeyVariable);
         foreach (var argument in arguments) info.ArgumentList.Add(argument);
         Process process;
         try

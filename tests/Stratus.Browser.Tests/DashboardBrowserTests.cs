@@ -12,6 +12,7 @@
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.
 using System.Net.Http.Json;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Deque.AxeCore.Playwright;
 using Microsoft.Playwright;
@@ -196,6 +197,38 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         // Before, the newest job's "has logged no step yet" stood where a curve could be.
         await Expect(page.Locator("#job-picker")).ToHaveValueAsync(withSteps);
         await Expect(page.Locator("#job-curve svg path[data-series='train loss']")).ToHaveCountAsync(1);
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
+    public async Task The_version_a_model_is_served_from_is_marked_and_a_folder_under_a_registered_name_is_not_taken_for_one()
+    {
+        var name = "marked-" + Guid.NewGuid().ToString("N")[..8];
+        var registry = ModelRegistry.Open(fixture.DataDir, RegistryCheckpoints.Instance);
+        registry.Register(fixture.RunFolder, name, null, null, "tests");
+        registry.Register(fixture.RunFolder, name, null, "production", "tests");
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        // As a server started with `--model live=NAME@production` and `--model NAME-folder` answers.
+        await page.RouteAsync("**/v1/models", route => route.FulfillAsync(new()
+        {
+            ContentType = "application/json",
+            Body = JsonSerializer.Serialize(new
+            {
+                @object = "list",
+                data = new object[]
+                {
+                    new { id = "live", @object = "model", owned_by = "stratus", registered_version = name + ":2" },
+                    new { id = TinyModelServer.ModelName, @object = "model", owned_by = "stratus" },
+                },
+            }),
+        }));
+        await ShowAsync(page, fixture.ApiKey);
+        var served = page.Locator("#registry-served");
+        await Expect(served).ToContainTextAsync($"Served here: {name}:2 as live.");
+        // Version 2 is served, version 1 of the same name is not (before: both read "its name").
+        await Expect(page.Locator("#panel-registry tr", new() { HasText = name }).Filter(new() { HasText = "production" })).ToContainTextAsync("this version, as live");
+        await Expect(page.Locator("#panel-registry tr", new() { HasText = name }).Filter(new() { HasNotText = "production" })).Not.ToContainTextAsync("this version");
         Assert.Empty(opened.Violations);
     }
 

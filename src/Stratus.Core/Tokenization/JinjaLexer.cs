@@ -72,10 +72,12 @@ public sealed partial class JinjaTemplate
         }
 
         /// <summary>Where a tag closes: the first <paramref name="close"/> outside its string
-        /// literals, as Jinja's lexer reads them ({{ "}}" }} writes "}}").</summary>
+        /// literals and brackets, as Jinja's lexer reads them ({{ "}}" }} writes "}}", and
+        /// {{ {'a': {'b': 1}} }} a dict in a dict).</summary>
         static int FindClose(string s, int from, string close)
         {
             char? quote = null;
+            var depth = 0;
             for (var i = from; i < s.Length; i++)
             {
                 if (quote is { } q)
@@ -84,7 +86,10 @@ public sealed partial class JinjaTemplate
                     else if (s[i] == q) quote = null;
                 }
                 else if (s[i] is '\'' or '"') quote = s[i];
-                else if (string.CompareOrdinal(s, i, close, 0, close.Length) == 0) return i;
+                else if (depth == 0 && string.CompareOrdinal(s, i, close, 0, close.Length) == 0) return i;
+                else if (s[i] is '(' or '[' or '{') depth++;
+                // A stray closing bracket is the parser's to report.
+                else if (s[i] is ')' or ']' or '}' && depth > 0) depth--;
             }
             return -1;
         }

@@ -748,9 +748,7 @@ public sealed partial class JinjaTemplate
                 if (end > s.Length || !long.TryParse(s.AsSpan(i + 2, digits), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var code))
                     throw new JinjaException($"truncated \\{c} escape in a string literal: it takes {digits} hexadecimal digits");
                 if (code > 0x10FFFF) throw new JinjaException($"the escape \\{s[(i + 1)..end]} is not a Unicode character");
-                // A lone surrogate (\ud800) stays one, as in Python.
-                if (code <= char.MaxValue) text.Append((char)code);
-                else text.Append(char.ConvertFromUtf32((int)code));
+                text.Append(CodePoints.Text((int)code));
                 return end;
             }
             switch (c)

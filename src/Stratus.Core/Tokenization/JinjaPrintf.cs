@@ -80,7 +80,7 @@ public sealed partial class JinjaTemplate
                 case 'c':
                     return argument switch
                     {
-                        long code when code is >= 0 and <= 0x10FFFF => char.ConvertFromUtf32((int)code),
+                        long code when code is >= 0 and <= 0x10FFFF => CodePoints.Text((int)code),
                         string { Length: 1 } one => one,
                         _ => throw new JinjaException("%c requires an integer in range(0x110000) or a single character"),
                     };

@@ -190,7 +190,7 @@ public sealed partial class JinjaTemplate
                     if (type == 'c')
                     {
                         if (number is < 0 or > 0x10FFFF) throw new JinjaException("%c arg not in range(0x110000)");
-                        return Pad(char.ConvertFromUtf32((int)number), "", fill ?? ' ', align ?? '>', width);
+                        return Pad(CodePoints.Text((int)number), "", fill ?? ' ', align ?? '>', width);
                     }
                     var radix = type switch { 'b' => 2, 'o' => 8, 'x' or 'X' => 16, _ => 10 };
                     body = Digits(number, radix, type == 'X');

@@ -13,6 +13,17 @@ public sealed partial class JinjaTemplate
     /// float's exact binary value, ties to even, as Python's dtoa gives them.</summary>
     static class Printf
     {
+        /// <summary>The widest field and the most digits after the point a format may ask for.
+        /// Python's have no such limit, but a float's digits take time growing with their number.</summary>
+        const int MaxFieldSize = 10_000;
+
+        /// <summary>A width or precision as a format writes it (digits), refused beyond
+        /// <see cref="MaxFieldSize"/> rather than cut short, which would render a shorter text than
+        /// jinja2 does.</summary>
+        public static int FieldSize(ReadOnlySpan<char> digits, string what) =>
+            int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var size) && size <= MaxFieldSize ? size
+            : throw new JinjaException($"the format asks for a {what} of {(digits.Length > 20 ? $"{digits.Length} digits" : digits.ToString())}, beyond the {MaxFieldSize:N0} this template engine writes; ask for less");
+
         public static string Format(string format, IReadOnlyList<object?> args, IDictionary<string, object?>? mapping)
         {
             var text = new StringBuilder();
@@ -35,16 +46,16 @@ public sealed partial class JinjaTemplate
                 }
                 var flags = "";
                 while (i < format.Length && format[i] is '-' or '+' or ' ' or '#' or '0') flags += format[i++];
-                int? Number()
+                int? Number(string what)
                 {
                     if (i < format.Length && format[i] == '*') throw new JinjaException("a '*' width or precision in a format is not supported; write the number");
                     var from = i;
                     while (i < format.Length && char.IsAsciiDigit(format[i])) i++;
-                    return i > from ? int.Min(int.Parse(format.AsSpan(from, i - from), CultureInfo.InvariantCulture), 10_000) : null;
+                    return i > from ? FieldSize(format.AsSpan(from, i - from), what) : null;
                 }
-                var width = Number() ?? 0;
+                var width = Number("width") ?? 0;
                 int? precision = null;
-                if (i < format.Length && format[i] == '.') { i++; precision = Number() ?? 0; }
+                if (i < format.Length && format[i] == '.') { i++; precision = Number("precision") ?? 0; }
                 if (i >= format.Length) throw new JinjaException("incomplete format");
                 var type = format[i];
                 if (type == '%') { text.Append('%'); continue; }

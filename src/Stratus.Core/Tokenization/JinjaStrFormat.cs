@@ -12,9 +12,6 @@ public sealed partial class JinjaTemplate
 {
     static class StrFormat
     {
-        /// <summary>The widest field a spec may ask for (as printf-style formatting caps it).</summary>
-        const int MaxWidth = 10_000;
-
         public static string Format(string format, IReadOnlyList<object?> positional, IReadOnlyDictionary<string, object?> named)
         {
             var numbering = new Numbering();
@@ -157,18 +154,18 @@ public sealed partial class JinjaTemplate
                 align ??= value is string ? '<' : '=';
                 i++;
             }
-            var width = 0;
-            while (i < spec.Length && char.IsAsciiDigit(spec[i])) width = Math.Min(width * 10 + (spec[i++] - '0'), MaxWidth);
+            var widthFrom = i;
+            while (i < spec.Length && char.IsAsciiDigit(spec[i])) i++;
+            var width = i > widthFrom ? Printf.FieldSize(spec.AsSpan(widthFrom, i - widthFrom), "width") : 0;
             char? grouping = i < spec.Length && spec[i] is ',' or '_' ? spec[i++] : null;
             int? precision = null;
             if (i < spec.Length && spec[i] == '.')
             {
                 i++;
                 var from = i;
-                var digits = 0;
-                while (i < spec.Length && char.IsAsciiDigit(spec[i])) digits = Math.Min(digits * 10 + (spec[i++] - '0'), MaxWidth);
+                while (i < spec.Length && char.IsAsciiDigit(spec[i])) i++;
                 if (i == from) throw new JinjaException("Format specifier missing precision");
-                precision = digits;
+                precision = Printf.FieldSize(spec.AsSpan(from, i - from), "precision");
             }
             char? type = i < spec.Length ? spec[i++] : null;
             if (i < spec.Length) throw new JinjaException($"Invalid format specifier '{spec}' for object of type '{TypeName(value)}'");

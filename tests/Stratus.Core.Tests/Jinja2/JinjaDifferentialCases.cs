@@ -27,6 +27,9 @@ static class JinjaDifferentialCases
         { "~ and comparisons", "{{ 'ab' ~ 'c' == 'abc' }} {{ 'a' ~ 'b' in 'xaby' }} {{ 1 ~ 2 < '2' }}", "{}", "True True True", null },
         { "~ and filters", "{{ 'a' ~ 'b' | upper }} {{ -1 ~ 2 }} {{ 'a' ~ none ~ true }}", "{}", "aB -12 aNoneTrue", null },
         { "a nested dict in a tag", "{{ {'a': {'b': 1}} | tojson }} {{ {'a': {'b': [1, {'c': 2}]}}['a']['b'][1].c }}{% set d = {'x': {'y': 1}}%}{{ d.x.y }}{{ {'e':1}}}", "{}", "{\"a\": {\"b\": 1}} 21{'e': 1}", null },
+        { "is binds as tightly as a filter", "{{ 1 + 1 is even }} {{ 2 * 3 is odd }} {{ 'a' ~ 'b' is string }} {{ -3 is odd | string }} {{ [1] | length > 0 is sameas true }} {{ not 1 is odd }} {{ 5 is divisibleby 3 + 2 }} {{ 1 is odd | string is string }} {{ 1 is not odd + 1 }} {{ 1 is odd() }}", "{}", "1 2 aTrue True True False 2 True 1 True", null },
+        { "is in a condition", "{% if 1 is odd == true %}y{% endif %}{% for i in range(4) if i is odd %}{{ i }}{% endfor %}{{ x is defined and 1 + 1 is even }}", "{}", "y13False", null },
+        { "tests chained with is", "{{ 1 is odd is sameas true }}", "{}", null, null },  // jinja2: TemplateSyntaxError: You cannot chain multiple tests with is
         { "{%+ keeps the indentation", "  {%+ if true %}x{% endif %}\n  {% if true %}y{% endif %}", "{}", "  xy", null },
         { "+%} keeps the line break", "{% if true +%}\nx{% endif %}\n", "{}", "\nx", null },
         { "+%} and -%}", "{% for i in range(2) +%}\n{{ i }}\n{%- endfor %}|{% if true -%}\n  z{% endif %}", "{}", "\n0\n1|z", null },

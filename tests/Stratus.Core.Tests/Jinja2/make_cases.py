@@ -92,6 +92,10 @@ CASES = [
     ("~ and filters", "{{ 'a' ~ 'b' | upper }} {{ -1 ~ 2 }} {{ 'a' ~ none ~ true }}", {}),
     # A tag closes at "}}" or "%}" outside brackets, as jinja2's lexer balances them.
     ("a nested dict in a tag", "{{ {'a': {'b': 1}} | tojson }} {{ {'a': {'b': [1, {'c': 2}]}}['a']['b'][1].c }}{% set d = {'x': {'y': 1}}%}{{ d.x.y }}{{ {'e':1}}}", {}),
+    # "is" binds as a filter does, tighter than any operator.
+    ("is binds as tightly as a filter", "{{ 1 + 1 is even }} {{ 2 * 3 is odd }} {{ 'a' ~ 'b' is string }} {{ -3 is odd | string }} {{ [1] | length > 0 is sameas true }} {{ not 1 is odd }} {{ 5 is divisibleby 3 + 2 }} {{ 1 is odd | string is string }} {{ 1 is not odd + 1 }} {{ 1 is odd() }}", {}),
+    ("is in a condition", "{% if 1 is odd == true %}y{% endif %}{% for i in range(4) if i is odd %}{{ i }}{% endfor %}{{ x is defined and 1 + 1 is even }}", {}),
+    ("tests chained with is", "{{ 1 is odd is sameas true }}", {}),
     # {%+ keeps the white space before a tag that lstrip_blocks would strip; +%} keeps the line
     # break after one that trim_blocks would remove.
     ("{%+ keeps the indentation", "  {%+ if true %}x{% endif %}\n  {% if true %}y{% endif %}", {}),

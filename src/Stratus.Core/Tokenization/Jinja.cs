@@ -12,7 +12,8 @@
 // access (a dict's or string's methods before its keys, as Jinja reads spec.items), slices with
 // steps, arithmetic (** too, and printf-style "%s" % x), ~ concatenation (between + and * in
 // precedence, as Jinja has it), comparisons by value, in,
-// and/or/not, inline if, is-tests (defined, none, string, mapping, iterable, in, equalto, ne, gt,
+// and/or/not, inline if, is-tests, which bind as filters do ("1 + 1 is even" tests the second 1)
+// (defined, none, string, mapping, iterable, in, equalto, ne, gt,
 // divisibleby, ...), the filters templates use (selectattr/rejectattr/select/reject, map by
 // attribute or filter, sort/unique/dictsort/min/max, sum, round, format, batch, escape, tojson,
 // join, trim, title, replace, indent, first/last/length/list/reverse, default, items, ...), string

@@ -80,6 +80,9 @@ static class JinjaDifferentialCases
         { "a precision beyond 10,000", "{{ '{:.20000f}'.format(1) }}", "{}", null, "precision of 20000, beyond the 10,000" },
         { "a % width beyond 10,000", "{{ '%20000d' % 1 }}", "{}", null, "width of 20000, beyond the 10,000" },
         { "a width of 10,000", "{{ '{:10000}'.format(1) | length }} {{ ('%10000s' % 'a') | length }} {{ '{:.10000f}'.format(1) | length }}", "{}", "10000 10000 10002", null },
+        { "indent by any width", "{{ 'a\\nb' | indent(2000) | length }} {{ 'a' | indent(999999999) }} {{ 'a\\nb' | indent(-3) }}", "{}", "2003 a a\nb", null },
+        { "abs of the extremes", "{{ (-9223372036854775807 - 1) | abs }}", "{}", null, "beyond 64-bit integers" },
+        { "abs of booleans and the largest integer", "{{ true | abs }} {{ false | abs }} {{ -9223372036854775807 | abs }} {{ -0.0 | abs }}", "{}", "1 0 9223372036854775807 0.0", null },
         { "hexadecimal, octal and binary literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0XfF }} {{ 0O7 }} {{ 0B1 }}", "{}", "31 15 5 255 7 1", null },
         { "underscores in literals", "{{ 1_000 }} {{ 0x_ff }} {{ 0xFF_FF }} {{ 0b_1_0 }} {{ 1_0.5 }} {{ 1e1_0 }}", "{}", "1000 255 65535 2 10.5 10000000000.0", null },
         { "a leading zero", "{{ 007 }}", "{}", null, null },  // jinja2: TemplateSyntaxError: expected token 'end of print statement', got 'integer'

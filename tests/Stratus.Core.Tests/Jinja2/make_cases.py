@@ -155,6 +155,9 @@ CASES = [
     ("a precision beyond 10,000", "{{ '{:.20000f}'.format(1) }}", {}, "precision of 20000, beyond the 10,000"),
     ("a % width beyond 10,000", "{{ '%20000d' % 1 }}", {}, "width of 20000, beyond the 10,000"),
     ("a width of 10,000", "{{ '{:10000}'.format(1) | length }} {{ ('%10000s' % 'a') | length }} {{ '{:.10000f}'.format(1) | length }}", {}),
+    ("indent by any width", "{{ 'a\\nb' | indent(2000) | length }} {{ 'a' | indent(999999999) }} {{ 'a\\nb' | indent(-3) }}", {}),
+    ("abs of the extremes", "{{ (-9223372036854775807 - 1) | abs }}", {}, "beyond 64-bit integers"),
+    ("abs of booleans and the largest integer", "{{ true | abs }} {{ false | abs }} {{ -9223372036854775807 | abs }} {{ -0.0 | abs }}", {}),
     # Integer literals
     ("hexadecimal, octal and binary literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0XfF }} {{ 0O7 }} {{ 0B1 }}", {}),
     ("underscores in literals", "{{ 1_000 }} {{ 0x_ff }} {{ 0xFF_FF }} {{ 0b_1_0 }} {{ 1_0.5 }} {{ 1e1_0 }}", {}),

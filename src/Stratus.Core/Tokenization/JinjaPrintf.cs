@@ -124,7 +124,9 @@ public sealed partial class JinjaTemplate
         static long Integer(object? v) => v is bool b ? (b ? 1 : 0) : (long)v!;
 
         /// <summary>%f, %e and %g of a float, digits exact as Python writes them (str.format's too).</summary>
-        public static string Real(double x, char type, int precision, bool alternate, bool upper)
+        /// <param name="dotZero">str.format without a type: as %g, but exponential from one exponent
+        /// earlier ('{:.1}' of 3.14 is "3e+00") and a fixed-point result keeps a digit after the point ("2.0").</param>
+        public static string Real(double x, char type, int precision, bool alternate, bool upper, bool dotZero = false)
         {
             if (!double.IsFinite(x)) return (double.IsNaN(x) ? "nan" : x > 0 ? "inf" : "-inf") is var word && upper ? word.ToUpperInvariant() : word;
             var sign = double.IsNegative(x) ? "-" : "";
@@ -136,7 +138,7 @@ public sealed partial class JinjaTemplate
                 // %g: exponential where the exponent is below -4 or reaches the precision, trailing zeros dropped.
                 var significant = Math.Max(precision, 1);
                 var exponent = Exponent(x, significant - 1);
-                text = exponent < -4 || exponent >= significant ? Exponential(x, significant - 1) : Fixed(x, significant - 1 - exponent);
+                text = exponent < -4 || exponent >= significant - (dotZero ? 1 : 0) ? Exponential(x, significant - 1) : Fixed(x, significant - 1 - exponent);
                 if (!alternate)
                 {
                     var e = text.IndexOf('e');
@@ -144,6 +146,7 @@ public sealed partial class JinjaTemplate
                     if (mantissa.Contains('.')) mantissa = mantissa.TrimEnd('0').TrimEnd('.');
                     text = mantissa + tail;
                 }
+                if (dotZero && !text.Contains('e') && !text.Contains('.')) text += ".0";
             }
             if (alternate && !text.Contains('.') && type != 'g') text = text.Contains('e') ? text.Replace("e", ".e") : text + ".";
             return sign + (upper ? text.ToUpperInvariant() : text);
@@ -167,11 +170,11 @@ public sealed partial class JinjaTemplate
         static int Exponent(double x, int decimals)
         {
             if (x == 0) return 0;
-            var exponent = (int)Math.Floor(Math.Log10(Math.Abs(x)));
+            // The least exponent whose rounded digits fit: Log10 may be one off either way near a
+            // power of ten (1e-07 is 9.9999999999999995e-08, whose Log10 is -7), so from one below it.
+            var exponent = (int)Math.Floor(Math.Log10(Math.Abs(x))) - 1;
             var limit = BigInteger.Pow(10, decimals + 1);
-            var scaled = Scaled(x, decimals - exponent);
-            if (scaled >= limit) exponent++;
-            else if (scaled < limit / 10) exponent--;
+            while (Scaled(x, decimals - exponent) >= limit) exponent++;
             return exponent;
         }
 

@@ -202,9 +202,7 @@ public sealed partial class JinjaTemplate
                     // No type nor precision (a float's, as integers went above): as str() writes it.
                     body = type is null && precision is null
                         ? Values.ToText(Math.Abs(x))
-                        : Printf.Real(Math.Abs(x), char.ToLowerInvariant(kind), precision ?? 6, alternate, char.IsUpper(kind));
-                    // No type: as 'g', but a fixed-point result keeps a digit after the point (2.0).
-                    if (type is null && precision is not null && double.IsFinite(x) && !body.Contains('e') && !body.Contains('.')) body += ".0";
+                        : Printf.Real(Math.Abs(x), char.ToLowerInvariant(kind), precision ?? 6, alternate, char.IsUpper(kind), dotZero: type is null);
                     if (type == '%') body += "%";
                     if (grouping is { } comma)
                     {

@@ -158,6 +158,8 @@ CASES = [
     ("indent by any width", "{{ 'a\\nb' | indent(2000) | length }} {{ 'a' | indent(999999999) }} {{ 'a\\nb' | indent(-3) }}", {}),
     ("abs of the extremes", "{{ (-9223372036854775807 - 1) | abs }}", {}, "beyond 64-bit integers"),
     ("abs of booleans and the largest integer", "{{ true | abs }} {{ false | abs }} {{ -9223372036854775807 | abs }} {{ -0.0 | abs }}", {}),
+    ("str.format of a float without a type", "{{ '{:.1}|{:.2}|{:.3}|{:3.0}|{:.1}|{:.1}|{:.2}'.format(3.14159, 12.5, 3.14159, -0.0, 0.5, 0.0, 100.0) }}", {}),
+    ("17 digits of a float near a power of ten", "{{ '%.17g' % 1e-7 }} {{ '%.16e' % 1e-7 }} {{ '{:.17}'.format(1e-7) }} {{ '%.17g' % 1e23 }} {{ '%.3e' % 9.9995 }} {{ '%.0e' % 0.95 }}", {}),
     # Integer literals
     ("hexadecimal, octal and binary literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0XfF }} {{ 0O7 }} {{ 0B1 }}", {}),
     ("underscores in literals", "{{ 1_000 }} {{ 0x_ff }} {{ 0xFF_FF }} {{ 0b_1_0 }} {{ 1_0.5 }} {{ 1e1_0 }}", {}),

@@ -179,10 +179,13 @@ public sealed partial class JinjaTemplate
                     if (sign is not null) throw new JinjaException("Sign not allowed in string format specifier");
                     if (align == '=') throw new JinjaException("'=' alignment not allowed in string format specifier");
                     if (grouping is not null) throw new JinjaException($"Cannot specify '{grouping}' with 's'.");
+                    if (alternate) throw new JinjaException("Alternate form (#) not allowed in string format specifier");
                     body = precision is { } most && s.Length > most ? s[..most] : s;
                     return Pad(body, "", fill ?? ' ', align ?? '<', width);
                 case long or bool when type is null or 'd' or 'n' or 'b' or 'o' or 'x' or 'X' or 'c':
                     if (precision is not null) throw new JinjaException("Precision not allowed in integer format specifier");
+                    // Python groups binary, octal and hexadecimal digits by '_' only, and characters not at all.
+                    if (grouping is { } by && (type is 'c' or 'n' || (by == ',' && type is 'b' or 'o' or 'x' or 'X'))) throw new JinjaException($"Cannot specify '{by}' with '{type}'.");
                     var number = value is bool b ? (b ? 1L : 0L) : (long)value;
                     if (type == 'c')
                     {

@@ -85,6 +85,10 @@ static class JinjaDifferentialCases
         { "abs of booleans and the largest integer", "{{ true | abs }} {{ false | abs }} {{ -9223372036854775807 | abs }} {{ -0.0 | abs }}", "{}", "1 0 9223372036854775807 0.0", null },
         { "str.format of a float without a type", "{{ '{:.1}|{:.2}|{:.3}|{:3.0}|{:.1}|{:.1}|{:.2}'.format(3.14159, 12.5, 3.14159, -0.0, 0.5, 0.0, 100.0) }}", "{}", "3e+00|1.2e+01|3.14|-0e+00|0.5|0e+00|1e+02", null },
         { "17 digits of a float near a power of ten", "{{ '%.17g' % 1e-7 }} {{ '%.16e' % 1e-7 }} {{ '{:.17}'.format(1e-7) }} {{ '%.17g' % 1e23 }} {{ '%.3e' % 9.9995 }} {{ '%.0e' % 0.95 }}", "{}", "9.9999999999999995e-08 9.9999999999999995e-08 9.9999999999999995e-08 9.9999999999999992e+22 9.999e+00 9e-01", null },
+        { "str.format refuses # of a string", "{{ '{!r:#12}'.format('ab') }}", "{}", null, null },  // jinja2: ValueError: Alternate form (#) not allowed in string format specifier
+        { "str.format refuses , of hexadecimal", "{{ '{:,x}'.format(1234567) }}", "{}", null, null },  // jinja2: ValueError: Cannot specify ',' with 'x'.
+        { "str.format refuses _ of a character", "{{ '{:_c}'.format(65) }}", "{}", null, null },  // jinja2: ValueError: Cannot specify '_' with 'c'.
+        { "str.format groups hexadecimal by _", "{{ '{:_x}|{:_b}|{:,d}|{:_}'.format(1234567, 255, 1234567, 1234567) }}", "{}", "12_d687|1111_1111|1,234,567|1_234_567", null },
         { "hexadecimal, octal and binary literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0XfF }} {{ 0O7 }} {{ 0B1 }}", "{}", "31 15 5 255 7 1", null },
         { "underscores in literals", "{{ 1_000 }} {{ 0x_ff }} {{ 0xFF_FF }} {{ 0b_1_0 }} {{ 1_0.5 }} {{ 1e1_0 }}", "{}", "1000 255 65535 2 10.5 10000000000.0", null },
         { "a leading zero", "{{ 007 }}", "{}", null, null },  // jinja2: TemplateSyntaxError: expected token 'end of print statement', got 'integer'

@@ -160,6 +160,10 @@ CASES = [
     ("abs of booleans and the largest integer", "{{ true | abs }} {{ false | abs }} {{ -9223372036854775807 | abs }} {{ -0.0 | abs }}", {}),
     ("str.format of a float without a type", "{{ '{:.1}|{:.2}|{:.3}|{:3.0}|{:.1}|{:.1}|{:.2}'.format(3.14159, 12.5, 3.14159, -0.0, 0.5, 0.0, 100.0) }}", {}),
     ("17 digits of a float near a power of ten", "{{ '%.17g' % 1e-7 }} {{ '%.16e' % 1e-7 }} {{ '{:.17}'.format(1e-7) }} {{ '%.17g' % 1e23 }} {{ '%.3e' % 9.9995 }} {{ '%.0e' % 0.95 }}", {}),
+    ("str.format refuses # of a string", "{{ '{!r:#12}'.format('ab') }}", {}),
+    ("str.format refuses , of hexadecimal", "{{ '{:,x}'.format(1234567) }}", {}),
+    ("str.format refuses _ of a character", "{{ '{:_c}'.format(65) }}", {}),
+    ("str.format groups hexadecimal by _", "{{ '{:_x}|{:_b}|{:,d}|{:_}'.format(1234567, 255, 1234567, 1234567) }}", {}),
     # Integer literals
     ("hexadecimal, octal and binary literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0XfF }} {{ 0O7 }} {{ 0B1 }}", {}),
     ("underscores in literals", "{{ 1_000 }} {{ 0x_ff }} {{ 0xFF_FF }} {{ 0b_1_0 }} {{ 1_0.5 }} {{ 1e1_0 }}", {}),

@@ -314,6 +314,7 @@ public sealed class ChatTemplateTests
     [InlineData("{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "the template builds a text of more than 8,388,608 characters")]
     [InlineData("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}", "the template builds a text of more than 8,388,608 characters")]
     [InlineData("{{ range(100000) | join('x' * 1000) }}", "the template builds a text of more than 8,388,608 characters")]
+    [InlineData("{{ ('\\n' * 4000000) | indent(1000, blank=true) }}", "the template builds a text of more than 8,388,608 characters")]
     [InlineData("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", "the template builds a list of more than 100,000 items")]
     [InlineData("{% for i in range(10, 0, 0) %}{% endfor %}", "range() step must not be zero")]
     [InlineData("{{ range(-9223372036854775807 - 1, 9223372036854775807) | length }}", "range() of 18,446,744,073,709,551,615 numbers is too large (at most 100,000")]

@@ -22,6 +22,11 @@ public static class CodePoints
         return c;
     }
 
+    /// <summary>The text of one code point, as Python's chr() gives it: a lone surrogate
+    /// (U+D800 to U+DFFF) stays one, where <see cref="char.ConvertFromUtf32"/> refuses it.</summary>
+    public static string Text(int codePoint) =>
+        codePoint <= char.MaxValue ? ((char)codePoint).ToString() : char.ConvertFromUtf32(codePoint);
+
     /// <summary>How many characters (code points) the text holds, as Python's len counts a str
     /// and so vLLM's text offsets do: a surrogate pair is one character, as <see cref="At"/>
     /// reads it.</summary>

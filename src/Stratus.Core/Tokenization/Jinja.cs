@@ -12,7 +12,8 @@
 // access (a dict's or string's methods before its keys, as Jinja reads spec.items), slices with
 // steps, arithmetic (** too, and printf-style "%s" % x), ~ concatenation (between + and * in
 // precedence, as Jinja has it), comparisons by value, in,
-// and/or/not, inline if, is-tests (defined, none, string, mapping, iterable, in, equalto, ne, gt,
+// and/or/not, inline if, is-tests, which bind as filters do ("1 + 1 is even" tests the second 1)
+// (defined, none, string, mapping, iterable, in, equalto, ne, gt,
 // divisibleby, ...), the filters templates use (selectattr/rejectattr/select/reject, map by
 // attribute or filter, sort/unique/dictsort/min/max, sum, round, format, batch, escape, tojson,
 // join, trim, title, replace, indent, first/last/length/list/reverse, default, items, ...), string
@@ -33,7 +34,8 @@
 // escaping twice escapes twice (no chat template we know of escapes at all).
 // An error names the template's line (that of the innermost tag where it happened).
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
-// sizes, range() and the work done are capped, each breach a JinjaException (see the limits below).
+// sizes, range(), a format's width and precision (10,000, in JinjaPrintf.cs) and the work done
+// are capped, each breach a JinjaException (see the limits below).
 // This file holds the entry point, the values templates share and the limits; the other parts
 // are JinjaLexer.cs, JinjaParser.cs, JinjaStatements.cs, JinjaExpressions.cs, JinjaValues.cs,
 // JinjaFilters.cs, JinjaMethods.cs, JinjaPrintf.cs, JinjaStrFormat.cs, JinjaCase.cs and

@@ -98,23 +98,41 @@ public sealed partial class JinjaTemplate
             return text.ToString();
         }
 
-        /// <summary>Python's str.islower(): a cased character, and none in upper or title case ('ß' is lower).</summary>
-        static bool IsLower(string s) => HasCase(s, UnicodeCategory.LowercaseLetter, UnicodeCategory.UppercaseLetter);
+        /// <summary>Python's str.islower(): a lower case character, and none in upper or title case ('ß' and 'ᵐ' are lower).</summary>
+        static bool IsLower(string s) => HasCase(s, upper: false);
 
-        /// <summary>Python's str.isupper(): a cased character, and none in lower or title case ('ß' is not upper).</summary>
-        static bool IsUpper(string s) => HasCase(s, UnicodeCategory.UppercaseLetter, UnicodeCategory.LowercaseLetter);
+        /// <summary>Python's str.isupper(): an upper case character, and none in lower or title case ('ß' is not upper, 'Ⓐ' is).</summary>
+        static bool IsUpper(string s) => HasCase(s, upper: true);
 
-        static bool HasCase(string s, UnicodeCategory wanted, UnicodeCategory other)
+        static bool HasCase(string s, bool upper)
         {
             var found = false;
             for (var i = 0; i < s.Length;)
             {
-                var category = CharUnicodeInfo.GetUnicodeCategory(CodePoints.At(s, i, out var length));
-                if (category == other || category == UnicodeCategory.TitlecaseLetter) return false;
-                found |= category == wanted;
+                var c = CodePoints.At(s, i, out var length);
+                if ((upper ? LowerCase(c) : UpperCase(c)) || CharUnicodeInfo.GetUnicodeCategory(c) == UnicodeCategory.TitlecaseLetter) return false;
+                found |= upper ? UpperCase(c) : LowerCase(c);
                 i += length;
             }
             return found;
+        }
+
+        /// <summary>Unicode's Lowercase property: a lowercase letter, or a character such as 'ᵐ' or 'ª' (Other_Lowercase).</summary>
+        static bool LowerCase(int c) =>
+            CharUnicodeInfo.GetUnicodeCategory(c) == UnicodeCategory.LowercaseLetter || InRuns(CaseTables.OtherLowercase, c);
+
+        /// <summary>Unicode's Uppercase property: an uppercase letter, or a character such as 'Ⅻ' or 'Ⓐ' (Other_Uppercase).</summary>
+        static bool UpperCase(int c) =>
+            CharUnicodeInfo.GetUnicodeCategory(c) == UnicodeCategory.UppercaseLetter || InRuns(CaseTables.OtherUppercase, c);
+
+        static bool InRuns((int First, int Last)[] runs, int c)
+        {
+            foreach (var (first, last) in runs)
+            {
+                if (c < first) return false;
+                if (c <= last) return true;
+            }
+            return false;
         }
 
         /// <summary>One character (a UTF-16 unit or a surrogate pair) in .NET's invariant upper or lower case.</summary>
@@ -141,11 +159,10 @@ public sealed partial class JinjaTemplate
             return after == s.Length || !Cased(CodePoints.At(s, after, out _));
         }
 
-        /// <summary>A cased character: a letter in upper, lower or title case, or one with a case
-        /// mapping (Ⓐ, Ⅻ), as Unicode's Cased property has them.</summary>
+        /// <summary>Unicode's Cased property, as Python's str.title() and final sigma read it: upper
+        /// or lower case (modifier letters such as 'ᵐ' too, and 'Ⓐ'), or a title case letter.</summary>
         static bool Cased(int c) =>
-            CharUnicodeInfo.GetUnicodeCategory(c) is UnicodeCategory.UppercaseLetter or UnicodeCategory.LowercaseLetter or UnicodeCategory.TitlecaseLetter
-            || (Rune.TryCreate(c, out var rune) && (Rune.ToUpperInvariant(rune) != rune || Rune.ToLowerInvariant(rune) != rune));
+            LowerCase(c) || UpperCase(c) || CharUnicodeInfo.GetUnicodeCategory(c) == UnicodeCategory.TitlecaseLetter;
 
         /// <summary>Unicode's Case_Ignorable: marks, format characters, modifiers, and the
         /// apostrophes and dots that may sit inside a word.</summary>

@@ -65,7 +65,8 @@ public sealed partial class JinjaTemplate
                 _ => 0L,
             },
             "float" => (v, _, _) => v switch { long l => (double)l, bool b => b ? 1.0 : 0.0, double d => d, string s when double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) => d, _ => 0.0 },
-            "abs" => (v, _, _) => v switch { long l => (object)Math.Abs(l), double d => Math.Abs(d), _ => throw new JinjaException($"|abs of {Describe(v)}") },
+            // Python's abs(): a boolean as 0 or 1; the most negative 64-bit integer's is beyond 64 bits, as its negation is.
+            "abs" => (v, _, _) => v switch { long l => l < 0 ? Negate(l) : l, bool b => b ? 1L : 0L, double d => Math.Abs(d), _ => throw new JinjaException($"|abs of {Describe(v)}") },
             "tojson" => (v, args, _) => ToJson(v, Indent(args)),
             "first" => (v, _, _) => Iterate(v).DefaultIfEmpty(Undefined.Instance).First(),
             "last" => (v, _, _) => Iterate(v).DefaultIfEmpty(Undefined.Instance).Last(),
@@ -324,15 +325,18 @@ public sealed partial class JinjaTemplate
                     default: throw new JinjaException($"|indent takes width, first and blank, not {key}");
                 }
             }
-            var indention = width switch { string text => text, long n => new string(' ', (int)Math.Clamp(n, 0, 1000)), _ => throw new JinjaException("|indent's width is a number or a string") };
+            var size = width switch { string text => text.Length, long n => Math.Max(n, 0), _ => throw new JinjaException("|indent's width is a number or a string") };
             // Python's splitlines, after Jinja appends a newline: a final line break leaves no empty line.
             var lines = System.Text.RegularExpressions.Regex.Split(s + "\n", "\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]").SkipLast(1).ToList();
+            // Any width, as Python's, the length checked before the text is built, which many
+            // indented lines could take past what a string holds.
+            var indented = (Truthy(blank) ? lines.Count - 1 : lines.Skip(1).Count(line => line.Length > 0)) + (Truthy(first) ? 1 : 0);
+            if (indented > 0) CheckLength(s.Length + Math.Min(size, MaxLength + 1L) * indented);
+            var indention = width as string ?? new string(' ', indented > 0 ? (int)size : 0);
             var result = Truthy(blank)
                 ? string.Join("\n" + indention, lines)
                 : string.Join("\n", lines.Select((line, i) => i == 0 || line.Length == 0 ? line : indention + line));
-            if (Truthy(first)) result = indention + result;
-            CheckLength(result.Length);
-            return result;
+            return Truthy(first) ? indention + result : result;
         }
 
         static string Join(IEnumerable<object?> items, string separator)

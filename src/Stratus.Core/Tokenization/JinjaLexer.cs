@@ -46,7 +46,10 @@ public sealed partial class JinjaTemplate
                 lineCounted = open;
                 var kind = source[open + 1];
                 var close = kind switch { '{' => "}}", '%' => "%}", _ => "#}" };
-                var end = kind == '#' ? source.IndexOf(close, open + 2, StringComparison.Ordinal) : FindClose(source, open + 2, close);
+                // A bracket left open: the tag ends at its first close after all, for the parser to
+                // say what it misses ("{% macro m( %}" ends too early).
+                var end = kind == '#' ? source.IndexOf(close, open + 2, StringComparison.Ordinal)
+                    : FindClose(source, open + 2, close, balanced: true) is >= 0 and var balanced ? balanced : FindClose(source, open + 2, close, balanced: false);
                 if (end < 0) throw new JinjaException($"{source.Substring(open, 2)} is not closed by {close}").At(line);
                 var inner = source[(open + 2)..end];
                 var trimBefore = inner.StartsWith('-');
@@ -72,10 +75,12 @@ public sealed partial class JinjaTemplate
         }
 
         /// <summary>Where a tag closes: the first <paramref name="close"/> outside its string
-        /// literals, as Jinja's lexer reads them ({{ "}}" }} writes "}}").</summary>
-        static int FindClose(string s, int from, string close)
+        /// literals, and if <paramref name="balanced"/> outside its brackets, as Jinja's lexer reads
+        /// them ({{ "}}" }} writes "}}", and {{ {'a': {'b': 1}} }} a dict in a dict).</summary>
+        static int FindClose(string s, int from, string close, bool balanced)
         {
             char? quote = null;
+            var depth = 0;
             for (var i = from; i < s.Length; i++)
             {
                 if (quote is { } q)
@@ -84,7 +89,11 @@ public sealed partial class JinjaTemplate
                     else if (s[i] == q) quote = null;
                 }
                 else if (s[i] is '\'' or '"') quote = s[i];
-                else if (string.CompareOrdinal(s, i, close, 0, close.Length) == 0) return i;
+                else if (depth == 0 && string.CompareOrdinal(s, i, close, 0, close.Length) == 0) return i;
+                else if (!balanced) continue;
+                else if (s[i] is '(' or '[' or '{') depth++;
+                // A stray closing bracket is the parser's to report.
+                else if (s[i] is ')' or ']' or '}' && depth > 0) depth--;
             }
             return -1;
         }

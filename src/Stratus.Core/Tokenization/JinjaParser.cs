@@ -339,20 +339,6 @@ public sealed partial class JinjaTemplate
                     var r = Additive();
                     left = new Lambda(s => Values.Contains(r.Eval(s), l.Eval(s), s.Budget) != negate, l, r);
                 }
-                else if (Accept("is"))
-                {
-                    var negate = Accept("not");
-                    var test = Next();
-                    Expr? argument = null;
-                    if (Accept("(")) { argument = Conditional(); Expect(")"); }
-                    // As Jinja: without parentheses a test takes one argument, a primary and its
-                    // postfixes ("is divisibleby 3", "is in ['a', 'b']"), unless a keyword follows.
-                    else if (Peek is { } next && (next[0] is '\'' or '"' or '(' or '[' or '{' || IsIdentifier(next) || char.IsDigit(next[0])) && next is not ("and" or "or" or "else"))
-                        argument = Postfix();
-                    var check = Values.Test(test);
-                    var arg = argument;
-                    left = new Lambda(s => check(l.Eval(s), arg?.Eval(s), s.Budget) != negate, arg is null ? [l] : [l, arg]);
-                }
                 else return left;
             }
         }
@@ -423,14 +409,39 @@ public sealed partial class JinjaTemplate
             return withFilters ? Filtered(value) : value;
         }
 
+        /// <summary>Filters and "is" tests, which Jinja binds alike, tighter than any operator: "1 + 1
+        /// is even" tests the second 1, "x is odd | string" filters the test's answer.</summary>
         Expr Filtered(Expr value)
         {
-            foreach (var filter in Filters())
+            while (true)
             {
-                var v = value;
-                value = new Lambda(s => filter.Apply(v.Eval(s), s), [v, .. filter.Arguments]);
+                foreach (var filter in Filters())
+                {
+                    var v = value;
+                    value = new Lambda(s => filter.Apply(v.Eval(s), s), [v, .. filter.Arguments]);
+                }
+                if (!Accept("is")) return value;
+                value = Tested(value);
             }
-            return value;
+        }
+
+        /// <summary>"is [not] name", and its argument, applied to <paramref name="value"/>.</summary>
+        Expr Tested(Expr value)
+        {
+            var negate = Accept("not");
+            var test = Next();
+            Expr? argument = null;
+            if (Accept("(")) { if (!Accept(")")) { argument = Conditional(); Expect(")"); } }
+            // As Jinja: without parentheses a test takes one argument, a primary and its
+            // postfixes ("is divisibleby 3", "is in ['a', 'b']"), unless a keyword follows.
+            else if (Peek is { } next && (next[0] is '\'' or '"' or '(' or '[' or '{' || IsIdentifier(next) || char.IsDigit(next[0])) && next is not ("and" or "or" or "else"))
+            {
+                if (next == "is") throw new JinjaException($"tests cannot be chained ('is {test} is ...'); join them with 'and'");
+                argument = Postfix();
+            }
+            var check = Values.Test(test);
+            var arg = argument;
+            return new Lambda(s => check(value.Eval(s), arg?.Eval(s), s.Budget) != negate, arg is null ? [value] : [value, arg]);
         }
 
         /// <summary>"| name(arguments) | ...", as many as follow.</summary>
@@ -748,9 +759,7 @@ public sealed partial class JinjaTemplate
                 if (end > s.Length || !long.TryParse(s.AsSpan(i + 2, digits), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var code))
                     throw new JinjaException($"truncated \\{c} escape in a string literal: it takes {digits} hexadecimal digits");
                 if (code > 0x10FFFF) throw new JinjaException($"the escape \\{s[(i + 1)..end]} is not a Unicode character");
-                // A lone surrogate (\ud800) stays one, as in Python.
-                if (code <= char.MaxValue) text.Append((char)code);
-                else text.Append(char.ConvertFromUtf32((int)code));
+                text.Append(CodePoints.Text((int)code));
                 return end;
             }
             switch (c)

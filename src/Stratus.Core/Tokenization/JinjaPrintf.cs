@@ -13,6 +13,17 @@ public sealed partial class JinjaTemplate
     /// float's exact binary value, ties to even, as Python's dtoa gives them.</summary>
     static class Printf
     {
+        /// <summary>The widest field and the most digits after the point a format may ask for.
+        /// Python's have no such limit, but a float's digits take time growing with their number.</summary>
+        const int MaxFieldSize = 10_000;
+
+        /// <summary>A width or precision as a format writes it (digits), refused beyond
+        /// <see cref="MaxFieldSize"/> rather than cut short, which would render a shorter text than
+        /// jinja2 does.</summary>
+        public static int FieldSize(ReadOnlySpan<char> digits, string what) =>
+            int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var size) && size <= MaxFieldSize ? size
+            : throw new JinjaException($"the format asks for a {what} of {(digits.Length > 20 ? $"{digits.Length} digits" : digits.ToString())}, beyond the {MaxFieldSize:N0} this template engine writes; ask for less");
+
         public static string Format(string format, IReadOnlyList<object?> args, IDictionary<string, object?>? mapping)
         {
             var text = new StringBuilder();
@@ -35,16 +46,16 @@ public sealed partial class JinjaTemplate
                 }
                 var flags = "";
                 while (i < format.Length && format[i] is '-' or '+' or ' ' or '#' or '0') flags += format[i++];
-                int? Number()
+                int? Number(string what)
                 {
                     if (i < format.Length && format[i] == '*') throw new JinjaException("a '*' width or precision in a format is not supported; write the number");
                     var from = i;
                     while (i < format.Length && char.IsAsciiDigit(format[i])) i++;
-                    return i > from ? int.Min(int.Parse(format.AsSpan(from, i - from), CultureInfo.InvariantCulture), 10_000) : null;
+                    return i > from ? FieldSize(format.AsSpan(from, i - from), what) : null;
                 }
-                var width = Number() ?? 0;
+                var width = Number("width") ?? 0;
                 int? precision = null;
-                if (i < format.Length && format[i] == '.') { i++; precision = Number() ?? 0; }
+                if (i < format.Length && format[i] == '.') { i++; precision = Number("precision") ?? 0; }
                 if (i >= format.Length) throw new JinjaException("incomplete format");
                 var type = format[i];
                 if (type == '%') { text.Append('%'); continue; }
@@ -80,7 +91,7 @@ public sealed partial class JinjaTemplate
                 case 'c':
                     return argument switch
                     {
-                        long code when code is >= 0 and <= 0x10FFFF => char.ConvertFromUtf32((int)code),
+                        long code when code is >= 0 and <= 0x10FFFF => CodePoints.Text((int)code),
                         string { Length: 1 } one => one,
                         _ => throw new JinjaException("%c requires an integer in range(0x110000) or a single character"),
                     };
@@ -113,7 +124,9 @@ public sealed partial class JinjaTemplate
         static long Integer(object? v) => v is bool b ? (b ? 1 : 0) : (long)v!;
 
         /// <summary>%f, %e and %g of a float, digits exact as Python writes them (str.format's too).</summary>
-        public static string Real(double x, char type, int precision, bool alternate, bool upper)
+        /// <param name="dotZero">str.format without a type: as %g, but exponential from one exponent
+        /// earlier ('{:.1}' of 3.14 is "3e+00") and a fixed-point result keeps a digit after the point ("2.0").</param>
+        public static string Real(double x, char type, int precision, bool alternate, bool upper, bool dotZero = false)
         {
             if (!double.IsFinite(x)) return (double.IsNaN(x) ? "nan" : x > 0 ? "inf" : "-inf") is var word && upper ? word.ToUpperInvariant() : word;
             var sign = double.IsNegative(x) ? "-" : "";
@@ -125,7 +138,7 @@ public sealed partial class JinjaTemplate
                 // %g: exponential where the exponent is below -4 or reaches the precision, trailing zeros dropped.
                 var significant = Math.Max(precision, 1);
                 var exponent = Exponent(x, significant - 1);
-                text = exponent < -4 || exponent >= significant ? Exponential(x, significant - 1) : Fixed(x, significant - 1 - exponent);
+                text = exponent < -4 || exponent >= significant - (dotZero ? 1 : 0) ? Exponential(x, significant - 1) : Fixed(x, significant - 1 - exponent);
                 if (!alternate)
                 {
                     var e = text.IndexOf('e');
@@ -133,6 +146,7 @@ public sealed partial class JinjaTemplate
                     if (mantissa.Contains('.')) mantissa = mantissa.TrimEnd('0').TrimEnd('.');
                     text = mantissa + tail;
                 }
+                if (dotZero && !text.Contains('e') && !text.Contains('.')) text += ".0";
             }
             if (alternate && !text.Contains('.') && type != 'g') text = text.Contains('e') ? text.Replace("e", ".e") : text + ".";
             return sign + (upper ? text.ToUpperInvariant() : text);
@@ -156,11 +170,11 @@ public sealed partial class JinjaTemplate
         static int Exponent(double x, int decimals)
         {
             if (x == 0) return 0;
-            var exponent = (int)Math.Floor(Math.Log10(Math.Abs(x)));
+            // The least exponent whose rounded digits fit: Log10 may be one off either way near a
+            // power of ten (1e-07 is 9.9999999999999995e-08, whose Log10 is -7), so from one below it.
+            var exponent = (int)Math.Floor(Math.Log10(Math.Abs(x))) - 1;
             var limit = BigInteger.Pow(10, decimals + 1);
-            var scaled = Scaled(x, decimals - exponent);
-            if (scaled >= limit) exponent++;
-            else if (scaled < limit / 10) exponent--;
+            while (Scaled(x, decimals - exponent) >= limit) exponent++;
             return exponent;
         }
 

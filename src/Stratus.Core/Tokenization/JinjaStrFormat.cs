@@ -12,9 +12,6 @@ public sealed partial class JinjaTemplate
 {
     static class StrFormat
     {
-        /// <summary>The widest field a spec may ask for (as printf-style formatting caps it).</summary>
-        const int MaxWidth = 10_000;
-
         public static string Format(string format, IReadOnlyList<object?> positional, IReadOnlyDictionary<string, object?> named)
         {
             var numbering = new Numbering();
@@ -157,18 +154,18 @@ public sealed partial class JinjaTemplate
                 align ??= value is string ? '<' : '=';
                 i++;
             }
-            var width = 0;
-            while (i < spec.Length && char.IsAsciiDigit(spec[i])) width = Math.Min(width * 10 + (spec[i++] - '0'), MaxWidth);
+            var widthFrom = i;
+            while (i < spec.Length && char.IsAsciiDigit(spec[i])) i++;
+            var width = i > widthFrom ? Printf.FieldSize(spec.AsSpan(widthFrom, i - widthFrom), "width") : 0;
             char? grouping = i < spec.Length && spec[i] is ',' or '_' ? spec[i++] : null;
             int? precision = null;
             if (i < spec.Length && spec[i] == '.')
             {
                 i++;
                 var from = i;
-                var digits = 0;
-                while (i < spec.Length && char.IsAsciiDigit(spec[i])) digits = Math.Min(digits * 10 + (spec[i++] - '0'), MaxWidth);
+                while (i < spec.Length && char.IsAsciiDigit(spec[i])) i++;
                 if (i == from) throw new JinjaException("Format specifier missing precision");
-                precision = digits;
+                precision = Printf.FieldSize(spec.AsSpan(from, i - from), "precision");
             }
             char? type = i < spec.Length ? spec[i++] : null;
             if (i < spec.Length) throw new JinjaException($"Invalid format specifier '{spec}' for object of type '{TypeName(value)}'");
@@ -182,15 +179,18 @@ public sealed partial class JinjaTemplate
                     if (sign is not null) throw new JinjaException("Sign not allowed in string format specifier");
                     if (align == '=') throw new JinjaException("'=' alignment not allowed in string format specifier");
                     if (grouping is not null) throw new JinjaException($"Cannot specify '{grouping}' with 's'.");
+                    if (alternate) throw new JinjaException("Alternate form (#) not allowed in string format specifier");
                     body = precision is { } most && s.Length > most ? s[..most] : s;
                     return Pad(body, "", fill ?? ' ', align ?? '<', width);
                 case long or bool when type is null or 'd' or 'n' or 'b' or 'o' or 'x' or 'X' or 'c':
                     if (precision is not null) throw new JinjaException("Precision not allowed in integer format specifier");
+                    // Python groups binary, octal and hexadecimal digits by '_' only, and characters not at all.
+                    if (grouping is { } by && (type is 'c' or 'n' || (by == ',' && type is 'b' or 'o' or 'x' or 'X'))) throw new JinjaException($"Cannot specify '{by}' with '{type}'.");
                     var number = value is bool b ? (b ? 1L : 0L) : (long)value;
                     if (type == 'c')
                     {
                         if (number is < 0 or > 0x10FFFF) throw new JinjaException("%c arg not in range(0x110000)");
-                        return Pad(char.ConvertFromUtf32((int)number), "", fill ?? ' ', align ?? '>', width);
+                        return Pad(CodePoints.Text((int)number), "", fill ?? ' ', align ?? '>', width);
                     }
                     var radix = type switch { 'b' => 2, 'o' => 8, 'x' or 'X' => 16, _ => 10 };
                     body = Digits(number, radix, type == 'X');
@@ -205,9 +205,7 @@ public sealed partial class JinjaTemplate
                     // No type nor precision (a float's, as integers went above): as str() writes it.
                     body = type is null && precision is null
                         ? Values.ToText(Math.Abs(x))
-                        : Printf.Real(Math.Abs(x), char.ToLowerInvariant(kind), precision ?? 6, alternate, char.IsUpper(kind));
-                    // No type: as 'g', but a fixed-point result keeps a digit after the point (2.0).
-                    if (type is null && precision is not null && double.IsFinite(x) && !body.Contains('e') && !body.Contains('.')) body += ".0";
+                        : Printf.Real(Math.Abs(x), char.ToLowerInvariant(kind), precision ?? 6, alternate, char.IsUpper(kind), dotZero: type is null);
                     if (type == '%') body += "%";
                     if (grouping is { } comma)
                     {

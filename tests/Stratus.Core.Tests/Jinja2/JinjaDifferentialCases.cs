@@ -26,6 +26,10 @@ static class JinjaDifferentialCases
         { "~ before -", "{{ 'x' ~ 3 - 1 }}", "{}", null, null },  // jinja2: TypeError: unsupported operand type(s) for -: 'str' and 'int'
         { "~ and comparisons", "{{ 'ab' ~ 'c' == 'abc' }} {{ 'a' ~ 'b' in 'xaby' }} {{ 1 ~ 2 < '2' }}", "{}", "True True True", null },
         { "~ and filters", "{{ 'a' ~ 'b' | upper }} {{ -1 ~ 2 }} {{ 'a' ~ none ~ true }}", "{}", "aB -12 aNoneTrue", null },
+        { "a nested dict in a tag", "{{ {'a': {'b': 1}} | tojson }} {{ {'a': {'b': [1, {'c': 2}]}}['a']['b'][1].c }}{% set d = {'x': {'y': 1}}%}{{ d.x.y }}{{ {'e':1}}}", "{}", "{\"a\": {\"b\": 1}} 21{'e': 1}", null },
+        { "is binds as tightly as a filter", "{{ 1 + 1 is even }} {{ 2 * 3 is odd }} {{ 'a' ~ 'b' is string }} {{ -3 is odd | string }} {{ [1] | length > 0 is sameas true }} {{ not 1 is odd }} {{ 5 is divisibleby 3 + 2 }} {{ 1 is odd | string is string }} {{ 1 is not odd + 1 }} {{ 1 is odd() }}", "{}", "1 2 aTrue True True False 2 True 1 True", null },
+        { "is in a condition", "{% if 1 is odd == true %}y{% endif %}{% for i in range(4) if i is odd %}{{ i }}{% endfor %}{{ x is defined and 1 + 1 is even }}", "{}", "y13False", null },
+        { "tests chained with is", "{{ 1 is odd is sameas true }}", "{}", null, null },  // jinja2: TemplateSyntaxError: You cannot chain multiple tests with is
         { "{%+ keeps the indentation", "  {%+ if true %}x{% endif %}\n  {% if true %}y{% endif %}", "{}", "  xy", null },
         { "+%} keeps the line break", "{% if true +%}\nx{% endif %}\n", "{}", "\nx", null },
         { "+%} and -%}", "{% for i in range(2) +%}\n{{ i }}\n{%- endfor %}|{% if true -%}\n  z{% endif %}", "{}", "\n0\n1|z", null },
@@ -67,6 +71,24 @@ static class JinjaDifferentialCases
         { "str.format items of a string and a list", "{{ '{0[0]}{0[-1]}|{1[1]}|{x.y}'.format('abc', [5, 6], x={'y': 1}) }}", "{}", "a|6|1", null },
         { "str.format '=' of a string", "{{ '{:=5}'.format('a') }}", "{}", null, null },  // jinja2: ValueError: '=' alignment not allowed in string format specifier
         { "str.format zeros before a string's width", "{{ '{:05}'.format('ab') }}", "{}", "ab000", null },
+        { "str.format of nested items and attributes", "{{ '{a[b][c]}|{a.b.c}|{a[b].c}'.format(a={'b': {'c': 3}}) }}", "{}", "3|3|3", null },
+        { "str.format and % of a lone surrogate", "{{ '{:c}'.format(55296) | length }} {{ ('%c' % 56319) | length }}", "{}", "1 1", null },
+        { "a width or precision of more than 64 bits", "{{ '{:99999999999999999999}'.format('a') }}", "{}", null, null },  // jinja2: ValueError: Too many decimal digits in format string
+        { "a % width beyond 32 bits", "{{ '%99999999999d' % 1 }}", "{}", null, null },  // jinja2: MemoryError: 
+        { "a % precision beyond 32 bits", "{{ '%.99999999999f' % 1 }}", "{}", null, null },  // jinja2: ValueError: precision too big
+        { "a width beyond 10,000", "{{ '{:20000}'.format(1) }}", "{}", null, "width of 20000, beyond the 10,000" },
+        { "a precision beyond 10,000", "{{ '{:.20000f}'.format(1) }}", "{}", null, "precision of 20000, beyond the 10,000" },
+        { "a % width beyond 10,000", "{{ '%20000d' % 1 }}", "{}", null, "width of 20000, beyond the 10,000" },
+        { "a width of 10,000", "{{ '{:10000}'.format(1) | length }} {{ ('%10000s' % 'a') | length }} {{ '{:.10000f}'.format(1) | length }}", "{}", "10000 10000 10002", null },
+        { "indent by any width", "{{ 'a\\nb' | indent(2000) | length }} {{ 'a' | indent(999999999) }} {{ 'a\\nb' | indent(-3) }}", "{}", "2003 a a\nb", null },
+        { "abs of the extremes", "{{ (-9223372036854775807 - 1) | abs }}", "{}", null, "beyond 64-bit integers" },
+        { "abs of booleans and the largest integer", "{{ true | abs }} {{ false | abs }} {{ -9223372036854775807 | abs }} {{ -0.0 | abs }}", "{}", "1 0 9223372036854775807 0.0", null },
+        { "str.format of a float without a type", "{{ '{:.1}|{:.2}|{:.3}|{:3.0}|{:.1}|{:.1}|{:.2}'.format(3.14159, 12.5, 3.14159, -0.0, 0.5, 0.0, 100.0) }}", "{}", "3e+00|1.2e+01|3.14|-0e+00|0.5|0e+00|1e+02", null },
+        { "17 digits of a float near a power of ten", "{{ '%.17g' % 1e-7 }} {{ '%.16e' % 1e-7 }} {{ '{:.17}'.format(1e-7) }} {{ '%.17g' % 1e23 }} {{ '%.3e' % 9.9995 }} {{ '%.0e' % 0.95 }}", "{}", "9.9999999999999995e-08 9.9999999999999995e-08 9.9999999999999995e-08 9.9999999999999992e+22 9.999e+00 9e-01", null },
+        { "str.format refuses # of a string", "{{ '{!r:#12}'.format('ab') }}", "{}", null, null },  // jinja2: ValueError: Alternate form (#) not allowed in string format specifier
+        { "str.format refuses , of hexadecimal", "{{ '{:,x}'.format(1234567) }}", "{}", null, null },  // jinja2: ValueError: Cannot specify ',' with 'x'.
+        { "str.format refuses _ of a character", "{{ '{:_c}'.format(65) }}", "{}", null, null },  // jinja2: ValueError: Cannot specify '_' with 'c'.
+        { "str.format groups hexadecimal by _", "{{ '{:_x}|{:_b}|{:,d}|{:_}'.format(1234567, 255, 1234567, 1234567) }}", "{}", "12_d687|1111_1111|1,234,567|1_234_567", null },
         { "hexadecimal, octal and binary literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0XfF }} {{ 0O7 }} {{ 0B1 }}", "{}", "31 15 5 255 7 1", null },
         { "underscores in literals", "{{ 1_000 }} {{ 0x_ff }} {{ 0xFF_FF }} {{ 0b_1_0 }} {{ 1_0.5 }} {{ 1e1_0 }}", "{}", "1000 255 65535 2 10.5 10000000000.0", null },
         { "a leading zero", "{{ 007 }}", "{}", null, null },  // jinja2: TemplateSyntaxError: expected token 'end of print statement', got 'integer'
@@ -79,6 +101,8 @@ static class JinjaDifferentialCases
         { "lower with special casing", "{{ '\u0130' | lower }} {{ '\u03a3\u0391\u03a3' | lower }} {{ '\u0130'.lower() }} {{ 'A\u03a3 B' | lower }}", "{}", "i\u0307 \u03c3\u03b1\u03c2 i\u0307 a\u03c2 b", null },
         { "title and capitalize with special casing", "{{ '\u00df' | title }} {{ '\u00dfa' | capitalize }} {{ '\u00df'.title() }} {{ '\u00df'.capitalize() }}", "{}", "SS Ssa Ss Ss", null },
         { "case mappings of many scripts", "{% set s = '\u01c4\u01c5\u01c6 \u0390 \ufb03 \ufb06 \u1f80\u1fb3\u1ffc \u0587 \u13a0\uab70 \u10d0\u10d1 \u24b6\u24d0 \u216b\u217b \U00010400\U00010428 o\u0130\u03a3 \u03a3\u0301a\u03a3\u0301 \u03c3\u03a3.' %}{{ s | upper }}|{{ s | lower }}|{{ s | title }}|{{ s | capitalize }}|{{ s.title() }}|{{ s.upper() is upper }}{{ s.lower() is lower }}", "{}", "\u01c4\u01c4\u01c4 \u0399\u0308\u0301 FFI ST \u1f08\u0399\u0391\u0399\u03a9\u0399 \u0535\u0552 \u13a0\u13a0 \u1c90\u1c91 \u24b6\u24b6 \u216b\u216b \U00010400\U00010400 O\u0130\u03a3 \u03a3\u0301A\u03a3\u0301 \u03a3\u03a3.|\u01c6\u01c6\u01c6 \u0390 \ufb03 \ufb06 \u1f80\u1fb3\u1ff3 \u0587 \uab70\uab70 \u10d0\u10d1 \u24d0\u24d0 \u217b\u217b \U00010428\U00010428 oi\u0307\u03c2 \u03c3\u0301a\u03c2\u0301 \u03c3\u03c2.|\u01c4\u01c6\u01c6 \u0399\u0308\u0301 FFI ST \u1f08\u0399\u1fb3\u1ff3 \u0535\u0552 \u13a0\uab70 \u1c90\u10d1 \u24b6\u24d0 \u216b\u217b \U00010400\U00010428 Oi\u0307\u03c2 \u03a3\u0301a\u03c2\u0301 \u03a3\u03c3.|\u01c5\u01c6\u01c6 \u0390 \ufb03 \ufb06 \u1f80\u1fb3\u1ff3 \u0587 \uab70\uab70 \u10d0\u10d1 \u24d0\u24d0 \u217b\u217b \U00010428\U00010428 oi\u0307\u03c2 \u03c3\u0301a\u03c2\u0301 \u03c3\u03c2.|\u01c5\u01c6\u01c6 \u0399\u0308\u0301 Ffi St \u1f88\u1fb3\u1ff3 \u0535\u0582 \u13a0\uab70 \u10d0\u10d1 \u24b6\u24d0 \u216b\u217b \U00010400\U00010428 Oi\u0307\u03c2 \u03a3\u0301A\u03c2\u0301 \u03a3\u03c2.|TrueTrue", null },
+        { "upper of the dotless i", "{{ '\u0131' | upper }} {{ '\u0131'.upper() }} {{ '\u0131'.title() }} {{ '\u0131x' | capitalize }} {{ 'x \u0131' | title }}", "{}", "I I I Ix X I", null },
+        { "modifier letters are cased", "{{ '\u1d50a \u00aab \u1da2\uff45'.title() }} {{ 'x\u1d50\u03a3' | lower }} {{ '\u1d50\u03a3' | lower }} {{ '\u1d50' is lower }} {{ '\u24b6' is upper }} {{ '\u00aa' is lower }} {{ '\u02b0A' is upper }}", "{}", "\u1d50a \u00aab \u1da2\uff45 x\u1d50\u03c2 \u1d50\u03c3 True True True False", null },
         { "is upper and is lower", "{{ '\u00df' is lower }} {{ 'SS' is upper }} {{ '\u00df' is upper }}", "{}", "True True False", null },
         { "escape twice", "{{ '<b>' | e | e }} {{ '<' | safe | e }} {{ '<a>' | escape | length }}", "{}", "&amp;lt;b&amp;gt; &lt; 9", null },  // jinja2 renders "&lt;b&gt; < 9"; Stratus differs: no Markup: |escape gives plain text
         { "escape then concatenate", "{{ ('<b>' | e) ~ '<' }}", "{}", "&lt;b&gt;<", null },

@@ -90,6 +90,12 @@ CASES = [
     ("~ before -", "{{ 'x' ~ 3 - 1 }}", {}),
     ("~ and comparisons", "{{ 'ab' ~ 'c' == 'abc' }} {{ 'a' ~ 'b' in 'xaby' }} {{ 1 ~ 2 < '2' }}", {}),
     ("~ and filters", "{{ 'a' ~ 'b' | upper }} {{ -1 ~ 2 }} {{ 'a' ~ none ~ true }}", {}),
+    # A tag closes at "}}" or "%}" outside brackets, as jinja2's lexer balances them.
+    ("a nested dict in a tag", "{{ {'a': {'b': 1}} | tojson }} {{ {'a': {'b': [1, {'c': 2}]}}['a']['b'][1].c }}{% set d = {'x': {'y': 1}}%}{{ d.x.y }}{{ {'e':1}}}", {}),
+    # "is" binds as a filter does, tighter than any operator.
+    ("is binds as tightly as a filter", "{{ 1 + 1 is even }} {{ 2 * 3 is odd }} {{ 'a' ~ 'b' is string }} {{ -3 is odd | string }} {{ [1] | length > 0 is sameas true }} {{ not 1 is odd }} {{ 5 is divisibleby 3 + 2 }} {{ 1 is odd | string is string }} {{ 1 is not odd + 1 }} {{ 1 is odd() }}", {}),
+    ("is in a condition", "{% if 1 is odd == true %}y{% endif %}{% for i in range(4) if i is odd %}{{ i }}{% endfor %}{{ x is defined and 1 + 1 is even }}", {}),
+    ("tests chained with is", "{{ 1 is odd is sameas true }}", {}),
     # {%+ keeps the white space before a tag that lstrip_blocks would strip; +%} keeps the line
     # break after one that trim_blocks would remove.
     ("{%+ keeps the indentation", "  {%+ if true %}x{% endif %}\n  {% if true %}y{% endif %}", {}),
@@ -138,6 +144,26 @@ CASES = [
     ("str.format items of a string and a list", "{{ '{0[0]}{0[-1]}|{1[1]}|{x.y}'.format('abc', [5, 6], x={'y': 1}) }}", {}),
     ("str.format '=' of a string", "{{ '{:=5}'.format('a') }}", {}),
     ("str.format zeros before a string's width", "{{ '{:05}'.format('ab') }}", {}),
+    ("str.format of nested items and attributes", "{{ '{a[b][c]}|{a.b.c}|{a[b].c}'.format(a={'b': {'c': 3}}) }}", {}),
+    ("str.format and % of a lone surrogate", "{{ '{:c}'.format(55296) | length }} {{ ('%c' % 56319) | length }}", {}),
+    ("a width or precision of more than 64 bits", "{{ '{:99999999999999999999}'.format('a') }}", {}),
+    ("a % width beyond 32 bits", "{{ '%99999999999d' % 1 }}", {}),
+    ("a % precision beyond 32 bits", "{{ '%.99999999999f' % 1 }}", {}),
+    # Python pads any width and writes any number of digits; Stratus refuses beyond 10,000 (digits
+    # after the point cost time growing with their number) rather than render a shorter text.
+    ("a width beyond 10,000", "{{ '{:20000}'.format(1) }}", {}, "width of 20000, beyond the 10,000"),
+    ("a precision beyond 10,000", "{{ '{:.20000f}'.format(1) }}", {}, "precision of 20000, beyond the 10,000"),
+    ("a % width beyond 10,000", "{{ '%20000d' % 1 }}", {}, "width of 20000, beyond the 10,000"),
+    ("a width of 10,000", "{{ '{:10000}'.format(1) | length }} {{ ('%10000s' % 'a') | length }} {{ '{:.10000f}'.format(1) | length }}", {}),
+    ("indent by any width", "{{ 'a\\nb' | indent(2000) | length }} {{ 'a' | indent(999999999) }} {{ 'a\\nb' | indent(-3) }}", {}),
+    ("abs of the extremes", "{{ (-9223372036854775807 - 1) | abs }}", {}, "beyond 64-bit integers"),
+    ("abs of booleans and the largest integer", "{{ true | abs }} {{ false | abs }} {{ -9223372036854775807 | abs }} {{ -0.0 | abs }}", {}),
+    ("str.format of a float without a type", "{{ '{:.1}|{:.2}|{:.3}|{:3.0}|{:.1}|{:.1}|{:.2}'.format(3.14159, 12.5, 3.14159, -0.0, 0.5, 0.0, 100.0) }}", {}),
+    ("17 digits of a float near a power of ten", "{{ '%.17g' % 1e-7 }} {{ '%.16e' % 1e-7 }} {{ '{:.17}'.format(1e-7) }} {{ '%.17g' % 1e23 }} {{ '%.3e' % 9.9995 }} {{ '%.0e' % 0.95 }}", {}),
+    ("str.format refuses # of a string", "{{ '{!r:#12}'.format('ab') }}", {}),
+    ("str.format refuses , of hexadecimal", "{{ '{:,x}'.format(1234567) }}", {}),
+    ("str.format refuses _ of a character", "{{ '{:_c}'.format(65) }}", {}),
+    ("str.format groups hexadecimal by _", "{{ '{:_x}|{:_b}|{:,d}|{:_}'.format(1234567, 255, 1234567, 1234567) }}", {}),
     # Integer literals
     ("hexadecimal, octal and binary literals", "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 0XfF }} {{ 0O7 }} {{ 0B1 }}", {}),
     ("underscores in literals", "{{ 1_000 }} {{ 0x_ff }} {{ 0xFF_FF }} {{ 0b_1_0 }} {{ 1_0.5 }} {{ 1e1_0 }}", {}),
@@ -153,6 +179,10 @@ CASES = [
     ("lower with special casing", "{{ '\u0130' | lower }} {{ '\u03a3\u0391\u03a3' | lower }} {{ '\u0130'.lower() }} {{ 'A\u03a3 B' | lower }}", {}),
     ("title and capitalize with special casing", "{{ '\u00df' | title }} {{ '\u00dfa' | capitalize }} {{ '\u00df'.title() }} {{ '\u00df'.capitalize() }}", {}),
     ("case mappings of many scripts", "{% set s = '\u01c4\u01c5\u01c6 \u0390 \ufb03 \ufb06 \u1f80\u1fb3\u1ffc \u0587 \u13a0\uab70 \u10d0\u10d1 \u24b6\u24d0 \u216b\u217b \U00010400\U00010428 o\u0130\u03a3 \u03a3\u0301a\u03a3\u0301 \u03c3\u03a3.' %}{{ s | upper }}|{{ s | lower }}|{{ s | title }}|{{ s | capitalize }}|{{ s.title() }}|{{ s.upper() is upper }}{{ s.lower() is lower }}", {}),
+    ("upper of the dotless i", "{{ '\u0131' | upper }} {{ '\u0131'.upper() }} {{ '\u0131'.title() }} {{ '\u0131x' | capitalize }} {{ 'x \u0131' | title }}", {}),
+    # Cased letters without a case of their own (Unicode's Other_Lowercase and Other_Uppercase:
+    # modifier letters, ordinal indicators, circled letters) end a word for title and final sigma.
+    ("modifier letters are cased", "{{ '\u1d50a \u00aab \u1da2\uff45'.title() }} {{ 'x\u1d50\u03a3' | lower }} {{ '\u1d50\u03a3' | lower }} {{ '\u1d50' is lower }} {{ '\u24b6' is upper }} {{ '\u00aa' is lower }} {{ '\u02b0A' is upper }}", {}),
     ("is upper and is lower", "{{ '\u00df' is lower }} {{ 'SS' is upper }} {{ '\u00df' is upper }}", {}),
     # Markup: with autoescape off (transformers) |escape gives Markup, which |escape leaves as it
     # is; Stratus has no Markup (chat templates escape nothing), so |escape and |safe give plain

@@ -85,7 +85,8 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         await Expect(generated).ToHaveTextAsync((before + served).ToString(System.Globalization.CultureInfo.InvariantCulture));
 
         // The registry: the served name's versions, its description as text.
-        await Expect(page.Locator("#panel-registry .registered-name").First).ToHaveTextAsync(TinyModelServer.ModelName);
+        // (Other tests of this class register names of their own in the same data directory.)
+        await Expect(page.Locator("#panel-registry .registered-name").GetByText(TinyModelServer.ModelName, new() { Exact = true }).First).ToBeVisibleAsync();
         await Expect(page.Locator("#panel-registry table")).ToContainTextAsync(Markup);
         await Expect(page.Locator("#registry-served")).ToContainTextAsync(TinyModelServer.ModelName);
         // Its versions came with the list: no request per registered name.

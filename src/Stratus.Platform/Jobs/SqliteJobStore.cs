@@ -162,12 +162,16 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
         ["data"] = arguments.Data,
         ["out"] = arguments.Out,
         ["overrides"] = new JsonArray([.. arguments.Overrides.Select(o => (JsonNode)new JsonArray(o.Key, o.Value))]),
+        ["resume"] = arguments.Resume,
+        ["init_from"] = arguments.InitFrom,
     }.ToJsonString();
 
     static TrainArguments ReadArguments(string json)
     {
         var node = JsonNode.Parse(json)!.AsObject();
-        return new TrainArguments(node["config"]?.GetValue<string>(), node["data"]!.GetValue<string>(), node["out"]!.GetValue<string>(),
-            [.. node["overrides"]!.AsArray().Select(pair => new KeyValuePair<string, string>(pair![0]!.GetValue<string>(), pair[1]!.GetValue<string>()))]);
+        // Jobs recorded before resume and init_from were kept have neither: they started new runs.
+        return new TrainArguments(node["config"]?.GetValue<string>(), node["data"]?.GetValue<string>(), node["out"]!.GetValue<string>(),
+            [.. node["overrides"]!.AsArray().Select(pair => new KeyValuePair<string, string>(pair![0]!.GetValue<string>(), pair[1]!.GetValue<string>()))],
+            node["resume"]?.GetValue<bool>() ?? false, node["init_from"]?.GetValue<string>());
     }
 }

@@ -80,11 +80,15 @@ static class JobsCommand
                 ? new TrainArguments(null, result.GetValue(data) is { } moved ? Path.GetFullPath(moved) : null, Path.GetFullPath(resumed), overrides.Overrides(result), Resume: true)
                 : new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null, Path.GetFullPath(TrainCommand.Required(result, data)),
                     Path.GetFullPath(TrainCommand.Required(result, output)), overrides.Overrides(result), InitFrom: result.GetValue(initFrom) is { } model ? Path.GetFullPath(model) : null);
-            // A folder a training writes first: it holds a model too, which is not what to fix.
+            var home = StratusHome.Resolve(result.GetValue(dataDir));
+            // A folder a job or a training writes first (naming the job where one does): it holds a
+            // model too, which is not what to fix. A data directory without a database has no jobs,
+            // and a refused submission makes none.
+            if (File.Exists(Path.Combine(home, PlatformDatabase.FileName))) JobService.Open(home, SelfCommand()).Store.RequireNoJobWriting(arguments.Out);
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
             Trainer.CheckRanks(arguments.Resume ? Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data)
                 : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom), slurm.Ranks);
-            var job = JobService.Open(StratusHome.Resolve(result.GetValue(dataDir)), SelfCommand(), slurm).Submit(arguments, TrustCommands.Actor, runner);
+            var job = JobService.Open(home, SelfCommand(), slurm).Submit(arguments, TrustCommands.Actor, runner);
             Console.WriteLine($"submitted {job.Id}{(runner == SlurmJobExecutor.ExecutorName ? $" (Slurm job {job.ExecutorReference})" : "")}: {(arguments.Resume ? "resume" : "train into")} {job.Arguments.Out}, its output in {job.LogFile}");
             Console.WriteLine(Invocation.Spell($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`"));
             return Task.FromResult(0);

@@ -125,6 +125,8 @@ public static class JobsEndpoints
                     HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.")),
                     overrides, InitFrom: body.InitFrom is { } model ? HostPath("init_from", model) : null);
             var folder = arguments.Resume ? "resume" : "out";
+            // Naming the job where one writes the folder; else a training outside the platform.
+            Service(http).Store.RequireNoJobWriting(arguments.Out);
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true, Param = folder };
             try
             {

@@ -158,9 +158,9 @@ public static class JobsEndpoints
     /// <summary>A path of the server's host, which a request must give whole: a relative one would
     /// be the server process's working folder's, which the caller neither sees nor chooses.</summary>
     static string AbsoluteHostPath(string field, string path) =>
-        path.Contains('\0') ? throw new TrustUserException($"'{field}' holds a NUL character, which no path on the server's host can.")
+        path.Contains('\0') ? throw new TrustUserException($"'{field}' holds a NUL character, which no path on the server's host can.") { Param = field }
         : Path.IsPathFullyQualified(path) ? Path.GetFullPath(path)
-        : throw new TrustUserException($"'{field}' must be an absolute path on the server's host, got '{path}'; give the whole path (/srv/runs/...).");
+        : throw new TrustUserException($"'{field}' must be an absolute path on the server's host, got '{path}'; give the whole path (/srv/runs/...).") { Param = field };
 
     /// <summary>A whole-number query parameter, <paramref name="absent"/> where not given; another
     /// value is a 400 saying what it is for.</summary>

@@ -259,7 +259,7 @@ public sealed partial class SlurmJobsTests : IClassFixture<SlurmCluster>
         WaitFor(temp, longJob, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
         Assert.Equal(0, Jobs(temp, "cancel", longJob).ExitCode);
         var (cancelled, _) = Ended(temp, longJob);
-        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus train --resume {temp["long"]}`", 143),
+        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {temp["long"]}` (a job) or `stratus train --resume {temp["long"]}`", 143),
             (State(cancelled), (string?)cancelled["reason"], (int?)cancelled["exit_code"]));
     }
 

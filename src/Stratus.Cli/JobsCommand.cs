@@ -1,7 +1,8 @@
 // `stratus jobs submit|list|show|logs|cancel`: training runs the platform starts and follows
 // outside the shell that submitted them (Platform/Jobs: the job service, its local executor and
-// its Slurm one). `submit` takes train's arguments, checks them as train would (nothing is recorded
-// where train would refuse them) and returns at once, printing the job's id. `list` and `show`
+// its Slurm one). `submit` takes train's arguments (a new run, one --init-from a model, or a run
+// continued with --resume), checks them as train would (nothing is recorded where train would
+// refuse them) and returns at once, printing the job's id. `list` and `show`
 // print a table or, with --json, the API's job objects. `jobs supervise <id>`, hidden, is the local
 // executor's supervisor: it runs the job's `stratus train` and records how it ended.
 using System.CommandLine;
@@ -45,8 +46,10 @@ static class JobsCommand
     static Command Submit()
     {
         var config = ReadyConfigs.Option("training config (JSON, nanoGPT key names), as for `stratus train`");
-        var data = PathOptions.Option("--data", "dataset folder made by `stratus prepare`", required: true);
-        var output = OutputPaths.Folder("--out", "run folder: metrics.jsonl, checkpoints/ and the job's log", required: true);
+        var data = PathOptions.Option("--data", "dataset folder made by `stratus prepare` (with --resume: the run's dataset, when it moved)");
+        var output = OutputPaths.Folder("--out", "run folder: metrics.jsonl, checkpoints/ and the job's log");
+        var resume = PathOptions.Option("--resume", "continue the run in this folder from its last checkpoint, with its own config and dataset (as `stratus train --resume`)");
+        var initFrom = PathOptions.Option("--init-from", "start from the weights of a trained or imported model (run or checkpoint folder), as `stratus train --init-from`");
         var dataDir = TrustCommands.DataDirOption();
         var executor = new Option<string>("--executor")
         {
@@ -62,22 +65,31 @@ static class JobsCommand
             DefaultValueFactory = _ => 1,
             HelpName = "n",
         };
-        var command = new Command("submit", "Start `stratus train` as a job that runs on after this command returns; prints its id.") { config, data, output, dataDir, executor, partition, time, ranks };
+        var command = new Command("submit", "Start `stratus train` as a job that runs on after this command returns; prints its id.") { config, data, output, resume, initFrom, dataDir, executor, partition, time, ranks };
         var overrides = new ConfigOptions(command);
         command.SetAction((result, ct) =>
         {
+            var resumed = result.GetValue(resume);
+            if (resumed is not null) TrainCommand.RequireResumeAlone(result, config, output, initFrom);
             var runner = result.GetValue(executor)!;
             var slurm = new SlurmOptions(result.GetValue(partition), result.GetValue(time), result.GetValue(ranks));
             if (runner != SlurmJobExecutor.ExecutorName && (slurm.Partition is not null || slurm.Time is not null || result.GetResult(ranks) is { Implicit: false }))
                 throw new StratusUserException("--partition, --time and --ranks ask Slurm for the job's resources: give them with --executor slurm");
             if (slurm.Ranks < 1) throw new StratusUserException($"--ranks must be 1 or more, got {slurm.Ranks}");
-            var arguments = new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null,
-                Path.GetFullPath(result.GetValue(data)!), Path.GetFullPath(result.GetValue(output)!), overrides.Overrides(result));
-            // A folder a training writes first: it holds a model too, which is not what to fix.
+            var arguments = resumed is not null
+                ? new TrainArguments(null, result.GetValue(data) is { } moved ? Path.GetFullPath(moved) : null, Path.GetFullPath(resumed), overrides.Overrides(result), Resume: true)
+                : new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null, Path.GetFullPath(TrainCommand.Required(result, data)),
+                    Path.GetFullPath(TrainCommand.Required(result, output)), overrides.Overrides(result), InitFrom: result.GetValue(initFrom) is { } model ? Path.GetFullPath(model) : null);
+            var home = StratusHome.Resolve(result.GetValue(dataDir));
+            // A folder a job or a training writes first (naming the job where one does): it holds a
+            // model too, which is not what to fix. A data directory without a database has no jobs,
+            // and a refused submission makes none.
+            if (File.Exists(Path.Combine(home, PlatformDatabase.FileName))) JobService.Open(home, SelfCommand()).Store.RequireNoJobWriting(arguments.Out);
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
-            Trainer.CheckRanks(Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out), slurm.Ranks);
-            var job = JobService.Open(StratusHome.Resolve(result.GetValue(dataDir)), SelfCommand(), slurm).Submit(arguments, TrustCommands.Actor, runner);
-            Console.WriteLine($"submitted {job.Id}{(runner == SlurmJobExecutor.ExecutorName ? $" (Slurm job {job.ExecutorReference})" : "")}: train into {job.Arguments.Out}, its output in {job.LogFile}");
+            Trainer.CheckRanks(arguments.Resume ? Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data)
+                : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom), slurm.Ranks);
+            var job = JobService.Open(home, SelfCommand(), slurm).Submit(arguments, TrustCommands.Actor, runner);
+            Console.WriteLine($"submitted {job.Id}{(runner == SlurmJobExecutor.ExecutorName ? $" (Slurm job {job.ExecutorReference})" : "")}: {(arguments.Resume ? "resume" : "train into")} {job.Arguments.Out}, its output in {job.LogFile}");
             Console.WriteLine(Invocation.Spell($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`"));
             return Task.FromResult(0);
         });
@@ -190,8 +202,8 @@ static class JobsCommand
             var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, State: JobState.Running };
             var job = service.Cancel(result.GetValue(id)!, TrustCommands.Actor);
             Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
-                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with `stratus train --resume {job.Arguments.Out}`); it then reads cancelled."
-                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with `stratus train --resume {job.Arguments.Out}`; cancel again to end it at once); it then reads cancelled."));
+                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job.Arguments.Out)}); it then reads cancelled."
+                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job.Arguments.Out)}; cancel again to end it at once); it then reads cancelled."));
             return Task.FromResult(0);
         });
         return command;

@@ -29,10 +29,7 @@ static class TrainCommand
         {
             // Not disposed on failure: MPI_Finalize would wait for ranks that wait for this one;
             // Program ends the whole job instead (Communicator.AbortJob).
-            if (result.GetValue(resume) is not null)
-                foreach (var option in new[] { config, output, initFrom })
-                    if (result.GetResult(option) is not null)
-                        throw new StratusUserException($"{option.Name} cannot be used with --resume: a run continues with its own config and folder (change settings such as max_iters with --max-iters ...)");
+            if (result.GetValue(resume) is not null) RequireResumeAlone(result, config, output, initFrom);
             var communicator = Communicator.Create();
             var exitCode = 0;
             using (var stop = new StopRequest())
@@ -49,8 +46,8 @@ static class TrainCommand
 
             Trainer StartRun()
             {
-                var dataDirectory = result.GetValue(data) ?? throw new StratusUserException("--data is required: the dataset folder made by `stratus prepare`");
-                var runDirectory = result.GetValue(output) ?? throw new StratusUserException("--out is required: the run folder to write");
+                var dataDirectory = Required(result, data);
+                var runDirectory = Required(result, output);
                 if (result.GetValue(initFrom) is not { } model)
                     return Trainer.Start(TrainConfig.Load(result.GetValue(config), overrides.Overrides(result)), dataDirectory, runDirectory, communicator: communicator);
                 Checkpoint? init = null;
@@ -61,6 +58,20 @@ static class TrainCommand
         });
         return command;
     }
+
+    /// <summary>Refuses the options a resumed run takes from its own folder (train's, and a job's
+    /// that resumes one: `jobs submit --resume`).</summary>
+    internal static void RequireResumeAlone(ParseResult result, params Option[] options)
+    {
+        foreach (var option in options)
+            if (result.GetResult(option) is not null)
+                throw new StratusUserException($"{option.Name} cannot be used with --resume: a run continues with its own config and folder (change settings such as max_iters with --max-iters ...)");
+    }
+
+    /// <summary>The value of --data or --out, which a run that is not resumed must be given.</summary>
+    internal static string Required(ParseResult result, Option<string> option) => result.GetValue(option) ?? throw new StratusUserException(option.Name == "--data"
+        ? "--data is required: the dataset folder made by `stratus prepare`"
+        : $"{option.Name} is required: the run folder to write");
 
     /// <summary>One line naming the registered versions that refer, not as copies, to a
     /// checkpoint folder this run saves again (each is refused as changed once it has), and how to

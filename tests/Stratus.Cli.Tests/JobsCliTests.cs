@@ -131,13 +131,13 @@ public sealed partial class JobsCliTests
         var pid = TrainingPid(running);
         var second = Jobs(temp, "submit", "--config", config, "--data", data, "--out", temp["run"]);
         Assert.Equal(2, second.ExitCode);
-        Assert.Equal($"error: {temp["run"]} is in use by another `stratus train`, which holds its .lock; wait for that training to end, or train into another --out\n", second.Stderr);
+        Assert.Equal($"error: {temp["run"]} is the run folder of job {id}, which has not ended; wait for it (stratus jobs show {id}), cancel it, or train into another --out\n", second.Stderr);
         var cancel = JobsAs("./stratus", temp, "cancel", id);
         Assert.True(cancel.ExitCode == 0, cancel.Stderr);
-        Assert.Contains($"(continue it with `./stratus train --resume {temp["run"]}`;", cancel.Stdout);
+        Assert.Contains($"(continue it with `./stratus jobs submit --resume {temp["run"]}` (a job) or `./stratus train --resume {temp["run"]}`;", cancel.Stdout);
         var show = Ended(temp, id);
-        Assert.Contains($"state:      cancelled: cancelled after a last checkpoint; continue it with `stratus train --resume {temp["run"]}`", show);
-        Assert.Contains($"continue it with `./stratus train --resume {temp["run"]}`", JobsAs("./stratus", temp, "show", id).Stdout);
+        Assert.Contains($"state:      cancelled: cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {temp["run"]}` (a job) or `stratus train --resume {temp["run"]}`", show);
+        Assert.Contains($"continue it with `./stratus jobs submit --resume {temp["run"]}` (a job) or `./stratus train --resume {temp["run"]}`", JobsAs("./stratus", temp, "show", id).Stdout);
         Assert.Contains("exit code 143", show);
         Assert.False(Alive(pid), "the training process is still there");
         Assert.True(Directory.Exists(Path.Combine(temp["run"], "checkpoints", "last")));
@@ -216,6 +216,101 @@ public sealed partial class JobsCliTests
             Assert.Single(submit.Stderr.TrimEnd('\n').Split('\n'));
         }
         Assert.False(Directory.Exists(temp["run"]));
+        Assert.StartsWith("No jobs.", Jobs(temp, "list").Stdout);
+    }
+
+    /// <summary>Train's exact-resume promise kept through jobs: a job cancelled after a last
+    /// checkpoint and continued by `jobs submit --resume` logs the losses of an uninterrupted job,
+    /// step for step; the resumed job says what it continues, and `jobs list` shows its steps.</summary>
+    [Fact]
+    public async Task A_job_cancelled_then_resumed_through_jobs_submit_resume_reaches_the_losses_of_an_uninterrupted_run()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        string[] settings = ["--config", config, "--data", data, "--lr-decay-iters", "60", "--warmup-iters", "2", "--eval-interval", "1000", "--checkpoint-interval", "0"];
+        var first = Submit(temp, [.. settings, "--out", temp["run"], "--max-iters", "1000000"]);
+        WaitForState(temp, first, state => state == "running" && File.Exists(Path.Combine(temp["run"], "metrics.jsonl")) && CliTests.Losses(temp["run"]).Count >= 3);
+        var inUse = Jobs(temp, "submit", "--resume", temp["run"]);
+        Assert.Equal((2, $"error: {temp["run"]} is the run folder of job {first}, which has not ended; wait for it (stratus jobs show {first}), cancel it, or train into another --out\n"), (inUse.ExitCode, inUse.Stderr));
+        Assert.Equal(0, Jobs(temp, "cancel", first).ExitCode);
+        var cancelled = Ended(temp, first);
+        Assert.Contains($"continue it with `stratus jobs submit --resume {temp["run"]}` (a job) or `stratus train --resume {temp["run"]}`", cancelled);
+        var stopped = CliTests.Losses(temp["run"]).Count;
+        var end = (stopped + 5).ToString();
+
+        var resumed = Submit(temp, "--resume", temp["run"], "--max-iters", end);
+        var show = Ended(temp, resumed);
+        Assert.Contains("state:      succeeded\n", show);
+        Assert.Contains($"command:    stratus train --resume={temp["run"]} --max-iters={end}\n", show);
+        Assert.Contains($"training from step {stopped} to {end}", File.ReadAllText(Path.Combine(temp["run"], resumed + ".log")));
+        var json = System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", resumed, "--json").Stdout)!;
+        Assert.Equal((true, null, temp["run"]), ((bool)json["arguments"]!["resume"]!, (string?)json["arguments"]!["init_from"], (string?)json["arguments"]!["out"]));
+        Assert.Equal(stopped + 4, (long)json["last_step"]!["step"]!);
+        Assert.Matches($@"{resumed}\s+│ succeeded │ .* │ {Regex.Escape(temp["run"])}\s+│ {stopped + 4}\s+│", Jobs(temp, "list").Stdout);
+        var submitted = (await Stratus.Platform.PlatformStores.OpenSqlite(temp["home"]).Audit.ReadAsync(new Stratus.Platform.AuditQuery(Action: Stratus.Platform.AuditActions.JobSubmitted)))
+            .Select(e => System.Text.Json.Nodes.JsonNode.Parse(e.Details)!).Single(d => (string?)d["job"] == resumed);
+        Assert.Equal((true, temp["run"]), ((bool)submitted["resume"]!, (string?)submitted["out"]));
+
+        var whole = Submit(temp, [.. settings, "--out", temp["whole"], "--max-iters", end]);
+        Assert.Contains("state:      succeeded\n", Ended(temp, whole));
+        var expected = CliTests.Losses(temp["whole"]);
+        var actual = CliTests.Losses(temp["run"]);
+        Assert.Equal(expected.Select(e => e.Step), actual.Select(a => a.Step));
+        for (var i = 0; i < expected.Count; i++)
+            Assert.True(Math.Abs(expected[i].Loss - actual[i].Loss) <= 1e-6, $"step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss}");
+    }
+
+    /// <summary>Fine-tuning as a job: `jobs submit --init-from` starts a new run from the model's
+    /// weights, as train --init-from does, and records the model it started from.</summary>
+    [Fact]
+    public void A_job_submitted_with_init_from_fine_tunes_from_the_models_weights_and_records_it()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var based = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "4", "--eval-interval", "2");
+        Assert.True(based.ExitCode == 0, based.Stderr);
+        var id = Submit(temp, "--init-from", temp["base"], "--data", data, "--out", temp["ft"], "--max-iters", "3", "--eval-interval", "3");
+        var show = Ended(temp, id);
+        Assert.Contains("state:      succeeded\n", show);
+        Assert.Contains($"command:    stratus train --init-from={temp["base"]} --data={data} --out={temp["ft"]} --max-iters=3 --eval-interval=3\n", show);
+        var run = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(temp["ft"], "run.json")))!;
+        Assert.StartsWith(Path.Combine(temp["base"], "checkpoints") + "/", (string?)run["init_from"]);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", id, "--json").Stdout)!;
+        Assert.Equal((false, temp["base"]), ((bool)json["arguments"]!["resume"]!, (string?)json["arguments"]!["init_from"]));
+        Assert.Equal(3, CliTests.Losses(temp["ft"]).Count);
+    }
+
+    /// <summary>--resume and --init-from are checked at submit as train checks them: train's own
+    /// one-line error, exit 2, nothing recorded.</summary>
+    [Fact]
+    public void Resume_and_init_from_that_train_would_refuse_are_refused_at_submit_with_trains_error_and_nothing_recorded()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = CliTests.Prepare(temp);
+        var based = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2", "--eval-interval", "2");
+        Assert.True(based.ExitCode == 0, based.Stderr);
+        Directory.CreateDirectory(temp["nothing"]);
+        Assert.Equal(0, Cli.Run("keys", "create", "--name", "me", "--data-dir", temp["home"]).ExitCode);
+        foreach (var args in new string[][]
+        {
+            ["--resume", temp["base"], "--config", config],
+            ["--resume", temp["base"], "--out", temp["other"]],
+            ["--resume", temp["nothing"]],
+            ["--resume", temp["base"], "--n-layer", "3"],
+            ["--resume", temp["base"], "--data", temp["missing"]],
+            ["--resume", temp["base"], "--init-from", temp["base"]],
+            ["--init-from", temp["missing"], "--data", data, "--out", temp["ft"]],
+            ["--init-from", temp["base"], "--data", data, "--out", temp["ft"], "--n-layer", "3"],
+            ["--init-from", temp["base"], "--data", data],
+        })
+        {
+            var train = Cli.Run(["train", .. args]);
+            var submit = Jobs(temp, ["submit", .. args]);
+            Assert.Equal(2, train.ExitCode);
+            Assert.Equal((2, "", train.Stderr), (submit.ExitCode, submit.Stdout, submit.Stderr));
+            Assert.Single(submit.Stderr.TrimEnd('\n').Split('\n'));
+        }
+        Assert.False(Directory.Exists(temp["ft"]));
         Assert.StartsWith("No jobs.", Jobs(temp, "list").Stdout);
     }
 

@@ -54,7 +54,7 @@ public sealed class SlurmJobRecordTests : IDisposable
         Assert.StartsWith("Slurm job 42's node failed (NODE_FAIL)", Seen("NODE_FAIL", "0:0")!.End!.Reason);
         Assert.Equal(new JobEnd(JobState.Failed, 0, $"Slurm job 42 ended DEADLINE; see {run}/job-0000abcd.log"), Seen("DEADLINE", "0:0")!.End);
         Directory.CreateDirectory(Path.Combine(run, "checkpoints", "last"));
-        Assert.Equal(new JobEnd(JobState.Cancelled, 143, $"Slurm job 42 was cancelled in Slurm (scancel); continue it with `stratus train --resume {run}`"), Seen("CANCELLED", "0:15")!.End);
+        Assert.Equal(new JobEnd(JobState.Cancelled, 143, $"Slurm job 42 was cancelled in Slurm (scancel); continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`"), Seen("CANCELLED", "0:15")!.End);
         Assert.Equal(new JobEnd(JobState.Cancelled, null, "cancelled before its training started"),
             SlurmJobExecutor.Observation(SlurmJobExecutor.ParseScontrol(Scontrol("CANCELLED", "0:0", nodeList: ""))!, Running())!.End);
     }

@@ -142,7 +142,7 @@ public sealed class JobsApiTests : IAsyncLifetime
         foreach (var (body, param, problem) in new (object Body, string Param, string Problem)[]
         {
             // Ignored before: a new run started where the caller asked to resume one.
-            (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resume = true }, "resume", "'resume' is not a field of this request; its fields are config, data, out, overrides and executor"),
+            (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resumes = true }, "resumes", "'resumes' is not a field of this request; its fields are config, data, out, overrides, executor, resume and init_from"),
             (Body("b", new { max_iters = "many" }), "overrides.max_iters", "--max-iters: max_iters must be a whole number"),
             (Body("c", new { n_layers = 2 }), "overrides.n_layers", "unknown config key 'n_layers'"),
             (new { data, @out = data, overrides = Tiny }, "out", "dataset"),
@@ -217,6 +217,65 @@ public sealed class JobsApiTests : IAsyncLifetime
         {
             Directory.Delete(outside, recursive: true);
         }
+    }
+
+    /// <summary>A run is continued ("resume": its folder) or fine-tuned from ("init_from") through
+    /// the API as through `jobs submit`: beneath the jobs root only, links followed, and a resume with
+    /// its own config or folder beside it refused naming the field.</summary>
+    [Fact]
+    public async Task Resume_and_init_from_are_taken_beneath_the_jobs_root_and_refused_outside_it_or_beside_config_or_out()
+    {
+        var (client, keyId) = await TrainingClient();
+        var data = Path.Combine(folder, "data");
+        var run = Path.Combine(folder, "trained");
+        using (var trainer = Stratus.Training.Trainer.Start(Stratus.Training.TrainConfig.Load(null,
+            [new("n_layer", "1"), new("n_head", "2"), new("n_embd", "16"), new("block_size", "8"), new("batch_size", "2"), new("max_iters", "2"), new("eval_iters", "1")]), data, run))
+            trainer.Run();
+        var outside = folder + "-outside";
+        Directory.CreateDirectory(outside);
+        try
+        {
+            Directory.CreateSymbolicLink(Path.Combine(folder, "escape"), outside);
+            foreach (var (body, param, problem) in new (object Body, string Param, string Problem)[]
+            {
+                (new { resume = Path.Combine(outside, "run") }, "resume", $"'resume' {Path.Combine(outside, "run")} is outside {folder}"),
+                (new { resume = Path.Combine(folder, "escape", "run") }, "resume", $"(which leads to {Path.Combine(outside, "run")})"),
+                (new { resume = "trained" }, "resume", "'resume' must be an absolute path"),
+                (new { init_from = outside, data, @out = Path.Combine(folder, "ft") }, "init_from", $"'init_from' {outside} is outside {folder}"),
+                (new { resume = run, config = Path.Combine(folder, "c.json") }, "config", "'config' cannot be given with 'resume'"),
+                (new { resume = run, @out = Path.Combine(folder, "other") }, "out", "'out' cannot be given with 'resume'"),
+                (new { resume = run, init_from = run }, "init_from", "'init_from' cannot be given with 'resume'"),
+                (new { resume = data }, "resume", "not a run"),
+                (new { resume = run, overrides = new { n_layer = 3 } }, "overrides.n_layer", "n_layer cannot change when resuming"),
+                (new { init_from = Path.Combine(folder, "missing"), data, @out = Path.Combine(folder, "ft") }, "init_from", "missing"),
+            })
+            {
+                var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", body));
+                Assert.True(status == HttpStatusCode.BadRequest, answer.ToJsonString());
+                Assert.Equal(param, (string?)answer["error"]!["param"]);
+                Assert.Contains(problem, (string)answer["error"]!["message"]!);
+            }
+            Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
+        }
+        finally
+        {
+            Directory.Delete(outside, recursive: true);
+        }
+
+        var (created, job) = await Send(client.PostAsJsonAsync("/api/jobs", new { resume = run, overrides = new { max_iters = 4 } }));
+        Assert.True(created == HttpStatusCode.Created, job.ToJsonString());
+        var arguments = job["arguments"]!;
+        Assert.Equal((true, run, null, null, "4"), ((bool)arguments["resume"]!, (string?)arguments["out"], (string?)arguments["data"], (string?)arguments["init_from"], (string?)arguments["overrides"]!["max_iters"]));
+        var (busy, conflict) = await Send(client.PostAsJsonAsync("/api/jobs", new { resume = run }));
+        Assert.Equal(HttpStatusCode.Conflict, busy);
+        Assert.Contains($"is the run folder of job {(string)job["id"]!}", (string)conflict["error"]!["message"]!);
+
+        var (fineTuned, fineTune) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = run, data, @out = Path.Combine(folder, "ft"), overrides = new { max_iters = 1 } }));
+        Assert.True(fineTuned == HttpStatusCode.Created, fineTune.ToJsonString());
+        Assert.Equal((false, run), ((bool)fineTune["arguments"]!["resume"]!, (string?)fineTune["arguments"]!["init_from"]));
+        var submitted = (await PlatformStores.OpenSqlite(server.DataDir).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobSubmitted)))
+            .Select(e => (e.Actor, Details: JsonNode.Parse(e.Details)!)).ToArray();
+        Assert.Equal([(keyId, true, null), (keyId, false, run)], submitted.Select(e => (e.Actor, (bool)e.Details["resume"]!, (string?)e.Details["init_from"])));
     }
 
     [Fact]

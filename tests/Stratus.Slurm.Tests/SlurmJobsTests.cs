@@ -114,7 +114,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.True(cancel.ExitCode == 0, cancel.Stderr);
         var (job, _) = Ended(temp, id);
         Assert.Equal("cancelled", State(job));
-        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus train --resume {temp["run"]}`", (string)job["reason"]!);
+        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {temp["run"]}` (a job) or `stratus train --resume {temp["run"]}`", (string)job["reason"]!);
         // train's SIGTERM exit, which Slurm records as FAILED 143: the job's state is Stratus's word.
         Assert.Equal(143, (int)job["exit_code"]!);
         Assert.Equal("FAILED", SlurmState(slurmJob));
@@ -122,6 +122,28 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         var resumed = Cli.Run("train", "--resume", temp["run"], "--max-iters", (last + 3).ToString());
         Assert.True(resumed.ExitCode == 0, resumed.Stderr);
         Assert.Contains($"training from step {last + 1} to {last + 3}", resumed.Stdout);
+    }
+
+    /// <summary>A cancelled run continued as another Slurm job: the batch script runs train --resume,
+    /// which goes on from the last checkpoint; the job records that it resumes the run.</summary>
+    [Fact]
+    public void A_cancelled_run_resumed_through_jobs_submit_resume_continues_from_its_last_checkpoint_under_Slurm()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Prepare(temp);
+        var (first, _) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
+        WaitFor(temp, first, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
+        Assert.Equal(0, Jobs(temp, "cancel", first).ExitCode);
+        var last = (long)Ended(temp, first).Job["last_step"]!["step"]!;
+        var (id, slurmJob) = Submit(temp, "--resume", temp["run"], "--max-iters", (last + 3).ToString());
+        var (job, _) = Ended(temp, id);
+        Assert.True(State(job) == "succeeded", job.ToJsonString());
+        Assert.Equal("COMPLETED", SlurmState(slurmJob));
+        Assert.Equal((true, temp["run"]), ((bool)job["arguments"]!["resume"]!, (string?)job["arguments"]!["out"]));
+        Assert.Equal(last + 2, (long)job["last_step"]!["step"]!);
+        var log = File.ReadAllText(Path.Combine(temp["run"], id + ".log"));
+        Assert.Contains($" train --resume={temp["run"]} --max-iters={last + 3}", log);
+        Assert.Contains($"training from step {last + 1} to {last + 3}", log);
     }
 
     [Fact]
@@ -237,7 +259,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         WaitFor(temp, longJob, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
         Assert.Equal(0, Jobs(temp, "cancel", longJob).ExitCode);
         var (cancelled, _) = Ended(temp, longJob);
-        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus train --resume {temp["long"]}`", 143),
+        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {temp["long"]}` (a job) or `stratus train --resume {temp["long"]}`", 143),
             (State(cancelled), (string?)cancelled["reason"], (int?)cancelled["exit_code"]));
     }
 

@@ -67,24 +67,9 @@ public sealed class Trainer : IDisposable
         // its device and cuBLAS its first matmul.
         Determinism.Apply(config.Deterministic);
         device = ComputeDevice.Open(config.Device);
-        sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed, only: evaluates ? null : Split.Train);
+        sampler = OpenData(config, dataDirectory, runDirectory, resumeFrom, initFrom, trainedOn, evaluates, out var template);
         var tokenizer = sampler.Tokenizer;
-        // Resuming too: a dataset prepared again since the run began may number the text otherwise.
-        (resumeFrom ?? initFrom)?.RequireTokenizerOf(dataDirectory, tokenizer);
-        // The model is served in the chat format it learned: a resumed run keeps its template; a
-        // new one takes the template its chat data was rendered with when prepare was given one,
-        // else its base model's (none: the one derived from the tokenizer).
-        var stored = ChatDatasetPreparer.StoredTemplate(dataDirectory);
-        var template = resumeFrom is not null ? ChatTemplate.Find(resumeFrom.Directory) : stored ?? (initFrom is null ? null : ChatTemplate.Find(initFrom.Directory));
-        if (resumeFrom is not null && stored is not null && stored != template)
-            throw new StratusUserException($"{dataDirectory} was rendered with a chat template other than the one run {runDirectory} learned and chats in; resume with the data the run was trained on, or start a new run from it with --init-from");
         if (template is not null) carriedFiles[ChatTemplate.FileName] = template;
-        // Other text in the same tokenizer and template (the folder prepared again from another
-        // corpus) would go on training silently: the run would no longer be the one resumed, and
-        // a val loss measured on other text would take the place of checkpoints/best.
-        if (trainedOn is not null && trainedOn != sampler.Content)
-            throw new StratusUserException($"{dataDirectory} holds other data than run {runDirectory} was trained on: {sampler.DifferenceFrom(trainedOn)}; " +
-                $"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {runDirectory}");
 
         // Before the first exchange of parameters, which ranks that disagree on the model's shape
         // would make with buffers of different sizes.
@@ -113,8 +98,6 @@ public sealed class Trainer : IDisposable
         var modelConfig = resumeFrom is not null ? resumeFrom.ModelConfig with { Dropout = config.Model.Dropout }
             : initFrom is null ? config.ToModelConfig(tokenizer.VocabSize)
             : initFrom.ModelConfig with { Dropout = config.Model.Dropout, Lora = config.LoraConfigFor(initFrom.ModelConfig.Architecture) };
-        if (initFrom is not null && config.Model.BlockSize > initFrom.ModelConfig.BlockSize)
-            throw new StratusUserException($"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
         // Built on the CPU, then moved: the initial weights come from the CPU's generator, the
         // same whatever the device.
         model = (resumeFrom ?? initFrom)?.CreateModel(config: modelConfig) ?? CausalLanguageModel.Create(modelConfig);
@@ -134,6 +117,43 @@ public sealed class Trainer : IDisposable
         flopsPerStep = model.TrainingFlopsPerToken(config.Model.BlockSize) * tokensPerStep;
         peakFlops = MachineMeasures.MeasuredMatmulPeak(model.ComputeDtype, device);
         Tokenizer = tokenizer;
+    }
+
+    /// <summary>The dataset a run trains on, opened and checked against the model it starts from
+    /// (<paramref name="initFrom"/>) or continues (<paramref name="resumeFrom"/>, trained on the data
+    /// <paramref name="trainedOn"/> names): the same tokenizer, chat template and text, a block_size
+    /// within the model's context. <paramref name="template"/> is the chat template the run chats in.</summary>
+    static BatchSampler OpenData(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? resumeFrom, Checkpoint? initFrom, string? trainedOn, bool evaluates,
+        out string? template)
+    {
+        var sampler = new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed, only: evaluates ? null : Split.Train);
+        try
+        {
+            var tokenizer = sampler.Tokenizer;
+            // Resuming too: a dataset prepared again since the run began may number the text otherwise.
+            (resumeFrom ?? initFrom)?.RequireTokenizerOf(dataDirectory, tokenizer);
+            // The model is served in the chat format it learned: a resumed run keeps its template; a
+            // new one takes the template its chat data was rendered with when prepare was given one,
+            // else its base model's (none: the one derived from the tokenizer).
+            var stored = ChatDatasetPreparer.StoredTemplate(dataDirectory);
+            template = resumeFrom is not null ? ChatTemplate.Find(resumeFrom.Directory) : stored ?? (initFrom is null ? null : ChatTemplate.Find(initFrom.Directory));
+            if (resumeFrom is not null && stored is not null && stored != template)
+                throw new StratusUserException($"{dataDirectory} was rendered with a chat template other than the one run {runDirectory} learned and chats in; resume with the data the run was trained on, or start a new run from it with --init-from");
+            // Other text in the same tokenizer and template (the folder prepared again from another
+            // corpus) would go on training silently: the run would no longer be the one resumed, and
+            // a val loss measured on other text would take the place of checkpoints/best.
+            if (trainedOn is not null && trainedOn != sampler.Content)
+                throw new StratusUserException($"{dataDirectory} holds other data than run {runDirectory} was trained on: {sampler.DifferenceFrom(trainedOn)}; " +
+                    $"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {runDirectory}");
+                if (initFrom is not null && config.Model.BlockSize > initFrom.ModelConfig.BlockSize)
+                throw new StratusUserException($"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
+            return sampler;
+        }
+        catch
+        {
+            sampler.Dispose();
+            throw;
+        }
     }
 
     public ITokenizer Tokenizer { get; }
@@ -196,14 +216,27 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>What <see cref="Start"/> checks before it builds a model, for a run to be started
-    /// later by another process (a job): the config (unknown keys, bad values), the dataset (there,
-    /// whole, long enough for block_size) and the run folder (no dataset or model in it), each
-    /// refused with the error `stratus train` gives.</summary>
+    /// later by another process (a job): the config (unknown keys, bad values), the model
+    /// <paramref name="initFrom"/> where given (there, whole, its shape not changed by the config),
+    /// the dataset (there, whole, long enough for block_size, in the model's tokenizer) and the run
+    /// folder (no dataset or model in it), each refused with the error `stratus train` gives.</summary>
     /// <exception cref="StratusUserException">What train would refuse; its Param the config key at
-    /// fault where one is, else "out" or "data" for the folder at fault (an API names its field).</exception>
-    public static TrainConfig CheckStart(string? configPath, IEnumerable<KeyValuePair<string, string>> overrides, string dataDirectory, string runDirectory)
+    /// fault where one is, else "out", "data" or "init_from" for the folder at fault (an API names its field).</exception>
+    public static TrainConfig CheckStart(string? configPath, IEnumerable<KeyValuePair<string, string>> overrides, string dataDirectory, string runDirectory, string? initFrom = null)
     {
-        var config = TrainConfig.Load(configPath, overrides);
+        Checkpoint? init = null;
+        TrainConfig config;
+        if (initFrom is null) config = TrainConfig.Load(configPath, overrides);
+        else
+        {
+            config = TrainConfig.LoadInitFrom(configPath, overrides, () =>
+            {
+                try { return (init = Checkpoint.Open(Checkpoint.Resolve(initFrom))).ModelConfig; }
+                catch (StratusUserException e) when (e.Param is null) { throw e.WithParam("init_from"); }
+            });
+            // What the run would record (Trainer's constructor): the model it fine-tunes.
+            config = config.Training(init!.ModelConfig);
+        }
         try
         {
             DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
@@ -212,7 +245,28 @@ public sealed class Trainer : IDisposable
         catch (StratusUserException e) when (e.Param is null) { throw e.WithParam("out"); }
         try
         {
-            using (new BatchSampler(dataDirectory, config.BatchSize, config.Model.BlockSize, config.Seed)) { }
+            using (OpenData(config, dataDirectory, runDirectory, null, init, null, evaluates: true, out _)) { }
+        }
+        catch (StratusUserException e) when (e.Param is null) { throw e.WithParam("data"); }
+        return config;
+    }
+
+    /// <summary>What <see cref="Resume"/> checks before it builds a model, for a run to be resumed
+    /// later by another process (a job): the run (its run.json and last checkpoint, whole), the
+    /// overrides (none that would change the model), and its dataset (or <paramref name="dataDirectory"/>:
+    /// there, whole, of the same text and tokenizer), each refused with the error `stratus train --resume` gives.</summary>
+    /// <exception cref="StratusUserException">What train would refuse; its Param the config key at
+    /// fault where one is, else "resume" or "data".</exception>
+    public static TrainConfig CheckResume(string runDirectory, IEnumerable<KeyValuePair<string, string>> overrides, string? dataDirectory)
+    {
+        JsonObject run;
+        string? recorded;
+        try { (run, recorded) = ReadRunFile(runDirectory); }
+        catch (StratusUserException e) when (e.Param is null) { throw e.WithParam("resume"); }
+        var (checkpoint, data, config, trainedOn) = ResumePlan(runDirectory, run, recorded, overrides, dataDirectory);
+        try
+        {
+            using (OpenData(config, data, runDirectory, checkpoint, null, trainedOn, evaluates: true, out _)) { }
         }
         catch (StratusUserException e) when (e.Param is null) { throw e.WithParam("data"); }
         return config;
@@ -292,12 +346,34 @@ public sealed class Trainer : IDisposable
     static Trainer Resume(string runDirectory, JsonObject run, string? recorded, IEnumerable<KeyValuePair<string, string>>? overrides, ICommunicator? communicator,
         string? dataDirectory, FolderLock? held)
     {
+        var (checkpoint, data, config, trainedOn) = ResumePlan(runDirectory, run, recorded, overrides, dataDirectory);
+        var trainer = new Trainer(config, data, runDirectory, checkpoint, null, communicator, trainedOn) { runLock = held };
+        // A run begun before run.json recorded its data records it from now on.
+        if (trainer.IsMain && (Path.GetFullPath(data) != recorded || trainedOn is null))
+        {
+            run["data"] = Path.GetFullPath(data);
+            run[DatasetKey] = trainer.sampler.Content;
+            AtomicFile.WriteJson(Path.Combine(runDirectory, RunFile), run);
+        }
+        return trainer;
+    }
+
+    /// <summary>What a resume of the run continues: its last checkpoint, the dataset folder (the
+    /// run's, or <paramref name="dataDirectory"/> where given), its config with the overrides applied
+    /// (refused where they change the model) and the data it was trained on, where recorded.</summary>
+    /// <exception cref="StratusUserException">Its Param "resume" for the run at fault, "data" for a
+    /// missing dataset, or the overridden key.</exception>
+    static (Checkpoint Checkpoint, string DataDirectory, TrainConfig Config, string? TrainedOn) ResumePlan(string runDirectory, JsonObject run, string? recorded,
+        IEnumerable<KeyValuePair<string, string>>? overrides, string? dataDirectory)
+    {
         var runPath = Path.Combine(runDirectory, RunFile);
-        var checkpoint = Checkpoint.Open(Checkpoint.Resolve(runDirectory, preferBest: false));
-        dataDirectory ??= recorded ?? throw new StratusUserException($"{runPath} names no dataset; pass the run's dataset folder with --data");
+        Checkpoint checkpoint;
+        try { checkpoint = Checkpoint.Open(Checkpoint.Resolve(runDirectory, preferBest: false)); }
+        catch (StratusUserException e) when (e.Param is null) { throw e.WithParam("resume"); }
+        dataDirectory ??= recorded ?? throw new StratusUserException($"{runPath} names no dataset; pass the run's dataset folder with --data") { Param = "data" };
         if (!Directory.Exists(dataDirectory))
-            throw new StratusUserException($"the run's dataset {dataDirectory} does not exist; if it moved, pass its folder with --data");
-        var config = checkpoint.TrainConfig ?? throw new StratusUserException($"{checkpoint.Directory} has no training config");
+            throw new StratusUserException($"the run's dataset {dataDirectory} does not exist; if it moved, pass its folder with --data") { Param = "data" };
+        var config = checkpoint.TrainConfig ?? throw new StratusUserException($"{checkpoint.Directory} has no training config") { Param = "resume" };
         var overridden = overrides?.ToList() ?? [];
         if (overridden.Count > 0)
         {
@@ -305,19 +381,11 @@ public sealed class Trainer : IDisposable
             var reshaped = resumed.ModelDefiningKeysChangedFrom(config);
             if (reshaped.Count > 0)
                 throw new StratusUserException($"{string.Join(", ", reshaped)} cannot change when resuming: the checkpoint holds the model as it was built; " +
-                    $"start a new run with --out, or fine-tune this one from it with --init-from {runDirectory}");
+                    $"start a new run with --out, or fine-tune this one from it with --init-from {runDirectory}") { Param = reshaped[0] };
             config = resumed;
         }
         var trainedOn = run[DatasetKey] is JsonValue dataset && dataset.TryGetValue<string>(out var identity) ? identity : null;
-        var trainer = new Trainer(config, dataDirectory, runDirectory, checkpoint, null, communicator, trainedOn) { runLock = held };
-        // A run begun before run.json recorded its data records it from now on.
-        if (trainer.IsMain && (Path.GetFullPath(dataDirectory) != recorded || trainedOn is null))
-        {
-            run["data"] = Path.GetFullPath(dataDirectory);
-            run[DatasetKey] = trainer.sampler.Content;
-            AtomicFile.WriteJson(runPath, run);
-        }
-        return trainer;
+        return (checkpoint, dataDirectory, config, trainedOn);
     }
 
     public void Run(CancellationToken cancellation = default)

@@ -34,9 +34,12 @@ public static class JobStates
 }
 
 /// <summary>What `stratus train` is given, as the submitter gave it (paths made absolute, since the
-/// job may run from another folder): the config file (null: the defaults), the dataset, the run
-/// folder and the config keys overridden, in snake_case, each with its value as text.</summary>
-public sealed record TrainArguments(string? Config, string Data, string Out, IReadOnlyList<KeyValuePair<string, string>> Overrides)
+/// job may run from another folder): the config file (null: the defaults), the dataset (null: a
+/// resumed run's own), the run folder and the config keys overridden, in snake_case, each with its
+/// value as text. <paramref name="Resume"/>: the job continues the run in Out from its last
+/// checkpoint (train --resume), with its own config; <paramref name="InitFrom"/>: a new run starts
+/// from that model's weights (train --init-from, a run or checkpoint folder).</summary>
+public sealed record TrainArguments(string? Config, string? Data, string Out, IReadOnlyList<KeyValuePair<string, string>> Overrides, bool Resume = false, string? InitFrom = null)
 {
     /// <summary>The run folder without a trailing separator: runs/a/ is runs/a, the folder that one
     /// unfinished job at a time may write.</summary>
@@ -49,8 +52,11 @@ public sealed record TrainArguments(string? Config, string Data, string Out, IRe
     public IReadOnlyList<string> CommandLine()
     {
         List<string> line = ["train"];
+        if (Resume) line.Add("--resume=" + Out);
         if (Config is not null) line.Add("--config=" + Config);
-        line.AddRange(["--data=" + Data, "--out=" + Out]);
+        if (InitFrom is not null) line.Add("--init-from=" + InitFrom);
+        if (Data is not null) line.Add("--data=" + Data);
+        if (!Resume) line.Add("--out=" + Out);
         // The key as train's TrainConfig reads it: leading dashes trimmed, "-" and "_" alike.
         foreach (var (key, value) in Overrides) line.Add($"--{key.TrimStart('-').Replace('_', '-')}={value}");
         return line;

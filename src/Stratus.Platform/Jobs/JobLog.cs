@@ -2,7 +2,7 @@
 // the same words whichever executor ran it.
 namespace Stratus.Platform.Jobs;
 
-static class JobLog
+public static class JobLog
 {
     /// <summary>Train saves a last checkpoint when SIGTERM stops it after a step.</summary>
     public static string CancelledReason(Job job) => Resumable(job, "cancelled after a last checkpoint", "cancelled before its first checkpoint");
@@ -11,8 +11,16 @@ static class JobLog
     /// checkpoint, else <paramref name="unsaved"/>.</summary>
     public static string Resumable(Job job, string stopped, string unsaved) =>
         Directory.Exists(Path.Combine(job.Arguments.Out, "checkpoints", "last"))
-            ? $"{stopped}; continue it with `stratus train --resume {job.Arguments.Out}`"
+            ? $"{stopped}; continue it with {ContinueRun(job.Arguments.Out)}"
             : unsaved;
+
+    /// <summary>The commands that continue <paramref name="run"/> from its last checkpoint: as a
+    /// job, and in a shell of its own.</summary>
+    public static string ContinueRun(string run)
+    {
+        var quoted = TrainArguments.ShellLine([run]);
+        return $"`stratus jobs submit --resume {quoted}` (a job) or `stratus train --resume {quoted}`";
+    }
 
     /// <summary>The training's own one-line error where its log ends with one, else its exit code.</summary>
     public static string FailureReason(Job job, int code)

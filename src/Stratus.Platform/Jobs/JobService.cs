@@ -53,6 +53,7 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
         {
             ["job"] = id, ["kind"] = job.Kind, ["executor"] = job.Executor, ["config"] = arguments.Config, ["data"] = arguments.Data, ["out"] = arguments.Out,
             ["overrides"] = new JsonObject([.. arguments.Overrides.Select(o => new KeyValuePair<string, JsonNode?>(o.Key, o.Value))]),
+            ["resume"] = arguments.Resume, ["init_from"] = arguments.InitFrom,
         }));
         string reference;
         try

@@ -46,12 +46,7 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
     public void Insert(Job job, AuditRecord entry) => database.Write(transaction =>
     {
         var connection = transaction.Connection!;
-        using (var busy = Command(connection, "SELECT id FROM jobs WHERE out_dir = $out AND state IN ('queued', 'running') LIMIT 1", ("$out", job.Arguments.Out)))
-        {
-            busy.Transaction = transaction;
-            if (busy.ExecuteScalar() is string other)
-                throw new TrustUserException($"{job.Arguments.Out} is the run folder of job {other}, which has not ended; wait for it (stratus jobs show {other}), cancel it, or train into another --out") { Conflict = true };
-        }
+        RequireNoJobWriting(job.Arguments.Out, transaction);
         using var insert = Command(connection, """
             INSERT INTO jobs (id, kind, arguments, out_dir, executor, state, submitted_at, submitted_by, log_file)
             VALUES ($id, $kind, $arguments, $out, $executor, $state, $submitted, $by, $log)
@@ -63,6 +58,23 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
         audit.Append(transaction, entry);
         return true;
     });
+
+    /// <summary>Refuses <paramref name="runFolder"/> while a job that has not ended writes it: a
+    /// new run, a resumed one or a fine-tune there would write among its checkpoints.</summary>
+    /// <exception cref="TrustUserException">(Conflict) Naming that job.</exception>
+    public void RequireNoJobWriting(string runFolder, SqliteTransaction? transaction = null)
+    {
+        var other = transaction is null ? database.Use(connection => UnfinishedJobWriting(connection, null, runFolder)) : UnfinishedJobWriting(transaction.Connection!, transaction, runFolder);
+        if (other is not null)
+            throw new TrustUserException($"{runFolder} is the run folder of job {other}, which has not ended; wait for it (stratus jobs show {other}), cancel it, or train into another --out") { Conflict = true };
+    }
+
+    static string? UnfinishedJobWriting(SqliteConnection connection, SqliteTransaction? transaction, string runFolder)
+    {
+        using var busy = Command(connection, "SELECT id FROM jobs WHERE out_dir = $out AND state IN ('queued', 'running') LIMIT 1", ("$out", runFolder));
+        busy.Transaction = transaction;
+        return busy.ExecuteScalar() as string;
+    }
 
     public Job? Get(string id) => database.Use(connection =>
     {
@@ -162,12 +174,16 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
         ["data"] = arguments.Data,
         ["out"] = arguments.Out,
         ["overrides"] = new JsonArray([.. arguments.Overrides.Select(o => (JsonNode)new JsonArray(o.Key, o.Value))]),
+        ["resume"] = arguments.Resume,
+        ["init_from"] = arguments.InitFrom,
     }.ToJsonString();
 
     static TrainArguments ReadArguments(string json)
     {
         var node = JsonNode.Parse(json)!.AsObject();
-        return new TrainArguments(node["config"]?.GetValue<string>(), node["data"]!.GetValue<string>(), node["out"]!.GetValue<string>(),
-            [.. node["overrides"]!.AsArray().Select(pair => new KeyValuePair<string, string>(pair![0]!.GetValue<string>(), pair[1]!.GetValue<string>()))]);
+        // Jobs recorded before resume and init_from were kept have neither: they started new runs.
+        return new TrainArguments(node["config"]?.GetValue<string>(), node["data"]?.GetValue<string>(), node["out"]!.GetValue<string>(),
+            [.. node["overrides"]!.AsArray().Select(pair => new KeyValuePair<string, string>(pair![0]!.GetValue<string>(), pair[1]!.GetValue<string>()))],
+            node["resume"]?.GetValue<bool>() ?? false, node["init_from"]?.GetValue<string>());
     }
 }

@@ -1,5 +1,6 @@
 // /api/jobs (training scope): training jobs through the job service (Platform/Jobs), as
-// `stratus jobs` runs them: list, show, submit and cancel. A submission's arguments are checked as
+// `stratus jobs` runs them: list, show, submit (a new run, one from a model's weights with
+// "init_from", or a run continued with "resume") and cancel. A submission's arguments are checked as
 // `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
 // writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
 // serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403). They
@@ -19,21 +20,28 @@ using Stratus.Training;
 
 namespace Stratus.Server.Trust;
 
-/// <summary>A field it does not have is refused: one ignored ("resume": true) would start a new
-/// run where the caller asked for something else.</summary>
+/// <summary>A field it does not have is refused: one ignored (a misspelt "resumes") would start a
+/// new run where the caller asked for something else. <see cref="Resume"/> is the run folder to
+/// continue (train --resume), <see cref="InitFrom"/> the model a new run starts from (train --init-from).</summary>
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
 public sealed record SubmitJobRequest(
     [property: JsonPropertyName("config")] string? Config,
     [property: JsonPropertyName("data")] string? Data,
     [property: JsonPropertyName("out")] string? Out,
     [property: JsonPropertyName("overrides")] Dictionary<string, JsonElement>? Overrides,
-    [property: JsonPropertyName("executor")] string? Executor = null);
+    [property: JsonPropertyName("executor")] string? Executor = null,
+    [property: JsonPropertyName("resume")] string? Resume = null,
+    [property: JsonPropertyName("init_from")] string? InitFrom = null);
 
+/// <summary>A job's training arguments; a resumed run's (<see cref="Resume"/> true) are its folder,
+/// <see cref="Out"/>, and the overrides, its data null unless given (the dataset moved).</summary>
 public sealed record JobArgumentsView(
     [property: JsonPropertyName("config")] string? Config,
-    [property: JsonPropertyName("data")] string Data,
+    [property: JsonPropertyName("data")] string? Data,
     [property: JsonPropertyName("out")] string Out,
-    [property: JsonPropertyName("overrides")] IReadOnlyDictionary<string, string> Overrides);
+    [property: JsonPropertyName("overrides")] IReadOnlyDictionary<string, string> Overrides,
+    [property: JsonPropertyName("resume")] bool Resume,
+    [property: JsonPropertyName("init_from")] string? InitFrom);
 
 public sealed record JobView(
     [property: JsonPropertyName("id")] string Id,
@@ -55,7 +63,8 @@ public sealed record JobView(
     [JsonPropertyName("object")] public string Object => "job";
 
     public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), job.Reason, job.Executor, job.ExecutorReference,
-        new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value)),
+        new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
+            job.Arguments.Resume, job.Arguments.InitFrom),
         job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.SubmittedBy, job.LogFile,
         MetricsLog.LastTrainingStep(job.Arguments.Out) is { } last ? new LastStepView(last.Step, last.Loss) : null);
 }
@@ -100,16 +109,31 @@ public static class JobsEndpoints
                 root.Confine(field, full);
                 return full;
             }
-            var arguments = new TrainArguments(body.Config is { } config ? HostPath("config", config) : null,
-                HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.")),
-                HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.")),
-                [.. (body.Overrides ?? []).Select(o => new KeyValuePair<string, string>(o.Key, o.Value.ValueKind == JsonValueKind.String ? o.Value.GetString()! : o.Value.GetRawText()))]);
-            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true, Param = "out" };
+            IReadOnlyList<KeyValuePair<string, string>> overrides = [.. (body.Overrides ?? []).Select(o => new KeyValuePair<string, string>(o.Key, o.Value.ValueKind == JsonValueKind.String ? o.Value.GetString()! : o.Value.GetRawText()))];
+            TrainArguments arguments;
+            if (body.Resume is { } run)
+            {
+                // As train --resume: the run continues with its own config and folder; data only where its dataset moved.
+                foreach (var (field, given) in new[] { ("config", body.Config), ("out", body.Out), ("init_from", body.InitFrom) })
+                    if (given is not null)
+                        throw new TrustUserException($"'{field}' cannot be given with 'resume': a run continues with its own config and folder (change settings such as max_iters with 'overrides').") { Param = field };
+                arguments = new TrainArguments(null, body.Data is { } moved ? HostPath("data", moved) : null, HostPath("resume", run), overrides, Resume: true);
+            }
+            else
+                arguments = new TrainArguments(body.Config is { } config ? HostPath("config", config) : null,
+                    HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.")),
+                    HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.")),
+                    overrides, InitFrom: body.InitFrom is { } model ? HostPath("init_from", model) : null);
+            var folder = arguments.Resume ? "resume" : "out";
+            // Naming the job where one writes the folder; else a training outside the platform.
+            Service(http).Store.RequireNoJobWriting(arguments.Out);
+            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true, Param = folder };
             try
             {
-                Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data, arguments.Out);
+                if (arguments.Resume) Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data);
+                else Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom);
             }
-            catch (StratusUserException e) when (e.Param is { } key && key is not ("out" or "data"))
+            catch (StratusUserException e) when (e.Param is { } key && key is not ("out" or "data" or "resume" or "init_from"))
             {
                 // train's words are the CLI's (--max-iters: ...); param names the field that gave the key.
                 var given = arguments.Overrides.FirstOrDefault(o => TrainConfig.KeyOf(o.Key) == key).Key;
@@ -134,9 +158,9 @@ public static class JobsEndpoints
     /// <summary>A path of the server's host, which a request must give whole: a relative one would
     /// be the server process's working folder's, which the caller neither sees nor chooses.</summary>
     static string AbsoluteHostPath(string field, string path) =>
-        path.Contains('\0') ? throw new TrustUserException($"'{field}' holds a NUL character, which no path on the server's host can.")
+        path.Contains('\0') ? throw new TrustUserException($"'{field}' holds a NUL character, which no path on the server's host can.") { Param = field }
         : Path.IsPathFullyQualified(path) ? Path.GetFullPath(path)
-        : throw new TrustUserException($"'{field}' must be an absolute path on the server's host, got '{path}'; give the whole path (/srv/runs/...).");
+        : throw new TrustUserException($"'{field}' must be an absolute path on the server's host, got '{path}'; give the whole path (/srv/runs/...).") { Param = field };
 
     /// <summary>A whole-number query parameter, <paramref name="absent"/> where not given; another
     /// value is a 400 saying what it is for.</summary>

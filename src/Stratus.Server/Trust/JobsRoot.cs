@@ -29,9 +29,9 @@ public sealed class JobsRoot
         var resolved = Resolve(path);
         // The root is the folder every job's paths share: a run written there would be written among them.
         if (resolved == Folder)
-            throw new TrustUserException($"'{field}' {path} is the folder this server runs jobs in; give a path beneath it.");
+            throw new TrustUserException($"'{field}' {path} is the folder this server runs jobs in; give a path beneath it.") { Param = field };
         if (resolved.StartsWith(Folder.EndsWith(Path.DirectorySeparatorChar) ? Folder : Folder + Path.DirectorySeparatorChar, StringComparison.Ordinal)) return;
-        throw new TrustUserException($"'{field}' {path}{(resolved == path ? "" : $" (which leads to {resolved})")} is outside {Folder}, the folder this server runs jobs in; give a path under it.");
+        throw new TrustUserException($"'{field}' {path}{(resolved == path ? "" : $" (which leads to {resolved})")} is outside {Folder}, the folder this server runs jobs in; give a path under it.") { Param = field };
     }
 
     /// <summary>POSIX realpath for a path that may not exist yet: every link among its existing

@@ -513,6 +513,11 @@ public sealed class JobsApiTests : IAsyncLifetime
             (status, error) = await Send(client.PostAsync($"/api/jobs/{job.Id}/cancel", null));
             Assert.True(status == HttpStatusCode.ServiceUnavailable, error.ToJsonString());
             Assert.Equal("scancel did not answer within 1 s; check that the Slurm controller answers (scontrol ping), then try again", (string)error["error"]!["message"]!);
+
+            // Neither cancel reached the job: its failure, once Slurm answers, is a failure, not a cancel.
+            Fake("scontrol", "echo 'JobId=42 JobName=job-0000005c JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 StartTime=2026-11-27T10:00:00 NodeList=node1 NumTasks=1'");
+            (_, shown) = await Send(client.GetAsync($"/api/jobs/{job.Id}"));
+            Assert.Equal(("failed", 1), ((string)shown["state"]!, (int)shown["exit_code"]!));
         }
         finally
         {

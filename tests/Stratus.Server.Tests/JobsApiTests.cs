@@ -472,8 +472,8 @@ public sealed class JobsApiTests : IAsyncLifetime
         }
     }
 
-    /// <summary>A cancel Slurm cannot carry out now (its controller down, scancel hanging) is a 503
-    /// naming the cause, the job as it was: not a 400 blaming the request, nor a 500. Slurm's
+    /// <summary>A cancel or a submission Slurm cannot carry out now (its controller down, scancel
+    /// hanging) is a 503 naming the cause, the job as it was: not a 400 blaming the request, nor a 500. Slurm's
     /// commands are fakes on the PATH that answer as Slurm 22.05's do without a controller.</summary>
     [Fact, System.Runtime.Versioning.SupportedOSPlatform("linux")]
     public async Task A_cancel_Slurm_cannot_carry_out_is_a_503_naming_the_cause()
@@ -513,6 +513,25 @@ public sealed class JobsApiTests : IAsyncLifetime
             (status, error) = await Send(client.PostAsync($"/api/jobs/{job.Id}/cancel", null));
             Assert.True(status == HttpStatusCode.ServiceUnavailable, error.ToJsonString());
             Assert.Equal("scancel did not answer within 1 s; check that the Slurm controller answers (scontrol ping), then try again", (string)error["error"]!["message"]!);
+
+            // A submission sbatch cannot hand to the controller is Slurm's failure too, recorded failed.
+            Fake("sbatch", "cat >/dev/null; echo 'sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)' >&2; exit 1");
+            var slurm = new TinyModelServer { JobsCommand = Supervisor, JobsRoot = folder, JobsExecutors = [SlurmJobExecutor.ExecutorName] };
+            await slurm.InitializeAsync();
+            try
+            {
+                var created = await slurm.Keys.CreateAsync("trainer", ApiKeyScopes.Training, RateLimits.Unlimited, "tests");
+                using var slurmClient = slurm.AnonymousClient();
+                slurmClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", created.Secret);
+                (status, error) = await Send(slurmClient.PostAsJsonAsync("/api/jobs", Body("slurm-run-2")));
+            }
+            finally
+            {
+                await slurm.DisposeAsync();
+            }
+            Assert.True(status == HttpStatusCode.ServiceUnavailable, error.ToJsonString());
+            Assert.Equal("sbatch refused the job: Batch job submission failed: Unable to contact slurm controller (connect failure); check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local",
+                (string)error["error"]!["message"]!);
 
             // Neither cancel reached the job: its failure, once Slurm answers, is a failure, not a cancel.
             Fake("scontrol", "echo 'JobId=42 JobName=job-0000005c JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 StartTime=2026-11-27T10:00:00 NodeList=node1 NumTasks=1'");

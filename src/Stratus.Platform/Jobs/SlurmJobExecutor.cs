@@ -63,10 +63,11 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         if (code != 0)
         {
             var error = SlurmError(stderr, stdout, code);
-            var fix = error.Contains("partition", StringComparison.OrdinalIgnoreCase) || error.Contains("time limit", StringComparison.OrdinalIgnoreCase)
-                ? "give a --partition and --time the cluster takes (sinfo lists its partitions and their time limits)"
-                : "check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf)";
-            throw new TrustUserException($"sbatch refused the job: {error}; {fix}, or submit with --executor local");
+            if (error.Contains("partition", StringComparison.OrdinalIgnoreCase) || error.Contains("time limit", StringComparison.OrdinalIgnoreCase))
+                throw new TrustUserException($"sbatch refused the job: {error}; give a --partition and --time the cluster takes (sinfo lists its partitions and their time limits), or submit with --executor local");
+            // A controller sbatch cannot reach, or a configuration it cannot find, is the cluster's
+            // state, not the submission's fault.
+            throw new JobExecutorUnavailableException($"sbatch refused the job: {error}; check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local");
         }
         // --parsable prints "id" or, on a cluster of a federation, "id;cluster".
         var id = stdout.Trim().Split(';')[0];

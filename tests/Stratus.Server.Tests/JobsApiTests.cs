@@ -9,6 +9,7 @@ using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using Stratus.Data;
 using Stratus.Platform;
+using Stratus.Platform.Jobs;
 
 namespace Stratus.Server.Tests;
 
@@ -468,6 +469,79 @@ public sealed class JobsApiTests : IAsyncLifetime
         finally
         {
             await bare.DisposeAsync();
+        }
+    }
+
+    /// <summary>A cancel or a submission Slurm cannot carry out now (its controller down, scancel
+    /// hanging) is a 503 naming the cause, the job as it was: not a 400 blaming the request, nor a 500. Slurm's
+    /// commands are fakes on the PATH that answer as Slurm 22.05's do without a controller.</summary>
+    [Fact, System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public async Task A_cancel_Slurm_cannot_carry_out_is_a_503_naming_the_cause()
+    {
+        var (client, _) = await TrainingClient();
+        var service = JobService.Open(server.DataDir, ["/bin/false"]);
+        var job = new Job("job-0000005c", Job.TrainKind, new TrainArguments(null, Path.Combine(folder, "data"), Path.Combine(folder, "slurm-run"), []), SlurmJobExecutor.ExecutorName,
+            null, JobState.Queued, null, null, null, null, DateTimeOffset.UtcNow, null, null, null, "cli:test", Path.Combine(folder, "slurm-run", "job-0000005c.log"));
+        service.Store.Insert(job, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        service.Store.SetExecutorReference(job.Id, "42");
+        service.Store.RecordStarted(job.Id, null, null);
+        var bin = Path.Combine(folder, "bin");
+        Directory.CreateDirectory(bin);
+        void Fake(string command, string script)
+        {
+            File.WriteAllText(Path.Combine(bin, command), "#!/bin/sh\n" + script + "\n");
+            File.SetUnixFileMode(Path.Combine(bin, command), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        Fake("scontrol", "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1");
+        Fake("scancel", "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1");
+        var path = Environment.GetEnvironmentVariable("PATH");
+        var timeout = SlurmJobExecutor.CommandTimeout;
+        Environment.SetEnvironmentVariable("PATH", bin + ":" + path);
+        try
+        {
+            var (status, error) = await Send(client.PostAsync($"/api/jobs/{job.Id}/cancel", null));
+            Assert.True(status == HttpStatusCode.ServiceUnavailable, error.ToJsonString());
+            Assert.Equal(("server_error", "scheduler_unavailable"), ((string)error["error"]!["type"]!, (string)error["error"]!["code"]!));
+            Assert.Equal("scancel failed: slurm_load_jobs error: Unable to contact slurm controller (connect failure); check that the Slurm controller answers (scontrol ping), then cancel the job again",
+                (string)error["error"]!["message"]!);
+            var (_, shown) = await Send(client.GetAsync($"/api/jobs/{job.Id}"));
+            Assert.Equal("running", (string)shown["state"]!);
+
+            // scancel hanging: it is given up on, and the cancel is a 503 all the same.
+            Fake("scancel", "exec sleep 60");
+            SlurmJobExecutor.CommandTimeout = TimeSpan.FromSeconds(1);
+            (status, error) = await Send(client.PostAsync($"/api/jobs/{job.Id}/cancel", null));
+            Assert.True(status == HttpStatusCode.ServiceUnavailable, error.ToJsonString());
+            Assert.Equal("scancel did not answer within 1 s; check that the Slurm controller answers (scontrol ping), then try again", (string)error["error"]!["message"]!);
+
+            // A submission sbatch cannot hand to the controller is Slurm's failure too, recorded failed.
+            Fake("sbatch", "cat >/dev/null; echo 'sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)' >&2; exit 1");
+            var slurm = new TinyModelServer { JobsCommand = Supervisor, JobsRoot = folder, JobsExecutors = [SlurmJobExecutor.ExecutorName] };
+            await slurm.InitializeAsync();
+            try
+            {
+                var created = await slurm.Keys.CreateAsync("trainer", ApiKeyScopes.Training, RateLimits.Unlimited, "tests");
+                using var slurmClient = slurm.AnonymousClient();
+                slurmClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", created.Secret);
+                (status, error) = await Send(slurmClient.PostAsJsonAsync("/api/jobs", Body("slurm-run-2")));
+            }
+            finally
+            {
+                await slurm.DisposeAsync();
+            }
+            Assert.True(status == HttpStatusCode.ServiceUnavailable, error.ToJsonString());
+            Assert.Equal("sbatch refused the job: Batch job submission failed: Unable to contact slurm controller (connect failure); check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local",
+                (string)error["error"]!["message"]!);
+
+            // Neither cancel reached the job: its failure, once Slurm answers, is a failure, not a cancel.
+            Fake("scontrol", "echo 'JobId=42 JobName=job-0000005c JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 StartTime=2026-11-27T10:00:00 NodeList=node1 NumTasks=1'");
+            (_, shown) = await Send(client.GetAsync($"/api/jobs/{job.Id}"));
+            Assert.Equal(("failed", 1), ((string)shown["state"]!, (int)shown["exit_code"]!));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("PATH", path);
+            SlurmJobExecutor.CommandTimeout = timeout;
         }
     }
 }

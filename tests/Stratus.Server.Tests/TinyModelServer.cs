@@ -51,6 +51,8 @@ public sealed class TinyModelServer : IAsyncLifetime
     public IReadOnlyList<string>? JobsCommand { get; init; }
     /// <summary>serve's --jobs-root.</summary>
     public string? JobsRoot { get; init; }
+    /// <summary>serve's --jobs-executor.</summary>
+    public IReadOnlyList<string> JobsExecutors { get; init; } = new ServeOptions().JobsExecutors;
     /// <summary>Writes an access log to <see cref="AccessLogPath"/>.</summary>
     public bool WithAccessLog { get; init; }
     public string AccessLogPath => Path.Combine(folder, "access.log");
@@ -105,6 +107,7 @@ public sealed class TinyModelServer : IAsyncLifetime
             AccessLog = WithAccessLog ? AccessLogPath : null,
             JobsCommand = JobsCommand,
             JobsRoot = JobsRoot,
+            JobsExecutors = JobsExecutors,
             ForwardedAllowIps = ForwardedAllowIps,
             ToolCallParser = ToolCallParser,
         });

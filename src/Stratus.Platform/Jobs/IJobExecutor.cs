@@ -18,6 +18,12 @@ public sealed record JobObservation(DateTimeOffset? StartedAt, JobEnd? End)
     public static implicit operator JobObservation(JobEnd end) => new(null, end);
 }
 
+/// <summary>The scheduler an executor hands jobs to cannot be asked now (Slurm's controller down
+/// or unreachable, a command of its that does not answer): nothing the request did wrong, the
+/// operator's to fix, and the same request may pass later. An IOException, as any failure of the
+/// machine's is, so the CLI prints its one line (exit 2); the server answers 503.</summary>
+public sealed class JobExecutorUnavailableException(string message) : IOException(message);
+
 public interface IJobExecutor
 {
     /// <summary>The executor's name, as jobs record it ("local", "slurm").</summary>
@@ -36,5 +42,6 @@ public interface IJobExecutor
 
     /// <summary>Asks the job's training to stop (recorded as cancelled by whoever records its end);
     /// a job whose training has not started yet is stopped before it starts.</summary>
+    /// <exception cref="JobExecutorUnavailableException">The scheduler could not be asked.</exception>
     void Cancel(Job job);
 }

@@ -82,10 +82,22 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
     /// <summary>Cancels a job that has not ended: its training stops after a last checkpoint (train's
     /// SIGTERM), or never starts; the job then ends cancelled.</summary>
     /// <exception cref="TrustUserException">No such job (NotFound), or it has ended (Conflict).</exception>
+    /// <exception cref="JobExecutorUnavailableException">Its executor could not be asked (Slurm's
+    /// controller down): a first cancel is taken back, so that the job's end is not read as
+    /// cancelled, and the next cancel is a first one (a last checkpoint), not a second.</exception>
     public Job Cancel(string id, string actor)
     {
+        var first = store.Get(id) is { CancelRequestedAt: null };
         var job = store.RequestCancel(id, actor);
-        Executor(job.Executor)?.Cancel(job);
+        try
+        {
+            Executor(job.Executor)?.Cancel(job);
+        }
+        catch (JobExecutorUnavailableException) when (first)
+        {
+            store.WithdrawCancel(id, job.CancelRequestedAt!.Value);
+            throw;
+        }
         return Get(id);
     }
 

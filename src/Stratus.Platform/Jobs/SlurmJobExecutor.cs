@@ -45,8 +45,9 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     public const string ExecutorName = "slurm";
 
     /// <summary>How long a Slurm command may take: the controller answers in milliseconds, and
-    /// one that does not (down, unreachable) is retried by the client for about MessageTimeout.</summary>
-    static readonly TimeSpan CommandTimeout = TimeSpan.FromSeconds(60);
+    /// one that does not (down, unreachable) is retried by the client for about MessageTimeout.
+    /// Tests shorten it to meet a command that hangs.</summary>
+    internal static TimeSpan CommandTimeout { get; set; } = TimeSpan.FromSeconds(60);
 
     public string Name => ExecutorName;
 
@@ -62,10 +63,11 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         if (code != 0)
         {
             var error = SlurmError(stderr, stdout, code);
-            var fix = error.Contains("partition", StringComparison.OrdinalIgnoreCase) || error.Contains("time limit", StringComparison.OrdinalIgnoreCase)
-                ? "give a --partition and --time the cluster takes (sinfo lists its partitions and their time limits)"
-                : "check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf)";
-            throw new TrustUserException($"sbatch refused the job: {error}; {fix}, or submit with --executor local");
+            if (error.Contains("partition", StringComparison.OrdinalIgnoreCase) || error.Contains("time limit", StringComparison.OrdinalIgnoreCase))
+                throw new TrustUserException($"sbatch refused the job: {error}; give a --partition and --time the cluster takes (sinfo lists its partitions and their time limits), or submit with --executor local");
+            // A controller sbatch cannot reach, or a configuration it cannot find, is the cluster's
+            // state, not the submission's fault.
+            throw new JobExecutorUnavailableException($"sbatch refused the job: {error}; check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local");
         }
         // --parsable prints "id" or, on a cluster of a federation, "id;cluster".
         var id = stdout.Trim().Split(';')[0];
@@ -155,8 +157,10 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     {
         // A job that has ended meanwhile is what the cancel asked for.
         var (code, stdout, stderr) = Run("scancel", arguments);
+        // Anything else is Slurm's (its controller down or unreachable), not the cancel's: it
+        // stands, and is sent again when the cancel is.
         if (code != 0 && !stderr.Contains("already completing or completed", StringComparison.Ordinal) && !stderr.Contains("Invalid job id", StringComparison.Ordinal))
-            throw new TrustUserException($"scancel failed: {SlurmError(stderr, stdout, code)}");
+            throw new JobExecutorUnavailableException($"scancel failed: {SlurmError(stderr, stdout, code)}; check that the Slurm controller answers (scontrol ping), then cancel the job again");
     }
 
     /// <summary>Slurm's record of job <paramref name="id"/>: from scontrol, else sacct; Unknown
@@ -263,7 +267,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
             if (!process.WaitForExit(CommandTimeout))
             {
                 process.Kill();
-                throw new IOException($"{command} did not answer within {CommandTimeout.TotalSeconds} s; is the Slurm controller up (scontrol ping)?");
+                throw new JobExecutorUnavailableException($"{command} did not answer within {CommandTimeout.TotalSeconds} s; check that the Slurm controller answers (scontrol ping), then try again");
             }
             return (process.ExitCode, stdout.Result, stderr.Result);
         }

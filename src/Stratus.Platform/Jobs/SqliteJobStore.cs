@@ -147,6 +147,12 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
         return job with { CancelRequestedAt = job.CancelRequestedAt ?? now };
     });
 
+    /// <summary>Takes back a cancel recorded at <paramref name="requestedAt"/> that never reached
+    /// the job (its executor could not be asked): the job's end is then not read as cancelled, and
+    /// the next cancel is a first one.</summary>
+    public void WithdrawCancel(string id, DateTimeOffset requestedAt) =>
+        Update("UPDATE jobs SET cancel_requested_at = NULL WHERE id = $id AND cancel_requested_at = $at", ("$id", id), ("$at", FormatTime(requestedAt)));
+
     public static TrustUserException UnknownJob(string id) =>
         new($"no job '{id}'; list the jobs with stratus jobs list") { NotFound = true };
 

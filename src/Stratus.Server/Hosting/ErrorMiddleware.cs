@@ -2,7 +2,8 @@
 // oversized bodies as 413, malformed requests and user errors (StratusUserException, the trust
 // layer's TrustUserException) as 400, a stopped engine, a failed model step, a platform
 // database the machine refuses (PlatformStorageException), a content-safety provider that failed
-// (SafetyProviderUnavailableException) or a request a stopping server ended (ServerShutdown) as
+// (SafetyProviderUnavailableException), a job scheduler that cannot be asked
+// (JobExecutorUnavailableException) or a request a stopping server ended (ServerShutdown) as
 // 503, and anything unexpected as a 500 without internals (logged here, never sent). The one error middleware of the server: the
 // trust layer's own is left out (UseStratusTrust(shapeErrors: false)). Also counts the serving API's
 // refused and invalid requests for /metrics (ServingMetrics.Counts).
@@ -45,6 +46,8 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 // The engine goes on without the request's sequences, so a retry may succeed.
                 Stratus.Inference.EngineStepFailedException failed => new ApiException(503, failed.Message, code: "model_step_failed") { RetryAfterSeconds = 1 },
                 PlatformStorageException => OpenAIErrors.StorageUnavailable().Error,
+                // Slurm's controller down: the job is as it was, and the same request may pass later.
+                Stratus.Platform.Jobs.JobExecutorUnavailableException scheduler => new ApiException(503, scheduler.Message, code: "scheduler_unavailable") { RetryAfterSeconds = 30 },
                 Stratus.Safety.SafetyProviderUnavailableException provider => OpenAIErrors.ContentFilterUnavailable(provider).Error,
                 JsonException => ApiException.Invalid("We could not parse the JSON body of your request."),
                 OperationCanceledException when ended => new ApiException(503, "The server is shutting down and ended this request; retry it.", code: "server_shutting_down") { RetryAfterSeconds = 1 },
@@ -56,6 +59,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
             else if (e is Stratus.Inference.EngineStepFailedException) logger.LogWarning(e, "a model step failed serving {Path} (request {RequestId}); the engine goes on", context.Request.Path, context.TraceIdentifier);
             // It fails every request while its cause lasts: a line a minute names the cause.
             else if (e is PlatformStorageException storage) trust.LogStorageFailure(logger, storage, context.Request.Path, context.TraceIdentifier);
+            else if (e is Stratus.Platform.Jobs.JobExecutorUnavailableException) logger.LogWarning("the job scheduler could not be asked serving {Path} (request {RequestId}): {Cause}", context.Request.Path, context.TraceIdentifier, e.Message);
             else if (e is Stratus.Safety.SafetyProviderUnavailableException) logger.LogError(e, "a content-safety provider failed serving {Path} (request {RequestId})", context.Request.Path, context.TraceIdentifier);
             error ??= new ApiException(500, "The server had an error while processing your request.", code: "internal_error");
             if (ServingMetrics.Counts(context.Request.Path))

@@ -126,7 +126,7 @@ public static class JobsEndpoints
                     overrides, InitFrom: body.InitFrom is { } model ? HostPath("init_from", model) : null);
             var folder = arguments.Resume ? "resume" : "out";
             // Naming the job where one writes the folder; else a training outside the platform.
-            Service(http).Store.RequireNoJobWriting(arguments.Out);
+            Service(http).RequireNoJobWriting(arguments.Out);
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true, Param = folder };
             try
             {

@@ -84,6 +84,27 @@ public sealed class JobStoreTests : IDisposable
         Assert.Equal(JobState.Failed, service.Store.Get("job-00000002")!.State);
     }
 
+    /// <summary>The run a job was writing when its supervisor and training were killed is the one
+    /// to resume: the folder is free once the job is found ended, without anyone first showing the
+    /// job (its row still reads running).</summary>
+    [Fact]
+    public void A_folder_whose_job_died_unobserved_is_taken_by_the_next_submission_and_the_dead_job_reads_failed()
+    {
+        var service = Service();
+        var run = Path.Combine(platform.Directory, "runs", "c");
+        service.Store.Insert(Queued("job-00000003", run), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        service.Store.SetExecutorReference("job-00000003", DeadPid().ToString());
+        service.Store.RecordStarted("job-00000003", DeadPid(), null);
+
+        service.RequireNoJobWriting(run);
+        Assert.Equal(JobState.Failed, service.Store.Get("job-00000003")!.State);
+        service.Store.Insert(Queued("job-00000004", run) with { Arguments = new TrainArguments(null, null, run, [], Resume: true) },
+            new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        // A job just submitted, being started, still holds it.
+        var busy = Assert.Throws<TrustUserException>(() => service.RequireNoJobWriting(run));
+        Assert.Contains("is the run folder of job job-00000004, which has not ended", busy.Message);
+    }
+
     [Fact]
     public void A_job_whose_submitter_died_before_starting_it_reads_failed_once_a_start_is_overdue_not_queued_for_ever()
     {

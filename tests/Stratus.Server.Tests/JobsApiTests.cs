@@ -279,6 +279,31 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.Equal([(keyId, true, null), (keyId, false, run)], submitted.Select(e => (e.Actor, (bool)e.Details["resume"]!, (string?)e.Details["init_from"])));
     }
 
+    /// <summary>"resume": true (a flag, where the API takes the run folder), a number, null or ""
+    /// is a 400 naming the field at fault, nothing recorded: never a 500, nor a new run started.</summary>
+    [Fact]
+    public async Task Resume_or_init_from_of_the_wrong_type_null_or_empty_is_a_400_naming_the_field()
+    {
+        var (client, _) = await TrainingClient();
+        var data = Path.Combine(folder, "data");
+        foreach (var (body, param, problem) in new (string Body, string Param, string Problem)[]
+        {
+            ("""{"resume": true}""", "resume", "at 'resume'"),
+            ("""{"init_from": 5, "out": "/x", "data": "/y"}""", "init_from", "at 'init_from'"),
+            // null is the field left out: a new run, which needs its dataset.
+            ("""{"resume": null}""", "data", "'data' is required"),
+            ("""{"resume": ""}""", "resume", "'resume' must be an absolute path"),
+            ($$"""{"init_from": "", "data": "{{data}}", "out": "{{Path.Combine(folder, "ft")}}"}""", "init_from", "'init_from' must be an absolute path"),
+        })
+        {
+            var (status, answer) = await Send(client.PostAsync("/api/jobs", new StringContent(body, System.Text.Encoding.UTF8, "application/json")));
+            Assert.True(status == HttpStatusCode.BadRequest, body + " " + answer.ToJsonString());
+            Assert.Equal(param, (string?)answer["error"]!["param"]);
+            Assert.Contains(problem, (string)answer["error"]!["message"]!);
+        }
+        Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
+    }
+
     [Fact]
     public async Task A_jobs_metrics_are_its_run_folders_rows_after_a_step_thinned_evenly_without_a_half_written_last_line()
     {

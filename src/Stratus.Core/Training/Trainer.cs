@@ -145,7 +145,7 @@ public sealed class Trainer : IDisposable
             if (trainedOn is not null && trainedOn != sampler.Content)
                 throw new StratusUserException($"{dataDirectory} holds other data than run {runDirectory} was trained on: {sampler.DifferenceFrom(trainedOn)}; " +
                     $"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {runDirectory}");
-                if (initFrom is not null && config.Model.BlockSize > initFrom.ModelConfig.BlockSize)
+            if (initFrom is not null && config.Model.BlockSize > initFrom.ModelConfig.BlockSize)
                 throw new StratusUserException($"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
             return sampler;
         }

@@ -46,6 +46,7 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
         {
             throw new TrustUserException($"'out' {arguments.Out} cannot be made: {e.Message} Give a folder that can be.");
         }
+        RequireNoJobWriting(arguments.Out);
         var id = "job-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
         var job = new Job(id, Job.TrainKind, arguments, executor.Name, null, JobState.Queued, null, null, null, null, store.Now, null, null, null, actor,
             Path.Combine(arguments.Out, $"{id}.log"));
@@ -71,6 +72,16 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
         // Slurm job, which records none, does not look.
         if (store.Get(id) is { CancelRequestedAt: not null, Pid: null } cancelled) executor.Cancel(cancelled);
         return job with { ExecutorReference = reference };
+    }
+
+    /// <summary>Refuses <paramref name="runFolder"/> while a job that has not ended writes it,
+    /// naming the job. The job recorded there is observed first: one whose supervisor was killed
+    /// still reads running in the database, and its run is the one to resume.</summary>
+    /// <exception cref="TrustUserException">(Conflict) Naming that job.</exception>
+    public void RequireNoJobWriting(string runFolder)
+    {
+        if (store.UnfinishedJobWriting(runFolder) is { } id && store.Get(id) is { } job) Observed(job);
+        store.RequireNoJobWriting(runFolder);
     }
 
     /// <exception cref="TrustUserException">(NotFound) No such job.</exception>

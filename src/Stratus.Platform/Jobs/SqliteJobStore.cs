@@ -64,10 +64,14 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
     /// <exception cref="TrustUserException">(Conflict) Naming that job.</exception>
     public void RequireNoJobWriting(string runFolder, SqliteTransaction? transaction = null)
     {
-        var other = transaction is null ? database.Use(connection => UnfinishedJobWriting(connection, null, runFolder)) : UnfinishedJobWriting(transaction.Connection!, transaction, runFolder);
+        var other = transaction is null ? UnfinishedJobWriting(runFolder) : UnfinishedJobWriting(transaction.Connection!, transaction, runFolder);
         if (other is not null)
             throw new TrustUserException($"{runFolder} is the run folder of job {other}, which has not ended; wait for it (stratus jobs show {other}), cancel it, or train into another --out") { Conflict = true };
     }
+
+    /// <summary>The id of the job recorded as not ended (queued or running) that writes
+    /// <paramref name="runFolder"/>; null where none is.</summary>
+    public string? UnfinishedJobWriting(string runFolder) => database.Use(connection => UnfinishedJobWriting(connection, null, runFolder));
 
     static string? UnfinishedJobWriting(SqliteConnection connection, SqliteTransaction? transaction, string runFolder)
     {

@@ -121,12 +121,12 @@ public static class JobsEndpoints
             }
             else
                 arguments = new TrainArguments(body.Config is { } config ? HostPath("config", config) : null,
-                    HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.")),
-                    HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.")),
+                    HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.") { Param = "data" }),
+                    HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.") { Param = "out" }),
                     overrides, InitFrom: body.InitFrom is { } model ? HostPath("init_from", model) : null);
             var folder = arguments.Resume ? "resume" : "out";
             // Naming the job where one writes the folder; else a training outside the platform.
-            Service(http).Store.RequireNoJobWriting(arguments.Out);
+            Service(http).RequireNoJobWriting(arguments.Out);
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true, Param = folder };
             try
             {

@@ -34,9 +34,10 @@ public static class TrustJson
         }
         catch (JsonException e)
         {
-            var field = e.Path is { Length: > 2 } path ? $" at '{path.TrimStart('$', '.')}'" : "";
+            // The field at fault is the error's param, as for every other refusal of a field.
+            var field = e.Path is { Length: > 2 } path ? path.TrimStart('$', '.') : null;
             var reason = StratusUserException.InUsersWords(e);
-            throw new TrustUserException($"The request body is not valid JSON for this endpoint{field}: {reason}", e);
+            throw new TrustUserException($"The request body is not valid JSON for this endpoint{(field is null ? "" : $" at '{field}'")}: {reason}", e) { Param = field };
         }
     }
 

@@ -1,6 +1,7 @@
 // Runs the real `stratus` CLI (the stratus.dll built next to the tests) as a child process, alone
 // or as the ranks of an Open MPI job.
 using System.Diagnostics;
+using System.Text;
 
 namespace Stratus.Cli.Tests;
 
@@ -86,6 +87,29 @@ static class Cli
             throw new TimeoutException($"{info.FileName} {string.Join(' ', info.ArgumentList)} did not finish");
         }
         return (process.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    /// <summary>3,000 characters of a small alphabet: a corpus a tiny model learns in a few steps.</summary>
+    public static string TinyCorpus()
+    {
+        var text = new StringBuilder();
+        var random = new Random(1);
+        for (var i = 0; i < 3000; i++) text.Append("abcdefgh ij\n"[random.Next(12)]);
+        return text.ToString();
+    }
+
+    /// <summary>The tiny corpus prepared into temp["data"] and a tiny config in temp["tiny.json"].</summary>
+    public static (string Data, string Config) PrepareTiny(TempDirectory temp)
+    {
+        File.WriteAllText(temp["corpus.txt"], TinyCorpus());
+        var (code, _, stderr) = Run("prepare", "--input", temp["corpus.txt"], "--out", temp["data"]);
+        Assert.True(code == 0, stderr);
+        File.WriteAllText(temp["tiny.json"], """
+            { "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8, "bias": false,
+              "learning_rate": 2e-3, "min_lr": 2e-4, "max_iters": 400, "lr_decay_iters": 400, "warmup_iters": 10,
+              "eval_interval": 100, "eval_iters": 2, "checkpoint_interval": 10, "log_interval": 50, "seed": 5, "dropout": 0.1 }
+            """);
+        return (temp["data"], temp["tiny.json"]);
     }
 }
 

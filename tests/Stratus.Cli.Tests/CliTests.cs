@@ -6,27 +6,6 @@ namespace Stratus.Cli.Tests;
 
 public sealed class CliTests
 {
-    static string Corpus()
-    {
-        var text = new StringBuilder();
-        var random = new Random(1);
-        for (var i = 0; i < 3000; i++) text.Append("abcdefgh ij\n"[random.Next(12)]);
-        return text.ToString();
-    }
-
-    internal static (string Data, string Config) Prepare(TempDirectory temp)
-    {
-        File.WriteAllText(temp["corpus.txt"], Corpus());
-        var (code, _, stderr) = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["data"]);
-        Assert.True(code == 0, stderr);
-        File.WriteAllText(temp["tiny.json"], """
-            { "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8, "bias": false,
-              "learning_rate": 2e-3, "min_lr": 2e-4, "max_iters": 400, "lr_decay_iters": 400, "warmup_iters": 10,
-              "eval_interval": 100, "eval_iters": 2, "checkpoint_interval": 10, "log_interval": 50, "seed": 5, "dropout": 0.1 }
-            """);
-        return (temp["data"], temp["tiny.json"]);
-    }
-
     internal static List<(long Step, double Loss)> Losses(string run) =>
         File.ReadLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!)
             .Where(m => m["train_loss"] is not null).Select(m => ((long)m["step"]!, (double)m["train_loss"]!)).ToList();
@@ -36,8 +15,8 @@ public sealed class CliTests
     {
         // A run trained on the dataset no longer resumed once `prepare` had silently replaced it.
         using var temp = new TempDirectory();
-        var (data, _) = Prepare(temp);
-        File.WriteAllText(temp["other.txt"], Corpus()[1..]);
+        var (data, _) = Cli.PrepareTiny(temp);
+        File.WriteAllText(temp["other.txt"], Cli.TinyCorpus()[1..]);
         var refused = Cli.Run("prepare", "--input", temp["other.txt"], "--out", data);
         Assert.Equal(2, refused.ExitCode);
         Assert.Matches($"^error: {data} already holds a dataset prepared from other text: .*; pass --overwrite to replace it \\(a run trained on it can then no longer resume\\), or choose another --out\n$", refused.Stderr);
@@ -53,7 +32,7 @@ public sealed class CliTests
     public void Resume_after_SIGKILL_reproduces_the_uninterrupted_losses()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var full = Cli.Run("train", "--config", config, "--data", data, "--out", temp["full"]);
         Assert.True(full.ExitCode == 0, full.Stderr);
 
@@ -101,7 +80,7 @@ public sealed class CliTests
     public void A_run_stopped_before_its_first_step_is_not_sent_to_resume_a_checkpoint_it_never_saved()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var info = Cli.StartInfo("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "100000");
         info.Environment["DOTNET_STARTUP_HOOKS"] = typeof(StartupHook).Assembly.Location;
         info.Environment["STRATUS_TEST_SIGTERM_ON_OUTPUT"] = "training from step 0";
@@ -120,7 +99,7 @@ public sealed class CliTests
     public async Task SIGTERM_stops_training_after_a_last_checkpoint()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         using var run = Process.Start(Cli.StartInfo("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "100000", "--checkpoint-interval", "0"))!;
         var stdout = run.StandardOutput.ReadToEndAsync();
         var stderr = run.StandardError.ReadToEndAsync();
@@ -145,7 +124,7 @@ public sealed class CliTests
     public void Bench_train_reports_the_median_step_and_the_rates_from_it()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var (code, _, stderr) = Cli.Run("bench", "train", "--config", config, "--data", data, "--steps", "2", "--json", temp["bench.json"], "--deterministic", "true");
         Assert.True(code == 0, stderr);
         var report = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(temp["bench.json"]))!;
@@ -186,7 +165,7 @@ public sealed class CliTests
     public void Bench_train_measures_data_without_a_val_split_which_it_never_evaluates()
     {
         using var temp = new TempDirectory();
-        var (_, config) = Prepare(temp);
+        var (_, config) = Cli.PrepareTiny(temp);
         Assert.Equal(0, Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["noval"], "--val-fraction", "0").ExitCode);
         // It was refused for its empty val.bin "(training evaluates on both splits)".
         var (code, _, stderr) = Cli.Run("bench", "train", "--config", config, "--data", temp["noval"], "--steps", "1", "--json", temp["bench.json"]);
@@ -198,7 +177,7 @@ public sealed class CliTests
     public void Bad_input_gets_one_line_exit_code_2_and_no_stack_trace()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         File.WriteAllText(temp["empty.txt"], "");
         File.WriteAllText(temp["baseline.json"], """{"tokens_per_sec": """);
         File.WriteAllText(temp["lone.jsonl"], """{"text": "a\ud800b"}""");
@@ -279,7 +258,7 @@ public sealed class CliTests
     public void A_batch_too_large_for_memory_gets_one_line_naming_the_allocation_and_the_fix()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // 400,000 windows of 32 tokens embed into 26 GB, over the 12 GB the process may map.
         var (code, _, stderr) = Cli.RunWithMemoryCap(12_000_000, "train", "--config", config, "--data", data, "--out", temp["run"], "--batch-size", "400000", "--n-embd", "512");
         Assert.True(code == 2, $"exited {code}: {stderr}");
@@ -435,7 +414,7 @@ public sealed class CliTests
         // bash leaves `--out=~/data` as typed: the CLI made a folder named ~ where the user stood.
         using var temp = new TempDirectory();
         var work = Directory.CreateDirectory(temp["work"]).FullName;
-        File.WriteAllText(temp["corpus.txt"], Corpus());
+        File.WriteAllText(temp["corpus.txt"], Cli.TinyCorpus());
         foreach (var args in new[] { new[] { "prepare", "--input=~/corpus.txt", "--out=~/data" }, ["keys", "create", "--name", "me", "--data-dir=~/home"] })
         {
             var info = Cli.StartInfo(args);
@@ -478,7 +457,7 @@ public sealed class CliTests
         }
         // A folder without write permission (Unix modes) stops everyone but root, as whom CI runs.
         if (Environment.IsPrivilegedProcess || OperatingSystem.IsWindows()) return;
-        File.WriteAllText(temp["corpus.txt"], Corpus());
+        File.WriteAllText(temp["corpus.txt"], Cli.TinyCorpus());
         var readOnly = Directory.CreateDirectory(temp["read-only"]);
         readOnly.UnixFileMode = UnixFileMode.UserRead | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
         var denied = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["read-only/data"]);
@@ -490,7 +469,7 @@ public sealed class CliTests
     public void A_chat_template_given_to_prepare_goes_into_the_fine_tuned_run_and_bad_ones_get_one_line()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2").ExitCode);
         // A format the char model can spell: "ij <user>" and "a <assistant>" lines.
         const string Template = "{% for m in messages %}{% if m['role'] == 'user' %}{{ 'ij ' + m['content'] + '\\n' }}{% else %}{{ 'a ' + m['content'] + '\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'a ' }}{% endif %}";
@@ -529,7 +508,7 @@ public sealed class CliTests
     public void Fine_tuning_without_a_block_size_trains_on_the_models_context_and_a_given_one_is_kept_or_refused()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // The config's 10 steps of warm-up outlast these 2, silently.
         var pretrained = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2");
         Assert.Equal(0, pretrained.ExitCode);
@@ -576,7 +555,7 @@ public sealed class CliTests
         // empty ("not valid JSON").
         if (!OperatingSystem.IsLinux()) return;
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var pretrained = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2");
         Assert.True(pretrained.ExitCode == 0, pretrained.Stderr);
         var info = Cli.StartInfo();
@@ -593,7 +572,7 @@ public sealed class CliTests
     public void Import_warns_in_one_line_of_a_chat_template_Stratus_cannot_render_and_keeps_the_model()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2").ExitCode);
         Assert.Equal(0, Cli.Run("export", "hf", "--model", temp["base"], "--out", temp["hf"]).ExitCode);
         var tokenizerConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(temp["hf"], "tokenizer_config.json")))!;
@@ -620,7 +599,7 @@ public sealed class CliTests
     public void Eval_scores_every_token_of_the_val_split_once_and_says_how_many()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "2").ExitCode);
         var valTokens = (long)JsonNode.Parse(File.ReadAllText(Path.Combine(data, "meta.json")))!["val_tokens"]!;
         Assert.NotEqual(0, (valTokens - 1) % 32); // a tail shorter than a window of 32
@@ -650,7 +629,7 @@ public sealed class CliTests
     {
         using var temp = new TempDirectory();
         // Over 3 MiB: the corpus is read in 1 MiB pieces, so each pass reports several times.
-        File.WriteAllText(temp["corpus.txt"], string.Concat(Enumerable.Repeat(Corpus(), 1200)));
+        File.WriteAllText(temp["corpus.txt"], string.Concat(Enumerable.Repeat(Cli.TinyCorpus(), 1200)));
         var (code, stdout, stderr) = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["data"]);
         Assert.True(code == 0, stderr);
         var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -671,7 +650,7 @@ public sealed class CliTests
         // A small corpus's sizes in a unit that fits: they read "0.0 of 0.0 MB".
         foreach (var (size, shown) in new[] { (3000, @"3\.0 of 3\.0 KB"), (600, "600 of 600 B") })
         {
-            File.WriteAllText(temp["small.txt"], Corpus()[..size]);
+            File.WriteAllText(temp["small.txt"], Cli.TinyCorpus()[..size]);
             (code, stdout, stderr) = Cli.Run("prepare", "--input", temp["small.txt"], "--out", temp[$"small{size}"]);
             Assert.True(code == 0, stderr);
             Assert.Matches($@"(?m)^hashing: 100% \({shown}, [\d.,]+ [KMG]?B/s, [\d.]+ s\)$", stdout);
@@ -682,7 +661,7 @@ public sealed class CliTests
     public void Sampling_with_one_seed_prints_the_same_text_another_seed_other_text_and_long_prompts_are_refused()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var training = Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "20");
         Assert.Equal(0, training.ExitCode);
         Assert.Contains($"image: {Path.Combine(temp["run"], "loss.svg")}", training.Stdout); // after the loss curves
@@ -716,7 +695,7 @@ public sealed class CliTests
     {
         using var temp = new TempDirectory();
         // 900 val tokens: enough for windows of 320, so all 300 tokens decode within the context.
-        File.WriteAllText(temp["corpus.txt"], string.Concat(Enumerable.Repeat(Corpus(), 3)));
+        File.WriteAllText(temp["corpus.txt"], string.Concat(Enumerable.Repeat(Cli.TinyCorpus(), 3)));
         string DemoSamples(string run, params string[] extra)
         {
             var (code, stdout, stderr) = Cli.Run(["demo", "--corpus", temp["corpus.txt"], "--out", run, "--no-serve", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
@@ -747,7 +726,7 @@ public sealed class CliTests
     public void Device_cpu_changes_nothing_and_a_gpu_asked_of_this_cpu_build_gets_one_line_saying_how_to_build_for_one()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var trained = Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "2");
         Assert.True(trained.ExitCode == 0, trained.Stderr);
         Assert.Contains(", float32 on cpu\n", trained.Stdout);

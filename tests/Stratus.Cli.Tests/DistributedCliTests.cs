@@ -34,7 +34,7 @@ public sealed class DistributedCliTests
     public void Two_ranks_give_the_losses_of_one_rank_with_accumulation_with_and_without_ZeRO()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var single = Cli.Run(Train(config, data, temp["one"], 100));
         Assert.True(single.ExitCode == 0, single.Stderr);
         var expected = CliTests.Losses(temp["one"]);
@@ -57,7 +57,7 @@ public sealed class DistributedCliTests
     public void A_ranks_console_is_plain_text_whatever_terminal_it_is_given()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // mpirun gives each rank a pseudo-terminal, and its output often ends in a log file: the
         // loss plot that ends training was written in colour codes there.
         var (code, stdout, stderr) = Cli.RunMpiInColourTerminal(2, Train(config, data, temp["run"], 10));
@@ -72,7 +72,7 @@ public sealed class DistributedCliTests
     public void Tasks_their_launcher_did_not_connect_through_MPI_are_refused_before_anything_is_written()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // A task of `srun -n 2` without a PMI plugin MPI can use: its MPI_Init makes a world of its
         // own. Each such task trained the whole model as rank 0, into the same run folder.
         var info = Cli.StartInfo(Train(config, data, temp["run"], 20));
@@ -88,7 +88,7 @@ public sealed class DistributedCliTests
     public void The_one_task_of_srun_n_1_trains_as_a_single_process()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // What `srun -n 1` (srun's default: no PMI plugin) gives its task. It was taken for one of
         // 1 ranks, and Open MPI's MPI_Init aborted it: "The application appears to have been direct
         // launched using "srun", but OMPI was not built with SLURM support".
@@ -105,7 +105,7 @@ public sealed class DistributedCliTests
     public void Accumulation_steps_that_do_not_divide_among_the_ranks_are_refused()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var (code, stdout, stderr) = Cli.RunMpi(2, "train", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "3");
         Assert.NotEqual(0, code);
         // The line names the fix: the nearest multiple above, or a world size that divides it.
@@ -117,7 +117,7 @@ public sealed class DistributedCliTests
     public void Ranks_started_with_different_settings_are_refused_by_every_rank_before_anything_is_written()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // Rank 1 would train 10 steps longer and wait for rank 0 for ever; a wider model on rank 1
         // gathered into rank 0's buffers corrupted the heap; another seed silently drew other batches.
         var (code, stdout, stderr) = Cli.RunMpiPerRank(
@@ -133,7 +133,7 @@ public sealed class DistributedCliTests
     public void Ranks_resuming_different_copies_of_a_run_at_the_same_step_are_refused_and_copies_alike_resume()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // Each node's own copy of the run folder, both at step 10: node 1's was trained with another
         // seed, and both resume with one seed, so that every setting agrees. Rank 1 loaded its
         // copy's optimizer moments and trained on with them.
@@ -161,7 +161,7 @@ public sealed class DistributedCliTests
     public void A_rank_starting_a_new_run_while_another_resumes_is_told_to_start_them_alike_not_that_copies_differ()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var trained = Cli.Run(Train(config, data, temp["run"], 10, 20));
         Assert.True(trained.ExitCode == 0, trained.Stderr);
         var metrics = File.ReadAllText(Path.Combine(temp["run"], "metrics.jsonl"));
@@ -180,7 +180,7 @@ public sealed class DistributedCliTests
     public void An_error_on_one_rank_ends_the_job_where_the_launcher_would_let_the_others_wait()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // Only rank 0 sees the dataset (a folder on one node's local disk). srun by default
         // (KillOnBadExit=0) does not end a job whose task exits non-zero; this makes mpirun do the same.
         var (code, stdout, stderr) = Cli.RunMpiPerRank(
@@ -198,7 +198,7 @@ public sealed class DistributedCliTests
     public void An_unexpected_exception_on_one_rank_ends_the_job_where_the_launcher_would_let_the_others_wait()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var hook = typeof(StartupHook).Assembly.Location;
         var (code, stdout, stderr) = Cli.RunMpiPerRank(Train(config, data, temp["run"], 20), Train(config, data, temp["run"], 20),
             ["--mca", "orte_abort_on_non_zero_status", "0", "-x", $"DOTNET_STARTUP_HOOKS={hook}", "-x", "STRATUS_TEST_CONSOLE_FAILS_ON_RANK=0"], TimeSpan.FromSeconds(120));
@@ -219,7 +219,7 @@ public sealed class DistributedCliTests
     public void An_error_every_rank_meets_is_printed_once()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // Every rank checks the settings and refuses them; each printed the line (4 copies,
         // interleaved mid-line at times) before the first MPI_Abort ended the others.
         var (code, stdout, stderr) = Cli.RunMpi(4, "train", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "3");
@@ -231,7 +231,7 @@ public sealed class DistributedCliTests
     public void Data_parallel_training_on_a_gpu_is_refused_before_anything_is_written()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var (code, stdout, stderr) = Cli.RunMpi(2, "train", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "2", "--device", "cuda");
         Assert.NotEqual(0, code);
         Assert.Contains("device cuda: data-parallel training runs on the CPU, its collectives go through host MPI", stdout + stderr);
@@ -242,7 +242,7 @@ public sealed class DistributedCliTests
     public void A_checkpoint_written_by_two_ZeRO_ranks_resumes_on_one_rank_and_on_two_with_the_uninterrupted_losses()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var full = Cli.Run(Train(config, data, temp["full"], 40));
         Assert.True(full.ExitCode == 0, full.Stderr);
 
@@ -264,7 +264,7 @@ public sealed class DistributedCliTests
     /// <summary>A two-rank training job far from its end, once it has logged 5 steps in temp["run"].</summary>
     static (Process Job, Task<string> Stdout, Task<string> Stderr) RunningJob(TempDirectory temp)
     {
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var job = Process.Start(Cli.MpiStartInfo(2, Train(config, data, temp["run"], 100_000)))!;
         var output = (job, job.StandardOutput.ReadToEndAsync(), job.StandardError.ReadToEndAsync());
         try { CliTests.WaitForSteps(job, temp["run"], 5); }

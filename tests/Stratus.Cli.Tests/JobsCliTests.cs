@@ -51,7 +51,7 @@ public sealed partial class JobsCliTests
     public void A_submitted_job_runs_on_after_submit_returns_and_ends_succeeded_with_its_checkpoint_metrics_and_audit_entry()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "6", "--lr-decay-iters", "6", "--warmup-iters", "0", "--eval-interval", "3");
         var show = Ended(temp, id);
         Assert.Contains("state:      succeeded\n", show);
@@ -70,7 +70,7 @@ public sealed partial class JobsCliTests
     public void A_value_that_reads_as_an_option_or_a_response_file_reaches_train_as_the_value_it_is()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // lora_targets is text that train reads only with lora_rank > 0, so submit accepts any; the
         // supervisor's train must get it as that key's value, not as --device cuda or a file of arguments.
         foreach (var (value, run) in new[] { ("--device=cuda", "run-option"), ("@" + temp["args.rsp"], "run-rsp") })
@@ -94,7 +94,7 @@ public sealed partial class JobsCliTests
     public void Jobs_hints_name_the_command_as_the_launcher_script_was_run()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         Assert.Equal(0, Cli.Run("keys", "create", "--name", "app", "--data-dir", temp["home"]).ExitCode);
         var empty = JobsAs("./stratus", temp, "list");
         Assert.Equal("No jobs. Submit one: ./stratus jobs submit --config <file.json> --data <dataset> --out <run>", empty.Stdout.Trim());
@@ -110,7 +110,7 @@ public sealed partial class JobsCliTests
     public void A_job_whose_training_fails_ends_failed_with_its_exit_code_its_error_and_its_log()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // The device is the machine's that trains (a cluster's node has the GPU, not the submitter),
         // so it is found missing when training starts, as train finds it.
         var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--device", "cuda");
@@ -125,7 +125,7 @@ public sealed partial class JobsCliTests
     public void Cancel_stops_a_long_job_after_a_last_checkpoint_its_process_gone_and_a_second_job_into_its_folder_is_refused_meanwhile()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
         var running = WaitForState(temp, id, state => state == "running" && File.Exists(Path.Combine(temp["run"], "metrics.jsonl")) && CliTests.Losses(temp["run"]).Count >= 3);
         var pid = TrainingPid(running);
@@ -151,7 +151,7 @@ public sealed partial class JobsCliTests
     public void A_second_cancel_says_the_training_ends_at_once_and_it_does()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // The evaluation before step 0 outlasts the test: the first cancel waits for it.
         var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--eval-iters", "100000000");
         WaitForState(temp, id, state => state == "running" && File.Exists(Path.Combine(temp["run"], id + ".log"))
@@ -171,7 +171,7 @@ public sealed partial class JobsCliTests
     public void A_job_whose_supervisor_and_training_were_killed_with_SIGKILL_reads_failed_not_running()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
         var pid = TrainingPid(WaitForState(temp, id, state => state == "running"));
         // The supervisor leads the job's process group (its own session), the training in it.
@@ -187,7 +187,7 @@ public sealed partial class JobsCliTests
         int pid;
         using (var temp = new TempDirectory())
         {
-            var (data, config) = CliTests.Prepare(temp);
+            var (data, config) = Cli.PrepareTiny(temp);
             var id = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
             pid = TrainingPid(WaitForState(temp, id, state => state == "running"));
         }
@@ -198,7 +198,7 @@ public sealed partial class JobsCliTests
     public void Arguments_train_would_refuse_are_refused_at_submit_with_trains_error_and_nothing_recorded()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         File.WriteAllText(temp["unknown.json"], """{ "n_layer": 1, "n_layers": 2 }""");
         Assert.Equal(0, Cli.Run("keys", "create", "--name", "me", "--data-dir", temp["home"]).ExitCode);
         foreach (var args in new string[][]
@@ -226,7 +226,7 @@ public sealed partial class JobsCliTests
     public async Task A_job_cancelled_then_resumed_through_jobs_submit_resume_reaches_the_losses_of_an_uninterrupted_run()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         string[] settings = ["--config", config, "--data", data, "--lr-decay-iters", "60", "--warmup-iters", "2", "--eval-interval", "1000", "--checkpoint-interval", "0"];
         var first = Submit(temp, [.. settings, "--out", temp["run"], "--max-iters", "1000000"]);
         WaitForState(temp, first, state => state == "running" && File.Exists(Path.Combine(temp["run"], "metrics.jsonl")) && CliTests.Losses(temp["run"]).Count >= 3);
@@ -266,7 +266,7 @@ public sealed partial class JobsCliTests
     public void A_job_submitted_with_init_from_fine_tunes_from_the_models_weights_and_records_it()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var based = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "4", "--eval-interval", "2");
         Assert.True(based.ExitCode == 0, based.Stderr);
         var id = Submit(temp, "--init-from", temp["base"], "--data", data, "--out", temp["ft"], "--max-iters", "3", "--eval-interval", "3");
@@ -286,7 +286,7 @@ public sealed partial class JobsCliTests
     public void Resume_and_init_from_that_train_would_refuse_are_refused_at_submit_with_trains_error_and_nothing_recorded()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var based = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2", "--eval-interval", "2");
         Assert.True(based.ExitCode == 0, based.Stderr);
         Directory.CreateDirectory(temp["nothing"]);

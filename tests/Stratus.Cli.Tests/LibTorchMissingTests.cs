@@ -55,7 +55,7 @@ public sealed class LibTorchMissingTests
     /// <summary>A run trained by the whole CLI, for the verbs that load a model.</summary>
     static (string Data, string Config, string Run) TrainedRun(TempDirectory temp)
     {
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var trained = Cli.Run("train", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "2", "--lr-decay-iters", "2", "--warmup-iters", "0");
         Assert.True(trained.ExitCode == 0, trained.Stderr);
         return (data, config, temp["run"]);

@@ -68,7 +68,7 @@ public sealed class ModelsCommandTests
     public void A_copied_version_outlives_its_run_training_on_and_train_warns_of_the_versions_that_are_not_copies()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var run = temp["run"];
         var last = Path.Combine(run, "checkpoints", "last");
         var (code, stdout, stderr) = Cli.Run("train", "--config", config, "--data", data, "--out", run, "--max-iters", "10");
@@ -158,7 +158,7 @@ public sealed class ModelsCommandTests
     public void A_registry_with_a_damaged_row_does_not_stop_training()
     {
         using var temp = new TempDirectory();
-        var (data, config) = CliTests.Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var home = temp["home"];
         var checkpoint = Path.Combine(temp["other"], "checkpoints", "best");
         using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = 8, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false }))

@@ -3,7 +3,6 @@
 // a cancel stops it after a last checkpoint, the run resumable; a failing training, a job Slurm no
 // longer knows, a partition Slurm refuses and a machine without sbatch each read as what they are;
 // `jobs list` and `jobs show` print JSON that scripts read.
-using System.Text;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Stratus.Platform;
@@ -19,23 +18,6 @@ using TempDirectory = Stratus.Cli.Tests.TempDirectory;
 public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture<SlurmCluster>
 {
     static (int ExitCode, string Stdout, string Stderr) Jobs(TempDirectory temp, params string[] args) => Cli.Run(["jobs", .. args, "--data-dir", temp["home"]]);
-
-    /// <summary>A tiny character dataset and a one-layer model's config, as the CLI tests train.</summary>
-    static (string Data, string Config) Prepare(TempDirectory temp)
-    {
-        var text = new StringBuilder();
-        var random = new Random(1);
-        for (var i = 0; i < 3000; i++) text.Append("abcdefgh ij\n"[random.Next(12)]);
-        File.WriteAllText(temp["corpus.txt"], text.ToString());
-        var (code, _, stderr) = Cli.Run("prepare", "--input", temp["corpus.txt"], "--out", temp["data"]);
-        Assert.True(code == 0, stderr);
-        File.WriteAllText(temp["tiny.json"], """
-            { "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8, "bias": false,
-              "learning_rate": 2e-3, "min_lr": 2e-4, "max_iters": 400, "lr_decay_iters": 400, "warmup_iters": 10,
-              "eval_interval": 100, "eval_iters": 2, "checkpoint_interval": 10, "log_interval": 50, "seed": 5, "dropout": 0.1 }
-            """);
-        return (temp["data"], temp["tiny.json"]);
-    }
 
     /// <summary>Submits through Slurm; returns the job's id and its Slurm job id.</summary>
     static (string Id, string SlurmJob) Submit(TempDirectory temp, params string[] args)
@@ -79,7 +61,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     public void A_job_submitted_through_sbatch_runs_as_Slurm_says_and_ends_succeeded_with_exit_0_its_metrics_and_its_Slurm_job_id()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var (id, slurmJob) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "6", "--lr-decay-iters", "6", "--warmup-iters", "0", "--eval-interval", "3");
         var (job, seen) = Ended(temp, id);
         Assert.True(State(job) == "succeeded", job.ToJsonString());
@@ -107,7 +89,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     public void Cancel_stops_the_training_after_a_last_checkpoint_and_the_job_reads_cancelled_its_run_resumable()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var (id, slurmJob) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
         WaitFor(temp, id, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
         var cancel = Jobs(temp, "cancel", id);
@@ -130,7 +112,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     public void A_cancelled_run_resumed_through_jobs_submit_resume_continues_from_its_last_checkpoint_under_Slurm()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var (first, _) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
         WaitFor(temp, first, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
         Assert.Equal(0, Jobs(temp, "cancel", first).ExitCode);
@@ -150,7 +132,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     public void A_job_cancelled_while_it_waits_for_the_cluster_never_starts()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         // Every core taken: the next job waits in the queue (PENDING) until this one ends.
         var (code, blocker, stderr) = SlurmCluster.RunQuietly("sbatch", "--parsable", $"--ntasks={Environment.ProcessorCount}", "--output=/dev/null", "--wrap=sleep 300");
         Assert.True(code == 0, stderr);
@@ -175,7 +157,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     public void A_failing_training_ends_failed_with_trains_exit_code_and_error()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var (id, slurmJob) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--device", "cuda");
         var (job, _) = Ended(temp, id);
         Assert.Equal("failed", State(job));
@@ -206,7 +188,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     public void A_partition_Slurm_refuses_is_one_line_and_exit_2_and_the_job_reads_failed_with_slurms_reason()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var (code, stdout, stderr) = Jobs(temp, "submit", "--executor", "slurm", "--partition", "nosuch", "--config", config, "--data", data, "--out", temp["run"]);
         Assert.Equal(2, code);
         Assert.Equal("", stdout);
@@ -220,7 +202,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     public void Without_sbatch_on_the_PATH_or_a_cluster_it_reaches_submit_says_so_in_one_line_and_exits_2()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var info = Cli.StartInfo("jobs", "submit", "--executor", "slurm", "--config", config, "--data", data, "--out", temp["run"], "--data-dir", temp["home"]);
         info.Environment["PATH"] = temp["empty-path"];
         var (code, _, stderr) = Cli.Run(info);
@@ -240,7 +222,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     public void Ranks_train_data_parallel_through_srun_and_a_count_that_does_not_divide_the_micro_batches_is_refused_at_submit()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var refused = Jobs(temp, "submit", "--executor", "slurm", "--ranks", "3", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "2");
         Assert.Equal(2, refused.ExitCode);
         Assert.StartsWith("error: gradient_accumulation_steps (2) must be a multiple of the number of ranks (3)", refused.Stderr);
@@ -270,7 +252,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     public void A_job_is_submitted_not_to_be_requeued_with_its_time_limit_and_without_the_moderation_key()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var (code, blocker, stderr) = SlurmCluster.RunQuietly("sbatch", "--parsable", $"--ntasks={Environment.ProcessorCount}", "--output=/dev/null", "--wrap=sleep 300");
         Assert.True(code == 0, stderr);
         try
@@ -297,7 +279,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     public void A_time_limit_sbatch_would_refuse_is_one_line_and_exit_2_and_nothing_is_recorded()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Prepare(temp);
+        var (data, config) = Cli.PrepareTiny(temp);
         var refused = Jobs(temp, "submit", "--executor", "slurm", "--time", "90m", "--config", config, "--data", data, "--out", temp["run"]);
         Assert.Equal((2, "error: --time 90m is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED\n"), (refused.ExitCode, refused.Stderr));
         Assert.False(Directory.Exists(temp["home"]), "a refused job was recorded");

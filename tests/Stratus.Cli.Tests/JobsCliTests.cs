@@ -47,6 +47,20 @@ public sealed partial class JobsCliTests
 
     static bool Alive(int pid) => File.Exists($"/proc/{pid}/stat") && File.ReadAllText($"/proc/{pid}/stat").Split(')')[^1].Trim()[0] is not ('Z' or 'X');
 
+    /// <summary>Each argument list, given to `train` and to `jobs submit`: the same one-line error on
+    /// stderr, exit 2 and nothing on stdout.</summary>
+    static void AssertSubmitRefusesAsTrainDoes(TempDirectory temp, IEnumerable<string[]> argumentLists)
+    {
+        foreach (var args in argumentLists)
+        {
+            var train = Cli.Run(["train", .. args]);
+            var submit = Jobs(temp, ["submit", .. args]);
+            Assert.Equal(2, train.ExitCode);
+            Assert.Equal((2, "", train.Stderr), (submit.ExitCode, submit.Stdout, submit.Stderr));
+            Assert.Single(submit.Stderr.TrimEnd('\n').Split('\n'));
+        }
+    }
+
     [Fact]
     public void A_submitted_job_runs_on_after_submit_returns_and_ends_succeeded_with_its_checkpoint_metrics_and_audit_entry()
     {
@@ -201,20 +215,13 @@ public sealed partial class JobsCliTests
         var (data, config) = Cli.PrepareTiny(temp);
         File.WriteAllText(temp["unknown.json"], """{ "n_layer": 1, "n_layers": 2 }""");
         Assert.Equal(0, Cli.Run("keys", "create", "--name", "me", "--data-dir", temp["home"]).ExitCode);
-        foreach (var args in new string[][]
+        AssertSubmitRefusesAsTrainDoes(temp, new string[][]
         {
             ["--config", temp["unknown.json"], "--data", data, "--out", temp["run"]],
             ["--config", config, "--data", data, "--out", temp["run"], "--learning-rate", "fast"],
             ["--config", config, "--data", temp["missing"], "--out", temp["run"]],
             ["--config", config, "--data", data, "--out", temp["run"], "--block-size", "100000"],
-        })
-        {
-            var train = Cli.Run(["train", .. args]);
-            var submit = Jobs(temp, ["submit", .. args]);
-            Assert.Equal(2, train.ExitCode);
-            Assert.Equal((2, "", train.Stderr), (submit.ExitCode, submit.Stdout, submit.Stderr));
-            Assert.Single(submit.Stderr.TrimEnd('\n').Split('\n'));
-        }
+        });
         Assert.False(Directory.Exists(temp["run"]));
         Assert.StartsWith("No jobs.", Jobs(temp, "list").Stdout);
     }
@@ -291,7 +298,7 @@ public sealed partial class JobsCliTests
         Assert.True(based.ExitCode == 0, based.Stderr);
         Directory.CreateDirectory(temp["nothing"]);
         Assert.Equal(0, Cli.Run("keys", "create", "--name", "me", "--data-dir", temp["home"]).ExitCode);
-        foreach (var args in new string[][]
+        AssertSubmitRefusesAsTrainDoes(temp, new string[][]
         {
             ["--resume", temp["base"], "--config", config],
             ["--resume", temp["base"], "--out", temp["other"]],
@@ -302,14 +309,7 @@ public sealed partial class JobsCliTests
             ["--init-from", temp["missing"], "--data", data, "--out", temp["ft"]],
             ["--init-from", temp["base"], "--data", data, "--out", temp["ft"], "--n-layer", "3"],
             ["--init-from", temp["base"], "--data", data],
-        })
-        {
-            var train = Cli.Run(["train", .. args]);
-            var submit = Jobs(temp, ["submit", .. args]);
-            Assert.Equal(2, train.ExitCode);
-            Assert.Equal((2, "", train.Stderr), (submit.ExitCode, submit.Stdout, submit.Stderr));
-            Assert.Single(submit.Stderr.TrimEnd('\n').Split('\n'));
-        }
+        });
         Assert.False(Directory.Exists(temp["ft"]));
         Assert.StartsWith("No jobs.", Jobs(temp, "list").Stdout);
     }

@@ -47,6 +47,16 @@ public sealed partial class JobsCliTests
 
     static bool Alive(int pid) => File.Exists($"/proc/{pid}/stat") && File.ReadAllText($"/proc/{pid}/stat").Split(')')[^1].Trim()[0] is not ('Z' or 'X');
 
+    /// <summary>The tiny dataset and config, and a model trained on them in temp["base"] (to resume or
+    /// fine-tune from).</summary>
+    static (string Data, string Config) PrepareWithBaseRun(TempDirectory temp, int iterations)
+    {
+        var (data, config) = Cli.PrepareTiny(temp);
+        var based = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", iterations.ToString(System.Globalization.CultureInfo.InvariantCulture), "--eval-interval", "2");
+        Assert.True(based.ExitCode == 0, based.Stderr);
+        return (data, config);
+    }
+
     /// <summary>Each argument list, given to `train` and to `jobs submit`: the same one-line error on
     /// stderr, exit 2 and nothing on stdout.</summary>
     static void AssertSubmitRefusesAsTrainDoes(TempDirectory temp, IEnumerable<string[]> argumentLists)
@@ -273,9 +283,7 @@ public sealed partial class JobsCliTests
     public void A_job_submitted_with_init_from_fine_tunes_from_the_models_weights_and_records_it()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Cli.PrepareTiny(temp);
-        var based = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "4", "--eval-interval", "2");
-        Assert.True(based.ExitCode == 0, based.Stderr);
+        var (data, config) = PrepareWithBaseRun(temp, iterations: 4);
         var id = Submit(temp, "--init-from", temp["base"], "--data", data, "--out", temp["ft"], "--max-iters", "3", "--eval-interval", "3");
         var show = Ended(temp, id);
         Assert.Contains("state:      succeeded\n", show);
@@ -293,9 +301,7 @@ public sealed partial class JobsCliTests
     public void Resume_and_init_from_that_train_would_refuse_are_refused_at_submit_with_trains_error_and_nothing_recorded()
     {
         using var temp = new TempDirectory();
-        var (data, config) = Cli.PrepareTiny(temp);
-        var based = Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2", "--eval-interval", "2");
-        Assert.True(based.ExitCode == 0, based.Stderr);
+        var (data, config) = PrepareWithBaseRun(temp, iterations: 2);
         Directory.CreateDirectory(temp["nothing"]);
         Assert.Equal(0, Cli.Run("keys", "create", "--name", "me", "--data-dir", temp["home"]).ExitCode);
         AssertSubmitRefusesAsTrainDoes(temp, new string[][]

@@ -15,55 +15,56 @@ public sealed class MetricsIndexTests : IDisposable
 
     void Append(string text) => System.IO.File.AppendAllText(File, text, new UTF8Encoding(false));
 
-    (long Step, bool Evaluation)[] Refresh(MetricsIndex index)
+    static async Task<(long Step, bool Evaluation)[]> Refresh(MetricsIndex index)
     {
-        using var file = index.Refresh();
-        return [.. index.Rows.ToArray().Select(r => (r.Step, r.Evaluation))];
+        using var file = await index.RefreshAsync();
+        return [.. Enumerable.Range(0, index.Count).Select(r => (index[r].Step, index[r].Evaluation))];
     }
 
     [Fact]
-    public void Lines_are_taken_once_whole_as_the_trainer_appends_them()
+    public async Task Lines_are_taken_once_whole_as_the_trainer_appends_them()
     {
         var index = new MetricsIndex(run);
-        using (var none = index.Refresh()) Assert.Null(none);
+        using (var none = await index.RefreshAsync()) Assert.Null(none);
         Append("\uFEFF{\"step\":0,\"val_loss\":4.2}\r\n{\"step\":0,\"train_loss\":4.1}\r\n\n{\"note\":\"no step\"}\n{\"step\":1,\"train_lo");
-        Assert.Equal([(0, true), (0, false)], Refresh(index));
+        Assert.Equal([(0, true), (0, false)], await Refresh(index));
         var generation = index.Generation;
         Append("ss\":3.9}\n");
-        Assert.Equal([(0, true), (0, false), (1, false)], Refresh(index));
+        Assert.Equal([(0, true), (0, false), (1, false)], await Refresh(index));
         Assert.Equal(generation, index.Generation);
 
         // Each row's place holds its line, read back as it is.
-        using var file = index.Refresh()!;
-        var last = index.Rows[^1];
+        using var file = (await index.RefreshAsync())!;
+        var last = index[index.Count - 1];
         var line = new byte[last.Length];
-        Assert.True(MetricsIndex.TryRead(file, last, line));
+        Assert.Equal(last.Length, RandomAccess.Read(file, line, last.Offset));
+        Assert.True(MetricsIndex.IsRow(line));
         Assert.Equal("{\"step\":1,\"train_loss\":3.9}", Encoding.UTF8.GetString(line));
     }
 
     [Fact]
-    public void A_broken_line_waits_until_another_follows_it_and_is_then_named_as_plot_names_it()
+    public async Task A_broken_line_waits_until_another_follows_it_and_is_then_named_as_plot_names_it()
     {
         var index = new MetricsIndex(run);
         Append("{\"step\":0,\"train_loss\":4}\n\n{\"step\":1,\"trai\n");
-        Assert.Equal([(0, false)], Refresh(index));
+        Assert.Equal([(0, false)], await Refresh(index));
         Append("{\"step\":2,\"train_loss\":3}\n");
-        var refused = Assert.Throws<StratusUserException>(() => index.Refresh());
+        var refused = await Assert.ThrowsAsync<StratusUserException>(() => Refresh(index));
         var entries = Assert.Throws<StratusUserException>(() => MetricsLog.Entries(run).ToList());
         Assert.Equal(entries.Message, refused.Message);
         Assert.Contains("line 2 of", refused.Message);
     }
 
     [Fact]
-    public void A_file_rewritten_as_a_resume_rewrites_it_is_indexed_again_from_its_start()
+    public async Task A_file_rewritten_as_a_resume_rewrites_it_is_indexed_again_from_its_start()
     {
         var index = new MetricsIndex(run);
         for (var step = 0; step < 20; step++) Append($"{{\"step\":{step},\"train_loss\":{4 - step * 0.1},\"elapsed_s\":{step * 0.31}}}\n");
-        Assert.Equal(20, Refresh(index).Length);
+        Assert.Equal(20, (await Refresh(index)).Length);
         var generation = index.Generation;
         using (var resumed = new MetricsLog(run, 10))
             for (var step = 10; step < 25; step++) resumed.Write(new() { ["step"] = step, ["train_loss"] = 9.0, ["elapsed_s"] = step * 0.29 });
-        var rows = Refresh(index);
+        var rows = await Refresh(index);
         Assert.NotEqual(generation, index.Generation);
         Assert.Equal(Enumerable.Range(0, 25).Select(s => (long)s), rows.Select(r => r.Step));
     }

@@ -69,5 +69,81 @@ public sealed class MetricsIndexTests : IDisposable
         Assert.Equal(Enumerable.Range(0, 25).Select(s => (long)s), rows.Select(r => r.Step));
     }
 
+    static string TrainerLine(int step) => step % 100 == 0
+        ? $"{{\"step\":{step},\"val_loss\":{4 - step * 1e-4},\"val_loss_stderr\":0.0123,\"eval_train_loss\":3.9}}\n"
+        : $"{{\"step\":{step},\"train_loss\":{4 - step * 1e-4},\"lr\":0.0006,\"grad_norm\":0.71,\"elapsed_s\":{step * 0.021},\"tokens_per_sec\":101234}}\n";
+
+    [Fact]
+    public async Task A_long_file_is_indexed_holding_its_rows_not_a_parsed_copy_of_each_line()
+    {
+        // 20,000 lines (2.2 MB): parsing each line into a JsonObject allocated about 1.6 KB a
+        // line (33 MB here, 1.6 GB for a million lines); read where they lie, the rows are what is
+        // allocated (24 bytes a row, in blocks of 2,048).
+        System.IO.File.WriteAllText(File, string.Concat(Enumerable.Range(0, 20_000).Select(TrainerLine)));
+        var index = new MetricsIndex(run);
+        var before = GC.GetTotalAllocatedBytes(precise: true);
+        using (var file = await index.RefreshAsync()) Assert.NotNull(file);
+        var allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        Assert.Equal(20_000, index.Count);
+        Assert.Equal((19_999, false), (index[^1].Step, index[^1].Evaluation));
+        Assert.Equal(200, Enumerable.Range(0, index.Count).Count(r => index[r].Evaluation));
+        Assert.True(allocated < 2_000_000, $"{allocated:N0} bytes allocated");
+        Assert.True(index.HeldBytes < 600_000, $"{index.HeldBytes:N0} bytes held");
+    }
+
+    [Fact]
+    public async Task A_line_longer_than_any_trainer_writes_is_refused_naming_it_whole_or_not()
+    {
+        // A file with no newline (a binary file put in its place) was held whole, on every poll,
+        // and such lines copied into an answer overran its buffer's size.
+        Append("{\"step\":0,\"train_loss\":4}\n{\"step\":1,\"note\":\"" + new string('x', MetricsIndex.MaxLineBytes) + "\"}\n");
+        var whole = await Assert.ThrowsAsync<StratusUserException>(() => Refresh(new MetricsIndex(run)));
+        Assert.Contains($"line 2 of {File} is longer than {MetricsIndex.MaxLineBytes:N0} bytes", whole.Message);
+        System.IO.File.WriteAllText(File, "{\"step\":0,\"train_loss\":4}\n" + new string('x', 3 * MetricsIndex.MaxLineBytes));
+        var cut = await Assert.ThrowsAsync<StratusUserException>(() => Refresh(new MetricsIndex(run)));
+        Assert.Contains($"line 2 of {File} is longer than", cut.Message);
+        System.IO.File.WriteAllText(File, "{\"step\":0,\"train_loss\":4}\n{\"step\":1,\"note\":\"" + new string('x', MetricsIndex.MaxLineBytes - 30) + "\"}\r\n");
+        Assert.Equal([(0, false), (1, false)], await Refresh(new MetricsIndex(run)));
+    }
+
+    [Theory]
+    [InlineData("{\"step\":3,\"train_loss\":1.5}", 3L, false, null)]
+    [InlineData("{\"step\":3,\"val_loss\":1.5,\"val_loss_stderr\":0.01}", 3L, true, null)]
+    [InlineData("{\"st\\u0065p\":3,\"train_loss\":1.5}", 3L, false, null)]
+    [InlineData("{\"step\":3,\"val_loss\":null}", 3L, false, null)]
+    [InlineData("{\"step\":null,\"train_loss\":1.5}", null, false, null)]
+    [InlineData("{\"loss\":{\"step\":3,\"step\":4}}", null, false, null)]
+    [InlineData("{\"step\":3,\"train_loss\":\"x\"}  ", null, false, "\"train_loss\": \"x\", not a number")]
+    [InlineData("{\"step\":3.0,\"train_loss\":1}", null, false, "\"step\": 3.0, not a whole number")]
+    [InlineData("{\"step\":3,\"val_loss\":1,\"val_loss_stderr\":1e999}", null, false, "\"val_loss_stderr\": 1e999, not a number")]
+    [InlineData("{\"step\":3,\"lr\":1,\"lr\":2}", null, false, "names a field more than once")]
+    [InlineData("{\"step\":3,\"st\\u0065p\":2}", null, false, "names a field more than once")]
+    [InlineData("[{\"step\":3}]", null, false, "is not a JSON object")]
+    [InlineData("{\"step\":3} {}", null, false, "is not a JSON object")]
+    public async Task Each_line_is_read_as_MetricsLog_and_LossCurves_read_it(string line, long? step, bool evaluation, string? refusal)
+    {
+        Append($"{line}\n{{\"step\":9}}\n");
+        if (refusal is null)
+        {
+            var expected = MetricsLog.Entries(run).Select(e => LossCurves.Points(e.Entry)).OfType<(long Step, CurvePoint? Train, CurvePoint? Val)>().Select(p => (p.Step, p.Val is not null)).ToArray();
+            var rows = await Refresh(new MetricsIndex(run));
+            Assert.Equal(expected, rows);
+            Assert.Equal(step is { } s ? [(s, evaluation), (9, false)] : [(9L, false)], rows);
+            return;
+        }
+        var refused = await Assert.ThrowsAsync<StratusUserException>(() => Refresh(new MetricsIndex(run)));
+        Assert.Contains($"line 1 of {File} ", refused.Message);
+        Assert.Contains(refusal, refused.Message);
+        var plot = Assert.Throws<StratusUserException>(() =>
+        {
+            foreach (var (number, entry) in MetricsLog.Entries(run))
+            {
+                try { LossCurves.Points(entry); }
+                catch (FormatException e) { throw MetricsLog.Damaged(run, number, e.Message); }
+            }
+        });
+        Assert.Equal(plot.Message, refused.Message);
+    }
+
     public void Dispose() => Directory.Delete(run, recursive: true);
 }

@@ -69,6 +69,22 @@ public sealed class MetricsIndexTests : IDisposable
         Assert.Equal(Enumerable.Range(0, 25).Select(s => (long)s), rows.Select(r => r.Step));
     }
 
+    [Fact]
+    public async Task Lines_end_where_MetricsLog_ends_them_at_a_lone_carriage_return_too()
+    {
+        // File.ReadLines (MetricsLog, `stratus plot`) ends a line at \n, \r\n or a lone \r (a file
+        // saved by an editor set to old Mac line ends); the index read such a file as one line
+        // that was no JSON object, and refused what plot draws.
+        Append("{\"step\":0,\"train_loss\":4}\r{\"step\":1,\"train_loss\":3}\r\r\n{\"step\":2,\"val_loss\":2}\n{\"step\":3,\"train_loss\":1}\r");
+        var index = new MetricsIndex(run);
+        // The last \r may be the start of a \r\n: its line waits for the byte after it.
+        Assert.Equal([(0, false), (1, false), (2, true)], await Refresh(index));
+        Append("{\"step\":4,\"train_loss\":1}\n");
+        var expected = MetricsLog.Entries(run).Select(e => LossCurves.Points(e.Entry)!.Value).Select(p => (p.Step, p.Val is not null));
+        Assert.Equal(expected, await Refresh(index));
+        Assert.Equal(5, index.Count);
+    }
+
     static string TrainerLine(int step) => step % 100 == 0
         ? $"{{\"step\":{step},\"val_loss\":{4 - step * 1e-4},\"val_loss_stderr\":0.0123,\"eval_train_loss\":3.9}}\n"
         : $"{{\"step\":{step},\"train_loss\":{4 - step * 1e-4},\"lr\":0.0006,\"grad_norm\":0.71,\"elapsed_s\":{step * 0.021},\"tokens_per_sec\":101234}}\n";

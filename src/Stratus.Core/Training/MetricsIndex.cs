@@ -2,9 +2,9 @@
 // is read and checked once, and where it lies, its step and its kind are kept. A reader that
 // polls a long run (the dashboard's loss curve, every few seconds, from several tabs) then reads
 // only the lines written since it last looked, and reads the rows it answers by their place in the
-// file instead of parsing the whole file again. Lines are checked as MetricsLog.Entries checks
-// them (the same damage is refused with the same words); a line is whole once its newline is
-// written, so a last line still being written is not read until it is.
+// file instead of parsing the whole file again. Lines are split and checked as MetricsLog.Entries
+// splits and checks them (the same damage is refused with the same words); a line is whole once
+// its newline is written, so a last line still being written is not read until it is.
 // The file is read in blocks and each line checked where it lies, without a parsed copy: a line
 // as the trainer writes it (its fields once each, the step a whole number, the losses finite
 // numbers) is read through once; any other goes the way MetricsLog reads it, so that its refusal
@@ -202,10 +202,8 @@ public sealed class MetricsIndex(string runDirectory, Func<string, SafeFileHandl
     int Take(ReadOnlySpan<byte> bytes, long start, ref int? broken)
     {
         var taken = 0;
-        for (int newline; (newline = bytes[taken..].IndexOf((byte)'\n')) >= 0; taken += newline + 1)
+        for (int next; (next = NextLine(bytes, taken, out var line)) > 0; taken = next)
         {
-            var line = bytes.Slice(taken, newline);
-            if (line.EndsWith("\r"u8)) line = line[..^1];
             var offset = start + taken;
             if (offset == 0 && line.StartsWith(ByteOrderMark))
             {
@@ -214,7 +212,7 @@ public sealed class MetricsIndex(string runDirectory, Func<string, SafeFileHandl
             }
             if (line.Length == 0)
             {
-                if (broken is null) end = start + taken + newline + 1;
+                if (broken is null) end = start + next;
                 continue;
             }
             if (broken is { } before) throw MetricsLog.Damaged(runDirectory, before, "is not a JSON object");
@@ -225,11 +223,26 @@ public sealed class MetricsIndex(string runDirectory, Func<string, SafeFileHandl
                 continue;
             }
             lines++;
-            end = start + taken + newline + 1;
+            end = start + next;
         }
         if (bytes.Length - taken > MaxLineBytes + ByteOrderMark.Length + 1)
             throw broken is { } cut ? MetricsLog.Damaged(runDirectory, cut, "is not a JSON object") : TooLong();
         return taken;
+    }
+
+    /// <summary>Where the line at <paramref name="from"/> ends, and the next begins: lines end
+    /// as MetricsLog reads them (File.ReadLines), at \n, \r\n or a lone \r. 0 where it is not
+    /// whole yet.</summary>
+    static int NextLine(ReadOnlySpan<byte> bytes, int from, out ReadOnlySpan<byte> line)
+    {
+        line = default;
+        var at = bytes[from..].IndexOfAny((byte)'\n', (byte)'\r');
+        if (at < 0) return 0;
+        var lineEnd = from + at;
+        line = bytes[from..lineEnd];
+        if (bytes[lineEnd] == '\n') return lineEnd + 1;
+        // \r\n or a lone \r: the byte after it tells, once it is read.
+        return lineEnd + 1 == bytes.Length ? 0 : bytes[lineEnd + 1] == '\n' ? lineEnd + 2 : lineEnd + 1;
     }
 
     StratusUserException TooLong() =>

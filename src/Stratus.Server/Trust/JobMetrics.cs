@@ -54,8 +54,9 @@ public sealed class JobMetrics(long budgetBytes = JobMetrics.DefaultBudgetBytes,
     /// <summary>The bytes the kept indexes hold.</summary>
     public long HeldBytes { get { lock (runs) return held; } }
 
-    /// <summary>The answer as the endpoint gives it: read once it is executed, with the request's
-    /// cancellation (see <see cref="ReadAsync"/>).</summary>
+    /// <summary>The answer as the endpoint returns it: read once it is executed, asynchronously and
+    /// with the request's cancellation (see <see cref="ReadAsync"/>); an error is thrown before
+    /// anything is written, for the error middleware to answer.</summary>
     public IResult Read(string runDirectory, long after, string? cursor, int limit) =>
         new Reading(this, runDirectory, after, cursor, limit);
 

@@ -1,11 +1,15 @@
 // The rows of a run's metrics.jsonl for GET /api/jobs/{id}/metrics (the dashboard's loss curves).
 // A run's file is indexed once and followed as it grows (Core's MetricsIndex, one per file, kept
-// for the runs asked about last): a poll reads only the lines written since the last one, and the
-// rows answered are copied from the file as they are, not parsed again. Each answer carries a
-// cursor, the place in the file's index where it ended: a client that asks with it gets the rows
-// written since, or, where the file was rewritten meanwhile (a run resumed or trained again from
-// the start) or the server no longer knows the cursor (restarted), the whole series again, said
-// with "reset": true, so that what it holds is never a mix of two files.
+// for the runs asked about last within a budget of bytes): a poll reads only the lines written
+// since the last one, and the rows answered are copied from the file as they are, not parsed
+// again. Each answer carries a cursor, the place in the file's index where it ended: a client that
+// asks with it gets the rows written since, or, where the file was rewritten meanwhile (a run
+// resumed or trained again from the start) or the server no longer knows the cursor (restarted,
+// or the run's index was dropped for others), the whole series again, said with "reset": true, so
+// that what it holds is never a mix of two files.
+// Files are read asynchronously, each run's by one request at a time: a request waits only for
+// its own run's reads (a run on a stuck disk holds no other run's requests, nor a thread per
+// request waiting for it), and stops waiting once its client has gone.
 using System.Buffers;
 using System.Globalization;
 using System.Text.Json;
@@ -18,45 +22,76 @@ namespace Stratus.Server.Trust;
 /// <summary>Bounded, as TensorBoard bounds a scalar series, by keeping rows spread evenly over the
 /// run (the first and the last always) where there are more than asked for. Training steps and
 /// evaluations are thinned each on its own: evaluations are few, and a chart needs each of them.
-/// Safe for concurrent requests: each file's index is read by one at a time.</summary>
-public sealed class JobMetrics
+/// Safe for concurrent requests.</summary>
+/// <param name="budgetBytes">The memory the runs' indexes may hold together (<see cref="MetricsIndex.HeldBytes"/>):
+/// past it, the runs asked about least recently are dropped, to be read again from their start
+/// when asked about next. The run just read is kept, even where it alone is over the budget.</param>
+/// <param name="open">Opens a run's metrics.jsonl (<see cref="MetricsIndex.OpenFile"/> by default).</param>
+public sealed class JobMetrics(long budgetBytes = JobMetrics.DefaultBudgetBytes, Func<string, SafeFileHandle?>? open = null)
 {
     public const int MaxRows = 1000;
-    // The runs whose indexes are kept (24 bytes a row: a 100,000-step run's is 2.4 MB); the one
-    // asked about least recently goes first.
-    const int KeptRuns = 32;
 
-    readonly Dictionary<string, (MetricsIndex Index, long Used)> indexes = new(StringComparer.Ordinal);
-    long uses;
+    /// <summary>64 MiB: 24 bytes a row, the indexes of 2.7 million rows together (a 100,000-step
+    /// run's is 2.4 MB, a million-step run's 24 MB).</summary>
+    public const long DefaultBudgetBytes = 64L << 20;
+
+    /// <summary>A run's index, read by one request at a time (its turn), and its place in the
+    /// order of use: none once dropped, when a request still reading it finishes unaccounted.</summary>
+    sealed class Run(string directory, Func<string, SafeFileHandle?>? open)
+    {
+        public readonly string Directory = directory;
+        public readonly MetricsIndex Index = new(directory, open);
+        public readonly SemaphoreSlim Turn = new(1, 1);
+        public LinkedListNode<Run>? Used;
+        public long Bytes;
+    }
+
+    readonly Dictionary<string, Run> runs = new(StringComparer.Ordinal);
+    // Most recently asked about first.
+    readonly LinkedList<Run> used = new();
+    long held;
+
+    /// <summary>The bytes the kept indexes hold.</summary>
+    public long HeldBytes { get { lock (runs) return held; } }
+
+    /// <summary>The answer as the endpoint returns it: read once it is executed, asynchronously and
+    /// with the request's cancellation (see <see cref="ReadAsync"/>); an error is thrown before
+    /// anything is written, for the error middleware to answer.</summary>
+    public IResult Read(string runDirectory, long after, string? cursor, int limit) =>
+        new Reading(this, runDirectory, after, cursor, limit);
 
     /// <param name="after">Only rows of a later step.</param>
     /// <param name="cursor">The cursor a previous answer gave: only rows written since, where it still holds.</param>
     /// <param name="limit">At most this many training steps, and as many evaluations.</param>
     /// <exception cref="TrustUserException">409: the run's file holds a line no trainer wrote.</exception>
-    public MetricsAnswer Read(string runDirectory, long after, string? cursor, int limit)
+    /// <exception cref="OperationCanceledException">Cancelled before the answer was read (its client went away).</exception>
+    public async Task<MetricsAnswer> ReadAsync(string runDirectory, long after, string? cursor, int limit, CancellationToken cancellationToken)
     {
-        var index = IndexOf(runDirectory);
-        lock (index)
+        var run = RunOf(runDirectory);
+        await run.Turn.WaitAsync(cancellationToken);
+        try
         {
-            try
+            // A row whose bytes changed in place since they were indexed (a file written over
+            // rather than replaced) makes the index start again, once.
+            for (var attempt = 0; ; attempt++)
             {
-                // A row whose bytes changed in place since they were indexed (a file written over
-                // rather than replaced) makes the index start again, once.
-                for (var attempt = 0; ; attempt++)
-                {
-                    using var file = index.Refresh();
-                    if (file is null) return new MetricsAnswer(0, 0, null) { Reset = cursor is not null };
-                    var from = Continues(index, cursor);
-                    if (Answer(index, file, from ?? 0, after, limit, reset: cursor is not null && from is null) is { } answer) return answer;
-                    if (attempt == 1) throw new TrustUserException("The job's metrics.jsonl changed while it was read; ask again.") { Conflict = true };
-                    index.Reset();
-                }
+                using var file = await run.Index.RefreshAsync(cancellationToken);
+                if (file is null) return new MetricsAnswer(0, 0, null) { Reset = cursor is not null };
+                var from = Continues(run.Index, cursor);
+                if (await AnswerAsync(run.Index, file, from ?? 0, after, limit, reset: cursor is not null && from is null, cancellationToken) is { } answer) return answer;
+                if (attempt == 1) throw new TrustUserException("The job's metrics.jsonl changed while it was read; ask again.") { Conflict = true };
+                run.Index.Reset();
             }
-            catch (StratusUserException e)
-            {
-                // The request is sound; the run's file is what is wrong.
-                throw new TrustUserException($"The job's metrics cannot be read: {e.Message}.", e) { Conflict = true };
-            }
+        }
+        catch (StratusUserException e)
+        {
+            // The request is sound; the run's file is what is wrong.
+            throw new TrustUserException($"The job's metrics cannot be read: {e.Message}.", e) { Conflict = true };
+        }
+        finally
+        {
+            Account(run);
+            run.Turn.Release();
         }
     }
 
@@ -67,25 +102,43 @@ public sealed class JobMetrics
             throw new TrustUserException($"'cursor' must be the cursor a previous answer of this endpoint gave, got '{cursor}'.") { Param = "cursor" };
     }
 
-    MetricsIndex IndexOf(string runDirectory)
+    Run RunOf(string runDirectory)
     {
         var key = Path.GetFullPath(runDirectory);
-        lock (indexes)
+        lock (runs)
         {
-            if (!indexes.TryGetValue(key, out var held))
+            if (runs.TryGetValue(key, out var run)) used.Remove(run.Used!);
+            else runs[key] = run = new Run(key, open);
+            run.Used = used.AddFirst(run);
+            return run;
+        }
+    }
+
+    /// <summary>Counts what <paramref name="run"/>'s index holds now, and drops the runs asked about
+    /// least recently while the kept ones hold more than the budget.</summary>
+    void Account(Run run)
+    {
+        var bytes = run.Index.HeldBytes;
+        lock (runs)
+        {
+            if (run.Used is null) return;
+            held += bytes - run.Bytes;
+            run.Bytes = bytes;
+            while (held > budgetBytes && used.Last!.Value != run)
             {
-                if (indexes.Count == KeptRuns) indexes.Remove(indexes.MinBy(i => i.Value.Used).Key);
-                held = (new MetricsIndex(key), 0);
+                var dropped = used.Last.Value;
+                used.RemoveLast();
+                runs.Remove(dropped.Directory);
+                dropped.Used = null;
+                held -= dropped.Bytes;
             }
-            indexes[key] = (held.Index, ++uses);
-            return held.Index;
         }
     }
 
     /// <summary>The row a cursor continues from, null where it is not this index's (rewritten
     /// since, or given by a server before a restart).</summary>
     static int? Continues(MetricsIndex index, string? cursor) =>
-        cursor is not null && TryParse(cursor, out var generation, out var row) && generation == index.Generation && row <= index.Rows.Length ? row : null;
+        cursor is not null && TryParse(cursor, out var generation, out var row) && generation == index.Generation && row <= index.Count ? row : null;
 
     static bool TryParse(string cursor, out long generation, out int row)
     {
@@ -97,38 +150,65 @@ public sealed class JobMetrics
     }
 
     static string CursorOf(MetricsIndex index) =>
-        string.Create(CultureInfo.InvariantCulture, $"{index.Generation:x}.{index.Rows.Length}");
+        string.Create(CultureInfo.InvariantCulture, $"{index.Generation:x}.{index.Count}");
 
     /// <summary>The rows from <paramref name="from"/> on of a later step than <paramref name="after"/>,
     /// thinned to <paramref name="limit"/> of each kind and read from the file; null where one of
     /// them is no longer what was indexed.</summary>
-    static MetricsAnswer? Answer(MetricsIndex index, SafeFileHandle file, int from, long after, int limit, bool reset)
+    static async Task<MetricsAnswer?> AnswerAsync(MetricsIndex index, SafeFileHandle file, int from, long after, int limit, bool reset, CancellationToken cancellationToken)
     {
-        var rows = index.Rows[from..];
-        int trainings = 0, evaluations = 0;
-        foreach (var row in rows)
-            if (row.Step > after) { if (row.Evaluation) evaluations++; else trainings++; }
-        // The kept rows chosen twice: to size the buffer, then to read their lines into it.
-        var length = 0;
-        var kept = new Kept(after, trainings, evaluations, limit);
-        foreach (var row in rows)
-            if (kept.Keeps(row)) length += row.Length;
-        var answer = new MetricsAnswer(length, Math.Min(trainings, limit) + Math.Min(evaluations, limit), CursorOf(index)) { Reset = reset };
-        kept = new Kept(after, trainings, evaluations, limit);
-        foreach (var row in rows)
+        // The kept rows chosen twice (a copy of the counts each time): to size the answer, then to read their lines into it.
+        var counted = new Kept(after, index, from, limit);
+        var (length, rows) = Measure(index, from, counted);
+        var answer = new MetricsAnswer(length, rows, CursorOf(index)) { Reset = reset };
+        try
         {
-            if (!kept.Keeps(row) || answer.TryAdd(file, row)) continue;
-            answer.Dispose();
-            return null;
+            var kept = counted;
+            for (var row = from; row < index.Count; row++)
+                if (kept.Keeps(index[row]) && !await answer.TryAddAsync(file, index[row], cancellationToken))
+                {
+                    answer.Dispose();
+                    return null;
+                }
+            return answer;
         }
-        return answer;
+        catch
+        {
+            answer.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The bytes and the number of the rows an answer keeps.</summary>
+    static (int Length, int Rows) Measure(MetricsIndex index, int from, Kept kept)
+    {
+        int length = 0, rows = 0;
+        for (var row = from; row < index.Count; row++)
+            if (kept.Keeps(index[row]))
+            {
+                length += index[row].Length;
+                rows++;
+            }
+        return (length, rows);
     }
 
     /// <summary>Which rows, taken in order, are kept: those of a later step than <c>after</c>,
     /// <c>limit</c> of each kind where there are more, evenly spaced, the first and last among them.</summary>
-    struct Kept(long after, int trainings, int evaluations, int limit)
+    struct Kept
     {
+        readonly long after;
+        readonly int trainings, evaluations, limit;
         int trainingsSeen, trainingsKept, evaluationsSeen, evaluationsKept;
+
+        public Kept(long after, MetricsIndex index, int from, int limit)
+        {
+            (this.after, this.limit) = (after, limit);
+            for (var row = from; row < index.Count; row++)
+            {
+                var counted = index[row];
+                if (counted.Step > after) { if (counted.Evaluation) evaluations++; else trainings++; }
+            }
+        }
 
         public bool Keeps(MetricsRow row) =>
             row.Step > after && (row.Evaluation
@@ -144,6 +224,14 @@ public sealed class JobMetrics
             taken++;
             return true;
         }
+    }
+
+    /// <summary>The endpoint's result: the answer read when executed, errors left to the error
+    /// middleware (nothing is written before the answer is whole).</summary>
+    sealed class Reading(JobMetrics metrics, string runDirectory, long after, string? cursor, int limit) : IResult
+    {
+        public async Task ExecuteAsync(HttpContext http) =>
+            await (await metrics.ReadAsync(runDirectory, after, cursor, limit, http.RequestAborted)).ExecuteAsync(http);
     }
 }
 
@@ -172,9 +260,10 @@ public sealed class MetricsAnswer : IResult, IDisposable
     public bool Reset { get; init; }
 
     /// <summary>Reads a row's line after those added; false where the file holds no JSON object there any more.</summary>
-    public bool TryAdd(SafeFileHandle file, MetricsRow row)
+    public async ValueTask<bool> TryAddAsync(SafeFileHandle file, MetricsRow row, CancellationToken cancellationToken)
     {
-        if (!MetricsIndex.TryRead(file, row, bytes.AsSpan(filled, row.Length))) return false;
+        var line = bytes.AsMemory(filled, row.Length);
+        if (await RandomAccess.ReadAsync(file, line, row.Offset, cancellationToken) != row.Length || !MetricsIndex.IsRow(line.Span)) return false;
         filled += row.Length;
         lengths[count++] = row.Length;
         return true;

@@ -128,10 +128,34 @@ public sealed partial class JinjaTemplate
         _ => null,
     };
 
-    /// <summary>Jinja's "undefined": prints as nothing, is falsy, and any access yields itself.</summary>
-    internal sealed class Undefined
+    /// <summary>Jinja's "undefined", as transformers' environment has it (jinja2's default
+    /// Undefined): it prints as nothing, is false, empty and equal only to another undefined, but
+    /// reading an attribute or item of it, calling it, computing with it or writing it as JSON
+    /// is an error that says what was missing, in jinja2's words ('x' is undefined, 'dict object'
+    /// has no attribute 'b').</summary>
+    internal sealed class Undefined(string hint)
     {
-        public static readonly Undefined Instance = new();
+        /// <summary>A value that is undefined for no one reason the template could be told.</summary>
+        public static readonly Undefined Instance = new("a value is undefined");
+
+        // Jinja's own words for the undefined values it gives.
+        public static readonly Undefined NoFirst = new("No first item, sequence was empty.");
+        public static readonly Undefined NoLast = new("No last item, sequence was empty.");
+        public static readonly Undefined NoPrevious = new("there is no previous item");
+        public static readonly Undefined NoNext = new("there is no next item");
+        public static readonly Undefined NoElse = new("the inline if-expression evaluated to false and no else section was defined.");
+
+        public static Undefined Variable(string name) => new($"'{name}' is undefined");
+
+        /// <summary>target.name, or target[name] of a mapping, that target lacks.</summary>
+        public static Undefined Attribute(object? target, string name) => new($"'{Values.TypeName(target)}' has no attribute {Values.Repr(name)}");
+
+        /// <summary>target[index] beyond a list's or string's end.</summary>
+        public static Undefined Element(object? target, object? index) => new($"{Values.TypeName(target)} has no element {Values.Repr(index)}");
+
+        public static Undefined Parameter(string name) => new($"parameter '{name}' was not provided");
+
+        public JinjaException Error() => new(hint);
     }
 
     /// <summary>What namespace() makes: attributes only (ns.items is the one set, not a method).</summary>

@@ -39,7 +39,7 @@ public sealed partial class JinjaTemplate
     {
         public string Identifier => name;
         protected override object? Evaluate(Scope scope) =>
-            scope.TryGetValue(name, out var v) ? v : Values.Functions.Contains(name) ? new GlobalFunction(name) : Undefined.Instance;
+            scope.TryGetValue(name, out var v) ? v : Values.Functions.Contains(name) ? new GlobalFunction(name) : Undefined.Variable(name);
     }
 
     sealed class ListExpr(List<Expr> items, bool tuple = false) : Expr(items)

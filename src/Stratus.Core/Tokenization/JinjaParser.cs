@@ -282,7 +282,7 @@ public sealed partial class JinjaTemplate
             if (Accept("if"))
             {
                 var (then, condition) = (value, Or());
-                var otherwise = Accept("else") ? Conditional() : new Literal(Undefined.Instance);
+                var otherwise = Accept("else") ? Conditional() : new Literal(Undefined.NoElse);
                 value = new Lambda(s => Values.Truthy(condition.Eval(s)) ? then.Eval(s) : otherwise.Eval(s), then, condition, otherwise);
             }
             depth--;

@@ -170,12 +170,12 @@ public sealed partial class JinjaTemplate
             "length" => (long)items.Count,
             "revindex" => (long)(items.Count - Index0),
             "revindex0" => (long)(items.Count - Index0 - 1),
-            "previtem" => Index0 > 0 ? items[Index0 - 1] : Undefined.Instance,
-            "nextitem" => Index0 < items.Count - 1 ? items[Index0 + 1] : Undefined.Instance,
+            "previtem" => Index0 > 0 ? items[Index0 - 1] : Undefined.NoPrevious,
+            "nextitem" => Index0 < items.Count - 1 ? items[Index0 + 1] : Undefined.NoNext,
             "depth" => 1L,
             "depth0" => 0L,
             "cycle" or "changed" => new BoundMethod(this, name),
-            _ => Undefined.Instance,
+            _ => Undefined.Attribute(this, name),
         };
 
         /// <summary>loop.cycle('odd', 'even'): the argument at the iteration's place, in turn.</summary>
@@ -331,7 +331,7 @@ public sealed partial class JinjaTemplate
                 // Innermost first, so a name several loops bound gets back what the outermost hid.
                 for (var i = definedIn.Loops.Count - 1; i >= loops; i--) ForNode.Restore(scope, definedIn.Loops[i]);
                 foreach (var (parameter, fallback) in parameters)
-                    scope[parameter] = given.TryGetValue(parameter, out var value) ? value : fallback is null ? Undefined.Instance : fallback.Eval(scope);
+                    scope[parameter] = given.TryGetValue(parameter, out var value) ? value : fallback is null ? Undefined.Parameter(parameter) : fallback.Eval(scope);
                 if (varargs is not null) scope["varargs"] = varargs;
                 if (kwargs is not null) scope["kwargs"] = kwargs;
                 if (caller is not null) scope["caller"] = caller;

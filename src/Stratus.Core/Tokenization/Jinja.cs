@@ -194,19 +194,20 @@ public sealed partial class JinjaTemplate
     sealed class Budget
     {
         long left = MaxWork;
-        int macros; // macro calls under way, one inside another
+        int calls; // macro calls and recursive loops under way, one inside another
 
-        /// <summary>A macro call begins: refused past <see cref="MaxDepth"/> calls one inside
-        /// another (a recursion that never ends: Jinja's RecursionError), or where the thread's
-        /// stack runs short (each call nests its body's blocks and expressions).</summary>
-        public void EnterMacro(string name)
+        /// <summary>A macro call (or a recursive loop's loop(...)) begins: refused past
+        /// <see cref="MaxDepth"/> calls one inside another (a recursion that never ends: Jinja's
+        /// RecursionError), or where the thread's stack runs short (each call nests its body's
+        /// blocks and expressions).</summary>
+        public void EnterCall(string what)
         {
-            if (macros >= MaxDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
-                throw new JinjaException($"the macro '{name}' is called more than {MaxDepth} levels deep, one call inside another; does it call itself without end?");
-            macros++;
+            if (calls >= MaxDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+                throw new JinjaException($"{what} is called more than {MaxDepth} levels deep, one call inside another; does it call itself without end?");
+            calls++;
         }
 
-        public void LeaveMacro() => macros--;
+        public void LeaveCall() => calls--;
 
         public void Spend(long units)
         {

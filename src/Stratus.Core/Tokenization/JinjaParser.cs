@@ -120,7 +120,10 @@ public sealed partial class JinjaTemplate
         {
             var inAt = FindKeyword(header, "in");
             var targets = ExpressionParser.ParseTargets(header[..inAt], macros);
-            var rest = header[(inAt + 2)..];
+            var rest = header[(inAt + 2)..].TrimEnd();
+            // "recursive" ends the header, after any filter.
+            var recursive = rest.EndsWith("recursive", StringComparison.Ordinal) && rest.Length > 9 && char.IsWhiteSpace(rest[^10]);
+            if (recursive) rest = rest[..^9];
             var ifAt = FindKeyword(rest, "if");
             var iterable = Expression(ifAt < 0 ? rest : rest[..ifAt]);
             var filter = ifAt < 0 ? null : Expression(rest[(ifAt + 2)..]);
@@ -133,7 +136,7 @@ public sealed partial class JinjaTemplate
                 otherwise = ParseBlock("endfor");
                 position++;
             }
-            return new ForNode(targets, iterable, filter, body, otherwise);
+            return new ForNode(targets, iterable, filter, body, otherwise, recursive);
         }
 
         Node ParseSet(string statement)
@@ -553,7 +556,9 @@ public sealed partial class JinjaTemplate
                 {
                     position++;
                     var arguments = Arguments(")");
-                    value = macros.Contains(function.Identifier) ? new MacroCall(function.Identifier, arguments) : Values.Function(function.Identifier, arguments);
+                    value = macros.Contains(function.Identifier) ? new MacroCall(function.Identifier, arguments)
+                        : function.Identifier == "loop" ? new Lambda(s => LoopCall(function.Eval(s), arguments.Select(a => a.Eval(s)).ToList()), arguments)
+                        : Values.Function(function.Identifier, arguments);
                 }
                 else return value;
             }

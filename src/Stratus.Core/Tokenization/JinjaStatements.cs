@@ -72,16 +72,19 @@ public sealed partial class JinjaTemplate
     /// <summary>{% for %}: as in Jinja, its body is a scope of its own, begun again each
     /// iteration: the loop's variables and the names its body sets hide those outside it (which
     /// each iteration starts from) until the loop ends, and only a namespace's attributes carry a
-    /// value out. Its else is a scope of its own too.</summary>
-    sealed class ForNode(List<string> targets, Expr iterable, Expr? filter, List<Node> body, List<Node>? otherwise) : Node
+    /// value out. Its else is a scope of its own too. A recursive loop's body may call
+    /// loop(items): the loop again over those items, one level deeper, giving the text it renders.</summary>
+    sealed class ForNode(List<string> targets, Expr iterable, Expr? filter, List<Node> body, List<Node>? otherwise, bool recursive) : Node
     {
         /// <summary>The names an iteration binds: the targets, loop and what the body sets.</summary>
         readonly string[] iterationNames = [.. targets.Append("loop").Union(Assigned(body))];
         readonly string[] otherwiseNames = otherwise is null ? [] : [.. Assigned(otherwise)];
 
-        protected override void Emit(Scope scope, StringBuilder output)
+        protected override void Emit(Scope scope, StringBuilder output) => Loop(scope, output, iterable.Eval(scope), depth0: 0);
+
+        void Loop(Scope scope, StringBuilder output, object? iterable, int depth0)
         {
-            var items = Values.Iterate(iterable.Eval(scope)).ToList();
+            var items = Values.Iterate(iterable).ToList();
             if (filter is not null)
             {
                 items = items.Where(item =>
@@ -101,7 +104,7 @@ public sealed partial class JinjaTemplate
             }
             var saved = Save(scope, iterationNames);
             scope.Loops.Add(saved);
-            var loop = new LoopInfo(items);
+            var loop = new LoopInfo(items, depth0, recursive ? deeper => Recurse(scope, output, deeper, depth0 + 1) : null);
             try
             {
                 for (var i = 0; i < items.Count; i++)
@@ -123,6 +126,21 @@ public sealed partial class JinjaTemplate
             }
             finally { scope.Loops.RemoveAt(scope.Loops.Count - 1); }
             Restore(scope, saved);
+        }
+
+        /// <summary>loop(items) in a recursive loop's body: the loop over them, one level deeper, as
+        /// text (bounded as deeply nested macro calls are: a tree may be deeper than the stack).</summary>
+        string Recurse(Scope scope, StringBuilder output, object? items, int depth0)
+        {
+            scope.Budget.EnterCall("the recursive loop");
+            try
+            {
+                var text = new StringBuilder();
+                Loop(scope, text, items, depth0);
+                Values.CheckLength((long)output.Length + text.Length);
+                return text.ToString();
+            }
+            finally { scope.Budget.LeaveCall(); }
         }
 
         /// <summary>The values that names have before a scope hides them (undefined: none).</summary>
@@ -151,11 +169,23 @@ public sealed partial class JinjaTemplate
         }
     }
 
-    /// <summary>A loop's "loop" variable, one for all its iterations: its attributes, and the
-    /// methods loop.cycle(...) and loop.changed(...). (Jinja's loop.depth is that of a recursive
-    /// loop, which this subset has not: always 1.)</summary>
-    internal sealed class LoopInfo(List<object?> items)
+    /// <summary>loop(items), the value of "loop" called: a recursive loop again over the items.</summary>
+    static string LoopCall(object? loop, List<object?> arguments) => (loop, arguments) switch
     {
+        (LoopInfo info, [var items]) => info.Recurse(items),
+        (LoopInfo, _) => throw new JinjaException($"loop(...) takes the items to loop over, one argument, not {arguments.Count}"),
+        (Undefined u, _) => throw u.Error(),
+        _ => throw new JinjaException("loop is not a loop here, so it cannot be called"),
+    };
+
+    /// <summary>A loop's "loop" variable, one for all its iterations: its attributes, and the
+    /// methods loop.cycle(...) and loop.changed(...), and for a recursive loop loop(items).</summary>
+    internal sealed class LoopInfo(List<object?> items, int depth0, Func<object?, string>? recurse)
+    {
+        /// <summary>loop(items): refused, as by Jinja, in a loop not marked recursive.</summary>
+        public string Recurse(object? deeper) =>
+            recurse is null ? throw new JinjaException("loop(...) calls the loop again only in a loop marked recursive ({% for x in xs recursive %})") : recurse(deeper);
+
         /// <summary>What loop.changed(...) was last called with; none yet (a call is then a change).</summary>
         TupleValue? changedLast;
 
@@ -172,8 +202,8 @@ public sealed partial class JinjaTemplate
             "revindex0" => (long)(items.Count - Index0 - 1),
             "previtem" => Index0 > 0 ? items[Index0 - 1] : Undefined.NoPrevious,
             "nextitem" => Index0 < items.Count - 1 ? items[Index0 + 1] : Undefined.NoNext,
-            "depth" => 1L,
-            "depth0" => 0L,
+            "depth" => depth0 + 1L,
+            "depth0" => (long)depth0,
             "cycle" or "changed" => new BoundMethod(this, name),
             _ => Undefined.Attribute(this, name),
         };
@@ -324,7 +354,7 @@ public sealed partial class JinjaTemplate
                 else if (varargs is not null) varargs.Add(argument);
                 else throw new JinjaException($"macro '{name}' takes not more than {parameters.Count} argument(s)");
             }
-            budget.EnterMacro(name);
+            budget.EnterCall($"the macro '{name}'");
             try
             {
                 var scope = new Scope(definedIn, budget, definedIn.Clock);
@@ -339,7 +369,7 @@ public sealed partial class JinjaTemplate
                 foreach (var node in body) node.Render(scope, output);
                 return output.ToString();
             }
-            finally { budget.LeaveMacro(); }
+            finally { budget.LeaveCall(); }
         }
     }
 }

@@ -161,7 +161,15 @@ public sealed partial class JinjaTemplate
 
         Node ParseCall(string header)
         {
-            if (header.TrimStart().StartsWith('(')) throw new JinjaException("{% call(...) %} with arguments for caller() is not supported");
+            // {% call(a, b=1) m() %}: the parameters of caller(), which the macro passes it arguments for.
+            List<(string Name, Expr? Default)> parameters = [];
+            if (header.TrimStart().StartsWith('('))
+            {
+                var close = ClosingParenthesis(header, header.IndexOf('('));
+                if (close < 0) throw new JinjaException($"{{% call{header} %}}: the parameters of caller() are not closed by ')'");
+                parameters = ExpressionParser.ParseSignature("caller" + header[header.IndexOf('(')..(close + 1)], macros).Parameters;
+                header = header[(close + 1)..];
+            }
             var call = Expression(header);
             if (call is not MacroCall { Caller: false } macroCall) throw new JinjaException($"{{% call {header.Trim()} %}} must call a macro the template defines");
             // Its body is caller(), a function of its own, as a macro's is.
@@ -169,7 +177,7 @@ public sealed partial class JinjaTemplate
             loops = 0;
             var (body, extra) = ParseFunctionBody("endcall");
             loops = outerLoops;
-            return new CallNode(macroCall.Name, macroCall.Arguments, body, extra);
+            return new CallNode(macroCall.Name, macroCall.Arguments, parameters, body, extra);
         }
 
         /// <summary>A macro's or caller's body, up to its end tag, and which of varargs and kwargs it reads.</summary>
@@ -194,6 +202,26 @@ public sealed partial class JinjaTemplate
             var body = ParseBlock("endgeneration");
             position++;
             return new GenerationNode(body);
+        }
+
+        /// <summary>Where the parenthesis opened at <paramref name="open"/> closes, outside string
+        /// literals (-1: nowhere).</summary>
+        static int ClosingParenthesis(string s, int open)
+        {
+            char? quote = null;
+            var depth = 0;
+            for (var i = open; i < s.Length; i++)
+            {
+                if (quote is { } q)
+                {
+                    if (s[i] == '\\') i++;
+                    else if (s[i] == q) quote = null;
+                }
+                else if (s[i] is '\'' or '"') quote = s[i];
+                else if (s[i] == '(') depth++;
+                else if (s[i] == ')' && --depth == 0) return i;
+            }
+            return -1;
         }
 
         /// <summary>Position of a keyword surrounded by spaces, outside string literals.</summary>

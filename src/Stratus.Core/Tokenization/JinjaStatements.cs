@@ -307,12 +307,12 @@ public sealed partial class JinjaTemplate
         public override void AddAssigned(HashSet<string> names) => names.Add(name);
     }
 
-    /// <summary>{% call name(args) %}body{% endcall %}: the macro called with the body as its
-    /// caller(), which renders where the call is.</summary>
-    sealed class CallNode(string name, List<Expr> arguments, List<Node> body, ExtraArguments extra) : Node
+    /// <summary>{% call(parameters) name(args) %}body{% endcall %}: the macro called with the body
+    /// as its caller(parameters), which renders where the call is.</summary>
+    sealed class CallNode(string name, List<Expr> arguments, List<(string Name, Expr? Default)> parameters, List<Node> body, ExtraArguments extra) : Node
     {
         protected override void Emit(Scope scope, StringBuilder output) =>
-            Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", [], body, extra, scope)));
+            Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", parameters, body, extra, scope)));
     }
 
     /// <summary>A defined macro: called, its body renders into the text it returns, in a scope of

@@ -34,7 +34,7 @@
 // escaping twice escapes twice (no chat template we know of escapes at all).
 // An error names the template's line (that of the innermost tag where it happened).
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
-// sizes, range(), a format's width and precision (10,000, in JinjaPrintf.cs) and the work done
+// sizes, range(), a format's precision (10,000 digits, in JinjaPrintf.cs) and the work done
 // are capped, each breach a JinjaException (see the limits below).
 // This file holds the entry point, the values templates share and the limits; the other parts
 // are JinjaLexer.cs, JinjaParser.cs, JinjaStatements.cs, JinjaExpressions.cs, JinjaValues.cs,

@@ -76,9 +76,11 @@ static class JinjaDifferentialCases
         { "a width or precision of more than 64 bits", "{{ '{:99999999999999999999}'.format('a') }}", "{}", null, null },  // jinja2: ValueError: Too many decimal digits in format string
         { "a % width beyond 32 bits", "{{ '%99999999999d' % 1 }}", "{}", null, null },  // jinja2: MemoryError: 
         { "a % precision beyond 32 bits", "{{ '%.99999999999f' % 1 }}", "{}", null, null },  // jinja2: ValueError: precision too big
-        { "a width beyond 10,000", "{{ '{:20000}'.format(1) }}", "{}", null, "width of 20000, beyond the 10,000" },
+        { "a width beyond 10,000", "{{ '{:20000}'.format(1) | length }} {{ ('%20000d' % 1) | length }} {{ '{:>20000}'.format('a')[-2:] }}", "{}", "20000 20000  a", null },
+        { "a width beyond the text a render builds", "{{ '{:9000000}'.format(1) | length }}", "{}", null, "width of 9000000, beyond the 8,388,608 characters" },
+        { "a % width beyond the text a render builds", "{{ ('%9000000d' % 1) | length }}", "{}", null, "width of 9000000, beyond the 8,388,608 characters" },
         { "a precision beyond 10,000", "{{ '{:.20000f}'.format(1) }}", "{}", null, "precision of 20000, beyond the 10,000" },
-        { "a % width beyond 10,000", "{{ '%20000d' % 1 }}", "{}", null, "width of 20000, beyond the 10,000" },
+        { "a % precision beyond 10,000", "{{ '%.20000f' % 1 }}", "{}", null, "precision of 20000, beyond the 10,000" },
         { "a width of 10,000", "{{ '{:10000}'.format(1) | length }} {{ ('%10000s' % 'a') | length }} {{ '{:.10000f}'.format(1) | length }}", "{}", "10000 10000 10002", null },
         { "indent by any width", "{{ 'a\\nb' | indent(2000) | length }} {{ 'a' | indent(999999999) }} {{ 'a\\nb' | indent(-3) }}", "{}", "2003 a a\nb", null },
         { "abs of the extremes", "{{ (-9223372036854775807 - 1) | abs }}", "{}", null, "beyond 64-bit integers" },

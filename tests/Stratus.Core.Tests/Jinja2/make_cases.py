@@ -149,11 +149,14 @@ CASES = [
     ("a width or precision of more than 64 bits", "{{ '{:99999999999999999999}'.format('a') }}", {}),
     ("a % width beyond 32 bits", "{{ '%99999999999d' % 1 }}", {}),
     ("a % precision beyond 32 bits", "{{ '%.99999999999f' % 1 }}", {}),
-    # Python pads any width and writes any number of digits; Stratus refuses beyond 10,000 (digits
-    # after the point cost time growing with their number) rather than render a shorter text.
-    ("a width beyond 10,000", "{{ '{:20000}'.format(1) }}", {}, "width of 20000, beyond the 10,000"),
+    # Python pads any width and writes any number of digits. Stratus pads any width the text a
+    # render may build holds (8 Mi characters), and refuses more digits after the point than
+    # 10,000 (they cost time growing with their number) rather than render a shorter text.
+    ("a width beyond 10,000", "{{ '{:20000}'.format(1) | length }} {{ ('%20000d' % 1) | length }} {{ '{:>20000}'.format('a')[-2:] }}", {}),
+    ("a width beyond the text a render builds", "{{ '{:9000000}'.format(1) | length }}", {}, "width of 9000000, beyond the 8,388,608 characters"),
+    ("a % width beyond the text a render builds", "{{ ('%9000000d' % 1) | length }}", {}, "width of 9000000, beyond the 8,388,608 characters"),
     ("a precision beyond 10,000", "{{ '{:.20000f}'.format(1) }}", {}, "precision of 20000, beyond the 10,000"),
-    ("a % width beyond 10,000", "{{ '%20000d' % 1 }}", {}, "width of 20000, beyond the 10,000"),
+    ("a % precision beyond 10,000", "{{ '%.20000f' % 1 }}", {}, "precision of 20000, beyond the 10,000"),
     ("a width of 10,000", "{{ '{:10000}'.format(1) | length }} {{ ('%10000s' % 'a') | length }} {{ '{:.10000f}'.format(1) | length }}", {}),
     ("indent by any width", "{{ 'a\\nb' | indent(2000) | length }} {{ 'a' | indent(999999999) }} {{ 'a\\nb' | indent(-3) }}", {}),
     ("abs of the extremes", "{{ (-9223372036854775807 - 1) | abs }}", {}, "beyond 64-bit integers"),

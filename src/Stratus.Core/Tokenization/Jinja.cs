@@ -133,8 +133,18 @@ public sealed partial class JinjaTemplate
     /// reading an attribute or item of it, calling it, computing with it or writing it as JSON
     /// is an error that says what was missing, in jinja2's words ('x' is undefined, 'dict object'
     /// has no attribute 'b').</summary>
-    internal sealed class Undefined(string hint)
+    internal sealed class Undefined
     {
+        // The message is written only where it is needed: templates test for missing keys
+        // (message.tool_calls is defined) in every render.
+        readonly string? hint;
+        readonly object? target, key;
+        readonly bool element;
+
+        Undefined(string hint) => this.hint = hint;
+
+        Undefined(object? target, object? key, bool element) => (this.target, this.key, this.element) = (target, key, element);
+
         /// <summary>A value that is undefined for no one reason the template could be told.</summary>
         public static readonly Undefined Instance = new("a value is undefined");
 
@@ -148,14 +158,19 @@ public sealed partial class JinjaTemplate
         public static Undefined Variable(string name) => new($"'{name}' is undefined");
 
         /// <summary>target.name, or target[name] of a mapping, that target lacks.</summary>
-        public static Undefined Attribute(object? target, string name) => new($"'{Values.TypeName(target)}' has no attribute {Values.Repr(name)}");
+        public static Undefined Attribute(object? target, string name) => new(target, name, element: false);
 
         /// <summary>target[index] beyond a list's or string's end.</summary>
-        public static Undefined Element(object? target, object? index) => new($"{Values.TypeName(target)} has no element {Values.Repr(index)}");
+        public static Undefined Element(object? target, object? index) => new(target, index, element: true);
+
+        /// <summary>A dict's method that would change it, which Jinja's immutable sandbox hides.</summary>
+        public static Undefined Unsafe(string name) => new($"access to attribute '{name}' of 'dict' object is unsafe.");
 
         public static Undefined Parameter(string name) => new($"parameter '{name}' was not provided");
 
-        public JinjaException Error() => new(hint);
+        public JinjaException Error() => new(hint ?? (element
+            ? $"{Values.TypeName(target)} has no element {Values.Repr(key)}"
+            : $"'{Values.TypeName(target)}' has no attribute {Values.Repr(key)}"));
     }
 
     /// <summary>What namespace() makes: attributes only (ns.items is the one set, not a method).</summary>

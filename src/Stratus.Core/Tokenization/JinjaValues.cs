@@ -289,7 +289,7 @@ public sealed partial class JinjaTemplate
             Namespace ns => ns.TryGetValue(name, out var v) ? v : Undefined.Attribute(ns, name),
             LoopInfo loop => loop[name],
             IDictionary<string, object?> d when DictMethods.Contains(name) => new BoundMethod(d, name),
-            IDictionary<string, object?> when ChangingDictMethods.Contains(name) => new Undefined($"access to attribute '{name}' of 'dict' object is unsafe."),
+            IDictionary<string, object?> when ChangingDictMethods.Contains(name) => Undefined.Unsafe(name),
             IDictionary<string, object?> d => d.TryGetValue(name, out var v) ? v : Undefined.Attribute(d, name),
             string s when StringMethods.Contains(name) => new BoundMethod(s, name),
             _ => Undefined.Attribute(target, name),

@@ -82,6 +82,7 @@ public sealed partial class JinjaTemplate
                             "macro" => ParseMacro(piece.Content[5..]),
                             "call" => ParseCall(piece.Content[4..]),
                             "generation" => ParseGeneration(piece.Content),
+                            "filter" => ParseFilterBlock(piece.Content[6..]),
                             "break" or "continue" => ParseLoopControl(piece.Content),
                             _ => throw new JinjaException($"the tag {{% {word} %}} is not supported"),
                         },
@@ -192,6 +193,15 @@ public sealed partial class JinjaTemplate
                 return (body, new ExtraArguments(extraArguments.Contains("varargs"), extraArguments.Contains("kwargs")));
             }
             finally { extraArguments = outer; }
+        }
+
+        /// <summary>{% filter trim | upper %}...{% endfilter %}: the text of its body through the filters.</summary>
+        Node ParseFilterBlock(string filters)
+        {
+            var calls = ExpressionParser.ParseFilters(filters, macros, extraArguments);
+            var body = ParseBlock("endfilter");
+            position++;
+            return new FilterNode(calls, body);
         }
 
         /// <summary>{% generation %}: transformers' tag around an assistant's reply, which marks
@@ -484,6 +494,16 @@ public sealed partial class JinjaTemplate
                 var name = Next();
                 filters.Add(new FilterCall(Values.Filter(name), Accept("(") ? Arguments(")") : []));
             }
+            return filters;
+        }
+
+        /// <summary>The filters a {% filter %} tag names: "trim | indent(2)".</summary>
+        public static List<FilterCall> ParseFilters(string source, IReadOnlySet<string> macros, HashSet<string>? extraArguments)
+        {
+            if (string.IsNullOrWhiteSpace(source)) throw new JinjaException("{% filter %} needs the name of a filter");
+            var parser = new ExpressionParser("|" + source, macros, extraArguments);
+            var filters = parser.Filters();
+            parser.End(source);
             return filters;
         }
 

@@ -144,7 +144,7 @@ public sealed partial class JinjaTemplate
         }
 
         /// <summary>The values that names have before a scope hides them (undefined: none).</summary>
-        static Dictionary<string, object?> Save(Scope scope, string[] names)
+        public static Dictionary<string, object?> Save(Scope scope, string[] names)
         {
             var saved = new Dictionary<string, object?>(names.Length, StringComparer.Ordinal);
             foreach (var name in names) saved[name] = scope.TryGetValue(name, out var v) ? v : Undefined.Instance;
@@ -177,6 +177,24 @@ public sealed partial class JinjaTemplate
         (Undefined u, _) => throw u.Error(),
         _ => throw new JinjaException("loop is not a loop here, so it cannot be called"),
     };
+
+    /// <summary>{% filter %}: its body's text through the filters. As in Jinja, the body is a
+    /// scope of its own: a {% set %} in it lasts to its end.</summary>
+    sealed class FilterNode(List<FilterCall> filters, List<Node> body) : Node
+    {
+        readonly string[] assigned = [.. Assigned(body)];
+
+        protected override void Emit(Scope scope, StringBuilder output)
+        {
+            var outside = ForNode.Save(scope, assigned);
+            var text = new StringBuilder();
+            foreach (var node in body) node.Render(scope, text);
+            ForNode.Restore(scope, outside);
+            object? value = text.ToString();
+            foreach (var filter in filters) value = filter.Apply(value, scope);
+            Write(output, Values.ToText(value));
+        }
+    }
 
     /// <summary>A loop's "loop" variable, one for all its iterations: its attributes, and the
     /// methods loop.cycle(...) and loop.changed(...), and for a recursive loop loop(items).</summary>

@@ -242,6 +242,13 @@ CASES = [
     ("call with a missing argument", "{% macro m() %}[{{ caller() }}]{% endmacro %}{% call(a) m() %}{{ a }}{% endcall %}", {}),
     ("call's arguments hide outer names", "{% set a = 'out' %}{% macro m() %}{{ caller('in') }}{% endmacro %}{% call(a) m() %}{{ a }}{% endcall %}{{ a }}", {}),
     ("call with arguments and varargs", "{% macro m() %}{{ caller(1, 2, 3) }}{% endmacro %}{% call(a) m() %}{{ a }}{{ varargs }}{% endcall %}", {}),
+    # {% filter %}: the body's text through filters (Fireworks' firefunction-v2 trims a block of
+    # instructions with it); its body is a scope of its own.
+    ("filter blocks", "{% set x = 1 %}{% filter upper %}a{% set x = 2 %}{{ x }}{% endfilter %}{{ x }}|{% filter trim | upper %}  ab  {% endfilter %}|{% filter indent(2, true) %}a\nb{% endfilter %}|{% filter default('z') %}{% endfilter %}", {}),
+    ("a filter block in a set block", "{%- set suffix -%}\n{%- filter trim -%}\n  Call functions.\n\n  {{ n }} of them.\n{%- endfilter -%}\n{%- endset -%}\n[{{ suffix }}]", {"n": 2}),
+    ("break in a filter block", "{% for i in range(3) %}{% filter upper %}x{{ i }}{% if i == 1 %}{% break %}{% endif %}{% endfilter %}{% endfor %}", {}),
+    ("a filter block without a filter", "{% filter %}a{% endfilter %}", {}),
+    ("a filter block of an unknown filter", "{% filter nope %}a{% endfilter %}", {}),
     # Real templates' styles with tools (the C# tests' templates), with a fixed clock.
     ("Llama 3.1 style, one call", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
     ("Llama 3.1 style, no tools", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"][:2], tools=None, add_generation_prompt=True)),

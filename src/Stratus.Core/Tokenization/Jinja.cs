@@ -1,10 +1,12 @@
 // The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3.x, Mistral v1/v3/Nemo,
 // Zephyr, Qwen2/2.5/3, Gemma 2/3, Phi-3/4, DeepSeek, Command-R, SmolLM, Hermes, Granite): text,
 // {{ expressions }}, {% if/elif/else %}, {% for ... in ... if ... %} with loop.* and {% break %} /
-// {% continue %} (the loopcontrols transformers enables), loop.cycle() and loop.changed(), {% set %}
-// (also namespace attributes, unpacking "a, b = pair", and {% set x | filter %}...{% endset %}
-// blocks), {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs) and
-// {% call %} with caller(), transformers' {% generation %}, comments, whitespace control ({%- -%},
+// {% continue %} (the loopcontrols transformers enables), loop.cycle() and loop.changed(), recursive
+// loops ({% for x in xs recursive %} with loop(x.children)), {% set %} (also namespace attributes,
+// unpacking "a, b = pair", and {% set x | filter %}...{% endset %} blocks), {% filter %} blocks,
+// {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs) and {% call %}
+// with caller() (and its arguments: {% call(item) m() %}), {% raw %}, transformers' {% generation %},
+// comments, whitespace control ({%- -%},
 // and {%+ +%}, which keep what lstrip_blocks / trim_blocks would remove) and the trim_blocks /
 // lstrip_blocks settings transformers renders with; "\r\n" and "\r" are line breaks as "\n", as
 // Jinja's lexer reads them. Expressions cover literals (adjacent strings joined, Python's escapes
@@ -32,6 +34,10 @@
 // with |escape; jinja2's |escape and |safe then give Markup, which |escape leaves as it is and
 // "+" escapes the other side of. Here there is no Markup: |escape and |safe give plain text, so
 // escaping twice escapes twice (no chat template we know of escapes at all).
+// Undefined is jinja2's default Undefined, which transformers keeps: a missing name, key, attribute
+// or element prints as nothing, is false and empty, but an attribute or item of it, arithmetic or
+// ordering with it, calling it or writing it as JSON is an error in jinja2's words ('x' is
+// undefined, 'dict object' has no attribute 'b').
 // An error names the template's line (that of the innermost tag where it happened).
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
 // sizes, range(), a format's precision (10,000 digits, in JinjaPrintf.cs) and the work done

@@ -221,10 +221,11 @@ public sealed partial class JinjaTemplate
         /// <see cref="MaxDepth"/> calls one inside another (a recursion that never ends: Jinja's
         /// RecursionError), or where the thread's stack runs short (each call nests its body's
         /// blocks and expressions).</summary>
-        public void EnterCall(string what)
+        /// <param name="macro">The macro's name; null: a recursive loop's loop(...).</param>
+        public void EnterCall(string? macro)
         {
             if (calls >= MaxDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
-                throw new JinjaException($"{what} is called more than {MaxDepth} levels deep, one call inside another; does it call itself without end?");
+                throw new JinjaException($"{(macro is null ? "the recursive loop" : $"the macro '{macro}'")} is called more than {MaxDepth} levels deep, one call inside another; does it call itself without end?");
             calls++;
         }
 

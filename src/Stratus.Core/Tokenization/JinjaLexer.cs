@@ -65,7 +65,7 @@ public sealed partial class JinjaTemplate
                 else if (kind != '{' && !keepBefore) text = LstripBlock(text, lineStart);
                 if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text, line));
                 inner = inner[marked..(inner.Length - (trimAfter || keepAfter ? 1 : 0))];
-                if (kind == '%' && inner.Trim() == "raw" && !keepAfter)
+                if (kind == '%' && inner.AsSpan().Trim().SequenceEqual("raw") && !keepAfter)
                 {
                     (i, trimNext, trimBlockNewline) = Raw(source, end + 2, trimAfter, pieces, line);
                     continue;

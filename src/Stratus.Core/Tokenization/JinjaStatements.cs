@@ -104,7 +104,7 @@ public sealed partial class JinjaTemplate
             }
             var saved = Save(scope, iterationNames);
             scope.Loops.Add(saved);
-            var loop = new LoopInfo(items, depth0, recursive ? deeper => Recurse(scope, output, deeper, depth0 + 1) : null);
+            var loop = new LoopInfo(items, depth0, recursive ? Recursion(scope, output, depth0 + 1) : null);
             try
             {
                 for (var i = 0; i < items.Count; i++)
@@ -129,10 +129,12 @@ public sealed partial class JinjaTemplate
         }
 
         /// <summary>loop(items) in a recursive loop's body: the loop over them, one level deeper, as
-        /// text (bounded as deeply nested macro calls are: a tree may be deeper than the stack).</summary>
-        string Recurse(Scope scope, StringBuilder output, object? items, int depth0)
+        /// text (bounded as deeply nested macro calls are: a tree may be deeper than the stack).
+        /// Made apart from <see cref="Loop"/>, which would otherwise allocate the lambda's captures
+        /// for every loop, recursive or not.</summary>
+        Func<object?, string> Recursion(Scope scope, StringBuilder output, int depth0) => items =>
         {
-            scope.Budget.EnterCall("the recursive loop");
+            scope.Budget.EnterCall(macro: null);
             try
             {
                 var text = new StringBuilder();
@@ -141,7 +143,7 @@ public sealed partial class JinjaTemplate
                 return text.ToString();
             }
             finally { scope.Budget.LeaveCall(); }
-        }
+        };
 
         /// <summary>The values that names have before a scope hides them (undefined: none).</summary>
         public static Dictionary<string, object?> Save(Scope scope, string[] names)
@@ -372,7 +374,7 @@ public sealed partial class JinjaTemplate
                 else if (varargs is not null) varargs.Add(argument);
                 else throw new JinjaException($"macro '{name}' takes not more than {parameters.Count} argument(s)");
             }
-            budget.EnterCall($"the macro '{name}'");
+            budget.EnterCall(name);
             try
             {
                 var scope = new Scope(definedIn, budget, definedIn.Clock);

@@ -178,6 +178,7 @@ public sealed class JinjaMacroTests
     [Theory]
     // What stays unsupported is refused when the template is loaded, naming it.
     [InlineData("{% macro m() %}{% endmacro %}{% call(x m() %}{% endcall %}", "the parameters of caller() are not closed by ')'")]
+    [InlineData("{% macro m() %}{% endmacro %}{% call(1) m() %}{% endcall %}", "'1' is not a parameter name in {% call(1) m() %}")]
     [InlineData("{% call range(3) %}{% endcall %}", "must call a macro the template defines")]
     [InlineData("{% macro m() %}{% endmacro %}{{ n() }}", "the function n() is not supported")]
     [InlineData("{% macro m( %}{% endmacro %}", "ends too early")]

@@ -168,7 +168,7 @@ public sealed partial class JinjaTemplate
             {
                 var close = ClosingParenthesis(header, header.IndexOf('('));
                 if (close < 0) throw new JinjaException($"{{% call{header} %}}: the parameters of caller() are not closed by ')'");
-                parameters = ExpressionParser.ParseSignature("caller" + header[header.IndexOf('(')..(close + 1)], macros).Parameters;
+                parameters = ExpressionParser.ParseSignature("caller" + header[header.IndexOf('(')..(close + 1)], macros, $"{{% call{header} %}}").Parameters;
                 header = header[(close + 1)..];
             }
             var call = Expression(header);
@@ -277,19 +277,21 @@ public sealed partial class JinjaTemplate
 
         /// <summary>A macro's name and parameters, each with its default where it has one:
         /// "name(a, b=default)".</summary>
-        public static (string Name, List<(string Name, Expr? Default)> Parameters) ParseSignature(string header, IReadOnlySet<string> macros)
+        /// <param name="tag">The tag as an error names it: the {% macro %} by default.</param>
+        public static (string Name, List<(string Name, Expr? Default)> Parameters) ParseSignature(string header, IReadOnlySet<string> macros, string? tag = null)
         {
+            tag ??= $"{{% macro {header.Trim()} %}}";
             var parser = new ExpressionParser(header, macros, extraArguments: null);
             var name = parser.Next();
-            if (!IsIdentifier(name)) throw new JinjaException($"{{% macro {header.Trim()} %}} needs a name");
+            if (!IsIdentifier(name)) throw new JinjaException($"{tag} needs a name");
             var parameters = new List<(string, Expr?)>();
             parser.Expect("(");
             while (!parser.Accept(")"))
             {
                 var parameter = parser.Next();
-                if (!IsIdentifier(parameter)) throw new JinjaException($"'{parameter}' is not a parameter name in {{% macro {header.Trim()} %}}");
+                if (!IsIdentifier(parameter)) throw new JinjaException($"'{parameter}' is not a parameter name in {tag}");
                 parameters.Add((parameter, parser.Accept("=") ? parser.Conditional() : null));
-                if (!parser.Accept(",") && parser.Peek != ")") throw new JinjaException($"expected ',' or ')' but found '{parser.Peek ?? "end"}' in {{% macro {header.Trim()} %}}");
+                if (!parser.Accept(",") && parser.Peek != ")") throw new JinjaException($"expected ',' or ')' but found '{parser.Peek ?? "end"}' in {tag}");
             }
             parser.End(header);
             return (name, parameters);

@@ -576,7 +576,7 @@ public sealed class CliTests
         Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2").ExitCode);
         Assert.Equal(0, Cli.Run("export", "hf", "--model", temp["base"], "--out", temp["hf"]).ExitCode);
         var tokenizerConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(temp["hf"], "tokenizer_config.json")))!;
-        tokenizerConfig["chat_template"] = "{% for m in messages %}{% filter upper %}{{ m['content'] }}{% endfilter %}{% endfor %}";
+        tokenizerConfig["chat_template"] = "{% for m in messages %}{% include 'turn.jinja' %}{% endfor %}";
         File.WriteAllText(Path.Combine(temp["hf"], "tokenizer_config.json"), tokenizerConfig.ToJsonString());
         var hfConfig = JsonNode.Parse(File.ReadAllText(Path.Combine(temp["hf"], "config.json")))!;
         hfConfig["eos_token_id"] = new JsonArray(3, 5);
@@ -585,13 +585,13 @@ public sealed class CliTests
         Assert.True(imported.ExitCode == 0, imported.Stderr);
         Assert.Contains("; generation ends at token 3, 5", imported.Stdout); // the summary says where replies end
         var template = Path.Combine(temp["m"], "checkpoints", "best", "chat_template.jinja");
-        Assert.StartsWith($"warning: {template}: the chat template cannot be used: the tag {{% filter %}} is not supported; serve will refuse this model's chats (completions work)", imported.Stderr);
+        Assert.StartsWith($"warning: {template}: the chat template cannot be used: the tag {{% include %}} is not supported; serve will refuse this model's chats (completions work)", imported.Stderr);
         Assert.Single(imported.Stderr.Trim().Split('\n'));
         // Fine-tuning on chats in it is refused in one line naming the file.
         File.WriteAllText(temp["chat.jsonl"], """{"messages": [{"role": "user", "content": "ab"}, {"role": "assistant", "content": "cd"}]}""" + "\n");
         var prepared = Cli.Run("prepare", "--input", temp["chat.jsonl"], "--format", "chat", "--tokenizer-from", temp["m"], "--out", temp["sft"]);
         Assert.Equal(2, prepared.ExitCode);
-        Assert.Contains($"{template}: the chat template cannot be used: the tag {{% filter %}} is not supported", prepared.Stderr);
+        Assert.Contains($"{template}: the chat template cannot be used: the tag {{% include %}} is not supported", prepared.Stderr);
         Assert.Single(prepared.Stderr.Trim().Split('\n'));
     }
 

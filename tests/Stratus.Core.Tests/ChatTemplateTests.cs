@@ -400,9 +400,9 @@ public sealed class ChatTemplateTests
     {
         // serve --model a --model b, or prepare --tokenizer-from, would otherwise not say whose template it is.
         using var temp = new TempDirectory();
-        var (checkpoint, tokenizer) = SaveRunWithTemplate(temp, "{% filter upper %}{% endfilter %}");
+        var (checkpoint, tokenizer) = SaveRunWithTemplate(temp, "{% include 'turn.jinja' %}");
         var error = Assert.Throws<StratusUserException>(() => ChatTemplate.Load(temp.File("run"), tokenizer));
-        Assert.Equal($"{Path.Combine(checkpoint, ChatTemplate.FileName)}: the chat template cannot be used: the tag {{% filter %}} is not supported", error.Message);
+        Assert.Equal($"{Path.Combine(checkpoint, ChatTemplate.FileName)}: the chat template cannot be used: the tag {{% include %}} is not supported", error.Message);
     }
 
     [Fact]
@@ -448,7 +448,7 @@ public sealed class ChatTemplateTests
     }
 
     [Theory]
-    [InlineData("{% filter upper %}hi{% endfilter %}", "filter")]
+    [InlineData("{% include 'turn.jinja' %}", "include")]
     [InlineData("{{ messages | xmlattr }}", "xmlattr")]
     [InlineData("{% for m in messages %}", "endfor")]
     public void An_unsupported_template_is_refused_clearly(string source, string named)

@@ -167,6 +167,8 @@ public sealed class JinjaMacroTests
     [InlineData("{% macro m(a) %}{% endmacro %}{{ m(1, a=2) }}", "macro 'm' got multiple values for argument 'a'")]
     [InlineData("{{ m(1) }}{% macro m(a) %}{% endmacro %}", "'m' is undefined where it is called")]
     [InlineData("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "the macro 'f' is called more than 200 levels deep")]
+    [InlineData("{% for n in [1] recursive %}{{ loop([1]) }}{% endfor %}", "the recursive loop is called more than 200 levels deep")]
+    [InlineData("{% for n in [1] %}{{ loop([1]) }}{% endfor %}", "loop(...) calls the loop again only in a loop marked recursive")]
     public void Macro_calls_that_jinja2_refuses_are_refused(string source, string message)
     {
         var error = Assert.Throws<JinjaException>(() => new JinjaTemplate(source).Render(new Dictionary<string, object?>()));
@@ -175,7 +177,8 @@ public sealed class JinjaMacroTests
 
     [Theory]
     // What stays unsupported is refused when the template is loaded, naming it.
-    [InlineData("{% macro m() %}{{ caller('x') }}{% endmacro %}{% call(x) m() %}{{ x }}{% endcall %}", "{% call(...) %} with arguments")]
+    [InlineData("{% macro m() %}{% endmacro %}{% call(x m() %}{% endcall %}", "the parameters of caller() are not closed by ')'")]
+    [InlineData("{% macro m() %}{% endmacro %}{% call(1) m() %}{% endcall %}", "'1' is not a parameter name in {% call(1) m() %}")]
     [InlineData("{% call range(3) %}{% endcall %}", "must call a macro the template defines")]
     [InlineData("{% macro m() %}{% endmacro %}{{ n() }}", "the function n() is not supported")]
     [InlineData("{% macro m( %}{% endmacro %}", "ends too early")]

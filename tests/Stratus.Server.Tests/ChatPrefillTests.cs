@@ -100,7 +100,7 @@ public sealed class UnsupportedChatTemplateTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var macro = HeaderTemplateModelServer.CreateCheckpoint(Path.Combine(folder, "macro"), "{% for m in messages %}{% filter upper %}{{ m['content'] }}{% endfilter %}{% endfor %}");
+        var macro = HeaderTemplateModelServer.CreateCheckpoint(Path.Combine(folder, "macro"), "{% for m in messages %}{% include 'turn.jinja' %}{% endfor %}");
         var fine = TinyModelServer.CreateCheckpoint(Path.Combine(folder, "fine"));
         server = await StratusServer.StartAsync(new ServeOptions
         {
@@ -136,7 +136,7 @@ public sealed class UnsupportedChatTemplateTests : IAsyncLifetime
             var error = JsonNode.Parse(text)!["error"]!;
             Assert.Equal(("invalid_request_error", "unsupported_chat_template", "messages"), ((string)error["type"]!, (string)error["code"]!, (string)error["param"]!));
             var message = (string)error["message"]!;
-            Assert.StartsWith("The chat template of model 'macro' uses something Stratus does not support (the chat template cannot be used: the tag {% filter %} is not supported)", message);
+            Assert.StartsWith("The chat template of model 'macro' uses something Stratus does not support (the chat template cannot be used: the tag {% include %} is not supported)", message);
             Assert.Contains("--chat-template <file>", message);
             Assert.DoesNotContain(folder, message);
             Assert.DoesNotContain('\n', message);

@@ -1,10 +1,12 @@
 // The subset of Jinja2 that Hugging Face chat templates use (ChatML, Llama 2/3.x, Mistral v1/v3/Nemo,
 // Zephyr, Qwen2/2.5/3, Gemma 2/3, Phi-3/4, DeepSeek, Command-R, SmolLM, Hermes, Granite): text,
 // {{ expressions }}, {% if/elif/else %}, {% for ... in ... if ... %} with loop.* and {% break %} /
-// {% continue %} (the loopcontrols transformers enables), loop.cycle() and loop.changed(), {% set %}
-// (also namespace attributes, unpacking "a, b = pair", and {% set x | filter %}...{% endset %}
-// blocks), {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs) and
-// {% call %} with caller(), transformers' {% generation %}, comments, whitespace control ({%- -%},
+// {% continue %} (the loopcontrols transformers enables), loop.cycle() and loop.changed(), recursive
+// loops ({% for x in xs recursive %} with loop(x.children)), {% set %} (also namespace attributes,
+// unpacking "a, b = pair", and {% set x | filter %}...{% endset %} blocks), {% filter %} blocks,
+// {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs) and {% call %}
+// with caller() (and its arguments: {% call(item) m() %}), {% raw %}, transformers' {% generation %},
+// comments, whitespace control ({%- -%},
 // and {%+ +%}, which keep what lstrip_blocks / trim_blocks would remove) and the trim_blocks /
 // lstrip_blocks settings transformers renders with; "\r\n" and "\r" are line breaks as "\n", as
 // Jinja's lexer reads them. Expressions cover literals (adjacent strings joined, Python's escapes
@@ -32,9 +34,13 @@
 // with |escape; jinja2's |escape and |safe then give Markup, which |escape leaves as it is and
 // "+" escapes the other side of. Here there is no Markup: |escape and |safe give plain text, so
 // escaping twice escapes twice (no chat template we know of escapes at all).
+// Undefined is jinja2's default Undefined, which transformers keeps: a missing name, key, attribute
+// or element prints as nothing, is false and empty, but an attribute or item of it, arithmetic or
+// ordering with it, calling it or writing it as JSON is an error in jinja2's words ('x' is
+// undefined, 'dict object' has no attribute 'b').
 // An error names the template's line (that of the innermost tag where it happened).
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
-// sizes, range(), a format's width and precision (10,000, in JinjaPrintf.cs) and the work done
+// sizes, range(), a format's precision (10,000 digits, in JinjaPrintf.cs) and the work done
 // are capped, each breach a JinjaException (see the limits below).
 // This file holds the entry point, the values templates share and the limits; the other parts
 // are JinjaLexer.cs, JinjaParser.cs, JinjaStatements.cs, JinjaExpressions.cs, JinjaValues.cs,
@@ -128,10 +134,49 @@ public sealed partial class JinjaTemplate
         _ => null,
     };
 
-    /// <summary>Jinja's "undefined": prints as nothing, is falsy, and any access yields itself.</summary>
+    /// <summary>Jinja's "undefined", as transformers' environment has it (jinja2's default
+    /// Undefined): it prints as nothing, is false, empty and equal only to another undefined, but
+    /// reading an attribute or item of it, calling it, computing with it or writing it as JSON
+    /// is an error that says what was missing, in jinja2's words ('x' is undefined, 'dict object'
+    /// has no attribute 'b').</summary>
     internal sealed class Undefined
     {
-        public static readonly Undefined Instance = new();
+        // The message is written only where it is needed: templates test for missing keys
+        // (message.tool_calls is defined) in every render.
+        readonly string? hint;
+        readonly object? target, key;
+        readonly bool element;
+
+        Undefined(string hint) => this.hint = hint;
+
+        Undefined(object? target, object? key, bool element) => (this.target, this.key, this.element) = (target, key, element);
+
+        /// <summary>A value that is undefined for no one reason the template could be told.</summary>
+        public static readonly Undefined Instance = new("a value is undefined");
+
+        // Jinja's own words for the undefined values it gives.
+        public static readonly Undefined NoFirst = new("No first item, sequence was empty.");
+        public static readonly Undefined NoLast = new("No last item, sequence was empty.");
+        public static readonly Undefined NoPrevious = new("there is no previous item");
+        public static readonly Undefined NoNext = new("there is no next item");
+        public static readonly Undefined NoElse = new("the inline if-expression evaluated to false and no else section was defined.");
+
+        public static Undefined Variable(string name) => new($"'{name}' is undefined");
+
+        /// <summary>target.name, or target[name] of a mapping, that target lacks.</summary>
+        public static Undefined Attribute(object? target, string name) => new(target, name, element: false);
+
+        /// <summary>target[index] beyond a list's or string's end.</summary>
+        public static Undefined Element(object? target, object? index) => new(target, index, element: true);
+
+        /// <summary>A dict's method that would change it, which Jinja's immutable sandbox hides.</summary>
+        public static Undefined Unsafe(string name) => new($"access to attribute '{name}' of 'dict' object is unsafe.");
+
+        public static Undefined Parameter(string name) => new($"parameter '{name}' was not provided");
+
+        public JinjaException Error() => new(hint ?? (element
+            ? $"{Values.TypeName(target)} has no element {Values.Repr(key)}"
+            : $"'{Values.TypeName(target)}' has no attribute {Values.Repr(key)}"));
     }
 
     /// <summary>What namespace() makes: attributes only (ns.items is the one set, not a method).</summary>
@@ -170,19 +215,21 @@ public sealed partial class JinjaTemplate
     sealed class Budget
     {
         long left = MaxWork;
-        int macros; // macro calls under way, one inside another
+        int calls; // macro calls and recursive loops under way, one inside another
 
-        /// <summary>A macro call begins: refused past <see cref="MaxDepth"/> calls one inside
-        /// another (a recursion that never ends: Jinja's RecursionError), or where the thread's
-        /// stack runs short (each call nests its body's blocks and expressions).</summary>
-        public void EnterMacro(string name)
+        /// <summary>A macro call (or a recursive loop's loop(...)) begins: refused past
+        /// <see cref="MaxDepth"/> calls one inside another (a recursion that never ends: Jinja's
+        /// RecursionError), or where the thread's stack runs short (each call nests its body's
+        /// blocks and expressions).</summary>
+        /// <param name="macro">The macro's name; null: a recursive loop's loop(...).</param>
+        public void EnterCall(string? macro)
         {
-            if (macros >= MaxDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
-                throw new JinjaException($"the macro '{name}' is called more than {MaxDepth} levels deep, one call inside another; does it call itself without end?");
-            macros++;
+            if (calls >= MaxDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+                throw new JinjaException($"{(macro is null ? "the recursive loop" : $"the macro '{macro}'")} is called more than {MaxDepth} levels deep, one call inside another; does it call itself without end?");
+            calls++;
         }
 
-        public void LeaveMacro() => macros--;
+        public void LeaveCall() => calls--;
 
         public void Spend(long units)
         {

@@ -37,9 +37,13 @@ public sealed partial class JinjaTemplate
 
     sealed class Name(string name) : Expr([])
     {
+        /// <summary>What the name reads where it is not set: made once, as templates test names
+        /// that are seldom set (tools_in_user_message is defined) in every render.</summary>
+        Undefined? undefined;
+
         public string Identifier => name;
         protected override object? Evaluate(Scope scope) =>
-            scope.TryGetValue(name, out var v) ? v : Values.Functions.Contains(name) ? new GlobalFunction(name) : Undefined.Instance;
+            scope.TryGetValue(name, out var v) ? v : Values.Functions.Contains(name) ? new GlobalFunction(name) : undefined ??= Undefined.Variable(name);
     }
 
     sealed class ListExpr(List<Expr> items, bool tuple = false) : Expr(items)

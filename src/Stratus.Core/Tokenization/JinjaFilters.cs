@@ -62,19 +62,25 @@ public sealed partial class JinjaTemplate
                 // Python's int grows past 64 bits (and refuses inf and nan), where a cast would saturate.
                 double d => Math.Abs(d) < 9223372036854775808.0 ? (long)d : throw new JinjaException($"{ToText(d)} | int is beyond 64-bit integers"),
                 string s when long.TryParse(s, out var l) => l,
+                Undefined u => throw u.Error(),
                 _ => 0L,
             },
-            "float" => (v, _, _) => v switch { long l => (double)l, bool b => b ? 1.0 : 0.0, double d => d, string s when double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) => d, _ => 0.0 },
+            "float" => (v, _, _) => v switch { long l => (double)l, bool b => b ? 1.0 : 0.0, double d => d, string s when double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) => d, Undefined u => throw u.Error(), _ => 0.0 },
             // Python's abs(): a boolean as 0 or 1; the most negative 64-bit integer's is beyond 64 bits, as its negation is.
             "abs" => (v, _, _) => v switch { long l => l < 0 ? Negate(l) : l, bool b => b ? 1L : 0L, double d => Math.Abs(d), _ => throw new JinjaException($"|abs of {Describe(v)}") },
             "tojson" => (v, args, _) => ToJson(v, Indent(args)),
-            "first" => (v, _, _) => Iterate(v).DefaultIfEmpty(Undefined.Instance).First(),
-            "last" => (v, _, _) => Iterate(v).DefaultIfEmpty(Undefined.Instance).Last(),
+            "first" => (v, _, _) => Iterate(v).DefaultIfEmpty(Undefined.NoFirst).First(),
+            "last" => (v, _, _) => Iterate(v).DefaultIfEmpty(Undefined.NoLast).Last(),
             "list" => (v, _, _) => Iterate(v).ToList(),
             "reverse" => (v, _, _) => v is string s ? string.Concat(s.Reverse()) : Iterate(v).Reverse().ToList(),
             "join" => (v, args, _) => Join(Iterate(v), args.Count > 0 ? ToText(args[0]) : ""),
             "default" or "d" => (v, args, _) => v is Undefined || (args.Count > 1 && Truthy(args[1]) && !Truthy(v)) ? (args.Count > 0 ? args[0] : "") : v,
-            "items" => (v, _, _) => v is IDictionary<string, object?> d ? d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value }).ToList() : [],
+            "items" => (v, _, _) => v switch
+            {
+                IDictionary<string, object?> d => d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value }).ToList(),
+                Undefined => [],
+                _ => throw new JinjaException($"|items takes a mapping, not {Describe(v)}"),
+            },
             "select" or "reject" => (v, args, budget) => Select(Iterate(v), args, attribute: null, keep: name == "select", budget),
             "selectattr" or "rejectattr" => (v, args, budget) => args is [string attribute, .. var test]
                 ? Select(Iterate(v), test, attribute, keep: name == "selectattr", budget)

@@ -10,7 +10,7 @@ public sealed partial class JinjaTemplate
     /// <summary>A piece of the template, and the line it begins on (1 is the first).</summary>
     sealed record Piece(PieceKind Kind, string Content, int Line);
 
-    static class Lexer
+    static partial class Lexer
     {
         public static List<Piece> Tokenize(string source)
         {
@@ -65,6 +65,11 @@ public sealed partial class JinjaTemplate
                 else if (kind != '{' && !keepBefore) text = LstripBlock(text, lineStart);
                 if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text, line));
                 inner = inner[marked..(inner.Length - (trimAfter || keepAfter ? 1 : 0))];
+                if (kind == '%' && inner.AsSpan().Trim().SequenceEqual("raw") && !keepAfter)
+                {
+                    (i, trimNext, trimBlockNewline) = Raw(source, end + 2, trimAfter, pieces, line);
+                    continue;
+                }
                 if (kind == '{') pieces.Add(new Piece(PieceKind.Output, inner, line));
                 else if (kind == '%') pieces.Add(new Piece(PieceKind.Statement, inner.Trim(), line));
                 trimNext = trimAfter;
@@ -73,6 +78,25 @@ public sealed partial class JinjaTemplate
             }
             return pieces;
         }
+
+        /// <summary>{% raw %}...{% endraw %}: what lies between is text, tags and all. As Jinja's
+        /// lexer reads it, "-%}" after raw trims the text's start, "{%-" before endraw its end,
+        /// and lstrip_blocks strips endraw's indentation; trim_blocks removes the line break after
+        /// endraw, not after raw. Returns where the template goes on and how its next text is trimmed.</summary>
+        static (int Next, bool TrimNext, bool TrimBlockNewline) Raw(string source, int from, bool trimStart, List<Piece> pieces, int line)
+        {
+            var endRaw = EndRaw().Match(source, from);
+            if (!endRaw.Success) throw new JinjaException("{% raw %} is not closed by {% endraw %}").At(line);
+            var text = source[from..endRaw.Index];
+            if (trimStart) text = text.TrimStart();
+            text = endRaw.Groups[1].Value switch { "-" => text.TrimEnd(), "+" => text, _ => LstripBlock(text, lineStart: false) };
+            if (text.Length > 0) pieces.Add(new Piece(PieceKind.Text, text, line));
+            var after = endRaw.Groups[2].Value;
+            return (endRaw.Index + endRaw.Length, after == "-", after != "+");
+        }
+
+        [System.Text.RegularExpressions.GeneratedRegex(@"\{%([-+]?)\s*endraw\s*([-+]?)%\}")]
+        private static partial System.Text.RegularExpressions.Regex EndRaw();
 
         /// <summary>Where a tag closes: the first <paramref name="close"/> outside its string
         /// literals, and if <paramref name="balanced"/> outside its brackets, as Jinja's lexer reads

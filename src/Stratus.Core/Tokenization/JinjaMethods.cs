@@ -26,6 +26,7 @@ public sealed partial class JinjaTemplate
                 var count = arity.Min == arity.Max ? $"{arity.Min}" : $"{arity.Min} or {arity.Max}";
                 throw new JinjaException($".{name}() takes {count} argument{(arity.Max == 1 ? "" : "s")}, not {args.Count}");
             }
+            if (target is Undefined u) throw u.Error();
             // strip(none) and split(none) mean white space, as in Python.
             return (target, name) switch
             {

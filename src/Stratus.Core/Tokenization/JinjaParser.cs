@@ -82,6 +82,7 @@ public sealed partial class JinjaTemplate
                             "macro" => ParseMacro(piece.Content[5..]),
                             "call" => ParseCall(piece.Content[4..]),
                             "generation" => ParseGeneration(piece.Content),
+                            "filter" => ParseFilterBlock(piece.Content[6..]),
                             "break" or "continue" => ParseLoopControl(piece.Content),
                             _ => throw new JinjaException($"the tag {{% {word} %}} is not supported"),
                         },
@@ -120,7 +121,10 @@ public sealed partial class JinjaTemplate
         {
             var inAt = FindKeyword(header, "in");
             var targets = ExpressionParser.ParseTargets(header[..inAt], macros);
-            var rest = header[(inAt + 2)..];
+            var rest = header[(inAt + 2)..].TrimEnd();
+            // "recursive" ends the header, after any filter.
+            var recursive = rest.EndsWith("recursive", StringComparison.Ordinal) && rest.Length > 9 && char.IsWhiteSpace(rest[^10]);
+            if (recursive) rest = rest[..^9];
             var ifAt = FindKeyword(rest, "if");
             var iterable = Expression(ifAt < 0 ? rest : rest[..ifAt]);
             var filter = ifAt < 0 ? null : Expression(rest[(ifAt + 2)..]);
@@ -133,7 +137,7 @@ public sealed partial class JinjaTemplate
                 otherwise = ParseBlock("endfor");
                 position++;
             }
-            return new ForNode(targets, iterable, filter, body, otherwise);
+            return new ForNode(targets, iterable, filter, body, otherwise, recursive);
         }
 
         Node ParseSet(string statement)
@@ -158,7 +162,15 @@ public sealed partial class JinjaTemplate
 
         Node ParseCall(string header)
         {
-            if (header.TrimStart().StartsWith('(')) throw new JinjaException("{% call(...) %} with arguments for caller() is not supported");
+            // {% call(a, b=1) m() %}: the parameters of caller(), which the macro passes it arguments for.
+            List<(string Name, Expr? Default)> parameters = [];
+            if (header.TrimStart().StartsWith('('))
+            {
+                var close = ClosingParenthesis(header, header.IndexOf('('));
+                if (close < 0) throw new JinjaException($"{{% call{header} %}}: the parameters of caller() are not closed by ')'");
+                parameters = ExpressionParser.ParseSignature("caller" + header[header.IndexOf('(')..(close + 1)], macros, $"{{% call{header} %}}").Parameters;
+                header = header[(close + 1)..];
+            }
             var call = Expression(header);
             if (call is not MacroCall { Caller: false } macroCall) throw new JinjaException($"{{% call {header.Trim()} %}} must call a macro the template defines");
             // Its body is caller(), a function of its own, as a macro's is.
@@ -166,7 +178,7 @@ public sealed partial class JinjaTemplate
             loops = 0;
             var (body, extra) = ParseFunctionBody("endcall");
             loops = outerLoops;
-            return new CallNode(macroCall.Name, macroCall.Arguments, body, extra);
+            return new CallNode(macroCall.Name, macroCall.Arguments, parameters, body, extra);
         }
 
         /// <summary>A macro's or caller's body, up to its end tag, and which of varargs and kwargs it reads.</summary>
@@ -183,6 +195,15 @@ public sealed partial class JinjaTemplate
             finally { extraArguments = outer; }
         }
 
+        /// <summary>{% filter trim | upper %}...{% endfilter %}: the text of its body through the filters.</summary>
+        Node ParseFilterBlock(string filters)
+        {
+            var calls = ExpressionParser.ParseFilters(filters, macros, extraArguments);
+            var body = ParseBlock("endfilter");
+            position++;
+            return new FilterNode(calls, body);
+        }
+
         /// <summary>{% generation %}: transformers' tag around an assistant's reply, which marks
         /// its tokens for return_assistant_tokens_mask; rendered, it is its body.</summary>
         Node ParseGeneration(string tag)
@@ -191,6 +212,26 @@ public sealed partial class JinjaTemplate
             var body = ParseBlock("endgeneration");
             position++;
             return new GenerationNode(body);
+        }
+
+        /// <summary>Where the parenthesis opened at <paramref name="open"/> closes, outside string
+        /// literals (-1: nowhere).</summary>
+        static int ClosingParenthesis(string s, int open)
+        {
+            char? quote = null;
+            var depth = 0;
+            for (var i = open; i < s.Length; i++)
+            {
+                if (quote is { } q)
+                {
+                    if (s[i] == '\\') i++;
+                    else if (s[i] == q) quote = null;
+                }
+                else if (s[i] is '\'' or '"') quote = s[i];
+                else if (s[i] == '(') depth++;
+                else if (s[i] == ')' && --depth == 0) return i;
+            }
+            return -1;
         }
 
         /// <summary>Position of a keyword surrounded by spaces, outside string literals.</summary>
@@ -236,19 +277,21 @@ public sealed partial class JinjaTemplate
 
         /// <summary>A macro's name and parameters, each with its default where it has one:
         /// "name(a, b=default)".</summary>
-        public static (string Name, List<(string Name, Expr? Default)> Parameters) ParseSignature(string header, IReadOnlySet<string> macros)
+        /// <param name="tag">The tag as an error names it: the {% macro %} by default.</param>
+        public static (string Name, List<(string Name, Expr? Default)> Parameters) ParseSignature(string header, IReadOnlySet<string> macros, string? tag = null)
         {
+            tag ??= $"{{% macro {header.Trim()} %}}";
             var parser = new ExpressionParser(header, macros, extraArguments: null);
             var name = parser.Next();
-            if (!IsIdentifier(name)) throw new JinjaException($"{{% macro {header.Trim()} %}} needs a name");
+            if (!IsIdentifier(name)) throw new JinjaException($"{tag} needs a name");
             var parameters = new List<(string, Expr?)>();
             parser.Expect("(");
             while (!parser.Accept(")"))
             {
                 var parameter = parser.Next();
-                if (!IsIdentifier(parameter)) throw new JinjaException($"'{parameter}' is not a parameter name in {{% macro {header.Trim()} %}}");
+                if (!IsIdentifier(parameter)) throw new JinjaException($"'{parameter}' is not a parameter name in {tag}");
                 parameters.Add((parameter, parser.Accept("=") ? parser.Conditional() : null));
-                if (!parser.Accept(",") && parser.Peek != ")") throw new JinjaException($"expected ',' or ')' but found '{parser.Peek ?? "end"}' in {{% macro {header.Trim()} %}}");
+                if (!parser.Accept(",") && parser.Peek != ")") throw new JinjaException($"expected ',' or ')' but found '{parser.Peek ?? "end"}' in {tag}");
             }
             parser.End(header);
             return (name, parameters);
@@ -282,7 +325,7 @@ public sealed partial class JinjaTemplate
             if (Accept("if"))
             {
                 var (then, condition) = (value, Or());
-                var otherwise = Accept("else") ? Conditional() : new Literal(Undefined.Instance);
+                var otherwise = Accept("else") ? Conditional() : new Literal(Undefined.NoElse);
                 value = new Lambda(s => Values.Truthy(condition.Eval(s)) ? then.Eval(s) : otherwise.Eval(s), then, condition, otherwise);
             }
             depth--;
@@ -456,6 +499,16 @@ public sealed partial class JinjaTemplate
             return filters;
         }
 
+        /// <summary>The filters a {% filter %} tag names: "trim | indent(2)".</summary>
+        public static List<FilterCall> ParseFilters(string source, IReadOnlySet<string> macros, HashSet<string>? extraArguments)
+        {
+            if (string.IsNullOrWhiteSpace(source)) throw new JinjaException("{% filter %} needs the name of a filter");
+            var parser = new ExpressionParser("|" + source, macros, extraArguments);
+            var filters = parser.Filters();
+            parser.End(source);
+            return filters;
+        }
+
         /// <summary>What {% set %} assigns to: a name, names to unpack ("a, b" or "(a, b)"), or a
         /// namespace's attribute; then its value after "=", or, with none, the filters its block's
         /// text goes through.</summary>
@@ -553,7 +606,9 @@ public sealed partial class JinjaTemplate
                 {
                     position++;
                     var arguments = Arguments(")");
-                    value = macros.Contains(function.Identifier) ? new MacroCall(function.Identifier, arguments) : Values.Function(function.Identifier, arguments);
+                    value = macros.Contains(function.Identifier) ? new MacroCall(function.Identifier, arguments)
+                        : function.Identifier == "loop" ? new Lambda(s => LoopCall(function.Eval(s), arguments.Select(a => a.Eval(s)).ToList()), arguments)
+                        : Values.Function(function.Identifier, arguments);
                 }
                 else return value;
             }

@@ -13,16 +13,22 @@ public sealed partial class JinjaTemplate
     /// float's exact binary value, ties to even, as Python's dtoa gives them.</summary>
     static class Printf
     {
-        /// <summary>The widest field and the most digits after the point a format may ask for.
-        /// Python's have no such limit, but a float's digits take time growing with their number.</summary>
-        const int MaxFieldSize = 10_000;
+        /// <summary>The most digits after the point a format may ask for. Python's have no such
+        /// limit, but a float's digits take time growing with their number.</summary>
+        const int MaxPrecision = 10_000;
 
-        /// <summary>A width or precision as a format writes it (digits), refused beyond
-        /// <see cref="MaxFieldSize"/> rather than cut short, which would render a shorter text than
-        /// jinja2 does.</summary>
-        public static int FieldSize(ReadOnlySpan<char> digits, string what) =>
-            int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var size) && size <= MaxFieldSize ? size
-            : throw new JinjaException($"the format asks for a {what} of {(digits.Length > 20 ? $"{digits.Length} digits" : digits.ToString())}, beyond the {MaxFieldSize:N0} this template engine writes; ask for less");
+        /// <summary>A field's width as a format writes it (digits): as in Python, any that the text
+        /// a render may build (<see cref="MaxLength"/>) holds, since a width only pads.</summary>
+        public static int Width(ReadOnlySpan<char> digits) => FieldSize(digits, "width", MaxLength, "characters a template may build");
+
+        /// <summary>A precision as a format writes it (digits), up to <see cref="MaxPrecision"/>.</summary>
+        public static int Precision(ReadOnlySpan<char> digits) => FieldSize(digits, "precision", MaxPrecision, "digits this template engine writes");
+
+        /// <summary>A width or precision, refused beyond its limit rather than cut short, which
+        /// would render a shorter text than jinja2 does.</summary>
+        static int FieldSize(ReadOnlySpan<char> digits, string what, int most, string unit) =>
+            int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var size) && size <= most ? size
+            : throw new JinjaException($"the format asks for a {what} of {(digits.Length > 20 ? $"{digits.Length} digits" : digits.ToString())}, beyond the {most:N0} {unit}; ask for less");
 
         public static string Format(string format, IReadOnlyList<object?> args, IDictionary<string, object?>? mapping)
         {
@@ -46,16 +52,16 @@ public sealed partial class JinjaTemplate
                 }
                 var flags = "";
                 while (i < format.Length && format[i] is '-' or '+' or ' ' or '#' or '0') flags += format[i++];
-                int? Number(string what)
+                int? Number(bool isWidth)
                 {
                     if (i < format.Length && format[i] == '*') throw new JinjaException("a '*' width or precision in a format is not supported; write the number");
                     var from = i;
                     while (i < format.Length && char.IsAsciiDigit(format[i])) i++;
-                    return i > from ? FieldSize(format.AsSpan(from, i - from), what) : null;
+                    return i > from ? isWidth ? Width(format.AsSpan(from, i - from)) : Precision(format.AsSpan(from, i - from)) : null;
                 }
-                var width = Number("width") ?? 0;
+                var width = Number(isWidth: true) ?? 0;
                 int? precision = null;
-                if (i < format.Length && format[i] == '.') { i++; precision = Number("precision") ?? 0; }
+                if (i < format.Length && format[i] == '.') { i++; precision = Number(isWidth: false) ?? 0; }
                 if (i >= format.Length) throw new JinjaException("incomplete format");
                 var type = format[i];
                 if (type == '%') { text.Append('%'); continue; }

@@ -72,16 +72,19 @@ public sealed partial class JinjaTemplate
     /// <summary>{% for %}: as in Jinja, its body is a scope of its own, begun again each
     /// iteration: the loop's variables and the names its body sets hide those outside it (which
     /// each iteration starts from) until the loop ends, and only a namespace's attributes carry a
-    /// value out. Its else is a scope of its own too.</summary>
-    sealed class ForNode(List<string> targets, Expr iterable, Expr? filter, List<Node> body, List<Node>? otherwise) : Node
+    /// value out. Its else is a scope of its own too. A recursive loop's body may call
+    /// loop(items): the loop again over those items, one level deeper, giving the text it renders.</summary>
+    sealed class ForNode(List<string> targets, Expr iterable, Expr? filter, List<Node> body, List<Node>? otherwise, bool recursive) : Node
     {
         /// <summary>The names an iteration binds: the targets, loop and what the body sets.</summary>
         readonly string[] iterationNames = [.. targets.Append("loop").Union(Assigned(body))];
         readonly string[] otherwiseNames = otherwise is null ? [] : [.. Assigned(otherwise)];
 
-        protected override void Emit(Scope scope, StringBuilder output)
+        protected override void Emit(Scope scope, StringBuilder output) => Loop(scope, output, iterable.Eval(scope), depth0: 0);
+
+        void Loop(Scope scope, StringBuilder output, object? iterable, int depth0)
         {
-            var items = Values.Iterate(iterable.Eval(scope)).ToList();
+            var items = Values.Iterate(iterable).ToList();
             if (filter is not null)
             {
                 items = items.Where(item =>
@@ -101,7 +104,7 @@ public sealed partial class JinjaTemplate
             }
             var saved = Save(scope, iterationNames);
             scope.Loops.Add(saved);
-            var loop = new LoopInfo(items);
+            var loop = new LoopInfo(items, depth0, recursive ? Recursion(scope, output, depth0 + 1) : null);
             try
             {
                 for (var i = 0; i < items.Count; i++)
@@ -125,8 +128,25 @@ public sealed partial class JinjaTemplate
             Restore(scope, saved);
         }
 
+        /// <summary>loop(items) in a recursive loop's body: the loop over them, one level deeper, as
+        /// text (bounded as deeply nested macro calls are: a tree may be deeper than the stack).
+        /// Made apart from <see cref="Loop"/>, which would otherwise allocate the lambda's captures
+        /// for every loop, recursive or not.</summary>
+        Func<object?, string> Recursion(Scope scope, StringBuilder output, int depth0) => items =>
+        {
+            scope.Budget.EnterCall(macro: null);
+            try
+            {
+                var text = new StringBuilder();
+                Loop(scope, text, items, depth0);
+                Values.CheckLength((long)output.Length + text.Length);
+                return text.ToString();
+            }
+            finally { scope.Budget.LeaveCall(); }
+        };
+
         /// <summary>The values that names have before a scope hides them (undefined: none).</summary>
-        static Dictionary<string, object?> Save(Scope scope, string[] names)
+        public static Dictionary<string, object?> Save(Scope scope, string[] names)
         {
             var saved = new Dictionary<string, object?>(names.Length, StringComparer.Ordinal);
             foreach (var name in names) saved[name] = scope.TryGetValue(name, out var v) ? v : Undefined.Instance;
@@ -151,11 +171,41 @@ public sealed partial class JinjaTemplate
         }
     }
 
-    /// <summary>A loop's "loop" variable, one for all its iterations: its attributes, and the
-    /// methods loop.cycle(...) and loop.changed(...). (Jinja's loop.depth is that of a recursive
-    /// loop, which this subset has not: always 1.)</summary>
-    internal sealed class LoopInfo(List<object?> items)
+    /// <summary>loop(items), the value of "loop" called: a recursive loop again over the items.</summary>
+    static string LoopCall(object? loop, List<object?> arguments) => (loop, arguments) switch
     {
+        (LoopInfo info, [var items]) => info.Recurse(items),
+        (LoopInfo, _) => throw new JinjaException($"loop(...) takes the items to loop over, one argument, not {arguments.Count}"),
+        (Undefined u, _) => throw u.Error(),
+        _ => throw new JinjaException("loop is not a loop here, so it cannot be called"),
+    };
+
+    /// <summary>{% filter %}: its body's text through the filters. As in Jinja, the body is a
+    /// scope of its own: a {% set %} in it lasts to its end.</summary>
+    sealed class FilterNode(List<FilterCall> filters, List<Node> body) : Node
+    {
+        readonly string[] assigned = [.. Assigned(body)];
+
+        protected override void Emit(Scope scope, StringBuilder output)
+        {
+            var outside = ForNode.Save(scope, assigned);
+            var text = new StringBuilder();
+            foreach (var node in body) node.Render(scope, text);
+            ForNode.Restore(scope, outside);
+            object? value = text.ToString();
+            foreach (var filter in filters) value = filter.Apply(value, scope);
+            Write(output, Values.ToText(value));
+        }
+    }
+
+    /// <summary>A loop's "loop" variable, one for all its iterations: its attributes, and the
+    /// methods loop.cycle(...) and loop.changed(...), and for a recursive loop loop(items).</summary>
+    internal sealed class LoopInfo(List<object?> items, int depth0, Func<object?, string>? recurse)
+    {
+        /// <summary>loop(items): refused, as by Jinja, in a loop not marked recursive.</summary>
+        public string Recurse(object? deeper) =>
+            recurse is null ? throw new JinjaException("loop(...) calls the loop again only in a loop marked recursive ({% for x in xs recursive %})") : recurse(deeper);
+
         /// <summary>What loop.changed(...) was last called with; none yet (a call is then a change).</summary>
         TupleValue? changedLast;
 
@@ -170,12 +220,12 @@ public sealed partial class JinjaTemplate
             "length" => (long)items.Count,
             "revindex" => (long)(items.Count - Index0),
             "revindex0" => (long)(items.Count - Index0 - 1),
-            "previtem" => Index0 > 0 ? items[Index0 - 1] : Undefined.Instance,
-            "nextitem" => Index0 < items.Count - 1 ? items[Index0 + 1] : Undefined.Instance,
-            "depth" => 1L,
-            "depth0" => 0L,
+            "previtem" => Index0 > 0 ? items[Index0 - 1] : Undefined.NoPrevious,
+            "nextitem" => Index0 < items.Count - 1 ? items[Index0 + 1] : Undefined.NoNext,
+            "depth" => depth0 + 1L,
+            "depth0" => (long)depth0,
             "cycle" or "changed" => new BoundMethod(this, name),
-            _ => Undefined.Instance,
+            _ => Undefined.Attribute(this, name),
         };
 
         /// <summary>loop.cycle('odd', 'even'): the argument at the iteration's place, in turn.</summary>
@@ -277,12 +327,12 @@ public sealed partial class JinjaTemplate
         public override void AddAssigned(HashSet<string> names) => names.Add(name);
     }
 
-    /// <summary>{% call name(args) %}body{% endcall %}: the macro called with the body as its
-    /// caller(), which renders where the call is.</summary>
-    sealed class CallNode(string name, List<Expr> arguments, List<Node> body, ExtraArguments extra) : Node
+    /// <summary>{% call(parameters) name(args) %}body{% endcall %}: the macro called with the body
+    /// as its caller(parameters), which renders where the call is.</summary>
+    sealed class CallNode(string name, List<Expr> arguments, List<(string Name, Expr? Default)> parameters, List<Node> body, ExtraArguments extra) : Node
     {
         protected override void Emit(Scope scope, StringBuilder output) =>
-            Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", [], body, extra, scope)));
+            Write(output, MacroCall.Invoke(scope, name, arguments, new Macro("caller", parameters, body, extra, scope)));
     }
 
     /// <summary>A defined macro: called, its body renders into the text it returns, in a scope of
@@ -324,14 +374,14 @@ public sealed partial class JinjaTemplate
                 else if (varargs is not null) varargs.Add(argument);
                 else throw new JinjaException($"macro '{name}' takes not more than {parameters.Count} argument(s)");
             }
-            budget.EnterMacro(name);
+            budget.EnterCall(name);
             try
             {
                 var scope = new Scope(definedIn, budget, definedIn.Clock);
                 // Innermost first, so a name several loops bound gets back what the outermost hid.
                 for (var i = definedIn.Loops.Count - 1; i >= loops; i--) ForNode.Restore(scope, definedIn.Loops[i]);
                 foreach (var (parameter, fallback) in parameters)
-                    scope[parameter] = given.TryGetValue(parameter, out var value) ? value : fallback is null ? Undefined.Instance : fallback.Eval(scope);
+                    scope[parameter] = given.TryGetValue(parameter, out var value) ? value : fallback is null ? Undefined.Parameter(parameter) : fallback.Eval(scope);
                 if (varargs is not null) scope["varargs"] = varargs;
                 if (kwargs is not null) scope["kwargs"] = kwargs;
                 if (caller is not null) scope["caller"] = caller;
@@ -339,7 +389,7 @@ public sealed partial class JinjaTemplate
                 foreach (var node in body) node.Render(scope, output);
                 return output.ToString();
             }
-            finally { budget.LeaveMacro(); }
+            finally { budget.LeaveCall(); }
         }
     }
 }

@@ -156,7 +156,7 @@ public sealed partial class JinjaTemplate
             }
             var widthFrom = i;
             while (i < spec.Length && char.IsAsciiDigit(spec[i])) i++;
-            var width = i > widthFrom ? Printf.FieldSize(spec.AsSpan(widthFrom, i - widthFrom), "width") : 0;
+            var width = i > widthFrom ? Printf.Width(spec.AsSpan(widthFrom, i - widthFrom)) : 0;
             char? grouping = i < spec.Length && spec[i] is ',' or '_' ? spec[i++] : null;
             int? precision = null;
             if (i < spec.Length && spec[i] == '.')
@@ -165,7 +165,7 @@ public sealed partial class JinjaTemplate
                 var from = i;
                 while (i < spec.Length && char.IsAsciiDigit(spec[i])) i++;
                 if (i == from) throw new JinjaException("Format specifier missing precision");
-                precision = Printf.FieldSize(spec.AsSpan(from, i - from), "precision");
+                precision = Printf.Precision(spec.AsSpan(from, i - from));
             }
             char? type = i < spec.Length ? spec[i++] : null;
             if (i < spec.Length) throw new JinjaException($"Invalid format specifier '{spec}' for object of type '{TypeName(value)}'");

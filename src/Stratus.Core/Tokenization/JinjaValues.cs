@@ -177,7 +177,8 @@ public sealed partial class JinjaTemplate
             }
             switch (v)
             {
-                case null or Undefined: json.Append("null"); break;
+                case null: json.Append("null"); break;
+                case Undefined u: throw new JinjaException($"{u.Error().Message}, and an undefined value cannot be written as JSON");
                 case bool b: json.Append(b ? "true" : "false"); break;
                 case long or double: json.Append(ToText(v)); break;
                 case string s: WriteString(json, s); break;
@@ -284,13 +285,14 @@ public sealed partial class JinjaTemplate
         /// spec.items is the method even where spec has the key "items" (spec["items"] is the key).</summary>
         public static object? Member(object? target, string name) => target switch
         {
-            Namespace ns => ns.TryGetValue(name, out var v) ? v : Undefined.Instance,
+            Undefined u => throw u.Error(),
+            Namespace ns => ns.TryGetValue(name, out var v) ? v : Undefined.Attribute(ns, name),
             LoopInfo loop => loop[name],
             IDictionary<string, object?> d when DictMethods.Contains(name) => new BoundMethod(d, name),
-            IDictionary<string, object?> d when ChangingDictMethods.Contains(name) => Undefined.Instance,
-            IDictionary<string, object?> d => d.TryGetValue(name, out var v) ? v : Undefined.Instance,
+            IDictionary<string, object?> when ChangingDictMethods.Contains(name) => Undefined.Unsafe(name),
+            IDictionary<string, object?> d => d.TryGetValue(name, out var v) ? v : Undefined.Attribute(d, name),
             string s when StringMethods.Contains(name) => new BoundMethod(s, name),
-            _ => Undefined.Instance,
+            _ => Undefined.Attribute(target, name),
         };
 
         /// <summary>Python's indexing, negative counting from the end; out of range is undefined,
@@ -298,10 +300,13 @@ public sealed partial class JinjaTemplate
         /// lacks is looked up as an attribute, as Jinja's getitem falls back to getattr.</summary>
         public static object? Index(object? target, object? index) => (target, index) switch
         {
+            (Undefined u, _) => throw u.Error(),
             (IDictionary<string, object?> d, string key) => d.TryGetValue(key, out var v) ? v : Member(target, key),
-            (IList<object?> list, long i) => Position(i, list.Count) is { } at ? list[at] : Undefined.Instance,
-            (string s, long i) => Position(i, s.Length) is { } at ? s[at].ToString() : Undefined.Instance,
-            _ => Undefined.Instance,
+            (IList<object?> list, long i) => Position(i, list.Count) is { } at ? list[at] : Undefined.Element(target, index),
+            (string s, long i) => Position(i, s.Length) is { } at ? s[at].ToString() : Undefined.Element(target, index),
+            // As Jinja's getitem: a name it cannot index by is looked up as an attribute.
+            (_, string key) => Member(target, key),
+            _ => Undefined.Element(target, index),
         };
 
         static int? Position(long index, int count) => (index < 0 ? count + index : index) is var at && at >= 0 && at < count ? (int)at : null;
@@ -315,6 +320,7 @@ public sealed partial class JinjaTemplate
             {
                 IList<object?> list => list.Count,
                 string s => s.Length,
+                Undefined u => throw u.Error(),
                 _ => throw new JinjaException($"cannot slice {Describe(target)}"),
             };
             var by = step switch { null => 1L, long l => l, _ => throw new JinjaException("slice indices must be integers or none") };
@@ -413,6 +419,8 @@ public sealed partial class JinjaTemplate
                         if (!Equal(x[i], y[i], depth + 1)) return Order(x[i], y[i], depth + 1);
                     }
                     return x.Count.CompareTo(y.Count);
+                case (Undefined u, _): throw u.Error();
+                case (_, Undefined u): throw u.Error();
                 default: throw new JinjaException($"cannot compare {Describe(a)} and {Describe(b)}");
             }
         }
@@ -440,6 +448,8 @@ public sealed partial class JinjaTemplate
             }
             // Python's printf-style formatting, which |format also uses: "%s has %d" % (name, n).
             if (op == "%" && a is string format) return Printf.Format(format, b is TupleValue tuple ? tuple : [b], b as IDictionary<string, object?>);
+            if (a is Undefined ua) throw ua.Error();
+            if (b is Undefined ub) throw ub.Error();
             // A boolean is the integer 0 or 1 in Python's arithmetic (|sum of [true, true] is 2).
             if (a is bool ba) a = ba ? 1L : 0L;
             if (b is bool bb) b = bb ? 1L : 0L;
@@ -495,6 +505,7 @@ public sealed partial class JinjaTemplate
         {
             long or double => v,
             bool b => b ? 1L : 0L,
+            Undefined u => throw u.Error(),
             _ => throw new JinjaException($"cannot apply unary '+' to {Describe(v)}"),
         };
 
@@ -525,6 +536,26 @@ public sealed partial class JinjaTemplate
             if (double.IsInfinity(power) && double.IsFinite(p) && double.IsFinite(q)) throw new JinjaException($"{ToText(a)} ** {ToText(b)} is out of the range of floats");
             return power;
         }
+
+        /// <summary>The name of a value's type as jinja2's errors write it (Python's type name:
+        /// 'dict object', 'str object', 'None').</summary>
+        public static string TypeName(object? v) => v switch
+        {
+            null => "None",
+            bool => "bool object",
+            long => "int object",
+            double => "float object",
+            string => "str object",
+            TupleValue => "tuple object",
+            Namespace => "jinja2.utils.Namespace object",
+            IDictionary<string, object?> => "dict object",
+            LoopInfo => "jinja2.runtime.LoopContext object",
+            Macro => "jinja2.runtime.Macro object",
+            BoundMethod => "builtin_function_or_method object",
+            GlobalFunction => "function object",
+            Undefined => "jinja2.runtime.Undefined object",
+            _ => "list object",
+        };
 
         public static string Describe(object? v) => v switch
         {

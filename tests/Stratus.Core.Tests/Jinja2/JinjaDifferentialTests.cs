@@ -1,8 +1,9 @@
 // Stratus's Jinja against jinja2 itself: each case of JinjaDifferentialCases.cs is what jinja2
 // 3.1.6 renders (or refuses), set up as transformers sets it up; make_cases.py beside this file
 // writes them. Scoping, operator precedence, whitespace control and line endings, loop.*, macros'
-// varargs and kwargs, str.format, number literals, case mappings, Markup, and chat templates in
-// the style of real models' with tool calls.
+// varargs and kwargs, str.format, number literals, case mappings, Markup, undefined values,
+// {% raw %}, recursive loops, caller() arguments, {% filter %} blocks, and chat templates in the
+// style of real models' with tool calls.
 using System.Text.Json;
 using Stratus.Tokenization;
 

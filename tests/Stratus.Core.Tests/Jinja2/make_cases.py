@@ -149,11 +149,14 @@ CASES = [
     ("a width or precision of more than 64 bits", "{{ '{:99999999999999999999}'.format('a') }}", {}),
     ("a % width beyond 32 bits", "{{ '%99999999999d' % 1 }}", {}),
     ("a % precision beyond 32 bits", "{{ '%.99999999999f' % 1 }}", {}),
-    # Python pads any width and writes any number of digits; Stratus refuses beyond 10,000 (digits
-    # after the point cost time growing with their number) rather than render a shorter text.
-    ("a width beyond 10,000", "{{ '{:20000}'.format(1) }}", {}, "width of 20000, beyond the 10,000"),
+    # Python pads any width and writes any number of digits. Stratus pads any width the text a
+    # render may build holds (8 Mi characters), and refuses more digits after the point than
+    # 10,000 (they cost time growing with their number) rather than render a shorter text.
+    ("a width beyond 10,000", "{{ '{:20000}'.format(1) | length }} {{ ('%20000d' % 1) | length }} {{ '{:>20000}'.format('a')[-2:] }}", {}),
+    ("a width beyond the text a render builds", "{{ '{:9000000}'.format(1) | length }}", {}, "width of 9000000, beyond the 8,388,608 characters"),
+    ("a % width beyond the text a render builds", "{{ ('%9000000d' % 1) | length }}", {}, "width of 9000000, beyond the 8,388,608 characters"),
     ("a precision beyond 10,000", "{{ '{:.20000f}'.format(1) }}", {}, "precision of 20000, beyond the 10,000"),
-    ("a % width beyond 10,000", "{{ '%20000d' % 1 }}", {}, "width of 20000, beyond the 10,000"),
+    ("a % precision beyond 10,000", "{{ '%.20000f' % 1 }}", {}, "precision of 20000, beyond the 10,000"),
     ("a width of 10,000", "{{ '{:10000}'.format(1) | length }} {{ ('%10000s' % 'a') | length }} {{ '{:.10000f}'.format(1) | length }}", {}),
     ("indent by any width", "{{ 'a\\nb' | indent(2000) | length }} {{ 'a' | indent(999999999) }} {{ 'a\\nb' | indent(-3) }}", {}),
     ("abs of the extremes", "{{ (-9223372036854775807 - 1) | abs }}", {}, "beyond 64-bit integers"),
@@ -189,6 +192,63 @@ CASES = [
     # text, and escaping twice escapes twice.
     ("escape twice", "{{ '<b>' | e | e }} {{ '<' | safe | e }} {{ '<a>' | escape | length }}", {}, Differs("&amp;lt;b&amp;gt; &lt; 9", "no Markup: |escape gives plain text")),
     ("escape then concatenate", "{{ ('<b>' | e) ~ '<' }}", {}),
+    # Undefined, as transformers' environment has it (jinja2's default Undefined): a missing
+    # variable, key, attribute or element prints as nothing, is false, empty and equal only to
+    # another undefined, but reading into it, calling it, computing with it or writing it as JSON
+    # raises, naming what was missing.
+    ("undefined prints as nothing", "[{{ x }}][{{ d.b }}][{{ l[5] }}][{{ s.text }}][{{ x ~ 'a' }}][{{ x | length }}{{ x | count }}][{{ x | upper }}{{ x | trim }}{{ x | string }}{{ x | e }}]", {"d": {"a": 1}, "l": [1], "s": "ab"}),
+    ("undefined is false, empty and equal to none of the values", "{{ x is defined }} {{ x == none }} {{ x != 1 }} {{ 'a' in x }} {{ x in [1] }} {{ x | list }} {{ x | sort }} {{ x | join(',') }} {{ x | default('z') }} {% for i in x %}{{ i }}{% else %}empty{% endfor %} {{ x is none }} {{ x is string }} {{ d.b is defined }} {{ x == y }}", {"d": {"a": 1}}),
+    ("an attribute of an undefined variable", "{{ x.y }}", {}),
+    ("an attribute of a missing key", "{{ d.b.c }}", {"d": {"a": 1}}),
+    ("an attribute of a missing element", "{{ l[5].c }}", {"l": [1]}),
+    ("an attribute of a string's missing attribute", "{{ s.text.x }}", {"s": "ab"}),
+    ("an item of an undefined variable", "{{ x['y'] }}", {}),
+    ("whether an attribute of an undefined variable is defined", "{{ x.y is defined }}", {}),
+    ("a default for an attribute of an undefined variable", "{{ x.y | default('z') }}", {}),
+    ("an attribute of the first of nothing", "{{ ([] | first).a }}", {}),
+    ("an attribute of a method", "[{{ d.items.x }}]", {"d": {"a": 1}}),
+    ("arithmetic with undefined", "{{ x + 1 }}", {}),
+    ("arithmetic with undefined on the right", "{{ 'a' + x }}", {}),
+    ("undefined multiplied", "{{ x * 2 }}", {}),
+    ("undefined negated", "{{ -x }}", {}),
+    ("undefined compared by order", "{{ x < 1 }}", {}),
+    ("undefined called", "{{ x() }}", {}),
+    ("undefined as an integer", "{{ x | int }}", {}),
+    ("undefined as JSON", "{{ x | tojson }}", {}),
+    ("a missing key as JSON", "{{ d.b | tojson }}", {"d": {"a": 1}}),
+    ("undefined dictsorted", "{{ x | dictsort }}", {}),
+    ("items of undefined", "{% for k, v in x | items %}{{ k }}{% endfor %}ok", {}),
+    ("items of a string", "{% for k, v in 'ab' | items %}{{ k }}{% endfor %}", {}),
+    ("items of none", "{% for k, v in none | items %}{{ k }}{% endfor %}", {}),
+    # {% raw %}: its text is written as it is, tags and all; whitespace control applies to its own tags.
+    ("raw", "{% raw %}{{ x }}{% if %}{# c #}{% endraw %}|{{ 1 }}", {}),
+    ("raw with whitespace control", "a  {%- raw -%}  {{ b }}  {%- endraw -%}  c\n  {% raw %}\nd{% endraw %}\ne", {}),
+    ("raw spanning lines", "{% for i in range(2) %}{% raw %}\n{{ i }}\n{% endraw %}{{ i }}{% endfor %}", {}),
+    ("raw not closed", "{% raw %}{{ x }}", {}),
+    ("endraw without raw", "{% endraw %}", {}),
+    # Recursive loops: loop(children) renders the body again over them, one level deeper.
+    ("a recursive loop", "{% for n in tree recursive %}<{{ n.name }}:{{ loop.depth }}{% if n.children %}[{{ loop(n.children) }}]{% endif %}>{% endfor %}", {"tree": [{"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}, {"name": "d"}]}, {"name": "e"}]}),
+    ("a recursive loop's loop variables", "{% for n in tree recursive %}{{ loop.index }}/{{ loop.length }}{{ loop.first }}{{ loop.depth0 }}{% if n is mapping %}({{ loop(n['k']) }}){% endif %};{% endfor %}", {"tree": [1, {"k": [2, 3]}, 4]}),
+    ("a recursive loop with a filter and else", "{% for n in tree if n.keep recursive %}{{ n.name }}{{ loop(n.children or []) }}{% else %}-{% endfor %}", {"tree": [{"name": "a", "keep": True, "children": [{"name": "b", "keep": False}]}, {"name": "c", "keep": True}]}),
+    ("a recursive loop unpacking pairs", "{% for k, v in d | dictsort recursive %}{{ k }}{% if v is mapping %}({{ loop(v | dictsort) }}){% endif %}{% endfor %}", {"d": {"b": {"y": 1, "x": {"z": 2}}, "a": 0}}),
+    ("loop() in a loop that is not recursive", "{% for n in [1] %}{{ loop([2]) }}{% endfor %}", {}),
+    ("a recursive loop's scope", "{% set x = 'o' %}{% for n in [[1], 2] recursive %}{% set x = n %}{% if n is iterable %}{{ loop(n) }}{% endif %}{{ x }}{% endfor %}{{ x }}", {}),
+    ("break in a recursive loop", "{% for n in [[1, 2, 3], 4, 5] recursive %}{% if n == 2 %}{% break %}{% endif %}{% if n is iterable %}{{ loop(n) }}{% else %}{{ n }}{% endif %}{% endfor %}", {}),
+    # {% call(args) m() %}: caller(...) passes the body its arguments.
+    ("call with arguments", "{% macro list(items) %}{% for i in items %}{{ caller(i, loop.index) }}{% endfor %}{% endmacro %}{% call(item, n) list(['a', 'b']) %}{{ n }}={{ item }};{% endcall %}", {}),
+    ("call with a default argument", "{% macro m() %}{{ caller() }}|{{ caller('x') }}{% endmacro %}{% call(a='d') m() %}[{{ a }}]{% endcall %}", {}),
+    ("call with a keyword argument", "{% macro m() %}{{ caller(b=2, a=1) }}{% endmacro %}{% call(a, b) m() %}{{ a }}{{ b }}{% endcall %}", {}),
+    ("call with too many arguments", "{% macro m() %}{{ caller(1, 2) }}{% endmacro %}{% call(a) m() %}{{ a }}{% endcall %}", {}),
+    ("call with a missing argument", "{% macro m() %}[{{ caller() }}]{% endmacro %}{% call(a) m() %}{{ a }}{% endcall %}", {}),
+    ("call's arguments hide outer names", "{% set a = 'out' %}{% macro m() %}{{ caller('in') }}{% endmacro %}{% call(a) m() %}{{ a }}{% endcall %}{{ a }}", {}),
+    ("call with arguments and varargs", "{% macro m() %}{{ caller(1, 2, 3) }}{% endmacro %}{% call(a) m() %}{{ a }}{{ varargs }}{% endcall %}", {}),
+    # {% filter %}: the body's text through filters (Fireworks' firefunction-v2 trims a block of
+    # instructions with it); its body is a scope of its own.
+    ("filter blocks", "{% set x = 1 %}{% filter upper %}a{% set x = 2 %}{{ x }}{% endfilter %}{{ x }}|{% filter trim | upper %}  ab  {% endfilter %}|{% filter indent(2, true) %}a\nb{% endfilter %}|{% filter default('z') %}{% endfilter %}", {}),
+    ("a filter block in a set block", "{%- set suffix -%}\n{%- filter trim -%}\n  Call functions.\n\n  {{ n }} of them.\n{%- endfilter -%}\n{%- endset -%}\n[{{ suffix }}]", {"n": 2}),
+    ("break in a filter block", "{% for i in range(3) %}{% filter upper %}x{{ i }}{% if i == 1 %}{% break %}{% endif %}{% endfilter %}{% endfor %}", {}),
+    ("a filter block without a filter", "{% filter %}a{% endfilter %}", {}),
+    ("a filter block of an unknown filter", "{% filter nope %}a{% endfilter %}", {}),
     # Real templates' styles with tools (the C# tests' templates), with a fixed clock.
     ("Llama 3.1 style, one call", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
     ("Llama 3.1 style, no tools", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"][:2], tools=None, add_generation_prompt=True)),

@@ -10,10 +10,19 @@ public sealed record JobEnd(JobState State, int? ExitCode, string? Reason);
 
 /// <summary>What an executor finds of a job that the database calls queued or running: that its
 /// training runs, since <paramref name="StartedAt"/> where the executor knows when it started, or
-/// how it ended (<paramref name="End"/>).</summary>
+/// how it ended (<paramref name="End"/>); or, <see cref="AsRecorded"/>, that it is as recorded
+/// (waiting in its scheduler's queue, or the scheduler could not be asked).</summary>
 public sealed record JobObservation(DateTimeOffset? StartedAt, JobEnd? End)
 {
+    /// <summary>The job is as the database records it; <see cref="Slurm"/> says what Slurm said.</summary>
+    public bool AsRecorded { get; private init; }
+
+    /// <summary>What Slurm said of the job as it was read (null under the local executor).</summary>
+    public SlurmStatus? Slurm { get; init; }
+
     public static JobObservation Running(DateTimeOffset? since) => new(since, null);
+
+    public static JobObservation Recorded(SlurmStatus slurm) => new(null, null) { AsRecorded = true, Slurm = slurm };
 
     public static implicit operator JobObservation(JobEnd end) => new(null, end);
 }

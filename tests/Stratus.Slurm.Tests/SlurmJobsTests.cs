@@ -281,11 +281,11 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
             var slurm = Show(temp, id)["slurm"]!;
             Assert.Equal((slurmJob, "PENDING", "main", "1-02:30:00", null, 1, 1, null),
                 ((string)slurm["job_id"]!, (string?)slurm["state"], (string?)slurm["partition"], (string?)slurm["time_limit"], (string?)slurm["nodes"], (int?)slurm["ranks"], (int?)slurm["cpus_per_rank"], (string?)slurm["unreachable"]));
-            // Every core taken by the job before it: Slurm's word for why it waits.
-            var reason = (string)slurm["reason"]!;
-            Assert.Contains(reason, new[] { "Resources", "Priority" });
-            Assert.Contains($"slurm:      PENDING ({reason}), partition main, time limit 1-02:30:00, 1 rank of 1 CPU, nodes -\n", Jobs(temp, "show", id).Stdout);
-            Assert.Matches($@"│ {id}\s+│ queued \({reason}\)\s+│ {slurmJob}\s+│", Jobs(temp, "list").Stdout);
+            // Every core taken by the job before it: Slurm's word for why it waits (Priority until its
+            // scheduler has looked at the job, then Resources).
+            Assert.Contains((string)slurm["reason"]!, new[] { "Resources", "Priority" });
+            Assert.Matches(@"\nslurm:      PENDING \((Resources|Priority)\), partition main, time limit 1-02:30:00, 1 rank of 1 CPU, nodes -\n", Jobs(temp, "show", id).Stdout);
+            Assert.Matches($@"│ {id}\s+│ queued \((Resources|Priority)\)\s+│ {slurmJob}\s+│", Jobs(temp, "list").Stdout);
             var audited = (await PlatformStores.OpenSqlite(temp["home"]).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobSubmitted))).Single();
             var details = JsonNode.Parse(audited.Details)!;
             Assert.Equal(("slurm", null, "1-2:30", 1, 1), ((string?)details["executor"], (string?)details["partition"], (string?)details["time"], (int?)details["ranks"], (int?)details["cpus_per_rank"]));

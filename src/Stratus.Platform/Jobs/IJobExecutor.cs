@@ -27,6 +27,15 @@ public sealed record JobObservation(DateTimeOffset? StartedAt, JobEnd? End)
     public static implicit operator JobObservation(JobEnd end) => new(null, end);
 }
 
+/// <summary>One reading of jobs (a listing, or a job shown): what an executor learnt in it that
+/// holds for the rest of it.</summary>
+public sealed class JobReading
+{
+    /// <summary>Why Slurm could not be asked, once it could not: the reading's other Slurm jobs are
+    /// not asked again (scontrol retries a controller that is down for about 18 s a job).</summary>
+    public string? SlurmUnreachable { get; set; }
+}
+
 /// <summary>The scheduler an executor hands jobs to cannot be asked now (Slurm's controller down
 /// or unreachable, a command of its that does not answer): nothing the request did wrong, the
 /// operator's to fix, and the same request may pass later. An IOException, as any failure of the
@@ -46,8 +55,9 @@ public interface IJobExecutor
     string Launch(Job job);
 
     /// <summary>Whether a job the database calls queued or running still is: null where it is as
-    /// recorded (or may be: the executor cannot tell yet), else that it runs now or how it ended.</summary>
-    JobObservation? Observe(Job job);
+    /// recorded (or may be: the executor cannot tell yet), else that it runs now or how it ended.
+    /// <paramref name="reading"/> is the listing (or the one job shown) it is read in.</summary>
+    JobObservation? Observe(Job job, JobReading reading);
 
     /// <summary>Asks the job's training to stop (recorded as cancelled by whoever records its end);
     /// a job whose training has not started yet is stopped before it starts.</summary>

@@ -92,15 +92,20 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
     /// <exception cref="TrustUserException">(Conflict) Naming that job.</exception>
     public void RequireNoJobWriting(string runFolder)
     {
-        if (store.UnfinishedJobWriting(runFolder) is { } id && store.Get(id) is { } job) Observed(job);
+        if (store.UnfinishedJobWriting(runFolder) is { } id && store.Get(id) is { } job) Observed(job, new JobReading());
         store.RequireNoJobWriting(runFolder);
     }
 
     /// <exception cref="TrustUserException">(NotFound) No such job.</exception>
-    public Job Get(string id) => Observed(store.Get(id) ?? throw SqliteJobStore.UnknownJob(id));
+    public Job Get(string id) => Observed(store.Get(id) ?? throw SqliteJobStore.UnknownJob(id), new JobReading());
 
-    /// <summary>The jobs, newest first.</summary>
-    public IReadOnlyList<Job> List() => [.. store.List().Select(Observed)];
+    /// <summary>The jobs, newest first, read together: a scheduler that could not be asked for one
+    /// is not asked for the others.</summary>
+    public IReadOnlyList<Job> List()
+    {
+        var reading = new JobReading();
+        return [.. store.List().Select(job => Observed(job, reading))];
+    }
 
     /// <summary>Cancels a job that has not ended: its training stops after a last checkpoint (train's
     /// SIGTERM), or never starts; the job then ends cancelled.</summary>
@@ -131,10 +136,10 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
 
     /// <summary><paramref name="job"/> as it is: one its executor finds started or ended, or that its
     /// submitter never started, is recorded so (unless its supervisor recorded its end meanwhile) and read again.</summary>
-    Job Observed(Job job)
+    Job Observed(Job job, JobReading reading)
     {
         if (job.State.HasEnded() || Executor(job.Executor) is not { } executor) return job;
-        var observed = executor.Observe(job);
+        var observed = executor.Observe(job, reading);
         // What Slurm said goes with the job as read, whatever it changed.
         var slurm = observed?.Slurm;
         var seen = observed is { AsRecorded: true } ? null : observed ?? (job is { ExecutorReference: null, Pid: null } && store.Now - job.SubmittedAt > LaunchTimeout

@@ -87,16 +87,6 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     /// <summary>What sbatch is asked for <paramref name="job"/>.</summary>
     public SlurmOptions ResourcesOf(Job job) => job.Resources ?? options;
 
-    /// <summary>How long reads take Slurm as unreachable, without asking it again, after scontrol
-    /// (or sacct) could not reach it: scontrol retries a controller that is down for about 18 s,
-    /// which each Slurm job of a listing, or each of a server's requests, would otherwise wait.</summary>
-    internal static TimeSpan UnreachableFor { get; set; } = TimeSpan.FromSeconds(30);
-
-    /// <summary>Why Slurm could not be asked, and until when (Environment.TickCount64) reads take it
-    /// so; null while it answers. Shared by the server's requests, hence swapped whole.</summary>
-    Unreachability? unreachable;
-
-    sealed record Unreachability(string Why, long Until);
 
     /// <summary>How long a Slurm command may take: the controller answers in milliseconds, and
     /// one that does not (down, unreachable) is retried by the client for about MessageTimeout.
@@ -152,16 +142,16 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
             """;
     }
 
-    public JobObservation? Observe(Job job)
+    public JobObservation? Observe(Job job, JobReading reading)
     {
         // Just submitted, the submitter not having recorded the Slurm job yet (the job service ends
         // one whose submitter never does).
         if (job.ExecutorReference is not { } id) return null;
         // No Slurm commands here, or a controller (or accounting database) that does not answer:
         // the job is as recorded, saying why (listing jobs must not fail for it), and the jobs read
-        // after it do not wait for Slurm again.
-        if (Volatile.Read(ref unreachable) is { } known && Environment.TickCount64 < known.Until)
-            return JobObservation.Recorded(new SlurmStatus(id, Unreachable: $"{known.Why}; not asked again for this job"));
+        // after it in the same listing do not wait for Slurm again.
+        if (reading.SlurmUnreachable is { } known)
+            return JobObservation.Recorded(new SlurmStatus(id, Unreachable: $"{known}; not asked again for this job"));
         (SlurmJobRecord? Record, string? Unknown) slurm;
         try
         {
@@ -169,10 +159,9 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         }
         catch (Exception e) when (e is TrustUserException or IOException)
         {
-            Volatile.Write(ref unreachable, new Unreachability(e.Message, Environment.TickCount64 + (long)UnreachableFor.TotalMilliseconds));
+            reading.SlurmUnreachable = e.Message;
             return JobObservation.Recorded(new SlurmStatus(id, Unreachable: e.Message));
         }
-        Volatile.Write(ref unreachable, null);
         if (slurm.Record is not { } record)
             return new JobEnd(JobState.Failed, null,
                 $"Slurm no longer knows its job {id} (the controller forgets a finished job after MinJobAge) and keeps no accounting to ask ({slurm.Unknown}): how it ended is unknown; see {job.LogFile}");

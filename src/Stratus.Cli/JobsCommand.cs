@@ -158,7 +158,7 @@ static class JobsCommand
             if (job.Slurm is { Unreachable: { } unreachable }) Console.WriteLine($"slurm:      {unreachable}: the job is as last recorded");
             else if (job.Slurm is { } slurm)
                 Console.WriteLine($"slurm:      {slurm.State ?? "submitted"}{(slurm.Reason is { } why ? $" ({why})" : "")}, partition {slurm.Partition ?? "(the cluster's default)"}, time limit {slurm.TimeLimit ?? "(the partition's)"}, " +
-                    $"{slurm.Ranks} rank{(slurm.Ranks == 1 ? "" : "s")} of {slurm.CpusPerRank} CPU{(slurm.CpusPerRank == 1 ? "" : "s")}, nodes {slurm.Nodes ?? "-"}");
+                    $"{slurm.Ranks} rank{(slurm.Ranks == 1 ? "" : "s")}{(slurm.CpusPerRank is { } cpus ? $" of {cpus} CPU{(cpus == 1 ? "" : "s")}" : "")}, nodes {slurm.Nodes ?? "-"}");
             Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");
             Console.WriteLine($"started:    {Time(job.StartedAt)}");
             Console.WriteLine($"ended:      {Time(job.EndedAt)}{(job.ExitCode is { } code ? $", exit code {code}" : "")}");

@@ -278,7 +278,8 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
             Assert.DoesNotContain("sk-moderation-secret", environment);
 
             var id = Submitted().Match(submitted.Stdout).Groups[1].Value;
-            var slurm = Show(temp, id)["slurm"]!;
+            // Slurm gives no Reason until its scheduler has looked at the job.
+            var slurm = WaitFor(temp, id, job => job["slurm"]?["reason"] is not null).Job["slurm"]!;
             Assert.Equal((slurmJob, "PENDING", "main", "1-02:30:00", null, 1, 1, null),
                 ((string)slurm["job_id"]!, (string?)slurm["state"], (string?)slurm["partition"], (string?)slurm["time_limit"], (string?)slurm["nodes"], (int?)slurm["ranks"], (int?)slurm["cpus_per_rank"], (string?)slurm["unreachable"]));
             // Every core taken by the job before it: Slurm's word for why it waits (Priority until its

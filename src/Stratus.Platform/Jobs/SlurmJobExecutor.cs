@@ -87,7 +87,6 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     /// <summary>What sbatch is asked for <paramref name="job"/>.</summary>
     public SlurmOptions ResourcesOf(Job job) => job.Resources ?? options;
 
-
     /// <summary>How long a Slurm command may take: the controller answers in milliseconds, and
     /// one that does not (down, unreachable) is retried by the client for about MessageTimeout.
     /// Tests shorten it to meet a command that hangs.</summary>

@@ -5,7 +5,9 @@
 // writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
 // serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403). They
 // run under the executors serve's --jobs-executor enables (local unless it says otherwise; the first
-// given where a request names none): a request that names another is a 400.
+// given where a request names none): a request that names another is a 400. A Slurm job's
+// partition, time, ranks and cpus_per_rank are checked by the code that checks jobs submit's
+// options (SlurmOptions), each refusal a 400 naming its field.
 // Submissions and cancels are audited with the calling key's id as the actor. A job's metrics
 // (GET /api/jobs/{id}/metrics, for the dashboard's loss curves) are read from the run folder the job
 // recorded, never from a path the request names.

@@ -59,23 +59,24 @@ static class JobsCommand
         executor.AcceptOnlyFromAmong(LocalJobExecutor.ExecutorName, SlurmJobExecutor.ExecutorName);
         var partition = new Option<string>("--partition") { Description = "with --executor slurm: the partition to run in (default: the cluster's default; sinfo lists them)", HelpName = "name" };
         var time = new Option<string>("--time") { Description = "with --executor slurm: the job's time limit, as sbatch takes it (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM:SS, UNLIMITED; default: the partition's)", HelpName = "limit" };
-        var ranks = new Option<int>("--ranks")
+        var ranks = new Option<int?>("--ranks")
         {
-            Description = "with --executor slurm: data-parallel MPI ranks to train on (srun --mpi=pmix); gradient_accumulation_steps must be a multiple of it",
-            DefaultValueFactory = _ => 1,
+            Description = "with --executor slurm: data-parallel MPI ranks to train on (srun --mpi=pmix; default 1); gradient_accumulation_steps must be a multiple of it",
             HelpName = "n",
         };
-        var command = new Command("submit", "Start `stratus train` as a job that runs on after this command returns; prints its id.") { config, data, output, resume, initFrom, dataDir, executor, partition, time, ranks };
+        var cpusPerRank = new Option<int?>("--cpus-per-rank")
+        {
+            Description = "with --executor slurm: CPUs each rank is given (sbatch --cpus-per-task), and the threads its libtorch runs (default 1, what Slurm gives a task unless asked)",
+            HelpName = "c",
+        };
+        var command = new Command("submit", "Start `stratus train` as a job that runs on after this command returns; prints its id.") { config, data, output, resume, initFrom, dataDir, executor, partition, time, ranks, cpusPerRank };
         var overrides = new ConfigOptions(command);
         command.SetAction((result, ct) =>
         {
             var resumed = result.GetValue(resume);
             if (resumed is not null) TrainCommand.RequireResumeAlone(result, config, output, initFrom);
             var runner = result.GetValue(executor)!;
-            var slurm = new SlurmOptions(result.GetValue(partition), result.GetValue(time), result.GetValue(ranks));
-            if (runner != SlurmJobExecutor.ExecutorName && (slurm.Partition is not null || slurm.Time is not null || result.GetResult(ranks) is { Implicit: false }))
-                throw new StratusUserException("--partition, --time and --ranks ask Slurm for the job's resources: give them with --executor slurm");
-            if (slurm.Ranks < 1) throw new StratusUserException($"--ranks must be 1 or more, got {slurm.Ranks}");
+            var slurm = SlurmOptions.Requested(runner, result.GetValue(partition), result.GetValue(time), result.GetValue(ranks), result.GetValue(cpusPerRank));
             var arguments = resumed is not null
                 ? new TrainArguments(null, result.GetValue(data) is { } moved ? Path.GetFullPath(moved) : null, Path.GetFullPath(resumed), overrides.Overrides(result), Resume: true)
                 : new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null, Path.GetFullPath(TrainCommand.Required(result, data)),
@@ -87,8 +88,8 @@ static class JobsCommand
             if (File.Exists(Path.Combine(home, PlatformDatabase.FileName))) JobService.Open(home, SelfCommand()).RequireNoJobWriting(arguments.Out);
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
             Trainer.CheckRanks(arguments.Resume ? Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data)
-                : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom), slurm.Ranks);
-            var job = JobService.Open(home, SelfCommand(), slurm).Submit(arguments, TrustCommands.Actor, runner);
+                : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom), slurm?.Ranks ?? 1);
+            var job = JobService.Open(home, SelfCommand()).Submit(arguments, TrustCommands.Actor, runner, slurm);
             Console.WriteLine($"submitted {job.Id}{(runner == SlurmJobExecutor.ExecutorName ? $" (Slurm job {job.ExecutorReference})" : "")}: {(arguments.Resume ? "resume" : "train into")} {job.Arguments.Out}, its output in {job.LogFile}");
             Console.WriteLine(Invocation.Spell($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`"));
             return Task.FromResult(0);
@@ -115,15 +116,20 @@ static class JobsCommand
                 return Task.FromResult(0);
             }
             var now = DateTimeOffset.UtcNow;
-            var table = new Table().AddColumns("Id", "State", "Started (UTC)", "Duration", "Out", "Step", "Loss");
+            var table = new Table().AddColumns("Id", "State", "Slurm job", "Started (UTC)", "Duration", "Out", "Step", "Loss");
             foreach (var job in jobs)
             {
                 var last = MetricsLog.LastTrainingStep(job.Arguments.Out);
-                table.AddRow(job.Id, job.State.WireName(), job.StartedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "",
+                // A job that waits says why, in Slurm's word (Priority, Resources, ...).
+                var state = job.Slurm is { Reason: { } why, State: "PENDING" } ? $"{job.State.WireName()} ({why})" : job.State.WireName();
+                table.AddRow(job.Id, Markup.Escape(state), Markup.Escape(JobView.SlurmJobId(job) ?? ""), job.StartedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "",
                     job.StartedAt is { } started ? Duration((job.EndedAt ?? now) - started) : "", Markup.Escape(job.Arguments.Out),
                     last?.Step.ToString(CultureInfo.InvariantCulture) ?? "", last?.Loss.ToString("F4", CultureInfo.InvariantCulture) ?? "");
             }
             TrustCommands.Write(table);
+            // Read once for the listing: the Slurm jobs after the first it could not ask read as recorded too.
+            if (jobs.FirstOrDefault(job => job.Slurm?.Unreachable is not null)?.Slurm is { } unreachable)
+                Console.WriteLine($"{unreachable.Unreachable}: its Slurm jobs are as last recorded.");
             return Task.FromResult(0);
         });
         return command;
@@ -148,7 +154,11 @@ static class JobsCommand
             Console.WriteLine($"id:         {job.Id}");
             Console.WriteLine(Invocation.Spell($"state:      {job.State.WireName()}{(job.Reason is { } reason ? $": {reason}" : "")}"));
             Console.WriteLine(Invocation.Spell($"command:    stratus {TrainArguments.ShellLine(job.Arguments.CommandLine())}"));
-            Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : job.Executor == SlurmJobExecutor.ExecutorName && job.ExecutorReference is { } slurmJob ? $", Slurm job {slurmJob}" : "")}");
+            Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : JobView.SlurmJobId(job) is { } slurmJob ? $", Slurm job {slurmJob}" : "")}");
+            if (job.Slurm is { Unreachable: { } unreachable }) Console.WriteLine($"slurm:      {unreachable}: the job is as last recorded");
+            else if (job.Slurm is { } slurm)
+                Console.WriteLine($"slurm:      {slurm.State ?? "submitted"}{(slurm.Reason is { } why ? $" ({why})" : "")}, partition {slurm.Partition ?? "(the cluster's default)"}, time limit {slurm.TimeLimit ?? "(the partition's)"}, " +
+                    $"{slurm.Ranks} rank{(slurm.Ranks == 1 ? "" : "s")}{(slurm.CpusPerRank is { } cpus ? $" of {cpus} CPU{(cpus == 1 ? "" : "s")}" : "")}, nodes {slurm.Nodes ?? "-"}");
             Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");
             Console.WriteLine($"started:    {Time(job.StartedAt)}");
             Console.WriteLine($"ended:      {Time(job.EndedAt)}{(job.ExitCode is { } code ? $", exit code {code}" : "")}");

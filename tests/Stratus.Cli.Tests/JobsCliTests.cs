@@ -86,8 +86,33 @@ public sealed partial class JobsCliTests
         Assert.Contains("val loss", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
         var list = Jobs(temp, "list");
         Assert.Matches($@"{id}\s+│ succeeded │ .* │ {Regex.Escape(temp["run"])}\s+│ 5\s+│ \d\.\d{{4}}", list.Stdout);
+        // A local job's Slurm job column is empty.
+        Assert.Matches($@"│ Slurm job │ .*\n(.*\n)*.*{id}\s+│ succeeded │\s+│ \d{{4}}-", list.Stdout);
+        Assert.Null(System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", id, "--json").Stdout)!["slurm"]);
         var audit = Cli.Run("audit", "list", "--data-dir", temp["home"]);
         Assert.Contains("job.submitted", audit.Stdout);
+    }
+
+    /// <summary>What a Slurm job asks sbatch for is in its submission's audit entry, sbatch or no
+    /// sbatch (here none: the job is recorded failed); asked of a local job, or out of range, it is refused.</summary>
+    [Fact]
+    public async Task A_Slurm_jobs_partition_time_ranks_and_cpus_are_audited_and_refused_for_a_local_job()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Cli.PrepareTiny(temp);
+        var local = Jobs(temp, "submit", "--cpus-per-rank", "2", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal((2, "error: --partition, --time, --ranks and --cpus-per-rank ask Slurm for the job's resources: give them with --executor slurm\n"), (local.ExitCode, local.Stderr));
+        var none = Jobs(temp, "submit", "--executor", "slurm", "--cpus-per-rank", "0", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal((2, "error: --cpus-per-rank must be 1 or more, got 0\n"), (none.ExitCode, none.Stderr));
+        Assert.False(Directory.Exists(temp["home"]), "a refused job was recorded");
+
+        var info = Cli.StartInfo("jobs", "submit", "--executor", "slurm", "--partition", "cpu", "--time", "30", "--ranks", "2", "--cpus-per-rank", "3",
+            "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "2", "--data-dir", temp["home"]);
+        info.Environment["PATH"] = temp["empty-path"];
+        Assert.Equal(2, Cli.Run(info).ExitCode);
+        var audited = (await Stratus.Platform.PlatformStores.OpenSqlite(temp["home"]).Audit.ReadAsync(new Stratus.Platform.AuditQuery(Action: Stratus.Platform.AuditActions.JobSubmitted))).Single();
+        var details = System.Text.Json.Nodes.JsonNode.Parse(audited.Details)!;
+        Assert.Equal(("slurm", "cpu", "30", 2, 3), ((string?)details["executor"], (string?)details["partition"], (string?)details["time"], (int?)details["ranks"], (int?)details["cpus_per_rank"]));
     }
 
     [Fact]

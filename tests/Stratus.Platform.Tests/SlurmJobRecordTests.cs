@@ -18,8 +18,8 @@ public sealed class SlurmJobRecordTests : IDisposable
             null, null, null, null, DateTimeOffset.UtcNow, DateTimeOffset.UtcNow, null, cancelRequestedAt, "cli:test", Path.Combine(run, "job-0000abcd.log"));
 
     /// <summary>scontrol's line for a job, as Slurm 22.05 prints it (shortened), in the given state.</summary>
-    static string Scontrol(string state, string exitCode, string nodeList = "vm", string startTime = "2026-11-27T17:32:55") =>
-        $"JobId=42 JobName=job-0000abcd UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=4294901759 Nice=0 Account=(null) QOS=(null) JobState={state} Reason=None " +
+    static string Scontrol(string state, string exitCode, string nodeList = "vm", string startTime = "2026-11-27T17:32:55", string reason = "None") =>
+        $"JobId=42 JobName=job-0000abcd UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=4294901759 Nice=0 Account=(null) QOS=(null) JobState={state} Reason={reason} " +
         $"Dependency=(null) Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode={exitCode} RunTime=00:00:01 TimeLimit=UNLIMITED TimeMin=N/A SubmitTime=2026-11-27T17:32:54 " +
         $"EligibleTime=2026-11-27T17:32:54 StartTime={startTime} EndTime=2026-11-27T17:32:56 Partition=main ReqNodeList=(null) ExcNodeList=(null) NodeList={nodeList} " +
         "BatchHost=vm NumNodes=1 NumCPUs=2 NumTasks=2 CPUs/Task=1 Command=/tmp/a b/script WorkDir=/tmp StdOut=/tmp/x.log Power=\n";
@@ -34,6 +34,15 @@ public sealed class SlurmJobRecordTests : IDisposable
         Assert.Null(SlurmJobExecutor.ParseScontrol(Scontrol("CANCELLED", "0:0", nodeList: ""))!.StartTime);
         Assert.Null(SlurmJobExecutor.ParseScontrol(Scontrol("PENDING", "0:0", nodeList: "", startTime: "Unknown"))!.StartTime);
         Assert.Null(SlurmJobExecutor.ParseScontrol("slurm_load_jobs error: Invalid job id specified"));
+    }
+
+    [Fact]
+    public void Scontrols_line_gives_why_a_job_waits_its_partition_time_limit_nodes_and_cpus_per_task()
+    {
+        var waiting = SlurmJobExecutor.ParseScontrol(Scontrol("PENDING", "0:0", nodeList: "(null)", startTime: "Unknown", reason: "PartitionTimeLimit"))!;
+        Assert.Equal(("PartitionTimeLimit", "main", "UNLIMITED", null, 1), (waiting.Reason, waiting.Partition, waiting.TimeLimit, waiting.Nodes, waiting.CpusPerTask));
+        var running = SlurmJobExecutor.ParseScontrol(Scontrol("RUNNING", "0:0", nodeList: "node[1-2]"))!;
+        Assert.Equal((null, "node[1-2]"), (running.Reason, running.Nodes));
     }
 
     [Fact]
@@ -55,6 +64,11 @@ public sealed class SlurmJobRecordTests : IDisposable
         Assert.Equal(new JobEnd(JobState.Failed, 0, $"Slurm job 42 ended DEADLINE; see {run}/job-0000abcd.log"), Seen("DEADLINE", "0:0")!.End);
         Directory.CreateDirectory(Path.Combine(run, "checkpoints", "last"));
         Assert.Equal(new JobEnd(JobState.Cancelled, 143, $"Slurm job 42 was cancelled in Slurm (scancel); continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`"), Seen("CANCELLED", "0:15")!.End);
+        // A time limit, or a job of higher priority, that ended it after a checkpoint: how to go on, as after a cancel.
+        Assert.Equal(new JobEnd(JobState.Failed, 143, $"Slurm job 42 reached its time limit (TIMEOUT; submit with a longer --time); continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`"),
+            Seen("TIMEOUT", "0:15")!.End);
+        Assert.Equal(new JobEnd(JobState.Failed, 143, $"Slurm job 42 was preempted for another job (PREEMPTED); continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`"),
+            Seen("PREEMPTED", "0:15")!.End);
         Assert.Equal(new JobEnd(JobState.Cancelled, null, "cancelled before its training started"),
             SlurmJobExecutor.Observation(SlurmJobExecutor.ParseScontrol(Scontrol("CANCELLED", "0:0", nodeList: ""))!, Running())!.End);
     }
@@ -77,6 +91,39 @@ public sealed class SlurmJobRecordTests : IDisposable
         Assert.Equal("COMPLETED", SlurmJobExecutor.Accounted((0, "COMPLETED|0:0|2026-11-27T17:32:55\n", ""))!.Value.Record!.State);
         Assert.Null(SlurmJobExecutor.Accounted((1, "", "sacct: error: There is a problem talking to the database: Connection refused.  Only local cluster communication is available, remove --cluster or contact your admin to resolve the problem.\n")));
         Assert.Null(SlurmJobExecutor.Accounted((1, "", "sacct: error: slurm_persist_conn_open_without_init: failed to open persistent connection to host:localhost:6819: Connection refused\n")));
+    }
+
+    [Fact]
+    public void Slurms_resources_are_refused_for_another_executor_and_under_one_naming_the_field()
+    {
+        Assert.Null(SlurmOptions.Requested("local", null, null, null, null));
+        Assert.Equal(SlurmOptions.Default, SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, null, null, null, null));
+        Assert.Equal(new SlurmOptions("cpu", "30", 2, 4), SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, "cpu", "30", 2, 4));
+        foreach (var (requested, param, message) in new (Func<SlurmOptions?>, string, string)[]
+        {
+            (() => SlurmOptions.Requested("local", null, null, null, 2), "cpus_per_rank", "--partition, --time, --ranks and --cpus-per-rank ask Slurm for the job's resources: give them with --executor slurm"),
+            (() => SlurmOptions.Requested("local", "cpu", null, 2, null), "partition", "--partition, --time, --ranks and --cpus-per-rank ask Slurm for the job's resources: give them with --executor slurm"),
+            (() => SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, null, null, 0, null), "ranks", "--ranks must be 1 or more, got 0"),
+            (() => SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, null, null, null, -1), "cpus_per_rank", "--cpus-per-rank must be 1 or more, got -1"),
+            (() => SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, null, "90m", null, null), "time", "--time 90m is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED"),
+        })
+        {
+            var refused = Assert.Throws<Stratus.Safety.TrustUserException>(requested);
+            Assert.Equal((message, param), (refused.Message, refused.Param));
+        }
+    }
+
+    /// <summary>Each rank runs as many libtorch threads as it has CPUs, and srun is told them
+    /// (Slurm 22.05 does not pass sbatch's --cpus-per-task on to it).</summary>
+    [Fact]
+    public void The_batch_script_gives_each_rank_its_cpus_as_libtorchs_threads()
+    {
+        var executor = new SlurmJobExecutor(["/opt/stratus"], SlurmOptions.Default);
+        var script = executor.BatchScript(Running() with { Resources = new SlurmOptions(null, null, 2, 3) });
+        Assert.Contains("\nexport OMP_NUM_THREADS=3\n", script);
+        Assert.Contains("\nexec srun --mpi=pmix --kill-on-bad-exit=1 --ntasks=2 --cpus-per-task=3 /opt/stratus train ", script);
+        Assert.Contains("\nexport OMP_NUM_THREADS=1\n", executor.BatchScript(Running()));
+        Assert.Contains("\nexec /opt/stratus train ", executor.BatchScript(Running()));
     }
 
     [Theory]

@@ -135,6 +135,48 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.Equal((HttpStatusCode.Created, "local"), (created, (string)job["executor"]!));
     }
 
+    /// <summary>A Slurm job's partition, time, ranks and cpus_per_rank, as jobs submit's options:
+    /// checked by the same code (one refusal per rule, param naming the field), before anything is
+    /// recorded or sbatch is run, and refused for the local executor.</summary>
+    [Fact]
+    public async Task Slurms_resources_are_checked_as_the_CLI_checks_them_naming_the_field()
+    {
+        var both = new TinyModelServer { JobsCommand = Supervisor, JobsRoot = folder, JobsExecutors = ["slurm", "local"] };
+        await both.InitializeAsync();
+        try
+        {
+            var created = await both.Keys.CreateAsync("trainer", ApiKeyScopes.Training, RateLimits.Unlimited, "tests");
+            using var client = both.AnonymousClient();
+            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", created.Secret);
+            var data = Path.Combine(folder, "data");
+            var run = Path.Combine(folder, "run");
+            const string local = "--partition, --time, --ranks and --cpus-per-rank ask Slurm for the job's resources: give them with --executor slurm";
+            foreach (var (body, param, message) in new (object Body, string Param, string Message)[]
+            {
+                (new { data, @out = run, overrides = Tiny, executor = "local", ranks = 2 }, "ranks", local),
+                (new { data, @out = run, overrides = Tiny, executor = "local", partition = "cpu" }, "partition", local),
+                (new { data, @out = run, overrides = Tiny, time = "90m" }, "time", "--time 90m is not a time limit sbatch takes"),
+                (new { data, @out = run, overrides = Tiny, ranks = 0 }, "ranks", "--ranks must be 1 or more, got 0"),
+                (new { data, @out = run, overrides = Tiny, cpus_per_rank = 0 }, "cpus_per_rank", "--cpus-per-rank must be 1 or more, got 0"),
+                (new { data, @out = run, overrides = Tiny, ranks = true }, "ranks", "not valid JSON for this endpoint at 'ranks'"),
+                (new { data, @out = run, overrides = Tiny, cpus_per_rank = 1.5 }, "cpus_per_rank", "not valid JSON for this endpoint at 'cpus_per_rank'"),
+                (new { data, @out = run, overrides = new { n_layer = 1, n_head = 2, n_embd = 16, block_size = 8, batch_size = 2, max_iters = 3, gradient_accumulation_steps = 2 }, ranks = 3 },
+                    "ranks", "gradient_accumulation_steps (2) must be a multiple of the number of ranks (3)"),
+            })
+            {
+                var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", body));
+                Assert.True(status == HttpStatusCode.BadRequest, answer.ToJsonString());
+                Assert.Equal(param, (string?)answer["error"]!["param"]);
+                Assert.Contains(message, (string)answer["error"]!["message"]!);
+            }
+            Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
+        }
+        finally
+        {
+            await both.DisposeAsync();
+        }
+    }
+
     [Fact]
     public async Task An_unknown_field_is_refused_and_trains_refusals_name_the_field_at_fault()
     {
@@ -143,7 +185,7 @@ public sealed class JobsApiTests : IAsyncLifetime
         foreach (var (body, param, problem) in new (object Body, string Param, string Problem)[]
         {
             // Ignored before: a new run started where the caller asked to resume one.
-            (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resumes = true }, "resumes", "'resumes' is not a field of this request; its fields are config, data, out, overrides, executor, resume and init_from"),
+            (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resumes = true }, "resumes", "'resumes' is not a field of this request; its fields are config, data, out, overrides, executor, resume, init_from, partition, time, ranks and cpus_per_rank"),
             (Body("b", new { max_iters = "many" }), "overrides.max_iters", "--max-iters: max_iters must be a whole number"),
             (Body("c", new { n_layers = 2 }), "overrides.n_layers", "unknown config key 'n_layers'"),
             (new { data, @out = data, overrides = Tiny }, "out", "dataset"),

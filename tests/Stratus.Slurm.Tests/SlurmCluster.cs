@@ -19,6 +19,7 @@ public sealed class SlurmCluster : IDisposable
     readonly string? previousConf = Environment.GetEnvironmentVariable("SLURM_CONF");
     readonly List<Process> daemons = [];
     Process? watchdog;
+    Process? controller;
     string MungeFolder => Path.Combine(Folder, "munge");
 
     public SlurmCluster()
@@ -86,11 +87,33 @@ public sealed class SlurmCluster : IDisposable
         Directory.CreateDirectory(Path.Combine(Folder, "spool"));
         Environment.SetEnvironmentVariable("SLURM_CONF", conf);
         watchdog = Watchdog(conf);
-        daemons.Add(Daemon("slurmctld", "-D", "-c", "-f", conf));
+        daemons.Add(controller = Daemon("slurmctld", "-D", "-c", "-f", conf));
         daemons.Add(Daemon("slurmd", "-D", "-f", conf));
+        WaitForIdleNode();
+    }
 
+    /// <summary>Stops the controller alone (slurmd and the jobs it runs go on), as an operator's
+    /// restart or a crash would; <see cref="StartController"/> starts it again.</summary>
+    public void StopController()
+    {
+        Run("scontrol", "shutdown", "slurmctld");
+        if (!controller!.WaitForExit(TimeSpan.FromSeconds(30))) controller.Kill();
+        daemons.Remove(controller);
+        controller.Dispose();
+    }
+
+    /// <summary>Starts the controller again from its saved state (its jobs kept).</summary>
+    public void StartController()
+    {
+        daemons.Add(controller = Daemon("slurmctld", "-D", "-f", Path.Combine(Folder, "slurm.conf")));
+        WaitForIdleNode();
+    }
+
+    void WaitForIdleNode()
+    {
         var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (RunQuietly("sinfo", "--noheader", "--format=%t").Stdout.Trim() != "idle")
+        // Restarted, its node may be running jobs still.
+        while (RunQuietly("sinfo", "--noheader", "--format=%t").Stdout.Trim() is not ("idle" or "mix" or "alloc"))
         {
             if (DateTime.UtcNow > deadline || daemons.Any(daemon => daemon.HasExited))
                 throw new InvalidOperationException($"the test cluster's node did not become idle within a minute; its logs are in {Folder}: {Tail("slurmctld.log")} {Tail("slurmd.log")}");
@@ -199,6 +222,6 @@ public sealed class SlurmCluster : IDisposable
         return (((IPEndPoint)first.LocalEndPoint!).Port, ((IPEndPoint)second.LocalEndPoint!).Port);
     }
 
-    static string? Which(string command) => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
+    public static string? Which(string command) => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
         .Concat(["/usr/sbin", "/sbin"]).Select(folder => Path.Combine(folder, command)).FirstOrDefault(File.Exists);
 }

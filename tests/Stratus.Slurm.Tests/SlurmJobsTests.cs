@@ -62,10 +62,13 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     {
         using var temp = new TempDirectory();
         var (data, config) = Cli.PrepareTiny(temp);
-        var (id, slurmJob) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "6", "--lr-decay-iters", "6", "--warmup-iters", "0", "--eval-interval", "3");
+        var (id, slurmJob) = Submit(temp, "--cpus-per-rank", "2", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "6", "--lr-decay-iters", "6", "--warmup-iters", "0", "--eval-interval", "3");
         var (job, seen) = Ended(temp, id);
         Assert.True(State(job) == "succeeded", job.ToJsonString());
         Assert.Equal("COMPLETED", SlurmState(slurmJob));
+        // Its two CPUs asked of Slurm, and its libtorch's threads as many.
+        Assert.Contains(" CPUs/Task=2 ", SlurmCluster.RunQuietly("scontrol", "show", "job", "--oneliner", slurmJob).Stdout);
+        Assert.Contains(" per rank on 2 threads\n", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
         Assert.Equal(0, (int)job["exit_code"]!);
         Assert.Equal(("slurm", slurmJob), ((string)job["executor"]!, (string)job["executor_reference"]!));
         // Seen running, or ended before the first look: either way it was recorded as started.
@@ -80,7 +83,8 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.Contains($"executor:   slurm, Slurm job {slurmJob}\n", Jobs(temp, "show", id).Stdout);
         var list = JsonNode.Parse(Jobs(temp, "list", "--json").Stdout)!;
         Assert.Equal("list", (string)list["object"]!);
-        Assert.Equal((id, "succeeded"), ((string)list["data"]![0]!["id"]!, (string)list["data"]![0]!["state"]!));
+        Assert.Equal((id, "succeeded", slurmJob), ((string)list["data"]![0]!["id"]!, (string)list["data"]![0]!["state"]!, (string)list["data"]![0]!["slurm"]!["job_id"]!));
+        Assert.Matches($@"│ {id}\s+│ succeeded\s+│ {slurmJob}\s+│", Jobs(temp, "list").Stdout);
         // --follow ends when the job does, having printed the whole log.
         Assert.Equal(log, Jobs(temp, "logs", id, "--follow").Stdout);
     }
@@ -227,13 +231,15 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.Equal(2, refused.ExitCode);
         Assert.StartsWith("error: gradient_accumulation_steps (2) must be a multiple of the number of ranks (3)", refused.Stderr);
         var local = Jobs(temp, "submit", "--ranks", "2", "--config", config, "--data", data, "--out", temp["run"]);
-        Assert.Equal((2, "error: --partition, --time and --ranks ask Slurm for the job's resources: give them with --executor slurm\n"), (local.ExitCode, local.Stderr));
+        Assert.Equal((2, "error: --partition, --time, --ranks and --cpus-per-rank ask Slurm for the job's resources: give them with --executor slurm\n"), (local.ExitCode, local.Stderr));
         Assert.False(Directory.Exists(temp["home"]), "a refused job was recorded");
 
         var (id, _) = Submit(temp, "--ranks", "2", "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "2", "--max-iters", "4", "--lr-decay-iters", "4", "--warmup-iters", "0", "--eval-interval", "2");
         var (job, _) = Ended(temp, id);
         Assert.True(State(job) == "succeeded", job.ToJsonString() + File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
         Assert.Contains("data parallel: 2 ranks, 1 micro-batches each per step", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
+        // One CPU a rank unless asked (--cpus-per-rank), and one libtorch thread, not one a core of the node.
+        Assert.Contains(" per rank on 1 threads\n", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
 
         // Cancelled, both ranks get train's SIGTERM (srun's tasks, not srun, which would kill them)
         // and agree on a last checkpoint.
@@ -247,9 +253,11 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
 
     /// <summary>What sbatch is asked for, read from the controller while the job waits: no requeue
     /// (a rerun script would train again into a folder that holds a checkpoint), the --time given,
-    /// and an environment without serve's moderation key (sbatch exports all of its own).</summary>
+    /// and an environment without serve's moderation key (sbatch exports all of its own). What
+    /// Slurm says of it, why it waits among it, is what jobs show and list say; what was asked is
+    /// in the audit log.</summary>
     [Fact]
-    public void A_job_is_submitted_not_to_be_requeued_with_its_time_limit_and_without_the_moderation_key()
+    public async Task A_job_is_submitted_not_to_be_requeued_with_its_time_limit_and_without_the_moderation_key()
     {
         using var temp = new TempDirectory();
         var (data, config) = Cli.PrepareTiny(temp);
@@ -268,6 +276,20 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
             var environment = File.ReadAllText(Path.Combine(cluster.Folder, "state", $"hash.{long.Parse(slurmJob) % 10}", $"job.{slurmJob}", "environment"));
             Assert.Contains("SLURM_CONF=", environment);
             Assert.DoesNotContain("sk-moderation-secret", environment);
+
+            var id = Submitted().Match(submitted.Stdout).Groups[1].Value;
+            // Slurm gives no Reason until its scheduler has looked at the job.
+            var slurm = WaitFor(temp, id, job => job["slurm"]?["reason"] is not null).Job["slurm"]!;
+            Assert.Equal((slurmJob, "PENDING", "main", "1-02:30:00", null, 1, 1, null),
+                ((string)slurm["job_id"]!, (string?)slurm["state"], (string?)slurm["partition"], (string?)slurm["time_limit"], (string?)slurm["nodes"], (int?)slurm["ranks"], (int?)slurm["cpus_per_rank"], (string?)slurm["unreachable"]));
+            // Every core taken by the job before it: Slurm's word for why it waits (Priority until its
+            // scheduler has looked at the job, then Resources).
+            Assert.Contains((string)slurm["reason"]!, new[] { "Resources", "Priority" });
+            Assert.Matches(@"\nslurm:      PENDING \((Resources|Priority)\), partition main, time limit 1-02:30:00, 1 rank of 1 CPU, nodes -\n", Jobs(temp, "show", id).Stdout);
+            Assert.Matches($@"│ {id}\s+│ queued \((Resources|Priority)\)\s+│ {slurmJob}\s+│", Jobs(temp, "list").Stdout);
+            var audited = (await PlatformStores.OpenSqlite(temp["home"]).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobSubmitted))).Single();
+            var details = JsonNode.Parse(audited.Details)!;
+            Assert.Equal(("slurm", null, "1-2:30", 1, 1), ((string?)details["executor"], (string?)details["partition"], (string?)details["time"], (int?)details["ranks"], (int?)details["cpus_per_rank"]));
         }
         finally
         {
@@ -309,6 +331,52 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         var shown = JsonNode.Parse(stdout)!.AsObject();
         Assert.True(State(shown) == "running", shown.ToJsonString());
         Assert.Null(shown["reason"]);
+    }
+
+    /// <summary>scontrol retries a controller that is down for about 18 s: a listing asks it once,
+    /// and its other Slurm jobs read as recorded without asking again, saying so.</summary>
+    [Fact]
+    public void With_the_controller_down_a_listing_asks_Slurm_once_and_says_its_jobs_are_as_last_recorded()
+    {
+        using var temp = new TempDirectory();
+        Directory.CreateDirectory(temp["home"]);
+        var service = JobService.Open(temp["home"], ["/bin/false"]);
+        foreach (var (id, slurmJob) in new[] { ("job-0000001a", "4000010"), ("job-0000001b", "4000011") })
+        {
+            var job = new Job(id, Job.TrainKind, new TrainArguments(null, temp["data"], temp[id], []), SlurmJobExecutor.ExecutorName, null, JobState.Queued,
+                null, null, null, null, DateTimeOffset.UtcNow, null, null, null, "cli:test", Path.Combine(temp[id], id + ".log"));
+            service.Store.Insert(job, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+            service.Store.SetExecutorReference(id, slurmJob);
+            service.Store.RecordStarted(id, null, null);
+        }
+        // scontrol, counting its calls.
+        Directory.CreateDirectory(temp["bin"]);
+        File.WriteAllText(temp["bin/scontrol"], $"#!/bin/sh\necho \"$*\" >> '{temp["calls"]}'\nexec '{SlurmCluster.Which("scontrol")}' \"$@\"\n");
+        Assert.Equal(0, SlurmCluster.RunQuietly("chmod", "755", temp["bin/scontrol"]).ExitCode);
+        (int ExitCode, string Stdout, string Stderr) Read(params string[] args)
+        {
+            var info = Cli.StartInfo(["jobs", .. args, "--data-dir", temp["home"]]);
+            info.Environment["PATH"] = temp["bin"] + ":" + Environment.GetEnvironmentVariable("PATH");
+            return Cli.Run(info);
+        }
+        cluster.StopController();
+        try
+        {
+            var (code, stdout, stderr) = Read("list");
+            Assert.True(code == 0, stderr);
+            Assert.Matches(@"\nSlurm's controller could not be asked \(scontrol: .+\): its Slurm jobs are as last recorded\.\n$", stdout);
+            Assert.Single(File.ReadAllLines(temp["calls"]));
+            var list = JsonNode.Parse(Read("list", "--json").Stdout)!["data"]!.AsArray();
+            Assert.Equal(2, File.ReadAllLines(temp["calls"]).Length);
+            Assert.All(list, job => Assert.Equal("running", (string)job!["state"]!));
+            Assert.StartsWith("Slurm's controller could not be asked (scontrol: ", (string)list[0]!["slurm"]!["unreachable"]!);
+            Assert.EndsWith("; not asked again for this job", (string)list[1]!["slurm"]!["unreachable"]!);
+            Assert.Matches(@"\nslurm:      Slurm's controller could not be asked \(scontrol: .+\): the job is as last recorded\n", Read("show", "job-0000001a").Stdout);
+        }
+        finally
+        {
+            cluster.StartController();
+        }
     }
 
     [GeneratedRegex(@"submitted (job-[0-9a-f]{8}) \(Slurm job (\d+)\)")]

@@ -10,12 +10,30 @@ public sealed record JobEnd(JobState State, int? ExitCode, string? Reason);
 
 /// <summary>What an executor finds of a job that the database calls queued or running: that its
 /// training runs, since <paramref name="StartedAt"/> where the executor knows when it started, or
-/// how it ended (<paramref name="End"/>).</summary>
+/// how it ended (<paramref name="End"/>); or, <see cref="AsRecorded"/>, that it is as recorded
+/// (waiting in its scheduler's queue, or the scheduler could not be asked).</summary>
 public sealed record JobObservation(DateTimeOffset? StartedAt, JobEnd? End)
 {
+    /// <summary>The job is as the database records it; <see cref="Slurm"/> says what Slurm said.</summary>
+    public bool AsRecorded { get; private init; }
+
+    /// <summary>What Slurm said of the job as it was read (null under the local executor).</summary>
+    public SlurmStatus? Slurm { get; init; }
+
     public static JobObservation Running(DateTimeOffset? since) => new(since, null);
 
+    public static JobObservation Recorded(SlurmStatus slurm) => new(null, null) { AsRecorded = true, Slurm = slurm };
+
     public static implicit operator JobObservation(JobEnd end) => new(null, end);
+}
+
+/// <summary>One reading of jobs (a listing, or a job shown): what an executor learnt in it that
+/// holds for the rest of it.</summary>
+public sealed class JobReading
+{
+    /// <summary>Why Slurm could not be asked, once it could not: the reading's other Slurm jobs are
+    /// not asked again (scontrol retries a controller that is down for about 18 s a job).</summary>
+    public string? SlurmUnreachable { get; set; }
 }
 
 /// <summary>The scheduler an executor hands jobs to cannot be asked now (Slurm's controller down
@@ -37,8 +55,9 @@ public interface IJobExecutor
     string Launch(Job job);
 
     /// <summary>Whether a job the database calls queued or running still is: null where it is as
-    /// recorded (or may be: the executor cannot tell yet), else that it runs now or how it ended.</summary>
-    JobObservation? Observe(Job job);
+    /// recorded (or may be: the executor cannot tell yet), else that it runs now or how it ended.
+    /// <paramref name="reading"/> is the listing (or the one job shown) it is read in.</summary>
+    JobObservation? Observe(Job job, JobReading reading);
 
     /// <summary>Asks the job's training to stop (recorded as cancelled by whoever records its end);
     /// a job whose training has not started yet is stopped before it starts.</summary>

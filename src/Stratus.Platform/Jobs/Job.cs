@@ -101,4 +101,12 @@ public sealed record Job(
     string LogFile)
 {
     public const string TrainKind = "train";
+
+    /// <summary>What its submitter asked Slurm for (a Slurm job, while it is submitted): sbatch's
+    /// arguments. Not recorded: Slurm's own record says it afterwards (<see cref="Slurm"/>).</summary>
+    public SlurmOptions? Resources { get; init; }
+
+    /// <summary>What Slurm said of the job when it was read (a Slurm job that had not ended):
+    /// observed, never recorded.</summary>
+    public SlurmStatus? Slurm { get; init; }
 }

@@ -30,11 +30,13 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
     public IJobExecutor? Executor(string name) => executors.FirstOrDefault(e => e.Name == name);
 
     /// <summary>Records and starts a training job under <paramref name="executorName"/> (null: the
-    /// first executor); returns it as recorded (queued). One its executor refuses to start is recorded
-    /// failed, with the executor's reason, and the refusal thrown.</summary>
+    /// first executor), a Slurm job with the <paramref name="resources"/> asked of Slurm (see
+    /// <see cref="SlurmOptions.Requested"/>; null: the cluster's defaults, one rank); returns it as
+    /// recorded (queued). One its executor refuses to start is recorded failed, with the executor's
+    /// reason, and the refusal thrown.</summary>
     /// <exception cref="TrustUserException">(Conflict) A job that has not ended writes the same run
     /// folder; or the executor refused it.</exception>
-    public Job Submit(TrainArguments arguments, string actor, string? executorName = null)
+    public Job Submit(TrainArguments arguments, string actor, string? executorName = null, SlurmOptions? resources = null)
     {
         var executor = executorName is null ? executors[0] : Executor(executorName)
             ?? throw new ArgumentException($"no job executor '{executorName}'", nameof(executorName));
@@ -49,13 +51,23 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
         RequireNoJobWriting(arguments.Out);
         var id = "job-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
         var job = new Job(id, Job.TrainKind, arguments, executor.Name, null, JobState.Queued, null, null, null, null, store.Now, null, null, null, actor,
-            Path.Combine(arguments.Out, $"{id}.log"));
-        store.Insert(job, new AuditRecord(actor, AuditActions.JobSubmitted, new JsonObject
+            Path.Combine(arguments.Out, $"{id}.log")) { Resources = resources };
+        var audited = new JsonObject
         {
             ["job"] = id, ["kind"] = job.Kind, ["executor"] = job.Executor, ["config"] = arguments.Config, ["data"] = arguments.Data, ["out"] = arguments.Out,
             ["overrides"] = new JsonObject([.. arguments.Overrides.Select(o => new KeyValuePair<string, JsonNode?>(o.Key, o.Value))]),
             ["resume"] = arguments.Resume, ["init_from"] = arguments.InitFrom,
-        }));
+        };
+        // What was asked of Slurm is in the audit log alone: Slurm's record says it while it keeps the job.
+        var asked = (executor as SlurmJobExecutor)?.ResourcesOf(job);
+        if (asked is not null)
+        {
+            audited["partition"] = asked.Partition;
+            audited["time"] = asked.Time;
+            audited["ranks"] = asked.Ranks;
+            audited["cpus_per_rank"] = asked.CpusPerRank;
+        }
+        store.Insert(job, new AuditRecord(actor, AuditActions.JobSubmitted, audited));
         string reference;
         try
         {
@@ -71,7 +83,7 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
         // job's supervisor finds it when it records the training's pid (and signals it then); a
         // Slurm job, which records none, does not look.
         if (store.Get(id) is { CancelRequestedAt: not null, Pid: null } cancelled) executor.Cancel(cancelled);
-        return job with { ExecutorReference = reference };
+        return job with { ExecutorReference = reference, Slurm = asked is null ? null : SlurmStatus.Requested(reference, asked) };
     }
 
     /// <summary>Refuses <paramref name="runFolder"/> while a job that has not ended writes it,
@@ -80,15 +92,20 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
     /// <exception cref="TrustUserException">(Conflict) Naming that job.</exception>
     public void RequireNoJobWriting(string runFolder)
     {
-        if (store.UnfinishedJobWriting(runFolder) is { } id && store.Get(id) is { } job) Observed(job);
+        if (store.UnfinishedJobWriting(runFolder) is { } id && store.Get(id) is { } job) Observed(job, new JobReading());
         store.RequireNoJobWriting(runFolder);
     }
 
     /// <exception cref="TrustUserException">(NotFound) No such job.</exception>
-    public Job Get(string id) => Observed(store.Get(id) ?? throw SqliteJobStore.UnknownJob(id));
+    public Job Get(string id) => Observed(store.Get(id) ?? throw SqliteJobStore.UnknownJob(id), new JobReading());
 
-    /// <summary>The jobs, newest first.</summary>
-    public IReadOnlyList<Job> List() => [.. store.List().Select(Observed)];
+    /// <summary>The jobs, newest first, read together: a scheduler that could not be asked for one
+    /// is not asked for the others.</summary>
+    public IReadOnlyList<Job> List()
+    {
+        var reading = new JobReading();
+        return [.. store.List().Select(job => Observed(job, reading))];
+    }
 
     /// <summary>Cancels a job that has not ended: its training stops after a last checkpoint (train's
     /// SIGTERM), or never starts; the job then ends cancelled.</summary>
@@ -119,17 +136,20 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
 
     /// <summary><paramref name="job"/> as it is: one its executor finds started or ended, or that its
     /// submitter never started, is recorded so (unless its supervisor recorded its end meanwhile) and read again.</summary>
-    Job Observed(Job job)
+    Job Observed(Job job, JobReading reading)
     {
         if (job.State.HasEnded() || Executor(job.Executor) is not { } executor) return job;
-        var seen = executor.Observe(job) ?? (job is { ExecutorReference: null, Pid: null } && store.Now - job.SubmittedAt > LaunchTimeout
+        var observed = executor.Observe(job, reading);
+        // What Slurm said goes with the job as read, whatever it changed.
+        var slurm = observed?.Slurm;
+        var seen = observed is { AsRecorded: true } ? null : observed ?? (job is { ExecutorReference: null, Pid: null } && store.Now - job.SubmittedAt > LaunchTimeout
             ? new JobObservation(null, new JobEnd(JobState.Failed, null, "its submitter ended before it started the job; submit it again"))
             : null);
-        if (seen is null || (seen.End is null && job.State == JobState.Running)) return job;
+        if (seen is null || (seen.End is null && job.State == JobState.Running)) return job with { Slurm = slurm };
         // Started, or ended, while nobody watched: a job seen to end from queued ran too, where its
         // executor says when it started.
         if (job.State == JobState.Queued && (seen.End is null || seen.StartedAt is not null)) store.RecordStarted(job.Id, null, null, seen.StartedAt);
         if (seen.End is { } end) store.RecordEnd(job.Id, end);
-        return store.Get(job.Id) ?? job;
+        return (store.Get(job.Id) ?? job) with { Slurm = slurm };
     }
 }

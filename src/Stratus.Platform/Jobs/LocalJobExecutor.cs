@@ -47,7 +47,7 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
         return Reference(pid, StartOf(pid));
     }
 
-    public JobObservation? Observe(Job job)
+    public JobObservation? Observe(Job job, JobReading reading)
     {
         var supervisor = "its supervisor";
         if (job.ExecutorReference is { } reference)

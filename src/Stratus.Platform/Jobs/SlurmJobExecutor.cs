@@ -18,31 +18,74 @@ namespace Stratus.Platform.Jobs;
 
 /// <summary>What sbatch is asked for: the <paramref name="Partition"/> (null: the cluster's
 /// default), the time limit (<paramref name="Time"/>, in sbatch's forms: minutes, MM:SS, HH:MM:SS,
-/// D-HH[:MM[:SS]], UNLIMITED; null: the partition's default) and the number of MPI ranks to train on.</summary>
-public sealed partial record SlurmOptions(string? Partition, string? Time, int Ranks)
+/// D-HH[:MM[:SS]], UNLIMITED; null: the partition's default), the number of MPI ranks to train on
+/// and the CPUs each rank is given (sbatch --cpus-per-task), which is also the number of threads
+/// its libtorch runs (OMP_NUM_THREADS). One CPU a rank by default: what Slurm gives a task unless
+/// asked for more, so that a rank never runs more threads than it has cores.</summary>
+/// <remarks>Checked here, for the CLI and the API alike, before the job is recorded: sbatch would
+/// refuse a value only once the job is, and it fails then. Each refusal names its field (Param).</remarks>
+public sealed partial record SlurmOptions(string? Partition = null, string? Time = null, int Ranks = 1, int CpusPerRank = 1)
 {
-    public static readonly SlurmOptions Default = new(null, null, 1);
+    public static readonly SlurmOptions Default = new();
 
-    /// <summary>Checked here, before the job is recorded: sbatch would refuse it only once the job
-    /// is, and it fails then.</summary>
     /// <exception cref="TrustUserException">Not one of sbatch's forms.</exception>
     public string? Time { get; } = Time is null || TimeLimit().IsMatch(Time) ? Time
-        : throw new TrustUserException($"--time {Time} is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED");
+        : throw new TrustUserException($"--time {Time} is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED") { Param = "time" };
+
+    /// <exception cref="TrustUserException">Under 1.</exception>
+    public int Ranks { get; } = Ranks >= 1 ? Ranks : throw new TrustUserException($"--ranks must be 1 or more, got {Ranks}") { Param = "ranks" };
+
+    /// <exception cref="TrustUserException">Under 1.</exception>
+    public int CpusPerRank { get; } = CpusPerRank >= 1 ? CpusPerRank
+        : throw new TrustUserException($"--cpus-per-rank must be 1 or more, got {CpusPerRank}") { Param = "cpus_per_rank" };
+
+    /// <summary>The resources a submission asks Slurm for (each null where not given): null for
+    /// another executor, which has no use for them.</summary>
+    /// <exception cref="TrustUserException">One is given for another executor (Param: the first
+    /// given), or has a value sbatch would refuse.</exception>
+    public static SlurmOptions? Requested(string executor, string? partition, string? time, int? ranks, int? cpusPerRank)
+    {
+        if (executor == SlurmJobExecutor.ExecutorName) return new(partition, time, ranks ?? 1, cpusPerRank ?? 1);
+        var given = new (string Field, bool Given)[] { ("partition", partition is not null), ("time", time is not null), ("ranks", ranks is not null), ("cpus_per_rank", cpusPerRank is not null) };
+        return given.FirstOrDefault(g => g.Given).Field is { } field
+            ? throw new TrustUserException("--partition, --time, --ranks and --cpus-per-rank ask Slurm for the job's resources: give them with --executor slurm") { Param = field }
+            : null;
+    }
 
     [GeneratedRegex(@"^([0-9]+(:[0-9]+){0,2}|[0-9]+-[0-9]+(:[0-9]+){0,2}|(?i:UNLIMITED|INFINITE))\z")]
     private static partial Regex TimeLimit();
 }
 
+/// <summary>What Slurm said of a job when it was last read: from `scontrol show job`, its state,
+/// why it waits (Reason: Priority, Resources, PartitionTimeLimit, ...; null where Slurm gives none),
+/// its partition, time limit, nodes (null before it has any), ranks (tasks) and CPUs per rank; or,
+/// where Slurm could not be asked (its controller down), why (<paramref name="Unreachable"/>), the
+/// job being as last recorded. Read with the job, never stored.</summary>
+public sealed record SlurmStatus(string JobId, string? State = null, string? Reason = null, string? Partition = null, string? TimeLimit = null,
+    string? Nodes = null, int? Ranks = null, int? CpusPerRank = null, string? Unreachable = null)
+{
+    /// <summary>What was asked of Slurm for job <paramref name="jobId"/>, before Slurm was read.</summary>
+    public static SlurmStatus Requested(string jobId, SlurmOptions options) =>
+        new(jobId, Partition: options.Partition, TimeLimit: options.Time, Ranks: options.Ranks, CpusPerRank: options.CpusPerRank);
+}
+
 /// <summary>A job as Slurm reports it: its state (PENDING, RUNNING, COMPLETED, FAILED, ...), its
 /// batch script's exit code and the signal that ended it (ExitCode=code:signal), when it started
-/// (null before), and the number of tasks it was given.</summary>
-public sealed record SlurmJobRecord(string State, int ExitCode, int Signal, DateTimeOffset? StartTime, int Tasks);
+/// (null before), and the number of tasks it was given; from scontrol also why it waits, its
+/// partition, time limit, nodes and CPUs per task (null from sacct, which is not asked for them).</summary>
+public sealed record SlurmJobRecord(string State, int ExitCode, int Signal, DateTimeOffset? StartTime, int Tasks,
+    string? Reason = null, string? Partition = null, string? TimeLimit = null, string? Nodes = null, int? CpusPerTask = null);
 
 /// <param name="stratusCommand">The command that runs the Stratus CLI on the cluster's nodes: its
 /// executable, or `dotnet` and stratus.dll, at a path the nodes see.</param>
+/// <param name="options">What sbatch is asked for where a job's submission asks nothing of its own
+/// (<see cref="Job.Resources"/> null).</param>
 public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusCommand, SlurmOptions options) : IJobExecutor
 {
     public const string ExecutorName = "slurm";
+
+    /// <summary>What sbatch is asked for <paramref name="job"/>.</summary>
+    public SlurmOptions ResourcesOf(Job job) => job.Resources ?? options;
 
     /// <summary>How long a Slurm command may take: the controller answers in milliseconds, and
     /// one that does not (down, unreachable) is retried by the client for about MessageTimeout.
@@ -53,12 +96,13 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
 
     public string Launch(Job job)
     {
+        var resources = ResourcesOf(job);
         // --no-requeue: a job Slurm requeued (its node failed, an admin's scontrol requeue) would
         // run its script again, whose train, without --resume, refuses a run folder that holds a
         // checkpoint; it ends NODE_FAIL instead, its reason saying how to resume it.
-        List<string> arguments = ["--parsable", "--no-requeue", $"--job-name={job.Id}", $"--output={OutputPattern(job.LogFile)}", "--open-mode=append", $"--ntasks={options.Ranks}"];
-        if (options.Partition is { } partition) arguments.Add($"--partition={partition}");
-        if (options.Time is { } time) arguments.Add($"--time={time}");
+        List<string> arguments = ["--parsable", "--no-requeue", $"--job-name={job.Id}", $"--output={OutputPattern(job.LogFile)}", "--open-mode=append", $"--ntasks={resources.Ranks}", $"--cpus-per-task={resources.CpusPerRank}"];
+        if (resources.Partition is { } partition) arguments.Add($"--partition={partition}");
+        if (resources.Time is { } time) arguments.Add($"--time={time}");
         var (code, stdout, stderr) = Run("sbatch", arguments, BatchScript(job));
         if (code != 0)
         {
@@ -78,40 +122,50 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
 
     /// <summary>The batch script: it names the job in its log, as the local supervisor does, then
     /// becomes the training (exec), so a signal to the batch step is train's; N ranks are a step
-    /// srun launches, whose tasks end together where one fails (--kill-on-bad-exit).</summary>
+    /// srun launches, whose tasks end together where one fails (--kill-on-bad-exit). Each rank's
+    /// libtorch runs as many threads as the rank has CPUs (OMP_NUM_THREADS, which it reads; left
+    /// alone it starts one a core of the node, oversubscribing the CPUs Slurm gave the rank). srun
+    /// is given --cpus-per-task itself: Slurm 22.05 to 23.02 do not hand sbatch's on to it.</summary>
     internal string BatchScript(Job job)
     {
-        IEnumerable<string> launcher = options.Ranks > 1 ? ["srun", "--mpi=pmix", "--kill-on-bad-exit=1", $"--ntasks={options.Ranks}"] : [];
+        var resources = ResourcesOf(job);
+        IEnumerable<string> launcher = resources.Ranks > 1 ? ["srun", "--mpi=pmix", "--kill-on-bad-exit=1", $"--ntasks={resources.Ranks}", $"--cpus-per-task={resources.CpusPerRank}"] : [];
         var command = TrainArguments.ShellLine([.. stratusCommand, .. job.Arguments.CommandLine()]);
         return $"""
             #!/bin/sh
             # Stratus training job {job.Id}, submitted by {TrainArguments.ShellLine([job.SubmittedBy])}.
+            export OMP_NUM_THREADS={resources.CpusPerRank}
             printf '%s (Slurm job %s): %s\n' {job.Id} "$SLURM_JOB_ID" {TrainArguments.ShellLine([command])}
-            exec {TrainArguments.ShellLine(launcher)}{(options.Ranks > 1 ? " " : "")}{command}
+            exec {TrainArguments.ShellLine(launcher)}{(resources.Ranks > 1 ? " " : "")}{command}
 
             """;
     }
 
-    public JobObservation? Observe(Job job)
+    public JobObservation? Observe(Job job, JobReading reading)
     {
         // Just submitted, the submitter not having recorded the Slurm job yet (the job service ends
         // one whose submitter never does).
         if (job.ExecutorReference is not { } id) return null;
-        (SlurmJobRecord? Record, string? Unknown)? slurm;
+        // No Slurm commands here, or a controller (or accounting database) that does not answer:
+        // the job is as recorded, saying why (listing jobs must not fail for it), and the jobs read
+        // after it in the same listing do not wait for Slurm again.
+        if (reading.SlurmUnreachable is { } known)
+            return JobObservation.Recorded(new SlurmStatus(id, Unreachable: $"{known}; not asked again for this job"));
+        (SlurmJobRecord? Record, string? Unknown) slurm;
         try
         {
             slurm = Query(id);
         }
         catch (Exception e) when (e is TrustUserException or IOException)
         {
-            // No Slurm commands here, or a controller that does not answer: the job is as recorded
-            // (listing jobs must not fail for it); submitting or cancelling one says why.
-            slurm = null;
+            reading.SlurmUnreachable = e.Message;
+            return JobObservation.Recorded(new SlurmStatus(id, Unreachable: e.Message));
         }
-        if (slurm is null) return null;
-        if (slurm.Value.Record is { } record) return Observation(record, job);
-        return new JobEnd(JobState.Failed, null,
-            $"Slurm no longer knows its job {id} (the controller forgets a finished job after MinJobAge) and keeps no accounting to ask ({slurm.Value.Unknown}): how it ended is unknown; see {job.LogFile}");
+        if (slurm.Record is not { } record)
+            return new JobEnd(JobState.Failed, null,
+                $"Slurm no longer knows its job {id} (the controller forgets a finished job after MinJobAge) and keeps no accounting to ask ({slurm.Unknown}): how it ended is unknown; see {job.LogFile}");
+        var status = new SlurmStatus(id, record.State, record.Reason, record.Partition, record.TimeLimit, record.Nodes, record.Tasks, record.CpusPerTask);
+        return Observation(record, job) is { } seen ? seen with { Slurm = status } : JobObservation.Recorded(status);
     }
 
     /// <summary>What Slurm's record of a job says of it: null while it waits (PENDING, or requeued),
@@ -137,6 +191,9 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
             "TIMEOUT" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob} reached its time limit (TIMEOUT; submit with a longer --time)"))),
             "OUT_OF_MEMORY" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, $"{slurmJob} ran out of the memory it was given (OUT_OF_MEMORY); see {job.LogFile}")),
             "NODE_FAIL" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob}'s node failed (NODE_FAIL)"))),
+            // A job of higher priority took its nodes (the cluster's PreemptMode): one that may not
+            // be requeued is ended, its training given SIGTERM first, as a cancel's is.
+            "PREEMPTED" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob} was preempted for another job (PREEMPTED)"))),
             _ => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, $"{slurmJob} ended {record.State}; see {job.LogFile}")),
         };
     }
@@ -149,7 +206,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         // (one process, exec'd by the script) or as srun's tasks (ranks; srun itself would answer
         // SIGTERM with SIGKILL to them). A job that starts between the two is signalled.
         Scancel(["--state=PENDING", id]);
-        var ranks = Query(id)?.Record?.Tasks ?? 1;
+        var ranks = Query(id).Record?.Tasks ?? 1;
         Scancel(ranks > 1 ? ["--state=RUNNING", "--signal=TERM", id] : ["--state=RUNNING", "--batch", "--signal=TERM", id]);
     }
 
@@ -164,14 +221,17 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     }
 
     /// <summary>Slurm's record of job <paramref name="id"/>: from scontrol, else sacct; Unknown
-    /// says why neither has one. Null where the controller or the accounting database cannot be
-    /// asked now (down, unreachable): the job is then as recorded.</summary>
-    static (SlurmJobRecord? Record, string? Unknown)? Query(string id)
+    /// says why neither has one.</summary>
+    /// <exception cref="JobExecutorUnavailableException">The controller or the accounting database
+    /// cannot be asked now (down, unreachable): the job is then as recorded.</exception>
+    static (SlurmJobRecord? Record, string? Unknown) Query(string id)
     {
         var (code, stdout, stderr) = Run("scontrol", ["show", "job", "--oneliner", id]);
         if (code == 0 && ParseScontrol(stdout) is { } record) return (record, null);
-        if (!stderr.Contains("Invalid job id", StringComparison.Ordinal)) return null;
-        return Accounted(Run("sacct", ["--jobs", id, "--allocations", "--noheader", "--parsable2", "--format=State,ExitCode,Start"]));
+        if (!stderr.Contains("Invalid job id", StringComparison.Ordinal))
+            throw new JobExecutorUnavailableException($"Slurm's controller could not be asked (scontrol: {SlurmError(stderr, stdout, code)})");
+        var sacct = Run("sacct", ["--jobs", id, "--allocations", "--noheader", "--parsable2", "--format=State,ExitCode,Start"]);
+        return Accounted(sacct) ?? throw new JobExecutorUnavailableException($"Slurm's accounting could not be asked (sacct: {SlurmError(sacct.Stderr, sacct.Stdout, sacct.Code)})");
     }
 
     /// <summary>What sacct's answer says of a job the controller no longer knows: its record;
@@ -193,9 +253,13 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         if (Field("JobState") is not { } state) return null;
         var (code, signal) = ParseExitCode(Field("ExitCode"));
         // A job cancelled while it waited has a StartTime (its end) but was given no node.
-        var started = Field("NodeList") is { Length: > 0 } nodes && nodes != "(null)";
-        return new SlurmJobRecord(state, code, signal, started ? ParseTime(Field("StartTime")) : null,
-            int.TryParse(Field("NumTasks"), NumberStyles.None, CultureInfo.InvariantCulture, out var tasks) ? tasks : 1);
+        // Slurm writes "None" or "(null)" where a field has no value.
+        string? Given(string key) => Field(key) is { Length: > 0 } value && value is not ("None" or "(null)") ? value : null;
+        var nodes = Given("NodeList");
+        return new SlurmJobRecord(state, code, signal, nodes is not null ? ParseTime(Field("StartTime")) : null,
+            int.TryParse(Field("NumTasks"), NumberStyles.None, CultureInfo.InvariantCulture, out var tasks) ? tasks : 1,
+            Given("Reason"), Given("Partition"), Given("TimeLimit"), nodes,
+            int.TryParse(Field("CPUs/Task"), NumberStyles.None, CultureInfo.InvariantCulture, out var cpus) ? cpus : null);
     }
 
     /// <summary>The job's allocation line of `sacct --parsable2 --format=State,ExitCode,Start`;

@@ -5,7 +5,9 @@
 // writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
 // serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403). They
 // run under the executors serve's --jobs-executor enables (local unless it says otherwise; the first
-// given where a request names none): a request that names another is a 400.
+// given where a request names none): a request that names another is a 400. A Slurm job's
+// partition, time, ranks and cpus_per_rank are checked by the code that checks jobs submit's
+// options (SlurmOptions), each refusal a 400 naming its field.
 // Submissions and cancels are audited with the calling key's id as the actor. A job's metrics
 // (GET /api/jobs/{id}/metrics, for the dashboard's loss curves) are read from the run folder the job
 // recorded, never from a path the request names.
@@ -22,7 +24,9 @@ namespace Stratus.Server.Trust;
 
 /// <summary>A field it does not have is refused: one ignored (a misspelt "resumes") would start a
 /// new run where the caller asked for something else. <see cref="Resume"/> is the run folder to
-/// continue (train --resume), <see cref="InitFrom"/> the model a new run starts from (train --init-from).</summary>
+/// continue (train --resume), <see cref="InitFrom"/> the model a new run starts from (train --init-from);
+/// <see cref="Partition"/>, <see cref="Time"/>, <see cref="Ranks"/> and <see cref="CpusPerRank"/>
+/// what a Slurm job asks sbatch for (jobs submit's --partition, --time, --ranks, --cpus-per-rank).</summary>
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
 public sealed record SubmitJobRequest(
     [property: JsonPropertyName("config")] string? Config,
@@ -31,7 +35,11 @@ public sealed record SubmitJobRequest(
     [property: JsonPropertyName("overrides")] Dictionary<string, JsonElement>? Overrides,
     [property: JsonPropertyName("executor")] string? Executor = null,
     [property: JsonPropertyName("resume")] string? Resume = null,
-    [property: JsonPropertyName("init_from")] string? InitFrom = null);
+    [property: JsonPropertyName("init_from")] string? InitFrom = null,
+    [property: JsonPropertyName("partition")] string? Partition = null,
+    [property: JsonPropertyName("time")] string? Time = null,
+    [property: JsonPropertyName("ranks")] int? Ranks = null,
+    [property: JsonPropertyName("cpus_per_rank")] int? CpusPerRank = null);
 
 /// <summary>A job's training arguments; a resumed run's (<see cref="Resume"/> true) are its folder,
 /// <see cref="Out"/>, and the overrides, its data null unless given (the dataset moved).</summary>
@@ -58,7 +66,8 @@ public sealed record JobView(
     [property: JsonPropertyName("ended_at")] DateTimeOffset? EndedAt,
     [property: JsonPropertyName("submitted_by")] string SubmittedBy,
     [property: JsonPropertyName("log_file")] string LogFile,
-    [property: JsonPropertyName("last_step")] LastStepView? LastStep)
+    [property: JsonPropertyName("last_step")] LastStepView? LastStep,
+    [property: JsonPropertyName("slurm")] SlurmView? Slurm)
 {
     [JsonPropertyName("object")] public string Object => "job";
 
@@ -66,7 +75,29 @@ public sealed record JobView(
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
             job.Arguments.Resume, job.Arguments.InitFrom),
         job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.SubmittedBy, job.LogFile,
-        MetricsLog.LastTrainingStep(job.Arguments.Out) is { } last ? new LastStepView(last.Step, last.Loss) : null);
+        MetricsLog.LastTrainingStep(job.Arguments.Out) is { } last ? new LastStepView(last.Step, last.Loss) : null,
+        SlurmJobId(job) is { } id ? SlurmView.From(job.Slurm ?? new SlurmStatus(id)) : null);
+
+    /// <summary>The Slurm job id of a Slurm job handed to Slurm; null for others.</summary>
+    public static string? SlurmJobId(Job job) => job.Executor == SlurmJobExecutor.ExecutorName ? job.ExecutorReference : null;
+}
+
+/// <summary>What Slurm said of a Slurm job as it was read (see <see cref="SlurmStatus"/>): all but
+/// its id null once the job has ended (Slurm's record is not kept), or where Slurm could not be asked
+/// (<see cref="Unreachable"/> then says why).</summary>
+public sealed record SlurmView(
+    [property: JsonPropertyName("job_id")] string JobId,
+    [property: JsonPropertyName("state")] string? State,
+    [property: JsonPropertyName("reason")] string? Reason,
+    [property: JsonPropertyName("partition")] string? Partition,
+    [property: JsonPropertyName("time_limit")] string? TimeLimit,
+    [property: JsonPropertyName("nodes")] string? Nodes,
+    [property: JsonPropertyName("ranks")] int? Ranks,
+    [property: JsonPropertyName("cpus_per_rank")] int? CpusPerRank,
+    [property: JsonPropertyName("unreachable")] string? Unreachable)
+{
+    public static SlurmView From(SlurmStatus slurm) =>
+        new(slurm.JobId, slurm.State, slurm.Reason, slurm.Partition, slurm.TimeLimit, slurm.Nodes, slurm.Ranks, slurm.CpusPerRank, slurm.Unreachable);
 }
 
 /// <summary>The last training step the job's metrics.jsonl records (what `stratus jobs list` shows).</summary>
@@ -103,6 +134,7 @@ public static class JobsEndpoints
             var executor = body.Executor ?? executors[0];
             if (!executors.Contains(executor))
                 throw new TrustUserException($"'executor' {executor} is not one this server runs jobs with: its operator enabled {string.Join(" and ", executors)} (serve --jobs-executor); leave 'executor' out, or name one of those.") { Param = "executor" };
+            var slurm = SlurmOptions.Requested(executor, body.Partition, body.Time, body.Ranks, body.CpusPerRank);
             string HostPath(string field, string path)
             {
                 var full = AbsoluteHostPath(field, path);
@@ -128,10 +160,11 @@ public static class JobsEndpoints
             // Naming the job where one writes the folder; else a training outside the platform.
             Service(http).RequireNoJobWriting(arguments.Out);
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true, Param = folder };
+            TrainConfig checkedConfig;
             try
             {
-                if (arguments.Resume) Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data);
-                else Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom);
+                checkedConfig = arguments.Resume ? Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data)
+                    : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom);
             }
             catch (StratusUserException e) when (e.Param is { } key && key is not ("out" or "data" or "resume" or "init_from"))
             {
@@ -139,7 +172,15 @@ public static class JobsEndpoints
                 var given = arguments.Overrides.FirstOrDefault(o => TrainConfig.KeyOf(o.Key) == key).Key;
                 throw e.WithParam(given is null ? "config" : $"overrides.{given}");
             }
-            return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor)), StatusCodes.Status201Created);
+            try
+            {
+                Trainer.CheckRanks(checkedConfig, slurm?.Ranks ?? 1);
+            }
+            catch (StratusUserException e)
+            {
+                throw e.WithParam("ranks");
+            }
+            return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor, slurm)), StatusCodes.Status201Created);
         });
         var metrics = new JobMetrics();
         jobs.MapGet("/{id}/metrics", (HttpContext http, string id) =>

@@ -54,12 +54,6 @@ public sealed class JobMetrics(long budgetBytes = JobMetrics.DefaultBudgetBytes,
     /// <summary>The bytes the kept indexes hold.</summary>
     public long HeldBytes { get { lock (runs) return held; } }
 
-    /// <summary>The answer as the endpoint returns it: read once it is executed, asynchronously and
-    /// with the request's cancellation (see <see cref="ReadAsync"/>); an error is thrown before
-    /// anything is written, for the error middleware to answer.</summary>
-    public IResult Read(string runDirectory, long after, string? cursor, int limit) =>
-        new Reading(this, runDirectory, after, cursor, limit);
-
     /// <param name="after">Only rows of a later step.</param>
     /// <param name="cursor">The cursor a previous answer gave: only rows written since, where it still holds.</param>
     /// <param name="limit">At most this many training steps, and as many evaluations.</param>
@@ -224,14 +218,6 @@ public sealed class JobMetrics(long budgetBytes = JobMetrics.DefaultBudgetBytes,
             taken++;
             return true;
         }
-    }
-
-    /// <summary>The endpoint's result: the answer read when executed, errors left to the error
-    /// middleware (nothing is written before the answer is whole).</summary>
-    sealed class Reading(JobMetrics metrics, string runDirectory, long after, string? cursor, int limit) : IResult
-    {
-        public async Task ExecuteAsync(HttpContext http) =>
-            await (await metrics.ReadAsync(runDirectory, after, cursor, limit, http.RequestAborted)).ExecuteAsync(http);
     }
 }
 

@@ -183,14 +183,15 @@ public static class JobsEndpoints
             return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor, slurm)), StatusCodes.Status201Created);
         });
         var metrics = new JobMetrics();
-        jobs.MapGet("/{id}/metrics", (HttpContext http, string id) =>
+        jobs.MapGet("/{id}/metrics", async (HttpContext http, string id) =>
         {
             var job = Service(http).Get(id);
             var after = QueryNumber(http, "after", long.MinValue, "a step: the rows after it are answered");
             var limit = (int)QueryNumber(http, "limit", JobMetrics.MaxRows, $"how many rows of each kind to answer, 1 to {JobMetrics.MaxRows}", 1, JobMetrics.MaxRows);
             var cursor = http.Request.Query["cursor"] is { Count: > 0 } given ? given.Count == 1 ? given[0]! : string.Join(",", given.ToArray()) : null;
             if (cursor is not null) JobMetrics.CheckCursor(cursor);
-            return metrics.Read(job.Arguments.Out, after, cursor, limit);
+            // Read with the request's cancellation: a client gone while another request reads the run stops waiting.
+            return await metrics.ReadAsync(job.Arguments.Out, after, cursor, limit, http.RequestAborted);
         });
         jobs.MapPost("/{id}/cancel", (HttpContext http, string id) => Json(JobView.From(Service(http).Cancel(id, Actor(http)))));
         return endpoints;

@@ -151,4 +151,16 @@ public sealed class SlurmJobRecordTests : IDisposable
         var refused = Assert.Throws<Stratus.Safety.TrustUserException>(() => new SlurmOptions(null, time, 1));
         Assert.StartsWith($"--time {time} is not a time limit sbatch takes", refused.Message);
     }
+
+    /// <summary>A cluster whose nodes have fewer CPUs (or less memory) than a rank asks for is the
+    /// submission's to change, not a scheduler that cannot be asked (a 503 the caller retries for ever).</summary>
+    [Theory]
+    [InlineData("Batch job submission failed: Requested node configuration is not available")]
+    [InlineData("Batch job submission failed: More processors requested than permitted")]
+    public void Sbatch_refusing_more_cpus_than_the_nodes_have_is_the_submissions_fault_saying_what_to_ask_for(string error)
+    {
+        var refusal = Assert.IsType<Stratus.Safety.TrustUserException>(SlurmJobExecutor.SbatchRefusal(error));
+        Assert.Equal($"sbatch refused the job: {error}; ask for fewer --cpus-per-rank (each rank's must fit on one node, with its memory) or fewer --ranks (sinfo -o '%P %D %c %m' lists each partition's nodes, their CPUs and memory)", refusal.Message);
+        Assert.IsType<JobExecutorUnavailableException>(SlurmJobExecutor.SbatchRefusal("Batch job submission failed: Unable to contact slurm controller (connect failure)"));
+    }
 }

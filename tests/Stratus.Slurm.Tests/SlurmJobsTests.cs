@@ -202,6 +202,22 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.StartsWith("could not be started: sbatch refused the job: ", (string)job["reason"]!);
     }
 
+    /// <summary>Ranks asking for more CPUs than the cluster's nodes have (the test cluster enforces
+    /// its partition's limits at submit, EnforcePartLimits=ALL, as most do): sbatch's refusal is the
+    /// submission's to change, said as such, not a cluster that cannot be reached.</summary>
+    [Theory]
+    [InlineData("--cpus-per-rank", 1)]
+    [InlineData("--ranks", 1)]
+    public void More_cpus_than_the_cluster_has_is_one_line_saying_what_to_ask_for_and_exit_2(string option, int beyond)
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Cli.PrepareTiny(temp);
+        var asked = Environment.ProcessorCount + beyond;
+        var (code, stdout, stderr) = Jobs(temp, "submit", "--executor", "slurm", option, $"{asked}", "--gradient-accumulation-steps", $"{asked}", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal((2, ""), (code, stdout));
+        Assert.Matches(@"^error: sbatch refused the job: Batch job submission failed: (More processors requested than permitted|Requested node configuration is not available); ask for fewer --cpus-per-rank \(each rank's must fit on one node, with its memory\) or fewer --ranks \(sinfo -o '%P %D %c %m' lists each partition's nodes, their CPUs and memory\)\n$", stderr);
+    }
+
     [Fact]
     public void Without_sbatch_on_the_PATH_or_a_cluster_it_reaches_submit_says_so_in_one_line_and_exits_2()
     {

@@ -63,11 +63,12 @@ public sealed class SlurmJobRecordTests : IDisposable
         Assert.StartsWith("Slurm job 42's node failed (NODE_FAIL)", Seen("NODE_FAIL", "0:0")!.End!.Reason);
         Assert.Equal(new JobEnd(JobState.Failed, 0, $"Slurm job 42 ended DEADLINE; see {run}/job-0000abcd.log"), Seen("DEADLINE", "0:0")!.End);
         Directory.CreateDirectory(Path.Combine(run, "checkpoints", "last"));
-        Assert.Equal(new JobEnd(JobState.Cancelled, 143, $"Slurm job 42 was cancelled in Slurm (scancel); continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`"), Seen("CANCELLED", "0:15")!.End);
-        // A time limit, or a job of higher priority, that ended it after a checkpoint: how to go on, as after a cancel.
-        Assert.Equal(new JobEnd(JobState.Failed, 143, $"Slurm job 42 reached its time limit (TIMEOUT; submit with a longer --time); continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`"),
+        Assert.Equal(new JobEnd(JobState.Cancelled, 143, $"Slurm job 42 was cancelled in Slurm (scancel); continue it with `stratus jobs submit --executor slurm --resume {run}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)"), Seen("CANCELLED", "0:15")!.End);
+        // A time limit, or a job of higher priority, that ended it after a checkpoint: how to go on, as after a cancel,
+        // as a Slurm job again (jobs submit's executor is local unless told).
+        Assert.Equal(new JobEnd(JobState.Failed, 143, $"Slurm job 42 reached its time limit (TIMEOUT; submit with a longer --time); continue it with `stratus jobs submit --executor slurm --resume {run}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)"),
             Seen("TIMEOUT", "0:15")!.End);
-        Assert.Equal(new JobEnd(JobState.Failed, 143, $"Slurm job 42 was preempted for another job (PREEMPTED); continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`"),
+        Assert.Equal(new JobEnd(JobState.Failed, 143, $"Slurm job 42 was preempted for another job (PREEMPTED); continue it with `stratus jobs submit --executor slurm --resume {run}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)"),
             Seen("PREEMPTED", "0:15")!.End);
         Assert.Equal(new JobEnd(JobState.Cancelled, null, "cancelled before its training started"),
             SlurmJobExecutor.Observation(SlurmJobExecutor.ParseScontrol(Scontrol("CANCELLED", "0:0", nodeList: ""))!, Running())!.End);

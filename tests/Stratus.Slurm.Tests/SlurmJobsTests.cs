@@ -100,7 +100,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.True(cancel.ExitCode == 0, cancel.Stderr);
         var (job, _) = Ended(temp, id);
         Assert.Equal("cancelled", State(job));
-        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {temp["run"]}` (a job) or `stratus train --resume {temp["run"]}`", (string)job["reason"]!);
+        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --resume {temp["run"]}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)", (string)job["reason"]!);
         // train's SIGTERM exit, which Slurm records as FAILED 143: the job's state is Stratus's word.
         Assert.Equal(143, (int)job["exit_code"]!);
         Assert.Equal("FAILED", SlurmState(slurmJob));
@@ -263,7 +263,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         WaitFor(temp, longJob, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
         Assert.Equal(0, Jobs(temp, "cancel", longJob).ExitCode);
         var (cancelled, _) = Ended(temp, longJob);
-        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {temp["long"]}` (a job) or `stratus train --resume {temp["long"]}`", 143),
+        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --resume {temp["long"]}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)", 143),
             (State(cancelled), (string?)cancelled["reason"], (int?)cancelled["exit_code"]));
     }
 

@@ -255,7 +255,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.True(State(job) == "succeeded", job.ToJsonString() + File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
         Assert.Contains("data parallel: 2 ranks, 1 micro-batches each per step", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
         // One CPU a rank unless asked (--cpus-per-rank), and one libtorch thread, not one a core of the node.
-        Assert.Contains(" per rank on 1 threads\n", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
+        Assert.Contains(" per rank on 1 thread\n", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
 
         // Cancelled, both ranks get train's SIGTERM (srun's tasks, not srun, which would kill them)
         // and agree on a last checkpoint.
@@ -286,6 +286,8 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
             var submitted = Cli.Run(info);
             Assert.True(submitted.ExitCode == 0, submitted.Stderr);
             var slurmJob = Submitted().Match(submitted.Stdout).Groups[2].Value;
+            // One CPU a rank unless asked, said where the submitter looks first.
+            Assert.Contains("\nasked of Slurm: partition (the cluster's default), time limit 1-2:30, 1 rank of 1 CPU (each rank training on a thread a CPU: --cpus-per-rank for more)\n", submitted.Stdout);
             var shown = SlurmCluster.RunQuietly("scontrol", "show", "job", "--oneliner", slurmJob).Stdout;
             Assert.Contains(" Requeue=0 ", shown);
             Assert.Contains(" TimeLimit=1-02:30:00 ", shown);

@@ -91,11 +91,18 @@ static class JobsCommand
                 : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom), slurm?.Ranks ?? 1);
             var job = JobService.Open(home, SelfCommand()).Submit(arguments, TrustCommands.Actor, runner, slurm);
             Console.WriteLine($"submitted {job.Id}{(runner == SlurmJobExecutor.ExecutorName ? $" (Slurm job {job.ExecutorReference})" : "")}: {(arguments.Resume ? "resume" : "train into")} {job.Arguments.Out}, its output in {job.LogFile}");
+            // A rank's libtorch runs a thread a CPU it asked for: one, unless told, where a local job runs one a core.
+            if (job.Slurm is { } asked) Console.WriteLine($"asked of Slurm: {SlurmResources(asked)} (each rank training on a thread a CPU: --cpus-per-rank for more)");
             Console.WriteLine(Invocation.Spell($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`"));
             return Task.FromResult(0);
         });
         return command;
     }
+
+    /// <summary>What a Slurm job asked for, or was given: "partition cpu, time limit 02:00:00, 4 ranks of 8 CPUs".</summary>
+    static string SlurmResources(SlurmStatus slurm) =>
+        $"partition {slurm.Partition ?? "(the cluster's default)"}, time limit {slurm.TimeLimit ?? "(the partition's)"}, " +
+        $"{slurm.Ranks} rank{(slurm.Ranks == 1 ? "" : "s")}{(slurm.CpusPerRank is { } cpus ? $" of {cpus} CPU{(cpus == 1 ? "" : "s")}" : "")}";
 
     static Command List()
     {
@@ -157,8 +164,7 @@ static class JobsCommand
             Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : JobView.SlurmJobId(job) is { } slurmJob ? $", Slurm job {slurmJob}" : "")}");
             if (job.Slurm is { Unreachable: { } unreachable }) Console.WriteLine($"slurm:      {unreachable}: the job is as last recorded");
             else if (job.Slurm is { } slurm)
-                Console.WriteLine($"slurm:      {slurm.State ?? "submitted"}{(slurm.Reason is { } why ? $" ({why})" : "")}, partition {slurm.Partition ?? "(the cluster's default)"}, time limit {slurm.TimeLimit ?? "(the partition's)"}, " +
-                    $"{slurm.Ranks} rank{(slurm.Ranks == 1 ? "" : "s")}{(slurm.CpusPerRank is { } cpus ? $" of {cpus} CPU{(cpus == 1 ? "" : "s")}" : "")}, nodes {slurm.Nodes ?? "-"}");
+                Console.WriteLine($"slurm:      {slurm.State ?? "submitted"}{(slurm.Reason is { } why ? $" ({why})" : "")}, {SlurmResources(slurm)}, nodes {slurm.Nodes ?? "-"}");
             Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");
             Console.WriteLine($"started:    {Time(job.StartedAt)}");
             Console.WriteLine($"ended:      {Time(job.EndedAt)}{(job.ExitCode is { } code ? $", exit code {code}" : "")}");
@@ -212,8 +218,8 @@ static class JobsCommand
             var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, State: JobState.Running };
             var job = service.Cancel(result.GetValue(id)!, TrustCommands.Actor);
             Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
-                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job.Arguments.Out)}); it then reads cancelled."
-                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job.Arguments.Out)}; cancel again to end it at once); it then reads cancelled."));
+                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job)}); it then reads cancelled."
+                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job)}; cancel again to end it at once); it then reads cancelled."));
             return Task.FromResult(0);
         });
         return command;

@@ -122,7 +122,8 @@ static class TrainCommand
             Console.WriteLine($"data parallel: {trainer.WorldSize} ranks, {trainer.Config.GradientAccumulationSteps / trainer.WorldSize} micro-batches each per step, " +
                 $"{(trainer.Config.ZeroStage == 1 ? "ZeRO-1" : "replicated optimizer")}: AdamW moments {trainer.OptimizerStateBytes / 1048576.0:F2} MiB on rank 0 ({full / 1048576.0:F2} MiB unsharded)");
         }
-        Console.WriteLine($"training from step {trainer.Step} to {trainer.Config.MaxIters} on windows of block_size {trainer.Config.Model.BlockSize} tokens; matmul peak {trainer.PeakFlops / 1e9:F0} GFLOP/s per rank on {TorchSharp.torch.get_num_threads()} threads");
+        var threads = TorchSharp.torch.get_num_threads();
+        Console.WriteLine($"training from step {trainer.Step} to {trainer.Config.MaxIters} on windows of block_size {trainer.Config.Model.BlockSize} tokens; matmul peak {trainer.PeakFlops / 1e9:F0} GFLOP/s per rank on {threads} thread{(threads == 1 ? "" : "s")}");
         if (LearningRateSchedule.WarmupOutlastingTheRun(trainer.Config) is { } warning) Console.Error.WriteLine($"warning: {warning}");
         var view = new TrainingConsole(trainer);
         trainer.Run(token);

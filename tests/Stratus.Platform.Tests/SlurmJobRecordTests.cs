@@ -63,11 +63,12 @@ public sealed class SlurmJobRecordTests : IDisposable
         Assert.StartsWith("Slurm job 42's node failed (NODE_FAIL)", Seen("NODE_FAIL", "0:0")!.End!.Reason);
         Assert.Equal(new JobEnd(JobState.Failed, 0, $"Slurm job 42 ended DEADLINE; see {run}/job-0000abcd.log"), Seen("DEADLINE", "0:0")!.End);
         Directory.CreateDirectory(Path.Combine(run, "checkpoints", "last"));
-        Assert.Equal(new JobEnd(JobState.Cancelled, 143, $"Slurm job 42 was cancelled in Slurm (scancel); continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`"), Seen("CANCELLED", "0:15")!.End);
-        // A time limit, or a job of higher priority, that ended it after a checkpoint: how to go on, as after a cancel.
-        Assert.Equal(new JobEnd(JobState.Failed, 143, $"Slurm job 42 reached its time limit (TIMEOUT; submit with a longer --time); continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`"),
+        Assert.Equal(new JobEnd(JobState.Cancelled, 143, $"Slurm job 42 was cancelled in Slurm (scancel); continue it with `stratus jobs submit --executor slurm --resume {run}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)"), Seen("CANCELLED", "0:15")!.End);
+        // A time limit, or a job of higher priority, that ended it after a checkpoint: how to go on, as after a cancel,
+        // as a Slurm job again (jobs submit's executor is local unless told).
+        Assert.Equal(new JobEnd(JobState.Failed, 143, $"Slurm job 42 reached its time limit (TIMEOUT; submit with a longer --time); continue it with `stratus jobs submit --executor slurm --resume {run}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)"),
             Seen("TIMEOUT", "0:15")!.End);
-        Assert.Equal(new JobEnd(JobState.Failed, 143, $"Slurm job 42 was preempted for another job (PREEMPTED); continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`"),
+        Assert.Equal(new JobEnd(JobState.Failed, 143, $"Slurm job 42 was preempted for another job (PREEMPTED); continue it with `stratus jobs submit --executor slurm --resume {run}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)"),
             Seen("PREEMPTED", "0:15")!.End);
         Assert.Equal(new JobEnd(JobState.Cancelled, null, "cancelled before its training started"),
             SlurmJobExecutor.Observation(SlurmJobExecutor.ParseScontrol(Scontrol("CANCELLED", "0:0", nodeList: ""))!, Running())!.End);
@@ -150,5 +151,17 @@ public sealed class SlurmJobRecordTests : IDisposable
     {
         var refused = Assert.Throws<Stratus.Safety.TrustUserException>(() => new SlurmOptions(null, time, 1));
         Assert.StartsWith($"--time {time} is not a time limit sbatch takes", refused.Message);
+    }
+
+    /// <summary>A cluster whose nodes have fewer CPUs (or less memory) than a rank asks for is the
+    /// submission's to change, not a scheduler that cannot be asked (a 503 the caller retries for ever).</summary>
+    [Theory]
+    [InlineData("Batch job submission failed: Requested node configuration is not available")]
+    [InlineData("Batch job submission failed: More processors requested than permitted")]
+    public void Sbatch_refusing_more_cpus_than_the_nodes_have_is_the_submissions_fault_saying_what_to_ask_for(string error)
+    {
+        var refusal = Assert.IsType<Stratus.Safety.TrustUserException>(SlurmJobExecutor.SbatchRefusal(error));
+        Assert.Equal($"sbatch refused the job: {error}; ask for fewer --cpus-per-rank (each rank's must fit on one node, with its memory) or fewer --ranks (sinfo -o '%P %D %c %m' lists each partition's nodes, their CPUs and memory)", refusal.Message);
+        Assert.IsType<JobExecutorUnavailableException>(SlurmJobExecutor.SbatchRefusal("Batch job submission failed: Unable to contact slurm controller (connect failure)"));
     }
 }

@@ -69,6 +69,7 @@ public sealed class SlurmCluster : IDisposable
             SelectTypeParameters=CR_Core_Memory
             DefMemPerCPU=1024
             SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+            EnforcePartLimits=ALL
             AccountingStorageType=accounting_storage/none
             JobCompType=jobcomp/none
             MpiDefault=none

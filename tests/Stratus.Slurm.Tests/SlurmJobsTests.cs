@@ -100,7 +100,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.True(cancel.ExitCode == 0, cancel.Stderr);
         var (job, _) = Ended(temp, id);
         Assert.Equal("cancelled", State(job));
-        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {temp["run"]}` (a job) or `stratus train --resume {temp["run"]}`", (string)job["reason"]!);
+        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --resume {temp["run"]}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)", (string)job["reason"]!);
         // train's SIGTERM exit, which Slurm records as FAILED 143: the job's state is Stratus's word.
         Assert.Equal(143, (int)job["exit_code"]!);
         Assert.Equal("FAILED", SlurmState(slurmJob));
@@ -202,6 +202,22 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.StartsWith("could not be started: sbatch refused the job: ", (string)job["reason"]!);
     }
 
+    /// <summary>Ranks asking for more CPUs than the cluster's nodes have (the test cluster enforces
+    /// its partition's limits at submit, EnforcePartLimits=ALL, as most do): sbatch's refusal is the
+    /// submission's to change, said as such, not a cluster that cannot be reached.</summary>
+    [Theory]
+    [InlineData("--cpus-per-rank", 1)]
+    [InlineData("--ranks", 1)]
+    public void More_cpus_than_the_cluster_has_is_one_line_saying_what_to_ask_for_and_exit_2(string option, int beyond)
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Cli.PrepareTiny(temp);
+        var asked = Environment.ProcessorCount + beyond;
+        var (code, stdout, stderr) = Jobs(temp, "submit", "--executor", "slurm", option, $"{asked}", "--gradient-accumulation-steps", $"{asked}", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal((2, ""), (code, stdout));
+        Assert.Matches(@"^error: sbatch refused the job: Batch job submission failed: (More processors requested than permitted|Requested node configuration is not available); ask for fewer --cpus-per-rank \(each rank's must fit on one node, with its memory\) or fewer --ranks \(sinfo -o '%P %D %c %m' lists each partition's nodes, their CPUs and memory\)\n$", stderr);
+    }
+
     [Fact]
     public void Without_sbatch_on_the_PATH_or_a_cluster_it_reaches_submit_says_so_in_one_line_and_exits_2()
     {
@@ -239,7 +255,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.True(State(job) == "succeeded", job.ToJsonString() + File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
         Assert.Contains("data parallel: 2 ranks, 1 micro-batches each per step", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
         // One CPU a rank unless asked (--cpus-per-rank), and one libtorch thread, not one a core of the node.
-        Assert.Contains(" per rank on 1 threads\n", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
+        Assert.Contains(" per rank on 1 thread\n", File.ReadAllText(Path.Combine(temp["run"], id + ".log")));
 
         // Cancelled, both ranks get train's SIGTERM (srun's tasks, not srun, which would kill them)
         // and agree on a last checkpoint.
@@ -247,7 +263,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         WaitFor(temp, longJob, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
         Assert.Equal(0, Jobs(temp, "cancel", longJob).ExitCode);
         var (cancelled, _) = Ended(temp, longJob);
-        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {temp["long"]}` (a job) or `stratus train --resume {temp["long"]}`", 143),
+        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --resume {temp["long"]}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)", 143),
             (State(cancelled), (string?)cancelled["reason"], (int?)cancelled["exit_code"]));
     }
 
@@ -270,6 +286,8 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
             var submitted = Cli.Run(info);
             Assert.True(submitted.ExitCode == 0, submitted.Stderr);
             var slurmJob = Submitted().Match(submitted.Stdout).Groups[2].Value;
+            // One CPU a rank unless asked, said where the submitter looks first.
+            Assert.Contains("\nasked of Slurm: partition (the cluster's default), time limit 1-2:30, 1 rank of 1 CPU (each rank training on a thread a CPU: --cpus-per-rank for more)\n", submitted.Stdout);
             var shown = SlurmCluster.RunQuietly("scontrol", "show", "job", "--oneliner", slurmJob).Stdout;
             Assert.Contains(" Requeue=0 ", shown);
             Assert.Contains(" TimeLimit=1-02:30:00 ", shown);

@@ -11,15 +11,19 @@ public static class JobLog
     /// checkpoint, else <paramref name="unsaved"/>.</summary>
     public static string Resumable(Job job, string stopped, string unsaved) =>
         Directory.Exists(Path.Combine(job.Arguments.Out, "checkpoints", "last"))
-            ? $"{stopped}; continue it with {ContinueRun(job.Arguments.Out)}"
+            ? $"{stopped}; continue it with {ContinueRun(job)}"
             : unsaved;
 
-    /// <summary>The commands that continue <paramref name="run"/> from its last checkpoint: as a
-    /// job, and in a shell of its own.</summary>
-    public static string ContinueRun(string run)
+    /// <summary>The commands that continue <paramref name="job"/>'s run from its last checkpoint:
+    /// as a job, and in a shell of its own. A Slurm job's run goes on as a Slurm job: jobs submit's
+    /// executor is local unless told, and a training in a shell would run on the login node; what
+    /// it asked of Slurm is asked again, as Slurm does not keep it.</summary>
+    public static string ContinueRun(Job job)
     {
-        var quoted = TrainArguments.ShellLine([run]);
-        return $"`stratus jobs submit --resume {quoted}` (a job) or `stratus train --resume {quoted}`";
+        var quoted = TrainArguments.ShellLine([job.Arguments.Out]);
+        return job.Executor == SlurmJobExecutor.ExecutorName
+            ? $"`stratus jobs submit --executor slurm --resume {quoted}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)"
+            : $"`stratus jobs submit --resume {quoted}` (a job) or `stratus train --resume {quoted}`";
     }
 
     /// <summary>The training's own one-line error where its log ends with one, else its exit code.</summary>

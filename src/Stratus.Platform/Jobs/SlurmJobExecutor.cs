@@ -104,20 +104,28 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         if (resources.Partition is { } partition) arguments.Add($"--partition={partition}");
         if (resources.Time is { } time) arguments.Add($"--time={time}");
         var (code, stdout, stderr) = Run("sbatch", arguments, BatchScript(job));
-        if (code != 0)
-        {
-            var error = SlurmError(stderr, stdout, code);
-            if (error.Contains("partition", StringComparison.OrdinalIgnoreCase) || error.Contains("time limit", StringComparison.OrdinalIgnoreCase))
-                throw new TrustUserException($"sbatch refused the job: {error}; give a --partition and --time the cluster takes (sinfo lists its partitions and their time limits), or submit with --executor local");
-            // A controller sbatch cannot reach, or a configuration it cannot find, is the cluster's
-            // state, not the submission's fault.
-            throw new JobExecutorUnavailableException($"sbatch refused the job: {error}; check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local");
-        }
+        if (code != 0) throw SbatchRefusal(SlurmError(stderr, stdout, code));
         // --parsable prints "id" or, on a cluster of a federation, "id;cluster".
         var id = stdout.Trim().Split(';')[0];
         return long.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out _)
             ? id
             : throw new IOException($"sbatch printed no job id (it printed '{stdout.Trim()}')");
+    }
+
+    /// <summary>Why sbatch refused a job, in its <paramref name="error"/>'s words: the submission's
+    /// fault (a partition or time limit the cluster does not take, more CPUs or memory than its
+    /// nodes have), or the cluster's state (a controller sbatch cannot reach, a configuration it
+    /// cannot find), which the same submission may pass later.</summary>
+    internal static Exception SbatchRefusal(string error)
+    {
+        if (error.Contains("partition", StringComparison.OrdinalIgnoreCase) || error.Contains("time limit", StringComparison.OrdinalIgnoreCase))
+            return new TrustUserException($"sbatch refused the job: {error}; give a --partition and --time the cluster takes (sinfo lists its partitions and their time limits), or submit with --executor local");
+        // No node of the partition has the CPUs (or the memory, DefMemPerCPU a CPU) one rank asks
+        // for, or the partition has not the CPUs all ranks ask for together.
+        if (error.Contains("Requested node configuration is not available", StringComparison.Ordinal)
+            || error.Contains("More processors requested than permitted", StringComparison.Ordinal))
+            return new TrustUserException($"sbatch refused the job: {error}; ask for fewer --cpus-per-rank (each rank's must fit on one node, with its memory) or fewer --ranks (sinfo -o '%P %D %c %m' lists each partition's nodes, their CPUs and memory)");
+        return new JobExecutorUnavailableException($"sbatch refused the job: {error}; check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local");
     }
 
     /// <summary>The batch script: it names the job in its log, as the local supervisor does, then

@@ -57,13 +57,13 @@ public sealed class SqliteUsageStore(PlatformDatabase database) : IUsageStore
         {
             using var command = Command(connection, """
                 INSERT INTO usage_daily (key_id, day, model, requests, prompt_tokens, completion_tokens)
-                VALUES ($key, $day, $model, 1, $prompt, $completion)
+                VALUES (@key, @day, @model, 1, @prompt, @completion)
                 ON CONFLICT (key_id, day, model) DO UPDATE SET
                     requests = requests + 1,
                     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
                     completion_tokens = completion_tokens + excluded.completion_tokens
                 """,
-                ("$key", keyId), ("$day", Day(at)), ("$model", model), ("$prompt", promptTokens), ("$completion", completionTokens));
+                ("@key", keyId), ("@day", Day(at)), ("@model", model), ("@prompt", promptTokens), ("@completion", completionTokens));
             return command.ExecuteNonQuery();
         });
         return ValueTask.CompletedTask;
@@ -76,12 +76,12 @@ public sealed class SqliteUsageStore(PlatformDatabase database) : IUsageStore
         {
             using var command = Command(connection, """
                 SELECT key_id, day, model, requests, prompt_tokens, completion_tokens FROM usage_daily
-                WHERE day >= $from AND day <= $to
-                  AND ($key IS NULL OR key_id = $key)
-                  AND ($model IS NULL OR model = $model)
+                WHERE day >= @from AND day <= @to
+                  AND (@key IS NULL OR key_id = @key)
+                  AND (@model IS NULL OR model = @model)
                 ORDER BY day, key_id, model
                 """,
-                ("$from", query.From.ToString(DayFormat)), ("$to", query.To.ToString(DayFormat)), ("$key", query.KeyId), ("$model", query.Model));
+                ("@from", query.From.ToString(DayFormat)), ("@to", query.To.ToString(DayFormat)), ("@key", query.KeyId), ("@model", query.Model));
             using var reader = command.ExecuteReader();
             var rows = new List<UsageRecord>();
             while (reader.Read())

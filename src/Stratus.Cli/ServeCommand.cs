@@ -150,7 +150,7 @@ static class ServeCommand
     /// makes a new one, and revokes the previous demo key so they do not pile up.</summary>
     public static async Task<string> EnsureDemoKeyAsync(string? dataDir, CancellationToken cancellation)
     {
-        var keys = PlatformStores.OpenSqlite(StratusHome.Resolve(dataDir)).KeyService();
+        var keys = PlatformStores.Open(StratusHome.Resolve(dataDir)).KeyService();
         foreach (var key in await keys.ListAsync(includeRevoked: false, cancellation))
             if (key.Name == DemoKeyName) await keys.RevokeAsync(key.Id, TrustCommands.Actor, cancellation);
         var created = await keys.CreateAsync(DemoKeyName, ApiKeyScopes.Inference, RateLimits.Unlimited, TrustCommands.Actor, cancellationToken: cancellation);

@@ -31,12 +31,12 @@ static class TrustCommands
     }
 
     public static PlatformStores Open(ParseResult result, Option<string> dataDir) =>
-        PlatformStores.OpenSqlite(StratusHome.Resolve(result.GetValue(dataDir)));
+        PlatformStores.Open(StratusHome.Resolve(result.GetValue(dataDir)));
 
     /// <summary>The stores for a verb that only reads them: a data directory without a database
     /// (a mistyped --data-dir) is an error, not a new empty database reported as intact.</summary>
     public static PlatformStores OpenExisting(ParseResult result, Option<string> dataDir) =>
-        PlatformStores.OpenSqlite(ExistingDirectory(result, dataDir));
+        PlatformStores.Open(ExistingDirectory(result, dataDir));
 
     /// <summary>The data directory, which must hold a database already; a file given as one is
     /// left for PlatformDatabase.Open to name as such.</summary>

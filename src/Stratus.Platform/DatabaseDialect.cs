@@ -25,6 +25,9 @@ abstract class DatabaseDialect
     /// error that is not the machine's (a bug).</summary>
     public abstract string? Describe(DbException e);
 
+    /// <summary>Whether the database holds Stratus's tables (of any version).</summary>
+    public abstract bool HoldsStratus(DbConnection connection);
+
     public abstract bool IsUniqueViolation(DbException e);
 
     /// <summary>The conflict target of an upsert on a case-insensitive key column.</summary>

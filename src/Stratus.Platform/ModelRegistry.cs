@@ -6,7 +6,7 @@
 // log_model copies them into its store; either way it records the hash of its manifest:
 // resolving a version reads the checkpoint again and refuses it when its files changed or
 // vanished since registration. Every change is stored with its audit entry in one transaction
-// (tables registered_models, model_versions, model_aliases in stratus.db).
+// (tables registered_models, model_versions, model_aliases of the platform database).
 using System.Globalization;
 using System.Text.Json.Nodes;
 using System.Data.Common;
@@ -34,16 +34,19 @@ public sealed class ModelRegistry
     ModelRegistry(PlatformDatabase database, ICheckpointReader checkpoints, TimeProvider? time)
     {
         this.database = database;
-        copies = new ModelCopies(Path.GetDirectoryName(Path.GetFullPath(database.FilePath))!);
+        copies = new ModelCopies(Path.GetFullPath(database.DataDirectory));
         audit = new SqliteAuditLog(database, time);
         this.checkpoints = checkpoints;
         clock = time ?? TimeProvider.System;
     }
 
-    /// <summary>The registry in a data directory's stratus.db (created or migrated as
+    /// <summary>The registry in a data directory's database (created or migrated as
     /// <see cref="PlatformDatabase.Open"/> does).</summary>
     public static ModelRegistry Open(string dataDir, ICheckpointReader checkpoints, TimeProvider? time = null) =>
         new(PlatformDatabase.Open(dataDir), checkpoints, time);
+
+    public static ModelRegistry Open(PlatformDatabase database, ICheckpointReader checkpoints, TimeProvider? time = null) =>
+        new(database, checkpoints, time);
 
     /// <summary>Registers a run folder's checkpoints/best (else last), or a checkpoint folder, as
     /// the next version of <paramref name="name"/>, optionally with an alias pointing at it.</summary>
@@ -83,7 +86,7 @@ public sealed class ModelRegistry
         var version = database.Write(transaction =>
         {
             var connection = transaction.Connection!;
-            Run(connection, transaction, "INSERT INTO registered_models (name, last_version) VALUES (@name, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1",
+            Run(connection, transaction, "INSERT INTO registered_models (name, last_version) VALUES (@name, 1) ON CONFLICT (name) DO UPDATE SET last_version = registered_models.last_version + 1",
                 ("@name", name));
             var number = Convert.ToInt32(Scalar(connection, transaction, "SELECT last_version FROM registered_models WHERE name = @name", ("@name", name)), CultureInfo.InvariantCulture);
             var directory = checkpoint.Directory;

@@ -1,5 +1,5 @@
 // The database behind the platform's stores: SQLite's stratus.db in the data directory (the
-// default), or PostgreSQL (a later change). The stores speak ADO.NET's System.Data.Common and one
+// default), or PostgreSQL where STRATUS_DATABASE names one (a cluster's shared database). The stores speak ADO.NET's System.Data.Common and one
 // SQL to both; what truly differs (the schema and its migrations, how a write takes the lock, how
 // an error is told to the operator) is the dialect's (DatabaseDialect).
 using System.Data.Common;
@@ -38,7 +38,8 @@ public sealed class PlatformDatabase
     /// jobs' logs and the registry's copies.</summary>
     public string DataDirectory { get; }
 
-    /// <summary>The database as messages name it: stratus.db's path.</summary>
+    /// <summary>The database as messages name it: stratus.db's path, or the PostgreSQL database
+    /// (its host, port, database and user; never a password).</summary>
     public string Name => dialect.Name;
 
     public string FilePath => Path.Combine(DataDirectory, FileName);
@@ -49,18 +50,26 @@ public sealed class PlatformDatabase
 
     internal DatabaseDialect Dialect => dialect;
 
-    /// <summary>Opens (creating if needed) the database in a data directory.</summary>
+    /// <summary>The environment variable that names a PostgreSQL database to use instead of
+    /// SQLite's stratus.db, read here alone, so the CLI, servers and jobs (which inherit it) agree.</summary>
+    public const string DatabaseVariable = "STRATUS_DATABASE";
+
+    /// <summary>Opens (creating if needed) the database of a data directory: PostgreSQL's where
+    /// <see cref="DatabaseVariable"/> names one, else SQLite's stratus.db in the folder.</summary>
     /// <param name="lockTimeout">How long a statement waits for another process's lock
     /// (whole seconds); <see cref="DefaultLockTimeout"/> when null.</param>
-    /// <exception cref="PlatformStorageException">The file cannot be used (read-only, locked,
-    /// not a database).</exception>
-    /// <exception cref="TrustUserException">The data directory is a file, or its database is
-    /// another application's or from a newer Stratus.</exception>
-    public static PlatformDatabase Open(string dataDir, TimeSpan? lockTimeout = null)
+    /// <exception cref="PlatformStorageException">The database cannot be used (read-only,
+    /// locked, not a database, a server that cannot be reached or refuses the login).</exception>
+    /// <exception cref="TrustUserException">The data directory is a file, the variable names no
+    /// database, or the database is another application's or from a newer Stratus.</exception>
+    public static PlatformDatabase Open(string dataDir, TimeSpan? lockTimeout = null) => Open(dataDir, Configured, lockTimeout);
+
+    /// <summary>Opens the database <paramref name="connection"/> names (a PostgreSQL URI or
+    /// Npgsql's keywords; null or empty: SQLite's stratus.db in <paramref name="dataDir"/>), as
+    /// <see cref="Open(string, TimeSpan?)"/> does with <see cref="DatabaseVariable"/>'s value.</summary>
+    public static PlatformDatabase Open(string dataDir, string? connection, TimeSpan? lockTimeout)
     {
-        var timeout = lockTimeout ?? DefaultLockTimeout;
-        if (timeout < TimeSpan.FromSeconds(1) || timeout.Ticks % TimeSpan.TicksPerSecond != 0)
-            throw new ArgumentOutOfRangeException(nameof(lockTimeout), timeout, "The lock timeout is whole seconds, at least one.");
+        var database = new PlatformDatabase(dataDir, ChooseDialect(dataDir, connection, lockTimeout));
         // .NET would say "The file '...' already exists", of the file given as a folder.
         if (File.Exists(dataDir))
             throw new TrustUserException($"{dataDir} is a file; the data directory is a folder, where Stratus keeps {FileName}" +
@@ -77,21 +86,22 @@ public sealed class PlatformDatabase
             throw new TrustUserException($"cannot create the data directory {dataDir} ({e.Message.TrimEnd('.')}: its file system makes no folders there); " +
                 $"give --data-dir (or ${StratusHome.EnvironmentVariable}) a folder this user may create", e);
         }
-        var sqlite = new SqliteDialect(Path.Combine(dataDir, FileName), timeout);
-        var database = new PlatformDatabase(dataDir, sqlite);
-        // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user;
-        // a stratus.db link that leads nowhere yet is the file it names, which SQLite would make.
-        var file = sqlite.DataFile;
-        if (!File.Exists(file))
+        if (database.dialect is SqliteDialect sqlite)
         {
-            try
+            // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user;
+            // a stratus.db link that leads nowhere yet is the file it names, which SQLite would make.
+            var file = sqlite.DataFile;
+            if (!File.Exists(file))
             {
-                CreateOwnerOnlyFile(file);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                // Another process made it first, or the folder refuses it: SQLite opens that one,
-                // or says why it cannot as it does of every file it refuses.
+                try
+                {
+                    CreateOwnerOnlyFile(file);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // Another process made it first, or the folder refuses it: SQLite opens that one,
+                    // or says why it cannot as it does of every file it refuses.
+                }
             }
         }
         database.Use(connection =>
@@ -101,6 +111,36 @@ public sealed class PlatformDatabase
         });
         return database;
     }
+
+    /// <summary>Whether the data directory's database (as <see cref="Open(string, TimeSpan?)"/>
+    /// chooses it) holds Stratus's data already, asked without creating anything: for a verb that
+    /// only reads, or a check that has nothing to find where there is none.</summary>
+    /// <exception cref="PlatformStorageException">The chosen PostgreSQL server cannot be asked.</exception>
+    public static bool Exists(string dataDir)
+    {
+        var dialect = ChooseDialect(dataDir, Configured, null);
+        if (dialect is SqliteDialect) return File.Exists(Path.Combine(dataDir, FileName));
+        return new PlatformDatabase(dataDir, dialect).Use(dialect.HoldsStratus);
+    }
+
+    /// <summary>The data directory's database as messages name it: stratus.db's path, or the
+    /// PostgreSQL database <see cref="DatabaseVariable"/> names (without its password).</summary>
+    public static string Describe(string dataDir) => ChooseDialect(dataDir, Configured, null).Name;
+
+    static string? Configured => Environment.GetEnvironmentVariable(DatabaseVariable);
+
+    static DatabaseDialect ChooseDialect(string dataDir, string? connection, TimeSpan? lockTimeout)
+    {
+        var timeout = lockTimeout ?? DefaultLockTimeout;
+        if (timeout < TimeSpan.FromSeconds(1) || timeout.Ticks % TimeSpan.TicksPerSecond != 0)
+            throw new ArgumentOutOfRangeException(nameof(lockTimeout), timeout, "The lock timeout is whole seconds, at least one.");
+        return string.IsNullOrWhiteSpace(connection)
+            ? new SqliteDialect(Path.Combine(dataDir, FileName), timeout)
+            : PostgresDialect.Parse(connection, DatabaseVariable, timeout);
+    }
+
+    /// <summary>Whether this is SQLite's stratus.db (else a PostgreSQL database).</summary>
+    public bool IsSqlite => dialect is SqliteDialect;
 
     // The database holds key hashes, usage, the audit log and blocklists, so the data directory
     // and database Stratus makes are its owner's alone (on Unix), as gh, ssh and kubectl keep

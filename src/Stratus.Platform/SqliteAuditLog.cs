@@ -55,13 +55,15 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
     public ValueTask<IReadOnlyList<AuditEntry>> ReadAsync(AuditQuery query, CancellationToken cancellationToken = default) =>
         ValueTask.FromResult<IReadOnlyList<AuditEntry>>(database.Use(connection =>
         {
+            // A filter's parameter is CAST where it is compared with NULL: PostgreSQL must know the type
+            // of a parameter that may be NULL, and cannot tell it from IS NULL alone.
             using var command = Command(connection, """
                 SELECT seq, time, actor, action, details, hash FROM audit_log
                 WHERE seq > @after
-                  AND (@action IS NULL OR action = @action)
-                  AND (@actor IS NULL OR actor = @actor)
-                  AND (@from IS NULL OR time >= @from)
-                  AND (@to IS NULL OR time < @to)
+                  AND (CAST(@action AS TEXT) IS NULL OR action = @action)
+                  AND (CAST(@actor AS TEXT) IS NULL OR actor = @actor)
+                  AND (CAST(@from AS TEXT) IS NULL OR time >= @from)
+                  AND (CAST(@to AS TEXT) IS NULL OR time < @to)
                 ORDER BY seq LIMIT @limit
                 """,
                 ("@after", query.AfterSequence), ("@action", query.Action), ("@actor", query.Actor),

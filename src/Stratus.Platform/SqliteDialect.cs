@@ -214,6 +214,8 @@ sealed class SqliteDialect : DatabaseDialect
     /// application's database is likely to hold beside it.</summary>
     const string FirstTable = "api_keys", AuditTable = "audit_log";
 
+    public override bool HoldsStratus(DbConnection connection) => UserVersion((SqliteConnection)connection, null) > 0;
+
     static int UserVersion(SqliteConnection connection, DbTransaction? transaction)
     {
         using var command = connection.CreateCommand();

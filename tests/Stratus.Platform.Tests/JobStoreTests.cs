@@ -57,7 +57,7 @@ public sealed class JobStoreTests : IDisposable
         platform.Sql("DROP TABLE jobs; PRAGMA user_version = 4;");
         SqliteConnection.ClearAllPools();
 
-        var reopened = PlatformStores.OpenSqlite(platform.Directory);
+        var reopened = PlatformStores.Open(platform.Directory);
         Assert.Equal(created.Key.Id, (await reopened.KeyService().AuthenticateAsync(created.Secret)).Key?.Id);
         var verification = await reopened.Audit.VerifyAsync();
         Assert.True(verification.Valid);

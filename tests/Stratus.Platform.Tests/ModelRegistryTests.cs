@@ -176,7 +176,7 @@ public sealed class ModelRegistryTests : IDisposable
 
         var registry = ModelRegistry.Open(directory, new ManifestFolders());
         Assert.Equal(1, registry.Register(Checkpoint("a"), "shk", null, "production", "cli:new").Version);
-        var stores = PlatformStores.OpenSqlite(directory);
+        var stores = PlatformStores.Open(directory);
         Assert.Equal("old", (await stores.KeyService().AuthenticateAsync(secret)).Key!.Name);
         var verification = await stores.Audit.VerifyAsync();
         Assert.True(verification.Valid, verification.Problem);

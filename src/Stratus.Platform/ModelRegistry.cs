@@ -281,9 +281,9 @@ public sealed class ModelRegistry
     {
         using var command = Command(connection, $"""
             SELECT v.name, v.version, v.checkpoint, v.manifest_sha256, v.architecture, v.parameters, v.context_length, v.tokenizer, v.description, v.created_at, v.created_by,
-                   (SELECT group_concat(alias, char(10)) FROM (SELECT alias FROM model_aliases a WHERE a.name = v.name AND a.version = v.version ORDER BY alias))
+                   (SELECT string_agg(alias, @newline) FROM (SELECT alias FROM model_aliases a WHERE a.name = v.name AND a.version = v.version ORDER BY alias) AS ordered)
             FROM model_versions v {where} ORDER BY v.name, v.version
-            """, parameters);
+            """, [.. parameters, ("@newline", "\n")]);
         command.Transaction = transaction;
         using var reader = command.ExecuteReader();
         var versions = new List<ModelVersion>();

@@ -205,7 +205,8 @@ public abstract class SafetyConfigurationTests : IDisposable
     async Task WhileAnotherWriterHoldsTheLock(string sql, Func<Task> write)
     {
         using var transaction = platform.HoldWriteLock();
-        using (var command = transaction.Connection!.CreateCommand())
+        using var connection = transaction.Connection!;
+        using (var command = connection.CreateCommand())
         {
             command.Transaction = transaction;
             command.CommandText = sql;
@@ -216,7 +217,6 @@ public abstract class SafetyConfigurationTests : IDisposable
         await Task.Delay(TimeSpan.FromSeconds(1));
         Assert.False(writing.IsCompleted);
         transaction.Commit();
-        transaction.Connection!.Dispose();
         await writing;
     }
 

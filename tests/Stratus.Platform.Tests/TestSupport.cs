@@ -28,7 +28,7 @@ public sealed class TestDatabases(PostgresDatabase? postgres)
     public string? NewConnection() => postgres?.NewSchema();
 }
 
-sealed class TempPlatform : IDisposable
+public sealed class TempPlatform : IDisposable
 {
     public TempPlatform(TimeProvider? time = null) : this(TestDatabases.Sqlite, time) { }
 

@@ -116,9 +116,11 @@ public sealed class PlatformDatabase
     /// chooses it) holds Stratus's data already, asked without creating anything: for a verb that
     /// only reads, or a check that has nothing to find where there is none.</summary>
     /// <exception cref="PlatformStorageException">The chosen PostgreSQL server cannot be asked.</exception>
-    public static bool Exists(string dataDir)
+    public static bool Exists(string dataDir) => Exists(dataDir, Configured);
+
+    internal static bool Exists(string dataDir, string? connection)
     {
-        var dialect = ChooseDialect(dataDir, Configured, null);
+        var dialect = ChooseDialect(dataDir, connection, null);
         if (dialect is SqliteDialect) return File.Exists(Path.Combine(dataDir, FileName));
         return new PlatformDatabase(dataDir, dialect).Use(dialect.HoldsStratus);
     }

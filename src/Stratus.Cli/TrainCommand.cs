@@ -81,10 +81,11 @@ static class TrainCommand
     static string? RegisteredVersionsSavedAgain(Trainer trainer)
     {
         var dataDir = TrustCommands.DefaultDataDirectory();
-        if (dataDir is null || !File.Exists(Path.Combine(dataDir, PlatformDatabase.FileName))) return null;
+        if (dataDir is null) return null;
         IReadOnlyList<ModelVersion> versions;
         try
         {
+            if (!PlatformDatabase.Exists(dataDir)) return null;
             versions = [.. ModelsCommand.Open(dataDir).List().Where(v => !v.IsCopy && trainer.CheckpointDirectories.Contains(v.Checkpoint.Directory))];
         }
         // A registry that cannot be read is no reason not to train: the warning is a courtesy.

@@ -131,6 +131,9 @@ public sealed class PlatformDatabase
 
     static string? Configured => Environment.GetEnvironmentVariable(DatabaseVariable);
 
+    /// <summary>Whether <see cref="DatabaseVariable"/> chooses PostgreSQL (else SQLite's file).</summary>
+    public static bool PostgresChosen => !string.IsNullOrWhiteSpace(Configured);
+
     static DatabaseDialect ChooseDialect(string dataDir, string? connection, TimeSpan? lockTimeout)
     {
         var timeout = lockTimeout ?? DefaultLockTimeout;
@@ -190,7 +193,7 @@ public sealed class PlatformDatabase
     public PlatformBackup BackupTo(string destination, string actor)
     {
         var sqlite = dialect as SqliteDialect ?? throw new TrustUserException(
-            $"stratus backup copies SQLite's stratus.db; {Name} is PostgreSQL's to back up: pg_dump --format=custom --file=<file> <database> (see docs/platform.md)");
+            $"{Name} is backed up with PostgreSQL's own tools, not stratus backup (which copies SQLite's stratus.db): pg_dump --format=custom --file=<file> <database>, restored with pg_restore (see docs/platform.md)");
         var target = Path.GetFullPath(destination);
         // Made here, empty, as VACUUM INTO accepts it, so a folder that refuses it is .NET's error
         // about a file there, not SQLite's worded as the database's. Named as Stratus.AtomicFile

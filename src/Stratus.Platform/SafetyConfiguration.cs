@@ -235,7 +235,7 @@ public sealed class BlocklistVersionMismatchException(string name, string? curre
     public string? CurrentVersion => currentVersion;
 }
 
-/// <summary>Blocklists on SQLite, one row per list with its definition as JSON.</summary>
+/// <summary>Blocklists on the platform database, one row per list with its definition as JSON.</summary>
 public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditLog auditLog, TimeProvider? time = null) : IBlocklistStore
 {
     readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(database, time ?? TimeProvider.System);
@@ -281,7 +281,7 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditL
     }
 }
 
-/// <summary>Safety policies on SQLite, one row per deployment, stored as SafetyPolicyDocument JSON.</summary>
+/// <summary>Safety policies on the platform database, one row per deployment, stored as SafetyPolicyDocument JSON.</summary>
 public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, SqliteAuditLog auditLog, TimeProvider? time = null) : ISafetyPolicyStore
 {
     readonly JsonDocumentTable policies = JsonDocumentTable.Policies(database, time ?? TimeProvider.System);

@@ -1,4 +1,5 @@
-// IApiKeyStore on SQLite (table api_keys). Names are unique among active keys (a partial
+// IApiKeyStore on the platform database, SQLite or PostgreSQL (table api_keys; the Sqlite name
+// is the class's from before PostgreSQL). Names are unique among active keys (a partial
 // unique index), so a revoked key's name can be reused. Each change and its audit entry are one
 // write transaction. A rotated key keeps the secret it replaced in previous_salt and
 // previous_hash, working until previous_expires_at.

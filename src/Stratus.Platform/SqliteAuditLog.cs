@@ -1,5 +1,6 @@
-// IAuditLog on SQLite (table audit_log). Appends run in an IMMEDIATE transaction, so reading
-// the last hash and inserting the next entry is atomic even across processes sharing the file;
+// IAuditLog on the platform database, SQLite or PostgreSQL (table audit_log). Appends run in a
+// write transaction (PlatformDatabase.Write: SQLite's IMMEDIATE, PostgreSQL's advisory lock), so
+// reading the last hash and inserting the next entry is atomic even across processes sharing it;
 // the stores append the entry of a change in the change's own transaction.
 using System.Text.Encodings.Web;
 using System.Text.Json;

@@ -1,4 +1,4 @@
-// The jobs table of stratus.db. Each change is one IMMEDIATE transaction that reads what it
+// The jobs table of the platform database. Each change is one write transaction that reads what it
 // changes, so a job's submitter, its supervisor (another process) and a reader that finds its
 // processes gone never overwrite each other: an end is recorded once, by whoever comes first, and a
 // cancel and the training process's start meet in one order or the other, never missing each other.

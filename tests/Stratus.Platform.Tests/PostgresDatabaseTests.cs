@@ -33,14 +33,24 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         var first = PlatformStores.Open(PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(60)));
         var second = PlatformStores.Open(PlatformDatabase.Open(directory, OtherProcess(connection), TimeSpan.FromSeconds(60)));
         using var start = new Barrier(2);
+        var errors = new System.Collections.Concurrent.ConcurrentBag<Exception>();
         var threads = new[] { first, second }.Select((stores, n) => new Thread(() =>
         {
             start.SignalAndWait();
-            for (var i = 0; i < 25; i++)
-                stores.Audit.AppendAsync($"process{n}", AuditActions.RequestFiltered, new JsonObject { ["i"] = i }).AsTask().GetAwaiter().GetResult();
+            try
+            {
+                for (var i = 0; i < 25; i++)
+                    stores.Audit.AppendAsync($"process{n}", AuditActions.RequestFiltered, new JsonObject { ["i"] = i }).AsTask().GetAwaiter().GetResult();
+            }
+            catch (Exception e)
+            {
+                errors.Add(e);
+            }
         })).ToList();
         threads.ForEach(t => t.Start());
         threads.ForEach(t => t.Join());
+
+        Assert.Empty(errors);
 
         var result = await first.Audit.VerifyAsync();
         Assert.True(result.Valid, result.Problem);

@@ -7,9 +7,9 @@
 // resolving a version reads the checkpoint again and refuses it when its files changed or
 // vanished since registration. Every change is stored with its audit entry in one transaction
 // (tables registered_models, model_versions, model_aliases of the platform database).
+using System.Data.Common;
 using System.Globalization;
 using System.Text.Json.Nodes;
-using System.Data.Common;
 using Stratus.Safety;
 using static Stratus.Platform.PlatformDatabase;
 

@@ -42,10 +42,11 @@ public sealed class PlatformDatabase
     /// (its host, port, database and user; never a password).</summary>
     public string Name => dialect.Name;
 
+    /// <summary>SQLite's stratus.db in the data directory (where the database is SQLite's).</summary>
     public string FilePath => Path.Combine(DataDirectory, FileName);
 
     /// <summary>The file SQLite keeps the data in, with its -wal and -shm beside it:
-    /// <see cref="FilePath"/>, or the file it leads to where it is a link.</summary>
+    /// <see cref="FilePath"/>, or the file it leads to where it is a link (SQLite's database only).</summary>
     public string SqliteFile => ((SqliteDialect)dialect).DataFile;
 
     internal DatabaseDialect Dialect => dialect;
@@ -143,9 +144,6 @@ public sealed class PlatformDatabase
             ? new SqliteDialect(Path.Combine(dataDir, FileName), timeout)
             : PostgresDialect.Parse(connection, DatabaseVariable, timeout);
     }
-
-    /// <summary>Whether this is SQLite's stratus.db (else a PostgreSQL database).</summary>
-    public bool IsSqlite => dialect is SqliteDialect;
 
     // The database holds key hashes, usage, the audit log and blocklists, so the data directory
     // and database Stratus makes are its owner's alone (on Unix), as gh, ssh and kubectl keep

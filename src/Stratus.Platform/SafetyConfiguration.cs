@@ -5,10 +5,10 @@
 // changes made at once (two `blocklist add`s, the CLI and the admin API) each build on the one
 // before instead of losing it; and a policy never names a missing list, since deleting a list and
 // saving a policy each check the other table in the transaction that writes.
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Data.Common;
 using Stratus.Safety;
 using static Stratus.Platform.PlatformDatabase;
 

@@ -2,10 +2,10 @@
 // write transaction (PlatformDatabase.Write: SQLite's IMMEDIATE, PostgreSQL's advisory lock), so
 // reading the last hash and inserting the next entry is atomic even across processes sharing it;
 // the stores append the entry of a change in the change's own transaction.
+using System.Data.Common;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Data.Common;
 using static Stratus.Platform.PlatformDatabase;
 
 namespace Stratus.Platform;

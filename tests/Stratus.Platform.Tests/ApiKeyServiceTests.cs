@@ -1,7 +1,7 @@
 // API keys: random, shown once, stored only as a salted hash, found by id, compared in
 // constant time, revocable by name or id, and every change audited without the secret.
-using System.Text;
 using System.Data.Common;
+using System.Text;
 using Stratus.Platform;
 using Stratus.Safety;
 

@@ -1,7 +1,7 @@
 // The audit log: entries chain by hash, and the verifier names the first entry that was
 // modified, deleted or reordered, even by someone who bypasses the append-only triggers.
-using System.Text.Json.Nodes;
 using System.Data.Common;
+using System.Text.Json.Nodes;
 using Stratus.Platform;
 using Stratus.Safety;
 

@@ -3,9 +3,9 @@
 // database of schema version 3 (before the registry) migrated with its keys and audit chain kept;
 // the registry's own copies (--copy): placed whole or not at all, removed with their version alone.
 // Real checkpoints: Stratus.Server.Tests' ModelRegistryTests.
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Text;
-using System.Data.Common;
 using Microsoft.Data.Sqlite;
 using Npgsql;
 using Stratus.Safety;

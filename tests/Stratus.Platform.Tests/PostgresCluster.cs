@@ -94,11 +94,6 @@ public sealed class PostgresCluster : IDisposable
         command.ExecuteNonQuery();
     }
 
-    /// <summary>Stops the server at once, as a crash or a machine going down would.</summary>
-    public void Stop() => RunAsOwner("pg_ctl", "-D", Path.Combine(Folder, "data"), "-m", "immediate", "stop");
-
-    public void Start() => RunAsOwner("pg_ctl", "-D", Path.Combine(Folder, "data"), "-l", Path.Combine(Folder, "server.log"), "-w", "start");
-
     /// <summary>Stops the cluster where this process ends without disposing of it (a test run
     /// killed midway): the server, which pg_ctl detaches, would otherwise run on.</summary>
     Process Watchdog(string data)

@@ -2,10 +2,10 @@
 // changes, so a job's submitter, its supervisor (another process) and a reader that finds its
 // processes gone never overwrite each other: an end is recorded once, by whoever comes first, and a
 // cancel and the training process's start meet in one order or the other, never missing each other.
+using System.Data.Common;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Data.Common;
 using Stratus.Safety;
 using static Stratus.Platform.PlatformDatabase;
 

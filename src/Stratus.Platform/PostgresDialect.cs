@@ -246,9 +246,11 @@ sealed class PostgresDialect : DatabaseDialect
         var transaction = ((NpgsqlConnection)connection).BeginTransaction();
         try
         {
-            PlatformDatabase.Execute(connection,
-                $"SET LOCAL lock_timeout = {lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}; SELECT pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)});",
-                transaction);
+            // Two commands, not one of two statements: Npgsql runs a command of several statements
+            // synchronously only with the thread pool's help, and under load (40 writers at once
+            // on a busy machine) one waited out its 30 s command timeout (npgsql/npgsql#5607).
+            PlatformDatabase.Execute(connection, $"SET LOCAL lock_timeout = {lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}", transaction);
+            PlatformDatabase.Execute(connection, $"SELECT pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)})", transaction);
             return transaction;
         }
         catch
@@ -325,9 +327,10 @@ sealed class PostgresDialect : DatabaseDialect
                 _ => null,
             };
         }
-        // Npgsql's own: the server cannot be reached (refused, no such host or socket, a timeout).
+        // Npgsql's own: the server cannot be reached (refused, no such host or socket) or did not
+        // answer in time.
         return e is NpgsqlException && (e.InnerException is SocketException or IOException or TimeoutException || e.IsTransient)
-            ? $"cannot reach the PostgreSQL server of {Name} ({said}); is it running, and does it listen there?"
+            ? $"cannot reach the PostgreSQL server of {Name}, or it did not answer in time ({said}); is it running, and does it listen there?"
             : null;
     }
 }

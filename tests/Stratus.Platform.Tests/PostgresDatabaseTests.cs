@@ -116,7 +116,7 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         // No server listens on this port of the cluster's socket folder: as one stopped.
         var builder = new NpgsqlConnectionStringBuilder(Cluster.ConnectionString(postgres.Name)) { Port = Cluster.Port + 1, Timeout = 5 };
         var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, builder.ConnectionString, null));
-        Assert.StartsWith($"cannot reach the PostgreSQL server of the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port + 1}) as postgres (", error.Message);
+        Assert.StartsWith($"cannot reach the PostgreSQL server of the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port + 1}) as postgres, or it did not answer in time (", error.Message);
         Assert.EndsWith("is it running, and does it listen there?", error.Message);
         Assert.DoesNotContain(PostgresCluster.Password, error.Message);
     }

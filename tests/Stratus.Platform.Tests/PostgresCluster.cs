@@ -4,8 +4,9 @@
 // the whole test process (Shared); each test class takes a fresh database of it (PostgresDatabase,
 // a class fixture), and each store a fresh schema of that (NewSchema), so tests never see each
 // other's rows. The cluster is stopped (pg_ctl stop -m immediate) and deleted when the process
-// exits, and by a watchdog where the process is killed first. Linked into every test project that
-// needs it; as root, postgres refuses to run, so the cluster is the postgres user's.
+// exits, and by a watchdog where the process ends otherwise (the test runner ends its host, a
+// kill). Linked into every test project that needs it; as root, postgres refuses to run, so the
+// cluster is the postgres user's.
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
@@ -32,7 +33,6 @@ public sealed class PostgresCluster : IDisposable
 
     readonly string bin;
     readonly bool asRoot = Environment.UserName == "root";
-    Process? watchdog;
     int disposed;
 
     PostgresCluster()
@@ -48,7 +48,7 @@ public sealed class PostgresCluster : IDisposable
         File.WriteAllText(passwordFile, Password);
         if (asRoot) Run("chown", "-R", User, Folder);
         RunAsOwner("initdb", "-D", data, "-U", User, "--auth=scram-sha-256", "--pwfile", passwordFile, "--no-sync", "-E", "UTF8", "--locale=C");
-        watchdog = Watchdog(data);
+        StartWatchdog(data);
         // fsync off: a throwaway cluster's data need not survive a crash of the machine.
         RunAsOwner("pg_ctl", "-D", data, "-l", Path.Combine(Folder, "server.log"), "-w", "-t", "60", "-o",
             $"-c listen_addresses='' -c unix_socket_directories='{Folder}' -p {Port} -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=200", "start");
@@ -94,32 +94,28 @@ public sealed class PostgresCluster : IDisposable
         command.ExecuteNonQuery();
     }
 
-    /// <summary>Stops the cluster where this process ends without disposing of it (a test run
-    /// killed midway): the server, which pg_ctl detaches, would otherwise run on.</summary>
-    Process Watchdog(string data)
+    /// <summary>Stops the cluster where this process ends without disposing of it: the test
+    /// runner ends the test host when a run is over (no ProcessExit then), or a run is killed
+    /// midway, and the server, which pg_ctl detaches, would otherwise run on. setsid --fork takes
+    /// the watchdog out of this process's tree, which the runner ends with the host.</summary>
+    void StartWatchdog(string data)
     {
-        var info = new ProcessStartInfo("sh") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var argument in new[] { "-c", """
+        var info = new ProcessStartInfo("setsid") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var argument in new[] { "--fork", "sh", "-c", """
             exec >/dev/null 2>&1 </dev/null
             tail --pid="$1" -f /dev/null
-            $4 "$3/pg_ctl" -D "$2/data" -m immediate stop
+            [ -d "$2/data" ] && $4 "$3/pg_ctl" -D "$2/data" -m immediate stop
             rm -rf "$2"
             """, "postgres-cluster-watchdog", Environment.ProcessId.ToString(CultureInfo.InvariantCulture), Folder, bin, asRoot ? $"runuser -u {User} --" : "" })
             info.ArgumentList.Add(argument);
-        return Process.Start(info)!;
+        using var setsid = Process.Start(info)!;
+        setsid.WaitForExit();
     }
 
     public void Dispose()
     {
         if (Interlocked.Exchange(ref disposed, 1) == 1) return;
         NpgsqlConnection.ClearAllPools();
-        if (watchdog is { } dog)
-        {
-            dog.Kill(entireProcessTree: true);
-            dog.WaitForExit();
-            dog.Dispose();
-            watchdog = null;
-        }
         RunQuietly(asRoot ? "runuser" : Path.Combine(bin, "pg_ctl"),
             asRoot ? ["-u", User, "--", Path.Combine(bin, "pg_ctl"), "-D", Path.Combine(Folder, "data"), "-m", "immediate", "stop"] : ["-D", Path.Combine(Folder, "data"), "-m", "immediate", "stop"]);
         try
@@ -128,7 +124,7 @@ public sealed class PostgresCluster : IDisposable
         }
         catch (IOException)
         {
-            // The server's last files, written as it stopped: the temporary folder's, left.
+            // The server's last files, written as it stopped: the watchdog removes the folder.
         }
     }
 

@@ -1,7 +1,8 @@
 // The database behind the platform's stores: SQLite's stratus.db in the data directory (the
-// default), or PostgreSQL where STRATUS_DATABASE names one (a cluster's shared database). The stores speak ADO.NET's System.Data.Common and one
-// SQL to both; what truly differs (the schema and its migrations, how a write takes the lock, how
-// an error is told to the operator) is the dialect's (DatabaseDialect).
+// default), or PostgreSQL where STRATUS_DATABASE names one (a cluster's shared database). The
+// stores speak ADO.NET's System.Data.Common and one SQL to both; what truly differs (the schema
+// and its migrations, how a write takes the lock, how an error is told to the operator) is the
+// dialect's (DatabaseDialect: SqliteDialect, PostgresDialect).
 using System.Data.Common;
 using System.Globalization;
 using System.Security.Cryptography;

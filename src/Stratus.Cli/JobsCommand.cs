@@ -85,7 +85,7 @@ static class JobsCommand
             // A folder a job or a training writes first (naming the job where one does): it holds a
             // model too, which is not what to fix. A data directory without a database has no jobs,
             // and a refused submission makes none.
-            if (File.Exists(Path.Combine(home, PlatformDatabase.FileName))) JobService.Open(home, SelfCommand()).RequireNoJobWriting(arguments.Out);
+            if (PlatformDatabase.Exists(home)) JobService.Open(home, SelfCommand()).RequireNoJobWriting(arguments.Out);
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
             Trainer.CheckRanks(arguments.Resume ? Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data)
                 : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom), slurm?.Ranks ?? 1);

@@ -150,7 +150,7 @@ static class ServeCommand
     /// makes a new one, and revokes the previous demo key so they do not pile up.</summary>
     public static async Task<string> EnsureDemoKeyAsync(string? dataDir, CancellationToken cancellation)
     {
-        var keys = PlatformStores.OpenSqlite(StratusHome.Resolve(dataDir)).KeyService();
+        var keys = PlatformStores.Open(StratusHome.Resolve(dataDir)).KeyService();
         foreach (var key in await keys.ListAsync(includeRevoked: false, cancellation))
             if (key.Name == DemoKeyName) await keys.RevokeAsync(key.Id, TrustCommands.Actor, cancellation);
         var created = await keys.CreateAsync(DemoKeyName, ApiKeyScopes.Inference, RateLimits.Unlimited, TrustCommands.Actor, cancellationToken: cancellation);
@@ -214,6 +214,9 @@ static class ServeCommand
                 say.WriteLine($"content safety: openai_moderation at {moderation.BaseUrl.Authority} judges hate, sexual, violence and self_harm " +
                     $"({(moderation.ApiKey is null ? $"no API key: ${OpenAIModerationOptions.ApiKeyVariable} is not set" : $"API key from ${OpenAIModerationOptions.ApiKeyVariable}")})");
             say.WriteLine($"OpenAI base URL: {server.BaseUrl}   (metrics: {server.RootUrl}metrics)");
+            // Which database the keys, audit log and registry are in: SQLite's file, or the
+            // PostgreSQL database $STRATUS_DATABASE names (its host and name, never its password).
+            say.WriteLine($"platform database: {PlatformDatabase.Describe(StratusHome.Resolve(trust.DataDir))}");
             if (server.ListensOnEveryAddress)
                 say.WriteLine($"listening on every address ({host}): from other machines use this machine's name or address instead of {server.RootUrl.Host}");
             if (trust.InsecureNoAuth) say.WriteLine("WARNING: --insecure-no-auth: serving loopback clients without API keys.");

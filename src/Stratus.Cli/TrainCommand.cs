@@ -5,8 +5,8 @@
 // (data parallel, see docs/distributed.md) and only rank 0 prints. A run that saves a checkpoint
 // folder a registered version refers to (not a copy of) is warned of first: the version breaks.
 using System.CommandLine;
+using System.Data.Common;
 using System.Runtime.InteropServices;
-using Microsoft.Data.Sqlite;
 using Stratus.Distributed;
 using Stratus.Platform;
 using Stratus.Safety;
@@ -81,16 +81,17 @@ static class TrainCommand
     static string? RegisteredVersionsSavedAgain(Trainer trainer)
     {
         var dataDir = TrustCommands.DefaultDataDirectory();
-        if (dataDir is null || !File.Exists(Path.Combine(dataDir, PlatformDatabase.FileName))) return null;
+        if (dataDir is null) return null;
         IReadOnlyList<ModelVersion> versions;
         try
         {
+            if (!PlatformDatabase.Exists(dataDir)) return null;
             versions = [.. ModelsCommand.Open(dataDir).List().Where(v => !v.IsCopy && trainer.CheckpointDirectories.Contains(v.Checkpoint.Directory))];
         }
         // A registry that cannot be read is no reason not to train: the warning is a courtesy.
         // Nor one with a row edited by hand: a time not as the registry writes it (Format), a
         // value of another type (InvalidCast).
-        catch (Exception e) when (e is TrustUserException or SqliteException or IOException or UnauthorizedAccessException or FormatException or InvalidCastException)
+        catch (Exception e) when (e is TrustUserException or DbException or IOException or UnauthorizedAccessException or FormatException or InvalidCastException)
         {
             return null;
         }

@@ -31,20 +31,23 @@ static class TrustCommands
     }
 
     public static PlatformStores Open(ParseResult result, Option<string> dataDir) =>
-        PlatformStores.OpenSqlite(StratusHome.Resolve(result.GetValue(dataDir)));
+        PlatformStores.Open(StratusHome.Resolve(result.GetValue(dataDir)));
 
     /// <summary>The stores for a verb that only reads them: a data directory without a database
     /// (a mistyped --data-dir) is an error, not a new empty database reported as intact.</summary>
     public static PlatformStores OpenExisting(ParseResult result, Option<string> dataDir) =>
-        PlatformStores.OpenSqlite(ExistingDirectory(result, dataDir));
+        PlatformStores.Open(ExistingDirectory(result, dataDir));
 
-    /// <summary>The data directory, which must hold a database already; a file given as one is
-    /// left for PlatformDatabase.Open to name as such.</summary>
+    /// <summary>The data directory, whose database (stratus.db there, or the PostgreSQL database
+    /// $STRATUS_DATABASE names) must hold Stratus's data already; a file given as one is left for
+    /// PlatformDatabase.Open to name as such.</summary>
     public static string ExistingDirectory(ParseResult result, Option<string> dataDir)
     {
         var directory = StratusHome.Resolve(result.GetValue(dataDir));
-        if (!File.Exists(directory) && !File.Exists(Path.Combine(directory, PlatformDatabase.FileName)))
-            throw new TrustUserException($"no Stratus data in {directory} (no {PlatformDatabase.FileName}); check --data-dir or ${StratusHome.EnvironmentVariable} (keys and servers create it)");
+        if (!File.Exists(directory) && !PlatformDatabase.Exists(directory))
+            throw new TrustUserException(PlatformDatabase.PostgresChosen
+                ? $"no Stratus data in {PlatformDatabase.Describe(directory)} (no Stratus tables); check ${PlatformDatabase.DatabaseVariable} (keys and servers create them)"
+                : $"no Stratus data in {directory} (no {PlatformDatabase.FileName}); check --data-dir or ${StratusHome.EnvironmentVariable} (keys and servers create it)");
         return directory;
     }
 

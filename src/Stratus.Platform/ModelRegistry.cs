@@ -6,10 +6,10 @@
 // log_model copies them into its store; either way it records the hash of its manifest:
 // resolving a version reads the checkpoint again and refuses it when its files changed or
 // vanished since registration. Every change is stored with its audit entry in one transaction
-// (tables registered_models, model_versions, model_aliases in stratus.db).
+// (tables registered_models, model_versions, model_aliases of the platform database).
+using System.Data.Common;
 using System.Globalization;
 using System.Text.Json.Nodes;
-using Microsoft.Data.Sqlite;
 using Stratus.Safety;
 using static Stratus.Platform.PlatformDatabase;
 
@@ -34,16 +34,19 @@ public sealed class ModelRegistry
     ModelRegistry(PlatformDatabase database, ICheckpointReader checkpoints, TimeProvider? time)
     {
         this.database = database;
-        copies = new ModelCopies(Path.GetDirectoryName(Path.GetFullPath(database.FilePath))!);
+        copies = new ModelCopies(Path.GetFullPath(database.DataDirectory));
         audit = new SqliteAuditLog(database, time);
         this.checkpoints = checkpoints;
         clock = time ?? TimeProvider.System;
     }
 
-    /// <summary>The registry in a data directory's stratus.db (created or migrated as
+    /// <summary>The registry in a data directory's database (created or migrated as
     /// <see cref="PlatformDatabase.Open"/> does).</summary>
     public static ModelRegistry Open(string dataDir, ICheckpointReader checkpoints, TimeProvider? time = null) =>
         new(PlatformDatabase.Open(dataDir), checkpoints, time);
+
+    public static ModelRegistry Open(PlatformDatabase database, ICheckpointReader checkpoints, TimeProvider? time = null) =>
+        new(database, checkpoints, time);
 
     /// <summary>Registers a run folder's checkpoints/best (else last), or a checkpoint folder, as
     /// the next version of <paramref name="name"/>, optionally with an alias pointing at it.</summary>
@@ -83,9 +86,9 @@ public sealed class ModelRegistry
         var version = database.Write(transaction =>
         {
             var connection = transaction.Connection!;
-            Run(connection, transaction, "INSERT INTO registered_models (name, last_version) VALUES ($name, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1",
-                ("$name", name));
-            var number = Convert.ToInt32(Scalar(connection, transaction, "SELECT last_version FROM registered_models WHERE name = $name", ("$name", name)), CultureInfo.InvariantCulture);
+            Run(connection, transaction, "INSERT INTO registered_models (name, last_version) VALUES (@name, 1) ON CONFLICT (name) DO UPDATE SET last_version = registered_models.last_version + 1",
+                ("@name", name));
+            var number = Convert.ToInt32(Scalar(connection, transaction, "SELECT last_version FROM registered_models WHERE name = @name", ("@name", name)), CultureInfo.InvariantCulture);
             var directory = checkpoint.Directory;
             if (incoming is not null)
             {
@@ -94,18 +97,18 @@ public sealed class ModelRegistry
                 // A number is given once: a folder there is what a register that died after its
                 // rename, before its commit, left, and no version refers to. Compared without case:
                 // where the file system ignores it (macOS, Windows), SHK's folder is shk's.
-                if (Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE checkpoint = $checkpoint COLLATE NOCASE", ("$checkpoint", directory)) is null)
+                if (Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE lower(checkpoint) = lower(@checkpoint)", ("@checkpoint", directory)) is null)
                     ModelCopies.Remove(directory);
                 incoming.MoveTo(directory);
             }
             var summary = checkpoint.Summary;
             Run(connection, transaction, """
                 INSERT INTO model_versions (name, version, checkpoint, manifest_sha256, architecture, parameters, context_length, tokenizer, description, created_at, created_by)
-                VALUES ($name, $version, $checkpoint, $hash, $architecture, $parameters, $context, $tokenizer, $description, $created, $by)
+                VALUES (@name, @version, @checkpoint, @hash, @architecture, @parameters, @context, @tokenizer, @description, @created, @by)
                 """,
-                ("$name", name), ("$version", number), ("$checkpoint", directory), ("$hash", checkpoint.ManifestSha256), ("$architecture", summary.Architecture),
-                ("$parameters", summary.Parameters), ("$context", summary.ContextLength), ("$tokenizer", summary.Tokenizer), ("$description", description),
-                ("$created", FormatTime(now)), ("$by", actor));
+                ("@name", name), ("@version", number), ("@checkpoint", directory), ("@hash", checkpoint.ManifestSha256), ("@architecture", summary.Architecture),
+                ("@parameters", summary.Parameters), ("@context", summary.ContextLength), ("@tokenizer", summary.Tokenizer), ("@description", description),
+                ("@created", FormatTime(now)), ("@by", actor));
             var details = new JsonObject
             {
                 ["name"] = name,
@@ -125,7 +128,7 @@ public sealed class ModelRegistry
     public IReadOnlyList<ModelVersion> List(string? name = null) => database.Use(connection =>
     {
         if (name is not null) ModelReference.ValidateName(name);
-        return Versions(connection, null, name is null ? "" : "WHERE v.name = $name", ("$name", name));
+        return Versions(connection, null, name is null ? "" : "WHERE v.name = @name", ("@name", name));
     });
 
     /// <summary>The version a reference names, as registered (its files are not read: see
@@ -135,13 +138,13 @@ public sealed class ModelRegistry
     {
         if (reference.Alias is { } alias)
         {
-            var found = Versions(connection, null, "WHERE v.name = $name AND v.version = (SELECT version FROM model_aliases WHERE name = $name AND alias = $alias)",
-                ("$name", reference.Name), ("$alias", alias));
+            var found = Versions(connection, null, "WHERE v.name = @name AND v.version = (SELECT version FROM model_aliases WHERE name = @name AND alias = @alias)",
+                ("@name", reference.Name), ("@alias", alias));
             return found.Count > 0 ? found[0] : throw Missing(connection, null, reference, $"model '{reference.Name}' has no alias '{alias}'");
         }
         var versions = Versions(connection, null, reference.Version is null
-            ? "WHERE v.name = $name AND v.version = (SELECT MAX(version) FROM model_versions WHERE name = $name)"
-            : "WHERE v.name = $name AND v.version = $version", ("$name", reference.Name), ("$version", reference.Version));
+            ? "WHERE v.name = @name AND v.version = (SELECT MAX(version) FROM model_versions WHERE name = @name)"
+            : "WHERE v.name = @name AND v.version = @version", ("@name", reference.Name), ("@version", reference.Version));
         return versions.Count > 0 ? versions[0] : throw Missing(connection, null, reference, $"model '{reference.Name}' has no version {reference.Version}");
     });
 
@@ -182,7 +185,7 @@ public sealed class ModelRegistry
         ModelReference.ValidateAlias(alias);
         var previous = database.Write(transaction =>
         {
-            if (Versions(transaction.Connection!, transaction, "WHERE v.name = $name AND v.version = $version", ("$name", name), ("$version", version)).Count == 0)
+            if (Versions(transaction.Connection!, transaction, "WHERE v.name = @name AND v.version = @version", ("@name", name), ("@version", version)).Count == 0)
                 throw Missing(transaction.Connection!, transaction, new ModelReference(name, version), $"model '{name}' has no version {version}");
             return MoveAlias(transaction, name, version, alias, actor);
         });
@@ -198,7 +201,7 @@ public sealed class ModelRegistry
         return database.Write(transaction =>
         {
             var connection = transaction.Connection!;
-            var version = Scalar(connection, transaction, "DELETE FROM model_aliases WHERE name = $name AND alias = $alias RETURNING version", ("$name", name), ("$alias", alias));
+            var version = Scalar(connection, transaction, "DELETE FROM model_aliases WHERE name = @name AND alias = @alias RETURNING version", ("@name", name), ("@alias", alias));
             if (version is null) throw Missing(connection, transaction, new ModelReference(name, Alias: alias), $"model '{name}' has no alias '{alias}'");
             var number = Convert.ToInt32(version, CultureInfo.InvariantCulture);
             audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelAliasRemoved, new JsonObject { ["name"] = name, ["alias"] = alias, ["version"] = number }));
@@ -216,16 +219,16 @@ public sealed class ModelRegistry
         var (deleted, removeCopy) = database.Write(transaction =>
         {
             var connection = transaction.Connection!;
-            var found = Versions(connection, transaction, "WHERE v.name = $name AND v.version = $version", ("$name", name), ("$version", version));
+            var found = Versions(connection, transaction, "WHERE v.name = @name AND v.version = @version", ("@name", name), ("@version", version));
             if (found.Count == 0) throw Missing(connection, transaction, new ModelReference(name, version), $"model '{name}' has no version {version}");
             var deleted = found[0];
             if (deleted.Aliases.Count > 0)
                 throw new TrustUserException($"model {deleted.Reference} is what {string.Join(", ", deleted.Aliases.Select(a => $"{name}@{a}"))} points at; " +
                     $"move {(deleted.Aliases.Count == 1 ? "that alias" : "those aliases")} to another version, or remove {(deleted.Aliases.Count == 1 ? "it" : "them")}, first");
-            Run(connection, transaction, "DELETE FROM model_versions WHERE name = $name AND version = $version", ("$name", name), ("$version", version));
+            Run(connection, transaction, "DELETE FROM model_versions WHERE name = @name AND version = @version", ("@name", name), ("@version", version));
             // A version registered without --copy from the folder of a copy refers to it too
             // (by another case of its name, where the file system ignores case).
-            var shared = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE checkpoint = $checkpoint COLLATE NOCASE", ("$checkpoint", deleted.Checkpoint.Directory)) is not null;
+            var shared = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE lower(checkpoint) = lower(@checkpoint)", ("@checkpoint", deleted.Checkpoint.Directory)) is not null;
             // Nor one reached through a link put in place of its name's folder: that leads outside the registry's copies.
             var removeCopy = deleted.IsCopy && !shared && ModelCopies.InNameFolder(deleted.Checkpoint.Directory);
             audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelVersionDeleted, new JsonObject
@@ -245,15 +248,15 @@ public sealed class ModelRegistry
 
     /// <summary>Sets or moves an alias in one statement, with its audit entry; returns the
     /// version it pointed at before.</summary>
-    int? MoveAlias(SqliteTransaction transaction, string name, int version, string alias, string actor)
+    int? MoveAlias(DbTransaction transaction, string name, int version, string alias, string actor)
     {
         var connection = transaction.Connection!;
-        var before = Scalar(connection, transaction, "SELECT version FROM model_aliases WHERE name = $name AND alias = $alias", ("$name", name), ("$alias", alias));
+        var before = Scalar(connection, transaction, "SELECT version FROM model_aliases WHERE name = @name AND alias = @alias", ("@name", name), ("@alias", alias));
         int? previous = before is null ? null : Convert.ToInt32(before, CultureInfo.InvariantCulture);
         Run(connection, transaction, """
-            INSERT INTO model_aliases (name, alias, version, updated_at) VALUES ($name, $alias, $version, $updated)
+            INSERT INTO model_aliases (name, alias, version, updated_at) VALUES (@name, @alias, @version, @updated)
             ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at
-            """, ("$name", name), ("$alias", alias), ("$version", version), ("$updated", FormatTime(clock.GetUtcNow())));
+            """, ("@name", name), ("@alias", alias), ("@version", version), ("@updated", FormatTime(clock.GetUtcNow())));
         audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelAliasSet, new JsonObject
         {
             ["name"] = name,
@@ -266,21 +269,21 @@ public sealed class ModelRegistry
 
     /// <summary>Not found: the name unknown (with where to see the known ones), or the name's
     /// version or alias missing; asked in the transaction of the verb that found it missing, where there is one.</summary>
-    static TrustUserException Missing(SqliteConnection connection, SqliteTransaction? transaction, ModelReference reference, string what)
+    static TrustUserException Missing(DbConnection connection, DbTransaction? transaction, ModelReference reference, string what)
     {
-        var known = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE name = $name LIMIT 1", ("$name", reference.Name)) is not null;
+        var known = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE name = @name LIMIT 1", ("@name", reference.Name)) is not null;
         return new TrustUserException(known
             ? $"{what}; see its versions and aliases with `stratus models show {reference.Name}` or `{ListCommand} --name {reference.Name}`"
             : $"no model named '{reference.Name}' is registered; see the registered names with `{ListCommand}`") { NotFound = true };
     }
 
-    List<ModelVersion> Versions(SqliteConnection connection, SqliteTransaction? transaction, string where, params (string Name, object? Value)[] parameters)
+    List<ModelVersion> Versions(DbConnection connection, DbTransaction? transaction, string where, params (string Name, object? Value)[] parameters)
     {
         using var command = Command(connection, $"""
             SELECT v.name, v.version, v.checkpoint, v.manifest_sha256, v.architecture, v.parameters, v.context_length, v.tokenizer, v.description, v.created_at, v.created_by,
-                   (SELECT group_concat(alias, char(10)) FROM (SELECT alias FROM model_aliases a WHERE a.name = v.name AND a.version = v.version ORDER BY alias))
+                   (SELECT string_agg(alias, @newline) FROM (SELECT alias FROM model_aliases a WHERE a.name = v.name AND a.version = v.version ORDER BY alias) AS ordered)
             FROM model_versions v {where} ORDER BY v.name, v.version
-            """, parameters);
+            """, [.. parameters, ("@newline", "\n")]);
         command.Transaction = transaction;
         using var reader = command.ExecuteReader();
         var versions = new List<ModelVersion>();
@@ -293,14 +296,14 @@ public sealed class ModelRegistry
         return versions;
     }
 
-    static void Run(SqliteConnection connection, SqliteTransaction transaction, string sql, params (string Name, object? Value)[] parameters)
+    static void Run(DbConnection connection, DbTransaction transaction, string sql, params (string Name, object? Value)[] parameters)
     {
         using var command = Command(connection, sql, parameters);
         command.Transaction = transaction;
         command.ExecuteNonQuery();
     }
 
-    static object? Scalar(SqliteConnection connection, SqliteTransaction? transaction, string sql, params (string Name, object? Value)[] parameters)
+    static object? Scalar(DbConnection connection, DbTransaction? transaction, string sql, params (string Name, object? Value)[] parameters)
     {
         using var command = Command(connection, sql, parameters);
         command.Transaction = transaction;

@@ -1,8 +1,9 @@
-// The SQLite database behind the default stores: one file, stratus.db, in the data directory,
-// in WAL mode so readers (verification, usage queries) never block the request path's writes.
-// The schema is versioned with PRAGMA user_version: created on first open, and an older file
-// migrated forward on open. A file of another application's (a data directory given by mistake)
-// is refused before anything is written to it.
+// The database behind the platform's stores: SQLite's stratus.db in the data directory (the
+// default), or PostgreSQL where STRATUS_DATABASE names one (a cluster's shared database). The
+// stores speak ADO.NET's System.Data.Common and one SQL to both; what truly differs (the schema
+// and its migrations, how a write takes the lock, how an error is told to the operator) is the
+// dialect's (DatabaseDialect: SqliteDialect, PostgresDialect).
+using System.Data.Common;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
@@ -17,106 +18,6 @@ public sealed record PlatformBackup(string File, long Bytes, string Sha256, Audi
 public sealed class PlatformDatabase
 {
     public const string FileName = "stratus.db";
-    /// <summary>Migrations[v] takes the schema from version v to v + 1; a new file runs them all,
-    /// so it is made exactly as an old one is migrated.</summary>
-    static readonly string[] Migrations =
-    [
-        SchemaVersion1,
-        "ALTER TABLE api_keys ADD COLUMN expires_at TEXT;",
-        // Key rotation: the secret a rotation replaced, and when it stops working.
-        "ALTER TABLE api_keys ADD COLUMN previous_salt BLOB; ALTER TABLE api_keys ADD COLUMN previous_hash BLOB; ALTER TABLE api_keys ADD COLUMN previous_expires_at TEXT;",
-        ModelRegistrySchema,
-        // Training jobs (Jobs/).
-        Jobs.SqliteJobStore.Migration,
-    ];
-    static int SchemaVersion => Migrations.Length;
-
-    const string SchemaVersion1 = """
-        CREATE TABLE api_keys (
-            id TEXT PRIMARY KEY,
-            name TEXT NOT NULL,
-            salt BLOB NOT NULL,
-            hash BLOB NOT NULL,
-            scopes INTEGER NOT NULL,
-            rpm INTEGER NOT NULL,
-            tpm INTEGER NOT NULL,
-            created_at TEXT NOT NULL,
-            revoked_at TEXT
-        );
-        CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;
-
-        CREATE TABLE blocklists (
-            name TEXT PRIMARY KEY COLLATE NOCASE,
-            definition TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        );
-
-        CREATE TABLE safety_policies (
-            deployment TEXT PRIMARY KEY,
-            policy TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        );
-
-        CREATE TABLE audit_log (
-            seq INTEGER PRIMARY KEY,
-            time TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            action TEXT NOT NULL,
-            details TEXT NOT NULL,
-            hash TEXT NOT NULL
-        );
-        -- Append-only for anyone using the application; someone with the file can drop these,
-        -- which is what the hash chain is for.
-        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
-            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
-            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-
-        CREATE TABLE usage_daily (
-            key_id TEXT NOT NULL,
-            day TEXT NOT NULL,
-            model TEXT NOT NULL,
-            requests INTEGER NOT NULL,
-            prompt_tokens INTEGER NOT NULL,
-            completion_tokens INTEGER NOT NULL,
-            PRIMARY KEY (key_id, day, model)
-        );
-        """;
-
-    /// <summary>The model registry (ModelRegistry.cs): registered_models keeps each name's last
-    /// version number, so a deleted version's is not given again; a version is immutable; an
-    /// alias points at one version of its name. The foreign keys say what refers to what; SQLite
-    /// checks them only where a connection asks, so ModelRegistry keeps them in its transactions.</summary>
-    const string ModelRegistrySchema = """
-        CREATE TABLE registered_models (
-            name TEXT PRIMARY KEY,
-            last_version INTEGER NOT NULL
-        );
-        CREATE TABLE model_versions (
-            name TEXT NOT NULL REFERENCES registered_models (name),
-            version INTEGER NOT NULL,
-            checkpoint TEXT NOT NULL,
-            manifest_sha256 TEXT NOT NULL,
-            architecture TEXT NOT NULL,
-            parameters INTEGER NOT NULL,
-            context_length INTEGER NOT NULL,
-            tokenizer TEXT NOT NULL,
-            description TEXT,
-            created_at TEXT NOT NULL,
-            created_by TEXT NOT NULL,
-            PRIMARY KEY (name, version)
-        );
-        CREATE TRIGGER model_versions_immutable BEFORE UPDATE ON model_versions
-            BEGIN SELECT RAISE(ABORT, 'model versions are immutable'); END;
-        CREATE TABLE model_aliases (
-            name TEXT NOT NULL,
-            alias TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            updated_at TEXT NOT NULL,
-            PRIMARY KEY (name, alias),
-            FOREIGN KEY (name, version) REFERENCES model_versions (name, version)
-        );
-        """;
 
     /// <summary>How long a statement waits for another connection's lock before it fails as
     /// "locked". Every write here holds the lock for milliseconds (a row, an audit entry), so a
@@ -126,45 +27,51 @@ public sealed class PlatformDatabase
     /// give up after. The CLI waits as long: its verbs write as little.</summary>
     public static readonly TimeSpan DefaultLockTimeout = TimeSpan.FromSeconds(5);
 
-    readonly string connectionString;
-    readonly string connectionPragmas;
+    readonly DatabaseDialect dialect;
 
-    PlatformDatabase(string path, TimeSpan lockTimeout)
+    PlatformDatabase(string dataDirectory, DatabaseDialect dialect)
     {
-        // Microsoft.Data.Sqlite retries a busy statement until its command timeout, in whole
-        // seconds, and SQLite's busy handler waits busy_timeout inside each try: both are the one
-        // bound, so SQLite does the waiting (backing off from 1 ms, not the driver's 150 ms
-        // sleeps) and the driver gives up when it returns, instead of trying again.
-        if (lockTimeout < TimeSpan.FromSeconds(1) || lockTimeout.Ticks % TimeSpan.TicksPerSecond != 0)
-            throw new ArgumentOutOfRangeException(nameof(lockTimeout), lockTimeout, "The lock timeout is whole seconds, at least one.");
-        FilePath = path;
-        connectionString = new SqliteConnectionStringBuilder
-        {
-            DataSource = path,
-            Mode = SqliteOpenMode.ReadWriteCreate,
-            Pooling = true,
-            DefaultTimeout = (int)lockTimeout.TotalSeconds,
-        }.ToString();
-        // WAL with synchronous=NORMAL is durable across application crashes; only an OS crash
-        // can lose the last transactions, which is the usual trade for a request-path store.
-        connectionPragmas = $"PRAGMA synchronous=NORMAL; PRAGMA busy_timeout={(long)lockTimeout.TotalMilliseconds};";
+        DataDirectory = dataDirectory;
+        this.dialect = dialect;
     }
 
-    public string FilePath { get; }
+    /// <summary>The data directory: the database's file where it is SQLite's, and in any case the
+    /// jobs' logs and the registry's copies.</summary>
+    public string DataDirectory { get; }
+
+    /// <summary>The database as messages name it: stratus.db's path, or the PostgreSQL database
+    /// (its host, port, database and user; never a password).</summary>
+    public string Name => dialect.Name;
+
+    /// <summary>SQLite's stratus.db in the data directory (where the database is SQLite's).</summary>
+    public string FilePath => Path.Combine(DataDirectory, FileName);
 
     /// <summary>The file SQLite keeps the data in, with its -wal and -shm beside it:
-    /// <see cref="FilePath"/>, or the file it leads to where it is a link.</summary>
-    public string SqliteFile => new FileInfo(FilePath) is { LinkTarget: not null } link ? link.ResolveLinkTarget(returnFinalTarget: true)!.FullName : FilePath;
+    /// <see cref="FilePath"/>, or the file it leads to where it is a link (SQLite's database only).</summary>
+    public string SqliteFile => ((SqliteDialect)dialect).DataFile;
 
-    /// <summary>Opens (creating if needed) the database in a data directory.</summary>
+    internal DatabaseDialect Dialect => dialect;
+
+    /// <summary>The environment variable that names a PostgreSQL database to use instead of
+    /// SQLite's stratus.db, read here alone, so the CLI, servers and jobs (which inherit it) agree.</summary>
+    public const string DatabaseVariable = "STRATUS_DATABASE";
+
+    /// <summary>Opens (creating if needed) the database of a data directory: PostgreSQL's where
+    /// <see cref="DatabaseVariable"/> names one, else SQLite's stratus.db in the folder.</summary>
     /// <param name="lockTimeout">How long a statement waits for another process's lock
     /// (whole seconds); <see cref="DefaultLockTimeout"/> when null.</param>
-    /// <exception cref="PlatformStorageException">The file cannot be used (read-only, locked,
-    /// not a database).</exception>
-    /// <exception cref="TrustUserException">The data directory is a file, or its database is
-    /// another application's or from a newer Stratus.</exception>
-    public static PlatformDatabase Open(string dataDir, TimeSpan? lockTimeout = null)
+    /// <exception cref="PlatformStorageException">The database cannot be used (read-only,
+    /// locked, not a database, a server that cannot be reached or refuses the login).</exception>
+    /// <exception cref="TrustUserException">The data directory is a file, the variable names no
+    /// database, or the database is another application's or from a newer Stratus.</exception>
+    public static PlatformDatabase Open(string dataDir, TimeSpan? lockTimeout = null) => Open(dataDir, Configured, lockTimeout);
+
+    /// <summary>Opens the database <paramref name="connection"/> names (a PostgreSQL URI or
+    /// Npgsql's keywords; null or empty: SQLite's stratus.db in <paramref name="dataDir"/>), as
+    /// <see cref="Open(string, TimeSpan?)"/> does with <see cref="DatabaseVariable"/>'s value.</summary>
+    public static PlatformDatabase Open(string dataDir, string? connection, TimeSpan? lockTimeout)
     {
+        var database = new PlatformDatabase(dataDir, ChooseDialect(dataDir, connection, lockTimeout));
         // .NET would say "The file '...' already exists", of the file given as a folder.
         if (File.Exists(dataDir))
             throw new TrustUserException($"{dataDir} is a file; the data directory is a folder, where Stratus keeps {FileName}" +
@@ -181,74 +88,63 @@ public sealed class PlatformDatabase
             throw new TrustUserException($"cannot create the data directory {dataDir} ({e.Message.TrimEnd('.')}: its file system makes no folders there); " +
                 $"give --data-dir (or ${StratusHome.EnvironmentVariable}) a folder this user may create", e);
         }
-        var database = new PlatformDatabase(Path.Combine(dataDir, FileName), lockTimeout ?? DefaultLockTimeout);
-        // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user;
-        // a stratus.db link that leads nowhere yet is the file it names, which SQLite would make.
-        var file = database.SqliteFile;
-        if (!File.Exists(file))
+        if (database.dialect is SqliteDialect sqlite)
         {
-            try
+            // Made here, empty (to SQLite a new database), since SQLite makes it readable by every user;
+            // a stratus.db link that leads nowhere yet is the file it names, which SQLite would make.
+            var file = sqlite.DataFile;
+            if (!File.Exists(file))
             {
-                CreateOwnerOnlyFile(file);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                // Another process made it first, or the folder refuses it: SQLite opens that one,
-                // or says why it cannot as it does of every file it refuses.
+                try
+                {
+                    CreateOwnerOnlyFile(file);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // Another process made it first, or the folder refuses it: SQLite opens that one,
+                    // or says why it cannot as it does of every file it refuses.
+                }
             }
         }
         database.Use(connection =>
         {
-            // Before WAL mode, which the file keeps: another application's database is left as it was.
-            EnsureStratusOrEmpty(connection, database.FilePath);
-            Execute(connection, "PRAGMA journal_mode=WAL;");
-            var version = UserVersion(connection, null);
-            if (version < SchemaVersion)
-            {
-                // Under the write lock, read again: of processes opening an old file at once, the
-                // first migrates it and the others find it done.
-                using var transaction = connection.BeginTransaction(deferred: false);
-                version = UserVersion(connection, transaction);
-                if (version < SchemaVersion)
-                {
-                    for (; version < SchemaVersion; version++) Execute(connection, Migrations[version], transaction);
-                    Execute(connection, $"PRAGMA user_version = {SchemaVersion};", transaction);
-                }
-                transaction.Commit();
-            }
-            if (version > SchemaVersion)
-                throw new TrustUserException($"{database.FilePath} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
+            database.dialect.Migrate(connection);
             return true;
         });
         return database;
     }
 
-    /// <summary>Refuses a database that neither is empty (SQLite's new file, or the empty one
-    /// Open makes) nor Stratus's: tables at schema version 0, which Stratus never leaves (it sets
-    /// the version in the transaction that makes them), or a version without Stratus's first
-    /// table. Migrating would add Stratus's tables to another application's file. Stratus's own
-    /// tables at version 0 are a copy that lost its version, which migrating would fail on.</summary>
-    static void EnsureStratusOrEmpty(SqliteConnection connection, string file)
+    /// <summary>Whether the data directory's database (as <see cref="Open(string, TimeSpan?)"/>
+    /// chooses it) holds Stratus's data already, asked without creating anything: for a verb that
+    /// only reads, or a check that has nothing to find where there is none.</summary>
+    /// <exception cref="PlatformStorageException">The chosen PostgreSQL server cannot be asked.</exception>
+    public static bool Exists(string dataDir) => Exists(dataDir, Configured);
+
+    internal static bool Exists(string dataDir, string? connection)
     {
-        var tables = new List<string>();
-        using (var command = Command(connection, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name;"))
-        using (var reader = command.ExecuteReader())
-            while (reader.Read()) tables.Add(reader.GetString(0));
-        var version = UserVersion(connection, null);
-        if (tables.Count == 0 || version > 0 && tables.Contains(FirstTable)) return;
-        // sqlite3's .dump leaves the version out: Stratus's tables at 0 are a copy made so.
-        if (version == 0 && tables.Contains(FirstTable) && tables.Contains(AuditTable))
-            throw new TrustUserException($"{file} holds Stratus's tables without their schema version (PRAGMA user_version is 0, as in a copy made through sqlite3's .dump), " +
-                "so Stratus cannot tell which changes it has; restore it from a copy that keeps the version (stratus backup, or sqlite3's .backup)");
-        const int Named = 5;
-        var named = string.Join(", ", tables.Take(Named)) + (tables.Count > Named ? $" and {tables.Count - Named} more" : "");
-        throw new TrustUserException($"{file} is not a Stratus database (it holds the tables {named}), and Stratus does not add its own to another application's; " +
-            "give --data-dir (or $STRATUS_HOME) a folder of Stratus's own");
+        var dialect = ChooseDialect(dataDir, connection, null);
+        if (dialect is SqliteDialect) return File.Exists(Path.Combine(dataDir, FileName));
+        return new PlatformDatabase(dataDir, dialect).Use(dialect.HoldsStratus);
     }
 
-    /// <summary>The table every version of the schema has had first, and the one no other
-    /// application's database is likely to hold beside it.</summary>
-    const string FirstTable = "api_keys", AuditTable = "audit_log";
+    /// <summary>The data directory's database as messages name it: stratus.db's path, or the
+    /// PostgreSQL database <see cref="DatabaseVariable"/> names (without its password).</summary>
+    public static string Describe(string dataDir) => ChooseDialect(dataDir, Configured, null).Name;
+
+    static string? Configured => Environment.GetEnvironmentVariable(DatabaseVariable);
+
+    /// <summary>Whether <see cref="DatabaseVariable"/> chooses PostgreSQL (else SQLite's file).</summary>
+    public static bool PostgresChosen => !string.IsNullOrWhiteSpace(Configured);
+
+    static DatabaseDialect ChooseDialect(string dataDir, string? connection, TimeSpan? lockTimeout)
+    {
+        var timeout = lockTimeout ?? DefaultLockTimeout;
+        if (timeout < TimeSpan.FromSeconds(1) || timeout.Ticks % TimeSpan.TicksPerSecond != 0)
+            throw new ArgumentOutOfRangeException(nameof(lockTimeout), timeout, "The lock timeout is whole seconds, at least one.");
+        return string.IsNullOrWhiteSpace(connection)
+            ? new SqliteDialect(Path.Combine(dataDir, FileName), timeout)
+            : PostgresDialect.Parse(connection, DatabaseVariable, timeout);
+    }
 
     // The database holds key hashes, usage, the audit log and blocklists, so the data directory
     // and database Stratus makes are its owner's alone (on Unix), as gh, ssh and kubectl keep
@@ -295,6 +191,8 @@ public sealed class PlatformDatabase
     /// copy, taken first, ends one entry before it, and its chain verifies as the prefix it is.</remarks>
     public PlatformBackup BackupTo(string destination, string actor)
     {
+        var sqlite = dialect as SqliteDialect ?? throw new TrustUserException(
+            $"{Name} is backed up with PostgreSQL's own tools, not stratus backup (which copies SQLite's stratus.db): pg_dump --format=custom --file=<file> <database>, restored with pg_restore (see docs/platform.md)");
         var target = Path.GetFullPath(destination);
         // Made here, empty, as VACUUM INTO accepts it, so a folder that refuses it is .NET's error
         // about a file there, not SQLite's worded as the database's. Named as Stratus.AtomicFile
@@ -310,19 +208,19 @@ public sealed class PlatformDatabase
             // link is the file it leads to. The temporary file showing up beside that file proves
             // the folders one, whatever path (a symlink, a bind mount) reached it; names compare
             // as a case-insensitive file system (macOS, Windows) would find them.
-            var database = SqliteFile;
+            var database = sqlite.DataFile;
             var name = Path.GetFileName(database);
             var ownFile = File.Exists(Path.Combine(Path.GetDirectoryName(database)!, Path.GetFileName(partial)))
                 ? SQLiteSuffixes.Select(suffix => name + suffix).FirstOrDefault(own => string.Equals(own, Path.GetFileName(target), StringComparison.OrdinalIgnoreCase))
                 : null;
             if (ownFile is not null)
                 throw new TrustUserException($"{target} is {(ownFile == name ? "the database itself" : "a file SQLite keeps beside the database")} " +
-                    $"({FilePath}{(database == FilePath ? "" : $", a link to {database}")}); back it up to another file.");
+                    $"({sqlite.FilePath}{(database == sqlite.FilePath ? "" : $", a link to {database}")}); back it up to another file.");
             try
             {
                 Use(connection =>
                 {
-                    using var command = Command(connection, "VACUUM INTO $file;", ("$file", partial));
+                    using var command = Command(connection, "VACUUM INTO @file;", ("@file", partial));
                     return command.ExecuteNonQuery();
                 });
             }
@@ -330,7 +228,7 @@ public sealed class PlatformDatabase
             {
                 // SQLITE_FULL: VACUUM INTO writes the copy, not the database, so the full disk is
                 // the destination's; the database's would send the operator to the wrong disk.
-                throw new PlatformStorageException(PlatformStorageException.Describe(target, full)!, full);
+                throw new PlatformStorageException(SqliteDialect.Describe(target, full)!, full);
             }
             long bytes;
             string sha256;
@@ -356,52 +254,39 @@ public sealed class PlatformDatabase
     static readonly string[] SQLiteSuffixes = ["", "-wal", "-shm", "-journal"];
 
     /// <summary>Runs <paramref name="work"/> on a connection of its own. Every store reaches the
-    /// file through here, so a failure the machine causes (the file or its folder read-only for
+    /// database through here, so a failure the machine causes (the file or its folder read-only for
     /// this user, locked by another process, not a database, its schema altered outside Stratus, a
-    /// full disk) becomes one
-    /// PlatformStorageException naming the file; any other SQLite error is a bug and stays as it is.</summary>
-    internal T Use<T>(Func<SqliteConnection, T> work)
+    /// full disk) becomes one PlatformStorageException naming the database; any other database
+    /// error is a bug and stays as it is.</summary>
+    internal T Use<T>(Func<DbConnection, T> work)
     {
         try
         {
-            using var connection = Connect();
+            using var connection = dialect.Connect();
             return work(connection);
         }
-        catch (SqliteException e) when (PlatformStorageException.Describe(FilePath, e) is { } problem)
+        catch (DbException e) when (dialect.Describe(e) is { } problem)
         {
             throw new PlatformStorageException(problem, e);
         }
     }
 
-    /// <summary>Runs <paramref name="work"/> in one IMMEDIATE transaction, committed when it
-    /// returns and rolled back when it throws. It takes the write lock before the first read, so
-    /// what the work reads stays so until it writes: a writer in another connection or process
-    /// waits for this one instead of changing what it read in between.</summary>
-    internal T Write<T>(Func<SqliteTransaction, T> work) => Use(connection =>
+    /// <summary>Runs <paramref name="work"/> in one write transaction, committed when it returns
+    /// and rolled back when it throws. It takes the write lock before the first read, so what the
+    /// work reads stays so until it writes: a writer in another connection or process waits for
+    /// this one instead of changing what it read in between.</summary>
+    internal T Write<T>(Func<DbTransaction, T> work) => Use(connection =>
     {
-        using var transaction = connection.BeginTransaction(deferred: false);
+        using var transaction = dialect.BeginWrite(connection);
         var result = work(transaction);
         transaction.Commit();
         return result;
     });
 
-    SqliteConnection Connect()
-    {
-        var connection = new SqliteConnection(connectionString);
-        try
-        {
-            connection.Open();
-            Execute(connection, connectionPragmas);
-            return connection;
-        }
-        catch
-        {
-            connection.Dispose();
-            throw;
-        }
-    }
+    /// <summary>Whether <paramref name="e"/> is a unique index refusing a row.</summary>
+    internal bool IsUniqueViolation(DbException e) => dialect.IsUniqueViolation(e);
 
-    internal static void Execute(SqliteConnection connection, string sql, SqliteTransaction? transaction = null)
+    internal static void Execute(DbConnection connection, string sql, DbTransaction? transaction = null)
     {
         using var command = connection.CreateCommand();
         command.CommandText = sql;
@@ -409,19 +294,26 @@ public sealed class PlatformDatabase
         command.ExecuteNonQuery();
     }
 
-    static int UserVersion(SqliteConnection connection, SqliteTransaction? transaction)
-    {
-        using var command = connection.CreateCommand();
-        command.CommandText = "PRAGMA user_version;";
-        command.Transaction = transaction;
-        return Convert.ToInt32(command.ExecuteScalar(), CultureInfo.InvariantCulture);
-    }
-
-    internal static SqliteCommand Command(SqliteConnection connection, string sql, params (string Name, object? Value)[] parameters)
+    /// <summary>A command with parameters named as both drivers read them (@name).</summary>
+    internal static DbCommand Command(DbConnection connection, string sql, params (string Name, object? Value)[] parameters)
     {
         var command = connection.CreateCommand();
         command.CommandText = sql;
-        foreach (var (name, value) in parameters) command.Parameters.AddWithValue(name, value ?? DBNull.Value);
+        foreach (var (name, value) in parameters)
+        {
+            var parameter = command.CreateParameter();
+            parameter.ParameterName = name;
+            parameter.Value = value ?? DBNull.Value;
+            command.Parameters.Add(parameter);
+        }
+        return command;
+    }
+
+    /// <summary>A command in <paramref name="transaction"/>, on its connection.</summary>
+    internal static DbCommand Command(DbTransaction transaction, string sql, params (string Name, object? Value)[] parameters)
+    {
+        var command = Command(transaction.Connection!, sql, parameters);
+        command.Transaction = transaction;
         return command;
     }
 
@@ -447,31 +339,4 @@ public sealed class PlatformDatabase
 /// folder read-only for this user, a lock another process holds, a file that is not a database or
 /// whose tables someone dropped, a full disk. The operator's to fix, not a bug: an IOException, as any path the system refuses
 /// is, so the CLI prints its one line and exits with 2.</summary>
-public sealed class PlatformStorageException(string message, Exception inner) : IOException(message, inner)
-{
-    /// <summary>What went wrong with <paramref name="file"/>, in the operator's terms; null for an
-    /// error that is not the machine's (a bug).</summary>
-    internal static string? Describe(string file, SqliteException e)
-    {
-        var sqlite = e.Message.TrimEnd('.');
-        return (e.SqliteErrorCode & 0xFF) switch
-        {
-            // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN
-            3 or 8 or 14 => $"cannot open or write {file} ({sqlite}): SQLite writes it, and {Path.GetFileName(file)}-wal and -shm beside it, " +
-                "even to read it; run as the user who owns the data directory, or give this one write access to it",
-            // SQLITE_BUSY, SQLITE_LOCKED
-            5 or 6 => $"{file} is locked by another process ({sqlite}); try again once that process is done",
-            // SQLITE_CORRUPT, SQLITE_NOTADB
-            11 or 26 => $"{file} is not a Stratus database or is damaged ({sqlite}); check --data-dir, or restore the file from a backup",
-            // SQLITE_ERROR for a table or column of the schema this file's version promises: someone
-            // with the file dropped or altered it (the audit log's table, say), which no Stratus does.
-            1 when sqlite.Contains("no such table", StringComparison.Ordinal) || sqlite.Contains("no such column", StringComparison.Ordinal) =>
-                $"{file} lacks part of the Stratus schema ({sqlite}): it was changed outside Stratus or is damaged; restore it from a backup",
-            // SQLITE_FULL
-            13 => $"the disk holding {file} is full ({sqlite})",
-            // SQLITE_IOERR
-            10 => $"reading or writing {file} failed ({sqlite})",
-            _ => null,
-        };
-    }
-}
+public sealed class PlatformStorageException(string message, Exception inner) : IOException(message, inner);

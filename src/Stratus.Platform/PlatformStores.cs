@@ -1,5 +1,5 @@
-// The platform's stores as one value, and the SQLite set used by default. The services above
-// them see only the interfaces, so another backend would replace this one method.
+// The platform's stores as one value, on the data directory's database (SQLite's stratus.db, or
+// the PostgreSQL database STRATUS_DATABASE names). The services above them see only the interfaces.
 namespace Stratus.Platform;
 
 public sealed record PlatformStores(
@@ -9,12 +9,14 @@ public sealed record PlatformStores(
     ISafetyPolicyStore Policies,
     IUsageStore Usage)
 {
-    /// <summary>Opens stratus.db in the data directory (see StratusHome.Resolve).</summary>
+    /// <summary>Opens the data directory's database (see StratusHome.Resolve, PlatformDatabase.Open).</summary>
     /// <param name="lockTimeout">How long a statement waits for another process's lock before
     /// failing; PlatformDatabase.DefaultLockTimeout when null.</param>
-    public static PlatformStores OpenSqlite(string dataDir, TimeProvider? time = null, TimeSpan? lockTimeout = null)
+    public static PlatformStores Open(string dataDir, TimeProvider? time = null, TimeSpan? lockTimeout = null) =>
+        Open(PlatformDatabase.Open(dataDir, lockTimeout), time);
+
+    public static PlatformStores Open(PlatformDatabase database, TimeProvider? time = null)
     {
-        var database = PlatformDatabase.Open(dataDir, lockTimeout);
         // The stores append a change's audit entry in the change's transaction.
         var audit = new SqliteAuditLog(database, time);
         return new PlatformStores(

@@ -5,10 +5,10 @@
 // changes made at once (two `blocklist add`s, the CLI and the admin API) each build on the one
 // before instead of losing it; and a policy never names a missing list, since deleting a list and
 // saving a policy each check the other table in the transaction that writes.
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Microsoft.Data.Sqlite;
 using Stratus.Safety;
 using static Stratus.Platform.PlatformDatabase;
 
@@ -235,11 +235,11 @@ public sealed class BlocklistVersionMismatchException(string name, string? curre
     public string? CurrentVersion => currentVersion;
 }
 
-/// <summary>Blocklists on SQLite, one row per list with its definition as JSON.</summary>
+/// <summary>Blocklists on the platform database, one row per list with its definition as JSON.</summary>
 public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditLog auditLog, TimeProvider? time = null) : IBlocklistStore
 {
-    readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(time ?? TimeProvider.System);
-    readonly JsonDocumentTable policies = JsonDocumentTable.Policies(time ?? TimeProvider.System);
+    readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(database, time ?? TimeProvider.System);
+    readonly JsonDocumentTable policies = JsonDocumentTable.Policies(database, time ?? TimeProvider.System);
 
     sealed record Definition(string Name, string Category, List<string> Terms, List<string> Patterns);
 
@@ -281,11 +281,11 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditL
     }
 }
 
-/// <summary>Safety policies on SQLite, one row per deployment, stored as SafetyPolicyDocument JSON.</summary>
+/// <summary>Safety policies on the platform database, one row per deployment, stored as SafetyPolicyDocument JSON.</summary>
 public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, SqliteAuditLog auditLog, TimeProvider? time = null) : ISafetyPolicyStore
 {
-    readonly JsonDocumentTable policies = JsonDocumentTable.Policies(time ?? TimeProvider.System);
-    readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(time ?? TimeProvider.System);
+    readonly JsonDocumentTable policies = JsonDocumentTable.Policies(database, time ?? TimeProvider.System);
+    readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(database, time ?? TimeProvider.System);
 
     public ValueTask<SafetyPolicy?> GetAsync(string deployment, CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(database.Use(connection => policies.Get(connection, deployment)) is { } json ? SafetyPolicy.FromJson(json) : null);
@@ -319,21 +319,24 @@ public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, SqliteAud
 /// if any; writes always run in one, which the stores begin with PlatformDatabase.Write, so a
 /// write and the reads it depends on (the list it changes, the policies that name a list) see
 /// one state that no other writer changes before it commits. Table and column names come from
-/// code, never from input.</summary>
-sealed class JsonDocumentTable(string table, string key, string document, TimeProvider clock)
+/// code, never from input. A blocklist's name is one whatever its case (Default and default):
+/// such a key is compared lowered, as the schema's unique key compares it.</summary>
+sealed class JsonDocumentTable(PlatformDatabase database, string table, string key, bool caseInsensitive, string document, TimeProvider clock)
 {
-    public static JsonDocumentTable Blocklists(TimeProvider clock) => new("blocklists", "name", "definition", clock);
-    public static JsonDocumentTable Policies(TimeProvider clock) => new("safety_policies", "deployment", "policy", clock);
+    public static JsonDocumentTable Blocklists(PlatformDatabase database, TimeProvider clock) => new(database, "blocklists", "name", caseInsensitive: true, "definition", clock);
+    public static JsonDocumentTable Policies(PlatformDatabase database, TimeProvider clock) => new(database, "safety_policies", "deployment", caseInsensitive: false, "policy", clock);
 
-    public string? Get(SqliteConnection connection, string name, SqliteTransaction? transaction = null)
+    string KeyIs => caseInsensitive ? $"lower({key}) = lower(@key)" : $"{key} = @key";
+
+    public string? Get(DbConnection connection, string name, DbTransaction? transaction = null)
     {
-        using var command = Command(connection, $"SELECT {document} FROM {table} WHERE {key} = $key", ("$key", name));
+        using var command = Command(connection, $"SELECT {document} FROM {table} WHERE {KeyIs}", ("@key", name));
         command.Transaction = transaction;
         return command.ExecuteScalar() as string;
     }
 
     /// <summary>Every document, in key order.</summary>
-    public List<string> List(SqliteConnection connection, SqliteTransaction? transaction = null)
+    public List<string> List(DbConnection connection, DbTransaction? transaction = null)
     {
         using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {key}");
         command.Transaction = transaction;
@@ -343,20 +346,20 @@ sealed class JsonDocumentTable(string table, string key, string document, TimePr
         return documents;
     }
 
-    public void Put(SqliteTransaction transaction, string name, string json)
+    public void Put(DbTransaction transaction, string name, string json)
     {
         using var command = Command(transaction.Connection!, $"""
-            INSERT INTO {table} ({key}, {document}, updated_at) VALUES ($key, $document, $at)
-            ON CONFLICT ({key}) DO UPDATE SET {document} = excluded.{document}, updated_at = excluded.updated_at
-            """, ("$key", name), ("$document", json), ("$at", FormatTime(clock.GetUtcNow())));
+            INSERT INTO {table} ({key}, {document}, updated_at) VALUES (@key, @document, @at)
+            ON CONFLICT ({(caseInsensitive ? database.Dialect.CaseInsensitiveKey(key) : key)}) DO UPDATE SET {document} = excluded.{document}, updated_at = excluded.updated_at
+            """, ("@key", name), ("@document", json), ("@at", FormatTime(clock.GetUtcNow())));
         command.Transaction = transaction;
         command.ExecuteNonQuery();
     }
 
     /// <summary>Whether a row was there to delete.</summary>
-    public bool Delete(SqliteTransaction transaction, string name)
+    public bool Delete(DbTransaction transaction, string name)
     {
-        using var command = Command(transaction.Connection!, $"DELETE FROM {table} WHERE {key} = $key", ("$key", name));
+        using var command = Command(transaction.Connection!, $"DELETE FROM {table} WHERE {KeyIs}", ("@key", name));
         command.Transaction = transaction;
         return command.ExecuteNonQuery() == 1;
     }

@@ -1,8 +1,9 @@
-// IApiKeyStore on SQLite (table api_keys). Names are unique among active keys (a partial
+// IApiKeyStore on the platform database, SQLite or PostgreSQL (table api_keys; the Sqlite name
+// is the class's from before PostgreSQL). Names are unique among active keys (a partial
 // unique index), so a revoked key's name can be reused. Each change and its audit entry are one
 // write transaction. A rotated key keeps the secret it replaced in previous_salt and
 // previous_hash, working until previous_expires_at.
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
 using Stratus.Safety;
 using static Stratus.Platform.PlatformDatabase;
 
@@ -11,7 +12,6 @@ namespace Stratus.Platform;
 public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog audit) : IApiKeyStore
 {
     const string Columns = "id, name, scopes, rpm, tpm, created_at, revoked_at, expires_at, previous_expires_at, salt, hash, previous_salt, previous_hash";
-    const int SqliteConstraint = 19;
 
     public ValueTask InsertAsync(StoredApiKey key, AuditRecord entry, CancellationToken cancellationToken = default)
     {
@@ -19,16 +19,16 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
         database.Write(transaction =>
         {
             using var command = Command(transaction.Connection!,
-                "INSERT INTO api_keys (id, name, salt, hash, scopes, rpm, tpm, created_at, revoked_at, expires_at) VALUES ($id, $name, $salt, $hash, $scopes, $rpm, $tpm, $created, $revoked, $expires)",
-                ("$id", r.Id), ("$name", r.Name), ("$salt", key.Salt), ("$hash", key.Hash), ("$scopes", (int)r.Scopes),
-                ("$rpm", r.Limits.RequestsPerMinute), ("$tpm", r.Limits.TokensPerMinute), ("$created", FormatTime(r.CreatedAt)),
-                ("$revoked", r.RevokedAt is { } at ? FormatTime(at) : null), ("$expires", r.ExpiresAt is { } expires ? FormatTime(expires) : null));
+                "INSERT INTO api_keys (id, name, salt, hash, scopes, rpm, tpm, created_at, revoked_at, expires_at) VALUES (@id, @name, @salt, @hash, @scopes, @rpm, @tpm, @created, @revoked, @expires)",
+                ("@id", r.Id), ("@name", r.Name), ("@salt", key.Salt), ("@hash", key.Hash), ("@scopes", (int)r.Scopes),
+                ("@rpm", r.Limits.RequestsPerMinute), ("@tpm", r.Limits.TokensPerMinute), ("@created", FormatTime(r.CreatedAt)),
+                ("@revoked", r.RevokedAt is { } at ? FormatTime(at) : null), ("@expires", r.ExpiresAt is { } expires ? FormatTime(expires) : null));
             command.Transaction = transaction;
             try
             {
                 command.ExecuteNonQuery();
             }
-            catch (SqliteException e) when (e.SqliteErrorCode == SqliteConstraint)
+            catch (DbException e) when (database.IsUniqueViolation(e))
             {
                 throw new TrustUserException($"An active API key named '{r.Name}' already exists (an expired key too, until it is revoked); revoke it or choose another name.", e);
             }
@@ -39,7 +39,7 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
 
     public ValueTask<StoredApiKey?> FindAsync(string id, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Use(connection =>
     {
-        using var command = Command(connection, $"SELECT {Columns} FROM api_keys WHERE id = $id", ("$id", id));
+        using var command = Command(connection, $"SELECT {Columns} FROM api_keys WHERE id = @id", ("@id", id));
         using var reader = command.ExecuteReader();
         return reader.Read()
             ? new StoredApiKey(ReadRecord(reader), (byte[])reader["salt"], (byte[])reader["hash"], reader["previous_salt"] as byte[], reader["previous_hash"] as byte[])
@@ -59,7 +59,7 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
 
     public ValueTask<bool> RevokeAsync(string id, DateTimeOffset at, AuditRecord entry, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
     {
-        using var command = Command(transaction.Connection!, "UPDATE api_keys SET revoked_at = $at WHERE id = $id AND revoked_at IS NULL", ("$id", id), ("$at", FormatTime(at)));
+        using var command = Command(transaction.Connection!, "UPDATE api_keys SET revoked_at = @at WHERE id = @id AND revoked_at IS NULL", ("@id", id), ("@at", FormatTime(at)));
         command.Transaction = transaction;
         if (command.ExecuteNonQuery() != 1) return false;
         audit.Append(transaction, entry);
@@ -70,7 +70,7 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
         CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
     {
         RateLimits before;
-        using (var read = Command(transaction.Connection!, "SELECT rpm, tpm FROM api_keys WHERE id = $id AND revoked_at IS NULL", ("$id", id)))
+        using (var read = Command(transaction.Connection!, "SELECT rpm, tpm FROM api_keys WHERE id = @id AND revoked_at IS NULL", ("@id", id)))
         {
             read.Transaction = transaction;
             using var reader = read.ExecuteReader();
@@ -78,8 +78,8 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
             before = new RateLimits(reader.GetInt32(0), reader.GetInt32(1));
         }
         var after = change(before);
-        using var write = Command(transaction.Connection!, "UPDATE api_keys SET rpm = $rpm, tpm = $tpm WHERE id = $id",
-            ("$id", id), ("$rpm", after.RequestsPerMinute), ("$tpm", after.TokensPerMinute));
+        using var write = Command(transaction.Connection!, "UPDATE api_keys SET rpm = @rpm, tpm = @tpm WHERE id = @id",
+            ("@id", id), ("@rpm", after.RequestsPerMinute), ("@tpm", after.TokensPerMinute));
         write.Transaction = transaction;
         write.ExecuteNonQuery();
         audit.Append(transaction, entry(after));
@@ -90,7 +90,7 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
         CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Write(transaction =>
     {
         ApiKeyRecord before;
-        using (var read = Command(transaction.Connection!, $"SELECT {Columns} FROM api_keys WHERE id = $id AND revoked_at IS NULL", ("$id", id)))
+        using (var read = Command(transaction.Connection!, $"SELECT {Columns} FROM api_keys WHERE id = @id AND revoked_at IS NULL", ("@id", id)))
         {
             read.Transaction = transaction;
             using var reader = read.ExecuteReader();
@@ -99,15 +99,15 @@ public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog 
         }
         // The right-hand sides read the row as it was: the secret replaced becomes the previous one.
         using var write = Command(transaction.Connection!,
-            "UPDATE api_keys SET previous_salt = salt, previous_hash = hash, previous_expires_at = $until, salt = $salt, hash = $hash WHERE id = $id",
-            ("$id", id), ("$salt", salt), ("$hash", hash), ("$until", FormatTime(previousUntil)));
+            "UPDATE api_keys SET previous_salt = salt, previous_hash = hash, previous_expires_at = @until, salt = @salt, hash = @hash WHERE id = @id",
+            ("@id", id), ("@salt", salt), ("@hash", hash), ("@until", FormatTime(previousUntil)));
         write.Transaction = transaction;
         write.ExecuteNonQuery();
         audit.Append(transaction, entry(before));
         return before;
     }));
 
-    static ApiKeyRecord ReadRecord(SqliteDataReader r) => new(
+    static ApiKeyRecord ReadRecord(DbDataReader r) => new(
         r.GetString(0),
         r.GetString(1),
         (ApiKeyScopes)r.GetInt32(2),

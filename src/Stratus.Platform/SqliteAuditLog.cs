@@ -1,10 +1,11 @@
-// IAuditLog on SQLite (table audit_log). Appends run in an IMMEDIATE transaction, so reading
-// the last hash and inserting the next entry is atomic even across processes sharing the file;
+// IAuditLog on the platform database, SQLite or PostgreSQL (table audit_log). Appends run in a
+// write transaction (PlatformDatabase.Write: SQLite's IMMEDIATE, PostgreSQL's advisory lock), so
+// reading the last hash and inserting the next entry is atomic even across processes sharing it;
 // the stores append the entry of a change in the change's own transaction.
+using System.Data.Common;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Microsoft.Data.Sqlite;
 using static Stratus.Platform.PlatformDatabase;
 
 namespace Stratus.Platform;
@@ -24,7 +25,7 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
 
     /// <summary>Appends <paramref name="record"/> in a write transaction of the caller's: the
     /// stores' changes pass theirs, so the change and its entry commit together or not at all.</summary>
-    internal AuditEntry Append(SqliteTransaction transaction, AuditRecord record)
+    internal AuditEntry Append(DbTransaction transaction, AuditRecord record)
     {
         var connection = transaction.Connection!;
         var detailsJson = record.Details.ToJsonString(StoredDetails);
@@ -43,8 +44,8 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
         // Truncated to what the stored text keeps, so the hash recomputed from the row matches.
         var now = ParseTime(FormatTime(clock.GetUtcNow()));
         var hash = AuditChain.ComputeHash(previousHash, sequence, now, record.Actor, record.Action, detailsJson);
-        using (var insert = Command(connection, "INSERT INTO audit_log (seq, time, actor, action, details, hash) VALUES ($seq, $time, $actor, $action, $details, $hash)",
-                   ("$seq", sequence), ("$time", FormatTime(now)), ("$actor", record.Actor), ("$action", record.Action), ("$details", detailsJson), ("$hash", hash)))
+        using (var insert = Command(connection, "INSERT INTO audit_log (seq, time, actor, action, details, hash) VALUES (@seq, @time, @actor, @action, @details, @hash)",
+                   ("@seq", sequence), ("@time", FormatTime(now)), ("@actor", record.Actor), ("@action", record.Action), ("@details", detailsJson), ("@hash", hash)))
         {
             insert.Transaction = transaction;
             insert.ExecuteNonQuery();
@@ -55,18 +56,20 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
     public ValueTask<IReadOnlyList<AuditEntry>> ReadAsync(AuditQuery query, CancellationToken cancellationToken = default) =>
         ValueTask.FromResult<IReadOnlyList<AuditEntry>>(database.Use(connection =>
         {
+            // A filter's parameter is CAST where it is compared with NULL: PostgreSQL must know the type
+            // of a parameter that may be NULL, and cannot tell it from IS NULL alone.
             using var command = Command(connection, """
                 SELECT seq, time, actor, action, details, hash FROM audit_log
-                WHERE seq > $after
-                  AND ($action IS NULL OR action = $action)
-                  AND ($actor IS NULL OR actor = $actor)
-                  AND ($from IS NULL OR time >= $from)
-                  AND ($to IS NULL OR time < $to)
-                ORDER BY seq LIMIT $limit
+                WHERE seq > @after
+                  AND (CAST(@action AS TEXT) IS NULL OR action = @action)
+                  AND (CAST(@actor AS TEXT) IS NULL OR actor = @actor)
+                  AND (CAST(@from AS TEXT) IS NULL OR time >= @from)
+                  AND (CAST(@to AS TEXT) IS NULL OR time < @to)
+                ORDER BY seq LIMIT @limit
                 """,
-                ("$after", query.AfterSequence), ("$action", query.Action), ("$actor", query.Actor),
-                ("$from", query.From is { } f ? FormatTime(f) : null), ("$to", query.To is { } t ? FormatTime(t) : null),
-                ("$limit", Math.Clamp(query.Limit, 1, 10_000)));
+                ("@after", query.AfterSequence), ("@action", query.Action), ("@actor", query.Actor),
+                ("@from", query.From is { } f ? FormatTime(f) : null), ("@to", query.To is { } t ? FormatTime(t) : null),
+                ("@limit", Math.Clamp(query.Limit, 1, 10_000)));
             using var reader = command.ExecuteReader();
             return ReadAll(reader).ToList();
         }));
@@ -78,12 +81,12 @@ public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time
         return AuditChain.Verify(ReadAll(reader));
     }));
 
-    static IEnumerable<AuditEntry> ReadAll(SqliteDataReader reader)
+    static IEnumerable<AuditEntry> ReadAll(DbDataReader reader)
     {
         while (reader.Read()) yield return Read(reader);
     }
 
-    static AuditEntry Read(SqliteDataReader r)
+    static AuditEntry Read(DbDataReader r)
     {
         // A row that was tampered with may hold anything: a time that no longer parses (MinValue
         // makes its hash fail), or NULL where the schema, rewritten too, said NOT NULL (read as

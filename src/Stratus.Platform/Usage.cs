@@ -57,13 +57,13 @@ public sealed class SqliteUsageStore(PlatformDatabase database) : IUsageStore
         {
             using var command = Command(connection, """
                 INSERT INTO usage_daily (key_id, day, model, requests, prompt_tokens, completion_tokens)
-                VALUES ($key, $day, $model, 1, $prompt, $completion)
+                VALUES (@key, @day, @model, 1, @prompt, @completion)
                 ON CONFLICT (key_id, day, model) DO UPDATE SET
-                    requests = requests + 1,
-                    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-                    completion_tokens = completion_tokens + excluded.completion_tokens
+                    requests = usage_daily.requests + 1,
+                    prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
+                    completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens
                 """,
-                ("$key", keyId), ("$day", Day(at)), ("$model", model), ("$prompt", promptTokens), ("$completion", completionTokens));
+                ("@key", keyId), ("@day", Day(at)), ("@model", model), ("@prompt", promptTokens), ("@completion", completionTokens));
             return command.ExecuteNonQuery();
         });
         return ValueTask.CompletedTask;
@@ -74,14 +74,16 @@ public sealed class SqliteUsageStore(PlatformDatabase database) : IUsageStore
         query.Validate();
         return ValueTask.FromResult<IReadOnlyList<UsageRecord>>(database.Use(connection =>
         {
+            // A filter's parameter is CAST where it is compared with NULL: PostgreSQL must know the type
+            // of a parameter that may be NULL, and cannot tell it from IS NULL alone.
             using var command = Command(connection, """
                 SELECT key_id, day, model, requests, prompt_tokens, completion_tokens FROM usage_daily
-                WHERE day >= $from AND day <= $to
-                  AND ($key IS NULL OR key_id = $key)
-                  AND ($model IS NULL OR model = $model)
+                WHERE day >= @from AND day <= @to
+                  AND (CAST(@key AS TEXT) IS NULL OR key_id = @key)
+                  AND (CAST(@model AS TEXT) IS NULL OR model = @model)
                 ORDER BY day, key_id, model
                 """,
-                ("$from", query.From.ToString(DayFormat)), ("$to", query.To.ToString(DayFormat)), ("$key", query.KeyId), ("$model", query.Model));
+                ("@from", query.From.ToString(DayFormat)), ("@to", query.To.ToString(DayFormat)), ("@key", query.KeyId), ("@model", query.Model));
             using var reader = command.ExecuteReader();
             var rows = new List<UsageRecord>();
             while (reader.Read())

@@ -289,7 +289,7 @@ public sealed partial class JobsCliTests
         Assert.Equal((true, null, temp["run"]), ((bool)json["arguments"]!["resume"]!, (string?)json["arguments"]!["init_from"], (string?)json["arguments"]!["out"]));
         Assert.Equal(stopped + 4, (long)json["last_step"]!["step"]!);
         Assert.Matches($@"{resumed}\s+│ succeeded │ .* │ {Regex.Escape(temp["run"])}\s+│ {stopped + 4}\s+│", Jobs(temp, "list").Stdout);
-        var submitted = (await Stratus.Platform.PlatformStores.OpenSqlite(temp["home"]).Audit.ReadAsync(new Stratus.Platform.AuditQuery(Action: Stratus.Platform.AuditActions.JobSubmitted)))
+        var submitted = (await Stratus.Platform.PlatformStores.Open(temp["home"]).Audit.ReadAsync(new Stratus.Platform.AuditQuery(Action: Stratus.Platform.AuditActions.JobSubmitted)))
             .Select(e => System.Text.Json.Nodes.JsonNode.Parse(e.Details)!).Single(d => (string?)d["job"] == resumed);
         Assert.Equal((true, temp["run"]), ((bool)submitted["resume"]!, (string?)submitted["out"]));
 

@@ -1,18 +1,24 @@
 // API keys: random, shown once, stored only as a salted hash, found by id, compared in
 // constant time, revocable by name or id, and every change audited without the secret.
+using System.Data.Common;
 using System.Text;
-using Microsoft.Data.Sqlite;
 using Stratus.Platform;
 using Stratus.Safety;
 
 namespace Stratus.Platform.Tests;
 
-public sealed class ApiKeyServiceTests : IDisposable
+public abstract class ApiKeyServiceTests : IDisposable
 {
-    readonly TempPlatform platform = new();
+    readonly TestDatabases databases;
+    readonly TempPlatform platform;
     readonly ApiKeyService keys;
 
-    public ApiKeyServiceTests() => keys = platform.Stores.KeyService();
+    protected ApiKeyServiceTests(TestDatabases databases)
+    {
+        this.databases = databases;
+        platform = new(databases);
+        keys = platform.Stores.KeyService();
+    }
 
     public void Dispose() => platform.Dispose();
 
@@ -59,9 +65,7 @@ public sealed class ApiKeyServiceTests : IDisposable
         var b = await keys.CreateAsync("b", ApiKeyScopes.Inference, RateLimits.Unlimited, "admin");
         Assert.NotEqual(a.Secret, b.Secret);
         Assert.NotEqual(a.Key.Id, b.Key.Id);
-        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-        var files = System.IO.Directory.GetFiles(platform.Directory).Select(File.ReadAllBytes).Select(Encoding.ASCII.GetString);
-        var everything = string.Concat(files);
+        var everything = platform.StoredText();
         Assert.Contains(a.Key.Id, everything);
         Assert.DoesNotContain(a.Secret[ApiKeyFormat.Prefix.Length..][ApiKeyFormat.IdLength..], everything);
         Assert.DoesNotContain(b.Secret, everything);
@@ -183,7 +187,7 @@ public sealed class ApiKeyServiceTests : IDisposable
     public async Task Rotating_gives_the_key_a_new_secret_and_the_old_one_works_until_the_overlap_ends()
     {
         var clock = new TestClock(new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero));
-        using var timed = new TempPlatform(clock);
+        using var timed = new TempPlatform(databases, clock);
         var service = timed.Stores.KeyService(clock);
         var created = await service.CreateAsync("svc", ApiKeyScopes.Inference | ApiKeyScopes.Metrics, new RateLimits(5, 500), "alice", ApiKeyExpiry.In(TimeSpan.FromDays(90)));
         await timed.Stores.Usage.RecordAsync(created.Key.Id, "m", 3, 4, DateTimeOffset.UtcNow);
@@ -249,7 +253,7 @@ public sealed class ApiKeyServiceTests : IDisposable
             Assert.Throws<TrustUserException>(() => ApiKeyRotation.ParseOverlap("5", "--overlap")).Message);
 
         var clock = new TestClock(new DateTimeOffset(2026, 3, 1, 12, 0, 0, TimeSpan.Zero));
-        using var timed = new TempPlatform(clock);
+        using var timed = new TempPlatform(databases, clock);
         var service = timed.Stores.KeyService(clock);
         await service.CreateAsync("short", ApiKeyScopes.Inference, RateLimits.Unlimited, "alice", ApiKeyExpiry.In(TimeSpan.FromHours(1)));
         clock.Advance(TimeSpan.FromHours(1));
@@ -275,10 +279,10 @@ public sealed class ApiKeyServiceTests : IDisposable
     {
         var created = await keys.CreateAsync("svc", ApiKeyScopes.Inference, new RateLimits(10, 100), "alice");
         // An audit log that refuses every entry, as a failure between a change and its entry would.
-        platform.Sql("CREATE TRIGGER audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END;");
-        await Assert.ThrowsAsync<SqliteException>(() => keys.SetLimitsAsync("svc", 1, null, "bob").AsTask());
-        await Assert.ThrowsAsync<SqliteException>(() => keys.RevokeAsync("svc", "bob").AsTask());
-        await Assert.ThrowsAsync<SqliteException>(() => keys.CreateAsync("other", ApiKeyScopes.Inference, RateLimits.Unlimited, "bob").AsTask());
+        platform.BreakAuditAppends();
+        await Assert.ThrowsAnyAsync<DbException>(() => keys.SetLimitsAsync("svc", 1, null, "bob").AsTask());
+        await Assert.ThrowsAnyAsync<DbException>(() => keys.RevokeAsync("svc", "bob").AsTask());
+        await Assert.ThrowsAnyAsync<DbException>(() => keys.CreateAsync("other", ApiKeyScopes.Inference, RateLimits.Unlimited, "bob").AsTask());
 
         var key = (await keys.AuthenticateAsync(created.Secret)).Key;
         Assert.NotNull(key);
@@ -286,7 +290,7 @@ public sealed class ApiKeyServiceTests : IDisposable
         Assert.Equal(["svc"], (await keys.ListAsync(includeRevoked: true)).Select(k => k.Name));
 
         // Once entries can be written again, so can the changes, each with its entry.
-        platform.Sql("DROP TRIGGER audit_down;");
+        platform.RepairAuditAppends();
         await keys.RevokeAsync("svc", "bob");
         Assert.Equal([AuditActions.KeyCreated, AuditActions.KeyRevoked], (await platform.Stores.Audit.ReadAsync(new AuditQuery())).Select(e => e.Action));
         Assert.True((await platform.Stores.Audit.VerifyAsync()).Valid);
@@ -442,3 +446,7 @@ public sealed class ApiKeyServiceTests : IDisposable
         }
     }
 }
+
+public sealed class ApiKeyServiceOnSqliteTests() : ApiKeyServiceTests(TestDatabases.Sqlite);
+
+public sealed class ApiKeyServiceOnPostgresTests(PostgresDatabase postgres) : ApiKeyServiceTests(new TestDatabases(postgres)), IClassFixture<PostgresDatabase>;

@@ -1,15 +1,15 @@
 // The audit log: entries chain by hash, and the verifier names the first entry that was
 // modified, deleted or reordered, even by someone who bypasses the append-only triggers.
+using System.Data.Common;
 using System.Text.Json.Nodes;
-using Microsoft.Data.Sqlite;
 using Stratus.Platform;
 using Stratus.Safety;
 
 namespace Stratus.Platform.Tests;
 
-public sealed class AuditLogTests : IDisposable
+public abstract class AuditLogTests(TestDatabases databases) : IDisposable
 {
-    readonly TempPlatform platform = new(new TestClock(new DateTimeOffset(2026, 3, 1, 8, 0, 0, TimeSpan.Zero)));
+    readonly TempPlatform platform = new(databases, new TestClock(new DateTimeOffset(2026, 3, 1, 8, 0, 0, TimeSpan.Zero)));
     IAuditLog Audit => platform.Stores.Audit;
 
     public void Dispose() => platform.Dispose();
@@ -25,7 +25,7 @@ public sealed class AuditLogTests : IDisposable
     }
 
     /// <summary>What an attacker with the file does first.</summary>
-    void DropTriggers() => platform.Sql("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;");
+    void DropTriggers() => platform.DropAuditTriggers();
 
     [Fact]
     public async Task An_untouched_log_verifies_and_numbers_entries_from_one()
@@ -80,7 +80,8 @@ public sealed class AuditLogTests : IDisposable
             CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, time TEXT, actor TEXT, action TEXT, details TEXT, hash TEXT);
             INSERT INTO audit_log SELECT * FROM old_log;
             DROP TABLE old_log;
-            """);
+            """, $"ALTER TABLE audit_log ALTER COLUMN {column} DROP NOT NULL;");
+        if (databases.IsPostgres) DropTriggers();
         platform.Sql($"UPDATE audit_log SET {column} = NULL WHERE seq = 3");
         var result = await Audit.VerifyAsync();
         Assert.Equal(3, result.FirstBadSequence);
@@ -135,9 +136,9 @@ public sealed class AuditLogTests : IDisposable
     public async Task The_table_refuses_updates_and_deletes()
     {
         await AppendFive();
-        var update = Assert.Throws<SqliteException>(() => platform.Sql("UPDATE audit_log SET actor = 'x' WHERE seq = 1"));
+        var update = Assert.ThrowsAny<DbException>(() => platform.Sql("UPDATE audit_log SET actor = 'x' WHERE seq = 1"));
         Assert.Contains("append-only", update.Message);
-        Assert.Throws<SqliteException>(() => platform.Sql("DELETE FROM audit_log"));
+        Assert.ThrowsAny<DbException>(() => platform.Sql("DELETE FROM audit_log"));
         Assert.True((await Audit.VerifyAsync()).Valid);
     }
 
@@ -215,3 +216,7 @@ public sealed class AuditLogTests : IDisposable
         Assert.True((await Audit.VerifyAsync()).Valid);
     }
 }
+
+public sealed class AuditLogOnSqliteTests() : AuditLogTests(TestDatabases.Sqlite);
+
+public sealed class AuditLogOnPostgresTests(PostgresDatabase postgres) : AuditLogTests(new TestDatabases(postgres)), IClassFixture<PostgresDatabase>;

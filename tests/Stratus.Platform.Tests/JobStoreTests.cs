@@ -9,24 +9,23 @@ using Stratus.Safety;
 
 namespace Stratus.Platform.Tests;
 
-public sealed class JobStoreTests : IDisposable
+public abstract class JobStoreTests(TestDatabases databases) : IDisposable
 {
-    readonly TempPlatform platform = new();
+    protected readonly TempPlatform platform = new(databases);
 
     public void Dispose()
     {
-        SqliteConnection.ClearAllPools();
-        Directory.Delete(platform.Directory, recursive: true);
+        platform.Dispose();
     }
 
-    JobService Service()
+    protected JobService Service()
     {
-        var database = PlatformDatabase.Open(platform.Directory);
+        var database = platform.OpenDatabase();
         // Never launched here: the tests record jobs and their processes themselves.
         return new JobService(new SqliteJobStore(database, new SqliteAuditLog(database)), [new LocalJobExecutor(["/bin/false"], platform.Directory)]);
     }
 
-    static Job Queued(string id, string output) =>
+    protected static Job Queued(string id, string output) =>
         new(id, Job.TrainKind, new TrainArguments(null, "/data", output, [new("max_iters", "5")]), LocalJobExecutor.ExecutorName, null, JobState.Queued,
             null, null, null, null, DateTimeOffset.UtcNow, null, null, null, "cli:test", Path.Combine(output, id + ".log"));
 
@@ -47,25 +46,6 @@ public sealed class JobStoreTests : IDisposable
     {
         var line = new TrainArguments(null, "/d", "/r", [new(key, "5")]).CommandLine();
         Assert.Equal(["train", "--data=/d", "--out=/r", "--max-iters=5"], line);
-    }
-
-    [Fact]
-    public async Task A_schema_version_4_database_is_migrated_with_its_keys_and_audit_chain_kept()
-    {
-        var created = await platform.Stores.KeyService().CreateAsync("trainer", ApiKeyScopes.Training, new RateLimits(0, 0), "cli:test");
-        // Version 4 is this schema without the jobs table, which the fifth migration adds alone.
-        platform.Sql("DROP TABLE jobs; PRAGMA user_version = 4;");
-        SqliteConnection.ClearAllPools();
-
-        var reopened = PlatformStores.OpenSqlite(platform.Directory);
-        Assert.Equal(created.Key.Id, (await reopened.KeyService().AuthenticateAsync(created.Secret)).Key?.Id);
-        var verification = await reopened.Audit.VerifyAsync();
-        Assert.True(verification.Valid);
-        Assert.Equal(1, verification.EntriesChecked);
-        var service = Service();
-        service.Store.Insert(Queued("job-00000001", "/runs/a"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
-        Assert.Equal(JobState.Queued, service.Store.Get("job-00000001")!.State);
-        Assert.True((await reopened.Audit.VerifyAsync()).Valid);
     }
 
     [Fact]
@@ -169,3 +149,27 @@ public sealed class JobStoreTests : IDisposable
         service.Store.Insert(Queued("job-00000006", "/runs/e"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
     }
 }
+
+public sealed class JobStoreOnSqliteTests() : JobStoreTests(TestDatabases.Sqlite)
+{
+    [Fact]
+    public async Task A_schema_version_4_database_is_migrated_with_its_keys_and_audit_chain_kept()
+    {
+        var created = await platform.Stores.KeyService().CreateAsync("trainer", ApiKeyScopes.Training, new RateLimits(0, 0), "cli:test");
+        // Version 4 is this schema without the jobs table, which the fifth migration adds alone.
+        platform.Sql("DROP TABLE jobs; PRAGMA user_version = 4;");
+        SqliteConnection.ClearAllPools();
+
+        var reopened = PlatformStores.Open(platform.Directory);
+        Assert.Equal(created.Key.Id, (await reopened.KeyService().AuthenticateAsync(created.Secret)).Key?.Id);
+        var verification = await reopened.Audit.VerifyAsync();
+        Assert.True(verification.Valid);
+        Assert.Equal(1, verification.EntriesChecked);
+        var service = Service();
+        service.Store.Insert(Queued("job-00000001", "/runs/a"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        Assert.Equal(JobState.Queued, service.Store.Get("job-00000001")!.State);
+        Assert.True((await reopened.Audit.VerifyAsync()).Valid);
+    }
+}
+
+public sealed class JobStoreOnPostgresTests(PostgresDatabase postgres) : JobStoreTests(new TestDatabases(postgres)), IClassFixture<PostgresDatabase>;

@@ -3,9 +3,11 @@
 // database of schema version 3 (before the registry) migrated with its keys and audit chain kept;
 // the registry's own copies (--copy): placed whole or not at all, removed with their version alone.
 // Real checkpoints: Stratus.Server.Tests' ModelRegistryTests.
+using System.Data.Common;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Data.Sqlite;
+using Npgsql;
 using Stratus.Safety;
 
 namespace Stratus.Platform.Tests;
@@ -30,11 +32,25 @@ sealed class ManifestFolders(Func<string, bool>? refuse = null) : ICheckpointRea
     }
 }
 
-public sealed class ModelRegistryTests : IDisposable
+public abstract class ModelRegistryTests(TestDatabases databases) : IDisposable
 {
-    readonly string directory = Path.Combine(Path.GetTempPath(), "stratus-test-" + Guid.NewGuid().ToString("N"));
+    readonly string? connection = databases.NewConnection();
+    protected readonly string directory = Path.Combine(Path.GetTempPath(), "stratus-test-" + Guid.NewGuid().ToString("N"));
 
-    string Checkpoint(string name, string manifest = "{}")
+    protected ModelRegistry OpenRegistry(ICheckpointReader checkpoints) => ModelRegistry.Open(PlatformDatabase.Open(directory, connection, null), checkpoints);
+
+    /// <summary>Runs SQL on the registry's database, as someone with its owner's rights would.</summary>
+    void Sql(string sql)
+    {
+        SqliteConnection.ClearAllPools();
+        using DbConnection other = connection is null ? new SqliteConnection($"Data Source={Path.Combine(directory, PlatformDatabase.FileName)}") : new NpgsqlConnection(connection);
+        other.Open();
+        using var command = other.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    protected string Checkpoint(string name, string manifest = "{}")
     {
         var folder = Path.Combine(directory, name);
         Directory.CreateDirectory(folder);
@@ -78,7 +94,7 @@ public sealed class ModelRegistryTests : IDisposable
     [Fact]
     public void A_name_past_64_characters_or_outside_the_charset_is_not_registered()
     {
-        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        var registry = OpenRegistry(new ManifestFolders());
         var path = Checkpoint("a");
         Assert.Contains("1-64 letters, digits", Assert.Throws<TrustUserException>(() => registry.Register(path, new string('a', 65), null, null, "t")).Message);
         Assert.Contains("not a valid model name", Assert.Throws<TrustUserException>(() => registry.Register(path, "shk;drop", null, null, "t")).Message);
@@ -88,7 +104,7 @@ public sealed class ModelRegistryTests : IDisposable
     [Fact]
     public void An_unknown_name_says_where_to_see_the_registered_ones()
     {
-        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        var registry = OpenRegistry(new ManifestFolders());
         var error = Assert.Throws<TrustUserException>(() => registry.Find(ModelReference.Parse("nope")));
         Assert.True(error.NotFound);
         Assert.Equal("no model named 'nope' is registered; see the registered names with `stratus models list`", error.Message);
@@ -99,7 +115,7 @@ public sealed class ModelRegistryTests : IDisposable
     [Fact]
     public void Changing_a_version_or_alias_that_is_not_there_is_not_found_for_a_known_name_and_an_unknown_one()
     {
-        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        var registry = OpenRegistry(new ManifestFolders());
         registry.Register(Checkpoint("a"), "shk", null, null, "t");
         // Each verb finds the version or alias missing inside its write transaction, where the
         // message's own query must run too.
@@ -126,16 +142,145 @@ public sealed class ModelRegistryTests : IDisposable
     [Fact]
     public void A_version_is_immutable_in_the_database()
     {
-        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        var registry = OpenRegistry(new ManifestFolders());
         registry.Register(Checkpoint("a"), "shk", null, null, "t");
-        SqliteConnection.ClearAllPools();
-        using var connection = new SqliteConnection($"Data Source={Path.Combine(directory, PlatformDatabase.FileName)}");
-        connection.Open();
-        using var command = connection.CreateCommand();
-        command.CommandText = "UPDATE model_versions SET checkpoint = '/elsewhere'";
-        Assert.Contains("immutable", Assert.Throws<SqliteException>(() => command.ExecuteNonQuery()).Message);
+        Assert.Contains("immutable", Assert.ThrowsAny<DbException>(() => Sql("UPDATE model_versions SET checkpoint = '/elsewhere'")).Message);
     }
 
+    string Copies => Path.Combine(directory, ModelRegistry.CopiesFolder);
+
+    /// <summary>Saves a "checkpoint" again as Core's Checkpoint.Save does: a new folder renamed
+    /// over the old one, whose files are removed, not rewritten.</summary>
+    void SaveAgain(string folder, string manifest)
+    {
+        var temporary = folder + ".tmp";
+        Directory.CreateDirectory(temporary);
+        File.WriteAllText(Path.Combine(temporary, "manifest.json"), manifest);
+        File.WriteAllText(Path.Combine(temporary, "model.safetensors"), manifest + " weights");
+        Directory.Move(folder, folder + ".old");
+        Directory.Move(temporary, folder);
+        Directory.Delete(folder + ".old", recursive: true);
+    }
+
+    [Fact]
+    public void A_copied_version_outlives_its_folder_saved_again_and_goes_with_its_version()
+    {
+        var registry = OpenRegistry(new ManifestFolders());
+        var run = Checkpoint("run", """{"step": 1}""");
+        File.WriteAllText(Path.Combine(run, "model.safetensors"), "step 1 weights");
+        var copied = registry.Register(run, "shk", null, null, "t", copy: true);
+        var inPlace = registry.Register(run, "shk", null, null, "t");
+        Assert.Equal((true, Path.Combine(Copies, "shk", "1")), (copied.IsCopy, copied.Checkpoint.Directory));
+        Assert.False(inPlace.IsCopy);
+        Assert.Equal(["manifest.json", "model.safetensors"], Directory.EnumerateFiles(copied.Checkpoint.Directory).Select(Path.GetFileName).Order());
+        Assert.Equal(["shk"], Directory.EnumerateFileSystemEntries(Copies).Select(Path.GetFileName));
+
+        SaveAgain(run, """{"step": 2}""");
+        Assert.Null(registry.Check(registry.Find(ModelReference.Parse("shk:1"))));
+        Assert.Equal("step 1 weights", File.ReadAllText(Path.Combine(copied.Checkpoint.Directory, "model.safetensors")));
+        Assert.NotNull(registry.Check(registry.Find(ModelReference.Parse("shk:2"))));
+
+        registry.Delete("shk", 1, "t");
+        Assert.False(Directory.Exists(copied.Checkpoint.Directory));
+        // A folder of the user's stays.
+        registry.Delete("shk", 2, "t");
+        Assert.True(File.Exists(Path.Combine(run, "model.safetensors")));
+    }
+
+    [Fact]
+    public void A_copy_another_version_refers_to_is_not_removed_with_its_own_version()
+    {
+        var registry = OpenRegistry(new ManifestFolders());
+        var copied = registry.Register(Checkpoint("run"), "shk", null, null, "t", copy: true);
+        var sharing = registry.Register(copied.Checkpoint.Directory, "other", null, null, "t");
+        Assert.False(sharing.IsCopy);
+        registry.Delete("shk", 1, "t");
+        Assert.True(File.Exists(Path.Combine(copied.Checkpoint.Directory, "manifest.json")));
+        Assert.Null(registry.Check(sharing));
+    }
+
+    [Fact]
+    public void A_register_that_died_mid_copy_leaves_nothing_that_blocks_the_name()
+    {
+        var registry = OpenRegistry(new ManifestFolders());
+        // What registers killed at each step leave: a folder being filled (its lock released by
+        // the system), one whose lock file was not made yet, and a copy renamed into place whose
+        // transaction never committed (version 1 was never given).
+        Directory.CreateDirectory(Path.Combine(Copies, ".incoming-killed"));
+        File.WriteAllText(Path.Combine(Copies, ".incoming-killed.lock"), "");
+        Directory.CreateDirectory(Path.Combine(Copies, ".incoming-unlocked"));
+        Checkpoint(Path.Combine(ModelRegistry.CopiesFolder, "shk", "1"), "half");
+        // And one still copying, which is left to its register.
+        Directory.CreateDirectory(Path.Combine(Copies, ".incoming-live"));
+        using (new FileStream(Path.Combine(Copies, ".incoming-live.lock"), FileMode.Create, FileAccess.ReadWrite, FileShare.None))
+        {
+            var version = registry.Register(Checkpoint("run", """{"whole": true}"""), "shk", null, null, "t", copy: true);
+            Assert.Equal(1, version.Version);
+            Assert.Equal("""{"whole": true}""", File.ReadAllText(Path.Combine(version.Checkpoint.Directory, "manifest.json")));
+            Assert.Null(registry.Check(version));
+        }
+        Assert.Equal([".incoming-live", ".incoming-live.lock", "shk"], Directory.EnumerateFileSystemEntries(Copies).Select(Path.GetFileName).Order());
+    }
+
+    [Fact]
+    public void A_copy_that_does_not_verify_registers_nothing_and_leaves_no_folder()
+    {
+        var registry = OpenRegistry(new ManifestFolders(refuse: path => path.StartsWith(Copies, StringComparison.Ordinal)));
+        var run = Checkpoint("run");
+        var error = Assert.Throws<TrustUserException>(() => registry.Register(run, "shk", null, null, "t", copy: true));
+        Assert.StartsWith($"{run} changed while it was copied (checkpoint ", error.Message);
+        Assert.EndsWith("; register it again", error.Message);
+        Assert.Empty(registry.List());
+        Assert.Empty(Directory.EnumerateFileSystemEntries(Copies));
+    }
+
+    [Fact]
+    public void A_linked_file_of_the_checkpoint_is_copied_as_the_file_it_leads_to_not_as_the_link()
+    {
+        var registry = OpenRegistry(new ManifestFolders());
+        var run = Checkpoint("run");
+        // Weights kept elsewhere (another disk, a shared store) and linked into the run.
+        var weights = Path.Combine(directory, "store", "weights.safetensors");
+        Directory.CreateDirectory(Path.GetDirectoryName(weights)!);
+        File.WriteAllText(weights, "step 1 weights");
+        File.CreateSymbolicLink(Path.Combine(run, "model.safetensors"), weights);
+        var copied = registry.Register(run, "shk", null, null, "t", copy: true);
+        var file = new FileInfo(Path.Combine(copied.Checkpoint.Directory, "model.safetensors"));
+        Assert.Null(file.LinkTarget);
+        // The store rewritten, or gone: the registry's copy keeps what was registered.
+        File.Delete(weights);
+        Assert.Equal("step 1 weights", File.ReadAllText(file.FullName));
+    }
+
+    [Fact]
+    public void A_link_put_in_place_of_a_name_s_folder_neither_receives_copies_nor_has_its_target_deleted()
+    {
+        var registry = OpenRegistry(new ManifestFolders());
+        registry.Register(Checkpoint("run"), "shk", null, null, "t", copy: true);
+        // Someone who may write the data directory points models/shk at a folder of their choosing.
+        var elsewhere = Path.Combine(directory, "elsewhere");
+        Directory.CreateDirectory(Path.Combine(elsewhere, "1"));
+        File.WriteAllText(Path.Combine(elsewhere, "1", "precious"), "kept");
+        Directory.Delete(Path.Combine(Copies, "shk"), recursive: true);
+        Directory.CreateSymbolicLink(Path.Combine(Copies, "shk"), elsewhere);
+
+        registry.Delete("shk", 1, "t");
+        Assert.Equal("kept", File.ReadAllText(Path.Combine(elsewhere, "1", "precious")));
+        var error = Assert.Throws<TrustUserException>(() => registry.Register(Checkpoint("run"), "shk", null, null, "t", copy: true));
+        Assert.StartsWith($"{Path.Combine(Copies, "shk")} is a symbolic link", error.Message);
+        Assert.Equal(["1"], Directory.EnumerateFileSystemEntries(elsewhere).Select(Path.GetFileName));
+        Assert.Empty(registry.List());
+    }
+
+    public void Dispose()
+    {
+        SqliteConnection.ClearAllPools();
+        if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
+    }
+}
+
+public sealed class ModelRegistryOnSqliteTests() : ModelRegistryTests(TestDatabases.Sqlite)
+{
     /// <summary>Schema version 3 as Stratus before the registry left it: keys (with rotation's
     /// columns) and an audit chain.</summary>
     [Fact]
@@ -174,9 +319,9 @@ public sealed class ModelRegistryTests : IDisposable
         }
         SqliteConnection.ClearAllPools();
 
-        var registry = ModelRegistry.Open(directory, new ManifestFolders());
+        var registry = OpenRegistry(new ManifestFolders());
         Assert.Equal(1, registry.Register(Checkpoint("a"), "shk", null, "production", "cli:new").Version);
-        var stores = PlatformStores.OpenSqlite(directory);
+        var stores = PlatformStores.Open(directory);
         Assert.Equal("old", (await stores.KeyService().AuthenticateAsync(secret)).Key!.Name);
         var verification = await stores.Audit.VerifyAsync();
         Assert.True(verification.Valid, verification.Problem);
@@ -184,135 +329,6 @@ public sealed class ModelRegistryTests : IDisposable
         Assert.Equal([AuditActions.KeyCreated, AuditActions.ModelRegistered, AuditActions.ModelAliasSet],
             (await stores.Audit.ReadAsync(new AuditQuery())).Select(e => e.Action));
     }
-
-    string Copies => Path.Combine(directory, ModelRegistry.CopiesFolder);
-
-    /// <summary>Saves a "checkpoint" again as Core's Checkpoint.Save does: a new folder renamed
-    /// over the old one, whose files are removed, not rewritten.</summary>
-    void SaveAgain(string folder, string manifest)
-    {
-        var temporary = folder + ".tmp";
-        Directory.CreateDirectory(temporary);
-        File.WriteAllText(Path.Combine(temporary, "manifest.json"), manifest);
-        File.WriteAllText(Path.Combine(temporary, "model.safetensors"), manifest + " weights");
-        Directory.Move(folder, folder + ".old");
-        Directory.Move(temporary, folder);
-        Directory.Delete(folder + ".old", recursive: true);
-    }
-
-    [Fact]
-    public void A_copied_version_outlives_its_folder_saved_again_and_goes_with_its_version()
-    {
-        var registry = ModelRegistry.Open(directory, new ManifestFolders());
-        var run = Checkpoint("run", """{"step": 1}""");
-        File.WriteAllText(Path.Combine(run, "model.safetensors"), "step 1 weights");
-        var copied = registry.Register(run, "shk", null, null, "t", copy: true);
-        var inPlace = registry.Register(run, "shk", null, null, "t");
-        Assert.Equal((true, Path.Combine(Copies, "shk", "1")), (copied.IsCopy, copied.Checkpoint.Directory));
-        Assert.False(inPlace.IsCopy);
-        Assert.Equal(["manifest.json", "model.safetensors"], Directory.EnumerateFiles(copied.Checkpoint.Directory).Select(Path.GetFileName).Order());
-        Assert.Equal(["shk"], Directory.EnumerateFileSystemEntries(Copies).Select(Path.GetFileName));
-
-        SaveAgain(run, """{"step": 2}""");
-        Assert.Null(registry.Check(registry.Find(ModelReference.Parse("shk:1"))));
-        Assert.Equal("step 1 weights", File.ReadAllText(Path.Combine(copied.Checkpoint.Directory, "model.safetensors")));
-        Assert.NotNull(registry.Check(registry.Find(ModelReference.Parse("shk:2"))));
-
-        registry.Delete("shk", 1, "t");
-        Assert.False(Directory.Exists(copied.Checkpoint.Directory));
-        // A folder of the user's stays.
-        registry.Delete("shk", 2, "t");
-        Assert.True(File.Exists(Path.Combine(run, "model.safetensors")));
-    }
-
-    [Fact]
-    public void A_copy_another_version_refers_to_is_not_removed_with_its_own_version()
-    {
-        var registry = ModelRegistry.Open(directory, new ManifestFolders());
-        var copied = registry.Register(Checkpoint("run"), "shk", null, null, "t", copy: true);
-        var sharing = registry.Register(copied.Checkpoint.Directory, "other", null, null, "t");
-        Assert.False(sharing.IsCopy);
-        registry.Delete("shk", 1, "t");
-        Assert.True(File.Exists(Path.Combine(copied.Checkpoint.Directory, "manifest.json")));
-        Assert.Null(registry.Check(sharing));
-    }
-
-    [Fact]
-    public void A_register_that_died_mid_copy_leaves_nothing_that_blocks_the_name()
-    {
-        var registry = ModelRegistry.Open(directory, new ManifestFolders());
-        // What registers killed at each step leave: a folder being filled (its lock released by
-        // the system), one whose lock file was not made yet, and a copy renamed into place whose
-        // transaction never committed (version 1 was never given).
-        Directory.CreateDirectory(Path.Combine(Copies, ".incoming-killed"));
-        File.WriteAllText(Path.Combine(Copies, ".incoming-killed.lock"), "");
-        Directory.CreateDirectory(Path.Combine(Copies, ".incoming-unlocked"));
-        Checkpoint(Path.Combine(ModelRegistry.CopiesFolder, "shk", "1"), "half");
-        // And one still copying, which is left to its register.
-        Directory.CreateDirectory(Path.Combine(Copies, ".incoming-live"));
-        using (new FileStream(Path.Combine(Copies, ".incoming-live.lock"), FileMode.Create, FileAccess.ReadWrite, FileShare.None))
-        {
-            var version = registry.Register(Checkpoint("run", """{"whole": true}"""), "shk", null, null, "t", copy: true);
-            Assert.Equal(1, version.Version);
-            Assert.Equal("""{"whole": true}""", File.ReadAllText(Path.Combine(version.Checkpoint.Directory, "manifest.json")));
-            Assert.Null(registry.Check(version));
-        }
-        Assert.Equal([".incoming-live", ".incoming-live.lock", "shk"], Directory.EnumerateFileSystemEntries(Copies).Select(Path.GetFileName).Order());
-    }
-
-    [Fact]
-    public void A_copy_that_does_not_verify_registers_nothing_and_leaves_no_folder()
-    {
-        var registry = ModelRegistry.Open(directory, new ManifestFolders(refuse: path => path.StartsWith(Copies, StringComparison.Ordinal)));
-        var run = Checkpoint("run");
-        var error = Assert.Throws<TrustUserException>(() => registry.Register(run, "shk", null, null, "t", copy: true));
-        Assert.StartsWith($"{run} changed while it was copied (checkpoint ", error.Message);
-        Assert.EndsWith("; register it again", error.Message);
-        Assert.Empty(registry.List());
-        Assert.Empty(Directory.EnumerateFileSystemEntries(Copies));
-    }
-
-    [Fact]
-    public void A_linked_file_of_the_checkpoint_is_copied_as_the_file_it_leads_to_not_as_the_link()
-    {
-        var registry = ModelRegistry.Open(directory, new ManifestFolders());
-        var run = Checkpoint("run");
-        // Weights kept elsewhere (another disk, a shared store) and linked into the run.
-        var weights = Path.Combine(directory, "store", "weights.safetensors");
-        Directory.CreateDirectory(Path.GetDirectoryName(weights)!);
-        File.WriteAllText(weights, "step 1 weights");
-        File.CreateSymbolicLink(Path.Combine(run, "model.safetensors"), weights);
-        var copied = registry.Register(run, "shk", null, null, "t", copy: true);
-        var file = new FileInfo(Path.Combine(copied.Checkpoint.Directory, "model.safetensors"));
-        Assert.Null(file.LinkTarget);
-        // The store rewritten, or gone: the registry's copy keeps what was registered.
-        File.Delete(weights);
-        Assert.Equal("step 1 weights", File.ReadAllText(file.FullName));
-    }
-
-    [Fact]
-    public void A_link_put_in_place_of_a_name_s_folder_neither_receives_copies_nor_has_its_target_deleted()
-    {
-        var registry = ModelRegistry.Open(directory, new ManifestFolders());
-        registry.Register(Checkpoint("run"), "shk", null, null, "t", copy: true);
-        // Someone who may write the data directory points models/shk at a folder of their choosing.
-        var elsewhere = Path.Combine(directory, "elsewhere");
-        Directory.CreateDirectory(Path.Combine(elsewhere, "1"));
-        File.WriteAllText(Path.Combine(elsewhere, "1", "precious"), "kept");
-        Directory.Delete(Path.Combine(Copies, "shk"), recursive: true);
-        Directory.CreateSymbolicLink(Path.Combine(Copies, "shk"), elsewhere);
-
-        registry.Delete("shk", 1, "t");
-        Assert.Equal("kept", File.ReadAllText(Path.Combine(elsewhere, "1", "precious")));
-        var error = Assert.Throws<TrustUserException>(() => registry.Register(Checkpoint("run"), "shk", null, null, "t", copy: true));
-        Assert.StartsWith($"{Path.Combine(Copies, "shk")} is a symbolic link", error.Message);
-        Assert.Equal(["1"], Directory.EnumerateFileSystemEntries(elsewhere).Select(Path.GetFileName));
-        Assert.Empty(registry.List());
-    }
-
-    public void Dispose()
-    {
-        SqliteConnection.ClearAllPools();
-        if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
-    }
 }
+
+public sealed class ModelRegistryOnPostgresTests(PostgresDatabase postgres) : ModelRegistryTests(new TestDatabases(postgres)), IClassFixture<PostgresDatabase>;

@@ -80,7 +80,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         }
         SqliteConnection.ClearAllPools();
 
-        var keys = PlatformStores.OpenSqlite(directory).KeyService();
+        var keys = PlatformStores.Open(directory).KeyService();
         var kept = (await keys.AuthenticateAsync(secret)).Key;
         Assert.NotNull(kept);
         Assert.Equal(("old", 5, (DateTimeOffset?)null), (kept.Name, kept.Limits.RequestsPerMinute, kept.ExpiresAt));
@@ -93,7 +93,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.Equal(rotated.Key.Id, (await keys.AuthenticateAsync(rotated.Secret)).Key!.Id);
 
         // Opening it again finds it migrated.
-        Assert.Equal(2, (await PlatformStores.OpenSqlite(directory).KeyService().ListAsync()).Count);
+        Assert.Equal(2, (await PlatformStores.Open(directory).KeyService().ListAsync()).Count);
         using var check = new SqliteConnection($"Data Source={DatabasePath}");
         check.Open();
         using var version = check.CreateCommand();
@@ -122,7 +122,7 @@ public sealed class PlatformDatabaseTests : IDisposable
             }
             var before = File.ReadAllBytes(DatabasePath);
 
-            var error = Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.OpenSqlite(directory)));
+            var error = Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.Open(directory)));
             Assert.Equal($"{DatabasePath} is not a Stratus database (it holds the tables notes, tags), and Stratus does not add its own to another application's; " +
                 "give --data-dir (or $STRATUS_HOME) a folder of Stratus's own", error.Message);
             SqliteConnection.ClearAllPools();
@@ -137,7 +137,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     [Fact]
     public async Task Stratuss_tables_without_their_schema_version_are_named_as_such_and_left_as_they_were()
     {
-        await PlatformStores.OpenSqlite(directory).KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        await PlatformStores.Open(directory).KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         SqliteConnection.ClearAllPools();
         using (var dumped = new SqliteConnection($"Data Source={DatabasePath};Pooling=False"))
         {
@@ -146,7 +146,7 @@ public sealed class PlatformDatabaseTests : IDisposable
             command.CommandText = "PRAGMA user_version = 0;";
             command.ExecuteNonQuery();
         }
-        var error = Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.OpenSqlite(directory)));
+        var error = Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.Open(directory)));
         Assert.Equal($"{DatabasePath} holds Stratus's tables without their schema version (PRAGMA user_version is 0, as in a copy made through sqlite3's .dump), " +
             "so Stratus cannot tell which changes it has; restore it from a copy that keeps the version (stratus backup, or sqlite3's .backup)", error.Message);
         SqliteConnection.ClearAllPools();
@@ -171,9 +171,9 @@ public sealed class PlatformDatabaseTests : IDisposable
             command.ExecuteNonQuery();
         }
         Assert.True(new FileInfo(DatabasePath).Length > 0);
-        var keys = PlatformStores.OpenSqlite(directory).KeyService();
+        var keys = PlatformStores.Open(directory).KeyService();
         await keys.CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
-        Assert.Single(await PlatformStores.OpenSqlite(directory).KeyService().ListAsync());
+        Assert.Single(await PlatformStores.Open(directory).KeyService().ListAsync());
     }
 
     /// <summary>A data directory given as a file (a database's path, say): .NET said "The file
@@ -185,11 +185,11 @@ public sealed class PlatformDatabaseTests : IDisposable
         var other = Path.Combine(directory, "other.db");
         File.WriteAllText(other, "");
         Assert.Equal($"{other} is a file; the data directory is a folder, where Stratus keeps {PlatformDatabase.FileName}: give --data-dir (or $STRATUS_HOME) a folder",
-            Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.OpenSqlite(other))).Message);
+            Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.Open(other))).Message);
         // The database's own path, for its folder.
-        PlatformStores.OpenSqlite(directory);
+        PlatformStores.Open(directory);
         Assert.Equal($"{DatabasePath} is a file; the data directory is a folder, where Stratus keeps {PlatformDatabase.FileName}: give --data-dir {directory}",
-            Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.OpenSqlite(DatabasePath))).Message);
+            Assert.IsType<TrustUserException>(Record.Exception(() => PlatformStores.Open(DatabasePath))).Message);
     }
 
     [Fact]
@@ -197,13 +197,13 @@ public sealed class PlatformDatabaseTests : IDisposable
     {
         Directory.CreateDirectory(directory);
         Spoil();
-        AssertNamesTheFile(Record.Exception(() => PlatformStores.OpenSqlite(directory)), DatabasePath);
+        AssertNamesTheFile(Record.Exception(() => PlatformStores.Open(directory)), DatabasePath);
     }
 
     [Fact]
     public async Task A_database_spoiled_while_open_is_the_same_error_from_every_store()
     {
-        var stores = PlatformStores.OpenSqlite(directory);
+        var stores = PlatformStores.Open(directory);
         await stores.KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         Spoil();
         Func<Task>[] uses =
@@ -221,7 +221,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     [Fact]
     public async Task A_table_dropped_outside_Stratus_is_one_error_naming_the_file_not_a_bug()
     {
-        var stores = PlatformStores.OpenSqlite(directory);
+        var stores = PlatformStores.Open(directory);
         await stores.KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         // Someone with the file removes the audit log to hide what it holds.
         SqliteConnection.ClearAllPools();
@@ -250,7 +250,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     [Fact]
     public async Task A_backup_taken_while_the_database_is_in_use_holds_what_is_still_only_in_the_wal()
     {
-        var stores = PlatformStores.OpenSqlite(directory);
+        var stores = PlatformStores.Open(directory);
         var key = await stores.KeyService().CreateAsync("kept", ApiKeyScopes.Inference, new RateLimits(7, 0), "tests");
         await stores.Usage.RecordAsync(key.Key.Id, "m", 3, 4, DateTimeOffset.UtcNow);
         // The stores' pooled connections stay open, as a running server's do, so nothing has been
@@ -264,7 +264,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.Equal([backup], Directory.GetFiles(backups));
 
         // Restored: the backup as a data directory's stratus.db.
-        var copy = PlatformStores.OpenSqlite(backups);
+        var copy = PlatformStores.Open(backups);
         var restored = (await copy.KeyService().AuthenticateAsync(key.Secret)).Key;
         Assert.Equal(("kept", 7), (restored?.Name, restored?.Limits.RequestsPerMinute));
         var verified = await copy.Audit.VerifyAsync();
@@ -280,7 +280,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     [Fact]
     public async Task A_backup_is_audited_with_its_file_and_sha256_and_both_chains_verify()
     {
-        var stores = PlatformStores.OpenSqlite(directory);
+        var stores = PlatformStores.Open(directory);
         await stores.KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         var before = await stores.Audit.VerifyAsync();
         var backups = Path.Combine(directory, "backups");
@@ -297,7 +297,7 @@ public sealed class PlatformDatabaseTests : IDisposable
 
         var after = await stores.Audit.VerifyAsync();
         Assert.Equal((true, entry.Hash), (after.Valid, after.HeadHash));
-        var copy = await PlatformStores.OpenSqlite(backups).Audit.VerifyAsync();
+        var copy = await PlatformStores.Open(backups).Audit.VerifyAsync();
         Assert.Equal((true, before.HeadHash), (copy.Valid, copy.HeadHash));
     }
 
@@ -306,7 +306,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     [Fact]
     public void A_backup_whose_audit_entry_cannot_be_written_leaves_no_copy()
     {
-        PlatformStores.OpenSqlite(directory);
+        PlatformStores.Open(directory);
         var destination = Path.Combine(directory, "backups", "nightly.db");
         using var holder = HoldWriteLock();
         var error = Record.Exception(() => PlatformDatabase.Open(directory, TimeSpan.FromSeconds(1)).BackupTo(destination, "tests"));
@@ -319,7 +319,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     [Fact]
     public async Task A_backup_that_cannot_be_put_at_its_destination_leaves_no_audit_entry()
     {
-        var stores = PlatformStores.OpenSqlite(directory);
+        var stores = PlatformStores.Open(directory);
         var folder = Directory.CreateDirectory(Path.Combine(directory, "backups")).FullName;
         Assert.NotNull(Record.Exception(() => PlatformDatabase.Open(directory).BackupTo(folder, "tests")));
         Assert.Empty(await stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.DatabaseBackedUp)));
@@ -330,7 +330,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     [Fact]
     public async Task A_backup_replaces_the_file_at_its_destination_and_refuses_the_database_itself()
     {
-        var stores = PlatformStores.OpenSqlite(directory);
+        var stores = PlatformStores.Open(directory);
         var destination = Path.Combine(directory, "nightly.db");
         var database = PlatformDatabase.Open(directory);
         database.BackupTo(destination, "tests");
@@ -352,7 +352,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     [Fact]
     public async Task A_backup_refuses_the_databases_wal_and_shm_and_the_database_by_another_path()
     {
-        var stores = PlatformStores.OpenSqlite(directory);
+        var stores = PlatformStores.Open(directory);
         await stores.KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         // The pooled connections stay open, as a running server's do: the key is in the -wal only.
         var wal = new FileInfo(DatabasePath + "-wal");
@@ -383,7 +383,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         Assert.Equal(walLength, wal.Length);
         Assert.Empty(Directory.GetFiles(directory, "*.tmp", new EnumerationOptions { AttributesToSkip = 0 }));
         SqliteConnection.ClearAllPools();
-        var reopened = PlatformStores.OpenSqlite(directory);
+        var reopened = PlatformStores.Open(directory);
         Assert.Equal("kept", Assert.Single(await reopened.KeyService().ListAsync()).Name);
         Assert.True((await reopened.Audit.VerifyAsync()).Valid);
     }
@@ -403,7 +403,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         var real = Path.Combine(elsewhere, "real.db");
         File.WriteAllBytes(real, []);
         File.CreateSymbolicLink(Path.Combine(dataDir, PlatformDatabase.FileName), real);
-        var stores = PlatformStores.OpenSqlite(dataDir);
+        var stores = PlatformStores.Open(dataDir);
         await stores.KeyService().CreateAsync("kept", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         // The pooled connections stay open, as a running server's do: the key is in the -wal only.
         Assert.True(new FileInfo(real + "-wal").Length > 0);
@@ -415,7 +415,7 @@ public sealed class PlatformDatabaseTests : IDisposable
             Assert.Contains($"({database.FilePath}, a link to {real}); back it up to another file", error.Message);
         }
         SqliteConnection.ClearAllPools();
-        var reopened = PlatformStores.OpenSqlite(dataDir);
+        var reopened = PlatformStores.Open(dataDir);
         Assert.Equal("kept", Assert.Single(await reopened.KeyService().ListAsync()).Name);
         Assert.True((await reopened.Audit.VerifyAsync()).Valid);
         // Beside the link, a file of that name is another file, and takes the backup.
@@ -462,7 +462,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         if (OperatingSystem.IsWindows()) return; // Unix modes
         const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         var dataDir = Path.Combine(directory, "home", "stratus");
-        var stores = PlatformStores.OpenSqlite(dataDir);
+        var stores = PlatformStores.Open(dataDir);
         await stores.KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         // Before, 0755 and 0644 (under umask 022): key hashes, usage and blocklists readable by every user.
         Assert.Equal(OwnerOnly | UnixFileMode.UserExecute, File.GetUnixFileMode(dataDir));
@@ -480,7 +480,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         Directory.CreateDirectory(linked);
         var target = Path.Combine(directory, "elsewhere.db");
         File.CreateSymbolicLink(Path.Combine(linked, PlatformDatabase.FileName), target);
-        await PlatformStores.OpenSqlite(linked).KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        await PlatformStores.Open(linked).KeyService().CreateAsync("k", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         foreach (var file in new[] { target, target + "-wal", target + "-shm" })
             Assert.Equal((file, OwnerOnly), (file, File.GetUnixFileMode(file)));
 
@@ -490,7 +490,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         SqliteConnection.ClearAllPools();
         File.SetUnixFileMode(dataDir, OwnerOnly | UnixFileMode.UserExecute | Group | UnixFileMode.GroupExecute);
         File.SetUnixFileMode(database, OwnerOnly | Group);
-        await PlatformStores.OpenSqlite(dataDir).KeyService().CreateAsync("k2", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        await PlatformStores.Open(dataDir).KeyService().CreateAsync("k2", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         Assert.Equal(OwnerOnly | UnixFileMode.UserExecute | Group | UnixFileMode.GroupExecute, File.GetUnixFileMode(dataDir));
         Assert.Equal(OwnerOnly | Group, File.GetUnixFileMode(database));
         Assert.Equal(OwnerOnly | Group, File.GetUnixFileMode(database + "-wal"));
@@ -512,7 +512,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     public async Task A_write_waits_for_another_process_lock_as_long_as_the_lock_timeout_and_no_longer()
     {
         var timeout = TimeSpan.FromSeconds(1);
-        var stores = PlatformStores.OpenSqlite(directory, lockTimeout: timeout);
+        var stores = PlatformStores.Open(directory, lockTimeout: timeout);
         using var holder = HoldWriteLock();
         // A plain statement, and writes that begin their own IMMEDIATE transaction.
         Func<Task>[] writes =
@@ -537,7 +537,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     [Fact]
     public async Task A_write_waits_out_a_lock_released_within_the_lock_timeout()
     {
-        var stores = PlatformStores.OpenSqlite(directory, lockTimeout: TimeSpan.FromSeconds(5));
+        var stores = PlatformStores.Open(directory, lockTimeout: TimeSpan.FromSeconds(5));
         var holder = HoldWriteLock();
         _ = Task.Delay(300).ContinueWith(_ => holder.Dispose(), TaskScheduler.Default);
         await stores.Usage.RecordAsync("k", "m", 1, 1, DateTimeOffset.UtcNow);
@@ -547,7 +547,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     [Fact]
     public void A_lock_timeout_is_whole_seconds()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => PlatformStores.OpenSqlite(directory, lockTimeout: TimeSpan.FromMilliseconds(1500)));
-        Assert.Throws<ArgumentOutOfRangeException>(() => PlatformStores.OpenSqlite(directory, lockTimeout: TimeSpan.Zero));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PlatformStores.Open(directory, lockTimeout: TimeSpan.FromMilliseconds(1500)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PlatformStores.Open(directory, lockTimeout: TimeSpan.Zero));
     }
 }

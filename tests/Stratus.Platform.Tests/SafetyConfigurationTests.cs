@@ -1,18 +1,24 @@
 // Stored blocklists and policies: validated before they are stored, audited when changed, and
 // turned into the deployment's pipeline; blocklist changes made at once from separate stores on
 // one file (processes) each build on the one before.
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
 using Stratus.Platform;
 using Stratus.Safety;
 
 namespace Stratus.Platform.Tests;
 
-public sealed class SafetyConfigurationTests : IDisposable
+public abstract class SafetyConfigurationTests : IDisposable
 {
-    readonly TempPlatform platform = new();
+    readonly TestDatabases databases;
+    readonly TempPlatform platform;
     readonly SafetyConfiguration config;
 
-    public SafetyConfigurationTests() => config = platform.Stores.SafetyConfiguration();
+    protected SafetyConfigurationTests(TestDatabases databases)
+    {
+        this.databases = databases;
+        platform = new(databases);
+        config = platform.Stores.SafetyConfiguration();
+    }
 
     public void Dispose() => platform.Dispose();
 
@@ -155,10 +161,10 @@ public sealed class SafetyConfigurationTests : IDisposable
     public async Task A_safety_change_whose_audit_entry_cannot_be_written_is_not_stored()
     {
         await config.UpsertBlocklistAsync(new Blocklist("words", ["heck"], []), "admin");
-        platform.Sql("CREATE TRIGGER audit_down BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END;");
-        await Assert.ThrowsAsync<SqliteException>(() => config.AddToBlocklistAsync("words", ["darn"], [], null, "admin").AsTask());
-        await Assert.ThrowsAsync<SqliteException>(() => config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "admin").AsTask());
-        await Assert.ThrowsAsync<SqliteException>(() => config.DeleteBlocklistAsync("words", "admin").AsTask());
+        platform.BreakAuditAppends();
+        await Assert.ThrowsAnyAsync<DbException>(() => config.AddToBlocklistAsync("words", ["darn"], [], null, "admin").AsTask());
+        await Assert.ThrowsAnyAsync<DbException>(() => config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "admin").AsTask());
+        await Assert.ThrowsAnyAsync<DbException>(() => config.DeleteBlocklistAsync("words", "admin").AsTask());
 
         Assert.Equal(["heck"], (await config.GetBlocklistAsync("words"))!.Terms);
         Assert.Empty(await config.ListPoliciesAsync());
@@ -198,10 +204,9 @@ public sealed class SafetyConfigurationTests : IDisposable
     /// commits that transaction once the write has had time to read and block on the lock.</summary>
     async Task WhileAnotherWriterHoldsTheLock(string sql, Func<Task> write)
     {
-        using var other = new SqliteConnection($"Data Source={platform.DatabasePath}");
-        other.Open();
-        using var transaction = other.BeginTransaction(deferred: false);
-        using (var command = other.CreateCommand())
+        using var transaction = platform.HoldWriteLock();
+        using var connection = transaction.Connection!;
+        using (var command = connection.CreateCommand())
         {
             command.Transaction = transaction;
             command.CommandText = sql;
@@ -224,7 +229,7 @@ public sealed class SafetyConfigurationTests : IDisposable
         // of their own released together, so the adds really overlap.
         // A lock timeout far past the default 5 s: 20 writers queue for one lock, which a loaded
         // CI machine may hold longer, and what is tested is that no add is lost, not how fast.
-        var stores = terms.Select(_ => PlatformStores.OpenSqlite(platform.Directory, lockTimeout: TimeSpan.FromSeconds(60)).SafetyConfiguration()).ToList();
+        var stores = terms.Select(_ => PlatformStores.Open(platform.OpenDatabase(TimeSpan.FromSeconds(60))).SafetyConfiguration()).ToList();
         using var start = new Barrier(Writers);
         var errors = new System.Collections.Concurrent.ConcurrentBag<Exception>();
         var threads = terms.Select((term, i) => new Thread(() =>
@@ -328,3 +333,7 @@ public sealed class SafetyConfigurationTests : IDisposable
         Assert.Equal(["alpha"], (await config.GetBlocklistAsync("words"))!.Terms);
     }
 }
+
+public sealed class SafetyConfigurationOnSqliteTests() : SafetyConfigurationTests(TestDatabases.Sqlite);
+
+public sealed class SafetyConfigurationOnPostgresTests(PostgresDatabase postgres) : SafetyConfigurationTests(new TestDatabases(postgres)), IClassFixture<PostgresDatabase>;

@@ -5,9 +5,9 @@ using Stratus.Safety;
 
 namespace Stratus.Platform.Tests;
 
-public sealed class UsageStoreTests : IDisposable
+public abstract class UsageStoreTests(TestDatabases databases) : IDisposable
 {
-    readonly TempPlatform platform = new();
+    readonly TempPlatform platform = new(databases);
     IUsageStore Usage => platform.Stores.Usage;
 
     public void Dispose() => platform.Dispose();
@@ -55,3 +55,7 @@ public sealed class UsageStoreTests : IDisposable
     public async Task A_reversed_range_is_a_user_error() =>
         await Assert.ThrowsAsync<TrustUserException>(async () => await Usage.QueryAsync(new UsageQuery("k1", new DateOnly(2026, 2, 5), new DateOnly(2026, 2, 1))));
 }
+
+public sealed class UsageStoreOnSqliteTests() : UsageStoreTests(TestDatabases.Sqlite);
+
+public sealed class UsageStoreOnPostgresTests(PostgresDatabase postgres) : UsageStoreTests(new TestDatabases(postgres)), IClassFixture<PostgresDatabase>;

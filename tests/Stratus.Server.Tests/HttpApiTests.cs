@@ -449,7 +449,7 @@ public sealed class OverloadTests(BusyModelServer fixture) : IClassFixture<BusyM
     public async Task A_full_queue_answers_429_with_retry_after_is_no_usage_and_recovers()
     {
         var http = fixture.Server.Http;
-        var usage = Platform.PlatformStores.OpenSqlite(fixture.Server.DataDir).Usage;
+        var usage = Platform.PlatformStores.Open(fixture.Server.DataDir).Usage;
         async Task<long> Requests() => (await usage.QueryAsync(Platform.UsageQuery.Days(null, null, null, null))).Sum(r => r.Requests);
         var before = await Requests();
         var body = new { model = "tiny", prompt = "abc", max_tokens = 100, temperature = 0 };

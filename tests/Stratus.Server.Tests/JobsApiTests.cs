@@ -83,7 +83,7 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.OK, cancelled);
         var (shown, _) = await Send(client.GetAsync($"/api/jobs/{id}"));
         Assert.Equal(HttpStatusCode.OK, shown);
-        var entries = await PlatformStores.OpenSqlite(server.DataDir).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobCancelled));
+        var entries = await PlatformStores.Open(server.DataDir).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobCancelled));
         Assert.Equal(keyId, Assert.Single(entries).Actor);
         Assert.Equal(id, (string)after["id"]!);
     }
@@ -316,7 +316,7 @@ public sealed class JobsApiTests : IAsyncLifetime
         var (fineTuned, fineTune) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = run, data, @out = Path.Combine(folder, "ft"), overrides = new { max_iters = 1 } }));
         Assert.True(fineTuned == HttpStatusCode.Created, fineTune.ToJsonString());
         Assert.Equal((false, run), ((bool)fineTune["arguments"]!["resume"]!, (string?)fineTune["arguments"]!["init_from"]));
-        var submitted = (await PlatformStores.OpenSqlite(server.DataDir).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobSubmitted)))
+        var submitted = (await PlatformStores.Open(server.DataDir).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobSubmitted)))
             .Select(e => (e.Actor, Details: JsonNode.Parse(e.Details)!)).ToArray();
         Assert.Equal([(keyId, true, null), (keyId, false, run)], submitted.Select(e => (e.Actor, (bool)e.Details["resume"]!, (string?)e.Details["init_from"])));
     }

@@ -55,7 +55,7 @@ public sealed class ModelRegistryTests : IDisposable
         Assert.Equal(2, registry.RemoveAlias("shk", "production", "tests"));
         Assert.True(Assert.Throws<TrustUserException>(() => registry.Find(ModelReference.Parse("shk@production"))).NotFound);
 
-        var stores = PlatformStores.OpenSqlite(DataDir);
+        var stores = PlatformStores.Open(DataDir);
         var actions = (await stores.Audit.ReadAsync(new AuditQuery())).Select(e => e.Action).ToArray();
         Assert.Equal([AuditActions.ModelRegistered, AuditActions.ModelAliasSet, AuditActions.ModelRegistered, AuditActions.ModelRegistered,
             AuditActions.ModelAliasSet, AuditActions.ModelAliasRemoved], actions);
@@ -148,7 +148,7 @@ public sealed class ModelRegistryTests : IDisposable
         var serving = JsonNode.Parse(await client.GetStringAsync("api/serving"))!["models"]!.AsArray();
         Assert.Equal([("shk", "shk:1"), ("tiny", null)], serving.Select(m => ((string)m!["id"]!, (string?)m["registered_version"])));
 
-        var deployed = (await PlatformStores.OpenSqlite(DataDir).Audit.ReadAsync(new AuditQuery())).Where(e => e.Action == AuditActions.ModelDeployed).Select(e => JsonNode.Parse(e.Details)!).ToArray();
+        var deployed = (await PlatformStores.Open(DataDir).Audit.ReadAsync(new AuditQuery())).Where(e => e.Action == AuditActions.ModelDeployed).Select(e => JsonNode.Parse(e.Details)!).ToArray();
         Assert.Equal([("shk", "shk:1", Path.Combine(folder, "a", "checkpoints", "best")), ("tiny", null, Path.Combine(folder, "c", "checkpoints", "best"))],
             deployed.Select(e => ((string)e["model"]!, (string?)e["registered_version"], (string)e["source"]!)));
     }
@@ -206,8 +206,8 @@ public sealed class ModelRegistryTests : IDisposable
         var registry = Registry();
         registry.Register(Run("a"), "shk", "first", "production", "tests");
         registry.Register(Run("b"), "shk", null, null, "tests");
-        var admin = await PlatformStores.OpenSqlite(DataDir).KeyService().CreateAsync("admin", ApiKeyScopes.Admin, RateLimits.Unlimited, "tests");
-        var inference = await PlatformStores.OpenSqlite(DataDir).KeyService().CreateAsync("app", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        var admin = await PlatformStores.Open(DataDir).KeyService().CreateAsync("admin", ApiKeyScopes.Admin, RateLimits.Unlimited, "tests");
+        var inference = await PlatformStores.Open(DataDir).KeyService().CreateAsync("app", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         await using var server = await StratusServer.StartAsync(new ServeOptions
         {
             Models = [new ModelSpec(Run("served"), "tiny")],

@@ -39,11 +39,11 @@ public sealed class ServerStartupTests : IDisposable
         Assert.Contains("--insecure-no-auth", error.Message);
         Assert.DoesNotContain('\n', error.Message);
         // A key that cannot call the models does not count.
-        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("trainer", Platform.ApiKeyScopes.Training, Platform.RateLimits.Unlimited, "tests");
-        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("prometheus", Platform.ApiKeyScopes.Metrics, Platform.RateLimits.Unlimited, "tests");
+        await Platform.PlatformStores.Open(Path.Combine(folder, "data")).KeyService().CreateAsync("trainer", Platform.ApiKeyScopes.Training, Platform.RateLimits.Unlimited, "tests");
+        await Platform.PlatformStores.Open(Path.Combine(folder, "data")).KeyService().CreateAsync("prometheus", Platform.ApiKeyScopes.Metrics, Platform.RateLimits.Unlimited, "tests");
         Assert.Contains("inference scope", (await Assert.ThrowsAsync<TrustUserException>(() => StratusServer.StartAsync(Options(insecure: false)))).Message);
         // An admin key may call everything.
-        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("operator", Platform.ApiKeyScopes.Admin, Platform.RateLimits.Unlimited, "tests");
+        await Platform.PlatformStores.Open(Path.Combine(folder, "data")).KeyService().CreateAsync("operator", Platform.ApiKeyScopes.Admin, Platform.RateLimits.Unlimited, "tests");
         await using var server = await StratusServer.StartAsync(Options(insecure: false));
     }
 
@@ -429,7 +429,7 @@ public sealed class ServerStartupTests : IDisposable
     public async Task Every_address_is_given_as_the_loopback_url_that_reaches_it(string host, string loopback)
     {
         if (host == "::" && !HasIPv6Loopback()) return;
-        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("app", Platform.ApiKeyScopes.Inference, Platform.RateLimits.Unlimited, "tests");
+        await Platform.PlatformStores.Open(Path.Combine(folder, "data")).KeyService().CreateAsync("app", Platform.ApiKeyScopes.Inference, Platform.RateLimits.Unlimited, "tests");
         await using var server = await StratusServer.StartAsync(Options(insecure: false) with { Host = host });
         Assert.Equal(loopback, server.RootUrl.Host);
         Assert.True(server.ListensOnEveryAddress);
@@ -458,7 +458,7 @@ public sealed class ServerStartupTests : IDisposable
     {
         // 192.0.2.1 is TEST-NET-1 (RFC 5737), no machine's own: the socket's EADDRNOTAVAIL was
         // thrown as it was, ending `stratus serve` with a stack trace and SIGABRT.
-        await Platform.PlatformStores.OpenSqlite(Path.Combine(folder, "data")).KeyService().CreateAsync("app", Platform.ApiKeyScopes.Inference, Platform.RateLimits.Unlimited, "tests");
+        await Platform.PlatformStores.Open(Path.Combine(folder, "data")).KeyService().CreateAsync("app", Platform.ApiKeyScopes.Inference, Platform.RateLimits.Unlimited, "tests");
         var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(Options(insecure: false) with { Host = "192.0.2.1" }));
         Assert.StartsWith("cannot listen on 192.0.2.1:0: no network interface of this machine has that address", error.Message);
         Assert.Contains("--host", error.Message);

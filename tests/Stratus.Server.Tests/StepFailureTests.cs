@@ -167,7 +167,7 @@ public sealed class StepFailureTests(FailingModelServer fixture) : IClassFixture
     /// <summary>The failing model's metered requests and tokens so far.</summary>
     async Task<(long Requests, long Tokens)> Used()
     {
-        var usage = Platform.PlatformStores.OpenSqlite(fixture.Server.DataDir).Usage;
+        var usage = Platform.PlatformStores.Open(fixture.Server.DataDir).Usage;
         var records = (await usage.QueryAsync(Platform.UsageQuery.Days(null, null, null, FailingModelServer.ModelName))).ToList();
         return (records.Sum(r => r.Requests), records.Sum(r => r.TotalTokens));
     }

@@ -85,7 +85,7 @@ public sealed class TinyModelServer : IAsyncLifetime
     }
 
     /// <summary>The data directory's key service, as the CLI would open it.</summary>
-    public ApiKeyService Keys => PlatformStores.OpenSqlite(DataDir).KeyService();
+    public ApiKeyService Keys => PlatformStores.Open(DataDir).KeyService();
 
     /// <summary>A client for the server without any key.</summary>
     public HttpClient AnonymousClient() => new() { BaseAddress = Server.RootUrl, Timeout = TimeSpan.FromSeconds(60) };

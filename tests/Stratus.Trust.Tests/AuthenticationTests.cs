@@ -228,7 +228,7 @@ public sealed class AuthenticationTests
         var dataDir = TrustHost.NewDataDir();
         try
         {
-            await PlatformStores.OpenSqlite(dataDir).KeyService(new FixedClock(DateTimeOffset.UtcNow.AddDays(-2)))
+            await PlatformStores.Open(dataDir).KeyService(new FixedClock(DateTimeOffset.UtcNow.AddDays(-2)))
                 .CreateAsync("old", ApiKeyScopes.Admin, RateLimits.Unlimited, "test", ApiKeyExpiry.In(TimeSpan.FromDays(1)));
             var e = await Assert.ThrowsAsync<Stratus.Safety.TrustUserException>(() => TrustHost.StartAsync(createKeys: false, dataDir: dataDir));
             Assert.Contains("expired keys do not count", e.Message);

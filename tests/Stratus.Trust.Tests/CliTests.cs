@@ -51,7 +51,7 @@ public sealed class CliTests : IDisposable
         var scraper = Run("keys", "create", "--name", "prometheus", "--scopes", "metrics");
         Assert.Equal(0, scraper.ExitCode);
         Assert.Contains("scopes metrics,", scraper.Stdout);
-        var key = await PlatformStores.OpenSqlite(dataDir).KeyService().AuthenticateAsync(scraper.Stdout.TrimEnd().Split('\n')[^1]);
+        var key = await PlatformStores.Open(dataDir).KeyService().AuthenticateAsync(scraper.Stdout.TrimEnd().Split('\n')[^1]);
         Assert.Equal(ApiKeyScopes.Metrics, key.Key!.Scopes);
         // The help names every scope.
         Assert.Contains("inference, training, admin, metrics", Run("keys", "create", "--help").Stdout);
@@ -64,7 +64,7 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, created.ExitCode);
         var key = created.Stdout.TrimEnd().Split('\n')[^1];
         Assert.Matches(new Regex($"^{Regex.Escape(ApiKeyFormat.Prefix)}[A-Za-z0-9_-]{{55}}$"), key);
-        var authenticated = await PlatformStores.OpenSqlite(dataDir).KeyService().AuthenticateAsync(key);
+        var authenticated = await PlatformStores.Open(dataDir).KeyService().AuthenticateAsync(key);
         Assert.Equal(("ci", ApiKeyScopes.Inference | ApiKeyScopes.Admin, 10, 5000),
             (authenticated.Key!.Name, authenticated.Key.Scopes, authenticated.Key.Limits.RequestsPerMinute, authenticated.Key.Limits.TokensPerMinute));
 
@@ -99,7 +99,7 @@ public sealed class CliTests : IDisposable
         var key = rotated.Stdout.TrimEnd().Split('\n')[^1];
         Assert.Matches(new Regex($"^{Regex.Escape(ApiKeyFormat.Prefix)}[A-Za-z0-9_-]{{55}}$"), key);
         Assert.Contains("its old secret works until", rotated.Stdout);
-        var service = PlatformStores.OpenSqlite(dataDir).KeyService();
+        var service = PlatformStores.Open(dataDir).KeyService();
         foreach (var secret in new[] { old, key })
             Assert.Equal(("svc", 9), ((await service.AuthenticateAsync(secret)).Key?.Name, (await service.AuthenticateAsync(secret)).Key?.Limits.RequestsPerMinute));
         var until = Assert.Single(await service.ListAsync()).PreviousSecretExpiresAt!.Value.UtcDateTime.ToString("yyyy-MM-dd HH:mm");
@@ -272,7 +272,7 @@ public sealed class CliTests : IDisposable
     [Fact]
     public async Task Usage_shows_a_table_filtered_by_key_model_and_dates()
     {
-        var stores = PlatformStores.OpenSqlite(dataDir);
+        var stores = PlatformStores.Open(dataDir);
         var key = await stores.KeyService().CreateAsync("team-a", ApiKeyScopes.Inference, RateLimits.Unlimited, "test");
         var now = DateTimeOffset.UtcNow;
         await stores.Usage.RecordAsync(key.Key.Id, "gpt2-small", 120, 30, now);
@@ -303,7 +303,7 @@ public sealed class CliTests : IDisposable
     {
         var created = Run("keys", "create", "--name", "month", "--expires-in", "30d");
         Assert.Equal(0, created.ExitCode);
-        var expiresAt = (await PlatformStores.OpenSqlite(dataDir).KeyService().AuthenticateAsync(created.Stdout.TrimEnd().Split('\n')[^1])).Key!.ExpiresAt!.Value;
+        var expiresAt = (await PlatformStores.Open(dataDir).KeyService().AuthenticateAsync(created.Stdout.TrimEnd().Split('\n')[^1])).Key!.ExpiresAt!.Value;
         Assert.InRange(expiresAt - DateTimeOffset.UtcNow, TimeSpan.FromDays(30) - TimeSpan.FromMinutes(5), TimeSpan.FromDays(30));
         Assert.Contains($"expires {ApiKeyService.FormatExpiry(expiresAt)}", created.Stdout);
         Assert.Equal(0, Run("keys", "create", "--name", "dated", "--expires", "2999-01-31").ExitCode);

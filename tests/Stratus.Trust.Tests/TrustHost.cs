@@ -25,7 +25,7 @@ sealed class TrustHost : IAsyncDisposable
         DataDir = dataDir;
         App = app;
         BaseAddress = baseAddress;
-        Stores = PlatformStores.OpenSqlite(dataDir);
+        Stores = PlatformStores.Open(dataDir);
         Client = new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(60) };
     }
 
@@ -49,7 +49,7 @@ sealed class TrustHost : IAsyncDisposable
         string admin = "", inference = "";
         if (createKeys)
         {
-            var keys = PlatformStores.OpenSqlite(dataDir).KeyService();
+            var keys = PlatformStores.Open(dataDir).KeyService();
             admin = (await keys.CreateAsync("test-admin", ApiKeyScopes.Admin, RateLimits.Unlimited, "test")).Secret;
             inference = (await keys.CreateAsync("test-inference", ApiKeyScopes.Inference, RateLimits.Unlimited, "test")).Secret;
         }

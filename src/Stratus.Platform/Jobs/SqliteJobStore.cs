@@ -1,11 +1,11 @@
-// The jobs table of stratus.db. Each change is one IMMEDIATE transaction that reads what it
+// The jobs table of the platform database. Each change is one write transaction that reads what it
 // changes, so a job's submitter, its supervisor (another process) and a reader that finds its
 // processes gone never overwrite each other: an end is recorded once, by whoever comes first, and a
 // cancel and the training process's start meet in one order or the other, never missing each other.
+using System.Data.Common;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Microsoft.Data.Sqlite;
 using Stratus.Safety;
 using static Stratus.Platform.PlatformDatabase;
 
@@ -49,10 +49,10 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
         RequireNoJobWriting(job.Arguments.Out, transaction);
         using var insert = Command(connection, """
             INSERT INTO jobs (id, kind, arguments, out_dir, executor, state, submitted_at, submitted_by, log_file)
-            VALUES ($id, $kind, $arguments, $out, $executor, $state, $submitted, $by, $log)
+            VALUES (@id, @kind, @arguments, @out, @executor, @state, @submitted, @by, @log)
             """,
-            ("$id", job.Id), ("$kind", job.Kind), ("$arguments", WriteArguments(job.Arguments)), ("$out", job.Arguments.Out), ("$executor", job.Executor),
-            ("$state", job.State.WireName()), ("$submitted", FormatTime(job.SubmittedAt)), ("$by", job.SubmittedBy), ("$log", job.LogFile));
+            ("@id", job.Id), ("@kind", job.Kind), ("@arguments", WriteArguments(job.Arguments)), ("@out", job.Arguments.Out), ("@executor", job.Executor),
+            ("@state", job.State.WireName()), ("@submitted", FormatTime(job.SubmittedAt)), ("@by", job.SubmittedBy), ("@log", job.LogFile));
         insert.Transaction = transaction;
         insert.ExecuteNonQuery();
         audit.Append(transaction, entry);
@@ -62,7 +62,7 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
     /// <summary>Refuses <paramref name="runFolder"/> while a job that has not ended writes it: a
     /// new run, a resumed one or a fine-tune there would write among its checkpoints.</summary>
     /// <exception cref="TrustUserException">(Conflict) Naming that job.</exception>
-    public void RequireNoJobWriting(string runFolder, SqliteTransaction? transaction = null)
+    public void RequireNoJobWriting(string runFolder, DbTransaction? transaction = null)
     {
         var other = transaction is null ? UnfinishedJobWriting(runFolder) : UnfinishedJobWriting(transaction.Connection!, transaction, runFolder);
         if (other is not null)
@@ -73,16 +73,16 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
     /// <paramref name="runFolder"/>; null where none is.</summary>
     public string? UnfinishedJobWriting(string runFolder) => database.Use(connection => UnfinishedJobWriting(connection, null, runFolder));
 
-    static string? UnfinishedJobWriting(SqliteConnection connection, SqliteTransaction? transaction, string runFolder)
+    static string? UnfinishedJobWriting(DbConnection connection, DbTransaction? transaction, string runFolder)
     {
-        using var busy = Command(connection, "SELECT id FROM jobs WHERE out_dir = $out AND state IN ('queued', 'running') LIMIT 1", ("$out", runFolder));
+        using var busy = Command(connection, "SELECT id FROM jobs WHERE out_dir = @out AND state IN ('queued', 'running') LIMIT 1", ("@out", runFolder));
         busy.Transaction = transaction;
         return busy.ExecuteScalar() as string;
     }
 
     public Job? Get(string id) => database.Use(connection =>
     {
-        using var command = Command(connection, $"SELECT {Columns} FROM jobs WHERE id = $id", ("$id", id));
+        using var command = Command(connection, $"SELECT {Columns} FROM jobs WHERE id = @id", ("@id", id));
         using var reader = command.ExecuteReader();
         return reader.Read() ? Read(reader) : null;
     });
@@ -90,14 +90,14 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
     /// <summary>The newest <paramref name="limit"/> jobs, newest first.</summary>
     public IReadOnlyList<Job> List(int limit = 1000) => database.Use(connection =>
     {
-        using var command = Command(connection, $"SELECT {Columns} FROM jobs ORDER BY submitted_at DESC, id LIMIT $limit", ("$limit", limit));
+        using var command = Command(connection, $"SELECT {Columns} FROM jobs ORDER BY submitted_at DESC, id LIMIT @limit", ("@limit", limit));
         using var reader = command.ExecuteReader();
         var jobs = new List<Job>();
         while (reader.Read()) jobs.Add(Read(reader));
         return jobs;
     });
 
-    public void SetExecutorReference(string id, string reference) => Update("UPDATE jobs SET executor_ref = $ref WHERE id = $id", ("$id", id), ("$ref", reference));
+    public void SetExecutorReference(string id, string reference) => Update("UPDATE jobs SET executor_ref = @ref WHERE id = @id", ("@id", id), ("@ref", reference));
 
     /// <summary>Records that the training runs: its process where this machine runs it
     /// (<paramref name="pid"/>; null under a cluster's scheduler), since <paramref name="startedAt"/>
@@ -106,11 +106,11 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
     public bool RecordStarted(string id, int? pid, long? pidStart, DateTimeOffset? startedAt = null) => database.Write(transaction =>
     {
         using var command = Command(transaction.Connection!, """
-            UPDATE jobs SET state = 'running', pid = $pid, pid_start = $start, started_at = $now
-            WHERE id = $id AND state = 'queued' RETURNING cancel_requested_at IS NOT NULL
-            """, ("$id", id), ("$pid", pid), ("$start", pidStart), ("$now", FormatTime(startedAt ?? Now)));
+            UPDATE jobs SET state = 'running', pid = @pid, pid_start = @start, started_at = @now
+            WHERE id = @id AND state = 'queued' RETURNING CASE WHEN cancel_requested_at IS NULL THEN 0 ELSE 1 END
+            """, ("@id", id), ("@pid", pid), ("@start", pidStart), ("@now", FormatTime(startedAt ?? Now)));
         command.Transaction = transaction;
-        return command.ExecuteScalar() is long cancelled && cancelled != 0;
+        return command.ExecuteScalar() is { } cancelled and not DBNull && Convert.ToInt64(cancelled, CultureInfo.InvariantCulture) != 0;
     });
 
     /// <summary>Records how the job ended, once: false where its end was recorded already. A job
@@ -118,10 +118,10 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
     public bool RecordEnd(string id, JobEnd end) => database.Write(transaction =>
     {
         using var command = Command(transaction.Connection!, """
-            UPDATE jobs SET state = CASE WHEN cancel_requested_at IS NULL OR $state = 'succeeded' THEN $state ELSE 'cancelled' END,
-                exit_code = $exit, reason = $reason, ended_at = $now
-            WHERE id = $id AND state IN ('queued', 'running')
-            """, ("$id", id), ("$state", end.State.WireName()), ("$exit", end.ExitCode), ("$reason", end.Reason), ("$now", FormatTime(Now)));
+            UPDATE jobs SET state = CASE WHEN cancel_requested_at IS NULL OR @state = 'succeeded' THEN @state ELSE 'cancelled' END,
+                exit_code = @exit, reason = @reason, ended_at = @now
+            WHERE id = @id AND state IN ('queued', 'running')
+            """, ("@id", id), ("@state", end.State.WireName()), ("@exit", end.ExitCode), ("@reason", end.Reason), ("@now", FormatTime(Now)));
         command.Transaction = transaction;
         return command.ExecuteNonQuery() == 1;
     });
@@ -133,7 +133,7 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
     {
         var connection = transaction.Connection!;
         Job? job;
-        using (var read = Command(connection, $"SELECT {Columns} FROM jobs WHERE id = $id", ("$id", id)))
+        using (var read = Command(connection, $"SELECT {Columns} FROM jobs WHERE id = @id", ("@id", id)))
         {
             read.Transaction = transaction;
             using var reader = read.ExecuteReader();
@@ -142,7 +142,7 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
         if (job is null) throw UnknownJob(id);
         if (job.State.HasEnded()) throw new TrustUserException($"job {id} has already ended ({job.State.WireName()}); there is nothing to cancel") { Conflict = true };
         var now = Now;
-        using (var update = Command(connection, "UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, $now) WHERE id = $id", ("$id", id), ("$now", FormatTime(now))))
+        using (var update = Command(connection, "UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, @now) WHERE id = @id", ("@id", id), ("@now", FormatTime(now))))
         {
             update.Transaction = transaction;
             update.ExecuteNonQuery();
@@ -155,7 +155,7 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
     /// the job (its executor could not be asked): the job's end is then not read as cancelled, and
     /// the next cancel is a first one.</summary>
     public void WithdrawCancel(string id, DateTimeOffset requestedAt) =>
-        Update("UPDATE jobs SET cancel_requested_at = NULL WHERE id = $id AND cancel_requested_at = $at", ("$id", id), ("$at", FormatTime(requestedAt)));
+        Update("UPDATE jobs SET cancel_requested_at = NULL WHERE id = @id AND cancel_requested_at = @at", ("@id", id), ("@at", FormatTime(requestedAt)));
 
     public static TrustUserException UnknownJob(string id) =>
         new($"no job '{id}'; list the jobs with stratus jobs list") { NotFound = true };
@@ -169,7 +169,7 @@ public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog aud
 
     const string Columns = "id, kind, arguments, executor, executor_ref, state, reason, pid, pid_start, exit_code, submitted_at, started_at, ended_at, cancel_requested_at, submitted_by, log_file";
 
-    static Job Read(SqliteDataReader r)
+    static Job Read(DbDataReader r)
     {
         string? Text(int column) => r.IsDBNull(column) ? null : r.GetString(column);
         long? Number(int column) => r.IsDBNull(column) ? null : r.GetInt64(column);

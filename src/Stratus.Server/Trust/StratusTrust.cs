@@ -23,7 +23,7 @@ public sealed class StratusTrust
     {
         Options = options;
         DataDirectory = StratusHome.Resolve(options.DataDir);
-        Stores = PlatformStores.OpenSqlite(DataDirectory, time);
+        Stores = PlatformStores.Open(DataDirectory, time);
         Keys = Stores.KeyService(time);
         Quotas = new TrustQuotas(time);
         Safety = Stores.SafetyConfiguration();

@@ -1,0 +1,336 @@
+// What the platform database does differently on PostgreSQL, which a cluster's servers, CLIs and
+// jobs share (SQLite on NFS is not safe). The tables are Stratus's in the connection's schema, at a
+// version kept in stratus_schema; a write takes a transaction-scoped advisory lock, as SQLite's
+// IMMEDIATE transaction takes its file's lock, so read-then-write stays atomic across processes.
+// The connection is named by STRATUS_DATABASE, as a libpq URI or Npgsql's keywords; a password
+// comes from there, PGPASSWORD or ~/.pgpass (Npgsql reads both) and is never shown.
+using System.Data.Common;
+using System.Globalization;
+using System.Net.Sockets;
+using Npgsql;
+using Stratus.Safety;
+
+namespace Stratus.Platform;
+
+sealed class PostgresDialect : DatabaseDialect
+{
+    /// <summary>Migrations[v] takes the schema from version v to v + 1, as SqliteDialect.Migrations
+    /// does for SQLite; the first is the whole schema as SQLite's migrations leave it. A change to
+    /// the schema adds a migration here and one to SqliteDialect.Migrations: the stores run the
+    /// same SQL on both. Text is TEXT COLLATE "C", compared and sorted by bytes as SQLite's is,
+    /// whatever locale the database was created with; times stay the fixed-width UTC text the
+    /// audit hash covers (PlatformDatabase.FormatTime), not timestamptz.</summary>
+    static readonly string[] Migrations =
+    [
+        """
+        CREATE TABLE api_keys (
+            id TEXT COLLATE "C" PRIMARY KEY,
+            name TEXT COLLATE "C" NOT NULL,
+            salt BYTEA NOT NULL,
+            hash BYTEA NOT NULL,
+            scopes BIGINT NOT NULL,
+            rpm BIGINT NOT NULL,
+            tpm BIGINT NOT NULL,
+            created_at TEXT COLLATE "C" NOT NULL,
+            revoked_at TEXT COLLATE "C",
+            expires_at TEXT COLLATE "C",
+            previous_salt BYTEA,
+            previous_hash BYTEA,
+            previous_expires_at TEXT COLLATE "C"
+        );
+        CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;
+
+        -- A blocklist's name is one whatever its case, as SQLite's COLLATE NOCASE key makes it.
+        CREATE TABLE blocklists (
+            name TEXT COLLATE "C" PRIMARY KEY,
+            definition TEXT NOT NULL,
+            updated_at TEXT COLLATE "C" NOT NULL
+        );
+        CREATE UNIQUE INDEX blocklists_name_any_case ON blocklists (lower(name));
+
+        CREATE TABLE safety_policies (
+            deployment TEXT COLLATE "C" PRIMARY KEY,
+            policy TEXT NOT NULL,
+            updated_at TEXT COLLATE "C" NOT NULL
+        );
+
+        CREATE TABLE audit_log (
+            seq BIGINT PRIMARY KEY,
+            time TEXT COLLATE "C" NOT NULL,
+            actor TEXT COLLATE "C" NOT NULL,
+            action TEXT COLLATE "C" NOT NULL,
+            details TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        -- Append-only for anyone using the application; the database's owner can drop these,
+        -- which is what the hash chain is for.
+        CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$;
+        CREATE TRIGGER audit_log_no_update_or_delete BEFORE UPDATE OR DELETE ON audit_log
+            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+        CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+            FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+
+        CREATE TABLE usage_daily (
+            key_id TEXT COLLATE "C" NOT NULL,
+            day TEXT COLLATE "C" NOT NULL,
+            model TEXT COLLATE "C" NOT NULL,
+            requests BIGINT NOT NULL,
+            prompt_tokens BIGINT NOT NULL,
+            completion_tokens BIGINT NOT NULL,
+            PRIMARY KEY (key_id, day, model)
+        );
+
+        CREATE TABLE registered_models (
+            name TEXT COLLATE "C" PRIMARY KEY,
+            last_version BIGINT NOT NULL
+        );
+        CREATE TABLE model_versions (
+            name TEXT COLLATE "C" NOT NULL REFERENCES registered_models (name),
+            version BIGINT NOT NULL,
+            checkpoint TEXT COLLATE "C" NOT NULL,
+            manifest_sha256 TEXT NOT NULL,
+            architecture TEXT NOT NULL,
+            parameters BIGINT NOT NULL,
+            context_length BIGINT NOT NULL,
+            tokenizer TEXT NOT NULL,
+            description TEXT,
+            created_at TEXT COLLATE "C" NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (name, version)
+        );
+        CREATE FUNCTION model_versions_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'model versions are immutable'; END $$;
+        CREATE TRIGGER model_versions_immutable BEFORE UPDATE ON model_versions
+            FOR EACH ROW EXECUTE FUNCTION model_versions_immutable();
+        CREATE TABLE model_aliases (
+            name TEXT COLLATE "C" NOT NULL,
+            alias TEXT COLLATE "C" NOT NULL,
+            version BIGINT NOT NULL,
+            updated_at TEXT COLLATE "C" NOT NULL,
+            PRIMARY KEY (name, alias),
+            FOREIGN KEY (name, version) REFERENCES model_versions (name, version)
+        );
+
+        CREATE TABLE jobs (
+            id TEXT COLLATE "C" PRIMARY KEY,
+            kind TEXT NOT NULL,
+            arguments TEXT NOT NULL,
+            out_dir TEXT COLLATE "C" NOT NULL,
+            executor TEXT NOT NULL,
+            executor_ref TEXT,
+            state TEXT COLLATE "C" NOT NULL,
+            reason TEXT,
+            pid BIGINT,
+            pid_start BIGINT,
+            exit_code BIGINT,
+            submitted_at TEXT COLLATE "C" NOT NULL,
+            started_at TEXT COLLATE "C",
+            ended_at TEXT COLLATE "C",
+            cancel_requested_at TEXT COLLATE "C",
+            submitted_by TEXT NOT NULL,
+            log_file TEXT NOT NULL
+        );
+        CREATE INDEX jobs_submitted_at ON jobs (submitted_at);
+        """,
+    ];
+    static int SchemaVersion => Migrations.Length;
+
+    /// <summary>The table that keeps the schema's version, as SQLite's PRAGMA user_version does.</summary>
+    const string VersionTable = "stratus_schema";
+
+    /// <summary>The advisory lock every write takes ("Stratus!" in ASCII): one per database, so
+    /// deployments in other databases of the server do not wait for each other.</summary>
+    const long WriteLock = 0x5374726174757321;
+
+    readonly string connectionString;
+    readonly int lockTimeoutMilliseconds;
+
+    PostgresDialect(NpgsqlConnectionStringBuilder builder, TimeSpan lockTimeout)
+    {
+        connectionString = builder.ConnectionString;
+        lockTimeoutMilliseconds = (int)lockTimeout.TotalMilliseconds;
+        Name = $"the PostgreSQL database {builder.Database} on {builder.Host}{(builder.Host!.StartsWith('/') ? $" (port {builder.Port})" : $":{builder.Port}")}" +
+            (builder.Username is { } user ? $" as {user}" : "");
+    }
+
+    public override string Name { get; }
+
+    /// <summary>The dialect for <paramref name="value"/>, a PostgreSQL URI
+    /// (postgresql://user@host:5432/db?sslmode=require, or postgres://) or Npgsql's keywords
+    /// (Host=...;Database=...).</summary>
+    /// <exception cref="TrustUserException">A value that names no PostgreSQL database, in one line
+    /// that shows no password and gives an example of a good value.</exception>
+    public static PostgresDialect Parse(string value, string variable, TimeSpan lockTimeout)
+    {
+        NpgsqlConnectionStringBuilder builder;
+        try
+        {
+            builder = value.Contains("://", StringComparison.Ordinal) ? FromUri(value) : new NpgsqlConnectionStringBuilder(value);
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or UriFormatException or InvalidCastException)
+        {
+            throw Bad(variable, e.Message.TrimEnd('.'));
+        }
+        if (string.IsNullOrEmpty(builder.Host)) throw Bad(variable, "it names no host");
+        if (string.IsNullOrEmpty(builder.Database)) throw Bad(variable, "it names no database");
+        return new PostgresDialect(builder, lockTimeout);
+    }
+
+    static TrustUserException Bad(string variable, string why) =>
+        new($"${variable} is not a PostgreSQL database to use ({why}); give a URI such as postgresql://stratus@db.example.com:5432/stratus?sslmode=require, " +
+            $"or keywords such as Host=db.example.com;Database=stratus;Username=stratus (unset it for SQLite in the data directory)");
+
+    /// <summary>libpq's URI form: postgresql://[user[:password]@][host][:port][/database][?name=value&amp;...],
+    /// its query's names being libpq's (sslmode, host for a socket folder, ...) or Npgsql's keywords.</summary>
+    static NpgsqlConnectionStringBuilder FromUri(string value)
+    {
+        var uri = new Uri(value);
+        if (uri.Scheme is not ("postgresql" or "postgres"))
+            throw new FormatException($"its scheme is {uri.Scheme}://, not postgresql:// or postgres://");
+        var builder = new NpgsqlConnectionStringBuilder();
+        if (uri.Host.Length > 0) builder.Host = uri.Host;
+        if (!uri.IsDefaultPort && uri.Port > 0) builder.Port = uri.Port;
+        if (uri.UserInfo.Length > 0)
+        {
+            var colon = uri.UserInfo.IndexOf(':', StringComparison.Ordinal);
+            builder.Username = Uri.UnescapeDataString(colon < 0 ? uri.UserInfo : uri.UserInfo[..colon]);
+            if (colon >= 0) builder.Password = Uri.UnescapeDataString(uri.UserInfo[(colon + 1)..]);
+        }
+        var database = Uri.UnescapeDataString(uri.AbsolutePath.TrimStart('/'));
+        if (database.Length > 0) builder.Database = database;
+        foreach (var pair in uri.Query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var equals = pair.IndexOf('=', StringComparison.Ordinal);
+            var name = Uri.UnescapeDataString(equals < 0 ? pair : pair[..equals]);
+            var setting = equals < 0 ? "" : Uri.UnescapeDataString(pair[(equals + 1)..]);
+            builder[LibpqKeywords.GetValueOrDefault(name, name)] = name == "sslmode" ? setting.Replace("-", "", StringComparison.Ordinal) : setting;
+        }
+        return builder;
+    }
+
+    /// <summary>libpq's names for what Npgsql names otherwise (sslmode's values lose their dash:
+    /// verify-full is Npgsql's VerifyFull).</summary>
+    static readonly Dictionary<string, string> LibpqKeywords = new(StringComparer.Ordinal)
+    {
+        ["sslmode"] = "SSL Mode",
+        ["sslrootcert"] = "Root Certificate",
+        ["sslcert"] = "SSL Certificate",
+        ["sslkey"] = "SSL Key",
+        ["connect_timeout"] = "Timeout",
+        ["application_name"] = "Application Name",
+        ["target_session_attrs"] = "Target Session Attributes",
+        ["user"] = "Username",
+        ["dbname"] = "Database",
+    };
+
+    public override DbConnection Connect()
+    {
+        var connection = new NpgsqlConnection(connectionString);
+        try
+        {
+            connection.Open();
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>BEGIN, then the advisory lock, waiting no longer than the lock timeout (55P03
+    /// after it): what SQLite's BEGIN IMMEDIATE does with its busy timeout.</summary>
+    public override DbTransaction BeginWrite(DbConnection connection)
+    {
+        var transaction = ((NpgsqlConnection)connection).BeginTransaction();
+        try
+        {
+            // Two commands, not one of two statements: Npgsql runs a command of several statements
+            // synchronously only with the thread pool's help, and under load (40 writers at once
+            // on a busy machine) one waited out its 30 s command timeout (npgsql/npgsql#5607).
+            PlatformDatabase.Execute(connection, $"SET LOCAL lock_timeout = {lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}", transaction);
+            PlatformDatabase.Execute(connection, $"SELECT pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)})", transaction);
+            return transaction;
+        }
+        catch
+        {
+            transaction.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Under the write lock, so of servers starting at once one migrates and the others
+    /// find it done; PostgreSQL's DDL is transactional, so a migration that fails leaves nothing.</summary>
+    public override void Migrate(DbConnection connection)
+    {
+        using var transaction = BeginWrite(connection);
+        var tables = new List<string>();
+        using (var command = PlatformDatabase.Command(transaction,
+                   "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name"))
+        using (var reader = command.ExecuteReader())
+            while (reader.Read()) tables.Add(reader.GetString(0));
+        var version = 0;
+        if (tables.Count > 0)
+        {
+            if (!tables.Contains(VersionTable) || !tables.Contains("api_keys"))
+            {
+                const int Named = 5;
+                var named = string.Join(", ", tables.Take(Named)) + (tables.Count > Named ? $" and {tables.Count - Named} more" : "");
+                throw new TrustUserException($"{Name} is not a Stratus database (it holds the tables {named}), and Stratus does not add its own to another application's; " +
+                    "give STRATUS_DATABASE a database of Stratus's own (an empty one to start)");
+            }
+            using var read = PlatformDatabase.Command(transaction, $"SELECT version FROM {VersionTable}");
+            version = Convert.ToInt32(read.ExecuteScalar(), CultureInfo.InvariantCulture);
+        }
+        if (version > SchemaVersion)
+            throw new TrustUserException($"{Name} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
+        if (version == SchemaVersion) return;
+        if (version == 0) PlatformDatabase.Execute(connection, $"CREATE TABLE {VersionTable} (version BIGINT NOT NULL); INSERT INTO {VersionTable} VALUES (0);", transaction);
+        for (; version < SchemaVersion; version++) PlatformDatabase.Execute(connection, Migrations[version], transaction);
+        PlatformDatabase.Execute(connection, $"UPDATE {VersionTable} SET version = {SchemaVersion};", transaction);
+        transaction.Commit();
+    }
+
+    public override bool HoldsStratus(DbConnection connection)
+    {
+        using var command = PlatformDatabase.Command(connection, $"SELECT to_regclass('{VersionTable}') IS NOT NULL");
+        return command.ExecuteScalar() is true;
+    }
+
+    public override bool IsUniqueViolation(DbException e) => e is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation };
+
+    /// <summary>The unique index on lower(name) that the schema gives such a key.</summary>
+    public override string CaseInsensitiveKey(string column) => $"(lower({column}))";
+
+    public override string? Describe(DbException e)
+    {
+        var said = e.Message.TrimEnd('.');
+        if (e is PostgresException postgres)
+        {
+            said = $"{postgres.SqlState}: {postgres.MessageText.TrimEnd('.')}";
+            return postgres.SqlState switch
+            {
+                PostgresErrorCodes.InvalidPassword or PostgresErrorCodes.InvalidAuthorizationSpecification =>
+                    $"cannot log in to {Name} ({said}); check the user and password in STRATUS_DATABASE, PGPASSWORD or ~/.pgpass",
+                PostgresErrorCodes.InvalidCatalogName =>
+                    $"{Name} does not exist ({said}); create it (createdb, or CREATE DATABASE) or name another in STRATUS_DATABASE",
+                PostgresErrorCodes.InsufficientPrivilege =>
+                    $"{Name} refuses this user ({said}); grant it the database's tables, or connect as their owner",
+                PostgresErrorCodes.LockNotAvailable =>
+                    $"{Name} is locked by another process ({said}); try again once that process is done",
+                PostgresErrorCodes.DiskFull => $"the disk holding {Name} is full ({said})",
+                PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.UndefinedColumn =>
+                    $"{Name} lacks part of the Stratus schema ({said}): it was changed outside Stratus; restore it from a backup (pg_restore)",
+                PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown or PostgresErrorCodes.CannotConnectNow or PostgresErrorCodes.TooManyConnections =>
+                    $"the PostgreSQL server of {Name} is not taking connections ({said}); try again once it is",
+                _ => null,
+            };
+        }
+        // Npgsql's own: the server cannot be reached (refused, no such host or socket) or did not
+        // answer in time.
+        return e is NpgsqlException && (e.InnerException is SocketException or IOException or TimeoutException || e.IsTransient)
+            ? $"cannot reach the PostgreSQL server of {Name}, or it did not answer in time ({said}); is it running, and does it listen there?"
+            : null;
+    }
+}

@@ -1,0 +1,213 @@
+// What holds on PostgreSQL beyond the stores' behaviour, which the *OnPostgresTests run: the write
+// lock reaches across processes (two handles with pools of their own append one chain, a held lock
+// fails a write as "locked" within the timeout), the audit log refuses changes from plain SQL,
+// a server that refuses the login, lacks the database or is down is one error naming host and
+// database and never the password, another application's database and a newer Stratus's are
+// refused, servers starting at once migrate once, and STRATUS_DATABASE's forms are read or
+// refused in one line.
+using System.Data.Common;
+using System.Text.Json.Nodes;
+using Npgsql;
+using Stratus.Safety;
+
+namespace Stratus.Platform.Tests;
+
+public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFixture<PostgresDatabase>, IDisposable
+{
+    readonly string directory = Path.Combine(Path.GetTempPath(), "stratus-test-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
+    }
+
+    PostgresCluster Cluster => postgres.Cluster;
+
+    /// <summary>A second handle on the same schema with a pool of its own, as another process has.</summary>
+    static string OtherProcess(string connection) => connection + ";Application Name=other-process";
+
+    [Fact]
+    public async Task Two_processes_appending_at_once_keep_one_valid_chain()
+    {
+        var connection = postgres.NewSchema();
+        var first = PlatformStores.Open(PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(60)));
+        var second = PlatformStores.Open(PlatformDatabase.Open(directory, OtherProcess(connection), TimeSpan.FromSeconds(60)));
+        using var start = new Barrier(2);
+        var errors = new System.Collections.Concurrent.ConcurrentBag<Exception>();
+        var threads = new[] { first, second }.Select((stores, n) => new Thread(() =>
+        {
+            start.SignalAndWait();
+            try
+            {
+                for (var i = 0; i < 25; i++)
+                    stores.Audit.AppendAsync($"process{n}", AuditActions.RequestFiltered, new JsonObject { ["i"] = i }).AsTask().GetAwaiter().GetResult();
+            }
+            catch (Exception e)
+            {
+                errors.Add(e);
+            }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+
+        Assert.Empty(errors);
+
+        var result = await first.Audit.VerifyAsync();
+        Assert.True(result.Valid, result.Problem);
+        Assert.Equal(50, result.EntriesChecked);
+        Assert.Equal(Enumerable.Range(1, 50).Select(i => (long)i), (await second.Audit.ReadAsync(new AuditQuery())).Select(e => e.Sequence));
+    }
+
+    [Theory]
+    [InlineData("UPDATE audit_log SET actor = 'x' WHERE seq = 1")]
+    [InlineData("DELETE FROM audit_log")]
+    [InlineData("TRUNCATE audit_log")]
+    public async Task The_audit_log_refuses_changes_made_in_plain_sql(string sql)
+    {
+        var platform = new TempPlatform(new TestDatabases(postgres));
+        await platform.Stores.Audit.AppendAsync("alice", AuditActions.KeyCreated);
+        var refused = Assert.ThrowsAny<DbException>(() => platform.Sql(sql));
+        Assert.Contains("append-only", refused.Message);
+        Assert.Equal(1, (await platform.Stores.Audit.VerifyAsync()).EntriesChecked);
+        platform.Dispose();
+    }
+
+    [Fact]
+    public async Task A_write_fails_as_locked_while_another_process_holds_the_lock_past_the_timeout()
+    {
+        var connection = postgres.NewSchema();
+        var stores = PlatformStores.Open(PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(1)));
+        // The other process: the same schema, holding the write lock in a transaction.
+        var other = PlatformDatabase.Open(directory, OtherProcess(connection), null);
+        using var holder = other.Dialect.Connect();
+        using var held = other.Dialect.BeginWrite(holder);
+
+        var error = await Assert.ThrowsAsync<PlatformStorageException>(() => stores.Audit.AppendAsync("alice", AuditActions.KeyCreated).AsTask());
+        Assert.Contains("is locked by another process", error.Message);
+        Assert.Contains(Cluster.Folder, error.Message);
+        Assert.DoesNotContain(PostgresCluster.Password, error.Message);
+        held.Rollback();
+        await stores.Audit.AppendAsync("alice", AuditActions.KeyCreated);
+    }
+
+    [Fact]
+    public void A_wrong_password_is_one_error_naming_host_and_database_without_the_password()
+    {
+        const string Wrong = "not-the-password-42";
+        var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, Cluster.ConnectionString(postgres.Name, password: Wrong), null));
+        Assert.StartsWith($"cannot log in to the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port}) as postgres (28P01:", error.Message);
+        Assert.Contains("PGPASSWORD or ~/.pgpass", error.Message);
+        Assert.DoesNotContain(Wrong, error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Fact]
+    public void A_missing_database_is_one_error_saying_to_create_it()
+    {
+        var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, Cluster.ConnectionString("no_such_db"), null));
+        Assert.StartsWith($"the PostgreSQL database no_such_db on {Cluster.Folder} (port {Cluster.Port}) as postgres does not exist (3D000:", error.Message);
+        Assert.Contains("createdb", error.Message);
+        Assert.DoesNotContain(PostgresCluster.Password, error.Message);
+    }
+
+    [Fact]
+    public void A_server_that_is_down_is_one_error_naming_where_it_was_looked_for()
+    {
+        // No server listens on this port of the cluster's socket folder: as one stopped.
+        var builder = new NpgsqlConnectionStringBuilder(Cluster.ConnectionString(postgres.Name)) { Port = Cluster.Port + 1, Timeout = 5 };
+        var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, builder.ConnectionString, null));
+        Assert.StartsWith($"cannot reach the PostgreSQL server of the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port + 1}) as postgres, or it did not answer in time (", error.Message);
+        Assert.EndsWith("is it running, and does it listen there?", error.Message);
+        Assert.DoesNotContain(PostgresCluster.Password, error.Message);
+    }
+
+    [Fact]
+    public void Another_applications_database_is_refused_and_left_as_it_was()
+    {
+        var connection = postgres.NewSchema();
+        using (var other = new NpgsqlConnection(connection))
+        {
+            other.Open();
+            using var command = new NpgsqlCommand("CREATE TABLE customers (id int); CREATE TABLE orders (id int);", other);
+            command.ExecuteNonQuery();
+        }
+        var error = Assert.Throws<TrustUserException>(() => PlatformDatabase.Open(directory, connection, null));
+        Assert.StartsWith($"the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port}) as postgres is not a Stratus database (it holds the tables customers, orders)", error.Message);
+        using var check = new NpgsqlConnection(connection);
+        check.Open();
+        using var tables = new NpgsqlCommand("SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()", check);
+        Assert.Equal(2L, tables.ExecuteScalar());
+    }
+
+    [Fact]
+    public void A_database_of_a_newer_stratus_is_refused()
+    {
+        var connection = postgres.NewSchema();
+        PlatformDatabase.Open(directory, connection, null);
+        using (var other = new NpgsqlConnection(connection))
+        {
+            other.Open();
+            using var command = new NpgsqlCommand("UPDATE stratus_schema SET version = 99", other);
+            command.ExecuteNonQuery();
+        }
+        var error = Assert.Throws<TrustUserException>(() => PlatformDatabase.Open(directory, connection, null));
+        Assert.Contains("has schema version 99; this Stratus understands up to", error.Message);
+    }
+
+    [Fact]
+    public async Task Servers_starting_at_once_migrate_an_empty_database_once()
+    {
+        var connection = postgres.NewSchema();
+        using var start = new Barrier(6);
+        var opened = await Task.WhenAll(Enumerable.Range(0, 6).Select(n => Task.Factory.StartNew(() =>
+        {
+            start.SignalAndWait();
+            return PlatformDatabase.Open(directory, $"{connection};Application Name=server{n}", TimeSpan.FromSeconds(60));
+        }, TaskCreationOptions.LongRunning)));
+        var stores = PlatformStores.Open(opened[3]);
+        await stores.Audit.AppendAsync("alice", AuditActions.KeyCreated);
+        using var check = new NpgsqlConnection(connection);
+        check.Open();
+        using var versions = new NpgsqlCommand("SELECT count(*) FROM stratus_schema", check);
+        Assert.Equal(1L, versions.ExecuteScalar());
+        Assert.True((await PlatformStores.Open(opened[5]).Audit.VerifyAsync()).Valid);
+    }
+
+    [Theory]
+    [InlineData("postgresql://alice:s3cret%2Fpw@db.example.com:6432/stratus?sslmode=verify-full&application_name=x",
+        "the PostgreSQL database stratus on db.example.com:6432 as alice")]
+    [InlineData("postgres://db.example.com/stratus", "the PostgreSQL database stratus on db.example.com:5432")]
+    [InlineData("postgresql:///stratus?host=/run/postgresql&user=bob", "the PostgreSQL database stratus on /run/postgresql (port 5432) as bob")]
+    [InlineData("Host=db.example.com;Database=stratus;Username=alice;Password=s3cret/pw", "the PostgreSQL database stratus on db.example.com:5432 as alice")]
+    public void A_connection_is_named_by_host_database_and_user_never_the_password(string value, string name)
+    {
+        var dialect = PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
+        Assert.Equal(name, dialect.Name);
+    }
+
+    [Theory]
+    [InlineData("mysql://alice:s3cret@db/stratus", "its scheme is mysql://")]
+    [InlineData("postgresql://alice:s3cret@db.example.com", "it names no database")]
+    [InlineData("Host=db.example.com;Dtabase=stratus;Password=s3cret", "dtabase")]
+    [InlineData("Database=stratus;Password=s3cret", "it names no host")]
+    [InlineData("postgresql://alice:s3cret@db.example.com/stratus?sslmode=sometimes", "")]
+    public void A_bad_value_is_one_line_with_an_example_and_without_the_password(string value, string why)
+    {
+        var error = Assert.Throws<TrustUserException>(() => PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1)));
+        Assert.StartsWith("$STRATUS_DATABASE is not a PostgreSQL database to use (", error.Message);
+        Assert.Contains(why, error.Message, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("postgresql://stratus@db.example.com:5432/stratus?sslmode=require", error.Message);
+        Assert.DoesNotContain("s3cret", error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Fact]
+    public void Whether_stratus_data_is_there_is_asked_of_the_database_without_creating_any()
+    {
+        var connection = postgres.NewSchema();
+        Assert.False(PlatformDatabase.Exists(directory, connection));
+        Assert.False(Directory.Exists(directory));
+        PlatformDatabase.Open(directory, connection, null);
+        Assert.True(PlatformDatabase.Exists(directory, connection));
+    }
+}

@@ -110,7 +110,7 @@ public sealed partial class JobsCliTests
             "--config", config, "--data", data, "--out", temp["run"], "--gradient-accumulation-steps", "2", "--data-dir", temp["home"]);
         info.Environment["PATH"] = temp["empty-path"];
         Assert.Equal(2, Cli.Run(info).ExitCode);
-        var audited = (await Stratus.Platform.PlatformStores.OpenSqlite(temp["home"]).Audit.ReadAsync(new Stratus.Platform.AuditQuery(Action: Stratus.Platform.AuditActions.JobSubmitted))).Single();
+        var audited = (await Stratus.Platform.PlatformStores.Open(temp["home"]).Audit.ReadAsync(new Stratus.Platform.AuditQuery(Action: Stratus.Platform.AuditActions.JobSubmitted))).Single();
         var details = System.Text.Json.Nodes.JsonNode.Parse(audited.Details)!;
         Assert.Equal(("slurm", "cpu", "30", 2, 3), ((string?)details["executor"], (string?)details["partition"], (string?)details["time"], (int?)details["ranks"], (int?)details["cpus_per_rank"]));
     }

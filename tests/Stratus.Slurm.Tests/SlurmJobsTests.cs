@@ -305,7 +305,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
             Assert.Contains((string)slurm["reason"]!, new[] { "Resources", "Priority" });
             Assert.Matches(@"\nslurm:      PENDING \((Resources|Priority)\), partition main, time limit 1-02:30:00, 1 rank of 1 CPU, nodes -\n", Jobs(temp, "show", id).Stdout);
             Assert.Matches($@"│ {id}\s+│ queued \((Resources|Priority)\)\s+│ {slurmJob}\s+│", Jobs(temp, "list").Stdout);
-            var audited = (await PlatformStores.OpenSqlite(temp["home"]).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobSubmitted))).Single();
+            var audited = (await PlatformStores.Open(temp["home"]).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobSubmitted))).Single();
             var details = JsonNode.Parse(audited.Details)!;
             Assert.Equal(("slurm", null, "1-2:30", 1, 1), ((string?)details["executor"], (string?)details["partition"], (string?)details["time"], (int?)details["ranks"], (int?)details["cpus_per_rank"]));
         }

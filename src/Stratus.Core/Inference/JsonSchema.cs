@@ -711,6 +711,7 @@ public sealed class JsonSchema
         int NumberOf(JsonElement schema, string path, bool integer)
         {
             var bounds = Bounds.Where(k => schema.TryGetProperty(k, out _)).ToList();
+            var what = integer ? "integer" : "number";
             var stepped = schema.TryGetProperty("multipleOf", out var step);
             if (bounds.Count == 0 && !stepped) return NewNode(new Node { Kind = integer ? Kind.Integer : Kind.Number });
             // Finer bounds than MaxFraction digits are rounded inward to it, as an integer's to integers.
@@ -740,10 +741,9 @@ public sealed class JsonSchema
                     default: most = Math.Min(most, ceiling - 1); break;
                 }
             }
-            var what = integer ? "integer" : "number";
             var given = string.Join(", ", bounds.Select(k => $"{k} {Describe(schema.GetProperty(k))}"));
             if (least > most)
-                throw Invalid(path, $"allows no {what}: {given}; give bounds with {(integer ? "an" : "a")} {what}{(scale > fraction ? $" of at most {fraction} fraction digits" : "")} between them");
+                throw Invalid(path, $"allows no {what}: {given}; give bounds with {(what == "integer" ? "an" : "a")} {what}{(!integer && scale > fraction ? $" of at most {fraction} fraction digits" : "")} between them");
             // Past long's range every bound was taken as ±10^20; a side stops at ±long.MaxValue.
             if (least > long.MaxValue || most < -long.MaxValue)
                 throw new Unsupported($"{path} is not supported: it allows only {what}s of more than 19 digits{(fraction > 0 ? $" once scaled by its {fraction} fraction digits" : "")}, which Stratus does not write");

@@ -193,7 +193,7 @@ public sealed class IntegerBoundsTests
     }
 
     [Theory]
-    [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":5,\"maximum\":3}}}", "schema.properties.n allows no integer: minimum 5, maximum 3")]
+    [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":5,\"maximum\":3}}}", "schema.properties.n allows no integer: minimum 5, maximum 3; give bounds with an integer between them")]
     [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"exclusiveMinimum\":1,\"exclusiveMaximum\":2}}}", "schema.properties.n allows no integer: exclusiveMinimum 1, exclusiveMaximum 2")]
     [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":[\"integer\",\"null\"],\"minimum\":0.2,\"maximum\":0.8}}}", "schema.properties.n allows no integer: minimum 0.2, maximum 0.8")]
     [InlineData("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":\"0\"}}}", "schema.properties.n.minimum must be a number, got \"0\"")]

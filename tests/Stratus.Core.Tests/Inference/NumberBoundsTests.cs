@@ -222,6 +222,7 @@ public sealed class NumberBoundsTests
     [InlineData("number", "\"minimum\":5,\"maximum\":3", "schema.properties.x allows no number: minimum 5, maximum 3; give bounds with a number between them")]
     [InlineData("number", "\"exclusiveMinimum\":0.5,\"exclusiveMaximum\":0.5", "schema.properties.x allows no number: exclusiveMinimum 0.5, exclusiveMaximum 0.5")]
     [InlineData("number", "\"minimum\":0.1000000000000001,\"maximum\":0.1000000000000009", "schema.properties.x allows no number: minimum 0.1000000000000001, maximum 0.1000000000000009; give bounds with a number of at most 15 fraction digits between them")]
+    [InlineData("number", "\"minimum\":5,\"maximum\":3,\"multipleOf\":10", "schema.properties.x allows no number: minimum 5, maximum 3; give bounds with a number between them")]
     [InlineData("number", "\"minimum\":0,\"maximum\":1,\"multipleOf\":0.3", "schema.properties.x.multipleOf 0.3 is not supported: Stratus enforces a multipleOf that is a whole number up to 1000000 or a power of ten below 1 (0.1, 0.01, ...)")]
     [InlineData("integer", "\"multipleOf\":2.5", "schema.properties.x.multipleOf 2.5 is not supported")]
     [InlineData("integer", "\"multipleOf\":1000001", "schema.properties.x.multipleOf 1000001 is not supported")]

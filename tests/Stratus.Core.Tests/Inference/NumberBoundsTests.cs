@@ -103,6 +103,43 @@ public sealed class NumberBoundsTests
             Assert.True(Accepted(schema, text) == Writable(text, bounds, fraction), $"{text} with {keywords}: accepted {Accepted(schema, text)}");
     }
 
+    /// <summary>A differential over random decimal bounds (0 to 7 fraction digits, either sign,
+    /// inclusive or exclusive, one side or both): every text around them is accepted exactly
+    /// where <see cref="Writable"/> says, alone and as items of an array.</summary>
+    [Fact]
+    public void Acceptance_matches_a_direct_check_over_random_decimal_bounds()
+    {
+        var random = new Random(11);
+        string Pick() => (random.Next(-20000, 20000) / (decimal)Math.Pow(10, random.Next(0, 8))).ToString(CultureInfo.InvariantCulture);
+        for (var set = 0; set < 200; set++)
+        {
+            var keywords = new List<string>();
+            var (a, b) = (Pick(), Pick());
+            if (decimal.Parse(a, CultureInfo.InvariantCulture) > decimal.Parse(b, CultureInfo.InvariantCulture)) (a, b) = (b, a);
+            if (random.Next(4) > 0) keywords.Add($"\"{(random.Next(2) == 0 ? "minimum" : "exclusiveMinimum")}\":{a}");
+            if (random.Next(4) > 0 || keywords.Count == 0) keywords.Add($"\"{(random.Next(2) == 0 ? "maximum" : "exclusiveMaximum")}\":{b}");
+            var text = string.Join(",", keywords);
+            var bounds = JsonDocument.Parse($"{{{text}}}").RootElement;
+            JsonSchema schema;
+            try { schema = Schema("number", text); }
+            catch (StratusUserException e)
+            {
+                // Only an exclusive pair on one value allows nothing.
+                Assert.True(a == b && text.Contains("exclusive", StringComparison.Ordinal), $"{text}: {e.Message}");
+                continue;
+            }
+            var items = JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"a":{"type":"array","items":{"type":"number",""" + text + """}}},"required":["a"]}""").RootElement);
+            // The bounds' own fraction digits, trailing zeros aside, where more than 6.
+            var fraction = bounds.EnumerateObject().Select(k => k.Value.GetRawText() is var raw && raw.Contains('.') ? raw.TrimEnd('0').Length - raw.IndexOf('.') - 1 : 0).Append(6).Max();
+            foreach (var candidate in Candidates(bounds))
+            {
+                var expected = Writable(candidate, bounds, fraction);
+                Assert.True(Accepted(schema, candidate) == expected, $"{candidate} with {text}: expected {expected}");
+                Assert.True((Read(items, $"{{\"a\":[{candidate},{candidate}]}}") == (-1, true)) == expected, $"[{candidate},{candidate}] with {text}");
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(NumberBounds))]
     [InlineData("\"minimum\":0,\"maximum\":100,\"multipleOf\":0.01")]

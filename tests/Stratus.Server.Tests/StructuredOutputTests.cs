@@ -120,6 +120,59 @@ public sealed class StructuredOutputTests(TinyModelServer fixture) : IClassFixtu
         }
     }
 
+    /// <summary>What pydantic writes (with the openai SDK's additionalProperties false) for
+    /// r: confloat(ge=0, le=1), t: float = Field(gt=-273.15, lt=100, multiple_of=0.01),
+    /// c: int = Field(ge=0, multiple_of=5).</summary>
+    static readonly JsonNode PydanticNumbers = JsonNode.Parse("""
+        {"properties":{"r":{"maximum":1,"minimum":0,"title":"R","type":"number"},"t":{"exclusiveMaximum":100,"exclusiveMinimum":-273.15,"multipleOf":0.01,"title":"T","type":"number"},
+        "c":{"minimum":0,"multipleOf":5,"title":"C","type":"integer"}},"required":["r","t","c"],"title":"Reading","type":"object","additionalProperties":false}
+        """)!;
+
+    /// <summary>What openai's zodResponseFormat writes (zod 4) for z.object({s: z.number().min(0).max(1),
+    /// p: z.number().positive().max(99.5), k: z.number().multipleOf(5), n: z.number().min(-0.5).lt(0.5)}).</summary>
+    static readonly JsonNode ZodNumbers = JsonNode.Parse("""
+        {"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"s":{"type":"number","minimum":0,"maximum":1},
+        "p":{"type":"number","exclusiveMinimum":0,"maximum":99.5},"k":{"type":"number","multipleOf":5},"n":{"type":"number","minimum":-0.5,"exclusiveMaximum":0.5}},
+        "required":["s","p","k","n"],"additionalProperties":false}
+        """)!;
+
+    public static TheoryData<string> NumberSchemas => ["pydantic", "zod"];
+
+    [Theory]
+    [MemberData(nameof(NumberSchemas))]
+    public async Task Pydantic_and_zod_number_bounds_are_taken_and_every_choice_that_stops_keeps_to_them(string writer)
+    {
+        var schema = writer == "pydantic" ? PydanticNumbers : ZodNumbers;
+        var texts = new List<string>();
+        foreach (var seed in new[] { 5, 6, 7 })
+        {
+            var body = Chat(Format(schema), n: 8);
+            body["seed"] = seed;
+            var (status, text) = await Send("/v1/chat/completions", body);
+            Assert.True(status == HttpStatusCode.OK, text);
+            texts.AddRange(JsonNode.Parse(text)!["choices"]!.AsArray().Where(c => (string?)c!["finish_reason"] == "stop").Select(c => (string)c!["message"]!["content"]!));
+        }
+        Assert.NotEmpty(texts);
+        foreach (var text in texts)
+        {
+            var root = JsonDocument.Parse(text).RootElement;
+            decimal Value(string name) => root.GetProperty(name).GetDecimal();
+            if (writer == "pydantic")
+            {
+                Assert.True(Value("r") is >= 0 and <= 1, text);
+                Assert.True(Value("t") is > -273.15m and < 100 && Value("t") % 0.01m == 0, text);
+                Assert.True(Value("c") >= 0 && Value("c") % 5 == 0 && root.GetProperty("c").TryGetInt64(out _), text);
+            }
+            else
+            {
+                Assert.True(Value("s") is >= 0 and <= 1, text);
+                Assert.True(Value("p") is > 0 and <= 99.5m, text);
+                Assert.True(Value("k") % 5 == 0, text);
+                Assert.True(Value("n") is >= -0.5m and < 0.5m, text);
+            }
+        }
+    }
+
     [Theory]
     [InlineData("""{"type":"json_schema"}""", "response_format.json_schema", "Missing required parameter")]
     [InlineData("""{"type":"json_schema","json_schema":"record"}""", "response_format.json_schema", "Invalid type")]
@@ -130,7 +183,9 @@ public sealed class StructuredOutputTests(TinyModelServer fixture) : IClassFixtu
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r"}}""", "response_format.json_schema.schema", "Missing required parameter")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":"object"}}""", "response_format.json_schema.schema", "Invalid type")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"a":{"$ref":"#/$defs/b"}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.a.$ref '#/$defs/b' cannot be resolved")]
-    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"age":{"type":"number","minimum":0}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.age.minimum is not supported")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"ratio":{"type":"number","multipleOf":0.3}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.ratio.multipleOf 0.3 is not supported: Stratus enforces a multipleOf that is a whole number up to 1000000 or a power of ten below 1")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"score":{"type":"number","minimum":1,"maximum":0.5}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.score allows no number: minimum 1, maximum 0.5")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"qty":{"type":"integer","minimum":1,"maximum":4,"multipleOf":5}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.qty allows no multiple of 5: minimum 1, maximum 4")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"array"}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema must describe an object")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"d":{"type":"integer","minimum":5,"maximum":3}}}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.d allows no integer: minimum 5, maximum 3")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"r","schema":{"type":"object","properties":{"at":{"anyOf":[{"type":"string","format":"date-time","pattern":"^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(?:\\.\\d+)?Z$"},{"type":"null"}]}},"required":["at"]}}}""", "response_format.json_schema.schema", "response_format.json_schema.schema.properties.at.anyOf[0].pattern is not supported: Stratus does not enforce it (the string's contents are free), and without that alternative only null would be left")]

@@ -89,11 +89,12 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     /// (saturated where more make no difference, so that states repeat).</summary>
     Frames frames;
     int trie;
-    /// <summary>The string or integer being read where its node constrains it (a format,
-    /// minLength or maxLength; bounds), laid out as a frame: the node + 1 (low 16 bits; 0 for a
-    /// free value) and a count (high 16 bits): the state of the format's or range's automaton, or
-    /// the characters so far (saturated where more make no difference, so that states repeat).</summary>
-    uint text;
+    /// <summary>The string or number being read where its node constrains it (a format,
+    /// minLength or maxLength; bounds or multipleOf): the node + 1 (low 16 bits; 0 for a free
+    /// value) and above it the state of the format's or range's automaton (a number's takes 37
+    /// bits), or the characters so far (saturated where more make no difference, so that states
+    /// repeat).</summary>
+    ulong text;
     byte depth;
     Expect expect;
     /// <summary>In an escape, what it still needs (<see cref="Expect.Unicode"/>); in a string's
@@ -186,7 +187,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                 expect = b == '0' ? Expect.Zero : Expect.Integer;
                 return true;
             case Expect.Point:
-                if (!IsDigit(b)) return false;
+                if (!IsDigit(b) || !BoundedDigit(b)) return false;
                 expect = Expect.Fraction;
                 return true;
             case Expect.Exponent:
@@ -200,12 +201,17 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                 return true;
             case Expect.Zero or Expect.Integer or Expect.Fraction or Expect.ExponentDigits:
                 if (IsDigit(b) && expect is not Expect.Zero) return BoundedDigit(b);
-                if (b == '.' && !integer && expect is Expect.Zero or Expect.Integer) expect = Expect.Point;
-                else if (b is (byte)'e' or (byte)'E' && !integer && expect is not Expect.ExponentDigits) expect = Expect.Exponent;
+                if (b == '.' && !integer && expect is Expect.Zero or Expect.Integer)
+                {
+                    if (text != 0 && !Advance(RangeOf().Dot(TextState))) return false;
+                    expect = Expect.Point;
+                }
+                // A bounded number is written without an exponent (NumberRange).
+                else if (b is (byte)'e' or (byte)'E' && !integer && text == 0 && expect is not Expect.ExponentDigits) expect = Expect.Exponent;
                 // A number ends at the first byte that cannot continue it, which must follow a value.
                 else
                 {
-                    if (text != 0 && !RangeOf().IsWhole((int)(text >> 16))) return false;
+                    if (text != 0 && !RangeOf().IsWhole(TextState)) return false;
                     EndValue();
                     return Between(b);
                 }
@@ -327,7 +333,7 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
             case JsonSchema.Kind.String:
                 if (b != '"') return false;
                 (expect, inKey) = (Expect.String, false);
-                if (node.Format != StringFormat.None || node.Min > 0 || node.Max != int.MaxValue) text = (uint)id + 1;
+                if (node.Format != StringFormat.None || node.Min > 0 || node.Max != int.MaxValue) text = (ulong)id + 1;
                 return true;
             case JsonSchema.Kind.Number or JsonSchema.Kind.Integer:
                 if (b == '-') expect = Expect.Minus;
@@ -336,9 +342,9 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
                 else return false;
                 integer = node.Kind == JsonSchema.Kind.Integer;
                 if (node.Range is not { } range) return true;
-                text = (uint)id + 1;
+                text = (ulong)id + 1;
                 if (b != '-') return BoundedDigit(b);
-                text |= IntegerRange.Negative << 16;
+                text |= NumberRange.Negative << 16;
                 return range.AllowsNegative;
             default: // Literal
                 trie = node.A;
@@ -390,13 +396,13 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
     bool TextByte(byte b)
     {
         ref readonly var node = ref Schema.Nodes[(int)(text & 0xFFFF) - 1];
-        var count = (int)(text >> 16);
+        var count = (int)TextState;
         if (node.Format != StringFormat.None)
         {
             if (b == '"') return StringFormats.IsWhole(node.Format, count) && EndString();
             var next = StringFormats.Step(node.Format, count, b);
             if (next < 0) return false;
-            text = (text & 0xFFFF) | (uint)next << 16;
+            text = (text & 0xFFFF) | (ulong)next << 16;
             return true;
         }
         if (pending != 0) return Continuation(b);
@@ -404,22 +410,25 @@ public struct JsonGrammar : IEquatable<JsonGrammar>
         if (b < 0x20) return false;
         // A character is counted at its first byte, an escape at its backslash.
         if (count == node.Max || (b >= 0x80 && !Lead(b))) return false;
-        if (count < (node.Max == int.MaxValue ? node.Min : node.Max)) text += 1u << 16;
+        if (count < (node.Max == int.MaxValue ? node.Min : node.Max)) text += 1ul << 16;
         if (b == '\\') expect = Expect.Escape;
         return true;
     }
 
-    /// <summary>A digit of an integer: where its node bounds it, a step of its range's automaton.</summary>
-    bool BoundedDigit(byte b)
+    /// <summary>A digit of a number: where its node bounds it, a step of its range's automaton.</summary>
+    bool BoundedDigit(byte b) => text == 0 || Advance(RangeOf().Step(TextState, b));
+
+    /// <summary>Takes the range's next state; false where it is -1 (no value in range goes on so).</summary>
+    bool Advance(long next)
     {
-        if (text == 0) return true;
-        var next = RangeOf().Step((int)(text >> 16), b);
         if (next < 0) return false;
-        text = (text & 0xFFFF) | (uint)next << 16;
+        text = (text & 0xFFFF) | (ulong)next << 16;
         return true;
     }
 
-    readonly IntegerRange RangeOf() => Schema.Nodes[(int)(text & 0xFFFF) - 1].Range!.Value;
+    readonly long TextState => (long)(text >> 16);
+
+    readonly NumberRange RangeOf() => Schema.Nodes[(int)(text & 0xFFFF) - 1].Range!.Value;
 
     /// <summary>For each first byte of a character from C0 on, what <see cref="pending"/> becomes:
     /// the continuation bytes to come and the range of the next (0: no character begins so, an

@@ -59,8 +59,9 @@ public sealed class JsonSchema
         /// JSON Schema counts them), at least and at most (int.MaxValue: no bound).</summary>
         public int Min, Max;
         public StringFormat Format;
-        /// <summary>Integer: the bounds its values keep to (null: none, any number of digits).</summary>
-        public IntegerRange? Range;
+        /// <summary>Number or integer: the bounds and multipleOf its values keep to (null: none,
+        /// any number of digits, and a number's fraction and exponent).</summary>
+        public NumberRange? Range;
         /// <summary>Object: whether the object may close with no more keys from each next property index on (bit i).</summary>
         public ulong[]? Closable;
         /// <summary>Containers open at once that the shortest valid value needs; <see cref="Unreachable"/> where none fits.</summary>
@@ -321,7 +322,7 @@ public sealed class JsonSchema
                 case Kind.String:
                     needed.UnionWith(Contents(node, spells));
                     break;
-                case Kind.Integer when node.Range is { } range:
+                case Kind.Number or Kind.Integer when node.Range is { } range:
                     needed.UnionWith(range.Needs());
                     break;
                 case Kind.Tagged:
@@ -378,7 +379,7 @@ public sealed class JsonSchema
                 needed.Add("\"");
                 needed.UnionWith(Contents(node, spells));
                 break;
-            case Kind.Integer when node.Range is { } range:
+            case Kind.Number or Kind.Integer when node.Range is { } range:
                 AddText(needed, range.Shortest);
                 break;
             case Kind.Number or Kind.Integer:
@@ -519,14 +520,14 @@ public sealed class JsonSchema
         {
             // A format of StringFormats' is enforced; any other is not.
             ["pattern"] = "string", ["format"] = "string", ["contentEncoding"] = "string", ["contentMediaType"] = "string",
-            ["minimum"] = "number", ["maximum"] = "number", ["exclusiveMinimum"] = "number", ["exclusiveMaximum"] = "number", ["multipleOf"] = "number",
             ["patternProperties"] = "object", ["propertyNames"] = "object", ["minProperties"] = "object", ["maxProperties"] = "object",
             ["dependentRequired"] = "object", ["dependentSchemas"] = "object", ["unevaluatedProperties"] = "object", ["dependencies"] = "object",
             ["prefixItems"] = "array", ["contains"] = "array", ["minContains"] = "array", ["maxContains"] = "array", ["uniqueItems"] = "array", ["unevaluatedItems"] = "array",
         };
-        /// <summary>Of <see cref="Unenforced"/>'s keywords on numbers, those enforced on integers
-        /// (<see cref="IntegerRange"/>) and on enum and const values (which they filter).</summary>
+        /// <summary>The bounds of a number or integer, enforced by <see cref="NumberRange"/> and on
+        /// enum and const values (which they filter), as multipleOf is.</summary>
         static readonly string[] Bounds = ["minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"];
+        static readonly HashSet<string> NumberKeywords = [.. Bounds, "multipleOf"];
         static readonly string[] Types = ["object", "array", "string", "number", "integer", "boolean", "null"];
 
         /// <summary>A keyword Stratus does not enforce: an alternative of a union that holds one is dropped.</summary>
@@ -603,10 +604,10 @@ public sealed class JsonSchema
             foreach (var keyword in schema.EnumerateObject())
             {
                 var name = keyword.Name;
-                if (Annotations.Contains(name) || name is "type" or "enum" or "const" or "anyOf" or "$ref" || ObjectKeywords.Contains(name) || ArrayKeywords.Contains(name) || StringKeywords.Contains(name) || Unenforced.ContainsKey(name)) continue;
+                if (Annotations.Contains(name) || name is "type" or "enum" or "const" or "anyOf" or "$ref" || ObjectKeywords.Contains(name) || ArrayKeywords.Contains(name) || StringKeywords.Contains(name) || NumberKeywords.Contains(name) || Unenforced.ContainsKey(name)) continue;
                 var why = name is "oneOf" or "allOf" or "not" or "if" or "then" or "else"
                     ? "only anyOf combines schemas"
-                    : "Stratus enforces type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, format (date-time, date, time, uuid, uri), minimum, maximum, exclusiveMinimum and exclusiveMaximum (of an integer), enum, const, anyOf and $ref";
+                    : "Stratus enforces type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, format (date-time, date, time, uuid, uri), minimum, maximum, exclusiveMinimum, exclusiveMaximum and multipleOf, enum, const, anyOf and $ref";
                 throw new Unsupported($"{path}.{name} is not supported: {why}");
             }
             if (schema.TryGetProperty("$ref", out var reference))
@@ -659,18 +660,18 @@ public sealed class JsonSchema
                 var objectish = ObjectKeywords.Any(k => schema.TryGetProperty(k, out _));
                 var arrayish = ArrayKeywords.Any(k => schema.TryGetProperty(k, out _));
                 var stringish = StringKeywords.Any(k => schema.TryGetProperty(k, out _)) || FormatOf(schema) != StringFormat.None;
-                if (objectish || arrayish || stringish) types = [.. types.Where(t => (objectish && t == "object") || (arrayish && t == "array") || (stringish && t == "string"))];
+                var numberish = NumberKeywords.Any(k => schema.TryGetProperty(k, out _));
+                if (objectish || arrayish || stringish || numberish)
+                    types = [.. types.Where(t => (objectish && t == "object") || (arrayish && t == "array") || (stringish && t == "string") || (numberish && t is "number" or "integer"))];
             }
             var literal = schema.TryGetProperty("enum", out _) || schema.TryGetProperty("const", out _);
             foreach (var keyword in schema.EnumerateObject())
             {
                 if (!Unenforced.TryGetValue(keyword.Name, out var of) || (keyword.Name == "format" && FormatOf(schema) != StringFormat.None)) continue;
-                var bound = Bounds.Contains(keyword.Name);
-                if (bound && literal) continue;
-                var left = types.Where(t => t != of && !(of == "number" && t == "integer" && !bound)).ToList();
+                var left = types.Where(t => t != of).ToList();
                 // Left with only null, the value could never be given (as in a nullable string of a pattern).
                 if (left.Count == 0 || !typed || left is ["null"])
-                    throw new Unsupported($"{path}.{keyword.Name} is not supported: Stratus does not enforce it{(of == "string" ? " (the string's contents are free)" : bound ? " on a number, only on an integer (\"type\": \"integer\")" : "")}{(left is ["null"] ? ", and without it only null would be left" : "")}");
+                    throw new Unsupported($"{path}.{keyword.Name} is not supported: Stratus does not enforce it{(of == "string" ? " (the string's contents are free)" : "")}{(left is ["null"] ? ", and without it only null would be left" : "")}");
                 types = left;
             }
 
@@ -682,8 +683,8 @@ public sealed class JsonSchema
                     "object" => ObjectOf(schema, pointer, path),
                     "array" => ArrayOf(schema, pointer, path),
                     "string" => NewNode(StringOf(schema, path)),
-                    "number" => NewNode(new Node { Kind = Kind.Number }),
-                    "integer" => NewNode(new Node { Kind = Kind.Integer, Range = RangeOf(schema, path) }),
+                    "number" => NumberOf(schema, path, integer: false),
+                    "integer" => NumberOf(schema, path, integer: true),
                     "boolean" => Literal(["true", "false"]),
                     _ => Literal(["null"]),
                 });
@@ -697,16 +698,41 @@ public sealed class JsonSchema
             return nodes[id].Kind == Kind.Literal && literalTexts.Find(l => l.Node == id).Texts is ["null"];
         }
 
-        /// <summary>An integer's bounds (null where it has none), each made the integer it
-        /// allows first or last.</summary>
-        static IntegerRange? RangeOf(JsonElement schema, string path)
+        /// <summary>Fraction digits a bounded number may have where neither its bounds nor a
+        /// multipleOf ask for more or fewer: enough for any answer a model gives in decimal,
+        /// leaving 13 digits before the point (19 in all once scaled).</summary>
+        const int DefaultFraction = 6;
+
+        /// <summary>A number or integer node: with bounds or multipleOf, its range, each bound made
+        /// the value it allows first or last (a number's with the fraction digits it is written
+        /// with: those of its bounds, at least <see cref="DefaultFraction"/>, or those of a
+        /// multipleOf of 0.1, 0.01, ...). A number whose multipleOf is a whole number is written
+        /// as an integer, its multiple.</summary>
+        int NumberOf(JsonElement schema, string path, bool integer)
         {
-            var (least, most, bounded) = (decimal.MinValue, decimal.MaxValue, false);
-            foreach (var keyword in Bounds)
+            var bounds = Bounds.Where(k => schema.TryGetProperty(k, out _)).ToList();
+            var what = integer ? "integer" : "number";
+            var stepped = schema.TryGetProperty("multipleOf", out var step);
+            if (bounds.Count == 0 && !stepped) return NewNode(new Node { Kind = integer ? Kind.Integer : Kind.Number });
+            // Finer bounds than MaxFraction digits are rounded inward to it, as an integer's to integers.
+            var scale = bounds.Select(k => -Decimal(schema.GetProperty(k), $"{path}.{k}").Exponent).Append(DefaultFraction).Max();
+            var (fraction, multiple) = (integer ? 0 : Math.Min(scale, NumberRange.MaxFraction), 1);
+            if (stepped)
             {
-                if (!schema.TryGetProperty(keyword, out var value)) continue;
-                var (floor, ceiling) = Integers(value, $"{path}.{keyword}");
-                bounded = true;
+                var (significant, exponent, negative) = Decimal(step, $"{path}.multipleOf");
+                if (negative || significant.Length == 0) throw Invalid($"{path}.multipleOf", $"must be a number greater than 0, got {Describe(step)}");
+                // A power of ten below 1 takes a number to that many fraction digits; every integer is its multiple.
+                if (significant == "1" && exponent < 0) fraction = integer ? 0 : -exponent;
+                else if (exponent >= 0 && significant.Length + exponent <= 7 && int.Parse(significant + new string('0', exponent), CultureInfo.InvariantCulture) is var m && m <= NumberRange.MaxMultiple)
+                    (integer, fraction, multiple) = (true, 0, m);
+                else throw new Unsupported($"{path}.multipleOf {step.GetRawText()} is not supported: Stratus enforces a multipleOf that is a whole number up to {NumberRange.MaxMultiple} or a power of ten below 1 (0.1, 0.01, ...)");
+            }
+            if (fraction > NumberRange.MaxFraction)
+                throw new Unsupported($"{path}.multipleOf {step.GetRawText()} is not supported: Stratus writes at most {NumberRange.MaxFraction} fraction digits");
+            var (least, most) = (decimal.MinValue, decimal.MaxValue);
+            foreach (var keyword in bounds)
+            {
+                var (floor, ceiling) = Scaled(schema.GetProperty(keyword), fraction, $"{path}.{keyword}");
                 switch (keyword)
                 {
                     case "minimum": least = Math.Max(least, ceiling); break;
@@ -715,32 +741,45 @@ public sealed class JsonSchema
                     default: most = Math.Min(most, ceiling - 1); break;
                 }
             }
-            if (!bounded) return null;
+            var given = string.Join(", ", bounds.Select(k => $"{k} {Describe(schema.GetProperty(k))}"));
             if (least > most)
-                throw Invalid(path, $"allows no integer: {string.Join(", ", Bounds.Where(k => schema.TryGetProperty(k, out _)).Select(k => $"{k} {Describe(schema.GetProperty(k))}"))}; give bounds with an integer between them");
+                throw Invalid(path, $"allows no {what}: {given}; give bounds with {(what == "integer" ? "an" : "a")} {what}{(!integer && scale > fraction ? $" of at most {fraction} fraction digits" : "")} between them");
+            // Past long's range every bound was taken as ±10^20; a side stops at ±long.MaxValue.
             if (least > long.MaxValue || most < -long.MaxValue)
-                throw new Unsupported($"{path} is not supported: it allows only integers of more than 19 digits, which Stratus does not write");
-            return new IntegerRange((long)Math.Max(least, -long.MaxValue), (long)Math.Min(most, long.MaxValue));
+                throw new Unsupported($"{path} is not supported: it allows only {what}s of more than 19 digits{(fraction > 0 ? $" once scaled by its {fraction} fraction digits" : "")}, which Stratus does not write");
+            (least, most) = (Math.Max(least, -long.MaxValue), Math.Min(most, long.MaxValue));
+            if (multiple > 1 && Math.Ceiling(least / multiple) * multiple > most)
+                throw Invalid(path, $"allows no multiple of {step.GetRawText()}{(bounds.Count > 0 ? $": {given}" : "")}; give bounds with a multiple between them");
+            return NewNode(new Node { Kind = integer ? Kind.Integer : Kind.Number, Range = new NumberRange((long)least, (long)most, fraction, multiple) });
         }
 
-        /// <summary>The integers next below and above a bound (both it, where it is one), read
-        /// from its digits: decimal rounds past 28 digits and double far sooner, which would move
-        /// 5.00000000000000000000000000001 or 1e-400 onto the integer they exclude. Past ±10^20,
-        /// beyond every integer written, a bound is taken as ±10^20.</summary>
-        static (decimal Floor, decimal Ceiling) Integers(JsonElement value, string path)
+        /// <summary>A number's digits as written: the significant ones (no leading or trailing
+        /// zeros; none for 0), the power of ten they are multiplied by, the sign, and how many
+        /// fraction digits the value has. Read from the text, not through decimal (28 digits) or
+        /// double, which would round 5.00000000000000000000000000001 or 1e-400 onto a bound.</summary>
+        static (string Significant, int Exponent, bool Negative) Decimal(JsonElement value, string path) =>
+            value.ValueKind == JsonValueKind.Number ? Decimal(value.GetRawText()) : throw Invalid(path, $"must be a number, got {Describe(value)}");
+
+        static (string Significant, int Exponent, bool Negative) Decimal(string text)
         {
-            if (value.ValueKind != JsonValueKind.Number) throw Invalid(path, $"must be a number, got {Describe(value)}");
-            const decimal Past = 1e20m;
-            var text = value.GetRawText();
             var e = text.IndexOfAny(['e', 'E']);
             var mantissa = e < 0 ? text : text[..e];
-            // An exponent past int's range only says the bound is huge or tiny.
+            // An exponent past int's range only says the number is huge or tiny.
             var exponent = e < 0 ? 0 : int.TryParse(text[(e + 1)..], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var given) ? given : text[e + 1] == '-' ? -1_000_000 : 1_000_000;
             var point = mantissa.IndexOf('.');
             if (point >= 0) exponent -= mantissa.Length - point - 1;
             var digits = mantissa.TrimStart('-').Replace(".", "", StringComparison.Ordinal).TrimStart('0');
             var significant = digits.TrimEnd('0');
-            exponent += digits.Length - significant.Length;
+            return (significant, exponent + digits.Length - significant.Length, text[0] == '-');
+        }
+
+        /// <summary>The integers next below and above a bound times 10^<paramref name="shift"/>
+        /// (both it, where it is one). Past ±10^20, beyond every value written, it is taken as ±10^20.</summary>
+        static (decimal Floor, decimal Ceiling) Scaled(JsonElement value, int shift, string path)
+        {
+            const decimal Past = 1e20m;
+            var (significant, exponent, negative) = Decimal(value, path);
+            exponent += shift;
             if (significant.Length == 0) return (0, 0);
             // The whole part's magnitude and whether a fraction follows it (significant ends in a non-zero digit).
             var (whole, fraction) = significant.Length + exponent > 21 ? (Past, false)
@@ -749,10 +788,10 @@ public sealed class JsonSchema
                 : (decimal.Parse(significant[..^-exponent], CultureInfo.InvariantCulture), true);
             whole = Math.Min(whole, Past);
             var part = fraction ? 1 : 0;
-            return text[0] == '-' ? (-whole - part, -whole) : (whole, whole + part);
+            return negative ? (-whole - part, -whole) : (whole, whole + part);
         }
 
-        /// <summary>Whether a number (an enum or const value) keeps to the schema's bounds.</summary>
+        /// <summary>Whether a number (an enum or const value) keeps to the schema's bounds and multipleOf.</summary>
         static bool WithinBounds(JsonElement schema, JsonElement value, string path)
         {
             foreach (var keyword in Bounds)
@@ -763,7 +802,11 @@ public sealed class JsonSchema
                 var order = value.TryGetDecimal(out var x) && given.TryGetDecimal(out var bound) ? x.CompareTo(bound) : value.GetDouble().CompareTo(given.GetDouble());
                 if (keyword switch { "minimum" => order < 0, "exclusiveMinimum" => order <= 0, "maximum" => order > 0, _ => order >= 0 }) return false;
             }
-            return true;
+            if (!schema.TryGetProperty("multipleOf", out var step)) return true;
+            if (step.ValueKind != JsonValueKind.Number || !(step.TryGetDecimal(out var m) ? m > 0 : step.GetDouble() > 0))
+                throw Invalid($"{path}.multipleOf", $"must be a number greater than 0, got {Describe(step)}");
+            // A value beyond decimal's 28 digits is left out: it cannot be checked exactly.
+            return value.TryGetDecimal(out var v) && step.TryGetDecimal(out m) && v % m == 0;
         }
 
         int Remember(string pointer, int id)
@@ -994,7 +1037,7 @@ public sealed class JsonSchema
                 Kind.Object or Kind.Map or Kind.Tagged => "{"u8.ToArray(),
                 Kind.Array => "["u8.ToArray(),
                 Kind.String => "\""u8.ToArray(),
-                Kind.Integer when table[leaf].Range is { } range => range.FirstBytes(),
+                Kind.Number or Kind.Integer when table[leaf].Range is { } range => range.FirstBytes(),
                 Kind.Number or Kind.Integer => "-0123456789"u8.ToArray(),
                 _ => trieFirsts[leaf],
             };

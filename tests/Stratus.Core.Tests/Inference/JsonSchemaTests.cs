@@ -140,7 +140,7 @@ public sealed class JsonSchemaTests
     }
 
     [Theory]
-    [InlineData("""{"type":"object","properties":{"age":{"type":"number","minimum":0}}}""", "schema.properties.age.minimum is not supported")]
+    [InlineData("""{"type":"object","properties":{"ratio":{"type":"number","multipleOf":0.3}}}""", "schema.properties.ratio.multipleOf 0.3 is not supported")]
     [InlineData("""{"type":"object","properties":{"s":{"type":"string","format":"email"}}}""", "schema.properties.s.format is not supported")]
     [InlineData("""{"type":"object","properties":{"s":{"format":"hostname"}}}""", "schema.properties.s.format is not supported")]
     [InlineData("""{"type":"object","properties":{"s":{"type":"string","format":"date","maxLength":8}}}""", "schema.properties.s.maxLength is not supported beside format \"date\", whose values have 10 to 10 characters")]

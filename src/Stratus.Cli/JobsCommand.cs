@@ -235,7 +235,7 @@ static class JobsCommand
         {
             var directory = StratusHome.Resolve(result.GetValue(dataDir));
             var database = PlatformDatabase.Open(directory);
-            var store = new SqliteJobStore(database, new SqliteAuditLog(database));
+            var store = new SqlJobStore(database, new SqlAuditLog(database));
             return Task.FromResult(new LocalJobExecutor(SelfCommand(), directory).Supervise(store, result.GetValue(id)!));
         });
         return command;

@@ -26,7 +26,7 @@ public sealed class ModelRegistry
     public const string CopiesFolder = "models";
 
     readonly PlatformDatabase database;
-    readonly SqliteAuditLog audit;
+    readonly SqlAuditLog audit;
     readonly ICheckpointReader checkpoints;
     readonly TimeProvider clock;
     readonly ModelCopies copies;
@@ -35,7 +35,7 @@ public sealed class ModelRegistry
     {
         this.database = database;
         copies = new ModelCopies(Path.GetFullPath(database.DataDirectory));
-        audit = new SqliteAuditLog(database, time);
+        audit = new SqlAuditLog(database, time);
         this.checkpoints = checkpoints;
         clock = time ?? TimeProvider.System;
     }

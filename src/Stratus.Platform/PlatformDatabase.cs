@@ -235,7 +235,7 @@ public sealed class PlatformDatabase
             using (var copy = File.OpenRead(partial)) (bytes, sha256) = (copy.Length, Convert.ToHexStringLower(SHA256.HashData(copy)));
             var entry = Write(transaction =>
             {
-                var appended = new SqliteAuditLog(this).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseBackedUp,
+                var appended = new SqlAuditLog(this).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseBackedUp,
                     new JsonObject { ["file"] = target, ["bytes"] = bytes, ["sha256"] = sha256 }));
                 // Before the commit: a copy that cannot be put there (a folder in its place) rolls
                 // its entry back, so no entry tells of a copy that is not there.

@@ -18,13 +18,13 @@ public sealed record PlatformStores(
     public static PlatformStores Open(PlatformDatabase database, TimeProvider? time = null)
     {
         // The stores append a change's audit entry in the change's transaction.
-        var audit = new SqliteAuditLog(database, time);
+        var audit = new SqlAuditLog(database, time);
         return new PlatformStores(
-            new SqliteApiKeyStore(database, audit),
+            new SqlApiKeyStore(database, audit),
             audit,
-            new SqliteBlocklistStore(database, audit, time),
-            new SqliteSafetyPolicyStore(database, audit, time),
-            new SqliteUsageStore(database));
+            new SqlBlocklistStore(database, audit, time),
+            new SqlSafetyPolicyStore(database, audit, time),
+            new SqlUsageStore(database));
     }
 
     public ApiKeyService KeyService(TimeProvider? time = null) => new(ApiKeys, time);

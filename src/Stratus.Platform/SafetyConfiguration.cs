@@ -236,7 +236,7 @@ public sealed class BlocklistVersionMismatchException(string name, string? curre
 }
 
 /// <summary>Blocklists on the platform database, one row per list with its definition as JSON.</summary>
-public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditLog auditLog, TimeProvider? time = null) : IBlocklistStore
+public sealed class SqlBlocklistStore(PlatformDatabase database, SqlAuditLog auditLog, TimeProvider? time = null) : IBlocklistStore
 {
     readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(database, time ?? TimeProvider.System);
     readonly JsonDocumentTable policies = JsonDocumentTable.Policies(database, time ?? TimeProvider.System);
@@ -282,7 +282,7 @@ public sealed class SqliteBlocklistStore(PlatformDatabase database, SqliteAuditL
 }
 
 /// <summary>Safety policies on the platform database, one row per deployment, stored as SafetyPolicyDocument JSON.</summary>
-public sealed class SqliteSafetyPolicyStore(PlatformDatabase database, SqliteAuditLog auditLog, TimeProvider? time = null) : ISafetyPolicyStore
+public sealed class SqlSafetyPolicyStore(PlatformDatabase database, SqlAuditLog auditLog, TimeProvider? time = null) : ISafetyPolicyStore
 {
     readonly JsonDocumentTable policies = JsonDocumentTable.Policies(database, time ?? TimeProvider.System);
     readonly JsonDocumentTable blocklists = JsonDocumentTable.Blocklists(database, time ?? TimeProvider.System);

@@ -23,7 +23,7 @@ sealed class SqliteDialect : DatabaseDialect
         "ALTER TABLE api_keys ADD COLUMN previous_salt BLOB; ALTER TABLE api_keys ADD COLUMN previous_hash BLOB; ALTER TABLE api_keys ADD COLUMN previous_expires_at TEXT;",
         ModelRegistrySchema,
         // Training jobs (Jobs/).
-        Jobs.SqliteJobStore.Migration,
+        Jobs.SqlJobStore.Migration,
     ];
     internal static int SchemaVersion => Migrations.Length;
 

@@ -44,7 +44,7 @@ public interface IUsageStore
     ValueTask<IReadOnlyList<UsageRecord>> QueryAsync(UsageQuery query, CancellationToken cancellationToken = default);
 }
 
-public sealed class SqliteUsageStore(PlatformDatabase database) : IUsageStore
+public sealed class SqlUsageStore(PlatformDatabase database) : IUsageStore
 {
     const string DayFormat = "yyyy-MM-dd";
 

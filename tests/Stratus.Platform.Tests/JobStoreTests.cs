@@ -22,7 +22,7 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
     {
         var database = platform.OpenDatabase();
         // Never launched here: the tests record jobs and their processes themselves.
-        return new JobService(new SqliteJobStore(database, new SqliteAuditLog(database)), [new LocalJobExecutor(["/bin/false"], platform.Directory)]);
+        return new JobService(new SqlJobStore(database, new SqlAuditLog(database)), [new LocalJobExecutor(["/bin/false"], platform.Directory)]);
     }
 
     protected static Job Queued(string id, string output) =>

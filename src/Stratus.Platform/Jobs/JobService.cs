@@ -12,7 +12,7 @@ namespace Stratus.Platform.Jobs;
 
 /// <param name="executors">The executors jobs may run under, by name; the first runs a job
 /// submitted without naming one. A job recorded under a name not among them is shown as recorded.</param>
-public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor> executors)
+public sealed class JobService(SqlJobStore store, IReadOnlyList<IJobExecutor> executors)
 {
     /// <summary>The jobs of <paramref name="dataDirectory"/>'s database, run on this machine (local,
     /// the default) or through Slurm (with <paramref name="slurm"/>'s options) by
@@ -20,11 +20,11 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
     public static JobService Open(string dataDirectory, IReadOnlyList<string> stratusCommand, SlurmOptions? slurm = null, TimeProvider? time = null)
     {
         var database = PlatformDatabase.Open(dataDirectory);
-        return new JobService(new SqliteJobStore(database, new SqliteAuditLog(database, time), time),
+        return new JobService(new SqlJobStore(database, new SqlAuditLog(database, time), time),
             [new LocalJobExecutor(stratusCommand, dataDirectory), new SlurmJobExecutor(stratusCommand, slurm ?? SlurmOptions.Default)]);
     }
 
-    public SqliteJobStore Store => store;
+    public SqlJobStore Store => store;
 
     /// <summary>The executor named <paramref name="name"/>; null where there is none.</summary>
     public IJobExecutor? Executor(string name) => executors.FirstOrDefault(e => e.Name == name);
@@ -97,7 +97,7 @@ public sealed class JobService(SqliteJobStore store, IReadOnlyList<IJobExecutor>
     }
 
     /// <exception cref="TrustUserException">(NotFound) No such job.</exception>
-    public Job Get(string id) => Observed(store.Get(id) ?? throw SqliteJobStore.UnknownJob(id), new JobReading());
+    public Job Get(string id) => Observed(store.Get(id) ?? throw SqlJobStore.UnknownJob(id), new JobReading());
 
     /// <summary>The jobs, newest first, read together: a scheduler that could not be asked for one
     /// is not asked for the others.</summary>

@@ -75,9 +75,9 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
 
     /// <summary>The supervisor's work (`stratus jobs supervise`): runs the queued job's training,
     /// records it running, waits for it and records how it ended. Returns the exit code to end with.</summary>
-    public int Supervise(SqliteJobStore store, string id)
+    public int Supervise(SqlJobStore store, string id)
     {
-        var job = store.Get(id) ?? throw SqliteJobStore.UnknownJob(id);
+        var job = store.Get(id) ?? throw SqlJobStore.UnknownJob(id);
         if (job.State != JobState.Queued) return 0;
         Console.WriteLine($"job {id}: {TrainArguments.ShellLine(stratusCommand.Concat(job.Arguments.CommandLine()))}");
         if (job.CancelRequestedAt is not null)

@@ -11,7 +11,7 @@ using static Stratus.Platform.PlatformDatabase;
 
 namespace Stratus.Platform.Jobs;
 
-public sealed class SqliteJobStore(PlatformDatabase database, SqliteAuditLog audit, TimeProvider? time = null)
+public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, TimeProvider? time = null)
 {
     readonly TimeProvider clock = time ?? TimeProvider.System;
 

@@ -10,7 +10,7 @@ using static Stratus.Platform.PlatformDatabase;
 
 namespace Stratus.Platform;
 
-public sealed class SqliteAuditLog(PlatformDatabase database, TimeProvider? time = null) : IAuditLog
+public sealed class SqlAuditLog(PlatformDatabase database, TimeProvider? time = null) : IAuditLog
 {
     readonly TimeProvider clock = time ?? TimeProvider.System;
 

@@ -1,7 +1,6 @@
-// IApiKeyStore on the platform database, SQLite or PostgreSQL (table api_keys; the Sqlite name
-// is the class's from before PostgreSQL). Names are unique among active keys (a partial
-// unique index), so a revoked key's name can be reused. Each change and its audit entry are one
-// write transaction. A rotated key keeps the secret it replaced in previous_salt and
+// IApiKeyStore on the platform database, SQLite or PostgreSQL (table api_keys). Names are unique
+// among active keys (a partial unique index), so a revoked key's name can be reused. Each change
+// and its audit entry are one write transaction. A rotated key keeps the secret it replaced in previous_salt and
 // previous_hash, working until previous_expires_at.
 using System.Data.Common;
 using Stratus.Safety;
@@ -9,7 +8,7 @@ using static Stratus.Platform.PlatformDatabase;
 
 namespace Stratus.Platform;
 
-public sealed class SqliteApiKeyStore(PlatformDatabase database, SqliteAuditLog audit) : IApiKeyStore
+public sealed class SqlApiKeyStore(PlatformDatabase database, SqlAuditLog audit) : IApiKeyStore
 {
     const string Columns = "id, name, scopes, rpm, tpm, created_at, revoked_at, expires_at, previous_expires_at, salt, hash, previous_salt, previous_hash";
 

@@ -326,7 +326,7 @@ sealed class JsonDocumentTable(PlatformDatabase database, string table, string k
     public static JsonDocumentTable Blocklists(PlatformDatabase database, TimeProvider clock) => new(database, "blocklists", "name", caseInsensitive: true, "definition", clock);
     public static JsonDocumentTable Policies(PlatformDatabase database, TimeProvider clock) => new(database, "safety_policies", "deployment", caseInsensitive: false, "policy", clock);
 
-    string KeyIs => caseInsensitive ? $"lower({key}) = lower(@key)" : $"{key} = @key";
+    string KeyIs => caseInsensitive ? database.Dialect.SameIgnoringCase(key, "@key") : $"{key} = @key";
 
     public string? Get(DbConnection connection, string name, DbTransaction? transaction = null)
     {

@@ -335,10 +335,11 @@ sealed class JsonDocumentTable(PlatformDatabase database, string table, string k
         return command.ExecuteScalar() as string;
     }
 
-    /// <summary>Every document, in key order.</summary>
+    /// <summary>Every document, in key order: a case-insensitive key's lowered, as SQLite's
+    /// NOCASE column sorts it (PostgreSQL's C collation puts every capital first).</summary>
     public List<string> List(DbConnection connection, DbTransaction? transaction = null)
     {
-        using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {key}");
+        using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {(caseInsensitive ? $"lower({key})" : key)}");
         command.Transaction = transaction;
         using var reader = command.ExecuteReader();
         var documents = new List<string>();

@@ -30,6 +30,10 @@ abstract class DatabaseDialect
 
     public abstract bool IsUniqueViolation(DbException e);
 
+    /// <summary><paramref name="column"/> and <paramref name="parameter"/> compared with their ASCII
+    /// letters' case ignored, and only theirs, as SQLite's lower() folds text whatever the locale.</summary>
+    public abstract string SameIgnoringCase(string column, string parameter);
+
     /// <summary>The conflict target of an upsert on a case-insensitive key column.</summary>
     public abstract string CaseInsensitiveKey(string column);
 }

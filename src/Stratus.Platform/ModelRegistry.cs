@@ -97,7 +97,7 @@ public sealed class ModelRegistry
                 // A number is given once: a folder there is what a register that died after its
                 // rename, before its commit, left, and no version refers to. Compared without case:
                 // where the file system ignores it (macOS, Windows), SHK's folder is shk's.
-                if (Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE lower(checkpoint) = lower(@checkpoint)", ("@checkpoint", directory)) is null)
+                if (Scalar(connection, transaction, $"SELECT 1 FROM model_versions WHERE {database.Dialect.SameIgnoringCase("checkpoint", "@checkpoint")}", ("@checkpoint", directory)) is null)
                     ModelCopies.Remove(directory);
                 incoming.MoveTo(directory);
             }
@@ -228,7 +228,7 @@ public sealed class ModelRegistry
             Run(connection, transaction, "DELETE FROM model_versions WHERE name = @name AND version = @version", ("@name", name), ("@version", version));
             // A version registered without --copy from the folder of a copy refers to it too
             // (by another case of its name, where the file system ignores case).
-            var shared = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE lower(checkpoint) = lower(@checkpoint)", ("@checkpoint", deleted.Checkpoint.Directory)) is not null;
+            var shared = Scalar(connection, transaction, $"SELECT 1 FROM model_versions WHERE {database.Dialect.SameIgnoringCase("checkpoint", "@checkpoint")}", ("@checkpoint", deleted.Checkpoint.Directory)) is not null;
             // Nor one reached through a link put in place of its name's folder: that leads outside the registry's copies.
             var removeCopy = deleted.IsCopy && !shared && ModelCopies.InNameFolder(deleted.Checkpoint.Directory);
             audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelVersionDeleted, new JsonObject

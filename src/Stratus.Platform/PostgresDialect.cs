@@ -300,6 +300,11 @@ sealed class PostgresDialect : DatabaseDialect
 
     public override bool IsUniqueViolation(DbException e) => e is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation };
 
+    /// <summary>A parameter takes the database's collation, and in a Unicode locale (C.UTF-8,
+    /// en_US.UTF-8) lower() of it folds É too, while lower() of a COLLATE "C" column folds ASCII
+    /// alone: collated as the column is, the two fold alike (a path under /srv/Émile matches itself).</summary>
+    public override string SameIgnoringCase(string column, string parameter) => $"lower({column}) = lower({parameter} COLLATE \"C\")";
+
     /// <summary>The unique index on lower(name) that the schema gives such a key.</summary>
     public override string CaseInsensitiveKey(string column) => $"(lower({column}))";
 

@@ -326,7 +326,7 @@ sealed class JsonDocumentTable(PlatformDatabase database, string table, string k
     public static JsonDocumentTable Blocklists(PlatformDatabase database, TimeProvider clock) => new(database, "blocklists", "name", caseInsensitive: true, "definition", clock);
     public static JsonDocumentTable Policies(PlatformDatabase database, TimeProvider clock) => new(database, "safety_policies", "deployment", caseInsensitive: false, "policy", clock);
 
-    string KeyIs => caseInsensitive ? $"lower({key}) = lower(@key)" : $"{key} = @key";
+    string KeyIs => caseInsensitive ? database.Dialect.SameIgnoringCase(key, "@key") : $"{key} = @key";
 
     public string? Get(DbConnection connection, string name, DbTransaction? transaction = null)
     {
@@ -335,10 +335,11 @@ sealed class JsonDocumentTable(PlatformDatabase database, string table, string k
         return command.ExecuteScalar() as string;
     }
 
-    /// <summary>Every document, in key order.</summary>
+    /// <summary>Every document, in key order: a case-insensitive key's lowered, as SQLite's
+    /// NOCASE column sorts it (PostgreSQL's C collation puts every capital first).</summary>
     public List<string> List(DbConnection connection, DbTransaction? transaction = null)
     {
-        using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {key}");
+        using var command = Command(connection, $"SELECT {document} FROM {table} ORDER BY {(caseInsensitive ? $"lower({key})" : key)}");
         command.Transaction = transaction;
         using var reader = command.ExecuteReader();
         var documents = new List<string>();

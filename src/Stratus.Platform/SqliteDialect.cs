@@ -227,6 +227,8 @@ sealed class SqliteDialect : DatabaseDialect
     // SQLITE_CONSTRAINT (a unique index, here).
     public override bool IsUniqueViolation(DbException e) => e is SqliteException { SqliteErrorCode: 19 };
 
+    public override string SameIgnoringCase(string column, string parameter) => $"lower({column}) = lower({parameter})";
+
     /// <summary>The column itself: its collation (NOCASE) makes the primary key case-insensitive.</summary>
     public override string CaseInsensitiveKey(string column) => column;
 

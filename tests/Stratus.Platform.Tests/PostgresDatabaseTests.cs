@@ -72,6 +72,37 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         platform.Dispose();
     }
 
+    /// <summary>A database created in a Unicode locale (what initdb gives a server whose machine
+    /// runs in one, C.UTF-8 or en_US.UTF-8; the test cluster's own is C), and a data directory
+    /// whose path has a capital beyond ASCII: lower() of a parameter then folds É, while lower()
+    /// of the C-collated column folds only ASCII (as SQLite's does), so the check that another
+    /// version still refers to a copy found none and the copy was removed under it.</summary>
+    [Fact]
+    public void A_copy_another_version_refers_to_is_kept_in_a_database_of_a_unicode_locale()
+    {
+        var database = "stratus_utf8_" + Guid.NewGuid().ToString("N")[..12];
+        Cluster.Sql("postgres", $"CREATE DATABASE {database} LOCALE 'C.UTF-8' TEMPLATE template0");
+        try
+        {
+            var data = Path.Combine(directory, "Émile");
+            var registry = ModelRegistry.Open(PlatformDatabase.Open(data, Cluster.ConnectionString(database), null), new ManifestFolders());
+            var run = Path.Combine(directory, "run");
+            Directory.CreateDirectory(run);
+            File.WriteAllText(Path.Combine(run, "manifest.json"), "{}");
+            var copied = registry.Register(run, "shk", null, null, "t", copy: true);
+            var sharing = registry.Register(copied.Checkpoint.Directory, "other", null, null, "t");
+
+            registry.Delete("shk", 1, "t");
+
+            Assert.True(File.Exists(Path.Combine(copied.Checkpoint.Directory, "manifest.json")));
+            Assert.Null(registry.Check(sharing));
+        }
+        finally
+        {
+            Cluster.DropDatabase(database);
+        }
+    }
+
     [Fact]
     public async Task A_write_fails_as_locked_while_another_process_holds_the_lock_past_the_timeout()
     {

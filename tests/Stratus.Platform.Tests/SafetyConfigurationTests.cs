@@ -46,6 +46,17 @@ public abstract class SafetyConfigurationTests : IDisposable
         Assert.Null(updated["terms_removed"]);
     }
 
+    /// <summary>Listed in name order whatever the case, as the names are one whatever the case:
+    /// on PostgreSQL too, whose C-collated column sorts every capital before every small letter.</summary>
+    [Fact]
+    public async Task Blocklists_are_listed_by_name_whatever_its_case()
+    {
+        foreach (var name in new[] { "Zed", "apple", "Mango" })
+            await config.UpsertBlocklistAsync(new Blocklist(name, ["term"], []), "admin");
+
+        Assert.Equal(["apple", "Mango", "Zed"], (await config.ListBlocklistsAsync()).Select(b => b.Name));
+    }
+
     [Fact]
     public async Task An_invalid_blocklist_is_refused_and_nothing_is_stored()
     {

@@ -171,7 +171,8 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         Assert.True(Assert.Throws<TrustUserException>(() => service.Cancel("job-00000005", "key-1")).Conflict);
         Assert.True(Assert.Throws<TrustUserException>(() => service.Cancel("job-nope", "key-1")).NotFound);
         var entries = await platform.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobCancelled));
-        Assert.Equal(("key-1", """{"job":"job-00000005","state":"queued","out":"/runs/e"}"""), (Assert.Single(entries).Actor, entries[0].Details));
+        // What was cancelled, in the entry itself: the run, and the model it started from.
+        Assert.Equal(("key-1", """{"job":"job-00000005","state":"queued","out":"/runs/e","resume":false,"init_from":"/models/base"}"""), (Assert.Single(entries).Actor, entries[0].Details));
 
         // Ended, the folder is free for the next job.
         service.Store.Insert(Queued("job-00000006", "/runs/e"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));

@@ -147,7 +147,11 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
             update.Transaction = transaction;
             update.ExecuteNonQuery();
         }
-        audit.Append(transaction, new AuditRecord(actor, AuditActions.JobCancelled, new JsonObject { ["job"] = id, ["state"] = job.State.WireName(), ["out"] = job.Arguments.Out }));
+        // The run it stops, as its job.submitted names it: the folder, and whether it continued that run or started from a model.
+        audit.Append(transaction, new AuditRecord(actor, AuditActions.JobCancelled, new JsonObject
+        {
+            ["job"] = id, ["state"] = job.State.WireName(), ["out"] = job.Arguments.Out, ["resume"] = job.Arguments.Resume, ["init_from"] = job.Arguments.InitFrom,
+        }));
         return job with { CancelRequestedAt = job.CancelRequestedAt ?? now };
     });
 

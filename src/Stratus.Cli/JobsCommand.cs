@@ -92,7 +92,7 @@ static class JobsCommand
             var job = JobService.Open(home, SelfCommand()).Submit(arguments, TrustCommands.Actor, runner, slurm);
             Console.WriteLine($"submitted {job.Id}{(runner == SlurmJobExecutor.ExecutorName ? $" (Slurm job {job.ExecutorReference})" : "")}: {(arguments.Resume ? "resume" : "train into")} {job.Arguments.Out}, its output in {job.LogFile}");
             // A rank's libtorch runs a thread a CPU it asked for: one, unless told, where a local job runs one a core.
-            if (job.Slurm is { } asked) Console.WriteLine($"asked of Slurm: {SlurmResources(asked)} (each rank training on a thread a CPU: --cpus-per-rank for more)");
+            if (job.Resources is { } asked) Console.WriteLine($"asked of Slurm: {SlurmResources(asked)} (each rank training on a thread a CPU: --cpus-per-rank for more)");
             Console.WriteLine(Invocation.Spell($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`"));
             return Task.FromResult(0);
         });
@@ -100,9 +100,13 @@ static class JobsCommand
     }
 
     /// <summary>What a Slurm job asked for, or was given: "partition cpu, time limit 02:00:00, 4 ranks of 8 CPUs".</summary>
-    static string SlurmResources(SlurmStatus slurm) =>
-        $"partition {slurm.Partition ?? "(the cluster's default)"}, time limit {slurm.TimeLimit ?? "(the partition's)"}, " +
-        $"{slurm.Ranks} rank{(slurm.Ranks == 1 ? "" : "s")}{(slurm.CpusPerRank is { } cpus ? $" of {cpus} CPU{(cpus == 1 ? "" : "s")}" : "")}";
+    static string SlurmResources(SlurmStatus slurm) => SlurmResources(slurm.Partition, slurm.TimeLimit, slurm.Ranks, slurm.CpusPerRank);
+
+    static string SlurmResources(SlurmOptions asked) => SlurmResources(asked.Partition, asked.Time, asked.Ranks, asked.CpusPerRank);
+
+    static string SlurmResources(string? partition, string? timeLimit, int? ranks, int? cpusPerRank) =>
+        $"partition {partition ?? "(the cluster's default)"}, time limit {timeLimit ?? "(the partition's)"}, " +
+        $"{ranks} rank{(ranks == 1 ? "" : "s")}{(cpusPerRank is { } cpus ? $" of {cpus} CPU{(cpus == 1 ? "" : "s")}" : "")}";
 
     static Command List()
     {
@@ -165,6 +169,8 @@ static class JobsCommand
             if (job.Slurm is { Unreachable: { } unreachable }) Console.WriteLine($"slurm:      {unreachable}: the job is as last recorded");
             else if (job.Slurm is { } slurm)
                 Console.WriteLine($"slurm:      {slurm.State ?? "submitted"}{(slurm.Reason is { } why ? $" ({why})" : "")}, {SlurmResources(slurm)}, nodes {slurm.Nodes ?? "-"}");
+            // Kept with the job: Slurm's own word (above) is gone once it forgets the ended job.
+            if (job.Resources is { } asked) Console.WriteLine($"asked:      {SlurmResources(asked)}");
             Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");
             Console.WriteLine($"started:    {Time(job.StartedAt)}");
             Console.WriteLine($"ended:      {Time(job.EndedAt)}{(job.ExitCode is { } code ? $", exit code {code}" : "")}");

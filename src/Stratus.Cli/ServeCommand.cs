@@ -217,6 +217,10 @@ static class ServeCommand
             // Which database the keys, audit log and registry are in: SQLite's file, or the
             // PostgreSQL database $STRATUS_DATABASE names (its host and name, never its password).
             say.WriteLine($"platform database: {PlatformDatabase.Describe(StratusHome.Resolve(trust.DataDir))}");
+            // Whether a training key may start jobs here, and what runs them: --jobs-root and --jobs-executor as taken.
+            say.WriteLine(jobsRoot is null
+                ? "training jobs: /api/jobs lists, shows and cancels jobs but takes none (start serve with --jobs-root <folder> to take them)"
+                : $"training jobs: /api/jobs takes jobs beneath {Path.GetFullPath(jobsRoot)}, run by {string.Join(" or ", options.JobsExecutors)} ({options.JobsExecutors[0]} where a request names none)");
             if (server.ListensOnEveryAddress)
                 say.WriteLine($"listening on every address ({host}): from other machines use this machine's name or address instead of {server.RootUrl.Host}");
             if (trust.InsecureNoAuth) say.WriteLine("WARNING: --insecure-no-auth: serving loopback clients without API keys.");

@@ -163,6 +163,27 @@ public sealed class ServeLogTests
             "give it simple, json, systemd, or give serve --log-format text|json", stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).Last());
     }
 
+    /// <summary>An operator reads at start whether /api/jobs takes training jobs, beneath which
+    /// folder and run by which executors, as the platform database is said: a server started
+    /// without --jobs-root refuses every submission (403).</summary>
+    [Fact]
+    public async Task Serve_says_at_start_whether_its_jobs_API_takes_jobs_and_which_executors_run_them()
+    {
+        using var temp = new TempDirectory();
+        ModelAndKey(temp);
+        Directory.CreateDirectory(temp["jobs"]);
+        async Task<string[]> Started(params string[] jobs)
+        {
+            using var server = Server.Start(new Dictionary<string, string>(), ["--model", temp["model"], "--port", "0", "--data-dir", temp["home"], .. jobs]);
+            await server.BaseUrlAsync();
+            Assert.Equal(0, server.Stop());
+            return [.. server.Stdout.Where(line => line.StartsWith("training jobs: ", StringComparison.Ordinal))];
+        }
+        Assert.Equal(["training jobs: /api/jobs lists, shows and cancels jobs but takes none (start serve with --jobs-root <folder> to take them)"], await Started());
+        Assert.Equal([$"training jobs: /api/jobs takes jobs beneath {temp["jobs"]}, run by slurm or local (slurm where a request names none)"],
+            await Started("--jobs-root", temp["jobs"], "--jobs-executor", "slurm", "--jobs-executor", "local"));
+    }
+
     /// <summary>ASP.NET Core watches the folder it is started from for a changed appsettings.json,
     /// and on Linux that is an inotify watch on every folder below it, made before the server
     /// starts: serve did it twice (the log's format is read before the models load, and that

@@ -124,11 +124,39 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         Assert.Equal(JobState.Queued, service.Get("job-00000004").State);
     }
 
+    /// <summary>What was asked of Slurm is kept with the job, for Slurm forgets an ended job
+    /// (MinJobAge), and its resume hint asks for it again; a job recorded without it (a local one,
+    /// or a Slurm job recorded before it was kept) reads none.</summary>
+    [Fact]
+    public void A_Slurm_jobs_partition_time_ranks_and_cpus_per_rank_are_kept_and_asked_again_by_its_resume_hint()
+    {
+        var service = Service();
+        var run = Path.Combine(platform.Directory, "runs", "sized run");
+        var slurm = Queued("job-0000000b", run) with { Executor = SlurmJobExecutor.ExecutorName, Resources = new SlurmOptions("gpu", "1-12:00:00", 4, 8) };
+        service.Store.Insert(slurm, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        service.Store.RecordEnd(slurm.Id, new JobEnd(JobState.Failed, 143, "ended"));
+        var kept = service.Store.Get(slurm.Id)!;
+        Assert.Equal(new SlurmOptions("gpu", "1-12:00:00", 4, 8), kept.Resources);
+        Assert.Equal($"`stratus jobs submit --executor slurm --partition gpu --time 1-12:00:00 --ranks 4 --cpus-per-rank 8 --resume '{run}'`", JobLog.ContinueRun(kept));
+        // The cluster's defaults asked (no partition nor time, one rank of one CPU) are asked again by leaving them out.
+        service.Store.Insert(Queued("job-0000000c", "/runs/j") with { Executor = SlurmJobExecutor.ExecutorName, Resources = SlurmOptions.Default },
+            new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        Assert.Equal("`stratus jobs submit --executor slurm --resume /runs/j`", JobLog.ContinueRun(service.Store.Get("job-0000000c")!));
+
+        service.Store.Insert(Queued("job-0000000d", "/runs/k") with { Executor = SlurmJobExecutor.ExecutorName }, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        var unkept = service.Store.Get("job-0000000d")!;
+        Assert.Null(unkept.Resources);
+        Assert.Equal("`stratus jobs submit --executor slurm --resume /runs/k` (with the --partition, --time, --ranks and --cpus-per-rank it needs)", JobLog.ContinueRun(unkept));
+        service.Store.Insert(Queued("job-0000000e", "/runs/l"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        Assert.Null(service.Store.Get("job-0000000e")!.Resources);
+    }
+
     [Fact]
     public async Task One_run_folder_has_one_unfinished_job_and_cancels_are_audited_and_refused_once_a_job_ended()
     {
         var service = Service();
-        service.Store.Insert(Queued("job-00000005", "/runs/e"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        var fineTune = Queued("job-00000005", "/runs/e");
+        service.Store.Insert(fineTune with { Arguments = fineTune.Arguments with { InitFrom = "/models/base" } }, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
         var busy = Assert.Throws<TrustUserException>(() => service.Store.Insert(Queued("job-00000006", "/runs/e"), new AuditRecord("cli:test", AuditActions.JobSubmitted, [])));
         Assert.True(busy.Conflict);
         Assert.Null(service.Store.Get("job-00000006"));
@@ -143,7 +171,8 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         Assert.True(Assert.Throws<TrustUserException>(() => service.Cancel("job-00000005", "key-1")).Conflict);
         Assert.True(Assert.Throws<TrustUserException>(() => service.Cancel("job-nope", "key-1")).NotFound);
         var entries = await platform.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobCancelled));
-        Assert.Equal(("key-1", """{"job":"job-00000005","state":"queued","out":"/runs/e"}"""), (Assert.Single(entries).Actor, entries[0].Details));
+        // What was cancelled, in the entry itself: the run, and the model it started from.
+        Assert.Equal(("key-1", """{"job":"job-00000005","state":"queued","out":"/runs/e","resume":false,"init_from":"/models/base"}"""), (Assert.Single(entries).Actor, entries[0].Details));
 
         // Ended, the folder is free for the next job.
         service.Store.Insert(Queued("job-00000006", "/runs/e"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));

@@ -548,7 +548,8 @@ public sealed class JobsApiTests : IAsyncLifetime
         var (client, _) = await TrainingClient();
         var service = JobService.Open(server.DataDir, ["/bin/false"]);
         var job = new Job("job-0000005c", Job.TrainKind, new TrainArguments(null, Path.Combine(folder, "data"), Path.Combine(folder, "slurm-run"), []), SlurmJobExecutor.ExecutorName,
-            null, JobState.Queued, null, null, null, null, DateTimeOffset.UtcNow, null, null, null, "cli:test", Path.Combine(folder, "slurm-run", "job-0000005c.log"));
+            null, JobState.Queued, null, null, null, null, DateTimeOffset.UtcNow, null, null, null, "cli:test", Path.Combine(folder, "slurm-run", "job-0000005c.log"))
+            { Resources = new SlurmOptions("debug", "30", 1, 2) };
         service.Store.Insert(job, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
         service.Store.SetExecutorReference(job.Id, "42");
         service.Store.RecordStarted(job.Id, null, null);
@@ -604,6 +605,9 @@ public sealed class JobsApiTests : IAsyncLifetime
             Fake("scontrol", "echo 'JobId=42 JobName=job-0000005c JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 StartTime=2026-11-27T10:00:00 NodeList=node1 NumTasks=1'");
             (_, shown) = await Send(client.GetAsync($"/api/jobs/{job.Id}"));
             Assert.Equal(("failed", 1), ((string)shown["state"]!, (int)shown["exit_code"]!));
+            // Ended, what it asked of Slurm is shown from the job's record, whatever Slurm still keeps.
+            var asked = shown["arguments"]!;
+            Assert.Equal(("debug", "30", 1, 2), ((string?)asked["partition"], (string?)asked["time"], (int?)asked["ranks"], (int?)asked["cpus_per_rank"]));
         }
         finally
         {

@@ -94,13 +94,16 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
     {
         using var temp = new TempDirectory();
         var (data, config) = Cli.PrepareTiny(temp);
-        var (id, slurmJob) = Submit(temp, "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
+        var (id, slurmJob) = Submit(temp, "--time", "30", "--cpus-per-rank", "2", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
         WaitFor(temp, id, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
         var cancel = Jobs(temp, "cancel", id);
         Assert.True(cancel.ExitCode == 0, cancel.Stderr);
         var (job, _) = Ended(temp, id);
         Assert.Equal("cancelled", State(job));
-        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --resume {temp["run"]}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)", (string)job["reason"]!);
+        // What it asked of Slurm, kept with the job, is asked again.
+        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --time 30 --cpus-per-rank 2 --resume {temp["run"]}`", (string)job["reason"]!);
+        Assert.Equal((null, "30", 1, 2), ((string?)job["arguments"]!["partition"], (string?)job["arguments"]!["time"], (int?)job["arguments"]!["ranks"], (int?)job["arguments"]!["cpus_per_rank"]));
+        Assert.Contains("\nasked:      partition (the cluster's default), time limit 30, 1 rank of 2 CPUs\n", Jobs(temp, "show", id).Stdout);
         // train's SIGTERM exit, which Slurm records as FAILED 143: the job's state is Stratus's word.
         Assert.Equal(143, (int)job["exit_code"]!);
         Assert.Equal("FAILED", SlurmState(slurmJob));
@@ -263,7 +266,7 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         WaitFor(temp, longJob, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
         Assert.Equal(0, Jobs(temp, "cancel", longJob).ExitCode);
         var (cancelled, _) = Ended(temp, longJob);
-        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --resume {temp["long"]}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)", 143),
+        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --ranks 2 --resume {temp["long"]}`", 143),
             (State(cancelled), (string?)cancelled["reason"], (int?)cancelled["exit_code"]));
     }
 

@@ -102,8 +102,9 @@ public sealed record Job(
 {
     public const string TrainKind = "train";
 
-    /// <summary>What its submitter asked Slurm for (a Slurm job, while it is submitted): sbatch's
-    /// arguments. Not recorded: Slurm's own record says it afterwards (<see cref="Slurm"/>).</summary>
+    /// <summary>What was asked of Slurm for a Slurm job: sbatch's arguments, recorded with the job,
+    /// as Slurm's own record (<see cref="Slurm"/>) is gone once the controller forgets the ended job.
+    /// Null for a job another executor runs, and for a Slurm job recorded before they were kept.</summary>
     public SlurmOptions? Resources { get; init; }
 
     /// <summary>What Slurm said of the job when it was read (a Slurm job that had not ended):

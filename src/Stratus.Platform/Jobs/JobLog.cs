@@ -1,5 +1,7 @@
 // What a job's log and run folder say of how its training ended, in the reason a job records:
 // the same words whichever executor ran it.
+using System.Globalization;
+
 namespace Stratus.Platform.Jobs;
 
 public static class JobLog
@@ -17,13 +19,19 @@ public static class JobLog
     /// <summary>The commands that continue <paramref name="job"/>'s run from its last checkpoint:
     /// as a job, and in a shell of its own. A Slurm job's run goes on as a Slurm job: jobs submit's
     /// executor is local unless told, and a training in a shell would run on the login node; what
-    /// it asked of Slurm is asked again, as Slurm does not keep it.</summary>
+    /// it asked of Slurm is asked again (each that differs from jobs submit's default), as Slurm
+    /// does not keep it. A Slurm job recorded before that was kept names the options instead.</summary>
     public static string ContinueRun(Job job)
     {
         var quoted = TrainArguments.ShellLine([job.Arguments.Out]);
-        return job.Executor == SlurmJobExecutor.ExecutorName
-            ? $"`stratus jobs submit --executor slurm --resume {quoted}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)"
-            : $"`stratus jobs submit --resume {quoted}` (a job) or `stratus train --resume {quoted}`";
+        if (job.Executor != SlurmJobExecutor.ExecutorName) return $"`stratus jobs submit --resume {quoted}` (a job) or `stratus train --resume {quoted}`";
+        if (job.Resources is not { } asked) return $"`stratus jobs submit --executor slurm --resume {quoted}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)";
+        List<string> sizing = [];
+        if (asked.Partition is { } partition) sizing.AddRange(["--partition", partition]);
+        if (asked.Time is { } time) sizing.AddRange(["--time", time]);
+        if (asked.Ranks != SlurmOptions.Default.Ranks) sizing.AddRange(["--ranks", asked.Ranks.ToString(CultureInfo.InvariantCulture)]);
+        if (asked.CpusPerRank != SlurmOptions.Default.CpusPerRank) sizing.AddRange(["--cpus-per-rank", asked.CpusPerRank.ToString(CultureInfo.InvariantCulture)]);
+        return $"`{TrainArguments.ShellLine(["stratus", "jobs", "submit", "--executor", "slurm", .. sizing, "--resume", job.Arguments.Out])}`";
     }
 
     /// <summary>The training's own one-line error where its log ends with one, else its exit code.</summary>

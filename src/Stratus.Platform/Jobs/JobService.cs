@@ -58,10 +58,12 @@ public sealed class JobService(SqlJobStore store, IReadOnlyList<IJobExecutor> ex
             ["overrides"] = new JsonObject([.. arguments.Overrides.Select(o => new KeyValuePair<string, JsonNode?>(o.Key, o.Value))]),
             ["resume"] = arguments.Resume, ["init_from"] = arguments.InitFrom,
         };
-        // What was asked of Slurm is in the audit log alone: Slurm's record says it while it keeps the job.
+        // What is asked of Slurm is recorded with the job (the executor's defaults where the
+        // submission asked nothing), and audited.
         var asked = (executor as SlurmJobExecutor)?.ResourcesOf(job);
         if (asked is not null)
         {
+            job = job with { Resources = asked };
             audited["partition"] = asked.Partition;
             audited["time"] = asked.Time;
             audited["ranks"] = asked.Ranks;

@@ -51,7 +51,7 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
             INSERT INTO jobs (id, kind, arguments, out_dir, executor, state, submitted_at, submitted_by, log_file)
             VALUES (@id, @kind, @arguments, @out, @executor, @state, @submitted, @by, @log)
             """,
-            ("@id", job.Id), ("@kind", job.Kind), ("@arguments", WriteArguments(job.Arguments)), ("@out", job.Arguments.Out), ("@executor", job.Executor),
+            ("@id", job.Id), ("@kind", job.Kind), ("@arguments", WriteArguments(job.Arguments, job.Resources)), ("@out", job.Arguments.Out), ("@executor", job.Executor),
             ("@state", job.State.WireName()), ("@submitted", FormatTime(job.SubmittedAt)), ("@by", job.SubmittedBy), ("@log", job.LogFile));
         insert.Transaction = transaction;
         insert.ExecuteNonQuery();
@@ -147,7 +147,11 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
             update.Transaction = transaction;
             update.ExecuteNonQuery();
         }
-        audit.Append(transaction, new AuditRecord(actor, AuditActions.JobCancelled, new JsonObject { ["job"] = id, ["state"] = job.State.WireName(), ["out"] = job.Arguments.Out }));
+        // The run it stops, as its job.submitted names it: the folder, and whether it continued that run or started from a model.
+        audit.Append(transaction, new AuditRecord(actor, AuditActions.JobCancelled, new JsonObject
+        {
+            ["job"] = id, ["state"] = job.State.WireName(), ["out"] = job.Arguments.Out, ["resume"] = job.Arguments.Resume, ["init_from"] = job.Arguments.InitFrom,
+        }));
         return job with { CancelRequestedAt = job.CancelRequestedAt ?? now };
     });
 
@@ -174,26 +178,42 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         string? Text(int column) => r.IsDBNull(column) ? null : r.GetString(column);
         long? Number(int column) => r.IsDBNull(column) ? null : r.GetInt64(column);
         DateTimeOffset? Time(int column) => Text(column) is { } text ? ParseTime(text) : null;
-        return new Job(r.GetString(0), r.GetString(1), ReadArguments(r.GetString(2)), r.GetString(3), Text(4), JobStates.Parse(r.GetString(5)), Text(6),
-            (int?)Number(7), Number(8), (int?)Number(9), ParseTime(r.GetString(10)), Time(11), Time(12), Time(13), r.GetString(14), r.GetString(15));
+        var (arguments, resources) = ReadArguments(r.GetString(2));
+        return new Job(r.GetString(0), r.GetString(1), arguments, r.GetString(3), Text(4), JobStates.Parse(r.GetString(5)), Text(6),
+            (int?)Number(7), Number(8), (int?)Number(9), ParseTime(r.GetString(10)), Time(11), Time(12), Time(13), r.GetString(14), r.GetString(15)) { Resources = resources };
     }
 
-    static string WriteArguments(TrainArguments arguments) => new JsonObject
+    /// <summary>The arguments column: train's arguments and, for a Slurm job, what was asked of
+    /// sbatch ("slurm"), which Slurm itself forgets once the job has ended a while (MinJobAge).</summary>
+    static string WriteArguments(TrainArguments arguments, SlurmOptions? resources)
     {
-        ["config"] = arguments.Config,
-        ["data"] = arguments.Data,
-        ["out"] = arguments.Out,
-        ["overrides"] = new JsonArray([.. arguments.Overrides.Select(o => (JsonNode)new JsonArray(o.Key, o.Value))]),
-        ["resume"] = arguments.Resume,
-        ["init_from"] = arguments.InitFrom,
-    }.ToJsonString();
+        var json = new JsonObject
+        {
+            ["config"] = arguments.Config,
+            ["data"] = arguments.Data,
+            ["out"] = arguments.Out,
+            ["overrides"] = new JsonArray([.. arguments.Overrides.Select(o => (JsonNode)new JsonArray(o.Key, o.Value))]),
+            ["resume"] = arguments.Resume,
+            ["init_from"] = arguments.InitFrom,
+        };
+        if (resources is not null)
+            json["slurm"] = new JsonObject
+            {
+                ["partition"] = resources.Partition, ["time"] = resources.Time, ["ranks"] = resources.Ranks, ["cpus_per_rank"] = resources.CpusPerRank,
+            };
+        return json.ToJsonString();
+    }
 
-    static TrainArguments ReadArguments(string json)
+    static (TrainArguments Arguments, SlurmOptions? Resources) ReadArguments(string json)
     {
         var node = JsonNode.Parse(json)!.AsObject();
         // Jobs recorded before resume and init_from were kept have neither: they started new runs.
-        return new TrainArguments(node["config"]?.GetValue<string>(), node["data"]?.GetValue<string>(), node["out"]!.GetValue<string>(),
+        var arguments = new TrainArguments(node["config"]?.GetValue<string>(), node["data"]?.GetValue<string>(), node["out"]!.GetValue<string>(),
             [.. node["overrides"]!.AsArray().Select(pair => new KeyValuePair<string, string>(pair![0]!.GetValue<string>(), pair[1]!.GetValue<string>()))],
             node["resume"]?.GetValue<bool>() ?? false, node["init_from"]?.GetValue<string>());
+        // Slurm jobs recorded before their resources were kept have none: what they asked is unknown.
+        var slurm = node["slurm"]?.AsObject();
+        return (arguments, slurm is null ? null
+            : new SlurmOptions(slurm["partition"]?.GetValue<string>(), slurm["time"]?.GetValue<string>(), slurm["ranks"]!.GetValue<int>(), slurm["cpus_per_rank"]!.GetValue<int>()));
     }
 }

@@ -42,14 +42,22 @@ public sealed record SubmitJobRequest(
     [property: JsonPropertyName("cpus_per_rank")] int? CpusPerRank = null);
 
 /// <summary>A job's training arguments; a resumed run's (<see cref="Resume"/> true) are its folder,
-/// <see cref="Out"/>, and the overrides, its data null unless given (the dataset moved).</summary>
+/// <see cref="Out"/>, and the overrides, its data null unless given (the dataset moved). A Slurm
+/// job's <see cref="Partition"/>, <see cref="Time"/>, <see cref="Ranks"/> and <see cref="CpusPerRank"/>
+/// are what was asked of sbatch, as a submission names them (partition and time null: the cluster's
+/// defaults), kept after Slurm forgets the job; all four null for a local job, and for a Slurm job
+/// recorded before they were kept.</summary>
 public sealed record JobArgumentsView(
     [property: JsonPropertyName("config")] string? Config,
     [property: JsonPropertyName("data")] string? Data,
     [property: JsonPropertyName("out")] string Out,
     [property: JsonPropertyName("overrides")] IReadOnlyDictionary<string, string> Overrides,
     [property: JsonPropertyName("resume")] bool Resume,
-    [property: JsonPropertyName("init_from")] string? InitFrom);
+    [property: JsonPropertyName("init_from")] string? InitFrom,
+    [property: JsonPropertyName("partition")] string? Partition,
+    [property: JsonPropertyName("time")] string? Time,
+    [property: JsonPropertyName("ranks")] int? Ranks,
+    [property: JsonPropertyName("cpus_per_rank")] int? CpusPerRank);
 
 public sealed record JobView(
     [property: JsonPropertyName("id")] string Id,
@@ -73,7 +81,7 @@ public sealed record JobView(
 
     public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), job.Reason, job.Executor, job.ExecutorReference,
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
-            job.Arguments.Resume, job.Arguments.InitFrom),
+            job.Arguments.Resume, job.Arguments.InitFrom, job.Resources?.Partition, job.Resources?.Time, job.Resources?.Ranks, job.Resources?.CpusPerRank),
         job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.SubmittedBy, job.LogFile,
         MetricsLog.LastTrainingStep(job.Arguments.Out) is { } last ? new LastStepView(last.Step, last.Loss) : null,
         SlurmJobId(job) is { } id ? SlurmView.From(job.Slurm ?? new SlurmStatus(id)) : null);

@@ -232,6 +232,15 @@ sealed class PostgresDialect : DatabaseDialect
             connection.Open();
             return connection;
         }
+        catch (NpgsqlException e) when (e is not PostgresException && Describe(e) is null)
+        {
+            // Npgsql's own refusals before the server is asked anything: no password found (none
+            // in the value, PGPASSWORD or ~/.pgpass) for a server that wants one, or an SSL mode
+            // the server or this machine cannot meet. The operator's to fix, as a wrong password is.
+            connection.Dispose();
+            throw new PlatformStorageException($"cannot connect to {Name} ({e.Message.TrimEnd('.')}); check STRATUS_DATABASE's user and sslmode, " +
+                "and give the password in it, PGPASSWORD or ~/.pgpass (0600, host:port:database:user:password)", e);
+        }
         catch
         {
             connection.Dispose();

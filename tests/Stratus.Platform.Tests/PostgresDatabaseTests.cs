@@ -104,9 +104,11 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [Fact]
     public void No_password_for_a_server_that_wants_one_is_one_error_saying_where_to_give_it()
     {
-        // No password in the value, and a password file that is not there (as a first try without
-        // ~/.pgpass): Npgsql refuses before the server is asked, with no SQLSTATE.
-        var builder = new NpgsqlConnectionStringBuilder(Cluster.ConnectionString(postgres.Name)) { Password = null, Passfile = Path.Combine(directory, "no-pgpass") };
+        // No password in the value, and an empty password file (as a first try before ~/.pgpass is
+        // written): Npgsql refuses before the server is asked, with no SQLSTATE.
+        var passfile = Path.Combine(Directory.CreateDirectory(directory).FullName, "empty-pgpass");
+        File.WriteAllText(passfile, "");
+        var builder = new NpgsqlConnectionStringBuilder(Cluster.ConnectionString(postgres.Name)) { Password = null, Passfile = passfile };
         var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, builder.ConnectionString, null));
         Assert.StartsWith($"cannot connect to the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port}) as postgres (No password has been provided", error.Message);
         Assert.Contains("PGPASSWORD or ~/.pgpass", error.Message);

@@ -136,6 +136,18 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     }
 
     [Fact]
+    public void Backup_is_refused_with_the_pg_dump_and_pg_restore_commands_that_reach_the_database()
+    {
+        // pg_dump given only a database's name would look on the local socket as the OS user.
+        var database = PlatformDatabase.Open(directory, Cluster.ConnectionString(postgres.Name), null);
+        var error = Assert.Throws<TrustUserException>(() => database.BackupTo(Path.Combine(directory, "backup.db"), "cli:test"));
+        var options = $"--host={Cluster.Folder} --port={Cluster.Port} --username=postgres --dbname={postgres.Name}";
+        Assert.Contains($"pg_dump --format=custom --file=stratus-$(date +%F).dump {options},", error.Message);
+        Assert.Contains($"pg_restore --clean {options} <file>", error.Message);
+        Assert.DoesNotContain(PostgresCluster.Password, error.Message);
+    }
+
+    [Fact]
     public void Another_applications_database_is_refused_and_left_as_it_was()
     {
         var connection = postgres.NewSchema();

@@ -15,7 +15,8 @@ static class TrustCommands
 
     // Says what is kept there: the demo also reads $STRATUS_DATA_DIR, a folder of corpora.
     public static Option<string> DataDirOption() => PathOptions.Option(DataDirName,
-        $"Stratus data directory, where API keys, usage, blocklists and the audit log are kept (default: ${StratusHome.EnvironmentVariable}, else the user's data directory: ~/.local/share/stratus on Linux)");
+        $"Stratus data directory: its stratus.db keeps API keys, usage, blocklists, models, jobs and the audit log, unless ${PlatformDatabase.DatabaseVariable} names a PostgreSQL database, which keeps them instead " +
+        $"(default: ${StratusHome.EnvironmentVariable}, else the user's data directory: ~/.local/share/stratus on Linux)");
 
     /// <summary>The data directory without --data-dir; null where there is none to find.</summary>
     public static string? DefaultDataDirectory()

@@ -192,7 +192,9 @@ public sealed class PlatformDatabase
     public PlatformBackup BackupTo(string destination, string actor)
     {
         var sqlite = dialect as SqliteDialect ?? throw new TrustUserException(
-            $"{Name} is backed up with PostgreSQL's own tools, not stratus backup (which copies SQLite's stratus.db): pg_dump --format=custom --file=<file> <database>, restored with pg_restore (see docs/platform.md)");
+            $"{Name} is backed up with PostgreSQL's own tools, not stratus backup (which copies SQLite's stratus.db): " +
+            $"pg_dump --format=custom --file=stratus-$(date +%F).dump {((PostgresDialect)dialect).ToolOptions}, restored (every Stratus process stopped) " +
+            $"with pg_restore --clean {((PostgresDialect)dialect).ToolOptions} <file> (see docs/platform.md)");
         var target = Path.GetFullPath(destination);
         // Made here, empty, as VACUUM INTO accepts it, so a folder that refuses it is .NET's error
         // about a file there, not SQLite's worded as the database's. Named as Stratus.AtomicFile

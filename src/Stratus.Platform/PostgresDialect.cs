@@ -152,9 +152,20 @@ sealed class PostgresDialect : DatabaseDialect
         lockTimeoutMilliseconds = (int)lockTimeout.TotalMilliseconds;
         Name = $"the PostgreSQL database {builder.Database} on {builder.Host}{(builder.Host!.StartsWith('/') ? $" (port {builder.Port})" : $":{builder.Port}")}" +
             (builder.Username is { } user ? $" as {user}" : "");
+        ToolOptions = $"--host={Quoted(builder.Host)} --port={builder.Port.ToString(CultureInfo.InvariantCulture)}" +
+            (builder.Username is { } username ? $" --username={Quoted(username)}" : "") + $" --dbname={Quoted(builder.Database!)}";
     }
 
     public override string Name { get; }
+
+    /// <summary>libpq's options naming this database, for pg_dump and pg_restore to reach the
+    /// database Stratus uses rather than their default (the local socket, the OS user's name);
+    /// never the password, which they read from PGPASSWORD or ~/.pgpass as Stratus does.</summary>
+    public string ToolOptions { get; }
+
+    /// <summary><paramref name="value"/> as one word of a POSIX shell's command line.</summary>
+    static string Quoted(string value) =>
+        value.Length > 0 && value.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or '/' or ':') ? value : $"'{value.Replace("'", "'\\''", StringComparison.Ordinal)}'";
 
     /// <summary>The dialect for <paramref name="value"/>, a PostgreSQL URI
     /// (postgresql://user@host:5432/db?sslmode=require, or postgres://) or Npgsql's keywords
@@ -231,6 +242,15 @@ sealed class PostgresDialect : DatabaseDialect
         {
             connection.Open();
             return connection;
+        }
+        catch (NpgsqlException e) when (e is not PostgresException && Describe(e) is null)
+        {
+            // Npgsql's own refusals before the server is asked anything: no password found (none
+            // in the value, PGPASSWORD or ~/.pgpass) for a server that wants one, or an SSL mode
+            // the server or this machine cannot meet. The operator's to fix, as a wrong password is.
+            connection.Dispose();
+            throw new PlatformStorageException($"cannot connect to {Name} ({e.Message.TrimEnd('.')}); check STRATUS_DATABASE's user and sslmode, " +
+                "and give the password in it, PGPASSWORD or ~/.pgpass (0600, host:port:database:user:password)", e);
         }
         catch
         {

@@ -91,6 +91,14 @@ public sealed class PostgresCliTests(PostgresDatabase postgres) : IClassFixture<
     }
 
     [Fact]
+    public void Data_dir_help_says_stratus_database_keeps_the_tables_where_it_is_set()
+    {
+        // With it set, `audit verify --data-dir <an old SQLite folder>` verifies PostgreSQL's log.
+        var help = System.Text.RegularExpressions.Regex.Replace(Cli.Run("audit", "verify", "--help").Stdout, @"\s+", " ");
+        Assert.Contains("unless $STRATUS_DATABASE names a PostgreSQL database, which keeps them instead", help);
+    }
+
+    [Fact]
     public void A_bad_stratus_database_is_one_line_and_shows_no_password()
     {
         using var temp = new TempDirectory();

@@ -133,6 +133,20 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     }
 
     [Fact]
+    public void No_password_for_a_server_that_wants_one_is_one_error_saying_where_to_give_it()
+    {
+        // No password in the value, and an empty password file (as a first try before ~/.pgpass is
+        // written): Npgsql refuses before the server is asked, with no SQLSTATE.
+        var passfile = Path.Combine(Directory.CreateDirectory(directory).FullName, "empty-pgpass");
+        File.WriteAllText(passfile, "");
+        var builder = new NpgsqlConnectionStringBuilder(Cluster.ConnectionString(postgres.Name)) { Password = null, Passfile = passfile };
+        var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, builder.ConnectionString, null));
+        Assert.StartsWith($"cannot connect to the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port}) as postgres (No password has been provided", error.Message);
+        Assert.Contains("PGPASSWORD or ~/.pgpass", error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Fact]
     public void A_missing_database_is_one_error_saying_to_create_it()
     {
         var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, Cluster.ConnectionString("no_such_db"), null));
@@ -149,6 +163,18 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, builder.ConnectionString, null));
         Assert.StartsWith($"cannot reach the PostgreSQL server of the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port + 1}) as postgres, or it did not answer in time (", error.Message);
         Assert.EndsWith("is it running, and does it listen there?", error.Message);
+        Assert.DoesNotContain(PostgresCluster.Password, error.Message);
+    }
+
+    [Fact]
+    public void Backup_is_refused_with_the_pg_dump_and_pg_restore_commands_that_reach_the_database()
+    {
+        // pg_dump given only a database's name would look on the local socket as the OS user.
+        var database = PlatformDatabase.Open(directory, Cluster.ConnectionString(postgres.Name), null);
+        var error = Assert.Throws<TrustUserException>(() => database.BackupTo(Path.Combine(directory, "backup.db"), "cli:test"));
+        var options = $"--host={Cluster.Folder} --port={Cluster.Port} --username=postgres --dbname={postgres.Name}";
+        Assert.Contains($"pg_dump --format=custom --file=stratus-$(date +%F).dump {options},", error.Message);
+        Assert.Contains($"pg_restore --clean {options} <file>", error.Message);
         Assert.DoesNotContain(PostgresCluster.Password, error.Message);
     }
 

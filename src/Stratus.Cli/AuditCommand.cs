@@ -29,7 +29,7 @@ static class AuditCommand
                 Console.Error.WriteLine($"audit log broken at entry {v.FirstBadSequence}: {v.Problem} ({v.EntriesChecked} entries before it check out)");
                 return 1;
             }
-            Console.WriteLine($"audit log intact: {v.EntriesChecked} entries, head hash {v.HeadHash}");
+            Console.WriteLine($"audit log intact: {v.EntriesChecked} {(v.EntriesChecked == 1 ? "entry" : "entries")}, head hash {v.HeadHash}");
             Console.WriteLine("Keep the head hash elsewhere to detect truncation of the newest entries.");
             return 0;
         });

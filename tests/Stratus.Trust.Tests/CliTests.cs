@@ -81,7 +81,7 @@ public sealed class CliTests : IDisposable
 
         var verified = Run("audit", "verify");
         Assert.Equal(0, verified.ExitCode);
-        Assert.Contains("audit log intact: 1 entries", verified.Stdout);
+        Assert.Contains("audit log intact: 1 entry,", verified.Stdout);
         var audit = Run("audit", "list");
         Assert.Equal(0, audit.ExitCode);
         Assert.Contains("key.created", audit.Stdout);

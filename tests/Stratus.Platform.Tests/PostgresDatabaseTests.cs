@@ -121,6 +121,76 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         await stores.Audit.AppendAsync("alice", AuditActions.KeyCreated);
     }
 
+    /// <summary>Another session holding api_keys in ACCESS EXCLUSIVE mode, through plain SQL (as
+    /// an administrator's ALTER TABLE or a stuck migration would), until disposed.</summary>
+    static NpgsqlConnection LockApiKeys(string connection)
+    {
+        var holder = new NpgsqlConnection(OtherProcess(connection));
+        holder.Open();
+        using var command = new NpgsqlCommand("BEGIN; LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE;", holder);
+        command.ExecuteNonQuery();
+        return holder;
+    }
+
+    [Fact]
+    public async Task An_authentication_blocked_by_a_table_lock_fails_within_the_lock_timeout_as_the_storage_error()
+    {
+        var connection = postgres.NewSchema();
+        var keys = PlatformStores.Open(PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(1))).KeyService();
+        var created = await keys.CreateAsync("alice", ApiKeyScopes.Inference, RateLimits.Unlimited, "t");
+        using (LockApiKeys(connection))
+        {
+            // Npgsql's own 30 s command timeout would pass this bound: the read waits for the lock
+            // no longer than the lock timeout, as a write does.
+            var error = await Assert.ThrowsAsync<PlatformStorageException>(() => keys.AuthenticateAsync(created.Secret).AsTask().WaitAsync(TimeSpan.FromSeconds(15)));
+            Assert.Contains("is locked by another process (55P03:", error.Message);
+        }
+        Assert.True((await keys.AuthenticateAsync(created.Secret)).Succeeded);
+    }
+
+    [Theory]
+    [InlineData("pg_cancel_backend", "cancelled the statement (57014:")]
+    [InlineData("pg_terminate_backend", "is not taking connections (57P01:")]
+    public async Task A_statement_cancelled_or_its_connection_ended_mid_use_is_the_storage_error_and_the_next_call_works(string function, string said)
+    {
+        var connection = postgres.NewSchema() + ";Application Name=stalled";
+        var keys = PlatformStores.Open(PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(60))).KeyService();
+        var created = await keys.CreateAsync("alice", ApiKeyScopes.Inference, RateLimits.Unlimited, "t");
+        Task<AuthenticationResult> stalled;
+        using (var holder = LockApiKeys(connection))
+        {
+            stalled = Task.Run(() => keys.AuthenticateAsync(created.Secret).AsTask());
+            // The pooled connection waiting for the lock, ended from the holder's session.
+            using var end = new NpgsqlCommand($"""
+                SELECT {function}(pid) FROM pg_stat_activity
+                WHERE application_name = 'stalled' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+                """, holder);
+            for (var tries = 0; end.ExecuteScalar() is not true; tries++)
+            {
+                Assert.True(tries < 200, "the authentication never waited for the lock");
+                await Task.Delay(50);
+            }
+            var error = await Assert.ThrowsAsync<PlatformStorageException>(() => stalled.WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Contains(said, error.Message);
+        }
+        Assert.True((await keys.AuthenticateAsync(created.Secret)).Succeeded);
+    }
+
+    [Theory]
+    [InlineData("40001", "gave up a transaction that clashed with another session's (40001:")]
+    [InlineData("40P01", "gave up a transaction that clashed with another session's (40P01:")]
+    [InlineData("57P02", "is not taking connections (57P02:")]
+    [InlineData("57P03", "is not taking connections (57P03:")]
+    [InlineData("08006", "lost the connection to the PostgreSQL server of the PostgreSQL database stratus on db.example.com:5432 (08006:")]
+    [InlineData("08P01", "lost the connection to the PostgreSQL server of")]
+    public void A_server_failure_worth_a_retry_is_described_as_the_operators_not_a_bug(string sqlState, string said)
+    {
+        var dialect = PostgresDialect.Parse("postgresql://db.example.com/stratus", PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
+        var described = dialect.Describe(new PostgresException("it failed", "ERROR", "ERROR", sqlState));
+        Assert.NotNull(described);
+        Assert.Contains(said, described);
+    }
+
     [Fact]
     public void A_wrong_password_is_one_error_naming_host_and_database_without_the_password()
     {

@@ -144,12 +144,21 @@ sealed class PostgresDialect : DatabaseDialect
     const long WriteLock = 0x5374726174757321;
 
     readonly string connectionString;
-    readonly int lockTimeoutMilliseconds;
 
     PostgresDialect(NpgsqlConnectionStringBuilder builder, TimeSpan lockTimeout)
     {
+        // Every statement waits for a lock (a row, a table another session locked, the write
+        // lock) no longer than the lock timeout, by the server's lock_timeout for the whole
+        // session; and no connect or command waits on a server that answers nothing (hung, or
+        // cut off behind a firewall) past a second more, where Npgsql's defaults would hold the
+        // request for 15 s or 30 s. A Timeout or Command Timeout of the operator's own (one other
+        // than Npgsql's default: its builder tells no value given from a default) is kept, as
+        // are their Options.
+        var bound = (int)lockTimeout.TotalSeconds + 1;
+        if (builder.Timeout == NpgsqlDefaults.Timeout) builder.Timeout = bound;
+        if (builder.CommandTimeout == NpgsqlDefaults.CommandTimeout) builder.CommandTimeout = bound;
+        builder.Options = $"{builder.Options} -c lock_timeout={(long)lockTimeout.TotalMilliseconds}".TrimStart();
         connectionString = builder.ConnectionString;
-        lockTimeoutMilliseconds = (int)lockTimeout.TotalMilliseconds;
         Name = $"the PostgreSQL database {builder.Database} on {builder.Host}{(builder.Host!.StartsWith('/') ? $" (port {builder.Port})" : $":{builder.Port}")}" +
             (builder.Username is { } user ? $" as {user}" : "");
         ToolOptions = $"--host={Quoted(builder.Host)} --port={builder.Port.ToString(CultureInfo.InvariantCulture)}" +
@@ -166,6 +175,8 @@ sealed class PostgresDialect : DatabaseDialect
     /// <summary><paramref name="value"/> as one word of a POSIX shell's command line.</summary>
     static string Quoted(string value) =>
         value.Length > 0 && value.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or '/' or ':') ? value : $"'{value.Replace("'", "'\\''", StringComparison.Ordinal)}'";
+
+    static readonly NpgsqlConnectionStringBuilder NpgsqlDefaults = new();
 
     /// <summary>The dialect for <paramref name="value"/>, a PostgreSQL URI
     /// (postgresql://user@host:5432/db?sslmode=require, or postgres://) or Npgsql's keywords
@@ -259,17 +270,13 @@ sealed class PostgresDialect : DatabaseDialect
         }
     }
 
-    /// <summary>BEGIN, then the advisory lock, waiting no longer than the lock timeout (55P03
-    /// after it): what SQLite's BEGIN IMMEDIATE does with its busy timeout.</summary>
+    /// <summary>BEGIN, then the advisory lock, waiting no longer than the session's lock timeout
+    /// (55P03 after it): what SQLite's BEGIN IMMEDIATE does with its busy timeout.</summary>
     public override DbTransaction BeginWrite(DbConnection connection)
     {
         var transaction = ((NpgsqlConnection)connection).BeginTransaction();
         try
         {
-            // Two commands, not one of two statements: Npgsql runs a command of several statements
-            // synchronously only with the thread pool's help, and under load (40 writers at once
-            // on a busy machine) one waited out its 30 s command timeout (npgsql/npgsql#5607).
-            PlatformDatabase.Execute(connection, $"SET LOCAL lock_timeout = {lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}", transaction);
             PlatformDatabase.Execute(connection, $"SELECT pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)})", transaction);
             return transaction;
         }
@@ -349,6 +356,13 @@ sealed class PostgresDialect : DatabaseDialect
                     $"{Name} lacks part of the Stratus schema ({said}): it was changed outside Stratus; restore it from a backup (pg_restore)",
                 PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown or PostgresErrorCodes.CannotConnectNow or PostgresErrorCodes.TooManyConnections =>
                     $"the PostgreSQL server of {Name} is not taking connections ({said}); try again once it is",
+                PostgresErrorCodes.QueryCanceled =>
+                    $"{Name} cancelled the statement ({said}): it ran past a statement timeout, or an administrator cancelled it; try again",
+                PostgresErrorCodes.SerializationFailure or PostgresErrorCodes.DeadlockDetected =>
+                    $"{Name} gave up a transaction that clashed with another session's ({said}); try again",
+                // Class 08: the connection failed or was refused while it was being made or used.
+                _ when postgres.SqlState.StartsWith("08", StringComparison.Ordinal) =>
+                    $"lost the connection to the PostgreSQL server of {Name} ({said}); try again once it is reachable",
                 _ => null,
             };
         }

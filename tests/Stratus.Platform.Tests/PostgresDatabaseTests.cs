@@ -176,6 +176,22 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         Assert.True((await keys.AuthenticateAsync(created.Secret)).Succeeded);
     }
 
+    [Fact]
+    public void A_connection_waits_on_a_lock_or_a_silent_server_no_longer_than_the_lock_timeout_unless_told_otherwise()
+    {
+        var connection = postgres.NewSchema();
+        var bounded = PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(3));
+        using (var opened = (NpgsqlConnection)bounded.Dialect.Connect())
+        {
+            Assert.Equal((4, 4), (opened.ConnectionTimeout, opened.CommandTimeout));
+            using var show = new NpgsqlCommand("SHOW lock_timeout", opened);
+            Assert.Equal("3s", show.ExecuteScalar());
+        }
+        var operators = PlatformDatabase.Open(directory, connection + ";Timeout=20;Command Timeout=45", TimeSpan.FromSeconds(3));
+        using var own = (NpgsqlConnection)operators.Dialect.Connect();
+        Assert.Equal((20, 45), (own.ConnectionTimeout, own.CommandTimeout));
+    }
+
     [Theory]
     [InlineData("40001", "gave up a transaction that clashed with another session's (40001:")]
     [InlineData("40P01", "gave up a transaction that clashed with another session's (40P01:")]

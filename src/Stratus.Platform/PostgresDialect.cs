@@ -159,11 +159,22 @@ sealed class PostgresDialect : DatabaseDialect
         if (builder.CommandTimeout == NpgsqlDefaults.CommandTimeout) builder.CommandTimeout = bound;
         builder.Options = $"{builder.Options} -c lock_timeout={(long)lockTimeout.TotalMilliseconds}".TrimStart();
         connectionString = builder.ConnectionString;
-        Name = $"the PostgreSQL database {builder.Database} on {builder.Host}{(builder.Host!.StartsWith('/') ? $" (port {builder.Port})" : $":{builder.Port}")}" +
+        Name = $"the PostgreSQL database {builder.Database} on {string.Join(", ", builder.Host!.Split(',').Select(host => Where(host, builder.Port)))}" +
             (builder.Username is { } user ? $" as {user}" : "");
         ToolOptions = $"--host={Quoted(builder.Host)} --port={builder.Port.ToString(CultureInfo.InvariantCulture)}" +
             (builder.Username is { } username ? $" --username={Quoted(username)}" : "") + $" --dbname={Quoted(builder.Database!)}";
     }
+
+    /// <summary>One of Npgsql's hosts with its port: a socket folder's, a host:port of its own,
+    /// an IPv6 address's in brackets.</summary>
+    static string Where(string host, int port) =>
+        host.StartsWith('/') ? $"{host} (port {port})"
+        : host.StartsWith('[') || host.Count(c => c == ':') == 1 ? host
+        : host.Contains(':', StringComparison.Ordinal) ? $"[{host}]:{port}"
+        : $"{host}:{port}";
+
+    /// <summary>What Npgsql is given.</summary>
+    internal string ConnectionString => connectionString;
 
     public override string Name { get; }
 
@@ -190,7 +201,7 @@ sealed class PostgresDialect : DatabaseDialect
         {
             builder = value.Contains("://", StringComparison.Ordinal) ? FromUri(value) : new NpgsqlConnectionStringBuilder(value);
         }
-        catch (Exception e) when (e is ArgumentException or FormatException or UriFormatException or InvalidCastException)
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidCastException)
         {
             throw Bad(variable, e.Message.TrimEnd('.'));
         }
@@ -203,25 +214,36 @@ sealed class PostgresDialect : DatabaseDialect
         new($"${variable} is not a PostgreSQL database to use ({why}); give a URI such as postgresql://stratus@db.example.com:5432/stratus?sslmode=require, " +
             $"or keywords such as Host=db.example.com;Database=stratus;Username=stratus (unset it for SQLite in the data directory)");
 
-    /// <summary>libpq's URI form: postgresql://[user[:password]@][host][:port][/database][?name=value&amp;...],
-    /// its query's names being libpq's (sslmode, host for a socket folder, ...) or Npgsql's keywords.</summary>
+    /// <summary>libpq's URI form: postgresql://[user[:password]@][host][:port][,host[:port]...][/database][?name=value&amp;...],
+    /// its query's names being libpq's (sslmode, host for a socket folder, ...) or Npgsql's keywords.
+    /// Read here rather than by System.Uri, which takes neither several hosts (a primary and its
+    /// standbys, which Npgsql tries in turn as libpq does) nor gives an IPv6 host without its brackets.</summary>
     static NpgsqlConnectionStringBuilder FromUri(string value)
     {
-        var uri = new Uri(value);
-        if (uri.Scheme is not ("postgresql" or "postgres"))
-            throw new FormatException($"its scheme is {uri.Scheme}://, not postgresql:// or postgres://");
+        var separator = value.IndexOf("://", StringComparison.Ordinal);
+        var scheme = value[..separator].ToLowerInvariant();
+        if (scheme is not ("postgresql" or "postgres"))
+            throw new FormatException($"its scheme is {scheme}://, not postgresql:// or postgres://");
+        var rest = value[(separator + 3)..];
+        var question = rest.IndexOf('?', StringComparison.Ordinal);
+        var query = question < 0 ? "" : rest[(question + 1)..];
+        if (question >= 0) rest = rest[..question];
+        var slash = rest.IndexOf('/', StringComparison.Ordinal);
+        var authority = slash < 0 ? rest : rest[..slash];
         var builder = new NpgsqlConnectionStringBuilder();
-        if (uri.Host.Length > 0) builder.Host = uri.Host;
-        if (!uri.IsDefaultPort && uri.Port > 0) builder.Port = uri.Port;
-        if (uri.UserInfo.Length > 0)
+        var at = authority.LastIndexOf('@');
+        if (at >= 0)
         {
-            var colon = uri.UserInfo.IndexOf(':', StringComparison.Ordinal);
-            builder.Username = Uri.UnescapeDataString(colon < 0 ? uri.UserInfo : uri.UserInfo[..colon]);
-            if (colon >= 0) builder.Password = Uri.UnescapeDataString(uri.UserInfo[(colon + 1)..]);
+            var userInfo = authority[..at];
+            var colon = userInfo.IndexOf(':', StringComparison.Ordinal);
+            builder.Username = Uri.UnescapeDataString(colon < 0 ? userInfo : userInfo[..colon]);
+            if (colon >= 0) builder.Password = Uri.UnescapeDataString(userInfo[(colon + 1)..]);
+            authority = authority[(at + 1)..];
         }
-        var database = Uri.UnescapeDataString(uri.AbsolutePath.TrimStart('/'));
+        if (authority.Length > 0) SetHosts(builder, authority);
+        var database = slash < 0 ? "" : Uri.UnescapeDataString(rest[(slash + 1)..]);
         if (database.Length > 0) builder.Database = database;
-        foreach (var pair in uri.Query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var pair in query.Split('&', StringSplitOptions.RemoveEmptyEntries))
         {
             var equals = pair.IndexOf('=', StringComparison.Ordinal);
             var name = Uri.UnescapeDataString(equals < 0 ? pair : pair[..equals]);
@@ -229,6 +251,34 @@ sealed class PostgresDialect : DatabaseDialect
             builder[LibpqKeywords.GetValueOrDefault(name, name)] = name == "sslmode" ? setting.Replace("-", "", StringComparison.Ordinal) : setting;
         }
         return builder;
+    }
+
+    /// <summary>The URI's hosts, each host, [IPv6 address] or either with a :port, as Npgsql's Host
+    /// (h1,h2) and Port; hosts on ports of their own as Npgsql's h1:5432,h2:5433.</summary>
+    static void SetHosts(NpgsqlConnectionStringBuilder builder, string authority)
+    {
+        var hosts = authority.Split(',').Select(spec =>
+        {
+            var (host, port) = spec.StartsWith('[') && spec.IndexOf(']', StringComparison.Ordinal) is var close and > 0
+                ? (spec[1..close], spec[(close + 1)..])
+                : spec.IndexOf(':', StringComparison.Ordinal) is var colon and >= 0 ? (spec[..colon], spec[colon..]) : (spec, "");
+            if (host.Length == 0) throw new FormatException($"its host list {authority} has an empty host");
+            if (port.Length == 0) return (Host: Uri.UnescapeDataString(host), Port: (int?)null);
+            if (!port.StartsWith(':') || !int.TryParse(port[1..], System.Globalization.NumberStyles.None, CultureInfo.InvariantCulture, out var number) || number is < 1 or > 65535)
+                throw new FormatException($"its host {spec} has no port from 1 to 65535 after the host");
+            return (Host: Uri.UnescapeDataString(host), Port: (int?)number);
+        }).ToList();
+        var ports = hosts.Select(h => h.Port).Distinct().ToList();
+        if (ports.Count == 1)
+        {
+            builder.Host = string.Join(',', hosts.Select(h => h.Host));
+            if (ports[0] is { } port) builder.Port = port;
+        }
+        else
+        {
+            var defaultPort = builder.Port;
+            builder.Host = string.Join(',', hosts.Select(h => $"{(h.Host.Contains(':', StringComparison.Ordinal) ? $"[{h.Host}]" : h.Host)}:{h.Port ?? defaultPort}"));
+        }
     }
 
     /// <summary>libpq's names for what Npgsql names otherwise (sslmode's values lose their dash:

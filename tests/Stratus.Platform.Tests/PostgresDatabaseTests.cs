@@ -322,6 +322,8 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [InlineData("postgres://db.example.com/stratus", "the PostgreSQL database stratus on db.example.com:5432")]
     [InlineData("postgresql:///stratus?host=/run/postgresql&user=bob", "the PostgreSQL database stratus on /run/postgresql (port 5432) as bob")]
     [InlineData("Host=db.example.com;Database=stratus;Username=alice;Password=s3cret/pw", "the PostgreSQL database stratus on db.example.com:5432 as alice")]
+    [InlineData("postgresql://stratus@db1.example.com,db2.example.com:6432/stratus", "the PostgreSQL database stratus on db1.example.com:5432, db2.example.com:6432 as stratus")]
+    [InlineData("postgresql://[::1]:6543/stratus", "the PostgreSQL database stratus on [::1]:6543")]
     public void A_connection_is_named_by_host_database_and_user_never_the_password(string value, string name)
     {
         var dialect = PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
@@ -329,10 +331,35 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     }
 
     [Theory]
+    [InlineData("postgresql://[::1]:6543/stratus", "::1", 6543)]
+    [InlineData("postgresql://[2001:db8::7]/stratus", "2001:db8::7", 5432)]
+    [InlineData("postgresql://primary.example.com,standby.example.com:6432/stratus", "primary.example.com:5432,standby.example.com:6432", 5432)]
+    [InlineData("postgresql://[2001:db8::7]:6432,standby.example.com/stratus", "[2001:db8::7]:6432,standby.example.com:5432", 5432)]
+    [InlineData("postgresql://primary.example.com:6432,standby.example.com:6432/stratus", "primary.example.com,standby.example.com", 6432)]
+    public void A_uri_reaches_npgsql_with_its_hosts_listed_and_ipv6_without_brackets(string value, string host, int port)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1)).ConnectionString);
+        Assert.Equal((host, port), (builder.Host, builder.Port));
+    }
+
+    [Fact]
+    public async Task A_uri_of_several_hosts_connects_to_the_first_that_answers()
+    {
+        var schema = new NpgsqlConnectionStringBuilder(postgres.NewSchema()).SearchPath;
+        var socket = Uri.EscapeDataString(Cluster.Folder);
+        var uri = $"postgresql://{PostgresCluster.User}:{PostgresCluster.Password}@{socket}:{Cluster.Port + 1},{socket}:{Cluster.Port}/{postgres.Name}?Search%20Path={schema}";
+        var stores = PlatformStores.Open(PlatformDatabase.Open(directory, uri, null));
+        await stores.Audit.AppendAsync("alice", AuditActions.KeyCreated);
+        Assert.Equal(1, (await stores.Audit.VerifyAsync()).EntriesChecked);
+    }
+
+    [Theory]
     [InlineData("mysql://alice:s3cret@db/stratus", "its scheme is mysql://")]
     [InlineData("postgresql://alice:s3cret@db.example.com", "it names no database")]
     [InlineData("Host=db.example.com;Dtabase=stratus;Password=s3cret", "dtabase")]
     [InlineData("Database=stratus;Password=s3cret", "it names no host")]
+    [InlineData("postgresql://alice:s3cret@db.example.com:99999/stratus", "its host db.example.com:99999 has no port from 1 to 65535")]
+    [InlineData("postgresql://alice:s3cret@db.example.com,/stratus", "has an empty host")]
     [InlineData("postgresql://alice:s3cret@db.example.com/stratus?sslmode=sometimes", "")]
     public void A_bad_value_is_one_line_with_an_example_and_without_the_password(string value, string why)
     {

@@ -296,12 +296,13 @@ sealed class PostgresDialect : DatabaseDialect
         ["dbname"] = "Database",
     };
 
-    public override DbConnection Connect()
+    public override async ValueTask<DbConnection> ConnectAsync(bool synchronously, CancellationToken cancellationToken)
     {
         var connection = new NpgsqlConnection(connectionString);
         try
         {
-            connection.Open();
+            if (synchronously) connection.Open();
+            else await connection.OpenAsync(cancellationToken);
             return connection;
         }
         catch (NpgsqlException e) when (e is not PostgresException && Describe(e) is null)
@@ -322,12 +323,14 @@ sealed class PostgresDialect : DatabaseDialect
 
     /// <summary>BEGIN, then the advisory lock, waiting no longer than the session's lock timeout
     /// (55P03 after it): what SQLite's BEGIN IMMEDIATE does with its busy timeout.</summary>
-    public override DbTransaction BeginWrite(DbConnection connection)
+    public override async ValueTask<DbTransaction> BeginWriteAsync(DbConnection connection, bool synchronously, CancellationToken cancellationToken)
     {
-        var transaction = ((NpgsqlConnection)connection).BeginTransaction();
+        var npgsql = (NpgsqlConnection)connection;
+        var transaction = synchronously ? npgsql.BeginTransaction() : await npgsql.BeginTransactionAsync(cancellationToken);
         try
         {
-            PlatformDatabase.Execute(connection, $"SELECT pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)})", transaction);
+            using var command = PlatformDatabase.Command(transaction, $"SELECT pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)})");
+            await PlatformDatabase.ExecuteAsync(command, synchronously, cancellationToken);
             return transaction;
         }
         catch

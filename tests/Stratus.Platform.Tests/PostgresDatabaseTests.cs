@@ -148,6 +148,39 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         Assert.True((await keys.AuthenticateAsync(created.Secret)).Succeeded);
     }
 
+    [Fact]
+    public async Task The_request_paths_calls_wait_for_the_server_without_holding_the_callers_thread()
+    {
+        var connection = postgres.NewSchema();
+        var stores = PlatformStores.Open(PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(5)));
+        var keys = stores.KeyService();
+        var created = await keys.CreateAsync("alice", ApiKeyScopes.Inference, RateLimits.Unlimited, "t");
+        await stores.Usage.RecordAsync(created.Key.Id, "m", 1, 1, DateTimeOffset.UtcNow);
+        // Each call waits on a lock another session holds: one that ran synchronously would hold
+        // this thread until the lock timeout and hand back a finished (failed) task.
+        using (var holder = LockApiKeys(connection))
+        {
+            using (var lockUsage = new NpgsqlCommand("LOCK TABLE usage_daily IN ACCESS EXCLUSIVE MODE", holder)) lockUsage.ExecuteNonQuery();
+            var other = PlatformDatabase.Open(directory, OtherProcess(connection), null);
+            using var writer = other.Dialect.Connect();
+            using var held = other.Dialect.BeginWrite(writer);
+
+            var authenticated = keys.AuthenticateAsync(created.Secret);
+            var recorded = stores.Usage.RecordAsync(created.Key.Id, "m", 2, 3, DateTimeOffset.UtcNow);
+            var appended = stores.Audit.AppendAsync("alice", AuditActions.RequestFiltered);
+            Assert.Equal((false, false, false), (authenticated.IsCompleted, recorded.IsCompleted, appended.IsCompleted));
+
+            held.Rollback();
+            using var release = new NpgsqlCommand("COMMIT", holder);
+            release.ExecuteNonQuery();
+            Assert.True((await authenticated).Succeeded);
+            await recorded;
+            Assert.Equal("alice", (await appended).Actor);
+        }
+        var usage = Assert.Single(await stores.Usage.QueryAsync(UsageQuery.Days(null, null, null, null)));
+        Assert.Equal((2L, 3L, 4L), (usage.Requests, usage.PromptTokens, usage.CompletionTokens));
+    }
+
     [Theory]
     [InlineData("pg_cancel_backend", "cancelled the statement (57014:")]
     [InlineData("pg_terminate_backend", "is not taking connections (57P01:")]

@@ -159,19 +159,29 @@ sealed class PostgresDialect : DatabaseDialect
         if (builder.CommandTimeout == NpgsqlDefaults.CommandTimeout) builder.CommandTimeout = bound;
         builder.Options = $"{builder.Options} -c lock_timeout={(long)lockTimeout.TotalMilliseconds}".TrimStart();
         connectionString = builder.ConnectionString;
-        Name = $"the PostgreSQL database {builder.Database} on {string.Join(", ", builder.Host!.Split(',').Select(host => Where(host, builder.Port)))}" +
+        var hosts = Hosts(builder.Host!, builder.Port);
+        Name = $"the PostgreSQL database {builder.Database} on {string.Join(", ", hosts.Select(Where))}" +
             (builder.Username is { } user ? $" as {user}" : "");
-        ToolOptions = $"--host={Quoted(builder.Host)} --port={builder.Port.ToString(CultureInfo.InvariantCulture)}" +
+        // libpq takes several hosts as a list, and their ports as a list of as many.
+        var ports = hosts.Select(h => h.Port).Distinct().Count() == 1 ? [hosts[0].Port] : hosts.Select(h => h.Port);
+        ToolOptions = $"--host={Quoted(string.Join(',', hosts.Select(h => h.Host)))} --port={string.Join(',', ports.Select(p => p.ToString(CultureInfo.InvariantCulture)))}" +
             (builder.Username is { } username ? $" --username={Quoted(username)}" : "") + $" --dbname={Quoted(builder.Database!)}";
     }
 
-    /// <summary>One of Npgsql's hosts with its port: a socket folder's, a host:port of its own,
-    /// an IPv6 address's in brackets.</summary>
-    static string Where(string host, int port) =>
-        host.StartsWith('/') ? $"{host} (port {port})"
-        : host.StartsWith('[') || host.Count(c => c == ':') == 1 ? host
-        : host.Contains(':', StringComparison.Ordinal) ? $"[{host}]:{port}"
-        : $"{host}:{port}";
+    /// <summary>Npgsql's Host (h1,h2, each maybe host:port or [IPv6]:port, as SetHosts writes a
+    /// URI's) as hosts with their ports.</summary>
+    static List<(string Host, int Port)> Hosts(string hostList, int port) => hostList.Split(',').Select(host =>
+        host.StartsWith('[') && host.IndexOf("]:", StringComparison.Ordinal) is var close and > 0
+            ? (host[1..close], int.Parse(host[(close + 2)..], CultureInfo.InvariantCulture))
+        : !host.StartsWith('/') && host.Count(c => c == ':') == 1 && int.TryParse(host[(host.IndexOf(':') + 1)..], CultureInfo.InvariantCulture, out var own)
+            ? (host[..host.IndexOf(':')], own)
+        : (host, port)).ToList();
+
+    /// <summary>A host with its port as messages name it: a socket folder's, an IPv6 address's in brackets.</summary>
+    static string Where((string Host, int Port) at) =>
+        at.Host.StartsWith('/') ? $"{at.Host} (port {at.Port})"
+        : at.Host.Contains(':', StringComparison.Ordinal) ? $"[{at.Host}]:{at.Port}"
+        : $"{at.Host}:{at.Port}";
 
     /// <summary>What Npgsql is given.</summary>
     internal string ConnectionString => connectionString;
@@ -185,7 +195,7 @@ sealed class PostgresDialect : DatabaseDialect
 
     /// <summary><paramref name="value"/> as one word of a POSIX shell's command line.</summary>
     static string Quoted(string value) =>
-        value.Length > 0 && value.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or '/' or ':') ? value : $"'{value.Replace("'", "'\\''", StringComparison.Ordinal)}'";
+        value.Length > 0 && value.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or '/' or ':' or ',') ? value : $"'{value.Replace("'", "'\\''", StringComparison.Ordinal)}'";
 
     static readonly NpgsqlConnectionStringBuilder NpgsqlDefaults = new();
 

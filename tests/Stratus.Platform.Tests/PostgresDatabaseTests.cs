@@ -376,6 +376,14 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     }
 
     [Fact]
+    public void The_commands_for_pg_dump_list_several_hosts_and_their_ports_as_libpq_takes_them()
+    {
+        var dialect = PostgresDialect.Parse("postgresql://stratus@[2001:db8::7]:6432,standby.example.com/stratus", PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
+        Assert.Equal("--host=2001:db8::7,standby.example.com --port=6432,5432 --username=stratus --dbname=stratus", dialect.ToolOptions);
+        Assert.Equal("the PostgreSQL database stratus on [2001:db8::7]:6432, standby.example.com:5432 as stratus", dialect.Name);
+    }
+
+    [Fact]
     public async Task A_uri_of_several_hosts_connects_to_the_first_that_answers()
     {
         var schema = new NpgsqlConnectionStringBuilder(postgres.NewSchema()).SearchPath;

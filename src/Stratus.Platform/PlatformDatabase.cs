@@ -307,11 +307,9 @@ public sealed class PlatformDatabase
         }, synchronously, cancellationToken);
 
     /// <summary>The result of work run synchronously, which completed its ValueTask before returning it.</summary>
-    internal static T Completed<T>(ValueTask<T> work)
-    {
-        System.Diagnostics.Debug.Assert(work.IsCompleted, "work run synchronously returned before it was done");
-        return work.GetAwaiter().GetResult();
-    }
+    internal static T Completed<T>(ValueTask<T> work) => work.IsCompleted
+        ? work.GetAwaiter().GetResult()
+        : throw new InvalidOperationException("Work run synchronously returned before it was done: something in it awaited I/O it was told to do synchronously.");
 
     /// <summary>A command's rows affected, the command run synchronously or with the driver's asynchronous I/O.</summary>
     internal static async ValueTask<int> ExecuteAsync(DbCommand command, bool synchronously, CancellationToken cancellationToken) =>

@@ -10,12 +10,17 @@ abstract class DatabaseDialect
     /// <summary>The database as messages name it (never with a password).</summary>
     public abstract string Name { get; }
 
-    /// <summary>An open connection, set up for the stores.</summary>
-    public abstract DbConnection Connect();
+    /// <summary>An open connection, set up for the stores: opened synchronously, or with the
+    /// driver's asynchronous I/O (PlatformDatabase.UseAsync).</summary>
+    public abstract ValueTask<DbConnection> ConnectAsync(bool synchronously, CancellationToken cancellationToken);
+
+    public DbConnection Connect() => PlatformDatabase.Completed(ConnectAsync(synchronously: true, CancellationToken.None));
 
     /// <summary>A transaction that holds the write lock before its first statement, so what it
     /// reads no other writer changes before it commits.</summary>
-    public abstract DbTransaction BeginWrite(DbConnection connection);
+    public abstract ValueTask<DbTransaction> BeginWriteAsync(DbConnection connection, bool synchronously, CancellationToken cancellationToken);
+
+    public DbTransaction BeginWrite(DbConnection connection) => PlatformDatabase.Completed(BeginWriteAsync(connection, synchronously: true, CancellationToken.None));
 
     /// <summary>Refuses another application's database and one from a newer Stratus; creates or
     /// migrates the schema under the write lock otherwise.</summary>

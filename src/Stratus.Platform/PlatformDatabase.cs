@@ -260,12 +260,24 @@ public sealed class PlatformDatabase
     /// this user, locked by another process, not a database, its schema altered outside Stratus, a
     /// full disk) becomes one PlatformStorageException naming the database; any other database
     /// error is a bug and stays as it is.</summary>
-    internal T Use<T>(Func<DbConnection, T> work)
+    internal T Use<T>(Func<DbConnection, T> work) =>
+        Completed(UseAsync((connection, _, _) => ValueTask.FromResult(work(connection)), synchronously: true, CancellationToken.None));
+
+    /// <summary><see cref="Use{T}"/> for the request path: on PostgreSQL the connection is opened
+    /// and <paramref name="work"/> runs its commands with Npgsql's asynchronous I/O (it is given
+    /// whether to run them synchronously: false), so a round trip to the server holds no thread;
+    /// SQLite's driver completes them synchronously either way.</summary>
+    internal ValueTask<T> UseAsync<T>(Func<DbConnection, bool, CancellationToken, ValueTask<T>> work, CancellationToken cancellationToken) =>
+        UseAsync(work, synchronously: false, cancellationToken);
+
+    /// <summary>The one mechanism of <see cref="Use{T}"/> and its asynchronous twin: synchronously,
+    /// every await in it finds its work done, so the sync callers get a completed ValueTask.</summary>
+    async ValueTask<T> UseAsync<T>(Func<DbConnection, bool, CancellationToken, ValueTask<T>> work, bool synchronously, CancellationToken cancellationToken)
     {
         try
         {
-            using var connection = dialect.Connect();
-            return work(connection);
+            using var connection = await dialect.ConnectAsync(synchronously, cancellationToken);
+            return await work(connection, synchronously, cancellationToken);
         }
         catch (DbException e) when (dialect.Describe(e) is { } problem)
         {
@@ -277,13 +289,39 @@ public sealed class PlatformDatabase
     /// and rolled back when it throws. It takes the write lock before the first read, so what the
     /// work reads stays so until it writes: a writer in another connection or process waits for
     /// this one instead of changing what it read in between.</summary>
-    internal T Write<T>(Func<DbTransaction, T> work) => Use(connection =>
-    {
-        using var transaction = dialect.BeginWrite(connection);
-        var result = work(transaction);
-        transaction.Commit();
-        return result;
-    });
+    internal T Write<T>(Func<DbTransaction, T> work) =>
+        Completed(WriteAsync((transaction, _, _) => ValueTask.FromResult(work(transaction)), synchronously: true, CancellationToken.None));
+
+    /// <summary><see cref="Write{T}"/> for the request path, as <see cref="UseAsync{T}(Func{DbConnection, bool, CancellationToken, ValueTask{T}}, CancellationToken)"/> is <see cref="Use{T}"/>'s.</summary>
+    internal ValueTask<T> WriteAsync<T>(Func<DbTransaction, bool, CancellationToken, ValueTask<T>> work, CancellationToken cancellationToken) =>
+        WriteAsync(work, synchronously: false, cancellationToken);
+
+    ValueTask<T> WriteAsync<T>(Func<DbTransaction, bool, CancellationToken, ValueTask<T>> work, bool synchronously, CancellationToken cancellationToken) =>
+        UseAsync(async (connection, synchronously, cancellationToken) =>
+        {
+            using var transaction = await dialect.BeginWriteAsync(connection, synchronously, cancellationToken);
+            var result = await work(transaction, synchronously, cancellationToken);
+            if (synchronously) transaction.Commit();
+            else await transaction.CommitAsync(cancellationToken);
+            return result;
+        }, synchronously, cancellationToken);
+
+    /// <summary>The result of work run synchronously, which completed its ValueTask before returning it.</summary>
+    internal static T Completed<T>(ValueTask<T> work) => work.IsCompleted
+        ? work.GetAwaiter().GetResult()
+        : throw new InvalidOperationException("Work run synchronously returned before it was done: something in it awaited I/O it was told to do synchronously.");
+
+    /// <summary>A command's rows affected, the command run synchronously or with the driver's asynchronous I/O.</summary>
+    internal static async ValueTask<int> ExecuteAsync(DbCommand command, bool synchronously, CancellationToken cancellationToken) =>
+        synchronously ? command.ExecuteNonQuery() : await command.ExecuteNonQueryAsync(cancellationToken);
+
+    /// <summary>A command's reader, as <see cref="ExecuteAsync"/> runs it.</summary>
+    internal static async ValueTask<DbDataReader> ReaderAsync(DbCommand command, bool synchronously, CancellationToken cancellationToken) =>
+        synchronously ? command.ExecuteReader() : await command.ExecuteReaderAsync(cancellationToken);
+
+    /// <summary>A reader's next row, as <see cref="ExecuteAsync"/> runs its command.</summary>
+    internal static async ValueTask<bool> NextRowAsync(DbDataReader reader, bool synchronously, CancellationToken cancellationToken) =>
+        synchronously ? reader.Read() : await reader.ReadAsync(cancellationToken);
 
     /// <summary>Whether <paramref name="e"/> is a unique index refusing a row.</summary>
     internal bool IsUniqueViolation(DbException e) => dialect.IsUniqueViolation(e);

@@ -144,17 +144,47 @@ sealed class PostgresDialect : DatabaseDialect
     const long WriteLock = 0x5374726174757321;
 
     readonly string connectionString;
-    readonly int lockTimeoutMilliseconds;
 
     PostgresDialect(NpgsqlConnectionStringBuilder builder, TimeSpan lockTimeout)
     {
+        // Every statement waits for a lock (a row, a table another session locked, the write
+        // lock) no longer than the lock timeout, by the server's lock_timeout for the whole
+        // session; and no connect or command waits on a server that answers nothing (hung, or
+        // cut off behind a firewall) past a second more, where Npgsql's defaults would hold the
+        // request for 15 s or 30 s. A Timeout or Command Timeout of the operator's own (one other
+        // than Npgsql's default: its builder tells no value given from a default) is kept, as
+        // are their Options.
+        var bound = (int)lockTimeout.TotalSeconds + 1;
+        if (builder.Timeout == NpgsqlDefaults.Timeout) builder.Timeout = bound;
+        if (builder.CommandTimeout == NpgsqlDefaults.CommandTimeout) builder.CommandTimeout = bound;
+        builder.Options = $"{builder.Options} -c lock_timeout={(long)lockTimeout.TotalMilliseconds}".TrimStart();
         connectionString = builder.ConnectionString;
-        lockTimeoutMilliseconds = (int)lockTimeout.TotalMilliseconds;
-        Name = $"the PostgreSQL database {builder.Database} on {builder.Host}{(builder.Host!.StartsWith('/') ? $" (port {builder.Port})" : $":{builder.Port}")}" +
+        var hosts = Hosts(builder.Host!, builder.Port);
+        Name = $"the PostgreSQL database {builder.Database} on {string.Join(", ", hosts.Select(Where))}" +
             (builder.Username is { } user ? $" as {user}" : "");
-        ToolOptions = $"--host={Quoted(builder.Host)} --port={builder.Port.ToString(CultureInfo.InvariantCulture)}" +
+        // libpq takes several hosts as a list, and their ports as a list of as many.
+        var ports = hosts.Select(h => h.Port).Distinct().Count() == 1 ? [hosts[0].Port] : hosts.Select(h => h.Port);
+        ToolOptions = $"--host={Quoted(string.Join(',', hosts.Select(h => h.Host)))} --port={string.Join(',', ports.Select(p => p.ToString(CultureInfo.InvariantCulture)))}" +
             (builder.Username is { } username ? $" --username={Quoted(username)}" : "") + $" --dbname={Quoted(builder.Database!)}";
     }
+
+    /// <summary>Npgsql's Host (h1,h2, each maybe host:port or [IPv6]:port, as SetHosts writes a
+    /// URI's) as hosts with their ports.</summary>
+    static List<(string Host, int Port)> Hosts(string hostList, int port) => hostList.Split(',').Select(host =>
+        host.StartsWith('[') && host.IndexOf("]:", StringComparison.Ordinal) is var close and > 0
+            ? (host[1..close], int.Parse(host[(close + 2)..], CultureInfo.InvariantCulture))
+        : !host.StartsWith('/') && host.Count(c => c == ':') == 1 && int.TryParse(host[(host.IndexOf(':') + 1)..], CultureInfo.InvariantCulture, out var own)
+            ? (host[..host.IndexOf(':')], own)
+        : (host, port)).ToList();
+
+    /// <summary>A host with its port as messages name it: a socket folder's, an IPv6 address's in brackets.</summary>
+    static string Where((string Host, int Port) at) =>
+        at.Host.StartsWith('/') ? $"{at.Host} (port {at.Port})"
+        : at.Host.Contains(':', StringComparison.Ordinal) ? $"[{at.Host}]:{at.Port}"
+        : $"{at.Host}:{at.Port}";
+
+    /// <summary>What Npgsql is given.</summary>
+    internal string ConnectionString => connectionString;
 
     public override string Name { get; }
 
@@ -165,7 +195,9 @@ sealed class PostgresDialect : DatabaseDialect
 
     /// <summary><paramref name="value"/> as one word of a POSIX shell's command line.</summary>
     static string Quoted(string value) =>
-        value.Length > 0 && value.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or '/' or ':') ? value : $"'{value.Replace("'", "'\\''", StringComparison.Ordinal)}'";
+        value.Length > 0 && value.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or '/' or ':' or ',') ? value : $"'{value.Replace("'", "'\\''", StringComparison.Ordinal)}'";
+
+    static readonly NpgsqlConnectionStringBuilder NpgsqlDefaults = new();
 
     /// <summary>The dialect for <paramref name="value"/>, a PostgreSQL URI
     /// (postgresql://user@host:5432/db?sslmode=require, or postgres://) or Npgsql's keywords
@@ -179,7 +211,7 @@ sealed class PostgresDialect : DatabaseDialect
         {
             builder = value.Contains("://", StringComparison.Ordinal) ? FromUri(value) : new NpgsqlConnectionStringBuilder(value);
         }
-        catch (Exception e) when (e is ArgumentException or FormatException or UriFormatException or InvalidCastException)
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidCastException)
         {
             throw Bad(variable, e.Message.TrimEnd('.'));
         }
@@ -192,25 +224,36 @@ sealed class PostgresDialect : DatabaseDialect
         new($"${variable} is not a PostgreSQL database to use ({why}); give a URI such as postgresql://stratus@db.example.com:5432/stratus?sslmode=require, " +
             $"or keywords such as Host=db.example.com;Database=stratus;Username=stratus (unset it for SQLite in the data directory)");
 
-    /// <summary>libpq's URI form: postgresql://[user[:password]@][host][:port][/database][?name=value&amp;...],
-    /// its query's names being libpq's (sslmode, host for a socket folder, ...) or Npgsql's keywords.</summary>
+    /// <summary>libpq's URI form: postgresql://[user[:password]@][host][:port][,host[:port]...][/database][?name=value&amp;...],
+    /// its query's names being libpq's (sslmode, host for a socket folder, ...) or Npgsql's keywords.
+    /// Read here rather than by System.Uri, which takes neither several hosts (a primary and its
+    /// standbys, which Npgsql tries in turn as libpq does) nor gives an IPv6 host without its brackets.</summary>
     static NpgsqlConnectionStringBuilder FromUri(string value)
     {
-        var uri = new Uri(value);
-        if (uri.Scheme is not ("postgresql" or "postgres"))
-            throw new FormatException($"its scheme is {uri.Scheme}://, not postgresql:// or postgres://");
+        var separator = value.IndexOf("://", StringComparison.Ordinal);
+        var scheme = value[..separator].ToLowerInvariant();
+        if (scheme is not ("postgresql" or "postgres"))
+            throw new FormatException($"its scheme is {scheme}://, not postgresql:// or postgres://");
+        var rest = value[(separator + 3)..];
+        var question = rest.IndexOf('?', StringComparison.Ordinal);
+        var query = question < 0 ? "" : rest[(question + 1)..];
+        if (question >= 0) rest = rest[..question];
+        var slash = rest.IndexOf('/', StringComparison.Ordinal);
+        var authority = slash < 0 ? rest : rest[..slash];
         var builder = new NpgsqlConnectionStringBuilder();
-        if (uri.Host.Length > 0) builder.Host = uri.Host;
-        if (!uri.IsDefaultPort && uri.Port > 0) builder.Port = uri.Port;
-        if (uri.UserInfo.Length > 0)
+        var at = authority.LastIndexOf('@');
+        if (at >= 0)
         {
-            var colon = uri.UserInfo.IndexOf(':', StringComparison.Ordinal);
-            builder.Username = Uri.UnescapeDataString(colon < 0 ? uri.UserInfo : uri.UserInfo[..colon]);
-            if (colon >= 0) builder.Password = Uri.UnescapeDataString(uri.UserInfo[(colon + 1)..]);
+            var userInfo = authority[..at];
+            var colon = userInfo.IndexOf(':', StringComparison.Ordinal);
+            builder.Username = Uri.UnescapeDataString(colon < 0 ? userInfo : userInfo[..colon]);
+            if (colon >= 0) builder.Password = Uri.UnescapeDataString(userInfo[(colon + 1)..]);
+            authority = authority[(at + 1)..];
         }
-        var database = Uri.UnescapeDataString(uri.AbsolutePath.TrimStart('/'));
+        if (authority.Length > 0) SetHosts(builder, authority);
+        var database = slash < 0 ? "" : Uri.UnescapeDataString(rest[(slash + 1)..]);
         if (database.Length > 0) builder.Database = database;
-        foreach (var pair in uri.Query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var pair in query.Split('&', StringSplitOptions.RemoveEmptyEntries))
         {
             var equals = pair.IndexOf('=', StringComparison.Ordinal);
             var name = Uri.UnescapeDataString(equals < 0 ? pair : pair[..equals]);
@@ -218,6 +261,34 @@ sealed class PostgresDialect : DatabaseDialect
             builder[LibpqKeywords.GetValueOrDefault(name, name)] = name == "sslmode" ? setting.Replace("-", "", StringComparison.Ordinal) : setting;
         }
         return builder;
+    }
+
+    /// <summary>The URI's hosts, each host, [IPv6 address] or either with a :port, as Npgsql's Host
+    /// (h1,h2) and Port; hosts on ports of their own as Npgsql's h1:5432,h2:5433.</summary>
+    static void SetHosts(NpgsqlConnectionStringBuilder builder, string authority)
+    {
+        var hosts = authority.Split(',').Select(spec =>
+        {
+            var (host, port) = spec.StartsWith('[') && spec.IndexOf(']', StringComparison.Ordinal) is var close and > 0
+                ? (spec[1..close], spec[(close + 1)..])
+                : spec.IndexOf(':', StringComparison.Ordinal) is var colon and >= 0 ? (spec[..colon], spec[colon..]) : (spec, "");
+            if (host.Length == 0) throw new FormatException($"its host list {authority} has an empty host");
+            if (port.Length == 0) return (Host: Uri.UnescapeDataString(host), Port: (int?)null);
+            if (!port.StartsWith(':') || !int.TryParse(port[1..], System.Globalization.NumberStyles.None, CultureInfo.InvariantCulture, out var number) || number is < 1 or > 65535)
+                throw new FormatException($"its host {spec} has no port from 1 to 65535 after the host");
+            return (Host: Uri.UnescapeDataString(host), Port: (int?)number);
+        }).ToList();
+        var ports = hosts.Select(h => h.Port).Distinct().ToList();
+        if (ports.Count == 1)
+        {
+            builder.Host = string.Join(',', hosts.Select(h => h.Host));
+            if (ports[0] is { } port) builder.Port = port;
+        }
+        else
+        {
+            var defaultPort = builder.Port;
+            builder.Host = string.Join(',', hosts.Select(h => $"{(h.Host.Contains(':', StringComparison.Ordinal) ? $"[{h.Host}]" : h.Host)}:{h.Port ?? defaultPort}"));
+        }
     }
 
     /// <summary>libpq's names for what Npgsql names otherwise (sslmode's values lose their dash:
@@ -235,12 +306,13 @@ sealed class PostgresDialect : DatabaseDialect
         ["dbname"] = "Database",
     };
 
-    public override DbConnection Connect()
+    public override async ValueTask<DbConnection> ConnectAsync(bool synchronously, CancellationToken cancellationToken)
     {
         var connection = new NpgsqlConnection(connectionString);
         try
         {
-            connection.Open();
+            if (synchronously) connection.Open();
+            else await connection.OpenAsync(cancellationToken);
             return connection;
         }
         catch (NpgsqlException e) when (e is not PostgresException && Describe(e) is null)
@@ -259,18 +331,16 @@ sealed class PostgresDialect : DatabaseDialect
         }
     }
 
-    /// <summary>BEGIN, then the advisory lock, waiting no longer than the lock timeout (55P03
-    /// after it): what SQLite's BEGIN IMMEDIATE does with its busy timeout.</summary>
-    public override DbTransaction BeginWrite(DbConnection connection)
+    /// <summary>BEGIN, then the advisory lock, waiting no longer than the session's lock timeout
+    /// (55P03 after it): what SQLite's BEGIN IMMEDIATE does with its busy timeout.</summary>
+    public override async ValueTask<DbTransaction> BeginWriteAsync(DbConnection connection, bool synchronously, CancellationToken cancellationToken)
     {
-        var transaction = ((NpgsqlConnection)connection).BeginTransaction();
+        var npgsql = (NpgsqlConnection)connection;
+        var transaction = synchronously ? npgsql.BeginTransaction() : await npgsql.BeginTransactionAsync(cancellationToken);
         try
         {
-            // Two commands, not one of two statements: Npgsql runs a command of several statements
-            // synchronously only with the thread pool's help, and under load (40 writers at once
-            // on a busy machine) one waited out its 30 s command timeout (npgsql/npgsql#5607).
-            PlatformDatabase.Execute(connection, $"SET LOCAL lock_timeout = {lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}", transaction);
-            PlatformDatabase.Execute(connection, $"SELECT pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)})", transaction);
+            using var command = PlatformDatabase.Command(transaction, $"SELECT pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)})");
+            await PlatformDatabase.ExecuteAsync(command, synchronously, cancellationToken);
             return transaction;
         }
         catch
@@ -349,6 +419,13 @@ sealed class PostgresDialect : DatabaseDialect
                     $"{Name} lacks part of the Stratus schema ({said}): it was changed outside Stratus; restore it from a backup (pg_restore)",
                 PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown or PostgresErrorCodes.CannotConnectNow or PostgresErrorCodes.TooManyConnections =>
                     $"the PostgreSQL server of {Name} is not taking connections ({said}); try again once it is",
+                PostgresErrorCodes.QueryCanceled =>
+                    $"{Name} cancelled the statement ({said}): it ran past a statement timeout, or an administrator cancelled it; try again",
+                PostgresErrorCodes.SerializationFailure or PostgresErrorCodes.DeadlockDetected =>
+                    $"{Name} gave up a transaction that clashed with another session's ({said}); try again",
+                // Class 08: the connection failed or was refused while it was being made or used.
+                _ when postgres.SqlState.StartsWith("08", StringComparison.Ordinal) =>
+                    $"lost the connection to the PostgreSQL server of {Name} ({said}); try again once it is reachable",
                 _ => null,
             };
         }

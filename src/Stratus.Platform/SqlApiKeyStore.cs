@@ -36,14 +36,16 @@ public sealed class SqlApiKeyStore(PlatformDatabase database, SqlAuditLog audit)
         return ValueTask.CompletedTask;
     }
 
-    public ValueTask<StoredApiKey?> FindAsync(string id, CancellationToken cancellationToken = default) => ValueTask.FromResult(database.Use(connection =>
+    /// <summary>Once per authenticated request, so asynchronously (PlatformDatabase.UseAsync);
+    /// not cached, so a key revoked by any process stops working on its next request.</summary>
+    public ValueTask<StoredApiKey?> FindAsync(string id, CancellationToken cancellationToken = default) => database.UseAsync(async (connection, synchronously, cancellation) =>
     {
         using var command = Command(connection, $"SELECT {Columns} FROM api_keys WHERE id = @id", ("@id", id));
-        using var reader = command.ExecuteReader();
-        return reader.Read()
+        using var reader = await ReaderAsync(command, synchronously, cancellation);
+        return await NextRowAsync(reader, synchronously, cancellation)
             ? new StoredApiKey(ReadRecord(reader), (byte[])reader["salt"], (byte[])reader["hash"], reader["previous_salt"] as byte[], reader["previous_hash"] as byte[])
             : null;
-    }));
+    }, cancellationToken);
 
     public ValueTask<IReadOnlyList<ApiKeyRecord>> ListAsync(bool includeRevoked, CancellationToken cancellationToken = default) =>
         ValueTask.FromResult<IReadOnlyList<ApiKeyRecord>>(database.Use(connection =>

@@ -20,22 +20,26 @@ public sealed class SqlAuditLog(PlatformDatabase database, TimeProvider? time = 
     // still JSON with its control characters escaped, and is never put into a page.
     static readonly JsonSerializerOptions StoredDetails = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
+    /// <summary>On the request path (a filtered request's entry), so asynchronously
+    /// (PlatformDatabase.WriteAsync).</summary>
     public ValueTask<AuditEntry> AppendAsync(string actor, string action, JsonObject? details = null, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(database.Write(transaction => Append(transaction, new AuditRecord(actor, action, details ?? []))));
+        database.WriteAsync((transaction, synchronously, cancellation) => AppendAsync(transaction, new AuditRecord(actor, action, details ?? []), synchronously, cancellation),
+            cancellationToken);
 
     /// <summary>Appends <paramref name="record"/> in a write transaction of the caller's: the
     /// stores' changes pass theirs, so the change and its entry commit together or not at all.</summary>
-    internal AuditEntry Append(DbTransaction transaction, AuditRecord record)
+    internal AuditEntry Append(DbTransaction transaction, AuditRecord record) =>
+        Completed(AppendAsync(transaction, record, synchronously: true, CancellationToken.None));
+
+    async ValueTask<AuditEntry> AppendAsync(DbTransaction transaction, AuditRecord record, bool synchronously, CancellationToken cancellationToken)
     {
-        var connection = transaction.Connection!;
         var detailsJson = record.Details.ToJsonString(StoredDetails);
         long sequence = 1;
         var previousHash = AuditChain.GenesisHash;
-        using (var last = Command(connection, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
+        using (var last = Command(transaction, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
         {
-            last.Transaction = transaction;
-            using var reader = last.ExecuteReader();
-            if (reader.Read())
+            using var reader = await ReaderAsync(last, synchronously, cancellationToken);
+            if (await NextRowAsync(reader, synchronously, cancellationToken))
             {
                 sequence = reader.GetInt64(0) + 1;
                 previousHash = reader.GetString(1);
@@ -44,12 +48,9 @@ public sealed class SqlAuditLog(PlatformDatabase database, TimeProvider? time = 
         // Truncated to what the stored text keeps, so the hash recomputed from the row matches.
         var now = ParseTime(FormatTime(clock.GetUtcNow()));
         var hash = AuditChain.ComputeHash(previousHash, sequence, now, record.Actor, record.Action, detailsJson);
-        using (var insert = Command(connection, "INSERT INTO audit_log (seq, time, actor, action, details, hash) VALUES (@seq, @time, @actor, @action, @details, @hash)",
+        using (var insert = Command(transaction, "INSERT INTO audit_log (seq, time, actor, action, details, hash) VALUES (@seq, @time, @actor, @action, @details, @hash)",
                    ("@seq", sequence), ("@time", FormatTime(now)), ("@actor", record.Actor), ("@action", record.Action), ("@details", detailsJson), ("@hash", hash)))
-        {
-            insert.Transaction = transaction;
-            insert.ExecuteNonQuery();
-        }
+            await ExecuteAsync(insert, synchronously, cancellationToken);
         return new AuditEntry(sequence, now, record.Actor, record.Action, detailsJson, hash);
     }
 

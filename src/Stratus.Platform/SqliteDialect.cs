@@ -144,7 +144,11 @@ sealed class SqliteDialect : DatabaseDialect
     /// <see cref="FilePath"/>, or the file it leads to where it is a link.</summary>
     public string DataFile => new FileInfo(FilePath) is { LinkTarget: not null } link ? link.ResolveLinkTarget(returnFinalTarget: true)!.FullName : FilePath;
 
-    public override DbConnection Connect()
+    /// <summary>Opened synchronously either way: Microsoft.Data.Sqlite's asynchronous methods
+    /// run synchronously (the file is local), so there is no I/O to wait for without a thread.</summary>
+    public override ValueTask<DbConnection> ConnectAsync(bool synchronously, CancellationToken cancellationToken) => ValueTask.FromResult(Open());
+
+    DbConnection Open()
     {
         var connection = new SqliteConnection(connectionString);
         try
@@ -161,7 +165,8 @@ sealed class SqliteDialect : DatabaseDialect
     }
 
     /// <summary>An IMMEDIATE transaction: SQLite takes the write lock at BEGIN, before the first read.</summary>
-    public override DbTransaction BeginWrite(DbConnection connection) => ((SqliteConnection)connection).BeginTransaction(deferred: false);
+    public override ValueTask<DbTransaction> BeginWriteAsync(DbConnection connection, bool synchronously, CancellationToken cancellationToken) =>
+        ValueTask.FromResult<DbTransaction>(((SqliteConnection)connection).BeginTransaction(deferred: false));
 
     public override void Migrate(DbConnection connection)
     {

@@ -48,12 +48,13 @@ public sealed class SqlUsageStore(PlatformDatabase database) : IUsageStore
 {
     const string DayFormat = "yyyy-MM-dd";
 
-    public ValueTask RecordAsync(string keyId, string model, int promptTokens, int completionTokens, DateTimeOffset at, CancellationToken cancellationToken = default)
+    /// <summary>Once per completed request, so asynchronously (PlatformDatabase.UseAsync).</summary>
+    public async ValueTask RecordAsync(string keyId, string model, int promptTokens, int completionTokens, DateTimeOffset at, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(completionTokens);
         // One upsert, so concurrent completions add up instead of overwriting each other.
-        database.Use(connection =>
+        await database.UseAsync(async (connection, synchronously, cancellation) =>
         {
             using var command = Command(connection, """
                 INSERT INTO usage_daily (key_id, day, model, requests, prompt_tokens, completion_tokens)
@@ -64,9 +65,8 @@ public sealed class SqlUsageStore(PlatformDatabase database) : IUsageStore
                     completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens
                 """,
                 ("@key", keyId), ("@day", Day(at)), ("@model", model), ("@prompt", promptTokens), ("@completion", completionTokens));
-            return command.ExecuteNonQuery();
-        });
-        return ValueTask.CompletedTask;
+            return await ExecuteAsync(command, synchronously, cancellation);
+        }, cancellationToken);
     }
 
     public ValueTask<IReadOnlyList<UsageRecord>> QueryAsync(UsageQuery query, CancellationToken cancellationToken = default)

@@ -121,6 +121,125 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         await stores.Audit.AppendAsync("alice", AuditActions.KeyCreated);
     }
 
+    /// <summary>Another session holding api_keys in ACCESS EXCLUSIVE mode, through plain SQL (as
+    /// an administrator's ALTER TABLE or a stuck migration would), until disposed.</summary>
+    static NpgsqlConnection LockApiKeys(string connection)
+    {
+        var holder = new NpgsqlConnection(OtherProcess(connection));
+        holder.Open();
+        using var command = new NpgsqlCommand("BEGIN; LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE;", holder);
+        command.ExecuteNonQuery();
+        return holder;
+    }
+
+    [Fact]
+    public async Task An_authentication_blocked_by_a_table_lock_fails_within_the_lock_timeout_as_the_storage_error()
+    {
+        var connection = postgres.NewSchema();
+        var keys = PlatformStores.Open(PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(1))).KeyService();
+        var created = await keys.CreateAsync("alice", ApiKeyScopes.Inference, RateLimits.Unlimited, "t");
+        using (LockApiKeys(connection))
+        {
+            // Npgsql's own 30 s command timeout would pass this bound: the read waits for the lock
+            // no longer than the lock timeout, as a write does.
+            var error = await Assert.ThrowsAsync<PlatformStorageException>(() => keys.AuthenticateAsync(created.Secret).AsTask().WaitAsync(TimeSpan.FromSeconds(15)));
+            Assert.Contains("is locked by another process (55P03:", error.Message);
+        }
+        Assert.True((await keys.AuthenticateAsync(created.Secret)).Succeeded);
+    }
+
+    [Fact]
+    public async Task The_request_paths_calls_wait_for_the_server_without_holding_the_callers_thread()
+    {
+        var connection = postgres.NewSchema();
+        var stores = PlatformStores.Open(PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(5)));
+        var keys = stores.KeyService();
+        var created = await keys.CreateAsync("alice", ApiKeyScopes.Inference, RateLimits.Unlimited, "t");
+        await stores.Usage.RecordAsync(created.Key.Id, "m", 1, 1, DateTimeOffset.UtcNow);
+        // Each call waits on a lock another session holds: one that ran synchronously would hold
+        // this thread until the lock timeout and hand back a finished (failed) task.
+        using (var holder = LockApiKeys(connection))
+        {
+            using (var lockUsage = new NpgsqlCommand("LOCK TABLE usage_daily IN ACCESS EXCLUSIVE MODE", holder)) lockUsage.ExecuteNonQuery();
+            var other = PlatformDatabase.Open(directory, OtherProcess(connection), null);
+            using var writer = other.Dialect.Connect();
+            using var held = other.Dialect.BeginWrite(writer);
+
+            var authenticated = keys.AuthenticateAsync(created.Secret);
+            var recorded = stores.Usage.RecordAsync(created.Key.Id, "m", 2, 3, DateTimeOffset.UtcNow);
+            var appended = stores.Audit.AppendAsync("alice", AuditActions.RequestFiltered);
+            Assert.Equal((false, false, false), (authenticated.IsCompleted, recorded.IsCompleted, appended.IsCompleted));
+
+            held.Rollback();
+            using var release = new NpgsqlCommand("COMMIT", holder);
+            release.ExecuteNonQuery();
+            Assert.True((await authenticated).Succeeded);
+            await recorded;
+            Assert.Equal("alice", (await appended).Actor);
+        }
+        var usage = Assert.Single(await stores.Usage.QueryAsync(UsageQuery.Days(null, null, null, null)));
+        Assert.Equal((2L, 3L, 4L), (usage.Requests, usage.PromptTokens, usage.CompletionTokens));
+    }
+
+    [Theory]
+    [InlineData("pg_cancel_backend", "cancelled the statement (57014:")]
+    [InlineData("pg_terminate_backend", "is not taking connections (57P01:")]
+    public async Task A_statement_cancelled_or_its_connection_ended_mid_use_is_the_storage_error_and_the_next_call_works(string function, string said)
+    {
+        var connection = postgres.NewSchema() + ";Application Name=stalled";
+        var keys = PlatformStores.Open(PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(60))).KeyService();
+        var created = await keys.CreateAsync("alice", ApiKeyScopes.Inference, RateLimits.Unlimited, "t");
+        Task<AuthenticationResult> stalled;
+        using (var holder = LockApiKeys(connection))
+        {
+            stalled = Task.Run(() => keys.AuthenticateAsync(created.Secret).AsTask());
+            // The pooled connection waiting for the lock, ended from the holder's session.
+            using var end = new NpgsqlCommand($"""
+                SELECT {function}(pid) FROM pg_stat_activity
+                WHERE application_name = 'stalled' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+                """, holder);
+            for (var tries = 0; end.ExecuteScalar() is not true; tries++)
+            {
+                Assert.True(tries < 200, "the authentication never waited for the lock");
+                await Task.Delay(50);
+            }
+            var error = await Assert.ThrowsAsync<PlatformStorageException>(() => stalled.WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Contains(said, error.Message);
+        }
+        Assert.True((await keys.AuthenticateAsync(created.Secret)).Succeeded);
+    }
+
+    [Fact]
+    public void A_connection_waits_on_a_lock_or_a_silent_server_no_longer_than_the_lock_timeout_unless_told_otherwise()
+    {
+        var connection = postgres.NewSchema();
+        var bounded = PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(3));
+        using (var opened = (NpgsqlConnection)bounded.Dialect.Connect())
+        {
+            Assert.Equal((4, 4), (opened.ConnectionTimeout, opened.CommandTimeout));
+            using var show = new NpgsqlCommand("SHOW lock_timeout", opened);
+            Assert.Equal("3s", show.ExecuteScalar());
+        }
+        var operators = PlatformDatabase.Open(directory, connection + ";Timeout=20;Command Timeout=45", TimeSpan.FromSeconds(3));
+        using var own = (NpgsqlConnection)operators.Dialect.Connect();
+        Assert.Equal((20, 45), (own.ConnectionTimeout, own.CommandTimeout));
+    }
+
+    [Theory]
+    [InlineData("40001", "gave up a transaction that clashed with another session's (40001:")]
+    [InlineData("40P01", "gave up a transaction that clashed with another session's (40P01:")]
+    [InlineData("57P02", "is not taking connections (57P02:")]
+    [InlineData("57P03", "is not taking connections (57P03:")]
+    [InlineData("08006", "lost the connection to the PostgreSQL server of the PostgreSQL database stratus on db.example.com:5432 (08006:")]
+    [InlineData("08P01", "lost the connection to the PostgreSQL server of")]
+    public void A_server_failure_worth_a_retry_is_described_as_the_operators_not_a_bug(string sqlState, string said)
+    {
+        var dialect = PostgresDialect.Parse("postgresql://db.example.com/stratus", PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
+        var described = dialect.Describe(new PostgresException("it failed", "ERROR", "ERROR", sqlState));
+        Assert.NotNull(described);
+        Assert.Contains(said, described);
+    }
+
     [Fact]
     public void A_wrong_password_is_one_error_naming_host_and_database_without_the_password()
     {
@@ -236,6 +355,8 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [InlineData("postgres://db.example.com/stratus", "the PostgreSQL database stratus on db.example.com:5432")]
     [InlineData("postgresql:///stratus?host=/run/postgresql&user=bob", "the PostgreSQL database stratus on /run/postgresql (port 5432) as bob")]
     [InlineData("Host=db.example.com;Database=stratus;Username=alice;Password=s3cret/pw", "the PostgreSQL database stratus on db.example.com:5432 as alice")]
+    [InlineData("postgresql://stratus@db1.example.com,db2.example.com:6432/stratus", "the PostgreSQL database stratus on db1.example.com:5432, db2.example.com:6432 as stratus")]
+    [InlineData("postgresql://[::1]:6543/stratus", "the PostgreSQL database stratus on [::1]:6543")]
     public void A_connection_is_named_by_host_database_and_user_never_the_password(string value, string name)
     {
         var dialect = PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
@@ -243,10 +364,43 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     }
 
     [Theory]
+    [InlineData("postgresql://[::1]:6543/stratus", "::1", 6543)]
+    [InlineData("postgresql://[2001:db8::7]/stratus", "2001:db8::7", 5432)]
+    [InlineData("postgresql://primary.example.com,standby.example.com:6432/stratus", "primary.example.com:5432,standby.example.com:6432", 5432)]
+    [InlineData("postgresql://[2001:db8::7]:6432,standby.example.com/stratus", "[2001:db8::7]:6432,standby.example.com:5432", 5432)]
+    [InlineData("postgresql://primary.example.com:6432,standby.example.com:6432/stratus", "primary.example.com,standby.example.com", 6432)]
+    public void A_uri_reaches_npgsql_with_its_hosts_listed_and_ipv6_without_brackets(string value, string host, int port)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1)).ConnectionString);
+        Assert.Equal((host, port), (builder.Host, builder.Port));
+    }
+
+    [Fact]
+    public void The_commands_for_pg_dump_list_several_hosts_and_their_ports_as_libpq_takes_them()
+    {
+        var dialect = PostgresDialect.Parse("postgresql://stratus@[2001:db8::7]:6432,standby.example.com/stratus", PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
+        Assert.Equal("--host=2001:db8::7,standby.example.com --port=6432,5432 --username=stratus --dbname=stratus", dialect.ToolOptions);
+        Assert.Equal("the PostgreSQL database stratus on [2001:db8::7]:6432, standby.example.com:5432 as stratus", dialect.Name);
+    }
+
+    [Fact]
+    public async Task A_uri_of_several_hosts_connects_to_the_first_that_answers()
+    {
+        var schema = new NpgsqlConnectionStringBuilder(postgres.NewSchema()).SearchPath;
+        var socket = Uri.EscapeDataString(Cluster.Folder);
+        var uri = $"postgresql://{PostgresCluster.User}:{PostgresCluster.Password}@{socket}:{Cluster.Port + 1},{socket}:{Cluster.Port}/{postgres.Name}?Search%20Path={schema}";
+        var stores = PlatformStores.Open(PlatformDatabase.Open(directory, uri, null));
+        await stores.Audit.AppendAsync("alice", AuditActions.KeyCreated);
+        Assert.Equal(1, (await stores.Audit.VerifyAsync()).EntriesChecked);
+    }
+
+    [Theory]
     [InlineData("mysql://alice:s3cret@db/stratus", "its scheme is mysql://")]
     [InlineData("postgresql://alice:s3cret@db.example.com", "it names no database")]
     [InlineData("Host=db.example.com;Dtabase=stratus;Password=s3cret", "dtabase")]
     [InlineData("Database=stratus;Password=s3cret", "it names no host")]
+    [InlineData("postgresql://alice:s3cret@db.example.com:99999/stratus", "its host db.example.com:99999 has no port from 1 to 65535")]
+    [InlineData("postgresql://alice:s3cret@db.example.com,/stratus", "has an empty host")]
     [InlineData("postgresql://alice:s3cret@db.example.com/stratus?sslmode=sometimes", "")]
     public void A_bad_value_is_one_line_with_an_example_and_without_the_password(string value, string why)
     {

@@ -98,20 +98,27 @@ public sealed class StructuredOutputTests(TinyModelServer fixture) : IClassFixtu
         "d":{"type":"integer","minimum":1,"maximum":31},"p":{"type":"integer","exclusiveMinimum":0,"maximum":9007199254740991}},"required":["t","d","p"],"additionalProperties":false}
         """)!;
 
-    [Fact]
-    public async Task Zods_integer_schema_is_taken_and_every_choice_that_stops_keeps_to_its_bounds()
+    /// <summary>The contents of the choices that stopped, of 8 answers to the schema under each of three
+    /// seeds; at least one.</summary>
+    async Task<List<string>> StoppedChoices(JsonNode schema)
     {
         var texts = new List<string>();
         foreach (var seed in new[] { 5, 6, 7 })
         {
-            var body = Chat(Format(ZodIntegers), n: 8);
+            var body = Chat(Format(schema), n: 8);
             body["seed"] = seed;
             var (status, text) = await Send("/v1/chat/completions", body);
             Assert.True(status == HttpStatusCode.OK, text);
             texts.AddRange(JsonNode.Parse(text)!["choices"]!.AsArray().Where(c => (string?)c!["finish_reason"] == "stop").Select(c => (string)c!["message"]!["content"]!));
         }
         Assert.NotEmpty(texts);
-        foreach (var text in texts)
+        return texts;
+    }
+
+    [Fact]
+    public async Task Zods_integer_schema_is_taken_and_every_choice_that_stops_keeps_to_its_bounds()
+    {
+        foreach (var text in await StoppedChoices(ZodIntegers))
         {
             var root = JsonDocument.Parse(text).RootElement;
             Assert.True(root.GetProperty("t").TryGetInt64(out var t) && Math.Abs(t) <= 9007199254740991, text);
@@ -143,17 +150,7 @@ public sealed class StructuredOutputTests(TinyModelServer fixture) : IClassFixtu
     public async Task Pydantic_and_zod_number_bounds_are_taken_and_every_choice_that_stops_keeps_to_them(string writer)
     {
         var schema = writer == "pydantic" ? PydanticNumbers : ZodNumbers;
-        var texts = new List<string>();
-        foreach (var seed in new[] { 5, 6, 7 })
-        {
-            var body = Chat(Format(schema), n: 8);
-            body["seed"] = seed;
-            var (status, text) = await Send("/v1/chat/completions", body);
-            Assert.True(status == HttpStatusCode.OK, text);
-            texts.AddRange(JsonNode.Parse(text)!["choices"]!.AsArray().Where(c => (string?)c!["finish_reason"] == "stop").Select(c => (string)c!["message"]!["content"]!));
-        }
-        Assert.NotEmpty(texts);
-        foreach (var text in texts)
+        foreach (var text in await StoppedChoices(schema))
         {
             var root = JsonDocument.Parse(text).RootElement;
             decimal Value(string name) => root.GetProperty(name).GetDecimal();

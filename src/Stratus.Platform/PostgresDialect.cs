@@ -143,7 +143,12 @@ sealed class PostgresDialect : DatabaseDialect
     /// deployments in other databases of the server do not wait for each other.</summary>
     const long WriteLock = 0x5374726174757321;
 
-    readonly string connectionString;
+    /// <summary>What Npgsql is given: <see cref="directConnectionString"/> until a pooler in front
+    /// of the server refuses its startup options, <see cref="pooledConnectionString"/> from then on.</summary>
+    volatile string connectionString;
+    readonly string directConnectionString;
+    readonly string pooledConnectionString;
+    readonly long lockTimeoutMilliseconds;
 
     PostgresDialect(NpgsqlConnectionStringBuilder builder, TimeSpan lockTimeout)
     {
@@ -157,8 +162,15 @@ sealed class PostgresDialect : DatabaseDialect
         var bound = (int)lockTimeout.TotalSeconds + 1;
         if (builder.Timeout == NpgsqlDefaults.Timeout) builder.Timeout = bound;
         if (builder.CommandTimeout == NpgsqlDefaults.CommandTimeout) builder.CommandTimeout = bound;
-        builder.Options = $"{builder.Options} -c lock_timeout={(long)lockTimeout.TotalMilliseconds}".TrimStart();
-        connectionString = builder.ConnectionString;
+        // PgBouncer (in transaction mode, the pooler many deployments put in front) refuses any
+        // startup parameter options and keeps no session state, so the write lock sets its own
+        // lock_timeout in its transaction (BeginWriteAsync) and the session's is only where the
+        // server takes it: a connection refused for it is made again without it (ConnectAsync),
+        // its statements then bounded by the command timeout.
+        lockTimeoutMilliseconds = (long)lockTimeout.TotalMilliseconds;
+        pooledConnectionString = builder.ConnectionString;
+        builder.Options = $"{builder.Options} -c lock_timeout={lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}".TrimStart();
+        connectionString = directConnectionString = builder.ConnectionString;
         var hosts = Hosts(builder.Host!, builder.Port);
         Name = $"the PostgreSQL database {builder.Database} on {string.Join(", ", hosts.Select(Where))}" +
             (builder.Username is { } user ? $" as {user}" : "");
@@ -315,6 +327,13 @@ sealed class PostgresDialect : DatabaseDialect
             else await connection.OpenAsync(cancellationToken);
             return connection;
         }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ProtocolViolation &&
+            e.MessageText == "unsupported startup parameter: options" && connectionString == directConnectionString)
+        {
+            connection.Dispose();
+            connectionString = pooledConnectionString;
+            return await ConnectAsync(synchronously, cancellationToken);
+        }
         catch (NpgsqlException e) when (e is not PostgresException && Describe(e) is null)
         {
             // Npgsql's own refusals before the server is asked anything: no password found (none
@@ -331,15 +350,19 @@ sealed class PostgresDialect : DatabaseDialect
         }
     }
 
-    /// <summary>BEGIN, then the advisory lock, waiting no longer than the session's lock timeout
-    /// (55P03 after it): what SQLite's BEGIN IMMEDIATE does with its busy timeout.</summary>
+    /// <summary>BEGIN, then the advisory lock, waiting no longer than the lock timeout (55P03 after
+    /// it): what SQLite's BEGIN IMMEDIATE does with its busy timeout. The timeout is set for the
+    /// transaction in the lock's own statement (CASE evaluates its condition first), so it holds
+    /// behind a transaction pooler too, at no round trip more.</summary>
     public override async ValueTask<DbTransaction> BeginWriteAsync(DbConnection connection, bool synchronously, CancellationToken cancellationToken)
     {
         var npgsql = (NpgsqlConnection)connection;
         var transaction = synchronously ? npgsql.BeginTransaction() : await npgsql.BeginTransactionAsync(cancellationToken);
         try
         {
-            using var command = PlatformDatabase.Command(transaction, $"SELECT pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)})");
+            using var command = PlatformDatabase.Command(transaction, 
+                $"SELECT CASE WHEN set_config('lock_timeout', '{lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}', true) IS NOT NULL " +
+                $"THEN pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)}) END");
             await PlatformDatabase.ExecuteAsync(command, synchronously, cancellationToken);
             return transaction;
         }

@@ -74,5 +74,14 @@ public sealed class PostgresPgBouncerTests(PostgresDatabase postgres) : IClassFi
         using var held = other.Dialect.BeginWrite(writer);
         var error = await Assert.ThrowsAsync<PlatformStorageException>(() => keys.CreateAsync("bob", ApiKeyScopes.Inference, RateLimits.Unlimited, "t").AsTask().WaitAsync(TimeSpan.FromSeconds(15)));
         Assert.Contains("is locked by another process (55P03:", error.Message);
+        held.Rollback();
+
+        // A read blocked by a table lock has no session lock_timeout here: the command timeout
+        // (the lock timeout and a second) ends it, still as the storage error.
+        using var holder = new NpgsqlConnection(postgres.Cluster.ConnectionString(postgres.Name));
+        holder.Open();
+        using (var lockKeys = new NpgsqlCommand("BEGIN; LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE;", holder)) lockKeys.ExecuteNonQuery();
+        var blocked = await Assert.ThrowsAsync<PlatformStorageException>(() => keys.AuthenticateAsync(created.Secret).AsTask().WaitAsync(TimeSpan.FromSeconds(15)));
+        Assert.Contains(database.Name, blocked.Message);
     }
 }

@@ -221,6 +221,9 @@ sealed class PostgresDialect : DatabaseDialect
         NpgsqlConnectionStringBuilder builder;
         try
         {
+            // Trimmed: a value read from a file or a secret often ends in a newline, which would
+            // otherwise end the database's name.
+            value = value.Trim();
             builder = value.Contains("://", StringComparison.Ordinal) ? FromUri(value) : new NpgsqlConnectionStringBuilder(value);
         }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidCastException)
@@ -258,21 +261,33 @@ sealed class PostgresDialect : DatabaseDialect
         {
             var userInfo = authority[..at];
             var colon = userInfo.IndexOf(':', StringComparison.Ordinal);
-            builder.Username = Uri.UnescapeDataString(colon < 0 ? userInfo : userInfo[..colon]);
-            if (colon >= 0) builder.Password = Uri.UnescapeDataString(userInfo[(colon + 1)..]);
+            builder.Username = Decoded(colon < 0 ? userInfo : userInfo[..colon]);
+            // An empty password (user:@host) is none, as libpq takes it: PGPASSWORD or ~/.pgpass
+            // is still looked in, where Npgsql would send the empty one.
+            if (colon >= 0 && Decoded(userInfo[(colon + 1)..]) is { Length: > 0 } password) builder.Password = password;
             authority = authority[(at + 1)..];
         }
         if (authority.Length > 0) SetHosts(builder, authority);
-        var database = slash < 0 ? "" : Uri.UnescapeDataString(rest[(slash + 1)..]);
+        var database = slash < 0 ? "" : Decoded(rest[(slash + 1)..]);
         if (database.Length > 0) builder.Database = database;
         foreach (var pair in query.Split('&', StringSplitOptions.RemoveEmptyEntries))
         {
             var equals = pair.IndexOf('=', StringComparison.Ordinal);
-            var name = Uri.UnescapeDataString(equals < 0 ? pair : pair[..equals]);
-            var setting = equals < 0 ? "" : Uri.UnescapeDataString(pair[(equals + 1)..]);
+            var name = Decoded(equals < 0 ? pair : pair[..equals]);
+            var setting = equals < 0 ? "" : Decoded(pair[(equals + 1)..]);
             builder[LibpqKeywords.GetValueOrDefault(name, name)] = name == "sslmode" ? setting.Replace("-", "", StringComparison.Ordinal) : setting;
         }
         return builder;
+    }
+
+    /// <summary><paramref name="part"/> of a URI percent-decoded, refused as libpq refuses it where a
+    /// % is not two hex digits (never shown: it may be the password).</summary>
+    static string Decoded(string part)
+    {
+        for (var i = part.IndexOf('%', StringComparison.Ordinal); i >= 0; i = part.IndexOf('%', i + 1))
+            if (i + 2 >= part.Length || !char.IsAsciiHexDigit(part[i + 1]) || !char.IsAsciiHexDigit(part[i + 2]))
+                throw new FormatException("a % in it is not followed by two hex digits; write a % itself as %25");
+        return Uri.UnescapeDataString(part);
     }
 
     /// <summary>The URI's hosts, each host, [IPv6 address] or either with a :port, as Npgsql's Host
@@ -285,10 +300,10 @@ sealed class PostgresDialect : DatabaseDialect
                 ? (spec[1..close], spec[(close + 1)..])
                 : spec.IndexOf(':', StringComparison.Ordinal) is var colon and >= 0 ? (spec[..colon], spec[colon..]) : (spec, "");
             if (host.Length == 0) throw new FormatException($"its host list {authority} has an empty host");
-            if (port.Length == 0) return (Host: Uri.UnescapeDataString(host), Port: (int?)null);
+            if (port.Length == 0) return (Host: Decoded(host), Port: (int?)null);
             if (!port.StartsWith(':') || !int.TryParse(port[1..], System.Globalization.NumberStyles.None, CultureInfo.InvariantCulture, out var number) || number is < 1 or > 65535)
                 throw new FormatException($"its host {spec} has no port from 1 to 65535 after the host");
-            return (Host: Uri.UnescapeDataString(host), Port: (int?)number);
+            return (Host: Decoded(host), Port: (int?)number);
         }).ToList();
         var ports = hosts.Select(h => h.Port).Distinct().ToList();
         if (ports.Count == 1)

@@ -262,9 +262,7 @@ sealed class PostgresDialect : DatabaseDialect
             var userInfo = authority[..at];
             var colon = userInfo.IndexOf(':', StringComparison.Ordinal);
             builder.Username = Decoded(colon < 0 ? userInfo : userInfo[..colon]);
-            // An empty password (user:@host) is none, as libpq takes it: PGPASSWORD or ~/.pgpass
-            // is still looked in, where Npgsql would send the empty one.
-            if (colon >= 0 && Decoded(userInfo[(colon + 1)..]) is { Length: > 0 } password) builder.Password = password;
+            if (colon >= 0) builder.Password = Decoded(userInfo[(colon + 1)..]);
             authority = authority[(at + 1)..];
         }
         if (authority.Length > 0) SetHosts(builder, authority);

@@ -377,14 +377,6 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     }
 
     [Fact]
-    public void An_empty_password_in_a_uri_is_none_so_pgpassword_and_pgpass_are_still_looked_in()
-    {
-        var dialect = PostgresDialect.Parse("postgresql://alice:@db.example.com/stratus", PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
-        var builder = new NpgsqlConnectionStringBuilder(dialect.ConnectionString);
-        Assert.Equal(("alice", null), (builder.Username, builder.Password));
-    }
-
-    [Fact]
     public void The_commands_for_pg_dump_list_several_hosts_and_their_ports_as_libpq_takes_them()
     {
         var dialect = PostgresDialect.Parse("postgresql://stratus@[2001:db8::7]:6432,standby.example.com/stratus", PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));

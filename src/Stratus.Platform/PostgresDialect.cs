@@ -373,7 +373,7 @@ sealed class PostgresDialect : DatabaseDialect
         var transaction = synchronously ? npgsql.BeginTransaction() : await npgsql.BeginTransactionAsync(cancellationToken);
         try
         {
-            using var command = PlatformDatabase.Command(transaction, 
+            using var command = PlatformDatabase.Command(transaction,
                 $"SELECT CASE WHEN set_config('lock_timeout', '{lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}', true) IS NOT NULL " +
                 $"THEN pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)}) END");
             await PlatformDatabase.ExecuteAsync(command, synchronously, cancellationToken);

@@ -143,7 +143,12 @@ sealed class PostgresDialect : DatabaseDialect
     /// deployments in other databases of the server do not wait for each other.</summary>
     const long WriteLock = 0x5374726174757321;
 
-    readonly string connectionString;
+    /// <summary>What Npgsql is given: <see cref="directConnectionString"/> until a pooler in front
+    /// of the server refuses its startup options, <see cref="pooledConnectionString"/> from then on.</summary>
+    volatile string connectionString;
+    readonly string directConnectionString;
+    readonly string pooledConnectionString;
+    readonly long lockTimeoutMilliseconds;
 
     PostgresDialect(NpgsqlConnectionStringBuilder builder, TimeSpan lockTimeout)
     {
@@ -157,8 +162,15 @@ sealed class PostgresDialect : DatabaseDialect
         var bound = (int)lockTimeout.TotalSeconds + 1;
         if (builder.Timeout == NpgsqlDefaults.Timeout) builder.Timeout = bound;
         if (builder.CommandTimeout == NpgsqlDefaults.CommandTimeout) builder.CommandTimeout = bound;
-        builder.Options = $"{builder.Options} -c lock_timeout={(long)lockTimeout.TotalMilliseconds}".TrimStart();
-        connectionString = builder.ConnectionString;
+        // PgBouncer (in transaction mode, the pooler many deployments put in front) refuses any
+        // startup parameter options and keeps no session state, so the write lock sets its own
+        // lock_timeout in its transaction (BeginWriteAsync) and the session's is only where the
+        // server takes it: a connection refused for it is made again without it (ConnectAsync),
+        // its statements then bounded by the command timeout.
+        lockTimeoutMilliseconds = (long)lockTimeout.TotalMilliseconds;
+        pooledConnectionString = builder.ConnectionString;
+        builder.Options = $"{builder.Options} -c lock_timeout={lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}".TrimStart();
+        connectionString = directConnectionString = builder.ConnectionString;
         var hosts = Hosts(builder.Host!, builder.Port);
         Name = $"the PostgreSQL database {builder.Database} on {string.Join(", ", hosts.Select(Where))}" +
             (builder.Username is { } user ? $" as {user}" : "");
@@ -209,6 +221,9 @@ sealed class PostgresDialect : DatabaseDialect
         NpgsqlConnectionStringBuilder builder;
         try
         {
+            // Trimmed: a value read from a file or a secret often ends in a newline, which would
+            // otherwise end the database's name.
+            value = value.Trim();
             builder = value.Contains("://", StringComparison.Ordinal) ? FromUri(value) : new NpgsqlConnectionStringBuilder(value);
         }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidCastException)
@@ -246,21 +261,31 @@ sealed class PostgresDialect : DatabaseDialect
         {
             var userInfo = authority[..at];
             var colon = userInfo.IndexOf(':', StringComparison.Ordinal);
-            builder.Username = Uri.UnescapeDataString(colon < 0 ? userInfo : userInfo[..colon]);
-            if (colon >= 0) builder.Password = Uri.UnescapeDataString(userInfo[(colon + 1)..]);
+            builder.Username = Decoded(colon < 0 ? userInfo : userInfo[..colon]);
+            if (colon >= 0) builder.Password = Decoded(userInfo[(colon + 1)..]);
             authority = authority[(at + 1)..];
         }
         if (authority.Length > 0) SetHosts(builder, authority);
-        var database = slash < 0 ? "" : Uri.UnescapeDataString(rest[(slash + 1)..]);
+        var database = slash < 0 ? "" : Decoded(rest[(slash + 1)..]);
         if (database.Length > 0) builder.Database = database;
         foreach (var pair in query.Split('&', StringSplitOptions.RemoveEmptyEntries))
         {
             var equals = pair.IndexOf('=', StringComparison.Ordinal);
-            var name = Uri.UnescapeDataString(equals < 0 ? pair : pair[..equals]);
-            var setting = equals < 0 ? "" : Uri.UnescapeDataString(pair[(equals + 1)..]);
+            var name = Decoded(equals < 0 ? pair : pair[..equals]);
+            var setting = equals < 0 ? "" : Decoded(pair[(equals + 1)..]);
             builder[LibpqKeywords.GetValueOrDefault(name, name)] = name == "sslmode" ? setting.Replace("-", "", StringComparison.Ordinal) : setting;
         }
         return builder;
+    }
+
+    /// <summary><paramref name="part"/> of a URI percent-decoded, refused as libpq refuses it where a
+    /// % is not two hex digits (never shown: it may be the password).</summary>
+    static string Decoded(string part)
+    {
+        for (var i = part.IndexOf('%', StringComparison.Ordinal); i >= 0; i = part.IndexOf('%', i + 1))
+            if (i + 2 >= part.Length || !char.IsAsciiHexDigit(part[i + 1]) || !char.IsAsciiHexDigit(part[i + 2]))
+                throw new FormatException("a % in it is not followed by two hex digits; write a % itself as %25");
+        return Uri.UnescapeDataString(part);
     }
 
     /// <summary>The URI's hosts, each host, [IPv6 address] or either with a :port, as Npgsql's Host
@@ -273,10 +298,10 @@ sealed class PostgresDialect : DatabaseDialect
                 ? (spec[1..close], spec[(close + 1)..])
                 : spec.IndexOf(':', StringComparison.Ordinal) is var colon and >= 0 ? (spec[..colon], spec[colon..]) : (spec, "");
             if (host.Length == 0) throw new FormatException($"its host list {authority} has an empty host");
-            if (port.Length == 0) return (Host: Uri.UnescapeDataString(host), Port: (int?)null);
+            if (port.Length == 0) return (Host: Decoded(host), Port: (int?)null);
             if (!port.StartsWith(':') || !int.TryParse(port[1..], System.Globalization.NumberStyles.None, CultureInfo.InvariantCulture, out var number) || number is < 1 or > 65535)
                 throw new FormatException($"its host {spec} has no port from 1 to 65535 after the host");
-            return (Host: Uri.UnescapeDataString(host), Port: (int?)number);
+            return (Host: Decoded(host), Port: (int?)number);
         }).ToList();
         var ports = hosts.Select(h => h.Port).Distinct().ToList();
         if (ports.Count == 1)
@@ -315,6 +340,13 @@ sealed class PostgresDialect : DatabaseDialect
             else await connection.OpenAsync(cancellationToken);
             return connection;
         }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.ProtocolViolation &&
+            e.MessageText == "unsupported startup parameter: options" && connectionString == directConnectionString)
+        {
+            connection.Dispose();
+            connectionString = pooledConnectionString;
+            return await ConnectAsync(synchronously, cancellationToken);
+        }
         catch (NpgsqlException e) when (e is not PostgresException && Describe(e) is null)
         {
             // Npgsql's own refusals before the server is asked anything: no password found (none
@@ -331,15 +363,19 @@ sealed class PostgresDialect : DatabaseDialect
         }
     }
 
-    /// <summary>BEGIN, then the advisory lock, waiting no longer than the session's lock timeout
-    /// (55P03 after it): what SQLite's BEGIN IMMEDIATE does with its busy timeout.</summary>
+    /// <summary>BEGIN, then the advisory lock, waiting no longer than the lock timeout (55P03 after
+    /// it): what SQLite's BEGIN IMMEDIATE does with its busy timeout. The timeout is set for the
+    /// transaction in the lock's own statement (CASE evaluates its condition first), so it holds
+    /// behind a transaction pooler too, at no round trip more.</summary>
     public override async ValueTask<DbTransaction> BeginWriteAsync(DbConnection connection, bool synchronously, CancellationToken cancellationToken)
     {
         var npgsql = (NpgsqlConnection)connection;
         var transaction = synchronously ? npgsql.BeginTransaction() : await npgsql.BeginTransactionAsync(cancellationToken);
         try
         {
-            using var command = PlatformDatabase.Command(transaction, $"SELECT pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)})");
+            using var command = PlatformDatabase.Command(transaction,
+                $"SELECT CASE WHEN set_config('lock_timeout', '{lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}', true) IS NOT NULL " +
+                $"THEN pg_advisory_xact_lock({WriteLock.ToString(CultureInfo.InvariantCulture)}) END");
             await PlatformDatabase.ExecuteAsync(command, synchronously, cancellationToken);
             return transaction;
         }

@@ -169,7 +169,7 @@ public sealed class PostgresCluster : IDisposable
             : null;
     }
 
-    static int FreePort()
+    internal static int FreePort()
     {
         using Socket socket = new(SocketType.Stream, ProtocolType.Tcp);
         socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));

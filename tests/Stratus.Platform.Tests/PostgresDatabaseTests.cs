@@ -357,6 +357,7 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [InlineData("Host=db.example.com;Database=stratus;Username=alice;Password=s3cret/pw", "the PostgreSQL database stratus on db.example.com:5432 as alice")]
     [InlineData("postgresql://stratus@db1.example.com,db2.example.com:6432/stratus", "the PostgreSQL database stratus on db1.example.com:5432, db2.example.com:6432 as stratus")]
     [InlineData("postgresql://[::1]:6543/stratus", "the PostgreSQL database stratus on [::1]:6543")]
+    [InlineData(" postgresql://db.example.com/stratus\n", "the PostgreSQL database stratus on db.example.com:5432")]
     public void A_connection_is_named_by_host_database_and_user_never_the_password(string value, string name)
     {
         var dialect = PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
@@ -402,6 +403,8 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [InlineData("postgresql://alice:s3cret@db.example.com:99999/stratus", "its host db.example.com:99999 has no port from 1 to 65535")]
     [InlineData("postgresql://alice:s3cret@db.example.com,/stratus", "has an empty host")]
     [InlineData("postgresql://alice:s3cret@db.example.com/stratus?sslmode=sometimes", "")]
+    [InlineData("postgresql://alice:s3cret%@db.example.com/stratus", "a % in it is not followed by two hex digits; write a % itself as %25")]
+    [InlineData("postgresql://alice:s3cret@db.example.com/stra%tus", "a % in it is not followed by two hex digits")]
     public void A_bad_value_is_one_line_with_an_example_and_without_the_password(string value, string why)
     {
         var error = Assert.Throws<TrustUserException>(() => PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1)));

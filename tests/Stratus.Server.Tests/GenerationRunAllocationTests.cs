@@ -64,6 +64,12 @@ public sealed class GenerationRunAllocationTests
             return allocated;
         }
         await Read(50);
-        Assert.Equal(0, (await Read(500) - await Read(100)) / 400.0, tolerance: 1);
+        // The least of three tries: a read that starts before the engine has taken the request up
+        // (a loaded machine) waits for tokens, and each wait allocates; a cost of the run's own per
+        // token shows in every try.
+        var perToken = double.MaxValue;
+        for (var attempt = 0; attempt < 3 && perToken > 1; attempt++)
+            perToken = Math.Min(perToken, (await Read(500) - await Read(100)) / 400.0);
+        Assert.Equal(0, perToken, tolerance: 1);
     }
 }

@@ -1,5 +1,6 @@
-// A random walk through what a grammar accepts, byte by printable byte, as sampling would take
-// one: the bounds tests check that every walk ends in a valid document and never at a dead end.
+// A grammar read byte by byte: a given text, or a random walk through what it accepts, byte by
+// printable byte, as sampling would take one (the bounds tests check that every walk ends in a
+// valid document and never at a dead end).
 using System.Text;
 using Stratus.Inference;
 
@@ -8,6 +9,17 @@ namespace Stratus.Tests.Inference;
 static class GrammarWalk
 {
     static readonly byte[] Printable = Enumerable.Range(0x20, 0x5F).Select(b => (byte)b).ToArray();
+
+    /// <summary>The index of the first byte of <paramref name="text"/> refused (-1: none) and
+    /// whether the text is whole.</summary>
+    public static (int Refused, bool Complete) Read(JsonSchema schema, string text)
+    {
+        var json = new JsonGrammar(schema);
+        var bytes = Encoding.UTF8.GetBytes(text);
+        for (var i = 0; i < bytes.Length; i++)
+            if (!json.Accept(bytes[i])) return (i, false);
+        return (-1, json.IsComplete);
+    }
 
     /// <summary>The document one walk writes: a digit <paramref name="digitOdds"/> - 1 times in
     /// <paramref name="digitOdds"/> where one is allowed (so walks reach the bounds' lengths and

@@ -3,7 +3,6 @@
 // leaves every integer in range behind, and random walks end only in integers in range; bounds
 // that allow no integer are refused naming them (a number's bounds and multipleOf: NumberBoundsTests),
 // and a nullable value whose other alternative is not enforced is refused instead of always null.
-using System.Text;
 using System.Text.Json;
 using Stratus.Inference;
 
@@ -13,16 +12,6 @@ public sealed class IntegerBoundsTests
 {
     static JsonSchema Schema(string bounds) =>
         JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"n":{"type":"integer",""" + bounds + """}},"required":["n"]}""").RootElement);
-
-    /// <summary>The index of the first byte refused (-1: none) and whether the text is whole.</summary>
-    static (int Refused, bool Complete) Read(JsonSchema schema, string text)
-    {
-        var json = new JsonGrammar(schema);
-        var bytes = Encoding.UTF8.GetBytes(text);
-        for (var i = 0; i < bytes.Length; i++)
-            if (!json.Accept(bytes[i])) return (i, false);
-        return (-1, json.IsComplete);
-    }
 
     static string Refusal(string schema) =>
         Assert.Throws<StratusUserException>(() => JsonSchema.Compile(JsonDocument.Parse(schema).RootElement)).Message;
@@ -54,13 +43,13 @@ public sealed class IntegerBoundsTests
         var schema = Schema(bounds);
         for (var n = -1300; n <= 1300; n++)
         {
-            var (refused, complete) = Read(schema, $"{{\"n\":{n}}}");
+            var (refused, complete) = GrammarWalk.Read(schema, $"{{\"n\":{n}}}");
             // One out of range is refused (at its first digit past every integer in range, or at the '}' after it).
             Assert.True(n >= least && n <= most ? (refused, complete) == (-1, true) : refused >= 0, $"{n} with {bounds}: refused at {refused}, complete {complete}");
         }
         // 0 is written as 0: never -0, nor with a leading zero.
-        Assert.NotEqual(-1, Read(schema, "{\"n\":-0}").Refused);
-        Assert.NotEqual(-1, Read(schema, "{\"n\":01}").Refused);
+        Assert.NotEqual(-1, GrammarWalk.Read(schema, "{\"n\":-0}").Refused);
+        Assert.NotEqual(-1, GrammarWalk.Read(schema, "{\"n\":01}").Refused);
     }
 
     /// <summary>A differential: over many random bounds (small, around powers of ten, 19 and 20
@@ -118,9 +107,9 @@ public sealed class IntegerBoundsTests
             foreach (var n in candidates)
             {
                 var inRange = n >= least && n <= most;
-                var alone = Read(schema, $"{{\"n\":{n}}}");
+                var alone = GrammarWalk.Read(schema, $"{{\"n\":{n}}}");
                 Assert.True(inRange ? alone == (-1, true) : alone.Refused >= 0, $"{n} with {bounds}: refused at {alone.Refused}");
-                var inArray = Read(items, $"{{\"a\":[{n},{n}]}}");
+                var inArray = GrammarWalk.Read(items, $"{{\"a\":[{n},{n}]}}");
                 Assert.True(inRange ? inArray == (-1, true) : inArray.Refused >= 0, $"[{n},{n}] with {bounds}: refused at {inArray.Refused}");
             }
         }
@@ -130,13 +119,13 @@ public sealed class IntegerBoundsTests
     public void Refused_at_the_first_digit_that_leaves_the_range()
     {
         var schema = Schema("\"minimum\":10,\"maximum\":99");
-        Assert.Equal((7, false), Read(schema, "{\"n\":100}")); // the third digit
-        Assert.Equal((5, false), Read(schema, "{\"n\":0"));
-        Assert.Equal((5, false), Read(schema, "{\"n\":-1"));
+        Assert.Equal((7, false), GrammarWalk.Read(schema, "{\"n\":100}")); // the third digit
+        Assert.Equal((5, false), GrammarWalk.Read(schema, "{\"n\":0"));
+        Assert.Equal((5, false), GrammarWalk.Read(schema, "{\"n\":-1"));
         // "1" may go on to 10..19; it may not end there.
-        Assert.Equal((6, false), Read(schema, "{\"n\":1}"));
-        Assert.Equal((5, false), Read(Schema("\"minimum\":200,\"maximum\":350"), "{\"n\":4"));
-        Assert.Equal((6, false), Read(Schema("\"minimum\":200,\"maximum\":350"), "{\"n\":36"));
+        Assert.Equal((6, false), GrammarWalk.Read(schema, "{\"n\":1}"));
+        Assert.Equal((5, false), GrammarWalk.Read(Schema("\"minimum\":200,\"maximum\":350"), "{\"n\":4"));
+        Assert.Equal((6, false), GrammarWalk.Read(Schema("\"minimum\":200,\"maximum\":350"), "{\"n\":36"));
     }
 
     /// <summary>What zod writes for z.number().int(): JavaScript's safe integers, 16 digits.</summary>
@@ -145,14 +134,14 @@ public sealed class IntegerBoundsTests
     {
         var schema = Schema("\"minimum\":-9007199254740991,\"maximum\":9007199254740991");
         foreach (var n in new[] { "0", "-1", "42", "9007199254740991", "-9007199254740991", "9007199254740990", "999999999999999" })
-            Assert.Equal((-1, true), Read(schema, $"{{\"n\":{n}}}"));
-        Assert.Equal((20, false), Read(schema, "{\"n\":9007199254740992}"));
-        Assert.Equal((22, false), Read(schema, "{\"n\":-90071992547409910"));
-        Assert.Equal((21, false), Read(schema, "{\"n\":10000000000000000"));
+            Assert.Equal((-1, true), GrammarWalk.Read(schema, $"{{\"n\":{n}}}"));
+        Assert.Equal((20, false), GrammarWalk.Read(schema, "{\"n\":9007199254740992}"));
+        Assert.Equal((22, false), GrammarWalk.Read(schema, "{\"n\":-90071992547409910"));
+        Assert.Equal((21, false), GrammarWalk.Read(schema, "{\"n\":10000000000000000"));
         // A side without a bound stops at long's: 19 digits.
         var positive = Schema("\"minimum\":1");
-        Assert.Equal((-1, true), Read(positive, $"{{\"n\":{long.MaxValue}}}"));
-        Assert.Equal((23, false), Read(positive, "{\"n\":9223372036854775808}"));
+        Assert.Equal((-1, true), GrammarWalk.Read(positive, $"{{\"n\":{long.MaxValue}}}"));
+        Assert.Equal((23, false), GrammarWalk.Read(positive, "{\"n\":9223372036854775808}"));
     }
 
     [Theory]
@@ -192,9 +181,9 @@ public sealed class IntegerBoundsTests
     public void Bounds_beside_an_enum_filter_its_numbers()
     {
         var schema = JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"x":{"type":"number","enum":[1.5,2.5,10,"a"],"exclusiveMinimum":1.5,"maximum":10}},"required":["x"]}""").RootElement);
-        Assert.Equal((-1, true), Read(schema, "{\"x\":2.5}"));
-        Assert.Equal((-1, true), Read(schema, "{\"x\":10}"));
-        Assert.Equal((6, false), Read(schema, "{\"x\":1.5}"));
+        Assert.Equal((-1, true), GrammarWalk.Read(schema, "{\"x\":2.5}"));
+        Assert.Equal((-1, true), GrammarWalk.Read(schema, "{\"x\":10}"));
+        Assert.Equal((6, false), GrammarWalk.Read(schema, "{\"x\":1.5}"));
     }
 
     /// <summary>Where a type list or anyOf loses the alternative it cannot enforce and only null
@@ -216,9 +205,9 @@ public sealed class IntegerBoundsTests
     {
         // System.Text.Json's number read from strings: the integer stays, and so does a bounded one.
         var schema = JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"v":{"type":["string","integer","null"],"pattern":"^-?\\d+$","minimum":1}},"required":["v"]}""").RootElement);
-        Assert.Equal((-1, true), Read(schema, "{\"v\":3}"));
-        Assert.Equal((-1, true), Read(schema, "{\"v\":null}"));
-        Assert.Equal((5, false), Read(schema, "{\"v\":\"3\"}"));
-        Assert.Equal((5, false), Read(schema, "{\"v\":0}"));
+        Assert.Equal((-1, true), GrammarWalk.Read(schema, "{\"v\":3}"));
+        Assert.Equal((-1, true), GrammarWalk.Read(schema, "{\"v\":null}"));
+        Assert.Equal((5, false), GrammarWalk.Read(schema, "{\"v\":\"3\"}"));
+        Assert.Equal((5, false), GrammarWalk.Read(schema, "{\"v\":0}"));
     }
 }

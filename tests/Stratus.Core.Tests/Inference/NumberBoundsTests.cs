@@ -5,7 +5,6 @@
 // has no exponent, random walks end only in values in range and never at a dead end, and a range
 // that allows nothing or a multipleOf that cannot be enforced is refused naming where.
 using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using Stratus.Inference;
 
@@ -16,17 +15,7 @@ public sealed class NumberBoundsTests
     static JsonSchema Schema(string type, string keywords) =>
         JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"x":{"type":""" + $"\"{type}\",{keywords}" + """}},"required":["x"]}""").RootElement);
 
-    /// <summary>The index of the first byte refused (-1: none) and whether the text is whole.</summary>
-    static (int Refused, bool Complete) Read(JsonSchema schema, string text)
-    {
-        var json = new JsonGrammar(schema);
-        var bytes = Encoding.UTF8.GetBytes(text);
-        for (var i = 0; i < bytes.Length; i++)
-            if (!json.Accept(bytes[i])) return (i, false);
-        return (-1, json.IsComplete);
-    }
-
-    static bool Accepted(JsonSchema schema, string number) => Read(schema, $"{{\"x\":{number}}}") == (-1, true);
+    static bool Accepted(JsonSchema schema, string number) => GrammarWalk.Read(schema, $"{{\"x\":{number}}}") == (-1, true);
 
     static string Refusal(string schema) =>
         Assert.Throws<StratusUserException>(() => JsonSchema.Compile(JsonDocument.Parse(schema).RootElement)).Message;
@@ -135,7 +124,7 @@ public sealed class NumberBoundsTests
             {
                 var expected = Writable(candidate, bounds, fraction);
                 Assert.True(Accepted(schema, candidate) == expected, $"{candidate} with {text}: expected {expected}");
-                Assert.True((Read(items, $"{{\"a\":[{candidate},{candidate}]}}") == (-1, true)) == expected, $"[{candidate},{candidate}] with {text}");
+                Assert.True((GrammarWalk.Read(items, $"{{\"a\":[{candidate},{candidate}]}}") == (-1, true)) == expected, $"[{candidate},{candidate}] with {text}");
             }
         }
     }
@@ -217,8 +206,8 @@ public sealed class NumberBoundsTests
         // Every integer is a multiple of 0.1.
         Assert.True(Accepted(Schema("integer", "\"multipleOf\":0.1"), "7"));
         // A bounded number has no exponent; a free one still may.
-        Assert.NotEqual(-1, Read(Schema("number", "\"minimum\":0"), "{\"x\":1e2}").Refused);
-        Assert.Equal((-1, true), Read(Schema("number", "\"description\":\"free\""), "{\"x\":1e2}"));
+        Assert.NotEqual(-1, GrammarWalk.Read(Schema("number", "\"minimum\":0"), "{\"x\":1e2}").Refused);
+        Assert.Equal((-1, true), GrammarWalk.Read(Schema("number", "\"description\":\"free\""), "{\"x\":1e2}"));
         // The bounds' own fraction digits are written where they are more than 6.
         var fine = Schema("number", "\"minimum\":0.1,\"maximum\":0.1000001");
         Assert.True(Accepted(fine, "0.1000001"));
@@ -232,7 +221,7 @@ public sealed class NumberBoundsTests
         var untyped = JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"x":{"minimum":2,"exclusiveMaximum":3}},"required":["x"]}""").RootElement);
         Assert.True(Accepted(untyped, "2.5"));
         Assert.False(Accepted(untyped, "3"));
-        Assert.NotEqual(-1, Read(untyped, "{\"x\":\"a\"}").Refused);
+        Assert.NotEqual(-1, GrammarWalk.Read(untyped, "{\"x\":\"a\"}").Refused);
         var listed = JsonSchema.Compile(JsonDocument.Parse("""{"type":"object","properties":{"x":{"enum":[3,4,4.5,9,10],"multipleOf":1.5,"maximum":9}},"required":["x"]}""").RootElement);
         Assert.True(Accepted(listed, "3"));
         Assert.True(Accepted(listed, "4.5"));

@@ -3,7 +3,8 @@
 // "init_from", or a run continued with "resume") and cancel. A submission's arguments are checked as
 // `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
 // writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
-// serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403). They
+// serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403), and its
+// list says so (submissions null; else the root and executors, for the dashboard's form). They
 // run under the executors serve's --jobs-executor enables (local unless it says otherwise; the first
 // given where a request names none): a request that names another is a 400. A Slurm job's
 // partition, time, ranks and cpus_per_rank are checked by the code that checks jobs submit's

@@ -8,6 +8,10 @@
 // stream of refused requests), a rate-limited panel waits out the server's Retry-After (a tab
 // shown again too), a tab in the background asks nothing, a run resumed from an earlier checkpoint
 // redraws its curve, a damaged run's file is said in its curve's place, and tick labels fit the chart.
+// A job submitted from the jobs panel's form trains under the real CLI to its end, a field the API
+// refuses is said beside it, a running job is cancelled after a confirming dialog (a refused cancel
+// said in it), a Slurm job's pending reason, partition, time limit and nodes are shown, and a server
+// that takes no jobs shows no form.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.

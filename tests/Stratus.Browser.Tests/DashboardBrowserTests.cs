@@ -8,6 +8,10 @@
 // stream of refused requests), a rate-limited panel waits out the server's Retry-After (a tab
 // shown again too), a tab in the background asks nothing, a run resumed from an earlier checkpoint
 // redraws its curve, a damaged run's file is said in its curve's place, and tick labels fit the chart.
+// A job submitted from the jobs panel's form trains under the real CLI to its end, a field the API
+// refuses is said beside it, a running job is cancelled after a confirming dialog (a refused cancel
+// said in it), a Slurm job's pending reason, partition, time limit and nodes are shown, and a server
+// that takes no jobs shows no form.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.
@@ -24,17 +28,41 @@ using static Microsoft.Playwright.Assertions;
 
 namespace Stratus.Browser.Tests;
 
-/// <summary>The tiny model's server with its jobs API, as `stratus serve` has it (its supervisor a no-op).</summary>
+/// <summary>The tiny model's server with its jobs API, as `stratus serve --jobs-root` has it: the
+/// real CLI supervises the jobs the page submits, which train a tiny model on a tiny dataset
+/// beneath the root.</summary>
 public sealed class DashboardServer : IAsyncLifetime
 {
-    public TinyModelServer Server { get; } = new() { JobsCommand = ["/bin/true"] };
-    public Task InitializeAsync() => Server.InitializeAsync();
-    public Task DisposeAsync() => Server.DisposeAsync();
+    public string JobsRoot { get; } = Path.Combine(Path.GetTempPath(), "stratus-dashboard-jobs-" + Guid.NewGuid().ToString("N"));
+    public TinyModelServer Server { get; }
+    public DashboardServer() => Server = new() { JobsCommand = ["dotnet", Path.Combine(AppContext.BaseDirectory, "stratus.dll")], JobsRoot = JobsRoot };
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(JobsRoot);
+        File.WriteAllText(Path.Combine(JobsRoot, "corpus.txt"), string.Concat(Enumerable.Range(0, 3000).Select(i => "abcdefgh ij\n"[i * 7 % 12])));
+        Stratus.Data.DatasetPreparer.Prepare(Path.Combine(JobsRoot, "corpus.txt"), Path.Combine(JobsRoot, "data"), "char");
+        File.WriteAllText(Path.Combine(JobsRoot, "tiny.json"), """
+            { "n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8, "batch_size": 2, "bias": false, "max_iters": 6,
+              "lr_decay_iters": 6, "warmup_iters": 0, "eval_interval": 3, "eval_iters": 2, "log_interval": 1, "seed": 5 }
+            """);
+        await Server.InitializeAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        // A test that failed midway leaves no training running on.
+        var jobs = JobService.Open(Server.DataDir, ["/bin/true"]);
+        foreach (var job in jobs.List().Where(j => j.State is JobState.Queued or JobState.Running)) jobs.Cancel(job.Id, "tests");
+        await Server.DisposeAsync();
+        Directory.Delete(JobsRoot, recursive: true);
+    }
 }
 
 public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixture<DashboardServer>
 {
     readonly TinyModelServer fixture = server.Server;
+    readonly string jobsRoot = new Stratus.Server.Trust.JobsRoot(server.JobsRoot).Folder;
 
     const string Chromium = "/usr/bin/chromium";
 
@@ -343,6 +371,209 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    [Fact]
+    public async Task A_job_submitted_from_the_form_appears_and_runs_to_its_end()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        var form = page.Locator("#job-submit");
+        // Where submissions must lie, as the server's list says.
+        await Expect(form).ToContainTextAsync(jobsRoot);
+        await form.GetByLabel("Config", new() { Exact = true }).FillAsync(Path.Combine(jobsRoot, "tiny.json"));
+        await form.GetByLabel("Data", new() { Exact = true }).FillAsync(Path.Combine(jobsRoot, "data"));
+        await form.GetByLabel("Overrides", new() { Exact = true }).FillAsync("max_iters=4\nlr_decay_iters=4");
+        var run = Path.Combine(jobsRoot, "run-" + Guid.NewGuid().ToString("N")[..8]);
+        var output = form.GetByLabel("Out", new() { Exact = true });
+        await output.FillAsync(run);
+        // Submitted from the keyboard.
+        await output.PressAsync("Enter");
+        var said = page.Locator("#job-submit-status");
+        await Expect(said).ToHaveTextAsync(new System.Text.RegularExpressions.Regex(@"^Submitted job-\S+ \(queued\)\.$"));
+        var id = (await said.TextContentAsync())!.Split(' ')[1];
+        var row = page.Locator("#panel-jobs tr", new() { HasText = id });
+        await Expect(row).ToContainTextAsync(run);
+        // The training runs under the real supervisor to its end, its steps logged.
+        await Expect(row).ToContainTextAsync("succeeded", new() { Timeout = 180_000 });
+        await Expect(row.Locator("td").Nth(5)).ToHaveTextAsync(new System.Text.RegularExpressions.Regex(@"^\d+$"));
+        Assert.Equal(0, await row.GetByRole(AriaRole.Button).CountAsync());
+        Assert.Equal("tiny.json", Path.GetFileName((string)JsonNode.Parse(await fixture.Http.GetStringAsync($"/api/jobs/{id}"))!["arguments"]!["config"]!));
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
+    public async Task A_field_the_API_refuses_shows_its_message_beside_that_field()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        var form = page.Locator("#job-submit");
+        var submit = form.GetByRole(AriaRole.Button, new() { Name = "Submit job" });
+        await form.GetByLabel("Data", new() { Exact = true }).FillAsync(Path.Combine(jobsRoot, "data"));
+        var output = form.GetByLabel("Out", new() { Exact = true });
+        await output.FillAsync("runs/x");
+        await submit.ClickAsync();
+        // The API's own words (a 400 with param "out"), beside the field, which says it is at fault.
+        await Expect(page.Locator("#job-out-error")).ToHaveTextAsync("'out' must be an absolute path on the server's host, got 'runs/x'; give the whole path (/srv/runs/...).");
+        await Expect(output).ToHaveAttributeAsync("aria-invalid", "true");
+        await Expect(output).ToBeFocusedAsync();
+        await Expect(page.Locator("#job-submit-error")).ToBeHiddenAsync();
+
+        // An override train does not know: param "overrides.n_layers", said beside the overrides; the out field's error gone.
+        await output.FillAsync(Path.Combine(jobsRoot, "refused"));
+        await form.GetByLabel("Overrides", new() { Exact = true }).FillAsync("max_iters=3\nn_layers=2");
+        await submit.ClickAsync();
+        await Expect(page.Locator("#job-overrides-error")).ToContainTextAsync("n_layers");
+        await Expect(page.Locator("#job-out-error")).ToBeHiddenAsync();
+        await Expect(output).Not.ToHaveAttributeAsync("aria-invalid", "true");
+        // A line that is no key=value is said there too, before the API is asked.
+        await form.GetByLabel("Overrides", new() { Exact = true }).FillAsync("max_iters 3");
+        await submit.ClickAsync();
+        await Expect(page.Locator("#job-overrides-error")).ToContainTextAsync("is no key=value");
+        Assert.DoesNotContain(JobService.Open(fixture.DataDir, ["/bin/true"]).List(), j => j.Arguments.Out.EndsWith("refused", StringComparison.Ordinal));
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
+    public async Task A_running_job_is_cancelled_from_its_row_after_a_confirmation()
+    {
+        // A training long enough to be cancelled while it runs.
+        var run = Path.Combine(jobsRoot, "long-" + Guid.NewGuid().ToString("N")[..8]);
+        using (var submitted = await fixture.Http.PostAsJsonAsync("/api/jobs", new
+        {
+            config = Path.Combine(jobsRoot, "tiny.json"), data = Path.Combine(jobsRoot, "data"), @out = run,
+            overrides = new { max_iters = 1_000_000, lr_decay_iters = 1_000_000, eval_interval = 1_000_000 },
+        }))
+            Assert.True(submitted.IsSuccessStatusCode, await submitted.Content.ReadAsStringAsync());
+        var id = (string)JsonNode.Parse(await fixture.Http.GetStringAsync("/api/jobs"))!["data"]![0]!["id"]!;
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        var row = page.Locator("#panel-jobs tr", new() { HasText = id });
+        await Expect(row).ToContainTextAsync("running", new() { Timeout = 120_000 });
+        var cancel = row.GetByRole(AriaRole.Button, new() { Name = $"Cancel {id}" });
+        await cancel.ClickAsync();
+        // A confirmation first: kept, nothing is cancelled.
+        var dialog = page.GetByRole(AriaRole.Dialog, new() { Name = $"Cancel {id}?" });
+        await Expect(dialog).ToBeVisibleAsync();
+        await dialog.GetByRole(AriaRole.Button, new() { Name = "Keep it" }).ClickAsync();
+        await Expect(dialog).ToBeHiddenAsync();
+        Assert.Equal("running", (string)JsonNode.Parse(await fixture.Http.GetStringAsync($"/api/jobs/{id}"))!["state"]!);
+
+        // Confirmed: the button is disabled while the request runs (held here until it is seen so).
+        var release = new TaskCompletionSource();
+        await page.RouteAsync("**/api/jobs/*/cancel", async route => { await release.Task; await route.ContinueAsync(); });
+        await row.GetByRole(AriaRole.Button, new() { Name = $"Cancel {id}" }).ClickAsync();
+        var confirm = dialog.GetByRole(AriaRole.Button, new() { Name = "Cancel the job" });
+        await confirm.ClickAsync();
+        await Expect(confirm).ToBeDisabledAsync();
+        release.SetResult();
+        await Expect(dialog).ToBeHiddenAsync();
+        await Expect(row).ToContainTextAsync("cancelled", new() { Timeout = 60_000 });
+        Assert.Equal(0, await row.GetByRole(AriaRole.Button).CountAsync());
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
+    public async Task A_cancel_the_API_refuses_shows_its_message_in_the_dialog()
+    {
+        var id = EndedJob(Path.Combine(Path.GetDirectoryName(fixture.RunFolder)!, "job-refused-" + Guid.NewGuid().ToString("N")[..8]));
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        // The job as the page last read it: still running, where the server has since recorded its end.
+        await page.RouteAsync("**/api/jobs", async route =>
+        {
+            var list = JsonNode.Parse(await (await route.FetchAsync()).TextAsync())!;
+            foreach (var job in list["data"]!.AsArray()) if ((string)job!["id"]! == id) job["state"] = "running";
+            await route.FulfillAsync(new() { ContentType = "application/json", Body = list.ToJsonString() });
+        });
+        await ShowAsync(page, fixture.ApiKey);
+        await page.Locator("#panel-jobs tr", new() { HasText = id }).GetByRole(AriaRole.Button, new() { Name = $"Cancel {id}" }).ClickAsync();
+        var dialog = page.GetByRole(AriaRole.Dialog);
+        await dialog.GetByRole(AriaRole.Button, new() { Name = "Cancel the job" }).ClickAsync();
+        // The API's 409, in the dialog, which stays open.
+        await Expect(page.Locator("#job-cancel-error")).ToContainTextAsync(id);
+        await Expect(dialog).ToBeVisibleAsync();
+        await Expect(dialog.GetByRole(AriaRole.Button, new() { Name = "Cancel the job" })).ToBeEnabledAsync();
+        Assert.Empty(opened.Violations);
+    }
+
+    [Fact]
+    public async Task A_slurm_jobs_pending_reason_partition_time_limit_and_nodes_are_shown_and_a_local_jobs_are_empty()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        static object Job(string id, string executor, object? slurm, object arguments) => new
+        {
+            @object = "job", id, kind = "train", state = "queued", reason = (string?)null, executor, executor_reference = executor == "slurm" ? "41" : null,
+            arguments, pid = (int?)null, exit_code = (int?)null, submitted_at = "2026-01-05T14:03:27Z", started_at = (string?)null, ended_at = (string?)null,
+            submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
+        };
+        // As a server running jobs under Slurm answers: one waiting for its priority, one local.
+        await page.RouteAsync("**/api/jobs", route => route.FulfillAsync(new()
+        {
+            ContentType = "application/json",
+            Body = JsonSerializer.Serialize(new
+            {
+                @object = "list",
+                submissions = new { root = "/srv/jobs", executors = new[] { "slurm", "local" } },
+                data = new[]
+                {
+                    Job("job-slurm", "slurm", new { job_id = "41", state = "PENDING", reason = "Priority", partition = "gpu", time_limit = "2:00:00", nodes = (string?)null, ranks = 4, cpus_per_rank = 8, unreachable = (string?)null },
+                        new { config = (string?)null, data = "/srv/jobs/data", @out = "/srv/jobs/run", overrides = new { }, resume = false, init_from = (string?)null, partition = "gpu", time = "2:00:00", ranks = 4, cpus_per_rank = 8 }),
+                    Job("job-local", "local", null,
+                        new { config = (string?)null, data = "/srv/jobs/data", @out = "/srv/jobs/run2", overrides = new { }, resume = false, init_from = (string?)null, partition = (string?)null, time = (string?)null, ranks = (int?)null, cpus_per_rank = (int?)null }),
+                },
+            }),
+        }));
+        await page.RouteAsync("**/api/jobs/*/metrics", route => route.FulfillAsync(new() { ContentType = "application/json", Body = "{\"object\":\"list\",\"data\":[],\"cursor\":null,\"reset\":false}" }));
+        await ShowAsync(page, fixture.ApiKey);
+        var table = page.Locator("#panel-jobs table");
+        await Expect(table).ToBeVisibleAsync();
+        var headers = await table.Locator("th").AllTextContentsAsync();
+        string Cell(IReadOnlyList<string> cells, string column) => cells[headers.ToList().IndexOf(column)];
+        var slurm = await page.Locator("#panel-jobs tr", new() { HasText = "job-slurm" }).Locator("td").AllTextContentsAsync();
+        var local = await page.Locator("#panel-jobs tr", new() { HasText = "job-local" }).Locator("td").AllTextContentsAsync();
+        Assert.Equal(("Priority", "gpu", "2:00:00", ""), (Cell(slurm, "Pending reason"), Cell(slurm, "Partition"), Cell(slurm, "Time limit"), Cell(slurm, "Nodes")));
+        Assert.Equal(("", "", "", ""), (Cell(local, "Pending reason"), Cell(local, "Partition"), Cell(local, "Time limit"), Cell(local, "Nodes")));
+        Assert.DoesNotMatch(@"\b(undefined|null|NaN)\b", await page.Locator("#panel-jobs").InnerTextAsync());
+        // Slurm's resources are asked for only with the Slurm executor.
+        var executor = page.Locator("#job-submit").GetByLabel("Executor");
+        await Expect(executor).ToHaveValueAsync("slurm");
+        await Expect(page.Locator("#job-slurm")).ToBeVisibleAsync();
+        await executor.SelectOptionAsync("local");
+        await Expect(page.Locator("#job-slurm")).ToBeHiddenAsync();
+        Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>Every admin key may submit (admin grants the training scope): what hides the form is
+    /// a server that takes no jobs (no --jobs-root), whose jobs are still listed and cancelled.</summary>
+    [Fact]
+    public async Task A_server_that_takes_no_jobs_shows_no_form_but_lists_and_cancels_its_jobs()
+    {
+        var bare = new TinyModelServer { JobsCommand = ["/bin/true"] };
+        await bare.InitializeAsync();
+        try
+        {
+            var folder = Path.Combine(Path.GetDirectoryName(bare.RunFolder)!, "queued");
+            Directory.CreateDirectory(folder);
+            // Its supervisor alive (and recording nothing) for the test's length: the job stays queued.
+            var queued = JobService.Open(bare.DataDir, ["/bin/sh", "-c", "sleep 60"]).Submit(new TrainArguments(null, folder, folder, []), "tests").Id;
+            await using var opened = await OpenAsync(server: bare);
+            var page = opened.Page;
+            await ShowAsync(page, bare.ApiKey);
+            var row = page.Locator("#panel-jobs tr", new() { HasText = queued });
+            await Expect(row.GetByRole(AriaRole.Button, new() { Name = $"Cancel {queued}" })).ToBeVisibleAsync();
+            await Expect(page.Locator("#panel-jobs form")).ToHaveCountAsync(0);
+            Assert.Equal(0, await page.GetByText("Submit a training job").CountAsync());
+            Assert.Empty(opened.Violations);
+        }
+        finally
+        {
+            await bare.DisposeAsync();
+        }
+    }
+
     /// <summary>Every time in the panels is UTC to the second, whatever the browser's zone (the
     /// page's is Asia/Kolkata), with the exact instant as its title.</summary>
     static async Task AssertTimesInUtcAsync(IPage page)
@@ -410,7 +641,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
-    async Task<OpenedPage> OpenAsync(string path = "/dashboard/")
+    async Task<OpenedPage> OpenAsync(string path = "/dashboard/", TinyModelServer? server = null)
     {
         Assert.True(File.Exists(Chromium), $"The browser tests drive Chromium at {Chromium}, which is missing: install it with " +
             "`apt-get install -y chromium` (as root; .ci/run does).");
@@ -428,7 +659,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
             if (message.Text.Contains("Content Security Policy", StringComparison.Ordinal)) opened.Violations.Add(message.Text);
         };
         opened.Page.PageError += (_, error) => opened.Violations.Add(error);
-        await opened.Page.GotoAsync(new Uri(fixture.Server.RootUrl, path).ToString());
+        await opened.Page.GotoAsync(new Uri((server ?? fixture).Server.RootUrl, path).ToString());
         return opened;
     }
 

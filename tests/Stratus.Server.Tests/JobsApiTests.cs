@@ -10,6 +10,7 @@ using System.Text.Json.Nodes;
 using Stratus.Data;
 using Stratus.Platform;
 using Stratus.Platform.Jobs;
+using Stratus.Server.Trust;
 
 namespace Stratus.Server.Tests;
 
@@ -150,6 +151,9 @@ public sealed class JobsApiTests : IAsyncLifetime
             client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", created.Secret);
             var data = Path.Combine(folder, "data");
             var run = Path.Combine(folder, "run");
+            // What a submission may name here, as the list says it: the root (its links followed) and the executors, the default first.
+            var submissions = (await Send(client.GetAsync("/api/jobs"))).Body["submissions"]!;
+            Assert.Equal((new JobsRoot(folder).Folder, "slurm,local"), ((string)submissions["root"]!, string.Join(",", submissions["executors"]!.AsArray().Select(e => (string)e!))));
             const string local = "--partition, --time, --ranks and --cpus-per-rank ask Slurm for the job's resources: give them with --executor slurm";
             foreach (var (body, param, message) in new (object Body, string Param, string Message)[]
             {
@@ -532,6 +536,9 @@ public sealed class JobsApiTests : IAsyncLifetime
             Assert.False(Directory.Exists(Path.Combine(folder, "run")));
             var (listed, list) = await Send(client.GetAsync("/api/jobs"));
             Assert.Equal((HttpStatusCode.OK, 0), (listed, list["data"]!.AsArray().Count));
+            // The list says so, for a client (the dashboard) that would offer a submission.
+            Assert.True(list.ContainsKey("submissions"));
+            Assert.Null(list["submissions"]);
         }
         finally
         {

@@ -3,7 +3,8 @@
 // "init_from", or a run continued with "resume") and cancel. A submission's arguments are checked as
 // `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
 // writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
-// serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403). They
+// serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403), and its
+// list says so (submissions null; else the root and executors, for the dashboard's form). They
 // run under the executors serve's --jobs-executor enables (local unless it says otherwise; the first
 // given where a request names none): a request that names another is a 400. A Slurm job's
 // partition, time, ranks and cpus_per_rank are checked by the code that checks jobs submit's
@@ -108,6 +109,22 @@ public sealed record SlurmView(
         new(slurm.JobId, slurm.State, slurm.Reason, slurm.Partition, slurm.TimeLimit, slurm.Nodes, slurm.Ranks, slurm.CpusPerRank, slurm.Unreachable);
 }
 
+/// <summary>GET /api/jobs: the jobs, newest first, and what POST /api/jobs takes here
+/// (<see cref="Submissions"/>, null where the server takes no jobs), so that a client such as the
+/// dashboard offers a submission only where one can be made, with the paths and executors it may name.</summary>
+public sealed record JobListResponse(
+    [property: JsonPropertyName("data")] IReadOnlyList<JobView> Data,
+    [property: JsonPropertyName("submissions")] JobSubmissionsView? Submissions)
+{
+    [JsonPropertyName("object")] public string Object => "list";
+}
+
+/// <summary>Where a submission's paths must lie (serve's --jobs-root, its links followed) and the
+/// executors it may name (serve's --jobs-executor), the first taken where it names none.</summary>
+public sealed record JobSubmissionsView(
+    [property: JsonPropertyName("root")] string Root,
+    [property: JsonPropertyName("executors")] IReadOnlyList<string> Executors);
+
 /// <summary>The last training step the job's metrics.jsonl records (what `stratus jobs list` shows).</summary>
 public sealed record LastStepView(
     [property: JsonPropertyName("step")] long Step,
@@ -130,7 +147,8 @@ public static class JobsEndpoints
         JobService Service(HttpContext http) =>
             opened ??= JobService.Open(http.RequestServices.GetRequiredService<StratusTrust>().DataDirectory, stratusCommand);
 
-        jobs.MapGet("", (HttpContext http) => Json(new ListResponse<JobView>([.. Service(http).List().Select(JobView.From)])));
+        var submissions = root is null ? null : new JobSubmissionsView(root.Folder, executors);
+        jobs.MapGet("", (HttpContext http) => Json(new JobListResponse([.. Service(http).List().Select(JobView.From)], submissions)));
         jobs.MapGet("/{id}", (HttpContext http, string id) => Json(JobView.From(Service(http).Get(id))));
         jobs.MapPost("", async Task<IResult> (HttpContext http, CancellationToken ct) =>
         {

@@ -1,15 +1,17 @@
-// Calls to this server's API with the operator's key. Paths are relative to the page
+// Calls to this server's API with the operator's key (reads, and the jobs panel's submit and cancel). Paths are relative to the page
 // (/dashboard/), so the dashboard works behind a proxy that serves Stratus under a path.
 // A refusal becomes an ApiError carrying the API's own message (OpenAI's error shape).
 
 export const neededScope = "admin";
 
 export class ApiError extends Error {
-  constructor(status, message, retryAfterSeconds) {
+  constructor(status, message, retryAfterSeconds, param) {
     super(message);
     this.status = status;
     // The server's Retry-After (429, 503): how long to wait before asking again.
     this.retryAfterSeconds = retryAfterSeconds;
+    // The request's field at fault, where the API names one ("out", "overrides.max_iters").
+    this.param = param ?? null;
   }
 
   /** Whether the key itself was refused (wrong, revoked, expired, short of scope): asking
@@ -19,10 +21,15 @@ export class ApiError extends Error {
   }
 }
 
+/** The API with the key: api(path) reads, api(path, { method: "POST", body }) sends body as JSON. */
 export function createApi(key) {
-  return async function get(path) {
+  return async function api(path, { method = "GET", body } = {}) {
+    const headers = { Authorization: `Bearer ${key}`, Accept: "application/json, text/plain" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(new URL(".." + path, document.baseURI), {
-      headers: { Authorization: `Bearer ${key}`, Accept: "application/json, text/plain" },
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
       credentials: "omit",
     });
@@ -30,7 +37,7 @@ export function createApi(key) {
     const json = (response.headers.get("content-type") ?? "").includes("json") && text ? JSON.parse(text) : null;
     if (!response.ok) {
       const retryAfter = Number.parseInt(response.headers.get("retry-after") ?? "", 10);
-      throw new ApiError(response.status, json?.error?.message ?? `${response.status} ${response.statusText}`, Number.isFinite(retryAfter) ? retryAfter : undefined);
+      throw new ApiError(response.status, json?.error?.message ?? `${response.status} ${response.statusText}`, Number.isFinite(retryAfter) ? retryAfter : undefined, json?.error?.param);
     }
     return json ?? text;
   };

@@ -52,18 +52,29 @@ function refuse(error) {
   say(describe(error), true);
 }
 
+/** Puts nodes in parent in their order, moving none already in its place: a node a panel keeps
+ *  across refreshes (a form being typed in) keeps its focus and what was typed. */
+function replaceKeeping(parent, nodes) {
+  for (const child of [...parent.childNodes]) if (!nodes.includes(child)) child.remove();
+  nodes.forEach((node, i) => { if (parent.childNodes[i] !== node) parent.insertBefore(node, parent.childNodes[i] ?? null); });
+}
+
 function show(panel, get) {
   const body = el("div", { class: "body" }, el("p", {}, "Loading…"));
   const updated = el("p", { class: "updated" });
   main.append(el("section", { class: panel.wide ? "panel wide" : "panel", id: `panel-${panel.id}`, "aria-labelledby": `panel-${panel.id}-title` },
     el("h2", { id: `panel-${panel.id}-title` }, panel.title), body, updated));
-  const state = { timer: 0, busy: false, notBefore: 0 };
+  const state = { timer: 0, busy: false, notBefore: 0, again: false };
   shown.push(state);
+  // The panel's own for as long as it is shown: nodes it keeps across refreshes, and a refresh now
+  // (after a change it made), which waits for one under way.
+  const own = { refresh: () => { if (state.busy) state.again = true; else state.refresh(); } };
   state.refresh = async () => {
     let wait = panel.refreshSeconds, retryAfter = 0;
     state.busy = true;
+    state.again = false;
     try {
-      body.replaceChildren(...await panel.render(get));
+      replaceKeeping(body, await panel.render(get, own));
       updated.replaceChildren("Updated ", time(new Date().toISOString(), { dayless: true }), `, every ${panel.refreshSeconds} s.`);
     } catch (error) {
       if (!body.isConnected) return;
@@ -83,7 +94,7 @@ function show(panel, get) {
     // Kept for a tab shown again before it passed, however short it was beside the period.
     state.notBefore = Date.now() + retryAfter * 1000;
     // Unless the key was forgotten (or replaced) meanwhile.
-    if (shown.includes(state) && body.isConnected) schedule(state, wait * 1000);
+    if (shown.includes(state) && body.isConnected) schedule(state, state.again && !retryAfter ? 0 : wait * 1000);
   };
   state.refresh();
 }

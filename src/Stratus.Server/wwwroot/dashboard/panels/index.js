@@ -1,10 +1,13 @@
 // The dashboard's panels, in the order the page shows them. A panel is a module whose default
 // export is
-//   { id, title, refreshSeconds, wide?, render(get) }
-// where render calls get("/v1/...") (the API, with the operator's key; it throws an ApiError
-// carrying the API's message) and returns the nodes to show below the title. dashboard.js draws
-// each panel's frame, refreshes it every refreshSeconds and shows its errors. To add a panel,
-// write its module beside these and list it here.
+//   { id, title, refreshSeconds, wide?, render(api, own) }
+// where render calls api("/v1/...") (the API, with the operator's key; it throws an ApiError
+// carrying the API's message and the field at fault; api(path, { method: "POST", body }) sends)
+// and returns the nodes to show below the title. own is the panel's for as long as it is shown:
+// nodes it returns again at the same place are kept as they are (a form keeps what was typed and
+// its focus), and own.refresh() draws the panel again now. dashboard.js draws each panel's frame,
+// refreshes it every refreshSeconds and shows its errors. To add a panel, write its module beside
+// these and list it here.
 import models from "./models.js";
 import serving from "./serving.js";
 import usage from "./usage.js";

@@ -1,9 +1,12 @@
 // Training jobs (GET /api/jobs: the training scope, which an admin key has too), newest first,
-// as `stratus jobs list` shows them, and the loss curve of one of them from its run's
-// metrics.jsonl (GET /api/jobs/{id}/metrics), drawn as `stratus plot` draws it: training loss at
-// every step, val loss at every evaluation. A job's curve is fetched whole (thinned) once, then
-// in increments: the rows written since the cursor of the last answer. Read-only, as the whole
-// dashboard: cancelling is `stratus jobs cancel` or the API's.
+// as `stratus jobs list` shows them, with what Slurm says of a Slurm job (why it waits, its
+// partition, time limit and nodes), and the loss curve of one of them from its run's metrics.jsonl
+// (GET /api/jobs/{id}/metrics), drawn as `stratus plot` draws it: training loss at every step, val
+// loss at every evaluation. A job's curve is fetched whole (thinned) once, then in increments: the
+// rows written since the cursor of the last answer. Where the server takes jobs (the list's
+// "submissions": serve's --jobs-root and --jobs-executor), a form submits one (POST /api/jobs), the
+// API's refusal shown beside the field it names; a queued or running job has a Cancel button,
+// confirmed in a dialog (POST /api/jobs/{id}/cancel).
 import { ApiError, describe } from "../api.js";
 import { el, table, time, integer } from "../dom.js";
 import { stepChart } from "../chart.js";
@@ -70,20 +73,206 @@ async function curveOrWhy(get, job) {
   }
 }
 
+/** A field's value the form refuses before asking the API, said beside that field. */
+class FieldError extends Error {
+  constructor(field, message) {
+    super(message);
+    this.field = field;
+  }
+}
+
+/** "max_iters=500" lines as POST /api/jobs's overrides: values as text, which the API reads as
+ *  `stratus train --max-iters 500` reads its. */
+function parseOverrides(text) {
+  const overrides = {};
+  for (const [i, line] of text.split(/\r?\n/).entries()) {
+    const setting = line.trim();
+    if (!setting) continue;
+    const at = setting.indexOf("=");
+    if (at <= 0) throw new FieldError("overrides", `Line ${i + 1}, "${setting}", is no key=value: give one setting a line, as max_iters=500.`);
+    const key = setting.slice(0, at).trim();
+    if (Object.hasOwn(overrides, key)) throw new FieldError("overrides", `${key} is given twice; keep one line for it.`);
+    overrides[key] = setting.slice(at + 1).trim();
+  }
+  return overrides;
+}
+
+/** The submit form for the server's submissions ({ root, executors }): each field of POST
+ *  /api/jobs with its label, the Slurm ones shown for the Slurm executor; a refusal is put beside
+ *  the field its param names (overrides.max_iters: the overrides), else above the button. */
+function submitForm(api, own, submissions) {
+  const fields = new Map();
+  const field = (name, label, input, hint) => {
+    const id = `job-${name}`;
+    const error = el("p", { id: `${id}-error`, class: "error field-error", hidden: true });
+    Object.assign(input, { id, name });
+    input.setAttribute("aria-describedby", hint ? `${id}-hint ${id}-error` : `${id}-error`);
+    fields.set(name, { input, error });
+    return el("div", { class: "field" }, el("label", { for: `${id}` }, label), input, hint ? el("p", { id: `${id}-hint`, class: "hint" }, hint) : null, error);
+  };
+  const text = (placeholder) => el("input", { type: "text", spellcheck: "false", autocomplete: "off", placeholder });
+  const number = () => el("input", { type: "number", min: 1, step: 1, inputmode: "numeric" });
+  const beneath = `${submissions.root}/`;
+  const executor = el("select", {}, submissions.executors.map(e => el("option", { value: e }, e)));
+  const slurm = el("fieldset", { id: "job-slurm" }, el("legend", {}, "Slurm resources (left empty: the cluster's defaults, one rank of one CPU)"),
+    field("partition", "Partition", text()),
+    field("time", "Time limit", text("2:00:00")),
+    field("ranks", "Ranks", number()),
+    field("cpus_per_rank", "CPUs per rank", number()));
+  const showSlurm = () => { slurm.hidden = executor.value !== "slurm"; };
+  executor.addEventListener("change", showSlurm);
+  showSlurm();
+  const problem = el("p", { id: "job-submit-error", class: "error", role: "alert", hidden: true });
+  const done = el("p", { id: "job-submit-status", role: "status" });
+  const button = el("button", { type: "submit" }, "Submit job");
+  const form = el("form", { id: "job-submit", class: "job-form", novalidate: true, "aria-labelledby": "job-submit-title" },
+    el("h3", { id: "job-submit-title" }, "Submit a training job"),
+    el("p", { class: "hint" }, "Paths are the server's, whole, beneath ", el("code", {}, submissions.root),
+      ". A new run takes data and out; a run continued takes resume (and data where its dataset moved)."),
+    el("div", { class: "fields" },
+      field("config", "Config", text(`${beneath}configs/shakespeare-char-cpu.json`), "A training config (JSON); left empty: train's defaults with the overrides."),
+      field("data", "Data", text(`${beneath}data/shk`), "The dataset folder `stratus prepare` made."),
+      field("out", "Out", text(`${beneath}runs/shk`), "The run folder to train into."),
+      field("init_from", "Init from", text(`${beneath}runs/base`), "A model to fine-tune: a run or checkpoint folder."),
+      field("resume", "Resume", text(`${beneath}runs/shk`), "A run to continue from its last checkpoint."),
+      field("overrides", "Overrides", el("textarea", { rows: 3, spellcheck: "false", placeholder: "max_iters=500\neval_interval=100" }), "Config keys as key=value, one a line.")),
+    submissions.executors.length > 1 ? el("div", { class: "fields" }, field("executor", "Executor", executor)) : null,
+    slurm, problem, el("p", {}, button), done);
+
+  const clear = () => {
+    problem.hidden = true;
+    for (const { input, error } of fields.values()) {
+      error.hidden = true;
+      input.removeAttribute("aria-invalid");
+    }
+  };
+  const refuse = (name, message) => {
+    const at = fields.get(name);
+    if (!at) {
+      problem.textContent = message;
+      problem.hidden = false;
+      return;
+    }
+    at.error.textContent = message;
+    at.error.hidden = false;
+    at.input.setAttribute("aria-invalid", "true");
+    at.input.focus();
+  };
+  const body = () => {
+    const value = name => fields.get(name).input.value.trim();
+    const request = { executor: executor.value };
+    for (const name of ["config", "data", "out", "init_from", "resume"]) if (value(name)) request[name] = value(name);
+    const overrides = parseOverrides(fields.get("overrides").input.value);
+    if (Object.keys(overrides).length) request.overrides = overrides;
+    if (executor.value === "slurm") {
+      for (const name of ["partition", "time"]) if (value(name)) request[name] = value(name);
+      // As typed: a number the API refuses (0, 2.5) is refused naming its field.
+      for (const name of ["ranks", "cpus_per_rank"]) if (value(name)) request[name] = Number(value(name));
+    }
+    return request;
+  };
+  form.addEventListener("submit", async event => {
+    event.preventDefault();
+    if (button.disabled) return;
+    clear();
+    done.textContent = "";
+    let request;
+    try {
+      request = body();
+    } catch (error) {
+      if (!(error instanceof FieldError)) throw error;
+      refuse(error.field, error.message);
+      return;
+    }
+    button.disabled = true;
+    done.textContent = "Submitting…";
+    try {
+      const job = await api("/api/jobs", { method: "POST", body: request });
+      done.textContent = `Submitted ${job.id} (${job.state}).`;
+      own.refresh();
+    } catch (error) {
+      done.textContent = "";
+      // "overrides.max_iters" is the overrides' field.
+      refuse(error instanceof ApiError && error.param ? error.param.split(".")[0] : null, describe(error));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return form;
+}
+
+/** The dialog that confirms a cancel; ask(job) shows it for that job. It stays open with the
+ *  API's message where the cancel is refused, and its button is disabled while the request runs. */
+function cancelDialog(api, own) {
+  const title = el("h3", { id: "job-cancel-title" });
+  const problem = el("p", { id: "job-cancel-error", class: "error", role: "alert", hidden: true });
+  const confirm = el("button", { type: "button", id: "job-cancel-confirm" }, "Cancel the job");
+  const keep = el("button", { type: "button" }, "Keep it");
+  const dialog = el("dialog", { id: "job-cancel", "aria-labelledby": "job-cancel-title" }, title,
+    el("p", {}, "A running training stops after its current step with a last checkpoint; submit a job with resume set to its run to continue it."),
+    problem, el("p", { class: "buttons" }, confirm, " ", keep));
+  let id = null;
+  keep.addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => own.cancelButton(id)?.focus());
+  confirm.addEventListener("click", async () => {
+    const cancelling = id;
+    confirm.disabled = true;
+    problem.hidden = true;
+    own.cancelling.add(cancelling);
+    own.cancelButton(cancelling)?.setAttribute("disabled", "");
+    try {
+      await api(`/api/jobs/${encodeURIComponent(cancelling)}/cancel`, { method: "POST" });
+      dialog.close();
+    } catch (error) {
+      problem.textContent = describe(error);
+      problem.hidden = false;
+    } finally {
+      confirm.disabled = false;
+      own.cancelling.delete(cancelling);
+      own.refresh();
+    }
+  });
+  // Not "open": a dialog's own property, whether it is shown.
+  return Object.assign(dialog, {
+    ask(job) {
+      id = job.id;
+      title.textContent = `Cancel ${job.id}?`;
+      problem.hidden = true;
+      dialog.showModal();
+      keep.focus();
+    },
+  });
+}
+
 export default {
   id: "jobs",
   title: "Training jobs",
   refreshSeconds: 10,
   wide: true,
-  async render(get) {
-    let jobs;
+  async render(get, own) {
+    let answer;
     try {
-      jobs = (await get("/api/jobs")).data;
+      answer = await get("/api/jobs");
     } catch (error) {
       // A host that embeds the server without training jobs maps no /api/jobs.
       if (error instanceof ApiError && error.status === 404) return [el("p", {}, "This server runs no training jobs.")];
       throw error;
     }
+    const jobs = answer.data;
+    // Made once while the panel is shown (what was typed stays across refreshes), again only where
+    // the server's submissions changed (it restarted with another --jobs-root).
+    own.cancelling ??= new Set();
+    own.cancelButton ??= id => own.dialog.parentNode?.querySelector(`button[data-cancel="${CSS.escape(id)}"]`);
+    own.dialog ??= cancelDialog(get, own);
+    const submissions = JSON.stringify(answer.submissions ?? null);
+    if (own.submissions !== submissions) {
+      own.submissions = submissions;
+      own.form = answer.submissions ? submitForm(get, own, answer.submissions) : null;
+    }
+    const kept = [own.dialog, ...(own.form ? [own.form] : [])];
+    const cancel = j => ["queued", "running"].includes(j.state)
+      ? el("button", { type: "button", "data-cancel": j.id, "aria-label": `Cancel ${j.id}`, disabled: own.cancelling.has(j.id) }, "Cancel")
+      : "";
     const listed = table("Jobs, newest first", [
       { label: "Job", value: j => el("code", {}, j.id) },
       { label: "State", value: j => el("span", { class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state) },
@@ -93,8 +282,14 @@ export default {
       { label: "Step", value: j => j.last_step ? integer.format(j.last_step.step) : "—", number: true },
       { label: "Loss", value: j => j.last_step ? j.last_step.train_loss.toFixed(4) : "—", number: true },
       { label: "Reason", value: j => j.reason ?? "" },
-    ], jobs, "No jobs. Submit one with `stratus jobs submit` or POST /api/jobs.");
-    if (jobs.length === 0) return [listed];
+      // Slurm's words for a Slurm job (as sbatch was asked, before Slurm answers); empty for a local one.
+      { label: "Pending reason", value: j => j.slurm?.unreachable ? `Slurm not reached: ${j.slurm.unreachable}` : j.slurm?.reason ?? "" },
+      { label: "Partition", value: j => j.slurm?.partition ?? j.arguments.partition ?? "" },
+      { label: "Time limit", value: j => j.slurm?.time_limit ?? j.arguments.time ?? "" },
+      { label: "Nodes", value: j => j.slurm?.nodes ?? "" },
+      { label: "Cancel", value: cancel },
+    ], jobs, own.form ? "No jobs yet." : "No jobs. Submit one with `stratus jobs submit` or POST /api/jobs.");
+    if (jobs.length === 0) return [...kept, listed];
     // The job chosen, else the newest with a step logged (running ones first), else the newest
     // running one, else the newest: a job queued or failed before its first step has no curve.
     const logged = jobs.filter(j => j.last_step);
@@ -108,6 +303,10 @@ export default {
       try { area.replaceChildren(await curveOrWhy(get, job)); }
       catch (error) { area.replaceChildren(el("p", { class: "error", role: "alert" }, error.message)); }
     });
-    return [listed, el("p", {}, el("label", { for: "job-picker" }, "Loss curve of "), picker), area];
+    listed.addEventListener("click", event => {
+      const id = event.target.closest("button[data-cancel]")?.dataset.cancel;
+      if (id) own.dialog.ask(jobs.find(j => j.id === id));
+    });
+    return [...kept, listed, el("p", {}, el("label", { for: "job-picker" }, "Loss curve of "), picker), area];
   },
 };

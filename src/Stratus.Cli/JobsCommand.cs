@@ -168,7 +168,7 @@ static class JobsCommand
             Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : JobView.SlurmJobId(job) is { } slurmJob ? $", Slurm job {slurmJob}" : "")}");
             if (job.Slurm is { Unreachable: { } unreachable }) Console.WriteLine($"slurm:      {unreachable}: the job is as last recorded");
             else if (job.Slurm is { } slurm)
-                Console.WriteLine($"slurm:      {slurm.State ?? "submitted"}{(slurm.Reason is { } why ? $" ({why})" : "")}, {SlurmResources(slurm)}, nodes {slurm.Nodes ?? "-"}");
+                Console.WriteLine($"slurm:      {slurm.State ?? "submitted"}{(slurm.Reason is { } why ? $" ({why})" : "")}, {SlurmResources(slurm)}, nodes {slurm.Nodes ?? "-"}{(slurm.Elapsed is { } ran && job.StartedAt is not null ? $", ran {ran}" : "")}");
             // Kept with the job: Slurm's own word (above) is gone once it forgets the ended job.
             if (job.Resources is { } asked) Console.WriteLine($"asked:      {SlurmResources(asked)}");
             Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");

@@ -298,6 +298,8 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
             var slurmJob = Submitted().Match(submitted.Stdout).Groups[2].Value;
             // One CPU a rank unless asked, said where the submitter looks first.
             Assert.Contains("\nasked of Slurm: partition (the cluster's default), time limit 1-2:30, 1 rank of 1 CPU (each rank training on a thread a CPU: --cpus-per-rank for more)\n", submitted.Stdout);
+            // The cluster's node has more (sinfo): how to use them, in one line.
+            Assert.Contains($"\nhint: the nodes of the cluster's default partition have {Environment.ProcessorCount} CPUs: --cpus-per-rank {Environment.ProcessorCount} would train each rank on {Environment.ProcessorCount} threads\n", submitted.Stdout);
             var shown = SlurmCluster.RunQuietly("scontrol", "show", "job", "--oneliner", slurmJob).Stdout;
             Assert.Contains(" Requeue=0 ", shown);
             Assert.Contains(" TimeLimit=1-02:30:00 ", shown);

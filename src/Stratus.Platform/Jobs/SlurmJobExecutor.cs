@@ -156,6 +156,31 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         return new JobExecutorUnavailableException($"sbatch refused the job: {error}; check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local");
     }
 
+    /// <summary>The fewest CPUs a node of <paramref name="partition"/> (null: the cluster's
+    /// default; "a,b": either) has, as sinfo says (%c: "16", or "16+" where its nodes differ);
+    /// null where sinfo cannot say (no such partition, no cluster it reaches).</summary>
+    public static int? NodeCpus(string? partition)
+    {
+        (int Code, string Stdout, string Stderr) sinfo;
+        try
+        {
+            sinfo = Run("sinfo", ["--noheader", "--format=%P|%c"]);
+        }
+        catch (Exception e) when (e is TrustUserException or IOException)
+        {
+            return null;
+        }
+        if (sinfo.Code != 0) return null;
+        var named = partition?.Split(',');
+        var cpus = sinfo.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(line => line.Split('|'))
+            // The default partition's name ends in *.
+            .Where(fields => fields.Length == 2 && (named is null ? fields[0].EndsWith('*') : named.Contains(fields[0].TrimEnd('*'))))
+            .Select(fields => int.TryParse(fields[1].TrimEnd('+'), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : (int?)null)
+            .Where(n => n is not null).ToList();
+        return cpus.Count > 0 ? cpus.Min() : null;
+    }
+
     /// <summary>The batch script: it names the job in its log, as the local supervisor does, then
     /// becomes the training (exec), so a signal to the batch step is train's; N ranks are a step
     /// srun launches, whose tasks end together where one fails (--kill-on-bad-exit). Each rank's

@@ -93,6 +93,10 @@ static class JobsCommand
             Console.WriteLine($"submitted {job.Id}{(runner == SlurmJobExecutor.ExecutorName ? $" (Slurm job {job.ExecutorReference})" : "")}: {(arguments.Resume ? "resume" : "train into")} {job.Arguments.Out}, its output in {job.LogFile}");
             // A rank's libtorch runs a thread a CPU it asked for: one, unless told, where a local job runs one a core.
             if (job.Resources is { } asked) Console.WriteLine($"asked of Slurm: {SlurmResources(asked)} (each rank training on a thread a CPU: --cpus-per-rank for more)");
+            // The default stays one CPU a rank (what Slurm gives a task unless asked, and what any
+            // node can start at once); where the partition's nodes have more, say how to use them.
+            if (job.Resources is { } sized && result.GetValue(cpusPerRank) is null && SlurmJobExecutor.NodeCpus(sized.Partition) is { } nodeCpus && nodeCpus / sized.Ranks > sized.CpusPerRank)
+                Console.WriteLine($"hint: the nodes of {(sized.Partition is { } named ? $"partition {named}" : "the cluster's default partition")} have {nodeCpus} CPUs: --cpus-per-rank {nodeCpus / sized.Ranks} would train each rank on {nodeCpus / sized.Ranks} threads");
             Console.WriteLine(Invocation.Spell($"follow it with `stratus jobs logs {job.Id} --follow`, see it with `stratus jobs show {job.Id}`, stop it with `stratus jobs cancel {job.Id}`"));
             return Task.FromResult(0);
         });
@@ -168,7 +172,7 @@ static class JobsCommand
             Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : JobView.SlurmJobId(job) is { } slurmJob ? $", Slurm job {slurmJob}" : "")}");
             if (job.Slurm is { Unreachable: { } unreachable }) Console.WriteLine($"slurm:      {unreachable}: the job is as last recorded");
             else if (job.Slurm is { } slurm)
-                Console.WriteLine($"slurm:      {slurm.State ?? "submitted"}{(slurm.Reason is { } why ? $" ({why})" : "")}, {SlurmResources(slurm)}, nodes {slurm.Nodes ?? "-"}");
+                Console.WriteLine($"slurm:      {slurm.State ?? "submitted"}{(slurm.Reason is { } why ? $" ({why})" : "")}, {SlurmResources(slurm)}, nodes {slurm.Nodes ?? "-"}{(slurm.Elapsed is { } ran && job.StartedAt is not null ? $", ran {ran}" : "")}");
             // Kept with the job: Slurm's own word (above) is gone once it forgets the ended job.
             if (job.Resources is { } asked) Console.WriteLine($"asked:      {SlurmResources(asked)}");
             Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");

@@ -133,6 +133,7 @@ sealed class PostgresDialect : DatabaseDialect
         );
         CREATE INDEX jobs_submitted_at ON jobs (submitted_at);
         """,
+        Jobs.SqlJobStore.SlurmMigration,
     ];
     static int SchemaVersion => Migrations.Length;
 

@@ -24,6 +24,7 @@ sealed class SqliteDialect : DatabaseDialect
         ModelRegistrySchema,
         // Training jobs (Jobs/).
         Jobs.SqlJobStore.Migration,
+        Jobs.SqlJobStore.SlurmMigration,
     ];
     internal static int SchemaVersion => Migrations.Length;
 

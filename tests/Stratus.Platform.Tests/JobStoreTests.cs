@@ -151,6 +151,27 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         Assert.Null(service.Store.Get("job-0000000e")!.Resources);
     }
 
+    /// <summary>An auditor ties a cancel to the Slurm job it stopped (job.submitted is written
+    /// before sbatch gives an id); Slurm's last word on an ended job is kept, as its controller
+    /// forgets the job after MinJobAge.</summary>
+    [Fact]
+    public async Task A_Slurm_jobs_cancel_is_audited_with_its_Slurm_job_id_and_its_last_Slurm_status_kept_with_its_end()
+    {
+        var service = Service();
+        var job = Queued("job-00000010", "/runs/s") with { Executor = SlurmJobExecutor.ExecutorName, Resources = SlurmOptions.Default };
+        service.Store.Insert(job, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        service.Store.SetExecutorReference(job.Id, "4242");
+        service.Store.RequestCancel(job.Id, "key-1");
+        var details = System.Text.Json.Nodes.JsonNode.Parse(Assert.Single(await platform.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobCancelled))).Details)!;
+        Assert.Equal(("slurm", "4242"), ((string?)details["executor"], (string?)details["executor_reference"]));
+
+        var last = new SlurmStatus("4242", "CANCELLED", "None", "main", "30", "node1", 2, 4, Elapsed: "00:03:07");
+        Assert.True(service.Store.RecordEnd(job.Id, new JobEnd(JobState.Cancelled, 143, "cancelled"), last));
+        Assert.Equal(last, service.Store.Get(job.Id)!.Slurm);
+        Assert.Equal(last, service.Get(job.Id).Slurm);
+        Assert.Null(service.Store.Get("job-0000000e")?.Slurm);
+    }
+
     [Fact]
     public async Task One_run_folder_has_one_unfinished_job_and_cancels_are_audited_and_refused_once_a_job_ended()
     {
@@ -172,7 +193,7 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         Assert.True(Assert.Throws<TrustUserException>(() => service.Cancel("job-nope", "key-1")).NotFound);
         var entries = await platform.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobCancelled));
         // What was cancelled, in the entry itself: the run, and the model it started from.
-        Assert.Equal(("key-1", """{"job":"job-00000005","state":"queued","out":"/runs/e","resume":false,"init_from":"/models/base"}"""), (Assert.Single(entries).Actor, entries[0].Details));
+        Assert.Equal(("key-1", """{"job":"job-00000005","state":"queued","out":"/runs/e","resume":false,"init_from":"/models/base","executor":"local","executor_reference":null}"""), (Assert.Single(entries).Actor, entries[0].Details));
 
         // Ended, the folder is free for the next job.
         service.Store.Insert(Queued("job-00000006", "/runs/e"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));

@@ -42,7 +42,7 @@ public sealed class SlurmJobRecordTests : IDisposable
         var waiting = SlurmJobExecutor.ParseScontrol(Scontrol("PENDING", "0:0", nodeList: "(null)", startTime: "Unknown", reason: "PartitionTimeLimit"))!;
         Assert.Equal(("PartitionTimeLimit", "main", "UNLIMITED", null, 1), (waiting.Reason, waiting.Partition, waiting.TimeLimit, waiting.Nodes, waiting.CpusPerTask));
         var running = SlurmJobExecutor.ParseScontrol(Scontrol("RUNNING", "0:0", nodeList: "node[1-2]"))!;
-        Assert.Equal((null, "node[1-2]"), (running.Reason, running.Nodes));
+        Assert.Equal((null, "node[1-2]", "00:00:01"), (running.Reason, running.Nodes, running.Elapsed));
     }
 
     [Fact]
@@ -82,6 +82,10 @@ public sealed class SlurmJobRecordTests : IDisposable
         Assert.NotNull(record.StartTime);
         Assert.Null(SlurmJobExecutor.ParseSacct("CANCELLED by 0|0:0|None\n")!.StartTime);
         Assert.Null(SlurmJobExecutor.ParseSacct(""));
+        // Its nodes, partition, time limit and run time, kept with the job as it ends.
+        var ended = SlurmJobExecutor.ParseSacct("FAILED|2:0|2026-11-27T17:32:55|00:01:07|node[1-2]|gpu|1-00:00:00\n")!;
+        Assert.Equal(("node[1-2]", "gpu", "1-00:00:00", "00:01:07"), (ended.Nodes, ended.Partition, ended.TimeLimit, ended.Elapsed));
+        Assert.Null(SlurmJobExecutor.ParseSacct("CANCELLED by 0|0:0|None|00:00:00|None assigned|gpu|30\n")!.Nodes);
     }
 
     [Fact]
@@ -136,7 +140,59 @@ public sealed class SlurmJobRecordTests : IDisposable
     [InlineData("2-12:30:00")]
     [InlineData("UNLIMITED")]
     [InlineData("infinite")]
-    public void Each_of_sbatchs_time_forms_is_taken(string time) => Assert.Equal(time, new SlurmOptions(null, time, 1).Time);
+    [InlineData("0")]
+    [InlineData("1-99")]
+    [InlineData("35791393")]
+    [InlineData("24855-3:13")]
+    public void Each_of_sbatchs_time_forms_is_taken(string time) => Assert.Equal(time, SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, null, time, null, null)!.Time);
+
+    /// <summary>Slurm turns a limit into seconds in a 32-bit int: beyond 24855-03:13 it wraps to
+    /// another limit without a word (sbatch --time=99999999 gives 19734 days, 71582788 UNLIMITED,
+    /// 24856-0 2957761 days; on the test cluster, Slurm 22.05).</summary>
+    [Theory]
+    [InlineData("99999999")]
+    [InlineData("35791394")]
+    [InlineData("71582788")]
+    [InlineData("24856-0")]
+    [InlineData("24855-3:14")]
+    [InlineData("99999-00:00:00")]
+    [InlineData("1:99999999999999999999")]
+    public void A_time_longer_than_Slurm_holds_is_refused_naming_the_field(string time)
+    {
+        var refused = Assert.Throws<Stratus.Safety.TrustUserException>(() => SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, null, time, null, null));
+        Assert.Equal(($"--time {time} is longer than Slurm can hold (24855-03:13, about 68 years): give a shorter limit, or UNLIMITED for none", "time"), (refused.Message, refused.Param));
+    }
+
+    /// <summary>sbatch refuses an empty partition ("Invalid partition name specified") only once
+    /// the job is recorded, which then reads failed.</summary>
+    [Theory]
+    [InlineData("")]
+    [InlineData(" ")]
+    [InlineData("main debug")]
+    [InlineData("main\n")]
+    public void An_empty_partition_is_refused_naming_the_field(string partition)
+    {
+        var refused = Assert.Throws<Stratus.Safety.TrustUserException>(() => SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, partition, null, null, null));
+        Assert.Equal(($"--partition '{partition}' is not a partition name: give one that sinfo lists, or leave --partition out for the cluster's default", "partition"), (refused.Message, refused.Param));
+        Assert.Equal("main,debug", SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, "main,debug", null, null, null)!.Partition);
+    }
+
+    /// <summary>sbatch reads a line of the script that starts #SBATCH as its option: an actor's
+    /// name with a newline in it must not end the comment that names it (on the test cluster such
+    /// a name held the job and set its comment).</summary>
+    [Theory]
+    [InlineData("cli:x\n#SBATCH --hold\n#")]
+    [InlineData("cli:x\r\n#SBATCH --uid=0")]
+    [InlineData("key-1\u2028#SBATCH --hold")]
+    public void An_actor_name_cannot_add_a_line_to_the_batch_script(string actor)
+    {
+        var executor = new SlurmJobExecutor(["/opt/stratus"], SlurmOptions.Default);
+        var lines = executor.BatchScript(Running() with { SubmittedBy = actor }).Split('\n');
+        Assert.Equal(["#!/bin/sh", "export OMP_NUM_THREADS=1"], [lines[0], lines[2]]);
+        Assert.StartsWith("# Stratus training job job-0000abcd, submitted by ", lines[1]);
+        Assert.DoesNotContain(lines, line => line.StartsWith("#SBATCH", StringComparison.Ordinal) || line.Contains('\r') || line.Contains('\u2028'));
+        Assert.Contains(@"cli:x\u000a#SBATCH --hold\u000a#", new SlurmJobExecutor(["/opt/stratus"], SlurmOptions.Default).BatchScript(Running() with { SubmittedBy = "cli:x\n#SBATCH --hold\n#" }));
+    }
 
     [Theory]
     [InlineData("90m")]
@@ -149,7 +205,7 @@ public sealed class SlurmJobRecordTests : IDisposable
     [InlineData("30\n#SBATCH --uid=0")]
     public void A_time_sbatch_would_refuse_is_refused_before_the_job_is_recorded(string time)
     {
-        var refused = Assert.Throws<Stratus.Safety.TrustUserException>(() => new SlurmOptions(null, time, 1));
+        var refused = Assert.Throws<Stratus.Safety.TrustUserException>(() => SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, null, time, null, null));
         Assert.StartsWith($"--time {time} is not a time limit sbatch takes", refused.Message);
     }
 

@@ -160,6 +160,8 @@ public sealed class JobsApiTests : IAsyncLifetime
                 (new { data, @out = run, overrides = Tiny, executor = "local", ranks = 2 }, "ranks", local),
                 (new { data, @out = run, overrides = Tiny, executor = "local", partition = "cpu" }, "partition", local),
                 (new { data, @out = run, overrides = Tiny, time = "90m" }, "time", "--time 90m is not a time limit sbatch takes"),
+                (new { data, @out = run, overrides = Tiny, time = "99999999" }, "time", "--time 99999999 is longer than Slurm can hold"),
+                (new { data, @out = run, overrides = Tiny, partition = "" }, "partition", "--partition '' is not a partition name"),
                 (new { data, @out = run, overrides = Tiny, ranks = 0 }, "ranks", "--ranks must be 1 or more, got 0"),
                 (new { data, @out = run, overrides = Tiny, cpus_per_rank = 0 }, "cpus_per_rank", "--cpus-per-rank must be 1 or more, got 0"),
                 (new { data, @out = run, overrides = Tiny, ranks = true }, "ranks", "not valid JSON for this endpoint at 'ranks'"),

@@ -81,6 +81,13 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.StartsWith($"{id} (Slurm job {slurmJob}): ", log);
         Assert.Contains("val loss", log);
         Assert.Contains($"executor:   slurm, Slurm job {slurmJob}\n", Jobs(temp, "show", id).Stdout);
+        // Slurm's last word, kept as the job was seen to end: an ended job is not asked again, and
+        // scontrol forgets it after MinJobAge.
+        var slurm = Show(temp, id)["slurm"]!;
+        Assert.Equal((slurmJob, "COMPLETED", null, "main", "UNLIMITED", 1, 2), ((string)slurm["job_id"]!, (string?)slurm["state"], (string?)slurm["reason"], (string?)slurm["partition"], (string?)slurm["time_limit"], (int?)slurm["ranks"], (int?)slurm["cpus_per_rank"]));
+        Assert.Equal(SlurmCluster.RunQuietly("hostname", "-s").Stdout.Trim(), (string?)slurm["nodes"]);
+        Assert.Matches(@"^\d\d:\d\d:\d\d$", (string?)slurm["elapsed"]);
+        Assert.Matches(@"\nslurm:      COMPLETED, partition main, time limit UNLIMITED, 1 rank of 2 CPUs, nodes \S+, ran \d\d:\d\d:\d\d\n", Jobs(temp, "show", id).Stdout);
         var list = JsonNode.Parse(Jobs(temp, "list", "--json").Stdout)!;
         Assert.Equal("list", (string)list["object"]!);
         Assert.Equal((id, "succeeded", slurmJob), ((string)list["data"]![0]!["id"]!, (string)list["data"]![0]!["state"]!, (string)list["data"]![0]!["slurm"]!["job_id"]!));
@@ -291,6 +298,8 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
             var slurmJob = Submitted().Match(submitted.Stdout).Groups[2].Value;
             // One CPU a rank unless asked, said where the submitter looks first.
             Assert.Contains("\nasked of Slurm: partition (the cluster's default), time limit 1-2:30, 1 rank of 1 CPU (each rank training on a thread a CPU: --cpus-per-rank for more)\n", submitted.Stdout);
+            // The cluster's node has more (sinfo): how to use them, in one line.
+            Assert.Contains($"\nhint: the nodes of the cluster's default partition have {Environment.ProcessorCount} CPUs: --cpus-per-rank {Environment.ProcessorCount} would train each rank on {Environment.ProcessorCount} threads\n", submitted.Stdout);
             var shown = SlurmCluster.RunQuietly("scontrol", "show", "job", "--oneliner", slurmJob).Stdout;
             Assert.Contains(" Requeue=0 ", shown);
             Assert.Contains(" TimeLimit=1-02:30:00 ", shown);
@@ -325,6 +334,12 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         var (data, config) = Cli.PrepareTiny(temp);
         var refused = Jobs(temp, "submit", "--executor", "slurm", "--time", "90m", "--config", config, "--data", data, "--out", temp["run"]);
         Assert.Equal((2, "error: --time 90m is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED\n"), (refused.ExitCode, refused.Stderr));
+        // One sbatch takes, and wraps round to 19734 days.
+        refused = Jobs(temp, "submit", "--executor", "slurm", "--time", "99999999", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal((2, "error: --time 99999999 is longer than Slurm can hold (24855-03:13, about 68 years): give a shorter limit, or UNLIMITED for none\n"), (refused.ExitCode, refused.Stderr));
+        // sbatch refuses it, but only once the job is recorded.
+        refused = Jobs(temp, "submit", "--executor", "slurm", "--partition", "", "--config", config, "--data", data, "--out", temp["run"]);
+        Assert.Equal((2, "error: --partition '' is not a partition name: give one that sinfo lists, or leave --partition out for the cluster's default\n"), (refused.ExitCode, refused.Stderr));
         Assert.False(Directory.Exists(temp["home"]), "a refused job was recorded");
     }
 

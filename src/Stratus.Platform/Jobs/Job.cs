@@ -107,7 +107,8 @@ public sealed record Job(
     /// Null for a job another executor runs, and for a Slurm job recorded before they were kept.</summary>
     public SlurmOptions? Resources { get; init; }
 
-    /// <summary>What Slurm said of the job when it was read (a Slurm job that had not ended):
-    /// observed, never recorded.</summary>
+    /// <summary>What Slurm said of the job: when it was read, for a Slurm job that had not ended;
+    /// for one that has, as it was seen to end (recorded with its end; null where Slurm had no
+    /// record of it then, or for a job that ended before it was kept).</summary>
     public SlurmStatus? Slurm { get; init; }
 }

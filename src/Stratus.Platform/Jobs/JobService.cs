@@ -151,7 +151,8 @@ public sealed class JobService(SqlJobStore store, IReadOnlyList<IJobExecutor> ex
         // Started, or ended, while nobody watched: a job seen to end from queued ran too, where its
         // executor says when it started.
         if (job.State == JobState.Queued && (seen.End is null || seen.StartedAt is not null)) store.RecordStarted(job.Id, null, null, seen.StartedAt);
-        if (seen.End is { } end) store.RecordEnd(job.Id, end);
+        // Slurm's last word on it is kept: its controller forgets it after MinJobAge.
+        if (seen.End is { } end) store.RecordEnd(job.Id, end, slurm);
         return (store.Get(job.Id) ?? job) with { Slurm = slurm };
     }
 }

@@ -22,47 +22,74 @@ namespace Stratus.Platform.Jobs;
 /// and the CPUs each rank is given (sbatch --cpus-per-task), which is also the number of threads
 /// its libtorch runs (OMP_NUM_THREADS). One CPU a rank by default: what Slurm gives a task unless
 /// asked for more, so that a rank never runs more threads than it has cores.</summary>
-/// <remarks>Checked here, for the CLI and the API alike, before the job is recorded: sbatch would
-/// refuse a value only once the job is, and it fails then. Each refusal names its field (Param).</remarks>
 public sealed partial record SlurmOptions(string? Partition = null, string? Time = null, int Ranks = 1, int CpusPerRank = 1)
 {
     public static readonly SlurmOptions Default = new();
 
-    /// <exception cref="TrustUserException">Not one of sbatch's forms.</exception>
-    public string? Time { get; } = Time is null || TimeLimit().IsMatch(Time) ? Time
-        : throw new TrustUserException($"--time {Time} is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED") { Param = "time" };
-
-    /// <exception cref="TrustUserException">Under 1.</exception>
-    public int Ranks { get; } = Ranks >= 1 ? Ranks : throw new TrustUserException($"--ranks must be 1 or more, got {Ranks}") { Param = "ranks" };
-
-    /// <exception cref="TrustUserException">Under 1.</exception>
-    public int CpusPerRank { get; } = CpusPerRank >= 1 ? CpusPerRank
-        : throw new TrustUserException($"--cpus-per-rank must be 1 or more, got {CpusPerRank}") { Param = "cpus_per_rank" };
+    /// <summary>The longest time limit Slurm holds, in minutes (24855-03:13): sbatch turns a limit
+    /// into seconds in a signed 32-bit int, rounded up to minutes, and one beyond it wraps round to
+    /// another limit (99999999 minutes reads 19734 days, 71582788 UNLIMITED) without a word.</summary>
+    public const long LongestTimeMinutes = (int.MaxValue - 59) / 60;
 
     /// <summary>The resources a submission asks Slurm for (each null where not given): null for
-    /// another executor, which has no use for them.</summary>
+    /// another executor, which has no use for them. The one check of them, for the CLI and the API
+    /// alike, before the job is recorded: sbatch would refuse a value only once the job is, and it
+    /// fails then, or take an absurd one as another. Jobs recorded before a check was added are read
+    /// back as they were asked.</summary>
     /// <exception cref="TrustUserException">One is given for another executor (Param: the first
-    /// given), or has a value sbatch would refuse.</exception>
+    /// given), or has a value sbatch would refuse or misread (Param: its field).</exception>
     public static SlurmOptions? Requested(string executor, string? partition, string? time, int? ranks, int? cpusPerRank)
     {
-        if (executor == SlurmJobExecutor.ExecutorName) return new(partition, time, ranks ?? 1, cpusPerRank ?? 1);
+        if (executor == SlurmJobExecutor.ExecutorName)
+        {
+            // sbatch refuses an empty one only after the job is recorded ("Invalid partition name specified").
+            if (partition is not null && (partition.Length == 0 || partition.Any(char.IsWhiteSpace) || partition.Any(char.IsControl)))
+                throw new TrustUserException($"--partition '{partition}' is not a partition name: give one that sinfo lists, or leave --partition out for the cluster's default") { Param = "partition" };
+            if (time is not null && (TimeLimitMinutes(time) ?? throw new TrustUserException($"--time {time} is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED") { Param = "time" }) > LongestTimeMinutes)
+                throw new TrustUserException($"--time {time} is longer than Slurm can hold (24855-03:13, about 68 years): give a shorter limit, or UNLIMITED for none") { Param = "time" };
+            if (ranks < 1) throw new TrustUserException($"--ranks must be 1 or more, got {ranks}") { Param = "ranks" };
+            if (cpusPerRank < 1) throw new TrustUserException($"--cpus-per-rank must be 1 or more, got {cpusPerRank}") { Param = "cpus_per_rank" };
+            return new(partition, time, ranks ?? 1, cpusPerRank ?? 1);
+        }
         var given = new (string Field, bool Given)[] { ("partition", partition is not null), ("time", time is not null), ("ranks", ranks is not null), ("cpus_per_rank", cpusPerRank is not null) };
         return given.FirstOrDefault(g => g.Given).Field is { } field
             ? throw new TrustUserException("--partition, --time, --ranks and --cpus-per-rank ask Slurm for the job's resources: give them with --executor slurm") { Param = field }
             : null;
     }
 
-    [GeneratedRegex(@"^([0-9]+(:[0-9]+){0,2}|[0-9]+-[0-9]+(:[0-9]+){0,2}|(?i:UNLIMITED|INFINITE))\z")]
+    /// <summary>A time limit in sbatch's forms, in minutes as Slurm counts them (seconds rounded
+    /// up; 0 for UNLIMITED, as Slurm reads a limit of 0); null where it is none of them. Slurm
+    /// takes a field beyond its unit's range (1-99 is 5-03:00:00), as this does.</summary>
+    static long? TimeLimitMinutes(string time)
+    {
+        var match = TimeLimit().Match(time);
+        if (!match.Success) return null;
+        if (match.Groups["unlimited"].Success) return 0;
+        // A field of more digits than these is beyond Slurm's limit whatever its unit (and a long's).
+        var numbers = match.Groups["fields"].Captures.Select(c => c.Value.Length <= 12 ? long.Parse(c.Value, CultureInfo.InvariantCulture) : (long?)null).ToArray();
+        var days = match.Groups["days"] is { Success: true } d ? d.Value.Length <= 12 ? long.Parse(d.Value, CultureInfo.InvariantCulture) : (long?)null : 0;
+        if (days is null || numbers.Any(n => n is null)) return long.MaxValue;
+        long Field(int i) => i < numbers.Length ? numbers[i]!.Value : 0;
+        // With days: HH, HH:MM or HH:MM:SS; without: minutes, MM:SS or HH:MM:SS.
+        var seconds = match.Groups["days"].Success ? days.Value * 86400 + Field(0) * 3600 + Field(1) * 60 + Field(2)
+            : numbers.Length switch { 1 => Field(0) * 60, 2 => Field(0) * 60 + Field(1), _ => Field(0) * 3600 + Field(1) * 60 + Field(2) };
+        return (seconds + 59) / 60;
+    }
+
+    [GeneratedRegex(@"^((?<days>[0-9]+)-)?(?<fields>[0-9]+)(:(?<fields>[0-9]+)){0,2}\z|^(?<unlimited>(?i:UNLIMITED|INFINITE))\z")]
     private static partial Regex TimeLimit();
 }
 
-/// <summary>What Slurm said of a job when it was last read: from `scontrol show job`, its state,
-/// why it waits (Reason: Priority, Resources, PartitionTimeLimit, ...; null where Slurm gives none),
-/// its partition, time limit, nodes (null before it has any), ranks (tasks) and CPUs per rank; or,
-/// where Slurm could not be asked (its controller down), why (<paramref name="Unreachable"/>), the
-/// job being as last recorded. Read with the job, never stored.</summary>
+/// <summary>What Slurm said of a job when it was last read: from `scontrol show job` (or sacct),
+/// its state, why it waits or ended (Reason: Priority, Resources, PartitionTimeLimit, NonZeroExitCode,
+/// ...; null where Slurm gives none), its partition, time limit, nodes (null before it has any),
+/// ranks (tasks), CPUs per rank and how long it has run (<paramref name="Elapsed"/>, Slurm's
+/// RunTime, [D-]HH:MM:SS); or, where Slurm could not be asked (its controller down), why
+/// (<paramref name="Unreachable"/>), the job being as last recorded. Read with a job that has not
+/// ended; Slurm's last word on one, read as it was seen to end, is kept with it (the controller
+/// forgets an ended job after MinJobAge).</summary>
 public sealed record SlurmStatus(string JobId, string? State = null, string? Reason = null, string? Partition = null, string? TimeLimit = null,
-    string? Nodes = null, int? Ranks = null, int? CpusPerRank = null, string? Unreachable = null)
+    string? Nodes = null, int? Ranks = null, int? CpusPerRank = null, string? Unreachable = null, string? Elapsed = null)
 {
     /// <summary>What was asked of Slurm for job <paramref name="jobId"/>, before Slurm was read.</summary>
     public static SlurmStatus Requested(string jobId, SlurmOptions options) =>
@@ -71,10 +98,11 @@ public sealed record SlurmStatus(string JobId, string? State = null, string? Rea
 
 /// <summary>A job as Slurm reports it: its state (PENDING, RUNNING, COMPLETED, FAILED, ...), its
 /// batch script's exit code and the signal that ended it (ExitCode=code:signal), when it started
-/// (null before), and the number of tasks it was given; from scontrol also why it waits, its
-/// partition, time limit, nodes and CPUs per task (null from sacct, which is not asked for them).</summary>
+/// (null before), the number of tasks it was given, its partition, time limit, nodes and how long
+/// it has run; from scontrol also why it waits and its CPUs per task (null from sacct, which is
+/// not asked for them).</summary>
 public sealed record SlurmJobRecord(string State, int ExitCode, int Signal, DateTimeOffset? StartTime, int Tasks,
-    string? Reason = null, string? Partition = null, string? TimeLimit = null, string? Nodes = null, int? CpusPerTask = null);
+    string? Reason = null, string? Partition = null, string? TimeLimit = null, string? Nodes = null, int? CpusPerTask = null, string? Elapsed = null);
 
 /// <param name="stratusCommand">The command that runs the Stratus CLI on the cluster's nodes: its
 /// executable, or `dotnet` and stratus.dll, at a path the nodes see.</param>
@@ -128,6 +156,31 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         return new JobExecutorUnavailableException($"sbatch refused the job: {error}; check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local");
     }
 
+    /// <summary>The fewest CPUs a node of <paramref name="partition"/> (null: the cluster's
+    /// default; "a,b": either) has, as sinfo says (%c: "16", or "16+" where its nodes differ);
+    /// null where sinfo cannot say (no such partition, no cluster it reaches).</summary>
+    public static int? NodeCpus(string? partition)
+    {
+        (int Code, string Stdout, string Stderr) sinfo;
+        try
+        {
+            sinfo = Run("sinfo", ["--noheader", "--format=%P|%c"]);
+        }
+        catch (Exception e) when (e is TrustUserException or IOException)
+        {
+            return null;
+        }
+        if (sinfo.Code != 0) return null;
+        var named = partition?.Split(',');
+        var cpus = sinfo.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(line => line.Split('|'))
+            // The default partition's name ends in *.
+            .Where(fields => fields.Length == 2 && (named is null ? fields[0].EndsWith('*') : named.Contains(fields[0].TrimEnd('*'))))
+            .Select(fields => int.TryParse(fields[1].TrimEnd('+'), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : (int?)null)
+            .Where(n => n is not null).ToList();
+        return cpus.Count > 0 ? cpus.Min() : null;
+    }
+
     /// <summary>The batch script: it names the job in its log, as the local supervisor does, then
     /// becomes the training (exec), so a signal to the batch step is train's; N ranks are a step
     /// srun launches, whose tasks end together where one fails (--kill-on-bad-exit). Each rank's
@@ -141,13 +194,20 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         var command = TrainArguments.ShellLine([.. stratusCommand, .. job.Arguments.CommandLine()]);
         return $"""
             #!/bin/sh
-            # Stratus training job {job.Id}, submitted by {TrainArguments.ShellLine([job.SubmittedBy])}.
+            # Stratus training job {job.Id}, submitted by {TrainArguments.ShellLine([OneLine(job.SubmittedBy)])}.
             export OMP_NUM_THREADS={resources.CpusPerRank}
             printf '%s (Slurm job %s): %s\n' {job.Id} "$SLURM_JOB_ID" {TrainArguments.ShellLine([command])}
             exec {TrainArguments.ShellLine(launcher)}{(resources.Ranks > 1 ? " " : "")}{command}
 
             """;
     }
+
+    /// <summary><paramref name="text"/> on one line, each control character (a newline, a carriage
+    /// return) and line or paragraph separator written as \uXXXX: a comment of the batch script
+    /// ends at its line, and sbatch reads a next line starting #SBATCH as its own option (an actor's
+    /// name with a newline would choose the job's options, or hold it).</summary>
+    internal static string OneLine(string text) => string.Concat(text.Select(c =>
+        char.IsControl(c) || c is '\u2028' or '\u2029' ? $"\\u{(int)c:x4}" : c.ToString()));
 
     public JobObservation? Observe(Job job, JobReading reading)
     {
@@ -172,7 +232,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         if (slurm.Record is not { } record)
             return new JobEnd(JobState.Failed, null,
                 $"Slurm no longer knows its job {id} (the controller forgets a finished job after MinJobAge) and keeps no accounting to ask ({slurm.Unknown}): how it ended is unknown; see {job.LogFile}");
-        var status = new SlurmStatus(id, record.State, record.Reason, record.Partition, record.TimeLimit, record.Nodes, record.Tasks, record.CpusPerTask);
+        var status = new SlurmStatus(id, record.State, record.Reason, record.Partition, record.TimeLimit, record.Nodes, record.Tasks, record.CpusPerTask, Elapsed: record.Elapsed);
         return Observation(record, job) is { } seen ? seen with { Slurm = status } : JobObservation.Recorded(status);
     }
 
@@ -238,7 +298,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         if (code == 0 && ParseScontrol(stdout) is { } record) return (record, null);
         if (!stderr.Contains("Invalid job id", StringComparison.Ordinal))
             throw new JobExecutorUnavailableException($"Slurm's controller could not be asked (scontrol: {SlurmError(stderr, stdout, code)})");
-        var sacct = Run("sacct", ["--jobs", id, "--allocations", "--noheader", "--parsable2", "--format=State,ExitCode,Start"]);
+        var sacct = Run("sacct", ["--jobs", id, "--allocations", "--noheader", "--parsable2", "--format=State,ExitCode,Start,Elapsed,NodeList,Partition,Timelimit"]);
         return Accounted(sacct) ?? throw new JobExecutorUnavailableException($"Slurm's accounting could not be asked (sacct: {SlurmError(sacct.Stderr, sacct.Stdout, sacct.Code)})");
     }
 
@@ -267,18 +327,21 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         return new SlurmJobRecord(state, code, signal, nodes is not null ? ParseTime(Field("StartTime")) : null,
             int.TryParse(Field("NumTasks"), NumberStyles.None, CultureInfo.InvariantCulture, out var tasks) ? tasks : 1,
             Given("Reason"), Given("Partition"), Given("TimeLimit"), nodes,
-            int.TryParse(Field("CPUs/Task"), NumberStyles.None, CultureInfo.InvariantCulture, out var cpus) ? cpus : null);
+            int.TryParse(Field("CPUs/Task"), NumberStyles.None, CultureInfo.InvariantCulture, out var cpus) ? cpus : null, Given("RunTime"));
     }
 
-    /// <summary>The job's allocation line of `sacct --parsable2 --format=State,ExitCode,Start`;
-    /// its state may read "CANCELLED by 0" (the user who cancelled it).</summary>
+    /// <summary>The job's allocation line of `sacct --parsable2
+    /// --format=State,ExitCode,Start,Elapsed,NodeList,Partition,Timelimit` (the first three alone
+    /// where an older Stratus asked for them); its state may read "CANCELLED by 0" (the user who
+    /// cancelled it), its nodes "None assigned".</summary>
     public static SlurmJobRecord? ParseSacct(string text)
     {
         var line = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).FirstOrDefault();
-        if (line?.Split('|') is not [var state, var exit, var start, ..]) return null;
+        if (line?.Split('|') is not [var state, var exit, var start, .. var rest]) return null;
         state = state.Split(' ')[0];
         var (code, signal) = ParseExitCode(exit);
-        return new SlurmJobRecord(state, code, signal, ParseTime(start), 1);
+        string? Given(int i) => i < rest.Length && rest[i] is { Length: > 0 } value && value is not ("None assigned" or "Unknown") ? value : null;
+        return new SlurmJobRecord(state, code, signal, ParseTime(start), 1, Partition: Given(2), TimeLimit: Given(3), Nodes: Given(1), Elapsed: Given(0));
     }
 
     static (int Code, int Signal) ParseExitCode(string? text) =>

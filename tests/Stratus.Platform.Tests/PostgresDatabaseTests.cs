@@ -210,6 +210,59 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     }
 
     [Fact]
+    public async Task A_server_that_stopped_is_the_readiness_probes_problem_naming_the_database_and_none_once_it_answers_again()
+    {
+        // The cluster reached through a socket folder of the test's own, so that it can stop as its
+        // clients see it stop (its socket gone, its sessions ended) and come back, for this test alone.
+        var sockets = Directory.CreateDirectory(Path.Combine(directory, "sockets")).FullName;
+        var socket = Path.Combine(sockets, $".s.PGSQL.{Cluster.Port}");
+        var served = Path.Combine(Cluster.Folder, $".s.PGSQL.{Cluster.Port}");
+        File.CreateSymbolicLink(socket, served);
+        var connection = new NpgsqlConnectionStringBuilder(postgres.NewSchema()) { Host = sockets, ApplicationName = "probed" }.ConnectionString;
+        var database = PlatformDatabase.Open(Path.Combine(directory, "data"), connection, TimeSpan.FromSeconds(2));
+        Assert.Null(await database.ProblemAsync(default));
+
+        File.Delete(socket);
+        Cluster.Sql(postgres.Name, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'probed'");
+        // The pooled connection found ended, then a new one refused.
+        for (var probe = 0; probe < 2; probe++)
+        {
+            var problem = await database.ProblemAsync(default);
+            Assert.NotNull(problem);
+            Assert.Contains($"the PostgreSQL database {postgres.Name} on {sockets} (port {Cluster.Port})", problem.Message);
+            Assert.DoesNotContain(PostgresCluster.Password, problem.Message);
+        }
+
+        File.CreateSymbolicLink(socket, served);
+        Assert.Null(await database.ProblemAsync(default));
+    }
+
+    [Fact]
+    public async Task A_migration_that_takes_longer_than_the_command_timeout_completes_on_a_first_start()
+    {
+        // A migration as slow as one rewriting a large audit log: creating api_keys takes 3 s, past
+        // the 2 s that bound a request's statements under a 1 s lock timeout.
+        var database = Cluster.CreateDatabase();
+        try
+        {
+            Cluster.Sql(database, """
+                CREATE FUNCTION slow_migration() RETURNS event_trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE object_identity LIKE '%.api_keys') THEN PERFORM pg_sleep(3); END IF;
+                END $$;
+                CREATE EVENT TRIGGER slow_migration ON ddl_command_end EXECUTE FUNCTION slow_migration();
+                """);
+            var keys = PlatformStores.Open(PlatformDatabase.Open(directory, Cluster.ConnectionString(database), TimeSpan.FromSeconds(1))).KeyService();
+            var created = await keys.CreateAsync("alice", ApiKeyScopes.Inference, RateLimits.Unlimited, "t");
+            Assert.True((await keys.AuthenticateAsync(created.Secret)).Succeeded);
+        }
+        finally
+        {
+            Cluster.DropDatabase(database);
+        }
+    }
+
+    [Fact]
     public void A_connection_waits_on_a_lock_or_a_silent_server_no_longer_than_the_lock_timeout_unless_told_otherwise()
     {
         var connection = postgres.NewSchema();
@@ -262,6 +315,20 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, builder.ConnectionString, null));
         Assert.StartsWith($"cannot connect to the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port}) as postgres (No password has been provided", error.Message);
         Assert.Contains("PGPASSWORD or ~/.pgpass", error.Message);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Fact]
+    public void A_passfile_that_is_not_there_is_one_error_naming_the_setting_and_the_file()
+    {
+        // libpq passes over a missing passfile; Npgsql threw .NET's DirectoryNotFoundException,
+        // which named neither the database nor the setting (and was a 500 on the request path).
+        var missing = Path.Combine(directory, "no-such-folder", "pgpass");
+        var value = $"postgresql://postgres@{Uri.EscapeDataString(Cluster.Folder)}:{Cluster.Port}/{postgres.Name}?passfile={Uri.EscapeDataString(missing)}";
+        var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, value, null));
+        Assert.StartsWith($"cannot connect to the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port}) as postgres: cannot read the file its passfile names (", error.Message);
+        Assert.Contains(missing, error.Message);
+        Assert.EndsWith("make passfile in STRATUS_DATABASE name a file this user may read, or leave it out", error.Message);
         Assert.DoesNotContain('\n', error.Message);
     }
 
@@ -370,6 +437,9 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [InlineData("postgresql://primary.example.com,standby.example.com:6432/stratus", "primary.example.com:5432,standby.example.com:6432", 5432)]
     [InlineData("postgresql://[2001:db8::7]:6432,standby.example.com/stratus", "[2001:db8::7]:6432,standby.example.com:5432", 5432)]
     [InlineData("postgresql://primary.example.com:6432,standby.example.com:6432/stratus", "primary.example.com,standby.example.com", 6432)]
+    [InlineData("postgresql://db.example.com/stratus?port=6432", "db.example.com", 6432)]
+    [InlineData("postgresql://primary.example.com,standby.example.com/stratus?port=6432,6433", "primary.example.com:6432,standby.example.com:6433", 5432)]
+    [InlineData("postgresql:///stratus?port=6432,6433&host=primary.example.com,::1", "primary.example.com:6432,[::1]:6433", 5432)]
     public void A_uri_reaches_npgsql_with_its_hosts_listed_and_ipv6_without_brackets(string value, string host, int port)
     {
         var builder = new NpgsqlConnectionStringBuilder(PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1)).ConnectionString);
@@ -405,6 +475,11 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [InlineData("postgresql://alice:s3cret@db.example.com/stratus?sslmode=sometimes", "")]
     [InlineData("postgresql://alice:s3cret%@db.example.com/stratus", "a % in it is not followed by two hex digits; write a % itself as %25")]
     [InlineData("postgresql://alice:s3cret@db.example.com/stra%tus", "a % in it is not followed by two hex digits")]
+    [InlineData("postgresql://alice:s3cret@db.example.com/stratus?port=abc", "its port=abc is not a port from 1 to 65535, nor a list of them with one for each host")]
+    [InlineData("postgresql://alice:s3cret@db.example.com/stratus?port=5432,5433", "its port=5432,5433 gives 2 ports for 1 host; give one port for all, or one for each host")]
+    [InlineData("postgresql://alice:s3cret@db.example.com/stratus?connect_timeout=soon", "its connect_timeout=soon is not a value Npgsql takes for connect_timeout")]
+    [InlineData("Host=db.example.com;Port=abc;Database=stratus;Password=s3cret", "its Port is not a port from 1 to 65535; hosts on ports of their own are given in Host, as Host=db1.example.com:5432,db2.example.com:5433")]
+    [InlineData("Host=db.example.com;Port=5432,5433;Database=stratus;Password=s3cret", "its Port is not a port from 1 to 65535")]
     public void A_bad_value_is_one_line_with_an_example_and_without_the_password(string value, string why)
     {
         var error = Assert.Throws<TrustUserException>(() => PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1)));

@@ -1,7 +1,7 @@
 // JobMetrics as the metrics endpoint calls it, against files no trainer writes: what a run folder
-// may hold instead of metrics.jsonl, and lines no trainer wrote that parse. Each is an answer
-// in the API's error format (a 409 naming what is wrong): never a 500, nor bytes copied into an
-// answer that is no JSON text.
+// may hold instead of metrics.jsonl, a file the system will not open, and lines no trainer wrote
+// that parse. Each is an answer in the API's error format (a 409 naming what is wrong): never a
+// 500, nor bytes copied into an answer that is no JSON text.
 using Microsoft.AspNetCore.Http;
 using Stratus.Safety;
 using Stratus.Server.Trust;
@@ -22,6 +22,19 @@ public sealed class JobMetricsTests : IDisposable
         var refused = await Assert.ThrowsAsync<TrustUserException>(() => new JobMetrics().ReadAsync(run, long.MinValue, null, JobMetrics.MaxRows, default));
         Assert.True(refused.Conflict);
         Assert.Contains("is a directory", refused.Message);
+    }
+
+    [Fact]
+    public async Task A_file_the_server_cannot_open_is_a_conflict_naming_it_and_the_cause_not_a_500()
+    {
+        // A link that leads to itself: the system refuses to open it, as root too (whom a chmod
+        // 000 does not stop), as it refuses another user's unreadable file.
+        System.IO.File.CreateSymbolicLink(File, File);
+        var refused = await Assert.ThrowsAsync<TrustUserException>(() => new JobMetrics().ReadAsync(run, long.MinValue, null, JobMetrics.MaxRows, default));
+        Assert.True(refused.Conflict);
+        Assert.StartsWith($"The job's metrics cannot be read: the server cannot read {File} (", refused.Message);
+        Assert.Contains("symbolic links", refused.Message);
+        Assert.EndsWith("make it a file the server's user may read.", refused.Message);
     }
 
     [Fact]

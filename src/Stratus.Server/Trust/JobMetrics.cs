@@ -57,7 +57,7 @@ public sealed class JobMetrics(long budgetBytes = JobMetrics.DefaultBudgetBytes,
     /// <param name="after">Only rows of a later step.</param>
     /// <param name="cursor">The cursor a previous answer gave: only rows written since, where it still holds.</param>
     /// <param name="limit">At most this many training steps, and as many evaluations.</param>
-    /// <exception cref="TrustUserException">409: the run's file holds a line no trainer wrote.</exception>
+    /// <exception cref="TrustUserException">409: the run's file holds a line no trainer wrote, or the server may not read it.</exception>
     /// <exception cref="OperationCanceledException">Cancelled before the answer was read (its client went away).</exception>
     public async Task<MetricsAnswer> ReadAsync(string runDirectory, long after, string? cursor, int limit, CancellationToken cancellationToken)
     {
@@ -81,6 +81,14 @@ public sealed class JobMetrics(long budgetBytes = JobMetrics.DefaultBudgetBytes,
         {
             // The request is sound; the run's file is what is wrong.
             throw new TrustUserException($"The job's metrics cannot be read: {e.Message}.", e) { Conflict = true };
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The file the system refuses to this user (no permission, a link that leads round in
+            // a loop, a disk that fails reads) is as much the run's as a damaged line, and was a
+            // 500 naming nothing; .NET's words name the path and the cause.
+            throw new TrustUserException($"The job's metrics cannot be read: the server cannot read {Path.Combine(run.Directory, MetricsLog.FileName)} " +
+                $"({e.Message.TrimEnd('.')}); make it a file the server's user may read.", e) { Conflict = true };
         }
         finally
         {

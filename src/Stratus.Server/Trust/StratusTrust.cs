@@ -23,7 +23,8 @@ public sealed class StratusTrust
     {
         Options = options;
         DataDirectory = StratusHome.Resolve(options.DataDir);
-        Stores = PlatformStores.Open(DataDirectory, time);
+        Database = PlatformDatabase.Open(DataDirectory);
+        Stores = PlatformStores.Open(Database, time);
         Keys = Stores.KeyService(time);
         Quotas = new TrustQuotas(time);
         Safety = Stores.SafetyConfiguration();
@@ -47,6 +48,8 @@ public sealed class StratusTrust
 
     public TrustOptions Options { get; }
     public string DataDirectory { get; }
+    /// <summary>The database the stores keep their rows in, which /ready asks.</summary>
+    public PlatformDatabase Database { get; }
     public PlatformStores Stores { get; }
     public ApiKeyService Keys { get; }
     public TrustQuotas Quotas { get; }

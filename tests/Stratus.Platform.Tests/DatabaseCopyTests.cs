@@ -33,6 +33,14 @@ public sealed class DatabaseCopyTests(PostgresDatabase postgres) : IClassFixture
         });
     }
 
+    static long KeyCreatedEntries(string connection)
+    {
+        using var database = new NpgsqlConnection(connection);
+        database.Open();
+        using var count = new NpgsqlCommand($"SELECT count(*) FROM audit_log WHERE action = '{AuditActions.KeyCreated}'", database);
+        return (long)count.ExecuteScalar()!;
+    }
+
     ModelRegistry Registry(PlatformDatabase database) => ModelRegistry.Open(database, new ManifestFolders());
 
     static SqlJobStore Jobs(PlatformDatabase database) => new(database, new SqlAuditLog(database));
@@ -175,9 +183,9 @@ public sealed class DatabaseCopyTests(PostgresDatabase postgres) : IClassFixture
                 var target = postgres.NewSchema();
                 var copy = DatabaseCopy.Copy(sqlite.Directory, target, "tests");
                 var rows = copy.Tables.ToDictionary(t => t.Name, t => t.Rows);
-                var entries = await PlatformStores.Open(PlatformDatabase.Open(sqlite.Directory, target, null)).Audit.ReadAsync(new AuditQuery(Action: AuditActions.KeyCreated, Limit: 10_000));
-                Assert.Equal(rows["api_keys"], entries.Count);
-                Assert.Equal(rows["audit_log"], entries.Count);
+                var created = KeyCreatedEntries(target);
+                Assert.Equal(rows["api_keys"], created);
+                Assert.Equal(rows["audit_log"], created);
             }
         }
         finally

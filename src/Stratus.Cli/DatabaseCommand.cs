@@ -32,12 +32,14 @@ static class DatabaseCommand
         command.SetAction(result =>
         {
             var directory = StratusHome.Resolve(result.GetValue(dataDir));
-            var copy = DatabaseCopy.Copy(directory, result.GetValue(to) ?? Environment.GetEnvironmentVariable(PlatformDatabase.DatabaseVariable), TrustCommands.Actor);
+            var copy = DatabaseCopy.Copy(directory, result.GetValue(to), TrustCommands.Actor);
             Console.WriteLine($"Copied {copy.Source} to {copy.Target}:");
             var table = new Table().AddColumn("table").AddColumn(new TableColumn("rows").RightAligned());
             foreach (var copied in copy.Tables) table.AddRow(Markup.Escape(copied.Name), copied.Rows.ToString("N0", System.Globalization.CultureInfo.InvariantCulture));
             TrustCommands.Write(table);
-            Console.WriteLine($"The audit log's chain ends at {copy.AuditHead} as in {PlatformDatabase.FileName}; entry {copy.Audit.Sequence} after it records the copy.");
+            Console.WriteLine(copy.Audit.Sequence == 1
+                ? $"The audit log of {PlatformDatabase.FileName} was empty; entry 1 records the copy."
+                : $"The audit log's chain ends at {copy.AuditHead} as in {PlatformDatabase.FileName}; entry {copy.Audit.Sequence} after it records the copy.");
             Console.WriteLine($"To use it, set {PlatformDatabase.DatabaseVariable} to it for the servers, CLIs and jobs; {PlatformDatabase.FileName} is left as it was.");
             return 0;
         });

@@ -29,7 +29,7 @@ public static class DatabaseCopy
 {
     /// <summary>Copies every row of <paramref name="dataDir"/>'s stratus.db (migrated to this
     /// Stratus's schema first) into the PostgreSQL database <paramref name="target"/> names (a URI
-    /// or Npgsql's keywords), which must hold Stratus's tables and no rows (a new database: this
+    /// or Npgsql's keywords; null: the one STRATUS_DATABASE names), which must hold Stratus's tables and no rows (a new database: this
     /// creates the tables), and records the copy in the target's audit log as
     /// <paramref name="actor"/>.</summary>
     /// <exception cref="TrustUserException">No stratus.db in the folder, or one that is not
@@ -39,6 +39,7 @@ public static class DatabaseCopy
     /// <exception cref="PlatformStorageException">Either database cannot be used (locked, unreachable, ...).</exception>
     public static DatabaseCopyResult Copy(string dataDir, string? target, string actor)
     {
+        target ??= PlatformDatabase.Configured;
         if (string.IsNullOrWhiteSpace(target))
             throw new TrustUserException($"no PostgreSQL database to copy into: give --to postgresql://user@host/database (or set ${PlatformDatabase.DatabaseVariable}), " +
                 "a new, empty database made for Stratus");

@@ -37,6 +37,7 @@ root.Subcommands.Add(AuditCommand.Create());
 root.Subcommands.Add(UsageCommand.Create());
 root.Subcommands.Add(BlocklistCommand.Create());
 root.Subcommands.Add(BackupCommand.Create());
+root.Subcommands.Add(DatabaseCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
 root.Subcommands.Add(JobsCommand.Create());
 Invocation.NameVerbs(root.Subcommands.Select(verb => verb.Name));

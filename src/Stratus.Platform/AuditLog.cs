@@ -26,6 +26,7 @@ public static class AuditActions
     public const string ModelAliasRemoved = "model.alias_removed";
     public const string ModelVersionDeleted = "model.version_deleted";
     public const string DatabaseBackedUp = "database.backed_up";
+    public const string DatabaseCopied = "database.copied";
     public const string RequestFiltered = "request.filtered";
     public const string JobSubmitted = "job.submitted";
     public const string JobCancelled = "job.cancelled";

@@ -131,7 +131,7 @@ public sealed class PlatformDatabase
     /// PostgreSQL database <see cref="DatabaseVariable"/> names (without its password).</summary>
     public static string Describe(string dataDir) => ChooseDialect(dataDir, Configured, null).Name;
 
-    static string? Configured => Environment.GetEnvironmentVariable(DatabaseVariable);
+    internal static string? Configured => Environment.GetEnvironmentVariable(DatabaseVariable);
 
     /// <summary>Whether <see cref="DatabaseVariable"/> chooses PostgreSQL (else SQLite's file).</summary>
     public static bool PostgresChosen => !string.IsNullOrWhiteSpace(Configured);

@@ -1,0 +1,219 @@
+// Copies a data directory's SQLite database (stratus.db) into an empty PostgreSQL Stratus database,
+// for a team moving from one machine to a cluster's shared database: keys keep their hashes (clients
+// keep their secrets), the audit log keeps its chain, and the registry, jobs, usage, blocklists and
+// policies come along. The copy is driven by the two migrated schemas themselves (every table and
+// column SQLite's and PostgreSQL's migrations made), not a list of its own that a new migration
+// would leave behind: tables or columns the two do not share stop it before it writes anything.
+// The source is read in one SQLite read transaction, a snapshot that a server writing meanwhile
+// cannot tear (WAL: its writes go on, unseen); the target is written in one transaction, under the
+// write lock, so a copy that fails leaves it as empty as it was.
+using System.Data.Common;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Microsoft.Data.Sqlite;
+using Npgsql;
+using NpgsqlTypes;
+using Stratus.Safety;
+
+namespace Stratus.Platform;
+
+/// <summary>A table <see cref="DatabaseCopy.Copy"/> copied, and how many rows.</summary>
+public sealed record CopiedTable(string Name, long Rows);
+
+/// <summary>What <see cref="DatabaseCopy.Copy"/> copied: each table (in the order copied), the
+/// copied audit chain's head (the genesis hash where it was empty), and the target's entry
+/// recording the copy, appended after that chain.</summary>
+public sealed record DatabaseCopyResult(string Source, string Target, IReadOnlyList<CopiedTable> Tables, string AuditHead, AuditEntry Audit);
+
+public static class DatabaseCopy
+{
+    /// <summary>Copies every row of <paramref name="dataDir"/>'s stratus.db (migrated to this
+    /// Stratus's schema first) into the PostgreSQL database <paramref name="target"/> names (a URI
+    /// or Npgsql's keywords; null: the one STRATUS_DATABASE names), which must hold Stratus's tables and no rows (a new database: this
+    /// creates the tables), and records the copy in the target's audit log as
+    /// <paramref name="actor"/>.</summary>
+    /// <exception cref="TrustUserException">No stratus.db in the folder, or one that is not
+    /// Stratus's or is from a newer Stratus; a target that is missing, SQLite's, not Stratus's, newer,
+    /// or holds rows already; a row of the source the target's constraints refuse. Nothing is
+    /// written to the target then.</exception>
+    /// <exception cref="PlatformStorageException">Either database cannot be used (locked, unreachable, ...).</exception>
+    public static DatabaseCopyResult Copy(string dataDir, string? target, string actor)
+    {
+        target ??= PlatformDatabase.Configured;
+        if (string.IsNullOrWhiteSpace(target))
+            throw new TrustUserException($"no PostgreSQL database to copy into: give --to postgresql://user@host/database (or set ${PlatformDatabase.DatabaseVariable}), " +
+                "a new, empty database made for Stratus");
+        // Npgsql's keywords always hold a '=', and a URI a "://": anything else is a path, SQLite's.
+        var trimmed = target.Trim();
+        if (trimmed.StartsWith("sqlite:", StringComparison.OrdinalIgnoreCase) || !trimmed.Contains('=', StringComparison.Ordinal) && !trimmed.Contains("://", StringComparison.Ordinal))
+            throw new TrustUserException($"the database to copy into ({trimmed}) is a SQLite file, not PostgreSQL; the copy goes from a data directory's {PlatformDatabase.FileName} " +
+                "to PostgreSQL: give --to (or $STRATUS_DATABASE) a PostgreSQL database such as postgresql://stratus@db.example.com/stratus");
+        var file = Path.Combine(dataDir, PlatformDatabase.FileName);
+        if (!File.Exists(dataDir) && !File.Exists(file))
+            throw new TrustUserException($"no Stratus database to copy in {dataDir} (no {PlatformDatabase.FileName}); give --data-dir the folder that holds it");
+        var source = PlatformDatabase.Open(dataDir, connection: null, lockTimeout: null);
+        var destination = PlatformDatabase.Open(dataDir, target, lockTimeout: null);
+        return destination.Write(transaction =>
+        {
+            var targetSchema = PostgresSchema(transaction);
+            RequireEmpty(destination, transaction, targetSchema);
+            var copied = source.Use(connection =>
+            {
+                // Deferred: a read transaction, whose first read fixes the snapshot every later one sees.
+                using var snapshot = ((SqliteConnection)connection).BeginTransaction(deferred: true);
+                RequireSameTables(source, destination, SqliteSchema(snapshot), targetSchema);
+                return targetSchema.Select(table => new CopiedTable(table.Name, CopyTable(snapshot, transaction, table, source, destination))).ToList();
+            });
+            var head = AuditChain.GenesisHash;
+            using (var last = PlatformDatabase.Command(transaction, "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
+                if (last.ExecuteScalar() is string hash) head = hash;
+            var tables = new JsonObject();
+            foreach (var table in copied) tables[table.Name] = table.Rows;
+            var entry = new SqlAuditLog(destination).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseCopied, new JsonObject
+            {
+                ["from"] = source.Name,
+                ["audit_entries"] = copied.Single(t => t.Name == AuditTable).Rows,
+                ["audit_head"] = head,
+                ["rows"] = tables,
+            }));
+            return new DatabaseCopyResult(source.Name, destination.Name, copied, head, entry);
+        });
+    }
+
+    const string AuditTable = "audit_log";
+
+    /// <summary>A table of the schema, with its columns as PostgreSQL types them.</summary>
+    sealed record Table(string Name, IReadOnlyList<(string Name, string Type)> Columns);
+
+    /// <summary>The target's tables but the version's, in an order that puts every table after
+    /// those its foreign keys refer to (the registry's versions after its models, aliases after
+    /// versions), so each table's rows find the rows they refer to already there.</summary>
+    static List<Table> PostgresSchema(DbTransaction transaction)
+    {
+        var columns = new Dictionary<string, List<(string, string)>>(StringComparer.Ordinal);
+        using (var command = PlatformDatabase.Command(transaction, """
+                   SELECT table_name, column_name, data_type FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name <> 'stratus_schema' ORDER BY table_name, ordinal_position
+                   """))
+        using (var reader = command.ExecuteReader())
+            while (reader.Read())
+            {
+                var table = reader.GetString(0);
+                if (!columns.TryGetValue(table, out var list)) columns[table] = list = [];
+                list.Add((reader.GetString(1), reader.GetString(2)));
+            }
+        var references = new List<(string Table, string Referenced)>();
+        using (var command = PlatformDatabase.Command(transaction, """
+                   SELECT c.relname, r.relname FROM pg_constraint f
+                   JOIN pg_class c ON c.oid = f.conrelid JOIN pg_class r ON r.oid = f.confrelid
+                   WHERE f.contype = 'f' AND f.connamespace = current_schema()::regnamespace
+                   """))
+        using (var reader = command.ExecuteReader())
+            while (reader.Read()) references.Add((reader.GetString(0), reader.GetString(1)));
+        var ordered = new List<Table>();
+        var left = columns.Keys.Order(StringComparer.Ordinal).ToList();
+        while (left.Count > 0)
+        {
+            var next = left.First(table => references.All(r => r.Table != table || r.Referenced == table || !left.Contains(r.Referenced)));
+            ordered.Add(new Table(next, columns[next]));
+            left.Remove(next);
+        }
+        return ordered;
+    }
+
+    /// <summary>The source's tables with their columns' names (SQLite's types are its own).</summary>
+    static Dictionary<string, List<string>> SqliteSchema(DbTransaction snapshot)
+    {
+        var columns = new Dictionary<string, List<string>>(StringComparer.Ordinal);
+        using var command = PlatformDatabase.Command(snapshot, """
+            SELECT t.name, c.name FROM sqlite_schema t, pragma_table_info(t.name) c
+            WHERE t.type = 'table' AND t.name NOT LIKE 'sqlite_%' ORDER BY t.name, c.cid
+            """);
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            var table = reader.GetString(0);
+            if (!columns.TryGetValue(table, out var list)) columns[table] = list = [];
+            list.Add(reader.GetString(1));
+        }
+        return columns;
+    }
+
+    /// <summary>Both at this Stratus's schema, the two hold the same tables and columns; where they
+    /// do not (a table added to stratus.db by hand, or to one dialect's migrations only), a copy
+    /// would leave rows behind, so none is made.</summary>
+    static void RequireSameTables(PlatformDatabase source, PlatformDatabase target, Dictionary<string, List<string>> sqlite, List<Table> postgres)
+    {
+        var inSource = sqlite.SelectMany(t => t.Value.Select(c => $"{t.Key}.{c}")).ToHashSet(StringComparer.Ordinal);
+        var inTarget = postgres.SelectMany(t => t.Columns.Select(c => $"{t.Name}.{c.Name}")).ToHashSet(StringComparer.Ordinal);
+        var onlySource = inSource.Except(inTarget).Order(StringComparer.Ordinal).ToList();
+        var onlyTarget = inTarget.Except(inSource).Order(StringComparer.Ordinal).ToList();
+        if (onlySource.Count == 0 && onlyTarget.Count == 0) return;
+        throw new TrustUserException($"{source.Name} and {target.Name} do not hold the same tables at the same schema version " +
+            $"({(onlySource.Count > 0 ? $"only in {PlatformDatabase.FileName}: {string.Join(", ", onlySource)}" : "")}" +
+            $"{(onlySource.Count > 0 && onlyTarget.Count > 0 ? "; " : "")}{(onlyTarget.Count > 0 ? $"only in PostgreSQL: {string.Join(", ", onlyTarget)}" : "")}), " +
+            "so a copy would leave rows behind; nothing was copied");
+    }
+
+    /// <summary>Refuses a target holding any row: copied rows would clash with its keys and audit
+    /// chain, and merging two deployments' logs is no copy.</summary>
+    static void RequireEmpty(PlatformDatabase target, DbTransaction transaction, List<Table> tables)
+    {
+        var held = new List<string>();
+        foreach (var table in tables)
+        {
+            using var count = PlatformDatabase.Command(transaction, $"SELECT count(*) FROM {Quoted(table.Name)}");
+            var rows = Convert.ToInt64(count.ExecuteScalar(), CultureInfo.InvariantCulture);
+            if (rows > 0) held.Add($"{rows.ToString(CultureInfo.InvariantCulture)} in {table.Name}");
+        }
+        if (held.Count > 0)
+            throw new TrustUserException($"{target.Name} already holds Stratus rows ({string.Join(", ", held)}); the copy goes into an empty database only: " +
+                "create a new one (createdb, or CREATE DATABASE) and give --to that, or drop this one's tables if its rows are to go");
+    }
+
+    /// <summary>One table's rows, read in the source's snapshot and written with COPY, which
+    /// fires the same triggers as INSERT: the audit log's append-only triggers (on UPDATE, DELETE
+    /// and TRUNCATE) stay on and are not in its way, since the rows go in as they are, with the
+    /// sequence numbers and hashes of their chain.</summary>
+    static long CopyTable(DbTransaction snapshot, DbTransaction transaction, Table table, PlatformDatabase source, PlatformDatabase target)
+    {
+        var columns = string.Join(", ", table.Columns.Select(c => Quoted(c.Name)));
+        var types = table.Columns.Select(c => TypeOf(table.Name, c)).ToArray();
+        using var read = PlatformDatabase.Command(snapshot, $"SELECT {columns} FROM {Quoted(table.Name)}");
+        using var reader = read.ExecuteReader();
+        try
+        {
+            using var import = ((NpgsqlConnection)transaction.Connection!).BeginBinaryImport($"COPY {Quoted(table.Name)} ({columns}) FROM STDIN (FORMAT BINARY)");
+            while (reader.Read())
+            {
+                import.StartRow();
+                for (var i = 0; i < types.Length; i++)
+                {
+                    if (reader.IsDBNull(i)) import.WriteNull();
+                    else if (types[i] == NpgsqlDbType.Bigint) import.Write(reader.GetInt64(i), NpgsqlDbType.Bigint);
+                    else if (types[i] == NpgsqlDbType.Bytea) import.Write(reader.GetFieldValue<byte[]>(i), NpgsqlDbType.Bytea);
+                    else import.Write(reader.GetString(i), NpgsqlDbType.Text);
+                }
+            }
+            return checked((long)import.Complete());
+        }
+        // Class 23: a row the target's constraints refuse (an alias of a version not there, which
+        // the sqlite3 shell, with foreign keys off unless asked, lets someone with the file leave).
+        catch (PostgresException e) when (e.SqlState.StartsWith("23", StringComparison.Ordinal))
+        {
+            throw new TrustUserException($"{target.Name} refuses a row of {table.Name} in {source.Name} ({e.SqlState}: {e.MessageText.TrimEnd('.')}{(e.Detail is { } detail ? $": {detail.TrimEnd('.')}" : "")}); " +
+                $"nothing was copied: correct that row in {PlatformDatabase.FileName} and copy again", e);
+        }
+    }
+
+    /// <summary>The types the schema's columns have; one a migration adds beyond them is the copy's to learn.</summary>
+    static NpgsqlDbType TypeOf(string table, (string Name, string Type) column) => column.Type switch
+    {
+        "bigint" => NpgsqlDbType.Bigint,
+        "bytea" => NpgsqlDbType.Bytea,
+        "text" => NpgsqlDbType.Text,
+        _ => throw new InvalidOperationException($"{table}.{column.Name} is {column.Type}, which DatabaseCopy does not copy yet"),
+    };
+
+    static string Quoted(string name) => $"\"{name.Replace("\"", "\"\"", StringComparison.Ordinal)}\"";
+}

@@ -3,6 +3,8 @@
 // lock_timeout would go) and keeps no session state, so the write lock must bound its own wait.
 // PgBouncer is Debian's package (.ci/run installs it); it runs as the cluster's owner.
 using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
 using Npgsql;
 
 namespace Stratus.Platform.Tests;
@@ -45,10 +47,36 @@ public sealed class PostgresPgBouncerTests(PostgresDatabase postgres) : IClassFi
         if (asRoot) Run("chown", "-R", PostgresCluster.User, folder);
         if (asRoot) Run("runuser", "-u", PostgresCluster.User, "--", PgBouncer, "-d", Path.Combine(folder, "pgbouncer.ini"));
         else Run(PgBouncer, "-d", Path.Combine(folder, "pgbouncer.ini"));
+        WaitUntilListening();
         return new NpgsqlConnectionStringBuilder
         {
             Host = "127.0.0.1", Port = port, Database = postgres.Name, Username = PostgresCluster.User, Password = PostgresCluster.Password,
         }.ConnectionString;
+    }
+
+    /// <summary>`pgbouncer -d` returns once it has forked, which can be before it listens: a test
+    /// connecting at once under load was refused. Waits for the port to accept a connection.</summary>
+    void WaitUntilListening()
+    {
+        var deadline = Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                using var probe = new TcpClient();
+                probe.Connect(IPAddress.Loopback, port);
+                return;
+            }
+            catch (SocketException) when (deadline.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                Thread.Sleep(50);
+            }
+            catch (SocketException e)
+            {
+                var log = Path.Combine(folder, "pgbouncer.log");
+                Assert.Fail($"PgBouncer did not listen on port {port} within 30 s ({e.Message}): {(File.Exists(log) ? File.ReadAllText(log) : "no log")}");
+            }
+        }
     }
 
     static void Run(string command, params string[] arguments)

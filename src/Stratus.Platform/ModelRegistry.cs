@@ -157,6 +157,51 @@ public sealed class ModelRegistry
         return version;
     }
 
+    /// <summary>What a model given to a verb names, by the one rule serve, train and jobs share: a path
+    /// that exists is that path, whatever it reads as (<paramref name="warn"/> is told, with what the
+    /// verb does with the folder, <paramref name="use"/>, when it also names a registered version);
+    /// else a reference (NAME, NAME:VERSION, NAME@ALIAS) is its version's checkpoint, its files
+    /// checked against the manifest it was registered with; anything else is a path, for its reader
+    /// to refuse. <paramref name="registry"/> is opened only for what reads as a reference.</summary>
+    /// <exception cref="TrustUserException">Neither a folder nor a registered version, or a version
+    /// whose files changed.</exception>
+    public static ModelSource Locate(string pathOrReference, Lazy<ModelRegistry> registry, string use, Action<string>? warn = null)
+    {
+        if (!ModelReference.TryParse(pathOrReference, out var reference)) return new ModelSource(pathOrReference, null);
+        if (Directory.Exists(pathOrReference) || File.Exists(pathOrReference))
+        {
+            if (warn is not null && Shadowed(registry.Value, pathOrReference, reference!, use) is { } shadowed) warn(shadowed);
+            return new ModelSource(pathOrReference, null);
+        }
+        try
+        {
+            var version = registry.Value.Resolve(reference!);
+            return new ModelSource(version.Checkpoint.Directory, version);
+        }
+        catch (TrustUserException e) when (e.NotFound)
+        {
+            throw new TrustUserException($"{pathOrReference} is not a folder, and {e.Message}", e);
+        }
+    }
+
+    /// <summary>One line saying that <paramref name="given"/>, taken as a folder, also names a
+    /// registered version, and how to name each; null where it names none.</summary>
+    static string? Shadowed(ModelRegistry registry, string given, ModelReference reference, string use)
+    {
+        ModelVersion version;
+        try
+        {
+            version = registry.Find(reference);
+        }
+        catch (TrustUserException)
+        {
+            return null;
+        }
+        var others = new[] { version.Reference }.Concat(version.Aliases.Select(alias => $"{version.Name}@{alias}")).Where(other => other != given).ToArray();
+        return $"{given} is a folder here and a registered model's reference ({version.Reference}); {use} the folder. Give ./{given} for the folder, " +
+            (others.Length > 0 ? $"or {string.Join(" or ", others)} for the registered version" : "or rename the folder to use the registered version");
+    }
+
     /// <summary>Null when the version's checkpoint still holds the files it was registered with;
     /// else one line naming the version, its folder and what changed.</summary>
     public string? Check(ModelVersion version)

@@ -50,6 +50,11 @@ public sealed record ModelVersion(string Name, int Version, RegisteredCheckpoint
     public string Reference => $"{Name}:{Version.ToString(CultureInfo.InvariantCulture)}";
 }
 
+/// <summary>A model as a verb takes it (serve's --model, train's --init-from, a job's init_from):
+/// <paramref name="Path"/> the folder to load, and <paramref name="Version"/> the registered version
+/// it is the checkpoint of, where it was given by reference (null: a folder given as one).</summary>
+public sealed record ModelSource(string Path, ModelVersion? Version);
+
 /// <summary>A reference to a version: NAME (its latest), NAME:VERSION or NAME@ALIAS.</summary>
 public sealed record ModelReference(string Name, int? Version = null, string? Alias = null)
 {

@@ -133,6 +133,7 @@ sealed class PostgresDialect : DatabaseDialect
         );
         CREATE INDEX jobs_submitted_at ON jobs (submitted_at);
         """,
+        ModelRegistry.ParentMigration,
     ];
     static int SchemaVersion => Migrations.Length;
 

@@ -24,6 +24,8 @@ sealed class SqliteDialect : DatabaseDialect
         ModelRegistrySchema,
         // Training jobs (Jobs/).
         Jobs.SqlJobStore.Migration,
+        // A version's lineage: the registered version its run started from (train --init-from NAME@ALIAS).
+        ModelRegistry.ParentMigration,
     ];
     internal static int SchemaVersion => Migrations.Length;
 

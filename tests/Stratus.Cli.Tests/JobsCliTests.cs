@@ -346,6 +346,11 @@ public sealed partial class JobsCliTests
         var byAlias = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(temp["by-alias"], "run.json")))!;
         var version1 = Path.Combine(temp["home"], "models", "chat", "1");
         Assert.Equal(("chat:1", version1), ((string?)byAlias["init_from_version"], (string?)byAlias["init_from"]));
+        // Registered, the run shows its lineage.
+        Assert.Equal(0, Cli.Run("models", "register", temp["by-alias"], "--name", "chat-tuned", "--data-dir", temp["home"]).ExitCode);
+        Assert.Contains("\n  parent:       chat:1 (the version its run started from)\n", Cli.Run("models", "show", "chat-tuned", "--data-dir", temp["home"]).Stdout);
+        var listed = System.Text.Json.Nodes.JsonNode.Parse(Cli.Run("models", "list", "--json", "--name", "chat-tuned", "--data-dir", temp["home"]).Stdout)!;
+        Assert.Equal("chat:1", (string?)listed["data"]![0]!["versions"]![0]!["parent"]);
 
         var id = Submit(temp, FineTune("chat@production", temp["job"])[..^2]);
         Assert.Equal(0, Cli.Run("models", "alias", "chat", "2", "production", "--data-dir", temp["home"]).ExitCode);

@@ -372,6 +372,11 @@ public sealed partial class JobsCliTests
             foreach (var (verb, (code, stdout, stderr)) in new[] { ("train", Cli.Run(["train", .. FineTune(reference, temp["refused"])])), ("submit", Jobs(temp, ["submit", .. FineTune(reference, temp["refused"])[..^2]])) })
                 Assert.Equal((verb, 2, "", $"error: {problem}\n"), (verb, code, stdout, stderr));
         Assert.False(Directory.Exists(temp["refused"]));
+
+        // The version a job recorded, deleted since with its copy: its training says so.
+        var gone = Cli.Run(["train", .. FineTune(temp["deleted"], temp["refused"]), "--init-from-version", "chat:1"]);
+        Assert.Equal((2, $"error: {temp["deleted"]}, the checkpoint of model chat:1 when the job was submitted, is missing: the version was deleted or its folder moved; " +
+            "submit the job again from a registered version (see them with `stratus models list`)\n"), (gone.ExitCode, gone.Stderr));
     }
 
     /// <summary>--resume and --init-from are checked at submit as train checks them: train's own

@@ -49,7 +49,7 @@ static class JobsCommand
         var data = PathOptions.Option("--data", "dataset folder made by `stratus prepare` (with --resume: the run's dataset, when it moved)");
         var output = OutputPaths.Folder("--out", "run folder: metrics.jsonl, checkpoints/ and the job's log");
         var resume = PathOptions.Option("--resume", "continue the run in this folder from its last checkpoint, with its own config and dataset (as `stratus train --resume`)");
-        var initFrom = PathOptions.Option("--init-from", "start from the weights of a trained or imported model (run or checkpoint folder), as `stratus train --init-from`");
+        var initFrom = PathOptions.Option("--init-from", "start from the weights of a trained or imported model (run or checkpoint folder), or a registered one (NAME, NAME:VERSION, NAME@ALIAS, resolved now), as `stratus train --init-from`");
         var dataDir = TrustCommands.DataDirOption();
         var executor = new Option<string>("--executor")
         {
@@ -77,10 +77,12 @@ static class JobsCommand
             if (resumed is not null) TrainCommand.RequireResumeAlone(result, config, output, initFrom);
             var runner = result.GetValue(executor)!;
             var slurm = SlurmOptions.Requested(runner, result.GetValue(partition), result.GetValue(time), result.GetValue(ranks), result.GetValue(cpusPerRank));
+            // Resolved once, here: the job records the version, so an alias moved later does not change what it starts from.
+            var model = resumed is null && result.GetValue(initFrom) is { } given ? TrainCommand.InitFrom(given, result.GetValue(dataDir)) : null;
             var arguments = resumed is not null
                 ? new TrainArguments(null, result.GetValue(data) is { } moved ? Path.GetFullPath(moved) : null, Path.GetFullPath(resumed), overrides.Overrides(result), Resume: true)
                 : new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null, Path.GetFullPath(TrainCommand.Required(result, data)),
-                    Path.GetFullPath(TrainCommand.Required(result, output)), overrides.Overrides(result), InitFrom: result.GetValue(initFrom) is { } model ? Path.GetFullPath(model) : null);
+                    Path.GetFullPath(TrainCommand.Required(result, output)), overrides.Overrides(result), InitFrom: model is null ? null : Path.GetFullPath(model.Path), InitFromVersion: model?.Version?.Reference);
             var home = StratusHome.Resolve(result.GetValue(dataDir));
             // A folder a job or a training writes first (naming the job where one does): it holds a
             // model too, which is not what to fix. A data directory without a database has no jobs,
@@ -169,6 +171,7 @@ static class JobsCommand
             Console.WriteLine($"id:         {job.Id}");
             Console.WriteLine(Invocation.Spell($"state:      {job.State.WireName()}{(job.Reason is { } reason ? $": {reason}" : "")}"));
             Console.WriteLine(Invocation.Spell($"command:    stratus {TrainArguments.ShellLine(job.Arguments.CommandLine())}"));
+            if (job.Arguments.InitFromVersion is { } version) Console.WriteLine($"init from:  model {version}, {job.Arguments.InitFrom} (resolved at submission)");
             Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : JobView.SlurmJobId(job) is { } slurmJob ? $", Slurm job {slurmJob}" : "")}");
             if (job.Slurm is { Unreachable: { } unreachable }) Console.WriteLine($"slurm:      {unreachable}: the job is as last recorded");
             else if (job.Slurm is { } slurm)

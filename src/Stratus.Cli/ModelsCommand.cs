@@ -119,6 +119,7 @@ static class ModelsCommand
                 Console.WriteLine($"{version.Reference}{Aliases(version)}");
                 Console.WriteLine($"  model:        {summary.Architecture}, {summary.Parameters.ToString("N0", CultureInfo.InvariantCulture)} parameters, context {summary.ContextLength}, {summary.Tokenizer} tokenizer");
                 Console.WriteLine($"  checkpoint:   {version.Checkpoint.Directory}");
+                if (version.Parent is { } parent) Console.WriteLine($"  parent:       {parent} (the version its run started from)");
                 Console.WriteLine(version.IsCopy
                     ? "  copy:         yes, the registry's own (`models delete` removes it)"
                     : Invocation.Spell($"  copy:         no, the folder where it was registered (a run trained on saves it again; keep a copy: stratus models register <folder> --name {version.Name} --copy)"));

@@ -1,5 +1,6 @@
 // `stratus train --config <file.json> --data <dataset> --out <run> [--<key> <value>]...`
 // `stratus train --init-from <model> --data <dataset> --out <run> [--config <file.json>] [--<key> <value>]...`
+// (the model a folder, or a registered version: NAME, NAME:VERSION, NAME@ALIAS, as serve takes it)
 // `stratus train --resume <run>`
 // Under `mpirun -np N` or `srun` every rank runs this command; they train one model together
 // (data parallel, see docs/distributed.md) and only rank 0 prints. A run that saves a checkpoint
@@ -22,14 +23,16 @@ static class TrainCommand
         var data = PathOptions.Option("--data", "dataset folder made by `stratus prepare` (with --resume: the run's dataset, when it moved)");
         var output = OutputPaths.Folder("--out", "run folder: metrics.jsonl and checkpoints/");
         var resume = PathOptions.Option("--resume", "continue the run in this folder from its last checkpoint");
-        var initFrom = PathOptions.Option("--init-from", "start from the weights of a trained or imported model (run or checkpoint folder)");
-        var command = new Command("train", "Train a model, or resume a run exactly where it stopped.") { config, data, output, resume, initFrom };
+        var initFrom = PathOptions.Option("--init-from", "start from the weights of a trained or imported model (run or checkpoint folder), or a registered one (NAME, NAME:VERSION, NAME@ALIAS)");
+        var dataDir = TrustCommands.DataDirOption();
+        var initFromVersion = InitFromVersionOption();
+        var command = new Command("train", "Train a model, or resume a run exactly where it stopped.") { config, data, output, resume, initFrom, dataDir, initFromVersion };
         var overrides = new ConfigOptions(command);
         command.SetAction((result, cancellation) =>
         {
             // Not disposed on failure: MPI_Finalize would wait for ranks that wait for this one;
             // Program ends the whole job instead (Communicator.AbortJob).
-            if (result.GetValue(resume) is not null) RequireResumeAlone(result, config, output, initFrom);
+            if (result.GetValue(resume) is not null) RequireResumeAlone(result, config, output, initFrom, initFromVersion);
             var communicator = Communicator.Create();
             var exitCode = 0;
             using (var stop = new StopRequest())
@@ -48,15 +51,43 @@ static class TrainCommand
             {
                 var dataDirectory = Required(result, data);
                 var runDirectory = Required(result, output);
-                if (result.GetValue(initFrom) is not { } model)
+                if (result.GetValue(initFrom) is not { } given)
                     return Trainer.Start(TrainConfig.Load(result.GetValue(config), overrides.Overrides(result)), dataDirectory, runDirectory, communicator: communicator);
+                // A job's train is given the version its submission resolved, and its folder: the registry is not asked again.
+                var recorded = result.GetValue(initFromVersion);
+                var source = recorded is null ? InitFrom(given, result.GetValue(dataDir)) : new ModelSource(given, null);
                 Checkpoint? init = null;
-                var trainConfig = TrainConfig.LoadInitFrom(result.GetValue(config), overrides.Overrides(result), () => (init = Checkpoint.Open(Checkpoint.Resolve(model))).ModelConfig);
-                // Opened by LoadInitFrom once the config passed what it checks first.
-                return Trainer.Start(trainConfig, dataDirectory, runDirectory, init!, communicator);
+                var trainConfig = TrainConfig.LoadInitFrom(result.GetValue(config), overrides.Overrides(result), () => (init = OpenInitFrom(source.Path, recorded)).ModelConfig);
+                // Opened by LoadInitFrom once the config passed what it checks first; what is loaded is
+                // what was verified, not at Locate: a run still training saves its checkpoint again at any moment.
+                if (source.Version is { } version && init!.ContentHash != version.Checkpoint.ManifestSha256) throw new StratusUserException(ModelRegistry.Changed(version));
+                return Trainer.Start(trainConfig, dataDirectory, runDirectory, init!, communicator, initFromVersion: recorded ?? source.Version?.Reference);
             }
         });
         return command;
+    }
+
+    /// <summary>train's hidden --init-from-version: the registered version (NAME:VERSION) --init-from's
+    /// folder is, as a job's submission resolved it (TrainArguments.CommandLine), for the run to record.</summary>
+    internal static Option<string> InitFromVersionOption() => new("--init-from-version")
+    {
+        Description = "the registered version --init-from's folder was resolved from (a job's submission gives it)",
+        Hidden = true,
+    };
+
+    /// <summary>The model --init-from names, by serve's rule (<see cref="ModelRegistry.Locate"/>): a
+    /// folder that exists, else a registered version of the data directory's registry.</summary>
+    internal static ModelSource InitFrom(string given, string? dataDir) =>
+        ModelRegistry.Locate(given, new Lazy<ModelRegistry>(() => ModelsCommand.Open(dataDir)), "starting from", warning => Console.Error.WriteLine($"warning: {warning}"));
+
+    /// <summary>The checkpoint a run starts from; that of the version a job recorded at submission
+    /// (<paramref name="recordedVersion"/>) said missing as such, where the version was deleted since.</summary>
+    static Checkpoint OpenInitFrom(string model, string? recordedVersion)
+    {
+        if (recordedVersion is { } version && !Directory.Exists(model))
+            throw new StratusUserException($"{model}, the checkpoint of model {version} when the job was submitted, is missing: the version was deleted or its folder moved; " +
+                Invocation.Spell($"submit the job again from a registered version (see them with `{ModelRegistry.ListCommand}`)"));
+        return Checkpoint.Open(Checkpoint.Resolve(model));
     }
 
     /// <summary>Refuses the options a resumed run takes from its own folder (train's, and a job's

@@ -5,7 +5,8 @@
 // --copy, to the registry's own copy of it in the data directory (ModelCopies), as MLflow's
 // log_model copies them into its store; either way it records the hash of its manifest:
 // resolving a version reads the checkpoint again and refuses it when its files changed or
-// vanished since registration. Every change is stored with its audit entry in one transaction
+// vanished since registration. A version also keeps its parent, the version its run started from
+// (train --init-from NAME@ALIAS). Every change is stored with its audit entry in one transaction
 // (tables registered_models, model_versions, model_aliases of the platform database).
 using System.Data.Common;
 using System.Globalization;
@@ -24,6 +25,9 @@ public sealed class ModelRegistry
     public const string ListCommand = "stratus models list";
     /// <summary>The data directory's folder of the registry's copies (`models register --copy`).</summary>
     public const string CopiesFolder = "models";
+    /// <summary>The migration that adds each version's parent (<see cref="ModelVersion.Parent"/>), the
+    /// same SQL on SQLite and PostgreSQL.</summary>
+    internal const string ParentMigration = "ALTER TABLE model_versions ADD COLUMN parent TEXT;";
 
     readonly PlatformDatabase database;
     readonly SqlAuditLog audit;
@@ -58,8 +62,10 @@ public sealed class ModelRegistry
     {
         ModelReference.ValidateName(name);
         if (alias is not null) ModelReference.ValidateAlias(alias);
+        // Read from the run where it is, before a copy, which has no run around it.
+        var parent = checkpoints.Parent(path);
         // Read (hashed) before the write lock is taken: a large checkpoint takes seconds to read.
-        if (!copy) return Insert(checkpoints.Read(path), copiedFrom: null, incoming: null, name, description, alias, actor);
+        if (!copy) return Insert(checkpoints.Read(path), parent, copiedFrom: null, incoming: null, name, description, alias, actor);
         var source = checkpoints.Locate(path);
         using var incoming = copies.Begin();
         RegisteredCheckpoint copied;
@@ -74,13 +80,13 @@ public sealed class ModelRegistry
         {
             throw new TrustUserException($"{source.Directory} changed while it was copied ({e.Message.TrimEnd('.')}); register it again", e);
         }
-        return Insert(copied, source.Directory, incoming, name, description, alias, actor);
+        return Insert(copied, parent, source.Directory, incoming, name, description, alias, actor);
     }
 
     /// <summary>Adds the version: a checkpoint where it is, or one placed in
     /// <paramref name="incoming"/>, which is moved to the version's folder in the transaction
     /// (so that a crash leaves either both or neither).</summary>
-    ModelVersion Insert(RegisteredCheckpoint checkpoint, string? copiedFrom, ModelCopies.Incoming? incoming, string name, string? description, string? alias, string actor)
+    ModelVersion Insert(RegisteredCheckpoint checkpoint, string? parent, string? copiedFrom, ModelCopies.Incoming? incoming, string name, string? description, string? alias, string actor)
     {
         var now = clock.GetUtcNow();
         var version = database.Write(transaction =>
@@ -103,12 +109,12 @@ public sealed class ModelRegistry
             }
             var summary = checkpoint.Summary;
             Run(connection, transaction, """
-                INSERT INTO model_versions (name, version, checkpoint, manifest_sha256, architecture, parameters, context_length, tokenizer, description, created_at, created_by)
-                VALUES (@name, @version, @checkpoint, @hash, @architecture, @parameters, @context, @tokenizer, @description, @created, @by)
+                INSERT INTO model_versions (name, version, checkpoint, manifest_sha256, architecture, parameters, context_length, tokenizer, description, created_at, created_by, parent)
+                VALUES (@name, @version, @checkpoint, @hash, @architecture, @parameters, @context, @tokenizer, @description, @created, @by, @parent)
                 """,
                 ("@name", name), ("@version", number), ("@checkpoint", directory), ("@hash", checkpoint.ManifestSha256), ("@architecture", summary.Architecture),
                 ("@parameters", summary.Parameters), ("@context", summary.ContextLength), ("@tokenizer", summary.Tokenizer), ("@description", description),
-                ("@created", FormatTime(now)), ("@by", actor));
+                ("@created", FormatTime(now)), ("@by", actor), ("@parent", parent));
             var details = new JsonObject
             {
                 ["name"] = name,
@@ -117,6 +123,7 @@ public sealed class ModelRegistry
                 ["manifest_sha256"] = checkpoint.ManifestSha256,
             };
             if (copiedFrom is not null) details["copied_from"] = copiedFrom;
+            if (parent is not null) details["parent"] = parent;
             audit.Append(transaction, new AuditRecord(actor, AuditActions.ModelRegistered, details));
             if (alias is not null) MoveAlias(transaction, name, number, alias, actor);
             return number;
@@ -155,6 +162,51 @@ public sealed class ModelRegistry
         var version = Find(reference);
         if (Check(version) is { } problem) throw new TrustUserException(problem);
         return version;
+    }
+
+    /// <summary>What a model given to a verb names, by the one rule serve, train and jobs share: a path
+    /// that exists is that path, whatever it reads as (<paramref name="warn"/> is told, with what the
+    /// verb does with the folder, <paramref name="use"/>, when it also names a registered version);
+    /// else a reference (NAME, NAME:VERSION, NAME@ALIAS) is its version's checkpoint, its files
+    /// checked against the manifest it was registered with; anything else is a path, for its reader
+    /// to refuse. <paramref name="registry"/> is opened only for what reads as a reference.</summary>
+    /// <exception cref="TrustUserException">Neither a folder nor a registered version, or a version
+    /// whose files changed.</exception>
+    public static ModelSource Locate(string pathOrReference, Lazy<ModelRegistry> registry, string use, Action<string>? warn = null)
+    {
+        if (!ModelReference.TryParse(pathOrReference, out var reference)) return new ModelSource(pathOrReference, null);
+        if (Directory.Exists(pathOrReference) || File.Exists(pathOrReference))
+        {
+            if (warn is not null && Shadowed(registry.Value, pathOrReference, reference!, use) is { } shadowed) warn(shadowed);
+            return new ModelSource(pathOrReference, null);
+        }
+        try
+        {
+            var version = registry.Value.Resolve(reference!);
+            return new ModelSource(version.Checkpoint.Directory, version);
+        }
+        catch (TrustUserException e) when (e.NotFound)
+        {
+            throw new TrustUserException($"{pathOrReference} is not a folder, and {e.Message}", e);
+        }
+    }
+
+    /// <summary>One line saying that <paramref name="given"/>, taken as a folder, also names a
+    /// registered version, and how to name each; null where it names none.</summary>
+    static string? Shadowed(ModelRegistry registry, string given, ModelReference reference, string use)
+    {
+        ModelVersion version;
+        try
+        {
+            version = registry.Find(reference);
+        }
+        catch (TrustUserException)
+        {
+            return null;
+        }
+        var others = new[] { version.Reference }.Concat(version.Aliases.Select(alias => $"{version.Name}@{alias}")).Where(other => other != given).ToArray();
+        return $"{given} is a folder here and a registered model's reference ({version.Reference}); {use} the folder. Give ./{given} for the folder, " +
+            (others.Length > 0 ? $"or {string.Join(" or ", others)} for the registered version" : "or rename the folder to use the registered version");
     }
 
     /// <summary>Null when the version's checkpoint still holds the files it was registered with;
@@ -281,7 +333,8 @@ public sealed class ModelRegistry
     {
         using var command = Command(connection, $"""
             SELECT v.name, v.version, v.checkpoint, v.manifest_sha256, v.architecture, v.parameters, v.context_length, v.tokenizer, v.description, v.created_at, v.created_by,
-                   (SELECT string_agg(alias, @newline) FROM (SELECT alias FROM model_aliases a WHERE a.name = v.name AND a.version = v.version ORDER BY alias) AS ordered)
+                   (SELECT string_agg(alias, @newline) FROM (SELECT alias FROM model_aliases a WHERE a.name = v.name AND a.version = v.version ORDER BY alias) AS ordered),
+                   v.parent
             FROM model_versions v {where} ORDER BY v.name, v.version
             """, [.. parameters, ("@newline", "\n")]);
         command.Transaction = transaction;
@@ -292,7 +345,7 @@ public sealed class ModelRegistry
                 new RegisteredCheckpoint(reader.GetString(2), reader.GetString(3), new ModelSummary(reader.GetString(4), reader.GetInt64(5), reader.GetInt32(6), reader.GetString(7))),
                 reader.IsDBNull(8) ? null : reader.GetString(8), ParseTime(reader.GetString(9)), reader.GetString(10),
                 reader.IsDBNull(11) ? [] : reader.GetString(11).Split('\n'),
-                IsCopy: reader.GetString(2) == copies.FolderOf(reader.GetString(0), reader.GetInt32(1))));
+                IsCopy: reader.GetString(2) == copies.FolderOf(reader.GetString(0), reader.GetInt32(1))) { Parent = reader.IsDBNull(12) ? null : reader.GetString(12) });
         return versions;
     }
 

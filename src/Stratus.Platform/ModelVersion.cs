@@ -33,6 +33,12 @@ public interface ICheckpointReader
     /// is (<see cref="Read"/>).</summary>
     /// <exception cref="TrustUserException">The folder is missing or holds no checkpoint.</exception>
     CheckpointFiles Locate(string path);
+
+    /// <summary>The registered version (NAME:VERSION) the run that saved the checkpoint a run or
+    /// checkpoint folder means started from, as the run recorded it (train --init-from NAME@ALIAS);
+    /// null for a checkpoint of no run, or of a run started otherwise.</summary>
+    /// <exception cref="TrustUserException">The folder is missing or holds no checkpoint.</exception>
+    string? Parent(string path);
 }
 
 /// <summary>A checkpoint folder and the names of the files it is made of.</summary>
@@ -46,9 +52,19 @@ public sealed record CheckpointFiles(string Directory, IReadOnlyList<string> Fil
 public sealed record ModelVersion(string Name, int Version, RegisteredCheckpoint Checkpoint, string? Description, DateTimeOffset CreatedAt, string CreatedBy,
     IReadOnlyList<string> Aliases, bool IsCopy)
 {
+    /// <summary>Its lineage: the registered version (NAME:VERSION) the run it is a checkpoint of
+    /// started from, as registration found it recorded; null where none was (a run trained from
+    /// scratch or from a folder, an import).</summary>
+    public string? Parent { get; init; }
+
     /// <summary>NAME:VERSION, the reference that names this version for good.</summary>
     public string Reference => $"{Name}:{Version.ToString(CultureInfo.InvariantCulture)}";
 }
+
+/// <summary>A model as a verb takes it (serve's --model, train's --init-from, a job's init_from):
+/// <paramref name="Path"/> the folder to load, and <paramref name="Version"/> the registered version
+/// it is the checkpoint of, where it was given by reference (null: a folder given as one).</summary>
+public sealed record ModelSource(string Path, ModelVersion? Version);
 
 /// <summary>A reference to a version: NAME (its latest), NAME:VERSION or NAME@ALIAS.</summary>
 public sealed record ModelReference(string Name, int? Version = null, string? Alias = null)

@@ -134,6 +134,7 @@ sealed class PostgresDialect : DatabaseDialect
         CREATE INDEX jobs_submitted_at ON jobs (submitted_at);
         """,
         Jobs.SqlJobStore.SlurmMigration,
+        ModelRegistry.ParentMigration,
     ];
     static int SchemaVersion => Migrations.Length;
 

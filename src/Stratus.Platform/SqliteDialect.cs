@@ -25,6 +25,8 @@ sealed class SqliteDialect : DatabaseDialect
         // Training jobs (Jobs/).
         Jobs.SqlJobStore.Migration,
         Jobs.SqlJobStore.SlurmMigration,
+        // A version's lineage: the registered version its run started from (train --init-from NAME@ALIAS).
+        ModelRegistry.ParentMigration,
     ];
     internal static int SchemaVersion => Migrations.Length;
 

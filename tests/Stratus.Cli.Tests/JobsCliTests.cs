@@ -320,6 +320,65 @@ public sealed partial class JobsCliTests
         Assert.Equal(3, CliTests.Losses(temp["ft"]).Count);
     }
 
+    /// <summary>Fine-tuning a registered model: train and jobs submit take --init-from NAME@ALIAS as
+    /// serve takes --model, start from that version's weights (the first step's loss is that of a run
+    /// from its folder), and record the version: the run as its parent, the job as resolved at
+    /// submission, so that moving the alias after it does not change the job.</summary>
+    [Fact]
+    public void Init_from_a_registered_alias_starts_from_its_weights_and_a_job_keeps_the_version_it_resolved()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = PrepareWithBaseRun(temp, iterations: 4);
+        var other = Cli.Run("train", "--config", config, "--data", data, "--out", temp["other"], "--max-iters", "2", "--eval-interval", "2");
+        Assert.True(other.ExitCode == 0, other.Stderr);
+        foreach (var (run, alias) in new[] { (temp["base"], "production"), (temp["other"], "staging") })
+        {
+            var register = Cli.Run("models", "register", run, "--name", "chat", "--alias", alias, "--copy", "--data-dir", temp["home"]);
+            Assert.True(register.ExitCode == 0, register.Stderr);
+        }
+        string[] FineTune(string model, string output) => ["--init-from", model, "--data", data, "--out", output, "--max-iters", "1", "--eval-interval", "1", "--data-dir", temp["home"]];
+        foreach (var (model, output) in new[] { (temp["base"], temp["by-path"]), ("chat@production", temp["by-alias"]) })
+        {
+            var train = Cli.Run(["train", .. FineTune(model, output)]);
+            Assert.True(train.ExitCode == 0, train.Stderr);
+        }
+        Assert.Equal(CliTests.Losses(temp["by-path"])[0], CliTests.Losses(temp["by-alias"])[0]);
+        var byAlias = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(temp["by-alias"], "run.json")))!;
+        var version1 = Path.Combine(temp["home"], "models", "chat", "1");
+        Assert.Equal(("chat:1", version1), ((string?)byAlias["init_from_version"], (string?)byAlias["init_from"]));
+        // Registered, the run shows its lineage.
+        Assert.Equal(0, Cli.Run("models", "register", temp["by-alias"], "--name", "chat-tuned", "--data-dir", temp["home"]).ExitCode);
+        Assert.Contains("\n  parent:       chat:1 (the version its run started from)\n", Cli.Run("models", "show", "chat-tuned", "--data-dir", temp["home"]).Stdout);
+        var listed = System.Text.Json.Nodes.JsonNode.Parse(Cli.Run("models", "list", "--json", "--name", "chat-tuned", "--data-dir", temp["home"]).Stdout)!;
+        Assert.Equal("chat:1", (string?)listed["data"]![0]!["versions"]![0]!["parent"]);
+
+        var id = Submit(temp, FineTune("chat@production", temp["job"])[..^2]);
+        Assert.Equal(0, Cli.Run("models", "alias", "chat", "2", "production", "--data-dir", temp["home"]).ExitCode);
+        var show = Ended(temp, id);
+        Assert.Contains("state:      succeeded\n", show);
+        Assert.Contains($"init from:  model chat:1, {version1} (resolved at submission)\n", show);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", id, "--json").Stdout)!;
+        Assert.Equal(("chat:1", version1), ((string?)json["arguments"]!["init_from_version"], (string?)json["arguments"]!["init_from"]));
+        var jobRun = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(temp["job"], "run.json")))!;
+        Assert.Equal("chat:1", (string?)jobRun["init_from_version"]);
+        Assert.Equal(CliTests.Losses(temp["by-path"])[0], CliTests.Losses(temp["job"])[0]);
+
+        // Nothing registered by that reference: one line naming it and where to look, exit 2, from train and submit alike.
+        foreach (var (reference, problem) in new[]
+        {
+            ("chat@nightly", "chat@nightly is not a folder, and model 'chat' has no alias 'nightly'; see its versions and aliases with `stratus models show chat` or `stratus models list --name chat`"),
+            ("nothing@production", "nothing@production is not a folder, and no model named 'nothing' is registered; see the registered names with `stratus models list`"),
+        })
+            foreach (var (verb, (code, stdout, stderr)) in new[] { ("train", Cli.Run(["train", .. FineTune(reference, temp["refused"])])), ("submit", Jobs(temp, ["submit", .. FineTune(reference, temp["refused"])[..^2]])) })
+                Assert.Equal((verb, 2, "", $"error: {problem}\n"), (verb, code, stdout, stderr));
+        Assert.False(Directory.Exists(temp["refused"]));
+
+        // The version a job recorded, deleted since with its copy: its training says so.
+        var gone = Cli.Run(["train", .. FineTune(temp["deleted"], temp["refused"]), "--init-from-version", "chat:1"]);
+        Assert.Equal((2, $"error: {temp["deleted"]}, the checkpoint of model chat:1 when the job was submitted, is missing: the version was deleted or its folder moved; " +
+            "submit the job again from a registered version (see them with `stratus models list`)\n"), (gone.ExitCode, gone.Stderr));
+    }
+
     /// <summary>--resume and --init-from are checked at submit as train checks them: train's own
     /// one-line error, exit 2, nothing recorded.</summary>
     [Fact]

@@ -128,7 +128,7 @@ public sealed class ModelsCommandTests
         (code, stdout, _) = RunIn(home, "models", "show", "shk@production", "--json");
         Assert.Equal(0, code);
         var shown = JsonNode.Parse(stdout)!.AsObject();
-        Assert.Equal(["name", "version", "aliases", "checkpoint", "manifest_sha256", "architecture", "parameters", "context_length", "tokenizer", "description", "created_at", "created_by", "copy", "files_match"],
+        Assert.Equal(["name", "version", "aliases", "checkpoint", "manifest_sha256", "architecture", "parameters", "context_length", "tokenizer", "description", "created_at", "created_by", "parent", "copy", "files_match"],
             shown.Select(field => field.Key));
         Assert.Equal((temp["ckpt"], true), ((string)shown["checkpoint"]!, (bool)shown["files_match"]!));
 

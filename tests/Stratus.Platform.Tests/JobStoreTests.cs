@@ -206,8 +206,9 @@ public sealed class JobStoreOnSqliteTests() : JobStoreTests(TestDatabases.Sqlite
     public async Task A_schema_version_4_database_is_migrated_with_its_keys_and_audit_chain_kept()
     {
         var created = await platform.Stores.KeyService().CreateAsync("trainer", ApiKeyScopes.Training, new RateLimits(0, 0), "cli:test");
-        // Version 4 is this schema without the jobs table, which the fifth migration adds alone.
-        platform.Sql("DROP TABLE jobs; PRAGMA user_version = 4;");
+        // Version 4 is this schema without the jobs table, which the fifth migration adds alone (and
+        // without model_versions.parent, which the sixth adds).
+        platform.Sql("DROP TABLE jobs; ALTER TABLE model_versions DROP COLUMN parent; PRAGMA user_version = 4;");
         SqliteConnection.ClearAllPools();
 
         var reopened = PlatformStores.Open(platform.Directory);

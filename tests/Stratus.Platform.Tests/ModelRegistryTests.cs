@@ -30,6 +30,9 @@ sealed class ManifestFolders(Func<string, bool>? refuse = null) : ICheckpointRea
         if (!File.Exists(Path.Combine(path, "manifest.json"))) throw new TrustUserException($"{path} is not a Stratus checkpoint (no manifest.json)");
         return new CheckpointFiles(Path.GetFullPath(path), [.. Directory.EnumerateFiles(path).Select(file => Path.GetFileName(file))]);
     }
+
+    /// <summary>What a parent.txt beside the manifest says (a run's record, for these folders).</summary>
+    public string? Parent(string path) => File.Exists(Path.Combine(path, "parent.txt")) ? File.ReadAllText(Path.Combine(path, "parent.txt")) : null;
 }
 
 public abstract class ModelRegistryTests(TestDatabases databases) : IDisposable
@@ -89,6 +92,23 @@ public abstract class ModelRegistryTests(TestDatabases databases) : IDisposable
         var error = Assert.Throws<TrustUserException>(() => ModelReference.Parse(text));
         Assert.DoesNotContain('\n', error.Message);
         Assert.False(ModelReference.TryParse(text, out _));
+    }
+
+    /// <summary>A version records its lineage, the version its run started from, as registration
+    /// found it (before a copy, which has no run around it): kept, listed and audited.</summary>
+    [Fact]
+    public void A_version_records_the_parent_its_run_started_from_and_keeps_it_through_a_copy()
+    {
+        var registry = OpenRegistry(new ManifestFolders());
+        registry.Register(Checkpoint("base"), "chat", null, "production", "cli:test");
+        var tuned = Checkpoint("tuned", """{"tuned": 1}""");
+        File.WriteAllText(Path.Combine(tuned, "parent.txt"), "chat:1");
+        registry.Register(tuned, "chat", null, null, "cli:test");
+        registry.Register(tuned, "chat-copy", null, null, "cli:test", copy: true);
+
+        var reopened = OpenRegistry(new ManifestFolders());
+        Assert.Equal([("chat", 1, null), ("chat", 2, "chat:1"), ("chat-copy", 1, "chat:1")], reopened.List().Select(v => (v.Name, v.Version, v.Parent)));
+        Assert.Equal("chat:1", reopened.Find(ModelReference.Parse("chat-copy")).Parent);
     }
 
     [Fact]

@@ -327,6 +327,46 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.Equal([(keyId, true, null), (keyId, false, run)], submitted.Select(e => (e.Actor, (bool)e.Details["resume"]!, (string?)e.Details["init_from"])));
     }
 
+    /// <summary>"init_from" names a registered model as `serve --model` does (NAME@ALIAS): the job
+    /// records the version and folder it resolved to at submission, so that moving the alias after it
+    /// does not change the job; a reference to nothing registered is a 400 naming the field.</summary>
+    [Fact]
+    public async Task Init_from_a_registered_reference_records_the_version_it_resolved_to_and_an_unknown_one_is_a_400()
+    {
+        var (client, _) = await TrainingClient();
+        var data = Path.Combine(folder, "data");
+        string Trained(string name, int iterations)
+        {
+            var run = Path.Combine(folder, name);
+            using var trainer = Stratus.Training.Trainer.Start(Stratus.Training.TrainConfig.Load(null,
+                [new("n_layer", "1"), new("n_head", "2"), new("n_embd", "16"), new("block_size", "8"), new("batch_size", "2"), new("max_iters", iterations.ToString(System.Globalization.CultureInfo.InvariantCulture)), new("eval_iters", "1")]), data, run);
+            trainer.Run();
+            return run;
+        }
+        var registry = ModelRegistry.Open(server.DataDir, Stratus.Server.Hosting.RegistryCheckpoints.Instance);
+        var first = registry.Register(Trained("first", 2), "chat", null, "production", "cli:test");
+        var second = registry.Register(Trained("second", 3), "chat", null, null, "cli:test");
+
+        var (created, job) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = "chat@production", data, @out = Path.Combine(folder, "ft"), overrides = new { max_iters = 1 } }));
+        Assert.True(created == HttpStatusCode.Created, job.ToJsonString());
+        registry.SetAlias("chat", second.Version, "production", "cli:test");
+        var recorded = (await Send(client.GetAsync($"/api/jobs/{(string)job["id"]!}"))).Body["arguments"]!;
+        Assert.Equal(("chat:1", first.Checkpoint.Directory), ((string?)recorded["init_from_version"], (string?)recorded["init_from"]));
+
+        foreach (var (reference, problem) in new[]
+        {
+            ("chat@staging", "chat@staging is not a folder, and model 'chat' has no alias 'staging'; see its versions and aliases with `stratus models show chat`"),
+            ("chat:9", "model 'chat' has no version 9"),
+            ("nothing", "no model named 'nothing' is registered; see the registered names with `stratus models list`"),
+        })
+        {
+            var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = reference, data, @out = Path.Combine(folder, "ft2") }));
+            Assert.True(status == HttpStatusCode.BadRequest, answer.ToJsonString());
+            Assert.Equal("init_from", (string?)answer["error"]!["param"]);
+            Assert.Contains(problem, (string)answer["error"]!["message"]!);
+        }
+    }
+
     /// <summary>"resume": true (a flag, where the API takes the run folder), a number, null or ""
     /// is a 400 naming the field at fault, nothing recorded: never a 500, nor a new run started.</summary>
     [Fact]

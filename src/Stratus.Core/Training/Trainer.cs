@@ -32,6 +32,8 @@ public sealed record EvalReport(long Step, double TrainLoss, double ValLoss, dou
 public sealed class Trainer : IDisposable
 {
     public const string RunFile = "run.json";
+    /// <summary>run.json's key for the registered version the run started from (see <see cref="Start(TrainConfig, string, string, Checkpoint?, ICommunicator?, bool, string?)"/>).</summary>
+    public const string InitFromVersionKey = "init_from_version";
     /// <summary>run.json's key for what the run trains on (<see cref="BatchSampler.Content"/>).</summary>
     const string DatasetKey = "dataset";
 
@@ -190,8 +192,12 @@ public sealed class Trainer : IDisposable
         Start(config, dataDirectory, runDirectory, initFrom is null ? null : Checkpoint.Open(Checkpoint.Resolve(initFrom)), communicator, evaluates);
 
     /// <summary>Starts a new run from the opened checkpoint <paramref name="initFrom"/> (whose model
-    /// config <see cref="TrainConfig.Load"/> takes for the run's default block_size).</summary>
-    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? initFrom, ICommunicator? communicator = null, bool evaluates = true)
+    /// config <see cref="TrainConfig.Load"/> takes for the run's default block_size).
+    /// <paramref name="initFromVersion"/> names the model registry's version (NAME:VERSION) that
+    /// checkpoint is, where the caller resolved one: run.json records it as the run's parent beside
+    /// the folder, which `models register` of this run reads (the registry lives above Core).</summary>
+    public static Trainer Start(TrainConfig config, string dataDirectory, string runDirectory, Checkpoint? initFrom, ICommunicator? communicator = null, bool evaluates = true,
+        string? initFromVersion = null)
     {
         DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
         RequireNoModelIn(runDirectory);
@@ -205,6 +211,7 @@ public sealed class Trainer : IDisposable
             // A run started into the same folder meanwhile, which has saved a checkpoint and ended.
             RequireNoModelIn(runDirectory);
             var run = new JsonObject { ["data"] = Path.GetFullPath(dataDirectory), [DatasetKey] = trainer.sampler.Content, ["init_from"] = initFrom is null ? null : Path.GetFullPath(initFrom.Directory), ["config"] = JsonSerializer.SerializeToNode(trainer.config, TrainConfig.Json) };
+            if (initFromVersion is not null) run[InitFromVersionKey] = initFromVersion;
             AtomicFile.WriteJson(Path.Combine(runDirectory, RunFile), run);
             return trainer;
         }

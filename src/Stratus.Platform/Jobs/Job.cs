@@ -38,8 +38,12 @@ public static class JobStates
 /// resumed run's own), the run folder and the config keys overridden, in snake_case, each with its
 /// value as text. <paramref name="Resume"/>: the job continues the run in Out from its last
 /// checkpoint (train --resume), with its own config; <paramref name="InitFrom"/>: a new run starts
-/// from that model's weights (train --init-from, a run or checkpoint folder).</summary>
-public sealed record TrainArguments(string? Config, string? Data, string Out, IReadOnlyList<KeyValuePair<string, string>> Overrides, bool Resume = false, string? InitFrom = null)
+/// from that model's weights (train --init-from, a run or checkpoint folder); <paramref name="InitFromVersion"/>:
+/// the registered version (NAME:VERSION) InitFrom is the checkpoint of, where the submission named the
+/// model by reference: resolved once, at submission, so that an alias moved later does not change
+/// what the job starts from, and handed to train for the run to record as its parent.</summary>
+public sealed record TrainArguments(string? Config, string? Data, string Out, IReadOnlyList<KeyValuePair<string, string>> Overrides, bool Resume = false, string? InitFrom = null,
+    string? InitFromVersion = null)
 {
     /// <summary>The run folder without a trailing separator: runs/a/ is runs/a, the folder that one
     /// unfinished job at a time may write.</summary>
@@ -55,6 +59,7 @@ public sealed record TrainArguments(string? Config, string? Data, string Out, IR
         if (Resume) line.Add("--resume=" + Out);
         if (Config is not null) line.Add("--config=" + Config);
         if (InitFrom is not null) line.Add("--init-from=" + InitFrom);
+        if (InitFromVersion is not null) line.Add("--init-from-version=" + InitFromVersion);
         if (Data is not null) line.Add("--data=" + Data);
         if (!Resume) line.Add("--out=" + Out);
         // The key as train's TrainConfig reads it: leading dashes trimmed, "-" and "_" alike.

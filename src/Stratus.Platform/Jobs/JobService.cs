@@ -58,6 +58,7 @@ public sealed class JobService(SqlJobStore store, IReadOnlyList<IJobExecutor> ex
             ["overrides"] = new JsonObject([.. arguments.Overrides.Select(o => new KeyValuePair<string, JsonNode?>(o.Key, o.Value))]),
             ["resume"] = arguments.Resume, ["init_from"] = arguments.InitFrom,
         };
+        if (arguments.InitFromVersion is { } version) audited["init_from_version"] = version;
         // What is asked of Slurm is recorded with the job (the executor's defaults where the
         // submission asked nothing), and audited.
         var asked = (executor as SlurmJobExecutor)?.ResourcesOf(job);

@@ -219,6 +219,7 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
             ["overrides"] = new JsonArray([.. arguments.Overrides.Select(o => (JsonNode)new JsonArray(o.Key, o.Value))]),
             ["resume"] = arguments.Resume,
             ["init_from"] = arguments.InitFrom,
+            ["init_from_version"] = arguments.InitFromVersion,
         };
         if (resources is not null)
             json["slurm"] = new JsonObject
@@ -234,7 +235,7 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         // Jobs recorded before resume and init_from were kept have neither: they started new runs.
         var arguments = new TrainArguments(node["config"]?.GetValue<string>(), node["data"]?.GetValue<string>(), node["out"]!.GetValue<string>(),
             [.. node["overrides"]!.AsArray().Select(pair => new KeyValuePair<string, string>(pair![0]!.GetValue<string>(), pair[1]!.GetValue<string>()))],
-            node["resume"]?.GetValue<bool>() ?? false, node["init_from"]?.GetValue<string>());
+            node["resume"]?.GetValue<bool>() ?? false, node["init_from"]?.GetValue<string>(), node["init_from_version"]?.GetValue<string>());
         // Slurm jobs recorded before their resources were kept have none: what they asked is unknown.
         var slurm = node["slurm"]?.AsObject();
         return (arguments, slurm is null ? null

@@ -2,6 +2,7 @@
 // verb does (checkpoints/best, else last) and verifies each file against the manifest; the
 // summary comes from model.json and the weights' safetensors header, no weight read. Locate
 // names the files of a checkpoint for the registry's copy of it (`models register --copy`).
+using System.Text.Json.Nodes;
 using Stratus.Formats;
 using Stratus.Platform;
 using Stratus.Safety;
@@ -37,6 +38,34 @@ public sealed class RegistryCheckpoints : ICheckpointReader
         {
             var directory = Checkpoint.Resolve(path);
             return new CheckpointFiles(FolderPath(directory), Checkpoint.FileNames(directory));
+        }
+        catch (StratusUserException e)
+        {
+            throw new TrustUserException(e.Message, e);
+        }
+    }
+
+    /// <summary>What the run of a run folder's checkpoint (RUN/checkpoints/NAME) records in its
+    /// run.json as the registered version it started from; only a reference, not any other text a
+    /// hand may have put there.</summary>
+    public string? Parent(string path)
+    {
+        string checkpoints;
+        try
+        {
+            checkpoints = Path.GetDirectoryName(FolderPath(Checkpoint.Resolve(path)))!;
+        }
+        catch (StratusUserException e)
+        {
+            throw new TrustUserException(e.Message, e);
+        }
+        if (Path.GetFileName(checkpoints) != "checkpoints") return null;
+        var run = Path.GetDirectoryName(checkpoints)!;
+        if (!File.Exists(Path.Combine(run, Trainer.RunFile))) return null;
+        try
+        {
+            return Trainer.ReadRunFile(run).Run[Trainer.InitFromVersionKey] is JsonValue value && value.TryGetValue<string>(out var parent)
+                && ModelReference.TryParse(parent, out var reference) && reference!.Version is not null ? parent : null;
         }
         catch (StratusUserException e)
         {

@@ -19,51 +19,21 @@ public sealed record ModelSpec(string Path, string? Name = null, ModelVersion? R
 {
     /// <summary>The spec with a registered reference (NAME, NAME:VERSION, NAME@ALIAS) in
     /// <see cref="Path"/> replaced by the version's checkpoint, its files checked against the
-    /// manifest it was registered with, served under the registered name unless NAME= gave one.
-    /// A path that exists is a path, whatever it reads as (<paramref name="warn"/> is told when it
-    /// also names a registered version); <paramref name="registry"/> is opened only for what reads
-    /// as a reference.</summary>
+    /// manifest it was registered with, served under the registered name unless NAME= gave one,
+    /// by the rule every verb that takes a model shares (<see cref="ModelRegistry.Locate"/>).</summary>
     /// <exception cref="StratusUserException">Neither a folder nor a registered version, or a
     /// version whose files changed.</exception>
     public ModelSpec ResolveRegistered(Lazy<ModelRegistry> registry, Action<string>? warn = null)
     {
-        if (!ModelReference.TryParse(Path, out var reference)) return this;
-        if (Directory.Exists(Path) || File.Exists(Path))
-        {
-            if (warn is not null && Shadowed(registry.Value, reference!) is { } shadowed) warn(shadowed);
-            return this;
-        }
         try
         {
-            var version = registry.Value.Resolve(reference!);
-            return new ModelSpec(version.Checkpoint.Directory, Name ?? version.Name, version);
-        }
-        catch (TrustUserException e) when (e.NotFound)
-        {
-            throw new StratusUserException($"{Path} is not a folder, and {e.Message}", e);
+            var source = ModelRegistry.Locate(Path, registry, "serving", warn);
+            return source.Version is { } version ? new ModelSpec(source.Path, Name ?? version.Name, version) : this;
         }
         catch (TrustUserException e)
         {
             throw new StratusUserException(e.Message, e);
         }
-    }
-
-    /// <summary>One line saying that <see cref="Path"/>, served as a folder, also names a
-    /// registered version, and how to name each; null where it names none.</summary>
-    string? Shadowed(ModelRegistry registry, ModelReference reference)
-    {
-        ModelVersion version;
-        try
-        {
-            version = registry.Find(reference);
-        }
-        catch (TrustUserException)
-        {
-            return null;
-        }
-        var others = new[] { version.Reference }.Concat(version.Aliases.Select(alias => $"{version.Name}@{alias}")).Where(other => other != Path).ToArray();
-        return $"{Path} is a folder here and a registered model's reference ({version.Reference}); serving the folder. Give ./{Path} for the folder, " +
-            (others.Length > 0 ? $"or {string.Join(" or ", others)} for the registered version" : "or rename the folder to serve the registered version");
     }
 
     /// <summary>Parses the CLI's `--model dir` or `--model name=dir`.</summary>

@@ -58,7 +58,12 @@ public sealed record JobArgumentsView(
     [property: JsonPropertyName("partition")] string? Partition,
     [property: JsonPropertyName("time")] string? Time,
     [property: JsonPropertyName("ranks")] int? Ranks,
-    [property: JsonPropertyName("cpus_per_rank")] int? CpusPerRank);
+    [property: JsonPropertyName("cpus_per_rank")] int? CpusPerRank)
+{
+    /// <summary>The registered version (NAME:VERSION) <see cref="InitFrom"/> is the checkpoint of,
+    /// resolved at submission from the reference given; null where a folder was given.</summary>
+    [JsonPropertyName("init_from_version")] public string? InitFromVersion { get; init; }
+}
 
 public sealed record JobView(
     [property: JsonPropertyName("id")] string Id,
@@ -82,7 +87,8 @@ public sealed record JobView(
 
     public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), job.Reason, job.Executor, job.ExecutorReference,
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
-            job.Arguments.Resume, job.Arguments.InitFrom, job.Resources?.Partition, job.Resources?.Time, job.Resources?.Ranks, job.Resources?.CpusPerRank),
+            job.Arguments.Resume, job.Arguments.InitFrom, job.Resources?.Partition, job.Resources?.Time, job.Resources?.Ranks, job.Resources?.CpusPerRank)
+        { InitFromVersion = job.Arguments.InitFromVersion },
         job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.SubmittedBy, job.LogFile,
         MetricsLog.LastTrainingStep(job.Arguments.Out) is { } last ? new LastStepView(last.Step, last.Loss) : null,
         SlurmJobId(job) is { } id ? SlurmView.From(job.Slurm ?? new SlurmStatus(id)) : null);
@@ -170,6 +176,17 @@ public static class JobsEndpoints
                 return full;
             }
             IReadOnlyList<KeyValuePair<string, string>> overrides = [.. (body.Overrides ?? []).Select(o => new KeyValuePair<string, string>(o.Key, o.Value.ValueKind == JsonValueKind.String ? o.Value.GetString()! : o.Value.GetRawText()))];
+            // A registered model's reference, resolved once, here (a path given is absolute, so never one).
+            ModelSource? model = null;
+            if (body.Resume is null && body.InitFrom is { } initFrom)
+                try
+                {
+                    model = ModelRegistry.Locate(initFrom, new Lazy<ModelRegistry>(() => http.RequestServices.GetRequiredService<StratusTrust>().Models), "starting from");
+                }
+                catch (TrustUserException e)
+                {
+                    throw new TrustUserException(e.Message, e) { Param = "init_from" };
+                }
             TrainArguments arguments;
             if (body.Resume is { } run)
             {
@@ -183,7 +200,7 @@ public static class JobsEndpoints
                 arguments = new TrainArguments(body.Config is { } config ? HostPath("config", config) : null,
                     HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.") { Param = "data" }),
                     HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.") { Param = "out" }),
-                    overrides, InitFrom: body.InitFrom is { } model ? HostPath("init_from", model) : null);
+                    overrides, InitFrom: model is null ? null : model.Version is null ? HostPath("init_from", model.Path) : model.Path, InitFromVersion: model?.Version?.Reference);
             var folder = arguments.Resume ? "resume" : "out";
             // Naming the job where one writes the folder; else a training outside the platform.
             Service(http).RequireNoJobWriting(arguments.Out);

@@ -63,6 +63,9 @@ public sealed record ModelVersionView(
     [property: JsonPropertyName("created_at")] DateTimeOffset CreatedAt,
     [property: JsonPropertyName("created_by")] string CreatedBy)
 {
+    /// <summary>The version its run started from (NAME:VERSION); null where none is known.</summary>
+    [JsonPropertyName("parent")] public string? Parent { get; init; }
+
     public static ModelVersionView From(ModelVersion v) => new(v.Version, v.Aliases, v.Checkpoint.Directory, v.Checkpoint.ManifestSha256, v.Checkpoint.Summary.Architecture,
-        v.Checkpoint.Summary.Parameters, v.Checkpoint.Summary.ContextLength, v.Checkpoint.Summary.Tokenizer, v.Description, v.CreatedAt, v.CreatedBy);
+        v.Checkpoint.Summary.Parameters, v.Checkpoint.Summary.ContextLength, v.Checkpoint.Summary.Tokenizer, v.Description, v.CreatedAt, v.CreatedBy) { Parent = v.Parent };
 }

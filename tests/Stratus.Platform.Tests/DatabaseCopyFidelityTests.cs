@@ -1,0 +1,60 @@
+// DatabaseCopy and SQLite's dynamic types: a column of stratus.db holds whatever a hand with the
+// sqlite3 shell put there (text in an INTEGER column, a REAL, a blob or bytes that are not UTF-8
+// in a TEXT column, a NUL character), which PostgreSQL's typed columns either refuse (a NUL in
+// text) or would take changed (the reader's conversions: 'sixty' read as 0, 60.5 as 60, bytes not
+// UTF-8 as U+FFFD). Each is refused naming the table, column and row, with nothing written; what
+// does fit (64-bit extremes, text beyond the BMP) arrives exactly.
+using Npgsql;
+using Stratus.Safety;
+
+namespace Stratus.Platform.Tests;
+
+public sealed class DatabaseCopyFidelityTests(PostgresDatabase postgres) : IClassFixture<PostgresDatabase>, IDisposable
+{
+    readonly TempPlatform sqlite = new();
+
+    public void Dispose() => sqlite.Dispose();
+
+    static long Count(string connection, string table)
+    {
+        using var database = new NpgsqlConnection(connection);
+        database.Open();
+        using var count = new NpgsqlCommand($"SELECT count(*) FROM {table}", database);
+        return (long)count.ExecuteScalar()!;
+    }
+
+    [Theory]
+    [InlineData("UPDATE api_keys SET rpm = 'sixty'", "api_keys.rpm", "text where PostgreSQL's column is an integer")]
+    [InlineData("UPDATE api_keys SET rpm = 60.5", "api_keys.rpm", "a real number where PostgreSQL's column is an integer")]
+    [InlineData("UPDATE api_keys SET name = X'6B6579'", "api_keys.name", "a blob where PostgreSQL's column is text")]
+    [InlineData("UPDATE api_keys SET name = CAST(X'6BFF6579' AS TEXT)", "api_keys.name", "bytes that are not UTF-8")]
+    [InlineData("UPDATE api_keys SET name = 'k' || char(0) || 'ey'", "api_keys.name", "a NUL character, which PostgreSQL's text cannot hold")]
+    public async Task A_value_postgresql_would_refuse_or_change_stops_the_copy_naming_its_row(string edit, string column, string why)
+    {
+        await sqlite.Stores.KeyService().CreateAsync("key", ApiKeyScopes.Inference, new RateLimits(60, 1000), "tests");
+        sqlite.Sql(edit);
+        var target = postgres.NewSchema();
+
+        var error = Assert.Throws<TrustUserException>(() => DatabaseCopy.Copy(sqlite.Directory, target, "tests"));
+        Assert.Contains($"{column} of the row whose rowid is 1 in {sqlite.DatabasePath}: it holds {why}", error.Message);
+        Assert.EndsWith("nothing was copied: correct that row in stratus.db and copy again", error.Message);
+        Assert.Equal(0, Count(target, "api_keys"));
+    }
+
+    [Fact]
+    public async Task Values_that_fit_arrive_exactly()
+    {
+        await sqlite.Stores.KeyService().CreateAsync("key", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        sqlite.Sql("UPDATE api_keys SET name = 'ключ-🦀', rpm = 9223372036854775807, tpm = -9223372036854775808");
+        var target = postgres.NewSchema();
+
+        DatabaseCopy.Copy(sqlite.Directory, target, "tests");
+
+        using var database = new NpgsqlConnection(target);
+        database.Open();
+        using var read = new NpgsqlCommand("SELECT name, rpm, tpm FROM api_keys", database);
+        using var reader = read.ExecuteReader();
+        Assert.True(reader.Read());
+        Assert.Equal(("ключ-🦀", long.MaxValue, long.MinValue), (reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2)));
+    }
+}

@@ -186,6 +186,12 @@ public static class DatabaseCopy
         try
         {
             using var import = ((NpgsqlConnection)transaction.Connection!).BeginBinaryImport($"COPY {Quoted(table.Name)} ({columns}) FROM STDIN (FORMAT BINARY)");
+            // A table's COPY takes as long as its rows (a million audit entries about ten seconds
+            // here), and the server answers its end only once it has taken them all and checked
+            // their foreign keys: the command timeout, which bounds a request's statement, would
+            // cancel it, as it would a migration (PostgresDialect.Change). A wait for another
+            // session's lock is still bounded by the lock timeout the write transaction set.
+            import.Timeout = TimeSpan.Zero;
             while (reader.Read())
             {
                 import.StartRow();

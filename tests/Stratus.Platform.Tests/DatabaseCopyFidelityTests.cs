@@ -3,7 +3,8 @@
 // in a TEXT column, a NUL character), which PostgreSQL's typed columns either refuse (a NUL in
 // text) or would take changed (the reader's conversions: 'sixty' read as 0, 60.5 as 60, bytes not
 // UTF-8 as U+FFFD). Each is refused naming the table, column and row, with nothing written; what
-// does fit (64-bit extremes, text beyond the BMP) arrives exactly.
+// does fit (64-bit extremes, text beyond the BMP) arrives exactly. A table whose COPY outlasts the
+// command timeout that bounds a request is copied all the same.
 using Npgsql;
 using Stratus.Safety;
 
@@ -56,5 +57,30 @@ public sealed class DatabaseCopyFidelityTests(PostgresDatabase postgres) : IClas
         using var reader = read.ExecuteReader();
         Assert.True(reader.Read());
         Assert.Equal(("ключ-🦀", long.MaxValue, long.MinValue), (reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2)));
+    }
+
+    /// <summary>The COPY of a table the server takes longer over than the command timeout that
+    /// bounds a request (here a second, a trigger sleeping two): a million rows take about ten
+    /// seconds on one transaction, which a timeout of six would cancel.</summary>
+    [Fact]
+    public async Task A_table_whose_copy_outlasts_the_command_timeout_is_copied()
+    {
+        await sqlite.Stores.KeyService().CreateAsync("key", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        var target = postgres.NewSchema();
+        PlatformDatabase.Open(sqlite.Directory, target, null);
+        using (var database = new NpgsqlConnection(target))
+        {
+            database.Open();
+            using var slow = new NpgsqlCommand("""
+                CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$;
+                CREATE TRIGGER slow_insert BEFORE INSERT ON api_keys FOR EACH ROW EXECUTE FUNCTION slow_insert();
+                """, database);
+            slow.ExecuteNonQuery();
+        }
+
+        var copy = DatabaseCopy.Copy(sqlite.Directory, $"{target};Command Timeout=1", "tests");
+
+        Assert.Equal(1, copy.Tables.Single(t => t.Name == "api_keys").Rows);
+        Assert.Equal(1, Count(target, "api_keys"));
     }
 }

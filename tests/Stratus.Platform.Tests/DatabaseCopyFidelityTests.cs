@@ -59,6 +59,45 @@ public sealed class DatabaseCopyFidelityTests(PostgresDatabase postgres) : IClas
         Assert.Equal(("ключ-🦀", long.MaxValue, long.MinValue), (reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2)));
     }
 
+    /// <summary>A stratus.db of schema version 1 (before key expiry and rotation, the registry and
+    /// jobs), as a first Stratus left it: the copy migrates it and carries its key, which then
+    /// authenticates on PostgreSQL, and its audit entry, whose hash verifies there.</summary>
+    [Fact]
+    public async Task A_stratus_db_of_schema_version_1_is_migrated_and_copied_with_its_key_and_chain()
+    {
+        var old = Path.Combine(sqlite.Directory, "old");
+        Directory.CreateDirectory(old);
+        var (id, secret) = ApiKeyFormat.Generate();
+        var salt = ApiKeyFormat.NewSalt();
+        var time = new DateTimeOffset(2025, 6, 1, 0, 0, 0, TimeSpan.Zero);
+        const string details = """{"name":"old"}""";
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(old, PlatformDatabase.FileName)};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = PlatformDatabaseTests.ApiKeysVersion1 + """
+                INSERT INTO api_keys (id, name, salt, hash, scopes, rpm, tpm, created_at, revoked_at)
+                VALUES ($id, 'old', $salt, $hash, 1, 5, 0, '2025-06-01T00:00:00.0000000Z', NULL);
+                INSERT INTO audit_log VALUES (1, '2025-06-01T00:00:00.0000000Z', 'cli:alice', 'key.created', $details, $chain);
+                """;
+            command.Parameters.AddWithValue("$id", id);
+            command.Parameters.AddWithValue("$salt", salt);
+            command.Parameters.AddWithValue("$hash", ApiKeyFormat.Hash(salt, secret));
+            command.Parameters.AddWithValue("$details", details);
+            command.Parameters.AddWithValue("$chain", AuditChain.ComputeHash(AuditChain.GenesisHash, 1, time, "cli:alice", "key.created", details));
+            command.ExecuteNonQuery();
+        }
+        var target = postgres.NewSchema();
+
+        var copy = DatabaseCopy.Copy(old, target, "tests");
+
+        var stores = PlatformStores.Open(PlatformDatabase.Open(old, target, null));
+        Assert.Equal(("old", 5, (DateTimeOffset?)null), ((await stores.KeyService().AuthenticateAsync(secret)).Key is { } key ? (key.Name, key.Limits.RequestsPerMinute, key.ExpiresAt) : default));
+        var verified = await stores.Audit.VerifyAsync();
+        Assert.True(verified.Valid, verified.Problem);
+        Assert.Equal((2, copy.Audit.Hash), (verified.EntriesChecked, verified.HeadHash));
+    }
+
     /// <summary>The COPY of a table the server takes longer over than the command timeout that
     /// bounds a request (here a second, a trigger sleeping two): a million rows take about ten
     /// seconds on one transaction, which a timeout of six would cancel.</summary>

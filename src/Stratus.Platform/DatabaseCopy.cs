@@ -9,6 +9,7 @@
 // write lock, so a copy that fails leaves it as empty as it was.
 using System.Data.Common;
 using System.Globalization;
+using System.Text;
 using System.Text.Json.Nodes;
 using Microsoft.Data.Sqlite;
 using Npgsql;
@@ -179,20 +180,45 @@ public static class DatabaseCopy
     {
         var columns = string.Join(", ", table.Columns.Select(c => Quoted(c.Name)));
         var types = table.Columns.Select(c => TypeOf(table.Name, c)).ToArray();
-        using var read = PlatformDatabase.Command(snapshot, $"SELECT {columns} FROM {Quoted(table.Name)}");
+        // The rowid names a row to correct in the sqlite3 shell, whatever its columns hold.
+        using var read = PlatformDatabase.Command(snapshot, $"SELECT rowid, {columns} FROM {Quoted(table.Name)}");
         using var reader = read.ExecuteReader();
         try
         {
             using var import = ((NpgsqlConnection)transaction.Connection!).BeginBinaryImport($"COPY {Quoted(table.Name)} ({columns}) FROM STDIN (FORMAT BINARY)");
+            // A table's COPY takes as long as its rows (a million audit entries about ten seconds
+            // here), and the server answers its end only once it has taken them all and checked
+            // their foreign keys: the command timeout, which bounds a request's statement, would
+            // cancel it, as it would a migration (PostgresDialect.Change). A wait for another
+            // session's lock is still bounded by the lock timeout the write transaction set.
+            import.Timeout = TimeSpan.Zero;
             while (reader.Read())
             {
                 import.StartRow();
                 for (var i = 0; i < types.Length; i++)
                 {
-                    if (reader.IsDBNull(i)) import.WriteNull();
-                    else if (types[i] == NpgsqlDbType.Bigint) import.Write(reader.GetInt64(i), NpgsqlDbType.Bigint);
-                    else if (types[i] == NpgsqlDbType.Bytea) import.Write(reader.GetFieldValue<byte[]>(i), NpgsqlDbType.Bytea);
-                    else import.Write(reader.GetString(i), NpgsqlDbType.Text);
+                    var column = i + 1;
+                    if (reader.IsDBNull(column))
+                    {
+                        import.WriteNull();
+                        continue;
+                    }
+                    // SQLite's reader would hand over a value whose type is not the column's
+                    // converted ('sixty' as 0, 60.5 as 60, bytes not UTF-8 as U+FFFD), which a copy
+                    // that keeps the keys and the audit chain as they were must not do unseen.
+                    var held = reader.GetFieldType(column);
+                    if (types[i] == NpgsqlDbType.Bigint && held == typeof(long)) import.Write(reader.GetInt64(column), NpgsqlDbType.Bigint);
+                    else if (types[i] == NpgsqlDbType.Bytea && held == typeof(byte[])) import.Write(reader.GetFieldValue<byte[]>(column), NpgsqlDbType.Bytea);
+                    else if (types[i] == NpgsqlDbType.Text && held == typeof(string))
+                    {
+                        if (Text(reader, column, out var text) is { } unfit) throw Refused(unfit);
+                        import.Write(text, NpgsqlDbType.Text);
+                    }
+                    else throw Refused($"{StorageClass(held)} where PostgreSQL's column is {(types[i] == NpgsqlDbType.Bigint ? "an integer" : types[i] == NpgsqlDbType.Bytea ? "bytea" : "text")}");
+
+                    TrustUserException Refused(string why) => new(
+                        $"{target.Name} cannot take {table.Name}.{table.Columns[i].Name} of the row whose rowid is {reader.GetInt64(0).ToString(CultureInfo.InvariantCulture)} in {source.Name}: " +
+                        $"it holds {why}; nothing was copied: correct that row in {PlatformDatabase.FileName} and copy again");
                 }
             }
             return checked((long)import.Complete());
@@ -205,6 +231,29 @@ public static class DatabaseCopy
                 $"nothing was copied: correct that row in {PlatformDatabase.FileName} and copy again", e);
         }
     }
+
+    static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>Why a TEXT value cannot go into PostgreSQL's text as it is, null where it can;
+    /// <paramref name="text"/> is decoded from SQLite's own bytes, as its reader's string has bytes
+    /// that are not UTF-8 replaced.</summary>
+    static string? Text(DbDataReader reader, int column, out string text)
+    {
+        try
+        {
+            text = StrictUtf8.GetString(reader.GetFieldValue<byte[]>(column));
+        }
+        catch (DecoderFallbackException)
+        {
+            text = "";
+            return "bytes that are not UTF-8, which PostgreSQL's text cannot hold";
+        }
+        return text.Contains('\0', StringComparison.Ordinal) ? "a NUL character, which PostgreSQL's text cannot hold" : null;
+    }
+
+    /// <summary>SQLite's storage class of a value, as its reader types it.</summary>
+    static string StorageClass(Type held) =>
+        held == typeof(long) ? "an integer" : held == typeof(double) ? "a real number" : held == typeof(byte[]) ? "a blob" : "text";
 
     /// <summary>The types the schema's columns have; one a migration adds beyond them is the copy's to learn.</summary>
     static NpgsqlDbType TypeOf(string table, (string Name, string Type) column) => column.Type switch

@@ -67,6 +67,28 @@ public sealed class DatabaseCopyCliTests(PostgresDatabase postgres) : IClassFixt
         Assert.Single(stderr.TrimEnd('\n').Split('\n'));
     }
 
+    /// <summary>A NUL character put into stratus.db by hand, which PostgreSQL's text refuses: one
+    /// line naming the row to correct, not PostgreSQL's error with a stack trace.</summary>
+    [Fact]
+    public void A_value_postgresql_refuses_is_one_line_naming_its_row()
+    {
+        using var temp = new TempDirectory();
+        Assert.Equal(0, Run("", temp, "keys", "create", "--name", "me").ExitCode);
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(temp["home"], PlatformDatabase.FileName)};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "UPDATE api_keys SET name = 'm' || char(0) || 'e'";
+            command.ExecuteNonQuery();
+        }
+
+        var (code, stdout, stderr) = Run("", temp, "database", "copy", "--to", postgres.NewSchema());
+        Assert.Equal((2, ""), (code, stdout));
+        Assert.Contains("cannot take api_keys.name of the row whose rowid is 1 in", stderr);
+        Assert.Contains("it holds a NUL character, which PostgreSQL's text cannot hold; nothing was copied", stderr);
+        Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+    }
+
     [Fact]
     public void Help_says_what_the_copy_does()
     {

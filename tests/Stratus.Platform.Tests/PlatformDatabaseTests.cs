@@ -38,7 +38,7 @@ public sealed class PlatformDatabaseTests : IDisposable
     }
 
     /// <summary>The api_keys table as schema version 1 (Stratus before key expiry) made it.</summary>
-    const string ApiKeysVersion1 = """
+    internal const string ApiKeysVersion1 = """
         CREATE TABLE api_keys (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,

@@ -9,45 +9,35 @@ namespace Stratus.Cli.Tests;
 
 public sealed class DatabaseCopyCliTests(PostgresDatabase postgres) : IClassFixture<PostgresDatabase>
 {
-    /// <summary>The CLI with STRATUS_DATABASE as given (empty: SQLite in the data directory).</summary>
-    static (int ExitCode, string Stdout, string Stderr) Run(string database, TempDirectory temp, params string[] args)
-    {
-        var info = Cli.StartInfo([.. args, "--data-dir", temp["home"]]);
-        info.Environment[PlatformDatabase.DatabaseVariable] = database;
-        var result = Cli.Run(info);
-        Assert.DoesNotContain(PostgresCluster.Password, result.Stdout + result.Stderr);
-        return result;
-    }
-
     [Fact]
     public void Copy_moves_keys_and_the_audit_chain_to_postgresql_and_refuses_a_second_copy()
     {
         using var temp = new TempDirectory();
-        var (code, stdout, stderr) = Run("", temp, "keys", "create", "--name", "me", "--scopes", "inference");
+        var (code, stdout, stderr) = PostgresCliTests.Run("", temp, "keys", "create", "--name", "me", "--scopes", "inference");
         Assert.True(code == 0, stderr);
-        (code, var verified, stderr) = Run("", temp, "audit", "verify");
+        (code, var verified, stderr) = PostgresCliTests.Run("", temp, "audit", "verify");
         Assert.True(code == 0, stderr);
         var head = verified.Split("head hash ")[1][..64];
         var target = postgres.NewSchema();
 
-        (code, stdout, stderr) = Run("", temp, "database", "copy", "--to", target);
+        (code, stdout, stderr) = PostgresCliTests.Run("", temp, "database", "copy", "--to", target);
         Assert.True(code == 0, stdout + stderr);
         Assert.StartsWith($"Copied {Path.Combine(temp["home"], PlatformDatabase.FileName)} to the PostgreSQL database {postgres.Name} on {postgres.Cluster.Folder}", stdout);
         Assert.Matches(@"api_keys\W+1\W", stdout);
         Assert.Matches(@"audit_log\W+1\W", stdout);
         Assert.Contains($"The audit log's chain ends at {head} as in stratus.db; entry 2 after it records the copy.", stdout);
 
-        (code, stdout, stderr) = Run(target, temp, "keys", "list");
+        (code, stdout, stderr) = PostgresCliTests.Run(target, temp, "keys", "list");
         Assert.True(code == 0, stderr);
         Assert.Contains("me", stdout);
-        (code, stdout, stderr) = Run(target, temp, "audit", "verify");
+        (code, stdout, stderr) = PostgresCliTests.Run(target, temp, "audit", "verify");
         Assert.True(code == 0, stderr);
         Assert.StartsWith("audit log intact: 2 entries", stdout);
-        (code, stdout, stderr) = Run(target, temp, "audit", "list");
+        (code, stdout, stderr) = PostgresCliTests.Run(target, temp, "audit", "list");
         Assert.Contains(AuditActions.DatabaseCopied, stdout);
 
         // STRATUS_DATABASE is the default target.
-        (code, stdout, stderr) = Run(target, temp, "database", "copy");
+        (code, stdout, stderr) = PostgresCliTests.Run(target, temp, "database", "copy");
         Assert.Equal((2, ""), (code, stdout));
         Assert.Contains("already holds Stratus rows (1 in api_keys, 2 in audit_log)", stderr);
         Assert.Single(stderr.TrimEnd('\n').Split('\n'));
@@ -59,9 +49,9 @@ public sealed class DatabaseCopyCliTests(PostgresDatabase postgres) : IClassFixt
     public void A_target_that_is_missing_or_sqlite_is_one_line(string database, string error)
     {
         using var temp = new TempDirectory();
-        Assert.Equal(0, Run("", temp, "keys", "create", "--name", "me").ExitCode);
+        Assert.Equal(0, PostgresCliTests.Run("", temp, "keys", "create", "--name", "me").ExitCode);
 
-        var (code, stdout, stderr) = Run(database, temp, "database", "copy");
+        var (code, stdout, stderr) = PostgresCliTests.Run(database, temp, "database", "copy");
         Assert.Equal((2, ""), (code, stdout));
         Assert.StartsWith(error, stderr);
         Assert.Single(stderr.TrimEnd('\n').Split('\n'));
@@ -73,7 +63,7 @@ public sealed class DatabaseCopyCliTests(PostgresDatabase postgres) : IClassFixt
     public void A_value_postgresql_refuses_is_one_line_naming_its_row()
     {
         using var temp = new TempDirectory();
-        Assert.Equal(0, Run("", temp, "keys", "create", "--name", "me").ExitCode);
+        Assert.Equal(0, PostgresCliTests.Run("", temp, "keys", "create", "--name", "me").ExitCode);
         using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(temp["home"], PlatformDatabase.FileName)};Pooling=False"))
         {
             connection.Open();
@@ -82,7 +72,7 @@ public sealed class DatabaseCopyCliTests(PostgresDatabase postgres) : IClassFixt
             command.ExecuteNonQuery();
         }
 
-        var (code, stdout, stderr) = Run("", temp, "database", "copy", "--to", postgres.NewSchema());
+        var (code, stdout, stderr) = PostgresCliTests.Run("", temp, "database", "copy", "--to", postgres.NewSchema());
         Assert.Equal((2, ""), (code, stdout));
         Assert.Contains("cannot take api_keys.name of the row whose rowid is 1 in", stderr);
         Assert.Contains("it holds a NUL character, which PostgreSQL's text cannot hold; nothing was copied", stderr);

@@ -11,7 +11,8 @@ namespace Stratus.Cli.Tests;
 
 public sealed class PostgresCliTests(PostgresDatabase postgres) : IClassFixture<PostgresDatabase>
 {
-    static (int ExitCode, string Stdout, string Stderr) Run(string database, TempDirectory temp, params string[] args)
+    /// <summary>The CLI with STRATUS_DATABASE as given (empty: SQLite in the data directory); no output may show the password.</summary>
+    internal static (int ExitCode, string Stdout, string Stderr) Run(string database, TempDirectory temp, params string[] args)
     {
         var info = Cli.StartInfo([.. args, "--data-dir", temp["home"]]);
         info.Environment[PlatformDatabase.DatabaseVariable] = database;

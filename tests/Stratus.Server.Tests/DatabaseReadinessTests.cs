@@ -7,8 +7,6 @@
 // 200 while requests failed with storage_unavailable.
 using System.Net;
 using System.Text.Json.Nodes;
-using Microsoft.Data.Sqlite;
-using Stratus.Platform;
 
 namespace Stratus.Server.Tests;
 
@@ -26,7 +24,7 @@ public sealed class DatabaseReadinessTests
         try
         {
             Assert.Equal("ready", await fixture.Http.GetStringAsync("/ready"));
-            Sql(fixture, string.Concat(Tables.Select(table => $"ALTER TABLE {table} RENAME TO {table}_away;")));
+            fixture.Sql(string.Concat(Tables.Select(table => $"ALTER TABLE {table} RENAME TO {table}_away;")));
 
             using var ready = await fixture.Http.GetAsync("/ready");
             var body = await ready.Content.ReadAsStringAsync();
@@ -39,21 +37,12 @@ public sealed class DatabaseReadinessTests
             Assert.True(ready.Headers.RetryAfter?.Delta > TimeSpan.Zero, "Retry-After: " + ready.Headers.RetryAfter);
             using (var anonymous = fixture.AnonymousClient()) Assert.Equal("ok", await anonymous.GetStringAsync("/health"));
 
-            Sql(fixture, string.Concat(Tables.Select(table => $"ALTER TABLE {table}_away RENAME TO {table};")));
+            fixture.Sql(string.Concat(Tables.Select(table => $"ALTER TABLE {table}_away RENAME TO {table};")));
             Assert.Equal("ready", await fixture.Http.GetStringAsync("/ready"));
         }
         finally
         {
             await fixture.DisposeAsync();
         }
-    }
-
-    static void Sql(TinyModelServer fixture, string sql)
-    {
-        using var connection = new SqliteConnection($"Data Source={Path.Combine(fixture.DataDir, PlatformDatabase.FileName)};Pooling=False");
-        connection.Open();
-        using var command = connection.CreateCommand();
-        command.CommandText = sql;
-        command.ExecuteNonQuery();
     }
 }

@@ -76,7 +76,7 @@ public sealed class RepeatedFailureLogTests
         var (fixture, log) = await StartLoggedAsync();
         try
         {
-            Sql(fixture, """
+            fixture.Sql("""
                 CREATE TRIGGER usage_insert_fails BEFORE INSERT ON usage_daily BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;
                 CREATE TRIGGER usage_update_fails BEFORE UPDATE ON usage_daily BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;
                 """);
@@ -88,7 +88,7 @@ public sealed class RepeatedFailureLogTests
             Assert.Equal((LogLevel.Error, null), (error.Level, error.Exception));
             Assert.Equal("Usage of 1 request(s) not recorded: SQLite Error 19: 'database or disk is full' (said at most once a minute while it lasts)", error.Message);
 
-            Sql(fixture, "DROP TRIGGER usage_insert_fails; DROP TRIGGER usage_update_fails;");
+            fixture.Sql("DROP TRIGGER usage_insert_fails; DROP TRIGGER usage_update_fails;");
             await ChatAsync(fixture);
             var recovered = Assert.Single(await LinesAsync(log, line => line.Category == usage && line.Level == LogLevel.Warning, 1));
             Assert.Equal("Usage recorded again; 2 more request(s) had their usage lost since the last line", recovered.Message);
@@ -215,14 +215,5 @@ public sealed class RepeatedFailureLogTests
         var lines = log.Lines.Where(match).ToList();
         Assert.Equal(count, lines.Count);
         return lines;
-    }
-
-    static void Sql(TinyModelServer fixture, string sql)
-    {
-        using var connection = new SqliteConnection($"Data Source={Path.Combine(fixture.DataDir, PlatformDatabase.FileName)};Pooling=False");
-        connection.Open();
-        using var command = connection.CreateCommand();
-        command.CommandText = sql;
-        command.ExecuteNonQuery();
     }
 }

@@ -3,6 +3,7 @@
 // runs with authentication on: the fixture creates a key (inference and admin scopes) in a
 // temporary data directory, and its HttpClient sends it.
 using System.Net.Http.Headers;
+using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
 using Stratus.Inference;
 using Stratus.Models;
@@ -86,6 +87,16 @@ public sealed class TinyModelServer : IAsyncLifetime
 
     /// <summary>The data directory's key service, as the CLI would open it.</summary>
     public ApiKeyService Keys => PlatformStores.Open(DataDir).KeyService();
+
+    /// <summary>Runs SQL on the server's stratus.db behind its back (a store made to fail or vanish).</summary>
+    public void Sql(string sql)
+    {
+        using var connection = new SqliteConnection($"Data Source={Path.Combine(DataDir, PlatformDatabase.FileName)};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
 
     /// <summary>A client for the server without any key.</summary>
     public HttpClient AnonymousClient() => new() { BaseAddress = Server.RootUrl, Timeout = TimeSpan.FromSeconds(60) };

@@ -434,6 +434,41 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    /// <summary>A run folder another job writes (a 409) is said beside the field that names it: out
+    /// for a new run, resume for a run continued.</summary>
+    [Fact]
+    public async Task A_run_folder_in_use_is_said_beside_out_or_resume()
+    {
+        var run = Path.Combine(jobsRoot, "busy-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(run);
+        // Its supervisor alive (and recording nothing) for the test's length: the job stays queued, writing the folder.
+        var busy = JobService.Open(fixture.DataDir, ["/bin/sh", "-c", "sleep 60"]).Submit(new TrainArguments(null, run, run, []), "tests").Id;
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        var form = page.Locator("#job-submit");
+        var submit = form.GetByRole(AriaRole.Button, new() { Name = "Submit job" });
+        await form.GetByLabel("Config", new() { Exact = true }).FillAsync(Path.Combine(jobsRoot, "tiny.json"));
+        await form.GetByLabel("Data", new() { Exact = true }).FillAsync(Path.Combine(jobsRoot, "data"));
+        var output = form.GetByLabel("Out", new() { Exact = true });
+        await output.FillAsync(run);
+        await submit.ClickAsync();
+        await Expect(page.Locator("#job-out-error")).ToContainTextAsync(busy);
+        await Expect(output).ToBeFocusedAsync();
+        await Expect(page.Locator("#job-submit-error")).ToBeHiddenAsync();
+
+        await form.GetByLabel("Config", new() { Exact = true }).FillAsync("");
+        await form.GetByLabel("Data", new() { Exact = true }).FillAsync("");
+        await output.FillAsync("");
+        var resume = form.GetByLabel("Resume", new() { Exact = true });
+        await resume.FillAsync(run);
+        await submit.ClickAsync();
+        await Expect(page.Locator("#job-resume-error")).ToContainTextAsync(busy);
+        await Expect(resume).ToHaveAttributeAsync("aria-invalid", "true");
+        await Expect(page.Locator("#job-submit-error")).ToBeHiddenAsync();
+        Assert.Empty(opened.Violations);
+    }
+
     [Fact]
     public async Task A_running_job_is_cancelled_from_its_row_after_a_confirmation()
     {

@@ -552,7 +552,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         var slurm = await page.Locator("#panel-jobs tr", new() { HasText = "job-slurm" }).Locator("td").AllTextContentsAsync();
         var ended = await page.Locator("#panel-jobs tr", new() { HasText = "job-ended" }).Locator("td").AllTextContentsAsync();
         var local = await page.Locator("#panel-jobs tr", new() { HasText = "job-local" }).Locator("td").AllTextContentsAsync();
-        Assert.Equal(("PENDING (Priority)", "gpu", "2:00:00", ""), (Cell(slurm, "Slurm state"), Cell(slurm, "Partition"), Cell(slurm, "Time limit"), Cell(slurm, "Nodes")));
+        Assert.Equal(("PENDING (Priority)", "gpu", "2:00:00", "", "—"), (Cell(slurm, "Slurm state"), Cell(slurm, "Partition"), Cell(slurm, "Time limit"), Cell(slurm, "Nodes"), Cell(slurm, "Duration")));
         // Slurm's last word of an ended job, and how long Slurm ran it (its RunTime, not when Stratus read its start and end).
         Assert.Equal(("COMPLETED", "node1", "26h03m"), (Cell(ended, "Slurm state"), Cell(ended, "Nodes"), Cell(ended, "Duration")));
         Assert.Equal(("", "", "", ""), (Cell(local, "Slurm state"), Cell(local, "Partition"), Cell(local, "Time limit"), Cell(local, "Nodes")));
@@ -598,6 +598,26 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         var widths = await page.Locator("#panel-jobs .table-scroll").EvaluateAsync<int[]>("e => [e.scrollWidth, e.clientWidth]");
         Assert.True(widths[0] <= widths[1], $"the jobs table is {widths[0]} px wide in {widths[1]} px at 1280 px");
         await AssertInViewAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Cancel job-slurm" }), 1280);
+        Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>A keyboard user on a running job's Cancel button stays on it when the panel
+    /// refreshes (its table made anew), rather than being thrown back to the page's start.</summary>
+    [Fact]
+    public async Task Focus_on_a_cancel_button_survives_the_panels_refresh()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await RouteJobsAsync(page, ["local"], FakeJob("job-running", "local", "running", null));
+        await ShowAsync(page, fixture.ApiKey);
+        var cancel = page.GetByRole(AriaRole.Button, new() { Name = "Cancel job-running" });
+        await cancel.FocusAsync();
+        var before = await cancel.ElementHandleAsync();
+        // Shown again, every panel asks at once: a refresh without waiting out its 10 s.
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        await page.WaitForFunctionAsync("button => !button.isConnected", before);
+        await Expect(cancel).ToBeFocusedAsync();
         Assert.Empty(opened.Violations);
     }
 

@@ -35,9 +35,9 @@ function slurmSeconds(elapsed) {
  *  ended are when Stratus read it so, which can be long after Slurm started or ended it), else from
  *  started to ended (or now). */
 function duration(job) {
+  if (!job.started_at) return "—";
   const slurm = slurmSeconds(job.slurm?.elapsed);
   if (slurm !== null) return el("span", { title: `Slurm's RunTime: ${job.slurm.elapsed}` }, span(slurm));
-  if (!job.started_at) return "—";
   return span(Math.max(0, ((job.ended_at ? new Date(job.ended_at) : new Date()) - new Date(job.started_at)) / 1000));
 }
 

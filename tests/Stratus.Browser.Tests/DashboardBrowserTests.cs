@@ -10,8 +10,10 @@
 // redraws its curve, a damaged run's file is said in its curve's place, and tick labels fit the chart.
 // A job submitted from the jobs panel's form trains under the real CLI to its end, a field the API
 // refuses is said beside it, a running job is cancelled after a confirming dialog (a refused cancel
-// said in it), a Slurm job's pending reason, partition, time limit and nodes are shown, and a server
-// that takes no jobs shows no form.
+// said in it), a run folder in use is said beside out or resume, a Slurm job's state and pending
+// reason (an ended one's as Slurm last said it, with its run time), partition, time limit and nodes
+// are shown, the Cancel button is within reach at 1280 and 800 px and keeps the focus across a
+// refresh, and a server that takes no jobs shows no form.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.

@@ -10,8 +10,10 @@
 // redraws its curve, a damaged run's file is said in its curve's place, and tick labels fit the chart.
 // A job submitted from the jobs panel's form trains under the real CLI to its end, a field the API
 // refuses is said beside it, a running job is cancelled after a confirming dialog (a refused cancel
-// said in it), a Slurm job's pending reason, partition, time limit and nodes are shown, and a server
-// that takes no jobs shows no form.
+// said in it), a run folder in use is said beside out or resume, a Slurm job's state and pending
+// reason (an ended one's as Slurm last said it, with its run time), partition, time limit and nodes
+// are shown, the Cancel button is within reach at 1280 and 800 px and keeps the focus across a
+// refresh, and a server that takes no jobs shows no form.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.
@@ -395,7 +397,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         await Expect(row).ToContainTextAsync(run);
         // The training runs under the real supervisor to its end, its steps logged.
         await Expect(row).ToContainTextAsync("succeeded", new() { Timeout = 180_000 });
-        await Expect(row.Locator("td").Nth(5)).ToHaveTextAsync(new System.Text.RegularExpressions.Regex(@"^\d+$"));
+        await Expect(row.Locator("td").Nth(6)).ToHaveTextAsync(new System.Text.RegularExpressions.Regex(@"^\d+$"));
         Assert.Equal(0, await row.GetByRole(AriaRole.Button).CountAsync());
         Assert.Equal("tiny.json", Path.GetFileName((string)JsonNode.Parse(await fixture.Http.GetStringAsync($"/api/jobs/{id}"))!["arguments"]!["config"]!));
         Assert.Empty(opened.Violations);
@@ -431,6 +433,41 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         await submit.ClickAsync();
         await Expect(page.Locator("#job-overrides-error")).ToContainTextAsync("is no key=value");
         Assert.DoesNotContain(JobService.Open(fixture.DataDir, ["/bin/true"]).List(), j => j.Arguments.Out.EndsWith("refused", StringComparison.Ordinal));
+        Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>A run folder another job writes (a 409) is said beside the field that names it: out
+    /// for a new run, resume for a run continued.</summary>
+    [Fact]
+    public async Task A_run_folder_in_use_is_said_beside_out_or_resume()
+    {
+        var run = Path.Combine(jobsRoot, "busy-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(run);
+        // Its supervisor alive (and recording nothing) for the test's length: the job stays queued, writing the folder.
+        var busy = JobService.Open(fixture.DataDir, ["/bin/sh", "-c", "sleep 60"]).Submit(new TrainArguments(null, run, run, []), "tests").Id;
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        var form = page.Locator("#job-submit");
+        var submit = form.GetByRole(AriaRole.Button, new() { Name = "Submit job" });
+        await form.GetByLabel("Config", new() { Exact = true }).FillAsync(Path.Combine(jobsRoot, "tiny.json"));
+        await form.GetByLabel("Data", new() { Exact = true }).FillAsync(Path.Combine(jobsRoot, "data"));
+        var output = form.GetByLabel("Out", new() { Exact = true });
+        await output.FillAsync(run);
+        await submit.ClickAsync();
+        await Expect(page.Locator("#job-out-error")).ToContainTextAsync(busy);
+        await Expect(output).ToBeFocusedAsync();
+        await Expect(page.Locator("#job-submit-error")).ToBeHiddenAsync();
+
+        await form.GetByLabel("Config", new() { Exact = true }).FillAsync("");
+        await form.GetByLabel("Data", new() { Exact = true }).FillAsync("");
+        await output.FillAsync("");
+        var resume = form.GetByLabel("Resume", new() { Exact = true });
+        await resume.FillAsync(run);
+        await submit.ClickAsync();
+        await Expect(page.Locator("#job-resume-error")).ToContainTextAsync(busy);
+        await Expect(resume).ToHaveAttributeAsync("aria-invalid", "true");
+        await Expect(page.Locator("#job-submit-error")).ToBeHiddenAsync();
         Assert.Empty(opened.Violations);
     }
 
@@ -499,43 +536,28 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     }
 
     [Fact]
-    public async Task A_slurm_jobs_pending_reason_partition_time_limit_and_nodes_are_shown_and_a_local_jobs_are_empty()
+    public async Task A_slurm_jobs_state_and_reason_partition_time_limit_and_nodes_are_shown_and_a_local_jobs_are_empty()
     {
         await using var opened = await OpenAsync();
         var page = opened.Page;
-        static object Job(string id, string executor, object? slurm, object arguments) => new
-        {
-            @object = "job", id, kind = "train", state = "queued", reason = (string?)null, executor, executor_reference = executor == "slurm" ? "41" : null,
-            arguments, pid = (int?)null, exit_code = (int?)null, submitted_at = "2026-01-05T14:03:27Z", started_at = (string?)null, ended_at = (string?)null,
-            submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
-        };
-        // As a server running jobs under Slurm answers: one waiting for its priority, one local.
-        await page.RouteAsync("**/api/jobs", route => route.FulfillAsync(new()
-        {
-            ContentType = "application/json",
-            Body = JsonSerializer.Serialize(new
-            {
-                @object = "list",
-                submissions = new { root = "/srv/jobs", executors = new[] { "slurm", "local" } },
-                data = new[]
-                {
-                    Job("job-slurm", "slurm", new { job_id = "41", state = "PENDING", reason = "Priority", partition = "gpu", time_limit = "2:00:00", nodes = (string?)null, ranks = 4, cpus_per_rank = 8, unreachable = (string?)null },
-                        new { config = (string?)null, data = "/srv/jobs/data", @out = "/srv/jobs/run", overrides = new { }, resume = false, init_from = (string?)null, partition = "gpu", time = "2:00:00", ranks = 4, cpus_per_rank = 8 }),
-                    Job("job-local", "local", null,
-                        new { config = (string?)null, data = "/srv/jobs/data", @out = "/srv/jobs/run2", overrides = new { }, resume = false, init_from = (string?)null, partition = (string?)null, time = (string?)null, ranks = (int?)null, cpus_per_rank = (int?)null }),
-                },
-            }),
-        }));
-        await page.RouteAsync("**/api/jobs/*/metrics", route => route.FulfillAsync(new() { ContentType = "application/json", Body = "{\"object\":\"list\",\"data\":[],\"cursor\":null,\"reset\":false}" }));
+        // As a server running jobs under Slurm answers: one waiting for its priority, one ended (what
+        // Slurm said last, kept since: its state and run time), one local.
+        await RouteJobsAsync(page, ["slurm", "local"],
+            FakeJob("job-slurm", "slurm", "queued", new { job_id = "41", state = "PENDING", reason = "Priority", partition = "gpu", time_limit = "2:00:00", nodes = (string?)null, ranks = 4, cpus_per_rank = 8, unreachable = (string?)null, elapsed = "00:00:00" }),
+            FakeJob("job-ended", "slurm", "succeeded", new { job_id = "40", state = "COMPLETED", reason = (string?)null, partition = "gpu", time_limit = "2:00:00", nodes = "node1", ranks = 1, cpus_per_rank = 1, unreachable = (string?)null, elapsed = "1-02:03:04" }),
+            FakeJob("job-local", "local", "queued", null));
         await ShowAsync(page, fixture.ApiKey);
         var table = page.Locator("#panel-jobs table");
         await Expect(table).ToBeVisibleAsync();
         var headers = await table.Locator("th").AllTextContentsAsync();
         string Cell(IReadOnlyList<string> cells, string column) => cells[headers.ToList().IndexOf(column)];
         var slurm = await page.Locator("#panel-jobs tr", new() { HasText = "job-slurm" }).Locator("td").AllTextContentsAsync();
+        var ended = await page.Locator("#panel-jobs tr", new() { HasText = "job-ended" }).Locator("td").AllTextContentsAsync();
         var local = await page.Locator("#panel-jobs tr", new() { HasText = "job-local" }).Locator("td").AllTextContentsAsync();
-        Assert.Equal(("Priority", "gpu", "2:00:00", ""), (Cell(slurm, "Pending reason"), Cell(slurm, "Partition"), Cell(slurm, "Time limit"), Cell(slurm, "Nodes")));
-        Assert.Equal(("", "", "", ""), (Cell(local, "Pending reason"), Cell(local, "Partition"), Cell(local, "Time limit"), Cell(local, "Nodes")));
+        Assert.Equal(("PENDING (Priority)", "gpu", "2:00:00", "", "—"), (Cell(slurm, "Slurm state"), Cell(slurm, "Partition"), Cell(slurm, "Time limit"), Cell(slurm, "Nodes"), Cell(slurm, "Duration")));
+        // Slurm's last word of an ended job, and how long Slurm ran it (its RunTime, not when Stratus read its start and end).
+        Assert.Equal(("COMPLETED", "node1", "26h03m"), (Cell(ended, "Slurm state"), Cell(ended, "Nodes"), Cell(ended, "Duration")));
+        Assert.Equal(("", "", "", ""), (Cell(local, "Slurm state"), Cell(local, "Partition"), Cell(local, "Time limit"), Cell(local, "Nodes")));
         Assert.DoesNotMatch(@"\b(undefined|null|NaN)\b", await page.Locator("#panel-jobs").InnerTextAsync());
         // Slurm's resources are asked for only with the Slurm executor.
         var executor = page.Locator("#job-submit").GetByLabel("Executor");
@@ -544,6 +566,95 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         await executor.SelectOptionAsync("local");
         await Expect(page.Locator("#job-slurm")).ToBeHiddenAsync();
         Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>A queued or running job's Cancel button is within reach however narrow the window,
+    /// a long run folder and reason among the columns: at 1280 px the table (Slurm's columns too)
+    /// fits the page, at 800 px it scrolls sideways with the button in view; Slurm's columns are
+    /// left out where no Slurm job is listed.</summary>
+    [Fact]
+    public async Task The_cancel_button_is_in_view_at_1280_and_800_pixels_and_slurms_columns_show_only_beside_a_slurm_job()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        var reason = "cancelled after a last checkpoint; continue it with `stratus jobs submit --resume /srv/jobs/runs/a-long-run-folder-name` (a job) or `stratus train --resume /srv/jobs/runs/a-long-run-folder-name`";
+        object[] local = [FakeJob("job-running", "local", "running", null), FakeJob("job-ended", "local", "cancelled", null, reason)];
+        await RouteJobsAsync(page, ["local"], local);
+        await page.SetViewportSizeAsync(1280, 900);
+        await ShowAsync(page, fixture.ApiKey);
+        var cancel = page.GetByRole(AriaRole.Button, new() { Name = "Cancel job-running" });
+        await Expect(cancel).ToBeVisibleAsync();
+        Assert.DoesNotContain("Partition", await page.Locator("#panel-jobs th").AllTextContentsAsync());
+        await AssertInViewAsync(page, cancel, 1280);
+        await page.SetViewportSizeAsync(800, 900);
+        await AssertInViewAsync(page, cancel, 800);
+
+        // With a Slurm job listed, its four columns are shown, and at 1280 px the table still fits.
+        await page.UnrouteAsync("**/api/jobs");
+        await RouteJobsAsync(page, ["local", "slurm"], [.. local, FakeJob("job-slurm", "slurm", "queued",
+            new { job_id = "41", state = "PENDING", reason = "PartitionTimeLimit", partition = "gpu", time_limit = "7-00:00:00", nodes = (string?)null, ranks = 4, cpus_per_rank = 8, unreachable = (string?)null, elapsed = "00:00:00" })]);
+        await page.SetViewportSizeAsync(1280, 900);
+        await page.ReloadAsync();
+        await ShowAsync(page, fixture.ApiKey);
+        await Expect(page.Locator("#panel-jobs th", new() { HasText = "Partition" })).ToBeVisibleAsync();
+        var widths = await page.Locator("#panel-jobs .table-scroll").EvaluateAsync<int[]>("e => [e.scrollWidth, e.clientWidth]");
+        Assert.True(widths[0] <= widths[1], $"the jobs table is {widths[0]} px wide in {widths[1]} px at 1280 px");
+        await AssertInViewAsync(page, page.GetByRole(AriaRole.Button, new() { Name = "Cancel job-slurm" }), 1280);
+        Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>A keyboard user on a running job's Cancel button stays on it when the panel
+    /// refreshes (its table made anew), rather than being thrown back to the page's start.</summary>
+    [Fact]
+    public async Task Focus_on_a_cancel_button_survives_the_panels_refresh()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await RouteJobsAsync(page, ["local"], FakeJob("job-running", "local", "running", null));
+        await ShowAsync(page, fixture.ApiKey);
+        var cancel = page.GetByRole(AriaRole.Button, new() { Name = "Cancel job-running" });
+        await cancel.FocusAsync();
+        var before = await cancel.ElementHandleAsync();
+        // Shown again, every panel asks at once: a refresh without waiting out its 10 s.
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        await page.WaitForFunctionAsync("button => !button.isConnected", before);
+        await Expect(cancel).ToBeFocusedAsync();
+        Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>The element lies wholly within the window's width (no sideways scroll needed to reach it).</summary>
+    static async Task AssertInViewAsync(IPage page, ILocator element, int width)
+    {
+        var box = await element.BoundingBoxAsync() ?? throw new InvalidOperationException("not laid out");
+        Assert.True(box.X >= 0 && box.X + box.Width <= width, $"at {width} px the element spans {box.X:0} to {box.X + box.Width:0} px");
+        var margins = await element.EvaluateAsync<double[]>("e => { const r = e.getBoundingClientRect(), s = e.closest('.table-scroll').getBoundingClientRect(); return [r.left - s.left, s.right - r.right]; }");
+        Assert.True(margins[0] >= 0 && margins[1] >= 0, $"at {width} px the element lies outside its table's visible part ({margins[0]:0} px from its left, {margins[1]:0} px from its right)");
+    }
+
+    /// <summary>A job as GET /api/jobs answers it, under /srv/jobs, its run folder's name long.</summary>
+    static object FakeJob(string id, string executor, string state, object? slurm, string? reason = null) => new
+    {
+        @object = "job", id, kind = "train", state, reason, executor, executor_reference = executor == "slurm" ? "41" : null,
+        arguments = new
+        {
+            config = (string?)null, data = "/srv/jobs/data", @out = $"/srv/jobs/runs/a-long-run-folder-name-{id}", overrides = new { }, resume = false, init_from = (string?)null,
+            partition = executor == "slurm" ? "gpu" : null, time = executor == "slurm" ? "2:00:00" : null, ranks = executor == "slurm" ? 4 : (int?)null, cpus_per_rank = executor == "slurm" ? 8 : (int?)null,
+        },
+        pid = (int?)null, exit_code = (int?)null, submitted_at = "2026-01-05T14:03:27Z", started_at = state == "queued" ? null : "2026-01-05T14:03:28Z",
+        ended_at = state is "queued" or "running" ? null : "2026-01-05T14:05:28Z", submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
+    };
+
+    /// <summary>Answers the page's GET /api/jobs with these jobs (and their metrics with none), as a
+    /// server that runs jobs with these executors would.</summary>
+    static async Task RouteJobsAsync(IPage page, string[] executors, params object[] jobs)
+    {
+        await page.RouteAsync("**/api/jobs", route => route.FulfillAsync(new()
+        {
+            ContentType = "application/json",
+            Body = JsonSerializer.Serialize(new { @object = "list", submissions = new { root = "/srv/jobs", executors }, data = jobs }),
+        }));
+        await page.RouteAsync("**/api/jobs/*/metrics", route => route.FulfillAsync(new() { ContentType = "application/json", Body = "{\"object\":\"list\",\"data\":[],\"cursor\":null,\"reset\":false}" }));
     }
 
     /// <summary>Every admin key may submit (admin grants the training scope): what hides the form is

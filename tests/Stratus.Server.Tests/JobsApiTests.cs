@@ -297,6 +297,7 @@ public sealed class JobsApiTests : IAsyncLifetime
                 (new { resume = data }, "resume", "not a run"),
                 (new { resume = run, overrides = new { n_layer = 3 } }, "overrides.n_layer", "n_layer cannot change when resuming"),
                 (new { init_from = Path.Combine(folder, "missing"), data, @out = Path.Combine(folder, "ft") }, "init_from", "missing"),
+                (new { init_from = run, data, @out = Path.Combine(folder, "ft"), overrides = new { n_embd = 32 } }, "overrides.n_embd", "n_embd 32 differs from the --init-from model's 16"),
             })
             {
                 var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", body));
@@ -318,6 +319,7 @@ public sealed class JobsApiTests : IAsyncLifetime
         var (busy, conflict) = await Send(client.PostAsJsonAsync("/api/jobs", new { resume = run }));
         Assert.Equal(HttpStatusCode.Conflict, busy);
         Assert.Contains($"is the run folder of job {(string)job["id"]!}", (string)conflict["error"]!["message"]!);
+        Assert.Equal("resume", (string?)conflict["error"]!["param"]);
 
         var (fineTuned, fineTune) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = run, data, @out = Path.Combine(folder, "ft"), overrides = new { max_iters = 1 } }));
         Assert.True(fineTuned == HttpStatusCode.Created, fineTune.ToJsonString());

@@ -199,7 +199,9 @@ public sealed record TrainConfig
             if (changed.Count > 0)
                 throw new StratusUserException(string.Join("; ", changed.GroupBy(origin).Select(keys =>
                         $"{keys.Key}: {Listed(keys.Select(key => $"{key} {Value(mine, key)}"))} {(keys.Count() == 1 ? "differs" : "differ")} from the --init-from model's {Listed(keys.Select(key => Value(its, key)))}")) +
-                    $"; a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave {Listed(changed)} out");
+                    $"; a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave {Listed(changed)} out")
+                    // The first key at fault, which the API names as the field that gave it.
+                    { Param = changed[0] };
             config = training;
         }
         config.Validate();

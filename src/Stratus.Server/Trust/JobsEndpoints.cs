@@ -202,8 +202,10 @@ public static class JobsEndpoints
                     HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.") { Param = "out" }),
                     overrides, InitFrom: model is null ? null : model.Version is null ? HostPath("init_from", model.Path) : model.Path, InitFromVersion: model?.Version?.Reference);
             var folder = arguments.Resume ? "resume" : "out";
-            // Naming the job where one writes the folder; else a training outside the platform.
-            Service(http).RequireNoJobWriting(arguments.Out);
+            // Naming the job where one writes the folder; else a training outside the platform. Either
+            // is the fault of the field that names the folder (the dashboard shows it there).
+            try { Service(http).RequireNoJobWriting(arguments.Out); }
+            catch (TrustUserException e) when (e.Conflict) { throw new TrustUserException(e.Message, e) { Conflict = true, Param = folder }; }
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true, Param = folder };
             TrainConfig checkedConfig;
             try

@@ -53,10 +53,16 @@ function refuse(error) {
 }
 
 /** Puts nodes in parent in their order, moving none already in its place: a node a panel keeps
- *  across refreshes (a form being typed in) keeps its focus and what was typed. */
+ *  across refreshes (a form being typed in) keeps its focus and what was typed. Focus on a node
+ *  made anew (a row's Cancel button, a table) moves to its successor, the node of the same id or
+ *  label, so that a refresh does not throw a keyboard user back to the page's start. */
 function replaceKeeping(parent, nodes) {
+  const focused = parent.contains(document.activeElement) ? document.activeElement : null;
+  const successor = focused?.id ? `[id="${CSS.escape(focused.id)}"]`
+    : focused?.getAttribute("aria-label") ? `[aria-label="${CSS.escape(focused.getAttribute("aria-label"))}"]` : null;
   for (const child of [...parent.childNodes]) if (!nodes.includes(child)) child.remove();
   nodes.forEach((node, i) => { if (parent.childNodes[i] !== node) parent.insertBefore(node, parent.childNodes[i] ?? null); });
+  if (successor && !focused.isConnected) parent.querySelector(successor)?.focus();
 }
 
 function show(panel, get) {

@@ -1,6 +1,6 @@
 // Training jobs (GET /api/jobs: the training scope, which an admin key has too), newest first,
-// as `stratus jobs list` shows them, with what Slurm says of a Slurm job (why it waits, its
-// partition, time limit and nodes), and the loss curve of one of them from its run's metrics.jsonl
+// as `stratus jobs list` shows them, with what Slurm says of a Slurm job (its state and why it
+// waits, as it last said once the job ended; its partition, time limit, nodes and run time), and the loss curve of one of them from its run's metrics.jsonl
 // (GET /api/jobs/{id}/metrics), drawn as `stratus plot` draws it: training loss at every step, val
 // loss at every evaluation. A job's curve is fetched whole (thinned) once, then in increments: the
 // rows written since the cursor of the last answer. Where the server takes jobs (the list's
@@ -19,11 +19,26 @@ const curves = new Map();
 const keptRows = 4000;
 let chosen = null;
 
-function duration(job) {
-  if (!job.started_at) return "—";
-  const seconds = Math.max(0, ((job.ended_at ? new Date(job.ended_at) : new Date()) - new Date(job.started_at)) / 1000);
+/** Seconds as the panel shows a duration: 1h02m, 3m05s, 42s. */
+function span(seconds) {
   const h = Math.floor(seconds / 3600), m = Math.floor(seconds / 60) % 60, s = Math.floor(seconds) % 60;
   return h > 0 ? `${h}h${String(m).padStart(2, "0")}m` : m > 0 ? `${m}m${String(s).padStart(2, "0")}s` : `${s}s`;
+}
+
+/** Slurm's RunTime, [D-]HH:MM:SS, in seconds; null for another form. */
+function slurmSeconds(elapsed) {
+  const parts = /^(?:(\d+)-)?(\d+):(\d+):(\d+)$/.exec(elapsed ?? "");
+  return parts ? ((Number(parts[1] ?? 0) * 24 + Number(parts[2])) * 60 + Number(parts[3])) * 60 + Number(parts[4]) : null;
+}
+
+/** How long the job ran: for a Slurm job Slurm's own RunTime where it gave one (the job's started and
+ *  ended are when Stratus read it so, which can be long after Slurm started or ended it), else from
+ *  started to ended (or now). */
+function duration(job) {
+  if (!job.started_at) return "—";
+  const slurm = slurmSeconds(job.slurm?.elapsed);
+  if (slurm !== null) return el("span", { title: `Slurm's RunTime: ${job.slurm.elapsed}` }, span(slurm));
+  return span(Math.max(0, ((job.ended_at ? new Date(job.ended_at) : new Date()) - new Date(job.started_at)) / 1000));
 }
 
 /** The step of the last training row held, as the job's last_step counts it; null before any. */
@@ -273,21 +288,27 @@ export default {
     const cancel = j => ["queued", "running"].includes(j.state)
       ? el("button", { type: "button", "data-cancel": j.id, "aria-label": `Cancel ${j.id}`, disabled: own.cancelling.has(j.id) }, "Cancel")
       : "";
+    // Slurm's columns only where a Slurm job is listed, and Cancel beside the state: the table
+    // then fits 1280 px, and a narrower window that scrolls it sideways still shows the button.
+    const slurmListed = jobs.some(j => j.executor === "slurm");
     const listed = table("Jobs, newest first", [
       { label: "Job", value: j => el("code", {}, j.id) },
       { label: "State", value: j => el("span", { class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state) },
+      { label: "Cancel", value: cancel },
       { label: "Started", value: j => time(j.started_at) },
       { label: "Duration", value: duration, number: true },
-      { label: "Out", value: j => el("code", { class: "details" }, j.arguments.out) },
+      { label: "Out", value: j => el("code", { class: "path" }, j.arguments.out) },
       { label: "Step", value: j => j.last_step ? integer.format(j.last_step.step) : "—", number: true },
       { label: "Loss", value: j => j.last_step ? j.last_step.train_loss.toFixed(4) : "—", number: true },
       { label: "Reason", value: j => j.reason ?? "" },
-      // Slurm's words for a Slurm job (as sbatch was asked, before Slurm answers); empty for a local one.
-      { label: "Pending reason", value: j => j.slurm?.unreachable ? `Slurm not reached: ${j.slurm.unreachable}` : j.slurm?.reason ?? "" },
-      { label: "Partition", value: j => j.slurm?.partition ?? j.arguments.partition ?? "" },
-      { label: "Time limit", value: j => j.slurm?.time_limit ?? j.arguments.time ?? "" },
-      { label: "Nodes", value: j => j.slurm?.nodes ?? "" },
-      { label: "Cancel", value: cancel },
+      // Slurm's words for a Slurm job (as sbatch was asked, before Slurm answers; as it last said, once ended); empty for a local one.
+      ...(slurmListed ? [
+        { label: "Slurm state", value: j => j.slurm?.unreachable ? `Slurm not reached: ${j.slurm.unreachable}`
+          : j.slurm?.reason ? `${j.slurm.state ?? ""} (${j.slurm.reason})`.trimStart() : j.slurm?.state ?? "" },
+        { label: "Partition", value: j => j.slurm?.partition ?? j.arguments.partition ?? "" },
+        { label: "Time limit", value: j => j.slurm?.time_limit ?? j.arguments.time ?? "" },
+        { label: "Nodes", value: j => j.slurm?.nodes ?? "" },
+      ] : []),
     ], jobs, own.form ? "No jobs yet." : "No jobs. Submit one with `stratus jobs submit` or POST /api/jobs.");
     if (jobs.length === 0) return [...kept, listed];
     // The job chosen, else the newest with a step logged (running ones first), else the newest

@@ -207,7 +207,8 @@ public static class JobsEndpoints
                 arguments = new TrainArguments(body.Config is { } config ? HostPath("config", config) : null,
                     HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.") { Param = "data" }),
                     HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.") { Param = "out" }),
-                    overrides, InitFrom: model?.Path ?? (body.InitFrom is { } initFromFolder ? HostPath("init_from", initFromFolder) : null), InitFromVersion: model?.Version?.Reference);
+                    overrides, InitFrom: model?.Path ?? (body.InitFrom is { } initFromFolder ? HostPath("init_from", initFromFolder) : null), InitFromVersion: model?.Version?.Reference,
+                    InitFromManifest: model?.Version?.Checkpoint.ManifestSha256);
             var folder = arguments.Resume ? "resume" : "out";
             // Naming the job where one writes the folder; else a training outside the platform.
             Service(http).RequireNoJobWriting(arguments.Out);

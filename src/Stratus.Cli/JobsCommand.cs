@@ -78,7 +78,7 @@ static class JobsCommand
             var runner = result.GetValue(executor)!;
             var slurm = SlurmOptions.Requested(runner, result.GetValue(partition), result.GetValue(time), result.GetValue(ranks), result.GetValue(cpusPerRank));
             // Resolved once, here: the job records the version, so an alias moved later does not change what it starts from.
-            var model = resumed is null && result.GetValue(initFrom) is { } given ? TrainCommand.InitFrom(given, result.GetValue(dataDir)) : null;
+            var model = resumed is null && result.GetValue(initFrom) is { } given ? TrainCommand.InitFrom(given, result.GetValue(dataDir), prints: true) : null;
             var arguments = resumed is not null
                 ? new TrainArguments(null, result.GetValue(data) is { } moved ? Path.GetFullPath(moved) : null, Path.GetFullPath(resumed), overrides.Overrides(result), Resume: true)
                 : new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null, Path.GetFullPath(TrainCommand.Required(result, data)),

@@ -60,7 +60,7 @@ static class TrainCommand
                     return Trainer.Start(TrainConfig.Load(result.GetValue(config), overrides.Overrides(result)), dataDirectory, runDirectory, communicator: communicator);
                 // A job's train is given the version its submission resolved, and its folder: the registry is not asked again.
                 var recorded = result.GetValue(initFromVersion);
-                var source = recorded is null ? InitFrom(given, result.GetValue(dataDir)) : new ModelSource(given, null);
+                var source = recorded is null ? InitFrom(given, result.GetValue(dataDir), communicator.IsMain) : new ModelSource(given, null);
                 Checkpoint? init = null;
                 var trainConfig = TrainConfig.LoadInitFrom(result.GetValue(config), overrides.Overrides(result), () => (init = OpenInitFrom(source.Path, recorded)).ModelConfig);
                 // Opened by LoadInitFrom once the config passed what it checks first; what is loaded is
@@ -85,9 +85,10 @@ static class TrainCommand
     };
 
     /// <summary>The model --init-from names, by serve's rule (<see cref="ModelRegistry.Locate"/>): a
-    /// folder that exists, else a registered version of the data directory's registry.</summary>
-    internal static ModelSource InitFrom(string given, string? dataDir) =>
-        ModelRegistry.Locate(given, new Lazy<ModelRegistry>(() => ModelsCommand.Open(dataDir)), "starting from", warning => Console.Error.WriteLine($"warning: {warning}"));
+    /// folder that exists, else a registered version of the data directory's registry. Under mpirun
+    /// every rank resolves it, and only the one that <paramref name="prints"/> (rank 0) warns.</summary>
+    internal static ModelSource InitFrom(string given, string? dataDir, bool prints) =>
+        ModelRegistry.Locate(given, new Lazy<ModelRegistry>(() => ModelsCommand.Open(dataDir)), "starting from", prints ? warning => Console.Error.WriteLine($"warning: {warning}") : null);
 
     /// <summary>The checkpoint a run starts from; that of the version a job recorded at submission
     /// (<paramref name="recordedVersion"/>) said missing as such, where the version was deleted since.</summary>

@@ -78,11 +78,12 @@ static class JobsCommand
             var runner = result.GetValue(executor)!;
             var slurm = SlurmOptions.Requested(runner, result.GetValue(partition), result.GetValue(time), result.GetValue(ranks), result.GetValue(cpusPerRank));
             // Resolved once, here: the job records the version, so an alias moved later does not change what it starts from.
-            var model = resumed is null && result.GetValue(initFrom) is { } given ? TrainCommand.InitFrom(given, result.GetValue(dataDir)) : null;
+            var model = resumed is null && result.GetValue(initFrom) is { } given ? TrainCommand.InitFrom(given, result.GetValue(dataDir), prints: true) : null;
             var arguments = resumed is not null
                 ? new TrainArguments(null, result.GetValue(data) is { } moved ? Path.GetFullPath(moved) : null, Path.GetFullPath(resumed), overrides.Overrides(result), Resume: true)
                 : new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null, Path.GetFullPath(TrainCommand.Required(result, data)),
-                    Path.GetFullPath(TrainCommand.Required(result, output)), overrides.Overrides(result), InitFrom: model is null ? null : Path.GetFullPath(model.Path), InitFromVersion: model?.Version?.Reference);
+                    Path.GetFullPath(TrainCommand.Required(result, output)), overrides.Overrides(result), InitFrom: model is null ? null : Path.GetFullPath(model.Path), InitFromVersion: model?.Version?.Reference,
+                    InitFromManifest: model?.Version?.Checkpoint.ManifestSha256);
             var home = StratusHome.Resolve(result.GetValue(dataDir));
             // A folder a job or a training writes first (naming the job where one does): it holds a
             // model too, which is not what to fix. A data directory without a database has no jobs,

@@ -26,13 +26,18 @@ static class TrainCommand
         var initFrom = PathOptions.Option("--init-from", "start from the weights of a trained or imported model (run or checkpoint folder), or a registered one (NAME, NAME:VERSION, NAME@ALIAS)");
         var dataDir = TrustCommands.DataDirOption();
         var initFromVersion = InitFromVersionOption();
-        var command = new Command("train", "Train a model, or resume a run exactly where it stopped.") { config, data, output, resume, initFrom, dataDir, initFromVersion };
+        var initFromManifest = new Option<string>("--init-from-manifest")
+        {
+            Description = "the manifest hash of the registered version --init-from-version names, as a job's submission resolved it",
+            Hidden = true,
+        };
+        var command = new Command("train", "Train a model, or resume a run exactly where it stopped.") { config, data, output, resume, initFrom, dataDir, initFromVersion, initFromManifest };
         var overrides = new ConfigOptions(command);
         command.SetAction((result, cancellation) =>
         {
             // Not disposed on failure: MPI_Finalize would wait for ranks that wait for this one;
             // Program ends the whole job instead (Communicator.AbortJob).
-            if (result.GetValue(resume) is not null) RequireResumeAlone(result, config, output, initFrom, initFromVersion);
+            if (result.GetValue(resume) is not null) RequireResumeAlone(result, config, output, initFrom, initFromVersion, initFromManifest);
             var communicator = Communicator.Create();
             var exitCode = 0;
             using (var stop = new StopRequest())
@@ -55,12 +60,16 @@ static class TrainCommand
                     return Trainer.Start(TrainConfig.Load(result.GetValue(config), overrides.Overrides(result)), dataDirectory, runDirectory, communicator: communicator);
                 // A job's train is given the version its submission resolved, and its folder: the registry is not asked again.
                 var recorded = result.GetValue(initFromVersion);
-                var source = recorded is null ? InitFrom(given, result.GetValue(dataDir)) : new ModelSource(given, null);
+                var source = recorded is null ? InitFrom(given, result.GetValue(dataDir), communicator.IsMain) : new ModelSource(given, null);
                 Checkpoint? init = null;
                 var trainConfig = TrainConfig.LoadInitFrom(result.GetValue(config), overrides.Overrides(result), () => (init = OpenInitFrom(source.Path, recorded)).ModelConfig);
                 // Opened by LoadInitFrom once the config passed what it checks first; what is loaded is
                 // what was verified, not at Locate: a run still training saves its checkpoint again at any moment.
                 if (source.Version is { } version && init!.ContentHash != version.Checkpoint.ManifestSha256) throw new StratusUserException(ModelRegistry.Changed(version));
+                // A job's: the files its submission verified, not whatever the folder holds by the time it starts.
+                if (result.GetValue(initFromManifest) is { } manifest && init!.ContentHash != manifest)
+                    throw new StratusUserException($"{given}, the checkpoint of model {recorded} when the job was submitted, changed since (a new manifest: the run it is a folder of saved it again); " +
+                        Invocation.Spell($"submit the job again to start from what it holds now, or register it with --copy to keep a version that does not change (`stratus models register <folder> --name NAME --copy`)"));
                 return Trainer.Start(trainConfig, dataDirectory, runDirectory, init!, communicator, initFromVersion: recorded ?? source.Version?.Reference);
             }
         });
@@ -76,9 +85,10 @@ static class TrainCommand
     };
 
     /// <summary>The model --init-from names, by serve's rule (<see cref="ModelRegistry.Locate"/>): a
-    /// folder that exists, else a registered version of the data directory's registry.</summary>
-    internal static ModelSource InitFrom(string given, string? dataDir) =>
-        ModelRegistry.Locate(given, new Lazy<ModelRegistry>(() => ModelsCommand.Open(dataDir)), "starting from", warning => Console.Error.WriteLine($"warning: {warning}"));
+    /// folder that exists, else a registered version of the data directory's registry. Under mpirun
+    /// every rank resolves it, and only the one that <paramref name="prints"/> (rank 0) warns.</summary>
+    internal static ModelSource InitFrom(string given, string? dataDir, bool prints) =>
+        ModelRegistry.Locate(given, new Lazy<ModelRegistry>(() => ModelsCommand.Open(dataDir)), "starting from", prints ? warning => Console.Error.WriteLine($"warning: {warning}") : null);
 
     /// <summary>The checkpoint a run starts from; that of the version a job recorded at submission
     /// (<paramref name="recordedVersion"/>) said missing as such, where the version was deleted since.</summary>

@@ -101,6 +101,34 @@ public sealed class DistributedCliTests
         Assert.Equal(4, CliTests.Losses(temp["run"]).Count);
     }
 
+    /// <summary>Every rank resolves train's --init-from; only rank 0 prints, the warning that a folder
+    /// of the working directory shadows a registered name included.</summary>
+    [MpiFact]
+    public void Under_mpirun_only_rank_0_warns_that_an_init_from_folder_shadows_a_registered_name()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Cli.PrepareTiny(temp);
+        var trained = Cli.Run(Train(config, data, temp["base"], 10));
+        Assert.True(trained.ExitCode == 0, trained.Stderr);
+        var name = "shadow" + Guid.NewGuid().ToString("N")[..12];
+        Assert.Equal(0, Cli.Run("models", "register", temp["base"], "--name", name, "--data-dir", temp["home"]).ExitCode);
+        // The ranks' working directory is this process's.
+        var shadow = Directory.CreateDirectory(Path.Combine(Environment.CurrentDirectory, name));
+        try
+        {
+            foreach (var file in Directory.GetFiles(Stratus.Training.Checkpoint.Resolve(temp["base"])))
+                File.Copy(file, Path.Combine(shadow.FullName, Path.GetFileName(file)));
+            var (code, stdout, stderr) = Cli.RunMpi(2, "train", "--init-from", name, "--data", data, "--out", temp["ft"], "--max-iters", "2",
+                "--gradient-accumulation-steps", "2", "--eval-interval", "50", "--eval-iters", "1", "--data-dir", temp["home"]);
+            Assert.True(code == 0, stdout + stderr);
+            Assert.Single(System.Text.RegularExpressions.Regex.Matches(stdout + stderr, "is a folder here and a registered model's reference"));
+        }
+        finally
+        {
+            shadow.Delete(recursive: true);
+        }
+    }
+
     [MpiFact]
     public void Accumulation_steps_that_do_not_divide_among_the_ranks_are_refused()
     {

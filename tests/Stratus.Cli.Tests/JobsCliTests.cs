@@ -379,6 +379,33 @@ public sealed partial class JobsCliTests
             "submit the job again from a registered version (see them with `stratus models list`)\n"), (gone.ExitCode, gone.Stderr));
     }
 
+    /// <summary>A version registered without --copy is its run's folder, which the run saves again
+    /// while it trains: a job resolved at submission starts from the files its submission verified,
+    /// and refuses, in one line, a checkpoint saved over since (else it would fine-tune other weights
+    /// and record the version as their parent).</summary>
+    [Fact]
+    public void A_job_from_a_version_whose_run_saved_its_checkpoint_again_since_submission_refuses_to_start()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = PrepareWithBaseRun(temp, iterations: 2);
+        var other = Cli.Run("train", "--config", config, "--data", data, "--out", temp["other"], "--max-iters", "4", "--eval-interval", "2");
+        Assert.True(other.ExitCode == 0, other.Stderr);
+        Assert.Equal(0, Cli.Run("models", "register", temp["base"], "--name", "chat", "--data-dir", temp["home"]).ExitCode);
+        var id = Submit(temp, "--init-from", "chat", "--data", data, "--out", temp["job"], "--max-iters", "1", "--eval-interval", "1");
+        var show = Ended(temp, id);
+        Assert.Contains("state:      succeeded\n", show);
+        // The job's own command, as its executor runs it, once the version's folder holds another
+        // checkpoint (its run, trained on, saved there again).
+        var command = show.Split('\n').Single(line => line.StartsWith("command:    stratus ", StringComparison.Ordinal))["command:    stratus ".Length..].Split(' ');
+        var folder = command.Single(word => word.StartsWith("--init-from=", StringComparison.Ordinal))["--init-from=".Length..];
+        foreach (var file in Directory.GetFiles(Stratus.Training.Checkpoint.Resolve(temp["other"])))
+            File.Copy(file, Path.Combine(folder, Path.GetFileName(file)), overwrite: true);
+        var again = Cli.Run([.. command.Select(word => word == "--out=" + temp["job"] ? "--out=" + temp["again"] : word)]);
+        Assert.Equal((2, "", $"error: {folder}, the checkpoint of model chat:1 when the job was submitted, changed since"),
+            (again.ExitCode, again.Stdout, again.Stderr.Split(" (a new manifest")[0]));
+        Assert.False(File.Exists(Path.Combine(temp["again"], "run.json")));
+    }
+
     /// <summary>--resume and --init-from are checked at submit as train checks them: train's own
     /// one-line error, exit 2, nothing recorded.</summary>
     [Fact]

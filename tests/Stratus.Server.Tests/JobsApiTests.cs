@@ -357,7 +357,7 @@ public sealed class JobsApiTests : IAsyncLifetime
 
         foreach (var (reference, problem) in new[]
         {
-            ("chat@staging", "chat@staging is not a folder, and model 'chat' has no alias 'staging'; see its versions and aliases with `stratus models show chat`"),
+            ("chat@staging", "model 'chat' has no alias 'staging'; see its versions and aliases with `stratus models show chat`"),
             ("chat:9", "model 'chat' has no version 9"),
             ("nothing", "no model named 'nothing' is registered; see the registered names with `stratus models list`"),
         })
@@ -366,6 +366,41 @@ public sealed class JobsApiTests : IAsyncLifetime
             Assert.True(status == HttpStatusCode.BadRequest, answer.ToJsonString());
             Assert.Equal("init_from", (string?)answer["error"]!["param"]);
             Assert.Contains(problem, (string)answer["error"]!["message"]!);
+        }
+    }
+
+    /// <summary>The API never consults the server's working directory: a folder there named as a
+    /// registered model does not shadow it (the job starts from the version), and a relative path
+    /// that names no model is refused without saying whether such a folder exists.</summary>
+    [Fact]
+    public async Task Init_from_a_registered_name_is_the_version_even_where_the_servers_working_directory_has_a_folder_of_that_name()
+    {
+        var (client, _) = await TrainingClient();
+        var data = Path.Combine(folder, "data");
+        var run = Path.Combine(folder, "base");
+        using (var trainer = Stratus.Training.Trainer.Start(Stratus.Training.TrainConfig.Load(null,
+            [new("n_layer", "1"), new("n_head", "2"), new("n_embd", "16"), new("block_size", "8"), new("batch_size", "2"), new("max_iters", "2"), new("eval_iters", "1")]), data, run))
+            trainer.Run();
+        var name = "cwd" + Guid.NewGuid().ToString("N")[..12];
+        var registered = ModelRegistry.Open(server.DataDir, Stratus.Server.Hosting.RegistryCheckpoints.Instance).Register(run, name, null, null, "cli:test");
+        // The server's working directory is this process's.
+        var shadow = Directory.CreateDirectory(Path.Combine(Environment.CurrentDirectory, name));
+        try
+        {
+            var (created, job) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = name, data, @out = Path.Combine(folder, "ft"), overrides = new { max_iters = 1 } }));
+            Assert.True(created == HttpStatusCode.Created, job.ToJsonString());
+            Assert.Equal(($"{name}:1", registered.Checkpoint.Directory), ((string?)job["arguments"]!["init_from_version"], (string?)job["arguments"]!["init_from"]));
+            foreach (var relative in new[] { $"./{name}", $"../{Path.GetFileName(Environment.CurrentDirectory)}/{name}" })
+            {
+                var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = relative, data, @out = Path.Combine(folder, "ft2") }));
+                Assert.True(status == HttpStatusCode.BadRequest, answer.ToJsonString());
+                Assert.Equal(($"'init_from' must be an absolute path on the server's host or a registered model (NAME, NAME:VERSION, NAME@ALIAS), got '{relative}'.", "init_from"),
+                    ((string?)answer["error"]!["message"], (string?)answer["error"]!["param"]));
+            }
+        }
+        finally
+        {
+            shadow.Delete();
         }
     }
 

@@ -41,9 +41,12 @@ public static class JobStates
 /// from that model's weights (train --init-from, a run or checkpoint folder); <paramref name="InitFromVersion"/>:
 /// the registered version (NAME:VERSION) InitFrom is the checkpoint of, where the submission named the
 /// model by reference: resolved once, at submission, so that an alias moved later does not change
-/// what the job starts from, and handed to train for the run to record as its parent.</summary>
+/// what the job starts from, and handed to train for the run to record as its parent;
+/// <paramref name="InitFromManifest"/>: that version's manifest hash, which train checks the checkpoint
+/// against when the job starts (a version registered without --copy is a run's folder, which the run,
+/// still training, saves again at any moment).</summary>
 public sealed record TrainArguments(string? Config, string? Data, string Out, IReadOnlyList<KeyValuePair<string, string>> Overrides, bool Resume = false, string? InitFrom = null,
-    string? InitFromVersion = null)
+    string? InitFromVersion = null, string? InitFromManifest = null)
 {
     /// <summary>The run folder without a trailing separator: runs/a/ is runs/a, the folder that one
     /// unfinished job at a time may write.</summary>
@@ -60,6 +63,7 @@ public sealed record TrainArguments(string? Config, string? Data, string Out, IR
         if (Config is not null) line.Add("--config=" + Config);
         if (InitFrom is not null) line.Add("--init-from=" + InitFrom);
         if (InitFromVersion is not null) line.Add("--init-from-version=" + InitFromVersion);
+        if (InitFromManifest is not null) line.Add("--init-from-manifest=" + InitFromManifest);
         if (Data is not null) line.Add("--data=" + Data);
         if (!Resume) line.Add("--out=" + Out);
         // The key as train's TrainConfig reads it: leading dashes trimmed, "-" and "_" alike.

@@ -220,6 +220,7 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
             ["resume"] = arguments.Resume,
             ["init_from"] = arguments.InitFrom,
             ["init_from_version"] = arguments.InitFromVersion,
+            ["init_from_manifest_sha256"] = arguments.InitFromManifest,
         };
         if (resources is not null)
             json["slurm"] = new JsonObject
@@ -235,7 +236,8 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         // Jobs recorded before resume and init_from were kept have neither: they started new runs.
         var arguments = new TrainArguments(node["config"]?.GetValue<string>(), node["data"]?.GetValue<string>(), node["out"]!.GetValue<string>(),
             [.. node["overrides"]!.AsArray().Select(pair => new KeyValuePair<string, string>(pair![0]!.GetValue<string>(), pair[1]!.GetValue<string>()))],
-            node["resume"]?.GetValue<bool>() ?? false, node["init_from"]?.GetValue<string>(), node["init_from_version"]?.GetValue<string>());
+            node["resume"]?.GetValue<bool>() ?? false, node["init_from"]?.GetValue<string>(), node["init_from_version"]?.GetValue<string>(),
+            node["init_from_manifest_sha256"]?.GetValue<string>());
         // Slurm jobs recorded before their resources were kept have none: what they asked is unknown.
         var slurm = node["slurm"]?.AsObject();
         return (arguments, slurm is null ? null

@@ -176,17 +176,24 @@ public static class JobsEndpoints
                 return full;
             }
             IReadOnlyList<KeyValuePair<string, string>> overrides = [.. (body.Overrides ?? []).Select(o => new KeyValuePair<string, string>(o.Key, o.Value.ValueKind == JsonValueKind.String ? o.Value.GetString()! : o.Value.GetRawText()))];
-            // A registered model's reference, resolved once, here (a path given is absolute, so never one).
+            // A registered model's reference, resolved once, here. Only a path that is not absolute is
+            // one: never a folder of the server's working directory, which would shadow a registered name
+            // (serve's and train's rule, ModelRegistry.Locate, is for a shell's folders).
             ModelSource? model = null;
-            if (body.Resume is null && body.InitFrom is { } initFrom)
+            if (body.Resume is null && body.InitFrom is { } initFrom && !Path.IsPathFullyQualified(initFrom))
+            {
+                if (!ModelReference.TryParse(initFrom, out var reference))
+                    throw new TrustUserException($"'init_from' must be an absolute path on the server's host or a registered model (NAME, NAME:VERSION, NAME@ALIAS), got '{initFrom}'.") { Param = "init_from" };
                 try
                 {
-                    model = ModelRegistry.Locate(initFrom, new Lazy<ModelRegistry>(() => http.RequestServices.GetRequiredService<StratusTrust>().Models), "starting from");
+                    var version = http.RequestServices.GetRequiredService<StratusTrust>().Models.Resolve(reference!);
+                    model = new ModelSource(version.Checkpoint.Directory, version);
                 }
                 catch (TrustUserException e)
                 {
                     throw new TrustUserException(e.Message, e) { Param = "init_from" };
                 }
+            }
             TrainArguments arguments;
             if (body.Resume is { } run)
             {
@@ -200,7 +207,8 @@ public static class JobsEndpoints
                 arguments = new TrainArguments(body.Config is { } config ? HostPath("config", config) : null,
                     HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.") { Param = "data" }),
                     HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.") { Param = "out" }),
-                    overrides, InitFrom: model is null ? null : model.Version is null ? HostPath("init_from", model.Path) : model.Path, InitFromVersion: model?.Version?.Reference);
+                    overrides, InitFrom: model?.Path ?? (body.InitFrom is { } initFromFolder ? HostPath("init_from", initFromFolder) : null), InitFromVersion: model?.Version?.Reference,
+                    InitFromManifest: model?.Version?.Checkpoint.ManifestSha256);
             var folder = arguments.Resume ? "resume" : "out";
             // Naming the job where one writes the folder; else a training outside the platform. Either
             // is the fault of the field that names the folder (the dashboard shows it there).

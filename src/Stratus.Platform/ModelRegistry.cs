@@ -164,8 +164,9 @@ public sealed class ModelRegistry
         return version;
     }
 
-    /// <summary>What a model given to a verb names, by the one rule serve, train and jobs share: a path
-    /// that exists is that path, whatever it reads as (<paramref name="warn"/> is told, with what the
+    /// <summary>What a model given to a verb names, by the one rule the CLI's verbs share (serve,
+    /// train, jobs submit; POST /api/jobs takes a relative value only as a reference, never a folder
+    /// in the server's working directory): a path that exists is that path, whatever it reads as (<paramref name="warn"/> is told, with what the
     /// verb does with the folder, <paramref name="use"/>, when it also names a registered version);
     /// else a reference (NAME, NAME:VERSION, NAME@ALIAS) is its version's checkpoint, its files
     /// checked against the manifest it was registered with; anything else is a path, for its reader

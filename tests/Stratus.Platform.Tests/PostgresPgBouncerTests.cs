@@ -54,8 +54,9 @@ public sealed class PostgresPgBouncerTests(PostgresDatabase postgres) : IClassFi
         }.ConnectionString;
     }
 
-    /// <summary>`pgbouncer -d` returns once it has forked, which can be before it listens: a test
-    /// connecting at once under load was refused. Waits for the port to accept a connection.</summary>
+    /// <summary>`pgbouncer -d` returns once it has forked, which can be before it listens or has
+    /// written its pid file: a test connecting at once under load was refused, and Dispose, finding
+    /// no pid file, left that PgBouncer running. Waits for both.</summary>
     void WaitUntilListening()
     {
         var deadline = Stopwatch.StartNew();
@@ -65,7 +66,8 @@ public sealed class PostgresPgBouncerTests(PostgresDatabase postgres) : IClassFi
             {
                 using var probe = new TcpClient();
                 probe.Connect(IPAddress.Loopback, port);
-                return;
+                if (File.Exists(Path.Combine(folder, "pid"))) return;
+                throw new SocketException((int)SocketError.TryAgain);
             }
             catch (SocketException) when (deadline.Elapsed < TimeSpan.FromSeconds(30))
             {

@@ -423,12 +423,16 @@ public sealed partial class JobsCliTests
             ["--resume", temp["base"], "--n-layer", "3"],
             ["--resume", temp["base"], "--data", temp["missing"]],
             ["--resume", temp["base"], "--init-from", temp["base"]],
+            ["--resume", temp["base"]],
+            ["--resume", temp["base"], "--max-iters", "1"],
             ["--init-from", temp["missing"], "--data", data, "--out", temp["ft"]],
             ["--init-from", temp["base"], "--data", data, "--out", temp["ft"], "--n-layer", "3"],
             ["--init-from", temp["base"], "--data", data],
         });
         Assert.False(Directory.Exists(temp["ft"]));
         Assert.StartsWith("No jobs.", Jobs(temp, "list").Stdout);
+        // A run already at max_iters used to be a job that "succeeded" at once, having trained nothing.
+        Assert.Equal($"error: max_iters is 2 and the checkpoint of {temp["base"]} is at step 2: nothing to train; resume with --max-iters above 2 to train on\n", Jobs(temp, "submit", "--resume", temp["base"]).Stderr);
     }
 
     [GeneratedRegex(@"submitted (job-[0-9a-f]{8})")]

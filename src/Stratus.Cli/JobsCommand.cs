@@ -141,7 +141,7 @@ static class JobsCommand
                 // A job that waits says why, in Slurm's word (Priority, Resources, ...).
                 var state = job.Slurm is { Reason: { } why, State: "PENDING" } ? $"{job.State.WireName()} ({why})" : job.State.WireName();
                 table.AddRow(job.Id, Markup.Escape(state), Markup.Escape(JobView.SlurmJobId(job) ?? ""), job.StartedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "",
-                    job.StartedAt is { } started ? Duration((job.EndedAt ?? now) - started) : "", Markup.Escape(job.Arguments.Out),
+                    job.Duration(now) is { } ran ? Duration(ran) : "", Markup.Escape(job.Arguments.Out),
                     last?.Step.ToString(CultureInfo.InvariantCulture) ?? "", last?.Loss.ToString("F4", CultureInfo.InvariantCulture) ?? "");
             }
             TrustCommands.Write(table);

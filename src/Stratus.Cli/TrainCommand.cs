@@ -145,11 +145,6 @@ static class TrainCommand
 
     public static void Run(Trainer trainer, CancellationToken token)
     {
-        if (trainer.Step > 0 && trainer.Step >= trainer.Config.MaxIters)
-        {
-            if (trainer.IsMain) Console.WriteLine($"the run is at step {trainer.Step} and max_iters is {trainer.Config.MaxIters}: nothing to train; resume with --max-iters above {trainer.Step} to train on");
-            return;
-        }
         if (!trainer.IsMain)
         {
             trainer.Run(token);

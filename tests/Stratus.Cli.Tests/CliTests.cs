@@ -668,7 +668,8 @@ public sealed class CliTests
         var plot = Cli.Run("plot", temp["run"]);
         Assert.Contains("val loss", plot.Stdout);
         Assert.Matches(@"0 +step +20\n", plot.Stdout); // the step axis
-        Assert.Contains("nothing to train", Cli.Run("train", "--resume", temp["run"]).Stdout);
+        var finished = Cli.Run("train", "--resume", temp["run"]);
+        Assert.Equal((2, "", $"error: max_iters is 20 and the checkpoint of {temp["run"]} is at step 20: nothing to train; resume with --max-iters above 20 to train on\n"), finished);
         var compared = Cli.Run("plot", temp["run"], temp["run"]); // several runs: each one's val loss, by folder name
         Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(compared.Stdout, @"^run \d\.\d{4} ± \d\.\d{4} at step 20 ", System.Text.RegularExpressions.RegexOptions.Multiline).Count);
         var first = Cli.Run("sample", "--model", temp["run"], "--prompt", "abc", "--max-tokens", "40", "--seed", "9", "--temperature", "1.0");

@@ -115,6 +115,25 @@ public sealed partial class JobsCliTests
         Assert.Equal(("slurm", "cpu", "30", 2, 3), ((string?)details["executor"], (string?)details["partition"], (string?)details["time"], (int?)details["ranks"], (int?)details["cpus_per_rank"]));
     }
 
+    /// <summary>A Slurm job's duration is Slurm's RunTime, as `jobs show`'s "ran" and the dashboard
+    /// say, not the span between Stratus's reads of its start and end (a job Slurm ran 2 s read 17 s).</summary>
+    [Fact]
+    public void Jobs_list_gives_a_Slurm_jobs_duration_as_Slurm_ran_it()
+    {
+        using var temp = new TempDirectory();
+        var store = Stratus.Platform.Jobs.JobService.Open(temp["home"], ["/bin/false"]).Store;
+        const string Id = "job-00005e17";
+        var ended = store.Now;
+        store.Insert(new(Id, Stratus.Platform.Jobs.Job.TrainKind, new(null, temp["data"], temp["run"], []), Stratus.Platform.Jobs.SlurmJobExecutor.ExecutorName, null,
+            Stratus.Platform.Jobs.JobState.Queued, null, null, null, null, ended.AddSeconds(-20), null, null, null, "cli:test", Path.Combine(temp["run"], Id + ".log")),
+            new Stratus.Platform.AuditRecord("cli:test", Stratus.Platform.AuditActions.JobSubmitted, []));
+        store.SetExecutorReference(Id, "4242");
+        store.RecordStarted(Id, null, null, ended.AddSeconds(-17));
+        Assert.True(store.RecordEnd(Id, new(Stratus.Platform.Jobs.JobState.Succeeded, 0, null), new("4242", "COMPLETED", Elapsed: "00:00:02")));
+        Assert.Contains(", ran 00:00:02", Jobs(temp, "show", Id).Stdout);
+        Assert.Matches($@"{Id}\s+│ succeeded │ 4242\s+│ [\d: -]+ │ 2s\s+│", Jobs(temp, "list").Stdout);
+    }
+
     [Fact]
     public void A_value_that_reads_as_an_option_or_a_response_file_reaches_train_as_the_value_it_is()
     {
@@ -423,12 +442,16 @@ public sealed partial class JobsCliTests
             ["--resume", temp["base"], "--n-layer", "3"],
             ["--resume", temp["base"], "--data", temp["missing"]],
             ["--resume", temp["base"], "--init-from", temp["base"]],
+            ["--resume", temp["base"]],
+            ["--resume", temp["base"], "--max-iters", "1"],
             ["--init-from", temp["missing"], "--data", data, "--out", temp["ft"]],
             ["--init-from", temp["base"], "--data", data, "--out", temp["ft"], "--n-layer", "3"],
             ["--init-from", temp["base"], "--data", data],
         });
         Assert.False(Directory.Exists(temp["ft"]));
         Assert.StartsWith("No jobs.", Jobs(temp, "list").Stdout);
+        // A run already at max_iters used to be a job that "succeeded" at once, having trained nothing.
+        Assert.Equal($"error: max_iters is 2 and the checkpoint of {temp["base"]} is at step 2: nothing to train; resume with --max-iters above 2 to train on\n", Jobs(temp, "submit", "--resume", temp["base"]).Stderr);
     }
 
     [GeneratedRegex(@"submitted (job-[0-9a-f]{8})")]

@@ -230,12 +230,12 @@ public sealed class TrainingTests
 
         var shape = string.Join(", ", saved[Moment].shape);
         Resave(new Dictionary<string, torch.Tensor>(saved) { [Moment] = saved[Moment].to(torch.ScalarType.Float64) });
-        Assert.Equal($"{path}: tensor '{Moment}' is F64, where F32 is needed; {fix}", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+        Assert.Equal($"{path}: tensor '{Moment}' is F64, where F32 is needed; {fix}", Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "3")])).Message);
         Resave(new Dictionary<string, torch.Tensor>(saved) { [Moment] = saved[Moment][..1] });
         Assert.Equal($"{path}: tensor '{Moment}' has shape [1, {string.Join(", ", saved[Moment].shape.Skip(1))}], where [{shape}] is needed; {fix}",
-            Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+            Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "3")])).Message);
         Resave(saved.Where(kv => kv.Key != Moment).ToDictionary());
-        Assert.Equal($"{path} has no tensor '{Moment}'; {fix}", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+        Assert.Equal($"{path} has no tensor '{Moment}'; {fix}", Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "3")])).Message);
         Resave(saved);
         using (Trainer.Resume(run, [new("max_iters", "3")])) { }
         foreach (var tensor in saved.Values) tensor.Dispose();
@@ -305,6 +305,24 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_run_resumed_at_or_past_max_iters_is_refused_naming_the_step_and_the_fix()
+    {
+        // It used to end at once, as if it had trained: whoever resumes a run wants more steps.
+        using var temp = new TempDirectory();
+        var (_, run) = TestData.TrainedRun(temp, steps: 5);
+        var expected = $"max_iters is 5 and the checkpoint of {run} is at step 5: nothing to train; resume with --max-iters above 5 to train on";
+        foreach (var refuse in new Func<object>[] { () => Trainer.Resume(run), () => Trainer.CheckResume(run, [], null) })
+        {
+            var error = Assert.Throws<StratusUserException>(refuse);
+            Assert.Equal(expected, error.Message);
+            Assert.Equal("max_iters", error.Param);
+        }
+        Assert.Contains("max_iters is 3 and the checkpoint", Assert.Throws<StratusUserException>(() => Trainer.CheckResume(run, [new("max_iters", "3")], null)).Message);
+        Assert.False(File.Exists(Path.Combine(run, ".lock")));
+        Trainer.CheckResume(run, [new("max_iters", "6")], null);
+    }
+
+    [Fact]
     public void A_dataset_folder_is_refused_as_the_run_folder()
     {
         // The run's files (run.json, metrics.jsonl, checkpoints/) would land among the dataset's.
@@ -329,7 +347,7 @@ public sealed class TrainingTests
         Assert.Equal($"{run} holds a training run (run.json, metrics.jsonl, checkpoints/), not a dataset; pass the folder that `stratus prepare --out` wrote",
             Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig, run, temp["other"])).Message);
         Assert.Equal($"{run} holds a training run (run.json, metrics.jsonl, checkpoints/), not a dataset; pass the folder that `stratus prepare --out` wrote",
-            Assert.Throws<StratusUserException>(() => Trainer.Resume(run, dataDirectory: run)).Message);
+            Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "3")], dataDirectory: run)).Message);
         // A dataset as the model of --init-from (and of sample, eval, serve, export).
         Assert.Equal($"{data} holds a dataset ({DatasetPreparer.MetaFile}, {DatasetPreparer.TrainShard}), not a model; pass a run folder made by `stratus train` or a checkpoint folder",
             Assert.Throws<StratusUserException>(() => Trainer.Start(TestData.TinyConfig, data, temp["other"], initFrom: data)).Message);
@@ -344,7 +362,7 @@ public sealed class TrainingTests
         var swapped = new string(TestData.Corpus(20).Select(c => char.IsUpper(c) ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c)).ToArray());
         File.WriteAllText(temp["swapped.txt"], swapped);
         DatasetPreparer.Prepare(temp["swapped.txt"], temp["swapped"], "char");
-        Assert.Contains("differs from the model's", Assert.Throws<StratusUserException>(() => Trainer.Resume(run, dataDirectory: temp["swapped"])).Message);
+        Assert.Contains("differs from the model's", Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")], dataDirectory: temp["swapped"])).Message);
 
         Directory.Move(data, temp["moved"]);
         Assert.Contains("pass its folder with --data", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
@@ -511,7 +529,7 @@ public sealed class TrainingTests
         var larger = $"checkpoint {last} is inconsistent: its {Checkpoint.ModelConfigFile} implies a weight 'transformer.wte.weight' of shape [{vocabulary}, 65536], " +
             $"but {Checkpoint.ModelFile} has it of shape [{vocabulary}, 16]; {fix}";
         Assert.Equal(larger, Built());
-        Assert.Equal(larger, Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);
+        Assert.Equal(larger, Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")])).Message);
         VouchFor(last, Checkpoint.ModelConfigFile, Edited(m => m["n_layer"] = 2).ToJsonString());
         Assert.Equal($"checkpoint {last} is inconsistent: its {Checkpoint.ModelConfigFile} implies a weight 'transformer.h.1.ln_1.weight' of shape [16], but {Checkpoint.ModelFile} has none; {fix}", Built());
 

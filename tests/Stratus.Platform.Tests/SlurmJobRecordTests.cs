@@ -120,6 +120,20 @@ public sealed class SlurmJobRecordTests : IDisposable
 
     /// <summary>Each rank runs as many libtorch threads as it has CPUs, and srun is told them
     /// (Slurm 22.05 does not pass sbatch's --cpus-per-task on to it).</summary>
+    /// <summary>A Slurm job has run as long as Slurm says (RunTime, [D-]HH:MM:SS), not from Stratus's
+    /// reading it started to its reading it ended; without Slurm's word, the latter.</summary>
+    [Fact]
+    public void A_Slurm_jobs_duration_is_Slurms_RunTime_where_it_gave_one()
+    {
+        var started = DateTimeOffset.UtcNow.AddMinutes(-5);
+        var ended = Running() with { State = JobState.Succeeded, StartedAt = started, EndedAt = started.AddSeconds(17) };
+        Assert.Equal(TimeSpan.FromSeconds(17), ended.Duration(DateTimeOffset.UtcNow));
+        Assert.Equal(TimeSpan.FromSeconds(2), (ended with { Slurm = new("42", "COMPLETED", Elapsed: "00:00:02") }).Duration(DateTimeOffset.UtcNow));
+        Assert.Equal(new TimeSpan(1, 2, 3, 4), (ended with { Slurm = new("42", "RUNNING", Elapsed: "1-02:03:04") }).Duration(DateTimeOffset.UtcNow));
+        Assert.Equal(TimeSpan.FromSeconds(17), (ended with { Slurm = new("42", "COMPLETED", Elapsed: "INVALID") }).Duration(DateTimeOffset.UtcNow));
+        Assert.Null((Running() with { StartedAt = null, Slurm = new("42", "PENDING", Elapsed: "00:00:00") }).Duration(DateTimeOffset.UtcNow));
+    }
+
     [Fact]
     public void The_batch_script_gives_each_rank_its_cpus_as_libtorchs_threads()
     {

@@ -296,6 +296,9 @@ public sealed class JobsApiTests : IAsyncLifetime
                 (new { resume = run, init_from = run }, "init_from", "'init_from' cannot be given with 'resume'"),
                 (new { resume = data }, "resume", "not a run"),
                 (new { resume = run, overrides = new { n_layer = 3 } }, "overrides.n_layer", "n_layer cannot change when resuming"),
+                // A run already at max_iters would end "succeeded" at once: the override to raise is the field at fault.
+                (new { resume = run }, "overrides.max_iters", $"max_iters is 2 and the checkpoint of {run} is at step 2: nothing to train; resume with --max-iters above 2"),
+                (new { resume = run, overrides = new { max_iters = 1 } }, "overrides.max_iters", "max_iters is 1 and the checkpoint"),
                 (new { init_from = Path.Combine(folder, "missing"), data, @out = Path.Combine(folder, "ft") }, "init_from", "missing"),
                 (new { init_from = run, data, @out = Path.Combine(folder, "ft"), overrides = new { n_embd = 32 } }, "overrides.n_embd", "n_embd 32 differs from the --init-from model's 16"),
             })

@@ -133,6 +133,38 @@ public sealed class RepeatedFailureLogTests
         }
     }
 
+    /// <summary>/ready probes the database failed were counted among the failed requests, though a
+    /// probe is not a request of the API (HealthEndpoints): a balancer's, once a second, made the
+    /// count mostly probes. They are counted in lines of their own.</summary>
+    [Fact]
+    public async Task Readiness_probes_the_database_fails_are_not_counted_as_requests()
+    {
+        var (fixture, log) = await StartLoggedAsync();
+        try
+        {
+            string[] tables = ["api_keys", "usage_daily", "safety_policies", "blocklists", "audit_log"];
+            fixture.Sql(string.Concat(tables.Select(table => $"ALTER TABLE {table} RENAME TO {table}_away;")));
+            for (var i = 0; i < 3; i++)
+                using (var probe = await fixture.Http.GetAsync("/ready")) Assert.Equal(HttpStatusCode.ServiceUnavailable, probe.StatusCode);
+            for (var i = 0; i < 2; i++)
+                using (var refused = await fixture.Http.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+            var errors = log.Lines.Where(line => line.Level >= LogLevel.Warning).Select(line => line.Message).ToList();
+            Assert.Equal(2, errors.Count);
+            Assert.StartsWith("The platform database failed 1 readiness probe(s) of /ready: ", errors[0]);
+            Assert.StartsWith("The platform database failed 1 request(s): ", errors[1]);
+
+            fixture.Sql(string.Concat(tables.Select(table => $"ALTER TABLE {table}_away RENAME TO {table};")));
+            using (var completion = await fixture.Http.PostAsJsonAsync("/v1/completions", new { model = TinyModelServer.ModelName, prompt = "a", max_tokens = 1 }))
+                Assert.Equal(HttpStatusCode.OK, completion.StatusCode);
+            var answers = Assert.Single(await LinesAsync(log, line => line.Level == LogLevel.Warning, 1));
+            Assert.Equal("The platform database answers again; 1 more request(s) and 2 readiness probe(s) failed since the last line", answers.Message);
+        }
+        finally
+        {
+            await fixture.DisposeAsync();
+        }
+    }
+
     /// <summary>A key read that succeeded ended the failure ("answers again"), but a lock another
     /// process holds fails writes alone (in WAL mode reads go on): a write refused, any request's
     /// key read, a write refused again gave an error and a warning a request, the line a request

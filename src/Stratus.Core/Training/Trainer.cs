@@ -369,7 +369,7 @@ public sealed class Trainer : IDisposable
     /// run's, or <paramref name="dataDirectory"/> where given), its config with the overrides applied
     /// (refused where they change the model) and the data it was trained on, where recorded.</summary>
     /// <exception cref="StratusUserException">Its Param "resume" for the run at fault, "data" for a
-    /// missing dataset, or the overridden key.</exception>
+    /// missing dataset, or the overridden key ("max_iters" too where the run is at it already).</exception>
     static (Checkpoint Checkpoint, string DataDirectory, TrainConfig Config, string? TrainedOn) ResumePlan(string runDirectory, JsonObject run, string? recorded,
         IEnumerable<KeyValuePair<string, string>>? overrides, string? dataDirectory)
     {
@@ -391,6 +391,11 @@ public sealed class Trainer : IDisposable
                     $"start a new run with --out, or fine-tune this one from it with --init-from {runDirectory}") { Param = reshaped[0] };
             config = resumed;
         }
+        // A run already at max_iters would end at once, "succeeded" with nothing done: whoever
+        // resumes it wants more steps (or gave fewer than it has), so refuse before anything starts.
+        if (checkpoint.State is { Step: > 0 } state && state.Step >= config.MaxIters)
+            throw new StratusUserException($"max_iters is {config.MaxIters} and the checkpoint of {runDirectory} is at step {state.Step}: nothing to train; " +
+                $"resume with --max-iters above {state.Step} to train on") { Param = "max_iters" };
         var trainedOn = run[DatasetKey] is JsonValue dataset && dataset.TryGetValue<string>(out var identity) ? identity : null;
         return (checkpoint, dataDirectory, config, trainedOn);
     }

@@ -120,4 +120,10 @@ public sealed record Job(
     /// for one that has, as it was seen to end (recorded with its end; null where Slurm had no
     /// record of it then, or for a job that ended before it was kept).</summary>
     public SlurmStatus? Slurm { get; init; }
+
+    /// <summary>How long the job has run, as of <paramref name="now"/>; null before it started. For a
+    /// Slurm job, Slurm's own RunTime where it gave one: the job's started and ended are when Stratus
+    /// read it so, which can be long after Slurm started or ended it (the dashboard's Duration keeps
+    /// the same rule).</summary>
+    public TimeSpan? Duration(DateTimeOffset now) => StartedAt is { } started ? Slurm?.RunTime ?? (EndedAt ?? now) - started : null;
 }

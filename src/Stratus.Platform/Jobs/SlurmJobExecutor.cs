@@ -88,12 +88,21 @@ public sealed partial record SlurmOptions(string? Partition = null, string? Time
 /// (<paramref name="Unreachable"/>), the job being as last recorded. Read with a job that has not
 /// ended; Slurm's last word on one, read as it was seen to end, is kept with it (the controller
 /// forgets an ended job after MinJobAge).</summary>
-public sealed record SlurmStatus(string JobId, string? State = null, string? Reason = null, string? Partition = null, string? TimeLimit = null,
+public sealed partial record SlurmStatus(string JobId, string? State = null, string? Reason = null, string? Partition = null, string? TimeLimit = null,
     string? Nodes = null, int? Ranks = null, int? CpusPerRank = null, string? Unreachable = null, string? Elapsed = null)
 {
     /// <summary>What was asked of Slurm for job <paramref name="jobId"/>, before Slurm was read.</summary>
     public static SlurmStatus Requested(string jobId, SlurmOptions options) =>
         new(jobId, Partition: options.Partition, TimeLimit: options.Time, Ranks: options.Ranks, CpusPerRank: options.CpusPerRank);
+
+    /// <summary><see cref="Elapsed"/> as a span; null where Slurm gave none, or another form.</summary>
+    public TimeSpan? RunTime => Elapsed is { } text && RunTimeForm().Match(text) is { Success: true } parts
+        ? new TimeSpan(parts.Groups[1].Success ? int.Parse(parts.Groups[1].Value, CultureInfo.InvariantCulture) : 0,
+            int.Parse(parts.Groups[2].Value, CultureInfo.InvariantCulture), int.Parse(parts.Groups[3].Value, CultureInfo.InvariantCulture), int.Parse(parts.Groups[4].Value, CultureInfo.InvariantCulture))
+        : null;
+
+    [GeneratedRegex(@"^(?:(\d+)-)?(\d+):(\d+):(\d+)$", RegexOptions.CultureInvariant)]
+    private static partial Regex RunTimeForm();
 }
 
 /// <summary>A job as Slurm reports it: its state (PENDING, RUNNING, COMPLETED, FAILED, ...), its

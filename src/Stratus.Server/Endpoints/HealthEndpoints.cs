@@ -22,11 +22,17 @@ namespace Stratus.Server.Endpoints;
 
 public static class HealthEndpoints
 {
+    const string ReadyPath = "/ready";
+
+    /// <summary>Whether <paramref name="path"/> is the readiness probe's (as routing matches it: any
+    /// case, a trailing slash), which counts apart from the API's requests (StratusTrust's storage failures).</summary>
+    internal static bool IsReadinessProbe(PathString path) => string.Equals(path.Value?.TrimEnd('/'), ReadyPath, StringComparison.OrdinalIgnoreCase);
+
     public static IEndpointRouteBuilder MapHealth(this IEndpointRouteBuilder app)
     {
         app.MapGet("/health", async (ServedModels servedModels, CancellationToken cancellation) =>
             await servedModels.CheckHealthAsync(cancellation) is { } reason ? Unavailable(reason, "unhealthy") : Results.Text("ok"));
-        app.MapGet("/ready", async (HttpContext http, ServedModels servedModels, ServerShutdown shutdown, StratusTrust trust, ILoggerFactory loggers, CancellationToken cancellation) =>
+        app.MapGet(ReadyPath, async (HttpContext http, ServedModels servedModels, ServerShutdown shutdown, StratusTrust trust, ILoggerFactory loggers, CancellationToken cancellation) =>
         {
             var reason = servedModels.IsLoading ? "the models are loading"
                 : servedModels.All.Count == 0 ? "no model is loaded"

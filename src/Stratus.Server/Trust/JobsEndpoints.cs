@@ -223,9 +223,10 @@ public static class JobsEndpoints
             }
             catch (StratusUserException e) when (e.Param is { } key && key is not ("out" or "data" or "resume" or "init_from"))
             {
-                // train's words are the CLI's (--max-iters: ...); param names the field that gave the key.
+                // train's words are the CLI's (--max-iters: ...); param names the field that gave the key,
+                // or for a resume, which takes no config, the override that would change it.
                 var given = arguments.Overrides.FirstOrDefault(o => TrainConfig.KeyOf(o.Key) == key).Key;
-                throw e.WithParam(given is null ? "config" : $"overrides.{given}");
+                throw e.WithParam(given is not null ? $"overrides.{given}" : arguments.Resume ? $"overrides.{key}" : "config");
             }
             try
             {

@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Stratus.Platform;
 using Stratus.Safety;
+using Stratus.Server.Endpoints;
 using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Trust;
@@ -35,6 +36,7 @@ public sealed class StratusTrust
         Pipelines = new SafetyPipelineCache(Safety, providers, options.SafetyRefreshInterval, time);
         UsageFailures = new LogThrottle(time);
         StorageFailures = new LogThrottle(time);
+        ProbeStorageFailures = new LogThrottle(time);
     }
 
     /// <summary>One client for the server's life, as HttpClient is meant to be used; its
@@ -63,24 +65,37 @@ public sealed class StratusTrust
     /// <summary>Requests the platform database failed (a full disk, a lock held, a damaged file
     /// fail every request while they last), said as UsageFailures are.</summary>
     internal LogThrottle StorageFailures { get; }
+    /// <summary>Readiness probes (/ready) the platform database failed, counted apart: a probe is
+    /// not a request of the API (HealthEndpoints), and a balancer's, once a second, would make the
+    /// requests' count mostly probes.</summary>
+    internal LogThrottle ProbeStorageFailures { get; }
 
-    /// <summary>Logs a request the platform database failed: its exception at Debug, and a line
-    /// naming the cause at once, then at most once a minute with the requests failed since,
-    /// not an error with its stack trace per request.</summary>
+    /// <summary>Logs a request or probe the platform database failed: its exception at Debug, and a
+    /// line naming the cause at once, then at most once a minute with the requests (or probes)
+    /// failed since, not an error with its stack trace per request.</summary>
     internal void LogStorageFailure(ILogger logger, PlatformStorageException e, PathString path, string requestId)
     {
         logger.LogDebug(e, "The platform database failed serving {Path} (request {RequestId})", path, requestId);
-        if (StorageFailures.Add() is var failed and > 0)
+        if (HealthEndpoints.IsReadinessProbe(path))
+        {
+            if (ProbeStorageFailures.Add() is var probes and > 0)
+                logger.LogError("The platform database failed {Probes} readiness probe(s) of {Path}: {Cause} (said at most once a minute while it lasts)", probes, path, e.Message.TrimEnd('.'));
+        }
+        else if (StorageFailures.Add() is var failed and > 0)
             logger.LogError("The platform database failed {Requests} request(s): {Cause} (said at most once a minute while it lasts)", failed, e.Message.TrimEnd('.'));
     }
 
     /// <summary>Says that the platform database answers again (it took a write: a request's usage
     /// recorded; a key read is no sign, as reads go on under a lock that fails writes), with the
-    /// failed requests no line has named; nothing when it was not failing.</summary>
+    /// failed requests and probes no line has named; nothing when it was not failing.</summary>
     internal void LogStorageAnswers(ILogger logger)
     {
-        if (StorageFailures.Failing && StorageFailures.End() is { } unsaid)
-            logger.LogWarning("The platform database answers again; {Requests} more request(s) failed since the last line", unsaid);
+        if (!StorageFailures.Failing && !ProbeStorageFailures.Failing) return;
+        var requests = StorageFailures.End() ?? 0;
+        if (ProbeStorageFailures.End() is { } probes)
+            logger.LogWarning("The platform database answers again; {Requests} more request(s) and {Probes} readiness probe(s) failed since the last line", requests, probes);
+        else
+            logger.LogWarning("The platform database answers again; {Requests} more request(s) failed since the last line", requests);
     }
 
     /// <summary>Revokes a key and drops its quota windows; its next request is refused because

@@ -33,7 +33,7 @@ function slurmSeconds(elapsed) {
 
 /** How long the job ran: for a Slurm job Slurm's own RunTime where it gave one (the job's started and
  *  ended are when Stratus read it so, which can be long after Slurm started or ended it), else from
- *  started to ended (or now). */
+ *  started to ended (or now): the rule of Job.Duration, which `stratus jobs list` shows. */
 function duration(job) {
   if (!job.started_at) return "—";
   const slurm = slurmSeconds(job.slurm?.elapsed);

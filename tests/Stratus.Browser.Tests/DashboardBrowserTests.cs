@@ -403,6 +403,45 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    /// <summary>After a job is taken, its run folder is cleared (Enter again would submit into the
+    /// same one, a 409) and focused for the next; what the next run likely shares stays.</summary>
+    [Fact]
+    public async Task A_submitted_jobs_out_and_resume_are_cleared_and_out_focused_for_the_next()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await RouteJobsAsync(page, ["local"]);
+        string? posted = null;
+        await page.RouteAsync("**/api/jobs", async route =>
+        {
+            if (route.Request.Method != "POST")
+            {
+                await route.FallbackAsync();
+                return;
+            }
+            posted = route.Request.PostData;
+            await route.FulfillAsync(new() { Status = 201, ContentType = "application/json", Body = JsonSerializer.Serialize(FakeJob("job-taken", "local", "queued", null)) });
+        });
+        await ShowAsync(page, fixture.ApiKey);
+        var form = page.Locator("#job-submit");
+        var field = (string label) => form.GetByLabel(label, new() { Exact = true });
+        await field("Config").FillAsync("/srv/jobs/tiny.json");
+        await field("Data").FillAsync("/srv/jobs/data");
+        await field("Resume").FillAsync("/srv/jobs/runs/old");
+        await field("Overrides").FillAsync("max_iters=4");
+        await field("Out").FillAsync("/srv/jobs/runs/new");
+        await field("Out").PressAsync("Enter");
+        await Expect(page.Locator("#job-submit-status")).ToHaveTextAsync("Submitted job-taken (queued).");
+        Assert.Contains("/srv/jobs/runs/new", posted);
+        await Expect(field("Out")).ToHaveValueAsync("");
+        await Expect(field("Resume")).ToHaveValueAsync("");
+        await Expect(field("Out")).ToBeFocusedAsync();
+        await Expect(field("Config")).ToHaveValueAsync("/srv/jobs/tiny.json");
+        await Expect(field("Data")).ToHaveValueAsync("/srv/jobs/data");
+        await Expect(field("Overrides")).ToHaveValueAsync("max_iters=4");
+        Assert.Empty(opened.Violations);
+    }
+
     [Fact]
     public async Task A_field_the_API_refuses_shows_its_message_beside_that_field()
     {

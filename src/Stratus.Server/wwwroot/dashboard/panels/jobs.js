@@ -204,6 +204,10 @@ function submitForm(api, own, submissions) {
     try {
       const job = await api("/api/jobs", { method: "POST", body: request });
       done.textContent = `Submitted ${job.id} (${job.state}).`;
+      // The next run most likely shares the config, data, overrides and resources, but never the
+      // run folder: left filled, Enter again would submit into the same one and be refused.
+      for (const name of ["out", "resume"]) fields.get(name).input.value = "";
+      fields.get("out").input.focus();
       own.refresh();
     } catch (error) {
       done.textContent = "";

@@ -662,6 +662,36 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    /// <summary>A keyboard user who confirms a cancel stays at that job's row (its state), there
+    /// after the refresh too, rather than on the page's body: the row's button is disabled, then gone.</summary>
+    [Fact]
+    public async Task After_a_confirmed_cancel_focus_is_on_the_jobs_state()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await RouteJobsAsync(page, ["local"], FakeJob("job-running", "local", "running", null), FakeJob("job-older", "local", "running", null));
+        await page.RouteAsync("**/api/jobs/*/cancel", route => route.FulfillAsync(new()
+        {
+            ContentType = "application/json", Body = JsonSerializer.Serialize(FakeJob("job-running", "local", "cancelled", null)),
+        }));
+        await ShowAsync(page, fixture.ApiKey);
+        var cancel = page.GetByRole(AriaRole.Button, new() { Name = "Cancel job-running" });
+        await cancel.FocusAsync();
+        await page.Keyboard.PressAsync("Enter");
+        var dialog = page.GetByRole(AriaRole.Dialog, new() { Name = "Cancel job-running?" });
+        await dialog.GetByRole(AriaRole.Button, new() { Name = "Cancel the job" }).PressAsync("Enter");
+        await Expect(dialog).ToBeHiddenAsync();
+        var state = page.Locator("#panel-jobs tr", new() { HasText = "job-running" }).Locator(".job-state");
+        await Expect(state).ToBeFocusedAsync();
+        // The table made anew: focus on the new row's state.
+        var before = await state.ElementHandleAsync();
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        await page.WaitForFunctionAsync("state => !state.isConnected", before);
+        await Expect(state).ToBeFocusedAsync();
+        Assert.Empty(opened.Violations);
+    }
+
     /// <summary>The element lies wholly within the window's width (no sideways scroll needed to reach it).</summary>
     static async Task AssertInViewAsync(IPage page, ILocator element, int width)
     {

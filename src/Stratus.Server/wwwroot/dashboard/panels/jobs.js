@@ -232,7 +232,12 @@ function cancelDialog(api, own) {
     problem, el("p", { class: "buttons" }, confirm, " ", keep));
   let id = null;
   keep.addEventListener("click", () => dialog.close());
-  dialog.addEventListener("close", () => own.cancelButton(id)?.focus());
+  // Back on the row's button where the job was kept; where it was cancelled that button is disabled
+  // (then gone), and focus on it would fall to the page's start: the row's state instead.
+  dialog.addEventListener("close", () => {
+    const button = own.cancelButton(id);
+    (button && !button.disabled ? button : own.stateCell(id))?.focus();
+  });
   confirm.addEventListener("click", async () => {
     const cancelling = id;
     confirm.disabled = true;
@@ -282,6 +287,7 @@ export default {
     // the server's submissions changed (it restarted with another --jobs-root).
     own.cancelling ??= new Set();
     own.cancelButton ??= id => own.dialog.parentNode?.querySelector(`button[data-cancel="${CSS.escape(id)}"]`);
+    own.stateCell ??= id => document.getElementById(`job-state-${id}`);
     own.dialog ??= cancelDialog(get, own);
     const submissions = JSON.stringify(answer.submissions ?? null);
     if (own.submissions !== submissions) {
@@ -297,7 +303,9 @@ export default {
     const slurmListed = jobs.some(j => j.executor === "slurm");
     const listed = table("Jobs, newest first", [
       { label: "Job", value: j => el("code", {}, j.id) },
-      { label: "State", value: j => el("span", { class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state) },
+      // Focusable from script only (the dialog puts focus there after a cancel), and by an id that the
+      // refresh's successor of a focused node is found by.
+      { label: "State", value: j => el("span", { id: `job-state-${j.id}`, tabindex: -1, class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state) },
       { label: "Cancel", value: cancel },
       { label: "Started", value: j => time(j.started_at) },
       { label: "Duration", value: duration, number: true },

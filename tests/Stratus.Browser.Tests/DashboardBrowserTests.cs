@@ -692,6 +692,40 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    /// <summary>The loss-curve picker is the same element across refreshes, as the form is: one who
+    /// is choosing keeps its focus (and an open list of options) and the job chosen, its options
+    /// updated in place.</summary>
+    [Fact]
+    public async Task The_loss_curve_picker_keeps_its_focus_and_choice_across_the_panels_refresh()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        var state = "running";
+        await RouteJobsAsync(page, ["local"]);
+        await page.RouteAsync("**/api/jobs", route => route.Request.Method != "GET" ? route.FallbackAsync() : route.FulfillAsync(new()
+        {
+            ContentType = "application/json",
+            Body = JsonSerializer.Serialize(new { @object = "list", submissions = new { root = "/srv/jobs", executors = new[] { "local" } },
+                data = new[] { FakeJob("job-newer", "local", "running", null), FakeJob("job-older", "local", state, null) } }),
+        }));
+        await ShowAsync(page, fixture.ApiKey);
+        var picker = page.GetByLabel("Loss curve of");
+        await picker.SelectOptionAsync("job-older");
+        await Expect(page.Locator("#job-curve")).ToContainTextAsync("job-older");
+        await picker.FocusAsync();
+        var before = await picker.ElementHandleAsync();
+        var table = await page.Locator("#panel-jobs .table-scroll").ElementHandleAsync();
+        state = "succeeded";
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        await page.WaitForFunctionAsync("table => !table.isConnected", table);
+        await Expect(picker.Locator("option[value=job-older]")).ToHaveTextAsync("job-older (succeeded)");
+        Assert.True(await before.EvaluateAsync<bool>("picker => picker.isConnected && picker === document.activeElement"), "the picker was made anew");
+        await Expect(picker).ToHaveValueAsync("job-older");
+        await Expect(page.Locator("#job-curve")).ToContainTextAsync("job-older");
+        Assert.Empty(opened.Violations);
+    }
+
     /// <summary>The element lies wholly within the window's width (no sideways scroll needed to reach it).</summary>
     static async Task AssertInViewAsync(IPage page, ILocator element, int width)
     {

@@ -328,18 +328,35 @@ export default {
     const logged = jobs.filter(j => j.last_step);
     const shown = jobs.find(j => j.id === chosen) ?? logged.find(j => j.state === "running") ?? logged[0]
       ?? jobs.find(j => j.state === "running") ?? jobs[0];
-    const picker = el("select", { id: "job-picker" }, jobs.map(j => el("option", { value: j.id, selected: j.id === shown.id }, `${j.id} (${j.state})`)));
-    const area = el("div", {}, await curveOrWhy(get, shown));
-    picker.addEventListener("change", async () => {
-      chosen = picker.value;
-      const job = jobs.find(j => j.id === chosen);
-      try { area.replaceChildren(await curveOrWhy(get, job)); }
-      catch (error) { area.replaceChildren(el("p", { class: "error", role: "alert" }, error.message)); }
-    });
+    // The picker and its curve's place are kept across refreshes, their options updated in place,
+    // as the form is: made anew, the picker lost its focus and closed its list while one chose.
+    own.jobs = jobs;
+    if (!own.picker) {
+      own.picker = el("select", { id: "job-picker" });
+      own.area = el("div", {});
+      own.picker.addEventListener("change", async () => {
+        chosen = own.picker.value;
+        const job = own.jobs.find(j => j.id === chosen);
+        try { own.area.replaceChildren(await curveOrWhy(get, job)); }
+        catch (error) { own.area.replaceChildren(el("p", { class: "error", role: "alert" }, error.message)); }
+      });
+      own.choice = el("p", {}, el("label", { for: "job-picker" }, "Loss curve of "), own.picker);
+    }
+    const drawn = await curveOrWhy(get, shown);
+    // A job chosen while that curve was fetched is drawn by the change that chose it.
+    const since = chosen !== null && chosen !== shown.id && jobs.some(j => j.id === chosen) ? chosen : null;
+    const options = new Map([...own.picker.options].map(o => [o.value, o]));
+    own.picker.replaceChildren(...jobs.map(j => {
+      const option = options.get(j.id) ?? el("option", { value: j.id });
+      option.textContent = `${j.id} (${j.state})`;
+      return option;
+    }));
+    own.picker.value = since ?? shown.id;
+    if (!since) own.area.replaceChildren(drawn);
     listed.addEventListener("click", event => {
       const id = event.target.closest("button[data-cancel]")?.dataset.cancel;
       if (id) own.dialog.ask(jobs.find(j => j.id === id));
     });
-    return [...kept, listed, el("p", {}, el("label", { for: "job-picker" }, "Loss curve of "), picker), area];
+    return [...kept, listed, own.choice, own.area];
   },
 };

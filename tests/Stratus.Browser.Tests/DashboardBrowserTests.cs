@@ -403,6 +403,45 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    /// <summary>After a job is taken, its run folder is cleared (Enter again would submit into the
+    /// same one, a 409) and focused for the next; what the next run likely shares stays.</summary>
+    [Fact]
+    public async Task A_submitted_jobs_out_and_resume_are_cleared_and_out_focused_for_the_next()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await RouteJobsAsync(page, ["local"]);
+        string? posted = null;
+        await page.RouteAsync("**/api/jobs", async route =>
+        {
+            if (route.Request.Method != "POST")
+            {
+                await route.FallbackAsync();
+                return;
+            }
+            posted = route.Request.PostData;
+            await route.FulfillAsync(new() { Status = 201, ContentType = "application/json", Body = JsonSerializer.Serialize(FakeJob("job-taken", "local", "queued", null)) });
+        });
+        await ShowAsync(page, fixture.ApiKey);
+        var form = page.Locator("#job-submit");
+        var field = (string label) => form.GetByLabel(label, new() { Exact = true });
+        await field("Config").FillAsync("/srv/jobs/tiny.json");
+        await field("Data").FillAsync("/srv/jobs/data");
+        await field("Resume").FillAsync("/srv/jobs/runs/old");
+        await field("Overrides").FillAsync("max_iters=4");
+        await field("Out").FillAsync("/srv/jobs/runs/new");
+        await field("Out").PressAsync("Enter");
+        await Expect(page.Locator("#job-submit-status")).ToHaveTextAsync("Submitted job-taken (queued).");
+        Assert.Contains("/srv/jobs/runs/new", posted);
+        await Expect(field("Out")).ToHaveValueAsync("");
+        await Expect(field("Resume")).ToHaveValueAsync("");
+        await Expect(field("Out")).ToBeFocusedAsync();
+        await Expect(field("Config")).ToHaveValueAsync("/srv/jobs/tiny.json");
+        await Expect(field("Data")).ToHaveValueAsync("/srv/jobs/data");
+        await Expect(field("Overrides")).ToHaveValueAsync("max_iters=4");
+        Assert.Empty(opened.Violations);
+    }
+
     [Fact]
     public async Task A_field_the_API_refuses_shows_its_message_beside_that_field()
     {
@@ -620,6 +659,70 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         await SetHiddenAsync(page, false);
         await page.WaitForFunctionAsync("button => !button.isConnected", before);
         await Expect(cancel).ToBeFocusedAsync();
+        Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>A keyboard user who confirms a cancel stays at that job's row (its state), there
+    /// after the refresh too, rather than on the page's body: the row's button is disabled, then gone.</summary>
+    [Fact]
+    public async Task After_a_confirmed_cancel_focus_is_on_the_jobs_state()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await RouteJobsAsync(page, ["local"], FakeJob("job-running", "local", "running", null), FakeJob("job-older", "local", "running", null));
+        await page.RouteAsync("**/api/jobs/*/cancel", route => route.FulfillAsync(new()
+        {
+            ContentType = "application/json", Body = JsonSerializer.Serialize(FakeJob("job-running", "local", "cancelled", null)),
+        }));
+        await ShowAsync(page, fixture.ApiKey);
+        var cancel = page.GetByRole(AriaRole.Button, new() { Name = "Cancel job-running" });
+        await cancel.FocusAsync();
+        await page.Keyboard.PressAsync("Enter");
+        var dialog = page.GetByRole(AriaRole.Dialog, new() { Name = "Cancel job-running?" });
+        await dialog.GetByRole(AriaRole.Button, new() { Name = "Cancel the job" }).PressAsync("Enter");
+        await Expect(dialog).ToBeHiddenAsync();
+        var state = page.Locator("#panel-jobs tr", new() { HasText = "job-running" }).Locator(".job-state");
+        await Expect(state).ToBeFocusedAsync();
+        // The table made anew: focus on the new row's state.
+        var before = await state.ElementHandleAsync();
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        await page.WaitForFunctionAsync("state => !state.isConnected", before);
+        await Expect(state).ToBeFocusedAsync();
+        Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>The loss-curve picker is the same element across refreshes, as the form is: one who
+    /// is choosing keeps its focus (and an open list of options) and the job chosen, its options
+    /// updated in place.</summary>
+    [Fact]
+    public async Task The_loss_curve_picker_keeps_its_focus_and_choice_across_the_panels_refresh()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        var state = "running";
+        await RouteJobsAsync(page, ["local"]);
+        await page.RouteAsync("**/api/jobs", route => route.Request.Method != "GET" ? route.FallbackAsync() : route.FulfillAsync(new()
+        {
+            ContentType = "application/json",
+            Body = JsonSerializer.Serialize(new { @object = "list", submissions = new { root = "/srv/jobs", executors = new[] { "local" } },
+                data = new[] { FakeJob("job-newer", "local", "running", null), FakeJob("job-older", "local", state, null) } }),
+        }));
+        await ShowAsync(page, fixture.ApiKey);
+        var picker = page.GetByLabel("Loss curve of");
+        await picker.SelectOptionAsync("job-older");
+        await Expect(page.Locator("#job-curve")).ToContainTextAsync("job-older");
+        await picker.FocusAsync();
+        var before = await picker.ElementHandleAsync();
+        var table = await page.Locator("#panel-jobs .table-scroll").ElementHandleAsync();
+        state = "succeeded";
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        await page.WaitForFunctionAsync("table => !table.isConnected", table);
+        await Expect(picker.Locator("option[value=job-older]")).ToHaveTextAsync("job-older (succeeded)");
+        Assert.True(await before.EvaluateAsync<bool>("picker => picker.isConnected && picker === document.activeElement"), "the picker was made anew");
+        await Expect(picker).ToHaveValueAsync("job-older");
+        await Expect(page.Locator("#job-curve")).ToContainTextAsync("job-older");
         Assert.Empty(opened.Violations);
     }
 

@@ -204,6 +204,10 @@ function submitForm(api, own, submissions) {
     try {
       const job = await api("/api/jobs", { method: "POST", body: request });
       done.textContent = `Submitted ${job.id} (${job.state}).`;
+      // The next run most likely shares the config, data, overrides and resources, but never the
+      // run folder: left filled, Enter again would submit into the same one and be refused.
+      for (const name of ["out", "resume"]) fields.get(name).input.value = "";
+      fields.get("out").input.focus();
       own.refresh();
     } catch (error) {
       done.textContent = "";
@@ -228,7 +232,12 @@ function cancelDialog(api, own) {
     problem, el("p", { class: "buttons" }, confirm, " ", keep));
   let id = null;
   keep.addEventListener("click", () => dialog.close());
-  dialog.addEventListener("close", () => own.cancelButton(id)?.focus());
+  // Back on the row's button where the job was kept; where it was cancelled that button is disabled
+  // (then gone), and focus on it would fall to the page's start: the row's state instead.
+  dialog.addEventListener("close", () => {
+    const button = own.cancelButton(id);
+    (button && !button.disabled ? button : own.stateCell(id))?.focus();
+  });
   confirm.addEventListener("click", async () => {
     const cancelling = id;
     confirm.disabled = true;
@@ -278,6 +287,7 @@ export default {
     // the server's submissions changed (it restarted with another --jobs-root).
     own.cancelling ??= new Set();
     own.cancelButton ??= id => own.dialog.parentNode?.querySelector(`button[data-cancel="${CSS.escape(id)}"]`);
+    own.stateCell ??= id => document.getElementById(`job-state-${id}`);
     own.dialog ??= cancelDialog(get, own);
     const submissions = JSON.stringify(answer.submissions ?? null);
     if (own.submissions !== submissions) {
@@ -293,7 +303,9 @@ export default {
     const slurmListed = jobs.some(j => j.executor === "slurm");
     const listed = table("Jobs, newest first", [
       { label: "Job", value: j => el("code", {}, j.id) },
-      { label: "State", value: j => el("span", { class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state) },
+      // Focusable from script only (the dialog puts focus there after a cancel), and by an id that the
+      // refresh's successor of a focused node is found by.
+      { label: "State", value: j => el("span", { id: `job-state-${j.id}`, tabindex: -1, class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state) },
       { label: "Cancel", value: cancel },
       { label: "Started", value: j => time(j.started_at) },
       { label: "Duration", value: duration, number: true },
@@ -316,18 +328,35 @@ export default {
     const logged = jobs.filter(j => j.last_step);
     const shown = jobs.find(j => j.id === chosen) ?? logged.find(j => j.state === "running") ?? logged[0]
       ?? jobs.find(j => j.state === "running") ?? jobs[0];
-    const picker = el("select", { id: "job-picker" }, jobs.map(j => el("option", { value: j.id, selected: j.id === shown.id }, `${j.id} (${j.state})`)));
-    const area = el("div", {}, await curveOrWhy(get, shown));
-    picker.addEventListener("change", async () => {
-      chosen = picker.value;
-      const job = jobs.find(j => j.id === chosen);
-      try { area.replaceChildren(await curveOrWhy(get, job)); }
-      catch (error) { area.replaceChildren(el("p", { class: "error", role: "alert" }, error.message)); }
-    });
+    // The picker and its curve's place are kept across refreshes, their options updated in place,
+    // as the form is: made anew, the picker lost its focus and closed its list while one chose.
+    own.jobs = jobs;
+    if (!own.picker) {
+      own.picker = el("select", { id: "job-picker" });
+      own.area = el("div", {});
+      own.picker.addEventListener("change", async () => {
+        chosen = own.picker.value;
+        const job = own.jobs.find(j => j.id === chosen);
+        try { own.area.replaceChildren(await curveOrWhy(get, job)); }
+        catch (error) { own.area.replaceChildren(el("p", { class: "error", role: "alert" }, error.message)); }
+      });
+      own.choice = el("p", {}, el("label", { for: "job-picker" }, "Loss curve of "), own.picker);
+    }
+    const drawn = await curveOrWhy(get, shown);
+    // A job chosen while that curve was fetched is drawn by the change that chose it.
+    const since = chosen !== null && chosen !== shown.id && jobs.some(j => j.id === chosen) ? chosen : null;
+    const options = new Map([...own.picker.options].map(o => [o.value, o]));
+    own.picker.replaceChildren(...jobs.map(j => {
+      const option = options.get(j.id) ?? el("option", { value: j.id });
+      option.textContent = `${j.id} (${j.state})`;
+      return option;
+    }));
+    own.picker.value = since ?? shown.id;
+    if (!since) own.area.replaceChildren(drawn);
     listed.addEventListener("click", event => {
       const id = event.target.closest("button[data-cancel]")?.dataset.cancel;
       if (id) own.dialog.ask(jobs.find(j => j.id === id));
     });
-    return [...kept, listed, el("p", {}, el("label", { for: "job-picker" }, "Loss curve of "), picker), area];
+    return [...kept, listed, own.choice, own.area];
   },
 };

@@ -692,6 +692,53 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    /// <summary>A dialog's close event comes at the next frame, and a refresh can land before it,
+    /// making the cancelled job's row anew with its Cancel button enabled (the server still lists it
+    /// running): focus still goes to the row's state, as the dialog cancelled the job, not to that
+    /// button. Here the refresh is held until the cancel is under way, and lands before its answer.</summary>
+    [Fact]
+    public async Task A_refresh_landing_before_the_dialog_closes_leaves_focus_on_the_cancelled_jobs_state()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await RouteJobsAsync(page, ["local"], FakeJob("job-running", "local", "running", null));
+        var cancelAnswered = new TaskCompletionSource();
+        await page.RouteAsync("**/api/jobs/*/cancel", async route =>
+        {
+            await cancelAnswered.Task;
+            await route.FulfillAsync(new() { ContentType = "application/json", Body = JsonSerializer.Serialize(FakeJob("job-running", "local", "cancelled", null)) });
+        });
+        await ShowAsync(page, fixture.ApiKey);
+        var cancel = page.GetByRole(AriaRole.Button, new() { Name = "Cancel job-running" });
+        await cancel.FocusAsync();
+        await page.Keyboard.PressAsync("Enter");
+        var dialog = page.GetByRole(AriaRole.Dialog, new() { Name = "Cancel job-running?" });
+        await Expect(dialog).ToBeVisibleAsync();
+        // A refresh whose job list is answered now (the job running, nothing being cancelled) and
+        // whose loss curve is held: its row, with an enabled button, is made but not yet shown.
+        var curveAsked = new TaskCompletionSource();
+        var curveAnswered = new TaskCompletionSource();
+        await page.RouteAsync("**/api/jobs/*/metrics", async route =>
+        {
+            curveAsked.TrySetResult();
+            await curveAnswered.Task;
+            await route.FulfillAsync(new() { ContentType = "application/json", Body = "{\"object\":\"list\",\"data\":[],\"cursor\":null,\"reset\":false}" });
+        });
+        var before = await cancel.ElementHandleAsync();
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        await curveAsked.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        await dialog.GetByRole(AriaRole.Button, new() { Name = "Cancel the job" }).PressAsync("Enter");
+        await Expect(cancel).ToBeDisabledAsync();
+        curveAnswered.SetResult();
+        await page.WaitForFunctionAsync("button => !button.isConnected", before);
+        await Expect(cancel).ToBeEnabledAsync();
+        cancelAnswered.SetResult();
+        await Expect(dialog).ToBeHiddenAsync();
+        await Expect(page.Locator("#panel-jobs tr", new() { HasText = "job-running" }).Locator(".job-state")).ToBeFocusedAsync();
+        Assert.Empty(opened.Violations);
+    }
+
     /// <summary>The loss-curve picker is the same element across refreshes, as the form is: one who
     /// is choosing keeps its focus (and an open list of options) and the job chosen, its options
     /// updated in place.</summary>

@@ -230,13 +230,15 @@ function cancelDialog(api, own) {
   const dialog = el("dialog", { id: "job-cancel", "aria-labelledby": "job-cancel-title" }, title,
     el("p", {}, "A running training stops after its current step with a last checkpoint; submit a job with resume set to its run to continue it."),
     problem, el("p", { class: "buttons" }, confirm, " ", keep));
-  let id = null;
+  let id = null, cancelled = false;
   keep.addEventListener("click", () => dialog.close());
-  // Back on the row's button where the job was kept; where it was cancelled that button is disabled
-  // (then gone), and focus on it would fall to the page's start: the row's state instead.
+  // Back on the row's button where the job was kept; where it was cancelled, on the row's state: its
+  // button is disabled (then gone) and focus on it would fall to the page's start. Decided by what
+  // the dialog did, not by the button found: the close event comes a frame later, and a refresh
+  // landing before it makes that row anew with its button enabled again.
   dialog.addEventListener("close", () => {
     const button = own.cancelButton(id);
-    (button && !button.disabled ? button : own.stateCell(id))?.focus();
+    (!cancelled && button && !button.disabled ? button : own.stateCell(id))?.focus();
   });
   confirm.addEventListener("click", async () => {
     const cancelling = id;
@@ -246,6 +248,7 @@ function cancelDialog(api, own) {
     own.cancelButton(cancelling)?.setAttribute("disabled", "");
     try {
       await api(`/api/jobs/${encodeURIComponent(cancelling)}/cancel`, { method: "POST" });
+      cancelled = true;
       dialog.close();
     } catch (error) {
       problem.textContent = describe(error);
@@ -260,6 +263,7 @@ function cancelDialog(api, own) {
   return Object.assign(dialog, {
     ask(job) {
       id = job.id;
+      cancelled = false;
       title.textContent = `Cancel ${job.id}?`;
       problem.hidden = true;
       dialog.showModal();

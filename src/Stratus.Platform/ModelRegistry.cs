@@ -265,7 +265,8 @@ public sealed class ModelRegistry
     /// <summary>Deletes a version from the registry; its number is not given again. The
     /// registry's own copy of its checkpoint is removed with it (unless another version refers to
     /// that folder); a folder of the user's is left where it is.</summary>
-    /// <exception cref="TrustUserException">No such version (NotFound), or aliases point at it.</exception>
+    /// <exception cref="TrustUserException">No such version (NotFound), aliases point at it, or
+    /// (Conflict) a job not ended fine-tunes from it.</exception>
     public ModelVersion Delete(string name, int version, string actor)
     {
         ModelReference.ValidateName(name);
@@ -278,6 +279,11 @@ public sealed class ModelRegistry
             if (deleted.Aliases.Count > 0)
                 throw new TrustUserException($"model {deleted.Reference} is what {string.Join(", ", deleted.Aliases.Select(a => $"{name}@{a}"))} points at; " +
                     $"move {(deleted.Aliases.Count == 1 ? "that alias" : "those aliases")} to another version, or remove {(deleted.Aliases.Count == 1 ? "it" : "them")}, first");
+            // A queued job reads the version's folder when it starts (and refuses one whose checkpoint changed).
+            var waiting = Jobs.SqlJobStore.UnfinishedJobsStartingFrom(transaction, deleted.Reference);
+            if (waiting.Count > 0)
+                throw new TrustUserException($"model {deleted.Reference} is what job{(waiting.Count == 1 ? "" : "s")} {string.Join(", ", waiting)} " +
+                    $"fine-tune{(waiting.Count == 1 ? "s" : "")} from, not ended yet; wait for {(waiting.Count == 1 ? "it" : "them")} (stratus jobs show {waiting[0]}) or cancel {(waiting.Count == 1 ? "it" : "them")} first") { Conflict = true };
             Run(connection, transaction, "DELETE FROM model_versions WHERE name = @name AND version = @version", ("@name", name), ("@version", version));
             // A version registered without --copy from the folder of a copy refers to it too
             // (by another case of its name, where the file system ignores case).

@@ -207,6 +207,33 @@ public abstract class ModelRegistryTests(TestDatabases databases) : IDisposable
         Assert.True(File.Exists(Path.Combine(run, "model.safetensors")));
     }
 
+    /// <summary>A queued job reads the version it fine-tunes from when it starts: deleting that
+    /// version first is refused, naming the job, until the job has ended; another version's jobs
+    /// (chat:1 is not chat:10) do not hold it.</summary>
+    [Fact]
+    public void A_version_a_job_not_ended_fine_tunes_from_is_not_deleted_until_the_job_ends()
+    {
+        var registry = OpenRegistry(new ManifestFolders());
+        for (var i = 1; i <= 10; i++) registry.Register(Checkpoint($"run{i}"), "shk", null, null, "t");
+        var database = PlatformDatabase.Open(directory, connection, null);
+        var jobs = new Jobs.SqlJobStore(database, new SqlAuditLog(database));
+        Jobs.Job FineTune(string id, string version) => new(id, Jobs.Job.TrainKind,
+            new Jobs.TrainArguments(null, "/data", "/runs/" + id, [], InitFrom: Path.Combine(directory, "run1"), InitFromVersion: version),
+            Jobs.LocalJobExecutor.ExecutorName, null, Jobs.JobState.Queued, null, null, null, null, DateTimeOffset.UtcNow, null, null, null, "cli:test", "/runs/" + id + ".log");
+        jobs.Insert(FineTune("job-00000001", "shk:1"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        jobs.Insert(FineTune("job-00000002", "shk:10"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+
+        var refused = Assert.Throws<TrustUserException>(() => registry.Delete("shk", 1, "t"));
+        Assert.True(refused.Conflict);
+        Assert.Equal("model shk:1 is what job job-00000001 fine-tunes from, not ended yet; wait for it (stratus jobs show job-00000001) or cancel it first", refused.Message);
+        Assert.NotNull(registry.Find(ModelReference.Parse("shk:1")));
+
+        Assert.True(jobs.RecordEnd("job-00000001", new Jobs.JobEnd(Jobs.JobState.Cancelled, null, "cancelled")));
+        registry.Delete("shk", 1, "t");
+        Assert.Throws<TrustUserException>(() => registry.Find(ModelReference.Parse("shk:1")));
+        Assert.Contains("job job-00000002 fine-tunes from", Assert.Throws<TrustUserException>(() => registry.Delete("shk", 10, "t")).Message);
+    }
+
     [Fact]
     public void A_copy_another_version_refers_to_is_not_removed_with_its_own_version()
     {

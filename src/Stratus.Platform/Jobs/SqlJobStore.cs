@@ -84,6 +84,20 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         return busy.ExecuteScalar() as string;
     }
 
+    /// <summary>The ids of the jobs recorded as not ended (queued or running) that fine-tune from
+    /// registry version <paramref name="version"/> (resolved at submission, as "chat:1"): a running
+    /// one may not have read its weights yet (a Slurm job waits for its nodes), so both count.</summary>
+    internal static IReadOnlyList<string> UnfinishedJobsStartingFrom(DbTransaction transaction, string version)
+    {
+        using var unfinished = Command(transaction.Connection!, "SELECT id, arguments FROM jobs WHERE state IN ('queued', 'running') ORDER BY submitted_at, id");
+        unfinished.Transaction = transaction;
+        using var reader = unfinished.ExecuteReader();
+        var ids = new List<string>();
+        while (reader.Read())
+            if (ReadArguments(reader.GetString(1)).Arguments.InitFromVersion == version) ids.Add(reader.GetString(0));
+        return ids;
+    }
+
     public Job? Get(string id) => database.Use(connection =>
     {
         using var command = Command(connection, $"SELECT {Columns} FROM jobs WHERE id = @id", ("@id", id));

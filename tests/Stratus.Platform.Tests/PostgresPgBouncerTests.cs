@@ -31,8 +31,8 @@ public sealed class PostgresPgBouncerTests(PostgresDatabase postgres) : IClassFi
     /// <summary>PgBouncer in transaction mode on a Unix socket of its own folder, in front of the
     /// cluster's socket; its connection string. Not a loopback port: one picked free and bound
     /// later by PgBouncer can be taken in between by any process on the machine. In the
-    /// foreground (no -d) as this process's child, so that it ends with the test host's process
-    /// tree even where Dispose does not run; a daemon outlived its test.</summary>
+    /// foreground (no -d), as this process's child that Dispose ends: a daemon was found by its
+    /// pid file, which it writes some time after `pgbouncer -d` returns.</summary>
     string StartPgBouncer()
     {
         Assert.True(File.Exists(PgBouncer), "the PgBouncer test needs Debian's pgbouncer: apt-get install pgbouncer (.ci/run does)");

@@ -169,7 +169,7 @@ public sealed class PostgresCluster : IDisposable
             : null;
     }
 
-    internal static int FreePort()
+    static int FreePort()
     {
         using Socket socket = new(SocketType.Stream, ProtocolType.Tcp);
         socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));

@@ -3,7 +3,6 @@
 // lock_timeout would go) and keeps no session state, so the write lock must bound its own wait.
 // PgBouncer is Debian's package (.ci/run installs it); it runs as the cluster's owner.
 using System.Diagnostics;
-using System.Net;
 using System.Net.Sockets;
 using Npgsql;
 
@@ -12,18 +11,28 @@ namespace Stratus.Platform.Tests;
 public sealed class PostgresPgBouncerTests(PostgresDatabase postgres) : IClassFixture<PostgresDatabase>, IDisposable
 {
     const string PgBouncer = "/usr/sbin/pgbouncer";
+    /// <summary>Names PgBouncer's socket file in the test's own folder: no other process can hold it.</summary>
+    const int Port = 6432;
     readonly string directory = Path.Combine(Path.GetTempPath(), "stratus-test-" + Guid.NewGuid().ToString("N"));
     readonly string folder = Path.Combine(postgres.Cluster.Folder, "pgbouncer-" + Guid.NewGuid().ToString("N")[..8]);
-    readonly int port = PostgresCluster.FreePort();
+    Process? pgBouncer;
 
     public void Dispose()
     {
-        if (File.Exists(Path.Combine(folder, "pid")) && int.TryParse(File.ReadAllText(Path.Combine(folder, "pid")).Trim(), out var pid))
-            Process.GetProcessById(pid).Kill();
+        if (pgBouncer is not null)
+        {
+            pgBouncer.Kill(entireProcessTree: true);
+            pgBouncer.WaitForExit();
+            pgBouncer.Dispose();
+        }
         if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
     }
 
-    /// <summary>PgBouncer in transaction mode on a loopback port, in front of the cluster's socket; its connection string.</summary>
+    /// <summary>PgBouncer in transaction mode on a Unix socket of its own folder, in front of the
+    /// cluster's socket; its connection string. Not a loopback port: one picked free and bound
+    /// later by PgBouncer can be taken in between by any process on the machine. In the
+    /// foreground (no -d), as this process's child that Dispose ends: a daemon was found by its
+    /// pid file, which it writes some time after `pgbouncer -d` returns.</summary>
     string StartPgBouncer()
     {
         Assert.True(File.Exists(PgBouncer), "the PgBouncer test needs Debian's pgbouncer: apt-get install pgbouncer (.ci/run does)");
@@ -34,49 +43,48 @@ public sealed class PostgresPgBouncerTests(PostgresDatabase postgres) : IClassFi
             [databases]
             * = host={cluster.Folder} port={cluster.Port}
             [pgbouncer]
-            listen_addr = 127.0.0.1
-            listen_port = {port}
-            unix_socket_dir =
+            listen_port = {Port}
+            unix_socket_dir = {folder}
             auth_type = plain
             auth_file = {folder}/users.txt
             pool_mode = transaction
             logfile = {folder}/pgbouncer.log
-            pidfile = {folder}/pid
             """);
         var asRoot = Environment.UserName == "root";
         if (asRoot) Run("chown", "-R", PostgresCluster.User, folder);
-        if (asRoot) Run("runuser", "-u", PostgresCluster.User, "--", PgBouncer, "-d", Path.Combine(folder, "pgbouncer.ini"));
-        else Run(PgBouncer, "-d", Path.Combine(folder, "pgbouncer.ini"));
+        // -q: it logs to its log file alone, so no pipe of ours fills and stalls it.
+        var info = asRoot ? new ProcessStartInfo("runuser", ["-u", PostgresCluster.User, "--", PgBouncer, "-q", Path.Combine(folder, "pgbouncer.ini")])
+            : new ProcessStartInfo(PgBouncer, ["-q", Path.Combine(folder, "pgbouncer.ini")]);
+        pgBouncer = Process.Start(info)!;
         WaitUntilListening();
         return new NpgsqlConnectionStringBuilder
         {
-            Host = "127.0.0.1", Port = port, Database = postgres.Name, Username = PostgresCluster.User, Password = PostgresCluster.Password,
+            Host = folder, Port = Port, Database = postgres.Name, Username = PostgresCluster.User, Password = PostgresCluster.Password,
         }.ConnectionString;
     }
 
-    /// <summary>`pgbouncer -d` returns once it has forked, which can be before it listens or has
-    /// written its pid file: a test connecting at once under load was refused, and Dispose, finding
-    /// no pid file, left that PgBouncer running. Waits for both.</summary>
+    /// <summary>PgBouncer makes its socket some time after it starts: a test connecting at once
+    /// under load was refused. Waits for the socket to take a connection, or PgBouncer to end.</summary>
     void WaitUntilListening()
     {
+        var socket = new UnixDomainSocketEndPoint(Path.Combine(folder, $".s.PGSQL.{Port}"));
         var deadline = Stopwatch.StartNew();
         while (true)
         {
             try
             {
-                using var probe = new TcpClient();
-                probe.Connect(IPAddress.Loopback, port);
-                if (File.Exists(Path.Combine(folder, "pid"))) return;
-                throw new SocketException((int)SocketError.TryAgain);
+                using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                probe.Connect(socket);
+                return;
             }
-            catch (SocketException) when (deadline.Elapsed < TimeSpan.FromSeconds(30))
-            {
-                Thread.Sleep(50);
-            }
-            catch (SocketException e)
+            catch (SocketException e) when (pgBouncer!.HasExited || deadline.Elapsed > TimeSpan.FromSeconds(60))
             {
                 var log = Path.Combine(folder, "pgbouncer.log");
-                Assert.Fail($"PgBouncer did not listen on port {port} within 30 s ({e.Message}): {(File.Exists(log) ? File.ReadAllText(log) : "no log")}");
+                Assert.Fail($"PgBouncer {(pgBouncer.HasExited ? $"exited ({pgBouncer.ExitCode})" : "did not listen within 60 s")} ({e.Message}): {(File.Exists(log) ? File.ReadAllText(log) : "no log")}");
+            }
+            catch (SocketException)
+            {
+                Thread.Sleep(50);
             }
         }
     }

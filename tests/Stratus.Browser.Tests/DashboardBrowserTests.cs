@@ -310,6 +310,50 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    /// <summary>How long a panel waits is measured by the page's monotonic clock, not by the wall
+    /// clock, which steps (NTP, a virtual machine resumed): stepped forward, a tab shown again asked
+    /// before the server's Retry-After had passed; stepped back, it asked nothing for as long as the step.</summary>
+    [Fact]
+    public async Task A_wall_clock_that_steps_neither_cuts_short_a_retry_after_nor_holds_back_a_tab_shown_again()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        // The page's Date, timers and performance.now Playwright's, which run in real time; its wall
+        // clock alone is stepped below.
+        await page.Clock.InstallAsync();
+        var refused = 0;
+        await page.RouteAsync("**/api/models", async route =>
+        {
+            if (Interlocked.Increment(ref refused) == 1)
+                await route.FulfillAsync(new()
+                {
+                    Status = 429,
+                    Headers = new Dictionary<string, string> { ["Retry-After"] = "20" },
+                    ContentType = "application/json",
+                    Body = "{\"error\":{\"message\":\"Rate limit reached for requests.\",\"type\":\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}",
+                });
+            else await route.ContinueAsync();
+        });
+        await ShowAsync(page, fixture.ApiKey);
+        await Expect(page.Locator("#panel-registry .error")).ToContainTextAsync("Rate limit reached");
+        await Expect(page.Locator("#panel-keys .updated")).ToContainTextAsync("Updated");
+        int Asked(string path) { lock (opened.ApiRequests) return opened.ApiRequests.Count(url => new Uri(url).AbsolutePath == path); }
+
+        // An hour on: the registry's 20 s are still waited out.
+        await page.Clock.SetSystemTimeAsync(DateTime.UtcNow.AddHours(1));
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        await page.WaitForTimeoutAsync(4_500);
+        Assert.Equal(1, Asked("/api/models"));
+
+        // An hour back: the keys' panel, drawn and waiting out its 30 s, asks at once when shown again.
+        await page.Clock.SetSystemTimeAsync(DateTime.UtcNow.AddHours(-1));
+        await SetHiddenAsync(page, true);
+        await page.RunAndWaitForRequestAsync(() => SetHiddenAsync(page, false),
+            request => new Uri(request.Url).AbsolutePath == "/v1/admin/keys", new() { Timeout = 10_000 });
+        Assert.Empty(opened.Violations);
+    }
+
     [Fact]
     public async Task A_run_resumed_from_an_earlier_checkpoint_redraws_its_curve_from_the_rewritten_file()
     {

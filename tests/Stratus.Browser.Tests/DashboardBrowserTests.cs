@@ -371,9 +371,14 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         // `stratus train --resume` from step 2's checkpoint: the steps from 2 on are written again.
         using (var resumed = new Stratus.Training.MetricsLog(run, 2))
             resumed.Write(new JsonObject { ["step"] = 2, ["train_loss"] = 3.25, ["lr"] = 0.001 });
+        // A refresh now, rather than at the end of the panel's 10 s, which the expect timeout's 15 s
+        // left too little of on a loaded machine. A refresh already under way when the tab is shown
+        // again schedules the next a period after it ends: 30 s covers that one too.
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
         // Before, an ended job's curve was never asked for again, and a running one's increments
         // (after its last step held) left the old run's steps 2 and 3 in place.
-        await Expect(caption).ToContainTextAsync("training loss 3.2500 at step 2");
+        await Expect(caption).ToContainTextAsync("training loss 3.2500 at step 2", new() { Timeout = 30_000 });
         Assert.Empty(opened.Violations);
     }
 

@@ -6,7 +6,8 @@
 // browser's zone, the audit's actors by their key's name, and the page runs under its Content
 // Security Policy without a violation; a key revoked while the page is open stops its panels (no
 // stream of refused requests), a rate-limited panel waits out the server's Retry-After (a tab
-// shown again too), a tab in the background asks nothing, a run resumed from an earlier checkpoint
+// shown again too, and a wall clock that steps neither cuts the wait short nor holds the tab back),
+// a tab in the background asks nothing, a run resumed from an earlier checkpoint
 // redraws its curve, a damaged run's file is said in its curve's place, and tick labels fit the chart.
 // A job submitted from the jobs panel's form trains under the real CLI to its end, a field the API
 // refuses is said beside it, a running job is cancelled after a confirming dialog (a refused cancel

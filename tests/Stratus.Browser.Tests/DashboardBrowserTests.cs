@@ -966,7 +966,9 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.True(File.Exists(Chromium), $"The browser tests drive Chromium at {Chromium}, which is missing: install it with " +
             "`apt-get install -y chromium` (as root; .ci/run does).");
         var playwright = await Playwright.CreateAsync();
-        var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true });
+        // Chromium starts in about a second; CI runs the test projects side by side on two cores,
+        // where Playwright's 30 s to start it are not always enough.
+        var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true, Timeout = 120_000 });
         // A zone other than UTC, so that a time shown in the browser's zone reads apart from one in UTC.
         var opened = new OpenedPage(playwright, browser, await browser.NewPageAsync(new() { Locale = "en-US", TimezoneId = "Asia/Kolkata" }));
         opened.Page.Request += (_, request) =>

@@ -14,7 +14,9 @@ const forget = document.getElementById("forget-key");
 const status = document.getElementById("key-status");
 const main = document.getElementById("panels");
 // The panels shown: each one's refresh, its timer, whether a refresh is under way, and the
-// earliest time it may ask again (a server's Retry-After).
+// earliest time it may ask again (a server's Retry-After), on the page's monotonic clock
+// (performance.now): the wall clock steps (NTP, a machine resumed), and a step forward had a
+// panel ask before the server's Retry-After, one back a tab shown again wait as long as the step.
 let shown = [];
 
 function say(text, isError) {
@@ -38,7 +40,7 @@ document.addEventListener("visibilitychange", () => {
   for (const panel of shown) {
     if (document.hidden) clearTimeout(panel.timer);
     // One under way schedules its next when it ends.
-    else if (!panel.busy) schedule(panel, Math.max(0, panel.notBefore - Date.now()));
+    else if (!panel.busy) schedule(panel, Math.max(0, panel.notBefore - performance.now()));
   }
 });
 
@@ -98,7 +100,7 @@ function show(panel, get) {
       state.busy = false;
     }
     // Kept for a tab shown again before it passed, however short it was beside the period.
-    state.notBefore = Date.now() + retryAfter * 1000;
+    state.notBefore = performance.now() + retryAfter * 1000;
     // Unless the key was forgotten (or replaced) meanwhile.
     if (shown.includes(state) && body.isConnected) schedule(state, state.again && !retryAfter ? 0 : wait * 1000);
   };

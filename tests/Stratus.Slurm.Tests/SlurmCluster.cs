@@ -50,7 +50,7 @@ public sealed class SlurmCluster : IDisposable
         var host = Run("hostname", "-s").Trim();
         var memory = Run(Which("slurmd")!, "-C").Split([' ', '\n']).Single(field => field.StartsWith("RealMemory=", StringComparison.Ordinal));
         var conf = Path.Combine(Folder, "slurm.conf");
-        // Below the ephemeral range: the daemons bind them after this process let them go.
+        // Outside the ephemeral range: the daemons bind them after this process let them go.
         var ports = Stratus.Server.Tests.FreePorts.Take(2);
         var (controllerPort, nodePort) = (ports[0], ports[1]);
         File.WriteAllText(conf, $"""

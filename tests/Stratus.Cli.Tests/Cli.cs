@@ -63,6 +63,18 @@ static class Cli
 
     public static (int ExitCode, string Stdout, string Stderr) Run(params string[] args) => Run(StartInfo(args));
 
+    /// <summary><paramref name="info"/> started with SIGINT at its default, for a test that stops
+    /// the CLI with Ctrl+C: a test run started in the background of a script (`dotnet test &`)
+    /// ignores SIGINT, every process it starts inherits that, and .NET then leaves Ctrl+C ignored,
+    /// as a program started with nohup expects; the test waited for a stop that never came.</summary>
+    public static ProcessStartInfo WithCtrlC(ProcessStartInfo info)
+    {
+        info.ArgumentList.Insert(0, info.FileName);
+        info.ArgumentList.Insert(0, "--default-signal=INT");
+        info.FileName = "env";
+        return info;
+    }
+
     /// <summary>The CLI with its address space capped at <paramref name="kibibytes"/> (bash's
     /// `ulimit -v`): an allocation over the cap then fails at once, whether or not the machine
     /// overcommits memory (libtorch and .NET map about 4 GiB before they allocate anything).</summary>

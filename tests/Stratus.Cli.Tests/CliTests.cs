@@ -883,8 +883,8 @@ public sealed class CliTests
         var tokenizer = Tokenization.CharTokenizer.FromCorpus("abc ");
         using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 4096, NLayer = 4, NHead = 4, NEmbd = 256, Bias = false }))
             Training.Checkpoint.Save(temp["model"], model, tokenizer);
-        return Process.Start(Cli.StartInfo("serve", "--model", $"m={temp["model"]}", "--port", "0", "--insecure-no-auth", "--data-dir", temp["home"],
-            "--shutdown-grace-period", shutdownGracePeriod.ToString(System.Globalization.CultureInfo.InvariantCulture)))!;
+        return Process.Start(Cli.WithCtrlC(Cli.StartInfo("serve", "--model", $"m={temp["model"]}", "--port", "0", "--insecure-no-auth", "--data-dir", temp["home"],
+            "--shutdown-grace-period", shutdownGracePeriod.ToString(System.Globalization.CultureInfo.InvariantCulture))))!;
     }
 
     /// <summary>The server's OpenAI base URL once it serves (its stdout is drained from then on), or null when it ended first.</summary>

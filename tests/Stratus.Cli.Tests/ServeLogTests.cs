@@ -30,7 +30,8 @@ public sealed class ServeLogTests
 
         public static Server Start(ProcessStartInfo info)
         {
-            var server = new Server(new Process { StartInfo = info });
+            // Stop() is Ctrl+C.
+            var server = new Server(new Process { StartInfo = Cli.WithCtrlC(info) });
             server.Process.OutputDataReceived += (_, e) => { if (e.Data is not null) server.Stdout.Enqueue(e.Data); };
             server.Process.ErrorDataReceived += (_, e) => { if (e.Data is not null) server.Stderr.Enqueue(e.Data); };
             server.Process.Start();

@@ -35,9 +35,18 @@ static class StartupHook
             if (signalled || value?.Contains(text) != true) return;
             signalled = true;
             console.Flush();
-            _ = kill(Environment.ProcessId, 15);
-            // .NET runs the CLI's handler on its own signal thread: the run goes on meanwhile.
-            Thread.Sleep(TimeSpan.FromSeconds(2));
+            // .NET runs the CLI's handler on a thread of its own, started for the signal, while the
+            // run goes on: a fixed wait for it was a guess a loaded machine could beat. Handlers
+            // run on that thread, the last registered first, so this one, registered after the
+            // CLI's, names the thread; its end is the CLI's handler's end.
+            Thread? handling = null;
+            using (var handled = new ManualResetEventSlim())
+            using (PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ => { handling = Thread.CurrentThread; handled.Set(); }))
+            {
+                _ = kill(Environment.ProcessId, 15);
+                handled.Wait();
+            }
+            handling!.Join();
         }
     }
 

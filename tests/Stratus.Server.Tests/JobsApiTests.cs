@@ -670,6 +670,8 @@ public sealed class JobsApiTests : IAsyncLifetime
             (status, error) = await Send(client.PostAsync($"/api/jobs/{job.Id}/cancel", null));
             Assert.True(status == HttpStatusCode.ServiceUnavailable, error.ToJsonString());
             Assert.Equal("scancel did not answer within 1 s; check that the Slurm controller answers (scontrol ping), then try again", (string)error["error"]!["message"]!);
+            // The commands that answer next get their usual time: a loaded machine may take a second to start one.
+            SlurmJobExecutor.CommandTimeout = timeout;
 
             // A submission sbatch cannot hand to the controller is Slurm's failure too, recorded failed.
             Fake("sbatch", "cat >/dev/null; echo 'sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)' >&2; exit 1");

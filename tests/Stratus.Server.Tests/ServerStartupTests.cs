@@ -130,10 +130,8 @@ public sealed class ServerStartupTests : IDisposable
         // appsettings.json in the folder `stratus serve` was started from did too. Test
         // collections run one at a time here, so no other server starts while it is set.
         const string variable = "Kestrel__Endpoints__Stray__Url";
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var stray = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
+        // Not one the server's own port 0 could be given, nor another process's.
+        var stray = FreePorts.Take();
         Environment.SetEnvironmentVariable(variable, $"http://127.0.0.1:{stray}");
         try
         {
@@ -409,10 +407,8 @@ public sealed class ServerStartupTests : IDisposable
     [Fact]
     public async Task Localhost_listens_on_both_loopbacks_where_the_machine_has_IPv6()
     {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
+        // Kestrel takes no port 0 on localhost: a port free on both loopbacks that nothing else is given meanwhile.
+        var port = FreePorts.Take();
         await using var server = await StratusServer.StartAsync(Options(insecure: true, host: "localhost") with { Port = port });
         Assert.Equal(new Uri($"http://localhost:{port}/"), server.RootUrl);
         using var client = new HttpClient();

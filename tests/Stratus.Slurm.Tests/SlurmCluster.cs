@@ -7,8 +7,6 @@
 // killed before it can. A machine where it cannot start (Slurm not installed, not root) fails the
 // tests, saying so: a test of the Slurm executor that passes without Slurm tests nothing.
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 
 namespace Stratus.Slurm.Tests;
 
@@ -52,7 +50,9 @@ public sealed class SlurmCluster : IDisposable
         var host = Run("hostname", "-s").Trim();
         var memory = Run(Which("slurmd")!, "-C").Split([' ', '\n']).Single(field => field.StartsWith("RealMemory=", StringComparison.Ordinal));
         var conf = Path.Combine(Folder, "slurm.conf");
-        var (controllerPort, nodePort) = FreePorts();
+        // Outside the ephemeral range: the daemons bind them after this process let them go.
+        var ports = Stratus.Server.Tests.FreePorts.Take(2);
+        var (controllerPort, nodePort) = (ports[0], ports[1]);
         File.WriteAllText(conf, $"""
             ClusterName=stratus-test
             SlurmctldHost={host}(127.0.0.1)
@@ -213,15 +213,6 @@ public sealed class SlurmCluster : IDisposable
 
     string Tail(string log) =>
         File.Exists(Path.Combine(Folder, log)) ? string.Join(" | ", File.ReadLines(Path.Combine(Folder, log)).TakeLast(5)) : $"(no {log})";
-
-    /// <summary>Two ports free now, and not the same one (both are held while the second is found).</summary>
-    static (int, int) FreePorts()
-    {
-        using Socket first = new(SocketType.Stream, ProtocolType.Tcp), second = new(SocketType.Stream, ProtocolType.Tcp);
-        first.Bind(new IPEndPoint(IPAddress.Any, 0));
-        second.Bind(new IPEndPoint(IPAddress.Any, 0));
-        return (((IPEndPoint)first.LocalEndPoint!).Port, ((IPEndPoint)second.LocalEndPoint!).Port);
-    }
 
     public static string? Which(string command) => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
         .Concat(["/usr/sbin", "/sbin"]).Select(folder => Path.Combine(folder, command)).FirstOrDefault(File.Exists);

@@ -286,9 +286,24 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     {
         await using var opened = await OpenAsync();
         var page = opened.Page;
-        // The registry's first request refused for 20 s, less than its 30 s period.
+        await RefuseTheRegistrysFirstRequestAsync(page);
+        await ShowAsync(page, fixture.ApiKey);
+        await Expect(page.Locator("#panel-registry .error")).ToContainTextAsync("Rate limit reached");
+        await SetHiddenAsync(page, true);
+        await SetHiddenAsync(page, false);
+        // Before, shown again, it asked at once: a Retry-After was kept only where it outlasted the period.
+        int Asked() { lock (opened.ApiRequests) return opened.ApiRequests.Count(url => new Uri(url).AbsolutePath == "/api/models"); }
+        await page.WaitForTimeoutAsync(4_500);
+        Assert.Equal(1, Asked());
+        Assert.Empty(opened.Violations);
+    }
+
+    /// <summary>Answers the registry panel's first request 429 with a Retry-After of 20 s (less than
+    /// its 30 s period), and lets the later ones through to the server.</summary>
+    static Task RefuseTheRegistrysFirstRequestAsync(IPage page)
+    {
         var refused = 0;
-        await page.RouteAsync("**/api/models", async route =>
+        return page.RouteAsync("**/api/models", async route =>
         {
             if (Interlocked.Increment(ref refused) == 1)
                 await route.FulfillAsync(new()
@@ -300,15 +315,6 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
                 });
             else await route.ContinueAsync();
         });
-        await ShowAsync(page, fixture.ApiKey);
-        await Expect(page.Locator("#panel-registry .error")).ToContainTextAsync("Rate limit reached");
-        await SetHiddenAsync(page, true);
-        await SetHiddenAsync(page, false);
-        // Before, shown again, it asked at once: a Retry-After was kept only where it outlasted the period.
-        int Asked() { lock (opened.ApiRequests) return opened.ApiRequests.Count(url => new Uri(url).AbsolutePath == "/api/models"); }
-        await page.WaitForTimeoutAsync(4_500);
-        Assert.Equal(1, Asked());
-        Assert.Empty(opened.Violations);
     }
 
     /// <summary>How long a panel waits is measured by the page's monotonic clock, not by the wall
@@ -322,19 +328,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         // The page's Date, timers and performance.now Playwright's, which run in real time; its wall
         // clock alone is stepped below.
         await page.Clock.InstallAsync();
-        var refused = 0;
-        await page.RouteAsync("**/api/models", async route =>
-        {
-            if (Interlocked.Increment(ref refused) == 1)
-                await route.FulfillAsync(new()
-                {
-                    Status = 429,
-                    Headers = new Dictionary<string, string> { ["Retry-After"] = "20" },
-                    ContentType = "application/json",
-                    Body = "{\"error\":{\"message\":\"Rate limit reached for requests.\",\"type\":\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}",
-                });
-            else await route.ContinueAsync();
-        });
+        await RefuseTheRegistrysFirstRequestAsync(page);
         await ShowAsync(page, fixture.ApiKey);
         await Expect(page.Locator("#panel-registry .error")).ToContainTextAsync("Rate limit reached");
         await Expect(page.Locator("#panel-keys .updated")).ToContainTextAsync("Updated");

@@ -5,6 +5,7 @@
 using System.ClientModel;
 using System.ClientModel.Primitives;
 using System.Net;
+using Microsoft.Extensions.Time.Testing;
 using OpenAI;
 using OpenAI.Chat;
 using Stratus.Platform;
@@ -24,15 +25,18 @@ public sealed class QuotaTests
     [Fact]
     public async Task Tokens_per_minute_hold_under_concurrent_load_with_headers()
     {
-        await using var host = await TrustHost.StartAsync();
+        // The server's clock stands still on one day, so that a test run across midnight (UTC) records
+        // the requests on that day too, not some on the next.
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 3, 5, 23, 59, 59, TimeSpan.Zero));
+        await using var host = await TrustHost.StartAsync(time: clock);
         var key = await host.CreateKeyAsync("tpm100", ApiKeyScopes.Inference, new RateLimits(0, 100));
         // 5 prompt tokens + max_tokens 20 = 25 charged at admission; the fake model uses all 20,
         // so corrections free nothing and exactly 4 requests fit in 100 tokens.
         var body = TrustHost.Chat("one two three four five", maxTokens: 20);
         await AssertAdmitsExactlyAsync(host, key, HttpMethod.Post, "/v1/chat/completions", body, sent: 12, admitted: 4, "tokens", limit: 100, maxRemaining: 75);
-        // The 4 admitted requests are recorded as usage with their real token counts.
-        var usage = await host.Stores.Usage.QueryAsync(new UsageQuery((await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "tpm100").Id,
-            DateOnly.FromDateTime(DateTime.UtcNow.AddDays(-1)), DateOnly.FromDateTime(DateTime.UtcNow.AddDays(1))));
+        // The 4 admitted requests are recorded as usage on the server's day with their real token counts.
+        var day = new DateOnly(2026, 3, 5);
+        var usage = await host.Stores.Usage.QueryAsync(new UsageQuery((await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "tpm100").Id, day, day));
         var row = Assert.Single(usage);
         Assert.Equal((4, 20, 80), (row.Requests, row.PromptTokens, row.CompletionTokens));
     }

@@ -3,17 +3,20 @@
 // tokens-per-minute limit, then correct the charge to the tokens actually used; the limiters
 // in System.Threading.RateLimiting cannot give permits back, so this one implements the
 // RateLimiter contract (leases, RetryAfter metadata, statistics) over an exact log of charges
-// in the last window. Exact also means the reset times sent to clients are true.
+// in the last window. Exact also means the reset times sent to clients are true. The window is
+// timed on the monotonic clock (TimeProvider.GetTimestamp), not the wall clock: a wall clock set
+// back an hour (by hand, NTP) would otherwise keep every charge for an hour and answer
+// Retry-After 3660, and one set forward would forget every charge at once.
 using System.Threading.RateLimiting;
 
 namespace Stratus.Platform;
 
 public sealed class SlidingWindowLimiter : RateLimiter
 {
-    /// <summary>One admitted charge; Amount changes when the lease is corrected.</summary>
-    internal sealed class Charge(DateTimeOffset at, long amount)
+    /// <summary>One admitted charge, at a monotonic timestamp; Amount changes when the lease is corrected.</summary>
+    internal sealed class Charge(long at, long amount)
     {
-        public DateTimeOffset At { get; } = at;
+        public long At { get; } = at;
         public long Amount { get; set; } = amount;
         public bool Expired { get; set; }
     }
@@ -58,7 +61,7 @@ public sealed class SlidingWindowLimiter : RateLimiter
     long limit;
     long charged;
     long successes, failures;
-    DateTimeOffset lastActivity;
+    long lastActivity;
 
     /// <param name="limit">Units per window; 0 means unlimited.</param>
     public SlidingWindowLimiter(long limit, TimeSpan window, TimeProvider? time = null)
@@ -67,7 +70,7 @@ public sealed class SlidingWindowLimiter : RateLimiter
         this.limit = limit;
         Window = window;
         clock = time ?? TimeProvider.System;
-        lastActivity = clock.GetUtcNow();
+        lastActivity = clock.GetTimestamp();
     }
 
     /// <summary>Changing the limit keeps what was charged in the current window.</summary>
@@ -89,8 +92,9 @@ public sealed class SlidingWindowLimiter : RateLimiter
         {
             lock (gate)
             {
-                Expire(clock.GetUtcNow());
-                return charges.Count > 0 ? null : clock.GetUtcNow() - lastActivity;
+                var now = clock.GetTimestamp();
+                Expire(now);
+                return charges.Count > 0 ? null : clock.GetElapsedTime(lastActivity, now);
             }
         }
     }
@@ -100,9 +104,9 @@ public sealed class SlidingWindowLimiter : RateLimiter
     {
         lock (gate)
         {
-            var now = clock.GetUtcNow();
+            var now = clock.GetTimestamp();
             Expire(now);
-            var reset = newest is null ? TimeSpan.Zero : newest.At + Window - now;
+            var reset = newest is null ? TimeSpan.Zero : LeavesWindowIn(newest, now);
             return (limit == 0 ? long.MaxValue : Math.Max(0, limit - charged), reset);
         }
     }
@@ -111,7 +115,7 @@ public sealed class SlidingWindowLimiter : RateLimiter
     {
         lock (gate)
         {
-            Expire(clock.GetUtcNow());
+            Expire(clock.GetTimestamp());
             return new RateLimiterStatistics
             {
                 CurrentAvailablePermits = limit == 0 ? long.MaxValue : Math.Max(0, limit - charged),
@@ -135,7 +139,7 @@ public sealed class SlidingWindowLimiter : RateLimiter
         ArgumentOutOfRangeException.ThrowIfNegative(amount);
         lock (gate)
         {
-            var now = clock.GetUtcNow();
+            var now = clock.GetTimestamp();
             Expire(now);
             lastActivity = now;
             if (limit == 0 || charged + amount <= limit)
@@ -155,7 +159,7 @@ public sealed class SlidingWindowLimiter : RateLimiter
             foreach (var c in charges)
             {
                 freed += c.Amount;
-                if (charged - freed + amount <= limit) return new Lease(null, null, false, c.At + Window - now);
+                if (charged - freed + amount <= limit) return new Lease(null, null, false, LeavesWindowIn(c, now));
             }
             return new Lease(null, null, false, Window);
         }
@@ -166,7 +170,7 @@ public sealed class SlidingWindowLimiter : RateLimiter
         ArgumentOutOfRangeException.ThrowIfNegative(actual);
         lock (gate)
         {
-            Expire(clock.GetUtcNow());
+            Expire(clock.GetTimestamp());
             // A charge that has already left the window no longer counts; correcting it would
             // only distort the current window.
             if (charge.Expired) return;
@@ -175,9 +179,12 @@ public sealed class SlidingWindowLimiter : RateLimiter
         }
     }
 
-    void Expire(DateTimeOffset now)
+    /// <summary>How long until <paramref name="charge"/> leaves the window, from the timestamp <paramref name="now"/>.</summary>
+    TimeSpan LeavesWindowIn(Charge charge, long now) => Window - clock.GetElapsedTime(charge.At, now);
+
+    void Expire(long now)
     {
-        while (charges.Count > 0 && charges.Peek().At + Window <= now)
+        while (charges.Count > 0 && LeavesWindowIn(charges.Peek(), now) <= TimeSpan.Zero)
         {
             var old = charges.Dequeue();
             old.Expired = true;

@@ -24,10 +24,10 @@ public sealed record UsageQuery(string? KeyId, DateOnly From, DateOnly To, strin
     public static async ValueTask<string?> KeyIdAsync(ApiKeyService keys, string? nameOrId, CancellationToken cancellationToken = default) =>
         nameOrId is null ? null : nameOrId == AnonymousKeyId ? nameOrId : (await keys.FindAsync(nameOrId, cancellationToken)).Id;
 
-    /// <summary>The days asked for, by default the 30 days up to today (UTC).</summary>
-    public static UsageQuery Days(string? keyId, DateOnly? from, DateOnly? to, string? model)
+    /// <summary>The days asked for, by default the 30 days up to today (UTC) by <paramref name="time"/>'s clock.</summary>
+    public static UsageQuery Days(string? keyId, DateOnly? from, DateOnly? to, string? model, TimeProvider? time = null)
     {
-        var last = to ?? DateOnly.FromDateTime(DateTime.UtcNow);
+        var last = to ?? DateOnly.FromDateTime((time ?? TimeProvider.System).GetUtcNow().UtcDateTime);
         return new UsageQuery(keyId, from ?? (last.DayNumber >= 30 ? last.AddDays(-30) : DateOnly.MinValue), last, model);
     }
 

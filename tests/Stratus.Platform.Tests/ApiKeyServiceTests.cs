@@ -190,7 +190,7 @@ public abstract class ApiKeyServiceTests : IDisposable
         using var timed = new TempPlatform(databases, clock);
         var service = timed.Stores.KeyService(clock);
         var created = await service.CreateAsync("svc", ApiKeyScopes.Inference | ApiKeyScopes.Metrics, new RateLimits(5, 500), "alice", ApiKeyExpiry.In(TimeSpan.FromDays(90)));
-        await timed.Stores.Usage.RecordAsync(created.Key.Id, "m", 3, 4, DateTimeOffset.UtcNow);
+        await timed.Stores.Usage.RecordAsync(created.Key.Id, "m", 3, 4, clock.GetUtcNow());
 
         var rotated = await service.RotateAsync("svc", TimeSpan.FromHours(2), "bob");
         Assert.NotEqual(created.Secret, rotated.Secret);
@@ -200,7 +200,7 @@ public abstract class ApiKeyServiceTests : IDisposable
         foreach (var secret in new[] { rotated.Secret, created.Secret })
             Assert.Equal(rotated.Key, (await service.AuthenticateAsync(secret)).Key);
         Assert.Equal(rotated.Key, Assert.Single(await service.ListAsync()));
-        Assert.Equal(7, Assert.Single(await timed.Stores.Usage.QueryAsync(UsageQuery.Days(rotated.Key.Id, null, null, null))).TotalTokens);
+        Assert.Equal(7, Assert.Single(await timed.Stores.Usage.QueryAsync(UsageQuery.Days(rotated.Key.Id, null, null, null, clock))).TotalTokens);
 
         clock.Advance(TimeSpan.FromHours(2));
         var old = await service.AuthenticateAsync(created.Secret);

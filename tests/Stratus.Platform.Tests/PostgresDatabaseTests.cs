@@ -155,7 +155,9 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         var stores = PlatformStores.Open(PlatformDatabase.Open(directory, connection, TimeSpan.FromSeconds(5)));
         var keys = stores.KeyService();
         var created = await keys.CreateAsync("alice", ApiKeyScopes.Inference, RateLimits.Unlimited, "t");
-        await stores.Usage.RecordAsync(created.Key.Id, "m", 1, 1, DateTimeOffset.UtcNow);
+        // Both requests on one day, so that they add up in one row whenever the test runs.
+        var at = new DateTimeOffset(2026, 3, 5, 23, 59, 59, TimeSpan.Zero);
+        await stores.Usage.RecordAsync(created.Key.Id, "m", 1, 1, at);
         // Each call waits on a lock another session holds: one that ran synchronously would hold
         // this thread until the lock timeout and hand back a finished (failed) task.
         using (var holder = LockApiKeys(connection))
@@ -166,7 +168,7 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
             using var held = other.Dialect.BeginWrite(writer);
 
             var authenticated = keys.AuthenticateAsync(created.Secret);
-            var recorded = stores.Usage.RecordAsync(created.Key.Id, "m", 2, 3, DateTimeOffset.UtcNow);
+            var recorded = stores.Usage.RecordAsync(created.Key.Id, "m", 2, 3, at);
             var appended = stores.Audit.AppendAsync("alice", AuditActions.RequestFiltered);
             Assert.Equal((false, false, false), (authenticated.IsCompleted, recorded.IsCompleted, appended.IsCompleted));
 
@@ -177,7 +179,8 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
             await recorded;
             Assert.Equal("alice", (await appended).Actor);
         }
-        var usage = Assert.Single(await stores.Usage.QueryAsync(UsageQuery.Days(null, null, null, null)));
+        var day = DateOnly.FromDateTime(at.UtcDateTime);
+        var usage = Assert.Single(await stores.Usage.QueryAsync(UsageQuery.Days(null, day, day, null)));
         Assert.Equal((2L, 3L, 4L), (usage.Requests, usage.PromptTokens, usage.CompletionTokens));
     }
 

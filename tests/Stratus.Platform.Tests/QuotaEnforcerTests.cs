@@ -36,6 +36,32 @@ public sealed class QuotaEnforcerTests
         Assert.Equal(0, admitted.Status.RemainingRequests);
     }
 
+    /// <summary>The window is timed on the monotonic clock, not the wall clock: set back an hour,
+    /// the wall clock neither holds a charge for that hour (Retry-After 3640 s) nor, set forward,
+    /// forgets it at once.</summary>
+    [Fact]
+    public void A_wall_clock_set_back_or_forward_moves_no_window()
+    {
+        var clock = new TestClock(Start);
+        var quotas = new QuotaEnforcer(clock);
+        var key = Key(rpm: 1, tpm: 0);
+        Assert.True(quotas.TryAdmit(key, 1, 1).Admitted);
+        clock.Advance(TimeSpan.FromSeconds(20));
+
+        clock.StepWallClock(TimeSpan.FromHours(-1));
+        var back = quotas.TryAdmit(key, 1, 1);
+        Assert.False(back.Admitted);
+        Assert.Equal((TimeSpan.FromSeconds(40), TimeSpan.FromSeconds(40)), (back.Status.RetryAfter, back.Status.ResetRequests));
+
+        clock.StepWallClock(TimeSpan.FromHours(2));
+        var forward = quotas.TryAdmit(key, 1, 1);
+        Assert.False(forward.Admitted);
+        Assert.Equal((TimeSpan.FromSeconds(40), TimeSpan.FromSeconds(40)), (forward.Status.RetryAfter, forward.Status.ResetRequests));
+
+        clock.Advance(TimeSpan.FromSeconds(40));
+        Assert.True(quotas.TryAdmit(key, 1, 1).Admitted);
+    }
+
     [Fact]
     public void A_request_that_can_never_fit_is_told_which_part_to_lower_with_the_counts_it_was_charged()
     {

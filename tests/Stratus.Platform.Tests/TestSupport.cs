@@ -1,20 +1,11 @@
-// Shared test fixtures: a throwaway data directory with its database, and a clock tests move.
+// Shared test fixtures: a throwaway data directory with its database (the clock tests move is
+// TestClock.cs).
 using System.Data.Common;
 using Microsoft.Data.Sqlite;
 using Npgsql;
 using Stratus.Platform;
 
 namespace Stratus.Platform.Tests;
-
-sealed class TestClock(DateTimeOffset start) : TimeProvider
-{
-    DateTimeOffset now = start;
-    readonly Lock gate = new();
-
-    public override DateTimeOffset GetUtcNow() { lock (gate) return now; }
-
-    public void Advance(TimeSpan by) { lock (gate) now += by; }
-}
 
 /// <summary>Where a test class's stores keep their data: SQLite's stratus.db in each platform's
 /// folder (Sqlite), or a fresh schema of a PostgreSQL database of the class's own.</summary>

@@ -6,6 +6,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Time.Testing;
 using Stratus.Platform;
 
 namespace Stratus.Trust.Tests;
@@ -307,7 +308,10 @@ public sealed class AdminApiTests
     [Fact]
     public async Task Audit_is_listed_and_verified_and_usage_filtered_by_key_model_and_dates()
     {
-        await using var host = await TrustHost.StartAsync();
+        // The server's clock stands still a second before midnight (UTC): every request is recorded
+        // on that day, which is the server's today for a range that names no dates, whenever the test runs.
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 3, 5, 23, 59, 59, TimeSpan.Zero));
+        await using var host = await TrustHost.StartAsync(time: clock);
         var a = await host.CreateKeyAsync("team-a", ApiKeyScopes.Inference, RateLimits.Unlimited);
         var b = await host.CreateKeyAsync("team-b", ApiKeyScopes.Inference, RateLimits.Unlimited);
         foreach (var (key, count) in new[] { (a, 2), (b, 1) })
@@ -316,8 +320,7 @@ public sealed class AdminApiTests
                 using var r = await host.SendAsync(HttpMethod.Post, "/v1/chat/completions", key, TrustHost.Chat("one two three", maxTokens: 4));
                 Assert.Equal(HttpStatusCode.OK, r.StatusCode);
             }
-        var today = DateTime.UtcNow.ToString("yyyy-MM-dd");
-        using (var usage = await host.SendAsync(HttpMethod.Get, $"/v1/usage?key=team-a&model=fake&from={today}&to={today}", host.AdminKey))
+        using (var usage = await host.SendAsync(HttpMethod.Get, "/v1/usage?key=team-a&model=fake&from=2026-03-05&to=2026-03-05", host.AdminKey))
         {
             var row = Assert.Single((await TestJson.ReadAsync(usage)).GetProperty("data").EnumerateArray());
             Assert.Equal((2, 6, 8), (row.GetProperty("requests").GetInt32(), row.GetProperty("prompt_tokens").GetInt32(), row.GetProperty("completion_tokens").GetInt32()));

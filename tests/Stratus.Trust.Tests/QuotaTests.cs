@@ -1,13 +1,15 @@
 // Per-key limits under concurrent load: requests per minute and tokens per minute admit exactly
 // what fits, refusals carry OpenAI's 429 body and headers, successful responses carry the
-// x-ratelimit-* headers too, new limits apply without a restart, and the official OpenAI .NET
-// SDK surfaces the 429.
+// x-ratelimit-* headers too, new limits apply without a restart, a wall clock set back or forward
+// changes no Retry-After, and the official OpenAI .NET SDK surfaces the 429.
 using System.ClientModel;
 using System.ClientModel.Primitives;
 using System.Net;
+using Microsoft.Extensions.Time.Testing;
 using OpenAI;
 using OpenAI.Chat;
 using Stratus.Platform;
+using Stratus.Platform.Tests;
 
 namespace Stratus.Trust.Tests;
 
@@ -24,17 +26,43 @@ public sealed class QuotaTests
     [Fact]
     public async Task Tokens_per_minute_hold_under_concurrent_load_with_headers()
     {
-        await using var host = await TrustHost.StartAsync();
+        // The server's clock stands still on one day, so that a test run across midnight (UTC) records
+        // the requests on that day too, not some on the next.
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 3, 5, 23, 59, 59, TimeSpan.Zero));
+        await using var host = await TrustHost.StartAsync(time: clock);
         var key = await host.CreateKeyAsync("tpm100", ApiKeyScopes.Inference, new RateLimits(0, 100));
         // 5 prompt tokens + max_tokens 20 = 25 charged at admission; the fake model uses all 20,
         // so corrections free nothing and exactly 4 requests fit in 100 tokens.
         var body = TrustHost.Chat("one two three four five", maxTokens: 20);
         await AssertAdmitsExactlyAsync(host, key, HttpMethod.Post, "/v1/chat/completions", body, sent: 12, admitted: 4, "tokens", limit: 100, maxRemaining: 75);
-        // The 4 admitted requests are recorded as usage with their real token counts.
-        var usage = await host.Stores.Usage.QueryAsync(new UsageQuery((await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "tpm100").Id,
-            DateOnly.FromDateTime(DateTime.UtcNow.AddDays(-1)), DateOnly.FromDateTime(DateTime.UtcNow.AddDays(1))));
+        // The 4 admitted requests are recorded as usage on the server's day with their real token counts.
+        var day = new DateOnly(2026, 3, 5);
+        var usage = await host.Stores.Usage.QueryAsync(new UsageQuery((await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "tpm100").Id, day, day));
         var row = Assert.Single(usage);
         Assert.Equal((4, 20, 80), (row.Requests, row.PromptTokens, row.CompletionTokens));
+    }
+
+    /// <summary>The windows are timed on the monotonic clock: a wall clock set back an hour (by
+    /// hand, NTP) is no Retry-After of an hour, and one set forward forgives no request.</summary>
+    [Fact]
+    public async Task A_wall_clock_set_back_or_forward_changes_no_retry_after()
+    {
+        var clock = new TestClock(new DateTimeOffset(2026, 3, 5, 12, 0, 0, TimeSpan.Zero));
+        await using var host = await TrustHost.StartAsync(time: clock);
+        var key = await host.CreateKeyAsync("rpm1", ApiKeyScopes.Inference, new RateLimits(1, 0));
+        using (var first = await host.SendAsync(HttpMethod.Get, "/v1/models", key))
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        clock.Advance(TimeSpan.FromSeconds(20));
+        foreach (var step in new[] { TimeSpan.FromHours(-1), TimeSpan.FromHours(2) })
+        {
+            clock.StepWallClock(step);
+            using var refused = await host.SendAsync(HttpMethod.Get, "/v1/models", key);
+            Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+            Assert.Equal(("40", "40s"), (TestJson.Header(refused, "Retry-After"), TestJson.Header(refused, "x-ratelimit-reset-requests")));
+        }
+        clock.Advance(TimeSpan.FromSeconds(40));
+        using var after = await host.SendAsync(HttpMethod.Get, "/v1/models", key);
+        Assert.Equal(HttpStatusCode.OK, after.StatusCode);
     }
 
     [Fact]

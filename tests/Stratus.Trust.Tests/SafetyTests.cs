@@ -6,6 +6,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using Stratus.Platform;
+using Stratus.Platform.Tests;
 
 namespace Stratus.Trust.Tests;
 
@@ -139,24 +140,29 @@ public sealed class SafetyTests
         Assert.Contains("'input' must be a string", (await TestJson.ErrorAsync(bad)).GetProperty("message").GetString());
     }
 
+    /// <summary>The CLI writes the same database; the server's pipeline notices once its refresh
+    /// interval has passed, timed on the monotonic clock: a wall clock set back an hour does not
+    /// keep the old blocklist for that hour.</summary>
     [Fact]
     public async Task A_blocklist_changed_by_another_process_applies_after_the_refresh_interval()
     {
-        await using var host = await TrustHost.StartAsync();
-        using (var first = await host.SendAsync(HttpMethod.Post, "/v1/chat/completions", host.InferenceKey, TrustHost.Chat("about mombasa")))
-            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
-        // The CLI writes the same database; the server's pipeline notices within its refresh interval.
+        var clock = new TestClock(new DateTimeOffset(2026, 3, 5, 12, 0, 0, TimeSpan.Zero));
+        await using var host = await TrustHost.StartAsync(time: clock);
+        async Task<HttpStatusCode> AskAboutMombasaAsync()
+        {
+            using var response = await host.SendAsync(HttpMethod.Post, "/v1/chat/completions", host.InferenceKey, TrustHost.Chat("about mombasa"));
+            return response.StatusCode;
+        }
+        Assert.Equal(HttpStatusCode.OK, await AskAboutMombasaAsync());
         var safety = host.Stores.SafetyConfiguration();
         await safety.UpsertBlocklistAsync(new Stratus.Safety.Blocklist("ports", ["mombasa"], []), "cli:test");
         await safety.SetPolicyAsync(Stratus.Safety.SafetyPolicy.Default(TrustHost.Model) with { Blocklists = ["ports"] }, "cli:test");
-        var deadline = DateTime.UtcNow + host.Trust.Options.SafetyRefreshInterval + TimeSpan.FromSeconds(5);
-        HttpStatusCode status;
-        do
-        {
-            await Task.Delay(250);
-            using var again = await host.SendAsync(HttpMethod.Post, "/v1/chat/completions", host.InferenceKey, TrustHost.Chat("about mombasa"));
-            status = again.StatusCode;
-        } while (status == HttpStatusCode.OK && DateTime.UtcNow < deadline);
-        Assert.Equal(HttpStatusCode.BadRequest, status);
+        var interval = host.Trust.Options.SafetyRefreshInterval;
+        clock.Advance(interval - TimeSpan.FromSeconds(1));
+        Assert.Equal(HttpStatusCode.OK, await AskAboutMombasaAsync());
+
+        clock.StepWallClock(TimeSpan.FromHours(-1));
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(HttpStatusCode.BadRequest, await AskAboutMombasaAsync());
     }
 }

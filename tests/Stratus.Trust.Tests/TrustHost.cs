@@ -1,7 +1,8 @@
 // A real Kestrel server on a loopback port with the trust layer wired in exactly as the Stratus
 // server wires it (AddStratusTrust, UseStratusTrust, MapStratusTrustEndpoints) and a fake
 // OpenAI-like endpoint set in place of the inference engine; plus a throwaway data directory
-// with an admin key and an inference key created before the server starts.
+// with an admin key and an inference key created before the server starts. A test that depends on
+// the date or on time passing gives the host a clock of its own (FakeTimeProvider).
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using Microsoft.AspNetCore.Builder;
@@ -20,18 +21,21 @@ sealed class TrustHost : IAsyncDisposable
 {
     public const string Model = "fake";
 
-    TrustHost(string dataDir, WebApplication app, Uri baseAddress)
+    TrustHost(string dataDir, WebApplication app, Uri baseAddress, TimeProvider? time)
     {
         DataDir = dataDir;
         App = app;
         BaseAddress = baseAddress;
-        Stores = PlatformStores.Open(dataDir);
+        Time = time;
+        Stores = PlatformStores.Open(dataDir, time);
         Client = new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(60) };
     }
 
     public string DataDir { get; }
     public WebApplication App { get; }
     public Uri BaseAddress { get; }
+    /// <summary>The clock the server and Stores run on; null: the system's.</summary>
+    public TimeProvider? Time { get; }
     public HttpClient Client { get; }
     /// <summary>The same database, opened separately, as another process (the CLI) would.</summary>
     public PlatformStores Stores { get; }
@@ -43,17 +47,18 @@ sealed class TrustHost : IAsyncDisposable
     public static string NewDataDir() => Path.Combine(Path.GetTempPath(), "stratus-trust-test-" + Guid.NewGuid().ToString("N"));
 
     /// <summary>Starts a server; <paramref name="createKeys"/> false leaves the store without keys.</summary>
-    public static async Task<TrustHost> StartAsync(bool createKeys = true, bool insecureNoAuth = false, string url = "http://127.0.0.1:0", string? dataDir = null)
+    public static async Task<TrustHost> StartAsync(bool createKeys = true, bool insecureNoAuth = false, string url = "http://127.0.0.1:0", string? dataDir = null,
+        TimeProvider? time = null)
     {
         dataDir ??= NewDataDir();
         string admin = "", inference = "";
         if (createKeys)
         {
-            var keys = PlatformStores.Open(dataDir).KeyService();
+            var keys = PlatformStores.Open(dataDir, time).KeyService(time);
             admin = (await keys.CreateAsync("test-admin", ApiKeyScopes.Admin, RateLimits.Unlimited, "test")).Secret;
             inference = (await keys.CreateAsync("test-inference", ApiKeyScopes.Inference, RateLimits.Unlimited, "test")).Secret;
         }
-        var app = Build(dataDir, insecureNoAuth, url);
+        var app = Build(dataDir, insecureNoAuth, url, time);
         try
         {
             await app.StartAsync();
@@ -65,7 +70,7 @@ sealed class TrustHost : IAsyncDisposable
             throw;
         }
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        var host = new TrustHost(dataDir, app, new Uri(address.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "127.0.0.1")))
+        var host = new TrustHost(dataDir, app, new Uri(address.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "127.0.0.1")), time)
         {
             AdminKey = admin,
             InferenceKey = inference,
@@ -75,13 +80,13 @@ sealed class TrustHost : IAsyncDisposable
     }
 
     /// <summary>Builds the app without starting it.</summary>
-    public static WebApplication Build(string dataDir, bool insecureNoAuth, string url)
+    public static WebApplication Build(string dataDir, bool insecureNoAuth, string url, TimeProvider? time = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseUrls(url);
         builder.Services.AddSingleton<FakeModel>();
-        builder.Services.AddStratusTrust(new TrustOptions { DataDir = dataDir, InsecureNoAuth = insecureNoAuth });
+        builder.Services.AddStratusTrust(new TrustOptions { DataDir = dataDir, InsecureNoAuth = insecureNoAuth }, time);
         var app = builder.Build();
         app.UseStratusTrust();
         app.MapStratusTrustEndpoints();
@@ -110,7 +115,7 @@ sealed class TrustHost : IAsyncDisposable
     };
 
     public async Task<string> CreateKeyAsync(string name, ApiKeyScopes scopes, RateLimits limits) =>
-        (await Stores.KeyService().CreateAsync(name, scopes, limits, "test")).Secret;
+        (await Stores.KeyService(Time).CreateAsync(name, scopes, limits, "test")).Secret;
 
     public async ValueTask DisposeAsync()
     {

@@ -154,7 +154,7 @@ public static class AdminEndpoints
         {
             var (trust, _) = Caller(http);
             var keyId = await UsageQuery.KeyIdAsync(trust.Keys, Text(http, "key"), ct);
-            var query = UsageQuery.Days(keyId, Day(http, "from"), Day(http, "to"), Text(http, "model"));
+            var query = UsageQuery.Days(keyId, Day(http, "from"), Day(http, "to"), Text(http, "model"), trust.Time);
             var rows = await trust.Stores.Usage.QueryAsync(query, ct);
             return Json(new ListResponse<UsageView>([.. rows.Select(UsageView.From)]));
         }).RequireStratusScope(ApiKeyScopes.Admin);

@@ -105,7 +105,7 @@ public sealed class RequestTrust
         var failures = trust.UsageFailures;
         try
         {
-            await trust.Stores.Usage.RecordAsync(KeyId, model, promptTokens, completionTokens, DateTimeOffset.UtcNow, cancellationToken);
+            await trust.Stores.Usage.RecordAsync(KeyId, model, promptTokens, completionTokens, trust.Time.GetUtcNow(), cancellationToken);
         }
         catch (Exception e)
         {

@@ -1,7 +1,9 @@
 // One built SafetyPipeline per deployment, shared by all its requests. A pipeline is rebuilt
 // when the safety configuration changes through this process (SafetyConfiguration.Version) or
 // after the refresh interval, which is how changes made by another process (the CLI writing
-// the same database) reach a running server.
+// the same database) reach a running server. The interval is timed on the monotonic clock: a
+// wall clock set back would otherwise keep a pipeline (and a blocklist the CLI changed) for as
+// long as it was set back.
 using System.Collections.Concurrent;
 using Stratus.Platform;
 using Stratus.Safety;
@@ -15,7 +17,8 @@ public sealed class SafetyPipelineCache(SafetyConfiguration safety, IReadOnlyLis
     /// the cache without end.</summary>
     const int MaxEntries = 1024;
 
-    sealed record Entry(SafetyPipeline Pipeline, long Version, DateTimeOffset BuiltAt);
+    /// <param name="BuiltAt">A monotonic timestamp (TimeProvider.GetTimestamp).</param>
+    sealed record Entry(SafetyPipeline Pipeline, long Version, long BuiltAt);
 
     readonly ConcurrentDictionary<string, Entry> entries = new(StringComparer.Ordinal);
     readonly TimeProvider clock = time ?? TimeProvider.System;
@@ -24,8 +27,8 @@ public sealed class SafetyPipelineCache(SafetyConfiguration safety, IReadOnlyLis
     /// cannot be built.</exception>
     public async ValueTask<SafetyPipeline> GetAsync(string deployment, CancellationToken cancellationToken = default)
     {
-        var now = clock.GetUtcNow();
-        if (entries.TryGetValue(deployment, out var entry) && entry.Version == safety.Version && now - entry.BuiltAt < refreshInterval)
+        var now = clock.GetTimestamp();
+        if (entries.TryGetValue(deployment, out var entry) && entry.Version == safety.Version && clock.GetElapsedTime(entry.BuiltAt, now) < refreshInterval)
             return entry.Pipeline;
         SafetyPolicy.ValidateDeploymentName(deployment);
         // The version is read before building, so a change made during the build leaves the

@@ -23,6 +23,7 @@ public sealed class StratusTrust
     public StratusTrust(TrustOptions options, TimeProvider? time = null)
     {
         Options = options;
+        Time = time ?? TimeProvider.System;
         DataDirectory = StratusHome.Resolve(options.DataDir);
         Database = PlatformDatabase.Open(DataDirectory);
         Stores = PlatformStores.Open(Database, time);
@@ -49,6 +50,9 @@ public sealed class StratusTrust
         };
 
     public TrustOptions Options { get; }
+    /// <summary>The clock of everything the trust layer dates or times: usage days, key expiry,
+    /// audit entries, quota windows.</summary>
+    public TimeProvider Time { get; }
     public string DataDirectory { get; }
     /// <summary>The database the stores keep their rows in, which /ready asks.</summary>
     public PlatformDatabase Database { get; }

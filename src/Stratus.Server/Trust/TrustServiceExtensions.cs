@@ -11,13 +11,14 @@ namespace Stratus.Server.Trust;
 public static class TrustServiceExtensions
 {
     /// <summary>Opens the platform database in the data directory and registers StratusTrust
-    /// and the startup guard.</summary>
+    /// and the startup guard. <paramref name="time"/> is the trust layer's clock (the system's
+    /// unless a test sets it).</summary>
     /// <exception cref="Stratus.Safety.TrustUserException">No data directory can be determined,
     /// or its database is from a newer Stratus.</exception>
-    public static IServiceCollection AddStratusTrust(this IServiceCollection services, TrustOptions options)
+    public static IServiceCollection AddStratusTrust(this IServiceCollection services, TrustOptions options, TimeProvider? time = null)
     {
         services.AddSingleton(options);
-        services.AddSingleton(new StratusTrust(options));
+        services.AddSingleton(new StratusTrust(options, time));
         services.AddHostedService<TrustStartupGuard>();
         // Prompt checks, token admission, output guards and usage in every generation request.
         services.AddSingleton<TrustGenerationFilter>();

@@ -87,7 +87,8 @@ public sealed class PiiDetector : IContentSafetyProvider, IMatchingFormReader
 
     static readonly Patterns DefaultPatterns = new(Timeout);
 
-    /// <summary>Run on the 16 characters before a dotted quad, with the deployment's patterns or not.</summary>
+    /// <summary>Whether the words before a dotted quad make it a version. It reads 16 characters,
+    /// so its first try keeps the detector's own bound whatever the patterns' is.</summary>
     static readonly SafetyRegex VersionWord = new(new Regex(@"\b(?:version|ver\.?|release|build|firmware)\s*$", Options | RegexOptions.IgnoreCase, Timeout));
 
     /// <summary>What every kind needs, a digit, an '@' (e-mail) or a ':' (IPv6), in any form the

@@ -12,10 +12,11 @@
 //
 // That engine runs the pattern with its lookarounds left out, which it cannot run: they only
 // narrow where a match may be, so a text without a match of what is left has none of the pattern
-// ((?<![\w-])[0-9]... as [0-9]...: every PII pattern has them). It is not asked for the spans: it
-// drops a match that a later one follows (dotnet/runtime#130176; the guard then released a settled
-// hit), reads its own pattern, and takes 0.1-0.4 MiB and 1-3 ms to build per pattern, which a
-// server would pay per deployment at every change of the safety configuration. So it is built at
+// ((?<![\w-])[0-9]... as [0-9]...: every PII pattern has them). It is not asked for the spans:
+// they are those of the pattern without its lookarounds, and it drops a match that a later one
+// follows (dotnet/runtime#130176; the guard then released a settled hit). It is not the engine
+// for every check either: it takes 0.1-0.4 MiB and 1-3 ms to build per pattern, which a server
+// would pay per deployment at every change of the safety configuration. So it is built at
 // a pattern's first timeout, once, and asked first from then on: a text that takes the
 // backtracking engine past its timeout ((a+)+$ on a long run of a's) is then cleared without
 // waiting for the timeout again.

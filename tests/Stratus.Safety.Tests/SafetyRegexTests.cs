@@ -54,6 +54,15 @@ public sealed class SafetyRegexTests
     }
 
     [Fact]
+    public void A_signal_the_linear_engine_cannot_run_still_fires_when_it_times_out()
+    {
+        // A backreference: nothing but the backtracking engine tells whether the text has a match.
+        var signal = new PromptInjectionDetector.Signal("repeat", 0.3, new Regex(@"\b(\w+) \1\b", RegexOptions.IgnoreCase));
+        var (_, matches) = new PromptInjectionDetector([signal], Loaded).Score(CleanText);
+        Assert.Equal(["repeat (timed out)"], matches.Select(m => m.Label));
+    }
+
+    [Fact]
     public void Matches_after_a_timeout_are_those_the_backtracking_engine_finds_without_one()
     {
         // The first try times out at its first candidate; the linear-time engine finds that the
@@ -66,6 +75,18 @@ public sealed class SafetyRegexTests
         while (matches.MoveNext()) found.Add((matches.Current.Index, matches.Current.Length));
         Assert.False(matches.TimedOut);
         Assert.Equal(expected, found);
+    }
+
+    [Fact]
+    public void A_timeout_after_some_matches_goes_on_from_the_last_of_them()
+    {
+        // The two numbers are found at once; the run of a's then stalls the backtracking engine.
+        // The rest of the text has no match, as the linear-time engine finds: the numbers are all.
+        var matches = new SafetyRegex(new Regex(@"[0-9]{3}|(a+)+$", RegexOptions.None, TimeSpan.FromMilliseconds(500))).Find("404 319 " + new string('a', 5000) + "!");
+        var found = new List<(int, int)>();
+        while (matches.MoveNext()) found.Add((matches.Current.Index, matches.Current.Length));
+        Assert.False(matches.TimedOut);
+        Assert.Equal([(0, 3), (4, 3)], found);
     }
 
     [Theory]

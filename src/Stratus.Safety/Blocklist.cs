@@ -2,7 +2,7 @@
 // case-insensitively; a term's edge in a script written without spaces, such as CJK or Thai,
 // matches inside running text) and regular expressions (validated when created and run with a
 // match timeout so a pathological pattern cannot stall the server; a text one times out on is
-// asked of .NET's linear-time engine, so a clean one is not blocked: BlocklistPattern).
+// asked of .NET's linear-time engine, so a clean one is not blocked: SafetyRegex).
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -47,8 +47,8 @@ public sealed record Blocklist(
 /// <summary>A blocklist checked and compiled; building one is how a blocklist is validated.</summary>
 public sealed class CompiledBlocklist
 {
-    /// <summary>Bounds one regex evaluation; a pattern that backtracks longer than this is
-    /// treated as a match (fail closed) rather than allowed to stall a request.</summary>
+    /// <summary>Bounds one regex evaluation's first try, so that a pattern that backtracks
+    /// longer cannot stall a request; what the text has then is told another way (SafetyRegex).</summary>
     public static readonly TimeSpan MatchTimeout = TimeSpan.FromMilliseconds(100);
 
     /// <summary>How much text a streamed completion holds back for a regex pattern, whose
@@ -66,9 +66,9 @@ public sealed class CompiledBlocklist
     internal const RegexOptions Options = RegexOptions.IgnoreCase | RegexOptions.CultureInvariant;
 
     readonly BlocklistTerms? terms;
-    readonly BlocklistPattern[] patterns;
+    readonly SafetyRegex[] patterns;
 
-    CompiledBlocklist(Blocklist source, BlocklistTerms? terms, BlocklistPattern[] patterns, int streamingWindow)
+    CompiledBlocklist(Blocklist source, BlocklistTerms? terms, SafetyRegex[] patterns, int streamingWindow)
     {
         Source = source;
         this.terms = terms;
@@ -105,10 +105,10 @@ public sealed class CompiledBlocklist
             // however long it is, and a term padded with zero-width characters as it is; 16 is margin.
             window = cleanTerms.Max(t => t.MatchingForm.Length) + 16;
         }
-        var compiled = new BlocklistPattern[list.Patterns.Count];
+        var compiled = new SafetyRegex[list.Patterns.Count];
         for (var i = 0; i < compiled.Length; i++)
         {
-            compiled[i] = new BlocklistPattern(list.Patterns[i], CompilePattern(list.Name, list.Patterns[i]));
+            compiled[i] = new SafetyRegex(CompilePattern(list.Name, list.Patterns[i]));
             window = Math.Max(window, PatternWindow);
         }
         if (terms is null && compiled.Length == 0)
@@ -176,11 +176,11 @@ public sealed class CompiledBlocklist
                 case '\\':
                     if (i + 1 < pattern.Length && pattern[i + 1] is 'b' or 'B' or 'A' or 'z' or 'Z' or 'G') { i++; break; }
                     return true;
-                case '(' when At(pattern, i, "(?#"):
-                    i = CommentEnd(pattern, i);
+                case '(' when SafetyRegex.At(pattern, i, "(?#"):
+                    i = SafetyRegex.CommentEnd(pattern, i);
                     break;
-                case '(' when At(pattern, i, "(?=") || At(pattern, i, "(?!") || At(pattern, i, "(?<=") || At(pattern, i, "(?<!"):
-                    i = GroupEnd(pattern, i);
+                case '(' when SafetyRegex.OpensLookaround(pattern, i):
+                    i = SafetyRegex.GroupEnd(pattern, i);
                     break;
                 case '{' when QuantifierEnd(pattern, i) is var end and > 0:
                     i = end;
@@ -196,37 +196,6 @@ public sealed class CompiledBlocklist
         }
         return false;
     }
-
-    static bool At(string pattern, int i, string construct) => string.CompareOrdinal(pattern, i, construct, 0, construct.Length) == 0;
-
-    /// <summary>The index of the ')' that closes the group opened at <paramref name="open"/>,
-    /// past escapes and character classes, or the end of the pattern.</summary>
-    static int GroupEnd(string pattern, int open)
-    {
-        var depth = 0;
-        for (var i = open; i < pattern.Length; i++)
-        {
-            switch (pattern[i])
-            {
-                case '\\': i++; break;
-                case '[':
-                    // A ']' first in a class (or after '^') is a literal.
-                    i++;
-                    if (i < pattern.Length && pattern[i] == '^') i++;
-                    if (i < pattern.Length && pattern[i] == ']') i++;
-                    while (i < pattern.Length && pattern[i] != ']') i += pattern[i] == '\\' ? 2 : 1;
-                    break;
-                case '(' when At(pattern, i, "(?#"): i = CommentEnd(pattern, i); break;
-                case '(': depth++; break;
-                case ')' when --depth == 0: return i;
-            }
-        }
-        return pattern.Length;
-    }
-
-    /// <summary>The index of the ')' that ends the comment "(?#" at <paramref name="open"/>: its
-    /// first, as .NET reads it, whatever comes before it ('(', '\\', '['), or the end of the pattern.</summary>
-    static int CommentEnd(string pattern, int open) => pattern.IndexOf(')', open) is var close and >= 0 ? close : pattern.Length;
 
     /// <summary>Past the option letters of "(?imnsx-imnsx)" or "(?imnsx-imnsx:" from
     /// <paramref name="start"/>: the index of the last of them, or start - 1 where none follow
@@ -283,68 +252,19 @@ public sealed class CompiledBlocklist
 
     /// <summary>Adds the pattern's matches in <paramref name="input"/>, the text's matching form
     /// (<paramref name="form"/>, whose spans are mapped back to the text as written) or the text
-    /// as written (null), if it may have any (BlocklistPattern.MayMatch); Find drops a span added
-    /// twice. A regex that times out is a hit of the whole text unless the pattern finds the text
-    /// has no match (BlocklistPattern.HasMatch).</summary>
-    static void Collect(BlocklistPattern pattern, string input, MatchingForm? form, List<SafetyMatch> found)
+    /// as written (null); Find drops a span added twice. Where a timeout leaves it untold whether
+    /// the text has more (SafetyRegex), the whole text is a hit: fail closed.</summary>
+    static void Collect(SafetyRegex pattern, string input, MatchingForm? form, List<SafetyMatch> found)
     {
-        if (!pattern.MayMatch(input)) return;
-        try
+        var matches = pattern.Find(input);
+        while (matches.MoveNext())
         {
-            for (var m = pattern.Backtracking.Match(input); m.Success; m = m.NextMatch())
-            {
-                if (m.Length == 0) continue;
-                var (start, end) = form?.Original(m.Index, m.Index + m.Length) ?? (m.Index, m.Index + m.Length);
-                found.Add(new SafetyMatch(start, end - start, PatternLabel, pattern.Source));
-            }
+            var m = matches.Current;
+            if (m.Length == 0) continue;
+            var (start, end) = form?.Original(m.Index, m.Index + m.Length) ?? (m.Index, m.Index + m.Length);
+            found.Add(new SafetyMatch(start, end - start, PatternLabel, pattern.Pattern));
         }
-        catch (RegexMatchTimeoutException)
-        {
-            if (!pattern.HasMatch(input)) return;
-            // Fail closed: the whole text counts as the hit.
-            found.Add(new SafetyMatch(0, form?.Written.Length ?? input.Length, PatternLabel + " (timed out)", pattern.Source));
-        }
-    }
-}
-
-/// <summary>A blocklist pattern. It runs on the backtracking engine, bounded by the match timeout:
-/// its spans are the leftmost-first ones that the reports and the streaming guard are built on,
-/// and it is cheap to build. .NET's linear-time engine (NonBacktracking) is neither:
-/// it drops a match that a later one follows (dotnet/runtime#130176; the guard then released a
-/// settled hit), and takes 0.1-0.4 MiB and 1-3 ms to build per pattern, which a server pays for
-/// every deployment each time the safety configuration changes. It tells exactly whether a text
-/// has a match at all, though, in time linear in the text: a text that takes the backtracking
-/// engine past its timeout ((a+)+$ on a long run of a's) is asked of it, built then, once, and
-/// is clean if it has none (a match, or a pattern it cannot run, fails closed as before). From
-/// then on it is asked first, so later checks of such a text wait for no timeout.</summary>
-sealed class BlocklistPattern(string source, Regex backtracking)
-{
-    /// <summary>The pattern as the list has it.</summary>
-    public string Source => source;
-
-    // Built at the first timeout; null where the linear-time engine cannot run the pattern
-    // (lookarounds, backreferences, atomic groups, an automaton past its size limit).
-    readonly Lazy<Regex?> linear = new(() => Linear(source));
-
-    public Regex Backtracking => backtracking;
-
-    /// <summary>False only when the text has no match, as the linear-time engine finds once the
-    /// backtracking one has timed out on this pattern.</summary>
-    public bool MayMatch(string text) => !linear.IsValueCreated || HasMatch(text);
-
-    /// <summary>Whether the text has a match, as far as the linear-time engine can tell; one that
-    /// cannot run the pattern, or times out itself, says it has.</summary>
-    public bool HasMatch(string text)
-    {
-        if (linear.Value is not { } engine) return true;
-        try { return engine.IsMatch(text); }
-        catch (RegexMatchTimeoutException) { return true; }
-    }
-
-    static Regex? Linear(string source)
-    {
-        try { return new Regex(source, CompiledBlocklist.Options | RegexOptions.NonBacktracking, CompiledBlocklist.MatchTimeout); }
-        catch (NotSupportedException) { return null; }
+        if (matches.TimedOut) found.Add(new SafetyMatch(0, form?.Written.Length ?? input.Length, PatternLabel + " (timed out)", pattern.Pattern));
     }
 }
 

@@ -45,12 +45,19 @@ public sealed class PromptInjectionDetector : IContentSafetyProvider
     ];
 
     readonly IReadOnlyList<Signal> signals;
+    /// <summary>Each signal's pattern, in the order of <see cref="signals"/>.</summary>
+    readonly SafetyRegex[] patterns;
 
-    public PromptInjectionDetector(IReadOnlyList<Signal>? signals = null)
+    public PromptInjectionDetector(IReadOnlyList<Signal>? signals = null) : this(signals, null) { }
+
+    /// <param name="matchTimeout">Bounds each signal's first try in place of its pattern's own
+    /// match timeout: tests make it fire.</param>
+    internal PromptInjectionDetector(IReadOnlyList<Signal>? signals, TimeSpan? matchTimeout)
     {
         this.signals = signals ?? DefaultSignals;
         foreach (var s in this.signals)
             if (s.Weight is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(signals), $"Signal weight {s.Weight} of family {s.Family} must be in (0, 1).");
+        patterns = [.. this.signals.Select(s => new SafetyRegex(matchTimeout is { } timeout ? new Regex(s.Pattern.ToString(), s.Pattern.Options, timeout) : s.Pattern))];
     }
 
     public string Name => "prompt_injection";
@@ -81,22 +88,15 @@ public sealed class PromptInjectionDetector : IContentSafetyProvider
     {
         var strongest = new Dictionary<string, double>();
         var matches = new List<SafetyMatch>();
-        foreach (var signal in signals)
+        for (var i = 0; i < signals.Count; i++)
         {
-            Match m;
-            try
-            {
-                m = signal.Pattern.Match(text);
-            }
-            catch (RegexMatchTimeoutException)
-            {
-                // Input crafted to stall a signal is itself a cue: count the signal as fired.
-                matches.Add(new SafetyMatch(0, text.Length, signal.Family + " (timed out)"));
-                strongest[signal.Family] = Math.Max(strongest.GetValueOrDefault(signal.Family), signal.Weight);
-                continue;
-            }
-            if (!m.Success) continue;
-            matches.Add(new SafetyMatch(m.Index, m.Length, signal.Family));
+            var signal = signals[i];
+            var found = patterns[i].Find(text);
+            if (found.MoveNext()) matches.Add(new SafetyMatch(found.Current.Index, found.Current.Length, signal.Family));
+            // Where nothing could tell in time (SafetyRegex), input crafted to stall a signal is
+            // itself a cue: count the signal as fired.
+            else if (found.TimedOut) matches.Add(new SafetyMatch(0, text.Length, signal.Family + " (timed out)"));
+            else continue;
             strongest[signal.Family] = Math.Max(strongest.GetValueOrDefault(signal.Family), signal.Weight);
         }
         var keep = 1.0;

@@ -311,6 +311,21 @@ public sealed class StreamingSafetyGuardTests
     }
 
     [Fact]
+    public async Task Pii_whose_patterns_time_out_is_redacted_in_the_stream_where_it_is()
+    {
+        // A timeout of one tick, as a loaded machine: each check of the window timed out, and its
+        // PII_TIMEOUT span redacted all of it.
+        var policy = SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Redact };
+        var guard = new SafetyPipeline(policy, [new PiiDetector(null, TimeSpan.FromTicks(1))]).GuardStream();
+        var text = "At 10:30 in room 404, contact me at jane.roe@example.com or 415-555-2671 about the order of 12 boxes we discussed at length.";
+        var released = "";
+        foreach (var chunk in Chunks(text, 3)) released += (await guard.AppendAsync(chunk)).Released;
+        var (last, _) = await guard.CompleteAsync();
+        released += last.Released;
+        Assert.Equal("At 10:30 in room 404, contact me at [EMAIL] or [PHONE] about the order of 12 boxes we discussed at length.", released);
+    }
+
+    [Fact]
     public async Task A_blocked_term_in_the_held_back_tail_is_caught_at_completion()
     {
         var guard = Pipeline(PiiMode.Off, "frobnicator").GuardStream();

@@ -1,0 +1,195 @@
+// A content-safety regex (a blocklist pattern, a PII candidate, a prompt-injection signal) whose
+// verdict does not depend on how busy the machine was. It runs on .NET's backtracking engine,
+// whose leftmost-first spans the reports, redaction and the streaming guard are built on, bounded
+// by a wall-clock match timeout so that a pathological pattern or text cannot stall a request.
+// That bound also fires on an ordinary text when the cores are busy (measured: one PII check in
+// 3.47 million at load 19, a clean request refused), so a timeout is not taken as the answer. The
+// text is asked of .NET's linear-time engine (RegexOptions.NonBacktracking), whose time is linear
+// in the text, whether it has a match: none, and it is clean; one, and the backtracking engine
+// goes on from where it stopped with RetryTimeout, for the real spans. The caller fails closed
+// only where that times out too, or where the linear-time engine cannot run the pattern
+// (backreferences, atomic groups, conditionals, free-spacing mode: nothing tells then).
+//
+// That engine runs the pattern with its lookarounds left out, which it cannot run: they only
+// narrow where a match may be, so a text without a match of what is left has none of the pattern
+// ((?<![\w-])[0-9]... as [0-9]...: every PII pattern has them). It is not asked for the spans:
+// they are those of the pattern without its lookarounds, and it drops a match that a later one
+// follows (dotnet/runtime#130176; the guard then released a settled hit). It is not the engine
+// for every check either: it takes 0.1-0.4 MiB and 1-3 ms to build per pattern, which a server
+// would pay per deployment at every change of the safety configuration. So it is built at
+// a pattern's first timeout, once, and asked first from then on: a text that takes the
+// backtracking engine past its timeout ((a+)+$ on a long run of a's) is then cleared without
+// waiting for the timeout again.
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace Stratus.Safety;
+
+sealed class SafetyRegex
+{
+    /// <summary>Bounds the linear-time engine's answer and the backtracking engine's second try,
+    /// which only a text that the first try timed out on and that has a match (or may, as far as
+    /// the pattern without its lookarounds tells) waits for: ten times the blocklists' first
+    /// bound, five times PII's and the prompt-injection signals'.</summary>
+    public static readonly TimeSpan RetryTimeout = TimeSpan.FromSeconds(1);
+
+    readonly Regex backtracking;
+    // Built at the first timeout; null where the linear-time engine cannot run the pattern.
+    readonly Lazy<Regex?> linear;
+    readonly Lazy<Regex> patient;
+
+    /// <param name="backtracking">The pattern on the backtracking engine, its MatchTimeout the
+    /// bound of the first try.</param>
+    public SafetyRegex(Regex backtracking)
+    {
+        this.backtracking = backtracking;
+        linear = new(() => Linear(backtracking));
+        patient = new(() => new Regex(backtracking.ToString(), backtracking.Options, RetryTimeout));
+    }
+
+    /// <summary>The pattern as written.</summary>
+    public string Pattern => backtracking.ToString();
+
+    /// <summary>The pattern's matches in <paramref name="text"/>, in order, as the backtracking
+    /// engine finds them; read with MoveNext and Current, then TimedOut.</summary>
+    public Matches Find(string text) => new(this, text);
+
+    /// <summary>Whether the text has a match from <paramref name="startat"/> on, as far as the
+    /// linear-time engine tells; null where it cannot run the pattern or times out itself.</summary>
+    bool? HasMatch(string text, int startat)
+    {
+        if (linear.Value is not { } engine) return null;
+        try { return engine.IsMatch(text, startat); }
+        catch (RegexMatchTimeoutException) { return null; }
+    }
+
+    static Regex? Linear(Regex backtracking)
+    {
+        if (WithoutLookarounds(backtracking.ToString(), backtracking.Options) is not { } pattern) return null;
+        try { return new Regex(pattern, backtracking.Options | RegexOptions.NonBacktracking, RetryTimeout); }
+        catch (NotSupportedException) { return null; }
+    }
+
+    /// <summary>The pattern with each lookaround an empty group, so that a quantifier after one
+    /// still quantifies nothing; null in free-spacing mode, whose '#' comments may hold anything.</summary>
+    internal static string? WithoutLookarounds(string pattern, RegexOptions options)
+    {
+        if ((options & RegexOptions.IgnorePatternWhitespace) != 0 || Regex.IsMatch(pattern, @"\(\?[imns-]*x")) return null;
+        StringBuilder? without = null;
+        for (var i = 0; i < pattern.Length; i++)
+        {
+            var end = pattern[i] switch
+            {
+                '\\' => Math.Min(i + 1, pattern.Length - 1),
+                '[' => ClassEnd(pattern, i),
+                '(' when At(pattern, i, "(?#") => CommentEnd(pattern, i),
+                _ => i,
+            };
+            if (OpensLookaround(pattern, i))
+            {
+                (without ??= new StringBuilder(pattern, 0, i, pattern.Length)).Append("(?:)");
+                i = GroupEnd(pattern, i);
+                continue;
+            }
+            without?.Append(pattern, i, end - i + 1);
+            i = end;
+        }
+        return without?.ToString() ?? pattern;
+    }
+
+    /// <summary>Whether a lookahead or lookbehind opens at <paramref name="i"/>.</summary>
+    internal static bool OpensLookaround(string pattern, int i) =>
+        At(pattern, i, "(?=") || At(pattern, i, "(?!") || At(pattern, i, "(?<=") || At(pattern, i, "(?<!");
+
+    internal static bool At(string pattern, int i, string construct) => string.CompareOrdinal(pattern, i, construct, 0, construct.Length) == 0;
+
+    /// <summary>The index of the ')' that closes the group opened at <paramref name="open"/>,
+    /// past escapes and character classes, or the end of the pattern.</summary>
+    internal static int GroupEnd(string pattern, int open)
+    {
+        var depth = 0;
+        for (var i = open; i < pattern.Length; i++)
+        {
+            switch (pattern[i])
+            {
+                case '\\': i++; break;
+                case '[': i = ClassEnd(pattern, i); break;
+                case '(' when At(pattern, i, "(?#"): i = CommentEnd(pattern, i); break;
+                case '(': depth++; break;
+                case ')' when --depth == 0: return i;
+            }
+        }
+        return pattern.Length;
+    }
+
+    /// <summary>The index of the ']' that ends the character class opened at <paramref name="open"/>
+    /// (a ']' first in it, or after '^', is a literal), or the end of the pattern.</summary>
+    static int ClassEnd(string pattern, int open)
+    {
+        var i = open + 1;
+        if (i < pattern.Length && pattern[i] == '^') i++;
+        if (i < pattern.Length && pattern[i] == ']') i++;
+        while (i < pattern.Length && pattern[i] != ']') i += pattern[i] == '\\' ? 2 : 1;
+        return Math.Min(i, pattern.Length - 1);
+    }
+
+    /// <summary>The index of the ')' that ends the comment "(?#" at <paramref name="open"/>: its
+    /// first, as .NET reads it, whatever comes before it ('(', '\\', '['), or the end of the pattern.</summary>
+    internal static int CommentEnd(string pattern, int open) => pattern.IndexOf(')', open) is var close and >= 0 ? close : pattern.Length - 1;
+
+    /// <summary>The matches of one text: the backtracking engine's, its first try bounded by its
+    /// match timeout. After a timeout, the rest of the text is asked of the linear-time engine,
+    /// and only where that finds a match of the rest, of the backtracking engine again within
+    /// RetryTimeout, from the end of the last match found; TimedOut says that nothing could tell.</summary>
+    public struct Matches(SafetyRegex regex, string text)
+    {
+        Match? current;
+        bool retried, done;
+
+        public readonly Match Current => current!;
+
+        /// <summary>Whether the text may have matches beyond those found that nothing could find
+        /// in time: the caller fails closed.</summary>
+        public bool TimedOut { readonly get; private set; }
+
+        public bool MoveNext()
+        {
+            if (done) return false;
+            try
+            {
+                current = current is not null ? current.NextMatch()
+                    // Once the linear-time engine is built, a text it clears waits for no timeout.
+                    : regex.linear.IsValueCreated && regex.HasMatch(text, 0) == false ? Match.Empty
+                    : regex.backtracking.Match(text);
+            }
+            catch (RegexMatchTimeoutException)
+            {
+                current = Resume();
+            }
+            done = !current.Success;
+            return !done;
+        }
+
+        /// <summary>After a timeout: the next match from the end of the last one found, where the
+        /// text has one there and the backtracking engine finds it within RetryTimeout.</summary>
+        Match Resume()
+        {
+            // NextMatch goes on one character past an empty match.
+            var from = current is null ? 0 : current.Index + Math.Max(current.Length, 1);
+            if (from > text.Length) return Match.Empty;
+            if (retried || regex.HasMatch(text, from) is not { } hasMatch)
+            {
+                TimedOut = true;
+                return Match.Empty;
+            }
+            retried = true;
+            if (!hasMatch) return Match.Empty;
+            try { return regex.patient.Value.Match(text, from); }
+            catch (RegexMatchTimeoutException)
+            {
+                TimedOut = true;
+                return Match.Empty;
+            }
+        }
+    }
+}

@@ -353,44 +353,6 @@ public sealed class DatabaseCopyTests(PostgresDatabase postgres) : IClassFixture
         Assert.Equal(0, Copied(await sqlite.Stores.Audit.ReadAsync(new AuditQuery(Limit: 1000))));
     }
 
-    /// <summary>Activity in the target's database other than this test's own session.</summary>
-    static long Count(string connection, string sql)
-    {
-        using var database = new NpgsqlConnection(connection);
-        database.Open();
-        using var count = new NpgsqlCommand(sql, database);
-        return (long)count.ExecuteScalar()!;
-    }
-
-    internal const string Sleeping = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'";
-    internal const string AdvisoryLocks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
-
-    /// <summary>The target's tables, made as a copy would make them, with a trigger that holds the
-    /// COPY of api_keys in the server (as a long table or its foreign keys' checks do) until cancelled.</summary>
-    internal static void SlowTarget(string directory, string target)
-    {
-        PlatformDatabase.Open(directory, target, null);
-        using var database = new NpgsqlConnection(target);
-        database.Open();
-        using var slow = new NpgsqlCommand("""
-            CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(600); RETURN NEW; END $$;
-            CREATE TRIGGER slow_insert BEFORE INSERT ON api_keys FOR EACH ROW EXECUTE FUNCTION slow_insert();
-            """, database);
-        slow.ExecuteNonQuery();
-    }
-
-    /// <summary>Waits until the copy's COPY sleeps in the target's trigger.</summary>
-    internal static void WaitUntilCopying(string target, Func<bool> gone)
-    {
-        var deadline = DateTime.UtcNow.AddMinutes(1);
-        while (Count(target, Sleeping) == 0)
-        {
-            Assert.False(gone(), "the copy ended before it reached the COPY");
-            Assert.True(DateTime.UtcNow < deadline, "the copy never reached the COPY");
-            Thread.Sleep(20);
-        }
-    }
-
     /// <summary>Cancelled while the server works on a table, the copy has the server stop: its
     /// statement is not left running with the write lock held, and the target keeps no row.</summary>
     [Fact]
@@ -398,15 +360,15 @@ public sealed class DatabaseCopyTests(PostgresDatabase postgres) : IClassFixture
     {
         await sqlite.Stores.KeyService().CreateAsync("a", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
         var target = postgres.NewSchema();
-        SlowTarget(sqlite.Directory, target);
+        SlowCopyTarget.Create(sqlite.Directory, target);
         using var stop = new CancellationTokenSource();
 
         var copying = Task.Run(() => DatabaseCopy.Copy(sqlite.Directory, target, "tests", cancellationToken: stop.Token));
-        WaitUntilCopying(target, () => copying.IsCompleted);
+        SlowCopyTarget.WaitUntilCopying(target, () => copying.IsCompleted);
         await stop.CancelAsync();
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => copying);
-        Assert.Equal((0, 0, 0), (Count(target, Sleeping), Count(target, AdvisoryLocks), Rows(target)["api_keys"]));
+        Assert.Equal((0, 0, 0), (SlowCopyTarget.Count(target, SlowCopyTarget.Sleeping), SlowCopyTarget.Count(target, SlowCopyTarget.AdvisoryLocks), Rows(target)["api_keys"]));
         Assert.Equal(0, Copied(await sqlite.Stores.Audit.ReadAsync(new AuditQuery(Limit: 1000))));
     }
 }

@@ -34,7 +34,7 @@ static class DatabaseCommand
         var command = new Command("copy",
             $"Copy every table of the data directory's {PlatformDatabase.FileName} (read as one snapshot, also while servers run) into an empty PostgreSQL database, in one transaction: " +
             "keys keep their secrets, the audit log its hash chain, and the model registry (its paths as recorded), jobs, usage, blocklists and policies come along; " +
-            $"the copy is recorded in both audit logs. Ctrl+C stops it with nothing copied.") { dataDir, to, migrateSource };
+            "the copy is recorded in both audit logs. Ctrl+C stops it with nothing copied.") { dataDir, to, migrateSource };
         command.SetAction(result =>
         {
             var directory = StratusHome.Resolve(result.GetValue(dataDir));
@@ -62,7 +62,7 @@ static class DatabaseCommand
             if (copy.SourceAudit is { } recorded)
                 Console.WriteLine($"{PlatformDatabase.FileName}'s audit log records it too, as entry {recorded.Sequence}; its rows are left as they were.");
             else
-                Console.Error.WriteLine($"warning: the copy is whole, but {PlatformDatabase.FileName}'s audit log could not record it: {copy.SourceUnrecorded}");
+                Console.Error.WriteLine($"warning: the copy is whole and need not be made again, but {PlatformDatabase.FileName}'s audit log could not record it: {copy.SourceUnrecorded}");
             Console.WriteLine($"To use it, set {PlatformDatabase.DatabaseVariable} to it for the servers, CLIs and jobs.");
             return 0;
         });

@@ -6,7 +6,9 @@
 // would leave behind: tables or columns the two do not share stop it before it writes anything.
 // The source is read in one SQLite read transaction, a snapshot that a server writing meanwhile
 // cannot tear (WAL: its writes go on, unseen); the target is written in one transaction, under the
-// write lock, so a copy that fails leaves it as empty as it was.
+// write lock, so a copy that fails or is cancelled leaves it as empty as it was. The source's schema
+// is left as it was (an older one is migrated only where asked) and its log records the copy once
+// the target committed.
 using System.Data.Common;
 using System.Globalization;
 using System.Text;
@@ -118,7 +120,8 @@ public static class DatabaseCopy
     /// runs on (asked in it: behind PgBouncer the connection's own process id is the pooler's).
     /// Npgsql sends no cancel request for a COPY, and a client that only went away would leave the
     /// server working through the table, the write lock held, until it next writes to the client.
-    /// A backend between statements has nothing to cancel: the copy checks the token at each row.</summary>
+    /// A backend between statements has nothing to cancel: the copy checks the token at each
+    /// table and row.</summary>
     static CancellationTokenRegistration CancelOnRequest(PlatformDatabase target, DbTransaction transaction, CancellationToken cancellationToken)
     {
         if (!cancellationToken.CanBeCanceled) return default;
@@ -270,6 +273,8 @@ public static class DatabaseCopy
     /// sequence numbers and hashes of their chain.</summary>
     static long CopyTable(DbTransaction snapshot, DbTransaction transaction, Table table, PlatformDatabase source, PlatformDatabase target, CancellationToken cancellationToken)
     {
+        // Here and at each row: a backend between statements has nothing for the server to cancel.
+        cancellationToken.ThrowIfCancellationRequested();
         var columns = string.Join(", ", table.Columns.Select(c => Quoted(c.Name)));
         var types = table.Columns.Select(c => TypeOf(table.Name, c)).ToArray();
         // The rowid names a row to correct in the sqlite3 shell, whatever its columns hold.

@@ -172,7 +172,7 @@ public static class DatabaseCopy
         if (version < current && !migrate)
             throw new TrustUserException($"{file} has schema version {version}, older than this Stratus's {current}, and the copy leaves the database it copies as it is: " +
                 "give --migrate-source to migrate it in place first, as a server of this Stratus would on start (the older Stratus then refuses it: " +
-                "back it up with that Stratus's stratus backup first to keep one it opens)");
+                "copy it first, with the older Stratus's backup verb or sqlite3's .backup, to keep one it opens)");
         return PlatformDatabase.Open(dataDir, connection: null, lockTimeout: null);
     }
 

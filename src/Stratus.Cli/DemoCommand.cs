@@ -48,7 +48,7 @@ static class DemoCommand
             var weights = decodeWeights.Value(result, config.Device);
             var checkpoints = Path.Combine(run, "checkpoints");
             if (Directory.Exists(checkpoints)) Directory.Delete(checkpoints, recursive: true);
-            using (var stop = new TrainCommand.StopRequest())
+            using (var stop = new StopRequest())
             using (var trainer = Trainer.Start(config, data, run))
             {
                 TrainCommand.Run(trainer, stop.Token);

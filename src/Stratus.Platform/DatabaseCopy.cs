@@ -6,7 +6,9 @@
 // would leave behind: tables or columns the two do not share stop it before it writes anything.
 // The source is read in one SQLite read transaction, a snapshot that a server writing meanwhile
 // cannot tear (WAL: its writes go on, unseen); the target is written in one transaction, under the
-// write lock, so a copy that fails leaves it as empty as it was.
+// write lock, so a copy that fails or is cancelled leaves it as empty as it was. The source's schema
+// is left as it was (an older one is migrated only where asked) and its log records the copy once
+// the target committed.
 using System.Data.Common;
 using System.Globalization;
 using System.Text;
@@ -22,24 +24,35 @@ namespace Stratus.Platform;
 public sealed record CopiedTable(string Name, long Rows);
 
 /// <summary>What <see cref="DatabaseCopy.Copy"/> copied: each table (in the order copied), the
-/// copied audit chain's head (the genesis hash where it was empty), and the target's entry
-/// recording the copy, appended after that chain.</summary>
-public sealed record DatabaseCopyResult(string Source, string Target, IReadOnlyList<CopiedTable> Tables, string AuditHead, AuditEntry Audit);
+/// copied audit chain's head (the genesis hash where it was empty), the target's entry recording
+/// the copy, appended after that chain, and the source's entry recording it (null, with
+/// <see cref="SourceUnrecorded"/> saying why, where the source could not take one).</summary>
+public sealed record DatabaseCopyResult(string Source, string Target, IReadOnlyList<CopiedTable> Tables, string AuditHead, AuditEntry Audit,
+    AuditEntry? SourceAudit, string? SourceUnrecorded);
 
 public static class DatabaseCopy
 {
-    /// <summary>Copies every row of <paramref name="dataDir"/>'s stratus.db (migrated to this
-    /// Stratus's schema first) into the PostgreSQL database <paramref name="target"/> names (a URI
-    /// or Npgsql's keywords; null: the one STRATUS_DATABASE names), which must hold Stratus's tables and no rows (a new database: this
-    /// creates the tables), and records the copy in the target's audit log as
-    /// <paramref name="actor"/>.</summary>
+    /// <summary>Copies every row of <paramref name="dataDir"/>'s stratus.db into the PostgreSQL
+    /// database <paramref name="target"/> names (a URI or Npgsql's keywords, given as --to; null:
+    /// the one STRATUS_DATABASE names), which must hold Stratus's tables and no rows (a new
+    /// database: this creates the tables), and records the copy in both audit logs as
+    /// <paramref name="actor"/>: the target's in the copy's transaction, the source's once the
+    /// target committed. A stratus.db of an older schema is refused unless
+    /// <paramref name="migrateSource"/> (then migrated in place first, as a server would on start):
+    /// a copy leaves its source's schema as it found it, so the Stratus that uses it still opens it.
+    /// <paramref name="cancellationToken"/> stops the copy: the server is told to cancel the
+    /// statement it works on, and the target's transaction is rolled back.</summary>
     /// <exception cref="TrustUserException">No stratus.db in the folder, or one that is not
-    /// Stratus's or is from a newer Stratus; a target that is missing, SQLite's, not Stratus's, newer,
-    /// or holds rows already; a row of the source the target's constraints refuse. Nothing is
-    /// written to the target then.</exception>
+    /// Stratus's, holds nothing, or is from a newer (or, without <paramref name="migrateSource"/>,
+    /// older) Stratus; a target that is missing, SQLite's, not Stratus's, newer, or holds rows
+    /// already; a row of the source the target's constraints refuse. Nothing is written to the
+    /// target then.</exception>
     /// <exception cref="PlatformStorageException">Either database cannot be used (locked, unreachable, ...).</exception>
-    public static DatabaseCopyResult Copy(string dataDir, string? target, string actor)
+    /// <exception cref="OperationCanceledException">Cancelled before the target committed; nothing was written to it.</exception>
+    public static DatabaseCopyResult Copy(string dataDir, string? target, string actor, bool migrateSource = false, CancellationToken cancellationToken = default)
     {
+        // Messages about the value name where it came from: the option, or the variable.
+        var setting = target is null ? PlatformDatabase.VariableSetting : "--to";
         target ??= PlatformDatabase.Configured;
         if (string.IsNullOrWhiteSpace(target))
             throw new TrustUserException($"no PostgreSQL database to copy into: give --to postgresql://user@host/database (or set ${PlatformDatabase.DatabaseVariable}), " +
@@ -47,38 +60,120 @@ public static class DatabaseCopy
         // Npgsql's keywords always hold a '=', and a URI a "://": anything else is a path, SQLite's.
         var trimmed = target.Trim();
         if (trimmed.StartsWith("sqlite:", StringComparison.OrdinalIgnoreCase) || !trimmed.Contains('=', StringComparison.Ordinal) && !trimmed.Contains("://", StringComparison.Ordinal))
-            throw new TrustUserException($"the database to copy into ({trimmed}) is a SQLite file, not PostgreSQL; the copy goes from a data directory's {PlatformDatabase.FileName} " +
-                "to PostgreSQL: give --to (or $STRATUS_DATABASE) a PostgreSQL database such as postgresql://stratus@db.example.com/stratus");
+            throw new TrustUserException($"the database to copy into ({trimmed}, from {setting}) is a SQLite file, not PostgreSQL; the copy goes from a data directory's {PlatformDatabase.FileName} " +
+                $"to PostgreSQL: give {setting} a PostgreSQL database such as postgresql://stratus@db.example.com/stratus");
         var file = Path.Combine(dataDir, PlatformDatabase.FileName);
         if (!File.Exists(dataDir) && !File.Exists(file))
             throw new TrustUserException($"no Stratus database to copy in {dataDir} (no {PlatformDatabase.FileName}); give --data-dir the folder that holds it");
-        var source = PlatformDatabase.Open(dataDir, connection: null, lockTimeout: null);
-        var destination = PlatformDatabase.Open(dataDir, target, lockTimeout: null);
-        return destination.Write(transaction =>
+        var source = OpenSource(dataDir, migrateSource);
+        var destination = PlatformDatabase.Open(dataDir, target, lockTimeout: null, setting);
+        List<CopiedTable> copied;
+        string head;
+        AuditEntry entry;
+        try
         {
-            var targetSchema = PostgresSchema(transaction);
-            RequireEmpty(destination, transaction, targetSchema);
-            var copied = source.Use(connection =>
+            (copied, head, entry) = destination.Write(transaction =>
             {
-                // Deferred: a read transaction, whose first read fixes the snapshot every later one sees.
-                using var snapshot = ((SqliteConnection)connection).BeginTransaction(deferred: true);
-                RequireSameTables(source, destination, SqliteSchema(snapshot), targetSchema);
-                return targetSchema.Select(table => new CopiedTable(table.Name, CopyTable(snapshot, transaction, table, source, destination))).ToList();
+                var targetSchema = PostgresSchema(transaction);
+                RequireEmpty(destination, transaction, targetSchema);
+                using var cancel = CancelOnRequest(destination, transaction, cancellationToken);
+                var copied = source.Use(connection =>
+                {
+                    // Deferred: a read transaction, whose first read fixes the snapshot every later one sees.
+                    using var snapshot = ((SqliteConnection)connection).BeginTransaction(deferred: true);
+                    RequireSameTables(source, destination, SqliteSchema(snapshot), targetSchema);
+                    return targetSchema.Select(table => new CopiedTable(table.Name, CopyTable(snapshot, transaction, table, source, destination, cancellationToken))).ToList();
+                });
+                var head = AuditChain.GenesisHash;
+                using (var last = PlatformDatabase.Command(transaction, "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
+                    if (last.ExecuteScalar() is string hash) head = hash;
+                var entry = new SqlAuditLog(destination).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseCopied, Details("from", source.Name, copied, head)));
+                return (copied, head, entry);
             });
-            var head = AuditChain.GenesisHash;
-            using (var last = PlatformDatabase.Command(transaction, "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1"))
-                if (last.ExecuteScalar() is string hash) head = hash;
-            var tables = new JsonObject();
-            foreach (var table in copied) tables[table.Name] = table.Rows;
-            var entry = new SqlAuditLog(destination).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseCopied, new JsonObject
+        }
+        // The statement the server cancelled on request: the transaction is rolled back as any
+        // failed one is, and the caller learns it was stopped, not that the server failed.
+        catch (PlatformStorageException e) when (cancellationToken.IsCancellationRequested && e.InnerException is PostgresException { SqlState: PostgresErrorCodes.QueryCanceled })
+        {
+            throw new OperationCanceledException($"the copy into {destination.Name} was cancelled; nothing was copied", e, cancellationToken);
+        }
+        // The source's log tells whoever audits the old store that its keys' hashes and log went
+        // elsewhere, and when, as a backup's entry does: appended after the target committed (an
+        // entry of a copy that was rolled back would be false), in a write of its own after the
+        // snapshot's read ended. Entries a server appended meanwhile come before it, and after
+        // the head it names, which the target does not hold. A source that cannot take it (locked
+        // past the lock timeout, a read-only file) does not undo a copy that is whole: it is said.
+        try
+        {
+            var recorded = PlatformDatabase.Completed(new SqlAuditLog(source).AppendAsync(actor, AuditActions.DatabaseCopied, Details("to", destination.Name, copied, head)));
+            return new DatabaseCopyResult(source.Name, destination.Name, copied, head, entry, recorded, null);
+        }
+        catch (PlatformStorageException e)
+        {
+            return new DatabaseCopyResult(source.Name, destination.Name, copied, head, entry, null, e.Message);
+        }
+    }
+
+    /// <summary>Has the server cancel the statement <paramref name="transaction"/> runs (a table's
+    /// COPY, or the checks of its foreign keys at its end) once <paramref name="cancellationToken"/>
+    /// fires: pg_cancel_backend, through a connection of its own, of the backend the transaction
+    /// runs on (asked in it: behind PgBouncer the connection's own process id is the pooler's).
+    /// Npgsql sends no cancel request for a COPY, and a client that only went away would leave the
+    /// server working through the table, the write lock held, until it next writes to the client.
+    /// A backend between statements has nothing to cancel: the copy checks the token at each
+    /// table and row.</summary>
+    static CancellationTokenRegistration CancelOnRequest(PlatformDatabase target, DbTransaction transaction, CancellationToken cancellationToken)
+    {
+        if (!cancellationToken.CanBeCanceled) return default;
+        using var ask = PlatformDatabase.Command(transaction, "SELECT pg_backend_pid()");
+        var backend = Convert.ToInt32(ask.ExecuteScalar(), CultureInfo.InvariantCulture);
+        return cancellationToken.Register(() =>
+        {
+            try
             {
-                ["from"] = source.Name,
-                ["audit_entries"] = copied.Single(t => t.Name == AuditTable).Rows,
-                ["audit_head"] = head,
-                ["rows"] = tables,
-            }));
-            return new DatabaseCopyResult(source.Name, destination.Name, copied, head, entry);
+                target.Use(connection =>
+                {
+                    using var cancel = PlatformDatabase.Command(connection, "SELECT pg_cancel_backend(@backend)", ("@backend", backend));
+                    return cancel.ExecuteScalar();
+                });
+            }
+            // A server that cannot be told now: the copy stops at its next row, when TCP keepalive
+            // gives up on the connection, or at a second signal, which ends the process.
+            catch (PlatformStorageException)
+            {
+            }
         });
+    }
+
+    /// <summary>An audit entry's details of the copy: the other database, and what was copied.</summary>
+    static JsonObject Details(string direction, string other, List<CopiedTable> copied, string head)
+    {
+        var tables = new JsonObject();
+        foreach (var table in copied) tables[table.Name] = table.Rows;
+        return new JsonObject
+        {
+            [direction] = other,
+            ["audit_entries"] = copied.Single(t => t.Name == AuditTable).Rows,
+            ["audit_head"] = head,
+            ["rows"] = tables,
+        };
+    }
+
+    /// <summary>The data directory's stratus.db, refused where it holds nothing to copy or, unless
+    /// <paramref name="migrate"/>, where this Stratus would migrate it (opening it through the
+    /// stores does): an older Stratus refuses a file a newer one migrated, so a copy that
+    /// migrated its source unasked would stop the deployment still using it from starting again.</summary>
+    static PlatformDatabase OpenSource(string dataDir, bool migrate)
+    {
+        var (version, current) = PlatformDatabase.SqliteSchemaVersion(dataDir);
+        var file = Path.Combine(dataDir, PlatformDatabase.FileName);
+        if (version == 0)
+            throw new TrustUserException($"{file} holds no Stratus data (it has no tables); give --data-dir the folder of the {PlatformDatabase.FileName} to copy");
+        if (version < current && !migrate)
+            throw new TrustUserException($"{file} has schema version {version}, older than this Stratus's {current}, and the copy leaves the database it copies as it is: " +
+                "give --migrate-source to migrate it in place first, as a server of this Stratus would on start (the older Stratus then refuses it: " +
+                "copy it first, with the older Stratus's backup verb or sqlite3's .backup, to keep one it opens)");
+        return PlatformDatabase.Open(dataDir, connection: null, lockTimeout: null);
     }
 
     const string AuditTable = "audit_log";
@@ -176,8 +271,10 @@ public static class DatabaseCopy
     /// fires the same triggers as INSERT: the audit log's append-only triggers (on UPDATE, DELETE
     /// and TRUNCATE) stay on and are not in its way, since the rows go in as they are, with the
     /// sequence numbers and hashes of their chain.</summary>
-    static long CopyTable(DbTransaction snapshot, DbTransaction transaction, Table table, PlatformDatabase source, PlatformDatabase target)
+    static long CopyTable(DbTransaction snapshot, DbTransaction transaction, Table table, PlatformDatabase source, PlatformDatabase target, CancellationToken cancellationToken)
     {
+        // Here and at each row: a backend between statements has nothing for the server to cancel.
+        cancellationToken.ThrowIfCancellationRequested();
         var columns = string.Join(", ", table.Columns.Select(c => Quoted(c.Name)));
         var types = table.Columns.Select(c => TypeOf(table.Name, c)).ToArray();
         // The rowid names a row to correct in the sqlite3 shell, whatever its columns hold.
@@ -190,10 +287,13 @@ public static class DatabaseCopy
             // here), and the server answers its end only once it has taken them all and checked
             // their foreign keys: the command timeout, which bounds a request's statement, would
             // cancel it, as it would a migration (PostgresDialect.Change). A wait for another
-            // session's lock is still bounded by the lock timeout the write transaction set.
+            // session's lock is still bounded by the lock timeout the write transaction set, a
+            // server gone silent by TCP keepalive (PostgresDialect), and the operator's patience
+            // by the cancellation (CancelOnRequest).
             import.Timeout = TimeSpan.Zero;
             while (reader.Read())
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 import.StartRow();
                 for (var i = 0; i < types.Length; i++)
                 {

@@ -56,6 +56,9 @@ public sealed class PlatformDatabase
     /// SQLite's stratus.db, read here alone, so the CLI, servers and jobs (which inherit it) agree.</summary>
     public const string DatabaseVariable = "STRATUS_DATABASE";
 
+    /// <summary><see cref="DatabaseVariable"/> as messages name it, where its value is at fault.</summary>
+    internal const string VariableSetting = "$" + DatabaseVariable;
+
     /// <summary>Opens (creating if needed) the database of a data directory: PostgreSQL's where
     /// <see cref="DatabaseVariable"/> names one, else SQLite's stratus.db in the folder.</summary>
     /// <param name="lockTimeout">How long a statement waits for another process's lock
@@ -69,9 +72,13 @@ public sealed class PlatformDatabase
     /// <summary>Opens the database <paramref name="connection"/> names (a PostgreSQL URI or
     /// Npgsql's keywords; null or empty: SQLite's stratus.db in <paramref name="dataDir"/>), as
     /// <see cref="Open(string, TimeSpan?)"/> does with <see cref="DatabaseVariable"/>'s value.</summary>
-    public static PlatformDatabase Open(string dataDir, string? connection, TimeSpan? lockTimeout)
+    public static PlatformDatabase Open(string dataDir, string? connection, TimeSpan? lockTimeout) => Open(dataDir, connection, lockTimeout, VariableSetting);
+
+    /// <summary><see cref="Open(string, string?, TimeSpan?)"/> of a value given by
+    /// <paramref name="setting"/> (an option such as --to), which messages about the value name.</summary>
+    internal static PlatformDatabase Open(string dataDir, string? connection, TimeSpan? lockTimeout, string setting)
     {
-        var database = new PlatformDatabase(dataDir, ChooseDialect(dataDir, connection, lockTimeout));
+        var database = new PlatformDatabase(dataDir, ChooseDialect(dataDir, connection, lockTimeout, setting));
         // .NET would say "The file '...' already exists", of the file given as a folder.
         if (File.Exists(dataDir))
             throw new TrustUserException($"{dataDir} is a file; the data directory is a folder, where Stratus keeps {FileName}" +
@@ -114,6 +121,18 @@ public sealed class PlatformDatabase
         return database;
     }
 
+    /// <summary>The schema version of the data directory's stratus.db, and this Stratus's, read
+    /// without changing the file (<see cref="Open(string, TimeSpan?)"/> migrates an older one): 0
+    /// where it holds no tables. One that is another application's or a newer Stratus's is refused
+    /// as Open refuses it.</summary>
+    /// <exception cref="TrustUserException">Another application's file, or a newer Stratus's.</exception>
+    /// <exception cref="PlatformStorageException">The file cannot be read.</exception>
+    internal static (int Version, int Current) SqliteSchemaVersion(string dataDir)
+    {
+        var sqlite = new SqliteDialect(Path.Combine(dataDir, FileName), DefaultLockTimeout);
+        return new PlatformDatabase(dataDir, sqlite).Use(connection => (sqlite.Version((SqliteConnection)connection), SqliteDialect.SchemaVersion));
+    }
+
     /// <summary>Whether the data directory's database (as <see cref="Open(string, TimeSpan?)"/>
     /// chooses it) holds Stratus's data already, asked without creating anything: for a verb that
     /// only reads, or a check that has nothing to find where there is none.</summary>
@@ -122,28 +141,28 @@ public sealed class PlatformDatabase
 
     internal static bool Exists(string dataDir, string? connection)
     {
-        var dialect = ChooseDialect(dataDir, connection, null);
+        var dialect = ChooseDialect(dataDir, connection, null, VariableSetting);
         if (dialect is SqliteDialect) return File.Exists(Path.Combine(dataDir, FileName));
         return new PlatformDatabase(dataDir, dialect).Use(dialect.HoldsStratus);
     }
 
     /// <summary>The data directory's database as messages name it: stratus.db's path, or the
     /// PostgreSQL database <see cref="DatabaseVariable"/> names (without its password).</summary>
-    public static string Describe(string dataDir) => ChooseDialect(dataDir, Configured, null).Name;
+    public static string Describe(string dataDir) => ChooseDialect(dataDir, Configured, null, VariableSetting).Name;
 
     internal static string? Configured => Environment.GetEnvironmentVariable(DatabaseVariable);
 
     /// <summary>Whether <see cref="DatabaseVariable"/> chooses PostgreSQL (else SQLite's file).</summary>
     public static bool PostgresChosen => !string.IsNullOrWhiteSpace(Configured);
 
-    static DatabaseDialect ChooseDialect(string dataDir, string? connection, TimeSpan? lockTimeout)
+    static DatabaseDialect ChooseDialect(string dataDir, string? connection, TimeSpan? lockTimeout, string setting)
     {
         var timeout = lockTimeout ?? DefaultLockTimeout;
         if (timeout < TimeSpan.FromSeconds(1) || timeout.Ticks % TimeSpan.TicksPerSecond != 0)
             throw new ArgumentOutOfRangeException(nameof(lockTimeout), timeout, "The lock timeout is whole seconds, at least one.");
         return string.IsNullOrWhiteSpace(connection)
             ? new SqliteDialect(Path.Combine(dataDir, FileName), timeout)
-            : PostgresDialect.Parse(connection, DatabaseVariable, timeout);
+            : PostgresDialect.Parse(connection, setting, timeout);
     }
 
     // The database holds key hashes, usage, the audit log and blocklists, so the data directory

@@ -2,8 +2,9 @@
 // jobs share (SQLite on NFS is not safe). The tables are Stratus's in the connection's schema, at a
 // version kept in stratus_schema; a write takes a transaction-scoped advisory lock, as SQLite's
 // IMMEDIATE transaction takes its file's lock, so read-then-write stays atomic across processes.
-// The connection is named by STRATUS_DATABASE, as a libpq URI or Npgsql's keywords; a password
-// comes from there, PGPASSWORD or ~/.pgpass (Npgsql reads both) and is never shown.
+// The connection is named by STRATUS_DATABASE (or `database copy --to`), as a libpq URI or Npgsql's
+// keywords; a password comes from there, PGPASSWORD or ~/.pgpass (Npgsql reads both) and is never
+// shown. Messages about the value name the setting it came from, so the operator fixes that one.
 using System.Data.Common;
 using System.Globalization;
 using System.Net.Sockets;
@@ -152,8 +153,13 @@ sealed class PostgresDialect : DatabaseDialect
     readonly string pooledConnectionString;
     readonly long lockTimeoutMilliseconds;
 
-    PostgresDialect(NpgsqlConnectionStringBuilder builder, TimeSpan lockTimeout)
+    /// <summary>The setting the value came from, as messages name it: $STRATUS_DATABASE, or an
+    /// option such as --to.</summary>
+    readonly string setting;
+
+    PostgresDialect(NpgsqlConnectionStringBuilder builder, string setting, TimeSpan lockTimeout)
     {
+        this.setting = setting;
         // Every statement waits for a lock (a row, a table another session locked, the write
         // lock) no longer than the lock timeout, by the server's lock_timeout for the whole
         // session; and no connect or command waits on a server that answers nothing (hung, or
@@ -164,6 +170,19 @@ sealed class PostgresDialect : DatabaseDialect
         var bound = (int)lockTimeout.TotalSeconds + 1;
         if (builder.Timeout == NpgsqlDefaults.Timeout) builder.Timeout = bound;
         if (builder.CommandTimeout == NpgsqlDefaults.CommandTimeout) builder.CommandTimeout = bound;
+        // What no command timeout bounds (a migration, a copy's COPY: minutes on a large table)
+        // waits on the socket for as long as the server works. A server that died or was cut off
+        // without closing the connection would leave that wait for ever, Linux's keepalive idle
+        // being two hours: TCP keepalive probes after 30 s of silence, every 10 s, end it once the
+        // system's probes (9 on Linux) go unanswered, in about two minutes. An operator's own
+        // Tcp Keepalive settings are kept. A Unix socket (a host that is a folder) has no TCP to
+        // probe, and refuses the options: the connection would fail, not a network cut it off.
+        var hosts = Hosts(builder.Host!, builder.Port);
+        if (!builder.TcpKeepAlive && builder.TcpKeepAliveTime == 0 && !hosts.Any(h => h.Host.StartsWith('/')))
+        {
+            builder.TcpKeepAliveTime = KeepAliveIdleSeconds;
+            builder.TcpKeepAliveInterval = KeepAliveIntervalSeconds;
+        }
         // PgBouncer (in transaction mode, the pooler many deployments put in front) refuses any
         // startup parameter options and keeps no session state, so the write lock sets its own
         // lock_timeout in its transaction (BeginWriteAsync) and the session's is only where the
@@ -173,7 +192,6 @@ sealed class PostgresDialect : DatabaseDialect
         pooledConnectionString = builder.ConnectionString;
         builder.Options = $"{builder.Options} -c lock_timeout={lockTimeoutMilliseconds.ToString(CultureInfo.InvariantCulture)}".TrimStart();
         connectionString = directConnectionString = builder.ConnectionString;
-        var hosts = Hosts(builder.Host!, builder.Port);
         Name = $"the PostgreSQL database {builder.Database} on {string.Join(", ", hosts.Select(Where))}" +
             (builder.Username is { } user ? $" as {user}" : "");
         // libpq takes several hosts as a list, and their ports as a list of as many.
@@ -213,12 +231,16 @@ sealed class PostgresDialect : DatabaseDialect
 
     static readonly NpgsqlConnectionStringBuilder NpgsqlDefaults = new();
 
+    internal const int KeepAliveIdleSeconds = 30, KeepAliveIntervalSeconds = 10;
+
     /// <summary>The dialect for <paramref name="value"/>, a PostgreSQL URI
     /// (postgresql://user@host:5432/db?sslmode=require, or postgres://) or Npgsql's keywords
     /// (Host=...;Database=...).</summary>
+    /// <param name="setting">Where the value came from, as messages name it
+    /// (<see cref="PlatformDatabase.VariableSetting"/>, or an option such as --to).</param>
     /// <exception cref="TrustUserException">A value that names no PostgreSQL database, in one line
-    /// that shows no password and gives an example of a good value.</exception>
-    public static PostgresDialect Parse(string value, string variable, TimeSpan lockTimeout)
+    /// that names <paramref name="setting"/>, shows no password and gives an example of a good value.</exception>
+    public static PostgresDialect Parse(string value, string setting, TimeSpan lockTimeout)
     {
         NpgsqlConnectionStringBuilder builder;
         try
@@ -231,24 +253,26 @@ sealed class PostgresDialect : DatabaseDialect
         // Npgsql's keywords, a typed one given what it cannot take: "Couldn't set port", and no more.
         catch (ArgumentException e) when (e.ParamName is "port" && e.Message.StartsWith("Couldn't set", StringComparison.Ordinal))
         {
-            throw Bad(variable, "its Port is not a port from 1 to 65535; hosts on ports of their own are given in Host, as Host=db1.example.com:5432,db2.example.com:5433");
+            throw Bad(setting, "its Port is not a port from 1 to 65535; hosts on ports of their own are given in Host, as Host=db1.example.com:5432,db2.example.com:5433");
         }
         catch (ArgumentException e) when (e.ParamName is { } keyword && e.Message.StartsWith("Couldn't set", StringComparison.Ordinal))
         {
-            throw Bad(variable, $"its {keyword} is not a value Npgsql takes for it");
+            throw Bad(setting, $"its {keyword} is not a value Npgsql takes for it");
         }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidCastException)
         {
-            throw Bad(variable, e.Message.TrimEnd('.'));
+            throw Bad(setting, e.Message.TrimEnd('.'));
         }
-        if (string.IsNullOrEmpty(builder.Host)) throw Bad(variable, "it names no host");
-        if (string.IsNullOrEmpty(builder.Database)) throw Bad(variable, "it names no database");
-        return new PostgresDialect(builder, lockTimeout);
+        if (string.IsNullOrEmpty(builder.Host)) throw Bad(setting, "it names no host");
+        if (string.IsNullOrEmpty(builder.Database)) throw Bad(setting, "it names no database");
+        return new PostgresDialect(builder, setting, lockTimeout);
     }
 
-    static TrustUserException Bad(string variable, string why) =>
-        new($"${variable} is not a PostgreSQL database to use ({why}); give a URI such as postgresql://stratus@db.example.com:5432/stratus?sslmode=require, " +
-            $"or keywords such as Host=db.example.com;Database=stratus;Username=stratus (unset it for SQLite in the data directory)");
+    /// <summary>Only the variable has SQLite to fall back on where it is unset; an option names
+    /// PostgreSQL's database alone.</summary>
+    static TrustUserException Bad(string setting, string why) =>
+        new($"{setting} is not a PostgreSQL database to use ({why}); give a URI such as postgresql://stratus@db.example.com:5432/stratus?sslmode=require, " +
+            $"or keywords such as Host=db.example.com;Database=stratus;Username=stratus{(setting == PlatformDatabase.VariableSetting ? " (unset it for SQLite in the data directory)" : "")}");
 
     /// <summary>libpq's URI form: postgresql://[user[:password]@][host][:port][,host[:port]...][/database][?name=value&amp;...],
     /// its query's names being libpq's (sslmode, host for a socket folder, ...) or Npgsql's keywords.
@@ -399,7 +423,7 @@ sealed class PostgresDialect : DatabaseDialect
             // in the value, PGPASSWORD or ~/.pgpass) for a server that wants one, or an SSL mode
             // the server or this machine cannot meet. The operator's to fix, as a wrong password is.
             connection.Dispose();
-            throw new PlatformStorageException($"cannot connect to {Name} ({e.Message.TrimEnd('.')}); check STRATUS_DATABASE's user and sslmode, " +
+            throw new PlatformStorageException($"cannot connect to {Name} ({e.Message.TrimEnd('.')}); check {setting}'s user and sslmode, " +
                 "and give the password in it, PGPASSWORD or ~/.pgpass (0600, host:port:database:user:password)", e);
         }
         // A file the connection reads before it asks the server anything, where it is missing or
@@ -415,8 +439,8 @@ sealed class PostgresDialect : DatabaseDialect
                     ("sslkey", settings.SslKey), ("sslrootcert", settings.RootCertificate),
                 }
                 .FirstOrDefault(file => !string.IsNullOrEmpty(file.File) && e.Message.Contains(file.File, StringComparison.Ordinal)).Setting;
-            throw new PlatformStorageException($"cannot connect to {Name}: cannot read the file {(named is null ? "STRATUS_DATABASE names" : $"its {named} names")} " +
-                $"({e.Message.TrimEnd('.')}); make {named ?? "the setting"} in STRATUS_DATABASE name a file this user may read, or leave it out", e);
+            throw new PlatformStorageException($"cannot connect to {Name}: cannot read the file {(named is null ? $"{setting} names" : $"its {named} names")} " +
+                $"({e.Message.TrimEnd('.')}); make {named ?? "the setting"} in {setting} name a file this user may read, or leave it out", e);
         }
         catch
         {
@@ -466,7 +490,7 @@ sealed class PostgresDialect : DatabaseDialect
                 const int Named = 5;
                 var named = string.Join(", ", tables.Take(Named)) + (tables.Count > Named ? $" and {tables.Count - Named} more" : "");
                 throw new TrustUserException($"{Name} is not a Stratus database (it holds the tables {named}), and Stratus does not add its own to another application's; " +
-                    "give STRATUS_DATABASE a database of Stratus's own (an empty one to start)");
+                    $"give {setting} a database of Stratus's own (an empty one to start)");
             }
             using var read = PlatformDatabase.Command(transaction, $"SELECT version FROM {VersionTable}");
             version = Convert.ToInt32(read.ExecuteScalar(), CultureInfo.InvariantCulture);
@@ -519,9 +543,9 @@ sealed class PostgresDialect : DatabaseDialect
             return postgres.SqlState switch
             {
                 PostgresErrorCodes.InvalidPassword or PostgresErrorCodes.InvalidAuthorizationSpecification =>
-                    $"cannot log in to {Name} ({said}); check the user and password in STRATUS_DATABASE, PGPASSWORD or ~/.pgpass",
+                    $"cannot log in to {Name} ({said}); check the user and password in {setting}, PGPASSWORD or ~/.pgpass",
                 PostgresErrorCodes.InvalidCatalogName =>
-                    $"{Name} does not exist ({said}); create it (createdb, or CREATE DATABASE) or name another in STRATUS_DATABASE",
+                    $"{Name} does not exist ({said}); create it (createdb, or CREATE DATABASE) or name another in {setting}",
                 PostgresErrorCodes.InsufficientPrivilege =>
                     $"{Name} refuses this user ({said}); grant it the database's tables, or connect as their owner",
                 PostgresErrorCodes.LockNotAvailable =>

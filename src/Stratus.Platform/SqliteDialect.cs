@@ -174,10 +174,10 @@ sealed class SqliteDialect : DatabaseDialect
     public override void Migrate(DbConnection connection)
     {
         var sqlite = (SqliteConnection)connection;
-        // Before WAL mode, which the file keeps: another application's database is left as it was.
-        EnsureStratusOrEmpty(sqlite, FilePath);
+        // Before WAL mode, which the file keeps: another application's database, or a newer
+        // Stratus's, is left as it was.
+        var version = Version(sqlite);
         PlatformDatabase.Execute(connection, "PRAGMA journal_mode=WAL;");
-        var version = UserVersion(sqlite, null);
         if (version < SchemaVersion)
         {
             // Under the write lock, read again: of processes opening an old file at once, the
@@ -191,9 +191,21 @@ sealed class SqliteDialect : DatabaseDialect
             }
             transaction.Commit();
         }
-        if (version > SchemaVersion)
-            throw new TrustUserException($"{FilePath} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
+        // A newer Stratus that migrated it meanwhile.
+        if (version > SchemaVersion) throw Newer(version);
     }
+
+    /// <summary>The file's schema version, read without changing the file: 0 for an empty one (a
+    /// new database), older ones below <see cref="SchemaVersion"/>, which Migrate would migrate;
+    /// another application's file and a newer Stratus's are refused.</summary>
+    internal int Version(SqliteConnection connection)
+    {
+        EnsureStratusOrEmpty(connection, FilePath);
+        var version = UserVersion(connection, null);
+        return version > SchemaVersion ? throw Newer(version) : version;
+    }
+
+    TrustUserException Newer(int version) => new($"{FilePath} has schema version {version}; this Stratus understands up to {SchemaVersion}. Upgrade Stratus.");
 
     /// <summary>Refuses a database that neither is empty (SQLite's new file, or the empty one
     /// Open makes) nor Stratus's: tables at schema version 0, which Stratus never leaves (it sets

@@ -42,6 +42,17 @@ public sealed class DatabaseCopyFidelityTests(PostgresDatabase postgres) : IClas
         Assert.Equal(0, Count(target, "api_keys"));
     }
 
+    static List<string> Tables(string connection)
+    {
+        using var database = new NpgsqlConnection(connection);
+        database.Open();
+        using var list = new NpgsqlCommand("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()", database);
+        using var reader = list.ExecuteReader();
+        var tables = new List<string>();
+        while (reader.Read()) tables.Add(reader.GetString(0));
+        return tables;
+    }
+
     [Fact]
     public async Task Values_that_fit_arrive_exactly()
     {
@@ -60,10 +71,12 @@ public sealed class DatabaseCopyFidelityTests(PostgresDatabase postgres) : IClas
     }
 
     /// <summary>A stratus.db of schema version 1 (before key expiry and rotation, the registry and
-    /// jobs), as a first Stratus left it: the copy migrates it and carries its key, which then
-    /// authenticates on PostgreSQL, and its audit entry, whose hash verifies there.</summary>
+    /// jobs), as a first Stratus left it: the copy refuses it as it is (migrating it would lock out
+    /// the Stratus still using it), leaving its schema and rows untouched; with --migrate-source it
+    /// migrates it and carries its key, which then authenticates on PostgreSQL, and its audit
+    /// entry, whose hash verifies there.</summary>
     [Fact]
-    public async Task A_stratus_db_of_schema_version_1_is_migrated_and_copied_with_its_key_and_chain()
+    public async Task A_stratus_db_of_schema_version_1_is_refused_as_it_is_and_copied_once_migrating_it_is_asked()
     {
         var old = Path.Combine(sqlite.Directory, "old");
         Directory.CreateDirectory(old);
@@ -88,8 +101,16 @@ public sealed class DatabaseCopyFidelityTests(PostgresDatabase postgres) : IClas
             command.ExecuteNonQuery();
         }
         var target = postgres.NewSchema();
+        var file = Path.Combine(old, PlatformDatabase.FileName);
+        var before = File.ReadAllBytes(file);
 
-        var copy = DatabaseCopy.Copy(old, target, "tests");
+        var error = Assert.Throws<TrustUserException>(() => DatabaseCopy.Copy(old, target, "tests"));
+        Assert.StartsWith($"{file} has schema version 1, older than this Stratus's ", error.Message);
+        Assert.Contains("give --migrate-source to migrate it in place first", error.Message);
+        Assert.Equal(before, File.ReadAllBytes(file));
+        Assert.Empty(Tables(target));
+
+        var copy = DatabaseCopy.Copy(old, target, "tests", migrateSource: true);
 
         var stores = PlatformStores.Open(PlatformDatabase.Open(old, target, null));
         Assert.Equal(("old", 5, (DateTimeOffset?)null), ((await stores.KeyService().AuthenticateAsync(secret)).Key is { } key ? (key.Name, key.Limits.RequestsPerMinute, key.ExpiresAt) : default));

@@ -3,7 +3,9 @@
 // audit chain with its head and the next entry chained after it, the registry's alias, the next
 // version and job, usage, blocklists, policies); every table of the schema is carried; and a target
 // holding rows, a copy failing part way, a source that is not Stratus's or is newer, and a target
-// that is SQLite's or missing are refused with nothing written.
+// that is SQLite's or missing are refused with nothing written. The source's audit log records the
+// copy once the target committed; a bad --to is named as --to; a cancelled copy stops the server's
+// statement and leaves the target empty and unlocked.
 using System.Text.Json.Nodes;
 using Npgsql;
 using Stratus.Platform.Jobs;
@@ -98,7 +100,8 @@ public sealed class DatabaseCopyTests(PostgresDatabase postgres) : IClassFixture
         Assert.Equal(before.HeadHash, copy.AuditHead);
         var entries = await stores.Audit.ReadAsync(new AuditQuery(Limit: 1000));
         Assert.Equal(before.HeadHash, entries[^2].Hash);
-        Assert.Equal((await sqlite.Stores.Audit.ReadAsync(new AuditQuery(Limit: 1000))).ToList(), entries.Take(entries.Count - 1).ToList());
+        // The source's entries, but its own record of the copy (after the chain copied).
+        Assert.Equal((await sqlite.Stores.Audit.ReadAsync(new AuditQuery(Limit: 1000))).Take(entries.Count - 1).ToList(), entries.Take(entries.Count - 1).ToList());
         var recorded = entries[^1];
         Assert.Equal((before.EntriesChecked + 1, "cli:bob", AuditActions.DatabaseCopied), (recorded.Sequence, recorded.Actor, recorded.Action));
         var details = JsonNode.Parse(recorded.Details)!;
@@ -185,7 +188,9 @@ public sealed class DatabaseCopyTests(PostgresDatabase postgres) : IClassFixture
                 var rows = copy.Tables.ToDictionary(t => t.Name, t => t.Rows);
                 var created = KeyCreatedEntries(target);
                 Assert.Equal(rows["api_keys"], created);
-                Assert.Equal(rows["audit_log"], created);
+                // Beside the keys' entries, the source's records of the copies before this one.
+                Assert.Equal(rows["audit_log"], created + copies);
+                Assert.NotNull(copy.SourceAudit);
             }
         }
         finally
@@ -276,5 +281,94 @@ public sealed class DatabaseCopyTests(PostgresDatabase postgres) : IClassFixture
     {
         var error = Assert.Throws<TrustUserException>(() => DatabaseCopy.Copy(sqlite.Directory, target, "tests"));
         Assert.Contains(target == " " ? "no PostgreSQL database to copy into: give --to" : "is a SQLite file, not PostgreSQL", error.Message);
+    }
+
+    [Theory]
+    [InlineData("postgresql://db.example.com", "--to is not a PostgreSQL database to use (it names no database)")]
+    [InlineData("Host=db.example.com;Port=x;Database=stratus", "--to is not a PostgreSQL database to use (its Port is not a port from 1 to 65535")]
+    [InlineData("/srv/stratus/stratus.db", "the database to copy into (/srv/stratus/stratus.db, from --to) is a SQLite file, not PostgreSQL")]
+    public void A_bad_to_is_named_as_to(string target, string message)
+    {
+        var error = Assert.Throws<TrustUserException>(() => DatabaseCopy.Copy(sqlite.Directory, target, "tests"));
+        Assert.StartsWith(message, error.Message);
+        Assert.DoesNotContain(PlatformDatabase.DatabaseVariable, error.Message);
+        Assert.DoesNotContain("unset it", error.Message);
+    }
+
+    [Fact]
+    public void A_login_refused_names_to_where_the_password_came_from()
+    {
+        var target = new NpgsqlConnectionStringBuilder(postgres.NewSchema()) { Password = "wrong" }.ConnectionString;
+        var error = Assert.Throws<PlatformStorageException>(() => DatabaseCopy.Copy(sqlite.Directory, target, "tests"));
+        Assert.Contains("check the user and password in --to, PGPASSWORD or ~/.pgpass", error.Message);
+        Assert.DoesNotContain(PlatformDatabase.DatabaseVariable, error.Message);
+    }
+
+    static long Copied(IReadOnlyList<AuditEntry> entries) => entries.Count(e => e.Action == AuditActions.DatabaseCopied);
+
+    /// <summary>The source's log says where its data went, after the chain the target holds; a
+    /// copy that did not commit (a target holding rows) says nothing there.</summary>
+    [Fact]
+    public async Task The_source_records_a_copy_once_the_target_committed_it()
+    {
+        await sqlite.Stores.KeyService().CreateAsync("a", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        var used = postgres.NewSchema();
+        await PlatformStores.Open(PlatformDatabase.Open(sqlite.Directory, used, null)).KeyService().CreateAsync("b", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        Assert.Throws<TrustUserException>(() => DatabaseCopy.Copy(sqlite.Directory, used, "tests"));
+        Assert.Equal(0, Copied(await sqlite.Stores.Audit.ReadAsync(new AuditQuery(Limit: 1000))));
+
+        var target = postgres.NewSchema();
+        var copy = DatabaseCopy.Copy(sqlite.Directory, target, "cli:bob");
+
+        var entries = await sqlite.Stores.Audit.ReadAsync(new AuditQuery(Limit: 1000));
+        var recorded = entries[^1];
+        Assert.Equal(recorded, copy.SourceAudit);
+        Assert.Null(copy.SourceUnrecorded);
+        Assert.Equal((2L, "cli:bob", AuditActions.DatabaseCopied, copy.AuditHead), (recorded.Sequence, recorded.Actor, recorded.Action, entries[^2].Hash));
+        var details = JsonNode.Parse(recorded.Details)!;
+        Assert.Equal((copy.Target, 1L, copy.AuditHead, 1L), ((string?)details["to"], (long)details["audit_entries"]!, (string?)details["audit_head"], (long)details["rows"]!["api_keys"]!));
+        Assert.True((await sqlite.Stores.Audit.VerifyAsync()).Valid);
+        // The target's chain holds the source's one entry, then its own record of the copy.
+        Assert.Equal(1, Rows(target)["api_keys"]);
+        Assert.Equal(2, Rows(target)["audit_log"]);
+    }
+
+    /// <summary>A source that cannot take its entry (a write lock another process holds past the
+    /// lock timeout) does not undo a copy that committed: the result says why it is unrecorded.</summary>
+    [Fact]
+    public async Task A_source_that_cannot_record_the_copy_leaves_it_whole_and_says_why()
+    {
+        await sqlite.Stores.KeyService().CreateAsync("a", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        var target = postgres.NewSchema();
+        using var holder = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={sqlite.DatabasePath};Pooling=False");
+        holder.Open();
+        using var locked = holder.BeginTransaction(deferred: false);
+
+        var copy = DatabaseCopy.Copy(sqlite.Directory, target, "tests");
+
+        Assert.Null(copy.SourceAudit);
+        Assert.Contains($"{sqlite.DatabasePath} is locked by another process", copy.SourceUnrecorded);
+        Assert.Equal(1, Rows(target)["api_keys"]);
+        locked.Rollback();
+        Assert.Equal(0, Copied(await sqlite.Stores.Audit.ReadAsync(new AuditQuery(Limit: 1000))));
+    }
+
+    /// <summary>Cancelled while the server works on a table, the copy has the server stop: its
+    /// statement is not left running with the write lock held, and the target keeps no row.</summary>
+    [Fact]
+    public async Task A_cancelled_copy_stops_the_servers_statement_and_leaves_the_target_empty()
+    {
+        await sqlite.Stores.KeyService().CreateAsync("a", ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        var target = postgres.NewSchema();
+        SlowCopyTarget.Create(sqlite.Directory, target);
+        using var stop = new CancellationTokenSource();
+
+        var copying = Task.Run(() => DatabaseCopy.Copy(sqlite.Directory, target, "tests", cancellationToken: stop.Token));
+        SlowCopyTarget.WaitUntilCopying(target, () => copying.IsCompleted);
+        await stop.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => copying);
+        Assert.Equal((0, 0, 0), (SlowCopyTarget.Count(target, SlowCopyTarget.Sleeping), SlowCopyTarget.Count(target, SlowCopyTarget.AdvisoryLocks), Rows(target)["api_keys"]));
+        Assert.Equal(0, Copied(await sqlite.Stores.Audit.ReadAsync(new AuditQuery(Limit: 1000))));
     }
 }

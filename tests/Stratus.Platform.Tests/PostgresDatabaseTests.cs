@@ -281,6 +281,22 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         Assert.Equal((20, 45), (own.ConnectionTimeout, own.CommandTimeout));
     }
 
+    /// <summary>What no command timeout bounds (a migration, a copy's COPY) waits on the socket
+    /// while the server works: TCP keepalive ends that wait where the server died or was cut off
+    /// without closing the connection, which Linux's two hours of idle before a first probe would
+    /// leave for ever. An operator's own keepalive settings are kept, and a Unix socket, which
+    /// refuses them, has none.</summary>
+    [Theory]
+    [InlineData("postgresql://db.example.com/stratus", false, 30, 10)]
+    [InlineData("Host=db.example.com;Database=stratus;Tcp Keepalive=true", true, 0, 0)]
+    [InlineData("Host=db.example.com;Database=stratus;Tcp Keepalive Time=120", false, 120, 0)]
+    [InlineData("postgresql:///stratus?host=/run/postgresql", false, 0, 0)]
+    public void A_connection_probes_a_silent_server_with_tcp_keepalive_unless_told_otherwise(string value, bool keepAlive, int time, int interval)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(PostgresDialect.Parse(value, PlatformDatabase.VariableSetting, TimeSpan.FromSeconds(1)).ConnectionString);
+        Assert.Equal((keepAlive, time, interval), (builder.TcpKeepAlive, builder.TcpKeepAliveTime, builder.TcpKeepAliveInterval));
+    }
+
     [Theory]
     [InlineData("40001", "gave up a transaction that clashed with another session's (40001:")]
     [InlineData("40P01", "gave up a transaction that clashed with another session's (40P01:")]
@@ -290,7 +306,7 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [InlineData("08P01", "lost the connection to the PostgreSQL server of")]
     public void A_server_failure_worth_a_retry_is_described_as_the_operators_not_a_bug(string sqlState, string said)
     {
-        var dialect = PostgresDialect.Parse("postgresql://db.example.com/stratus", PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
+        var dialect = PostgresDialect.Parse("postgresql://db.example.com/stratus", PlatformDatabase.VariableSetting, TimeSpan.FromSeconds(1));
         var described = dialect.Describe(new PostgresException("it failed", "ERROR", "ERROR", sqlState));
         Assert.NotNull(described);
         Assert.Contains(said, described);
@@ -331,7 +347,7 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
         var error = Assert.Throws<PlatformStorageException>(() => PlatformDatabase.Open(directory, value, null));
         Assert.StartsWith($"cannot connect to the PostgreSQL database {postgres.Name} on {Cluster.Folder} (port {Cluster.Port}) as postgres: cannot read the file its passfile names (", error.Message);
         Assert.Contains(missing, error.Message);
-        Assert.EndsWith("make passfile in STRATUS_DATABASE name a file this user may read, or leave it out", error.Message);
+        Assert.EndsWith("make passfile in $STRATUS_DATABASE name a file this user may read, or leave it out", error.Message);
         Assert.DoesNotContain('\n', error.Message);
     }
 
@@ -430,7 +446,7 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [InlineData(" postgresql://db.example.com/stratus\n", "the PostgreSQL database stratus on db.example.com:5432")]
     public void A_connection_is_named_by_host_database_and_user_never_the_password(string value, string name)
     {
-        var dialect = PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
+        var dialect = PostgresDialect.Parse(value, PlatformDatabase.VariableSetting, TimeSpan.FromSeconds(1));
         Assert.Equal(name, dialect.Name);
     }
 
@@ -445,14 +461,14 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [InlineData("postgresql:///stratus?port=6432,6433&host=primary.example.com,::1", "primary.example.com:6432,[::1]:6433", 5432)]
     public void A_uri_reaches_npgsql_with_its_hosts_listed_and_ipv6_without_brackets(string value, string host, int port)
     {
-        var builder = new NpgsqlConnectionStringBuilder(PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1)).ConnectionString);
+        var builder = new NpgsqlConnectionStringBuilder(PostgresDialect.Parse(value, PlatformDatabase.VariableSetting, TimeSpan.FromSeconds(1)).ConnectionString);
         Assert.Equal((host, port), (builder.Host, builder.Port));
     }
 
     [Fact]
     public void The_commands_for_pg_dump_list_several_hosts_and_their_ports_as_libpq_takes_them()
     {
-        var dialect = PostgresDialect.Parse("postgresql://stratus@[2001:db8::7]:6432,standby.example.com/stratus", PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1));
+        var dialect = PostgresDialect.Parse("postgresql://stratus@[2001:db8::7]:6432,standby.example.com/stratus", PlatformDatabase.VariableSetting, TimeSpan.FromSeconds(1));
         Assert.Equal("--host=2001:db8::7,standby.example.com --port=6432,5432 --username=stratus --dbname=stratus", dialect.ToolOptions);
         Assert.Equal("the PostgreSQL database stratus on [2001:db8::7]:6432, standby.example.com:5432 as stratus", dialect.Name);
     }
@@ -485,7 +501,7 @@ public sealed class PostgresDatabaseTests(PostgresDatabase postgres) : IClassFix
     [InlineData("Host=db.example.com;Port=5432,5433;Database=stratus;Password=s3cret", "its Port is not a port from 1 to 65535")]
     public void A_bad_value_is_one_line_with_an_example_and_without_the_password(string value, string why)
     {
-        var error = Assert.Throws<TrustUserException>(() => PostgresDialect.Parse(value, PlatformDatabase.DatabaseVariable, TimeSpan.FromSeconds(1)));
+        var error = Assert.Throws<TrustUserException>(() => PostgresDialect.Parse(value, PlatformDatabase.VariableSetting, TimeSpan.FromSeconds(1)));
         Assert.StartsWith("$STRATUS_DATABASE is not a PostgreSQL database to use (", error.Message);
         Assert.Contains(why, error.Message, StringComparison.OrdinalIgnoreCase);
         Assert.Contains("postgresql://stratus@db.example.com:5432/stratus?sslmode=require", error.Message);

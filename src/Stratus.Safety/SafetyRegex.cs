@@ -8,7 +8,8 @@
 // in the text, whether it has a match: none, and it is clean; one, and the backtracking engine
 // goes on from where it stopped with RetryTimeout, for the real spans. The caller fails closed
 // only where that times out too, or where the linear-time engine cannot run the pattern
-// (backreferences, atomic groups, conditionals, free-spacing mode: nothing tells then).
+// (backreferences, atomic groups, conditionals, free-spacing mode, the options RightToLeft and
+// ECMAScript: nothing tells then).
 //
 // That engine runs the pattern with its lookarounds left out, which it cannot run: they only
 // narrow where a match may be, so a text without a match of what is left has none of the pattern

@@ -38,12 +38,15 @@ sealed class SafetyRegex
     // Built at the first timeout; null where the linear-time engine cannot run the pattern.
     readonly Lazy<Regex?> linear;
     readonly Lazy<Regex> patient;
+    readonly TimeProvider clock;
 
     /// <param name="backtracking">The pattern on the backtracking engine, its MatchTimeout the
     /// bound of the first try.</param>
-    public SafetyRegex(Regex backtracking)
+    /// <param name="clock">Measures each try as a whole (Matches); tests set it.</param>
+    public SafetyRegex(Regex backtracking, TimeProvider? clock = null)
     {
         this.backtracking = backtracking;
+        this.clock = clock ?? TimeProvider.System;
         linear = new(() => Linear(backtracking));
         patient = new(() => new Regex(backtracking.ToString(), backtracking.Options, RetryTimeout));
     }
@@ -207,11 +210,17 @@ sealed class SafetyRegex
     /// <summary>The matches of one text: the backtracking engine's, its first try bounded by its
     /// match timeout. After a timeout, the rest of the text is asked of the linear-time engine,
     /// and only where that finds a match of the rest, of the backtracking engine again within
-    /// RetryTimeout, from the end of the last match found; TimedOut says that nothing could tell.</summary>
+    /// RetryTimeout, from the end of the last match found; TimedOut says that nothing could tell.
+    /// Each bound is a try's as a whole, not each match's: the engine's own timeout restarts at
+    /// every NextMatch, and a text of many matches, each found within it, took their number times
+    /// it (200 KB of digit runs that stall the international phone pattern with a phone number
+    /// between every hundred of them: 17 s of a core, RetryTimeout each).</summary>
     public struct Matches(SafetyRegex regex, string text)
     {
         Match? current;
         bool retried, done;
+        // When the try under way began (TimeProvider.GetTimestamp).
+        long started;
 
         public readonly Match Current => current!;
 
@@ -224,10 +233,13 @@ sealed class SafetyRegex
             if (done) return false;
             try
             {
-                current = current is not null ? current.NextMatch()
+                if (current is null)
+                {
+                    started = regex.clock.GetTimestamp();
                     // Once the linear-time engine is built, a text it clears waits for no timeout.
-                    : regex.linear.IsValueCreated && regex.HasMatch(text, 0) == false ? Match.Empty
-                    : regex.backtracking.Match(text);
+                    current = regex.linear.IsValueCreated && regex.HasMatch(text, 0) == false ? Match.Empty : regex.backtracking.Match(text);
+                }
+                else current = OutOfTime() ? Resume() : current.NextMatch();
             }
             catch (RegexMatchTimeoutException)
             {
@@ -235,6 +247,13 @@ sealed class SafetyRegex
             }
             done = !current.Success;
             return !done;
+        }
+
+        /// <summary>Whether the try under way has had its bound; a pattern without a match timeout has none.</summary>
+        readonly bool OutOfTime()
+        {
+            var bound = retried ? RetryTimeout : regex.backtracking.MatchTimeout;
+            return bound != Regex.InfiniteMatchTimeout && regex.clock.GetElapsedTime(started) > bound;
         }
 
         /// <summary>After a timeout: the next match from the end of the last one found, where the
@@ -251,6 +270,7 @@ sealed class SafetyRegex
             }
             retried = true;
             if (!hasMatch) return Match.Empty;
+            started = regex.clock.GetTimestamp();
             try { return regex.patient.Value.Match(text, from); }
             catch (RegexMatchTimeoutException)
             {

@@ -4,6 +4,7 @@
 // text with matches gets their real spans (BlocklistTests: a pattern nothing can tell about fails
 // closed).
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.Time.Testing;
 using Stratus.Safety;
 
 namespace Stratus.Safety.Tests;
@@ -87,6 +88,23 @@ public sealed class SafetyRegexTests
         while (matches.MoveNext()) found.Add((matches.Current.Index, matches.Current.Length));
         Assert.False(matches.TimedOut);
         Assert.Equal([(0, 3), (4, 3)], found);
+    }
+
+    [Fact]
+    public void A_tries_bound_is_the_whole_texts_not_each_matchs()
+    {
+        // Each reading of the clock finds 150 ms gone: every match is found within the first try's
+        // 200 ms, and within the second try's second, the matches together are not. Each
+        // NextMatch had its own bound: a text of many slow matches took their number times it.
+        var clock = new FakeTimeProvider { AutoAdvanceAmount = TimeSpan.FromMilliseconds(150) };
+        var text = Repeat("room 404, ", 10_000);
+        var expected = Regex.Matches(text, "[0-9]{3}").Select(m => (m.Index, m.Length)).ToList();
+        var matches = new SafetyRegex(new Regex("[0-9]{3}", RegexOptions.None, TimeSpan.FromMilliseconds(200)), clock).Find(text);
+        var found = new List<(int, int)>();
+        while (matches.MoveNext()) found.Add((matches.Current.Index, matches.Current.Length));
+        Assert.True(matches.TimedOut);
+        Assert.InRange(found.Count, 1, 20);
+        Assert.Equal(expected.Take(found.Count), found);
     }
 
     /// <summary>A run of q's that the alternative (?:q+)+! stalls the backtracking engine on at

@@ -8,7 +8,8 @@
 // in the text, whether it has a match: none, and it is clean; one, and the backtracking engine
 // goes on from where it stopped with RetryTimeout, for the real spans. The caller fails closed
 // only where that times out too, or where the linear-time engine cannot run the pattern
-// (backreferences, atomic groups, conditionals, free-spacing mode: nothing tells then).
+// (backreferences, atomic groups, conditionals, free-spacing mode, the options RightToLeft and
+// ECMAScript: nothing tells then).
 //
 // That engine runs the pattern with its lookarounds left out, which it cannot run: they only
 // narrow where a match may be, so a text without a match of what is left has none of the pattern
@@ -37,12 +38,15 @@ sealed class SafetyRegex
     // Built at the first timeout; null where the linear-time engine cannot run the pattern.
     readonly Lazy<Regex?> linear;
     readonly Lazy<Regex> patient;
+    readonly TimeProvider clock;
 
     /// <param name="backtracking">The pattern on the backtracking engine, its MatchTimeout the
     /// bound of the first try.</param>
-    public SafetyRegex(Regex backtracking)
+    /// <param name="clock">Measures each try as a whole (Matches); tests set it.</param>
+    public SafetyRegex(Regex backtracking, TimeProvider? clock = null)
     {
         this.backtracking = backtracking;
+        this.clock = clock ?? TimeProvider.System;
         linear = new(() => Linear(backtracking));
         patient = new(() => new Regex(backtracking.ToString(), backtracking.Options, RetryTimeout));
     }
@@ -67,20 +71,25 @@ sealed class SafetyRegex
     {
         if (WithoutLookarounds(backtracking.ToString(), backtracking.Options) is not { } pattern) return null;
         try { return new Regex(pattern, backtracking.Options | RegexOptions.NonBacktracking, RetryTimeout); }
-        catch (NotSupportedException) { return null; }
+        // A construct it cannot run; options it refuses (RightToLeft, ECMAScript); a backreference
+        // to a group that only a lookaround held.
+        catch (Exception e) when (e is NotSupportedException or ArgumentException) { return null; }
     }
 
     /// <summary>The pattern with each lookaround an empty group, so that a quantifier after one
-    /// still quantifies nothing; null in free-spacing mode, whose '#' comments may hold anything.</summary>
+    /// still quantifies nothing; null in free-spacing mode, whose '#' comments may hold anything.
+    /// It is read as .NET's parser reads it (RegexParser): a lookaround misplaced would leave out
+    /// what is not one, and the linear-time engine would clear a text that has a match.</summary>
     internal static string? WithoutLookarounds(string pattern, RegexOptions options)
     {
-        if ((options & RegexOptions.IgnorePatternWhitespace) != 0 || Regex.IsMatch(pattern, @"\(\?[imns-]*x")) return null;
+        // Inline options are read in either case: (?X) is free-spacing mode too.
+        if ((options & RegexOptions.IgnorePatternWhitespace) != 0 || Regex.IsMatch(pattern, @"\(\?[imns-]*x", RegexOptions.IgnoreCase)) return null;
         StringBuilder? without = null;
         for (var i = 0; i < pattern.Length; i++)
         {
             var end = pattern[i] switch
             {
-                '\\' => Math.Min(i + 1, pattern.Length - 1),
+                '\\' => EscapeEnd(pattern, i),
                 '[' => ClassEnd(pattern, i),
                 '(' when At(pattern, i, "(?#") => CommentEnd(pattern, i),
                 _ => i,
@@ -112,7 +121,7 @@ sealed class SafetyRegex
         {
             switch (pattern[i])
             {
-                case '\\': i++; break;
+                case '\\': i = EscapeEnd(pattern, i); break;
                 case '[': i = ClassEnd(pattern, i); break;
                 case '(' when At(pattern, i, "(?#"): i = CommentEnd(pattern, i); break;
                 case '(': depth++; break;
@@ -122,15 +131,76 @@ sealed class SafetyRegex
         return pattern.Length;
     }
 
-    /// <summary>The index of the ']' that ends the character class opened at <paramref name="open"/>
-    /// (a ']' first in it, or after '^', is a literal), or the end of the pattern.</summary>
+    /// <summary>The index of the last character of the escape at <paramref name="backslash"/>,
+    /// as far as it can hold what the readers here look for: a control character takes the
+    /// character after its 'c' whatever it is (\c[ is ESC, \c] and \c\ are characters too), a
+    /// property its braces (whose name may hold a '-', which in a class would read as a range),
+    /// a hexadecimal or octal code its digits; or the end of the pattern.</summary>
+    static int EscapeEnd(string pattern, int backslash)
+    {
+        var i = backslash + 1;
+        if (i >= pattern.Length) return pattern.Length - 1;
+        var end = pattern[i] switch
+        {
+            'c' => i + 1,
+            'p' or 'P' when i + 1 < pattern.Length && pattern[i + 1] == '{' => pattern.IndexOf('}', i) is var close and >= 0 ? close : pattern.Length,
+            'x' => i + 2,
+            'u' => i + 4,
+            >= '0' and <= '7' => OctalEnd(pattern, i),
+            _ => i,
+        };
+        return Math.Min(end, pattern.Length - 1);
+    }
+
+    /// <summary>The last of up to three octal digits from <paramref name="first"/>.</summary>
+    static int OctalEnd(string pattern, int first)
+    {
+        var i = first;
+        while (i + 1 < pattern.Length && i - first < 2 && pattern[i + 1] is >= '0' and <= '7') i++;
+        return i;
+    }
+
+    /// <summary>The index of the ']' that ends the character class opened at <paramref name="open"/>,
+    /// or the end of the pattern. As RegexParser.ScanCharClass: a ']' first in it (after '^') is a
+    /// literal; "-[" subtracts a class (which may start with ']' too) unless it ends a range
+    /// ("[+--[x]" is '+' to '-', '[' and 'x').</summary>
     static int ClassEnd(string pattern, int open)
     {
         var i = open + 1;
         if (i < pattern.Length && pattern[i] == '^') i++;
-        if (i < pattern.Length && pattern[i] == ']') i++;
-        while (i < pattern.Length && pattern[i] != ']') i += pattern[i] == '\\' ? 2 : 1;
-        return Math.Min(i, pattern.Length - 1);
+        var inRange = false;
+        for (var first = true; i < pattern.Length; i++, first = false)
+        {
+            var c = pattern[i];
+            var escaped = c == '\\';
+            if (c == ']' && !first) return i;
+            if (escaped)
+            {
+                var letter = i + 1 < pattern.Length ? pattern[i + 1] : '\0';
+                i = EscapeEnd(pattern, i);
+                // A shorthand class or an escaped '-' starts no range (a '-' may end one).
+                if (letter is 'd' or 'D' or 's' or 'S' or 'w' or 'W' or 'p' or 'P' or '-')
+                {
+                    inRange = false;
+                    continue;
+                }
+            }
+            if (inRange)
+            {
+                inRange = false;
+                if (c == '[' && !escaped && !first) i = ClassEnd(pattern, i);
+            }
+            else if (i + 2 < pattern.Length && pattern[i + 1] == '-' && pattern[i + 2] != ']')
+            {
+                inRange = true;
+                i++;
+            }
+            else if (c == '-' && !escaped && !first && i + 1 < pattern.Length && pattern[i + 1] == '[')
+            {
+                i = ClassEnd(pattern, i + 1);
+            }
+        }
+        return pattern.Length - 1;
     }
 
     /// <summary>The index of the ')' that ends the comment "(?#" at <paramref name="open"/>: its
@@ -140,11 +210,17 @@ sealed class SafetyRegex
     /// <summary>The matches of one text: the backtracking engine's, its first try bounded by its
     /// match timeout. After a timeout, the rest of the text is asked of the linear-time engine,
     /// and only where that finds a match of the rest, of the backtracking engine again within
-    /// RetryTimeout, from the end of the last match found; TimedOut says that nothing could tell.</summary>
+    /// RetryTimeout, from the end of the last match found; TimedOut says that nothing could tell.
+    /// Each bound is a try's as a whole, not each match's: the engine's own timeout restarts at
+    /// every NextMatch, and a text of many matches, each found within it, took their number times
+    /// it (200 KB of digit runs that stall the international phone pattern with a phone number
+    /// between every hundred of them: 17 s of a core, RetryTimeout each).</summary>
     public struct Matches(SafetyRegex regex, string text)
     {
         Match? current;
         bool retried, done;
+        // When the try under way began (TimeProvider.GetTimestamp).
+        long started;
 
         public readonly Match Current => current!;
 
@@ -157,10 +233,13 @@ sealed class SafetyRegex
             if (done) return false;
             try
             {
-                current = current is not null ? current.NextMatch()
+                if (current is null)
+                {
+                    started = regex.clock.GetTimestamp();
                     // Once the linear-time engine is built, a text it clears waits for no timeout.
-                    : regex.linear.IsValueCreated && regex.HasMatch(text, 0) == false ? Match.Empty
-                    : regex.backtracking.Match(text);
+                    current = regex.linear.IsValueCreated && regex.HasMatch(text, 0) == false ? Match.Empty : regex.backtracking.Match(text);
+                }
+                else current = OutOfTime() ? Resume() : current.NextMatch();
             }
             catch (RegexMatchTimeoutException)
             {
@@ -168,6 +247,13 @@ sealed class SafetyRegex
             }
             done = !current.Success;
             return !done;
+        }
+
+        /// <summary>Whether the try under way has had its bound; a pattern without a match timeout has none.</summary>
+        readonly bool OutOfTime()
+        {
+            var bound = retried ? RetryTimeout : regex.backtracking.MatchTimeout;
+            return bound != Regex.InfiniteMatchTimeout && regex.clock.GetElapsedTime(started) > bound;
         }
 
         /// <summary>After a timeout: the next match from the end of the last one found, where the
@@ -184,6 +270,7 @@ sealed class SafetyRegex
             }
             retried = true;
             if (!hasMatch) return Match.Empty;
+            started = regex.clock.GetTimestamp();
             try { return regex.patient.Value.Match(text, from); }
             catch (RegexMatchTimeoutException)
             {

@@ -4,6 +4,7 @@
 // text with matches gets their real spans (BlocklistTests: a pattern nothing can tell about fails
 // closed).
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.Time.Testing;
 using Stratus.Safety;
 
 namespace Stratus.Safety.Tests;
@@ -89,6 +90,73 @@ public sealed class SafetyRegexTests
         Assert.Equal([(0, 3), (4, 3)], found);
     }
 
+    [Fact]
+    public void A_tries_bound_is_the_whole_texts_not_each_matchs()
+    {
+        // Each reading of the clock finds 150 ms gone: every match is found within the first try's
+        // 200 ms, and within the second try's second, the matches together are not. Each
+        // NextMatch had its own bound: a text of many slow matches took their number times it.
+        var clock = new FakeTimeProvider { AutoAdvanceAmount = TimeSpan.FromMilliseconds(150) };
+        var text = Repeat("room 404, ", 10_000);
+        var expected = Regex.Matches(text, "[0-9]{3}").Select(m => (m.Index, m.Length)).ToList();
+        var matches = new SafetyRegex(new Regex("[0-9]{3}", RegexOptions.None, TimeSpan.FromMilliseconds(200)), clock).Find(text);
+        var found = new List<(int, int)>();
+        while (matches.MoveNext()) found.Add((matches.Current.Index, matches.Current.Length));
+        Assert.True(matches.TimedOut);
+        Assert.InRange(found.Count, 1, 20);
+        Assert.Equal(expected.Take(found.Count), found);
+    }
+
+    /// <summary>A run of q's that the alternative (?:q+)+! stalls the backtracking engine on at
+    /// its first place, trying every split of the run, whatever the clock's resolution; the
+    /// linear-time engine finds at once that it has no match.</summary>
+    const string Stall = "|(?:q+)+!";
+    static readonly string StallingText = new('q', 64);
+
+    /// <summary>Patterns whose lookarounds a reader that knows less of .NET's syntax than .NET
+    /// misplaces: it strips what is not a lookaround, and the linear-time engine, asked the
+    /// wrong pattern, clears a text that has a match.</summary>
+    public static TheoryData<string, string> MisreadPatterns => new()
+    {
+        // \c[ is one character (ESC), not the start of a class that would hide the ')' after it.
+        { @"a(?!\c[)(]b)c", "a]bc" },
+        // \c] is one character inside a class: the class ends at the next ']', and holds "(?=x)".
+        { @"[\c](?=x)]", "=" },
+        // A subtracted class may begin with ']', as any class: "(?=x)" is subtracted characters.
+        { @"[\W-[](?=x)]]", ":" },
+        // Inline options are read in either case: (?X) is free-spacing mode, where '#' comments.
+        { "(?X)a#(?=[\n(]b)\nc", "a]bc" },
+    };
+
+    [Theory]
+    [MemberData(nameof(MisreadPatterns))]
+    public void A_pattern_whose_syntax_hides_its_lookarounds_finds_what_the_backtracking_engine_finds(string pattern, string text)
+    {
+        var regex = new SafetyRegex(new Regex(pattern + Stall, RegexOptions.None, Loaded));
+        // Once a text has stalled the pattern, the linear-time engine is asked first.
+        regex.Find(StallingText).MoveNext();
+        var expected = Regex.Matches(text, pattern + Stall).Select(m => (m.Index, m.Length)).ToList();
+        Assert.NotEmpty(expected);
+        var matches = regex.Find(text);
+        var found = new List<(int, int)>();
+        while (matches.MoveNext()) found.Add((matches.Current.Index, matches.Current.Length));
+        // Failing closed is an answer too; clearing the text is not.
+        if (!matches.TimedOut) Assert.Equal(expected, found);
+    }
+
+    [Theory]
+    [InlineData(@"x(?=y)|!(?:q+)+", RegexOptions.RightToLeft)] // the linear-time engine refuses these options
+    [InlineData(@"x(?=y)" + Stall, RegexOptions.ECMAScript)]
+    [InlineData(@"(?=(x))\1y" + Stall, RegexOptions.None)] // without the lookaround, \1 names no group
+    public void A_pattern_the_linear_engine_cannot_be_built_for_fails_closed_when_it_times_out(string pattern, RegexOptions options)
+    {
+        // Such a pattern threw out of its detector: the provider failed, rather than the pattern
+        // failing closed as one the linear-time engine cannot run does.
+        var matches = new SafetyRegex(new Regex(pattern, options, Loaded)).Find(StallingText);
+        Assert.False(matches.MoveNext());
+        Assert.True(matches.TimedOut);
+    }
+
     [Theory]
     [InlineData(@"(?<![\w-])[0-9]{3}(?![ -]?[0-9])", @"(?:)[0-9]{3}(?:)")]
     [InlineData(@"a(?=b){2}c", "a(?:){2}c")] // the quantifier quantifies nothing still, not the "a"
@@ -97,12 +165,17 @@ public sealed class SafetyRegexTests
     [InlineData(@"[]a(?=]x", @"[]a(?=]x")] // ']' first in a class is a literal
     [InlineData(@"(?#(?=)x", @"(?#(?=)x")] // a comment ends at its first ')'
     [InlineData(@"(?i)kill(?:ed)?", @"(?i)kill(?:ed)?")]
+    [InlineData(@"a(?!\c[)(]b)c", @"a(?:)(]b)c")] // \c[ is a control character, not a class
+    [InlineData(@"[\c](?=x)]", @"[\c](?=x)]")]
+    [InlineData(@"[\W-[](?=x)]]", @"[\W-[](?=x)]]")]
+    [InlineData(@"[+--[x](?=y)]", @"[+--[x](?:)]")] // "-[" ends a range here, no subtraction opens
     public void The_linear_engine_reads_a_pattern_with_its_lookarounds_left_out(string pattern, string without) =>
         Assert.Equal(without, SafetyRegex.WithoutLookarounds(pattern, RegexOptions.None));
 
     [Theory]
     [InlineData("(?x)a (?=b) # (?=c)", RegexOptions.None)]
     [InlineData("(?ix: a (?=b))", RegexOptions.None)]
+    [InlineData("(?X)a (?=b) # (?=c)", RegexOptions.None)]
     [InlineData("a (?=b) # (?=c)", RegexOptions.IgnorePatternWhitespace)]
     public void A_pattern_in_free_spacing_mode_is_not_read(string pattern, RegexOptions options) =>
         Assert.Null(SafetyRegex.WithoutLookarounds(pattern, options));

@@ -192,6 +192,36 @@ public sealed class ModelRegistry
         }
     }
 
+    /// <summary>The registered version a checkpoint given as a folder is: one whose checkpoint is
+    /// that folder (<paramref name="checkpointDirectory"/>, absolute, as <see cref="ICheckpointReader.Read"/>
+    /// names it) and whose manifest hash is <paramref name="manifestSha256"/>, the files it was
+    /// registered with (of several, the first by name and number); null where none is. A run
+    /// started from it records it as its parent, as one started from the version's reference does.</summary>
+    public ModelVersion? VersionAt(string checkpointDirectory, string manifestSha256) => database.Use(connection =>
+        Versions(connection, null, "WHERE v.checkpoint = @checkpoint AND v.manifest_sha256 = @hash",
+            ("@checkpoint", Path.TrimEndingDirectorySeparator(Path.GetFullPath(checkpointDirectory))), ("@hash", manifestSha256)).FirstOrDefault());
+
+    /// <summary><see cref="VersionAt(string, string)"/> of the checkpoint a run or checkpoint folder
+    /// means, hashed only where a version refers to its folder (a job's submission, which then records
+    /// that version as a reference's submission does).</summary>
+    /// <exception cref="TrustUserException">The folder is missing, holds no checkpoint, or one whose
+    /// files do not match its manifest.</exception>
+    public ModelVersion? VersionAt(string path)
+    {
+        var directory = checkpoints.Locate(path).Directory;
+        var registered = database.Use(connection => Versions(connection, null, "WHERE v.checkpoint = @checkpoint", ("@checkpoint", directory)).Count > 0);
+        return registered ? VersionAt(directory, checkpoints.Read(path).ManifestSha256) : null;
+    }
+
+    /// <summary>A job's <paramref name="arguments"/>, where they start from a folder that is a
+    /// registered version's checkpoint with the files it was registered with, naming that version
+    /// and its manifest as a reference's submission does: the run records it as its parent, and the
+    /// job's training refuses the folder if its run saved it again meanwhile.</summary>
+    public Jobs.TrainArguments WithFolderVersion(Jobs.TrainArguments arguments) =>
+        arguments is { InitFrom: { } folder, InitFromVersion: null } && VersionAt(folder) is { } version
+            ? arguments with { InitFromVersion = version.Reference, InitFromManifest = version.Checkpoint.ManifestSha256 }
+            : arguments;
+
     /// <summary>One line saying that <paramref name="given"/>, taken as a folder, also names a
     /// registered version, and how to name each; null where it names none.</summary>
     static string? Shadowed(ModelRegistry registry, string given, ModelReference reference, string use)

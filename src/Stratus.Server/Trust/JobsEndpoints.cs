@@ -236,6 +236,7 @@ public static class JobsEndpoints
             {
                 throw e.WithParam("ranks");
             }
+            arguments = http.RequestServices.GetRequiredService<StratusTrust>().Models.WithFolderVersion(arguments);
             return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor, slurm)), StatusCodes.Status201Created);
         });
         var metrics = new JobMetrics();

@@ -214,12 +214,13 @@ public sealed class ModelRegistry
     }
 
     /// <summary>A job's <paramref name="arguments"/>, where they start from a folder that is a
-    /// registered version's checkpoint with the files it was registered with, naming that version
-    /// and its manifest as a reference's submission does: the run records it as its parent, and the
-    /// job's training refuses the folder if its run saved it again meanwhile.</summary>
+    /// registered version's checkpoint with the files it was registered with, as a submission by
+    /// that version's reference records them: the version, its checkpoint folder and its manifest.
+    /// The run records the version as its parent, and the job's training refuses the folder if its
+    /// run saved it again meanwhile.</summary>
     public Jobs.TrainArguments WithFolderVersion(Jobs.TrainArguments arguments) =>
         arguments is { InitFrom: { } folder, InitFromVersion: null } && VersionAt(folder) is { } version
-            ? arguments with { InitFromVersion = version.Reference, InitFromManifest = version.Checkpoint.ManifestSha256 }
+            ? arguments with { InitFrom = version.Checkpoint.Directory, InitFromVersion = version.Reference, InitFromManifest = version.Checkpoint.ManifestSha256 }
             : arguments;
 
     /// <summary>One line saying that <paramref name="given"/>, taken as a folder, also names a

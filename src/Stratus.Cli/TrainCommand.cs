@@ -3,7 +3,8 @@
 // (the model a folder, or a registered version: NAME, NAME:VERSION, NAME@ALIAS, as serve takes it)
 // `stratus train --resume <run>`
 // Under `mpirun -np N` or `srun` every rank runs this command; they train one model together
-// (data parallel, see docs/distributed.md) and only rank 0 prints. A run that saves a checkpoint
+// (data parallel, see docs/distributed.md) and only rank 0 prints; rank 0 alone resolves
+// --init-from in the model registry, and tells the others what to load. A run that saves a checkpoint
 // folder a registered version refers to (not a copy of) is warned of first: the version breaks.
 using System.CommandLine;
 using System.Data.Common;

@@ -6,7 +6,7 @@
 // log_model copies them into its store; either way it records the hash of its manifest:
 // resolving a version reads the checkpoint again and refuses it when its files changed or
 // vanished since registration. A version also keeps its parent, the version its run started from
-// (train --init-from NAME@ALIAS). Every change is stored with its audit entry in one transaction
+// (train --init-from NAME@ALIAS, or the version's folder holding the files it was registered with). Every change is stored with its audit entry in one transaction
 // (tables registered_models, model_versions, model_aliases of the platform database).
 using System.Data.Common;
 using System.Globalization;

@@ -92,7 +92,7 @@ static class JobsCommand
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
             Trainer.CheckRanks(arguments.Resume ? Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data)
                 : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom), slurm?.Ranks ?? 1);
-            arguments = ModelsCommand.Open(result.GetValue(dataDir)).WithFolderVersion(arguments);
+            if (arguments.InitFrom is not null) arguments = ModelsCommand.Open(result.GetValue(dataDir)).WithFolderVersion(arguments);
             var job = JobService.Open(home, SelfCommand()).Submit(arguments, TrustCommands.Actor, runner, slurm);
             Console.WriteLine($"submitted {job.Id}{(runner == SlurmJobExecutor.ExecutorName ? $" (Slurm job {job.ExecutorReference})" : "")}: {(arguments.Resume ? "resume" : "train into")} {job.Arguments.Out}, its output in {job.LogFile}");
             // A rank's libtorch runs a thread a CPU it asked for: one, unless told, where a local job runs one a core.

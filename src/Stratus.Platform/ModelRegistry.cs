@@ -198,8 +198,7 @@ public sealed class ModelRegistry
     /// registered with (of several, the first by name and number); null where none is. A run
     /// started from it records it as its parent, as one started from the version's reference does.</summary>
     public ModelVersion? VersionAt(string checkpointDirectory, string manifestSha256) => database.Use(connection =>
-        Versions(connection, null, "WHERE v.checkpoint = @checkpoint AND v.manifest_sha256 = @hash",
-            ("@checkpoint", Path.TrimEndingDirectorySeparator(Path.GetFullPath(checkpointDirectory))), ("@hash", manifestSha256)).FirstOrDefault());
+        Versions(connection, null, "WHERE v.checkpoint = @checkpoint AND v.manifest_sha256 = @hash", ("@checkpoint", AsRegistered(checkpointDirectory)), ("@hash", manifestSha256)).FirstOrDefault());
 
     /// <summary><see cref="VersionAt(string, string)"/> of the checkpoint a run or checkpoint folder
     /// means, hashed only where a version refers to its folder (a job's submission, which then records
@@ -208,10 +207,13 @@ public sealed class ModelRegistry
     /// files do not match its manifest.</exception>
     public ModelVersion? VersionAt(string path)
     {
-        var directory = checkpoints.Locate(path).Directory;
+        var directory = AsRegistered(checkpoints.Locate(path).Directory);
         var registered = database.Use(connection => Versions(connection, null, "WHERE v.checkpoint = @checkpoint", ("@checkpoint", directory)).Count > 0);
         return registered ? VersionAt(directory, checkpoints.Read(path).ManifestSha256) : null;
     }
+
+    /// <summary>A checkpoint folder as a version records it: absolute, without a trailing separator.</summary>
+    static string AsRegistered(string directory) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
 
     /// <summary>A job's <paramref name="arguments"/>, where they start from a folder that is a
     /// registered version's checkpoint with the files it was registered with, as a submission by

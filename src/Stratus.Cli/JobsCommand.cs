@@ -78,7 +78,7 @@ static class JobsCommand
             var runner = result.GetValue(executor)!;
             var slurm = SlurmOptions.Requested(runner, result.GetValue(partition), result.GetValue(time), result.GetValue(ranks), result.GetValue(cpusPerRank));
             // Resolved once, here: the job records the version, so an alias moved later does not change what it starts from.
-            var model = resumed is null && result.GetValue(initFrom) is { } given ? TrainCommand.InitFrom(given, result.GetValue(dataDir), prints: true) : null;
+            var model = resumed is null && result.GetValue(initFrom) is { } given ? TrainCommand.InitFrom(given, result.GetValue(dataDir)) : null;
             var arguments = resumed is not null
                 ? new TrainArguments(null, result.GetValue(data) is { } moved ? Path.GetFullPath(moved) : null, Path.GetFullPath(resumed), overrides.Overrides(result), Resume: true)
                 : new TrainArguments(result.GetValue(config) is { } file ? Path.GetFullPath(file) : null, Path.GetFullPath(TrainCommand.Required(result, data)),
@@ -92,6 +92,7 @@ static class JobsCommand
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
             Trainer.CheckRanks(arguments.Resume ? Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data)
                 : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom), slurm?.Ranks ?? 1);
+            if (arguments.InitFrom is not null) arguments = ModelsCommand.Open(result.GetValue(dataDir)).WithFolderVersion(arguments);
             var job = JobService.Open(home, SelfCommand()).Submit(arguments, TrustCommands.Actor, runner, slurm);
             Console.WriteLine($"submitted {job.Id}{(runner == SlurmJobExecutor.ExecutorName ? $" (Slurm job {job.ExecutorReference})" : "")}: {(arguments.Resume ? "resume" : "train into")} {job.Arguments.Out}, its output in {job.LogFile}");
             // A rank's libtorch runs a thread a CPU it asked for: one, unless told, where a local job runs one a core.

@@ -3,10 +3,12 @@
 // (the model a folder, or a registered version: NAME, NAME:VERSION, NAME@ALIAS, as serve takes it)
 // `stratus train --resume <run>`
 // Under `mpirun -np N` or `srun` every rank runs this command; they train one model together
-// (data parallel, see docs/distributed.md) and only rank 0 prints. A run that saves a checkpoint
+// (data parallel, see docs/distributed.md) and only rank 0 prints; rank 0 alone resolves
+// --init-from in the model registry, and tells the others what to load. A run that saves a checkpoint
 // folder a registered version refers to (not a copy of) is warned of first: the version breaks.
 using System.CommandLine;
 using System.Data.Common;
+using System.Text.Json;
 using Stratus.Distributed;
 using Stratus.Platform;
 using Stratus.Safety;
@@ -59,17 +61,19 @@ static class TrainCommand
                     return Trainer.Start(TrainConfig.Load(result.GetValue(config), overrides.Overrides(result)), dataDirectory, runDirectory, communicator: communicator);
                 // A job's train is given the version its submission resolved, and its folder: the registry is not asked again.
                 var recorded = result.GetValue(initFromVersion);
-                var source = recorded is null ? InitFrom(given, result.GetValue(dataDir), communicator.IsMain) : new ModelSource(given, null);
+                var source = recorded is not null
+                    ? new InitSource(given, recorded, result.GetValue(initFromManifest),
+                        $"{given}, the checkpoint of model {recorded} when the job was submitted, changed since (a new manifest: the run it is a folder of saved it again); " +
+                        Invocation.Spell($"submit the job again to start from what it holds now, or register it with --copy to keep a version that does not change (`stratus models register <folder> --name NAME --copy`)"))
+                    : InitFrom(given, result.GetValue(dataDir), communicator);
                 Checkpoint? init = null;
                 var trainConfig = TrainConfig.LoadInitFrom(result.GetValue(config), overrides.Overrides(result), () => (init = OpenInitFrom(source.Path, recorded)).ModelConfig);
                 // Opened by LoadInitFrom once the config passed what it checks first; what is loaded is
                 // what was verified, not at Locate: a run still training saves its checkpoint again at any moment.
-                if (source.Version is { } version && init!.ContentHash != version.Checkpoint.ManifestSha256) throw new StratusUserException(ModelRegistry.Changed(version));
-                // A job's: the files its submission verified, not whatever the folder holds by the time it starts.
-                if (result.GetValue(initFromManifest) is { } manifest && init!.ContentHash != manifest)
-                    throw new StratusUserException($"{given}, the checkpoint of model {recorded} when the job was submitted, changed since (a new manifest: the run it is a folder of saved it again); " +
-                        Invocation.Spell($"submit the job again to start from what it holds now, or register it with --copy to keep a version that does not change (`stratus models register <folder> --name NAME --copy`)"));
-                return Trainer.Start(trainConfig, dataDirectory, runDirectory, init!, communicator, initFromVersion: recorded ?? source.Version?.Reference);
+                if (source.Manifest is { } manifest && init!.ContentHash != manifest) throw new StratusUserException(source.Changed!);
+                // A folder given as one is the registered version whose files it holds, for the run's parent (rank 0 writes run.json).
+                var parent = source.Version ?? (communicator.IsMain ? ExistingRegistry(result.GetValue(dataDir), registry => registry.VersionAt(init!.Directory, init.ContentHash)?.Reference) : null);
+                return Trainer.Start(trainConfig, dataDirectory, runDirectory, init!, communicator, initFromVersion: parent);
             }
         });
         return command;
@@ -84,10 +88,48 @@ static class TrainCommand
     };
 
     /// <summary>The model --init-from names, by serve's rule (<see cref="ModelRegistry.Locate"/>): a
-    /// folder that exists, else a registered version of the data directory's registry. Under mpirun
-    /// every rank resolves it, and only the one that <paramref name="prints"/> (rank 0) warns.</summary>
-    internal static ModelSource InitFrom(string given, string? dataDir, bool prints) =>
-        ModelRegistry.Locate(given, new Lazy<ModelRegistry>(() => ModelsCommand.Open(dataDir)), "starting from", prints ? warning => Console.Error.WriteLine($"warning: {warning}") : null);
+    /// folder that exists, else a registered version of the data directory's registry.</summary>
+    internal static ModelSource InitFrom(string given, string? dataDir) =>
+        ModelRegistry.Locate(given, new Lazy<ModelRegistry>(() => ModelsCommand.Open(dataDir)), "starting from", warning => Console.Error.WriteLine($"warning: {warning}"));
+
+    /// <summary>The checkpoint a run starts from: its folder, the registered version it is (null: a
+    /// folder given as one) and that version's manifest hash, which the checkpoint opened must have,
+    /// else <paramref name="Changed"/> is the refusal.</summary>
+    sealed record InitSource(string Path, string? Version, string? Manifest, string? Changed);
+
+    /// <summary><see cref="InitFrom(string, string?)"/> under mpirun: rank 0 alone asks the registry
+    /// (and warns, or refuses), so that the job prints each line once, a node that does not see the
+    /// registry trains all the same, and every rank loads what rank 0 resolved, even where an alias
+    /// moves meanwhile; the others are told it, and check the files they open against the same manifest.</summary>
+    static InitSource InitFrom(string given, string? dataDir, ICommunicator communicator)
+    {
+        InitSource? resolved = null;
+        if (communicator.IsMain)
+        {
+            var source = InitFrom(given, dataDir);
+            resolved = new InitSource(source.Path, source.Version?.Reference, source.Version?.Checkpoint.ManifestSha256, source.Version is { } version ? ModelRegistry.Changed(version) : null);
+        }
+        return JsonSerializer.Deserialize<InitSource>(communicator.BroadcastText(resolved is null ? null : JsonSerializer.Serialize(resolved)))!;
+    }
+
+    /// <summary>What <paramref name="ask"/> answers of the registry in <paramref name="dataDir"/>
+    /// (else the default data directory, where `models register` without --data-dir puts versions);
+    /// null where there is none (no database is created for it) or it cannot be read: what train asks
+    /// of it beside its work (a warning, a run's parent) is no reason not to train.</summary>
+    static T? ExistingRegistry<T>(string? dataDir, Func<ModelRegistry, T?> ask) where T : class
+    {
+        try
+        {
+            var directory = dataDir is null ? TrustCommands.DefaultDataDirectory() : StratusHome.Resolve(dataDir);
+            return directory is not null && PlatformDatabase.Exists(directory) ? ask(ModelsCommand.Open(directory)) : null;
+        }
+        // Nor one with a row edited by hand: a time not as the registry writes it (Format), a
+        // value of another type (InvalidCast).
+        catch (Exception e) when (e is TrustUserException or DbException or IOException or UnauthorizedAccessException or FormatException or InvalidCastException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>The checkpoint a run starts from; that of the version a job recorded at submission
     /// (<paramref name="recordedVersion"/>) said missing as such, where the version was deleted since.</summary>
@@ -120,22 +162,8 @@ static class TrainCommand
     /// creates no database.</summary>
     static string? RegisteredVersionsSavedAgain(Trainer trainer)
     {
-        var dataDir = TrustCommands.DefaultDataDirectory();
-        if (dataDir is null) return null;
-        IReadOnlyList<ModelVersion> versions;
-        try
-        {
-            if (!PlatformDatabase.Exists(dataDir)) return null;
-            versions = [.. ModelsCommand.Open(dataDir).List().Where(v => !v.IsCopy && trainer.CheckpointDirectories.Contains(v.Checkpoint.Directory))];
-        }
-        // A registry that cannot be read is no reason not to train: the warning is a courtesy.
-        // Nor one with a row edited by hand: a time not as the registry writes it (Format), a
-        // value of another type (InvalidCast).
-        catch (Exception e) when (e is TrustUserException or DbException or IOException or UnauthorizedAccessException or FormatException or InvalidCastException)
-        {
-            return null;
-        }
-        if (versions.Count == 0) return null;
+        var versions = ExistingRegistry<List<ModelVersion>>(null, registry => [.. registry.List().Where(v => !v.IsCopy && trainer.CheckpointDirectories.Contains(v.Checkpoint.Directory))]);
+        if (versions is null || versions.Count == 0) return null;
         var first = versions[0];
         return Invocation.Spell($"{string.Join(", ", versions.Select(v => v.Reference))} of the model registry {(versions.Count == 1 ? "refers" : "refer")} to " +
             $"{string.Join(" and ", versions.Select(v => v.Checkpoint.Directory).Distinct())}, which this run saves again, after which {(versions.Count == 1 ? "it is" : "they are")} refused as changed; " +

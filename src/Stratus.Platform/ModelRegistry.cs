@@ -6,7 +6,7 @@
 // log_model copies them into its store; either way it records the hash of its manifest:
 // resolving a version reads the checkpoint again and refuses it when its files changed or
 // vanished since registration. A version also keeps its parent, the version its run started from
-// (train --init-from NAME@ALIAS). Every change is stored with its audit entry in one transaction
+// (train --init-from NAME@ALIAS, or the version's folder holding the files it was registered with). Every change is stored with its audit entry in one transaction
 // (tables registered_models, model_versions, model_aliases of the platform database).
 using System.Data.Common;
 using System.Globalization;
@@ -191,6 +191,39 @@ public sealed class ModelRegistry
             throw new TrustUserException($"{pathOrReference} is not a folder, and {e.Message}", e);
         }
     }
+
+    /// <summary>The registered version a checkpoint given as a folder is: one whose checkpoint is
+    /// that folder (<paramref name="checkpointDirectory"/>, absolute, as <see cref="ICheckpointReader.Read"/>
+    /// names it) and whose manifest hash is <paramref name="manifestSha256"/>, the files it was
+    /// registered with (of several, the first by name and number); null where none is. A run
+    /// started from it records it as its parent, as one started from the version's reference does.</summary>
+    public ModelVersion? VersionAt(string checkpointDirectory, string manifestSha256) => database.Use(connection =>
+        Versions(connection, null, "WHERE v.checkpoint = @checkpoint AND v.manifest_sha256 = @hash", ("@checkpoint", AsRegistered(checkpointDirectory)), ("@hash", manifestSha256)).FirstOrDefault());
+
+    /// <summary><see cref="VersionAt(string, string)"/> of the checkpoint a run or checkpoint folder
+    /// means, hashed only where a version refers to its folder (a job's submission, which then records
+    /// that version as a reference's submission does).</summary>
+    /// <exception cref="TrustUserException">The folder is missing, holds no checkpoint, or one whose
+    /// files do not match its manifest.</exception>
+    public ModelVersion? VersionAt(string path)
+    {
+        var directory = AsRegistered(checkpoints.Locate(path).Directory);
+        var registered = database.Use(connection => Versions(connection, null, "WHERE v.checkpoint = @checkpoint", ("@checkpoint", directory)).Count > 0);
+        return registered ? VersionAt(directory, checkpoints.Read(path).ManifestSha256) : null;
+    }
+
+    /// <summary>A checkpoint folder as a version records it: absolute, without a trailing separator.</summary>
+    static string AsRegistered(string directory) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
+
+    /// <summary>A job's <paramref name="arguments"/>, where they start from a folder that is a
+    /// registered version's checkpoint with the files it was registered with, as a submission by
+    /// that version's reference records them: the version, its checkpoint folder and its manifest.
+    /// The run records the version as its parent, and the job's training refuses the folder if its
+    /// run saved it again meanwhile.</summary>
+    public Jobs.TrainArguments WithFolderVersion(Jobs.TrainArguments arguments) =>
+        arguments is { InitFrom: { } folder, InitFromVersion: null } && VersionAt(folder) is { } version
+            ? arguments with { InitFrom = version.Checkpoint.Directory, InitFromVersion = version.Reference, InitFromManifest = version.Checkpoint.ManifestSha256 }
+            : arguments;
 
     /// <summary>One line saying that <paramref name="given"/>, taken as a folder, also names a
     /// registered version, and how to name each; null where it names none.</summary>

@@ -53,8 +53,9 @@ public sealed record ModelVersion(string Name, int Version, RegisteredCheckpoint
     IReadOnlyList<string> Aliases, bool IsCopy)
 {
     /// <summary>Its lineage: the registered version (NAME:VERSION) the run it is a checkpoint of
-    /// started from, as registration found it recorded; null where none was (a run trained from
-    /// scratch or from a folder, an import).</summary>
+    /// started from (by its reference, or its folder holding the files it was registered with), as
+    /// registration found it recorded; null where none was (a run trained from scratch or from a
+    /// folder of no version, an import).</summary>
     public string? Parent { get; init; }
 
     /// <summary>NAME:VERSION, the reference that names this version for good.</summary>

@@ -129,6 +129,25 @@ public sealed class DistributedCliTests
         }
     }
 
+    /// <summary>Rank 0 alone asks the registry for train's --init-from and tells the other ranks what
+    /// it resolved: a rank whose node does not see the registry (rank 1's --data-dir holds none)
+    /// trains all the same, from the version rank 0 resolved, which the run records.</summary>
+    [MpiFact]
+    public void Under_mpirun_rank_0_alone_resolves_a_registered_init_from_and_the_other_ranks_load_what_it_resolved()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Cli.PrepareTiny(temp);
+        var trained = Cli.Run(Train(config, data, temp["base"], 10));
+        Assert.True(trained.ExitCode == 0, trained.Stderr);
+        Assert.Equal(0, Cli.Run("models", "register", temp["base"], "--name", "chat", "--alias", "production", "--data-dir", temp["home"]).ExitCode);
+        string[] FineTune(string home) => ["train", "--init-from", "chat@production", "--data", data, "--out", temp["ft"], "--max-iters", "2",
+            "--gradient-accumulation-steps", "2", "--eval-interval", "50", "--eval-iters", "1", "--data-dir", home];
+        var (code, stdout, stderr) = Cli.RunMpiPerRank(FineTune(temp["home"]), FineTune(temp["elsewhere"]), [], TimeSpan.FromSeconds(90));
+        Assert.True(code == 0, stdout + stderr);
+        Assert.Equal("chat:1", (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(temp["ft"], "run.json")))!["init_from_version"]);
+        Assert.False(Directory.Exists(temp["elsewhere"]), "rank 1 opened a registry");
+    }
+
     [MpiFact]
     public void Accumulation_steps_that_do_not_divide_among_the_ranks_are_refused()
     {

@@ -339,6 +339,35 @@ public sealed partial class JobsCliTests
         Assert.Equal(3, CliTests.Losses(temp["ft"]).Count);
     }
 
+    /// <summary>A folder given as one that is a registered version's checkpoint, holding the files it
+    /// was registered with, is that version as its reference is: the run records it as its parent,
+    /// which `models register` of the run shows, and a job records it at submission. A copy of those
+    /// files elsewhere is a folder of no version.</summary>
+    [Fact]
+    public void Init_from_a_registered_versions_folder_records_that_version_as_the_runs_parent()
+    {
+        using var temp = new TempDirectory();
+        var (data, _) = PrepareWithBaseRun(temp, iterations: 4);
+        Assert.Equal(0, Cli.Run("models", "register", temp["base"], "--name", "chat", "--data-dir", temp["home"]).ExitCode);
+        string[] FineTune(string model, string output) => ["--init-from", model, "--data", data, "--out", output, "--max-iters", "1", "--eval-interval", "1", "--data-dir", temp["home"]];
+        var train = Cli.Run(["train", .. FineTune(temp["base"], temp["ft"])]);
+        Assert.True(train.ExitCode == 0, train.Stderr);
+        Assert.Equal(0, Cli.Run("models", "register", temp["ft"], "--name", "chat-tuned", "--data-dir", temp["home"]).ExitCode);
+        Assert.Contains("\n  parent:       chat:1 (the version its run started from)\n", Cli.Run("models", "show", "chat-tuned", "--data-dir", temp["home"]).Stdout);
+
+        var id = Submit(temp, FineTune(temp["base"], temp["job"])[..^2]);
+        var show = Ended(temp, id);
+        Assert.Contains("state:      succeeded\n", show);
+        Assert.Contains($"init from:  model chat:1, {Stratus.Training.Checkpoint.Resolve(temp["base"])} (resolved at submission)\n", show);
+        Assert.Equal("chat:1", (string?)System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(temp["job"], "run.json")))!["init_from_version"]);
+
+        var copy = Directory.CreateDirectory(temp["copy"]);
+        foreach (var file in Directory.GetFiles(Stratus.Training.Checkpoint.Resolve(temp["base"]))) File.Copy(file, Path.Combine(copy.FullName, Path.GetFileName(file)));
+        var fromCopy = Cli.Run(["train", .. FineTune(copy.FullName, temp["from-copy"])]);
+        Assert.True(fromCopy.ExitCode == 0, fromCopy.Stderr);
+        Assert.Null(System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(temp["from-copy"], "run.json")))!["init_from_version"]);
+    }
+
     /// <summary>Fine-tuning a registered model: train and jobs submit take --init-from NAME@ALIAS as
     /// serve takes --model, start from that version's weights (the first step's loss is that of a run
     /// from its folder), and record the version: the run as its parent, the job as resolved at

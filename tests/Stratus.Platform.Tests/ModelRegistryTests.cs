@@ -111,6 +111,28 @@ public abstract class ModelRegistryTests(TestDatabases databases) : IDisposable
         Assert.Equal("chat:1", reopened.Find(ModelReference.Parse("chat-copy")).Parent);
     }
 
+    /// <summary>A folder is a registered version where the version refers to it (however the path
+    /// is written: relative, a trailing slash) and it still holds the files registered (the manifest's
+    /// hash): a job from it records the version, its folder and manifest as a reference's would.
+    /// Saved again, or its files copied elsewhere, it is a folder of no version.</summary>
+    [Fact]
+    public void A_folder_is_the_version_that_refers_to_it_while_it_holds_the_files_registered()
+    {
+        var registry = OpenRegistry(new ManifestFolders());
+        var folder = Checkpoint("base", """{"v": 1}""");
+        var version = registry.Register(folder, "chat", null, null, "cli:test");
+        var copy = Checkpoint("copy", """{"v": 1}""");
+        Assert.Equal("chat:1", registry.VersionAt(folder + Path.DirectorySeparatorChar)?.Reference);
+        Assert.Equal("chat:1", registry.VersionAt(Path.GetRelativePath(Environment.CurrentDirectory, folder), version.Checkpoint.ManifestSha256)?.Reference);
+        Assert.Null(registry.VersionAt(copy));
+        var job = registry.WithFolderVersion(new Jobs.TrainArguments(null, "/data", "/runs/ft", [], InitFrom: folder + Path.DirectorySeparatorChar));
+        Assert.Equal((version.Checkpoint.Directory, "chat:1", version.Checkpoint.ManifestSha256), (job.InitFrom, job.InitFromVersion, job.InitFromManifest));
+
+        File.WriteAllText(Path.Combine(folder, "manifest.json"), """{"v": 2}""");
+        Assert.Null(registry.VersionAt(folder));
+        Assert.Null(registry.WithFolderVersion(new Jobs.TrainArguments(null, "/data", "/runs/ft", [], InitFrom: folder)).InitFromVersion);
+    }
+
     [Fact]
     public void A_name_past_64_characters_or_outside_the_charset_is_not_registered()
     {

@@ -140,9 +140,9 @@ public sealed class SlurmJobRecordTests : IDisposable
         var executor = new SlurmJobExecutor(["/opt/stratus"], SlurmOptions.Default);
         var script = executor.BatchScript(Running() with { Resources = new SlurmOptions(null, null, 2, 3) });
         Assert.Contains("\nexport OMP_NUM_THREADS=3\n", script);
-        Assert.Contains("\nexec srun --mpi=pmix --kill-on-bad-exit=1 --ntasks=2 --cpus-per-task=3 /opt/stratus train ", script);
+        Assert.Contains("\nsrun --mpi=pmix --kill-on-bad-exit=1 --ntasks=2 --cpus-per-task=3 /opt/stratus train ", script);
         Assert.Contains("\nexport OMP_NUM_THREADS=1\n", executor.BatchScript(Running()));
-        Assert.Contains("\nexec /opt/stratus train ", executor.BatchScript(Running()));
+        Assert.Contains("\n/opt/stratus train ", executor.BatchScript(Running()));
     }
 
     [Theory]

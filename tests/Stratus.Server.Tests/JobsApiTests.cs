@@ -372,6 +372,48 @@ public sealed class JobsApiTests : IAsyncLifetime
         }
     }
 
+    /// <summary>The jobs root confines the paths a request names, not the registry: a version is
+    /// registered by the operator, where its run was trained, so "init_from" by reference starts from
+    /// one outside the root, while its folder named as a path is refused there as any other (a training
+    /// key reads no folder outside the root by naming it). A folder beneath the root that is a registered
+    /// version's checkpoint, with the files it was registered with, is recorded as that version, as
+    /// its reference would be.</summary>
+    [Fact]
+    public async Task Init_from_a_version_outside_the_jobs_root_is_taken_by_reference_only_and_a_versions_folder_beneath_it_is_that_version()
+    {
+        var (client, _) = await TrainingClient();
+        var data = Path.Combine(folder, "data");
+        string Trained(string run)
+        {
+            using var trainer = Stratus.Training.Trainer.Start(Stratus.Training.TrainConfig.Load(null,
+                [new("n_layer", "1"), new("n_head", "2"), new("n_embd", "16"), new("block_size", "8"), new("batch_size", "2"), new("max_iters", "2"), new("eval_iters", "1")]), data, run);
+            trainer.Run();
+            return run;
+        }
+        var outside = folder + "-registered";
+        try
+        {
+            var registry = ModelRegistry.Open(server.DataDir, Stratus.Server.Hosting.RegistryCheckpoints.Instance);
+            var away = registry.Register(Trained(Path.Combine(outside, "run")), "away", null, "production", "cli:test");
+            var (created, job) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = "away@production", data, @out = Path.Combine(folder, "ft"), overrides = new { max_iters = 1 } }));
+            Assert.True(created == HttpStatusCode.Created, job.ToJsonString());
+            Assert.Equal(("away:1", away.Checkpoint.Directory), ((string?)job["arguments"]!["init_from_version"], (string?)job["arguments"]!["init_from"]));
+            var (refused, answer) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = away.Checkpoint.Directory, data, @out = Path.Combine(folder, "ft2") }));
+            Assert.True(refused == HttpStatusCode.BadRequest, answer.ToJsonString());
+            Assert.Equal(($"'init_from' {away.Checkpoint.Directory} is outside {folder}, the folder this server runs jobs in; give a path under it.", "init_from"),
+                ((string?)answer["error"]!["message"], (string?)answer["error"]!["param"]));
+
+            var near = registry.Register(Trained(Path.Combine(folder, "near")), "near", null, null, "cli:test");
+            var (taken, nearJob) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = Path.Combine(folder, "near"), data, @out = Path.Combine(folder, "ft3"), overrides = new { max_iters = 1 } }));
+            Assert.True(taken == HttpStatusCode.Created, nearJob.ToJsonString());
+            Assert.Equal(("near:1", near.Checkpoint.Directory), ((string?)nearJob["arguments"]!["init_from_version"], (string?)nearJob["arguments"]!["init_from"]));
+        }
+        finally
+        {
+            Directory.Delete(outside, recursive: true);
+        }
+    }
+
     /// <summary>The API never consults the server's working directory: a folder there named as a
     /// registered model does not shadow it (the job starts from the version), and a relative path
     /// that names no model is refused without saying whether such a folder exists.</summary>

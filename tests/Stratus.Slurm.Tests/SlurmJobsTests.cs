@@ -111,9 +111,11 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --time 30 --cpus-per-rank 2 --resume {temp["run"]}`", (string)job["reason"]!);
         Assert.Equal((null, "30", 1, 2), ((string?)job["arguments"]!["partition"], (string?)job["arguments"]!["time"], (int?)job["arguments"]!["ranks"], (int?)job["arguments"]!["cpus_per_rank"]));
         Assert.Contains("\nasked:      partition (the cluster's default), time limit 30, 1 rank of 2 CPUs\n", Jobs(temp, "show", id).Stdout);
-        // train's SIGTERM exit, which Slurm records as FAILED 143: the job's state is Stratus's word.
+        // train's SIGTERM exit, which Slurm would record as FAILED 143: the batch script ends its
+        // job CANCELLED, and jobs show says so beside Stratus's cancelled.
         Assert.Equal(143, (int)job["exit_code"]!);
-        Assert.Equal("FAILED", SlurmState(slurmJob));
+        Assert.Equal("CANCELLED", SlurmState(slurmJob));
+        Assert.Matches(@"\nslurm:      CANCELLED, ", Jobs(temp, "show", id).Stdout);
         var last = (long)job["last_step"]!["step"]!;
         var resumed = Cli.Run("train", "--resume", temp["run"], "--max-iters", (last + 3).ToString());
         Assert.True(resumed.ExitCode == 0, resumed.Stderr);
@@ -273,8 +275,8 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         WaitFor(temp, longJob, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
         Assert.Equal(0, Jobs(temp, "cancel", longJob).ExitCode);
         var (cancelled, _) = Ended(temp, longJob);
-        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --ranks 2 --resume {temp["long"]}`", 143),
-            (State(cancelled), (string?)cancelled["reason"], (int?)cancelled["exit_code"]));
+        Assert.Equal(("cancelled", $"cancelled after a last checkpoint; continue it with `stratus jobs submit --executor slurm --ranks 2 --resume {temp["long"]}`", 143, "CANCELLED"),
+            (State(cancelled), (string?)cancelled["reason"], (int?)cancelled["exit_code"], (string?)cancelled["slurm"]!["state"]));
     }
 
     /// <summary>What sbatch is asked for, read from the controller while the job waits: no requeue

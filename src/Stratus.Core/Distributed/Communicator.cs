@@ -48,6 +48,21 @@ public static class Communicator
             AbortJob($"Unhandled exception. {exception}", 134);
     }
 
+    /// <summary>Rank <paramref name="root"/>'s <paramref name="text"/> on every rank (the others
+    /// pass anything, null included): what one rank alone decided, such as the checkpoint train's
+    /// --init-from resolved to in the model registry, which the other ranks must not ask again.</summary>
+    public static string BroadcastText(this ICommunicator communicator, string? text, int root = 0)
+    {
+        if (communicator.WorldSize == 1) return text!;
+        // A byte an int32 (a dtype every collective takes): the text is a few hundred bytes.
+        var bytes = communicator.Rank == root ? System.Text.Encoding.UTF8.GetBytes(text!) : [];
+        using var length = TorchSharp.torch.tensor(new long[] { bytes.Length });
+        communicator.Broadcast(length, root);
+        using var buffer = communicator.Rank == root ? TorchSharp.torch.tensor(bytes.Select(b => (int)b).ToArray()) : TorchSharp.torch.zeros(length.item<long>(), TorchSharp.torch.ScalarType.Int32);
+        communicator.Broadcast(buffer, root);
+        return communicator.Rank == root ? text! : System.Text.Encoding.UTF8.GetString(buffer.data<int>().Select(b => (byte)b).ToArray());
+    }
+
     /// <summary>Whether a launcher (mpirun, mpiexec, srun) started this process as a rank. Its
     /// output then goes through the launcher to wherever the launcher's goes, often a log file,
     /// whatever terminal the rank itself is given (mpirun gives each a pseudo-terminal).</summary>

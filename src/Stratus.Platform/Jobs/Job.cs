@@ -40,7 +40,7 @@ public static class JobStates
 /// checkpoint (train --resume), with its own config; <paramref name="InitFrom"/>: a new run starts
 /// from that model's weights (train --init-from, a run or checkpoint folder); <paramref name="InitFromVersion"/>:
 /// the registered version (NAME:VERSION) InitFrom is the checkpoint of, where the submission named the
-/// model by reference: resolved once, at submission, so that an alias moved later does not change
+/// model by reference, or by that version's folder holding the files it was registered with: resolved once, at submission, so that an alias moved later does not change
 /// what the job starts from, and handed to train for the run to record as its parent;
 /// <paramref name="InitFromManifest"/>: that version's manifest hash, which train checks the checkpoint
 /// against when the job starts (a version registered without --copy is a run's folder, which the run,

@@ -191,11 +191,16 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     }
 
     /// <summary>The batch script: it names the job in its log, as the local supervisor does, then
-    /// becomes the training (exec), so a signal to the batch step is train's; N ranks are a step
-    /// srun launches, whose tasks end together where one fails (--kill-on-bad-exit). Each rank's
-    /// libtorch runs as many threads as the rank has CPUs (OMP_NUM_THREADS, which it reads; left
-    /// alone it starts one a core of the node, oversubscribing the CPUs Slurm gave the rank). srun
-    /// is given --cpus-per-task itself: Slurm 22.05 to 23.02 do not hand sbatch's on to it.</summary>
+    /// runs the training: one process, or N ranks as a step srun launches, whose tasks end together
+    /// where one fails (--kill-on-bad-exit). Each rank's libtorch runs as many threads as the rank
+    /// has CPUs (OMP_NUM_THREADS, which it reads; left alone it starts one a core of the node,
+    /// oversubscribing the CPUs Slurm gave the rank). srun is given --cpus-per-task itself: Slurm
+    /// 22.05 to 23.02 do not hand sbatch's on to it. A training that a cancel's SIGTERM stopped
+    /// (exit 143, after its last checkpoint) ends its Slurm job CANCELLED, by scancel: Slurm would
+    /// record the exit as FAILED, and show that beside a job Stratus calls cancelled. The script
+    /// outlives that SIGTERM (a trap that does nothing: Cancel signals the script with the
+    /// training), and a job Slurm ended otherwise (TIMEOUT, PREEMPTED) is left as it is: scancel
+    /// changes only a running job.</summary>
     internal string BatchScript(Job job)
     {
         var resources = ResourcesOf(job);
@@ -206,7 +211,11 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
             # Stratus training job {job.Id}, submitted by {TrainArguments.ShellLine([OneLine(job.SubmittedBy)])}.
             export OMP_NUM_THREADS={resources.CpusPerRank}
             printf '%s (Slurm job %s): %s\n' {job.Id} "$SLURM_JOB_ID" {TrainArguments.ShellLine([command])}
-            exec {TrainArguments.ShellLine(launcher)}{(resources.Ranks > 1 ? " " : "")}{command}
+            trap : TERM
+            {TrainArguments.ShellLine(launcher)}{(resources.Ranks > 1 ? " " : "")}{command}
+            status=$?
+            if [ "$status" -eq {CancelledExitCode} ]; then scancel "$SLURM_JOB_ID" 2>/dev/null; fi
+            exit "$status"
 
             """;
     }
@@ -275,16 +284,19 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         };
     }
 
+    /// <summary>Train's exit after a SIGTERM stopped it (128 + 15), a cancel's.</summary>
+    const int CancelledExitCode = 143;
+
     public void Cancel(Job job)
     {
         // Not submitted to Slurm yet: the submitter is between recording the job and sbatch.
         if (job.ExecutorReference is not { } id) return;
-        // Waiting: removed from the queue. Running: its training is signalled, as the batch step
-        // (one process, exec'd by the script) or as srun's tasks (ranks; srun itself would answer
-        // SIGTERM with SIGKILL to them). A job that starts between the two is signalled.
+        // Waiting: removed from the queue. Running: its training is signalled, as the batch step's
+        // process (one: the script, which outlives it, and train, --full) or as srun's tasks (ranks;
+        // srun itself would answer SIGTERM with SIGKILL to them). A job that starts between the two is signalled.
         Scancel(["--state=PENDING", id]);
         var ranks = Query(id).Record?.Tasks ?? 1;
-        Scancel(ranks > 1 ? ["--state=RUNNING", "--signal=TERM", id] : ["--state=RUNNING", "--batch", "--signal=TERM", id]);
+        Scancel(ranks > 1 ? ["--state=RUNNING", "--signal=TERM", id] : ["--state=RUNNING", "--full", "--signal=TERM", id]);
     }
 
     static void Scancel(IReadOnlyList<string> arguments)

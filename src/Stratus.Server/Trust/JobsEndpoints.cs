@@ -61,7 +61,8 @@ public sealed record JobArgumentsView(
     [property: JsonPropertyName("cpus_per_rank")] int? CpusPerRank)
 {
     /// <summary>The registered version (NAME:VERSION) <see cref="InitFrom"/> is the checkpoint of,
-    /// resolved at submission from the reference given; null where a folder was given.</summary>
+    /// resolved at submission from the reference given, or the folder given where it is that version's
+    /// checkpoint with the files it was registered with; null for another folder.</summary>
     [JsonPropertyName("init_from_version")] public string? InitFromVersion { get; init; }
 }
 
@@ -236,6 +237,7 @@ public static class JobsEndpoints
             {
                 throw e.WithParam("ranks");
             }
+            arguments = http.RequestServices.GetRequiredService<StratusTrust>().Models.WithFolderVersion(arguments);
             return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor, slurm)), StatusCodes.Status201Created);
         });
         var metrics = new JobMetrics();

@@ -89,7 +89,7 @@ static class JobsCommand
             // model too, which is not what to fix. A data directory without a database has no jobs,
             // and a refused submission makes none.
             if (PlatformDatabase.Exists(home)) JobService.Open(home, SelfCommand()).RequireNoJobWriting(arguments.Out);
-            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
+            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw inUse;
             Trainer.CheckRanks(arguments.Resume ? Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data)
                 : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom), slurm?.Ranks ?? 1);
             var job = JobService.Open(home, SelfCommand()).Submit(arguments, TrustCommands.Actor, runner, slurm);

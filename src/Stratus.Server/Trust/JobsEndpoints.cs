@@ -191,7 +191,7 @@ public static class JobsEndpoints
                 }
                 catch (TrustUserException e)
                 {
-                    throw new TrustUserException(e.Message, e) { Param = "init_from" };
+                    throw new TrustUserException(e.MessageOn, e) { Param = "init_from" };
                 }
             }
             TrainArguments arguments;
@@ -213,8 +213,8 @@ public static class JobsEndpoints
             // Naming the job where one writes the folder; else a training outside the platform. Either
             // is the fault of the field that names the folder (the dashboard shows it there).
             try { Service(http).RequireNoJobWriting(arguments.Out); }
-            catch (TrustUserException e) when (e.Conflict) { throw new TrustUserException(e.Message, e) { Conflict = true, Param = folder }; }
-            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true, Param = folder };
+            catch (TrustUserException e) when (e.Conflict) { throw new TrustUserException(e.MessageOn, e) { Conflict = true, Param = folder }; }
+            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse.MessageOn, inUse) { Conflict = true, Param = folder };
             TrainConfig checkedConfig;
             try
             {
@@ -223,10 +223,10 @@ public static class JobsEndpoints
             }
             catch (StratusUserException e) when (e.Param is { } key && key is not ("out" or "data" or "resume" or "init_from"))
             {
-                // train's words are the CLI's (--max-iters: ...); param names the field that gave the key,
+                // train's words are composed for the surface (Surface: 'overrides.max_iters', not --max-iters); param names the field that gave the key,
                 // or for a resume, which takes no config, the override that would change it.
                 var given = arguments.Overrides.FirstOrDefault(o => TrainConfig.KeyOf(o.Key) == key).Key;
-                throw e.WithParam(given is not null ? $"overrides.{given}" : arguments.Resume ? $"overrides.{key}" : "config");
+                throw e.WithParam(given is not null ? Surface.OverridesPrefix + given : arguments.Resume ? Surface.OverridesPrefix + key : "config");
             }
             try
             {

@@ -6,6 +6,7 @@
 // to learn is redrawn from the same counter stream (so determinism is kept).
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Stratus.Safety;
 using Stratus.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -41,15 +42,15 @@ public sealed partial class BatchSampler : IDisposable
     public BatchSampler(string datasetDirectory, int batchSize, int blockSize, long seed, Split? only = null)
     {
         if (!Directory.Exists(datasetDirectory))
-            throw new StratusUserException($"dataset folder {datasetDirectory} does not exist; create it with `stratus prepare --input <text> --out {datasetDirectory}`");
+            throw new StratusUserException(s => $"dataset folder {datasetDirectory} does not exist; create it with {s.Pick($"`stratus prepare --input <text> --out {datasetDirectory}`", "stratus prepare on the server's host")}");
         if (DatasetFolder.ModelIn(datasetDirectory) is { } model)
-            throw new StratusUserException($"{datasetDirectory} holds {model}, not a dataset; pass the folder that `stratus prepare --out` wrote");
+            throw new StratusUserException(s => $"{datasetDirectory} holds {model}, not a dataset; pass the folder that {s.Pick("`stratus prepare --out`", "stratus prepare")} wrote");
         // meta.json is written last (DatasetFolder): without it, the files there are those of a
         // preparation that did not finish, or no dataset's. `prepare` asks for --overwrite where
         // they hold a train.bin: said here at once.
         var meta = DatasetPreparer.ReadMeta(datasetDirectory)
-            ?? throw new StratusUserException($"{datasetDirectory} holds no complete dataset (no {DatasetPreparer.MetaFile}, which `stratus prepare` writes last); prepare it with `stratus prepare --input <text> --out {datasetDirectory}" +
-                $"{(DatasetFolder.DatasetIn(datasetDirectory) is null ? "" : " --overwrite")}`");
+            ?? throw new StratusUserException(s => $"{datasetDirectory} holds no complete dataset (no {DatasetPreparer.MetaFile}, which `stratus prepare` writes last); prepare it with " +
+                s.Pick($"`stratus prepare --input <text> --out {datasetDirectory}{(DatasetFolder.DatasetIn(datasetDirectory) is null ? "" : " --overwrite")}`", "stratus prepare on the server's host"));
         train = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.TrainShard));
         val = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.ValShard));
         Tokenizer = TokenizerStore.Load(datasetDirectory);

@@ -232,8 +232,8 @@ static class JobsCommand
             var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, State: JobState.Running };
             var job = service.Cancel(result.GetValue(id)!, TrustCommands.Actor);
             Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
-                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job)}); it then reads cancelled."
-                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job)}; cancel again to end it at once); it then reads cancelled."));
+                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}); it then reads cancelled."
+                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}; cancel again to end it at once); it then reads cancelled."));
             return Task.FromResult(0);
         });
         return command;

@@ -377,6 +377,30 @@ public sealed class JobsApiTests : IAsyncLifetime
             ((string)dataset["error"]!["message"]!, (string?)dataset["error"]!["param"]));
     }
 
+    /// <summary>A job's reason is recorded once, in the CLI's words; the API shows how to continue
+    /// the run as a submission of its fields (what the dashboard's form sends), not as jobs submit.</summary>
+    [Fact]
+    public async Task A_cancelled_jobs_reason_says_how_to_continue_its_run_in_the_apis_words()
+    {
+        var (client, _) = await TrainingClient();
+        var run = Path.Combine(folder, "trained");
+        using (var trainer = Stratus.Training.Trainer.Start(Stratus.Training.TrainConfig.Load(null,
+            [new("n_layer", "1"), new("n_head", "2"), new("n_embd", "16"), new("block_size", "8"), new("batch_size", "2"), new("max_iters", "2"), new("eval_iters", "1")]), Path.Combine(folder, "data"), run))
+            trainer.Run();
+        var (created, submitted) = await Send(client.PostAsJsonAsync("/api/jobs", new { resume = run, overrides = new { max_iters = 4 } }));
+        Assert.True(created == HttpStatusCode.Created, submitted.ToJsonString());
+        var id = (string)submitted["id"]!;
+        var store = JobService.Open(server.DataDir, ["true"]).Store;
+        var job = store.Get(id)!;
+        store.RecordEnd(id, new JobEnd(JobState.Cancelled, 143, JobLog.CancelledReason(job)));
+        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`", store.Get(id)!.Reason);
+
+        var (_, shown) = await Send(client.GetAsync($"/api/jobs/{id}"));
+        Assert.Equal($"cancelled after a last checkpoint; continue it with a job of 'resume' {run} (POST /api/jobs)", (string?)shown["reason"]);
+        var (_, listed) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Equal((string?)shown["reason"], (string?)listed["data"]![0]!["reason"]);
+    }
+
     /// <summary>"init_from" names a registered model as `serve --model` does (NAME@ALIAS): the job
     /// records the version and folder it resolved to at submission, so that moving the alias after it
     /// does not change the job; a reference to nothing registered is a 400 naming the field.</summary>

@@ -265,7 +265,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
                 record.StartTime is null ? "cancelled before its training started"
                 : job.CancelRequestedAt is not null ? JobLog.CancelledReason(job)
                 : Resumable($"{slurmJob} was cancelled in Slurm (scancel)"))),
-            "TIMEOUT" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob} reached its time limit (TIMEOUT; submit with a longer --time)"))),
+            "TIMEOUT" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob} reached its time limit (TIMEOUT; {JobLog.LongerTimeLimit(Surface.Cli)})"))),
             "OUT_OF_MEMORY" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, $"{slurmJob} ran out of the memory it was given (OUT_OF_MEMORY); see {job.LogFile}")),
             "NODE_FAIL" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob}'s node failed (NODE_FAIL)"))),
             // A job of higher priority took its nodes (the cluster's PreemptMode): one that may not

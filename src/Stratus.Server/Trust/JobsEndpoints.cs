@@ -85,7 +85,8 @@ public sealed record JobView(
 {
     [JsonPropertyName("object")] public string Object => "job";
 
-    public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), job.Reason, job.Executor, job.ExecutorReference,
+    /// <summary>The job as the API shows it: its reason's hints in the API's words (JobLog.ReasonOn).</summary>
+    public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), JobLog.ReasonOn(job, Surface.Api), job.Executor, job.ExecutorReference,
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
             job.Arguments.Resume, job.Arguments.InitFrom, job.Resources?.Partition, job.Resources?.Time, job.Resources?.Ranks, job.Resources?.CpusPerRank)
         { InitFromVersion = job.Arguments.InitFromVersion },

@@ -232,7 +232,7 @@ public sealed record TrainConfig
         foreach (var (rawKey, value) in overrides ?? [])
         {
             var key = KeyOf(rawKey);
-            CheckKey(key, s => s.Pick("command line", $"'{Surface.OverridesPrefix.TrimEnd('.')}'"));
+            CheckKey(key, s => s.Pick("command line", "'overrides'"));
             json[key] = ParseValue(value);
             overridden.Add(key);
         }
@@ -244,8 +244,8 @@ public sealed record TrainConfig
             // "The JSON value could not be converted to a whole number." -> "n_layer must be a whole number, got ..."
             var reason = StratusUserException.InUsersWords(e);
             var wanted = reason.Split("converted to ");
-            var given = json.TryGetPropertyValue(key, out var value) ? value : null;
-            throw new StratusUserException(s => json.ContainsKey(key) && given is null ? $"{Origin(s, key)}: {key} must not be null; leave it out for its default"
+            var present = json.TryGetPropertyValue(key, out var given);
+            throw new StratusUserException(s => present && given is null ? $"{Origin(s, key)}: {key} must not be null; leave it out for its default"
                 : wanted.Length == 2 && given is not null ? $"{Origin(s, key)}: {key} must be {wanted[1].TrimEnd('.')}, got {given.ToJsonString()}"
                 : $"{Origin(s, key)}: {reason} (at {e.Path})") { Param = key.Length > 0 ? key : null };
         }

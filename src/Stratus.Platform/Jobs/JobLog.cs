@@ -38,8 +38,7 @@ public static class JobLog
     public static string ContinueRun(Job job, Surface surface)
     {
         var quoted = TrainArguments.ShellLine([job.Arguments.Out]);
-        var slurm = job.Executor == SlurmJobExecutor.ExecutorName;
-        if (!slurm) return surface.Pick($"`stratus jobs submit --resume {quoted}` (a job) or `stratus train --resume {quoted}`", $"a job of {surface.Option("resume")} {job.Arguments.Out} (POST /api/jobs)");
+        if (job.Executor != SlurmJobExecutor.ExecutorName) return surface.Pick($"`stratus jobs submit --resume {quoted}` (a job) or `stratus train --resume {quoted}`", $"a job of {surface.Option("resume")} {job.Arguments.Out} (POST /api/jobs)");
         var fields = new[] { "partition", "time", "ranks", "cpus_per_rank" };
         if (job.Resources is not { } asked)
         {

@@ -75,7 +75,7 @@ public sealed partial class BatchSampler : IDisposable
                     ? $"{shard.Path} is empty: the --val-fraction it was prepared with left no tokens to train on; prepare the data again with a smaller --val-fraction, e.g. 0.1"
                     : $"{shard.Path} is empty{(only is null ? " (training evaluates on both splits)" : "")}; prepare the data again with a --val-fraction above 0, e.g. 0.1");
             if (shard.Count <= blockSize)
-                throw new StratusUserException($"{shard.Path} has {shard.Count} tokens, not more than block_size {blockSize}; use more text or a smaller --block-size");
+                throw new StratusUserException(s => $"{shard.Path} has {shard.Count} tokens, not more than block_size {blockSize}; use more text or a smaller {s.Option(Surface.OverridesPrefix + "block_size")}");
         }
         // What the tokens are, not where or when they were prepared: copies of one dataset on
         // several nodes are the same dataset.
@@ -84,7 +84,7 @@ public sealed partial class BatchSampler : IDisposable
         this.blockSize = blockSize;
         this.seed = (ulong)seed;
         if ((long)batchSize * (blockSize + 1) > MaxTokensPerBatch)
-            throw new StratusUserException($"batch_size {batchSize} x block_size {blockSize} is over {MaxTokensPerBatch:N0} tokens per micro-batch; lower --batch-size (gradient_accumulation_steps adds micro-batches per step)");
+            throw new StratusUserException(s => $"batch_size {batchSize} x block_size {blockSize} is over {MaxTokensPerBatch:N0} tokens per micro-batch; lower {s.Option(Surface.OverridesPrefix + "batch_size")} (gradient_accumulation_steps adds micro-batches per step)");
         buffer = new long[batchSize * (blockSize + 1)];
         maskBuffer = new long[trainMask is null ? 0 : batchSize * blockSize];
     }

@@ -300,7 +300,7 @@ public sealed class Checkpoint
     public void LoadOptimizer(IOptimizer optimizer)
     {
         var path = Path.Combine(Directory, OptimizerFile);
-        if (!File.Exists(path)) throw new StratusUserException($"checkpoint {Directory} has no optimizer state; it cannot be resumed (use --init-from to start a new run from it)");
+        if (!File.Exists(path)) throw new StratusUserException(s => $"checkpoint {Directory} has no optimizer state; it cannot be resumed (use {s.Option("init_from")} to start a new run from it)");
         using var state = SafeTensors.Open(path);
         optimizer.LoadStateDict(state);
     }

@@ -125,7 +125,7 @@ static class JobsCommand
             var jobs = OpenExisting(result, dataDir).List();
             if (result.GetValue(json))
             {
-                StandardOutput.WriteJson(new ListResponse<JobView>([.. jobs.Select(JobView.From)]));
+                StandardOutput.WriteJson(new ListResponse<JobView>([.. jobs.Select(job => JobView.From(job, Stratus.Safety.Surface.Cli))]));
                 return Task.FromResult(0);
             }
             if (jobs.Count == 0)
@@ -164,7 +164,7 @@ static class JobsCommand
             var job = OpenExisting(result, dataDir).Get(result.GetValue(id)!);
             if (result.GetValue(json))
             {
-                StandardOutput.WriteJson(JobView.From(job));
+                StandardOutput.WriteJson(JobView.From(job, Stratus.Safety.Surface.Cli));
                 return Task.FromResult(0);
             }
             static string Time(DateTimeOffset? time) => time?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) ?? "-";

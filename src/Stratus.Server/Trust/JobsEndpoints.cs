@@ -85,8 +85,9 @@ public sealed record JobView(
 {
     [JsonPropertyName("object")] public string Object => "job";
 
-    /// <summary>The job as the API shows it: its reason's hints in the API's words (JobLog.ReasonOn).</summary>
-    public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), JobLog.ReasonOn(job, Surface.Api), job.Executor, job.ExecutorReference,
+    /// <summary>The job as <paramref name="surface"/> shows it (the API, or `jobs show --json`):
+    /// its reason's hints in that surface's words (JobLog.ReasonOn).</summary>
+    public static JobView From(Job job, Surface surface) => new(job.Id, job.Kind, job.State.WireName(), JobLog.ReasonOn(job, surface), job.Executor, job.ExecutorReference,
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
             job.Arguments.Resume, job.Arguments.InitFrom, job.Resources?.Partition, job.Resources?.Time, job.Resources?.Ranks, job.Resources?.CpusPerRank)
         { InitFromVersion = job.Arguments.InitFromVersion },
@@ -157,8 +158,8 @@ public static class JobsEndpoints
             opened ??= JobService.Open(http.RequestServices.GetRequiredService<StratusTrust>().DataDirectory, stratusCommand);
 
         var submissions = root is null ? null : new JobSubmissionsView(root.Folder, executors);
-        jobs.MapGet("", (HttpContext http) => Json(new JobListResponse([.. Service(http).List().Select(JobView.From)], submissions)));
-        jobs.MapGet("/{id}", (HttpContext http, string id) => Json(JobView.From(Service(http).Get(id))));
+        jobs.MapGet("", (HttpContext http) => Json(new JobListResponse([.. Service(http).List().Select(job => JobView.From(job, Surface.Api))], submissions)));
+        jobs.MapGet("/{id}", (HttpContext http, string id) => Json(JobView.From(Service(http).Get(id), Surface.Api)));
         jobs.MapPost("", async Task<IResult> (HttpContext http, CancellationToken ct) =>
         {
             if (root is null)
@@ -237,7 +238,7 @@ public static class JobsEndpoints
             {
                 throw e.WithParam("ranks");
             }
-            return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor, slurm)), StatusCodes.Status201Created);
+            return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor, slurm), Surface.Api), StatusCodes.Status201Created);
         });
         var metrics = new JobMetrics();
         jobs.MapGet("/{id}/metrics", async (HttpContext http, string id) =>
@@ -250,7 +251,7 @@ public static class JobsEndpoints
             // Read with the request's cancellation: a client gone while another request reads the run stops waiting.
             return await metrics.ReadAsync(job.Arguments.Out, after, cursor, limit, http.RequestAborted);
         });
-        jobs.MapPost("/{id}/cancel", (HttpContext http, string id) => Json(JobView.From(Service(http).Cancel(id, Actor(http)))));
+        jobs.MapPost("/{id}/cancel", (HttpContext http, string id) => Json(JobView.From(Service(http).Cancel(id, Actor(http)), Surface.Api)));
         return endpoints;
     }
 

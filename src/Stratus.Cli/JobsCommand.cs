@@ -89,7 +89,7 @@ static class JobsCommand
             // model too, which is not what to fix. A data directory without a database has no jobs,
             // and a refused submission makes none.
             if (PlatformDatabase.Exists(home)) JobService.Open(home, SelfCommand()).RequireNoJobWriting(arguments.Out);
-            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new StratusUserException(inUse);
+            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw inUse;
             Trainer.CheckRanks(arguments.Resume ? Trainer.CheckResume(arguments.Out, arguments.Overrides, arguments.Data)
                 : Trainer.CheckStart(arguments.Config, arguments.Overrides, arguments.Data!, arguments.Out, arguments.InitFrom), slurm?.Ranks ?? 1);
             if (arguments.InitFrom is not null) arguments = ModelsCommand.Open(result.GetValue(dataDir)).WithFolderVersion(arguments);
@@ -126,7 +126,7 @@ static class JobsCommand
             var jobs = OpenExisting(result, dataDir).List();
             if (result.GetValue(json))
             {
-                StandardOutput.WriteJson(new ListResponse<JobView>([.. jobs.Select(JobView.From)]));
+                StandardOutput.WriteJson(new ListResponse<JobView>([.. jobs.Select(job => JobView.From(job, Stratus.Safety.Surface.Cli))]));
                 return Task.FromResult(0);
             }
             if (jobs.Count == 0)
@@ -165,7 +165,7 @@ static class JobsCommand
             var job = OpenExisting(result, dataDir).Get(result.GetValue(id)!);
             if (result.GetValue(json))
             {
-                StandardOutput.WriteJson(JobView.From(job));
+                StandardOutput.WriteJson(JobView.From(job, Stratus.Safety.Surface.Cli));
                 return Task.FromResult(0);
             }
             static string Time(DateTimeOffset? time) => time?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) ?? "-";
@@ -233,8 +233,8 @@ static class JobsCommand
             var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, State: JobState.Running };
             var job = service.Cancel(result.GetValue(id)!, TrustCommands.Actor);
             Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
-                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job)}); it then reads cancelled."
-                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job)}; cancel again to end it at once); it then reads cancelled."));
+                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}); it then reads cancelled."
+                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}; cancel again to end it at once); it then reads cancelled."));
             return Task.FromResult(0);
         });
         return command;

@@ -18,9 +18,10 @@ public sealed class FolderLock : IDisposable
     FolderLock(FileStream file, string path) => (this.file, this.path) = (file, path);
 
     /// <summary>Makes <paramref name="directory"/> where it is missing and locks it.</summary>
-    /// <param name="inUse">The error to give while another process holds the lock.</param>
+    /// <param name="inUse">The error to give while another process holds the lock, in the words
+    /// of the surface that shows it (the CLI's options or the API's fields: see Surface).</param>
     /// <exception cref="StratusUserException">Another process holds the lock.</exception>
-    public static FolderLock Take(string directory, string inUse)
+    public static FolderLock Take(string directory, Func<Stratus.Safety.Surface, string> inUse)
     {
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, FileName);

@@ -7,6 +7,16 @@ namespace Stratus;
 /// </summary>
 public sealed class StratusUserException(string message, Exception? inner = null) : Exception(message, inner)
 {
+    readonly Func<Stratus.Safety.Surface, string>? worded;
+
+    /// <summary>An error whose message names what the user gave or may do (an option, a command),
+    /// composed for the surface that shows it (<see cref="MessageOn"/>): the CLI's options and
+    /// commands, or the API's fields and requests. <see cref="Exception.Message"/> is the CLI's.</summary>
+    public StratusUserException(Func<Stratus.Safety.Surface, string> message, Exception? inner = null) : this(message(Stratus.Safety.Surface.Cli), inner) => worded = message;
+
+    /// <summary>The message in <paramref name="surface"/>'s words.</summary>
+    public string MessageOn(Stratus.Safety.Surface surface) => worded?.Invoke(surface) ?? Message;
+
     /// <summary>The request parameter at fault, in the OpenAI API's words, where the error is one
     /// parameter's (the server's 400 names it, as OpenAI's do); null otherwise.</summary>
     public string? Param { get; init; }
@@ -16,7 +26,7 @@ public sealed class StratusUserException(string message, Exception? inner = null
 
     /// <summary>This error said of <paramref name="param"/>: what an API that took the input under
     /// another name answers.</summary>
-    public StratusUserException WithParam(string param) => new(Message, this) { Param = param, Code = Code };
+    public StratusUserException WithParam(string param) => new(MessageOn, this) { Param = param, Code = Code };
 
     /// <summary>Rewrites the .NET type a parser names at the end of its message ("could not be
     /// converted to System.Nullable`1[System.Int32].", "as expected type 'System.Int32'.") as what

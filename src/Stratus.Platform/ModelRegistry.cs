@@ -188,7 +188,7 @@ public sealed class ModelRegistry
         }
         catch (TrustUserException e) when (e.NotFound)
         {
-            throw new TrustUserException($"{pathOrReference} is not a folder, and {e.Message}", e);
+            throw new TrustUserException(s => $"{pathOrReference} is not a folder, and {e.MessageOn(s)}", e);
         }
     }
 
@@ -315,8 +315,8 @@ public sealed class ModelRegistry
             // A queued job reads the version's folder when it starts (and refuses one whose checkpoint changed).
             var waiting = Jobs.SqlJobStore.UnfinishedJobsStartingFrom(transaction, deleted.Reference);
             if (waiting.Count > 0)
-                throw new TrustUserException($"model {deleted.Reference} is what job{(waiting.Count == 1 ? "" : "s")} {string.Join(", ", waiting)} " +
-                    $"fine-tune{(waiting.Count == 1 ? "s" : "")} from, not ended yet; wait for {(waiting.Count == 1 ? "it" : "them")} (stratus jobs show {waiting[0]}) or cancel {(waiting.Count == 1 ? "it" : "them")} first") { Conflict = true };
+                throw new TrustUserException(s => $"model {deleted.Reference} is what job{(waiting.Count == 1 ? "" : "s")} {string.Join(", ", waiting)} " +
+                    $"fine-tune{(waiting.Count == 1 ? "s" : "")} from, not ended yet; wait for {(waiting.Count == 1 ? "it" : "them")} ({s.Pick($"stratus jobs show {waiting[0]}", $"GET /api/jobs/{waiting[0]}")}) or cancel {(waiting.Count == 1 ? "it" : "them")} first") { Conflict = true };
             Run(connection, transaction, "DELETE FROM model_versions WHERE name = @name AND version = @version", ("@name", name), ("@version", version));
             // A version registered without --copy from the folder of a copy refers to it too
             // (by another case of its name, where the file system ignores case).
@@ -364,9 +364,9 @@ public sealed class ModelRegistry
     static TrustUserException Missing(DbConnection connection, DbTransaction? transaction, ModelReference reference, string what)
     {
         var known = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE name = @name LIMIT 1", ("@name", reference.Name)) is not null;
-        return new TrustUserException(known
-            ? $"{what}; see its versions and aliases with `stratus models show {reference.Name}` or `{ListCommand} --name {reference.Name}`"
-            : $"no model named '{reference.Name}' is registered; see the registered names with `{ListCommand}`") { NotFound = true };
+        return new TrustUserException(s => known
+            ? $"{what}; see its versions and aliases with {s.Pick($"`stratus models show {reference.Name}` or `{ListCommand} --name {reference.Name}`", $"GET /api/models/{reference.Name}")}"
+            : $"no model named '{reference.Name}' is registered; see the registered names with {s.Pick($"`{ListCommand}`", "GET /api/models")}") { NotFound = true };
     }
 
     List<ModelVersion> Versions(DbConnection connection, DbTransaction? transaction, string where, params (string Name, object? Value)[] parameters)

@@ -206,6 +206,9 @@ public sealed partial class JobsCliTests
         var show = Ended(temp, id);
         Assert.Contains($"state:      cancelled: cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {temp["run"]}` (a job) or `stratus train --resume {temp["run"]}`", show);
         Assert.Contains($"continue it with `./stratus jobs submit --resume {temp["run"]}` (a job) or `./stratus train --resume {temp["run"]}`", JobsAs("./stratus", temp, "show", id).Stdout);
+        // --json is the API's view of the job, its reason in the CLI's words (the API's says POST /api/jobs).
+        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {temp["run"]}` (a job) or `stratus train --resume {temp["run"]}`",
+            (string?)System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", id, "--json").Stdout)!["reason"]);
         Assert.Contains("exit code 143", show);
         Assert.False(Alive(pid), "the training process is still there");
         Assert.True(Directory.Exists(Path.Combine(temp["run"], "checkpoints", "last")));

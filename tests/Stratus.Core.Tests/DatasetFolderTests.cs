@@ -148,7 +148,7 @@ public sealed class DatasetFolderTests
         File.WriteAllText(mine, "not a dataset's file");
 
         // Not while another preparation holds the folder: they may be its own, being written.
-        using (FolderLock.Take(data, "held"))
+        using (FolderLock.Take(data, _ => "held"))
             Assert.True(DatasetPreparer.Prepare(temp["corpus.txt"], data, "char").UpToDate);
         Assert.All(left, file => Assert.True(File.Exists(file)));
 
@@ -167,7 +167,7 @@ public sealed class DatasetFolderTests
         var data = TestData.PrepareCharDataset(temp);
         var before = DataTests.Snapshot(data);
         File.WriteAllText(temp["other.txt"], TestData.Corpus(300));
-        using (FolderLock.Take(data, "held"))
+        using (FolderLock.Take(data, _ => "held"))
             Assert.Equal($"{data} is being prepared by another `stratus prepare`; wait for it to finish, or choose another --out",
                 Assert.Throws<StratusUserException>(() => DatasetPreparer.Prepare(temp["other.txt"], data, "char", overwrite: true)).Message);
         Assert.Equal(before, DataTests.Snapshot(data));

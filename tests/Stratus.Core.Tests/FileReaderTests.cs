@@ -181,12 +181,12 @@ public sealed class FileReaderTests
         Directory.CreateDirectory(temp["fifo"]);
         using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
         Assert.Equal($"{fifo} is a named pipe (FIFO), not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself",
-            Assert.Throws<StratusUserException>(() => FolderLock.Take(temp["fifo"], "held").Dispose()).Message);
+            Assert.Throws<StratusUserException>(() => FolderLock.Take(temp["fifo"], _ => "held").Dispose()).Message);
         var device = Path.Combine(temp["device"], FolderLock.FileName);
         Directory.CreateDirectory(temp["device"]);
         File.CreateSymbolicLink(device, "/dev/null");
         Assert.StartsWith($"{device} is a character device, not a regular file",
-            Assert.Throws<StratusUserException>(() => FolderLock.Take(temp["device"], "held").Dispose()).Message);
+            Assert.Throws<StratusUserException>(() => FolderLock.Take(temp["device"], _ => "held").Dispose()).Message);
     }
 
     [Fact]

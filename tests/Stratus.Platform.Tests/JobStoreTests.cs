@@ -137,16 +137,20 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         service.Store.RecordEnd(slurm.Id, new JobEnd(JobState.Failed, 143, "ended"));
         var kept = service.Store.Get(slurm.Id)!;
         Assert.Equal(new SlurmOptions("gpu", "1-12:00:00", 4, 8), kept.Resources);
-        Assert.Equal($"`stratus jobs submit --executor slurm --partition gpu --time 1-12:00:00 --ranks 4 --cpus-per-rank 8 --resume '{run}'`", JobLog.ContinueRun(kept));
+        Assert.Equal($"`stratus jobs submit --executor slurm --partition gpu --time 1-12:00:00 --ranks 4 --cpus-per-rank 8 --resume '{run}'`", JobLog.ContinueRun(kept, Surface.Cli));
+        // The API (and the dashboard's form) is told the submission's fields.
+        Assert.Equal($"a job of 'executor' slurm, 'partition' gpu, 'time' 1-12:00:00, 'ranks' 4, 'cpus_per_rank' 8 and 'resume' {run} (POST /api/jobs)", JobLog.ContinueRun(kept, Surface.Api));
         // The cluster's defaults asked (no partition nor time, one rank of one CPU) are asked again by leaving them out.
         service.Store.Insert(Queued("job-0000000c", "/runs/j") with { Executor = SlurmJobExecutor.ExecutorName, Resources = SlurmOptions.Default },
             new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
-        Assert.Equal("`stratus jobs submit --executor slurm --resume /runs/j`", JobLog.ContinueRun(service.Store.Get("job-0000000c")!));
+        Assert.Equal("`stratus jobs submit --executor slurm --resume /runs/j`", JobLog.ContinueRun(service.Store.Get("job-0000000c")!, Surface.Cli));
+        Assert.Equal("a job of 'executor' slurm and 'resume' /runs/j (POST /api/jobs)", JobLog.ContinueRun(service.Store.Get("job-0000000c")!, Surface.Api));
 
         service.Store.Insert(Queued("job-0000000d", "/runs/k") with { Executor = SlurmJobExecutor.ExecutorName }, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
         var unkept = service.Store.Get("job-0000000d")!;
         Assert.Null(unkept.Resources);
-        Assert.Equal("`stratus jobs submit --executor slurm --resume /runs/k` (with the --partition, --time, --ranks and --cpus-per-rank it needs)", JobLog.ContinueRun(unkept));
+        Assert.Equal("`stratus jobs submit --executor slurm --resume /runs/k` (with the --partition, --time, --ranks and --cpus-per-rank it needs)", JobLog.ContinueRun(unkept, Surface.Cli));
+        Assert.Equal("a job of 'executor' slurm and 'resume' /runs/k, with the 'partition', 'time', 'ranks' and 'cpus_per_rank' it needs (POST /api/jobs)", JobLog.ContinueRun(unkept, Surface.Api));
         service.Store.Insert(Queued("job-0000000e", "/runs/l"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
         Assert.Null(service.Store.Get("job-0000000e")!.Resources);
     }

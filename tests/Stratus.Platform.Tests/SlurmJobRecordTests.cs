@@ -175,6 +175,8 @@ public sealed class SlurmJobRecordTests : IDisposable
     {
         var refused = Assert.Throws<Stratus.Safety.TrustUserException>(() => SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, null, time, null, null));
         Assert.Equal(($"--time {time} is longer than Slurm can hold (24855-03:13, about 68 years): give a shorter limit, or UNLIMITED for none", "time"), (refused.Message, refused.Param));
+        // The API names its field, as its error's param does, not jobs submit's option.
+        Assert.Equal($"'time' {time} is longer than Slurm can hold (24855-03:13, about 68 years): give a shorter limit, or UNLIMITED for none", refused.MessageOn(Stratus.Safety.Surface.Api));
     }
 
     /// <summary>sbatch refuses an empty partition ("Invalid partition name specified") only once
@@ -188,6 +190,7 @@ public sealed class SlurmJobRecordTests : IDisposable
     {
         var refused = Assert.Throws<Stratus.Safety.TrustUserException>(() => SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, partition, null, null, null));
         Assert.Equal(($"--partition '{partition}' is not a partition name: give one that sinfo lists, or leave --partition out for the cluster's default", "partition"), (refused.Message, refused.Param));
+        Assert.Equal($"'partition' '{partition}' is not a partition name: give one that sinfo lists, or leave 'partition' out for the cluster's default", refused.MessageOn(Stratus.Safety.Surface.Api));
         Assert.Equal("main,debug", SlurmOptions.Requested(SlurmJobExecutor.ExecutorName, "main,debug", null, null, null)!.Partition);
     }
 

@@ -48,6 +48,15 @@ public sealed class JobsApiTests : IAsyncLifetime
         return (client, created.Key.Id);
     }
 
+    /// <summary>An API user is told of the request's fields and the API's requests, never of a
+    /// CLI option (--max-iters) or a command the API does (stratus jobs show); `stratus prepare`,
+    /// which the API has no request for, may be named as the server host's.</summary>
+    static void AssertInTheApisWords(string message)
+    {
+        Assert.DoesNotContain("--", message);
+        Assert.DoesNotMatch(@"stratus (jobs|models|train)\b", message);
+    }
+
     static async Task<(HttpStatusCode Status, JsonObject Body)> Send(Task<HttpResponseMessage> request)
     {
         using var response = await request;
@@ -154,26 +163,28 @@ public sealed class JobsApiTests : IAsyncLifetime
             // What a submission may name here, as the list says it: the root (its links followed) and the executors, the default first.
             var submissions = (await Send(client.GetAsync("/api/jobs"))).Body["submissions"]!;
             Assert.Equal((new JobsRoot(folder).Folder, "slurm,local"), ((string)submissions["root"]!, string.Join(",", submissions["executors"]!.AsArray().Select(e => (string)e!))));
-            const string local = "--partition, --time, --ranks and --cpus-per-rank ask Slurm for the job's resources: give them with --executor slurm";
+            // In the API's words: the request's fields, never jobs submit's options (see Surface).
+            const string local = "'partition', 'time', 'ranks' and 'cpus_per_rank' ask Slurm for the job's resources: give them with 'executor' slurm";
             foreach (var (body, param, message) in new (object Body, string Param, string Message)[]
             {
                 (new { data, @out = run, overrides = Tiny, executor = "local", ranks = 2 }, "ranks", local),
                 (new { data, @out = run, overrides = Tiny, executor = "local", partition = "cpu" }, "partition", local),
-                (new { data, @out = run, overrides = Tiny, time = "90m" }, "time", "--time 90m is not a time limit sbatch takes"),
-                (new { data, @out = run, overrides = Tiny, time = "99999999" }, "time", "--time 99999999 is longer than Slurm can hold"),
-                (new { data, @out = run, overrides = Tiny, partition = "" }, "partition", "--partition '' is not a partition name"),
-                (new { data, @out = run, overrides = Tiny, ranks = 0 }, "ranks", "--ranks must be 1 or more, got 0"),
-                (new { data, @out = run, overrides = Tiny, cpus_per_rank = 0 }, "cpus_per_rank", "--cpus-per-rank must be 1 or more, got 0"),
+                (new { data, @out = run, overrides = Tiny, time = "90m" }, "time", "'time' 90m is not a time limit sbatch takes"),
+                (new { data, @out = run, overrides = Tiny, time = "99999999" }, "time", "'time' 99999999 is longer than Slurm can hold"),
+                (new { data, @out = run, overrides = Tiny, partition = "" }, "partition", "'partition' '' is not a partition name: give one that sinfo lists, or leave 'partition' out for the cluster's default"),
+                (new { data, @out = run, overrides = Tiny, ranks = 0 }, "ranks", "'ranks' must be 1 or more, got 0"),
+                (new { data, @out = run, overrides = Tiny, cpus_per_rank = 0 }, "cpus_per_rank", "'cpus_per_rank' must be 1 or more, got 0"),
                 (new { data, @out = run, overrides = Tiny, ranks = true }, "ranks", "not valid JSON for this endpoint at 'ranks'"),
                 (new { data, @out = run, overrides = Tiny, cpus_per_rank = 1.5 }, "cpus_per_rank", "not valid JSON for this endpoint at 'cpus_per_rank'"),
                 (new { data, @out = run, overrides = new { n_layer = 1, n_head = 2, n_embd = 16, block_size = 8, batch_size = 2, max_iters = 3, gradient_accumulation_steps = 2 }, ranks = 3 },
-                    "ranks", "gradient_accumulation_steps (2) must be a multiple of the number of ranks (3)"),
+                    "ranks", "gradient_accumulation_steps (2) must be a multiple of the number of ranks (3): it counts the micro-batches of the whole job per optimizer step, each rank runs an equal share; pass 'overrides.gradient_accumulation_steps' 3"),
             })
             {
                 var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", body));
                 Assert.True(status == HttpStatusCode.BadRequest, answer.ToJsonString());
                 Assert.Equal(param, (string?)answer["error"]!["param"]);
                 Assert.Contains(message, (string)answer["error"]!["message"]!);
+                AssertInTheApisWords((string)answer["error"]!["message"]!);
             }
             Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
         }
@@ -192,8 +203,8 @@ public sealed class JobsApiTests : IAsyncLifetime
         {
             // Ignored before: a new run started where the caller asked to resume one.
             (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resumes = true }, "resumes", "'resumes' is not a field of this request; its fields are config, data, out, overrides, executor, resume, init_from, partition, time, ranks and cpus_per_rank"),
-            (Body("b", new { max_iters = "many" }), "overrides.max_iters", "--max-iters: max_iters must be a whole number"),
-            (Body("c", new { n_layers = 2 }), "overrides.n_layers", "unknown config key 'n_layers'"),
+            (Body("b", new { max_iters = "many" }), "overrides.max_iters", "'overrides.max_iters': max_iters must be a whole number, got \"many\""),
+            (Body("c", new { n_layers = 2 }), "overrides.n_layers", "unknown config key 'n_layers' in 'overrides'; did you mean 'n_layer'?"),
             (new { data, @out = data, overrides = Tiny }, "out", "dataset"),
             (new { data = Path.Combine(folder, "missing"), @out = Path.Combine(folder, "d"), overrides = Tiny }, "data", "does not exist"),
         })
@@ -203,6 +214,7 @@ public sealed class JobsApiTests : IAsyncLifetime
             var error = answer["error"]!;
             Assert.Equal(param, (string?)error["param"]);
             Assert.Contains(problem, (string)error["message"]!);
+            AssertInTheApisWords((string)error["message"]!);
         }
         var (_, list) = await Send(client.GetAsync("/api/jobs"));
         Assert.Empty(list["data"]!.AsArray());
@@ -297,16 +309,17 @@ public sealed class JobsApiTests : IAsyncLifetime
                 (new { resume = data }, "resume", "not a run"),
                 (new { resume = run, overrides = new { n_layer = 3 } }, "overrides.n_layer", "n_layer cannot change when resuming"),
                 // A run already at max_iters would end "succeeded" at once: the override to raise is the field at fault.
-                (new { resume = run }, "overrides.max_iters", $"max_iters is 2 and the checkpoint of {run} is at step 2: nothing to train; resume with --max-iters above 2"),
+                (new { resume = run }, "overrides.max_iters", $"max_iters is 2 and the checkpoint of {run} is at step 2: nothing to train; resume with 'overrides.max_iters' above 2"),
                 (new { resume = run, overrides = new { max_iters = 1 } }, "overrides.max_iters", "max_iters is 1 and the checkpoint"),
                 (new { init_from = Path.Combine(folder, "missing"), data, @out = Path.Combine(folder, "ft") }, "init_from", "missing"),
-                (new { init_from = run, data, @out = Path.Combine(folder, "ft"), overrides = new { n_embd = 32 } }, "overrides.n_embd", "n_embd 32 differs from the --init-from model's 16"),
+                (new { init_from = run, data, @out = Path.Combine(folder, "ft"), overrides = new { n_embd = 32 } }, "overrides.n_embd", "'overrides.n_embd': n_embd 32 differs from the 'init_from' model's 16"),
             })
             {
                 var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", body));
                 Assert.True(status == HttpStatusCode.BadRequest, answer.ToJsonString());
                 Assert.Equal(param, (string?)answer["error"]!["param"]);
                 Assert.Contains(problem, (string)answer["error"]!["message"]!);
+                AssertInTheApisWords((string)answer["error"]!["message"]!);
             }
             Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
         }
@@ -321,7 +334,10 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.Equal((true, run, null, null, "4"), ((bool)arguments["resume"]!, (string?)arguments["out"], (string?)arguments["data"], (string?)arguments["init_from"], (string?)arguments["overrides"]!["max_iters"]));
         var (busy, conflict) = await Send(client.PostAsJsonAsync("/api/jobs", new { resume = run }));
         Assert.Equal(HttpStatusCode.Conflict, busy);
-        Assert.Contains($"is the run folder of job {(string)job["id"]!}", (string)conflict["error"]!["message"]!);
+        var id = (string)job["id"]!;
+        Assert.Contains($"is the run folder of job {id}, which has not ended; wait for it (GET /api/jobs/{id}), cancel it (POST /api/jobs/{id}/cancel), or train into another 'out'",
+            (string)conflict["error"]!["message"]!);
+        AssertInTheApisWords((string)conflict["error"]!["message"]!);
         Assert.Equal("resume", (string?)conflict["error"]!["param"]);
 
         var (fineTuned, fineTune) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = run, data, @out = Path.Combine(folder, "ft"), overrides = new { max_iters = 1 } }));
@@ -330,6 +346,59 @@ public sealed class JobsApiTests : IAsyncLifetime
         var submitted = (await PlatformStores.Open(server.DataDir).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobSubmitted)))
             .Select(e => (e.Actor, Details: JsonNode.Parse(e.Details)!)).ToArray();
         Assert.Equal([(keyId, true, null), (keyId, false, run)], submitted.Select(e => (e.Actor, (bool)e.Details["resume"]!, (string?)e.Details["init_from"])));
+    }
+
+    /// <summary>What jobs submit says with its options and commands, the API says with the request's
+    /// fields and its own requests (Surface): a run folder another training holds, a job that does not
+    /// exist, a model folder that is none.</summary>
+    [Fact]
+    public async Task Refusals_name_the_requests_fields_and_the_apis_requests_not_the_CLIs_options_or_commands()
+    {
+        var (client, _) = await TrainingClient();
+        var data = Path.Combine(folder, "data");
+        var run = Path.Combine(folder, "held");
+        // A training outside the platform (`stratus train` in a shell) holds the run's lock.
+        Directory.CreateDirectory(run);
+        using (Stratus.FolderLock.Take(run, _ => "held"))
+        {
+            var (busy, conflict) = await Send(client.PostAsJsonAsync("/api/jobs", Body("held")));
+            Assert.True(busy == HttpStatusCode.Conflict, conflict.ToJsonString());
+            Assert.Equal(($"{run} is in use by another training, which holds its .lock; wait for that training to end, or train into another 'out'", "out"),
+                ((string)conflict["error"]!["message"]!, (string?)conflict["error"]!["param"]));
+        }
+        var (missing, notFound) = await Send(client.GetAsync("/api/jobs/job-00000000"));
+        Assert.Equal((HttpStatusCode.NotFound, "no job 'job-00000000'; list the jobs with GET /api/jobs"), (missing, (string)notFound["error"]!["message"]!));
+        var (_, model) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = data, data, @out = Path.Combine(folder, "ft") }));
+        Assert.Equal("init_from", (string?)model["error"]!["param"]);
+        Assert.Contains($"{data} holds a dataset", (string)model["error"]!["message"]!);
+        Assert.EndsWith("not a model; pass a run folder a training wrote or a checkpoint folder", (string)model["error"]!["message"]!);
+        var (_, dataset) = await Send(client.PostAsJsonAsync("/api/jobs", new { data = Path.Combine(folder, "nothing"), @out = Path.Combine(folder, "new"), overrides = Tiny }));
+        Assert.Equal(($"dataset folder {Path.Combine(folder, "nothing")} does not exist; create it with stratus prepare on the server's host", "data"),
+            ((string)dataset["error"]!["message"]!, (string?)dataset["error"]!["param"]));
+    }
+
+    /// <summary>A job's reason is recorded once, in the CLI's words; the API shows how to continue
+    /// the run as a submission of its fields (what the dashboard's form sends), not as jobs submit.</summary>
+    [Fact]
+    public async Task A_cancelled_jobs_reason_says_how_to_continue_its_run_in_the_apis_words()
+    {
+        var (client, _) = await TrainingClient();
+        var run = Path.Combine(folder, "trained");
+        using (var trainer = Stratus.Training.Trainer.Start(Stratus.Training.TrainConfig.Load(null,
+            [new("n_layer", "1"), new("n_head", "2"), new("n_embd", "16"), new("block_size", "8"), new("batch_size", "2"), new("max_iters", "2"), new("eval_iters", "1")]), Path.Combine(folder, "data"), run))
+            trainer.Run();
+        var (created, submitted) = await Send(client.PostAsJsonAsync("/api/jobs", new { resume = run, overrides = new { max_iters = 4 } }));
+        Assert.True(created == HttpStatusCode.Created, submitted.ToJsonString());
+        var id = (string)submitted["id"]!;
+        var store = JobService.Open(server.DataDir, ["true"]).Store;
+        var job = store.Get(id)!;
+        store.RecordEnd(id, new JobEnd(JobState.Cancelled, 143, JobLog.CancelledReason(job)));
+        Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`", store.Get(id)!.Reason);
+
+        var (_, shown) = await Send(client.GetAsync($"/api/jobs/{id}"));
+        Assert.Equal($"cancelled after a last checkpoint; continue it with a job of 'resume' {run} (POST /api/jobs)", (string?)shown["reason"]);
+        var (_, listed) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Equal((string?)shown["reason"], (string?)listed["data"]![0]!["reason"]);
     }
 
     /// <summary>"init_from" names a registered model as `serve --model` does (NAME@ALIAS): the job
@@ -360,15 +429,16 @@ public sealed class JobsApiTests : IAsyncLifetime
 
         foreach (var (reference, problem) in new[]
         {
-            ("chat@staging", "model 'chat' has no alias 'staging'; see its versions and aliases with `stratus models show chat`"),
-            ("chat:9", "model 'chat' has no version 9"),
-            ("nothing", "no model named 'nothing' is registered; see the registered names with `stratus models list`"),
+            ("chat@staging", "model 'chat' has no alias 'staging'; see its versions and aliases with GET /api/models/chat"),
+            ("chat:9", "model 'chat' has no version 9; see its versions and aliases with GET /api/models/chat"),
+            ("nothing", "no model named 'nothing' is registered; see the registered names with GET /api/models"),
         })
         {
             var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", new { init_from = reference, data, @out = Path.Combine(folder, "ft2") }));
             Assert.True(status == HttpStatusCode.BadRequest, answer.ToJsonString());
             Assert.Equal("init_from", (string?)answer["error"]!["param"]);
             Assert.Contains(problem, (string)answer["error"]!["message"]!);
+            AssertInTheApisWords((string)answer["error"]!["message"]!);
         }
     }
 

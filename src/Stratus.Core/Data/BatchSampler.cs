@@ -6,6 +6,7 @@
 // to learn is redrawn from the same counter stream (so determinism is kept).
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Stratus.Safety;
 using Stratus.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -41,15 +42,15 @@ public sealed partial class BatchSampler : IDisposable
     public BatchSampler(string datasetDirectory, int batchSize, int blockSize, long seed, Split? only = null)
     {
         if (!Directory.Exists(datasetDirectory))
-            throw new StratusUserException($"dataset folder {datasetDirectory} does not exist; create it with `stratus prepare --input <text> --out {datasetDirectory}`");
+            throw new StratusUserException(s => $"dataset folder {datasetDirectory} does not exist; create it with {s.Pick($"`stratus prepare --input <text> --out {datasetDirectory}`", "stratus prepare on the server's host")}");
         if (DatasetFolder.ModelIn(datasetDirectory) is { } model)
-            throw new StratusUserException($"{datasetDirectory} holds {model}, not a dataset; pass the folder that `stratus prepare --out` wrote");
+            throw new StratusUserException(s => $"{datasetDirectory} holds {model}, not a dataset; pass the folder that {s.Pick("`stratus prepare --out`", "stratus prepare")} wrote");
         // meta.json is written last (DatasetFolder): without it, the files there are those of a
         // preparation that did not finish, or no dataset's. `prepare` asks for --overwrite where
         // they hold a train.bin: said here at once.
         var meta = DatasetPreparer.ReadMeta(datasetDirectory)
-            ?? throw new StratusUserException($"{datasetDirectory} holds no complete dataset (no {DatasetPreparer.MetaFile}, which `stratus prepare` writes last); prepare it with `stratus prepare --input <text> --out {datasetDirectory}" +
-                $"{(DatasetFolder.DatasetIn(datasetDirectory) is null ? "" : " --overwrite")}`");
+            ?? throw new StratusUserException(s => $"{datasetDirectory} holds no complete dataset (no {DatasetPreparer.MetaFile}, which `stratus prepare` writes last); prepare it with " +
+                s.Pick($"`stratus prepare --input <text> --out {datasetDirectory}{(DatasetFolder.DatasetIn(datasetDirectory) is null ? "" : " --overwrite")}`", "stratus prepare on the server's host"));
         train = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.TrainShard));
         val = TokenShard.Open(Path.Combine(datasetDirectory, DatasetPreparer.ValShard));
         Tokenizer = TokenizerStore.Load(datasetDirectory);
@@ -74,7 +75,7 @@ public sealed partial class BatchSampler : IDisposable
                     ? $"{shard.Path} is empty: the --val-fraction it was prepared with left no tokens to train on; prepare the data again with a smaller --val-fraction, e.g. 0.1"
                     : $"{shard.Path} is empty{(only is null ? " (training evaluates on both splits)" : "")}; prepare the data again with a --val-fraction above 0, e.g. 0.1");
             if (shard.Count <= blockSize)
-                throw new StratusUserException($"{shard.Path} has {shard.Count} tokens, not more than block_size {blockSize}; use more text or a smaller --block-size");
+                throw new StratusUserException(s => $"{shard.Path} has {shard.Count} tokens, not more than block_size {blockSize}; use more text or a smaller {s.Option(Surface.OverridesPrefix + "block_size")}");
         }
         // What the tokens are, not where or when they were prepared: copies of one dataset on
         // several nodes are the same dataset.
@@ -83,7 +84,7 @@ public sealed partial class BatchSampler : IDisposable
         this.blockSize = blockSize;
         this.seed = (ulong)seed;
         if ((long)batchSize * (blockSize + 1) > MaxTokensPerBatch)
-            throw new StratusUserException($"batch_size {batchSize} x block_size {blockSize} is over {MaxTokensPerBatch:N0} tokens per micro-batch; lower --batch-size (gradient_accumulation_steps adds micro-batches per step)");
+            throw new StratusUserException(s => $"batch_size {batchSize} x block_size {blockSize} is over {MaxTokensPerBatch:N0} tokens per micro-batch; lower {s.Option(Surface.OverridesPrefix + "batch_size")} (gradient_accumulation_steps adds micro-batches per step)");
         buffer = new long[batchSize * (blockSize + 1)];
         maskBuffer = new long[trainMask is null ? 0 : batchSize * blockSize];
     }

@@ -50,7 +50,7 @@ static class DatasetFolder
         }
         var made = Missing(directory);
         // Refused, it leaves the folder to the preparation that holds it.
-        using var held = FolderLock.Take(directory, $"{directory} is being prepared by another `stratus prepare`; wait for it to finish, or choose another --out");
+        using var held = FolderLock.Take(directory, _ => $"{directory} is being prepared by another `stratus prepare`; wait for it to finish, or choose another --out");
         RemoveLeftovers(directory);
         // A dataset that another preparation finished meanwhile, which stays as it is.
         if (!overwrite && Existing(directory, preparation, ref sha256) is var (finished, its)) return upToDate(finished, its);
@@ -144,7 +144,7 @@ static class DatasetFolder
         if (!Leftovers(directory).Any()) return;
         try
         {
-            using var held = FolderLock.Take(directory, "in use");
+            using var held = FolderLock.Take(directory, _ => "in use");
             RemoveLeftovers(directory);
         }
         catch (Exception e) when (e is StratusUserException or IOException or UnauthorizedAccessException)

@@ -195,8 +195,8 @@ public sealed class Checkpoint
     /// checkpoints/best (preferred for use) or checkpoints/last.</summary>
     public static string Resolve(string path, bool preferBest = true)
     {
-        if (File.Exists(path)) throw new StratusUserException($"{path} is a file; pass its folder: a run folder made by `stratus train` or a checkpoint folder");
-        if (!System.IO.Directory.Exists(path)) throw new StratusUserException($"{path} does not exist; pass a run folder made by `stratus train` or a checkpoint folder");
+        if (File.Exists(path)) throw new StratusUserException(s => $"{path} is a file; pass its folder: {RunOrCheckpointFolder(s)}");
+        if (!System.IO.Directory.Exists(path)) throw new StratusUserException(s => $"{path} does not exist; pass {RunOrCheckpointFolder(s)}");
         if (File.Exists(Path.Combine(path, ManifestFile))) return path;
         var names = preferBest ? new[] { "best", "last" } : ["last", "best"];
         foreach (var name in names)
@@ -204,10 +204,12 @@ public sealed class Checkpoint
             var candidate = Recover(Path.Combine(path, "checkpoints", name));
             if (System.IO.Directory.Exists(candidate)) return candidate;
         }
-        throw new StratusUserException(DatasetFolder.DatasetIn(path) is { } dataset
-            ? $"{path} holds {dataset}, not a model; pass a run folder made by `stratus train` or a checkpoint folder"
+        throw new StratusUserException(s => DatasetFolder.DatasetIn(path) is { } dataset
+            ? $"{path} holds {dataset}, not a model; pass {RunOrCheckpointFolder(s)}"
             : $"{path} has no checkpoint (expected {Path.Combine(path, "checkpoints", "last")}); train first, or pass a checkpoint folder");
     }
+
+    static string RunOrCheckpointFolder(Stratus.Safety.Surface surface) => $"a run folder {surface.Pick("made by `stratus train`", "a training wrote")} or a checkpoint folder";
 
     /// <summary>Whether a run folder holds a checkpoint (best or last, or what a crash while
     /// saving one left).</summary>
@@ -298,7 +300,7 @@ public sealed class Checkpoint
     public void LoadOptimizer(IOptimizer optimizer)
     {
         var path = Path.Combine(Directory, OptimizerFile);
-        if (!File.Exists(path)) throw new StratusUserException($"checkpoint {Directory} has no optimizer state; it cannot be resumed (use --init-from to start a new run from it)");
+        if (!File.Exists(path)) throw new StratusUserException(s => $"checkpoint {Directory} has no optimizer state; it cannot be resumed (use {s.Option("init_from")} to start a new run from it)");
         using var state = SafeTensors.Open(path);
         optimizer.LoadStateDict(state);
     }

@@ -7,6 +7,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Stratus.Models;
+using Stratus.Safety;
 
 namespace Stratus.Training;
 
@@ -197,8 +198,8 @@ public sealed record TrainConfig
             var changed = config.ModelDefiningKeysChangedFrom(training).Where(keysGiven.Contains).ToList();
             string Value(JsonObject settings, string key) => settings[key]?.ToJsonString() ?? "null";
             if (changed.Count > 0)
-                throw new StratusUserException(string.Join("; ", changed.GroupBy(origin).Select(keys =>
-                        $"{keys.Key}: {Listed(keys.Select(key => $"{key} {Value(mine, key)}"))} {(keys.Count() == 1 ? "differs" : "differ")} from the --init-from model's {Listed(keys.Select(key => Value(its, key)))}")) +
+                throw new StratusUserException(s => string.Join("; ", changed.GroupBy(key => origin(s, key)).Select(keys =>
+                        $"{keys.Key}: {Listed(keys.Select(key => $"{key} {Value(mine, key)}"))} {(keys.Count() == 1 ? "differs" : "differ")} from the {s.Option("init_from")} model's {Listed(keys.Select(key => Value(its, key)))}")) +
                     $"; a fine-tune keeps the shape of the model it starts from (only block_size and dropout may change): leave {Listed(changed)} out")
                     // The first key at fault, which the API names as the field that gave it.
                     { Param = changed[0] };
@@ -222,19 +223,20 @@ public sealed record TrainConfig
 
     /// <summary>The config in <paramref name="json"/> with <paramref name="overrides"/> applied,
     /// unchecked; the keys given by either, and where a key's value came from (the option that
-    /// overrode it, else <paramref name="source"/>), for messages.</summary>
-    static (TrainConfig Config, IReadOnlyList<string> KeysGiven, Func<string, string> Origin) Read(JsonObject json, string source, IEnumerable<KeyValuePair<string, string>>? overrides)
+    /// overrode it, as the surface showing the message names it, else <paramref name="source"/>),
+    /// for messages.</summary>
+    static (TrainConfig Config, IReadOnlyList<string> KeysGiven, Func<Surface, string, string> Origin) Read(JsonObject json, string source, IEnumerable<KeyValuePair<string, string>>? overrides)
     {
-        foreach (var (key, _) in json) CheckKey(key, source);
+        foreach (var (key, _) in json) CheckKey(key, _ => source);
         var overridden = new HashSet<string>();
         foreach (var (rawKey, value) in overrides ?? [])
         {
             var key = KeyOf(rawKey);
-            CheckKey(key, "command line");
+            CheckKey(key, s => s.Pick("command line", "'overrides'"));
             json[key] = ParseValue(value);
             overridden.Add(key);
         }
-        string Origin(string key) => overridden.Contains(key) ? $"--{key.Replace('_', '-')}" : source;
+        string Origin(Surface surface, string key) => overridden.Contains(key) ? surface.Option(Surface.OverridesPrefix + key) : source;
         try { return (json.Deserialize<TrainConfig>(Json)!, json.Select(setting => setting.Key).ToList(), Origin); }
         catch (JsonException e)
         {
@@ -242,9 +244,10 @@ public sealed record TrainConfig
             // "The JSON value could not be converted to a whole number." -> "n_layer must be a whole number, got ..."
             var reason = StratusUserException.InUsersWords(e);
             var wanted = reason.Split("converted to ");
-            throw new StratusUserException(json.TryGetPropertyValue(key, out var given) && given is null ? $"{Origin(key)}: {key} must not be null; leave it out for its default"
-                : wanted.Length == 2 && given is not null ? $"{Origin(key)}: {key} must be {wanted[1].TrimEnd('.')}, got {given.ToJsonString()}"
-                : $"{Origin(key)}: {reason} (at {e.Path})") { Param = key.Length > 0 ? key : null };
+            var present = json.TryGetPropertyValue(key, out var given);
+            throw new StratusUserException(s => present && given is null ? $"{Origin(s, key)}: {key} must not be null; leave it out for its default"
+                : wanted.Length == 2 && given is not null ? $"{Origin(s, key)}: {key} must be {wanted[1].TrimEnd('.')}, got {given.ToJsonString()}"
+                : $"{Origin(s, key)}: {reason} (at {e.Path})") { Param = key.Length > 0 ? key : null };
         }
     }
 
@@ -261,14 +264,17 @@ public sealed record TrainConfig
     }
 
     /// <summary>The config key an override names, given in kebab- or snake-case, with or without
-    /// the option's dashes (--max-iters, max-iters and max_iters are max_iters).</summary>
-    public static string KeyOf(string given) => given.TrimStart('-').Replace('-', '_');
+    /// the option's dashes (--max-iters, max-iters and max_iters are max_iters): the field an
+    /// option names (<see cref="Surface.FieldOf"/>).</summary>
+    public static string KeyOf(string given) => Surface.FieldOf(given);
 
-    static void CheckKey(string key, string source)
+    /// <param name="source">Where the key was given (a config file, the command line, the API's
+    /// overrides), in the words of the surface that shows the message.</param>
+    static void CheckKey(string key, Func<Surface, string> source)
     {
         if (Keys.Contains(key)) return;
         var suggestion = Spelling.Nearest(key, Keys) is { } nearest ? $"; did you mean '{nearest}'?" : ";";
-        throw new StratusUserException($"unknown config key '{key}' in {source}{suggestion} Valid keys: {string.Join(", ", Keys)}") { Param = key };
+        throw new StratusUserException(s => $"unknown config key '{key}' in {source(s)}{suggestion} Valid keys: {string.Join(", ", Keys)}") { Param = key };
     }
 
     static JsonNode? ParseValue(string value)

@@ -12,6 +12,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Stratus.Data;
+using Stratus.Safety;
 using Stratus.Distributed;
 using Stratus.Models;
 using Stratus.Tokenization;
@@ -140,15 +141,15 @@ public sealed class Trainer : IDisposable
             var stored = ChatDatasetPreparer.StoredTemplate(dataDirectory);
             template = resumeFrom is not null ? ChatTemplate.Find(resumeFrom.Directory) : stored ?? (initFrom is null ? null : ChatTemplate.Find(initFrom.Directory));
             if (resumeFrom is not null && stored is not null && stored != template)
-                throw new StratusUserException($"{dataDirectory} was rendered with a chat template other than the one run {runDirectory} learned and chats in; resume with the data the run was trained on, or start a new run from it with --init-from");
+                throw new StratusUserException(s => $"{dataDirectory} was rendered with a chat template other than the one run {runDirectory} learned and chats in; resume with the data the run was trained on, or start a new run from it with {s.Option("init_from")}");
             // Other text in the same tokenizer and template (the folder prepared again from another
             // corpus) would go on training silently: the run would no longer be the one resumed, and
             // a val loss measured on other text would take the place of checkpoints/best.
             if (trainedOn is not null && trainedOn != sampler.Content)
-                throw new StratusUserException($"{dataDirectory} holds other data than run {runDirectory} was trained on: {sampler.DifferenceFrom(trainedOn)}; " +
-                    $"resume with the run's dataset (--data <folder>), or start a new run on this data from it with --init-from {runDirectory}");
+                throw new StratusUserException(s => $"{dataDirectory} holds other data than run {runDirectory} was trained on: {sampler.DifferenceFrom(trainedOn)}; " +
+                    $"resume with the run's dataset ({s.Option("data")} <folder>), or start a new run on this data from it with {s.Option("init_from")} {runDirectory}");
             if (initFrom is not null && config.Model.BlockSize > initFrom.ModelConfig.BlockSize)
-                throw new StratusUserException($"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower --block-size");
+                throw new StratusUserException(s => $"block_size {config.Model.BlockSize} is over the model's maximum context of {initFrom.ModelConfig.BlockSize}; lower {s.Option(Surface.OverridesPrefix + "block_size")}");
             return sampler;
         }
         catch
@@ -285,15 +286,15 @@ public sealed class Trainer : IDisposable
     public static void CheckRanks(TrainConfig config, int ranks)
     {
         if (config.GradientAccumulationSteps % ranks != 0)
-            throw new StratusUserException($"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({ranks}): it counts the micro-batches of the whole job per optimizer step, " +
-                $"each rank runs an equal share; pass --gradient-accumulation-steps {(config.GradientAccumulationSteps / ranks + 1) * ranks}, or run on a number of ranks that divides {config.GradientAccumulationSteps}");
+            throw new StratusUserException(s => $"gradient_accumulation_steps ({config.GradientAccumulationSteps}) must be a multiple of the number of ranks ({ranks}): it counts the micro-batches of the whole job per optimizer step, " +
+                $"each rank runs an equal share; pass {s.Option(Surface.OverridesPrefix + "gradient_accumulation_steps")} {(config.GradientAccumulationSteps / ranks + 1) * ranks}, or run on a number of ranks that divides {config.GradientAccumulationSteps}");
         if (ranks > 1 && config.Device != ComputeDevice.Cpu)
-            throw new StratusUserException($"device {config.Device}: data-parallel training runs on the CPU, its collectives go through host MPI (docs/distributed.md); train on one GPU without mpirun, or on the ranks' CPUs with --device cpu");
+            throw new StratusUserException(s => $"device {config.Device}: data-parallel training runs on the CPU, its collectives go through host MPI (docs/distributed.md); train on one GPU {s.Pick("without mpirun", $"with {s.Option("ranks")} 1")}, or on the ranks' CPUs with {s.Option(Surface.OverridesPrefix + "device")} cpu");
     }
 
     /// <summary>Why <paramref name="runDirectory"/> cannot be trained into now: the error a
     /// training would give while another process holds the run's lock; null where none does.</summary>
-    public static string? RunInUse(string runDirectory)
+    public static StratusUserException? RunInUse(string runDirectory)
     {
         if (!Directory.Exists(runDirectory)) return null;
         try
@@ -303,7 +304,7 @@ public sealed class Trainer : IDisposable
         }
         catch (StratusUserException e)
         {
-            return e.Message;
+            return e;
         }
     }
 
@@ -312,14 +313,14 @@ public sealed class Trainer : IDisposable
     static void RequireNoModelIn(string runDirectory)
     {
         if (Checkpoint.Exists(runDirectory))
-            throw new StratusUserException($"{runDirectory} already holds a model; continue a run there with `stratus train --resume {runDirectory}`, fine-tune from it with --init-from, or choose another --out");
+            throw new StratusUserException(s => $"{runDirectory} already holds a model; continue a run there with {s.Pick($"`stratus train --resume {runDirectory}`", $"'resume' {runDirectory}")}, fine-tune from it with {s.Option("init_from")}, or choose another {s.Option("out")}");
     }
 
     /// <summary>The run folder's lock, which the process writing it (rank 0) holds while it trains:
     /// a second training into it, new or resumed, would write its metrics and checkpoints among
     /// this one's.</summary>
     static FolderLock LockRun(string runDirectory) =>
-        FolderLock.Take(runDirectory, $"{runDirectory} is in use by another `stratus train`, which holds its {FolderLock.FileName}; wait for that training to end, or train into another --out");
+        FolderLock.Take(runDirectory, s => $"{runDirectory} is in use by another {s.Pick("`stratus train`", "training")}, which holds its {FolderLock.FileName}; wait for that training to end, or train into another {s.Option("out")}");
 
     /// <summary>A run's run.json and the dataset folder it records (null where it names none).</summary>
     /// <exception cref="StratusUserException">The folder has no run.json, or it is not a JSON object.</exception>
@@ -327,9 +328,9 @@ public sealed class Trainer : IDisposable
     {
         var runPath = Path.Combine(runDirectory, RunFile);
         if (!File.Exists(runPath))
-            throw new StratusUserException(DatasetFolder.DatasetIn(runDirectory) is { } dataset
-                ? $"{runDirectory} holds {dataset}, not a run; resume the folder that `stratus train --out` wrote"
-                : $"{runDirectory} is not a Stratus run (no {RunFile}); start one with `stratus train --config ... --out {runDirectory}`");
+            throw new StratusUserException(s => DatasetFolder.DatasetIn(runDirectory) is { } dataset
+                ? $"{runDirectory} holds {dataset}, not a run; resume the folder that {s.Pick("`stratus train --out`", "a training's 'out'")} wrote"
+                : $"{runDirectory} is not a Stratus run (no {RunFile}); start one with {s.Pick($"`stratus train --config ... --out {runDirectory}`", $"'out' {runDirectory}")}");
         var run = JsonText.ParseFile(runPath, hint: "Restore it from a copy.") as JsonObject ?? throw new StratusUserException($"{runPath} is not a JSON object; restore it");
         return (run, run["data"] is JsonValue data && data.TryGetValue<string>(out var path) ? path : null);
     }
@@ -377,9 +378,9 @@ public sealed class Trainer : IDisposable
         Checkpoint checkpoint;
         try { checkpoint = Checkpoint.Open(Checkpoint.Resolve(runDirectory, preferBest: false)); }
         catch (StratusUserException e) when (e.Param is null) { throw e.WithParam("resume"); }
-        dataDirectory ??= recorded ?? throw new StratusUserException($"{runPath} names no dataset; pass the run's dataset folder with --data") { Param = "data" };
+        dataDirectory ??= recorded ?? throw new StratusUserException(s => $"{runPath} names no dataset; pass the run's dataset folder with {s.Option("data")}") { Param = "data" };
         if (!Directory.Exists(dataDirectory))
-            throw new StratusUserException($"the run's dataset {dataDirectory} does not exist; if it moved, pass its folder with --data") { Param = "data" };
+            throw new StratusUserException(s => $"the run's dataset {dataDirectory} does not exist; if it moved, pass its folder with {s.Option("data")}") { Param = "data" };
         var config = checkpoint.TrainConfig ?? throw new StratusUserException($"{checkpoint.Directory} has no training config") { Param = "resume" };
         var overridden = overrides?.ToList() ?? [];
         if (overridden.Count > 0)
@@ -387,15 +388,15 @@ public sealed class Trainer : IDisposable
             var resumed = config.With(overridden);
             var reshaped = resumed.ModelDefiningKeysChangedFrom(config);
             if (reshaped.Count > 0)
-                throw new StratusUserException($"{string.Join(", ", reshaped)} cannot change when resuming: the checkpoint holds the model as it was built; " +
-                    $"start a new run with --out, or fine-tune this one from it with --init-from {runDirectory}") { Param = reshaped[0] };
+                throw new StratusUserException(s => $"{string.Join(", ", reshaped)} cannot change when resuming: the checkpoint holds the model as it was built; " +
+                    $"start a new run with {s.Option("out")}, or fine-tune this one from it with {s.Option("init_from")} {runDirectory}") { Param = reshaped[0] };
             config = resumed;
         }
         // A run already at max_iters would end at once, "succeeded" with nothing done: whoever
         // resumes it wants more steps (or gave fewer than it has), so refuse before anything starts.
         if (checkpoint.State is { Step: > 0 } state && state.Step >= config.MaxIters)
-            throw new StratusUserException($"max_iters is {config.MaxIters} and the checkpoint of {runDirectory} is at step {state.Step}: nothing to train; " +
-                $"resume with --max-iters above {state.Step} to train on") { Param = "max_iters" };
+            throw new StratusUserException(s => $"max_iters is {config.MaxIters} and the checkpoint of {runDirectory} is at step {state.Step}: nothing to train; " +
+                $"resume with {s.Option(Surface.OverridesPrefix + "max_iters")} above {state.Step} to train on") { Param = "max_iters" };
         var trainedOn = run[DatasetKey] is JsonValue dataset && dataset.TryGetValue<string>(out var identity) ? identity : null;
         return (checkpoint, dataDirectory, config, trainedOn);
     }

@@ -2,6 +2,8 @@
 // submitted it, with what it was asked to do and what became of it. The state moves one way:
 // queued (recorded, its executor starting it) → running (the training process exists) → one of
 // succeeded, failed or cancelled, which never change again.
+using Stratus.Safety;
+
 namespace Stratus.Platform.Jobs;
 
 public enum JobState { Queued, Running, Succeeded, Failed, Cancelled }
@@ -67,7 +69,7 @@ public sealed record TrainArguments(string? Config, string? Data, string Out, IR
         if (Data is not null) line.Add("--data=" + Data);
         if (!Resume) line.Add("--out=" + Out);
         // The key as train's TrainConfig reads it: leading dashes trimmed, "-" and "_" alike.
-        foreach (var (key, value) in Overrides) line.Add($"--{key.TrimStart('-').Replace('_', '-')}={value}");
+        foreach (var (key, value) in Overrides) line.Add($"{Surface.OptionOf(Surface.FieldOf(key))}={value}");
         return line;
     }
 

@@ -1,6 +1,9 @@
 // What a job's log and run folder say of how its training ended, in the reason a job records:
-// the same words whichever executor ran it.
+// the same words whichever executor ran it. The database keeps one text a job, in the CLI's words
+// (older Stratus versions read it too); the API shows it with the hints it names (how to continue
+// the run, a longer time limit) spelled in the API's (ReasonOn), each composed by the one function here.
 using System.Globalization;
+using Stratus.Safety;
 
 namespace Stratus.Platform.Jobs;
 
@@ -13,25 +16,44 @@ public static class JobLog
     /// checkpoint, else <paramref name="unsaved"/>.</summary>
     public static string Resumable(Job job, string stopped, string unsaved) =>
         Directory.Exists(Path.Combine(job.Arguments.Out, "checkpoints", "last"))
-            ? $"{stopped}; continue it with {ContinueRun(job)}"
+            ? $"{stopped}; continue it with {ContinueRun(job, Surface.Cli)}"
             : unsaved;
 
-    /// <summary>The commands that continue <paramref name="job"/>'s run from its last checkpoint:
-    /// as a job, and in a shell of its own. A Slurm job's run goes on as a Slurm job: jobs submit's
+    /// <summary>The job's <see cref="Job.Reason"/> in <paramref name="surface"/>'s words: the hints
+    /// it was recorded with in the CLI's (<see cref="ContinueRun"/>, <see cref="LongerTimeLimit"/>)
+    /// spelled again, from the same job, in the surface's.</summary>
+    public static string? ReasonOn(Job job, Surface surface) => job.Reason?
+        .Replace(ContinueRun(job, Surface.Cli), ContinueRun(job, surface), StringComparison.Ordinal)
+        .Replace(LongerTimeLimit(Surface.Cli), LongerTimeLimit(surface), StringComparison.Ordinal);
+
+    /// <summary>What a job that reached its time limit is submitted again with.</summary>
+    public static string LongerTimeLimit(Surface surface) => $"submit with a longer {surface.Option("time")}";
+
+    /// <summary>What continues <paramref name="job"/>'s run from its last checkpoint: on the CLI,
+    /// the commands, as a job and in a shell of its own; on the API, the submission (POST /api/jobs,
+    /// the dashboard's form) and its fields. A Slurm job's run goes on as a Slurm job: jobs submit's
     /// executor is local unless told, and a training in a shell would run on the login node; what
     /// it asked of Slurm is asked again (each that differs from jobs submit's default), as Slurm
     /// does not keep it. A Slurm job recorded before that was kept names the options instead.</summary>
-    public static string ContinueRun(Job job)
+    public static string ContinueRun(Job job, Surface surface)
     {
         var quoted = TrainArguments.ShellLine([job.Arguments.Out]);
-        if (job.Executor != SlurmJobExecutor.ExecutorName) return $"`stratus jobs submit --resume {quoted}` (a job) or `stratus train --resume {quoted}`";
-        if (job.Resources is not { } asked) return $"`stratus jobs submit --executor slurm --resume {quoted}` (with the --partition, --time, --ranks and --cpus-per-rank it needs)";
-        List<string> sizing = [];
-        if (asked.Partition is { } partition) sizing.AddRange(["--partition", partition]);
-        if (asked.Time is { } time) sizing.AddRange(["--time", time]);
-        if (asked.Ranks != SlurmOptions.Default.Ranks) sizing.AddRange(["--ranks", asked.Ranks.ToString(CultureInfo.InvariantCulture)]);
-        if (asked.CpusPerRank != SlurmOptions.Default.CpusPerRank) sizing.AddRange(["--cpus-per-rank", asked.CpusPerRank.ToString(CultureInfo.InvariantCulture)]);
-        return $"`{TrainArguments.ShellLine(["stratus", "jobs", "submit", "--executor", "slurm", .. sizing, "--resume", job.Arguments.Out])}`";
+        if (job.Executor != SlurmJobExecutor.ExecutorName) return surface.Pick($"`stratus jobs submit --resume {quoted}` (a job) or `stratus train --resume {quoted}`", $"a job of {surface.Option("resume")} {job.Arguments.Out} (POST /api/jobs)");
+        var fields = new[] { "partition", "time", "ranks", "cpus_per_rank" };
+        if (job.Resources is not { } asked)
+        {
+            var needs = $"with the {string.Join(", ", fields[..^1].Select(surface.Option))} and {surface.Option(fields[^1])} it needs";
+            return surface.Pick($"`stratus jobs submit --executor slurm --resume {quoted}` ({needs})",
+                $"a job of {surface.Option("executor")} slurm and {surface.Option("resume")} {job.Arguments.Out}, {needs} (POST /api/jobs)");
+        }
+        List<(string Field, string Value)> sizing = [];
+        if (asked.Partition is { } partition) sizing.Add(("partition", partition));
+        if (asked.Time is { } time) sizing.Add(("time", time));
+        if (asked.Ranks != SlurmOptions.Default.Ranks) sizing.Add(("ranks", asked.Ranks.ToString(CultureInfo.InvariantCulture)));
+        if (asked.CpusPerRank != SlurmOptions.Default.CpusPerRank) sizing.Add(("cpus_per_rank", asked.CpusPerRank.ToString(CultureInfo.InvariantCulture)));
+        List<(string Field, string Value)> given = [("executor", SlurmJobExecutor.ExecutorName), .. sizing, ("resume", job.Arguments.Out)];
+        return surface.Pick($"`{TrainArguments.ShellLine(["stratus", "jobs", "submit", .. given.SelectMany(g => new[] { Surface.OptionOf(g.Field), g.Value })])}`",
+            $"a job of {string.Join(", ", given[..^1].Select(g => $"{surface.Option(g.Field)} {g.Value}"))} and {surface.Option(given[^1].Field)} {given[^1].Value} (POST /api/jobs)");
     }
 
     /// <summary>The training's own one-line error where its log ends with one, else its exit code.</summary>

@@ -46,7 +46,7 @@ public sealed class JobService(SqlJobStore store, IReadOnlyList<IJobExecutor> ex
         try { Directory.CreateDirectory(arguments.Out); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new TrustUserException($"'out' {arguments.Out} cannot be made: {e.Message} Give a folder that can be.");
+            throw new TrustUserException(s => $"{s.Option("out")} {arguments.Out} cannot be made: {e.Message} Give a folder that can be.") { Param = "out" };
         }
         RequireNoJobWriting(arguments.Out);
         var id = "job-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));

@@ -44,16 +44,16 @@ public sealed partial record SlurmOptions(string? Partition = null, string? Time
         {
             // sbatch refuses an empty one only after the job is recorded ("Invalid partition name specified").
             if (partition is not null && (partition.Length == 0 || partition.Any(char.IsWhiteSpace) || partition.Any(char.IsControl)))
-                throw new TrustUserException($"--partition '{partition}' is not a partition name: give one that sinfo lists, or leave --partition out for the cluster's default") { Param = "partition" };
-            if (time is not null && (TimeLimitMinutes(time) ?? throw new TrustUserException($"--time {time} is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED") { Param = "time" }) > LongestTimeMinutes)
-                throw new TrustUserException($"--time {time} is longer than Slurm can hold (24855-03:13, about 68 years): give a shorter limit, or UNLIMITED for none") { Param = "time" };
-            if (ranks < 1) throw new TrustUserException($"--ranks must be 1 or more, got {ranks}") { Param = "ranks" };
-            if (cpusPerRank < 1) throw new TrustUserException($"--cpus-per-rank must be 1 or more, got {cpusPerRank}") { Param = "cpus_per_rank" };
+                throw new TrustUserException(s => $"{s.Option("partition")} '{partition}' is not a partition name: give one that sinfo lists, or leave {s.Option("partition")} out for the cluster's default") { Param = "partition" };
+            if (time is not null && (TimeLimitMinutes(time) ?? throw new TrustUserException(s => $"{s.Option("time")} {time} is not a time limit sbatch takes: give minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED") { Param = "time" }) > LongestTimeMinutes)
+                throw new TrustUserException(s => $"{s.Option("time")} {time} is longer than Slurm can hold (24855-03:13, about 68 years): give a shorter limit, or UNLIMITED for none") { Param = "time" };
+            if (ranks < 1) throw new TrustUserException(s => $"{s.Option("ranks")} must be 1 or more, got {ranks}") { Param = "ranks" };
+            if (cpusPerRank < 1) throw new TrustUserException(s => $"{s.Option("cpus_per_rank")} must be 1 or more, got {cpusPerRank}") { Param = "cpus_per_rank" };
             return new(partition, time, ranks ?? 1, cpusPerRank ?? 1);
         }
         var given = new (string Field, bool Given)[] { ("partition", partition is not null), ("time", time is not null), ("ranks", ranks is not null), ("cpus_per_rank", cpusPerRank is not null) };
         return given.FirstOrDefault(g => g.Given).Field is { } field
-            ? throw new TrustUserException("--partition, --time, --ranks and --cpus-per-rank ask Slurm for the job's resources: give them with --executor slurm") { Param = field }
+            ? throw new TrustUserException(s => $"{s.Option("partition")}, {s.Option("time")}, {s.Option("ranks")} and {s.Option("cpus_per_rank")} ask Slurm for the job's resources: give them with {s.Option("executor")} slurm") { Param = field }
             : null;
     }
 
@@ -156,12 +156,12 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     internal static Exception SbatchRefusal(string error)
     {
         if (error.Contains("partition", StringComparison.OrdinalIgnoreCase) || error.Contains("time limit", StringComparison.OrdinalIgnoreCase))
-            return new TrustUserException($"sbatch refused the job: {error}; give a --partition and --time the cluster takes (sinfo lists its partitions and their time limits), or submit with --executor local");
+            return new TrustUserException(s => $"sbatch refused the job: {error}; give a {s.Option("partition")} and {s.Option("time")} the cluster takes (sinfo lists its partitions and their time limits), or submit with {s.Option("executor")} local");
         // No node of the partition has the CPUs (or the memory, DefMemPerCPU a CPU) one rank asks
         // for, or the partition has not the CPUs all ranks ask for together.
         if (error.Contains("Requested node configuration is not available", StringComparison.Ordinal)
             || error.Contains("More processors requested than permitted", StringComparison.Ordinal))
-            return new TrustUserException($"sbatch refused the job: {error}; ask for fewer --cpus-per-rank (each rank's must fit on one node, with its memory) or fewer --ranks (sinfo -o '%P %D %c %m' lists each partition's nodes, their CPUs and memory)");
+            return new TrustUserException(s => $"sbatch refused the job: {error}; ask for fewer {s.Option("cpus_per_rank")} (each rank's must fit on one node, with its memory) or fewer {s.Option("ranks")} (sinfo -o '%P %D %c %m' lists each partition's nodes, their CPUs and memory)");
         return new JobExecutorUnavailableException($"sbatch refused the job: {error}; check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local");
     }
 
@@ -274,7 +274,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
                 record.StartTime is null ? "cancelled before its training started"
                 : job.CancelRequestedAt is not null ? JobLog.CancelledReason(job)
                 : Resumable($"{slurmJob} was cancelled in Slurm (scancel)"))),
-            "TIMEOUT" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob} reached its time limit (TIMEOUT; submit with a longer --time)"))),
+            "TIMEOUT" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob} reached its time limit (TIMEOUT; {JobLog.LongerTimeLimit(Surface.Cli)})"))),
             "OUT_OF_MEMORY" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, $"{slurmJob} ran out of the memory it was given (OUT_OF_MEMORY); see {job.LogFile}")),
             "NODE_FAIL" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob}'s node failed (NODE_FAIL)"))),
             // A job of higher priority took its nodes (the cluster's PreemptMode): one that may not
@@ -404,7 +404,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         }
         catch (Win32Exception)
         {
-            throw new TrustUserException($"{command} is not on the PATH: the slurm executor runs jobs through Slurm's commands; install them (Debian: apt-get install slurm-client) and set SLURM_CONF to the cluster's slurm.conf, or use --executor local");
+            throw new TrustUserException(s => $"{command} is not on the PATH: the slurm executor runs jobs through Slurm's commands; install them (Debian: apt-get install slurm-client) and set SLURM_CONF to the cluster's slurm.conf, or use {s.Option("executor")} local");
         }
         using (process)
         {

@@ -70,7 +70,7 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
     {
         var other = transaction is null ? UnfinishedJobWriting(runFolder) : UnfinishedJobWriting(transaction.Connection!, transaction, runFolder);
         if (other is not null)
-            throw new TrustUserException($"{runFolder} is the run folder of job {other}, which has not ended; wait for it (stratus jobs show {other}), cancel it, or train into another --out") { Conflict = true };
+            throw new TrustUserException(s => $"{runFolder} is the run folder of job {other}, which has not ended; wait for it ({s.Pick($"stratus jobs show {other}", $"GET /api/jobs/{other}")}), cancel it{s.Pick("", $" (POST /api/jobs/{other}/cancel)")}, or train into another {s.Option("out")}") { Conflict = true };
     }
 
     /// <summary>The id of the job recorded as not ended (queued or running) that writes
@@ -185,7 +185,7 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         Update("UPDATE jobs SET cancel_requested_at = NULL WHERE id = @id AND cancel_requested_at = @at", ("@id", id), ("@at", FormatTime(requestedAt)));
 
     public static TrustUserException UnknownJob(string id) =>
-        new($"no job '{id}'; list the jobs with stratus jobs list") { NotFound = true };
+        new(s => $"no job '{id}'; list the jobs with {s.Pick("stratus jobs list", "GET /api/jobs")}") { NotFound = true };
 
     void Update(string sql, params (string Name, object? Value)[] parameters) => database.Write(transaction =>
     {

@@ -31,8 +31,9 @@ public sealed class ApiException(int status, string message, string? param = nul
 
     public static ApiException Invalid(string message, string? param = null, string? code = null) => new(400, message, param, code);
 
-    /// <summary>A user's error as a 400, with the parameter and code it names where it names one.</summary>
-    public static ApiException Invalid(StratusUserException user) => Invalid(user.Message, user.Param, user.Code);
+    /// <summary>A user's error as a 400 in the API's words (its fields, not the CLI's options),
+    /// with the parameter and code it names where it names one.</summary>
+    public static ApiException Invalid(StratusUserException user) => Invalid(user.MessageOn(Surface.Api), user.Param, user.Code);
 
     public static ApiException ModelNotFound(string model) =>
         new(404, $"The model `{model}` does not exist.", "model", "model_not_found");

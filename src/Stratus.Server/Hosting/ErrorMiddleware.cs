@@ -1,6 +1,7 @@
 // Every failure leaves the server as an OpenAI-shaped error: ApiExceptions with their status,
 // oversized bodies as 413, malformed requests and user errors (StratusUserException, the trust
-// layer's TrustUserException) as 400, a stopped engine, a failed model step, a platform
+// layer's TrustUserException, in the API's words: its fields and requests, not the CLI's options
+// and commands, see Surface) as 400, a stopped engine, a failed model step, a platform
 // database the machine refuses (PlatformStorageException), a content-safety provider that failed
 // (SafetyProviderUnavailableException), a job scheduler that cannot be asked
 // (JobExecutorUnavailableException) or a request a stopping server ended (ServerShutdown) as
@@ -39,9 +40,9 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 ApiException api => api,
                 BadHttpRequestException bad => OpenAIErrors.UnreadableBody(bad).Error,
                 StratusUserException user => ApiException.Invalid(user),
-                Stratus.Safety.TrustUserException { NotFound: true } missing => new ApiException(404, missing.Message, missing.Param, "not_found"),
-                Stratus.Safety.TrustUserException { Conflict: true } busy => new ApiException(409, busy.Message, busy.Param, "conflict"),
-                Stratus.Safety.TrustUserException user => ApiException.Invalid(user.Message, user.Param),
+                Stratus.Safety.TrustUserException { NotFound: true } missing => new ApiException(404, missing.MessageOn(Stratus.Safety.Surface.Api), missing.Param, "not_found"),
+                Stratus.Safety.TrustUserException { Conflict: true } busy => new ApiException(409, busy.MessageOn(Stratus.Safety.Surface.Api), busy.Param, "conflict"),
+                Stratus.Safety.TrustUserException user => ApiException.Invalid(user.MessageOn(Stratus.Safety.Surface.Api), user.Param),
                 Stratus.Inference.EngineUnavailableException down => new ApiException(503, $"The model is not available: {down.Message}.", code: "service_unavailable") { RetryAfterSeconds = 5 },
                 // The engine goes on without the request's sequences, so a retry may succeed.
                 Stratus.Inference.EngineStepFailedException failed => new ApiException(503, failed.Message, code: "model_step_failed") { RetryAfterSeconds = 1 },

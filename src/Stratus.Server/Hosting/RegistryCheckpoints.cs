@@ -28,7 +28,7 @@ public sealed class RegistryCheckpoints : ICheckpointReader
         // The registry lives below Core and knows the trust layer's user error.
         catch (StratusUserException e)
         {
-            throw new TrustUserException(e.Message, e);
+            throw new TrustUserException(e.MessageOn, e);
         }
     }
 
@@ -41,7 +41,7 @@ public sealed class RegistryCheckpoints : ICheckpointReader
         }
         catch (StratusUserException e)
         {
-            throw new TrustUserException(e.Message, e);
+            throw new TrustUserException(e.MessageOn, e);
         }
     }
 
@@ -57,7 +57,7 @@ public sealed class RegistryCheckpoints : ICheckpointReader
         }
         catch (StratusUserException e)
         {
-            throw new TrustUserException(e.Message, e);
+            throw new TrustUserException(e.MessageOn, e);
         }
         if (Path.GetFileName(checkpoints) != "checkpoints") return null;
         var run = Path.GetDirectoryName(checkpoints)!;
@@ -69,7 +69,7 @@ public sealed class RegistryCheckpoints : ICheckpointReader
         }
         catch (StratusUserException e)
         {
-            throw new TrustUserException(e.Message, e);
+            throw new TrustUserException(e.MessageOn, e);
         }
     }
 

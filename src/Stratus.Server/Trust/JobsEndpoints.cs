@@ -86,7 +86,9 @@ public sealed record JobView(
 {
     [JsonPropertyName("object")] public string Object => "job";
 
-    public static JobView From(Job job) => new(job.Id, job.Kind, job.State.WireName(), job.Reason, job.Executor, job.ExecutorReference,
+    /// <summary>The job as <paramref name="surface"/> shows it (the API, or `jobs show --json`):
+    /// its reason's hints in that surface's words (JobLog.ReasonOn).</summary>
+    public static JobView From(Job job, Surface surface) => new(job.Id, job.Kind, job.State.WireName(), JobLog.ReasonOn(job, surface), job.Executor, job.ExecutorReference,
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
             job.Arguments.Resume, job.Arguments.InitFrom, job.Resources?.Partition, job.Resources?.Time, job.Resources?.Ranks, job.Resources?.CpusPerRank)
         { InitFromVersion = job.Arguments.InitFromVersion },
@@ -157,8 +159,8 @@ public static class JobsEndpoints
             opened ??= JobService.Open(http.RequestServices.GetRequiredService<StratusTrust>().DataDirectory, stratusCommand);
 
         var submissions = root is null ? null : new JobSubmissionsView(root.Folder, executors);
-        jobs.MapGet("", (HttpContext http) => Json(new JobListResponse([.. Service(http).List().Select(JobView.From)], submissions)));
-        jobs.MapGet("/{id}", (HttpContext http, string id) => Json(JobView.From(Service(http).Get(id))));
+        jobs.MapGet("", (HttpContext http) => Json(new JobListResponse([.. Service(http).List().Select(job => JobView.From(job, Surface.Api))], submissions)));
+        jobs.MapGet("/{id}", (HttpContext http, string id) => Json(JobView.From(Service(http).Get(id), Surface.Api)));
         jobs.MapPost("", async Task<IResult> (HttpContext http, CancellationToken ct) =>
         {
             if (root is null)
@@ -192,7 +194,7 @@ public static class JobsEndpoints
                 }
                 catch (TrustUserException e)
                 {
-                    throw new TrustUserException(e.Message, e) { Param = "init_from" };
+                    throw new TrustUserException(e.MessageOn, e) { Param = "init_from" };
                 }
             }
             TrainArguments arguments;
@@ -214,8 +216,8 @@ public static class JobsEndpoints
             // Naming the job where one writes the folder; else a training outside the platform. Either
             // is the fault of the field that names the folder (the dashboard shows it there).
             try { Service(http).RequireNoJobWriting(arguments.Out); }
-            catch (TrustUserException e) when (e.Conflict) { throw new TrustUserException(e.Message, e) { Conflict = true, Param = folder }; }
-            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse) { Conflict = true, Param = folder };
+            catch (TrustUserException e) when (e.Conflict) { throw new TrustUserException(e.MessageOn, e) { Conflict = true, Param = folder }; }
+            if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse.MessageOn, inUse) { Conflict = true, Param = folder };
             TrainConfig checkedConfig;
             try
             {
@@ -224,10 +226,10 @@ public static class JobsEndpoints
             }
             catch (StratusUserException e) when (e.Param is { } key && key is not ("out" or "data" or "resume" or "init_from"))
             {
-                // train's words are the CLI's (--max-iters: ...); param names the field that gave the key,
+                // train's words are composed for the surface (Surface: 'overrides.max_iters', not --max-iters); param names the field that gave the key,
                 // or for a resume, which takes no config, the override that would change it.
                 var given = arguments.Overrides.FirstOrDefault(o => TrainConfig.KeyOf(o.Key) == key).Key;
-                throw e.WithParam(given is not null ? $"overrides.{given}" : arguments.Resume ? $"overrides.{key}" : "config");
+                throw e.WithParam(given is not null ? Surface.OverridesPrefix + given : arguments.Resume ? Surface.OverridesPrefix + key : "config");
             }
             try
             {
@@ -238,7 +240,7 @@ public static class JobsEndpoints
                 throw e.WithParam("ranks");
             }
             arguments = http.RequestServices.GetRequiredService<StratusTrust>().Models.WithFolderVersion(arguments);
-            return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor, slurm)), StatusCodes.Status201Created);
+            return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor, slurm), Surface.Api), StatusCodes.Status201Created);
         });
         var metrics = new JobMetrics();
         jobs.MapGet("/{id}/metrics", async (HttpContext http, string id) =>
@@ -251,7 +253,7 @@ public static class JobsEndpoints
             // Read with the request's cancellation: a client gone while another request reads the run stops waiting.
             return await metrics.ReadAsync(job.Arguments.Out, after, cursor, limit, http.RequestAborted);
         });
-        jobs.MapPost("/{id}/cancel", (HttpContext http, string id) => Json(JobView.From(Service(http).Cancel(id, Actor(http)))));
+        jobs.MapPost("/{id}/cancel", (HttpContext http, string id) => Json(JobView.From(Service(http).Cancel(id, Actor(http)), Surface.Api)));
         return endpoints;
     }
 

@@ -26,11 +26,13 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, StratusTrust trus
         }
         catch (Exception e) when (e is TrustUserException or StratusUserException && !context.Response.HasStarted)
         {
+            // In the API's words: its fields and requests, not the CLI's options and commands.
+            var message = e is TrustUserException trust ? trust.MessageOn(Surface.Api) : ((StratusUserException)e).MessageOn(Surface.Api);
             await (e switch
             {
-                TrustUserException { NotFound: true } => OpenAIErrors.NotFound(e.Message),
-                TrustUserException { Conflict: true } => OpenAIErrors.Conflict(e.Message),
-                _ => OpenAIErrors.BadRequest(e.Message),
+                TrustUserException { NotFound: true } => OpenAIErrors.NotFound(message),
+                TrustUserException { Conflict: true } => OpenAIErrors.Conflict(message),
+                _ => OpenAIErrors.BadRequest(message),
             }).ExecuteAsync(context);
         }
         catch (BadHttpRequestException e) when (!context.Response.HasStarted)

@@ -66,7 +66,7 @@ static class BenchCommand
                 var loadBefore = BenchOutput.LoadAverage();
                 var measurements = InferenceBenchmark.Run(network, tokenizer, options, stage => Console.Error.WriteLine($"{stage} ..."));
                 var loadAfter = BenchOutput.LoadAverage();
-                if (loadBefore is not null) Console.WriteLine($"load average (1 min): {loadBefore:F1} before, {loadAfter:F1} after, on {Environment.ProcessorCount} cores");
+                BenchOutput.PrintLoad(loadBefore, loadAfter);
                 var table = new Table().AddColumn("engine").AddColumn("weights").AddColumn(new TableColumn("prefill tok/s").RightAligned()).AddColumn(new TableColumn("decode tok/s").RightAligned());
                 foreach (var m in measurements) table.AddRow(Markup.Escape(m.Engine), m.Precision, m.PrefillTokensPerSecond.ToString("N1"), m.DecodeTokensPerSecond.ToString("N1"));
                 BenchOutput.Print(table);

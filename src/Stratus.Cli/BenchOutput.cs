@@ -31,6 +31,12 @@ static class BenchOutput
         Console.WriteLine($"wrote {path}");
     }
 
+    /// <summary>Says how busy the machine was while the benchmark ran, where the system tells.</summary>
+    public static void PrintLoad(double? before, double? after)
+    {
+        if (before is not null) Console.WriteLine($"load average (1 min): {before:F1} before, {after:F1} after, on {Environment.ProcessorCount} cores");
+    }
+
     /// <summary>The 1-minute load average, where the system says it (Linux).</summary>
     public static double? LoadAverage() =>
         File.Exists("/proc/loadavg") && double.TryParse(File.ReadAllText("/proc/loadavg").Split(' ')[0], CultureInfo.InvariantCulture, out var load) ? load : null;

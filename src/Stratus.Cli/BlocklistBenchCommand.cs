@@ -35,7 +35,7 @@ static class BlocklistBenchCommand
         var command = new Command("blocklist", "Blocklist compile time, memory and check time against the number of terms.") { terms, json };
         command.SetAction(result =>
         {
-            var sizes = ParseSizes(result.GetValue(terms)!);
+            var sizes = PositiveNumberList.Parse("--terms", result.GetValue(terms)!, "list sizes such as 10,1000,10000");
             Measure(sizes.Min(), OrdinaryText);
             var table = BenchOutput.Table("terms", "compile ms", "retained MiB", "clean 4 KB ms", "clean 256 KiB ms", "256 KiB of hits ms",
                 "'the' terms, 256 KiB of 'the ' ms", "'a a ...' terms of many lengths, 256 KiB of 'a ' ms");
@@ -57,19 +57,6 @@ static class BlocklistBenchCommand
             return 0;
         });
         return command;
-    }
-
-    static int[] ParseSizes(string text)
-    {
-        var sizes = new List<int>();
-        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (!int.TryParse(part, out var size) || size < 1)
-                throw new StratusUserException($"--terms: '{part}' is not a positive whole number; give list sizes such as 10,1000,10000");
-            sizes.Add(size);
-        }
-        if (sizes.Count == 0) throw new StratusUserException("--terms names no list size; give list sizes such as 10,1000,10000");
-        return [.. sizes];
     }
 
     sealed record Check(double BestMs, int Hits, bool TimedOut)

@@ -36,12 +36,12 @@ static class SafetyBenchCommand
     public static Command Create()
     {
         var sizes = new Option<string>("--sizes") { Description = "comma-separated text lengths in characters", DefaultValueFactory = _ => "128,4096,65536" };
-        var calls = new Option<int>("--calls") { Description = "timed calls of each check on each text (after one warm-up call)", DefaultValueFactory = _ => 200 };
+        var calls = new Option<int>("--calls") { Description = "timed calls of each check on each text, after a warm-up", DefaultValueFactory = _ => 200 };
         var json = OutputPaths.File("--json", "also write the results to this JSON file");
         var command = new Command("safety", "Per-call time, allocation and rate of the PII, prompt-injection and blocklist-pattern checks against text size.") { sizes, calls, json };
         command.SetAction(result =>
         {
-            var lengths = ParseSizes(result.GetValue(sizes)!);
+            var lengths = PositiveNumberList.Parse("--sizes", result.GetValue(sizes)!, "text lengths in characters such as 128,4096,65536");
             var count = result.GetValue(calls);
             if (count < 1) throw new StratusUserException($"--calls {count} is not a positive whole number; give the calls per check, such as 200");
             var pii = new PiiDetector();
@@ -78,7 +78,7 @@ static class SafetyBenchCommand
             }
             var loadAfter = BenchOutput.LoadAverage();
             BenchOutput.Print(table);
-            if (loadBefore is not null) Console.WriteLine($"load average (1 min): {loadBefore:F1} before, {loadAfter:F1} after, on {Environment.ProcessorCount} cores");
+            BenchOutput.PrintLoad(loadBefore, loadAfter);
             BenchOutput.WriteJson(result.GetValue(json), new JsonObject
             {
                 ["benchmark"] = "safety", ["calls"] = count, ["cores"] = Environment.ProcessorCount,
@@ -87,19 +87,6 @@ static class SafetyBenchCommand
             return 0;
         });
         return command;
-    }
-
-    static int[] ParseSizes(string text)
-    {
-        var lengths = new List<int>();
-        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (!int.TryParse(part, out var length) || length < 1)
-                throw new StratusUserException($"--sizes: '{part}' is not a positive whole number; give text lengths in characters such as 128,4096,65536");
-            lengths.Add(length);
-        }
-        if (lengths.Count == 0) throw new StratusUserException("--sizes names no text length; give text lengths in characters such as 128,4096,65536");
-        return [.. lengths];
     }
 
     /// <summary>Calls every check until the JIT has compiled what they run at its last tier.

@@ -29,9 +29,7 @@ static class ServeBenchCommand
         {
             if (!Uri.TryCreate(result.GetValue(url), UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
                 throw new StratusUserException($"--url {result.GetValue(url)} is not an http(s) URL");
-            var levels = new List<int>();
-            foreach (var part in result.GetValue(concurrency)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-                levels.Add(int.TryParse(part, out var level) && level > 0 ? level : throw new StratusUserException($"--concurrency: '{part}' is not a positive integer"));
+            var levels = PositiveNumberList.Parse("--concurrency", result.GetValue(concurrency)!, "concurrency levels such as 1,4,16,64");
             var options = new ServingBenchmarkOptions
             {
                 Url = uri,

@@ -19,11 +19,12 @@ static class BenchCommand
 {
     public static Command Create()
     {
-        var command = new Command("bench", "Measure training, inference and serving speed, and blocklist checks.");
+        var command = new Command("bench", "Measure training, inference and serving speed, and content-safety checks.");
         command.Subcommands.Add(Train());
         command.Subcommands.Add(ServeBenchCommand.Create());
         command.Subcommands.Add(Infer());
         command.Subcommands.Add(BlocklistBenchCommand.Create());
+        command.Subcommands.Add(SafetyBenchCommand.Create());
         return command;
     }
 
@@ -62,15 +63,13 @@ static class BenchCommand
                 var c = network.Config;
                 Console.WriteLine($"{name}: {c.Architecture}, {network.ParameterCount(nonEmbedding: false) / 1e6:F1} M parameters, vocab {c.VocabSize:N0}; " +
                     $"prompt {options.PromptTokens} tokens, decode {options.DecodeTokens} tokens, {options.Threads} threads");
-                // Shared machines make speed depend on what else runs; the load average says how busy it was.
-                static double? Load() => File.Exists("/proc/loadavg") && double.TryParse(File.ReadAllText("/proc/loadavg").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture, out var l) ? l : null;
-                var loadBefore = Load();
+                var loadBefore = BenchOutput.LoadAverage();
                 var measurements = InferenceBenchmark.Run(network, tokenizer, options, stage => Console.Error.WriteLine($"{stage} ..."));
-                var loadAfter = Load();
-                if (loadBefore is not null) Console.WriteLine($"load average (1 min): {loadBefore:F1} before, {loadAfter:F1} after, on {Environment.ProcessorCount} cores");
+                var loadAfter = BenchOutput.LoadAverage();
+                BenchOutput.PrintLoad(loadBefore, loadAfter);
                 var table = new Table().AddColumn("engine").AddColumn("weights").AddColumn(new TableColumn("prefill tok/s").RightAligned()).AddColumn(new TableColumn("decode tok/s").RightAligned());
                 foreach (var m in measurements) table.AddRow(Markup.Escape(m.Engine), m.Precision, m.PrefillTokensPerSecond.ToString("N1"), m.DecodeTokensPerSecond.ToString("N1"));
-                AnsiConsole.Write(table);
+                BenchOutput.Print(table);
                 if (result.GetValue(json) is { } path)
                 {
                     var report = new JsonObject
@@ -83,8 +82,7 @@ static class BenchCommand
                             ["engine"] = m.Engine, ["weights"] = m.Precision, ["prefill_tokens_per_sec"] = m.PrefillTokensPerSecond, ["decode_tokens_per_sec"] = m.DecodeTokensPerSecond,
                         }).ToArray()),
                     };
-                    AtomicFile.WriteJson(path, report);
-                    Console.WriteLine($"wrote {path}");
+                    BenchOutput.WriteJson(path, report);
                 }
             }
             return 0;
@@ -115,11 +113,7 @@ static class BenchCommand
             {
                 if (oneRank is { } baselineTokensPerSecond) AddScaling(report, baselineTokensPerSecond);
                 Print(report);
-                if (result.GetValue(json) is { } path)
-                {
-                    AtomicFile.WriteJson(path, report);
-                    Console.WriteLine($"wrote {path}");
-                }
+                BenchOutput.WriteJson(result.GetValue(json), report);
             }
             communicator.Dispose();
             return 0;
@@ -236,6 +230,6 @@ static class BenchCommand
             };
             table.AddRow(Markup.Escape(key), Markup.Escape(text));
         }
-        AnsiConsole.Write(table);
+        BenchOutput.Print(table);
     }
 }

@@ -19,7 +19,8 @@ static class BlocklistBenchCommand
 {
     const int CleanPromptChars = 4096, LongTextChars = 256 * 1024, Runs = 5;
 
-    const string OrdinaryText =
+    /// <summary>Clean prose with digits, times and percentages, as prompts have them (bench safety's too).</summary>
+    internal const string OrdinaryText =
         "The meeting starts at 10:30 on Tuesday, and the agenda is on the shared drive. " +
         "Our quarterly revenue grew by 12.5% while costs stayed flat. " +
         "Please upgrade to the new version before Friday; it fixes the login bug. " +
@@ -34,13 +35,10 @@ static class BlocklistBenchCommand
         var command = new Command("blocklist", "Blocklist compile time, memory and check time against the number of terms.") { terms, json };
         command.SetAction(result =>
         {
-            var sizes = ParseSizes(result.GetValue(terms)!);
+            var sizes = PositiveNumberList.Parse("--terms", result.GetValue(terms)!, "list sizes such as 10,1000,10000");
             Measure(sizes.Min(), OrdinaryText);
-            var table = new Table().AddColumn(new TableColumn("terms").RightAligned()).AddColumn(new TableColumn("compile ms").RightAligned())
-                .AddColumn(new TableColumn("retained MiB").RightAligned()).AddColumn(new TableColumn("clean 4 KB ms").RightAligned())
-                .AddColumn(new TableColumn("clean 256 KiB ms").RightAligned()).AddColumn(new TableColumn("256 KiB of hits ms").RightAligned())
-                .AddColumn(new TableColumn("'the' terms, 256 KiB of 'the ' ms").RightAligned())
-                .AddColumn(new TableColumn("'a a ...' terms of many lengths, 256 KiB of 'a ' ms").RightAligned());
+            var table = BenchOutput.Table("terms", "compile ms", "retained MiB", "clean 4 KB ms", "clean 256 KiB ms", "256 KiB of hits ms",
+                "'the' terms, 256 KiB of 'the ' ms", "'a a ...' terms of many lengths, 256 KiB of 'a ' ms");
             var rows = new JsonArray();
             foreach (var size in sizes)
             {
@@ -54,28 +52,11 @@ static class BlocklistBenchCommand
                     ["shared_first_word_256kib"] = row.SharedFirstWord.ToJson(), ["many_lengths_256kib"] = row.ManyLengths.ToJson(),
                 });
             }
-            AnsiConsole.Write(table);
-            if (result.GetValue(json) is { } path)
-            {
-                AtomicFile.WriteJson(path, new JsonObject { ["benchmark"] = "blocklist", ["runs"] = Runs, ["cores"] = Environment.ProcessorCount, ["results"] = rows });
-                Console.WriteLine($"wrote {path}");
-            }
+            BenchOutput.Print(table);
+            BenchOutput.WriteJson(result.GetValue(json), new JsonObject { ["benchmark"] = "blocklist", ["runs"] = Runs, ["cores"] = Environment.ProcessorCount, ["results"] = rows });
             return 0;
         });
         return command;
-    }
-
-    static int[] ParseSizes(string text)
-    {
-        var sizes = new List<int>();
-        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (!int.TryParse(part, out var size) || size < 1)
-                throw new StratusUserException($"--terms: '{part}' is not a positive whole number; give list sizes such as 10,1000,10000");
-            sizes.Add(size);
-        }
-        if (sizes.Count == 0) throw new StratusUserException("--terms names no list size; give list sizes such as 10,1000,10000");
-        return [.. sizes];
     }
 
     sealed record Check(double BestMs, int Hits, bool TimedOut)
@@ -123,7 +104,8 @@ static class BlocklistBenchCommand
         return row;
     }
 
-    static string Repeat(string text, int length)
+    /// <summary><paramref name="text"/> repeated to exactly <paramref name="length"/> characters.</summary>
+    internal static string Repeat(string text, int length)
     {
         var repeated = new StringBuilder(length + text.Length);
         while (repeated.Length < length) repeated.Append(text);

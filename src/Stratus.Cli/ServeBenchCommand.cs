@@ -29,9 +29,7 @@ static class ServeBenchCommand
         {
             if (!Uri.TryCreate(result.GetValue(url), UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
                 throw new StratusUserException($"--url {result.GetValue(url)} is not an http(s) URL");
-            var levels = new List<int>();
-            foreach (var part in result.GetValue(concurrency)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-                levels.Add(int.TryParse(part, out var level) && level > 0 ? level : throw new StratusUserException($"--concurrency: '{part}' is not a positive integer"));
+            var levels = PositiveNumberList.Parse("--concurrency", result.GetValue(concurrency)!, "concurrency levels such as 1,4,16,64");
             var options = new ServingBenchmarkOptions
             {
                 Url = uri,
@@ -47,13 +45,7 @@ static class ServeBenchCommand
             using var benchmark = new ServingBenchmark(options);
             var results = await benchmark.RunAsync(new Progress<string>(Console.WriteLine), cancellation);
             Print(results);
-            if (result.GetValue(json) is { } path)
-            {
-                var array = new JsonArray();
-                foreach (var level in results) array.Add(level.ToJson());
-                AtomicFile.WriteJson(path, array);
-                Console.WriteLine($"wrote {path}");
-            }
+            BenchOutput.WriteJson(result.GetValue(json), new JsonArray([.. results.Select(level => (JsonNode)level.ToJson())]));
             return results.Any(r => r.Errors > 0) ? 1 : 0;
         });
         return command;
@@ -61,11 +53,7 @@ static class ServeBenchCommand
 
     static void Print(IReadOnlyList<ServingLevelResult> results)
     {
-        // Redirected output would otherwise be squeezed into 80 columns.
-        if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 160;
-        var table = new Table();
-        foreach (var column in new[] { "conc.", "requests", "errors", "req/s", "out tok/s", "cached", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "ITL p50", "ITL p99", "E2E p50", "E2E p99" })
-            table.AddColumn(new TableColumn(column).RightAligned());
+        var table = BenchOutput.Table("conc.", "requests", "errors", "req/s", "out tok/s", "cached", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "ITL p50", "ITL p99", "E2E p50", "E2E p99");
         foreach (var r in results)
         {
             table.AddRow(r.Concurrency.ToString(), r.Requests.ToString(), r.Errors.ToString(), r.RequestsPerSecond.ToString("F2"), r.OutputTokensPerSecond.ToString("F1"),
@@ -73,7 +61,7 @@ static class ServeBenchCommand
                 Ms(r.TtftMs.P50), Ms(r.TtftMs.P99), Ms(r.TpotMs.P50), Ms(r.TpotMs.P99), Ms(r.ItlMs.P50), Ms(r.ItlMs.P99), Ms(r.E2eMs.P50), Ms(r.E2eMs.P99));
         }
         table.Caption("latencies in ms; TPOT = (e2e - TTFT) / (tokens - 1); cached = prompt tokens the server's prefix cache supplied");
-        AnsiConsole.Write(table);
+        BenchOutput.Print(table);
         foreach (var r in results.Where(r => r.FirstError is not null))
             Console.WriteLine($"concurrency {r.Concurrency}: {r.Errors} errors, first: {r.FirstError}");
     }

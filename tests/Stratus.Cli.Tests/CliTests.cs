@@ -162,6 +162,45 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Bench_safety_times_each_check_on_clean_text_and_on_text_with_cues()
+    {
+        using var temp = new TempDirectory();
+        var (code, stdout, stderr) = Cli.Run("bench", "safety", "--sizes", "128,600", "--calls", "3", "--json", temp["safety.json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("median µs", stdout);
+        var report = JsonNode.Parse(File.ReadAllText(temp["safety.json"]))!;
+        Assert.Equal("safety", (string)report["benchmark"]!);
+        Assert.Equal(3, (int)report["calls"]!);
+        var results = report["results"]!.AsArray();
+        // Every check on every text: 2 sizes x clean and cues x 3 checks.
+        Assert.Equal(12, results.Count);
+        Assert.Equal(["blocklist_patterns", "pii", "prompt_injection"], results.Select(r => (string)r!["check"]!).Distinct().Order());
+        foreach (var row in results)
+        {
+            foreach (var field in new[] { "median_us", "p99_us", "calls_per_sec" })
+                Assert.True((double)row![field]! > 0, $"{field} of {row.ToJsonString()}");
+            Assert.True((long)row!["bytes_per_call"]! >= 0);
+            Assert.True((double)row["p99_us"]! >= (double)row["median_us"]!);
+            // Clean prose holds no cue; the text with cues begins with one of each check's.
+            var matches = (int)row["matches"]!;
+            if ((string)row["text"]! == "clean") Assert.Equal(0, matches);
+            else Assert.True(matches > 0, row.ToJsonString());
+        }
+        Assert.Equal([128, 600], results.Select(r => (int)r!["chars"]!).Distinct());
+        foreach (var (args, expected) in new (string[], string)[]
+        {
+            (["--sizes", "128,big"], "error: --sizes: 'big' is not a positive whole number"),
+            (["--calls", "0"], "error: --calls 0 is not a positive whole number"),
+        })
+        {
+            var refused = Cli.Run(["bench", "safety", .. args]);
+            Assert.Equal(2, refused.ExitCode);
+            Assert.StartsWith(expected, refused.Stderr);
+            Assert.Single(refused.Stderr.Trim().Split('\n'));
+        }
+    }
+
+    [Fact]
     public void Bench_train_measures_data_without_a_val_split_which_it_never_evaluates()
     {
         using var temp = new TempDirectory();
@@ -369,7 +408,7 @@ public sealed class CliTests
             (["keys", "lst", "create"], "error: unknown verb 'lst' for `stratus keys` (did you mean list?); the verbs are create, list, revoke, limits, rotate: see `stratus keys --help`"),
             // --version printed the version whatever followed it.
             (["--version", "extra"], "error: unexpected argument 'extra' after --version, which takes none; `stratus --version` alone prints the version"),
-            (["bench", "trian"], "error: unknown verb 'trian' for `stratus bench` (did you mean train?); the verbs are train, serve, infer, blocklist: see `stratus bench --help`"),
+            (["bench", "trian"], "error: unknown verb 'trian' for `stratus bench` (did you mean train?); the verbs are train, serve, infer, blocklist, safety: see `stratus bench --help`"),
             (["sample", "--model", temp.Path, "--prompt", "To", "be"], "error: unexpected argument 'be' for `stratus sample` (put quotes around a value that has spaces)"),
             (["prepare"], "error: Option '--input' is required. Option '--out' is required."),
             // A file where a model folder belongs was said not to exist.

@@ -62,8 +62,15 @@ public sealed class PiiDetector : IContentSafetyProvider, IMatchingFormReader
             @"(?<![\w+])(?:\+?1[ .-]?)?(?:\([2-9][0-9]{2}\)[ .-]?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}(?![\w-]|\.[0-9])",
             timeout);
 
+        // A group never starts before 16 digits in a row: a match takes a run whole (the closing
+        // lookahead refuses a digit after it), and 16 digits are past the 15 a number has
+        // (DigitCount). Without it a long run ("+1" and 40 nines, many times over) was tried at
+        // every split into groups before the closing lookahead refused each: a second of CPU for
+        // any client who sent it. One answer changes, for the better: a number followed by a space
+        // and 16 or more digits is found, where the greedy take of the run made one 20-odd-digit
+        // non-number of both.
         public readonly SafetyRegex InternationalPhone = New(
-            @"(?<![\w+])\+[1-9][0-9]{0,2}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){2,6}(?![\w-]|\.[0-9])",
+            @"(?<![\w+])\+[1-9][0-9]{0,2}(?:[ .-]?(?![0-9]{16})(?:\([0-9]{1,4}\)|[0-9]{1,5})){2,6}(?![\w-]|\.[0-9])",
             timeout);
 
         public readonly SafetyRegex Card = New(@"(?<![\w-])[0-9](?:[ -]?[0-9]){12,18}(?![ -]?[0-9])", timeout);

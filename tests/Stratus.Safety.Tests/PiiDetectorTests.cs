@@ -21,6 +21,26 @@ public sealed class PiiDetectorTests
     }
 
     [Theory]
+    [InlineData("+1")]
+    [InlineData("+1 ")]
+    [InlineData("+44 20 ")]
+    public void Long_digit_runs_after_a_plus_sign_are_no_number_and_no_timeout(string lead)
+    {
+        // Each run is read once: before, the international phone pattern tried every split of
+        // 40 digits into groups at every plus sign, past both of its time bounds (PII_TIMEOUT).
+        var text = string.Concat(Enumerable.Repeat(lead + new string('9', 40) + " ", 2000));
+        Assert.Empty(Detector.Find(text));
+    }
+
+    [Fact]
+    public void A_number_followed_by_a_long_digit_run_is_found()
+    {
+        const string text = "call +44 20794 60958 1234567890123456 now";
+        var match = Assert.Single(Detector.Find(text));
+        Assert.Equal(("PHONE", "+44 20794 60958"), (match.Label, text.Substring(match.Start, match.Length)));
+    }
+
+    [Theory]
     [InlineData("Write to john.doe@example.com today", "EMAIL", "john.doe@example.com")]
     [InlineData("cc a_b+tag@mail.co.uk, please", "EMAIL", "a_b+tag@mail.co.uk")]
     [InlineData("Call (415) 555-2671 after lunch", "PHONE", "(415) 555-2671")]

@@ -113,6 +113,9 @@ public sealed class JobsApiTests : IAsyncLifetime
             (new { data = "data", @out = Path.Combine(folder, "e"), overrides = Tiny }, "'data' must be an absolute path"),
             (new { config = "c.json", data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "f") }, "'config' must be an absolute path"),
             (new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "g\0"), overrides = Tiny }, "'out'"),
+            // The field's type, not the request's ("could not be converted to an object").
+            (new { data = Path.Combine(folder, "data"), @out = 5 }, "at 'out': The JSON value could not be converted to text."),
+            (new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "h"), ranks = 1e11 }, "at 'ranks': The JSON value could not be converted to a whole number."),
         })
         {
             var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", body));

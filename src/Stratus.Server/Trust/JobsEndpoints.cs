@@ -23,12 +23,12 @@ using Stratus.Training;
 
 namespace Stratus.Server.Trust;
 
-/// <summary>A field it does not have is refused: one ignored (a misspelt "resumes") would start a
-/// new run where the caller asked for something else. <see cref="Resume"/> is the run folder to
+/// <summary>A field it does not have is refused, as in every request body the trust layer reads
+/// (TrustJson): one ignored (a misspelt "resumes") would start a new run where the caller asked for
+/// something else. <see cref="Resume"/> is the run folder to
 /// continue (train --resume), <see cref="InitFrom"/> the model a new run starts from (train --init-from);
 /// <see cref="Partition"/>, <see cref="Time"/>, <see cref="Ranks"/> and <see cref="CpusPerRank"/>
 /// what a Slurm job asks sbatch for (jobs submit's --partition, --time, --ranks, --cpus-per-rank).</summary>
-[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
 public sealed record SubmitJobRequest(
     [property: JsonPropertyName("config")] string? Config,
     [property: JsonPropertyName("data")] string? Data,

@@ -129,6 +129,37 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NotFound, (await Send(client.PostAsync("/api/jobs/job-00000000/cancel", null))).Status);
     }
 
+    /// <summary>The config a submission names is read on the server while the request waits. One
+    /// that is a named pipe in the jobs root (a careless mkfifo, or one another user of a shared root
+    /// left) was opened as a file a shell's user names (`--config &lt;(...)`) and waited on for a
+    /// writer for ever, holding the request and a thread; a request names no pipe of its own, so it
+    /// is refused before it is opened, as the files of a dataset or model are.</summary>
+    [Fact]
+    public async Task A_config_that_is_a_named_pipe_is_a_400_not_a_request_that_waits_for_ever()
+    {
+        var (client, _) = await TrainingClient();
+        var fifo = Path.Combine(folder, "config.json");
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
+        using var waited = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        HttpResponseMessage response;
+        try
+        {
+            response = await client.PostAsJsonAsync("/api/jobs", new { config = fifo, data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "run"), overrides = Tiny }, waited.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            // The server's read waits for a writer: this one ends it, so that the server can stop.
+            using (File.OpenWrite(fifo)) { }
+            throw new Xunit.Sdk.XunitException("the submission waited on the named pipe");
+        }
+        var (status, error) = await Send(Task.FromResult(response));
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal(($"'config' {fifo} is a named pipe (FIFO), not a regular file: give the config file itself.", "config"),
+            ((string)error["error"]!["message"]!, (string?)error["error"]!["param"]));
+        var (_, list) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Empty(list["data"]!.AsArray());
+    }
+
     /// <summary>serve --jobs-executor names what runs the API's jobs (local unless it says
     /// otherwise): a request may not have them run by another, such as a cluster the operator never
     /// offered to the API's keys.</summary>

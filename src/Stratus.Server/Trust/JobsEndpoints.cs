@@ -207,7 +207,7 @@ public static class JobsEndpoints
                 arguments = new TrainArguments(null, body.Data is { } moved ? HostPath("data", moved) : null, HostPath("resume", run), overrides, Resume: true);
             }
             else
-                arguments = new TrainArguments(body.Config is { } config ? HostPath("config", config) : null,
+                arguments = new TrainArguments(body.Config is { } config ? ConfigFile(HostPath("config", config)) : null,
                     HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.") { Param = "data" }),
                     HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.") { Param = "out" }),
                     overrides, InitFrom: model?.Path ?? (body.InitFrom is { } initFromFolder ? HostPath("init_from", initFromFolder) : null), InitFromVersion: model?.Version?.Reference,
@@ -263,6 +263,14 @@ public static class JobsEndpoints
         path.Contains('\0') ? throw new TrustUserException($"'{field}' holds a NUL character, which no path on the server's host can.") { Param = field }
         : Path.IsPathFullyQualified(path) ? Path.GetFullPath(path)
         : throw new TrustUserException($"'{field}' must be an absolute path on the server's host, got '{path}'; give the whole path (/srv/runs/...).") { Param = field };
+
+    /// <summary>A config a request names, refused where it is a named pipe, a device or a socket. It
+    /// is read while the request waits, as train reads a config: to its end, since one a shell's user
+    /// names may be a pipe (`--config &lt;(...)`). A request names no pipe of its own, and opening one
+    /// in the jobs root would wait for a writer for ever.</summary>
+    static string ConfigFile(string path) => FileBytes.Irregular(path) is { } kind
+        ? throw new TrustUserException($"'config' {path} is {kind}, not a regular file: give the config file itself.") { Param = "config" }
+        : path;
 
     /// <summary>A whole-number query parameter, <paramref name="absent"/> where not given; another
     /// value is a 400 saying what it is for.</summary>

@@ -623,6 +623,8 @@ public sealed class JobsApiTests : IAsyncLifetime
             var (bad, error) = await Send(client.GetAsync($"/api/jobs/{id}/metrics?{query}"));
             Assert.True(bad == HttpStatusCode.BadRequest, query);
             Assert.Contains($"'{query[..query.IndexOf('=')]}' must be a whole number", (string)error["error"]!["message"]!);
+            // The parameter at fault is the error's param, as a bad cursor's is.
+            Assert.Equal(query[..query.IndexOf('=')], (string?)error["error"]!["param"]);
         }
         var (missing, notFound) = await Send(client.GetAsync("/api/jobs/job-00000000/metrics"));
         Assert.Equal((HttpStatusCode.NotFound, "not_found"), (missing, (string)notFound["error"]!["code"]!));

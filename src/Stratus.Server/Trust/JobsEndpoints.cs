@@ -280,7 +280,7 @@ public static class JobsEndpoints
         if (values.Count == 0) return absent;
         return values.Count == 1 && long.TryParse(values[0], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number) && number >= min && number <= max
             ? number
-            : throw new TrustUserException($"'{name}' must be a whole number{(min > long.MinValue ? $" from {min} to {max}" : "")} ({meaning}), got '{string.Join(",", values.ToArray())}'.");
+            : throw new TrustUserException($"'{name}' must be a whole number{(min > long.MinValue ? $" from {min} to {max}" : "")} ({meaning}), got '{string.Join(",", values.ToArray())}'.") { Param = name };
     }
 
     static string Actor(HttpContext http) => http.GetStratusTrust().KeyId;

@@ -129,6 +129,26 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NotFound, (await Send(client.PostAsync("/api/jobs/job-00000000/cancel", null))).Status);
     }
 
+    /// <summary>A run folder inside another unfinished job's (its checkpoints/last, which that job's
+    /// next checkpoint replaces whole), or one around it, is a 409 naming that job, as its own is.</summary>
+    [Fact]
+    public async Task A_run_folder_inside_or_around_an_unfinished_jobs_is_a_409_naming_it()
+    {
+        var (client, _) = await TrainingClient();
+        var (_, job) = await Send(client.PostAsJsonAsync("/api/jobs", Body(Path.Combine("outer", "run"))));
+        var id = (string)job["id"]!;
+        foreach (var (output, relation) in new[] { (Path.Combine("outer", "run", "checkpoints", "last"), "is inside"), ("outer", "holds") })
+        {
+            var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", Body(output)));
+            Assert.Equal(HttpStatusCode.Conflict, status);
+            Assert.StartsWith($"{Path.Combine(folder, output)} {relation} {Path.Combine(folder, "outer", "run")}, the run folder of job {id}, which has not ended; wait for it (GET /api/jobs/{id})",
+                (string)error["error"]!["message"]!);
+            Assert.Equal("out", (string?)error["error"]!["param"]);
+        }
+        var (_, list) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Single(list["data"]!.AsArray());
+    }
+
     /// <summary>The config a submission names is read on the server while the request waits. One
     /// that is a named pipe in the jobs root (a careless mkfifo, or one another user of a shared root
     /// left) was opened as a file a shell's user names (`--config &lt;(...)`) and waited on for a

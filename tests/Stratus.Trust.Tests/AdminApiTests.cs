@@ -474,6 +474,29 @@ public sealed class AdminApiTests
         Assert.Equal(["test-admin", "test-inference"], (await host.Stores.KeyService().ListAsync()).Select(k => k.Name).Order());
     }
 
+    /// <summary>A bad query parameter is a 400 saying what it must be, with the parameter as the
+    /// error's param, as a body's field at fault is and /api/jobs' metrics parameters are.</summary>
+    [Fact]
+    public async Task A_bad_query_parameter_is_a_400_naming_it_as_the_param()
+    {
+        await using var host = await TrustHost.StartAsync();
+        foreach (var (query, parameter, problem) in new[]
+        {
+            ("/v1/admin/audit?limit=-1", "limit", "must be a non-negative integer"),
+            ("/v1/admin/audit?after=1&after=2", "after", "must be a non-negative integer"),
+            ("/v1/admin/audit?from=soon", "from", "must be an ISO 8601 time"),
+            ("/v1/usage?to=2026-02-30", "to", "must be a date as yyyy-MM-dd"),
+            ("/v1/admin/keys?include_revoked=maybe", "include_revoked", "must be true or false"),
+        })
+        {
+            using var response = await host.SendAsync(HttpMethod.Get, query, host.AdminKey);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            var error = await TestJson.ErrorAsync(response);
+            Assert.Contains($"'{parameter}' {problem}", error.GetProperty("message").GetString());
+            Assert.Equal(parameter, error.GetProperty("param").GetString());
+        }
+    }
+
     [Fact]
     public async Task Bad_bodies_and_names_get_a_400_that_says_what_to_fix()
     {

@@ -129,6 +129,39 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NotFound, (await Send(client.PostAsync("/api/jobs/job-00000000/cancel", null))).Status);
     }
 
+    /// <summary>A run continues on the dataset its run.json records unless 'data' names another. A run
+    /// trained into the jobs root from the command line, on a dataset outside it, was resumed through
+    /// the API on that dataset: a read outside the folder the API's paths are confined to, of a path
+    /// no request gave. It is refused, naming the field that gives another; given one beneath the
+    /// root, it continues.</summary>
+    [Fact]
+    public async Task A_resume_of_a_run_whose_dataset_is_outside_the_jobs_root_is_a_400_asking_for_data()
+    {
+        var (client, _) = await TrainingClient();
+        var outside = folder + "-outside";
+        try
+        {
+            var data = Path.Combine(outside, "data");
+            DatasetPreparer.Prepare(Path.Combine(folder, "corpus.txt"), data, "char");
+            var run = Path.Combine(folder, "trained");
+            using (var trainer = Stratus.Training.Trainer.Start(Stratus.Training.TrainConfig.Load(null,
+                [new("n_layer", "1"), new("n_head", "2"), new("n_embd", "16"), new("block_size", "8"), new("batch_size", "2"), new("max_iters", "2"), new("eval_iters", "1")]), data, run))
+                trainer.Run();
+            var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", new { resume = run, overrides = new { max_iters = 4 } }));
+            Assert.Equal(HttpStatusCode.BadRequest, status);
+            Assert.Equal(($"'resume' {run} trains on {data}, the dataset its run.json records, which is outside {folder}, the folder this server runs jobs in; give 'data' the dataset's folder under it.", "data"),
+                ((string)error["error"]!["message"]!, (string?)error["error"]!["param"]));
+            Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
+
+            var (created, job) = await Send(client.PostAsJsonAsync("/api/jobs", new { resume = run, data = Path.Combine(folder, "data"), overrides = new { max_iters = 4 } }));
+            Assert.True(created == HttpStatusCode.Created, job.ToJsonString());
+        }
+        finally
+        {
+            Directory.Delete(outside, recursive: true);
+        }
+    }
+
     /// <summary>A run folder inside another unfinished job's (its checkpoints/last, which that job's
     /// next checkpoint replaces whole), or one around it, is a 409 naming that job, as its own is.</summary>
     [Fact]

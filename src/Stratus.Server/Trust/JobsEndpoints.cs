@@ -3,7 +3,7 @@
 // "init_from", or a run continued with "resume") and cancel. A submission's arguments are checked as
 // `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
 // writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
-// serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403), and its
+// serve's --jobs-root (JobsRoot), as is the dataset a resumed run's run.json records: a server started without one takes no submissions (403), and its
 // list says so (submissions null; else the root and executors, for the dashboard's form). They
 // run under the executors serve's --jobs-executor enables (local unless it says otherwise; the first
 // given where a request names none): a request that names another is a 400. A Slurm job's
@@ -218,6 +218,12 @@ public static class JobsEndpoints
             try { Service(http).RequireNoJobWriting(arguments.Out); }
             catch (TrustUserException e) when (e.Conflict) { throw new TrustUserException(e.MessageOn, e) { Conflict = true, Param = folder }; }
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse.MessageOn, inUse) { Conflict = true, Param = folder };
+            // A resumed run reads the dataset its run.json records unless 'data' names another: a path
+            // no request gave, which a run trained there from the command line may have put anywhere.
+            // Checked before train's checks read it.
+            if (arguments is { Resume: true, Data: null } && RecordedDataset(arguments.Out) is { } recorded
+                && (recorded.Contains('\0') || !root.Holds(Path.GetFullPath(recorded))))
+                throw new TrustUserException($"'resume' {arguments.Out} trains on {recorded}, the dataset its run.json records, which is outside {root.Folder}, the folder this server runs jobs in; give 'data' the dataset's folder under it.") { Param = "data" };
             TrainConfig checkedConfig;
             try
             {
@@ -263,6 +269,14 @@ public static class JobsEndpoints
         path.Contains('\0') ? throw new TrustUserException($"'{field}' holds a NUL character, which no path on the server's host can.") { Param = field }
         : Path.IsPathFullyQualified(path) ? Path.GetFullPath(path)
         : throw new TrustUserException($"'{field}' must be an absolute path on the server's host, got '{path}'; give the whole path (/srv/runs/...).") { Param = field };
+
+    /// <summary>The dataset a run's run.json records; null where it names none, or the run is none
+    /// (train's checks then say what is wrong with it, naming 'resume').</summary>
+    static string? RecordedDataset(string run)
+    {
+        try { return Trainer.ReadRunFile(run).Dataset; }
+        catch (StratusUserException) { return null; }
+    }
 
     /// <summary>A config a request names, refused where it is a named pipe, a device or a socket. It
     /// is read while the request waits, as train reads a config: to its end, since one a shell's user

@@ -48,9 +48,15 @@ public static partial class FileBytes
     /// caller to say what is missing.</summary>
     public static void RequireRegular(string path)
     {
-        if (Kind(path) is var kind and not (FileKind.Regular or FileKind.Missing or FileKind.Directory or FileKind.Unknown))
-            throw new StratusUserException($"{path} is {Describe(kind)}, not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself");
+        if (Irregular(path) is { } kind)
+            throw new StratusUserException($"{path} is {kind}, not a regular file; a model, run or dataset folder holds regular files: replace it with the file itself");
     }
+
+    /// <summary>What <paramref name="path"/> leads to, through symbolic links, where that is a named
+    /// pipe, a device or a socket ("a named pipe (FIFO)"), for a caller to refuse it in its own
+    /// words; null for a regular file, a folder, a path that leads nowhere, or a system without the call.</summary>
+    public static string? Irregular(string path) =>
+        Kind(path) is var kind and not (FileKind.Regular or FileKind.Missing or FileKind.Directory or FileKind.Unknown) ? Describe(kind) : null;
 
     /// <summary>Refuses a file that goes on once as many bytes as its size were read from
     /// <paramref name="stream"/>. A pipe has no size and ends when its writer closes it.</summary>

@@ -31,16 +31,18 @@ public sealed class StratusUserException(string message, Exception? inner = null
     /// <summary>Rewrites the .NET type a parser names at the end of its message ("could not be
     /// converted to System.Nullable`1[System.Int32].", "as expected type 'System.Int32'.") as what
     /// the user should write ("a whole number"), and puts the allowed values System.CommandLine
-    /// lists one per line ("Must be one of:\n\t'char'\n\t'gpt2'") on the message's one line.</summary>
-    public static string InUsersWords(string message) => System.Text.RegularExpressions.Regex.Replace(
+    /// lists one per line ("Must be one of:\n\t'char'\n\t'gpt2'") on the message's one line.
+    /// <paramref name="target"/>: the type the value was read as, where the parser names another.</summary>
+    public static string InUsersWords(string message, Type? target = null) => System.Text.RegularExpressions.Regex.Replace(
         System.Text.RegularExpressions.Regex.Replace(message, @"(?<colon>:?)\r?\n\t", match => match.Groups["colon"].Length > 0 ? ": " : ", "),
         @"(?<lead>as expected type '|converted to )(?<type>[^'\s]+?)'?(?<end>\.?)$",
-        match => $"{(match.Groups["lead"].Value.StartsWith("as", StringComparison.Ordinal) ? "as " : "converted to ")}{KindOf(match.Groups["type"].Value)}{match.Groups["end"].Value}");
+        match => $"{(match.Groups["lead"].Value.StartsWith("as", StringComparison.Ordinal) ? "as " : "converted to ")}{KindOf(target?.ToString() ?? match.Groups["type"].Value)}{match.Groups["end"].Value}");
 
     /// <summary>A System.Text.Json error's reason without its "Path: ... | LineNumber: ..." tail,
-    /// in the user's words.</summary>
-    public static string InUsersWords(System.Text.Json.JsonException e) =>
-        InUsersWords(System.Text.RegularExpressions.Regex.Replace(e.Message, @" (Path|LineNumber): .*$", ""));
+    /// in the user's words; <paramref name="target"/> as above (a record's field bound through its
+    /// constructor is reported as the record).</summary>
+    public static string InUsersWords(System.Text.Json.JsonException e, Type? target = null) =>
+        InUsersWords(System.Text.RegularExpressions.Regex.Replace(e.Message, @" (Path|LineNumber): .*$", ""), target);
 
     /// <summary>"&lt;path&gt; is not valid JSON at line 3, column 14: &lt;reason&gt;", counted from 1 as
     /// editors count (the parser counts from 0). A JSONL reader, which parses each line alone,

@@ -51,7 +51,10 @@ public sealed record PromptFilterResult(
     [property: JsonPropertyName("prompt_index")] int PromptIndex,
     [property: JsonPropertyName("content_filter_results")] ContentFilterResults ContentFilterResults);
 
-/// <summary>POST /v1/moderations body: input is a string or an array of strings.</summary>
+/// <summary>POST /v1/moderations body: input is a string or an array of strings. Other fields
+/// are let through, as OpenAI-compatible servers do: its clients send those of newer versions of
+/// the API.</summary>
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Skip)]
 public sealed record ModerationRequest(
     [property: JsonPropertyName("input")] JsonElement Input,
     [property: JsonPropertyName("model"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Model = null)

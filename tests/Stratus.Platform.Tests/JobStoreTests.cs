@@ -85,6 +85,30 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         Assert.Contains("is the run folder of job job-00000004, which has not ended", busy.Message);
     }
 
+    /// <summary>A run folder inside an unfinished job's, or one around it, is refused naming that job,
+    /// as its own folder is: through the API, a job training into another's checkpoints/last had its
+    /// whole run (model, metrics, log) replaced by the other's next checkpoint while it read
+    /// succeeded, and one around a run called checkpoints would save among its files. A folder
+    /// beside it whose name begins as its does is another folder.</summary>
+    [Fact]
+    public void A_run_folder_inside_or_around_an_unfinished_jobs_is_refused_naming_it()
+    {
+        var service = Service();
+        var run = Path.Combine(platform.Directory, "runs", "g");
+        service.Store.Insert(Queued("job-00000009", run), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        foreach (var (folder, words) in new[] { (Path.Combine(run, "checkpoints", "last"), $"is inside {run}, the run folder"), (Path.GetDirectoryName(run)!, $"holds {run}, the run folder") })
+        {
+            var busy = Assert.Throws<TrustUserException>(() => service.RequireNoJobWriting(folder));
+            Assert.True(busy.Conflict);
+            Assert.StartsWith($"{folder} {words} of job job-00000009, which has not ended", busy.Message);
+            // Recorded in the same transaction as the check: a submission that raced past it is refused too.
+            Assert.Throws<TrustUserException>(() => service.Store.Insert(Queued("job-0000000a", folder), new AuditRecord("cli:test", AuditActions.JobSubmitted, [])));
+        }
+        service.RequireNoJobWriting(run + "2");
+        service.RequireNoJobWriting(Path.Combine(platform.Directory, "run"));
+        Assert.Null(service.Store.Get("job-0000000a"));
+    }
+
     [Fact]
     public void A_job_whose_submitter_died_before_starting_it_reads_failed_once_a_start_is_overdue_not_queued_for_ever()
     {

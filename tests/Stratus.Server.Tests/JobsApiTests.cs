@@ -113,6 +113,9 @@ public sealed class JobsApiTests : IAsyncLifetime
             (new { data = "data", @out = Path.Combine(folder, "e"), overrides = Tiny }, "'data' must be an absolute path"),
             (new { config = "c.json", data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "f") }, "'config' must be an absolute path"),
             (new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "g\0"), overrides = Tiny }, "'out'"),
+            // The field's type, not the request's ("could not be converted to an object").
+            (new { data = Path.Combine(folder, "data"), @out = 5 }, "at 'out': The JSON value could not be converted to text."),
+            (new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "h"), ranks = 1e11 }, "at 'ranks': The JSON value could not be converted to a whole number."),
         })
         {
             var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", body));
@@ -124,6 +127,90 @@ public sealed class JobsApiTests : IAsyncLifetime
         var (missing, notFound) = await Send(client.GetAsync("/api/jobs/job-00000000"));
         Assert.Equal((HttpStatusCode.NotFound, "not_found"), (missing, (string)notFound["error"]!["code"]!));
         Assert.Equal(HttpStatusCode.NotFound, (await Send(client.PostAsync("/api/jobs/job-00000000/cancel", null))).Status);
+    }
+
+    /// <summary>A run continues on the dataset its run.json records unless 'data' names another. A run
+    /// trained into the jobs root from the command line, on a dataset outside it, was resumed through
+    /// the API on that dataset: a read outside the folder the API's paths are confined to, of a path
+    /// no request gave. It is refused, naming the field that gives another; given one beneath the
+    /// root, it continues.</summary>
+    [Fact]
+    public async Task A_resume_of_a_run_whose_dataset_is_outside_the_jobs_root_is_a_400_asking_for_data()
+    {
+        var (client, _) = await TrainingClient();
+        var outside = folder + "-outside";
+        try
+        {
+            var data = Path.Combine(outside, "data");
+            DatasetPreparer.Prepare(Path.Combine(folder, "corpus.txt"), data, "char");
+            var run = Path.Combine(folder, "trained");
+            using (var trainer = Stratus.Training.Trainer.Start(Stratus.Training.TrainConfig.Load(null,
+                [new("n_layer", "1"), new("n_head", "2"), new("n_embd", "16"), new("block_size", "8"), new("batch_size", "2"), new("max_iters", "2"), new("eval_iters", "1")]), data, run))
+                trainer.Run();
+            var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", new { resume = run, overrides = new { max_iters = 4 } }));
+            Assert.Equal(HttpStatusCode.BadRequest, status);
+            Assert.Equal(($"'resume' {run} trains on {data}, the dataset its run.json records, which is outside {folder}, the folder this server runs jobs in; give 'data' the dataset's folder under it.", "data"),
+                ((string)error["error"]!["message"]!, (string?)error["error"]!["param"]));
+            Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
+
+            var (created, job) = await Send(client.PostAsJsonAsync("/api/jobs", new { resume = run, data = Path.Combine(folder, "data"), overrides = new { max_iters = 4 } }));
+            Assert.True(created == HttpStatusCode.Created, job.ToJsonString());
+        }
+        finally
+        {
+            Directory.Delete(outside, recursive: true);
+        }
+    }
+
+    /// <summary>A run folder inside another unfinished job's (its checkpoints/last, which that job's
+    /// next checkpoint replaces whole), or one around it, is a 409 naming that job, as its own is.</summary>
+    [Fact]
+    public async Task A_run_folder_inside_or_around_an_unfinished_jobs_is_a_409_naming_it()
+    {
+        var (client, _) = await TrainingClient();
+        var (_, job) = await Send(client.PostAsJsonAsync("/api/jobs", Body(Path.Combine("outer", "run"))));
+        var id = (string)job["id"]!;
+        foreach (var (output, relation) in new[] { (Path.Combine("outer", "run", "checkpoints", "last"), "is inside"), ("outer", "holds") })
+        {
+            var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", Body(output)));
+            Assert.Equal(HttpStatusCode.Conflict, status);
+            Assert.StartsWith($"{Path.Combine(folder, output)} {relation} {Path.Combine(folder, "outer", "run")}, the run folder of job {id}, which has not ended; wait for it (GET /api/jobs/{id})",
+                (string)error["error"]!["message"]!);
+            Assert.Equal("out", (string?)error["error"]!["param"]);
+        }
+        var (_, list) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Single(list["data"]!.AsArray());
+    }
+
+    /// <summary>The config a submission names is read on the server while the request waits. One
+    /// that is a named pipe in the jobs root (a careless mkfifo, or one another user of a shared root
+    /// left) was opened as a file a shell's user names (`--config &lt;(...)`) and waited on for a
+    /// writer for ever, holding the request and a thread; a request names no pipe of its own, so it
+    /// is refused before it is opened, as the files of a dataset or model are.</summary>
+    [Fact]
+    public async Task A_config_that_is_a_named_pipe_is_a_400_not_a_request_that_waits_for_ever()
+    {
+        var (client, _) = await TrainingClient();
+        var fifo = Path.Combine(folder, "config.json");
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)) await mkfifo.WaitForExitAsync();
+        using var waited = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        HttpResponseMessage response;
+        try
+        {
+            response = await client.PostAsJsonAsync("/api/jobs", new { config = fifo, data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "run"), overrides = Tiny }, waited.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            // The server's read waits for a writer: this one ends it, so that the server can stop.
+            using (File.OpenWrite(fifo)) { }
+            throw new Xunit.Sdk.XunitException("the submission waited on the named pipe");
+        }
+        var (status, error) = await Send(Task.FromResult(response));
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal(($"'config' {fifo} is a named pipe (FIFO), not a regular file: give the config file itself.", "config"),
+            ((string)error["error"]!["message"]!, (string?)error["error"]!["param"]));
+        var (_, list) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Empty(list["data"]!.AsArray());
     }
 
     /// <summary>serve --jobs-executor names what runs the API's jobs (local unless it says
@@ -589,6 +676,8 @@ public sealed class JobsApiTests : IAsyncLifetime
             var (bad, error) = await Send(client.GetAsync($"/api/jobs/{id}/metrics?{query}"));
             Assert.True(bad == HttpStatusCode.BadRequest, query);
             Assert.Contains($"'{query[..query.IndexOf('=')]}' must be a whole number", (string)error["error"]!["message"]!);
+            // The parameter at fault is the error's param, as a bad cursor's is.
+            Assert.Equal(query[..query.IndexOf('=')], (string?)error["error"]!["param"]);
         }
         var (missing, notFound) = await Send(client.GetAsync("/api/jobs/job-00000000/metrics"));
         Assert.Equal((HttpStatusCode.NotFound, "not_found"), (missing, (string)notFound["error"]!["code"]!));

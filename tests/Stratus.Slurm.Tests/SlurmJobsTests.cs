@@ -101,6 +101,25 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.Equal(log, Jobs(temp, "logs", id, "--follow").Stdout);
     }
 
+    /// <summary>A job logs to the file it records, whatever its run folder's name holds: Slurm reads
+    /// --output as a pattern, where % starts a replacement and a backslash escapes (one alone is
+    /// dropped, and nothing is replaced). A run folder named run\1 logged to run1, which did not
+    /// exist, and the job failed; one named with .\. parts would have logged outside the folder
+    /// (and outside serve's --jobs-root, which its path was checked against).</summary>
+    [Fact]
+    public void A_run_folder_whose_name_holds_a_backslash_logs_to_the_jobs_own_log()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Cli.PrepareTiny(temp);
+        foreach (var name in new[] { "run\\1", "run\\%j" })
+        {
+            var (id, slurmJob) = Submit(temp, "--config", config, "--data", data, "--out", temp[name], "--max-iters", "2", "--lr-decay-iters", "2", "--warmup-iters", "0", "--eval-interval", "1");
+            var (job, _) = Ended(temp, id);
+            Assert.True(State(job) == "succeeded", job.ToJsonString());
+            Assert.StartsWith($"{id} (Slurm job {slurmJob}): ", File.ReadAllText(Path.Combine(temp[name], id + ".log")));
+        }
+    }
+
     [Fact]
     public void Cancel_stops_the_training_after_a_last_checkpoint_and_the_job_reads_cancelled_its_run_resumable()
     {

@@ -415,6 +415,88 @@ public sealed class AdminApiTests
             Assert.Equal(HttpStatusCode.Forbidden, models.StatusCode);
     }
 
+    /// <summary>A field an admin request does not have is refused, naming it, with nothing changed:
+    /// ignored, a misspelt one did other than asked without a word (a key made with "expire_in" never
+    /// expired, one with "scope" got the default scope, a blocklist put with "pattern" lost its
+    /// patterns, a policy put with "blocklist" used none).</summary>
+    [Fact]
+    public async Task A_field_an_admin_request_does_not_have_is_a_400_naming_it_with_nothing_changed()
+    {
+        await using var host = await TrustHost.StartAsync();
+        var audited = (await host.Stores.Audit.ReadAsync(new AuditQuery())).Count;
+        foreach (var (method, path, body, field) in new (HttpMethod, string, object, string)[]
+        {
+            (HttpMethod.Post, "/v1/admin/keys", new { name = "typo", scopes = "inference", expire_in = "1h" }, "expire_in"),
+            (HttpMethod.Post, "/v1/admin/keys", new { name = "typo", scope = "metrics" }, "scope"),
+            (HttpMethod.Put, "/v1/admin/keys/test-admin/limits", new { rpm = 5, tmp = 7 }, "tmp"),
+            (HttpMethod.Put, "/v1/admin/blocklists/typo", new { terms = new[] { "x" }, pattern = new[] { "y+" } }, "pattern"),
+            (HttpMethod.Post, "/v1/admin/blocklists/typo:addOrUpdateBlocklistItems", new { term = new[] { "x" } }, "term"),
+            (HttpMethod.Put, "/v1/admin/policies/typo", new { blocklist = new[] { "x" } }, "blocklist"),
+        })
+        {
+            using var response = await host.SendAsync(method, path, host.AdminKey, body);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            var error = await TestJson.ErrorAsync(response);
+            Assert.StartsWith($"'{field}' is not a field of this request; its fields are ", error.GetProperty("message").GetString());
+            Assert.Equal(field, error.GetProperty("param").GetString());
+        }
+        Assert.DoesNotContain(await host.Stores.KeyService().ListAsync(), k => k.Name == "typo");
+        Assert.Equal(RateLimits.Unlimited, (await host.Stores.KeyService().ListAsync()).Single(k => k.Name == "test-admin").Limits);
+        Assert.Equal(audited, (await host.Stores.Audit.ReadAsync(new AuditQuery())).Count);
+    }
+
+    /// <summary>A field of the wrong type is refused saying what it must be: System.Text.Json names
+    /// the request a field is bound to through its constructor, not the field's type, so each read
+    /// "could not be converted to an object" ('rpm' must be a whole number, 'name' text). A field
+    /// given twice is refused too: the last one was taken without a word.</summary>
+    [Fact]
+    public async Task A_field_of_the_wrong_type_or_given_twice_is_a_400_saying_what_it_must_be()
+    {
+        await using var host = await TrustHost.StartAsync();
+        foreach (var (path, json, field, problem) in new[]
+        {
+            ("/v1/admin/keys", """{"name": "x", "rpm": "lots"}""", "rpm", "could not be converted to a whole number"),
+            ("/v1/admin/keys", """{"name": "x", "tpm": 1e12}""", "tpm", "could not be converted to a whole number"),
+            ("/v1/admin/keys", """{"name": 7}""", "name", "could not be converted to text"),
+            ("/v1/admin/keys", """{"name": "x", "scopes": "metrics", "name": "y"}""", "name", "'name' is given twice"),
+        })
+        {
+            using var response = await host.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, path)
+            {
+                Headers = { { "Authorization", "Bearer " + host.AdminKey } },
+                Content = new StringContent(json, Encoding.UTF8, "application/json"),
+            });
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            var error = await TestJson.ErrorAsync(response);
+            Assert.Contains(problem, error.GetProperty("message").GetString());
+            Assert.Equal(field, error.GetProperty("param").GetString());
+        }
+        Assert.Equal(["test-admin", "test-inference"], (await host.Stores.KeyService().ListAsync()).Select(k => k.Name).Order());
+    }
+
+    /// <summary>A bad query parameter is a 400 saying what it must be, with the parameter as the
+    /// error's param, as a body's field at fault is and /api/jobs' metrics parameters are.</summary>
+    [Fact]
+    public async Task A_bad_query_parameter_is_a_400_naming_it_as_the_param()
+    {
+        await using var host = await TrustHost.StartAsync();
+        foreach (var (query, parameter, problem) in new[]
+        {
+            ("/v1/admin/audit?limit=-1", "limit", "must be a non-negative integer"),
+            ("/v1/admin/audit?after=1&after=2", "after", "must be a non-negative integer"),
+            ("/v1/admin/audit?from=soon", "from", "must be an ISO 8601 time"),
+            ("/v1/usage?to=2026-02-30", "to", "must be a date as yyyy-MM-dd"),
+            ("/v1/admin/keys?include_revoked=maybe", "include_revoked", "must be true or false"),
+        })
+        {
+            using var response = await host.SendAsync(HttpMethod.Get, query, host.AdminKey);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            var error = await TestJson.ErrorAsync(response);
+            Assert.Contains($"'{parameter}' {problem}", error.GetProperty("message").GetString());
+            Assert.Equal(parameter, error.GetProperty("param").GetString());
+        }
+    }
+
     [Fact]
     public async Task Bad_bodies_and_names_get_a_400_that_says_what_to_fix()
     {

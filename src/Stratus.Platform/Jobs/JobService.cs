@@ -89,13 +89,14 @@ public sealed class JobService(SqlJobStore store, IReadOnlyList<IJobExecutor> ex
         return job with { ExecutorReference = reference, Slurm = asked is null ? null : SlurmStatus.Requested(reference, asked) };
     }
 
-    /// <summary>Refuses <paramref name="runFolder"/> while a job that has not ended writes it,
-    /// naming the job. The job recorded there is observed first: one whose supervisor was killed
-    /// still reads running in the database, and its run is the one to resume.</summary>
+    /// <summary>Refuses <paramref name="runFolder"/> while a job that has not ended writes it, a
+    /// folder inside it or one around it (<see cref="SqlJobStore.RequireNoJobWriting"/>), naming the
+    /// job. The job recorded there is observed first: one whose supervisor was killed still reads
+    /// running in the database, and its run is the one to resume.</summary>
     /// <exception cref="TrustUserException">(Conflict) Naming that job.</exception>
     public void RequireNoJobWriting(string runFolder)
     {
-        if (store.UnfinishedJobWriting(runFolder) is { } id && store.Get(id) is { } job) Observed(job, new JobReading());
+        if (store.UnfinishedJobWriting(runFolder) is var (id, _) && store.Get(id) is { } job) Observed(job, new JobReading());
         store.RequireNoJobWriting(runFolder);
     }
 

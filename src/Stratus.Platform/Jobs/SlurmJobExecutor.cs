@@ -375,8 +375,15 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         DateTime.TryParseExact(text, "yyyy-MM-dd'T'HH:mm:ss", CultureInfo.InvariantCulture, DateTimeStyles.AssumeLocal, out var time)
             ? new DateTimeOffset(time) : null;
 
-    /// <summary>A path as sbatch's --output takes it: % starts a pattern (%j the job id), %% is a %.</summary>
-    static string OutputPattern(string path) => path.Replace("%", "%%", StringComparison.Ordinal);
+    /// <summary>A path as sbatch's --output takes it, which slurmstepd reads as a pattern (fname_create):
+    /// % starts a replacement (%j the job id) and %% is a %; but a pattern with a backslash in it is
+    /// taken as escaped, each backslash dropped but the second of a pair, and nothing replaced. So a
+    /// path with one has its backslashes doubled and its % left as they are: left alone, a run folder
+    /// named a\b logged to ab (the job failing where that was missing), and one of .\. parts to ..,
+    /// outside the folder and the jobs root its path was checked against.</summary>
+    static string OutputPattern(string path) => path.Contains('\\', StringComparison.Ordinal)
+        ? path.Replace("\\", "\\\\", StringComparison.Ordinal)
+        : path.Replace("%", "%%", StringComparison.Ordinal);
 
     /// <summary>The last error a Slurm command printed (sacct prints some on stdout), without its
     /// "sbatch: error: " (or "fatal: ") prefix.</summary>

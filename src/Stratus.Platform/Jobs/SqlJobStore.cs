@@ -64,24 +64,35 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
     });
 
     /// <summary>Refuses <paramref name="runFolder"/> while a job that has not ended writes it: a
-    /// new run, a resumed one or a fine-tune there would write among its checkpoints.</summary>
+    /// new run, a resumed one or a fine-tune there would write among its checkpoints; or while one
+    /// writes a folder inside it or around it: a run inside another's (its checkpoints/last) is
+    /// replaced whole by that run's next checkpoint, and one around it (the folder above a run
+    /// called checkpoints) saves its checkpoints among the other's files.</summary>
     /// <exception cref="TrustUserException">(Conflict) Naming that job.</exception>
     public void RequireNoJobWriting(string runFolder, DbTransaction? transaction = null)
     {
-        var other = transaction is null ? UnfinishedJobWriting(runFolder) : UnfinishedJobWriting(transaction.Connection!, transaction, runFolder);
-        if (other is not null)
-            throw new TrustUserException(s => $"{runFolder} is the run folder of job {other}, which has not ended; wait for it ({s.Pick($"stratus jobs show {other}", $"GET /api/jobs/{other}")}), cancel it{s.Pick("", $" (POST /api/jobs/{other}/cancel)")}, or train into another {s.Option("out")}") { Conflict = true };
+        if ((transaction is null ? UnfinishedJobWriting(runFolder) : UnfinishedJobWriting(transaction.Connection!, transaction, runFolder)) is not var (other, folder))
+            return;
+        var where = folder == runFolder ? "is the run folder" : $"{(folder.Length < runFolder.Length ? "is inside" : "holds")} {folder}, the run folder";
+        throw new TrustUserException(s => $"{runFolder} {where} of job {other}, which has not ended; wait for it ({s.Pick($"stratus jobs show {other}", $"GET /api/jobs/{other}")}), cancel it{s.Pick("", $" (POST /api/jobs/{other}/cancel)")}, or train into another {s.Option("out")}") { Conflict = true };
     }
 
-    /// <summary>The id of the job recorded as not ended (queued or running) that writes
-    /// <paramref name="runFolder"/>; null where none is.</summary>
-    public string? UnfinishedJobWriting(string runFolder) => database.Use(connection => UnfinishedJobWriting(connection, null, runFolder));
+    /// <summary>The job recorded as not ended (queued or running) that writes <paramref name="runFolder"/>,
+    /// a folder inside it or one around it, with the run folder it writes; null where none does.</summary>
+    public (string Id, string RunFolder)? UnfinishedJobWriting(string runFolder) => database.Use(connection => UnfinishedJobWriting(connection, null, runFolder));
 
-    static string? UnfinishedJobWriting(DbConnection connection, DbTransaction? transaction, string runFolder)
+    static (string Id, string RunFolder)? UnfinishedJobWriting(DbConnection connection, DbTransaction? transaction, string runFolder)
     {
-        using var busy = Command(connection, "SELECT id FROM jobs WHERE out_dir = @out AND state IN ('queued', 'running') LIMIT 1", ("@out", runFolder));
+        // Run folders are recorded absolute, without a trailing separator (TrainArguments.Out): one is
+        // around another where the other begins with it and a separator. The same folder first.
+        using var busy = Command(connection, """
+            SELECT id, out_dir FROM jobs WHERE state IN ('queued', 'running')
+                AND (out_dir = @out OR substr(@out, 1, length(out_dir) + 1) = out_dir || @separator OR substr(out_dir, 1, length(@out) + 1) = @out || @separator)
+            ORDER BY CASE WHEN out_dir = @out THEN 0 ELSE 1 END, submitted_at, id LIMIT 1
+            """, ("@out", runFolder), ("@separator", Path.DirectorySeparatorChar.ToString()));
         busy.Transaction = transaction;
-        return busy.ExecuteScalar() as string;
+        using var reader = busy.ExecuteReader();
+        return reader.Read() ? (reader.GetString(0), reader.GetString(1)) : null;
     }
 
     /// <summary>The ids of the jobs recorded as not ended (queued or running) that fine-tune from

@@ -197,27 +197,27 @@ public static class AdminEndpoints
         var v when bool.TryParse(v, out var b) => b,
         "1" => true,
         "0" => false,
-        var v => throw new TrustUserException($"Query parameter '{name}' must be true or false, not '{v}'."),
+        var v => throw new TrustUserException($"Query parameter '{name}' must be true or false, not '{v}'.") { Param = name },
     };
 
     static long? Long(HttpContext http, string name) => Text(http, name) switch
     {
         null => null,
         var v when long.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= 0 => n,
-        var v => throw new TrustUserException($"Query parameter '{name}' must be a non-negative integer, not '{v}'."),
+        var v => throw new TrustUserException($"Query parameter '{name}' must be a non-negative integer, not '{v}'.") { Param = name },
     };
 
     static DateOnly? Day(HttpContext http, string name) => Text(http, name) switch
     {
         null => null,
         var v when DateOnly.TryParseExact(v, "yyyy-MM-dd", CultureInfo.InvariantCulture, DateTimeStyles.None, out var d) => d,
-        var v => throw new TrustUserException($"Query parameter '{name}' must be a date as yyyy-MM-dd, not '{v}'."),
+        var v => throw new TrustUserException($"Query parameter '{name}' must be a date as yyyy-MM-dd, not '{v}'.") { Param = name },
     };
 
     static DateTimeOffset? Time(HttpContext http, string name) => Text(http, name) switch
     {
         null => null,
         var v when DateTimeOffset.TryParse(v, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var t) => t,
-        var v => throw new TrustUserException($"Query parameter '{name}' must be an ISO 8601 time (2026-01-31T12:00:00Z), not '{v}'."),
+        var v => throw new TrustUserException($"Query parameter '{name}' must be an ISO 8601 time (2026-01-31T12:00:00Z), not '{v}'.") { Param = name },
     };
 }

@@ -3,7 +3,7 @@
 // "init_from", or a run continued with "resume") and cancel. A submission's arguments are checked as
 // `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
 // writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
-// serve's --jobs-root (JobsRoot): a server started without one takes no submissions (403), and its
+// serve's --jobs-root (JobsRoot), as is the dataset a resumed run's run.json records: a server started without one takes no submissions (403), and its
 // list says so (submissions null; else the root and executors, for the dashboard's form). They
 // run under the executors serve's --jobs-executor enables (local unless it says otherwise; the first
 // given where a request names none): a request that names another is a 400. A Slurm job's
@@ -23,12 +23,12 @@ using Stratus.Training;
 
 namespace Stratus.Server.Trust;
 
-/// <summary>A field it does not have is refused: one ignored (a misspelt "resumes") would start a
-/// new run where the caller asked for something else. <see cref="Resume"/> is the run folder to
+/// <summary>A field it does not have is refused, as in every request body the trust layer reads
+/// (TrustJson): one ignored (a misspelt "resumes") would start a new run where the caller asked for
+/// something else. <see cref="Resume"/> is the run folder to
 /// continue (train --resume), <see cref="InitFrom"/> the model a new run starts from (train --init-from);
 /// <see cref="Partition"/>, <see cref="Time"/>, <see cref="Ranks"/> and <see cref="CpusPerRank"/>
 /// what a Slurm job asks sbatch for (jobs submit's --partition, --time, --ranks, --cpus-per-rank).</summary>
-[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
 public sealed record SubmitJobRequest(
     [property: JsonPropertyName("config")] string? Config,
     [property: JsonPropertyName("data")] string? Data,
@@ -207,7 +207,7 @@ public static class JobsEndpoints
                 arguments = new TrainArguments(null, body.Data is { } moved ? HostPath("data", moved) : null, HostPath("resume", run), overrides, Resume: true);
             }
             else
-                arguments = new TrainArguments(body.Config is { } config ? HostPath("config", config) : null,
+                arguments = new TrainArguments(body.Config is { } config ? ConfigFile(HostPath("config", config)) : null,
                     HostPath("data", body.Data ?? throw new TrustUserException("'data' is required: the dataset folder made by `stratus prepare`.") { Param = "data" }),
                     HostPath("out", body.Out ?? throw new TrustUserException("'out' is required: the run folder to train into.") { Param = "out" }),
                     overrides, InitFrom: model?.Path ?? (body.InitFrom is { } initFromFolder ? HostPath("init_from", initFromFolder) : null), InitFromVersion: model?.Version?.Reference,
@@ -218,6 +218,12 @@ public static class JobsEndpoints
             try { Service(http).RequireNoJobWriting(arguments.Out); }
             catch (TrustUserException e) when (e.Conflict) { throw new TrustUserException(e.MessageOn, e) { Conflict = true, Param = folder }; }
             if (Trainer.RunInUse(arguments.Out) is { } inUse) throw new TrustUserException(inUse.MessageOn, inUse) { Conflict = true, Param = folder };
+            // A resumed run reads the dataset its run.json records unless 'data' names another: a path
+            // no request gave, which a run trained there from the command line may have put anywhere.
+            // Checked before train's checks read it.
+            if (arguments is { Resume: true, Data: null } && RecordedDataset(arguments.Out) is { } recorded
+                && (recorded.Contains('\0') || !root.Holds(Path.GetFullPath(recorded))))
+                throw new TrustUserException($"'resume' {arguments.Out} trains on {recorded}, the dataset its run.json records, which is outside {root.Folder}, the folder this server runs jobs in; give 'data' the dataset's folder under it.") { Param = "data" };
             TrainConfig checkedConfig;
             try
             {
@@ -264,6 +270,22 @@ public static class JobsEndpoints
         : Path.IsPathFullyQualified(path) ? Path.GetFullPath(path)
         : throw new TrustUserException($"'{field}' must be an absolute path on the server's host, got '{path}'; give the whole path (/srv/runs/...).") { Param = field };
 
+    /// <summary>The dataset a run's run.json records; null where it names none, or the run is none
+    /// (train's checks then say what is wrong with it, naming 'resume').</summary>
+    static string? RecordedDataset(string run)
+    {
+        try { return Trainer.ReadRunFile(run).Dataset; }
+        catch (StratusUserException) { return null; }
+    }
+
+    /// <summary>A config a request names, refused where it is a named pipe, a device or a socket. It
+    /// is read while the request waits, as train reads a config: to its end, since one a shell's user
+    /// names may be a pipe (`--config &lt;(...)`). A request names no pipe of its own, and opening one
+    /// in the jobs root would wait for a writer for ever.</summary>
+    static string ConfigFile(string path) => FileBytes.Irregular(path) is { } kind
+        ? throw new TrustUserException($"'config' {path} is {kind}, not a regular file: give the config file itself.") { Param = "config" }
+        : path;
+
     /// <summary>A whole-number query parameter, <paramref name="absent"/> where not given; another
     /// value is a 400 saying what it is for.</summary>
     static long QueryNumber(HttpContext http, string name, long absent, string meaning, long min = long.MinValue, long max = long.MaxValue)
@@ -272,7 +294,7 @@ public static class JobsEndpoints
         if (values.Count == 0) return absent;
         return values.Count == 1 && long.TryParse(values[0], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number) && number >= min && number <= max
             ? number
-            : throw new TrustUserException($"'{name}' must be a whole number{(min > long.MinValue ? $" from {min} to {max}" : "")} ({meaning}), got '{string.Join(",", values.ToArray())}'.");
+            : throw new TrustUserException($"'{name}' must be a whole number{(min > long.MinValue ? $" from {min} to {max}" : "")} ({meaning}), got '{string.Join(",", values.ToArray())}'.") { Param = name };
     }
 
     static string Actor(HttpContext http) => http.GetStratusTrust().KeyId;

@@ -30,9 +30,14 @@ public sealed class JobsRoot
         // The root is the folder every job's paths share: a run written there would be written among them.
         if (resolved == Folder)
             throw new TrustUserException($"'{field}' {path} is the folder this server runs jobs in; give a path beneath it.") { Param = field };
-        if (resolved.StartsWith(Folder.EndsWith(Path.DirectorySeparatorChar) ? Folder : Folder + Path.DirectorySeparatorChar, StringComparison.Ordinal)) return;
+        if (Beneath(resolved)) return;
         throw new TrustUserException($"'{field}' {path}{(resolved == path ? "" : $" (which leads to {resolved})")} is outside {Folder}, the folder this server runs jobs in; give a path under it.") { Param = field };
     }
+
+    /// <summary>Whether <paramref name="path"/> (absolute), its links followed, is beneath the root.</summary>
+    public bool Holds(string path) => Beneath(Resolve(path));
+
+    bool Beneath(string resolved) => resolved.StartsWith(Folder.EndsWith(Path.DirectorySeparatorChar) ? Folder : Folder + Path.DirectorySeparatorChar, StringComparison.Ordinal);
 
     /// <summary>POSIX realpath for a path that may not exist yet: every link among its existing
     /// parts followed, the parts that do not exist kept as written. .NET resolves only a path's

@@ -49,12 +49,12 @@ public static class OpenAIErrors
         var status => Create(status is >= 400 and < 500 ? status : StatusCodes.Status400BadRequest, "The request could not be read: " + e.Message),
     };
 
-    public static OpenAIErrorResult NotFound(string message) =>
-        Create(StatusCodes.Status404NotFound, message, code: "not_found");
+    public static OpenAIErrorResult NotFound(string message, string? param = null) =>
+        Create(StatusCodes.Status404NotFound, message, code: "not_found", param: param);
 
     /// <summary>409: the request clashes with work under way (a job already writing the run folder).</summary>
-    public static OpenAIErrorResult Conflict(string message) =>
-        Create(StatusCodes.Status409Conflict, message, code: "conflict");
+    public static OpenAIErrorResult Conflict(string message, string? param = null) =>
+        Create(StatusCodes.Status409Conflict, message, code: "conflict", param: param);
 
     /// <summary>503 for a platform database the machine refuses (locked by another process, a
     /// full disk, a file that is not a database): the operator's to fix, and a lock is gone on a

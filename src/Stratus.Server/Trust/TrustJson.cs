@@ -26,7 +26,7 @@ public static class TrustJson
         if (JsonText.Problem(bytes) is { } problem)
             throw new TrustUserException($"The request body is not valid JSON for this endpoint: {problem}.");
         var shape = Options.GetTypeInfo(typeof(T));
-        if (shape.UnmappedMemberHandling == JsonUnmappedMemberHandling.Disallow) RequireKnownFields(bytes, shape);
+        RequireFieldsOnce(bytes, shape);
         try
         {
             return JsonSerializer.Deserialize<T>(bytes, Options)
@@ -36,29 +36,42 @@ public static class TrustJson
         {
             // The field at fault is the error's param, as for every other refusal of a field.
             var field = e.Path is { Length: > 2 } path ? path.TrimStart('$', '.') : null;
-            var reason = StratusUserException.InUsersWords(e);
+            // A record's field bound through its constructor is reported as the record ("could not be
+            // converted to ...Request"): the field's own type says what it must be.
+            var reason = StratusUserException.InUsersWords(e, shape.Properties.FirstOrDefault(p => string.Equals(p.Name, field, StringComparison.OrdinalIgnoreCase))?.PropertyType);
             throw new TrustUserException($"The request body is not valid JSON for this endpoint{(field is null ? "" : $" at '{field}'")}: {reason}", e) { Param = field };
         }
     }
 
-    /// <summary>Refuses a top-level field the request type does not have, for the types that say
-    /// so ([JsonUnmappedMemberHandling(Disallow)]): one where a field ignored would do other than
-    /// asked (a job submitted with "resume": true would train a new run). System.Text.Json's own
-    /// refusal names the .NET type, not the fields a client may send.</summary>
-    static void RequireKnownFields(ReadOnlySpan<byte> body, JsonTypeInfo shape)
+    /// <summary>Refuses a top-level field given twice (the deserializer would take the last without
+    /// a word), and one the request type does not have: ignored, a misspelt field would do other
+    /// than asked (a job with "resumes" would train a new run, a key with "expire_in" never expire,
+    /// a blocklist with "pattern" lose its patterns). A type that takes fields it does not know says
+    /// so ([JsonUnmappedMemberHandling(Skip)]): an OpenAI-compatible request, whose clients send the
+    /// fields of newer versions of that API. System.Text.Json's own refusals name the .NET type, not
+    /// the fields a client may send.</summary>
+    static void RequireFieldsOnce(ReadOnlySpan<byte> body, JsonTypeInfo shape)
     {
         var reader = new Utf8JsonReader(body);
-        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) return; // the deserializer says what it must be
-        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        // Names compare as the deserializer matches them (the web defaults: case-insensitively).
+        var given = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        try
         {
-            var name = reader.GetString()!;
-            // Names compare as the deserializer matches them (the web defaults: case-insensitively).
-            if (!shape.Properties.Any(p => string.Equals(p.Name, name, StringComparison.OrdinalIgnoreCase)))
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) return; // the deserializer says what it must be
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
             {
-                var fields = shape.Properties.Select(p => p.Name).ToList();
-                throw new TrustUserException($"'{name}' is not a field of this request; its fields are {string.Join(", ", fields.SkipLast(1))} and {fields[^1]}.") { Param = name };
+                var name = reader.GetString()!;
+                if (!given.Add(name))
+                    throw new TrustUserException($"'{name}' is given twice; give each field once.") { Param = name };
+                if (shape.UnmappedMemberHandling != JsonUnmappedMemberHandling.Skip && !shape.Properties.Any(p => string.Equals(p.Name, name, StringComparison.OrdinalIgnoreCase)))
+                {
+                    var fields = shape.Properties.Select(p => p.Name).ToList();
+                    throw new TrustUserException($"'{name}' is not a field of this request; its fields are {string.Join(", ", fields.SkipLast(1))} and {fields[^1]}.") { Param = name };
+                }
+                reader.Skip();
             }
-            reader.Skip();
         }
+        // Malformed JSON: the deserializer says what is wrong and where.
+        catch (JsonException) { }
     }
 }

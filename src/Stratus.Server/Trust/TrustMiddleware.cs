@@ -27,12 +27,14 @@ public sealed class TrustErrorMiddleware(RequestDelegate next, StratusTrust trus
         catch (Exception e) when (e is TrustUserException or StratusUserException && !context.Response.HasStarted)
         {
             // In the API's words: its fields and requests, not the CLI's options and commands.
-            var message = e is TrustUserException trust ? trust.MessageOn(Surface.Api) : ((StratusUserException)e).MessageOn(Surface.Api);
+            // The field at fault is the error's param, as the server's own ErrorMiddleware answers it.
+            var (message, param) = e is TrustUserException trust ? (trust.MessageOn(Surface.Api), trust.Param)
+                : (((StratusUserException)e).MessageOn(Surface.Api), ((StratusUserException)e).Param);
             await (e switch
             {
-                TrustUserException { NotFound: true } => OpenAIErrors.NotFound(message),
-                TrustUserException { Conflict: true } => OpenAIErrors.Conflict(message),
-                _ => OpenAIErrors.BadRequest(message),
+                TrustUserException { NotFound: true } => OpenAIErrors.NotFound(message, param),
+                TrustUserException { Conflict: true } => OpenAIErrors.Conflict(message, param),
+                _ => OpenAIErrors.BadRequest(message, param),
             }).ExecuteAsync(context);
         }
         catch (BadHttpRequestException e) when (!context.Response.HasStarted)

@@ -788,6 +788,7 @@ public sealed class JobsApiTests : IAsyncLifetime
             // A submission sbatch cannot hand to the controller is Slurm's failure too, recorded failed.
             Fake("sbatch", "cat >/dev/null; echo 'sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)' >&2; exit 1");
             var slurm = new TinyModelServer { JobsCommand = Supervisor, JobsRoot = folder, JobsExecutors = [SlurmJobExecutor.ExecutorName] };
+            JsonObject listed;
             await slurm.InitializeAsync();
             try
             {
@@ -795,14 +796,19 @@ public sealed class JobsApiTests : IAsyncLifetime
                 using var slurmClient = slurm.AnonymousClient();
                 slurmClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", created.Secret);
                 (status, error) = await Send(slurmClient.PostAsJsonAsync("/api/jobs", Body("slurm-run-2")));
+                (_, listed) = await Send(slurmClient.GetAsync("/api/jobs"));
             }
             finally
             {
                 await slurm.DisposeAsync();
             }
             Assert.True(status == HttpStatusCode.ServiceUnavailable, error.ToJsonString());
-            Assert.Equal("sbatch refused the job: Batch job submission failed: Unable to contact slurm controller (connect failure); check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local",
+            // In the API's words: the request's 'executor', not jobs submit's --executor.
+            Assert.Equal("sbatch refused the job: Batch job submission failed: Unable to contact slurm controller (connect failure); check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with 'executor' local",
                 (string)error["error"]!["message"]!);
+            // And so is the reason of the job it recorded failed, as the list (and the dashboard) shows it.
+            var notStarted = listed["data"]!.AsArray().Single(j => (string)j!["arguments"]!["out"]! == Path.Combine(folder, "slurm-run-2"))!;
+            Assert.Equal(("failed", "could not be started: " + (string)error["error"]!["message"]!), ((string)notStarted["state"]!, (string)notStarted["reason"]!));
 
             // Neither cancel reached the job: its failure, once Slurm answers, is a failure, not a cancel.
             Fake("scontrol", "echo 'JobId=42 JobName=job-0000005c JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 StartTime=2026-11-27T10:00:00 NodeList=node1 NumTasks=1'");

@@ -205,6 +205,8 @@ public sealed class JobsApiTests : IAsyncLifetime
             (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resumes = true }, "resumes", "'resumes' is not a field of this request; its fields are config, data, out, overrides, executor, resume, init_from, partition, time, ranks and cpus_per_rank"),
             (Body("b", new { max_iters = "many" }), "overrides.max_iters", "'overrides.max_iters': max_iters must be a whole number, got \"many\""),
             (Body("c", new { n_layers = 2 }), "overrides.n_layers", "unknown config key 'n_layers' in 'overrides'; did you mean 'n_layer'?"),
+            // A size past what any model is built with: lowered through the override, not train's --n-layer.
+            (Body("e", new { n_layer = 2000 }), "overrides.n_layer", "n_layer 2000 is over 1,024; lower 'overrides.n_layer'"),
             (new { data, @out = data, overrides = Tiny }, "out", "dataset"),
             (new { data = Path.Combine(folder, "missing"), @out = Path.Combine(folder, "d"), overrides = Tiny }, "data", "does not exist"),
         })
@@ -294,6 +296,9 @@ public sealed class JobsApiTests : IAsyncLifetime
             trainer.Run();
         var outside = folder + "-outside";
         Directory.CreateDirectory(outside);
+        var otherText = Path.Combine(folder, "other-text");
+        File.WriteAllText(Path.Combine(folder, "other.txt"), string.Concat(Enumerable.Repeat("xyz\n", 400)));
+        DatasetPreparer.Prepare(Path.Combine(folder, "other.txt"), otherText, "char");
         try
         {
             Directory.CreateSymbolicLink(Path.Combine(folder, "escape"), outside);
@@ -313,6 +318,9 @@ public sealed class JobsApiTests : IAsyncLifetime
                 (new { resume = run, overrides = new { max_iters = 1 } }, "overrides.max_iters", "max_iters is 1 and the checkpoint"),
                 (new { init_from = Path.Combine(folder, "missing"), data, @out = Path.Combine(folder, "ft") }, "init_from", "missing"),
                 (new { init_from = run, data, @out = Path.Combine(folder, "ft"), overrides = new { n_embd = 32 } }, "overrides.n_embd", "'overrides.n_embd': n_embd 32 differs from the 'init_from' model's 16"),
+                // Data in another tokenizer: the field to change, and where such data is made (no request prepares any).
+                (new { init_from = run, data = otherText, @out = Path.Combine(folder, "ft") }, "data",
+                    "; give 'data' a dataset prepared with the model's tokenizer (stratus prepare on the server's host, taking it from "),
             })
             {
                 var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", body));

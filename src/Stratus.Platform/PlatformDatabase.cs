@@ -285,13 +285,14 @@ public sealed class PlatformDatabase
     /// <summary><see cref="Use{T}"/> for the request path: on PostgreSQL the connection is opened
     /// and <paramref name="work"/> runs its commands with Npgsql's asynchronous I/O (it is given
     /// whether to run them synchronously: false), so a round trip to the server holds no thread;
-    /// SQLite's driver completes them synchronously either way.</summary>
-    internal ValueTask<T> UseAsync<T>(Func<DbConnection, bool, CancellationToken, ValueTask<T>> work, CancellationToken cancellationToken) =>
-        UseAsync(work, synchronously: false, cancellationToken);
+    /// SQLite's driver completes them synchronously either way. <paramref name="writes"/>: the work
+    /// writes (a statement that upserts a row), for its failure's <see cref="PlatformStorageException.Writing"/>.</summary>
+    internal ValueTask<T> UseAsync<T>(Func<DbConnection, bool, CancellationToken, ValueTask<T>> work, CancellationToken cancellationToken, bool writes = false) =>
+        UseAsync(work, synchronously: false, cancellationToken, writes);
 
     /// <summary>The one mechanism of <see cref="Use{T}"/> and its asynchronous twin: synchronously,
     /// every await in it finds its work done, so the sync callers get a completed ValueTask.</summary>
-    async ValueTask<T> UseAsync<T>(Func<DbConnection, bool, CancellationToken, ValueTask<T>> work, bool synchronously, CancellationToken cancellationToken)
+    async ValueTask<T> UseAsync<T>(Func<DbConnection, bool, CancellationToken, ValueTask<T>> work, bool synchronously, CancellationToken cancellationToken, bool writes = false)
     {
         try
         {
@@ -300,7 +301,7 @@ public sealed class PlatformDatabase
         }
         catch (DbException e) when (dialect.Describe(e) is { } problem)
         {
-            throw new PlatformStorageException(problem, e);
+            throw new PlatformStorageException(problem, e) { Writing = writes };
         }
     }
 
@@ -347,7 +348,7 @@ public sealed class PlatformDatabase
             if (synchronously) transaction.Commit();
             else await transaction.CommitAsync(cancellationToken);
             return result;
-        }, synchronously, cancellationToken);
+        }, synchronously, cancellationToken, writes: true);
 
     /// <summary>The result of work run synchronously, which completed its ValueTask before returning it.</summary>
     internal static T Completed<T>(ValueTask<T> work) => work.IsCompleted
@@ -422,4 +423,10 @@ public sealed class PlatformDatabase
 /// folder read-only for this user, a lock another process holds, a file that is not a database or
 /// whose tables someone dropped, a full disk. The operator's to fix, not a bug: an IOException, as any path the system refuses
 /// is, so the CLI prints its one line and exits with 2.</summary>
-public sealed class PlatformStorageException(string message, Exception inner) : IOException(message, inner);
+public sealed class PlatformStorageException(string message, Exception inner) : IOException(message, inner)
+{
+    /// <summary>A write failed (a write transaction, a row upserted): some causes (a lock another
+    /// process holds, a full disk) fail writes alone, reads going on, so a read that answers later
+    /// is no sign that the cause is gone.</summary>
+    public bool Writing { get; init; }
+}

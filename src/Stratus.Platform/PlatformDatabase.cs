@@ -207,8 +207,10 @@ public sealed class PlatformDatabase
     /// once the copy is whole, and the copy moved to <paramref name="destination"/> in the entry's
     /// transaction, so no copy of the keys' hashes is left without one (an entry that cannot be
     /// written leaves no copy) nor an entry without its copy (a move that fails writes none); the
-    /// copy, taken first, ends one entry before it, and its chain verifies as the prefix it is.</remarks>
-    public PlatformBackup BackupTo(string destination, string actor)
+    /// copy, taken first, ends one entry before it, and its chain verifies as the prefix it is.
+    /// <paramref name="time"/> dates the entry (the system's clock unless a test sets it), as the
+    /// stores' clock dates theirs.</remarks>
+    public PlatformBackup BackupTo(string destination, string actor, TimeProvider? time = null)
     {
         var sqlite = dialect as SqliteDialect ?? throw new TrustUserException(
             $"{Name} is backed up with PostgreSQL's own tools, not stratus backup (which copies SQLite's stratus.db): " +
@@ -256,7 +258,7 @@ public sealed class PlatformDatabase
             using (var copy = File.OpenRead(partial)) (bytes, sha256) = (copy.Length, Convert.ToHexStringLower(SHA256.HashData(copy)));
             var entry = Write(transaction =>
             {
-                var appended = new SqlAuditLog(this).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseBackedUp,
+                var appended = new SqlAuditLog(this, time).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseBackedUp,
                     new JsonObject { ["file"] = target, ["bytes"] = bytes, ["sha256"] = sha256 }));
                 // Before the commit: a copy that cannot be put there (a folder in its place) rolls
                 // its entry back, so no entry tells of a copy that is not there.

@@ -193,12 +193,17 @@ public sealed class ModelRegistry
     }
 
     /// <summary>The registered version a checkpoint given as a folder is: one whose checkpoint is
-    /// that folder (<paramref name="checkpointDirectory"/>, absolute, as <see cref="ICheckpointReader.Read"/>
-    /// names it) and whose manifest hash is <paramref name="manifestSha256"/>, the files it was
-    /// registered with (of several, the first by name and number); null where none is. A run
-    /// started from it records it as its parent, as one started from the version's reference does.</summary>
-    public ModelVersion? VersionAt(string checkpointDirectory, string manifestSha256) => database.Use(connection =>
-        Versions(connection, null, "WHERE v.checkpoint = @checkpoint AND v.manifest_sha256 = @hash", ("@checkpoint", AsRegistered(checkpointDirectory)), ("@hash", manifestSha256)).FirstOrDefault());
+    /// that folder (<paramref name="checkpointDirectory"/>, as <see cref="ICheckpointReader.Read"/>
+    /// names it, however it is written: see <see cref="Folder"/>) and whose manifest hash is
+    /// <paramref name="manifestSha256"/>, the files it was registered with (of several, the first by
+    /// name and number); null where none is. A run started from it records it as its parent, as one
+    /// started from the version's reference does.</summary>
+    public ModelVersion? VersionAt(string checkpointDirectory, string manifestSha256)
+    {
+        var folder = new Folder(checkpointDirectory);
+        return database.Use(connection => Versions(connection, null, "WHERE v.manifest_sha256 = @hash", ("@hash", manifestSha256)))
+            .FirstOrDefault(version => folder.Is(version.Checkpoint.Directory));
+    }
 
     /// <summary><see cref="VersionAt(string, string)"/> of the checkpoint a run or checkpoint folder
     /// means, hashed only where a version refers to its folder (a job's submission, which then records
@@ -207,13 +212,34 @@ public sealed class ModelRegistry
     /// files do not match its manifest.</exception>
     public ModelVersion? VersionAt(string path)
     {
-        var directory = AsRegistered(checkpoints.Locate(path).Directory);
-        var registered = database.Use(connection => Versions(connection, null, "WHERE v.checkpoint = @checkpoint", ("@checkpoint", directory)).Count > 0);
+        var directory = checkpoints.Locate(path).Directory;
+        var folder = new Folder(directory);
+        var registered = database.Use(connection =>
+        {
+            using var command = Command(connection, "SELECT DISTINCT checkpoint FROM model_versions");
+            using var reader = command.ExecuteReader();
+            while (reader.Read())
+                if (folder.Is(reader.GetString(0))) return true;
+            return false;
+        });
         return registered ? VersionAt(directory, checkpoints.Read(path).ManifestSha256) : null;
     }
 
     /// <summary>A checkpoint folder as a version records it: absolute, without a trailing separator.</summary>
     static string AsRegistered(string directory) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
+
+    /// <summary>A folder given to <see cref="VersionAt(string)"/>, compared with the folders versions
+    /// record: the same where written alike (absolute, `.` and `..` taken, no trailing separator), or
+    /// where both lead to one folder once links are followed (a run started from a link to a version's
+    /// folder, or one through a linked parent such as a home folder on another disk). The links are
+    /// followed only where the text differs, its own once.</summary>
+    sealed class Folder(string directory)
+    {
+        readonly string written = AsRegistered(directory);
+        readonly Lazy<string?> real = new(() => RealPath.Of(directory));
+
+        public bool Is(string registered) => registered == written || RealPath.Of(registered) is { } resolved && resolved == real.Value;
+    }
 
     /// <summary>A job's <paramref name="arguments"/>, where they start from a folder that is a
     /// registered version's checkpoint with the files it was registered with, as a submission by

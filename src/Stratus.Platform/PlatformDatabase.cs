@@ -207,8 +207,10 @@ public sealed class PlatformDatabase
     /// once the copy is whole, and the copy moved to <paramref name="destination"/> in the entry's
     /// transaction, so no copy of the keys' hashes is left without one (an entry that cannot be
     /// written leaves no copy) nor an entry without its copy (a move that fails writes none); the
-    /// copy, taken first, ends one entry before it, and its chain verifies as the prefix it is.</remarks>
-    public PlatformBackup BackupTo(string destination, string actor)
+    /// copy, taken first, ends one entry before it, and its chain verifies as the prefix it is.
+    /// <paramref name="time"/> dates the entry (the system's clock unless a test sets it), as the
+    /// stores' clock dates theirs.</remarks>
+    public PlatformBackup BackupTo(string destination, string actor, TimeProvider? time = null)
     {
         var sqlite = dialect as SqliteDialect ?? throw new TrustUserException(
             $"{Name} is backed up with PostgreSQL's own tools, not stratus backup (which copies SQLite's stratus.db): " +
@@ -256,7 +258,7 @@ public sealed class PlatformDatabase
             using (var copy = File.OpenRead(partial)) (bytes, sha256) = (copy.Length, Convert.ToHexStringLower(SHA256.HashData(copy)));
             var entry = Write(transaction =>
             {
-                var appended = new SqlAuditLog(this).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseBackedUp,
+                var appended = new SqlAuditLog(this, time).Append(transaction, new AuditRecord(actor, AuditActions.DatabaseBackedUp,
                     new JsonObject { ["file"] = target, ["bytes"] = bytes, ["sha256"] = sha256 }));
                 // Before the commit: a copy that cannot be put there (a folder in its place) rolls
                 // its entry back, so no entry tells of a copy that is not there.
@@ -285,13 +287,14 @@ public sealed class PlatformDatabase
     /// <summary><see cref="Use{T}"/> for the request path: on PostgreSQL the connection is opened
     /// and <paramref name="work"/> runs its commands with Npgsql's asynchronous I/O (it is given
     /// whether to run them synchronously: false), so a round trip to the server holds no thread;
-    /// SQLite's driver completes them synchronously either way.</summary>
-    internal ValueTask<T> UseAsync<T>(Func<DbConnection, bool, CancellationToken, ValueTask<T>> work, CancellationToken cancellationToken) =>
-        UseAsync(work, synchronously: false, cancellationToken);
+    /// SQLite's driver completes them synchronously either way. <paramref name="writes"/>: the work
+    /// writes (a statement that upserts a row), for its failure's <see cref="PlatformStorageException.Writing"/>.</summary>
+    internal ValueTask<T> UseAsync<T>(Func<DbConnection, bool, CancellationToken, ValueTask<T>> work, CancellationToken cancellationToken, bool writes = false) =>
+        UseAsync(work, synchronously: false, cancellationToken, writes);
 
     /// <summary>The one mechanism of <see cref="Use{T}"/> and its asynchronous twin: synchronously,
     /// every await in it finds its work done, so the sync callers get a completed ValueTask.</summary>
-    async ValueTask<T> UseAsync<T>(Func<DbConnection, bool, CancellationToken, ValueTask<T>> work, bool synchronously, CancellationToken cancellationToken)
+    async ValueTask<T> UseAsync<T>(Func<DbConnection, bool, CancellationToken, ValueTask<T>> work, bool synchronously, CancellationToken cancellationToken, bool writes = false)
     {
         try
         {
@@ -300,7 +303,7 @@ public sealed class PlatformDatabase
         }
         catch (DbException e) when (dialect.Describe(e) is { } problem)
         {
-            throw new PlatformStorageException(problem, e);
+            throw new PlatformStorageException(problem, e) { Writing = writes };
         }
     }
 
@@ -347,7 +350,7 @@ public sealed class PlatformDatabase
             if (synchronously) transaction.Commit();
             else await transaction.CommitAsync(cancellationToken);
             return result;
-        }, synchronously, cancellationToken);
+        }, synchronously, cancellationToken, writes: true);
 
     /// <summary>The result of work run synchronously, which completed its ValueTask before returning it.</summary>
     internal static T Completed<T>(ValueTask<T> work) => work.IsCompleted
@@ -422,4 +425,10 @@ public sealed class PlatformDatabase
 /// folder read-only for this user, a lock another process holds, a file that is not a database or
 /// whose tables someone dropped, a full disk. The operator's to fix, not a bug: an IOException, as any path the system refuses
 /// is, so the CLI prints its one line and exits with 2.</summary>
-public sealed class PlatformStorageException(string message, Exception inner) : IOException(message, inner);
+public sealed class PlatformStorageException(string message, Exception inner) : IOException(message, inner)
+{
+    /// <summary>A write failed (a write transaction, a row upserted): some causes (a lock another
+    /// process holds, a full disk) fail writes alone, reads going on, so a read that answers later
+    /// is no sign that the cause is gone.</summary>
+    public bool Writing { get; init; }
+}

@@ -66,7 +66,7 @@ public sealed class SqlUsageStore(PlatformDatabase database) : IUsageStore
                 """,
                 ("@key", keyId), ("@day", Day(at)), ("@model", model), ("@prompt", promptTokens), ("@completion", completionTokens));
             return await ExecuteAsync(command, synchronously, cancellation);
-        }, cancellationToken);
+        }, cancellationToken, writes: true);
     }
 
     public ValueTask<IReadOnlyList<UsageRecord>> QueryAsync(UsageQuery query, CancellationToken cancellationToken = default)

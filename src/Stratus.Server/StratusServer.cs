@@ -66,6 +66,9 @@ public sealed record ServeOptions
     /// <summary>Where each request's access log line goes (a file, appended to; "-": standard
     /// output, and the server's own log then goes to standard error); null: no access log.</summary>
     public string? AccessLog { get; init; }
+    /// <summary>The server's clock: the access log's times, and the trust layer's (usage days, key
+    /// expiry, audit entries, quota windows); the system's unless a test sets it.</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
     /// <summary>The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed
     /// (--forwarded-allow-ips); none by default (ForwardedClients).</summary>
     public IReadOnlyList<IPNetwork> ForwardedAllowIps { get; init; } = [];
@@ -269,7 +272,7 @@ public sealed class StratusServer : IAsyncDisposable
         builder.Services.AddSingleton(servedModels);
         builder.Services.AddSingleton<ServingMetrics>();
         // The container disposes it after the host has stopped, so the requests ended then are in it.
-        if (options.AccessLog is { } accessLog) builder.Services.AddSingleton(services => AccessLog.Open(accessLog, services.GetRequiredService<ILogger<AccessLog>>()));
+        if (options.AccessLog is { } accessLog) builder.Services.AddSingleton(services => AccessLog.Open(accessLog, services.GetRequiredService<ILogger<AccessLog>>(), time: options.Time));
         if (options.ShutdownGracePeriod < TimeSpan.Zero || options.ShutdownGracePeriod > ServeOptions.MaxShutdownGracePeriod)
             throw new StratusUserException($"the shutdown grace period must be 0 to {ServeOptions.MaxShutdownGracePeriod.TotalSeconds:0} seconds, got {options.ShutdownGracePeriod.TotalSeconds:0.###}");
         builder.Services.AddSingleton(_ => new ServerShutdown(options.ShutdownGracePeriod));
@@ -277,7 +280,7 @@ public sealed class StratusServer : IAsyncDisposable
         // Past the host's timeout Kestrel cuts the connections: the ended requests get time to say so first.
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = options.ShutdownGracePeriod + ServerShutdown.EndingTime);
         // Before the host's own services, so the trust filter runs first on every generation.
-        builder.Services.AddStratusTrust(options.Trust);
+        builder.Services.AddStratusTrust(options.Trust, options.Time);
         // Prometheus shows the service as target_info's service_name: "unknown_service:dotnet" otherwise.
         builder.Services.AddOpenTelemetry().ConfigureResource(resource => resource.AddService("stratus")).WithMetrics(metrics => metrics
             .AddMeter(ServingMetrics.MeterName)

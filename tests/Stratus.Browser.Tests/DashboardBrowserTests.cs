@@ -891,6 +891,25 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         }
     }
 
+    /// <summary>A server that takes no jobs through its API (POST /api/jobs answers 403) and lists
+    /// none says so, and where its jobs come from: not "submit one with POST /api/jobs", which it refuses.</summary>
+    [Fact]
+    public async Task A_server_that_takes_no_jobs_and_lists_none_points_to_its_hosts_cli_not_to_its_refused_api()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await page.RouteAsync("**/api/jobs", route => route.FulfillAsync(new()
+        {
+            ContentType = "application/json",
+            Body = JsonSerializer.Serialize(new { @object = "list", submissions = (object?)null, data = Array.Empty<object>() }),
+        }));
+        await ShowAsync(page, fixture.ApiKey);
+        var panel = page.Locator("#panel-jobs");
+        await Expect(panel).ToContainTextAsync("This server takes none through its API (its operator enables that with serve --jobs-root); jobs submitted on its host with `stratus jobs submit` are listed here.");
+        Assert.DoesNotContain("POST /api/jobs", await panel.InnerTextAsync());
+        Assert.Empty(opened.Violations);
+    }
+
     /// <summary>Every time in the panels is UTC to the second, whatever the browser's zone (the
     /// page's is Asia/Kolkata), with the exact instant as its title.</summary>
     static async Task AssertTimesInUtcAsync(IPage page)

@@ -32,6 +32,10 @@ public sealed class ConfigTests
         Assert.Contains("over the model's maximum", Fails("{}", ("block_size", "1000000")).Message);
         Assert.Contains("dtype must be", Fails("""{"dtype": "int8"}""").Message);
         Assert.Contains("unknown config key 'n_layers'", Fails("{}", ("n-layers", "2")).Message);
+        // A size to lower is train's option on the CLI, the submission's override on the API.
+        var tooDeep = Fails("{}", ("n-layer", "2000"));
+        Assert.Equal(("n_layer 2000 is over 1,024; lower --n-layer", "n_layer 2000 is over 1,024; lower 'overrides.n_layer'", "n_layer"),
+            (tooDeep.Message, tooDeep.MessageOn(Stratus.Safety.Surface.Api), tooDeep.Param));
     }
 
     [Fact]

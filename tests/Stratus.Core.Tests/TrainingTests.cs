@@ -362,7 +362,10 @@ public sealed class TrainingTests
         var swapped = new string(TestData.Corpus(20).Select(c => char.IsUpper(c) ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c)).ToArray());
         File.WriteAllText(temp["swapped.txt"], swapped);
         DatasetPreparer.Prepare(temp["swapped.txt"], temp["swapped"], "char");
-        Assert.Contains("differs from the model's", Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")], dataDirectory: temp["swapped"])).Message);
+        // The CLI's words: the command that prepares data in the model's tokenizer (the API names its 'data' field).
+        var other = Assert.Throws<StratusUserException>(() => Trainer.Resume(run, [new("max_iters", "6")], dataDirectory: temp["swapped"])).Message;
+        Assert.Contains("differs from the model's in ", other);
+        Assert.Contains("; prepare the data with `stratus prepare --tokenizer-from ", other);
 
         Directory.Move(data, temp["moved"]);
         Assert.Contains("pass its folder with --data", Assert.Throws<StratusUserException>(() => Trainer.Resume(run)).Message);

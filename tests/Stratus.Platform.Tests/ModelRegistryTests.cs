@@ -133,6 +133,34 @@ public abstract class ModelRegistryTests(TestDatabases databases) : IDisposable
         Assert.Null(registry.WithFolderVersion(new Jobs.TrainArguments(null, "/data", "/runs/ft", [], InitFrom: folder)).InitFromVersion);
     }
 
+    /// <summary>A folder reached through a symbolic link (to the folder itself, or to a folder above
+    /// it) is the version's folder too, and so is a version registered through a link, found from the
+    /// folder it leads to: folders were compared as written, and a run started from the link
+    /// recorded no parent. A link to a copy of the files is still a folder of no version.</summary>
+    [Fact]
+    public void A_folder_reached_through_a_symbolic_link_is_the_version_that_refers_to_it()
+    {
+        var registry = OpenRegistry(new ManifestFolders());
+        var folder = Checkpoint("base", """{"v": 1}""");
+        var version = registry.Register(folder, "chat", null, null, "cli:test");
+        var linked = Directory.CreateSymbolicLink(Path.Combine(directory, "latest"), folder).FullName;
+        var above = Directory.CreateSymbolicLink(Path.Combine(directory, "home"), directory).FullName;
+        foreach (var path in new[] { linked, linked + Path.DirectorySeparatorChar, Path.Combine(above, "base"), Path.Combine(above, "latest") })
+        {
+            Assert.Equal("chat:1", registry.VersionAt(path)?.Reference);
+            Assert.Equal("chat:1", registry.VersionAt(path, version.Checkpoint.ManifestSha256)?.Reference);
+            var job = registry.WithFolderVersion(new Jobs.TrainArguments(null, "/data", "/runs/ft", [], InitFrom: path));
+            Assert.Equal((version.Checkpoint.Directory, "chat:1"), (job.InitFrom, job.InitFromVersion));
+        }
+        var copy = Checkpoint("copy", """{"v": 1}""");
+        Assert.Null(registry.VersionAt(Directory.CreateSymbolicLink(Path.Combine(directory, "to-copy"), copy).FullName));
+
+        // Registered through a link: the folder it leads to is that version.
+        var other = Checkpoint("other", """{"v": 2}""");
+        registry.Register(Directory.CreateSymbolicLink(Path.Combine(directory, "to-other"), other).FullName, "other", null, null, "cli:test");
+        Assert.Equal("other:1", registry.VersionAt(other)?.Reference);
+    }
+
     [Fact]
     public void A_name_past_64_characters_or_outside_the_charset_is_not_registered()
     {

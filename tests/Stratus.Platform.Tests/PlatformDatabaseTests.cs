@@ -286,10 +286,11 @@ public sealed class PlatformDatabaseTests : IDisposable
         var backups = Path.Combine(directory, "backups");
         var destination = Path.Combine(backups, PlatformDatabase.FileName);
 
-        var backup = PlatformDatabase.Open(directory).BackupTo(destination, "cli:alice");
+        // Dated by the clock given, not compared with the machine's (which may be stepped meanwhile).
+        var clock = new TestClock(new DateTimeOffset(2031, 5, 6, 7, 8, 9, TimeSpan.Zero));
+        var backup = PlatformDatabase.Open(directory).BackupTo(destination, "cli:alice", clock);
         var entry = Assert.Single(await stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.DatabaseBackedUp)));
-        Assert.Equal(("cli:alice", before.EntriesChecked + 1), (entry.Actor, entry.Sequence));
-        Assert.InRange(entry.Time, DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddMinutes(1));
+        Assert.Equal(("cli:alice", before.EntriesChecked + 1, clock.GetUtcNow()), (entry.Actor, entry.Sequence, entry.Time));
         var details = JsonNode.Parse(entry.Details)!;
         var sha256 = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(destination)));
         Assert.Equal((destination, new FileInfo(destination).Length, sha256), ((string?)details["file"], (long)details["bytes"]!, (string?)details["sha256"]));

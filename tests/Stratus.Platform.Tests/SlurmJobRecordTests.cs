@@ -237,4 +237,22 @@ public sealed class SlurmJobRecordTests : IDisposable
         Assert.Equal($"sbatch refused the job: {error}; ask for fewer --cpus-per-rank (each rank's must fit on one node, with its memory) or fewer --ranks (sinfo -o '%P %D %c %m' lists each partition's nodes, their CPUs and memory)", refusal.Message);
         Assert.IsType<JobExecutorUnavailableException>(SlurmJobExecutor.SbatchRefusal("Batch job submission failed: Unable to contact slurm controller (connect failure)"));
     }
+
+    /// <summary>sbatch that cannot reach the cluster suggests the local executor: the CLI's option
+    /// on the CLI, the request's field on the API (a 503 of POST /api/jobs said --executor before),
+    /// and so does the reason of the job it recorded failed, as each shows it; the database keeps
+    /// the CLI's words.</summary>
+    [Fact]
+    public void Sbatch_unreachable_names_the_executor_in_each_surfaces_words_and_so_does_the_failed_jobs_reason()
+    {
+        var refusal = Assert.IsType<JobExecutorUnavailableException>(SlurmJobExecutor.SbatchRefusal("Batch job submission failed: Unable to contact slurm controller (connect failure)"));
+        const string Cause = "sbatch refused the job: Batch job submission failed: Unable to contact slurm controller (connect failure); check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with ";
+        Assert.Equal((Cause + "--executor local", Cause + "'executor' local"), (refusal.Message, refusal.MessageOn(Stratus.Safety.Surface.Api)));
+
+        var partition = SlurmJobExecutor.SbatchRefusal("Batch job submission failed: Invalid partition name specified");
+        var failed = Running() with { State = JobState.Failed, Reason = "could not be started: " + partition.Message };
+        Assert.Equal("could not be started: sbatch refused the job: Batch job submission failed: Invalid partition name specified; give a 'partition' and 'time' the cluster takes (sinfo lists its partitions and their time limits), or submit with 'executor' local",
+            JobLog.ReasonOn(failed, Stratus.Safety.Surface.Api));
+        Assert.Equal(failed.Reason, JobLog.ReasonOn(failed, Stratus.Safety.Surface.Cli));
+    }
 }

@@ -13,6 +13,7 @@ using System.Threading.Channels;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Stratus.Platform;
+using Stratus.Platform.Tests;
 using Stratus.Server.Hosting;
 
 namespace Stratus.Server.Tests;
@@ -49,7 +50,11 @@ public sealed class AccessLogServer : IAsyncLifetime
     public HoldUntilAbortedFilter Hold { get; } = new();
     public TinyModelServer Server { get; }
 
-    public AccessLogServer() => Server = new TinyModelServer { WithAccessLog = true, ConfigureServices = services => services.AddSingleton<IGenerationFilter>(Hold) };
+    /// <summary>The server's clock, at a set instant: a line's time is compared with it, not with
+    /// the machine's wall clock, which may be stepped mid-test (NTP, an operator).</summary>
+    internal TestClock Clock { get; } = new(new DateTimeOffset(2031, 5, 6, 7, 8, 9, 250, TimeSpan.Zero));
+
+    public AccessLogServer() => Server = new TinyModelServer { WithAccessLog = true, Time = Clock, ConfigureServices = services => services.AddSingleton<IGenerationFilter>(Hold) };
 
     public Task InitializeAsync() => Server.InitializeAsync();
     public Task DisposeAsync() => Server.DisposeAsync();
@@ -119,7 +124,7 @@ public sealed class AccessLogTests(AccessLogServer fixture) : IClassFixture<Acce
         var key = (await Server.Keys.ListAsync()).Single(k => k.Name == "tests");
 
         var line = await LineAsync(requestId);
-        Assert.InRange(DateTime.Parse((string)line["time"]!, null, System.Globalization.DateTimeStyles.RoundtripKind), DateTime.UtcNow.AddMinutes(-5), DateTime.UtcNow);
+        Assert.Equal(fixture.Clock.GetUtcNow().UtcDateTime, DateTime.Parse((string)line["time"]!, null, System.Globalization.DateTimeStyles.RoundtripKind));
         Assert.Equal("127.0.0.1", (string?)line["client"]);
         Assert.Equal((key.Id, "tests"), ((string?)line["key_id"], (string?)line["key_name"]));
         Assert.Equal(("POST", "/v1/chat/completions", TinyModelServer.ModelName), ((string?)line["method"], (string?)line["path"], (string?)line["model"]));

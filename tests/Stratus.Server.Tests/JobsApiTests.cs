@@ -292,6 +292,8 @@ public sealed class JobsApiTests : IAsyncLifetime
             (new { data, @out = Path.Combine(folder, "a"), overrides = Tiny, resumes = true }, "resumes", "'resumes' is not a field of this request; its fields are config, data, out, overrides, executor, resume, init_from, partition, time, ranks and cpus_per_rank"),
             (Body("b", new { max_iters = "many" }), "overrides.max_iters", "'overrides.max_iters': max_iters must be a whole number, got \"many\""),
             (Body("c", new { n_layers = 2 }), "overrides.n_layers", "unknown config key 'n_layers' in 'overrides'; did you mean 'n_layer'?"),
+            // A size past what any model is built with: lowered through the override, not train's --n-layer.
+            (Body("e", new { n_layer = 2000 }), "overrides.n_layer", "n_layer 2000 is over 1,024; lower 'overrides.n_layer'"),
             (new { data, @out = data, overrides = Tiny }, "out", "dataset"),
             (new { data = Path.Combine(folder, "missing"), @out = Path.Combine(folder, "d"), overrides = Tiny }, "data", "does not exist"),
         })
@@ -381,6 +383,9 @@ public sealed class JobsApiTests : IAsyncLifetime
             trainer.Run();
         var outside = folder + "-outside";
         Directory.CreateDirectory(outside);
+        var otherText = Path.Combine(folder, "other-text");
+        File.WriteAllText(Path.Combine(folder, "other.txt"), string.Concat(Enumerable.Repeat("xyz\n", 400)));
+        DatasetPreparer.Prepare(Path.Combine(folder, "other.txt"), otherText, "char");
         try
         {
             Directory.CreateSymbolicLink(Path.Combine(folder, "escape"), outside);
@@ -400,6 +405,9 @@ public sealed class JobsApiTests : IAsyncLifetime
                 (new { resume = run, overrides = new { max_iters = 1 } }, "overrides.max_iters", "max_iters is 1 and the checkpoint"),
                 (new { init_from = Path.Combine(folder, "missing"), data, @out = Path.Combine(folder, "ft") }, "init_from", "missing"),
                 (new { init_from = run, data, @out = Path.Combine(folder, "ft"), overrides = new { n_embd = 32 } }, "overrides.n_embd", "'overrides.n_embd': n_embd 32 differs from the 'init_from' model's 16"),
+                // Data in another tokenizer: the field to change, and where such data is made (no request prepares any).
+                (new { init_from = run, data = otherText, @out = Path.Combine(folder, "ft") }, "data",
+                    "; give 'data' a dataset prepared with the model's tokenizer (stratus prepare on the server's host, taking it from "),
             })
             {
                 var (status, answer) = await Send(client.PostAsJsonAsync("/api/jobs", body));
@@ -877,6 +885,7 @@ public sealed class JobsApiTests : IAsyncLifetime
             // A submission sbatch cannot hand to the controller is Slurm's failure too, recorded failed.
             Fake("sbatch", "cat >/dev/null; echo 'sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)' >&2; exit 1");
             var slurm = new TinyModelServer { JobsCommand = Supervisor, JobsRoot = folder, JobsExecutors = [SlurmJobExecutor.ExecutorName] };
+            JsonObject listed;
             await slurm.InitializeAsync();
             try
             {
@@ -884,14 +893,19 @@ public sealed class JobsApiTests : IAsyncLifetime
                 using var slurmClient = slurm.AnonymousClient();
                 slurmClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", created.Secret);
                 (status, error) = await Send(slurmClient.PostAsJsonAsync("/api/jobs", Body("slurm-run-2")));
+                (_, listed) = await Send(slurmClient.GetAsync("/api/jobs"));
             }
             finally
             {
                 await slurm.DisposeAsync();
             }
             Assert.True(status == HttpStatusCode.ServiceUnavailable, error.ToJsonString());
-            Assert.Equal("sbatch refused the job: Batch job submission failed: Unable to contact slurm controller (connect failure); check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local",
+            // In the API's words: the request's 'executor', not jobs submit's --executor.
+            Assert.Equal("sbatch refused the job: Batch job submission failed: Unable to contact slurm controller (connect failure); check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with 'executor' local",
                 (string)error["error"]!["message"]!);
+            // And so is the reason of the job it recorded failed, as the list (and the dashboard) shows it.
+            var notStarted = listed["data"]!.AsArray().Single(j => (string)j!["arguments"]!["out"]! == Path.Combine(folder, "slurm-run-2"))!;
+            Assert.Equal(("failed", "could not be started: " + (string)error["error"]!["message"]!), ((string)notStarted["state"]!, (string)notStarted["reason"]!));
 
             // Neither cancel reached the job: its failure, once Slurm answers, is a failure, not a cancel.
             Fake("scontrol", "echo 'JobId=42 JobName=job-0000005c JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 StartTime=2026-11-27T10:00:00 NodeList=node1 NumTasks=1'");

@@ -165,6 +165,47 @@ public sealed class RepeatedFailureLogTests
         }
     }
 
+    /// <summary>A failure ended only when a request's usage was recorded (a write): a server that
+    /// only read once its database was back (a balancer's probes, which keep it out of rotation
+    /// until they pass; requests that record no usage) never said that it answered again, and the
+    /// failure that came next was not said at once. A read that answers now ends a failure in which
+    /// no write failed: /ready's check, or a request's key read.</summary>
+    [Fact]
+    public async Task A_database_back_is_said_at_the_first_read_that_answers_where_no_write_failed()
+    {
+        var (fixture, log) = await StartLoggedAsync();
+        try
+        {
+            string[] tables = ["api_keys", "usage_daily", "safety_policies", "blocklists", "audit_log"];
+            void Break() => fixture.Sql(string.Concat(tables.Select(table => $"ALTER TABLE {table} RENAME TO {table}_away;")));
+            void Mend() => fixture.Sql(string.Concat(tables.Select(table => $"ALTER TABLE {table}_away RENAME TO {table};")));
+            bool Said(LogLine line) => line.Level >= LogLevel.Warning;
+
+            Break();
+            for (var i = 0; i < 2; i++)
+                using (var probe = await fixture.Http.GetAsync("/ready")) Assert.Equal(HttpStatusCode.ServiceUnavailable, probe.StatusCode);
+            using (var refused = await fixture.Http.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+            Mend();
+            // The balancer's next probe passes: the database answers again, said at once.
+            using (var probe = await fixture.Http.GetAsync("/ready")) Assert.Equal(HttpStatusCode.OK, probe.StatusCode);
+            var said = await LinesAsync(log, Said, 3);
+            Assert.Equal("The platform database answers again; 0 more request(s) and 1 readiness probe(s) failed since the last line", said[2].Message);
+
+            // Failing again is said at once, and a request that reads its key ends it.
+            Break();
+            using (var refused = await fixture.Http.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+            Mend();
+            using (var read = await fixture.Http.GetAsync("/v1/models")) Assert.Equal(HttpStatusCode.OK, read.StatusCode);
+            said = await LinesAsync(log, Said, 5);
+            Assert.StartsWith("The platform database failed 1 request(s): ", said[3].Message);
+            Assert.Equal("The platform database answers again; 0 more request(s) failed since the last line", said[4].Message);
+        }
+        finally
+        {
+            await fixture.DisposeAsync();
+        }
+    }
+
     /// <summary>A key read that succeeded ended the failure ("answers again"), but a lock another
     /// process holds fails writes alone (in WAL mode reads go on): a write refused, any request's
     /// key read, a write refused again gave an error and a warning a request, the line a request

@@ -56,6 +56,8 @@ public sealed class TinyModelServer : IAsyncLifetime
     public IReadOnlyList<string> JobsExecutors { get; init; } = new ServeOptions().JobsExecutors;
     /// <summary>Writes an access log to <see cref="AccessLogPath"/>.</summary>
     public bool WithAccessLog { get; init; }
+    /// <summary>The server's clock (ServeOptions.Time).</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
     public string AccessLogPath => Path.Combine(folder, "access.log");
     /// <summary>Proxies whose X-Forwarded-For is believed (--forwarded-allow-ips).</summary>
     public IReadOnlyList<System.Net.IPNetwork> ForwardedAllowIps { get; init; } = [];
@@ -116,6 +118,7 @@ public sealed class TinyModelServer : IAsyncLifetime
             ShutdownGracePeriod = ShutdownGracePeriod,
             Trust = new TrustOptions { DataDir = DataDir, ExtraSafetyProviders = ExtraSafetyProviders, InsecureNoAuth = InsecureNoAuth },
             AccessLog = WithAccessLog ? AccessLogPath : null,
+            Time = Time,
             JobsCommand = JobsCommand,
             JobsRoot = JobsRoot,
             JobsExecutors = JobsExecutors,

@@ -1,5 +1,6 @@
 // The shape of a decoder: everything needed to build the module and nothing about training.
 using System.Text.Json.Serialization;
+using Stratus.Safety;
 
 namespace Stratus.Models;
 
@@ -49,10 +50,14 @@ public sealed record ModelConfig
     /// the error then says which file is wrong rather than which option to change.</summary>
     public void Validate(int? maxBlockSize = null, string? file = null)
     {
-        void Require(bool condition, string problem, string? fix = null)
+        // A fix that lowers a key names it as the surface showing the error does: train's --n-layer,
+        // a job submission's 'overrides.n_layer'; the key is the error's Param.
+        void Require(bool condition, string problem, string? fix = null, string? lower = null)
         {
             if (condition) return;
-            throw new StratusUserException(file is not null ? $"{file} describes no model Stratus can build: {problem}" : fix is null ? problem : $"{problem}; {fix}");
+            if (file is not null) throw new StratusUserException($"{file} describes no model Stratus can build: {problem}");
+            throw lower is null ? new StratusUserException(fix is null ? problem : $"{problem}; {fix}")
+                : new StratusUserException(s => $"{problem}; lower {s.Option(Surface.OverridesPrefix + lower)}") { Param = lower };
         }
 
         Require(Architecture is "gpt2" or "llama", $"unknown architecture '{Architecture}'; supported: gpt2, llama");
@@ -62,8 +67,8 @@ public sealed record ModelConfig
         Require(NEmbd > 0, "n_embd must be positive");
         // Far above any released model (Llama 3.1 405B: 126 layers, 16,384 wide); beyond them
         // sizes such as the MLP's width would overflow.
-        Require(NLayer <= 1024, $"n_layer {NLayer} is over 1,024", "lower --n-layer");
-        Require(NEmbd <= 65536, $"n_embd {NEmbd} is over 65,536", "lower --n-embd");
+        Require(NLayer <= 1024, $"n_layer {NLayer} is over 1,024", lower: "n_layer");
+        Require(NEmbd <= 65536, $"n_embd {NEmbd} is over 65,536", lower: "n_embd");
         // Checked before anything is built: a config from a file names these sizes, and tables
         // sized by them (embeddings, rotary angles) would be allocated before any weight is read.
         Require(VocabSize <= 1 << 22, $"vocab_size {VocabSize} is over 4,194,304");
@@ -71,7 +76,7 @@ public sealed record ModelConfig
         Require(NEmbd % NHead == 0, $"n_embd ({NEmbd}) must be divisible by n_head ({NHead})", "pick n_embd as a multiple of n_head");
         Require(BlockSize > 0, "block_size must be positive");
         if (maxBlockSize is { } max)
-            Require(BlockSize <= max, $"block_size {BlockSize} is over the model's maximum context of {max}", "lower --block-size");
+            Require(BlockSize <= max, $"block_size {BlockSize} is over the model's maximum context of {max}", lower: "block_size");
         Require(Dropout is >= 0 and < 1, $"dropout must be in [0, 1), got {Dropout}");
         Require(KvHeads > 0 && NHead % KvHeads == 0, $"n_head ({NHead}) must be a multiple of n_kv_head ({KvHeads})");
         Require(MlpWidth > 0, "intermediate_size must be positive");

@@ -232,7 +232,9 @@ public sealed class Checkpoint
     public void RequireTokenizerOf(string dataDirectory, ITokenizer datasetTokenizer)
     {
         if (!TokenizerStore.Utf8(Tokenizer).AsSpan().SequenceEqual(TokenizerStore.Utf8(datasetTokenizer)))
-            throw new StratusUserException($"the tokenizer of {dataDirectory} differs from the model's in {Directory}; prepare the data with `stratus prepare --tokenizer-from {Directory}`");
+            throw new StratusUserException(s => $"the tokenizer of {dataDirectory} differs from the model's in {Directory}; " + s.Pick($"prepare the data with `stratus prepare --tokenizer-from {Directory}`",
+                // A job's submission prepares no data: its dataset is made on the server's host.
+                $"give {s.Option("data")} a dataset prepared with the model's tokenizer (stratus prepare on the server's host, taking it from {Directory})"));
     }
 
     /// <summary>The checkpoint's model with its weights, built on the CPU and moved to

@@ -2,6 +2,8 @@
 // scontrol, sacct, scancel) hands each to a cluster's scheduler. The job service records the job and
 // its audit entries; the executor starts it, says what became of one whose start or end nobody
 // recorded, and stops one.
+using Stratus.Safety;
+
 namespace Stratus.Platform.Jobs;
 
 /// <summary>How a job that the database still calls queued or running ended, where the executor
@@ -39,8 +41,19 @@ public sealed class JobReading
 /// <summary>The scheduler an executor hands jobs to cannot be asked now (Slurm's controller down
 /// or unreachable, a command of its that does not answer): nothing the request did wrong, the
 /// operator's to fix, and the same request may pass later. An IOException, as any failure of the
-/// machine's is, so the CLI prints its one line (exit 2); the server answers 503.</summary>
-public sealed class JobExecutorUnavailableException(string message) : IOException(message);
+/// machine's is, so the CLI prints its one line (exit 2); the server answers 503, in the API's
+/// words where the message names what the user may give instead (see Surface).</summary>
+public sealed class JobExecutorUnavailableException(string message) : IOException(message)
+{
+    readonly Func<Surface, string>? worded;
+
+    /// <summary>A message that names what the user may give (another executor), composed for the
+    /// surface that shows it (<see cref="MessageOn"/>); <see cref="Exception.Message"/> is the CLI's.</summary>
+    public JobExecutorUnavailableException(Func<Surface, string> message) : this(message(Surface.Cli)) => worded = message;
+
+    /// <summary>The message in <paramref name="surface"/>'s words.</summary>
+    public string MessageOn(Surface surface) => worded?.Invoke(surface) ?? Message;
+}
 
 public interface IJobExecutor
 {

@@ -3,6 +3,7 @@
 // (older Stratus versions read it too); the API shows it with the hints it names (how to continue
 // the run, a longer time limit) spelled in the API's (ReasonOn), each composed by the one function here.
 using System.Globalization;
+using System.Text.RegularExpressions;
 using Stratus.Safety;
 
 namespace Stratus.Platform.Jobs;
@@ -19,12 +20,23 @@ public static class JobLog
             ? $"{stopped}; continue it with {ContinueRun(job, Surface.Cli)}"
             : unsaved;
 
+    /// <summary>The reason of a job its executor refused to start: the refusal's message, in the CLI's words.</summary>
+    public static string NotStarted(string refusal) => NotStartedPrefix + refusal;
+
+    const string NotStartedPrefix = "could not be started: ";
+
+    /// <summary>The submission's fields whose options an executor's refusal names (give a --partition
+    /// the cluster takes, or submit with --executor local: SlurmJobExecutor's).</summary>
+    static readonly string[] SubmissionFields = ["executor", "partition", "time", "ranks", "cpus_per_rank"];
+
     /// <summary>The job's <see cref="Job.Reason"/> in <paramref name="surface"/>'s words: the hints
-    /// it was recorded with in the CLI's (<see cref="ContinueRun"/>, <see cref="LongerTimeLimit"/>)
-    /// spelled again, from the same job, in the surface's.</summary>
-    public static string? ReasonOn(Job job, Surface surface) => job.Reason?
-        .Replace(ContinueRun(job, Surface.Cli), ContinueRun(job, surface), StringComparison.Ordinal)
-        .Replace(LongerTimeLimit(Surface.Cli), LongerTimeLimit(surface), StringComparison.Ordinal);
+    /// it was recorded with in the CLI's (<see cref="ContinueRun"/>, <see cref="LongerTimeLimit"/>,
+    /// the options an executor's refusal to start it names) spelled again, from the same job, in the surface's.</summary>
+    public static string? ReasonOn(Job job, Surface surface) => job.Reason is not { } reason ? null
+        : reason.StartsWith(NotStartedPrefix, StringComparison.Ordinal)
+            ? SubmissionFields.Aggregate(reason, (text, field) => Regex.Replace(text, $@"(?<![\w-]){Regex.Escape(Surface.OptionOf(field))}(?![\w-])", surface.Option(field)))
+            : reason.Replace(ContinueRun(job, Surface.Cli), ContinueRun(job, surface), StringComparison.Ordinal)
+                .Replace(LongerTimeLimit(Surface.Cli), LongerTimeLimit(surface), StringComparison.Ordinal);
 
     /// <summary>What a job that reached its time limit is submitted again with.</summary>
     public static string LongerTimeLimit(Surface surface) => $"submit with a longer {surface.Option("time")}";

@@ -78,7 +78,7 @@ public sealed class JobService(SqlJobStore store, IReadOnlyList<IJobExecutor> ex
         }
         catch (Exception e)
         {
-            store.RecordEnd(id, new JobEnd(JobState.Failed, null, $"could not be started: {e.Message}"));
+            store.RecordEnd(id, new JobEnd(JobState.Failed, null, JobLog.NotStarted(e.Message)));
             throw;
         }
         store.SetExecutorReference(id, reference);

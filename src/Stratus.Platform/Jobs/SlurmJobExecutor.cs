@@ -162,7 +162,7 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
         if (error.Contains("Requested node configuration is not available", StringComparison.Ordinal)
             || error.Contains("More processors requested than permitted", StringComparison.Ordinal))
             return new TrustUserException(s => $"sbatch refused the job: {error}; ask for fewer {s.Option("cpus_per_rank")} (each rank's must fit on one node, with its memory) or fewer {s.Option("ranks")} (sinfo -o '%P %D %c %m' lists each partition's nodes, their CPUs and memory)");
-        return new JobExecutorUnavailableException($"sbatch refused the job: {error}; check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with --executor local");
+        return new JobExecutorUnavailableException(s => $"sbatch refused the job: {error}; check that Slurm's commands reach the cluster (sinfo; SLURM_CONF names its slurm.conf), or submit with {s.Option("executor")} local");
     }
 
     /// <summary>The fewest CPUs a node of <paramref name="partition"/> (null: the cluster's

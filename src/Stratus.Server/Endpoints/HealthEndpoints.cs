@@ -49,8 +49,15 @@ public static class HealthEndpoints
     /// which database and why, as it does for the requests it fails.</summary>
     static async Task<string?> DatabaseProblemAsync(HttpContext http, StratusTrust trust, ILoggerFactory loggers, CancellationToken cancellation)
     {
-        if (await trust.Database.ProblemAsync(cancellation) is not { } problem) return null;
-        trust.LogStorageFailure(loggers.CreateLogger(typeof(HealthEndpoints).FullName!), problem, http.Request.Path, http.TraceIdentifier);
+        var logger = loggers.CreateLogger(typeof(HealthEndpoints).FullName!);
+        if (await trust.Database.ProblemAsync(cancellation) is not { } problem)
+        {
+            // It answered a read: a balancer's probes say so once the database is back, before (or
+            // without) any request that writes, as the server is out of rotation until they pass.
+            trust.LogStorageAnswers(logger, wrote: false);
+            return null;
+        }
+        trust.LogStorageFailure(logger, problem, http.Request.Path, http.TraceIdentifier);
         return "its database of keys, usage and safety settings cannot be used (the server's log says why); it is ready again once the database answers";
     }
 

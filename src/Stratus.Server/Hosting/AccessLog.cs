@@ -128,15 +128,17 @@ public sealed partial class AccessLog : IAsyncDisposable
     readonly Channel<AccessLogEntry> queue;
     readonly Meter meter;
     readonly Task writer;
-    readonly LogThrottle drops = new();
+    readonly LogThrottle drops;
     long dropped, droppedReported;
     bool failing;
 
-    AccessLog(string? path, Stream? stream, int capacity, ILogger logger)
+    AccessLog(string? path, Stream? stream, int capacity, ILogger logger, TimeProvider? time)
     {
         this.path = path;
         this.stream = stream;
         this.logger = logger;
+        Time = time ?? TimeProvider.System;
+        drops = new LogThrottle(Time);
         // Wait mode only makes TryWrite say false when full (nothing waits): that line is counted.
         queue = Channel.CreateBounded<AccessLogEntry>(new BoundedChannelOptions(capacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
         meter = new Meter(ServingMetrics.MeterName);
@@ -148,12 +150,15 @@ public sealed partial class AccessLog : IAsyncDisposable
     /// <summary>Lines lost so far: dropped from a full queue, or in a write that failed.</summary>
     public long Dropped => Interlocked.Read(ref dropped);
 
+    /// <summary>The clock a line's time is read from (the server's: the system's unless a test sets it).</summary>
+    public TimeProvider Time { get; }
+
     /// <summary>Opens the log at <paramref name="path"/> (created with mode 0640 where it does
-    /// not exist, else appended to), or standard output for "-".</summary>
+    /// not exist, else appended to), or standard output for "-"; its lines dated by <paramref name="time"/>.</summary>
     /// <exception cref="StratusUserException">The file cannot be opened for writing.</exception>
-    public static AccessLog Open(string path, ILogger logger, int capacity = DefaultCapacity)
+    public static AccessLog Open(string path, ILogger logger, int capacity = DefaultCapacity, TimeProvider? time = null)
     {
-        if (path == StandardOutput) return new AccessLog(null, Console.OpenStandardOutput(), capacity, logger);
+        if (path == StandardOutput) return new AccessLog(null, Console.OpenStandardOutput(), capacity, logger, time);
         FileStream file;
         try
         {
@@ -167,13 +172,13 @@ public sealed partial class AccessLog : IAsyncDisposable
         if (file.CanSeek)
         {
             file.Dispose();
-            return new AccessLog(path, null, capacity, logger);
+            return new AccessLog(path, null, capacity, logger, time);
         }
         // A pipe (a FIFO a shipper reads, /dev/stdout in a container) is held open and written
         // in order, as standard output is: it has no end to find (asking stopped the writer at the
         // first line, for good), and a FIFO's reader would meet its end at each batch's close.
         if (OperatingSystem.IsLinux()) WaitOnWrites(file.SafeFileHandle);
-        return new AccessLog(path, file, capacity, logger);
+        return new AccessLog(path, file, capacity, logger, time);
     }
 
     /// <summary>The file at <paramref name="path"/>, open for writing only: a log this user may
@@ -405,7 +410,7 @@ public sealed class AccessLogMiddleware(RequestDelegate next, AccessLog log)
         var request = context.Request;
         // A key sent where none belongs (a path a client built from it, percent-encoded or not: the
         // path is decoded here) is cut to its id, as in the server's own log.
-        var entry = new AccessLogEntry(DateTime.UtcNow, Stopwatch.GetTimestamp(), context.Connection.RemoteIpAddress, request.Method, ApiKeyFormat.Redact(request.Path.Value ?? "/"), context.TraceIdentifier);
+        var entry = new AccessLogEntry(log.Time.GetUtcNow().UtcDateTime, Stopwatch.GetTimestamp(), context.Connection.RemoteIpAddress, request.Method, ApiKeyFormat.Redact(request.Path.Value ?? "/"), context.TraceIdentifier);
         context.Features.Set(entry);
         var completed = false;
         try

@@ -48,7 +48,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ServingMetrics metrics
                 Stratus.Inference.EngineStepFailedException failed => new ApiException(503, failed.Message, code: "model_step_failed") { RetryAfterSeconds = 1 },
                 PlatformStorageException => OpenAIErrors.StorageUnavailable().Error,
                 // Slurm's controller down: the job is as it was, and the same request may pass later.
-                Stratus.Platform.Jobs.JobExecutorUnavailableException scheduler => new ApiException(503, scheduler.Message, code: "scheduler_unavailable") { RetryAfterSeconds = 30 },
+                Stratus.Platform.Jobs.JobExecutorUnavailableException scheduler => new ApiException(503, scheduler.MessageOn(Stratus.Safety.Surface.Api), code: "scheduler_unavailable") { RetryAfterSeconds = 30 },
                 Stratus.Safety.SafetyProviderUnavailableException provider => OpenAIErrors.ContentFilterUnavailable(provider).Error,
                 JsonException => ApiException.Invalid("We could not parse the JSON body of your request."),
                 OperationCanceledException when ended => new ApiException(503, "The server is shutting down and ended this request; retry it.", code: "server_shutting_down") { RetryAfterSeconds = 1 },

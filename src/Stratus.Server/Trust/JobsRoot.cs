@@ -3,6 +3,7 @@
 // dataset and write a run folder anywhere that user may write (beside the server's own data, a
 // home folder's dot files). Links are followed before the check, as the training follows them, so
 // a link inside the root that leads out of it is refused as its target would be.
+using Stratus.Platform;
 using Stratus.Safety;
 
 namespace Stratus.Server.Trust;
@@ -39,32 +40,8 @@ public sealed class JobsRoot
 
     bool Beneath(string resolved) => resolved.StartsWith(Folder.EndsWith(Path.DirectorySeparatorChar) ? Folder : Folder + Path.DirectorySeparatorChar, StringComparison.Ordinal);
 
-    /// <summary>POSIX realpath for a path that may not exist yet: every link among its existing
-    /// parts followed, the parts that do not exist kept as written. .NET resolves only a path's
-    /// last link (FileSystemInfo.ResolveLinkTarget), so the parts are walked here.</summary>
-    static string Resolve(string path)
-    {
-        var current = Path.GetPathRoot(path)!;
-        var links = 0;
-        var parts = new Queue<string>(path[current.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries));
-        while (parts.TryDequeue(out var part))
-        {
-            if (part == ".") continue;
-            if (part == "..") { current = Path.GetDirectoryName(current) ?? current; continue; }
-            var next = Path.Combine(current, part);
-            if (new FileInfo(next).LinkTarget is { } target)
-            {
-                // As the kernel's ELOOP: a cycle of links is no path.
-                if (++links > 40) throw new TrustUserException($"{path} goes through too many symbolic links");
-                // The target's own parts, links among them, are walked in place of the link's.
-                var rest = parts.ToArray();
-                var absolute = Path.IsPathFullyQualified(target) ? target : Path.Combine(current, target);
-                current = Path.GetPathRoot(absolute)!;
-                parts = new Queue<string>([.. absolute[current.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries), .. rest]);
-                continue;
-            }
-            current = next;
-        }
-        return current;
-    }
+    /// <summary>The path, its links followed (<see cref="RealPath"/>).</summary>
+    static string Resolve(string path) =>
+        // As the kernel's ELOOP: a cycle of links is no path.
+        RealPath.Of(path) ?? throw new TrustUserException($"{path} goes through too many symbolic links");
 }

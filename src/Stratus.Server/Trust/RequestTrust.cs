@@ -117,9 +117,8 @@ public sealed class RequestTrust
         }
         if (failures.Failing && failures.End() is { } unsaid)
             logger.LogWarning("Usage recorded again; {Requests} more request(s) had their usage lost since the last line", unsaid);
-        // A write taken: the database answers again (reads alone go on under another process's
-        // lock, which fails every write).
-        trust.LogStorageAnswers(logger);
+        // A write taken: the database answers again, whatever failed before.
+        trust.LogStorageAnswers(logger, wrote: true);
     }
 
     /// <summary>Checks a prompt (a completions prompt, or a chat's messages joined) under the

@@ -80,6 +80,7 @@ public sealed class StratusTrust
     internal void LogStorageFailure(ILogger logger, PlatformStorageException e, PathString path, string requestId)
     {
         logger.LogDebug(e, "The platform database failed serving {Path} (request {RequestId})", path, requestId);
+        if (e.Writing) writesFailed = true;
         if (HealthEndpoints.IsReadinessProbe(path))
         {
             if (ProbeStorageFailures.Add() is var probes and > 0)
@@ -89,12 +90,20 @@ public sealed class StratusTrust
             logger.LogError("The platform database failed {Requests} request(s): {Cause} (said at most once a minute while it lasts)", failed, e.Message.TrimEnd('.'));
     }
 
-    /// <summary>Says that the platform database answers again (it took a write: a request's usage
-    /// recorded; a key read is no sign, as reads go on under a lock that fails writes), with the
-    /// failed requests and probes no line has named; nothing when it was not failing.</summary>
-    internal void LogStorageAnswers(ILogger logger)
+    /// <summary>Whether a write failed since the database last answered again (see <see cref="LogStorageAnswers"/>).</summary>
+    volatile bool writesFailed;
+
+    /// <summary>Says that the platform database answers again, with the failed requests and probes
+    /// no line has named; nothing when it was not failing. Any use that answered says so (a write
+    /// <paramref name="wrote"/>: a request's usage recorded; a read: a request's key read, /ready's
+    /// check) but a read after a write failed: reads go on under a lock another process holds or on
+    /// a full disk, which fail every write, and a read answering then would end the failure at
+    /// every request (a line each, what the throttle is there to stop).</summary>
+    internal void LogStorageAnswers(ILogger logger, bool wrote)
     {
         if (!StorageFailures.Failing && !ProbeStorageFailures.Failing) return;
+        if (!wrote && writesFailed) return;
+        writesFailed = false;
         var requests = StorageFailures.End() ?? 0;
         if (ProbeStorageFailures.End() is { } probes)
             logger.LogWarning("The platform database answers again; {Requests} more request(s) and {Probes} readiness probe(s) failed since the last line", requests, probes);

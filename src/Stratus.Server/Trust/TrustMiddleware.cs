@@ -108,6 +108,8 @@ public sealed class TrustAuthenticationMiddleware(RequestDelegate next, StratusT
             }));
             return;
         }
+        // The key's row was read: a database that failed reads answers them again.
+        trust.LogStorageAnswers(logger, wrote: false);
         var key = result.Key!;
         // Named in the access log whether it is let in or refused below.
         AccessLogEntry.Of(context)?.Key = key;

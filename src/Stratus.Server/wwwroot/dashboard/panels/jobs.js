@@ -305,6 +305,10 @@ export default {
     // Slurm's columns only where a Slurm job is listed, and Cancel beside the state: the table
     // then fits 1280 px, and a narrower window that scrolls it sideways still shows the button.
     const slurmListed = jobs.some(j => j.executor === "slurm");
+    // Without a form the server takes no submissions (its POST /api/jobs answers 403): the jobs it
+    // lists are those `stratus jobs submit` records on its host, in its data directory.
+    const none = own.form ? "No jobs yet."
+      : "No jobs. This server takes none through its API (its operator enables that with serve --jobs-root); jobs submitted on its host with `stratus jobs submit` are listed here.";
     const listed = table("Jobs, newest first", [
       { label: "Job", value: j => el("code", {}, j.id) },
       // Focusable from script only (the dialog puts focus there after a cancel), and by an id that the
@@ -325,7 +329,7 @@ export default {
         { label: "Time limit", value: j => j.slurm?.time_limit ?? j.arguments.time ?? "" },
         { label: "Nodes", value: j => j.slurm?.nodes ?? "" },
       ] : []),
-    ], jobs, own.form ? "No jobs yet." : "No jobs. Submit one with `stratus jobs submit` or POST /api/jobs.");
+    ], jobs, none);
     if (jobs.length === 0) return [...kept, listed];
     // The job chosen, else the newest with a step logged (running ones first), else the newest
     // running one, else the newest: a job queued or failed before its first step has no curve.

@@ -106,6 +106,32 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task An_empty_prompt_echoes_as_nothing_and_the_token_it_starts_from_takes_no_characters()
+    {
+        // The model starts an empty prompt from a token of its own (end-of-text, or this char
+        // model's newline), which the client did not write: like a BOS, it is listed among the
+        // echo's tokens but is not in its text, so the offsets still slice the text.
+        foreach (var prompt in new object[] { "", new[] { new int[0] } })
+            foreach (var stream in new[] { false, true })
+            {
+                var body = new Dictionary<string, object?> { ["model"] = "tiny", ["prompt"] = prompt, ["max_tokens"] = 3, ["temperature"] = 0, ["echo"] = true, ["logprobs"] = 0, ["stream"] = stream };
+                using var response = await Http.PostAsJsonAsync("/v1/completions", body);
+                var json = await response.Content.ReadAsStringAsync();
+                Assert.True(response.IsSuccessStatusCode, json);
+                var choices = stream
+                    ? json.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => JsonNode.Parse(l["data: ".Length..])!["choices"]!.AsArray()).Where(c => c.Count > 0).Select(c => c[0]!).ToList()
+                    : [JsonNode.Parse(json)!["choices"]![0]!];
+                var text = string.Concat(choices.Select(c => (string)c["text"]!));
+                var logprobs = choices.Where(c => c["logprobs"] is JsonObject).Select(c => c["logprobs"]!).ToList();
+                var tokens = logprobs.SelectMany(l => l["tokens"]!.AsArray().Select(t => (string)t!)).ToList();
+                var offsets = logprobs.SelectMany(l => l["text_offset"]!.AsArray().Select(o => (int)o!)).ToList();
+                Assert.Equal(3, text.Length);
+                Assert.Equal(["\n", .. text.Select(c => c.ToString())], tokens);
+                Assert.Equal([0, 0, 1, 2], offsets);
+            }
+    }
+
+    [Fact]
     public async Task Echo_with_logprobs_scores_the_prompt_as_generation_did()
     {
         var generated = await PostJson("/v1/completions", new { model = "tiny", prompt = "Good morrow", max_tokens = 5, temperature = 0, logprobs = 1 });

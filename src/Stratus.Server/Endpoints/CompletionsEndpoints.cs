@@ -52,10 +52,11 @@ public static class CompletionsEndpoints
                     continue;
                 }
             }
-            // A model needs one token to condition on: start an empty prompt from end-of-text or a newline.
+            promptTexts.Add(text ?? tokenizer.Decode(ids));
+            // A model needs one token to condition on: start an empty prompt from end-of-text or a
+            // newline, which the client did not write, so its echo is still empty (GenerationRun.EchoedText).
             if (ids.Length == 0) ids = tokenizer.EndOfTextId is { } eot ? [eot] : RequestParser.Encode(tokenizer, "\n", "prompt", addSpecialTokens: false);
             promptTokens.Add(ids);
-            promptTexts.Add(text ?? tokenizer.Decode(ids));
             specialTokensAdded.Add(text is not null && addSpecialTokens);
             longest = Math.Max(longest, ids.Length);
         }

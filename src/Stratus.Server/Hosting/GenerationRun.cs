@@ -89,10 +89,12 @@ public sealed class GenerationRun : IAsyncDisposable
     public IReadOnlyList<GeneratedToken>? PromptLogprobs(int choice) => promptLogprobs[choice];
 
     /// <summary>The text of a prompt's token in its echo (text_offset counts it): the token
-    /// decoded alone, or nothing for a special token the tokenizer put around a text prompt (a
-    /// Llama's BOS), which the client did not write and <see cref="PromptTexts"/> does not hold.</summary>
+    /// decoded alone, or nothing for a token the client did not write and <see cref="PromptTexts"/>
+    /// does not hold: a special token the tokenizer put around a text prompt (a Llama's BOS), or
+    /// the one an empty prompt starts from.</summary>
     public string EchoedText(int prompt, int index)
     {
+        if (PromptTexts[prompt].Length == 0) return "";
         var tokens = Prompts[prompt];
         var tokenizer = context.Model.Tokenizer;
         var around = tokenizer.SpecialTokensAround;

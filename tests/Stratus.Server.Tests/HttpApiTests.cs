@@ -148,7 +148,33 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         Assert.Equal("length", (string)scored["choices"]![0]!["finish_reason"]!);
         var tail = values.Skip(values.Count - 5).Select(v => (double)v!).ToArray();
         for (var i = 0; i < 5; i++) Assert.Equal(expected[i], tail[i], 3);
-        Assert.Single(logprobs["top_logprobs"]![1]!.AsObject());
+        // The likeliest token and the prompt's own: logprobs + 1 at most, as OpenAI's.
+        var second = logprobs["top_logprobs"]![1]!.AsObject();
+        Assert.InRange(second.Count, 1, 2);
+        Assert.Equal((double)values[1]!, (double)second["o"]!);
+    }
+
+    [Fact]
+    public async Task Legacy_top_logprobs_always_hold_the_chosen_token_as_OpenAI_documents()
+    {
+        // OpenAI's completions: "The API will always return the logprob of the sampled token, so
+        // there may be up to logprobs+1 elements" (vLLM's too); an echoed prompt's token alike.
+        // At temperature 2 on random weights the token drawn is rarely the likeliest one.
+        foreach (var logprobs in new[] { 0, 1 })
+        {
+            var result = await PostJson("/v1/completions", new { model = "tiny", prompt = "Good morrow", max_tokens = 8, temperature = 2, seed = 3, echo = true, logprobs });
+            var lp = result["choices"]![0]!["logprobs"]!;
+            var tokens = lp["tokens"]!.AsArray().Select(t => (string)t!).ToList();
+            var values = lp["token_logprobs"]!.AsArray();
+            var top = lp["top_logprobs"]!.AsArray();
+            Assert.Null(top[0]);
+            for (var i = 1; i < tokens.Count; i++)
+            {
+                var alternatives = top[i]!.AsObject();
+                Assert.InRange(alternatives.Count, 1, logprobs + 1);
+                Assert.Equal((double)values[i]!, (double)alternatives[tokens[i]]!);
+            }
+        }
     }
 
     [Fact]

@@ -181,10 +181,14 @@ public static class CompletionsEndpoints
         return new CompletionLogprobs(tokens, values, top, offsets);
     }
 
+    /// <summary>The token's alternatives and the token itself, as OpenAI documents the legacy
+    /// field ("always return the logprob of the sampled token, so there may be up to logprobs+1
+    /// elements") and vLLM writes it; the chat API's top_logprobs are the likeliest only.</summary>
     static Dictionary<string, float> Alternatives(ITokenizer tokenizer, GeneratedToken token)
     {
         var alternatives = new Dictionary<string, float>();
         foreach (var alternative in token.TopLogprobs ?? []) alternatives.TryAdd(TokenSpelling.Text(tokenizer, alternative.Token), alternative.Logprob);
+        alternatives.TryAdd(TokenSpelling.Text(tokenizer, token.Token), token.Logprob);
         return alternatives;
     }
 }

@@ -88,27 +88,35 @@ public sealed class GenerationRun : IAsyncDisposable
     /// has been read.</summary>
     public IReadOnlyList<GeneratedToken>? PromptLogprobs(int choice) => promptLogprobs[choice];
 
-    /// <summary>The text of a prompt's token in its echo (text_offset counts it): the token
-    /// decoded alone, or nothing for a token the client did not write and <see cref="PromptTexts"/>
-    /// does not hold: a special token the tokenizer put around a text prompt (a Llama's BOS), or
-    /// the one an empty prompt starts from.</summary>
-    public string EchoedText(int prompt, int index)
+    /// <summary>The text of each of a prompt's tokens in its echo (text_offset counts them): as
+    /// the prompt's text is decoded token by token, the way vLLM's incremental detokenizer gives
+    /// them: a token that holds only part of a character has none, and the one that completes it
+    /// the whole character (decoded alone, each part would read U+FFFD). Nothing for a token the
+    /// client did not write and <see cref="PromptTexts"/> does not hold: a special token the
+    /// tokenizer put around a text prompt (a Llama's BOS), or the one an empty prompt starts from.</summary>
+    public string[] EchoedTexts(int prompt)
     {
-        if (PromptTexts[prompt].Length == 0) return "";
         var tokens = Prompts[prompt];
+        var texts = new string[tokens.Length];
+        Array.Fill(texts, "");
+        if (PromptTexts[prompt].Length == 0) return texts;
         var tokenizer = context.Model.Tokenizer;
         var around = tokenizer.SpecialTokensAround;
         var (before, after) = context.SpecialTokensAdded[prompt] ? (around.Before.Count, around.After.Count) : (0, 0);
-        return index < before || index >= tokens.Length - after ? "" : tokenizer.Decode([tokens[index]]);
+        // The echo is the prompt decoded whole, special tokens included.
+        var decoder = new StreamingDecoder(tokenizer, skipSpecialTokens: false);
+        var last = tokens.Length - after - 1;
+        for (var i = before; i <= last; i++) texts[i] = decoder.Push(tokens[i]);
+        // A prompt of token ids may end within a character: the text decoded whole ends with it.
+        if (last >= before) texts[last] += decoder.Flush();
+        return texts;
     }
 
-    /// <summary>The text of a generated token in its choice's text (text_offset counts it): the
-    /// token decoded alone, or nothing for a special token the request leaves out of the text.</summary>
-    public string GeneratedText(int token)
-    {
-        var tokenizer = context.Model.Tokenizer;
-        return context.Request.SkipSpecialTokens && tokenizer.IsSpecial(token) ? "" : tokenizer.Decode([token]);
-    }
+    /// <summary>A decoder that gives each of a choice's generated tokens, pushed in order, its
+    /// text in the choice's text (text_offset counts it), as the choice's text was decoded: none
+    /// for a part of a character, the whole character for the token that completes it, none for a
+    /// special token the request leaves out of the text.</summary>
+    public StreamingDecoder GeneratedTexts() => new(context.Model.Tokenizer, context.Request.SkipSpecialTokens);
 
     /// <summary>Begins the filters' scopes and submits every sequence; 429 when the engine's
     /// queue is full.</summary>
@@ -369,7 +377,8 @@ public sealed class GenerationRun : IAsyncDisposable
         var prompt = choice / context.Choices;
         var text = new StringBuilder();
         var ends = new int[Prompts[prompt].Length];
-        for (var i = 0; i < ends.Length; i++) ends[i] = text.Append(EchoedText(prompt, i)).Length;
+        var echoed = EchoedTexts(prompt);
+        for (var i = 0; i < ends.Length; i++) ends[i] = text.Append(echoed[i]).Length;
         var before = text.ToString().AsMemory();
         var screened = new GeneratedToken[scored.Count];
         var removed = 0;

@@ -335,6 +335,22 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task Choices_of_one_prompt_count_its_cached_tokens_as_the_prompt_found_them_not_as_they_share_it()
+    {
+        // n choices read their prompt once (usage counts it once): choices after the first take
+        // its blocks from the prefix cache, which saves the client nothing. The cached tokens
+        // were the average over the choices: 21 of a prompt nothing had cached.
+        var random = new Random();
+        var prompt = new string(Enumerable.Range(0, 40).Select(_ => "abcdefghijklmnopqrstuvwxyz "[random.Next(27)]).ToArray());
+        foreach (var (body, cached) in new[] { (new { model = "tiny", prompt, max_tokens = 2, n = 3 }, 0), (new { model = "tiny", prompt, max_tokens = 2, n = 3 }, 32) })
+        {
+            var usage = (await PostJson("/v1/completions", body))["usage"]!;
+            Assert.Equal(40, (int)usage["prompt_tokens"]!);
+            Assert.Equal(cached, (int)usage["prompt_tokens_details"]!["cached_tokens"]!);
+        }
+    }
+
+    [Fact]
     public async Task A_message_of_a_role_OpenAI_lacks_is_a_400_naming_the_roles()
     {
         // The roles are Core's (ChatTemplate.Roles), which fine-tuning data is held to as well.

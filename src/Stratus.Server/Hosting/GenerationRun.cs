@@ -237,20 +237,32 @@ public sealed class GenerationRun : IAsyncDisposable
     IEnumerable<double> SecondsPerOutputToken() =>
         from c in choiceTokens where c.Count > 1 select Stopwatch.GetElapsedTime(c.First, c.Last).TotalSeconds / (c.Count - 1);
 
-    /// <summary>Tokens used so far; prompt tokens are counted once per prompt, not per choice
-    /// (OpenAI's usage). Generated: all the model made, those no reader took included (see
+    /// <summary>Tokens used so far; a prompt's tokens are counted once, not per choice (OpenAI's
+    /// usage): once any of its choices has read them (a client that left may have stopped the
+    /// others before theirs), and cached as far as the prefix cache held them when it was first
+    /// read: its other choices take its blocks from the cache (PrefixCaching), which saves the
+    /// client nothing. Generated: all the model made, those no reader took included (see
     /// GenerationStream.GeneratedTokens), which /metrics counts as the work done.</summary>
     (int Prompt, int Completion, int CachedPrompt, int Generated) Counts()
     {
         int prompt = 0, completion = 0, cached = 0, generated = 0;
-        foreach (var stream in streams)
+        // A prompt's choices are its streams p * Choices ... p * Choices + Choices - 1.
+        for (var first = 0; first < streams.Length; first += context.Choices)
         {
-            prompt += stream.PromptTokens;
-            completion += stream.CompletionTokens;
-            cached += stream.CachedPromptTokens;
-            generated += stream.GeneratedTokens;
+            int read = 0, cachedWhenRead = int.MaxValue;
+            for (var c = first; c < first + context.Choices; c++)
+            {
+                var stream = streams[c];
+                completion += stream.CompletionTokens;
+                generated += stream.GeneratedTokens;
+                if (stream.PromptTokens == 0) continue;
+                read = Math.Max(read, stream.PromptTokens);
+                cachedWhenRead = Math.Min(cachedWhenRead, stream.CachedPromptTokens);
+            }
+            prompt += read;
+            if (read > 0) cached += cachedWhenRead;
         }
-        return (prompt / context.Choices, completion, cached / context.Choices, generated);
+        return (prompt, completion, cached, generated);
     }
 
     IAsyncEnumerable<ChoicePiece> Merge(CancellationToken cancellation)

@@ -89,7 +89,7 @@ public static class CompletionsEndpoints
             // text_offset counts from the start of the choice's whole text, echo included, each
             // generated token as its choice's text was decoded.
             var textOffsets = new int[total];
-            var generatedTexts = Enumerable.Range(0, total).Select(_ => run.GeneratedTexts()).ToArray();
+            var generatedTexts = logprobs is null ? [] : Enumerable.Range(0, total).Select(_ => run.GeneratedTexts()).ToArray();
             await foreach (var piece in run.ReadAllAsync())
             {
                 var c = piece.Choice;

@@ -91,24 +91,36 @@ public sealed class GenerationRun : IAsyncDisposable
     /// <summary>The text of each of a prompt's tokens in its echo (text_offset counts them): as
     /// the prompt's text is decoded token by token, the way vLLM's incremental detokenizer gives
     /// them: a token that holds only part of a character has none, and the one that completes it
-    /// the whole character (decoded alone, each part would read U+FFFD). Nothing for a token the
+    /// the whole character (decoded alone, each part would read U+FFFD). Nothing for what the
     /// client did not write and <see cref="PromptTexts"/> does not hold: a special token the
-    /// tokenizer put around a text prompt (a Llama's BOS), or the one an empty prompt starts from.</summary>
+    /// tokenizer put around a text prompt (a Llama's BOS), the token an empty prompt starts from,
+    /// or the space a SentencePiece tokenizer puts before a text (Llama 2's dummy prefix, "▁the"
+    /// for "the"), which its token decodes with.</summary>
     public string[] EchoedTexts(int prompt)
     {
         var tokens = Prompts[prompt];
         var texts = new string[tokens.Length];
         Array.Fill(texts, "");
-        if (PromptTexts[prompt].Length == 0) return texts;
+        var text = PromptTexts[prompt];
+        if (text.Length == 0) return texts;
         var tokenizer = context.Model.Tokenizer;
         var around = tokenizer.SpecialTokensAround;
         var (before, after) = context.SpecialTokensAdded[prompt] ? (around.Before.Count, around.After.Count) : (0, 0);
         // The echo is the prompt decoded whole, special tokens included.
         var decoder = new StreamingDecoder(tokenizer, skipSpecialTokens: false);
         var last = tokens.Length - after - 1;
-        for (var i = before; i <= last; i++) texts[i] = decoder.Push(tokens[i]);
+        // Where in the text the next token's text stands.
+        var at = 0;
+        string InText(string piece)
+        {
+            var rest = text.AsSpan(Math.Min(at, text.Length));
+            if (piece.StartsWith(' ') && !rest.StartsWith(piece) && rest.StartsWith(piece.AsSpan(1))) piece = piece[1..];
+            at += piece.Length;
+            return piece;
+        }
+        for (var i = before; i <= last; i++) texts[i] = InText(decoder.Push(tokens[i]));
         // A prompt of token ids may end within a character: the text decoded whole ends with it.
-        if (last >= before) texts[last] += decoder.Flush();
+        if (last >= before) texts[last] += InText(decoder.Flush());
         return texts;
     }
 

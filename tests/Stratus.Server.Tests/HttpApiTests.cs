@@ -106,6 +106,32 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
     }
 
     [Fact]
+    public async Task An_empty_prompt_echoes_as_nothing_and_the_token_it_starts_from_takes_no_characters()
+    {
+        // The model starts an empty prompt from a token of its own (end-of-text, or this char
+        // model's newline), which the client did not write: like a BOS, it is listed among the
+        // echo's tokens but is not in its text, so the offsets still slice the text.
+        foreach (var prompt in new object[] { "", new[] { new int[0] } })
+            foreach (var stream in new[] { false, true })
+            {
+                var body = new Dictionary<string, object?> { ["model"] = "tiny", ["prompt"] = prompt, ["max_tokens"] = 3, ["temperature"] = 0, ["echo"] = true, ["logprobs"] = 0, ["stream"] = stream };
+                using var response = await Http.PostAsJsonAsync("/v1/completions", body);
+                var json = await response.Content.ReadAsStringAsync();
+                Assert.True(response.IsSuccessStatusCode, json);
+                var choices = stream
+                    ? json.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => JsonNode.Parse(l["data: ".Length..])!["choices"]!.AsArray()).Where(c => c.Count > 0).Select(c => c[0]!).ToList()
+                    : [JsonNode.Parse(json)!["choices"]![0]!];
+                var text = string.Concat(choices.Select(c => (string)c["text"]!));
+                var logprobs = choices.Where(c => c["logprobs"] is JsonObject).Select(c => c["logprobs"]!).ToList();
+                var tokens = logprobs.SelectMany(l => l["tokens"]!.AsArray().Select(t => (string)t!)).ToList();
+                var offsets = logprobs.SelectMany(l => l["text_offset"]!.AsArray().Select(o => (int)o!)).ToList();
+                Assert.Equal(3, text.Length);
+                Assert.Equal(["\n", .. text.Select(c => c.ToString())], tokens);
+                Assert.Equal([0, 0, 1, 2], offsets);
+            }
+    }
+
+    [Fact]
     public async Task Echo_with_logprobs_scores_the_prompt_as_generation_did()
     {
         var generated = await PostJson("/v1/completions", new { model = "tiny", prompt = "Good morrow", max_tokens = 5, temperature = 0, logprobs = 1 });
@@ -122,7 +148,33 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         Assert.Equal("length", (string)scored["choices"]![0]!["finish_reason"]!);
         var tail = values.Skip(values.Count - 5).Select(v => (double)v!).ToArray();
         for (var i = 0; i < 5; i++) Assert.Equal(expected[i], tail[i], 3);
-        Assert.Single(logprobs["top_logprobs"]![1]!.AsObject());
+        // The likeliest token and the prompt's own: logprobs + 1 at most, as OpenAI's.
+        var second = logprobs["top_logprobs"]![1]!.AsObject();
+        Assert.InRange(second.Count, 1, 2);
+        Assert.Equal((double)values[1]!, (double)second["o"]!);
+    }
+
+    [Fact]
+    public async Task Legacy_top_logprobs_always_hold_the_chosen_token_as_OpenAI_documents()
+    {
+        // OpenAI's completions: "The API will always return the logprob of the sampled token, so
+        // there may be up to logprobs+1 elements" (vLLM's too); an echoed prompt's token alike.
+        // At temperature 2 on random weights the token drawn is rarely the likeliest one.
+        foreach (var logprobs in new[] { 0, 1 })
+        {
+            var result = await PostJson("/v1/completions", new { model = "tiny", prompt = "Good morrow", max_tokens = 8, temperature = 2, seed = 3, echo = true, logprobs });
+            var lp = result["choices"]![0]!["logprobs"]!;
+            var tokens = lp["tokens"]!.AsArray().Select(t => (string)t!).ToList();
+            var values = lp["token_logprobs"]!.AsArray();
+            var top = lp["top_logprobs"]!.AsArray();
+            Assert.Null(top[0]);
+            for (var i = 1; i < tokens.Count; i++)
+            {
+                var alternatives = top[i]!.AsObject();
+                Assert.InRange(alternatives.Count, 1, logprobs + 1);
+                Assert.Equal((double)values[i]!, (double)alternatives[tokens[i]]!);
+            }
+        }
     }
 
     [Fact]
@@ -280,6 +332,22 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         var second = await PostJson("/v1/completions", new { model = "tiny", prompt = start + "wxyz", max_tokens = 2 });
         Assert.Equal(40, (int)second["usage"]!["prompt_tokens"]!);
         Assert.Equal(32, (int)second["usage"]!["prompt_tokens_details"]!["cached_tokens"]!);
+    }
+
+    [Fact]
+    public async Task Choices_of_one_prompt_count_its_cached_tokens_as_the_prompt_found_them_not_as_they_share_it()
+    {
+        // n choices read their prompt once (usage counts it once): choices after the first take
+        // its blocks from the prefix cache, which saves the client nothing. The cached tokens
+        // were the average over the choices: 21 of a prompt nothing had cached.
+        var random = new Random();
+        var prompt = new string(Enumerable.Range(0, 40).Select(_ => "abcdefghijklmnopqrstuvwxyz "[random.Next(27)]).ToArray());
+        foreach (var (body, cached) in new[] { (new { model = "tiny", prompt, max_tokens = 2, n = 3 }, 0), (new { model = "tiny", prompt, max_tokens = 2, n = 3 }, 32) })
+        {
+            var usage = (await PostJson("/v1/completions", body))["usage"]!;
+            Assert.Equal(40, (int)usage["prompt_tokens"]!);
+            Assert.Equal(cached, (int)usage["prompt_tokens_details"]!["cached_tokens"]!);
+        }
     }
 
     [Fact]

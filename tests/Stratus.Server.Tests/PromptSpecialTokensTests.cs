@@ -176,12 +176,38 @@ public sealed class PromptSpecialTokensTests(LlamaModelServer fixture) : IClassF
         var rewritten = await Echo("the cat");
         Assert.StartsWith("the dot", (string)rewritten["text"]!);
         Assert.Equal(Bos, (int)(await Tokenize(new { model = "tiny", prompt = "the dot" }))[0]);
-        // The same tokens given as ids, BOS included, echo it as text ("<s>"): the text prompt's
-        // offsets are those less its three characters, the generated tokens' included.
+        // The same tokens given as ids, BOS included, echo it as text ("<s>") and "▁the" as " the":
+        // past "the", the text prompt's offsets are those less these four characters, the
+        // generated tokens' included (its "▁" before "the" is the tokenizer's, no character of it).
         var plain = await Tokenize(new { model = "tiny", prompt = "the hat", add_special_tokens = false });
         var ids = await Echo(new[] { Bos }.Concat(plain));
-        Assert.StartsWith("<s>", (string)ids["text"]!);
-        Assert.Equal([0, .. Offsets(ids).Skip(1).Select(o => o - "<s>".Length)], Offsets(text));
+        Assert.StartsWith("<s> the hat", (string)ids["text"]!);
+        Assert.Equal([0, 0, .. Offsets(ids).Skip(2).Select(o => o - "<s> ".Length)], Offsets(text));
+    }
+
+    [Fact]
+    public async Task The_space_SentencePiece_puts_before_an_echoed_prompt_takes_no_place_in_its_text()
+    {
+        // "the hat" is <s> ▁the ▁ h at: the "▁" before "the" is the tokenizer's (Llama 2's dummy
+        // prefix), not the client's, so "the" starts at 0 and the generated text at 7. Counted as
+        // a space, every later offset was one past its token, as if the text were " the hat".
+        foreach (var stream in new[] { false, true })
+        {
+            using var response = await fixture.Server.Http.PostAsJsonAsync("/v1/completions",
+                new { model = "tiny", prompt = "the hat", max_tokens = 3, echo = true, logprobs = 0, temperature = 0, stream });
+            var json = await response.Content.ReadAsStringAsync();
+            Assert.True(response.IsSuccessStatusCode, json);
+            var choices = stream
+                ? json.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => JsonNode.Parse(l["data: ".Length..])!["choices"]!.AsArray()).Where(c => c.Count > 0).Select(c => c[0]!).ToList()
+                : [JsonNode.Parse(json)!["choices"]![0]!];
+            var text = string.Concat(choices.Select(c => (string)c["text"]!));
+            var logprobs = choices.Where(c => c["logprobs"] is JsonObject).Select(c => c["logprobs"]!).ToList();
+            var tokens = logprobs.SelectMany(l => l["tokens"]!.AsArray().Select(t => (string)t!)).ToList();
+            var offsets = logprobs.SelectMany(l => l["text_offset"]!.AsArray().Select(o => (int)o!)).ToList();
+            Assert.StartsWith("the hat", text);
+            Assert.Equal(["<s>", " the", " ", "h", "at"], tokens[..5]);
+            Assert.Equal([0, 0, 3, 4, 5, 7], offsets[..6]);
+        }
     }
 
     [Fact]

@@ -80,3 +80,59 @@ public sealed class TextOffsetTests(EmojiModelServer fixture) : IClassFixture<Em
         }
     }
 }
+
+/// <summary>A tiny GPT with a byte-level Hugging Face tokenizer that spells "é" as one token but
+/// also holds its two bytes as tokens of their own, which the model may write one at a time.</summary>
+public sealed class SplitCharacterModelServer : IAsyncLifetime
+{
+    public TinyModelServer Server { get; } = new() { CreateModel = CreateCheckpoint };
+
+    static string CreateCheckpoint(string directory) => TinyModelServer.SaveGpt(directory,
+        HfTokenizer.FromHuggingFace(Formats.HuggingFace.TokenizerJson(BpeVocabulary.FromCharacters("\n abé")), new JsonObject()), context: 64, layers: 1);
+
+    /// <summary>The token of the byte alone.</summary>
+    public int Byte(byte value)
+    {
+        var tokenizer = Server.Model.Tokenizer;
+        return Enumerable.Range(0, tokenizer.VocabSize).Single(id => tokenizer.TokenBytes(id) is [var only] && only == value);
+    }
+
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
+public sealed class SplitCharacterOffsetTests(SplitCharacterModelServer fixture) : IClassFixture<SplitCharacterModelServer>
+{
+    [Fact]
+    public async Task A_character_split_over_tokens_is_counted_once_at_the_token_that_completes_it()
+    {
+        // "é" is 0xC3 0xA9. Decoded alone each byte reads U+FFFD, one character each: counted so,
+        // "é" took two characters and every offset after it ran one further, past the text's end.
+        // As vLLM's incremental detokenizer: the first byte adds nothing, the second "é".
+        var (lead, trail) = (fixture.Byte(0xC3), fixture.Byte(0xA9));
+        var a = fixture.Server.Model.Tokenizer.Encode("a").Single();
+        foreach (var stream in new[] { false, true })
+        {
+            var body = new Dictionary<string, object?>
+            {
+                ["model"] = "tiny", ["prompt"] = new[] { lead, trail, a }, ["echo"] = true, ["logprobs"] = 0, ["max_tokens"] = 12,
+                ["temperature"] = 1, ["seed"] = 2, ["stream"] = stream, ["logit_bias"] = new Dictionary<string, int> { [lead.ToString()] = 100, [trail.ToString()] = 100 },
+            };
+            using var response = await fixture.Server.Http.PostAsJsonAsync("/v1/completions", body);
+            var json = await response.Content.ReadAsStringAsync();
+            Assert.True(response.IsSuccessStatusCode, json);
+            var choices = stream
+                ? json.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => JsonNode.Parse(l["data: ".Length..])!["choices"]!.AsArray()).Where(c => c.Count > 0).Select(c => c[0]!).ToList()
+                : [JsonNode.Parse(json)!["choices"]![0]!];
+            var text = string.Concat(choices.Select(c => (string)c["text"]!));
+            var offsets = choices.Where(c => c["logprobs"] is JsonObject).SelectMany(c => c["logprobs"]!["text_offset"]!.AsArray().Select(o => (int)o!)).ToList();
+            Assert.StartsWith("éa", text);
+            // Drawn at random among the two bytes, they make "é" again somewhere (and U+FFFD elsewhere).
+            Assert.Contains("é", text[2..]);
+            Assert.Equal(15, offsets.Count);
+            Assert.Equal([0, 0, 1, 2], offsets[..4]);
+            Assert.All(offsets.Zip(offsets.Skip(1)), pair => Assert.True(pair.First <= pair.Second, string.Join(",", offsets)));
+            Assert.InRange(offsets[^1], 0, text.EnumerateRunes().Count());
+        }
+    }
+}

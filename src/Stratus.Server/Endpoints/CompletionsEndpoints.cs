@@ -52,10 +52,11 @@ public static class CompletionsEndpoints
                     continue;
                 }
             }
-            // A model needs one token to condition on: start an empty prompt from end-of-text or a newline.
+            promptTexts.Add(text ?? tokenizer.Decode(ids));
+            // A model needs one token to condition on: start an empty prompt from end-of-text or a
+            // newline, which the client did not write, so its echo is still empty (GenerationRun.EchoedTexts).
             if (ids.Length == 0) ids = tokenizer.EndOfTextId is { } eot ? [eot] : RequestParser.Encode(tokenizer, "\n", "prompt", addSpecialTokens: false);
             promptTokens.Add(ids);
-            promptTexts.Add(text ?? tokenizer.Decode(ids));
             specialTokensAdded.Add(text is not null && addSpecialTokens);
             longest = Math.Max(longest, ids.Length);
         }
@@ -85,20 +86,22 @@ public static class CompletionsEndpoints
             var promptFilterResults = run.PromptFilterResults;
             // A choice's echo goes out with its first piece: by then its prompt has been scored.
             var echoed = new bool[total];
-            // text_offset counts from the start of the choice's whole text, echo included.
+            // text_offset counts from the start of the choice's whole text, echo included, each
+            // generated token as its choice's text was decoded.
             var textOffsets = new int[total];
+            var generatedTexts = logprobs is null ? [] : Enumerable.Range(0, total).Select(_ => run.GeneratedTexts()).ToArray();
             await foreach (var piece in run.ReadAllAsync())
             {
                 var c = piece.Choice;
                 if (echo && !echoed[c])
                 {
                     echoed[c] = true;
-                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, run, [], c / choices, run.PromptLogprobs(c), ref textOffsets[c]);
+                    var promptLogprobs = logprobs is null ? null : Logprobs(tokenizer, run, [], generatedTexts[c], c / choices, run.PromptLogprobs(c), ref textOffsets[c]);
                     await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, echoedTexts[c / choices], promptLogprobs, null)]) { PromptFilterResults = promptFilterResults }, cancellation);
                     promptFilterResults = null;
                 }
                 if (piece.FinishReason is null && piece.Text.Length == 0 && (logprobs is null || piece.Tokens.Count == 0)) continue;
-                var lp = logprobs is not null && piece.Tokens.Count > 0 ? Logprobs(tokenizer, run, piece.Tokens, null, null, ref textOffsets[c]) : null;
+                var lp = logprobs is not null && piece.Tokens.Count > 0 ? Logprobs(tokenizer, run, piece.Tokens, generatedTexts[c], null, null, ref textOffsets[c]) : null;
                 await events.WriteAsync(new Completion(id, created, model.Name, [new CompletionChoice(c, piece.Text, lp, piece.FinishReason) { ContentFilterResults = piece.FilterResults }])
                     { PromptFilterResults = promptFilterResults }, cancellation);
                 promptFilterResults = null;
@@ -129,7 +132,7 @@ public static class CompletionsEndpoints
         for (var c = 0; c < total; c++)
         {
             var offset = 0;
-            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, run, tokens[c], echo ? c / choices : null, run.PromptLogprobs(c), ref offset);
+            var lp = logprobs is null || withheld[c] ? null : Logprobs(tokenizer, run, tokens[c], run.GeneratedTexts(), echo ? c / choices : null, run.PromptLogprobs(c), ref offset);
             result[c] = new CompletionChoice(c, texts[c].ToString(), lp, finish[c]) { ContentFilterResults = filterResults[c] };
         }
         await http.Response.WriteAsJsonAsync(new Completion(id, created, model.Name, result)
@@ -142,8 +145,9 @@ public static class CompletionsEndpoints
     /// <summary>The legacy logprobs object; echoed prompt tokens (of prompt <paramref name="echo"/>)
     /// come first, the very first of them without a log-probability (nothing precedes it), as
     /// OpenAI writes it. Text offsets start at <paramref name="offset"/>, which is moved past the
-    /// tokens' text.</summary>
-    static CompletionLogprobs Logprobs(ITokenizer tokenizer, GenerationRun run, IReadOnlyList<GeneratedToken> generated, int? echo,
+    /// tokens' text, the generated tokens' as <paramref name="generatedTexts"/> (the choice's,
+    /// which has had its tokens before these) decodes them.</summary>
+    static CompletionLogprobs Logprobs(ITokenizer tokenizer, GenerationRun run, IReadOnlyList<GeneratedToken> generated, StreamingDecoder generatedTexts, int? echo,
         IReadOnlyList<GeneratedToken>? promptLogprobs, ref int offset)
     {
         var tokens = new List<string>();
@@ -155,11 +159,12 @@ public static class CompletionsEndpoints
         // special token left out of the text too (as vLLM names it).
         var prompt = echo ?? 0;
         int[] echoed = echo is null ? [] : run.Prompts[prompt];
+        var echoedTexts = echo is null ? [] : run.EchoedTexts(prompt);
         for (var i = 0; i < echoed.Length; i++)
         {
             tokens.Add(TokenSpelling.Text(tokenizer, echoed[i]));
             offsets.Add(offset);
-            offset += CodePoints.Count(run.EchoedText(prompt, i));
+            offset += CodePoints.Count(echoedTexts[i]);
             if (i == 0 || promptLogprobs is null || i - 1 >= promptLogprobs.Count)
             {
                 values.Add(null);
@@ -175,15 +180,19 @@ public static class CompletionsEndpoints
             values.Add(token.Logprob);
             top.Add(Alternatives(tokenizer, token));
             offsets.Add(offset);
-            offset += CodePoints.Count(run.GeneratedText(token.Token));
+            offset += CodePoints.Count(generatedTexts.Push(token.Token));
         }
         return new CompletionLogprobs(tokens, values, top, offsets);
     }
 
+    /// <summary>The token's alternatives and the token itself, as OpenAI documents the legacy
+    /// field ("always return the logprob of the sampled token, so there may be up to logprobs+1
+    /// elements") and vLLM writes it; the chat API's top_logprobs are the likeliest only.</summary>
     static Dictionary<string, float> Alternatives(ITokenizer tokenizer, GeneratedToken token)
     {
         var alternatives = new Dictionary<string, float>();
         foreach (var alternative in token.TopLogprobs ?? []) alternatives.TryAdd(TokenSpelling.Text(tokenizer, alternative.Token), alternative.Logprob);
+        alternatives.TryAdd(TokenSpelling.Text(tokenizer, token.Token), token.Logprob);
         return alternatives;
     }
 }

@@ -88,25 +88,47 @@ public sealed class GenerationRun : IAsyncDisposable
     /// has been read.</summary>
     public IReadOnlyList<GeneratedToken>? PromptLogprobs(int choice) => promptLogprobs[choice];
 
-    /// <summary>The text of a prompt's token in its echo (text_offset counts it): the token
-    /// decoded alone, or nothing for a special token the tokenizer put around a text prompt (a
-    /// Llama's BOS), which the client did not write and <see cref="PromptTexts"/> does not hold.</summary>
-    public string EchoedText(int prompt, int index)
+    /// <summary>The text of each of a prompt's tokens in its echo (text_offset counts them): as
+    /// the prompt's text is decoded token by token, the way vLLM's incremental detokenizer gives
+    /// them: a token that holds only part of a character has none, and the one that completes it
+    /// the whole character (decoded alone, each part would read U+FFFD). Nothing for what the
+    /// client did not write and <see cref="PromptTexts"/> does not hold: a special token the
+    /// tokenizer put around a text prompt (a Llama's BOS), the token an empty prompt starts from,
+    /// or the space a SentencePiece tokenizer puts before a text (Llama 2's dummy prefix, "▁the"
+    /// for "the"), which its token decodes with.</summary>
+    public string[] EchoedTexts(int prompt)
     {
         var tokens = Prompts[prompt];
+        var texts = new string[tokens.Length];
+        Array.Fill(texts, "");
+        var text = PromptTexts[prompt];
+        if (text.Length == 0) return texts;
         var tokenizer = context.Model.Tokenizer;
         var around = tokenizer.SpecialTokensAround;
         var (before, after) = context.SpecialTokensAdded[prompt] ? (around.Before.Count, around.After.Count) : (0, 0);
-        return index < before || index >= tokens.Length - after ? "" : tokenizer.Decode([tokens[index]]);
+        // The echo is the prompt decoded whole, special tokens included.
+        var decoder = new StreamingDecoder(tokenizer, skipSpecialTokens: false);
+        var last = tokens.Length - after - 1;
+        // Where in the text the next token's text stands.
+        var at = 0;
+        string InText(string piece)
+        {
+            var rest = text.AsSpan(Math.Min(at, text.Length));
+            if (piece.StartsWith(' ') && !rest.StartsWith(piece) && rest.StartsWith(piece.AsSpan(1))) piece = piece[1..];
+            at += piece.Length;
+            return piece;
+        }
+        for (var i = before; i <= last; i++) texts[i] = InText(decoder.Push(tokens[i]));
+        // A prompt of token ids may end within a character: the text decoded whole ends with it.
+        if (last >= before) texts[last] += InText(decoder.Flush());
+        return texts;
     }
 
-    /// <summary>The text of a generated token in its choice's text (text_offset counts it): the
-    /// token decoded alone, or nothing for a special token the request leaves out of the text.</summary>
-    public string GeneratedText(int token)
-    {
-        var tokenizer = context.Model.Tokenizer;
-        return context.Request.SkipSpecialTokens && tokenizer.IsSpecial(token) ? "" : tokenizer.Decode([token]);
-    }
+    /// <summary>A decoder that gives each of a choice's generated tokens, pushed in order, its
+    /// text in the choice's text (text_offset counts it), as the choice's text was decoded: none
+    /// for a part of a character, the whole character for the token that completes it, none for a
+    /// special token the request leaves out of the text.</summary>
+    public StreamingDecoder GeneratedTexts() => new(context.Model.Tokenizer, context.Request.SkipSpecialTokens);
 
     /// <summary>Begins the filters' scopes and submits every sequence; 429 when the engine's
     /// queue is full.</summary>
@@ -227,20 +249,32 @@ public sealed class GenerationRun : IAsyncDisposable
     IEnumerable<double> SecondsPerOutputToken() =>
         from c in choiceTokens where c.Count > 1 select Stopwatch.GetElapsedTime(c.First, c.Last).TotalSeconds / (c.Count - 1);
 
-    /// <summary>Tokens used so far; prompt tokens are counted once per prompt, not per choice
-    /// (OpenAI's usage). Generated: all the model made, those no reader took included (see
+    /// <summary>Tokens used so far; a prompt's tokens are counted once, not per choice (OpenAI's
+    /// usage): once any of its choices has read them (a client that left may have stopped the
+    /// others before theirs), and cached as far as the prefix cache held them when it was first
+    /// read: its other choices take its blocks from the cache (PrefixCaching), which saves the
+    /// client nothing. Generated: all the model made, those no reader took included (see
     /// GenerationStream.GeneratedTokens), which /metrics counts as the work done.</summary>
     (int Prompt, int Completion, int CachedPrompt, int Generated) Counts()
     {
         int prompt = 0, completion = 0, cached = 0, generated = 0;
-        foreach (var stream in streams)
+        // A prompt's choices are its streams p * Choices ... p * Choices + Choices - 1.
+        for (var first = 0; first < streams.Length; first += context.Choices)
         {
-            prompt += stream.PromptTokens;
-            completion += stream.CompletionTokens;
-            cached += stream.CachedPromptTokens;
-            generated += stream.GeneratedTokens;
+            int read = 0, cachedWhenRead = int.MaxValue;
+            for (var c = first; c < first + context.Choices; c++)
+            {
+                var stream = streams[c];
+                completion += stream.CompletionTokens;
+                generated += stream.GeneratedTokens;
+                if (stream.PromptTokens == 0) continue;
+                read = Math.Max(read, stream.PromptTokens);
+                cachedWhenRead = Math.Min(cachedWhenRead, stream.CachedPromptTokens);
+            }
+            prompt += read;
+            if (read > 0) cached += cachedWhenRead;
         }
-        return (prompt / context.Choices, completion, cached / context.Choices, generated);
+        return (prompt, completion, cached, generated);
     }
 
     IAsyncEnumerable<ChoicePiece> Merge(CancellationToken cancellation)
@@ -367,7 +401,8 @@ public sealed class GenerationRun : IAsyncDisposable
         var prompt = choice / context.Choices;
         var text = new StringBuilder();
         var ends = new int[Prompts[prompt].Length];
-        for (var i = 0; i < ends.Length; i++) ends[i] = text.Append(EchoedText(prompt, i)).Length;
+        var echoed = EchoedTexts(prompt);
+        for (var i = 0; i < ends.Length; i++) ends[i] = text.Append(echoed[i]).Length;
         var before = text.ToString().AsMemory();
         var screened = new GeneratedToken[scored.Count];
         var removed = 0;

@@ -5,16 +5,17 @@
 // that a pathological pattern or text cannot stall a request. The text is first asked of .NET's
 // linear-time engine (RegexOptions.NonBacktracking), whose time is linear in the text, whether it
 // has a match at all: none, and it is clean without the backtracking engine reading it (most texts
-// are clean: `stratus bench safety` measured PII 10-20x and the prompt-injection signals 4-25x
-// cheaper on clean text, and texts with matches no dearer); one, and the backtracking engine finds
-// the spans. Its timeout also fires on an ordinary text when the cores are busy (measured: one PII
-// check in 3.47 million at load 19, a clean request refused), so a timeout is not taken as the
-// answer: the rest of the text is asked of the linear-time engine again, and only where that has a
-// match does the backtracking engine go on from where it stopped, with RetryTimeout. The caller
-// fails closed only where that times out too, or where the linear-time engine cannot run the
-// pattern (backreferences, atomic groups, conditionals, free-spacing mode, the options RightToLeft
-// and ECMAScript, an automaton too large to build: nothing tells then); such a pattern's texts are
-// read by the backtracking engine alone, as before it was asked first.
+// are clean: `stratus bench safety` measured PII and the prompt-injection signals 3-10x cheaper on
+// clean text of 4-64 KiB; a streaming window of 128 characters with a match, where both engines
+// read it, 1-5 µs dearer); one, and the backtracking engine finds the spans. Its timeout also
+// fires on an ordinary text when the cores are busy (measured: one PII check in 3.47 million at
+// load 19, a clean request refused), so a timeout is not taken as the answer: the rest of the
+// text is asked of the linear-time engine again, and only where that has a match does the
+// backtracking engine go on from where it stopped, with RetryTimeout. The caller fails closed only
+// where that times out too, or where the linear-time engine cannot run the pattern
+// (backreferences, atomic groups, conditionals, free-spacing mode, the options RightToLeft and
+// ECMAScript, an automaton too large to build: nothing tells then; the backtracking engine alone
+// reads such a pattern's texts) or could not tell within RetryTimeout itself.
 //
 // That engine runs the pattern with its lookarounds left out, which it cannot run: they only
 // narrow where a match may be, so a text without a match of what is left has none of the pattern
@@ -24,7 +25,7 @@
 // pattern's first check, once: 0.1-1.3 MiB and 1-10 ms per pattern (a case-insensitive one with
 // \b costs the most), where the backtracking engine takes a few KiB and 0.05 ms; the built-in
 // patterns are built once a process (PiiDetector's, PromptInjectionDetector's default signals),
-// an operator's blocklist patterns once per pipeline built (docs/trust.md).
+// an operator's blocklist patterns with each pipeline (docs/trust.md).
 using System.Text;
 using System.Text.RegularExpressions;
 

@@ -77,7 +77,7 @@ sealed class SafetyRegex
         if (WithoutLookarounds(backtracking.ToString(), backtracking.Options) is not { } pattern) return null;
         try { return new Regex(pattern, backtracking.Options | RegexOptions.NonBacktracking, RetryTimeout); }
         // A construct it cannot run, or an automaton too large (counted repetitions such as
-        // (?:a{1000}){1000}); options it refuses (RightToLeft, ECMAScript); a backreference to a
+        // a{100000}); options it refuses (RightToLeft, ECMAScript); a backreference to a
         // group that only a lookaround held.
         catch (Exception e) when (e is NotSupportedException or ArgumentException) { return null; }
     }
@@ -302,9 +302,10 @@ sealed class SafetyRegex
     internal static int CommentEnd(string pattern, int open) => pattern.IndexOf(')', open) is var close and >= 0 ? close : pattern.Length - 1;
 
     /// <summary>The matches of one text: none where the linear-time engine finds that it has
-    /// none; else the backtracking engine's, its first try bounded by its match timeout. After a timeout, the rest of the text is asked of the linear-time engine,
-    /// and only where that finds a match of the rest, of the backtracking engine again within
-    /// RetryTimeout, from the end of the last match found; TimedOut says that nothing could tell.
+    /// none; else the backtracking engine's, its first try bounded by its match timeout. After a
+    /// timeout, the rest of the text is asked of the linear-time engine, and only where that finds
+    /// a match of the rest, of the backtracking engine again within RetryTimeout, from the end of
+    /// the last match found; TimedOut says that nothing could tell.
     /// Each bound is a try's as a whole, not each match's: the engine's own timeout restarts at
     /// every NextMatch, and a text of many matches, each found within it, took their number times
     /// it (200 KB of digit runs that stall the international phone pattern with a phone number

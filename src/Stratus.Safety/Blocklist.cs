@@ -63,6 +63,11 @@ public sealed class CompiledBlocklist
     public const int MaxTermLength = 200;
     public const int MaxPatternLength = 1000;
 
+    /// <summary>The most times a pattern's counted quantifiers may repeat one part of it, nested
+    /// ones multiplied (SafetyRegex.LargestRepetition): far past what a text checked in windows of
+    /// PatternWindow characters needs, well short of what .NET's engine fails on.</summary>
+    public const long MaxRepetition = 100_000;
+
     internal const RegexOptions Options = RegexOptions.IgnoreCase | RegexOptions.CultureInvariant;
 
     readonly BlocklistTerms? terms;
@@ -126,6 +131,13 @@ public sealed class CompiledBlocklist
     {
         if (string.IsNullOrWhiteSpace(pattern)) throw new TrustUserException($"Blocklist '{listName}' has an empty pattern.");
         if (pattern.Length > MaxPatternLength) throw new TrustUserException($"Blocklist '{listName}': a pattern is longer than {MaxPatternLength} characters.");
+        // Checked before the regex is built: .NET's engine fails on counts past it, some as it is
+        // built (a{2147483647}b: out of memory), some at each check, growing its backtracking
+        // stack by gigabytes before an OverflowException ((?:a{3}(?:(?:(?:){2,2147483647}|.)+){1073741824})+
+        // on "aaab"). At the bound, a check's stack takes a few MiB.
+        if (SafetyRegex.LargestRepetition(pattern, Options) is var repetition and > MaxRepetition)
+            throw new TrustUserException($"Blocklist '{listName}': pattern '{pattern}' repeats a part of it {(repetition == long.MaxValue ? "past 9,223,372,036,854,775,807" : repetition.ToString("N0"))} times " +
+                $"(its counted quantifiers such as {{n}}, multiplied where nested), past the {MaxRepetition:N0} a pattern may: .NET's regex engine runs out of memory or overflows on such counts; use smaller counts, or + and * for any number.");
         Regex regex;
         try
         {
@@ -211,7 +223,7 @@ public sealed class CompiledBlocklist
     /// or 0 where the '{' is a literal.</summary>
     static int QuantifierEnd(string pattern, int open)
     {
-        var match = Regex.Match(pattern[open..], @"\A\{[0-9]+(,[0-9]*)?\}");
+        var match = SafetyRegex.Quantifier.Match(pattern, open);
         return match.Success ? open + match.Length - 1 : 0;
     }
 

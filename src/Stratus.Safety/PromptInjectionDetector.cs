@@ -44,6 +44,12 @@ public sealed class PromptInjectionDetector : IContentSafetyProvider
         S("authority", 0.2, @"\bI\s+am\s+(?:your|the|an?)\s+(?:developer|administrator|admin|creator|owner|OpenAI\s+employee)\b"),
     ];
 
+    /// <summary>The default signals' patterns, shared by every detector: each builds its linear-time
+    /// engine at its first check (SafetyRegex), 24 MiB and 0.1-0.4 s for the 18 on the 2-core machine,
+    /// which a detector of its own would pay at every pipeline built (every 5 s for a deployment
+    /// taking requests).</summary>
+    static readonly SafetyRegex[] DefaultPatterns = [.. DefaultSignals.Select(s => new SafetyRegex(s.Pattern))];
+
     readonly IReadOnlyList<Signal> signals;
     /// <summary>Each signal's pattern, in the order of <see cref="signals"/>.</summary>
     readonly SafetyRegex[] patterns;
@@ -57,7 +63,9 @@ public sealed class PromptInjectionDetector : IContentSafetyProvider
         this.signals = signals ?? DefaultSignals;
         foreach (var s in this.signals)
             if (s.Weight is <= 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(signals), $"Signal weight {s.Weight} of family {s.Family} must be in (0, 1).");
-        patterns = [.. this.signals.Select(s => new SafetyRegex(matchTimeout is { } timeout ? new Regex(s.Pattern.ToString(), s.Pattern.Options, timeout) : s.Pattern))];
+        patterns = this.signals == DefaultSignals && matchTimeout is null
+            ? DefaultPatterns
+            : [.. this.signals.Select(s => new SafetyRegex(matchTimeout is { } timeout ? new Regex(s.Pattern.ToString(), s.Pattern.Options, timeout) : s.Pattern))];
     }
 
     public string Name => "prompt_injection";

@@ -1,26 +1,31 @@
 // A content-safety regex (a blocklist pattern, a PII candidate, a prompt-injection signal) whose
-// verdict does not depend on how busy the machine was. It runs on .NET's backtracking engine,
-// whose leftmost-first spans the reports, redaction and the streaming guard are built on, bounded
-// by a wall-clock match timeout so that a pathological pattern or text cannot stall a request.
-// That bound also fires on an ordinary text when the cores are busy (measured: one PII check in
-// 3.47 million at load 19, a clean request refused), so a timeout is not taken as the answer. The
-// text is asked of .NET's linear-time engine (RegexOptions.NonBacktracking), whose time is linear
-// in the text, whether it has a match: none, and it is clean; one, and the backtracking engine
-// goes on from where it stopped with RetryTimeout, for the real spans. The caller fails closed
-// only where that times out too, or where the linear-time engine cannot run the pattern
+// verdict does not depend on how busy the machine was, and whose common case, a text without a
+// match, costs little. The spans the reports, redaction and the streaming guard are built on are
+// those of .NET's backtracking engine (leftmost-first), bounded by a wall-clock match timeout so
+// that a pathological pattern or text cannot stall a request. The text is first asked of .NET's
+// linear-time engine (RegexOptions.NonBacktracking), whose time is linear in the text, whether it
+// has a match at all: none, and it is clean without the backtracking engine reading it (most texts
+// are clean: `stratus bench safety` measured PII and the prompt-injection signals 3-10x cheaper on
+// clean text of 4-64 KiB; a streaming window of 128 characters with a match, where both engines
+// read it, 1-5 µs dearer); one, and the backtracking engine finds the spans. Its timeout also
+// fires on an ordinary text when the cores are busy (measured: one PII check in 3.47 million at
+// load 19, a clean request refused), so a timeout is not taken as the answer: the rest of the
+// text is asked of the linear-time engine again, and only where that has a match does the
+// backtracking engine go on from where it stopped, with RetryTimeout. The caller fails closed only
+// where that times out too, or where the linear-time engine cannot run the pattern
 // (backreferences, atomic groups, conditionals, free-spacing mode, the options RightToLeft and
-// ECMAScript: nothing tells then).
+// ECMAScript, an automaton too large to build: nothing tells then; the backtracking engine alone
+// reads such a pattern's texts) or could not tell within RetryTimeout itself.
 //
 // That engine runs the pattern with its lookarounds left out, which it cannot run: they only
 // narrow where a match may be, so a text without a match of what is left has none of the pattern
 // ((?<![\w-])[0-9]... as [0-9]...: every PII pattern has them). It is not asked for the spans:
 // they are those of the pattern without its lookarounds, and it drops a match that a later one
-// follows (dotnet/runtime#130176; the guard then released a settled hit). It is not the engine
-// for every check either: it takes 0.1-0.4 MiB and 1-3 ms to build per pattern, which a server
-// would pay per deployment at every change of the safety configuration. So it is built at
-// a pattern's first timeout, once, and asked first from then on: a text that takes the
-// backtracking engine past its timeout ((a+)+$ on a long run of a's) is then cleared without
-// waiting for the timeout again.
+// follows (dotnet/runtime#130176; the guard then released a settled hit). It is built at a
+// pattern's first check, once: 0.1-1.3 MiB and 1-10 ms per pattern (a case-insensitive one with
+// \b costs the most), where the backtracking engine takes a few KiB and 0.05 ms; the built-in
+// patterns are built once a process (PiiDetector's, PromptInjectionDetector's default signals),
+// an operator's blocklist patterns with each pipeline (docs/trust.md).
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -35,7 +40,7 @@ sealed class SafetyRegex
     public static readonly TimeSpan RetryTimeout = TimeSpan.FromSeconds(1);
 
     readonly Regex backtracking;
-    // Built at the first timeout; null where the linear-time engine cannot run the pattern.
+    // Built at the first check; null where the linear-time engine cannot run the pattern.
     readonly Lazy<Regex?> linear;
     readonly Lazy<Regex> patient;
     readonly TimeProvider clock;
@@ -71,8 +76,9 @@ sealed class SafetyRegex
     {
         if (WithoutLookarounds(backtracking.ToString(), backtracking.Options) is not { } pattern) return null;
         try { return new Regex(pattern, backtracking.Options | RegexOptions.NonBacktracking, RetryTimeout); }
-        // A construct it cannot run; options it refuses (RightToLeft, ECMAScript); a backreference
-        // to a group that only a lookaround held.
+        // A construct it cannot run, or an automaton too large (counted repetitions such as
+        // a{100000}); options it refuses (RightToLeft, ECMAScript); a backreference to a
+        // group that only a lookaround held.
         catch (Exception e) when (e is NotSupportedException or ArgumentException) { return null; }
     }
 
@@ -82,8 +88,7 @@ sealed class SafetyRegex
     /// what is not one, and the linear-time engine would clear a text that has a match.</summary>
     internal static string? WithoutLookarounds(string pattern, RegexOptions options)
     {
-        // Inline options are read in either case: (?X) is free-spacing mode too.
-        if ((options & RegexOptions.IgnorePatternWhitespace) != 0 || Regex.IsMatch(pattern, @"\(\?[imns-]*x", RegexOptions.IgnoreCase)) return null;
+        if (FreeSpacing(pattern, options)) return null;
         StringBuilder? without = null;
         for (var i = 0; i < pattern.Length; i++)
         {
@@ -104,6 +109,95 @@ sealed class SafetyRegex
             i = end;
         }
         return without?.ToString() ?? pattern;
+    }
+
+    /// <summary>Whether the pattern is read in free-spacing mode, all of it or a part: inline
+    /// options are read in either case, so (?X) is free-spacing mode too.</summary>
+    static bool FreeSpacing(string pattern, RegexOptions options) =>
+        (options & RegexOptions.IgnorePatternWhitespace) != 0 || Regex.IsMatch(pattern, @"\(\?[imns-]*x", RegexOptions.IgnoreCase);
+
+    /// <summary>The most times one part of the pattern is repeated by counted quantifiers ({n},
+    /// {n,}, {n,m}, each by its larger bound) nested in one another: (?:a{3}){1000} repeats 'a'
+    /// 3,000 times; 1 where it has none. Saturates at long.MaxValue. In free-spacing mode, the
+    /// blanks and '#' comments between a part and its quantifier are read past, as .NET does.</summary>
+    internal static long LargestRepetition(string pattern, RegexOptions options)
+    {
+        var freeSpacing = FreeSpacing(pattern, options);
+        var largest = 1L;
+        // A ')' that closes no group ends a sequence early; .NET refuses such a pattern anyway.
+        for (var i = 0; i < pattern.Length;) largest = Math.Max(largest, Repetition(pattern, freeSpacing, ref i));
+        return largest;
+    }
+
+    /// <summary>The largest repetition in the sequence from <paramref name="i"/> to the ')' that
+    /// closes its group (left just past it) or the end of the pattern.</summary>
+    static long Repetition(string pattern, bool freeSpacing, ref int i)
+    {
+        var largest = 1L;
+        while (i < pattern.Length)
+        {
+            var part = 1L;
+            switch (pattern[i])
+            {
+                case ')':
+                    i++;
+                    return largest;
+                case '(' when At(pattern, i, "(?#"):
+                    i = CommentEnd(pattern, i) + 1;
+                    continue;
+                case '#' when freeSpacing:
+                    i = LineEnd(pattern, i) + 1;
+                    continue;
+                case '(':
+                    i++;
+                    part = Repetition(pattern, freeSpacing, ref i);
+                    break;
+                case '\\':
+                    i = EscapeEnd(pattern, i) + 1;
+                    break;
+                case '[':
+                    i = ClassEnd(pattern, i) + 1;
+                    break;
+                default:
+                    i++;
+                    break;
+            }
+            var next = freeSpacing ? PastBlanks(pattern, i) : i;
+            if (Count(pattern, next) is ({ } count, var end))
+            {
+                part = part > long.MaxValue / count ? long.MaxValue : part * count;
+                i = end + 1;
+            }
+            largest = Math.Max(largest, part);
+        }
+        return largest;
+    }
+
+    /// <summary>A quantifier {n}, {n,} or {n,m}; a '{' that does not begin one is a literal.</summary>
+    internal static readonly Regex Quantifier = new(@"\G\{([0-9]+)(?:,([0-9]*))?\}", RegexOptions.CultureInvariant);
+
+    /// <summary>The larger bound (at least 1) of the quantifier at <paramref name="open"/> and the
+    /// index of its '}'; null where none begins there.</summary>
+    static (long? Count, int End) Count(string pattern, int open)
+    {
+        if (open >= pattern.Length || pattern[open] != '{' || Quantifier.Match(pattern, open) is not { Success: true } quantifier) return (null, open);
+        var count = Math.Max(Bound(quantifier.Groups[1].Value), Bound(quantifier.Groups[2].Value));
+        return (Math.Max(count, 1), open + quantifier.Length - 1);
+    }
+
+    static long Bound(string digits) => digits.Length == 0 ? 0 : long.TryParse(digits, out var bound) ? bound : long.MaxValue;
+
+    /// <summary>The index of the last character of the '#' comment at <paramref name="hash"/>:
+    /// the end of its line or of the pattern.</summary>
+    static int LineEnd(string pattern, int hash) => pattern.IndexOf('\n', hash) is var end and >= 0 ? end : pattern.Length - 1;
+
+    /// <summary>The index of the first character from <paramref name="i"/> that is neither a
+    /// blank nor in a '#' comment, as free-spacing mode reads them.</summary>
+    static int PastBlanks(string pattern, int i)
+    {
+        while (i < pattern.Length && (char.IsWhiteSpace(pattern[i]) || pattern[i] == '#'))
+            i = pattern[i] == '#' ? LineEnd(pattern, i) + 1 : i + 1;
+        return i;
     }
 
     /// <summary>Whether a lookahead or lookbehind opens at <paramref name="i"/>.</summary>
@@ -207,10 +301,11 @@ sealed class SafetyRegex
     /// first, as .NET reads it, whatever comes before it ('(', '\\', '['), or the end of the pattern.</summary>
     internal static int CommentEnd(string pattern, int open) => pattern.IndexOf(')', open) is var close and >= 0 ? close : pattern.Length - 1;
 
-    /// <summary>The matches of one text: the backtracking engine's, its first try bounded by its
-    /// match timeout. After a timeout, the rest of the text is asked of the linear-time engine,
-    /// and only where that finds a match of the rest, of the backtracking engine again within
-    /// RetryTimeout, from the end of the last match found; TimedOut says that nothing could tell.
+    /// <summary>The matches of one text: none where the linear-time engine finds that it has
+    /// none; else the backtracking engine's, its first try bounded by its match timeout. After a
+    /// timeout, the rest of the text is asked of the linear-time engine, and only where that finds
+    /// a match of the rest, of the backtracking engine again within RetryTimeout, from the end of
+    /// the last match found; TimedOut says that nothing could tell.
     /// Each bound is a try's as a whole, not each match's: the engine's own timeout restarts at
     /// every NextMatch, and a text of many matches, each found within it, took their number times
     /// it (200 KB of digit runs that stall the international phone pattern with a phone number
@@ -219,6 +314,9 @@ sealed class SafetyRegex
     {
         Match? current;
         bool retried, done;
+        // Whether the linear-time engine found a match in the text; null where it could not tell,
+        // so that a timeout does not ask it again.
+        bool? hasMatch;
         // When the try under way began (TimeProvider.GetTimestamp).
         long started;
 
@@ -236,8 +334,9 @@ sealed class SafetyRegex
                 if (current is null)
                 {
                     started = regex.clock.GetTimestamp();
-                    // Once the linear-time engine is built, a text it clears waits for no timeout.
-                    current = regex.linear.IsValueCreated && regex.HasMatch(text, 0) == false ? Match.Empty : regex.backtracking.Match(text);
+                    // A text it clears is not read by the backtracking engine, and waits for no timeout.
+                    hasMatch = regex.HasMatch(text, 0);
+                    current = hasMatch == false ? Match.Empty : regex.backtracking.Match(text);
                 }
                 else current = OutOfTime() ? Resume() : current.NextMatch();
             }
@@ -263,13 +362,13 @@ sealed class SafetyRegex
             // NextMatch goes on one character past an empty match.
             var from = current is null ? 0 : current.Index + Math.Max(current.Length, 1);
             if (from > text.Length) return Match.Empty;
-            if (retried || regex.HasMatch(text, from) is not { } hasMatch)
+            if (retried || hasMatch is null || regex.HasMatch(text, from) is not { } hasMore)
             {
                 TimedOut = true;
                 return Match.Empty;
             }
             retried = true;
-            if (!hasMatch) return Match.Empty;
+            if (!hasMore) return Match.Empty;
             started = regex.clock.GetTimestamp();
             try { return regex.patient.Value.Match(text, from); }
             catch (RegexMatchTimeoutException)

@@ -187,6 +187,11 @@ public sealed class CliTests
             else Assert.True(matches > 0, row.ToJsonString());
         }
         Assert.Equal([128, 600], results.Select(r => (int)r!["chars"]!).Distinct());
+        // What building the linear-time engines adds to a new instance's first check.
+        var first = report["first_check"]!.AsArray();
+        Assert.Equal(["prompt_injection", "blocklist_patterns"], first.Select(f => (string)f!["check"]!));
+        Assert.All(first, f => Assert.True((double)f!["ms"]! > 0, f.ToJsonString()));
+        Assert.Contains("first check on a new instance", stdout);
         foreach (var (args, expected) in new (string[], string)[]
         {
             (["--sizes", "128,big"], "error: --sizes: 'big' is not a positive whole number"),

@@ -377,6 +377,37 @@ public sealed class BlocklistTests
     }
 
     [Theory]
+    // Each check grew the backtracking stack by gigabytes, then threw an OverflowException
+    // (without the heap's hard limit, as a server runs) or ran out of memory, on any text with
+    // three a's: the pattern itself was taken, as it finds nothing in empty text.
+    [InlineData("(?:a{3}(?:(?:(?:){2,2147483647}|.)+){1073741824})+", "repeats a part of it 2,305,843,008,139,952,128 times")]
+    [InlineData("(?:x(?:(?:){2,1000}|.)+){1000}", "repeats a part of it 1,000,000 times")]
+    // Out of memory as the regex was built ("Array dimensions exceeded supported range"), which
+    // the server's user-error path did not take.
+    [InlineData("a{2147483647}b", "repeats a part of it 2,147,483,647 times")]
+    // An ArgumentOutOfRangeException as it was built, read as an invalid regular expression
+    // with the engine's words (minimumLength ('-2147483648') must be a non-negative value).
+    [InlineData("a{1073741824}a{1073741824}", "repeats a part of it 1,073,741,824 times")]
+    // Free-spacing mode: the count after a blank and a comment still quantifies the group.
+    [InlineData("(?x)(?:a{1000}) # many\n {1000}", "repeats a part of it 1,000,000 times")]
+    public void A_pattern_whose_counted_repetitions_nets_engine_cannot_run_is_refused_at_creation(string pattern, string message)
+    {
+        var e = Assert.Throws<TrustUserException>(() => CompiledBlocklist.Compile(new Blocklist("bad", [], [pattern])));
+        Assert.Contains($"Blocklist 'bad': pattern '{pattern}' {message}", e.Message);
+        Assert.Contains("use smaller counts", e.Message);
+    }
+
+    [Theory]
+    [InlineData(@"\b[0-9]{4}(?:[ -]?[0-9]{4}){3}\b")]
+    [InlineData("(?:a{100}){1000}")] // 100,000: the bound itself
+    [InlineData("yx{0,100000}")]
+    [InlineData("(?:a{1000})b{1000}c{1000}")] // counts side by side are not multiplied
+    [InlineData(@"\{1000000\}[{]1000000}")] // braces escaped or in a class are literals
+    [InlineData("(?#{1000000})(?:a{1000})")]
+    public void A_pattern_with_counts_within_the_bound_is_taken(string pattern) =>
+        CompiledBlocklist.Compile(new Blocklist("list", [], [pattern]));
+
+    [Theory]
     [InlineData("(?=bomb)", false)]           // a lookahead alone matches the place before "bomb", never text
     [InlineData(@"\b", false)]
     [InlineData(@"\b(?<!x)\B\A\z\Z\G", false)]

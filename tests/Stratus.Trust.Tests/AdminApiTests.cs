@@ -98,6 +98,12 @@ public sealed class AdminApiTests
         }
         using (var empty = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/codes", host.AdminKey, new { patterns = new[] { "a*" } }))
             Assert.Contains("matches empty text", (await TestJson.ErrorAsync(empty)).GetProperty("message").GetString());
+        // Out of memory as the regex was built: a 500, not the 400 naming the pattern.
+        using (var huge = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/codes", host.AdminKey, new { patterns = new[] { "a{2147483647}b" } }))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, huge.StatusCode);
+            Assert.Contains("pattern 'a{2147483647}b' repeats a part of it 2,147,483,647 times", (await TestJson.ErrorAsync(huge)).GetProperty("message").GetString());
+        }
         using (var good = await host.SendAsync(HttpMethod.Put, "/v1/admin/blocklists/codes", host.AdminKey, new { terms = new[] { "project x" }, patterns = new[] { "secret-\\d+" }, category = "violence" }))
             Assert.Equal(HttpStatusCode.OK, good.StatusCode);
         using (var get = await host.SendAsync(HttpMethod.Get, "/v1/admin/blocklists/codes", host.AdminKey))

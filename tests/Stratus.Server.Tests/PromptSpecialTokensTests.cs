@@ -197,13 +197,7 @@ public sealed class PromptSpecialTokensTests(LlamaModelServer fixture) : IClassF
                 new { model = "tiny", prompt = "the hat", max_tokens = 3, echo = true, logprobs = 0, temperature = 0, stream });
             var json = await response.Content.ReadAsStringAsync();
             Assert.True(response.IsSuccessStatusCode, json);
-            var choices = stream
-                ? json.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => JsonNode.Parse(l["data: ".Length..])!["choices"]!.AsArray()).Where(c => c.Count > 0).Select(c => c[0]!).ToList()
-                : [JsonNode.Parse(json)!["choices"]![0]!];
-            var text = string.Concat(choices.Select(c => (string)c["text"]!));
-            var logprobs = choices.Where(c => c["logprobs"] is JsonObject).Select(c => c["logprobs"]!).ToList();
-            var tokens = logprobs.SelectMany(l => l["tokens"]!.AsArray().Select(t => (string)t!)).ToList();
-            var offsets = logprobs.SelectMany(l => l["text_offset"]!.AsArray().Select(o => (int)o!)).ToList();
+            var (text, tokens, offsets) = CompletionChoices.First(json, stream);
             Assert.StartsWith("the hat", text);
             Assert.Equal(["<s>", " the", " ", "h", "at"], tokens[..5]);
             Assert.Equal([0, 0, 3, 4, 5, 7], offsets[..6]);

@@ -121,11 +121,7 @@ public sealed class SplitCharacterOffsetTests(SplitCharacterModelServer fixture)
             using var response = await fixture.Server.Http.PostAsJsonAsync("/v1/completions", body);
             var json = await response.Content.ReadAsStringAsync();
             Assert.True(response.IsSuccessStatusCode, json);
-            var choices = stream
-                ? json.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => JsonNode.Parse(l["data: ".Length..])!["choices"]!.AsArray()).Where(c => c.Count > 0).Select(c => c[0]!).ToList()
-                : [JsonNode.Parse(json)!["choices"]![0]!];
-            var text = string.Concat(choices.Select(c => (string)c["text"]!));
-            var offsets = choices.Where(c => c["logprobs"] is JsonObject).SelectMany(c => c["logprobs"]!["text_offset"]!.AsArray().Select(o => (int)o!)).ToList();
+            var (text, _, offsets) = CompletionChoices.First(json, stream);
             Assert.StartsWith("éa", text);
             // Drawn at random among the two bytes, they make "é" again somewhere (and U+FFFD elsewhere).
             Assert.Contains("é", text[2..]);

@@ -384,7 +384,10 @@ public static partial class RequestParser
                 throw ApiException.Invalid($"Invalid key in 'logit_bias': '{Truncate(key)}' is not a token id of this model (0 to {vocab - 1}).", "logit_bias", "invalid_value");
             if (value is < -100 or > 100 || double.IsNaN(value))
                 throw ApiException.Invalid($"Invalid value in 'logit_bias' for token {token}: {value} is outside [-100, 100].", "logit_bias", "invalid_value");
-            result[token] = (float)value;
+            // Keys are token ids as text, so "05" names token 5 as "5" does (vLLM reads them with
+            // int()): two biases for one token would leave one of them silently unused.
+            if (!result.TryAdd(token, (float)value))
+                throw ApiException.Invalid($"Invalid key in 'logit_bias': '{Truncate(key)}' names token {token}, which another key names too; give each token one bias.", "logit_bias", "invalid_value");
         }
         return result;
     }

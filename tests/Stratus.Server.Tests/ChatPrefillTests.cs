@@ -162,3 +162,34 @@ public sealed class UnsupportedChatTemplateTests : IAsyncLifetime
         Assert.Contains("/v1/chat/completions ", server.CurlExample(model: "fine"));
     }
 }
+
+/// <summary>The tiny char model with a template that writes the messages' content and nothing
+/// else, so that a chat of empty messages renders as no text at all.</summary>
+public sealed class ContentOnlyTemplateServer : IAsyncLifetime
+{
+    public TinyModelServer Server { get; } = new() { CreateModel = d => HeaderTemplateModelServer.CreateCheckpoint(d, "{% for m in messages %}{{ m['content'] }}{% endfor %}") };
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
+public sealed class EmptyChatPromptTests(ContentOnlyTemplateServer fixture) : IClassFixture<ContentOnlyTemplateServer>
+{
+    /// <summary>The engine would refuse a prompt of no tokens without naming a field: the
+    /// client's fix is in its messages.</summary>
+    [Fact]
+    public async Task Messages_the_template_renders_as_no_tokens_are_a_400_on_messages()
+    {
+        foreach (var stream in new[] { false, true })
+        {
+            using var response = await fixture.Server.Http.PostAsJsonAsync("/v1/chat/completions",
+                new { model = "tiny", messages = new[] { new { role = "user", content = "" } }, max_tokens = 2, stream });
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.BadRequest, text);
+            var error = JsonNode.Parse(text)!["error"]!;
+            Assert.Equal(("messages", "invalid_value"), ((string?)error["param"], (string?)error["code"]));
+            Assert.Contains("render as an empty prompt", (string)error["message"]!);
+        }
+        using var chat = await fixture.Server.Http.PostAsJsonAsync("/v1/chat/completions", new { model = "tiny", messages = new[] { new { role = "user", content = "a" } }, max_tokens = 2 });
+        Assert.True(chat.IsSuccessStatusCode, await chat.Content.ReadAsStringAsync());
+    }
+}

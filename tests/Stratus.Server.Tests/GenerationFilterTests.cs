@@ -176,3 +176,90 @@ public sealed class AbandonedAlternativesTests(AbandonedAlternativesServer fixtu
         Assert.Equal(1, fixture.Filter.Calls);
     }
 }
+
+/// <summary>Notes whether the request's end (CompleteAsync) came while one of its calls was in
+/// hand or before one: choice 1's first piece is judged as a call that does not look at the
+/// cancellation token (a blocklist's regexes, an audit write) ends, a second after the client left.</summary>
+public sealed class SlowChoiceFilter : IGenerationFilter
+{
+    public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    /// <summary>Set by CompleteAsync: whether a call was in hand then.</summary>
+    public TaskCompletionSource<bool> Completed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    public volatile bool CalledAfterEnd;
+    int inHand, entered;
+    volatile bool ended;
+
+    public ValueTask<IGenerationScope?> BeginAsync(GenerationContext context, CancellationToken cancellation) => ValueTask.FromResult<IGenerationScope?>(new Scope(this));
+
+    sealed class Scope(SlowChoiceFilter filter) : IGenerationScope
+    {
+        public IReadOnlyList<Safety.PromptFilterResult>? PromptFilterResults => null;
+        public IReadOnlyList<string>? Prompts => null;
+
+        public async ValueTask<FilteredText> OnOutputAsync(int choice, string text, CancellationToken cancellation)
+        {
+            Enter();
+            try
+            {
+                if (choice == 1 && Interlocked.Exchange(ref filter.entered, 1) == 0)
+                {
+                    filter.Entered.TrySetResult();
+                    await Task.Delay(Timeout.Infinite, cancellation).ContinueWith(_ => { }, TaskScheduler.Default);
+                    await Task.Delay(TimeSpan.FromSeconds(1), CancellationToken.None);
+                }
+                return new FilteredText(text);
+            }
+            finally { Interlocked.Decrement(ref filter.inHand); }
+        }
+
+        public ValueTask<bool> AllowsAlternativeAsync(ReadOnlyMemory<char> before, string alternative, CancellationToken cancellation) => ValueTask.FromResult(true);
+
+        public ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation)
+        {
+            Enter();
+            Interlocked.Decrement(ref filter.inHand);
+            return ValueTask.FromResult(ChoiceEnd.None);
+        }
+
+        public ValueTask CompleteAsync(int promptTokens, int completionTokens)
+        {
+            filter.ended = true;
+            filter.Completed.TrySetResult(Volatile.Read(ref filter.inHand) > 0);
+            return ValueTask.CompletedTask;
+        }
+
+        void Enter()
+        {
+            Interlocked.Increment(ref filter.inHand);
+            if (filter.ended) filter.CalledAfterEnd = true;
+        }
+    }
+}
+
+public sealed class SlowChoiceServer : IAsyncLifetime
+{
+    public SlowChoiceFilter Filter { get; } = new();
+    public TinyModelServer Server { get; }
+    public SlowChoiceServer() => Server = new() { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(Filter) };
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
+public sealed class SlowChoiceTests(SlowChoiceServer fixture) : IClassFixture<SlowChoiceServer>
+{
+    /// <summary>With n &gt; 1 each choice is read on its own; a client that leaves stops the
+    /// request's reader, and the filters are told the request ended (usage recorded) only once
+    /// the choices' calls in hand have returned, none running beside it or after it.</summary>
+    [Fact]
+    public async Task A_client_that_leaves_an_n_2_request_has_its_end_told_after_the_filters_calls_in_hand()
+    {
+        using var abandon = new CancellationTokenSource();
+        var request = fixture.Server.Http.PostAsJsonAsync("/v1/completions",
+            new { model = "tiny", prompt = "abc", max_tokens = 40, n = 2, temperature = 1, seed = 1 }, abandon.Token);
+        await fixture.Filter.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        abandon.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => request);
+        Assert.False(await fixture.Filter.Completed.Task.WaitAsync(TimeSpan.FromSeconds(30)), "CompleteAsync ran while a choice's filter call was in hand");
+        Assert.False(fixture.Filter.CalledAfterEnd);
+    }
+}

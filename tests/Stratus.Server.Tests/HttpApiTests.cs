@@ -354,6 +354,30 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
         Assert.Equal(("messages[0].role", "invalid_value"), ((string?)error["param"], (string?)error["code"]));
     }
 
+    /// <summary>logit_bias keys are token ids as text: "05" names token 5 as "5" does, and
+    /// two keys for one token are a 400 naming it rather than one bias silently dropped.</summary>
+    [Fact]
+    public async Task Two_logit_bias_keys_naming_one_token_are_a_400_naming_the_token()
+    {
+        foreach (var path in new[] { "/v1/chat/completions", "/v1/completions" })
+        {
+            Dictionary<string, object?> Body(string json)
+            {
+                var body = path.EndsWith("chat/completions", StringComparison.Ordinal) ? (Dictionary<string, object?>)ChatBody(2)
+                    : new() { ["model"] = TinyModelServer.ModelName, ["prompt"] = "abc", ["max_tokens"] = 2 };
+                body["logit_bias"] = JsonNode.Parse(json);
+                return body;
+            }
+            var error = (await PostJson(path, Body("""{"5": 10, "05": -10}"""), HttpStatusCode.BadRequest))["error"]!;
+            Assert.Equal(("logit_bias", "invalid_value"), ((string?)error["param"], (string?)error["code"]));
+            Assert.Equal("Invalid key in 'logit_bias': '05' names token 5, which another key names too; give each token one bias.", (string?)error["message"]);
+            // Only digits make a token id, as OpenAI's examples write them: a sign or a space is refused.
+            foreach (var key in new[] { " 5", "+5", "5 " })
+                Assert.Equal("logit_bias", (string?)(await PostJson(path, Body($$"""{"{{key}}": 10}"""), HttpStatusCode.BadRequest))["error"]!["param"]);
+            await PostJson(path, Body("""{"05": 10, "6": -10}"""));
+        }
+    }
+
     [Fact]
     public async Task Functions_unknown_formats_suffix_and_best_of_are_refused_not_ignored()
     {

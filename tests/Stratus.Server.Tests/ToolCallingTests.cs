@@ -141,6 +141,42 @@ public sealed class ToolCallingTests(TinyModelServer fixture) : IClassFixture<Ti
         Assert.True(fixture.Model.Engine.IsHealthy);
     }
 
+    /// <summary>A call's arguments in the history are the JSON text of an object, as OpenAI
+    /// requires: JSON of another kind ("[1]", "3") is refused as text that is no JSON is, on
+    /// chat completions and /tokenize alike, before a template iterates its items.</summary>
+    [Fact]
+    public async Task Call_arguments_in_a_conversation_that_are_JSON_but_no_object_are_a_400_naming_them()
+    {
+        object[] Conversation(string arguments) =>
+        [
+            new { role = "user", content = "Time?" },
+            new { role = "assistant", content = (string?)null, tool_calls = new[] { new { id = "call_1", type = "function", function = new { name = "time", arguments } } } },
+            new { role = "tool", content = "12", tool_call_id = "call_1" },
+        ];
+        async Task<(HttpStatusCode Status, string Text)> Send(string path, string arguments)
+        {
+            using var response = await fixture.Http.PostAsJsonAsync(path, new { model = "tiny", messages = Conversation(arguments), max_tokens = 1 });
+            return (response.StatusCode, await response.Content.ReadAsStringAsync());
+        }
+        string[] paths = ["/v1/chat/completions", "/tokenize"];
+        foreach (var arguments in new[] { "[1]", "3", "\"utc\"", "null", "true", "utc=1" })
+            foreach (var path in paths)
+            {
+                var (status, text) = await Send(path, arguments);
+                Assert.True(status == HttpStatusCode.BadRequest, $"{path} {arguments}: {(int)status} {text}");
+                var error = JsonNode.Parse(text)!["error"]!;
+                Assert.Equal(("messages[1].tool_calls[0].function.arguments", "invalid_value"), ((string)error["param"]!, (string)error["code"]!));
+                Assert.Contains($"{arguments} is not a JSON object", (string)error["message"]!);
+            }
+        // An object, an empty one too, is taken.
+        foreach (var arguments in new[] { "{}", "{\"utc\": [1]}" })
+            foreach (var path in paths)
+            {
+                var (status, text) = await Send(path, arguments);
+                Assert.True(status == HttpStatusCode.OK, $"{path} {arguments}: {(int)status} {text}");
+            }
+    }
+
     /// <summary>A named function: every choice that stops is a call of it whose arguments are
     /// valid, whatever the seed; content null and finish_reason "stop", as OpenAI answers a named
     /// tool_choice.</summary>

@@ -240,7 +240,7 @@ public static partial class RequestParser
 
     /// <summary>An assistant message's tool_calls, each {"id", "type": "function", "function":
     /// {"name", "arguments": the JSON text of an object}}: the template gets the arguments parsed,
-    /// as vLLM gives them, so text that is not JSON is refused here.</summary>
+    /// as vLLM gives them, so text that is not a JSON object is refused here.</summary>
     static List<ChatToolCall>? ToolCallsOf(JsonElement? toolCalls, string param)
     {
         if (!Present(toolCalls)) return null;
@@ -260,11 +260,17 @@ public static partial class RequestParser
             if (!call.TryGetProperty("function", out var function) || function.ValueKind != JsonValueKind.Object)
                 throw ApiException.Invalid($"Missing or invalid '{at}.function': expected an object with 'name' and 'arguments'.", $"{at}.function", "invalid_type");
             var arguments = Text(function, "arguments", $"{at}.function.arguments");
-            try { using var parsed = JsonDocument.Parse(arguments); }
-            catch (JsonException)
+            // An object, as OpenAI requires: templates iterate its items (vLLM's json.loads gives
+            // them a dict), and a list or number there renders as no call a model was trained on.
+            bool isObject;
+            try
             {
-                throw ApiException.Invalid($"Invalid '{at}.function.arguments': {Truncate(arguments)} is not JSON; send the arguments as the JSON text of an object.", $"{at}.function.arguments", "invalid_value");
+                using var parsed = JsonDocument.Parse(arguments);
+                isObject = parsed.RootElement.ValueKind == JsonValueKind.Object;
             }
+            catch (JsonException) { isObject = false; }
+            if (!isObject)
+                throw ApiException.Invalid($"Invalid '{at}.function.arguments': {Truncate(arguments)} is not a JSON object; send the arguments as the JSON text of an object, such as '{{\"city\": \"Paris\"}}'.", $"{at}.function.arguments", "invalid_value");
             calls.Add(new ChatToolCall(Text(call, "id", $"{at}.id"), Text(function, "name", $"{at}.function.name"), arguments));
         }
         return calls;
@@ -384,7 +390,10 @@ public static partial class RequestParser
                 throw ApiException.Invalid($"Invalid key in 'logit_bias': '{Truncate(key)}' is not a token id of this model (0 to {vocab - 1}).", "logit_bias", "invalid_value");
             if (value is < -100 or > 100 || double.IsNaN(value))
                 throw ApiException.Invalid($"Invalid value in 'logit_bias' for token {token}: {value} is outside [-100, 100].", "logit_bias", "invalid_value");
-            result[token] = (float)value;
+            // Keys are token ids as text, so "05" names token 5 as "5" does (vLLM reads them with
+            // int()): two biases for one token would leave one of them silently unused.
+            if (!result.TryAdd(token, (float)value))
+                throw ApiException.Invalid($"Invalid key in 'logit_bias': '{Truncate(key)}' names token {token}, which another key names too; give each token one bias.", "logit_bias", "invalid_value");
         }
         return result;
     }

@@ -42,6 +42,9 @@ public static class ChatCompletionsEndpoints
         try
         {
             tokens = RequestParser.Encode(model.Tokenizer, prompt, "messages", addSpecialTokens);
+            // The engine would refuse it too, but without naming what the client can change.
+            if (tokens.Length == 0)
+                throw ApiException.Invalid("The messages render as an empty prompt with this model's chat template, and the model needs at least one token to continue: give a message some content.", "messages", "invalid_value");
             maxTokens = RequestParser.MaxTokens(body.MaxCompletionTokens ?? body.MaxTokens, maxParam, "messages", tokens.Length, model.ContextLength, minimum: 1);
         }
         catch (ApiException refusal)

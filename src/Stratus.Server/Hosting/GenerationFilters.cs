@@ -83,6 +83,8 @@ public interface IGenerationScope
     ValueTask<ChoiceEnd> OnChoiceEndAsync(int choice, CancellationToken cancellation);
 
     /// <summary>The request ended, normally, cancelled or failed: the tokens actually used.
-    /// Called exactly once, and must not throw for an ordinary end.</summary>
+    /// Called exactly once, after the scope's other calls have returned (one that has not
+    /// returned within ServerShutdown.EndingTime of the end is no longer waited for), and must
+    /// not throw for an ordinary end.</summary>
     ValueTask CompleteAsync(int promptTokens, int completionTokens);
 }

@@ -54,6 +54,8 @@ public sealed class GenerationRun : IAsyncDisposable
     /// the choice's first piece.</summary>
     readonly IReadOnlyList<GeneratedToken>?[] promptLogprobs;
     string outcome = FinishReason.Cancelled;
+    /// <summary>Ends when every choice's own reader (Merge's, for n &gt; 1) has returned.</summary>
+    Task choicesRead = Task.CompletedTask;
 
     GenerationRun(GenerationContext context, IGenerationScope[] scopes, ServingMetrics metrics, ServerShutdown shutdown, GenerationStream[] streams, CancellationTokenSource cancel, CancellationToken aborted)
     {
@@ -282,7 +284,8 @@ public sealed class GenerationRun : IAsyncDisposable
         var merged = Channel.CreateUnbounded<ChoicePiece>(new UnboundedChannelOptions { SingleReader = true });
         var pumps = new Task[streams.Length];
         for (var i = 0; i < streams.Length; i++) pumps[i] = Pump(i, merged.Writer, cancellation);
-        _ = Task.WhenAll(pumps).ContinueWith(_ => merged.Writer.TryComplete(), TaskScheduler.Default);
+        choicesRead = Task.WhenAll(pumps);
+        _ = choicesRead.ContinueWith(_ => merged.Writer.TryComplete(), TaskScheduler.Default);
         return merged.Reader.ReadAllAsync(cancellation);
     }
 
@@ -473,6 +476,12 @@ public sealed class GenerationRun : IAsyncDisposable
         // Whatever happened (client gone, error), the sequences leave the engine now, and the
         // filters learn what was used.
         await cancel.CancelAsync();
+        // A reader that stopped before its choices ended (a client that left, a failed choice)
+        // leaves n > 1 choices' readers running, each maybe inside a filter's call that does not
+        // look at the token (a blocklist's regexes, an audit write): the tokens are counted and
+        // the filters told of the end once those calls have returned, not while they run. A call
+        // that never returns is waited for as long as the host waits for ended requests.
+        await choicesRead.WaitAsync(ServerShutdown.EndingTime).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         cancel.Dispose();
         var (prompt, completion, cached, generated) = Counts();
         var first = Interlocked.Read(ref firstToken);

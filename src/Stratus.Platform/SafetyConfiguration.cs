@@ -7,7 +7,7 @@
 // saving a policy each check the other table in the transaction that writes. A server builds a
 // deployment's pipeline every few seconds (SafetyPipelineCache) from what is stored; the lists it
 // compiles are kept by their content's version, so a list is compiled once per content, not once
-// per rebuild (1,000 patterns: 1.3 GiB allocated and 1.5-2.3 s of CPU each time, bench/README.md).
+// per rebuild (1,000 patterns: 1.3 GiB allocated and 1.6-1.8 s of CPU each time, bench/README.md).
 using System.Collections.Concurrent;
 using System.Data.Common;
 using System.Security.Cryptography;

@@ -113,7 +113,8 @@ static class SafetyBenchCommand
 
     /// <summary>What a check's first call on a new instance costs beyond the others: SafetyRegex
     /// builds each pattern's linear-time engine then. A server builds the blocklist's patterns
-    /// with each pipeline; the prompt-injection detector's default signals are built once a process
+    /// once per content of their list (SafetyConfiguration keeps a compiled list across pipeline
+    /// rebuilds); the prompt-injection detector's default signals are built once a process
     /// (here a copy of them, which is not shared), as are the PII patterns (not measured: they are
     /// the process's own, built in the warm-up).</summary>
     static Building[] MeasureBuilding()

@@ -44,7 +44,10 @@ public sealed record Blocklist(
     internal static char Fold(char letter) => char.ToUpperInvariant(char.ToLowerInvariant(letter));
 }
 
-/// <summary>A blocklist checked and compiled; building one is how a blocklist is validated.</summary>
+/// <summary>A blocklist checked and compiled; building one is how a blocklist is validated.
+/// Immutable once built, so one serves every pipeline and thread: a server keeps it for as long as
+/// the list's content is unchanged (SafetyConfiguration), and its patterns' linear-time engines,
+/// built at their first check, are built once (SafetyRegex: one thread builds, the others wait).</summary>
 public sealed class CompiledBlocklist
 {
     /// <summary>Bounds one regex evaluation's first try, so that a pattern that backtracks
@@ -285,10 +288,9 @@ public sealed class BlocklistProvider : IContentSafetyProvider, IMatchingFormRea
 {
     readonly CompiledBlocklist[] lists;
 
-    /// <exception cref="TrustUserException">A list is invalid (bad regex, empty term...).</exception>
-    public BlocklistProvider(IEnumerable<Blocklist> lists)
+    public BlocklistProvider(IEnumerable<CompiledBlocklist> lists)
     {
-        this.lists = lists.Select(CompiledBlocklist.Compile).ToArray();
+        this.lists = [.. lists];
         StreamingWindow = this.lists.Length == 0 ? 0 : this.lists.Max(l => l.StreamingWindow);
     }
 

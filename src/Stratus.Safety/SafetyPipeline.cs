@@ -1,6 +1,7 @@
 // One deployment's content-safety check: runs its providers concurrently on a text and applies
 // its policy to what they found. Built once per deployment and rebuilt when the policy or a
-// blocklist changes; immutable, so one instance serves all requests.
+// blocklist changes (its compiled blocklists kept where unchanged); immutable, so one instance
+// serves all requests.
 namespace Stratus.Safety;
 
 public sealed class SafetyPipeline
@@ -25,16 +26,20 @@ public sealed class SafetyPipeline
     /// <summary>The usual pipeline for a policy: the policy's blocklists (looked up by name in
     /// <paramref name="blocklists"/>), the PII detector unless PII is off, the prompt-injection
     /// detector, then any extra providers (learned classifiers, an external moderation service).</summary>
+    /// <param name="compile">Compiles each blocklist the policy names; CompiledBlocklist.Compile
+    /// when null. A server's returns the list it compiled before where the content is unchanged
+    /// (SafetyConfiguration), so a rebuild does not compile it again.</param>
     /// <exception cref="TrustUserException">The policy names a blocklist that does not exist,
     /// or a blocklist is invalid.</exception>
-    public static SafetyPipeline Create(SafetyPolicy policy, IEnumerable<Blocklist> blocklists, IEnumerable<IContentSafetyProvider>? extra = null)
+    public static SafetyPipeline Create(SafetyPolicy policy, IEnumerable<Blocklist> blocklists, IEnumerable<IContentSafetyProvider>? extra = null,
+        Func<Blocklist, CompiledBlocklist>? compile = null)
     {
         var byName = blocklists.ToDictionary(b => b.Name, StringComparer.OrdinalIgnoreCase);
         var chosen = policy.Blocklists.Select(name => byName.TryGetValue(name, out var list)
             ? list
             : throw new TrustUserException($"Safety policy for '{policy.Deployment}' names blocklist '{name}', which does not exist.")).ToList();
         var providers = new List<IContentSafetyProvider>();
-        if (chosen.Count > 0) providers.Add(new BlocklistProvider(chosen));
+        if (chosen.Count > 0) providers.Add(new BlocklistProvider(chosen.Select(compile ?? CompiledBlocklist.Compile)));
         if (policy.Pii != PiiMode.Off) providers.Add(new PiiDetector());
         providers.Add(new PromptInjectionDetector());
         providers.AddRange(extra ?? []);

@@ -25,7 +25,8 @@
 // pattern's first check, once: 0.1-1.3 MiB and 1-10 ms per pattern (a case-insensitive one with
 // \b costs the most), where the backtracking engine takes a few KiB and 0.05 ms; the built-in
 // patterns are built once a process (PiiDetector's, PromptInjectionDetector's default signals),
-// an operator's blocklist patterns with each pipeline (docs/trust.md).
+// an operator's blocklist patterns once per content of their list, which a server's pipelines
+// share while it is unchanged (SafetyConfiguration; docs/trust.md).
 using System.Text;
 using System.Text.RegularExpressions;
 

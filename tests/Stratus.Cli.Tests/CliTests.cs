@@ -141,9 +141,10 @@ public sealed class CliTests
     public void Bench_blocklist_measures_each_list_size_and_finds_the_hits_it_plants()
     {
         using var temp = new TempDirectory();
-        var (code, _, stderr) = Cli.Run("bench", "blocklist", "--terms", "3,20", "--json", temp["blocklist.json"]);
+        var (code, _, stderr) = Cli.Run("bench", "blocklist", "--terms", "3,20", "--patterns", "2", "--json", temp["blocklist.json"]);
         Assert.True(code == 0, stderr);
-        var results = JsonNode.Parse(File.ReadAllText(temp["blocklist.json"]))!["results"]!.AsArray();
+        var report = JsonNode.Parse(File.ReadAllText(temp["blocklist.json"]))!;
+        var results = report["results"]!.AsArray();
         Assert.Equal([3, 20], results.Select(r => (int)r!["terms"]!));
         foreach (var row in results)
         {
@@ -156,9 +157,17 @@ public sealed class CliTests
             // "a " repeated holds the first words "a a ..." of the terms of many lengths, never their last.
             Assert.Equal(0, (int)row["many_lengths_256kib"]!["hits"]!);
         }
+        // A server's pipeline rebuild with each list of terms, then with the list of patterns.
+        var rebuilds = report["rebuilds"]!.AsArray();
+        Assert.Equal(["3 terms", "20 terms", "2 patterns"], rebuilds.Select(r => (string)r!["list"]!));
+        Assert.Equal(2, (int)rebuilds[2]!["patterns"]!);
+        Assert.All(rebuilds, r => Assert.True((double)r!["first"]!["allocated_mib"]! > 0));
         var refused = Cli.Run("bench", "blocklist", "--terms", "10,ten");
         Assert.Equal(2, refused.ExitCode);
         Assert.Contains("--terms: 'ten' is not a positive whole number", refused.Stderr);
+        refused = Cli.Run("bench", "blocklist", "--patterns", "0");
+        Assert.Equal(2, refused.ExitCode);
+        Assert.Contains("--patterns: '0' is not a positive whole number", refused.Stderr);
     }
 
     [Fact]

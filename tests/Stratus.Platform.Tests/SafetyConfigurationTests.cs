@@ -334,6 +334,73 @@ public abstract class SafetyConfigurationTests : IDisposable
         Assert.True((await pipeline.AnalyzeAsync("ΕΊΝΑΙ ΚΑΚΌΣ", ContentDirection.Prompt)).Blocked);
     }
 
+    /// <summary>A server builds each deployment's pipeline again every few seconds; a list whose
+    /// content is unchanged is the one compiled before (its patterns' engines built once), for
+    /// every deployment that names it, whatever else changed meanwhile.</summary>
+    [Fact]
+    public async Task A_rebuild_takes_the_blocklist_compiled_before_while_its_content_is_unchanged()
+    {
+        await config.UpsertBlocklistAsync(new Blocklist("words", ["heck"], [@"\bdarn(?:ed)?\b"]), "admin");
+        await config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "admin");
+        await config.SetPolicyAsync(SafetyPolicy.Default("other") with { Pii = PiiMode.Off, Blocklists = ["WORDS"] }, "admin");
+        var first = await config.BuildPipelineAsync("gpt2");
+        Assert.True((await first.AnalyzeAsync("oh darned", ContentDirection.Prompt)).Blocked);
+        var compiled = Assert.Single(config.CompiledBlocklists);
+
+        // Another list and a policy changed; the list put back as it was by another process, in
+        // another order (the same content: VersionOf).
+        await config.UpsertBlocklistAsync(new Blocklist("unused", ["zounds"], []), "admin");
+        await config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Pii = PiiMode.Block, Blocklists = ["words"] }, "admin");
+        await PlatformStores.Open(platform.OpenDatabase()).SafetyConfiguration().UpsertBlocklistAsync(new Blocklist("words", ["heck"], [@"\bdarn(?:ed)?\b"]), "cli");
+        foreach (var deployment in new[] { "gpt2", "other", "gpt2" })
+        {
+            var pipeline = await config.BuildPipelineAsync(deployment);
+            Assert.True((await pipeline.AnalyzeAsync("oh heck", ContentDirection.Prompt)).Blocked);
+            Assert.True((await pipeline.AnalyzeAsync("oh darned", ContentDirection.Prompt)).Blocked);
+            Assert.False((await pipeline.AnalyzeAsync("oh zounds", ContentDirection.Prompt)).Blocked);
+        }
+        Assert.Same(compiled, Assert.Single(config.CompiledBlocklists));
+    }
+
+    /// <summary>A list changed, here by another process writing the same database, is compiled
+    /// again from what it holds now, and a list deleted is let go: what is kept compiled is what
+    /// is stored.</summary>
+    [Fact]
+    public async Task A_changed_blocklist_is_compiled_again_and_a_deleted_one_let_go()
+    {
+        await config.UpsertBlocklistAsync(new Blocklist("words", ["heck"], []), "admin");
+        await config.UpsertBlocklistAsync(new Blocklist("codes", [], [@"proj-\d+"]), "admin");
+        await config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words", "codes"] }, "admin");
+        await config.BuildPipelineAsync("gpt2");
+        var before = config.CompiledBlocklists.Single(l => l.Source.Name == "words");
+        var codes = config.CompiledBlocklists.Single(l => l.Source.Name == "codes");
+
+        var cli = PlatformStores.Open(platform.OpenDatabase()).SafetyConfiguration();
+        await cli.AddToBlocklistAsync("words", ["darn"], [], null, "cli");
+        var pipeline = await config.BuildPipelineAsync("gpt2");
+        Assert.True((await pipeline.AnalyzeAsync("oh darn", ContentDirection.Prompt)).Blocked);
+        var after = config.CompiledBlocklists.Single(l => l.Source.Name == "words");
+        Assert.NotSame(before, after);
+        Assert.Equal(["heck", "darn"], after.Source.Terms);
+        Assert.Same(codes, config.CompiledBlocklists.Single(l => l.Source.Name == "codes"));
+
+        await cli.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "cli");
+        await cli.DeleteBlocklistAsync("codes", "cli");
+        var released = WeakReferenceTo(codes);
+        codes = null;
+        pipeline = await config.BuildPipelineAsync("gpt2");
+        Assert.Same(after, Assert.Single(config.CompiledBlocklists));
+        Assert.False((await pipeline.AnalyzeAsync("proj-42", ContentDirection.Prompt)).Blocked);
+        // Resumed in a new frame, whose locals no longer hold the pipelines that awaits returned.
+        await Task.Yield();
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.False(released.IsAlive);
+    }
+
+    static WeakReference WeakReferenceTo(object target) => new(target);
+
     [Fact]
     public async Task Removing_the_last_entries_of_a_list_says_to_delete_the_list()
     {

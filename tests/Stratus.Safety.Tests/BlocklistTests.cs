@@ -11,7 +11,7 @@ namespace Stratus.Safety.Tests;
 public sealed class BlocklistTests
 {
     static async Task<IReadOnlyList<CategoryResult>> Analyze(Blocklist list, string text) =>
-        await new BlocklistProvider([list]).AnalyzeAsync(text, ContentDirection.Prompt, default);
+        await new BlocklistProvider([CompiledBlocklist.Compile(list)]).AnalyzeAsync(text, ContentDirection.Prompt, default);
 
     [Theory]
     [InlineData("That is a FooBar idea", true)]
@@ -371,7 +371,7 @@ public sealed class BlocklistTests
     [InlineData("   ", "empty pattern")]
     public void Invalid_patterns_are_user_errors_at_creation(string pattern, string message)
     {
-        var e = Assert.Throws<TrustUserException>(() => new BlocklistProvider([new Blocklist("bad", [], [pattern])]));
+        var e = Assert.Throws<TrustUserException>(() => CompiledBlocklist.Compile(new Blocklist("bad", [], [pattern])));
         Assert.Contains(message, e.Message);
         Assert.Contains("'bad'", e.Message);
     }
@@ -450,7 +450,7 @@ public sealed class BlocklistTests
         // (a+)+$ on "aaa...a!" takes the backtracking engine past its timeout, which failed closed:
         // clean text blocked. The linear-time engine finds it has no match, and is asked first from
         // then on; a text that has one still gets the backtracking engine's span.
-        var provider = new BlocklistProvider([new Blocklist("redos", [], ["(a+)+$"])]);
+        var provider = new BlocklistProvider([CompiledBlocklist.Compile(new Blocklist("redos", [], ["(a+)+$"]))]);
         var clean = new string('a', 5000) + "!";
         Assert.Empty(await provider.AnalyzeAsync(clean, ContentDirection.Prompt, default));
         Assert.Empty(await provider.AnalyzeAsync(clean, ContentDirection.Prompt, default));
@@ -463,7 +463,7 @@ public sealed class BlocklistTests
     {
         // The linear-time engine cannot run a lookbehind: the text was blocked as timed out. It is
         // asked of the pattern without it, which has no match in the text either.
-        var provider = new BlocklistProvider([new Blocklist("redos", [], ["(?<!x)(a+)+$"])]);
+        var provider = new BlocklistProvider([CompiledBlocklist.Compile(new Blocklist("redos", [], ["(?<!x)(a+)+$"]))]);
         Assert.Empty(await provider.AnalyzeAsync(new string('a', 5000) + "!", ContentDirection.Prompt, default));
     }
 
@@ -483,8 +483,8 @@ public sealed class BlocklistTests
     [Fact]
     public void Streaming_window_covers_the_longest_term_and_the_pattern_window()
     {
-        Assert.True(new BlocklistProvider([new Blocklist("t", ["short", new string('x', 40)], [])]).StreamingWindow >= 40);
-        Assert.True(new BlocklistProvider([new Blocklist("p", [], ["abc"])]).StreamingWindow >= CompiledBlocklist.PatternWindow);
+        Assert.True(new BlocklistProvider([CompiledBlocklist.Compile(new Blocklist("t", ["short", new string('x', 40)], []))]).StreamingWindow >= 40);
+        Assert.True(new BlocklistProvider([CompiledBlocklist.Compile(new Blocklist("p", [], ["abc"]))]).StreamingWindow >= CompiledBlocklist.PatternWindow);
     }
 
     [Fact]

@@ -1,9 +1,10 @@
 // One built SafetyPipeline per deployment, shared by all its requests. A pipeline is rebuilt
 // when the safety configuration changes through this process (SafetyConfiguration.Version) or
 // after the refresh interval, which is how changes made by another process (the CLI writing
-// the same database) reach a running server. The interval is timed on the monotonic clock: a
-// wall clock set back would otherwise keep a pipeline (and a blocklist the CLI changed) for as
-// long as it was set back.
+// the same database) reach a running server. A rebuild reads the policy and the blocklists again
+// and compiles only a list whose content changed (SafetyConfiguration keeps the others compiled).
+// The interval is timed on the monotonic clock: a wall clock set back would otherwise keep a
+// pipeline (and a blocklist the CLI changed) for as long as it was set back.
 using System.Collections.Concurrent;
 using Stratus.Platform;
 using Stratus.Safety;

@@ -921,4 +921,20 @@ public sealed class JobsApiTests : IAsyncLifetime
             SlurmJobExecutor.CommandTimeout = timeout;
         }
     }
+
+    /// <summary>A value train refuses in an override is a 400 naming that override, as an unknown key is.</summary>
+    [Theory]
+    [InlineData("max_iters", -5)]
+    [InlineData("beta2", 1)]
+    [InlineData("dropout", 2)]
+    [InlineData("n_head", 0)]
+    public async Task A_bad_override_value_is_a_400_naming_the_override(string key, int value)
+    {
+        var (client, _) = await TrainingClient();
+        var overrides = new Dictionary<string, object> { ["n_layer"] = 1, ["n_head"] = 2, ["n_embd"] = 16, ["block_size"] = 8, ["batch_size"] = 2, ["max_iters"] = 3 };
+        overrides[key] = value;
+        var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "bad"), overrides }));
+        Assert.Equal((HttpStatusCode.BadRequest, "overrides." + key), (status, (string?)error["error"]!["param"]));
+        Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
+    }
 }

@@ -937,4 +937,36 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.Equal((HttpStatusCode.BadRequest, "overrides." + key), (status, (string?)error["error"]!["param"]));
         Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
     }
+
+    /// <summary>A job recorded as running, its training <paramref name="training"/> (a process of the test's).</summary>
+    (SqlJobStore Store, string Id) RunningJob(string output, int training)
+    {
+        var store = JobService.Open(server.DataDir, ["true"]).Store;
+        var id = "job-" + Guid.NewGuid().ToString("N")[..8];
+        var run = Path.Combine(folder, output);
+        store.Insert(new Job(id, Job.TrainKind, new TrainArguments(null, Path.Combine(folder, "data"), run, []), LocalJobExecutor.ExecutorName, null, JobState.Queued,
+            null, null, null, null, store.Now, null, null, null, "cli:test", Path.Combine(run, id + ".log")), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        store.RecordStarted(id, training, LocalJobExecutor.StartOf(training));
+        return (store, id);
+    }
+
+    /// <summary>A job whose training failed records train's own last error line, in the CLI's words;
+    /// the API names each config key's option in it as the override that sets it, leaving a command
+    /// the line quotes whole.</summary>
+    [Fact]
+    public async Task A_failed_jobs_reason_names_train_options_as_overrides_in_the_apis_words()
+    {
+        var (client, _) = await TrainingClient();
+        var (store, id) = RunningJob("diverged", Environment.ProcessId);
+        var job = store.Get(id)!;
+        Directory.CreateDirectory(job.Arguments.Out);
+        File.WriteAllText(job.LogFile, "step 3: loss nan\nerror: the training loss is NaN at step 3: training diverged; lower --learning-rate or set --grad-clip, " +
+            $"then resume from the last checkpoint (`stratus train --resume {job.Arguments.Out} --learning-rate ...`) or start again\n");
+        store.RecordEnd(id, new JobEnd(JobState.Failed, 2, JobLog.FailureReason(job, 2)));
+
+        var (_, shown) = await Send(client.GetAsync($"/api/jobs/{id}"));
+        Assert.Equal("train exited with 2: the training loss is NaN at step 3: training diverged; lower 'overrides.learning_rate' or set 'overrides.grad_clip', " +
+            $"then resume from the last checkpoint (`stratus train --resume {job.Arguments.Out} --learning-rate ...`) or start again", (string?)shown["reason"]);
+        Assert.Contains("lower --learning-rate or set --grad-clip", store.Get(id)!.Reason);
+    }
 }

@@ -88,7 +88,7 @@ public sealed record JobView(
 
     /// <summary>The job as <paramref name="surface"/> shows it (the API, or `jobs show --json`):
     /// its reason's hints in that surface's words (JobLog.ReasonOn).</summary>
-    public static JobView From(Job job, Surface surface) => new(job.Id, job.Kind, job.State.WireName(), JobLog.ReasonOn(job, surface), job.Executor, job.ExecutorReference,
+    public static JobView From(Job job, Surface surface) => new(job.Id, job.Kind, job.State.WireName(), JobLog.ReasonOn(job, surface, TrainConfig.Keys), job.Executor, job.ExecutorReference,
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
             job.Arguments.Resume, job.Arguments.InitFrom, job.Resources?.Partition, job.Resources?.Time, job.Resources?.Ranks, job.Resources?.CpusPerRank)
         { InitFromVersion = job.Arguments.InitFromVersion },

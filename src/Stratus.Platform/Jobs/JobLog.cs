@@ -10,8 +10,12 @@ namespace Stratus.Platform.Jobs;
 
 public static class JobLog
 {
-    /// <summary>Train saves a last checkpoint when SIGTERM stops it after a step.</summary>
-    public static string CancelledReason(Job job) => Resumable(job, "cancelled after a last checkpoint", "cancelled before its first checkpoint");
+    /// <summary>Train saves a last checkpoint when SIGTERM stops it after a step; a forced cancel's
+    /// SIGKILL (exit <paramref name="exitCode"/> 137, as a shell reports it) ends it at once, its
+    /// run where its last checkpoint left it.</summary>
+    public static string CancelledReason(Job job, int? exitCode) => exitCode == 128 + 9
+        ? Resumable(job, "cancelled at once (forced), its training's last step unsaved", "cancelled at once (forced), before its first checkpoint")
+        : Resumable(job, "cancelled after a last checkpoint", "cancelled before its first checkpoint");
 
     /// <summary><paramref name="stopped"/> and how to continue the run where it saved a
     /// checkpoint, else <paramref name="unsaved"/>.</summary>

@@ -269,10 +269,10 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
             "COMPLETED" => new JobObservation(record.StartTime, new JobEnd(JobState.Succeeded, 0, null)),
             // Train answers a cancel's SIGTERM with a last checkpoint and exit 143: Slurm's FAILED.
             "FAILED" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode,
-                job.CancelRequestedAt is not null ? JobLog.CancelledReason(job) : JobLog.FailureReason(job, exitCode))),
+                job.CancelRequestedAt is not null ? JobLog.CancelledReason(job, exitCode) : JobLog.FailureReason(job, exitCode))),
             "CANCELLED" => new JobObservation(record.StartTime, new JobEnd(JobState.Cancelled, record.StartTime is null ? null : exitCode,
                 record.StartTime is null ? "cancelled before its training started"
-                : job.CancelRequestedAt is not null ? JobLog.CancelledReason(job)
+                : job.CancelRequestedAt is not null ? JobLog.CancelledReason(job, exitCode)
                 : Resumable($"{slurmJob} was cancelled in Slurm (scancel)"))),
             "TIMEOUT" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob} reached its time limit (TIMEOUT; {JobLog.LongerTimeLimit(Surface.Cli)})"))),
             "OUT_OF_MEMORY" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, $"{slurmJob} ran out of the memory it was given (OUT_OF_MEMORY); see {job.LogFile}")),
@@ -287,16 +287,18 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     /// <summary>Train's exit after a SIGTERM stopped it (128 + 15), a cancel's.</summary>
     const int CancelledExitCode = 143;
 
-    public void Cancel(Job job)
+    public void Cancel(Job job, bool force)
     {
         // Not submitted to Slurm yet: the submitter is between recording the job and sbatch.
         if (job.ExecutorReference is not { } id) return;
-        // Waiting: removed from the queue. Running: its training is signalled, as the batch step's
-        // process (one: the script, which outlives it, and train, --full) or as srun's tasks (ranks;
-        // srun itself would answer SIGTERM with SIGKILL to them). A job that starts between the two is signalled.
+        // Waiting: removed from the queue. Running: its training is signalled (TERM, or KILL where
+        // forced), as the batch step's process (one: the script, which outlives a TERM, and train,
+        // --full) or as srun's tasks (ranks; srun itself would answer SIGTERM with SIGKILL to them).
+        // A job that starts between the two is signalled.
         Scancel(["--state=PENDING", id]);
         var ranks = Query(id).Record?.Tasks ?? 1;
-        Scancel(ranks > 1 ? ["--state=RUNNING", "--signal=TERM", id] : ["--state=RUNNING", "--full", "--signal=TERM", id]);
+        var signal = force ? "--signal=KILL" : "--signal=TERM";
+        Scancel(ranks > 1 ? ["--state=RUNNING", signal, id] : ["--state=RUNNING", "--full", signal, id]);
     }
 
     static void Scancel(IReadOnlyList<string> arguments)

@@ -200,6 +200,23 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         Assert.Null(service.Store.Get("job-0000000e")?.Slurm);
     }
 
+    /// <summary>Pages of the jobs, each after the last of the one before, are the whole list once
+    /// each, newest first and jobs submitted in the same tick in id order, in either database's collation.</summary>
+    [Fact]
+    public void The_jobs_pages_after_one_another_are_the_whole_list_in_order()
+    {
+        var store = Service().Store;
+        var now = store.Now;
+        foreach (var (id, ago) in new[] { ("job-0000001a", 0), ("job-0000001c", 1), ("job-0000001b", 1), ("job-0000001d", 2) })
+            store.Insert(Queued(id, "/runs/" + id) with { SubmittedAt = now.AddSeconds(-ago) }, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        List<string> paged = [];
+        for (JobPage? page = null; page is null || page.HasMore; paged.AddRange(page.Jobs.Select(j => j.Id)))
+            page = store.List(1, paged.Count == 0 ? null : paged[^1]);
+        Assert.Equal(["job-0000001a", "job-0000001b", "job-0000001c", "job-0000001d"], paged);
+        Assert.Equal(paged, store.List().Jobs.Select(j => j.Id));
+        Assert.Equal("after", Assert.Throws<TrustUserException>(() => store.List(1, "job-nope")).Param);
+    }
+
     /// <summary>What the executor was asked: each cancel's force.</summary>
     sealed class CountingExecutor : IJobExecutor
     {

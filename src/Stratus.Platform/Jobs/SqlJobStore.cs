@@ -141,7 +141,8 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
             """;
         if (after is not null && Get(connection, after) is null)
             throw new TrustUserException(s => $"{s.Option("after")} {after} is no job; give the id of the last job a page listed") { Param = "after" };
-        using var command = Command(connection, $"SELECT {Columns} FROM jobs {from} ORDER BY submitted_at DESC, id LIMIT @limit", ("@limit", limit + 1), ("@after", after ?? ""));
+        using var command = Command(connection, $"SELECT {Columns} FROM jobs {from} ORDER BY submitted_at DESC, id LIMIT @limit",
+            after is null ? [("@limit", limit + 1)] : [("@limit", limit + 1), ("@after", after)]);
         using var reader = command.ExecuteReader();
         var jobs = new List<Job>();
         while (reader.Read()) jobs.Add(Read(reader));

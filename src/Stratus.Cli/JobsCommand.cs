@@ -244,7 +244,7 @@ static class JobsCommand
         var id = new Argument<string>("id") { Description = "the job's id (job-...)" };
         var force = new Option<bool>("--force")
         {
-            Description = "end the training at once (SIGKILL, scancel --signal=KILL), without finishing its step or saving a last checkpoint: for one that does not stop",
+            Description = "end the training at once (SIGKILL), without finishing its step or saving a last checkpoint: for one that does not stop; a Slurm job is cancelled by Slurm itself (scancel: SIGTERM, SIGKILL after KillWait)",
         };
         var dataDir = TrustCommands.DataDirOption();
         var command = new Command("cancel", "Stop a job: its training saves a last checkpoint and stops (SIGTERM), and the job ends cancelled; asked again, it waits for that as before.") { id, force, dataDir };
@@ -254,6 +254,7 @@ static class JobsCommand
             var (job, first) = OpenExisting(result, dataDir).Cancel(result.GetValue(id)!, TrustCommands.Actor, forced);
             var forceLine = $"`stratus jobs cancel {job.Id} --force` ends it at once";
             Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
+                : forced && job.Executor == SlurmJobExecutor.ExecutorName ? $"cancelling {job.Id} in Slurm (scancel): its training ends at once where a cancel's SIGTERM reached it already, else after a last checkpoint or at Slurm's SIGKILL after KillWait; it then reads cancelled."
                 : forced ? $"ending {job.Id} at once: its training stops without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}); it then reads cancelled."
                 : first ? $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}; {forceLine}); it then reads cancelled."
                 : $"{job.Id} is being cancelled already (asked at {job.CancelRequestedAt!.Value.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture)}): its training stops after the current step with a last checkpoint; {forceLine}."));

@@ -73,7 +73,7 @@ public interface IJobExecutor
     JobObservation? Observe(Job job, JobReading reading);
 
     /// <summary>Asks the job's training to stop after its step with a last checkpoint (SIGTERM), or,
-    /// <paramref name="force"/>d, at once (SIGKILL); recorded as cancelled by whoever records its
+    /// <paramref name="force"/>d, at once (SIGKILL; under Slurm, Slurm's own cancel); recorded as cancelled by whoever records its
     /// end. A job whose training has not started yet is stopped before it starts.</summary>
     /// <exception cref="JobExecutorUnavailableException">The scheduler could not be asked.</exception>
     void Cancel(Job job, bool force);

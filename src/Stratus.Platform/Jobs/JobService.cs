@@ -118,8 +118,9 @@ public sealed class JobService(SqlJobStore store, IReadOnlyList<IJobExecutor> ex
     /// already sends nothing again (a client retrying one that timed out, two operators at once:
     /// train would take a second SIGTERM as "end at once", losing the step's checkpoint); a
     /// <paramref name="force"/>d one ends the training at once, the first cancel or not (SIGKILL, as
-    /// scancel --signal=KILL and kubectl delete --force --grace-period=0: a SIGTERM sent after
-    /// another, which train would take so, may merge with it while both are pending).</summary>
+    /// kubectl delete --force --grace-period=0: a SIGTERM sent after another, which train would take
+    /// so, may merge with it while both are pending); a Slurm job's is Slurm's own cancel (see
+    /// SlurmJobExecutor.Cancel).</summary>
     /// <exception cref="TrustUserException">No such job (NotFound), or it has ended (Conflict).</exception>
     /// <exception cref="JobExecutorUnavailableException">Its executor could not be asked (Slurm's
     /// controller down): a first cancel is taken back, so that the job's end is not read as

@@ -6,7 +6,7 @@
 // neither knows ends failed, saying so, rather than reading running for ever. Cancel cancels a
 // pending job and sends a running one's training SIGTERM, which train answers with a last
 // checkpoint, as the local executor's cancel does (scancel's own kill would follow its SIGTERM with
-// SIGKILL after KillWait, cutting a long checkpoint short). The Slurm commands are found on the
+// SIGKILL after KillWait, cutting a long checkpoint short: what a forced cancel asks for). The Slurm commands are found on the
 // PATH and the cluster through their usual configuration (SLURM_CONF, else /etc/slurm).
 using System.ComponentModel;
 using System.Diagnostics;
@@ -291,14 +291,22 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     {
         // Not submitted to Slurm yet: the submitter is between recording the job and sbatch.
         if (job.ExecutorReference is not { } id) return;
-        // Waiting: removed from the queue. Running: its training is signalled (TERM, or KILL where
-        // forced), as the batch step's process (one: the script, which outlives a TERM, and train,
-        // --full) or as srun's tasks (ranks; srun itself would answer SIGTERM with SIGKILL to them).
-        // A job that starts between the two is signalled.
+        // Forced: Slurm's own cancel, which ends the job whatever it runs: SIGTERM to its processes,
+        // SIGKILL after KillWait. A training a cancel's SIGTERM reached already takes this one as
+        // its second, ending at once; another saves its last checkpoint if it can within KillWait.
+        // (scancel --signal=KILL is this same cancel: Slurm never hands a job's processes a SIGKILL
+        // of its own.)
+        if (force)
+        {
+            Scancel([id]);
+            return;
+        }
+        // Waiting: removed from the queue. Running: its training is signalled, as the batch step's
+        // process (one: the script, which outlives it, and train, --full) or as srun's tasks (ranks;
+        // srun itself would answer SIGTERM with SIGKILL to them). A job that starts between the two is signalled.
         Scancel(["--state=PENDING", id]);
         var ranks = Query(id).Record?.Tasks ?? 1;
-        var signal = force ? "--signal=KILL" : "--signal=TERM";
-        Scancel(ranks > 1 ? ["--state=RUNNING", signal, id] : ["--state=RUNNING", "--full", signal, id]);
+        Scancel(ranks > 1 ? ["--state=RUNNING", "--signal=TERM", id] : ["--state=RUNNING", "--full", "--signal=TERM", id]);
     }
 
     static void Scancel(IReadOnlyList<string> arguments)

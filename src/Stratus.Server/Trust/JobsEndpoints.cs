@@ -278,8 +278,8 @@ public static class JobsEndpoints
         jobs.MapPost("/{id}/cancel", async (HttpContext http, string id, CancellationToken ct) =>
         {
             // No body (or {}): a cancel, sent once however often it is asked for; "force": true ends the training at once.
-            var force = http.Request.ContentLength is 0 || (http.Request.ContentLength is null && !http.Request.Headers.TransferEncoding.Any())
-                ? false : (await TrustJson.ReadBodyAsync<CancelJobRequest>(http.Request, ct)).Force ?? false;
+            var hasBody = http.Request.ContentLength > 0 || (http.Request.ContentLength is null && http.Request.Headers.TransferEncoding.Count > 0);
+            var force = hasBody && (await TrustJson.ReadBodyAsync<CancelJobRequest>(http.Request, ct)).Force == true;
             return Json(JobView.From(Service(http).Cancel(id, Actor(http), force).Job, Surface.Api));
         });
         return endpoints;

@@ -120,13 +120,30 @@ static class JobsCommand
     {
         var dataDir = TrustCommands.DataDirOption();
         var json = JsonOption("the list");
-        var command = new Command("list", "List the jobs, newest first, with each run's last step and training loss.") { dataDir, json };
+        var limit = new Option<int>("--limit")
+        {
+            Description = $"list at most this many jobs, 1 to {SqlJobStore.MaxPage}",
+            DefaultValueFactory = _ => SqlJobStore.MaxPage,
+            HelpName = "n",
+        };
+        limit.Validators.Add(given =>
+        {
+            if (given.GetValue(limit) is < 1 or > SqlJobStore.MaxPage) given.AddError($"--limit must be 1 to {SqlJobStore.MaxPage}, got {given.GetValue(limit)}");
+        });
+        var after = new Option<string>("--after") { Description = "list the jobs after this one (the last a listing showed), older than it", HelpName = "id" };
+        var command = new Command("list", "List the jobs, newest first, with each run's last step and training loss.") { dataDir, json, limit, after };
         command.SetAction((result, ct) =>
         {
-            var jobs = OpenExisting(result, dataDir).List();
+            var page = OpenExisting(result, dataDir).List(result.GetValue(limit), result.GetValue(after));
+            var jobs = page.Jobs;
             if (result.GetValue(json))
             {
-                StandardOutput.WriteJson(new ListResponse<JobView>([.. jobs.Select(job => JobView.From(job, Stratus.Safety.Surface.Cli))]));
+                StandardOutput.WriteJson(new JobListResponse([.. jobs.Select(job => JobView.From(job, Stratus.Safety.Surface.Cli))], page.HasMore, null));
+                return Task.FromResult(0);
+            }
+            if (jobs.Count == 0 && result.GetValue(after) is { } previous)
+            {
+                Console.WriteLine($"No jobs after {previous}.");
                 return Task.FromResult(0);
             }
             if (jobs.Count == 0)
@@ -146,6 +163,7 @@ static class JobsCommand
                     last?.Step.ToString(CultureInfo.InvariantCulture) ?? "", last?.Loss.ToString("F4", CultureInfo.InvariantCulture) ?? "");
             }
             TrustCommands.Write(table);
+            if (page.HasMore) Console.WriteLine(Invocation.Spell($"more jobs follow: stratus jobs list --after {jobs[^1].Id}"));
             // Read once for the listing: the Slurm jobs after the first it could not ask read as recorded too.
             if (jobs.FirstOrDefault(job => job.Slurm?.Unreachable is not null)?.Slurm is { } unreachable)
                 Console.WriteLine($"{unreachable.Unreachable}: its Slurm jobs are as last recorded.");
@@ -224,17 +242,22 @@ static class JobsCommand
     static Command Cancel()
     {
         var id = new Argument<string>("id") { Description = "the job's id (job-...)" };
+        var force = new Option<bool>("--force")
+        {
+            Description = "end the training at once (SIGKILL), without finishing its step or saving a last checkpoint: for one that does not stop; a Slurm job is cancelled by Slurm itself (scancel: SIGTERM, SIGKILL after KillWait)",
+        };
         var dataDir = TrustCommands.DataDirOption();
-        var command = new Command("cancel", "Stop a job: its training saves a last checkpoint and stops (SIGTERM), and the job ends cancelled.") { id, dataDir };
+        var command = new Command("cancel", "Stop a job: its training saves a last checkpoint and stops (SIGTERM), and the job ends cancelled; asked again, it waits for that as before.") { id, force, dataDir };
         command.SetAction((result, ct) =>
         {
-            var service = OpenExisting(result, dataDir);
-            // A cancel already sent SIGTERM: train takes this second one as "end at once" (Ctrl+C twice).
-            var again = service.Get(result.GetValue(id)!) is { CancelRequestedAt: not null, State: JobState.Running };
-            var job = service.Cancel(result.GetValue(id)!, TrustCommands.Actor);
+            var forced = result.GetValue(force);
+            var (job, first) = OpenExisting(result, dataDir).Cancel(result.GetValue(id)!, TrustCommands.Actor, forced);
+            var forceLine = $"`stratus jobs cancel {job.Id} --force` ends it at once";
             Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
-                : again ? $"cancelling {job.Id} again: its training ends at once, without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}); it then reads cancelled."
-                : $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}; cancel again to end it at once); it then reads cancelled."));
+                : forced && job.Executor == SlurmJobExecutor.ExecutorName ? $"cancelling {job.Id} in Slurm (scancel): its training ends at once where a cancel's SIGTERM reached it already, else after a last checkpoint or at Slurm's SIGKILL after KillWait; it then reads cancelled."
+                : forced ? $"ending {job.Id} at once: its training stops without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}); it then reads cancelled."
+                : first ? $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}; {forceLine}); it then reads cancelled."
+                : $"{job.Id} is being cancelled already (asked at {job.CancelRequestedAt!.Value.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture)}): its training stops after the current step with a last checkpoint; {forceLine}."));
             return Task.FromResult(0);
         });
         return command;

@@ -56,7 +56,7 @@ public sealed class DashboardServer : IAsyncLifetime
     {
         // A test that failed midway leaves no training running on.
         var jobs = JobService.Open(Server.DataDir, ["/bin/true"]);
-        foreach (var job in jobs.List().Where(j => j.State is JobState.Queued or JobState.Running)) jobs.Cancel(job.Id, "tests");
+        foreach (var job in jobs.List().Jobs.Where(j => j.State is JobState.Queued or JobState.Running)) jobs.Cancel(job.Id, "tests");
         await Server.DisposeAsync();
         Directory.Delete(JobsRoot, recursive: true);
     }
@@ -525,7 +525,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         await form.GetByLabel("Overrides", new() { Exact = true }).FillAsync("max_iters 3");
         await submit.ClickAsync();
         await Expect(page.Locator("#job-overrides-error")).ToContainTextAsync("is no key=value");
-        Assert.DoesNotContain(JobService.Open(fixture.DataDir, ["/bin/true"]).List(), j => j.Arguments.Out.EndsWith("refused", StringComparison.Ordinal));
+        Assert.DoesNotContain(JobService.Open(fixture.DataDir, ["/bin/true"]).List().Jobs, j => j.Arguments.Out.EndsWith("refused", StringComparison.Ordinal));
         Assert.Empty(opened.Violations);
     }
 

@@ -216,10 +216,11 @@ public sealed partial class JobsCliTests
         Assert.Equal(2, Jobs(temp, "cancel", id).ExitCode);
     }
 
-    /// <summary>A second cancel reaches train as a second SIGTERM, which ends it at once, as Ctrl+C
-    /// twice does: its message says so rather than promise a step finished and a checkpoint.</summary>
+    /// <summary>A cancel asked for again sends nothing (a second SIGTERM, which train takes as "end
+    /// at once", would lose the step's last checkpoint) and says the job is being cancelled;
+    /// --force ends the training at once, and its reason says so.</summary>
     [Fact]
-    public void A_second_cancel_says_the_training_ends_at_once_and_it_does()
+    public void A_second_cancel_waits_for_the_first_and_force_ends_the_training_at_once()
     {
         using var temp = new TempDirectory();
         var (data, config) = Cli.PrepareTiny(temp);
@@ -230,12 +231,43 @@ public sealed partial class JobsCliTests
         var first = Jobs(temp, "cancel", id);
         Assert.True(first.ExitCode == 0, first.Stderr);
         Assert.Contains("stops after the current step with a last checkpoint", first.Stdout);
-        Assert.Contains("cancel again to end it at once", first.Stdout);
+        Assert.Contains($"`stratus jobs cancel {id} --force` ends it at once", first.Stdout);
         Thread.Sleep(1000);
         var second = Jobs(temp, "cancel", id);
         Assert.True(second.ExitCode == 0, second.Stderr);
-        Assert.Contains($"cancelling {id} again: its training ends at once", second.Stdout);
-        Assert.Contains("state:      cancelled", Ended(temp, id));
+        Assert.Contains($"{id} is being cancelled already", second.Stdout);
+        Thread.Sleep(1000);
+        Assert.Contains("state:      running", Jobs(temp, "show", id).Stdout);
+        var forced = Jobs(temp, "cancel", id, "--force");
+        Assert.True(forced.ExitCode == 0, forced.Stderr);
+        Assert.Contains($"ending {id} at once", forced.Stdout);
+        var show = Ended(temp, id);
+        Assert.Contains("state:      cancelled: cancelled at once (forced), before its first checkpoint", show);
+        Assert.Contains("exit code 137", show);
+    }
+
+    /// <summary>jobs list shows the newest --limit jobs (1,000 unless told) and says how to list
+    /// the ones after them; --after lists those.</summary>
+    [Fact]
+    public void Jobs_list_pages_with_limit_and_after()
+    {
+        using var temp = new TempDirectory();
+        var store = Stratus.Platform.Jobs.JobService.Open(temp["home"], ["/bin/true"]).Store;
+        foreach (var (id, n) in new[] { ("job-0000000a", 0), ("job-0000000b", 1) })
+            store.Insert(new Stratus.Platform.Jobs.Job(id, Stratus.Platform.Jobs.Job.TrainKind, new Stratus.Platform.Jobs.TrainArguments(null, "/data", temp[id], []),
+                "elsewhere", null, Stratus.Platform.Jobs.JobState.Queued, null, null, null, null, store.Now.AddSeconds(-n), null, null, null, "cli:test", Path.Combine(temp[id], "x.log")),
+                new Stratus.Platform.AuditRecord("cli:test", Stratus.Platform.AuditActions.JobSubmitted, []));
+        var first = Jobs(temp, "list", "--limit", "1");
+        Assert.True(first.ExitCode == 0, first.Stderr);
+        Assert.Contains("job-0000000a", first.Stdout);
+        Assert.DoesNotContain("job-0000000b", first.Stdout);
+        Assert.Contains("more jobs follow: stratus jobs list --after job-0000000a", first.Stdout);
+        var next = Jobs(temp, "list", "--limit", "1", "--after", "job-0000000a");
+        Assert.Contains("job-0000000b", next.Stdout);
+        Assert.DoesNotContain("more jobs follow", next.Stdout);
+        var both = Jobs(temp, "list");
+        Assert.Contains("job-0000000a", both.Stdout);
+        Assert.Contains("job-0000000b", both.Stdout);
     }
 
     [Fact]

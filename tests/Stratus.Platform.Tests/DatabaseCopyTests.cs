@@ -126,7 +126,7 @@ public sealed class DatabaseCopyTests(PostgresDatabase postgres) : IClassFixture
         Assert.Equal((onSqlite.SubmittedAt, onSqlite.StartedAt, onSqlite.EndedAt, new SlurmOptions("gpu", "2:00:00", 4, 8), onSqlite.Arguments.Overrides.Single()),
             (ended.SubmittedAt, ended.StartedAt, ended.EndedAt, ended.Resources, ended.Arguments.Overrides.Single()));
         onJobs.Insert(job with { Id = "job-0000abce", Arguments = job.Arguments with { Out = "/runs/b" } }, new AuditRecord("cli:carol", AuditActions.JobSubmitted, []));
-        Assert.Equal(2, onJobs.List(10).Count);
+        Assert.Equal(2, onJobs.List(10).Jobs.Count);
 
         var usage = Assert.Single(await stores.Usage.QueryAsync(UsageQuery.Days(kept.Key.Id, DateOnly.FromDateTime(day.UtcDateTime), DateOnly.FromDateTime(day.UtcDateTime), null)));
         Assert.Equal((2, 11, 7), (usage.Requests, usage.PromptTokens, usage.CompletionTokens));

@@ -200,6 +200,67 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         Assert.Null(service.Store.Get("job-0000000e")?.Slurm);
     }
 
+    /// <summary>Pages of the jobs, each after the last of the one before, are the whole list once
+    /// each, newest first and jobs submitted in the same tick in id order, in either database's collation.</summary>
+    [Fact]
+    public void The_jobs_pages_after_one_another_are_the_whole_list_in_order()
+    {
+        var store = Service().Store;
+        var now = store.Now;
+        foreach (var (id, ago) in new[] { ("job-0000001a", 0), ("job-0000001c", 1), ("job-0000001b", 1), ("job-0000001d", 2) })
+            store.Insert(Queued(id, "/runs/" + id) with { SubmittedAt = now.AddSeconds(-ago) }, new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        List<string> paged = [];
+        for (JobPage? page = null; page is null || page.HasMore; paged.AddRange(page.Jobs.Select(j => j.Id)))
+            page = store.List(1, paged.Count == 0 ? null : paged[^1]);
+        Assert.Equal(["job-0000001a", "job-0000001b", "job-0000001c", "job-0000001d"], paged);
+        Assert.Equal(paged, store.List().Jobs.Select(j => j.Id));
+        Assert.Equal("after", Assert.Throws<TrustUserException>(() => store.List(1, "job-nope")).Param);
+    }
+
+    /// <summary>What the executor was asked: each cancel's force.</summary>
+    sealed class CountingExecutor : IJobExecutor
+    {
+        public readonly System.Collections.Concurrent.ConcurrentQueue<bool> Cancels = new();
+        public string Name => LocalJobExecutor.ExecutorName;
+        public string Launch(Job job) => throw new NotSupportedException();
+        public JobObservation? Observe(Job job, JobReading reading) => null;
+        public void Cancel(Job job, bool force) => Cancels.Enqueue(force);
+    }
+
+    /// <summary>Cancels that come together, each through a store of its own (as from the CLI and
+    /// the server at once), reach the executor once: the first is decided in the write transaction.
+    /// One asked for again later sends nothing, and a forced one is sent, audited as forced.</summary>
+    [Fact]
+    public async Task Of_cancels_that_come_together_one_is_the_first_and_reaches_the_executor()
+    {
+        var executor = new CountingExecutor();
+        var services = Enumerable.Range(0, 4).Select(_ =>
+        {
+            var database = platform.OpenDatabase();
+            return new JobService(new SqlJobStore(database, new SqlAuditLog(database)), [executor]);
+        }).ToArray();
+        services[0].Store.Insert(Queued("job-00000020", "/runs/c"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        services[0].Store.RecordStarted("job-00000020", 1, null);
+        using var start = new Barrier(services.Length);
+        var cancels = services.Select(service => Task.Factory.StartNew(() =>
+        {
+            start.SignalAndWait();
+            return service.Cancel("job-00000020", "key-1");
+        }, TaskCreationOptions.LongRunning)).ToArray();
+        var answers = await Task.WhenAll(cancels);
+        Assert.Single(answers, answer => answer.First);
+        Assert.All(answers, answer => Assert.Equal(JobState.Running, answer.Job.State));
+        Assert.Single(answers.Select(answer => answer.Job.CancelRequestedAt).Distinct());
+        Assert.Equal([false], executor.Cancels);
+
+        Assert.False(services[1].Cancel("job-00000020", "key-2").First);
+        Assert.Equal([false], executor.Cancels);
+        Assert.False(services[2].Cancel("job-00000020", "key-2", force: true).First);
+        Assert.Equal([false, true], executor.Cancels);
+        var entries = await platform.Stores.Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobCancelled));
+        Assert.Equal([("key-1", false), ("key-2", true)], entries.Select(e => (e.Actor, System.Text.Json.Nodes.JsonNode.Parse(e.Details)!["force"] is not null)));
+    }
+
     [Fact]
     public async Task One_run_folder_has_one_unfinished_job_and_cancels_are_audited_and_refused_once_a_job_ended()
     {
@@ -212,7 +273,7 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         // The same folder, written with a trailing separator.
         Assert.True(Assert.Throws<TrustUserException>(() => service.Store.Insert(Queued("job-00000007", "/runs/e/"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []))).Conflict);
 
-        var cancelled = service.Cancel("job-00000005", "key-1");
+        var cancelled = service.Cancel("job-00000005", "key-1").Job;
         Assert.NotNull(cancelled.CancelRequestedAt);
         // Its supervisor, starting now, finds the cancel and never starts the training.
         Assert.Equal(0, ((LocalJobExecutor)service.Executor(LocalJobExecutor.ExecutorName)!).Supervise(service.Store, "job-00000005"));

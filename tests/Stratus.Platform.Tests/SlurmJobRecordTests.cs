@@ -252,7 +252,7 @@ public sealed class SlurmJobRecordTests : IDisposable
         var partition = SlurmJobExecutor.SbatchRefusal("Batch job submission failed: Invalid partition name specified");
         var failed = Running() with { State = JobState.Failed, Reason = "could not be started: " + partition.Message };
         Assert.Equal("could not be started: sbatch refused the job: Batch job submission failed: Invalid partition name specified; give a 'partition' and 'time' the cluster takes (sinfo lists its partitions and their time limits), or submit with 'executor' local",
-            JobLog.ReasonOn(failed, Stratus.Safety.Surface.Api));
-        Assert.Equal(failed.Reason, JobLog.ReasonOn(failed, Stratus.Safety.Surface.Cli));
+            JobLog.ReasonOn(failed, Stratus.Safety.Surface.Api, []));
+        Assert.Equal(failed.Reason, JobLog.ReasonOn(failed, Stratus.Safety.Surface.Cli, []));
     }
 }

@@ -487,7 +487,7 @@ public sealed class JobsApiTests : IAsyncLifetime
         var id = (string)submitted["id"]!;
         var store = JobService.Open(server.DataDir, ["true"]).Store;
         var job = store.Get(id)!;
-        store.RecordEnd(id, new JobEnd(JobState.Cancelled, 143, JobLog.CancelledReason(job)));
+        store.RecordEnd(id, new JobEnd(JobState.Cancelled, 143, JobLog.CancelledReason(job, 143)));
         Assert.Equal($"cancelled after a last checkpoint; continue it with `stratus jobs submit --resume {run}` (a job) or `stratus train --resume {run}`", store.Get(id)!.Reason);
 
         var (_, shown) = await Send(client.GetAsync($"/api/jobs/{id}"));
@@ -920,5 +920,129 @@ public sealed class JobsApiTests : IAsyncLifetime
             Environment.SetEnvironmentVariable("PATH", path);
             SlurmJobExecutor.CommandTimeout = timeout;
         }
+    }
+    /// <summary>A job recorded as running, its training <paramref name="training"/> (a process of the test's).</summary>
+    (SqlJobStore Store, string Id) RunningJob(string output, int training)
+    {
+        var store = JobService.Open(server.DataDir, ["true"]).Store;
+        var id = "job-" + Guid.NewGuid().ToString("N")[..8];
+        var run = Path.Combine(folder, output);
+        store.Insert(new Job(id, Job.TrainKind, new TrainArguments(null, Path.Combine(folder, "data"), run, []), LocalJobExecutor.ExecutorName, null, JobState.Queued,
+            null, null, null, null, store.Now, null, null, null, "cli:test", Path.Combine(run, id + ".log")), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        store.RecordStarted(id, training, LocalJobExecutor.StartOf(training));
+        return (store, id);
+    }
+
+    /// <summary>Train takes a second SIGTERM as "end at once", losing the step's last checkpoint: a
+    /// cancel asked for again (three at once, a client retrying) answers as the first did and sends
+    /// nothing, and is not audited again; "force": true ends the training at once (SIGKILL).</summary>
+    [Fact]
+    public async Task A_cancel_asked_again_sends_no_second_signal_and_force_ends_the_training_at_once()
+    {
+        var (client, _) = await TrainingClient();
+        var signals = Path.Combine(folder, "signals");
+        // A training that counts the SIGTERMs it is sent and goes on.
+        using var training = System.Diagnostics.Process.Start("/bin/sh", ["-c", $"trap 'echo term >> {signals}' TERM; while :; do sleep 0.05; done"])!;
+        try
+        {
+            var (store, id) = RunningJob("cancelled", training.Id);
+            var answers = await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => Send(client.PostAsync($"/api/jobs/{id}/cancel", null))));
+            Assert.All(answers, answer => Assert.Equal((HttpStatusCode.OK, "running"), (answer.Status, (string?)answer.Body["state"])));
+            for (var waited = 0; !File.Exists(signals) && waited < 100; waited++) await Task.Delay(50);
+            // A client retrying a cancel that timed out.
+            Assert.Equal(HttpStatusCode.OK, (await Send(client.PostAsJsonAsync($"/api/jobs/{id}/cancel", new { }))).Status);
+            await Task.Delay(500);
+            Assert.Equal(["term"], File.ReadAllLines(signals));
+            Assert.False(training.HasExited);
+
+            var (status, forced) = await Send(client.PostAsJsonAsync($"/api/jobs/{id}/cancel", new { force = true }));
+            Assert.True(status == HttpStatusCode.OK, forced.ToJsonString());
+            Assert.True(training.WaitForExit(10_000), "the training outlived a forced cancel");
+            Assert.Equal(128 + 9, training.ExitCode);
+            var entries = await PlatformStores.Open(server.DataDir).Audit.ReadAsync(new AuditQuery(Action: AuditActions.JobCancelled));
+            Assert.Equal([false, true], entries.Select(e => JsonNode.Parse(e.Details)!["force"] is not null));
+
+            var (refused, error) = await Send(client.PostAsJsonAsync($"/api/jobs/{id}/cancel", new { force = "yes" }));
+            Assert.Equal((HttpStatusCode.BadRequest, "force"), (refused, (string?)error["error"]!["param"]));
+        }
+        finally
+        {
+            if (!training.HasExited) training.Kill();
+        }
+    }
+
+    /// <summary>GET /api/jobs pages as OpenAI's lists do: limit, after the last id a page listed,
+    /// has_more; newest first, jobs submitted in the same tick in id order, so the pages together
+    /// are the whole list once each.</summary>
+    [Fact]
+    public async Task The_job_list_pages_by_limit_and_after_in_a_stable_order()
+    {
+        var (client, _) = await TrainingClient();
+        var store = JobService.Open(server.DataDir, ["true"]).Store;
+        var now = store.Now;
+        string[] ids = ["job-0000000a", "job-0000000c", "job-0000000b", "job-0000000d", "job-0000000e"];
+        foreach (var (id, n) in ids.Select((id, n) => (id, n)))
+            store.Insert(new Job(id, Job.TrainKind, new TrainArguments(null, "/data", Path.Combine(folder, id), []), LocalJobExecutor.ExecutorName, null, JobState.Queued,
+                null, null, null, null, now.AddSeconds(n is 1 or 2 ? -1 : -n), null, null, null, "cli:test", Path.Combine(folder, id, id + ".log")),
+                new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        string[] newestFirst = ["job-0000000a", "job-0000000b", "job-0000000c", "job-0000000d", "job-0000000e"];
+
+        var (_, whole) = await Send(client.GetAsync("/api/jobs"));
+        Assert.Equal(newestFirst, whole["data"]!.AsArray().Select(j => (string)j!["id"]!));
+        Assert.False((bool)whole["has_more"]!);
+        List<string> paged = [];
+        string? after = null;
+        for (var more = true; more; )
+        {
+            var (status, page) = await Send(client.GetAsync($"/api/jobs?limit=2{(after is null ? "" : $"&after={after}")}"));
+            Assert.True(status == HttpStatusCode.OK, page.ToJsonString());
+            paged.AddRange(page["data"]!.AsArray().Select(j => (string)j!["id"]!));
+            after = paged[^1];
+            more = (bool)page["has_more"]!;
+        }
+        Assert.Equal(newestFirst, paged);
+
+        foreach (var (query, param) in new[] { ("after=job-nope", "after"), ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=two", "limit") })
+        {
+            var (status, error) = await Send(client.GetAsync($"/api/jobs?{query}"));
+            Assert.Equal((HttpStatusCode.BadRequest, param), (status, (string?)error["error"]!["param"]));
+            AssertInTheApisWords((string)error["error"]!["message"]!);
+        }
+    }
+
+    /// <summary>A value train refuses in an override is a 400 naming that override, as an unknown key is.</summary>
+    [Theory]
+    [InlineData("max_iters", -5)]
+    [InlineData("beta2", 1)]
+    [InlineData("dropout", 2)]
+    [InlineData("n_head", 0)]
+    public async Task A_bad_override_value_is_a_400_naming_the_override(string key, int value)
+    {
+        var (client, _) = await TrainingClient();
+        var overrides = new Dictionary<string, object> { ["n_layer"] = 1, ["n_head"] = 2, ["n_embd"] = 16, ["block_size"] = 8, ["batch_size"] = 2, ["max_iters"] = 3 };
+        overrides[key] = value;
+        var (status, error) = await Send(client.PostAsJsonAsync("/api/jobs", new { data = Path.Combine(folder, "data"), @out = Path.Combine(folder, "bad"), overrides }));
+        Assert.Equal((HttpStatusCode.BadRequest, "overrides." + key), (status, (string?)error["error"]!["param"]));
+        Assert.Empty((await Send(client.GetAsync("/api/jobs"))).Body["data"]!.AsArray());
+    }
+
+    /// <summary>A job whose training failed records train's own last error line, in the CLI's words;
+    /// the API names each config key's option in it as the override that sets it, leaving a command
+    /// the line quotes whole.</summary>
+    [Fact]
+    public async Task A_failed_jobs_reason_names_train_options_as_overrides_in_the_apis_words()
+    {
+        var (client, _) = await TrainingClient();
+        var (store, id) = RunningJob("diverged", Environment.ProcessId);
+        var job = store.Get(id)!;
+        Directory.CreateDirectory(job.Arguments.Out);
+        File.WriteAllText(job.LogFile, "step 3: loss nan\nerror: the training loss is NaN at step 3: training diverged; lower --learning-rate or set --grad-clip, " +
+            $"then resume from the last checkpoint (`stratus train --resume {job.Arguments.Out} --learning-rate ...`) or start again\n");
+        store.RecordEnd(id, new JobEnd(JobState.Failed, 2, JobLog.FailureReason(job, 2)));
+
+        var (_, shown) = await Send(client.GetAsync($"/api/jobs/{id}"));
+        Assert.Equal("train exited with 2: the training loss is NaN at step 3: training diverged; lower 'overrides.learning_rate' or set 'overrides.grad_clip', " +
+            $"then resume from the last checkpoint (`stratus train --resume {job.Arguments.Out} --learning-rate ...`) or start again", (string?)shown["reason"]);
+        Assert.Contains("lower --learning-rate or set --grad-clip", store.Get(id)!.Reason);
     }
 }

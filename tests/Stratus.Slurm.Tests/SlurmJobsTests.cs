@@ -146,6 +146,24 @@ public sealed partial class SlurmJobsTests(SlurmCluster cluster) : IClassFixture
         Assert.Contains($"training from step {last + 1} to {last + 3}", resumed.Stdout);
     }
 
+    /// <summary>jobs cancel --force is Slurm's own cancel (SIGTERM, SIGKILL after KillWait): the
+    /// job ends, Slurm's CANCELLED and Stratus's cancelled, a training it reached first saving its
+    /// last checkpoint within KillWait.</summary>
+    [Fact]
+    public void A_forced_cancel_is_Slurms_own_cancel_and_the_job_reads_cancelled()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Cli.PrepareTiny(temp);
+        var (id, slurmJob) = Submit(temp, "--time", "30", "--config", config, "--data", data, "--out", temp["run"], "--max-iters", "1000000", "--checkpoint-interval", "0");
+        WaitFor(temp, id, job => State(job) == "running" && job["last_step"] is JsonObject step && (long)step["step"]! >= 2);
+        var forced = Jobs(temp, "cancel", id, "--force");
+        Assert.True(forced.ExitCode == 0, forced.Stderr);
+        Assert.Contains($"cancelling {id} in Slurm (scancel)", forced.Stdout);
+        var (job, _) = Ended(temp, id);
+        Assert.Equal("cancelled", State(job));
+        Assert.Equal("CANCELLED", SlurmState(slurmJob));
+    }
+
     /// <summary>A cancelled run continued as another Slurm job: the batch script runs train --resume,
     /// which goes on from the last checkpoint; the job records that it resumes the run.</summary>
     [Fact]

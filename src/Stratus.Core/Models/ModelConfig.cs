@@ -51,20 +51,20 @@ public sealed record ModelConfig
     public void Validate(int? maxBlockSize = null, string? file = null)
     {
         // A fix that lowers a key names it as the surface showing the error does: train's --n-layer,
-        // a job submission's 'overrides.n_layer'; the key is the error's Param.
-        void Require(bool condition, string problem, string? fix = null, string? lower = null)
+        // a job submission's 'overrides.n_layer'; the key at fault (the one lowered) is the error's Param.
+        void Require(bool condition, string problem, string? fix = null, string? lower = null, string? key = null)
         {
             if (condition) return;
             if (file is not null) throw new StratusUserException($"{file} describes no model Stratus can build: {problem}");
-            throw lower is null ? new StratusUserException(fix is null ? problem : $"{problem}; {fix}")
+            throw lower is null ? new StratusUserException(fix is null ? problem : $"{problem}; {fix}") { Param = key }
                 : new StratusUserException(s => $"{problem}; lower {s.Option(Surface.OverridesPrefix + lower)}") { Param = lower };
         }
 
-        Require(Architecture is "gpt2" or "llama", $"unknown architecture '{Architecture}'; supported: gpt2, llama");
+        Require(Architecture is "gpt2" or "llama", $"unknown architecture '{Architecture}'; supported: gpt2, llama", key: "architecture");
         Require(VocabSize > 0, "vocab_size must be positive");
-        Require(NLayer > 0, "n_layer must be positive");
-        Require(NHead > 0, "n_head must be positive");
-        Require(NEmbd > 0, "n_embd must be positive");
+        Require(NLayer > 0, "n_layer must be positive", key: "n_layer");
+        Require(NHead > 0, "n_head must be positive", key: "n_head");
+        Require(NEmbd > 0, "n_embd must be positive", key: "n_embd");
         // Far above any released model (Llama 3.1 405B: 126 layers, 16,384 wide); beyond them
         // sizes such as the MLP's width would overflow.
         Require(NLayer <= 1024, $"n_layer {NLayer} is over 1,024", lower: "n_layer");
@@ -74,16 +74,16 @@ public sealed record ModelConfig
         Require(VocabSize <= 1 << 22, $"vocab_size {VocabSize} is over 4,194,304");
         Require(BlockSize <= 1 << 20, $"block_size {BlockSize} is over 1,048,576 positions");
         Require(NEmbd % NHead == 0, $"n_embd ({NEmbd}) must be divisible by n_head ({NHead})", "pick n_embd as a multiple of n_head");
-        Require(BlockSize > 0, "block_size must be positive");
+        Require(BlockSize > 0, "block_size must be positive", key: "block_size");
         if (maxBlockSize is { } max)
             Require(BlockSize <= max, $"block_size {BlockSize} is over the model's maximum context of {max}", lower: "block_size");
-        Require(Dropout is >= 0 and < 1, $"dropout must be in [0, 1), got {Dropout}");
-        Require(KvHeads > 0 && NHead % KvHeads == 0, $"n_head ({NHead}) must be a multiple of n_kv_head ({KvHeads})");
-        Require(MlpWidth > 0, "intermediate_size must be positive");
+        Require(Dropout is >= 0 and < 1, $"dropout must be in [0, 1), got {Dropout}", key: "dropout");
+        Require(KvHeads > 0 && NHead % KvHeads == 0, $"n_head ({NHead}) must be a multiple of n_kv_head ({KvHeads})", key: "n_kv_head");
+        Require(MlpWidth > 0, "intermediate_size must be positive", key: "intermediate_size");
         // Finite too: a model.json may spell "NaN" or "Infinity", which every weight would then meet.
-        Require(double.IsFinite(RopeTheta) && RopeTheta > 0, $"rope_theta must be a positive number, got {RopeTheta}");
+        Require(double.IsFinite(RopeTheta) && RopeTheta > 0, $"rope_theta must be a positive number, got {RopeTheta}", key: "rope_theta");
         Require(double.IsFinite(RmsNormEps) && RmsNormEps > 0 && double.IsFinite(LayerNormEps) && LayerNormEps > 0, "norm epsilons must be positive numbers");
-        Require(HiddenAct is "gelu" or "gelu_new", $"hidden_act must be gelu or gelu_new, got '{HiddenAct}'");
+        Require(HiddenAct is "gelu" or "gelu_new", $"hidden_act must be gelu or gelu_new, got '{HiddenAct}'", key: "hidden_act");
         if (Architecture == "llama") Require(HeadDim % 2 == 0, $"rotary embeddings need an even head size; n_embd / n_head is {HeadDim}");
         if (RopeScaling?.Problem() is { } rope) Require(false, rope);
         if (Lora?.Problem() is { } lora) Require(false, lora);

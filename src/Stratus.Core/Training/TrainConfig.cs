@@ -295,30 +295,33 @@ public sealed record TrainConfig
     /// <summary>The keys but the model's.</summary>
     void ValidateTraining()
     {
-        Require(BatchSize > 0, $"batch_size must be positive, got {BatchSize}");
-        Require(GradientAccumulationSteps > 0, $"gradient_accumulation_steps must be positive, got {GradientAccumulationSteps}");
-        Require(LearningRate > 0, $"learning_rate must be positive, got {LearningRate}");
-        Require(MinLr >= 0 && MinLr <= LearningRate, $"min_lr must be in [0, learning_rate={LearningRate}], got {MinLr}");
-        Require(MaxIters >= 0, $"max_iters must be non-negative, got {MaxIters}");
-        Require(WarmupIters >= 0, $"warmup_iters must be non-negative, got {WarmupIters}");
-        Require(LrDecayIters >= WarmupIters, $"lr_decay_iters ({LrDecayIters}) must be at least warmup_iters ({WarmupIters})");
-        Require(WeightDecay >= 0, $"weight_decay must be non-negative, got {WeightDecay}");
-        Require(Beta1 is >= 0 and < 1 && Beta2 is >= 0 and < 1, $"beta1 and beta2 must be in [0, 1), got {Beta1} and {Beta2}");
-        Require(GradClip >= 0, $"grad_clip must be non-negative (0 turns clipping off), got {GradClip}");
-        Require(EvalInterval > 0, $"eval_interval must be positive, got {EvalInterval}");
-        Require(EvalIters > 0, $"eval_iters must be positive, got {EvalIters}");
-        Require(LogInterval > 0, $"log_interval must be positive, got {LogInterval}");
-        Require(CheckpointInterval >= 0, $"checkpoint_interval must be non-negative, got {CheckpointInterval}");
-        Require(ZeroStage is 0 or 1, $"zero_stage must be 0 or 1, got {ZeroStage}");
-        Require(LoraRank >= 0, $"lora_rank must be 0 (off) or positive, got {LoraRank}");
+        Require(BatchSize > 0, "batch_size", $"batch_size must be positive, got {BatchSize}");
+        Require(GradientAccumulationSteps > 0, "gradient_accumulation_steps", $"gradient_accumulation_steps must be positive, got {GradientAccumulationSteps}");
+        Require(LearningRate > 0, "learning_rate", $"learning_rate must be positive, got {LearningRate}");
+        Require(MinLr >= 0 && MinLr <= LearningRate, "min_lr", $"min_lr must be in [0, learning_rate={LearningRate}], got {MinLr}");
+        Require(MaxIters >= 0, "max_iters", $"max_iters must be non-negative, got {MaxIters}");
+        Require(WarmupIters >= 0, "warmup_iters", $"warmup_iters must be non-negative, got {WarmupIters}");
+        Require(LrDecayIters >= WarmupIters, "lr_decay_iters", $"lr_decay_iters ({LrDecayIters}) must be at least warmup_iters ({WarmupIters})");
+        Require(WeightDecay >= 0, "weight_decay", $"weight_decay must be non-negative, got {WeightDecay}");
+        Require(Beta1 is >= 0 and < 1, "beta1", $"beta1 must be in [0, 1), got {Beta1}");
+        Require(Beta2 is >= 0 and < 1, "beta2", $"beta2 must be in [0, 1), got {Beta2}");
+        Require(GradClip >= 0, "grad_clip", $"grad_clip must be non-negative (0 turns clipping off), got {GradClip}");
+        Require(EvalInterval > 0, "eval_interval", $"eval_interval must be positive, got {EvalInterval}");
+        Require(EvalIters > 0, "eval_iters", $"eval_iters must be positive, got {EvalIters}");
+        Require(LogInterval > 0, "log_interval", $"log_interval must be positive, got {LogInterval}");
+        Require(CheckpointInterval >= 0, "checkpoint_interval", $"checkpoint_interval must be non-negative, got {CheckpointInterval}");
+        Require(ZeroStage is 0 or 1, "zero_stage", $"zero_stage must be 0 or 1, got {ZeroStage}");
+        Require(LoraRank >= 0, "lora_rank", $"lora_rank must be 0 (off) or positive, got {LoraRank}");
         _ = ComputeDtype;
         // Its form only: a config naming a GPU stays readable on a machine without one.
         ComputeDevice.Validate(Device);
     }
 
-    static void Require(bool condition, string message)
+    /// <summary>The <paramref name="key"/> at fault is the error's Param: a job submission names
+    /// the override that gave it ('overrides.max_iters'), or its config.</summary>
+    static void Require(bool condition, string key, string message)
     {
-        if (!condition) throw new StratusUserException(message);
+        if (!condition) throw new StratusUserException(message) { Param = key };
     }
 }
 

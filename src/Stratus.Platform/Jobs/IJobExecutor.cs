@@ -72,8 +72,9 @@ public interface IJobExecutor
     /// <paramref name="reading"/> is the listing (or the one job shown) it is read in.</summary>
     JobObservation? Observe(Job job, JobReading reading);
 
-    /// <summary>Asks the job's training to stop (recorded as cancelled by whoever records its end);
-    /// a job whose training has not started yet is stopped before it starts.</summary>
+    /// <summary>Asks the job's training to stop after its step with a last checkpoint (SIGTERM), or,
+    /// <paramref name="force"/>d, at once (SIGKILL; under Slurm, Slurm's own cancel); recorded as cancelled by whoever records its
+    /// end. A job whose training has not started yet is stopped before it starts.</summary>
     /// <exception cref="JobExecutorUnavailableException">The scheduler could not be asked.</exception>
-    void Cancel(Job job);
+    void Cancel(Job job, bool force);
 }

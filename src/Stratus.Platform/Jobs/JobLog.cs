@@ -10,8 +10,12 @@ namespace Stratus.Platform.Jobs;
 
 public static class JobLog
 {
-    /// <summary>Train saves a last checkpoint when SIGTERM stops it after a step.</summary>
-    public static string CancelledReason(Job job) => Resumable(job, "cancelled after a last checkpoint", "cancelled before its first checkpoint");
+    /// <summary>Train saves a last checkpoint when SIGTERM stops it after a step; a forced cancel's
+    /// SIGKILL (exit <paramref name="exitCode"/> 137, as a shell reports it) ends it at once, its
+    /// run where its last checkpoint left it.</summary>
+    public static string CancelledReason(Job job, int? exitCode) => exitCode == 128 + 9
+        ? Resumable(job, "cancelled at once (forced), its training's last step unsaved", "cancelled at once (forced), before its first checkpoint")
+        : Resumable(job, "cancelled after a last checkpoint", "cancelled before its first checkpoint");
 
     /// <summary><paramref name="stopped"/> and how to continue the run where it saved a
     /// checkpoint, else <paramref name="unsaved"/>.</summary>
@@ -31,12 +35,23 @@ public static class JobLog
 
     /// <summary>The job's <see cref="Job.Reason"/> in <paramref name="surface"/>'s words: the hints
     /// it was recorded with in the CLI's (<see cref="ContinueRun"/>, <see cref="LongerTimeLimit"/>,
-    /// the options an executor's refusal to start it names) spelled again, from the same job, in the surface's.</summary>
-    public static string? ReasonOn(Job job, Surface surface) => job.Reason is not { } reason ? null
+    /// the options an executor's refusal to start it names, and in train's own error line the option
+    /// of each of <paramref name="configKeys"/>, the config keys train takes, --max-iters being the
+    /// override 'overrides.max_iters') spelled again, from the same job, in the surface's. A command
+    /// the error line quotes (`stratus train --resume ... --learning-rate ...`) is left whole: a
+    /// command of the server's host, not a request's fields. The keys are the engine's
+    /// (TrainConfig.Keys), which this library does not reference.</summary>
+    public static string? ReasonOn(Job job, Surface surface, IReadOnlyCollection<string> configKeys) => job.Reason is not { } reason ? null
         : reason.StartsWith(NotStartedPrefix, StringComparison.Ordinal)
-            ? SubmissionFields.Aggregate(reason, (text, field) => Regex.Replace(text, $@"(?<![\w-]){Regex.Escape(Surface.OptionOf(field))}(?![\w-])", surface.Option(field)))
+            ? SubmissionFields.Aggregate(reason, (text, field) => Regex.Replace(text, OptionPattern(Regex.Escape(Surface.OptionOf(field))), surface.Option(field)))
+        : reason.StartsWith(TrainFailedPrefix, StringComparison.Ordinal)
+            ? Regex.Replace(reason, "`[^`]*`|" + OptionPattern("--[a-z][a-z0-9-]*"), word => !word.Value.StartsWith('`') && configKeys.Contains(Surface.FieldOf(word.Value))
+                ? surface.Option(Surface.OverridesPrefix + Surface.FieldOf(word.Value)) : word.Value)
             : reason.Replace(ContinueRun(job, Surface.Cli), ContinueRun(job, surface), StringComparison.Ordinal)
                 .Replace(LongerTimeLimit(Surface.Cli), LongerTimeLimit(surface), StringComparison.Ordinal);
+
+    /// <summary>An option (a pattern of options) as a word of its own: --init-from not within --init-from-version.</summary>
+    static string OptionPattern(string option) => $@"(?<![\w-]){option}(?![\w-])";
 
     /// <summary>What a job that reached its time limit is submitted again with.</summary>
     public static string LongerTimeLimit(Surface surface) => $"submit with a longer {surface.Option("time")}";
@@ -72,8 +87,10 @@ public static class JobLog
     public static string FailureReason(Job job, int code)
     {
         var last = LastLines(job.LogFile).LastOrDefault(line => line.StartsWith("error: ", StringComparison.Ordinal));
-        return last is not null ? $"train exited with {code}: {last["error: ".Length..]}" : $"train exited with {code}; see {job.LogFile}";
+        return last is not null ? $"{TrainFailedPrefix}{code}: {last["error: ".Length..]}" : $"{TrainFailedPrefix}{code}; see {job.LogFile}";
     }
+
+    const string TrainFailedPrefix = "train exited with ";
 
     /// <summary>The lines of the last 8 KiB of <paramref name="file"/>; none where it cannot be read.</summary>
     static string[] LastLines(string file)

@@ -85,7 +85,7 @@ public sealed class JobService(SqlJobStore store, IReadOnlyList<IJobExecutor> ex
         // A cancel that came while the executor started the job found nothing to stop. A local
         // job's supervisor finds it when it records the training's pid (and signals it then); a
         // Slurm job, which records none, does not look.
-        if (store.Get(id) is { CancelRequestedAt: not null, Pid: null } cancelled) executor.Cancel(cancelled);
+        if (store.Get(id) is { CancelRequestedAt: not null, Pid: null } cancelled) executor.Cancel(cancelled, force: false);
         return job with { ExecutorReference = reference, Slurm = asked is null ? null : SlurmStatus.Requested(reference, asked) };
     }
 
@@ -103,34 +103,42 @@ public sealed class JobService(SqlJobStore store, IReadOnlyList<IJobExecutor> ex
     /// <exception cref="TrustUserException">(NotFound) No such job.</exception>
     public Job Get(string id) => Observed(store.Get(id) ?? throw SqlJobStore.UnknownJob(id), new JobReading());
 
-    /// <summary>The jobs, newest first, read together: a scheduler that could not be asked for one
-    /// is not asked for the others.</summary>
-    public IReadOnlyList<Job> List()
+    /// <summary>A page of the jobs, newest first (<see cref="SqlJobStore.List"/>), read together: a
+    /// scheduler that could not be asked for one is not asked for the others.</summary>
+    /// <exception cref="TrustUserException">No job <paramref name="after"/> (Param: after).</exception>
+    public JobPage List(int limit = SqlJobStore.MaxPage, string? after = null)
     {
         var reading = new JobReading();
-        return [.. store.List().Select(job => Observed(job, reading))];
+        var page = store.List(limit, after);
+        return page with { Jobs = [.. page.Jobs.Select(job => Observed(job, reading))] };
     }
 
     /// <summary>Cancels a job that has not ended: its training stops after a last checkpoint (train's
-    /// SIGTERM), or never starts; the job then ends cancelled.</summary>
+    /// SIGTERM), or never starts; the job then ends cancelled. A cancel of a job being cancelled
+    /// already sends nothing again (a client retrying one that timed out, two operators at once:
+    /// train would take a second SIGTERM as "end at once", losing the step's checkpoint); a
+    /// <paramref name="force"/>d one ends the training at once, the first cancel or not (SIGKILL, as
+    /// kubectl delete --force --grace-period=0: a SIGTERM sent after another, which train would take
+    /// so, may merge with it while both are pending); a Slurm job's is Slurm's own cancel (see
+    /// SlurmJobExecutor.Cancel).</summary>
     /// <exception cref="TrustUserException">No such job (NotFound), or it has ended (Conflict).</exception>
     /// <exception cref="JobExecutorUnavailableException">Its executor could not be asked (Slurm's
     /// controller down): a first cancel is taken back, so that the job's end is not read as
-    /// cancelled, and the next cancel is a first one (a last checkpoint), not a second.</exception>
-    public Job Cancel(string id, string actor)
+    /// cancelled, and the next cancel is a first one (a last checkpoint).</exception>
+    public JobCancel Cancel(string id, string actor, bool force = false)
     {
-        var first = store.Get(id) is { CancelRequestedAt: null };
-        var job = store.RequestCancel(id, actor);
-        try
-        {
-            Executor(job.Executor)?.Cancel(job);
-        }
-        catch (JobExecutorUnavailableException) when (first)
-        {
-            store.WithdrawCancel(id, job.CancelRequestedAt!.Value);
-            throw;
-        }
-        return Get(id);
+        var request = store.RequestCancel(id, actor, force);
+        if (request.First || force)
+            try
+            {
+                Executor(request.Job.Executor)?.Cancel(request.Job, force);
+            }
+            catch (JobExecutorUnavailableException) when (request.First)
+            {
+                store.WithdrawCancel(id, request.Job.CancelRequestedAt!.Value);
+                throw;
+            }
+        return request with { Job = Get(id) };
     }
 
     /// <summary>How long <see cref="Submit"/> may take from recording a job to recording its

@@ -25,6 +25,7 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
     public const string SuperviseVerb = "supervise";
 
     const int SigTerm = 15;
+    const int SigKill = 9;
 
     public string Name => ExecutorName;
 
@@ -67,10 +68,11 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
             : $"{supervisor} ended without recording how the training (pid {job.Pid}) ended (killed?); see {job.LogFile}");
     }
 
-    public void Cancel(Job job)
+    public void Cancel(Job job, bool force)
     {
-        // Not started yet: the supervisor finds the cancel when it records the start, and stops it then.
-        if (job.Pid is { } pid && IsRunning(pid, job.PidStart)) Signal(pid, SigTerm);
+        // Not started yet: the supervisor finds the cancel when it records the start, and stops it
+        // then (with a SIGTERM, a forced cancel's too: a training at its first step has nothing to save).
+        if (job.Pid is { } pid && IsRunning(pid, job.PidStart)) Signal(pid, force ? SigKill : SigTerm);
     }
 
     /// <summary>The supervisor's work (`stratus jobs supervise`): runs the queued job's training,
@@ -106,7 +108,7 @@ public sealed partial class LocalJobExecutor(IReadOnlyList<string> stratusComman
             Console.Out.Flush();
             var cancelled = store.Get(id)?.CancelRequestedAt is not null;
             store.RecordEnd(id, code == 0 ? new JobEnd(JobState.Succeeded, 0, null)
-                : new JobEnd(JobState.Failed, code, cancelled ? JobLog.CancelledReason(job) : JobLog.FailureReason(job, code)));
+                : new JobEnd(JobState.Failed, code, cancelled ? JobLog.CancelledReason(job, code) : JobLog.FailureReason(job, code)));
             return 0;
         }
     }

@@ -6,7 +6,7 @@
 // neither knows ends failed, saying so, rather than reading running for ever. Cancel cancels a
 // pending job and sends a running one's training SIGTERM, which train answers with a last
 // checkpoint, as the local executor's cancel does (scancel's own kill would follow its SIGTERM with
-// SIGKILL after KillWait, cutting a long checkpoint short). The Slurm commands are found on the
+// SIGKILL after KillWait, cutting a long checkpoint short: what a forced cancel asks for). The Slurm commands are found on the
 // PATH and the cluster through their usual configuration (SLURM_CONF, else /etc/slurm).
 using System.ComponentModel;
 using System.Diagnostics;
@@ -269,10 +269,10 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
             "COMPLETED" => new JobObservation(record.StartTime, new JobEnd(JobState.Succeeded, 0, null)),
             // Train answers a cancel's SIGTERM with a last checkpoint and exit 143: Slurm's FAILED.
             "FAILED" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode,
-                job.CancelRequestedAt is not null ? JobLog.CancelledReason(job) : JobLog.FailureReason(job, exitCode))),
+                job.CancelRequestedAt is not null ? JobLog.CancelledReason(job, exitCode) : JobLog.FailureReason(job, exitCode))),
             "CANCELLED" => new JobObservation(record.StartTime, new JobEnd(JobState.Cancelled, record.StartTime is null ? null : exitCode,
                 record.StartTime is null ? "cancelled before its training started"
-                : job.CancelRequestedAt is not null ? JobLog.CancelledReason(job)
+                : job.CancelRequestedAt is not null ? JobLog.CancelledReason(job, exitCode)
                 : Resumable($"{slurmJob} was cancelled in Slurm (scancel)"))),
             "TIMEOUT" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, Resumable($"{slurmJob} reached its time limit (TIMEOUT; {JobLog.LongerTimeLimit(Surface.Cli)})"))),
             "OUT_OF_MEMORY" => new JobObservation(record.StartTime, new JobEnd(JobState.Failed, exitCode, $"{slurmJob} ran out of the memory it was given (OUT_OF_MEMORY); see {job.LogFile}")),
@@ -287,10 +287,20 @@ public sealed partial class SlurmJobExecutor(IReadOnlyList<string> stratusComman
     /// <summary>Train's exit after a SIGTERM stopped it (128 + 15), a cancel's.</summary>
     const int CancelledExitCode = 143;
 
-    public void Cancel(Job job)
+    public void Cancel(Job job, bool force)
     {
         // Not submitted to Slurm yet: the submitter is between recording the job and sbatch.
         if (job.ExecutorReference is not { } id) return;
+        // Forced: Slurm's own cancel, which ends the job whatever it runs: SIGTERM to its processes,
+        // SIGKILL after KillWait. A training a cancel's SIGTERM reached already takes this one as
+        // its second, ending at once; another saves its last checkpoint if it can within KillWait.
+        // (scancel --signal=KILL is this same cancel: Slurm never hands a job's processes a SIGKILL
+        // of its own.)
+        if (force)
+        {
+            Scancel([id]);
+            return;
+        }
         // Waiting: removed from the queue. Running: its training is signalled, as the batch step's
         // process (one: the script, which outlives it, and train, --full) or as srun's tasks (ranks;
         // srun itself would answer SIGTERM with SIGKILL to them). A job that starts between the two is signalled.

@@ -11,6 +11,13 @@ using static Stratus.Platform.PlatformDatabase;
 
 namespace Stratus.Platform.Jobs;
 
+/// <summary>A cancel as recorded: the job, and whether the cancel was its first (a later one, unless
+/// forced, sends nothing).</summary>
+public sealed record JobCancel(Job Job, bool First);
+
+/// <summary>A page of jobs, and whether more follow it.</summary>
+public sealed record JobPage(IReadOnlyList<Job> Jobs, bool HasMore);
+
 public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, TimeProvider? time = null)
 {
     readonly TimeProvider clock = time ?? TimeProvider.System;
@@ -109,21 +116,37 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         return ids;
     }
 
-    public Job? Get(string id) => database.Use(connection =>
+    public Job? Get(string id) => database.Use(connection => Get(connection, id));
+
+    static Job? Get(DbConnection connection, string id)
     {
         using var command = Command(connection, $"SELECT {Columns} FROM jobs WHERE id = @id", ("@id", id));
         using var reader = command.ExecuteReader();
         return reader.Read() ? Read(reader) : null;
-    });
+    }
 
-    /// <summary>The newest <paramref name="limit"/> jobs, newest first.</summary>
-    public IReadOnlyList<Job> List(int limit = 1000) => database.Use(connection =>
+    /// <summary>The most jobs a page holds (GET /api/jobs's limit, `jobs list --limit`).</summary>
+    public const int MaxPage = 1000;
+
+    /// <summary>At most <paramref name="limit"/> jobs, newest first (by submission, then id: an order
+    /// that a job submitted later never changes for those before it), from the one after the job
+    /// <paramref name="after"/> on (null: the newest); and whether more follow.</summary>
+    /// <exception cref="TrustUserException">No job <paramref name="after"/> (Param: after).</exception>
+    public JobPage List(int limit = MaxPage, string? after = null) => database.Use(connection =>
     {
-        using var command = Command(connection, $"SELECT {Columns} FROM jobs ORDER BY submitted_at DESC, id LIMIT @limit", ("@limit", limit));
+        ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        var from = after is null ? "" : """
+            WHERE submitted_at < (SELECT submitted_at FROM jobs a WHERE a.id = @after)
+                OR (submitted_at = (SELECT submitted_at FROM jobs a WHERE a.id = @after) AND id > @after)
+            """;
+        if (after is not null && Get(connection, after) is null)
+            throw new TrustUserException(s => $"{s.Option("after")} {after} is no job; give the id of the last job a page listed") { Param = "after" };
+        using var command = Command(connection, $"SELECT {Columns} FROM jobs {from} ORDER BY submitted_at DESC, id LIMIT @limit",
+            after is null ? [("@limit", limit + 1)] : [("@limit", limit + 1), ("@after", after)]);
         using var reader = command.ExecuteReader();
         var jobs = new List<Job>();
         while (reader.Read()) jobs.Add(Read(reader));
-        return jobs;
+        return jobs.Count > limit ? new JobPage(jobs[..limit], HasMore: true) : new JobPage(jobs, HasMore: false);
     });
 
     public void SetExecutorReference(string id, string reference) => Update("UPDATE jobs SET executor_ref = @ref WHERE id = @id", ("@id", id), ("@ref", reference));
@@ -158,9 +181,13 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
     });
 
     /// <summary>Records that a cancel was asked for, with its audit entry, and returns the job as it
-    /// now is (the caller then signals its training process, if it has one).</summary>
+    /// now is and whether this cancel is the first (the caller then signals its training process, if
+    /// it has one). Decided in the write transaction, which holds the database's write lock from its
+    /// read on (SQLite's and PostgreSQL's alike): of cancels that come together, one is the first. A
+    /// cancel of a job being cancelled already changes nothing, and is not audited again, unless it
+    /// is <paramref name="force"/>d (audited so).</summary>
     /// <exception cref="TrustUserException">No such job (NotFound), or it has ended (Conflict).</exception>
-    public Job RequestCancel(string id, string actor) => database.Write(transaction =>
+    public JobCancel RequestCancel(string id, string actor, bool force = false) => database.Write(transaction =>
     {
         var connection = transaction.Connection!;
         Job? job;
@@ -172,21 +199,26 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         }
         if (job is null) throw UnknownJob(id);
         if (job.State.HasEnded()) throw new TrustUserException($"job {id} has already ended ({job.State.WireName()}); there is nothing to cancel") { Conflict = true };
+        var first = job.CancelRequestedAt is null;
+        if (!first && !force) return new JobCancel(job, First: false);
         var now = Now;
-        using (var update = Command(connection, "UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, @now) WHERE id = @id", ("@id", id), ("@now", FormatTime(now))))
+        if (first)
         {
+            using var update = Command(connection, "UPDATE jobs SET cancel_requested_at = @now WHERE id = @id", ("@id", id), ("@now", FormatTime(now)));
             update.Transaction = transaction;
             update.ExecuteNonQuery();
         }
         // The run it stops, as its job.submitted names it: the folder, and whether it continued that run or started from a model;
         // and what runs it, by the executor's own name for it (Slurm's job id, which job.submitted,
         // written before sbatch gave one, cannot hold; null where the job was not handed over yet).
-        audit.Append(transaction, new AuditRecord(actor, AuditActions.JobCancelled, new JsonObject
+        var details = new JsonObject
         {
             ["job"] = id, ["state"] = job.State.WireName(), ["out"] = job.Arguments.Out, ["resume"] = job.Arguments.Resume, ["init_from"] = job.Arguments.InitFrom,
             ["executor"] = job.Executor, ["executor_reference"] = job.ExecutorReference,
-        }));
-        return job with { CancelRequestedAt = job.CancelRequestedAt ?? now };
+        };
+        if (force) details["force"] = true;
+        audit.Append(transaction, new AuditRecord(actor, AuditActions.JobCancelled, details));
+        return new JobCancel(job with { CancelRequestedAt = job.CancelRequestedAt ?? now }, first);
     });
 
     /// <summary>Takes back a cancel recorded at <paramref name="requestedAt"/> that never reached

@@ -66,6 +66,11 @@ public sealed record JobArgumentsView(
     [JsonPropertyName("init_from_version")] public string? InitFromVersion { get; init; }
 }
 
+/// <summary>POST /api/jobs/{id}/cancel's body, which may be left out. <see cref="Force"/>: end the
+/// training at once, without the last checkpoint a cancel waits for (jobs cancel --force); without it
+/// a cancel of a job being cancelled already changes nothing.</summary>
+public sealed record CancelJobRequest([property: JsonPropertyName("force")] bool? Force = null);
+
 public sealed record JobView(
     [property: JsonPropertyName("id")] string Id,
     [property: JsonPropertyName("kind")] string Kind,
@@ -88,7 +93,7 @@ public sealed record JobView(
 
     /// <summary>The job as <paramref name="surface"/> shows it (the API, or `jobs show --json`):
     /// its reason's hints in that surface's words (JobLog.ReasonOn).</summary>
-    public static JobView From(Job job, Surface surface) => new(job.Id, job.Kind, job.State.WireName(), JobLog.ReasonOn(job, surface), job.Executor, job.ExecutorReference,
+    public static JobView From(Job job, Surface surface) => new(job.Id, job.Kind, job.State.WireName(), JobLog.ReasonOn(job, surface, TrainConfig.Keys), job.Executor, job.ExecutorReference,
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
             job.Arguments.Resume, job.Arguments.InitFrom, job.Resources?.Partition, job.Resources?.Time, job.Resources?.Ranks, job.Resources?.CpusPerRank)
         { InitFromVersion = job.Arguments.InitFromVersion },
@@ -120,11 +125,13 @@ public sealed record SlurmView(
         new(slurm.JobId, slurm.State, slurm.Reason, slurm.Partition, slurm.TimeLimit, slurm.Nodes, slurm.Ranks, slurm.CpusPerRank, slurm.Unreachable, slurm.Elapsed);
 }
 
-/// <summary>GET /api/jobs: the jobs, newest first, and what POST /api/jobs takes here
+/// <summary>GET /api/jobs: a page of the jobs, newest first, whether more follow it (<see cref="HasMore"/>:
+/// asked for with after=the last one's id), and what POST /api/jobs takes here
 /// (<see cref="Submissions"/>, null where the server takes no jobs), so that a client such as the
 /// dashboard offers a submission only where one can be made, with the paths and executors it may name.</summary>
 public sealed record JobListResponse(
     [property: JsonPropertyName("data")] IReadOnlyList<JobView> Data,
+    [property: JsonPropertyName("has_more")] bool HasMore,
     [property: JsonPropertyName("submissions")] JobSubmissionsView? Submissions)
 {
     [JsonPropertyName("object")] public string Object => "list";
@@ -159,7 +166,16 @@ public static class JobsEndpoints
             opened ??= JobService.Open(http.RequestServices.GetRequiredService<StratusTrust>().DataDirectory, stratusCommand);
 
         var submissions = root is null ? null : new JobSubmissionsView(root.Folder, executors);
-        jobs.MapGet("", (HttpContext http) => Json(new JobListResponse([.. Service(http).List().Select(job => JobView.From(job, Surface.Api))], submissions)));
+        jobs.MapGet("", (HttpContext http) =>
+        {
+            // OpenAI's paging of its lists (fine-tuning jobs, files): limit, and after the last id a page listed.
+            var limit = (int)QueryNumber(http, "limit", SqlJobStore.MaxPage, $"how many jobs to answer, 1 to {SqlJobStore.MaxPage}", 1, SqlJobStore.MaxPage);
+            var after = http.Request.Query["after"] is { Count: > 0 } given
+                ? given.Count == 1 ? given[0]! : throw new TrustUserException("'after' must be given once: the id of the last job a page listed.") { Param = "after" }
+                : null;
+            var page = Service(http).List(limit, after);
+            return Json(new JobListResponse([.. page.Jobs.Select(job => JobView.From(job, Surface.Api))], page.HasMore, submissions));
+        });
         jobs.MapGet("/{id}", (HttpContext http, string id) => Json(JobView.From(Service(http).Get(id), Surface.Api)));
         jobs.MapPost("", async Task<IResult> (HttpContext http, CancellationToken ct) =>
         {
@@ -259,7 +275,13 @@ public static class JobsEndpoints
             // Read with the request's cancellation: a client gone while another request reads the run stops waiting.
             return await metrics.ReadAsync(job.Arguments.Out, after, cursor, limit, http.RequestAborted);
         });
-        jobs.MapPost("/{id}/cancel", (HttpContext http, string id) => Json(JobView.From(Service(http).Cancel(id, Actor(http)), Surface.Api)));
+        jobs.MapPost("/{id}/cancel", async (HttpContext http, string id, CancellationToken ct) =>
+        {
+            // No body (or {}): a cancel, sent once however often it is asked for; "force": true ends the training at once.
+            var hasBody = http.Request.ContentLength > 0 || (http.Request.ContentLength is null && http.Request.Headers.TransferEncoding.Count > 0);
+            var force = hasBody && (await TrustJson.ReadBodyAsync<CancelJobRequest>(http.Request, ct)).Force == true;
+            return Json(JobView.From(Service(http).Cancel(id, Actor(http), force).Job, Surface.Api));
+        });
         return endpoints;
     }
 

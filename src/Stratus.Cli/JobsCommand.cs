@@ -156,8 +156,9 @@ static class JobsCommand
             foreach (var job in jobs)
             {
                 var last = MetricsLog.LastTrainingStep(job.Arguments.Out);
-                // A job that waits says why, in Slurm's word (Priority, Resources, ...).
-                var state = job.Slurm is { Reason: { } why, State: "PENDING" } ? $"{job.State.WireName()} ({why})" : job.State.WireName();
+                // A job that waits says why, in Slurm's word (Priority, Resources, ...); one being cancelled, since when.
+                string?[] notes = [job.Slurm is { Reason: { } why, State: "PENDING" } ? why : null, Cancelling(job, "HH:mm:ss")];
+                var state = notes.Any(note => note is not null) ? $"{job.State.WireName()} ({string.Join("; ", notes.OfType<string>())})" : job.State.WireName();
                 table.AddRow(job.Id, Markup.Escape(state), Markup.Escape(JobView.SlurmJobId(job) ?? ""), job.StartedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "",
                     job.Duration(now) is { } ran ? Duration(ran) : "", Markup.Escape(job.Arguments.Out),
                     last?.Step.ToString(CultureInfo.InvariantCulture) ?? "", last?.Loss.ToString("F4", CultureInfo.InvariantCulture) ?? "");
@@ -189,7 +190,7 @@ static class JobsCommand
             static string Time(DateTimeOffset? time) => time?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) ?? "-";
             var last = MetricsLog.LastTrainingStep(job.Arguments.Out);
             Console.WriteLine($"id:         {job.Id}");
-            Console.WriteLine(Invocation.Spell($"state:      {job.State.WireName()}{(job.Reason is { } reason ? $": {reason}" : "")}"));
+            Console.WriteLine(Invocation.Spell($"state:      {job.State.WireName()}{(Cancelling(job, "yyyy-MM-dd HH:mm:ss 'UTC'") is { } cancelling ? $" ({cancelling})" : "")}{(job.Reason is { } reason ? $": {reason}" : "")}"));
             Console.WriteLine(Invocation.Spell($"command:    stratus {TrainArguments.ShellLine(job.Arguments.CommandLine())}"));
             if (job.Arguments.InitFromVersion is { } version) Console.WriteLine($"init from:  model {version}, {job.Arguments.InitFrom} (resolved at submission)");
             Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : JobView.SlurmJobId(job) is { } slurmJob ? $", Slurm job {slurmJob}" : "")}");
@@ -278,6 +279,13 @@ static class JobsCommand
         });
         return command;
     }
+
+    /// <summary>"cancelling since" when the cancel was asked (in UTC, in <paramref name="format"/>) for a
+    /// job that has not ended yet: its training finishes its step and saves a last checkpoint first, as
+    /// Kubernetes' Terminating and Slurm's COMPLETING say of theirs; null for another job.</summary>
+    static string? Cancelling(Job job, string format) => job.CancelRequestedAt is { } asked && !job.State.HasEnded()
+        ? $"cancelling since {asked.UtcDateTime.ToString(format, CultureInfo.InvariantCulture)}"
+        : null;
 
     static string Duration(TimeSpan span) =>
         span.TotalHours >= 1 ? $"{(int)span.TotalHours}h{span.Minutes:00}m" : span.TotalMinutes >= 1 ? $"{span.Minutes}m{span.Seconds:00}s" : $"{Math.Max(0, span.Seconds)}s";

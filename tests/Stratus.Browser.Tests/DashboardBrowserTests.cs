@@ -11,7 +11,7 @@
 // redraws its curve, a damaged run's file is said in its curve's place, and tick labels fit the chart.
 // A job submitted from the jobs panel's form trains under the real CLI to its end, a field the API
 // refuses is said beside it, a running job is cancelled after a confirming dialog (a refused cancel
-// said in it), a run folder in use is said beside out or resume, a Slurm job's state and pending
+// said in it; one being cancelled says "cancelling…", its button disabled), a run folder in use is said beside out or resume, a Slurm job's state and pending
 // reason (an ended one's as Slurm last said it, with its run time), partition, time limit and nodes
 // are shown, the Cancel button is within reach at 1280 and 800 px and keeps the focus across a
 // refresh, and a server that takes no jobs shows no form.
@@ -718,6 +718,27 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    /// <summary>A job whose cancel was asked runs on while its training finishes its step and saves a
+    /// last checkpoint: its row says "cancelling…" and since when, and its Cancel button is disabled (a
+    /// second cancel would send nothing); another running job's is not, as the page read it.</summary>
+    [Fact]
+    public async Task A_job_being_cancelled_says_cancelling_and_its_cancel_button_is_disabled()
+    {
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await RouteJobsAsync(page, ["local"], FakeJob("job-cancelling", "local", "running", null, cancelRequestedAt: "2026-01-05T14:04:09Z"),
+            FakeJob("job-running", "local", "running", null));
+        await ShowAsync(page, fixture.ApiKey);
+        var cancelling = page.Locator("#panel-jobs tr", new() { HasText = "job-cancelling" });
+        await Expect(cancelling.Locator(".job-state")).ToHaveTextAsync("▶ running, cancelling… (since 14:04:09 UTC)");
+        await Expect(cancelling.GetByRole(AriaRole.Button, new() { Name = "Cancel job-cancelling" })).ToBeDisabledAsync();
+        var running = page.Locator("#panel-jobs tr", new() { HasText = "job-running" });
+        await Expect(running.Locator(".job-state")).ToHaveTextAsync("▶ running");
+        await Expect(running.GetByRole(AriaRole.Button, new() { Name = "Cancel job-running" })).ToBeEnabledAsync();
+        await Expect(page.Locator("#job-picker option[value='job-cancelling']")).ToHaveTextAsync("job-cancelling (running, cancelling…)");
+        Assert.Empty(opened.Violations);
+    }
+
     /// <summary>A keyboard user who confirms a cancel stays at that job's row (its state), there
     /// after the refresh too, rather than on the page's body: the row's button is disabled, then gone.</summary>
     [Fact]
@@ -839,7 +860,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     }
 
     /// <summary>A job as GET /api/jobs answers it, under /srv/jobs, its run folder's name long.</summary>
-    static object FakeJob(string id, string executor, string state, object? slurm, string? reason = null) => new
+    static object FakeJob(string id, string executor, string state, object? slurm, string? reason = null, string? cancelRequestedAt = null) => new
     {
         @object = "job", id, kind = "train", state, reason, executor, executor_reference = executor == "slurm" ? "41" : null,
         arguments = new
@@ -848,7 +869,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
             partition = executor == "slurm" ? "gpu" : null, time = executor == "slurm" ? "2:00:00" : null, ranks = executor == "slurm" ? 4 : (int?)null, cpus_per_rank = executor == "slurm" ? 8 : (int?)null,
         },
         pid = (int?)null, exit_code = (int?)null, submitted_at = "2026-01-05T14:03:27Z", started_at = state == "queued" ? null : "2026-01-05T14:03:28Z",
-        ended_at = state is "queued" or "running" ? null : "2026-01-05T14:05:28Z", submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
+        ended_at = state is "queued" or "running" ? null : "2026-01-05T14:05:28Z", cancel_requested_at = cancelRequestedAt, submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
     };
 
     /// <summary>Answers the page's GET /api/jobs with these jobs (and their metrics with none), as a

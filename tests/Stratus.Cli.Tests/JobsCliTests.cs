@@ -246,6 +246,43 @@ public sealed partial class JobsCliTests
         Assert.Contains("exit code 137", show);
     }
 
+    /// <summary>A job whose cancel was asked for stays running while its training finishes its step
+    /// and saves a last checkpoint: jobs show and jobs list say it is being cancelled, and since when,
+    /// as Kubernetes' Terminating does, and its JSON gives when the cancel was asked.</summary>
+    [Fact]
+    public void A_job_being_cancelled_says_so_and_since_when_in_show_list_and_json()
+    {
+        using var temp = new TempDirectory();
+        // A training that takes its SIGTERM and goes on, as one finishing its step does.
+        using var training = Process.Start("/bin/sh", ["-c", "trap '' TERM; while :; do sleep 0.05; done"])!;
+        try
+        {
+            var store = Stratus.Platform.Jobs.JobService.Open(temp["home"], ["/bin/false"]).Store;
+            const string Id = "job-0000ca2c";
+            store.Insert(new(Id, Stratus.Platform.Jobs.Job.TrainKind, new(null, temp["data"], temp["run"], []), Stratus.Platform.Jobs.LocalJobExecutor.ExecutorName, null,
+                Stratus.Platform.Jobs.JobState.Queued, null, null, null, null, store.Now, null, null, null, "cli:test", Path.Combine(temp["run"], Id + ".log")),
+                new Stratus.Platform.AuditRecord("cli:test", Stratus.Platform.AuditActions.JobSubmitted, []));
+            store.RecordStarted(Id, training.Id, null);
+            Assert.DoesNotContain("cancelling", Jobs(temp, "show", Id).Stdout);
+            Assert.Null(System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", Id, "--json").Stdout)!["cancel_requested_at"]);
+
+            var cancel = Jobs(temp, "cancel", Id);
+            Assert.True(cancel.ExitCode == 0, cancel.Stderr);
+            var asked = store.Get(Id)!.CancelRequestedAt!.Value;
+            string At(string format) => asked.UtcDateTime.ToString(format, System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Contains($"state:      running (cancelling since {At("yyyy-MM-dd HH:mm:ss")} UTC)\n", Jobs(temp, "show", Id).Stdout);
+            Assert.Matches($@"{Id}\s+│ running \(cancelling since {At("HH:mm:ss")}\)\s+│", Jobs(temp, "list").Stdout);
+            var shown = System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", Id, "--json").Stdout)!;
+            Assert.Equal(("running", asked), ((string?)shown["state"], (DateTimeOffset)shown["cancel_requested_at"]!));
+            var listed = System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "list", "--json").Stdout)!["data"]![0]!;
+            Assert.Equal(asked, (DateTimeOffset)listed["cancel_requested_at"]!);
+        }
+        finally
+        {
+            training.Kill();
+        }
+    }
+
     /// <summary>jobs list shows the newest --limit jobs (1,000 unless told) and says how to list
     /// the ones after them; --after lists those.</summary>
     [Fact]

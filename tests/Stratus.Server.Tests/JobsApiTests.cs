@@ -971,6 +971,38 @@ public sealed class JobsApiTests : IAsyncLifetime
         }
     }
 
+    /// <summary>A job being cancelled is still running (its training finishes its step and saves a
+    /// last checkpoint): GET /api/jobs/{id} and GET /api/jobs give when the cancel was asked
+    /// (cancel_requested_at, null before), so that a client can say "cancelling" rather than
+    /// offer the cancel again; the cancel's own answer gives it too.</summary>
+    [Fact]
+    public async Task A_job_being_cancelled_gives_when_the_cancel_was_asked()
+    {
+        var (client, _) = await TrainingClient();
+        // A training that takes its SIGTERM and goes on, as one finishing its step does.
+        using var training = System.Diagnostics.Process.Start("/bin/sh", ["-c", "trap '' TERM; while :; do sleep 0.05; done"])!;
+        try
+        {
+            var (store, id) = RunningJob("cancelling", training.Id);
+            var (_, before) = await Send(client.GetAsync($"/api/jobs/{id}"));
+            Assert.True(before.ContainsKey("cancel_requested_at"), before.ToJsonString());
+            Assert.Null(before["cancel_requested_at"]);
+
+            var (status, cancelled) = await Send(client.PostAsync($"/api/jobs/{id}/cancel", null));
+            Assert.Equal(HttpStatusCode.OK, status);
+            var asked = store.Get(id)!.CancelRequestedAt!.Value;
+            var (_, shown) = await Send(client.GetAsync($"/api/jobs/{id}"));
+            var (_, list) = await Send(client.GetAsync("/api/jobs"));
+            var listed = list["data"]!.AsArray().Single(job => (string?)job!["id"] == id)!;
+            foreach (var job in new[] { cancelled, shown, listed })
+                Assert.Equal(("running", asked), ((string?)job["state"], (DateTimeOffset)job["cancel_requested_at"]!));
+        }
+        finally
+        {
+            training.Kill();
+        }
+    }
+
     /// <summary>GET /api/jobs pages as OpenAI's lists do: limit, after the last id a page listed,
     /// has_more; newest first, jobs submitted in the same tick in id order, so the pages together
     /// are the whole list once each.</summary>

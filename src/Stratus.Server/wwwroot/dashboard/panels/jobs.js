@@ -6,7 +6,10 @@
 // rows written since the cursor of the last answer. Where the server takes jobs (the list's
 // "submissions": serve's --jobs-root and --jobs-executor), a form submits one (POST /api/jobs), the
 // API's refusal shown beside the field it names; a queued or running job has a Cancel button,
-// confirmed in a dialog (POST /api/jobs/{id}/cancel).
+// confirmed in a dialog (POST /api/jobs/{id}/cancel). A job whose cancel was asked (its
+// cancel_requested_at) runs on while its training finishes its step and saves a last checkpoint:
+// its state says "cancelling…" and since when, and its button stays disabled, as a second cancel
+// would send nothing.
 import { ApiError, describe } from "../api.js";
 import { el, table, time, integer } from "../dom.js";
 import { stepChart } from "../chart.js";
@@ -18,6 +21,9 @@ const marks = { queued: "◷", running: "▶", succeeded: "✔", failed: "✖", 
 const curves = new Map();
 const keptRows = 4000;
 let chosen = null;
+
+/** Whether a cancel was asked of a job that has not ended yet. */
+const beingCancelled = job => ["queued", "running"].includes(job.state) && Boolean(job.cancel_requested_at);
 
 /** Seconds as the panel shows a duration: 1h02m, 3m05s, 42s. */
 function span(seconds) {
@@ -233,7 +239,7 @@ function cancelDialog(api, own) {
   let id = null, cancelled = false;
   keep.addEventListener("click", () => dialog.close());
   // Back on the row's button where the job was kept; where it was cancelled, on the row's state: its
-  // button is disabled (then gone) and focus on it would fall to the page's start. Decided by what
+  // button is disabled (until the job ends, then gone) and focus on it would fall to the page's start. Decided by what
   // the dialog did, not by the button found: the close event comes a frame later, and a refresh
   // landing before it makes that row anew with its button enabled again.
   dialog.addEventListener("close", () => {
@@ -300,7 +306,7 @@ export default {
     }
     const kept = [own.dialog, ...(own.form ? [own.form] : [])];
     const cancel = j => ["queued", "running"].includes(j.state)
-      ? el("button", { type: "button", "data-cancel": j.id, "aria-label": `Cancel ${j.id}`, disabled: own.cancelling.has(j.id) }, "Cancel")
+      ? el("button", { type: "button", "data-cancel": j.id, "aria-label": `Cancel ${j.id}`, disabled: own.cancelling.has(j.id) || beingCancelled(j) }, "Cancel")
       : "";
     // Slurm's columns only where a Slurm job is listed, and Cancel beside the state: the table
     // then fits 1280 px, and a narrower window that scrolls it sideways still shows the button.
@@ -313,7 +319,8 @@ export default {
       { label: "Job", value: j => el("code", {}, j.id) },
       // Focusable from script only (the dialog puts focus there after a cancel), and by an id that the
       // refresh's successor of a focused node is found by.
-      { label: "State", value: j => el("span", { id: `job-state-${j.id}`, tabindex: -1, class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state) },
+      { label: "State", value: j => el("span", { id: `job-state-${j.id}`, tabindex: -1, class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state,
+        ...(beingCancelled(j) ? [", cancelling… (since ", time(j.cancel_requested_at, { dayless: true }), ")"] : [])) },
       { label: "Cancel", value: cancel },
       { label: "Started", value: j => time(j.started_at) },
       { label: "Duration", value: duration, number: true },
@@ -356,7 +363,7 @@ export default {
     const options = new Map([...own.picker.options].map(o => [o.value, o]));
     own.picker.replaceChildren(...jobs.map(j => {
       const option = options.get(j.id) ?? el("option", { value: j.id });
-      option.textContent = `${j.id} (${j.state})`;
+      option.textContent = `${j.id} (${j.state}${beingCancelled(j) ? ", cancelling…" : ""})`;
       return option;
     }));
     own.picker.value = since ?? shown.id;

@@ -190,7 +190,8 @@ static class JobsCommand
             static string Time(DateTimeOffset? time) => time?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) ?? "-";
             var last = MetricsLog.LastTrainingStep(job.Arguments.Out);
             Console.WriteLine($"id:         {job.Id}");
-            Console.WriteLine(Invocation.Spell($"state:      {job.State.WireName()}{(Cancelling(job, "yyyy-MM-dd HH:mm:ss 'UTC'") is { } cancelling ? $" ({cancelling})" : "")}{(job.Reason is { } reason ? $": {reason}" : "")}"));
+            var cancelling = Cancelling(job, "yyyy-MM-dd HH:mm:ss 'UTC'") is { } since ? $" ({since}{(job.CancelRequestedBy is { } by ? $" by {by}" : "")})" : "";
+            Console.WriteLine(Invocation.Spell($"state:      {job.State.WireName()}{cancelling}{(job.Reason is { } reason ? $": {reason}" : "")}"));
             Console.WriteLine(Invocation.Spell($"command:    stratus {TrainArguments.ShellLine(job.Arguments.CommandLine())}"));
             if (job.Arguments.InitFromVersion is { } version) Console.WriteLine($"init from:  model {version}, {job.Arguments.InitFrom} (resolved at submission)");
             Console.WriteLine($"executor:   {job.Executor}{(job.Pid is { } pid ? $", training process {pid}" : JobView.SlurmJobId(job) is { } slurmJob ? $", Slurm job {slurmJob}" : "")}");

@@ -136,6 +136,7 @@ sealed class PostgresDialect : DatabaseDialect
         """,
         Jobs.SqlJobStore.SlurmMigration,
         ModelRegistry.ParentMigration,
+        Jobs.SqlJobStore.CancelRequestedByMigration,
     ];
     static int SchemaVersion => Migrations.Length;
 

@@ -7,7 +7,9 @@
 // saving a policy each check the other table in the transaction that writes. A server builds a
 // deployment's pipeline every few seconds (SafetyPipelineCache) from what is stored; the lists it
 // compiles are kept by their content's version, so a list is compiled once per content, not once
-// per rebuild (1,000 patterns: 1.3 GiB allocated and 1.6-1.8 s of CPU each time, bench/README.md).
+// per rebuild (1,000 patterns: 1.3 GiB allocated and 1.6-1.8 s of CPU each time, bench/README.md),
+// and a list changed through this instance (the admin API) is compiled once, to validate it: the
+// rebuild that follows takes that compilation.
 using System.Collections.Concurrent;
 using System.Data.Common;
 using System.Security.Cryptography;
@@ -61,14 +63,15 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     /// compare names), each with the version of the content it was compiled from: a rebuild takes
     /// the list compiled before where the stored content has that version, and compiles the list
     /// once where it has another (Lazy: deployments rebuilding at once wait for one compilation).
-    /// A list no longer stored is dropped at the next build, so what is kept is bounded by what is
+    /// A change stored through this instance puts the list it compiled to validate it here. A list
+    /// no longer stored is dropped at the next build, so what is kept is bounded by what is
     /// configured.</summary>
     readonly ConcurrentDictionary<string, Compiled> compiled = new(StringComparer.OrdinalIgnoreCase);
 
-    sealed class Compiled(string version, Blocklist list)
+    sealed class Compiled(string version, Lazy<CompiledBlocklist> list)
     {
         public string Version { get; } = version;
-        public Lazy<CompiledBlocklist> List { get; } = new(() => CompiledBlocklist.Compile(list));
+        public Lazy<CompiledBlocklist> List { get; } = list;
     }
 
     /// <summary>Increases with every change made through this instance, so a server can cache
@@ -171,6 +174,7 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     async ValueTask<Blocklist> ChangeBlocklistAsync(string name, Func<Blocklist?, Blocklist> change, string actor, CancellationToken cancellationToken)
     {
         var stored = false;
+        CompiledBlocklist? validated = null;
         var after = await blocklists.ChangeAsync(name, existing =>
         {
             // Stored as matched, each entry once: a term kept with the spaces it was sent with
@@ -182,7 +186,7 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
                 Terms = [.. changed.Terms.Select(Blocklist.CanonicalTerm).DistinctBy(Blocklist.EntryKey)],
                 Patterns = [.. changed.Patterns.Distinct(StringComparer.Ordinal)],
             };
-            CompiledBlocklist.Compile(changed);
+            validated = CompiledBlocklist.Compile(changed);
             foreach (var pattern in changed.Patterns.Except(existing?.Patterns ?? [], StringComparer.Ordinal))
                 CompiledBlocklist.RequireMatchesText(changed.Name, pattern);
             return changed;
@@ -192,6 +196,9 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
             stored = true;
             return new AuditRecord(actor, AuditActions.BlocklistChanged, AuditDetails.BlocklistChanged(before, after));
         }, cancellationToken);
+        // Kept once the list is stored, not before: a change refused (or whose write failed) leaves
+        // the list compiled from what is stored in place.
+        if (validated is not null) Keep(validated.Source, new Lazy<CompiledBlocklist>(validated));
         if (stored) Interlocked.Increment(ref version);
         return after;
     }
@@ -249,9 +256,7 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
     /// list's, else compiled now and kept in place of the one of its name.</summary>
     CompiledBlocklist Compile(Blocklist list)
     {
-        var contentVersion = VersionOf(list);
-        var entry = compiled.AddOrUpdate(list.Name, _ => new Compiled(contentVersion, list),
-            (_, kept) => kept.Version == contentVersion ? kept : new Compiled(contentVersion, list));
+        var entry = Keep(list, new Lazy<CompiledBlocklist>(() => CompiledBlocklist.Compile(list)));
         try
         {
             return entry.List.Value;
@@ -263,6 +268,15 @@ public sealed class SafetyConfiguration(IBlocklistStore blocklists, ISafetyPolic
             compiled.TryRemove(KeyValuePair.Create(list.Name, entry));
             throw;
         }
+    }
+
+    /// <summary>The entry kept for <paramref name="list"/>'s content: the one of its name where
+    /// it has the content's version, else <paramref name="compilation"/> (of that content) in its place.</summary>
+    Compiled Keep(Blocklist list, Lazy<CompiledBlocklist> compilation)
+    {
+        var contentVersion = VersionOf(list);
+        return compiled.AddOrUpdate(list.Name, _ => new Compiled(contentVersion, compilation),
+            (_, kept) => kept.Version == contentVersion ? kept : new Compiled(contentVersion, compilation));
     }
 
     /// <summary>The blocklists kept compiled (tests).</summary>

@@ -27,6 +27,8 @@ sealed class SqliteDialect : DatabaseDialect
         Jobs.SqlJobStore.SlurmMigration,
         // A version's lineage: the registered version its run started from (train --init-from NAME@ALIAS).
         ModelRegistry.ParentMigration,
+        // Who asked for a job's cancel, beside when.
+        Jobs.SqlJobStore.CancelRequestedByMigration,
     ];
     internal static int SchemaVersion => Migrations.Length;
 

@@ -41,21 +41,36 @@ sealed class SafetyRegex
     public static readonly TimeSpan RetryTimeout = TimeSpan.FromSeconds(1);
 
     readonly Regex backtracking;
-    // Built at the first check; null where the linear-time engine cannot run the pattern.
-    readonly Lazy<Regex?> linear;
-    readonly Lazy<Regex> patient;
     readonly TimeProvider clock;
+    // The other engines, each built at the first check that needs it, once: checks that come
+    // together wait for one build (LazyInitializer, under `building`), and a build that failed
+    // (out of memory) is tried again at the next check, which Lazy would have failed with the
+    // same exception for as long as the pattern lived. Null where the linear-time engine cannot
+    // run the pattern.
+    Regex? linear, patient;
+    bool linearBuilt;
+    object? building;
+    readonly Func<Regex?> buildLinear;
+    readonly Func<Regex> buildPatient;
 
     /// <param name="backtracking">The pattern on the backtracking engine, its MatchTimeout the
     /// bound of the first try.</param>
     /// <param name="clock">Measures each try as a whole (Matches); tests set it.</param>
-    public SafetyRegex(Regex backtracking, TimeProvider? clock = null)
+    /// <param name="build">Builds the other engines from a pattern, its options and timeout (new
+    /// Regex); tests make it fail.</param>
+    public SafetyRegex(Regex backtracking, TimeProvider? clock = null, Func<string, RegexOptions, TimeSpan, Regex>? build = null)
     {
         this.backtracking = backtracking;
         this.clock = clock ?? TimeProvider.System;
-        linear = new(() => Linear(backtracking));
-        patient = new(() => new Regex(backtracking.ToString(), backtracking.Options, RetryTimeout));
+        build ??= static (pattern, options, timeout) => new Regex(pattern, options, timeout);
+        buildLinear = () => Linear(backtracking, build);
+        buildPatient = () => build(backtracking.ToString(), backtracking.Options, RetryTimeout);
     }
+
+    Regex? LinearEngine() => LazyInitializer.EnsureInitialized(ref linear, ref linearBuilt, ref building, buildLinear);
+
+    /// <summary>The backtracking engine of the second try, bounded by RetryTimeout.</summary>
+    Regex PatientEngine() => LazyInitializer.EnsureInitialized(ref patient, ref building, buildPatient);
 
     /// <summary>The pattern as written.</summary>
     public string Pattern => backtracking.ToString();
@@ -68,15 +83,15 @@ sealed class SafetyRegex
     /// linear-time engine tells; null where it cannot run the pattern or times out itself.</summary>
     bool? HasMatch(string text, int startat)
     {
-        if (linear.Value is not { } engine) return null;
+        if (LinearEngine() is not { } engine) return null;
         try { return engine.IsMatch(text, startat); }
         catch (RegexMatchTimeoutException) { return null; }
     }
 
-    static Regex? Linear(Regex backtracking)
+    static Regex? Linear(Regex backtracking, Func<string, RegexOptions, TimeSpan, Regex> build)
     {
         if (WithoutLookarounds(backtracking.ToString(), backtracking.Options) is not { } pattern) return null;
-        try { return new Regex(pattern, backtracking.Options | RegexOptions.NonBacktracking, RetryTimeout); }
+        try { return build(pattern, backtracking.Options | RegexOptions.NonBacktracking, RetryTimeout); }
         // A construct it cannot run, or an automaton too large (counted repetitions such as
         // a{100000}); options it refuses (RightToLeft, ECMAScript); a backreference to a
         // group that only a lookaround held.
@@ -371,7 +386,7 @@ sealed class SafetyRegex
             retried = true;
             if (!hasMore) return Match.Empty;
             started = regex.clock.GetTimestamp();
-            try { return regex.patient.Value.Match(text, from); }
+            try { return regex.PatientEngine().Match(text, from); }
             catch (RegexMatchTimeoutException)
             {
                 TimedOut = true;

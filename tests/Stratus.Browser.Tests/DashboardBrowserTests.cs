@@ -719,18 +719,18 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     }
 
     /// <summary>A job whose cancel was asked runs on while its training finishes its step and saves a
-    /// last checkpoint: its row says "cancelling…" and since when, and its Cancel button is disabled (a
-    /// second cancel would send nothing); another running job's is not, as the page read it.</summary>
+    /// last checkpoint: its row says "cancelling…", since when and by whom, and its Cancel button is
+    /// disabled (a second cancel would send nothing); another running job's is not, as the page read it.</summary>
     [Fact]
     public async Task A_job_being_cancelled_says_cancelling_and_its_cancel_button_is_disabled()
     {
         await using var opened = await OpenAsync();
         var page = opened.Page;
-        await RouteJobsAsync(page, ["local"], FakeJob("job-cancelling", "local", "running", null, cancelRequestedAt: "2026-01-05T14:04:09Z"),
+        await RouteJobsAsync(page, ["local"], FakeJob("job-cancelling", "local", "running", null, cancelRequestedAt: "2026-01-05T14:04:09Z", cancelRequestedBy: "cli:alice"),
             FakeJob("job-running", "local", "running", null));
         await ShowAsync(page, fixture.ApiKey);
         var cancelling = page.Locator("#panel-jobs tr", new() { HasText = "job-cancelling" });
-        await Expect(cancelling.Locator(".job-state")).ToHaveTextAsync("▶ running, cancelling… (since 14:04:09 UTC)");
+        await Expect(cancelling.Locator(".job-state")).ToHaveTextAsync("▶ running, cancelling… (since 14:04:09 UTC by cli:alice)");
         await Expect(cancelling.GetByRole(AriaRole.Button, new() { Name = "Cancel job-cancelling" })).ToBeDisabledAsync();
         var running = page.Locator("#panel-jobs tr", new() { HasText = "job-running" });
         await Expect(running.Locator(".job-state")).ToHaveTextAsync("▶ running");
@@ -860,7 +860,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     }
 
     /// <summary>A job as GET /api/jobs answers it, under /srv/jobs, its run folder's name long.</summary>
-    static object FakeJob(string id, string executor, string state, object? slurm, string? reason = null, string? cancelRequestedAt = null) => new
+    static object FakeJob(string id, string executor, string state, object? slurm, string? reason = null, string? cancelRequestedAt = null, string? cancelRequestedBy = null) => new
     {
         @object = "job", id, kind = "train", state, reason, executor, executor_reference = executor == "slurm" ? "41" : null,
         arguments = new
@@ -869,7 +869,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
             partition = executor == "slurm" ? "gpu" : null, time = executor == "slurm" ? "2:00:00" : null, ranks = executor == "slurm" ? 4 : (int?)null, cpus_per_rank = executor == "slurm" ? 8 : (int?)null,
         },
         pid = (int?)null, exit_code = (int?)null, submitted_at = "2026-01-05T14:03:27Z", started_at = state == "queued" ? null : "2026-01-05T14:03:28Z",
-        ended_at = state is "queued" or "running" ? null : "2026-01-05T14:05:28Z", cancel_requested_at = cancelRequestedAt, submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
+        ended_at = state is "queued" or "running" ? null : "2026-01-05T14:05:28Z", cancel_requested_at = cancelRequestedAt, cancel_requested_by = cancelRequestedBy, submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
     };
 
     /// <summary>Answers the page's GET /api/jobs with these jobs (and their metrics with none), as a

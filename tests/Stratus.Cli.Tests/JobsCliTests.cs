@@ -270,10 +270,11 @@ public sealed partial class JobsCliTests
             Assert.True(cancel.ExitCode == 0, cancel.Stderr);
             var asked = store.Get(Id)!.CancelRequestedAt!.Value;
             string At(string format) => asked.UtcDateTime.ToString(format, System.Globalization.CultureInfo.InvariantCulture);
-            Assert.Contains($"state:      running (cancelling since {At("yyyy-MM-dd HH:mm:ss")} UTC)\n", Jobs(temp, "show", Id).Stdout);
+            // By whom, as the audit entry names the CLI's user.
+            Assert.Contains($"state:      running (cancelling since {At("yyyy-MM-dd HH:mm:ss")} UTC by cli:{Environment.UserName})\n", Jobs(temp, "show", Id).Stdout);
             Assert.Matches($@"{Id}\s+│ running \(cancelling since {At("HH:mm:ss")}\)\s+│", Jobs(temp, "list").Stdout);
             var shown = System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", Id, "--json").Stdout)!;
-            Assert.Equal(("running", asked), ((string?)shown["state"], (DateTimeOffset)shown["cancel_requested_at"]!));
+            Assert.Equal(("running", asked, $"cli:{Environment.UserName}"), ((string?)shown["state"], (DateTimeOffset)shown["cancel_requested_at"]!, (string?)shown["cancel_requested_by"]));
             var listed = System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "list", "--json").Stdout)!["data"]![0]!;
             Assert.Equal(asked, (DateTimeOffset)listed["cancel_requested_at"]!);
         }

@@ -261,6 +261,29 @@ public abstract class JobStoreTests(TestDatabases databases) : IDisposable
         Assert.Equal([("key-1", false), ("key-2", true)], entries.Select(e => (e.Actor, System.Text.Json.Nodes.JsonNode.Parse(e.Details)!["force"] is not null)));
     }
 
+    /// <summary>Who asked for a cancel is kept beside when (it was only in the audit log): the first
+    /// asker, whom a later cancel, forced or not, does not replace; a cancel taken back (its executor
+    /// could not be asked) takes back both.</summary>
+    [Fact]
+    public void A_cancel_is_recorded_with_who_asked_for_it()
+    {
+        var store = Service().Store;
+        store.Insert(Queued("job-00000030", "/runs/f"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        Assert.Null(store.Get("job-00000030")!.CancelRequestedBy);
+
+        var first = store.RequestCancel("job-00000030", "key-1").Job;
+        Assert.Equal("key-1", first.CancelRequestedBy);
+        Assert.Equal((first.CancelRequestedAt, "key-1"), (store.Get("job-00000030")!.CancelRequestedAt, store.Get("job-00000030")!.CancelRequestedBy));
+        Assert.Equal("key-1", store.RequestCancel("job-00000030", "cli:other").Job.CancelRequestedBy);
+        Assert.Equal("key-1", store.RequestCancel("job-00000030", "cli:other", force: true).Job.CancelRequestedBy);
+        Assert.Equal("key-1", store.Get("job-00000030")!.CancelRequestedBy);
+
+        store.WithdrawCancel("job-00000030", first.CancelRequestedAt!.Value);
+        Assert.Equal((null, null), (store.Get("job-00000030")!.CancelRequestedAt, store.Get("job-00000030")!.CancelRequestedBy));
+        Assert.Equal("cli:other", store.RequestCancel("job-00000030", "cli:other").Job.CancelRequestedBy);
+        Assert.Equal("cli:other", store.Get("job-00000030")!.CancelRequestedBy);
+    }
+
     [Fact]
     public async Task One_run_folder_has_one_unfinished_job_and_cancels_are_audited_and_refused_once_a_job_ended()
     {
@@ -309,6 +332,24 @@ public sealed class JobStoreOnSqliteTests() : JobStoreTests(TestDatabases.Sqlite
         service.Store.Insert(Queued("job-00000001", "/runs/a"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
         Assert.Equal(JobState.Queued, service.Store.Get("job-00000001")!.State);
         Assert.True((await reopened.Audit.VerifyAsync()).Valid);
+    }
+
+    /// <summary>A database of schema version 7 (before cancel_requested_by) gets the column; a
+    /// cancel asked before it was kept is by no one known (the audit log has it).</summary>
+    [Fact]
+    public void A_schema_version_7_database_gets_who_asked_for_a_cancel()
+    {
+        var store = Service().Store;
+        store.Insert(Queued("job-00000031", "/runs/g"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        store.RequestCancel("job-00000031", "key-1");
+        platform.Sql("ALTER TABLE jobs DROP COLUMN cancel_requested_by; PRAGMA user_version = 7;");
+        SqliteConnection.ClearAllPools();
+
+        store = Service().Store;
+        var job = store.Get("job-00000031")!;
+        Assert.Equal((true, null), (job.CancelRequestedAt is not null, job.CancelRequestedBy));
+        store.Insert(Queued("job-00000032", "/runs/h"), new AuditRecord("cli:test", AuditActions.JobSubmitted, []));
+        Assert.Equal("key-2", store.RequestCancel("job-00000032", "key-2").Job.CancelRequestedBy);
     }
 }
 

@@ -98,7 +98,7 @@ public sealed class PlatformDatabaseTests : IDisposable
         check.Open();
         using var version = check.CreateCommand();
         version.CommandText = "PRAGMA user_version;";
-        Assert.Equal(7L, version.ExecuteScalar());
+        Assert.Equal(8L, version.ExecuteScalar());
     }
 
     /// <summary>A --data-dir given by mistake whose stratus.db is another application's SQLite

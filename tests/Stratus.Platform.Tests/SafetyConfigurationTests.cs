@@ -359,7 +359,35 @@ public abstract class SafetyConfigurationTests : IDisposable
             Assert.True((await pipeline.AnalyzeAsync("oh darned", ContentDirection.Prompt)).Blocked);
             Assert.False((await pipeline.AnalyzeAsync("oh zounds", ContentDirection.Prompt)).Blocked);
         }
-        Assert.Same(compiled, Assert.Single(config.CompiledBlocklists));
+        Assert.Same(compiled, config.CompiledBlocklists.Single(l => l.Source.Name == "words"));
+    }
+
+    /// <summary>A list changed through this instance (the admin API's PUT and item endpoints, the
+    /// CLI) is compiled once: the compilation that validated it is the one the next rebuild takes.
+    /// It was compiled to validate it and again at the rebuild (1,000 patterns: twice the compile).
+    /// A change refused as invalid leaves the list compiled before in place.</summary>
+    [Fact]
+    public async Task A_blocklist_changed_here_is_compiled_once_for_its_validation_and_the_rebuild()
+    {
+        string[] patterns = [.. Enumerable.Range(0, 1000).Select(i => $@"\bword{i}(?:s|ed)?\b")];
+        await config.UpsertBlocklistAsync(new Blocklist("words", [], patterns), "admin");
+        var validated = Assert.Single(config.CompiledBlocklists);
+        Assert.Equal(1000, validated.Source.Patterns.Count);
+        await config.SetPolicyAsync(SafetyPolicy.Default("gpt2") with { Blocklists = ["words"] }, "admin");
+        var pipeline = await config.BuildPipelineAsync("gpt2");
+        Assert.True((await pipeline.AnalyzeAsync("oh word999ed", ContentDirection.Prompt)).Blocked);
+        Assert.Same(validated, Assert.Single(config.CompiledBlocklists));
+
+        await Assert.ThrowsAsync<TrustUserException>(async () => await config.AddToBlocklistAsync("words", [], ["(unclosed"], null, "admin"));
+        await config.BuildPipelineAsync("gpt2");
+        Assert.Same(validated, Assert.Single(config.CompiledBlocklists));
+
+        var added = await config.AddToBlocklistAsync("words", ["heck"], [], null, "admin");
+        var changed = Assert.Single(config.CompiledBlocklists);
+        Assert.Equal(added, changed.Source);
+        pipeline = await config.BuildPipelineAsync("gpt2");
+        Assert.True((await pipeline.AnalyzeAsync("oh heck", ContentDirection.Prompt)).Blocked);
+        Assert.Same(changed, Assert.Single(config.CompiledBlocklists));
     }
 
     /// <summary>A list changed, here by another process writing the same database, is compiled

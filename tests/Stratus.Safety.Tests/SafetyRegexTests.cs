@@ -250,6 +250,65 @@ public sealed class SafetyRegexTests
         Assert.True(matches.TimedOut);
     }
 
+    [Fact]
+    public void An_engine_whose_build_failed_is_built_again_at_the_next_check()
+    {
+        // Lazy kept the exception of a failed build: one OutOfMemoryException while an engine was
+        // built, and every later check of the pattern threw it again, failing closed for ever (until
+        // its blocklist's content changed, for a blocklist pattern).
+        var linearBuilds = 0;
+        var linear = new SafetyRegex(new Regex("bomb", RegexOptions.None, TimeSpan.FromSeconds(10)), build: (pattern, options, timeout) =>
+            ++linearBuilds == 1 ? throw new OutOfMemoryException() : new Regex(pattern, options, timeout));
+        // The check that met the failure fails: its provider is unavailable, and the pipeline fails closed.
+        Assert.Throws<OutOfMemoryException>(() => Spans(linear, "a bomb"));
+        Assert.Equal([(2, 4)], Spans(linear, "a bomb"));
+        Assert.Equal([(3, 4)], Spans(linear, "no bomb"));
+        Assert.Equal(2, linearBuilds);
+
+        // The backtracking engine's second try, built at the first timeout.
+        var patientBuilds = 0;
+        var patient = new SafetyRegex(new Regex("bomb", RegexOptions.None, Loaded), build: (pattern, options, timeout) =>
+            (options & RegexOptions.NonBacktracking) == 0 && ++patientBuilds == 1 ? throw new OutOfMemoryException() : new Regex(pattern, options, timeout));
+        Assert.Throws<OutOfMemoryException>(() => Spans(patient, "a bomb"));
+        Assert.Equal([(2, 4)], Spans(patient, "a bomb"));
+        Assert.Equal(2, patientBuilds);
+    }
+
+    [Fact]
+    public void Checks_that_come_together_build_each_engine_once()
+    {
+        var builds = 0;
+        var regex = new SafetyRegex(new Regex("bomb", RegexOptions.None, Loaded), build: (pattern, options, timeout) =>
+        {
+            Interlocked.Increment(ref builds);
+            // Long enough for the other checks to come while it builds.
+            Thread.Sleep(200);
+            return new Regex(pattern, options, timeout);
+        });
+        const int Checks = 8;
+        using var start = new Barrier(Checks);
+        var found = new List<(int, int)>[Checks];
+        var threads = Enumerable.Range(0, Checks).Select(i => new Thread(() =>
+        {
+            start.SignalAndWait();
+            found[i] = Spans(regex, "a bomb");
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        Assert.All(found, spans => Assert.Equal([(2, 4)], spans));
+        // The linear-time engine and the second try's, once each.
+        Assert.Equal(2, builds);
+    }
+
+    static List<(int, int)> Spans(SafetyRegex regex, string text)
+    {
+        var matches = regex.Find(text);
+        var spans = new List<(int, int)>();
+        while (matches.MoveNext()) spans.Add((matches.Current.Index, matches.Current.Length));
+        Assert.False(matches.TimedOut);
+        return spans;
+    }
+
     [Theory]
     [InlineData(@"(?<![\w-])[0-9]{3}(?![ -]?[0-9])", @"(?:)[0-9]{3}(?:)")]
     [InlineData(@"a(?=b){2}c", "a(?:){2}c")] // the quantifier quantifies nothing still, not the "a"

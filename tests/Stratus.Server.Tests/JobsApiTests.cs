@@ -973,20 +973,24 @@ public sealed class JobsApiTests : IAsyncLifetime
 
     /// <summary>A job being cancelled is still running (its training finishes its step and saves a
     /// last checkpoint): GET /api/jobs/{id} and GET /api/jobs give when the cancel was asked
-    /// (cancel_requested_at, null before), so that a client can say "cancelling" rather than
-    /// offer the cancel again; the cancel's own answer gives it too.</summary>
+    /// (cancel_requested_at, null before) and by whom (cancel_requested_by: the key's id, as the
+    /// audit entry and submitted_by name it), so that a client can say "cancelling" rather than
+    /// offer the cancel again; the cancel's own answer gives them too.</summary>
     [Fact]
-    public async Task A_job_being_cancelled_gives_when_the_cancel_was_asked()
+    public async Task A_job_being_cancelled_gives_when_and_by_whom_the_cancel_was_asked()
     {
-        var (client, _) = await TrainingClient();
+        var (client, keyId) = await TrainingClient();
         // A training that takes its SIGTERM and goes on, as one finishing its step does.
         using var training = System.Diagnostics.Process.Start("/bin/sh", ["-c", "trap '' TERM; while :; do sleep 0.05; done"])!;
         try
         {
             var (store, id) = RunningJob("cancelling", training.Id);
             var (_, before) = await Send(client.GetAsync($"/api/jobs/{id}"));
-            Assert.True(before.ContainsKey("cancel_requested_at"), before.ToJsonString());
-            Assert.Null(before["cancel_requested_at"]);
+            foreach (var field in new[] { "cancel_requested_at", "cancel_requested_by" })
+            {
+                Assert.True(before.ContainsKey(field), before.ToJsonString());
+                Assert.Null(before[field]);
+            }
 
             var (status, cancelled) = await Send(client.PostAsync($"/api/jobs/{id}/cancel", null));
             Assert.Equal(HttpStatusCode.OK, status);
@@ -995,7 +999,7 @@ public sealed class JobsApiTests : IAsyncLifetime
             var (_, list) = await Send(client.GetAsync("/api/jobs"));
             var listed = list["data"]!.AsArray().Single(job => (string?)job!["id"] == id)!;
             foreach (var job in new[] { cancelled, shown, listed })
-                Assert.Equal(("running", asked), ((string?)job["state"], (DateTimeOffset)job["cancel_requested_at"]!));
+                Assert.Equal(("running", asked, keyId), ((string?)job["state"], (DateTimeOffset)job["cancel_requested_at"]!, (string?)job["cancel_requested_by"]));
         }
         finally
         {

@@ -12,6 +12,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Unicode;
+using Stratus.Safety;
 using Stratus.Tokenization;
 
 namespace Stratus.Data;
@@ -215,7 +216,7 @@ public static class DatasetPreparer
         /// text is read once, none of the val split's can also be in train, and none is left out.</summary>
         static List<string> TextFiles(string folder)
         {
-            var corpus = RealPath(folder) ?? throw Loop(folder);
+            var corpus = RealPath.Of(folder) ?? throw Loop(folder);
             // Real paths of the files taken and of the folders walked.
             var taken = new HashSet<string>();
             var walked = new HashSet<string>();
@@ -245,7 +246,7 @@ public static class DatasetPreparer
             while (links.TryDequeue(out var link, out _))
             {
                 if (link.Link is FileInfo && !IsText(link.Link.Name)) continue;
-                var target = RealPath(link.Link.FullName) ?? throw Loop(link.Named);
+                var target = RealPath.Of(link.Link.FullName) ?? throw Loop(link.Named);
                 if (link.Link is DirectoryInfo)
                 {
                     if (!Within(corpus, target)) Walk(target, link.Named);
@@ -267,29 +268,6 @@ public static class DatasetPreparer
         /// <summary>Whether <paramref name="path"/> is <paramref name="folder"/> or lies in it.</summary>
         static bool Within(string path, string folder) =>
             path == folder || path.StartsWith(Path.EndsInDirectorySeparator(folder) ? folder : folder + Path.DirectorySeparatorChar, StringComparison.Ordinal);
-
-        /// <summary><paramref name="path"/> with every symbolic link in it resolved, as realpath(3)
-        /// gives it (a part that does not exist is kept as it is), or null for a loop of links.</summary>
-        static string? RealPath(string path)
-        {
-            var hops = 0;
-            return Resolve(path);
-
-            string? Resolve(string path)
-            {
-                var full = Path.GetFullPath(path);
-                var real = Path.GetPathRoot(full)!;
-                foreach (var name in full[real.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
-                {
-                    var next = Path.Combine(real, name);
-                    if (new FileInfo(next).LinkTarget is not { } target) real = next;
-                    // Linux's limit (MAXSYMLINKS) on the links one path may go through.
-                    else if (++hops > 40 || Resolve(Path.Combine(real, target)) is not { } resolved) return null;
-                    else real = resolved;
-                }
-                return real;
-            }
-        }
 
         /// <summary>The sha256 of the file, or of a folder's relative paths and file hashes.</summary>
         public string Hash()

@@ -118,6 +118,11 @@ public sealed record Job(
     /// Null for a job another executor runs, and for a Slurm job recorded before they were kept.</summary>
     public SlurmOptions? Resources { get; init; }
 
+    /// <summary>Who asked for the cancel <see cref="CancelRequestedAt"/> records (the first, which
+    /// signalled), as the audit log names actors and <see cref="SubmittedBy"/> does (cli:user, a key's
+    /// id); null where no cancel was asked, or for one asked before this was kept.</summary>
+    public string? CancelRequestedBy { get; init; }
+
     /// <summary>What Slurm said of the job: when it was read, for a Slurm job that had not ended;
     /// for one that has, as it was seen to end (recorded with its end; null where Slurm had no
     /// record of it then, or for a job that ended before it was kept).</summary>

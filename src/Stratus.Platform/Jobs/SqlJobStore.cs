@@ -50,6 +50,10 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
     /// <see cref="SlurmStatus"/>'s fields in snake_case), for its controller forgets an ended job.</summary>
     internal const string SlurmMigration = "ALTER TABLE jobs ADD COLUMN slurm TEXT;";
 
+    /// <summary>The migration that keeps who asked for a job's cancel beside when (the audit log's
+    /// job.cancelled has it too, but a job's reader would have to search the log for it).</summary>
+    internal const string CancelRequestedByMigration = "ALTER TABLE jobs ADD COLUMN cancel_requested_by TEXT;";
+
     public DateTimeOffset Now => ParseTime(FormatTime(clock.GetUtcNow()));
 
     /// <summary>Records <paramref name="job"/> as queued, with its audit entry.</summary>
@@ -204,7 +208,8 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         var now = Now;
         if (first)
         {
-            using var update = Command(connection, "UPDATE jobs SET cancel_requested_at = @now WHERE id = @id", ("@id", id), ("@now", FormatTime(now)));
+            using var update = Command(connection, "UPDATE jobs SET cancel_requested_at = @now, cancel_requested_by = @actor WHERE id = @id",
+                ("@id", id), ("@now", FormatTime(now)), ("@actor", actor));
             update.Transaction = transaction;
             update.ExecuteNonQuery();
         }
@@ -218,14 +223,14 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         };
         if (force) details["force"] = true;
         audit.Append(transaction, new AuditRecord(actor, AuditActions.JobCancelled, details));
-        return new JobCancel(job with { CancelRequestedAt = job.CancelRequestedAt ?? now }, first);
+        return new JobCancel(first ? job with { CancelRequestedAt = now, CancelRequestedBy = actor } : job, first);
     });
 
     /// <summary>Takes back a cancel recorded at <paramref name="requestedAt"/> that never reached
     /// the job (its executor could not be asked): the job's end is then not read as cancelled, and
     /// the next cancel is a first one.</summary>
     public void WithdrawCancel(string id, DateTimeOffset requestedAt) =>
-        Update("UPDATE jobs SET cancel_requested_at = NULL WHERE id = @id AND cancel_requested_at = @at", ("@id", id), ("@at", FormatTime(requestedAt)));
+        Update("UPDATE jobs SET cancel_requested_at = NULL, cancel_requested_by = NULL WHERE id = @id AND cancel_requested_at = @at", ("@id", id), ("@at", FormatTime(requestedAt)));
 
     public static TrustUserException UnknownJob(string id) =>
         new(s => $"no job '{id}'; list the jobs with {s.Pick("stratus jobs list", "GET /api/jobs")}") { NotFound = true };
@@ -237,7 +242,7 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         return command.ExecuteNonQuery();
     });
 
-    const string Columns = "id, kind, arguments, executor, executor_ref, state, reason, pid, pid_start, exit_code, submitted_at, started_at, ended_at, cancel_requested_at, submitted_by, log_file, slurm";
+    const string Columns = "id, kind, arguments, executor, executor_ref, state, reason, pid, pid_start, exit_code, submitted_at, started_at, ended_at, cancel_requested_at, submitted_by, log_file, slurm, cancel_requested_by";
 
     static Job Read(DbDataReader r)
     {
@@ -247,7 +252,7 @@ public sealed class SqlJobStore(PlatformDatabase database, SqlAuditLog audit, Ti
         var (arguments, resources) = ReadArguments(r.GetString(2));
         return new Job(r.GetString(0), r.GetString(1), arguments, r.GetString(3), Text(4), JobStates.Parse(r.GetString(5)), Text(6),
             (int?)Number(7), Number(8), (int?)Number(9), ParseTime(r.GetString(10)), Time(11), Time(12), Time(13), r.GetString(14), r.GetString(15))
-        { Resources = resources, Slurm = Text(16) is { } slurm ? ReadSlurm(slurm) : null };
+        { Resources = resources, Slurm = Text(16) is { } slurm ? ReadSlurm(slurm) : null, CancelRequestedBy = Text(17) };
     }
 
     static string WriteSlurm(SlurmStatus slurm) => new JsonObject

@@ -73,7 +73,8 @@ public sealed record CancelJobRequest([property: JsonPropertyName("force")] bool
 
 /// <summary>A job as the API and `jobs show --json` show it. <see cref="CancelRequestedAt"/>: when a
 /// cancel was asked for (null: none was); a job that has not ended with one is being cancelled, its
-/// training finishing its step and saving a last checkpoint, and reads cancelled once it ends.</summary>
+/// training finishing its step and saving a last checkpoint, and reads cancelled once it ends.
+/// <see cref="CancelRequestedBy"/>: who asked, as <see cref="SubmittedBy"/> names who submitted.</summary>
 public sealed record JobView(
     [property: JsonPropertyName("id")] string Id,
     [property: JsonPropertyName("kind")] string Kind,
@@ -88,6 +89,7 @@ public sealed record JobView(
     [property: JsonPropertyName("started_at")] DateTimeOffset? StartedAt,
     [property: JsonPropertyName("ended_at")] DateTimeOffset? EndedAt,
     [property: JsonPropertyName("cancel_requested_at")] DateTimeOffset? CancelRequestedAt,
+    [property: JsonPropertyName("cancel_requested_by")] string? CancelRequestedBy,
     [property: JsonPropertyName("submitted_by")] string SubmittedBy,
     [property: JsonPropertyName("log_file")] string LogFile,
     [property: JsonPropertyName("last_step")] LastStepView? LastStep,
@@ -101,7 +103,7 @@ public sealed record JobView(
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
             job.Arguments.Resume, job.Arguments.InitFrom, job.Resources?.Partition, job.Resources?.Time, job.Resources?.Ranks, job.Resources?.CpusPerRank)
         { InitFromVersion = job.Arguments.InitFromVersion },
-        job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.CancelRequestedAt, job.SubmittedBy, job.LogFile,
+        job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.CancelRequestedAt, job.CancelRequestedBy, job.SubmittedBy, job.LogFile,
         MetricsLog.LastTrainingStep(job.Arguments.Out) is { } last ? new LastStepView(last.Step, last.Loss) : null,
         SlurmJobId(job) is { } id ? SlurmView.From(job.Slurm ?? new SlurmStatus(id)) : null);
 

@@ -8,8 +8,8 @@
 // API's refusal shown beside the field it names; a queued or running job has a Cancel button,
 // confirmed in a dialog (POST /api/jobs/{id}/cancel). A job whose cancel was asked (its
 // cancel_requested_at) runs on while its training finishes its step and saves a last checkpoint:
-// its state says "cancelling…" and since when, and its button stays disabled, as a second cancel
-// would send nothing.
+// its state says "cancelling…", since when and by whom (cancel_requested_by), and its button stays
+// disabled, as a second cancel would send nothing.
 import { ApiError, describe } from "../api.js";
 import { el, table, time, integer } from "../dom.js";
 import { stepChart } from "../chart.js";
@@ -320,7 +320,7 @@ export default {
       // Focusable from script only (the dialog puts focus there after a cancel), and by an id that the
       // refresh's successor of a focused node is found by.
       { label: "State", value: j => el("span", { id: `job-state-${j.id}`, tabindex: -1, class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state,
-        ...(beingCancelled(j) ? [", cancelling… (since ", time(j.cancel_requested_at, { dayless: true }), ")"] : [])) },
+        ...(beingCancelled(j) ? [", cancelling… (since ", time(j.cancel_requested_at, { dayless: true }), ...(j.cancel_requested_by ? [" by ", j.cancel_requested_by] : []), ")"] : [])) },
       { label: "Cancel", value: cancel },
       { label: "Started", value: j => time(j.started_at) },
       { label: "Duration", value: duration, number: true },

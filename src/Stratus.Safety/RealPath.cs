@@ -1,21 +1,25 @@
-// A path as POSIX realpath(3) resolves it, for telling whether two paths name one folder however
-// each is written (through a symbolic link, `.`, `..`, a trailing separator): the model registry's
-// folders, the server's jobs root. .NET resolves only a path's last link
-// (FileSystemInfo.ResolveLinkTarget), so the parts are walked here, a few lstat calls a path.
-namespace Stratus.Platform;
+// A path with its symbolic links followed, for telling whether two paths name one file or folder
+// however each is written (through a link, `.`, `..`, a trailing separator): the model registry's
+// folders, the server's jobs root, the texts prepare reads from a corpus folder. .NET resolves only a
+// path's last link (FileSystemInfo.ResolveLinkTarget), so the parts are walked here, a few lstat
+// calls a path. Here rather than in Core, which prepare is part of: Platform and Core share only
+// this library, and Platform stays without libtorch.
+namespace Stratus.Safety;
 
 public static class RealPath
 {
     /// <summary>As the kernel's MAXSYMLINKS: the most links one path may go through.</summary>
     const int MaxLinks = 40;
 
-    /// <summary><paramref name="path"/> (relative: to the working folder) absolute, with every link
-    /// among its existing parts followed and each `..` taken from the folder the parts before it
-    /// lead to, as the kernel takes it; parts that do not exist are kept as written. Null for a
-    /// path through a loop of links (ELOOP).</summary>
+    /// <summary>The file or folder .NET opens for <paramref name="path"/>, absolute, with every link
+    /// among its existing parts followed, as realpath(3) gives it; parts that do not exist are kept
+    /// as written. The path's own `.` and `..` are taken first, from the text (relative: to the working
+    /// folder), as .NET's file APIs take them (Path.GetFullPath) before the kernel sees the path: a
+    /// link/.. is the folder the link is in. A `..` in a link's target is the kernel's, taken from the
+    /// folder the parts before it lead to. Null for a path through a loop of links (ELOOP).</summary>
     public static string? Of(string path)
     {
-        var absolute = Path.IsPathFullyQualified(path) ? path : Path.Combine(Environment.CurrentDirectory, path);
+        var absolute = Path.GetFullPath(path);
         var current = Path.GetPathRoot(absolute)!;
         var links = 0;
         var parts = new Queue<string>(absolute[current.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries));

@@ -177,9 +177,11 @@ public sealed class GgufImportTests
         foreach (var text in Texts.Append("<|endoftext|>and after")) Assert.Equal(reference.Tokenize(text), imported.Tokenizer.Encode(text));
     }
 
-    /// <summary>llama.cpp's quantizer's file types and the tensor type each puts in the layers.</summary>
+    /// <summary>llama.cpp's quantizer's file types and the tensor type each puts in the layers
+    /// (BF16, which it does not make, is Stratus's export).</summary>
     public static TheoryData<string, GgmlType> Quantizations => new()
     {
+        { "BF16", GgmlType.BF16 }, { "F16", GgmlType.F16 }, { "Q8_0", GgmlType.Q8_0 },
         { "Q4_0", GgmlType.Q4_0 }, { "Q4_1", GgmlType.Q4_1 }, { "Q5_0", GgmlType.Q5_0 }, { "Q5_1", GgmlType.Q5_1 },
         { "Q2_K", GgmlType.Q2_K }, { "Q3_K_M", GgmlType.Q3_K }, { "Q4_K_M", GgmlType.Q4_K }, { "Q5_K_M", GgmlType.Q5_K }, { "Q6_K", GgmlType.Q6_K },
     };
@@ -203,8 +205,12 @@ public sealed class GgufImportTests
     {
         using var temp = new TempDirectory();
         using var original = QuantizableModel(temp, out var tokenizer);
-        GgufExport.Write(original, tokenizer, null, temp["f32.gguf"], GgmlType.F32);
-        LlamaCppModel.Quantize(temp["f32.gguf"], temp["q.gguf"], fileType, 2);
+        if (layerType == GgmlType.BF16) GgufExport.Write(original, tokenizer, null, temp["q.gguf"], GgmlType.BF16);
+        else
+        {
+            GgufExport.Write(original, tokenizer, null, temp["f32.gguf"], GgmlType.F32);
+            LlamaCppModel.Quantize(temp["f32.gguf"], temp["q.gguf"], fileType, 2);
+        }
         var file = GgufFile.Read(temp["q.gguf"]);
         Assert.Equal(layerType, file.Tensors.Single(t => t.Name == "blk.0.attn_q.weight").Type);
 
@@ -236,6 +242,36 @@ public sealed class GgufImportTests
                 // 15 matrix products here. Measured: 1.0-2.3% of the largest logit.
                 Assert.True(difference < 0.05 * scale, $"{fileType}: max |logit difference| {difference} vs max |logit| {scale}");
             }
+        }
+    }
+
+    /// <summary>llama.cpp keeps Llama 3's rope scaling as each frequency's divisor: the settings
+    /// found again from them give the same divisors (Llama 3.1's, Llama 3.2's, and ones whose
+    /// band is not Llama 3's low 1 and high 4), so the same model.</summary>
+    [Theory]
+    [InlineData(500000.0, 8.0, 1.0, 4.0, 8192)]
+    [InlineData(500000.0, 32.0, 1.0, 4.0, 8192)]
+    [InlineData(10000.0, 4.0, 2.0, 16.0, 256)]
+    public void Llama_3_rope_scaling_is_found_again_from_its_divisors(double theta, double factor, double low, double high, int originalContext)
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = TokenizerStore.Create("char", "abcdefgh ");
+        var scaling = new RopeScaling { Factor = factor, LowFreqFactor = low, HighFreqFactor = high, OriginalMaxPositionEmbeddings = originalContext };
+        var config = new ModelConfig
+        {
+            Architecture = "llama", VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 1, NEmbd = 128, IntermediateSize = 64, Bias = false,
+            RopeTheta = theta, RopeScaling = scaling,
+        };
+        using var original = ParityTests.RandomModel(config);
+        GgufExport.Write(original, tokenizer, null, temp["m.gguf"], GgmlType.F32);
+        var (model, checkpoint) = Imported(temp["m.gguf"], temp["run"]);
+        using (model)
+        {
+            var found = checkpoint.ModelConfig.RopeScaling!;
+            var (expected, actual) = (scaling.FrequencyDivisors(theta, 128), found.FrequencyDivisors(theta, 128));
+            Assert.True(expected.Zip(actual).All(d => Math.Abs(d.First - d.Second) <= 1e-5 * d.First), $"found {found}");
+            var tokens = tokenizer.Encode("abc defg hab");
+            Assert.True(MaxDifference(ParityTests.StratusLastLogits(original, tokens), ParityTests.StratusLastLogits(model, tokens)) < 1e-5);
         }
     }
 

@@ -1,6 +1,6 @@
 // The GGUF file format (llama.cpp, version 3): "GGUF", version, tensor and key/value counts,
 // typed key/value metadata, tensor infos (name, dims innermost first, type, offset), padding to
-// the alignment, then tensor data. Writes f32, f16 and q8_0 tensors; reads the header of a file
+// the alignment, then tensor data. Writes f32, f16, bf16 and q8_0 tensors; reads the header of a file
 // of any of ggml's tensor types (llama.cpp's quantized files too), checked against the file's
 // size, and a tensor's bytes for GgufImport to dequantize.
 using System.Buffers.Binary;
@@ -106,6 +106,8 @@ public sealed class GgufWriter
 
     public void Add(GgufTensor tensor)
     {
+        if (tensor.Type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0))
+            throw new ArgumentException($"GGUF tensors are written as f32, f16, bf16 or q8_0, not {GgmlTypes.Name(tensor.Type)}: {tensor.Name}");
         if (tensor.Type == GgmlType.Q8_0 && tensor.Shape[^1] % Q8Block != 0)
             throw new ArgumentException($"q8_0 needs rows that are a multiple of {Q8Block}: {tensor.Name}");
         tensors.Add(tensor);
@@ -162,6 +164,15 @@ public sealed class GgufWriter
                 break;
             case GgmlType.F16:
                 for (var i = 0; i < data.Length; i++) BinaryPrimitives.WriteHalfLittleEndian(bytes.AsSpan(i * 2), (Half)data[i]);
+                break;
+            case GgmlType.BF16:
+                // ggml's fp32_to_bf16: the top 16 bits, rounded to nearest even; a NaN stays one.
+                for (var i = 0; i < data.Length; i++)
+                {
+                    var bits = BitConverter.SingleToUInt32Bits(data[i]);
+                    var top = float.IsNaN(data[i]) ? (bits >> 16) | 64 : (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16;
+                    BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(i * 2), (ushort)top);
+                }
                 break;
             case GgmlType.Q8_0:
                 // llama.cpp's quantize_row_q8_0: per block of 32, d = max|x| / 127 (stored as f16)

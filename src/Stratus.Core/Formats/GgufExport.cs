@@ -20,8 +20,9 @@ public static class GgufExport
     {
         "f32" => GgmlType.F32,
         "f16" => GgmlType.F16,
+        "bf16" => GgmlType.BF16,
         "q8_0" => GgmlType.Q8_0,
-        _ => throw new StratusUserException($"unknown GGUF type '{type}'; use f32, f16 or q8_0"),
+        _ => throw new StratusUserException($"unknown GGUF type '{type}'; use f32, f16, bf16 or q8_0"),
     };
 
     /// <summary>Exports the checkpoint a run or checkpoint folder resolves to; returns its model's config.</summary>
@@ -50,7 +51,7 @@ public static class GgufExport
         writer.Add("general.architecture", arch);
         writer.Add("general.name", name);
         writer.Add("general.alignment", (uint)GgufWriter.Alignment);
-        writer.Add("general.file_type", type switch { GgmlType.F32 => 0u, GgmlType.F16 => 1u, _ => 7u });
+        writer.Add("general.file_type", type switch { GgmlType.F32 => 0u, GgmlType.F16 => 1u, GgmlType.BF16 => 32u, _ => 7u });
         writer.Add($"{arch}.context_length", (uint)c.BlockSize);
         writer.Add($"{arch}.embedding_length", (uint)c.NEmbd);
         writer.Add($"{arch}.feed_forward_length", (uint)c.MlpWidth);

@@ -220,9 +220,9 @@ public sealed class GgufImportTests
         foreach (var group in file.Tensors.GroupBy(t => t.Type).Where(g => g.Key != GgmlType.F32))
         {
             var tensor = group.First();
-            var bytes = file.ReadBytes(tensor);
             var values = new float[tensor.Dims.Aggregate(1L, (a, b) => a * b)];
-            GgmlDequantize.ToFloat(tensor.Type, bytes, values);
+            file.ReadValues(tensor, values);
+            var bytes = File.ReadAllBytes(temp["q.gguf"]).AsSpan((int)(file.DataStart + tensor.Offset), (int)GgufWriter.ByteSize(tensor.Type, values.Length)).ToArray();
             Assert.Equal(GgmlReference.ToFloat(tensor.Type, bytes, values.Length), values);
         }
 
@@ -335,7 +335,7 @@ static class GgufRewrite
         foreach (var tensor in file.Tensors)
         {
             var values = new float[tensor.Dims.Aggregate(1L, (a, b) => a * b)];
-            GgmlDequantize.ToFloat(tensor.Type, file.ReadBytes(tensor), values);
+            file.ReadValues(tensor, values);
             var name = tensor.Name;
             writer.Add(new GgufTensor(name, [.. tensor.Dims.Reverse()], () => tensors?.Invoke(name, values) ?? values, tensor.Type));
         }

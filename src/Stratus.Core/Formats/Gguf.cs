@@ -280,21 +280,31 @@ public sealed class GgufFile
         return file;
     }
 
-    /// <summary>The bytes of a tensor of the table (checked to lie inside the file when it was read).</summary>
-    public byte[] ReadBytes((string Name, long[] Dims, GgmlType Type, long Offset) tensor)
+    /// <summary>Values of a tensor of the table (of a type <see cref="GgmlDequantize"/> reads)
+    /// from value <paramref name="start"/> (a row's first) on, read and converted a megabyte of
+    /// its bytes at a time: never all of them at once beside the values.</summary>
+    public void ReadValues((string Name, long[] Dims, GgmlType Type, long Offset) tensor, Span<float> values, long start = 0)
     {
-        var length = GgufWriter.ByteSize(tensor.Type, tensor.Dims.Aggregate(1L, (x, y) => x * y));
-        if (length > Array.MaxLength) throw new StratusUserException($"{Path}: tensor {tensor.Name} takes {length:N0} bytes, more than Stratus reads as one tensor");
-        var bytes = new byte[length];
+        var (blockValues, blockBytes) = GgmlTypes.Block(tensor.Type);
+        var blocksPerChunk = Math.Max(1, (1 << 20) / blockBytes);
+        var buffer = new byte[blocksPerChunk * blockBytes];
+        var blocks = values.Length / blockValues;
+        var first = DataStart + tensor.Offset + start / blockValues * blockBytes;
         using var handle = File.OpenHandle(Path);
-        for (var done = 0; done < bytes.Length;)
+        for (var block = 0; block < blocks; block += blocksPerChunk)
         {
-            var read = RandomAccess.Read(handle, bytes.AsSpan(done), DataStart + tensor.Offset + done);
-            // The file may have shrunk since its header was read.
-            if (read == 0) throw Corrupt($"file is truncated: tensor {tensor.Name} ends past the end of the file");
-            done += read;
+            var count = Math.Min(blocksPerChunk, blocks - block);
+            var chunk = buffer.AsSpan(0, count * blockBytes);
+            var at = first + (long)block * blockBytes;
+            for (var done = 0; done < chunk.Length;)
+            {
+                var read = RandomAccess.Read(handle, chunk[done..], at + done);
+                // The file may have shrunk since its header was read.
+                if (read == 0) throw Corrupt($"file is truncated: tensor {tensor.Name} ends past the end of the file");
+                done += read;
+            }
+            GgmlDequantize.ToFloat(tensor.Type, chunk, values.Slice(block * blockValues, count * blockValues));
         }
-        return bytes;
     }
 
     static string ReadString(BinaryReader r)

@@ -6,6 +6,7 @@
 // qwen2 and gpt2, the ones `import hf` takes that GGUF names. llama.cpp's llama graph rotates
 // interleaved pairs, so its q/k rows were permuted per head when the file was made (GgufExport,
 // convert_hf_to_gguf.py); they are put back in Hugging Face's order. qwen2's were never permuted.
+using System.Runtime.InteropServices;
 using Stratus.Models;
 using Stratus.Tokenization;
 using Stratus.Training;
@@ -165,7 +166,8 @@ public static class GgufImport
             throw new StratusUserException($"{file.Path}: tensor {unused} is not part of the {architecture} model its metadata describes; its metadata does not describe its tensors");
     }
 
-    /// <summary>The model with the file's weights, dequantized a tensor at a time into it.</summary>
+    /// <summary>The model with the file's weights, dequantized into its parameters' memory (a
+    /// permuted one through a tensor of its size).</summary>
     static CausalLanguageModel ReadModel(GgufFile file, ModelConfig config, bool permuted, Dictionary<string, (string Gguf, string Stratus, int PermutedHeads)> names,
         Dictionary<string, (string Name, long[] Dims, GgmlType Type, long Offset)> tensors)
     {
@@ -177,15 +179,17 @@ public static class GgufImport
             {
                 using var scope = NewDisposeScope();
                 var (gguf, _, heads) = names[name];
-                var value = torch.tensor(ReadValues(file, tensors[gguf]), parameter.shape);
-                if (permuted && heads > 0)
+                if (!(permuted && heads > 0))
                 {
-                    // GgufExport's permutation undone: per head, the interleaved pairs back into halves.
-                    var rows = value.shape[0];
-                    var rest = value.shape.Skip(1).ToArray();
-                    value = value.reshape([heads, rows / heads / 2, 2, .. rest]).transpose(1, 2).reshape(parameter.shape);
+                    ReadInto(file, tensors[gguf], parameter);
+                    continue;
                 }
-                parameter.copy_(value);
+                var value = empty(parameter.shape);
+                ReadInto(file, tensors[gguf], value);
+                // GgufExport's permutation undone: per head, the interleaved pairs back into halves.
+                var rows = value.shape[0];
+                var rest = value.shape.Skip(1).ToArray();
+                parameter.copy_(value.reshape([heads, rows / heads / 2, 2, .. rest]).transpose(1, 2).reshape(parameter.shape));
             }
             return model;
         }
@@ -199,8 +203,23 @@ public static class GgufImport
     static float[] ReadValues(GgufFile file, (string Name, long[] Dims, GgmlType Type, long Offset) tensor)
     {
         var values = new float[tensor.Dims.Aggregate(1L, (a, b) => a * b)];
-        GgmlDequantize.ToFloat(tensor.Type, file.ReadBytes(tensor), values);
+        file.ReadValues(tensor, values);
         return values;
+    }
+
+    /// <summary>A tensor of the file into a contiguous f32 CPU tensor of its size (a model's
+    /// parameter as CausalLanguageModel.Create makes it), in pieces of whole rows that a span
+    /// can hold (a large vocabulary's embeddings take more than 2 GB).</summary>
+    static void ReadInto(GgufFile file, (string Name, long[] Dims, GgmlType Type, long Offset) tensor, Tensor into)
+    {
+        var rowLength = into.dim() == 1 ? into.numel() : into.numel() / into.shape[0];
+        var rowsPerPiece = into.dim() == 1 ? 1 : Math.Max(1, (1 << 28) / rowLength);
+        var rows = into.dim() == 1 ? 1 : into.shape[0];
+        for (var row = 0L; row < rows; row += rowsPerPiece)
+        {
+            using var piece = into.dim() == 1 ? into.alias() : into.narrow(0, row, Math.Min(rowsPerPiece, rows - row));
+            file.ReadValues(tensor, MemoryMarshal.Cast<byte, float>(piece.bytes), row * rowLength);
+        }
     }
 }
 

@@ -173,8 +173,20 @@ public sealed class GgufImportTests
         Assert.True(imported.HasChatTemplate);
         Assert.Equal(ChatTemplateTests.ChatMl, File.ReadAllText(Path.Combine(imported.CheckpointDirectory, ChatTemplate.FileName)));
         Assert.Equal([Gpt2Tokenizer.Instance.EndOfTextId!.Value], imported.Tokenizer.EndOfGenerationIds);
-        using var reference = new LlamaCppModel(temp["m.gguf"], 64, 2);
-        foreach (var text in Texts.Append("<|endoftext|>and after")) Assert.Equal(reference.Tokenize(text), imported.Tokenizer.Encode(text));
+        using (var reference = new LlamaCppModel(temp["m.gguf"], 64, 2))
+            foreach (var text in Texts.Append("<|endoftext|>and after")) Assert.Equal(reference.Tokenize(text), imported.Tokenizer.Encode(text));
+
+        // The pre-tokenizers llama.cpp names (Llama 3's and Qwen2's split digits differently,
+        // SmolLM's one by one), each given to the same vocabulary.
+        foreach (var pre in new[] { "llama-bpe", "qwen2", "smollm" })
+        {
+            var file = temp[$"{pre}.gguf"];
+            GgufRewrite.Copy(temp["m.gguf"], file, key => key == "tokenizer.ggml.pre" ? null : key, extra: w => w.Add("tokenizer.ggml.pre", pre));
+            var tokenizer = GgufImport.Import(file, temp[$"{pre}-run"]).Tokenizer;
+            using var reference = new LlamaCppModel(file, 64, 2);
+            foreach (var text in Texts.Append("I'm sure they'll pay 1234567 or 12 345\n\n  twice"))
+                Assert.True(reference.Tokenize(text).SequenceEqual(tokenizer.Encode(text)), $"{pre} '{text}': llama.cpp [{string.Join(", ", reference.Tokenize(text))}], Stratus [{string.Join(", ", tokenizer.Encode(text))}]");
+        }
     }
 
     /// <summary>llama.cpp's quantizer's file types and the tensor type each puts in the layers

@@ -176,6 +176,18 @@ public sealed class GgufImportTests
         using (var reference = new LlamaCppModel(temp["m.gguf"], 64, 2))
             foreach (var text in Texts.Append("<|endoftext|>and after")) Assert.Equal(reference.Tokenize(text), imported.Tokenizer.Encode(text));
 
+        // A control token llama.cpp ends generations at by its text, though no id names it.
+        var source = GgufFile.Read(temp["m.gguf"]);
+        var tokens = ((object[])source.Metadata["tokenizer.ggml.tokens"]).Cast<string>().ToList();
+        var types = ((object[])source.Metadata["tokenizer.ggml.token_type"]).Cast<int>().ToList();
+        (tokens[100], types[100]) = ("<|im_end|>", 3);
+        GgufRewrite.Copy(temp["m.gguf"], temp["im_end.gguf"], key => key is "tokenizer.ggml.tokens" or "tokenizer.ggml.token_type" ? null : key, extra: w =>
+        {
+            w.Add("tokenizer.ggml.tokens", tokens);
+            w.Add("tokenizer.ggml.token_type", types);
+        });
+        Assert.Equal([Gpt2Tokenizer.Instance.EndOfTextId!.Value, 100], GgufImport.Import(temp["im_end.gguf"], temp["im_end-run"]).Tokenizer.EndOfGenerationIds);
+
         // The pre-tokenizers llama.cpp names (Llama 3's and Qwen2's split digits differently,
         // SmolLM's one by one), each given to the same vocabulary.
         foreach (var pre in new[] { "llama-bpe", "qwen2", "smollm" })

@@ -16,6 +16,10 @@ static class GgufVocabulary
     // llama.cpp's token types (llama_token_type).
     const int Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Byte = 6;
 
+    /// <summary>The tokens llama.cpp ends a generation at by their text, besides the ids the
+    /// file names (llama-vocab.cpp): a chat model's file often names only its eos token.</summary>
+    static readonly HashSet<string> EndOfGenerationTexts = ["<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>"];
+
     public static HfTokenizer Tokenizer(GgufMetadata m, int rows)
     {
         var model = m.Text("tokenizer.ggml.model")
@@ -74,8 +78,10 @@ static class GgufVocabulary
             config[flag] = adds;
         }
         if (m.Text("tokenizer.chat_template") is { } template) config["chat_template"] = template;
-        // Where a generation ends besides the eos token: Llama 3's <|eot_id|> and <|eom_id|>.
-        var ends = new[] { "eos", "eot", "eom" }.Select(k => Id($"tokenizer.ggml.{k}_token_id")).OfType<int>().Where(Marked).Distinct().ToList();
+        // Where a generation ends: the eos, eot and eom tokens (Llama 3's <|eot_id|> and
+        // <|eom_id|>), and the special tokens llama.cpp knows as ends.
+        var ends = new[] { "eos", "eot", "eom" }.Select(k => Id($"tokenizer.ggml.{k}_token_id")).OfType<int>()
+            .Concat(Enumerable.Range(0, tokens.Length).Where(i => EndOfGenerationTexts.Contains(tokens[i]))).Where(Marked).Distinct().ToList();
         var where = $"{m.Path} (its tokenizer)";
         var tokenizer = HfTokenizer.FromHuggingFace(json, config, rows, ends, where, where);
         if (tokenizer.VocabSize > rows)

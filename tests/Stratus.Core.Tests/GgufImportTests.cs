@@ -86,10 +86,11 @@ public sealed class GgufImportTests
     }
 
     /// <summary>f16 rounds each weight to 11 significant bits (relative error at most 2^-11, or
-    /// 2^-25 absolute below f16's normal range); q8_0 each to a multiple of its block's scale d =
-    /// max|x| / 127 (error at most d / 2), d itself rounded to f16.</summary>
+    /// 2^-25 absolute below f16's normal range), bf16 to 8 (at most 2^-8 relative); q8_0 each to a multiple of its block's
+    /// scale d = max|x| / 127 (error at most d / 2), d itself rounded to f16.</summary>
     [Theory]
     [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.BF16)]
     [InlineData(GgmlType.Q8_0)]
     public void Reduced_precision_exports_import_within_their_rounding(GgmlType type)
     {
@@ -111,6 +112,7 @@ public sealed class GgufImportTests
                     double bound;
                     if (tensor.dim() == 1) bound = 0; // vectors stay f32
                     else if (type == GgmlType.F16) bound = Math.Max(Math.Abs(before[i]) * Math.Pow(2, -11), Math.Pow(2, -25));
+                    else if (type == GgmlType.BF16) bound = Math.Abs(before[i]) * Math.Pow(2, -8);
                     else
                     {
                         var blockStart = i / 32 * 32;

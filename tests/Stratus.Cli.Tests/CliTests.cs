@@ -452,6 +452,7 @@ public sealed class CliTests
             (["import", "hf", "--out", temp["run"]], "error: `stratus import hf` needs <hf-dir>. See `stratus import hf --help`."),
             // An option given without its value: "Required argument missing for option: '--out'."
             (["import", "hf", temp.Path, "--out"], "error: `stratus import hf` needs a value after --out. See `stratus import hf --help`."),
+            (["import", "gguf", "--out", temp["run"]], "error: `stratus import gguf` needs <file.gguf>. See `stratus import gguf --help`."),
         };
         foreach (var (args, expected) in cases)
         {

@@ -5,7 +5,8 @@
 // tokenizer adds them), and the weights under llama.cpp's tensor names. Two conventions differ from Stratus/Hugging Face:
 // llama.cpp's llama graph rotates interleaved pairs (x0,x1),(x2,x3)... where HF rotates the
 // two halves of a head, so q/k rows are permuted per head (as convert_hf_to_gguf.py does); and
-// llama.cpp's gpt2 graph always has biases, so a bias-free model gets zero biases.
+// llama.cpp's gpt2 graph always has biases, so a bias-free model gets zero biases. The names of
+// the weights both ways (TensorNames) are also what GgufImport reads.
 using Stratus.Models;
 using Stratus.Tokenization;
 using Stratus.Training;

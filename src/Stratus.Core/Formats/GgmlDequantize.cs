@@ -5,6 +5,7 @@
 // q6_K). Each value is the product llama.cpp computes in f32, so an import holds the very weights
 // llama.cpp multiplies by.
 using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 
 namespace Stratus.Formats;
 
@@ -28,7 +29,8 @@ public static class GgmlDequantize
         switch (type)
         {
             case GgmlType.F32:
-                for (var i = 0; i < values.Length; i++) values[i] = BinaryPrimitives.ReadSingleLittleEndian(data[(i * 4)..]);
+                // Little-endian, as every machine Stratus runs on (GgufWriter copies f32 values so too).
+                MemoryMarshal.Cast<byte, float>(data).CopyTo(values);
                 return;
             case GgmlType.F16:
                 for (var i = 0; i < values.Length; i++) values[i] = (float)BinaryPrimitives.ReadHalfLittleEndian(data[(i * 2)..]);

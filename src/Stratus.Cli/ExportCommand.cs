@@ -1,5 +1,5 @@
 // `stratus export hf --model <run-dir> --out <dir> [--dtype f32|f16|bf16]`
-// `stratus export gguf --model <run-dir> --out <file.gguf> --type f32|f16|q8_0`
+// `stratus export gguf --model <run-dir> --out <file.gguf> --type f32|f16|bf16|q8_0`
 using System.CommandLine;
 using Stratus.Formats;
 using TorchSharp;
@@ -38,7 +38,7 @@ static class ExportCommand
         var model = PathOptions.Option("--model", "run folder or checkpoint folder", required: true);
         var output = OutputPaths.File("--out", "GGUF file to write", required: true);
         var type = new Option<string>("--type") { Description = "tensor type of the weight matrices", DefaultValueFactory = _ => "f16" };
-        type.AcceptOnlyFromAmong("f32", "f16", "q8_0");
+        type.AcceptOnlyFromAmong("f32", "f16", "bf16", "q8_0");
         var command = new Command("gguf", "Write a GGUF file that llama.cpp loads.") { model, output, type };
         command.SetAction(result =>
         {

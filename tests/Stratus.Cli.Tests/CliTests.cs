@@ -452,6 +452,7 @@ public sealed class CliTests
             (["import", "hf", "--out", temp["run"]], "error: `stratus import hf` needs <hf-dir>. See `stratus import hf --help`."),
             // An option given without its value: "Required argument missing for option: '--out'."
             (["import", "hf", temp.Path, "--out"], "error: `stratus import hf` needs a value after --out. See `stratus import hf --help`."),
+            (["import", "gguf", "--out", temp["run"]], "error: `stratus import gguf` needs <file.gguf>. See `stratus import gguf --help`."),
         };
         foreach (var (args, expected) in cases)
         {
@@ -646,6 +647,35 @@ public sealed class CliTests
         Assert.Equal(2, prepared.ExitCode);
         Assert.Contains($"{template}: the chat template cannot be used: the tag {{% include %}} is not supported", prepared.Stderr);
         Assert.Single(prepared.Stderr.Trim().Split('\n'));
+    }
+
+    [Fact]
+    public void A_gguf_export_imports_as_a_model_that_samples_as_the_original_does()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Cli.PrepareTiny(temp);
+        Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["base"], "--max-iters", "2", "--architecture", "llama", "--dropout", "0").ExitCode);
+        Assert.Equal(0, Cli.Run("export", "gguf", "--model", temp["base"], "--out", temp["m.gguf"], "--type", "f32").ExitCode);
+        var imported = Cli.Run("import", "gguf", temp["m.gguf"], "--out", temp["m"]);
+        Assert.True(imported.ExitCode == 0, imported.Stderr);
+        Assert.StartsWith("imported GGUF llama (f32) as llama: 1 layers, 2 heads (2 kv), 32 wide", imported.Stdout);
+        Assert.Contains($"model: {Path.Combine(temp["m"], "checkpoints", "best")}", imported.Stdout);
+        // The character vocabulary came back with the same ids, and the weights as they were.
+        string[] sample = ["sample", "--prompt", "abc hij", "--max-tokens", "40", "--seed", "7"];
+        var original = Cli.Run([.. sample, "--model", temp["base"]]);
+        var again = Cli.Run([.. sample, "--model", temp["m"]]);
+        Assert.True(original.ExitCode == 0 && again.ExitCode == 0, original.Stderr + again.Stderr);
+        Assert.Contains("abc hij", original.Stdout);
+        Assert.Equal(original.Stdout, again.Stdout);
+
+        // Not a GGUF file, and a folder: one line, exit 2.
+        var text = Cli.Run("import", "gguf", temp["corpus.txt"], "--out", temp["x"]);
+        Assert.Equal((2, $"error: {temp["corpus.txt"]} is not a valid GGUF file: no GGUF magic at the start\n"), (text.ExitCode, text.Stderr));
+        var folder = Cli.Run("import", "gguf", temp["base"], "--out", temp["x"]);
+        Assert.Equal((2, $"error: {temp["base"]} is a folder; pass a .gguf file (a Hugging Face model folder is `import hf`'s)\n"), (folder.ExitCode, folder.Stderr));
+        // Into a folder that holds a model already.
+        var twice = Cli.Run("import", "gguf", temp["m.gguf"], "--out", temp["m"]);
+        Assert.Equal((2, $"error: {temp["m"]} already holds a model in {Path.Combine(temp["m"], "checkpoints")}; choose another --out or remove {temp["m"]} first\n"), (twice.ExitCode, twice.Stderr));
     }
 
     [Fact]

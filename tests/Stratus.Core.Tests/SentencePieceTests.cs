@@ -52,7 +52,7 @@ public sealed class SentencePieceTests
         };
     }
 
-    static HfTokenizer Tokenizer() => HfTokenizer.FromHuggingFace(Llama2StyleTokenizerJson(), new JsonObject { ["bos_token"] = "<s>", ["eos_token"] = "</s>" });
+    internal static HfTokenizer Tokenizer() => HfTokenizer.FromHuggingFace(Llama2StyleTokenizerJson(), new JsonObject { ["bos_token"] = "<s>", ["eos_token"] = "</s>" });
 
     [Fact]
     public void Spaces_become_the_metaspace_and_unknown_characters_fall_back_to_bytes()

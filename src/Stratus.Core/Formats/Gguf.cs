@@ -1,13 +1,60 @@
 // The GGUF file format (llama.cpp, version 3): "GGUF", version, tensor and key/value counts,
 // typed key/value metadata, tensor infos (name, dims innermost first, type, offset), padding to
-// the alignment, then tensor data. Writes f32, f16 and q8_0 tensors; reads headers back to
-// verify files and to refuse truncated ones with a clear message.
+// the alignment, then tensor data. Writes f32, f16, bf16 and q8_0 tensors; reads the header of a file
+// of any of ggml's tensor types (llama.cpp's quantized files too), checked against the file's
+// size, and a tensor's bytes for GgufImport to dequantize.
 using System.Buffers.Binary;
 using System.Text;
 
 namespace Stratus.Formats;
 
-public enum GgmlType : uint { F32 = 0, F16 = 1, Q8_0 = 8 }
+/// <summary>ggml's tensor types by their numbers in a GGUF file (ggml.h's enum ggml_type; the
+/// numbers it no longer uses are left out).</summary>
+public enum GgmlType : uint
+{
+    F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
+    Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
+    IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22, IQ4_XS = 23,
+    I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30, TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
+}
+
+public static class GgmlTypes
+{
+    /// <summary>How many values a block of the type holds and how many bytes it takes (ggml.c's
+    /// type_traits: blck_size, type_size). A row of a tensor is whole blocks.</summary>
+    public static (int Values, int Bytes) Block(GgmlType type) => type switch
+    {
+        GgmlType.F32 or GgmlType.I32 => (1, 4),
+        GgmlType.F16 or GgmlType.BF16 or GgmlType.I16 => (1, 2),
+        GgmlType.I8 => (1, 1),
+        GgmlType.F64 or GgmlType.I64 => (1, 8),
+        GgmlType.Q4_0 or GgmlType.IQ4_NL => (32, 18),
+        GgmlType.Q4_1 => (32, 20),
+        GgmlType.Q5_0 => (32, 22),
+        GgmlType.Q5_1 => (32, 24),
+        GgmlType.Q8_0 => (32, 34),
+        GgmlType.Q8_1 => (32, 36),
+        GgmlType.MXFP4 => (32, 17),
+        GgmlType.Q2_K => (256, 84),
+        GgmlType.Q3_K or GgmlType.IQ3_S => (256, 110),
+        GgmlType.Q4_K => (256, 144),
+        GgmlType.Q5_K => (256, 176),
+        GgmlType.Q6_K => (256, 210),
+        GgmlType.Q8_K => (256, 292),
+        GgmlType.IQ2_XXS or GgmlType.TQ2_0 => (256, 66),
+        GgmlType.IQ2_XS => (256, 74),
+        GgmlType.IQ3_XXS => (256, 98),
+        GgmlType.IQ1_S => (256, 50),
+        GgmlType.IQ2_S => (256, 82),
+        GgmlType.IQ4_XS => (256, 136),
+        GgmlType.IQ1_M => (256, 56),
+        GgmlType.TQ1_0 => (256, 54),
+        _ => throw new ArgumentOutOfRangeException(nameof(type)),
+    };
+
+    /// <summary>The type's name as llama.cpp prints it (q4_K, iq2_xxs, bf16).</summary>
+    public static string Name(GgmlType type) => type.ToString().ToLowerInvariant().Replace("_k", "_K", StringComparison.Ordinal);
+}
 
 /// <summary>A tensor to write: dims in torch order (outermost first); Data produces its f32
 /// values row-major when the file is written, so a whole model is never held twice.</summary>
@@ -59,6 +106,8 @@ public sealed class GgufWriter
 
     public void Add(GgufTensor tensor)
     {
+        if (tensor.Type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0))
+            throw new ArgumentException($"GGUF tensors are written as f32, f16, bf16 or q8_0, not {GgmlTypes.Name(tensor.Type)}: {tensor.Name}");
         if (tensor.Type == GgmlType.Q8_0 && tensor.Shape[^1] % Q8Block != 0)
             throw new ArgumentException($"q8_0 needs rows that are a multiple of {Q8Block}: {tensor.Name}");
         tensors.Add(tensor);
@@ -96,13 +145,12 @@ public sealed class GgufWriter
         }
     });
 
-    public static long ByteSize(GgmlType type, long elements) => type switch
+    /// <summary>The bytes of <paramref name="elements"/> values (whole blocks) of the type.</summary>
+    public static long ByteSize(GgmlType type, long elements)
     {
-        GgmlType.F32 => elements * 4,
-        GgmlType.F16 => elements * 2,
-        GgmlType.Q8_0 => elements / Q8Block * (2 + Q8Block),
-        _ => throw new ArgumentOutOfRangeException(nameof(type)),
-    };
+        var (values, bytes) = GgmlTypes.Block(type);
+        return checked(elements / values * bytes);
+    }
 
     static byte[] Encode(GgufTensor t)
     {
@@ -116,6 +164,15 @@ public sealed class GgufWriter
                 break;
             case GgmlType.F16:
                 for (var i = 0; i < data.Length; i++) BinaryPrimitives.WriteHalfLittleEndian(bytes.AsSpan(i * 2), (Half)data[i]);
+                break;
+            case GgmlType.BF16:
+                // ggml's fp32_to_bf16: the top 16 bits, rounded to nearest even; a NaN stays one.
+                for (var i = 0; i < data.Length; i++)
+                {
+                    var bits = BitConverter.SingleToUInt32Bits(data[i]);
+                    var top = float.IsNaN(data[i]) ? (bits >> 16) | 64 : (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16;
+                    BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(i * 2), (ushort)top);
+                }
                 break;
             case GgmlType.Q8_0:
                 // llama.cpp's quantize_row_q8_0: per block of 32, d = max|x| / 127 (stored as f16)
@@ -168,6 +225,8 @@ public sealed class GgufFile
     public uint Version { get; private set; }
     public Dictionary<string, object> Metadata { get; } = new(StringComparer.Ordinal);
     public List<(string Name, long[] Dims, GgmlType Type, long Offset)> Tensors { get; } = [];
+    /// <summary>Where the tensor data starts: tensor offsets count from here.</summary>
+    public long DataStart { get; private set; }
 
     public static GgufFile Read(string path)
     {
@@ -197,13 +256,17 @@ public sealed class GgufFile
                 for (var d = 0; d < dims.Length; d++)
                     dims[d] = r.ReadUInt64() is var dim && dim <= long.MaxValue ? (long)dim : throw file.Corrupt($"tensor {name} has a dimension of {dim}");
                 var type = (GgmlType)r.ReadUInt32();
-                if (!Enum.IsDefined(type)) throw file.Corrupt($"tensor {name} has ggml type {(uint)type}, which is none that Stratus writes (f32, f16, q8_0)");
+                if (!Enum.IsDefined(type)) throw file.Corrupt($"tensor {name} has ggml type {(uint)type}, which Stratus does not know (a newer llama.cpp's?)");
+                // A row is whole blocks: a quantized type's bytes would not divide into values otherwise.
+                var block = GgmlTypes.Block(type).Values;
+                if (dims.Length > 0 && dims[0] % block != 0)
+                    throw file.Corrupt($"tensor {name} has rows of {dims[0]} values, not whole {GgmlTypes.Name(type)} blocks of {block}");
                 var offset = r.ReadUInt64();
                 file.Tensors.Add((name, dims, type, offset <= long.MaxValue ? (long)offset : throw file.Corrupt($"tensor {name} has offset {offset}")));
             }
             var alignment = file.Metadata.TryGetValue("general.alignment", out var a) ? a as uint? ?? 0 : GgufWriter.Alignment;
             if (alignment == 0 || (alignment & (alignment - 1)) != 0) throw file.Corrupt($"general.alignment {a} is not a power of two (a uint32)");
-            var dataStart = (stream.Position + alignment - 1) / alignment * alignment;
+            var dataStart = file.DataStart = (stream.Position + alignment - 1) / alignment * alignment;
             foreach (var (name, dims, type, offset) in file.Tensors)
             {
                 long end;
@@ -215,6 +278,33 @@ public sealed class GgufFile
         catch (EndOfStreamException) { throw file.Corrupt("file is truncated inside its header"); }
         catch (InvalidDataException e) { throw file.Corrupt(e.Message); }
         return file;
+    }
+
+    /// <summary>Values of a tensor of the table (of a type <see cref="GgmlDequantize"/> reads)
+    /// from value <paramref name="start"/> (a row's first) on, read and converted a megabyte of
+    /// its bytes at a time: never all of them at once beside the values.</summary>
+    public void ReadValues((string Name, long[] Dims, GgmlType Type, long Offset) tensor, Span<float> values, long start = 0)
+    {
+        var (blockValues, blockBytes) = GgmlTypes.Block(tensor.Type);
+        var blocksPerChunk = Math.Max(1, (1 << 20) / blockBytes);
+        var buffer = new byte[blocksPerChunk * blockBytes];
+        var blocks = values.Length / blockValues;
+        var first = DataStart + tensor.Offset + start / blockValues * blockBytes;
+        using var handle = File.OpenHandle(Path);
+        for (var block = 0; block < blocks; block += blocksPerChunk)
+        {
+            var count = Math.Min(blocksPerChunk, blocks - block);
+            var chunk = buffer.AsSpan(0, count * blockBytes);
+            var at = first + (long)block * blockBytes;
+            for (var done = 0; done < chunk.Length;)
+            {
+                var read = RandomAccess.Read(handle, chunk[done..], at + done);
+                // The file may have shrunk since its header was read.
+                if (read == 0) throw Corrupt($"file is truncated: tensor {tensor.Name} ends past the end of the file");
+                done += read;
+            }
+            GgmlDequantize.ToFloat(tensor.Type, chunk, values.Slice(block * blockValues, count * blockValues));
+        }
     }
 
     static string ReadString(BinaryReader r)

@@ -5,7 +5,8 @@
 // tokenizer adds them), and the weights under llama.cpp's tensor names. Two conventions differ from Stratus/Hugging Face:
 // llama.cpp's llama graph rotates interleaved pairs (x0,x1),(x2,x3)... where HF rotates the
 // two halves of a head, so q/k rows are permuted per head (as convert_hf_to_gguf.py does); and
-// llama.cpp's gpt2 graph always has biases, so a bias-free model gets zero biases.
+// llama.cpp's gpt2 graph always has biases, so a bias-free model gets zero biases. The names of
+// the weights both ways (TensorNames) are also what GgufImport reads.
 using Stratus.Models;
 using Stratus.Tokenization;
 using Stratus.Training;
@@ -20,8 +21,9 @@ public static class GgufExport
     {
         "f32" => GgmlType.F32,
         "f16" => GgmlType.F16,
+        "bf16" => GgmlType.BF16,
         "q8_0" => GgmlType.Q8_0,
-        _ => throw new StratusUserException($"unknown GGUF type '{type}'; use f32, f16 or q8_0"),
+        _ => throw new StratusUserException($"unknown GGUF type '{type}'; use f32, f16, bf16 or q8_0"),
     };
 
     /// <summary>Exports the checkpoint a run or checkpoint folder resolves to; returns its model's config.</summary>
@@ -50,7 +52,7 @@ public static class GgufExport
         writer.Add("general.architecture", arch);
         writer.Add("general.name", name);
         writer.Add("general.alignment", (uint)GgufWriter.Alignment);
-        writer.Add("general.file_type", type switch { GgmlType.F32 => 0u, GgmlType.F16 => 1u, _ => 7u });
+        writer.Add("general.file_type", type switch { GgmlType.F32 => 0u, GgmlType.F16 => 1u, GgmlType.BF16 => 32u, _ => 7u });
         writer.Add($"{arch}.context_length", (uint)c.BlockSize);
         writer.Add($"{arch}.embedding_length", (uint)c.NEmbd);
         writer.Add($"{arch}.feed_forward_length", (uint)c.MlpWidth);
@@ -67,13 +69,15 @@ public static class GgufExport
         else writer.Add("gpt2.attention.layer_norm_epsilon", (float)c.LayerNormEps);
         AddTokenizer(writer, tokenizer, c.VocabSize, chatTemplate);
 
+        if (arch is not ("gpt2" or "llama")) throw new StratusUserException($"GGUF export does not support architecture '{arch}'");
         var weights = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value);
-        var tensors = arch switch
+        var tensors = TensorNames(c).Select(t => t.PermutedHeads > 0 ? Permuted(weights, t.Gguf, t.Stratus, t.PermutedHeads)
+            : weights.ContainsKey(t.Stratus) ? Take(weights, t.Gguf, t.Stratus) : ZeroBias(weights, t.Gguf, t.Stratus)).ToList();
+        if (c.RopeScaling is { } scaling)
         {
-            "gpt2" => Gpt2Tensors(c, weights),
-            "llama" => LlamaTensors(c, weights),
-            _ => throw new StratusUserException($"GGUF export does not support architecture '{arch}'"),
-        };
+            var divisors = scaling.FrequencyDivisors(c.RopeTheta, c.HeadDim).Select(d => (float)d).ToArray();
+            tensors.Add((RopeFrequencies, [divisors.Length], () => divisors));
+        }
         foreach (var (tensorName, shape, data) in tensors)
         {
             // Vectors (norms, biases, rope factors) stay f32 as llama.cpp's converter keeps them;
@@ -136,60 +140,50 @@ public static class GgufExport
         _ => throw new StratusUserException($"GGUF cannot say that a prompt gets the tokens [{string.Join(", ", added)}] {where} it (only that it gets its {token}, {(id is { } i ? $"id {i}" : "which this tokenizer lacks")})"),
     };
 
-    static IEnumerable<(string, long[], Func<float[]>)> Gpt2Tensors(ModelConfig c, Dictionary<string, Tensor> w)
-    {
-        yield return Take(w, "token_embd.weight", "transformer.wte.weight");
-        yield return Take(w, "position_embd.weight", "transformer.wpe.weight");
-        yield return Take(w, "output_norm.weight", "transformer.ln_f.weight");
-        yield return TakeOrZeros(w, "output_norm.bias", "transformer.ln_f.bias", c.NEmbd);
-        for (var i = 0; i < c.NLayer; i++)
-        {
-            var p = $"transformer.h.{i}.";
-            var b = $"blk.{i}.";
-            yield return Take(w, b + "attn_norm.weight", p + "ln_1.weight");
-            yield return TakeOrZeros(w, b + "attn_norm.bias", p + "ln_1.bias", c.NEmbd);
-            yield return Take(w, b + "attn_qkv.weight", p + "attn.c_attn.weight");
-            yield return TakeOrZeros(w, b + "attn_qkv.bias", p + "attn.c_attn.bias", 3 * c.NEmbd);
-            yield return Take(w, b + "attn_output.weight", p + "attn.c_proj.weight");
-            yield return TakeOrZeros(w, b + "attn_output.bias", p + "attn.c_proj.bias", c.NEmbd);
-            yield return Take(w, b + "ffn_norm.weight", p + "ln_2.weight");
-            yield return TakeOrZeros(w, b + "ffn_norm.bias", p + "ln_2.bias", c.NEmbd);
-            yield return Take(w, b + "ffn_up.weight", p + "mlp.c_fc.weight");
-            yield return TakeOrZeros(w, b + "ffn_up.bias", p + "mlp.c_fc.bias", c.MlpWidth);
-            yield return Take(w, b + "ffn_down.weight", p + "mlp.c_proj.weight");
-            yield return TakeOrZeros(w, b + "ffn_down.bias", p + "mlp.c_proj.bias", c.NEmbd);
-        }
-    }
+    /// <summary>llama.cpp's name of Llama 3's rope scaling: each rotary frequency's divisor.</summary>
+    internal const string RopeFrequencies = "rope_freqs.weight";
 
-    static IEnumerable<(string, long[], Func<float[]>)> LlamaTensors(ModelConfig c, Dictionary<string, Tensor> w)
+    /// <summary>The weights of a model of <paramref name="c"/> by their llama.cpp names and their
+    /// Stratus (Hugging Face) ones, with the heads of the q/k rows llama.cpp's llama graph needs
+    /// permuted (0 for the others): what export writes and import reads. GPT-2's biases are
+    /// listed also for a model without them (llama.cpp's gpt2 graph always has them).</summary>
+    internal static IEnumerable<(string Gguf, string Stratus, int PermutedHeads)> TensorNames(ModelConfig c)
     {
-        yield return Take(w, "token_embd.weight", "model.embed_tokens.weight");
-        yield return Take(w, "output_norm.weight", "model.norm.weight");
-        if (!c.TieWordEmbeddings) yield return Take(w, "output.weight", "lm_head.weight");
-        if (c.RopeScaling is { } scaling)
+        if (c.Architecture == "gpt2")
         {
-            var divisors = scaling.FrequencyDivisors(c.RopeTheta, c.HeadDim).Select(d => (float)d).ToArray();
-            yield return ("rope_freqs.weight", [divisors.Length], () => divisors);
+            yield return ("token_embd.weight", "transformer.wte.weight", 0);
+            yield return ("position_embd.weight", "transformer.wpe.weight", 0);
+            yield return ("output_norm.weight", "transformer.ln_f.weight", 0);
+            yield return ("output_norm.bias", "transformer.ln_f.bias", 0);
+            for (var i = 0; i < c.NLayer; i++)
+            {
+                foreach (var (gguf, stratus) in new[] { ("attn_norm", "ln_1"), ("attn_qkv", "attn.c_attn"), ("attn_output", "attn.c_proj"), ("ffn_norm", "ln_2"), ("ffn_up", "mlp.c_fc"), ("ffn_down", "mlp.c_proj") })
+                {
+                    yield return ($"blk.{i}.{gguf}.weight", $"transformer.h.{i}.{stratus}.weight", 0);
+                    yield return ($"blk.{i}.{gguf}.bias", $"transformer.h.{i}.{stratus}.bias", 0);
+                }
+            }
+            yield break;
         }
+        yield return ("token_embd.weight", "model.embed_tokens.weight", 0);
+        yield return ("output_norm.weight", "model.norm.weight", 0);
+        if (!c.TieWordEmbeddings) yield return ("output.weight", "lm_head.weight", 0);
         for (var i = 0; i < c.NLayer; i++)
         {
             var p = $"model.layers.{i}.";
             var b = $"blk.{i}.";
-            yield return Take(w, b + "attn_norm.weight", p + "input_layernorm.weight");
-            yield return Permuted(w, b + "attn_q.weight", p + "self_attn.q_proj.weight", c.NHead);
-            yield return Permuted(w, b + "attn_k.weight", p + "self_attn.k_proj.weight", c.KvHeads);
-            yield return Take(w, b + "attn_v.weight", p + "self_attn.v_proj.weight");
-            if (c.AttentionBias)
+            yield return (b + "attn_norm.weight", p + "input_layernorm.weight", 0);
+            foreach (var part in c.AttentionBias ? new[] { "weight", "bias" } : ["weight"])
             {
-                yield return Permuted(w, b + "attn_q.bias", p + "self_attn.q_proj.bias", c.NHead);
-                yield return Permuted(w, b + "attn_k.bias", p + "self_attn.k_proj.bias", c.KvHeads);
-                yield return Take(w, b + "attn_v.bias", p + "self_attn.v_proj.bias");
+                yield return ($"{b}attn_q.{part}", $"{p}self_attn.q_proj.{part}", c.NHead);
+                yield return ($"{b}attn_k.{part}", $"{p}self_attn.k_proj.{part}", c.KvHeads);
+                yield return ($"{b}attn_v.{part}", $"{p}self_attn.v_proj.{part}", 0);
             }
-            yield return Take(w, b + "attn_output.weight", p + "self_attn.o_proj.weight");
-            yield return Take(w, b + "ffn_norm.weight", p + "post_attention_layernorm.weight");
-            yield return Take(w, b + "ffn_gate.weight", p + "mlp.gate_proj.weight");
-            yield return Take(w, b + "ffn_up.weight", p + "mlp.up_proj.weight");
-            yield return Take(w, b + "ffn_down.weight", p + "mlp.down_proj.weight");
+            yield return (b + "attn_output.weight", p + "self_attn.o_proj.weight", 0);
+            yield return (b + "ffn_norm.weight", p + "post_attention_layernorm.weight", 0);
+            yield return (b + "ffn_gate.weight", p + "mlp.gate_proj.weight", 0);
+            yield return (b + "ffn_up.weight", p + "mlp.up_proj.weight", 0);
+            yield return (b + "ffn_down.weight", p + "mlp.down_proj.weight", 0);
         }
     }
 
@@ -199,8 +193,12 @@ public static class GgufExport
         return (ggufName, tensor.shape, () => Values(tensor));
     }
 
-    static (string, long[], Func<float[]>) TakeOrZeros(Dictionary<string, Tensor> w, string ggufName, string name, long size) =>
-        w.ContainsKey(name) ? Take(w, ggufName, name) : (ggufName, [size], () => new float[size]);
+    /// <summary>Zeros for a bias the model lacks, as many as its weight has rows (outputs).</summary>
+    static (string, long[], Func<float[]>) ZeroBias(Dictionary<string, Tensor> w, string ggufName, string name)
+    {
+        var size = w[name[..^".bias".Length] + ".weight"].shape[0];
+        return (ggufName, [size], () => new float[size]);
+    }
 
     /// <summary>Rows of each head reordered from [first half, second half] to interleaved pairs:
     /// HF row h*D + s*D/2 + j becomes h*D + 2j + s.</summary>

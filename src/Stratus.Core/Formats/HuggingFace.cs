@@ -17,7 +17,22 @@ using static TorchSharp.torch;
 
 namespace Stratus.Formats;
 
-public sealed record ImportedModel(string CheckpointDirectory, ModelConfig Config, ITokenizer Tokenizer, string SourceArchitecture, bool HasChatTemplate);
+public sealed record ImportedModel(string CheckpointDirectory, ModelConfig Config, ITokenizer Tokenizer, string SourceArchitecture, bool HasChatTemplate)
+{
+    /// <summary>Where an import into <paramref name="runDirectory"/> puts its model
+    /// (checkpoints/best), refused where the folder holds a dataset or a model already: the
+    /// import would replace checkpoints/best and leave the rest (a trained run's
+    /// checkpoints/last), a folder holding two models that resume, sample and serve would each
+    /// pick one of.</summary>
+    public static string CheckpointIn(string runDirectory)
+    {
+        var checkpoints = Path.Combine(runDirectory, "checkpoints");
+        DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
+        if (Checkpoint.Exists(runDirectory))
+            throw new StratusUserException($"{runDirectory} already holds a model in {checkpoints}; choose another --out or remove {runDirectory} first");
+        return Path.Combine(checkpoints, "best");
+    }
+}
 
 public static class HuggingFace
 {
@@ -29,12 +44,7 @@ public static class HuggingFace
     {
         if (File.Exists(hfDirectory)) throw new StratusUserException($"{hfDirectory} is a file; pass the Hugging Face model folder that holds config.json, *.safetensors and tokenizer.json");
         if (!Directory.Exists(hfDirectory)) throw new StratusUserException($"{hfDirectory} does not exist; pass a Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
-        // The import would replace checkpoints/best and leave the rest (a trained run's checkpoints/last):
-        // a folder holding two models that resume, sample and serve would each pick one of.
-        var checkpoints = Path.Combine(runDirectory, "checkpoints");
-        DatasetFolder.RequireNoDatasetIn(runDirectory, "run");
-        if (Checkpoint.Exists(runDirectory))
-            throw new StratusUserException($"{runDirectory} already holds a model in {checkpoints}; choose another --out or remove {runDirectory} first");
+        var checkpoint = ImportedModel.CheckpointIn(runDirectory);
         var hfConfig = ReadObject(hfDirectory, "config.json", required: true)!;
         var (config, architecture) = ToModelConfig(hfConfig, hfDirectory);
         var tokenizerJson = ReadObject(hfDirectory, "tokenizer.json", required: true)!;
@@ -48,7 +58,6 @@ public static class HuggingFace
 
         var extra = new Dictionary<string, string>();
         if (tokenizer.ChatTemplate is { } template) extra[ChatTemplate.FileName] = template;
-        var checkpoint = Path.Combine(checkpoints, "best");
         Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: extra);
         return new ImportedModel(checkpoint, config, tokenizer, architecture, extra.Count > 0);
     }

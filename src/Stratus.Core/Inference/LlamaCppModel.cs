@@ -1,6 +1,6 @@
 // A GGUF model run by llama.cpp (through LLamaSharp) on the CPU, fed token ids directly: the
-// independent implementation that GGUF exports are checked against (logits, greedy decoding)
-// and the speed peer of `stratus bench infer`.
+// independent implementation that GGUF exports and imports are checked against (logits, greedy
+// decoding, its own quantizer's files) and the speed peer of `stratus bench infer`.
 using System.Diagnostics;
 using LLama;
 using LLama.Common;
@@ -21,18 +21,7 @@ public sealed class LlamaCppModel : IDisposable
     /// measure the model, not the cache's rounding.</param>
     public LlamaCppModel(string ggufPath, int contextSize, int threads, bool kvF32 = true)
     {
-        lock (LogSetup)
-        {
-            if (!logsSilenced)
-            {
-                // llama.cpp logs every tensor it loads; only errors matter here.
-                NativeLibraryConfig.All.WithLogCallback((level, message) =>
-                {
-                    if (level == LLamaLogLevel.Error) Console.Error.Write(message);
-                });
-                logsSilenced = true;
-            }
-        }
+        SilenceLogs();
         var parameters = new ModelParams(ggufPath)
         {
             ContextSize = (uint)contextSize, GpuLayerCount = 0, Threads = threads, BatchThreads = threads,
@@ -52,6 +41,31 @@ public sealed class LlamaCppModel : IDisposable
     }
 
     public int VocabSize { get; }
+
+    /// <summary>llama.cpp's quantizer (llama-quantize): <paramref name="type"/> is its name of a
+    /// file type, such as Q4_0, Q2_K or Q4_K_M.</summary>
+    public static void Quantize(string source, string destination, string type, int threads)
+    {
+        SilenceLogs();
+        // Loads llama.cpp through LLamaSharp's resolver, which the quantizer's first call does not.
+        NativeApi.llama_empty_call();
+        if (!LLamaQuantizer.Quantize(source, destination, Enum.Parse<LLamaFtype>($"MOSTLY_{type}"), threads))
+            throw new InvalidOperationException($"llama.cpp could not quantize {source} to {type}");
+    }
+
+    static void SilenceLogs()
+    {
+        lock (LogSetup)
+        {
+            if (logsSilenced) return;
+            // llama.cpp logs every tensor it loads; only errors matter here.
+            NativeLibraryConfig.All.WithLogCallback((level, message) =>
+            {
+                if (level == LLamaLogLevel.Error) Console.Error.Write(message);
+            });
+            logsSilenced = true;
+        }
+    }
 
     /// <summary>llama.cpp's own tokenization of text, to check an exported vocabulary; with
     /// <paramref name="addSpecialTokens"/> (llama.cpp's add_special) a prompt's BOS/EOS as the

@@ -25,6 +25,20 @@ public sealed class ConfigTests
     }
 
     [Fact]
+    public void A_constant_learning_rate_below_the_default_min_lr_is_nanogpts_fine_tune_and_a_decay_to_above_it_names_the_fix()
+    {
+        // nanoGPT's finetune_shakespeare.py: learning_rate 3e-5, decay_lr False, min_lr left at its
+        // default 6e-5, which the schedule then never reads; nor lr_decay_iters, nor warmup_iters.
+        var constant = TrainConfig.Load(null, [new("learning_rate", "3e-5"), new("decay_lr", "false"), new("warmup_iters", "5000"), new("lr_decay_iters", "100")]);
+        Assert.Equal(3e-5, LearningRateSchedule.At(constant, 0));
+        var decaying = Fails("{}", ("learning_rate", "3e-5"));
+        Assert.Equal("min_lr", decaying.Param);
+        Assert.Contains("pass --min-lr at most 3E-05", decaying.Message);
+        Assert.Contains("'overrides.min_lr'", decaying.MessageOn(Stratus.Safety.Surface.Api));
+        Assert.Contains("min_lr must be non-negative", Fails("{}", ("min_lr", "-1"), ("decay_lr", "false")).Message);
+    }
+
+    [Fact]
     public void Out_of_range_values_say_what_to_change()
     {
         Assert.Contains("divisible by n_head", Fails("""{"n_embd": 130, "n_head": 4}""").Message);

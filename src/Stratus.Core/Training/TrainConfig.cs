@@ -298,10 +298,18 @@ public sealed record TrainConfig
         Require(BatchSize > 0, "batch_size", $"batch_size must be positive, got {BatchSize}");
         Require(GradientAccumulationSteps > 0, "gradient_accumulation_steps", $"gradient_accumulation_steps must be positive, got {GradientAccumulationSteps}");
         Require(LearningRate > 0, "learning_rate", $"learning_rate must be positive, got {LearningRate}");
-        Require(MinLr >= 0 && MinLr <= LearningRate, "min_lr", $"min_lr must be in [0, learning_rate={LearningRate}], got {MinLr}");
+        Require(MinLr >= 0, "min_lr", $"min_lr must be non-negative, got {MinLr}");
         Require(MaxIters >= 0, "max_iters", $"max_iters must be non-negative, got {MaxIters}");
         Require(WarmupIters >= 0, "warmup_iters", $"warmup_iters must be non-negative, got {WarmupIters}");
-        Require(LrDecayIters >= WarmupIters, "lr_decay_iters", $"lr_decay_iters ({LrDecayIters}) must be at least warmup_iters ({WarmupIters})");
+        // Only the decay reads them: nanoGPT's own fine-tune (finetune_shakespeare.py) trains at a
+        // constant learning_rate of 3e-5, min_lr left at its default 6e-5.
+        if (DecayLr)
+        {
+            if (MinLr > LearningRate)
+                throw new StratusUserException(s => $"min_lr ({MinLr}) is above learning_rate ({LearningRate}): the cosine decay would raise the learning rate; " +
+                    $"pass {s.Option(Surface.OverridesPrefix + "min_lr")} at most {LearningRate} (nanoGPT's is a tenth of learning_rate), or {s.Option(Surface.OverridesPrefix + "decay_lr")} false for a constant rate") { Param = "min_lr" };
+            Require(LrDecayIters >= WarmupIters, "lr_decay_iters", $"lr_decay_iters ({LrDecayIters}) must be at least warmup_iters ({WarmupIters})");
+        }
         Require(WeightDecay >= 0, "weight_decay", $"weight_decay must be non-negative, got {WeightDecay}");
         Require(Beta1 is >= 0 and < 1, "beta1", $"beta1 must be in [0, 1), got {Beta1}");
         Require(Beta2 is >= 0 and < 1, "beta2", $"beta2 must be in [0, 1), got {Beta2}");

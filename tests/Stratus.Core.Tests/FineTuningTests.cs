@@ -307,6 +307,9 @@ public sealed class FineTuningTests
         Assert.Equal($"{chat}:2: message 1 has role \"wizard\"; the roles are 'system', 'developer', 'user', 'assistant' and 'tool'",
             Error("""{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "a"}]}"""));
         Assert.StartsWith("--val-fraction must be in [0, 1), got NaN", Error(Good, double.NaN));
+        // Both conversations held out (round(2 x 0.9) = 2): it said the file had no assistant messages.
+        Assert.Equal($"--val-fraction 0.9 holds out all 2 conversations of {chat} for validation, leaving none to train on; pass a smaller --val-fraction, e.g. 0.1",
+            Error(Good, 0.9));
         // An escaped lone surrogate: valid JSON, but no text, in a value or a name.
         const string Surrogate = ": a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text";
         Assert.StartsWith($"{chat}:2{Surrogate}", Error("""{"messages": [{"role": "user", "content": "a\ud800b"}]}"""));

@@ -104,6 +104,20 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void A_LoRA_model_counts_no_gradient_of_its_frozen_weights_in_the_training_flops_its_mfu_is_measured_by()
+    {
+        var config = new ModelConfig { NLayer = 2, NHead = 2, NEmbd = 32, BlockSize = 16, VocabSize = 50 };
+        using var full = CausalLanguageModel.Create(config);
+        using var lora = CausalLanguageModel.Create(config with { Lora = new LoraConfig(4, 8, ["c_attn"]) });
+        const double Attention = 12.0 * 2 * 2 * 16 * 16;
+        Assert.Equal(6.0 * full.ParameterCount() + Attention, full.TrainingFlopsPerToken(16));
+        // Per layer an adapter on c_attn: A [4, 32] and B [96, 4], both trained; the rest frozen.
+        const long Adapters = 2 * (4 * 32 + 96 * 4);
+        Assert.Equal(full.ParameterCount() + Adapters, lora.ParameterCount());
+        Assert.Equal(4.0 * full.ParameterCount() + 6.0 * Adapters + Attention, lora.TrainingFlopsPerToken(16));
+    }
+
+    [Fact]
     public void LoRA_trains_only_the_adapters_and_export_merges_them()
     {
         using var temp = new TempDirectory();

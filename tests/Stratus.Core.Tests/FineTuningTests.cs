@@ -45,6 +45,16 @@ public sealed class FineTuningTests
         Assert.Equal(16, TrainConfig.Load(null, [new("block-size", "16")], shortContext).Model.BlockSize);
         Assert.Equal(48, TrainConfig.Load(temp["c.json"], [], shortContext).Model.BlockSize);
         Assert.Equal(2048, TrainConfig.Load(temp["c.json"], [new("block_size", "2048")], longContext).Model.BlockSize);
+        // A fresh GPT-2's cap of 32768 positions (its learned position embedding) is no Llama's:
+        // one of 131072 positions trains on 65536 of them, and its run's train_config.json reads
+        // back, as Checkpoint.Open and --resume read it. Both were refused as "over the model's
+        // maximum context of 32768".
+        var longLlama = new ModelConfig { Architecture = "llama", NLayer = 1, NHead = 2, NEmbd = 16, BlockSize = 131072 };
+        var longRun = TrainConfig.Load(null, [new("block_size", "65536")], longLlama);
+        Assert.Equal(65536, longRun.Model.BlockSize);
+        Assert.Equal(65536, TrainConfig.FromJson(JsonSerializer.SerializeToNode(longRun, TrainConfig.Json)!.AsObject(), "train_config.json").Model.BlockSize);
+        Assert.Equal("block_size 65536 is over the model's maximum context of 32768; lower --block-size",
+            Assert.Throws<StratusUserException>(() => TrainConfig.Load(null, [new("block_size", "65536")])).Message);
     }
 
     [Fact]

@@ -58,8 +58,10 @@ public sealed record TrainConfig
     /// losses step for step are promised only on the same device).</summary>
     public string Device { get; init; } = ComputeDevice.Cpu;
 
-    /// <summary>The most context a freshly built GPT-2 may be given (learned positions cost
-    /// memory per position); a model loaded with --init-from caps it at its own block size.</summary>
+    /// <summary>The most context a GPT-2 may be given (learned positions cost memory per
+    /// position); a model loaded with --init-from caps it at its own block size. A Llama's rotary
+    /// positions learn nothing: its context is capped only as every model's is
+    /// (<see cref="ModelConfig.Validate"/>), so that one of 128k positions may train on 64k.</summary>
     public const int MaxBlockSize = 32768;
 
     /// <summary>Field by field, without <see cref="FlatJson"/>.</summary>
@@ -288,7 +290,7 @@ public sealed record TrainConfig
 
     public void Validate()
     {
-        ToModelConfig(1).Validate(MaxBlockSize);
+        ToModelConfig(1).Validate(Model.Architecture == "gpt2" ? MaxBlockSize : null);
         ValidateTraining();
     }
 

@@ -137,7 +137,7 @@ public sealed record TrainConfig
     /// from: block_size, where neither the file nor an override gives it, is then
     /// <see cref="InitBlockSize"/> of it rather than the fixed default, and warmup_iters 0.</summary>
     public static TrainConfig Load(string? path, IEnumerable<KeyValuePair<string, string>> overrides, ModelConfig? initFrom = null) =>
-        FromJson(ReadFile(path), path ?? "command line", overrides, initFrom);
+        FromJson(ReadFile(path), path ?? "command line", overrides, initFrom).RequireLoraRankForTargets();
 
     /// <summary><see cref="Load"/> for a run --init-from the model that <paramref name="openModel"/>
     /// opens, the file read once (`--config &lt;(...)`, a pipe, has nothing left to read a second
@@ -150,9 +150,17 @@ public sealed record TrainConfig
         var source = path ?? "command line";
         // Read applies the overrides to the object it is given.
         var (config, keysGiven, _) = Read(file.DeepClone().AsObject(), source, overrides);
-        FineTuneDefaults(config, keysGiven, initFrom: null).ValidateTraining();
+        FineTuneDefaults(config, keysGiven, initFrom: null).RequireLoraRankForTargets().ValidateTraining();
         return FromJson(file, source, overrides, openModel());
     }
+
+    /// <summary>Refuses a new run's lora_targets without a lora_rank: at rank 0 LoRA is off, and
+    /// every weight trained in full, the layers named left without adapters and nothing said. (Not
+    /// in <see cref="Validate"/>: a config a checkpoint stored reads as it was saved.)</summary>
+    TrainConfig RequireLoraRankForTargets() => LoraRank == 0 && !string.IsNullOrWhiteSpace(LoraTargets)
+        ? throw new StratusUserException(s => $"lora_targets {LoraTargets} names layers to adapt, but lora_rank is 0 (LoRA off: every weight would train); " +
+            $"pass {s.Option(Surface.OverridesPrefix + "lora_rank")} 8 (or another rank) to train adapters on them, or leave lora_targets out to train every weight") { Param = "lora_targets" }
+        : this;
 
     static JsonObject ReadFile(string? path)
     {

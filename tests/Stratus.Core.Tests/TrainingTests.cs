@@ -459,6 +459,19 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_run_that_diverges_before_its_first_checkpoint_is_told_to_start_again_not_to_resume()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var diverging = TestData.TinyConfig with { LearningRate = 1e30, MinLr = 0, GradClip = 0, MaxIters = 50, EvalInterval = 1000, CheckpointInterval = 0 };
+        using var trainer = Trainer.Start(diverging, data, temp["run"]);
+        var error = Assert.Throws<StratusUserException>(() => trainer.Run());
+        Assert.False(Checkpoint.Exists(temp["run"]));
+        // It said to resume from the last checkpoint, which --resume then said the run did not have.
+        Assert.EndsWith("training diverged; lower --learning-rate or set --grad-clip, then start the run again: it has saved no checkpoint to resume from", error.Message);
+    }
+
+    [Fact]
     public void A_gradient_norm_that_stops_being_a_number_under_a_finite_loss_ends_the_run_with_a_clear_error_and_its_checkpoints_intact()
     {
         using var temp = new TempDirectory();

@@ -543,9 +543,13 @@ public sealed class Trainer : IDisposable
     /// number before anything is written from its weights: the checkpoints on disk are from before.</summary>
     void RequireFinite(double value, string what)
     {
-        if (!double.IsFinite(value))
-            throw new StratusUserException($"the {what} is {value} at step {step}: training diverged; lower --learning-rate or set --grad-clip, " +
-                $"then resume from the last checkpoint (`stratus train --resume {runDirectory} --learning-rate ...`) or start again");
+        if (double.IsFinite(value)) return;
+        // A run that diverges early (a learning rate too high) often does so before its first
+        // checkpoint, and then has none to resume from.
+        var then = Checkpoint.Exists(runDirectory)
+            ? $"then resume from the last checkpoint (`stratus train --resume {runDirectory} --learning-rate ...`) or start again"
+            : "then start the run again: it has saved no checkpoint to resume from";
+        throw new StratusUserException($"the {what} is {value} at step {step}: training diverged; lower --learning-rate or set --grad-clip, {then}");
     }
 
     /// <summary>Mean loss over eval_iters batches of train and of val, without dropout, and the

@@ -139,15 +139,16 @@ public sealed partial class JobsCliTests
     {
         using var temp = new TempDirectory();
         var (data, config) = Cli.PrepareTiny(temp);
-        // lora_targets is text that train reads only with lora_rank > 0, so submit accepts any; the
-        // supervisor's train must get it as that key's value, not as --device cuda or a file of arguments.
+        // lora_targets is text that submit accepts whatever it names (the layers are the model's,
+        // which train builds); the supervisor's train must get it as that key's value, not as
+        // --device cuda or a file of arguments, and refuses it as a layer of no model.
         foreach (var (value, run) in new[] { ("--device=cuda", "run-option"), ("@" + temp["args.rsp"], "run-rsp") })
         {
             File.WriteAllText(temp["args.rsp"], "--device cuda");
             var id = Submit(temp, "--config", config, "--data", data, "--out", temp[run], "--max-iters", "2", "--lr-decay-iters", "2", "--warmup-iters", "0",
-                "--eval-interval", "2", "--lora-targets=" + value);
+                "--eval-interval", "2", "--lora-rank", "1", "--lora-targets=" + value);
             var show = Ended(temp, id);
-            Assert.Contains("state:      succeeded\n", show);
+            Assert.Contains($"state:      failed: train exited with 2: lora_targets {value} match no linear layer of this gpt2 model", show);
             // The command shown runs the job again, pasted into a shell.
             Assert.Contains($" --lora-targets={value} --", show);
         }

@@ -25,6 +25,36 @@ public sealed class ConfigTests
     }
 
     [Fact]
+    public void A_constant_learning_rate_below_the_default_min_lr_is_nanogpts_fine_tune_and_a_decay_to_above_it_names_the_fix()
+    {
+        // nanoGPT's finetune_shakespeare.py: learning_rate 3e-5, decay_lr False, min_lr left at its
+        // default 6e-5, which the schedule then never reads; nor lr_decay_iters, nor warmup_iters.
+        var constant = TrainConfig.Load(null, [new("learning_rate", "3e-5"), new("decay_lr", "false"), new("warmup_iters", "5000"), new("lr_decay_iters", "100")]);
+        Assert.Equal(3e-5, LearningRateSchedule.At(constant, 0));
+        var decaying = Fails("{}", ("learning_rate", "3e-5"));
+        Assert.Equal("min_lr", decaying.Param);
+        Assert.Contains("pass --min-lr at most 3E-05", decaying.Message);
+        Assert.Contains("'overrides.min_lr'", decaying.MessageOn(Stratus.Safety.Surface.Api));
+        Assert.Contains("min_lr must be non-negative", Fails("{}", ("min_lr", "-1"), ("decay_lr", "false")).Message);
+    }
+
+    [Fact]
+    public void LoRA_targets_without_a_rank_are_refused_for_a_new_run_not_trained_in_full_and_a_stored_config_still_reads()
+    {
+        const string Expected = "lora_targets q_proj,v_proj names layers to adapt, but lora_rank is 0 (LoRA off: every weight would train); pass --lora-rank 8 (or another rank) to train adapters on them, or leave lora_targets out to train every weight";
+        var refused = Fails("{}", ("lora-targets", "q_proj,v_proj"));
+        Assert.Equal((Expected, "lora_targets"), (refused.Message, refused.Param));
+        Assert.Contains("pass 'overrides.lora_rank' 8", refused.MessageOn(Stratus.Safety.Surface.Api));
+        // Before the model a fine-tune starts from is opened.
+        Assert.Equal(Expected, Assert.Throws<StratusUserException>(() => TrainConfig.LoadInitFrom(null, [new("lora_targets", "q_proj,v_proj")],
+            () => throw new InvalidOperationException("the model was opened before the config was checked"))).Message);
+        Assert.Equal(4, TrainConfig.Load(null, [new("lora_targets", "q_proj,v_proj"), new("lora_rank", "4")]).LoraRank);
+        // A config a checkpoint stored (Checkpoint.Open reads it through FromJson) is read as it was saved.
+        var stored = System.Text.Json.Nodes.JsonNode.Parse("""{"lora_targets": "c_attn"}""")!.AsObject();
+        Assert.Equal("c_attn", TrainConfig.FromJson(stored, "train_config.json").LoraTargets);
+    }
+
+    [Fact]
     public void Out_of_range_values_say_what_to_change()
     {
         Assert.Contains("divisible by n_head", Fails("""{"n_embd": 130, "n_head": 4}""").Message);

@@ -45,6 +45,16 @@ public sealed class FineTuningTests
         Assert.Equal(16, TrainConfig.Load(null, [new("block-size", "16")], shortContext).Model.BlockSize);
         Assert.Equal(48, TrainConfig.Load(temp["c.json"], [], shortContext).Model.BlockSize);
         Assert.Equal(2048, TrainConfig.Load(temp["c.json"], [new("block_size", "2048")], longContext).Model.BlockSize);
+        // A fresh GPT-2's cap of 32768 positions (its learned position embedding) is no Llama's:
+        // one of 131072 positions trains on 65536 of them, and its run's train_config.json reads
+        // back, as Checkpoint.Open and --resume read it. Both were refused as "over the model's
+        // maximum context of 32768".
+        var longLlama = new ModelConfig { Architecture = "llama", NLayer = 1, NHead = 2, NEmbd = 16, BlockSize = 131072 };
+        var longRun = TrainConfig.Load(null, [new("block_size", "65536")], longLlama);
+        Assert.Equal(65536, longRun.Model.BlockSize);
+        Assert.Equal(65536, TrainConfig.FromJson(JsonSerializer.SerializeToNode(longRun, TrainConfig.Json)!.AsObject(), "train_config.json").Model.BlockSize);
+        Assert.Equal("block_size 65536 is over the model's maximum context of 32768; lower --block-size",
+            Assert.Throws<StratusUserException>(() => TrainConfig.Load(null, [new("block_size", "65536")])).Message);
     }
 
     [Fact]
@@ -101,6 +111,20 @@ public sealed class FineTuningTests
                 (config.Model.Architecture, config.Model.NLayer, config.Model.NEmbd, config.Model.KvHeads, config.Model.TieWordEmbeddings));
             Assert.Equal(16, config.Model.BlockSize); // the windows it trained on, under the model's context of 128
         }
+    }
+
+    [Fact]
+    public void A_LoRA_model_counts_no_gradient_of_its_frozen_weights_in_the_training_flops_its_mfu_is_measured_by()
+    {
+        var config = new ModelConfig { NLayer = 2, NHead = 2, NEmbd = 32, BlockSize = 16, VocabSize = 50 };
+        using var full = CausalLanguageModel.Create(config);
+        using var lora = CausalLanguageModel.Create(config with { Lora = new LoraConfig(4, 8, ["c_attn"]) });
+        const double Attention = 12.0 * 2 * 2 * 16 * 16;
+        Assert.Equal(6.0 * full.ParameterCount() + Attention, full.TrainingFlopsPerToken(16));
+        // Per layer an adapter on c_attn: A [4, 32] and B [96, 4], both trained; the rest frozen.
+        const long Adapters = 2 * (4 * 32 + 96 * 4);
+        Assert.Equal(full.ParameterCount() + Adapters, lora.ParameterCount());
+        Assert.Equal(4.0 * full.ParameterCount() + 6.0 * Adapters + Attention, lora.TrainingFlopsPerToken(16));
     }
 
     [Fact]
@@ -307,6 +331,9 @@ public sealed class FineTuningTests
         Assert.Equal($"{chat}:2: message 1 has role \"wizard\"; the roles are 'system', 'developer', 'user', 'assistant' and 'tool'",
             Error("""{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "a"}]}"""));
         Assert.StartsWith("--val-fraction must be in [0, 1), got NaN", Error(Good, double.NaN));
+        // Both conversations held out (round(2 x 0.9) = 2): it said the file had no assistant messages.
+        Assert.Equal($"--val-fraction 0.9 holds out all 2 conversations of {chat} for validation, leaving none to train on; pass a smaller --val-fraction, e.g. 0.1",
+            Error(Good, 0.9));
         // An escaped lone surrogate: valid JSON, but no text, in a value or a name.
         const string Surrogate = ": a string holds a \\u escape of an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not text";
         Assert.StartsWith($"{chat}:2{Surrogate}", Error("""{"messages": [{"role": "user", "content": "a\ud800b"}]}"""));

@@ -459,6 +459,36 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_run_that_diverges_before_its_first_checkpoint_is_told_to_start_again_not_to_resume()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var diverging = TestData.TinyConfig with { LearningRate = 1e30, MinLr = 0, GradClip = 0, MaxIters = 50, EvalInterval = 1000, CheckpointInterval = 0 };
+        using var trainer = Trainer.Start(diverging, data, temp["run"]);
+        var error = Assert.Throws<StratusUserException>(() => trainer.Run());
+        Assert.False(Checkpoint.Exists(temp["run"]));
+        // It said to resume from the last checkpoint, which --resume then said the run did not have.
+        Assert.EndsWith("training diverged; lower --learning-rate or set --grad-clip, then start the run again: it has saved no checkpoint to resume from", error.Message);
+    }
+
+    [Fact]
+    public void A_gradient_norm_that_stops_being_a_number_under_a_finite_loss_ends_the_run_with_a_clear_error_and_its_checkpoints_intact()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        // A learning rate of 1000 leaves weights that still give a finite loss at step 1, but
+        // gradients that overflow: its norm is infinite, and AdamW's step makes the weights NaN.
+        var diverging = TestData.TinyConfig with { LearningRate = 1e3, MinLr = 0, GradClip = 0, WarmupIters = 0, MaxIters = 50, CheckpointInterval = 1 };
+        using var trainer = Trainer.Start(diverging, data, temp["run"]);
+        var error = Assert.Throws<StratusUserException>(() => trainer.Run());
+        Assert.Contains("the gradient norm is", error.Message);
+        Assert.Contains("training diverged; lower --learning-rate", error.Message);
+        Assert.All(MetricsLog.Read(temp["run"]), entry => Assert.DoesNotContain("Infinity", entry.ToJsonString()));
+        using var model = Checkpoint.Open(Path.Combine(temp["run"], "checkpoints", "last")).CreateModel();
+        Assert.True(model.parameters().All(p => p.isfinite().all().item<bool>()));
+    }
+
+    [Fact]
     public void A_damaged_run_file_or_manifest_is_refused_with_a_clear_message()
     {
         using var temp = new TempDirectory();

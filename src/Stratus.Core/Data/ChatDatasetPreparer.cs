@@ -65,6 +65,8 @@ public static class ChatDatasetPreparer
             if (conversations < 2) throw new StratusUserException($"{input} has {conversations} conversation(s); fine-tuning needs at least 2 (train and val)");
             var valCount = valFraction == 0 ? 0 : Math.Max(1, (int)Math.Round(conversations * valFraction));
             var trainCount = conversations - valCount;
+            if (trainCount == 0)
+                throw new StratusUserException($"--val-fraction {valFraction} holds out all {conversations} conversations of {input} for validation, leaving none to train on; pass a smaller --val-fraction, e.g. 0.1");
             long supervised = 0, valSupervised = 0;
             // Tokens and masks split at the same place: the mask pair is written inside the token pair.
             var (trainTokens, valTokens) = TokenShard.WriteSplit(files, Path.Combine(outputDirectory, DatasetPreparer.TrainShard), Path.Combine(outputDirectory, DatasetPreparer.ValShard), tokenizer.VocabSize, tokens =>

@@ -58,8 +58,10 @@ public sealed record TrainConfig
     /// losses step for step are promised only on the same device).</summary>
     public string Device { get; init; } = ComputeDevice.Cpu;
 
-    /// <summary>The most context a freshly built GPT-2 may be given (learned positions cost
-    /// memory per position); a model loaded with --init-from caps it at its own block size.</summary>
+    /// <summary>The most context a GPT-2 may be given (learned positions cost memory per
+    /// position); a model loaded with --init-from caps it at its own block size. A Llama's rotary
+    /// positions learn nothing: its context is capped only as every model's is
+    /// (<see cref="ModelConfig.Validate"/>), so that one of 128k positions may train on 64k.</summary>
     public const int MaxBlockSize = 32768;
 
     /// <summary>Field by field, without <see cref="FlatJson"/>.</summary>
@@ -135,7 +137,7 @@ public sealed record TrainConfig
     /// from: block_size, where neither the file nor an override gives it, is then
     /// <see cref="InitBlockSize"/> of it rather than the fixed default, and warmup_iters 0.</summary>
     public static TrainConfig Load(string? path, IEnumerable<KeyValuePair<string, string>> overrides, ModelConfig? initFrom = null) =>
-        FromJson(ReadFile(path), path ?? "command line", overrides, initFrom);
+        FromJson(ReadFile(path), path ?? "command line", overrides, initFrom).RequireLoraRankForTargets();
 
     /// <summary><see cref="Load"/> for a run --init-from the model that <paramref name="openModel"/>
     /// opens, the file read once (`--config &lt;(...)`, a pipe, has nothing left to read a second
@@ -148,9 +150,17 @@ public sealed record TrainConfig
         var source = path ?? "command line";
         // Read applies the overrides to the object it is given.
         var (config, keysGiven, _) = Read(file.DeepClone().AsObject(), source, overrides);
-        FineTuneDefaults(config, keysGiven, initFrom: null).ValidateTraining();
+        FineTuneDefaults(config, keysGiven, initFrom: null).RequireLoraRankForTargets().ValidateTraining();
         return FromJson(file, source, overrides, openModel());
     }
+
+    /// <summary>Refuses a new run's lora_targets without a lora_rank: at rank 0 LoRA is off, and
+    /// every weight trained in full, the layers named left without adapters and nothing said. (Not
+    /// in <see cref="Validate"/>: a config a checkpoint stored reads as it was saved.)</summary>
+    TrainConfig RequireLoraRankForTargets() => LoraRank == 0 && !string.IsNullOrWhiteSpace(LoraTargets)
+        ? throw new StratusUserException(s => $"lora_targets {LoraTargets} names layers to adapt, but lora_rank is 0 (LoRA off: every weight would train); " +
+            $"pass {s.Option(Surface.OverridesPrefix + "lora_rank")} 8 (or another rank) to train adapters on them, or leave lora_targets out to train every weight") { Param = "lora_targets" }
+        : this;
 
     static JsonObject ReadFile(string? path)
     {
@@ -288,7 +298,7 @@ public sealed record TrainConfig
 
     public void Validate()
     {
-        ToModelConfig(1).Validate(MaxBlockSize);
+        ToModelConfig(1).Validate(Model.Architecture == "gpt2" ? MaxBlockSize : null);
         ValidateTraining();
     }
 
@@ -298,10 +308,18 @@ public sealed record TrainConfig
         Require(BatchSize > 0, "batch_size", $"batch_size must be positive, got {BatchSize}");
         Require(GradientAccumulationSteps > 0, "gradient_accumulation_steps", $"gradient_accumulation_steps must be positive, got {GradientAccumulationSteps}");
         Require(LearningRate > 0, "learning_rate", $"learning_rate must be positive, got {LearningRate}");
-        Require(MinLr >= 0 && MinLr <= LearningRate, "min_lr", $"min_lr must be in [0, learning_rate={LearningRate}], got {MinLr}");
+        Require(MinLr >= 0, "min_lr", $"min_lr must be non-negative, got {MinLr}");
         Require(MaxIters >= 0, "max_iters", $"max_iters must be non-negative, got {MaxIters}");
         Require(WarmupIters >= 0, "warmup_iters", $"warmup_iters must be non-negative, got {WarmupIters}");
-        Require(LrDecayIters >= WarmupIters, "lr_decay_iters", $"lr_decay_iters ({LrDecayIters}) must be at least warmup_iters ({WarmupIters})");
+        // Only the decay reads them: nanoGPT's own fine-tune (finetune_shakespeare.py) trains at a
+        // constant learning_rate of 3e-5, min_lr left at its default 6e-5.
+        if (DecayLr)
+        {
+            if (MinLr > LearningRate)
+                throw new StratusUserException(s => $"min_lr ({MinLr}) is above learning_rate ({LearningRate}): the cosine decay would raise the learning rate; " +
+                    $"pass {s.Option(Surface.OverridesPrefix + "min_lr")} at most {LearningRate} (nanoGPT's is a tenth of learning_rate), or {s.Option(Surface.OverridesPrefix + "decay_lr")} false for a constant rate") { Param = "min_lr" };
+            Require(LrDecayIters >= WarmupIters, "lr_decay_iters", $"lr_decay_iters ({LrDecayIters}) must be at least warmup_iters ({WarmupIters})");
+        }
         Require(WeightDecay >= 0, "weight_decay", $"weight_decay must be non-negative, got {WeightDecay}");
         Require(Beta1 is >= 0 and < 1, "beta1", $"beta1 must be in [0, 1), got {Beta1}");
         Require(Beta2 is >= 0 and < 1, "beta2", $"beta2 must be in [0, 1), got {Beta2}");

@@ -413,7 +413,8 @@ public sealed class Trainer : IDisposable
             if (evalDue)
             {
                 var (trainLoss, valLoss, valStandardError) = Evaluate();
-                RequireFinite(valLoss, "val");
+                RequireFinite(valLoss, "val loss");
+                RequireFinite(trainLoss, "train loss");
                 var isBest = valLoss < bestValLoss;
                 if (isBest) bestValLoss = valLoss;
                 var evaluation = new JsonObject { ["step"] = step, ["val_loss"] = valLoss, ["eval_train_loss"] = trainLoss, ["elapsed_s"] = clock.Elapsed.TotalSeconds };
@@ -434,7 +435,10 @@ public sealed class Trainer : IDisposable
             }
 
             var report = TrainStep(clock);
-            RequireFinite(report.TrainLoss, "training");
+            RequireFinite(report.TrainLoss, "training loss");
+            // Gradients can overflow while the loss is still a number: AdamW's step has then made
+            // the weights NaN, which the next checkpoint would save over the last good one.
+            RequireFinite(report.GradNorm, "gradient norm");
             var entry = new JsonObject
             {
                 ["step"] = report.Step, ["train_loss"] = report.TrainLoss, ["lr"] = report.LearningRate, ["grad_norm"] = report.GradNorm,
@@ -535,13 +539,17 @@ public sealed class Trainer : IDisposable
         if (device.type == DeviceType.CUDA) torch.cuda.manual_seed_all(seed);
     }
 
-    /// <summary>Stops a run whose loss is no longer a number before anything is written from its
-    /// weights: the checkpoints on disk are from before.</summary>
-    void RequireFinite(double loss, string which)
+    /// <summary>Stops a run whose loss or gradient norm (<paramref name="what"/>) is no longer a
+    /// number before anything is written from its weights: the checkpoints on disk are from before.</summary>
+    void RequireFinite(double value, string what)
     {
-        if (!double.IsFinite(loss))
-            throw new StratusUserException($"the {which} loss is {loss} at step {step}: training diverged; lower --learning-rate or set --grad-clip, " +
-                $"then resume from the last checkpoint (`stratus train --resume {runDirectory} --learning-rate ...`) or start again");
+        if (double.IsFinite(value)) return;
+        // A run that diverges early (a learning rate too high) often does so before its first
+        // checkpoint, and then has none to resume from.
+        var then = Checkpoint.Exists(runDirectory)
+            ? $"then resume from the last checkpoint (`stratus train --resume {runDirectory} --learning-rate ...`) or start again"
+            : "then start the run again: it has saved no checkpoint to resume from";
+        throw new StratusUserException($"the {what} is {value} at step {step}: training diverged; lower --learning-rate or set --grad-clip, {then}");
     }
 
     /// <summary>Mean loss over eval_iters batches of train and of val, without dropout, and the

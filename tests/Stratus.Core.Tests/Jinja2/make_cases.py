@@ -25,7 +25,7 @@ CLOCK = datetime.datetime(2026, 3, 5, 15, 4, 5)  # what the C# tests' fixed cloc
 
 # transformers' environment (utils/chat_template_utils.py _compile_jinja_template).
 env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-env.filters["tojson"] = lambda x, indent=None, separators=None, sort_keys=False: json.dumps(x, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys)
+env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 env.globals["raise_exception"] = lambda message: (_ for _ in ()).throw(jinja2.exceptions.TemplateError(message))
 env.globals["strftime_now"] = lambda fmt: CLOCK.strftime(fmt)
 
@@ -215,6 +215,11 @@ CASES = [
     ("undefined called", "{{ x() }}", {}),
     ("undefined as an integer", "{{ x | int }}", {}),
     ("undefined as JSON", "{{ x | tojson }}", {}),
+    # tojson is transformers' (x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    # GLM's templates write tojson(ensure_ascii=False); a first positional argument is ensure_ascii.
+    ("tojson's arguments", "{{ d | tojson(ensure_ascii=False) }}|{{ d | tojson(4) }}|{{ d | tojson(true, 1) }}|{{ d | tojson(sort_keys=true, separators=(',', ':')) }}|{{ d | tojson(indent='  ', separators=[';', '=']) }}|{{ d | tojson(indent=0) }}|{{ [{}, []] | tojson(indent=2) }}", {"d": {"z\u00e9": ["\U0001f600 \u007f <&>", 1.5, None], "a": {"b": True}}}),
+    ("tojson with an unknown argument", "{{ 1 | tojson(ascii=true) }}", {}),
+    ("tojson with three separators", "{{ 1 | tojson(separators=(',', ':', ';')) }}", {}),
     ("a missing key as JSON", "{{ d.b | tojson }}", {"d": {"a": 1}}),
     ("undefined dictsorted", "{{ x | dictsort }}", {}),
     ("items of undefined", "{% for k, v in x | items %}{{ k }}{% endfor %}ok", {}),

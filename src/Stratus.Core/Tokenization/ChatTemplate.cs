@@ -9,7 +9,11 @@
 // assistant's turn, and the eos token.
 namespace Stratus.Tokenization;
 
-public sealed record ChatMessageText(string Role, string Content)
+/// <param name="Content">The message's text; null where it has none (OpenAI's null content of an
+/// assistant's message that only calls tools), which a template reads as none, as transformers'
+/// apply_chat_template and vLLM pass it: DeepSeek R1's templates write a message's tool calls only
+/// where its content is none.</param>
+public sealed record ChatMessageText(string Role, string? Content)
 {
     /// <summary>The calls an assistant's message made (OpenAI's tool_calls); null where none.</summary>
     public IReadOnlyList<ChatToolCall>? ToolCalls { get; init; }
@@ -45,6 +49,7 @@ public sealed class ChatTemplate
     const string ReplySentinel = "Stratus-reply-sentinel";
 
     readonly JinjaTemplate template;
+    readonly CallTurn callTurn;
 
     /// <summary>Parses a template; a construct outside the supported subset is refused here,
     /// not at the first request.</summary>
@@ -56,8 +61,20 @@ public sealed class ChatTemplate
         BosToken = bosToken;
         EosToken = eosToken;
         Kind = kind;
+        callTurn = DeriveCallTurn();
         EndOfTurn = DeriveEndOfTurn();
     }
+
+    /// <summary>How the template reads an assistant's turn that calls tools. transformers passes
+    /// messages as they are given, and each template was written for one shape: the content of a
+    /// turn of calls alone none, as OpenAI's clients send it and vLLM passes it (DeepSeek R1's
+    /// templates write the calls only then), or "" (a ChatML template adds it to text, which none
+    /// would make an error); the arguments an object, as transformers documents them (Llama 3.1's
+    /// and Hermes' templates write them with tojson), or the JSON text (DeepSeek's and functionary's
+    /// add them to text).</summary>
+    /// <param name="NoneForNoContent">Whether a message without content gives the template none, not "".</param>
+    /// <param name="ArgumentsAsText">Whether a call's arguments are the JSON text, not an object.</param>
+    readonly record struct CallTurn(bool NoneForNoContent, bool ArgumentsAsText);
 
     public string Source { get; }
     public string BosToken { get; }
@@ -147,18 +164,21 @@ public sealed class ChatTemplate
     /// <param name="tools">The tools the model may call, each {"type": "function", "function":
     /// {...}} as the API has them; the template sees them as `tools` (none: None), as transformers'
     /// apply_chat_template(tools=...) and vLLM pass them.</param>
-    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false, IReadOnlyList<System.Text.Json.JsonElement>? tools = null)
+    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false, IReadOnlyList<System.Text.Json.JsonElement>? tools = null) =>
+        Render(messages, addGenerationPrompt, continueFinalMessage, tools, callTurn);
+
+    string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt, bool continueFinalMessage, IReadOnlyList<System.Text.Json.JsonElement>? tools, CallTurn turn)
     {
         // transformers and vLLM refuse the pair: a header for a new reply and an open last message contradict.
         if (continueFinalMessage && addGenerationPrompt)
             throw new StratusUserException("continue_final_message and add_generation_prompt cannot both be true: set add_generation_prompt to false to continue the final message");
-        if (continueFinalMessage && messages.Count == 0) throw new StratusUserException("continue_final_message needs a final message to continue");
+        if (continueFinalMessage && messages is [] or [.., { Content: null }]) throw new StratusUserException("continue_final_message needs a final message with content to continue");
         string text;
         try
         {
             text = template.Render(new Dictionary<string, object?>
             {
-                ["messages"] = messages.Select(Variable).ToList(),
+                ["messages"] = messages.Select(m => Variable(m, turn)).ToList(),
                 ["tools"] = tools is { Count: > 0 } ? tools.Select(t => JinjaTemplate.FromJson(t)).ToList() : null,
                 ["add_generation_prompt"] = addGenerationPrompt,
                 ["bos_token"] = BosToken,
@@ -166,25 +186,26 @@ public sealed class ChatTemplate
             });
         }
         catch (JinjaException e) { throw new StratusUserException($"the chat template could not render this conversation: {e.Message}"); }
-        return continueFinalMessage ? CutAfter(text, messages[^1].Content) : text;
+        return continueFinalMessage ? CutAfter(text, messages[^1].Content!) : text;
     }
 
     public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt, bool continueFinalMessage = false) =>
         Render(messages.Select(m => new ChatMessageText(m.Role, m.Content)).ToList(), addGenerationPrompt, continueFinalMessage);
 
-    /// <summary>A message as templates read it: role and content, an assistant's tool_calls
-    /// ({"id", "type": "function", "function": {"name", "arguments"}}, the arguments parsed into an
-    /// object, as vLLM gives them, so that a template writes them with tojson) and a tool
-    /// message's tool_call_id.</summary>
-    static object? Variable(ChatMessageText message)
+    /// <summary>A message as templates read it: role and content (none or "" where it has none,
+    /// as the template takes it), an assistant's tool_calls ({"id", "type": "function", "function":
+    /// {"name", "arguments"}}, the arguments an object or their JSON text, as the template takes
+    /// them) and a tool message's tool_call_id.</summary>
+    static object? Variable(ChatMessageText message, CallTurn turn)
     {
-        var variable = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = message.Content };
+        var content = message.Content ?? (turn.NoneForNoContent ? null : "");
+        var variable = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = content };
         if (message.ToolCalls is { Count: > 0 } calls)
             variable["tool_calls"] = calls.Select(call => (object?)new Dictionary<string, object?>
             {
                 ["id"] = call.Id,
                 ["type"] = "function",
-                ["function"] = new Dictionary<string, object?> { ["name"] = call.Name, ["arguments"] = Arguments(call) },
+                ["function"] = new Dictionary<string, object?> { ["name"] = call.Name, ["arguments"] = turn.ArgumentsAsText ? call.Arguments : Arguments(call) },
             }).ToList();
         if (message.ToolCallId is { } id) variable["tool_call_id"] = id;
         return variable;
@@ -238,6 +259,30 @@ public sealed class ChatTemplate
         if (text.Length == 0 || !tokenizer.HasSpecialToken(text)) return null;
         var ids = tokenizer.Encode(text);
         return ids.Length == 1 ? ids[0] : null;
+    }
+
+    /// <summary>The first shape of a turn of calls, in transformers' and vLLM's order (none, then
+    /// an object), in which the template renders a call and its result; where it renders none,
+    /// that order's first, and the conversation's own render says what fails.</summary>
+    CallTurn DeriveCallTurn()
+    {
+        List<ChatMessageText> probe =
+        [
+            new("user", "Hi"),
+            new("assistant", null) { ToolCalls = [new ChatToolCall("call12345", "probe", "{\"a\": 1}")] },
+            new("tool", "1") { ToolCallId = "call12345" },
+        ];
+        CallTurn[] shapes = [new(true, false), new(true, true), new(false, false), new(false, true)];
+        foreach (var shape in shapes)
+        {
+            try
+            {
+                Render(probe, addGenerationPrompt: true, continueFinalMessage: false, tools: null, shape);
+                return shape;
+            }
+            catch (StratusUserException) { }
+        }
+        return shapes[0];
     }
 
     /// <summary>What the template writes after a reply that ends the conversation, as

@@ -262,6 +262,21 @@ public sealed class HuggingFaceTests
     }
 
     [Fact]
+    public void A_folder_s_chat_template_jinja_is_the_template_over_tokenizer_config_s_as_transformers_loads_it()
+    {
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        var (original, _) = WriteHfLlama(hf, shards: 1);
+        foreach (var t in original.Values) t.Dispose();
+        // save_pretrained writes the template beside tokenizer_config.json, which then has none.
+        const string Own = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}";
+        File.WriteAllText(Path.Combine(hf, "chat_template.jinja"), Own);
+        var imported = HuggingFace.Import(hf, temp.File("run"));
+        Assert.True(imported.HasChatTemplate);
+        Assert.Equal("<user>hi", ChatTemplate.TryLoad(temp.File("run"))!.Render([("user", "hi")], addGenerationPrompt: true));
+    }
+
+    [Fact]
     public void Bad_folders_are_refused_with_one_clear_message()
     {
         using var temp = new TempDirectory();

@@ -57,7 +57,9 @@ public static class HuggingFace
         using var model = ReadModel(hfDirectory, config);
 
         var extra = new Dictionary<string, string>();
-        if (tokenizer.ChatTemplate is { } template) extra[ChatTemplate.FileName] = template;
+        // As transformers loads it: the folder's chat_template.jinja (where save_pretrained has
+        // written the template since transformers 4.47) over tokenizer_config.json's.
+        if ((ChatTemplate.Find(hfDirectory) ?? tokenizer.ChatTemplate) is { } template) extra[ChatTemplate.FileName] = template;
         Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: extra);
         return new ImportedModel(checkpoint, config, tokenizer, architecture, extra.Count > 0);
     }

@@ -1,5 +1,5 @@
 // How chat messages become one prompt. A model's own Jinja template (Hugging Face's
-// tokenizer_config.json "chat_template", or the one its fine-tuning data was rendered with:
+// chat_template.jinja, else tokenizer_config.json's "chat_template", or the one its fine-tuning data was rendered with:
 // `prepare --chat-template`) is stored with it as chat_template.jinja and rendered with the
 // Jinja subset in Jinja.cs. A model without one gets a template derived from its
 // tokenizer: ChatML when the vocabulary has <|im_start|>/<|im_end|> as tokens, otherwise a plain
@@ -305,7 +305,7 @@ public sealed record UnsupportedChatTemplate(string Path, string Reason)
 {
     /// <summary>How to give such a model a template Stratus renders: the stored one is under the
     /// checkpoint's manifest, so it cannot be edited in place.</summary>
-    public const string Fix = "import it again with a chat_template Stratus supports in the Hugging Face folder's tokenizer_config.json, " +
+    public const string Fix = "import it again with a template Stratus supports in the Hugging Face folder's chat_template.jinja, " +
         "or fine-tune it in one with `stratus prepare --format chat --chat-template <file>`";
 
     public string Message => $"{Path}: {Reason}";

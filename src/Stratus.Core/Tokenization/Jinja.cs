@@ -37,7 +37,9 @@
 // Undefined is jinja2's default Undefined, which transformers keeps: a missing name, key, attribute
 // or element prints as nothing, is false and empty, but an attribute or item of it, arithmetic or
 // ordering with it, calling it or writing it as JSON is an error in jinja2's words ('x' is
-// undefined, 'dict object' has no attribute 'b').
+// undefined, 'dict object' has no attribute 'b'). none, unlike it, is no sequence: a loop over
+// none, its length or a search in it is an error, as in jinja2 (select, reject and map read any
+// false value as no items, as jinja2's do).
 // An error names the template's line (that of the innermost tag where it happened).
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
 // sizes, range(), a format's precision (10,000 digits, in JinjaPrintf.cs) and the work done

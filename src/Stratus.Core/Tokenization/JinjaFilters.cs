@@ -52,7 +52,7 @@ public sealed partial class JinjaTemplate
             "title" => (v, _, _) => TitleFilter(ToText(v)),
             "replace" => (v, args, budget) => args is [var old, var replacement] ? Replace(ToText(v), ToText(old), ToText(replacement), budget) : throw new JinjaException("|replace takes the text to replace and its replacement"),
             "indent" => (v, args, _) => IndentLines(ToText(v), args),
-            "length" or "count" => (v, _, _) => v switch { string s => (long)s.Length, System.Collections.ICollection c => (long)c.Count, _ => 0L },
+            "length" or "count" => (v, _, _) => v switch { string s => (long)s.Length, System.Collections.ICollection c => (long)c.Count, Undefined => 0L, _ => throw new JinjaException($"{Describe(v)} has no length") },
             "string" => (v, _, _) => ToText(v),
             // Markup in Jinja, which prints as the text itself: there is no autoescaping here.
             "safe" => (v, _, _) => ToText(v),
@@ -83,11 +83,12 @@ public sealed partial class JinjaTemplate
                 Undefined => [],
                 _ => throw new JinjaException($"|items takes a mapping, not {Describe(v)}"),
             },
-            "select" or "reject" => (v, args, budget) => Select(Iterate(v), args, attribute: null, keep: name == "select", budget),
+            // These three read a false value (none, 0, "") as no items, as jinja2's do.
+            "select" or "reject" => (v, args, budget) => Select(Items(v), args, attribute: null, keep: name == "select", budget),
             "selectattr" or "rejectattr" => (v, args, budget) => args is [string attribute, .. var test]
-                ? Select(Iterate(v), test, attribute, keep: name == "selectattr", budget)
+                ? Select(Items(v), test, attribute, keep: name == "selectattr", budget)
                 : throw new JinjaException($"|{name} takes an attribute's name, then optionally a test and its argument"),
-            "map" => (v, args, budget) => Map(Iterate(v), args, budget),
+            "map" => (v, args, budget) => Map(Items(v), args, budget),
             "sort" => (v, args, budget) => Bind("sort", args, ("reverse", false), ("case_sensitive", false), ("attribute", null))
                 is [var reverse, var caseSensitive, var attribute] ? Sort(Iterate(v), SortKey(attribute, Truthy(caseSensitive), multiple: true), Truthy(reverse), budget) : null,
             "unique" => (v, args, budget) => Bind("unique", args, ("case_sensitive", false), ("attribute", null)) is [var caseSensitive, var attribute]
@@ -149,6 +150,8 @@ public sealed partial class JinjaTemplate
                 item = Index(item, long.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out var at) ? at : part);
             return item;
         }
+
+        static IEnumerable<object?> Items(object? v) => Truthy(v) ? Iterate(v) : [];
 
         /// <summary>A filter's arguments, by position then by keyword, in the order of its
         /// parameters, each its default where not given; anything else refused by name.</summary>

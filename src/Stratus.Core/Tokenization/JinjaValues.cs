@@ -287,9 +287,11 @@ public sealed partial class JinjaTemplate
         /// position: spent up front, so a search of a long text for a long pattern stops.</summary>
         static void SpendOnSearch(Budget budget, string within, string what) => budget.Spend((long)within.Length * Math.Max(1, what.Length));
 
+        /// <summary>A value's items as Python iterates them; an undefined value has none, but none
+        /// (a template's "for tool in tools" without tools) cannot be iterated, as in jinja2.</summary>
         public static IEnumerable<object?> Iterate(object? v) => v switch
         {
-            null or Undefined => [],
+            Undefined => [],
             string s => s.Select(c => (object?)c.ToString()),
             IDictionary<string, object?> d => d.Keys,
             IEnumerable<object?> list => list,
@@ -385,8 +387,12 @@ public sealed partial class JinjaTemplate
                         if (Equal(x, item)) return true;
                     }
                     return false;
-                default:
+                case string:
+                    throw new JinjaException($"'in' a string needs a string, not {Describe(item)}");
+                case Undefined:
                     return false;
+                default:
+                    throw new JinjaException($"cannot look for a value in {Describe(container)}");
             }
         }
 

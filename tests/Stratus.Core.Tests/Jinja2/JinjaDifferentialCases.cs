@@ -135,6 +135,13 @@ static class JinjaDifferentialCases
         { "items of undefined", "{% for k, v in x | items %}{{ k }}{% endfor %}ok", "{}", "ok", null },
         { "items of a string", "{% for k, v in 'ab' | items %}{{ k }}{% endfor %}", "{}", null, null },  // jinja2: TypeError: Can only get item pairs from a mapping.
         { "items of none", "{% for k, v in none | items %}{{ k }}{% endfor %}", "{}", null, null },  // jinja2: TypeError: Can only get item pairs from a mapping.
+        { "a loop over none", "{% for t in tools %}{{ t }}{% endfor %}", "{\"tools\": null}", null, null },  // jinja2: TypeError: 'NoneType' object is not iterable
+        { "a loop over none with else", "{% for t in none %}{% else %}e{% endfor %}", "{}", null, null },  // jinja2: TypeError: 'NoneType' object is not iterable
+        { "the length of none", "{{ none | length }}", "{}", null, null },  // jinja2: TypeError: object of type 'NoneType' has no len()
+        { "the length of a number", "{{ 3 | length }}", "{}", null, null },  // jinja2: TypeError: object of type 'int' has no len()
+        { "in none", "{{ 1 in none }}", "{}", null, null },  // jinja2: TypeError: argument of type 'NoneType' is not iterable
+        { "a number in a string", "{{ 1 in '123' }}", "{}", null, null },  // jinja2: TypeError: 'in <string>' requires string as left operand, not int
+        { "none's items filtered and mapped", "{{ none | selectattr('a') | list }}{{ none | reject | list }}{{ 0 | map('upper') | list }}{{ '' | select | list }}{{ x | length }}{{ 'a' in x }}{% for i in x %}{{ i }}{% endfor %}{{ x | list }}", "{}", "[][][][]0False[]", null },
         { "raw", "{% raw %}{{ x }}{% if %}{# c #}{% endraw %}|{{ 1 }}", "{}", "{{ x }}{% if %}{# c #}|1", null },
         { "raw with whitespace control", "a  {%- raw -%}  {{ b }}  {%- endraw -%}  c\n  {% raw %}\nd{% endraw %}\ne", "{}", "a{{ b }}c\n\nde", null },
         { "raw spanning lines", "{% for i in range(2) %}{% raw %}\n{{ i }}\n{% endraw %}{{ i }}{% endfor %}", "{}", "\n{{ i }}\n0\n{{ i }}\n1", null },

@@ -225,6 +225,16 @@ CASES = [
     ("items of undefined", "{% for k, v in x | items %}{{ k }}{% endfor %}ok", {}),
     ("items of a string", "{% for k, v in 'ab' | items %}{{ k }}{% endfor %}", {}),
     ("items of none", "{% for k, v in none | items %}{{ k }}{% endfor %}", {}),
+    # none is no sequence: a loop over it, its length or a search in it is an error (a tool-use
+    # template's "for tool in tools" without tools), while an undefined value has no items, and
+    # select, reject and map read any false value as none.
+    ("a loop over none", "{% for t in tools %}{{ t }}{% endfor %}", {"tools": None}),
+    ("a loop over none with else", "{% for t in none %}{% else %}e{% endfor %}", {}),
+    ("the length of none", "{{ none | length }}", {}),
+    ("the length of a number", "{{ 3 | length }}", {}),
+    ("in none", "{{ 1 in none }}", {}),
+    ("a number in a string", "{{ 1 in '123' }}", {}),
+    ("none's items filtered and mapped", "{{ none | selectattr('a') | list }}{{ none | reject | list }}{{ 0 | map('upper') | list }}{{ '' | select | list }}{{ x | length }}{{ 'a' in x }}{% for i in x %}{{ i }}{% endfor %}{{ x | list }}", {}),
     # {% raw %}: its text is written as it is, tags and all; whitespace control applies to its own tags.
     ("raw", "{% raw %}{{ x }}{% if %}{# c #}{% endraw %}|{{ 1 }}", {}),
     ("raw with whitespace control", "a  {%- raw -%}  {{ b }}  {%- endraw -%}  c\n  {% raw %}\nd{% endraw %}\ne", {}),

@@ -380,7 +380,9 @@ public static class HuggingFace
             ["eos_token"] = eos is { } e ? vocabulary.Tokens[e] : null,
             ["model_max_length"] = c.BlockSize,
         };
-        if (ChatTemplate.Find(checkpoint.Directory) is { } template) tokenizerConfig["chat_template"] = template;
+        // The imported list of named templates (default and tool_use) stays as it came while its
+        // default is the model's; another template replaces it.
+        if (ChatTemplate.Find(checkpoint.Directory) is { } template && template != (tokenizer as HfTokenizer)?.ChatTemplate) tokenizerConfig["chat_template"] = template;
         WriteJson(outputDirectory, "tokenizer_config.json", tokenizerConfig);
     }
 

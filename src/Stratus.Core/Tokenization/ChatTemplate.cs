@@ -47,22 +47,37 @@ public sealed class ChatTemplate
     // An assistant reply that no template rewrites (no whitespace to strip or trim), to find
     // what the template writes after one.
     const string ReplySentinel = "Stratus-reply-sentinel";
+    static readonly System.Text.Json.JsonElement[] ProbeTools =
+        [System.Text.Json.JsonDocument.Parse("""{"type": "function", "function": {"name": "probe", "description": "A probe.", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}}""").RootElement];
 
-    readonly JinjaTemplate template;
-    readonly CallTurn callTurn;
+    readonly Compiled chat;
+    readonly Compiled? toolUse;
+
+    /// <summary>A template ready to render, with the shape of a turn of calls it takes.</summary>
+    sealed record Compiled(JinjaTemplate Template, CallTurn Turn);
 
     /// <summary>Parses a template; a construct outside the supported subset is refused here,
     /// not at the first request.</summary>
-    public ChatTemplate(string source, string bosToken = "", string eosToken = "", string kind = Own)
+    /// <param name="toolUseSource">The template the model renders a chat with tools in, where it
+    /// names one apart ("tool_use"), as transformers and vLLM choose it; null: <paramref name="source"/> does.</param>
+    public ChatTemplate(string source, string bosToken = "", string eosToken = "", string kind = Own, string? toolUseSource = null)
     {
-        try { template = new JinjaTemplate(source); }
-        catch (JinjaException e) { throw new StratusUserException($"the chat template cannot be used: {e.Message}"); }
         Source = source;
+        ToolsSource = toolUseSource ?? source;
         BosToken = bosToken;
         EosToken = eosToken;
         Kind = kind;
-        callTurn = DeriveCallTurn();
+        chat = Compile(source, "the chat template");
+        if (toolUseSource is not null) toolUse = Compile(toolUseSource, "the chat template for tools (tool_use)");
         EndOfTurn = DeriveEndOfTurn();
+    }
+
+    Compiled Compile(string source, string what)
+    {
+        JinjaTemplate parsed;
+        try { parsed = new JinjaTemplate(source); }
+        catch (JinjaException e) { throw new StratusUserException($"{what} cannot be used: {e.Message}"); }
+        return new Compiled(parsed, DeriveCallTurn(parsed));
     }
 
     /// <summary>How the template reads an assistant's turn that calls tools. transformers passes
@@ -77,6 +92,8 @@ public sealed class ChatTemplate
     readonly record struct CallTurn(bool NoneForNoContent, bool ArgumentsAsText);
 
     public string Source { get; }
+    /// <summary>The template a chat with tools renders in: the model's tool_use one, else <see cref="Source"/>.</summary>
+    public string ToolsSource { get; }
     public string BosToken { get; }
     public string EosToken { get; }
     /// <summary>"model" for the model's own template, else "chatml" or "plain".</summary>
@@ -136,7 +153,10 @@ public sealed class ChatTemplate
     public static ChatTemplate Of(string source, ITokenizer tokenizer)
     {
         var (bos, eos) = SpecialTokens(tokenizer);
-        return new ChatTemplate(source, bos, eos);
+        // Its tool_use template goes with the default it was published beside, not with another
+        // template the model was fine-tuned into.
+        var toolUse = tokenizer is HfTokenizer hf && hf.ChatTemplate == source ? hf.ToolUseChatTemplate : null;
+        return new ChatTemplate(source, bos, eos, toolUseSource: toolUse);
     }
 
     /// <summary>The template source stored in a checkpoint folder, or null.</summary>
@@ -164,10 +184,13 @@ public sealed class ChatTemplate
     /// <param name="tools">The tools the model may call, each {"type": "function", "function":
     /// {...}} as the API has them; the template sees them as `tools` (none: None), as transformers'
     /// apply_chat_template(tools=...) and vLLM pass them.</param>
-    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false, IReadOnlyList<System.Text.Json.JsonElement>? tools = null) =>
-        Render(messages, addGenerationPrompt, continueFinalMessage, tools, callTurn);
+    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false, IReadOnlyList<System.Text.Json.JsonElement>? tools = null)
+    {
+        var (template, turn) = tools is { Count: > 0 } && toolUse is { } forTools ? forTools : chat;
+        return Render(template, messages, addGenerationPrompt, continueFinalMessage, tools, turn);
+    }
 
-    string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt, bool continueFinalMessage, IReadOnlyList<System.Text.Json.JsonElement>? tools, CallTurn turn)
+    string Render(JinjaTemplate template, IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt, bool continueFinalMessage, IReadOnlyList<System.Text.Json.JsonElement>? tools, CallTurn turn)
     {
         // transformers and vLLM refuse the pair: a header for a new reply and an open last message contradict.
         if (continueFinalMessage && addGenerationPrompt)
@@ -263,8 +286,9 @@ public sealed class ChatTemplate
 
     /// <summary>The first shape of a turn of calls, in transformers' and vLLM's order (none, then
     /// an object), in which the template renders a call and its result; where it renders none,
-    /// that order's first, and the conversation's own render says what fails.</summary>
-    CallTurn DeriveCallTurn()
+    /// that order's first, and the conversation's own render says what fails. The tool the call
+    /// is offered with lets a template for tools (one that loops over them) render it.</summary>
+    CallTurn DeriveCallTurn(JinjaTemplate template)
     {
         List<ChatMessageText> probe =
         [
@@ -277,7 +301,7 @@ public sealed class ChatTemplate
         {
             try
             {
-                Render(probe, addGenerationPrompt: true, continueFinalMessage: false, tools: null, shape);
+                Render(template, probe, addGenerationPrompt: true, continueFinalMessage: false, ProbeTools, shape);
                 return shape;
             }
             catch (StratusUserException) { }

@@ -312,9 +312,14 @@ public sealed class HuggingFaceTests
         // save_pretrained writes the template beside tokenizer_config.json, which then has none.
         const string Own = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}";
         File.WriteAllText(Path.Combine(hf, "chat_template.jinja"), Own);
+        // A named one beside it, as save_pretrained writes tool_use: what a chat with tools renders in.
+        Directory.CreateDirectory(Path.Combine(hf, "additional_chat_templates"));
+        File.WriteAllText(Path.Combine(hf, "additional_chat_templates", "tool_use.jinja"), "{{ tools | length }} tools|" + Own);
         var imported = HuggingFace.Import(hf, temp.File("run"));
         Assert.True(imported.HasChatTemplate);
-        Assert.Equal("<user>hi", ChatTemplate.TryLoad(temp.File("run"))!.Render([("user", "hi")], addGenerationPrompt: true));
+        var template = ChatTemplate.TryLoad(temp.File("run"))!;
+        Assert.Equal("<user>hi", template.Render([("user", "hi")], addGenerationPrompt: true));
+        Assert.Equal("2 tools|<user>hi", template.Render([new ChatMessageText("user", "hi")], tools: ChatTemplateTests.WeatherTools));
     }
 
     [Fact]

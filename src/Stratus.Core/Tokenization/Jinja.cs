@@ -4,7 +4,8 @@
 // {% continue %} (the loopcontrols transformers enables), loop.cycle() and loop.changed(), recursive
 // loops ({% for x in xs recursive %} with loop(x.children)), {% set %} (also namespace attributes,
 // unpacking "a, b = pair", and {% set x | filter %}...{% endset %} blocks), {% filter %} blocks,
-// {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs) and {% call %}
+// {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs, a macro read
+// as a value and called, arguments spread from a list: fs[i](*args)) and {% call %}
 // with caller() (and its arguments: {% call(item) m() %}), {% raw %}, transformers' {% generation %},
 // comments, whitespace control ({%- -%},
 // and {%+ +%}, which keep what lstrip_blocks / trim_blocks would remove) and the trim_blocks /

@@ -264,6 +264,13 @@ CASES = [
     ("break in a filter block", "{% for i in range(3) %}{% filter upper %}x{{ i }}{% if i == 1 %}{% break %}{% endif %}{% endfilter %}{% endfor %}", {}),
     ("a filter block without a filter", "{% filter %}a{% endfilter %}", {}),
     ("a filter block of an unknown filter", "{% filter nope %}a{% endfilter %}", {}),
+    # A macro read as a value (an item of a list) and called, its arguments spread from a list
+    # (*items), as AI21 Jamba's templates call macros_to_call[i](*params_for_macros[i]).
+    ("macros called from a list with spread arguments", "{% macro a(x, y='d') %}[{{ x }}{{ y }}]{% endmacro %}{% macro b(x) %}<{{ x }}>{% endmacro %}{% set fs = [a, b] %}{% set ps = [[1, 2], [3]] %}{% for i in range(2) %}{{ fs[i](*ps[i]) }}{% endfor %}{{ a(*[5]) }}{{ a(*'xy') }}{{ a(0, *[]) }}{{ (fs | last)(4) }}", {}),
+    ("a number called", "{% set x = [1] %}{{ x[0]() }}", {}),
+    ("an undefined value called", "{{ x[0](1) }}", {}),
+    ("too many spread arguments", "{% macro a(x) %}{{ x }}{% endmacro %}{{ a(*[1, 2]) }}", {}),
+    ("spread arguments to a function", "{{ range(*[3]) | list }}", {}, "*arguments are given only to a macro"),
     # Real templates' styles with tools (the C# tests' templates), with a fixed clock.
     ("Llama 3.1 style, one call", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
     ("Llama 3.1 style, no tools", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"][:2], tools=None, add_generation_prompt=True)),

@@ -115,6 +115,25 @@ public sealed class HuggingFaceTests
     }
 
     [Fact]
+    public void A_chat_with_tools_renders_in_the_template_tokenizer_config_names_tool_use_as_transformers_chooses_it()
+    {
+        // Written for this test: the default template knows nothing of tools, the tool_use one lists them.
+        const string Default = "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}";
+        const string ForTools = "{% for t in tools %}<tool>{{ t.function.name }}</tool>{% endfor %}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}Call as <tool_call>{}</tool_call>";
+        var tokenizer = HfTokenizer.FromHuggingFace((JsonObject)JsonNode.Parse(SmallTokenizer)!, new JsonObject
+        {
+            ["chat_template"] = new JsonArray(new JsonObject { ["name"] = "default", ["template"] = Default }, new JsonObject { ["name"] = "tool_use", ["template"] = ForTools }),
+        });
+        var template = ChatTemplate.Of(tokenizer.ChatTemplate!, tokenizer);
+        Assert.Equal("[user]Hi", template.Render([new ChatMessageText("user", "Hi")]));
+        Assert.Equal("<tool>get_weather</tool><tool>get_time</tool>[user]HiCall as <tool_call>{}</tool_call>", template.Render([new ChatMessageText("user", "Hi")], tools: ChatTemplateTests.WeatherTools));
+        // "auto" reads the model's text with the parser the template for tools calls for.
+        Assert.IsType<Stratus.Inference.HermesToolCallParser>(Stratus.Inference.ToolCallParser.For(template));
+        // A model fine-tuned into another template has no tool_use template of its base's.
+        Assert.Equal("[user]Hi.", ChatTemplate.Of(Default + ".", tokenizer).Render([new ChatMessageText("user", "Hi")], tools: ChatTemplateTests.WeatherTools));
+    }
+
+    [Fact]
     public void A_malformed_tokenizer_config_json_is_refused_naming_the_field()
     {
         var json = (JsonObject)JsonNode.Parse(SmallTokenizer)!;
@@ -259,6 +278,48 @@ public sealed class HuggingFaceTests
         var config = JsonNode.Parse(File.ReadAllText(temp.File("out/tokenizer_config.json")))!;
         Assert.Equal(ChatTemplateTests.ChatMl, (string?)config["chat_template"]);
         foreach (var t in original.Values) t.Dispose();
+    }
+
+    [Fact]
+    public void A_model_s_tool_use_template_is_imported_served_for_chats_with_tools_and_exported()
+    {
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        var (original, _) = WriteHfLlama(hf, shards: 1);
+        foreach (var t in original.Values) t.Dispose();
+        // Written for this test in the style of Hermes 3's pair: ChatML, and ChatML with the tools first.
+        const string ForTools = "{{ '<tools>' + tools | map(attribute='function.name') | join(',') + '</tools>' }}" + ChatTemplateTests.ChatMl;
+        var named = new JsonArray(new JsonObject { ["name"] = "default", ["template"] = ChatTemplateTests.ChatMl }, new JsonObject { ["name"] = "tool_use", ["template"] = ForTools });
+        var configPath = Path.Combine(hf, "tokenizer_config.json");
+        var tokenizerConfig = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        tokenizerConfig["chat_template"] = named.DeepClone();
+        File.WriteAllText(configPath, tokenizerConfig.ToJsonString());
+        HuggingFace.Import(hf, temp.File("run"));
+        var template = ChatTemplate.TryLoad(temp.File("run"))!;
+        Assert.Equal("<|im_start|>user\nhi<|im_end|>\n", template.Render([("user", "hi")], addGenerationPrompt: false));
+        Assert.Equal("<tools>get_weather,get_time</tools><|im_start|>user\nhi<|im_end|>\n", template.Render([new ChatMessageText("user", "hi")], addGenerationPrompt: false, tools: ChatTemplateTests.WeatherTools));
+        HuggingFace.Export(temp.File("run"), temp.File("out"), ScalarType.BFloat16);
+        Assert.True(JsonNode.DeepEquals(named, JsonNode.Parse(File.ReadAllText(temp.File("out/tokenizer_config.json")))!["chat_template"]));
+    }
+
+    [Fact]
+    public void A_folder_s_chat_template_jinja_is_the_template_over_tokenizer_config_s_as_transformers_loads_it()
+    {
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        var (original, _) = WriteHfLlama(hf, shards: 1);
+        foreach (var t in original.Values) t.Dispose();
+        // save_pretrained writes the template beside tokenizer_config.json, which then has none.
+        const string Own = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}";
+        File.WriteAllText(Path.Combine(hf, "chat_template.jinja"), Own);
+        // A named one beside it, as save_pretrained writes tool_use: what a chat with tools renders in.
+        Directory.CreateDirectory(Path.Combine(hf, "additional_chat_templates"));
+        File.WriteAllText(Path.Combine(hf, "additional_chat_templates", "tool_use.jinja"), "{{ tools | length }} tools|" + Own);
+        var imported = HuggingFace.Import(hf, temp.File("run"));
+        Assert.True(imported.HasChatTemplate);
+        var template = ChatTemplate.TryLoad(temp.File("run"))!;
+        Assert.Equal("<user>hi", template.Render([("user", "hi")], addGenerationPrompt: true));
+        Assert.Equal("2 tools|<user>hi", template.Render([new ChatMessageText("user", "hi")], tools: ChatTemplateTests.WeatherTools));
     }
 
     [Fact]

@@ -48,7 +48,8 @@ public static class HuggingFace
         var hfConfig = ReadObject(hfDirectory, "config.json", required: true)!;
         var (config, architecture) = ToModelConfig(hfConfig, hfDirectory);
         var tokenizerJson = ReadObject(hfDirectory, "tokenizer.json", required: true)!;
-        var tokenizer = HfTokenizer.FromHuggingFace(tokenizerJson, ReadObject(hfDirectory, "tokenizer_config.json", required: false), config.VocabSize,
+        var tokenizerConfig = WithTemplateFiles(hfDirectory, ReadObject(hfDirectory, "tokenizer_config.json", required: false));
+        var tokenizer = HfTokenizer.FromHuggingFace(tokenizerJson, tokenizerConfig, config.VocabSize,
             EndOfGenerationIds(hfDirectory, hfConfig, config.VocabSize), Path.Combine(hfDirectory, "tokenizer.json"), Path.Combine(hfDirectory, "tokenizer_config.json"));
         if (tokenizer.VocabSize > config.VocabSize)
             throw new StratusUserException($"{hfDirectory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize} " +
@@ -60,6 +61,37 @@ public static class HuggingFace
         if (tokenizer.ChatTemplate is { } template) extra[ChatTemplate.FileName] = template;
         Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: extra);
         return new ImportedModel(checkpoint, config, tokenizer, architecture, extra.Count > 0);
+    }
+
+    /// <summary>tokenizer_config.json with the folder's template files in it, as transformers
+    /// loads them (where save_pretrained has written templates since transformers 4.47):
+    /// chat_template.jinja over its chat_template, and each additional_chat_templates/NAME.jinja
+    /// a template named NAME beside it (tool_use: Hermes' and Command-R's chats with tools).</summary>
+    static JsonObject? WithTemplateFiles(string hfDirectory, JsonObject? tokenizerConfig)
+    {
+        var additional = Path.Combine(hfDirectory, "additional_chat_templates");
+        var named = Directory.Exists(additional) ? Directory.GetFiles(additional, "*.jinja").Order(StringComparer.Ordinal).ToList() : [];
+        var own = ChatTemplate.Find(hfDirectory);
+        if (own is null && named.Count == 0) return tokenizerConfig;
+        var config = (JsonObject?)tokenizerConfig?.DeepClone() ?? [];
+        if (own is not null) config["chat_template"] = own;
+        if (named.Count == 0) return config;
+        // A list of named templates, the default first, as tokenizer_config.json writes several.
+        var templates = config["chat_template"] switch
+        {
+            JsonArray list => new JsonArray([.. list.Select(t => t?.DeepClone())]),
+            JsonValue single => [new JsonObject { ["name"] = "default", ["template"] = single.DeepClone() }],
+            _ => [],
+        };
+        foreach (var path in named)
+        {
+            FileBytes.RequireRegular(path);
+            var name = Path.GetFileNameWithoutExtension(path);
+            foreach (var same in templates.OfType<JsonObject>().Where(t => t["name"] is JsonValue v && v.TryGetValue<string>(out var n) && n == name).ToList()) templates.Remove(same);
+            templates.Add(new JsonObject { ["name"] = name, ["template"] = File.ReadAllText(path) });
+        }
+        config["chat_template"] = templates;
+        return config;
     }
 
     /// <summary>The ids that end a generation as vLLM reads them: generation_config.json's
@@ -378,7 +410,9 @@ public static class HuggingFace
             ["eos_token"] = eos is { } e ? vocabulary.Tokens[e] : null,
             ["model_max_length"] = c.BlockSize,
         };
-        if (ChatTemplate.Find(checkpoint.Directory) is { } template) tokenizerConfig["chat_template"] = template;
+        // The imported list of named templates (default and tool_use) stays as it came while its
+        // default is the model's; another template replaces it.
+        if (ChatTemplate.Find(checkpoint.Directory) is { } template && template != (tokenizer as HfTokenizer)?.ChatTemplate) tokenizerConfig["chat_template"] = template;
         WriteJson(outputDirectory, "tokenizer_config.json", tokenizerConfig);
     }
 

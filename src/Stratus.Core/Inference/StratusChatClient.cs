@@ -181,7 +181,8 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         if (results.Count > 0) return;
         var calls = message.Contents.OfType<FunctionCallContent>()
             .Select(call => new ChatToolCall(call.CallId, call.Name, JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), ArgumentsType))).ToList();
-        list.Add(new ChatMessageText(message.Role.Value, message.Text) { ToolCalls = calls.Count > 0 ? calls : null });
+        // A message of calls alone has no content (null), as the OpenAI client sends it.
+        list.Add(new ChatMessageText(message.Role.Value, calls.Count > 0 && message.Text.Length == 0 ? null : message.Text) { ToolCalls = calls.Count > 0 ? calls : null });
     }
 
     /// <summary>A function's result as the model reads it, as Microsoft.Extensions.AI's OpenAI

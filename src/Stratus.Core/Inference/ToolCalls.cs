@@ -70,10 +70,11 @@ public abstract class ToolCallParser
 
     /// <summary>The parser a chat template's own words call for: one that writes &lt;tool_call&gt;
     /// (Qwen2.5, Hermes 2 Pro and 3) is hermes; one that writes &lt;|python_tag|&gt; or calls as
-    /// {"name": ..., "parameters": ...} (Llama 3.1 to 3.3) is llama3_json; else none.</summary>
+    /// {"name": ..., "parameters": ...} (Llama 3.1 to 3.3) is llama3_json; else none. The words are
+    /// those of the template a chat with tools renders in (Hermes 3's tool_use one).</summary>
     public static ToolCallParser? For(ChatTemplate template) =>
-        template.Source.Contains("<tool_call>", StringComparison.Ordinal) ? new HermesToolCallParser()
-        : template.Source.Contains("<|python_tag|>", StringComparison.Ordinal) || template.Source.Contains("\"parameters\": ", StringComparison.Ordinal) ? new Llama3JsonToolCallParser()
+        template.ToolsSource.Contains("<tool_call>", StringComparison.Ordinal) ? new HermesToolCallParser()
+        : template.ToolsSource.Contains("<|python_tag|>", StringComparison.Ordinal) || template.ToolsSource.Contains("\"parameters\": ", StringComparison.Ordinal) ? new Llama3JsonToolCallParser()
         : null;
 
     /// <summary>Where in <paramref name="text"/> (not yet read as content) a call begins for sure;

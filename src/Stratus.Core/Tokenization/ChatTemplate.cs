@@ -1,5 +1,5 @@
 // How chat messages become one prompt. A model's own Jinja template (Hugging Face's
-// tokenizer_config.json "chat_template", or the one its fine-tuning data was rendered with:
+// chat_template.jinja, else tokenizer_config.json's "chat_template", or the one its fine-tuning data was rendered with:
 // `prepare --chat-template`) is stored with it as chat_template.jinja and rendered with the
 // Jinja subset in Jinja.cs. A model without one gets a template derived from its
 // tokenizer: ChatML when the vocabulary has <|im_start|>/<|im_end|> as tokens, otherwise a plain
@@ -9,7 +9,11 @@
 // assistant's turn, and the eos token.
 namespace Stratus.Tokenization;
 
-public sealed record ChatMessageText(string Role, string Content)
+/// <param name="Content">The message's text; null where it has none (OpenAI's null content of an
+/// assistant's message that only calls tools), which a template reads as none, as transformers'
+/// apply_chat_template and vLLM pass it: DeepSeek R1's templates write a message's tool calls only
+/// where its content is none.</param>
+public sealed record ChatMessageText(string Role, string? Content)
 {
     /// <summary>The calls an assistant's message made (OpenAI's tool_calls); null where none.</summary>
     public IReadOnlyList<ChatToolCall>? ToolCalls { get; init; }
@@ -43,23 +47,53 @@ public sealed class ChatTemplate
     // An assistant reply that no template rewrites (no whitespace to strip or trim), to find
     // what the template writes after one.
     const string ReplySentinel = "Stratus-reply-sentinel";
+    static readonly System.Text.Json.JsonElement[] ProbeTools =
+        [System.Text.Json.JsonDocument.Parse("""{"type": "function", "function": {"name": "probe", "description": "A probe.", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}}""").RootElement];
 
-    readonly JinjaTemplate template;
+    readonly Compiled chat;
+    readonly Compiled? toolUse;
+
+    /// <summary>A template ready to render, with the shape of a turn of calls it takes.</summary>
+    sealed record Compiled(JinjaTemplate Template, CallTurn Turn);
 
     /// <summary>Parses a template; a construct outside the supported subset is refused here,
     /// not at the first request.</summary>
-    public ChatTemplate(string source, string bosToken = "", string eosToken = "", string kind = Own)
+    /// <param name="toolUseSource">The template the model renders a chat with tools in, where it
+    /// names one apart ("tool_use"), as transformers and vLLM choose it; null: <paramref name="source"/> does.</param>
+    public ChatTemplate(string source, string bosToken = "", string eosToken = "", string kind = Own, string? toolUseSource = null)
     {
-        try { template = new JinjaTemplate(source); }
-        catch (JinjaException e) { throw new StratusUserException($"the chat template cannot be used: {e.Message}"); }
         Source = source;
+        ToolsSource = toolUseSource ?? source;
         BosToken = bosToken;
         EosToken = eosToken;
         Kind = kind;
+        chat = Compile(source, "the chat template");
+        if (toolUseSource is not null) toolUse = Compile(toolUseSource, "the chat template for tools (tool_use)");
         EndOfTurn = DeriveEndOfTurn();
     }
 
+    Compiled Compile(string source, string what)
+    {
+        JinjaTemplate parsed;
+        try { parsed = new JinjaTemplate(source); }
+        catch (JinjaException e) { throw new StratusUserException($"{what} cannot be used: {e.Message}"); }
+        return new Compiled(parsed, DeriveCallTurn(parsed));
+    }
+
+    /// <summary>How the template reads an assistant's turn that calls tools. transformers passes
+    /// messages as they are given, and each template was written for one shape: the content of a
+    /// turn of calls alone none, as OpenAI's clients send it and vLLM passes it (DeepSeek R1's
+    /// templates write the calls only then), or "" (a ChatML template adds it to text, which none
+    /// would make an error); the arguments an object, as transformers documents them (Llama 3.1's
+    /// and Hermes' templates write them with tojson), or the JSON text (DeepSeek's and functionary's
+    /// add them to text).</summary>
+    /// <param name="NoneForNoContent">Whether a message without content gives the template none, not "".</param>
+    /// <param name="ArgumentsAsText">Whether a call's arguments are the JSON text, not an object.</param>
+    readonly record struct CallTurn(bool NoneForNoContent, bool ArgumentsAsText);
+
     public string Source { get; }
+    /// <summary>The template a chat with tools renders in: the model's tool_use one, else <see cref="Source"/>.</summary>
+    public string ToolsSource { get; }
     public string BosToken { get; }
     public string EosToken { get; }
     /// <summary>"model" for the model's own template, else "chatml" or "plain".</summary>
@@ -119,7 +153,10 @@ public sealed class ChatTemplate
     public static ChatTemplate Of(string source, ITokenizer tokenizer)
     {
         var (bos, eos) = SpecialTokens(tokenizer);
-        return new ChatTemplate(source, bos, eos);
+        // Its tool_use template goes with the default it was published beside, not with another
+        // template the model was fine-tuned into.
+        var toolUse = tokenizer is HfTokenizer hf && hf.ChatTemplate == source ? hf.ToolUseChatTemplate : null;
+        return new ChatTemplate(source, bos, eos, toolUseSource: toolUse);
     }
 
     /// <summary>The template source stored in a checkpoint folder, or null.</summary>
@@ -149,16 +186,22 @@ public sealed class ChatTemplate
     /// apply_chat_template(tools=...) and vLLM pass them.</param>
     public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false, IReadOnlyList<System.Text.Json.JsonElement>? tools = null)
     {
+        var (template, turn) = tools is { Count: > 0 } && toolUse is { } forTools ? forTools : chat;
+        return Render(template, messages, addGenerationPrompt, continueFinalMessage, tools, turn);
+    }
+
+    string Render(JinjaTemplate template, IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt, bool continueFinalMessage, IReadOnlyList<System.Text.Json.JsonElement>? tools, CallTurn turn)
+    {
         // transformers and vLLM refuse the pair: a header for a new reply and an open last message contradict.
         if (continueFinalMessage && addGenerationPrompt)
             throw new StratusUserException("continue_final_message and add_generation_prompt cannot both be true: set add_generation_prompt to false to continue the final message");
-        if (continueFinalMessage && messages.Count == 0) throw new StratusUserException("continue_final_message needs a final message to continue");
+        if (continueFinalMessage && messages is [] or [.., { Content: null }]) throw new StratusUserException("continue_final_message needs a final message with content to continue");
         string text;
         try
         {
             text = template.Render(new Dictionary<string, object?>
             {
-                ["messages"] = messages.Select(Variable).ToList(),
+                ["messages"] = messages.Select(m => Variable(m, turn)).ToList(),
                 ["tools"] = tools is { Count: > 0 } ? tools.Select(t => JinjaTemplate.FromJson(t)).ToList() : null,
                 ["add_generation_prompt"] = addGenerationPrompt,
                 ["bos_token"] = BosToken,
@@ -166,25 +209,26 @@ public sealed class ChatTemplate
             });
         }
         catch (JinjaException e) { throw new StratusUserException($"the chat template could not render this conversation: {e.Message}"); }
-        return continueFinalMessage ? CutAfter(text, messages[^1].Content) : text;
+        return continueFinalMessage ? CutAfter(text, messages[^1].Content!) : text;
     }
 
     public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt, bool continueFinalMessage = false) =>
         Render(messages.Select(m => new ChatMessageText(m.Role, m.Content)).ToList(), addGenerationPrompt, continueFinalMessage);
 
-    /// <summary>A message as templates read it: role and content, an assistant's tool_calls
-    /// ({"id", "type": "function", "function": {"name", "arguments"}}, the arguments parsed into an
-    /// object, as vLLM gives them, so that a template writes them with tojson) and a tool
-    /// message's tool_call_id.</summary>
-    static object? Variable(ChatMessageText message)
+    /// <summary>A message as templates read it: role and content (none or "" where it has none,
+    /// as the template takes it), an assistant's tool_calls ({"id", "type": "function", "function":
+    /// {"name", "arguments"}}, the arguments an object or their JSON text, as the template takes
+    /// them) and a tool message's tool_call_id.</summary>
+    static object? Variable(ChatMessageText message, CallTurn turn)
     {
-        var variable = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = message.Content };
+        var content = message.Content ?? (turn.NoneForNoContent ? null : "");
+        var variable = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = content };
         if (message.ToolCalls is { Count: > 0 } calls)
             variable["tool_calls"] = calls.Select(call => (object?)new Dictionary<string, object?>
             {
                 ["id"] = call.Id,
                 ["type"] = "function",
-                ["function"] = new Dictionary<string, object?> { ["name"] = call.Name, ["arguments"] = Arguments(call) },
+                ["function"] = new Dictionary<string, object?> { ["name"] = call.Name, ["arguments"] = turn.ArgumentsAsText ? call.Arguments : Arguments(call) },
             }).ToList();
         if (message.ToolCallId is { } id) variable["tool_call_id"] = id;
         return variable;
@@ -240,6 +284,31 @@ public sealed class ChatTemplate
         return ids.Length == 1 ? ids[0] : null;
     }
 
+    /// <summary>The first shape of a turn of calls, in transformers' and vLLM's order (none, then
+    /// an object), in which the template renders a call and its result; where it renders none,
+    /// that order's first, and the conversation's own render says what fails. The tool the call
+    /// is offered with lets a template for tools (one that loops over them) render it.</summary>
+    CallTurn DeriveCallTurn(JinjaTemplate template)
+    {
+        List<ChatMessageText> probe =
+        [
+            new("user", "Hi"),
+            new("assistant", null) { ToolCalls = [new ChatToolCall("call12345", "probe", "{\"a\": 1}")] },
+            new("tool", "1") { ToolCallId = "call12345" },
+        ];
+        CallTurn[] shapes = [new(true, false), new(true, true), new(false, false), new(false, true)];
+        foreach (var shape in shapes)
+        {
+            try
+            {
+                Render(template, probe, addGenerationPrompt: true, continueFinalMessage: false, ProbeTools, shape);
+                return shape;
+            }
+            catch (StratusUserException) { }
+        }
+        return shapes[0];
+    }
+
     /// <summary>What the template writes after a reply that ends the conversation, as
     /// transformers' apply_chat_template renders a training example.</summary>
     string DeriveEndOfTurn()
@@ -260,7 +329,7 @@ public sealed record UnsupportedChatTemplate(string Path, string Reason)
 {
     /// <summary>How to give such a model a template Stratus renders: the stored one is under the
     /// checkpoint's manifest, so it cannot be edited in place.</summary>
-    public const string Fix = "import it again with a chat_template Stratus supports in the Hugging Face folder's tokenizer_config.json, " +
+    public const string Fix = "import it again with a template Stratus supports in the Hugging Face folder's chat_template.jinja, " +
         "or fine-tune it in one with `stratus prepare --format chat --chat-template <file>`";
 
     public string Message => $"{Path}: {Reason}";

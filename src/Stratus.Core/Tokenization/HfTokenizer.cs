@@ -260,11 +260,18 @@ public sealed class HfTokenizer : ITokenizer
     /// lists several), or null.</summary>
     public string? ChatTemplate => TokenizerConfig?["chat_template"] switch
     {
-        JsonArray list => list.OfType<JsonObject>().FirstOrDefault(t => Text(t["name"], "chat_template[].name", configFile) == "default") is { } named
-            ? Text(named["template"], "chat_template[].template", configFile)
-            : null,
+        JsonArray list => Named(list, "default"),
         var value => Text(value, "chat_template", configFile),
     };
+
+    /// <summary>The template tokenizer_config.json names "tool_use" among several (Hermes 2 Pro's
+    /// and 3's, Command-R's), which transformers and vLLM render a chat with tools in; or null.</summary>
+    public string? ToolUseChatTemplate => TokenizerConfig?["chat_template"] is JsonArray list ? Named(list, "tool_use") : null;
+
+    string? Named(JsonArray list, string name) =>
+        list.OfType<JsonObject>().FirstOrDefault(t => Text(t["name"], "chat_template[].name", configFile) == name) is { } named
+            ? Text(named["template"], "chat_template[].template", configFile)
+            : null;
 
     /// <summary>bos_token / eos_token as text (tokenizer_config.json stores a string or an AddedToken object).</summary>
     public string? SpecialText(string key) => TokenizerConfig?[key] switch

@@ -4,7 +4,8 @@
 // {% continue %} (the loopcontrols transformers enables), loop.cycle() and loop.changed(), recursive
 // loops ({% for x in xs recursive %} with loop(x.children)), {% set %} (also namespace attributes,
 // unpacking "a, b = pair", and {% set x | filter %}...{% endset %} blocks), {% filter %} blocks,
-// {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs) and {% call %}
+// {% macro %} (default arguments, keyword arguments, recursion, varargs and kwargs, a macro read
+// as a value and called, arguments spread from a list: fs[i](*args)) and {% call %}
 // with caller() (and its arguments: {% call(item) m() %}), {% raw %}, transformers' {% generation %},
 // comments, whitespace control ({%- -%},
 // and {%+ +%}, which keep what lstrip_blocks / trim_blocks would remove) and the trim_blocks /
@@ -37,7 +38,9 @@
 // Undefined is jinja2's default Undefined, which transformers keeps: a missing name, key, attribute
 // or element prints as nothing, is false and empty, but an attribute or item of it, arithmetic or
 // ordering with it, calling it or writing it as JSON is an error in jinja2's words ('x' is
-// undefined, 'dict object' has no attribute 'b').
+// undefined, 'dict object' has no attribute 'b'). none, unlike it, is no sequence: a loop over
+// none, its length or a search in it is an error, as in jinja2 (select, reject and map read any
+// false value as no items, as jinja2's do).
 // An error names the template's line (that of the innermost tag where it happened).
 // A template comes with a downloaded model, so a render is bounded: nesting, text and list
 // sizes, range(), a format's precision (10,000 digits, in JinjaPrintf.cs) and the work done

@@ -72,6 +72,39 @@ public sealed partial class JinjaTemplate
         protected override object? Evaluate(Scope scope) => eval(scope);
     }
 
+    /// <summary>*items among a macro call's arguments: the items as arguments of their own, in
+    /// their place (Jamba's templates call macros_to_call[i](*params_for_macros[i])).</summary>
+    sealed class Spread(Expr items) : Expr([items])
+    {
+        protected override object? Evaluate(Scope scope) => throw new JinjaException("*arguments are given only in a call");
+
+        /// <summary>A call's arguments evaluated, each spread one's items in its place.</summary>
+        public static List<object?> Arguments(List<Expr> arguments, Scope scope)
+        {
+            var values = new List<object?>(arguments.Count);
+            foreach (var argument in arguments)
+            {
+                if (argument is Spread spread) values.AddRange(Values.Iterate(spread.Items.Eval(scope)));
+                else values.Add(argument.Eval(scope));
+            }
+            return values;
+        }
+
+        Expr Items => items;
+    }
+
+    /// <summary>A call of a macro read as a value (an item of a list of macros): the text its
+    /// body renders.</summary>
+    sealed class ValueCall(Expr target, List<Expr> arguments) : Expr([target, .. arguments])
+    {
+        protected override object? Evaluate(Scope scope) => target.Eval(scope) switch
+        {
+            Macro macro => macro.Call(Spread.Arguments(arguments, scope), caller: null),
+            Undefined u => throw u.Error(),
+            var other => throw new JinjaException($"{Values.Describe(other)} cannot be called"),
+        };
+    }
+
     /// <summary>name(arguments) where name is one of the template's macros (or caller): the text
     /// its body renders.</summary>
     sealed class MacroCall(string name, List<Expr> arguments) : Expr(arguments)
@@ -87,7 +120,7 @@ public sealed partial class JinjaTemplate
             // As Jinja: a macro exists once its tag has been reached.
             if (!scope.TryGetValue(name, out var value) || value is Undefined) throw new JinjaException($"'{name}' is undefined where it is called");
             if (value is not Macro macro) throw new JinjaException($"'{name}' is not a macro, so it cannot be called");
-            return macro.Call(arguments.Select(a => a.Eval(scope)).ToList(), caller);
+            return macro.Call(Spread.Arguments(arguments, scope), caller);
         }
     }
 

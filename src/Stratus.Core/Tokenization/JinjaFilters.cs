@@ -52,7 +52,7 @@ public sealed partial class JinjaTemplate
             "title" => (v, _, _) => TitleFilter(ToText(v)),
             "replace" => (v, args, budget) => args is [var old, var replacement] ? Replace(ToText(v), ToText(old), ToText(replacement), budget) : throw new JinjaException("|replace takes the text to replace and its replacement"),
             "indent" => (v, args, _) => IndentLines(ToText(v), args),
-            "length" or "count" => (v, _, _) => v switch { string s => (long)s.Length, System.Collections.ICollection c => (long)c.Count, _ => 0L },
+            "length" or "count" => (v, _, _) => v switch { string s => (long)s.Length, System.Collections.ICollection c => (long)c.Count, Undefined => 0L, _ => throw new JinjaException($"{Describe(v)} has no length") },
             "string" => (v, _, _) => ToText(v),
             // Markup in Jinja, which prints as the text itself: there is no autoescaping here.
             "safe" => (v, _, _) => ToText(v),
@@ -68,7 +68,9 @@ public sealed partial class JinjaTemplate
             "float" => (v, _, _) => v switch { long l => (double)l, bool b => b ? 1.0 : 0.0, double d => d, string s when double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) => d, Undefined u => throw u.Error(), _ => 0.0 },
             // Python's abs(): a boolean as 0 or 1; the most negative 64-bit integer's is beyond 64 bits, as its negation is.
             "abs" => (v, _, _) => v switch { long l => l < 0 ? Negate(l) : l, bool b => b ? 1L : 0L, double d => Math.Abs(d), _ => throw new JinjaException($"|abs of {Describe(v)}") },
-            "tojson" => (v, args, _) => ToJson(v, Indent(args)),
+            // transformers' own tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False), not Jinja's.
+            "tojson" => (v, args, _) => Bind("tojson", args, ("ensure_ascii", false), ("indent", null), ("separators", null), ("sort_keys", false))
+                is [var ascii, var indent, var separators, var sortKeys] ? ToJson(v, JsonStyle.Of(ascii, indent, separators, sortKeys)) : null,
             "first" => (v, _, _) => Iterate(v).DefaultIfEmpty(Undefined.NoFirst).First(),
             "last" => (v, _, _) => Iterate(v).DefaultIfEmpty(Undefined.NoLast).Last(),
             "list" => (v, _, _) => Iterate(v).ToList(),
@@ -81,22 +83,23 @@ public sealed partial class JinjaTemplate
                 Undefined => [],
                 _ => throw new JinjaException($"|items takes a mapping, not {Describe(v)}"),
             },
-            "select" or "reject" => (v, args, budget) => Select(Iterate(v), args, attribute: null, keep: name == "select", budget),
+            // These three read a false value (none, 0, "") as no items, as jinja2's do.
+            "select" or "reject" => (v, args, budget) => Select(Items(v), args, attribute: null, keep: name == "select", budget),
             "selectattr" or "rejectattr" => (v, args, budget) => args is [string attribute, .. var test]
-                ? Select(Iterate(v), test, attribute, keep: name == "selectattr", budget)
+                ? Select(Items(v), test, attribute, keep: name == "selectattr", budget)
                 : throw new JinjaException($"|{name} takes an attribute's name, then optionally a test and its argument"),
-            "map" => (v, args, budget) => Map(Iterate(v), args, budget),
+            "map" => (v, args, budget) => Map(Items(v), args, budget),
             "sort" => (v, args, budget) => Bind("sort", args, ("reverse", false), ("case_sensitive", false), ("attribute", null))
-                is var (reverse, caseSensitive, attribute) ? Sort(Iterate(v), SortKey(attribute, Truthy(caseSensitive), multiple: true), Truthy(reverse), budget) : null,
-            "unique" => (v, args, budget) => Bind("unique", args, ("case_sensitive", false), ("attribute", null)) is var (caseSensitive, attribute, _)
+                is [var reverse, var caseSensitive, var attribute] ? Sort(Iterate(v), SortKey(attribute, Truthy(caseSensitive), multiple: true), Truthy(reverse), budget) : null,
+            "unique" => (v, args, budget) => Bind("unique", args, ("case_sensitive", false), ("attribute", null)) is [var caseSensitive, var attribute]
                 ? Unique(Iterate(v), SortKey(attribute, Truthy(caseSensitive), multiple: false), budget) : null,
-            "dictsort" => (v, args, budget) => Bind("dictsort", args, ("case_sensitive", false), ("by", "key"), ("reverse", false)) is var (caseSensitive, by, reverse)
+            "dictsort" => (v, args, budget) => Bind("dictsort", args, ("case_sensitive", false), ("by", "key"), ("reverse", false)) is [var caseSensitive, var by, var reverse]
                 ? DictSort(v, Truthy(caseSensitive), by, Truthy(reverse), budget) : null,
-            "min" or "max" => (v, args, budget) => Bind(name, args, ("case_sensitive", false), ("attribute", null)) is var (caseSensitive, attribute, _)
+            "min" or "max" => (v, args, budget) => Bind(name, args, ("case_sensitive", false), ("attribute", null)) is [var caseSensitive, var attribute]
                 ? Extreme(Iterate(v), SortKey(attribute, Truthy(caseSensitive), multiple: false), name == "max", budget) : null,
-            "sum" => (v, args, _) => Bind("sum", args, ("attribute", null), ("start", 0L)) is var (attribute, start, _) ? Sum(Iterate(v), attribute, start) : null,
-            "round" => (v, args, _) => Bind("round", args, ("precision", 0L), ("method", "common")) is var (precision, method, _) ? Round(v, precision, method) : null,
-            "batch" => (v, args, _) => Bind("batch", args, ("linecount", Undefined.Instance), ("fill_with", null)) is var (count, fill, _) ? Batch(Iterate(v), count, fill) : null,
+            "sum" => (v, args, _) => Bind("sum", args, ("attribute", null), ("start", 0L)) is [var attribute, var start] ? Sum(Iterate(v), attribute, start) : null,
+            "round" => (v, args, _) => Bind("round", args, ("precision", 0L), ("method", "common")) is [var precision, var method] ? Round(v, precision, method) : null,
+            "batch" => (v, args, _) => Bind("batch", args, ("linecount", Undefined.Instance), ("fill_with", null)) is [var count, var fill] ? Batch(Iterate(v), count, fill) : null,
             "format" => (v, args, _) => FormatFilter(ToText(v), args),
             "escape" or "e" => (v, _, _) => Escape(ToText(v)),
             _ => throw new JinjaException($"the filter '|{name}' is not supported"),
@@ -148,11 +151,13 @@ public sealed partial class JinjaTemplate
             return item;
         }
 
+        static IEnumerable<object?> Items(object? v) => Truthy(v) ? Iterate(v) : [];
+
         /// <summary>A filter's arguments, by position then by keyword, in the order of its
-        /// parameters (up to three), each its default where not given; anything else refused by name.</summary>
-        static (object? First, object? Second, object? Third) Bind(string filter, List<object?> args, params (string Name, object? Default)[] parameters)
+        /// parameters, each its default where not given; anything else refused by name.</summary>
+        static object?[] Bind(string filter, List<object?> args, params (string Name, object? Default)[] parameters)
         {
-            var values = parameters.Select(p => p.Default).Append(null).Append(null).ToArray();
+            var values = parameters.Select(p => p.Default).ToArray();
             var given = new bool[parameters.Length];
             for (var i = 0; i < args.Count; i++)
             {
@@ -162,9 +167,9 @@ public sealed partial class JinjaTemplate
                 if (given[index]) throw new JinjaException($"|{filter} got {parameters[index].Name} twice");
                 (given[index], values[index]) = (true, value);
             }
-            var missing = Array.FindIndex(values, 0, parameters.Length, v => v is Undefined);
+            var missing = Array.FindIndex(values, v => v is Undefined);
             if (missing >= 0) throw new JinjaException($"|{filter} needs its {parameters[missing].Name}");
-            return (values[0], values[1], values[2]);
+            return values;
         }
 
         /// <summary>What |sort, |unique, |min and |max order items by: the item or its attribute

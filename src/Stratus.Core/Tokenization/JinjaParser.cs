@@ -605,22 +605,28 @@ public sealed partial class JinjaTemplate
                 else if (Peek == "(" && value is Name function)
                 {
                     position++;
-                    var arguments = Arguments(")");
+                    var arguments = Arguments(")", call: true);
+                    if (!macros.Contains(function.Identifier) && arguments.Any(a => a is Spread))
+                        throw new JinjaException($"*arguments are given only to a macro, not to {function.Identifier}()");
                     value = macros.Contains(function.Identifier) ? new MacroCall(function.Identifier, arguments)
                         : function.Identifier == "loop" ? new Lambda(s => LoopCall(function.Eval(s), arguments.Select(a => a.Eval(s)).ToList()), arguments)
                         : Values.Function(function.Identifier, arguments);
                 }
+                else if (Accept("("))
+                    value = new ValueCall(target, Arguments(")", call: true));
                 else return value;
             }
         }
 
-        List<Expr> Arguments(string close)
+        /// <param name="call">Whether these are a call's, which may spread a list (*items).</param>
+        List<Expr> Arguments(string close, bool call = false)
         {
             var list = new List<Expr>();
             while (!Accept(close))
             {
+                if (call && Accept("*")) list.Add(new Spread(Conditional()));
                 // Keyword arguments (namespace(found=false)) become (name, value) pairs.
-                if (position + 1 < tokens.Count && tokens[position + 1] == "=" && IsIdentifier(tokens[position]))
+                else if (position + 1 < tokens.Count && tokens[position + 1] == "=" && IsIdentifier(tokens[position]))
                 {
                     var key = tokens[position];
                     position += 2;

@@ -144,36 +144,60 @@ public sealed partial class JinjaTemplate
             return $"{sign}{digits[..point]}.{digits[point..]}";
         }
 
-        /// <summary>tojson's indent (Llama 3.1's templates write tools with tojson(indent=4)), as a
-        /// keyword or the first argument; null: all on one line.</summary>
-        static int? Indent(List<object?> args) => args switch
+        /// <summary>How tojson writes JSON: Python's json.dumps with transformers' arguments
+        /// (ensure_ascii, indent, separators, sort_keys). Llama 3.1's templates write tools with
+        /// tojson(indent=4), GLM's with tojson(ensure_ascii=False).</summary>
+        public sealed record JsonStyle(bool Ascii, string? Indent, string ItemSeparator, string KeySeparator, bool SortKeys)
         {
-            [KeyValuePair<string, object?> { Key: "indent", Value: long n }] => (int)Math.Clamp(n, 0, 64),
-            [long n] => (int)Math.Clamp(n, 0, 64),
-            [] => null,
-            _ => throw new JinjaException("tojson takes only indent (a number)"),
-        };
+            /// <summary>transformers' default, json.dumps(ensure_ascii=False): ", " and ": ", all on one line.</summary>
+            public static readonly JsonStyle Default = new(false, null, ", ", ": ", false);
 
-        /// <summary>As transformers' tojson writes it, Python's json.dumps(ensure_ascii=False):
-        /// ", " and ": " between items, or with an indent a line per item; strings with only '"',
-        /// '\' and control characters escaped (a tool's description keeps its '<', '&amp;' and
-        /// accents as the model was trained to read them).</summary>
-        public static string ToJson(object? v, int? indent = null)
+            public static JsonStyle Of(object? ascii, object? indent, object? separators, object? sortKeys)
+            {
+                // As json.dumps: an indent of n spaces (none below 1) or the string given, a line per item.
+                var unit = indent switch
+                {
+                    null => null,
+                    long or bool => new string(' ', (int)Math.Clamp(Number(indent), 0, 64)),
+                    string text => text,
+                    _ => throw new JinjaException($"tojson's indent is a number or a string, not {Describe(indent)}"),
+                };
+                var (item, key) = separators switch
+                {
+                    null => (unit is null ? ", " : ",", ": "),
+                    IList<object?> { Count: 2 } pair when pair[0] is string i && pair[1] is string k => (i, k),
+                    _ => throw new JinjaException($"tojson's separators are two strings, (item, key), not {Describe(separators)}"),
+                };
+                return new(Truthy(ascii), unit, item, key, Truthy(sortKeys));
+            }
+        }
+
+        /// <summary>As transformers' tojson writes it (Python's json.dumps): by default ", " and
+        /// ": " between items, strings with only '"', backslash and control characters escaped (a
+        /// tool's description keeps its '&lt;', '&amp;' and accents as the model was trained to read them).</summary>
+        public static string ToJson(object? v, JsonStyle? style = null)
         {
             var json = new StringBuilder();
-            WriteJson(json, v, 0, indent);
+            WriteJson(json, v, 0, style ?? JsonStyle.Default);
             return json.ToString();
         }
 
         /// <summary>Checked for depth and length as it goes: a value may hold itself (a namespace
         /// set into itself), or the same large list at every level.</summary>
-        static void WriteJson(StringBuilder json, object? v, int depth, int? indent)
+        static void WriteJson(StringBuilder json, object? v, int depth, JsonStyle style)
         {
             if (depth > MaxDepth) throw TooDeep();
             void Between(int level, bool first)
             {
-                if (!first) json.Append(indent is null ? ", " : ",");
-                if (indent is { } width) json.Append('\n').Append(' ', width * level);
+                if (!first) json.Append(style.ItemSeparator);
+                NewLine(level);
+            }
+            void NewLine(int level)
+            {
+                if (style.Indent is not { } unit) return;
+                // An indent the template gives may be long: its length checked before it is repeated.
+                CheckLength(json.Length + 1 + (long)unit.Length * level);
+                json.Append('\n').Insert(json.Length, unit, level);
             }
             switch (v)
             {
@@ -181,19 +205,19 @@ public sealed partial class JinjaTemplate
                 case Undefined u: throw new JinjaException($"{u.Error().Message}, and an undefined value cannot be written as JSON");
                 case bool b: json.Append(b ? "true" : "false"); break;
                 case long or double: json.Append(ToText(v)); break;
-                case string s: WriteString(json, s); break;
+                case string s: WriteString(json, s, style.Ascii); break;
                 case IDictionary<string, object?> d:
                     json.Append('{');
                     var first = true;
-                    foreach (var (key, value) in d)
+                    foreach (var (key, value) in style.SortKeys ? d.OrderBy(kv => kv.Key, Comparer<string>.Create((x, y) => Order(x, y))) : (IEnumerable<KeyValuePair<string, object?>>)d)
                     {
                         Between(depth + 1, first);
                         first = false;
-                        WriteString(json, key);
-                        json.Append(": ");
-                        WriteJson(json, value, depth + 1, indent);
+                        WriteString(json, key, style.Ascii);
+                        json.Append(style.KeySeparator);
+                        WriteJson(json, value, depth + 1, style);
                     }
-                    if (d.Count > 0 && indent is { } close) json.Append('\n').Append(' ', close * depth);
+                    if (d.Count > 0) NewLine(depth);
                     json.Append('}');
                     break;
                 case IEnumerable<object?> list:
@@ -203,9 +227,9 @@ public sealed partial class JinjaTemplate
                     {
                         Between(depth + 1, !any);
                         any = true;
-                        WriteJson(json, item, depth + 1, indent);
+                        WriteJson(json, item, depth + 1, style);
                     }
-                    if (any && indent is { } end) json.Append('\n').Append(' ', end * depth);
+                    if (any) NewLine(depth);
                     json.Append(']');
                     break;
                 default: throw new JinjaException($"tojson cannot write {Describe(v)}");
@@ -213,7 +237,10 @@ public sealed partial class JinjaTemplate
             CheckLength(json.Length);
         }
 
-        static void WriteString(StringBuilder json, string s)
+        /// <summary>A JSON string as json.dumps writes it: '"', backslash and control characters
+        /// escaped, and with ensure_ascii every character past '~' as \uXXXX (a surrogate pair
+        /// for one past U+FFFF: the UTF-16 units, as Python writes them).</summary>
+        static void WriteString(StringBuilder json, string s, bool ascii)
         {
             json.Append('"');
             foreach (var c in s)
@@ -227,7 +254,8 @@ public sealed partial class JinjaTemplate
                     case '\t': json.Append("\\t"); break;
                     case '\b': json.Append("\\b"); break;
                     case '\f': json.Append("\\f"); break;
-                    case < ' ': json.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture)); break;
+                    // ensure_ascii keeps ' ' to '~' only (DEL too is escaped).
+                    case < ' ' or > '~' when c < ' ' || ascii: json.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture)); break;
                     default: json.Append(c); break;
                 }
             }
@@ -259,9 +287,11 @@ public sealed partial class JinjaTemplate
         /// position: spent up front, so a search of a long text for a long pattern stops.</summary>
         static void SpendOnSearch(Budget budget, string within, string what) => budget.Spend((long)within.Length * Math.Max(1, what.Length));
 
+        /// <summary>A value's items as Python iterates them; an undefined value has none, but none
+        /// (a template's "for tool in tools" without tools) cannot be iterated, as in jinja2.</summary>
         public static IEnumerable<object?> Iterate(object? v) => v switch
         {
-            null or Undefined => [],
+            Undefined => [],
             string s => s.Select(c => (object?)c.ToString()),
             IDictionary<string, object?> d => d.Keys,
             IEnumerable<object?> list => list,
@@ -357,8 +387,12 @@ public sealed partial class JinjaTemplate
                         if (Equal(x, item)) return true;
                     }
                     return false;
-                default:
+                case string:
+                    throw new JinjaException($"'in' a string needs a string, not {Describe(item)}");
+                case Undefined:
                     return false;
+                default:
+                    throw new JinjaException($"cannot look for a value in {Describe(container)}");
             }
         }
 

@@ -276,11 +276,11 @@ public static partial class RequestParser
         return calls;
     }
 
-    static string Content(JsonElement? content, string role, string param)
+    static string? Content(JsonElement? content, string role, string param)
     {
         if (content is not { } element || element.ValueKind == JsonValueKind.Null)
         {
-            if (role == "assistant") return "";
+            if (role == "assistant") return null;
             throw ApiException.Invalid($"Missing required parameter: '{param}'.", param, "missing_required_parameter");
         }
         if (element.ValueKind == JsonValueKind.String) return element.GetString()!;

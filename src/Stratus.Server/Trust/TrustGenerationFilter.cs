@@ -63,8 +63,8 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
         chat is null ? prompts : [string.Join("\n", [.. chat.Messages.Select(Checked), .. (chat.Tools ?? []).Select(Words)])];
 
     static string Checked(ChatMessageText message) =>
-        message.ToolCalls is not { Count: > 0 } calls ? message.Content
-        : string.Join("\n", [message.Content, .. calls.Select(c => c.Name + "\n" + Words(c.Arguments))]);
+        message.ToolCalls is not { Count: > 0 } calls ? message.Content ?? ""
+        : string.Join("\n", [message.Content ?? "", .. calls.Select(c => c.Name + "\n" + Words(c.Arguments))]);
 
     static string Words(string json)
     {
@@ -136,7 +136,7 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
             List<ChatToolCall>? calls = null;
             foreach (var call in message.ToolCalls ?? [])
                 (calls ??= []).Add(call with { Arguments = await RedactedJsonAsync(trust, model, call.Arguments, cancellation) });
-            redacted.Add(message with { Content = await trust.RedactAsync(model, message.Content, cancellation), ToolCalls = calls ?? message.ToolCalls });
+            redacted.Add(message with { Content = message.Content is { } content ? await trust.RedactAsync(model, content, cancellation) : null, ToolCalls = calls ?? message.ToolCalls });
         }
         List<JsonElement>? tools = null;
         foreach (var tool in chat.Tools ?? [])

@@ -25,7 +25,7 @@ CLOCK = datetime.datetime(2026, 3, 5, 15, 4, 5)  # what the C# tests' fixed cloc
 
 # transformers' environment (utils/chat_template_utils.py _compile_jinja_template).
 env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-env.filters["tojson"] = lambda x, indent=None, separators=None, sort_keys=False: json.dumps(x, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys)
+env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 env.globals["raise_exception"] = lambda message: (_ for _ in ()).throw(jinja2.exceptions.TemplateError(message))
 env.globals["strftime_now"] = lambda fmt: CLOCK.strftime(fmt)
 
@@ -215,11 +215,26 @@ CASES = [
     ("undefined called", "{{ x() }}", {}),
     ("undefined as an integer", "{{ x | int }}", {}),
     ("undefined as JSON", "{{ x | tojson }}", {}),
+    # tojson is transformers' (x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    # GLM's templates write tojson(ensure_ascii=False); a first positional argument is ensure_ascii.
+    ("tojson's arguments", "{{ d | tojson(ensure_ascii=False) }}|{{ d | tojson(4) }}|{{ d | tojson(true, 1) }}|{{ d | tojson(sort_keys=true, separators=(',', ':')) }}|{{ d | tojson(indent='  ', separators=[';', '=']) }}|{{ d | tojson(indent=0) }}|{{ [{}, []] | tojson(indent=2) }}", {"d": {"z\u00e9": ["\U0001f600 \u007f <&>", 1.5, None], "a": {"b": True}}}),
+    ("tojson with an unknown argument", "{{ 1 | tojson(ascii=true) }}", {}),
+    ("tojson with three separators", "{{ 1 | tojson(separators=(',', ':', ';')) }}", {}),
     ("a missing key as JSON", "{{ d.b | tojson }}", {"d": {"a": 1}}),
     ("undefined dictsorted", "{{ x | dictsort }}", {}),
     ("items of undefined", "{% for k, v in x | items %}{{ k }}{% endfor %}ok", {}),
     ("items of a string", "{% for k, v in 'ab' | items %}{{ k }}{% endfor %}", {}),
     ("items of none", "{% for k, v in none | items %}{{ k }}{% endfor %}", {}),
+    # none is no sequence: a loop over it, its length or a search in it is an error (a tool-use
+    # template's "for tool in tools" without tools), while an undefined value has no items, and
+    # select, reject and map read any false value as none.
+    ("a loop over none", "{% for t in tools %}{{ t }}{% endfor %}", {"tools": None}),
+    ("a loop over none with else", "{% for t in none %}{% else %}e{% endfor %}", {}),
+    ("the length of none", "{{ none | length }}", {}),
+    ("the length of a number", "{{ 3 | length }}", {}),
+    ("in none", "{{ 1 in none }}", {}),
+    ("a number in a string", "{{ 1 in '123' }}", {}),
+    ("none's items filtered and mapped", "{{ none | selectattr('a') | list }}{{ none | reject | list }}{{ 0 | map('upper') | list }}{{ '' | select | list }}{{ x | length }}{{ 'a' in x }}{% for i in x %}{{ i }}{% endfor %}{{ x | list }}", {}),
     # {% raw %}: its text is written as it is, tags and all; whitespace control applies to its own tags.
     ("raw", "{% raw %}{{ x }}{% if %}{# c #}{% endraw %}|{{ 1 }}", {}),
     ("raw with whitespace control", "a  {%- raw -%}  {{ b }}  {%- endraw -%}  c\n  {% raw %}\nd{% endraw %}\ne", {}),
@@ -249,6 +264,13 @@ CASES = [
     ("break in a filter block", "{% for i in range(3) %}{% filter upper %}x{{ i }}{% if i == 1 %}{% break %}{% endif %}{% endfilter %}{% endfor %}", {}),
     ("a filter block without a filter", "{% filter %}a{% endfilter %}", {}),
     ("a filter block of an unknown filter", "{% filter nope %}a{% endfilter %}", {}),
+    # A macro read as a value (an item of a list) and called, its arguments spread from a list
+    # (*items), as AI21 Jamba's templates call macros_to_call[i](*params_for_macros[i]).
+    ("macros called from a list with spread arguments", "{% macro a(x, y='d') %}[{{ x }}{{ y }}]{% endmacro %}{% macro b(x) %}<{{ x }}>{% endmacro %}{% set fs = [a, b] %}{% set ps = [[1, 2], [3]] %}{% for i in range(2) %}{{ fs[i](*ps[i]) }}{% endfor %}{{ a(*[5]) }}{{ a(*'xy') }}{{ a(0, *[]) }}{{ (fs | last)(4) }}", {}),
+    ("a number called", "{% set x = [1] %}{{ x[0]() }}", {}),
+    ("an undefined value called", "{{ x[0](1) }}", {}),
+    ("too many spread arguments", "{% macro a(x) %}{{ x }}{% endmacro %}{{ a(*[1, 2]) }}", {}),
+    ("spread arguments to a function", "{{ range(*[3]) | list }}", {}, "*arguments are given only to a macro"),
     # Real templates' styles with tools (the C# tests' templates), with a fixed clock.
     ("Llama 3.1 style, one call", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
     ("Llama 3.1 style, no tools", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"][:2], tools=None, add_generation_prompt=True)),

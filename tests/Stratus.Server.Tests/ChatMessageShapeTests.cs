@@ -1,0 +1,59 @@
+// A chat request's messages as a model's template reads them, in the shape transformers'
+// apply_chat_template and vLLM give them: an assistant's null content as none (DeepSeek R1's
+// templates write a message's tool calls only then), the tool calls' arguments as the template
+// takes them. The templates here are written for these tests.
+using System.Text.Json;
+using Stratus.Server.Api;
+using Stratus.Tokenization;
+
+namespace Stratus.Server.Tests;
+
+public sealed class ChatMessageShapeTests
+{
+    /// <summary>Written for these tests in the style of DeepSeek R1's: an assistant's calls are
+    /// written only where its content is none, each call's arguments as text between fences.</summary>
+    const string CallsWhereContentIsNone =
+        "{% for m in messages %}{% if m.role == 'assistant' and m.content is none %}{% for c in m.tool_calls %}<call>{{ c.function.name }}:{{ c.function.arguments }}</call>{% endfor %}" +
+        "{% elif m.role == 'assistant' %}<reply>{{ m.content }}</reply>{% else %}<{{ m.role }}>{{ m.content }}{% endif %}{% endfor %}";
+
+    static List<ChatMessageText> Messages(string json) =>
+        RequestParser.Messages(JsonSerializer.Deserialize<List<ChatMessageBody?>>(json, new JsonSerializerOptions(JsonSerializerDefaults.Web) { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+
+    [Fact]
+    public void An_assistant_s_null_content_reaches_the_template_as_none_and_empty_content_as_empty()
+    {
+        var template = new ChatTemplate(CallsWhereContentIsNone);
+        var messages = Messages("""
+            [{"role": "user", "content": "Time?"},
+             {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "time", "arguments": "{}"}}]},
+             {"role": "tool", "tool_call_id": "call_1", "content": "12:00"},
+             {"role": "assistant", "content": ""}]
+            """);
+        Assert.Equal("<user>Time?<call>time:{}</call><tool>12:00<reply></reply>", template.Render(messages, addGenerationPrompt: false));
+    }
+
+    const string CallTurn = """
+        [{"role": "user", "content": "Weather?"},
+         {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Zürich\",  \"days\": 2}"}}]},
+         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+        """;
+
+    [Fact]
+    public void A_template_that_adds_arguments_to_text_gets_their_JSON_text_and_one_that_writes_them_as_JSON_an_object()
+    {
+        // Written for this test in the style of DeepSeek's: the arguments between fences, as text.
+        var asText = new ChatTemplate("{% for m in messages %}{% if m.tool_calls %}{% for c in m.tool_calls %}{{ '<call>' + c.function.name + '\n```json\n' + c.function.arguments + '\n```' }}{% endfor %}{% else %}{{ '<' + m.role + '>' + m.content }}{% endif %}{% endfor %}");
+        Assert.Equal("<user>Weather?<call>weather\n```json\n{\"city\": \"Zürich\",  \"days\": 2}\n```<tool>sunny", asText.Render(Messages(CallTurn), addGenerationPrompt: false));
+        // Written for this test in the style of Llama 3.1's: {"name", "parameters"} with tojson.
+        var asJson = new ChatTemplate("{% for m in messages %}{% if m.tool_calls %}{% for c in m.tool_calls %}{{ {'name': c.function.name, 'parameters': c.function.arguments} | tojson }}{% endfor %}{% else %}{{ '<' + m.role + '>' + m.content }}{% endif %}{% endfor %}");
+        Assert.Equal("<user>Weather?{\"name\": \"weather\", \"parameters\": {\"city\": \"Zürich\", \"days\": 2}}<tool>sunny", asJson.Render(Messages(CallTurn), addGenerationPrompt: false));
+    }
+
+    [Fact]
+    public void A_template_that_adds_content_to_text_gets_empty_content_for_a_turn_of_calls_alone()
+    {
+        // Written for this test in the style of ChatML's, which knows nothing of calls.
+        var template = new ChatTemplate("{% for m in messages %}{{ '[' + m.role + ']' + m.content + '\n' }}{% endfor %}");
+        Assert.Equal("[user]Weather?\n[assistant]\n[tool]sunny\n", template.Render(Messages(CallTurn), addGenerationPrompt: false));
+    }
+}

@@ -155,6 +155,39 @@ public sealed class TrainingTests
         for (var i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i].Loss - actual[i].Loss) <= 1e-6, $"step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss}");
     }
 
+    /// <summary>A stop asked for during a step of many micro-batches ends the run between two of
+    /// them, not after the whole step (with a large gradient_accumulation_steps, hours): the step
+    /// is abandoned, its gradients dropped, and the last checkpoint is the step's start, from
+    /// which a resume trains as the uninterrupted run did.</summary>
+    [Fact]
+    public void A_stop_within_a_step_of_many_micro_batches_abandons_it_and_resumes_as_the_uninterrupted_run()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var config = TestData.TinyConfig with { Model = TestData.TinyConfig.Model with { Dropout = 0.1 }, GradientAccumulationSteps = 64, MaxIters = 4, LrDecayIters = 4, EvalInterval = 2 };
+        using (var trainer = Trainer.Start(config, data, temp["full"])) trainer.Run();
+
+        var split = temp["split"];
+        using var stop = new CancellationTokenSource();
+        var completed = new List<long>();
+        using (var trainer = Trainer.Start(config, data, split))
+        {
+            // Asked for once step 2 has been evaluated, as its first micro-batch is about to run.
+            trainer.Evaluated += report => { if (report.Step == 2) stop.Cancel(); };
+            trainer.StepCompleted += report => completed.Add(report.Step);
+            trainer.Run(stop.Token);
+            Assert.True(trainer.StoppedEarly);
+        }
+        Assert.Equal([0L, 1L], completed);
+        Assert.Equal(2, Checkpoint.Open(Checkpoint.Resolve(split, preferBest: false)).State!.Step);
+        using (var trainer = Trainer.Resume(split)) trainer.Run();
+
+        var expected = TrainLosses(temp["full"]);
+        var actual = TrainLosses(split);
+        Assert.Equal(expected.Select(e => e.Step), actual.Select(a => a.Step));
+        for (var i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i].Loss - actual[i].Loss) <= 1e-6, $"step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss}");
+    }
+
     [Theory]
     [InlineData("gpt2", "float32")]
     [InlineData("llama", "bfloat16")]

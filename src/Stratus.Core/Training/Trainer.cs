@@ -415,8 +415,8 @@ public sealed class Trainer : IDisposable
             if (evalDue)
             {
                 var (trainLoss, valLoss, valStandardError) = Evaluate();
-                RequireFinite(valLoss, "val loss");
-                RequireFinite(trainLoss, "train loss");
+                RequireFinite(valLoss, "val loss", ofStep: false, untrained: step == startStep);
+                RequireFinite(trainLoss, "train loss", ofStep: false, untrained: step == startStep);
                 var isBest = valLoss < bestValLoss;
                 if (isBest) bestValLoss = valLoss;
                 var evaluation = new JsonObject { ["step"] = step, ["val_loss"] = valLoss, ["eval_train_loss"] = trainLoss, ["elapsed_s"] = clock.Elapsed.TotalSeconds };
@@ -441,10 +441,10 @@ public sealed class Trainer : IDisposable
                 abandoned = true;
                 continue;
             }
-            RequireFinite(report.TrainLoss, "training loss");
+            RequireFinite(report.TrainLoss, "training loss", ofStep: true, untrained: step == startStep);
             // Gradients can overflow while the loss is still a number: AdamW's step has then made
             // the weights NaN, which the next checkpoint would save over the last good one.
-            RequireFinite(report.GradNorm, "gradient norm");
+            RequireFinite(report.GradNorm, "gradient norm", ofStep: true, untrained: step == startStep);
             var entry = new JsonObject
             {
                 ["step"] = report.Step, ["train_loss"] = report.TrainLoss, ["lr"] = report.LearningRate, ["grad_norm"] = report.GradNorm,
@@ -566,16 +566,25 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>Stops a run whose loss or gradient norm (<paramref name="what"/>) is no longer a
-    /// number before anything is written from its weights: the checkpoints on disk are from before.</summary>
-    void RequireFinite(double value, string what)
+    /// number before anything is written from its weights: the checkpoints on disk are from before.
+    /// <paramref name="ofStep"/>: measured by the training step <see cref="step"/> (else by the
+    /// evaluation at it); <paramref name="untrained"/>: before this run's first update, where no
+    /// learning rate is to blame.</summary>
+    void RequireFinite(double value, string what, bool ofStep, bool untrained)
     {
         if (double.IsFinite(value)) return;
+        // The console counts training steps from 1 (its "step 6/20" is metrics.jsonl's step 5),
+        // and an evaluation by the steps before it, as metrics.jsonl does.
+        var when = ofStep ? $"in training step {step + 1}/{config.MaxIters} (metrics.jsonl's step {step})" : $"at the evaluation of step {step}";
+        if (untrained)
+            throw new StratusUserException($"the {what} is {value} {when}, before any training step: the weights the run starts from or its data give a non-finite {what}, " +
+                "which is no divergence (no learning rate causes it); check the model it starts from (its --init-from or --resume checkpoint) and the data");
         // A run that diverges early (a learning rate too high) often does so before its first
         // checkpoint, and then has none to resume from.
         var then = Checkpoint.Exists(runDirectory)
             ? $"then resume from the last checkpoint (`stratus train --resume {runDirectory} --learning-rate ...`) or start again"
             : "then start the run again: it has saved no checkpoint to resume from";
-        throw new StratusUserException($"the {what} is {value} at step {step}: training diverged; lower --learning-rate or set --grad-clip, {then}");
+        throw new StratusUserException($"the {what} is {value} {when}: training diverged; lower --learning-rate or set --grad-clip, {then}");
     }
 
     /// <summary>Mean loss over eval_iters batches of train and of val, without dropout, and the

@@ -63,7 +63,8 @@ static class DemoCommand
             {
                 model.DecodeWeights = weights;
                 Console.WriteLine($"\nsamples from {checkpoint.Directory}:\n");
-                SampleCommand.Stream(new TextGenerator(model, checkpoint.Tokenizer), "\n", 300, new SamplingOptions { Temperature = 0.8, TopK = 200, Seed = 1337 }, 2);
+                var generator = new TextGenerator(model, checkpoint.Tokenizer);
+                SampleCommand.Stream(generator, generator.DefaultPrompt, 300, new SamplingOptions { Temperature = 0.8, TopK = 200, Seed = 1337 }, 2);
                 Console.WriteLine($"\nmore: {Invocation.Command} sample --model {run} --prompt \"ROMEO:\" --max-tokens 300 --seed 7");
                 Console.WriteLine($"      {Invocation.Command} eval --model {run} --data {data}   (the loss over the whole val split)");
             }

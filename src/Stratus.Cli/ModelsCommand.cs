@@ -30,6 +30,10 @@ static class ModelsCommand
     /// <summary>The registry in --data-dir (or the default data directory).</summary>
     public static ModelRegistry Open(string? dataDir) => ModelRegistry.Open(StratusHome.Resolve(dataDir), RegistryCheckpoints.Instance);
 
+    /// <summary>The registry for a lookup that only reads (<see cref="ModelRegistry.OpenExisting"/>):
+    /// null where the data directory holds no database, and none is created.</summary>
+    public static ModelRegistry? OpenExisting(string? dataDir) => ModelRegistry.OpenExisting(StratusHome.Resolve(dataDir), RegistryCheckpoints.Instance);
+
     static ModelRegistry OpenExisting(ParseResult result, Option<string> dataDir) =>
         ModelRegistry.Open(TrustCommands.ExistingDirectory(result, dataDir), RegistryCheckpoints.Instance);
 

@@ -11,7 +11,7 @@ static class SampleCommand
     public static Command Create()
     {
         var model = PathOptions.Option("--model", "run folder or checkpoint folder", required: true);
-        var prompt = new Option<string>("--prompt") { Description = "text to continue", DefaultValueFactory = _ => "\n" };
+        var prompt = new Option<string>("--prompt") { Description = "text to continue (default: a newline, or the vocabulary's first token where it has no newline)" };
         var maxTokens = new Option<int>("--max-tokens") { Description = "tokens to generate", DefaultValueFactory = _ => 500 };
         var temperature = new Option<double>("--temperature") { Description = "0 is greedy; higher is more random", DefaultValueFactory = _ => 0.8 };
         var topK = new Option<int>("--top-k") { Description = "sample from the k most likely tokens (0: all)", DefaultValueFactory = _ => 200 };
@@ -31,7 +31,8 @@ static class SampleCommand
             var checkpoint = Checkpoint.Open(Checkpoint.Resolve(result.GetValue(model)!));
             using var network = checkpoint.CreateModel(device.Open(result));
             network.DecodeWeights = weights;
-            Stream(new TextGenerator(network, checkpoint.Tokenizer), result.GetValue(prompt)!, result.GetValue(maxTokens), options, result.GetValue(samples));
+            var generator = new TextGenerator(network, checkpoint.Tokenizer);
+            Stream(generator, result.GetValue(prompt) ?? generator.DefaultPrompt, result.GetValue(maxTokens), options, result.GetValue(samples));
             return 0;
         });
         return command;

@@ -90,7 +90,7 @@ static class TrainCommand
     /// <summary>The model --init-from names, by serve's rule (<see cref="ModelRegistry.Locate"/>): a
     /// folder that exists, else a registered version of the data directory's registry.</summary>
     internal static ModelSource InitFrom(string given, string? dataDir) =>
-        ModelRegistry.Locate(given, new Lazy<ModelRegistry>(() => ModelsCommand.Open(dataDir)), "starting from", warning => Console.Error.WriteLine($"warning: {warning}"));
+        ModelRegistry.Locate(given, new Lazy<ModelRegistry?>(() => ModelsCommand.OpenExisting(dataDir)), "starting from", warning => Console.Error.WriteLine($"warning: {warning}"));
 
     /// <summary>The checkpoint a run starts from: its folder, the registered version it is (null: a
     /// folder given as one) and that version's manifest hash, which the checkpoint opened must have,

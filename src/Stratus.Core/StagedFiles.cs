@@ -53,6 +53,21 @@ public sealed class StagedFiles : IDisposable
         while (staged.Count > 0) Commit(staged[0].Target);
     }
 
+    /// <summary>Moves every staged file over its target around <paramref name="key"/>, the file
+    /// that makes the folder what its readers take it for (a dataset's meta.json, a Hugging Face
+    /// model's config.json): it is removed first and comes back last, after the
+    /// <paramref name="obsolete"/> files of what was there before are removed. A process killed
+    /// among the renames, which write no data, leaves a folder its readers refuse, never a mix of
+    /// two writes taken for one.</summary>
+    public void CommitAround(string key, IEnumerable<string> obsolete)
+    {
+        if (!staged.Exists(file => file.Target == key)) throw new InvalidOperationException($"{key} was not staged");
+        File.Delete(key);
+        foreach (var target in Targets.Where(target => target != key).ToList()) Commit(target);
+        foreach (var file in obsolete) File.Delete(file);
+        Commit(key);
+    }
+
     /// <summary>Removes the temporary files of what was not committed.</summary>
     public void Dispose()
     {

@@ -52,6 +52,14 @@ public sealed class ModelRegistry
     public static ModelRegistry Open(PlatformDatabase database, ICheckpointReader checkpoints, TimeProvider? time = null) =>
         new(database, checkpoints, time);
 
+    /// <summary>The registry of a data directory for a lookup that only reads (<see cref="Locate"/>):
+    /// null where the data directory holds no database, which then registers no names and is not
+    /// created for the question (a train --init-from of a folder made ~/.local/share/stratus/stratus.db).</summary>
+    /// <exception cref="PlatformStorageException">The database cannot be used.</exception>
+    /// <exception cref="TrustUserException">The database is another application's or from a newer Stratus.</exception>
+    public static ModelRegistry? OpenExisting(string dataDir, ICheckpointReader checkpoints) =>
+        PlatformDatabase.Exists(dataDir) ? Open(dataDir, checkpoints) : null;
+
     /// <summary>Registers a run folder's checkpoints/best (else last), or a checkpoint folder, as
     /// the next version of <paramref name="name"/>, optionally with an alias pointing at it.</summary>
     /// <param name="copy">Keep the registry's own copy of the checkpoint (hard links where the
@@ -170,20 +178,23 @@ public sealed class ModelRegistry
     /// verb does with the folder, <paramref name="use"/>, when it also names a registered version);
     /// else a reference (NAME, NAME:VERSION, NAME@ALIAS) is its version's checkpoint, its files
     /// checked against the manifest it was registered with; anything else is a path, for its reader
-    /// to refuse. <paramref name="registry"/> is opened only for what reads as a reference.</summary>
+    /// to refuse. <paramref name="registry"/> is opened only for what reads as a reference, and is
+    /// null where no database exists (<see cref="OpenExisting"/>: no names are registered). For a
+    /// folder the registry is asked only for the warning, so one that cannot be read (a newer
+    /// Stratus's, a damaged file) does not stop the folder's use: the warning says so instead.</summary>
     /// <exception cref="TrustUserException">Neither a folder nor a registered version, or a version
     /// whose files changed.</exception>
-    public static ModelSource Locate(string pathOrReference, Lazy<ModelRegistry> registry, string use, Action<string>? warn = null)
+    public static ModelSource Locate(string pathOrReference, Lazy<ModelRegistry?> registry, string use, Action<string>? warn = null)
     {
         if (!ModelReference.TryParse(pathOrReference, out var reference)) return new ModelSource(pathOrReference, null);
         if (Directory.Exists(pathOrReference) || File.Exists(pathOrReference))
         {
-            if (warn is not null && Shadowed(registry.Value, pathOrReference, reference!, use) is { } shadowed) warn(shadowed);
+            if (warn is not null && Shadowed(registry, pathOrReference, reference!, use) is { } shadowed) warn(shadowed);
             return new ModelSource(pathOrReference, null);
         }
         try
         {
-            var version = registry.Value.Resolve(reference!);
+            var version = (registry.Value ?? throw NotRegistered(reference!.Name)).Resolve(reference!);
             return new ModelSource(version.Checkpoint.Directory, version);
         }
         catch (TrustUserException e) when (e.NotFound)
@@ -253,16 +264,23 @@ public sealed class ModelRegistry
 
     /// <summary>One line saying that <paramref name="given"/>, taken as a folder, also names a
     /// registered version, and how to name each; null where it names none.</summary>
-    static string? Shadowed(ModelRegistry registry, string given, ModelReference reference, string use)
+    static string? Shadowed(Lazy<ModelRegistry?> registry, string given, ModelReference reference, string use)
     {
         ModelVersion version;
         try
         {
-            version = registry.Find(reference);
+            if (registry.Value is not { } registered) return null;
+            version = registered.Find(reference);
         }
-        catch (TrustUserException)
+        catch (TrustUserException e) when (e.NotFound)
         {
             return null;
+        }
+        // A registry this Stratus cannot read (a newer one's schema, another application's file, a
+        // row edited by hand) or cannot reach: the folder is what the rule picks in any case.
+        catch (Exception e) when (e is TrustUserException or PlatformStorageException or DbException or FormatException or InvalidCastException)
+        {
+            return $"{given} is a folder here, and the model registry could not be read to check whether it also names a registered version ({e.Message.TrimEnd('.')}); {use} the folder";
         }
         var others = new[] { version.Reference }.Concat(version.Aliases.Select(alias => $"{version.Name}@{alias}")).Where(other => other != given).ToArray();
         return $"{given} is a folder here and a registered model's reference ({version.Reference}); {use} the folder. Give ./{given} for the folder, " +
@@ -390,10 +408,13 @@ public sealed class ModelRegistry
     static TrustUserException Missing(DbConnection connection, DbTransaction? transaction, ModelReference reference, string what)
     {
         var known = Scalar(connection, transaction, "SELECT 1 FROM model_versions WHERE name = @name LIMIT 1", ("@name", reference.Name)) is not null;
-        return new TrustUserException(s => known
-            ? $"{what}; see its versions and aliases with {s.Pick($"`stratus models show {reference.Name}` or `{ListCommand} --name {reference.Name}`", $"GET /api/models/{reference.Name}")}"
-            : $"no model named '{reference.Name}' is registered; see the registered names with {s.Pick($"`{ListCommand}`", "GET /api/models")}") { NotFound = true };
+        return known
+            ? new TrustUserException(s => $"{what}; see its versions and aliases with {s.Pick($"`stratus models show {reference.Name}` or `{ListCommand} --name {reference.Name}`", $"GET /api/models/{reference.Name}")}") { NotFound = true }
+            : NotRegistered(reference.Name);
     }
+
+    static TrustUserException NotRegistered(string name) =>
+        new(s => $"no model named '{name}' is registered; see the registered names with {s.Pick($"`{ListCommand}`", "GET /api/models")}") { NotFound = true };
 
     List<ModelVersion> Versions(DbConnection connection, DbTransaction? transaction, string where, params (string Name, object? Value)[] parameters)
     {

@@ -126,7 +126,7 @@ public sealed class StratusServer : IAsyncDisposable
         }
         if (options.Trust.InsecureNoAuth) ForwardedClients.EnsureOnThisMachine(options.ForwardedAllowIps);
         // Registered references become their checkpoints here, before any model loads.
-        var registered = new Lazy<Stratus.Platform.ModelRegistry>(() => Stratus.Platform.ModelRegistry.Open(Stratus.Platform.StratusHome.Resolve(options.Trust.DataDir), RegistryCheckpoints.Instance));
+        var registered = new Lazy<Stratus.Platform.ModelRegistry?>(() => Stratus.Platform.ModelRegistry.OpenExisting(Stratus.Platform.StratusHome.Resolve(options.Trust.DataDir), RegistryCheckpoints.Instance));
         options = options with { Models = [.. options.Models.Select(spec => spec.ResolveRegistered(registered, options.Warning))] };
         ServedModels.EnsureDistinctNames(options.Models);
         // A model's name is its deployment name for safety policies and usage.

@@ -387,6 +387,23 @@ public sealed class CliTests
         Assert.Contains("not_a_key", ownError);
     }
 
+    /// <summary>sample without --prompt starts from a newline, as nanoGPT's sample.py does; a
+    /// character vocabulary without one could not encode it, and the error blamed "the text" of a
+    /// prompt the user never gave. It starts from the vocabulary's first character instead.</summary>
+    [Fact]
+    public void Sample_without_a_prompt_starts_from_the_first_character_of_a_vocabulary_without_a_newline()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = Tokenization.CharTokenizer.FromCorpus("abc ");
+        using (var model = new Models.Gpt(new Models.ModelConfig { VocabSize = tokenizer.VocabSize, BlockSize = 8, NLayer = 1, NHead = 1, NEmbd = 8, Bias = false }))
+            Training.Checkpoint.Save(temp["ckpt"], model, tokenizer);
+        var (code, stdout, stderr) = Cli.Run("sample", "--model", temp["ckpt"], "--max-tokens", "5", "--seed", "1");
+        Assert.True(code == 0, stderr);
+        Assert.Equal("", stderr);
+        // " " sorts first; five characters of the vocabulary follow it.
+        Assert.Matches("^ [abc ]{5}\n$", stdout);
+    }
+
     [Fact]
     public void A_named_pipe_among_a_models_files_is_one_line_and_exit_2_not_a_hang()
     {

@@ -177,6 +177,46 @@ public sealed class ModelsCommandTests
         Assert.DoesNotContain("model registry", stderr);
     }
 
+    /// <summary>train --init-from r1, a folder whose name also reads as a registered name: the check
+    /// for a clash only reads the registry. It created stratus.db where there was none, and a
+    /// newer Stratus's database stopped the run ("Upgrade Stratus") although a folder was given.</summary>
+    [Fact]
+    public void Init_from_a_folder_that_reads_as_a_name_creates_no_registry_and_trains_past_one_it_cannot_read()
+    {
+        using var temp = new TempDirectory();
+        var (data, config) = Cli.PrepareTiny(temp);
+        Assert.Equal(0, Cli.Run("train", "--config", config, "--data", data, "--out", temp["r1"], "--max-iters", "2").ExitCode);
+        var home = temp["home"];
+        (int ExitCode, string Stdout, string Stderr) FineTune(string output)
+        {
+            var info = Cli.StartInfo("train", "--init-from", "r1", "--data", data, "--out", output, "--max-iters", "1", "--batch-size", "2", "--eval-iters", "1");
+            info.WorkingDirectory = temp.Path;
+            info.Environment["STRATUS_HOME"] = home;
+            return Cli.Run(info);
+        }
+
+        var (code, stdout, stderr) = FineTune(temp["ft1"]);
+        Assert.True(code == 0, stdout + stderr);
+        Assert.Equal("", stderr);
+        Assert.False(Directory.Exists(home));
+
+        // A newer Stratus's database: the folder is used, and the warning says what was not checked.
+        Directory.CreateDirectory(home);
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(home, "stratus.db")};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "CREATE TABLE api_keys (id TEXT); PRAGMA user_version = 999;";
+            command.ExecuteNonQuery();
+        }
+        (code, stdout, stderr) = FineTune(temp["ft2"]);
+        Assert.True(code == 0, stdout + stderr);
+        Assert.StartsWith("warning: r1 is a folder here, and the model registry could not be read to check whether it also names a registered version " +
+            $"({Path.Combine(home, "stratus.db")} has schema version 999; this Stratus understands up to ", stderr);
+        Assert.EndsWith(". Upgrade Stratus); starting from the folder", stderr.Trim());
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+
     [Fact]
     public void Serve_of_a_folder_that_is_also_a_registered_name_says_so_and_how_to_name_each()
     {

@@ -155,6 +155,29 @@ public sealed class HuggingFaceTests
         Assert.StartsWith("the tokenizer's pre-tokenizer pattern took more than 1 s to split this text into words", error.Message);
     }
 
+    /// <summary>An export that fails half way (here a folder in the way of tokenizer.json; a full
+    /// disk, a kill) leaves no config.json, so no folder that transformers or serve would take for a
+    /// model, and none of its temporary files; over an earlier export, that one's config.json is
+    /// gone with it rather than kept beside new weights.</summary>
+    [Fact]
+    public void An_export_that_fails_half_way_leaves_no_folder_that_looks_like_a_model()
+    {
+        using var temp = new TempDirectory();
+        var config = ParityTests.Config("gpt2") with { NLayer = 1 };
+        using var model = ParityTests.RandomModel(config);
+        Checkpoint.Save(temp.File("model"), model, Gpt2Tokenizer.Instance);
+        foreach (var earlier in new[] { false, true })
+        {
+            var output = temp.File(earlier ? "again" : "hf");
+            if (earlier) HuggingFace.Export(temp.File("model"), output);
+            if (earlier) File.Delete(Path.Combine(output, "tokenizer.json"));
+            Directory.CreateDirectory(Path.Combine(output, "tokenizer.json", "in-the-way"));
+            Assert.ThrowsAny<IOException>(() => HuggingFace.Export(temp.File("model"), output));
+            Assert.False(File.Exists(Path.Combine(output, "config.json")));
+            Assert.Empty(Directory.EnumerateFiles(output, "*.tmp"));
+        }
+    }
+
     [Fact]
     public void Exporting_and_reimporting_GPT2_gives_bit_identical_weights()
     {

@@ -155,6 +155,39 @@ public sealed class TrainingTests
         for (var i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i].Loss - actual[i].Loss) <= 1e-6, $"step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss}");
     }
 
+    /// <summary>A stop asked for during a step of many micro-batches ends the run between two of
+    /// them, not after the whole step (with a large gradient_accumulation_steps, hours): the step
+    /// is abandoned, its gradients dropped, and the last checkpoint is the step's start, from
+    /// which a resume trains as the uninterrupted run did.</summary>
+    [Fact]
+    public void A_stop_within_a_step_of_many_micro_batches_abandons_it_and_resumes_as_the_uninterrupted_run()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var config = TestData.TinyConfig with { Model = TestData.TinyConfig.Model with { Dropout = 0.1 }, GradientAccumulationSteps = 64, MaxIters = 4, LrDecayIters = 4, EvalInterval = 2 };
+        using (var trainer = Trainer.Start(config, data, temp["full"])) trainer.Run();
+
+        var split = temp["split"];
+        using var stop = new CancellationTokenSource();
+        var completed = new List<long>();
+        using (var trainer = Trainer.Start(config, data, split))
+        {
+            // Asked for once step 2 has been evaluated, as its first micro-batch is about to run.
+            trainer.Evaluated += report => { if (report.Step == 2) stop.Cancel(); };
+            trainer.StepCompleted += report => completed.Add(report.Step);
+            trainer.Run(stop.Token);
+            Assert.True(trainer.StoppedEarly);
+        }
+        Assert.Equal([0L, 1L], completed);
+        Assert.Equal(2, Checkpoint.Open(Checkpoint.Resolve(split, preferBest: false)).State!.Step);
+        using (var trainer = Trainer.Resume(split)) trainer.Run();
+
+        var expected = TrainLosses(temp["full"]);
+        var actual = TrainLosses(split);
+        Assert.Equal(expected.Select(e => e.Step), actual.Select(a => a.Step));
+        for (var i = 0; i < expected.Count; i++) Assert.True(Math.Abs(expected[i].Loss - actual[i].Loss) <= 1e-6, $"step {expected[i].Step}: {expected[i].Loss} vs {actual[i].Loss}");
+    }
+
     [Theory]
     [InlineData("gpt2", "float32")]
     [InlineData("llama", "bfloat16")]
@@ -471,6 +504,27 @@ public sealed class TrainingTests
         Assert.EndsWith("training diverged; lower --learning-rate or set --grad-clip, then start the run again: it has saved no checkpoint to resume from", error.Message);
     }
 
+    /// <summary>A loss that is not a number before any training step is the model the run starts
+    /// from (or its data), not a divergence: a lower learning rate would not help.</summary>
+    [Fact]
+    public void A_loss_that_is_not_a_number_before_any_step_blames_the_starting_model_not_divergence()
+    {
+        using var temp = new TempDirectory();
+        var data = TestData.PrepareCharDataset(temp);
+        var config = TestData.TinyConfig with { MaxIters = 4 };
+        var tokenizer = Tokenization.TokenizerStore.Load(data);
+        using (var model = new Gpt(config.Model with { VocabSize = tokenizer.VocabSize }))
+        {
+            using (torch.no_grad()) model.parameters().First().fill_(double.NaN);
+            Checkpoint.Save(temp["broken"], model, tokenizer);
+        }
+        using var trainer = Trainer.Start(config, data, temp["run"], Checkpoint.Open(temp["broken"]));
+        var error = Assert.Throws<StratusUserException>(() => trainer.Run());
+        Assert.StartsWith("the val loss is NaN at the evaluation of step 0, before any training step: the weights the run starts from or its data give a non-finite val loss, " +
+            "which is no divergence", error.Message);
+        Assert.DoesNotContain("diverged", error.Message);
+    }
+
     [Fact]
     public void A_gradient_norm_that_stops_being_a_number_under_a_finite_loss_ends_the_run_with_a_clear_error_and_its_checkpoints_intact()
     {
@@ -481,8 +535,9 @@ public sealed class TrainingTests
         var diverging = TestData.TinyConfig with { LearningRate = 1e3, MinLr = 0, GradClip = 0, WarmupIters = 0, MaxIters = 50, CheckpointInterval = 1 };
         using var trainer = Trainer.Start(diverging, data, temp["run"]);
         var error = Assert.Throws<StratusUserException>(() => trainer.Run());
-        Assert.Contains("the gradient norm is", error.Message);
-        Assert.Contains("training diverged; lower --learning-rate", error.Message);
+        // Named as metrics.jsonl counts and as the console does (it printed steps 1..n as "step k/50").
+        var completed = MetricsLog.Read(temp["run"]).Count(entry => entry["train_loss"] is not null);
+        Assert.Matches($@"^the gradient norm is \S+ in training step {completed + 1}/50 \(metrics.jsonl's step {completed}\): training diverged; lower --learning-rate", error.Message);
         Assert.All(MetricsLog.Read(temp["run"]), entry => Assert.DoesNotContain("Infinity", entry.ToJsonString()));
         using var model = Checkpoint.Open(Path.Combine(temp["run"], "checkpoints", "last")).CreateModel();
         Assert.True(model.parameters().All(p => p.isfinite().all().item<bool>()));

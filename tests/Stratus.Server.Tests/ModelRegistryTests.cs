@@ -179,7 +179,7 @@ public sealed class ModelRegistryTests : IDisposable
         var registry = Registry();
         var run = Run("a");
         registry.Register(run, "shk", null, "production", "tests");
-        var spec = ModelSpec.Parse("shk@production").ResolveRegistered(new Lazy<ModelRegistry>(() => registry));
+        var spec = ModelSpec.Parse("shk@production").ResolveRegistered(new Lazy<ModelRegistry?>(() => registry));
         // The run trains on while the server starts: checkpoints/best is saved again, with a
         // manifest of its own, after the version was checked and before its weights are loaded.
         TinyModelServer.CreateCheckpoint(Path.Combine(run, "checkpoints", "best"), context: 32);

@@ -135,6 +135,21 @@ public sealed partial class BatchSampler : IDisposable
     /// queued before.</summary>
     public (Tensor Inputs, Tensor Targets, long ScoredTargets) Sample(Split split, long step, int index, Device device, bool evaluation = false)
     {
+        var scored = Draw(split, step, index, evaluation);
+        var (inputs, targets) = Batch(batchSize, IsMasked, device);
+        return (inputs, targets, scored);
+    }
+
+    /// <summary>How many targets of training micro-batch <paramref name="index"/> of
+    /// <paramref name="step"/> are scored, as <see cref="Sample"/> draws it, without making its
+    /// tensors: a step of a chat dataset weighs its micro-batches by the total before it draws
+    /// each for its forward.</summary>
+    public long ScoredTargets(Split split, long step, int index) => Draw(split, step, index, evaluation: false);
+
+    /// <summary>Reads the windows of micro-batch <paramref name="index"/> into the buffers (and
+    /// their masks); returns how many of their targets are scored.</summary>
+    long Draw(Split split, long step, int index, bool evaluation)
+    {
         var shard = split == Split.Train ? train : val;
         var stream = (ulong)split + (evaluation ? 2UL : 0UL);
         var random = new CounterRandom(seed, stream, (ulong)step, (ulong)index);
@@ -156,10 +171,9 @@ public sealed partial class BatchSampler : IDisposable
             }
             shard.Read(start, buffer.AsSpan(row * (blockSize + 1), blockSize + 1));
         }
-        var (inputs, targets) = Batch(batchSize, mask is not null, device);
         var scored = (long)batchSize * blockSize;
         if (mask is not null) scored -= maskBuffer.AsSpan(0, batchSize * blockSize).Count(0L);
-        return (inputs, targets, scored);
+        return scored;
     }
 
     /// <summary>How many windows of block_size + 1 tokens cover the split, each starting on the

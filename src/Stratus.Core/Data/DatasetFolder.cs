@@ -157,13 +157,8 @@ static class DatasetFolder
     /// process killed among the renames leaves no mix of two preparations to train on.</summary>
     static void Commit(string directory, StagedFiles files)
     {
-        var meta = Path.Combine(directory, DatasetPreparer.MetaFile);
         var staged = files.Targets.ToHashSet();
-        if (!staged.Contains(meta)) throw new InvalidOperationException($"a preparation staged no {DatasetPreparer.MetaFile}");
-        File.Delete(meta);
-        foreach (var file in staged.Where(file => file != meta)) files.Commit(file);
-        foreach (var file in Files.Select(name => Path.Combine(directory, name)).Where(file => !staged.Contains(file))) File.Delete(file);
-        files.Commit(meta);
+        files.CommitAround(Path.Combine(directory, DatasetPreparer.MetaFile), Files.Select(name => Path.Combine(directory, name)).Where(file => !staged.Contains(file)));
     }
 
     /// <summary>Refuses a folder that holds a model (<see cref="ModelIn"/>) as the folder to write

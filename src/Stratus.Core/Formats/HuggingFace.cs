@@ -363,20 +363,23 @@ public static class HuggingFace
 
     /// <summary>Writes a Stratus model as a Hugging Face folder with weights in the given dtype. A
     /// dataset's, run's or checkpoint's folder is refused: its tokenizer.json or model.safetensors
-    /// would be replaced.</summary>
+    /// would be replaced. The files are staged and placed together, config.json (what makes a
+    /// folder a model to transformers and vLLM) last: an export killed or out of disk space
+    /// half way leaves no folder that looks like a model but is not, and an earlier export
+    /// there as it was until the files are placed.</summary>
     public static void Export(string modelPath, string outputDirectory, ScalarType dtype = ScalarType.Float32)
     {
         DatasetFolder.RequireNoDatasetIn(outputDirectory, "exported model");
         DatasetFolder.RequireNoModelIn(outputDirectory, "exported model");
         var checkpoint = Checkpoint.Open(Checkpoint.Resolve(modelPath));
         var c = checkpoint.ModelConfig;
-        Directory.CreateDirectory(outputDirectory);
         using var model = checkpoint.CreateModel();
         model.MergeAdapters();
         var tokenizer = checkpoint.Tokenizer;
         var vocabulary = BpeVocabulary.From(tokenizer);
         var dtypeName = dtype switch { ScalarType.Float32 => "float32", ScalarType.Float16 => "float16", ScalarType.BFloat16 => "bfloat16", _ => throw new StratusUserException($"unsupported dtype {dtype}") };
 
+        using var files = new StagedFiles();
         var tensors = new List<KeyValuePair<string, Tensor>>();
         try
         {
@@ -388,7 +391,7 @@ public static class HuggingFace
             }
             // HF GPT-2 always has biases: a bias-free Stratus GPT-2 exports zeros, which compute the same.
             if (c.Architecture == "gpt2" && !c.Bias) tensors.AddRange(ZeroGpt2Biases(c, dtype));
-            SafeTensors.Save(Path.Combine(outputDirectory, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            SafeTensors.Save(files, Path.Combine(outputDirectory, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
         }
         finally
         {
@@ -398,11 +401,12 @@ public static class HuggingFace
         var eos = vocabulary.EosId;
         var bos = vocabulary.BosId ?? eos;
         var endOfGeneration = tokenizer.EndOfGenerationIds;
-        WriteJson(outputDirectory, "config.json", HfConfig(c, bos, EosTokenId(endOfGeneration), dtypeName));
+        var config = Path.Combine(outputDirectory, "config.json");
+        files.WriteJson(config, HfConfig(c, bos, EosTokenId(endOfGeneration), dtypeName));
         // What vLLM and transformers' generate() read the eos ids from first.
-        WriteJson(outputDirectory, "generation_config.json", new JsonObject { ["bos_token_id"] = bos, ["eos_token_id"] = EosTokenId(endOfGeneration) });
+        files.WriteJson(Path.Combine(outputDirectory, "generation_config.json"), new JsonObject { ["bos_token_id"] = bos, ["eos_token_id"] = EosTokenId(endOfGeneration) });
         var tokenizerJson = tokenizer is HfTokenizer hf ? hf.TokenizerJson : TokenizerJson(vocabulary);
-        WriteJson(outputDirectory, "tokenizer.json", tokenizerJson);
+        files.WriteJson(Path.Combine(outputDirectory, "tokenizer.json"), tokenizerJson);
         var tokenizerConfig = tokenizer is HfTokenizer { TokenizerConfig: { } original } ? (JsonObject)original.DeepClone() : new JsonObject
         {
             ["tokenizer_class"] = "PreTrainedTokenizerFast",
@@ -413,7 +417,8 @@ public static class HuggingFace
         // The imported list of named templates (default and tool_use) stays as it came while its
         // default is the model's; another template replaces it.
         if (ChatTemplate.Find(checkpoint.Directory) is { } template && template != (tokenizer as HfTokenizer)?.ChatTemplate) tokenizerConfig["chat_template"] = template;
-        WriteJson(outputDirectory, "tokenizer_config.json", tokenizerConfig);
+        files.WriteJson(Path.Combine(outputDirectory, "tokenizer_config.json"), tokenizerConfig);
+        files.CommitAround(config, obsolete: []);
     }
 
     static IEnumerable<KeyValuePair<string, Tensor>> ZeroGpt2Biases(ModelConfig c, ScalarType dtype)
@@ -498,7 +503,4 @@ public static class HuggingFace
             },
         };
     }
-
-    static void WriteJson(string directory, string name, JsonNode node) =>
-        AtomicFile.WriteJson(Path.Combine(directory, name), node);
 }

@@ -26,6 +26,15 @@ public static class SafeTensors
 
     public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
+        using var files = new StagedFiles();
+        Save(files, path, tensors, metadata);
+        files.Commit();
+    }
+
+    /// <summary>Writes the file staged among <paramref name="files"/>, to replace
+    /// <paramref name="path"/> with the others they commit together (an exported model's).</summary>
+    public static void Save(StagedFiles files, string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
         var list = tensors.Select(kv => (kv.Key, Tensor: kv.Value.detach().cpu().contiguous())).ToList();
         try
         {
@@ -51,7 +60,7 @@ public static class SafeTensors
             }
             var json = Encoding.UTF8.GetBytes(header.ToJsonString());
             var padded = (json.Length + 7) / 8 * 8; // the format aligns tensor data to 8 bytes
-            AtomicFile.Write(path, stream =>
+            files.Write(path, stream =>
             {
                 Span<byte> length = stackalloc byte[8];
                 BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)padded);

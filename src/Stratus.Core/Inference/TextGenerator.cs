@@ -28,6 +28,11 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
     public CausalLanguageModel Model => model;
     public ITokenizer Tokenizer => tokenizer;
 
+    /// <summary>What to start from where no prompt is given (`stratus sample` without --prompt): a
+    /// newline, as nanoGPT's sample.py does, where the vocabulary has one; else the text of its
+    /// first token (a character vocabulary of text without newlines).</summary>
+    public string DefaultPrompt => tokenizer.Unencodable("\n").Count == 0 ? "\n" : tokenizer.Decode([0]);
+
     /// <summary>Yields pieces of text as tokens are generated, special tokens left out; stops
     /// after maxTokens (which may run past the context) or at a token that ends generation
     /// (<see cref="ITokenizer.EndOfGenerationIds"/>). The prompt
@@ -41,8 +46,8 @@ public sealed class TextGenerator(CausalLanguageModel model, ITokenizer tokenize
         var promptTokens = tokenizer.Encode(prompt, addSpecialTokens: true);
         if (promptTokens.Length == 0)
         {
-            // A model needs at least one token to condition on: start from end-of-text, or a newline.
-            promptTokens = tokenizer.EndOfTextId is { } eot ? [eot] : tokenizer.Encode("\n");
+            // A model needs at least one token to condition on: start from end-of-text, or the default prompt.
+            promptTokens = tokenizer.EndOfTextId is { } eot ? [eot] : tokenizer.Encode(DefaultPrompt);
         }
         var context = model.Config.BlockSize;
         if (promptTokens.Length > context)

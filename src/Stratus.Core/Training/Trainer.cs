@@ -406,15 +406,17 @@ public sealed class Trainer : IDisposable
         using var metrics = communicator.IsMain ? new MetricsLog(runDirectory, step) : null;
         var clock = Stopwatch.StartNew();
         var startStep = step;
-        for (; ; step++)
+        // A step stopped within (TrainStep, between micro-batches) is abandoned: the loop comes
+        // round to the same step once more, evaluated already, to end the run there.
+        for (var abandoned = false; ;)
         {
-            var stopping = communicator.AnyRank(cancellation.IsCancellationRequested);
-            var evalDue = step % config.EvalInterval == 0 || step == config.MaxIters;
+            var stopping = abandoned || communicator.AnyRank(cancellation.IsCancellationRequested);
+            var evalDue = !abandoned && (step % config.EvalInterval == 0 || step == config.MaxIters);
             if (evalDue)
             {
                 var (trainLoss, valLoss, valStandardError) = Evaluate();
-                RequireFinite(valLoss, "val loss");
-                RequireFinite(trainLoss, "train loss");
+                RequireFinite(valLoss, "val loss", ofStep: false, untrained: step == startStep);
+                RequireFinite(trainLoss, "train loss", ofStep: false, untrained: step == startStep);
                 var isBest = valLoss < bestValLoss;
                 if (isBest) bestValLoss = valLoss;
                 var evaluation = new JsonObject { ["step"] = step, ["val_loss"] = valLoss, ["eval_train_loss"] = trainLoss, ["elapsed_s"] = clock.Elapsed.TotalSeconds };
@@ -425,7 +427,7 @@ public sealed class Trainer : IDisposable
                 if (isBest && step > 0) SaveCheckpoint("best");
             }
             var checkpointDue = config.CheckpointInterval > 0 && step % config.CheckpointInterval == 0;
-            if (step > startStep && (checkpointDue || step == config.MaxIters || stopping))
+            if (step > startStep && (checkpointDue || step == config.MaxIters || stopping) && !(abandoned && checkpointDue))
                 SaveCheckpoint("last");
             StoppedEarly = stopping && step < config.MaxIters;
             if (step >= config.MaxIters || stopping)
@@ -434,11 +436,15 @@ public sealed class Trainer : IDisposable
                 break;
             }
 
-            var report = TrainStep(clock);
-            RequireFinite(report.TrainLoss, "training loss");
+            if (TrainStep(clock, cancellation) is not { } report)
+            {
+                abandoned = true;
+                continue;
+            }
+            RequireFinite(report.TrainLoss, "training loss", ofStep: true, untrained: step == startStep);
             // Gradients can overflow while the loss is still a number: AdamW's step has then made
             // the weights NaN, which the next checkpoint would save over the last good one.
-            RequireFinite(report.GradNorm, "gradient norm");
+            RequireFinite(report.GradNorm, "gradient norm", ofStep: true, untrained: step == startStep);
             var entry = new JsonObject
             {
                 ["step"] = report.Step, ["train_loss"] = report.TrainLoss, ["lr"] = report.LearningRate, ["grad_norm"] = report.GradNorm,
@@ -447,6 +453,7 @@ public sealed class Trainer : IDisposable
             if (communicator.WorldSize > 1) entry["comm_ms"] = report.CommunicationSeconds * 1000;
             metrics?.Write(entry);
             StepCompleted?.Invoke(report);
+            step++;
         }
     }
 
@@ -459,63 +466,83 @@ public sealed class Trainer : IDisposable
 
     /// <summary>One optimizer step over gradient_accumulation_steps micro-batches (of the whole
     /// job: this rank runs those with micro mod WorldSize = Rank). Every rank must call it.</summary>
-    public StepReport TrainStep(Stopwatch clock)
+    public StepReport TrainStep(Stopwatch clock) => TrainStep(clock, CancellationToken.None)!;
+
+    /// <summary><see cref="TrainStep(Stopwatch)"/>, abandoned where <paramref name="cancellation"/>
+    /// comes (on any rank) between two micro-batches: null, the gradients dropped and the weights
+    /// as at the step's start, so that a step of a large gradient_accumulation_steps (hours) does
+    /// not hold a Ctrl+C back until its end, and a resume runs the step again whole.</summary>
+    StepReport? TrainStep(Stopwatch clock, CancellationToken cancellation)
     {
         var watch = Stopwatch.StartNew();
         var communicationBefore = communicator.Elapsed;
         var lr = LearningRateSchedule.At(config, step);
         model.train();
-        double lossSum = 0;
         var accumulation = config.GradientAccumulationSteps;
+        // Each micro-batch is drawn as it is needed (the windows of micro-batch m of step s are
+        // a function of (seed, s, m)), not all before the first forward: a
+        // gradient_accumulation_steps of 1,000,000 held the step's windows at once (3.3 GB after
+        // 90 s of drawing them for a 1-layer model, 0.27 GB drawn one at a time).
+        bool Stopped(int micro) => micro >= communicator.WorldSize && communicator.AnyRank(cancellation.IsCancellationRequested);
         // A chat dataset's loss mask leaves each micro-batch its own number of targets, none at
         // all in a window of only user text: the step's loss is then the mean over the targets of
         // all its micro-batches (as Hugging Face Transformers weighs them since 4.46), which a
-        // micro-batch without targets adds nothing to. Unmasked micro-batches all have B x T
-        // targets, where that is the mean of their means, computed as before.
-        using var stepScope = NewDisposeScope();
-        var batches = new List<(int Micro, Tensor Inputs, Tensor Targets, long Scored)>();
-        for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
+        // micro-batch without targets adds nothing to, so they are counted (the windows drawn
+        // once for that) before the first forward. Unmasked micro-batches all have B x T targets,
+        // where that is the mean of their means, computed as before.
+        double? supervised = null;
+        if (sampler.IsMasked)
         {
-            var (inputs, targets, scored) = sampler.Sample(Split.Train, step, micro, device);
-            batches.Add((micro, inputs, targets, scored));
+            long scored = 0;
+            for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
+            {
+                if (Stopped(micro)) return null;
+                scored += sampler.ScoredTargets(Split.Train, step, micro);
+            }
+            supervised = communicator.SumOverRanks(scored)[0];
+            if (supervised == 0)
+                throw new StratusUserException($"step {step}'s batches hold no assistant tokens to learn from: the chat data is too sparse in assistant text for block_size {config.Model.BlockSize}; raise --block-size or prepare with more assistant turns");
         }
-        var supervised = sampler.IsMasked ? communicator.SumOverRanks(batches.Sum(b => (double)b.Scored))[0] : (double?)null;
-        if (supervised == 0)
-            throw new StratusUserException($"step {step}'s batches hold no assistant tokens to learn from: the chat data is too sparse in assistant text for block_size {config.Model.BlockSize}; raise --block-size or prepare with more assistant turns");
         // The losses and the gradient norm stay on the device until the step is queued, then
         // come back in one read: on a GPU each read waits for every kernel before it, and the GPU
         // idles while the next ones are queued, so one read a step instead of one per micro-batch
         // and one for the norm (the batches' copies no longer wait either: BatchSampler.Batch).
-        var losses = new List<Tensor>(batches.Count + 1);
-        foreach (var (micro, inputs, targets, _) in batches)
+        // The losses are summed there in float64 in micro-batch order, as the host summed them.
+        using var stepScope = NewDisposeScope();
+        var lossSum = torch.zeros([], dtype: ScalarType.Float64, device: device);
+        for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
         {
+            if (Stopped(micro))
+            {
+                optimizer.ZeroGrad();
+                return null;
+            }
             using var scope = NewDisposeScope();
+            var (inputs, targets, _) = sampler.Sample(Split.Train, step, micro, device);
             SeedDropout(sampler.DropoutSeed(step, micro));
             var logits = model.Forward(inputs);
             if (supervised is { } count)
             {
                 var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1), reduction: nn.Reduction.Sum) / count;
                 loss.backward();
-                losses.Add(loss.detach().MoveToOuterDisposeScope());
+                lossSum.add_(loss.detach(), alpha: accumulation);
             }
             else
             {
                 var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.view(-1));
                 // Divided by the job's micro-batch count: the gradients summed over ranks are the mean.
                 (loss / accumulation).backward();
-                losses.Add(loss.detach().MoveToOuterDisposeScope());
+                lossSum.add_(loss.detach());
             }
         }
         optimizer.ReduceGradients();
-        losses.Add(optimizer.ClipGradientNorm(config.GradClip));
+        var norm = optimizer.ClipGradientNorm(config.GradClip);
         optimizer.Step(lr);
         optimizer.ZeroGrad();
-        using var read = torch.stack(losses).cpu();
-        var values = read.data<float>();
-        for (var i = 0; i < batches.Count; i++)
-            lossSum += supervised is null ? values[i] : values[i] * accumulation;
-        var gradNorm = values[batches.Count];
-        lossSum = communicator.SumOverRanks(lossSum)[0];
+        using var read = torch.stack([lossSum, norm.to_type(ScalarType.Float64)]).cpu();
+        var values = read.data<double>();
+        var gradNorm = values[1];
+        var jobLoss = communicator.SumOverRanks(values[0])[0];
         // TorchSharp hands each number it passes to libtorch over as a native Scalar (a + b passes
         // alpha = 1, the optimizer its hyperparameters: about 40 a step for the GPT-2-small shape)
         // and frees it only in a finalizer. At the GC's own pace (one collection in ~180 steps
@@ -526,7 +553,7 @@ public sealed class Trainer : IDisposable
         GC.Collect(0);
         var seconds = watch.Elapsed.TotalSeconds;
         var tokens = (double)config.BatchSize * config.Model.BlockSize * accumulation;
-        return new StepReport(step, config.MaxIters, lossSum / accumulation, lr, gradNorm, seconds, tokens / seconds,
+        return new StepReport(step, config.MaxIters, jobLoss / accumulation, lr, gradNorm, seconds, tokens / seconds,
             flopsPerStep / seconds / (peakFlops * communicator.WorldSize), clock.Elapsed.TotalSeconds,
             (communicator.Elapsed - communicationBefore).TotalSeconds);
     }
@@ -540,16 +567,25 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>Stops a run whose loss or gradient norm (<paramref name="what"/>) is no longer a
-    /// number before anything is written from its weights: the checkpoints on disk are from before.</summary>
-    void RequireFinite(double value, string what)
+    /// number before anything is written from its weights: the checkpoints on disk are from before.
+    /// <paramref name="ofStep"/>: measured by the training step <see cref="step"/> (else by the
+    /// evaluation at it); <paramref name="untrained"/>: before this run's first update, where no
+    /// learning rate is to blame.</summary>
+    void RequireFinite(double value, string what, bool ofStep, bool untrained)
     {
         if (double.IsFinite(value)) return;
+        // The console counts training steps from 1 (its "step 6/20" is metrics.jsonl's step 5),
+        // and an evaluation by the steps before it, as metrics.jsonl does.
+        var when = ofStep ? $"in training step {step + 1}/{config.MaxIters} (metrics.jsonl's step {step})" : $"at the evaluation of step {step}";
+        if (untrained)
+            throw new StratusUserException($"the {what} is {value} {when}, before any training step: the weights the run starts from or its data give a non-finite {what}, " +
+                "which is no divergence (no learning rate causes it); check the model it starts from (its --init-from or --resume checkpoint) and the data");
         // A run that diverges early (a learning rate too high) often does so before its first
         // checkpoint, and then has none to resume from.
         var then = Checkpoint.Exists(runDirectory)
             ? $"then resume from the last checkpoint (`stratus train --resume {runDirectory} --learning-rate ...`) or start again"
             : "then start the run again: it has saved no checkpoint to resume from";
-        throw new StratusUserException($"the {what} is {value} at step {step}: training diverged; lower --learning-rate or set --grad-clip, {then}");
+        throw new StratusUserException($"the {what} is {value} {when}: training diverged; lower --learning-rate or set --grad-clip, {then}");
     }
 
     /// <summary>Mean loss over eval_iters batches of train and of val, without dropout, and the

@@ -23,7 +23,7 @@ public sealed record ModelSpec(string Path, string? Name = null, ModelVersion? R
     /// by the rule every verb that takes a model shares (<see cref="ModelRegistry.Locate"/>).</summary>
     /// <exception cref="StratusUserException">Neither a folder nor a registered version, or a
     /// version whose files changed.</exception>
-    public ModelSpec ResolveRegistered(Lazy<ModelRegistry> registry, Action<string>? warn = null)
+    public ModelSpec ResolveRegistered(Lazy<ModelRegistry?> registry, Action<string>? warn = null)
     {
         try
         {

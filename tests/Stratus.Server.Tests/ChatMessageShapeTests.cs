@@ -56,4 +56,16 @@ public sealed class ChatMessageShapeTests
         var template = new ChatTemplate("{% for m in messages %}{{ '[' + m.role + ']' + m.content + '\n' }}{% endfor %}");
         Assert.Equal("[user]Weather?\n[assistant]\n[tool]sunny\n", template.Render(Messages(CallTurn), addGenerationPrompt: false));
     }
+
+    [Fact]
+    public void Text_parts_reach_the_template_joined_by_a_line_break_as_vLLM_joins_them_for_templates_that_take_string_content()
+    {
+        var template = new ChatTemplate("{% for m in messages %}[{{ m.role }}]{% if m.content is not none %}{{ m.content }}{% endif %}{% endfor %}");
+        var messages = Messages("""
+            [{"role": "user", "content": [{"type": "text", "text": "First."}, {"type": "text", "text": "Second."}]},
+             {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "time", "arguments": "{}"}}]},
+             {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "12"}, {"type": "text", "text": "00"}]}]
+            """);
+        Assert.Equal("[user]First.\nSecond.[assistant][tool]12\n00", template.Render(messages, addGenerationPrompt: false));
+    }
 }

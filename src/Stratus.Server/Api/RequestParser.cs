@@ -286,7 +286,9 @@ public static partial class RequestParser
         if (element.ValueKind == JsonValueKind.String) return element.GetString()!;
         if (element.ValueKind != JsonValueKind.Array)
             throw ApiException.Invalid($"Invalid type for '{param}': expected a string or an array of content parts.", param, "invalid_type");
-        var text = new StringBuilder();
+        // The text parts joined by line breaks, as vLLM gives a template that takes string content
+        // (chat_utils' "\n".join), so that two parts stay two lines rather than one run-on word.
+        var texts = new List<string>();
         var index = 0;
         foreach (var part in element.EnumerateArray())
         {
@@ -296,10 +298,10 @@ public static partial class RequestParser
                 throw ApiException.Invalid($"Content part type '{Truncate(type.GetString()!)}' is not supported by this model; only 'text' is.", $"{param}[{index}].type", "invalid_value");
             if (!part.TryGetProperty("text", out var value) || value.ValueKind != JsonValueKind.String)
                 throw ApiException.Invalid($"Missing or invalid '{param}[{index}].text': expected a string.", $"{param}[{index}].text", "invalid_type");
-            text.Append(value.GetString());
+            texts.Add(value.GetString()!);
             index++;
         }
-        return text.ToString();
+        return string.Join('\n', texts);
     }
 
     /// <summary>Prompts of /v1/completions: each either text or token ids.</summary>

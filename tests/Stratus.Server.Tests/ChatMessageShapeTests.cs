@@ -68,4 +68,31 @@ public sealed class ChatMessageShapeTests
             """);
         Assert.Equal("[user]First.\nSecond.[assistant][tool]12\n00", template.Render(messages, addGenerationPrompt: false));
     }
+
+    [Fact]
+    public void A_message_s_name_and_an_assistant_s_reasoning_reach_the_template_as_vLLM_passes_them()
+    {
+        // Written for this test in the style of Qwen3's, which writes an earlier turn's reasoning_content.
+        var template = new ChatTemplate("{% for m in messages %}<{{ m.role }}{% if m.name %} name={{ m.name }}{% endif %}>" +
+            "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}|{{ m.reasoning }}</think>{% endif %}{{ m.content }}{% endfor %}");
+        var messages = Messages("""
+            [{"role": "system", "content": "Be brief.", "name": "rules"},
+             {"role": "user", "content": "Hi", "name": "ada"},
+             {"role": "assistant", "content": "A", "reasoning_content": "r1", "name": "bot"},
+             {"role": "user", "content": "Again"},
+             {"role": "assistant", "content": "B", "reasoning": "r2"}]
+            """);
+        Assert.Equal("<system name=rules>Be brief.<user name=ada>Hi<assistant name=bot><think>r1|r1</think>A<user>Again<assistant><think>r2|r2</think>B",
+            template.Render(messages, addGenerationPrompt: false));
+    }
+
+    [Fact]
+    public void An_assistant_s_reasoning_given_twice_differently_is_refused_naming_it()
+    {
+        var refused = Assert.Throws<ApiException>(() => Messages("""
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "A", "reasoning": "r1", "reasoning_content": "r2"}]
+            """));
+        Assert.Equal(400, refused.Status);
+        Assert.Equal("messages[1].reasoning_content", refused.Param);
+    }
 }

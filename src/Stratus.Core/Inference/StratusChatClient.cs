@@ -173,7 +173,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
     /// <summary>A message as the template reads it, as the HTTP API's messages: an assistant's
     /// FunctionCallContent its tool_calls, and each FunctionResultContent a tool message of its
     /// own answering its call (OpenAI's tool_call_id), as Microsoft.Extensions.AI's OpenAI client
-    /// sends them.</summary>
+    /// sends them; its AuthorName the name, and an assistant's TextReasoningContent its reasoning.</summary>
     static void Add(List<ChatMessageText> list, ChatMessage message)
     {
         var results = message.Contents.OfType<FunctionResultContent>().ToList();
@@ -182,7 +182,13 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         var calls = message.Contents.OfType<FunctionCallContent>()
             .Select(call => new ChatToolCall(call.CallId, call.Name, JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), ArgumentsType))).ToList();
         // A message of calls alone has no content (null), as the OpenAI client sends it.
-        list.Add(new ChatMessageText(message.Role.Value, calls.Count > 0 && message.Text.Length == 0 ? null : message.Text) { ToolCalls = calls.Count > 0 ? calls : null });
+        var reasoning = message.Contents.OfType<TextReasoningContent>().Select(r => r.Text).ToList();
+        list.Add(new ChatMessageText(message.Role.Value, calls.Count > 0 && message.Text.Length == 0 ? null : message.Text)
+        {
+            ToolCalls = calls.Count > 0 ? calls : null,
+            Name = message.AuthorName,
+            Reasoning = reasoning.Count > 0 && message.Role == ChatRole.Assistant ? string.Concat(reasoning) : null,
+        });
     }
 
     /// <summary>A function's result as the model reads it, as Microsoft.Extensions.AI's OpenAI

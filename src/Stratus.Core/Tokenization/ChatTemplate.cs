@@ -19,6 +19,11 @@ public sealed record ChatMessageText(string Role, string? Content)
     public IReadOnlyList<ChatToolCall>? ToolCalls { get; init; }
     /// <summary>The call a tool message answers (OpenAI's tool_call_id); null on other messages.</summary>
     public string? ToolCallId { get; init; }
+    /// <summary>The participant's name (OpenAI's name, on any message); null where none.</summary>
+    public string? Name { get; init; }
+    /// <summary>The reasoning an assistant's message came with, which templates of thinking
+    /// models (Qwen3's, DeepSeek's, GLM's) write back for an earlier turn; null where none.</summary>
+    public string? Reasoning { get; init; }
 }
 
 /// <summary>A function call in a conversation: its id, the function's name and its arguments as
@@ -218,7 +223,8 @@ public sealed class ChatTemplate
     /// <summary>A message as templates read it: role and content (none or "" where it has none,
     /// as the template takes it), an assistant's tool_calls ({"id", "type": "function", "function":
     /// {"name", "arguments"}}, the arguments an object or their JSON text, as the template takes
-    /// them) and a tool message's tool_call_id.</summary>
+    /// them), a tool message's tool_call_id, the message's name, and an assistant's reasoning as
+    /// both reasoning and reasoning_content, as vLLM passes it (templates read either).</summary>
     static object? Variable(ChatMessageText message, CallTurn turn)
     {
         var content = message.Content ?? (turn.NoneForNoContent ? null : "");
@@ -231,6 +237,8 @@ public sealed class ChatTemplate
                 ["function"] = new Dictionary<string, object?> { ["name"] = call.Name, ["arguments"] = turn.ArgumentsAsText ? call.Arguments : Arguments(call) },
             }).ToList();
         if (message.ToolCallId is { } id) variable["tool_call_id"] = id;
+        if (message.Name is { } name) variable["name"] = name;
+        if (message.Reasoning is { } reasoning) variable["reasoning"] = variable["reasoning_content"] = reasoning;
         return variable;
     }
 

@@ -79,6 +79,10 @@ public sealed record ChatMessageBody
     public JsonElement? ToolCalls { get; init; }
     /// <summary>The call a tool message answers.</summary>
     public string? ToolCallId { get; init; }
+    /// <summary>vLLM's: the reasoning an assistant's message came with, for a template that writes it back.</summary>
+    public string? Reasoning { get; init; }
+    /// <summary>The same under the name DeepSeek's API and earlier vLLM answers give it.</summary>
+    public string? ReasoningContent { get; init; }
 }
 
 public sealed record CompletionRequest : SamplingFields

@@ -60,6 +60,8 @@ public sealed record ChatCompletionRequest : SamplingFields
     public JsonElement? ToolChoice { get; init; }
     /// <summary>Whether "required" may make several calls; default true.</summary>
     public bool? ParallelToolCalls { get; init; }
+    /// <summary>vLLM's: more variables for the chat template, a JSON object ({"enable_thinking": false}).</summary>
+    public JsonElement? ChatTemplateKwargs { get; init; }
     // Read only to refuse them (RequestParser.RefuseUnimplemented): the deprecated form of tools,
     // which ignoring would answer with something else.
     public JsonElement? Functions { get; init; }
@@ -113,6 +115,8 @@ public sealed record TokenizeRequest
     /// <summary>vLLM's: the tools a chat offers ([{"type": "function", "function": {...}}], checked
     /// as a chat's), rendered with the messages as the chat's prompt has them.</summary>
     public JsonElement? Tools { get; init; }
+    /// <summary>vLLM's: the chat template's variables, as a chat's.</summary>
+    public JsonElement? ChatTemplateKwargs { get; init; }
 }
 
 public sealed record DetokenizeRequest

@@ -201,8 +201,22 @@ public static partial class RequestParser
 
     /// <summary>A chat's messages and where their rendering ends, as chat completions and
     /// /tokenize take them (vLLM's defaults: the generation prompt, no open final message).</summary>
-    public static ChatPrompt Chat(List<ChatMessageBody?>? messages, bool? addGenerationPrompt, bool? continueFinalMessage, ChatTools? tools = null) =>
-        new(Messages(messages), addGenerationPrompt ?? true, continueFinalMessage ?? false) { Tools = tools?.Definitions };
+    public static ChatPrompt Chat(List<ChatMessageBody?>? messages, bool? addGenerationPrompt, bool? continueFinalMessage, ChatTools? tools = null, JsonElement? chatTemplateKwargs = null) =>
+        new(Messages(messages), addGenerationPrompt ?? true, continueFinalMessage ?? false) { Tools = tools?.Definitions, Variables = TemplateVariables(chatTemplateKwargs) };
+
+    /// <summary>vLLM's chat_template_kwargs: an object whose members, any JSON, the template reads
+    /// as variables (null and absent: none); a name the rendering sets itself is refused where it
+    /// renders (ChatTemplate.CheckVariables), as the IChatClient's are.</summary>
+    static Dictionary<string, JsonElement>? TemplateVariables(JsonElement? kwargs)
+    {
+        const string param = "chat_template_kwargs";
+        if (kwargs is not { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } given) return null;
+        if (given.ValueKind != JsonValueKind.Object)
+            throw ApiException.Invalid($"Invalid type for '{param}': expected an object of template variables such as {{\"enable_thinking\": false}}, but got {Truncate(given.GetRawText())} instead.", param, "invalid_type");
+        var variables = new Dictionary<string, JsonElement>(StringComparer.Ordinal);
+        foreach (var member in given.EnumerateObject()) variables[member.Name] = member.Value;
+        return variables;
+    }
 
     /// <summary>Chat messages as (role, text); content may be a string or text parts.</summary>
     public static List<ChatMessageText> Messages(List<ChatMessageBody?>? messages)
@@ -435,6 +449,8 @@ public sealed record ChatPrompt(IReadOnlyList<ChatMessageText> Messages, bool Ad
 {
     /// <summary>The tools the template is told of (their definitions as the request gives them); null: none.</summary>
     public IReadOnlyList<JsonElement>? Tools { get; init; }
+    /// <summary>More variables for the template (chat_template_kwargs); null: none.</summary>
+    public IReadOnlyDictionary<string, JsonElement>? Variables { get; init; }
 
-    public string Render(ChatTemplate template) => template.Render(Messages, AddGenerationPrompt, ContinueFinalMessage, Tools);
+    public string Render(ChatTemplate template) => template.Render(Messages, AddGenerationPrompt, ContinueFinalMessage, Tools, Variables);
 }

@@ -1,0 +1,118 @@
+// vLLM's chat_template_kwargs: a chat request's (and /tokenize's) more variables for the model's
+// template, any JSON, as Qwen3's enable_thinking and gpt-oss's reasoning_effort are given; the
+// names the rendering sets itself are refused or left to the request's own fields, as vLLM
+// resolves them. The template here is written for these tests.
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.AI;
+using Stratus.Tokenization;
+
+namespace Stratus.Server.Tests;
+
+public sealed class ThinkingTemplateServer : IAsyncLifetime
+{
+    /// <summary>In the style of Qwen3's: an empty thinking block after the generation prompt where
+    /// enable_thinking is false; and an object variable written out.</summary>
+    public const string Template =
+        "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endfor %}" +
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}{%- endif %}" +
+        "{%- if effort %}{{- 'effort=' + effort.level + ':' + (effort.tags | join(',')) }}{%- endif %}{{- bos_token }}";
+
+    public TinyModelServer Server { get; } = new()
+    {
+        CreateModel = directory => TinyModelServer.SaveGpt(directory, CharTokenizer.FromCorpus(TinyModelServer.Corpus), context: 512, chatTemplate: Template),
+    };
+
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
+public sealed class ChatTemplateKwargsTests(ThinkingTemplateServer thinking) : IClassFixture<ThinkingTemplateServer>
+{
+    static readonly object[] Hi = [new { role = "user", content = "Hi" }];
+    const string Asked = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+
+    async Task<JsonNode> Post(string path, object body, HttpStatusCode expected = HttpStatusCode.OK)
+    {
+        using var response = await thinking.Server.Http.PostAsJsonAsync(path, body);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == expected, text);
+        return JsonNode.Parse(text)!;
+    }
+
+    /// <summary>The messages as /tokenize renders them with <paramref name="extra"/>, read back as text.</summary>
+    async Task<string> Rendered(Dictionary<string, object?> extra)
+    {
+        var body = new Dictionary<string, object?>(extra) { ["model"] = TinyModelServer.ModelName, ["messages"] = Hi };
+        var tokens = (await Post("/tokenize", body))["tokens"]!;
+        return (string)(await Post("/detokenize", new { model = TinyModelServer.ModelName, tokens }))["prompt"]!;
+    }
+
+    [Fact]
+    public async Task Chat_template_kwargs_reach_the_template_as_variables_of_any_JSON()
+    {
+        Assert.Equal(Asked, await Rendered([]));
+        var kwargs = new Dictionary<string, object?> { ["enable_thinking"] = false, ["effort"] = new { level = "high", tags = new[] { "a", "b" } } };
+        var expected = Asked + "<think>\n\n</think>\n\neffort=high:a,b";
+        Assert.Equal(expected, await Rendered(new() { ["chat_template_kwargs"] = kwargs }));
+        Assert.Equal(Asked, await Rendered(new() { ["chat_template_kwargs"] = new { enable_thinking = true } }));
+        Assert.Equal(Asked, await Rendered(new() { ["chat_template_kwargs"] = null }));
+
+        // The chat's prompt is rendered with them too: its prompt_tokens are /tokenize's count.
+        var chat = await Post("/v1/chat/completions", new Dictionary<string, object?>
+        {
+            ["model"] = TinyModelServer.ModelName, ["messages"] = Hi, ["max_tokens"] = 1, ["chat_template_kwargs"] = kwargs,
+        });
+        Assert.Equal(expected.Length, (int)chat["usage"]!["prompt_tokens"]!);
+    }
+
+    [Fact]
+    public async Task The_request_s_own_fields_win_over_chat_template_kwargs_and_the_special_tokens_may_be_set_as_transformers_lets_them()
+    {
+        // vLLM merges add_generation_prompt and continue_final_message over chat_template_kwargs.
+        Assert.Equal(Asked, await Rendered(new() { ["chat_template_kwargs"] = new { add_generation_prompt = false, continue_final_message = true } }));
+        Assert.Equal(Asked[..^"<|im_start|>assistant\n".Length], await Rendered(new() { ["add_generation_prompt"] = false, ["chat_template_kwargs"] = new { add_generation_prompt = true } }));
+        Assert.Equal(Asked + "B", await Rendered(new() { ["chat_template_kwargs"] = new { bos_token = "B" } }));
+    }
+
+    [Fact]
+    public async Task Chat_template_kwargs_that_are_no_object_or_set_what_the_rendering_sets_are_a_400_naming_them()
+    {
+        foreach (var path in new[] { "/v1/chat/completions", "/tokenize" })
+        {
+            foreach (var (kwargs, code) in new (object, string)[]
+            {
+                ("enable_thinking", "invalid_type"), (new[] { 1 }, "invalid_type"), (3, "invalid_type"),
+                (new { messages = Hi }, "invalid_value"), (new { tools = Array.Empty<object>() }, "invalid_value"),
+                (new { chat_template = "{{ 'x' }}" }, "invalid_value"), (new { tokenize = false }, "invalid_value"),
+            })
+            {
+                var body = new Dictionary<string, object?> { ["model"] = TinyModelServer.ModelName, ["messages"] = Hi, ["max_tokens"] = 1, ["chat_template_kwargs"] = kwargs };
+                var error = (await Post(path, body, HttpStatusCode.BadRequest))["error"]!;
+                Assert.Equal(("chat_template_kwargs", code), ((string?)error["param"], (string?)error["code"]));
+                Assert.Contains("chat_template_kwargs", (string)error["message"]!);
+            }
+        }
+        // /tokenize's prompt is no chat: kwargs beside it are refused, as tools are.
+        var beside = (await Post("/tokenize", new { model = TinyModelServer.ModelName, prompt = "Hi", chat_template_kwargs = new { enable_thinking = false } }, HttpStatusCode.BadRequest))["error"]!;
+        Assert.Equal("chat_template_kwargs", (string?)beside["param"]);
+    }
+
+    [Fact]
+    public async Task The_chat_client_takes_them_as_ChatOptions_AdditionalProperties()
+    {
+        await ChatClientTests.WithChatClient(save: folder => TinyModelServer.SaveGpt(folder, CharTokenizer.FromCorpus(TinyModelServer.Corpus), context: 512, chatTemplate: ThinkingTemplateServer.Template), test: async (served, _) =>
+        {
+            ChatOptions Options(object? kwargs) => new() { MaxOutputTokens = 1, AdditionalProperties = new() { ["chat_template_kwargs"] = kwargs } };
+            ChatMessage[] hi = [new(ChatRole.User, "Hi")];
+            var plain = await served.ChatClient.GetResponseAsync(hi, Options(null));
+            Assert.Equal(Asked.Length, plain.Usage!.InputTokenCount);
+            var thinkingOff = await served.ChatClient.GetResponseAsync(hi, Options(new Dictionary<string, object?> { ["enable_thinking"] = false }));
+            Assert.Equal((Asked + "<think>\n\n</think>\n\n").Length, thinkingOff.Usage!.InputTokenCount);
+            var reserved = await Assert.ThrowsAsync<StratusUserException>(() => served.ChatClient.GetResponseAsync(hi, Options(new Dictionary<string, object?> { ["messages"] = "x" })));
+            Assert.Contains("'messages'", reserved.Message);
+            await Assert.ThrowsAsync<StratusUserException>(() => served.ChatClient.GetResponseAsync(hi, Options("enable_thinking")));
+        });
+    }
+}

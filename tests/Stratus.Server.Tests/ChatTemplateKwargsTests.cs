@@ -13,11 +13,13 @@ namespace Stratus.Server.Tests;
 public sealed class ThinkingTemplateServer : IAsyncLifetime
 {
     /// <summary>In the style of Qwen3's: an empty thinking block after the generation prompt where
-    /// enable_thinking is false; and an object variable written out.</summary>
+    /// enable_thinking is false, an earlier turn's reasoning written back, a message's name; and
+    /// variables written out.</summary>
     public const string Template =
-        "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endfor %}" +
+        "{%- for m in messages %}{{- '<|im_start|>' + m.role }}{%- if m.name %}{{- ' ' + m.name }}{%- endif %}{{- '\n' }}" +
+        "{%- if m.reasoning_content %}{{- '<think>' + m.reasoning_content + '</think>' }}{%- endif %}{{- m.content + '<|im_end|>\n' }}{%- endfor %}" +
         "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}{%- endif %}" +
-        "{%- if effort %}{{- 'effort=' + effort.level + ':' + (effort.tags | join(',')) }}{%- endif %}{{- bos_token }}";
+        "{%- if effort %}{{- 'effort=' + effort.level + ':' + (effort.tags | join(',')) }}{%- endif %}{%- if note %}{{- note }}{%- endif %}{{- bos_token }}";
 
     public TinyModelServer Server { get; } = new()
     {
@@ -113,6 +115,63 @@ public sealed class ChatTemplateKwargsTests(ThinkingTemplateServer thinking) : I
             var reserved = await Assert.ThrowsAsync<StratusUserException>(() => served.ChatClient.GetResponseAsync(hi, Options(new Dictionary<string, object?> { ["messages"] = "x" })));
             Assert.Contains("'messages'", reserved.Message);
             await Assert.ThrowsAsync<StratusUserException>(() => served.ChatClient.GetResponseAsync(hi, Options("enable_thinking")));
+        });
+    }
+
+    /// <summary>What a request gives the template beside its messages' content (a message's name, an
+    /// assistant's reasoning, chat_template_kwargs' values) reaches the model as much as the content:
+    /// a blocklisted word there refuses the request, and PII redaction rewrites it.</summary>
+    static object[] Carrying(string where, string text) => where switch
+    {
+        "name" => [new { role = "user", content = "Hi", name = text }],
+        "reasoning" => [new { role = "user", content = "Hi" }, new { role = "assistant", content = "A", reasoning = text }, new { role = "user", content = "Go" }],
+        _ => Hi,
+    };
+
+    static Dictionary<string, object?> Chat(string where, string text) => new()
+    {
+        ["model"] = TinyModelServer.ModelName, ["max_tokens"] = 1, ["messages"] = Carrying(where, text),
+        ["chat_template_kwargs"] = where == "kwargs" ? new { note = new[] { text } } : null,
+    };
+
+    async Task WithPolicy(object policy, Func<Task> test)
+    {
+        using var set = await thinking.Server.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}", policy);
+        Assert.True(set.IsSuccessStatusCode, await set.Content.ReadAsStringAsync());
+        try { await test(); }
+        finally
+        {
+            using var reset = await thinking.Server.Http.PutAsJsonAsync($"/v1/admin/policies/{TinyModelServer.ModelName}",
+                new { block_at = new { hate = "medium", violence = "medium" }, pii = "annotate", blocklists = Array.Empty<string>() });
+        }
+    }
+
+    [Theory]
+    [InlineData("name")]
+    [InlineData("reasoning")]
+    [InlineData("kwargs")]
+    public async Task A_blocklisted_word_in_a_name_reasoning_or_template_variable_is_checked_as_prompt_text(string where)
+    {
+        using var list = await thinking.Server.Http.PutAsJsonAsync("/v1/admin/blocklists/kwargs", new { terms = new[] { "frobnicate" }, category = "hate" });
+        Assert.True(list.IsSuccessStatusCode, await list.Content.ReadAsStringAsync());
+        await WithPolicy(new { block_at = new { hate = "medium", violence = "medium" }, pii = "off", blocklists = new[] { "kwargs" } }, async () =>
+        {
+            await Post("/v1/chat/completions", Chat(where, "fine"));
+            var error = (await Post("/v1/chat/completions", Chat(where, "frobnicate"), HttpStatusCode.BadRequest))["error"]!;
+            Assert.Equal("content_filter", (string)error["code"]!);
+        });
+    }
+
+    [Theory]
+    [InlineData("name")]
+    [InlineData("reasoning")]
+    [InlineData("kwargs")]
+    public async Task With_pii_redaction_the_model_gets_a_name_reasoning_and_template_variables_redacted(string where)
+    {
+        await WithPolicy(new { block_at = new { hate = "medium" }, pii = "redact", blocklists = Array.Empty<string>() }, async () =>
+        {
+            async Task<int> PromptTokens(string text) => (int)(await Post("/v1/chat/completions", Chat(where, text)))["usage"]!["prompt_tokens"]!;
+            Assert.Equal(await PromptTokens("[EMAIL]"), await PromptTokens("john.doe@example.com"));
         });
     }
 }

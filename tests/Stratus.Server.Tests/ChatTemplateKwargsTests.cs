@@ -19,7 +19,8 @@ public sealed class ThinkingTemplateServer : IAsyncLifetime
         "{%- for m in messages %}{{- '<|im_start|>' + m.role }}{%- if m.name %}{{- ' ' + m.name }}{%- endif %}{{- '\n' }}" +
         "{%- if m.reasoning_content %}{{- '<think>' + m.reasoning_content + '</think>' }}{%- endif %}{{- m.content + '<|im_end|>\n' }}{%- endfor %}" +
         "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}{%- endif %}" +
-        "{%- if effort %}{{- 'effort=' + effort.level + ':' + (effort.tags | join(',')) }}{%- endif %}{%- if note %}{{- note }}{%- endif %}{{- bos_token }}";
+        "{%- if effort %}{{- 'effort=' + effort.level + ':' + (effort.tags | join(',')) }}{%- endif %}{%- if note %}{{- note }}{%- endif %}" +
+        "{%- if reasoning_effort %}{{- 'reasoning=' + reasoning_effort }}{%- endif %}{%- if documents %}{%- for d in documents %}{{- '[' + d.title + ']' }}{%- endfor %}{%- endif %}{{- bos_token }}";
 
     public TinyModelServer Server { get; } = new()
     {
@@ -173,5 +174,21 @@ public sealed class ChatTemplateKwargsTests(ThinkingTemplateServer thinking) : I
             async Task<int> PromptTokens(string text) => (int)(await Post("/v1/chat/completions", Chat(where, text)))["usage"]!["prompt_tokens"]!;
             Assert.Equal(await PromptTokens("[EMAIL]"), await PromptTokens("john.doe@example.com"));
         });
+    }
+
+    /// <summary>vLLM merges a chat's reasoning_effort and documents over chat_template_kwargs.</summary>
+    [Fact]
+    public async Task A_chat_s_reasoning_effort_and_documents_reach_the_template_over_chat_template_kwargs()
+    {
+        async Task<int> PromptTokens(Dictionary<string, object?> extra) => (int)(await Post("/v1/chat/completions",
+            new Dictionary<string, object?>(extra) { ["model"] = TinyModelServer.ModelName, ["messages"] = Hi, ["max_tokens"] = 1 }))["usage"]!["prompt_tokens"]!;
+        Assert.Equal((Asked + "reasoning=high").Length, await PromptTokens(new() { ["reasoning_effort"] = "high", ["chat_template_kwargs"] = new { reasoning_effort = "low" } }));
+        Assert.Equal((Asked + "reasoning=low").Length, await PromptTokens(new() { ["chat_template_kwargs"] = new { reasoning_effort = "low" } }));
+        Assert.Equal((Asked + "[a][bc]").Length, await PromptTokens(new() { ["documents"] = new[] { new { title = "a", text = "x" }, new { title = "bc", text = "y" } } }));
+        foreach (var (field, value) in new (string, object)[] { ("reasoning_effort", 3), ("documents", "a"), ("documents", new[] { new { title = 1 } }) })
+        {
+            var error = (await Post("/v1/chat/completions", new Dictionary<string, object?> { ["model"] = TinyModelServer.ModelName, ["messages"] = Hi, [field] = value }, HttpStatusCode.BadRequest))["error"]!;
+            Assert.Equal((field, "invalid_type"), ((string?)error["param"], (string?)error["code"]));
+        }
     }
 }

@@ -62,6 +62,10 @@ public sealed record ChatCompletionRequest : SamplingFields
     public bool? ParallelToolCalls { get; init; }
     /// <summary>vLLM's: more variables for the chat template, a JSON object ({"enable_thinking": false}).</summary>
     public JsonElement? ChatTemplateKwargs { get; init; }
+    /// <summary>OpenAI's "low", "medium", "high" ...: the chat template's reasoning_effort (gpt-oss's), as vLLM passes it.</summary>
+    public JsonElement? ReasoningEffort { get; init; }
+    /// <summary>vLLM's: documents for a template that retrieves from them ([{"title", "text"}]), its documents.</summary>
+    public JsonElement? Documents { get; init; }
     // Read only to refuse them (RequestParser.RefuseUnimplemented): the deprecated form of tools,
     // which ignoring would answer with something else.
     public JsonElement? Functions { get; init; }

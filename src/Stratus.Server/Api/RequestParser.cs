@@ -201,13 +201,35 @@ public static partial class RequestParser
 
     /// <summary>A chat's messages and where their rendering ends, as chat completions and
     /// /tokenize take them (vLLM's defaults: the generation prompt, no open final message).</summary>
-    public static ChatPrompt Chat(List<ChatMessageBody?>? messages, bool? addGenerationPrompt, bool? continueFinalMessage, ChatTools? tools = null, JsonElement? chatTemplateKwargs = null) =>
-        new(Messages(messages), addGenerationPrompt ?? true, continueFinalMessage ?? false) { Tools = tools?.Definitions, Variables = TemplateVariables(chatTemplateKwargs) };
+    public static ChatPrompt Chat(List<ChatMessageBody?>? messages, bool? addGenerationPrompt, bool? continueFinalMessage, ChatTools? tools = null,
+        IReadOnlyDictionary<string, JsonElement>? variables = null) =>
+        new(Messages(messages), addGenerationPrompt ?? true, continueFinalMessage ?? false) { Tools = tools?.Definitions, Variables = variables };
+
+    /// <summary>A chat request's template variables: its chat_template_kwargs, with reasoning_effort
+    /// and documents over them where given, as vLLM merges those fields (gpt-oss's template reads
+    /// reasoning_effort, Command-R's and Granite's documents).</summary>
+    public static Dictionary<string, JsonElement>? TemplateVariables(ChatCompletionRequest body)
+    {
+        var variables = TemplateVariables(body.ChatTemplateKwargs);
+        if (body.ReasoningEffort is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } effort)
+        {
+            if (effort.ValueKind != JsonValueKind.String)
+                throw ApiException.Invalid($"Invalid type for 'reasoning_effort': expected a string such as \"high\", but got {Truncate(effort.GetRawText())} instead.", "reasoning_effort", "invalid_type");
+            (variables ??= new(StringComparer.Ordinal))["reasoning_effort"] = effort;
+        }
+        if (body.Documents is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } documents)
+        {
+            if (documents.ValueKind != JsonValueKind.Array || documents.EnumerateArray().Any(d => d.ValueKind != JsonValueKind.Object || d.EnumerateObject().Any(p => p.Value.ValueKind != JsonValueKind.String)))
+                throw ApiException.Invalid("Invalid type for 'documents': expected an array of objects of strings, such as [{\"title\": ..., \"text\": ...}].", "documents", "invalid_type");
+            (variables ??= new(StringComparer.Ordinal))["documents"] = documents;
+        }
+        return variables;
+    }
 
     /// <summary>vLLM's chat_template_kwargs: an object whose members, any JSON, the template reads
     /// as variables (null and absent: none); a name the rendering sets itself is refused where it
     /// renders (ChatTemplate.CheckVariables), as the IChatClient's are.</summary>
-    static Dictionary<string, JsonElement>? TemplateVariables(JsonElement? kwargs)
+    public static Dictionary<string, JsonElement>? TemplateVariables(JsonElement? kwargs)
     {
         const string param = "chat_template_kwargs";
         if (kwargs is not { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } given) return null;

@@ -16,7 +16,7 @@ public static class TokenizerEndpoints
             var model = servedModels.Get(body.Model, allowDefault: true);
             string text;
             // Tools are rendered as a chat with them renders its prompt, so the count is its prompt_tokens.
-            if (body.Messages is not null) text = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage, ChatToolsParser.Parse(body.Tools), body.ChatTemplateKwargs).Render(model.Template);
+            if (body.Messages is not null) text = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage, ChatToolsParser.Parse(body.Tools), RequestParser.TemplateVariables(body.ChatTemplateKwargs)).Render(model.Template);
             else if (body.Tools is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) })
                 throw ApiException.Invalid("'tools' are rendered with 'messages' by the chat template; a 'prompt' is tokenized as it is. Send the conversation as 'messages', or leave out 'tools'.", "tools", "invalid_value");
             else if (body.ChatTemplateKwargs is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) })

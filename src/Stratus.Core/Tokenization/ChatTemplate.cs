@@ -213,9 +213,9 @@ public sealed class ChatTemplate
     };
 
     /// <summary>Refuses variables that set a name the rendering sets itself (<see cref="Reserved"/>).
-    /// add_generation_prompt and continue_final_message among them are left to the request's own
-    /// fields, as vLLM merges those over chat_template_kwargs; bos_token and eos_token are taken,
-    /// as transformers lets its kwargs override the special tokens.</summary>
+    /// add_generation_prompt and continue_final_message are not refused but left to the request's
+    /// own fields, as vLLM merges those over chat_template_kwargs; bos_token and eos_token are
+    /// taken, as transformers lets its kwargs override the special tokens.</summary>
     public static void CheckVariables(IReadOnlyDictionary<string, System.Text.Json.JsonElement>? variables)
     {
         foreach (var name in variables?.Keys ?? [])

@@ -166,4 +166,23 @@ public sealed class ChatClientTests
             Assert.True(served.Engine.IsHealthy);
         });
     }
+
+    /// <summary>A template written for these tests that writes what it reads of each message.</summary>
+    const string EchoTemplate = "{% for m in messages %}{{ m.role }}|{{ m.name }}|{{ m.reasoning_content }}|{{ m.content }};{% endfor %}";
+
+    [Fact]
+    public async Task A_message_s_AuthorName_and_an_assistant_s_reasoning_reach_the_template_as_name_and_reasoning()
+    {
+        await WithChatClient(save: folder => TinyModelServer.SaveGpt(folder, CharTokenizer.FromCorpus(TinyModelServer.Corpus), context: 512, chatTemplate: EchoTemplate), test: async (served, _) =>
+        {
+            ChatMessage[] messages =
+            [
+                new(ChatRole.User, "Hi") { AuthorName = "ada" },
+                new(ChatRole.Assistant, [new TextReasoningContent("why"), new TextContent("A")]),
+                new(ChatRole.User, "Go"),
+            ];
+            var response = await served.ChatClient.GetResponseAsync(messages, new ChatOptions { MaxOutputTokens = 1 });
+            Assert.Equal("user|ada||Hi;assistant||why|A;user|||Go;".Length, response.Usage!.InputTokenCount);
+        });
+    }
 }

@@ -56,4 +56,43 @@ public sealed class ChatMessageShapeTests
         var template = new ChatTemplate("{% for m in messages %}{{ '[' + m.role + ']' + m.content + '\n' }}{% endfor %}");
         Assert.Equal("[user]Weather?\n[assistant]\n[tool]sunny\n", template.Render(Messages(CallTurn), addGenerationPrompt: false));
     }
+
+    [Fact]
+    public void Text_parts_reach_the_template_joined_by_a_line_break_as_vLLM_joins_them_for_templates_that_take_string_content()
+    {
+        var template = new ChatTemplate("{% for m in messages %}[{{ m.role }}]{% if m.content is not none %}{{ m.content }}{% endif %}{% endfor %}");
+        var messages = Messages("""
+            [{"role": "user", "content": [{"type": "text", "text": "First."}, {"type": "text", "text": "Second."}]},
+             {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "time", "arguments": "{}"}}]},
+             {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "12"}, {"type": "text", "text": "00"}]}]
+            """);
+        Assert.Equal("[user]First.\nSecond.[assistant][tool]12\n00", template.Render(messages, addGenerationPrompt: false));
+    }
+
+    [Fact]
+    public void A_message_s_name_and_an_assistant_s_reasoning_reach_the_template_as_vLLM_passes_them()
+    {
+        // Written for this test in the style of Qwen3's, which writes an earlier turn's reasoning_content.
+        var template = new ChatTemplate("{% for m in messages %}<{{ m.role }}{% if m.name %} name={{ m.name }}{% endif %}>" +
+            "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}|{{ m.reasoning }}</think>{% endif %}{{ m.content }}{% endfor %}");
+        var messages = Messages("""
+            [{"role": "system", "content": "Be brief.", "name": "rules"},
+             {"role": "user", "content": "Hi", "name": "ada"},
+             {"role": "assistant", "content": "A", "reasoning_content": "r1", "name": "bot"},
+             {"role": "user", "content": "Again"},
+             {"role": "assistant", "content": "B", "reasoning": "r2"}]
+            """);
+        Assert.Equal("<system name=rules>Be brief.<user name=ada>Hi<assistant name=bot><think>r1|r1</think>A<user>Again<assistant><think>r2|r2</think>B",
+            template.Render(messages, addGenerationPrompt: false));
+    }
+
+    [Fact]
+    public void An_assistant_s_reasoning_given_twice_differently_is_refused_naming_it()
+    {
+        var refused = Assert.Throws<ApiException>(() => Messages("""
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "A", "reasoning": "r1", "reasoning_content": "r2"}]
+            """));
+        Assert.Equal(400, refused.Status);
+        Assert.Equal("messages[1].reasoning_content", refused.Param);
+    }
 }

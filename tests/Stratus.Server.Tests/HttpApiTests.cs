@@ -405,9 +405,18 @@ public sealed class HttpApiTests(TinyModelServer fixture) : IClassFixture<TinyMo
 
         // What asks for nothing beyond plain text is served: no tools to call, text format, best_of = n.
         await PostJson("/v1/chat/completions", Chat("tools", tool, "tool_choice", "none"));
-        await PostJson("/v1/chat/completions", Chat("tools", Array.Empty<object>()));
         await PostJson("/v1/chat/completions", Chat("response_format", new { type = "text" }));
         await PostJson("/v1/completions", new Dictionary<string, object?>(completion) { ["best_of"] = 1, ["suffix"] = "" });
+
+        // An empty list of tools is refused, as OpenAI's API and vLLM refuse it (leave the field out),
+        // whatever the tool_choice, and so is it beside /tokenize's messages.
+        foreach (var choice in new object?[] { null, "none", "auto", "required" })
+        {
+            var empty = (await PostJson("/v1/chat/completions", Chat("tools", Array.Empty<object>(), "tool_choice", choice), HttpStatusCode.BadRequest))["error"]!;
+            Assert.Equal(("tools", "empty_array"), ((string?)empty["param"], (string?)empty["code"]));
+        }
+        var tokenized = (await PostJson("/tokenize", new Dictionary<string, object?> { ["model"] = TinyModelServer.ModelName, ["messages"] = new[] { new { role = "user", content = "abc" } }, ["tools"] = Array.Empty<object>() }, HttpStatusCode.BadRequest))["error"]!;
+        Assert.Equal(("tools", "empty_array"), ((string?)tokenized["param"], (string?)tokenized["code"]));
     }
 
     [Fact]

@@ -133,7 +133,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         if (options?.Instructions is { Length: > 0 } instructions) list.Add(new ChatMessageText("system", instructions));
         foreach (var message in messages) Add(list, message);
         if (list.Count == 0 || list.Count == 1 && options?.Instructions is { Length: > 0 }) throw new StratusUserException("a chat needs at least one message");
-        var prompt = template.Render(list, tools: tools?.Definitions);
+        var prompt = template.Render(list, tools: tools?.Definitions, variables: TemplateVariables(options));
         var tokenizer = engine.Tokenizer;
         var unencodable = tokenizer.Unencodable(prompt);
         if (unencodable.Count > 0)
@@ -173,7 +173,7 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
     /// <summary>A message as the template reads it, as the HTTP API's messages: an assistant's
     /// FunctionCallContent its tool_calls, and each FunctionResultContent a tool message of its
     /// own answering its call (OpenAI's tool_call_id), as Microsoft.Extensions.AI's OpenAI client
-    /// sends them.</summary>
+    /// sends them; its AuthorName the name, and an assistant's TextReasoningContent its reasoning.</summary>
     static void Add(List<ChatMessageText> list, ChatMessage message)
     {
         var results = message.Contents.OfType<FunctionResultContent>().ToList();
@@ -182,7 +182,30 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
         var calls = message.Contents.OfType<FunctionCallContent>()
             .Select(call => new ChatToolCall(call.CallId, call.Name, JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), ArgumentsType))).ToList();
         // A message of calls alone has no content (null), as the OpenAI client sends it.
-        list.Add(new ChatMessageText(message.Role.Value, calls.Count > 0 && message.Text.Length == 0 ? null : message.Text) { ToolCalls = calls.Count > 0 ? calls : null });
+        var reasoning = message.Contents.OfType<TextReasoningContent>().Select(r => r.Text).ToList();
+        list.Add(new ChatMessageText(message.Role.Value, calls.Count > 0 && message.Text.Length == 0 ? null : message.Text)
+        {
+            ToolCalls = calls.Count > 0 ? calls : null,
+            Name = message.AuthorName,
+            Reasoning = reasoning.Count > 0 && message.Role == ChatRole.Assistant ? string.Concat(reasoning) : null,
+        });
+    }
+
+    /// <summary>The key of ChatOptions.AdditionalProperties whose value, an object (a dictionary or
+    /// a JsonElement), holds more variables for the chat template, as the HTTP API's chat_template_kwargs.</summary>
+    public const string TemplateVariablesKey = "chat_template_kwargs";
+
+    static Dictionary<string, JsonElement>? TemplateVariables(ChatOptions? options)
+    {
+        if (options?.AdditionalProperties?.TryGetValue(TemplateVariablesKey, out var given) != true || given is null) return null;
+        JsonElement value;
+        try { value = JsonSerializer.SerializeToElement(given, AIJsonUtilities.DefaultOptions.GetTypeInfo(given.GetType())); }
+        catch (NotSupportedException e) { throw new StratusUserException($"ChatOptions.AdditionalProperties[\"{TemplateVariablesKey}\"] cannot be written as JSON: {e.Message}", e); }
+        if (value.ValueKind != JsonValueKind.Object)
+            throw new StratusUserException($"ChatOptions.AdditionalProperties[\"{TemplateVariablesKey}\"] must be an object of template variables (a dictionary such as {{[\"enable_thinking\"] = false}}), not {value.ValueKind}");
+        var variables = new Dictionary<string, JsonElement>(StringComparer.Ordinal);
+        foreach (var member in value.EnumerateObject()) variables[member.Name] = member.Value;
+        return variables;
     }
 
     /// <summary>A function's result as the model reads it, as Microsoft.Extensions.AI's OpenAI

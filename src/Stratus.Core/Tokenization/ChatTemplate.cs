@@ -19,6 +19,11 @@ public sealed record ChatMessageText(string Role, string? Content)
     public IReadOnlyList<ChatToolCall>? ToolCalls { get; init; }
     /// <summary>The call a tool message answers (OpenAI's tool_call_id); null on other messages.</summary>
     public string? ToolCallId { get; init; }
+    /// <summary>The participant's name (OpenAI's name, on any message); null where none.</summary>
+    public string? Name { get; init; }
+    /// <summary>The reasoning an assistant's message came with, which templates of thinking
+    /// models (Qwen3's, DeepSeek's, GLM's) write back for an earlier turn; null where none.</summary>
+    public string? Reasoning { get; init; }
 }
 
 /// <summary>A function call in a conversation: its id, the function's name and its arguments as
@@ -184,13 +189,43 @@ public sealed class ChatTemplate
     /// <param name="tools">The tools the model may call, each {"type": "function", "function":
     /// {...}} as the API has them; the template sees them as `tools` (none: None), as transformers'
     /// apply_chat_template(tools=...) and vLLM pass them.</param>
-    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false, IReadOnlyList<System.Text.Json.JsonElement>? tools = null)
+    /// <param name="variables">More variables for the template (vLLM's chat_template_kwargs: Qwen3's
+    /// enable_thinking, gpt-oss's reasoning_effort), any JSON, as apply_chat_template(**kwargs)
+    /// passes them; see <see cref="CheckVariables"/> for the names they may not set.</param>
+    public string Render(IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt = true, bool continueFinalMessage = false, IReadOnlyList<System.Text.Json.JsonElement>? tools = null,
+        IReadOnlyDictionary<string, System.Text.Json.JsonElement>? variables = null)
     {
+        CheckVariables(variables);
         var (template, turn) = tools is { Count: > 0 } && toolUse is { } forTools ? forTools : chat;
-        return Render(template, messages, addGenerationPrompt, continueFinalMessage, tools, turn);
+        return Render(template, messages, addGenerationPrompt, continueFinalMessage, tools, turn, variables);
     }
 
-    string Render(JinjaTemplate template, IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt, bool continueFinalMessage, IReadOnlyList<System.Text.Json.JsonElement>? tools, CallTurn turn)
+    /// <summary>The names chat_template_kwargs may not set, and why: vLLM refuses chat_template and
+    /// tokenize, and transformers fails on messages (it passes its own); tools are the request's
+    /// own, checked, and choose the template and the calls' parser (vLLM would render other tools
+    /// than it parses calls of).</summary>
+    static readonly Dictionary<string, string> Reserved = new(StringComparer.Ordinal)
+    {
+        ["messages"] = "the conversation is the request's messages",
+        ["tools"] = "give the tools as the request's 'tools', which are checked and whose calls are read",
+        ["chat_template"] = "the model's chat template is the one rendered",
+        ["tokenize"] = "the rendering is always tokenized",
+    };
+
+    /// <summary>Refuses variables that set a name the rendering sets itself (<see cref="Reserved"/>).
+    /// add_generation_prompt and continue_final_message are not refused but left to the request's
+    /// own fields, as vLLM merges those over chat_template_kwargs; bos_token and eos_token are
+    /// taken, as transformers lets its kwargs override the special tokens.</summary>
+    public static void CheckVariables(IReadOnlyDictionary<string, System.Text.Json.JsonElement>? variables)
+    {
+        foreach (var name in variables?.Keys ?? [])
+            if (Reserved.TryGetValue(name, out var why))
+                throw new StratusUserException($"chat_template_kwargs may not set '{name}': {why}; leave it out of chat_template_kwargs")
+                { Param = "chat_template_kwargs", Code = "invalid_value" };
+    }
+
+    string Render(JinjaTemplate template, IReadOnlyList<ChatMessageText> messages, bool addGenerationPrompt, bool continueFinalMessage, IReadOnlyList<System.Text.Json.JsonElement>? tools, CallTurn turn,
+        IReadOnlyDictionary<string, System.Text.Json.JsonElement>? variables = null)
     {
         // transformers and vLLM refuse the pair: a header for a new reply and an open last message contradict.
         if (continueFinalMessage && addGenerationPrompt)
@@ -199,14 +234,13 @@ public sealed class ChatTemplate
         string text;
         try
         {
-            text = template.Render(new Dictionary<string, object?>
-            {
-                ["messages"] = messages.Select(m => Variable(m, turn)).ToList(),
-                ["tools"] = tools is { Count: > 0 } ? tools.Select(t => JinjaTemplate.FromJson(t)).ToList() : null,
-                ["add_generation_prompt"] = addGenerationPrompt,
-                ["bos_token"] = BosToken,
-                ["eos_token"] = EosToken,
-            });
+            var context = new Dictionary<string, object?> { ["bos_token"] = BosToken, ["eos_token"] = EosToken };
+            foreach (var (name, value) in variables ?? new Dictionary<string, System.Text.Json.JsonElement>())
+                if (name is not ("add_generation_prompt" or "continue_final_message")) context[name] = JinjaTemplate.FromJson(value);
+            context["messages"] = messages.Select(m => Variable(m, turn)).ToList();
+            context["tools"] = tools is { Count: > 0 } ? tools.Select(t => JinjaTemplate.FromJson(t)).ToList() : null;
+            context["add_generation_prompt"] = addGenerationPrompt;
+            text = template.Render(context);
         }
         catch (JinjaException e) { throw new StratusUserException($"the chat template could not render this conversation: {e.Message}"); }
         return continueFinalMessage ? CutAfter(text, messages[^1].Content!) : text;
@@ -218,7 +252,8 @@ public sealed class ChatTemplate
     /// <summary>A message as templates read it: role and content (none or "" where it has none,
     /// as the template takes it), an assistant's tool_calls ({"id", "type": "function", "function":
     /// {"name", "arguments"}}, the arguments an object or their JSON text, as the template takes
-    /// them) and a tool message's tool_call_id.</summary>
+    /// them), a tool message's tool_call_id, the message's name, and an assistant's reasoning as
+    /// both reasoning and reasoning_content, as vLLM passes it (templates read either).</summary>
     static object? Variable(ChatMessageText message, CallTurn turn)
     {
         var content = message.Content ?? (turn.NoneForNoContent ? null : "");
@@ -231,6 +266,8 @@ public sealed class ChatTemplate
                 ["function"] = new Dictionary<string, object?> { ["name"] = call.Name, ["arguments"] = turn.ArgumentsAsText ? call.Arguments : Arguments(call) },
             }).ToList();
         if (message.ToolCallId is { } id) variable["tool_call_id"] = id;
+        if (message.Name is { } name) variable["name"] = name;
+        if (message.Reasoning is { } reasoning) variable["reasoning"] = variable["reasoning_content"] = reasoning;
         return variable;
     }
 

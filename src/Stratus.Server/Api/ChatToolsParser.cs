@@ -29,8 +29,11 @@ public static partial class ChatToolsParser
         var list = tools!.Value;
         if (list.ValueKind != JsonValueKind.Array)
             throw ApiException.Invalid("Invalid type for 'tools': expected an array of tools such as {\"type\": \"function\", \"function\": {\"name\": ...}}.", "tools", "invalid_type");
-        // An empty list offers nothing to call: as without tools (clients send []).
-        if (list.GetArrayLength() == 0 && !choiceGiven) return null;
+        // OpenAI's API refuses an empty list, and vLLM since (PR 39780) with it; vLLM before gave a
+        // template tools=[], which some write as a tool prompt listing nothing. Leaving the field
+        // out is the one way to say "no tools".
+        if (list.GetArrayLength() == 0)
+            throw ApiException.Invalid("Invalid 'tools': empty array. Expected an array with minimum length 1, but got an empty array instead; leave out 'tools' to offer none.", "tools", "empty_array");
         var definitions = new List<JsonElement>();
         var names = new HashSet<string>(StringComparer.Ordinal);
         var parameters = new List<(string Name, JsonElement? Parameters)>();
@@ -91,15 +94,14 @@ public static partial class ChatToolsParser
     static (ToolChoiceKind, string?) ChoiceOf(JsonElement? toolChoice, IReadOnlySet<string> names)
     {
         const string param = "tool_choice";
-        if (toolChoice is not { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } choice) return (names.Count > 0 ? ToolChoiceKind.Auto : ToolChoiceKind.None, null);
+        if (toolChoice is not { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } choice) return (ToolChoiceKind.Auto, null);
         if (choice.ValueKind == JsonValueKind.String)
         {
             return choice.GetString() switch
             {
                 "none" => (ToolChoiceKind.None, null),
-                // With no tools (an empty list) there is nothing to call: text, as "none".
-                "auto" => (names.Count > 0 ? ToolChoiceKind.Auto : ToolChoiceKind.None, null),
-                "required" => names.Count > 0 ? (ToolChoiceKind.Required, null) : throw ApiException.Invalid("Invalid value for 'tool_choice': \"required\" needs at least one tool in 'tools'.", param, "invalid_value"),
+                "auto" => (ToolChoiceKind.Auto, null),
+                "required" => (ToolChoiceKind.Required, null),
                 var other => throw ApiException.Invalid($"Invalid value for 'tool_choice': '{Truncate(other!)}'. Supported values are: 'none', 'auto', 'required' or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.", param, "invalid_value"),
             };
         }

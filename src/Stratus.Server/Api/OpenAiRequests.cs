@@ -60,6 +60,12 @@ public sealed record ChatCompletionRequest : SamplingFields
     public JsonElement? ToolChoice { get; init; }
     /// <summary>Whether "required" may make several calls; default true.</summary>
     public bool? ParallelToolCalls { get; init; }
+    /// <summary>vLLM's: more variables for the chat template, a JSON object ({"enable_thinking": false}).</summary>
+    public JsonElement? ChatTemplateKwargs { get; init; }
+    /// <summary>OpenAI's "low", "medium", "high" ...: the chat template's reasoning_effort (gpt-oss's), as vLLM passes it.</summary>
+    public JsonElement? ReasoningEffort { get; init; }
+    /// <summary>vLLM's: documents for a template that retrieves from them ([{"title", "text"}]), its documents.</summary>
+    public JsonElement? Documents { get; init; }
     // Read only to refuse them (RequestParser.RefuseUnimplemented): the deprecated form of tools,
     // which ignoring would answer with something else.
     public JsonElement? Functions { get; init; }
@@ -79,6 +85,10 @@ public sealed record ChatMessageBody
     public JsonElement? ToolCalls { get; init; }
     /// <summary>The call a tool message answers.</summary>
     public string? ToolCallId { get; init; }
+    /// <summary>vLLM's: the reasoning an assistant's message came with, for a template that writes it back.</summary>
+    public string? Reasoning { get; init; }
+    /// <summary>The same under the name DeepSeek's API and earlier vLLM answers give it.</summary>
+    public string? ReasoningContent { get; init; }
 }
 
 public sealed record CompletionRequest : SamplingFields
@@ -109,6 +119,8 @@ public sealed record TokenizeRequest
     /// <summary>vLLM's: the tools a chat offers ([{"type": "function", "function": {...}}], checked
     /// as a chat's), rendered with the messages as the chat's prompt has them.</summary>
     public JsonElement? Tools { get; init; }
+    /// <summary>vLLM's: the chat template's variables, as a chat's.</summary>
+    public JsonElement? ChatTemplateKwargs { get; init; }
 }
 
 public sealed record DetokenizeRequest

@@ -201,8 +201,44 @@ public static partial class RequestParser
 
     /// <summary>A chat's messages and where their rendering ends, as chat completions and
     /// /tokenize take them (vLLM's defaults: the generation prompt, no open final message).</summary>
-    public static ChatPrompt Chat(List<ChatMessageBody?>? messages, bool? addGenerationPrompt, bool? continueFinalMessage, ChatTools? tools = null) =>
-        new(Messages(messages), addGenerationPrompt ?? true, continueFinalMessage ?? false) { Tools = tools?.Definitions };
+    public static ChatPrompt Chat(List<ChatMessageBody?>? messages, bool? addGenerationPrompt, bool? continueFinalMessage, ChatTools? tools = null,
+        IReadOnlyDictionary<string, JsonElement>? variables = null) =>
+        new(Messages(messages), addGenerationPrompt ?? true, continueFinalMessage ?? false) { Tools = tools?.Definitions, Variables = variables };
+
+    /// <summary>A chat request's template variables: its chat_template_kwargs, with reasoning_effort
+    /// and documents over them where given, as vLLM merges those fields (gpt-oss's template reads
+    /// reasoning_effort, Command-R's and Granite's documents).</summary>
+    public static Dictionary<string, JsonElement>? TemplateVariables(ChatCompletionRequest body)
+    {
+        var variables = TemplateVariables(body.ChatTemplateKwargs);
+        if (body.ReasoningEffort is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } effort)
+        {
+            if (effort.ValueKind != JsonValueKind.String)
+                throw ApiException.Invalid($"Invalid type for 'reasoning_effort': expected a string such as \"high\", but got {Truncate(effort.GetRawText())} instead.", "reasoning_effort", "invalid_type");
+            (variables ??= new(StringComparer.Ordinal))["reasoning_effort"] = effort;
+        }
+        if (body.Documents is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } documents)
+        {
+            if (documents.ValueKind != JsonValueKind.Array || documents.EnumerateArray().Any(d => d.ValueKind != JsonValueKind.Object || d.EnumerateObject().Any(p => p.Value.ValueKind != JsonValueKind.String)))
+                throw ApiException.Invalid("Invalid type for 'documents': expected an array of objects of strings, such as [{\"title\": ..., \"text\": ...}].", "documents", "invalid_type");
+            (variables ??= new(StringComparer.Ordinal))["documents"] = documents;
+        }
+        return variables;
+    }
+
+    /// <summary>vLLM's chat_template_kwargs: an object whose members, any JSON, the template reads
+    /// as variables (null and absent: none); a name the rendering sets itself is refused where it
+    /// renders (ChatTemplate.CheckVariables), as the IChatClient's are.</summary>
+    public static Dictionary<string, JsonElement>? TemplateVariables(JsonElement? kwargs)
+    {
+        const string param = "chat_template_kwargs";
+        if (kwargs is not { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) } given) return null;
+        if (given.ValueKind != JsonValueKind.Object)
+            throw ApiException.Invalid($"Invalid type for '{param}': expected an object of template variables such as {{\"enable_thinking\": false}}, but got {Truncate(given.GetRawText())} instead.", param, "invalid_type");
+        var variables = new Dictionary<string, JsonElement>(StringComparer.Ordinal);
+        foreach (var member in given.EnumerateObject()) variables[member.Name] = member.Value;
+        return variables;
+    }
 
     /// <summary>Chat messages as (role, text); content may be a string or text parts.</summary>
     public static List<ChatMessageText> Messages(List<ChatMessageBody?>? messages)
@@ -233,7 +269,17 @@ public static partial class RequestParser
                     throw ApiException.Invalid($"Invalid parameter: '{param}.tool_call_id' of '{Truncate(message.ToolCallId)}' not found in 'tool_calls' of the assistant's message before it; give the 'id' of one of its calls.", $"{param}.tool_call_id", "invalid_value");
             }
             else answerable = calls is { Count: > 0 } ? calls : null;
-            result.Add(new ChatMessageText(role, content) { ToolCalls = calls, ToolCallId = role == "tool" ? message.ToolCallId : null });
+            // vLLM reads an assistant's reasoning (its answers' field); a client replaying an answer
+            // that named it reasoning_content sends that, so either is taken, but not two texts.
+            if (role == "assistant" && message.Reasoning is { } r && message.ReasoningContent is { } rc && r != rc)
+                throw ApiException.Invalid($"Invalid parameter: '{param}.reasoning_content' differs from '{param}.reasoning'; give the reasoning once.", $"{param}.reasoning_content", "invalid_value");
+            result.Add(new ChatMessageText(role, content)
+            {
+                ToolCalls = calls,
+                ToolCallId = role == "tool" ? message.ToolCallId : null,
+                Name = message.Name,
+                Reasoning = role == "assistant" ? message.Reasoning ?? message.ReasoningContent : null,
+            });
         }
         return result;
     }
@@ -286,7 +332,9 @@ public static partial class RequestParser
         if (element.ValueKind == JsonValueKind.String) return element.GetString()!;
         if (element.ValueKind != JsonValueKind.Array)
             throw ApiException.Invalid($"Invalid type for '{param}': expected a string or an array of content parts.", param, "invalid_type");
-        var text = new StringBuilder();
+        // The text parts joined by line breaks, as vLLM gives a template that takes string content
+        // (chat_utils' "\n".join), so that two parts stay two lines rather than one run-on word.
+        var texts = new List<string>();
         var index = 0;
         foreach (var part in element.EnumerateArray())
         {
@@ -296,10 +344,10 @@ public static partial class RequestParser
                 throw ApiException.Invalid($"Content part type '{Truncate(type.GetString()!)}' is not supported by this model; only 'text' is.", $"{param}[{index}].type", "invalid_value");
             if (!part.TryGetProperty("text", out var value) || value.ValueKind != JsonValueKind.String)
                 throw ApiException.Invalid($"Missing or invalid '{param}[{index}].text': expected a string.", $"{param}[{index}].text", "invalid_type");
-            text.Append(value.GetString());
+            texts.Add(value.GetString()!);
             index++;
         }
-        return text.ToString();
+        return string.Join('\n', texts);
     }
 
     /// <summary>Prompts of /v1/completions: each either text or token ids.</summary>
@@ -423,6 +471,8 @@ public sealed record ChatPrompt(IReadOnlyList<ChatMessageText> Messages, bool Ad
 {
     /// <summary>The tools the template is told of (their definitions as the request gives them); null: none.</summary>
     public IReadOnlyList<JsonElement>? Tools { get; init; }
+    /// <summary>More variables for the template (chat_template_kwargs); null: none.</summary>
+    public IReadOnlyDictionary<string, JsonElement>? Variables { get; init; }
 
-    public string Render(ChatTemplate template) => template.Render(Messages, AddGenerationPrompt, ContinueFinalMessage, Tools);
+    public string Render(ChatTemplate template) => template.Render(Messages, AddGenerationPrompt, ContinueFinalMessage, Tools, Variables);
 }

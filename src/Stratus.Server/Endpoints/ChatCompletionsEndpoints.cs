@@ -23,7 +23,7 @@ public static class ChatCompletionsEndpoints
         var cancellation = http.RequestAborted;
         var (body, model, sampling, choices) = await RequestParser.ReadGenerationAsync<ChatCompletionRequest>(http, servedModels);
         var tools = ChatToolsParser.Parse(body);
-        var chat = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage, tools);
+        var chat = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage, tools, RequestParser.TemplateVariables(body));
         // "auto" needs to know how the model writes a call; a forced call needs no parser.
         var parser = tools?.Choice == ToolChoiceKind.Auto
             ? model.ToolCallParser ?? throw ApiException.Invalid(

@@ -16,9 +16,11 @@ public static class TokenizerEndpoints
             var model = servedModels.Get(body.Model, allowDefault: true);
             string text;
             // Tools are rendered as a chat with them renders its prompt, so the count is its prompt_tokens.
-            if (body.Messages is not null) text = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage, ChatToolsParser.Parse(body.Tools)).Render(model.Template);
+            if (body.Messages is not null) text = RequestParser.Chat(body.Messages, body.AddGenerationPrompt, body.ContinueFinalMessage, ChatToolsParser.Parse(body.Tools), RequestParser.TemplateVariables(body.ChatTemplateKwargs)).Render(model.Template);
             else if (body.Tools is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) })
                 throw ApiException.Invalid("'tools' are rendered with 'messages' by the chat template; a 'prompt' is tokenized as it is. Send the conversation as 'messages', or leave out 'tools'.", "tools", "invalid_value");
+            else if (body.ChatTemplateKwargs is { ValueKind: not (JsonValueKind.Null or JsonValueKind.Undefined) })
+                throw ApiException.Invalid("'chat_template_kwargs' are read by the chat template, which renders 'messages'; a 'prompt' is tokenized as it is. Send the conversation as 'messages', or leave out 'chat_template_kwargs'.", "chat_template_kwargs", "invalid_value");
             else text = body.Prompt ?? throw ApiException.Invalid("Give either 'prompt' or 'messages'.", "prompt", "missing_required_parameter");
             // As vLLM: a prompt gets the special tokens a completions prompt gets, messages the
             // tokens a chat gets, unless the body says.

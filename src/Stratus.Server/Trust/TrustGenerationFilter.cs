@@ -55,16 +55,17 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
         await CheckPromptsAsync(http.GetStratusTrust(), model, Checked(chat, prompts), cancellation);
 
     /// <summary>The texts a request's prompts are checked as: a chat as what the model reads of it,
-    /// its messages, the calls they made (names and arguments) and the tools it is offered (their
-    /// names, descriptions and parameters), not as the template's rendering around them; otherwise
-    /// each prompt. JSON is checked as its keys and values decoded, as a template writes them: a
-    /// \u escape hides no word.</summary>
+    /// its messages (their names, an assistant's reasoning), the calls they made (names and
+    /// arguments), the tools it is offered (their names, descriptions and parameters) and the
+    /// template's variables (chat_template_kwargs' values), not as the template's rendering around
+    /// them; otherwise each prompt. JSON is checked as its keys and values decoded, as a template
+    /// writes them: a \u escape hides no word.</summary>
     static IReadOnlyList<string> Checked(ChatPrompt? chat, IReadOnlyList<string> prompts) =>
-        chat is null ? prompts : [string.Join("\n", [.. chat.Messages.Select(Checked), .. (chat.Tools ?? []).Select(Words)])];
+        chat is null ? prompts
+        : [string.Join("\n", [.. chat.Messages.Select(Checked), .. (chat.Tools ?? []).Select(Words), .. (chat.Variables ?? new Dictionary<string, JsonElement>()).Values.Select(Words)])];
 
-    static string Checked(ChatMessageText message) =>
-        message.ToolCalls is not { Count: > 0 } calls ? message.Content ?? ""
-        : string.Join("\n", [message.Content ?? "", .. calls.Select(c => c.Name + "\n" + Words(c.Arguments))]);
+    static string Checked(ChatMessageText message) => string.Join("\n",
+        [.. new[] { message.Name, message.Reasoning }.OfType<string>(), message.Content ?? "", .. (message.ToolCalls ?? []).Select(c => c.Name + "\n" + Words(c.Arguments))]);
 
     static string Words(string json)
     {
@@ -101,6 +102,12 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
         }
     }
 
+    static async ValueTask<JsonElement> RedactedElementAsync(RequestTrust trust, string model, JsonElement value, CancellationToken cancellation) =>
+        JsonDocument.Parse((await RedactedAsync(trust, model, value, cancellation))!.ToJsonString()).RootElement;
+
+    static async ValueTask<string?> RedactedAsync(RequestTrust trust, string model, string? text, CancellationToken cancellation) =>
+        text is null ? null : await trust.RedactAsync(model, text, cancellation);
+
     static async ValueTask<string> RedactedJsonAsync(RequestTrust trust, string model, string json, CancellationToken cancellation)
     {
         using var document = JsonDocument.Parse(json);
@@ -136,12 +143,22 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
             List<ChatToolCall>? calls = null;
             foreach (var call in message.ToolCalls ?? [])
                 (calls ??= []).Add(call with { Arguments = await RedactedJsonAsync(trust, model, call.Arguments, cancellation) });
-            redacted.Add(message with { Content = message.Content is { } content ? await trust.RedactAsync(model, content, cancellation) : null, ToolCalls = calls ?? message.ToolCalls });
+            redacted.Add(message with
+            {
+                Content = await RedactedAsync(trust, model, message.Content, cancellation),
+                ToolCalls = calls ?? message.ToolCalls,
+                Name = await RedactedAsync(trust, model, message.Name, cancellation),
+                Reasoning = await RedactedAsync(trust, model, message.Reasoning, cancellation),
+            });
         }
         List<JsonElement>? tools = null;
         foreach (var tool in chat.Tools ?? [])
-            (tools ??= []).Add(JsonDocument.Parse((await RedactedAsync(trust, model, tool, cancellation))!.ToJsonString()).RootElement);
-        return [(chat with { Messages = redacted, Tools = tools ?? chat.Tools }).Render(context.Model.Template)];
+            (tools ??= []).Add(await RedactedElementAsync(trust, model, tool, cancellation));
+        // A variable's value is redacted, not its name, which the template reads it by.
+        Dictionary<string, JsonElement>? variables = null;
+        foreach (var (name, value) in chat.Variables ?? new Dictionary<string, JsonElement>())
+            (variables ??= [])[name] = await RedactedElementAsync(trust, model, value, cancellation);
+        return [(chat with { Messages = redacted, Tools = tools ?? chat.Tools, Variables = variables ?? chat.Variables }).Render(context.Model.Template)];
     }
 }
 

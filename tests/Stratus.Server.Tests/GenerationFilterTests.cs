@@ -37,6 +37,16 @@ public sealed class FilteredModelServer : IAsyncLifetime
     public Task DisposeAsync() => Server.DisposeAsync();
 }
 
+/// <summary>A tiny model's server with one filter instance the tests can inspect.</summary>
+public sealed class FilterServer<TFilter> : IAsyncLifetime where TFilter : class, IGenerationFilter, new()
+{
+    public TFilter Filter { get; } = new();
+    public TinyModelServer Server { get; }
+    public FilterServer() => Server = new() { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(Filter) };
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}
+
 public sealed class GenerationFilterTests(FilteredModelServer fixture) : IClassFixture<FilteredModelServer>
 {
     [Fact]
@@ -150,16 +160,7 @@ public sealed class AbandonedAlternativesFilter : IGenerationFilter
     }
 }
 
-public sealed class AbandonedAlternativesServer : IAsyncLifetime
-{
-    public AbandonedAlternativesFilter Filter { get; } = new();
-    public TinyModelServer Server { get; }
-    public AbandonedAlternativesServer() => Server = new() { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(Filter) };
-    public Task InitializeAsync() => Server.InitializeAsync();
-    public Task DisposeAsync() => Server.DisposeAsync();
-}
-
-public sealed class AbandonedAlternativesTests(AbandonedAlternativesServer fixture) : IClassFixture<AbandonedAlternativesServer>
+public sealed class AbandonedAlternativesTests(FilterServer<AbandonedAlternativesFilter> fixture) : IClassFixture<FilterServer<AbandonedAlternativesFilter>>
 {
     [Fact]
     public async Task A_cancelled_request_stops_screening_its_echoed_prompt_s_alternatives()
@@ -236,16 +237,7 @@ public sealed class SlowChoiceFilter : IGenerationFilter
     }
 }
 
-public sealed class SlowChoiceServer : IAsyncLifetime
-{
-    public SlowChoiceFilter Filter { get; } = new();
-    public TinyModelServer Server { get; }
-    public SlowChoiceServer() => Server = new() { ConfigureServices = services => services.AddSingleton<IGenerationFilter>(Filter) };
-    public Task InitializeAsync() => Server.InitializeAsync();
-    public Task DisposeAsync() => Server.DisposeAsync();
-}
-
-public sealed class SlowChoiceTests(SlowChoiceServer fixture) : IClassFixture<SlowChoiceServer>
+public sealed class SlowChoiceTests(FilterServer<SlowChoiceFilter> fixture) : IClassFixture<FilterServer<SlowChoiceFilter>>
 {
     /// <summary>With n &gt; 1 each choice is read on its own; a client that leaves stops the
     /// request's reader, and the filters are told the request ended (usage recorded) only once

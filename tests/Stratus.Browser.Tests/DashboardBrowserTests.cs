@@ -457,6 +457,34 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    /// <summary>The form offers the configs of the jobs root's configs/ folder (GET /api/jobs's
+    /// submissions.configs) as the config field's choices, another path still typed; a config added
+    /// there is offered at the panel's next refresh, the form kept as it was typed.</summary>
+    [Fact]
+    public async Task The_config_field_offers_the_jobs_roots_configs_and_one_added_at_the_next_refresh()
+    {
+        var configs = Directory.CreateDirectory(Path.Combine(server.JobsRoot, "configs")).FullName;
+        var name = "offered-" + Guid.NewGuid().ToString("N")[..8];
+        File.WriteAllText(Path.Combine(configs, name + "-a.json"), "{}");
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        var config = page.Locator("#job-submit").GetByLabel("Config", new() { Exact = true });
+        var choices = page.Locator($"#{await config.GetAttributeAsync("list")} option[value*='{name}']");
+        await Expect(choices).ToHaveCountAsync(1);
+        Assert.Equal(Path.Combine(jobsRoot, "configs", name + "-a.json"), await choices.First.GetAttributeAsync("value"));
+        var data = page.Locator("#job-submit").GetByLabel("Data", new() { Exact = true });
+        await data.FillAsync(Path.Combine(jobsRoot, "data"));
+        await config.FillAsync(Path.Combine(jobsRoot, "tiny.json"));
+
+        File.WriteAllText(Path.Combine(configs, name + "-b.json"), "{}");
+        await Expect(choices).ToHaveCountAsync(2, new() { Timeout = 30_000 });
+        Assert.Equal(Path.Combine(jobsRoot, "configs", name + "-b.json"), await choices.Nth(1).GetAttributeAsync("value"));
+        await Expect(data).ToHaveValueAsync(Path.Combine(jobsRoot, "data"));
+        await Expect(config).ToHaveValueAsync(Path.Combine(jobsRoot, "tiny.json"));
+        Assert.Empty(opened.Violations);
+    }
+
     /// <summary>After a job is taken, its run folder is cleared (Enter again would submit into the
     /// same one, a 409) and focused for the next; what the next run likely shares stays.</summary>
     [Fact]
@@ -719,18 +747,21 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     }
 
     /// <summary>A job whose cancel was asked runs on while its training finishes its step and saves a
-    /// last checkpoint: its row says "cancelling…", since when and by whom, and its Cancel button is
-    /// disabled (a second cancel would send nothing); another running job's is not, as the page read it.</summary>
+    /// last checkpoint: its row says "cancelling…", since when and by whom (a key by its name, its id
+    /// beside it, as the audit panel names keys), and its Cancel button is disabled (a second cancel
+    /// would send nothing); another running job's is not, as the page read it.</summary>
     [Fact]
     public async Task A_job_being_cancelled_says_cancelling_and_its_cancel_button_is_disabled()
     {
         await using var opened = await OpenAsync();
         var page = opened.Page;
         await RouteJobsAsync(page, ["local"], FakeJob("job-cancelling", "local", "running", null, cancelRequestedAt: "2026-01-05T14:04:09Z", cancelRequestedBy: "cli:alice"),
-            FakeJob("job-running", "local", "running", null));
+            FakeJob("job-running", "local", "running", null),
+            FakeJob("job-by-key", "local", "queued", null, cancelRequestedAt: "2026-01-05T14:04:10Z", cancelRequestedBy: "AbCdEf012345", cancelRequestedByName: "ops"));
         await ShowAsync(page, fixture.ApiKey);
         var cancelling = page.Locator("#panel-jobs tr", new() { HasText = "job-cancelling" });
         await Expect(cancelling.Locator(".job-state")).ToHaveTextAsync("▶ running, cancelling… (since 14:04:09 UTC by cli:alice)");
+        await Expect(page.Locator("#panel-jobs tr", new() { HasText = "job-by-key" }).Locator(".job-state")).ToHaveTextAsync("◷ queued, cancelling… (since 14:04:10 UTC by ops (AbCdEf012345))");
         await Expect(cancelling.GetByRole(AriaRole.Button, new() { Name = "Cancel job-cancelling" })).ToBeDisabledAsync();
         var running = page.Locator("#panel-jobs tr", new() { HasText = "job-running" });
         await Expect(running.Locator(".job-state")).ToHaveTextAsync("▶ running");
@@ -860,7 +891,8 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     }
 
     /// <summary>A job as GET /api/jobs answers it, under /srv/jobs, its run folder's name long.</summary>
-    static object FakeJob(string id, string executor, string state, object? slurm, string? reason = null, string? cancelRequestedAt = null, string? cancelRequestedBy = null) => new
+    static object FakeJob(string id, string executor, string state, object? slurm, string? reason = null, string? cancelRequestedAt = null, string? cancelRequestedBy = null,
+        string? cancelRequestedByName = null) => new
     {
         @object = "job", id, kind = "train", state, reason, executor, executor_reference = executor == "slurm" ? "41" : null,
         arguments = new
@@ -869,7 +901,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
             partition = executor == "slurm" ? "gpu" : null, time = executor == "slurm" ? "2:00:00" : null, ranks = executor == "slurm" ? 4 : (int?)null, cpus_per_rank = executor == "slurm" ? 8 : (int?)null,
         },
         pid = (int?)null, exit_code = (int?)null, submitted_at = "2026-01-05T14:03:27Z", started_at = state == "queued" ? null : "2026-01-05T14:03:28Z",
-        ended_at = state is "queued" or "running" ? null : "2026-01-05T14:05:28Z", cancel_requested_at = cancelRequestedAt, cancel_requested_by = cancelRequestedBy, submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
+        ended_at = state is "queued" or "running" ? null : "2026-01-05T14:05:28Z", cancel_requested_at = cancelRequestedAt, cancel_requested_by = cancelRequestedBy, cancel_requested_by_name = cancelRequestedByName, submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
     };
 
     /// <summary>Answers the page's GET /api/jobs with these jobs (and their metrics with none), as a

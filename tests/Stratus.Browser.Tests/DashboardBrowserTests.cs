@@ -84,7 +84,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         // As an operator types it: /dashboard redirects to the page.
         await using var opened = await OpenAsync("/dashboard");
         var page = opened.Page;
-        var key = page.GetByLabel("Admin API key");
+        var key = page.GetByLabel("API key", new() { Exact = true });
         var show = page.GetByRole(AriaRole.Button, new() { Name = "Show", Exact = true });
         var status = page.Locator("#key-status");
 
@@ -171,6 +171,47 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Null(await page.EvaluateAsync<string?>("() => sessionStorage.getItem('stratus-dashboard-key')"));
         // No more refused requests.
         await AssertAsksNothingMoreAsync(opened);
+    }
+
+    /// <summary>A key without the admin scope sees what its scopes allow (GET /api/key's
+    /// granted_scopes): a training key the training jobs, listed and submitted, and no admin panel,
+    /// and the page asks for nothing the server refuses it, which refuses those panels' requests with
+    /// a 403 in the API's error format. A key no panel is for (inference) is told what the dashboard needs.</summary>
+    [Fact]
+    public async Task A_training_key_sees_the_training_jobs_alone_and_an_inference_key_is_told_what_is_needed()
+    {
+        var trainer = await fixture.Keys.CreateAsync("dashboard-trainer-" + Guid.NewGuid().ToString("N")[..8], ApiKeyScopes.Training, RateLimits.Unlimited, "tests");
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        var refused = new List<string>();
+        page.Response += (_, response) => { if (response.Status >= 400) lock (refused) refused.Add($"{response.Status} {response.Url}"); };
+        await ShowAsync(page, trainer.Secret);
+        await DrawnAsync(page);
+        Assert.Equal(["panel-jobs"], await page.Locator("section.panel").EvaluateAllAsync<string[]>("panels => panels.map(p => p.id)"));
+        await Expect(page.Locator("#job-submit")).ToBeVisibleAsync();
+        await Expect(page.Locator("#key-status")).ToHaveTextAsync(
+            $"Key {trainer.Key.Name} (training) may see training jobs; the other panels need the admin scope. The key is kept in this tab only.");
+        lock (refused) Assert.Empty(refused);
+        Assert.Empty(opened.Violations);
+
+        using var client = fixture.AnonymousClient();
+        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", trainer.Secret);
+        foreach (var path in new[] { "/api/serving", "/v1/admin/keys", "/v1/admin/audit", "/v1/usage", "/api/models" })
+        {
+            using var response = await client.GetAsync(path);
+            var error = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!;
+            Assert.Equal((System.Net.HttpStatusCode.Forbidden, "insufficient_permissions"), (response.StatusCode, (string?)error["code"]));
+            Assert.Contains("lacks the 'admin' scope", (string?)error["message"]);
+        }
+
+        var inference = await fixture.Keys.CreateAsync("dashboard-inference-" + Guid.NewGuid().ToString("N")[..8], ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Forget key" }).ClickAsync();
+        await page.GetByLabel("API key", new() { Exact = true }).FillAsync(inference.Secret);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Show", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#key-status")).ToHaveTextAsync($"Key {inference.Key.Name} (inference) may see no panel of this dashboard. " +
+            "The dashboard needs a key with the admin scope (every panel), or the training scope (the training jobs).");
+        Assert.Equal(0, await page.Locator("section.panel").CountAsync());
+        Assert.Null(await page.EvaluateAsync<string?>("() => sessionStorage.getItem('stratus-dashboard-key')"));
     }
 
     [Fact]
@@ -1063,7 +1104,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
 
     static async Task ShowAsync(IPage page, string key)
     {
-        await page.GetByLabel("Admin API key").FillAsync(key);
+        await page.GetByLabel("API key", new() { Exact = true }).FillAsync(key);
         await page.GetByRole(AriaRole.Button, new() { Name = "Show", Exact = true }).ClickAsync();
         await Expect(page.Locator("section.panel").First).ToBeVisibleAsync();
     }

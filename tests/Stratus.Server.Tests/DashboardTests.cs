@@ -113,6 +113,30 @@ public sealed class DashboardTests(TinyModelServer fixture) : IClassFixture<Tiny
         Assert.Equal(HttpStatusCode.Unauthorized, noKey.StatusCode);
     }
 
+    /// <summary>GET /api/key tells any valid key of itself, for the dashboard to show it the panels its
+    /// scopes allow: its id, name, scopes and what they grant (admin every scope, inference metrics
+    /// too); without a key it is a 401, as every other request.</summary>
+    [Theory]
+    [InlineData(ApiKeyScopes.Training, "training", "training")]
+    [InlineData(ApiKeyScopes.Inference, "inference", "inference,metrics")]
+    [InlineData(ApiKeyScopes.Admin, "admin", "inference,training,admin,metrics")]
+    [InlineData(ApiKeyScopes.Metrics, "metrics", "metrics")]
+    public async Task The_key_endpoint_gives_any_key_its_own_scopes_and_what_they_grant(ApiKeyScopes scopes, string named, string granted)
+    {
+        var created = await fixture.Keys.CreateAsync("caller-" + Guid.NewGuid().ToString("N")[..8], scopes, RateLimits.Unlimited, "tests");
+        using var client = fixture.AnonymousClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", created.Secret);
+        using var response = await client.GetAsync("/api/key");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var key = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+        Assert.Equal(("api_key", created.Key.Id, created.Key.Name, named, granted),
+            ((string?)key["object"], (string?)key["id"], (string?)key["name"], string.Join(",", key["scopes"]!.AsArray().Select(s => (string?)s)),
+                string.Join(",", key["granted_scopes"]!.AsArray().Select(s => (string?)s))));
+        using var anonymous = fixture.AnonymousClient();
+        using var noKey = await anonymous.GetAsync("/api/key");
+        Assert.Equal(HttpStatusCode.Unauthorized, noKey.StatusCode);
+    }
+
     [Fact]
     public async Task The_serving_figures_count_a_request_once_it_was_served()
     {

@@ -8,6 +8,7 @@ const shown = 20;
 export default {
   id: "audit",
   title: "Audit log",
+  scope: "admin",
   refreshSeconds: 15,
   wide: true,
   async render(get) {

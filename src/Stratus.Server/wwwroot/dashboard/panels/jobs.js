@@ -297,6 +297,7 @@ function cancelDialog(api, own) {
 export default {
   id: "jobs",
   title: "Training jobs",
+  scope: "training",
   refreshSeconds: 10,
   wide: true,
   async render(get, own) {

@@ -14,7 +14,10 @@
 // said in it; one being cancelled says "cancelling…", its button disabled), a run folder in use is said beside out or resume, a Slurm job's state and pending
 // reason (an ended one's as Slurm last said it, with its run time), partition, time limit and nodes
 // are shown, the Cancel button is within reach at 1280 and 800 px and keeps the focus across a
-// refresh, and a server that takes no jobs shows no form.
+// refresh, the config field offers the jobs root's configs/ (one added at the next refresh), a job
+// being cancelled by a key names that key, and a server that takes no jobs shows no form. A training
+// key sees the training jobs alone (the admin panels' requests a 403 to it) and an inference key is
+// told what the dashboard needs.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.

@@ -1,7 +1,8 @@
 // The operators' dashboard as the server answers it: its files without a key, each under a
 // Content Security Policy, and nothing else let in without one (paths beside or below it, other
 // methods, a path that climbs out of it); and GET /api/serving, the figures the page draws:
-// admin only, and counting a request once it was served.
+// admin only, and counting a request once it was served; and GET /api/key, which tells any key of
+// its own scopes and what they grant.
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;

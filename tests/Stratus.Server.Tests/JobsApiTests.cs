@@ -1,6 +1,7 @@
 // /api/jobs: a training key submits, lists, shows and cancels jobs; arguments train would refuse
 // are a 400 naming the problem with nothing recorded, an unknown job a 404 and a run folder a job
-// already writes a 409, all in the API's error format; the caller's key is the audit's actor. A
+// already writes a 409, all in the API's error format; the caller's key is the audit's actor, named
+// by its key's name beside its id, and the list offers the jobs root's configs/. A
 // job's metrics come from the run folder it recorded: thinned to a limit, after a step, without a
 // half-written last line, and from a cursor on, the whole series again once the file was rewritten.
 using System.Net;

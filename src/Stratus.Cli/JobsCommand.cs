@@ -41,6 +41,10 @@ static class JobsCommand
     static JobService OpenExisting(ParseResult result, Option<string> dataDir) =>
         JobService.Open(TrustCommands.ExistingDirectory(result, dataDir), SelfCommand());
 
+    /// <summary>The keys that submitted or cancelled jobs, by their names (ActorNames).</summary>
+    static ValueTask<ActorNames> Names(ParseResult result, Option<string> dataDir, CancellationToken cancellation) =>
+        ActorNames.ReadAsync(TrustCommands.OpenExisting(result, dataDir).KeyService(), cancellation);
+
     static Option<bool> JsonOption(string what) => new("--json") { Description = $"print {what} as JSON, the objects GET /api/jobs answers with" };
 
     static Command Submit()
@@ -132,24 +136,25 @@ static class JobsCommand
         });
         var after = new Option<string>("--after") { Description = "list the jobs after this one (the last a listing showed), older than it", HelpName = "id" };
         var command = new Command("list", "List the jobs, newest first, with each run's last step and training loss.") { dataDir, json, limit, after };
-        command.SetAction((result, ct) =>
+        command.SetAction(async (result, ct) =>
         {
             var page = OpenExisting(result, dataDir).List(result.GetValue(limit), result.GetValue(after));
             var jobs = page.Jobs;
             if (result.GetValue(json))
             {
-                StandardOutput.WriteJson(new JobListResponse([.. jobs.Select(job => JobView.From(job, Stratus.Safety.Surface.Cli))], page.HasMore, null));
-                return Task.FromResult(0);
+                var names = await Names(result, dataDir, ct);
+                StandardOutput.WriteJson(new JobListResponse([.. jobs.Select(job => JobView.From(job, Stratus.Safety.Surface.Cli, names))], page.HasMore, null));
+                return 0;
             }
             if (jobs.Count == 0 && result.GetValue(after) is { } previous)
             {
                 Console.WriteLine($"No jobs after {previous}.");
-                return Task.FromResult(0);
+                return 0;
             }
             if (jobs.Count == 0)
             {
                 Console.WriteLine(Invocation.Spell("No jobs. Submit one: stratus jobs submit --config <file.json> --data <dataset> --out <run>"));
-                return Task.FromResult(0);
+                return 0;
             }
             var now = DateTimeOffset.UtcNow;
             var table = new Table().AddColumns("Id", "State", "Slurm job", "Started (UTC)", "Duration", "Out", "Step", "Loss");
@@ -168,7 +173,7 @@ static class JobsCommand
             // Read once for the listing: the Slurm jobs after the first it could not ask read as recorded too.
             if (jobs.FirstOrDefault(job => job.Slurm?.Unreachable is not null)?.Slurm is { } unreachable)
                 Console.WriteLine($"{unreachable.Unreachable}: its Slurm jobs are as last recorded.");
-            return Task.FromResult(0);
+            return 0;
         });
         return command;
     }
@@ -179,18 +184,19 @@ static class JobsCommand
         var dataDir = TrustCommands.DataDirOption();
         var json = JsonOption("the job");
         var command = new Command("show", "Show a job: its state, command, process (or Slurm job), exit code and log.") { id, dataDir, json };
-        command.SetAction((result, ct) =>
+        command.SetAction(async (result, ct) =>
         {
             var job = OpenExisting(result, dataDir).Get(result.GetValue(id)!);
+            var names = await Names(result, dataDir, ct);
             if (result.GetValue(json))
             {
-                StandardOutput.WriteJson(JobView.From(job, Stratus.Safety.Surface.Cli));
-                return Task.FromResult(0);
+                StandardOutput.WriteJson(JobView.From(job, Stratus.Safety.Surface.Cli, names));
+                return 0;
             }
             static string Time(DateTimeOffset? time) => time?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture) ?? "-";
             var last = MetricsLog.LastTrainingStep(job.Arguments.Out);
             Console.WriteLine($"id:         {job.Id}");
-            var cancelling = Cancelling(job, "yyyy-MM-dd HH:mm:ss 'UTC'") is { } since ? $" ({since}{(job.CancelRequestedBy is { } by ? $" by {by}" : "")})" : "";
+            var cancelling = Cancelling(job, "yyyy-MM-dd HH:mm:ss 'UTC'") is { } since ? $" ({since}{(job.CancelRequestedBy is { } by ? $" by {names.Describe(by)}" : "")})" : "";
             Console.WriteLine(Invocation.Spell($"state:      {job.State.WireName()}{cancelling}{(job.Reason is { } reason ? $": {reason}" : "")}"));
             Console.WriteLine(Invocation.Spell($"command:    stratus {TrainArguments.ShellLine(job.Arguments.CommandLine())}"));
             if (job.Arguments.InitFromVersion is { } version) Console.WriteLine($"init from:  model {version}, {job.Arguments.InitFrom} (resolved at submission)");
@@ -200,12 +206,12 @@ static class JobsCommand
                 Console.WriteLine($"slurm:      {slurm.State ?? "submitted"}{(slurm.Reason is { } why ? $" ({why})" : "")}, {SlurmResources(slurm)}, nodes {slurm.Nodes ?? "-"}{(slurm.Elapsed is { } ran && job.StartedAt is not null ? $", ran {ran}" : "")}");
             // Kept with the job: Slurm's own word (above) is gone once it forgets the ended job.
             if (job.Resources is { } asked) Console.WriteLine($"asked:      {SlurmResources(asked)}");
-            Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {job.SubmittedBy}");
+            Console.WriteLine($"submitted:  {Time(job.SubmittedAt)} by {names.Describe(job.SubmittedBy)}");
             Console.WriteLine($"started:    {Time(job.StartedAt)}");
             Console.WriteLine($"ended:      {Time(job.EndedAt)}{(job.ExitCode is { } code ? $", exit code {code}" : "")}");
             Console.WriteLine($"last step:  {(last is { } l ? $"{l.Step}, training loss {l.Loss.ToString("F4", CultureInfo.InvariantCulture)}" : "-")}");
             Console.WriteLine($"log:        {job.LogFile}");
-            return Task.FromResult(0);
+            return 0;
         });
         return command;
     }
@@ -250,17 +256,19 @@ static class JobsCommand
         };
         var dataDir = TrustCommands.DataDirOption();
         var command = new Command("cancel", "Stop a job: its training saves a last checkpoint and stops (SIGTERM), and the job ends cancelled; asked again, it waits for that as before.") { id, force, dataDir };
-        command.SetAction((result, ct) =>
+        command.SetAction(async (result, ct) =>
         {
             var forced = result.GetValue(force);
             var (job, first) = OpenExisting(result, dataDir).Cancel(result.GetValue(id)!, TrustCommands.Actor, forced);
+            // Who asked first, as `jobs show` says it (a key by its name): null for a cancel recorded before that was kept.
+            var askedBy = !first && job.CancelRequestedBy is { } by ? $" by {(await Names(result, dataDir, ct)).Describe(by)}" : "";
             var forceLine = $"`stratus jobs cancel {job.Id} --force` ends it at once";
             Console.WriteLine(Invocation.Spell(job.State.HasEnded() ? $"{job.Id} is {job.State.WireName()}."
                 : forced && job.Executor == SlurmJobExecutor.ExecutorName ? $"cancelling {job.Id} in Slurm (scancel): its training ends at once where a cancel's SIGTERM reached it already, else after a last checkpoint or at Slurm's SIGKILL after KillWait; it then reads cancelled."
                 : forced ? $"ending {job.Id} at once: its training stops without finishing its step or saving another checkpoint (continue from the last one saved with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}); it then reads cancelled."
                 : first ? $"cancelling {job.Id}: its training stops after the current step with a last checkpoint (continue it with {JobLog.ContinueRun(job, Stratus.Safety.Surface.Cli)}; {forceLine}); it then reads cancelled."
-                : $"{job.Id} is being cancelled already (asked at {job.CancelRequestedAt!.Value.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture)}): its training stops after the current step with a last checkpoint; {forceLine}."));
-            return Task.FromResult(0);
+                : $"{job.Id} is being cancelled already (asked at {job.CancelRequestedAt!.Value.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture)}{askedBy}): its training stops after the current step with a last checkpoint; {forceLine}."));
+            return 0;
         });
         return command;
     }

@@ -42,7 +42,8 @@ public static class ApiKeyScopeNames
     static readonly (ApiKeyScopes Scope, string Name)[] Known =
         [(ApiKeyScopes.Inference, "inference"), (ApiKeyScopes.Training, "training"), (ApiKeyScopes.Admin, "admin"), (ApiKeyScopes.Metrics, "metrics")];
 
-    static readonly ApiKeyScopes All = Known.Aggregate(ApiKeyScopes.None, (all, k) => all | k.Scope);
+    /// <summary>Every scope: what an admin key is granted.</summary>
+    public static readonly ApiKeyScopes All = Known.Aggregate(ApiKeyScopes.None, (all, k) => all | k.Scope);
 
     /// <summary>"inference, training, admin, metrics": the names a user may give.</summary>
     public static string Listed { get; } = string.Join(", ", Known.Select(k => k.Name));

@@ -14,7 +14,10 @@
 // said in it; one being cancelled says "cancelling…", its button disabled), a run folder in use is said beside out or resume, a Slurm job's state and pending
 // reason (an ended one's as Slurm last said it, with its run time), partition, time limit and nodes
 // are shown, the Cancel button is within reach at 1280 and 800 px and keeps the focus across a
-// refresh, and a server that takes no jobs shows no form.
+// refresh, the config field offers the jobs root's configs/ (one added at the next refresh), a job
+// being cancelled by a key names that key, and a server that takes no jobs shows no form. A training
+// key sees the training jobs alone (the admin panels' requests a 403 to it) and an inference key is
+// told what the dashboard needs.
 // Chromium is the system's (/usr/bin/chromium): Playwright's own download is not reachable
 // everywhere, and .ci/run installs Debian's. A machine without it fails here, saying how to
 // install it, rather than skipping a test that CI runs.
@@ -84,7 +87,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         // As an operator types it: /dashboard redirects to the page.
         await using var opened = await OpenAsync("/dashboard");
         var page = opened.Page;
-        var key = page.GetByLabel("Admin API key");
+        var key = page.GetByLabel("API key", new() { Exact = true });
         var show = page.GetByRole(AriaRole.Button, new() { Name = "Show", Exact = true });
         var status = page.Locator("#key-status");
 
@@ -171,6 +174,47 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Null(await page.EvaluateAsync<string?>("() => sessionStorage.getItem('stratus-dashboard-key')"));
         // No more refused requests.
         await AssertAsksNothingMoreAsync(opened);
+    }
+
+    /// <summary>A key without the admin scope sees what its scopes allow (GET /api/key's
+    /// granted_scopes): a training key the training jobs, listed and submitted, and no admin panel,
+    /// and the page asks for nothing the server refuses it, which refuses those panels' requests with
+    /// a 403 in the API's error format. A key no panel is for (inference) is told what the dashboard needs.</summary>
+    [Fact]
+    public async Task A_training_key_sees_the_training_jobs_alone_and_an_inference_key_is_told_what_is_needed()
+    {
+        var trainer = await fixture.Keys.CreateAsync("dashboard-trainer-" + Guid.NewGuid().ToString("N")[..8], ApiKeyScopes.Training, RateLimits.Unlimited, "tests");
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        var refused = new List<string>();
+        page.Response += (_, response) => { if (response.Status >= 400) lock (refused) refused.Add($"{response.Status} {response.Url}"); };
+        await ShowAsync(page, trainer.Secret);
+        await DrawnAsync(page);
+        Assert.Equal(["panel-jobs"], await page.Locator("section.panel").EvaluateAllAsync<string[]>("panels => panels.map(p => p.id)"));
+        await Expect(page.Locator("#job-submit")).ToBeVisibleAsync();
+        await Expect(page.Locator("#key-status")).ToHaveTextAsync(
+            $"Key {trainer.Key.Name} (training) may see training jobs; the other panels need the admin scope. The key is kept in this tab only.");
+        lock (refused) Assert.Empty(refused);
+        Assert.Empty(opened.Violations);
+
+        using var client = fixture.AnonymousClient();
+        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", trainer.Secret);
+        foreach (var path in new[] { "/api/serving", "/v1/admin/keys", "/v1/admin/audit", "/v1/usage", "/api/models" })
+        {
+            using var response = await client.GetAsync(path);
+            var error = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!;
+            Assert.Equal((System.Net.HttpStatusCode.Forbidden, "insufficient_permissions"), (response.StatusCode, (string?)error["code"]));
+            Assert.Contains("lacks the 'admin' scope", (string?)error["message"]);
+        }
+
+        var inference = await fixture.Keys.CreateAsync("dashboard-inference-" + Guid.NewGuid().ToString("N")[..8], ApiKeyScopes.Inference, RateLimits.Unlimited, "tests");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Forget key" }).ClickAsync();
+        await page.GetByLabel("API key", new() { Exact = true }).FillAsync(inference.Secret);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Show", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#key-status")).ToHaveTextAsync($"Key {inference.Key.Name} (inference) may see no panel of this dashboard. " +
+            "The dashboard needs a key with the admin scope (every panel), or the training scope (the training jobs).");
+        Assert.Equal(0, await page.Locator("section.panel").CountAsync());
+        Assert.Null(await page.EvaluateAsync<string?>("() => sessionStorage.getItem('stratus-dashboard-key')"));
     }
 
     [Fact]
@@ -457,6 +501,34 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
         Assert.Empty(opened.Violations);
     }
 
+    /// <summary>The form offers the configs of the jobs root's configs/ folder (GET /api/jobs's
+    /// submissions.configs) as the config field's choices, another path still typed; a config added
+    /// there is offered at the panel's next refresh, the form kept as it was typed.</summary>
+    [Fact]
+    public async Task The_config_field_offers_the_jobs_roots_configs_and_one_added_at_the_next_refresh()
+    {
+        var configs = Directory.CreateDirectory(Path.Combine(server.JobsRoot, "configs")).FullName;
+        var name = "offered-" + Guid.NewGuid().ToString("N")[..8];
+        File.WriteAllText(Path.Combine(configs, name + "-a.json"), "{}");
+        await using var opened = await OpenAsync();
+        var page = opened.Page;
+        await ShowAsync(page, fixture.ApiKey);
+        var config = page.Locator("#job-submit").GetByLabel("Config", new() { Exact = true });
+        var choices = page.Locator($"#{await config.GetAttributeAsync("list")} option[value*='{name}']");
+        await Expect(choices).ToHaveCountAsync(1);
+        Assert.Equal(Path.Combine(jobsRoot, "configs", name + "-a.json"), await choices.First.GetAttributeAsync("value"));
+        var data = page.Locator("#job-submit").GetByLabel("Data", new() { Exact = true });
+        await data.FillAsync(Path.Combine(jobsRoot, "data"));
+        await config.FillAsync(Path.Combine(jobsRoot, "tiny.json"));
+
+        File.WriteAllText(Path.Combine(configs, name + "-b.json"), "{}");
+        await Expect(choices).ToHaveCountAsync(2, new() { Timeout = 30_000 });
+        Assert.Equal(Path.Combine(jobsRoot, "configs", name + "-b.json"), await choices.Nth(1).GetAttributeAsync("value"));
+        await Expect(data).ToHaveValueAsync(Path.Combine(jobsRoot, "data"));
+        await Expect(config).ToHaveValueAsync(Path.Combine(jobsRoot, "tiny.json"));
+        Assert.Empty(opened.Violations);
+    }
+
     /// <summary>After a job is taken, its run folder is cleared (Enter again would submit into the
     /// same one, a 409) and focused for the next; what the next run likely shares stays.</summary>
     [Fact]
@@ -719,18 +791,21 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     }
 
     /// <summary>A job whose cancel was asked runs on while its training finishes its step and saves a
-    /// last checkpoint: its row says "cancelling…", since when and by whom, and its Cancel button is
-    /// disabled (a second cancel would send nothing); another running job's is not, as the page read it.</summary>
+    /// last checkpoint: its row says "cancelling…", since when and by whom (a key by its name, its id
+    /// beside it, as the audit panel names keys), and its Cancel button is disabled (a second cancel
+    /// would send nothing); another running job's is not, as the page read it.</summary>
     [Fact]
     public async Task A_job_being_cancelled_says_cancelling_and_its_cancel_button_is_disabled()
     {
         await using var opened = await OpenAsync();
         var page = opened.Page;
         await RouteJobsAsync(page, ["local"], FakeJob("job-cancelling", "local", "running", null, cancelRequestedAt: "2026-01-05T14:04:09Z", cancelRequestedBy: "cli:alice"),
-            FakeJob("job-running", "local", "running", null));
+            FakeJob("job-running", "local", "running", null),
+            FakeJob("job-by-key", "local", "queued", null, cancelRequestedAt: "2026-01-05T14:04:10Z", cancelRequestedBy: "AbCdEf012345", cancelRequestedByName: "ops"));
         await ShowAsync(page, fixture.ApiKey);
         var cancelling = page.Locator("#panel-jobs tr", new() { HasText = "job-cancelling" });
         await Expect(cancelling.Locator(".job-state")).ToHaveTextAsync("▶ running, cancelling… (since 14:04:09 UTC by cli:alice)");
+        await Expect(page.Locator("#panel-jobs tr", new() { HasText = "job-by-key" }).Locator(".job-state")).ToHaveTextAsync("◷ queued, cancelling… (since 14:04:10 UTC by ops (AbCdEf012345))");
         await Expect(cancelling.GetByRole(AriaRole.Button, new() { Name = "Cancel job-cancelling" })).ToBeDisabledAsync();
         var running = page.Locator("#panel-jobs tr", new() { HasText = "job-running" });
         await Expect(running.Locator(".job-state")).ToHaveTextAsync("▶ running");
@@ -860,7 +935,8 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
     }
 
     /// <summary>A job as GET /api/jobs answers it, under /srv/jobs, its run folder's name long.</summary>
-    static object FakeJob(string id, string executor, string state, object? slurm, string? reason = null, string? cancelRequestedAt = null, string? cancelRequestedBy = null) => new
+    static object FakeJob(string id, string executor, string state, object? slurm, string? reason = null, string? cancelRequestedAt = null, string? cancelRequestedBy = null,
+        string? cancelRequestedByName = null) => new
     {
         @object = "job", id, kind = "train", state, reason, executor, executor_reference = executor == "slurm" ? "41" : null,
         arguments = new
@@ -869,7 +945,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
             partition = executor == "slurm" ? "gpu" : null, time = executor == "slurm" ? "2:00:00" : null, ranks = executor == "slurm" ? 4 : (int?)null, cpus_per_rank = executor == "slurm" ? 8 : (int?)null,
         },
         pid = (int?)null, exit_code = (int?)null, submitted_at = "2026-01-05T14:03:27Z", started_at = state == "queued" ? null : "2026-01-05T14:03:28Z",
-        ended_at = state is "queued" or "running" ? null : "2026-01-05T14:05:28Z", cancel_requested_at = cancelRequestedAt, cancel_requested_by = cancelRequestedBy, submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
+        ended_at = state is "queued" or "running" ? null : "2026-01-05T14:05:28Z", cancel_requested_at = cancelRequestedAt, cancel_requested_by = cancelRequestedBy, cancel_requested_by_name = cancelRequestedByName, submitted_by = "tests", log_file = "/srv/jobs/run/x.log", last_step = (object?)null, slurm,
     };
 
     /// <summary>Answers the page's GET /api/jobs with these jobs (and their metrics with none), as a
@@ -1031,7 +1107,7 @@ public sealed class DashboardBrowserTests(DashboardServer server) : IClassFixtur
 
     static async Task ShowAsync(IPage page, string key)
     {
-        await page.GetByLabel("Admin API key").FillAsync(key);
+        await page.GetByLabel("API key", new() { Exact = true }).FillAsync(key);
         await page.GetByRole(AriaRole.Button, new() { Name = "Show", Exact = true }).ClickAsync();
         await Expect(page.Locator("section.panel").First).ToBeVisibleAsync();
     }

@@ -247,6 +247,43 @@ public sealed partial class JobsCliTests
         Assert.Contains("exit code 137", show);
     }
 
+    /// <summary>A cancel asked again says who asked first, as `jobs show` says it: a key (the dashboard's,
+    /// the API's) by its name with its id beside it, as the audit API names keys (the job records the
+    /// id, which stays true of the key whatever its name), the CLI's user as cli:user; `jobs show
+    /// --json` gives the key's name beside the id it records.</summary>
+    [Fact]
+    public async Task A_second_cancel_and_jobs_show_say_who_asked_first_a_key_by_its_name()
+    {
+        using var temp = new TempDirectory();
+        var key = (await Stratus.Platform.PlatformStores.Open(temp["home"]).KeyService()
+            .CreateAsync("ops", Stratus.Platform.ApiKeyScopes.Training, Stratus.Platform.RateLimits.Unlimited, "tests")).Key;
+        // Supervisors that record nothing and outlive the test's commands: the jobs stay queued.
+        var service = Stratus.Platform.Jobs.JobService.Open(temp["home"], ["/bin/sh", "-c", "sleep 30"]);
+        string Queued(string run, string actor)
+        {
+            Directory.CreateDirectory(temp[run]);
+            return service.Submit(new Stratus.Platform.Jobs.TrainArguments(null, temp[run], temp[run], []), actor).Id;
+        }
+
+        var byKey = Queued("a", key.Id);
+        service.Cancel(byKey, key.Id);
+        var again = Jobs(temp, "cancel", byKey);
+        Assert.True(again.ExitCode == 0, again.Stderr);
+        Assert.Matches($@"^{byKey} is being cancelled already \(asked at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC by ops \({key.Id}\)\): ", again.Stdout);
+        var show = Jobs(temp, "show", byKey).Stdout;
+        Assert.Matches($@"state:      queued \(cancelling since [^)]+ by ops \({key.Id}\)\)\n", show);
+        Assert.Matches($@"submitted:  [^\n]+ by ops \({key.Id}\)\n", show);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", byKey, "--json").Stdout)!;
+        Assert.Equal((key.Id, "ops", key.Id, "ops"), ((string?)json["cancel_requested_by"], (string?)json["cancel_requested_by_name"], (string?)json["submitted_by"], (string?)json["submitted_by_name"]));
+
+        var byCli = Queued("b", key.Id);
+        Assert.Equal(0, Jobs(temp, "cancel", byCli).ExitCode);
+        var second = Jobs(temp, "cancel", byCli);
+        Assert.Contains($" UTC by cli:{Environment.UserName}): ", second.Stdout);
+        Assert.Contains($"(cancelling since ", Jobs(temp, "show", byCli).Stdout);
+        Assert.Null(System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", byCli, "--json").Stdout)!["cancel_requested_by_name"]);
+    }
+
     /// <summary>A job whose cancel was asked for stays running while its training finishes its step
     /// and saves a last checkpoint: jobs show and jobs list say it is being cancelled, and since when,
     /// as Kubernetes' Terminating does, and its JSON gives when the cancel was asked.</summary>

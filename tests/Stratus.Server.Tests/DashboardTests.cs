@@ -1,7 +1,8 @@
 // The operators' dashboard as the server answers it: its files without a key, each under a
 // Content Security Policy, and nothing else let in without one (paths beside or below it, other
 // methods, a path that climbs out of it); and GET /api/serving, the figures the page draws:
-// admin only, and counting a request once it was served.
+// admin only, and counting a request once it was served; and GET /api/key, which tells any key of
+// its own scopes and what they grant.
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -110,6 +111,30 @@ public sealed class DashboardTests(TinyModelServer fixture) : IClassFixture<Tiny
         Assert.Contains("'admin' scope", (string?)JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["message"]);
         using var anonymous = fixture.AnonymousClient();
         using var noKey = await anonymous.GetAsync("/api/serving");
+        Assert.Equal(HttpStatusCode.Unauthorized, noKey.StatusCode);
+    }
+
+    /// <summary>GET /api/key tells any valid key of itself, for the dashboard to show it the panels its
+    /// scopes allow: its id, name, scopes and what they grant (admin every scope, inference metrics
+    /// too); without a key it is a 401, as every other request.</summary>
+    [Theory]
+    [InlineData(ApiKeyScopes.Training, "training", "training")]
+    [InlineData(ApiKeyScopes.Inference, "inference", "inference,metrics")]
+    [InlineData(ApiKeyScopes.Admin, "admin", "inference,training,admin,metrics")]
+    [InlineData(ApiKeyScopes.Metrics, "metrics", "metrics")]
+    public async Task The_key_endpoint_gives_any_key_its_own_scopes_and_what_they_grant(ApiKeyScopes scopes, string named, string granted)
+    {
+        var created = await fixture.Keys.CreateAsync("caller-" + Guid.NewGuid().ToString("N")[..8], scopes, RateLimits.Unlimited, "tests");
+        using var client = fixture.AnonymousClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", created.Secret);
+        using var response = await client.GetAsync("/api/key");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var key = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+        Assert.Equal(("api_key", created.Key.Id, created.Key.Name, named, granted),
+            ((string?)key["object"], (string?)key["id"], (string?)key["name"], string.Join(",", key["scopes"]!.AsArray().Select(s => (string?)s)),
+                string.Join(",", key["granted_scopes"]!.AsArray().Select(s => (string?)s))));
+        using var anonymous = fixture.AnonymousClient();
+        using var noKey = await anonymous.GetAsync("/api/key");
         Assert.Equal(HttpStatusCode.Unauthorized, noKey.StatusCode);
     }
 

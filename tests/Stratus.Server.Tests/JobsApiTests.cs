@@ -1,6 +1,7 @@
 // /api/jobs: a training key submits, lists, shows and cancels jobs; arguments train would refuse
 // are a 400 naming the problem with nothing recorded, an unknown job a 404 and a run folder a job
-// already writes a 409, all in the API's error format; the caller's key is the audit's actor. A
+// already writes a 409, all in the API's error format; the caller's key is the audit's actor, named
+// by its key's name beside its id, and the list offers the jobs root's configs/. A
 // job's metrics come from the run folder it recorded: thinned to a limit, after a step, without a
 // half-written last line, and from a cursor on, the whole series again once the file was rewritten.
 using System.Net;
@@ -80,7 +81,7 @@ public sealed class JobsApiTests : IAsyncLifetime
         Assert.True(status == HttpStatusCode.Created, job.ToJsonString());
         var id = (string)job["id"]!;
         Assert.Equal(("queued", "local", Path.Combine(folder, "run"), "3"), ((string)job["state"]!, (string)job["executor"]!, (string)job["arguments"]!["out"]!, (string)job["arguments"]!["overrides"]!["max_iters"]!));
-        Assert.Equal(keyId, (string)job["submitted_by"]!);
+        Assert.Equal((keyId, "trainer"), ((string?)job["submitted_by"], (string?)job["submitted_by_name"]));
 
         var (listed, list) = await Send(client.GetAsync("/api/jobs"));
         Assert.Equal((HttpStatusCode.OK, id), (listed, (string)list["data"]![0]!["id"]!));
@@ -211,6 +212,42 @@ public sealed class JobsApiTests : IAsyncLifetime
             ((string)error["error"]!["message"]!, (string?)error["error"]!["param"]));
         var (_, list) = await Send(client.GetAsync("/api/jobs"));
         Assert.Empty(list["data"]!.AsArray());
+    }
+
+    /// <summary>GET /api/jobs offers a submission the configs of the jobs root's configs/ folder (its
+    /// *.json files, whole paths, by name), for the dashboard's form to offer: not a file of another
+    /// name, one in a folder below (where runs keep JSON of their own), a link that leads outside the
+    /// root or nowhere, nor a named pipe; a link to a config beneath the root is one. A config added is
+    /// offered at the next listing.</summary>
+    [Fact]
+    public async Task The_list_offers_the_configs_of_the_jobs_roots_configs_folder()
+    {
+        var (client, _) = await TrainingClient();
+        async Task<string[]> Offered() => [.. (await Send(client.GetAsync("/api/jobs"))).Body["submissions"]!["configs"]!.AsArray().Select(config => (string)config!)];
+        Assert.Empty(await Offered());
+
+        var configs = Directory.CreateDirectory(Path.Combine(folder, "configs")).FullName;
+        File.WriteAllText(Path.Combine(configs, "small.json"), "{}");
+        File.WriteAllText(Path.Combine(configs, "notes.txt"), "");
+        File.WriteAllText(Path.Combine(Directory.CreateDirectory(Path.Combine(configs, "old")).FullName, "older.json"), "{}");
+        File.WriteAllText(Path.Combine(folder, "shared.json"), "{}");
+        File.CreateSymbolicLink(Path.Combine(configs, "shared.json"), Path.Combine(folder, "shared.json"));
+        var outside = Path.Combine(Path.GetTempPath(), "stratus-jobs-api-outside-" + Guid.NewGuid().ToString("N") + ".json");
+        File.WriteAllText(outside, "{}");
+        try
+        {
+            File.CreateSymbolicLink(Path.Combine(configs, "outside.json"), outside);
+            File.CreateSymbolicLink(Path.Combine(configs, "nowhere.json"), Path.Combine(folder, "missing.json"));
+            using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", Path.Combine(configs, "pipe.json"))) await mkfifo.WaitForExitAsync();
+            var root = new JobsRoot(folder).Folder;
+            Assert.Equal([Path.Combine(root, "configs", "shared.json"), Path.Combine(root, "configs", "small.json")], await Offered());
+            File.WriteAllText(Path.Combine(configs, "big.json"), "{}");
+            Assert.Equal([Path.Combine(root, "configs", "big.json"), Path.Combine(root, "configs", "shared.json"), Path.Combine(root, "configs", "small.json")], await Offered());
+        }
+        finally
+        {
+            File.Delete(outside);
+        }
     }
 
     /// <summary>serve --jobs-executor names what runs the API's jobs (local unless it says
@@ -974,8 +1011,9 @@ public sealed class JobsApiTests : IAsyncLifetime
     /// <summary>A job being cancelled is still running (its training finishes its step and saves a
     /// last checkpoint): GET /api/jobs/{id} and GET /api/jobs give when the cancel was asked
     /// (cancel_requested_at, null before) and by whom (cancel_requested_by: the key's id, as the
-    /// audit entry and submitted_by name it), so that a client can say "cancelling" rather than
-    /// offer the cancel again; the cancel's own answer gives them too.</summary>
+    /// audit entry and submitted_by name it, and cancel_requested_by_name: its name, as the audit
+    /// API's actor_name), so that a client can say "cancelling" rather than offer the cancel again;
+    /// the cancel's own answer gives them too.</summary>
     [Fact]
     public async Task A_job_being_cancelled_gives_when_and_by_whom_the_cancel_was_asked()
     {
@@ -986,7 +1024,7 @@ public sealed class JobsApiTests : IAsyncLifetime
         {
             var (store, id) = RunningJob("cancelling", training.Id);
             var (_, before) = await Send(client.GetAsync($"/api/jobs/{id}"));
-            foreach (var field in new[] { "cancel_requested_at", "cancel_requested_by" })
+            foreach (var field in new[] { "cancel_requested_at", "cancel_requested_by", "cancel_requested_by_name" })
             {
                 Assert.True(before.ContainsKey(field), before.ToJsonString());
                 Assert.Null(before[field]);
@@ -999,7 +1037,7 @@ public sealed class JobsApiTests : IAsyncLifetime
             var (_, list) = await Send(client.GetAsync("/api/jobs"));
             var listed = list["data"]!.AsArray().Single(job => (string?)job!["id"] == id)!;
             foreach (var job in new[] { cancelled, shown, listed })
-                Assert.Equal(("running", asked, keyId), ((string?)job["state"], (DateTimeOffset)job["cancel_requested_at"]!, (string?)job["cancel_requested_by"]));
+                Assert.Equal(("running", asked, keyId, "trainer"), ((string?)job["state"], (DateTimeOffset)job["cancel_requested_at"]!, (string?)job["cancel_requested_by"], (string?)job["cancel_requested_by_name"]));
         }
         finally
         {

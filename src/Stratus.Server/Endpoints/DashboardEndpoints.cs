@@ -1,7 +1,7 @@
 // The operators' dashboard at /dashboard/: the files of wwwroot/dashboard, embedded in this
 // assembly and answered from memory. They hold no data, so they are answered without a key
 // (TrustRoutes.IsAnonymous asks IsFile); the page reads everything it shows from the
-// authenticated API with an admin key its operator pastes in. Each file carries a Content
+// authenticated API with the key its operator pastes in. Each file carries a Content
 // Security Policy that lets it run this server's scripts alone and talk to this server alone.
 using System.Collections.Frozen;
 using System.Security.Cryptography;

@@ -139,10 +139,9 @@ public static class AdminEndpoints
                 Time(http, "from"),
                 Time(http, "to"));
             var entries = await trust.Stores.Audit.ReadAsync(query, ct);
-            // Keys acting are named as `stratus keys list` names them (revoked ones too: they acted
-            // while they worked): one read of the keys, rather than a request per key by each reader.
-            var names = (await trust.Keys.ListAsync(includeRevoked: true, ct)).ToDictionary(k => k.Id, k => k.Name, StringComparer.Ordinal);
-            return Json(new ListResponse<AuditEntryView>([.. entries.Select(e => AuditEntryView.From(e, names.GetValueOrDefault(e.Actor)))]));
+            // Keys acting are named as `stratus keys list` names them, rather than by a request per key by each reader.
+            var names = await ActorNames.ReadAsync(trust.Keys, ct);
+            return Json(new ListResponse<AuditEntryView>([.. entries.Select(e => AuditEntryView.From(e, names.NameOf(e.Actor)))]));
         });
         admin.MapGet("/audit/verify", async (HttpContext http, CancellationToken ct) =>
         {

@@ -4,12 +4,13 @@
 // `stratus train` checks them (400 naming the problem, nothing recorded); a run folder a training
 // writes is 409. Paths are the server's host's, absolute (a relative one is a 400), and beneath
 // serve's --jobs-root (JobsRoot), as is the dataset a resumed run's run.json records: a server started without one takes no submissions (403), and its
-// list says so (submissions null; else the root and executors, for the dashboard's form). They
+// list says so (submissions null; else the root, executors and the root's configs/*.json, for the dashboard's form). They
 // run under the executors serve's --jobs-executor enables (local unless it says otherwise; the first
 // given where a request names none): a request that names another is a 400. A Slurm job's
 // partition, time, ranks and cpus_per_rank are checked by the code that checks jobs submit's
 // options (SlurmOptions), each refusal a 400 naming its field.
-// Submissions and cancels are audited with the calling key's id as the actor. A job's metrics
+// Submissions and cancels are audited with the calling key's id as the actor, which a job records
+// as its submitter and canceller, named with its key's name (ActorNames) where shown. A job's metrics
 // (GET /api/jobs/{id}/metrics, for the dashboard's loss curves) are read from the run folder the job
 // recorded, never from a path the request names.
 using System.Globalization;
@@ -74,7 +75,10 @@ public sealed record CancelJobRequest([property: JsonPropertyName("force")] bool
 /// <summary>A job as the API and `jobs show --json` show it. <see cref="CancelRequestedAt"/>: when a
 /// cancel was asked for (null: none was); a job that has not ended with one is being cancelled, its
 /// training finishing its step and saving a last checkpoint, and reads cancelled once it ends.
-/// <see cref="CancelRequestedBy"/>: who asked, as <see cref="SubmittedBy"/> names who submitted.</summary>
+/// <see cref="CancelRequestedBy"/>: who asked, as <see cref="SubmittedBy"/> names who submitted: the
+/// audit log's actor (`cli:&lt;user&gt;`, or a key's id, which stays true of the key whatever its
+/// name); <see cref="CancelRequestedByName"/> and <see cref="SubmittedByName"/>: where that actor is
+/// a key, its name (revoked keys included), as the audit API's actor_name; null for another actor.</summary>
 public sealed record JobView(
     [property: JsonPropertyName("id")] string Id,
     [property: JsonPropertyName("kind")] string Kind,
@@ -90,7 +94,9 @@ public sealed record JobView(
     [property: JsonPropertyName("ended_at")] DateTimeOffset? EndedAt,
     [property: JsonPropertyName("cancel_requested_at")] DateTimeOffset? CancelRequestedAt,
     [property: JsonPropertyName("cancel_requested_by")] string? CancelRequestedBy,
+    [property: JsonPropertyName("cancel_requested_by_name")] string? CancelRequestedByName,
     [property: JsonPropertyName("submitted_by")] string SubmittedBy,
+    [property: JsonPropertyName("submitted_by_name")] string? SubmittedByName,
     [property: JsonPropertyName("log_file")] string LogFile,
     [property: JsonPropertyName("last_step")] LastStepView? LastStep,
     [property: JsonPropertyName("slurm")] SlurmView? Slurm)
@@ -98,12 +104,12 @@ public sealed record JobView(
     [JsonPropertyName("object")] public string Object => "job";
 
     /// <summary>The job as <paramref name="surface"/> shows it (the API, or `jobs show --json`):
-    /// its reason's hints in that surface's words (JobLog.ReasonOn).</summary>
-    public static JobView From(Job job, Surface surface) => new(job.Id, job.Kind, job.State.WireName(), JobLog.ReasonOn(job, surface, TrainConfig.Keys), job.Executor, job.ExecutorReference,
+    /// its reason's hints in that surface's words (JobLog.ReasonOn), the keys that acted by their <paramref name="names"/>.</summary>
+    public static JobView From(Job job, Surface surface, ActorNames names) => new(job.Id, job.Kind, job.State.WireName(), JobLog.ReasonOn(job, surface, TrainConfig.Keys), job.Executor, job.ExecutorReference,
         new JobArgumentsView(job.Arguments.Config, job.Arguments.Data, job.Arguments.Out, job.Arguments.Overrides.ToDictionary(o => o.Key, o => o.Value),
             job.Arguments.Resume, job.Arguments.InitFrom, job.Resources?.Partition, job.Resources?.Time, job.Resources?.Ranks, job.Resources?.CpusPerRank)
         { InitFromVersion = job.Arguments.InitFromVersion },
-        job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.CancelRequestedAt, job.CancelRequestedBy, job.SubmittedBy, job.LogFile,
+        job.Pid, job.ExitCode, job.SubmittedAt, job.StartedAt, job.EndedAt, job.CancelRequestedAt, job.CancelRequestedBy, names.NameOf(job.CancelRequestedBy), job.SubmittedBy, names.NameOf(job.SubmittedBy), job.LogFile,
         MetricsLog.LastTrainingStep(job.Arguments.Out) is { } last ? new LastStepView(last.Step, last.Loss) : null,
         SlurmJobId(job) is { } id ? SlurmView.From(job.Slurm ?? new SlurmStatus(id)) : null);
 
@@ -143,11 +149,15 @@ public sealed record JobListResponse(
     [JsonPropertyName("object")] public string Object => "list";
 }
 
-/// <summary>Where a submission's paths must lie (serve's --jobs-root, its links followed) and the
-/// executors it may name (serve's --jobs-executor), the first taken where it names none.</summary>
+/// <summary>Where a submission's paths must lie (serve's --jobs-root, its links followed), the
+/// executors it may name (serve's --jobs-executor), the first taken where it names none, and the
+/// configs it is offered (<see cref="JobsRoot.Configs"/>: the root's configs/*.json, whole paths, read
+/// at each listing; empty where there are none), which a client such as the dashboard's form offers
+/// as choices, any other path beneath the root still taken.</summary>
 public sealed record JobSubmissionsView(
     [property: JsonPropertyName("root")] string Root,
-    [property: JsonPropertyName("executors")] IReadOnlyList<string> Executors);
+    [property: JsonPropertyName("executors")] IReadOnlyList<string> Executors,
+    [property: JsonPropertyName("configs")] IReadOnlyList<string> Configs);
 
 /// <summary>The last training step the job's metrics.jsonl records (what `stratus jobs list` shows).</summary>
 public sealed record LastStepView(
@@ -171,8 +181,7 @@ public static class JobsEndpoints
         JobService Service(HttpContext http) =>
             opened ??= JobService.Open(http.RequestServices.GetRequiredService<StratusTrust>().DataDirectory, stratusCommand);
 
-        var submissions = root is null ? null : new JobSubmissionsView(root.Folder, executors);
-        jobs.MapGet("", (HttpContext http) =>
+        jobs.MapGet("", async (HttpContext http) =>
         {
             // OpenAI's paging of its lists (fine-tuning jobs, files): limit, and after the last id a page listed.
             var limit = (int)QueryNumber(http, "limit", SqlJobStore.MaxPage, $"how many jobs to answer, 1 to {SqlJobStore.MaxPage}", 1, SqlJobStore.MaxPage);
@@ -180,9 +189,15 @@ public static class JobsEndpoints
                 ? given.Count == 1 ? given[0]! : throw new TrustUserException("'after' must be given once: the id of the last job a page listed.") { Param = "after" }
                 : null;
             var page = Service(http).List(limit, after);
-            return Json(new JobListResponse([.. page.Jobs.Select(job => JobView.From(job, Surface.Api))], page.HasMore, submissions));
+            var names = await Names(http);
+            var submissions = root is null ? null : new JobSubmissionsView(root.Folder, executors, root.Configs());
+            return Json(new JobListResponse([.. page.Jobs.Select(job => JobView.From(job, Surface.Api, names))], page.HasMore, submissions));
         });
-        jobs.MapGet("/{id}", (HttpContext http, string id) => Json(JobView.From(Service(http).Get(id), Surface.Api)));
+        jobs.MapGet("/{id}", async (HttpContext http, string id) =>
+        {
+            var job = Service(http).Get(id);
+            return Json(JobView.From(job, Surface.Api, await Names(http)));
+        });
         jobs.MapPost("", async Task<IResult> (HttpContext http, CancellationToken ct) =>
         {
             if (root is null)
@@ -268,7 +283,8 @@ public static class JobsEndpoints
                 throw e.WithParam("ranks");
             }
             arguments = http.RequestServices.GetRequiredService<StratusTrust>().Models.WithFolderVersion(arguments);
-            return Json(JobView.From(Service(http).Submit(arguments, Actor(http), executor, slurm), Surface.Api), StatusCodes.Status201Created);
+            var submitted = Service(http).Submit(arguments, Actor(http), executor, slurm);
+            return Json(JobView.From(submitted, Surface.Api, await Names(http)), StatusCodes.Status201Created);
         });
         var metrics = new JobMetrics();
         jobs.MapGet("/{id}/metrics", async (HttpContext http, string id) =>
@@ -286,7 +302,8 @@ public static class JobsEndpoints
             // No body (or {}): a cancel, sent once however often it is asked for; "force": true ends the training at once.
             var hasBody = http.Request.ContentLength > 0 || (http.Request.ContentLength is null && http.Request.Headers.TransferEncoding.Count > 0);
             var force = hasBody && (await TrustJson.ReadBodyAsync<CancelJobRequest>(http.Request, ct)).Force == true;
-            return Json(JobView.From(Service(http).Cancel(id, Actor(http), force).Job, Surface.Api));
+            var cancelled = Service(http).Cancel(id, Actor(http), force).Job;
+            return Json(JobView.From(cancelled, Surface.Api, await Names(http)));
         });
         return endpoints;
     }
@@ -326,6 +343,8 @@ public static class JobsEndpoints
     }
 
     static string Actor(HttpContext http) => http.GetStratusTrust().KeyId;
+
+    static ValueTask<ActorNames> Names(HttpContext http) => ActorNames.ReadAsync(http.RequestServices.GetRequiredService<StratusTrust>().Keys, http.RequestAborted);
 
     static IResult Json<T>(T value, int status = StatusCodes.Status200OK) => Results.Json(value, TrustJson.Options, statusCode: status);
 }

@@ -10,7 +10,8 @@ using Stratus.Server.Endpoints;
 
 namespace Stratus.Server.Trust;
 
-/// <summary>Endpoint metadata naming the scope an endpoint needs.</summary>
+/// <summary>Endpoint metadata naming the scope an endpoint needs; None: any valid key (GET
+/// /api/key, which tells a key only of itself).</summary>
 public sealed record StratusScopeMetadata(ApiKeyScopes Scope);
 
 public static class TrustRoutes
@@ -33,7 +34,7 @@ public static class TrustRoutes
         foreach (var anonymous in AnonymousPaths)
             if (string.Equals(path, anonymous, StringComparison.OrdinalIgnoreCase)) return true;
         // The dashboard's files hold no data: the page fetches what it shows from the API with the
-        // admin key its operator pastes in, so a browser must load the page before it has a key.
+        // key its operator pastes in, so a browser must load the page before it has a key.
         // Reading those exact paths only: nothing below or beside /dashboard, no other method.
         return (HttpMethods.IsGet(method) || HttpMethods.IsHead(method)) && DashboardEndpoints.IsFile(path);
     }

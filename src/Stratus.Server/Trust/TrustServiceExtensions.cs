@@ -1,7 +1,7 @@
 // The calls a host makes to wire the trust layer in:
 //   builder.Services.AddStratusTrust(new TrustOptions { DataDir = ..., InsecureNoAuth = ... });
 //   app.UseStratusTrust();           // before the endpoints run (WebApplication routes first)
-//   app.MapStratusTrustEndpoints();  // /v1/moderations, /v1/admin/*, /v1/usage, /api/models
+//   app.MapStratusTrustEndpoints();  // /v1/moderations, /v1/admin/*, /v1/usage, /api/models, /api/key
 using Microsoft.Extensions.Hosting;
 using Stratus.Server.Api;
 using Stratus.Server.Hosting;
@@ -51,13 +51,14 @@ public static class TrustServiceExtensions
         context.FindStratusTrust() ?? throw new InvalidOperationException(
             $"No trust context for {context.Request.Path}: call app.UseStratusTrust() before the endpoints, and do not ask for it on {string.Join(", ", TrustRoutes.AnonymousPaths)}.");
 
-    /// <summary>Maps /v1/moderations (inference scope), the admin API under /v1/admin and
-    /// GET /v1/usage (admin scope).</summary>
+    /// <summary>Maps /v1/moderations (inference scope), the admin API under /v1/admin,
+    /// GET /v1/usage and the model registry's /api/models (admin scope), and GET /api/key (any key).</summary>
     public static IEndpointRouteBuilder MapStratusTrustEndpoints(this IEndpointRouteBuilder endpoints)
     {
         endpoints.MapModerations();
         endpoints.MapTrustAdmin();
         endpoints.MapModelRegistry();
+        endpoints.MapCallerKey();
         return endpoints;
     }
 }

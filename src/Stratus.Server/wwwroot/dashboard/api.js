@@ -2,8 +2,6 @@
 // (/dashboard/), so the dashboard works behind a proxy that serves Stratus under a path.
 // A refusal becomes an ApiError carrying the API's own message (OpenAI's error shape).
 
-export const neededScope = "admin";
-
 export class ApiError extends Error {
   constructor(status, message, retryAfterSeconds, param) {
     super(message);
@@ -43,11 +41,13 @@ export function createApi(key) {
   };
 }
 
+/** What the dashboard shows a key of each scope, for the operator told what a key needs. */
+export const scopesNeeded = "The dashboard needs a key with the admin scope (every panel), or the training scope (the training jobs).";
+
 /** Says what a refusal means to the operator: the API's words, and for a key refused or short
- *  of scope, which scope the dashboard needs. */
+ *  of scope, which scopes the dashboard needs. */
 export function describe(error) {
   if (!(error instanceof ApiError)) return `The server could not be reached: ${error.message}`;
-  if (error.refusesKey)
-    return `${error.message} The dashboard needs a key with the ${neededScope} scope.`;
+  if (error.refusesKey) return `${error.message} ${scopesNeeded}`;
   return error.message;
 }

@@ -1,9 +1,12 @@
 // The page's controller: takes the operator's key (kept in sessionStorage, for this tab only;
-// never in the URL or localStorage), checks it against an admin endpoint, then draws each panel
-// of panels/index.js in a frame of its own and refreshes it on its own timer, while the tab is
-// shown: a tab in the background asks nothing, and asks again at once when it is shown. A refused
-// key shows the API's message and the scope the dashboard needs.
-import { ApiError, createApi, describe } from "./api.js";
+// never in the URL or localStorage), asks the server what it grants (GET /api/key), then draws each
+// panel of panels/index.js that the key's scopes allow in a frame of its own (a training key: the
+// training jobs; an admin key: every panel) and refreshes it on its own timer, while the tab is
+// shown: a tab in the background asks nothing, and asks again at once when it is shown. A panel the
+// key may not see is not drawn, so the page asks for nothing the server would refuse it (which
+// refuses it all the same: a 403). A refused key, or one no panel is for, shows the API's message
+// and the scopes the dashboard needs.
+import { ApiError, createApi, describe, scopesNeeded } from "./api.js";
 import { el, time } from "./dom.js";
 import { panels } from "./panels/index.js";
 
@@ -110,17 +113,28 @@ function show(panel, get) {
 async function start(key) {
   stop();
   const get = createApi(key);
+  let caller;
   try {
-    // Any admin endpoint tells whether the key will do, before the panels ask theirs.
-    await get("/api/serving");
+    caller = await get("/api/key");
   } catch (error) {
     refuse(error);
     return;
   }
+  const granted = new Set(caller.granted_scopes);
+  const allowed = panels.filter(panel => granted.has(panel.scope));
+  const named = caller.name ? `Key ${caller.name} (${caller.scopes.join(", ")})` : "This server's keys";
+  if (allowed.length === 0) {
+    sessionStorage.removeItem(storageKey);
+    forget.hidden = true;
+    say(`${named} may see no panel of this dashboard. ${scopesNeeded}`, true);
+    return;
+  }
   sessionStorage.setItem(storageKey, key);
   forget.hidden = false;
-  say("Showing this server with the key given (kept in this tab only).", false);
-  for (const panel of panels) show(panel, get);
+  say(allowed.length === panels.length
+    ? "Showing this server with the key given (kept in this tab only)."
+    : `${named} may see ${allowed.map(panel => panel.title.toLowerCase()).join(", ")}; the other panels need the admin scope. The key is kept in this tab only.`, false);
+  for (const panel of allowed) show(panel, get);
 }
 
 form.addEventListener("submit", event => {
@@ -134,7 +148,7 @@ forget.addEventListener("click", () => {
   sessionStorage.removeItem(storageKey);
   stop();
   forget.hidden = true;
-  say("Key forgotten. Paste an admin key to show this server again.", false);
+  say("Key forgotten. Paste a key to show this server again.", false);
   input.focus();
 });
 

@@ -45,3 +45,10 @@ export function time(iso, { dayless = false } = {}) {
 export function state(ok, text) {
   return el("span", { class: ok ? "state-ok" : "state-bad" }, text);
 }
+
+/** An actor as the audit log records it (cli:<user>, or a key's id) with the name the API gives a
+ *  key (actor_name, submitted_by_name, cancel_requested_by_name): a key by its name, its id beside
+ *  it; another actor as it is. */
+export function actor(id, name) {
+  return name ? [name, " ", el("code", {}, `(${id})`)] : id;
+}

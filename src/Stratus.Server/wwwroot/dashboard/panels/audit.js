@@ -1,13 +1,14 @@
 // The audit log's latest entries (GET /v1/admin/audit) and the verification of its hash chain
 // (GET /v1/admin/audit/verify). The log is read from its start upwards, so the read begins
 // near the end the verification counted and pages on to the last entry.
-import { el, table, time, state, integer } from "../dom.js";
+import { el, table, time, state, integer, actor } from "../dom.js";
 
 const shown = 20;
 
 export default {
   id: "audit",
   title: "Audit log",
+  scope: "admin",
   refreshSeconds: 15,
   wide: true,
   async render(get) {
@@ -28,8 +29,7 @@ export default {
       table(`The latest ${shown} entries, newest first`, [
         { label: "#", value: e => e.seq, number: true },
         { label: "Time", value: e => time(e.time) },
-        // A key that acted by its name (the API names it), its id beside it; another actor (cli:<user>) as it is.
-        { label: "Actor", value: e => e.actor_name ? [e.actor_name, " ", el("code", {}, `(${e.actor})`)] : e.actor },
+        { label: "Actor", value: e => actor(e.actor, e.actor_name) },
         { label: "Action", value: e => e.action },
         { label: "Details", value: e => el("code", { class: "details" }, e.details === null ? "" : JSON.stringify(e.details)) },
       ], latest.reverse(), "The audit log is empty."),

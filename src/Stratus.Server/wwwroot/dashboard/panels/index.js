@@ -1,7 +1,8 @@
 // The dashboard's panels, in the order the page shows them. A panel is a module whose default
 // export is
-//   { id, title, refreshSeconds, wide?, render(api, own) }
-// where render calls api("/v1/...") (the API, with the operator's key; it throws an ApiError
+//   { id, title, scope, refreshSeconds, wide?, render(api, own) }
+// where scope is the key scope every request of the panel needs (the page shows a panel only to a
+// key granted it: GET /api/key's granted_scopes), and render calls api("/v1/...") (the API, with the operator's key; it throws an ApiError
 // carrying the API's message and the field at fault; api(path, { method: "POST", body }) sends)
 // and returns the nodes to show below the title. own is the panel's for as long as it is shown:
 // nodes it returns again at the same place are kept as they are (a form keeps what was typed and

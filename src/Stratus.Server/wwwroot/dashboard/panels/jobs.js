@@ -5,13 +5,15 @@
 // loss at every evaluation. A job's curve is fetched whole (thinned) once, then in increments: the
 // rows written since the cursor of the last answer. Where the server takes jobs (the list's
 // "submissions": serve's --jobs-root and --jobs-executor), a form submits one (POST /api/jobs), the
+// configs of the root's configs/ offered as the config's choices, the
 // API's refusal shown beside the field it names; a queued or running job has a Cancel button,
 // confirmed in a dialog (POST /api/jobs/{id}/cancel). A job whose cancel was asked (its
 // cancel_requested_at) runs on while its training finishes its step and saves a last checkpoint:
-// its state says "cancelling…", since when and by whom (cancel_requested_by), and its button stays
+// its state says "cancelling…", since when and by whom (a key by its name, as the audit panel names
+// it: cancel_requested_by_name, its id beside it), and its button stays
 // disabled, as a second cancel would send nothing.
 import { ApiError, describe } from "../api.js";
-import { el, table, time, integer } from "../dom.js";
+import { el, table, time, integer, actor } from "../dom.js";
 import { stepChart } from "../chart.js";
 
 // Marks beside the state's word, so states read apart without colour.
@@ -120,7 +122,9 @@ function parseOverrides(text) {
 
 /** The submit form for the server's submissions ({ root, executors }): each field of POST
  *  /api/jobs with its label, the Slurm ones shown for the Slurm executor; a refusal is put beside
- *  the field its param names (overrides.max_iters: the overrides), else above the button. */
+ *  the field its param names (overrides.max_iters: the overrides), else above the button.
+ *  form.offer(configs) offers those configs (the list's submissions.configs) as the config's
+ *  choices, which any other path typed beneath the root joins. */
 function submitForm(api, own, submissions) {
   const fields = new Map();
   const field = (name, label, input, hint) => {
@@ -134,6 +138,9 @@ function submitForm(api, own, submissions) {
   const text = (placeholder) => el("input", { type: "text", spellcheck: "false", autocomplete: "off", placeholder });
   const number = () => el("input", { type: "number", min: 1, step: 1, inputmode: "numeric" });
   const beneath = `${submissions.root}/`;
+  const choices = el("datalist", { id: "job-config-choices" });
+  const config = text(`${beneath}configs/shakespeare-char-cpu.json`);
+  config.setAttribute("list", choices.id);
   const executor = el("select", {}, submissions.executors.map(e => el("option", { value: e }, e)));
   const slurm = el("fieldset", { id: "job-slurm" }, el("legend", {}, "Slurm resources (left empty: the cluster's defaults, one rank of one CPU)"),
     field("partition", "Partition", text()),
@@ -151,14 +158,14 @@ function submitForm(api, own, submissions) {
     el("p", { class: "hint" }, "Paths are the server's, whole, beneath ", el("code", {}, submissions.root),
       ". A new run takes data and out; a run continued takes resume (and data where its dataset moved)."),
     el("div", { class: "fields" },
-      field("config", "Config", text(`${beneath}configs/shakespeare-char-cpu.json`), "A training config (JSON); left empty: train's defaults with the overrides."),
+      field("config", "Config", config, `A training config (JSON): one of ${beneath}configs/, offered as choices, or another beneath the root; left empty: train's defaults with the overrides.`),
       field("data", "Data", text(`${beneath}data/shk`), "The dataset folder `stratus prepare` made."),
       field("out", "Out", text(`${beneath}runs/shk`), "The run folder to train into."),
       field("init_from", "Init from", text(`${beneath}runs/base`), "A model to fine-tune: a run or checkpoint folder."),
       field("resume", "Resume", text(`${beneath}runs/shk`), "A run to continue from its last checkpoint."),
       field("overrides", "Overrides", el("textarea", { rows: 3, spellcheck: "false", placeholder: "max_iters=500\neval_interval=100" }), "Config keys as key=value, one a line.")),
     submissions.executors.length > 1 ? el("div", { class: "fields" }, field("executor", "Executor", executor)) : null,
-    slurm, problem, el("p", {}, button), done);
+    slurm, problem, el("p", {}, button), done, choices);
 
   const clear = () => {
     problem.hidden = true;
@@ -223,7 +230,16 @@ function submitForm(api, own, submissions) {
       button.disabled = false;
     }
   });
-  return form;
+  let offered = null;
+  // Not "choices" replaced at every refresh: a list of them open under the field would close.
+  return Object.assign(form, {
+    offer(configs) {
+      const now = JSON.stringify(configs);
+      if (now === offered) return;
+      offered = now;
+      choices.replaceChildren(...configs.map(path => el("option", { value: path })));
+    },
+  });
 }
 
 /** The dialog that confirms a cancel; ask(job) shows it for that job. It stays open with the
@@ -281,6 +297,7 @@ function cancelDialog(api, own) {
 export default {
   id: "jobs",
   title: "Training jobs",
+  scope: "training",
   refreshSeconds: 10,
   wide: true,
   async render(get, own) {
@@ -299,11 +316,14 @@ export default {
     own.cancelButton ??= id => own.dialog.parentNode?.querySelector(`button[data-cancel="${CSS.escape(id)}"]`);
     own.stateCell ??= id => document.getElementById(`job-state-${id}`);
     own.dialog ??= cancelDialog(get, own);
-    const submissions = JSON.stringify(answer.submissions ?? null);
+    // The configs offered change as files come and go in the root's configs/: updated in the form kept.
+    const { configs = [], ...taken } = answer.submissions ?? {};
+    const submissions = JSON.stringify(answer.submissions ? taken : null);
     if (own.submissions !== submissions) {
       own.submissions = submissions;
       own.form = answer.submissions ? submitForm(get, own, answer.submissions) : null;
     }
+    own.form?.offer(configs);
     const kept = [own.dialog, ...(own.form ? [own.form] : [])];
     const cancel = j => ["queued", "running"].includes(j.state)
       ? el("button", { type: "button", "data-cancel": j.id, "aria-label": `Cancel ${j.id}`, disabled: own.cancelling.has(j.id) || beingCancelled(j) }, "Cancel")
@@ -320,7 +340,7 @@ export default {
       // Focusable from script only (the dialog puts focus there after a cancel), and by an id that the
       // refresh's successor of a focused node is found by.
       { label: "State", value: j => el("span", { id: `job-state-${j.id}`, tabindex: -1, class: `job-state job-${j.state}`, title: j.reason ?? null }, el("span", { "aria-hidden": "true" }, `${marks[j.state] ?? "•"} `), j.state,
-        ...(beingCancelled(j) ? [", cancelling… (since ", time(j.cancel_requested_at, { dayless: true }), ...(j.cancel_requested_by ? [" by ", j.cancel_requested_by] : []), ")"] : [])) },
+        ...(beingCancelled(j) ? [", cancelling… (since ", time(j.cancel_requested_at, { dayless: true }), ...(j.cancel_requested_by ? [" by ", actor(j.cancel_requested_by, j.cancel_requested_by_name)] : []), ")"] : [])) },
       { label: "Cancel", value: cancel },
       { label: "Started", value: j => time(j.started_at) },
       { label: "Duration", value: duration, number: true },

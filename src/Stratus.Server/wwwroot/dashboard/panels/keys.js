@@ -9,6 +9,7 @@ function limit(value) {
 export default {
   id: "keys",
   title: "API keys",
+  scope: "admin",
   refreshSeconds: 30,
   // Seven columns, two of them times: in half the page at 1280 px the last ones lay beyond the
   // panel's edge, behind a scroll bar.

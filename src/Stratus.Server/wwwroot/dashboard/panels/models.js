@@ -6,6 +6,7 @@ import { el, table, integer, state } from "../dom.js";
 export default {
   id: "models",
   title: "Served models",
+  scope: "admin",
   refreshSeconds: 10,
   async render(get) {
     const [list, serving, ready] = await Promise.all([

@@ -9,6 +9,7 @@ import { el, table, time, integer, state } from "../dom.js";
 export default {
   id: "registry",
   title: "Model registry",
+  scope: "admin",
   refreshSeconds: 30,
   wide: true,
   async render(get) {

@@ -16,6 +16,7 @@ function sum(models, field) {
 export default {
   id: "serving",
   title: "Live serving",
+  scope: "admin",
   refreshSeconds,
   wide: true,
   async render(get) {

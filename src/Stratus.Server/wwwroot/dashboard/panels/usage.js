@@ -6,6 +6,7 @@ import { bar } from "../chart.js";
 export default {
   id: "usage",
   title: "Usage per key and day",
+  scope: "admin",
   refreshSeconds: 30,
   wide: true,
   async render(get) {

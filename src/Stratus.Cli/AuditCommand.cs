@@ -1,5 +1,5 @@
 // `stratus audit verify|list`: check the audit log's hash chain (exit 0 when intact, 1 naming the
-// first bad entry) and read its entries.
+// first bad entry) and read its entries, a key's actions under its name (ActorNames).
 using System.CommandLine;
 using Spectre.Console;
 using Stratus.Platform;
@@ -46,16 +46,18 @@ static class AuditCommand
         command.SetAction(async (result, ct) =>
         {
             if (result.GetValue(limit) < 1) throw new TrustUserException("--limit must be at least 1.");
-            var entries = await TrustCommands.OpenExisting(result, dataDir).Audit.ReadAsync(
+            var stores = TrustCommands.OpenExisting(result, dataDir);
+            var entries = await stores.Audit.ReadAsync(
                 new AuditQuery(result.GetValue(after), result.GetValue(limit), result.GetValue(action)), ct);
             if (entries.Count == 0)
             {
                 Console.WriteLine("No audit entries.");
                 return 0;
             }
+            var names = await ActorNames.ReadAsync(stores.KeyService(), ct);
             var table = new Table().AddColumns("Seq", "Time (UTC)", "Actor", "Action", "Details");
             foreach (var e in entries)
-                table.AddRow(e.Sequence.ToString(), e.Time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss"), Markup.Escape(e.Actor), e.Action, Markup.Escape(e.Details));
+                table.AddRow(e.Sequence.ToString(), e.Time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss"), Markup.Escape(names.Describe(e.Actor)), e.Action, Markup.Escape(e.Details));
             TrustCommands.Write(table);
             return 0;
         });

@@ -275,6 +275,8 @@ public sealed partial class JobsCliTests
         Assert.Matches($@"submitted:  [^\n]+ by ops \({key.Id}\)\n", show);
         var json = System.Text.Json.Nodes.JsonNode.Parse(Jobs(temp, "show", byKey, "--json").Stdout)!;
         Assert.Equal((key.Id, "ops", key.Id, "ops"), ((string?)json["cancel_requested_by"], (string?)json["cancel_requested_by_name"], (string?)json["submitted_by"], (string?)json["submitted_by_name"]));
+        // The audit log names the key that submitted the job as the jobs commands do.
+        Assert.Matches($@"│ ops \({key.Id}\)\s+│ job\.submitted", Cli.Run("audit", "list", "--data-dir", temp["home"]).Stdout);
 
         var byCli = Queued("b", key.Id);
         Assert.Equal(0, Jobs(temp, "cancel", byCli).ExitCode);

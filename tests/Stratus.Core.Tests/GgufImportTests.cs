@@ -332,6 +332,31 @@ public sealed class GgufImportTests
         GgufRewrite.SetType(temp["m.gguf"], temp["iq.gguf"], "blk.0.attn_q.weight", GgmlType.IQ4_NL, dims: [64, 64]);
         Assert.StartsWith($"{temp["iq.gguf"]}: tensor blk.0.attn_q.weight is iq4_nl, which Stratus cannot dequantize", Refusal(temp["iq.gguf"]));
     }
+
+    [Fact]
+    public async Task A_named_pipe_device_or_folder_given_as_the_gguf_file_is_refused_in_one_line()
+    {
+        // GgufFile.Read opened the path it was given: a named pipe waited for a writer for ever,
+        // saying nothing, and a folder "did not exist".
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var fifo = temp["pipe.gguf"];
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)!) await mkfifo.WaitForExitAsync();
+        var reading = Task.Run(() => GgufImport.Import(fifo, temp["run"]));
+        var finished = await Task.WhenAny(reading, Task.Delay(TimeSpan.FromSeconds(30)));
+        // A reader still waiting gets its writer, so that no thread is left blocked.
+        if (finished != reading) using (new FileStream(fifo, FileMode.Open, FileAccess.Write)) { }
+        Assert.True(finished == reading, $"import gguf of the named pipe {fifo} waited for a writer");
+        Assert.Equal($"{fifo} is a named pipe (FIFO), not a regular file; a GGUF file is read in place, each tensor at its offset: give the .gguf file itself",
+            (await Assert.ThrowsAsync<StratusUserException>(() => reading)).Message);
+
+        var device = temp["zero.gguf"];
+        File.CreateSymbolicLink(device, "/dev/zero");
+        Assert.Equal($"{device} is a character device, not a regular file; a GGUF file is read in place, each tensor at its offset: give the .gguf file itself",
+            Assert.Throws<StratusUserException>(() => GgufFile.Read(device)).Message);
+        Directory.CreateDirectory(temp["folder.gguf"]);
+        Assert.Equal($"{temp["folder.gguf"]} is a folder; pass a .gguf file", Assert.Throws<StratusUserException>(() => GgufFile.Read(temp["folder.gguf"])).Message);
+    }
 }
 
 /// <summary>GGUF files made from others for tests: metadata renamed, dropped or added, tensors replaced.</summary>

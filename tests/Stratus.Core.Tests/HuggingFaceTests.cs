@@ -326,6 +326,35 @@ public sealed class HuggingFaceTests
     }
 
     [Fact]
+    public void A_model_s_tool_use_template_goes_through_export_gguf_and_import_gguf_as_llama_cpp_names_it()
+    {
+        // export gguf wrote tokenizer.chat_template alone and import gguf read it alone: a
+        // model imported from a GGUF file rendered a chat with tools in its default template.
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        var (original, _) = WriteHfLlama(hf, shards: 1);
+        foreach (var t in original.Values) t.Dispose();
+        const string ForTools = "{{ '<tools>' + tools | map(attribute='function.name') | join(',') + '</tools>' }}" + ChatTemplateTests.ChatMl;
+        var configPath = Path.Combine(hf, "tokenizer_config.json");
+        var tokenizerConfig = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        tokenizerConfig["chat_template"] = new JsonArray(new JsonObject { ["name"] = "default", ["template"] = ChatTemplateTests.ChatMl }, new JsonObject { ["name"] = "tool_use", ["template"] = ForTools });
+        File.WriteAllText(configPath, tokenizerConfig.ToJsonString());
+        HuggingFace.Import(hf, temp.File("run"));
+        GgufExport.Write(temp.File("run"), temp.File("m.gguf"), GgmlType.F32);
+
+        // convert_hf_to_gguf.py's keys: the default, each named one by its name, and their names.
+        var metadata = GgufFile.Read(temp.File("m.gguf")).Metadata;
+        Assert.Equal(ChatTemplateTests.ChatMl, metadata["tokenizer.chat_template"]);
+        Assert.Equal(ForTools, metadata["tokenizer.chat_template.tool_use"]);
+        Assert.Equal(["tool_use"], (object[])metadata["tokenizer.chat_templates"]);
+
+        GgufImport.Import(temp.File("m.gguf"), temp.File("imported"));
+        var template = ChatTemplate.TryLoad(temp.File("imported"))!;
+        Assert.Equal("<|im_start|>user\nhi<|im_end|>\n", template.Render([("user", "hi")], addGenerationPrompt: false));
+        Assert.Equal("<tools>get_weather,get_time</tools><|im_start|>user\nhi<|im_end|>\n", template.Render([new ChatMessageText("user", "hi")], addGenerationPrompt: false, tools: ChatTemplateTests.WeatherTools));
+    }
+
+    [Fact]
     public void A_folder_s_chat_template_jinja_is_the_template_over_tokenizer_config_s_as_transformers_loads_it()
     {
         using var temp = new TempDirectory();

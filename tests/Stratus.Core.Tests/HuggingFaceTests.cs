@@ -355,6 +355,37 @@ public sealed class HuggingFaceTests
     }
 
     [Fact]
+    public void Imports_draw_no_random_numbers_and_a_model_loaded_with_a_parameter_unset_is_refused()
+    {
+        // import hf and import gguf built their model with random weights, TorchSharp's layers'
+        // and then the architecture's own, all of which the file's weights replaced: random
+        // numbers drawn for nothing, most of an import's time.
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        var (original, _) = WriteHfLlama(hf, shards: 1);
+        foreach (var t in original.Values) t.Dispose();
+        torch.random.manual_seed(5);
+        using var expected = torch.rand(8);
+        torch.random.manual_seed(5);
+        HuggingFace.Import(hf, temp.File("run"));
+        using (var drawn = torch.rand(8)) Assert.True(Same(drawn, expected), "import hf drew random numbers");
+        GgufExport.Write(temp.File("run"), temp.File("m.gguf"), GgmlType.F32);
+        torch.random.manual_seed(5);
+        GgufImport.Import(temp.File("m.gguf"), temp.File("gguf-run"));
+        using (var drawn = torch.rand(8)) Assert.True(Same(drawn, expected), "import gguf drew random numbers");
+
+        // So each parameter must be written: one left unset would hold whatever its memory held.
+        var config = ParityTests.Config("gpt2") with { VocabSize = 16 };
+        var weights = CausalLanguageModel.ImpliedWeights(config).Select(w => (w.Name, (Action<Tensor>)(p => p.fill_(1)))).ToList();
+        using (var loaded = CausalLanguageModel.Load(config, weights))
+            Assert.All(loaded.parameters(), p => Assert.True(p.eq(1).all().item<bool>()));
+        Assert.Equal("1 parameter(s) of the gpt2 model were given no weight, such as transformer.h.0.attn.c_attn.bias; a model is loaded whole",
+            Assert.Throws<InvalidOperationException>(() => CausalLanguageModel.Load(config, weights.Where(w => w.Name != "transformer.h.0.attn.c_attn.bias"))).Message);
+        Assert.Equal("weight lm_head.weight is not a parameter of the gpt2 model left to load",
+            Assert.Throws<InvalidOperationException>(() => CausalLanguageModel.Load(config, weights.Append(("lm_head.weight", _ => { })))).Message);
+    }
+
+    [Fact]
     public void A_folder_s_chat_template_jinja_is_the_template_over_tokenizer_config_s_as_transformers_loads_it()
     {
         using var temp = new TempDirectory();

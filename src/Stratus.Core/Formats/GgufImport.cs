@@ -169,36 +169,21 @@ public static class GgufImport
     /// <summary>The model with the file's weights, dequantized into its parameters' memory (a
     /// permuted one through a tensor of its size).</summary>
     static CausalLanguageModel ReadModel(GgufFile file, ModelConfig config, bool permuted, Dictionary<string, (string Gguf, string Stratus, int PermutedHeads)> names,
-        Dictionary<string, (string Name, long[] Dims, GgmlType Type, long Offset)> tensors)
-    {
-        var model = CausalLanguageModel.Create(config);
-        try
+        Dictionary<string, (string Name, long[] Dims, GgmlType Type, long Offset)> tensors) =>
+        CausalLanguageModel.Load(config, names.Values.Select(n => (n.Stratus, (Action<Tensor>)(parameter =>
         {
-            using var noGrad = no_grad();
-            foreach (var (name, parameter) in model.state_dict())
+            if (!(permuted && n.PermutedHeads > 0))
             {
-                using var scope = NewDisposeScope();
-                var (gguf, _, heads) = names[name];
-                if (!(permuted && heads > 0))
-                {
-                    ReadInto(file, tensors[gguf], parameter);
-                    continue;
-                }
-                var value = empty(parameter.shape);
-                ReadInto(file, tensors[gguf], value);
-                // GgufExport's permutation undone: per head, the interleaved pairs back into halves.
-                var rows = value.shape[0];
-                var rest = value.shape.Skip(1).ToArray();
-                parameter.copy_(value.reshape([heads, rows / heads / 2, 2, .. rest]).transpose(1, 2).reshape(parameter.shape));
+                ReadInto(file, tensors[n.Gguf], parameter);
+                return;
             }
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
-    }
+            var value = empty(parameter.shape);
+            ReadInto(file, tensors[n.Gguf], value);
+            // GgufExport's permutation undone: per head, the interleaved pairs back into halves.
+            var rows = value.shape[0];
+            var rest = value.shape.Skip(1).ToArray();
+            parameter.copy_(value.reshape([n.PermutedHeads, rows / n.PermutedHeads / 2, 2, .. rest]).transpose(1, 2).reshape(parameter.shape));
+        }))));
 
     static float[] ReadValues(GgufFile file, (string Name, long[] Dims, GgmlType Type, long Offset) tensor)
     {

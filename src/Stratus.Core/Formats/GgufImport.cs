@@ -238,7 +238,7 @@ public static class GgufImport
     {
         GgmlType.F32 => 0,
         GgmlType.F16 => 0.0003,
-        // 8 bits of mantissa against f16's 11.
+        // Not a type of llama.cpp's quantizer: 8 bits of mantissa against f16's 11.
         GgmlType.BF16 => 0.003,
         GgmlType.Q8_0 => 0.012,
         GgmlType.Q6_K => 0.034,

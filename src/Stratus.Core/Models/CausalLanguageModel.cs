@@ -169,8 +169,8 @@ public abstract class CausalLanguageModel : nn.Module
 
     /// <summary>A model of <paramref name="config"/> on the CPU holding the weights
     /// <paramref name="weights"/> writes, each into the parameter its state-dict name names. The
-    /// parameters get no initial values first: the weights replace them all (an import's random
-    /// numbers, drawn twice per parameter, were most of a model's making). So a parameter no
+    /// parameters get no initial values first: the weights replace them all (an import drew
+    /// random numbers twice per parameter for nothing, a quarter of its time). So a parameter no
     /// weight writes would hold whatever its memory held, and is refused, as a weight the model
     /// lacks is: whoever calls this has checked its file against <see cref="ImpliedWeights"/>.</summary>
     public static CausalLanguageModel Load(ModelConfig config, IEnumerable<(string Name, Action<Tensor> Write)> weights)
@@ -205,7 +205,6 @@ public abstract class CausalLanguageModel : nn.Module
         using var implied = Create(config, META);
         return [.. implied.state_dict().Select(weight => (weight.Key, weight.Value.shape))];
     }
-
 }
 
 /// <summary>Makes a model's linear and embedding layers, its parameters almost all, on one

@@ -271,6 +271,57 @@ public sealed class GgufImportTests
         }
     }
 
+    [Fact]
+    public void A_gpt2_head_that_copies_its_embeddings_imports_and_a_head_of_its_own_is_refused()
+    {
+        // output.weight was read as convert_hf_to_gguf.py's copy of the embeddings and ignored: a
+        // GPT-2 whose head was its own imported as another model, with no word said.
+        using var temp = new TempDirectory();
+        var tokenizer = TokenizerStore.Create("char", "abcdefghijklmnopqrstuvwxyz ,.!?\n");
+        // 256 wide: llama.cpp's k-quants need rows of whole 256-value super-blocks.
+        var config = new ModelConfig { Architecture = "gpt2", VocabSize = tokenizer.VocabSize, BlockSize = 64, NLayer = 1, NHead = 4, NEmbd = 256, HiddenAct = "gelu_new" };
+        using var original = ParityTests.RandomModel(config);
+        var embeddings = original.state_dict()["transformer.wte.weight"];
+        GgufExport.Write(original, tokenizer, null, temp["tied.gguf"], GgmlType.F32);
+        string WithHead(string name, Tensor head)
+        {
+            var values = Values(head);
+            GgufRewrite.Copy(temp["tied.gguf"], temp[name], key => key, extra: w => w.Add(new GgufTensor("output.weight", [config.VocabSize, config.NEmbd], () => values, GgmlType.F32)));
+            return temp[name];
+        }
+
+        // The copy as converted.
+        var copy = WithHead("copy.gguf", embeddings);
+        var (model, _) = Imported(copy, temp["copy"]);
+        using (model)
+        {
+            var tokens = tokenizer.Encode("hello world");
+            Assert.True(MaxDifference(ParityTests.StratusLastLogits(original, tokens), ParityTests.StratusLastLogits(model, tokens)) < 1e-5);
+        }
+
+        // A head of its own: another matrix of the same scale, and the embeddings fine-tuned by a
+        // tenth of their size (refused in f32, where a copy is exact; a Q2_K's rounding is not).
+        using var other = randn_like(embeddings) * embeddings.std();
+        using var tuned = embeddings + 0.1 * randn_like(embeddings) * embeddings.std();
+        string Refusal(string path) => Assert.Throws<StratusUserException>(() => GgufImport.Import(path, temp[Guid.NewGuid().ToString("N")])).Message;
+        var untied = WithHead("untied.gguf", other);
+        Assert.Matches($@"^{System.Text.RegularExpressions.Regex.Escape(untied)}: its GPT-2 head \(output.weight, f32\) is not a copy of its token embeddings \(token_embd.weight, f32\): they differ by 1\.4\d of their size, where rounding to those types leaves a copy within 0\.0001; Stratus's GPT-2 ties its head to the token embeddings, so a head of its own is not supported$",
+            Refusal(untied));
+        Assert.Matches(@"\(token_embd.weight, f32\): they differ by 0\.(09|10)\d* of their size, where", Refusal(WithHead("tuned.gguf", tuned)));
+
+        // Copies rounded apart by llama.cpp's quantizer (the head q6_K, the embeddings q2_K, q4_K,
+        // or both q8_0) import; a head of its own so rounded does not.
+        foreach (var (fileType, embeddingType) in new[] { ("Q2_K", GgmlType.Q2_K), ("Q4_K_M", GgmlType.Q4_K), ("Q8_0", GgmlType.Q8_0) })
+        {
+            LlamaCppModel.Quantize(copy, temp[$"{fileType}.gguf"], fileType, 2);
+            var types = GgufFile.Read(temp[$"{fileType}.gguf"]).Tensors.ToDictionary(t => t.Name, t => t.Type);
+            Assert.Equal((embeddingType, fileType == "Q8_0" ? GgmlType.Q8_0 : GgmlType.Q6_K), (types["token_embd.weight"], types["output.weight"]));
+            GgufImport.Import(temp[$"{fileType}.gguf"], temp[$"{fileType}-run"]);
+        }
+        LlamaCppModel.Quantize(untied, temp["untied-Q2_K.gguf"], "Q2_K", 2);
+        Assert.Matches(@"\(output.weight, q6_K\) is not a copy of its token embeddings \(token_embd.weight, q2_K\): they differ by 1\.[34]\d of their size, where rounding to those types leaves a copy within 0\.648;", Refusal(temp["untied-Q2_K.gguf"]));
+    }
+
     /// <summary>llama.cpp keeps Llama 3's rope scaling as each frequency's divisor: the settings
     /// found again from them give the same divisors (Llama 3.1's, Llama 3.2's, and ones whose
     /// band is not Llama 3's low 1 and high 4), so the same model.</summary>
@@ -331,6 +382,31 @@ public sealed class GgufImportTests
             Refusal(temp["i32.gguf"]));
         GgufRewrite.SetType(temp["m.gguf"], temp["iq.gguf"], "blk.0.attn_q.weight", GgmlType.IQ4_NL, dims: [64, 64]);
         Assert.StartsWith($"{temp["iq.gguf"]}: tensor blk.0.attn_q.weight is iq4_nl, which Stratus cannot dequantize", Refusal(temp["iq.gguf"]));
+    }
+
+    [Fact]
+    public async Task A_named_pipe_device_or_folder_given_as_the_gguf_file_is_refused_in_one_line()
+    {
+        // GgufFile.Read opened the path it was given: a named pipe waited for a writer for ever,
+        // saying nothing, and a folder "did not exist".
+        if (!OperatingSystem.IsLinux()) return;
+        using var temp = new TempDirectory();
+        var fifo = temp["pipe.gguf"];
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", fifo)!) await mkfifo.WaitForExitAsync();
+        var reading = Task.Run(() => GgufImport.Import(fifo, temp["run"]));
+        var finished = await Task.WhenAny(reading, Task.Delay(TimeSpan.FromSeconds(30)));
+        // A reader still waiting gets its writer, so that no thread is left blocked.
+        if (finished != reading) using (new FileStream(fifo, FileMode.Open, FileAccess.Write)) { }
+        Assert.True(finished == reading, $"import gguf of the named pipe {fifo} waited for a writer");
+        Assert.Equal($"{fifo} is a named pipe (FIFO), not a regular file; a GGUF file is read in place, each tensor at its offset: give the .gguf file itself",
+            (await Assert.ThrowsAsync<StratusUserException>(() => reading)).Message);
+
+        var device = temp["zero.gguf"];
+        File.CreateSymbolicLink(device, "/dev/zero");
+        Assert.Equal($"{device} is a character device, not a regular file; a GGUF file is read in place, each tensor at its offset: give the .gguf file itself",
+            Assert.Throws<StratusUserException>(() => GgufFile.Read(device)).Message);
+        Directory.CreateDirectory(temp["folder.gguf"]);
+        Assert.Equal($"{temp["folder.gguf"]} is a folder; pass a .gguf file", Assert.Throws<StratusUserException>(() => GgufFile.Read(temp["folder.gguf"])).Message);
     }
 }
 

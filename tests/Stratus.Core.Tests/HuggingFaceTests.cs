@@ -326,6 +326,66 @@ public sealed class HuggingFaceTests
     }
 
     [Fact]
+    public void A_model_s_tool_use_template_goes_through_export_gguf_and_import_gguf_as_llama_cpp_names_it()
+    {
+        // export gguf wrote tokenizer.chat_template alone and import gguf read it alone: a
+        // model imported from a GGUF file rendered a chat with tools in its default template.
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        var (original, _) = WriteHfLlama(hf, shards: 1);
+        foreach (var t in original.Values) t.Dispose();
+        const string ForTools = "{{ '<tools>' + tools | map(attribute='function.name') | join(',') + '</tools>' }}" + ChatTemplateTests.ChatMl;
+        var configPath = Path.Combine(hf, "tokenizer_config.json");
+        var tokenizerConfig = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        tokenizerConfig["chat_template"] = new JsonArray(new JsonObject { ["name"] = "default", ["template"] = ChatTemplateTests.ChatMl }, new JsonObject { ["name"] = "tool_use", ["template"] = ForTools });
+        File.WriteAllText(configPath, tokenizerConfig.ToJsonString());
+        HuggingFace.Import(hf, temp.File("run"));
+        GgufExport.Write(temp.File("run"), temp.File("m.gguf"), GgmlType.F32);
+
+        // convert_hf_to_gguf.py's keys: the default, each named one by its name, and their names.
+        var metadata = GgufFile.Read(temp.File("m.gguf")).Metadata;
+        Assert.Equal(ChatTemplateTests.ChatMl, metadata["tokenizer.chat_template"]);
+        Assert.Equal(ForTools, metadata["tokenizer.chat_template.tool_use"]);
+        Assert.Equal(["tool_use"], (object[])metadata["tokenizer.chat_templates"]);
+
+        GgufImport.Import(temp.File("m.gguf"), temp.File("imported"));
+        var template = ChatTemplate.TryLoad(temp.File("imported"))!;
+        Assert.Equal("<|im_start|>user\nhi<|im_end|>\n", template.Render([("user", "hi")], addGenerationPrompt: false));
+        Assert.Equal("<tools>get_weather,get_time</tools><|im_start|>user\nhi<|im_end|>\n", template.Render([new ChatMessageText("user", "hi")], addGenerationPrompt: false, tools: ChatTemplateTests.WeatherTools));
+    }
+
+    [Fact]
+    public void Imports_draw_no_random_numbers_and_a_model_loaded_with_a_parameter_unset_is_refused()
+    {
+        // import hf and import gguf built their model with random weights, TorchSharp's layers'
+        // and then the architecture's own, all of which the file's weights replaced: random
+        // numbers drawn for nothing, most of an import's time.
+        using var temp = new TempDirectory();
+        var hf = temp.File("hf");
+        var (original, _) = WriteHfLlama(hf, shards: 1);
+        foreach (var t in original.Values) t.Dispose();
+        torch.random.manual_seed(5);
+        using var expected = torch.rand(8);
+        torch.random.manual_seed(5);
+        HuggingFace.Import(hf, temp.File("run"));
+        using (var drawn = torch.rand(8)) Assert.True(Same(drawn, expected), "import hf drew random numbers");
+        GgufExport.Write(temp.File("run"), temp.File("m.gguf"), GgmlType.F32);
+        torch.random.manual_seed(5);
+        GgufImport.Import(temp.File("m.gguf"), temp.File("gguf-run"));
+        using (var drawn = torch.rand(8)) Assert.True(Same(drawn, expected), "import gguf drew random numbers");
+
+        // So each parameter must be written: one left unset would hold whatever its memory held.
+        var config = ParityTests.Config("gpt2") with { VocabSize = 16 };
+        var weights = CausalLanguageModel.ImpliedWeights(config).Select(w => (w.Name, (Action<Tensor>)(p => p.fill_(1)))).ToList();
+        using (var loaded = CausalLanguageModel.Load(config, weights))
+            Assert.All(loaded.parameters(), p => Assert.True(p.eq(1).all().item<bool>()));
+        Assert.Equal("1 parameter(s) of the gpt2 model were given no weight, such as transformer.h.0.attn.c_attn.bias; a model is loaded whole",
+            Assert.Throws<InvalidOperationException>(() => CausalLanguageModel.Load(config, weights.Where(w => w.Name != "transformer.h.0.attn.c_attn.bias"))).Message);
+        Assert.Equal("weight lm_head.weight is not a parameter of the gpt2 model left to load",
+            Assert.Throws<InvalidOperationException>(() => CausalLanguageModel.Load(config, weights.Append(("lm_head.weight", _ => { })))).Message);
+    }
+
+    [Fact]
     public void A_folder_s_chat_template_jinja_is_the_template_over_tokenizer_config_s_as_transformers_loads_it()
     {
         using var temp = new TempDirectory();

@@ -230,6 +230,12 @@ public sealed class GgufFile
 
     public static GgufFile Read(string path)
     {
+        // Before it is opened: opening a named pipe waits for a writer, for ever where there is
+        // none, and a device has no size to check the header against. GGUF is read in place
+        // (each tensor at its offset), so neither could be read as a stream either.
+        if (Directory.Exists(path)) throw new StratusUserException($"{path} is a folder; pass a .gguf file");
+        if (FileBytes.Irregular(path) is { } kind)
+            throw new StratusUserException($"{path} is {kind}, not a regular file; a GGUF file is read in place, each tensor at its offset: give the .gguf file itself");
         if (!File.Exists(path)) throw new StratusUserException($"{path} does not exist");
         var file = new GgufFile(path);
         using var stream = File.OpenRead(path);

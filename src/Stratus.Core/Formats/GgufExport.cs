@@ -129,7 +129,16 @@ public static class GgufExport
         // when it adds special tokens (an imported Llama's post-processor).
         writer.Add("tokenizer.ggml.add_bos_token", Adds(vocabulary.AddedBefore, vocabulary.BosId, "bos_token", "before"));
         writer.Add("tokenizer.ggml.add_eos_token", Adds(vocabulary.AddedAfter, vocabulary.EosId, "eos_token", "after"));
-        if (chatTemplate is not null) writer.Add("tokenizer.chat_template", chatTemplate);
+        if (chatTemplate is null) return;
+        writer.Add("tokenizer.chat_template", chatTemplate);
+        // The named templates beside it (tool_use, rag) as convert_hf_to_gguf.py writes them:
+        // tokenizer.chat_template.NAME each, their names in tokenizer.chat_templates, a name's
+        // characters outside letters, digits and _ made _ (llama.cpp looks a template up by
+        // its name in the key).
+        var named = ChatTemplate.NamedBeside(chatTemplate, tokenizer)
+            .Select(t => (Name: new string([.. t.Name.Select(c => char.IsAsciiLetterOrDigit(c) ? c : '_')]), t.Template)).ToList();
+        foreach (var (templateName, template) in named) writer.Add($"tokenizer.chat_template.{templateName}", template);
+        if (named.Count > 0) writer.Add("tokenizer.chat_templates", [.. named.Select(t => t.Name)]);
     }
 
     /// <summary>GGUF can say only that a prompt starts with bos_token or ends with eos_token.</summary>

@@ -5,7 +5,7 @@
 // fallback tokens; its merges made from the scores, as transformers makes them). Control tokens
 // become added special tokens, bos/eos/unk/pad ids the config's tokens, add_bos_token /
 // add_eos_token what a prompt gets, eos/eot/eom ids where generation ends, and
-// tokenizer.chat_template the chat template.
+// tokenizer.chat_template the chat template (with the named ones beside it, tool_use's).
 using System.Text.Json.Nodes;
 using Stratus.Tokenization;
 
@@ -77,7 +77,7 @@ static class GgufVocabulary
                 throw new StratusUserException($"{m.Path}: tokenizer.ggml.{flag} is true but the file names no control token as its {token} (tokenizer.ggml.{token}_id)");
             config[flag] = adds;
         }
-        if (m.Text("tokenizer.chat_template") is { } template) config["chat_template"] = template;
+        if (ChatTemplates(m) is { } templates) config["chat_template"] = templates;
         // Where a generation ends: the eos, eot and eom tokens (Llama 3's <|eot_id|> and
         // <|eom_id|>), and the special tokens llama.cpp knows as ends.
         var ends = new[] { "eos", "eot", "eom" }.Select(k => Id($"tokenizer.ggml.{k}_token_id")).OfType<int>()
@@ -87,6 +87,23 @@ static class GgufVocabulary
         if (tokenizer.VocabSize > rows)
             throw new StratusUserException($"{m.Path}: tokenizer.ggml.merges make tokens that tokenizer.ggml.tokens does not list, such as \"{tokenizer.Vocabulary.Tokens[rows]}\"");
         return tokenizer;
+    }
+
+    /// <summary>tokenizer_config.json's chat_template: tokenizer.chat_template, or, where the file
+    /// has named ones beside it (tokenizer.chat_template.tool_use), the list of them all, the
+    /// default first, as transformers lists several; null for none. Each named one is read by its
+    /// key, as llama.cpp looks one up (tokenizer.chat_templates lists the names, as a copy).</summary>
+    static JsonNode? ChatTemplates(GgufMetadata m)
+    {
+        const string prefix = "tokenizer.chat_template.";
+        var template = m.Text("tokenizer.chat_template");
+        var named = m.File.Metadata.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal) && k.Length > prefix.Length).Order(StringComparer.Ordinal)
+            .Select(k => (Name: k[prefix.Length..], Template: m.Text(k)!)).ToList();
+        if (named.Count == 0) return template;
+        var list = new JsonArray();
+        if (template is not null) list.Add(new JsonObject { ["name"] = "default", ["template"] = template });
+        foreach (var (name, source) in named) list.Add(new JsonObject { ["name"] = name, ["template"] = source });
+        return list;
     }
 
     /// <summary>Byte-level BPE: the file's merges, and the pre-tokenizer llama.cpp names. The

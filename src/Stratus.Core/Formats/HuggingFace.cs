@@ -123,14 +123,15 @@ public static class HuggingFace
     /// <summary>The model of <paramref name="config"/> with the folder's weights. Every weight the
     /// config implies is checked by name and shape against the safetensors headers before the
     /// model is allocated: a config.json that claims more layers or a wider model than its
-    /// weights would otherwise have that model allocated (and initialised) first.</summary>
+    /// weights would otherwise have that model allocated first.</summary>
     static CausalLanguageModel ReadModel(string hfDirectory, ModelConfig config)
     {
         using var reader = new ShardedReader(hfDirectory);
         bool Transposed(string name) => config.Architecture == "gpt2" && IsConv1D(name);
         string FileName(string name) => config.Architecture == "gpt2" ? reader.Gpt2Name(name) : name;
         var used = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var (name, impliedShape) in CausalLanguageModel.ImpliedWeights(config))
+        var implied = CausalLanguageModel.ImpliedWeights(config);
+        foreach (var (name, impliedShape) in implied)
         {
             var hfName = FileName(name);
             used.Add(hfName);
@@ -145,23 +146,11 @@ public static class HuggingFace
         var unused = reader.Names.Where(n => !used.Contains(n) && !IsNonParameter(n, config)).Order(StringComparer.Ordinal).ToList();
         if (unused.Count > 0)
             throw new StratusUserException($"{hfDirectory}: {unused.Count} weight(s) in the safetensors files are not part of the model config.json describes, such as '{unused[0]}' in {reader.Entry(unused[0])!.Value.File}; config.json does not describe these weights");
-        var model = CausalLanguageModel.Create(config);
-        try
+        return CausalLanguageModel.Load(config, implied.Select(w => (w.Name, (Action<Tensor>)(parameter =>
         {
-            using var noGrad = no_grad();
-            foreach (var (name, parameter) in model.state_dict())
-            {
-                using var saved = reader.Read(FileName(name));
-                using var value = Transposed(name) ? saved.t() : saved.alias();
-                parameter.copy_(value);
-            }
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+            var saved = reader.Read(FileName(w.Name));
+            parameter.copy_(Transposed(w.Name) ? saved.t() : saved);
+        }))));
     }
 
     static (ModelConfig Config, string Architecture) ToModelConfig(JsonObject json, string directory)

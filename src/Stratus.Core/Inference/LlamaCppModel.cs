@@ -43,13 +43,15 @@ public sealed class LlamaCppModel : IDisposable
     public int VocabSize { get; }
 
     /// <summary>llama.cpp's quantizer (llama-quantize): <paramref name="type"/> is its name of a
-    /// file type, such as Q4_0, Q2_K or Q4_K_M.</summary>
+    /// file type, such as Q4_0, Q2_K or Q4_K_M. The head (output.weight) is quantized too, as
+    /// llama-quantize quantizes it unless told --leave-output-tensor (LLamaSharp's default leaves it
+    /// f32, which no file of the Hugging Face Hub does): a Q4_K_M's head is q6_K.</summary>
     public static void Quantize(string source, string destination, string type, int threads)
     {
         SilenceLogs();
         // Loads llama.cpp through LLamaSharp's resolver, which the quantizer's first call does not.
         NativeApi.llama_empty_call();
-        if (!LLamaQuantizer.Quantize(source, destination, Enum.Parse<LLamaFtype>($"MOSTLY_{type}"), threads))
+        if (!LLamaQuantizer.Quantize(source, destination, Enum.Parse<LLamaFtype>($"MOSTLY_{type}"), threads, allowRequantize: true, quantizeOutputTensor: true))
             throw new InvalidOperationException($"llama.cpp could not quantize {source} to {type}");
     }
 

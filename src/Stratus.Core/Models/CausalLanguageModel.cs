@@ -158,12 +158,44 @@ public abstract class CausalLanguageModel : nn.Module
     /// <summary>A model of <paramref name="config"/> with its parameters made on
     /// <paramref name="device"/> (the CPU by default); on torch.META they have shapes and no
     /// storage: the weights a config implies, by name and shape, for nothing.</summary>
-    public static CausalLanguageModel Create(ModelConfig config, Device? device = null) => config.Architecture switch
+    /// <param name="initialize">Whether the parameters get their initial values (random, for
+    /// training); without, they are left as allocated, for <see cref="Load"/> to write.</param>
+    public static CausalLanguageModel Create(ModelConfig config, Device? device = null, bool initialize = true) => config.Architecture switch
     {
-        "gpt2" => new Gpt(config, device),
-        "llama" => new Llama(config, device),
+        "gpt2" => new Gpt(config, device, initialize),
+        "llama" => new Llama(config, device, initialize),
         _ => throw new StratusUserException($"unknown architecture '{config.Architecture}'; supported: gpt2, llama"),
     };
+
+    /// <summary>A model of <paramref name="config"/> on the CPU holding the weights
+    /// <paramref name="weights"/> writes, each into the parameter its state-dict name names. The
+    /// parameters get no initial values first: the weights replace them all (an import drew
+    /// random numbers twice per parameter for nothing, a quarter of its time). So a parameter no
+    /// weight writes would hold whatever its memory held, and is refused, as a weight the model
+    /// lacks is: whoever calls this has checked its file against <see cref="ImpliedWeights"/>.</summary>
+    public static CausalLanguageModel Load(ModelConfig config, IEnumerable<(string Name, Action<Tensor> Write)> weights)
+    {
+        var model = Create(config, initialize: false);
+        try
+        {
+            var unset = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+            using var noGrad = no_grad();
+            foreach (var (name, write) in weights)
+            {
+                if (!unset.Remove(name, out var parameter)) throw new InvalidOperationException($"weight {name} is not a parameter of the {config.Architecture} model left to load");
+                using var scope = NewDisposeScope();
+                write(parameter);
+            }
+            if (unset.Count > 0)
+                throw new InvalidOperationException($"{unset.Count} parameter(s) of the {config.Architecture} model were given no weight, such as {unset.Keys.Order(StringComparer.Ordinal).First()}; a model is loaded whole");
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
 
     /// <summary>The weights (state-dict names and shapes) a model of <paramref name="config"/>
     /// has, found without allocating them: what a file's header is checked against before a
@@ -173,15 +205,31 @@ public abstract class CausalLanguageModel : nn.Module
         using var implied = Create(config, META);
         return [.. implied.state_dict().Select(weight => (weight.Key, weight.Value.shape))];
     }
+}
 
-    /// <summary>nn.Embedding(rows, width) on <paramref name="device"/>. TorchSharp's makes and
-    /// fills its table on the CPU, then moves it: on torch.META that cost rows x width floats of
-    /// memory (gigabytes for a config naming a large vocabulary and width, before any file was
-    /// checked against it). There the table is made on META directly, as moving the module does,
-    /// in a module made with an empty one: filling even one row drew from the seeded generator.</summary>
-    protected static Embedding NewEmbedding(long rows, long width, Device? device)
+/// <summary>Makes a model's linear and embedding layers, its parameters almost all, on one
+/// device: filled with initial values as TorchSharp's nn.Linear and nn.Embedding fill them (the
+/// architecture then draws its own), or left as allocated where weights are about to replace
+/// them (<see cref="CausalLanguageModel.Load"/>). On torch.META they have shapes and no storage.</summary>
+sealed class LayerFactory(Device? device, bool initialize)
+{
+    public Device? Device => device;
+
+    /// <summary>Whether the parameters get initial values: a META tensor has none to fill.</summary>
+    public bool Initializes => initialize && device?.type != DeviceType.META;
+
+    public Linear Linear(long inputs, long outputs, bool bias) => Initializes
+        ? nn.Linear(inputs, outputs, hasBias: bias, device: device)
+        : nn.Linear(new Parameter(empty(outputs, inputs, device: device)), bias ? new Parameter(empty(outputs, device: device)) : null);
+
+    /// <summary>nn.Embedding(rows, width). TorchSharp's makes and fills its table on the CPU, then
+    /// moves it: on torch.META that cost rows x width floats of memory (gigabytes for a config
+    /// naming a large vocabulary and width, before any file was checked against it). Without
+    /// initial values the table is made where it belongs, in a module made with an empty one:
+    /// filling even one row drew from the seeded generator.</summary>
+    public Embedding Embedding(long rows, long width)
     {
-        if (device?.type != DeviceType.META) return nn.Embedding(rows, width, device: device);
+        if (Initializes) return nn.Embedding(rows, width, device: device);
         var embedding = nn.Embedding(0, 0);
         embedding.weight = new Parameter(empty(rows, width, device: device));
         return embedding;

@@ -15,11 +15,12 @@ public sealed class Gpt : CausalLanguageModel
 {
     readonly GptTransformer transformer;
 
-    public Gpt(ModelConfig config, Device? device = null) : base("gpt", config)
+    public Gpt(ModelConfig config, Device? device = null, bool initialize = true) : base("gpt", config)
     {
-        transformer = new GptTransformer(config, Precision, device);
+        var make = new LayerFactory(device, initialize);
+        transformer = new GptTransformer(config, Precision, make);
         RegisterComponents();
-        InitializeWeights();
+        if (make.Initializes) InitializeWeights();
         AttachAdapters(device);
     }
 
@@ -100,13 +101,13 @@ public sealed class Gpt : CausalLanguageModel
         public readonly ModuleList<GptBlock> h;
         public readonly LayerNorm ln_f;
 
-        public GptTransformer(ModelConfig c, MatmulPrecision precision, Device? device) : base("transformer")
+        public GptTransformer(ModelConfig c, MatmulPrecision precision, LayerFactory make) : base("transformer")
         {
-            wte = NewEmbedding(c.VocabSize, c.NEmbd, device);
-            wpe = NewEmbedding(c.BlockSize, c.NEmbd, device);
+            wte = make.Embedding(c.VocabSize, c.NEmbd);
+            wpe = make.Embedding(c.BlockSize, c.NEmbd);
             drop = nn.Dropout(c.Dropout);
-            h = new ModuleList<GptBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new GptBlock(c, precision, device)).ToArray());
-            ln_f = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias, device: device);
+            h = new ModuleList<GptBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new GptBlock(c, precision, make)).ToArray());
+            ln_f = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias, device: make.Device);
             RegisterComponents();
         }
     }
@@ -117,12 +118,12 @@ public sealed class Gpt : CausalLanguageModel
         public readonly GptAttention attn;
         public readonly GptMlp mlp;
 
-        public GptBlock(ModelConfig c, MatmulPrecision precision, Device? device) : base("block")
+        public GptBlock(ModelConfig c, MatmulPrecision precision, LayerFactory make) : base("block")
         {
-            ln_1 = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias, device: device);
-            attn = new GptAttention(c, precision, device);
-            ln_2 = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias, device: device);
-            mlp = new GptMlp(c, precision, device);
+            ln_1 = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias, device: make.Device);
+            attn = new GptAttention(c, precision, make);
+            ln_2 = nn.LayerNorm(c.NEmbd, c.LayerNormEps, elementwise_affine: true, bias: c.Bias, device: make.Device);
+            mlp = new GptMlp(c, precision, make);
             RegisterComponents();
         }
 
@@ -141,10 +142,10 @@ public sealed class Gpt : CausalLanguageModel
         readonly int heads;
         readonly double dropout;
 
-        public GptAttention(ModelConfig c, MatmulPrecision precision, Device? device) : base("attn")
+        public GptAttention(ModelConfig c, MatmulPrecision precision, LayerFactory make) : base("attn")
         {
-            c_attn = nn.Linear(c.NEmbd, 3 * c.NEmbd, hasBias: c.Bias, device: device);
-            c_proj = nn.Linear(c.NEmbd, c.NEmbd, hasBias: c.Bias, device: device);
+            c_attn = make.Linear(c.NEmbd, 3 * c.NEmbd, c.Bias);
+            c_proj = make.Linear(c.NEmbd, c.NEmbd, c.Bias);
             resid_dropout = nn.Dropout(c.Dropout);
             this.precision = precision;
             heads = c.NHead;
@@ -173,10 +174,10 @@ public sealed class Gpt : CausalLanguageModel
         readonly Dropout dropout;
         readonly MatmulPrecision precision;
 
-        public GptMlp(ModelConfig c, MatmulPrecision precision, Device? device) : base("mlp")
+        public GptMlp(ModelConfig c, MatmulPrecision precision, LayerFactory make) : base("mlp")
         {
-            c_fc = nn.Linear(c.NEmbd, c.MlpWidth, hasBias: c.Bias, device: device);
-            c_proj = nn.Linear(c.MlpWidth, c.NEmbd, hasBias: c.Bias, device: device);
+            c_fc = make.Linear(c.NEmbd, c.MlpWidth, c.Bias);
+            c_proj = make.Linear(c.MlpWidth, c.NEmbd, c.Bias);
             dropout = nn.Dropout(c.Dropout);
             this.precision = precision;
             approximate = c.HiddenAct == "gelu_new" ? GELU.Approximate.tanh : GELU.Approximate.none;

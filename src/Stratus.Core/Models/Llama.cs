@@ -20,13 +20,14 @@ public sealed class Llama : CausalLanguageModel
     // they stay out of the state dict and follow the input's device.
     readonly float[] inverseFrequencies;
 
-    public Llama(ModelConfig config, Device? device = null) : base("llama", config)
+    public Llama(ModelConfig config, Device? device = null, bool initialize = true) : base("llama", config)
     {
-        model = new LlamaBackbone(config, Precision, device);
-        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.NEmbd, config.VocabSize, hasBias: false, device: device);
+        var make = new LayerFactory(device, initialize);
+        model = new LlamaBackbone(config, Precision, make);
+        if (!config.TieWordEmbeddings) lm_head = make.Linear(config.NEmbd, config.VocabSize, bias: false);
         RegisterComponents();
         inverseFrequencies = InverseFrequencies(config);
-        InitializeWeights();
+        if (make.Initializes) InitializeWeights();
         AttachAdapters(device);
     }
 
@@ -168,11 +169,11 @@ public sealed class Llama : CausalLanguageModel
         public readonly ModuleList<LlamaLayer> layers;
         public readonly RmsNorm norm;
 
-        public LlamaBackbone(ModelConfig c, MatmulPrecision precision, Device? device) : base("model")
+        public LlamaBackbone(ModelConfig c, MatmulPrecision precision, LayerFactory make) : base("model")
         {
-            embed_tokens = NewEmbedding(c.VocabSize, c.NEmbd, device);
-            layers = new ModuleList<LlamaLayer>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaLayer(c, precision, device)).ToArray());
-            norm = new RmsNorm(c.NEmbd, c.RmsNormEps, device);
+            embed_tokens = make.Embedding(c.VocabSize, c.NEmbd);
+            layers = new ModuleList<LlamaLayer>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaLayer(c, precision, make)).ToArray());
+            norm = new RmsNorm(c.NEmbd, c.RmsNormEps, make.Device);
             RegisterComponents();
         }
     }
@@ -184,12 +185,12 @@ public sealed class Llama : CausalLanguageModel
         public readonly LlamaMlp mlp;
         readonly Dropout residualDropout;
 
-        public LlamaLayer(ModelConfig c, MatmulPrecision precision, Device? device) : base("layer")
+        public LlamaLayer(ModelConfig c, MatmulPrecision precision, LayerFactory make) : base("layer")
         {
-            input_layernorm = new RmsNorm(c.NEmbd, c.RmsNormEps, device);
-            self_attn = new LlamaAttention(c, precision, device);
-            post_attention_layernorm = new RmsNorm(c.NEmbd, c.RmsNormEps, device);
-            mlp = new LlamaMlp(c, precision, device);
+            input_layernorm = new RmsNorm(c.NEmbd, c.RmsNormEps, make.Device);
+            self_attn = new LlamaAttention(c, precision, make);
+            post_attention_layernorm = new RmsNorm(c.NEmbd, c.RmsNormEps, make.Device);
+            mlp = new LlamaMlp(c, precision, make);
             residualDropout = nn.Dropout(c.Dropout);
             RegisterComponents();
         }
@@ -208,15 +209,15 @@ public sealed class Llama : CausalLanguageModel
         readonly int heads, kvHeads, headDim;
         readonly double dropout;
 
-        public LlamaAttention(ModelConfig c, MatmulPrecision precision, Device? device) : base("self_attn")
+        public LlamaAttention(ModelConfig c, MatmulPrecision precision, LayerFactory make) : base("self_attn")
         {
             heads = c.NHead;
             kvHeads = c.KvHeads;
             headDim = c.HeadDim;
-            q_proj = nn.Linear(c.NEmbd, heads * headDim, hasBias: c.AttentionBias, device: device);
-            k_proj = nn.Linear(c.NEmbd, kvHeads * headDim, hasBias: c.AttentionBias, device: device);
-            v_proj = nn.Linear(c.NEmbd, kvHeads * headDim, hasBias: c.AttentionBias, device: device);
-            o_proj = nn.Linear(heads * headDim, c.NEmbd, hasBias: false, device: device);
+            q_proj = make.Linear(c.NEmbd, heads * headDim, c.AttentionBias);
+            k_proj = make.Linear(c.NEmbd, kvHeads * headDim, c.AttentionBias);
+            v_proj = make.Linear(c.NEmbd, kvHeads * headDim, c.AttentionBias);
+            o_proj = make.Linear(heads * headDim, c.NEmbd, bias: false);
             this.precision = precision;
             dropout = c.Dropout;
             RegisterComponents();
@@ -247,11 +248,11 @@ public sealed class Llama : CausalLanguageModel
         public readonly Linear gate_proj, up_proj, down_proj;
         readonly MatmulPrecision precision;
 
-        public LlamaMlp(ModelConfig c, MatmulPrecision precision, Device? device) : base("mlp")
+        public LlamaMlp(ModelConfig c, MatmulPrecision precision, LayerFactory make) : base("mlp")
         {
-            gate_proj = nn.Linear(c.NEmbd, c.MlpWidth, hasBias: false, device: device);
-            up_proj = nn.Linear(c.NEmbd, c.MlpWidth, hasBias: false, device: device);
-            down_proj = nn.Linear(c.MlpWidth, c.NEmbd, hasBias: false, device: device);
+            gate_proj = make.Linear(c.NEmbd, c.MlpWidth, bias: false);
+            up_proj = make.Linear(c.NEmbd, c.MlpWidth, bias: false);
+            down_proj = make.Linear(c.MlpWidth, c.NEmbd, bias: false);
             this.precision = precision;
             RegisterComponents();
         }

@@ -158,11 +158,15 @@ public sealed class ChatTemplate
     public static ChatTemplate Of(string source, ITokenizer tokenizer)
     {
         var (bos, eos) = SpecialTokens(tokenizer);
-        // Its tool_use template goes with the default it was published beside, not with another
-        // template the model was fine-tuned into.
-        var toolUse = tokenizer is HfTokenizer hf && hf.ChatTemplate == source ? hf.ToolUseChatTemplate : null;
+        var toolUse = NamedBeside(source, tokenizer).FirstOrDefault(t => t.Name == "tool_use").Template;
         return new ChatTemplate(source, bos, eos, toolUseSource: toolUse);
     }
+
+    /// <summary>The named templates (tool_use, rag) published beside <paramref name="source"/> as
+    /// the tokenizer's default: they go with that default, not with another template the model
+    /// was fine-tuned into, so there are none where the tokenizer's default is another.</summary>
+    public static IReadOnlyList<(string Name, string Template)> NamedBeside(string source, ITokenizer tokenizer) =>
+        tokenizer is HfTokenizer hf && hf.ChatTemplate == source ? hf.NamedChatTemplates : [];
 
     /// <summary>The template source stored in a checkpoint folder, or null.</summary>
     public static string? Find(string checkpointDirectory)

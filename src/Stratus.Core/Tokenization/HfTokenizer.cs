@@ -264,9 +264,13 @@ public sealed class HfTokenizer : ITokenizer
         var value => Text(value, "chat_template", configFile),
     };
 
-    /// <summary>The template tokenizer_config.json names "tool_use" among several (Hermes 2 Pro's
-    /// and 3's, Command-R's), which transformers and vLLM render a chat with tools in; or null.</summary>
-    public string? ToolUseChatTemplate => TokenizerConfig?["chat_template"] is JsonArray list ? Named(list, "tool_use") : null;
+    /// <summary>The templates tokenizer_config.json names besides "default" where it lists several
+    /// (Hermes 2 Pro's and 3's "tool_use", which transformers and vLLM render a chat with tools
+    /// in; Command-R's "tool_use" and "rag"), in its order; empty where it lists none.</summary>
+    public IReadOnlyList<(string Name, string Template)> NamedChatTemplates => TokenizerConfig?["chat_template"] is JsonArray list
+        ? [.. list.OfType<JsonObject>().Select(t => (Name: Text(t["name"], "chat_template[].name", configFile), Template: Text(t["template"], "chat_template[].template", configFile)))
+            .Where(t => t.Name is not (null or "default") && t.Template is not null).Select(t => (t.Name!, t.Template!))]
+        : [];
 
     string? Named(JsonArray list, string name) =>
         list.OfType<JsonObject>().FirstOrDefault(t => Text(t["name"], "chat_template[].name", configFile) == name) is { } named

@@ -257,13 +257,13 @@ public sealed class ChatTemplate
     static object? Variable(ChatMessageText message, CallTurn turn)
     {
         var content = message.Content ?? (turn.NoneForNoContent ? null : "");
-        var variable = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = content };
+        var variable = new JinjaTemplate.Mapping { ["role"] = message.Role, ["content"] = content };
         if (message.ToolCalls is { Count: > 0 } calls)
-            variable["tool_calls"] = calls.Select(call => (object?)new Dictionary<string, object?>
+            variable["tool_calls"] = calls.Select(call => (object?)new JinjaTemplate.Mapping
             {
                 ["id"] = call.Id,
                 ["type"] = "function",
-                ["function"] = new Dictionary<string, object?> { ["name"] = call.Name, ["arguments"] = turn.ArgumentsAsText ? call.Arguments : Arguments(call) },
+                ["function"] = new JinjaTemplate.Mapping { ["name"] = call.Name, ["arguments"] = turn.ArgumentsAsText ? call.Arguments : Arguments(call) },
             }).ToList();
         if (message.ToolCallId is { } id) variable["tool_call_id"] = id;
         if (message.Name is { } name) variable["name"] = name;

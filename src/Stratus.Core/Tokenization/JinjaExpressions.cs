@@ -61,8 +61,8 @@ public sealed partial class JinjaTemplate
         protected override object? Evaluate(Scope scope)
         {
             // A repeated key takes the later value, as in Python.
-            var dict = new Dictionary<string, object?>();
-            foreach (var (key, value) in items) dict[Values.ToText(key.Eval(scope))] = value.Eval(scope);
+            var dict = new Mapping();
+            foreach (var (key, value) in items) dict[key.Eval(scope)] = value.Eval(scope);
             return dict;
         }
     }

@@ -576,7 +576,9 @@ public sealed partial class JinjaTemplate
                 if (Accept("."))
                 {
                     var member = Next();
-                    if (Accept("("))
+                    // d.1 is d[1], as Jinja's parser reads an integer after the dot.
+                    if (char.IsAsciiDigit(member[0]) && Number(member) is long index) value = new Lambda(s => Values.Index(target.Eval(s), index), target);
+                    else if (Accept("("))
                     {
                         var arguments = Arguments(")");
                         value = new Lambda(s => Values.CallMethod(target.Eval(s), member, arguments.Select(a => a.Eval(s)).ToList(), s.Budget), [target, .. arguments]);

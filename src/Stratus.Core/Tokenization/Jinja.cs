@@ -47,8 +47,8 @@
 // are capped, each breach a JinjaException (see the limits below).
 // This file holds the entry point, the values templates share and the limits; the other parts
 // are JinjaLexer.cs, JinjaParser.cs, JinjaStatements.cs, JinjaExpressions.cs, JinjaValues.cs,
-// JinjaFilters.cs, JinjaMethods.cs, JinjaPrintf.cs, JinjaStrFormat.cs, JinjaCase.cs and
-// JinjaCaseTables.cs. tests/Stratus.Core.Tests/Jinja2 checks it against jinja2 itself.
+// JinjaFilters.cs, JinjaMethods.cs, JinjaPrintf.cs, JinjaStrFormat.cs, JinjaCase.cs,
+// JinjaCaseTables.cs and JinjaContentFormat.cs. tests/Stratus.Core.Tests/Jinja2 checks it against jinja2 itself.
 using System.Text;
 using System.Text.Json;
 
@@ -112,7 +112,13 @@ public sealed partial class JinjaTemplate
         var parser = new Parser(Lexer.Tokenize(source));
         body = parser.ParseBlock();
         if (!parser.AtEnd) throw new JinjaException($"unexpected {{% {parser.PeekTagName()} %}}").At(parser.Line);
+        IteratesMessageContent = ContentFormat.IteratesMessageContent(parser.ForLoops, parser.Assignments);
     }
+
+    /// <summary>Whether the template loops over a message's content as a list of parts ({% for
+    /// part in message['content'] %}), so that it is given one, vLLM's "openai" content format,
+    /// rather than a string (see JinjaContentFormat.cs).</summary>
+    public bool IteratesMessageContent { get; }
 
     /// <param name="clock">What strftime_now() reads: the system's local time unless a test fixes it.</param>
     public string Render(IReadOnlyDictionary<string, object?> variables, TimeProvider? clock = null)

@@ -67,6 +67,15 @@ public sealed class ChatContentFormatTests
     }
 
     [Fact]
+    public void A_template_written_for_parts_alone_reads_a_string_content_as_one_part()
+    {
+        // In the style of SmolVLM's and Idefics3's, which loop over the parts without testing for a
+        // string: a string's characters have no 'type', so its text was left out.
+        var partsAlone = "{% for m in messages %}<{{ m.role }}>{% for line in m['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}{% endif %}{% endfor %}{% endfor %}";
+        Assert.Equal("<system>Be brief.<user>First.Second.", new ChatTemplate(partsAlone).Render(Conversation[..2], addGenerationPrompt: false));
+    }
+
+    [Fact]
     public void A_template_that_does_not_loop_over_parts_gets_them_joined_by_line_breaks()
     {
         var joined = "{%- for message in messages %}{{- '<' + message.role + '>' + message.content }}{%- endfor %}";

@@ -383,6 +383,7 @@ public sealed partial class JinjaTemplate
         public static object? Index(object? target, object? index) => (target, index) switch
         {
             (Undefined u, _) => throw u.Error(),
+            (Mapping d, string key) => d.TryGetValue(key, out var v) ? v : Member(target, key),
             (Mapping d, _) when Hashable(index) && d.TryGetValue(index, out var v) => v,
             (IList<object?> list, long i) => Position(i, list.Count) is { } at ? list[at] : Undefined.Element(target, index),
             (string s, long i) => Position(i, s.Length) is { } at ? s[at].ToString() : Undefined.Element(target, index),

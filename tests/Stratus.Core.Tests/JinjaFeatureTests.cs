@@ -11,7 +11,7 @@ namespace Stratus.Core.Tests;
 
 public sealed class JinjaFeatureTests
 {
-    static readonly Dictionary<string, object?> Variables = (Dictionary<string, object?>)JinjaTemplate.FromJson(JsonDocument.Parse("{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello.\"}, {\"role\": \"user\", \"content\": \"Hi\"}], \"spec\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}, \"description\": \"A list.\"}}").RootElement)!;
+    static readonly Dictionary<string, object?> Variables = JinjaDifferentialTests.Variables("{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello.\"}, {\"role\": \"user\", \"content\": \"Hi\"}], \"spec\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}, \"description\": \"A list.\"}}");
 
     [Theory]
     // Mistral v3 counts user turns

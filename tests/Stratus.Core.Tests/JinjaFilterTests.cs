@@ -11,7 +11,7 @@ namespace Stratus.Core.Tests;
 
 public sealed class JinjaFilterTests
 {
-    static readonly Dictionary<string, object?> Variables = (Dictionary<string, object?>)JinjaTemplate.FromJson(JsonDocument.Parse("{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello.\"}, {\"role\": \"user\", \"content\": \"Hi\"}], \"spec\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}, \"description\": \"A list.\"}, \"tools\": [{\"name\": \"b_tool\", \"n\": 2}, {\"name\": \"A_tool\", \"n\": 1}, {\"name\": \"c\", \"n\": 3}]}").RootElement)!;
+    static readonly Dictionary<string, object?> Variables = JinjaDifferentialTests.Variables("{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello.\"}, {\"role\": \"user\", \"content\": \"Hi\"}], \"spec\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}, \"description\": \"A list.\"}, \"tools\": [{\"name\": \"b_tool\", \"n\": 2}, {\"name\": \"A_tool\", \"n\": 1}, {\"name\": \"c\", \"n\": 3}]}");
 
     [Theory]
     // sort: case-insensitive by default, stable, by attributes (several, comma-separated), reversed

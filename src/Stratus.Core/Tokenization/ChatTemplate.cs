@@ -15,6 +15,10 @@ namespace Stratus.Tokenization;
 /// where its content is none.</param>
 public sealed record ChatMessageText(string Role, string? Content)
 {
+    /// <summary>The text parts the content was given in (OpenAI's content as an array of parts),
+    /// which <see cref="Content"/> joins by line breaks; null where it was given as a string. A
+    /// template that loops over a message's content gets them as parts.</summary>
+    public IReadOnlyList<string>? TextParts { get; init; }
     /// <summary>The calls an assistant's message made (OpenAI's tool_calls); null where none.</summary>
     public IReadOnlyList<ChatToolCall>? ToolCalls { get; init; }
     /// <summary>The call a tool message answers (OpenAI's tool_call_id); null on other messages.</summary>
@@ -91,8 +95,12 @@ public sealed class ChatTemplate
     /// templates write the calls only then), or "" (a ChatML template adds it to text, which none
     /// would make an error); the arguments an object, as transformers documents them (Llama 3.1's
     /// and Hermes' templates write them with tojson), or the JSON text (DeepSeek's and functionary's
-    /// add them to text).</summary>
-    /// <param name="NoneForNoContent">Whether a message without content gives the template none, not "".</param>
+    /// add them to text). The syntax cannot say which a template takes (it may add the arguments to
+    /// text in a macro, or test the content before it uses it), so a render tries them; whether it
+    /// reads content as parts it can, and says (<see cref="JinjaTemplate.IteratesMessageContent"/>),
+    /// as vLLM finds it, a turn of calls alone then having no parts.</summary>
+    /// <param name="NoneForNoContent">Whether a message without content gives the template none,
+    /// not "" (one that reads content as parts gets no parts either way).</param>
     /// <param name="ArgumentsAsText">Whether a call's arguments are the JSON text, not an object.</param>
     readonly record struct CallTurn(bool NoneForNoContent, bool ArgumentsAsText);
 
@@ -241,39 +249,52 @@ public sealed class ChatTemplate
             var context = new Dictionary<string, object?> { ["bos_token"] = BosToken, ["eos_token"] = EosToken };
             foreach (var (name, value) in variables ?? new Dictionary<string, System.Text.Json.JsonElement>())
                 if (name is not ("add_generation_prompt" or "continue_final_message")) context[name] = JinjaTemplate.FromJson(value);
-            context["messages"] = messages.Select(m => Variable(m, turn)).ToList();
+            context["messages"] = messages.Select(m => Variable(m, turn, template.IteratesMessageContent)).ToList();
             context["tools"] = tools is { Count: > 0 } ? tools.Select(t => JinjaTemplate.FromJson(t)).ToList() : null;
             context["add_generation_prompt"] = addGenerationPrompt;
             text = template.Render(context);
         }
         catch (JinjaException e) { throw new StratusUserException($"the chat template could not render this conversation: {e.Message}"); }
-        return continueFinalMessage ? CutAfter(text, messages[^1].Content!) : text;
+        return continueFinalMessage ? CutAfter(text, FinalText(messages[^1], template.IteratesMessageContent)) : text;
     }
 
     public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt, bool continueFinalMessage = false) =>
         Render(messages.Select(m => new ChatMessageText(m.Role, m.Content)).ToList(), addGenerationPrompt, continueFinalMessage);
 
     /// <summary>A message as templates read it: role and content (none or "" where it has none,
-    /// as the template takes it), an assistant's tool_calls ({"id", "type": "function", "function":
-    /// {"name", "arguments"}}, the arguments an object or their JSON text, as the template takes
-    /// them), a tool message's tool_call_id, the message's name, and an assistant's reasoning as
+    /// as the template takes it; for a template that loops over a message's content, its text
+    /// parts, <see cref="ContentParts"/>, but a tool's result its text, parts joined, as vLLM gives
+    /// it, templates writing a tool message's content as it is), an assistant's tool_calls ({"id",
+    /// "type": "function", "function": {"name", "arguments"}}, the arguments an object or their JSON
+    /// text, as the template takes them), a tool message's tool_call_id, the message's name, and an assistant's reasoning as
     /// both reasoning and reasoning_content, as vLLM passes it (templates read either).</summary>
-    static object? Variable(ChatMessageText message, CallTurn turn)
+    static object? Variable(ChatMessageText message, CallTurn turn, bool contentAsParts)
     {
-        var content = message.Content ?? (turn.NoneForNoContent ? null : "");
-        var variable = new Dictionary<string, object?> { ["role"] = message.Role, ["content"] = content };
+        object? content = contentAsParts && message.Role != "tool" ? ContentParts(message) : message.Content ?? (turn.NoneForNoContent ? null : "");
+        var variable = new JinjaTemplate.Mapping { ["role"] = message.Role, ["content"] = content };
         if (message.ToolCalls is { Count: > 0 } calls)
-            variable["tool_calls"] = calls.Select(call => (object?)new Dictionary<string, object?>
+            variable["tool_calls"] = calls.Select(call => (object?)new JinjaTemplate.Mapping
             {
                 ["id"] = call.Id,
                 ["type"] = "function",
-                ["function"] = new Dictionary<string, object?> { ["name"] = call.Name, ["arguments"] = turn.ArgumentsAsText ? call.Arguments : Arguments(call) },
+                ["function"] = new JinjaTemplate.Mapping { ["name"] = call.Name, ["arguments"] = turn.ArgumentsAsText ? call.Arguments : Arguments(call) },
             }).ToList();
         if (message.ToolCallId is { } id) variable["tool_call_id"] = id;
         if (message.Name is { } name) variable["name"] = name;
         if (message.Reasoning is { } reasoning) variable["reasoning"] = variable["reasoning_content"] = reasoning;
         return variable;
     }
+
+    /// <summary>A message's content as vLLM gives it to a template that loops over it (its
+    /// "openai" format): each text part as {"type": "text", "text": ...}, a string content as one,
+    /// no content as none ([]).</summary>
+    static List<object?> ContentParts(ChatMessageText message) =>
+        (message.TextParts ?? (message.Content is { } text ? [text] : [])).Select(part => (object?)new JinjaTemplate.Mapping { ["type"] = "text", ["text"] = part }).ToList();
+
+    /// <summary>The text continue_final_message continues: the final message's content, or, for
+    /// a template that loops over parts, its last part, as transformers finds it.</summary>
+    static string FinalText(ChatMessageText message, bool contentAsParts) =>
+        contentAsParts && message.Role != "tool" && message.TextParts is [.., var last] ? last : message.Content!;
 
     static object? Arguments(ChatToolCall call)
     {

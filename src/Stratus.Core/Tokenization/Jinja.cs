@@ -11,11 +11,11 @@
 // and {%+ +%}, which keep what lstrip_blocks / trim_blocks would remove) and the trim_blocks /
 // lstrip_blocks settings transformers renders with; "\r\n" and "\r" are line breaks as "\n", as
 // Jinja's lexer reads them. Expressions cover literals (adjacent strings joined, Python's escapes
-// but \N{name}, numbers such as 1_000, 1e16 and 0x1F, integers within 64 bits, tuples), lists, dicts, attribute/index
-// access (a dict's or string's methods before its keys, as Jinja reads spec.items), slices with
-// steps, arithmetic (** too, and printf-style "%s" % x), ~ concatenation (between + and * in
-// precedence, as Jinja has it), comparisons by value, in,
-// and/or/not, inline if, is-tests, which bind as filters do ("1 + 1 is even" tests the second 1)
+// but \N{name}, numbers such as 1_000, 1e16 and 0x1F, integers within 64 bits, tuples), lists, dicts
+// (keyed by any value Python hashes: Seed-OSS's {0: 0, 512: 128}), attribute/index access (a dict's
+// or string's methods before its keys, as Jinja reads spec.items; d.1 is d[1]), slices with steps,
+// arithmetic (** too, and printf-style "%s" % x), ~ concatenation (between + and * in precedence,
+// as Jinja has it), comparisons by value, in, and/or/not, inline if, is-tests, which bind as filters do ("1 + 1 is even" tests the second 1)
 // (defined, none, string, mapping, iterable, in, equalto, ne, gt,
 // divisibleby, ...), the filters templates use (selectattr/rejectattr/select/reject, map by
 // attribute or filter, sort/unique/dictsort/min/max, sum, round, format, batch, escape, tojson,
@@ -47,8 +47,8 @@
 // are capped, each breach a JinjaException (see the limits below).
 // This file holds the entry point, the values templates share and the limits; the other parts
 // are JinjaLexer.cs, JinjaParser.cs, JinjaStatements.cs, JinjaExpressions.cs, JinjaValues.cs,
-// JinjaFilters.cs, JinjaMethods.cs, JinjaPrintf.cs, JinjaStrFormat.cs, JinjaCase.cs and
-// JinjaCaseTables.cs. tests/Stratus.Core.Tests/Jinja2 checks it against jinja2 itself.
+// JinjaFilters.cs, JinjaMethods.cs, JinjaPrintf.cs, JinjaStrFormat.cs, JinjaCase.cs,
+// JinjaCaseTables.cs and JinjaContentFormat.cs. tests/Stratus.Core.Tests/Jinja2 checks it against jinja2 itself.
 using System.Text;
 using System.Text.Json;
 
@@ -112,7 +112,13 @@ public sealed partial class JinjaTemplate
         var parser = new Parser(Lexer.Tokenize(source));
         body = parser.ParseBlock();
         if (!parser.AtEnd) throw new JinjaException($"unexpected {{% {parser.PeekTagName()} %}}").At(parser.Line);
+        IteratesMessageContent = ContentFormat.IteratesMessageContent(parser.ForLoops, parser.Assignments);
     }
+
+    /// <summary>Whether the template loops over a message's content as a list of parts ({% for
+    /// part in message['content'] %}), so that it is given one, vLLM's "openai" content format,
+    /// rather than a string (see JinjaContentFormat.cs).</summary>
+    public bool IteratesMessageContent { get; }
 
     /// <param name="clock">What strftime_now() reads: the system's local time unless a test fixes it.</param>
     public string Render(IReadOnlyDictionary<string, object?> variables, TimeProvider? clock = null)
@@ -127,7 +133,7 @@ public sealed partial class JinjaTemplate
     /// mappings in their order, arrays as lists, integers as long, other numbers as double.</summary>
     public static object? FromJson(JsonElement value) => value.ValueKind switch
     {
-        JsonValueKind.Object => value.EnumerateObject().Aggregate(new Dictionary<string, object?>(), (d, p) => { d[p.Name] = FromJson(p.Value); return d; }),
+        JsonValueKind.Object => value.EnumerateObject().Aggregate(new Mapping(), (d, p) => { d[p.Name] = FromJson(p.Value); return d; }),
         JsonValueKind.Array => value.EnumerateArray().Select(FromJson).ToList(),
         JsonValueKind.String => value.GetString(),
         // Boxed apart: "? whole : GetDouble()" would make every integer a double (2 writes as 2.0).
@@ -184,6 +190,40 @@ public sealed partial class JinjaTemplate
 
     /// <summary>What namespace() makes: attributes only (ns.items is the one set, not a method).</summary>
     internal sealed class Namespace : Dictionary<string, object?>;
+
+    /// <summary>A dict, as Python has it: its keys any value Python hashes (strings, numbers, none,
+    /// tuples: Seed-OSS's template looks a thinking budget up in {0: 0, 512: 128, ...}), 1, 1.0
+    /// and true being one key, which keeps its first spelling; its items in the order their keys
+    /// were first set.</summary>
+    internal sealed class Mapping : IEnumerable<KeyValuePair<object?, object?>>
+    {
+        readonly Dictionary<Key, object?> items = [];
+
+        public int Count => items.Count;
+
+        /// <summary>Sets a key's value: a key equal to one there (1.0 to 1) keeps that one and its place.</summary>
+        public object? this[object? key] { set => items[new(key)] = value; }
+
+        /// <summary>A key's value; a key Python cannot hash (a list) is refused, as Python refuses it.</summary>
+        public bool TryGetValue(object? key, out object? value) => items.TryGetValue(new(key), out value);
+
+        public bool ContainsKey(object? key) => items.ContainsKey(new(key));
+
+        public IEnumerable<object?> Keys => items.Keys.Select(k => k.Value);
+
+        public IEnumerable<object?> Values => items.Values;
+
+        public IEnumerator<KeyValuePair<object?, object?>> GetEnumerator() => items.Select(kv => KeyValuePair.Create(kv.Key.Value, kv.Value)).GetEnumerator();
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+
+        /// <summary>A key as Python compares and hashes it (none included, which no .NET dictionary takes as a key itself).</summary>
+        readonly record struct Key(object? Value)
+        {
+            public bool Equals(Key other) => JinjaTemplate.Values.Equal(Value, other.Value);
+            public override int GetHashCode() => JinjaTemplate.Values.Hash(Value, v => $"{JinjaTemplate.Values.Describe(v)} cannot be a mapping's key (as Python: unhashable)");
+        }
+    }
 
     /// <summary>A tuple, ('a', 'b'): a list that prints as Python writes a tuple.</summary>
     internal sealed class TupleValue : List<object?>;

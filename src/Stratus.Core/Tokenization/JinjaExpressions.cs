@@ -18,6 +18,10 @@ public sealed partial class JinjaTemplate
 
         int Depth { get; }
 
+        /// <summary>The variable, or its key, the expression reads, as vLLM's content format detection
+        /// follows them (<see cref="Access"/>); null for anything else.</summary>
+        public Access? Reads { get; init; }
+
         /// <summary>The value, its evaluation and size spent from the render's budget.</summary>
         public object? Eval(Scope scope)
         {
@@ -29,14 +33,36 @@ public sealed partial class JinjaTemplate
         protected abstract object? Evaluate(Scope scope);
     }
 
+    /// <summary>What an expression reads, as vLLM's detection of a template's content format sees
+    /// it: a variable (messages), one key of it read by name (message['content'], message.content),
+    /// or the elements of either (a slice, a filter or a test of it: messages[1:], messages | list).</summary>
+    /// <param name="Whole">Whether it is the variable or key itself, not its elements: only a
+    /// variable itself is read by key (messages[1:]['content'] is none of these).</param>
+    sealed record Access(string Variable, string? Key, bool Whole)
+    {
+        /// <summary>Its elements: a slice, filter or test of it.</summary>
+        public Access Elements => this with { Whole = false };
+
+        /// <summary>A key read by name of it, where it is a variable itself.</summary>
+        public Access? Of(string key) => Key is null && Whole ? this with { Key = key } : null;
+    }
+
     sealed class Literal(object? value) : Expr([])
     {
         public object? Value => value;
         protected override object? Evaluate(Scope scope) => value;
     }
 
-    sealed class Name(string name) : Expr([])
+    sealed class Name : Expr
     {
+        readonly string name;
+
+        public Name(string name) : base([])
+        {
+            this.name = name;
+            Reads = new Access(name, null, Whole: true);
+        }
+
         /// <summary>What the name reads where it is not set: made once, as templates test names
         /// that are seldom set (tools_in_user_message is defined) in every render.</summary>
         Undefined? undefined;
@@ -61,8 +87,8 @@ public sealed partial class JinjaTemplate
         protected override object? Evaluate(Scope scope)
         {
             // A repeated key takes the later value, as in Python.
-            var dict = new Dictionary<string, object?>();
-            foreach (var (key, value) in items) dict[Values.ToText(key.Eval(scope))] = value.Eval(scope);
+            var dict = new Mapping();
+            foreach (var (key, value) in items) dict[key.Eval(scope)] = value.Eval(scope);
             return dict;
         }
     }

@@ -23,9 +23,9 @@ public sealed partial class JinjaTemplate
             "boolean" => (v, _, _) => v is bool,
             "true" => (v, _, _) => v is true,
             "false" => (v, _, _) => v is false,
-            "mapping" => (v, _, _) => v is IDictionary<string, object?>,
+            "mapping" => (v, _, _) => v is Mapping,
             // A mapping is iterable (its keys) and a sequence (it has a length and items), as in Jinja.
-            "sequence" or "iterable" => (v, _, _) => v is string or IEnumerable<object?> or IDictionary<string, object?>,
+            "sequence" or "iterable" => (v, _, _) => v is string or IEnumerable<object?> or Mapping,
             "callable" => (v, _, _) => v is Macro or GlobalFunction or BoundMethod,
             "even" => (v, _, _) => v is long l && l % 2 == 0,
             "odd" => (v, _, _) => v is long l && l % 2 != 0,
@@ -52,7 +52,7 @@ public sealed partial class JinjaTemplate
             "title" => (v, _, _) => TitleFilter(ToText(v)),
             "replace" => (v, args, budget) => args is [var old, var replacement] ? Replace(ToText(v), ToText(old), ToText(replacement), budget) : throw new JinjaException("|replace takes the text to replace and its replacement"),
             "indent" => (v, args, _) => IndentLines(ToText(v), args),
-            "length" or "count" => (v, _, _) => v switch { string s => (long)s.Length, System.Collections.ICollection c => (long)c.Count, Undefined => 0L, _ => throw new JinjaException($"{Describe(v)} has no length") },
+            "length" or "count" => (v, _, _) => v switch { string s => (long)s.Length, System.Collections.ICollection c => (long)c.Count, Mapping m => (long)m.Count, Undefined => 0L, _ => throw new JinjaException($"{Describe(v)} has no length") },
             "string" => (v, _, _) => ToText(v),
             // Markup in Jinja, which prints as the text itself: there is no autoescaping here.
             "safe" => (v, _, _) => ToText(v),
@@ -79,7 +79,7 @@ public sealed partial class JinjaTemplate
             "default" or "d" => (v, args, _) => v is Undefined || (args.Count > 1 && Truthy(args[1]) && !Truthy(v)) ? (args.Count > 0 ? args[0] : "") : v,
             "items" => (v, _, _) => v switch
             {
-                IDictionary<string, object?> d => d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value }).ToList(),
+                Mapping d => Pairs(d),
                 Undefined => [],
                 _ => throw new JinjaException($"|items takes a mapping, not {Describe(v)}"),
             },
@@ -204,10 +204,9 @@ public sealed partial class JinjaTemplate
 
         static List<object?> DictSort(object? v, bool caseSensitive, object? by, bool reverse, Budget budget)
         {
-            if (v is not IDictionary<string, object?> d) throw new JinjaException($"|dictsort takes a mapping, not {Describe(v)}");
+            if (v is not Mapping d) throw new JinjaException($"|dictsort takes a mapping, not {Describe(v)}");
             var at = by switch { "key" => 0, "value" => 1, _ => throw new JinjaException("|dictsort sorts by either \"key\" or \"value\"") };
-            var pairs = d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value });
-            return Sort(pairs, pair => SortKey(null, caseSensitive, multiple: false)(((TupleValue)pair!)[at]), reverse, budget);
+            return Sort(Pairs(d), pair => SortKey(null, caseSensitive, multiple: false)(((TupleValue)pair!)[at]), reverse, budget);
         }
 
         /// <summary>|min and |max: the first item whose key is least (greatest); undefined for no items.</summary>
@@ -226,7 +225,7 @@ public sealed partial class JinjaTemplate
         /// <summary>|unique: each item whose key (Python's set, where 1, 1.0 and true are one) is new, in order.</summary>
         static List<object?> Unique(IEnumerable<object?> items, Func<object?, object?> key, Budget budget)
         {
-            var seen = new HashSet<object?>(HashableComparer.Instance);
+            var seen = new HashSet<object?>(UniqueKeys.Instance);
             var kept = new List<object?>();
             foreach (var item in items)
             {
@@ -236,20 +235,12 @@ public sealed partial class JinjaTemplate
             return kept;
         }
 
-        /// <summary>Python's hashing for the values a set can hold: numbers by value, strings, none,
-        /// tuples of those; lists and mappings cannot be hashed.</summary>
-        sealed class HashableComparer : IEqualityComparer<object?>
+        /// <summary>|unique's keys, as Python's set hashes them.</summary>
+        sealed class UniqueKeys : IEqualityComparer<object?>
         {
-            public static readonly HashableComparer Instance = new();
+            public static readonly UniqueKeys Instance = new();
             public new bool Equals(object? a, object? b) => Equal(a, b);
-            public int GetHashCode(object? v) => v switch
-            {
-                null => 0,
-                string s => s.GetHashCode(StringComparison.Ordinal),
-                long or double or bool => Number(v).GetHashCode(),
-                TupleValue tuple => tuple.Aggregate(17, (hash, item) => HashCode.Combine(hash, GetHashCode(item))),
-                _ => throw new JinjaException($"|unique cannot hash {Describe(v)} (as Python: unhashable)"),
-            };
+            public int GetHashCode(object? v) => Hash(v, v => $"|unique cannot hash {Describe(v)} (as Python: unhashable)");
         }
 
         /// <summary>Python's sum(items, start): numbers added, lists joined; strings refused, as Python refuses them.</summary>
@@ -302,7 +293,7 @@ public sealed partial class JinjaTemplate
             var keywords = args.OfType<KeyValuePair<string, object?>>().ToList();
             if (keywords.Count == 0) return Printf.Format(format, args, mapping: null);
             if (keywords.Count < args.Count) throw new JinjaException("|format cannot take positional and keyword arguments at once");
-            var mapping = new Dictionary<string, object?>();
+            var mapping = new Mapping();
             foreach (var (key, value) in keywords) mapping[key] = value;
             return Printf.Format(format, [mapping], mapping);
         }

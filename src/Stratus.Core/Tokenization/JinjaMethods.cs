@@ -45,11 +45,14 @@ public sealed partial class JinjaTemplate
                 (string s, "replace") => Replace(s, ToText(args[0]), ToText(args[1]), budget),
                 (string s, "split") => Split(s, args, budget).Select(p => (object?)p).ToList(),
                 (string s, "format") => StrFormat.Format(s, [.. args.Where(a => a is not KeyValuePair<string, object?>)], Keywords(args)),
-                (string s, "format_map") => args is [IDictionary<string, object?> mapping] ? StrFormat.Format(s, [], mapping.AsReadOnly()) : throw new JinjaException(".format_map() takes one mapping"),
-                (IDictionary<string, object?> d, "items") => d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value }).ToList(),
-                (IDictionary<string, object?> d, "keys") => d.Keys.Select(k => (object?)k).ToList(),
-                (IDictionary<string, object?> d, "values") => d.Values.ToList(),
-                (IDictionary<string, object?> d, "get") => d.TryGetValue(ToText(args[0]), out var v) ? v : args.Count > 1 ? args[1] : null,
+                // Its fields are names, so only the mapping's string keys can be read.
+                (string s, "format_map") => args is [Mapping mapping]
+                    ? StrFormat.Format(s, [], mapping.Where(kv => kv.Key is string).ToDictionary(kv => (string)kv.Key!, kv => kv.Value))
+                    : throw new JinjaException(".format_map() takes one mapping"),
+                (Mapping d, "items") => Pairs(d),
+                (Mapping d, "keys") => d.Keys.ToList(),
+                (Mapping d, "values") => d.Values.ToList(),
+                (Mapping d, "get") => d.TryGetValue(args[0], out var v) ? v : args.Count > 1 ? args[1] : null,
                 _ => throw new JinjaException($"the method .{name}() on {Describe(target)} is not supported"),
             };
         }
@@ -129,20 +132,20 @@ public sealed partial class JinjaTemplate
             // Python's dict(): a mapping or (key, value) pairs, then keyword arguments.
             "dict" => new Lambda(s =>
             {
-                var dict = new Dictionary<string, object?>();
+                var dict = new Mapping();
                 var values = arguments.Select(a => a.Eval(s)).ToList();
                 var positional = values.Where(v => v is not KeyValuePair<string, object?>).ToList();
                 switch (positional)
                 {
                     case []: break;
-                    case [IDictionary<string, object?> mapping]:
+                    case [Mapping mapping]:
                         foreach (var (key, value) in mapping) dict[key] = value;
                         break;
                     case [IEnumerable<object?> pairs]:
                         foreach (var pair in pairs)
                         {
                             if (pair is not IList<object?> { Count: 2 } kv) throw new JinjaException("dict() takes pairs of a key and a value");
-                            dict[ToText(kv[0])] = kv[1];
+                            dict[kv[0]] = kv[1];
                         }
                         break;
                     default: throw new JinjaException("dict() takes at most one mapping or list of pairs, then keyword arguments");

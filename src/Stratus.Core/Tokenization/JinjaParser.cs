@@ -16,6 +16,11 @@ public sealed partial class JinjaTemplate
         HashSet<string>? extraArguments;
         int loops; // {% for %} bodies open around the one being parsed, in the same macro body
 
+        /// <summary>Each {% for %} of one target over what vLLM's content format detection follows,
+        /// and each {% set %} of one name to such a value (<see cref="IteratesMessageContent"/>).</summary>
+        public List<(string Target, Access Iterable)> ForLoops { get; } = [];
+        public List<(string Name, Access Value)> Assignments { get; } = [];
+
         /// <summary>The names a call may name besides the functions: the template's macros, known
         /// before any is parsed (a macro may call one defined after it), and caller.</summary>
         readonly HashSet<string> macros = MacroNames(pieces);
@@ -128,6 +133,7 @@ public sealed partial class JinjaTemplate
             var ifAt = FindKeyword(rest, "if");
             var iterable = Expression(ifAt < 0 ? rest : rest[..ifAt]);
             var filter = ifAt < 0 ? null : Expression(rest[(ifAt + 2)..]);
+            if (targets is [var target] && iterable.Reads is { } reads) ForLoops.Add((target, reads));
             loops++;
             var body = ParseBlock("else", "endfor");
             loops--;
@@ -143,6 +149,7 @@ public sealed partial class JinjaTemplate
         Node ParseSet(string statement)
         {
             var (names, attribute, value, filters) = ExpressionParser.ParseSet(statement, macros, extraArguments);
+            if (names is [var name] && attribute is null && value?.Reads is { } reads) Assignments.Add((name, reads));
             if (value is not null) return new SetNode(names, attribute, value, null, []);
             var block = ParseBlock("endset");
             position++;
@@ -461,7 +468,7 @@ public sealed partial class JinjaTemplate
                 foreach (var filter in Filters())
                 {
                     var v = value;
-                    value = new Lambda(s => filter.Apply(v.Eval(s), s), [v, .. filter.Arguments]);
+                    value = new Lambda(s => filter.Apply(v.Eval(s), s), [v, .. filter.Arguments]) { Reads = v.Reads?.Elements };
                 }
                 if (!Accept("is")) return value;
                 value = Tested(value);
@@ -484,7 +491,7 @@ public sealed partial class JinjaTemplate
             }
             var check = Values.Test(test);
             var arg = argument;
-            return new Lambda(s => check(value.Eval(s), arg?.Eval(s), s.Budget) != negate, arg is null ? [value] : [value, arg]);
+            return new Lambda(s => check(value.Eval(s), arg?.Eval(s), s.Budget) != negate, arg is null ? [value] : [value, arg]) { Reads = value.Reads?.Elements };
         }
 
         /// <summary>"| name(arguments) | ...", as many as follow.</summary>
@@ -576,12 +583,14 @@ public sealed partial class JinjaTemplate
                 if (Accept("."))
                 {
                     var member = Next();
-                    if (Accept("("))
+                    // d.1 is d[1], as Jinja's parser reads an integer after the dot.
+                    if (char.IsAsciiDigit(member[0]) && Number(member) is long index) value = new Lambda(s => Values.Index(target.Eval(s), index), target);
+                    else if (Accept("("))
                     {
                         var arguments = Arguments(")");
                         value = new Lambda(s => Values.CallMethod(target.Eval(s), member, arguments.Select(a => a.Eval(s)).ToList(), s.Budget), [target, .. arguments]);
                     }
-                    else value = new Lambda(s => Values.Member(target.Eval(s), member), target);
+                    else value = new Lambda(s => Values.Member(target.Eval(s), member), target) { Reads = target.Reads?.Of(member) };
                 }
                 else if (Accept("["))
                 {
@@ -593,13 +602,13 @@ public sealed partial class JinjaTemplate
                         if (Accept(":") && Peek != "]") step = Conditional();
                         Expect("]");
                         var (a, b, c) = (start, stop, step);
-                        value = new Lambda(s => Values.Slice(target.Eval(s), a?.Eval(s), b?.Eval(s), c?.Eval(s)), [target, .. new[] { a, b, c }.OfType<Expr>()]);
+                        value = new Lambda(s => Values.Slice(target.Eval(s), a?.Eval(s), b?.Eval(s), c?.Eval(s)), [target, .. new[] { a, b, c }.OfType<Expr>()]) { Reads = target.Reads?.Elements };
                     }
                     else
                     {
                         Expect("]");
                         var index = start!;
-                        value = new Lambda(s => Values.Index(target.Eval(s), index.Eval(s)), target, index);
+                        value = new Lambda(s => Values.Index(target.Eval(s), index.Eval(s)), target, index) { Reads = index is Literal { Value: string key } ? target.Reads?.Of(key) : null };
                     }
                 }
                 else if (Peek == "(" && value is Name function)

@@ -30,7 +30,7 @@ public sealed partial class JinjaTemplate
             int.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var size) && size <= most ? size
             : throw new JinjaException($"the format asks for a {what} of {(digits.Length > 20 ? $"{digits.Length} digits" : digits.ToString())}, beyond the {most:N0} {unit}; ask for less");
 
-        public static string Format(string format, IReadOnlyList<object?> args, IDictionary<string, object?>? mapping)
+        public static string Format(string format, IReadOnlyList<object?> args, Mapping? mapping)
         {
             var text = new StringBuilder();
             var next = 0;

@@ -357,7 +357,7 @@ public sealed partial class JinjaTemplate
             budget.Spend(Iteration + definedIn.Count);
             var given = new Dictionary<string, object?>();
             var varargs = extra.Varargs ? new TupleValue() : null;
-            var kwargs = extra.Kwargs ? new Dictionary<string, object?>() : null;
+            var kwargs = extra.Kwargs ? new Mapping() : null;
             var positional = 0;
             foreach (var argument in arguments)
             {

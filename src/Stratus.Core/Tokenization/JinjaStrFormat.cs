@@ -271,7 +271,7 @@ public sealed partial class JinjaTemplate
             long => "int",
             double => "float",
             TupleValue => "tuple",
-            IDictionary<string, object?> => "dict",
+            Mapping => "dict",
             IList<object?> => "list",
             _ => "object",
         };

@@ -18,6 +18,7 @@ public sealed partial class JinjaTemplate
             double d => d != 0,
             string s => s.Length > 0,
             System.Collections.ICollection c => c.Count > 0,
+            Mapping m => m.Count > 0,
             _ => true,
         };
 
@@ -53,17 +54,17 @@ public sealed partial class JinjaTemplate
                 case BoundMethod m: throw new JinjaException($"the template writes the method .{m.Name} of {Describe(m.Target)} as text; call it: .{m.Name}()");
                 case Namespace ns:
                     text.Append("<Namespace ");
-                    WriteRepr(text, new Dictionary<string, object?>(ns), depth + 1);
+                    WriteRepr(text, Attributes(ns), depth + 1);
                     text.Append('>');
                     break;
-                case IDictionary<string, object?> d:
+                case Mapping d:
                     text.Append('{');
                     var first = true;
                     foreach (var (key, value) in d)
                     {
                         if (!first) text.Append(", ");
                         first = false;
-                        WriteStringRepr(text, key);
+                        WriteRepr(text, key, depth + 1);
                         text.Append(": ");
                         WriteRepr(text, value, depth + 1);
                     }
@@ -206,14 +207,15 @@ public sealed partial class JinjaTemplate
                 case bool b: json.Append(b ? "true" : "false"); break;
                 case long or double: json.Append(ToText(v)); break;
                 case string s: WriteString(json, s, style.Ascii); break;
-                case IDictionary<string, object?> d:
+                case Namespace ns: WriteJson(json, Attributes(ns), depth, style); break;
+                case Mapping d:
                     json.Append('{');
                     var first = true;
-                    foreach (var (key, value) in style.SortKeys ? d.OrderBy(kv => kv.Key, Comparer<string>.Create((x, y) => Order(x, y))) : (IEnumerable<KeyValuePair<string, object?>>)d)
+                    foreach (var (key, value) in style.SortKeys ? SortedByKey(d) : (IEnumerable<KeyValuePair<object?, object?>>)d)
                     {
                         Between(depth + 1, first);
                         first = false;
-                        WriteString(json, key, style.Ascii);
+                        WriteString(json, JsonKey(key), style.Ascii);
                         json.Append(style.KeySeparator);
                         WriteJson(json, value, depth + 1, style);
                     }
@@ -236,6 +238,34 @@ public sealed partial class JinjaTemplate
             }
             CheckLength(json.Length);
         }
+
+        /// <summary>A mapping's items as json.dumps(sort_keys=True) orders them: by the keys
+        /// themselves, before they are written as text (10 after 2); keys that Python cannot
+        /// order (a number and a string) are refused.</summary>
+        static List<KeyValuePair<object?, object?>> SortedByKey(Mapping d)
+        {
+            var items = d.ToList();
+            try { items.Sort((x, y) => Order(x.Key, y.Key)); }
+            catch (InvalidOperationException e) when (e.InnerException is JinjaException inner) { throw inner; }
+            return items;
+        }
+
+        /// <summary>A namespace's attributes as a mapping, which is how it prints and writes as JSON.</summary>
+        static Mapping Attributes(Namespace ns)
+        {
+            var mapping = new Mapping();
+            foreach (var (name, value) in ns) mapping[name] = value;
+            return mapping;
+        }
+
+        /// <summary>A mapping's key as json.dumps writes it: a string as it is, a number, boolean or
+        /// none as its JSON text ({1: 'a'} is {"1": "a"}); any other key is refused, as Python refuses it.</summary>
+        static string JsonKey(object? key) => key switch
+        {
+            string s => s,
+            null or bool or long or double => ToJson(key),
+            _ => throw new JinjaException($"tojson cannot write {Describe(key)} as a mapping's key (keys must be str, int, float, bool or None)"),
+        };
 
         /// <summary>A JSON string as json.dumps writes it: '"', backslash and control characters
         /// escaped, and with ensure_ascii every character past '~' as \uXXXX (a surrogate pair
@@ -280,6 +310,7 @@ public sealed partial class JinjaTemplate
         {
             string s => s.Length,
             System.Collections.ICollection c => c.Count,
+            Mapping m => m.Count,
             _ => 0,
         };
 
@@ -293,10 +324,29 @@ public sealed partial class JinjaTemplate
         {
             Undefined => [],
             string s => s.Select(c => (object?)c.ToString()),
-            IDictionary<string, object?> d => d.Keys,
+            Mapping d => d.Keys,
             IEnumerable<object?> list => list,
             _ => throw new JinjaException($"cannot iterate over {Describe(v)}"),
         };
+
+        /// <summary>A mapping's items as (key, value) tuples, as dict.items() and |items give them.</summary>
+        public static List<object?> Pairs(Mapping d) => d.Select(kv => (object?)new TupleValue { kv.Key, kv.Value }).ToList();
+
+        /// <summary>Python's hash, for a mapping's keys and |unique's items: numbers by value (1, 1.0
+        /// and true hash alike, as they are equal), strings and tuples by their contents; a value
+        /// that is not <see cref="Hashable"/> is refused in the words given.</summary>
+        public static int Hash(object? v, Func<object?, string> refusal) => v switch
+        {
+            _ when !Hashable(v) => throw new JinjaException(refusal(v)),
+            string s => s.GetHashCode(StringComparison.Ordinal),
+            long or double or bool => Number(v).GetHashCode(),
+            TupleValue tuple => tuple.Aggregate(17, (hash, item) => HashCode.Combine(hash, Hash(item, refusal))),
+            _ => 0, // none and undefined (jinja2's Undefined is hashable, and all of them are equal)
+        };
+
+        /// <summary>Whether Python hashes a value: none, undefined, a string, a number, a boolean or a
+        /// tuple of those; not a list or a mapping.</summary>
+        static bool Hashable(object? v) => v is null or Undefined or string or long or double or bool || v is TupleValue tuple && tuple.All(Hashable);
 
         /// <summary>The methods of Python's dict that Jinja's immutable sandbox lets a template read
         /// (those that change the dict read as undefined), and those of str.</summary>
@@ -318,20 +368,23 @@ public sealed partial class JinjaTemplate
             Undefined u => throw u.Error(),
             Namespace ns => ns.TryGetValue(name, out var v) ? v : Undefined.Attribute(ns, name),
             LoopInfo loop => loop[name],
-            IDictionary<string, object?> d when DictMethods.Contains(name) => new BoundMethod(d, name),
-            IDictionary<string, object?> when ChangingDictMethods.Contains(name) => Undefined.Unsafe(name),
-            IDictionary<string, object?> d => d.TryGetValue(name, out var v) ? v : Undefined.Attribute(d, name),
+            Mapping d when DictMethods.Contains(name) => new BoundMethod(d, name),
+            Mapping when ChangingDictMethods.Contains(name) => Undefined.Unsafe(name),
+            Mapping d => d.TryGetValue(name, out var v) ? v : Undefined.Attribute(d, name),
             string s when StringMethods.Contains(name) => new BoundMethod(s, name),
             _ => Undefined.Attribute(target, name),
         };
 
         /// <summary>Python's indexing, negative counting from the end; out of range is undefined,
         /// as Jinja's getitem turns Python's IndexError into an undefined value. A key the mapping
-        /// lacks is looked up as an attribute, as Jinja's getitem falls back to getattr.</summary>
+        /// lacks is looked up as an attribute where it is a string, as Jinja's getitem falls back to
+        /// getattr; one Python cannot hash (a list) is missing, as getitem turns its TypeError into
+        /// an undefined value.</summary>
         public static object? Index(object? target, object? index) => (target, index) switch
         {
             (Undefined u, _) => throw u.Error(),
-            (IDictionary<string, object?> d, string key) => d.TryGetValue(key, out var v) ? v : Member(target, key),
+            (Mapping d, string key) => d.TryGetValue(key, out var v) ? v : Member(target, key),
+            (Mapping d, _) when Hashable(index) && d.TryGetValue(index, out var v) => v,
             (IList<object?> list, long i) => Position(i, list.Count) is { } at ? list[at] : Undefined.Element(target, index),
             (string s, long i) => Position(i, s.Length) is { } at ? s[at].ToString() : Undefined.Element(target, index),
             // As Jinja's getitem: a name it cannot index by is looked up as an attribute.
@@ -377,8 +430,8 @@ public sealed partial class JinjaTemplate
                 case string s when item is string sub:
                     SpendOnSearch(budget, s, sub);
                     return s.Contains(sub, StringComparison.Ordinal);
-                case IDictionary<string, object?> d:
-                    return item is string key && d.ContainsKey(key);
+                case Mapping d:
+                    return d.ContainsKey(item);
                 case IEnumerable<object?> list:
                     foreach (var x in list)
                     {
@@ -411,7 +464,7 @@ public sealed partial class JinjaTemplate
                 (long x, long y) => x == y,
                 (long or double or bool, long or double or bool) when a is not bool || b is not bool => Number(a) == Number(b),
                 (Namespace, _) or (_, Namespace) => false,
-                (IDictionary<string, object?> x, IDictionary<string, object?> y) =>
+                (Mapping x, Mapping y) =>
                     x.Count == y.Count && x.All(kv => y.TryGetValue(kv.Key, out var other) && Equal(kv.Value, other, depth + 1)),
                 (IList<object?> x, IList<object?> y) =>
                     x is TupleValue == y is TupleValue && x.Count == y.Count && x.Zip(y).All(p => Equal(p.First, p.Second, depth + 1)),
@@ -481,7 +534,7 @@ public sealed partial class JinjaTemplate
                 return string.Concat(Enumerable.Repeat(repeated, (int)times));
             }
             // Python's printf-style formatting, which |format also uses: "%s has %d" % (name, n).
-            if (op == "%" && a is string format) return Printf.Format(format, b is TupleValue tuple ? tuple : [b], b as IDictionary<string, object?>);
+            if (op == "%" && a is string format) return Printf.Format(format, b is TupleValue tuple ? tuple : [b], b as Mapping);
             if (a is Undefined ua) throw ua.Error();
             if (b is Undefined ub) throw ub.Error();
             // A boolean is the integer 0 or 1 in Python's arithmetic (|sum of [true, true] is 2).
@@ -582,7 +635,7 @@ public sealed partial class JinjaTemplate
             string => "str object",
             TupleValue => "tuple object",
             Namespace => "jinja2.utils.Namespace object",
-            IDictionary<string, object?> => "dict object",
+            Mapping => "dict object",
             LoopInfo => "jinja2.runtime.LoopContext object",
             Macro => "jinja2.runtime.Macro object",
             BoundMethod => "builtin_function_or_method object",
@@ -600,7 +653,8 @@ public sealed partial class JinjaTemplate
             bool => "a boolean",
             BoundMethod => "a method",
             LoopInfo => "a loop",
-            IDictionary<string, object?> => "a mapping",
+            Namespace => "a namespace",
+            Mapping => "a mapping",
             _ => "a list",
         };
     }

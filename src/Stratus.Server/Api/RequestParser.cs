@@ -258,7 +258,7 @@ public static partial class RequestParser
                 throw ApiException.Invalid($"Invalid value for '{param}.role': '{Truncate(role)}'. Supported values are: {ChatTemplate.RolesInWords}.", $"{param}.role", "invalid_value");
             var calls = role == "assistant" ? ToolCallsOf(message.ToolCalls, $"{param}.tool_calls") : null;
             // An assistant's message that calls tools may have no content (null), as OpenAI writes it.
-            var content = Content(message.Content, role, $"{param}.content");
+            var (content, parts) = Content(message.Content, role, $"{param}.content");
             if (role == "tool")
             {
                 if (message.ToolCallId is null)
@@ -275,6 +275,7 @@ public static partial class RequestParser
                 throw ApiException.Invalid($"Invalid parameter: '{param}.reasoning_content' differs from '{param}.reasoning'; give the reasoning once.", $"{param}.reasoning_content", "invalid_value");
             result.Add(new ChatMessageText(role, content)
             {
+                TextParts = parts,
                 ToolCalls = calls,
                 ToolCallId = role == "tool" ? message.ToolCallId : null,
                 Name = message.Name,
@@ -322,18 +323,20 @@ public static partial class RequestParser
         return calls;
     }
 
-    static string? Content(JsonElement? content, string role, string param)
+    /// <summary>A message's content: its text, and its text parts where it was given as parts.</summary>
+    static (string? Text, List<string>? Parts) Content(JsonElement? content, string role, string param)
     {
         if (content is not { } element || element.ValueKind == JsonValueKind.Null)
         {
-            if (role == "assistant") return null;
+            if (role == "assistant") return (null, null);
             throw ApiException.Invalid($"Missing required parameter: '{param}'.", param, "missing_required_parameter");
         }
-        if (element.ValueKind == JsonValueKind.String) return element.GetString()!;
+        if (element.ValueKind == JsonValueKind.String) return (element.GetString()!, null);
         if (element.ValueKind != JsonValueKind.Array)
             throw ApiException.Invalid($"Invalid type for '{param}': expected a string or an array of content parts.", param, "invalid_type");
         // The text parts joined by line breaks, as vLLM gives a template that takes string content
-        // (chat_utils' "\n".join), so that two parts stay two lines rather than one run-on word.
+        // (chat_utils' "\n".join), so that two parts stay two lines rather than one run-on word;
+        // a template that loops over the parts gets them (ChatTemplate).
         var texts = new List<string>();
         var index = 0;
         foreach (var part in element.EnumerateArray())
@@ -347,7 +350,7 @@ public static partial class RequestParser
             texts.Add(value.GetString()!);
             index++;
         }
-        return string.Join('\n', texts);
+        return (string.Join('\n', texts), texts);
     }
 
     /// <summary>Prompts of /v1/completions: each either text or token ids.</summary>

@@ -143,9 +143,14 @@ public sealed class TrustGenerationFilter : IGenerationFilter, IPromptScreen
             List<ChatToolCall>? calls = null;
             foreach (var call in message.ToolCalls ?? [])
                 (calls ??= []).Add(call with { Arguments = await RedactedJsonAsync(trust, model, call.Arguments, cancellation) });
+            // Text given in parts is redacted part by part (a template may read the parts), its content the parts joined again.
+            List<string>? parts = null;
+            foreach (var part in message.TextParts ?? [])
+                (parts ??= []).Add(await trust.RedactAsync(model, part, cancellation));
             redacted.Add(message with
             {
-                Content = await RedactedAsync(trust, model, message.Content, cancellation),
+                Content = parts is null ? await RedactedAsync(trust, model, message.Content, cancellation) : string.Join('\n', parts),
+                TextParts = parts ?? message.TextParts,
                 ToolCalls = calls ?? message.ToolCalls,
                 Name = await RedactedAsync(trust, model, message.Name, cancellation),
                 Reasoning = await RedactedAsync(trust, model, message.Reasoning, cancellation),

@@ -21,12 +21,16 @@ public sealed class JinjaDifferentialTests
 
     public static TheoryData<string, string, string, string?, string?> Cases => JinjaDifferentialCases.Cases;
 
+    /// <summary>A render's variables from a JSON object, its members' values as templates read them.</summary>
+    internal static Dictionary<string, object?> Variables(string json) =>
+        JsonDocument.Parse(json).RootElement.EnumerateObject().ToDictionary(p => p.Name, p => JinjaTemplate.FromJson(p.Value));
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void Renders_as_jinja2_does(string name, string template, string variables, string? expected, string? refusal)
     {
         _ = name; // names the case in the test's display
-        var values = (Dictionary<string, object?>)JinjaTemplate.FromJson(JsonDocument.Parse(variables).RootElement)!;
+        var values = Variables(variables);
         string Render() => new JinjaTemplate(template).Render(values, new FixedClock());
         if (refusal is not null) Assert.Contains(refusal, Assert.Throws<JinjaException>(Render).Message);
         else if (expected is null) Assert.Throws<JinjaException>(Render);

@@ -61,6 +61,27 @@ CONVERSATIONS = {
 }
 CHAT = {"bos_token": "<s>", "eos_token": "</s>", "tools": TOOLS}
 
+# Seed-OSS-36B-Instruct's reflection-interval lookup, as its chat_template.jinja has it.
+SEED_BUDGET = """{%- set budget_reflections_v05 = {
+    0:      0,
+    512:    128,
+    1024:   256,
+    2048:   512,
+    4096:   512,
+    8192:   1024,
+    16384:  1024
+} -%}
+{%- set ns = namespace(interval = None) -%}
+{%- for k, v in budget_reflections_v05 | dictsort -%}
+    {%- if ns.interval is none and thinking_budget <= k -%}
+        {%- set ns.interval = v -%}
+    {%- endif -%}
+{%- endfor -%}
+{%- if ns.interval is none -%}
+    {%- set ns.interval = budget_reflections_v05[16384] -%}
+{%- endif -%}
+You will reflect on your thinking process every {{ ns.interval }} tokens."""
+
 class Differs:
     """Where Stratus renders otherwise than jinja2 on purpose: what it renders, and why."""
     def __init__(self, renders, why):
@@ -271,6 +292,24 @@ CASES = [
     ("an undefined value called", "{{ x[0](1) }}", {}),
     ("too many spread arguments", "{% macro a(x) %}{{ x }}{% endmacro %}{{ a(*[1, 2]) }}", {}),
     ("spread arguments to a function", "{{ range(*[3]) | list }}", {}, "*arguments are given only to a macro"),
+    # A dict's keys are any value Python hashes, not text: Seed-OSS's template looks its thinking
+    # budget up in {0: 0, 512: 128, ...}, sorted with dictsort and read as budget_reflections[16384].
+    ("a dict with integer keys", "{% set d = {1: 'a', 2: 'b'} %}{{ d[1] }}{{ d.get(2) }}{{ d.get(3, 'z') }}{{ d.get('1') }}|{% for k in d %}{{ k + 1 }}{% endfor %}|{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}{{ d }} {{ d | list }} {{ d.keys() | list }} {{ d | items | list }} {{ d | length }} {{ d.1 }}", {}),
+    ("keys of other types", "{% set d = {1.5: 'f', true: 't', none: 'n', (1, 'x'): 'tp', '1': 's'} %}{{ d }} {{ d[1] }} {{ d[none] }} {{ d[(1, 'x')] }} {{ d['1'] }} {{ 1.0 in d }} {{ 2 in d }} {{ none in d }} {{ (1, 'x') in d }} {{ d | length }} {{ {x: 1} }}", {}),
+    ("1, 1.0 and true are one key", "{{ {1: 'a', 1.0: 'b', true: 'c'} }} {{ {true: 'a', 1: 'b'} }} {{ {0: 'z'}[false] }} {{ {1: 'a'} == {1.0: 'a'} }} {{ {1: 'a'} == {'1': 'a'} }} {{ {none: 1} == {none: 1} }}", {}),
+    ("a text key is not a number", "{% set d = {'2': 'x'} %}{{ d.get(2) }} {{ d[2] is defined }} {{ 2 in d }} {{ d['2'] }} {{ {2: 'x'}['2'] is defined }}", {}),
+    ("a missing integer key", "{% set d = {1: 'a'} %}[{{ d[3] }}]{{ d[3].x }}", {}),
+    ("a list as a key", "{{ {[1]: 2} }}", {}),
+    ("a list looked up in a dict", "[{{ {'a': 1}[[1]] }}]", {}),
+    ("a list searched for in a dict", "{{ [1] in {'a': 1} }}", {}),
+    ("a list got from a dict", "{{ {'a': 1}.get([1]) }}", {}),
+    ("integer keys as JSON", "{{ {1: 'a', 2.5: [1], true: 1, false: 0, none: none, 'k': {3: 4}} | tojson }} {{ {10: 'a', 2: 'b'} | tojson(sort_keys=true) }}", {}),
+    ("a tuple key as JSON", "{{ {(1, 2): 3} | tojson }}", {}),
+    ("keys of two types sorted as JSON", "{{ {1: 'a', 'b': 2} | tojson(sort_keys=true) }}", {}),
+    ("integer keys sorted, mapped and formatted", "{{ {3: 'c', 1: 'a', 2: 'b'} | dictsort }} {{ {3: 'c', 1: 'a'} | dictsort(by='value', reverse=true) }} {{ dict([(1, 'a'), (2, 'b')]) }} {{ dict({1: 'x'}, y=2) }} {{ [{1: 'a'}, {1: 'b'}] | map(attribute='1') | list }} {{ '{0[1]}'.format({1: 'a'}) }} {{ '{x}'.format_map({'x': 1, 2: 3}) }} {{ {2: 1, 1: 2} | min }} {{ {2: 1, 1: 2} | sort }} {{ {-1: 'n', 0.5: 'h'} | string }}", {}),
+    ("an integer key named in a format", "{{ '%(1)s' % {1: 'x'} }}", {}),
+    ("Seed-OSS's thinking budget", SEED_BUDGET, {"thinking_budget": 700}),
+    ("Seed-OSS's thinking budget past its last gear", SEED_BUDGET, {"thinking_budget": 20000}),
     # Real templates' styles with tools (the C# tests' templates), with a fixed clock.
     ("Llama 3.1 style, one call", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"], add_generation_prompt=True)),
     ("Llama 3.1 style, no tools", "@Llama31", dict(CHAT, messages=CONVERSATIONS["one call"][:2], tools=None, add_generation_prompt=True)),

@@ -149,21 +149,19 @@ public static class HuggingFace
                 throw new StratusUserException($"{hfDirectory}: weight '{hfName}' in {file} has shape [{string.Join(", ", entry.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
         }
         var embeddingsName = FileName("transformer.wte.weight");
-        var stored = (Embeddings: GgmlType.F32, Head: GgmlType.F32);
+        GgmlType StoredType(string name) => reader.Entry(name)!.Value.Entry.DType is var dtype && TiedHead.Stored(dtype) is { } type ? type
+            : throw new StratusUserException($"{hfDirectory}: weight '{name}' is {dtype}; a model's weights are float32, float16 or bfloat16");
+        // The two types the head is compared in, once the model holds the embeddings.
+        (GgmlType Embeddings, GgmlType Head)? headTypes = null;
         if (ownHead)
         {
             used.Add(Head);
-            var embeddings = reader.Entry(embeddingsName)!.Value;
+            var embeddings = reader.Entry(embeddingsName)!.Value.Entry;
             if (reader.Entry(Head) is not (var file, var entry))
                 throw new StratusUserException($"{hfDirectory}: config.json sets tie_word_embeddings false but the safetensors files hold no '{Head}'; set it true if the model's head is its token embeddings");
-            if (!entry.Shape.SequenceEqual(embeddings.Entry.Shape))
-                throw new StratusUserException($"{hfDirectory}: weight '{Head}' in {file} has shape [{string.Join(", ", entry.Shape)}], not {embeddingsName}'s [{string.Join(", ", embeddings.Entry.Shape)}]; a GPT-2's head is its token embeddings");
-            foreach (var (name, dtype) in new[] { (Head, entry.DType), (embeddingsName, embeddings.Entry.DType) })
-            {
-                if (TiedHead.Stored(dtype) is null)
-                    throw new StratusUserException($"{hfDirectory}: weight '{name}' is {dtype}; a model's weights are float32, float16 or bfloat16");
-            }
-            stored = (TiedHead.Stored(embeddings.Entry.DType)!.Value, TiedHead.Stored(entry.DType)!.Value);
+            if (!entry.Shape.SequenceEqual(embeddings.Shape))
+                throw new StratusUserException($"{hfDirectory}: weight '{Head}' in {file} has shape [{string.Join(", ", entry.Shape)}], not {embeddingsName}'s [{string.Join(", ", embeddings.Shape)}]; a GPT-2's head is its token embeddings");
+            headTypes = (StoredType(embeddingsName), StoredType(Head));
         }
         // The other way round: weights the model would not read mean config.json describes a
         // smaller model than the files hold (fewer layers), which would import cut down.
@@ -175,12 +173,12 @@ public static class HuggingFace
             var saved = reader.Read(FileName(w.Name));
             parameter.copy_(Transposed(w.Name) ? saved.t() : saved);
         }))));
-        if (!ownHead) return model;
+        if (headTypes is not { } types) return model;
         try
         {
             using var head = reader.Read(Head);
             using var flat = head.view(-1);
-            TiedHead.Require(hfDirectory, model.state_dict()["transformer.wte.weight"], (embeddingsName, stored.Embeddings), (Head, stored.Head),
+            TiedHead.Require(hfDirectory, model.state_dict()["transformer.wte.weight"], (embeddingsName, types.Embeddings), (Head, types.Head),
                 (start, values) =>
                 {
                     using var piece = flat.narrow(0, start, values.Length);

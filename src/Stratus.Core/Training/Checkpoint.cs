@@ -252,6 +252,7 @@ public sealed class Checkpoint
         config ??= ModelConfig;
         using var reader = SafeTensors.Open(Path.Combine(Directory, ModelFile));
         var carried = ModelConfig.Lora?.Equals(config.Lora) ?? false;
+        // Each write's tensors are freed by Load (a dispose scope per weight).
         var weights = CausalLanguageModel.ImpliedWeights(config).Where(w => carried || !w.Name.StartsWith("lora.", StringComparison.Ordinal))
             .Select(w => (w.Name, (Action<Tensor>)(parameter =>
             {

@@ -128,6 +128,56 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void A_checkpoint_s_model_is_built_without_random_numbers_unless_it_adds_adapters_which_get_theirs_as_a_new_model_does()
+    {
+        // Checkpoint.CreateModel (serve, sample, eval, resume) drew random numbers for every
+        // weight the checkpoint then replaced.
+        using var temp = new TempDirectory();
+        var config = new ModelConfig { NLayer = 2, NHead = 2, NEmbd = 32, BlockSize = 16, VocabSize = 50, Lora = new LoraConfig(2, 4, ["c_attn"]) };
+        using (var trained = ParityTests.RandomModel(config)) Checkpoint.Save(temp.File("lora"), trained, TokenizerStore.Create("char", "abcdefghij"));
+        var checkpoint = Checkpoint.Open(temp.File("lora"));
+        using var saved = SafeTensors.Open(Path.Combine(checkpoint.Directory, "model.safetensors"));
+        torch.random.manual_seed(5);
+        using var expected = torch.rand(8);
+        CausalLanguageModel Built(ModelConfig? as_)
+        {
+            torch.random.manual_seed(5);
+            var model = checkpoint.CreateModel(config: as_);
+            using var drawn = torch.rand(8);
+            Assert.True(HuggingFaceTests.Same(drawn, expected), $"building the checkpoint's model as {as_?.Lora?.ToString() ?? "saved"} drew random numbers");
+            return model;
+        }
+
+        // Its own adapters carried (sampling, resuming), or merged into the base (a full fine-tune).
+        using (var resumed = Built(null))
+        {
+            foreach (var (name, value) in resumed.state_dict())
+                using (var stored = saved.Read(name)) Assert.True(HuggingFaceTests.Same(value, stored), name);
+        }
+        using var merged = Built(config with { Lora = null });
+        using (var expectedMerged = checkpoint.CreateModel())
+        {
+            expectedMerged.MergeAdapters();
+            var weights = merged.state_dict();
+            foreach (var (name, value) in expectedMerged.state_dict().Where(w => !w.Key.StartsWith("lora.", StringComparison.Ordinal)))
+                Assert.True(torch.allclose(value, weights[name], rtol: 1e-6, atol: 1e-6), name);
+        }
+
+        // Adapters of its own: initialised as a new model's are, the same for the same seed.
+        var fresh = config with { Lora = new LoraConfig(4, 8, ["c_attn", "c_fc"]) };
+        torch.random.manual_seed(5);
+        using var reference = CausalLanguageModel.Create(fresh);
+        torch.random.manual_seed(5);
+        using var fineTuned = checkpoint.CreateModel(config: fresh);
+        var built = fineTuned.state_dict();
+        foreach (var (name, value) in reference.state_dict())
+        {
+            if (name.StartsWith("lora.", StringComparison.Ordinal)) Assert.True(HuggingFaceTests.Same(value, built[name]), name);
+            else Assert.True(HuggingFaceTests.Same(merged.state_dict()[name], built[name]), name);
+        }
+    }
+
+    [Fact]
     public void LoRA_trains_only_the_adapters_and_export_merges_them()
     {
         using var temp = new TempDirectory();

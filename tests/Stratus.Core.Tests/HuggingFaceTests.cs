@@ -207,6 +207,84 @@ public sealed class HuggingFaceTests
     }
 
     [Fact]
+    public void A_GPT2_folder_that_unties_its_head_imports_only_where_the_head_is_a_copy_of_its_embeddings()
+    {
+        // With tie_word_embeddings false transformers' GPT2LMHeadModel computes with
+        // lm_head.weight; import hf read none, so a head of its own imported as another model.
+        using var temp = new TempDirectory();
+        var config = ParityTests.Config("gpt2") with { NLayer = 1 };
+        using var model = ParityTests.RandomModel(config);
+        Checkpoint.Save(temp.File("model"), model, Gpt2Tokenizer.Instance);
+        using var embeddings = model.state_dict()["transformer.wte.weight"].clone();
+        string Folder(string name, Tensor? head, bool tied = false)
+        {
+            var hf = temp.File(name);
+            HuggingFace.Export(temp.File("model"), hf);
+            var configPath = Path.Combine(hf, "config.json");
+            var configText = File.ReadAllText(configPath);
+            Assert.Contains("\"tie_word_embeddings\": true", configText);
+            if (!tied) File.WriteAllText(configPath, configText.Replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false"));
+            var weights = SafeTensors.Load(Path.Combine(hf, "model.safetensors"));
+            if (head is not null) weights["lm_head.weight"] = head;
+            SafeTensors.Save(Path.Combine(hf, "model.safetensors"), weights);
+            return hf;
+        }
+        string Refusal(string hf) => Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, temp.File(Guid.NewGuid().ToString("N")))).Message;
+
+        // A copy imports, also one stored rounded to f16 or bf16 (the tolerances import gguf has for them).
+        foreach (var (name, head) in new[] { ("copy", embeddings), ("f16", embeddings.to(ScalarType.Float16)), ("bf16", embeddings.to(ScalarType.BFloat16)) })
+        {
+            var imported = HuggingFace.Import(Folder(name, head), temp.File(name + "-run"));
+            using var reloaded = Checkpoint.Open(imported.CheckpointDirectory).CreateModel();
+            AssertSameWeights(model, reloaded);
+        }
+
+        // A head of its own, or the embeddings fine-tuned apart by a tenth of their size, is refused.
+        using var other = randn_like(embeddings) * embeddings.std();
+        var untied = Folder("untied", other);
+        Assert.Matches($@"^{System.Text.RegularExpressions.Regex.Escape(untied)}: its GPT-2 head \(lm_head.weight, f32\) is not a copy of its token embeddings \(transformer.wte.weight, f32\): they differ by 1\.4\d of their size, where rounding to those types leaves a copy within 0\.0001; Stratus's GPT-2 ties its head to the token embeddings, so a head of its own is not supported: use a GPT-2 whose head is its token embeddings$",
+            Refusal(untied));
+        using var tuned = (embeddings + 0.1 * randn_like(embeddings) * embeddings.std()).to(ScalarType.BFloat16);
+        Assert.Matches(@"\(lm_head.weight, bf16\) is not a copy of its token embeddings \(transformer.wte.weight, f32\): they differ by 0\.(09\d*|1\d*) of their size, where rounding to those types leaves a copy within 0\.0061;", Refusal(Folder("tuned", tuned)));
+        Assert.Equal($"{temp.File("headless")}: config.json sets tie_word_embeddings false but the safetensors files hold no 'lm_head.weight'; set it true if the model's head is its token embeddings",
+            Refusal(Folder("headless", null)));
+        using var narrow = embeddings.narrow(0, 0, 100).clone();
+        Assert.StartsWith($"{temp.File("narrow")}: weight 'lm_head.weight' in model.safetensors has shape [100, 64], not transformer.wte.weight's [50257, 64]", Refusal(Folder("narrow", narrow)));
+
+        // Tied (GPT-2's default), transformers replaces a stored head with the embeddings, as import hf does.
+        var tiedImport = HuggingFace.Import(Folder("tied", other, tied: true), temp.File("tied-run"));
+        using (var reloaded = Checkpoint.Open(tiedImport.CheckpointDirectory).CreateModel()) AssertSameWeights(model, reloaded);
+    }
+
+    [Theory]
+    [InlineData("llama-gqa-tied", false)]
+    [InlineData("llama-gqa-tied", true)]
+    [InlineData("qwen2-untied", false)]
+    [InlineData("qwen2-untied", true)]
+    public void Llama_and_Qwen2_folders_import_their_head_untied_and_their_embeddings_as_it_tied(string name, bool tied)
+    {
+        using var temp = new TempDirectory();
+        var config = ParityTests.Config(name) with { TieWordEmbeddings = tied, RopeScaling = null };
+        using var model = ParityTests.RandomModel(config);
+        Checkpoint.Save(temp.File("model"), model, Gpt2Tokenizer.Instance);
+        HuggingFace.Export(temp.File("model"), temp.File("hf"));
+        var hfConfig = JsonNode.Parse(File.ReadAllText(temp.File("hf/config.json")))!;
+        Assert.Equal((name == "qwen2-untied" ? "qwen2" : "llama", tied), ((string)hfConfig["model_type"]!, (bool)hfConfig["tie_word_embeddings"]!));
+        var weights = SafeTensors.Load(temp.File("hf/model.safetensors"));
+        Assert.Equal(!tied, weights.ContainsKey("lm_head.weight"));
+        // A tied model's stored head (some checkpoints carry one) is replaced by its embeddings, as transformers ties it.
+        if (tied) weights["lm_head.weight"] = torch.zeros_like(weights["model.embed_tokens.weight"]);
+        SafeTensors.Save(temp.File("hf/model.safetensors"), weights);
+
+        var imported = HuggingFace.Import(temp.File("hf"), temp.File("run"));
+        Assert.Equal(tied, imported.Config.TieWordEmbeddings);
+        using var reloaded = Checkpoint.Open(imported.CheckpointDirectory).CreateModel();
+        AssertSameWeights(model, reloaded);
+        var tokens = Gpt2Tokenizer.Instance.Encode("Hello there");
+        Assert.Equal(ParityTests.StratusLastLogits(model, tokens), ParityTests.StratusLastLogits(reloaded, tokens));
+    }
+
+    [Fact]
     public void A_character_model_with_multi_byte_characters_exports_a_tokenizer_that_loads_back_and_encodes_alike()
     {
         using var temp = new TempDirectory();

@@ -35,7 +35,8 @@ public static class GgufImport
 
         using var model = ReadModel(file, config, architecture == "llama", names, tensors);
         if (architecture == "gpt2" && tensors.TryGetValue("output.weight", out var head))
-            RequireTiedHead(file, tensors["token_embd.weight"], head, model.state_dict()["transformer.wte.weight"]);
+            TiedHead.Require(file.Path, model.state_dict()["transformer.wte.weight"], ("token_embd.weight", tensors["token_embd.weight"].Type), (head.Name, head.Type),
+                (start, values) => file.ReadValues(head, values, start));
         var extra = new Dictionary<string, string>();
         if (tokenizer.ChatTemplate is { } template) extra[ChatTemplate.FileName] = template;
         Checkpoint.Save(checkpoint, model, tokenizer, extraFiles: extra);
@@ -161,7 +162,7 @@ public static class GgufImport
                     $"(it reads {string.Join(", ", GgmlDequantize.Readable.Select(GgmlTypes.Name))}); use a file of those types, such as a Q4_K_M, Q5_K_M, Q6_K or Q8_0 one");
         }
         // Read otherwise: Llama 3's rope divisors (into the config), and the copy of GPT-2's
-        // embeddings convert_hf_to_gguf.py writes as its head (RequireTiedHead).
+        // embeddings convert_hf_to_gguf.py writes as its head (TiedHead.Require).
         if (config.RopeScaling is not null) used.Add(GgufExport.RopeFrequencies);
         if (architecture == "gpt2" && tensors.TryGetValue("output.weight", out var head))
         {
@@ -194,64 +195,6 @@ public static class GgufImport
             var rest = value.shape.Skip(1).ToArray();
             parameter.copy_(value.reshape([n.PermutedHeads, rows / n.PermutedHeads / 2, 2, .. rest]).transpose(1, 2).reshape(parameter.shape));
         }))));
-
-    /// <summary>Refuses a GPT-2 whose head (output.weight) is not its token embeddings. Stratus's
-    /// GPT-2 ties the two, as transformers' GPT2LMHeadModel does; convert_hf_to_gguf.py writes a
-    /// copy of the embeddings as the head, which llama.cpp reads as a head of its own, so a file
-    /// whose head was trained apart would import as another model, with no word said. The copy
-    /// is quantized apart (a Q4_K_M's head is q6_K, its embeddings q4_K), so the two differ by
-    /// their types' rounding: a relative difference (RMS over RMS) within twice the two types'
-    /// worst rounding measured (<see cref="RoundingError"/>) is a copy; an untied head of the
-    /// same scale differs by about 1.4 (√2), and one fine-tuned apart by what it learned.</summary>
-    static void RequireTiedHead(GgufFile file, (string Name, long[] Dims, GgmlType Type, long Offset) embeddingsTensor,
-        (string Name, long[] Dims, GgmlType Type, long Offset) head, Tensor embeddings)
-    {
-        var (rows, width) = (embeddings.shape[0], embeddings.shape[1]);
-        var rowsPerPiece = Math.Max(1, (1 << 24) / width);
-        var values = new float[Math.Min(rows, rowsPerPiece) * width];
-        double difference = 0, size = 0;
-        for (var row = 0L; row < rows; row += rowsPerPiece)
-        {
-            var count = Math.Min(rowsPerPiece, rows - row);
-            using var piece = embeddings.narrow(0, row, count);
-            var expected = MemoryMarshal.Cast<byte, float>(piece.bytes);
-            var actual = values.AsSpan(0, expected.Length);
-            file.ReadValues(head, actual, row * width);
-            for (var i = 0; i < expected.Length; i++)
-            {
-                var d = (double)actual[i] - expected[i];
-                difference += d * d;
-                size += (double)expected[i] * expected[i];
-            }
-        }
-        var tolerance = 2 * (RoundingError(embeddingsTensor.Type) + RoundingError(head.Type)) + 1e-4;
-        // Written so that a NaN is refused and two heads of zeros are the same.
-        if (!(difference <= tolerance * tolerance * size))
-            throw new StratusUserException($"{file.Path}: its GPT-2 head (output.weight, {GgmlTypes.Name(head.Type)}) is not a copy of its token embeddings (token_embd.weight, {GgmlTypes.Name(embeddingsTensor.Type)}): " +
-                $"they differ by {Math.Sqrt(difference / size):G3} of their size, where rounding to those types leaves a copy within {tolerance:G3}; Stratus's GPT-2 ties its head to the token embeddings, so a head of its own is not supported");
-    }
-
-    /// <summary>The largest relative rounding error (RMS over RMS) measured of each type: llama.cpp's
-    /// quantizer on GPT-2 embeddings 256 wide, normal and with rows of differing norms and three
-    /// dimensions 20 times as wide (as GPT-2's own), rounded up.</summary>
-    static double RoundingError(GgmlType type) => type switch
-    {
-        GgmlType.F32 => 0,
-        GgmlType.F16 => 0.0003,
-        // Not a type of llama.cpp's quantizer: 8 bits of mantissa against f16's 11.
-        GgmlType.BF16 => 0.003,
-        GgmlType.Q8_0 => 0.012,
-        GgmlType.Q6_K => 0.034,
-        GgmlType.Q5_1 => 0.053,
-        GgmlType.Q5_K => 0.051,
-        GgmlType.Q5_0 => 0.091,
-        GgmlType.Q4_K => 0.1,
-        GgmlType.Q4_1 => 0.11,
-        GgmlType.Q4_0 => 0.152,
-        GgmlType.Q3_K => 0.153,
-        GgmlType.Q2_K => 0.29,
-        _ => throw new ArgumentOutOfRangeException(nameof(type)),
-    };
 
     static float[] ReadValues(GgufFile file, (string Name, long[] Dims, GgmlType Type, long Offset) tensor)
     {

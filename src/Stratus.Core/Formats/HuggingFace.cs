@@ -6,6 +6,7 @@
 // projections as Conv1D ([in, out]), the transpose of nn.Linear, so those weights are transposed
 // both ways.
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Stratus.Data;
@@ -55,7 +56,10 @@ public static class HuggingFace
             throw new StratusUserException($"{hfDirectory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize} " +
                 "(only pieces of characters, byte-level tokens that are not whole UTF-8 text, may be listed past it)");
 
-        using var model = ReadModel(hfDirectory, config);
+        // transformers' GPT2LMHeadModel computes with lm_head.weight apart only where config.json
+        // unties it; tied (its default), the stored head is replaced by the embeddings, as here.
+        var ownHead = config.Architecture == "gpt2" && new ConfigValues(hfConfig, Path.Combine(hfDirectory, "config.json")).Flag("tie_word_embeddings") == false;
+        using var model = ReadModel(hfDirectory, config, ownHead);
 
         var extra = new Dictionary<string, string>();
         if (tokenizer.ChatTemplate is { } template) extra[ChatTemplate.FileName] = template;
@@ -123,9 +127,12 @@ public static class HuggingFace
     /// <summary>The model of <paramref name="config"/> with the folder's weights. Every weight the
     /// config implies is checked by name and shape against the safetensors headers before the
     /// model is allocated: a config.json that claims more layers or a wider model than its
-    /// weights would otherwise have that model allocated first.</summary>
-    static CausalLanguageModel ReadModel(string hfDirectory, ModelConfig config)
+    /// weights would otherwise have that model allocated first. A GPT-2 of
+    /// <paramref name="ownHead"/> (tie_word_embeddings false) must hold its head, lm_head.weight,
+    /// as a copy of its token embeddings: Stratus's GPT-2 ties the two (TiedHead.Require).</summary>
+    static CausalLanguageModel ReadModel(string hfDirectory, ModelConfig config, bool ownHead)
     {
+        const string Head = "lm_head.weight";
         using var reader = new ShardedReader(hfDirectory);
         bool Transposed(string name) => config.Architecture == "gpt2" && IsConv1D(name);
         string FileName(string name) => config.Architecture == "gpt2" ? reader.Gpt2Name(name) : name;
@@ -141,16 +148,49 @@ public static class HuggingFace
             if (!entry.Shape.SequenceEqual(shape))
                 throw new StratusUserException($"{hfDirectory}: weight '{hfName}' in {file} has shape [{string.Join(", ", entry.Shape)}] but config.json implies [{string.Join(", ", shape)}]");
         }
+        var embeddingsName = FileName("transformer.wte.weight");
+        GgmlType StoredType(string name) => reader.Entry(name)!.Value.Entry.DType is var dtype && TiedHead.Stored(dtype) is { } type ? type
+            : throw new StratusUserException($"{hfDirectory}: weight '{name}' is {dtype}; a model's weights are float32, float16 or bfloat16");
+        // The two types the head is compared in, once the model holds the embeddings.
+        (GgmlType Embeddings, GgmlType Head)? headTypes = null;
+        if (ownHead)
+        {
+            used.Add(Head);
+            var embeddings = reader.Entry(embeddingsName)!.Value.Entry;
+            if (reader.Entry(Head) is not (var file, var entry))
+                throw new StratusUserException($"{hfDirectory}: config.json sets tie_word_embeddings false but the safetensors files hold no '{Head}'; set it true if the model's head is its token embeddings");
+            if (!entry.Shape.SequenceEqual(embeddings.Shape))
+                throw new StratusUserException($"{hfDirectory}: weight '{Head}' in {file} has shape [{string.Join(", ", entry.Shape)}], not {embeddingsName}'s [{string.Join(", ", embeddings.Shape)}]; a GPT-2's head is its token embeddings");
+            headTypes = (StoredType(embeddingsName), StoredType(Head));
+        }
         // The other way round: weights the model would not read mean config.json describes a
         // smaller model than the files hold (fewer layers), which would import cut down.
         var unused = reader.Names.Where(n => !used.Contains(n) && !IsNonParameter(n, config)).Order(StringComparer.Ordinal).ToList();
         if (unused.Count > 0)
             throw new StratusUserException($"{hfDirectory}: {unused.Count} weight(s) in the safetensors files are not part of the model config.json describes, such as '{unused[0]}' in {reader.Entry(unused[0])!.Value.File}; config.json does not describe these weights");
-        return CausalLanguageModel.Load(config, implied.Select(w => (w.Name, (Action<Tensor>)(parameter =>
+        var model = CausalLanguageModel.Load(config, implied.Select(w => (w.Name, (Action<Tensor>)(parameter =>
         {
             var saved = reader.Read(FileName(w.Name));
             parameter.copy_(Transposed(w.Name) ? saved.t() : saved);
         }))));
+        if (headTypes is not { } types) return model;
+        try
+        {
+            using var head = reader.Read(Head);
+            using var flat = head.view(-1);
+            TiedHead.Require(hfDirectory, model.state_dict()["transformer.wte.weight"], (embeddingsName, types.Embeddings), (Head, types.Head),
+                (start, values) =>
+                {
+                    using var piece = flat.narrow(0, start, values.Length);
+                    MemoryMarshal.Cast<byte, float>(piece.bytes).CopyTo(values);
+                });
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 
     static (ModelConfig Config, string Architecture) ToModelConfig(JsonObject json, string directory)

@@ -146,9 +146,9 @@ public abstract class CausalLanguageModel : nn.Module
 
     /// <summary>Called by each architecture once its layers exist: adds LoRA adapters when the
     /// config asks for them.</summary>
-    protected void AttachAdapters(Device? device)
+    private protected void AttachAdapters(LayerFactory make)
     {
-        if (Config.Lora is { } lora) Lora.Attach(this, lora, Precision, device);
+        if (Config.Lora is { } lora) Lora.Attach(this, lora, Precision, make);
     }
 
     /// <summary>Folds LoRA updates into the base weights (see Lora.Merge); a no-op without LoRA.
@@ -172,10 +172,13 @@ public abstract class CausalLanguageModel : nn.Module
     /// parameters get no initial values first: the weights replace them all (an import drew
     /// random numbers twice per parameter for nothing, a quarter of its time). So a parameter no
     /// weight writes would hold whatever its memory held, and is refused, as a weight the model
-    /// lacks is: whoever calls this has checked its file against <see cref="ImpliedWeights"/>.</summary>
-    public static CausalLanguageModel Load(ModelConfig config, IEnumerable<(string Name, Action<Tensor> Write)> weights)
+    /// lacks is: whoever calls this has checked its file against <see cref="ImpliedWeights"/>.
+    /// With <paramref name="initialize"/> the parameters get their initial values first, drawn as
+    /// <see cref="Create"/> draws them, and those no weight writes keep them: a fine-tune's new
+    /// LoRA adapters, the same for the same seed as before the base's weights were loaded.</summary>
+    public static CausalLanguageModel Load(ModelConfig config, IEnumerable<(string Name, Action<Tensor> Write)> weights, bool initialize = false)
     {
-        var model = Create(config, initialize: false);
+        var model = Create(config, initialize: initialize);
         try
         {
             var unset = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
@@ -186,7 +189,7 @@ public abstract class CausalLanguageModel : nn.Module
                 using var scope = NewDisposeScope();
                 write(parameter);
             }
-            if (unset.Count > 0)
+            if (unset.Count > 0 && !initialize)
                 throw new InvalidOperationException($"{unset.Count} parameter(s) of the {config.Architecture} model were given no weight, such as {unset.Keys.Order(StringComparer.Ordinal).First()}; a model is loaded whole");
             return model;
         }

@@ -21,7 +21,7 @@ public sealed class Gpt : CausalLanguageModel
         transformer = new GptTransformer(config, Precision, make);
         RegisterComponents();
         if (make.Initializes) InitializeWeights();
-        AttachAdapters(device);
+        AttachAdapters(make);
     }
 
     protected override Tensor FinalHiddenStates(Tensor tokens, Tensor positions, IKvCache? cache)

@@ -28,7 +28,7 @@ public sealed class Llama : CausalLanguageModel
         RegisterComponents();
         inverseFrequencies = InverseFrequencies(config);
         if (make.Initializes) InitializeWeights();
-        AttachAdapters(device);
+        AttachAdapters(make);
     }
 
     /// <summary>theta^(-2i/d) for i &lt; d/2, divided by Llama 3's scaling divisors when set.</summary>

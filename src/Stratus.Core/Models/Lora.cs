@@ -37,11 +37,17 @@ public sealed class LoraAdapter : nn.Module
 {
     public readonly Parameter lora_A, lora_B;
 
-    public LoraAdapter(long inputs, long outputs, int rank, Device? device) : base("lora")
+    /// <summary>PEFT's initial values (A as nn.Linear's weight, B zero: the adapter adds nothing
+    /// until trained) where <paramref name="make"/> gives them; else left as allocated, for a
+    /// checkpoint's adapters to be loaded into.</summary>
+    internal LoraAdapter(long inputs, long outputs, int rank, LayerFactory make) : base("lora")
     {
-        lora_A = new Parameter(empty(rank, inputs, device: device));
-        lora_B = new Parameter(zeros(outputs, rank, device: device));
-        using (no_grad()) nn.init.kaiming_uniform_(lora_A, Math.Sqrt(5));
+        lora_A = new Parameter(empty(rank, inputs, device: make.Device));
+        lora_B = new Parameter(make.Initializes ? zeros(outputs, rank, device: make.Device) : empty(outputs, rank, device: make.Device));
+        if (make.Initializes)
+        {
+            using (no_grad()) nn.init.kaiming_uniform_(lora_A, Math.Sqrt(5));
+        }
         RegisterComponents();
     }
 
@@ -68,7 +74,7 @@ public static class Lora
 
     /// <summary>Adds adapters to the target layers, registers them as the model's "lora"
     /// submodule and freezes every other parameter.</summary>
-    internal static void Attach(CausalLanguageModel model, LoraConfig config, MatmulPrecision precision, Device? device)
+    internal static void Attach(CausalLanguageModel model, LoraConfig config, MatmulPrecision precision, LayerFactory make)
     {
         var linears = model.named_modules().Where(m => m.module is Linear).Select(m => (Path: m.name, Layer: (Linear)m.module)).ToList();
         // A target that names no layer would train nothing there, silently.
@@ -84,7 +90,7 @@ public static class Lora
         var adapters = new LoraAdapters();
         foreach (var (path, linear) in linears.Where(l => config.Targets.Contains(LayerName(l.Path))))
         {
-            var adapter = new LoraAdapter(linear.weight!.shape[1], linear.weight.shape[0], config.Rank, device);
+            var adapter = new LoraAdapter(linear.weight!.shape[1], linear.weight.shape[0], config.Rank, make);
             adapters.Add(AdapterKey(path), adapter);
             precision.Adapters[linear] = (adapter, config.Scale);
         }

@@ -239,17 +239,32 @@ public sealed class Checkpoint
 
     /// <summary>The checkpoint's model with its weights, built on the CPU and moved to
     /// <paramref name="device"/>; <paramref name="config"/> is its config trained otherwise (the
-    /// dropout and adapters of a run resumed or begun from it: see <see cref="LoadWeights"/>).</summary>
+    /// dropout and adapters of a run resumed or begun from it). Its LoRA adapters carry over only
+    /// into a model with the same adapters (resuming, sampling, a run that goes on training them);
+    /// any other model (a full fine-tune with lora_rank 0, or adapters of another rank, alpha or
+    /// targets) gets them merged into its base weights, as PEFT's merge_and_unload. The model is
+    /// built without initial values (<see cref="CausalLanguageModel.Load"/>: serve, sample and
+    /// eval drew random numbers for every weight the file replaced) unless it has adapters of its
+    /// own, which get theirs as a new model's would.</summary>
     public CausalLanguageModel CreateModel(Device? device = null, ModelConfig? config = null)
     {
         RequireWeightsOfConfig();
-        var model = CausalLanguageModel.Create(config ?? ModelConfig);
-        try { LoadWeights(model); }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        config ??= ModelConfig;
+        using var reader = SafeTensors.Open(Path.Combine(Directory, ModelFile));
+        var carried = ModelConfig.Lora?.Equals(config.Lora) ?? false;
+        // Each write's tensors are freed by Load (a dispose scope per weight).
+        var weights = CausalLanguageModel.ImpliedWeights(config).Where(w => carried || !w.Name.StartsWith("lora.", StringComparison.Ordinal))
+            .Select(w => (w.Name, (Action<Tensor>)(parameter =>
+            {
+                if (!reader.Entries.ContainsKey(w.Name)) throw new StratusUserException($"checkpoint {Directory} has no weight '{w.Name}'; it was made for another model");
+                var saved = reader.Read(w.Name);
+                if (!saved.shape.SequenceEqual(parameter.shape))
+                    throw new StratusUserException($"weight '{w.Name}' in {Directory} has shape [{string.Join(", ", saved.shape)}]; the model needs [{string.Join(", ", parameter.shape)}]");
+                if (!carried && ModelConfig.Lora is { } lora && Lora.AdapterWeights(w.Name) is (var a, var b) && reader.Entries.ContainsKey(a))
+                    saved.add_(Lora.Update(reader.Read(a), reader.Read(b), lora.Scale));
+                parameter.copy_(saved);
+            })));
+        var model = CausalLanguageModel.Load(config, weights, initialize: config.Lora is not null && !carried);
         if (device is not null) model.to(device);
         return model;
     }
@@ -268,34 +283,6 @@ public sealed class Checkpoint
             if (!reader.Entries.TryGetValue(name, out var entry) || !entry.Shape.SequenceEqual(shape))
                 throw new StratusUserException($"checkpoint {Directory} is inconsistent: its {ModelConfigFile} implies a weight '{name}' of shape [{string.Join(", ", shape)}], " +
                     $"but {ModelFile} {(entry is null ? "has none" : $"has it of shape [{string.Join(", ", entry.Shape)}]")}; {IfDamaged(Directory)}");
-        }
-    }
-
-    /// <summary>Copies the checkpoint's weights into <paramref name="model"/>. Its LoRA adapters
-    /// carry over only into a model with the same adapters (resuming, sampling, a run that goes
-    /// on training them); any other model (a full fine-tune with lora_rank 0, or adapters of
-    /// another rank, alpha or targets) gets them merged into its base weights, as PEFT's
-    /// merge_and_unload, and its own adapters keep their init.</summary>
-    void LoadWeights(CausalLanguageModel model)
-    {
-        using var reader = SafeTensors.Open(Path.Combine(Directory, ModelFile));
-        using var noGrad = no_grad();
-        var carried = ModelConfig.Lora?.Equals(model.Config.Lora) ?? false;
-        foreach (var (name, parameter) in model.state_dict())
-        {
-            if (!carried && name.StartsWith("lora.", StringComparison.Ordinal)) continue;
-            if (!reader.Entries.ContainsKey(name)) throw new StratusUserException($"checkpoint {Directory} has no weight '{name}'; it was made for another model");
-            using var saved = reader.Read(name);
-            if (!saved.shape.SequenceEqual(parameter.shape))
-                throw new StratusUserException($"weight '{name}' in {Directory} has shape [{string.Join(", ", saved.shape)}]; the model needs [{string.Join(", ", parameter.shape)}]");
-            if (!carried && ModelConfig.Lora is { } lora && Lora.AdapterWeights(name) is (var a, var b) && reader.Entries.ContainsKey(a))
-            {
-                using var adapterA = reader.Read(a);
-                using var adapterB = reader.Read(b);
-                using var update = Lora.Update(adapterA, adapterB, lora.Scale);
-                saved.add_(update);
-            }
-            parameter.copy_(saved);
         }
     }
 

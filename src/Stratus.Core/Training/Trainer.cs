@@ -97,7 +97,7 @@ public sealed class Trainer : IDisposable
         // A resumed run is rebuilt as its checkpoint holds it: a run begun --init-from an imported
         // model has that model's context, not the block_size it trains on. Its adapters are the
         // new run's: with lora_rank 0 it is a full fine-tune (of the merged model, when it comes
-        // from a LoRA run; see Checkpoint.LoadWeights).
+        // from a LoRA run; see Checkpoint.CreateModel).
         var modelConfig = resumeFrom is not null ? resumeFrom.ModelConfig with { Dropout = config.Model.Dropout }
             : initFrom is null ? config.ToModelConfig(tokenizer.VocabSize)
             : initFrom.ModelConfig with { Dropout = config.Model.Dropout, Lora = config.LoraConfigFor(initFrom.ModelConfig.Architecture) };

@@ -232,7 +232,7 @@ public sealed class FineTuningTests
 
         // The shards are the conversations' tokens and masks in order: the first 36 train, the last 4 val.
         var template = ChatTemplate.TryLoad(imported.CheckpointDirectory)!;
-        var encoded = Enumerable.Range(0, 40).Select(i => ChatDatasetPreparer.Encode(template, imported.Tokenizer, [("user", $"say {i % 4}"), ("assistant", $"ok {i % 4}!")])).ToList();
+        var encoded = Enumerable.Range(0, 40).Select(i => ChatDatasetPreparer.Encode(template, imported.Tokenizer, [new("user", $"say {i % 4}"), new("assistant", $"ok {i % 4}!")])).ToList();
         long[] Shard(string name)
         {
             using var shard = TokenShard.Open(Path.Combine(temp.File("data"), name));
@@ -250,7 +250,7 @@ public sealed class FineTuningTests
         Assert.Equal((encoded.Sum(e => (long)e.Tokens.Length), (long)encoded[39].Tokens.Length), (noVal.TrainTokens, noVal.ValTokens));
 
         // The learned tokens of one conversation are exactly the assistant's reply and end of turn.
-        var (tokens, mask) = ChatDatasetPreparer.Encode(template, imported.Tokenizer, [("user", "say 1"), ("assistant", "ok 1!")]);
+        var (tokens, mask) = ChatDatasetPreparer.Encode(template, imported.Tokenizer, [new("user", "say 1"), new("assistant", "ok 1!")]);
         Assert.Equal(template.Render([("user", "say 1"), ("assistant", "ok 1!")], false), imported.Tokenizer.Decode(tokens));
         Assert.Equal("ok 1!<|im_end|>\n", imported.Tokenizer.Decode(tokens.Where((_, i) => mask[i] == 1)));
 
@@ -330,6 +330,12 @@ public sealed class FineTuningTests
         Assert.Equal($"{chat}:2: message 1 (user) has empty content", Error("""{"messages": [{"role": "user", "content": " \n"}, {"role": "assistant", "content": "a"}]}"""));
         Assert.Equal($"{chat}:2: message 1 has role \"wizard\"; the roles are 'system', 'developer', 'user', 'assistant' and 'tool'",
             Error("""{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "a"}]}"""));
+        // A message's name and an assistant's reasoning reach the template as a chat request's
+        // do (ChatMessageText.Of), refused alike; both were ignored.
+        Assert.Equal($"{chat}:2: 'messages[1].reasoning_content' differs from 'messages[1].reasoning'; give the reasoning once",
+            Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a", "reasoning": "r1", "reasoning_content": "r2"}]}"""));
+        Assert.Equal($"{chat}:2: message 1 (user) has a \"name\" that is not a string; give it as text, or leave it out",
+            Error("""{"messages": [{"role": "user", "content": "hi", "name": 7}, {"role": "assistant", "content": "a"}]}"""));
         Assert.StartsWith("--val-fraction must be in [0, 1), got NaN", Error(Good, double.NaN));
         // Both conversations held out (round(2 x 0.9) = 2): it said the file had no assistant messages.
         Assert.Equal($"--val-fraction 0.9 holds out all 2 conversations of {chat} for validation, leaving none to train on; pass a smaller --val-fraction, e.g. 0.1",
@@ -494,7 +500,7 @@ public sealed class FineTuningTests
         Assert.Equal(ChatTemplate.ChatMl, served.Kind);
         var derived = ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data3"), plain, valFraction: 0.05);
         var tokenizer = derived.Tokenizer;
-        var expected = Enumerable.Range(0, 19).Select(i => ChatDatasetPreparer.Encode(served, tokenizer, [("user", $"n {i % 3}"), ("assistant", $"m {i % 3}")]));
+        var expected = Enumerable.Range(0, 19).Select(i => ChatDatasetPreparer.Encode(served, tokenizer, [new("user", $"n {i % 3}"), new("assistant", $"m {i % 3}")]));
         using var shard = TokenShard.Open(Path.Combine(temp.File("data3"), DatasetPreparer.TrainShard));
         var values = new long[shard.Count];
         shard.Read(0, values);
@@ -631,7 +637,7 @@ public sealed class FineTuningTests
     {
         var tokenizer = HfTokenizer.FromHuggingFace(SentencePieceTests.Llama2StyleTokenizerJson(), new JsonObject { ["bos_token"] = "<s>", ["eos_token"] = "</s>" });
         var template = new ChatTemplate("{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token + m['content'] }}{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}{% endfor %}", "<s>", "</s>");
-        List<(string, string)> messages = [("user", "the cat"), ("assistant", "sat on")];
+        List<ChatMessageText> messages = [new("user", "the cat"), new("assistant", "sat on")];
         var (tokens, _) = ChatDatasetPreparer.Encode(template, tokenizer, messages);
         Assert.Equal(tokenizer.Encode(template.Render(messages, false)), tokens);
     }

@@ -633,6 +633,38 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void A_chat_step_s_windows_are_drawn_once_and_read_at_the_forward_as_Sample_draws_them()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = CharTokenizer.FromCorpus(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
+        using (var model = CausalLanguageModel.Create(new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, NLayer = 1, NHead = 2, NKvHead = 1, NEmbd = 16, IntermediateSize = 32, BlockSize = 64 }))
+            Checkpoint.Save(temp.File("base"), model, tokenizer);
+        File.WriteAllText(temp.File("chatml.jinja"), ChatTemplateTests.ChatMl);
+        // Long questions and one-letter answers: most windows of 16 hold no answer and are redrawn.
+        File.WriteAllLines(temp.File("chat.jsonl"), Enumerable.Range(0, 12).Select(i => new JsonObject
+        {
+            ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = string.Concat(Enumerable.Repeat($"why {i}? ", 12)) },
+                new JsonObject { ["role"] = "assistant", ["content"] = "k" }),
+        }.ToJsonString()));
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), chatTemplate: temp.File("chatml.jinja"));
+        using var sampler = new BatchSampler(temp.File("data"), 3, 16, seed: 5);
+        var windows = new long[4 * 3];
+        for (var step = 0; step < 6; step++)
+        {
+            // A step draws all its micro-batches first (counting their targets), then reads each.
+            var counted = Enumerable.Range(0, 4).Select(micro => sampler.DrawTraining(step, micro, windows.AsSpan(micro * 3, 3))).ToList();
+            for (var micro = 0; micro < 4; micro++)
+            {
+                var (inputs, targets) = sampler.Read(windows.AsSpan(micro * 3, 3), torch.CPU);
+                var (sampledInputs, sampledTargets, scored) = sampler.Sample(Split.Train, step, micro, torch.CPU);
+                Assert.Equal(scored, counted[micro]);
+                Assert.Equal(sampledInputs.data<long>().ToArray(), inputs.data<long>().ToArray());
+                Assert.Equal(sampledTargets.data<long>().ToArray(), targets.data<long>().ToArray());
+            }
+        }
+    }
+
+    [Fact]
     public void A_sentencepiece_chat_is_encoded_turn_by_turn_as_it_is_whole()
     {
         var tokenizer = HfTokenizer.FromHuggingFace(SentencePieceTests.Llama2StyleTokenizerJson(), new JsonObject { ["bos_token"] = "<s>", ["eos_token"] = "</s>" });

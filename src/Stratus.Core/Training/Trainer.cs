@@ -52,6 +52,9 @@ public sealed class Trainer : IDisposable
     double bestValLoss = double.PositiveInfinity;
     readonly Generator generator;
     readonly bool evaluates;
+    /// <summary>A chat dataset's windows of this rank's micro-batches of a step, drawn once to count
+    /// the step's targets and read at their forwards (TrainStep); null for unmasked data.</summary>
+    readonly long[]? stepWindows;
 
     /// <param name="trainedOn">The <see cref="BatchSampler.Content"/> of the data a resumed run
     /// was trained on, where its run.json records it.</param>
@@ -73,6 +76,7 @@ public sealed class Trainer : IDisposable
         sampler = OpenData(config, dataDirectory, runDirectory, resumeFrom, initFrom, trainedOn, evaluates, out var template);
         var tokenizer = sampler.Tokenizer;
         if (template is not null) carriedFiles[ChatTemplate.FileName] = template;
+        if (sampler.IsMasked) stepWindows = new long[(config.GradientAccumulationSteps + this.communicator.WorldSize - 1) / this.communicator.WorldSize * config.BatchSize];
 
         // Before the first exchange of parameters, which ranks that disagree on the model's shape
         // would make with buffers of different sizes.
@@ -487,17 +491,20 @@ public sealed class Trainer : IDisposable
         // A chat dataset's loss mask leaves each micro-batch its own number of targets, none at
         // all in a window of only user text: the step's loss is then the mean over the targets of
         // all its micro-batches (as Hugging Face Transformers weighs them since 4.46), which a
-        // micro-batch without targets adds nothing to, so they are counted (the windows drawn
-        // once for that) before the first forward. Unmasked micro-batches all have B x T targets,
-        // where that is the mean of their means, computed as before.
+        // micro-batch without targets adds nothing to, so they are counted before the first
+        // forward: their windows are drawn then, once (8 bytes a window kept; redrawing them at
+        // each forward read their masks again, up to 64 times a window where assistant text is
+        // sparse). Unmasked micro-batches all have B x T targets, where that is the mean of their
+        // means, computed as before.
         double? supervised = null;
-        if (sampler.IsMasked)
+        Span<long> Windows(int micro) => stepWindows.AsSpan(micro / communicator.WorldSize * config.BatchSize, config.BatchSize);
+        if (stepWindows is not null)
         {
             long scored = 0;
             for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
             {
                 if (Stopped(micro)) return null;
-                scored += sampler.ScoredTargets(Split.Train, step, micro);
+                scored += sampler.DrawTraining(step, micro, Windows(micro));
             }
             supervised = communicator.SumOverRanks(scored)[0];
             if (supervised == 0)
@@ -518,7 +525,9 @@ public sealed class Trainer : IDisposable
                 return null;
             }
             using var scope = NewDisposeScope();
-            var (inputs, targets, _) = sampler.Sample(Split.Train, step, micro, device);
+            Tensor inputs, targets;
+            if (stepWindows is null) (inputs, targets, _) = sampler.Sample(Split.Train, step, micro, device);
+            else (inputs, targets) = sampler.Read(Windows(micro), device);
             SeedDropout(sampler.DropoutSeed(step, micro));
             var logits = model.Forward(inputs);
             if (supervised is { } count)

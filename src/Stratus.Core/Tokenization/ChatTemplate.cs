@@ -30,7 +30,7 @@ public sealed record ChatMessageText(string Role, string? Content)
     /// rendered as serving renders the same conversation: its name on any message, as vLLM passes
     /// it; an assistant's reasoning, vLLM's field, or reasoning_content, as DeepSeek's API and
     /// earlier vLLM answers name it (a client replaying an answer sends that), but not two texts;
-    /// another role's reasoning no template is given, as vLLM gives none. <paramref name="at"/>:
+    /// another role's reasoning is not passed. <paramref name="at"/>:
     /// where the message is, as an error names it ("messages[1]").</summary>
     public static ChatMessageText Of(string role, string? content, string? name, string? reasoning, string? reasoningContent, string at)
     {

@@ -282,7 +282,7 @@ public sealed class FineTuningTests
 
         // The shards are the conversations' tokens and masks in order: the first 36 train, the last 4 val.
         var template = ChatTemplate.TryLoad(imported.CheckpointDirectory)!;
-        var encoded = Enumerable.Range(0, 40).Select(i => ChatDatasetPreparer.Encode(template, imported.Tokenizer, [("user", $"say {i % 4}"), ("assistant", $"ok {i % 4}!")])).ToList();
+        var encoded = Enumerable.Range(0, 40).Select(i => ChatDatasetPreparer.Encode(template, imported.Tokenizer, [new("user", $"say {i % 4}"), new("assistant", $"ok {i % 4}!")])).ToList();
         long[] Shard(string name)
         {
             using var shard = TokenShard.Open(Path.Combine(temp.File("data"), name));
@@ -300,7 +300,7 @@ public sealed class FineTuningTests
         Assert.Equal((encoded.Sum(e => (long)e.Tokens.Length), (long)encoded[39].Tokens.Length), (noVal.TrainTokens, noVal.ValTokens));
 
         // The learned tokens of one conversation are exactly the assistant's reply and end of turn.
-        var (tokens, mask) = ChatDatasetPreparer.Encode(template, imported.Tokenizer, [("user", "say 1"), ("assistant", "ok 1!")]);
+        var (tokens, mask) = ChatDatasetPreparer.Encode(template, imported.Tokenizer, [new("user", "say 1"), new("assistant", "ok 1!")]);
         Assert.Equal(template.Render([("user", "say 1"), ("assistant", "ok 1!")], false), imported.Tokenizer.Decode(tokens));
         Assert.Equal("ok 1!<|im_end|>\n", imported.Tokenizer.Decode(tokens.Where((_, i) => mask[i] == 1)));
 
@@ -380,6 +380,12 @@ public sealed class FineTuningTests
         Assert.Equal($"{chat}:2: message 1 (user) has empty content", Error("""{"messages": [{"role": "user", "content": " \n"}, {"role": "assistant", "content": "a"}]}"""));
         Assert.Equal($"{chat}:2: message 1 has role \"wizard\"; the roles are 'system', 'developer', 'user', 'assistant' and 'tool'",
             Error("""{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "a"}]}"""));
+        // A message's name and an assistant's reasoning reach the template as a chat request's
+        // do (ChatMessageText.Of), refused alike; both were ignored.
+        Assert.Equal($"{chat}:2: 'messages[1].reasoning_content' differs from 'messages[1].reasoning'; give the reasoning once",
+            Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a", "reasoning": "r1", "reasoning_content": "r2"}]}"""));
+        Assert.Equal($"{chat}:2: message 1 (user) has a \"name\" that is not a string; give it as text, or leave it out",
+            Error("""{"messages": [{"role": "user", "content": "hi", "name": 7}, {"role": "assistant", "content": "a"}]}"""));
         Assert.StartsWith("--val-fraction must be in [0, 1), got NaN", Error(Good, double.NaN));
         // Both conversations held out (round(2 x 0.9) = 2): it said the file had no assistant messages.
         Assert.Equal($"--val-fraction 0.9 holds out all 2 conversations of {chat} for validation, leaving none to train on; pass a smaller --val-fraction, e.g. 0.1",
@@ -544,7 +550,7 @@ public sealed class FineTuningTests
         Assert.Equal(ChatTemplate.ChatMl, served.Kind);
         var derived = ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data3"), plain, valFraction: 0.05);
         var tokenizer = derived.Tokenizer;
-        var expected = Enumerable.Range(0, 19).Select(i => ChatDatasetPreparer.Encode(served, tokenizer, [("user", $"n {i % 3}"), ("assistant", $"m {i % 3}")]));
+        var expected = Enumerable.Range(0, 19).Select(i => ChatDatasetPreparer.Encode(served, tokenizer, [new("user", $"n {i % 3}"), new("assistant", $"m {i % 3}")]));
         using var shard = TokenShard.Open(Path.Combine(temp.File("data3"), DatasetPreparer.TrainShard));
         var values = new long[shard.Count];
         shard.Read(0, values);
@@ -677,11 +683,43 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void A_chat_step_s_windows_are_drawn_once_and_read_at_the_forward_as_Sample_draws_them()
+    {
+        using var temp = new TempDirectory();
+        var tokenizer = CharTokenizer.FromCorpus(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
+        using (var model = CausalLanguageModel.Create(new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, NLayer = 1, NHead = 2, NKvHead = 1, NEmbd = 16, IntermediateSize = 32, BlockSize = 64 }))
+            Checkpoint.Save(temp.File("base"), model, tokenizer);
+        File.WriteAllText(temp.File("chatml.jinja"), ChatTemplateTests.ChatMl);
+        // Long questions and one-letter answers: most windows of 16 hold no answer and are redrawn.
+        File.WriteAllLines(temp.File("chat.jsonl"), Enumerable.Range(0, 12).Select(i => new JsonObject
+        {
+            ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = string.Concat(Enumerable.Repeat($"why {i}? ", 12)) },
+                new JsonObject { ["role"] = "assistant", ["content"] = "k" }),
+        }.ToJsonString()));
+        ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), chatTemplate: temp.File("chatml.jinja"));
+        using var sampler = new BatchSampler(temp.File("data"), 3, 16, seed: 5);
+        var windows = new long[4 * 3];
+        for (var step = 0; step < 6; step++)
+        {
+            // A step draws all its micro-batches first (counting their targets), then reads each.
+            var counted = Enumerable.Range(0, 4).Select(micro => sampler.DrawTraining(step, micro, windows.AsSpan(micro * 3, 3))).ToList();
+            for (var micro = 0; micro < 4; micro++)
+            {
+                var (inputs, targets) = sampler.Read(windows.AsSpan(micro * 3, 3), torch.CPU);
+                var (sampledInputs, sampledTargets, scored) = sampler.Sample(Split.Train, step, micro, torch.CPU);
+                Assert.Equal(scored, counted[micro]);
+                Assert.Equal(sampledInputs.data<long>().ToArray(), inputs.data<long>().ToArray());
+                Assert.Equal(sampledTargets.data<long>().ToArray(), targets.data<long>().ToArray());
+            }
+        }
+    }
+
+    [Fact]
     public void A_sentencepiece_chat_is_encoded_turn_by_turn_as_it_is_whole()
     {
         var tokenizer = HfTokenizer.FromHuggingFace(SentencePieceTests.Llama2StyleTokenizerJson(), new JsonObject { ["bos_token"] = "<s>", ["eos_token"] = "</s>" });
         var template = new ChatTemplate("{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token + m['content'] }}{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}{% endfor %}", "<s>", "</s>");
-        List<(string, string)> messages = [("user", "the cat"), ("assistant", "sat on")];
+        List<ChatMessageText> messages = [new("user", "the cat"), new("assistant", "sat on")];
         var (tokens, _) = ChatDatasetPreparer.Encode(template, tokenizer, messages);
         Assert.Equal(tokenizer.Encode(template.Render(messages, false)), tokens);
     }

@@ -144,7 +144,7 @@ public sealed class SpecialTokensTests
         var tokenizer = Llama2();
         var template = ChatTemplate.For(tokenizer);
         Assert.True(template.AddSpecialTokens);
-        var (tokens, mask) = ChatDatasetPreparer.Encode(template, tokenizer, [("user", "the cat"), ("assistant", "sat")]);
+        var (tokens, mask) = ChatDatasetPreparer.Encode(template, tokenizer, [new("user", "the cat"), new("assistant", "sat")]);
         Assert.Equal((Bos, (byte)0), (tokens[0], mask[0]));
         Assert.Single(tokens, t => t == Bos);
         // The unlearned part is the prompt a chat request for the reply gives the model.

@@ -3,6 +3,7 @@
 // templates write a message's tool calls only then), the tool calls' arguments as the template
 // takes them. The templates here are written for these tests.
 using System.Text.Json;
+using Stratus.Data;
 using Stratus.Server.Api;
 using Stratus.Tokenization;
 
@@ -94,5 +95,50 @@ public sealed class ChatMessageShapeTests
             """));
         Assert.Equal(400, refused.Status);
         Assert.Equal("messages[1].reasoning_content", refused.Param);
+    }
+
+    [Fact]
+    public void A_conversation_with_names_and_reasoning_is_prepared_for_fine_tuning_as_the_server_renders_it_its_assistant_turns_learned()
+    {
+        // Written for this test in the style of Qwen3's: names in the headers, an assistant's
+        // reasoning in front of its reply.
+        const string Template = "{% for m in messages %}<{{ m.role }}{% if m.name %} name={{ m.name }}{% endif %}>" +
+            "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}</{{ m.role }}>\n{% endfor %}" +
+            "{% if add_generation_prompt %}<assistant>{% endif %}";
+        const string Conversation = """
+            [{"role": "system", "content": "Be brief.", "name": "rules"},
+             {"role": "user", "content": "Hi", "name": "ada"},
+             {"role": "assistant", "content": "A", "reasoning_content": "r1"},
+             {"role": "user", "content": "Again", "name": "ada"},
+             {"role": "assistant", "content": "B", "reasoning": "r2", "reasoning_content": "r2"}]
+            """;
+        var folder = Path.Combine(Path.GetTempPath(), $"stratus-prepare-shape-{Guid.NewGuid():N}");
+        try
+        {
+            var tokenizer = CharTokenizer.FromCorpus(TinyModelServer.Corpus);
+            TinyModelServer.SaveGpt(Path.Combine(folder, "model"), tokenizer, context: 64, layers: 1, chatTemplate: Template);
+            var served = ChatTemplate.Load(Path.Combine(folder, "model"), tokenizer);
+            var rendered = served.Render(Messages(Conversation), addGenerationPrompt: false);
+            Assert.Contains("<user name=ada>Hi", rendered);
+            Assert.Contains("<think>r2</think>B", rendered);
+
+            var line = $"{{\"messages\": {Conversation.ReplaceLineEndings("")}}}";
+            File.WriteAllLines(Path.Combine(folder, "chat.jsonl"), [line, line]);
+            ChatDatasetPreparer.Prepare(Path.Combine(folder, "chat.jsonl"), Path.Combine(folder, "data"), Path.Combine(folder, "model"), valFraction: 0.5);
+            long[] Shard(string name)
+            {
+                using var shard = TokenShard.Open(Path.Combine(folder, "data", name));
+                var values = new long[shard.Count];
+                shard.Read(0, values);
+                return values;
+            }
+            var tokens = Shard(DatasetPreparer.TrainShard);
+            var mask = Shard(ChatDatasetPreparer.TrainMask);
+            Assert.Equal(tokenizer.Encode(rendered).Select(t => (long)t), tokens);
+            // Learned: each assistant turn after its header, reasoning and end of turn included.
+            Assert.Equal("<think>r1</think>A</assistant>\n<think>r2</think>B</assistant>\n",
+                tokenizer.Decode(tokens.Where((_, i) => mask[i] == 1).Select(t => (int)t).ToArray()));
+        }
+        finally { Directory.Delete(folder, recursive: true); }
     }
 }

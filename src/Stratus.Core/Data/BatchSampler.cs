@@ -25,7 +25,7 @@ public sealed partial class BatchSampler : IDisposable
 
     readonly TokenShard train, val;
     readonly TokenShard? trainMask, valMask;
-    readonly long[] buffer, maskBuffer;
+    readonly long[] buffer, maskBuffer, starts;
     readonly int batchSize, blockSize;
     readonly ulong seed;
     // Streams 0-3 are the train and val windows of training and of evaluation.
@@ -87,6 +87,7 @@ public sealed partial class BatchSampler : IDisposable
             throw new StratusUserException(s => $"batch_size {batchSize} x block_size {blockSize} is over {MaxTokensPerBatch:N0} tokens per micro-batch; lower {s.Option(Surface.OverridesPrefix + "batch_size")} (gradient_accumulation_steps adds micro-batches per step)");
         buffer = new long[batchSize * (blockSize + 1)];
         maskBuffer = new long[trainMask is null ? 0 : batchSize * blockSize];
+        starts = new long[batchSize];
     }
 
     /// <summary>Whether targets are masked (a chat dataset for supervised fine-tuning).</summary>
@@ -135,29 +136,41 @@ public sealed partial class BatchSampler : IDisposable
     /// queued before.</summary>
     public (Tensor Inputs, Tensor Targets, long ScoredTargets) Sample(Split split, long step, int index, Device device, bool evaluation = false)
     {
-        var scored = Draw(split, step, index, evaluation);
+        var scored = Draw(split, step, index, evaluation, starts);
+        ReadTokens(split, starts);
         var (inputs, targets) = Batch(batchSize, IsMasked, device);
         return (inputs, targets, scored);
     }
 
-    /// <summary>How many targets of training micro-batch <paramref name="index"/> of
-    /// <paramref name="step"/> are scored, as <see cref="Sample"/> draws it, without making its
-    /// tensors: a step of a chat dataset weighs its micro-batches by the total before it draws
-    /// each for its forward.</summary>
-    public long ScoredTargets(Split split, long step, int index) => Draw(split, step, index, evaluation: false);
+    /// <summary>Draws the windows of training micro-batch <paramref name="index"/> of
+    /// <paramref name="step"/> as <see cref="Sample"/> draws them, without making its tensors:
+    /// their starts into <paramref name="windows"/> (<see cref="BatchSize"/> of them), and how many
+    /// of their targets are scored. A step of a chat dataset weighs its micro-batches by the total
+    /// before the first forward, then reads each at these starts (<see cref="Read"/>).</summary>
+    public long DrawTraining(long step, int index, Span<long> windows) => Draw(Split.Train, step, index, evaluation: false, windows);
 
-    /// <summary>Reads the windows of micro-batch <paramref name="index"/> into the buffers (and
-    /// their masks); returns how many of their targets are scored.</summary>
-    long Draw(Split split, long step, int index, bool evaluation)
+    /// <summary>Inputs and targets, as <see cref="Sample"/> makes them, of the training windows
+    /// that <see cref="DrawTraining"/> drew.</summary>
+    public (Tensor Inputs, Tensor Targets) Read(ReadOnlySpan<long> windows, Device device)
+    {
+        ReadTokens(Split.Train, windows);
+        for (var row = 0; row < batchSize; row++) trainMask?.Read(windows[row] + 1, maskBuffer.AsSpan(row * blockSize, blockSize));
+        return Batch(batchSize, IsMasked, device);
+    }
+
+    /// <summary>Draws the windows of micro-batch <paramref name="index"/>: their starts into
+    /// <paramref name="windows"/> and, in a chat dataset, their targets' masks into the mask
+    /// buffer; returns how many of their targets are scored.</summary>
+    long Draw(Split split, long step, int index, bool evaluation, Span<long> windows)
     {
         var shard = split == Split.Train ? train : val;
         var stream = (ulong)split + (evaluation ? 2UL : 0UL);
         var random = new CounterRandom(seed, stream, (ulong)step, (ulong)index);
-        var windows = (ulong)(shard.Count - blockSize);
+        var count = (ulong)(shard.Count - blockSize);
         var mask = split == Split.Train ? trainMask : valMask;
         for (var row = 0; row < batchSize; row++)
         {
-            var start = (long)random.NextBelow(windows);
+            var start = (long)random.NextBelow(count);
             if (mask is not null)
             {
                 // The targets of window [start, start + block] are tokens start+1 .. start+block.
@@ -165,15 +178,22 @@ public sealed partial class BatchSampler : IDisposable
                 mask.Read(start + 1, targetMask);
                 for (var redraw = 0; redraw < MaxRedraws && !targetMask.ContainsAnyExcept(0L); redraw++)
                 {
-                    start = (long)random.NextBelow(windows);
+                    start = (long)random.NextBelow(count);
                     mask.Read(start + 1, targetMask);
                 }
             }
-            shard.Read(start, buffer.AsSpan(row * (blockSize + 1), blockSize + 1));
+            windows[row] = start;
         }
         var scored = (long)batchSize * blockSize;
         if (mask is not null) scored -= maskBuffer.AsSpan(0, batchSize * blockSize).Count(0L);
         return scored;
+    }
+
+    /// <summary>Reads the tokens of the windows starting at <paramref name="windows"/> into the buffer.</summary>
+    void ReadTokens(Split split, ReadOnlySpan<long> windows)
+    {
+        var shard = split == Split.Train ? train : val;
+        for (var row = 0; row < batchSize; row++) shard.Read(windows[row], buffer.AsSpan(row * (blockSize + 1), blockSize + 1));
     }
 
     /// <summary>How many windows of block_size + 1 tokens cover the split, each starting on the

@@ -1,6 +1,7 @@
 // `stratus prepare --format chat`: supervised fine-tuning data. Each JSONL line holds
-// {"messages": [{"role": ..., "content": ...}, ...]}; it is rendered with the model's own chat
-// template, or one the user gives (--chat-template, to teach a base model a chat format of their
+// {"messages": [{"role": ..., "content": ...}, ...]} (a message's "name" and an assistant's
+// "reasoning" too, which reach the template as a chat request's do); it is rendered with the
+// model's own chat template, or one the user gives (--chat-template, to teach a base model a chat format of their
 // choice as setting a Hugging Face tokenizer's chat_template before training does), and tokenized
 // with the model's tokenizer, and a loss mask marks the tokens the model should learn to produce
 // (assistant turns, including the template's end-of-turn marker). Tokens go to train.bin/val.bin
@@ -160,7 +161,7 @@ public static class ChatDatasetPreparer
     /// prefixes of the conversation, so each message's text is the difference between two
     /// renderings; an assistant turn is split into the generation prompt (not learned) and
     /// its content up to the next turn (learned).</summary>
-    public static (int[] Tokens, byte[] Mask) Encode(ChatTemplate template, ITokenizer tokenizer, IReadOnlyList<(string Role, string Content)> messages)
+    public static (int[] Tokens, byte[] Mask) Encode(ChatTemplate template, ITokenizer tokenizer, IReadOnlyList<ChatMessageText> messages)
     {
         var tokens = new List<int>();
         var mask = new List<byte>();
@@ -193,7 +194,9 @@ public static class ChatDatasetPreparer
         return (tokens.ToArray(), mask.ToArray());
     }
 
-    static List<(string, string)> ParseMessages(string path, int lineNumber, string line)
+    /// <summary>A line's conversation, each message as a chat request's reaches the template
+    /// (ChatMessageText.Of): its name and an assistant's reasoning too.</summary>
+    static List<ChatMessageText> ParseMessages(string path, int lineNumber, string line)
     {
         var node = JsonText.ParseLine(path, lineNumber, line);
         if (node is not JsonObject conversation || conversation["messages"] is not JsonArray list || list.Count == 0)
@@ -207,7 +210,12 @@ public static class ChatDatasetPreparer
                 if (!ChatTemplate.Roles.Contains(role))
                     throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} has role {JsonValue.Create(role).ToJsonString()}; the roles are {ChatTemplate.RolesInWords}");
                 if (string.IsNullOrWhiteSpace(content)) throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} ({role}) has empty content");
-                return (role, content);
+                // Absent and null are none, as a chat request's are.
+                string? Optional(string field) => o[field] is not { } value ? null
+                    : Text(value) ?? throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} ({role}) has a \"{field}\" that is not a string; give it as text, or leave it out");
+                var (name, reasoning, reasoningContent) = (Optional("name"), Optional("reasoning"), Optional("reasoning_content"));
+                try { return ChatMessageText.Of(role, content, name, reasoning, reasoningContent, $"messages[{k}]"); }
+                catch (StratusUserException e) { throw new StratusUserException($"{path}:{lineNumber}: {e.Message}"); }
             })
             .ToList();
     }

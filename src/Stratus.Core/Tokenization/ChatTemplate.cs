@@ -28,6 +28,20 @@ public sealed record ChatMessageText(string Role, string? Content)
     /// <summary>The reasoning an assistant's message came with, which templates of thinking
     /// models (Qwen3's, DeepSeek's, GLM's) write back for an earlier turn; null where none.</summary>
     public string? Reasoning { get; init; }
+
+    /// <summary>A message of OpenAI's shape as the template gets it, for a chat request (the
+    /// server) and a fine-tuning conversation (prepare --format chat) alike, so that the data is
+    /// rendered as serving renders the same conversation: its name on any message, as vLLM passes
+    /// it; an assistant's reasoning, vLLM's field, or reasoning_content, as DeepSeek's API and
+    /// earlier vLLM answers name it (a client replaying an answer sends that), but not two texts;
+    /// another role's reasoning is not passed. <paramref name="at"/>:
+    /// where the message is, as an error names it ("messages[1]").</summary>
+    public static ChatMessageText Of(string role, string? content, string? name, string? reasoning, string? reasoningContent, string at)
+    {
+        if (role == "assistant" && reasoning is not null && reasoningContent is not null && reasoning != reasoningContent)
+            throw new StratusUserException($"'{at}.reasoning_content' differs from '{at}.reasoning'; give the reasoning once") { Param = $"{at}.reasoning_content", Code = "invalid_value" };
+        return new(role, content) { Name = name, Reasoning = role == "assistant" ? reasoning ?? reasoningContent : null };
+    }
 }
 
 /// <summary>A function call in a conversation: its id, the function's name and its arguments as

@@ -52,6 +52,10 @@ public sealed class Trainer : IDisposable
     double bestValLoss = double.PositiveInfinity;
     readonly Generator generator;
     readonly bool evaluates;
+    /// <summary>A chat dataset's windows of this rank's micro-batches of a step, drawn once to count
+    /// the step's targets and read at their forwards (TrainStep); null for unmasked data.</summary>
+    readonly long[]? stepWindows;
+    readonly StopAgreement stopAgreement;
 
     /// <param name="trainedOn">The <see cref="BatchSampler.Content"/> of the data a resumed run
     /// was trained on, where its run.json records it.</param>
@@ -66,6 +70,7 @@ public sealed class Trainer : IDisposable
         this.runDirectory = runDirectory;
         this.communicator = new TimedCommunicator(communicator ?? new SingleProcessCommunicator());
         CheckRanks(config, this.communicator.WorldSize);
+        stopAgreement = new StopAgreement(this.communicator);
         // Set by every run, to its own value (the flag is the process's), before the model meets
         // its device and cuBLAS its first matmul.
         Determinism.Apply(config.Deterministic);
@@ -73,6 +78,7 @@ public sealed class Trainer : IDisposable
         sampler = OpenData(config, dataDirectory, runDirectory, resumeFrom, initFrom, trainedOn, evaluates, out var template);
         var tokenizer = sampler.Tokenizer;
         if (template is not null) carriedFiles[ChatTemplate.FileName] = template;
+        if (sampler.IsMasked) stepWindows = new long[(config.GradientAccumulationSteps + this.communicator.WorldSize - 1) / this.communicator.WorldSize * config.BatchSize];
 
         // Before the first exchange of parameters, which ranks that disagree on the model's shape
         // would make with buffers of different sizes.
@@ -479,27 +485,30 @@ public sealed class Trainer : IDisposable
         var lr = LearningRateSchedule.At(config, step);
         model.train();
         var accumulation = config.GradientAccumulationSteps;
-        // Each micro-batch is drawn as it is needed (the windows of micro-batch m of step s are
+        // Each micro-batch is read as it is needed (the windows of micro-batch m of step s are
         // a function of (seed, s, m)), not all before the first forward: a
         // gradient_accumulation_steps of 1,000,000 held the step's windows at once (3.3 GB after
         // 90 s of drawing them for a 1-layer model, 0.27 GB drawn one at a time).
-        bool Stopped(int micro) => micro >= communicator.WorldSize && communicator.AnyRank(cancellation.IsCancellationRequested);
+        bool Stop() => cancellation.IsCancellationRequested;
         // A chat dataset's loss mask leaves each micro-batch its own number of targets, none at
         // all in a window of only user text: the step's loss is then the mean over the targets of
         // all its micro-batches (as Hugging Face Transformers weighs them since 4.46), which a
-        // micro-batch without targets adds nothing to, so they are counted (the windows drawn
-        // once for that) before the first forward. Unmasked micro-batches all have B x T targets,
-        // where that is the mean of their means, computed as before.
+        // micro-batch without targets adds nothing to, so they are counted before the first
+        // forward: their windows are drawn then, once (8 bytes a window kept; redrawing them at
+        // each forward read their masks again, up to 64 times a window where assistant text is
+        // sparse). Unmasked micro-batches all have B x T targets, where that is the mean of their
+        // means, computed as before. Drawing is a small part of a step, and the ranks agree on a
+        // stop once it is done, with the count.
         double? supervised = null;
-        if (sampler.IsMasked)
+        Span<long> Windows(int micro) => stepWindows.AsSpan(micro / communicator.WorldSize * config.BatchSize, config.BatchSize);
+        if (stepWindows is not null)
         {
             long scored = 0;
             for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
-            {
-                if (Stopped(micro)) return null;
-                scored += sampler.ScoredTargets(Split.Train, step, micro);
-            }
-            supervised = communicator.SumOverRanks(scored)[0];
+                scored += sampler.DrawTraining(step, micro, Windows(micro));
+            var sums = communicator.SumOverRanks(scored, Stop() ? 1 : 0);
+            if (sums[1] > 0) return null;
+            supervised = sums[0];
             if (supervised == 0)
                 throw new StratusUserException($"step {step}'s batches hold no assistant tokens to learn from: the chat data is too sparse in assistant text for block_size {config.Model.BlockSize}; raise --block-size or prepare with more assistant turns");
         }
@@ -512,13 +521,16 @@ public sealed class Trainer : IDisposable
         var lossSum = torch.zeros([], dtype: ScalarType.Float64, device: device);
         for (var micro = communicator.Rank; micro < accumulation; micro += communicator.WorldSize)
         {
-            if (Stopped(micro))
+            if (micro >= communicator.WorldSize && stopAgreement.Agreed(Stop()))
             {
                 optimizer.ZeroGrad();
                 return null;
             }
+            var started = Stopwatch.GetTimestamp();
             using var scope = NewDisposeScope();
-            var (inputs, targets, _) = sampler.Sample(Split.Train, step, micro, device);
+            Tensor inputs, targets;
+            if (stepWindows is null) (inputs, targets, _) = sampler.Sample(Split.Train, step, micro, device);
+            else (inputs, targets) = sampler.Read(Windows(micro), device);
             SeedDropout(sampler.DropoutSeed(step, micro));
             var logits = model.Forward(inputs);
             if (supervised is { } count)
@@ -534,6 +546,7 @@ public sealed class Trainer : IDisposable
                 (loss / accumulation).backward();
                 lossSum.add_(loss.detach());
             }
+            stopAgreement.Ran(Stopwatch.GetElapsedTime(started));
         }
         optimizer.ReduceGradients();
         var norm = optimizer.ClipGradientNorm(config.GradClip);

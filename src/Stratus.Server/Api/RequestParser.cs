@@ -269,18 +269,10 @@ public static partial class RequestParser
                     throw ApiException.Invalid($"Invalid parameter: '{param}.tool_call_id' of '{Truncate(message.ToolCallId)}' not found in 'tool_calls' of the assistant's message before it; give the 'id' of one of its calls.", $"{param}.tool_call_id", "invalid_value");
             }
             else answerable = calls is { Count: > 0 } ? calls : null;
-            // vLLM reads an assistant's reasoning (its answers' field); a client replaying an answer
-            // that named it reasoning_content sends that, so either is taken, but not two texts.
-            if (role == "assistant" && message.Reasoning is { } r && message.ReasoningContent is { } rc && r != rc)
-                throw ApiException.Invalid($"Invalid parameter: '{param}.reasoning_content' differs from '{param}.reasoning'; give the reasoning once.", $"{param}.reasoning_content", "invalid_value");
-            result.Add(new ChatMessageText(role, content)
-            {
-                TextParts = parts,
-                ToolCalls = calls,
-                ToolCallId = role == "tool" ? message.ToolCallId : null,
-                Name = message.Name,
-                Reasoning = role == "assistant" ? message.Reasoning ?? message.ReasoningContent : null,
-            });
+            ChatMessageText text;
+            try { text = ChatMessageText.Of(role, content, message.Name, message.Reasoning, message.ReasoningContent, param); }
+            catch (StratusUserException e) { throw ApiException.Invalid($"Invalid parameter: {e.Message}.", e.Param, e.Code); }
+            result.Add(text with { TextParts = parts, ToolCalls = calls, ToolCallId = role == "tool" ? message.ToolCallId : null });
         }
         return result;
     }

@@ -33,6 +33,16 @@ public sealed class FineTuningTests
         Assert.Equal(config.Model.NLayer * adapted.Split(',').Length, adapters.Count);
     }
 
+    /// <summary>A Llama of <paramref name="shape"/> over the printable ASCII characters and a newline,
+    /// saved to <paramref name="folder"/> with no chat template of its own; its tokenizer.</summary>
+    static CharTokenizer SaveCharLlama(string folder, ModelConfig shape)
+    {
+        var tokenizer = CharTokenizer.FromCorpus(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
+        using var model = CausalLanguageModel.Create(shape with { Architecture = "llama", VocabSize = tokenizer.VocabSize });
+        Checkpoint.Save(folder, model, tokenizer);
+        return tokenizer;
+    }
+
     [Fact]
     public void A_run_init_from_a_model_defaults_block_size_to_its_context_capped_at_1024_and_keeps_a_given_one()
     {
@@ -414,9 +424,7 @@ public sealed class FineTuningTests
     public void A_refused_prepare_leaves_the_chat_dataset_in_its_folder_whole()
     {
         using var temp = new TempDirectory();
-        var tokenizer = CharTokenizer.FromCorpus(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
-        using (var model = CausalLanguageModel.Create(new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, NLayer = 1, NHead = 2, NKvHead = 1, NEmbd = 16, IntermediateSize = 32, BlockSize = 64 }))
-            Checkpoint.Save(temp.File("base"), model, tokenizer);
+        var tokenizer = SaveCharLlama(temp.File("base"), new ModelConfig { NLayer = 1, NHead = 2, NKvHead = 1, NEmbd = 16, IntermediateSize = 32, BlockSize = 64 });
         File.WriteAllText(temp.File("chatml.jinja"), ChatTemplateTests.ChatMl);
         WriteChat(temp.File("chat.jsonl"), 10);
         ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), chatTemplate: temp.File("chatml.jinja"));
@@ -563,9 +571,7 @@ public sealed class FineTuningTests
         using var temp = new TempDirectory();
         // A base model without a template of its own, whose tokenizer has no ChatML markers: it
         // would chat in the plain template.
-        var tokenizer = CharTokenizer.FromCorpus(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
-        using (var model = CausalLanguageModel.Create(new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 64, IntermediateSize = 96, BlockSize = 128 }))
-            Checkpoint.Save(temp.File("base"), model, tokenizer);
+        var tokenizer = SaveCharLlama(temp.File("base"), new ModelConfig { NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 64, IntermediateSize = 96, BlockSize = 128 });
         Assert.Equal(ChatTemplate.Plain, ChatTemplate.Load(temp.File("base"), tokenizer).Kind);
         File.WriteAllText(temp.File("chatml.jinja"), ChatTemplateTests.ChatMl);
         File.WriteAllLines(temp.File("chat.jsonl"), Enumerable.Range(0, 40).Select(i => new JsonObject
@@ -686,9 +692,7 @@ public sealed class FineTuningTests
     public void A_chat_step_s_windows_are_drawn_once_and_read_at_the_forward_as_Sample_draws_them()
     {
         using var temp = new TempDirectory();
-        var tokenizer = CharTokenizer.FromCorpus(new string(Enumerable.Range(32, 95).Select(c => (char)c).ToArray()) + "\n");
-        using (var model = CausalLanguageModel.Create(new ModelConfig { Architecture = "llama", VocabSize = tokenizer.VocabSize, NLayer = 1, NHead = 2, NKvHead = 1, NEmbd = 16, IntermediateSize = 32, BlockSize = 64 }))
-            Checkpoint.Save(temp.File("base"), model, tokenizer);
+        var tokenizer = SaveCharLlama(temp.File("base"), new ModelConfig { NLayer = 1, NHead = 2, NKvHead = 1, NEmbd = 16, IntermediateSize = 32, BlockSize = 64 });
         File.WriteAllText(temp.File("chatml.jinja"), ChatTemplateTests.ChatMl);
         // Long questions and one-letter answers: most windows of 16 hold no answer and are redrawn.
         File.WriteAllLines(temp.File("chat.jsonl"), Enumerable.Range(0, 12).Select(i => new JsonObject

@@ -8,21 +8,13 @@ using Stratus.Tokenization;
 
 namespace Stratus.Server.Tests;
 
-public sealed class PartsTemplateServer : IAsyncLifetime
+public sealed class PartsTemplateServer() : ChatTemplateServer(Template)
 {
     /// <summary>In the style of Llama 4's: content as text or as parts, each text part written apart.</summary>
     public const string Template =
         "{%- for m in messages %}{{- '<' + m.role + '>' }}{%- if m.content is string %}{{- m.content }}" +
         "{%- else %}{%- for part in m.content %}{%- if part.type == 'text' %}{{- '[' + part.text + ']' }}{%- endif %}{%- endfor %}{%- endif %}{%- endfor %}" +
         "{%- if add_generation_prompt %}{{- '<assistant>' }}{%- endif %}";
-
-    public TinyModelServer Server { get; } = new()
-    {
-        CreateModel = directory => TinyModelServer.SaveGpt(directory, CharTokenizer.FromCorpus(TinyModelServer.Corpus), context: 512, chatTemplate: Template),
-    };
-
-    public Task InitializeAsync() => Server.InitializeAsync();
-    public Task DisposeAsync() => Server.DisposeAsync();
 }
 
 public sealed class ChatContentPartsTests(PartsTemplateServer parts) : IClassFixture<PartsTemplateServer>

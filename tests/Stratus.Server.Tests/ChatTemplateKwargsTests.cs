@@ -10,7 +10,7 @@ using Stratus.Tokenization;
 
 namespace Stratus.Server.Tests;
 
-public sealed class ThinkingTemplateServer : IAsyncLifetime
+public sealed class ThinkingTemplateServer() : ChatTemplateServer(Template)
 {
     /// <summary>In the style of Qwen3's: an empty thinking block after the generation prompt where
     /// enable_thinking is false, an earlier turn's reasoning written back, a message's name; and
@@ -21,14 +21,6 @@ public sealed class ThinkingTemplateServer : IAsyncLifetime
         "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}{%- endif %}" +
         "{%- if effort %}{{- 'effort=' + effort.level + ':' + (effort.tags | join(',')) }}{%- endif %}{%- if note %}{{- note }}{%- endif %}" +
         "{%- if reasoning_effort %}{{- 'reasoning=' + reasoning_effort }}{%- endif %}{%- if documents %}{%- for d in documents %}{{- '[' + d.title + ']' }}{%- endfor %}{%- endif %}{{- bos_token }}";
-
-    public TinyModelServer Server { get; } = new()
-    {
-        CreateModel = directory => TinyModelServer.SaveGpt(directory, CharTokenizer.FromCorpus(TinyModelServer.Corpus), context: 512, chatTemplate: Template),
-    };
-
-    public Task InitializeAsync() => Server.InitializeAsync();
-    public Task DisposeAsync() => Server.DisposeAsync();
 }
 
 public sealed class ChatTemplateKwargsTests(ThinkingTemplateServer thinking) : IClassFixture<ThinkingTemplateServer>

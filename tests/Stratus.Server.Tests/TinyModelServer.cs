@@ -154,3 +154,16 @@ public sealed class BusyModelServer : IAsyncLifetime
     public Task InitializeAsync() => inner.InitializeAsync();
     public Task DisposeAsync() => inner.DisposeAsync();
 }
+
+/// <summary>A char-level GPT served with a chat template of a test's own (512 positions, room for
+/// a whole rendered chat).</summary>
+public abstract class ChatTemplateServer(string template) : IAsyncLifetime
+{
+    public TinyModelServer Server { get; } = new()
+    {
+        CreateModel = directory => TinyModelServer.SaveGpt(directory, CharTokenizer.FromCorpus(TinyModelServer.Corpus), context: 512, chatTemplate: template),
+    };
+
+    public Task InitializeAsync() => Server.InitializeAsync();
+    public Task DisposeAsync() => Server.DisposeAsync();
+}

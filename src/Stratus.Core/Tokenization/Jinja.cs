@@ -220,7 +220,7 @@ public sealed partial class JinjaTemplate
         /// <summary>A key as Python compares and hashes it (none included, which no .NET dictionary takes as a key itself).</summary>
         readonly record struct Key(object? Value)
         {
-            public bool Equals(Key other) => JinjaTemplate.Values.Equal(Value, other.Value);
+            public bool Equals(Key other) => JinjaTemplate.Values.ItemEqual(Value, other.Value);
             public override int GetHashCode() => JinjaTemplate.Values.Hash(Value, v => $"{JinjaTemplate.Values.Describe(v)} cannot be a mapping's key (as Python: unhashable)");
         }
     }

@@ -232,7 +232,7 @@ public sealed class HuggingFaceTests
         string Refusal(string hf) => Assert.Throws<StratusUserException>(() => HuggingFace.Import(hf, temp.File(Guid.NewGuid().ToString("N")))).Message;
 
         // A copy imports, also one stored rounded to f16 or bf16 (the tolerances import gguf has for them).
-        foreach (var (name, head) in new[] { ("copy", embeddings), ("f16", embeddings.to(ScalarType.Float16)), ("bf16", embeddings.to(ScalarType.BFloat16)) })
+        foreach (var (name, head) in new[] { ("copy", embeddings), ("f64", embeddings.to(ScalarType.Float64)), ("f16", embeddings.to(ScalarType.Float16)), ("bf16", embeddings.to(ScalarType.BFloat16)) })
         {
             var imported = HuggingFace.Import(Folder(name, head), temp.File(name + "-run"));
             using var reloaded = Checkpoint.Open(imported.CheckpointDirectory).CreateModel();
@@ -248,6 +248,9 @@ public sealed class HuggingFaceTests
         Assert.Matches(@"\(lm_head.weight, bf16\) is not a copy of its token embeddings \(transformer.wte.weight, f32\): they differ by 0\.(09\d*|1\d*) of their size, where rounding to those types leaves a copy within 0\.0061;", Refusal(Folder("tuned", tuned)));
         Assert.Equal($"{temp.File("headless")}: config.json sets tie_word_embeddings false but the safetensors files hold no 'lm_head.weight'; set it true if the model's head is its token embeddings",
             Refusal(Folder("headless", null)));
+        // A head in a type no weights are stored in; the refusal names each type a head may be in (f64 too).
+        using var whole = embeddings.to(ScalarType.Int32);
+        Assert.Equal($"{temp.File("int")}: weight 'lm_head.weight' is Int32; a model's weights are float64, float32, float16 or bfloat16", Refusal(Folder("int", whole)));
         using var narrow = embeddings.narrow(0, 0, 100).clone();
         Assert.StartsWith($"{temp.File("narrow")}: weight 'lm_head.weight' in model.safetensors has shape [100, 64], not transformer.wte.weight's [50257, 64]", Refusal(Folder("narrow", narrow)));
 

@@ -150,7 +150,7 @@ public static class HuggingFace
         }
         var embeddingsName = FileName("transformer.wte.weight");
         GgmlType StoredType(string name) => reader.Entry(name)!.Value.Entry.DType is var dtype && TiedHead.Stored(dtype) is { } type ? type
-            : throw new StratusUserException($"{hfDirectory}: weight '{name}' is {dtype}; a model's weights are float32, float16 or bfloat16");
+            : throw new StratusUserException($"{hfDirectory}: weight '{name}' is {dtype}; a model's weights are float64, float32, float16 or bfloat16");
         // The two types the head is compared in, once the model holds the embeddings.
         (GgmlType Embeddings, GgmlType Head)? headTypes = null;
         if (ownHead)

@@ -13,7 +13,8 @@
 // Jinja's lexer reads them. Expressions cover literals (adjacent strings joined, Python's escapes
 // but \N{name}, numbers such as 1_000, 1e16 and 0x1F, integers within 64 bits, tuples), lists, dicts
 // (keyed by any value Python hashes: Seed-OSS's {0: 0, 512: 128}), attribute/index access (a dict's
-// or string's methods before its keys, as Jinja reads spec.items; d.1 is d[1]), slices with steps,
+// or string's methods before its keys, as Jinja reads spec.items; d.1 is d[1], and a dot takes a
+// name or an integer alone: d.1e5 is refused), slices with steps,
 // arithmetic (** too, and printf-style "%s" % x), ~ concatenation (between + and * in precedence,
 // as Jinja has it), comparisons by value, in, and/or/not, inline if, is-tests, which bind as filters do ("1 + 1 is even" tests the second 1)
 // (defined, none, string, mapping, iterable, in, equalto, ne, gt,
@@ -220,7 +221,7 @@ public sealed partial class JinjaTemplate
         /// <summary>A key as Python compares and hashes it (none included, which no .NET dictionary takes as a key itself).</summary>
         readonly record struct Key(object? Value)
         {
-            public bool Equals(Key other) => JinjaTemplate.Values.Equal(Value, other.Value);
+            public bool Equals(Key other) => JinjaTemplate.Values.ItemEqual(Value, other.Value);
             public override int GetHashCode() => JinjaTemplate.Values.Hash(Value, v => $"{JinjaTemplate.Values.Describe(v)} cannot be a mapping's key (as Python: unhashable)");
         }
     }

@@ -56,16 +56,25 @@ public sealed partial class JinjaTemplate
             "string" => (v, _, _) => ToText(v),
             // Markup in Jinja, which prints as the text itself: there is no autoescaping here.
             "safe" => (v, _, _) => ToText(v),
-            "int" => (v, _, _) => v switch
+            // |int(default=0): Python's int(), else int(float()), else the default; as in Jinja,
+            // NaN gives the default but infinity is refused, where text of it ('inf') gives the default.
+            "int" => (v, args, _) => Bind("int", args, ("default", 0L)) is [var fallback] ? v switch
             {
                 long l => l, bool b => b ? 1L : 0L,
-                // Python's int grows past 64 bits (and refuses inf and nan), where a cast would saturate.
-                double d => Math.Abs(d) < 9223372036854775808.0 ? (long)d : throw new JinjaException($"{ToText(d)} | int is beyond 64-bit integers"),
-                string s when long.TryParse(s, out var l) => l,
+                double d => double.IsNaN(d) ? fallback : Integer(d),
+                string s when long.TryParse(s, NumberStyles.AllowLeadingWhite | NumberStyles.AllowTrailingWhite | NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var l) => l,
+                string s when ParseFloat(s) is { } d && double.IsFinite(d) => Integer(d),
                 Undefined u => throw u.Error(),
-                _ => 0L,
-            },
-            "float" => (v, _, _) => v switch { long l => (double)l, bool b => b ? 1.0 : 0.0, double d => d, string s when double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) => d, Undefined u => throw u.Error(), _ => 0.0 },
+                _ => fallback,
+            } : null,
+            // |float(default=0.0): Python's float(), else the default.
+            "float" => (v, args, _) => Bind("float", args, ("default", 0.0)) is [var fallback] ? v switch
+            {
+                long l => (double)l, bool b => b ? 1.0 : 0.0, double d => d,
+                string s when ParseFloat(s) is { } d => d,
+                Undefined u => throw u.Error(),
+                _ => fallback,
+            } : null,
             // Python's abs(): a boolean as 0 or 1; the most negative 64-bit integer's is beyond 64 bits, as its negation is.
             "abs" => (v, _, _) => v switch { long l => l < 0 ? Negate(l) : l, bool b => b ? 1L : 0L, double d => Math.Abs(d), _ => throw new JinjaException($"|abs of {Describe(v)}") },
             // transformers' own tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False), not Jinja's.
@@ -239,7 +248,7 @@ public sealed partial class JinjaTemplate
         sealed class UniqueKeys : IEqualityComparer<object?>
         {
             public static readonly UniqueKeys Instance = new();
-            public new bool Equals(object? a, object? b) => Equal(a, b);
+            public new bool Equals(object? a, object? b) => ItemEqual(a, b);
             public int GetHashCode(object? v) => Hash(v, v => $"|unique cannot hash {Describe(v)} (as Python: unhashable)");
         }
 
@@ -250,6 +259,29 @@ public sealed partial class JinjaTemplate
             var total = start;
             foreach (var item in items) total = Arithmetic("+", total, attribute is null ? item : Attribute(item, ToText(attribute)));
             return total;
+        }
+
+        /// <summary>Python's int() of a float, which refuses infinity; Python's grows past 64 bits,
+        /// where a cast would saturate.</summary>
+        static long Integer(double d) =>
+            !double.IsFinite(d) ? throw new JinjaException($"cannot convert float {ToText(d)} to integer")
+            : Math.Abs(d) < 9223372036854775808.0 ? (long)d : throw new JinjaException($"{ToText(d)} | int is beyond 64-bit integers");
+
+        /// <summary>Python's float() of text, null where it refuses it: white space around an
+        /// optional sign, then inf, infinity or nan in any case, or decimal digits with single
+        /// underscores between them, a point and an exponent (.NET's own words, such as "∞", are
+        /// not Python's).</summary>
+        static double? ParseFloat(string text)
+        {
+            var s = text.Trim();
+            var unsigned = s.Length > 0 && s[0] is '+' or '-' ? s[1..] : s;
+            var sign = s.StartsWith('-') ? -1.0 : 1.0;
+            if (unsigned.Equals("inf", StringComparison.OrdinalIgnoreCase) || unsigned.Equals("infinity", StringComparison.OrdinalIgnoreCase)) return sign * double.PositiveInfinity;
+            if (unsigned.Equals("nan", StringComparison.OrdinalIgnoreCase)) return double.NaN;
+            if (unsigned.Length == 0 || !(char.IsAsciiDigit(unsigned[0]) || unsigned[0] == '.')) return null;
+            for (var i = s.IndexOf('_'); i >= 0; i = s.IndexOf('_', i + 1))
+                if (i == 0 || i + 1 == s.Length || !char.IsAsciiDigit(s[i - 1]) || !char.IsAsciiDigit(s[i + 1])) return null;
+            return double.TryParse(s.Replace("_", ""), NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint | NumberStyles.AllowExponent, CultureInfo.InvariantCulture, out var d) ? d : null;
         }
 
         /// <summary>Jinja's |round(precision=0, method='common'): Python's round() (ties to even,

@@ -583,8 +583,11 @@ public sealed partial class JinjaTemplate
                 if (Accept("."))
                 {
                     var member = Next();
-                    // d.1 is d[1], as Jinja's parser reads an integer after the dot.
-                    if (char.IsAsciiDigit(member[0]) && Number(member) is long index) value = new Lambda(s => Values.Index(target.Eval(s), index), target);
+                    // d.1 is d[1], as Jinja's parser reads an integer after the dot, and only a
+                    // name or an integer: d.1e5, d. 1.5, d.'a' and x.-1 are refused.
+                    if (!IsIdentifier(member) && !(char.IsAsciiDigit(member[0]) && Number(member) is long))
+                        throw new JinjaException($"'{member.TrimStart('\'', '"')}' after '.' is neither a name nor an integer: write other keys in brackets (x[-1], d['a b'], d[1.5])");
+                    if (char.IsAsciiDigit(member[0])) { var index = (long)Number(member); value = new Lambda(s => Values.Index(target.Eval(s), index), target); }
                     else if (Accept("("))
                     {
                         var arguments = Arguments(")");
@@ -733,7 +736,8 @@ public sealed partial class JinjaTemplate
                 if (c is >= '0' and <= '9')
                 {
                     var start = i;
-                    i = NumberEnd(source, i);
+                    // No fraction straight after a dot, as Jinja's lexer reads none there: d.1.0 is d[1][0].
+                    i = NumberEnd(source, i, fraction: start == 0 || source[start - 1] != '.');
                     // Letters straight after a number ("1abc", "1e") stay in the token, which is then refused as a number.
                     while (i < source.Length && (char.IsLetterOrDigit(source[i]) || source[i] == '_')) i++;
                     tokens.Add(source[start..i]);
@@ -795,8 +799,8 @@ public sealed partial class JinjaTemplate
 
         /// <summary>Where a number literal that starts at <paramref name="i"/> ends, as Jinja reads
         /// them: digits with single underscores between them (1_000), then a fraction (1.5), an
-        /// exponent (1e16, 1.5e-5) or both.</summary>
-        static int NumberEnd(string s, int i)
+        /// exponent (1e16, 1.5e-5) or both (without <paramref name="fraction"/>, an exponent alone).</summary>
+        static int NumberEnd(string s, int i, bool fraction = true)
         {
             int Digits(int at)
             {
@@ -806,7 +810,7 @@ public sealed partial class JinjaTemplate
                 return at;
             }
             i = Digits(i);
-            if (i + 1 < s.Length && s[i] == '.' && char.IsAsciiDigit(s[i + 1])) i = Digits(i + 1);
+            if (fraction && i + 1 < s.Length && s[i] == '.' && char.IsAsciiDigit(s[i + 1])) i = Digits(i + 1);
             if (i + 1 < s.Length && s[i] is 'e' or 'E')
             {
                 var sign = s[i + 1] is '+' or '-' ? 1 : 0;

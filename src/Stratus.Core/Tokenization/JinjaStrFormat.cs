@@ -212,7 +212,8 @@ public sealed partial class JinjaTemplate
                         var point = body.IndexOfAny(['.', 'e', '%']);
                         body = point < 0 ? Group(body, comma, 3) : Group(body[..point], comma, 3) + body[point..];
                     }
-                    prefix = double.IsNegative(x) ? "-" : sign is '+' or ' ' ? sign.Value.ToString() : "";
+                    // .NET's NaN has its sign bit set; Python writes no sign of a NaN.
+                    prefix = double.IsNegative(x) && !double.IsNaN(x) ? "-" : sign is '+' or ' ' ? sign.Value.ToString() : "";
                     return Pad(body, prefix, fill ?? ' ', align ?? '>', width);
                 case long or bool or double:
                     throw new JinjaException($"Unknown format code '{type}' for object of type '{TypeName(value)}'");

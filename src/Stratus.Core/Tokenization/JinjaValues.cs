@@ -205,6 +205,8 @@ public sealed partial class JinjaTemplate
                 case null: json.Append("null"); break;
                 case Undefined u: throw new JinjaException($"{u.Error().Message}, and an undefined value cannot be written as JSON");
                 case bool b: json.Append(b ? "true" : "false"); break;
+                // As json.dumps writes them (allow_nan=True), not as Python prints them (nan, inf).
+                case double d when !double.IsFinite(d): json.Append(double.IsNaN(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity"); break;
                 case long or double: json.Append(ToText(v)); break;
                 case string s: WriteString(json, s, style.Ascii); break;
                 case Namespace ns: WriteJson(json, Attributes(ns), depth, style); break;
@@ -437,7 +439,7 @@ public sealed partial class JinjaTemplate
                     {
                         // Comparing strings of equal length reads them through.
                         budget.Spend(1 + Size(x));
-                        if (Equal(x, item)) return true;
+                        if (ItemEqual(x, item)) return true;
                     }
                     return false;
                 case string:
@@ -454,9 +456,15 @@ public sealed partial class JinjaTemplate
         /// "message == user_messages[-1]" is true of an earlier message that reads the same).</summary>
         public static bool Equal(object? a, object? b) => Equal(a, b, 0);
 
+        /// <summary>Python's comparison of a container's items, of 'in', of keys and of a set's
+        /// members: the same object first, then ==, so the NaN in [n] == [n] equals itself where
+        /// n == n is false.</summary>
+        public static bool ItemEqual(object? a, object? b, int depth = 0) => ReferenceEquals(a, b) || Equal(a, b, depth);
+
         static bool Equal(object? a, object? b, int depth)
         {
-            if (ReferenceEquals(a, b)) return true;
+            // A float's == is IEEE's, where a NaN equals nothing, itself included.
+            if (ReferenceEquals(a, b) && a is not double) return true;
             if (depth > MaxDepth) throw TooDeep();
             return (a, b) switch
             {
@@ -465,9 +473,9 @@ public sealed partial class JinjaTemplate
                 (long or double or bool, long or double or bool) when a is not bool || b is not bool => Number(a) == Number(b),
                 (Namespace, _) or (_, Namespace) => false,
                 (Mapping x, Mapping y) =>
-                    x.Count == y.Count && x.All(kv => y.TryGetValue(kv.Key, out var other) && Equal(kv.Value, other, depth + 1)),
+                    x.Count == y.Count && x.All(kv => y.TryGetValue(kv.Key, out var other) && ItemEqual(kv.Value, other, depth + 1)),
                 (IList<object?> x, IList<object?> y) =>
-                    x is TupleValue == y is TupleValue && x.Count == y.Count && x.Zip(y).All(p => Equal(p.First, p.Second, depth + 1)),
+                    x is TupleValue == y is TupleValue && x.Count == y.Count && x.Zip(y).All(p => ItemEqual(p.First, p.Second, depth + 1)),
                 _ => Equals(a, b),
             };
         }
@@ -479,6 +487,8 @@ public sealed partial class JinjaTemplate
             if (op == "==") return Equal(a, b);
             if (op == "!=") return !Equal(a, b);
             var order = Order(a, b);
+            // Every order of a NaN is false, where .NET's CompareTo puts a NaN first.
+            if (a is double x && double.IsNaN(x) || b is double y && double.IsNaN(y)) return false;
             return op switch { "<" => order < 0, ">" => order > 0, "<=" => order <= 0, _ => order >= 0 };
         }
 
@@ -503,7 +513,7 @@ public sealed partial class JinjaTemplate
                 case (IList<object?> x, IList<object?> y) when x is TupleValue == y is TupleValue:
                     for (var i = 0; i < x.Count && i < y.Count; i++)
                     {
-                        if (!Equal(x[i], y[i], depth + 1)) return Order(x[i], y[i], depth + 1);
+                        if (!ItemEqual(x[i], y[i], depth + 1)) return Order(x[i], y[i], depth + 1);
                     }
                     return x.Count.CompareTo(y.Count);
                 case (Undefined u, _): throw u.Error();

@@ -196,6 +196,37 @@ CASES = [
     ("integers beyond 64 bits", "{{ 99999999999999999999 }}", {}, "beyond 64-bit integers"),
     ("arithmetic beyond 64 bits", "{{ 2 ** 70 }}", {}, "beyond 64-bit integers"),
     ("the largest 64-bit integer", "{{ 9223372036854775807 }} {{ -9223372036854775807 - 1 }} {{ 0x7fffffffffffffff }}", {}),
+    # A number after a dot is an index: jinja2's lexer reads no float right after a dot, so
+    # d.1e5 is d.1 followed by a name, and d.01 is d.0 followed by an integer, both refused.
+    ("a number after a dot is an index", "{% set d = {1: 'b', 10: 'c'} %}{% set x = [1, 2, 3] %}{{ d.1 }} {{ x.1 }} {{ x.0 }} {{ x.00 }} {{ d.0x1 }} {{ x.0b1 }} {{ d.1_0 }} {{ d. 1 }} {{ d . 1 }} {{ d.1.0 }} [{{ d.1.5 }}] [{{ d.1.e5 }}] [{{ d.2 }}] [{{ x.5 }}] [{{ x.1 .0 }}] {{ (x).1 }} {{ x.1 | string }}", {}),
+    ("a float after a dot and a space", "{{ d. 1.5 }}", {"d": {}}),
+    ("a string after a dot", "{{ d.'x' }}", {"d": {}}),
+    ("an exponent after a dot", "{{ d.1e5 }}", {"d": {}}),
+    ("an upper-case exponent after a dot", "{{ d.1E5 }}", {"d": {}}),
+    ("an exponent without digits after a dot", "{{ d.1e }}", {"d": {}}),
+    ("a leading zero after a dot", "{{ x.01 }}", {"x": [1, 2]}),
+    ("an underscore after a zero after a dot", "{{ x.0_1 }}", {"x": [1, 2]}),
+    ("letters after a number after a dot", "{{ d.1x }}", {"d": {}}),
+    ("a negative index after a dot", "{{ x.-1 }}", {"x": [1, 2]}),
+    ("a plus after a dot", "{{ x.+1 }}", {"x": [1, 2]}),
+    ("a dot after an index after a dot", "{{ x.1. }}", {"x": [1, 2]}),
+    # NaN and infinity, made from variables (jinja2 folds a constant such as 1e400 or
+    # 'inf' | float into its code as the name inf, which it then does not find, unless it only
+    # prints it): printed as Python prints them (nan, inf), written as json.dumps writes them
+    # (NaN, Infinity), rounded as Python rounds them; a floor, a ceiling or an integer of
+    # infinity is refused, and |int of NaN (or of text it cannot read) is its default.
+    ("nan and infinity as text", "{% set i = inf | float %}{% set n = nan | float %}{{ n }} {{ i }} {{ -i }} {{ [n, i, -i] }} {{ {'a': i} }} {{ n | string }} {{ -i | string }} {{ n ~ i }} {{ '%s %f %.2f %e' | format(n, i, -i, i) }} {{ '{} {:f} {:.1%}'.format(i, n, -i) }} {{ i | abs }} {{ -i | abs }} {{ n == n }} {{ n != n }} {{ [n] == [n] }} {{ n in [n] }} {{ n is eq n }} {{ [n, n] | unique | list }} {{ n < 1 }} {{ n >= n }} {{ [n] < [n] }} {{ i > 1e308 }} {{ i is number }} {{ i * 0 }}", {"inf": "inf", "nan": "nan"}),
+    ("nan and infinity read by float", "{{ 'nan' | float }} {{ 'inf' | float }} {{ '-inf' | float }} {{ 'Infinity' | float }} {{ '-INFINITY' | float }} {{ 'NaN' | float }} {{ '+inf' | float }} {{ ' iNf ' | float }} {{ '-nan' | float }} {{ 'infinit' | float }} {{ '\u221e' | float }} {{ '1_000.5' | float }} {{ '1__0' | float }} {{ '_1' | float }} {{ ' .5e1 ' | float }} {{ '1.' | float }} {{ 'x' | float(1.5) }} {{ [] | float(default=2) }}", {}),
+    ("nan and infinity as JSON", "{% set i = inf | float %}{% set n = nan | float %}{{ n | tojson }} {{ i | tojson }} {{ -i | tojson }} {{ [n, {'a': i}] | tojson }} {{ {i: 1, -i: 2} | tojson }} {{ {'b': n, 'a': -i} | tojson(indent=1, sort_keys=true) }}", {"inf": "inf", "nan": "nan"}),
+    ("nan and infinity rounded", "{% set i = inf | float %}{% set n = nan | float %}{{ n | round }} {{ i | round }} {{ -i | round(2) }} {{ n | round(1) }} {{ i | round(-1) }}", {"inf": "inf", "nan": "nan"}),
+    ("infinity rounded down", "{{ inf | float | round(1, 'floor') }}", {"inf": "inf", "nan": "nan"}),
+    ("nan rounded up", "{{ nan | float | round(0, 'ceil') }}", {"inf": "inf", "nan": "nan"}),
+    ("nan as an integer", "{% set n = nan | float %}{{ n | int }} {{ n | int(5) }} {{ 'nan' | int }} {{ 'nan' | int(7) }} {{ 'x' | int(default=2) }}", {"inf": "inf", "nan": "nan"}),
+    ("infinity as an integer", "{{ inf | float | int }}", {"inf": "inf", "nan": "nan"}),
+    ("minus infinity as an integer", "{{ -(inf | float) | int(3) }}", {"inf": "inf", "nan": "nan"}),
+    ("'inf' as an integer", "{{ 'inf' | int }} {{ '-inf' | int(4) }} {{ '2.7' | int }} {{ '1e3' | int }} {{ ' -4 ' | int }} {{ '1_000' | int }} {{ 'x' | int(default=2) }} {{ [] | int(3) }}", {}),
+    ("a literal beyond floats printed", "{{ 1e400 }} {{ -1e400 }}", {}),
+    ("infinity formatted as an integer", "{{ '%d' | format(inf | float) }}", {"inf": "inf", "nan": "nan"}),
     # \N{...}
     ("\\N escapes", "{{ '\\N{BULLET} \\N{LATIN SMALL LETTER E WITH ACUTE} \\N{bullet}' }}", {}, "\\N{"),
     # Case mappings with Python's special casing

@@ -401,6 +401,8 @@ public sealed class FineTuningTests
             Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": null}]}"""));
         Assert.Equal($"{chat}:2: Invalid 'tools[0].function.name': \"a b\" must be 1 to 64 letters, digits, underscores or dashes.",
             Error($$$"""{"messages": [{"role": "user", "content": "hi"}, {{{Call}}}], "tools": [{"type": "function", "function": {"name": "a b"}}]}"""));
+        Assert.Equal($"{chat}:2: 'functions' (deprecated) is not supported; give them as 'tools', each {{\"type\": \"function\", \"function\": {{...}}}}",
+            Error($$$"""{"messages": [{"role": "user", "content": "hi"}, {{{Call}}}], "functions": [{"name": "f"}]}"""));
         Assert.StartsWith("--val-fraction must be in [0, 1), got NaN", Error(Good, double.NaN));
         // Both conversations held out (round(2 x 0.9) = 2): it said the file had no assistant messages.
         Assert.Equal($"--val-fraction 0.9 holds out all 2 conversations of {chat} for validation, leaving none to train on; pass a smaller --val-fraction, e.g. 0.1",

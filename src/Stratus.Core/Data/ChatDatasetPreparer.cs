@@ -218,6 +218,10 @@ public static class ChatDatasetPreparer
             // Absent and null are none, as a request's are; the definitions outlive this line's document.
             if (conversation.TryGetProperty("tools", out var given) && given.ValueKind != JsonValueKind.Null)
                 tools = ChatTools.Offered(given).Definitions.ConvertAll(tool => tool.Clone());
+            // OpenAI's deprecated form of tools, which a request may not use either: taken silently,
+            // the data would teach calls of functions the template never showed.
+            if (conversation.TryGetProperty("functions", out var functions) && functions.ValueKind is not JsonValueKind.Null && !(functions.ValueKind == JsonValueKind.Array && functions.GetArrayLength() == 0))
+                throw new StratusUserException("'functions' (deprecated) is not supported; give them as 'tools', each {\"type\": \"function\", \"function\": {...}}");
         }
         catch (StratusUserException e) { throw new StratusUserException($"{path}:{lineNumber}: {e.Message}"); }
         // As OpenAI's fine-tuning checks: a turn with nothing in it (an empty reply teaches

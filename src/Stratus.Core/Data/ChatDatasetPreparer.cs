@@ -204,9 +204,7 @@ public static class ChatDatasetPreparer
     /// messages, checked as a request's (ChatTools.Offered); each fault named by its line and field.</summary>
     static (List<ChatMessageText> Messages, List<JsonElement>? Tools) ParseConversation(string path, int lineNumber, string line)
     {
-        // Checked as text first (a lone surrogate), then read as the JSON a request's body is.
-        JsonText.ParseLine(path, lineNumber, line);
-        using var document = JsonDocument.Parse(line);
+        using var document = JsonText.ParseLineDocument(path, lineNumber, line);
         var conversation = document.RootElement;
         if (conversation.ValueKind != JsonValueKind.Object || !conversation.TryGetProperty("messages", out var list) || list.ValueKind != JsonValueKind.Array || list.GetArrayLength() == 0)
             throw new StratusUserException($"{path}:{lineNumber}: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}");

@@ -11,7 +11,7 @@ static class PrepareCommand
 {
     public static Command Create()
     {
-        var input = PathOptions.Option("--input", "a text file, a folder of .txt/.md files, or a JSONL file with a \"text\" field (with --format chat: {\"messages\": [...]} per line)", required: true);
+        var input = PathOptions.Option("--input", "a text file, a folder of .txt/.md files, or a JSONL file with a \"text\" field (with --format chat: {\"messages\": [...]} per line, with \"tools\": [...] where a conversation offers tools)", required: true);
         var output = OutputPaths.Folder("--out", "dataset folder to write (train.bin, val.bin, meta.json, tokenizer.json)", required: true);
         var tokenizer = new Option<string>("--tokenizer") { Description = "char or gpt2", DefaultValueFactory = _ => "char" };
         tokenizer.AcceptOnlyFromAmong("char", "gpt2");

@@ -53,11 +53,17 @@ public static class JsonText
     /// <summary>Line <paramref name="lineNumber"/> of a JSONL file as JSON. Malformed JSON, or a
     /// string that is no text (an escaped lone surrogate, which the parser accepts and reading
     /// the string throws on), is refused naming the file and line.</summary>
-    public static JsonNode? ParseLine(string path, int lineNumber, string line, string? hint = null)
+    public static JsonNode? ParseLine(string path, int lineNumber, string line, string? hint = null) => ParseLine(path, lineNumber, line, hint, utf8 => JsonNode.Parse(utf8));
+
+    /// <summary>As <see cref="ParseLine(string, int, string, string?)"/>, as a document, for a
+    /// reader of JsonElements (a chat line read as a request's messages are).</summary>
+    public static JsonDocument ParseLineDocument(string path, int lineNumber, string line, string? hint = null) => ParseLine(path, lineNumber, line, hint, utf8 => JsonDocument.Parse(utf8));
+
+    static T ParseLine<T>(string path, int lineNumber, string line, string? hint, Func<byte[], T> parse)
     {
         var utf8 = System.Text.Encoding.UTF8.GetBytes(line);
         if (Problem(utf8) is { } problem) throw new StratusUserException($"{path}:{lineNumber}: {problem}");
-        try { return JsonNode.Parse(utf8); }
+        try { return parse(utf8); }
         catch (JsonException e) { throw StratusUserException.NotValidJson(path, e, lineNumber, hint); }
     }
 }

@@ -381,21 +381,38 @@ public sealed class FineTuningTests
         Assert.Equal($"{chat}:2: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}", Error("[1, 2]"));
         Assert.StartsWith($"{chat}:2: expected", Error("\"str\""));
         Assert.StartsWith($"{chat}:2: expected", Error("null"));
-        Assert.Equal($"{chat}:2: message 1 needs string fields \"role\" and \"content\"", Error("""{"messages": [{"role": 1, "content": "hi"}]}"""));
-        Assert.Equal($"{chat}:2: message 2 needs string fields \"role\" and \"content\"", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ["x"]}]}"""));
-        Assert.Equal($"{chat}:2: message 1 needs string fields \"role\" and \"content\"", Error("""{"messages": ["hi"]}"""));
+        // Messages are read as a chat request's are (ChatMessages.Parse), refused in its words with the line.
+        Assert.Equal($"{chat}:2: Invalid type for 'messages[0].role': expected a string.", Error("""{"messages": [{"role": 1, "content": "hi"}]}"""));
+        Assert.Equal($"{chat}:2: Invalid content part 'messages[1].content[0]': expected an object with a 'type'.", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ["x"]}]}"""));
+        Assert.Equal($"{chat}:2: messages[0] must be an object.", Error("""{"messages": ["hi"]}"""));
+        Assert.Equal($"{chat}:2: Missing required parameter: 'messages[0].content'.", Error("""{"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}"""));
         // Taken before: an empty reply taught the model to answer with nothing but the end of its
         // turn, and a role the server refuses taught it a turn no chat request can ask for.
         Assert.Equal($"{chat}:2: message 2 (assistant) has empty content", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}"""));
         Assert.Equal($"{chat}:2: message 1 (user) has empty content", Error("""{"messages": [{"role": "user", "content": " \n"}, {"role": "assistant", "content": "a"}]}"""));
-        Assert.Equal($"{chat}:2: message 1 has role \"wizard\"; the roles are 'system', 'developer', 'user', 'assistant' and 'tool'",
+        Assert.Equal($"{chat}:2: Invalid value for 'messages[0].role': 'wizard'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.",
             Error("""{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "a"}]}"""));
         // A message's name and an assistant's reasoning reach the template as a chat request's
         // do (ChatMessageText.Of), refused alike; both were ignored.
-        Assert.Equal($"{chat}:2: 'messages[1].reasoning_content' differs from 'messages[1].reasoning'; give the reasoning once",
+        Assert.Equal($"{chat}:2: Invalid parameter: 'messages[1].reasoning_content' differs from 'messages[1].reasoning'; give the reasoning once.",
             Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a", "reasoning": "r1", "reasoning_content": "r2"}]}"""));
-        Assert.Equal($"{chat}:2: message 1 (user) has a \"name\" that is not a string; give it as text, or leave it out",
+        Assert.Equal($"{chat}:2: Invalid type for 'messages[0].name': expected a string.",
             Error("""{"messages": [{"role": "user", "content": "hi", "name": 7}, {"role": "assistant", "content": "a"}]}"""));
+        // Tool calls, a tool's answer and the conversation's tools are checked as a request's
+        // are; all three were ignored (a call's arguments and the tools never reached the template).
+        const string Call = """{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}""";
+        Assert.Equal($"{chat}:2: Invalid parameter: 'messages[2].tool_call_id' of 'c2' not found in 'tool_calls' of the assistant's message before it; give the 'id' of one of its calls.",
+            Error($$"""{"messages": [{"role": "user", "content": "hi"}, {{Call}}, {"role": "tool", "tool_call_id": "c2", "content": "x"}]}"""));
+        Assert.Equal($"{chat}:2: Missing required parameter: 'messages[2].tool_call_id'.",
+            Error($$"""{"messages": [{"role": "user", "content": "hi"}, {{Call}}, {"role": "tool", "content": "x"}]}"""));
+        Assert.Equal($"{chat}:2: Invalid 'messages[1].tool_calls[0].function.arguments': [1] is not a JSON object; send the arguments as the JSON text of an object, such as '{{\"city\": \"Paris\"}}'.",
+            Error($$"""{"messages": [{"role": "user", "content": "hi"}, {{Call.Replace("\"{}\"", "\"[1]\"")}}]}"""));
+        Assert.Equal($"{chat}:2: message 2 (assistant) has empty content",
+            Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": null}]}"""));
+        Assert.Equal($"{chat}:2: Invalid 'tools[0].function.name': \"a b\" must be 1 to 64 letters, digits, underscores or dashes.",
+            Error($$$"""{"messages": [{"role": "user", "content": "hi"}, {{{Call}}}], "tools": [{"type": "function", "function": {"name": "a b"}}]}"""));
+        Assert.Equal($"{chat}:2: 'functions' (deprecated) is not supported; give them as 'tools', each {{\"type\": \"function\", \"function\": {{...}}}}",
+            Error($$$"""{"messages": [{"role": "user", "content": "hi"}, {{{Call}}}], "functions": [{"name": "f"}]}"""));
         Assert.StartsWith("--val-fraction must be in [0, 1), got NaN", Error(Good, double.NaN));
         // Both conversations held out (round(2 x 0.9) = 2): it said the file had no assistant messages.
         Assert.Equal($"--val-fraction 0.9 holds out all 2 conversations of {chat} for validation, leaving none to train on; pass a smaller --val-fraction, e.g. 0.1",

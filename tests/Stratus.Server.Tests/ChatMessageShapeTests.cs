@@ -17,8 +17,7 @@ public sealed class ChatMessageShapeTests
         "{% for m in messages %}{% if m.role == 'assistant' and m.content is none %}{% for c in m.tool_calls %}<call>{{ c.function.name }}:{{ c.function.arguments }}</call>{% endfor %}" +
         "{% elif m.role == 'assistant' %}<reply>{{ m.content }}</reply>{% else %}<{{ m.role }}>{{ m.content }}{% endif %}{% endfor %}";
 
-    static List<ChatMessageText> Messages(string json) =>
-        RequestParser.Messages(JsonSerializer.Deserialize<List<ChatMessageBody?>>(json, new JsonSerializerOptions(JsonSerializerDefaults.Web) { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+    static List<ChatMessageText> Messages(string json) => RequestParser.Messages(JsonSerializer.Deserialize<List<ChatMessageBody?>>(json, Json));
 
     [Fact]
     public void An_assistant_s_null_content_reaches_the_template_as_none_and_empty_content_as_empty()
@@ -125,20 +124,65 @@ public sealed class ChatMessageShapeTests
             var line = $"{{\"messages\": {Conversation.ReplaceLineEndings("")}}}";
             File.WriteAllLines(Path.Combine(folder, "chat.jsonl"), [line, line]);
             ChatDatasetPreparer.Prepare(Path.Combine(folder, "chat.jsonl"), Path.Combine(folder, "data"), Path.Combine(folder, "model"), valFraction: 0.5);
-            long[] Shard(string name)
-            {
-                using var shard = TokenShard.Open(Path.Combine(folder, "data", name));
-                var values = new long[shard.Count];
-                shard.Read(0, values);
-                return values;
-            }
-            var tokens = Shard(DatasetPreparer.TrainShard);
-            var mask = Shard(ChatDatasetPreparer.TrainMask);
+            var tokens = Shard(folder, DatasetPreparer.TrainShard);
+            var mask = Shard(folder, ChatDatasetPreparer.TrainMask);
             Assert.Equal(tokenizer.Encode(rendered).Select(t => (long)t), tokens);
             // Learned: each assistant turn after its header, reasoning and end of turn included.
             Assert.Equal("<think>r1</think>A</assistant>\n<think>r2</think>B</assistant>\n",
                 tokenizer.Decode(tokens.Where((_, i) => mask[i] == 1).Select(t => (int)t).ToArray()));
         }
         finally { Directory.Delete(folder, recursive: true); }
+    }
+
+    [Fact]
+    public void A_conversation_with_tools_tool_calls_a_tool_result_and_text_parts_is_prepared_as_the_server_renders_it_the_assistant_s_turns_and_calls_learned()
+    {
+        // Written for this test in the style of Qwen2.5's: the tools listed first, content looped
+        // over as parts (a tool's result as text), each call with its arguments as JSON.
+        const string Template = "{% if tools %}<tools>{% for t in tools %}{{ t.function.name }};{% endfor %}</tools>\n{% endif %}" +
+            "{% for m in messages %}<{{ m.role }}>{% if m.role == 'tool' %}{{ m.tool_call_id }}={{ m.content }}{% else %}{% for p in m['content'] %}[{{ p.text }}]{% endfor %}{% endif %}" +
+            "{% if m.tool_calls %}{% for c in m.tool_calls %}<call {{ c.id }}>{{ c.function.name }}{{ c.function.arguments | tojson }}</call>{% endfor %}{% endif %}</{{ m.role }}>\n{% endfor %}" +
+            "{% if add_generation_prompt %}<assistant>{% endif %}";
+        const string Tools = """[{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]""";
+        const string Conversation = """
+            [{"role": "system", "content": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Use tools."}]},
+             {"role": "user", "content": "Weather in Paris?"},
+             {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+             {"role": "assistant", "content": [{"type": "text", "text": "Sunny."}]}]
+            """;
+        var folder = Path.Combine(Path.GetTempPath(), $"stratus-prepare-tools-{Guid.NewGuid():N}");
+        try
+        {
+            var tokenizer = CharTokenizer.FromCorpus(TinyModelServer.Corpus);
+            TinyModelServer.SaveGpt(Path.Combine(folder, "model"), tokenizer, context: 64, layers: 1, chatTemplate: Template);
+            var served = ChatTemplate.Load(Path.Combine(folder, "model"), tokenizer);
+            using var tools = JsonDocument.Parse(Tools);
+            var rendered = RequestParser.Chat(JsonSerializer.Deserialize<List<ChatMessageBody?>>(Conversation, Json), addGenerationPrompt: false, continueFinalMessage: null,
+                ChatToolsParser.Parse(tools.RootElement)).Render(served);
+            Assert.Equal("<tools>weather;</tools>\n<system>[Be brief.][Use tools.]</system>\n<user>[Weather in Paris?]</user>\n" +
+                "<assistant><call call_1>weather{\"city\": \"Paris\"}</call></assistant>\n<tool>call_1=sunny</tool>\n<assistant>[Sunny.]</assistant>\n", rendered);
+
+            var line = $"{{\"messages\": {Conversation.ReplaceLineEndings("")}, \"tools\": {Tools}}}";
+            File.WriteAllLines(Path.Combine(folder, "chat.jsonl"), [line, line]);
+            ChatDatasetPreparer.Prepare(Path.Combine(folder, "chat.jsonl"), Path.Combine(folder, "data"), Path.Combine(folder, "model"), valFraction: 0.5);
+            var tokens = Shard(folder, DatasetPreparer.TrainShard);
+            var mask = Shard(folder, ChatDatasetPreparer.TrainMask);
+            Assert.Equal(RequestParser.Encode(tokenizer, rendered, "messages", served.AddSpecialTokens).Select(t => (long)t), tokens);
+            // Learned: each assistant turn after its header, its call and end of turn included.
+            Assert.Equal("<call call_1>weather{\"city\": \"Paris\"}</call></assistant>\n[Sunny.]</assistant>\n",
+                tokenizer.Decode(tokens.Where((_, i) => mask[i] == 1).Select(t => (int)t).ToArray()));
+        }
+        finally { Directory.Delete(folder, recursive: true); }
+    }
+
+    static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web) { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    static long[] Shard(string folder, string name)
+    {
+        using var shard = TokenShard.Open(Path.Combine(folder, "data", name));
+        var values = new long[shard.Count];
+        shard.Read(0, values);
+        return values;
     }
 }

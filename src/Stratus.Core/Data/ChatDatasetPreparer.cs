@@ -1,6 +1,7 @@
 // `stratus prepare --format chat`: supervised fine-tuning data. Each JSONL line holds
-// {"messages": [{"role": ..., "content": ...}, ...]} (a message's "name" and an assistant's
-// "reasoning" too, which reach the template as a chat request's do); it is rendered with the
+// {"messages": [{"role": ..., "content": ...}, ...]}, its messages read as a chat request's are
+// (ChatMessages: content as text parts, an assistant's tool_calls, a tool's tool_call_id, a
+// message's name, an assistant's reasoning), so that they reach the template alike; it is rendered with the
 // model's own chat template, or one the user gives (--chat-template, to teach a base model a chat format of their
 // choice as setting a Hugging Face tokenizer's chat_template before training does), and tokenized
 // with the model's tokenizer, and a loss mask marks the tokens the model should learn to produce
@@ -10,6 +11,7 @@
 // sha256 in meta.json, and `train` carries it into the run's checkpoints (StoredTemplate).
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Stratus.Inference;
 using Stratus.Tokenization;
 using Stratus.Training;
 
@@ -81,9 +83,9 @@ public static class ChatDatasetPreparer
                     for (int lineNumber = 1, index = 0; reader.ReadLine() is { } line; lineNumber++)
                     {
                         if (string.IsNullOrWhiteSpace(line)) continue;
-                        var messages = ParseMessages(input, lineNumber, line);
+                        var (messages, tools) = ParseConversation(input, lineNumber, line);
                         (int[] Tokens, byte[] Mask) example;
-                        try { example = Encode(template, tokenizer, messages); }
+                        try { example = Encode(template, tokenizer, messages, tools); }
                         catch (StratusUserException e) { throw new StratusUserException($"{input}:{lineNumber}: {e.Message}"); }
                         if (index == trainCount) valStart = tokens.Count;
                         last = (example.Tokens, Array.ConvertAll(example.Mask, m => (int)m));
@@ -161,7 +163,9 @@ public static class ChatDatasetPreparer
     /// prefixes of the conversation, so each message's text is the difference between two
     /// renderings; an assistant turn is split into the generation prompt (not learned) and
     /// its content up to the next turn (learned).</summary>
-    public static (int[] Tokens, byte[] Mask) Encode(ChatTemplate template, ITokenizer tokenizer, IReadOnlyList<ChatMessageText> messages)
+    /// <param name="tools">The tools the conversation offers, which the template gets as a chat
+    /// request's (ChatTemplate.Render); null: none.</param>
+    public static (int[] Tokens, byte[] Mask) Encode(ChatTemplate template, ITokenizer tokenizer, IReadOnlyList<ChatMessageText> messages, IReadOnlyList<JsonElement>? tools = null)
     {
         var tokens = new List<int>();
         var mask = new List<byte>();
@@ -182,10 +186,10 @@ public static class ChatDatasetPreparer
         for (var k = 0; k < messages.Count; k++)
         {
             var upTo = messages.Take(k + 1).ToList();
-            var full = template.Render(upTo, addGenerationPrompt: false);
+            var full = template.Render(upTo, addGenerationPrompt: false, tools: tools);
             if (messages[k].Role == "assistant")
             {
-                var prompt = template.Render(messages.Take(k).ToList(), addGenerationPrompt: true);
+                var prompt = template.Render(messages.Take(k).ToList(), addGenerationPrompt: true, tools: tools);
                 Add(prompt, 0, prompt);
                 Add(full, 1, full);
             }
@@ -194,31 +198,51 @@ public static class ChatDatasetPreparer
         return (tokens.ToArray(), mask.ToArray());
     }
 
-    /// <summary>A line's conversation, each message as a chat request's reaches the template
-    /// (ChatMessageText.Of): its name and an assistant's reasoning too.</summary>
-    static List<ChatMessageText> ParseMessages(string path, int lineNumber, string line)
+    /// <summary>A line's conversation, its messages read as a chat request's are
+    /// (ChatMessages.Parse: tool calls, a tool's tool_call_id, text parts, a name, an assistant's
+    /// reasoning), and the tools it offers, which OpenAI's fine-tuning data gives beside its
+    /// messages, checked as a request's (ChatTools.Offered); each fault named by its line and field.</summary>
+    static (List<ChatMessageText> Messages, List<JsonElement>? Tools) ParseConversation(string path, int lineNumber, string line)
     {
-        var node = JsonText.ParseLine(path, lineNumber, line);
-        if (node is not JsonObject conversation || conversation["messages"] is not JsonArray list || list.Count == 0)
+        using var document = JsonText.ParseLineDocument(path, lineNumber, line);
+        var conversation = document.RootElement;
+        if (conversation.ValueKind != JsonValueKind.Object || !conversation.TryGetProperty("messages", out var list) || list.ValueKind != JsonValueKind.Array || list.GetArrayLength() == 0)
             throw new StratusUserException($"{path}:{lineNumber}: expected {{\"messages\": [{{\"role\": ..., \"content\": ...}}, ...]}}");
-        return list.Select((m, k) =>
-            {
-                if (m is not JsonObject o || Text(o["role"]) is not { } role || Text(o["content"]) is not { } content)
-                    throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} needs string fields \"role\" and \"content\"");
-                // As OpenAI's fine-tuning checks: a turn no chat request can ask for, or one with
-                // nothing in it (an empty reply teaches answering with the end of turn alone).
-                if (!ChatTemplate.Roles.Contains(role))
-                    throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} has role {JsonValue.Create(role).ToJsonString()}; the roles are {ChatTemplate.RolesInWords}");
-                if (string.IsNullOrWhiteSpace(content)) throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} ({role}) has empty content");
-                // Absent and null are none, as a chat request's are.
-                string? Optional(string field) => o[field] is not { } value ? null
-                    : Text(value) ?? throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} ({role}) has a \"{field}\" that is not a string; give it as text, or leave it out");
-                var (name, reasoning, reasoningContent) = (Optional("name"), Optional("reasoning"), Optional("reasoning_content"));
-                try { return ChatMessageText.Of(role, content, name, reasoning, reasoningContent, $"messages[{k}]"); }
-                catch (StratusUserException e) { throw new StratusUserException($"{path}:{lineNumber}: {e.Message}"); }
-            })
-            .ToList();
-    }
+        List<ChatMessageText> messages;
+        List<JsonElement>? tools = null;
+        try
+        {
+            messages = ChatMessages.Parse(list.EnumerateArray().Select(Body).ToList());
+            // Absent and null are none, as a request's are; the definitions outlive this line's document.
+            if (conversation.TryGetProperty("tools", out var given) && given.ValueKind != JsonValueKind.Null)
+                tools = ChatTools.Offered(given).Definitions.ConvertAll(tool => tool.Clone());
+            // OpenAI's deprecated form of tools, which a request may not use either: taken silently,
+            // the data would teach calls of functions the template never showed.
+            if (conversation.TryGetProperty("functions", out var functions) && functions.ValueKind is not JsonValueKind.Null && !(functions.ValueKind == JsonValueKind.Array && functions.GetArrayLength() == 0))
+                throw new StratusUserException("'functions' (deprecated) is not supported; give them as 'tools', each {\"type\": \"function\", \"function\": {...}}");
+        }
+        catch (StratusUserException e) { throw new StratusUserException($"{path}:{lineNumber}: {e.Message}"); }
+        // As OpenAI's fine-tuning checks: a turn with nothing in it (an empty reply teaches
+        // answering with the end of turn alone); an assistant's turn of calls alone has calls.
+        for (var k = 0; k < messages.Count; k++)
+            if (string.IsNullOrWhiteSpace(messages[k].Content) && messages[k].ToolCalls is null)
+                throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} ({messages[k].Role}) has empty content");
+        return (messages, tools);
 
-    static string? Text(JsonNode? node) => node is JsonValue value && value.TryGetValue<string>(out var text) ? text : null;
+        // A message as a request's body holds it: absent and null are none, as there. Read inside
+        // the try above, which names the line.
+        ChatMessageBody? Body(JsonElement message, int k)
+        {
+            if (message.ValueKind != JsonValueKind.Object) return null;
+            JsonElement? Field(string name) => message.TryGetProperty(name, out var value) ? value : null;
+            string? Text(string name) => Field(name) is not { ValueKind: not JsonValueKind.Null } value ? null
+                : value.ValueKind == JsonValueKind.String ? value.GetString()
+                : throw new StratusUserException($"Invalid type for 'messages[{k}].{name}': expected a string.");
+            return new ChatMessageBody
+            {
+                Role = Text("role"), Content = Field("content"), Name = Text("name"), ToolCalls = Field("tool_calls"), ToolCallId = Text("tool_call_id"),
+                Reasoning = Text("reasoning"), ReasoningContent = Text("reasoning_content"),
+            };
+        }
+    }
 }

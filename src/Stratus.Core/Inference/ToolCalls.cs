@@ -17,7 +17,7 @@ public enum ToolChoiceKind { None, Auto, Required, Function }
 /// <summary>A chat request's tools: their definitions as the template gets them, their names, the
 /// choice asked for, the schema that constrains the output where the choice forces a call, and
 /// whether a choice may make several calls (OpenAI's parallel_tool_calls).</summary>
-public sealed record ChatTools(IReadOnlyList<JsonElement> Definitions, IReadOnlySet<string> Names, ToolChoiceKind Choice, string? Function, JsonSchema? Schema, bool Parallel = true)
+public sealed partial record ChatTools(IReadOnlyList<JsonElement> Definitions, IReadOnlySet<string> Names, ToolChoiceKind Choice, string? Function, JsonSchema? Schema, bool Parallel = true)
 {
     /// <summary>The tools offered and the choice asked for, with the constraint on the output where
     /// the choice forces a call: a named function's parameters (none: {}), or for "required" an
@@ -38,6 +38,72 @@ public sealed record ChatTools(IReadOnlyList<JsonElement> Definitions, IReadOnly
         };
         return new ChatTools(definitions, functions.Select(f => f.Name).ToHashSet(StringComparer.Ordinal), choice, function, constraint, parallel);
     }
+
+    /// <summary>A list of tools as OpenAI checks it, for a chat request (the server) and a
+    /// fine-tuning conversation (prepare --format chat) alike: each {"type": "function",
+    /// "function": {"name", "description", "parameters", "strict"}}, the names distinct, the
+    /// parameters a schema Stratus compiles. A fault is refused naming its field ("tools[0].type")
+    /// as Param, with OpenAI's Code.</summary>
+    /// <returns>The definitions as given, which the template gets, and each function's name and parameters (<see cref="ParametersOf"/>).</returns>
+    public static (List<JsonElement> Definitions, List<(string Name, JsonElement? Parameters)> Functions) Offered(JsonElement list)
+    {
+        static StratusUserException Invalid(string message, string param, string code) => new(message) { Param = param, Code = code };
+        if (list.ValueKind != JsonValueKind.Array)
+            throw Invalid("Invalid type for 'tools': expected an array of tools such as {\"type\": \"function\", \"function\": {\"name\": ...}}.", "tools", "invalid_type");
+        // OpenAI's API refuses an empty list, and vLLM since (PR 39780) with it; vLLM before gave a
+        // template tools=[], which some write as a tool prompt listing nothing. Leaving the field
+        // out is the one way to say "no tools".
+        if (list.GetArrayLength() == 0)
+            throw Invalid("Invalid 'tools': empty array. Expected an array with minimum length 1, but got an empty array instead; leave out 'tools' to offer none.", "tools", "empty_array");
+        var definitions = new List<JsonElement>();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        var functions = new List<(string Name, JsonElement? Parameters)>();
+        var i = 0;
+        foreach (var tool in list.EnumerateArray())
+        {
+            var param = $"tools[{i}]";
+            if (tool.ValueKind != JsonValueKind.Object) throw Invalid($"Invalid type for '{param}': expected an object.", param, "invalid_type");
+            if (!tool.TryGetProperty("type", out var type) || type.ValueKind == JsonValueKind.Null)
+                throw Invalid($"Missing required parameter: '{param}.type'.", $"{param}.type", "missing_required_parameter");
+            if (type.ValueKind != JsonValueKind.String || type.GetString() != "function")
+                throw Invalid($"Invalid value for '{param}.type': {ChatMessages.Truncate(type.GetRawText())}. Supported values are: 'function'.", $"{param}.type", "invalid_value");
+            if (!tool.TryGetProperty("function", out var function) || function.ValueKind == JsonValueKind.Null)
+                throw Invalid($"Missing required parameter: '{param}.function'.", $"{param}.function", "missing_required_parameter");
+            if (function.ValueKind != JsonValueKind.Object)
+                throw Invalid($"Invalid type for '{param}.function': expected an object with a 'name'.", $"{param}.function", "invalid_type");
+            if (!function.TryGetProperty("name", out var nameElement) || nameElement.ValueKind == JsonValueKind.Null)
+                throw Invalid($"Missing required parameter: '{param}.function.name'.", $"{param}.function.name", "missing_required_parameter");
+            if (nameElement.ValueKind != JsonValueKind.String || !FunctionName().IsMatch(nameElement.GetString()!))
+                throw Invalid($"Invalid '{param}.function.name': {ChatMessages.Truncate(nameElement.GetRawText())} must be 1 to 64 letters, digits, underscores or dashes.", $"{param}.function.name", "invalid_value");
+            var name = nameElement.GetString()!;
+            if (!names.Add(name))
+                throw Invalid($"Invalid 'tools': the function name '{name}' is given twice; each tool needs a name of its own.", $"{param}.function.name", "invalid_value");
+            if (function.TryGetProperty("description", out var description) && description.ValueKind is not (JsonValueKind.String or JsonValueKind.Null))
+                throw Invalid($"Invalid type for '{param}.function.description': expected a string.", $"{param}.function.description", "invalid_type");
+            if (function.TryGetProperty("strict", out var strict) && strict.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
+                throw Invalid($"Invalid type for '{param}.function.strict': expected a boolean, but got {ChatMessages.Truncate(strict.GetRawText())} instead.", $"{param}.function.strict", "invalid_type");
+            var schema = ParametersOf(function.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p : null);
+            if (schema is { } given)
+            {
+                // strict true and false enforce the same subset, as response_format's do.
+                var where = $"{param}.function.parameters";
+                if (given.ValueKind != JsonValueKind.Object)
+                    throw Invalid($"Invalid type for '{where}': expected a JSON schema object, but got {ChatMessages.Truncate(given.GetRawText())} instead.", where, "invalid_type");
+                try { JsonSchema.Compile(given, where); }
+                catch (StratusUserException e)
+                {
+                    throw Invalid($"Invalid schema for function '{name}': {e.Message}.", where, "invalid_function_parameters");
+                }
+            }
+            definitions.Add(tool);
+            functions.Add((name, schema));
+            i++;
+        }
+        return (definitions, functions);
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex("^[a-zA-Z0-9_-]{1,64}$")]
+    private static partial System.Text.RegularExpressions.Regex FunctionName();
 
     /// <summary>A function's parameters as the grammar compiles them: {} allows any value, and
     /// arguments are an object, so it is any object, as OpenAI takes it.</summary>

@@ -6,7 +6,7 @@ using Stratus.Inference;
 
 namespace Stratus.Server.Api;
 
-public static partial class ChatToolsParser
+public static class ChatToolsParser
 {
     /// <summary>The request's tools, null where it has none; every field checked as OpenAI checks
     /// it, each fault a 400 naming its parameter.</summary>
@@ -26,58 +26,11 @@ public static partial class ChatToolsParser
                 throw ApiException.Invalid("Invalid value for 'parallel_tool_calls': 'parallel_tool_calls' is only allowed when 'tools' are specified.", "parallel_tool_calls", "invalid_value");
             return null;
         }
-        var list = tools!.Value;
-        if (list.ValueKind != JsonValueKind.Array)
-            throw ApiException.Invalid("Invalid type for 'tools': expected an array of tools such as {\"type\": \"function\", \"function\": {\"name\": ...}}.", "tools", "invalid_type");
-        // OpenAI's API refuses an empty list, and vLLM since (PR 39780) with it; vLLM before gave a
-        // template tools=[], which some write as a tool prompt listing nothing. Leaving the field
-        // out is the one way to say "no tools".
-        if (list.GetArrayLength() == 0)
-            throw ApiException.Invalid("Invalid 'tools': empty array. Expected an array with minimum length 1, but got an empty array instead; leave out 'tools' to offer none.", "tools", "empty_array");
-        var definitions = new List<JsonElement>();
-        var names = new HashSet<string>(StringComparer.Ordinal);
-        var parameters = new List<(string Name, JsonElement? Parameters)>();
-        var i = 0;
-        foreach (var tool in list.EnumerateArray())
-        {
-            var param = $"tools[{i}]";
-            if (tool.ValueKind != JsonValueKind.Object) throw ApiException.Invalid($"Invalid type for '{param}': expected an object.", param, "invalid_type");
-            if (!tool.TryGetProperty("type", out var type) || type.ValueKind == JsonValueKind.Null)
-                throw ApiException.Invalid($"Missing required parameter: '{param}.type'.", $"{param}.type", "missing_required_parameter");
-            if (type.ValueKind != JsonValueKind.String || type.GetString() != "function")
-                throw ApiException.Invalid($"Invalid value for '{param}.type': {Truncate(type.GetRawText())}. Supported values are: 'function'.", $"{param}.type", "invalid_value");
-            if (!tool.TryGetProperty("function", out var function) || function.ValueKind == JsonValueKind.Null)
-                throw ApiException.Invalid($"Missing required parameter: '{param}.function'.", $"{param}.function", "missing_required_parameter");
-            if (function.ValueKind != JsonValueKind.Object)
-                throw ApiException.Invalid($"Invalid type for '{param}.function': expected an object with a 'name'.", $"{param}.function", "invalid_type");
-            if (!function.TryGetProperty("name", out var nameElement) || nameElement.ValueKind == JsonValueKind.Null)
-                throw ApiException.Invalid($"Missing required parameter: '{param}.function.name'.", $"{param}.function.name", "missing_required_parameter");
-            if (nameElement.ValueKind != JsonValueKind.String || !FunctionName().IsMatch(nameElement.GetString()!))
-                throw ApiException.Invalid($"Invalid '{param}.function.name': {Truncate(nameElement.GetRawText())} must be 1 to 64 letters, digits, underscores or dashes.", $"{param}.function.name", "invalid_value");
-            var name = nameElement.GetString()!;
-            if (!names.Add(name))
-                throw ApiException.Invalid($"Invalid 'tools': the function name '{name}' is given twice; each tool needs a name of its own.", $"{param}.function.name", "invalid_value");
-            if (function.TryGetProperty("description", out var description) && description.ValueKind is not (JsonValueKind.String or JsonValueKind.Null))
-                throw ApiException.Invalid($"Invalid type for '{param}.function.description': expected a string.", $"{param}.function.description", "invalid_type");
-            if (function.TryGetProperty("strict", out var strict) && strict.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
-                throw ApiException.Invalid($"Invalid type for '{param}.function.strict': expected a boolean, but got {Truncate(strict.GetRawText())} instead.", $"{param}.function.strict", "invalid_type");
-            var schema = ChatTools.ParametersOf(function.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p : null);
-            if (schema is { } given)
-            {
-                // strict true and false enforce the same subset, as response_format's do.
-                var where = $"{param}.function.parameters";
-                if (given.ValueKind != JsonValueKind.Object)
-                    throw ApiException.Invalid($"Invalid type for '{where}': expected a JSON schema object, but got {Truncate(given.GetRawText())} instead.", where, "invalid_type");
-                try { JsonSchema.Compile(given, where); }
-                catch (StratusUserException e)
-                {
-                    throw ApiException.Invalid($"Invalid schema for function '{name}': {e.Message}.", where, "invalid_function_parameters");
-                }
-            }
-            definitions.Add(tool);
-            parameters.Add((name, schema));
-            i++;
-        }
+        List<JsonElement> definitions;
+        List<(string Name, JsonElement? Parameters)> parameters;
+        try { (definitions, parameters) = ChatTools.Offered(tools!.Value); }
+        catch (StratusUserException e) { throw ApiException.Invalid(e); }
+        var names = parameters.Select(p => p.Name).ToHashSet(StringComparer.Ordinal);
         var (choice, forced) = ChoiceOf(toolChoice, names);
         if (choice is ToolChoiceKind.Function or ToolChoiceKind.Required && responseFormat is { ValueKind: JsonValueKind.Object } format
             && !(format.TryGetProperty("type", out var formatType) && formatType.ValueKind == JsonValueKind.String && formatType.GetString() == "text"))
@@ -113,9 +66,6 @@ public static partial class ChatToolsParser
             throw ApiException.Invalid($"Invalid value for 'tool_choice': function '{Truncate(name.GetString()!)}' is not among the tools; name one of {string.Join(", ", names.Select(n => $"'{n}'"))}.", param, "invalid_value");
         return (ToolChoiceKind.Function, name.GetString());
     }
-
-    [System.Text.RegularExpressions.GeneratedRegex("^[a-zA-Z0-9_-]{1,64}$")]
-    private static partial System.Text.RegularExpressions.Regex FunctionName();
 
     static string Truncate(string text) => text.Length > 40 ? text[..40] + "..." : text;
 }

@@ -1,6 +1,7 @@
 // Request bodies of the OpenAI API as records. Fields that OpenAI lets take several shapes
 // (stop, prompt, message content) are JsonElement and are checked by RequestParser.
 using System.Text.Json;
+using Stratus.Tokenization;
 
 namespace Stratus.Server.Api;
 
@@ -73,22 +74,6 @@ public sealed record ChatCompletionRequest : SamplingFields
     // Read only to refuse audio output: the reply would come without the message.audio asked for.
     public JsonElement? Modalities { get; init; }
     public JsonElement? Audio { get; init; }
-}
-
-public sealed record ChatMessageBody
-{
-    public string? Role { get; init; }
-    /// <summary>A string, or an array of parts {"type": "text", "text": ...}.</summary>
-    public JsonElement? Content { get; init; }
-    public string? Name { get; init; }
-    /// <summary>An assistant message's calls: [{"id", "type": "function", "function": {"name", "arguments"}}].</summary>
-    public JsonElement? ToolCalls { get; init; }
-    /// <summary>The call a tool message answers.</summary>
-    public string? ToolCallId { get; init; }
-    /// <summary>vLLM's: the reasoning an assistant's message came with, for a template that writes it back.</summary>
-    public string? Reasoning { get; init; }
-    /// <summary>The same under the name DeepSeek's API and earlier vLLM answers give it.</summary>
-    public string? ReasoningContent { get; init; }
 }
 
 public sealed record CompletionRequest : SamplingFields

@@ -240,109 +240,14 @@ public static partial class RequestParser
         return variables;
     }
 
-    /// <summary>Chat messages as (role, text); content may be a string or text parts.</summary>
+    /// <summary>A chat's messages as the template reads them (ChatMessages.Parse, which prepare
+    /// --format chat shares), each fault a 400 naming its field.</summary>
     public static List<ChatMessageText> Messages(List<ChatMessageBody?>? messages)
     {
         if (messages is null) throw ApiException.Invalid("Missing required parameter: 'messages'.", "messages", "missing_required_parameter");
         if (messages.Count == 0) throw ApiException.Invalid("'messages' must contain at least one message.", "messages", "empty_array");
-        var result = new List<ChatMessageText>(messages.Count);
-        // The calls a tool message may answer: those of the assistant's message it follows (after
-        // other answers to them), as OpenAI checks; a template may render the id or pair by it.
-        List<ChatToolCall>? answerable = null;
-        for (var i = 0; i < messages.Count; i++)
-        {
-            var param = $"messages[{i}]";
-            var message = messages[i] ?? throw ApiException.Invalid($"{param} must be an object.", param);
-            var role = message.Role ?? throw ApiException.Invalid($"Missing required parameter: '{param}.role'.", $"{param}.role", "missing_required_parameter");
-            if (!ChatTemplate.Roles.Contains(role))
-                throw ApiException.Invalid($"Invalid value for '{param}.role': '{Truncate(role)}'. Supported values are: {ChatTemplate.RolesInWords}.", $"{param}.role", "invalid_value");
-            var calls = role == "assistant" ? ToolCallsOf(message.ToolCalls, $"{param}.tool_calls") : null;
-            // An assistant's message that calls tools may have no content (null), as OpenAI writes it.
-            var (content, parts) = Content(message.Content, role, $"{param}.content");
-            if (role == "tool")
-            {
-                if (message.ToolCallId is null)
-                    throw ApiException.Invalid($"Missing required parameter: '{param}.tool_call_id'.", $"{param}.tool_call_id", "missing_required_parameter");
-                if (answerable is null)
-                    throw ApiException.Invalid($"Invalid parameter: '{param}', a message with role 'tool', must answer a call of the assistant's message before it (with 'tool_calls'); put it after that message.", param, "invalid_value");
-                if (!answerable.Any(c => c.Id == message.ToolCallId))
-                    throw ApiException.Invalid($"Invalid parameter: '{param}.tool_call_id' of '{Truncate(message.ToolCallId)}' not found in 'tool_calls' of the assistant's message before it; give the 'id' of one of its calls.", $"{param}.tool_call_id", "invalid_value");
-            }
-            else answerable = calls is { Count: > 0 } ? calls : null;
-            ChatMessageText text;
-            try { text = ChatMessageText.Of(role, content, message.Name, message.Reasoning, message.ReasoningContent, param); }
-            catch (StratusUserException e) { throw ApiException.Invalid($"Invalid parameter: {e.Message}.", e.Param, e.Code); }
-            result.Add(text with { TextParts = parts, ToolCalls = calls, ToolCallId = role == "tool" ? message.ToolCallId : null });
-        }
-        return result;
-    }
-
-    /// <summary>An assistant message's tool_calls, each {"id", "type": "function", "function":
-    /// {"name", "arguments": the JSON text of an object}}: the template gets the arguments parsed,
-    /// as vLLM gives them, so text that is not a JSON object is refused here.</summary>
-    static List<ChatToolCall>? ToolCallsOf(JsonElement? toolCalls, string param)
-    {
-        if (!Present(toolCalls)) return null;
-        if (toolCalls!.Value.ValueKind != JsonValueKind.Array)
-            throw ApiException.Invalid($"Invalid type for '{param}': expected an array of tool calls.", param, "invalid_type");
-        var calls = new List<ChatToolCall>();
-        var i = 0;
-        foreach (var call in toolCalls.Value.EnumerateArray())
-        {
-            var at = $"{param}[{i++}]";
-            string Text(JsonElement parent, string name, string where) =>
-                parent.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString()!
-                : throw ApiException.Invalid($"Missing or invalid '{where}': expected a string.", where, "invalid_type");
-            if (call.ValueKind != JsonValueKind.Object) throw ApiException.Invalid($"Invalid type for '{at}': expected an object.", at, "invalid_type");
-            if (call.TryGetProperty("type", out var type) && !(type.ValueKind == JsonValueKind.String && type.GetString() == "function"))
-                throw ApiException.Invalid($"Invalid value for '{at}.type': {Truncate(type.GetRawText())}. Supported values are: 'function'.", $"{at}.type", "invalid_value");
-            if (!call.TryGetProperty("function", out var function) || function.ValueKind != JsonValueKind.Object)
-                throw ApiException.Invalid($"Missing or invalid '{at}.function': expected an object with 'name' and 'arguments'.", $"{at}.function", "invalid_type");
-            var arguments = Text(function, "arguments", $"{at}.function.arguments");
-            // An object, as OpenAI requires: templates iterate its items (vLLM's json.loads gives
-            // them a dict), and a list or number there renders as no call a model was trained on.
-            bool isObject;
-            try
-            {
-                using var parsed = JsonDocument.Parse(arguments);
-                isObject = parsed.RootElement.ValueKind == JsonValueKind.Object;
-            }
-            catch (JsonException) { isObject = false; }
-            if (!isObject)
-                throw ApiException.Invalid($"Invalid '{at}.function.arguments': {Truncate(arguments)} is not a JSON object; send the arguments as the JSON text of an object, such as '{{\"city\": \"Paris\"}}'.", $"{at}.function.arguments", "invalid_value");
-            calls.Add(new ChatToolCall(Text(call, "id", $"{at}.id"), Text(function, "name", $"{at}.function.name"), arguments));
-        }
-        return calls;
-    }
-
-    /// <summary>A message's content: its text, and its text parts where it was given as parts.</summary>
-    static (string? Text, List<string>? Parts) Content(JsonElement? content, string role, string param)
-    {
-        if (content is not { } element || element.ValueKind == JsonValueKind.Null)
-        {
-            if (role == "assistant") return (null, null);
-            throw ApiException.Invalid($"Missing required parameter: '{param}'.", param, "missing_required_parameter");
-        }
-        if (element.ValueKind == JsonValueKind.String) return (element.GetString()!, null);
-        if (element.ValueKind != JsonValueKind.Array)
-            throw ApiException.Invalid($"Invalid type for '{param}': expected a string or an array of content parts.", param, "invalid_type");
-        // The text parts joined by line breaks, as vLLM gives a template that takes string content
-        // (chat_utils' "\n".join), so that two parts stay two lines rather than one run-on word;
-        // a template that loops over the parts gets them (ChatTemplate).
-        var texts = new List<string>();
-        var index = 0;
-        foreach (var part in element.EnumerateArray())
-        {
-            if (part.ValueKind != JsonValueKind.Object || !part.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String)
-                throw ApiException.Invalid($"Invalid content part '{param}[{index}]': expected an object with a 'type'.", $"{param}[{index}]", "invalid_type");
-            if (type.GetString() != "text")
-                throw ApiException.Invalid($"Content part type '{Truncate(type.GetString()!)}' is not supported by this model; only 'text' is.", $"{param}[{index}].type", "invalid_value");
-            if (!part.TryGetProperty("text", out var value) || value.ValueKind != JsonValueKind.String)
-                throw ApiException.Invalid($"Missing or invalid '{param}[{index}].text': expected a string.", $"{param}[{index}].text", "invalid_type");
-            texts.Add(value.GetString()!);
-            index++;
-        }
-        return (string.Join('\n', texts), texts);
+        try { return ChatMessages.Parse(messages); }
+        catch (StratusUserException e) { throw ApiException.Invalid(e); }
     }
 
     /// <summary>Prompts of /v1/completions: each either text or token ids.</summary>

@@ -366,6 +366,38 @@ public sealed class FineTuningTests
     }
 
     [Fact]
+    public void An_assistant_turn_of_weight_0_is_context_and_only_the_others_are_learned()
+    {
+        using var temp = new TempDirectory();
+        HuggingFaceTests.WriteHfLlama(temp.File("hf"), shards: 1);
+        var imported = HuggingFace.Import(temp.File("hf"), temp.File("base"));
+        // OpenAI's fine-tuning "weight": the middle reply is in the context but not learned; it was learned.
+        const string Line = """{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "one", "weight": 1}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "two", "weight": 0}, {"role": "user", "content": "c"}, {"role": "assistant", "content": "three"}]}""";
+        File.WriteAllLines(temp.File("chat.jsonl"), [Line, Line]);
+        var dataset = ChatDatasetPreparer.Prepare(temp.File("chat.jsonl"), temp.File("data"), temp.File("base"), valFraction: 0);
+        long[] Shard(string name)
+        {
+            using var shard = TokenShard.Open(Path.Combine(temp.File("data"), name));
+            var values = new long[shard.Count];
+            shard.Read(0, values);
+            return values;
+        }
+        var (tokens, mask) = (Shard(DatasetPreparer.TrainShard), Shard(ChatDatasetPreparer.TrainMask));
+        var template = ChatTemplate.TryLoad(imported.CheckpointDirectory)!;
+        var whole = template.Render([("user", "a"), ("assistant", "one"), ("user", "b"), ("assistant", "two"), ("user", "c"), ("assistant", "three")], false);
+        Assert.Equal(whole + whole, imported.Tokenizer.Decode(tokens.Select(t => (int)t).ToArray()));
+        Assert.Equal("one<|im_end|>\nthree<|im_end|>\n" + "one<|im_end|>\nthree<|im_end|>\n",
+            imported.Tokenizer.Decode(tokens.Where((_, i) => mask[i] == 1).Select(t => (int)t).ToArray()));
+        Assert.Equal(mask.Sum(), dataset.SupervisedTokens);
+
+        // Each assistant turn at weight 0: the conversation is kept as context, as one without an
+        // assistant turn is, and a file of nothing else has nothing to learn.
+        File.WriteAllLines(temp.File("context.jsonl"), Enumerable.Repeat(Line.Replace("\"weight\": 1", "\"weight\": 0").Replace("\"three\"}", "\"three\", \"weight\": 0}"), 2));
+        Assert.Equal($"{temp.File("context.jsonl")} has no assistant messages to learn from (none, or each with \"weight\": 0); give the conversations assistant turns of weight 1 (the default)",
+            Assert.Throws<StratusUserException>(() => ChatDatasetPreparer.Prepare(temp.File("context.jsonl"), temp.File("none"), temp.File("base"))).Message);
+    }
+
+    [Fact]
     public void Bad_chat_records_and_settings_are_refused_with_one_clear_message()
     {
         using var temp = new TempDirectory();
@@ -388,8 +420,18 @@ public sealed class FineTuningTests
         Assert.Equal($"{chat}:2: Missing required parameter: 'messages[0].content'.", Error("""{"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}"""));
         // Taken before: an empty reply taught the model to answer with nothing but the end of its
         // turn, and a role the server refuses taught it a turn no chat request can ask for.
-        Assert.Equal($"{chat}:2: message 2 (assistant) has empty content", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}"""));
-        Assert.Equal($"{chat}:2: message 1 (user) has empty content", Error("""{"messages": [{"role": "user", "content": " \n"}, {"role": "assistant", "content": "a"}]}"""));
+        const string Empty = "has empty content, which OpenAI's fine-tuning format does not allow (a chat request may send it); give it text, or an assistant's message tool_calls";
+        Assert.Equal($"{chat}:2: message 2 (assistant) {Empty}", Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}"""));
+        Assert.Equal($"{chat}:2: message 1 (user) {Empty}", Error("""{"messages": [{"role": "user", "content": " \n"}, {"role": "assistant", "content": "a"}]}"""));
+        // OpenAI's fine-tuning "weight": 0 or 1, on an assistant's message only; it was ignored.
+        Assert.Equal($"{chat}:2: Invalid value for 'messages[1].weight': 2. Supported values are: 0 (context only) and 1 (learned).",
+            Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a", "weight": 2}]}"""));
+        Assert.Equal($"{chat}:2: Invalid value for 'messages[1].weight': \"1\". Supported values are: 0 (context only) and 1 (learned).",
+            Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a", "weight": "1"}]}"""));
+        Assert.Equal($"{chat}:2: Invalid value for 'messages[1].weight': 0.5. Supported values are: 0 (context only) and 1 (learned).",
+            Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a", "weight": 0.5}]}"""));
+        Assert.Equal($"{chat}:2: Invalid parameter: 'messages[0].weight' is only for an assistant's message, not a 'user' one; remove it.",
+            Error("""{"messages": [{"role": "user", "content": "hi", "weight": 0}, {"role": "assistant", "content": "a"}]}"""));
         Assert.Equal($"{chat}:2: Invalid value for 'messages[0].role': 'wizard'. Supported values are: 'system', 'developer', 'user', 'assistant' and 'tool'.",
             Error("""{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "a"}]}"""));
         // A message's name and an assistant's reasoning reach the template as a chat request's
@@ -407,8 +449,11 @@ public sealed class FineTuningTests
             Error($$"""{"messages": [{"role": "user", "content": "hi"}, {{Call}}, {"role": "tool", "content": "x"}]}"""));
         Assert.Equal($"{chat}:2: Invalid 'messages[1].tool_calls[0].function.arguments': [1] is not a JSON object; send the arguments as the JSON text of an object, such as '{{\"city\": \"Paris\"}}'.",
             Error($$"""{"messages": [{"role": "user", "content": "hi"}, {{Call.Replace("\"{}\"", "\"[1]\"")}}]}"""));
-        Assert.Equal($"{chat}:2: message 2 (assistant) has empty content",
+        Assert.Equal($"{chat}:2: message 2 (assistant) {Empty}",
             Error("""{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": null}]}"""));
+        // An empty tool result, which a chat request may send, is refused as OpenAI's fine-tuning refuses it.
+        Assert.Equal($"{chat}:2: message 3 (tool) {Empty}",
+            Error($$"""{"messages": [{"role": "user", "content": "hi"}, {{Call}}, {"role": "tool", "tool_call_id": "c1", "content": ""}, {"role": "assistant", "content": "a"}]}"""));
         Assert.Equal($"{chat}:2: Invalid 'tools[0].function.name': \"a b\" must be 1 to 64 letters, digits, underscores or dashes.",
             Error($$$"""{"messages": [{"role": "user", "content": "hi"}, {{{Call}}}], "tools": [{"type": "function", "function": {"name": "a b"}}]}"""));
         Assert.Equal($"{chat}:2: 'functions' (deprecated) is not supported; give them as 'tools', each {{\"type\": \"function\", \"function\": {{...}}}}",

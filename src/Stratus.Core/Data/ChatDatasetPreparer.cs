@@ -83,9 +83,9 @@ public static class ChatDatasetPreparer
                     for (int lineNumber = 1, index = 0; reader.ReadLine() is { } line; lineNumber++)
                     {
                         if (string.IsNullOrWhiteSpace(line)) continue;
-                        var (messages, tools) = ParseConversation(input, lineNumber, line);
+                        var (messages, tools, learned) = ParseConversation(input, lineNumber, line);
                         (int[] Tokens, byte[] Mask) example;
-                        try { example = Encode(template, tokenizer, messages, tools); }
+                        try { example = Encode(template, tokenizer, messages, tools, learned); }
                         catch (StratusUserException e) { throw new StratusUserException($"{input}:{lineNumber}: {e.Message}"); }
                         if (index == trainCount) valStart = tokens.Count;
                         last = (example.Tokens, Array.ConvertAll(example.Mask, m => (int)m));
@@ -95,10 +95,10 @@ public static class ChatDatasetPreparer
                         else valSupervised += last.Mask.Sum();
                         progress?.Report(new PrepareProgress("tokenizing", file.Position, file.Length, tokens.Count));
                     }
-                    if (supervised == 0) throw new StratusUserException($"{input} has no assistant messages to learn from");
+                    if (supervised == 0) throw new StratusUserException($"{input} has no assistant messages to learn from (none, or each with \"weight\": 0); give the conversations assistant turns of weight 1 (the default)");
                     // Validation measures the loss on assistant tokens only: the held-out conversations need some.
                     if (valCount > 0 && valSupervised == 0)
-                        throw new StratusUserException($"the last {valCount} conversation(s) of {input}, held out for validation, have no assistant message; end the file with conversations that do, or change --val-fraction");
+                        throw new StratusUserException($"the last {valCount} conversation(s) of {input}, held out for validation, have no assistant message to learn from (none, or each with \"weight\": 0); end the file with conversations that do, or change --val-fraction");
                     if (valCount == 0)
                     {
                         valStart = tokens.Count;
@@ -165,7 +165,10 @@ public static class ChatDatasetPreparer
     /// its content up to the next turn (learned).</summary>
     /// <param name="tools">The tools the conversation offers, which the template gets as a chat
     /// request's (ChatTemplate.Render); null: none.</param>
-    public static (int[] Tokens, byte[] Mask) Encode(ChatTemplate template, ITokenizer tokenizer, IReadOnlyList<ChatMessageText> messages, IReadOnlyList<JsonElement>? tools = null)
+    /// <param name="learned">Whether each message, where it is an assistant's, is learned (OpenAI's
+    /// "weight" 1) or only context (weight 0); null: every assistant's turn is learned.</param>
+    public static (int[] Tokens, byte[] Mask) Encode(ChatTemplate template, ITokenizer tokenizer, IReadOnlyList<ChatMessageText> messages, IReadOnlyList<JsonElement>? tools = null,
+        IReadOnlyList<bool>? learned = null)
     {
         var tokens = new List<int>();
         var mask = new List<byte>();
@@ -191,7 +194,7 @@ public static class ChatDatasetPreparer
             {
                 var prompt = template.Render(messages.Take(k).ToList(), addGenerationPrompt: true, tools: tools);
                 Add(prompt, 0, prompt);
-                Add(full, 1, full);
+                Add(full, learned is null || learned[k] ? (byte)1 : (byte)0, full);
             }
             else Add(full, 0, full);
         }
@@ -201,8 +204,9 @@ public static class ChatDatasetPreparer
     /// <summary>A line's conversation, its messages read as a chat request's are
     /// (ChatMessages.Parse: tool calls, a tool's tool_call_id, text parts, a name, an assistant's
     /// reasoning), and the tools it offers, which OpenAI's fine-tuning data gives beside its
-    /// messages, checked as a request's (ChatTools.Offered); each fault named by its line and field.</summary>
-    static (List<ChatMessageText> Messages, List<JsonElement>? Tools) ParseConversation(string path, int lineNumber, string line)
+    /// messages, checked as a request's (ChatTools.Offered), and which assistant turns are learned
+    /// (OpenAI's fine-tuning "weight"); each fault named by its line and field.</summary>
+    static (List<ChatMessageText> Messages, List<JsonElement>? Tools, bool[] Learned) ParseConversation(string path, int lineNumber, string line)
     {
         using var document = JsonText.ParseLineDocument(path, lineNumber, line);
         var conversation = document.RootElement;
@@ -222,12 +226,31 @@ public static class ChatDatasetPreparer
                 throw new StratusUserException("'functions' (deprecated) is not supported; give them as 'tools', each {\"type\": \"function\", \"function\": {...}}");
         }
         catch (StratusUserException e) { throw new StratusUserException($"{path}:{lineNumber}: {e.Message}"); }
-        // As OpenAI's fine-tuning checks: a turn with nothing in it (an empty reply teaches
-        // answering with the end of turn alone); an assistant's turn of calls alone has calls.
+        // As OpenAI's fine-tuning checks (its data-preparation cookbook's missing_content), though
+        // a chat request may send "": a turn with nothing in it (an empty reply teaches answering
+        // with the end of turn alone); an assistant's turn of calls alone has calls.
         for (var k = 0; k < messages.Count; k++)
             if (string.IsNullOrWhiteSpace(messages[k].Content) && messages[k].ToolCalls is null)
-                throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} ({messages[k].Role}) has empty content");
-        return (messages, tools);
+                throw new StratusUserException($"{path}:{lineNumber}: message {k + 1} ({messages[k].Role}) has empty content, which OpenAI's fine-tuning format does not allow (a chat request may send it); give it text, or an assistant's message tool_calls");
+        // OpenAI's fine-tuning "weight" of an assistant's message: 1 (the default) learns the turn,
+        // 0 keeps it as context only. Its schema gives it to no other role, and no other value.
+        var learned = new bool[messages.Count];
+        for (var k = 0; k < messages.Count; k++)
+        {
+            var param = $"messages[{k}].weight";
+            if (!list[k].TryGetProperty("weight", out var weight) || weight.ValueKind == JsonValueKind.Null)
+            {
+                learned[k] = true;
+                continue;
+            }
+            if (messages[k].Role != "assistant")
+                throw new StratusUserException($"{path}:{lineNumber}: Invalid parameter: '{param}' is only for an assistant's message, not a '{messages[k].Role}' one; remove it.");
+            // A number, as its schema's integer is read (1.0 is 1); true and "1" are not.
+            if (weight.ValueKind != JsonValueKind.Number || weight.GetDouble() is not (0 or 1))
+                throw new StratusUserException($"{path}:{lineNumber}: Invalid value for '{param}': {ChatMessages.Truncate(weight.GetRawText())}. Supported values are: 0 (context only) and 1 (learned).");
+            learned[k] = weight.GetDouble() == 1;
+        }
+        return (messages, tools, learned);
 
         // A message as a request's body holds it: absent and null are none, as there. Read inside
         // the try above, which names the line.

@@ -185,4 +185,19 @@ public sealed class ChatClientTests
             Assert.Equal("user|ada||Hi;assistant||why|A;user|||Go;".Length, response.Usage!.InputTokenCount);
         });
     }
+
+    /// <summary>A message of several TextContents is several text parts, as Microsoft.Extensions.AI's
+    /// OpenAI client sends it: a template that loops over content gets each part, another their
+    /// text joined by line breaks, as vLLM renders such a request (not run together).</summary>
+    [Theory]
+    [InlineData(EchoTemplate, "user|||Hi\nthere;")]
+    [InlineData(PartsTemplateServer.Template, "<user>[Hi][there]<assistant>")]
+    public async Task A_message_s_text_contents_reach_the_template_as_text_parts(string template, string rendered)
+    {
+        await WithChatClient(save: folder => TinyModelServer.SaveGpt(folder, CharTokenizer.FromCorpus(TinyModelServer.Corpus), context: 512, chatTemplate: template), test: async (served, _) =>
+        {
+            var response = await served.ChatClient.GetResponseAsync([new ChatMessage(ChatRole.User, [new TextContent("Hi"), new TextContent("there")])], new ChatOptions { MaxOutputTokens = 1 });
+            Assert.Equal(rendered.Length, response.Usage!.InputTokenCount);
+        });
+    }
 }

@@ -173,7 +173,8 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
     /// <summary>A message as the template reads it, as the HTTP API's messages: an assistant's
     /// FunctionCallContent its tool_calls, and each FunctionResultContent a tool message of its
     /// own answering its call (OpenAI's tool_call_id), as Microsoft.Extensions.AI's OpenAI client
-    /// sends them; its AuthorName the name, and an assistant's TextReasoningContent its reasoning.</summary>
+    /// sends them; its TextContents text parts, its AuthorName the name, and an assistant's
+    /// TextReasoningContent its reasoning.</summary>
     static void Add(List<ChatMessageText> list, ChatMessage message)
     {
         var results = message.Contents.OfType<FunctionResultContent>().ToList();
@@ -183,8 +184,13 @@ public sealed class StratusChatClient(InferenceEngine engine, ChatTemplate templ
             .Select(call => new ChatToolCall(call.CallId, call.Name, JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), ArgumentsType))).ToList();
         // A message of calls alone has no content (null), as the OpenAI client sends it.
         var reasoning = message.Contents.OfType<TextReasoningContent>().Select(r => r.Text).ToList();
-        list.Add(new ChatMessageText(message.Role.Value, calls.Count > 0 && message.Text.Length == 0 ? null : message.Text)
+        // Several TextContents are several text parts, as the OpenAI client sends them: joined by
+        // line breaks as the HTTP API joins parts (ChatMessage.Text runs them together).
+        var parts = message.Contents.OfType<TextContent>().Select(t => t.Text).ToList();
+        var text = string.Join("\n", parts);
+        list.Add(new ChatMessageText(message.Role.Value, calls.Count > 0 && text.Length == 0 ? null : text)
         {
+            TextParts = parts.Count > 1 ? parts : null,
             ToolCalls = calls.Count > 0 ? calls : null,
             Name = message.AuthorName,
             Reasoning = reasoning.Count > 0 && message.Role == ChatRole.Assistant ? string.Concat(reasoning) : null,

@@ -101,6 +101,20 @@ public sealed class TrainingTests
     }
 
     [Fact]
+    public void A_val_split_shorter_than_a_window_is_blamed_on_the_val_fraction()
+    {
+        // A 20-conversation chat file holds out 2 (--val-fraction 0.1), fewer tokens than a
+        // 1024-token window: the advice was "use more text", which grows both splits alike.
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["corpus.txt"], TestData.Corpus(lines: 40));
+        DatasetPreparer.Prepare(temp["corpus.txt"], temp["data"], "char", valFraction: 0.01);
+        var blockSize = (int)(new FileInfo(temp["corpus.txt"]).Length / 20);
+        var message = Assert.Throws<StratusUserException>(() => new BatchSampler(temp["data"], 1, blockSize, seed: 0)).Message;
+        Assert.StartsWith(Path.Combine(temp["data"], DatasetPreparer.ValShard), message);
+        Assert.EndsWith($"not more than block_size {blockSize}; prepare the data again with a larger --val-fraction (or more text), or give a smaller --block-size", message);
+    }
+
+    [Fact]
     public void Training_lowers_the_loss_and_writes_metrics_and_checkpoints()
     {
         using var temp = new TempDirectory();

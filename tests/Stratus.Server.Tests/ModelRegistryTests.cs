@@ -154,6 +154,22 @@ public sealed class ModelRegistryTests : IDisposable
     }
 
     [Fact]
+    public async Task Two_versions_of_one_name_are_refused_with_a_name_of_its_own_for_each()
+    {
+        // The advice was "name them with --model NAME=DIR", though neither was given as a folder.
+        var registry = Registry();
+        registry.Register(Run("a"), "shk", null, "production", "tests");
+        registry.Register(Run("b"), "shk", null, "staging", "tests");
+        var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(new ServeOptions
+        {
+            Models = [ModelSpec.Parse("shk@production"), ModelSpec.Parse("shk@staging")],
+            Port = 0,
+            Trust = new Trust.TrustOptions { DataDir = DataDir, InsecureNoAuth = true },
+        }));
+        Assert.Equal("two models are named 'shk' (shk:1 and shk:2); give each a name of its own with --model NAME=MODEL, as --model shk-2=shk:2", error.Message);
+    }
+
+    [Fact]
     public async Task A_version_registered_as_a_copy_is_served_after_its_run_saved_its_checkpoint_again()
     {
         var registry = Registry();

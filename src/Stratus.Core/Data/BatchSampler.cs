@@ -74,8 +74,12 @@ public sealed partial class BatchSampler : IDisposable
                 throw new StratusUserException(split == Split.Train
                     ? $"{shard.Path} is empty: the --val-fraction it was prepared with left no tokens to train on; prepare the data again with a smaller --val-fraction, e.g. 0.1"
                     : $"{shard.Path} is empty{(only is null ? " (training evaluates on both splits)" : "")}; prepare the data again with a --val-fraction above 0, e.g. 0.1");
+            // A small val split (a chat file's few held-out conversations) grows with --val-fraction,
+            // not with more text alone.
             if (shard.Count <= blockSize)
-                throw new StratusUserException(s => $"{shard.Path} has {shard.Count} tokens, not more than block_size {blockSize}; use more text or a smaller {s.Option(Surface.OverridesPrefix + "block_size")}");
+                throw new StratusUserException(s => $"{shard.Path} has {shard.Count} tokens, not more than block_size {blockSize}; " + (split == Split.Val
+                    ? $"prepare the data again with a larger --val-fraction (or more text), or give a smaller {s.Option(Surface.OverridesPrefix + "block_size")}"
+                    : $"use more text or a smaller {s.Option(Surface.OverridesPrefix + "block_size")}"));
         }
         // What the tokens are, not where or when they were prepared: copies of one dataset on
         // several nodes are the same dataset.

@@ -144,7 +144,7 @@ public sealed class ServedModels : IDisposable
 
     public void Add(ServedModel model)
     {
-        if (models.ContainsKey(model.Name)) throw TwoNamed(model.Name);
+        if (models.TryGetValue(model.Name, out var served)) throw TwoNamed(model.Name, [Source(served), Source(model)]);
         models = new(models, StringComparer.Ordinal) { [model.Name] = model };
         ordered = [.. ordered, model];
     }
@@ -152,11 +152,16 @@ public sealed class ServedModels : IDisposable
     /// <summary>Refuses two models of one name before any is loaded.</summary>
     public static void EnsureDistinctNames(IEnumerable<ModelSpec> specs)
     {
-        if (specs.Select(spec => spec.ResolveName()).GroupBy(name => name, StringComparer.Ordinal).FirstOrDefault(names => names.Count() > 1) is { } twice)
-            throw TwoNamed(twice.Key);
+        if (specs.GroupBy(spec => spec.ResolveName(), StringComparer.Ordinal).FirstOrDefault(named => named.Count() > 1) is { } twice)
+            throw TwoNamed(twice.Key, [.. twice.Select(spec => spec.Registered is { } version ? $"{version.Name}:{version.Version}" : spec.Path)]);
     }
 
-    static StratusUserException TwoNamed(string name) => new($"two models are named '{name}'; name them with --model NAME=DIR");
+    static string Source(ServedModel model) => model.RegisteredVersion ?? model.CheckpointDirectory ?? model.Name;
+
+    // The models may be registered versions (two of one name, as shk@production and shk@staging),
+    // not folders: the fix names them and spells a --model that serves the second apart.
+    static StratusUserException TwoNamed(string name, string[] sources) =>
+        new($"two models are named '{name}' ({string.Join(" and ", sources)}); give each a name of its own with --model NAME=MODEL, as --model {name}-2={sources[1]}");
 
     /// <summary>503 service_unavailable, with Retry-After, while the models load.</summary>
     public void EnsureLoaded()

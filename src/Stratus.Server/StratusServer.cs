@@ -138,7 +138,7 @@ public sealed class StratusServer : IAsyncDisposable
             }
             catch (Stratus.Safety.TrustUserException e)
             {
-                throw new StratusUserException($"{e.Message} Name the model with --model NAME=DIR.");
+                throw new StratusUserException($"{e.Message} Name the model with --model NAME=MODEL, as --model {DeploymentNameLike(spec.ResolveName())}={spec.Path}");
             }
         }
         var servedModels = new ServedModels { IsLoading = true };
@@ -365,5 +365,13 @@ public sealed class StratusServer : IAsyncDisposable
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5))) await app.StopAsync(timeout.Token);
         await app.DisposeAsync();
         Models.Dispose();
+    }
+
+    /// <summary>A valid deployment name close to <paramref name="name"/>, for the advice on an
+    /// invalid one: what the rule refuses turned into '-'.</summary>
+    static string DeploymentNameLike(string name)
+    {
+        var like = System.Text.RegularExpressions.Regex.Replace(name, "[^A-Za-z0-9_.:-]", "-").TrimStart('_', '.', ':', '-');
+        return like.Length == 0 ? "model" : like[..Math.Min(like.Length, 128)];
     }
 }

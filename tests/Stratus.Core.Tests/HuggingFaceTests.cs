@@ -388,20 +388,9 @@ public sealed class HuggingFaceTests
     public void A_model_s_tool_use_template_is_imported_served_for_chats_with_tools_and_exported()
     {
         using var temp = new TempDirectory();
-        var hf = temp.File("hf");
-        var (original, _) = WriteHfLlama(hf, shards: 1);
-        foreach (var t in original.Values) t.Dispose();
-        // Written for this test in the style of Hermes 3's pair: ChatML, and ChatML with the tools first.
-        const string ForTools = "{{ '<tools>' + tools | map(attribute='function.name') | join(',') + '</tools>' }}" + ChatTemplateTests.ChatMl;
-        var named = new JsonArray(new JsonObject { ["name"] = "default", ["template"] = ChatTemplateTests.ChatMl }, new JsonObject { ["name"] = "tool_use", ["template"] = ForTools });
-        var configPath = Path.Combine(hf, "tokenizer_config.json");
-        var tokenizerConfig = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
-        tokenizerConfig["chat_template"] = named.DeepClone();
-        File.WriteAllText(configPath, tokenizerConfig.ToJsonString());
-        HuggingFace.Import(hf, temp.File("run"));
-        var template = ChatTemplate.TryLoad(temp.File("run"))!;
-        Assert.Equal("<|im_start|>user\nhi<|im_end|>\n", template.Render([("user", "hi")], addGenerationPrompt: false));
-        Assert.Equal("<tools>get_weather,get_time</tools><|im_start|>user\nhi<|im_end|>\n", template.Render([new ChatMessageText("user", "hi")], addGenerationPrompt: false, tools: ChatTemplateTests.WeatherTools));
+        var named = WriteHfLlamaWithToolUse(temp.File("hf"));
+        HuggingFace.Import(temp.File("hf"), temp.File("run"));
+        AssertRendersToolsInToolUse(temp.File("run"));
         HuggingFace.Export(temp.File("run"), temp.File("out"), ScalarType.BFloat16);
         Assert.True(JsonNode.DeepEquals(named, JsonNode.Parse(File.ReadAllText(temp.File("out/tokenizer_config.json")))!["chat_template"]));
     }
@@ -412,25 +401,41 @@ public sealed class HuggingFaceTests
         // export gguf wrote tokenizer.chat_template alone and import gguf read it alone: a
         // model imported from a GGUF file rendered a chat with tools in its default template.
         using var temp = new TempDirectory();
-        var hf = temp.File("hf");
-        var (original, _) = WriteHfLlama(hf, shards: 1);
-        foreach (var t in original.Values) t.Dispose();
-        const string ForTools = "{{ '<tools>' + tools | map(attribute='function.name') | join(',') + '</tools>' }}" + ChatTemplateTests.ChatMl;
-        var configPath = Path.Combine(hf, "tokenizer_config.json");
-        var tokenizerConfig = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
-        tokenizerConfig["chat_template"] = new JsonArray(new JsonObject { ["name"] = "default", ["template"] = ChatTemplateTests.ChatMl }, new JsonObject { ["name"] = "tool_use", ["template"] = ForTools });
-        File.WriteAllText(configPath, tokenizerConfig.ToJsonString());
-        HuggingFace.Import(hf, temp.File("run"));
+        WriteHfLlamaWithToolUse(temp.File("hf"));
+        HuggingFace.Import(temp.File("hf"), temp.File("run"));
         GgufExport.Write(temp.File("run"), temp.File("m.gguf"), GgmlType.F32);
 
         // convert_hf_to_gguf.py's keys: the default, each named one by its name, and their names.
         var metadata = GgufFile.Read(temp.File("m.gguf")).Metadata;
         Assert.Equal(ChatTemplateTests.ChatMl, metadata["tokenizer.chat_template"]);
-        Assert.Equal(ForTools, metadata["tokenizer.chat_template.tool_use"]);
+        Assert.Equal(ToolUseTemplate, metadata["tokenizer.chat_template.tool_use"]);
         Assert.Equal(["tool_use"], (object[])metadata["tokenizer.chat_templates"]);
 
         GgufImport.Import(temp.File("m.gguf"), temp.File("imported"));
-        var template = ChatTemplate.TryLoad(temp.File("imported"))!;
+        AssertRendersToolsInToolUse(temp.File("imported"));
+    }
+
+    /// <summary>Written for these tests in the style of Hermes 3's pair: ChatML, and ChatML with the tools first.</summary>
+    const string ToolUseTemplate = "{{ '<tools>' + tools | map(attribute='function.name') | join(',') + '</tools>' }}" + ChatTemplateTests.ChatMl;
+
+    /// <summary>A Hugging Face Llama folder whose tokenizer_config.json names a default and a
+    /// tool_use template (<see cref="ToolUseTemplate"/>); the named list written.</summary>
+    static JsonArray WriteHfLlamaWithToolUse(string hf)
+    {
+        var (original, _) = WriteHfLlama(hf, shards: 1);
+        foreach (var t in original.Values) t.Dispose();
+        var named = new JsonArray(new JsonObject { ["name"] = "default", ["template"] = ChatTemplateTests.ChatMl }, new JsonObject { ["name"] = "tool_use", ["template"] = ToolUseTemplate });
+        var configPath = Path.Combine(hf, "tokenizer_config.json");
+        var tokenizerConfig = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        tokenizerConfig["chat_template"] = named.DeepClone();
+        File.WriteAllText(configPath, tokenizerConfig.ToJsonString());
+        return named;
+    }
+
+    /// <summary>The run chats in ChatML, and a chat with tools in the tool_use template.</summary>
+    static void AssertRendersToolsInToolUse(string run)
+    {
+        var template = ChatTemplate.TryLoad(run)!;
         Assert.Equal("<|im_start|>user\nhi<|im_end|>\n", template.Render([("user", "hi")], addGenerationPrompt: false));
         Assert.Equal("<tools>get_weather,get_time</tools><|im_start|>user\nhi<|im_end|>\n", template.Render([new ChatMessageText("user", "hi")], addGenerationPrompt: false, tools: ChatTemplateTests.WeatherTools));
     }

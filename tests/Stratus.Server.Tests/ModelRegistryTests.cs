@@ -170,19 +170,6 @@ public sealed class ModelRegistryTests : IDisposable
     }
 
     [Fact]
-    public async Task A_folder_whose_name_is_no_deployment_name_is_told_to_name_its_model()
-    {
-        var run = Run("my run");
-        var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(new ServeOptions
-        {
-            Models = [ModelSpec.Parse(run)],
-            Port = 0,
-            Trust = new Trust.TrustOptions { DataDir = DataDir, InsecureNoAuth = true },
-        }));
-        Assert.Equal($"Deployment name 'my run' is invalid: use 1-128 letters, digits, '_', '.', ':', '-'. Name the model with --model NAME=MODEL, as --model my-run={run}", error.Message);
-    }
-
-    [Fact]
     public async Task A_version_registered_as_a_copy_is_served_after_its_run_saved_its_checkpoint_again()
     {
         var registry = Registry();

@@ -69,7 +69,7 @@ public sealed class ServerStartupTests : IDisposable
     {
         var options = Options(insecure: true);
         var error = await Assert.ThrowsAsync<StratusUserException>(() => StratusServer.StartAsync(options with { Models = [options.Models[0] with { Name = "two words" }] }));
-        Assert.Contains("--model NAME=DIR", error.Message);
+        Assert.EndsWith($"is invalid: use 1-128 letters, digits, '_', '.', ':', '-'. Name the model with --model NAME=MODEL, as --model two-words={options.Models[0].Path}", error.Message);
     }
 
     [Theory]
